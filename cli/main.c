@@ -1,0 +1,163 @@
+/*
+ * custos main: global options, then dispatch through one command table. Commands hold no
+ * logic beyond argument handling; everything they do lives in a module tests can reach.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "custos/core.h"
+
+static const struct cli_command commands[] = {
+	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
+	{ "config", "check", cmd_config_check, "FILE",
+	  "validate custos.yaml; print every error as file:line:col" },
+};
+
+bool cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+int cli_usage(const char *group, const char *name, bool to_stdout)
+{
+	FILE *f = to_stdout ? stdout : stderr;
+
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
+		const struct cli_command *c = &commands[i];
+		if (strcmp(c->name, name) != 0 || (group == NULL) != (c->group == NULL) ||
+		    (group && strcmp(group, c->group) != 0))
+			continue;
+		fprintf(f, "usage: custos %s%s%s %s\n  %s\n", c->group ? c->group : "",
+		        c->group ? " " : "", c->name, c->usage, c->summary);
+		return to_stdout ? CLI_OK : CLI_USAGE;
+	}
+	return CLI_USAGE;
+}
+
+static void print_help(FILE *f)
+{
+	fprintf(f, "usage: custos [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n"
+	           "\n"
+	           "custos: a security and governance enforcement proxy for AI data access.\n"
+	           "\n"
+	           "commands:\n");
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
+		const struct cli_command *c = &commands[i];
+		char left[64];
+		snprintf(left, sizeof(left), "%s%s%s %s", c->group ? c->group : "",
+		         c->group ? " " : "", c->name, c->usage);
+		fprintf(f, "  %-34s %s\n", left, c->summary);
+	}
+	fprintf(f, "\n'custos COMMAND --help' describes one command.\n"
+	           "exit status: 0 ok, 1 failure or check failed, 2 usage error\n");
+}
+
+static void print_group_help(FILE *f, const char *group)
+{
+	fprintf(f, "usage: custos %s SUBCOMMAND [ARGS]\n\nsubcommands:\n", group);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
+		const struct cli_command *c = &commands[i];
+		if (c->group && strcmp(c->group, group) == 0)
+			fprintf(f, "  %s %s\n      %s\n", c->name, c->usage, c->summary);
+	}
+}
+
+static bool is_group(const char *s)
+{
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++)
+		if (commands[i].group && strcmp(commands[i].group, s) == 0)
+			return true;
+	return false;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "log-format", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	log_level level = LOG_LVL_INFO;
+	log_format format = LOG_FMT_AUTO;
+	int c;
+
+	signal(SIGPIPE, SIG_IGN);
+	/* '+' stops at the first non-option: the command's own options are its business. */
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (log_level_parse(span_cstr(optarg), &level) != CUSTOS_OK) {
+				fprintf(stderr, "custos: %s\n", err_msg());
+				return CLI_USAGE;
+			}
+			break;
+		case 'f':
+			if (strcmp(optarg, "text") == 0)
+				format = LOG_FMT_TEXT;
+			else if (strcmp(optarg, "json") == 0)
+				format = LOG_FMT_JSON;
+			else {
+				fprintf(stderr, "custos: --log-format must be text or json\n");
+				return CLI_USAGE;
+			}
+			break;
+		case 'h':
+			print_help(stdout);
+			return CLI_OK;
+		default:
+			print_help(stderr);
+			return CLI_USAGE;
+		}
+	}
+	log_setup(level, format);
+	if (optind >= argc) {
+		print_help(stderr);
+		return CLI_USAGE;
+	}
+
+	const char *first = argv[optind];
+	const char *group = NULL;
+	int cmd_at = optind;
+	if (strcmp(first, "help") == 0) {
+		print_help(stdout);
+		return CLI_OK;
+	}
+	if (is_group(first)) {
+		group = first;
+		cmd_at = optind + 1;
+		if (cmd_at >= argc || strcmp(argv[cmd_at], "--help") == 0 ||
+		    strcmp(argv[cmd_at], "-h") == 0) {
+			print_group_help(cmd_at >= argc ? stderr : stdout, group);
+			return cmd_at >= argc ? CLI_USAGE : CLI_OK;
+		}
+	}
+	const char *name = argv[cmd_at];
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
+		const struct cli_command *cmd = &commands[i];
+		if (strcmp(cmd->name, name) != 0 || (group == NULL) != (cmd->group == NULL) ||
+		    (group && strcmp(group, cmd->group) != 0))
+			continue;
+		int sub_argc = argc - cmd_at;
+		char **sub_argv = argv + cmd_at;
+		if (cli_wants_help(sub_argc, sub_argv))
+			return cli_usage(group, name, true);
+		return cmd->fn(sub_argc, sub_argv);
+	}
+	fprintf(stderr, "custos: unknown command '%s%s%s'\n", group ? group : "", group ? " " : "",
+	        name);
+	if (group)
+		print_group_help(stderr, group);
+	else
+		print_help(stderr);
+	return CLI_USAGE;
+}

@@ -1,0 +1,136 @@
+/*
+ * Guarded file loading: config files writable by group/others and secret files readable by
+ * group/others are refused (as sshd and relayd refuse them), sizes are bounded, EINTR retried.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "custos/core.h"
+
+custos_err file_check_mode(int fd, const char *path, file_kind kind)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == -1)
+		return err_sys("%s: stat", path);
+	ENSURE(S_ISREG(st.st_mode), CUSTOS_ERR_INVAL, "%s: not a regular file", path);
+	if (kind == FILE_CONFIG && (st.st_mode & (S_IWGRP | S_IWOTH)))
+		return err_set(CUSTOS_ERR_PERM,
+		               "%s: refusing a file writable by group or others (mode %04o); "
+		               "run chmod go-w %s",
+		               path, (unsigned)(st.st_mode & 07777), path);
+	if (kind == FILE_SECRET && (st.st_mode & (S_IRWXG | S_IRWXO)))
+		return err_set(CUSTOS_ERR_PERM,
+		               "%s: refusing a key file accessible by group or others (mode %04o); "
+		               "run chmod 600 %s",
+		               path, (unsigned)(st.st_mode & 07777), path);
+	return CUSTOS_OK;
+}
+
+custos_err file_load(const char *path, file_kind kind, size_t max, buf *out)
+{
+	custos_err e;
+	int fd;
+
+	do
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	while (fd == -1 && errno == EINTR);
+	if (fd == -1)
+		return err_sys("%s: open", path);
+	e = file_check_mode(fd, path, kind);
+	if (e != CUSTOS_OK)
+		goto out;
+	for (;;) {
+		e = buf_reserve(out, 4096);
+		if (e == CUSTOS_ERR_LIMIT || (e == CUSTOS_OK && buf_used(out) >= max)) {
+			/* One more byte tells "exactly max" from "over max". */
+			char probe;
+			ssize_t r;
+			do
+				r = read(fd, &probe, 1);
+			while (r == -1 && errno == EINTR);
+			if (r == 0 && buf_used(out) <= max) {
+				e = CUSTOS_OK;
+				break;
+			}
+			e = err_set(CUSTOS_ERR_LIMIT, "%s: larger than the limit of %zu bytes",
+			            path, max);
+			goto out;
+		}
+		if (e != CUSTOS_OK)
+			goto out;
+		size_t room = out->cap - out->len;
+		if (room > max - buf_used(out))
+			room = max - buf_used(out);
+		ssize_t r = read(fd, buf_tail(out), room);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			e = err_sys("%s: read", path);
+			goto out;
+		}
+		if (r == 0)
+			break;
+		buf_commit(out, (size_t)r);
+	}
+out:
+	close(fd);
+	return e;
+}
+
+custos_err file_write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *c = p;
+
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1)
+			return err_sys("write");
+		c += w;
+		n -= (size_t)w;
+	}
+	return CUSTOS_OK;
+}
+
+custos_err file_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+	char tmp[4096];
+	custos_err e;
+
+	ENSURE((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) < sizeof(tmp),
+	       CUSTOS_ERR_LIMIT, "path too long: %s", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd == -1)
+		return err_sys("%s: create", tmp);
+	if (fchmod(fd, mode) == -1) {
+		e = err_sys("%s: chmod", tmp);
+		goto fail;
+	}
+	e = file_write_all(fd, p, n);
+	if (e != CUSTOS_OK) {
+		err_wrap(e, "%s", tmp);
+		goto fail;
+	}
+	if (fsync(fd) == -1) {
+		e = err_sys("%s: fsync", tmp);
+		goto fail;
+	}
+	close(fd);
+	if (rename(tmp, path) == -1) {
+		e = err_sys("rename %s -> %s", tmp, path);
+		unlink(tmp);
+		return e;
+	}
+	return CUSTOS_OK;
+fail:
+	close(fd);
+	unlink(tmp);
+	return e;
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Lint checks that fail `make test`: clang-format conformance and banned C calls.
+#   lint.sh format   clang-format --dry-run -Werror over every C source and header
+#   lint.sh banned   grep for calls STYLE.md bans (string functions without bounds, atoi...)
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+# Sources under version control or about to be; build trees and fetched peers are excluded.
+mapfile -t files < <(find core policy audit sandbox proxy cli include tests bench \
+	-type f \( -name '*.c' -o -name '*.h' \) -not -path '*/corpus/*' 2>/dev/null | sort)
+
+case "${1:-all}" in
+format | all)
+	fmt=$(command -v clang-format-14 || command -v clang-format || true)
+	if [ -z "$fmt" ]; then
+		echo "lint: clang-format not found (scripts/deps.sh installs it)" >&2
+		exit 1
+	fi
+	if ! "$fmt" --dry-run -Werror "${files[@]}"; then
+		echo "lint: formatting differs; run: clang-format -i <file>" >&2
+		exit 1
+	fi
+	echo "lint: format ok (${#files[@]} files)"
+	;;&
+banned | all)
+	# Word-boundary match on a call: name followed by '('. Comments may mention them.
+	pattern='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok|strncpy|strncat)[[:space:]]*\('
+	bad=$(grep -nE "$pattern" "${files[@]}" | grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/?\*|//)' || true)
+	# memcmp on secrets: comparisons of keys, digests, MACs and tokens go through CRYPTO_memcmp.
+	secret=$(grep -nE '\bmemcmp[[:space:]]*\([^;]*(key|digest|mac|hmac|token|secret|hash|sig)' \
+		-i "${files[@]}" || true)
+	if [ -n "$bad$secret" ]; then
+		[ -n "$bad" ] && printf 'lint: banned call:\n%s\n' "$bad" >&2
+		[ -n "$secret" ] && printf 'lint: memcmp on a secret (use CRYPTO_memcmp):\n%s\n' "$secret" >&2
+		exit 1
+	fi
+	echo "lint: no banned calls (${#files[@]} files)"
+	;;
+list)
+	printf '%s\n' "${files[@]}"
+	;;
+*)
+	echo "usage: lint.sh [format|banned|all|list]" >&2
+	exit 2
+	;;
+esac
