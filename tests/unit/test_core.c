@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -408,6 +410,38 @@ static void test_diag_suggest(void **state)
 	assert_null(diag_suggest(SPAN_LIT("zzzzzz"), words, 3));
 }
 
+static void test_notify(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/notify.sock", tmpdir);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd != -1);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(notify_send("READY=1"), CUSTOS_OK); /* no systemd: nothing to do */
+	setenv("NOTIFY_SOCKET", path, 1);
+	assert_int_equal(notify_send("READY=1\nSTATUS=serving"), CUSTOS_OK);
+	char got[64] = { 0 };
+	assert_int_equal(recv(fd, got, sizeof(got) - 1, 0), 22);
+	assert_string_equal(got, "READY=1\nSTATUS=serving");
+	setenv("NOTIFY_SOCKET", "relative/path", 1);
+	assert_int_equal(notify_send("READY=1"), CUSTOS_ERR_INVAL);
+	unsetenv("NOTIFY_SOCKET");
+	close(fd);
+
+	setenv("WATCHDOG_USEC", "5000000", 1);
+	unsetenv("WATCHDOG_PID");
+	assert_true(notify_watchdog_usec() == 5000000);
+	setenv("WATCHDOG_PID", "1", 1); /* another process's watchdog */
+	assert_true(notify_watchdog_usec() == 0);
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -422,6 +456,7 @@ int main(void)
 		cmocka_unit_test(test_ydoc_refusals),
 		cmocka_unit_test(test_ydoc_schema),
 		cmocka_unit_test(test_diag_suggest),
+		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
