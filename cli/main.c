@@ -14,6 +14,9 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
+	{ "vm", "run", cmd_vm_run,
+	  "--name N --kernel F [--initrd F] --channel SOCK [--forward H:P=GUESTPORT] [...]",
+	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
 };
 
 bool cli_wants_help(int argc, char **argv)

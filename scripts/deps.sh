@@ -16,7 +16,7 @@ PKGS=(
   curl
   rsyslog rsyslog-openssl
   procps psmisc iproute2
-  libvirt-daemon-system qemu-system-x86 busybox-static cpio
+  libvirt-daemon-system qemu-system-x86 busybox-static cpio file
 )
 
 missing=()
