@@ -372,7 +372,22 @@ int cmd_vm_run(int argc, char **argv)
 			goto out;
 		}
 	}
-	while (!vm_quit && vm_channel_alive(ch)) {
+	while (!vm_quit) {
+		if (!vm_channel_alive(ch)) {
+			/* The guest went away (QEMU crashed; libvirt events drive the restart).
+			 * Nothing is routed until the new QEMU passes the seccomp check again. */
+			vm_channel_close(ch);
+			ch = NULL;
+			log_warn("vm %s: channel down; waiting for the VM to come back", p.name);
+			if (check_seccomp(run_dir, p.name, timeout_s * 1000000000ull) !=
+			            CUSTOS_OK ||
+			    vm_channel_open(&co, &ch) != CUSTOS_OK) {
+				fprintf(stderr, "custos vm run: %s did not come back: %s\n", p.name,
+				        err_msg());
+				break;
+			}
+			log_info("vm %s: channel up again, seccomp checked", p.name);
+		}
 		struct pollfd pf = { .fd = lfd, .events = POLLIN };
 		int pr = poll(&pf, 1, 200);
 		if (pr <= 0 || lfd < 0)
@@ -391,8 +406,6 @@ int cmd_vm_run(int argc, char **argv)
 		bridge(cfd, sfd);
 	}
 	rc = vm_quit ? CLI_OK : CLI_FAIL;
-	if (!vm_quit)
-		fprintf(stderr, "custos vm run: the channel to %s went down\n", p.name);
 out:
 	if (lfd >= 0)
 		close(lfd);
