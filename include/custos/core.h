@@ -339,4 +339,14 @@ void ydoc_error(const ydoc *doc, const ydoc_node *node, diag_list *d, const char
 void ydoc_warn(const ydoc *doc, const ydoc_node *node, diag_list *d, const char *hint,
                const char *fmt, ...) CUSTOS_PRINTF(5, 6);
 
+/* ---------------------------------------------------------------------------------------------
+ * Service manager notification (the sd_notify protocol, spoken directly so that no libsystemd
+ * is needed): a datagram to $NOTIFY_SOCKET. Without NOTIFY_SOCKET it does nothing and returns
+ * CUSTOS_OK, so callers need not know whether systemd runs them.
+ */
+/* Sends state ("READY=1", "STATUS=...", "RELOADING=1", "STOPPING=1", "WATCHDOG=1"). */
+custos_err notify_send(const char *state) CUSTOS_WUR;
+/* The watchdog interval systemd asked for (WATCHDOG_USEC for this pid), or 0 when none. */
+uint64_t notify_watchdog_usec(void);
+
 #endif /* CUSTOS_CORE_H */
