@@ -147,7 +147,7 @@ custos_err buf_append_span(buf *b, span s) CUSTOS_WUR;
 custos_err buf_append_cstr(buf *b, const char *s) CUSTOS_WUR;
 custos_err buf_append_byte(buf *b, uint8_t c) CUSTOS_WUR;
 custos_err buf_printf(buf *b, const char *fmt, ...) CUSTOS_WUR CUSTOS_PRINTF(2, 3);
-custos_err buf_vprintf(buf *b, const char *fmt, va_list ap) CUSTOS_WUR;
+custos_err buf_vprintf(buf *b, const char *fmt, va_list ap) CUSTOS_WUR CUSTOS_PRINTF(2, 0);
 /* Drops n bytes from the front (n <= buf_used). Compacts lazily. */
 void buf_consume(buf *b, size_t n);
 /* NUL-terminates without counting the NUL (for APIs that need a C string). */
