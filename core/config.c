@@ -170,7 +170,8 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			cfg_addr_parse(c, cfg_get(m, "address"), l->address, &l->addr);
 		parse_tls_server(c, m, &l->tls);
 		cfg_bool(c, m, "force_plain", &l->force_plain);
-		if (l->address && !l->tls.enabled && !l->addr.loopback && !l->force_plain)
+		bool parsed = l->addr.host != NULL || l->addr.path != NULL;
+		if (parsed && !l->tls.enabled && !l->addr.loopback && !l->force_plain)
 			ydoc_error(c->doc, cfg_get(m, "address"), c->d,
 			           "add a tls: block, or set force_plain: true if a TLS terminator "
 			           "in front of custos really protects this address",
