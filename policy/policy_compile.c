@@ -187,8 +187,8 @@ static void unknown_ref(struct cc *c, const ydoc *doc, ydoc_node *n, const char 
 		const char **cands = xcalloc(m->n, sizeof(*cands));
 		size_t k = 0;
 		for (size_t i = 0; i < m->cap; i++)
-			if (m->ents[i].key)
-				cands[k++] = m->ents[i].key;
+			if (m->ents[i].str)
+				cands[k++] = m->ents[i].str;
 		const char *g = diag_suggest((span){ n->str, n->len }, cands, k);
 		if (g) {
 			snprintf(hb, sizeof(hb), "did you mean '%s'?", g);

@@ -318,12 +318,12 @@ uint32_t policy_route_of(const policy *p, const policy_request *req)
 	size_t j = h & (m->cap - 1);
 	for (;;) {
 		const pmap_ent *e = &m->ents[j];
-		if (e->key == NULL)
+		if (e->str == NULL)
 			return UINT32_MAX;
 		if (e->h == h && e->len == len &&
-		    memcmp(e->key, req->method.ptr, req->method.len) == 0 &&
-		    e->key[req->method.len] == ' ' &&
-		    memcmp(e->key + req->method.len + 1, req->path.ptr, req->path.len) == 0)
+		    memcmp(e->str, req->method.ptr, req->method.len) == 0 &&
+		    e->str[req->method.len] == ' ' &&
+		    memcmp(e->str + req->method.len + 1, req->path.ptr, req->path.len) == 0)
 			return e->val;
 		j = (j + 1) & (m->cap - 1);
 	}

@@ -22,7 +22,7 @@ void arena_free(arena *a);
 
 /* ---- string -> u32 map (open addressing, FNV-1a). Keys are not copied. */
 typedef struct pmap_ent {
-	const char *key;
+	const char *str; /* NULL: empty slot */
 	uint32_t len;
 	uint32_t val;
 	uint64_t h;

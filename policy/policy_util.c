@@ -77,10 +77,10 @@ static void pmap_grow(pmap *m, arena *a)
 	size_t ncap = m->cap ? m->cap * 2 : 16;
 	pmap_ent *ne = arena_alloc(a, ncap * sizeof(*ne));
 	for (size_t i = 0; i < m->cap; i++) {
-		if (m->ents[i].key == NULL)
+		if (m->ents[i].str == NULL)
 			continue;
 		size_t j = m->ents[i].h & (ncap - 1);
-		while (ne[j].key)
+		while (ne[j].str)
 			j = (j + 1) & (ncap - 1);
 		ne[j] = m->ents[i];
 	}
@@ -100,23 +100,23 @@ bool pmap_put(pmap *m, arena *a, const char *key, size_t len, uint32_t val, uint
 	if ((m->n + 1) * 2 > m->cap)
 		pmap_grow(m, a);
 	size_t j = h & (m->cap - 1);
-	while (m->ents[j].key)
+	while (m->ents[j].str)
 		j = (j + 1) & (m->cap - 1);
-	m->ents[j] = (pmap_ent){ .key = key, .len = (uint32_t)len, .val = val, .h = h };
+	m->ents[j] = (pmap_ent){ .str = key, .len = (uint32_t)len, .val = val, .h = h };
 	m->n++;
 	return true;
 }
 
-bool pmap_get_h(const pmap *m, uint64_t h, const char *key, size_t len, uint32_t *val)
+bool pmap_get_h(const pmap *m, uint64_t h, const char *want, size_t len, uint32_t *val)
 {
 	if (m->cap == 0)
 		return false;
 	size_t j = h & (m->cap - 1);
 	for (;;) {
 		const pmap_ent *e = &m->ents[j];
-		if (e->key == NULL)
+		if (e->str == NULL)
 			return false;
-		if (e->h == h && e->len == len && memcmp(e->key, key, len) == 0) {
+		if (e->h == h && e->len == len && memcmp(e->str, want, len) == 0) {
 			*val = e->val;
 			return true;
 		}
