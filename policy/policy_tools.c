@@ -202,7 +202,11 @@ custos_err policy_request_parse(const policy *p, const char *text, size_t len, p
 	ydoc doc;
 	*keep = NULL;
 	ENSURE(len <= 1024 * 1024, CUSTOS_ERR_LIMIT, "request over the limit of 1 MiB");
-	GUARD(ydoc_parse(&doc, "<request>", text, len, d));
+	custos_err pe = ydoc_parse(&doc, "<request>", text, len, d);
+	if (pe != CUSTOS_OK) {
+		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
+		return pe;
+	}
 	if (doc.root == NULL) {
 		ydoc_free(&doc);
 		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
@@ -317,7 +321,11 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 	ydoc doc;
 	memset(res, 0, sizeof(*res));
 	size_t e0 = d->errors;
-	GUARD(ydoc_load(&doc, tests_path, POLICY_MAX_FILE_BYTES, d));
+	custos_err le = ydoc_load(&doc, tests_path, POLICY_MAX_FILE_BYTES, d);
+	if (le != CUSTOS_OK) {
+		ydoc_free(&doc);
+		return le;
+	}
 	ydoc_node *root = doc.root;
 	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a mapping with 'cases'", d) ||
 	    !ydoc_check_keys(&doc, root, top, 1, d)) {
