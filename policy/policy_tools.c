@@ -174,19 +174,24 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 		ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
 	if ((v = ydoc_map_get(node, "taint")) != NULL) {
 		policy_class c;
-		if (ydoc_str(doc, v, &s, d) && !policy_class_parse(span_of(s, v->len), &c))
-			ydoc_error(doc, v, d, "public, internal, confidential or restricted",
-			           "unknown classification '%s'", s);
-		else
-			req->taint = c;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_class_parse(span_of(s, v->len), &c))
+				req->taint = c;
+			else
+				ydoc_error(doc, v, d,
+				           "public, internal, confidential or restricted",
+				           "unknown classification '%s'", s);
+		}
 	}
 	if ((v = ydoc_map_get(node, "isolation")) != NULL) {
 		policy_isolation i;
-		if (ydoc_str(doc, v, &s, d) && !policy_isolation_parse(span_of(s, v->len), &i))
-			ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
-			           "unknown isolation '%s'", s);
-		else
-			req->isolation = (int)i;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_isolation_parse(span_of(s, v->len), &i))
+				req->isolation = (int)i;
+			else
+				ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
+				           "unknown isolation '%s'", s);
+		}
 	}
 	if ((v = ydoc_map_get(node, "shadow")) != NULL)
 		(void)ydoc_bool(doc, v, &req->force_shadow, d);
