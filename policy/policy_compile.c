@@ -516,6 +516,11 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 					pr->m.has_key = true;
 				continue;
 			}
+			if ((i <= 1 || i == 7) && x->len > POLICY_MAX_GLOB) {
+				ydoc_error(doc, x, c->d, NULL, "'%s' pattern longer than %d bytes",
+				           mkeys[i], POLICY_MAX_GLOB);
+				continue;
+			}
 			*slots[i] = arena_strdup(&p->a, s, x->len);
 		}
 	}
@@ -884,6 +889,12 @@ static bool parse_paths(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		}
 		if (s[0] != '/') {
 			ydoc_error(doc, val, c->d, NULL, "a path starts with '/'");
+			ok = false;
+			continue;
+		}
+		if (pp->kind == PATH_GLOB && val->len > POLICY_MAX_GLOB) {
+			ydoc_error(doc, val, c->d, NULL, "glob longer than %d bytes",
+			           POLICY_MAX_GLOB);
 			ok = false;
 			continue;
 		}

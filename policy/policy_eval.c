@@ -12,7 +12,7 @@
  * Globs: '*' matches any run without '/', '**' any run, '?' one character other than '/'.
  * Simulated as an NFA over pattern positions (linear in the subject, no backtracking).
  */
-#define GLOB_MAX 256
+#define GLOB_MAX POLICY_MAX_GLOB
 
 bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 {

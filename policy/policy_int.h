@@ -196,6 +196,8 @@ struct policy {
  * reason (which condition failed, or "all conditions hold"). */
 bool prule_match(const policy *p, const prule *r, const policy_request *req, uint64_t now_ns,
                  buf *why);
+/* Globs longer than this are refused at compile time (the matcher keeps its state on the stack). */
+#define POLICY_MAX_GLOB 256
 bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 /* The route id of req or UINT32_MAX. */
 uint32_t policy_route_of(const policy *p, const policy_request *req);

@@ -148,6 +148,11 @@ static void test_type_and_value_errors(void **state)
 	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { principal: [] }\n",
 	             "empty list", 0, 0);
 	expect_error("rules:\n  - effect: allow\n", "rule needs an 'id'", 0, 0);
+	char longglob[512] = "rules:\n  - id: r1\n    effect: allow\n    when: { path: { glob: \"/";
+	size_t lg = strlen(longglob);
+	memset(longglob + lg, 'a', 300);
+	snprintf(longglob + lg + 300, sizeof(longglob) - lg - 300, "\" } }\n");
+	expect_error(longglob, "glob longer than 256 bytes", 0, 0);
 	expect_error("rules:\n  - id: r1\n", "needs 'effect'", 0, 0);
 	diag_list d;
 	diag_init(&d);
