@@ -562,7 +562,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 	memset(out, 0, sizeof(*out));
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	const struct dir_index *x = &p->idx[req->direction & 1];
-	const struct bucket *bk[5];
+	const struct bucket *bk[6];
 	size_t nb = 0;
 	if (req->principal)
 		bk[nb++] = &x->by_principal[req->principal->index];
@@ -570,8 +570,12 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_model[req->model->index];
 	if (p->n_routes) {
 		uint32_t rid = policy_route_of(p, req);
-		if (rid != UINT32_MAX)
+		if (rid != UINT32_MAX) {
 			bk[nb++] = &x->by_route[rid];
+			const struct bucket *pb;
+			if (req->model && (pb = pair_find(x, pair_key(req->model->index, rid))))
+				bk[nb++] = pb;
+		}
 	}
 	if (req->data)
 		bk[nb++] = &x->by_data[req->data->index];

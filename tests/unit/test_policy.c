@@ -201,6 +201,18 @@ static void test_warnings(void **state)
 	assert_true(has_diag(&d, DIAG_WARNING, "obligations never apply", NULL, NULL));
 	assert_true(
 	        has_diag(&d, DIAG_WARNING, "no principal is in group 'nobody-here'", NULL, NULL));
+	assert_false(has_diag(&d, DIAG_WARNING, "is named by no ingress allow rule", NULL, NULL));
+	policy_unref(p);
+	diag_free(&d);
+	/* m2 is named by no allow rule, and every ingress allow names a model */
+	p = compile_with("rules:\n  - id: only-m1\n    effect: allow\n    when: { model: m1 }\n",
+	                 &d);
+	assert_non_null(p);
+	unsigned line = 0;
+	assert_true(has_diag(&d, DIAG_WARNING, "model 'm2' is named by no ingress allow rule",
+	                     &line, NULL));
+	assert_int_equal(line, 8);
+	assert_false(has_diag(&d, DIAG_WARNING, "model 'm1'", NULL, NULL));
 	policy_unref(p);
 	diag_free(&d);
 }
@@ -326,6 +338,40 @@ static void test_shadow_mode_policy(void **state)
 	assert_string_equal(dec.rules[0], "nope");
 	policy_unref(p);
 	diag_free(&d);
+}
+
+static void test_pair_index(void **state)
+{
+	(void)state;
+	/* model + route without principal: filed under (model, route) pairs */
+	policy *p = must("rules:\n"
+	                 "  - id: pair\n    effect: allow\n"
+	                 "    when: { model: [m1, m2], route: [\"POST /a\", \"POST /b\"] }\n"
+	                 "  - id: model-only\n    effect: deny\n"
+	                 "    when: { model: m2, body_size: { above: 100 } }\n");
+	policy_decision dec;
+	policy_request r = ingress(p, NULL, "m2", "POST /b");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_string_equal(dec.rules[0], "pair");
+	assert_int_equal(dec.n_considered, 2);
+	r.body_size = 101;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "model-only");
+	r = ingress(p, NULL, "m1", "");
+	r.method = SPAN_LIT("POST");
+	r.path = SPAN_LIT("/a");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	r = ingress(p, NULL, "m1", "POST /c");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_int_equal(dec.n_considered, 0);
+	r = ingress(p, NULL, NULL, "POST /a");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	policy_unref(p);
 }
 
 static void test_rule_id_cap(void **state)
@@ -825,6 +871,7 @@ int main(void)
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_semantics),
 		cmocka_unit_test(test_shadow_mode_policy),
+		cmocka_unit_test(test_pair_index),
 		cmocka_unit_test(test_rule_id_cap),
 		cmocka_unit_test(test_conditions),
 		cmocka_unit_test(test_identity),
