@@ -41,8 +41,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {
 	echo "# custos policy vs cedar-wasm $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo "# machine: $cpu, $(nproc) vCPU, $(uname -r); node $(node --version); one core (${pin[*]:-unpinned})"
-	printf '%-6s | %12s %9s %9s | %10s %9s %9s | %8s | %10s %9s | %s\n' rules "custos/s" "p50 us" \
-		"p99 us" "cedar/s" "p50 us" "p99 us" ratio "compile ms" "B/rule" "decisions equal"
+	echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+	printf '%-6s | %12s %9s %9s | %10s %9s %9s | %8s | %18s %9s | %s\n' rules "custos/s" "p50 us" \
+		"p99 us" "cedar/s" "p50 us" "p99 us" ratio "compile med/min ms" "B/rule" "decisions equal"
 } | tee "$out/results.txt"
 for n in $sizes; do
 	dir=$out/n$n
@@ -60,10 +61,11 @@ for n in $sizes; do
 	if [ "$(field "$ours" digest)" != "$(field "$theirs" digest)" ]; then
 		same="NO: custos $(field "$ours" allows) allows, cedar $(field "$theirs" allows)"
 	fi
-	printf '%-6s | %12.0f %9.3f %9.3f | %10.0f %9.1f %9.1f | %7.0fx | %10.2f %9s | %s\n' "$n" \
+	printf '%-6s | %12.0f %9.3f %9.3f | %10.0f %9.1f %9.1f | %7.0fx | %8.2f / %7.2f %9s | %s\n' "$n" \
 		"$ours_dps" "$(field "$ours" p50_us)" "$(field "$ours" p99_us)" "$cedar_dps" \
 		"$(field "$theirs" p50_us)" "$(field "$theirs" p99_us)" \
 		"$(python3 -c "print($ours_dps/$cedar_dps)")" "$(field "$ours" compile_ms_median)" \
+		"$(field "$ours" compile_ms_min)" \
 		"$(field "$ours" bytes_per_rule)" "$same" | tee -a "$out/results.txt"
 done
 echo "raw JSON per size: $out/n*/custos.json, cedar.json" | tee -a "$out/results.txt"
