@@ -1328,6 +1328,10 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			}
 			if (!ydoc_enum(doc, m->pairs[i].value, acts, 3, &act, c->d))
 				continue;
+			if (w)
+				p->detectors[det].used_response = true;
+			else
+				p->detectors[det].used_prompt = true;
 			r->inspect[r->n_inspect++] =
 			        (struct inspect_ob){ .det = (uint8_t)det,
 				                     .response = (uint8_t)w,

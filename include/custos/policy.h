@@ -177,6 +177,7 @@ typedef struct policy_detector {
 	size_t n_keywords;
 	policy_validator validator;
 	const char *description;
+	bool used_prompt, used_response; /* named by some rule's inspect: (compile only these) */
 	uint32_t index;
 } policy_detector;
 /* The built-in detector name for index i < POLICY_BUILTIN_DETECTORS, else NULL. */

@@ -806,6 +806,9 @@ static void test_tools(void **state)
 	assert_false(det->builtin);
 	assert_int_equal(det->n_patterns, 1);
 	assert_int_equal(det->validator, POLICY_VALIDATOR_LUHN);
+	assert_true(det->used_response);
+	assert_false(det->used_prompt);
+	assert_false(policy_detector_at(p, 0)->used_prompt);
 	assert_string_equal(policy_detector_at(p, 3)->name, "iban");
 	assert_null(policy_detector_at(p, 100));
 
