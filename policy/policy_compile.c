@@ -1333,9 +1333,9 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			else
 				p->detectors[det].used_prompt = true;
 			r->inspect[r->n_inspect++] =
-			        (struct inspect_ob){ .det = (uint8_t)det,
-				                     .response = (uint8_t)w,
-				                     .act = (uint8_t)(act + 1) };
+			        (policy_inspect_item){ .detector = (uint8_t)det,
+				                       .response = (uint8_t)w,
+				                       .action = (uint8_t)(act + 1) };
 		}
 	}
 }
@@ -1836,6 +1836,21 @@ size_t policy_memory_bytes(const policy *p)
 {
 	return sizeof(*p) + p->a.total;
 }
+bool policy_rule_at(const policy *p, size_t i, policy_rule_info *out)
+{
+	if (i >= p->n_rules)
+		return false;
+	const prule *r = &p->rules[i];
+	*out = (policy_rule_info){ .id = r->id,
+		                   .description = r->description,
+		                   .file = r->file,
+		                   .line = r->line,
+		                   .effect = (policy_effect)r->effect,
+		                   .inspect = r->inspect,
+		                   .n_inspect = r->n_inspect };
+	return true;
+}
+
 size_t policy_detector_count(const policy *p)
 {
 	return p->n_detectors;

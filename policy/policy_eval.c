@@ -548,11 +548,11 @@ static void merge_obligations(const prule *r, policy_decision *out)
 	if (r->has_audit && r->audit > out->audit)
 		out->audit = (policy_audit_level)r->audit;
 	for (uint32_t i = 0; i < r->n_inspect; i++) {
-		const struct inspect_ob *ob = &r->inspect[i];
-		uint8_t *slot = ob->response ? &out->inspect_response[ob->det]
-		                             : &out->inspect_prompt[ob->det];
-		if (ob->act > *slot)
-			*slot = ob->act;
+		const policy_inspect_item *ob = &r->inspect[i];
+		uint8_t *slot = ob->response ? &out->inspect_response[ob->detector]
+		                             : &out->inspect_prompt[ob->detector];
+		if (ob->action > *slot)
+			*slot = ob->action;
 		out->has_inspect = true;
 	}
 }

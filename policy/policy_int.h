@@ -92,9 +92,6 @@ struct time_cond {
 	uint32_t tz;
 	const char *text;
 };
-struct inspect_ob {
-	uint8_t det, response, act;
-};
 
 enum cond_bit {
 	C_DIRECTION = 1u << 0,
@@ -140,7 +137,7 @@ typedef struct prule {
 	bool has_limits, has_audit;
 	policy_limits limits;
 	uint8_t audit;
-	struct inspect_ob *inspect;
+	policy_inspect_item *inspect;
 	uint32_t n_inspect;
 } prule;
 

@@ -809,6 +809,15 @@ static void test_tools(void **state)
 	assert_true(det->used_response);
 	assert_false(det->used_prompt);
 	assert_false(policy_detector_at(p, 0)->used_prompt);
+	policy_rule_info ri;
+	assert_true(policy_rule_at(p, 0, &ri));
+	assert_string_equal(ri.id, "r");
+	assert_int_equal(ri.effect, POLICY_ALLOW);
+	assert_int_equal(ri.n_inspect, 1);
+	assert_int_equal(ri.inspect[0].detector, POLICY_BUILTIN_DETECTORS);
+	assert_int_equal(ri.inspect[0].response, 1);
+	assert_int_equal(ri.inspect[0].action, POLICY_ACT_DENY);
+	assert_false(policy_rule_at(p, 1, &ri));
 	assert_string_equal(policy_detector_at(p, 3)->name, "iban");
 	assert_null(policy_detector_at(p, 100));
 
