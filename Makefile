@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format
+.PHONY: all deps build demo test lint fuzz clean format bench-policy
 
 all: build
 
@@ -37,6 +37,10 @@ fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON >/dev/null
 	cmake --build $(BUILD_FUZZ) -j$(JOBS)
 	bash scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+# Policy engine vs Cedar's evaluator (cedar-wasm from npm into bench/.peers); ~2-3 minutes.
+bench-policy: deps
+	bash bench/policy/run.sh $(BUILD_REL)
 
 clean:
 	rm -rf build
