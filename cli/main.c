@@ -14,6 +14,9 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
+	{ "sandbox", "exec", cmd_sandbox_exec,
+	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
+	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 };
 
 bool cli_wants_help(int argc, char **argv)
