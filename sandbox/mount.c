@@ -250,12 +250,14 @@ static int do_bind(const sb_op *op, const char **step)
 {
 	struct stat st;
 
-	*step = op->dst;
+	/* Name the host path: as root the lookup runs as outside_uid, which must reach it. */
+	*step = op->src;
 	if (stat(op->src, &st) == -1) {
 		if (errno == ENOENT && !op->must)
 			return 0;
 		return errno;
 	}
+	*step = op->dst;
 	int r = parent_dir(op->dst);
 	if (r)
 		return r;
