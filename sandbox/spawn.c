@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -117,6 +118,18 @@ void sb_child_fail(int fd, const char *step, int err)
 
 static volatile pid_t init_child_pid;
 
+/* Signals the init forwards to the command. They are blocked from before clone until the
+ * handlers are in place: an init ignores signals it has no handler for, so a SIGTERM from
+ * sandbox_stop arriving during setup would otherwise be lost. */
+static const int fwd_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+
+static void fwd_sigset(sigset_t *s)
+{
+	sigemptyset(s);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
+		sigaddset(s, fwd_signals[i]);
+}
+
 static void init_forward(int sig)
 {
 	if (init_child_pid > 0)
@@ -152,13 +165,15 @@ static void exec_command(const sb_plan *plan, int sync)
 
 static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
 {
-	static const int fwd[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+	const int *fwd = fwd_signals;
 	struct sigaction sa;
+	sigset_t set;
 
+	fwd_sigset(&set);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = init_forward;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd); i++)
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 		sigaction(fwd[i], &sa, NULL);
 
 	pid_t pid = fork();
@@ -170,11 +185,13 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 				sb_child_fail(sync, "dup2 of stdio", errno);
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = SIG_DFL;
-		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd); i++)
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 			sigaction(fwd[i], &sa, NULL);
+		sigprocmask(SIG_UNBLOCK, &set, NULL); /* execve keeps the mask */
 		exec_command(plan, sync);
 	}
 	init_child_pid = pid;
+	sigprocmask(SIG_UNBLOCK, &set, NULL); /* pending ones reach the command now */
 	for (int i = 0; i < 3; i++)
 		if (stdio[i] > 2)
 			close(stdio[i]);
@@ -351,6 +368,9 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		return err_sys("sandbox: socketpair");
 
+	sigset_t block, old;
+	fwd_sigset(&block);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
 	struct clone_args ca;
 	memset(&ca, 0, sizeof(ca));
 	ca.flags = plan->clone_flags | CLONE_PIDFD;
@@ -362,6 +382,7 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 		child_main(plan, sp[1], stdio);
 	}
 	int saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sp[1]);
 	if (pid == -1) {
 		close(sp[0]);
