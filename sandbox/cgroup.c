@@ -88,6 +88,7 @@ custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup 
                             const char **note)
 {
 	memset(cg, 0, sizeof(*cg));
+	cg->dirfd = -1;
 	*note = NULL;
 	if (p->cgroup == SANDBOX_CGROUP_OFF) {
 		*note = "cgroup off: rlimits only";
@@ -115,7 +116,8 @@ custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)
 
 	snprintf(v, sizeof(v), "%d", (int)pid);
 	if (cg->backend == SB_CG_V2)
-		return sb_cg_write(cg->dir, "cgroup.procs", v);
+		return cg->dirfd >= 0 ? CUSTOS_OK /* CLONE_INTO_CGROUP */
+		                      : sb_cg_write(cg->dir, "cgroup.procs", v);
 	if (cg->backend == SB_CG_V1)
 		for (int i = 0; i < SB_CG_V1_CTRLS; i++)
 			if (cg->v1dir[i])
@@ -192,6 +194,8 @@ static void rmdir_retry(const char *dir)
 
 void sb_cgroup_destroy(sb_cgroup *cg)
 {
+	if (cg->dirfd >= 0)
+		close(cg->dirfd);
 	if (cg->dir) {
 		rmdir_retry(cg->dir);
 		free(cg->dir);
@@ -202,4 +206,5 @@ void sb_cgroup_destroy(sb_cgroup *cg)
 			free(cg->v1dir[i]);
 		}
 	memset(cg, 0, sizeof(*cg));
+	cg->dirfd = -1;
 }

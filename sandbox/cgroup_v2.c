@@ -4,6 +4,7 @@
  * stop; memory.events, pids.events and cpu.stat for the audit counters.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,8 @@ custos_err sb_cgv2_create(const sandbox_profile *p, const char *id, sb_cgroup *c
 		return e;
 	}
 	cg->backend = SB_CG_V2;
+	/* clone3 places the child here directly: no migration (and its RCU sync) later. */
+	cg->dirfd = open(cg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char v[64];
 	const sandbox_limits *l = &p->limits;
 	if (l->memory_bytes) {

@@ -20,7 +20,8 @@
 
 /* Sync protocol on a SOCK_SEQPACKET pair: one byte tag, then payload. */
 enum {
-	SB_SYNC_MAPPED = 'M', /* parent -> child: id maps written, cgroup joined */
+	SB_SYNC_MAPPED = 'M', /* parent -> child: id maps written */
+	SB_SYNC_CGROUP = 'C', /* parent -> child: cgroup joined (overlaps the child's mounts) */
 	SB_SYNC_READY = 'R',  /* child -> parent: set up; carries the seccomp listener fd */
 	SB_SYNC_GO = 'G',     /* parent -> child: START delivered, exec now */
 	SB_SYNC_ERROR = 'E',  /* child -> parent: setup or exec failed, text follows */
@@ -178,6 +179,7 @@ typedef enum sb_cg_backend { SB_CG_NONE = 0, SB_CG_V2, SB_CG_V1 } sb_cg_backend;
 typedef struct sb_cgroup {
 	sb_cg_backend backend;
 	char *dir;                   /* v2: the sandbox's cgroup directory */
+	int dirfd;                   /* v2: open directory for clone3 CLONE_INTO_CGROUP, or -1 */
 	char *v1dir[SB_CG_V1_CTRLS]; /* v1: per-controller directories (NULL when absent) */
 	sb_cgroup_counters last;
 } sb_cgroup;

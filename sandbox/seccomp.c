@@ -345,6 +345,10 @@ custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
 	if (rc == 0)
 		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); /* set by us, earlier */
+	/* A binary tree over syscall numbers instead of a linear list: ~log2(n) comparisons per
+	 * call, and a cheaper action-cache emulation when the kernel loads it. */
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (rc != 0) {
 		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: attributes: %s", strerror(-rc));
 		goto out;

@@ -26,6 +26,9 @@
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 
 /* One message on the sync socket. */
 typedef struct sb_sync_msg {
@@ -250,8 +253,6 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 		_exit(127); /* the parent gave up */
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
 		sb_child_fail(sync, step, r);
-	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
-		sb_child_fail(sync, "unshare cgroup namespace", errno);
 	if (plan->net_ns && (r = sb_net_lo_up()) != 0)
 		sb_child_fail(sync, "bring up lo", r);
 	if ((plan->clone_flags & CLONE_NEWUTS) &&
@@ -263,6 +264,12 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 		sb_child_fail(sync, "chdir to the workdir", errno);
 	if ((r = sb_rlimits_apply(&plan->rlimits, &step)) != 0)
 		sb_child_fail(sync, step, r);
+	/* The parent joined our cgroup meanwhile; only now is it the right root for the cgroup
+	 * namespace, and the command never runs outside it. */
+	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_CGROUP)
+		_exit(127);
+	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
+		sb_child_fail(sync, "unshare cgroup namespace", errno);
 	if ((r = sb_caps_drop_all(&step)) != 0)
 		sb_child_fail(sync, step, r);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
@@ -376,6 +383,10 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 	ca.flags = plan->clone_flags | CLONE_PIDFD;
 	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
 	ca.exit_signal = SIGCHLD;
+	if (cg->backend == SB_CG_V2 && cg->dirfd >= 0) {
+		ca.flags |= CLONE_INTO_CGROUP;
+		ca.cgroup = (uint64_t)cg->dirfd;
+	}
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0) {
 		close(sp[0]);
@@ -398,13 +409,17 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 	in->started_ns = tm_mono_ns();
 
 	if ((e = sb_userns_map(in->pid, plan->uid, plan->out_uid, plan->gid, plan->out_gid)) !=
-	            CUSTOS_OK ||
-	    (e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
+	    CUSTOS_OK)
 		goto fail;
 	if (sync_send(in->sync_fd, SB_SYNC_MAPPED, 0, NULL, -1) == -1) {
 		e = err_sys("sandbox: sync with the child");
 		goto fail;
 	}
+	/* The cgroup move (slow on v1: an RCU grace period) runs while the child mounts. */
+	if ((e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
+		goto fail;
+	/* A child that failed meanwhile has closed its end: its message is read below. */
+	(void)sync_send(in->sync_fd, SB_SYNC_CGROUP, 0, NULL, -1);
 	int tag = 0, val = 0, lfd = -1;
 	char text[SB_MSG_MAX];
 	int r = sb_sync_recv(in->sync_fd, &tag, &val, text, sizeof(text), &lfd);

@@ -377,6 +377,7 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->stop_efd = -1;
 	sb->factory.fd = -1;
 	sb->factory.pid = -1;
+	sb->cg.dirfd = -1;
 	sb->cur.pid = -1;
 	sb->cur.pidfd = sb->cur.sync_fd = sb->cur.notify_fd = -1;
 	sb->name = xstrdup(p->name);

@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "sb_int.h"
@@ -47,11 +48,13 @@ int sb_userns_become(uid_t uid, gid_t gid, const char **step)
 	/* Root outside: the child still has kuid 0, which this namespace does not map; files it
 	 * made would fail with EOVERFLOW. Take the mapped ids, keeping the capabilities the
 	 * namespace gave us for the rest of the setup. */
+	/* Raw system calls: glibc's wrappers would try to signal the other threads of the
+	 * (multi-threaded) parent, which do not exist in this child. */
 	*step = "setresgid";
-	if (setresgid(gid, gid, gid) == -1)
+	if (syscall(SYS_setresgid, gid, gid, gid) == -1)
 		return errno;
 	*step = "setresuid";
-	if (setresuid(uid, uid, uid) == -1)
+	if (syscall(SYS_setresuid, uid, uid, uid) == -1)
 		return errno;
 	*step = "capset (keep effective)";
 	return sb_caps_raise_effective();
