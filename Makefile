@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench-policy
+.PHONY: all deps build demo test lint fuzz clean format bench
 
 all: build
 
@@ -38,9 +38,13 @@ fuzz: deps
 	cmake --build $(BUILD_FUZZ) -j$(JOBS)
 	bash scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
 
-# Policy engine vs Cedar's evaluator (cedar-wasm from npm into bench/.peers); ~2-3 minutes.
-bench-policy: deps
-	bash bench/policy/run.sh $(BUILD_REL)
-
 clean:
 	rm -rf build
+
+# Benchmarks: `make bench-<area>` runs bench/<area>/run.sh (policy, audit, proxy, sandbox,
+# egress, inspect, vm), side by side with the peers it names; figures go to docs/PERFORMANCE.md.
+# Each script installs its peers itself; none runs in `make test`.
+bench-%: deps
+	bash bench/$*/run.sh $(BUILD_REL)
+
+bench: $(patsubst bench/%/run.sh,bench-%,$(wildcard bench/*/run.sh))

@@ -24,7 +24,7 @@ static const char *const top_keys[] = { "version",      "log",    "workers", "li
  */
 static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 {
-	static const char *const keys[] = { "level", "format" };
+	static const char *const keys[] = { "level", "format", "file" };
 	static const char *const levels[] = { "error", "warn", "info", "debug" };
 	static const char *const formats[] = { "auto", "text", "json" };
 	ydoc_node *m = CFG_SECTION(c, root, "log", keys);
@@ -33,6 +33,7 @@ static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 	log->format = LOG_FMT_AUTO;
 	CFG_ENUM(c, m, "level", levels, log->level);
 	CFG_ENUM(c, m, "format", formats, log->format);
+	cfg_path(c, m, "file", false, true, &log->file);
 }
 
 static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)

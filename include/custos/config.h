@@ -71,6 +71,7 @@ typedef struct cfg_addr {
 typedef struct cfg_log {
 	log_level level;   /* default info */
 	log_format format; /* default auto */
+	char *file;        /* NULL: stderr; else appended to, reopened on SIGUSR1 */
 } cfg_log;
 
 typedef struct cfg_limits {
