@@ -14,6 +14,15 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
+	{ "policy", "check", cmd_policy_check, "FILE",
+	  "validate policy.yaml: errors and warnings as file:line:col" },
+	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",
+	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
+	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
+	  "show the decision for a request and why each rule matched or not" },
+	{ "sandbox", "exec", cmd_sandbox_exec,
+	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
+	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 	{ "vm", "run", cmd_vm_run,
 	  "--name N --kernel F [--initrd F] --channel SOCK [--forward H:P=GUESTPORT] [...]",
 	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
@@ -55,10 +64,13 @@ static void print_help(FILE *f)
 	           "commands:\n");
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
-		char left[64];
+		char left[160];
 		snprintf(left, sizeof(left), "%s%s%s %s", c->group ? c->group : "",
 		         c->group ? " " : "", c->name, c->usage);
-		fprintf(f, "  %-34s %s\n", left, c->summary);
+		if (strlen(left) <= 34)
+			fprintf(f, "  %-34s %s\n", left, c->summary);
+		else
+			fprintf(f, "  %s\n  %-34s %s\n", left, "", c->summary);
 	}
 	fprintf(f, "\n'custos COMMAND --help' describes one command.\n"
 	           "exit status: 0 ok, 1 failure or check failed, 2 usage error\n");
