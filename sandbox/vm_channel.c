@@ -23,11 +23,27 @@ struct vm_channel {
 	bool started;
 	volatile int alive;
 	int run_rc;
+	struct sockaddr_un egress_addr; /* autobound abstract address of the egress listener */
+	socklen_t egress_len;
+	int egress_set; /* read with __atomic_load_n: set once, after the address */
 };
 
 static int host_accept(void *arg, uint16_t port)
 {
 	vm_channel *c = arg;
+	if (port == VM_MUX_PORT_EGRESS && __atomic_load_n(&c->egress_set, __ATOMIC_ACQUIRE)) {
+		/* Like a connection to the listening socket sandbox_listen_inside gives for a
+		 * process sandbox: the proxy accepts it from the fd vm_channel_listen_egress
+		 * returned. */
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			return -1;
+		if (connect(fd, (struct sockaddr *)&c->egress_addr, c->egress_len) == -1) {
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
 	if (!c->o.on_accept)
 		return -1;
 	int sv[2];
@@ -133,6 +149,32 @@ custos_err vm_channel_open_stream(vm_channel *c, uint16_t port, int *fd)
 		return err_sys("vm channel: opening a stream");
 	}
 	*fd = sv[0];
+	return CUSTOS_OK;
+}
+
+custos_err vm_channel_listen_egress(vm_channel *c, int backlog, int *lfd)
+{
+	ENSURE(!__atomic_load_n(&c->egress_set, __ATOMIC_ACQUIRE), CUSTOS_ERR_EXISTS,
+	       "vm channel: the egress listener exists already");
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return err_sys("vm channel: egress socket");
+	/* Autobind: the kernel picks a unique abstract name; nothing appears in the filesystem. */
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa_family_t)) == -1 ||
+	    listen(fd, backlog > 0 ? backlog : 128) == -1) {
+		custos_err e = err_sys("vm channel: egress listener");
+		close(fd);
+		return e;
+	}
+	c->egress_len = sizeof(c->egress_addr);
+	if (getsockname(fd, (struct sockaddr *)&c->egress_addr, &c->egress_len) == -1) {
+		custos_err e = err_sys("vm channel: egress listener name");
+		close(fd);
+		return e;
+	}
+	__atomic_store_n(&c->egress_set, 1, __ATOMIC_RELEASE);
+	*lfd = fd;
 	return CUSTOS_OK;
 }
 

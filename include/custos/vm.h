@@ -136,9 +136,15 @@ typedef struct vm_channel_opts {
 
 /* Connects and starts the mux thread. Owner: caller, vm_channel_close. */
 custos_err vm_channel_open(const vm_channel_opts *o, vm_channel **out) CUSTOS_WUR;
-/* Opens a stream to the guest's TCP port; *fd is one end of a socketpair (blocking) that
- * behaves like a connected socket to it. The caller owns *fd. */
+/* Opens a stream to the guest's TCP port (the counterpart of sandbox_connect_inside); *fd is
+ * one end of a socketpair (blocking) that behaves like a connected socket to it. The caller
+ * owns *fd. */
 custos_err vm_channel_open_stream(vm_channel *c, uint16_t port, int *fd) CUSTOS_WUR;
+/* The VM counterpart of sandbox_listen_inside: a listening AF_UNIX socket (abstract,
+ * autobound) from which the caller accepts one connection per egress stream the guest opens
+ * (its HTTP proxy port). Once set, it takes precedence over on_accept for port 0. The caller
+ * owns *lfd. */
+custos_err vm_channel_listen_egress(vm_channel *c, int backlog, int *lfd) CUSTOS_WUR;
 /* Whether the mux still runs (false after the guest side went away or a protocol error). */
 bool vm_channel_alive(vm_channel *c);
 /* Stops the mux thread, closes every stream and the channel. */

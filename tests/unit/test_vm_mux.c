@@ -412,6 +412,22 @@ static void test_channel_api(void **state)
 	assert_true(x.ok);
 	assert_int_equal(egress_seen, 1);
 
+	/* With an egress listener (the sandbox_listen_inside counterpart), port-0 streams are
+	 * accepted from it instead of going to the callback. */
+	int lfd = -1;
+	assert_int_equal(vm_channel_listen_egress(c, 8, &lfd), CUSTOS_OK);
+	assert_int_equal(vm_channel_listen_egress(c, 8, &lfd), CUSTOS_ERR_EXISTS);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(vm_mux_open(p.guest, VM_MUX_PORT_EGRESS, sv[1]), 0);
+	int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(afd >= 0);
+	spawn_echo(afd);
+	x = (xfer){ .fd = sv[0], .n = 90000, .seed = 9 };
+	echo_client(&x);
+	assert_true(x.ok);
+	assert_int_equal(egress_seen, 1);
+	close(lfd);
+
 	/* The guest goes away: the channel reports it is down and refuses new streams. */
 	vm_mux_stop(p.guest);
 	pthread_join(p.tg, NULL);
