@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/vm_sockets.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -134,10 +135,13 @@ static void on_term(int sig)
 static void usage(void)
 {
 	fprintf(stderr,
-	        "usage: custos-guest (--port-name NAME | --device PATH) --allow-port PORT...\n"
+	        "usage: custos-guest (--port-name NAME | --device PATH | --vsock-port N)\n"
+	        "                    --allow-port PORT...\n"
 	        "                    [--proxy-port PORT] [--wait-s N]\n"
 	        "  --port-name NAME  virtio-serial port name (org.custos.mux.0)\n"
-	        "  --device PATH     the channel device (or a vsock/unix path for tests)\n"
+	        "  --device PATH     the channel device\n"
+	        "  --vsock-port N    listen on AF_VSOCK port N; custos connects to the guest's "
+	        "CID\n"
 	        "  --allow-port P    a loopback TCP port custos may open streams to (repeatable)\n"
 	        "  --proxy-port P    loopback HTTP proxy port whose connections become egress\n"
 	        "                    streams to custos (default 3128; 0 = none)\n"
@@ -147,13 +151,14 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	const char *port_name = NULL, *device = NULL;
-	unsigned long proxy_port = 3128, wait_s = 30;
+	unsigned long proxy_port = 3128, wait_s = 30, vsock_port = 0;
 	static const struct option opts[] = {
 		{ "port-name", required_argument, NULL, 'n' },
 		{ "device", required_argument, NULL, 'd' },
 		{ "allow-port", required_argument, NULL, 'a' },
 		{ "proxy-port", required_argument, NULL, 'p' },
 		{ "wait-s", required_argument, NULL, 'w' },
+		{ "vsock-port", required_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -177,12 +182,15 @@ int main(int argc, char **argv)
 		case 'w':
 			wait_s = parse_num("--wait-s", optarg, 3600);
 			break;
+		case 'v':
+			vsock_port = parse_num("--vsock-port", optarg, 0xffffffffUL);
+			break;
 		default:
 			usage();
 			return c == 'h' ? 0 : 2;
 		}
 	}
-	if ((!port_name) == (!device) || n_allowed == 0) {
+	if ((port_name != NULL) + (device != NULL) + (vsock_port != 0) != 1 || n_allowed == 0) {
 		usage();
 		return 2;
 	}
@@ -192,7 +200,19 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 
 	char dev[300];
-	if (device) {
+	int vl = -1;
+	if (vsock_port) {
+		/* vsock: custos connects to CID:port; one connection carries the mux, as the
+		 * virtio-serial port does. A new connection replaces the previous one. */
+		vl = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_vm svm = { .svm_family = AF_VSOCK,
+			                   .svm_port = (unsigned)vsock_port,
+			                   .svm_cid = VMADDR_CID_ANY };
+		if (vl == -1 || bind(vl, (struct sockaddr *)&svm, sizeof(svm)) == -1 ||
+		    listen(vl, 4) == -1)
+			die("cannot listen on vsock", strerror(errno));
+		snprintf(dev, sizeof(dev), "vsock:%lu", vsock_port);
+	} else if (device) {
 		snprintf(dev, sizeof(dev), "%s", device);
 	} else {
 		unsigned long tries = wait_s * 10;
@@ -203,9 +223,12 @@ int main(int argc, char **argv)
 			nanosleep(&ts, NULL);
 		}
 	}
-	int chan = open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY);
-	if (chan == -1)
-		die("cannot open the channel", dev);
+	int chan = -1;
+	if (vl == -1) {
+		chan = open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY);
+		if (chan == -1)
+			die("cannot open the channel", dev);
+	}
 	int lfd = -1;
 	if (proxy_port) {
 		lfd = listen_loopback((uint16_t)proxy_port);
@@ -217,6 +240,13 @@ int main(int argc, char **argv)
 	/* One mux per host connection: when custos disconnects the port reads EOF; streams are
 	 * dropped and a fresh mux waits for the next connection. */
 	while (!stopping) {
+		if (vl >= 0) {
+			if (chan >= 0)
+				close(chan);
+			chan = accept4(vl, NULL, NULL, SOCK_CLOEXEC);
+			if (chan == -1)
+				continue;
+		}
 		struct vm_mux_opts o = { .chan_fd = chan,
 			                 .odd_ids = 0,
 			                 .accept = guest_accept,
@@ -239,6 +269,9 @@ int main(int argc, char **argv)
 	}
 	if (lfd >= 0)
 		close(lfd);
-	close(chan);
+	if (chan >= 0)
+		close(chan);
+	if (vl >= 0)
+		close(vl);
 	return 0;
 }
