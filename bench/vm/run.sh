@@ -7,6 +7,8 @@
 #       direct     the fixture on host loopback, no forwarder
 #       sandbox    custos process sandbox (netns, seccomp...), host forwarder thread per
 #                  connection + a socket made inside the sandbox's netns (bench/vm/sandbox_forward.c)
+#       mux        the channel without a VM: forwarder + vm_channel + socketpair + a second mux
+#                  connecting to the direct fixture (bench/vm/mux_forward.c): protocol cost alone
 #       vm         TCG guest, `custos vm run --forward`: forwarder + multiplexed virtio-serial
 #                  channel + custos-guest + guest loopback
 # Needs root (system libvirtd started by hand, as tests/integration/vm_tcg.sh does), wrk.
@@ -27,6 +29,9 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCUSTOS_TESTS=ON \
 cmake --build "$BUILD" -j2 --target custos model-server custos-guest custos-guest-model-server \
 	custos_sandbox custos_core >/dev/null
 cc -O2 -D_GNU_SOURCE -I include -o "$OUT/sandbox_forward" bench/vm/sandbox_forward.c \
+	"$BUILD"/sandbox/libcustos_sandbox.a "$BUILD"/core/libcustos_core.a \
+	-lseccomp -lcap -lyaml -lcrypto -lvirt -lpthread
+cc -O2 -D_GNU_SOURCE -I include -I . -o "$OUT/mux_forward" bench/vm/mux_forward.c \
 	"$BUILD"/sandbox/libcustos_sandbox.a "$BUILD"/core/libcustos_core.a \
 	-lseccomp -lcap -lyaml -lcrypto -lvirt -lpthread
 IMG=$BUILD/vm-image
@@ -62,8 +67,10 @@ wait_for 20 test -S "$WORK/sock/libvirt-sock"
 PIDS+=(${VL:-} "$(cat "$WORK/libvirtd.pid")")
 URI="qemu+unix:///system?socket=$WORK/sock/libvirt-sock"
 
-P_DIRECT=18301 P_SB=18302 P_VM=18303
+P_DIRECT=18301 P_SB=18302 P_VM=18303 P_MUX=18304
 "$BUILD/tests/fixtures/model-server/model-server" --listen 127.0.0.1:$P_DIRECT --mode echo >/dev/null 2>&1 &
+PIDS+=($!)
+"$OUT/mux_forward" $P_MUX $P_DIRECT >"$WORK/mux.log" 2>&1 &
 PIDS+=($!)
 "$OUT/sandbox_forward" "$top/$BUILD/tests/fixtures/model-server/model-server" $P_SB --mode echo >"$WORK/sb.log" 2>&1 &
 PIDS+=($!)
@@ -92,7 +99,7 @@ LUA
 	echo "# bench/vm $(date -u +%FT%TZ) $(nproc) CPUs, $(qemu-system-x86_64 --version | head -1), TCG"
 	printf 'boot: start->ready (QEMU up, seccomp checked, channel) %.1f s; ready->first completion (guest boot) %.1f s; total %.1f s\n' \
 		"$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t2 - $t0" | bc)"
-	for t in direct:$P_DIRECT sandbox:$P_SB vm:$P_VM; do
+	for t in direct:$P_DIRECT sandbox:$P_SB mux:$P_MUX vm:$P_VM; do
 		name=${t%%:*} port=${t##*:}
 		for c in 1 16; do
 			thr=1; [ "$c" -gt 1 ] && thr=2
