@@ -23,8 +23,7 @@ static const struct cli_command commands[] = {
 	{ "sandbox", "exec", cmd_sandbox_exec,
 	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
 	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
-	{ "vm", "run", cmd_vm_run,
-	  "--name N --kernel F [--initrd F] --channel SOCK [--forward H:P=GUESTPORT] [...]",
+	{ "vm", "run", cmd_vm_run, "[OPTIONS]",
 	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
 };
 

@@ -78,8 +78,9 @@ custos_err vm_profile_check(const vm_profile *p)
 		ENSURE(!p->initrd || abs_path(p->initrd), CUSTOS_ERR_INVAL,
 		       "vm %s: initrd must be an absolute path", p->name);
 	} else if (p->boot == VM_BOOT_DISK) {
-		ENSURE(abs_path(p->disk_overlay), CUSTOS_ERR_INVAL,
-		       "vm %s: disk boot needs an absolute overlay path", p->name);
+		ENSURE(abs_path(p->disk_overlay) || (!p->disk_overlay && abs_path(p->disk_base)),
+		       CUSTOS_ERR_INVAL,
+		       "vm %s: disk boot needs an absolute overlay or base image path", p->name);
 	} else {
 		return err_set(CUSTOS_ERR_INVAL, "vm %s: unknown boot kind", p->name);
 	}
@@ -153,13 +154,17 @@ custos_err vm_domain_xml(const vm_profile *p, buf *out)
 	if (p->emulator)
 		GUARD(elem(out, "    ", "emulator", p->emulator));
 	if (p->boot == VM_BOOT_DISK) {
-		/* The overlay is the only writable layer; the base image stays read-only beneath. */
+		/* Either custos made a qcow2 overlay over the read-only base (the overlay is the
+		 * only writable layer), or libvirt makes a throwaway one itself (<transient/>: the
+		 * base is never written and the overlay is deleted when the domain stops). */
 		GUARD(buf_append_cstr(out, "    <disk type='file' device='disk'>\n"
 		                           "      <driver name='qemu' type='qcow2'/>\n"
 		                           "      <source file='"));
-		GUARD(vm_xml_escape(out, p->disk_overlay));
-		GUARD(buf_append_cstr(out, "'/>\n      <target dev='vda' bus='virtio'/>\n"
-		                           "    </disk>\n"));
+		GUARD(vm_xml_escape(out, p->disk_overlay ? p->disk_overlay : p->disk_base));
+		GUARD(buf_append_cstr(out, "'/>\n      <target dev='vda' bus='virtio'/>\n"));
+		if (!p->disk_overlay)
+			GUARD(buf_append_cstr(out, "      <transient/>\n"));
+		GUARD(buf_append_cstr(out, "    </disk>\n"));
 	}
 	if (p->console_log) {
 		GUARD(buf_append_cstr(out, "    <serial type='file'>\n      <source path='"));

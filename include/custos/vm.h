@@ -37,9 +37,9 @@ typedef struct vm_profile {
 	const int *cpu_pin; /* host CPU for each vCPU (vcpus entries), or NULL */
 	vm_boot boot;
 	const char *kernel, *initrd, *cmdline; /* VM_BOOT_KERNEL */
-	const char *disk_overlay;              /* VM_BOOT_DISK: qcow2 overlay the domain writes */
-	const char *disk_base;                 /* VM_BOOT_DISK: read-only base (documentation) */
-	const char *console_log;               /* serial console written to this file */
+	const char *disk_overlay; /* VM_BOOT_DISK: qcow2 overlay (over a read-only base) */
+	const char *disk_base;    /* VM_BOOT_DISK without overlay: base image, <transient/> */
+	const char *console_log;  /* serial console written to this file */
 	const char *channel_paths[VM_MAX_CHANNELS]; /* virtio-serial unix sockets (QEMU binds) */
 	const char *channel_names[VM_MAX_CHANNELS]; /* guest-visible port names */
 	size_t n_channels;
