@@ -10,9 +10,12 @@
 #     `custos vm run --forward`, not the TLS ingress;
 #   - egress from inside the VM: busybox wget with http_proxy=127.0.0.1:3128 -> custos-guest ->
 #     channel -> custos vm run -> the host's egress listener. The egress proxy is not written
-#     yet, so that listener is a STAND-IN in this script (egress_standin.py): it allows one
-#     host and denies the rest and writes one JSON audit line per decision; what this test
-#     proves for custos is that the VM's egress reaches the host side only through the channel;
+#     yet, so that listener is a STAND-IN in this script (egress_standin.py) that asks custos'
+#     policy engine (`custos policy explain` on a test policy: vm-isolated models may GET the
+#     confidential host-data source, everything else is default deny), forwards allowed calls
+#     and writes one JSON audit line per decision. Proven for custos: the VM's egress reaches
+#     the host only through the channel and is decided by custos policy; the proxying and the
+#     audit record are the stand-in's until the egress proxy (and its audit events) exist;
 #   - QEMU runs as an unprivileged user under seccomp (-sandbox on,obsolete=deny,...), the live
 #     domain has no <interface>, the guest sees only lo;
 #   - QEMU killed -> libvirt event -> custos restarts it with backoff (audited in the events
@@ -162,22 +165,61 @@ wait_for 10 test -s "$WORK/data.port" || {
 	fail "host data fixture did not start"
 	exit 1
 }
+# The egress decision is custos' own policy engine (`custos policy explain`, the evaluator's
+# matcher); the HTTP proxying and the audit line around it are a stand-in until the egress proxy
+# exists.
+cat >"$WORK/policy.yaml" <<'EOF'
+version: 1
+models:
+  vm-model:   { isolation: vm }
+  proc-model: { isolation: process }
+data:
+  host-data: { url: "http://data.custos.test/", classification: confidential }
+rules:
+  - id: chat-vm-model
+    effect: allow
+    when: { direction: ingress, model: [vm-model, proc-model] }
+  - id: vm-models-read-host-data
+    effect: allow
+    when: { direction: egress, data: host-data, method: GET, model.isolation: { at_least: vm } }
+  - id: confidential-needs-vm
+    effect: deny
+    when: { direction: egress, data.classification: { above: internal }, model.isolation: { below: vm } }
+EOF
+chmod 600 "$WORK/policy.yaml"
+"$CUSTOS" policy check "$WORK/policy.yaml" >/dev/null 2>&1 || {
+	fail "test policy does not check"
+	exit 1
+}
 cat >"$WORK/egress_standin.py" <<'EOF'
-# STAND-IN for custos' egress proxy (not written yet): one allowed host, JSON audit lines.
-import http.server, json, sys, time, urllib.parse, urllib.request
-allowed_host, target_port, audit_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# STAND-IN for custos' egress proxy (not written yet): the decision comes from
+# `custos policy explain` (custos' policy engine); this script forwards allowed calls and
+# writes one JSON audit line per decision.
+import http.server, json, os, subprocess, sys, time, urllib.parse, urllib.request
+custos, policy, model, target_port, audit_path, port_file = sys.argv[1:7]
+def decide(method, url):
+    req = json.dumps({"direction": "egress", "model": model, "url": url, "method": method})
+    out = subprocess.run([custos, "policy", "explain", policy, "--request", req],
+                         capture_output=True, text=True).stdout
+    decision = rules = None
+    for line in out.splitlines():
+        if line.startswith("decision: "):
+            decision = line.split(": ", 1)[1].strip()
+        elif line.startswith("deciding rules: "):
+            rules = line.split(": ", 1)[1].strip()
+    return decision == "allow", decision or "deny", rules
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         u = urllib.parse.urlsplit(self.path)
-        allow = u.hostname == allowed_host
+        allow, decision, rules = decide("GET", self.path)
         with open(audit_path, "a") as f:
-            f.write(json.dumps({"time": time.time(), "direction": "egress", "method": "GET",
-                                "host": u.hostname, "path": u.path,
-                                "decision": "allow" if allow else "deny"}) + "\n")
+            f.write(json.dumps({"time": time.time(), "direction": "egress", "model": model,
+                                "method": "GET", "host": u.hostname, "path": u.path,
+                                "decision": decision, "rules": rules}) + "\n")
         if not allow:
             self.send_error(403, "denied by policy")
             return
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (target_port, u.path)) as r:
+        with urllib.request.urlopen("http://127.0.0.1:%s%s" % (target_port, u.path)) as r:
             body = r.read()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -186,12 +228,12 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-open(sys.argv[4] + ".tmp", "w").write(str(s.server_address[1]))
-import os; os.rename(sys.argv[4] + ".tmp", sys.argv[4])
+open(port_file + ".tmp", "w").write(str(s.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
 s.serve_forever()
 EOF
-python3 "$WORK/egress_standin.py" data.custos.test "$(cat "$WORK/data.port")" \
-	"$WORK/egress-audit.jsonl" "$WORK/egress.port" &
+python3 "$WORK/egress_standin.py" "$CUSTOS" "$WORK/policy.yaml" vm-model \
+	"$(cat "$WORK/data.port")" "$WORK/egress-audit.jsonl" "$WORK/egress.port" &
 PIDS_TO_STOP+=($!)
 wait_for 10 test -s "$WORK/egress.port" || {
 	fail "egress stand-in did not start"
@@ -258,11 +300,12 @@ wait_for 90 grep -q "EGRESS-DENIED\|EGRESS-UNEXPECTED" "$WORK/console.log" ||
 grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
 	fail "allowed egress call from the VM did not get the host's answer"
 grep -q 'EGRESS-DENIED' "$WORK/console.log" || fail "denied egress call was not denied"
-grep -q '"host": "data.custos.test".*"decision": "allow"' "$WORK/egress-audit.jsonl" ||
+grep -q '"host": "data.custos.test".*"decision": "allow", "rules": "vm-models-read-host-data"' \
+	"$WORK/egress-audit.jsonl" ||
 	fail "no allow decision recorded for the egress call"
 grep -q '"host": "exfil.example".*"decision": "deny"' "$WORK/egress-audit.jsonl" ||
 	fail "no deny decision recorded for the egress call"
-echo "ok - egress from the VM reached the host side through the channel (allow + deny)"
+echo "ok - egress from the VM out through the channel, decided by custos policy (allow + default deny)"
 
 # ---- crash -> restart with backoff, audited ---------------------------------------------------
 kill -KILL "$QPID"
