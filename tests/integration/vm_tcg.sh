@@ -327,8 +327,11 @@ echo "ok - QEMU killed: crash audited, restarted with backoff, seccomp re-checke
 
 # ---- clean stop -------------------------------------------------------------------------------
 stop_pid "$CUSTOS_PID"
-wait "$CUSTOS_PID" 2>/dev/null || true
+rc=0
+wait "$CUSTOS_PID" 2>/dev/null || rc=$?
 CUSTOS_PID=""
+[ "$rc" -eq 0 ] || fail "custos vm run exited with $rc after SIGTERM"
+grep -q "Sanitizer" "$WORK/custos.log" && fail "sanitizer report from custos vm run"
 grep -q '"action":"stopped"' "$WORK/events.jsonl" || fail "stop not reported"
 if virsh -c "$URI" list --name | grep -qx "$NAME"; then
 	fail "domain still running after custos vm run stopped"
