@@ -353,8 +353,10 @@ static bool valid_target_bytes(span t, size_t *bad)
 /* "HTTP/" DIGIT "." DIGIT: 1 ok (version set), 0 malformed, -1 well-formed but unsupported. */
 static int parse_version(const char *v, size_t n, uint8_t *out)
 {
-	if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || !is_cls((unsigned char)v[5], C_DIGIT) ||
-	    v[6] != '.' || !is_cls((unsigned char)v[7], C_DIGIT))
+	if (n != 8 || memcmp(v, "HTTP/", 5) != 0)
+		return 0;
+	if (!is_cls((unsigned char)v[5], C_DIGIT) || v[6] != '.' ||
+	    !is_cls((unsigned char)v[7], C_DIGIT))
 		return 0;
 	if (v[5] == '1' && (v[7] == '0' || v[7] == '1')) {
 		*out = (uint8_t)(10 + (v[7] - '0'));
