@@ -26,7 +26,7 @@ void sse_parser_init(sse_parser *p, size_t max_event)
 	if (max_event == 0 || max_event > SSE_MAX_EVENT_BYTES)
 		max_event = SSE_MAX_EVENT_BYTES;
 	p->max = max_event;
-	buf_init(&p->raw, max_event);
+	buf_init(&p->raw, max_event + 1); /* + the LF of a final CRLF, see raw_append */
 	buf_init(&p->data, max_event);
 	buf_init(&p->type, max_event);
 	buf_init(&p->id, max_event);
@@ -110,6 +110,15 @@ static void fill_event(sse_parser *p, sse_event *ev)
 	ev->done = p->has_data && span_eq_cstr(d, "[DONE]");
 }
 
+/* Appends to the event's raw bytes within the event limit; `slack` lets the LF of the CRLF
+ * that ends an event past it, so the limit does not depend on where reads split. */
+static custos_err raw_append(sse_parser *p, const char *b, size_t n, bool slack)
+{
+	if (!slack && buf_used(&p->raw) + n > p->max)
+		return CUSTOS_ERR_LIMIT;
+	return buf_append(&p->raw, b, n);
+}
+
 static ssize_t too_big(sse_parser *p)
 {
 	(void)err_set(CUSTOS_ERR_LIMIT, "SSE event larger than %zu bytes", p->max);
@@ -130,7 +139,7 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 			/* A UTF-8 BOM at the very start of the stream is skipped (kept in raw). */
 			size_t m = buf_used(&p->raw);
 			if (m < 3 && c == bom[m]) {
-				if (buf_append_byte(&p->raw, c) != CUSTOS_OK)
+				if (raw_append(p, (const char *)&c, 1, false) != CUSTOS_OK)
 					return too_big(p);
 				i++;
 				if (m == 2) {
@@ -147,7 +156,7 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 				/* The LF of a CRLF. After an event ended on the CR it belongs to no
 				 * event (see sse.h); else it stays in the raw bytes. */
 				if (buf_used(&p->raw) > 0 &&
-				    buf_append_byte(&p->raw, '\n') != CUSTOS_OK)
+				    raw_append(p, "\n", 1, false) != CUSTOS_OK)
 					return too_big(p);
 				p->line = buf_used(&p->raw);
 				i++;
@@ -159,7 +168,7 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 		while (j < len && in[j] != '\n' && in[j] != '\r')
 			j++;
 		if (j > i) {
-			if (buf_append(&p->raw, in + i, j - i) != CUSTOS_OK)
+			if (raw_append(p, in + i, j - i, false) != CUSTOS_OK)
 				return too_big(p);
 			i = j;
 			continue;
@@ -167,13 +176,13 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 		/* c is CR or LF: the line ends. */
 		span all = bspan(&p->raw);
 		span line = span_of(all.ptr + p->line, all.len - p->line);
-		if (buf_append_byte(&p->raw, c) != CUSTOS_OK)
+		if (raw_append(p, (const char *)&c, 1, false) != CUSTOS_OK)
 			return too_big(p);
 		i++;
 		if (c == '\r') {
 			/* Take the LF of a CRLF now when it is here. */
 			if (i < len && in[i] == '\n') {
-				if (buf_append_byte(&p->raw, '\n') != CUSTOS_OK)
+				if (raw_append(p, "\n", 1, line.len == 0) != CUSTOS_OK)
 					return too_big(p);
 				i++;
 			} else if (i == len) {
