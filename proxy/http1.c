@@ -902,6 +902,7 @@ void http1_body_init(http1_body *b, const http1_head *h, const http1_limits *lim
 	memset(b, 0, sizeof(*b));
 	limits_fill(&b->lim, lim);
 	b->framing = h->framing;
+	b->response = h->is_response;
 	switch (h->framing) {
 	case HTTP1_BODY_NONE:
 		b->state = B_DONE;
@@ -925,7 +926,7 @@ void http1_body_init(http1_body *b, const http1_head *h, const http1_limits *lim
 static ssize_t body_fail(http1_body *b, unsigned status, const char *reason, size_t off)
 {
 	b->state = B_ERROR;
-	b->err.status = status;
+	b->err.status = b->response ? 502 : status;
 	b->err.reason = reason;
 	b->err.offset = off;
 	return -1;

@@ -187,7 +187,7 @@ typedef struct http1_body {
 	size_t line_len;    /* bytes of the current chunk-size / trailer line so far */
 	size_t trailer_bytes;
 	size_t trailers;
-	bool ext; /* in the chunk extensions */
+	bool response; /* errors are 502 (a bad upstream), not 4xx */
 	bool done;
 	http1_error err;
 } http1_body;

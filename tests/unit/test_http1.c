@@ -547,6 +547,10 @@ static void test_responses(void **state)
 	assert_int_equal(
 	        resp_status("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_M_GET),
 	        502);
+	/* Body errors in responses are 502 too. */
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\n",
+	                             HTTP1_M_GET),
+	                 502);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -799,6 +803,42 @@ static void test_chunk_encoder(void **state)
 	buf_free(&out);
 }
 
+static void test_write_host_expect(void **state)
+{
+	(void)state;
+	buf out;
+	buf_init(&out, 4096);
+	http1_parser p;
+	/* HTTP/1.0 without Host: the proxy supplies one; Expect is never forwarded; a field
+	 * named in Connection is dropped, but never Host. */
+	const char *m = "POST /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n";
+	http1_parser_init_request(&p, NULL);
+	assert_int_equal(http1_parse_head(&p, m, strlen(m)), (ssize_t)strlen(m));
+	assert_false(p.head.expect_continue); /* ignored in 1.0 */
+	http1_write_opts o = { .host = SPAN_LIT("upstream:8000"), .framing = HTTP1_BODY_LENGTH };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &o), CUSTOS_OK);
+	const char *want = "POST /x HTTP/1.1\r\nHost: upstream:8000\r\nContent-Length: 0\r\n\r\n";
+	assert_true(span_eq_cstr(buf_span(&out), want));
+	buf_reset(&out);
+	m = "GET / HTTP/1.1\r\nHost: a\r\nConnection: host, x-a\r\nX-A: 1\r\nExpect: "
+	    "100-continue\r\n"
+	    "\r\n";
+	http1_parser_init_request(&p, NULL);
+	assert_int_equal(http1_parse_head(&p, m, strlen(m)), (ssize_t)strlen(m));
+	assert_true(p.head.expect_continue);
+	assert_false(http1_is_hop_by_hop(&p.head, SPAN_LIT("Host")));
+	assert_int_equal(http1_write_request_head(&out, &p.head, NULL), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+	/* The Host override replaces the received one; an invalid override is refused. */
+	buf_reset(&out);
+	http1_write_opts oh = { .host = SPAN_LIT("b:1") };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &oh), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "GET / HTTP/1.1\r\nHost: b:1\r\n\r\n"));
+	http1_write_opts bad = { .host = SPAN_LIT("b\r\nX: 1") };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &bad), CUSTOS_ERR_INVAL);
+	buf_free(&out);
+}
+
 static void test_rebase(void **state)
 {
 	(void)state;
@@ -836,6 +876,7 @@ int main(void)
 		cmocka_unit_test(test_write_request),
 		cmocka_unit_test(test_write_response),
 		cmocka_unit_test(test_chunk_encoder),
+		cmocka_unit_test(test_write_host_expect),
 		cmocka_unit_test(test_rebase),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
