@@ -40,3 +40,8 @@ fuzz: deps
 
 clean:
 	rm -rf build
+
+# Parsing-layer micro-benchmark (HTTP/1.1 codec, JSON/OpenAI reader, SSE), one core.
+.PHONY: bench-http1
+bench-http1:
+	bash bench/http1/run.sh
