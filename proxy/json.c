@@ -677,9 +677,14 @@ bool jsonr_arr_next(jsonr_iter *it, jsonr_val *val)
 bool jsonr_str_eq(span s, const char *lit)
 {
 	size_t i = 0, j = 0, n = strlen(lit);
-	/* Fast path: identical bytes (no escapes in either). */
-	if (s.len == n && memchr(s.ptr, '\\', s.len) == NULL)
-		return memcmp(s.ptr, lit, n) == 0;
+	/* Raw contents are never shorter than their unescaped text, and are equally long only
+	 * without escapes: length and bytes decide the common cases. */
+	if (s.len < n)
+		return false;
+	if (s.len == n)
+		return memcmp(s.ptr, lit, n) == 0 && memchr(s.ptr, '\\', s.len) == NULL;
+	if (memchr(s.ptr, '\\', s.len) == NULL)
+		return false;
 	while (i < s.len && j < n) {
 		uint32_t a = next_cp(s, &i), b;
 		/* The literal is plain UTF-8 (not JSON-escaped). */
@@ -691,6 +696,25 @@ bool jsonr_str_eq(span s, const char *lit)
 			return false;
 	}
 	return i == s.len && j == n;
+}
+
+uint32_t jsonr_obj_pick(jsonr_val obj, const char *const *names, size_t n, jsonr_val *vals)
+{
+	uint32_t found = 0;
+	if (obj.type != JSONR_OBJECT || n > 32)
+		return 0;
+	jsonr_iter it;
+	span k;
+	jsonr_val v;
+	jsonr_iter_init(&it, obj);
+	while (jsonr_obj_next(&it, &k, &v))
+		for (size_t i = 0; i < n; i++)
+			if (!(found & (1u << i)) && jsonr_str_eq(k, names[i])) {
+				vals[i] = v;
+				found |= 1u << i;
+				break;
+			}
+	return found;
 }
 
 bool jsonr_obj_get(jsonr_val obj, const char *key, jsonr_val *val)
