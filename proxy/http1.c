@@ -1191,7 +1191,8 @@ static bool dropped(const http1_head *h, const http1_write_opts *o, span name, s
 }
 
 /* host: a Host value written first, replacing the received field; empty = keep that one. */
-static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, span host)
+static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, span host,
+                        const bool *keep)
 {
 	if (host.len > 0) {
 		EMIT_LIT(e, "Host: ");
@@ -1200,7 +1201,7 @@ static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts 
 	}
 	for (size_t i = 0; i < h->nhdrs; i++) {
 		const http1_header *f = &h->hdrs[i];
-		if (dropped(h, o, f->name, host))
+		if (!keep[i])
 			continue;
 		emit_span(e, f->name);
 		EMIT_LIT(e, ": ");
@@ -1269,6 +1270,10 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 		ENSURE(is_cls((unsigned char)target.ptr[k], C_URI) || target.ptr[k] == '*',
 		       CUSTOS_ERR_INVAL, "invalid character in request-target to write");
 
+	bool keep[HTTP1_MAX_HEADERS];
+	for (size_t i = 0; i < h->nhdrs; i++)
+		keep[i] = !dropped(h, o, h->hdrs[i].name, host);
+
 	for (int pass = 0; pass < 2; pass++) {
 		emitter e = { NULL, 0 };
 		if (pass == 1) {
@@ -1293,7 +1298,7 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 			emit_span(&e, target);
 			EMIT_LIT(&e, " HTTP/1.1\r\n");
 		}
-		emit_fields(&e, h, o, host);
+		emit_fields(&e, h, o, host, keep);
 		if (pass == 0)
 			GUARD(buf_reserve(out, e.n));
 		else

@@ -25,6 +25,7 @@ static void report(const char *what, size_t iters, size_t bytes, double secs)
 {
 	printf("%-34s %9.0f ns/op %10.0f op/s %8.0f MB/s\n", what, secs / (double)iters * 1e9,
 	       (double)iters / secs, (double)bytes * (double)iters / secs / 1e6);
+	fflush(stdout);
 }
 
 static const char req[] = "POST /v1/chat/completions HTTP/1.1\r\n"
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
 			sink += d.len;
 		}
 	}
-	report("chunked decode 1 MiB / 16 KiB chunks", biters, buf_used(&body), now() - t);
+	report("chunked 1 MiB/16 KiB, framing only", biters, buf_used(&body), now() - t);
 
 	/* OpenAI request body. */
 	const char *js =

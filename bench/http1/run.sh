@@ -10,5 +10,12 @@ cc=${CC:-cc}
 	"$top/bench/http1/bench_http1.c" "$top/proxy/http1.c" "$top/proxy/json.c" \
 	"$top/proxy/openai.c" "$top/proxy/sse.c" "$top/core/buf.c" "$top/core/err.c" \
 	"$top/core/json.c" "$top/core/num.c" -lcrypto -lm
-echo "custos parsing layer, $("$cc" --version | head -1), $(uname -m), 1 core"
-taskset -c 0 "$out/bench_http1" "${1:-2000000}" 2>/dev/null || "$out/bench_http1" "${1:-2000000}"
+echo "custos parsing layer, $("$cc" --version | head -1), $(uname -m), 1 core;" \
+	"best of 5 runs (the machine is shared: the minimum is the least disturbed)"
+pin=""
+command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null && pin="taskset -c 0"
+for _ in 1 2 3 4 5; do $pin "$out/bench_http1" "${1:-1000000}"; done |
+	awk '{ name = substr($0, 1, 34); ns = substr($0, 35) + 0;
+	       if (!(name in best) || ns < best[name]) { best[name] = ns; line[name] = $0 }
+	       if (!(name in seen)) { seen[name] = 1; order[++n] = name } }
+	     END { for (i = 1; i <= n; i++) print line[order[i]] }'
