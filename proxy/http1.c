@@ -603,7 +603,7 @@ static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t o
 					return fail(p, 413, "Content-Length too large", off);
 				cl = cl * 10 + (uint64_t)(c - '0');
 			}
-			if (!p->response && cl > p->lim.max_body)
+			if (cl > p->lim.max_body)
 				return fail(p, 413, "Content-Length above the body limit", off);
 			h->content_length = cl;
 		}
