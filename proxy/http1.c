@@ -841,6 +841,34 @@ ssize_t http1_parse_head(http1_parser *p, const char *data, size_t len)
 	}
 }
 
+bool http1_head_ready(const char *data, size_t len, size_t max_head, size_t *scan)
+{
+	if (max_head == 0 || max_head > HTTP1_MAX_HEAD_BYTES)
+		max_head = HTTP1_MAX_HEAD_BYTES;
+	if (len >= max_head)
+		return true;
+	size_t i = *scan;
+	while (i < len) {
+		const char *lf = memchr(data + i, '\n', len - i);
+		if (lf == NULL) {
+			i = len;
+			break;
+		}
+		size_t k = (size_t)(lf - data);
+		if (k + 1 < len && data[k + 1] == '\n')
+			return true;
+		if (k + 2 < len && data[k + 1] == '\r' && data[k + 2] == '\n')
+			return true;
+		if (k + 1 == len || (k + 2 == len && data[k + 1] == '\r')) {
+			i = k; /* the empty line may complete with the next read */
+			break;
+		}
+		i = k + 1;
+	}
+	*scan = i;
+	return false;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Header lookup.
  */
