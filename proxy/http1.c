@@ -350,6 +350,37 @@ static bool valid_target_bytes(span t, size_t *bad)
 	return true;
 }
 
+/* True when the path (up to '?') has a "." or ".." segment, literally or percent-encoded:
+ * upstreams resolve them (RFC 3986 §5.2.4) after policy matched the unresolved path. */
+static bool has_dot_segment(span path)
+{
+	size_t i = 0, n = path.len;
+	const char *s = path.ptr;
+	while (i < n && s[i] != '?') {
+		if (s[i] != '/') {
+			i++;
+			continue;
+		}
+		i++;
+		size_t dots = 0, k = i;
+		for (;;) {
+			if (k < n && s[k] == '.') {
+				k++;
+			} else if (k + 2 < n && s[k] == '%' && s[k + 1] == '2' &&
+			           (s[k + 2] == 'e' || s[k + 2] == 'E')) {
+				k += 3;
+			} else {
+				break;
+			}
+			dots++;
+		}
+		if ((dots == 1 || dots == 2) && (k == n || s[k] == '/' || s[k] == '?'))
+			return true;
+		i = k;
+	}
+	return false;
+}
+
 /* "HTTP/" DIGIT "." DIGIT: 1 ok (version set), 0 malformed, -1 well-formed but unsupported. */
 static int parse_version(const char *v, size_t n, uint8_t *out)
 {
@@ -436,6 +467,8 @@ static ssize_t parse_request_line(http1_parser *p, const char *d, size_t a, size
 		h->authority = auth;
 		h->path = span_of(tg.ptr + ae, tg.len - ae);
 	}
+	if (h->path.len > 0 && has_dot_segment(h->path))
+		return fail(p, 400, "dot segment in the request path", t);
 	return 1;
 }
 
