@@ -21,7 +21,7 @@
 /* Named limits on what a profile may hold (checked by sandbox_profile_validate). */
 #define SANDBOX_MAX_BINDS    64
 #define SANDBOX_MAX_DEVICES  64
-#define SANDBOX_MAX_ENV      128
+#define SANDBOX_MAX_ENV      256
 #define SANDBOX_MAX_SYSCALLS 512
 #define SANDBOX_MAX_PORTS    16
 #define SANDBOX_MAX_ARGS     4096
@@ -122,6 +122,8 @@ typedef struct sandbox_profile {
 	sandbox_seccomp seccomp;
 	const char *const *syscalls; /* CUSTOM: extra allowed syscall names */
 	size_t n_syscalls;
+	const char *const *deny_syscalls; /* removed from the base allow-list (any profile) */
+	size_t n_deny_syscalls;
 	bool seccomp_kill_on_violation;
 
 	/* Landlock (ABI detected at run time; a host without Landlock gets the other layers and a
@@ -166,6 +168,14 @@ const char *const *sandbox_seccomp_always_denied(void);
 /* Name of syscall nr for the audit record: libseccomp's table, then ours for calls newer than
  * libseccomp knows; "syscall_<nr>" otherwise. Writes into out[outsz]; returns out. */
 const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz);
+
+/* Maps a `sandbox_profiles.<id>` entry of custos.yaml (include/custos/config.h) onto *p:
+ * built-in defaults first, then every key the entry sets. p borrows the strings of cp (keep
+ * the config alive while p is used) and owns two arrays: release them with
+ * sandbox_profile_cfg_free. Returns INVAL for what the sandbox cannot express. */
+struct cfg_profile;
+custos_err sandbox_profile_from_cfg(const struct cfg_profile *cp, sandbox_profile *p) CUSTOS_WUR;
+void sandbox_profile_cfg_free(sandbox_profile *p);
 
 /* ---------------------------------------------------------------------------------------------
  * Events: what the caller turns into audit records. Pointers inside are valid only during the

@@ -20,6 +20,7 @@
 #include <linux/seccomp.h>
 #include <seccomp.h>
 
+#include "custos/config.h"
 #include "custos/sandbox.h"
 #include "sandbox/sb_int.h"
 
@@ -342,6 +343,54 @@ static void self_restrict(void **state)
 	}
 }
 
+static void from_config(void **state)
+{
+	static const char yaml[] =
+	        "version: 1\n"
+	        "sandbox_profiles:\n"
+	        "  gpu:\n"
+	        "    gpu: nvidia\n"
+	        "    devices: [/dev/fuse]\n"
+	        "    binds: [ { src: /models, dst: /m }, { src: /data, rw: true } ]\n"
+	        "    scratch: { type: dir, path: /var/lib/custos/s }\n"
+	        "    limits: { memory: 1GiB, pids: 99, cpu: \"1.5\" }\n"
+	        "    seccomp: { base: gpu, deny: [mbind] }\n"
+	        "  custom:\n"
+	        "    seccomp: { allow: [sysfs] }\n";
+	custos_config *cfg = NULL;
+	diag_list d;
+	sandbox_profile p;
+	(void)state;
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", yaml, sizeof(yaml) - 1, &cfg, &d), CUSTOS_OK);
+	diag_free(&d);
+	assert_int_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "gpu"), &p), CUSTOS_OK);
+	assert_string_equal(p.name, "gpu");
+	assert_int_equal(p.gpu, SANDBOX_GPU_NVIDIA);
+	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_GPU);
+	assert_int_equal(p.n_binds, 2);
+	assert_string_equal(p.binds[0].dst, "/m");
+	assert_true(p.binds[1].writable);
+	assert_int_equal(p.n_devices, 1);
+	assert_string_equal(p.devices[0], "fuse");
+	assert_string_equal(p.scratch_dir, "/var/lib/custos/s");
+	assert_string_equal(p.scratch_target, "/scratch");
+	assert_int_equal(p.limits.memory_bytes, 1ull << 30);
+	assert_int_equal(p.limits.pids, 99);
+	assert_int_equal(p.limits.cpu_millis, 1500);
+	assert_int_equal(p.n_deny_syscalls, 1);
+	char h[65];
+	assert_int_equal(sandbox_profile_hash(&p, h), CUSTOS_OK);
+	sandbox_profile_cfg_free(&p);
+	assert_int_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "custom"), &p),
+	                 CUSTOS_OK);
+	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_CUSTOM);
+	assert_int_equal(p.n_syscalls, 1);
+	sandbox_profile_cfg_free(&p);
+	assert_int_equal(sandbox_profile_from_cfg(NULL, &p), CUSTOS_ERR_INVAL);
+	config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,7 +399,7 @@ int main(void)
 		cmocka_unit_test(syscall_names),    cmocka_unit_test(seccomp_build),
 		cmocka_unit_test(environment),      cmocka_unit_test(cgroup_files),
 		cmocka_unit_test(landlock_masks),   cmocka_unit_test(self_restrict_refuses),
-		cmocka_unit_test(self_restrict),
+		cmocka_unit_test(self_restrict),    cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
