@@ -72,3 +72,4 @@ N=2000000
 printf 'plain\t%s\n' "$(best "$OUT/syscall_loop" $N)"
 printf 'bwrap (no filter)\t%s\n' "$(best "${BWRAP[@]}" --ro-bind "$OUT/syscall_loop" /opt/loop /opt/loop $N)"
 printf 'custos (filter)\t%s\n' "$(best "$C" sandbox exec --ro-bind "$OUT/syscall_loop:/opt/loop" -- /opt/loop $N)"
+printf 'custos denied calls\t%s\n' "$("$C" sandbox exec --events /dev/null --ro-bind "$OUT/syscall_loop:/opt/loop" -- /opt/loop 1000 --denied 5000 2>/dev/null)"
