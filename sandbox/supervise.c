@@ -37,6 +37,7 @@ void sandbox_opts_init(sandbox_opts *o)
 
 static void emit(sandbox *sb, sandbox_event *ev)
 {
+	ev->sandbox = sb;
 	ev->name = sb->name;
 	ev->profile_hash = sb->hash;
 	ev->wall_ns = tm_wall_ns();

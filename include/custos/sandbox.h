@@ -192,8 +192,11 @@ typedef enum sandbox_event_kind {
 	SANDBOX_EV_VIOLATION, /* a denied syscall: syscall, syscall_nr, pid (host pid) */
 } sandbox_event_kind;
 
+typedef struct sandbox sandbox;
+
 typedef struct sandbox_event {
 	sandbox_event_kind kind;
+	sandbox *sandbox;         /* the sandbox (for sandbox_listen_inside in a START callback) */
 	const char *name;         /* profile name */
 	const char *profile_hash; /* 64 hex digits */
 	unsigned generation;      /* instance number, 1 for the first start */
@@ -244,8 +247,6 @@ typedef struct sandbox_opts {
 
 /* Defaults: no callback, no restart, 5 s grace, inherited stdio. */
 void sandbox_opts_init(sandbox_opts *o);
-
-typedef struct sandbox sandbox;
 
 /* Validates the profile, then starts argv[0] (an absolute path inside the sandbox; argv is
  * NULL-terminated) in a new sandbox and returns once the first instance runs (its START event

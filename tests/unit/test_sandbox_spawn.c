@@ -31,6 +31,9 @@ struct rec {
 	char syscalls[MAX_EV][32];
 	uint64_t backoff[MAX_EV];
 	int n;
+	uint16_t listen_port; /* when set: make the egress listener in the START callback */
+	int listen_fd;
+	custos_err listen_err;
 };
 
 static void rec_init(struct rec *r)
@@ -73,6 +76,10 @@ static void on_event(const sandbox_event *ev, void *arg)
 		r->n++;
 	}
 	pthread_mutex_unlock(&r->mu);
+	/* START arrives before the command runs: the listener exists before its first connect. */
+	if (ev->kind == SANDBOX_EV_START && r->listen_port)
+		r->listen_err =
+		        sandbox_listen_inside(ev->sandbox, r->listen_port, 8, &r->listen_fd);
 }
 
 static const char *fixture(void)
@@ -213,25 +220,30 @@ static void spawn_failures(void **state)
 	sandbox_free(NULL);
 }
 
-/* The egress listener: custos listens inside, the sandboxed client connects to it. */
+/* The egress listener: custos listens inside (made in the START callback, before the command
+ * runs), the sandboxed client connects to it at once. */
 static void listen_inside(void **state)
 {
 	sandbox_profile p;
-	int st, lfd = -1;
+	sandbox_opts o;
+	struct rec r;
+	int st, c;
 	(void)state;
 	NEED();
 	profile(&p);
-	/* A client that retries until our listener exists, then prints what it got. */
-	static const char *const a[] = { "/bin/sh", "-c",
-		                         "for i in 1 2 3 4 5 6 7 8 9 10; do /opt/escape --client "
-		                         "18081 && exit 0; sleep 0.2; done; exit 1",
-		                         NULL };
-	sandbox *sb = spawn(&p, a, NULL);
-	custos_err e = sandbox_listen_inside(sb, 18081, 8, &lfd);
-	assert_int_equal(e, CUSTOS_OK);
+	rec_init(&r);
+	r.listen_port = 18081;
+	r.listen_fd = -1;
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--client", "18081", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(r.listen_err, CUSTOS_OK);
+	int lfd = r.listen_fd;
 	struct pollfd pf = { .fd = lfd, .events = POLLIN };
 	assert_int_equal(poll(&pf, 1, 10000), 1);
-	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(c >= 0);
 	char rb[16] = { 0 };
 	pf.fd = c;
@@ -247,6 +259,7 @@ static void listen_inside(void **state)
 	assert_int_equal(sandbox_connect_inside(sb, 18082, &c), CUSTOS_ERR_AGAIN);
 	close(lfd);
 	sandbox_free(sb);
+	pthread_mutex_destroy(&r.mu);
 }
 
 /* The model side: a server inside, custos connects and waits for readiness. */
