@@ -90,16 +90,32 @@ static const char *fixture(void)
 	return path;
 }
 
-static sandbox_bind fixture_bind;
+static const char *model_server(void)
+{
+	static char path[1024];
+	const char *d = getenv("CUSTOS_FIXTURES");
+	snprintf(path, sizeof(path), "%s/model-server/model-server", d ? d : "tests/fixtures");
+	return path;
+}
+
+static sandbox_bind fixture_binds[2];
+static const char *const test_env[] = { "PATH=/usr/bin:/bin",
+	                                /* fixtures may be ASan builds; LSan needs ptrace */
+	                                "ASAN_OPTIONS=detect_leaks=0" };
 
 static void profile(sandbox_profile *p)
 {
 	assert_int_equal(sandbox_profile_builtin("default", p), CUSTOS_OK);
 	p->name = "unit";
-	fixture_bind = (sandbox_bind){ .src = fixture(), .dst = "/opt/escape" };
-	p->binds = &fixture_bind;
-	p->n_binds = 1;
-	p->limits.memory_bytes = 256u << 20;
+	fixture_binds[0] = (sandbox_bind){ .src = fixture(), .dst = "/opt/escape" };
+	fixture_binds[1] = (sandbox_bind){ .src = model_server(),
+		                           .dst = "/opt/model-server",
+		                           .optional = true };
+	p->binds = fixture_binds;
+	p->n_binds = 2;
+	p->env_set = test_env;
+	p->n_env_set = 2;
+	p->limits.memory_bytes = 1u << 30;
 }
 
 static bool available = true;
@@ -385,6 +401,56 @@ static void stop_term_then_kill(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* The project's model-server fixture inside a sandbox, reached only through a socket made in
+ * its namespace: health, then a chat completion; and it made no denied calls. */
+static void model_server_inside(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int fd;
+	(void)state;
+	NEED();
+	if (access(model_server(), X_OK) != 0)
+		skip();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/model-server", "--listen", "127.0.0.1:8000", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 20000), CUSTOS_OK);
+	assert_int_equal(sandbox_connect_inside(sb, 8000, &fd), CUSTOS_OK);
+	struct pollfd pf = { .fd = fd, .events = POLLOUT };
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	static const char body[] = "{\"model\":\"fixture-model\",\"messages\":[{\"role\":\"user\","
+	                           "\"content\":\"hello sandbox\"}]}";
+	char req[512];
+	int n = snprintf(req, sizeof(req),
+	                 "POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\nContent-Type: "
+	                 "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	                 sizeof(body) - 1, body);
+	assert_int_equal(write(fd, req, (size_t)n), n);
+	char resp[4096];
+	size_t got = 0;
+	pf.events = POLLIN;
+	while (got < sizeof(resp) - 1 && poll(&pf, 1, 5000) == 1) {
+		ssize_t k = read(fd, resp + got, sizeof(resp) - 1 - got);
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	resp[got] = '\0';
+	close(fd);
+	assert_non_null(strstr(resp, "HTTP/1.1 200"));
+	assert_non_null(strstr(resp, "hello"));
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_VIOLATION), 0);
+	pthread_mutex_destroy(&r.mu);
+}
+
 /* Unprivileged: the socket factory must join the user namespace before the netns. */
 static void unprivileged_sockets(void **state)
 {
@@ -438,6 +504,7 @@ int main(void)
 		cmocka_unit_test(spawn_failures),       cmocka_unit_test(listen_inside),
 		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
 		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
+		cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
