@@ -12,6 +12,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 RUNS=${RUNS:-200}
 REL=${1:-build/release} # release build directory (make bench-sandbox passes it)
+case "$REL" in /*) ;; *) REL=$top/$REL ;; esac
 OUT=${OUT:-$top/build/bench-sandbox}
 mkdir -p "$OUT"
 
@@ -31,7 +32,7 @@ fi
 
 cmake -S . -B "$REL" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$REL" -j2 --target custos >/dev/null
-C=$top/$REL/cli/custos
+C=$REL/cli/custos
 cc -O2 -o "$OUT/syscall_loop" bench/sandbox/syscall_loop.c
 # The library path `custos up` takes: no custos process start per sandbox.
 cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
