@@ -309,6 +309,7 @@ custos_err sandbox_event_json(const sandbox_event *ev, buf *out)
 		json_kv_cstr(&w, "syscall", ev->syscall);
 		json_kv_i64(&w, "syscall_nr", ev->syscall_nr);
 		json_kv_cstr(&w, "action", ev->killed ? "kill" : "eperm");
+		json_kv_u64(&w, "count", ev->count ? ev->count : 1);
 		break;
 	case SANDBOX_EV_OOM:
 	case SANDBOX_EV_LIMIT:

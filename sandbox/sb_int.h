@@ -275,6 +275,9 @@ struct sandbox {
 	const char *cg_note;
 	char detail[256];
 	char exit_detail[SB_MSG_MAX]; /* monitor thread only */
+	uint64_t viol_window_ns;      /* monitor thread only: violation event budget */
+	unsigned viol_in_window;
+	uint64_t viol_suppressed;
 	bool kill_on_violation;
 	sandbox_opts opts;
 	int stdio[3];

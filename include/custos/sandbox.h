@@ -27,6 +27,8 @@
 #define SANDBOX_MAX_ARGS     4096
 #define SANDBOX_PATH_MAX     1024
 #define SANDBOX_NAME_MAX     64
+/* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
+#define SANDBOX_VIOLATION_BURST 100
 
 /* Namespaces (bit set). SANDBOX_NS_ALL is what every profile gets unless it says otherwise;
  * SANDBOX_NS_USER, _MNT and _PID cannot be turned off (the rest of the setup needs them). */
@@ -189,7 +191,9 @@ typedef enum sandbox_event_kind {
 	SANDBOX_EV_GIVE_UP,   /* restart policy exhausted */
 	SANDBOX_EV_OOM,       /* the memory limit was hit and the kernel OOM-killed (count) */
 	SANDBOX_EV_LIMIT,     /* a limit was hit: limit = "pids" | "memory" | "cpu" (count) */
-	SANDBOX_EV_VIOLATION, /* a denied syscall: syscall, syscall_nr, pid (host pid) */
+	SANDBOX_EV_VIOLATION, /* a denied syscall: syscall, syscall_nr, pid (host pid); beyond
+	                       * SANDBOX_VIOLATION_BURST a second, one event with syscall "*"
+	                       * and count = the calls summed */
 } sandbox_event_kind;
 
 typedef struct sandbox sandbox;
@@ -209,7 +213,7 @@ typedef struct sandbox_event {
 	const char *syscall;
 	int syscall_nr;
 	bool killed; /* the violation killed the sandbox (seccomp_kill_on_violation) */
-	/* OOM, LIMIT */
+	/* OOM, LIMIT (and VIOLATION: 1, or the calls summed) */
 	const char *limit;
 	uint64_t count;
 	/* RESTART */

@@ -30,6 +30,8 @@ struct rec {
 	sandbox_event_kind kinds[MAX_EV];
 	char syscalls[MAX_EV][32];
 	uint64_t backoff[MAX_EV];
+	uint64_t violations; /* calls denied, summed over events */
+	int violation_events;
 	int n;
 	uint16_t listen_port; /* when set: make the egress listener in the START callback */
 	int listen_fd;
@@ -68,6 +70,10 @@ static void on_event(const sandbox_event *ev, void *arg)
 	assert_non_null(ev->profile_hash);
 	assert_int_equal(strlen(ev->profile_hash), 64);
 	pthread_mutex_lock(&r->mu);
+	if (ev->kind == SANDBOX_EV_VIOLATION) {
+		r->violations += ev->count;
+		r->violation_events++;
+	}
 	if (r->n < MAX_EV) {
 		r->kinds[r->n] = ev->kind;
 		if (ev->syscall)
@@ -209,6 +215,33 @@ static void violation_audited(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 	sandbox_free(sb);
 	assert_true(rec_has_syscall(&r, "ioctl"));
+	pthread_mutex_destroy(&r.mu);
+}
+
+/* A flood of denied calls: every one answered EPERM and counted, events bounded. */
+static void violation_flood(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--violations", "2000", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	assert_int_equal(r.violations, 2000);
+	/* at most a burst and a summary per second: far fewer events than calls */
+	assert_true(r.violation_events >= SANDBOX_VIOLATION_BURST);
+	assert_true(r.violation_events < 1000);
+	assert_true(rec_has_syscall(&r, "acct"));
 	pthread_mutex_destroy(&r.mu);
 }
 
@@ -501,10 +534,10 @@ int main(void)
 		        "sandbox tests skip: namespaces or the escape fixture unavailable\n");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
-		cmocka_unit_test(spawn_failures),       cmocka_unit_test(listen_inside),
-		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
-		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
-		cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(spawn_failures),       cmocka_unit_test(violation_flood),
+		cmocka_unit_test(listen_inside),        cmocka_unit_test(connect_inside_ready),
+		cmocka_unit_test(restart_backoff),      cmocka_unit_test(stop_term_then_kill),
+		cmocka_unit_test(unprivileged_sockets), cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
