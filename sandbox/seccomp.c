@@ -527,6 +527,11 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 	    (e = add_filtered(ctx, NULL)) != CUSTOS_OK ||
 	    (e = add_list(ctx, o->extra_syscalls, o->n_extra_syscalls, true, NULL)) != CUSTOS_OK)
 		goto out;
+	/* glibc's getaddrinfo(AI_ADDRCONFIG) probes with a netlink socket and copes with its
+	 * failure: refuse it with EPERM rather than killing custos. */
+	struct scmp_arg_cmp nl = SCMP_A0(SCMP_CMP_EQ, AF_NETLINK, 0);
+	if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &nl)) != CUSTOS_OK)
+		goto out;
 	/* Always-denied calls fail with EPERM (a library probing them must not kill custos). */
 	for (size_t i = 0; always_denied[i]; i++)
 		if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), always_denied[i], 0, NULL)) !=

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -317,6 +318,12 @@ static int self_child(int mode)
 		return 17;
 	if (unshare(CLONE_NEWUSER) != -1 || errno != EPERM)
 		return 18;
+	if (socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0) != -1 || errno != EPERM)
+		return 19;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return 20;
+	close(fd);
 	return 0;
 }
 
