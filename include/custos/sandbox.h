@@ -300,7 +300,7 @@ custos_err sandbox_wait_ready(sandbox *sb, uint16_t port, const char *http_path,
  * every capability set, the bounding set and ambient set, sets NO_NEW_PRIVS, applies Landlock
  * (paths below read_paths read-only, below write_paths read-write, nothing else) and a seccomp
  * allow-list (a network server's calls plus extra_syscalls; always-denied calls fail with
- * EPERM, anything else kills the process). Applies to every thread (TSYNC).
+ * EPERM, anything else kills the process).
  */
 typedef struct sandbox_self_opts {
 	const char *const *read_paths;
@@ -314,7 +314,9 @@ typedef struct sandbox_self_opts {
 } sandbox_self_opts;
 
 /* CUSTOS_OK when every layer is in place; any failure leaves the process partly restricted,
- * so the caller must exit on error. */
+ * so the caller must exit on error. Must run while the process has one thread (capabilities
+ * and Landlock bind only the calling thread and its later children): CUSTOS_ERR_INVAL
+ * otherwise, before anything is changed. Threads created afterwards inherit every layer. */
 custos_err sandbox_self_restrict(const sandbox_self_opts *o) CUSTOS_WUR;
 
 /* Landlock ABI version of this kernel (0 when absent). */

@@ -3,6 +3,7 @@
  * self-restriction (in a forked child, since it cannot be undone). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -279,6 +280,33 @@ static void self_restrict_refuses(void **state)
 	assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
 }
 
+static int thread_pipe[2];
+static void *blocked_thread(void *arg)
+{
+	char c;
+	(void)arg;
+	(void)!read(thread_pipe[0], &c, 1);
+	return NULL;
+}
+
+static void self_restrict_threads(void **state)
+{
+	sandbox_self_opts o;
+	pthread_t t;
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	assert_int_equal(pipe2(thread_pipe, O_CLOEXEC), 0);
+	assert_int_equal(pthread_create(&t, NULL, blocked_thread, NULL), 0);
+	/* A second thread would keep capabilities and escape Landlock: refused, nothing done. */
+	assert_int_equal(sandbox_self_restrict(&o), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "thread"));
+	assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
+	assert_int_equal(write(thread_pipe[1], "x", 1), 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	close(thread_pipe[0]);
+	close(thread_pipe[1]);
+}
+
 /* In a child: restrict, then probe. Exit codes name the failed check. */
 static int self_child(int mode)
 {
@@ -401,12 +429,13 @@ static void from_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(builtin_profiles), cmocka_unit_test(validate_rejects),
-		cmocka_unit_test(profile_hash),     cmocka_unit_test(event_json),
-		cmocka_unit_test(syscall_names),    cmocka_unit_test(seccomp_build),
-		cmocka_unit_test(environment),      cmocka_unit_test(cgroup_files),
-		cmocka_unit_test(landlock_masks),   cmocka_unit_test(self_restrict_refuses),
-		cmocka_unit_test(self_restrict),    cmocka_unit_test(from_config),
+		cmocka_unit_test(builtin_profiles),      cmocka_unit_test(validate_rejects),
+		cmocka_unit_test(profile_hash),          cmocka_unit_test(event_json),
+		cmocka_unit_test(syscall_names),         cmocka_unit_test(seccomp_build),
+		cmocka_unit_test(environment),           cmocka_unit_test(cgroup_files),
+		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
+		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
+		cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
