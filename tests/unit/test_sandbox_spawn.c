@@ -311,6 +311,48 @@ static void listen_inside(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* Landlock's TCP rules (ABI >= 4): with restrict_tcp, connect only to the listed ports. */
+static void landlock_tcp(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	if (sandbox_landlock_abi() < 4)
+		skip();
+	static const char *const a[] = { "/opt/escape", "--client", "18091", NULL };
+	static const uint16_t allowed[] = { 18091 };
+	for (int allow = 0; allow < 2; allow++) {
+		profile(&p);
+		p.restrict_tcp = true;
+		p.tcp_connect = allow ? allowed : NULL;
+		p.n_tcp_connect = allow ? 1 : 0;
+		rec_init(&r);
+		r.listen_port = 18091;
+		r.listen_fd = -1;
+		sandbox_opts_init(&o);
+		o.on_event = on_event;
+		o.arg = &r;
+		sandbox *sb = spawn(&p, a, &o);
+		assert_int_equal(r.listen_err, CUSTOS_OK);
+		if (allow) {
+			struct pollfd pf = { .fd = r.listen_fd, .events = POLLIN };
+			assert_int_equal(poll(&pf, 1, 10000), 1);
+			int c = accept4(r.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			assert_true(c >= 0);
+			close(c);
+		}
+		assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+		/* --client exits 1 when connect fails (EACCES from Landlock) */
+		assert_int_equal(WEXITSTATUS(st), allow ? 0 : 1);
+		close(r.listen_fd);
+		sandbox_free(sb);
+		pthread_mutex_destroy(&r.mu);
+	}
+}
+
 /* The model side: a server inside, custos connects and waits for readiness. */
 static void connect_inside_ready(void **state)
 {
@@ -535,9 +577,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),       cmocka_unit_test(violation_flood),
-		cmocka_unit_test(listen_inside),        cmocka_unit_test(connect_inside_ready),
-		cmocka_unit_test(restart_backoff),      cmocka_unit_test(stop_term_then_kill),
-		cmocka_unit_test(unprivileged_sockets), cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
+		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
+		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
+		cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
