@@ -186,6 +186,8 @@ static custos_err check_seccomp(const char *run_dir, const char *name, uint64_t 
 	for (;;) {
 		pid_t pid = 0;
 		e = vm_qemu_pid(run_dir, name, &pid);
+		if (e == CUSTOS_OK)
+			e = vm_qemu_verify(NULL, pid, name);
 		if (e == CUSTOS_OK) {
 			e = vm_seccomp_check(NULL, pid);
 			if (e == CUSTOS_OK) {

@@ -14,6 +14,7 @@
 
 #define VM_PIDFILE_MAX 64
 #define VM_STATUS_MAX  (64 * 1024)
+#define VM_CMDLINE_MAX (256 * 1024)
 
 custos_err vm_qemu_pid(const char *run_dir, const char *name, pid_t *out)
 {
@@ -80,6 +81,37 @@ custos_err vm_seccomp_check(const char *proc_root, pid_t pid)
 		}
 		i = end + 1;
 	}
+	buf_free(&b);
+	return e;
+}
+
+custos_err vm_qemu_verify(const char *proc_root, pid_t pid, const char *name)
+{
+	char path[4096];
+	int n = snprintf(path, sizeof(path), "%s/%d/cmdline", proc_root ? proc_root : "/proc",
+	                 (int)pid);
+	ENSURE(n > 0 && (size_t)n < sizeof(path), CUSTOS_ERR_LIMIT, "vm: proc path too long");
+	buf b;
+	buf_init(&b, VM_CMDLINE_MAX);
+	custos_err e = file_load(path, FILE_ANY, VM_CMDLINE_MAX, &b);
+	if (e != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "vm %s: QEMU pid %d cmdline", name, (int)pid);
+	}
+	/* libvirt passes "-name" "guest=NAME,debug-threads=on": arguments are NUL-separated. */
+	buf want;
+	buf_init(&want, VM_NAME_MAX + 32);
+	e = buf_printf(&want, "-name%cguest=%s,", '\0', name);
+	if (e == CUSTOS_OK) {
+		span have = buf_span(&b), w = buf_span(&want);
+		e = memmem(have.ptr, have.len, w.ptr, w.len)
+		            ? CUSTOS_OK
+		            : err_set(CUSTOS_ERR_DENIED,
+		                      "vm %s: pid %d is not the QEMU of this domain (stale "
+		                      "pidfile?)",
+		                      name, (int)pid);
+	}
+	buf_free(&want);
 	buf_free(&b);
 	return e;
 }

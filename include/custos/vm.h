@@ -112,6 +112,9 @@ void vm_inject_crash(vm_host *h, vm *v);
 /* Reads the QEMU pid from libvirt's pidfile (run_dir/NAME.pid; run_dir NULL =
  * /run/libvirt/qemu) and checks that the process exists. */
 custos_err vm_qemu_pid(const char *run_dir, const char *name, pid_t *out) CUSTOS_WUR;
+/* CUSTOS_OK when /proc/PID/cmdline is libvirt's QEMU for domain `name` ("-name
+ * guest=NAME,..."); CUSTOS_ERR_DENIED otherwise (a stale pidfile whose pid was reused). */
+custos_err vm_qemu_verify(const char *proc_root, pid_t pid, const char *name) CUSTOS_WUR;
 /* CUSTOS_OK when /proc/PID/status says "Seccomp: 2" (filter mode); CUSTOS_ERR_DENIED when it
  * has no filter; proc_root NULL = "/proc" (tests pass a fake tree). */
 custos_err vm_seccomp_check(const char *proc_root, pid_t pid) CUSTOS_WUR;

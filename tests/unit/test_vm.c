@@ -432,6 +432,23 @@ static void test_seccomp_fake_proc(void **state)
 	assert_int_equal(vm_seccomp_check(tmpdir, 100), CUSTOS_ERR_DENIED);
 	assert_int_not_equal(vm_seccomp_check(tmpdir, 101), CUSTOS_OK); /* no such pid */
 
+	/* The pid must be libvirt's QEMU for this domain, not whatever reused a stale pid. */
+	snprintf(path, sizeof(path), "%s/100/cmdline", tmpdir);
+	static const char qemu_cmd[] =
+	        "/usr/bin/qemu-system-x86_64\0-name\0guest=vm1,debug-threads="
+	        "on\0-S\0";
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fwrite(qemu_cmd, 1, sizeof(qemu_cmd) - 1, f);
+	fclose(f);
+	assert_int_equal(vm_qemu_verify(tmpdir, 100, "vm1"), CUSTOS_OK);
+	assert_int_equal(vm_qemu_verify(tmpdir, 100, "vm"), CUSTOS_ERR_DENIED); /* prefix */
+	assert_int_equal(vm_qemu_verify(tmpdir, 100, "vm2"), CUSTOS_ERR_DENIED);
+	write_file(path, "/usr/bin/sleep -name guest=vm1,"); /* not NUL-separated */
+	assert_int_equal(vm_qemu_verify(tmpdir, 100, "vm1"), CUSTOS_ERR_DENIED);
+	assert_int_not_equal(vm_qemu_verify(tmpdir, 101, "vm1"), CUSTOS_OK);
+	unlink(path);
+
 	/* pidfile */
 	pid_t pid = 0;
 	snprintf(path, sizeof(path), "%s/vm1.pid", tmpdir);
