@@ -86,6 +86,7 @@ typedef struct http1_header {
 #define HTTP1_CONN_CLOSE      0x1u /* "close" listed */
 #define HTTP1_CONN_KEEP_ALIVE 0x2u /* "keep-alive" listed */
 #define HTTP1_CONN_UPGRADE    0x4u /* "upgrade" listed (never honoured: see docs/HTTP.md) */
+#define HTTP1_CONN_OTHER      0x8u /* other tokens listed: those fields are hop-by-hop too */
 
 typedef struct http1_head {
 	bool is_response;
@@ -98,7 +99,8 @@ typedef struct http1_head {
 	http1_target_form form;
 	span scheme;    /* absolute-form: "http" or "https" (case as received); else empty */
 	span authority; /* absolute-form and authority-form: host[:port]; else empty */
-	span path;      /* origin-form and absolute-form: path[?query] ("/" if absolute had none) */
+	span path;      /* origin-form and absolute-form: path[?query]; absolute-form without a
+	                   path gives "" or "?query": write "/" before it (the writer does) */
 	span host;      /* the Host field value (required once in 1.1; may be empty in 1.0) */
 
 	/* Responses. */
