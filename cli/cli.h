@@ -24,6 +24,7 @@ bool cli_wants_help(int argc, char **argv);
 int cli_usage(const char *group, const char *name, bool to_stdout);
 
 int cmd_version(int argc, char **argv);
+int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
 
 #endif

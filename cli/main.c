@@ -12,6 +12,8 @@
 
 static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
+	{ NULL, "up", cmd_up, "-c FILE",
+	  "run the proxy configured in custos.yaml in the foreground (SIGHUP reloads)" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
 };

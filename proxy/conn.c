@@ -274,7 +274,8 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.stream = r->has_oa && r->oa.stream,
 		.t_tls = c->t_tls,
 		.t_policy = r->t_policy,
-		.t_upstream = r->t_up_start ? (r->t_up_done ? r->t_up_done : now) - r->t_up_start : 0,
+		.t_upstream =
+		        r->t_up_start ? (r->t_up_done ? r->t_up_done : now) - r->t_up_start : 0,
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 	};
@@ -299,16 +300,17 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	json_key(&jw, "error");
 	json_obj_begin(&jw);
 	json_kv_cstr(&jw, "message", reason);
-	json_kv_cstr(&jw, "type", status == 401 ? "authentication_error"
-	                          : status == 403 ? "permission_denied"
-	                          : status == 429 ? "rate_limit_exceeded"
-	                          : status >= 500 ? "upstream_error"
-	                                          : "invalid_request_error");
+	json_kv_cstr(&jw, "type",
+	             status == 401   ? "authentication_error"
+	             : status == 403 ? "permission_denied"
+	             : status == 429 ? "rate_limit_exceeded"
+	             : status >= 500 ? "upstream_error"
+	                             : "invalid_request_error");
 	json_kv_cstr(&jw, "request_id", r->id);
 	json_obj_end(&jw);
 	json_obj_end(&jw);
-	(void)json_finish(&jw);
-	(void)buf_append_cstr(&body, "\n");
+	proxy_ignore(json_finish(&jw));
+	proxy_ignore(buf_append_cstr(&body, "\n"));
 	add[nadd++] = (http1_header){ SPAN_LIT("X-Request-Id"), span_cstr(r->id) };
 	if (status == 401)
 		add[nadd++] = (http1_header){ SPAN_LIT("WWW-Authenticate"), SPAN_LIT("Bearer") };
@@ -448,7 +450,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	}
 	(void)salen;
 	if (ls->tls) {
-		c->s.ssl = SSL_new(st->srv_ctx);
+		c->s.ssl = SSL_new(st->srv_ctx[ls->index]);
 		if (c->s.ssl == NULL || SSL_set_fd(c->s.ssl, fd) != 1) {
 			sock_close(&c->s);
 			free(c);
@@ -567,7 +569,7 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 		c->st_ref = state_ref(worker_state(w));
 	new_request_id(w, r->id);
 	r->meth = h->meth;
-	(void)span_copy_cstr(h->method, r->method, sizeof(r->method));
+	proxy_ignore(span_copy_cstr(h->method, r->method, sizeof(r->method)));
 	r->path = span_dup(h->path.len ? h->path : h->target);
 	r->client_keep_alive = h->keep_alive && !c->drain;
 	r->client_http10 = h->version == 10;
@@ -601,7 +603,7 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 	http1_body_init(&r->bdec, h, &bl);
 	bool has_body = h->framing == HTTP1_BODY_LENGTH || h->framing == HTTP1_BODY_CHUNKED;
 	if (has_body && h->expect_continue && buf_used(&c->in) == head_len)
-		(void)buf_append_cstr(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+		proxy_ignore(buf_append_cstr(&c->out, "HTTP/1.1 100 Continue\r\n\r\n"));
 	buf_consume(&c->in, head_len);
 	if (has_body) {
 		c->st = CS_BODY;
@@ -617,6 +619,8 @@ static bool route_match(const proxy_route_opts *ro, const req *r)
 {
 	if (ro->path_prefix && strncmp(r->path, ro->path_prefix, strlen(ro->path_prefix)) != 0)
 		return false;
+	if (ro->model && ro->model[0] == '\0') /* "": requests that name no model */
+		return !(r->has_oa && r->oa.has_model);
 	if (ro->model && !(r->has_oa && strcmp(ro->model, r->oa.model) == 0))
 		return false;
 	return true;
@@ -660,8 +664,8 @@ static void on_request_body_done(conn *c)
 		.method = span_cstr(r->method),
 		.path = span_of(r->path, qm ? (size_t)(qm - r->path) : strlen(r->path)),
 		.model = span_cstr(o->routes[ri].model_id ? o->routes[ri].model_id
-		                   : r->has_oa                ? r->oa.model
-		                                              : ""),
+		                   : r->has_oa            ? r->oa.model
+		                                          : ""),
 		.body_size = body.len,
 		.authenticated = c->id.method != IDENT_NONE,
 	};
@@ -691,9 +695,9 @@ static void on_request_body_done(conn *c)
 		return;
 	}
 	if (enforce && (r->dec.rate || r->dec.tokens)) {
-		limit_result lr = limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate,
-		                                r->dec.rate_ns, r->dec.tokens, r->dec.tokens_ns,
-		                                tm_mono_ns());
+		limit_result lr =
+		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
+		                      r->dec.tokens, r->dec.tokens_ns, tm_mono_ns());
 		if (lr != LIMIT_OK) {
 			conn_reject(c, 429,
 			            lr == LIMIT_RATE ? "request rate limit exceeded"
@@ -846,9 +850,10 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 		const char *name = uo->tls_name;
 		if (name == NULL) {
 			const char *colon = strrchr(uo->address, ':');
-			(void)span_copy_cstr(span_of(uo->address, colon ? (size_t)(colon - uo->address)
-			                                                : strlen(uo->address)),
-			                     host, sizeof(host));
+			proxy_ignore(span_copy_cstr(
+			        span_of(uo->address, colon ? (size_t)(colon - uo->address)
+			                                   : strlen(uo->address)),
+			        host, sizeof(host)));
 			name = host;
 		}
 		SSL_set_tlsext_host_name(u->s.ssl, name);
@@ -1335,7 +1340,8 @@ static void conn_drive(conn *c)
 						c->st_ref = state_ref(worker_state(c->w));
 					buf_reset(&c->in);
 					conn_reject(c, p.err.status ? p.err.status : 400,
-					            p.err.reason ? p.err.reason : "malformed request",
+					            p.err.reason ? p.err.reason
+					                         : "malformed request",
 					            true);
 					progress = true;
 					break;
@@ -1355,17 +1361,20 @@ static void conn_drive(conn *c)
 			while (buf_used(&c->in) > 0) {
 				span data;
 				bool done = false;
-				ssize_t k = http1_body_decode(&r->bdec, (const char *)buf_ptr(&c->in),
-				                              buf_used(&c->in), &data, &done);
+				ssize_t k =
+				        http1_body_decode(&r->bdec, (const char *)buf_ptr(&c->in),
+				                          buf_used(&c->in), &data, &done);
 				if (k < 0) {
-					conn_reject(c, r->bdec.err.status ? r->bdec.err.status : 400,
+					conn_reject(c,
+					            r->bdec.err.status ? r->bdec.err.status : 400,
 					            r->bdec.err.reason ? r->bdec.err.reason
 					                               : "malformed body",
 					            true);
 					break;
 				}
 				if (data.len && buf_append_span(&r->body, data) != CUSTOS_OK) {
-					conn_reject(c, 413, "request body larger than max_body", true);
+					conn_reject(c, 413, "request body larger than max_body",
+					            true);
 					break;
 				}
 				buf_consume(&c->in, (size_t)k);
@@ -1415,8 +1424,8 @@ void conn_drain_all(worker *w)
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		c->drain = true;
-		if (c->st == CS_HANDSHAKE || (c->st == CS_HEAD && buf_used(&c->in) == 0 &&
-		                              buf_used(&c->out) == 0))
+		if (c->st == CS_HANDSHAKE ||
+		    (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0))
 			conn_close(c);
 	}
 }

@@ -63,8 +63,8 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 		out->allow = out->verdict_allow = true;
 		out->principal_known = true;
 		out->reason = "no policy configured";
-		(void)span_copy_cstr(span_cstr(ident_label(id)), out->principal,
-		                     sizeof(out->principal));
+		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
+		                            sizeof(out->principal)));
 		return;
 	}
 	const policy *p = dp->p;
@@ -97,8 +97,8 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 		pr = policy_match_principal(p, &pid);
 	OPENSSL_cleanse(pid.api_key_sha256, sizeof(pid.api_key_sha256));
 	out->principal_known = pr != NULL;
-	(void)span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)), out->principal,
-	                     sizeof(out->principal));
+	proxy_ignore(span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)), out->principal,
+	                            sizeof(out->principal)));
 
 	policy_request req = {
 		.direction = POLICY_INGRESS,
@@ -117,8 +117,8 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	out->reason = d.reason; /* static or owned by the policy, which the state keeps alive */
 	size_t used = 0;
 	for (size_t i = 0; i < d.n_rules && used < sizeof(out->rules) - 1; i++) {
-		int n = snprintf(out->rules + used, sizeof(out->rules) - used, "%s%s",
-		                 i ? "," : "", d.rules[i]);
+		int n = snprintf(out->rules + used, sizeof(out->rules) - used, "%s%s", i ? "," : "",
+		                 d.rules[i]);
 		if (n < 0)
 			break;
 		used += (size_t)n;
@@ -131,6 +131,6 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	out->rate_ns = d.limits.requests_window_ns;
 	out->tokens = d.limits.tokens;
 	out->tokens_ns = d.limits.tokens_window_ns;
-	(void)span_copy_cstr(span_cstr(policy_hash_hex(p)), out->policy_hash,
-	                     sizeof(out->policy_hash));
+	proxy_ignore(span_copy_cstr(span_cstr(policy_hash_hex(p)), out->policy_hash,
+	                            sizeof(out->policy_hash)));
 }

@@ -179,8 +179,8 @@ custos_err jwks_load(const char *path, struct jwks **out)
 	if (root.type != JSONR_OBJECT || !jsonr_obj_get(root, "keys", &keys) ||
 	    keys.type != JSONR_ARRAY) {
 		buf_free(&b);
-		return err_set(CUSTOS_ERR_PARSE, "jwks %s: an object with a \"keys\" array expected",
-		               path);
+		return err_set(CUSTOS_ERR_PARSE,
+		               "jwks %s: an object with a \"keys\" array expected", path);
 	}
 	struct jwks *ks = xcalloc(1, sizeof(*ks));
 	size_t idx = 0;
@@ -212,13 +212,13 @@ custos_err jwks_load(const char *path, struct jwks **out)
 			j->alg = JWK_EDDSA;
 			j->key = jwk_okp(k);
 		} else {
-			log_warn("jwks %s: key %zu (kty %s, alg %s) not supported; skipped", path, idx,
-			         kty, alg[0] ? alg : "-");
+			log_warn("jwks %s: key %zu (kty %s, alg %s) not supported; skipped", path,
+			         idx, kty, alg[0] ? alg : "-");
 			continue;
 		}
 		if (j->key == NULL) {
-			e = err_set(CUSTOS_ERR_PARSE, "jwks %s: key %zu (kid %s) is malformed", path,
-			            idx, j->kid[0] ? j->kid : "-");
+			e = err_set(CUSTOS_ERR_PARSE, "jwks %s: key %zu (kid %s) is malformed",
+			            path, idx, j->kid[0] ? j->kid : "-");
 			goto fail;
 		}
 		ks->n++;
@@ -370,7 +370,8 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 				jsonr_val a;
 				jsonr_iter_init(&it, v);
 				while (jsonr_arr_next(&it, &a))
-					if (a.type == JSONR_STRING && jsonr_str_eq(a.str, o->audience))
+					if (a.type == JSONR_STRING &&
+					    jsonr_str_eq(a.str, o->audience))
 						aud_ok = true;
 			}
 		}
@@ -390,7 +391,8 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		jsonr_iter it;
 		jsonr_val g;
 		jsonr_iter_init(&it, v);
-		while (jsonr_arr_next(&it, &g) && id->n_jwt_groups < CUSTOS_ARRAY_LEN(id->jwt_groups)) {
+		while (jsonr_arr_next(&it, &g) &&
+		       id->n_jwt_groups < CUSTOS_ARRAY_LEN(id->jwt_groups)) {
 			char gs[128];
 			if (g.type == JSONR_STRING &&
 			    jsonr_unescape_cstr(g.str, gs, sizeof(gs)) == CUSTOS_OK)

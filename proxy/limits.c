@@ -11,18 +11,18 @@
 
 #include "proxy_int.h"
 
-#define LIMIT_STRIPES   64
-#define LIMIT_BUCKETS   256 /* per stripe */
-#define LIMIT_MAX_KEYS  100000
-#define LIMIT_KEY_MAX   PROXY_PRINCIPAL_MAX
+#define LIMIT_STRIPES  64
+#define LIMIT_BUCKETS  256 /* per stripe */
+#define LIMIT_MAX_KEYS 100000
+#define LIMIT_KEY_MAX  PROXY_PRINCIPAL_MAX
 
 struct lentry {
 	struct lentry *next;
 	char key[LIMIT_KEY_MAX];
-	double tokens;  /* request bucket */
-	uint64_t last;  /* last refill, mono ns */
+	double tokens; /* request bucket */
+	uint64_t last; /* last refill, mono ns */
 	uint64_t win_start;
-	uint64_t used;  /* tokens charged in the current window */
+	uint64_t used; /* tokens charged in the current window */
 };
 
 struct stripe {

@@ -19,11 +19,18 @@
 #include "openai.h"
 #include "sse.h"
 
-#define PROXY_INBUF_MAX   (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
-#define PROXY_UPIN_MAX    (64u * 1024u)  /* upstream read buffer */
-#define PROXY_RESP_KEEP   (1u << 20)     /* non-stream JSON response kept to read `usage` */
-#define PROXY_MAX_SAN     8
+#define PROXY_INBUF_MAX    (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
+#define PROXY_UPIN_MAX     (64u * 1024u) /* upstream read buffer */
+#define PROXY_RESP_KEEP    (1u << 20)    /* non-stream JSON response kept to read `usage` */
+#define PROXY_MAX_SAN      8
 #define PROXY_ACCEPT_BATCH 64
+
+/* For results that cannot change what happens next (truncation of a label, a best-effort
+ * error body); gcc does not let a (void) cast drop warn_unused_result. */
+static inline void proxy_ignore(custos_err e)
+{
+	(void)e;
+}
 
 /* ---- identity (ident.c, jwt.c) ---- */
 typedef enum ident_method {
@@ -77,7 +84,7 @@ typedef struct proxy_state {
 	atomic_uint refs;
 	uint64_t gen;
 	proxy_options o;
-	SSL_CTX *srv_ctx;
+	SSL_CTX *srv_ctx[PROXY_MAX_LISTENERS]; /* per listener; NULL for plain ones */
 	SSL_CTX *up_ctx[PROXY_MAX_UPSTREAMS];
 	struct jwks *jwks;
 	struct decide_policy *pol;
@@ -135,13 +142,13 @@ typedef struct decide_in {
 } decide_in;
 
 typedef struct decide_out {
-	bool allow;          /* what the proxy does */
-	bool verdict_allow;  /* what enforcement decided */
+	bool allow;         /* what the proxy does */
+	bool verdict_allow; /* what enforcement decided */
 	bool shadow;
 	bool principal_known;
 	char principal[PROXY_PRINCIPAL_MAX];
 	const char *reason;
-	char rules[256];     /* comma-separated rule ids */
+	char rules[256]; /* comma-separated rule ids */
 	uint64_t max_body, max_tokens;
 	uint64_t rate, rate_ns, tokens, tokens_ns;
 	char policy_hash[65];
@@ -155,10 +162,10 @@ void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
 
 /* ---- audit (emit.c) ---- */
 typedef struct emit_rec {
-	const char *type;   /* "http.request" or "http.reject" */
+	const char *type; /* "http.request" or "http.reject" */
 	const char *request_id;
 	const char *principal;
-	const char *auth;   /* method */
+	const char *auth; /* method */
 	const char *remote;
 	span method, path, model;
 	unsigned status;
@@ -183,6 +190,7 @@ typedef struct lsock {
 	socklen_t sslen;
 	bool tls;
 	bool is_unix;
+	size_t index;  /* position in the listener list */
 	int shared_fd; /* Unix listeners: one fd for all workers */
 	unsigned port;
 } lsock;

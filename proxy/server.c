@@ -16,7 +16,7 @@
 
 #include "proxy_int.h"
 
-#define NS_PER_S      1000000000ull
+#define NS_PER_S       1000000000ull
 #define LISTEN_BACKLOG 4096
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
@@ -26,15 +26,17 @@ custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, sockl
  */
 void proxy_options_free(proxy_options *o)
 {
-	for (size_t i = 0; i < o->nlisteners; i++)
+	for (size_t i = 0; i < o->nlisteners; i++) {
+		proxy_tls_opts *t = &o->listeners[i].tls_opts;
 		free(o->listeners[i].address);
-	for (size_t i = 0; i < PROXY_MAX_CERTS; i++) {
-		free(o->tls.cert_file[i]);
-		free(o->tls.key_file[i]);
+		for (size_t j = 0; j < PROXY_MAX_CERTS; j++) {
+			free(t->cert_file[j]);
+			free(t->key_file[j]);
+		}
+		free(t->client_ca);
+		free(t->ciphers);
+		free(t->ciphersuites);
 	}
-	free(o->tls.client_ca);
-	free(o->tls.ciphers);
-	free(o->tls.ciphersuites);
 	for (size_t i = 0; i < o->nupstreams; i++) {
 		free(o->upstreams[i].name);
 		free(o->upstreams[i].address);
@@ -67,7 +69,8 @@ proxy_state *state_ref(proxy_state *st)
 
 static void state_free(proxy_state *st)
 {
-	SSL_CTX_free(st->srv_ctx);
+	for (size_t i = 0; i < PROXY_MAX_LISTENERS; i++)
+		SSL_CTX_free(st->srv_ctx[i]);
 	for (size_t i = 0; i < PROXY_MAX_UPSTREAMS; i++)
 		SSL_CTX_free(st->up_ctx[i]);
 	jwks_free(st->jwks);
@@ -102,7 +105,6 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 {
 	proxy_state *st = xcalloc(1, sizeof(*st));
 	custos_err e = CUSTOS_OK;
-	bool any_tls = false;
 
 	*out = NULL;
 	st->o = *o;
@@ -126,16 +128,19 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 			goto fail;
 		}
 	}
-	for (size_t i = 0; i < o->nlisteners; i++)
-		any_tls = any_tls || o->listeners[i].tls;
 	if (o->max_body > PROXY_BODY_MAX) {
 		e = err_set(CUSTOS_ERR_LIMIT, "proxy: max_body above %u bytes", PROXY_BODY_MAX);
 		goto fail;
 	}
 	st->max_body = o->max_body ? o->max_body : PROXY_BODY_DEFAULT;
 	st->hlim.max_body = st->max_body;
-	if (any_tls && (e = tls_server_ctx(&o->tls, &st->srv_ctx)) != CUSTOS_OK)
-		goto fail;
+	for (size_t i = 0; i < o->nlisteners; i++) {
+		if (o->listeners[i].tls &&
+		    (e = tls_server_ctx(&o->listeners[i].tls_opts, &st->srv_ctx[i])) != CUSTOS_OK) {
+			e = err_wrap(e, "listener %s", o->listeners[i].address);
+			goto fail;
+		}
+	}
 	for (size_t i = 0; i < o->nupstreams; i++) {
 		if (o->upstreams[i].tls &&
 		    (e = tls_client_ctx(&o->upstreams[i], &st->up_ctx[i])) != CUSTOS_OK) {
@@ -278,8 +283,8 @@ DEFINE_ACCEPT(13)
 DEFINE_ACCEPT(14)
 DEFINE_ACCEPT(15)
 static const ev_io_cb accept_cbs[PROXY_MAX_LISTENERS] = {
-	on_accept_0,  on_accept_1,  on_accept_2,  on_accept_3, on_accept_4,  on_accept_5,
-	on_accept_6,  on_accept_7,  on_accept_8,  on_accept_9, on_accept_10, on_accept_11,
+	on_accept_0,  on_accept_1,  on_accept_2,  on_accept_3,  on_accept_4,  on_accept_5,
+	on_accept_6,  on_accept_7,  on_accept_8,  on_accept_9,  on_accept_10, on_accept_11,
 	on_accept_12, on_accept_13, on_accept_14, on_accept_15,
 };
 
@@ -305,6 +310,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 			return err_wrap(e, "listener %zu", i + 1);
 		}
 		ls->tls = lo->tls;
+		ls->index = i;
 		ls->is_unix = ls->ss.ss_family == AF_UNIX;
 		ls->shared_fd = -1;
 		if (!lo->tls && !lo->force_plain && !is_loopback(&ls->ss)) {
@@ -315,7 +321,8 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 			               "(set force_plain to override)",
 			               lo->address);
 		}
-		ls->port = ls->ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ls->ss)->sin_port)
+		ls->port = ls->ss.ss_family == AF_INET
+		                   ? ntohs(((struct sockaddr_in *)&ls->ss)->sin_port)
 		           : ls->ss.ss_family == AF_INET6
 		                   ? ntohs(((struct sockaddr_in6 *)&ls->ss)->sin6_port)
 		                   : 0;
@@ -444,7 +451,7 @@ static void *worker_main(void *arg)
 		         w->nconns);
 	conn_close_all(w);
 	upool_free_all(w);
-	(void)ev_run_once(&w->loop, 0); /* frees what was deferred */
+	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
 	return NULL;
 }
 
@@ -505,7 +512,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				          err_msg());
 			continue;
 		}
-		log_info("proxy: %s: draining (up to %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+		log_info("proxy: %s: draining (up to %llu ms)",
+		         sig == SIGINT ? "SIGINT" : "SIGTERM",
 		         (unsigned long long)(s->grace_ns / 1000000));
 		break;
 	}

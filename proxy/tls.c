@@ -21,10 +21,10 @@
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
 	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
-#define MOZ_GROUPS        "X25519:prime256v1:secp384r1"
-#define TICKET_KEYS       3 /* current + two previous, still accepted for decryption */
-#define KEY_FILE_MAX      (64u * 1024)
-#define SESSION_ID_CTX    "custos"
+#define MOZ_GROUPS     "X25519:prime256v1:secp384r1"
+#define TICKET_KEYS    3 /* current + two previous, still accepted for decryption */
+#define KEY_FILE_MAX   (64u * 1024)
+#define SESSION_ID_CTX "custos"
 
 /* Session ticket keys: one ring for the process, so a reload keeps resumption working. */
 struct ticket_key {
@@ -239,10 +239,9 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 		if (names)
 			SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx,
-		                   SSL_VERIFY_PEER |
-		                           (o->client_auth == PROXY_CLIENT_CERT_REQUIRED
-		                                    ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-		                                    : 0),
+		                   SSL_VERIFY_PEER | (o->client_auth == PROXY_CLIENT_CERT_REQUIRED
+		                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+		                                              : 0),
 		                   NULL);
 		SSL_CTX_set_verify_depth(ctx, 8);
 	}
@@ -267,7 +266,8 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
 	                   : SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1) {
 		SSL_CTX_free(ctx);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, u->tls_ca ? u->tls_ca : "default CA store");
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO,
+		                       u->tls_ca ? u->tls_ca : "default CA store");
 	}
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);

@@ -10,21 +10,21 @@
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6); options may lower them. */
-#define PROXY_MAX_LISTENERS   16
-#define PROXY_MAX_UPSTREAMS   64
-#define PROXY_MAX_ROUTES      128
-#define PROXY_MAX_API_KEYS    4096
-#define PROXY_MAX_WORKERS     256
-#define PROXY_MAX_CERTS       2 /* one ECDSA and one RSA */
-#define PROXY_HEAD_MAX        (16u * 1024)
-#define PROXY_BODY_MAX        (64u << 20) /* largest max_body accepted */
-#define PROXY_BODY_DEFAULT    (1u << 20)
-#define PROXY_OUTBUF_MAX      (256u * 1024) /* client output buffer: backpressure point */
-#define PROXY_UPHEAD_MAX      (32u * 1024)  /* upstream response head */
-#define PROXY_JWKS_MAX        (256u * 1024)
-#define PROXY_JWT_MAX         8192
-#define PROXY_PRINCIPAL_MAX   256
-#define PROXY_REQUEST_ID_LEN  32
+#define PROXY_MAX_LISTENERS  16
+#define PROXY_MAX_UPSTREAMS  64
+#define PROXY_MAX_ROUTES     128
+#define PROXY_MAX_API_KEYS   4096
+#define PROXY_MAX_WORKERS    256
+#define PROXY_MAX_CERTS      2 /* one ECDSA and one RSA */
+#define PROXY_HEAD_MAX       (16u * 1024)
+#define PROXY_BODY_MAX       (64u << 20) /* largest max_body accepted */
+#define PROXY_BODY_DEFAULT   (1u << 20)
+#define PROXY_OUTBUF_MAX     (256u * 1024) /* client output buffer: backpressure point */
+#define PROXY_UPHEAD_MAX     (32u * 1024)  /* upstream response head */
+#define PROXY_JWKS_MAX       (256u * 1024)
+#define PROXY_JWT_MAX        8192
+#define PROXY_PRINCIPAL_MAX  256
+#define PROXY_REQUEST_ID_LEN 32
 
 typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_NONE = 0,
@@ -32,30 +32,31 @@ typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_REQUIRED,
 } proxy_client_auth;
 
-typedef struct proxy_listener_opts {
-	char *address;    /* "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:443", "unix:/path" */
-	bool tls;         /* false: plain HTTP, only on loopback/Unix unless force_plain */
-	bool force_plain; /* allow plain HTTP on a non-loopback address */
-} proxy_listener_opts;
-
 typedef struct proxy_tls_opts {
 	char *cert_file[PROXY_MAX_CERTS]; /* PEM chain; ECDSA and/or RSA */
 	char *key_file[PROXY_MAX_CERTS];  /* PEM key, mode 0600 or stricter */
 	size_t ncerts;
-	char *client_ca;                  /* CA bundle for client certificates (mTLS) */
+	char *client_ca; /* CA bundle for client certificates (mTLS) */
 	proxy_client_auth client_auth;
-	char *ciphers;                    /* TLS 1.2 list; NULL: Mozilla intermediate */
-	char *ciphersuites;               /* TLS 1.3 list; NULL: OpenSSL default */
-	bool tls13_only;                  /* minimum version TLS 1.3 */
-	uint64_t ticket_rotate_ns;        /* session ticket key lifetime; 0: 12 h */
+	char *ciphers;             /* TLS 1.2 list; NULL: Mozilla intermediate */
+	char *ciphersuites;        /* TLS 1.3 list; NULL: OpenSSL default */
+	bool tls13_only;           /* minimum version TLS 1.3 */
+	uint64_t ticket_rotate_ns; /* session ticket key lifetime; 0: 12 h */
 } proxy_tls_opts;
+
+typedef struct proxy_listener_opts {
+	char *address;           /* "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:443", "unix:/path" */
+	bool tls;                /* false: plain HTTP, only on loopback/Unix unless force_plain */
+	proxy_tls_opts tls_opts; /* when tls */
+	bool force_plain;        /* allow plain HTTP on a non-loopback address */
+} proxy_listener_opts;
 
 typedef struct proxy_upstream_opts {
 	char *name;
-	char *address;         /* "host:port" or "unix:/path" */
-	bool tls;              /* TLS to the upstream, certificate verified */
-	char *tls_ca;          /* CA bundle for the upstream; NULL: system store */
-	char *tls_name;        /* SNI and verified name; NULL: host of address */
+	char *address;               /* "host:port" or "unix:/path" */
+	bool tls;                    /* TLS to the upstream, certificate verified */
+	char *tls_ca;                /* CA bundle for the upstream; NULL: system store */
+	char *tls_name;              /* SNI and verified name; NULL: host of address */
 	uint64_t connect_timeout_ns; /* 0: 5 s */
 	uint64_t read_timeout_ns;    /* between bytes of a response; 0: 60 s */
 	uint64_t idle_timeout_ns;    /* pooled keep-alive connection; 0: 30 s */
@@ -75,10 +76,10 @@ typedef struct proxy_api_key {
 } proxy_api_key;
 
 typedef struct proxy_jwt_opts {
-	char *jwks_file;    /* NULL: JWT off */
-	char *issuer;       /* required `iss`; NULL: not checked */
-	char *audience;     /* required in `aud`; NULL: not checked */
-	uint64_t leeway_s;  /* clock skew allowed for exp/nbf */
+	char *jwks_file;       /* NULL: JWT off */
+	char *issuer;          /* required `iss`; NULL: not checked */
+	char *audience;        /* required in `aud`; NULL: not checked */
+	uint64_t leeway_s;     /* clock skew allowed for exp/nbf */
 	char *principal_claim; /* claim naming the principal; NULL: "sub" */
 } proxy_jwt_opts;
 
@@ -91,7 +92,6 @@ typedef struct proxy_options {
 	unsigned workers; /* 0: number of online CPUs */
 	proxy_listener_opts listeners[PROXY_MAX_LISTENERS];
 	size_t nlisteners;
-	proxy_tls_opts tls;
 	proxy_upstream_opts upstreams[PROXY_MAX_UPSTREAMS];
 	size_t nupstreams;
 	proxy_route_opts routes[PROXY_MAX_ROUTES];
@@ -99,10 +99,10 @@ typedef struct proxy_options {
 	proxy_api_key *api_keys; /* owned */
 	size_t napi_keys;
 	proxy_jwt_opts jwt;
-	bool allow_anonymous;   /* requests without credentials reach policy as "anonymous" */
-	char *policy_file;      /* policy.yaml; NULL: allow all (tests only, logged loudly) */
-	uint64_t max_body;      /* 0: PROXY_BODY_DEFAULT */
-	uint64_t header_timeout_ns;    /* request head must arrive within; 0: 10 s */
+	bool allow_anonymous;       /* requests without credentials reach policy as "anonymous" */
+	char *policy_file;          /* policy.yaml; NULL: allow all (tests only, logged loudly) */
+	uint64_t max_body;          /* 0: PROXY_BODY_DEFAULT */
+	uint64_t header_timeout_ns; /* request head must arrive within; 0: 10 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
 	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
 	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
