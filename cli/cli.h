@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+#include "custos/core.h"
+
 /* Exit codes (documented in README and custos(8)). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
@@ -29,5 +31,13 @@ int cmd_config_check(int argc, char **argv);
 int cmd_policy_check(int argc, char **argv);
 int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);
+int cmd_ca_init(int argc, char **argv);
+
+/* custos.yaml -> egress options (cli/egress_config.c); o is initialised here. */
+struct custos_config;
+struct egress_options;
+struct audit_writer;
+custos_err cli_egress_options(const struct custos_config *cfg, struct audit_writer *audit,
+                              struct egress_options *o) CUSTOS_WUR;
 
 #endif

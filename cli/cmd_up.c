@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "custos/audit.h"
 #include "custos/config.h"
+#include "custos/egress.h"
 #include "custos/proxy.h"
 
 #define NS_PER_S 1000000000ull
@@ -248,6 +249,17 @@ int cmd_up(int argc, char **argv)
 	proxy_options o;
 	e = map_config(cfg, &o);
 	o.audit = aw;
+	egress_server *eg = NULL; /* egress proxy (docs/EGRESS.md): one listener per model */
+	if (e == CUSTOS_OK && cfg->egress.enabled) {
+		egress_options eo;
+		e = cli_egress_options(cfg, aw, &eo);
+		if (e == CUSTOS_OK)
+			e = egress_create(&eo, &eg);
+		else
+			egress_options_free(&eo);
+		if (e == CUSTOS_OK)
+			e = egress_start(eg);
+	}
 	config_free(cfg);
 	proxy_server *srv = NULL;
 	if (e == CUSTOS_OK)
@@ -256,6 +268,7 @@ int cmd_up(int argc, char **argv)
 		proxy_options_free(&o);
 	if (e != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
+		egress_free(eg);
 		if (audit_writer_stop(aw, NS_PER_S) != CUSTOS_OK)
 			log_error("up: audit writer stop: %s", err_msg());
 		return CLI_FAIL;
@@ -268,6 +281,7 @@ int cmd_up(int argc, char **argv)
 	}
 	struct up_ctx uc = { path, aw };
 	e = proxy_run(srv, reload_cb, &uc);
+	egress_free(eg);
 	proxy_free(srv);
 	custos_err ae = audit_writer_stop(aw, 5 * NS_PER_S);
 	if (ae != CUSTOS_OK)

@@ -22,6 +22,8 @@ static const struct cli_command commands[] = {
 	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
 	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
 	  "show the decision for a request and why each rule matched or not" },
+	{ "ca", "init", cmd_ca_init, "DIR",
+	  "create the egress interception CA in DIR (ca.key 0600, ca.crt for sandboxes)" },
 };
 
 bool cli_wants_help(int argc, char **argv)

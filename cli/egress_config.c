@@ -1,0 +1,61 @@
+/*
+ * custos.yaml -> egress_options: the data-source catalogue, the egress section and one
+ * listener per model. Until the sandbox module hands over listeners made inside each
+ * sandbox's netns (sandbox_listen_inside), models run on the host and their listeners are
+ * 127.0.0.1:(egress.port + model index), so each model's egress calls are told apart by port.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "custos/config.h"
+#include "custos/egress.h"
+
+static char *dup_or_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *audit,
+                              egress_options *o)
+{
+	const cfg_egress *e = &cfg->egress;
+
+	egress_options_init(o, cfg->n_data_sources, cfg->n_models);
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		const cfg_data_source *d = &cfg->data_sources[i];
+		egress_source *s = &o->sources[o->nsources++];
+		s->id = xstrdup(d->id);
+		s->https = d->https;
+		s->host = xstrdup(d->host);
+		s->port = d->port;
+		s->path_prefix = dup_or_null(d->path_prefix);
+		s->intercept = d->intercept;
+		s->allow_private = d->allow_private_addresses;
+		s->ca_file = dup_or_null(d->ca_file);
+		s->max_response = d->max_response;
+		s->timeout_ns = d->timeout_ns;
+	}
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		char addr[32];
+		unsigned port = e->port + (unsigned)i;
+		if (port > 65535)
+			return err_set(CUSTOS_ERR_LIMIT, "egress.port + %zu models passes 65535",
+			               i);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+		egress_listener_opts *l = &o->listeners[o->nlisteners++];
+		l->address = xstrdup(addr);
+		l->model = xstrdup(cfg->models[i].id);
+		l->sandbox = dup_or_null(cfg->models[i].sandbox.profile);
+	}
+	o->policy_file = dup_or_null(cfg->policy.file);
+	o->ca_dir = dup_or_null(e->ca_dir);
+	o->leaf_lifetime_ns = e->leaf_lifetime_ns;
+	o->max_response = e->max_response;
+	o->connect_timeout_ns = e->connect_timeout_ns;
+	o->read_timeout_ns = e->read_timeout_ns;
+	o->idle_timeout_ns = e->idle_timeout_ns;
+	o->max_conns = (unsigned)e->max_connections_per_sandbox;
+	o->audit = audit;
+	return CUSTOS_OK;
+}
