@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "custos/egress.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -87,6 +88,7 @@ typedef struct req {
 	unsigned attempts;
 	bool audited;
 	bool active;
+	uint64_t egress_token; /* the model's egress calls are attributed to this request */
 } req;
 
 typedef struct conn {
@@ -147,6 +149,7 @@ static void conn_close(conn *c)
 
 static void req_reset(req *r)
 {
+	egress_ingress_end(r->egress_token);
 	free(r->path);
 	buf_free(&r->body);
 	buf_free(&r->uphead);
@@ -682,6 +685,11 @@ static void on_request_body_done(conn *c)
 	if (!r->dec.allow) {
 		conn_reject(c, 403, r->dec.reason ? r->dec.reason : "denied by policy", false);
 		return;
+	}
+	if (in.model.len) { /* request-scoped egress (docs/EGRESS.md "Attribution") */
+		char mid[EGRESS_ID_MAX];
+		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
+			r->egress_token = egress_ingress_begin(mid, r->id, r->dec.principal);
 	}
 	/* Obligations (skipped in shadow mode: enforcement would have applied them). */
 	bool enforce = !r->dec.shadow;
