@@ -312,11 +312,18 @@ check "egress event carries the principal (alice)" grep -q '"attribution":"sole-
 IID=$(sed -n 's/.*"ingress_request_id":"\([^"]*\)".*/\1/p' <<<"$EV")
 check "the ingress event has the same request id" \
 	bash -c "{ cat $W/audit/* 2>/dev/null; cat $W/up.log; } | grep -v egress.request | grep -q '$IID'"
+OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+	-d '{"model":"m1","messages":[{"role":"user","content":"forward-request-id please"}]}' \
+	"http://127.0.0.1:$P_IN/v1/chat/completions")
+EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
+check "a model forwarding X-Custos-Request-Id is attributed by header" \
+	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 
 kill $UP; wait $UP; RC=$?
 PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly on SIGTERM (exit 0, no sanitizer report)" \
+check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
 	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
+grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -60 | cut -c1-400
 	echo "$FAILS check(s) failed"; exit 1

@@ -58,11 +58,14 @@ class Model(BaseHTTPRequestHandler):
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(n)
+        prompt = self.rfile.read(n)
         opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy}))
+        req = urllib.request.Request(self.url)
+        if b"forward-request-id" in prompt:  # batching servers name the request they serve
+            req.add_header("X-Custos-Request-Id", self.headers.get("X-Request-Id", ""))
         try:
-            with opener.open(self.url, timeout=10) as r:
+            with opener.open(req, timeout=10) as r:
                 got = "%d %s" % (r.status, r.read().decode(errors="replace").strip())
         except urllib.error.HTTPError as e:
             got = "%d %s" % (e.code, e.headers.get("X-Custos-Reason", ""))
