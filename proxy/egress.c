@@ -309,7 +309,7 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
                        const ssrf_host *h, uint16_t port, span method, span path, edecide mode,
                        const esource **srcp, ssrf_target *tgt)
 {
-	bool connect_only = mode != EDECIDE_REQUEST;
+	bool connect_only = mode == EDECIDE_CONNECT || mode == EDECIDE_INTERCEPT;
 	const esource *src = NULL;
 	bool host_seen = false, hostport_seen = false;
 	span nq = path; /* path without the query */
@@ -382,6 +382,11 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	} else {
 		r->classification =
 		        POLICY_CLASS_RESTRICTED; /* unknown: assume the worst for taint */
+	}
+	if (mode == EDECIDE_REUSE) {
+		r->decision = "allow";
+		*srcp = src;
+		return 0;
 	}
 	custos_err e = ssrf_resolve(h, port, src->o.allow_private, tgt);
 	if (e == CUSTOS_ERR_DENIED) {

@@ -365,8 +365,11 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	const esource *src = NULL;
 	ssrf_target tgt;
 	span ppath = path.len && path.ptr[0] == '/' ? path : SPAN_LIT("/");
+	char key[sizeof(c->ukey)];
+	snprintf(key, sizeof(key), "%d|%s|%u", ih != NULL, host.name, port);
+	bool reuse = c->ufd >= 0 && strcmp(key, c->ukey) == 0;
 	r.status = egress_decide(s, c->l, &r, ih != NULL, &host, port, h->method, ppath,
-	                         EDECIDE_REQUEST, &src, &tgt);
+	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
 	if (r.status)
 		goto reject;
 

@@ -91,6 +91,8 @@ typedef enum edecide {
 	EDECIDE_REQUEST = 0, /* a whole request: source by path prefix, policy on method + path */
 	EDECIDE_CONNECT,     /* a tunnel decided on host:port alone: policy with method CONNECT */
 	EDECIDE_INTERCEPT,   /* an intercepted tunnel: source and SSRF now, policy per request */
+	EDECIDE_REUSE,       /* a request on a kept upstream connection to this very destination: as
+	                  REQUEST, without resolving again (the connection's address was checked) */
 } edecide;
 /* Source lookup alone (first source on host:port for the scheme); NULL when none. */
 const esource *egress_find_source(egress_server *s, bool https, const ssrf_host *h, uint16_t port);
