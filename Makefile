@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format
+.PHONY: all deps build demo test lint fuzz clean format bench
 
 all: build
 
@@ -40,3 +40,11 @@ fuzz: deps
 
 clean:
 	rm -rf build
+
+# Benchmarks: `make bench-<area>` runs bench/<area>/run.sh (policy, audit, proxy, sandbox,
+# egress, inspect, vm), side by side with the peers it names; figures go to docs/PERFORMANCE.md.
+# Each script installs its peers itself; none runs in `make test`.
+bench-%: deps
+	bash bench/$*/run.sh $(BUILD_REL)
+
+bench: $(patsubst bench/%/run.sh,bench-%,$(wildcard bench/*/run.sh))

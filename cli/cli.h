@@ -39,5 +39,6 @@ struct egress_options;
 struct audit_writer;
 custos_err cli_egress_options(const struct custos_config *cfg, struct audit_writer *audit,
                               struct egress_options *o) CUSTOS_WUR;
+int cmd_sandbox_exec(int argc, char **argv);
 
 #endif
