@@ -24,7 +24,7 @@
 #define EIO_CHUNK      (64u * 1024)
 #define EIN_MAX        (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
 #define EUP_MAX        (HTTP1_MAX_HEAD_BYTES + EIO_CHUNK)
-#define EOUT_MAX       (HTTP1_MAX_HEAD_BYTES + 4096)
+#define EOUT_MAX       (HTTP1_MAX_HEAD_BYTES + EIO_CHUNK + 64) /* head + one chunk */
 #define ECONNECTED_MSG "HTTP/1.1 200 Connection established\r\n\r\n"
 
 typedef struct eio {
@@ -320,6 +320,13 @@ static bool send_chunk(eio io, span d)
 	       eio_write(io, "\r\n", 2) == 0;
 }
 
+static int flush_out(econn *c, eio cli)
+{
+	int r = buf_used(&c->out) ? eio_write(cli, buf_ptr(&c->out), buf_used(&c->out)) : 0;
+	buf_reset(&c->out);
+	return r;
+}
+
 static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const ssrf_host *ih,
                            uint16_t iport)
 {
@@ -490,17 +497,12 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		goto up_fail_reason;
 	}
 	buf_consume(&c->uin, (size_t)rhl);
-	if (eio_write(cli, buf_ptr(&c->out), buf_used(&c->out)) != 0)
-		goto fail_close;
-	buf_reset(&c->out);
-	/* Response body, streamed and counted against the cap. */
+	/* Response body, streamed and counted against the cap. Bytes gather in c->out behind the
+	 * head (one send for a small response) and are flushed before waiting on the upstream. */
 	bool body_done = rf == HTTP1_BODY_NONE;
 	while (!body_done) {
 		span d = { NULL, 0 };
 		bool done = false;
-		if (buf_used(&c->uin) == 0 || rf == HTTP1_BODY_CLOSE) {
-			/* read first when there is nothing buffered */
-		}
 		ssize_t k = buf_used(&c->uin)
 		                    ? http1_body_decode(&rb, (const char *)buf_ptr(&c->uin),
 		                                        buf_used(&c->uin), &d, &done)
@@ -516,8 +518,18 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 				         (unsigned long long)cap);
 				goto truncated;
 			}
-			bool ok = cf == HTTP1_BODY_CHUNKED ? send_chunk(cli, d)
-			                                   : eio_write(cli, d.ptr, d.len) == 0;
+			if (buf_used(&c->out) + d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max) {
+				if (flush_out(c, cli) != 0)
+					goto fail_close;
+			}
+			bool ok;
+			if (d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max)
+				ok = cf == HTTP1_BODY_CHUNKED ? send_chunk(cli, d)
+				                              : eio_write(cli, d.ptr, d.len) == 0;
+			else
+				ok = (cf == HTTP1_BODY_CHUNKED
+				              ? http1_chunk_append(&c->out, d)
+				              : buf_append(&c->out, d.ptr, d.len)) == CUSTOS_OK;
 			if (!ok)
 				goto fail_close;
 			r.bytes_down += d.len;
@@ -526,6 +538,8 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		if (done)
 			break;
 		if (k == 0) {
+			if (flush_out(c, cli) != 0)
+				goto fail_close;
 			ssize_t n = read_more(up, &c->uin);
 			if (n == 0 && http1_body_eof(&rb) == CUSTOS_OK) {
 				up_ka = false;
@@ -537,7 +551,9 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			}
 		}
 	}
-	if (cf == HTTP1_BODY_CHUNKED && eio_write(cli, "0\r\n\r\n", 5) != 0)
+	if (cf == HTTP1_BODY_CHUNKED && http1_chunk_end(&c->out) != CUSTOS_OK)
+		goto fail_close;
+	if (flush_out(c, cli) != 0)
 		goto fail_close;
 	if (!up_ka || rf == HTTP1_BODY_CLOSE || buf_used(&c->uin))
 		up_close(c);

@@ -6,12 +6,15 @@
 # Also prints requests per proxy CPU-second (utime+stime of the proxy process), the fair
 # comparison on a machine whose two cores are shared with the load generator and nginx.
 #
-#   bench/egress/run.sh [SECONDS]      (default 6 s per run; about 2.5 minutes in all)
-# CUSTOS_BIN picks the binary (default: a Release build in build/bench). Needs root for
-# apt-get (squid, tinyproxy, nginx) when they are missing.
+#   bench/egress/run.sh [BUILD_DIR]    (`make bench-egress`; about 2 minutes in all)
+# BUILD_DIR (default build/release) is built (RelWithDebInfo) when it has no cli/custos;
+# CUSTOS_BIN overrides the binary, DUR the seconds per run (default 6), CONNS the
+# connections (default 50). Needs root for apt-get (squid, tinyproxy, nginx) when missing.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-DUR=${1:-6}
+BUILD=${1:-$SRC/build/release}
+case $BUILD in /*) ;; *) BUILD=$SRC/$BUILD ;; esac
+DUR=${DUR:-6}
 CONNS=${CONNS:-50}
 
 need=()
@@ -22,9 +25,11 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
 fi
 if [ -z "${CUSTOS_BIN:-}" ]; then
-	cmake -S "$SRC" -B "$SRC/build/bench" -DCMAKE_BUILD_TYPE=Release -DCUSTOS_SANITIZE=OFF >/dev/null
-	cmake --build "$SRC/build/bench" -j2 --target custos >/dev/null
-	CUSTOS_BIN="$SRC/build/bench/cli/custos"
+	if [ ! -x "$BUILD/cli/custos" ]; then
+		cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+		cmake --build "$BUILD" -j2 --target custos >/dev/null
+	fi
+	CUSTOS_BIN="$BUILD/cli/custos"
 fi
 
 W=$(mktemp -d /tmp/custos-bench-egress-XXXXXX)

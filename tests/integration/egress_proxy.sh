@@ -143,6 +143,9 @@ rules:
   - id: read-web
     effect: allow
     when: { direction: egress, data: [web, capped, self-signed], method: [GET, HEAD] }
+  - id: upload-web
+    effect: allow
+    when: { direction: egress, data: web, method: POST, path: { prefix: /upload/ } }
   - id: tunnel-tls-direct
     effect: allow
     when: { direction: egress, data: [tls-direct, s-tls], method: CONNECT }
@@ -199,6 +202,12 @@ check "Location unchanged (metadata URL not fetched by custos)" \
 check "no egress event for the redirect target" bash -c "! ( $(declare -f events); W=$W; events | grep -q '\"host\":\"169.254.169.254\",\"port\":80,\"path\":\"/latest' )"
 check "proxy headers are not forwarded" \
 	bash -c "! curl -s -x $PX -H 'X-Custos-Request-Id: abc' -H 'Proxy-Authorization: Basic eDp5' http://localhost:$P_HTTP/echo-headers | grep -qi -e proxy-authorization -e x-custos-request-id"
+check "chunked response relayed" test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/chunked")" = "hello world"
+check "close-delimited response relayed (re-framed chunked)" \
+	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/close")" = "close-delimited body"
+head -c 300000 /dev/zero | tr '\0' x >body.bin
+check "request body (300 kB) forwarded to an allowed POST path" \
+	test "$(curl -s -x "$PX" --data-binary @body.bin "http://localhost:$P_HTTP/upload/x")" = "posted 300000"
 check "keep-alive: two requests on one connection" \
 	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/a" "http://localhost:$P_HTTP/b" | wc -l)" = 2
 

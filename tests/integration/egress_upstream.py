@@ -35,6 +35,14 @@ class Data(BaseHTTPRequestHandler):
             self.send_body(302, b"moved\n", extra={"Location": "http://169.254.169.254/latest/meta-data/"})
         elif self.path.startswith("/big"):
             self.send_body(200, b"x" * (2 << 20))
+        elif self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n7\r\n world\n\r\n0\r\n\r\n")
+        elif self.path.startswith("/close"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited body\n")
+            self.close_connection = True
         elif self.path.startswith("/echo-headers"):
             self.send_body(200, json.dumps(dict(self.headers)).encode(), "application/json")
         else:
