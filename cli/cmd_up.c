@@ -154,6 +154,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 struct up_ctx {
 	const char *path;
 	struct audit_writer *audit;
+	egress_server *eg;
 };
 
 static custos_err load_options(const char *path, struct audit_writer *audit, proxy_options *o)
@@ -179,6 +180,8 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
 	log_info("up: SIGHUP: reloading %s", u->path);
+	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
+		log_error("up: egress: %s", err_msg());
 	return load_options(u->path, u->audit, o);
 }
 
@@ -279,7 +282,7 @@ int cmd_up(int argc, char **argv)
 		if (i > PROXY_MAX_LISTENERS)
 			break;
 	}
-	struct up_ctx uc = { path, aw };
+	struct up_ctx uc = { path, aw, eg };
 	e = proxy_run(srv, reload_cb, &uc);
 	egress_free(eg);
 	proxy_free(srv);

@@ -305,6 +305,51 @@ const esource *egress_find_source(egress_server *s, bool https, const ssrf_host 
 	return NULL;
 }
 
+/* Evaluates the egress request against p; true when denied (reason in r). Copies what the
+ * audit needs out of p, so the caller may drop its reference right after. */
+static bool eval_policy(const policy *p, const elistener *l, erec *r, bool https,
+                        const ssrf_host *h, uint16_t port, span method, span nq, bool connect_only,
+                        const esource *src)
+{
+	if (p == NULL) {
+		set_reason(r, "policy: none in force");
+		return true;
+	}
+	policy_request req = {
+		.direction = POLICY_EGRESS,
+		.principal =
+		        r->principal[0] ? policy_find_principal(p, span_cstr(r->principal)) : NULL,
+		.model = l->model ? policy_find_model(p, span_cstr(l->model)) : NULL,
+		.method = method,
+		.path = nq,
+		.taint = (policy_class)atomic_load(&l->taint),
+		.isolation = l->isolation,
+	};
+	if (!connect_only)
+		req.data = policy_find_data_source(p, span_cstr(https ? "https" : "http"),
+		                                   span_cstr(h->name), port, nq);
+	if (req.data == NULL)
+		req.data = policy_find_data_id(p, span_cstr(src->o.id));
+	policy_decision d;
+	policy_evaluate(p, &req, &d);
+	if (req.data)
+		r->classification = (int)req.data->classification;
+	size_t used = 0;
+	for (size_t i = 0; i < d.n_rules && used < sizeof(r->rules) - 1; i++) {
+		int n = snprintf(r->rules + used, sizeof(r->rules) - used, "%s%s", i ? "," : "",
+		                 d.rules[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	r->shadow = d.shadow;
+	if (d.effect != POLICY_ALLOW) {
+		set_reason(r, "policy: %s", d.reason ? d.reason : "denied");
+		return true;
+	}
+	return false;
+}
+
 unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https,
                        const ssrf_host *h, uint16_t port, span method, span path, edecide mode,
                        const esource **srcp, ssrf_target *tgt)
@@ -344,41 +389,12 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	r->source = src->o.id;
 	if (mode == EDECIDE_INTERCEPT) {
 		/* policy comes per request inside the tunnel */
-	} else if (s->pol) {
-		const policy *p = s->pol;
-		policy_request req = {
-			.direction = POLICY_EGRESS,
-			.principal = r->principal[0]
-			                     ? policy_find_principal(p, span_cstr(r->principal))
-			                     : NULL,
-			.model = l->model ? policy_find_model(p, span_cstr(l->model)) : NULL,
-			.method = method,
-			.path = nq,
-			.taint = (policy_class)atomic_load(&l->taint),
-			.isolation = l->isolation,
-		};
-		if (!connect_only)
-			req.data = policy_find_data_source(p, span_cstr(https ? "https" : "http"),
-			                                   span_cstr(h->name), port, nq);
-		if (req.data == NULL)
-			req.data = policy_find_data_id(p, span_cstr(src->o.id));
-		policy_decision d;
-		policy_evaluate(p, &req, &d);
-		if (req.data)
-			r->classification = (int)req.data->classification;
-		size_t used = 0;
-		for (size_t i = 0; i < d.n_rules && used < sizeof(r->rules) - 1; i++) {
-			int n = snprintf(r->rules + used, sizeof(r->rules) - used, "%s%s",
-			                 i ? "," : "", d.rules[i]);
-			if (n < 0)
-				break;
-			used += (size_t)n;
-		}
-		r->shadow = d.shadow;
-		if (d.effect != POLICY_ALLOW) {
-			set_reason(r, "policy: %s", d.reason ? d.reason : "denied");
+	} else if (s->store) {
+		policy *p = policy_store_get(s->store); /* one reference for this decision */
+		bool deny = eval_policy(p, l, r, https, h, port, method, nq, connect_only, src);
+		policy_unref(p);
+		if (deny)
 			return 403;
-		}
 	} else {
 		r->classification =
 		        POLICY_CLASS_RESTRICTED; /* unknown: assume the worst for taint */
@@ -567,7 +583,10 @@ custos_err egress_create(egress_options *o, egress_server **out)
 			goto fail;
 		}
 		diag_free(&d);
-		s->pol = (struct policy *)p;
+		if ((e = policy_store_new(p, &s->store)) != CUSTOS_OK) {
+			policy_unref(p);
+			goto fail;
+		}
 	} else {
 		log_warn("egress: no policy file: the data-source catalogue alone decides");
 	}
@@ -742,11 +761,26 @@ void egress_free(egress_server *s)
 	}
 	free(s->ls);
 	mint_free(s->mint);
-	policy_unref((policy *)s->pol);
+	policy_store_free(s->store);
 	egress_options_free(&s->o);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);
+}
+
+custos_err egress_reload_policy(egress_server *s)
+{
+	if (s->store == NULL || s->o.policy_file == NULL)
+		return CUSTOS_OK;
+	diag_list d;
+	diag_init(&d);
+	custos_err e = policy_store_reload(s->store, s->o.policy_file, &d);
+	if (e != CUSTOS_OK) {
+		diag_print(&d, stderr);
+		e = err_wrap(e, "egress policy %s (the policy in force stays)", s->o.policy_file);
+	}
+	diag_free(&d);
+	return e;
 }
 
 unsigned egress_bound_port(const egress_server *s, size_t i)

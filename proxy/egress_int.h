@@ -47,7 +47,7 @@ struct egress_server {
 	size_t nsrc;
 	elistener *ls;
 	size_t nls;
-	struct policy *pol;
+	struct policy_store *store; /* NULL: no policy file (the catalogue alone decides) */
 	mint *mint;
 	atomic_bool stopping;
 	pthread_mutex_t lock; /* conns list and count */

@@ -78,6 +78,9 @@ custos_err egress_start(egress_server *s) CUSTOS_WUR;
 /* Stops accepting, shuts open connections down and waits for their threads. */
 void egress_stop(egress_server *s);
 void egress_free(egress_server *s);
+/* Re-reads the policy file; on any error the policy in force stays (message in err_msg).
+ * Decisions in progress keep the policy they started with. */
+custos_err egress_reload_policy(egress_server *s) CUSTOS_WUR;
 /* The port listener i is bound to (0 when none). */
 unsigned egress_bound_port(const egress_server *s, size_t i);
 /* Highest classification (policy_class) the sandbox behind listener i has read. */

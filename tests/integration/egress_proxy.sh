@@ -328,6 +328,20 @@ EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow
 check "a model forwarding X-Custos-Request-Id is attributed by header" \
 	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 
+# --- SIGHUP reloads the egress policy; a broken policy never replaces the one in force
+sed -i 's/data: \[web, capped, self-signed\], method: \[GET, HEAD\]/data: [capped, self-signed], method: [GET, HEAD]/' policy.yaml
+kill -HUP $UP
+for i in $(seq 1 50); do [ "$(status "http://localhost:$P_HTTP/r")" = 403 ] && break; sleep 0.1; done
+check "SIGHUP: the new egress policy is in force (web no longer readable)" \
+	test "$(status "http://localhost:$P_HTTP/r")" = 403
+cp policy.yaml policy.good
+printf 'rules: [ { id: broken\n' >>policy.yaml
+kill -HUP $UP
+sleep 0.5
+check "SIGHUP with a broken policy: the policy in force stays" \
+	test "$(status "http://localhost:$P_HTTP/r")" = 403 -a "$(status "http://127.0.0.1:$P_HTTP/big")" = 502
+cp policy.good policy.yaml
+
 kill $UP; wait $UP; RC=$?
 PIDS=("${PIDS[@]/$UP}")
 check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
