@@ -406,6 +406,10 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	http1_body_init(&bd, h, &lim);
 	buf_consume(&c->in, hl); /* h's spans are stale from here */
 
+	/* A kept upstream connection may have been closed by the source while idle: a bodyless
+	 * request that finds it dead before any response byte is sent once more on a new one. */
+	bool can_retry = reuse && rqf == HTTP1_BODY_NONE;
+again:
 	r.status = up_get(c, &r, src, &host, port, &tgt);
 	if (r.status) {
 		r.decision = "error";
@@ -418,9 +422,12 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	eio up = { c->ufd, c->ussl };
 	if (expect && eio_write(cli, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
 		goto fail_close;
-	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0)
+	expect = false;
+	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0) {
+		if (can_retry)
+			goto retry;
 		goto up_fail;
-	buf_reset(&c->out);
+	}
 	/* Request body. */
 	while (rqf != HTTP1_BODY_NONE && !http1_body_done(&bd)) {
 		span d = { NULL, 0 };
@@ -459,6 +466,8 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	for (;;) {
 		http1_parser_init_response(&rp, NULL, meth);
 		rhl = read_head(up, &c->uin, &rp, &st);
+		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0)
+			goto retry;
 		if (rhl <= 0)
 			goto up_fail;
 		if (rp.head.status >= 200 || rp.head.status == 101)
@@ -560,6 +569,21 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	egress_audit(s, c->l, &r);
 	return cli_ka;
 
+retry:
+	can_retry = false;
+	up_close(c);
+	{
+		custos_err e = ssrf_resolve(&host, port, src->o.allow_private, &tgt);
+		if (e != CUSTOS_OK) {
+			r.status = e == CUSTOS_ERR_DENIED ? 403 : 502;
+			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
+			r.decision = e == CUSTOS_ERR_DENIED ? "deny" : "error";
+			reply(c, cli, r.status, r.reason, !cli_ka);
+			egress_audit(s, c->l, &r);
+			return cli_ka;
+		}
+	}
+	goto again;
 reject:
 	if (!r.decision)
 		r.decision = "deny";

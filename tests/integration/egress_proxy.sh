@@ -208,6 +208,8 @@ check "close-delimited response relayed (re-framed chunked)" \
 head -c 300000 /dev/zero | tr '\0' x >body.bin
 check "request body (300 kB) forwarded to an allowed POST path" \
 	test "$(curl -s -x "$PX" --data-binary @body.bin "http://localhost:$P_HTTP/upload/x")" = "posted 300000"
+check "a kept upstream connection the source closed is replaced (bodyless request retried once)" \
+	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/drop" "http://localhost:$P_HTTP/after-drop")" = "$(printf 'dropping\nhello from plain /after-drop')"
 check "keep-alive: two requests on one connection" \
 	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/a" "http://localhost:$P_HTTP/b" | wc -l)" = 2
 

@@ -35,6 +35,9 @@ class Data(BaseHTTPRequestHandler):
             self.send_body(302, b"moved\n", extra={"Location": "http://169.254.169.254/latest/meta-data/"})
         elif self.path.startswith("/big"):
             self.send_body(200, b"x" * (2 << 20))
+        elif self.path.startswith("/drop"):  # keep-alive response, then the source hangs up
+            self.send_body(200, b"dropping\n")
+            self.close_connection = True
         elif self.path.startswith("/chunked"):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
