@@ -363,7 +363,10 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		nq.len = (size_t)(q - path.ptr);
 
 	r->decision = "deny";
-	for (size_t i = 0; i < s->nsrc && src == NULL; i++) {
+	/* The longest matching path prefix wins (as in policy_find_data_source); a tunnel
+	 * without a path takes the first source on host:port. */
+	size_t best = 0;
+	for (size_t i = 0; i < s->nsrc && !(connect_only && src); i++) {
 		const esource *e = &s->src[i];
 		if (!host_eq(&e->host, h))
 			continue;
@@ -371,8 +374,12 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		if (e->o.https != https || e->o.port != port)
 			continue;
 		hostport_seen = true;
-		if (connect_only || prefix_ok(e->o.path_prefix, nq))
+		size_t pl = strlen(e->o.path_prefix);
+		if ((connect_only || prefix_ok(e->o.path_prefix, nq)) &&
+		    (src == NULL || pl > best)) {
 			src = e;
+			best = pl;
+		}
 	}
 	if (src == NULL) {
 		if (hostport_seen)

@@ -80,6 +80,7 @@ models:
 data_sources:
   - { id: web, url: "http://localhost:$P_HTTP/", classification: internal, allow_private_addresses: true }
   - { id: capped, url: "http://127.0.0.1:$P_HTTP/big", classification: public, allow_private_addresses: true, max_response: 1KiB }
+  - { id: slow, url: "http://localhost:$P_HTTP/hang", classification: public, allow_private_addresses: true, timeout: 1s }
   - { id: tls-direct, url: "https://localhost:$P_TLS/", classification: internal, allow_private_addresses: true }
   - { id: tls-icpt, url: "https://localhost:$P_ICPT/", classification: confidential, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
   - { id: self-signed, url: "https://localhost:$P_SELF/", classification: public, allow_private_addresses: true, intercept: true }
@@ -118,6 +119,7 @@ models:
 data:
   web: { url: "http://localhost:$P_HTTP/", classification: internal }
   capped: { url: "http://127.0.0.1:$P_HTTP/big", classification: public }
+  slow: { url: "http://localhost:$P_HTTP/hang", classification: public }
   tls-direct: { url: "https://localhost:$P_TLS/", classification: internal }
   tls-icpt: { url: "https://localhost:$P_ICPT/", classification: confidential }
   self-signed: { url: "https://localhost:$P_SELF/", classification: public }
@@ -142,7 +144,7 @@ rules:
     when: { direction: ingress, principal: alice, model: m1 }
   - id: read-web
     effect: allow
-    when: { direction: egress, data: [web, capped, self-signed], method: [GET, HEAD] }
+    when: { direction: egress, data: [web, capped, slow, self-signed], method: [GET, HEAD] }
   - id: upload-web
     effect: allow
     when: { direction: egress, data: web, method: POST, path: { prefix: /upload/ } }
@@ -274,6 +276,8 @@ check "SNI different from the CONNECT host: handshake refused (alert unrecognize
 check "SNI mismatch audited" \
 	bash -c "$(declare -f events); W=$W; events | grep -q \"TLS SNI 'evil.example' does not match CONNECT host 'localhost'\""
 check "CONNECT to an unknown port -> 403" test "$(curl -s -o /dev/null -w '%{http_connect}' -x "$PX" -p "http://localhost:$P_CLOSED/")" = 403
+check "CONNECT port and scheme confusion audited" \
+	bash -c "$(declare -f events); W=$W; [ \$(events | grep '\"kind\":\"connect\"' | grep -c 'is not a data source.s port on localhost') -ge 2 ]"
 
 # --- TLS interception: custos' CA in the client's trust store
 check "intercepted: allowed path readable with the custos CA" \
@@ -300,6 +304,10 @@ check "certificate failure audited" audited 'upstream certificate verification f
 # --- limits
 check "response above max_response -> 502" test "$(status "http://127.0.0.1:$P_HTTP/big")" = 502
 check "response cap audited" audited 'exceeds max_response 1024' error
+check "a source that does not answer within its timeout -> 502" \
+	test "$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_HTTP/hang")" = 502
+check "timeout audited against the slow source" \
+	bash -c "$(declare -f events); W=$W; events | grep '\"path\":\"/hang\"' | grep -q '\"data_source\":\"slow\".*\"decision\":\"error\"'"
 exec 5<>/dev/tcp/127.0.0.1/$P_EG 6<>/dev/tcp/127.0.0.1/$P_EG 7<>/dev/tcp/127.0.0.1/$P_EG 8<>/dev/tcp/127.0.0.1/$P_EG
 FDS=()
 for i in $(seq 1 12); do exec {fd}<>/dev/tcp/127.0.0.1/$P_EG; FDS+=($fd); done
@@ -331,7 +339,7 @@ check "a model forwarding X-Custos-Request-Id is attributed by header" \
 	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 
 # --- SIGHUP reloads the egress policy; a broken policy never replaces the one in force
-sed -i 's/data: \[web, capped, self-signed\], method: \[GET, HEAD\]/data: [capped, self-signed], method: [GET, HEAD]/' policy.yaml
+sed -i 's/data: \[web, capped, slow, self-signed\], method: \[GET, HEAD\]/data: [capped, slow, self-signed], method: [GET, HEAD]/' policy.yaml
 kill -HUP $UP
 for i in $(seq 1 50); do [ "$(status "http://localhost:$P_HTTP/r")" = 403 ] && break; sleep 0.1; done
 check "SIGHUP: the new egress policy is in force (web no longer readable)" \

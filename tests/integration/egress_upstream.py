@@ -9,6 +9,7 @@ data source through the egress proxy while it answers a chat request.
 import json
 import ssl
 import sys
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,6 +36,8 @@ class Data(BaseHTTPRequestHandler):
             self.send_body(302, b"moved\n", extra={"Location": "http://169.254.169.254/latest/meta-data/"})
         elif self.path.startswith("/big"):
             self.send_body(200, b"x" * (2 << 20))
+        elif self.path.startswith("/hang"):  # a source that never answers
+            time.sleep(30)
         elif self.path.startswith("/drop"):  # keep-alive response, then the source hangs up
             self.send_body(200, b"dropping\n")
             self.close_connection = True
