@@ -24,7 +24,7 @@ static const char *const top_keys[] = { "version",      "log",    "workers", "li
  */
 static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 {
-	static const char *const keys[] = { "level", "format" };
+	static const char *const keys[] = { "level", "format", "file" };
 	static const char *const levels[] = { "error", "warn", "info", "debug" };
 	static const char *const formats[] = { "auto", "text", "json" };
 	ydoc_node *m = CFG_SECTION(c, root, "log", keys);
@@ -33,6 +33,7 @@ static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 	log->format = LOG_FMT_AUTO;
 	CFG_ENUM(c, m, "level", levels, log->level);
 	CFG_ENUM(c, m, "format", formats, log->format);
+	cfg_path(c, m, "file", false, true, &log->file);
 }
 
 static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
@@ -170,7 +171,8 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			cfg_addr_parse(c, cfg_get(m, "address"), l->address, &l->addr);
 		parse_tls_server(c, m, &l->tls);
 		cfg_bool(c, m, "force_plain", &l->force_plain);
-		if (l->address && !l->tls.enabled && !l->addr.loopback && !l->force_plain)
+		bool parsed = l->addr.host != NULL || l->addr.path != NULL;
+		if (parsed && !l->tls.enabled && !l->addr.loopback && !l->force_plain)
 			ydoc_error(c->doc, cfg_get(m, "address"), c->d,
 			           "add a tls: block, or set force_plain: true if a TLS terminator "
 			           "in front of custos really protects this address",

@@ -73,6 +73,12 @@ bool cfg_map(cfg_ctx *c, ydoc_node *node, const char *what, const char *const *k
 {
 	if (!ydoc_expect(c->doc, node, YDOC_MAP, what, c->d))
 		return false;
+	/* No schema mapping has this many keys; checking them all would be quadratic. */
+	if (node->n > CFG_MAX_MAP_KEYS) {
+		ydoc_error(c->doc, node, c->d, NULL, "%s has %zu keys; the limit is %d", what,
+		           node->n, CFG_MAX_MAP_KEYS);
+		return false;
+	}
 	ydoc_check_keys(c->doc, node, keys, nkeys, c->d);
 	return true;
 }
@@ -381,6 +387,15 @@ bool cfg_addr_parse(cfg_ctx *c, ydoc_node *node, const char *s, cfg_addr *out)
 	}
 	char *host = cfg_alloc(c->a, (size_t)(he - hs) + 1, 1);
 	memcpy(host, hs, (size_t)(he - hs));
+	for (const char *p = host; s[0] != '[' && *p; p++) {
+		bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		          (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_';
+		if (!ok) {
+			ydoc_error(c->doc, node, c->d, "host names use letters, digits, '.', '-'",
+			           "bad character '%c' in host '%s'", *p, host);
+			return false;
+		}
+	}
 	unsigned char tmp[16];
 	if (s[0] == '[' && inet_pton(AF_INET6, host, tmp) != 1) {
 		ydoc_error(c->doc, node, c->d, hint, "'%s' is not an IPv6 address", host);

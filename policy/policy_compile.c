@@ -1004,13 +1004,13 @@ static bool parse_times(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			           "empty window: 'from' equals 'to'");
 			ok = false;
 		}
-		const char *tzname = "UTC";
+		const char *zone_name = "UTC";
 		if (tz && ydoc_str(doc, tz, &s, c->d))
-			tzname = s;
-		t->tz = zone_index(c, doc, tz ? tz : w, tzname, &ok);
+			zone_name = s;
+		t->tz = zone_index(c, doc, tz ? tz : w, zone_name, &ok);
 		char txt[128];
 		snprintf(txt, sizeof(txt), "%02u:%02u-%02u:%02u %s", t->from_min / 60,
-		         t->from_min % 60, t->to_min / 60, t->to_min % 60, tzname);
+		         t->from_min % 60, t->to_min / 60, t->to_min % 60, zone_name);
 		t->text = arena_strdup(&c->p->a, txt, strlen(txt));
 	}
 	return ok;

@@ -174,19 +174,24 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 		ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
 	if ((v = ydoc_map_get(node, "taint")) != NULL) {
 		policy_class c;
-		if (ydoc_str(doc, v, &s, d) && !policy_class_parse(span_of(s, v->len), &c))
-			ydoc_error(doc, v, d, "public, internal, confidential or restricted",
-			           "unknown classification '%s'", s);
-		else
-			req->taint = c;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_class_parse(span_of(s, v->len), &c))
+				req->taint = c;
+			else
+				ydoc_error(doc, v, d,
+				           "public, internal, confidential or restricted",
+				           "unknown classification '%s'", s);
+		}
 	}
 	if ((v = ydoc_map_get(node, "isolation")) != NULL) {
 		policy_isolation i;
-		if (ydoc_str(doc, v, &s, d) && !policy_isolation_parse(span_of(s, v->len), &i))
-			ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
-			           "unknown isolation '%s'", s);
-		else
-			req->isolation = (int)i;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_isolation_parse(span_of(s, v->len), &i))
+				req->isolation = (int)i;
+			else
+				ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
+				           "unknown isolation '%s'", s);
+		}
 	}
 	if ((v = ydoc_map_get(node, "shadow")) != NULL)
 		(void)ydoc_bool(doc, v, &req->force_shadow, d);
@@ -202,7 +207,11 @@ custos_err policy_request_parse(const policy *p, const char *text, size_t len, p
 	ydoc doc;
 	*keep = NULL;
 	ENSURE(len <= 1024 * 1024, CUSTOS_ERR_LIMIT, "request over the limit of 1 MiB");
-	GUARD(ydoc_parse(&doc, "<request>", text, len, d));
+	custos_err pe = ydoc_parse(&doc, "<request>", text, len, d);
+	if (pe != CUSTOS_OK) {
+		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
+		return pe;
+	}
 	if (doc.root == NULL) {
 		ydoc_free(&doc);
 		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
@@ -317,7 +326,11 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 	ydoc doc;
 	memset(res, 0, sizeof(*res));
 	size_t e0 = d->errors;
-	GUARD(ydoc_load(&doc, tests_path, POLICY_MAX_FILE_BYTES, d));
+	custos_err le = ydoc_load(&doc, tests_path, POLICY_MAX_FILE_BYTES, d);
+	if (le != CUSTOS_OK) {
+		ydoc_free(&doc);
+		return le;
+	}
 	ydoc_node *root = doc.root;
 	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a mapping with 'cases'", d) ||
 	    !ydoc_check_keys(&doc, root, top, 1, d)) {

@@ -31,6 +31,7 @@
 #define CFG_MAX_ARGV            256 /* sandbox command words */
 #define CFG_MAX_ENV             256 /* env entries and env allow-list */
 #define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
+#define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
 
 #define CFG_MAX_HEADER_BYTES    (64u << 10)
 #define CFG_MAX_HEADER_COUNT    256
@@ -70,6 +71,7 @@ typedef struct cfg_addr {
 typedef struct cfg_log {
 	log_level level;   /* default info */
 	log_format format; /* default auto */
+	char *file;        /* NULL: stderr; else appended to, reopened on SIGUSR1 */
 } cfg_log;
 
 typedef struct cfg_limits {

@@ -161,6 +161,12 @@ typedef enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_
 typedef enum log_format { LOG_FMT_AUTO = 0, LOG_FMT_TEXT, LOG_FMT_JSON } log_format;
 
 void log_setup(log_level level, log_format format);
+/* Sends log lines to path (appended, 0640, created if missing) instead of stderr; the format
+ * then defaults to JSON. NULL goes back to stderr. */
+custos_err log_open_file(const char *path) CUSTOS_WUR;
+/* Reopens the log file (after logrotate moved it; on SIGUSR1). No-op when logging to stderr.
+ * Async-signal-unsafe: call it from the event loop, not from the handler. */
+custos_err log_reopen(void) CUSTOS_WUR;
 log_level log_get_level(void);
 /* Parses "error|warn|info|debug"; CUSTOS_ERR_INVAL otherwise. */
 custos_err log_level_parse(span s, log_level *out) CUSTOS_WUR;

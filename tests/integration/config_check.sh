@@ -48,7 +48,7 @@ copy() {
 
 cp "$example" "$work/example.yaml"
 chmod 0644 "$work/example.yaml"
-expect example "$work/example.yaml" 0 'ok$'
+expect example "$work/example.yaml" 0 ': ok: 3 listener'
 
 f=$(copy misspelled 's/^  durability: batch/  durabilty: batch/')
 line=$(grep -n '^  durabilty:' "$f" | cut -d: -f1)

@@ -250,6 +250,16 @@ static void test_listener_rules(void **state)
 	expect_error("version: 1\nlisteners: [{id: a, address: \"[nope]:80\"}]\n",
 	             "not an IPv6 address");
 	expect_error("version: 1\nlisteners: [{id: a, address: \":80\"}]\n", "no host");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"http://u@h/\"}}]\n",
+	             "bad character '@'");
+	expect_error(
+	        "version: 1\nlog: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 0, "
+	        "k: 1, l: 2, m: 3, n: 4, o: 5, p: 6, q: 7, r: 8, s: 9, t: 0, u: 1, v: 2, w: 3, "
+	        "x: 4, y: 5, z: 6, aa: 1, ab: 2, ac: 3, ad: 4, ae: 5, af: 6, ag: 7, ah: 8, ai: "
+	        "9, aj: 0, ak: 1, al: 2, am: 3, an: 4, ao: 5, ap: 6, aq: 7, ar: 8, as: 9, at: 0, "
+	        "au: 1, av: 2, aw: 3, ax: 4, ay: 5, az: 6, ba: 1, bb: 2, bc: 3, bd: 4, be: 5, bf: "
+	        "6, bg: 7, bh: 8, bi: 9, bj: 0, bk: 1, bl: 2, bm: 3}\n",
+	        "the limit is 64");
 	expect_error("version: 1\nlisteners: [{id: a, address: \"unix:rel\"}]\n", "absolute");
 	expect_error("version: 1\nlisteners: [{id: a, address: /a}, {id: a, address: /b}]\n",
 	             "duplicate listener id 'a'");

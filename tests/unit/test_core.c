@@ -442,6 +442,45 @@ static void test_notify(void **state)
 	unsetenv("WATCHDOG_PID");
 }
 
+static void test_log_file_reopen(void **state)
+{
+	(void)state;
+	char p1[128], p2[128];
+	buf b;
+	snprintf(p1, sizeof(p1), "%s/custos.log", tmpdir);
+	snprintf(p2, sizeof(p2), "%s/custos.log.1", tmpdir);
+
+	log_setup(LOG_LVL_INFO, LOG_FMT_AUTO);
+	assert_int_equal(log_open_file(p1), CUSTOS_OK);
+	log_info("first %d", 1);
+	log_debug("not shown at info");
+	assert_int_equal(rename(p1, p2), 0); /* what logrotate does */
+	log_info("second");                  /* still goes to the moved file */
+	assert_int_equal(log_reopen(), CUSTOS_OK);
+	log_warn("third \"quoted\"");
+	assert_int_equal(log_open_file(NULL), CUSTOS_OK);
+	assert_int_equal(log_reopen(), CUSTOS_OK); /* stderr: nothing to reopen */
+
+	buf_init(&b, 4096);
+	assert_int_equal(file_load(p2, FILE_ANY, 4096, &b), CUSTOS_OK);
+	span old = buf_span(&b);
+	assert_non_null(
+	        memmem(old.ptr, old.len, "\"msg\":\"first 1\"", strlen("\"msg\":\"first 1\"")));
+	assert_non_null(
+	        memmem(old.ptr, old.len, "\"msg\":\"second\"", strlen("\"msg\":\"second\"")));
+	assert_null(memmem(old.ptr, old.len, "not shown", strlen("not shown")));
+	buf_reset(&b);
+	assert_int_equal(file_load(p1, FILE_ANY, 4096, &b), CUSTOS_OK);
+	span cur = buf_span(&b);
+	assert_non_null(
+	        memmem(cur.ptr, cur.len, "\"level\":\"warn\"", strlen("\"level\":\"warn\"")));
+	assert_non_null(
+	        memmem(cur.ptr, cur.len, "third \\\"quoted\\\"", strlen("third \\\"quoted\\\"")));
+	assert_null(memmem(cur.ptr, cur.len, "second", strlen("second")));
+	buf_free(&b);
+	assert_int_equal(log_open_file("/nonexistent/dir/x.log"), CUSTOS_ERR_SYS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -457,6 +496,7 @@ int main(void)
 		cmocka_unit_test(test_ydoc_schema),
 		cmocka_unit_test(test_diag_suggest),
 		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_log_file_reopen, setup_tmp, teardown_tmp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
