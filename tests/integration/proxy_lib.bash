@@ -72,6 +72,10 @@ make_pki() {
 			-subj /CN=analytics-job -keyout cli.key -out cli.csr
 		openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
 			-extfile cli.ext -out cli.crt
+		openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout srv-rsa.key \
+			-out srv-rsa.csr
+		openssl x509 -req -in srv-rsa.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile srv.ext -out srv-rsa.crt
 		# A client certificate from a CA custos does not trust.
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
 			-subj "/CN=rogue" -keyout rogue.key -out rogue.crt
@@ -183,6 +187,7 @@ listeners:
     tls:
       cert: $work/tls/srv.crt
       key: $work/tls/srv.key
+${EXTRA_CERTS:-}
       client_ca: $work/tls/ca.crt
       client_auth: ${CLIENT_AUTH:-optional}
       min_version: "${TLS_MIN:-1.2}"
