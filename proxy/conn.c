@@ -482,16 +482,25 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 /* ---------------------------------------------------------------------------------------------
  * request head
  */
+/* Request ids: a random 64-bit prefix per worker (drawn once, and again every 2^32
+ * requests), the worker number and a counter: unique in the process, not guessable across
+ * restarts, and no RNG call per request. */
 static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1])
 {
-	uint8_t rnd[8];
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		memset(rnd, 0, sizeof(rnd));
+	static const char hexd[] = "0123456789abcdef";
+
+	if ((w->reqseq & 0xffffffffu) == 0) {
+		uint8_t rnd[8];
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			memset(rnd, 0, sizeof(rnd));
+		num_hex(rnd, sizeof(rnd), w->id_prefix);
+	}
 	w->reqseq++;
-	char hex[17];
-	num_hex(rnd, sizeof(rnd), hex);
-	snprintf(out, PROXY_REQUEST_ID_LEN + 1, "%.16s%08x%08x", hex, w->id & 0xffffffffu,
-	         (unsigned)(w->reqseq & 0xffffffffu));
+	memcpy(out, w->id_prefix, 16);
+	uint64_t tail = ((uint64_t)(w->id & 0xffffffffu) << 32) | (w->reqseq & 0xffffffffu);
+	for (int i = 15; i >= 0; i--, tail >>= 4)
+		out[16 + i] = hexd[tail & 15];
+	out[32] = '\0';
 }
 
 /* Authenticates from the Authorization field (bearer API key or JWT) and the certificate.
@@ -745,9 +754,12 @@ static void on_up_event(ev_loop *l, void *obj, uint32_t events)
 		conn_drive(u->owner);
 		return;
 	}
-	/* Idle in the pool: any event means the peer closed or misbehaved. */
-	pool_remove(u->w, u);
-	up_close(u);
+	/* Idle in the pool: input, hang-up or error means the peer closed or misbehaved (a
+	 * write-space edge alone is harmless). */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		pool_remove(u->w, u);
+		up_close(u);
+	}
 }
 
 static custos_err parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len)
@@ -878,10 +890,9 @@ static upconn *pool_take(worker *w, size_t ui, uint64_t gen)
 		p->n--;
 		u->next = NULL;
 		ev_timer_clear(&w->loop, &u->timer);
-		char b;
-		ssize_t n = recv(u->s.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (u->gen != gen || n == 0 || (n == -1 && errno != EAGAIN) || n > 0 ||
-		    (u->s.ssl && SSL_has_pending(u->s.ssl))) {
+		/* A peer that closed or sent anything while idle was dropped by its event
+		 * (on_up_event); no peek per request. */
+		if (u->gen != gen || (u->s.ssl && SSL_has_pending(u->s.ssl))) {
 			up_close(u);
 			continue;
 		}
@@ -936,9 +947,10 @@ static void up_attempt(conn *c)
 	http1_parser_init_response(&r->rp, NULL, r->meth);
 	r->resp_head_done = false;
 	c->st = CS_UPSTREAM;
-	u->s.rd_ready = u->s.wr_ready = u->reused;
-	if (u->reused)
+	if (u->reused) {
 		u->st = US_READY;
+		u->s.wr_ready = true; /* idle: its send buffer is empty */
+	}
 }
 
 static void up_start(conn *c)

@@ -220,6 +220,7 @@ typedef struct worker {
 	bool draining;
 	uint64_t drain_deadline;
 	uint64_t reqseq;
+	char id_prefix[17];
 } worker;
 
 struct proxy_server {

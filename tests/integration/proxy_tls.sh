@@ -70,7 +70,7 @@ write_config "$work/custos.yaml" "$FX_PORT"
 start_custos "$work/custos.yaml"
 
 sc() { timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$work/tls/ca.crt" "$@" </dev/null 2>&1; }
-proto() { sed -n 's/^ *Protocol *: *//p' | head -1; }
+proto() { sed -n 's/^New, \(TLSv1\.[0-9]\), .*/\1/p' | head -1; }
 
 # ---- versions, suites, certificates, ALPN
 check "TLS 1.3 handshake" "$(sc -tls1_3 | proto)" TLSv1.3
