@@ -146,6 +146,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->keepalive_timeout_ns = cfg->limits.client_idle_timeout_ns;
 	o->shutdown_grace_ns = cfg->limits.shutdown_timeout_ns;
+	o->max_connections = cfg->limits.max_connections;
 	o->policy_file = dup_or_null(cfg->policy.file);
 	return CUSTOS_OK;
 }

@@ -715,6 +715,11 @@ static void on_request_body_done(conn *c)
 			return;
 		}
 	}
+	if (!emit_ready(c->w->srv->audit)) {
+		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
+		            false);
+		return;
+	}
 	/* Token accounting on a stream needs the final usage event. */
 	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage)) {
 		buf nb;

@@ -183,6 +183,9 @@ typedef struct emit_rec {
 
 /* Submits one event; a refused submit is returned (callers fail closed with 503). */
 custos_err emit_event(struct audit_writer *w, const emit_rec *r) CUSTOS_WUR;
+/* False while the audit writer reports a failure (disk full...): requests are then refused
+ * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
+bool emit_ready(struct audit_writer *w);
 
 /* ---- server, workers, connections ---- */
 typedef struct lsock {

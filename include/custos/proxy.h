@@ -105,6 +105,7 @@ typedef struct proxy_options {
 	uint64_t header_timeout_ns; /* request head must arrive within; 0: 10 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
 	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
+	uint64_t max_connections;      /* client connections, all workers; 0: no limit */
 	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
 } proxy_options;
 
