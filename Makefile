@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench-proxy
+.PHONY: all deps build demo test lint fuzz clean format bench-proxy bench-sandbox
 
 all: build
 
@@ -44,3 +44,8 @@ fuzz: deps
 
 clean:
 	rm -rf build
+
+# Sandbox benchmarks (bench/sandbox/run.sh): spawn latency against bwrap/firejail/unshare and
+# the seccomp filter's per-syscall cost. Installs bubblewrap, firejail and hyperfine itself.
+bench-sandbox:
+	bash bench/sandbox/run.sh

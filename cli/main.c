@@ -22,6 +22,9 @@ static const struct cli_command commands[] = {
 	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
 	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
 	  "show the decision for a request and why each rule matched or not" },
+	{ "sandbox", "exec", cmd_sandbox_exec,
+	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
+	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 };
 
 bool cli_wants_help(int argc, char **argv)
