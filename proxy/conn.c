@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "custos/sandbox.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -818,29 +819,40 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 	struct sockaddr_storage ss;
 	socklen_t len;
 
+	int fd = -1;
 	*failed_now = false;
-	if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
-		*failed_now = true;
-		return NULL;
-	}
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		*failed_now = true;
-		return NULL;
-	}
-	if (ss.ss_family != AF_UNIX) {
-		int one = 1;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
-	int r;
-	do
-		r = connect(fd, (struct sockaddr *)&ss, len);
-	while (r == -1 && errno == EINTR);
-	if (r == -1 && errno != EINPROGRESS) {
-		log_debug("upstream %s: connect: %s", uo->name, strerror(errno));
-		close(fd);
-		*failed_now = true;
-		return NULL;
+	if (uo->sandbox) {
+		/* A socket made inside the sandbox's network namespace (loopback only there),
+		 * connecting to the model server's port; the connect may be in progress. */
+		if (sandbox_connect_inside(uo->sandbox, uo->sandbox_port, &fd) != CUSTOS_OK) {
+			log_debug("upstream %s: sandbox connect: %s", uo->name, err_msg());
+			*failed_now = true;
+			return NULL;
+		}
+	} else {
+		if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
+			*failed_now = true;
+			return NULL;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			*failed_now = true;
+			return NULL;
+		}
+		if (ss.ss_family != AF_UNIX) {
+			int one = 1;
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		int r;
+		do
+			r = connect(fd, (struct sockaddr *)&ss, len);
+		while (r == -1 && errno == EINTR);
+		if (r == -1 && errno != EINPROGRESS) {
+			log_debug("upstream %s: connect: %s", uo->name, strerror(errno));
+			close(fd);
+			*failed_now = true;
+			return NULL;
+		}
 	}
 	upconn *u = calloc(1, sizeof(*u));
 	if (u == NULL) {
