@@ -25,5 +25,8 @@ int cli_usage(const char *group, const char *name, bool to_stdout);
 
 int cmd_version(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
+int cmd_audit_keygen(int argc, char **argv);
+int cmd_audit_verify(int argc, char **argv);
+int cmd_audit_export(int argc, char **argv);
 
 #endif
