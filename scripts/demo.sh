@@ -17,7 +17,7 @@ for f in "$custos" "$fixture"; do
 		exit 1
 	fi
 done
-for t in curl openssl; do
+for t in curl openssl perl; do
 	command -v "$t" >/dev/null || { echo "demo: $t is needed" >&2; exit 1; }
 done
 
@@ -73,18 +73,19 @@ model_port=$(cat "$dir/model.port" 2>/dev/null)
 ok "model server on 127.0.0.1:$model_port"
 
 step "3. custos up -c custos.yaml"
-sed -e "s|@DEMO_DIR@|$dir|g" -e "s|@MODEL_PORT@|$model_port|g" "$top/conf/demo.yaml" >"$dir/custos.yaml"
+port=$(perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport')
+sed -e "s|@DEMO_DIR@|$dir|g" -e "s|@MODEL_PORT@|$model_port|g" -e "s|@PORT@|$port|g" \
+	"$top/conf/demo.yaml" >"$dir/custos.yaml"
 chmod 600 "$dir/custos.yaml"
 "$custos" --log-format text up -c "$dir/custos.yaml" 2>"$dir/custos.log" &
 cu_pid=$!
-port=""
+started=""
 for _ in $(seq 200); do
-	port=$(sed -n 's/.*listener 1 on port \([0-9]*\).*/\1/p' "$dir/custos.log" | head -1)
-	[ -n "$port" ] && break
+	grep -q 'worker(s) serving' "$dir/custos.log" && started=1 && break
 	kill -0 "$cu_pid" 2>/dev/null || break
 	sleep 0.05
 done
-[ -n "$port" ] || { echo "demo: custos did not start:" >&2; cat "$dir/custos.log" >&2; exit 1; }
+[ -n "$started" ] || { echo "demo: custos did not start:" >&2; cat "$dir/custos.log" >&2; exit 1; }
 ok "custos listening on https://localhost:$port (TLS 1.2/1.3, ECDSA + RSA)"
 url="https://localhost:$port/v1/chat/completions"
 CURL=(curl -sS --cacert "$dir/tls/ca.crt" --max-time 20)
