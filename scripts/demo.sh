@@ -140,8 +140,12 @@ else
 fi
 events=$(cat "$dir"/audit/audit-*.jsonl 2>/dev/null | grep -c '"http\.')
 printf '   audit events for requests and rejections: %s\n' "$events"
+printf '   %-13s %-32s %-10s %-6s %-6s %s\n' type request_id principal status decision "total/policy us"
 cat "$dir"/audit/audit-*.jsonl 2>/dev/null | grep '"http\.' |
-	sed -n 's/.*"type":"\([^"]*\)".*"principal":"\([^"]*\)".*"status":\([0-9]*\).*"decision":"\([^"]*\)".*/   \1  \2  \3  \4/p'
+	sed -n 's/.*"type":"\([^"]*\)".*"request_id":"\([^"]*\)".*"principal":"\([^"]*\)".*"status":\([0-9]*\).*"decision":"\([^"]*\)".*"total":\([0-9]*\).*"policy":\([0-9]*\).*/\1 \2 \3 \4 \5 \6 \7/p' |
+	while read -r ty id pr st de tot pol; do
+		printf '   %-13s %-32s %-10s %-6s %-6s %d/%d\n' "$ty" "$id" "$pr" "$st" "$de" $((tot / 1000)) $((pol / 1000))
+	done
 [ "$events" -ge 5 ] && ok "one audit event per request and rejection" || bad "expected 5 request events, found $events"
 
 step "summary"
