@@ -259,29 +259,28 @@ for n in "${order[@]}"; do
 	printf '  %-22s %-8s %8s ms (median of 30)\n' sse-first-event "$n" "$v"
 done
 
-# ---- memory per idle keep-alive TLS connection (RSS delta / connections)
+# ---- memory per idle keep-alive TLS connection (RSS delta / connections), after one request
 idle_mem() {
 	local pid=$1 port=$2 n=400 before after
 	before=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-	perl -MIO::Socket::INET -e '
-		my ($port, $n) = @ARGV; my @s;
-		for (1..$n) { my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or last; push @s, $s; }
-		print STDOUT "ready\n"; STDOUT->flush; sleep 3;' "$port" "$n" >/dev/null &
+	python3 "$top/bench/proxy/idle_tls.py" "$port" "$n" "$KEY" 4 >"$w/idle.out" 2>&1 &
 	local holder=$!
-	sleep 1.5
+	for _ in $(seq 200); do grep -q ready "$w/idle.out" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.5
 	after=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
 	wait $holder 2>/dev/null || true
-	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) * 1024 / n / 1024}'
+	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}'
 }
-# nginx's worker holds the connections; HAProxy and custos are one process each.
-ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
-echo "  idle connections (plain TCP, accepted, no request yet): KiB of RSS each"
-for n in nginx haproxy custos; do
-	pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
-	v=$(idle_mem "$pid" "${PLAIN[$n]}")
-	echo "idle-conn-kib $n $v 0 0 0" >>"$results"
-	printf '  %-22s %-8s %8s KiB\n' idle-connection "$n" "$v"
-done
+if command -v python3 >/dev/null; then
+	# nginx's worker holds the connections; HAProxy and custos are one process each.
+	ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
+	for n in nginx haproxy custos; do
+		pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
+		v=$(idle_mem "$pid" "${TLS[$n]}")
+		echo "idle-conn-kib $n $v 0 0 0" >>"$results"
+		printf '  %-22s %-8s %8s KiB RSS per idle keep-alive TLS connection\n' idle-tls "$n" "$v"
+	done
+fi
 
 # ---- the table
 echo
@@ -312,6 +311,6 @@ END {
 	}
 }' "$results"
 awk '$1 == "sse-first-event" {v[$2]=$3} END {printf "\nSSE first event (median ms): direct %s, nginx %s (+%.3f), haproxy %s (+%.3f), custos %s (+%.3f)\n", v["direct"], v["nginx"], v["nginx"]-v["direct"], v["haproxy"], v["haproxy"]-v["direct"], v["custos"], v["custos"]-v["direct"]}' "$results"
-awk '$1 == "idle-conn-kib" {printf "idle connection RSS: %s %s KiB\n", $2, $3}' "$results"
+awk '$1 == "idle-conn-kib" {printf "idle keep-alive TLS connection, RSS: %s %s KiB\n", $2, $3}' "$results"
 audit_events=$(cat "$w"/audit/*.jsonl 2>/dev/null | wc -l)
 echo "custos audit lines written during the run: $audit_events"
