@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench-proxy bench-sandbox
+.PHONY: all deps build demo test lint fuzz clean format bench bench-proxy bench-sandbox
 
 all: build
 
@@ -45,7 +45,10 @@ fuzz: deps
 clean:
 	rm -rf build
 
-# Sandbox benchmarks (bench/sandbox/run.sh): spawn latency against bwrap/firejail/unshare and
-# the seccomp filter's per-syscall cost. Installs bubblewrap, firejail and hyperfine itself.
-bench-sandbox:
-	bash bench/sandbox/run.sh
+# Benchmarks: `make bench-<area>` runs bench/<area>/run.sh (policy, audit, proxy, sandbox,
+# egress, inspect, vm), side by side with the peers it names; figures go to docs/PERFORMANCE.md.
+# Each script installs its peers itself; none runs in `make test`.
+bench-%: deps
+	bash bench/$*/run.sh $(BUILD_REL)
+
+bench: $(patsubst bench/%/run.sh,bench-%,$(wildcard bench/*/run.sh))

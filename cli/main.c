@@ -69,10 +69,13 @@ static void print_help(FILE *f)
 	           "commands:\n");
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
-		char left[64];
+		char left[160];
 		snprintf(left, sizeof(left), "%s%s%s %s", c->group ? c->group : "",
 		         c->group ? " " : "", c->name, c->usage);
-		fprintf(f, "  %-34s %s\n", left, c->summary);
+		if (strlen(left) <= 34)
+			fprintf(f, "  %-34s %s\n", left, c->summary);
+		else
+			fprintf(f, "  %s\n  %-34s %s\n", left, "", c->summary);
 	}
 	fprintf(f, "\n'custos COMMAND --help' describes one command.\n"
 	           "exit status: 0 ok, 1 failure or check failed, 2 usage error\n");

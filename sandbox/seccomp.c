@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
@@ -330,7 +331,78 @@ static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
 	return CUSTOS_OK;
 }
 
+/* Compiled programs by their inputs: compiling the allow-list with libseccomp costs about a
+ * millisecond, paid once per distinct profile instead of once per spawn. */
+#define SB_FILTER_CACHE 8
+static struct {
+	char *key;
+	sb_filter f;
+} filter_cache[SB_FILTER_CACHE];
+static unsigned filter_cache_next;
+static pthread_mutex_t filter_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static char *filter_key(const sandbox_profile *p)
+{
+	buf b;
+	const char *s;
+	char *key = NULL;
+	buf_init(&b, 64u * 1024);
+	bool gpu = p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE;
+	if (buf_printf(&b, "%d/%d", (int)p->seccomp, gpu) != CUSTOS_OK)
+		goto out;
+	for (size_t i = 0; i < p->n_syscalls && p->seccomp == SANDBOX_SECCOMP_CUSTOM; i++)
+		if (buf_printf(&b, ",%s", p->syscalls[i]) != CUSTOS_OK)
+			goto out;
+	if (buf_cstr(&b, &s) == CUSTOS_OK)
+		key = xstrdup(s);
+out:
+	buf_free(&b);
+	return key;
+}
+
+static bool filter_copy(sb_filter *dst, const sb_filter *src)
+{
+	dst->insns = xcalloc(src->len, sizeof(struct sock_filter));
+	memcpy(dst->insns, src->insns, src->len * sizeof(struct sock_filter));
+	dst->len = src->len;
+	return true;
+}
+
+static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f);
+
 custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
+{
+	char *key = filter_key(p);
+	bool hit = false;
+
+	memset(f, 0, sizeof(*f));
+	if (key) {
+		pthread_mutex_lock(&filter_cache_mu);
+		for (unsigned i = 0; i < SB_FILTER_CACHE && !hit; i++)
+			if (filter_cache[i].key && strcmp(filter_cache[i].key, key) == 0)
+				hit = filter_copy(f, &filter_cache[i].f);
+		pthread_mutex_unlock(&filter_cache_mu);
+	}
+	if (hit) {
+		free(key);
+		return CUSTOS_OK;
+	}
+	custos_err e = seccomp_compile(p, f);
+	if (e == CUSTOS_OK && key) {
+		pthread_mutex_lock(&filter_cache_mu);
+		unsigned slot = filter_cache_next++ % SB_FILTER_CACHE;
+		free(filter_cache[slot].key);
+		sb_filter_free(&filter_cache[slot].f);
+		filter_cache[slot].key = key;
+		key = NULL;
+		filter_copy(&filter_cache[slot].f, f);
+		pthread_mutex_unlock(&filter_cache_mu);
+	}
+	free(key);
+	return e;
+}
+
+static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f)
 {
 	scmp_filter_ctx ctx;
 	custos_err e;

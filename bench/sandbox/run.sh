@@ -11,7 +11,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 RUNS=${RUNS:-200}
-OUT=${OUT:-build/bench-sandbox}
+OUT=${OUT:-$top/build/bench-sandbox}
 mkdir -p "$OUT"
 
 bash scripts/deps.sh >/dev/null
@@ -32,6 +32,10 @@ cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/release -j2 --target custos >/dev/null
 C=$top/build/release/cli/custos
 cc -O2 -o "$OUT/syscall_loop" bench/sandbox/syscall_loop.c
+# The library path `custos up` takes: no custos process start per sandbox.
+cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
+	build/release/sandbox/libcustos_sandbox.a build/release/core/libcustos_core.a \
+	-lseccomp -lcap -lyaml -lcrypto -lpthread
 chmod 755 "$OUT" "$OUT/syscall_loop"
 
 BWRAP=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin
@@ -46,8 +50,13 @@ hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/spawn.json" --style 
 	-n bwrap "${BWRAP[*]} /bin/true" \
 	-n firejail "firejail --quiet --noprofile /bin/true" \
 	-n custos "$C sandbox exec -- /bin/true" \
-	-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" 2>&1 | grep -v "^ *Range\|^$" || true
+	-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" \
+	-n custos-startup-only "$C version" 2>&1 | grep -v "^ *Range\|^$" || true
 jq -r '.results[] | "\(.command)\tmean \(.mean*1000 | .*100 | round / 100) ms\tmedian \(.median*1000 | .*100 | round / 100) ms\tstddev \(.stddev*1000 | .*100 | round / 100) ms"' "$OUT/spawn.json"
+
+echo "== 1b. through the library (sandbox_spawn + wait + free of /bin/true, $RUNS runs)"
+printf 'library full setup\t%s\n' "$("$OUT/spawn_loop" "$RUNS")"
+printf 'library --cgroup off\t%s\n' "$("$OUT/spawn_loop" "$RUNS" --cgroup off)"
 
 echo "== 2. seccomp cost on a syscall loop (ns per call, best of 3)"
 best() { # label cmd...
