@@ -75,7 +75,8 @@ typedef struct req {
 	unsigned status;
 	uint64_t bytes_in, bytes_out;
 	/* response */
-	http1_parser rp;
+	http1_parser *rp; /* response head parser, allocated while a request runs (it is
+	                     large; idle keep-alive connections should not carry it) */
 	bool resp_head_done;
 	http1_body rbdec;
 	bool client_chunked;
@@ -157,6 +158,7 @@ static void req_reset(req *r)
 		openai_request_free(&r->oa);
 	if (r->sse_init)
 		sse_parser_free(&r->sse);
+	free(r->rp);
 	*r = (req){ 0 };
 }
 
@@ -961,7 +963,11 @@ static void up_attempt(conn *c)
 		conn_reject(c, 500, "out of memory", true);
 		return;
 	}
-	http1_parser_init_response(&r->rp, NULL, r->meth);
+	if (r->rp == NULL && (r->rp = malloc(sizeof(*r->rp))) == NULL) {
+		conn_reject(c, 503, "out of memory", true);
+		return;
+	}
+	http1_parser_init_response(r->rp, NULL, r->meth);
 	r->resp_head_done = false;
 	c->st = CS_UPSTREAM;
 	if (u->reused) {
@@ -1227,17 +1233,17 @@ static bool up_drive(conn *c)
 				return progress;
 		}
 		if (c->st == CS_UPSTREAM && buf_used(&u->in) > 0) {
-			ssize_t k = http1_parse_head(&r->rp, (const char *)buf_ptr(&u->in),
+			ssize_t k = http1_parse_head(r->rp, (const char *)buf_ptr(&u->in),
 			                             buf_used(&u->in));
 			if (k < 0) {
 				conn_reject(c, 502, "malformed upstream response", false);
 				return true;
 			}
 			if (k > 0) {
-				const http1_head *h = &r->rp.head;
+				const http1_head *h = &r->rp->head;
 				if (h->status >= 100 && h->status < 200) {
 					buf_consume(&u->in, (size_t)k);
-					http1_parser_reset(&r->rp);
+					http1_parser_reset(r->rp);
 					progress = true;
 					continue;
 				}
@@ -1271,7 +1277,7 @@ static bool up_drive(conn *c)
 			return progress;
 		/* EOF or error. */
 		if (c->st == CS_UPSTREAM) {
-			if (r->rp.pos == 0 && buf_used(&u->in) == 0)
+			if (r->rp->pos == 0 && buf_used(&u->in) == 0)
 				up_failed(c, n == SOCK_EOF ? "upstream closed the connection"
 				                           : "upstream connection reset");
 			else
