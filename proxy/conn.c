@@ -22,6 +22,7 @@
 #define NS_PER_S           1000000000ull
 #define DEF_HEADER_TIMEOUT (10 * NS_PER_S)
 #define DEF_KEEPALIVE      (60 * NS_PER_S)
+#define DEF_BODY_TIMEOUT   (60 * NS_PER_S)
 #define DEF_CONNECT        (5 * NS_PER_S)
 #define DEF_READ           (60 * NS_PER_S)
 #define DEF_UP_IDLE        (30 * NS_PER_S)
@@ -410,8 +411,10 @@ static void conn_arm(conn *c)
 
 	switch (c->st) {
 	case CS_HANDSHAKE:
-	case CS_BODY:
 		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
+		break;
+	case CS_BODY:
+		t = or_default(o->body_timeout_ns, DEF_BODY_TIMEOUT);
 		break;
 	case CS_HEAD:
 		t = buf_used(&c->in) ? or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT)
