@@ -37,8 +37,13 @@ int cmd_ca_init(int argc, char **argv);
 struct custos_config;
 struct egress_options;
 struct audit_writer;
+struct sandbox;
+/* sbx[i]: model i's running sandbox (its listener is made inside), or NULL (host listener). */
 custos_err cli_egress_options(const struct custos_config *cfg, struct audit_writer *audit,
-                              struct egress_options *o) CUSTOS_WUR;
+                              struct sandbox *const *sbx, struct egress_options *o) CUSTOS_WUR;
 int cmd_sandbox_exec(int argc, char **argv);
+int cmd_audit_keygen(int argc, char **argv);
+int cmd_audit_verify(int argc, char **argv);
+int cmd_audit_export(int argc, char **argv);
 
 #endif

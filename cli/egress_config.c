@@ -1,8 +1,8 @@
 /*
  * custos.yaml -> egress_options: the data-source catalogue, the egress section and one
- * listener per model. Until the sandbox module hands over listeners made inside each
- * sandbox's netns (sandbox_listen_inside), models run on the host and their listeners are
- * 127.0.0.1:(egress.port + model index), so each model's egress calls are told apart by port.
+ * listener per model. A sandboxed model's listener is made inside its sandbox's network
+ * namespace at 127.0.0.1:egress.port (sandbox_listen_inside); a model running on the host
+ * gets 127.0.0.1:(egress.port + model index), so each model's calls are told apart by port.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +10,8 @@
 #include "cli.h"
 #include "custos/config.h"
 #include "custos/egress.h"
+#include "custos/policy.h"
+#include "custos/sandbox.h"
 
 static char *dup_or_null(const char *s)
 {
@@ -17,7 +19,7 @@ static char *dup_or_null(const char *s)
 }
 
 custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *audit,
-                              egress_options *o)
+                              struct sandbox *const *sbx, egress_options *o)
 {
 	const cfg_egress *e = &cfg->egress;
 

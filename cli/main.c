@@ -27,6 +27,12 @@ static const struct cli_command commands[] = {
 	{ "sandbox", "exec", cmd_sandbox_exec,
 	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
 	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
+	{ "audit", "keygen", cmd_audit_keygen, "DIR",
+	  "create the Ed25519 key pair that signs audit checkpoints (DIR/audit.key, audit.pub)" },
+	{ "audit", "verify", cmd_audit_verify, "[--pubkey FILE] [--live] PATH...",
+	  "check the audit chain and signatures; name the first bad record" },
+	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
+	  "render audit log files for a SIEM, one event per line" },
 };
 
 bool cli_wants_help(int argc, char **argv)

@@ -17,11 +17,13 @@
 #include <unistd.h>
 
 #include "custos/egress.h"
+#include "custos/sandbox.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
 #define DEF_HEADER_TIMEOUT (10 * NS_PER_S)
 #define DEF_KEEPALIVE      (60 * NS_PER_S)
+#define DEF_BODY_TIMEOUT   (60 * NS_PER_S)
 #define DEF_CONNECT        (5 * NS_PER_S)
 #define DEF_READ           (60 * NS_PER_S)
 #define DEF_UP_IDLE        (30 * NS_PER_S)
@@ -75,7 +77,8 @@ typedef struct req {
 	unsigned status;
 	uint64_t bytes_in, bytes_out;
 	/* response */
-	http1_parser rp;
+	http1_parser *rp; /* response head parser, allocated while a request runs (it is
+	                     large; idle keep-alive connections should not carry it) */
 	bool resp_head_done;
 	http1_body rbdec;
 	bool client_chunked;
@@ -159,6 +162,7 @@ static void req_reset(req *r)
 		openai_request_free(&r->oa);
 	if (r->sse_init)
 		sse_parser_free(&r->sse);
+	free(r->rp);
 	*r = (req){ 0 };
 }
 
@@ -348,6 +352,21 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	}
 }
 
+static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
+
+/* A request whose head was never parsed (malformed or timed out): id, time and state so that
+ * its rejection is answered and audited like any other. */
+static void req_begin_unparsed(conn *c)
+{
+	req *r = &c->r;
+
+	r->active = true;
+	r->t_start = tm_mono_ns();
+	new_request_id(c->w, r->id);
+	if (c->st_ref == NULL)
+		c->st_ref = state_ref(worker_state(c->w));
+}
+
 /* ---------------------------------------------------------------------------------------------
  * timers
  */
@@ -368,9 +387,19 @@ static void conn_timeout(ev_loop *l, void *obj)
 		conn_audit(c, "http.request", "error", "upstream read timed out mid-response");
 		break;
 	case CS_BODY:
-		c->r.status = 408;
-		conn_audit(c, "http.reject", "deny", "request body timed out");
-		break;
+		conn_reject(c, 408, "request body not received in time", true);
+		conn_drive(c);
+		return;
+	case CS_HEAD:
+		if (buf_used(&c->in) > 0) {
+			/* A started head that never completed (slowloris): 408, audited. */
+			req_begin_unparsed(c);
+			buf_reset(&c->in);
+			conn_reject(c, 408, "request head not received in time", true);
+			conn_drive(c);
+			return;
+		}
+		break; /* idle keep-alive connection: closed quietly */
 	default:
 		break;
 	}
@@ -385,8 +414,10 @@ static void conn_arm(conn *c)
 
 	switch (c->st) {
 	case CS_HANDSHAKE:
-	case CS_BODY:
 		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
+		break;
+	case CS_BODY:
+		t = or_default(o->body_timeout_ns, DEF_BODY_TIMEOUT);
 		break;
 	case CS_HEAD:
 		t = buf_used(&c->in) ? or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT)
@@ -485,16 +516,25 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 /* ---------------------------------------------------------------------------------------------
  * request head
  */
+/* Request ids: a random 64-bit prefix per worker (drawn once, and again every 2^32
+ * requests), the worker number and a counter: unique in the process, not guessable across
+ * restarts, and no RNG call per request. */
 static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1])
 {
-	uint8_t rnd[8];
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		memset(rnd, 0, sizeof(rnd));
+	static const char hexd[] = "0123456789abcdef";
+
+	if ((w->reqseq & 0xffffffffu) == 0) {
+		uint8_t rnd[8];
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			memset(rnd, 0, sizeof(rnd));
+		num_hex(rnd, sizeof(rnd), w->id_prefix);
+	}
 	w->reqseq++;
-	char hex[17];
-	num_hex(rnd, sizeof(rnd), hex);
-	snprintf(out, PROXY_REQUEST_ID_LEN + 1, "%.16s%08x%08x", hex, w->id & 0xffffffffu,
-	         (unsigned)(w->reqseq & 0xffffffffu));
+	memcpy(out, w->id_prefix, 16);
+	uint64_t tail = ((uint64_t)(w->id & 0xffffffffu) << 32) | (w->reqseq & 0xffffffffu);
+	for (int i = 15; i >= 0; i--, tail >>= 4)
+		out[16 + i] = hexd[tail & 15];
+	out[32] = '\0';
 }
 
 /* Authenticates from the Authorization field (bearer API key or JWT) and the certificate.
@@ -714,6 +754,11 @@ static void on_request_body_done(conn *c)
 			return;
 		}
 	}
+	if (!emit_ready(c->w->srv->audit)) {
+		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
+		            false);
+		return;
+	}
 	/* Token accounting on a stream needs the final usage event. */
 	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage)) {
 		buf nb;
@@ -753,9 +798,12 @@ static void on_up_event(ev_loop *l, void *obj, uint32_t events)
 		conn_drive(u->owner);
 		return;
 	}
-	/* Idle in the pool: any event means the peer closed or misbehaved. */
-	pool_remove(u->w, u);
-	up_close(u);
+	/* Idle in the pool: input, hang-up or error means the peer closed or misbehaved (a
+	 * write-space edge alone is harmless). */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		pool_remove(u->w, u);
+		up_close(u);
+	}
 }
 
 static custos_err parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len)
@@ -809,29 +857,40 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 	struct sockaddr_storage ss;
 	socklen_t len;
 
+	int fd = -1;
 	*failed_now = false;
-	if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
-		*failed_now = true;
-		return NULL;
-	}
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		*failed_now = true;
-		return NULL;
-	}
-	if (ss.ss_family != AF_UNIX) {
-		int one = 1;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
-	int r;
-	do
-		r = connect(fd, (struct sockaddr *)&ss, len);
-	while (r == -1 && errno == EINTR);
-	if (r == -1 && errno != EINPROGRESS) {
-		log_debug("upstream %s: connect: %s", uo->name, strerror(errno));
-		close(fd);
-		*failed_now = true;
-		return NULL;
+	if (uo->sandbox) {
+		/* A socket made inside the sandbox's network namespace (loopback only there),
+		 * connecting to the model server's port; the connect may be in progress. */
+		if (sandbox_connect_inside(uo->sandbox, uo->sandbox_port, &fd) != CUSTOS_OK) {
+			log_debug("upstream %s: sandbox connect: %s", uo->name, err_msg());
+			*failed_now = true;
+			return NULL;
+		}
+	} else {
+		if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
+			*failed_now = true;
+			return NULL;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			*failed_now = true;
+			return NULL;
+		}
+		if (ss.ss_family != AF_UNIX) {
+			int one = 1;
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		int r;
+		do
+			r = connect(fd, (struct sockaddr *)&ss, len);
+		while (r == -1 && errno == EINTR);
+		if (r == -1 && errno != EINPROGRESS) {
+			log_debug("upstream %s: connect: %s", uo->name, strerror(errno));
+			close(fd);
+			*failed_now = true;
+			return NULL;
+		}
 	}
 	upconn *u = calloc(1, sizeof(*u));
 	if (u == NULL) {
@@ -886,10 +945,9 @@ static upconn *pool_take(worker *w, size_t ui, uint64_t gen)
 		p->n--;
 		u->next = NULL;
 		ev_timer_clear(&w->loop, &u->timer);
-		char b;
-		ssize_t n = recv(u->s.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (u->gen != gen || n == 0 || (n == -1 && errno != EAGAIN) || n > 0 ||
-		    (u->s.ssl && SSL_has_pending(u->s.ssl))) {
+		/* A peer that closed or sent anything while idle was dropped by its event
+		 * (on_up_event); no peek per request. */
+		if (u->gen != gen || (u->s.ssl && SSL_has_pending(u->s.ssl))) {
 			up_close(u);
 			continue;
 		}
@@ -941,12 +999,17 @@ static void up_attempt(conn *c)
 		conn_reject(c, 500, "out of memory", true);
 		return;
 	}
-	http1_parser_init_response(&r->rp, NULL, r->meth);
+	if (r->rp == NULL && (r->rp = malloc(sizeof(*r->rp))) == NULL) {
+		conn_reject(c, 503, "out of memory", true);
+		return;
+	}
+	http1_parser_init_response(r->rp, NULL, r->meth);
 	r->resp_head_done = false;
 	c->st = CS_UPSTREAM;
-	u->s.rd_ready = u->s.wr_ready = u->reused;
-	if (u->reused)
+	if (u->reused) {
 		u->st = US_READY;
+		u->s.wr_ready = true; /* idle: its send buffer is empty */
+	}
 }
 
 static void up_start(conn *c)
@@ -1206,17 +1269,17 @@ static bool up_drive(conn *c)
 				return progress;
 		}
 		if (c->st == CS_UPSTREAM && buf_used(&u->in) > 0) {
-			ssize_t k = http1_parse_head(&r->rp, (const char *)buf_ptr(&u->in),
+			ssize_t k = http1_parse_head(r->rp, (const char *)buf_ptr(&u->in),
 			                             buf_used(&u->in));
 			if (k < 0) {
 				conn_reject(c, 502, "malformed upstream response", false);
 				return true;
 			}
 			if (k > 0) {
-				const http1_head *h = &r->rp.head;
+				const http1_head *h = &r->rp->head;
 				if (h->status >= 100 && h->status < 200) {
 					buf_consume(&u->in, (size_t)k);
-					http1_parser_reset(&r->rp);
+					http1_parser_reset(r->rp);
 					progress = true;
 					continue;
 				}
@@ -1250,7 +1313,7 @@ static bool up_drive(conn *c)
 			return progress;
 		/* EOF or error. */
 		if (c->st == CS_UPSTREAM) {
-			if (r->rp.pos == 0 && buf_used(&u->in) == 0)
+			if (r->rp->pos == 0 && buf_used(&u->in) == 0)
 				up_failed(c, n == SOCK_EOF ? "upstream closed the connection"
 				                           : "upstream connection reset");
 			else
@@ -1340,12 +1403,7 @@ static void conn_drive(conn *c)
 				ssize_t k = http1_parse_head(&p, (const char *)buf_ptr(&c->in),
 				                             buf_used(&c->in));
 				if (k < 0) {
-					req *r = &c->r;
-					r->active = true;
-					r->t_start = tm_mono_ns();
-					new_request_id(c->w, r->id);
-					if (c->st_ref == NULL)
-						c->st_ref = state_ref(worker_state(c->w));
+					req_begin_unparsed(c);
 					buf_reset(&c->in);
 					conn_reject(c, p.err.status ? p.err.status : 400,
 					            p.err.reason ? p.err.reason

@@ -52,3 +52,13 @@ custos_err emit_event(struct audit_writer *w, const emit_rec *r)
 	}
 	return audit_submit(w, &ev);
 }
+
+bool emit_ready(struct audit_writer *w)
+{
+	audit_stats st;
+
+	if (w == NULL)
+		return true;
+	audit_writer_stats(w, &st);
+	return !st.writer_failing;
+}

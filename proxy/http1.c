@@ -353,8 +353,10 @@ static bool valid_target_bytes(span t, size_t *bad)
 /* "HTTP/" DIGIT "." DIGIT: 1 ok (version set), 0 malformed, -1 well-formed but unsupported. */
 static int parse_version(const char *v, size_t n, uint8_t *out)
 {
-	if (n != 8 || memcmp(v, "HTTP/", 5) != 0 || !is_cls((unsigned char)v[5], C_DIGIT) ||
-	    v[6] != '.' || !is_cls((unsigned char)v[7], C_DIGIT))
+	if (n != 8 || memcmp(v, "HTTP/", 5) != 0)
+		return 0;
+	if (!is_cls((unsigned char)v[5], C_DIGIT) || v[6] != '.' ||
+	    !is_cls((unsigned char)v[7], C_DIGIT))
 		return 0;
 	if (v[5] == '1' && (v[7] == '0' || v[7] == '1')) {
 		*out = (uint8_t)(10 + (v[7] - '0'));
@@ -864,7 +866,8 @@ bool http1_is_hop_by_hop(const http1_head *h, span name)
 {
 	if (static_hop_by_hop(name))
 		return true;
-	if (!(h->conn_flags & HTTP1_CONN_OTHER))
+	/* A client must not be able to strip Host by listing it in Connection. */
+	if (!(h->conn_flags & HTTP1_CONN_OTHER) || EQ(name, "host"))
 		return false;
 	for (size_t i = 0; i < h->nhdrs; i++)
 		if (EQ(h->hdrs[i].name, "connection") && http1_list_has(h->hdrs[i].value, name))
@@ -1153,13 +1156,13 @@ static void emit_u64(emitter *e, uint64_t v)
 	emit(e, tmp + k, sizeof(tmp) - k);
 }
 
-static bool dropped(const http1_head *h, const http1_write_opts *o, span name, bool absolute)
+static bool dropped(const http1_head *h, const http1_write_opts *o, span name, span host)
 {
 	if (http1_is_hop_by_hop(h, name))
 		return true;
 	if (EQ(name, "content-length"))
 		return true;
-	if (absolute && EQ(name, "host"))
+	if (!h->is_response && (EQ(name, "expect") || (host.len > 0 && EQ(name, "host"))))
 		return true;
 	for (size_t i = 0; i < o->ndrop; i++)
 		if (span_case_eq(o->drop[i], name))
@@ -1167,16 +1170,17 @@ static bool dropped(const http1_head *h, const http1_write_opts *o, span name, b
 	return false;
 }
 
-static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, bool absolute)
+/* host: a Host value written first, replacing the received field; empty = keep that one. */
+static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, span host)
 {
-	if (absolute) {
+	if (host.len > 0) {
 		EMIT_LIT(e, "Host: ");
-		emit_span(e, h->authority);
+		emit_span(e, host);
 		EMIT_LIT(e, "\r\n");
 	}
 	for (size_t i = 0; i < h->nhdrs; i++) {
 		const http1_header *f = &h->hdrs[i];
-		if (dropped(h, o, f->name, absolute))
+		if (dropped(h, o, f->name, host))
 			continue;
 		emit_span(e, f->name);
 		EMIT_LIT(e, ": ");
@@ -1224,7 +1228,13 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 	if (o == NULL)
 		o = &none;
 	GUARD(check_added(o));
-	bool absolute = !response && h->form == HTTP1_TARGET_ABSOLUTE;
+	span host = { "", 0 };
+	if (!response && o->host.len > 0) {
+		ENSURE(valid_authority(o->host, false), CUSTOS_ERR_INVAL, "invalid Host to write");
+		host = o->host;
+	} else if (!response && h->form == HTTP1_TARGET_ABSOLUTE) {
+		host = h->authority;
+	}
 	span target = o->target;
 	bool slash = false;
 	if (!response && target.len == 0) {
@@ -1263,7 +1273,7 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 			emit_span(&e, target);
 			EMIT_LIT(&e, " HTTP/1.1\r\n");
 		}
-		emit_fields(&e, h, o, absolute);
+		emit_fields(&e, h, o, host);
 		if (pass == 0)
 			GUARD(buf_reserve(out, e.n));
 		else

@@ -229,6 +229,8 @@ custos_err http1_chunk_end(buf *out) CUSTOS_WUR;
 typedef struct http1_write_opts {
 	span target;             /* requests: target to write (empty = h->path, or h->target for
 	                            authority/asterisk form) */
+	span host;               /* requests: Host to write instead of the received one (needed
+	                            for HTTP/1.0 requests without Host); empty = keep */
 	http1_framing framing;   /* NONE: no framing field; LENGTH: Content-Length: content_length;
 	                            CHUNKED: Transfer-Encoding: chunked; CLOSE: none */
 	uint64_t content_length; /* for HTTP1_BODY_LENGTH */
@@ -240,11 +242,14 @@ typedef struct http1_write_opts {
 } http1_write_opts;
 
 /* Appends h as an HTTP/1.1 request head (method, target, kept fields, Content-Length /
- * Transfer-Encoding per opts, added fields, CRLF) to out. Host is kept (written first when
- * the target was absolute-form: then from the authority). */
+ * Transfer-Encoding per opts, added fields, CRLF) to out. Host is kept, or written first from
+ * opts->host, or from the authority of an absolute-form target. Expect is never forwarded:
+ * the proxy answers 100-continue itself. Nothing is written on error. */
 custos_err http1_write_request_head(buf *out, const http1_head *h,
                                     const http1_write_opts *opts) CUSTOS_WUR;
-/* Appends h as an HTTP/1.1 response head (status line with h's status and reason) likewise. */
+/* Appends h as an HTTP/1.1 response head (status line with h's status and reason) likewise.
+ * Content-Length is always rewritten from opts: pass HTTP1_BODY_LENGTH with the received
+ * length to keep it on HEAD and 304 answers. */
 custos_err http1_write_response_head(buf *out, const http1_head *h,
                                      const http1_write_opts *opts) CUSTOS_WUR;
 /* Appends a complete small response: status line, Content-Type (if given), Content-Length,

@@ -16,12 +16,12 @@
 
 #define JSONR_MAX_DOC_BYTES (16u * 1024u * 1024u) /* largest document accepted */
 #define JSONR_MAX_DEPTH     64u                   /* nesting of arrays and objects */
-#define JSONR_MAX_EDITS     4096u                 /* edits in one jsonr_rewrite */
+#define JSONR_MAX_KEYS      4096u                 /* members of one object */
 
 typedef struct jsonr_limits {
-	size_t max_bytes;         /* 0 = JSONR_MAX_DOC_BYTES; never above it */
-	unsigned max_depth;       /* 0 = JSONR_MAX_DEPTH; never above it */
-	bool reject_dup_top_keys; /* duplicate keys in the top-level object are an error */
+	size_t max_bytes;    /* 0 = JSONR_MAX_DOC_BYTES; never above it */
+	unsigned max_depth;  /* 0 = JSONR_MAX_DEPTH; never above it */
+	bool allow_dup_keys; /* default (false): a key repeated in any object is an error */
 } jsonr_limits;
 
 typedef enum jsonr_type {
@@ -42,7 +42,7 @@ typedef struct jsonr_val {
 	span str;
 } jsonr_val;
 
-/* Validates doc against lim (NULL: defaults, duplicate top-level keys rejected). On success
+/* Validates doc against lim (NULL: defaults, duplicate keys rejected). On success
  * *root is the top-level value. CUSTOS_ERR_LIMIT for size/depth, CUSTOS_ERR_PARSE otherwise;
  * err_msg() says what and the byte offset. */
 custos_err jsonr_parse(span doc, const jsonr_limits *lim, jsonr_val *root) CUSTOS_WUR;

@@ -43,6 +43,7 @@ typedef struct openai_request {
 	uint64_t max_tokens; /* max_tokens, else max_completion_tokens, else max_output_tokens */
 	bool has_include_usage;
 	bool include_usage; /* stream_options.include_usage */
+	bool opaque_input;  /* prompt/input given as token ids: not inspectable as text */
 	size_t nmessages;
 	openai_text *texts; /* owned; openai_request_free releases */
 	size_t ntexts;

@@ -20,8 +20,8 @@
 #include "sse.h"
 
 #define PROXY_INBUF_MAX    (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
-#define PROXY_UPIN_MAX     (64u * 1024u) /* upstream read buffer */
-#define PROXY_RESP_KEEP    (1u << 20)    /* non-stream JSON response kept to read `usage` */
+#define PROXY_UPIN_MAX     (64u * 1024u)  /* upstream read buffer */
+#define PROXY_RESP_KEEP    (256u * 1024u) /* non-stream JSON response kept to read `usage` */
 #define PROXY_MAX_SAN      8
 #define PROXY_ACCEPT_BATCH 64
 
@@ -183,6 +183,9 @@ typedef struct emit_rec {
 
 /* Submits one event; a refused submit is returned (callers fail closed with 503). */
 custos_err emit_event(struct audit_writer *w, const emit_rec *r) CUSTOS_WUR;
+/* False while the audit writer reports a failure (disk full...): requests are then refused
+ * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
+bool emit_ready(struct audit_writer *w);
 
 /* ---- server, workers, connections ---- */
 typedef struct lsock {
@@ -220,6 +223,7 @@ typedef struct worker {
 	bool draining;
 	uint64_t drain_deadline;
 	uint64_t reqseq;
+	char id_prefix[17];
 } worker;
 
 struct proxy_server {

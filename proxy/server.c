@@ -256,7 +256,14 @@ static void accept_on(worker *w, size_t li)
 				log_warn("proxy: accept: %s", strerror(errno));
 			return;
 		}
-		(void)worker_state(w);
+		proxy_state *st = worker_state(w);
+		uint64_t maxc = st->o.max_connections;
+		if (maxc && (uint64_t)w->nconns * s->nworkers >= maxc) {
+			/* Over the limit: closed at once (a level-triggered listener must not be
+			 * left readable, and a queued connection would only time out). */
+			close(fd);
+			continue;
+		}
 		conn_accept(w, fd, &s->ls[li], (struct sockaddr *)&ss, sl);
 	}
 }

@@ -102,6 +102,10 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 		if (r > 0) {
 			s->rd_blocked = 0;
 			buf_commit(b, (size_t)r);
+			/* A short read on a stream socket drained it: the next edge says when
+			 * there is more, so no read is spent on EAGAIN. */
+			if ((size_t)r < n)
+				s->rd_ready = false;
 			return r;
 		}
 		if (r == 0)

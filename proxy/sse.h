@@ -17,7 +17,9 @@
 #define SSE_MAX_EVENT_BYTES (1024u * 1024u) /* raw bytes of one event (lines + blank line) */
 
 typedef struct sse_event {
-	span raw;  /* the event's bytes as received, through its terminating blank line */
+	span raw;  /* the event's bytes as received, through its terminating blank line (when
+	              that line ends in a CR and its LF only comes with the next call, the LF
+	              is consumed then and belongs to no event) */
 	span type; /* "event:" value; empty when none (means "message") */
 	span data; /* "data:" values joined with LF (no trailing LF) */
 	span id;   /* "id:" value */

@@ -61,6 +61,9 @@ typedef struct proxy_upstream_opts {
 	uint64_t read_timeout_ns;    /* between bytes of a response; 0: 60 s */
 	uint64_t idle_timeout_ns;    /* pooled keep-alive connection; 0: 30 s */
 	unsigned pool_max;           /* idle connections kept per worker; 0: 64 */
+	struct sandbox *sandbox;     /* borrowed: connect inside this sandbox's network namespace
+	                                (sandbox.h) to 127.0.0.1:sandbox_port; address unused */
+	uint16_t sandbox_port;
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {
@@ -103,8 +106,10 @@ typedef struct proxy_options {
 	char *policy_file;          /* policy.yaml; NULL: allow all (tests only, logged loudly) */
 	uint64_t max_body;          /* 0: PROXY_BODY_DEFAULT */
 	uint64_t header_timeout_ns; /* request head must arrive within; 0: 10 s */
+	uint64_t body_timeout_ns;   /* between request body bytes; 0: 60 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
 	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
+	uint64_t max_connections;      /* client connections, all workers; 0: no limit */
 	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
 } proxy_options;
 
