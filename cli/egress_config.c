@@ -39,16 +39,22 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		s->timeout_ns = d->timeout_ns;
 	}
 	for (size_t i = 0; i < cfg->n_models; i++) {
+		egress_listener_opts *l = &o->listeners[o->nlisteners++];
+		l->model = xstrdup(cfg->models[i].id);
+		l->sandbox = dup_or_null(cfg->models[i].sandbox.profile);
+		if (sbx && sbx[i]) {
+			GUARD(err_wrap(sandbox_listen_inside(sbx[i], e->port, 128, &l->fd),
+			               "model %s: egress listener inside its sandbox", l->model));
+			l->isolation = POLICY_ISO_PROCESS;
+			continue;
+		}
 		char addr[32];
 		unsigned port = e->port + (unsigned)i;
 		if (port > 65535)
 			return err_set(CUSTOS_ERR_LIMIT, "egress.port + %zu models passes 65535",
 			               i);
 		snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-		egress_listener_opts *l = &o->listeners[o->nlisteners++];
 		l->address = xstrdup(addr);
-		l->model = xstrdup(cfg->models[i].id);
-		l->sandbox = dup_or_null(cfg->models[i].sandbox.profile);
 	}
 	o->policy_file = dup_or_null(cfg->policy.file);
 	o->ca_dir = dup_or_null(e->ca_dir);
