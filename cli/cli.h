@@ -41,6 +41,11 @@ struct sandbox;
 /* sbx[i]: model i's running sandbox (its listener is made inside), or NULL (host listener). */
 custos_err cli_egress_options(const struct custos_config *cfg, struct audit_writer *audit,
                               struct sandbox *const *sbx, struct egress_options *o) CUSTOS_WUR;
+struct egress_server;
+/* Tells the sandbox-restart hook which egress server to re-listen for (NULL: detach). */
+void cli_egress_attach(struct egress_server *eg);
+/* From the sandbox START event: a restarted model's sandbox gets a new egress listener. */
+void cli_egress_sandbox_started(const char *model, unsigned generation);
 int cmd_sandbox_exec(int argc, char **argv);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);

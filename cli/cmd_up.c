@@ -344,6 +344,8 @@ static void on_sandbox_event(const sandbox_event *ev, void *arg)
 	if (sandbox_event_json(ev, &b) == CUSTOS_OK && buf_cstr(&b, &s) == CUSTOS_OK)
 		log_info("sandbox %s: %s", (const char *)arg, s);
 	buf_free(&b);
+	if (ev->kind == SANDBOX_EV_START) /* a new netns: the egress listener follows it */
+		cli_egress_sandbox_started((const char *)arg, ev->generation);
 }
 
 static void stop_sandboxes(struct up_ctx *uc)
@@ -469,6 +471,8 @@ int cmd_up(int argc, char **argv)
 			egress_options_free(&eo);
 		if (e == CUSTOS_OK)
 			e = egress_start(eg);
+		if (e == CUSTOS_OK)
+			cli_egress_attach(eg);
 	}
 	config_free(cfg);
 	proxy_server *srv = NULL;
@@ -478,6 +482,7 @@ int cmd_up(int argc, char **argv)
 		proxy_options_free(&o);
 	if (e != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
+		cli_egress_attach(NULL);
 		egress_free(eg);
 		stop_sandboxes(uc);
 		free(uc);
@@ -493,6 +498,7 @@ int cmd_up(int argc, char **argv)
 	}
 	uc->eg = eg;
 	e = proxy_run(srv, reload_cb, uc);
+	cli_egress_attach(NULL);
 	egress_free(eg); /* before the sandboxes its listeners live in */
 	proxy_free(srv);
 	stop_sandboxes(uc); /* after the workers: no request is using them any more */

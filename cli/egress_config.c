@@ -4,7 +4,9 @@
  * namespace at 127.0.0.1:egress.port (sandbox_listen_inside); a model running on the host
  * gets 127.0.0.1:(egress.port + model index), so each model's calls are told apart by port.
  */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -12,6 +14,18 @@
 #include "custos/egress.h"
 #include "custos/policy.h"
 #include "custos/sandbox.h"
+
+/* Sandboxed models' listeners, so that a restarted sandbox (new netns) gets a new one. */
+struct sbx_listener {
+	char *model;
+	sandbox *sb;
+	size_t index;
+};
+static pthread_mutex_t sbx_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sbx_listener *sbx_reg;
+static size_t sbx_n;
+static egress_server *sbx_eg;
+static uint16_t sbx_port;
 
 static char *dup_or_null(const char *s)
 {
@@ -46,6 +60,13 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 			GUARD(err_wrap(sandbox_listen_inside(sbx[i], e->port, 128, &l->fd),
 			               "model %s: egress listener inside its sandbox", l->model));
 			l->isolation = POLICY_ISO_PROCESS;
+			pthread_mutex_lock(&sbx_mu);
+			sbx_reg = realloc(sbx_reg, (sbx_n + 1) * sizeof(*sbx_reg));
+			if (sbx_reg == NULL)
+				abort();
+			sbx_reg[sbx_n++] = (struct sbx_listener){ xstrdup(l->model), sbx[i], i };
+			sbx_port = e->port;
+			pthread_mutex_unlock(&sbx_mu);
 			continue;
 		}
 		char addr[32];
@@ -66,4 +87,35 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	o->max_conns = (unsigned)e->max_connections_per_sandbox;
 	o->audit = audit;
 	return CUSTOS_OK;
+}
+
+void cli_egress_attach(egress_server *eg)
+{
+	pthread_mutex_lock(&sbx_mu);
+	sbx_eg = eg;
+	if (eg == NULL) {
+		for (size_t i = 0; i < sbx_n; i++)
+			free(sbx_reg[i].model);
+		free(sbx_reg);
+		sbx_reg = NULL;
+		sbx_n = 0;
+	}
+	pthread_mutex_unlock(&sbx_mu);
+}
+
+void cli_egress_sandbox_started(const char *model, unsigned generation)
+{
+	if (generation < 2) /* the first instance's listener is made by cli_egress_options */
+		return;
+	pthread_mutex_lock(&sbx_mu);
+	for (size_t i = 0; sbx_eg && i < sbx_n; i++) {
+		if (strcmp(sbx_reg[i].model, model) != 0)
+			continue;
+		int fd = -1;
+		if (sandbox_listen_inside(sbx_reg[i].sb, sbx_port, 128, &fd) != CUSTOS_OK ||
+		    egress_listener_replace(sbx_eg, sbx_reg[i].index, fd) != CUSTOS_OK)
+			log_error("egress: model %s restarted without an egress listener: %s",
+			          model, err_msg());
+	}
+	pthread_mutex_unlock(&sbx_mu);
 }

@@ -603,6 +603,7 @@ custos_err egress_create(egress_options *o, egress_server **out)
 		elistener *l = &s->ls[s->nls++];
 		l->srv = s;
 		l->index = i;
+		atomic_init(&l->next_fd, -1);
 		l->fd = lo->fd;
 		lo->fd = -1;
 		l->model = lo->model;
@@ -662,6 +663,12 @@ static void *accept_main(void *arg)
 	egress_server *s = l->srv;
 
 	while (!atomic_load(&s->stopping)) {
+		int nf = atomic_exchange(&l->next_fd, -1);
+		if (nf >= 0) { /* the sandbox restarted in a new netns: serve it there */
+			close(l->fd);
+			l->fd = nf;
+			l->port = fd_port(nf);
+		}
 		struct pollfd pf = { .fd = l->fd, .events = POLLIN };
 		int pr = poll(&pf, 1, 200);
 		if (pr <= 0)
@@ -763,6 +770,9 @@ void egress_free(egress_server *s)
 	for (size_t i = 0; i < s->nls; i++) {
 		if (s->ls[i].fd >= 0)
 			close(s->ls[i].fd);
+		int nf = atomic_load(&s->ls[i].next_fd);
+		if (nf >= 0)
+			close(nf);
 		free(s->ls[i].model);
 		free(s->ls[i].sandbox);
 	}
@@ -788,6 +798,22 @@ custos_err egress_reload_policy(egress_server *s)
 	}
 	diag_free(&d);
 	return e;
+}
+
+custos_err egress_listener_replace(egress_server *s, size_t i, int fd)
+{
+	if (i >= s->nls) {
+		close(fd);
+		return err_set(CUSTOS_ERR_INVAL, "egress: no listener %zu", i);
+	}
+	elistener *l = &s->ls[i];
+	atomic_store(&l->taint, 0); /* a new instance has read nothing yet */
+	int old = atomic_exchange(&l->next_fd, fd);
+	if (old >= 0)
+		close(old);
+	log_info("egress: listener %zu for model %s replaced (sandbox restarted)", i,
+	         l->model ? l->model : "(none)");
+	return CUSTOS_OK;
 }
 
 unsigned egress_bound_port(const egress_server *s, size_t i)

@@ -30,6 +30,7 @@ typedef struct elistener {
 	bool started;
 	atomic_uint active; /* open connections */
 	atomic_int taint;   /* policy_class read so far */
+	atomic_int next_fd; /* a replacement listener (restarted sandbox), or -1 */
 	char *model, *sandbox;
 	int isolation;
 } elistener;

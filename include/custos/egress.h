@@ -81,6 +81,10 @@ void egress_free(egress_server *s);
 /* Re-reads the policy file; on any error the policy in force stays (message in err_msg).
  * Decisions in progress keep the policy they started with. */
 custos_err egress_reload_policy(egress_server *s) CUSTOS_WUR;
+/* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted
+ * sandbox's new netns; the accept thread switches within its poll interval and closes the old
+ * one. The listener's taint starts over (the new instance has read nothing). */
+custos_err egress_listener_replace(egress_server *s, size_t i, int fd) CUSTOS_WUR;
 /* The port listener i is bound to (0 when none). */
 unsigned egress_bound_port(const egress_server *s, size_t i);
 /* Highest classification (policy_class) the sandbox behind listener i has read. */

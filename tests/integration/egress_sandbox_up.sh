@@ -99,6 +99,19 @@ check "egress event: model m1 in its sandbox" grep -q '"model":"m1","sandbox":"f
 check "egress event: ingress request id and principal alice" \
 	grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 check "egress event: taint raised to confidential" grep -q '"taint":2' <<<"$EV"
+# The model crashes; the supervisor restarts it in a new netns, and the listener follows.
+SPID=$(grep -o 'sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | head -1)
+kill -9 "$SPID"
+OUT=""
+for i in $(seq 1 100); do
+	grep -q 'egress: listener 0 for model m1 replaced' up.log && OUT=$(curl -s --max-time 5 \
+		-H "Authorization: Bearer $KEY" -d '{"model":"m1","messages":[{"role":"user","content":"again"}]}' \
+		"http://127.0.0.1:$P_IN/v1/chat/completions")
+	grep -q '200 hello from hr' <<<"$OUT" && break
+	sleep 0.2
+done
+check "after the sandbox restarted, its new instance reads through a new egress listener" \
+	grep -q '200 hello from hr /employees' <<<"$OUT"
 kill $UP; wait $UP
 if [ $FAILS -ne 0 ]; then grep -v egress.request up.log | tail -30 | cut -c1-300; echo "$FAILS failed"; exit 1; fi
 echo "all checks passed"
