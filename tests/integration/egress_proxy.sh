@@ -185,7 +185,16 @@ raw() {
 	timeout 5 cat <&3 | tr -d '\r'
 	exec 3<&-
 }
-audited() { events | grep -F "$1" | grep -q "\"decision\":\"$2\""; }
+# The audit writer batches: an event may land a few milliseconds after the response.
+audited() {
+	for _ in $(seq 1 40); do
+		events | grep -F "$1" | grep -q "\"decision\":\"$2\"" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+# settle: waits until the number of egress events stops growing (before counting them)
+settle() { local a b; b=$(events | wc -l); for _ in $(seq 1 40); do sleep 0.1; a=$(events | wc -l); [ "$a" = "$b" ] && return; b=$a; done; }
 
 # --- plain HTTP
 check "allowed source: 200 with the source's body" \
@@ -201,6 +210,7 @@ R=$(curl -s -D - -o /dev/null -x "$PX" "http://localhost:$P_HTTP/redirect" | tr 
 check "3xx passed back to the client" grep -q '^HTTP/1.1 302' <<<"$R"
 check "Location unchanged (metadata URL not fetched by custos)" \
 	grep -q '^Location: http://169.254.169.254/latest/meta-data/' <<<"$R"
+settle
 check "no egress event for the redirect target" bash -c "! ( $(declare -f events); W=$W; events | grep -q '\"host\":\"169.254.169.254\",\"port\":80,\"path\":\"/latest' )"
 check "proxy headers are not forwarded" \
 	bash -c "! curl -s -x $PX -H 'X-Custos-Request-Id: abc' -H 'Proxy-Authorization: Basic eDp5' http://localhost:$P_HTTP/echo-headers | grep -qi -e proxy-authorization -e x-custos-request-id"
@@ -259,8 +269,10 @@ exec 3<>/dev/tcp/127.0.0.1/$P_EG
 printf 'CONNECT 2130706433:%s HTTP/1.1\r\nHost: 2130706433:%s\r\n\r\n' $P_TLS $P_TLS >&3
 check "non-canonical literal in CONNECT -> 403" bash -c "timeout 5 head -1 <&3 | grep -q ' 403 '"
 exec 3<&-
+settle
 N_SSRF=$(events | grep -c '"reason":"SSRF: ')
 check "every SSRF denial audited ($N_SSRF events)" test "$N_SSRF" -ge 22
+settle
 check "every non-canonical literal audited" test "$(events | grep -c 'non-canonical IPv4 literal')" -ge 8
 
 # --- TLS without interception: CONNECT decided on host:port, SNI must match
@@ -273,9 +285,11 @@ timeout 10 openssl s_client -proxy 127.0.0.1:$P_EG -connect localhost:$P_TLS -se
 	-CAfile upca.crt </dev/null >sni.out 2>&1
 check "SNI different from the CONNECT host: handshake refused (alert unrecognized_name)" \
 	bash -c "grep -q 'no peer certificate available' sni.out && grep -q 'unrecognized name' sni.out"
+settle
 check "SNI mismatch audited" \
 	bash -c "$(declare -f events); W=$W; events | grep -q \"TLS SNI 'evil.example' does not match CONNECT host 'localhost'\""
 check "CONNECT to an unknown port -> 403" test "$(curl -s -o /dev/null -w '%{http_connect}' -x "$PX" -p "http://localhost:$P_CLOSED/")" = 403
+settle
 check "CONNECT port and scheme confusion audited" \
 	bash -c "$(declare -f events); W=$W; [ \$(events | grep '\"kind\":\"connect\"' | grep -c 'is not a data source.s port on localhost') -ge 2 ]"
 
@@ -292,6 +306,7 @@ check "intercepted requests audited with kind intercepted" audited '"kind":"inte
 check "intercepted denial audited with its reason" audited '"kind":"intercepted","method":"GET","scheme":"https","host":"localhost","port":'"$P_ICPT"',"path":"/private"' deny
 curl -s -o /dev/null --cacert upca.crt -x "$PX" "https://localhost:$P_ICPT/api/x"
 check "intercepted: a client without the custos CA refuses the leaf (curl exit 60)" test $? = 60
+settle
 check "sandbox taint raised to confidential after the read" \
 	bash -c "$(declare -f events); W=$W; events | tail -1 | grep -q '\"taint\":2'"
 
@@ -306,6 +321,7 @@ check "response above max_response -> 502" test "$(status "http://127.0.0.1:$P_H
 check "response cap audited" audited 'exceeds max_response 1024' error
 check "a source that does not answer within its timeout -> 502" \
 	test "$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_HTTP/hang")" = 502
+settle
 check "timeout audited against the slow source" \
 	bash -c "$(declare -f events); W=$W; events | grep '\"path\":\"/hang\"' | grep -q '\"data_source\":\"slow\".*\"decision\":\"error\"'"
 exec 5<>/dev/tcp/127.0.0.1/$P_EG 6<>/dev/tcp/127.0.0.1/$P_EG 7<>/dev/tcp/127.0.0.1/$P_EG 8<>/dev/tcp/127.0.0.1/$P_EG
@@ -325,6 +341,7 @@ OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json
 	-d '{"model":"m1","messages":[{"role":"user","content":"who works here?"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")
 check "ingress request answered with the hr data the model read" grep -q 'hello from hr /employees' <<<"$OUT"
+settle
 EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "egress event carries the ingress request id" grep -q '"ingress_request_id":"[0-9a-zA-Z-]\{8,\}"' <<<"$EV"
 check "egress event carries the principal (alice)" grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
@@ -334,6 +351,7 @@ check "the ingress event has the same request id" \
 OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
 	-d '{"model":"m1","messages":[{"role":"user","content":"forward-request-id please"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")
+settle
 EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "a model forwarding X-Custos-Request-Id is attributed by header" \
 	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"

@@ -94,7 +94,12 @@ OUT=$(curl -s --max-time 20 -H "Authorization: Bearer $KEY" -H 'Content-Type: ap
 echo "reply: $OUT" | cut -c1-300
 check "the sandboxed model read hr through custos for alice" grep -q '200 hello from hr /employees' <<<"$OUT"
 events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-EV=$(events | grep '"decision":"allow"' | tail -1)
+EV=""
+for _ in $(seq 1 40); do # the audit writer batches: wait for the event
+	EV=$(events | grep '"decision":"allow"' | tail -1)
+	[ -n "$EV" ] && break
+	sleep 0.05
+done
 check "egress event: model m1 in its sandbox" grep -q '"model":"m1","sandbox":"fx"' <<<"$EV"
 check "egress event: ingress request id and principal alice" \
 	grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
