@@ -671,9 +671,7 @@ static int parse_hello(const uint8_t *p, size_t n, char *sni, size_t sn, bool *h
 #undef NEED
 }
 
-/* Parses the TLS ClientHello at the start of b[n] (possibly over several records): 1 with the
- * SNI (if any), 0 need more bytes, -1 not a ClientHello. */
-static int hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has)
+int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has)
 {
 	static _Thread_local uint8_t hs[EGRESS_HELLO_MAX];
 	size_t off = 0, hl = 0;
@@ -764,7 +762,8 @@ static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 	char sni[SSRF_MAX_HOST + 1];
 	bool has = false;
 	int hr;
-	while ((hr = hello_sni(buf_ptr(&c->in), buf_used(&c->in), sni, sizeof(sni), &has)) == 0)
+	while ((hr = egress_hello_sni(buf_ptr(&c->in), buf_used(&c->in), sni, sizeof(sni), &has)) ==
+	       0)
 		if (read_more(cli, &c->in) <= 0)
 			break;
 	if (hr != 1) {

@@ -106,6 +106,10 @@ void egress_taint_raise(elistener *l, int cls);
 /* egress_conn.c */
 /* Serves one accepted client connection to the end (runs on its own thread). */
 void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote);
+/* Parses the TLS ClientHello at the start of b[n] (possibly over several records, at most
+ * EGRESS_HELLO_MAX bytes of handshake): 1 with the SNI host name in sni[sn] and *has set (or
+ * *has false when there is none), 0 need more bytes, -1 not a well-formed ClientHello. */
+int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has);
 /* Shuts every open connection's sockets down (egress_stop). */
 void egress_conn_shutdown_all(egress_server *s);
 
