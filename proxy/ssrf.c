@@ -230,7 +230,9 @@ custos_err ssrf_parse_host(span host, ssrf_host *out)
 		ENSURE(inet_pton(AF_INET6, tmp, out->addr) == 1, CUSTOS_ERR_PARSE,
 		       "malformed IPv6 literal");
 		out->kind = SSRF_HOST_V6;
-		memcpy(out->name, tmp, in.len + 1);
+		/* canonical text (RFC 5952 as inet_ntop writes it) for matching, audit and SNI */
+		ENSURE(inet_ntop(AF_INET6, out->addr, out->name, sizeof(out->name)) != NULL,
+		       CUSTOS_ERR_PARSE, "malformed IPv6 literal");
 		return CUSTOS_OK;
 	}
 	ENSURE(host.len <= SSRF_MAX_HOST, CUSTOS_ERR_LIMIT, "host longer than %d bytes",

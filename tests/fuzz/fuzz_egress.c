@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/egress_int.h"
+#include "../../proxy/egress_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -122,6 +122,10 @@ static void test_hosts(void **st)
 	assert_int_equal(h.kind, SSRF_HOST_V6);
 	assert_string_equal(h.name, "::1");
 	assert_int_equal(ph("[::ffff:127.0.0.1]", &h), CUSTOS_OK);
+	assert_int_equal(ph("[::FFFF:7F00:1]", &h), CUSTOS_OK); /* canonical text */
+	assert_string_equal(h.name, "::ffff:127.0.0.1");
+	assert_int_equal(ph("[2001:DB8:0:0:0:0:0:1]", &h), CUSTOS_OK);
+	assert_string_equal(h.name, "2001:db8::1");
 	assert_int_equal(ph("1password.com", &h), CUSTOS_OK);
 	/* Non-canonical IPv4 spellings: refused, never reinterpreted. */
 	const char *bad[] = {
