@@ -12,6 +12,8 @@
 
 static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
+	{ NULL, "up", cmd_up, "-c FILE",
+	  "run the proxy configured in custos.yaml in the foreground (SIGHUP reloads)" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
 	{ "policy", "check", cmd_policy_check, "FILE",
@@ -20,11 +22,19 @@ static const struct cli_command commands[] = {
 	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
 	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
 	  "show the decision for a request and why each rule matched or not" },
+	{ "ca", "init", cmd_ca_init, "DIR",
+	  "create the egress interception CA in DIR (ca.key 0600, ca.crt for sandboxes)" },
 	{ "sandbox", "exec", cmd_sandbox_exec,
 	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
 	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 	{ "vm", "run", cmd_vm_run, "[OPTIONS]",
 	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
+	{ "audit", "keygen", cmd_audit_keygen, "DIR",
+	  "create the Ed25519 key pair that signs audit checkpoints (DIR/audit.key, audit.pub)" },
+	{ "audit", "verify", cmd_audit_verify, "[--pubkey FILE] [--live] PATH...",
+	  "check the audit chain and signatures; name the first bad record" },
+	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
+	  "render audit log files for a SIEM, one event per line" },
 };
 
 bool cli_wants_help(int argc, char **argv)

@@ -1,0 +1,116 @@
+/* Private to audit/: the JSON scanner, line framing and chain helpers, key handling and the
+ * writer/client wire protocol. */
+#ifndef CUSTOS_AUDIT_INT_H
+#define CUSTOS_AUDIT_INT_H
+
+#include <openssl/evp.h>
+
+#include "custos/audit.h"
+
+/* ---- JSON scanning (jscan.c): strict RFC 8259, depth-limited, no allocation. */
+#define AJSON_MAX_DEPTH 16
+/* Checks that s is exactly one JSON value (whitespace-free is not required). */
+custos_err ajson_validate(span s) CUSTOS_WUR;
+/* Iterates the top-level members of the object obj ("{...}"): *pos starts at 0; returns
+ * CUSTOS_OK with key (raw, without quotes) and value (raw JSON), CUSTOS_ERR_NOTFOUND at the
+ * end, CUSTOS_ERR_PARSE on malformed input. */
+custos_err ajson_next(span obj, size_t *pos, span *key, span *val) CUSTOS_WUR;
+/* Finds a top-level member by (unescaped-equal) key; CUSTOS_ERR_NOTFOUND if absent. */
+custos_err ajson_get(span obj, const char *key, span *val) CUSTOS_WUR;
+/* Appends the unescaped content of a raw JSON string ("...") to out. */
+custos_err ajson_unescape(span str, buf *out) CUSTOS_WUR;
+/* A raw number value as u64. */
+custos_err ajson_u64(span v, uint64_t *out) CUSTOS_WUR;
+
+/* ---- Lines and the chain (chain.c). A line is
+ *   {"v":1,"seq":S,<body>,"prev":"<64 hex>","hash":"<64 hex>"}\n
+ * canonical(line) = the bytes from '{' through the closing quote of prev's value;
+ * hash = SHA-256(canonical). */
+#define AUDIT_LINE_PREFIX "{\"v\":1,\"seq\":"
+#define AUDIT_PREV_KEY    ",\"prev\":\""
+#define AUDIT_HASH_KEY    ",\"hash\":\""
+/* ",\"hash\":\"" + 64 hex + "\"}" */
+#define AUDIT_HASH_SUFFIX_LEN (9 + AUDIT_HASH_HEX + 2)
+#define AUDIT_PREV_SUFFIX_LEN (9 + AUDIT_HASH_HEX + 1)
+#define AUDIT_GENESIS_PREV    "0000000000000000000000000000000000000000000000000000000000000000"
+#define AUDIT_FILE_PREFIX     "audit-"
+#define AUDIT_FILE_SUFFIX     ".jsonl"
+#define AUDIT_CKPT_DOMAIN     "custos-audit-checkpoint/1"
+
+typedef struct audit_line {
+	uint64_t seq;
+	span body; /* members between the seq and prev */
+	span canonical;
+	char prev[AUDIT_HASH_HEX + 1];
+	char hash[AUDIT_HASH_HEX + 1];
+} audit_line;
+
+/* Splits a line (without '\n') into its fixed fields; CUSTOS_ERR_PARSE saying what is wrong. */
+custos_err audit_line_parse(span line, audit_line *out) CUSTOS_WUR;
+/* SHA-256 of p[n] as lowercase hex into out[65]. */
+custos_err audit_sha256_hex(const void *p, size_t n, char out[AUDIT_HASH_HEX + 1]) CUSTOS_WUR;
+/* Appends a complete line (with '\n') for body at seq after prev; writes its hash into hash. */
+custos_err audit_line_build(buf *out, uint64_t seq, span body, const char *prev,
+                            char hash[AUDIT_HASH_HEX + 1]) CUSTOS_WUR;
+/* Checks a producer body: valid JSON members, no raw control bytes, time and type first,
+ * no reserved key (v, seq, prev, hash); writer_types allows checkpoint/recovery/audit.*. */
+custos_err audit_body_check(span body, bool writer_types) CUSTOS_WUR;
+/* "audit-<20-digit seq>.jsonl" */
+void audit_file_name(uint64_t first_seq, char out[64]);
+bool audit_file_name_parse(const char *name, uint64_t *first_seq);
+
+/* ---- Reading log files line by line (files.c); also tails a growing file. */
+#define AUDIT_READ_CHUNK (1024 * 1024)
+typedef struct audit_reader {
+	int fd;
+	buf b;
+	uint64_t off;     /* file offset of the byte at buf_ptr(&b) */
+	uint64_t line_no; /* lines returned so far */
+} audit_reader;
+custos_err audit_reader_open(audit_reader *r, const char *path) CUSTOS_WUR;
+/* Next complete line without its '\n' (a view valid until the next call) and its offset;
+ * CUSTOS_ERR_NOTFOUND at the current end of file (a partial last line stays buffered:
+ * audit_reader_partial tells its size); CUSTOS_ERR_LIMIT for an overlong line. */
+custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off) CUSTOS_WUR;
+size_t audit_reader_partial(const audit_reader *r);
+void audit_reader_close(audit_reader *r);
+
+/* ---- Keys (keys.c). */
+custos_err audit_key_load_private(const char *path, EVP_PKEY **out) CUSTOS_WUR;
+custos_err audit_key_load_public(const char *path, EVP_PKEY **out) CUSTOS_WUR;
+/* First 16 hex digits of SHA-256 of the raw public key. */
+custos_err audit_key_id(EVP_PKEY *k, char out[17]) CUSTOS_WUR;
+/* Ed25519 over "custos-audit-checkpoint/1 <seq> <headhex>"; sig as hex into out[129]. */
+custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out[129]) CUSTOS_WUR;
+custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span sighex) CUSTOS_WUR;
+
+/* ---- Writer process (writer.c) and its wire protocol with the client (client.c). */
+#define AUDIT_MSG_MAX   (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
+#define AUDIT_MSG_BATCH 1u
+#define AUDIT_MSG_STOP  2u
+#define AUDIT_MSG_ACK   3u
+#define AUDIT_MSG_LAST  0x100u /* flag: last message of a generation */
+
+struct audit_msg_hdr {
+	uint32_t kind;
+	uint32_t count;
+	uint64_t gen;
+};
+struct audit_ack {
+	uint32_t kind;
+	int32_t status; /* custos_err */
+	uint64_t gen;   /* every generation <= gen is durable (when status is OK) */
+	uint64_t seq;   /* highest durable seq */
+	char msg[200];
+};
+
+/* Runs the writer in this (forked) process until the client says stop or goes away.
+ * Returns the exit status for _exit. */
+int audit_writer_main(const audit_options *o, int sock, int ready_fd);
+/* Opens/recovers the log without serving (tests): returns via err. */
+/* Runs the shipper (all sinks) in this forked process until stop_fd becomes readable. */
+int audit_shipper_main(const audit_options *o, int stop_fd);
+/* Reads the cursor of sink name in dir (0 when none). */
+custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq) CUSTOS_WUR;
+
+#endif

@@ -1,0 +1,446 @@
+/*
+ * The producer side: audit_writer_start forks the writer (and the shipper when sinks are
+ * configured); proxy workers submit into a bounded in-process queue that a sender thread
+ * ships in batches over a SEQPACKET socket, and an ack thread turns the writer's durability
+ * reports into wake-ups for sync-mode producers. A worker never touches disk or network.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "audit_int.h"
+
+struct audit_writer {
+	audit_options o;
+	char *dir;
+	char *sink_names[AUDIT_MAX_SINKS];
+	int sock;
+	pid_t pid, shipper_pid;
+	int shipper_fd; /* write end: closing it (or a drain deadline) stops the shipper */
+	pthread_mutex_t mu;
+	pthread_cond_t cv_data, cv_room, cv_durable;
+	buf pending;
+	size_t pending_events;
+	uint64_t cur_gen, durable_gen, durable_seq;
+	bool failing, dead, stopping;
+	uint64_t submitted, denied_full, failed, last_alert;
+	char fail_msg[200];
+	pthread_t sender, acker;
+	bool threads;
+};
+
+void audit_options_default(audit_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->durability = AUDIT_DURABILITY_BATCH;
+	o->batch_window_ns = 10ull * 1000 * 1000;
+	o->queue_events = 65536;
+	o->on_full = AUDIT_ON_FULL_BLOCK;
+	o->rotate_bytes = 64ull * 1024 * 1024;
+	o->rotate_ns = 24ull * 3600 * 1000000000;
+	o->checkpoint_events = 10000;
+	o->checkpoint_ns = 10ull * 1000000000;
+}
+
+static void *sender_main(void *arg)
+{
+	audit_writer *w = arg;
+	buf sending;
+	uint8_t hdrbuf[sizeof(struct audit_msg_hdr)];
+
+	buf_init(&sending, SIZE_MAX);
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (w->pending_events == 0 && !w->stopping && !w->dead)
+			pthread_cond_wait(&w->cv_data, &w->mu);
+		if (w->dead || (w->pending_events == 0 && w->stopping)) {
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		buf tmp = w->pending;
+		w->pending = sending;
+		sending = tmp;
+		w->pending_events = 0;
+		uint64_t gen = w->cur_gen++;
+		pthread_cond_broadcast(&w->cv_room);
+		pthread_mutex_unlock(&w->mu);
+
+		/* Cut the group into messages on record boundaries. */
+		span s = buf_span(&sending);
+		size_t i = 0;
+		bool ok = true;
+		while (i < s.len && ok) {
+			size_t st = i;
+			uint32_t cnt = 0;
+			while (i < s.len) {
+				uint32_t len;
+				memcpy(&len, s.ptr + i, 4);
+				if (i + 4 + len - st > AUDIT_MSG_MAX - sizeof(hdrbuf))
+					break;
+				i += 4 + len;
+				cnt++;
+			}
+			struct audit_msg_hdr h = {
+				AUDIT_MSG_BATCH | (i == s.len ? AUDIT_MSG_LAST : 0), cnt, gen
+			};
+			memcpy(hdrbuf, &h, sizeof(h));
+			struct iovec iov[2] = { { hdrbuf, sizeof(hdrbuf) },
+				                { (void *)(s.ptr + st), i - st } };
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+			ssize_t r;
+			do
+				r = sendmsg(w->sock, &mh, MSG_NOSIGNAL);
+			while (r == -1 && errno == EINTR);
+			if (r == -1) {
+				log_error("audit: sending to the writer: %s", strerror(errno));
+				ok = false;
+			}
+		}
+		buf_reset(&sending);
+		if (!ok) {
+			pthread_mutex_lock(&w->mu);
+			w->dead = true;
+			pthread_cond_broadcast(&w->cv_durable);
+			pthread_cond_broadcast(&w->cv_room);
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+	}
+	if (!w->dead) {
+		struct audit_msg_hdr h = { AUDIT_MSG_STOP, 0, 0 };
+		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL) == -1 && errno == EINTR)
+			;
+	}
+	buf_free(&sending);
+	return NULL;
+}
+
+static void *acker_main(void *arg)
+{
+	audit_writer *w = arg;
+	struct audit_ack a;
+
+	for (;;) {
+		ssize_t r = recv(w->sock, &a, sizeof(a), 0);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r != (ssize_t)sizeof(a) || a.kind != AUDIT_MSG_ACK)
+			break;
+		pthread_mutex_lock(&w->mu);
+		if (a.status == CUSTOS_OK) {
+			if (a.gen > w->durable_gen)
+				w->durable_gen = a.gen;
+			if (a.seq > w->durable_seq)
+				w->durable_seq = a.seq;
+			w->failing = false;
+		} else {
+			a.msg[sizeof(a.msg) - 1] = '\0';
+			if (!w->failing)
+				log_error("audit: writer failing, denying requests: %s", a.msg);
+			snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", a.msg);
+			w->failing = true;
+		}
+		pthread_cond_broadcast(&w->cv_durable);
+		pthread_mutex_unlock(&w->mu);
+	}
+	pthread_mutex_lock(&w->mu);
+	if (!w->stopping && !w->dead)
+		log_error("audit: the writer process went away; denying requests");
+	w->dead = true;
+	pthread_cond_broadcast(&w->cv_durable);
+	pthread_cond_broadcast(&w->cv_room);
+	pthread_cond_broadcast(&w->cv_data);
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static custos_err copy_options(audit_writer *w, const audit_options *o)
+{
+	ENSURE(o->dir != NULL && o->dir[0] != '\0', CUSTOS_ERR_INVAL, "audit: no log directory");
+	ENSURE(o->queue_events > 0, CUSTOS_ERR_INVAL, "audit: queue size must be positive");
+	ENSURE(o->n_sinks <= AUDIT_MAX_SINKS, CUSTOS_ERR_LIMIT, "audit: more than %d sinks",
+	       AUDIT_MAX_SINKS);
+	w->o = *o;
+	w->dir = xstrdup(o->dir);
+	w->o.dir = w->dir;
+	for (size_t i = 0; i < o->n_sinks; i++)
+		w->sink_names[i] = xstrdup(o->sinks[i].name ? o->sinks[i].name : "sink");
+	return CUSTOS_OK;
+}
+
+static void writer_free(audit_writer *w)
+{
+	if (w->sock >= 0)
+		close(w->sock);
+	if (w->shipper_fd >= 0)
+		close(w->shipper_fd);
+	buf_free(&w->pending);
+	for (size_t i = 0; i < AUDIT_MAX_SINKS; i++)
+		free(w->sink_names[i]);
+	free(w->dir);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv_data);
+	pthread_cond_destroy(&w->cv_room);
+	pthread_cond_destroy(&w->cv_durable);
+	free(w);
+}
+
+static custos_err spawn_shipper(audit_writer *w)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return err_sys("pipe2");
+	pid_t pid = fork();
+	if (pid == -1) {
+		close(p[0]);
+		close(p[1]);
+		return err_sys("fork");
+	}
+	if (pid == 0) {
+		close(p[1]);
+		_exit(audit_shipper_main(&w->o, p[0]));
+	}
+	close(p[0]);
+	w->shipper_pid = pid;
+	w->shipper_fd = p[1];
+	return CUSTOS_OK;
+}
+
+custos_err audit_writer_start(const audit_options *o, audit_writer **out)
+{
+	audit_writer *w = xcalloc(1, sizeof(*w));
+	int sv[2], ready[2];
+	custos_err e;
+
+	w->sock = w->shipper_fd = -1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv_data, NULL);
+	pthread_cond_init(&w->cv_room, NULL);
+	pthread_cond_init(&w->cv_durable, NULL);
+	buf_init(&w->pending, SIZE_MAX);
+	w->cur_gen = 1;
+	e = copy_options(w, o);
+	if (e != CUSTOS_OK)
+		goto fail;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		e = err_sys("socketpair");
+		goto fail;
+	}
+	if (pipe2(ready, O_CLOEXEC) == -1) {
+		e = err_sys("pipe2");
+		close(sv[0]);
+		close(sv[1]);
+		goto fail;
+	}
+	fflush(NULL);
+	w->pid = fork();
+	if (w->pid == -1) {
+		e = err_sys("fork");
+		close(sv[0]);
+		close(sv[1]);
+		close(ready[0]);
+		close(ready[1]);
+		goto fail;
+	}
+	if (w->pid == 0) {
+		close(sv[0]);
+		close(ready[0]);
+		_exit(audit_writer_main(&w->o, sv[1], ready[1]));
+	}
+	close(sv[1]);
+	close(ready[1]);
+	w->sock = sv[0];
+	struct audit_ack a;
+	ssize_t r;
+	do
+		r = read(ready[0], &a, sizeof(a));
+	while (r == -1 && errno == EINTR);
+	close(ready[0]);
+	if (r != (ssize_t)sizeof(a) || a.status != CUSTOS_OK) {
+		a.msg[sizeof(a.msg) - 1] = '\0';
+		e = err_set(r == (ssize_t)sizeof(a) ? (custos_err)a.status : CUSTOS_ERR_IO,
+		            "audit writer: %s", r == (ssize_t)sizeof(a) ? a.msg : "did not start");
+		while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		goto fail;
+	}
+	w->durable_seq = a.seq;
+	if (w->o.n_sinks > 0) {
+		e = spawn_shipper(w);
+		if (e != CUSTOS_OK)
+			goto fail_kill;
+	}
+	if (pthread_create(&w->acker, NULL, acker_main, w) != 0) {
+		e = err_set(CUSTOS_ERR_SYS, "pthread_create");
+		goto fail_kill;
+	}
+	if (pthread_create(&w->sender, NULL, sender_main, w) != 0) {
+		e = err_set(CUSTOS_ERR_SYS, "pthread_create");
+		shutdown(w->sock, SHUT_RDWR);
+		pthread_join(w->acker, NULL);
+		goto fail_kill;
+	}
+	w->threads = true;
+	*out = w;
+	return CUSTOS_OK;
+fail_kill:
+	close(w->sock);
+	w->sock = -1;
+	while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
+		;
+	if (w->shipper_pid > 0) {
+		kill(w->shipper_pid, SIGTERM);
+		while (waitpid(w->shipper_pid, NULL, 0) == -1 && errno == EINTR)
+			;
+	}
+fail:
+	writer_free(w);
+	return e;
+}
+
+int audit_writer_pid(const audit_writer *w)
+{
+	return (int)w->pid;
+}
+
+custos_err audit_submit(audit_writer *w, const audit_event *ev)
+{
+	span body = audit_event_body(ev);
+	custos_err e = CUSTOS_OK;
+
+	ENSURE(ev->ended && ev->w.err == CUSTOS_OK, CUSTOS_ERR_INVAL,
+	       "audit: event not finished with audit_event_end");
+	ENSURE(body.len <= AUDIT_MAX_EVENT, CUSTOS_ERR_LIMIT, "audit: event over %d bytes",
+	       AUDIT_MAX_EVENT);
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		if (w->dead || w->failing || w->stopping) {
+			w->failed++;
+			e = err_set(CUSTOS_ERR_IO, "audit: the log cannot be written: %s",
+			            w->dead ? "writer gone" : w->fail_msg);
+			goto out;
+		}
+		if (w->pending_events < w->o.queue_events)
+			break;
+		if (w->o.on_full == AUDIT_ON_FULL_DENY) {
+			w->denied_full++;
+			uint64_t now = tm_mono_ns();
+			if (now - w->last_alert > 1000000000ull) {
+				w->last_alert = now;
+				log_error("audit: queue full (%zu events): denying requests "
+				          "(%llu so far)",
+				          w->o.queue_events, (unsigned long long)w->denied_full);
+			}
+			e = err_set(CUSTOS_ERR_AGAIN, "audit: queue full");
+			goto out;
+		}
+		pthread_cond_wait(&w->cv_room, &w->mu);
+	}
+	uint32_t len = (uint32_t)body.len;
+	e = buf_append(&w->pending, &len, 4);
+	if (e == CUSTOS_OK)
+		e = buf_append_span(&w->pending, body);
+	if (e != CUSTOS_OK)
+		goto out;
+	w->pending_events++;
+	w->submitted++;
+	uint64_t gen = w->cur_gen;
+	if (w->pending_events == 1)
+		pthread_cond_signal(&w->cv_data);
+	if (w->o.durability == AUDIT_DURABILITY_SYNC) {
+		while (w->durable_gen < gen && !w->failing && !w->dead)
+			pthread_cond_wait(&w->cv_durable, &w->mu);
+		if (w->durable_gen < gen)
+			e = err_set(CUSTOS_ERR_IO, "audit: not durable: %s",
+			            w->dead ? "writer gone" : w->fail_msg);
+	}
+out:
+	pthread_mutex_unlock(&w->mu);
+	return e;
+}
+
+custos_err audit_flush(audit_writer *w)
+{
+	custos_err e = CUSTOS_OK;
+
+	pthread_mutex_lock(&w->mu);
+	uint64_t target = w->pending_events > 0 ? w->cur_gen : w->cur_gen - 1;
+	while (w->durable_gen < target && !w->failing && !w->dead)
+		pthread_cond_wait(&w->cv_durable, &w->mu);
+	if (w->durable_gen < target)
+		e = err_set(CUSTOS_ERR_IO, "audit: flush: %s",
+		            w->dead ? "writer gone" : w->fail_msg);
+	pthread_mutex_unlock(&w->mu);
+	return e;
+}
+
+void audit_writer_stats(audit_writer *w, audit_stats *s)
+{
+	pthread_mutex_lock(&w->mu);
+	s->submitted = w->submitted;
+	s->denied_full = w->denied_full;
+	s->failed = w->failed;
+	s->durable_seq = w->durable_seq;
+	s->queued = w->pending_events;
+	s->writer_failing = w->failing || w->dead;
+	pthread_mutex_unlock(&w->mu);
+}
+
+custos_err audit_sink_lag(audit_writer *w, size_t i, uint64_t *lag)
+{
+	uint64_t cur = 0, head;
+
+	ENSURE(i < w->o.n_sinks, CUSTOS_ERR_INVAL, "no sink %zu", i);
+	GUARD(audit_cursor_read(w->dir, w->sink_names[i], &cur));
+	pthread_mutex_lock(&w->mu);
+	head = w->durable_seq;
+	pthread_mutex_unlock(&w->mu);
+	*lag = head > cur ? head - cur : 0;
+	return CUSTOS_OK;
+}
+
+custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
+{
+	custos_err e = CUSTOS_OK;
+	int st = 0;
+
+	if (w == NULL)
+		return CUSTOS_OK;
+	if (w->threads) {
+		pthread_mutex_lock(&w->mu);
+		w->stopping = true;
+		pthread_cond_broadcast(&w->cv_data);
+		pthread_cond_broadcast(&w->cv_room);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->sender, NULL);
+		if (w->dead || w->failing)
+			shutdown(w->sock, SHUT_RDWR); /* the writer and the ack thread see EOF */
+		pthread_join(w->acker, NULL);
+	}
+	while (waitpid(w->pid, &st, 0) == -1 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		e = err_set(CUSTOS_ERR_IO, "audit writer exited with status %d", st);
+	if (w->shipper_pid > 0) {
+		/* The shipper delivers up to the sealed end, or stops at the deadline. */
+		uint64_t d = drain_ns;
+		(void)!write(w->shipper_fd, &d, sizeof(d));
+		close(w->shipper_fd);
+		w->shipper_fd = -1;
+		while (waitpid(w->shipper_pid, &st, 0) == -1 && errno == EINTR)
+			;
+	}
+	if (w->failing && e == CUSTOS_OK)
+		e = err_set(CUSTOS_ERR_IO, "audit: stopped while failing: %s", w->fail_msg);
+	writer_free(w);
+	return e;
+}

@@ -1,0 +1,478 @@
+/*
+ * Renderings of a log line for SIEMs: CEF 0 (ArcSight), LEEF 2.0 (QRadar) and RFC 5424
+ * syslog. Each format has its own escaping rules; values come from the JSON line (unescaped
+ * first) and never carry raw CR/LF or the format's delimiters.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit_int.h"
+#include "custos/version.h"
+
+#define RENDER_FIELD_MAX AUDIT_MAX_LINE
+
+custos_err audit_format_parse(const char *s, audit_format *out)
+{
+	static const char *const names[] = { "json", "cef", "leef", "rfc5424" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(names); i++)
+		if (s != NULL && strcmp(s, names[i]) == 0) {
+			*out = (audit_format)i;
+			return CUSTOS_OK;
+		}
+	return err_set(CUSTOS_ERR_INVAL, "unknown format '%s' (json, cef, leef, rfc5424)",
+	               s ? s : "");
+}
+
+/* The value of a top-level member as text: strings unescaped, arrays of strings joined by
+ * ',', other values raw. Empty when absent. */
+static custos_err field(span line, const char *key, buf *out)
+{
+	span v;
+
+	buf_reset(out);
+	if (ajson_get(line, key, &v) != CUSTOS_OK)
+		return CUSTOS_OK;
+	if (v.len > 0 && v.ptr[0] == '"')
+		return ajson_unescape(v, out);
+	if (v.len > 0 && v.ptr[0] == '[') {
+		/* Walk an array of scalars by wrapping it as an object {"0":...}: simpler to
+		 * scan elements directly. */
+		size_t i = 1;
+		bool firstel = true;
+		while (i < v.len) {
+			while (i < v.len && (v.ptr[i] == ',' || v.ptr[i] == ' '))
+				i++;
+			if (i >= v.len || v.ptr[i] == ']')
+				break;
+			size_t st = i;
+			if (v.ptr[i] == '"') {
+				i++;
+				while (i < v.len && v.ptr[i] != '"')
+					i += v.ptr[i] == '\\' ? 2 : 1;
+				i++;
+				if (!firstel)
+					GUARD(buf_append_byte(out, ','));
+				GUARD(ajson_unescape(span_of(v.ptr + st, i - st), out));
+			} else {
+				int depth = 0;
+				while (i < v.len &&
+				       (depth > 0 || (v.ptr[i] != ',' && v.ptr[i] != ']'))) {
+					if (v.ptr[i] == '{' || v.ptr[i] == '[')
+						depth++;
+					else if (v.ptr[i] == '}' || v.ptr[i] == ']')
+						depth--;
+					else if (v.ptr[i] == '"') {
+						i++;
+						while (i < v.len && v.ptr[i] != '"')
+							i += v.ptr[i] == '\\' ? 2 : 1;
+					}
+					i++;
+				}
+				if (!firstel)
+					GUARD(buf_append_byte(out, ','));
+				GUARD(buf_append(out, v.ptr + st, i - st));
+			}
+			firstel = false;
+		}
+		return CUSTOS_OK;
+	}
+	return buf_append_span(out, v);
+}
+
+/* findings [{"type":"x","count":2},...] as "x:2,y:1". */
+static custos_err findings_text(span line, buf *out)
+{
+	span v, k, val;
+	size_t i = 1;
+
+	buf_reset(out);
+	if (ajson_get(line, "findings", &v) != CUSTOS_OK || v.len < 2 || v.ptr[0] != '[')
+		return CUSTOS_OK;
+	while (i < v.len) {
+		while (i < v.len && (v.ptr[i] == ',' || v.ptr[i] == ' '))
+			i++;
+		if (i >= v.len || v.ptr[i] != '{')
+			break;
+		size_t st = i, pos = 0;
+		int depth = 0;
+		for (; i < v.len; i++) {
+			if (v.ptr[i] == '"') {
+				i++;
+				while (i < v.len && v.ptr[i] != '"')
+					i += v.ptr[i] == '\\' ? 2 : 1;
+			} else if (v.ptr[i] == '{')
+				depth++;
+			else if (v.ptr[i] == '}' && --depth == 0) {
+				i++;
+				break;
+			}
+		}
+		span obj = span_of(v.ptr + st, i - st);
+		span type = span_of("", 0), count = span_of("0", 1);
+		while (ajson_next(obj, &pos, &k, &val) == CUSTOS_OK) {
+			if (span_eq_cstr(k, "type"))
+				type = val;
+			else if (span_eq_cstr(k, "count"))
+				count = val;
+		}
+		if (buf_used(out) > 0)
+			GUARD(buf_append_byte(out, ','));
+		if (type.len >= 2 && type.ptr[0] == '"')
+			GUARD(ajson_unescape(type, out));
+		GUARD(buf_append_byte(out, ':'));
+		GUARD(buf_append_span(out, count));
+	}
+	return CUSTOS_OK;
+}
+
+enum esc { ESC_CEF_HDR, ESC_CEF_EXT, ESC_LEEF_HDR, ESC_LEEF_VAL, ESC_SD };
+
+static custos_err put_escaped(buf *out, span s, enum esc how)
+{
+	for (size_t i = 0; i < s.len; i++) {
+		char c = s.ptr[i];
+		const char *rep = NULL;
+		switch (how) {
+		case ESC_CEF_HDR: /* pipes and backslashes escaped; no line breaks in a header */
+			if (c == '|')
+				rep = "\\|";
+			else if (c == '\\')
+				rep = "\\\\";
+			else if (c == '\r' || c == '\n')
+				rep = " ";
+			break;
+		case ESC_CEF_EXT: /* equals and backslashes escaped, CR/LF as \r \n */
+			if (c == '=')
+				rep = "\\=";
+			else if (c == '\\')
+				rep = "\\\\";
+			else if (c == '\r')
+				rep = "\\r";
+			else if (c == '\n')
+				rep = "\\n";
+			break;
+		case ESC_LEEF_HDR:
+			if (c == '|')
+				rep = "\\|";
+			else if (c == '\\')
+				rep = "\\\\";
+			else if (c == '\r' || c == '\n' || c == '\t')
+				rep = " ";
+			break;
+		case ESC_LEEF_VAL: /* the tab delimiter and line breaks never appear raw */
+			if (c == '\t')
+				rep = "\\t";
+			else if (c == '\\')
+				rep = "\\\\";
+			else if (c == '\r')
+				rep = "\\r";
+			else if (c == '\n')
+				rep = "\\n";
+			break;
+		case ESC_SD: /* RFC 5424 PARAM-VALUE: '"', '\' and ']' escaped */
+			if (c == '"')
+				rep = "\\\"";
+			else if (c == '\\')
+				rep = "\\\\";
+			else if (c == ']')
+				rep = "\\]";
+			break;
+		}
+		if (rep != NULL)
+			GUARD(buf_append_cstr(out, rep));
+		else if ((unsigned char)c < 0x20 || c == 0x7f)
+			GUARD(buf_append_byte(out, ' '));
+		else
+			GUARD(buf_append_byte(out, (uint8_t)c));
+	}
+	return CUSTOS_OK;
+}
+
+static bool is_alarming(span type, span decision)
+{
+	return span_eq_cstr(decision, "deny") || span_eq_cstr(type, "sandbox.violation") ||
+	       span_eq_cstr(type, "rejection") || span_eq_cstr(type, "audit.invalid");
+}
+
+struct ext_map {
+	const char *json;  /* member of the line */
+	const char *key;   /* CEF or LEEF key */
+	const char *label; /* CEF custom label, or NULL */
+};
+
+static const struct ext_map cef_map[] = {
+	{ "seq", "cn1", "seq" },
+	{ "request_id", "externalId", NULL },
+	{ "principal", "suser", NULL },
+	{ "src_ip", "src", NULL },
+	{ "action", "requestMethod", NULL },
+	{ "resource", "request", NULL },
+	{ "decision", "act", NULL },
+	{ "reason", "reason", NULL },
+	{ "rule_ids", "cs1", "rule_ids" },
+	{ "model", "cs2", "model" },
+	{ "data_source", "cs3", "data_source" },
+	{ "classification", "cs4", "classification" },
+	{ "policy_hash", "cs5", "policy_hash" },
+	{ "sandbox_profile_hash", "cs6", "sandbox_profile_hash" },
+	{ "status", "cn2", "status" },
+	{ "bytes_in", "in", NULL },
+	{ "bytes_out", "out", NULL },
+	{ "hash", "fileHash", NULL },
+};
+
+static const struct ext_map leef_map[] = {
+	{ "seq", "seq", NULL },
+	{ "type", "cat", NULL },
+	{ "request_id", "requestId", NULL },
+	{ "principal", "usrName", NULL },
+	{ "src_ip", "src", NULL },
+	{ "action", "action", NULL },
+	{ "resource", "resource", NULL },
+	{ "decision", "decision", NULL },
+	{ "reason", "reason", NULL },
+	{ "rule_ids", "ruleIds", NULL },
+	{ "model", "model", NULL },
+	{ "data_source", "dataSource", NULL },
+	{ "classification", "classification", NULL },
+	{ "policy_hash", "policyHash", NULL },
+	{ "sandbox_profile_hash", "sandboxProfileHash", NULL },
+	{ "status", "status", NULL },
+	{ "bytes_in", "srcBytes", NULL },
+	{ "bytes_out", "dstBytes", NULL },
+	{ "hash", "recordHash", NULL },
+};
+
+static custos_err render_cef(span line, buf *out, buf *tmp)
+{
+	buf type, dec;
+	uint64_t ns = 0;
+	custos_err e;
+
+	buf_init(&type, RENDER_FIELD_MAX);
+	buf_init(&dec, RENDER_FIELD_MAX);
+	e = field(line, "type", &type);
+	if (e == CUSTOS_OK)
+		e = field(line, "decision", &dec);
+	if (e == CUSTOS_OK)
+		e = field(line, "time", tmp);
+	if (e == CUSTOS_OK && tm_parse_rfc3339(buf_span(tmp), &ns) != CUSTOS_OK)
+		e = err_set(CUSTOS_ERR_PARSE, "bad time");
+	if (e != CUSTOS_OK)
+		goto out;
+	e = buf_printf(out, "CEF:0|custos|custos|%s|", CUSTOS_VERSION);
+	if (e == CUSTOS_OK)
+		e = put_escaped(out, buf_span(&type), ESC_CEF_HDR);
+	if (e == CUSTOS_OK)
+		e = buf_append_byte(out, '|');
+	if (e == CUSTOS_OK)
+		e = put_escaped(out, buf_span(&type), ESC_CEF_HDR);
+	if (e == CUSTOS_OK && buf_used(&dec) > 0) {
+		e = buf_append_byte(out, ' ');
+		if (e == CUSTOS_OK)
+			e = put_escaped(out, buf_span(&dec), ESC_CEF_HDR);
+	}
+	if (e == CUSTOS_OK)
+		e = buf_printf(out, "|%d|rt=%llu",
+		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3,
+		               (unsigned long long)(ns / 1000000));
+	for (size_t i = 0; e == CUSTOS_OK && i < CUSTOS_ARRAY_LEN(cef_map); i++) {
+		e = field(line, cef_map[i].json, tmp);
+		if (e != CUSTOS_OK || buf_used(tmp) == 0)
+			continue;
+		e = buf_printf(out, " %s=", cef_map[i].key);
+		if (e == CUSTOS_OK)
+			e = put_escaped(out, buf_span(tmp), ESC_CEF_EXT);
+		if (e == CUSTOS_OK && cef_map[i].label != NULL)
+			e = buf_printf(out, " %sLabel=%s", cef_map[i].key, cef_map[i].label);
+	}
+	if (e == CUSTOS_OK)
+		e = findings_text(line, tmp);
+	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
+		e = buf_append_cstr(out, " cs7=");
+		if (e == CUSTOS_OK)
+			e = put_escaped(out, buf_span(tmp), ESC_CEF_EXT);
+		if (e == CUSTOS_OK)
+			e = buf_append_cstr(out, " cs7Label=findings");
+	}
+out:
+	buf_free(&type);
+	buf_free(&dec);
+	return e;
+}
+
+static custos_err render_leef(span line, buf *out, buf *tmp)
+{
+	buf type, dec;
+	custos_err e;
+
+	buf_init(&type, RENDER_FIELD_MAX);
+	buf_init(&dec, RENDER_FIELD_MAX);
+	e = field(line, "type", &type);
+	if (e == CUSTOS_OK)
+		e = field(line, "decision", &dec);
+	if (e == CUSTOS_OK)
+		e = buf_printf(out, "LEEF:2.0|custos|custos|%s|", CUSTOS_VERSION);
+	if (e == CUSTOS_OK)
+		e = put_escaped(out, buf_span(&type), ESC_LEEF_HDR);
+	/* LEEF 2.0's sixth header field names the attribute delimiter: x09 is tab. */
+	if (e == CUSTOS_OK)
+		e = buf_printf(out, "|x09|sev=%d",
+		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3);
+	if (e == CUSTOS_OK)
+		e = field(line, "time", tmp);
+	if (e == CUSTOS_OK && buf_used(tmp) >= 23) {
+		/* yyyy-MM-dd'T'HH:mm:ss.SSS plus Z: milliseconds are what the format takes. */
+		e = buf_printf(out, "\tdevTime=%.23sZ\tdevTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSX",
+		               (const char *)buf_ptr(tmp));
+	}
+	for (size_t i = 0; e == CUSTOS_OK && i < CUSTOS_ARRAY_LEN(leef_map); i++) {
+		e = field(line, leef_map[i].json, tmp);
+		if (e != CUSTOS_OK || buf_used(tmp) == 0)
+			continue;
+		e = buf_printf(out, "\t%s=", leef_map[i].key);
+		if (e == CUSTOS_OK)
+			e = put_escaped(out, buf_span(tmp), ESC_LEEF_VAL);
+	}
+	if (e == CUSTOS_OK)
+		e = findings_text(line, tmp);
+	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
+		e = buf_append_cstr(out, "\tfindings=");
+		if (e == CUSTOS_OK)
+			e = put_escaped(out, buf_span(tmp), ESC_LEEF_VAL);
+	}
+	buf_free(&type);
+	buf_free(&dec);
+	return e;
+}
+
+static custos_err put_token(buf *out, const char *s, size_t max)
+{
+	size_t n = 0;
+	if (s == NULL || s[0] == '\0')
+		return buf_append_byte(out, '-');
+	for (; s[n] && n < max; n++) {
+		unsigned char c = (unsigned char)s[n];
+		GUARD(buf_append_byte(out, (c > 32 && c < 127) ? c : '_'));
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err render_5424(span line, const audit_render_ctx *ctx, buf *out, buf *tmp)
+{
+	buf type, dec, seq;
+	custos_err e;
+	int fac = ctx && ctx->facility > 0 && ctx->facility < 24 ? ctx->facility : 13;
+
+	buf_init(&type, RENDER_FIELD_MAX);
+	buf_init(&dec, RENDER_FIELD_MAX);
+	buf_init(&seq, 64);
+	e = field(line, "type", &type);
+	if (e == CUSTOS_OK)
+		e = field(line, "decision", &dec);
+	if (e == CUSTOS_OK)
+		e = field(line, "seq", &seq);
+	if (e == CUSTOS_OK)
+		e = field(line, "time", tmp);
+	if (e != CUSTOS_OK)
+		goto out;
+	int sev = is_alarming(buf_span(&type), buf_span(&dec)) ? 4 : 6;
+	e = buf_printf(out, "<%d>1 ", fac * 8 + sev);
+	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. */
+	span t = buf_span(tmp);
+	if (e == CUSTOS_OK && t.len == 30 && t.ptr[19] == '.')
+		e = buf_printf(out, "%.26sZ ", t.ptr);
+	else if (e == CUSTOS_OK)
+		e = buf_append_cstr(out, "- ");
+	if (e == CUSTOS_OK)
+		e = put_token(out, ctx ? ctx->hostname : NULL, 255);
+	if (e == CUSTOS_OK)
+		e = buf_append_byte(out, ' ');
+	if (e == CUSTOS_OK)
+		e = put_token(out, ctx && ctx->app_name ? ctx->app_name : "custos", 48);
+	if (e == CUSTOS_OK)
+		e = buf_append_cstr(out, " - ");
+	if (e == CUSTOS_OK)
+		e = buf_cstr(&type, &(const char *){ NULL });
+	if (e == CUSTOS_OK)
+		e = put_token(out, (const char *)buf_ptr(&type), 32);
+	if (e == CUSTOS_OK)
+		e = buf_printf(out,
+		               " [origin software=\"custos\" swVersion=\"%s\"][custos@32473 seq=\"",
+		               CUSTOS_VERSION);
+	if (e == CUSTOS_OK)
+		e = put_escaped(out, buf_span(&seq), ESC_SD);
+	if (e == CUSTOS_OK)
+		e = buf_append_cstr(out, "\"] ");
+	if (e != CUSTOS_OK)
+		goto out;
+	if (ctx && ctx->inner == AUDIT_FMT_CEF)
+		e = render_cef(line, out, tmp);
+	else if (ctx && ctx->inner == AUDIT_FMT_LEEF)
+		e = render_leef(line, out, tmp);
+	else
+		e = buf_append_span(out, line);
+out:
+	buf_free(&type);
+	buf_free(&dec);
+	buf_free(&seq);
+	return e;
+}
+
+custos_err audit_render(audit_format f, span line, const audit_render_ctx *ctx, buf *out)
+{
+	buf tmp;
+	custos_err e;
+
+	ENSURE(line.len <= AUDIT_MAX_LINE, CUSTOS_ERR_LIMIT, "record over %d bytes",
+	       AUDIT_MAX_LINE);
+	GUARD(ajson_validate(line));
+	if (f == AUDIT_FMT_JSON)
+		return buf_append_span(out, line);
+	buf_init(&tmp, RENDER_FIELD_MAX);
+	switch (f) {
+	case AUDIT_FMT_CEF:
+		e = render_cef(line, out, &tmp);
+		break;
+	case AUDIT_FMT_LEEF:
+		e = render_leef(line, out, &tmp);
+		break;
+	default:
+		e = render_5424(line, ctx, out, &tmp);
+		break;
+	}
+	buf_free(&tmp);
+	return e;
+}
+
+custos_err audit_export_file(const char *path, audit_format fmt, const audit_render_ctx *ctx,
+                             void *f)
+{
+	audit_reader r;
+	buf out;
+	span line;
+	uint64_t off;
+	custos_err e;
+
+	GUARD(audit_reader_open(&r, path));
+	buf_init(&out, 4 * AUDIT_MAX_LINE);
+	while ((e = audit_reader_next(&r, &line, &off)) == CUSTOS_OK) {
+		buf_reset(&out);
+		e = audit_render(fmt, line, ctx, &out);
+		if (e == CUSTOS_OK)
+			e = buf_append_byte(&out, '\n');
+		if (e != CUSTOS_OK) {
+			err_wrap(e, "%s:%llu", path, (unsigned long long)r.line_no);
+			break;
+		}
+		if (fwrite(buf_ptr(&out), 1, buf_used(&out), f) != buf_used(&out)) {
+			e = err_sys("writing the export");
+			break;
+		}
+	}
+	if (e == CUSTOS_ERR_NOTFOUND)
+		e = CUSTOS_OK;
+	audit_reader_close(&r);
+	buf_free(&out);
+	return e;
+}

@@ -1,0 +1,275 @@
+/*
+ * Offline verification: walks the files in chain order and checks every record's framing,
+ * seq, link to its predecessor and hash, and every checkpoint's Ed25519 signature; stops at
+ * the first problem and says where it is and what is wrong.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "audit_int.h"
+
+CUSTOS_PRINTF(5, 6)
+static void bad(audit_verify_result *r, const char *file, uint64_t line, uint64_t seq,
+                const char *fmt, ...)
+{
+	va_list ap;
+
+	r->ok = false;
+	snprintf(r->bad_file, sizeof(r->bad_file), "%s", file);
+	r->bad_line = line;
+	r->bad_seq = seq;
+	va_start(ap, fmt);
+	vsnprintf(r->what, sizeof(r->what), fmt, ap);
+	va_end(ap);
+}
+
+struct vstate {
+	EVP_PKEY *key;
+	char key_id[17];
+	bool started;
+	uint64_t seq;
+	char head[AUDIT_HASH_HEX + 1];
+	bool last_sealed;
+	uint64_t last_line;
+};
+
+static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line,
+                             const audit_line *l, const char *file, uint64_t ln)
+{
+	span sseq, shash, sig, kid;
+	uint64_t signed_seq;
+	char hex[AUDIT_HASH_HEX + 1];
+
+	if (ajson_get(line, "signed_seq", &sseq) != CUSTOS_OK ||
+	    ajson_u64(sseq, &signed_seq) != CUSTOS_OK ||
+	    ajson_get(line, "signed_hash", &shash) != CUSTOS_OK ||
+	    shash.len != AUDIT_HASH_HEX + 2) {
+		bad(r, file, ln, l->seq, "checkpoint lacks signed_seq/signed_hash");
+		return;
+	}
+	memcpy(hex, shash.ptr + 1, AUDIT_HASH_HEX);
+	hex[AUDIT_HASH_HEX] = '\0';
+	if (signed_seq != l->seq - 1) {
+		bad(r, file, ln, l->seq, "checkpoint signs seq %llu, not its predecessor",
+		    (unsigned long long)signed_seq);
+		return;
+	}
+	if (CRYPTO_memcmp(hex, l->prev, AUDIT_HASH_HEX) != 0) {
+		bad(r, file, ln, l->seq,
+		    "checkpoint's signed head differs from the chain: records before it were "
+		    "rewritten (since the previous checkpoint)");
+		return;
+	}
+	if (v->key == NULL) {
+		r->checkpoints++;
+		return;
+	}
+	if (ajson_get(line, "sig", &sig) != CUSTOS_OK || sig.len != 130) {
+		bad(r, file, ln, l->seq, "checkpoint is not signed");
+		return;
+	}
+	if (ajson_get(line, "key_id", &kid) != CUSTOS_OK || kid.len != 18 ||
+	    memcmp(kid.ptr + 1, v->key_id, 16) != 0) {
+		bad(r, file, ln, l->seq, "checkpoint signed by another key (key_id %.*s)",
+		    (int)kid.len, kid.ptr);
+		return;
+	}
+	if (audit_ckpt_verify(v->key, signed_seq, hex, span_of(sig.ptr + 1, 128)) != CUSTOS_OK) {
+		bad(r, file, ln, l->seq, "checkpoint signature does not verify");
+		return;
+	}
+	r->checkpoints++;
+	r->signed_seq = signed_seq;
+}
+
+static custos_err verify_file(struct vstate *v, const char *file, bool is_last, bool live,
+                              audit_verify_result *r)
+{
+	audit_reader rd;
+	span line;
+	uint64_t off;
+	custos_err e;
+	const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+	uint64_t name_seq = 0;
+	bool named = audit_file_name_parse(base, &name_seq), first = true;
+
+	GUARD(audit_reader_open(&rd, file));
+	r->files++;
+	while (r->ok) {
+		audit_line l;
+		char h[AUDIT_HASH_HEX + 1];
+		uint64_t ln = rd.line_no + 1;
+
+		e = audit_reader_next(&rd, &line, &off);
+		if (e == CUSTOS_ERR_NOTFOUND) {
+			if (audit_reader_partial(&rd) > 0) {
+				if (is_last && live)
+					r->torn_tail = true;
+				else
+					bad(r, file, ln, v->seq + 1,
+					    "file ends inside a record (%zu bytes without a "
+					    "newline): "
+					    "truncated or torn",
+					    audit_reader_partial(&rd));
+			}
+			break;
+		}
+		if (e != CUSTOS_OK) {
+			bad(r, file, ln, v->seq + 1, "%s", err_msg());
+			break;
+		}
+		if (audit_line_parse(line, &l) != CUSTOS_OK) {
+			bad(r, file, ln, v->seq + 1, "malformed record: %s", err_msg());
+			break;
+		}
+		if (ajson_validate(line) != CUSTOS_OK) {
+			bad(r, file, ln, l.seq, "record is not valid JSON: %s", err_msg());
+			break;
+		}
+		if (first && named && name_seq != l.seq) {
+			bad(r, file, ln, l.seq,
+			    "file name says it starts at seq %llu, it starts at %llu",
+			    (unsigned long long)name_seq, (unsigned long long)l.seq);
+			break;
+		}
+		if (!v->started) {
+			if (l.seq != 1 || memcmp(l.prev, AUDIT_GENESIS_PREV, AUDIT_HASH_HEX) != 0) {
+				bad(r, file, ln, l.seq,
+				    "the chain does not start at genesis (seq 1): it starts at seq "
+				    "%llu; earlier files are missing",
+				    (unsigned long long)l.seq);
+				break;
+			}
+			v->started = true;
+			r->first_seq = l.seq;
+		} else {
+			if (l.seq != v->seq + 1) {
+				if (first && l.seq > v->seq + 1)
+					bad(r, file, ln, l.seq,
+					    "seq %llu, expected %llu: %llu records are missing "
+					    "before this file (a file removed?)",
+					    (unsigned long long)l.seq,
+					    (unsigned long long)v->seq + 1,
+					    (unsigned long long)(l.seq - v->seq - 1));
+				else
+					bad(r, file, ln, l.seq,
+					    "seq %llu, expected %llu: a record was deleted, "
+					    "inserted "
+					    "or moved",
+					    (unsigned long long)l.seq,
+					    (unsigned long long)v->seq + 1);
+				break;
+			}
+			if (CRYPTO_memcmp(l.prev, v->head, AUDIT_HASH_HEX) != 0) {
+				bad(r, file, ln, l.seq,
+				    "prev does not match the hash of seq %llu: the chain is broken "
+				    "(a record replaced or the previous one altered)",
+				    (unsigned long long)v->seq);
+				break;
+			}
+		}
+		GUARD(audit_sha256_hex(l.canonical.ptr, l.canonical.len, h));
+		if (CRYPTO_memcmp(h, l.hash, AUDIT_HASH_HEX) != 0) {
+			bad(r, file, ln, l.seq, "hash mismatch: the record was modified");
+			break;
+		}
+		span t, reason;
+		v->last_sealed = false;
+		if (ajson_get(line, "type", &t) == CUSTOS_OK && span_eq_cstr(t, "\"checkpoint\"")) {
+			check_checkpoint(v, r, line, &l, file, ln);
+			if (!r->ok)
+				break;
+			v->last_sealed = ajson_get(line, "reason", &reason) == CUSTOS_OK &&
+			                 span_eq_cstr(reason, "\"shutdown\"");
+		}
+		v->seq = l.seq;
+		memcpy(v->head, l.hash, sizeof(v->head));
+		r->events++;
+		r->last_seq = l.seq;
+		v->last_line = ln;
+		first = false;
+	}
+	audit_reader_close(&rd);
+	return CUSTOS_OK;
+}
+
+custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, bool live,
+                        audit_verify_result *r)
+{
+	struct vstate v;
+	char **files = NULL;
+	size_t nf = 0, cap = 0;
+	custos_err e = CUSTOS_OK;
+
+	memset(r, 0, sizeof(*r));
+	memset(&v, 0, sizeof(v));
+	r->ok = true;
+	if (pubkey != NULL) {
+		GUARD(audit_key_load_public(pubkey, &v.key));
+		e = audit_key_id(v.key, v.key_id);
+		if (e != CUSTOS_OK)
+			goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		char **sub = NULL;
+		size_t ns = 0;
+		if (stat(paths[i], &st) == -1) {
+			e = err_sys("%s", paths[i]);
+			goto out;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			e = audit_list_files(paths[i], &sub, &ns);
+			if (e != CUSTOS_OK)
+				goto out;
+		} else {
+			sub = xcalloc(1, sizeof(char *));
+			sub[0] = xstrdup(paths[i]);
+			ns = 1;
+		}
+		if (nf + ns > cap) {
+			cap = (nf + ns) * 2;
+			char **nv = realloc(files, cap * sizeof(char *));
+			if (nv == NULL) {
+				audit_paths_free(sub, ns);
+				e = err_set(CUSTOS_ERR_NOMEM, "verify");
+				goto out;
+			}
+			files = nv;
+		}
+		for (size_t j = 0; j < ns; j++)
+			files[nf++] = steal_pointer(&sub[j]);
+		audit_paths_free(sub, ns);
+	}
+	if (nf == 0) {
+		bad(r, n ? paths[0] : "", 0, 0, "no audit files found");
+		goto out;
+	}
+	for (size_t i = 0; i < nf && r->ok; i++) {
+		e = verify_file(&v, files[i], i + 1 == nf, live, r);
+		if (e != CUSTOS_OK)
+			goto out;
+	}
+	if (r->ok && r->events == 0)
+		bad(r, files[0], 0, 0, "no records");
+	r->sealed = v.last_sealed;
+	if (r->ok && !v.last_sealed && !live)
+		bad(r, files[nf - 1], v.last_line, r->last_seq,
+		    "the log ends at seq %llu without a shutdown checkpoint: %llu records after "
+		    "the "
+		    "last signed checkpoint (seq %llu) are not covered by a signature; the tail "
+		    "was truncated, or the writer is running or crashed (--live accepts that)",
+		    (unsigned long long)r->last_seq,
+		    (unsigned long long)(r->last_seq - r->signed_seq),
+		    (unsigned long long)r->signed_seq);
+out:
+	audit_paths_free(files, nf);
+	EVP_PKEY_free(v.key);
+	return e;
+}

@@ -1,0 +1,583 @@
+/*
+ * The writer process: the only writer of the log and the only holder of the signing key.
+ * It receives batches of event bodies from the client over a SEQPACKET socket, checks each
+ * body (the trust boundary: a worker may add events, never frame or sign them), chains and
+ * appends them with one write + fdatasync per group, acks the group, writes signed
+ * checkpoints, rotates files and recovers a torn tail at start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "audit_int.h"
+
+#define WRITER_OUT_MAX     (16u * 1024 * 1024)
+#define WRITER_PENDING_MAX (4u * 1024 * 1024) /* raw bytes drained per group */
+#define WRITER_RETRY_NS    (500ull * 1000 * 1000)
+
+struct wstate {
+	const audit_options *o;
+	int dirfd, fd;
+	uint64_t file_first, file_bytes, file_opened;
+	uint64_t seq;
+	char head[AUDIT_HASH_HEX + 1];
+	uint64_t since_ckpt, last_ckpt;
+	EVP_PKEY *key;
+	char key_id[17];
+	buf out;     /* lines of the group being committed */
+	buf pending; /* raw records (u32 len + body) not yet durable */
+	uint64_t pending_gen, acked_gen;
+	bool failing;
+	char fail_msg[200];
+};
+
+static custos_err open_file(struct wstate *w, uint64_t first)
+{
+	char name[64];
+	struct stat st;
+
+	audit_file_name(first, name);
+	w->fd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+	               0600);
+	if (w->fd == -1)
+		return err_sys("%s/%s: open", w->o->dir, name);
+	if (fstat(w->fd, &st) == -1)
+		return err_sys("%s/%s: stat", w->o->dir, name);
+	w->file_first = first;
+	w->file_bytes = (uint64_t)st.st_size;
+	w->file_opened = tm_mono_ns();
+	if (fsync(w->dirfd) == -1)
+		return err_sys("%s: fsync", w->o->dir);
+	return CUSTOS_OK;
+}
+
+/* Appends body as the next record to w->out, advancing seq and head. */
+static custos_err add_line(struct wstate *w, span body)
+{
+	char h[AUDIT_HASH_HEX + 1];
+	GUARD(audit_line_build(&w->out, w->seq + 1, body, w->head, h));
+	w->seq++;
+	memcpy(w->head, h, sizeof(h));
+	w->since_ckpt++;
+	return CUSTOS_OK;
+}
+
+static custos_err add_checkpoint(struct wstate *w, const char *reason)
+{
+	audit_event ev;
+	char sig[129];
+
+	audit_event_begin(&ev, "checkpoint");
+	audit_event_cstr(&ev, "reason", reason);
+	audit_event_u64(&ev, "signed_seq", w->seq);
+	audit_event_cstr(&ev, "signed_hash", w->head);
+	if (w->key != NULL) {
+		GUARD(audit_ckpt_sign(w->key, w->seq, w->head, sig));
+		audit_event_cstr(&ev, "key_id", w->key_id);
+		audit_event_cstr(&ev, "sig", sig);
+	}
+	GUARD(audit_event_end(&ev));
+	GUARD(add_line(w, audit_event_body(&ev)));
+	w->since_ckpt = 0;
+	w->last_ckpt = tm_mono_ns();
+	return CUSTOS_OK;
+}
+
+/* Writes w->out and makes it durable; on failure the file is cut back so it stays intact. */
+static custos_err commit(struct wstate *w)
+{
+	span s = buf_span(&w->out);
+	custos_err e;
+
+	if (s.len == 0)
+		return CUSTOS_OK;
+	e = file_write_all(w->fd, s.ptr, s.len);
+	if (e == CUSTOS_OK && fdatasync(w->fd) == -1)
+		e = err_sys("fdatasync");
+	if (e != CUSTOS_OK) {
+		err_wrap(e, "%s", w->o->dir);
+		if (ftruncate(w->fd, (off_t)w->file_bytes) == -1)
+			log_error("audit: cutting back after a failed write: %s", strerror(errno));
+		return e;
+	}
+	w->file_bytes += s.len;
+	buf_reset(&w->out);
+	return CUSTOS_OK;
+}
+
+/* Seals the current file with a checkpoint and continues the chain in a new file named by
+ * the next seq. The new file is created first so a failure leaves the old one in use. */
+static custos_err rotate(struct wstate *w)
+{
+	char name[64];
+	int old = w->fd, nfd;
+
+	audit_file_name(w->seq + 2, name);
+	nfd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (nfd == -1)
+		return err_sys("%s/%s: open", w->o->dir, name);
+	uint64_t seq0 = w->seq, since0 = w->since_ckpt, ck0 = w->last_ckpt;
+	char head0[AUDIT_HASH_HEX + 1];
+	memcpy(head0, w->head, sizeof(head0));
+	custos_err e = add_checkpoint(w, "rotate");
+	if (e == CUSTOS_OK)
+		e = commit(w);
+	if (e == CUSTOS_OK && fsync(w->dirfd) == -1)
+		e = err_sys("%s: fsync", w->o->dir);
+	if (e != CUSTOS_OK) {
+		w->seq = seq0;
+		memcpy(w->head, head0, sizeof(head0));
+		w->since_ckpt = since0;
+		w->last_ckpt = ck0;
+		close(nfd);
+		unlinkat(w->dirfd, name, 0);
+		return e;
+	}
+	close(old);
+	w->fd = nfd;
+	w->file_first = w->seq + 1;
+	w->file_bytes = 0;
+	w->file_opened = tm_mono_ns();
+	return CUSTOS_OK;
+}
+
+static bool rotation_due(const struct wstate *w)
+{
+	if (w->file_bytes == 0)
+		return false;
+	if (w->o->rotate_bytes && w->file_bytes >= w->o->rotate_bytes)
+		return true;
+	return w->o->rotate_ns && tm_mono_ns() - w->file_opened >= w->o->rotate_ns;
+}
+
+/* Renders raw records from w->pending into w->out until all are done or the file reaches
+ * its size limit; *consumed says how many raw bytes were used. A body that fails the checks is
+ * not dropped silently: an audit.invalid event records its size and the reason instead. */
+static custos_err render_pending(struct wstate *w, size_t *consumed)
+{
+	span p = buf_span(&w->pending);
+	size_t i = 0;
+
+	while (i < p.len) {
+		if (w->o->rotate_bytes && buf_used(&w->out) > 0 &&
+		    w->file_bytes + buf_used(&w->out) >= w->o->rotate_bytes)
+			break;
+		uint32_t len;
+		memcpy(&len, p.ptr + i, 4);
+		span body = span_of(p.ptr + i + 4, len);
+		i += 4 + len;
+		if (audit_body_check(body, false) == CUSTOS_OK) {
+			GUARD(add_line(w, body));
+		} else {
+			audit_event ev;
+			audit_event_begin(&ev, "audit.invalid");
+			audit_event_u64(&ev, "size", len);
+			audit_event_cstr(&ev, "reason", err_msg());
+			GUARD(audit_event_end(&ev));
+			GUARD(add_line(w, audit_event_body(&ev)));
+		}
+		if (w->o->checkpoint_events && w->since_ckpt >= w->o->checkpoint_events)
+			GUARD(add_checkpoint(w, "interval"));
+	}
+	*consumed = i;
+	return CUSTOS_OK;
+}
+
+static void send_ack(struct wstate *w, int sock, custos_err status)
+{
+	struct audit_ack a;
+
+	memset(&a, 0, sizeof(a));
+	a.kind = AUDIT_MSG_ACK;
+	a.status = (int32_t)status;
+	a.gen = w->acked_gen;
+	a.seq = w->seq;
+	if (status != CUSTOS_OK)
+		snprintf(a.msg, sizeof(a.msg), "%s", w->fail_msg);
+	while (send(sock, &a, sizeof(a), MSG_NOSIGNAL) == -1 && errno == EINTR)
+		;
+}
+
+/* Group commit of everything pending (in more than one write when a rotation falls inside
+ * it). On failure the chain state goes back to the last durable record and the records not
+ * yet durable stay pending for a retry. */
+static custos_err process_pending(struct wstate *w, int sock)
+{
+	uint64_t seq0, since0, ck0;
+	char head0[AUDIT_HASH_HEX + 1];
+	custos_err e = CUSTOS_OK;
+
+	while (buf_used(&w->pending) > 0) {
+		size_t consumed = 0;
+		if (rotation_due(w)) {
+			e = rotate(w);
+			if (e != CUSTOS_OK) {
+				buf_reset(&w->out);
+				goto fail_nostate;
+			}
+		}
+		seq0 = w->seq;
+		since0 = w->since_ckpt;
+		ck0 = w->last_ckpt;
+		memcpy(head0, w->head, sizeof(head0));
+		e = render_pending(w, &consumed);
+		if (e == CUSTOS_OK)
+			e = commit(w);
+		if (e != CUSTOS_OK) {
+			buf_reset(&w->out);
+			w->seq = seq0;
+			memcpy(w->head, head0, sizeof(head0));
+			w->since_ckpt = since0;
+			w->last_ckpt = ck0;
+			goto fail_nostate;
+		}
+		buf_consume(&w->pending, consumed);
+	}
+	buf_reset(&w->pending);
+	w->acked_gen = w->pending_gen;
+	if (w->failing)
+		log_info("audit: writing again after: %s", w->fail_msg);
+	w->failing = false;
+	send_ack(w, sock, CUSTOS_OK);
+	return CUSTOS_OK;
+fail_nostate:
+	if (!w->failing)
+		log_error("audit: cannot write the log, failing closed: %s", err_msg());
+	snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", err_msg());
+	w->failing = true;
+	send_ack(w, sock, e);
+	return e;
+}
+
+/* Finds the chain head, cutting a torn tail of the last file; writes what it found into
+ * *note for the recovery event (empty when the log ended with a clean shutdown). */
+static custos_err recover(struct wstate *w, char *note, size_t notesz, uint64_t *cut)
+{
+	char **paths = NULL;
+	size_t n = 0;
+	custos_err e = CUSTOS_OK;
+	bool clean = false, found = false;
+	size_t found_fi = 0;
+
+	*cut = 0;
+	note[0] = '\0';
+	GUARD(audit_list_files(w->o->dir, &paths, &n));
+	for (size_t fi = n; fi-- > 0 && !found;) {
+		audit_reader r;
+		span line;
+		uint64_t off, good_end = 0, seq = 0;
+		char head[AUDIT_HASH_HEX + 1] = "";
+		bool last_clean = false, any = false;
+
+		e = audit_reader_open(&r, paths[fi]);
+		if (e != CUSTOS_OK)
+			goto out;
+		for (;;) {
+			audit_line l;
+			char h[AUDIT_HASH_HEX + 1];
+			e = audit_reader_next(&r, &line, &off);
+			if (e == CUSTOS_ERR_NOTFOUND || e == CUSTOS_ERR_LIMIT) {
+				e = CUSTOS_OK;
+				break;
+			}
+			if (e != CUSTOS_OK)
+				break;
+			if (audit_line_parse(line, &l) != CUSTOS_OK ||
+			    audit_sha256_hex(l.canonical.ptr, l.canonical.len, h) != CUSTOS_OK ||
+			    CRYPTO_memcmp(h, l.hash, AUDIT_HASH_HEX) != 0 ||
+			    (any && (l.seq != seq + 1 ||
+			             CRYPTO_memcmp(l.prev, head, AUDIT_HASH_HEX) != 0))) {
+				/* Only a damaged final record is a torn write; anything after it
+				 * means the damage is in the middle: evidence, not ours to cut. */
+				span rest;
+				uint64_t o2;
+				custos_err e2 = audit_reader_next(&r, &rest, &o2);
+				if (e2 == CUSTOS_OK) {
+					e = err_set(
+					        CUSTOS_ERR_PARSE,
+					        "%s: damaged record at line %llu is not the last; "
+					        "refusing to write (run custos audit verify)",
+					        paths[fi], (unsigned long long)r.line_no - 1);
+				}
+				break;
+			}
+			any = true;
+			seq = l.seq;
+			memcpy(head, l.hash, sizeof(head));
+			good_end = off + line.len + 1;
+			span t, r2;
+			last_clean = ajson_get(line, "type", &t) == CUSTOS_OK &&
+			             span_eq_cstr(t, "\"checkpoint\"") &&
+			             ajson_get(line, "reason", &r2) == CUSTOS_OK &&
+			             span_eq_cstr(r2, "\"shutdown\"");
+		}
+		audit_reader_close(&r);
+		if (e != CUSTOS_OK)
+			goto out;
+		if (fi == n - 1) {
+			struct stat st;
+			if (stat(paths[fi], &st) == -1) {
+				e = err_sys("%s: stat", paths[fi]);
+				goto out;
+			}
+			if ((uint64_t)st.st_size > good_end) {
+				*cut = (uint64_t)st.st_size - good_end;
+				if (truncate(paths[fi], (off_t)good_end) == -1) {
+					e = err_sys("%s: truncate", paths[fi]);
+					goto out;
+				}
+				snprintf(note, notesz, "torn record cut from %s",
+				         strrchr(paths[fi], '/') + 1);
+			}
+			char *slash = strrchr(paths[fi], '/');
+			uint64_t first;
+			if (!audit_file_name_parse(slash + 1, &first)) {
+				e = err_set(CUSTOS_ERR_INTERNAL, "bad file name");
+				goto out;
+			}
+			w->file_first = first;
+		}
+		if (any) {
+			found = true;
+			found_fi = fi;
+			w->seq = seq;
+			memcpy(w->head, head, sizeof(head));
+			clean = last_clean;
+		}
+	}
+	if (n > 0 && !clean && note[0] == '\0')
+		snprintf(note, notesz, "the log did not end with a shutdown checkpoint");
+	if (n > 0 && !found)
+		w->seq = 0;
+	if (n > 1 && found && found_fi != n - 1 && w->file_first != w->seq + 1) {
+		/* A crash between creating a rotated file and sealing the old one leaves an
+		 * empty file named past the chain head: remove it and go on in the old one. */
+		uint64_t first;
+		if (unlink(paths[n - 1]) == -1) {
+			e = err_sys("%s: unlink", paths[n - 1]);
+			goto out;
+		}
+		if (!audit_file_name_parse(strrchr(paths[found_fi], '/') + 1, &first)) {
+			e = err_set(CUSTOS_ERR_INTERNAL, "bad file name");
+			goto out;
+		}
+		w->file_first = first;
+	}
+	/* Appends go on in the last file (named by its first seq), or a first file. */
+	e = open_file(w, n == 0 ? 1 : w->file_first);
+out:
+	audit_paths_free(paths, n);
+	return e;
+}
+
+static void close_other_fds(int a, int b)
+{
+	int lo = a < b ? a : b, hi = a < b ? b : a;
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != lo && fd != hi)
+			close(fd);
+	(void)hi;
+}
+
+static void report_ready(int fd, custos_err e, uint64_t seq)
+{
+	struct audit_ack a;
+	memset(&a, 0, sizeof(a));
+	a.kind = AUDIT_MSG_ACK;
+	a.status = (int32_t)e;
+	a.seq = seq;
+	if (e != CUSTOS_OK)
+		snprintf(a.msg, sizeof(a.msg), "%s", err_msg());
+	(void)!write(fd, &a, sizeof(a));
+	close(fd);
+}
+
+static custos_err writer_setup(struct wstate *w)
+{
+	char note[256];
+	uint64_t cut = 0;
+	audit_event ev;
+
+	if (w->o->signing_key != NULL) {
+		GUARD(audit_key_load_private(w->o->signing_key, &w->key));
+		GUARD(audit_key_id(w->key, w->key_id));
+	}
+	if (mkdir(w->o->dir, 0700) == -1 && errno != EEXIST)
+		return err_sys("%s: mkdir", w->o->dir);
+	w->dirfd = open(w->o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dirfd == -1)
+		return err_sys("%s: open", w->o->dir);
+	memcpy(w->head, AUDIT_GENESIS_PREV, sizeof(w->head));
+	GUARD(recover(w, note, sizeof(note), &cut));
+	if (note[0] != '\0') {
+		audit_event_begin(&ev, "recovery");
+		audit_event_cstr(&ev, "reason", note);
+		audit_event_u64(&ev, "cut_bytes", cut);
+		audit_event_u64(&ev, "last_seq", w->seq);
+	} else {
+		audit_event_begin(&ev, "audit.start");
+	}
+	audit_event_u64(&ev, "pid", (uint64_t)getpid());
+	audit_event_bool(&ev, "signed", w->key != NULL);
+	GUARD(audit_event_end(&ev));
+	GUARD(add_line(w, audit_event_body(&ev)));
+	GUARD(add_checkpoint(w, "start"));
+	GUARD(commit(w));
+	if (w->o->confine != NULL)
+		GUARD(w->o->confine(w->o->confine_arg, w->dirfd));
+	return CUSTOS_OK;
+}
+
+/* Receives what is waiting (up to WRITER_PENDING_MAX) into w->pending. Returns false once the
+ * client said stop or went away. */
+static bool drain(struct wstate *w, int sock, uint8_t *msg, bool wait)
+{
+	for (;;) {
+		if (buf_used(&w->pending) >= WRITER_PENDING_MAX)
+			return true;
+		ssize_t n = recv(sock, msg, AUDIT_MSG_MAX, wait ? 0 : MSG_DONTWAIT);
+		wait = false;
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n <= 0)
+			return false;
+		struct audit_msg_hdr h;
+		if ((size_t)n < sizeof(h)) {
+			log_error("audit: short message from the client");
+			return false;
+		}
+		memcpy(&h, msg, sizeof(h));
+		if ((h.kind & 0xff) == AUDIT_MSG_STOP)
+			return false;
+		if ((h.kind & 0xff) != AUDIT_MSG_BATCH) {
+			log_error("audit: unknown message kind %u", h.kind);
+			return false;
+		}
+		/* Check the framing before taking anything from it. */
+		size_t at = sizeof(h), cnt = 0;
+		while (at + 4 <= (size_t)n) {
+			uint32_t len;
+			memcpy(&len, msg + at, 4);
+			if (len > AUDIT_MAX_EVENT || at + 4 + len > (size_t)n)
+				break;
+			at += 4 + len;
+			cnt++;
+		}
+		if (at != (size_t)n || cnt != h.count) {
+			log_error("audit: malformed batch from the client; closing");
+			return false;
+		}
+		if (buf_append(&w->pending, msg + sizeof(h), (size_t)n - sizeof(h)) != CUSTOS_OK) {
+			log_error("audit: %s", err_msg());
+			return false;
+		}
+		if (h.kind & AUDIT_MSG_LAST)
+			w->pending_gen = h.gen;
+	}
+}
+
+int audit_writer_main(const audit_options *o, int sock, int ready_fd)
+{
+	struct wstate w;
+	uint8_t *msg = NULL;
+	custos_err e;
+	bool open = true;
+
+	memset(&w, 0, sizeof(w));
+	w.o = o;
+	w.fd = w.dirfd = -1;
+	buf_init(&w.out, WRITER_OUT_MAX);
+	buf_init(&w.pending, WRITER_PENDING_MAX + AUDIT_MSG_MAX);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	close_other_fds(sock, ready_fd);
+	/* No privilege gain through exec, and no ptrace/core dump by a same-uid worker. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 || prctl(PR_SET_DUMPABLE, 0) == -1) {
+		e = err_sys("prctl");
+		report_ready(ready_fd, e, 0);
+		return 1;
+	}
+	e = writer_setup(&w);
+	report_ready(ready_fd, e, w.seq);
+	if (e != CUSTOS_OK)
+		goto out;
+	msg = malloc(AUDIT_MSG_MAX);
+	if (msg == NULL)
+		goto out;
+	uint64_t next_retry = 0;
+	while (open || buf_used(&w.pending) > 0) {
+		uint64_t now = tm_mono_ns(), wait_ns = UINT64_MAX;
+		bool room = buf_used(&w.pending) < WRITER_PENDING_MAX;
+		if (w.failing)
+			wait_ns = next_retry > now ? next_retry - now : 0;
+		else if (o->checkpoint_ns && w.since_ckpt > 0)
+			wait_ns = w.last_ckpt + o->checkpoint_ns > now
+			                  ? w.last_ckpt + o->checkpoint_ns - now
+			                  : 0;
+		if (open) {
+			/* While failing with a full backlog, listen only for the client going
+			 * away: it must be able to stop us even when the disk never recovers. */
+			struct pollfd p = { .fd = sock, .events = room ? POLLIN : 0 };
+			int to = wait_ns == UINT64_MAX ? -1 : (int)(wait_ns / 1000000) + 1;
+			int r = poll(&p, 1, to);
+			if (r == -1 && errno != EINTR)
+				break;
+			if (r > 0 && room && (p.revents & (POLLIN | POLLHUP)))
+				open = drain(&w, sock, msg, true);
+			else if (r > 0 && (p.revents & (POLLHUP | POLLERR)))
+				open = false;
+		} else if (w.failing && wait_ns > 0) {
+			struct timespec ts = { (time_t)(wait_ns / 1000000000ull),
+				               (long)(wait_ns % 1000000000ull) };
+			nanosleep(&ts, NULL);
+		}
+		if (w.failing && tm_mono_ns() < next_retry)
+			continue;
+		if (buf_used(&w.pending) > 0) {
+			if (process_pending(&w, sock) != CUSTOS_OK) {
+				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
+				if (!open)
+					break; /* the client is gone and the disk refuses */
+			}
+		} else if (!w.failing && o->checkpoint_ns && w.since_ckpt > 0 &&
+		           tm_mono_ns() - w.last_ckpt >= o->checkpoint_ns) {
+			if (add_checkpoint(&w, "interval") != CUSTOS_OK ||
+			    commit(&w) != CUSTOS_OK) {
+				log_error("audit: checkpoint: %s", err_msg());
+				buf_reset(&w.out);
+			}
+		}
+	}
+	if (!w.failing) {
+		if (add_checkpoint(&w, "shutdown") == CUSTOS_OK && commit(&w) == CUSTOS_OK)
+			send_ack(&w, sock, CUSTOS_OK);
+		else
+			log_error("audit: sealing the log: %s", err_msg());
+	}
+out:
+	free(msg);
+	buf_free(&w.out);
+	buf_free(&w.pending);
+	EVP_PKEY_free(w.key);
+	if (w.fd >= 0)
+		close(w.fd);
+	if (w.dirfd >= 0)
+		close(w.dirfd);
+	close(sock);
+	return e == CUSTOS_OK ? 0 : 1;
+}

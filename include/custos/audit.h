@@ -1,0 +1,215 @@
+/*
+ * custos audit: the event model (a bounded builder the proxy fills), the durable, hash-chained
+ * and signed log written by a separate writer process, offline verification and export, and
+ * SIEM sinks that ship the durable log with at-least-once delivery. docs/AUDIT.md is the
+ * reference for the schema and the file format.
+ */
+#ifndef CUSTOS_AUDIT_H
+#define CUSTOS_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "custos/core.h"
+
+#define AUDIT_SCHEMA_VERSION 1
+/* Largest event body a producer may submit (bytes of JSON members); larger is CUSTOS_ERR_LIMIT. */
+#define AUDIT_MAX_EVENT 8192
+/* Largest line in a log file: body plus the writer's v/seq/prev/hash framing. */
+#define AUDIT_MAX_LINE (AUDIT_MAX_EVENT + 512)
+/* Largest log file verify/export/sinks will read in one piece is not bounded: they stream. */
+#define AUDIT_MAX_SINKS    8
+#define AUDIT_MAX_FINDINGS 32
+#define AUDIT_HASH_HEX     64 /* SHA-256 as lowercase hex */
+
+typedef enum audit_durability {
+	AUDIT_DURABILITY_BATCH = 0, /* submit returns at once; durable within the batch window */
+	AUDIT_DURABILITY_SYNC,      /* submit returns once the writer has fdatasync()ed the event */
+} audit_durability;
+
+typedef enum audit_on_full {
+	AUDIT_ON_FULL_BLOCK = 0, /* submit waits for room (backpressure) */
+	AUDIT_ON_FULL_DENY,      /* submit fails with CUSTOS_ERR_AGAIN (the proxy answers 503) */
+} audit_on_full;
+
+typedef enum audit_format {
+	AUDIT_FMT_JSON = 0, /* the log line as it is */
+	AUDIT_FMT_CEF,      /* ArcSight Common Event Format 0 */
+	AUDIT_FMT_LEEF,     /* QRadar LEEF 2.0, tab-delimited */
+	AUDIT_FMT_RFC5424,  /* a syslog message (RFC 5424) whose MSG is the JSON line */
+} audit_format;
+
+typedef enum audit_sink_kind {
+	AUDIT_SINK_SYSLOG_TCP = 0, /* RFC 5424 over TCP, octet-counting framing (RFC 6587) */
+	AUDIT_SINK_SYSLOG_TLS,     /* RFC 5424 over TLS (RFC 5425), server verified against a CA */
+	AUDIT_SINK_HEC,            /* Splunk HTTP Event Collector JSON over HTTP or HTTPS */
+} audit_sink_kind;
+
+typedef struct audit_sink_options {
+	const char *name; /* [a-z0-9_-]+; the cursor lives in DIR/cursor.<name> */
+	audit_sink_kind kind;
+	audit_format format; /* syslog payload: JSON (default), CEF or LEEF inside MSG */
+	const char *host;    /* address or name to connect to */
+	uint16_t port;
+	bool tls;                /* HEC over HTTPS (syslog picks TLS by kind) */
+	const char *ca_file;     /* CA bundle the server certificate must chain to */
+	const char *server_name; /* name checked in the certificate; default host */
+	const char *hec_token;   /* HEC: token for "Authorization: Splunk <token>" */
+	uint64_t retry_min_ns;   /* first backoff after a failure (default 100 ms) */
+	uint64_t retry_max_ns;   /* backoff cap (default 5 s) */
+	/* Syslog over TCP has no application acknowledgement: bytes the peer's kernel acked may
+	 * still die in its receive buffer when it stops. After a reconnect a sink resends from
+	 * the last event confirmed longer ago than this (default 1 s). Duplicates carry their
+	 * seq, so a SIEM can drop them. */
+	uint64_t replay_window_ns;
+} audit_sink_options;
+
+/* A hook run in the writer process after it has opened its files and key and before it
+ * serves events: the place for the sandbox module's self-confinement. Nonzero fails start. */
+typedef custos_err (*audit_confine_fn)(void *arg, int log_dir_fd);
+
+typedef struct audit_options {
+	const char *dir; /* log directory (created 0700 if missing) */
+	audit_durability durability;
+	uint64_t batch_window_ns; /* batch mode: longest time an event waits to be durable */
+	size_t queue_events;      /* in-process queue bound, in events */
+	audit_on_full on_full;
+	uint64_t rotate_bytes; /* 0: no size rotation */
+	uint64_t rotate_ns;    /* 0: no time rotation */
+	uint64_t checkpoint_events;
+	uint64_t checkpoint_ns;
+	const char
+	        *signing_key; /* Ed25519 private key PEM, mode 0600; NULL: unsigned checkpoints */
+	const audit_sink_options *sinks;
+	size_t n_sinks;
+	audit_confine_fn confine;
+	void *confine_arg;
+} audit_options;
+
+/* Fills o with the defaults (batch, 10 ms window, 65536 events, block, 64 MiB / 24 h rotation,
+ * checkpoints every 10000 events or 10 s). */
+void audit_options_default(audit_options *o);
+
+/* ---------------------------------------------------------------------------------------------
+ * Event builder. Lives on the caller's stack; uses only its inline buffer (no allocation).
+ * begin sets time (now) and type; setters append members; the first error sticks and is
+ * returned by audit_event_end (CUSTOS_ERR_LIMIT when the event passes AUDIT_MAX_EVENT).
+ */
+typedef struct audit_event {
+	buf b;
+	json_writer w;
+	bool ended;
+	uint8_t storage[AUDIT_MAX_EVENT + 2];
+} audit_event;
+
+typedef struct audit_finding {
+	const char *type; /* detector name, e.g. "payment_card"; never the matched value */
+	uint64_t count;
+} audit_finding;
+
+typedef struct audit_duration {
+	const char *phase; /* "total", "tls", "policy", "upstream", "inspect"... */
+	uint64_t ns;
+} audit_duration;
+
+void audit_event_begin(audit_event *ev, const char *type);
+/* As begin, with an explicit wall-clock time in ns since the epoch. */
+void audit_event_begin_at(audit_event *ev, const char *type, uint64_t wall_ns);
+void audit_event_str(audit_event *ev, const char *key, span v);
+void audit_event_cstr(audit_event *ev, const char *key, const char *v); /* NULL: omitted */
+void audit_event_u64(audit_event *ev, const char *key, uint64_t v);
+void audit_event_bool(audit_event *ev, const char *key, bool v);
+void audit_event_strs(audit_event *ev, const char *key, const char *const *v, size_t n);
+void audit_event_findings(audit_event *ev, const audit_finding *f, size_t n);
+void audit_event_durations(audit_event *ev, const audit_duration *d, size_t n);
+/* Closes the event; CUSTOS_OK or the first error. */
+custos_err audit_event_end(audit_event *ev) CUSTOS_WUR;
+/* The finished body: JSON members without the outer braces (valid after end). */
+span audit_event_body(const audit_event *ev);
+
+/* ---------------------------------------------------------------------------------------------
+ * The writer: a forked process that owns the log files and the signing key, fed by a client
+ * handle in this process (bounded queue + sender thread). One handle per custos process.
+ */
+typedef struct audit_writer audit_writer;
+
+typedef struct audit_stats {
+	uint64_t submitted;   /* events accepted by audit_submit */
+	uint64_t denied_full; /* submits refused because the queue was full (deny mode) */
+	uint64_t failed;      /* submits refused because the writer reported a failure */
+	uint64_t durable_seq; /* highest seq the writer reported durable */
+	size_t queued;        /* events waiting in the in-process queue now */
+	bool writer_failing;  /* the writer's last report was an error (disk full...) */
+} audit_stats;
+
+/* Forks the writer (and, with sinks, the shipper) and starts the sender thread. *out is owned
+ * by the caller and released by audit_writer_stop. Fails if the log cannot be opened or
+ * recovered, or the key is unreadable or too open. */
+custos_err audit_writer_start(const audit_options *o, audit_writer **out) CUSTOS_WUR;
+/* Queues one finished event. Batch: returns at once. Sync: returns once durable.
+ * CUSTOS_ERR_AGAIN: queue full in deny mode; CUSTOS_ERR_IO: the writer cannot write (the
+ * proxy fails closed); CUSTOS_ERR_LIMIT/INVAL: a bad event. Never drops an accepted event. */
+custos_err audit_submit(audit_writer *w, const audit_event *ev) CUSTOS_WUR;
+/* Waits until every event accepted so far is durable; CUSTOS_ERR_IO if the writer fails. */
+custos_err audit_flush(audit_writer *w) CUSTOS_WUR;
+void audit_writer_stats(audit_writer *w, audit_stats *s);
+/* Events the sink at index i has not yet delivered (durable head minus its cursor). */
+custos_err audit_sink_lag(audit_writer *w, size_t i, uint64_t *lag) CUSTOS_WUR;
+/* Flushes, seals the log with a shutdown checkpoint, stops sinks once they caught up or after
+ * drain_ns, reaps the processes and frees w (NULL is a no-op). */
+custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns) CUSTOS_WUR;
+/* PID of the writer process (for tests that kill it). */
+int audit_writer_pid(const audit_writer *w);
+
+/* ---------------------------------------------------------------------------------------------
+ * Keys, verification, rendering.
+ */
+/* Writes DIR/audit.key (Ed25519 PKCS#8 PEM, 0600) and DIR/audit.pub (SPKI PEM, 0644); refuses
+ * to overwrite an existing key. */
+custos_err audit_keygen(const char *dir) CUSTOS_WUR;
+
+typedef struct audit_verify_result {
+	bool ok;
+	uint64_t events;      /* records verified */
+	uint64_t files;       /* files read */
+	uint64_t checkpoints; /* checkpoints whose signature verified (or seen, without a key) */
+	uint64_t first_seq, last_seq;
+	uint64_t signed_seq; /* highest seq covered by a verified signature */
+	bool sealed;         /* the log ends with a shutdown checkpoint */
+	bool torn_tail;      /* (live) the last file ends inside a record */
+	/* First problem: where and what. */
+	char bad_file[512];
+	uint64_t bad_line, bad_seq;
+	char what[512];
+} audit_verify_result;
+
+/* Verifies files or directories (a directory means its audit-*.jsonl files in order).
+ * pubkey: PEM public key, or NULL to check the chain only. live: accept a log whose writer
+ * is still running or crashed (unsealed end, incomplete last record). CUSTOS_OK with r->ok
+ * set or cleared; an error only when the arguments are unusable. */
+custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, bool live,
+                        audit_verify_result *r) CUSTOS_WUR;
+
+typedef struct audit_render_ctx {
+	const char *hostname; /* RFC 5424 HOSTNAME; NULL: "-" */
+	const char *app_name; /* default "custos" */
+	int facility;         /* syslog facility (default 13, log audit) */
+	audit_format inner;   /* RFC 5424 MSG payload: JSON, CEF or LEEF */
+} audit_render_ctx;
+
+/* Appends one log line (without its newline) rendered in format f to out. */
+custos_err audit_render(audit_format f, span line, const audit_render_ctx *ctx,
+                        buf *out) CUSTOS_WUR;
+/* Renders every complete line of the log file path to f (a FILE *), one per line; stops at
+ * the first unreadable record with its file:line in the message. */
+custos_err audit_export_file(const char *path, audit_format fmt, const audit_render_ctx *ctx,
+                             void *f) CUSTOS_WUR;
+/* Parses "json|cef|leef|rfc5424". */
+custos_err audit_format_parse(const char *s, audit_format *out) CUSTOS_WUR;
+/* Lists the log files of dir in chain order into *paths (malloc'd array of malloc'd strings,
+ * freed with audit_paths_free). */
+custos_err audit_list_files(const char *dir, char ***paths, size_t *n) CUSTOS_WUR;
+void audit_paths_free(char **paths, size_t n);
+
+#endif /* CUSTOS_AUDIT_H */
