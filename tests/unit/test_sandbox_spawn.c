@@ -4,6 +4,7 @@
  * of the socket factory. They need user namespaces; without them each test skips. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -526,6 +527,60 @@ static void model_server_inside(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* custos killed outright (no sandbox_stop): the sandbox must not outlive it. The test
+ * process is a child subreaper, so the orphaned sandbox init is reparented to it and its end
+ * can be observed with waitpid. */
+static void dies_with_custos(void **state)
+{
+	int pfd[2];
+	(void)state;
+	NEED();
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t custos = fork();
+	assert_int_not_equal(custos, -1);
+	if (custos == 0) {
+		sandbox_profile p;
+		sandbox *sb = NULL;
+		static const char *const a[] = { "/bin/sleep", "1000", NULL };
+		profile(&p);
+		if (sandbox_spawn(&p, a, NULL, &sb) != CUSTOS_OK)
+			_exit(1);
+		pid_t init = sandbox_pid(sb);
+		if (write(pfd[1], &init, sizeof(init)) != (ssize_t)sizeof(init))
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	pid_t init = -1;
+	assert_int_equal(read(pfd[0], &init, sizeof(init)), (ssize_t)sizeof(init));
+	close(pfd[0]);
+	assert_true(init > 0);
+	kill(custos, SIGKILL);
+	int st;
+	assert_int_equal(waitpid(custos, &st, 0), custos);
+	/* The init is ours now (subreaper); it must end by SIGKILL (its parent-death signal). */
+	pid_t w = 0;
+	for (int i = 0; i < 100 && w == 0; i++) {
+		w = waitpid(init, &st, WNOHANG);
+		if (w == 0) {
+			struct timespec ts = { 0, 100000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (w == 0) {
+		kill(init, SIGKILL); /* it survived custos: clean up, then fail */
+		waitpid(init, &st, 0);
+		fail_msg("the sandbox outlived custos");
+	}
+	assert_int_equal(w, init);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGKILL);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0), 0);
+}
+
 /* Unprivileged: the socket factory must join the user namespace before the netns. */
 static void unprivileged_sockets(void **state)
 {
@@ -580,7 +635,7 @@ int main(void)
 		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
 		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
 		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
-		cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(dies_with_custos),     cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
