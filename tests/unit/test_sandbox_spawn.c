@@ -461,14 +461,24 @@ static void stop_term_then_kill(void **state)
 	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
 	assert_int_equal(rec_count(&r, SANDBOX_EV_RESTART), 0);
 
-	/* A command that ignores SIGTERM is killed after the grace period. */
+	/* A command that ignores SIGTERM is killed after the grace period. It says "ready" on
+	 * its stdout (our pipe) once the trap is in place. */
 	o.stop_grace_ms = 200;
 	o.on_event = NULL;
+	int pp[2];
+	assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+	o.stdout_fd = pp[1];
 	static const char *const ig[] = { "/bin/sh", "-c",
-		                          "trap '' TERM; while :; do sleep 1; done", NULL };
+		                          "trap '' TERM; echo ready; while :; do sleep 1; done",
+		                          NULL };
 	sb = spawn(&p, ig, &o);
-	struct timespec ts = { 0, 200000000 };
-	nanosleep(&ts, NULL); /* let the trap be installed */
+	close(pp[1]);
+	char rb[8] = { 0 };
+	struct pollfd pf = { .fd = pp[0], .events = POLLIN };
+	assert_int_equal(poll(&pf, 1, 20000), 1);
+	assert_true(read(pp[0], rb, sizeof(rb) - 1) > 0);
+	assert_memory_equal(rb, "ready", 5);
+	close(pp[0]);
 	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
 	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
 	assert_true(WIFSIGNALED(st));
