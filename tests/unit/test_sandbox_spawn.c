@@ -364,7 +364,7 @@ static void connect_inside_ready(void **state)
 	profile(&p);
 	static const char *const a[] = { "/opt/escape", "--listen", "8080", NULL };
 	sandbox *sb = spawn(&p, a, NULL);
-	assert_int_equal(sandbox_wait_ready(sb, 8080, "/health", 10000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8080, "/health", 60000), CUSTOS_OK);
 	assert_int_equal(sandbox_wait_ready(sb, 8080, NULL, 1000), CUSTOS_OK);
 	assert_int_equal(sandbox_wait_ready(sb, 8080, "bad path", 1000), CUSTOS_ERR_INVAL);
 	/* Nothing listens on 8081 inside (and a host listener would not count). */
@@ -506,7 +506,7 @@ static void model_server_inside(void **state)
 	o.arg = &r;
 	static const char *const a[] = { "/opt/model-server", "--listen", "127.0.0.1:8000", NULL };
 	sandbox *sb = spawn(&p, a, &o);
-	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 20000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 60000), CUSTOS_OK);
 	assert_int_equal(sandbox_connect_inside(sb, 8000, &fd), CUSTOS_OK);
 	struct pollfd pf = { .fd = fd, .events = POLLOUT };
 	assert_int_equal(poll(&pf, 1, 5000), 1);
@@ -625,7 +625,7 @@ static void unprivileged_sockets(void **state)
 			fprintf(stderr, "unprivileged spawn: %s\n", err_msg());
 			_exit(11);
 		}
-		if (sandbox_wait_ready(sb, 8080, "/", 10000) != CUSTOS_OK)
+		if (sandbox_wait_ready(sb, 8080, "/", 60000) != CUSTOS_OK)
 			_exit(12);
 		if (sandbox_listen_inside(sb, 3128, 4, &fd) != CUSTOS_OK)
 			_exit(13);
