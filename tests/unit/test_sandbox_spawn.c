@@ -387,7 +387,7 @@ static void connect_inside_ready(void **state)
 	/* A command that exits before it listens: CLOSED, not a timeout. */
 	static const char *const t[] = { "/bin/true", NULL };
 	sb = spawn(&p, t, NULL);
-	custos_err e = sandbox_wait_ready(sb, 8080, NULL, 5000);
+	custos_err e = sandbox_wait_ready(sb, 8080, NULL, 60000);
 	assert_true(e == CUSTOS_ERR_CLOSED);
 	sandbox_free(sb);
 }
