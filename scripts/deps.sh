@@ -17,6 +17,7 @@ PKGS=(
   rsyslog rsyslog-openssl
   procps psmisc iproute2
   libvirt-daemon-system qemu-system-x86 busybox-static cpio file
+  jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 
 missing=()
