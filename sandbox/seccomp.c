@@ -283,12 +283,12 @@ static custos_err add_filtered(scmp_filter_ctx ctx)
 	static const int types[] = { SOCK_STREAM, SOCK_DGRAM };
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams); i++)
 		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(types); j++) {
-			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i]),
+			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
 				                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf,
 				                             (scmp_datum_t)types[j]) };
 			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
 		}
-	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
+	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0);
 	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
 	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
 	struct scmp_arg_cmp cl = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0);
