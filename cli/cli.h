@@ -33,5 +33,6 @@ int cmd_sandbox_exec(int argc, char **argv);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "custos/sandbox.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -144,6 +145,7 @@ static void conn_close(conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	metrics_inc(METRICS_CONN_CLOSED);
 	ev_defer_free(&w->loop, c, conn_free);
 }
 
@@ -282,6 +284,8 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 	};
+	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
+	                e.t_upstream);
 	if (emit_event(w->srv->audit, &e) != CUSTOS_OK)
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
@@ -477,6 +481,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 		w->conns->prev = c;
 	w->conns = c;
 	w->nconns++;
+	metrics_inc(METRICS_CONN_ACCEPTED);
 	c->s.rd_ready = c->s.wr_ready = true;
 	conn_arm(c);
 	conn_drive(c);
@@ -992,6 +997,8 @@ static bool idempotent(http1_method m)
 static void up_failed(conn *c, const char *why)
 {
 	req *r = &c->r;
+
+	metrics_inc(METRICS_UPSTREAM_ERRORS);
 	bool nothing_sent = r->up_sent == 0;
 	bool reused = c->up && c->up->reused;
 
@@ -1350,10 +1357,12 @@ static void conn_drive(conn *c)
 				break;
 			if (h != SOCK_OK) {
 				log_debug("tls: handshake with %s failed", c->remote);
+				metrics_inc(METRICS_TLS_FAILED);
 				conn_close(c);
 				return;
 			}
 			c->t_tls = tm_mono_ns() - c->t_accept;
+			metrics_inc(METRICS_TLS_OK);
 			ident_from_cert(&c->id, c->s.ssl);
 			c->st = CS_HEAD;
 			progress = true;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S       1000000000ull
@@ -427,6 +428,16 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	return CUSTOS_OK;
 }
 
+struct policy *proxy_policy_ref(proxy_server *s)
+{
+	pthread_mutex_lock(&s->st_lock);
+	proxy_state *st = state_ref(s->st);
+	pthread_mutex_unlock(&s->st_lock);
+	struct policy *p = decide_policy_ref(st->pol);
+	state_unref(st);
+	return p;
+}
+
 static void *worker_main(void *arg)
 {
 	worker *w = arg;
@@ -510,6 +521,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				re = proxy_reload(s, &o);
 			else
 				proxy_options_free(&o);
+			metrics_inc(re == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
+			                            : METRICS_POLICY_RELOAD_FAILED);
 			if (re == CUSTOS_OK)
 				log_info("proxy: reloaded (generation %llu)",
 				         (unsigned long long)atomic_load(&s->gen));
