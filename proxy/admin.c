@@ -988,10 +988,11 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	s->nsbx = o->n_sandboxes;
 	custos_err e = CUSTOS_OK;
 	if (o->socket_path) {
-		s->socket_path = xstrdup(o->socket_path);
 		e = open_unix(o->socket_path, mode, &s->l[0].fd);
-		if (e == CUSTOS_OK)
+		if (e == CUSTOS_OK) {
+			s->socket_path = xstrdup(o->socket_path); /* ours now: unlinked at stop */
 			e = start_daemon(&s->l[0]);
+		}
 	}
 	if (e == CUSTOS_OK && o->tcp_address) {
 		e = open_tcp(o->tcp_address, o->force, &s->l[1].fd, &s->tcp_port);
