@@ -181,6 +181,7 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		GUARD(add_route(o, "", NULL, 0));
 	o->max_body = cfg->limits.body_max;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
+	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;
 	o->keepalive_timeout_ns = cfg->limits.client_idle_timeout_ns;
 	o->shutdown_grace_ns = cfg->limits.shutdown_timeout_ns;
 	o->max_connections = cfg->limits.max_connections;

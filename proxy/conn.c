@@ -23,6 +23,7 @@
 #define NS_PER_S           1000000000ull
 #define DEF_HEADER_TIMEOUT (10 * NS_PER_S)
 #define DEF_KEEPALIVE      (60 * NS_PER_S)
+#define DEF_BODY_TIMEOUT   (60 * NS_PER_S)
 #define DEF_CONNECT        (5 * NS_PER_S)
 #define DEF_READ           (60 * NS_PER_S)
 #define DEF_UP_IDLE        (30 * NS_PER_S)
@@ -352,6 +353,21 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	}
 }
 
+static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
+
+/* A request whose head was never parsed (malformed or timed out): id, time and state so that
+ * its rejection is answered and audited like any other. */
+static void req_begin_unparsed(conn *c)
+{
+	req *r = &c->r;
+
+	r->active = true;
+	r->t_start = tm_mono_ns();
+	new_request_id(c->w, r->id);
+	if (c->st_ref == NULL)
+		c->st_ref = state_ref(worker_state(c->w));
+}
+
 /* ---------------------------------------------------------------------------------------------
  * timers
  */
@@ -372,9 +388,19 @@ static void conn_timeout(ev_loop *l, void *obj)
 		conn_audit(c, "http.request", "error", "upstream read timed out mid-response");
 		break;
 	case CS_BODY:
-		c->r.status = 408;
-		conn_audit(c, "http.reject", "deny", "request body timed out");
-		break;
+		conn_reject(c, 408, "request body not received in time", true);
+		conn_drive(c);
+		return;
+	case CS_HEAD:
+		if (buf_used(&c->in) > 0) {
+			/* A started head that never completed (slowloris): 408, audited. */
+			req_begin_unparsed(c);
+			buf_reset(&c->in);
+			conn_reject(c, 408, "request head not received in time", true);
+			conn_drive(c);
+			return;
+		}
+		break; /* idle keep-alive connection: closed quietly */
 	default:
 		break;
 	}
@@ -389,8 +415,10 @@ static void conn_arm(conn *c)
 
 	switch (c->st) {
 	case CS_HANDSHAKE:
-	case CS_BODY:
 		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
+		break;
+	case CS_BODY:
+		t = or_default(o->body_timeout_ns, DEF_BODY_TIMEOUT);
 		break;
 	case CS_HEAD:
 		t = buf_used(&c->in) ? or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT)
@@ -1376,12 +1404,7 @@ static void conn_drive(conn *c)
 				ssize_t k = http1_parse_head(&p, (const char *)buf_ptr(&c->in),
 				                             buf_used(&c->in));
 				if (k < 0) {
-					req *r = &c->r;
-					r->active = true;
-					r->t_start = tm_mono_ns();
-					new_request_id(c->w, r->id);
-					if (c->st_ref == NULL)
-						c->st_ref = state_ref(worker_state(c->w));
+					req_begin_unparsed(c);
 					buf_reset(&c->in);
 					conn_reject(c, p.err.status ? p.err.status : 400,
 					            p.err.reason ? p.err.reason

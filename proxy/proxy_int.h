@@ -20,8 +20,8 @@
 #include "sse.h"
 
 #define PROXY_INBUF_MAX    (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
-#define PROXY_UPIN_MAX     (64u * 1024u) /* upstream read buffer */
-#define PROXY_RESP_KEEP    (1u << 20)    /* non-stream JSON response kept to read `usage` */
+#define PROXY_UPIN_MAX     (64u * 1024u)  /* upstream read buffer */
+#define PROXY_RESP_KEEP    (256u * 1024u) /* non-stream JSON response kept to read `usage` */
 #define PROXY_MAX_SAN      8
 #define PROXY_ACCEPT_BATCH 64
 

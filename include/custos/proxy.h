@@ -106,6 +106,7 @@ typedef struct proxy_options {
 	char *policy_file;          /* policy.yaml; NULL: allow all (tests only, logged loudly) */
 	uint64_t max_body;          /* 0: PROXY_BODY_DEFAULT */
 	uint64_t header_timeout_ns; /* request head must arrive within; 0: 10 s */
+	uint64_t body_timeout_ns;   /* between request body bytes; 0: 60 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
 	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
 	uint64_t max_connections;      /* client connections, all workers; 0: no limit */

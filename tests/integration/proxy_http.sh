@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ingress proxy through the real binary with curl and raw sockets: allowed, 401, 403, 413, 400
 # paths, the request-smuggling corpus (each rejected with its status and audited), keep-alive,
-# pipelining (answers in order), 100-continue, SSE streaming, upstream down -> 502, slow
+# pipelining (answers in order), 100-continue, 408 for an incomplete head, SSE streaming, upstream down -> 502, slow
 # upstream -> 504, X-Request-Id on every answer and in the audit trail, graceful shutdown.
 . "$(dirname "$0")/proxy_lib.bash"
 
@@ -15,7 +15,7 @@ EXTRA_MODELS="  - id: down-model
   - id: slow-model
     upstream: { url: \"http://127.0.0.1:$slow_port/\", timeouts: { read: 1s } }"
 write_policy "$work/policy.yaml"
-write_config "$work/custos.yaml" "$FX_PORT"
+HEADER_TIMEOUT=2s write_config "$work/custos.yaml" "$FX_PORT"
 start_custos "$work/custos.yaml"
 base="https://localhost:$PORT"
 plain="http://127.0.0.1:$PORT2"
@@ -71,6 +71,14 @@ check "pipelined answers in order" "$got" "200 403 200"
 	"$base/v1/chat/completions"
 check "SSE events forwarded" "$(grep -c '^data: ' "$work/sse.out")" 9
 grep -q '^data: \[DONE\]' "$work/sse.out" && ok "stream ends with [DONE]" || fail "no [DONE]"
+
+# -- a head that never completes (slowloris): 408 after client_header (2 s here), audited
+got=$(
+	exec 3<>"/dev/tcp/127.0.0.1/$PORT2"
+	printf 'GET /v1/models HTTP/1.1\r\nHost: t\r\n' >&3
+	timeout 10 cat <&3 | head -1 | cut -d' ' -f2
+)
+check "incomplete head -> 408" "$got" 408
 
 # -- upstream failures
 check "upstream down -> 502" "$(status -H "Authorization: Bearer $ALICE" -d '{"model":"down-model","messages":[]}' "$base/v1/chat/completions")" 502
@@ -131,6 +139,7 @@ if ls "$work"/audit/*.jsonl >/dev/null 2>&1; then
 	[ -n "$(audit_grep "\"request_id\":\"$id401\".*\"status\":401")" ] && ok "401 audited" || fail "401 not audited"
 	[ -n "$(audit_grep "\"request_id\":\"$id403\".*\"status\":403")" ] && ok "403 audited" || fail "403 not audited"
 	check "502 audited" "$(audit_grep '"status":502' | wc -l | tr -d ' ')" 1
+	check "408 audited" "$(audit_grep '"status":408' | wc -l | tr -d ' ')" 1
 	check "smuggling vectors audited" "$(audit_grep '"status":(400|413|414|417|431|501|505)' | wc -l | tr -d ' ' | awk -v t="$total" '{print ($1 >= t) ? "all" : $1 " of " t}')" all
 	if "$bin" audit verify "$work/audit" >"$work/verify.out" 2>&1; then ok "audit verify"; else fail "audit verify: $(cat "$work/verify.out")"; fi
 else

@@ -180,6 +180,7 @@ limits:
   timeouts:
     upstream_connect: 2s
     upstream_read: ${UPSTREAM_READ:-10s}
+    client_header: ${HEADER_TIMEOUT:-10s}
     shutdown: ${SHUTDOWN:-5s}
 listeners:
   - id: tls
