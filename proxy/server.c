@@ -420,6 +420,10 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	uint64_t gen = atomic_load(&s->gen) + 1;
 	GUARD(state_build(&o, gen, &st));
 	pthread_mutex_lock(&s->st_lock);
+	/* Under the lock: two concurrent reloads (SIGHUP and the admin API) get distinct
+	 * generations, so no worker keeps the first one's state believing it is current. */
+	gen = atomic_load(&s->gen) + 1;
+	st->gen = gen;
 	proxy_state *old = s->st;
 	s->st = st;
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
