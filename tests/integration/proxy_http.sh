@@ -89,7 +89,8 @@ got=$(
 			printf 'X-Slow-%d: y\r\n' "$i"
 		done
 	} >&3 2>/dev/null &
-X
+	# 6 s to answer while the trickle would go on for 15 s
+	timeout 6 cat <&3 | head -1 | cut -d' ' -f2
 )
 check "trickled head -> 408 at the head deadline" "$got" 408
 
