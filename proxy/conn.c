@@ -1374,8 +1374,12 @@ static void conn_drive(conn *c)
 				conn_close(c);
 				return;
 			}
-			if (n > 0)
+			if (n > 0) {
 				progress = true;
+				/* Under backpressure the wait is on the client: its progress counts. */
+				if (c->st == CS_RESPONSE)
+					c->anchor = c->w->loop.now;
+			}
 		}
 		if (c->st == CS_CLOSING) {
 			if (buf_used(&c->out) == 0) {
