@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "audit_int.h"
@@ -421,7 +422,24 @@ custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
 		pthread_cond_broadcast(&w->cv_data);
 		pthread_cond_broadcast(&w->cv_room);
 		pthread_mutex_unlock(&w->mu);
-		pthread_join(w->sender, NULL);
+		/* The sender may sit in sendmsg while a failing writer reads nothing: then
+		 * nothing more can become durable, so cut the socket (stop reports it). */
+		for (;;) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			if (pthread_timedjoin_np(w->sender, NULL, &ts) == 0)
+				break;
+			pthread_mutex_lock(&w->mu);
+			bool cut = w->failing || w->dead;
+			pthread_mutex_unlock(&w->mu);
+			if (cut)
+				shutdown(w->sock, SHUT_RDWR);
+		}
 		if (w->dead || w->failing)
 			shutdown(w->sock, SHUT_RDWR); /* the writer and the ack thread see EOF */
 		pthread_join(w->acker, NULL);
@@ -440,7 +458,10 @@ custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
 			;
 	}
 	if (w->failing && e == CUSTOS_OK)
-		e = err_set(CUSTOS_ERR_IO, "audit: stopped while failing: %s", w->fail_msg);
+		e = err_set(CUSTOS_ERR_IO,
+		            "audit: stopped while failing: events accepted after seq %llu may not "
+		            "have been written: %s",
+		            (unsigned long long)w->durable_seq, w->fail_msg);
 	writer_free(w);
 	return e;
 }

@@ -108,6 +108,8 @@ typedef struct conn {
 	buf in, out;
 	req r;
 	upconn *up;
+	uint64_t anchor; /* start of the current wait: timeouts count from here, so a peer
+	                    that trickles bytes cannot extend a head deadline */
 	bool drain;
 	bool peer_gone;
 	bool freed;
@@ -341,6 +343,7 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 		up_close(c->up);
 		c->up = NULL;
 	}
+	c->anchor = c->w->loop.now;
 	if (close) {
 		c->st = CS_CLOSING;
 	} else {
@@ -435,7 +438,8 @@ static void conn_arm(conn *c)
 		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
 		break;
 	}
-	ev_timer_set(&c->w->loop, &c->timer, now + t);
+	(void)now;
+	ev_timer_set(&c->w->loop, &c->timer, c->anchor + t);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -463,6 +467,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	c->s.fd = fd;
 	c->ls = ls;
 	c->t_accept = tm_mono_ns();
+	c->anchor = c->t_accept;
 	buf_init(&c->in, PROXY_INBUF_MAX);
 	buf_init(&c->out, OUT_MAX);
 	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
@@ -979,6 +984,7 @@ static void up_attempt(conn *c)
 
 	r->attempts++;
 	r->up_sent = 0;
+	c->anchor = c->w->loop.now;
 	upconn *u = pool_take(c->w, r->upstream, c->st_ref->gen);
 	if (u == NULL)
 		u = up_connect(c, r->upstream, &failed_now);
@@ -1107,6 +1113,7 @@ static void finish_request(conn *c)
 			up_close(u);
 	}
 	bool keep = r->client_keep_alive && !c->drain;
+	c->anchor = c->w->loop.now;
 	req_reset(r);
 	state_unref(c->st_ref);
 	c->st_ref = NULL;
@@ -1252,7 +1259,7 @@ static bool up_drive(conn *c)
 		if (n > 0) {
 			r->up_sent += (uint64_t)n;
 			progress = true;
-			conn_arm(c);
+			c->anchor = c->w->loop.now;
 		}
 	}
 	/* Read the response (not while the client's buffer is full). */
@@ -1305,7 +1312,7 @@ static bool up_drive(conn *c)
 		ssize_t n = sock_read(&u->s, &u->in, PROXY_UPIN_MAX);
 		if (n > 0) {
 			progress = true;
-			conn_arm(c);
+			c->anchor = c->w->loop.now;
 			continue;
 		}
 		if (n == SOCK_AGAIN)
@@ -1339,9 +1346,13 @@ static bool read_client(conn *c)
 {
 	if (!sock_can_read(&c->s))
 		return false;
+	bool was_empty = buf_used(&c->in) == 0;
 	ssize_t n = sock_read(&c->s, &c->in, PROXY_INBUF_MAX);
-	if (n > 0)
+	if (n > 0) {
+		if (c->st == CS_BODY || was_empty) /* a head's deadline starts at its first byte */
+			c->anchor = c->w->loop.now;
 		return true;
+	}
 	if (n == SOCK_AGAIN)
 		return false;
 	/* EOF or error from the client. */
@@ -1355,6 +1366,8 @@ static bool read_client(conn *c)
 
 static void conn_drive(conn *c)
 {
+	cstate entry = c->st;
+
 	for (int guard = 0; guard < 10000 && !c->freed; guard++) {
 		bool progress = false;
 
@@ -1368,8 +1381,12 @@ static void conn_drive(conn *c)
 				conn_close(c);
 				return;
 			}
-			if (n > 0)
+			if (n > 0) {
 				progress = true;
+				/* Under backpressure the wait is on the client: its progress counts. */
+				if (c->st == CS_RESPONSE)
+					c->anchor = c->w->loop.now;
+			}
 		}
 		if (c->st == CS_CLOSING) {
 			if (buf_used(&c->out) == 0) {
@@ -1471,6 +1488,8 @@ static void conn_drive(conn *c)
 	}
 	if (c->freed)
 		return;
+	if (c->st != entry)
+		c->anchor = c->w->loop.now; /* a new wait begins */
 	if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
 		/* Idle keep-alive: give the buffers back (memory per idle connection). */
 		buf_free(&c->in);

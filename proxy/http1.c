@@ -350,6 +350,37 @@ static bool valid_target_bytes(span t, size_t *bad)
 	return true;
 }
 
+/* True when the path (up to '?') has a "." or ".." segment, literally or percent-encoded:
+ * upstreams resolve them (RFC 3986 §5.2.4) after policy matched the unresolved path. */
+static bool has_dot_segment(span path)
+{
+	size_t i = 0, n = path.len;
+	const char *s = path.ptr;
+	while (i < n && s[i] != '?') {
+		if (s[i] != '/') {
+			i++;
+			continue;
+		}
+		i++;
+		size_t dots = 0, k = i;
+		for (;;) {
+			if (k < n && s[k] == '.') {
+				k++;
+			} else if (k + 2 < n && s[k] == '%' && s[k + 1] == '2' &&
+			           (s[k + 2] == 'e' || s[k + 2] == 'E')) {
+				k += 3;
+			} else {
+				break;
+			}
+			dots++;
+		}
+		if ((dots == 1 || dots == 2) && (k == n || s[k] == '/' || s[k] == '?'))
+			return true;
+		i = k;
+	}
+	return false;
+}
+
 /* "HTTP/" DIGIT "." DIGIT: 1 ok (version set), 0 malformed, -1 well-formed but unsupported. */
 static int parse_version(const char *v, size_t n, uint8_t *out)
 {
@@ -436,6 +467,8 @@ static ssize_t parse_request_line(http1_parser *p, const char *d, size_t a, size
 		h->authority = auth;
 		h->path = span_of(tg.ptr + ae, tg.len - ae);
 	}
+	if (h->path.len > 0 && has_dot_segment(h->path))
+		return fail(p, 400, "dot segment in the request path", t);
 	return 1;
 }
 
@@ -603,7 +636,7 @@ static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t o
 					return fail(p, 413, "Content-Length too large", off);
 				cl = cl * 10 + (uint64_t)(c - '0');
 			}
-			if (!p->response && cl > p->lim.max_body)
+			if (cl > p->lim.max_body)
 				return fail(p, 413, "Content-Length above the body limit", off);
 			h->content_length = cl;
 		}
@@ -624,6 +657,24 @@ static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t o
 		break;
 	}
 	return 1;
+}
+
+/* Skips 8 bytes at a time while none is a control (HTAB included: the byte loop that follows
+ * accepts it) or DEL: SWAR tests on a 64-bit word, exact for "is there such a byte". */
+static size_t fval_run8(const unsigned char *s, size_t i, size_t b)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	while (b - i >= 8) {
+		uint64_t x;
+		memcpy(&x, s + i, 8);
+		uint64_t d = x ^ (ones * 0x7f);
+		uint64_t ctl = (x - ones * 0x20) & ~x;
+		uint64_t del = (d - ones) & ~d;
+		if (((ctl | del) & highs) != 0)
+			break;
+		i += 8;
+	}
+	return i;
 }
 
 /* "Transfer_Encoding" and "Content_Length" are framing fields to gateways that map '_' to
@@ -673,6 +724,7 @@ static ssize_t parse_header_line(http1_parser *p, const char *d, size_t a, size_
 	while (i < b && (s[i] == ' ' || s[i] == '\t'))
 		i++;
 	size_t vs = i;
+	i = fval_run8(s, i, b);
 	for (; i < b; i++)
 		if (!is_cls(s[i], C_FVAL))
 			return fail(p, 400, "control character in field value", i);
@@ -822,6 +874,34 @@ ssize_t http1_parse_head(http1_parser *p, const char *data, size_t len)
 	}
 }
 
+bool http1_head_ready(const char *data, size_t len, size_t max_head, size_t *scan)
+{
+	if (max_head == 0 || max_head > HTTP1_MAX_HEAD_BYTES)
+		max_head = HTTP1_MAX_HEAD_BYTES;
+	if (len >= max_head)
+		return true;
+	size_t i = *scan;
+	while (i < len) {
+		const char *lf = memchr(data + i, '\n', len - i);
+		if (lf == NULL) {
+			i = len;
+			break;
+		}
+		size_t k = (size_t)(lf - data);
+		if (k + 1 < len && data[k + 1] == '\n')
+			return true;
+		if (k + 2 < len && data[k + 1] == '\r' && data[k + 2] == '\n')
+			return true;
+		if (k + 1 == len || (k + 2 == len && data[k + 1] == '\r')) {
+			i = k; /* the empty line may complete with the next read */
+			break;
+		}
+		i = k + 1;
+	}
+	*scan = i;
+	return false;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Header lookup.
  */
@@ -902,6 +982,7 @@ void http1_body_init(http1_body *b, const http1_head *h, const http1_limits *lim
 	memset(b, 0, sizeof(*b));
 	limits_fill(&b->lim, lim);
 	b->framing = h->framing;
+	b->response = h->is_response;
 	switch (h->framing) {
 	case HTTP1_BODY_NONE:
 		b->state = B_DONE;
@@ -925,7 +1006,7 @@ void http1_body_init(http1_body *b, const http1_head *h, const http1_limits *lim
 static ssize_t body_fail(http1_body *b, unsigned status, const char *reason, size_t off)
 {
 	b->state = B_ERROR;
-	b->err.status = status;
+	b->err.status = b->response ? 502 : status;
 	b->err.reason = reason;
 	b->err.offset = off;
 	return -1;
@@ -1171,7 +1252,8 @@ static bool dropped(const http1_head *h, const http1_write_opts *o, span name, s
 }
 
 /* host: a Host value written first, replacing the received field; empty = keep that one. */
-static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, span host)
+static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts *o, span host,
+                        const bool *keep)
 {
 	if (host.len > 0) {
 		EMIT_LIT(e, "Host: ");
@@ -1180,7 +1262,7 @@ static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts 
 	}
 	for (size_t i = 0; i < h->nhdrs; i++) {
 		const http1_header *f = &h->hdrs[i];
-		if (dropped(h, o, f->name, host))
+		if (!keep[i])
 			continue;
 		emit_span(e, f->name);
 		EMIT_LIT(e, ": ");
@@ -1249,6 +1331,10 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 		ENSURE(is_cls((unsigned char)target.ptr[k], C_URI) || target.ptr[k] == '*',
 		       CUSTOS_ERR_INVAL, "invalid character in request-target to write");
 
+	bool keep[HTTP1_MAX_HEADERS];
+	for (size_t i = 0; i < h->nhdrs; i++)
+		keep[i] = !dropped(h, o, h->hdrs[i].name, host);
+
 	for (int pass = 0; pass < 2; pass++) {
 		emitter e = { NULL, 0 };
 		if (pass == 1) {
@@ -1273,7 +1359,7 @@ static custos_err write_head(buf *out, const http1_head *h, const http1_write_op
 			emit_span(&e, target);
 			EMIT_LIT(&e, " HTTP/1.1\r\n");
 		}
-		emit_fields(&e, h, o, host);
+		emit_fields(&e, h, o, host, keep);
 		if (pass == 0)
 			GUARD(buf_reserve(out, e.n));
 		else

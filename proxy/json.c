@@ -187,29 +187,62 @@ static void skip_ws(vctx *v)
 	}
 }
 
+/* Bytes that may stand for themselves in a string: ASCII but controls, '"' and '\\'. */
+static const uint8_t plain[256] = {
+	[0x20 ... 0x21] = 1,
+	[0x23 ... 0x5b] = 1,
+	[0x5d ... 0x7f] = 1,
+};
+
+/* Skips 8 bytes at a time while none is a control, '"', '\\' or non-ASCII (SWAR: a byte
+ * test on a 64-bit word; exact for "is there such a byte"). */
+static size_t plain_run8(const unsigned char *s, size_t i, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	while (n - i >= 8) {
+		uint64_t x;
+		memcpy(&x, s + i, 8);
+		uint64_t lt20 = (x - ones * 0x20) & ~x;
+		uint64_t q = x ^ (ones * '"');
+		uint64_t b = x ^ (ones * '\\');
+		uint64_t quote = (q - ones) & ~q;
+		uint64_t bs = (b - ones) & ~b;
+		if (((x | lt20 | quote | bs) & highs) != 0)
+			break;
+		i += 8;
+	}
+	return i;
+}
+
 /* Validates a string starting at its opening quote; hash (FNV-1a of the unescaped bytes) when
  * asked; leaves i after the closing quote. */
 static custos_err v_string(vctx *v, uint64_t *hash)
 {
+	const unsigned char *s = v->s;
+	size_t i = v->i + 1, n = v->n; /* after the opening quote */
 	uint64_t h = 0xcbf29ce484222325ull;
-	v->i++; /* opening quote */
 	for (;;) {
-		if (v->i >= v->n)
+		size_t run = i;
+		if (hash == NULL)
+			i = plain_run8(s, i, n);
+		while (i < n && plain[s[i]])
+			i++;
+		if (hash != NULL)
+			for (size_t k = run; k < i; k++)
+				h = (h ^ s[k]) * 0x100000001b3ull;
+		if (i >= n) {
+			v->i = i;
 			return verr(v, CUSTOS_ERR_PARSE, "unterminated string");
-		unsigned char c = v->s[v->i];
+		}
+		unsigned char c = s[i];
 		if (c == '"') {
-			v->i++;
+			i++;
 			break;
 		}
-		/* Fast path for plain ASCII. */
-		if (c >= 0x20 && c < 0x80 && c != '\\') {
-			h = (h ^ c) * 0x100000001b3ull;
-			v->i++;
-			continue;
-		}
 		uint32_t cp;
-		size_t k = unit_decode(v->s, v->i, v->n, &cp);
+		size_t k = unit_decode(s, i, n, &cp);
 		if (k == 0) {
+			v->i = i;
 			if (c < 0x20)
 				return verr(v, CUSTOS_ERR_PARSE, "control character in string");
 			if (c == '\\')
@@ -223,8 +256,9 @@ static custos_err v_string(vctx *v, uint64_t *hash)
 			for (size_t j = 0; j < m; j++)
 				h = (h ^ (unsigned char)u[j]) * 0x100000001b3ull;
 		}
-		v->i += k;
+		i += k;
 	}
+	v->i = i;
 	if (hash != NULL)
 		*hash = h;
 	return CUSTOS_OK;
@@ -332,7 +366,18 @@ static custos_err check_dups(vctx *v, size_t from, size_t at)
 			goto dup;
 		return CUSTOS_OK;
 	}
-	qsort(e, k, sizeof(*e), key_cmp);
+	if (k <= 16) {
+		/* Insertion sort: objects are small and qsort's calls cost more. */
+		for (size_t i = 1; i < k; i++) {
+			key_ent t = e[i];
+			size_t j = i;
+			for (; j > 0 && e[j - 1].hash > t.hash; j--)
+				e[j] = e[j - 1];
+			e[j] = t;
+		}
+	} else {
+		qsort(e, k, sizeof(*e), key_cmp);
+	}
 	for (size_t i = 0; i + 1 < k; i++)
 		for (size_t j = i + 1; j < k && e[j].hash == e[i].hash; j++)
 			if (key_eq(span_of(e[i].ptr, e[i].len), span_of(e[j].ptr, e[j].len)))
@@ -432,6 +477,8 @@ static custos_err v_value(vctx *v, unsigned depth)
 
 /* The value starting at p (validated): its type and raw extent. */
 static jsonr_val value_at(const char *p, const char *end);
+/* The value at p whose length is known. */
+static jsonr_val value_make(const char *p, size_t len);
 
 custos_err jsonr_parse(span doc, const jsonr_limits *lim, jsonr_val *root)
 {
@@ -454,19 +501,24 @@ custos_err jsonr_parse(span doc, const jsonr_limits *lim, jsonr_val *root)
 	v->keys = v->inl;
 	v->nkeys = 0;
 	v->capkeys = INLINE_KEYS;
-	custos_err e =
-	        doc.len == 0 ? err_set(CUSTOS_ERR_PARSE, "JSON: empty document") : v_value(v, 0);
-	size_t start = 0;
+	custos_err e = CUSTOS_OK;
+	size_t start = 0, end = 0;
+	if (doc.len == 0) {
+		e = err_set(CUSTOS_ERR_PARSE, "JSON: empty document");
+	} else {
+		skip_ws(v);
+		start = v->i;
+		e = v_value(v, 0);
+		end = v->i;
+	}
 	if (e == CUSTOS_OK) {
 		skip_ws(v);
 		if (v->i != v->n)
 			e = verr(v, CUSTOS_ERR_PARSE, "trailing bytes after the document");
 	}
 	if (e == CUSTOS_OK) {
-		while (start < doc.len && (doc.ptr[start] == ' ' || doc.ptr[start] == '\t' ||
-		                           doc.ptr[start] == '\n' || doc.ptr[start] == '\r'))
-			start++;
-		*root = value_at(doc.ptr + start, doc.ptr + doc.len);
+		/* The validator knows where the value ends: no second walk over it. */
+		*root = value_make(doc.ptr + start, end - start);
 	}
 	if (v->keys != v->inl)
 		free(v->keys);
@@ -538,9 +590,14 @@ static const char *value_end(const char *p, const char *end)
 
 static jsonr_val value_at(const char *p, const char *end)
 {
+	return value_make(p, (size_t)(value_end(p, end) - p));
+}
+
+static jsonr_val value_make(const char *p, size_t len)
+{
 	jsonr_val v = { 0 };
-	const char *e = value_end(p, end);
-	v.raw = span_of(p, (size_t)(e - p));
+	const char *end = p + len;
+	v.raw = span_of(p, len);
 	switch (p < end ? *p : 'n') {
 	case '"':
 		v.type = JSONR_STRING;
@@ -620,9 +677,14 @@ bool jsonr_arr_next(jsonr_iter *it, jsonr_val *val)
 bool jsonr_str_eq(span s, const char *lit)
 {
 	size_t i = 0, j = 0, n = strlen(lit);
-	/* Fast path: identical bytes (no escapes in either). */
-	if (s.len == n && memchr(s.ptr, '\\', s.len) == NULL)
-		return memcmp(s.ptr, lit, n) == 0;
+	/* Raw contents are never shorter than their unescaped text, and are equally long only
+	 * without escapes: length and bytes decide the common cases. */
+	if (s.len < n)
+		return false;
+	if (s.len == n)
+		return memcmp(s.ptr, lit, n) == 0 && memchr(s.ptr, '\\', s.len) == NULL;
+	if (memchr(s.ptr, '\\', s.len) == NULL)
+		return false;
 	while (i < s.len && j < n) {
 		uint32_t a = next_cp(s, &i), b;
 		/* The literal is plain UTF-8 (not JSON-escaped). */
@@ -634,6 +696,25 @@ bool jsonr_str_eq(span s, const char *lit)
 			return false;
 	}
 	return i == s.len && j == n;
+}
+
+uint32_t jsonr_obj_pick(jsonr_val obj, const char *const *names, size_t n, jsonr_val *vals)
+{
+	uint32_t found = 0;
+	if (obj.type != JSONR_OBJECT || n > 32)
+		return 0;
+	jsonr_iter it;
+	span k;
+	jsonr_val v;
+	jsonr_iter_init(&it, obj);
+	while (jsonr_obj_next(&it, &k, &v))
+		for (size_t i = 0; i < n; i++)
+			if (!(found & (1u << i)) && jsonr_str_eq(k, names[i])) {
+				vals[i] = v;
+				found |= 1u << i;
+				break;
+			}
+	return found;
 }
 
 bool jsonr_obj_get(jsonr_val obj, const char *key, jsonr_val *val)

@@ -61,6 +61,11 @@ bool jsonr_arr_next(jsonr_iter *it, jsonr_val *val);
  * an object. */
 bool jsonr_obj_get(jsonr_val obj, const char *key, jsonr_val *val);
 
+/* One pass over obj for several keys: for each member whose unescaped key equals names[i]
+ * (i < n <= 32), vals[i] is set and bit i of the result; the first match wins. 0 when obj is
+ * not an object. */
+uint32_t jsonr_obj_pick(jsonr_val obj, const char *const *names, size_t n, jsonr_val *vals);
+
 /* Unescaped text of a string value's contents (escaped span `s`): appended to out as UTF-8. */
 custos_err jsonr_unescape(span s, buf *out) CUSTOS_WUR;
 /* Unescaped text into a fixed array out[outsz] with a NUL; CUSTOS_ERR_LIMIT when it does not

@@ -71,18 +71,19 @@ static custos_err read_content(openai_request *r, jsonr_val c, openai_text_kind 
 		}
 		if (part.type != JSONR_OBJECT)
 			return type_err(field, "an array of objects");
-		jsonr_val t;
-		if (jsonr_obj_get(part, "text", &t)) {
-			if (t.type != JSONR_STRING)
+		static const char *const names[] = { "text", "content" };
+		jsonr_val f[2];
+		uint32_t got = jsonr_obj_pick(part, names, 2, f);
+		if (got & 1) {
+			if (f[0].type != JSONR_STRING)
 				return type_err("text", "a string");
 			GUARD(add_text(
 			        r, str_kind == OPENAI_TEXT_MESSAGE ? OPENAI_TEXT_PART : str_kind,
-			        msg, j, t));
+			        msg, j, f[0]));
 		}
 		/* Responses-API input items carry their own content. */
-		jsonr_val inner;
-		if (jsonr_obj_get(part, "content", &inner) && !is_null(inner))
-			GUARD(read_content(r, inner, str_kind, msg, "content"));
+		if ((got & 2) && !is_null(f[1]))
+			GUARD(read_content(r, f[1], str_kind, msg, "content"));
 	}
 	return CUSTOS_OK;
 }
@@ -125,12 +126,15 @@ static custos_err read_messages(openai_request *r, jsonr_val msgs)
 	for (; jsonr_arr_next(&it, &m); i++) {
 		if (m.type != JSONR_OBJECT)
 			return type_err("messages", "an array of objects");
-		jsonr_val v;
-		if (jsonr_obj_get(m, "content", &v))
-			GUARD(read_content(r, v, OPENAI_TEXT_MESSAGE, i, "content"));
-		if (jsonr_obj_get(m, "tool_calls", &v))
-			GUARD(read_tool_calls(r, v, i));
-		if (jsonr_obj_get(m, "function_call", &v) && !is_null(v)) {
+		static const char *const names[] = { "content", "tool_calls", "function_call" };
+		jsonr_val f[3], v;
+		uint32_t got = jsonr_obj_pick(m, names, 3, f);
+		if (got & 1)
+			GUARD(read_content(r, f[0], OPENAI_TEXT_MESSAGE, i, "content"));
+		if (got & 2)
+			GUARD(read_tool_calls(r, f[1], i));
+		v = f[2];
+		if ((got & 4) && !is_null(v)) {
 			jsonr_val args;
 			if (v.type != JSONR_OBJECT)
 				return type_err("function_call", "an object");
@@ -295,54 +299,62 @@ custos_err openai_add_include_usage(span body, buf *out, bool *changed)
 /* ---------------------------------------------------------------------------------------------
  * Responses.
  */
-static custos_err read_usage(jsonr_val root, openai_usage *u)
+static custos_err read_usage(jsonr_val us, openai_usage *u)
 {
-	jsonr_val us, v;
+	static const char *const names[] = { "prompt_tokens", "input_tokens", "completion_tokens",
+		                             "output_tokens", "total_tokens" };
+	jsonr_val f[5];
 	memset(u, 0, sizeof(*u));
-	if (!jsonr_obj_get(root, "usage", &us) || is_null(us))
+	if (is_null(us))
 		return CUSTOS_OK;
 	ENSURE(us.type == JSONR_OBJECT, CUSTOS_ERR_PARSE, "OpenAI response: usage not an object");
 	u->present = true;
-	static const struct {
-		const char *name;
-		size_t off;
-	} fields[] = {
-		{ "prompt_tokens", offsetof(openai_usage, prompt_tokens) },
-		{ "input_tokens", offsetof(openai_usage, prompt_tokens) },
-		{ "completion_tokens", offsetof(openai_usage, completion_tokens) },
-		{ "output_tokens", offsetof(openai_usage, completion_tokens) },
-		{ "total_tokens", offsetof(openai_usage, total_tokens) },
-	};
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fields); i++) {
-		if (!jsonr_obj_get(us, fields[i].name, &v) || is_null(v))
+	uint32_t got = jsonr_obj_pick(us, names, 5, f);
+	uint64_t n[5] = { 0 };
+	for (size_t i = 0; i < 5; i++) {
+		if (!(got & (1u << i)) || is_null(f[i]))
 			continue;
-		uint64_t n;
-		if (jsonr_u64(v, MAX_TOKENS_LIMIT, &n) != CUSTOS_OK)
+		if (jsonr_u64(f[i], MAX_TOKENS_LIMIT, &n[i]) != CUSTOS_OK)
 			return err_set(CUSTOS_ERR_PARSE, "OpenAI response: usage.%s not a count",
-			               fields[i].name);
-		memcpy((char *)u + fields[i].off, &n, sizeof(n));
+			               names[i]);
 	}
-	if (u->total_tokens == 0)
-		u->total_tokens = u->prompt_tokens + u->completion_tokens;
+	u->prompt_tokens = n[0] ? n[0] : n[1];
+	u->completion_tokens = n[2] ? n[2] : n[3];
+	u->total_tokens = n[4] ? n[4] : u->prompt_tokens + u->completion_tokens;
+	return CUSTOS_OK;
+}
+
+/* The top-level "choices" and "usage" of a response or chunk, in one pass. */
+static custos_err top_fields(span json, jsonr_val *choices, jsonr_val *usage, uint32_t *got)
+{
+	static const char *const names[] = { "choices", "usage" };
+	jsonr_val root, f[2];
+	GUARD(jsonr_parse(json, NULL, &root));
+	ENSURE(root.type == JSONR_OBJECT, CUSTOS_ERR_PARSE, "OpenAI response: not a JSON object");
+	*got = jsonr_obj_pick(root, names, 2, f);
+	*choices = f[0];
+	*usage = f[1];
 	return CUSTOS_OK;
 }
 
 custos_err openai_usage_parse(span json, openai_usage *u)
 {
-	jsonr_val root;
+	jsonr_val ch, us;
+	uint32_t got;
 	memset(u, 0, sizeof(*u));
-	GUARD(jsonr_parse(json, NULL, &root));
-	ENSURE(root.type == JSONR_OBJECT, CUSTOS_ERR_PARSE, "OpenAI response: not a JSON object");
-	return read_usage(root, u);
+	GUARD(top_fields(json, &ch, &us, &got));
+	return (got & 2) ? read_usage(us, u) : CUSTOS_OK;
 }
 
 /* choices[]: for each, `inner` ("delta" or "message") .content, or .text (completions). */
-static custos_err read_choices(jsonr_val root, const char *inner, openai_delta *out, size_t *nout)
+static custos_err read_choices(jsonr_val ch, const char *inner, openai_delta *out, size_t *nout)
 {
-	jsonr_val ch, c, v, d;
+	const char *const names[] = { "index", "finish_reason", inner, "text" };
+	static const char *const content[] = { "content" };
+	jsonr_val c, f[4], v;
 	jsonr_iter it;
 	*nout = 0;
-	if (!jsonr_obj_get(root, "choices", &ch) || is_null(ch))
+	if (is_null(ch))
 		return CUSTOS_OK;
 	ENSURE(ch.type == JSONR_ARRAY, CUSTOS_ERR_PARSE, "OpenAI response: choices not an array");
 	jsonr_iter_init(&it, ch);
@@ -356,21 +368,24 @@ static custos_err read_choices(jsonr_val root, const char *inner, openai_delta *
 		o->choice = (uint32_t)pos;
 		o->content = span_of(c.raw.ptr, 0);
 		o->finish_reason = span_of(c.raw.ptr, 0);
-		if (jsonr_obj_get(c, "index", &v)) {
+		uint32_t got = jsonr_obj_pick(c, names, 4, f);
+		if (got & 1) {
 			uint64_t idx;
-			if (jsonr_u64(v, UINT32_MAX, &idx) != CUSTOS_OK)
+			if (jsonr_u64(f[0], UINT32_MAX, &idx) != CUSTOS_OK)
 				return err_set(CUSTOS_ERR_PARSE,
 				               "OpenAI response: bad choice index");
 			o->choice = (uint32_t)idx;
 		}
-		if (jsonr_obj_get(c, "finish_reason", &v) && v.type == JSONR_STRING)
-			o->finish_reason = v.str;
+		if ((got & 2) && f[1].type == JSONR_STRING)
+			o->finish_reason = f[1].str;
 		bool found = false;
-		if (jsonr_obj_get(c, inner, &d) && d.type == JSONR_OBJECT &&
-		    jsonr_obj_get(d, "content", &v))
+		if ((got & 4) && f[2].type == JSONR_OBJECT &&
+		    jsonr_obj_pick(f[2], content, 1, &v) != 0) {
 			found = true;
-		else if (jsonr_obj_get(c, "text", &v))
+		} else if (got & 8) {
+			v = f[3];
 			found = true;
+		}
 		if (!found || is_null(v))
 			continue;
 		ENSURE(v.type == JSONR_STRING, CUSTOS_ERR_PARSE,
@@ -383,22 +398,24 @@ static custos_err read_choices(jsonr_val root, const char *inner, openai_delta *
 
 custos_err openai_chunk_parse(span json, openai_chunk *c)
 {
-	jsonr_val root;
+	jsonr_val ch, us;
+	uint32_t got;
 	c->ndeltas = 0;
 	memset(&c->usage, 0, sizeof(c->usage));
-	GUARD(jsonr_parse(json, NULL, &root));
-	ENSURE(root.type == JSONR_OBJECT, CUSTOS_ERR_PARSE, "OpenAI chunk: not a JSON object");
-	GUARD(read_choices(root, "delta", c->deltas, &c->ndeltas));
-	return read_usage(root, &c->usage);
+	GUARD(top_fields(json, &ch, &us, &got));
+	if (got & 1)
+		GUARD(read_choices(ch, "delta", c->deltas, &c->ndeltas));
+	return (got & 2) ? read_usage(us, &c->usage) : CUSTOS_OK;
 }
 
 custos_err openai_response_parse(span json, openai_response *r)
 {
-	jsonr_val root;
+	jsonr_val ch, us;
+	uint32_t got;
 	r->nchoices = 0;
 	memset(&r->usage, 0, sizeof(r->usage));
-	GUARD(jsonr_parse(json, NULL, &root));
-	ENSURE(root.type == JSONR_OBJECT, CUSTOS_ERR_PARSE, "OpenAI response: not a JSON object");
-	GUARD(read_choices(root, "message", r->choices, &r->nchoices));
-	return read_usage(root, &r->usage);
+	GUARD(top_fields(json, &ch, &us, &got));
+	if (got & 1)
+		GUARD(read_choices(ch, "message", r->choices, &r->nchoices));
+	return (got & 2) ? read_usage(us, &r->usage) : CUSTOS_OK;
 }

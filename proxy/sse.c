@@ -164,9 +164,11 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 			}
 		}
 		/* A run up to the next line terminator. */
-		size_t j = i;
-		while (j < len && in[j] != '\n' && in[j] != '\r')
-			j++;
+		const char *lf = memchr(in + i, '\n', len - i);
+		size_t j = lf ? (size_t)(lf - in) : len;
+		const char *cr = memchr(in + i, '\r', j - i);
+		if (cr != NULL)
+			j = (size_t)(cr - in);
 		if (j > i) {
 			if (raw_append(p, in + i, j - i, false) != CUSTOS_OK)
 				return too_big(p);

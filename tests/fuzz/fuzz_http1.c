@@ -91,7 +91,7 @@ static void run(const char *d, size_t n, size_t split, int response, http1_metho
 				check(p.err.status >= 400 && p.err.reason != NULL);
 				check(p.err.offset <= avail - base);
 				oc->status = p.err.status;
-				oc->consumed = base;
+				oc->consumed = base + p.err.offset;
 				return;
 			}
 			if (r == 0) {
@@ -113,8 +113,10 @@ static void run(const char *d, size_t n, size_t split, int response, http1_metho
 			ssize_t r = http1_body_decode(&b, d + pos, avail - pos, &s, &done);
 			if (r < 0) {
 				check(b.err.status >= 400 && b.err.reason != NULL);
+				/* The absolute error position must not depend on the split. */
+				check(b.err.offset < avail - pos);
 				oc->status = b.err.status;
-				oc->consumed = pos;
+				oc->consumed = pos + b.err.offset;
 				return;
 			}
 			check(r > 0 && (size_t)r <= avail - pos);

@@ -69,7 +69,7 @@ static uint64_t run(const char *d, size_t n, size_t split, size_t max, int *err,
 			pos += (size_t)r;
 			if (!have)
 				continue;
-			check(ev.raw.len <= p.max);
+			check(ev.raw.len <= p.max + 1); /* + the LF of a final CRLF */
 			uint8_t flags[4] = { ev.has_data, ev.has_id, ev.has_retry, ev.done };
 			h = mix(h, ev.type.ptr, ev.type.len);
 			h = mix(h, "|", 1);

@@ -547,11 +547,17 @@ static void test_responses(void **state)
 	assert_int_equal(
 	        resp_status("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_M_GET),
 	        502);
+	/* Body errors in responses are 502 too. */
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\n",
+	                             HTTP1_M_GET),
+	                 502);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * The smuggling corpus: every vector rejected with its status, every look-alike accepted.
  */
+static void check_ready(const char *d, size_t n);
+
 static char *load(const char *path, size_t *n)
 {
 	FILE *f = fopen(path, "rb");
@@ -593,6 +599,8 @@ static void test_smuggling_corpus(void **state)
 		char *d = load(path, &n);
 		result r;
 		check_all_ways(d, n, false, HTTP1_M_OTHER, NULL, &r);
+		if (n <= 4096)
+			check_ready(d, n);
 		if (strcmp(dot + 1, "ok") == 0) {
 			if (r.status != 0 || r.incomplete || r.consumed != n)
 				fail_msg("%s: expected accepted whole, got status %d incomplete %d "
@@ -799,6 +807,85 @@ static void test_chunk_encoder(void **state)
 	buf_free(&out);
 }
 
+static void test_write_host_expect(void **state)
+{
+	(void)state;
+	buf out;
+	buf_init(&out, 4096);
+	http1_parser p;
+	/* HTTP/1.0 without Host: the proxy supplies one; Expect is never forwarded; a field
+	 * named in Connection is dropped, but never Host. */
+	const char *m = "POST /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n";
+	http1_parser_init_request(&p, NULL);
+	assert_int_equal(http1_parse_head(&p, m, strlen(m)), (ssize_t)strlen(m));
+	assert_false(p.head.expect_continue); /* ignored in 1.0 */
+	http1_write_opts o = { .host = SPAN_LIT("upstream:8000"), .framing = HTTP1_BODY_LENGTH };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &o), CUSTOS_OK);
+	const char *want = "POST /x HTTP/1.1\r\nHost: upstream:8000\r\nContent-Length: 0\r\n\r\n";
+	assert_true(span_eq_cstr(buf_span(&out), want));
+	buf_reset(&out);
+	m = "GET / HTTP/1.1\r\nHost: a\r\nConnection: host, x-a\r\nX-A: 1\r\nExpect: "
+	    "100-continue\r\n"
+	    "\r\n";
+	http1_parser_init_request(&p, NULL);
+	assert_int_equal(http1_parse_head(&p, m, strlen(m)), (ssize_t)strlen(m));
+	assert_true(p.head.expect_continue);
+	assert_false(http1_is_hop_by_hop(&p.head, SPAN_LIT("Host")));
+	assert_int_equal(http1_write_request_head(&out, &p.head, NULL), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+	/* The Host override replaces the received one; an invalid override is refused. */
+	buf_reset(&out);
+	http1_write_opts oh = { .host = SPAN_LIT("b:1") };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &oh), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "GET / HTTP/1.1\r\nHost: b:1\r\n\r\n"));
+	http1_write_opts bad = { .host = SPAN_LIT("b\r\nX: 1") };
+	assert_int_equal(http1_write_request_head(&out, &p.head, &bad), CUSTOS_ERR_INVAL);
+	buf_free(&out);
+}
+
+/* Whenever the parser would complete a head, the pre-check must already say ready, fed
+ * whole or one byte at a time. */
+static void check_ready(const char *d, size_t n)
+{
+	size_t scan = 0;
+	for (size_t l = 0; l <= n; l++) {
+		http1_parser p;
+		http1_parser_init_request(&p, NULL);
+		ssize_t r = http1_parse_head(&p, d, l);
+		size_t fresh = 0;
+		bool ready_fresh = http1_head_ready(d, l, 0, &fresh);
+		bool ready_inc = http1_head_ready(d, l, 0, &scan);
+		assert_int_equal(ready_fresh, ready_inc);
+		if (r > 0 && !ready_inc)
+			fail_msg("parser completed at %zu bytes before the pre-check", l);
+		if (ready_inc)
+			scan = 0; /* a caller parses now; keep checking the property */
+	}
+}
+
+static void test_head_ready(void **state)
+{
+	(void)state;
+	const char *ms[] = {
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+		"GET / HTTP/1.1\nHost: a\n\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ms); i++)
+		check_ready(ms[i], strlen(ms[i]));
+	size_t scan = 0;
+	assert_false(http1_head_ready("GET / HTTP/1.1\r\nHost: a\r\n", 25, 0, &scan));
+	assert_true(scan > 0 && scan <= 25);
+	assert_true(http1_head_ready("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27, 0, &scan));
+	scan = 0;
+	assert_true(http1_head_ready("0123456789", 10, 10, &scan)); /* the limit */
+	scan = 0;
+	assert_false(http1_head_ready("0123456789", 10, 11, &scan));
+	assert_int_equal(scan, 10);
+}
+
 static void test_rebase(void **state)
 {
 	(void)state;
@@ -836,6 +923,8 @@ int main(void)
 		cmocka_unit_test(test_write_request),
 		cmocka_unit_test(test_write_response),
 		cmocka_unit_test(test_chunk_encoder),
+		cmocka_unit_test(test_write_host_expect),
+		cmocka_unit_test(test_head_ready),
 		cmocka_unit_test(test_rebase),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
