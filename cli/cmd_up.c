@@ -273,6 +273,7 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 	ao.force = ca->force;
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
+	ao.audit_dir = cfg->audit.dir;
 	for (size_t i = 0; i < uc->nsbx && i < ADMIN_MAX_SANDBOXES; i++) {
 		const struct up_sandbox *x = &uc->sbx[i];
 		sbx[i] = (admin_sandbox){ .name = x->model,
@@ -411,7 +412,8 @@ static void on_sandbox_event(const sandbox_event *ev, void *arg)
 	if (sandbox_event_json(ev, &b) == CUSTOS_OK && buf_cstr(&b, &s) == CUSTOS_OK)
 		log_info("sandbox %s: %s", (const char *)arg, s);
 	buf_free(&b);
-	admin_sandbox_event((const char *)arg, (int)ev->kind);
+	admin_sandbox_event((const char *)arg, (int)ev->kind,
+	                    ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1);
 }
 
 static void stop_sandboxes(struct up_ctx *uc)

@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +62,7 @@ struct admin_server {
 	uint64_t max_body;
 	unsigned timeout_s;
 	struct audit_writer *audit;
+	char *audit_dir;
 	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
 	size_t nsbx;
 	admin_hooks hooks;
@@ -646,6 +649,28 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 	return respond_buf(c, 200, &b);
 }
 
+/* SIGKILL to the instance's init through a pidfd, checked to still be the sandbox's current
+ * instance after it was opened (a recycled pid is never signalled). -1 with errno. */
+static int kill_instance(sandbox *sb, pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd == -1 && errno != ENOSYS)
+		return -1;
+	if (fd == -1)
+		return kill(pid, SIGKILL); /* kernel before 5.3 */
+	int r = 0;
+	if (sandbox_pid(sb) != pid) {
+		errno = ESRCH;
+		r = -1;
+	} else {
+		r = (int)syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
 /* Restart = end the current instance; the supervisor starts the next one (its restart policy
  * in `custos up` is "always"). */
 static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
@@ -660,9 +685,9 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 	if (pid <= 0) {
 		status = 409;
 		result = "no running instance";
-	} else if (kill(pid, SIGKILL) == -1) {
-		status = 500;
-		result = strerror(errno);
+	} else if (kill_instance(x->sb, pid) == -1) {
+		status = errno == ESRCH ? 409 : 500;
+		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);
 	}
 	admin_audit(s, rq->principal, "POST", path, status, result);
 	if (status != 202)
@@ -679,6 +704,104 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
 		buf_reset(&b);
 	return respond_buf(c, 202, &b);
+}
+
+/* The string value of "key":"..." in line (no escapes expected: hex, ids), or empty. */
+static span json_field(span line, const char *key)
+{
+	char pat[64];
+	int n = snprintf(pat, sizeof(pat), "\"%s\":", key);
+	for (size_t i = 0; n > 0 && i + (size_t)n < line.len; i++) {
+		if (memcmp(line.ptr + i, pat, (size_t)n) != 0)
+			continue;
+		size_t b = i + (size_t)n, e;
+		if (line.ptr[b] == '"') {
+			b++;
+			for (e = b; e < line.len && line.ptr[e] != '"'; e++)
+				;
+		} else {
+			for (e = b; e < line.len && line.ptr[e] >= '0' && line.ptr[e] <= '9'; e++)
+				;
+		}
+		return (span){ line.ptr + b, e - b };
+	}
+	return (span){ NULL, 0 };
+}
+
+/* Chain head (last complete record) and the last checkpoint, read from the tail of the newest
+ * log file (at most ADMIN_AUDIT_TAIL bytes; read-only, the writer process owns the files). */
+static void audit_tail(struct admin_server *s, json_writer *w)
+{
+	char **files = NULL;
+	size_t nfiles = 0;
+	buf b;
+
+	if (s->audit_dir == NULL || audit_list_files(s->audit_dir, &files, &nfiles) != CUSTOS_OK ||
+	    nfiles == 0) {
+		audit_paths_free(files, nfiles);
+		return;
+	}
+	const char *path = files[nfiles - 1];
+	buf_init(&b, ADMIN_AUDIT_TAIL);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd != -1 && fstat(fd, &st) == 0 && buf_reserve(&b, ADMIN_AUDIT_TAIL) == CUSTOS_OK) {
+		off_t from =
+		        st.st_size > (off_t)ADMIN_AUDIT_TAIL ? st.st_size - ADMIN_AUDIT_TAIL : 0;
+		ssize_t r;
+		do
+			r = pread(fd, buf_tail(&b), (size_t)(st.st_size - from), from);
+		while (r == -1 && errno == EINTR);
+		if (r > 0)
+			buf_commit(&b, (size_t)r);
+	}
+	if (fd != -1)
+		close(fd);
+	json_kv_cstr(w, "file", path);
+	span all = buf_span(&b);
+	size_t end = all.len;
+	while (end > 0 && all.ptr[end - 1] != '\n') /* a torn last record is not the head */
+		end--;
+	bool head_done = false, ckpt_done = false;
+	while (end > 0 && !(head_done && ckpt_done)) {
+		size_t start = end - 1;
+		while (start > 0 && all.ptr[start - 1] != '\n')
+			start--;
+		span line = { all.ptr + start, end - 1 - start };
+		if (start == 0 && all.len == ADMIN_AUDIT_TAIL)
+			break; /* may be cut at the front */
+		if (!head_done) {
+			json_key(w, "head");
+			json_obj_begin(w);
+			json_kv_str(w, "seq", json_field(line, "seq"));
+			/* the record's own hash closes the line: ..."hash":"<64 hex>"} */
+			span h = { NULL, 0 };
+			if (line.len > AUDIT_HASH_HEX + 2)
+				h = (span){ line.ptr + line.len - AUDIT_HASH_HEX - 2,
+					    AUDIT_HASH_HEX };
+			json_kv_str(w, "hash", h);
+			json_obj_end(w);
+			head_done = true;
+		}
+		if (!ckpt_done && span_eq_cstr(json_field(line, "type"), "checkpoint")) {
+			json_key(w, "last_checkpoint");
+			json_obj_begin(w);
+			json_kv_str(w, "seq", json_field(line, "seq"));
+			json_kv_str(w, "reason", json_field(line, "reason"));
+			json_kv_str(w, "signed_seq", json_field(line, "signed_seq"));
+			json_kv_str(w, "signed_hash", json_field(line, "signed_hash"));
+			json_kv_bool(w, "signed", json_field(line, "sig").len > 0);
+			json_obj_end(w);
+			ckpt_done = true;
+		}
+		end = start;
+	}
+	if (!ckpt_done) {
+		json_key(w, "last_checkpoint");
+		json_null(w); /* none in the newest file's tail */
+	}
+	buf_free(&b);
+	audit_paths_free(files, nfiles);
 }
 
 static enum MHD_Result ep_audit_status(struct admin_server *s, struct MHD_Connection *c)
@@ -713,6 +836,7 @@ static enum MHD_Result ep_audit_status(struct admin_server *s, struct MHD_Connec
 		}
 		json_arr_end(&w);
 	}
+	audit_tail(s, &w);
 	json_obj_end(&w);
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
 		buf_reset(&b);
@@ -980,6 +1104,7 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	s->max_body = o->max_body ? o->max_body : ADMIN_BODY_DEFAULT;
 	s->timeout_s = o->timeout_s ? o->timeout_s : ADMIN_TIMEOUT_S;
 	s->audit = o->audit;
+	s->audit_dir = o->audit_dir ? xstrdup(o->audit_dir) : NULL;
 	s->hooks = o->hooks;
 	for (size_t i = 0; i < o->n_sandboxes; i++) {
 		s->sbx[i] = o->sandboxes[i];
@@ -1052,6 +1177,7 @@ void admin_stop(admin_server *s)
 	}
 	for (size_t i = 0; i < s->nsbx; i++)
 		free((char *)s->sbx[i].name);
+	free(s->audit_dir);
 	pthread_mutex_destroy(&s->reload_lock);
 	pthread_mutex_destroy(&s->watch_lock);
 	pthread_cond_destroy(&s->watch_cond);
@@ -1059,14 +1185,14 @@ void admin_stop(admin_server *s)
 	free(s);
 }
 
-void admin_sandbox_event(const char *name, int kind)
+void admin_sandbox_event(const char *name, int kind, uint64_t count)
 {
 	switch (kind) {
 	case SANDBOX_EV_RESTART:
 		metrics_sandbox(name, METRICS_SBX_RESTART);
 		break;
 	case SANDBOX_EV_VIOLATION:
-		metrics_sandbox(name, METRICS_SBX_VIOLATION);
+		metrics_sandbox_add(name, METRICS_SBX_VIOLATION, count ? count : 1);
 		break;
 	case SANDBOX_EV_OOM:
 		metrics_sandbox(name, METRICS_SBX_OOM);

@@ -220,6 +220,11 @@ void metrics_request(const char *decision, span route, span model, span principa
 
 void metrics_sandbox(const char *name, metrics_sandbox_ev ev)
 {
+	metrics_sandbox_add(name, ev, 1);
+}
+
+void metrics_sandbox_add(const char *name, metrics_sandbox_ev ev, uint64_t n)
+{
 	char tmp[METRICS_LABEL_MAX];
 
 	if ((unsigned)ev >= METRICS_SBX__COUNT)
@@ -228,7 +233,7 @@ void metrics_sandbox(const char *name, metrics_sandbox_ev ev)
 	unsigned i = intern(&t_sandbox, tmp);
 	if (i == LBL_OTHER)
 		i = INTERN_CAP_MAX - 1; /* beyond every sandbox slot (cap <= 128) */
-	add(&sbx_count[i][ev], 1);
+	add(&sbx_count[i][ev], n);
 }
 
 static uint64_t sum_counter(metrics_counter c)

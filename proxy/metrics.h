@@ -49,6 +49,8 @@ void metrics_request(const char *decision, span route, span model, span principa
                      uint64_t total_ns, uint64_t policy_ns, uint64_t upstream_ns);
 /* Counts a sandbox event for the sandbox named name. */
 void metrics_sandbox(const char *name, metrics_sandbox_ev ev);
+/* The same, adding n. */
+void metrics_sandbox_add(const char *name, metrics_sandbox_ev ev, uint64_t n);
 /* Appends every metric in Prometheus text format (0.0.4) to out. */
 custos_err metrics_render(buf *out) CUSTOS_WUR;
 /* Appends one gauge family with a single sample (HELP and TYPE lines included). */

@@ -20,6 +20,7 @@
 #define ADMIN_THREADS         2      /* polling threads per listener */
 #define ADMIN_TOKEN_MAX       4096   /* bearer token bytes */
 #define ADMIN_RESPONSE_MAX    (16u << 20)
+#define ADMIN_AUDIT_TAIL      (1u << 20) /* bytes of the newest audit file read for status */
 
 struct policy;
 struct sandbox;
@@ -48,12 +49,13 @@ typedef struct admin_options {
 	uint32_t socket_mode;         /* 0: 0660; bits for others are refused */
 	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
 	size_t n_allowed_uids;
-	const char *tcp_address;        /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
-	uint8_t token_sha256[32];       /* SHA-256 of the bearer token (TCP) */
-	bool force;                     /* allow a non-loopback TCP address */
-	uint64_t max_body;              /* 0: ADMIN_BODY_DEFAULT */
-	unsigned timeout_s;             /* 0: ADMIN_TIMEOUT_S */
-	struct audit_writer *audit;     /* borrowed; NULL: admin events go to the log */
+	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
+	uint8_t token_sha256[32];   /* SHA-256 of the bearer token (TCP) */
+	bool force;                 /* allow a non-loopback TCP address */
+	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
+	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
+	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
+	const char *audit_dir;      /* the trail's directory, for chain head and last checkpoint */
 	const admin_sandbox *sandboxes; /* borrowed */
 	size_t n_sandboxes;
 	admin_hooks hooks;
@@ -71,7 +73,8 @@ unsigned admin_tcp_port(const admin_server *a);
 void admin_stop(admin_server *a);
 
 /* Hook for the sandbox supervisor's events (restart, violation, OOM...): counts them for
- * /metrics under the sandbox's name. kind is a sandbox_event_kind. */
-void admin_sandbox_event(const char *name, int kind);
+ * /metrics under the sandbox's name. kind is a sandbox_event_kind; count is the number of
+ * calls a VIOLATION event stands for (summed beyond the burst; 0 counts as 1). */
+void admin_sandbox_event(const char *name, int kind, uint64_t count);
 
 #endif /* CUSTOS_ADMIN_H */

@@ -151,7 +151,10 @@ cp "$work/policy.good" "$work/policy.yaml"
 
 check "sandboxes (none configured)" "$(ctl sandboxes)" '{"sandboxes":[]}'
 check "restart unknown sandbox" "$(code "${U[@]}" -X POST http://admin/v1/sandboxes/nope/restart)" 404
-ctl audit-status | grep -q '"durable_seq"' && ok "audit status" || fail "audit status: $(ctl audit-status)"
+out=$(ctl audit-status)
+echo "$out" | grep -q '"durable_seq":[1-9]' && ok "audit status" || fail "audit status: $out"
+echo "$out" | grep -Eq '"head":\{"seq":"[0-9]+","hash":"[0-9a-f]{64}"\}' && ok "audit chain head" || fail "chain head: $out"
+echo "$out" | grep -q '"last_checkpoint":' && ok "last checkpoint reported" || fail "checkpoint: $out"
 "${U[@]}" http://admin/metrics | grep -q '^custos_policy_reloads_total{result="failed"} 1$' && ok "failed reload counted" || fail "reload counter"
 
 # Every admin action is audited (flushed at shutdown).
