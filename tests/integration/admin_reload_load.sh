@@ -61,4 +61,7 @@ n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")
 grep -q 'Non-2xx' "$work/wrk.out" && fail "non-2xx answers during reloads" || ok "no non-2xx answer"
 grep -q 'Socket errors' "$work/wrk.out" && fail "socket errors during reloads" || ok "no socket error"
 check "reloads counted" "$(ctl metrics | sed -n 's/^custos_policy_reloads_total{result="ok"} //p')" 5
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
 [ "$fails" -eq 0 ]

@@ -54,4 +54,5 @@ check "unknown sandbox" "$(ctl restart nope >/dev/null 2>&1; echo $?)" 1
 kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null
 audit_grep '"type":"admin.request".*"path":"/v1/sandboxes/test-model/restart".*"status":202' >/dev/null && ok "restart audited" || fail "restart not audited"
+grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
 [ "$fails" -eq 0 ]
