@@ -29,6 +29,7 @@ struct up_ctx {
 	struct audit_writer *audit;
 	struct up_sandbox sbx[PROXY_MAX_UPSTREAMS];
 	size_t nsbx;
+	bool audit_batch;
 };
 
 static char *dup_or_null(const char *s)
@@ -199,6 +200,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return err_set(e, "%s: configuration has errors", path);
 	e = map_config(cfg, uc, o);
 	o->audit = uc->audit;
+	o->audit_batch = uc->audit_batch;
 	config_free(cfg);
 	if (e != CUSTOS_OK)
 		proxy_options_free(o);
@@ -431,12 +433,14 @@ int cmd_up(int argc, char **argv)
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
 	uc->path = path;
 	uc->audit = aw;
+	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
 	proxy_options o;
 	memset(&o, 0, sizeof(o));
 	e = start_sandboxes(cfg, uc);
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, uc, &o);
 	o.audit = aw;
+	o.audit_batch = uc->audit_batch;
 	config_free(cfg);
 	proxy_server *srv = NULL;
 	if (e == CUSTOS_OK)

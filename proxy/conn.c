@@ -285,7 +285,7 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 	};
-	if (emit_event(w->srv->audit, &e) != CUSTOS_OK)
+	if (emit_event(w->srv->audit, w->audit_batch, &e) != CUSTOS_OK)
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 

@@ -337,6 +337,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 	}
 	s->grace_ns = o.shutdown_grace_ns ? o.shutdown_grace_ns : 10 * NS_PER_S;
 	s->audit = o.audit;
+	s->audit_defer = o.audit_batch;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nworkers = o.workers ? o.workers : (ncpu > 0 ? (unsigned)ncpu : 1);
 	if (s->nworkers > PROXY_MAX_WORKERS)
@@ -389,6 +390,8 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 		}
 		w->st = state_ref(s->st);
 		w->st_gen = 1;
+		if (s->audit && s->audit_defer)
+			w->audit_batch = emit_batch_new();
 	}
 	*out = s;
 	return CUSTOS_OK;
@@ -437,6 +440,7 @@ static void *worker_main(void *arg)
 			log_error("worker %u: %s", w->id, err_msg());
 			break;
 		}
+		emit_flush(s->audit, w->audit_batch);
 		if (atomic_load(&s->stopping) && !w->draining) {
 			w->draining = true;
 			w->drain_deadline = tm_mono_ns() + s->grace_ns;
@@ -459,6 +463,7 @@ static void *worker_main(void *arg)
 	conn_close_all(w);
 	upool_free_all(w);
 	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
+	emit_flush(s->audit, w->audit_batch);
 	return NULL;
 }
 
@@ -550,6 +555,7 @@ void proxy_free(proxy_server *s)
 		if (w->loop.epfd != -1)
 			ev_loop_free(&w->loop);
 		state_unref(w->st);
+		emit_batch_free(w->audit_batch);
 	}
 	for (size_t j = 0; j < s->nls; j++) {
 		if (s->ls[j].shared_fd != -1) {

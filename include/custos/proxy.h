@@ -111,6 +111,8 @@ typedef struct proxy_options {
 	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
 	uint64_t max_connections;      /* client connections, all workers; 0: no limit */
 	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
+	bool audit_batch; /* the writer is in batch durability: events of one event-loop batch
+	                     are handed over together at its end */
 } proxy_options;
 
 typedef struct proxy_server proxy_server;
