@@ -67,6 +67,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	o->ciphers = dup_or_null(t->ciphers);
 	o->ciphersuites = dup_or_null(t->ciphersuites);
 	o->ticket_rotate_ns = t->ticket_rotation_ns;
+	o->no_tickets = !t->session_tickets;
 	return CUSTOS_OK;
 }
 
@@ -116,10 +117,15 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 	}
 	if (cfg->auth.jwt.enabled) {
 		o->jwt.jwks_file = xstrdup(cfg->auth.jwt.jwks_file);
-		if (cfg->auth.jwt.n_issuers)
-			o->jwt.issuer = xstrdup(cfg->auth.jwt.issuers[0]);
-		if (cfg->auth.jwt.n_audiences)
-			o->jwt.audience = xstrdup(cfg->auth.jwt.audiences[0]);
+		ENSURE(cfg->auth.jwt.n_issuers <= PROXY_JWT_MAX_LIST &&
+		               cfg->auth.jwt.n_audiences <= PROXY_JWT_MAX_LIST,
+		       CUSTOS_ERR_LIMIT, "auth.jwt: at most %d issuers and audiences",
+		       PROXY_JWT_MAX_LIST);
+		for (size_t i = 0; i < cfg->auth.jwt.n_issuers; i++)
+			o->jwt.issuers[o->jwt.n_issuers++] = xstrdup(cfg->auth.jwt.issuers[i]);
+		for (size_t i = 0; i < cfg->auth.jwt.n_audiences; i++)
+			o->jwt.audiences[o->jwt.n_audiences++] =
+			        xstrdup(cfg->auth.jwt.audiences[i]);
 		o->jwt.leeway_s = cfg->auth.jwt.leeway_ns / NS_PER_S;
 		o->jwt.principal_claim = dup_or_null(cfg->auth.jwt.principal_claim);
 	}
