@@ -90,6 +90,55 @@ static struct up_sandbox *find_sandbox(struct up_ctx *u, const char *model)
 	return NULL;
 }
 
+/* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
+ * The file holds digests, not keys, but is still refused when others may write it. */
+static custos_err load_api_keys_file(const char *path, proxy_options *o)
+{
+	buf b;
+	unsigned lineno = 0;
+	custos_err e = CUSTOS_OK;
+
+	buf_init(&b, 4u << 20);
+	if ((e = file_load(path, FILE_CONFIG, 4u << 20, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "auth.api_keys_file");
+	}
+	span all = buf_span(&b);
+	while (all.len > 0 && e == CUSTOS_OK) {
+		const char *nl = memchr(all.ptr, '\n', all.len);
+		span line = span_of(all.ptr, nl ? (size_t)(nl - all.ptr) : all.len);
+		all = nl ? span_of(nl + 1, all.len - line.len - 1) : span_of(all.ptr + all.len, 0);
+		lineno++;
+		line = span_trim(line);
+		if (line.len == 0 || line.ptr[0] == '#')
+			continue;
+		const char *sp = memchr(line.ptr, ' ', line.len);
+		if (sp == NULL) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: \"id sha256hex\" expected", path,
+			            lineno);
+			break;
+		}
+		span id = span_of(line.ptr, (size_t)(sp - line.ptr));
+		span hex = span_trim(span_of(sp + 1, line.len - id.len - 1));
+		if (o->napi_keys >= PROXY_MAX_API_KEYS) {
+			e = err_set(CUSTOS_ERR_LIMIT, "%s: more than %d API keys", path,
+			            PROXY_MAX_API_KEYS);
+			break;
+		}
+		proxy_api_key *k = &o->api_keys[o->napi_keys];
+		if (id.len == 0 || id.len > CFG_MAX_ID_LEN ||
+		    num_parse_hex(hex, k->sha256, sizeof(k->sha256)) != CUSTOS_OK) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: bad id or SHA-256 (64 hex digits)",
+			            path, lineno);
+			break;
+		}
+		k->principal = span_dup(id);
+		o->napi_keys++;
+	}
+	buf_free(&b);
+	return e;
+}
+
 /* Maps cfg onto o (o owns copies of everything; the config can be freed afterwards).
  * Sandboxed models must already run (start_sandboxes). */
 static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_options *o)
@@ -107,13 +156,17 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		if (pl->tls)
 			GUARD(err_wrap(map_tls(&l->tls, &pl->tls_opts), "listener %s", l->id));
 	}
-	if (cfg->auth.n_api_keys) {
-		o->api_keys = xcalloc(cfg->auth.n_api_keys, sizeof(o->api_keys[0]));
+	if (cfg->auth.n_api_keys || cfg->auth.api_keys_file) {
+		ENSURE(cfg->auth.n_api_keys <= PROXY_MAX_API_KEYS, CUSTOS_ERR_LIMIT,
+		       "more than %d API keys", PROXY_MAX_API_KEYS);
+		o->api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o->api_keys[0]));
 		for (size_t i = 0; i < cfg->auth.n_api_keys; i++) {
 			o->api_keys[i].principal = xstrdup(cfg->auth.api_keys[i].id);
 			memcpy(o->api_keys[i].sha256, cfg->auth.api_keys[i].sha256, 32);
 		}
 		o->napi_keys = cfg->auth.n_api_keys;
+		if (cfg->auth.api_keys_file)
+			GUARD(load_api_keys_file(cfg->auth.api_keys_file, o));
 	}
 	if (cfg->auth.jwt.enabled) {
 		o->jwt.jwks_file = xstrdup(cfg->auth.jwt.jwks_file);
