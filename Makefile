@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench-audit
+.PHONY: all deps build demo test lint fuzz clean format bench bench-audit
 
 all: build
 
@@ -40,9 +40,17 @@ fuzz: deps
 
 # Audit writer and syslog/TLS sink against the raw disk limit (bench/audit; ~3 minutes).
 bench-audit: deps
-	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD_REL) -j$(JOBS) --target custos audit-load
 	bash bench/audit/run.sh $(BUILD_REL)
 
 clean:
 	rm -rf build
+
+# Benchmarks: `make bench-<area>` runs bench/<area>/run.sh (policy, audit, proxy, sandbox,
+# egress, inspect, vm), side by side with the peers it names; figures go to docs/PERFORMANCE.md.
+# Each script installs its peers itself; none runs in `make test`.
+bench-%: deps
+	bash bench/$*/run.sh $(BUILD_REL)
+
+bench: $(patsubst bench/%/run.sh,bench-%,$(wildcard bench/*/run.sh))

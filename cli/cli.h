@@ -28,5 +28,9 @@ int cmd_config_check(int argc, char **argv);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
+int cmd_policy_check(int argc, char **argv);
+int cmd_policy_test(int argc, char **argv);
+int cmd_policy_explain(int argc, char **argv);
+int cmd_sandbox_exec(int argc, char **argv);
 
 #endif

@@ -20,6 +20,15 @@ static const struct cli_command commands[] = {
 	  "check the audit chain and signatures; name the first bad record" },
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
 	  "render audit log files for a SIEM, one event per line" },
+	{ "policy", "check", cmd_policy_check, "FILE",
+	  "validate policy.yaml: errors and warnings as file:line:col" },
+	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",
+	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
+	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
+	  "show the decision for a request and why each rule matched or not" },
+	{ "sandbox", "exec", cmd_sandbox_exec,
+	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
+	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 };
 
 bool cli_wants_help(int argc, char **argv)
@@ -58,10 +67,13 @@ static void print_help(FILE *f)
 	           "commands:\n");
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
-		char left[64];
+		char left[160];
 		snprintf(left, sizeof(left), "%s%s%s %s", c->group ? c->group : "",
 		         c->group ? " " : "", c->name, c->usage);
-		fprintf(f, "  %-34s %s\n", left, c->summary);
+		if (strlen(left) <= 34)
+			fprintf(f, "  %-34s %s\n", left, c->summary);
+		else
+			fprintf(f, "  %s\n  %-34s %s\n", left, "", c->summary);
 	}
 	fprintf(f, "\n'custos COMMAND --help' describes one command.\n"
 	           "exit status: 0 ok, 1 failure or check failed, 2 usage error\n");

@@ -262,8 +262,7 @@ custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len,
 out:
 	yaml_parser_delete(&b.parser);
 	if (e != CUSTOS_OK) {
-		node_free(doc->root);
-		doc->root = NULL;
+		ydoc_free(doc); /* nothing is left for the caller to release */
 		err_set(e, "%s: YAML parse failed", file);
 	}
 	return e;
@@ -287,6 +286,8 @@ custos_err ydoc_load(ydoc *doc, const char *path, size_t max, diag_list *d)
 	return e;
 }
 
+static void vadd(const ydoc *doc, const ydoc_node *node, diag_list *d, diag_severity sev,
+                 const char *hint, const char *fmt, va_list ap) CUSTOS_PRINTF(6, 0);
 static void vadd(const ydoc *doc, const ydoc_node *node, diag_list *d, diag_severity sev,
                  const char *hint, const char *fmt, va_list ap)
 {
