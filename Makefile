@@ -41,7 +41,7 @@ fuzz: deps
 # Audit writer and syslog/TLS sink against the raw disk limit (bench/audit; ~3 minutes).
 bench-audit: deps
 	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build $(BUILD_REL) -j$(JOBS) --target custos audit-load
+	cmake --build $(BUILD_REL) -j$(JOBS) --target audit-load
 	bash bench/audit/run.sh $(BUILD_REL)
 
 clean:
