@@ -16,6 +16,7 @@ PKGS=(
   curl
   rsyslog rsyslog-openssl
   procps psmisc iproute2
+  jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 
 missing=()
