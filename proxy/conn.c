@@ -289,7 +289,7 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 	};
 	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
 	                e.t_upstream);
-	if (emit_event(w->srv->audit, &e) != CUSTOS_OK)
+	if (emit_event(w->srv->audit, w->audit_batch, &e) != CUSTOS_OK)
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 

@@ -55,8 +55,10 @@ void proxy_options_free(proxy_options *o)
 		OPENSSL_cleanse(o->api_keys, o->napi_keys * sizeof(o->api_keys[0]));
 	free(o->api_keys);
 	free(o->jwt.jwks_file);
-	free(o->jwt.issuer);
-	free(o->jwt.audience);
+	for (size_t i = 0; i < o->jwt.n_issuers; i++)
+		free(o->jwt.issuers[i]);
+	for (size_t i = 0; i < o->jwt.n_audiences; i++)
+		free(o->jwt.audiences[i]);
 	free(o->jwt.principal_claim);
 	free(o->policy_file);
 	memset(o, 0, sizeof(*o));
@@ -338,6 +340,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 	}
 	s->grace_ns = o.shutdown_grace_ns ? o.shutdown_grace_ns : 10 * NS_PER_S;
 	s->audit = o.audit;
+	s->audit_defer = o.audit_batch;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nworkers = o.workers ? o.workers : (ncpu > 0 ? (unsigned)ncpu : 1);
 	if (s->nworkers > PROXY_MAX_WORKERS)
@@ -390,6 +393,8 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 		}
 		w->st = state_ref(s->st);
 		w->st_gen = 1;
+		if (s->audit && s->audit_defer)
+			w->audit_batch = emit_batch_new();
 	}
 	*out = s;
 	return CUSTOS_OK;
@@ -452,6 +457,7 @@ static void *worker_main(void *arg)
 			log_error("worker %u: %s", w->id, err_msg());
 			break;
 		}
+		emit_flush(s->audit, w->audit_batch);
 		if (atomic_load(&s->stopping) && !w->draining) {
 			w->draining = true;
 			w->drain_deadline = tm_mono_ns() + s->grace_ns;
@@ -474,6 +480,7 @@ static void *worker_main(void *arg)
 	conn_close_all(w);
 	upool_free_all(w);
 	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
+	emit_flush(s->audit, w->audit_batch);
 	return NULL;
 }
 
@@ -567,6 +574,7 @@ void proxy_free(proxy_server *s)
 		if (w->loop.epfd != -1)
 			ev_loop_free(&w->loop);
 		state_unref(w->st);
+		emit_batch_free(w->audit_batch);
 	}
 	for (size_t j = 0; j < s->nls; j++) {
 		if (s->ls[j].shared_fd != -1) {
