@@ -1,11 +1,765 @@
-/* placeholder */
+/*
+ * SIEM sinks, run in the shipper process (forked beside the writer; it holds no key). Each
+ * sink tails the durable log from a persisted cursor and ships RFC 5424 messages with
+ * octet-counting framing (RFC 6587 / RFC 5425) over TCP or TLS. Syslog has no application
+ * acknowledgement, so an event counts as delivered only once the peer's TCP has acked every
+ * byte sent (SIOCOUTQ is 0) and a replay window has passed; after any failure the sink
+ * reconnects with backoff and resends from the cursor: at-least-once, gaps impossible,
+ * duplicates recognisable by seq.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
 #include "audit_int.h"
-int audit_shipper_main(const audit_options *o, int stop_fd)
-{
-	return 0;
-}
+
+#define SINK_BATCH_BYTES   (256 * 1024)
+#define SINK_BATCH_EVENTS  2048
+#define SINK_IO_TIMEOUT_MS 10000
+#define SINK_IDLE_NS       (5ull * 1000 * 1000)
+#define SINK_CONFIRMS      64
+
+static atomic_bool g_stopping;
+static atomic_uint_fast64_t g_deadline; /* mono ns; valid once stopping */
+
+struct confirm {
+	uint64_t seq, at;
+};
+
+struct sink {
+	const audit_options *o;
+	const audit_sink_options *so;
+	char cursor_path[4096];
+	char host[256];
+	uint64_t cursor; /* persisted: every seq <= cursor is delivered */
+	uint64_t next;   /* next seq to read and send */
+	uint64_t sent;   /* highest seq written to the connection */
+	/* the log */
+	audit_reader rd;
+	bool rd_open;
+	uint64_t rd_first; /* first seq of the open file */
+	uint64_t last_list;
+	bool sealed_seen; /* the last line read was the shutdown checkpoint */
+	/* the connection */
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	buf out;
+	struct confirm conf[SINK_CONFIRMS];
+	size_t nconf;
+	uint64_t backoff;
+	audit_render_ctx rctx;
+	/* HEC */
+	buf in;           /* response bytes */
+	buf req;          /* request head */
+	char channel[40]; /* X-Splunk-Request-Channel (a random UUID) */
+};
+
 custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq)
 {
+	char path[4096];
+	buf b;
+	custos_err e;
+
 	*seq = 0;
+	ENSURE((size_t)snprintf(path, sizeof(path), "%s/cursor.%s", dir, name) < sizeof(path),
+	       CUSTOS_ERR_LIMIT, "path too long");
+	if (access(path, F_OK) == -1)
+		return CUSTOS_OK;
+	/* file_load reserves 4096 bytes at a time: the buffer may hold that, the file not. */
+	buf_init(&b, 4096);
+	e = file_load(path, FILE_ANY, 64, &b);
+	if (e == CUSTOS_OK) {
+		span s = buf_span(&b);
+		while (s.len > 0 && (s.ptr[s.len - 1] == '\n'))
+			s.len--;
+		e = num_parse_u64(s, 0, UINT64_MAX, seq);
+		if (e != CUSTOS_OK)
+			err_wrap(e, "%s", path);
+	}
+	buf_free(&b);
+	return e;
+}
+
+static custos_err cursor_write(struct sink *s, uint64_t seq)
+{
+	char v[32];
+	int n = snprintf(v, sizeof(v), "%llu\n", (unsigned long long)seq);
+	GUARD(file_write_atomic(s->cursor_path, v, (size_t)n, 0600));
+	s->cursor = seq;
 	return CUSTOS_OK;
+}
+
+/* ---- reading the log */
+
+static uint64_t line_seq(span line)
+{
+	size_t pl = sizeof(AUDIT_LINE_PREFIX) - 1, i = pl;
+	uint64_t v = 0;
+	if (line.len <= pl || memcmp(line.ptr, AUDIT_LINE_PREFIX, pl) != 0)
+		return 0;
+	while (i < line.len && line.ptr[i] >= '0' && line.ptr[i] <= '9')
+		v = v * 10 + (uint64_t)(line.ptr[i++] - '0');
+	return v;
+}
+
+static void reader_close(struct sink *s)
+{
+	if (s->rd_open)
+		audit_reader_close(&s->rd);
+	s->rd_open = false;
+}
+
+/* Opens the file holding seq (the last one whose first seq <= seq). */
+static custos_err reader_open_at(struct sink *s, uint64_t seq)
+{
+	char **paths = NULL;
+	size_t n = 0, pick = SIZE_MAX;
+	uint64_t first = 0, f;
+	custos_err e;
+
+	reader_close(s);
+	GUARD(audit_list_files(s->o->dir, &paths, &n));
+	for (size_t i = 0; i < n; i++)
+		if (audit_file_name_parse(strrchr(paths[i], '/') + 1, &f) && f <= seq) {
+			pick = i;
+			first = f;
+		}
+	if (pick == SIZE_MAX) {
+		audit_paths_free(paths, n);
+		return err_set(CUSTOS_ERR_NOTFOUND, "no log file holds seq %llu",
+		               (unsigned long long)seq);
+	}
+	e = audit_reader_open(&s->rd, paths[pick]);
+	audit_paths_free(paths, n);
+	GUARD(e);
+	s->rd_open = true;
+	s->rd_first = first;
+	return CUSTOS_OK;
+}
+
+/* Next line with seq == s->next; CUSTOS_ERR_AGAIN when there is none yet. */
+static custos_err reader_next(struct sink *s, span *line)
+{
+	uint64_t off;
+
+	if (!s->rd_open)
+		GUARD(reader_open_at(s, s->next));
+	for (;;) {
+		custos_err e = audit_reader_next(&s->rd, line, &off);
+		if (e == CUSTOS_OK) {
+			uint64_t q = line_seq(*line);
+			if (q < s->next)
+				continue; /* before the cursor: already delivered */
+			ENSURE(q == s->next, CUSTOS_ERR_PARSE,
+			       "log has seq %llu where %llu was expected (run custos audit verify)",
+			       (unsigned long long)q, (unsigned long long)s->next);
+			return CUSTOS_OK;
+		}
+		if (e != CUSTOS_ERR_NOTFOUND)
+			return e;
+		/* End of this file: move on once the writer has rotated past it. */
+		uint64_t now = tm_mono_ns();
+		if (now - s->last_list < 50ull * 1000 * 1000)
+			return CUSTOS_ERR_AGAIN;
+		s->last_list = now;
+		char name[64], path[4096];
+		audit_file_name(s->next, name);
+		snprintf(path, sizeof(path), "%s/%s", s->o->dir, name);
+		if (s->next > s->rd_first && access(path, F_OK) == 0 &&
+		    audit_reader_partial(&s->rd) == 0) {
+			GUARD(reader_open_at(s, s->next));
+			continue;
+		}
+		return CUSTOS_ERR_AGAIN;
+	}
+}
+
+/* ---- the connection */
+
+static void conn_close(struct sink *s)
+{
+	if (s->ssl != NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->nconf = 0;
+}
+
+static custos_err wait_fd(int fd, short ev, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	int r;
+	do
+		r = poll(&p, 1, ms);
+	while (r == -1 && errno == EINTR);
+	if (r == -1)
+		return err_sys("poll");
+	ENSURE(r > 0, CUSTOS_ERR_TIMEOUT, "timed out");
+	return CUSTOS_OK;
+}
+
+static custos_err tcp_connect(struct sink *s)
+{
+	struct addrinfo hints, *res = NULL;
+	char port[8];
+	custos_err e = CUSTOS_OK;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(port, sizeof(port), "%u", s->so->port);
+	int g = getaddrinfo(s->so->host, port, &hints, &res);
+	ENSURE(g == 0, CUSTOS_ERR_NOTFOUND, "%s: %s", s->so->host, gai_strerror(g));
+	for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+		int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd == -1) {
+			e = err_sys("socket");
+			continue;
+		}
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == -1 && errno != EINPROGRESS) {
+			e = err_sys("connect %s:%s", s->so->host, port);
+			close(fd);
+			continue;
+		}
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		e = wait_fd(fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+		if (e == CUSTOS_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == -1)
+			e = err_sys("getsockopt");
+		if (e == CUSTOS_OK && soerr != 0) {
+			errno = soerr;
+			e = err_sys("connect %s:%s", s->so->host, port);
+		}
+		if (e != CUSTOS_OK) {
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		s->fd = fd;
+		break;
+	}
+	freeaddrinfo(res);
+	return s->fd >= 0 ? CUSTOS_OK : e;
+}
+
+static custos_err tls_wait(struct sink *s, int r, const char *what)
+{
+	int err = SSL_get_error(s->ssl, r);
+	if (err == SSL_ERROR_WANT_READ)
+		return wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS);
+	if (err == SSL_ERROR_WANT_WRITE)
+		return wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+	unsigned long le = ERR_get_error();
+	char eb[256] = "";
+	if (le != 0)
+		ERR_error_string_n(le, eb, sizeof(eb));
+	ERR_clear_error();
+	if (err == SSL_ERROR_SYSCALL && le == 0)
+		return err_sys("TLS %s", what);
+	long vr = SSL_get_verify_result(s->ssl);
+	if (vr != X509_V_OK)
+		return err_set(CUSTOS_ERR_TLS, "TLS %s: certificate: %s", what,
+		               X509_verify_cert_error_string(vr));
+	return err_set(CUSTOS_ERR_TLS, "TLS %s failed (%d): %s", what, err, eb);
+}
+
+static custos_err conn_open(struct sink *s)
+{
+	GUARD(tcp_connect(s));
+	if (s->ctx == NULL)
+		return CUSTOS_OK;
+	s->ssl = SSL_new(s->ctx);
+	ENSURE(s->ssl != NULL, CUSTOS_ERR_NOMEM, "SSL_new");
+	const char *name = s->so->server_name ? s->so->server_name : s->so->host;
+	SSL_set_fd(s->ssl, s->fd);
+	SSL_set_tlsext_host_name(s->ssl, name);
+	if (SSL_set1_host(s->ssl, name) != 1)
+		return err_set(CUSTOS_ERR_TLS, "SSL_set1_host");
+	for (;;) {
+		int r = SSL_connect(s->ssl);
+		if (r == 1)
+			break;
+		GUARD(tls_wait(s, r, "handshake"));
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		if (s->ssl != NULL) {
+			size_t w = 0;
+			int r = SSL_write_ex(s->ssl, p, n, &w);
+			if (r != 1) {
+				GUARD(tls_wait(s, r, "write"));
+				continue;
+			}
+			p += w;
+			n -= w;
+			continue;
+		}
+		ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			GUARD(wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS));
+			continue;
+		}
+		if (w == -1)
+			return err_sys("send");
+		p += w;
+		n -= (size_t)w;
+	}
+	return CUSTOS_OK;
+}
+
+/* The peer never sends application data: readable means closed (or TLS housekeeping). */
+static custos_err conn_check(struct sink *s)
+{
+	struct pollfd p = { .fd = s->fd, .events = POLLIN | POLLRDHUP };
+	uint8_t junk[4096];
+
+	if (poll(&p, 1, 0) <= 0)
+		return CUSTOS_OK;
+	ENSURE(!(p.revents & (POLLERR | POLLHUP | POLLRDHUP)) || (p.revents & POLLIN),
+	       CUSTOS_ERR_CLOSED, "connection closed by the server");
+	if (s->ssl != NULL) {
+		size_t got = 0;
+		int r = SSL_read_ex(s->ssl, junk, sizeof(junk), &got);
+		if (r == 1)
+			return CUSTOS_OK;
+		int err = SSL_get_error(s->ssl, r);
+		ERR_clear_error();
+		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+			return CUSTOS_OK;
+		return err_set(CUSTOS_ERR_CLOSED, "TLS connection closed by the server");
+	}
+	ssize_t r = recv(s->fd, junk, sizeof(junk), MSG_DONTWAIT);
+	if (r > 0 || (r == -1 && (errno == EAGAIN || errno == EINTR)))
+		return CUSTOS_OK;
+	return err_set(CUSTOS_ERR_CLOSED, "connection closed by the server");
+}
+
+/* Bytes sent but not yet acked by the peer's TCP. */
+static int unacked(struct sink *s)
+{
+	int q = 0;
+	if (ioctl(s->fd, SIOCOUTQ, &q) == -1)
+		return -1;
+	return q;
+}
+
+/* Records TCP confirmation of everything sent, and moves the cursor over confirmations
+ * older than the replay window. */
+static custos_err confirm_progress(struct sink *s, bool final)
+{
+	uint64_t now = tm_mono_ns();
+	uint64_t win = s->so->replay_window_ns ? s->so->replay_window_ns : 1000000000ull;
+
+	if (s->fd >= 0 && s->sent > 0 && (s->nconf == 0 || s->conf[s->nconf - 1].seq < s->sent) &&
+	    unacked(s) == 0) {
+		if (s->nconf == SINK_CONFIRMS) {
+			memmove(s->conf, s->conf + 1, (SINK_CONFIRMS - 1) * sizeof(s->conf[0]));
+			s->nconf--;
+		}
+		s->conf[s->nconf++] = (struct confirm){ s->sent, now };
+	}
+	uint64_t move = s->cursor;
+	size_t drop = 0;
+	for (size_t i = 0; i < s->nconf; i++)
+		if (final || now - s->conf[i].at >= win) {
+			move = s->conf[i].seq;
+			drop = i + 1;
+		}
+	if (drop) {
+		memmove(s->conf, s->conf + drop, (s->nconf - drop) * sizeof(s->conf[0]));
+		s->nconf -= drop;
+	}
+	if (move > s->cursor)
+		GUARD(cursor_write(s, move));
+	return CUSTOS_OK;
+}
+
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+	nanosleep(&ts, NULL);
+}
+
+static bool deadline_passed(void)
+{
+	return atomic_load(&g_stopping) && tm_mono_ns() >= atomic_load(&g_deadline);
+}
+
+static custos_err frame(struct sink *s, span line)
+{
+	char lenbuf[24];
+	size_t at = buf_used(&s->out);
+
+	/* Reserve room for the length prefix by rendering first, then inserting it. */
+	GUARD(buf_reserve(&s->out, 24 + AUDIT_MAX_LINE * 2));
+	GUARD(audit_render(AUDIT_FMT_RFC5424, line, &s->rctx, &s->out));
+	size_t mlen = buf_used(&s->out) - at;
+	int n = snprintf(lenbuf, sizeof(lenbuf), "%zu ", mlen);
+	GUARD(buf_reserve(&s->out, (size_t)n));
+	uint8_t *base = s->out.data + s->out.off + at;
+	memmove(base + n, base, mlen);
+	memcpy(base, lenbuf, (size_t)n);
+	buf_commit(&s->out, (size_t)n);
+	return CUSTOS_OK;
+}
+
+/* ---- Splunk HTTP Event Collector: POST /services/collector/event with a batch of event
+ * objects; delivered on 200, or, when the server answers with an ackId (indexer
+ * acknowledgement enabled), once /services/collector/ack reports that id as true. */
+
+#define HEC_MAX_RESPONSE   (64 * 1024)
+#define HEC_ACK_TIMEOUT_NS (60ull * 1000000000)
+
+static custos_err conn_read_some(struct sink *s, buf *in)
+{
+	for (;;) {
+		GUARD(buf_reserve(in, 4096));
+		if (s->ssl != NULL) {
+			size_t got = 0;
+			int r = SSL_read_ex(s->ssl, buf_tail(in), 4096, &got);
+			if (r == 1) {
+				buf_commit(in, got);
+				return CUSTOS_OK;
+			}
+			int err = SSL_get_error(s->ssl, r);
+			if (err == SSL_ERROR_ZERO_RETURN)
+				return err_set(CUSTOS_ERR_CLOSED,
+				               "HEC server closed the connection");
+			GUARD(tls_wait(s, r, "read"));
+			continue;
+		}
+		ssize_t r = recv(s->fd, buf_tail(in), 4096, 0);
+		if (r > 0) {
+			buf_commit(in, (size_t)r);
+			return CUSTOS_OK;
+		}
+		if (r == 0)
+			return err_set(CUSTOS_ERR_CLOSED, "HEC server closed the connection");
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			GUARD(wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS));
+			continue;
+		}
+		return err_sys("recv");
+	}
+}
+
+/* Sends one request and reads the response (Content-Length framing only); *status and the
+ * body (a view into s->in) out. */
+static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
+                               span *rbody)
+{
+	buf_reset(&s->req);
+	GUARD(buf_printf(&s->req,
+	                 "POST %s HTTP/1.1\r\nHost: %s:%u\r\nAuthorization: Splunk %s\r\n"
+	                 "X-Splunk-Request-Channel: %s\r\nContent-Type: application/json\r\n"
+	                 "Content-Length: %zu\r\n\r\n",
+	                 path, s->so->host, s->so->port, s->so->hec_token ? s->so->hec_token : "",
+	                 s->channel, body.len));
+	GUARD(conn_write(s, buf_ptr(&s->req), buf_used(&s->req)));
+	GUARD(conn_write(s, (const uint8_t *)body.ptr, body.len));
+	buf_reset(&s->in);
+	const char *hend;
+	for (;;) {
+		span h = buf_span(&s->in);
+		hend = h.len >= 4 ? memmem(h.ptr, h.len, "\r\n\r\n", 4) : NULL;
+		if (hend != NULL)
+			break;
+		GUARD(conn_read_some(s, &s->in));
+	}
+	span h = buf_span(&s->in);
+	size_t hlen = (size_t)(hend - h.ptr) + 4;
+	ENSURE(h.len > 12 && memcmp(h.ptr, "HTTP/1.", 7) == 0, CUSTOS_ERR_PARSE,
+	       "HEC: not an HTTP response");
+	uint64_t st = 0;
+	GUARD(num_parse_u64(span_of(h.ptr + 9, 3), 100, 599, &st));
+	*status = (int)st;
+	uint64_t clen = 0;
+	bool have_len = false;
+	for (size_t i = 0; i < hlen;) {
+		const char *eol = memmem(h.ptr + i, hlen - i, "\r\n", 2);
+		if (eol == NULL)
+			break;
+		span line = span_of(h.ptr + i, (size_t)(eol - (h.ptr + i)));
+		i += line.len + 2;
+		if (line.len > 15 &&
+		    span_case_eq(span_of(line.ptr, 15), SPAN_LIT("content-length:"))) {
+			GUARD(num_parse_u64(span_trim(span_of(line.ptr + 15, line.len - 15)), 0,
+			                    HEC_MAX_RESPONSE, &clen));
+			have_len = true;
+		}
+		ENSURE(!(line.len > 18 &&
+		         span_case_eq(span_of(line.ptr, 18), SPAN_LIT("transfer-encoding:"))),
+		       CUSTOS_ERR_UNSUPPORTED, "HEC: chunked responses are not supported");
+	}
+	ENSURE(have_len, CUSTOS_ERR_PARSE, "HEC: response without Content-Length");
+	while (buf_used(&s->in) < hlen + clen)
+		GUARD(conn_read_some(s, &s->in));
+	h = buf_span(&s->in);
+	*rbody = span_of(h.ptr + hlen, (size_t)clen);
+	return CUSTOS_OK;
+}
+
+static custos_err hec_event(struct sink *s, span line)
+{
+	span t;
+	uint64_t ns = 0;
+
+	if (ajson_get(line, "time", &t) != CUSTOS_OK || t.len != 32 ||
+	    tm_parse_rfc3339(span_of(t.ptr + 1, t.len - 2), &ns) != CUSTOS_OK)
+		ns = tm_wall_ns();
+	GUARD(buf_printf(&s->out,
+	                 "{\"time\":%llu.%03llu,\"host\":\"%s\",\"source\":\"custos\","
+	                 "\"sourcetype\":\"custos:audit\",\"event\":",
+	                 (unsigned long long)(ns / 1000000000ull),
+	                 (unsigned long long)(ns / 1000000ull % 1000), s->host));
+	GUARD(buf_append_span(&s->out, line));
+	return buf_append_byte(&s->out, '}');
+}
+
+/* Delivers s->out (events up to seq last) and moves the cursor. */
+static custos_err hec_deliver(struct sink *s, uint64_t last)
+{
+	int status = 0;
+	span body, v;
+	uint64_t ack = 0;
+
+	GUARD(hec_exchange(s, "/services/collector/event", buf_span(&s->out), &status, &body));
+	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
+	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
+	if (ajson_get(body, "ackId", &v) != CUSTOS_OK || ajson_u64(v, &ack) != CUSTOS_OK)
+		return cursor_write(s, last); /* no indexer acknowledgement offered */
+	char q[64];
+	int qn = snprintf(q, sizeof(q), "{\"acks\":[%llu]}", (unsigned long long)ack);
+	char key[32];
+	snprintf(key, sizeof(key), "%llu", (unsigned long long)ack);
+	uint64_t until = tm_mono_ns() + HEC_ACK_TIMEOUT_NS;
+	while (tm_mono_ns() < until && !deadline_passed()) {
+		span acks, one;
+		GUARD(hec_exchange(s, "/services/collector/ack", span_of(q, (size_t)qn), &status,
+		                   &body));
+		ENSURE(status == 200, CUSTOS_ERR_IO, "HEC ack answered %d", status);
+		if (ajson_get(body, "acks", &acks) == CUSTOS_OK &&
+		    ajson_get(acks, key, &one) == CUSTOS_OK && span_eq_cstr(one, "true"))
+			return cursor_write(s, last);
+		sleep_ns(50ull * 1000 * 1000);
+	}
+	return err_set(CUSTOS_ERR_TIMEOUT, "HEC: ack %llu not confirmed; resending",
+	               (unsigned long long)ack);
+}
+
+/* One pass: connect if needed, send a batch, confirm. Returns AGAIN when idle. */
+static custos_err sink_step(struct sink *s)
+{
+	span line;
+	uint64_t batch_last = 0;
+	size_t cnt = 0;
+	custos_err e = CUSTOS_OK;
+
+	if (s->fd < 0) {
+		s->next = s->cursor + 1;
+		s->sent = s->cursor;
+		reader_close(s);
+		GUARD(conn_open(s));
+		log_info("audit sink %s: connected to %s:%u, resuming at seq %llu", s->so->name,
+		         s->so->host, s->so->port, (unsigned long long)s->next);
+		s->backoff = 0;
+	}
+	GUARD(conn_check(s));
+	buf_reset(&s->out);
+	while (cnt < SINK_BATCH_EVENTS && buf_used(&s->out) < SINK_BATCH_BYTES) {
+		e = reader_next(s, &line);
+		if (e == CUSTOS_ERR_AGAIN)
+			break;
+		GUARD(e);
+		if (s->so->kind == AUDIT_SINK_HEC)
+			GUARD(hec_event(s, line));
+		else
+			GUARD(frame(s, line));
+		span t;
+		s->sealed_seen = ajson_get(line, "reason", &t) == CUSTOS_OK &&
+		                 span_eq_cstr(t, "\"shutdown\"");
+		batch_last = s->next++;
+		cnt++;
+	}
+	if (s->so->kind == AUDIT_SINK_HEC) {
+		if (cnt > 0) {
+			GUARD(hec_deliver(s, batch_last));
+			s->sent = batch_last;
+		}
+		return cnt > 0 ? CUSTOS_OK : CUSTOS_ERR_AGAIN;
+	}
+	if (cnt > 0) {
+		GUARD(conn_write(s, buf_ptr(&s->out), buf_used(&s->out)));
+		s->sent = batch_last;
+	}
+	GUARD(confirm_progress(s, false));
+	return cnt > 0 ? CUSTOS_OK : CUSTOS_ERR_AGAIN;
+}
+
+static void *sink_main(void *arg)
+{
+	struct sink *s = arg;
+	uint64_t rmin = s->so->retry_min_ns ? s->so->retry_min_ns : 100ull * 1000 * 1000;
+	uint64_t rmax = s->so->retry_max_ns ? s->so->retry_max_ns : 5ull * 1000000000;
+
+	for (;;) {
+		if (deadline_passed())
+			break;
+		custos_err e = sink_step(s);
+		if (e == CUSTOS_OK)
+			continue;
+		if (e == CUSTOS_ERR_AGAIN) {
+			/* Caught up. When stopping and the log is sealed, finish cleanly. */
+			if (atomic_load(&g_stopping) && s->sealed_seen && s->fd >= 0 &&
+			    unacked(s) == 0) {
+				if (confirm_progress(s, true) != CUSTOS_OK)
+					log_error("audit sink %s: %s", s->so->name, err_msg());
+				break;
+			}
+			sleep_ns(SINK_IDLE_NS);
+			continue;
+		}
+		log_warn("audit sink %s: %s; retrying in %llu ms", s->so->name, err_msg(),
+		         (unsigned long long)((s->backoff ? s->backoff : rmin) / 1000000));
+		conn_close(s);
+		s->backoff = s->backoff ? s->backoff * 2 : rmin;
+		if (s->backoff > rmax)
+			s->backoff = rmax;
+		uint64_t until = tm_mono_ns() + s->backoff;
+		while (tm_mono_ns() < until && !deadline_passed())
+			sleep_ns(10ull * 1000 * 1000);
+	}
+	conn_close(s);
+	reader_close(s);
+	return NULL;
+}
+
+static custos_err sink_init(struct sink *s, const audit_options *o, const audit_sink_options *so)
+{
+	memset(s, 0, sizeof(*s));
+	s->o = o;
+	s->so = so;
+	s->fd = -1;
+	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
+	ENSURE(so->host != NULL && so->port != 0, CUSTOS_ERR_INVAL, "sink %s: no host/port",
+	       so->name);
+	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
+	buf_init(&s->req, 8192);
+	{
+		uint8_t r[16];
+		if (RAND_bytes(r, sizeof(r)) != 1)
+			return err_set(CUSTOS_ERR_CRYPTO, "RAND_bytes");
+		r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+		r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+		char hx[33];
+		num_hex(r, 16, hx);
+		snprintf(s->channel, sizeof(s->channel), "%.8s-%.4s-%.4s-%.4s-%.12s", hx, hx + 8,
+		         hx + 12, hx + 16, hx + 20);
+	}
+	ENSURE((size_t)snprintf(s->cursor_path, sizeof(s->cursor_path), "%s/cursor.%s", o->dir,
+	                        so->name) < sizeof(s->cursor_path),
+	       CUSTOS_ERR_LIMIT, "path too long");
+	GUARD(audit_cursor_read(o->dir, so->name, &s->cursor));
+	if (gethostname(s->host, sizeof(s->host) - 1) == 0)
+		s->rctx.hostname = s->host;
+	s->rctx.inner = so->format == AUDIT_FMT_RFC5424 ? AUDIT_FMT_JSON : so->format;
+	if (so->kind == AUDIT_SINK_SYSLOG_TLS || (so->kind == AUDIT_SINK_HEC && so->tls)) {
+		s->ctx = SSL_CTX_new(TLS_client_method());
+		ENSURE(s->ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
+		SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
+		SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_mode(s->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		ENSURE(so->ca_file != NULL &&
+		               SSL_CTX_load_verify_locations(s->ctx, so->ca_file, NULL) == 1,
+		       CUSTOS_ERR_TLS, "sink %s: cannot load CA file %s", so->name,
+		       so->ca_file ? so->ca_file : "(none)");
+	}
+	return CUSTOS_OK;
+}
+
+static void sink_free(struct sink *s)
+{
+	conn_close(s);
+	reader_close(s);
+	SSL_CTX_free(s->ctx);
+	buf_free(&s->out);
+	buf_free(&s->in);
+	buf_free(&s->req);
+}
+
+int audit_shipper_main(const audit_options *o, int stop_fd)
+{
+	struct sink *sinks = calloc(o->n_sinks, sizeof(*sinks));
+	pthread_t tid[AUDIT_MAX_SINKS];
+	size_t started = 0;
+	uint64_t drain = 0;
+	int rc = 0;
+
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != stop_fd)
+			close(fd);
+	if (sinks == NULL)
+		return 1;
+	for (size_t i = 0; i < o->n_sinks; i++) {
+		if (sink_init(&sinks[i], o, &o->sinks[i]) != CUSTOS_OK) {
+			log_error("audit sink %s: %s", o->sinks[i].name, err_msg());
+			rc = 1;
+			continue;
+		}
+		if (pthread_create(&tid[i], NULL, sink_main, &sinks[i]) != 0) {
+			rc = 1;
+			continue;
+		}
+		started |= (size_t)1 << i;
+	}
+	ssize_t r;
+	do
+		r = read(stop_fd, &drain, sizeof(drain));
+	while (r == -1 && errno == EINTR);
+	if (r != (ssize_t)sizeof(drain))
+		drain = 0; /* the parent died: stop now; the cursors are safe to resume from */
+	atomic_store(&g_deadline, tm_mono_ns() + drain);
+	atomic_store(&g_stopping, true);
+	for (size_t i = 0; i < o->n_sinks; i++)
+		if (started & ((size_t)1 << i))
+			pthread_join(tid[i], NULL);
+	for (size_t i = 0; i < o->n_sinks; i++)
+		sink_free(&sinks[i]);
+	free(sinks);
+	close(stop_fd);
+	return rc;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -418,6 +419,22 @@ static custos_err writer_setup(struct wstate *w)
 	w->dirfd = open(w->o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (w->dirfd == -1)
 		return err_sys("%s: open", w->o->dir);
+	/* One writer per log: a second custos, or a killed writer still finishing its last
+	 * write(), must not interleave with us. The lock dies with the process. */
+	int lfd = openat(w->dirfd, "audit.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lfd == -1)
+		return err_sys("%s/audit.lock: open", w->o->dir);
+	for (int i = 0;; i++) {
+		if (flock(lfd, LOCK_EX | LOCK_NB) == 0)
+			break;
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return err_sys("%s/audit.lock: flock", w->o->dir);
+		if (i >= 100)
+			return err_set(CUSTOS_ERR_EXISTS, "%s: another audit writer holds the log",
+			               w->o->dir);
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	memcpy(w->head, AUDIT_GENESIS_PREV, sizeof(w->head));
 	GUARD(recover(w, note, sizeof(note), &cut));
 	if (note[0] != '\0') {

@@ -51,5 +51,6 @@ int cmd_vm_run(int argc, char **argv);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
 
 #endif

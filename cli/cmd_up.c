@@ -9,9 +9,11 @@
 #include <string.h>
 
 #include "cli.h"
+#include "custos/admin.h"
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/egress.h"
+#include "custos/policy.h"
 #include "custos/proxy.h"
 #include "custos/sandbox.h"
 
@@ -24,6 +26,7 @@ struct up_sandbox {
 	char *model;
 	sandbox *sb;
 	uint16_t port;
+	sandbox_limits limits;
 };
 struct up_ctx {
 	const char *path;
@@ -31,6 +34,8 @@ struct up_ctx {
 	struct up_sandbox sbx[PROXY_MAX_UPSTREAMS];
 	size_t nsbx;
 	egress_server *eg;
+	bool audit_batch;
+	proxy_server *srv; /* for the admin API's hooks */
 };
 
 static char *dup_or_null(const char *s)
@@ -68,6 +73,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	o->ciphers = dup_or_null(t->ciphers);
 	o->ciphersuites = dup_or_null(t->ciphersuites);
 	o->ticket_rotate_ns = t->ticket_rotation_ns;
+	o->no_tickets = !t->session_tickets;
 	return CUSTOS_OK;
 }
 
@@ -90,6 +96,55 @@ static struct up_sandbox *find_sandbox(struct up_ctx *u, const char *model)
 	return NULL;
 }
 
+/* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
+ * The file holds digests, not keys, but is still refused when others may write it. */
+static custos_err load_api_keys_file(const char *path, proxy_options *o)
+{
+	buf b;
+	unsigned lineno = 0;
+	custos_err e = CUSTOS_OK;
+
+	buf_init(&b, 4u << 20);
+	if ((e = file_load(path, FILE_CONFIG, 4u << 20, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "auth.api_keys_file");
+	}
+	span all = buf_span(&b);
+	while (all.len > 0 && e == CUSTOS_OK) {
+		const char *nl = memchr(all.ptr, '\n', all.len);
+		span line = span_of(all.ptr, nl ? (size_t)(nl - all.ptr) : all.len);
+		all = nl ? span_of(nl + 1, all.len - line.len - 1) : span_of(all.ptr + all.len, 0);
+		lineno++;
+		line = span_trim(line);
+		if (line.len == 0 || line.ptr[0] == '#')
+			continue;
+		const char *sp = memchr(line.ptr, ' ', line.len);
+		if (sp == NULL) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: \"id sha256hex\" expected", path,
+			            lineno);
+			break;
+		}
+		span id = span_of(line.ptr, (size_t)(sp - line.ptr));
+		span hex = span_trim(span_of(sp + 1, line.len - id.len - 1));
+		if (o->napi_keys >= PROXY_MAX_API_KEYS) {
+			e = err_set(CUSTOS_ERR_LIMIT, "%s: more than %d API keys", path,
+			            PROXY_MAX_API_KEYS);
+			break;
+		}
+		proxy_api_key *k = &o->api_keys[o->napi_keys];
+		if (id.len == 0 || id.len > CFG_MAX_ID_LEN ||
+		    num_parse_hex(hex, k->sha256, sizeof(k->sha256)) != CUSTOS_OK) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: bad id or SHA-256 (64 hex digits)",
+			            path, lineno);
+			break;
+		}
+		k->principal = span_dup(id);
+		o->napi_keys++;
+	}
+	buf_free(&b);
+	return e;
+}
+
 /* Maps cfg onto o (o owns copies of everything; the config can be freed afterwards).
  * Sandboxed models must already run (start_sandboxes). */
 static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_options *o)
@@ -107,20 +162,29 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		if (pl->tls)
 			GUARD(err_wrap(map_tls(&l->tls, &pl->tls_opts), "listener %s", l->id));
 	}
-	if (cfg->auth.n_api_keys) {
-		o->api_keys = xcalloc(cfg->auth.n_api_keys, sizeof(o->api_keys[0]));
+	if (cfg->auth.n_api_keys || cfg->auth.api_keys_file) {
+		ENSURE(cfg->auth.n_api_keys <= PROXY_MAX_API_KEYS, CUSTOS_ERR_LIMIT,
+		       "more than %d API keys", PROXY_MAX_API_KEYS);
+		o->api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o->api_keys[0]));
 		for (size_t i = 0; i < cfg->auth.n_api_keys; i++) {
 			o->api_keys[i].principal = xstrdup(cfg->auth.api_keys[i].id);
 			memcpy(o->api_keys[i].sha256, cfg->auth.api_keys[i].sha256, 32);
 		}
 		o->napi_keys = cfg->auth.n_api_keys;
+		if (cfg->auth.api_keys_file)
+			GUARD(load_api_keys_file(cfg->auth.api_keys_file, o));
 	}
 	if (cfg->auth.jwt.enabled) {
 		o->jwt.jwks_file = xstrdup(cfg->auth.jwt.jwks_file);
-		if (cfg->auth.jwt.n_issuers)
-			o->jwt.issuer = xstrdup(cfg->auth.jwt.issuers[0]);
-		if (cfg->auth.jwt.n_audiences)
-			o->jwt.audience = xstrdup(cfg->auth.jwt.audiences[0]);
+		ENSURE(cfg->auth.jwt.n_issuers <= PROXY_JWT_MAX_LIST &&
+		               cfg->auth.jwt.n_audiences <= PROXY_JWT_MAX_LIST,
+		       CUSTOS_ERR_LIMIT, "auth.jwt: at most %d issuers and audiences",
+		       PROXY_JWT_MAX_LIST);
+		for (size_t i = 0; i < cfg->auth.jwt.n_issuers; i++)
+			o->jwt.issuers[o->jwt.n_issuers++] = xstrdup(cfg->auth.jwt.issuers[i]);
+		for (size_t i = 0; i < cfg->auth.jwt.n_audiences; i++)
+			o->jwt.audiences[o->jwt.n_audiences++] =
+			        xstrdup(cfg->auth.jwt.audiences[i]);
 		o->jwt.leeway_s = cfg->auth.jwt.leeway_ns / NS_PER_S;
 		o->jwt.principal_claim = dup_or_null(cfg->auth.jwt.principal_claim);
 	}
@@ -201,6 +265,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return err_set(e, "%s: configuration has errors", path);
 	e = map_config(cfg, uc, o);
 	o->audit = uc->audit;
+	o->audit_batch = uc->audit_batch;
 	config_free(cfg);
 	if (e != CUSTOS_OK)
 		proxy_options_free(o);
@@ -214,6 +279,86 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
 		log_error("up: egress: %s", err_msg());
 	return load_options(u, o);
+}
+
+/* Admin API hooks (admin.h): they run on the admin server's threads. */
+static struct policy *admin_policy_get(void *arg)
+{
+	struct up_ctx *u = arg;
+	return proxy_policy_ref(u->srv);
+}
+
+/* POST /v1/policy: re-reads custos.yaml and the policy it names, as SIGHUP does; the policy is
+ * compiled first on its own so that every problem is reported, not only the first. */
+static custos_err admin_policy_reload(void *arg, diag_list *d)
+{
+	struct up_ctx *u = arg;
+	proxy_options o;
+
+	log_info("up: admin API: reloading %s", u->path);
+	GUARD(load_options(u, &o));
+	if (o.policy_file) {
+		policy *p = NULL;
+		custos_err e = policy_load(o.policy_file, &p, d);
+		policy_unref(p);
+		if (e != CUSTOS_OK) {
+			e = err_set(e, "policy %s has errors; the policy in force is unchanged",
+			            o.policy_file);
+			proxy_options_free(&o);
+			return e;
+		}
+	}
+	GUARD(proxy_reload(u->srv, &o));
+	log_info("up: admin API: reloaded");
+	return CUSTOS_OK;
+}
+
+/* Starts the admin API from the admin: section; NULL when disabled or it could not start
+ * (logged: the proxy keeps serving without it). */
+static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
+{
+	const cfg_admin *ca = &cfg->admin;
+	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
+	admin_options ao;
+	admin_server *a = NULL;
+	char *tcp = NULL;
+
+	if (!ca->enabled)
+		return NULL;
+	memset(&ao, 0, sizeof(ao));
+	ao.socket_path = ca->socket;
+	ao.socket_mode = ca->socket_mode;
+	ao.allowed_uids = ca->allowed_uids;
+	ao.n_allowed_uids = ca->n_allowed_uids;
+	if (ca->tcp.enabled) {
+		tcp = addr_string(&ca->tcp.addr);
+		ao.tcp_address = tcp;
+		memcpy(ao.token_sha256, ca->tcp.token_sha256, 32);
+	}
+	ao.force = ca->force;
+	ao.max_body = ca->max_body;
+	ao.audit = uc->audit;
+	ao.audit_dir = cfg->audit.dir;
+	for (size_t i = 0; i < uc->nsbx && i < ADMIN_MAX_SANDBOXES; i++) {
+		const struct up_sandbox *x = &uc->sbx[i];
+		sbx[i] = (admin_sandbox){ .name = x->model,
+			                  .sb = x->sb,
+			                  .memory_bytes = x->limits.memory_bytes,
+			                  .pids = x->limits.pids,
+			                  .nofile = x->limits.nofile,
+			                  .cpu_millis = x->limits.cpu_millis };
+		ao.n_sandboxes++;
+	}
+	ao.sandboxes = sbx;
+	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload };
+	if (admin_start(&ao, &a) != CUSTOS_OK) {
+		log_error("up: admin API not started: %s", err_msg());
+		a = NULL;
+	} else if (admin_tcp_port(a)) {
+		log_info("up: admin tcp on port %u", admin_tcp_port(a));
+	}
+	free(tcp);
+	return a;
 }
 
 static custos_err audit_from_config(const custos_config *cfg, audit_writer **out)
@@ -346,6 +491,8 @@ static void on_sandbox_event(const sandbox_event *ev, void *arg)
 	buf_free(&b);
 	if (ev->kind == SANDBOX_EV_START) /* a new netns: the egress listener follows it */
 		cli_egress_sandbox_started((const char *)arg, ev->generation);
+	admin_sandbox_event((const char *)arg, (int)ev->kind,
+	                    ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1);
 }
 
 static void stop_sandboxes(struct up_ctx *uc)
@@ -393,6 +540,7 @@ static custos_err start_sandboxes(const custos_config *cfg, struct up_ctx *uc)
 			return err_wrap(e, "model %s: sandbox", m->id);
 		}
 		us->sb = sb;
+		us->limits = p.limits;
 		us->port = m->sandbox.port ? m->sandbox.port : 8000;
 		uc->nsbx++;
 		uint64_t wait_ms = m->sandbox.health.start_timeout_ns
@@ -449,6 +597,7 @@ int cmd_up(int argc, char **argv)
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
 	uc->path = path;
 	uc->audit = aw;
+	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
 	proxy_options o;
 	memset(&o, 0, sizeof(o));
 	e = start_sandboxes(cfg, uc);
@@ -474,12 +623,18 @@ int cmd_up(int argc, char **argv)
 		if (e == CUSTOS_OK)
 			cli_egress_attach(eg);
 	}
-	config_free(cfg);
+	o.audit_batch = uc->audit_batch;
 	proxy_server *srv = NULL;
 	if (e == CUSTOS_OK)
 		e = proxy_create(&o, &srv);
 	else
 		proxy_options_free(&o);
+	admin_server *admin = NULL;
+	if (e == CUSTOS_OK) {
+		uc->srv = srv;
+		admin = start_admin(cfg, uc);
+	}
+	config_free(cfg);
 	if (e != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
 		cli_egress_attach(NULL);
@@ -498,6 +653,7 @@ int cmd_up(int argc, char **argv)
 	}
 	uc->eg = eg;
 	e = proxy_run(srv, reload_cb, uc);
+	admin_stop(admin); /* its hooks use srv */
 	cli_egress_attach(NULL);
 	egress_free(eg); /* before the sandboxes its listeners live in */
 	proxy_free(srv);

@@ -18,6 +18,7 @@
 
 #include "custos/egress.h"
 #include "custos/sandbox.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -109,6 +110,8 @@ typedef struct conn {
 	buf in, out;
 	req r;
 	upconn *up;
+	uint64_t anchor; /* start of the current wait: timeouts count from here, so a peer
+	                    that trickles bytes cannot extend a head deadline */
 	bool drain;
 	bool peer_gone;
 	bool freed;
@@ -147,6 +150,7 @@ static void conn_close(conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	metrics_inc(METRICS_CONN_CLOSED);
 	ev_defer_free(&w->loop, c, conn_free);
 }
 
@@ -286,7 +290,9 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 	};
-	if (emit_event(w->srv->audit, &e) != CUSTOS_OK)
+	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
+	                e.t_upstream);
+	if (emit_event(w->srv->audit, w->audit_batch, &e) != CUSTOS_OK)
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 
@@ -340,6 +346,7 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 		up_close(c->up);
 		c->up = NULL;
 	}
+	c->anchor = c->w->loop.now;
 	if (close) {
 		c->st = CS_CLOSING;
 	} else {
@@ -434,7 +441,8 @@ static void conn_arm(conn *c)
 		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
 		break;
 	}
-	ev_timer_set(&c->w->loop, &c->timer, now + t);
+	(void)now;
+	ev_timer_set(&c->w->loop, &c->timer, c->anchor + t);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -462,6 +470,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	c->s.fd = fd;
 	c->ls = ls;
 	c->t_accept = tm_mono_ns();
+	c->anchor = c->t_accept;
 	buf_init(&c->in, PROXY_INBUF_MAX);
 	buf_init(&c->out, OUT_MAX);
 	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
@@ -508,6 +517,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 		w->conns->prev = c;
 	w->conns = c;
 	w->nconns++;
+	metrics_inc(METRICS_CONN_ACCEPTED);
 	c->s.rd_ready = c->s.wr_ready = true;
 	conn_arm(c);
 	conn_drive(c);
@@ -982,6 +992,7 @@ static void up_attempt(conn *c)
 
 	r->attempts++;
 	r->up_sent = 0;
+	c->anchor = c->w->loop.now;
 	upconn *u = pool_take(c->w, r->upstream, c->st_ref->gen);
 	if (u == NULL)
 		u = up_connect(c, r->upstream, &failed_now);
@@ -1028,6 +1039,8 @@ static bool idempotent(http1_method m)
 static void up_failed(conn *c, const char *why)
 {
 	req *r = &c->r;
+
+	metrics_inc(METRICS_UPSTREAM_ERRORS);
 	bool nothing_sent = r->up_sent == 0;
 	bool reused = c->up && c->up->reused;
 
@@ -1108,6 +1121,7 @@ static void finish_request(conn *c)
 			up_close(u);
 	}
 	bool keep = r->client_keep_alive && !c->drain;
+	c->anchor = c->w->loop.now;
 	req_reset(r);
 	state_unref(c->st_ref);
 	c->st_ref = NULL;
@@ -1253,7 +1267,7 @@ static bool up_drive(conn *c)
 		if (n > 0) {
 			r->up_sent += (uint64_t)n;
 			progress = true;
-			conn_arm(c);
+			c->anchor = c->w->loop.now;
 		}
 	}
 	/* Read the response (not while the client's buffer is full). */
@@ -1306,7 +1320,7 @@ static bool up_drive(conn *c)
 		ssize_t n = sock_read(&u->s, &u->in, PROXY_UPIN_MAX);
 		if (n > 0) {
 			progress = true;
-			conn_arm(c);
+			c->anchor = c->w->loop.now;
 			continue;
 		}
 		if (n == SOCK_AGAIN)
@@ -1340,9 +1354,13 @@ static bool read_client(conn *c)
 {
 	if (!sock_can_read(&c->s))
 		return false;
+	bool was_empty = buf_used(&c->in) == 0;
 	ssize_t n = sock_read(&c->s, &c->in, PROXY_INBUF_MAX);
-	if (n > 0)
+	if (n > 0) {
+		if (c->st == CS_BODY || was_empty) /* a head's deadline starts at its first byte */
+			c->anchor = c->w->loop.now;
 		return true;
+	}
 	if (n == SOCK_AGAIN)
 		return false;
 	/* EOF or error from the client. */
@@ -1356,6 +1374,8 @@ static bool read_client(conn *c)
 
 static void conn_drive(conn *c)
 {
+	cstate entry = c->st;
+
 	for (int guard = 0; guard < 10000 && !c->freed; guard++) {
 		bool progress = false;
 
@@ -1369,8 +1389,12 @@ static void conn_drive(conn *c)
 				conn_close(c);
 				return;
 			}
-			if (n > 0)
+			if (n > 0) {
 				progress = true;
+				/* Under backpressure the wait is on the client: its progress counts. */
+				if (c->st == CS_RESPONSE)
+					c->anchor = c->w->loop.now;
+			}
 		}
 		if (c->st == CS_CLOSING) {
 			if (buf_used(&c->out) == 0) {
@@ -1386,10 +1410,12 @@ static void conn_drive(conn *c)
 				break;
 			if (h != SOCK_OK) {
 				log_debug("tls: handshake with %s failed", c->remote);
+				metrics_inc(METRICS_TLS_FAILED);
 				conn_close(c);
 				return;
 			}
 			c->t_tls = tm_mono_ns() - c->t_accept;
+			metrics_inc(METRICS_TLS_OK);
 			ident_from_cert(&c->id, c->s.ssl);
 			c->st = CS_HEAD;
 			progress = true;
@@ -1470,6 +1496,8 @@ static void conn_drive(conn *c)
 	}
 	if (c->freed)
 		return;
+	if (c->st != entry)
+		c->anchor = c->w->loop.now; /* a new wait begins */
 	if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
 		/* Idle keep-alive: give the buffers back (memory per idle connection). */
 		buf_free(&c->in);

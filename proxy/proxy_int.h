@@ -157,6 +157,8 @@ typedef struct decide_out {
 struct decide_policy;
 custos_err decide_load(const char *path, struct decide_policy **out) CUSTOS_WUR;
 void decide_free(struct decide_policy *p);
+/* The compiled policy with one more reference (policy_unref), NULL when p is NULL. */
+struct policy *decide_policy_ref(struct decide_policy *p);
 /* True when a principal matches the identity (used to tell 401 from 403). */
 void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
 
@@ -182,7 +184,15 @@ typedef struct emit_rec {
 } emit_rec;
 
 /* Submits one event; a refused submit is returned (callers fail closed with 503). */
-custos_err emit_event(struct audit_writer *w, const emit_rec *r) CUSTOS_WUR;
+/* Builds one event. With a batch (audit in `batch` durability), the event is kept and
+ * submitted by emit_flush at the end of the worker's event batch (one queue hand-off per batch
+ * instead of one sender wake-up per request); without one it is submitted at once. */
+struct emit_batch;
+custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r) CUSTOS_WUR;
+/* Submits the kept events (errors are logged: the requests have been answered). */
+void emit_flush(struct audit_writer *w, struct emit_batch *b);
+struct emit_batch *emit_batch_new(void);
+void emit_batch_free(struct emit_batch *b);
 /* False while the audit writer reports a failure (disk full...): requests are then refused
  * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
 bool emit_ready(struct audit_writer *w);
@@ -224,6 +234,7 @@ typedef struct worker {
 	uint64_t drain_deadline;
 	uint64_t reqseq;
 	char id_prefix[17];
+	struct emit_batch *audit_batch; /* NULL: submit each event at once */
 } worker;
 
 struct proxy_server {
@@ -238,6 +249,7 @@ struct proxy_server {
 	uint64_t grace_ns;
 	struct limiter *lim;
 	struct audit_writer *audit;
+	bool audit_defer;
 	int sig_pipe[2];
 };
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S       1000000000ull
@@ -54,8 +55,10 @@ void proxy_options_free(proxy_options *o)
 		OPENSSL_cleanse(o->api_keys, o->napi_keys * sizeof(o->api_keys[0]));
 	free(o->api_keys);
 	free(o->jwt.jwks_file);
-	free(o->jwt.issuer);
-	free(o->jwt.audience);
+	for (size_t i = 0; i < o->jwt.n_issuers; i++)
+		free(o->jwt.issuers[i]);
+	for (size_t i = 0; i < o->jwt.n_audiences; i++)
+		free(o->jwt.audiences[i]);
 	free(o->jwt.principal_claim);
 	free(o->policy_file);
 	memset(o, 0, sizeof(*o));
@@ -337,6 +340,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 	}
 	s->grace_ns = o.shutdown_grace_ns ? o.shutdown_grace_ns : 10 * NS_PER_S;
 	s->audit = o.audit;
+	s->audit_defer = o.audit_batch;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nworkers = o.workers ? o.workers : (ncpu > 0 ? (unsigned)ncpu : 1);
 	if (s->nworkers > PROXY_MAX_WORKERS)
@@ -389,6 +393,8 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 		}
 		w->st = state_ref(s->st);
 		w->st_gen = 1;
+		if (s->audit && s->audit_defer)
+			w->audit_batch = emit_batch_new();
 	}
 	*out = s;
 	return CUSTOS_OK;
@@ -419,12 +425,26 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	uint64_t gen = atomic_load(&s->gen) + 1;
 	GUARD(state_build(&o, gen, &st));
 	pthread_mutex_lock(&s->st_lock);
+	/* Under the lock: two concurrent reloads (SIGHUP and the admin API) get distinct
+	 * generations, so no worker keeps the first one's state believing it is current. */
+	gen = atomic_load(&s->gen) + 1;
+	st->gen = gen;
 	proxy_state *old = s->st;
 	s->st = st;
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
 	pthread_mutex_unlock(&s->st_lock);
 	state_unref(old);
 	return CUSTOS_OK;
+}
+
+struct policy *proxy_policy_ref(proxy_server *s)
+{
+	pthread_mutex_lock(&s->st_lock);
+	proxy_state *st = state_ref(s->st);
+	pthread_mutex_unlock(&s->st_lock);
+	struct policy *p = decide_policy_ref(st->pol);
+	state_unref(st);
+	return p;
 }
 
 static void *worker_main(void *arg)
@@ -437,6 +457,7 @@ static void *worker_main(void *arg)
 			log_error("worker %u: %s", w->id, err_msg());
 			break;
 		}
+		emit_flush(s->audit, w->audit_batch);
 		if (atomic_load(&s->stopping) && !w->draining) {
 			w->draining = true;
 			w->drain_deadline = tm_mono_ns() + s->grace_ns;
@@ -459,6 +480,7 @@ static void *worker_main(void *arg)
 	conn_close_all(w);
 	upool_free_all(w);
 	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
+	emit_flush(s->audit, w->audit_batch);
 	return NULL;
 }
 
@@ -510,6 +532,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				re = proxy_reload(s, &o);
 			else
 				proxy_options_free(&o);
+			metrics_inc(re == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
+			                            : METRICS_POLICY_RELOAD_FAILED);
 			if (re == CUSTOS_OK)
 				log_info("proxy: reloaded (generation %llu)",
 				         (unsigned long long)atomic_load(&s->gen));
@@ -550,6 +574,7 @@ void proxy_free(proxy_server *s)
 		if (w->loop.epfd != -1)
 			ev_loop_free(&w->loop);
 		state_unref(w->st);
+		emit_batch_free(w->audit_batch);
 	}
 	for (size_t j = 0; j < s->nls; j++) {
 		if (s->ls[j].shared_fd != -1) {

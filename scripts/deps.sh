@@ -14,6 +14,7 @@ PKGS=(
   libvirt-dev
   libcmocka-dev
   curl
+  prometheus wrk
   rsyslog rsyslog-openssl
   procps psmisc iproute2
   libvirt-daemon-system qemu-system-x86 busybox-static cpio file

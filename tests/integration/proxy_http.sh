@@ -79,6 +79,20 @@ got=$(
 	timeout 10 cat <&3 | head -1 | cut -d' ' -f2
 )
 check "incomplete head -> 408" "$got" 408
+# Trickling a header line every 0.5 s does not extend the 2 s head deadline.
+got=$(
+	exec 3<>"/dev/tcp/127.0.0.1/$PORT2"
+	{
+		printf 'GET /v1/models HTTP/1.1\r\nHost: t\r\n'
+		for i in $(seq 30); do
+			sleep 0.5
+			printf 'X-Slow-%d: y\r\n' "$i"
+		done
+	} >&3 2>/dev/null &
+	# 6 s to answer while the trickle would go on for 15 s
+	timeout 6 cat <&3 | head -1 | cut -d' ' -f2
+)
+check "trickled head -> 408 at the head deadline" "$got" 408
 
 # -- upstream failures
 check "upstream down -> 502" "$(status -H "Authorization: Bearer $ALICE" -d '{"model":"down-model","messages":[]}' "$base/v1/chat/completions")" 502
@@ -139,7 +153,7 @@ if ls "$work"/audit/*.jsonl >/dev/null 2>&1; then
 	[ -n "$(audit_grep "\"request_id\":\"$id401\".*\"status\":401")" ] && ok "401 audited" || fail "401 not audited"
 	[ -n "$(audit_grep "\"request_id\":\"$id403\".*\"status\":403")" ] && ok "403 audited" || fail "403 not audited"
 	check "502 audited" "$(audit_grep '"status":502' | wc -l | tr -d ' ')" 1
-	check "408 audited" "$(audit_grep '"status":408' | wc -l | tr -d ' ')" 1
+	check "408 audited" "$(audit_grep '"status":408' | wc -l | tr -d ' ')" 2
 	check "smuggling vectors audited" "$(audit_grep '"status":(400|413|414|417|431|501|505)' | wc -l | tr -d ' ' | awk -v t="$total" '{print ($1 >= t) ? "all" : $1 " of " t}')" all
 	if "$bin" audit verify "$work/audit" >"$work/verify.out" 2>&1; then ok "audit verify"; else fail "audit verify: $(cat "$work/verify.out")"; fi
 else

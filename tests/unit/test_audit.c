@@ -1,0 +1,466 @@
+/* Unit tests of the audit module: event builder limits, the JSON scanner, line framing and
+ * the hash chain, body checks at the trust boundary, keys and checkpoint signatures, and the
+ * CEF / LEEF / RFC 5424 renderings with their escaping rules. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "audit/audit_int.h"
+#include "custos/audit.h"
+
+static span S(const char *s)
+{
+	return span_cstr(s);
+}
+
+static void test_event_builder(void **state)
+{
+	audit_event ev;
+	const char *rules[] = { "r1", "r\"2" };
+	audit_finding f[] = { { "payment_card", 2 } };
+	audit_duration d[] = { { "total", 5 } };
+
+	audit_event_begin_at(&ev, "request", 1000000000ull);
+	audit_event_cstr(&ev, "principal", "alice\n");
+	audit_event_strs(&ev, "rule_ids", rules, 2);
+	audit_event_findings(&ev, f, 1);
+	audit_event_durations(&ev, d, 1);
+	assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+	span b = audit_event_body(&ev);
+	const char *want = "\"time\":\"1970-01-01T00:00:01.000000000Z\",\"type\":\"request\","
+	                   "\"principal\":\"alice\\n\",\"rule_ids\":[\"r1\",\"r\\\"2\"],"
+	                   "\"findings\":[{\"type\":\"payment_card\",\"count\":2}],"
+	                   "\"duration_ns\":{\"total\":5}";
+	assert_int_equal(b.len, strlen(want));
+	assert_memory_equal(b.ptr, want, b.len);
+	assert_int_equal(audit_body_check(b, false), CUSTOS_OK);
+}
+
+static void test_event_too_big(void **state)
+{
+	audit_event ev;
+	char *big = malloc(AUDIT_MAX_EVENT + 10);
+	memset(big, 'a', AUDIT_MAX_EVENT + 9);
+	big[AUDIT_MAX_EVENT + 9] = '\0';
+	audit_event_begin(&ev, "request");
+	audit_event_cstr(&ev, "reason", big);
+	assert_int_equal(audit_event_end(&ev), CUSTOS_ERR_LIMIT);
+	free(big);
+	/* Too many finding types is a limit error too. */
+	audit_finding f[AUDIT_MAX_FINDINGS + 1];
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(f); i++)
+		f[i] = (audit_finding){ "x", 1 };
+	audit_event_begin(&ev, "request");
+	audit_event_findings(&ev, f, CUSTOS_ARRAY_LEN(f));
+	assert_int_equal(audit_event_end(&ev), CUSTOS_ERR_LIMIT);
+}
+
+static void test_jscan(void **state)
+{
+	span k, v;
+	size_t pos = 0;
+	buf b;
+
+	assert_int_equal(ajson_validate(S("{\"a\":[1,2.5e3,-0,true,null,{\"b\":\"\\u00e9\"}]}")),
+	                 CUSTOS_OK);
+	assert_int_equal(ajson_validate(S("{\"a\":01}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":1,}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":\"x\ny\"}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":\"\\q\"}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":1} x")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]")),
+	                 CUSTOS_ERR_LIMIT);
+	span o = S("{\"x\":1,\"y\":{\"z\":[1]},\"s\":\"a\\\"b\"}");
+	assert_int_equal(ajson_next(o, &pos, &k, &v), CUSTOS_OK);
+	assert_true(span_eq_cstr(k, "x") && span_eq_cstr(v, "1"));
+	assert_int_equal(ajson_next(o, &pos, &k, &v), CUSTOS_OK);
+	assert_true(span_eq_cstr(v, "{\"z\":[1]}"));
+	assert_int_equal(ajson_get(o, "s", &v), CUSTOS_OK);
+	buf_init(&b, 64);
+	assert_int_equal(ajson_unescape(v, &b), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&b), "a\"b"));
+	buf_reset(&b);
+	assert_int_equal(ajson_unescape(S("\"\\ud83d\\ude00\\u0041\""), &b), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&b), "\xf0\x9f\x98\x80"
+	                                       "A"));
+	buf_free(&b);
+	assert_int_equal(ajson_get(o, "nope", &v), CUSTOS_ERR_NOTFOUND);
+}
+
+static void test_body_check(void **state)
+{
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"request\""), false),
+	                 CUSTOS_OK);
+	/* Reserved members and writer-only types are refused from producers. */
+	assert_int_equal(
+	        audit_body_check(S("\"time\":\"t\",\"type\":\"request\",\"seq\":5"), false),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(
+	        audit_body_check(S("\"time\":\"t\",\"type\":\"request\",\"hash\":\"x\""), false),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"checkpoint\""), false),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"checkpoint\""), true),
+	                 CUSTOS_OK);
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"audit.start\""), false),
+	                 CUSTOS_ERR_DENIED);
+	/* Framing escapes: a closing brace or a raw newline would split or end the record. */
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"r\"},{\"a\":1"), false),
+	                 CUSTOS_ERR_PARSE);
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"r\"\n"), false),
+	                 CUSTOS_ERR_PARSE);
+	assert_int_equal(audit_body_check(S("\"type\":\"r\",\"time\":\"t\""), false),
+	                 CUSTOS_ERR_PARSE);
+	assert_int_equal(audit_body_check(S(""), false), CUSTOS_ERR_LIMIT);
+}
+
+static void test_chain(void **state)
+{
+	buf b;
+	char h1[65], h2[65], hx[65];
+	audit_line l;
+
+	buf_init(&b, 1 << 16);
+	assert_int_equal(
+	        audit_line_build(&b, 1, S("\"time\":\"t\",\"type\":\"a\""), AUDIT_GENESIS_PREV, h1),
+	        CUSTOS_OK);
+	size_t first = buf_used(&b);
+	assert_int_equal(audit_line_build(&b, 2, S("\"time\":\"t\",\"type\":\"b\""), h1, h2),
+	                 CUSTOS_OK);
+	span all = buf_span(&b);
+	span l1 = span_of(all.ptr, first - 1), l2 = span_of(all.ptr + first, all.len - first - 1);
+	assert_int_equal(ajson_validate(l1), CUSTOS_OK);
+	assert_int_equal(audit_line_parse(l2, &l), CUSTOS_OK);
+	assert_int_equal(l.seq, 2);
+	assert_memory_equal(l.prev, h1, 64);
+	assert_memory_equal(l.hash, h2, 64);
+	assert_true(span_eq_cstr(l.body, "\"time\":\"t\",\"type\":\"b\""));
+	/* hash = SHA-256 of the line up to and including prev's closing quote. */
+	assert_int_equal(audit_sha256_hex(l.canonical.ptr, l.canonical.len, hx), CUSTOS_OK);
+	assert_memory_equal(hx, h2, 64);
+	assert_int_equal(l.canonical.ptr[l.canonical.len - 1], '"');
+	/* Malformed framings. */
+	assert_int_equal(audit_line_parse(S("{\"v\":2,\"seq\":1}"), &l), CUSTOS_ERR_PARSE);
+	char bad[1024];
+	snprintf(bad, sizeof(bad), "%.*s", (int)l2.len - 3, l2.ptr);
+	assert_int_equal(audit_line_parse(S(bad), &l), CUSTOS_ERR_PARSE);
+	snprintf(bad, sizeof(bad), "%.*s", (int)l2.len, l2.ptr);
+	bad[l2.len - 10] = 'X'; /* not hex */
+	assert_int_equal(audit_line_parse(S(bad), &l), CUSTOS_ERR_PARSE);
+	buf_free(&b);
+}
+
+static void test_file_names(void **state)
+{
+	char n[64];
+	uint64_t s;
+	audit_file_name(42, n);
+	assert_string_equal(n, "audit-00000000000000000042.jsonl");
+	assert_true(audit_file_name_parse(n, &s));
+	assert_int_equal(s, 42);
+	assert_false(audit_file_name_parse("audit-42.jsonl", &s));
+	assert_false(audit_file_name_parse("audit-0000000000000000004x.jsonl", &s));
+}
+
+static void test_keys(void **state)
+{
+	char dir[] = "/tmp/test_audit_keysXXXXXX", path[128], sig[129];
+	EVP_PKEY *priv = NULL, *pub = NULL;
+	const char *head = AUDIT_GENESIS_PREV;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(audit_keygen(dir), CUSTOS_OK);
+	assert_int_equal(audit_keygen(dir), CUSTOS_ERR_EXISTS); /* never overwrites */
+	snprintf(path, sizeof(path), "%s/audit.key", dir);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	chmod(path, 0640);
+	assert_int_equal(audit_key_load_private(path, &priv), CUSTOS_ERR_PERM);
+	chmod(path, 0600);
+	assert_int_equal(audit_key_load_private(path, &priv), CUSTOS_OK);
+	snprintf(path, sizeof(path), "%s/audit.pub", dir);
+	assert_int_equal(audit_key_load_public(path, &pub), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_sign(priv, 7, head, sig), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify(pub, 7, head, S(sig)), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify(pub, 8, head, S(sig)), CUSTOS_ERR_CRYPTO);
+	sig[0] = sig[0] == '0' ? '1' : '0';
+	assert_int_equal(audit_ckpt_verify(pub, 7, head, S(sig)), CUSTOS_ERR_CRYPTO);
+	assert_int_equal(audit_ckpt_verify(pub, 7, head, S("abc")), CUSTOS_ERR_PARSE);
+	/* A public key is not a private key. */
+	EVP_PKEY *x = NULL;
+	assert_int_not_equal(audit_key_load_private(path, &x), CUSTOS_OK);
+	EVP_PKEY_free(priv);
+	EVP_PKEY_free(pub);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/audit.key", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+static const char *LINE =
+        "{\"v\":1,\"seq\":7,\"time\":\"2026-11-27T01:55:11.123456789Z\",\"type\":\"request\","
+        "\"request_id\":\"r-1\",\"principal\":\"a|b=c\\\\d\\ne\\tf\",\"action\":\"POST /v1\","
+        "\"resource\":\"llama\",\"decision\":\"deny\",\"rule_ids\":[\"x\",\"y\"],"
+        "\"reason\":\"bad ] \\\"q\\\"\",\"findings\":[{\"type\":\"email\",\"count\":2}],"
+        "\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+        "\"hash\":\"1111111111111111111111111111111111111111111111111111111111111111\"}";
+
+static char *render(audit_format f, const audit_render_ctx *ctx, const char *line)
+{
+	buf b;
+	const char *s;
+	buf_init(&b, 1 << 16);
+	custos_err e = audit_render(f, S(line), ctx, &b);
+	if (e != CUSTOS_OK) {
+		buf_free(&b);
+		return NULL;
+	}
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	char *r = strdup(s);
+	buf_free(&b);
+	return r;
+}
+
+static void test_render_cef(void **state)
+{
+	char *r = render(AUDIT_FMT_CEF, NULL, LINE);
+	assert_non_null(r);
+	/* Header: pipes escaped; severity 7 for a deny; rt in ms. */
+	assert_non_null(strstr(r, "CEF:0|custos|custos|"));
+	assert_non_null(strstr(r, "|request|request deny|7|rt=1795744511123 "));
+	/* Extension values: '=' and '\' escaped, newline as \n, other controls as a space; a
+	 * pipe stays raw. */
+	assert_non_null(strstr(r, " suser=a|b\\=c\\\\d\\ne f "));
+	assert_non_null(strstr(r, " cs1=x,y cs1Label=rule_ids"));
+	assert_non_null(strstr(r, " cs7=email:2 cs7Label=findings"));
+	assert_non_null(strstr(r, " cn1=7 cn1Label=seq"));
+	assert_null(strchr(r, '\n'));
+	free(r);
+	/* A type with a pipe in the header is escaped there. */
+	r = render(AUDIT_FMT_CEF, NULL,
+	           "{\"v\":1,\"seq\":1,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":\"a|b\\\\\"}");
+	assert_non_null(r);
+	assert_non_null(strstr(r, "|a\\|b\\\\|a\\|b\\\\|3|"));
+	free(r);
+}
+
+static void test_render_leef(void **state)
+{
+	char *r = render(AUDIT_FMT_LEEF, NULL, LINE);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "LEEF:2.0|custos|custos|"));
+	assert_non_null(strstr(r, "|request|x09|sev=7\tdevTime=2026-11-27T01:55:11.123Z\t"));
+	/* Values: tab (the delimiter) and newline escaped, backslash doubled, '=' raw. */
+	assert_non_null(strstr(r, "\tusrName=a|b=c\\\\d\\ne\\tf\t"));
+	assert_non_null(strstr(r, "\truleIds=x,y"));
+	assert_non_null(strstr(r, "\tfindings=email:2"));
+	assert_null(strchr(r, '\n'));
+	free(r);
+}
+
+static void test_render_5424(void **state)
+{
+	audit_render_ctx ctx = { .hostname = "host one", .app_name = NULL, .facility = 13 };
+	char *r = render(AUDIT_FMT_RFC5424, &ctx, LINE);
+	assert_non_null(r);
+	/* PRI 13*8+4 (deny: warning); time cut to microseconds; spaces in tokens replaced. */
+	const char *want = "<108>1 2026-11-27T01:55:11.123456Z host_one custos - request "
+	                   "[origin software=\"custos\" swVersion=\"";
+	assert_true(strncmp(r, want, strlen(want)) == 0);
+	assert_non_null(strstr(r, "[custos@32473 seq=\"7\"] {\"v\":1,\"seq\":7,"));
+	free(r);
+	ctx.inner = AUDIT_FMT_CEF;
+	r = render(AUDIT_FMT_RFC5424, &ctx, LINE);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\"] CEF:0|custos|"));
+	free(r);
+	/* Invalid JSON is refused, not rendered. */
+	assert_null(render(AUDIT_FMT_RFC5424, &ctx, "{\"v\":1,"));
+	assert_null(render(AUDIT_FMT_CEF, &ctx, "not json"));
+}
+
+static void test_format_parse(void **state)
+{
+	audit_format f;
+	assert_int_equal(audit_format_parse("leef", &f), CUSTOS_OK);
+	assert_int_equal(f, AUDIT_FMT_LEEF);
+	assert_int_equal(audit_format_parse("xml", &f), CUSTOS_ERR_INVAL);
+	assert_int_equal(audit_format_parse(NULL, &f), CUSTOS_ERR_INVAL);
+}
+
+static void test_writer_refuses(void **state)
+{
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_options_default(&o);
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL); /* no dir */
+	o.dir = "/proc/self/nonexistent/audit";
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_null(w);
+	o.dir = "/tmp";
+	o.signing_key = "/nonexistent.key";
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+}
+
+static void test_writer_roundtrip(void **state)
+{
+	char dir[] = "/tmp/test_audit_wXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	audit_verify_result r;
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.durability = AUDIT_DURABILITY_SYNC;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	for (int i = 0; i < 50; i++) {
+		audit_event_begin(&ev, "request");
+		audit_event_u64(&ev, "i", (uint64_t)i);
+		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+		assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	}
+	/* An unfinished event is refused. */
+	audit_event_begin(&ev, "request");
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_ERR_INVAL);
+	audit_stats st;
+	audit_writer_stats(w, &st);
+	assert_int_equal(st.submitted, 50);
+	assert_true(st.durable_seq >= 52);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_int_equal(r.events, 53); /* start + checkpoint + 50 + shutdown checkpoint */
+	assert_true(r.sealed);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static size_t count_in_dir(const char *dir, const char *needle)
+{
+	char **paths = NULL;
+	size_t n = 0, hits = 0;
+	assert_int_equal(audit_list_files(dir, &paths, &n), CUSTOS_OK);
+	for (size_t i = 0; i < n; i++) {
+		FILE *f = fopen(paths[i], "r");
+		char line[AUDIT_MAX_LINE + 2];
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (strstr(line, needle) != NULL)
+				hits++;
+		fclose(f);
+	}
+	audit_paths_free(paths, n);
+	return hits;
+}
+
+/* A compromised worker hands the writer a forged checkpoint: the writer refuses to frame it
+ * and records an audit.invalid event instead (never a silent drop). */
+static void test_writer_refuses_forged_body(void **state)
+{
+	char dir[] = "/tmp/test_audit_fXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	audit_verify_result r;
+	const char *forged = "{\"time\":\"t\",\"type\":\"checkpoint\",\"sig\":\"00\"}";
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	/* Bypass the builder the way memory corruption would. */
+	audit_event_begin(&ev, "request");
+	assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+	buf_reset(&ev.b);
+	assert_int_equal(buf_append_cstr(&ev.b, forged), CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	buf_reset(&ev.b);
+	assert_int_equal(buf_append_cstr(&ev.b, "{\"time\":\"t\",\"type\":\"x\",\"seq\":1}"),
+	                 CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"audit.invalid\""), 2);
+	assert_int_equal(count_in_dir(dir, "\"sig\":\"00\""), 0);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Queue full in deny mode: with the writer stopped (SIGSTOP) the socket and then the queue
+ * fill, submit fails with CUSTOS_ERR_AGAIN, and every accepted event still reaches the log. */
+static void test_queue_full_deny(void **state)
+{
+	char dir[] = "/tmp/test_audit_qXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	uint64_t ok = 0, again = 0;
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.queue_events = 8;
+	o.on_full = AUDIT_ON_FULL_DENY;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(kill(audit_writer_pid(w), SIGSTOP), 0);
+	for (int i = 0; i < 5000; i++) {
+		audit_event_begin(&ev, "request");
+		audit_event_cstr(&ev, "reason", "padding padding padding padding padding padding");
+		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+		custos_err e = audit_submit(w, &ev);
+		assert_true(e == CUSTOS_OK || e == CUSTOS_ERR_AGAIN);
+		if (e == CUSTOS_OK)
+			ok++;
+		else
+			again++;
+	}
+	assert_true(again > 0);
+	audit_stats st;
+	audit_writer_stats(w, &st);
+	assert_int_equal(st.denied_full, again);
+	assert_int_equal(kill(audit_writer_pid(w), SIGCONT), 0);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), ok);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_event_builder),
+		cmocka_unit_test(test_event_too_big),
+		cmocka_unit_test(test_jscan),
+		cmocka_unit_test(test_body_check),
+		cmocka_unit_test(test_chain),
+		cmocka_unit_test(test_file_names),
+		cmocka_unit_test(test_keys),
+		cmocka_unit_test(test_render_cef),
+		cmocka_unit_test(test_render_leef),
+		cmocka_unit_test(test_render_5424),
+		cmocka_unit_test(test_format_parse),
+		cmocka_unit_test(test_writer_refuses),
+		cmocka_unit_test(test_writer_roundtrip),
+		cmocka_unit_test(test_writer_refuses_forged_body),
+		cmocka_unit_test(test_queue_full_deny),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
