@@ -587,6 +587,11 @@ int cmd_up(int argc, char **argv)
 		return CLI_FAIL;
 	}
 	log_setup(cfg->log.level, cfg->log.format);
+	if (cfg->log.file != NULL && log_open_file(cfg->log.file) != CUSTOS_OK) {
+		fprintf(stderr, "custos up: %s\n", err_msg());
+		config_free(cfg);
+		return CLI_FAIL;
+	}
 
 	audit_writer *aw = NULL;
 	if (audit_from_config(cfg, &aw) != CUSTOS_OK) {

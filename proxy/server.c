@@ -492,6 +492,22 @@ void proxy_request_stop(proxy_server *s)
 	stop_flag = 1;
 }
 
+/* sd_notify with a STATUS= line describing what is served (no-op without systemd). */
+static void notify_status(const proxy_server *s, const char *state)
+{
+	char msg[256];
+
+	if (strchr(state, '\n') != NULL) /* caller wrote its own STATUS */
+		snprintf(msg, sizeof(msg), "%s", state);
+	else
+		snprintf(msg, sizeof(msg),
+		         "%s\nSTATUS=serving %zu listener(s) with %u worker(s), "
+		         "generation %llu",
+		         state, s->nls, s->nworkers, (unsigned long long)atomic_load(&s->gen));
+	if (notify_send(msg) != CUSTOS_OK)
+		log_warn("proxy: notify: %s", err_msg());
+}
+
 custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 {
 	sigset_t set, old;
@@ -502,6 +518,7 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, &old); /* workers inherit the mask */
 	stop_flag = 0;
 	for (unsigned i = 0; i < s->nworkers; i++) {
@@ -514,19 +531,38 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		}
 		started++;
 	}
-	if (e == CUSTOS_OK)
+	/* Under systemd (Type=notify): ready once the workers run; `custos up` has started the
+	 * audit writer, loaded the policy and started the sandboxes before calling us. */
+	uint64_t wd_ns = notify_watchdog_usec() * 1000 / 2, wd_last = tm_mono_ns();
+	if (e == CUSTOS_OK) {
 		log_info("proxy: %u worker(s) serving %zu listener(s)", s->nworkers, s->nls);
+		notify_status(s, "READY=1");
+	}
 	while (e == CUSTOS_OK && !stop_flag) {
 		struct timespec ts = { 0, 200 * 1000 * 1000 };
 		int sig = sigtimedwait(&set, NULL, &ts);
+		if (wd_ns > 0 && tm_mono_ns() - wd_last >= wd_ns) {
+			/* The watchdog proves this loop turns; a wedged loop gets restarted. */
+			if (notify_send("WATCHDOG=1") != CUSTOS_OK)
+				log_warn("proxy: watchdog: %s", err_msg());
+			wd_last = tm_mono_ns();
+		}
 		if (sig == -1)
 			continue; /* timeout or EINTR: look at stop_flag */
+		if (sig == SIGUSR1) {
+			if (log_reopen() != CUSTOS_OK)
+				log_error("proxy: SIGUSR1: %s", err_msg());
+			else
+				log_info("proxy: SIGUSR1: log file reopened");
+			continue;
+		}
 		if (sig == SIGHUP) {
 			proxy_options o = { 0 };
 			if (reload == NULL) {
 				log_warn("proxy: SIGHUP ignored: no reload source");
 				continue;
 			}
+			notify_status(s, "RELOADING=1");
 			custos_err re = reload(arg, &o);
 			if (re == CUSTOS_OK)
 				re = proxy_reload(s, &o);
@@ -541,6 +577,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				log_error("proxy: reload failed, the previous configuration stays "
 				          "in force: %s",
 				          err_msg());
+			notify_status(s, re == CUSTOS_OK ? "READY=1"
+			                                 : "READY=1\nSTATUS=reload failed");
 			continue;
 		}
 		log_info("proxy: %s: draining (up to %llu ms)",
@@ -548,6 +586,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		         (unsigned long long)(s->grace_ns / 1000000));
 		break;
 	}
+	if (notify_send("STOPPING=1\nSTATUS=draining") != CUSTOS_OK)
+		log_warn("proxy: notify: %s", err_msg());
 	atomic_store(&s->stopping, true);
 	for (unsigned i = 0; i < started; i++) {
 		uint64_t one = 1;
