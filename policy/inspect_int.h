@@ -1,0 +1,92 @@
+/*
+ * Private to the inspection code in policy/: the detector table shared by the engine compiler
+ * (inspect_engine.c), the scanner (inspect_stream.c) and the detectors (detect_builtin.c).
+ */
+#ifndef CUSTOS_POLICY_INSPECT_INT_H
+#define CUSTOS_POLICY_INSPECT_INT_H
+
+#include <custos/inspect.h>
+#include <hs/hs.h>
+
+/* What one Hyperscan expression reports.
+ * MATCH: a whole bounded candidate, validated at once.
+ * ANCHOR: the distinctive start of a token-like value; the value then extends over a byte
+ *         class (region) until a byte outside it, or until the detector's TERMINATOR matches.
+ * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----"). */
+enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR };
+
+/* Byte classes a region extends over. */
+enum det_class {
+	CLS_NONE = 0,
+	CLS_ANY,          /* until the terminator */
+	CLS_EMAIL_DOMAIN, /* [A-Za-z0-9.-] */
+	CLS_IPV6,         /* [0-9A-Fa-f:.] */
+	CLS_ALNUM,        /* [A-Za-z0-9] */
+	CLS_ALNUM_US,     /* [A-Za-z0-9_] */
+	CLS_GITLAB,       /* [A-Za-z0-9_.-] */
+	CLS_SLACK,        /* [A-Za-z0-9-] */
+	CLS_JWT,          /* [A-Za-z0-9_.=-] */
+};
+
+/* A candidate: p[n] is the matched text; prev/next are the bytes around it (-1 when unknown:
+ * start of text, or not yet fed). A validator returns true for a finding and narrows it to
+ * p[*off .. *off + *len) (re-anchoring), with a confidence 0..100. */
+typedef bool (*det_validate_fn)(const uint8_t *p, size_t n, int prev, int next, size_t *off,
+                                size_t *len, uint8_t *conf);
+
+typedef struct det_spec {
+	uint16_t detector;
+	uint8_t kind;   /* enum det_kind */
+	uint8_t cls;    /* enum det_class, ANCHOR only */
+	uint32_t max;   /* ANCHOR: longest region in bytes */
+	unsigned flags; /* extra Hyperscan flags */
+	const char *pattern;
+	det_validate_fn validate;
+} det_spec;
+
+/* The built-in table (detect_builtin.c). */
+extern const det_spec det_builtin_specs[];
+extern const size_t det_builtin_n_specs;
+extern const char *const det_builtin_names[INSPECT_BUILTIN_COUNT];
+
+/* Validators shared with custom detectors (detect_builtin.c). */
+bool det_luhn_ok(const uint8_t *p, size_t n);  /* digits of p (others skipped) */
+bool det_mod97_ok(const uint8_t *p, size_t n); /* IBAN-style rearranged mod 97 == 1 */
+bool det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, size_t *off,
+                              size_t *len, uint8_t *conf);
+bool det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, size_t *off,
+                              size_t *len, uint8_t *conf);
+bool det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, size_t *off,
+                               size_t *len, uint8_t *conf);
+bool det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, size_t *off,
+                                 size_t *len, uint8_t *conf);
+bool det_class_has(unsigned cls, uint8_t c);
+
+/* One compiled expression. */
+typedef struct inspect_expr {
+	uint16_t detector;
+	uint8_t kind;
+	uint8_t cls;
+	uint32_t max;
+	uint32_t width; /* Hyperscan's max_width for the expression */
+	det_validate_fn validate;
+} inspect_expr;
+
+struct inspect_engine {
+	hs_database_t *db; /* NULL when no expression is compiled */
+	unsigned n_det;
+	uint64_t compiled; /* bit per detector id with at least one expression */
+	inspect_expr *expr;
+	unsigned n_expr;
+	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
+	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
+	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
+	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
+	size_t mask_len[INSPECT_MAX_DETECTORS];
+};
+
+struct inspect_scratch {
+	hs_scratch_t *hs;
+};
+
+#endif /* CUSTOS_POLICY_INSPECT_INT_H */

@@ -1,0 +1,44 @@
+/*
+ * Private to policy/inspect_*.c: the stream state, so block scans and the JSON pass can keep
+ * one on the stack and choose where its decisions go (released text, or a findings list).
+ */
+#ifndef CUSTOS_POLICY_INSPECT_STREAM_INT_H
+#define CUSTOS_POLICY_INSPECT_STREAM_INT_H
+
+#include "inspect_int.h"
+
+typedef struct inspect_region {
+	bool open;
+	unsigned expr;  /* the ANCHOR expression that opened it */
+	uint64_t start; /* absolute offset of the value */
+	uint64_t scan;  /* bytes before this are known to be inside */
+} inspect_region;
+
+struct inspect_stream {
+	const inspect_engine *e;
+	inspect_profile prof;
+	bool active; /* a detector applies and a database exists */
+	hs_stream_t *hs;
+	buf win; /* bytes [base, total) */
+	uint64_t base;
+	uint64_t total;  /* bytes fed */
+	uint64_t cursor; /* bytes before this were released (or masked) */
+	size_t hold;     /* the profile's hold-back */
+	uint32_t wmax;   /* widest expression of the engine (window kept for validators) */
+	inspect_region reg[INSPECT_MAX_DETECTORS];
+	inspect_finding *pend, *kept;
+	size_t n_pend, cap_pend, n_kept, cap_kept;
+	buf *out;                  /* release mode: text goes here (NULL: collect only) */
+	inspect_findings *collect; /* when set, kept findings are appended here */
+	inspect_summary sum;
+	custos_err cb_err;
+	bool finished, denied;
+};
+
+custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
+                               const inspect_profile *p) CUSTOS_WUR;
+void inspect_stream_fini(inspect_stream *st);
+custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span text) CUSTOS_WUR;
+custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s) CUSTOS_WUR;
+
+#endif /* CUSTOS_POLICY_INSPECT_STREAM_INT_H */
