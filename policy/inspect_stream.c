@@ -349,8 +349,8 @@ static custos_err scan_result(inspect_stream *st, hs_error_t rc)
 
 custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span text)
 {
-	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
 	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
+	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
 	ENSURE(text.len <= INSPECT_MAX_TEXT, CUSTOS_ERR_LIMIT, "inspect: fragment over %u bytes",
 	       INSPECT_MAX_TEXT);
 	if (text.len == 0)
@@ -373,8 +373,8 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 
 custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 {
-	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
 	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
+	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
 	st->finished = true;
 	if (st->active) {
 		ENSURE(s != NULL && s->hs != NULL, CUSTOS_ERR_INVAL, "inspect: no scratch");
