@@ -104,7 +104,7 @@ static custos_err expr_width(const char *pattern, unsigned flags, unsigned *min_
 
 #define CUSTOM_FLAGS HS_FLAG_SOM_LEFTMOST
 
-custos_err inspect_pattern_check(const char *pattern)
+custos_err inspect_pattern_check(const char *pattern, unsigned *max_width)
 {
 	ENSURE(pattern != NULL, CUSTOS_ERR_INVAL, "pattern: missing");
 	size_t len = strnlen(pattern, INSPECT_MAX_PATTERN_LEN + 1);
@@ -113,13 +113,8 @@ custos_err inspect_pattern_check(const char *pattern)
 	unsigned mn, mx;
 	GUARD(expr_width(pattern, CUSTOM_FLAGS, &mn, &mx));
 	ENSURE(mn > 0, CUSTOS_ERR_INVAL, "pattern: can match empty text");
-	ENSURE(mx != UINT_MAX, CUSTOS_ERR_INVAL,
-	       "pattern: unbounded (use {m,n} instead of *, + or {m,}); a stream must know how "
-	       "much "
-	       "to hold back");
-	ENSURE(mx <= INSPECT_MAX_PATTERN_WIDTH, CUSTOS_ERR_INVAL,
-	       "pattern: can match up to %u bytes, more than the limit %d", mx,
-	       INSPECT_MAX_PATTERN_WIDTH);
+	if (max_width != NULL)
+		*max_width = mx;
 	return CUSTOS_OK;
 }
 
@@ -183,11 +178,13 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	unsigned mn = 0, mx = 0;
 	if (x->kind != DET_TERMINATOR) {
 		GUARD(expr_width(pattern, flags, &mn, &mx));
-		if (mx == UINT_MAX || mx > (custom ? INSPECT_MAX_PATTERN_WIDTH : 4096))
-			return err_set(
-			        custom ? CUSTOS_ERR_INVAL : CUSTOS_ERR_INTERNAL,
-			        "pattern of detector '%s' is unbounded or wider than %d bytes",
-			        e->name[x->detector], INSPECT_MAX_PATTERN_WIDTH);
+		/* Built-ins are bounded by construction; a custom pattern is held back for at
+		 * most INSPECT_MAX_PATTERN_WIDTH (inspect.h). */
+		if (!custom && (mx == UINT_MAX || mx > 4096))
+			return err_set(CUSTOS_ERR_INTERNAL, "built-in detector '%s' is unbounded",
+			               e->name[x->detector]);
+		if (mx > INSPECT_MAX_PATTERN_WIDTH)
+			mx = INSPECT_MAX_PATTERN_WIDTH;
 	}
 	inspect_expr *slot = &e->expr[b->n];
 	*slot = *x;
@@ -196,6 +193,8 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 		e->width[x->detector] = mx;
 	if (x->kind == DET_ANCHOR)
 		e->has_region[x->detector] = true;
+	if (x->kind == DET_CONTEXT)
+		e->needs_ctx[x->detector] = true;
 	e->compiled |= UINT64_C(1) << x->detector;
 	b->pat[b->n] = pattern;
 	b->flags[b->n] = flags;
@@ -279,14 +278,16 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 			break;
 		}
 		for (size_t k = 0; k < d->n_patterns; k++) {
-			custos_err r = inspect_pattern_check(d->patterns[k]);
+			custos_err r = inspect_pattern_check(d->patterns[k], NULL);
 			if (r != CUSTOS_OK)
 				return err_wrap(r, "custom detector '%s' pattern %zu", d->name,
 				                k + 1);
 			GUARD(add_expr(e, b, d->patterns[k], CUSTOM_FLAGS, &x, true));
 		}
-		if (d->validator == INSPECT_VALIDATE_NONE)
-			x.validate = det_validate_custom_keyword;
+		/* Keywords: context for the patterns, or the matches themselves. */
+		x.validate = det_validate_custom_keyword;
+		if (d->n_patterns > 0)
+			x.kind = DET_CONTEXT;
 		for (size_t k = 0; k < d->n_keywords; k++) {
 			char *kp;
 			custos_err r = keyword_pattern(d->keywords[k], &kp);

@@ -12,8 +12,9 @@
  * MATCH: a whole bounded candidate, validated at once.
  * ANCHOR: the distinctive start of a token-like value; the value then extends over a byte
  *         class (region) until a byte outside it, or until the detector's TERMINATOR matches.
- * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----"). */
-enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR };
+ * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
+ * CONTEXT: a custom detector's keyword that its pattern matches need nearby. */
+enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT };
 
 /* Byte classes a region extends over. */
 enum det_class {
@@ -80,6 +81,7 @@ struct inspect_engine {
 	unsigned n_expr;
 	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
 	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
+	bool needs_ctx[INSPECT_MAX_DETECTORS];  /* detector has CONTEXT expressions */
 	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
 	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
 	size_t mask_len[INSPECT_MAX_DETECTORS];

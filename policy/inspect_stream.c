@@ -51,7 +51,9 @@ static custos_err pend_add(inspect_stream *st, uint64_t off, size_t len, unsigne
 /* Runs the expression's validator on [from, to) and records a finding when it accepts. */
 static custos_err candidate(inspect_stream *st, const inspect_expr *x, uint64_t from, uint64_t to)
 {
-	if (from < st->base || to > st->total || to <= from)
+	if (from < st->base)
+		from = st->base; /* a custom pattern longer than the window: its tail */
+	if (to > st->total || to <= from)
 		return err_set(CUSTOS_ERR_INTERNAL, "inspect: candidate outside the window");
 	size_t off = 0, len = 0;
 	uint8_t conf = 0;
@@ -103,6 +105,31 @@ static custos_err region_advance(inspect_stream *st, inspect_region *r, uint64_t
 	return CUSTOS_OK;
 }
 
+static custos_err ctx_add(inspect_stream *st, unsigned det, uint64_t end)
+{
+	ENSURE(st->n_ctx < INSPECT_MAX_FINDINGS, CUSTOS_ERR_LIMIT,
+	       "inspect: more than %d context keywords pending", INSPECT_MAX_FINDINGS);
+	if (st->n_ctx == st->cap_ctx) {
+		size_t nc = st->cap_ctx ? st->cap_ctx * 2 : 8;
+		inspect_ctx_hit *p = realloc(st->ctx, nc * sizeof(*p));
+		ENSURE(p != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		st->ctx = p;
+		st->cap_ctx = nc;
+	}
+	st->ctx[st->n_ctx++] = (inspect_ctx_hit){ .end = end, .det = det };
+	return CUSTOS_OK;
+}
+
+/* Whether a context keyword of det ends within INSPECT_CONTEXT_WINDOW bytes before off. */
+static bool ctx_near(const inspect_stream *st, unsigned det, uint64_t off)
+{
+	for (size_t i = 0; i < st->n_ctx; i++)
+		if (st->ctx[i].det == det && st->ctx[i].end <= off &&
+		    off - st->ctx[i].end <= INSPECT_CONTEXT_WINDOW)
+			return true;
+	return false;
+}
+
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
                     unsigned int flags, void *ctx)
 {
@@ -127,6 +154,9 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 			r->start = from;
 			r->scan = to;
 		}
+		break;
+	case DET_CONTEXT:
+		e = ctx_add(st, det, to);
 		break;
 	case DET_TERMINATOR:
 		if (r->open && st->e->expr[r->expr].cls == CLS_ANY) {
@@ -223,6 +253,8 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		}
 		if (inside)
 			continue;
+		if (st->e->needs_ctx[f->detector] && !ctx_near(st, f->detector, f->offset))
+			continue; /* a custom pattern without its keyword nearby */
 		GUARD(kept_add(st, f));
 		st->sum.count[f->detector]++;
 		st->sum.total++;
@@ -240,14 +272,18 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		}
 		if (f->action != INSPECT_ACT_REDACT)
 			continue;
-		if (f->offset >= st->cursor) {
+		if (f->offset >= st->cursor || (fend > st->cursor && st->cursor != st->mask_end)) {
+			/* A finding that starts in released text (only a custom pattern longer
+			 * than its hold-back can) is masked from the cursor on. */
 			GUARD(emit_range(st, st->cursor, f->offset));
 			GUARD(buf_append(st->out, st->e->mask[f->detector],
 			                 st->e->mask_len[f->detector]));
 			st->cursor = fend;
+			st->mask_end = fend;
 			st->sum.redacted = true;
 		} else if (fend > st->cursor) {
 			st->cursor = fend; /* overlaps the mask just written: merged into it */
+			st->mask_end = fend;
 		}
 	}
 	if (st->denied) {
@@ -265,6 +301,12 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		st->cursor = S;
 	}
 	kept_prune(st, S);
+	/* Keywords that no finding starting at or after S can still use. */
+	size_t j = 0;
+	for (size_t k = 0; k < st->n_ctx; k++)
+		if (st->ctx[k].end + INSPECT_CONTEXT_WINDOW >= S)
+			st->ctx[j++] = st->ctx[k];
+	st->n_ctx = j;
 	return CUSTOS_OK;
 }
 
@@ -320,6 +362,7 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 		if (e->expr[i].width > st->wmax)
 			st->wmax = e->expr[i].width;
 	inspect_summary_init(&st->sum);
+	st->mask_end = UINT64_MAX;
 	buf_init(&st->win, (size_t)INSPECT_MAX_TEXT + 2 * 16384 + 4096);
 	if (st->active && hs_open_stream(e->db, 0, &st->hs) != HS_SUCCESS)
 		return err_set(CUSTOS_ERR_NOMEM, "inspect: cannot open a Hyperscan stream");
@@ -334,6 +377,9 @@ void inspect_stream_fini(inspect_stream *st)
 	buf_free(&st->win);
 	free(st->pend);
 	free(st->kept);
+	free(st->ctx);
+	st->ctx = NULL;
+	st->n_ctx = 0;
 	st->pend = st->kept = NULL;
 	st->n_pend = st->n_kept = 0;
 }

@@ -14,6 +14,11 @@ typedef struct inspect_region {
 	uint64_t scan;  /* bytes before this are known to be inside */
 } inspect_region;
 
+typedef struct inspect_ctx_hit {
+	uint64_t end; /* where a context keyword ended */
+	unsigned det;
+} inspect_ctx_hit;
+
 struct inspect_stream {
 	const inspect_engine *e;
 	inspect_profile prof;
@@ -21,13 +26,16 @@ struct inspect_stream {
 	hs_stream_t *hs;
 	buf win; /* bytes [base, total) */
 	uint64_t base;
-	uint64_t total;  /* bytes fed */
-	uint64_t cursor; /* bytes before this were released (or masked) */
-	size_t hold;     /* the profile's hold-back */
-	uint32_t wmax;   /* widest expression of the engine (window kept for validators) */
+	uint64_t total;    /* bytes fed */
+	uint64_t cursor;   /* bytes before this were released (or masked) */
+	uint64_t mask_end; /* cursor right after the last mask written */
+	size_t hold;       /* the profile's hold-back */
+	uint32_t wmax;     /* widest expression of the engine (window kept for validators) */
 	inspect_region reg[INSPECT_MAX_DETECTORS];
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;
+	inspect_ctx_hit *ctx; /* recent context keywords of custom detectors */
+	size_t n_ctx, cap_ctx;
 	buf *out;                  /* release mode: text goes here (NULL: collect only) */
 	inspect_findings *collect; /* when set, kept findings are appended here */
 	inspect_summary sum;

@@ -18,7 +18,8 @@
 #define INSPECT_MAX_CUSTOM        (INSPECT_MAX_DETECTORS - INSPECT_BUILTIN_COUNT)
 #define INSPECT_MAX_CUSTOM_EXPRS  64          /* patterns + keywords per custom detector */
 #define INSPECT_MAX_PATTERN_LEN   1024        /* bytes of one custom pattern or keyword */
-#define INSPECT_MAX_PATTERN_WIDTH 512         /* longest text one custom pattern may match */
+#define INSPECT_MAX_PATTERN_WIDTH 512         /* match length a stream is sure to catch whole */
+#define INSPECT_CONTEXT_WINDOW    64          /* bytes before a match where a keyword counts */
 #define INSPECT_NAME_MAX          32          /* custom detector name: [a-z][a-z0-9_]* */
 #define INSPECT_MAX_FINDINGS      65536       /* pending findings per stream / scan */
 #define INSPECT_MAX_TEXT          (64u << 20) /* bytes one feed or block scan accepts */
@@ -75,23 +76,30 @@ custos_err inspect_validator_parse(span name, inspect_validator *out) CUSTOS_WUR
 custos_err inspect_action_parse(span name, inspect_action *out) CUSTOS_WUR;
 const char *inspect_action_name(inspect_action a); /* static; "none" for NONE */
 
-/* Checks a custom detector pattern the way the engine will compile it (Hyperscan syntax, no
- * back-references or look-around, bounded width <= INSPECT_MAX_PATTERN_WIDTH): CUSTOS_OK, or
- * CUSTOS_ERR_INVAL with a message a policy checker can print at the pattern's line:col. */
-custos_err inspect_pattern_check(const char *pattern) CUSTOS_WUR;
+/* Checks a custom detector pattern the way the engine will compile it (Hyperscan syntax: the
+ * PCRE subset without back-references or look-around; must not match empty text): CUSTOS_OK,
+ * or CUSTOS_ERR_INVAL with a message a policy checker can print at the pattern's line:col.
+ * *max_width (may be NULL) receives the longest text it can match, UINT_MAX if unbounded: a
+ * stream holds back at most INSPECT_MAX_PATTERN_WIDTH for a pattern, so a longer match may
+ * have its start released before it is found (a checker may warn). */
+custos_err inspect_pattern_check(const char *pattern, unsigned *max_width) CUSTOS_WUR;
 /* Checks a custom detector name ([a-z][a-z0-9_]*, < INSPECT_NAME_MAX, not a built-in). */
 custos_err inspect_name_check(span name) CUSTOS_WUR;
 
 /* ---------------------------------------------------------------------------------------------
  * Engine: compiled once per policy, immutable afterwards, shared by every thread.
  */
+/* A custom detector (policy.yaml `detectors:`). Keywords are literals matched
+ * case-insensitively on word boundaries. With patterns, keywords are context: a pattern match
+ * counts only when one of them ends within INSPECT_CONTEXT_WINDOW bytes before it ("staff id
+ * EMP-004211"). Without patterns, each keyword occurrence is itself a finding (code names). */
 typedef struct inspect_custom_def {
 	const char *name;            /* detector name; the mask is its upper-case form */
 	const char *const *patterns; /* regular expressions (Hyperscan syntax), may be empty */
 	size_t n_patterns;
-	const char *const *keywords; /* literals, matched case-insensitively on word bounds */
+	const char *const *keywords; /* context words, or the matches themselves (see above) */
 	size_t n_keywords;
-	inspect_validator validator; /* applied to every candidate of this detector */
+	inspect_validator validator; /* applied to every pattern candidate of this detector */
 } inspect_custom_def;
 
 typedef struct inspect_engine_opts {

@@ -4,6 +4,8 @@
  * definitions refused, and each finding re-checked with the text split at every byte offset
  * and in 1..4-byte fragments.
  */
+#include <limits.h>
+
 #include "test_inspect_util.h"
 
 typedef struct pos_case {
@@ -107,6 +109,9 @@ static const pos_case positives[] = {
 	{ ID_CODENAME, "the Bluebird plan", "Bluebird" },
 	{ ID_INTERNAL_CARD, "int 9000000000000001 x", "9000000000000001" },
 	{ ID_CREDITOR_REF, "ref RF18539007547034.", "RF18539007547034" },
+	{ ID_STAFF, "Staff number: SID-004211 (new)", "SID-004211" },
+	{ ID_STAFF, "the employee with id SID-123456", "SID-123456" },
+	{ ID_TICKET, "see TKT-AB12CD34 now", "TKT-AB12CD34" },
 };
 
 static const neg_case negatives[] = {
@@ -171,6 +176,12 @@ static const neg_case negatives[] = {
 	{ ID_CODENAME, "Project Falconry and bluebirds" },
 	{ ID_INTERNAL_CARD, "9000000000000002" },
 	{ ID_CREDITOR_REF, "RF19539007547034" },
+	{ ID_STAFF, "badge SID-004211 issued" },
+	{ ID_STAFF, "staff" },
+	{ ID_STAFF, "SID-004211 staff" },
+	{ ID_STAFF, "staff: then a long digression, well over sixty-four bytes, before we get to "
+	            "the id SID-004211" },
+	{ ID_STAFF, "staffing SID-004211" },
 };
 
 static size_t count_det(const inspect_findings *f, unsigned det)
@@ -371,7 +382,7 @@ static void test_names_and_parsers(void **state)
 	assert_int_equal(id, ID_CODENAME);
 	assert_int_equal(inspect_engine_detector_find(E, span_cstr("nope"), &id),
 	                 CUSTOS_ERR_NOTFOUND);
-	assert_int_equal(inspect_engine_detector_count(E), INSPECT_BUILTIN_COUNT + 4);
+	assert_int_equal(inspect_engine_detector_count(E), INSPECT_BUILTIN_COUNT + 6);
 	assert_true(inspect_engine_has(E, INSPECT_JWT));
 	assert_false(inspect_engine_has(E, 60));
 	assert_null(inspect_engine_detector_name(E, 60));
@@ -401,24 +412,28 @@ static void test_names_and_parsers(void **state)
 static void test_pattern_check(void **state)
 {
 	(void)state;
-	assert_int_equal(inspect_pattern_check("EMP-[0-9]{6}"), CUSTOS_OK);
-	assert_int_equal(inspect_pattern_check("(?i)secret[0-9]{2,8}"), CUSTOS_OK);
-	assert_int_equal(inspect_pattern_check("a+"), CUSTOS_ERR_INVAL);
-	assert_non_null(strstr(err_msg(), "unbounded"));
-	assert_int_equal(inspect_pattern_check("ab*c"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check("a?"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check("(abc"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check("(a)\\1"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check("(?<=a)b"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check("x{600}"), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check(""), CUSTOS_ERR_INVAL);
-	assert_int_equal(inspect_pattern_check(NULL), CUSTOS_ERR_INVAL);
+	unsigned w = 0;
+	assert_int_equal(inspect_pattern_check("EMP-[0-9]{6}", &w), CUSTOS_OK);
+	assert_int_equal(w, 10);
+	assert_int_equal(inspect_pattern_check("(?i)secret[0-9]{2,8}", NULL), CUSTOS_OK);
+	/* unbounded: accepted, reported so a checker can warn */
+	assert_int_equal(inspect_pattern_check("a+", &w), CUSTOS_OK);
+	assert_int_equal(w, UINT_MAX);
+	assert_int_equal(inspect_pattern_check("x{600}", &w), CUSTOS_OK);
+	assert_int_equal(w, 600);
+	assert_int_equal(inspect_pattern_check("a?", NULL), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "empty"));
+	assert_int_equal(inspect_pattern_check("(abc", NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_pattern_check("(a)\\1", NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_pattern_check("(?<=a)b", NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_pattern_check("", NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_pattern_check(NULL, NULL), CUSTOS_ERR_INVAL);
 }
 
 static void test_custom_refused(void **state)
 {
 	(void)state;
-	static const char *const unbounded[] = { "x[0-9]+" };
+	static const char *const backref[] = { "(x)[0-9]\\1" };
 	static const char *const good[] = { "x[0-9]{4}" };
 	static const char *const empty_kw[] = { "" };
 	struct {
@@ -427,10 +442,10 @@ static void test_custom_refused(void **state)
 		custos_err want;
 		const char *msg;
 	} cases[] = {
-		{ { { .name = "ok", .patterns = unbounded, .n_patterns = 1 } },
+		{ { { .name = "ok", .patterns = backref, .n_patterns = 1 } },
 		  1,
 		  CUSTOS_ERR_INVAL,
-		  "unbounded" },
+		  "pattern 1" },
 		{ { { .name = "Bad", .patterns = good, .n_patterns = 1 } },
 		  1,
 		  CUSTOS_ERR_INVAL,

@@ -23,12 +23,22 @@
 static inspect_engine *E;
 static inspect_scratch *S;
 
-enum { ID_EMPLOYEE = INSPECT_BUILTIN_COUNT, ID_CODENAME, ID_INTERNAL_CARD, ID_CREDITOR_REF };
+enum {
+	ID_EMPLOYEE = INSPECT_BUILTIN_COUNT,
+	ID_CODENAME,
+	ID_INTERNAL_CARD,
+	ID_CREDITOR_REF,
+	ID_STAFF,
+	ID_TICKET
+};
 
 static const char *const employee_pats[] = { "EMP-[0-9]{6}" };
 static const char *const codename_kws[] = { "Project Falcon", "bluebird" };
 static const char *const internal_card_pats[] = { "\\b9[0-9]{15}\\b" };
 static const char *const creditor_pats[] = { "\\bRF[0-9]{2}[A-Z0-9]{4,21}\\b" };
+static const char *const staff_pats[] = { "\\bSID-[0-9]{6}\\b" };
+static const char *const staff_kws[] = { "employee", "staff" };
+static const char *const ticket_pats[] = { "\\bTKT-[A-Z0-9]+" }; /* unbounded */
 
 static TI_UNUSED int ti_setup(void **state)
 {
@@ -44,6 +54,12 @@ static TI_UNUSED int ti_setup(void **state)
 		  .patterns = creditor_pats,
 		  .n_patterns = 1,
 		  .validator = INSPECT_VALIDATE_MOD97 },
+		{ .name = "staff_id",
+		  .patterns = staff_pats,
+		  .n_patterns = 1,
+		  .keywords = staff_kws,
+		  .n_keywords = 2 },
+		{ .name = "ticket", .patterns = ticket_pats, .n_patterns = 1 },
 	};
 	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL,
 		                  .custom = custom,
