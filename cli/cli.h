@@ -25,5 +25,8 @@ int cli_usage(const char *group, const char *name, bool to_stdout);
 
 int cmd_version(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
+int cmd_policy_check(int argc, char **argv);
+int cmd_policy_test(int argc, char **argv);
+int cmd_policy_explain(int argc, char **argv);
 
 #endif

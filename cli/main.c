@@ -14,6 +14,12 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ "config", "check", cmd_config_check, "FILE",
 	  "validate custos.yaml; print every error as file:line:col" },
+	{ "policy", "check", cmd_policy_check, "FILE",
+	  "validate policy.yaml: errors and warnings as file:line:col" },
+	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",
+	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
+	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
+	  "show the decision for a request and why each rule matched or not" },
 };
 
 bool cli_wants_help(int argc, char **argv)

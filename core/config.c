@@ -1,42 +1,1351 @@
 /*
- * custos.yaml loader. (Placeholder structure: the full schema is filled in by the config
- * work; this version validates the top-level sections so the CLI and tests link.)
+ * custos.yaml schema: each section parsed into its typed struct with defaults, every problem
+ * reported at file:line:col (the whole file is checked, never stopping at the first error),
+ * then the cross-section checks (unique ids, references, plain HTTP and admin TCP only on
+ * loopback unless forced). docs/CONFIG.md is the reference and must follow this file.
  */
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "custos/config.h"
+#include "config_int.h"
 
-struct custos_config {
-	ydoc doc;
-};
+#define MS(x)  ((uint64_t)(x)*1000000ull)
+#define SEC(x) ((uint64_t)(x)*1000000000ull)
 
-static const char *const top_keys[] = { "version", "log",    "listeners",    "tls",
-	                                "auth",    "models", "data_sources", "egress",
-	                                "audit",   "admin",  "policy" };
+static const char *const top_keys[] = { "version",      "log",    "workers", "limits",
+	                                "listeners",    "auth",   "models",  "sandbox_profiles",
+	                                "data_sources", "egress", "audit",   "admin",
+	                                "policy" };
 
-custos_err config_load(const char *path, custos_config **out, diag_list *d)
+/* ---------------------------------------------------------------------------------------------
+ * log, workers, limits
+ */
+static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
+{
+	static const char *const keys[] = { "level", "format", "file" };
+	static const char *const levels[] = { "error", "warn", "info", "debug" };
+	static const char *const formats[] = { "auto", "text", "json" };
+	ydoc_node *m = CFG_SECTION(c, root, "log", keys);
+
+	log->level = LOG_LVL_INFO;
+	log->format = LOG_FMT_AUTO;
+	CFG_ENUM(c, m, "level", levels, log->level);
+	CFG_ENUM(c, m, "format", formats, log->format);
+	cfg_path(c, m, "file", false, true, &log->file);
+}
+
+static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
+{
+	static const char *const keys[] = { "header_bytes", "header_count", "request_line",
+		                            "body_max",     "json_depth",   "max_connections",
+		                            "timeouts" };
+	static const char *const tkeys[] = { "client_header",    "client_body",   "client_idle",
+		                             "upstream_connect", "upstream_read", "upstream_idle",
+		                             "shutdown" };
+	ydoc_node *m = CFG_SECTION(c, root, "limits", keys);
+
+	*l = (cfg_limits){ .header_bytes = 16u << 10,
+		           .header_count = 100,
+		           .request_line = 8u << 10,
+		           .body_max = 10u << 20,
+		           .json_depth = 64,
+		           .max_connections = 10000,
+		           .client_header_timeout_ns = SEC(10),
+		           .client_body_timeout_ns = SEC(60),
+		           .client_idle_timeout_ns = SEC(75),
+		           .upstream_connect_timeout_ns = SEC(5),
+		           .upstream_read_timeout_ns = SEC(300),
+		           .upstream_idle_timeout_ns = SEC(60),
+		           .shutdown_timeout_ns = SEC(30) };
+	cfg_size(c, m, "header_bytes", 1024, CFG_MAX_HEADER_BYTES, &l->header_bytes);
+	cfg_u64(c, m, "header_count", 8, CFG_MAX_HEADER_COUNT, &l->header_count);
+	cfg_size(c, m, "request_line", 256, CFG_MAX_REQUEST_LINE, &l->request_line);
+	cfg_size(c, m, "body_max", 0, CFG_MAX_BODY, &l->body_max);
+	cfg_u64(c, m, "json_depth", 2, CFG_MAX_JSON_DEPTH, &l->json_depth);
+	cfg_u64(c, m, "max_connections", 1, CFG_MAX_CONNECTIONS, &l->max_connections);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	cfg_dur(c, t, "client_header", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_header_timeout_ns);
+	cfg_dur(c, t, "client_body", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_body_timeout_ns);
+	cfg_dur(c, t, "client_idle", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_idle_timeout_ns);
+	cfg_dur(c, t, "upstream_connect", MS(1), CFG_MAX_TIMEOUT_NS,
+	        &l->upstream_connect_timeout_ns);
+	cfg_dur(c, t, "upstream_read", MS(1), CFG_MAX_TIMEOUT_NS, &l->upstream_read_timeout_ns);
+	cfg_dur(c, t, "upstream_idle", MS(1), CFG_MAX_TIMEOUT_NS, &l->upstream_idle_timeout_ns);
+	cfg_dur(c, t, "shutdown", 0, CFG_MAX_SHUTDOWN_NS, &l->shutdown_timeout_ns);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * listeners
+ */
+static void parse_cert_pair(cfg_ctx *c, ydoc_node *m, cfg_cert_pair *p)
+{
+	cfg_path(c, m, "cert", true, false, &p->cert);
+	cfg_path(c, m, "key", true, false, &p->key);
+}
+
+static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
+{
+	static const char *const keys[] = { "cert",
+		                            "key",
+		                            "certificates",
+		                            "client_ca",
+		                            "client_auth",
+		                            "min_version",
+		                            "ciphers",
+		                            "ciphersuites",
+		                            "alpn",
+		                            "session_tickets",
+		                            "ticket_key_rotation" };
+	static const char *const pkeys[] = { "cert", "key" };
+	static const char *const auths[] = { "none", "optional", "required" };
+	static const char *const versions[] = { "1.2", "1.3" };
+	ydoc_node *m = CFG_SECTION(c, lm, "tls", keys);
+
+	t->min_version = CFG_TLS_1_2;
+	t->session_tickets = true;
+	t->ticket_rotation_ns = SEC(12 * 3600);
+	t->alpn = cfg_alloc(c->a, 1, sizeof(char *));
+	t->alpn[0] = cfg_strdup(c->a, "http/1.1");
+	t->n_alpn = 1;
+	if (m == NULL)
+		return;
+	t->enabled = true;
+	ydoc_node *list = cfg_seq(c, m, "certificates", CFG_MAX_CERTS - 1);
+	size_t nlist = list ? list->n : 0;
+	bool single = cfg_get(m, "cert") != NULL || cfg_get(m, "key") != NULL;
+	t->certs = cfg_alloc(c->a, nlist + 1, sizeof(cfg_cert_pair));
+	if (single || nlist == 0)
+		parse_cert_pair(c, m, &t->certs[t->n_certs++]);
+	for (size_t i = 0; i < nlist; i++) {
+		if (CFG_MAP(c, list->items[i], "a certificates entry", pkeys))
+			parse_cert_pair(c, list->items[i], &t->certs[t->n_certs++]);
+	}
+	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
+	CFG_ENUM(c, m, "client_auth", auths, t->client_auth);
+	if (t->client_auth != CFG_CLIENT_AUTH_NONE && t->client_ca == NULL)
+		ydoc_error(c->doc, m, c->d, "name the CA that signs client certificates",
+		           "client_auth '%s' needs client_ca", auths[t->client_auth]);
+	ydoc_node *v = cfg_get(m, "min_version");
+	if (v && v->kind == YDOC_SCALAR && strcmp(v->str, "1.2") != 0 &&
+	    strcmp(v->str, "1.3") != 0) {
+		ydoc_error(c->doc, v, c->d, "write 1.2 or 1.3 (older versions are not offered)",
+		           "'%s' is not a supported TLS version", v->str);
+	} else {
+		CFG_ENUM(c, m, "min_version", versions, t->min_version);
+	}
+	cfg_str(c, m, "ciphers", false, &t->ciphers);
+	cfg_str(c, m, "ciphersuites", false, &t->ciphersuites);
+	char **alpn;
+	size_t nalpn;
+	if (cfg_strlist(c, m, "alpn", CFG_MAX_LIST, &alpn, &nalpn)) {
+		for (size_t i = 0; i < nalpn; i++) {
+			if (strlen(alpn[i]) > 255)
+				ydoc_error(c->doc, cfg_get(m, "alpn"), c->d, NULL,
+				           "ALPN protocol names are at most 255 bytes");
+		}
+		t->alpn = alpn;
+		t->n_alpn = nalpn;
+	}
+	cfg_bool(c, m, "session_tickets", &t->session_tickets);
+	cfg_dur(c, m, "ticket_key_rotation", SEC(60), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
+}
+
+static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = { "id", "address", "tls", "force_plain" };
+	ydoc_node *s = cfg_seq(c, root, "listeners", CFG_MAX_LISTENERS);
+
+	if (s == NULL)
+		return;
+	cfg->listeners = cfg_alloc(c->a, s->n, sizeof(cfg_listener));
+	for (size_t i = 0; i < s->n; i++) {
+		ydoc_node *m = s->items[i];
+		cfg_listener *l = &cfg->listeners[cfg->n_listeners];
+		if (!CFG_MAP(c, m, "a listener", keys))
+			continue;
+		cfg->n_listeners++;
+		cfg_id(c, m, "id", true, &l->id);
+		if (cfg_str(c, m, "address", true, &l->address))
+			cfg_addr_parse(c, cfg_get(m, "address"), l->address, &l->addr);
+		parse_tls_server(c, m, &l->tls);
+		cfg_bool(c, m, "force_plain", &l->force_plain);
+		bool parsed = l->addr.host != NULL || l->addr.path != NULL;
+		if (parsed && !l->tls.enabled && !l->addr.loopback && !l->force_plain)
+			ydoc_error(c->doc, cfg_get(m, "address"), c->d,
+			           "add a tls: block, or set force_plain: true if a TLS terminator "
+			           "in front of custos really protects this address",
+			           "plain HTTP listener '%s' is not on loopback or a unix socket",
+			           l->id ? l->id : l->address);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * auth
+ */
+static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
+{
+	static const char *const keys[] = { "api_keys", "api_keys_file", "jwt", "mtls" };
+	static const char *const kkeys[] = { "id", "sha256" };
+	static const char *const jkeys[] = { "jwks_file",  "issuers", "audiences",
+		                             "algorithms", "leeway",  "principal_claim" };
+	static const char *const mkeys[] = { "enabled", "identity" };
+	static const char *const algs[] = { "RS256", "ES256", "EdDSA" };
+	static const char *const idents[] = { "san_uri", "san_dns", "san_email", "cn" };
+	ydoc_node *m = CFG_SECTION(c, root, "auth", keys);
+
+	a->jwt.algorithms = CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA;
+	a->jwt.leeway_ns = SEC(30);
+	a->jwt.principal_claim = cfg_strdup(c->a, "sub");
+	a->mtls.identity = CFG_MTLS_SAN_URI;
+	if (m == NULL)
+		return;
+	ydoc_node *s = cfg_seq(c, m, "api_keys", CFG_MAX_API_KEYS);
+	if (s) {
+		a->api_keys = cfg_alloc(c->a, s->n, sizeof(cfg_api_key));
+		for (size_t i = 0; i < s->n; i++) {
+			cfg_api_key *k = &a->api_keys[a->n_api_keys];
+			if (!CFG_MAP(c, s->items[i], "an api_keys entry", kkeys))
+				continue;
+			a->n_api_keys++;
+			cfg_id(c, s->items[i], "id", true, &k->id);
+			cfg_sha256(c, s->items[i], "sha256", true, k->sha256);
+		}
+	}
+	cfg_path(c, m, "api_keys_file", false, false, &a->api_keys_file);
+	ydoc_node *j = CFG_SECTION(c, m, "jwt", jkeys);
+	if (j) {
+		a->jwt.enabled = true;
+		cfg_path(c, j, "jwks_file", true, false, &a->jwt.jwks_file);
+		if (!cfg_strlist(c, j, "issuers", CFG_MAX_LIST, &a->jwt.issuers,
+		                 &a->jwt.n_issuers) &&
+		    cfg_get(j, "issuers") == NULL)
+			ydoc_error(c->doc, j, c->d, "tokens from any issuer would be accepted",
+			           "missing required key 'issuers'");
+		if (!cfg_strlist(c, j, "audiences", CFG_MAX_LIST, &a->jwt.audiences,
+		                 &a->jwt.n_audiences) &&
+		    cfg_get(j, "audiences") == NULL)
+			ydoc_error(c->doc, j, c->d, "tokens for any service would be accepted",
+			           "missing required key 'audiences'");
+		if (a->jwt.enabled && cfg_get(j, "issuers") && a->jwt.n_issuers == 0)
+			ydoc_error(c->doc, cfg_get(j, "issuers"), c->d, NULL,
+			           "'issuers' must not be empty");
+		if (cfg_get(j, "audiences") && a->jwt.n_audiences == 0)
+			ydoc_error(c->doc, cfg_get(j, "audiences"), c->d, NULL,
+			           "'audiences' must not be empty");
+		ydoc_node *al = cfg_seq(c, j, "algorithms", CFG_MAX_LIST);
+		if (al) {
+			a->jwt.algorithms = 0;
+			for (size_t i = 0; i < al->n; i++) {
+				int v;
+				if (ydoc_enum(c->doc, al->items[i], algs, CUSTOS_ARRAY_LEN(algs),
+				              &v, c->d))
+					a->jwt.algorithms |= 1u << v;
+			}
+			if (al->n == 0)
+				ydoc_error(c->doc, al, c->d, NULL,
+				           "'algorithms' must not be empty");
+		}
+		cfg_dur(c, j, "leeway", 0, SEC(300), &a->jwt.leeway_ns);
+		cfg_str(c, j, "principal_claim", false, &a->jwt.principal_claim);
+	}
+	ydoc_node *mt = CFG_SECTION(c, m, "mtls", mkeys);
+	if (mt) {
+		a->mtls.enabled = true;
+		cfg_bool(c, mt, "enabled", &a->mtls.enabled);
+		CFG_ENUM(c, mt, "identity", idents, a->mtls.identity);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * models
+ */
+static void parse_url_hostport(cfg_ctx *c, ydoc_node *node, const char *rest, bool https,
+                               char **host, uint16_t *port, char **path)
+{
+	const char *slash = strchr(rest, '/');
+	size_t hl = slash ? (size_t)(slash - rest) : strlen(rest);
+	char *hp = cfg_alloc(c->a, hl + 8, 1);
+	cfg_addr a;
+
+	memcpy(hp, rest, hl);
+	*path = cfg_strdup(c->a, slash ? slash : "/");
+	if (hl == 0) {
+		ydoc_error(c->doc, node, c->d, NULL, "URL has no host");
+		return;
+	}
+	/* Default port when none is written: a bare name or a bracketed literal without ":". */
+	bool has_port = hp[0] == '[' ? strstr(hp, "]:") != NULL : strchr(hp, ':') != NULL;
+	if (!has_port) {
+		if (hp[0] != '[' && strchr(hp, ':') != NULL) {
+			ydoc_error(c->doc, node, c->d, NULL, "IPv6 hosts go in brackets");
+			return;
+		}
+		memcpy(hp + hl, https ? ":443" : ":80", https ? 5 : 4);
+	}
+	if (!cfg_addr_parse(c, node, hp, &a) || a.kind != CFG_ADDR_TCP)
+		return;
+	for (char *p = a.host; *p; p++) {
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	}
+	*host = a.host;
+	*port = a.port;
+}
+
+static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_limits *lim)
+{
+	static const char *const keys[] = { "url",         "tls_verify", "ca_file",
+		                            "server_name", "pool_size",  "timeouts" };
+	static const char *const tkeys[] = { "connect", "read", "idle" };
+	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys);
+	cfg_upstream *u = &mod->upstream;
+
+	u->tls_verify = true;
+	u->pool_size = 64;
+	u->connect_timeout_ns = lim->upstream_connect_timeout_ns;
+	u->read_timeout_ns = lim->upstream_read_timeout_ns;
+	u->idle_timeout_ns = lim->upstream_idle_timeout_ns;
+	bool sandboxed = mod->sandbox.type != CFG_SANDBOX_NONE;
+	if (m == NULL) {
+		if (sandboxed)
+			u->kind = CFG_UPSTREAM_SANDBOX;
+		else if (cfg_get(mm, "upstream") == NULL)
+			ydoc_error(c->doc, mm, c->d,
+			           "give upstream.url, or a sandbox: block that runs the model",
+			           "model '%s' has no upstream", mod->id ? mod->id : "?");
+		return;
+	}
+	ydoc_node *un = cfg_get(m, "url");
+	if (sandboxed) {
+		u->kind = CFG_UPSTREAM_SANDBOX;
+		if (un)
+			ydoc_error(c->doc, un, c->d,
+			           "a sandboxed model is reached on its sandbox.port",
+			           "upstream.url is not allowed with a sandbox");
+	} else if (cfg_str(c, m, "url", true, &u->url)) {
+		if (strncmp(u->url, "http://", 7) == 0) {
+			u->kind = CFG_UPSTREAM_HTTP;
+			parse_url_hostport(c, un, u->url + 7, false, &u->host, &u->port, &u->path);
+		} else if (strncmp(u->url, "https://", 8) == 0) {
+			u->kind = CFG_UPSTREAM_HTTPS;
+			parse_url_hostport(c, un, u->url + 8, true, &u->host, &u->port, &u->path);
+		} else if (strncmp(u->url, "unix:", 5) == 0 && u->url[5] == '/') {
+			u->kind = CFG_UPSTREAM_UNIX;
+			cfg_addr a;
+			if (cfg_addr_parse(c, un, u->url, &a))
+				u->path = a.path;
+		} else {
+			ydoc_error(c->doc, un, c->d,
+			           "use http://host:port, https://host:port or unix:/path",
+			           "unsupported upstream URL '%s'", u->url);
+		}
+	}
+	cfg_bool(c, m, "tls_verify", &u->tls_verify);
+	cfg_path(c, m, "ca_file", false, false, &u->ca_file);
+	cfg_str(c, m, "server_name", false, &u->server_name);
+	if (u->kind != CFG_UPSTREAM_HTTPS && u->url &&
+	    (cfg_get(m, "ca_file") || cfg_get(m, "server_name") || cfg_get(m, "tls_verify")))
+		ydoc_warn(c->doc, m, c->d, NULL,
+		          "tls_verify, ca_file and server_name apply only to https:// upstreams");
+	if (u->kind == CFG_UPSTREAM_HTTPS && !u->tls_verify)
+		ydoc_warn(c->doc, cfg_get(m, "tls_verify"), c->d, NULL,
+		          "certificate verification is off for model '%s'",
+		          mod->id ? mod->id : "?");
+	cfg_u64(c, m, "pool_size", 0, CFG_MAX_POOL_SIZE, &u->pool_size);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &u->connect_timeout_ns);
+	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &u->read_timeout_ns);
+	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &u->idle_timeout_ns);
+}
+
+static void parse_env_map(cfg_ctx *c, ydoc_node *m, const char *key, cfg_kv **out, size_t *n)
+{
+	ydoc_node *e = cfg_get(m, key);
+
+	if (e == NULL || !ydoc_expect(c->doc, e, YDOC_MAP, "'env'", c->d))
+		return;
+	if (e->n > CFG_MAX_ENV) {
+		ydoc_error(c->doc, e, c->d, NULL, "more than %d environment variables",
+		           CFG_MAX_ENV);
+		return;
+	}
+	*out = cfg_alloc(c->a, e->n, sizeof(cfg_kv));
+	for (size_t i = 0; i < e->n; i++) {
+		ydoc_node *k = e->pairs[i].key;
+		bool ok = k->len > 0 && strchr(k->str, '=') == NULL && strlen(k->str) == k->len;
+		if (!ok) {
+			ydoc_error(c->doc, k, c->d, NULL, "bad environment variable name '%s'",
+			           k->str);
+			continue;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(e->pairs[j].key->str, k->str) == 0) {
+				ydoc_error(c->doc, k, c->d, NULL, "duplicate variable '%s'",
+				           k->str);
+				ok = false;
+				break;
+			}
+		}
+		const char *v;
+		if (!ok || !ydoc_str(c->doc, e->pairs[i].value, &v, c->d))
+			continue;
+		(*out)[*n].key = cfg_strdup(c->a, k->str);
+		(*out)[*n].value = cfg_strdup(c->a, v);
+		(*n)++;
+	}
+}
+
+static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb)
+{
+	static const char *const keys[] = { "type",    "profile", "command", "env",
+		                            "workdir", "port",    "health",  "restart" };
+	static const char *const hkeys[] = { "path", "timeout", "interval", "start_timeout" };
+	static const char *const rkeys[] = { "initial", "max" };
+	static const char *const types[] = { "none", "process", "vm" };
+	ydoc_node *m = CFG_SECTION(c, mm, "sandbox", keys);
+
+	sb->port = 8000;
+	sb->health.timeout_ns = SEC(2);
+	sb->health.interval_ns = SEC(10);
+	sb->health.start_timeout_ns = SEC(120);
+	sb->restart_initial_ns = SEC(1);
+	sb->restart_max_ns = SEC(60);
+	if (m == NULL)
+		return;
+	sb->type = CFG_SANDBOX_PROCESS;
+	CFG_ENUM(c, m, "type", types, sb->type);
+	cfg_id(c, m, "profile", sb->type != CFG_SANDBOX_NONE, &sb->profile);
+	cfg_strlist(c, m, "command", CFG_MAX_ARGV, &sb->command, &sb->n_command);
+	if (sb->type == CFG_SANDBOX_PROCESS && cfg_get(m, "command") == NULL)
+		ydoc_error(c->doc, m, c->d,
+		           "the model server's argv, e.g. [/usr/bin/llama-server, ...]",
+		           "missing required key 'command'");
+	else if (sb->type == CFG_SANDBOX_PROCESS && sb->n_command > 0 && sb->command[0][0] != '/')
+		ydoc_error(c->doc, cfg_get(m, "command"), c->d, "no PATH search is done",
+		           "command[0] must be an absolute path");
+	parse_env_map(c, m, "env", &sb->env, &sb->n_env);
+	cfg_path(c, m, "workdir", false, true, &sb->workdir);
+	uint64_t port = sb->port;
+	if (cfg_u64(c, m, "port", 1, 65535, &port))
+		sb->port = (uint16_t)port;
+	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
+	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
+		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
+	cfg_dur(c, h, "timeout", MS(10), SEC(300), &sb->health.timeout_ns);
+	cfg_dur(c, h, "interval", MS(100), SEC(3600), &sb->health.interval_ns);
+	cfg_dur(c, h, "start_timeout", SEC(1), SEC(3600), &sb->health.start_timeout_ns);
+	ydoc_node *r = CFG_SECTION(c, m, "restart", rkeys);
+	cfg_dur(c, r, "initial", MS(10), SEC(3600), &sb->restart_initial_ns);
+	cfg_dur(c, r, "max", MS(10), SEC(24 * 3600), &sb->restart_max_ns);
+	if (sb->restart_max_ns < sb->restart_initial_ns)
+		ydoc_error(c->doc, r, c->d, NULL, "restart.max is below restart.initial");
+}
+
+static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = { "id", "aliases", "upstream", "sandbox" };
+	ydoc_node *s = cfg_seq(c, root, "models", CFG_MAX_MODELS);
+
+	if (s == NULL)
+		return;
+	cfg->models = cfg_alloc(c->a, s->n, sizeof(cfg_model));
+	for (size_t i = 0; i < s->n; i++) {
+		ydoc_node *m = s->items[i];
+		cfg_model *mod = &cfg->models[cfg->n_models];
+		if (!CFG_MAP(c, m, "a model", keys))
+			continue;
+		cfg->n_models++;
+		cfg_id(c, m, "id", true, &mod->id);
+		ydoc_node *al = cfg_seq(c, m, "aliases", CFG_MAX_ALIASES);
+		if (al) {
+			mod->aliases = cfg_alloc(c->a, al->n, sizeof(char *));
+			for (size_t k = 0; k < al->n; k++) {
+				if (cfg_id_node(c, al->items[k], &mod->aliases[mod->n_aliases]))
+					mod->n_aliases++;
+			}
+		}
+		parse_model_sandbox(c, m, &mod->sandbox);
+		parse_upstream(c, m, mod, &cfg->limits);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * sandbox_profiles
+ */
+/* Never allowed, whatever a profile says (issue 6): the seccomp module denies them always. */
+static const char *const always_denied[] = { "ptrace",
+	                                     "process_vm_readv",
+	                                     "process_vm_writev",
+	                                     "mount",
+	                                     "umount",
+	                                     "umount2",
+	                                     "fsopen",
+	                                     "fsmount",
+	                                     "fsconfig",
+	                                     "move_mount",
+	                                     "open_tree",
+	                                     "mount_setattr",
+	                                     "unshare",
+	                                     "setns",
+	                                     "chroot",
+	                                     "pivot_root",
+	                                     "bpf",
+	                                     "perf_event_open",
+	                                     "kexec_load",
+	                                     "kexec_file_load",
+	                                     "init_module",
+	                                     "finit_module",
+	                                     "delete_module",
+	                                     "keyctl",
+	                                     "add_key",
+	                                     "request_key",
+	                                     "userfaultfd",
+	                                     "io_uring_setup",
+	                                     "io_uring_enter",
+	                                     "io_uring_register" };
+
+static bool syscall_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 40)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return false;
+	}
+	return true;
+}
+
+static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
+{
+	static const char *const keys[] = { "base", "allow", "deny" };
+	static const char *const bases[] = { "default", "gpu" };
+	ydoc_node *n = cfg_get(pm, "seccomp");
+
+	p->seccomp.base = p->gpu != CFG_GPU_NONE ? CFG_SECCOMP_GPU : CFG_SECCOMP_DEFAULT;
+	if (n == NULL)
+		return;
+	if (n->kind == YDOC_SCALAR) {
+		int v;
+		if (ydoc_enum(c->doc, n, bases, CUSTOS_ARRAY_LEN(bases), &v, c->d))
+			p->seccomp.base = (cfg_seccomp_base)v;
+		return;
+	}
+	if (!CFG_MAP(c, n, "'seccomp' (default, gpu, or {base, allow, deny})", keys))
+		return;
+	CFG_ENUM(c, n, "base", bases, p->seccomp.base);
+	for (int pass = 0; pass < 2; pass++) {
+		const char *key = pass ? "deny" : "allow";
+		char ***list = pass ? &p->seccomp.deny : &p->seccomp.allow;
+		size_t *cnt = pass ? &p->seccomp.n_deny : &p->seccomp.n_allow;
+		if (!cfg_strlist(c, n, key, CFG_MAX_SYSCALLS, list, cnt))
+			continue;
+		ydoc_node *seq = cfg_get(n, key);
+		for (size_t i = 0; i < *cnt; i++) {
+			const char *sc = (*list)[i];
+			if (!syscall_name_ok(sc)) {
+				ydoc_error(c->doc, seq->items[i], c->d, NULL,
+				           "'%s' is not a system call name", sc);
+				continue;
+			}
+			for (size_t k = 0; pass == 0 && k < CUSTOS_ARRAY_LEN(always_denied); k++) {
+				if (strcmp(sc, always_denied[k]) == 0)
+					ydoc_error(c->doc, seq->items[i], c->d,
+					           "custos denies it in every sandbox",
+					           "system call '%s' cannot be allowed", sc);
+			}
+		}
+	}
+}
+
+static bool pci_addr_ok(const char *s)
+{
+	/* dddd:bb:ss.f in hex */
+	static const char shape[] = "xxxx:xx:xx.x";
+	if (strlen(s) != sizeof(shape) - 1)
+		return false;
+	for (size_t i = 0; shape[i]; i++) {
+		char ch = s[i];
+		bool hex = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+		           (ch >= 'A' && ch <= 'F');
+		if (shape[i] == 'x' ? !hex : ch != shape[i])
+			return false;
+	}
+	return s[11] >= '0' && s[11] <= '7';
+}
+
+static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
+{
+	static const char *const keys[] = { "vcpus",   "memory",  "hugepages", "cpu_pinning",
+		                            "kernel",  "initrd",  "disk",      "cmdline",
+		                            "hostdev", "channel", "vsock_cid", "console_log" };
+	static const char *const chans[] = { "vsock", "virtio-serial" };
+	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
+
+	p->vm.vcpus = 1;
+	p->vm.memory = 1ull << 30;
+	if (m == NULL)
+		return;
+	p->vm.enabled = true;
+	cfg_u64(c, m, "vcpus", 1, CFG_MAX_VCPUS, &p->vm.vcpus);
+	cfg_size(c, m, "memory", 64u << 20, CFG_MAX_MEMORY, &p->vm.memory);
+	cfg_bool(c, m, "hugepages", &p->vm.hugepages);
+	ydoc_node *pin = cfg_seq(c, m, "cpu_pinning", CFG_MAX_VCPUS);
+	if (pin) {
+		p->vm.cpu_pinning = cfg_alloc(c->a, pin->n, sizeof(uint32_t));
+		for (size_t i = 0; i < pin->n; i++) {
+			uint64_t v;
+			if (ydoc_u64(c->doc, pin->items[i], 0, 4095, &v, c->d))
+				p->vm.cpu_pinning[p->vm.n_cpu_pinning++] = (uint32_t)v;
+		}
+		if (pin->n != 0 && pin->n != p->vm.vcpus)
+			ydoc_error(c->doc, pin, c->d, "one host CPU per vCPU, in order",
+			           "cpu_pinning lists %zu CPUs for %llu vCPUs", pin->n,
+			           (unsigned long long)p->vm.vcpus);
+	}
+	cfg_path(c, m, "kernel", false, false, &p->vm.kernel);
+	cfg_path(c, m, "initrd", false, false, &p->vm.initrd);
+	cfg_path(c, m, "disk", false, false, &p->vm.disk);
+	cfg_str(c, m, "cmdline", false, &p->vm.cmdline);
+	if (p->vm.kernel == NULL && p->vm.disk == NULL)
+		ydoc_error(c->doc, m, c->d, "give a disk image, or kernel (and initrd)",
+		           "the VM has nothing to boot");
+	if ((p->vm.initrd || p->vm.cmdline) && p->vm.kernel == NULL)
+		ydoc_error(c->doc, m, c->d, NULL, "initrd and cmdline need kernel");
+	if (cfg_strlist(c, m, "hostdev", CFG_MAX_LIST, &p->vm.hostdev, &p->vm.n_hostdev)) {
+		ydoc_node *seq = cfg_get(m, "hostdev");
+		for (size_t i = 0; i < p->vm.n_hostdev; i++) {
+			if (!pci_addr_ok(p->vm.hostdev[i]))
+				ydoc_error(c->doc, seq->items[i], c->d,
+				           "PCI addresses look like 0000:01:00.0 (lspci -D)",
+				           "'%s' is not a PCI address", p->vm.hostdev[i]);
+		}
+	}
+	CFG_ENUM(c, m, "channel", chans, p->vm.channel);
+	uint64_t cid = 0;
+	if (cfg_u64(c, m, "vsock_cid", 3, UINT32_MAX - 1, &cid))
+		p->vm.vsock_cid = (uint32_t)cid;
+	cfg_path(c, m, "console_log", false, true, &p->vm.console_log);
+}
+
+static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)
+{
+	ydoc_node *n = cfg_get(lm, "cpu");
+	uint64_t whole = 0, frac = 0;
+	const char *s, *dot;
+
+	if (n == NULL || !ydoc_str(c->doc, n, &s, c->d))
+		return;
+	dot = strchr(s, '.');
+	size_t wl = dot ? (size_t)(dot - s) : strlen(s);
+	size_t fl = dot ? strlen(dot + 1) : 0;
+	bool ok = wl > 0 && num_parse_u64(span_of(s, wl), 0, 1024, &whole) == CUSTOS_OK;
+	if (ok && dot) {
+		ok = fl >= 1 && fl <= 3 &&
+		     num_parse_u64(span_of(dot + 1, fl), 0, 999, &frac) == CUSTOS_OK;
+		for (size_t i = fl; i < 3; i++)
+			frac *= 10;
+	}
+	if (!ok || whole * 1000 + frac < 10) {
+		ydoc_error(c->doc, n, c->d, "CPUs as a decimal: 0.5, 1, 2.25 (at least 0.01)",
+		           "bad cpu limit '%s'", s);
+		return;
+	}
+	*milli = whole * 1000 + frac;
+}
+
+static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
+{
+	static const char *const keys[] = { "namespaces", "seccomp",   "gpu",     "devices",
+		                            "binds",      "sysfs",     "scratch", "limits",
+		                            "landlock",   "env_allow", "vm" };
+	static const char *const nss[] = { "user", "pid", "mount", "net", "ipc", "uts", "cgroup" };
+	static const char *const gpus[] = { "none", "nvidia", "amd" };
+	static const char *const bkeys[] = { "src", "dst", "rw" };
+	static const char *const skeys[] = { "type", "size", "path" };
+	static const char *const stypes[] = { "tmpfs", "dir" };
+	static const char *const lkeys[] = { "memory", "swap", "pids", "cpu", "nofile" };
+
+	if (!CFG_MAP(c, m, "a sandbox profile", keys))
+		return;
+	p->namespaces = CFG_NS_ALL;
+	p->landlock = true;
+	p->scratch.size = 256u << 20;
+	p->limits.pids = 512;
+	p->limits.nofile = 4096;
+	ydoc_node *ns = cfg_seq(c, m, "namespaces", CUSTOS_ARRAY_LEN(nss));
+	if (ns) {
+		p->namespaces = 0;
+		for (size_t i = 0; i < ns->n; i++) {
+			int v;
+			if (ydoc_enum(c->doc, ns->items[i], nss, CUSTOS_ARRAY_LEN(nss), &v, c->d))
+				p->namespaces |= 1u << v;
+		}
+		/* The network namespace is what makes custos the only way out. */
+		if (!(p->namespaces & CFG_NS_NET))
+			ydoc_error(c->doc, ns, c->d, "the sandbox would share the host network",
+			           "namespaces must include net");
+		if (!(p->namespaces & CFG_NS_MOUNT) || !(p->namespaces & CFG_NS_PID))
+			ydoc_error(c->doc, ns, c->d, NULL, "namespaces must include mount and pid");
+	}
+	CFG_ENUM(c, m, "gpu", gpus, p->gpu);
+	parse_seccomp(c, m, p);
+	if (cfg_strlist(c, m, "devices", CFG_MAX_LIST, &p->devices, &p->n_devices)) {
+		for (size_t i = 0; i < p->n_devices; i++) {
+			if (strncmp(p->devices[i], "/dev/", 5) != 0 || strstr(p->devices[i], ".."))
+				ydoc_error(c->doc, cfg_get(m, "devices")->items[i], c->d, NULL,
+				           "device '%s' is not under /dev/", p->devices[i]);
+		}
+	}
+	ydoc_node *b = cfg_seq(c, m, "binds", CFG_MAX_LIST);
+	if (b) {
+		p->binds = cfg_alloc(c->a, b->n, sizeof(cfg_bind));
+		for (size_t i = 0; i < b->n; i++) {
+			cfg_bind *bd = &p->binds[p->n_binds];
+			if (!CFG_MAP(c, b->items[i], "a binds entry", bkeys))
+				continue;
+			p->n_binds++;
+			cfg_path(c, b->items[i], "src", true, true, &bd->src);
+			cfg_path(c, b->items[i], "dst", false, true, &bd->dst);
+			if (bd->dst == NULL)
+				bd->dst = bd->src;
+			cfg_bool(c, b->items[i], "rw", &bd->rw);
+		}
+	}
+	cfg_bool(c, m, "sysfs", &p->sysfs);
+	ydoc_node *sc = CFG_SECTION(c, m, "scratch", skeys);
+	CFG_ENUM(c, sc, "type", stypes, p->scratch.type);
+	cfg_size(c, sc, "size", 1u << 20, CFG_MAX_MEMORY, &p->scratch.size);
+	cfg_path(c, sc, "path", p->scratch.type == CFG_SCRATCH_DIR, true, &p->scratch.path);
+	if (p->scratch.type == CFG_SCRATCH_TMPFS && cfg_get(sc, "path"))
+		ydoc_error(c->doc, cfg_get(sc, "path"), c->d, "path is for type: dir",
+		           "a tmpfs scratch takes no path");
+	ydoc_node *l = CFG_SECTION(c, m, "limits", lkeys);
+	cfg_size(c, l, "memory", 0, CFG_MAX_MEMORY, &p->limits.memory);
+	cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap);
+	cfg_u64(c, l, "pids", 1, 1u << 22, &p->limits.pids);
+	parse_cpu(c, l, &p->limits.cpu_milli);
+	cfg_u64(c, l, "nofile", 16, 1u << 20, &p->limits.nofile);
+	cfg_bool(c, m, "landlock", &p->landlock);
+	cfg_strlist(c, m, "env_allow", CFG_MAX_ENV, &p->env_allow, &p->n_env_allow);
+	parse_vm(c, m, p);
+}
+
+static void parse_profiles(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	ydoc_node *m = cfg_get(root, "sandbox_profiles");
+
+	if (m == NULL || !ydoc_expect(c->doc, m, YDOC_MAP, "'sandbox_profiles'", c->d))
+		return;
+	if (m->n > CFG_MAX_PROFILES) {
+		ydoc_error(c->doc, m, c->d, NULL, "more than %d sandbox profiles",
+		           CFG_MAX_PROFILES);
+		return;
+	}
+	/* Duplicate names are reported by ydoc_check_keys with every key allowed. */
+	const char **names = cfg_alloc(c->a, m->n, sizeof(char *));
+	for (size_t i = 0; i < m->n; i++)
+		names[i] = m->pairs[i].key->str;
+	ydoc_check_keys(c->doc, m, names, m->n, c->d);
+	cfg->profiles = cfg_alloc(c->a, m->n, sizeof(cfg_profile));
+	for (size_t i = 0; i < m->n; i++) {
+		cfg_profile *p = &cfg->profiles[cfg->n_profiles++];
+		if (!cfg_id_node(c, m->pairs[i].key, &p->id))
+			p->id = cfg_strdup(c->a, "?");
+		parse_profile(c, m->pairs[i].value, p);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * data_sources, egress
+ */
+static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = {
+		"id",      "url",          "classification", "intercept", "allow_private_addresses",
+		"ca_file", "max_response", "timeout"
+	};
+	static const char *const classes[] = { "public", "internal", "confidential", "restricted" };
+	ydoc_node *s = cfg_seq(c, root, "data_sources", CFG_MAX_DATA_SOURCES);
+
+	if (s == NULL)
+		return;
+	cfg->data_sources = cfg_alloc(c->a, s->n, sizeof(cfg_data_source));
+	for (size_t i = 0; i < s->n; i++) {
+		ydoc_node *m = s->items[i];
+		cfg_data_source *ds = &cfg->data_sources[cfg->n_data_sources];
+		if (!CFG_MAP(c, m, "a data source", keys))
+			continue;
+		cfg->n_data_sources++;
+		ds->classification = CFG_CLASS_RESTRICTED;
+		cfg_id(c, m, "id", true, &ds->id);
+		if (cfg_str(c, m, "url", true, &ds->url)) {
+			ydoc_node *un = cfg_get(m, "url");
+			if (strncmp(ds->url, "https://", 8) == 0) {
+				ds->https = true;
+				parse_url_hostport(c, un, ds->url + 8, true, &ds->host, &ds->port,
+				                   &ds->path_prefix);
+			} else if (strncmp(ds->url, "http://", 7) == 0) {
+				parse_url_hostport(c, un, ds->url + 7, false, &ds->host, &ds->port,
+				                   &ds->path_prefix);
+			} else {
+				ydoc_error(c->doc, un, c->d,
+				           "http://host[:port]/prefix or https://...",
+				           "data source URL must be http:// or https://");
+			}
+			if (ds->path_prefix &&
+			    (strchr(ds->path_prefix, '?') || strchr(ds->path_prefix, '#') ||
+			     strstr(ds->path_prefix, "..")))
+				ydoc_error(c->doc, un, c->d, NULL,
+				           "a URL prefix has no query, fragment or '..'");
+		}
+		if (cfg_get(m, "classification") == NULL)
+			ydoc_error(c->doc, m, c->d, "public, internal, confidential or restricted",
+			           "missing required key 'classification'");
+		CFG_ENUM(c, m, "classification", classes, ds->classification);
+		cfg_bool(c, m, "intercept", &ds->intercept);
+		if (ds->intercept && ds->url && !ds->https)
+			ydoc_error(c->doc, cfg_get(m, "intercept"), c->d,
+			           "plain http:// is inspected without interception",
+			           "intercept applies to https:// sources only");
+		cfg_bool(c, m, "allow_private_addresses", &ds->allow_private_addresses);
+		cfg_path(c, m, "ca_file", false, false, &ds->ca_file);
+		cfg_size(c, m, "max_response", 0, CFG_MAX_RESPONSE, &ds->max_response);
+		cfg_dur(c, m, "timeout", MS(1), CFG_MAX_TIMEOUT_NS, &ds->timeout_ns);
+	}
+}
+
+static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = { "enabled",
+		                            "port",
+		                            "ca_dir",
+		                            "leaf_lifetime",
+		                            "max_response",
+		                            "timeouts",
+		                            "max_connections_per_sandbox",
+		                            "dns" };
+	static const char *const tkeys[] = { "connect", "read", "idle" };
+	static const char *const dkeys[] = { "servers" };
+	cfg_egress *e = &cfg->egress;
+	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
+
+	e->enabled = cfg->n_data_sources > 0;
+	e->port = 3128;
+	e->leaf_lifetime_ns = SEC(24 * 3600);
+	e->max_response = 100u << 20;
+	e->connect_timeout_ns = SEC(5);
+	e->read_timeout_ns = SEC(60);
+	e->idle_timeout_ns = SEC(60);
+	e->max_connections_per_sandbox = 64;
+	cfg_bool(c, m, "enabled", &e->enabled);
+	uint64_t port = e->port;
+	if (cfg_u64(c, m, "port", 1, 65535, &port))
+		e->port = (uint16_t)port;
+	cfg_path(c, m, "ca_dir", false, false, &e->ca_dir);
+	cfg_dur(c, m, "leaf_lifetime", SEC(60), SEC(90 * 24 * 3600), &e->leaf_lifetime_ns);
+	cfg_size(c, m, "max_response", 1024, CFG_MAX_RESPONSE, &e->max_response);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &e->connect_timeout_ns);
+	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &e->read_timeout_ns);
+	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &e->idle_timeout_ns);
+	cfg_u64(c, m, "max_connections_per_sandbox", 1, 65536, &e->max_connections_per_sandbox);
+	ydoc_node *dn = cfg_get(m, "dns");
+	if (dn && dn->kind == YDOC_SCALAR && !dn->quoted && strcmp(dn->str, "system") == 0) {
+		/* the system resolver: the default */
+	} else if (dn &&
+	           cfg_map(c, dn, "'dns' (system or {servers: [...]})", dkeys,
+	                   CUSTOS_ARRAY_LEN(dkeys)) &&
+	           cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
+	                       &e->n_dns_servers)) {
+		ydoc_node *seq = cfg_get(dn, "servers");
+		for (size_t i = 0; i < e->n_dns_servers; i++) {
+			unsigned char tmp[16];
+			if (inet_pton(AF_INET, e->dns_servers[i], tmp) != 1 &&
+			    inet_pton(AF_INET6, e->dns_servers[i], tmp) != 1)
+				ydoc_error(c->doc, seq->items[i], c->d, NULL,
+				           "'%s' is not an IP address", e->dns_servers[i]);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * audit
+ */
+static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
+{
+	static const char *const tkeys[] = { "ca", "cert", "key", "verify", "server_name" };
+	static const char *const hkeys[] = { "url", "token_file", "ack" };
+	static const char *const rkeys[] = { "initial", "max" };
+	static const char *const types[] = { "syslog", "http" };
+	static const char *const formats[] = { "rfc5424", "cef", "leef", "json" };
+
+	k->tls.verify = true;
+	k->http.ack = true;
+	k->retry_initial_ns = MS(500);
+	k->retry_max_ns = SEC(60);
+	cfg_id(c, m, "id", true, &k->id);
+	if (cfg_get(m, "type") == NULL)
+		ydoc_error(c->doc, m, c->d, "syslog or http", "missing required key 'type'");
+	CFG_ENUM(c, m, "type", types, k->type);
+	k->format = k->type == CFG_SINK_HTTP ? CFG_FORMAT_JSON : CFG_FORMAT_RFC5424;
+	CFG_ENUM(c, m, "format", formats, k->format);
+	ydoc_node *t = CFG_SECTION(c, m, "tls", tkeys);
+	if (t) {
+		k->tls.enabled = true;
+		cfg_path(c, t, "ca", false, false, &k->tls.ca);
+		cfg_path(c, t, "cert", false, false, &k->tls.cert);
+		cfg_path(c, t, "key", false, false, &k->tls.key);
+		if ((k->tls.cert == NULL) != (k->tls.key == NULL))
+			ydoc_error(c->doc, t, c->d, NULL, "cert and key go together");
+		cfg_bool(c, t, "verify", &k->tls.verify);
+		cfg_str(c, t, "server_name", false, &k->tls.server_name);
+	}
+	ydoc_node *h = CFG_SECTION(c, m, "http", hkeys);
+	if (k->type == CFG_SINK_SYSLOG) {
+		if (cfg_str(c, m, "address", true, &k->address) &&
+		    cfg_addr_parse(c, cfg_get(m, "address"), k->address, &k->addr) &&
+		    k->addr.kind == CFG_ADDR_UNIX && k->tls.enabled)
+			ydoc_error(c->doc, cfg_get(m, "address"), c->d, NULL,
+			           "TLS needs a TCP address");
+		if (h)
+			ydoc_error(c->doc, cfg_get(m, "http"), c->d, NULL,
+			           "an http: block belongs to type: http sinks");
+	} else {
+		if (cfg_get(m, "address"))
+			ydoc_error(c->doc, cfg_get(m, "address"), c->d, "use http.url",
+			           "http sinks take no address");
+		if (k->format != CFG_FORMAT_JSON)
+			ydoc_error(c->doc, cfg_get(m, "format"), c->d, NULL,
+			           "http sinks send json (Splunk HEC shape)");
+		if (h == NULL && cfg_get(m, "http") == NULL)
+			ydoc_error(c->doc, m, c->d, NULL, "missing required key 'http'");
+		if (cfg_str(c, h, "url", h != NULL, &k->http.url) &&
+		    strncmp(k->http.url, "https://", 8) != 0 &&
+		    strncmp(k->http.url, "http://", 7) != 0)
+			ydoc_error(c->doc, cfg_get(h, "url"), c->d, NULL,
+			           "http.url must be http:// or https://");
+		cfg_path(c, h, "token_file", false, false, &k->http.token_file);
+		cfg_bool(c, h, "ack", &k->http.ack);
+	}
+	ydoc_node *r = CFG_SECTION(c, m, "retry", rkeys);
+	cfg_dur(c, r, "initial", MS(10), SEC(3600), &k->retry_initial_ns);
+	cfg_dur(c, r, "max", MS(10), SEC(24 * 3600), &k->retry_max_ns);
+	if (k->retry_max_ns < k->retry_initial_ns)
+		ydoc_error(c->doc, r, c->d, NULL, "retry.max is below retry.initial");
+}
+
+static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
+{
+	static const char *const keys[] = {
+		"dir",        "durability",  "batch_window", "queue_size",     "on_full", "rotate",
+		"checkpoint", "signing_key", "public_key",   "on_write_error", "sinks"
+	};
+	static const char *const rkeys[] = { "size", "interval" };
+	static const char *const ckeys[] = { "every_events", "every_interval" };
+	static const char *const durs[] = { "sync", "batch" };
+	static const char *const fulls[] = { "block", "deny" };
+	static const char *const werrs[] = { "deny", "continue" };
+	ydoc_node *m = CFG_SECTION(c, root, "audit", keys);
+
+	a->dir = cfg_strdup(c->a, "/var/lib/custos/audit");
+	a->durability = CFG_DURABILITY_BATCH;
+	a->batch_window_ns = MS(10);
+	a->queue_size = 65536;
+	a->rotate_size = 256u << 20;
+	a->rotate_interval_ns = SEC(24 * 3600);
+	a->checkpoint_every_events = 1000;
+	a->checkpoint_every_interval_ns = SEC(60);
+	cfg_path(c, m, "dir", false, false, &a->dir);
+	CFG_ENUM(c, m, "durability", durs, a->durability);
+	cfg_dur(c, m, "batch_window", 0, CFG_MAX_BATCH_WINDOW_NS, &a->batch_window_ns);
+	cfg_u64(c, m, "queue_size", 16, CFG_MAX_AUDIT_QUEUE, &a->queue_size);
+	CFG_ENUM(c, m, "on_full", fulls, a->on_full);
+	ydoc_node *r = CFG_SECTION(c, m, "rotate", rkeys);
+	cfg_size(c, r, "size", 0, 1ull << 40, &a->rotate_size);
+	if (a->rotate_size != 0 && a->rotate_size < (1u << 20))
+		ydoc_error(c->doc, cfg_get(r, "size"), c->d, "0 turns size rotation off",
+		           "rotate.size must be at least 1MiB");
+	cfg_dur(c, r, "interval", 0, SEC(31 * 24 * 3600), &a->rotate_interval_ns);
+	if (a->rotate_interval_ns != 0 && a->rotate_interval_ns < SEC(60))
+		ydoc_error(c->doc, cfg_get(r, "interval"), c->d, "0 turns time rotation off",
+		           "rotate.interval must be at least 1m");
+	ydoc_node *ck = CFG_SECTION(c, m, "checkpoint", ckeys);
+	cfg_u64(c, ck, "every_events", 1, 1u << 24, &a->checkpoint_every_events);
+	cfg_dur(c, ck, "every_interval", MS(100), SEC(24 * 3600), &a->checkpoint_every_interval_ns);
+	cfg_path(c, m, "signing_key", false, false, &a->signing_key);
+	cfg_path(c, m, "public_key", false, false, &a->public_key);
+	CFG_ENUM(c, m, "on_write_error", werrs, a->on_write_error);
+	if (a->on_write_error == CFG_ON_WRITE_ERROR_CONTINUE)
+		ydoc_warn(c->doc, cfg_get(m, "on_write_error"), c->d, NULL,
+		          "requests will be served while the audit trail cannot be written");
+	ydoc_node *s = cfg_seq(c, m, "sinks", CFG_MAX_SINKS);
+	if (s) {
+		static const char *const skeys[] = { "id",  "type", "format", "address",
+			                             "tls", "http", "retry" };
+		a->sinks = cfg_alloc(c->a, s->n, sizeof(cfg_sink));
+		for (size_t i = 0; i < s->n; i++) {
+			if (CFG_MAP(c, s->items[i], "a sink", skeys))
+				parse_sink(c, s->items[i], &a->sinks[a->n_sinks++]);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * admin, policy
+ */
+static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
+{
+	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
+		                            "tcp",     "force",  "max_body" };
+	static const char *const tkeys[] = { "address", "token_sha256" };
+	ydoc_node *m = CFG_SECTION(c, root, "admin", keys);
+
+	a->enabled = true;
+	a->socket = cfg_strdup(c->a, "/run/custos/admin.sock");
+	a->socket_mode = 0660;
+	a->max_body = 1u << 20;
+	cfg_bool(c, m, "enabled", &a->enabled);
+	cfg_path(c, m, "socket", false, true, &a->socket);
+	ydoc_node *mode = cfg_get(m, "socket_mode");
+	if (mode) {
+		const char *s;
+		uint64_t v = 0;
+		bool ok = ydoc_str(c->doc, mode, &s, c->d) && s[0] != '\0' && strlen(s) <= 4;
+		for (size_t i = 0; ok && s[i]; i++) {
+			ok = s[i] >= '0' && s[i] <= '7';
+			v = v * 8 + (uint64_t)(s[i] - '0');
+		}
+		if (!ok || v > 0777)
+			ydoc_error(c->doc, mode, c->d, "an octal mode such as \"0660\"",
+			           "bad socket_mode");
+		else if (v & 0007)
+			ydoc_error(c->doc, mode, c->d, "use 0600 or 0660",
+			           "the admin socket must not be accessible by others");
+		else
+			a->socket_mode = (uint32_t)v;
+	}
+	ydoc_node *u = cfg_seq(c, m, "allowed_uids", CFG_MAX_LIST);
+	if (u) {
+		a->allowed_uids = cfg_alloc(c->a, u->n, sizeof(uint32_t));
+		for (size_t i = 0; i < u->n; i++) {
+			uint64_t v;
+			if (ydoc_u64(c->doc, u->items[i], 0, UINT32_MAX - 1, &v, c->d))
+				a->allowed_uids[a->n_allowed_uids++] = (uint32_t)v;
+		}
+	}
+	cfg_bool(c, m, "force", &a->force);
+	cfg_size(c, m, "max_body", 1024, 64u << 20, &a->max_body);
+	ydoc_node *t = CFG_SECTION(c, m, "tcp", tkeys);
+	if (t) {
+		a->tcp.enabled = true;
+		if (cfg_str(c, t, "address", true, &a->tcp.address) &&
+		    cfg_addr_parse(c, cfg_get(t, "address"), a->tcp.address, &a->tcp.addr)) {
+			if (a->tcp.addr.kind != CFG_ADDR_TCP)
+				ydoc_error(c->doc, cfg_get(t, "address"), c->d, "use admin.socket",
+				           "admin.tcp.address must be host:port");
+			else if (!a->tcp.addr.loopback && !a->force)
+				ydoc_error(c->doc, cfg_get(t, "address"), c->d,
+				           "set admin.force: true to expose the admin API on it",
+				           "admin TCP address '%s' is not loopback",
+				           a->tcp.address);
+		}
+		cfg_sha256(c, t, "token_sha256", true, a->tcp.token_sha256);
+	}
+}
+
+static void parse_policy(cfg_ctx *c, ydoc_node *root, cfg_policy *p)
+{
+	static const char *const keys[] = { "file", "reload_on_sighup" };
+	ydoc_node *m = CFG_SECTION(c, root, "policy", keys);
+
+	p->file = cfg_strdup(c->a, "/etc/custos/policy.yaml");
+	p->reload_on_sighup = true;
+	cfg_path(c, m, "file", false, false, &p->file);
+	cfg_bool(c, m, "reload_on_sighup", &p->reload_on_sighup);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Cross-section checks.
+ */
+static ydoc_node *seq_item(ydoc_node *root, const char *key, size_t i)
+{
+	ydoc_node *s = ydoc_map_get(root, key);
+	/* Entries that were not mappings are skipped when parsing: find the i-th mapping. */
+	for (size_t k = 0; s && s->kind == YDOC_SEQ && k < s->n; k++) {
+		if (s->items[k]->kind == YDOC_MAP && i-- == 0)
+			return s->items[k];
+	}
+	return root;
+}
+
+static void dup_check(cfg_ctx *c, ydoc_node *root, const char *section, const char *what,
+                      char *const *ids, size_t stride, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *a = *(char *const *)((const char *)ids + i * stride);
+		for (size_t j = 0; a && j < i; j++) {
+			const char *b = *(char *const *)((const char *)ids + j * stride);
+			if (b && strcmp(a, b) == 0) {
+				ydoc_error(c->doc, seq_item(root, section, i), c->d, NULL,
+				           "duplicate %s id '%s'", what, a);
+				break;
+			}
+		}
+	}
+}
+
+static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	if (cfg->n_listeners)
+		dup_check(c, root, "listeners", "listener", &cfg->listeners->id,
+		          sizeof(cfg_listener), cfg->n_listeners);
+	if (cfg->n_data_sources)
+		dup_check(c, root, "data_sources", "data source", &cfg->data_sources->id,
+		          sizeof(cfg_data_source), cfg->n_data_sources);
+	if (cfg->auth.n_api_keys)
+		dup_check(c, ydoc_map_get(root, "auth"), "api_keys", "api key",
+		          &cfg->auth.api_keys->id, sizeof(cfg_api_key), cfg->auth.n_api_keys);
+	if (cfg->audit.n_sinks)
+		dup_check(c, ydoc_map_get(root, "audit"), "sinks", "sink", &cfg->audit.sinks->id,
+		          sizeof(cfg_sink), cfg->audit.n_sinks);
+
+	/* Listener addresses: two listeners on one TCP port or socket path. */
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_addr *a = &cfg->listeners[i].addr;
+		for (size_t j = 0; j < i && (a->host || a->path); j++) {
+			const cfg_addr *b = &cfg->listeners[j].addr;
+			bool same =
+			        a->kind == b->kind &&
+			        (a->kind == CFG_ADDR_UNIX ? b->path && strcmp(a->path, b->path) == 0
+			                                  : b->host && a->port == b->port &&
+			                                            strcmp(a->host, b->host) == 0);
+			if (same) {
+				ydoc_error(c->doc, seq_item(root, "listeners", i), c->d, NULL,
+				           "listener address '%s' is already used by '%s'",
+				           cfg->listeners[i].address,
+				           cfg->listeners[j].id ? cfg->listeners[j].id : "?");
+				break;
+			}
+		}
+	}
+
+	/* Model ids and aliases share one name space (the `model` field of a request). */
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		ydoc_node *node = seq_item(root, "models", i);
+		for (size_t a = 0; a <= m->n_aliases; a++) {
+			const char *name = a == 0 ? m->id : m->aliases[a - 1];
+			if (name == NULL)
+				continue;
+			for (size_t j = 0; j <= i; j++) {
+				const cfg_model *o = &cfg->models[j];
+				size_t lim = j == i ? a : o->n_aliases + 1;
+				for (size_t b = 0; b < lim; b++) {
+					const char *on = b == 0 ? o->id : o->aliases[b - 1];
+					if (on && strcmp(on, name) == 0) {
+						ydoc_error(
+						        c->doc, node, c->d, NULL,
+						        "model name '%s' is already used by model "
+						        "'%s'",
+						        name, o->id ? o->id : "?");
+						goto next_name;
+					}
+				}
+			}
+		next_name:;
+		}
+		/* The sandbox profile reference. */
+		const cfg_model_sandbox *sb = &m->sandbox;
+		if (sb->type == CFG_SANDBOX_NONE || sb->profile == NULL)
+			continue;
+		ydoc_node *pn = ydoc_map_get(ydoc_map_get(node, "sandbox"), "profile");
+		const cfg_profile *p = config_find_profile(cfg, sb->profile);
+		if (p == NULL) {
+			const char **names = cfg_alloc(c->a, cfg->n_profiles, sizeof(char *));
+			for (size_t k = 0; k < cfg->n_profiles; k++)
+				names[k] = cfg->profiles[k].id;
+			const char *g =
+			        diag_suggest(span_cstr(sb->profile), names, cfg->n_profiles);
+			char hint[128];
+			snprintf(hint, sizeof(hint), "did you mean '%s'?", g ? g : "");
+			ydoc_error(c->doc, pn ? pn : node, c->d,
+			           g ? hint : "define it under sandbox_profiles",
+			           "unknown sandbox profile '%s'", sb->profile);
+			continue;
+		}
+		cfg->models[i].sandbox.profile_index = (size_t)(p - cfg->profiles);
+		if (sb->type == CFG_SANDBOX_VM && !p->vm.enabled)
+			ydoc_error(c->doc, pn ? pn : node, c->d, "add a vm: block to the profile",
+			           "model '%s' runs as a VM but profile '%s' has no vm settings",
+			           m->id ? m->id : "?", p->id);
+	}
+
+	/* Interception needs the CA, and data sources need the egress proxy. */
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		if (cfg->data_sources[i].intercept && cfg->egress.ca_dir == NULL) {
+			ydoc_error(c->doc, seq_item(root, "data_sources", i), c->d,
+			           "create one with `custos ca init DIR` and set egress.ca_dir",
+			           "data source '%s' is intercepted but egress.ca_dir is not set",
+			           cfg->data_sources[i].id ? cfg->data_sources[i].id : "?");
+		}
+	}
+	if (cfg->n_data_sources && !cfg->egress.enabled)
+		ydoc_warn(c->doc, ydoc_map_get(root, "egress"), c->d, NULL,
+		          "egress is disabled: no sandbox can reach any data source");
+
+	/* Client certificates need somewhere to take the identity from, and the reverse. */
+	bool any_mtls = false;
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		any_mtls |= cfg->listeners[i].tls.client_auth != CFG_CLIENT_AUTH_NONE;
+	ydoc_node *auth = ydoc_map_get(root, "auth");
+	if (any_mtls && ydoc_map_get(auth, "mtls") == NULL)
+		cfg->auth.mtls.enabled = true;
+	if (cfg->n_listeners && cfg->n_models && cfg->auth.n_api_keys == 0 &&
+	    cfg->auth.api_keys_file == NULL && !cfg->auth.jwt.enabled && !cfg->auth.mtls.enabled)
+		ydoc_warn(c->doc, auth ? auth : root, c->d,
+		          "add auth.api_keys, auth.jwt, or client certificates on a listener",
+		          "no authentication method is configured: every request will be 401");
+	if (cfg->n_listeners == 0 && cfg->n_models > 0)
+		ydoc_warn(c->doc, root, c->d, NULL, "models are configured but no listener");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Entry points.
+ */
+static custos_config *build(const ydoc *doc, diag_list *d)
 {
 	custos_config *cfg = xcalloc(1, sizeof(*cfg));
+	cfg_ctx c = { .doc = doc, .d = d, .a = cfg_arena_new() };
+	ydoc_node *root = doc->root;
 
-	*out = NULL;
-	if (ydoc_load(&cfg->doc, path, 4u << 20, d) != CUSTOS_OK) {
-		config_free(cfg);
-		return CUSTOS_ERR_PARSE;
+	cfg->arena_ = c.a;
+	cfg->source = cfg_strdup(c.a, doc->file);
+	if (root == NULL) {
+		diag_add(d, DIAG_ERROR, doc->file, 1, 1, "start with: version: 1",
+		         "the file is empty");
+		return cfg;
 	}
-	if (cfg->doc.root && ydoc_expect(&cfg->doc, cfg->doc.root, YDOC_MAP, "the file", d))
-		ydoc_check_keys(&cfg->doc, cfg->doc.root, top_keys, CUSTOS_ARRAY_LEN(top_keys), d);
+	if (!cfg_map(&c, root, "the file", top_keys, CUSTOS_ARRAY_LEN(top_keys)))
+		return cfg;
+	ydoc_node *v = cfg_get(root, "version");
+	if (v == NULL)
+		ydoc_error(doc, root, d, "add version: 1 at the top",
+		           "missing required key 'version'");
+	else
+		ydoc_u64(doc, v, 1, 1, &cfg->version, d);
+	parse_log(&c, root, &cfg->log);
+	cfg_u64(&c, root, "workers", 0, CFG_MAX_WORKERS, &cfg->workers);
+	parse_limits(&c, root, &cfg->limits);
+	parse_listeners(&c, root, cfg);
+	parse_auth(&c, root, &cfg->auth);
+	parse_profiles(&c, root, cfg);
+	parse_models(&c, root, cfg);
+	parse_data_sources(&c, root, cfg);
+	parse_egress(&c, root, cfg);
+	parse_audit(&c, root, &cfg->audit);
+	parse_admin(&c, root, &cfg->admin);
+	parse_policy(&c, root, &cfg->policy);
+	cross_checks(&c, root, cfg);
+	return cfg;
+}
+
+static custos_err finish(ydoc *doc, custos_config **out, diag_list *d)
+{
+	custos_config *cfg = build(doc, d);
+
+	ydoc_free(doc);
 	if (d->errors) {
 		config_free(cfg);
-		return CUSTOS_ERR_INVAL;
+		return err_set(CUSTOS_ERR_INVAL, "configuration has %zu error(s)", d->errors);
 	}
 	*out = cfg;
 	return CUSTOS_OK;
+}
+
+custos_err config_parse(const char *name, const char *text, size_t len, custos_config **out,
+                        diag_list *d)
+{
+	ydoc doc;
+
+	*out = NULL;
+	if (len > CFG_MAX_FILE_BYTES) {
+		diag_add(d, DIAG_ERROR, name, 0, 0, NULL, "larger than %u bytes",
+		         CFG_MAX_FILE_BYTES);
+		return err_set(CUSTOS_ERR_LIMIT, "%s: too large", name);
+	}
+	if (ydoc_parse(&doc, name, text, len, d) != CUSTOS_OK) {
+		ydoc_free(&doc);
+		return CUSTOS_ERR_PARSE;
+	}
+	return finish(&doc, out, d);
+}
+
+custos_err config_load(const char *path, custos_config **out, diag_list *d)
+{
+	ydoc doc;
+	custos_err e;
+
+	*out = NULL;
+	e = ydoc_load(&doc, path, CFG_MAX_FILE_BYTES, d);
+	if (e != CUSTOS_OK) {
+		ydoc_free(&doc);
+		return e;
+	}
+	return finish(&doc, out, d);
 }
 
 void config_free(custos_config *cfg)
 {
 	if (cfg == NULL)
 		return;
-	ydoc_free(&cfg->doc);
+	cfg_arena_free(cfg->arena_);
 	free(cfg);
+}
+
+const cfg_model *config_find_model(const custos_config *cfg, const char *id)
+{
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->id && strcmp(m->id, id) == 0)
+			return m;
+		for (size_t a = 0; a < m->n_aliases; a++) {
+			if (strcmp(m->aliases[a], id) == 0)
+				return m;
+		}
+	}
+	return NULL;
+}
+
+const cfg_profile *config_find_profile(const custos_config *cfg, const char *id)
+{
+	for (size_t i = 0; i < cfg->n_profiles; i++) {
+		if (strcmp(cfg->profiles[i].id, id) == 0)
+			return &cfg->profiles[i];
+	}
+	return NULL;
+}
+
+const cfg_data_source *config_find_data_source(const custos_config *cfg, const char *id)
+{
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		if (cfg->data_sources[i].id && strcmp(cfg->data_sources[i].id, id) == 0)
+			return &cfg->data_sources[i];
+	}
+	return NULL;
+}
+
+const char *config_classification_name(cfg_classification c)
+{
+	static const char *const n[] = { "public", "internal", "confidential", "restricted" };
+	return (unsigned)c < CUSTOS_ARRAY_LEN(n) ? n[c] : "?";
+}
+
+const char *config_sandbox_type_name(cfg_sandbox_type t)
+{
+	static const char *const n[] = { "none", "process", "vm" };
+	return (unsigned)t < CUSTOS_ARRAY_LEN(n) ? n[t] : "?";
 }

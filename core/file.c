@@ -46,28 +46,28 @@ custos_err file_load(const char *path, file_kind kind, size_t max, buf *out)
 	if (e != CUSTOS_OK)
 		goto out;
 	for (;;) {
-		e = buf_reserve(out, 4096);
-		if (e == CUSTOS_ERR_LIMIT || (e == CUSTOS_OK && buf_used(out) >= max)) {
+		if (buf_used(out) >= max) {
 			/* One more byte tells "exactly max" from "over max". */
 			char probe;
 			ssize_t r;
 			do
 				r = read(fd, &probe, 1);
 			while (r == -1 && errno == EINTR);
-			if (r == 0 && buf_used(out) <= max) {
-				e = CUSTOS_OK;
+			if (r == 0)
 				break;
-			}
 			e = err_set(CUSTOS_ERR_LIMIT, "%s: larger than the limit of %zu bytes",
 			            path, max);
 			goto out;
 		}
-		if (e != CUSTOS_OK)
+		size_t want = max - buf_used(out);
+		if (want > 65536)
+			want = 65536;
+		e = buf_reserve(out, want);
+		if (e != CUSTOS_OK) {
+			err_wrap(e, "%s", path);
 			goto out;
-		size_t room = out->cap - out->len;
-		if (room > max - buf_used(out))
-			room = max - buf_used(out);
-		ssize_t r = read(fd, buf_tail(out), room);
+		}
+		ssize_t r = read(fd, buf_tail(out), want);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {

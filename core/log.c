@@ -2,8 +2,11 @@
  * Operational logging to stderr: human text on a terminal, JSON lines otherwise so journald
  * and log shippers get structured records. Audit events never go through here.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,6 +17,8 @@
 static log_level cur_level = LOG_LVL_INFO;
 static log_format cur_format = LOG_FMT_AUTO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_fd = STDERR_FILENO; /* stderr, or the file opened by log_open_file */
+static char *log_path;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -21,6 +26,52 @@ void log_setup(log_level level, log_format format)
 {
 	cur_level = level;
 	cur_format = format;
+}
+
+static custos_err open_log(const char *path, int *out)
+{
+	int fd;
+
+	do
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	while (fd == -1 && errno == EINTR);
+	if (fd == -1)
+		return err_sys("log file %s", path);
+	*out = fd;
+	return CUSTOS_OK;
+}
+
+custos_err log_open_file(const char *path)
+{
+	int fd = STDERR_FILENO;
+
+	if (path != NULL)
+		GUARD(open_log(path, &fd));
+	pthread_mutex_lock(&log_lock);
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = fd;
+	free(log_path);
+	log_path = path ? xstrdup(path) : NULL;
+	pthread_mutex_unlock(&log_lock);
+	return CUSTOS_OK;
+}
+
+custos_err log_reopen(void)
+{
+	custos_err e = CUSTOS_OK;
+	int fd;
+
+	pthread_mutex_lock(&log_lock);
+	if (log_path != NULL) {
+		e = open_log(log_path, &fd);
+		if (e == CUSTOS_OK) {
+			close(log_fd);
+			log_fd = fd;
+		}
+	}
+	pthread_mutex_unlock(&log_lock);
+	return e;
 }
 
 log_level log_get_level(void)
@@ -52,15 +103,18 @@ void log_msg(log_level level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 
-	log_format f = cur_format;
-	if (f == LOG_FMT_AUTO)
-		f = isatty(STDERR_FILENO) ? LOG_FMT_TEXT : LOG_FMT_JSON;
 	tm_rfc3339(tm_wall_ns(), ts);
 
 	pthread_mutex_lock(&log_lock);
+	log_format f = cur_format;
+	if (f == LOG_FMT_AUTO)
+		f = isatty(log_fd) ? LOG_FMT_TEXT : LOG_FMT_JSON;
+	/* One write(2) per line: lines from several processes appending never interleave. */
+	char line[LOG_LINE_MAX * 2 + 512];
+	int n;
 	if (f == LOG_FMT_TEXT) {
-		fprintf(stderr, "%s custos[%d] %s: %s\n", ts, (int)getpid(), level_names[level],
-		        msg);
+		n = snprintf(line, sizeof(line), "%s custos[%d] %s: %s\n", ts, (int)getpid(),
+		             level_names[level], msg);
 	} else {
 		uint8_t storage[LOG_LINE_MAX * 2 + 256];
 		buf b = { .data = storage, .cap = sizeof(storage), .max = sizeof(storage) };
@@ -73,10 +127,17 @@ void log_msg(log_level level, const char *fmt, ...)
 		json_kv_cstr(&w, "msg", msg);
 		json_obj_end(&w);
 		if (json_finish(&w) == CUSTOS_OK)
-			fprintf(stderr, "%.*s\n", (int)buf_used(&b), (const char *)buf_ptr(&b));
+			n = snprintf(line, sizeof(line), "%.*s\n", (int)buf_used(&b),
+			             (const char *)buf_ptr(&b));
 		else
-			fprintf(stderr, "{\"level\":\"error\",\"msg\":\"log line too long\"}\n");
+			n = snprintf(line, sizeof(line),
+			             "{\"level\":\"error\",\"msg\":\"log line too long\"}\n");
 	}
-	fflush(stderr);
+	if (n > 0) {
+		size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
+		if (file_write_all(log_fd, line, len) != CUSTOS_OK) {
+			/* Nowhere better to say it; losing an operational log line is not fatal. */
+		}
+	}
 	pthread_mutex_unlock(&log_lock);
 }

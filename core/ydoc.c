@@ -288,6 +288,8 @@ custos_err ydoc_load(ydoc *doc, const char *path, size_t max, diag_list *d)
 }
 
 static void vadd(const ydoc *doc, const ydoc_node *node, diag_list *d, diag_severity sev,
+                 const char *hint, const char *fmt, va_list ap) CUSTOS_PRINTF(6, 0);
+static void vadd(const ydoc *doc, const ydoc_node *node, diag_list *d, diag_severity sev,
                  const char *hint, const char *fmt, va_list ap)
 {
 	char msg[1024];

@@ -10,8 +10,7 @@ cd "$top"
 mapfile -t files < <(find core policy audit sandbox proxy cli include tests bench \
 	-type f \( -name '*.c' -o -name '*.h' \) -not -path '*/corpus/*' 2>/dev/null | sort)
 
-case "${1:-all}" in
-format | all)
+run_format() {
 	fmt=$(command -v clang-format-14 || command -v clang-format || true)
 	if [ -z "$fmt" ]; then
 		echo "lint: clang-format not found (scripts/deps.sh installs it)" >&2
@@ -22,8 +21,9 @@ format | all)
 		exit 1
 	fi
 	echo "lint: format ok (${#files[@]} files)"
-	;;&
-banned | all)
+}
+
+run_banned() {
 	# Word-boundary match on a call: name followed by '('. Comments may mention them.
 	pattern='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok|strncpy|strncat)[[:space:]]*\('
 	bad=$(grep -nE "$pattern" "${files[@]}" | grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/?\*|//)' || true)
@@ -36,6 +36,14 @@ banned | all)
 		exit 1
 	fi
 	echo "lint: no banned calls (${#files[@]} files)"
+}
+
+case "${1:-all}" in
+format) run_format ;;
+banned) run_banned ;;
+all)
+	run_format
+	run_banned
 	;;
 list)
 	printf '%s\n' "${files[@]}"

@@ -1,7 +1,9 @@
 /*
- * custos.yaml, the platform team's file: loaded with libyaml into typed structs. Every
- * problem (unknown key, wrong type, missing key, value out of range) is reported with
- * file:line:col; a config with any error is never used.
+ * custos.yaml, the platform team's file: loaded with libyaml into the typed structs below.
+ * Every problem (unknown key, wrong type, missing key, value out of range, broken reference)
+ * is reported with file:line:col; a config with any error is never used. docs/CONFIG.md is the
+ * reference for every key. Modules never read this struct directly: cli/ and the `up` glue map
+ * it onto each module's own options struct.
  * (Part of core; kept apart from core.h because it is large and only the daemon needs it.)
  */
 #ifndef CUSTOS_CONFIG_H
@@ -9,11 +11,438 @@
 
 #include "custos/core.h"
 
-typedef struct custos_config custos_config;
+/* ---------------------------------------------------------------------------------------------
+ * Hard limits. The config may lower the traffic limits below, never raise them: a value above
+ * the constant is an out-of-range error.
+ */
+#define CFG_MAX_FILE_BYTES      (4u << 20) /* custos.yaml itself */
+#define CFG_MAX_ID_LEN          64         /* ids: [A-Za-z0-9._-], 1..64 chars */
+#define CFG_MAX_PATH_LEN        4096
+#define CFG_MAX_WORKERS         256
+#define CFG_MAX_LISTENERS       64
+#define CFG_MAX_CERTS           4 /* certificate/key pairs per listener (e.g. ECDSA + RSA) */
+#define CFG_MAX_MODELS          256
+#define CFG_MAX_ALIASES         16
+#define CFG_MAX_PROFILES        64
+#define CFG_MAX_DATA_SOURCES    1024
+#define CFG_MAX_SINKS           16
+#define CFG_MAX_API_KEYS        4096
+#define CFG_MAX_LIST            64  /* issuers, audiences, alpn, devices, binds, uids, dns ... */
+#define CFG_MAX_ARGV            256 /* sandbox command words */
+#define CFG_MAX_ENV             256 /* env entries and env allow-list */
+#define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
+#define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
 
-/* Loads and validates path. On success *out is owned by the caller (config_free). On
- * failure every problem is in d and CUSTOS_ERR_PARSE or CUSTOS_ERR_INVAL is returned. */
+#define CFG_MAX_HEADER_BYTES    (64u << 10)
+#define CFG_MAX_HEADER_COUNT    256
+#define CFG_MAX_REQUEST_LINE    (16u << 10)
+#define CFG_MAX_BODY            (1ull << 30)
+#define CFG_MAX_JSON_DEPTH      128
+#define CFG_MAX_CONNECTIONS     1000000
+#define CFG_MAX_TIMEOUT_NS      (3600ull * 1000000000ull) /* any single timeout: 1 h */
+#define CFG_MAX_SHUTDOWN_NS     (600ull * 1000000000ull)
+#define CFG_MAX_RESPONSE        (16ull << 30) /* egress / data-source response cap */
+#define CFG_MAX_AUDIT_QUEUE     (1u << 22)
+#define CFG_MAX_BATCH_WINDOW_NS (1000ull * 1000000ull) /* 1 s */
+#define CFG_MAX_POOL_SIZE       4096
+#define CFG_MAX_VCPUS           512
+#define CFG_MAX_MEMORY          (16ull << 40)
+
+/* ---------------------------------------------------------------------------------------------
+ * Building blocks.
+ */
+typedef struct cfg_kv {
+	char *key, *value;
+} cfg_kv;
+
+/* "host:port", "[v6]:port", "unix:/path" or "/path". */
+typedef enum cfg_addr_kind { CFG_ADDR_TCP = 0, CFG_ADDR_UNIX } cfg_addr_kind;
+typedef struct cfg_addr {
+	cfg_addr_kind kind;
+	char *host;    /* TCP: name or literal, without brackets; NULL for unix */
+	uint16_t port; /* TCP */
+	char *path;    /* unix: absolute socket path */
+	bool loopback; /* unix, 127.0.0.0/8, ::1 or "localhost" */
+} cfg_addr;
+
+/* ---------------------------------------------------------------------------------------------
+ * log:, workers:, limits:
+ */
+typedef struct cfg_log {
+	log_level level;   /* default info */
+	log_format format; /* default auto */
+	char *file;        /* NULL: stderr; else appended to, reopened on SIGUSR1 */
+} cfg_log;
+
+typedef struct cfg_limits {
+	uint64_t header_bytes;    /* default 16 KiB, max CFG_MAX_HEADER_BYTES */
+	uint64_t header_count;    /* default 100 */
+	uint64_t request_line;    /* default 8 KiB */
+	uint64_t body_max;        /* default 10 MiB */
+	uint64_t json_depth;      /* default 64 */
+	uint64_t max_connections; /* default 10000 */
+	uint64_t client_header_timeout_ns, client_body_timeout_ns, client_idle_timeout_ns;
+	uint64_t upstream_connect_timeout_ns, upstream_read_timeout_ns, upstream_idle_timeout_ns;
+	uint64_t shutdown_timeout_ns; /* graceful shutdown bound */
+} cfg_limits;
+
+/* ---------------------------------------------------------------------------------------------
+ * listeners[]
+ */
+typedef enum cfg_client_auth {
+	CFG_CLIENT_AUTH_NONE = 0,
+	CFG_CLIENT_AUTH_OPTIONAL,
+	CFG_CLIENT_AUTH_REQUIRED
+} cfg_client_auth;
+typedef enum cfg_tls_version { CFG_TLS_1_2 = 0, CFG_TLS_1_3 } cfg_tls_version;
+
+typedef struct cfg_cert_pair {
+	char *cert, *key;
+} cfg_cert_pair;
+
+typedef struct cfg_tls_server {
+	bool enabled;         /* a tls: block is present */
+	cfg_cert_pair *certs; /* cert/key first, then certificates[] */
+	size_t n_certs;       /* >= 1 when enabled */
+	char *client_ca;      /* required unless client_auth is none */
+	cfg_client_auth client_auth;
+	cfg_tls_version min_version; /* default 1.2 */
+	char *ciphers;               /* TLS 1.2 list; NULL = Mozilla intermediate */
+	char *ciphersuites;          /* TLS 1.3 list; NULL = OpenSSL default */
+	char **alpn;                 /* default ["http/1.1"] */
+	size_t n_alpn;
+	bool session_tickets;        /* default true */
+	uint64_t ticket_rotation_ns; /* default 12 h */
+} cfg_tls_server;
+
+typedef struct cfg_listener {
+	char *id;
+	char *address; /* as written */
+	cfg_addr addr;
+	cfg_tls_server tls;
+	bool force_plain; /* allow plain HTTP on a non-loopback address */
+} cfg_listener;
+
+/* ---------------------------------------------------------------------------------------------
+ * auth:
+ */
+typedef struct cfg_api_key {
+	char *id;
+	uint8_t sha256[32]; /* digest of the bearer token; compare with CRYPTO_memcmp */
+} cfg_api_key;
+
+enum { CFG_JWT_RS256 = 1u << 0, CFG_JWT_ES256 = 1u << 1, CFG_JWT_EDDSA = 1u << 2 };
+typedef enum cfg_mtls_identity {
+	CFG_MTLS_SAN_URI = 0,
+	CFG_MTLS_SAN_DNS,
+	CFG_MTLS_SAN_EMAIL,
+	CFG_MTLS_CN
+} cfg_mtls_identity;
+
+typedef struct cfg_auth {
+	cfg_api_key *api_keys;
+	size_t n_api_keys;
+	char *api_keys_file; /* lines "id sha256hex"; loaded by the proxy */
+	struct {
+		bool enabled; /* a jwt: block is present */
+		char *jwks_file;
+		char **issuers;
+		size_t n_issuers;
+		char **audiences;
+		size_t n_audiences;
+		unsigned algorithms;   /* CFG_JWT_* bits; default all three */
+		uint64_t leeway_ns;    /* default 30 s */
+		char *principal_claim; /* default "sub" */
+	} jwt;
+	struct {
+		bool enabled; /* default true when any listener requests client certs */
+		cfg_mtls_identity identity; /* default san_uri */
+	} mtls;
+} cfg_auth;
+
+/* ---------------------------------------------------------------------------------------------
+ * models[]
+ */
+typedef enum cfg_upstream_kind {
+	CFG_UPSTREAM_HTTP = 0,
+	CFG_UPSTREAM_HTTPS,
+	CFG_UPSTREAM_UNIX,
+	CFG_UPSTREAM_SANDBOX /* the model's own sandbox, on sandbox.port */
+} cfg_upstream_kind;
+
+typedef struct cfg_upstream {
+	cfg_upstream_kind kind;
+	char *url;          /* as written; NULL for sandbox */
+	char *host;         /* http/https */
+	uint16_t port;      /* http/https (default 80/443) */
+	char *path;         /* unix: socket path; http/https: base path ("/" default) */
+	bool tls_verify;    /* https: default true */
+	char *ca_file;      /* https: NULL = system store */
+	char *server_name;  /* https: SNI/verify name; default host */
+	uint64_t pool_size; /* keep-alive connections kept; default 64 */
+	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns; /* default: limits */
+} cfg_upstream;
+
+typedef enum cfg_sandbox_type {
+	CFG_SANDBOX_NONE = 0,
+	CFG_SANDBOX_PROCESS,
+	CFG_SANDBOX_VM
+} cfg_sandbox_type;
+
+typedef struct cfg_model_sandbox {
+	cfg_sandbox_type type; /* default none */
+	char *profile;         /* key of sandbox_profiles */
+	size_t profile_index;  /* resolved index into cfg->profiles */
+	char **command;        /* argv; required for process */
+	size_t n_command;
+	cfg_kv *env;
+	size_t n_env;
+	char *workdir;
+	uint16_t port; /* where the model server listens inside; default 8000 */
+	struct {
+		char *path; /* NULL: ready on TCP connect */
+		uint64_t timeout_ns, interval_ns;
+		uint64_t start_timeout_ns; /* give up waiting for first readiness */
+	} health;
+	uint64_t restart_initial_ns, restart_max_ns; /* exponential backoff */
+} cfg_model_sandbox;
+
+typedef struct cfg_model {
+	char *id;
+	char **aliases;
+	size_t n_aliases;
+	cfg_upstream upstream;
+	cfg_model_sandbox sandbox;
+} cfg_model;
+
+/* ---------------------------------------------------------------------------------------------
+ * sandbox_profiles: (a map id -> profile)
+ */
+enum {
+	CFG_NS_USER = 1u << 0,
+	CFG_NS_PID = 1u << 1,
+	CFG_NS_MOUNT = 1u << 2,
+	CFG_NS_NET = 1u << 3,
+	CFG_NS_IPC = 1u << 4,
+	CFG_NS_UTS = 1u << 5,
+	CFG_NS_CGROUP = 1u << 6,
+	CFG_NS_ALL = (1u << 7) - 1
+};
+typedef enum cfg_seccomp_base { CFG_SECCOMP_DEFAULT = 0, CFG_SECCOMP_GPU } cfg_seccomp_base;
+typedef enum cfg_gpu { CFG_GPU_NONE = 0, CFG_GPU_NVIDIA, CFG_GPU_AMD } cfg_gpu;
+typedef enum cfg_scratch_type { CFG_SCRATCH_TMPFS = 0, CFG_SCRATCH_DIR } cfg_scratch_type;
+typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL } cfg_vm_channel;
+
+typedef struct cfg_bind {
+	char *src, *dst; /* absolute; dst defaults to src */
+	bool rw;         /* default false */
+} cfg_bind;
+
+typedef struct cfg_profile {
+	char *id;
+	unsigned namespaces; /* CFG_NS_* bits; default CFG_NS_ALL (net always kept) */
+	struct {
+		cfg_seccomp_base base; /* default, or gpu */
+		char **allow;          /* extra syscalls allowed (never the always-denied ones) */
+		size_t n_allow;
+		char **deny; /* syscalls removed from the base list */
+		size_t n_deny;
+	} seccomp;
+	cfg_gpu gpu;
+	char **devices; /* extra device nodes, under /dev/ */
+	size_t n_devices;
+	cfg_bind *binds;
+	size_t n_binds;
+	bool sysfs; /* read-only /sys; default false (gpu profiles add what they need) */
+	struct {
+		cfg_scratch_type type; /* default tmpfs */
+		uint64_t size;         /* tmpfs size; default 256 MiB */
+		char *path;            /* dir: host directory; mount point is /scratch */
+	} scratch;
+	struct {
+		uint64_t memory;    /* bytes; 0 = no limit */
+		uint64_t swap;      /* bytes; default 0 (no swap) */
+		uint64_t pids;      /* default 512 */
+		uint64_t cpu_milli; /* "1.5" cpus = 1500; 0 = no limit */
+		uint64_t nofile;    /* default 4096 */
+	} limits;
+	bool landlock; /* default true */
+	char **env_allow;
+	size_t n_env_allow;
+	struct {
+		bool enabled; /* a vm: block is present */
+		uint64_t vcpus;
+		uint64_t memory;
+		bool hugepages;
+		uint32_t *cpu_pinning; /* host CPUs, one per vCPU in order */
+		size_t n_cpu_pinning;
+		char *kernel, *initrd, *disk, *cmdline;
+		char **hostdev; /* PCI addresses "0000:01:00.0" */
+		size_t n_hostdev;
+		cfg_vm_channel channel;
+		uint32_t vsock_cid; /* 0 = assigned automatically */
+		char *console_log;
+	} vm;
+} cfg_profile;
+
+/* ---------------------------------------------------------------------------------------------
+ * data_sources[], egress:
+ */
+typedef enum cfg_classification {
+	CFG_CLASS_PUBLIC = 0,
+	CFG_CLASS_INTERNAL,
+	CFG_CLASS_CONFIDENTIAL,
+	CFG_CLASS_RESTRICTED
+} cfg_classification;
+
+typedef struct cfg_data_source {
+	char *id;
+	char *url;  /* as written */
+	bool https; /* scheme */
+	char *host; /* lower-case */
+	uint16_t port;
+	char *path_prefix; /* "/" default */
+	cfg_classification classification;
+	bool intercept;               /* TLS interception (https only) */
+	bool allow_private_addresses; /* lift the SSRF deny classes for this source */
+	char *ca_file;                /* NULL = system store */
+	uint64_t max_response;        /* 0 = egress default */
+	uint64_t timeout_ns;          /* 0 = egress default */
+} cfg_data_source;
+
+typedef struct cfg_egress {
+	bool enabled;              /* default true when data_sources is non-empty */
+	uint16_t port;             /* listener port inside each sandbox; default 3128 */
+	char *ca_dir;              /* interception CA (custos ca init); needed to intercept */
+	uint64_t leaf_lifetime_ns; /* minted leaf certificates; default 24 h */
+	uint64_t max_response;     /* default 100 MiB */
+	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns;
+	uint64_t max_connections_per_sandbox; /* default 64 */
+	char **dns_servers;                   /* empty = the system resolver */
+	size_t n_dns_servers;
+} cfg_egress;
+
+/* ---------------------------------------------------------------------------------------------
+ * audit:
+ */
+typedef enum cfg_durability { CFG_DURABILITY_SYNC = 0, CFG_DURABILITY_BATCH } cfg_durability;
+typedef enum cfg_on_full { CFG_ON_FULL_BLOCK = 0, CFG_ON_FULL_DENY } cfg_on_full;
+typedef enum cfg_on_write_error {
+	CFG_ON_WRITE_ERROR_DENY = 0,
+	CFG_ON_WRITE_ERROR_CONTINUE
+} cfg_on_write_error;
+typedef enum cfg_sink_type { CFG_SINK_SYSLOG = 0, CFG_SINK_HTTP } cfg_sink_type;
+typedef enum cfg_sink_format {
+	CFG_FORMAT_RFC5424 = 0,
+	CFG_FORMAT_CEF,
+	CFG_FORMAT_LEEF,
+	CFG_FORMAT_JSON
+} cfg_sink_format;
+
+typedef struct cfg_sink {
+	char *id;
+	cfg_sink_type type;
+	cfg_sink_format format; /* syslog default rfc5424; http: json only */
+	char *address;          /* syslog: host:port */
+	cfg_addr addr;
+	struct {
+		bool enabled; /* a tls: block is present */
+		char *ca, *cert, *key;
+		bool verify; /* default true */
+		char *server_name;
+	} tls;
+	struct {
+		char *url; /* http(s)://.../services/collector/event */
+		char *token_file;
+		bool ack; /* use HEC indexer acknowledgement when offered; default true */
+	} http;
+	uint64_t retry_initial_ns, retry_max_ns;
+} cfg_sink;
+
+typedef struct cfg_audit {
+	char *dir;                             /* default /var/lib/custos/audit */
+	cfg_durability durability;             /* default batch */
+	uint64_t batch_window_ns;              /* default 10 ms */
+	uint64_t queue_size;                   /* events; default 65536 */
+	cfg_on_full on_full;                   /* default block */
+	uint64_t rotate_size;                  /* default 256 MiB; 0 = never */
+	uint64_t rotate_interval_ns;           /* default 24 h; 0 = never */
+	uint64_t checkpoint_every_events;      /* default 1000 */
+	uint64_t checkpoint_every_interval_ns; /* default 60 s */
+	char *signing_key;                     /* Ed25519 private key (0600) */
+	char *public_key;
+	cfg_on_write_error on_write_error; /* default deny */
+	cfg_sink *sinks;
+	size_t n_sinks;
+} cfg_audit;
+
+/* ---------------------------------------------------------------------------------------------
+ * admin:, policy:
+ */
+typedef struct cfg_admin {
+	bool enabled;           /* default true */
+	char *socket;           /* default /run/custos/admin.sock */
+	uint32_t socket_mode;   /* default 0660 */
+	uint32_t *allowed_uids; /* empty = the uid custos runs as (and root) */
+	size_t n_allowed_uids;
+	struct {
+		bool enabled; /* a tcp: block is present */
+		char *address;
+		cfg_addr addr;
+		uint8_t token_sha256[32];
+	} tcp;
+	bool force;        /* allow the TCP port on a non-loopback address */
+	uint64_t max_body; /* default 1 MiB */
+} cfg_admin;
+
+typedef struct cfg_policy {
+	char *file;            /* default /etc/custos/policy.yaml */
+	bool reload_on_sighup; /* default true */
+} cfg_policy;
+
+/* ---------------------------------------------------------------------------------------------
+ * The whole file. Strings and arrays are owned by the config (one arena), released by
+ * config_free; never free a field yourself.
+ */
+typedef struct cfg_arena cfg_arena;
+typedef struct custos_config {
+	char *source;     /* file name it came from */
+	uint64_t version; /* 1 */
+	cfg_log log;
+	uint64_t workers; /* 0 = number of cores */
+	cfg_limits limits;
+	cfg_listener *listeners;
+	size_t n_listeners;
+	cfg_auth auth;
+	cfg_model *models;
+	size_t n_models;
+	cfg_profile *profiles;
+	size_t n_profiles;
+	cfg_data_source *data_sources;
+	size_t n_data_sources;
+	cfg_egress egress;
+	cfg_audit audit;
+	cfg_admin admin;
+	cfg_policy policy;
+	cfg_arena *arena_; /* private */
+} custos_config;
+
+/* Loads and validates path (refused when writable by group or others). On success *out is
+ * owned by the caller (config_free) and d may hold warnings. On failure *out is NULL, every
+ * problem is in d and CUSTOS_ERR_PARSE, CUSTOS_ERR_INVAL or the file error is returned. */
 custos_err config_load(const char *path, custos_config **out, diag_list *d) CUSTOS_WUR;
+/* Same from memory: text[len] named `name` in messages (fuzzing, tests, reload over a socket). */
+custos_err config_parse(const char *name, const char *text, size_t len, custos_config **out,
+                        diag_list *d) CUSTOS_WUR;
+/* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
+
+/* Lookups: the entry with that id (models also by alias), or NULL. */
+const cfg_model *config_find_model(const custos_config *cfg, const char *id);
+const cfg_profile *config_find_profile(const custos_config *cfg, const char *id);
+const cfg_data_source *config_find_data_source(const custos_config *cfg, const char *id);
+/* Static names of enum values as written in the file ("process", "batch", ...). */
+const char *config_classification_name(cfg_classification c);
+const char *config_sandbox_type_name(cfg_sandbox_type t);
 
 #endif

@@ -147,7 +147,7 @@ custos_err buf_append_span(buf *b, span s) CUSTOS_WUR;
 custos_err buf_append_cstr(buf *b, const char *s) CUSTOS_WUR;
 custos_err buf_append_byte(buf *b, uint8_t c) CUSTOS_WUR;
 custos_err buf_printf(buf *b, const char *fmt, ...) CUSTOS_WUR CUSTOS_PRINTF(2, 3);
-custos_err buf_vprintf(buf *b, const char *fmt, va_list ap) CUSTOS_WUR;
+custos_err buf_vprintf(buf *b, const char *fmt, va_list ap) CUSTOS_WUR CUSTOS_PRINTF(2, 0);
 /* Drops n bytes from the front (n <= buf_used). Compacts lazily. */
 void buf_consume(buf *b, size_t n);
 /* NUL-terminates without counting the NUL (for APIs that need a C string). */
@@ -161,6 +161,12 @@ typedef enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_
 typedef enum log_format { LOG_FMT_AUTO = 0, LOG_FMT_TEXT, LOG_FMT_JSON } log_format;
 
 void log_setup(log_level level, log_format format);
+/* Sends log lines to path (appended, 0640, created if missing) instead of stderr; the format
+ * then defaults to JSON. NULL goes back to stderr. */
+custos_err log_open_file(const char *path) CUSTOS_WUR;
+/* Reopens the log file (after logrotate moved it; on SIGUSR1). No-op when logging to stderr.
+ * Async-signal-unsafe: call it from the event loop, not from the handler. */
+custos_err log_reopen(void) CUSTOS_WUR;
 log_level log_get_level(void);
 /* Parses "error|warn|info|debug"; CUSTOS_ERR_INVAL otherwise. */
 custos_err log_level_parse(span s, log_level *out) CUSTOS_WUR;
@@ -338,5 +344,15 @@ void ydoc_error(const ydoc *doc, const ydoc_node *node, diag_list *d, const char
                 const char *fmt, ...) CUSTOS_PRINTF(5, 6);
 void ydoc_warn(const ydoc *doc, const ydoc_node *node, diag_list *d, const char *hint,
                const char *fmt, ...) CUSTOS_PRINTF(5, 6);
+
+/* ---------------------------------------------------------------------------------------------
+ * Service manager notification (the sd_notify protocol, spoken directly so that no libsystemd
+ * is needed): a datagram to $NOTIFY_SOCKET. Without NOTIFY_SOCKET it does nothing and returns
+ * CUSTOS_OK, so callers need not know whether systemd runs them.
+ */
+/* Sends state ("READY=1", "STATUS=...", "RELOADING=1", "STOPPING=1", "WATCHDOG=1"). */
+custos_err notify_send(const char *state) CUSTOS_WUR;
+/* The watchdog interval systemd asked for (WATCHDOG_USEC for this pid), or 0 when none. */
+uint64_t notify_watchdog_usec(void);
 
 #endif /* CUSTOS_CORE_H */

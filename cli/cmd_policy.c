@@ -1,0 +1,138 @@
+/* custos policy check|test|explain: thin wrappers over the policy module. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "custos/policy.h"
+
+static policy *load_or_report(const char *path, diag_list *d)
+{
+	policy *p = NULL;
+	custos_err e = policy_load(path, &p, d);
+	diag_print(d, stderr);
+	if (e != CUSTOS_OK) {
+		fprintf(stderr, "%s: %zu error(s)\n", path, d->errors ? d->errors : 1);
+		if (d->errors == 0)
+			fprintf(stderr, "custos: %s\n", err_msg());
+		return NULL;
+	}
+	return p;
+}
+
+int cmd_policy_check(int argc, char **argv)
+{
+	diag_list d;
+	if (argc != 2) {
+		cli_usage("policy", "check", false);
+		return CLI_USAGE;
+	}
+	diag_init(&d);
+	policy *p = load_or_report(argv[1], &d);
+	if (p == NULL) {
+		diag_free(&d);
+		return CLI_FAIL;
+	}
+	printf("%s: ok, %zu rules, mode %s, sha256 %s%s\n", argv[1], policy_rule_count(p),
+	       policy_get_mode(p) == POLICY_SHADOW ? "shadow" : "enforce", policy_hash_hex(p),
+	       d.warnings ? " (with warnings)" : "");
+	policy_unref(p);
+	diag_free(&d);
+	return CLI_OK;
+}
+
+int cmd_policy_test(int argc, char **argv)
+{
+	diag_list d;
+	if (argc != 3) {
+		cli_usage("policy", "test", false);
+		return CLI_USAGE;
+	}
+	diag_init(&d);
+	policy *p = load_or_report(argv[1], &d);
+	if (p == NULL) {
+		diag_free(&d);
+		return CLI_FAIL;
+	}
+	diag_free(&d);
+	diag_init(&d);
+	policy_test_result res;
+	custos_err e = policy_run_tests(p, argv[2], stdout, &res, &d);
+	diag_print(&d, stderr);
+	int rc = CLI_OK;
+	if (e != CUSTOS_OK) {
+		fprintf(stderr, "%s: %s\n", argv[2], err_msg());
+		rc = CLI_FAIL;
+	}
+	printf("%zu passed, %zu failed\n", res.passed, res.failed);
+	if (res.failed)
+		rc = CLI_FAIL;
+	policy_unref(p);
+	diag_free(&d);
+	return rc;
+}
+
+int cmd_policy_explain(int argc, char **argv)
+{
+	const char *file = NULL, *request = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--request") == 0 && i + 1 < argc)
+			request = argv[++i];
+		else if (strncmp(argv[i], "--request=", 10) == 0)
+			request = argv[i] + 10;
+		else if (file == NULL && argv[i][0] != '-')
+			file = argv[i];
+		else {
+			cli_usage("policy", "explain", false);
+			return CLI_USAGE;
+		}
+	}
+	if (file == NULL || request == NULL) {
+		cli_usage("policy", "explain", false);
+		return CLI_USAGE;
+	}
+	diag_list d;
+	diag_init(&d);
+	policy *p = load_or_report(file, &d);
+	if (p == NULL) {
+		diag_free(&d);
+		return CLI_FAIL;
+	}
+	diag_free(&d);
+	diag_init(&d);
+	buf text, out;
+	buf_init(&text, 1024 * 1024);
+	buf_init(&out, 16 * 1024 * 1024);
+	int rc = CLI_FAIL;
+	custos_err e;
+	if (request[0] == '@')
+		e = file_load(request + 1, FILE_ANY, 1024 * 1024, &text);
+	else
+		e = buf_append_cstr(&text, request);
+	if (e != CUSTOS_OK) {
+		fprintf(stderr, "custos: --request: %s\n", err_msg());
+		goto out;
+	}
+	policy_request req;
+	policy_request_doc *keep = NULL;
+	e = policy_request_parse(p, (const char *)buf_ptr(&text), buf_used(&text), &req, &keep, &d);
+	diag_print(&d, stderr);
+	if (e != CUSTOS_OK) {
+		fprintf(stderr, "custos: bad --request\n");
+		policy_request_doc_free(keep);
+		goto out;
+	}
+	e = policy_explain(p, &req, &out);
+	policy_request_doc_free(keep);
+	if (e != CUSTOS_OK) {
+		fprintf(stderr, "custos: %s\n", err_msg());
+		goto out;
+	}
+	fwrite(buf_ptr(&out), 1, buf_used(&out), stdout);
+	rc = CLI_OK;
+out:
+	buf_free(&text);
+	buf_free(&out);
+	diag_free(&d);
+	policy_unref(p);
+	return rc;
+}

@@ -1,0 +1,449 @@
+/*
+ * policy tools: request contexts written as YAML/JSON (for `policy test` and `policy explain`)
+ * and the test runner. Test files are held to the same standard as policies: unknown keys,
+ * unknown ids and bad values are errors with file:line:col, never a silent "deny".
+ */
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy_int.h"
+
+#define REQ_MAX_IDS 64
+
+struct policy_request_doc {
+	ydoc doc; /* when parsed from text */
+	bool own_doc;
+	span san_uris[REQ_MAX_IDS], san_dns[REQ_MAX_IDS], san_emails[REQ_MAX_IDS],
+	        jwt_groups[REQ_MAX_IDS];
+	policy_identity id;
+};
+
+void policy_request_doc_free(policy_request_doc *k)
+{
+	if (k == NULL)
+		return;
+	if (k->own_doc)
+		ydoc_free(&k->doc);
+	OPENSSL_cleanse(&k->id, sizeof(k->id));
+	free(k);
+}
+
+static bool spans_of(const ydoc *doc, ydoc_node *n, span *out, size_t *nout, diag_list *d)
+{
+	size_t k = n->kind == YDOC_SEQ ? n->n : 1;
+	if (n->kind == YDOC_MAP || k > REQ_MAX_IDS) {
+		ydoc_error(doc, n, d, NULL, "expected a string or a list of at most %d strings",
+		           REQ_MAX_IDS);
+		return false;
+	}
+	for (size_t i = 0; i < k; i++) {
+		ydoc_node *it = n->kind == YDOC_SEQ ? n->items[i] : n;
+		const char *s;
+		if (!ydoc_str(doc, it, &s, d))
+			return false;
+		out[i] = span_of(s, it->len);
+	}
+	*nout = k;
+	return true;
+}
+
+static bool parse_identity(const ydoc *doc, ydoc_node *n, policy_request_doc *k, diag_list *d)
+{
+	static const char *const keys[] = { "cert_san_uri",   "cert_san_dns", "cert_san_email",
+		                            "cert_cn",        "cert_issuer",  "api_key",
+		                            "api_key_sha256", "jwt_iss",      "jwt_sub",
+		                            "jwt_groups" };
+	policy_identity *id = &k->id;
+	bool ok = ydoc_expect(doc, n, YDOC_MAP, "a mapping", d) &&
+	          ydoc_check_keys(doc, n, keys, CUSTOS_ARRAY_LEN(keys), d);
+	if (!ok)
+		return false;
+	ydoc_node *v;
+	const char *s;
+	if ((v = ydoc_map_get(n, "cert_san_uri")) &&
+	    spans_of(doc, v, k->san_uris, &id->n_san_uris, d))
+		id->san_uris = k->san_uris;
+	if ((v = ydoc_map_get(n, "cert_san_dns")) &&
+	    spans_of(doc, v, k->san_dns, &id->n_san_dns, d))
+		id->san_dns = k->san_dns;
+	if ((v = ydoc_map_get(n, "cert_san_email")) &&
+	    spans_of(doc, v, k->san_emails, &id->n_san_emails, d))
+		id->san_emails = k->san_emails;
+	if ((v = ydoc_map_get(n, "jwt_groups")) &&
+	    spans_of(doc, v, k->jwt_groups, &id->n_jwt_groups, d))
+		id->jwt_groups = k->jwt_groups;
+	if ((v = ydoc_map_get(n, "cert_cn")) && ydoc_str(doc, v, &s, d))
+		id->subject_cn = span_of(s, v->len);
+	if ((v = ydoc_map_get(n, "cert_issuer")) && ydoc_str(doc, v, &s, d))
+		id->issuer_dn = span_of(s, v->len);
+	if ((v = ydoc_map_get(n, "jwt_iss")) && ydoc_str(doc, v, &s, d))
+		id->jwt_iss = span_of(s, v->len);
+	if ((v = ydoc_map_get(n, "jwt_sub")) && ydoc_str(doc, v, &s, d))
+		id->jwt_sub = span_of(s, v->len);
+	if ((v = ydoc_map_get(n, "api_key")) && ydoc_str(doc, v, &s, d)) {
+		unsigned int len = 0;
+		if (EVP_Digest(s, v->len, id->api_key_sha256, &len, EVP_sha256(), NULL) == 1)
+			id->has_api_key = true;
+	}
+	if ((v = ydoc_map_get(n, "api_key_sha256")) && ydoc_str(doc, v, &s, d)) {
+		if (num_parse_hex(span_of(s, v->len), id->api_key_sha256, 32) != CUSTOS_OK)
+			ydoc_error(doc, v, d, NULL, "api_key_sha256 must be 64 hex digits");
+		else
+			id->has_api_key = true;
+	}
+	return true;
+}
+
+custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node *node,
+                                    policy_request *req, policy_request_doc **keep, diag_list *d)
+{
+	static const char *const keys[] = { "direction", "principal", "identity", "model",
+		                            "data",      "url",       "method",   "path",
+		                            "route",     "body_size", "time",     "taint",
+		                            "isolation", "shadow" };
+	size_t e0 = d->errors;
+	memset(req, 0, sizeof(*req));
+	req->isolation = -1;
+	*keep = NULL;
+	if (!ydoc_expect(doc, node, YDOC_MAP, "a request mapping", d))
+		return CUSTOS_ERR_PARSE;
+	policy_request_doc *k = calloc(1, sizeof(*k));
+	ENSURE(k != NULL, CUSTOS_ERR_NOMEM, "out of memory");
+	(void)ydoc_check_keys(doc, node, keys, CUSTOS_ARRAY_LEN(keys), d);
+	ydoc_node *v;
+	const char *s;
+	int x;
+	if ((v = ydoc_map_get(node, "direction")) != NULL) {
+		static const char *const dn[] = { "ingress", "egress" };
+		if (ydoc_enum(doc, v, dn, 2, &x, d))
+			req->direction = (policy_direction)x;
+	} else {
+		ydoc_error(doc, node, d, NULL, "request needs 'direction' (ingress or egress)");
+	}
+	ydoc_node *pv = ydoc_map_get(node, "principal"), *iv = ydoc_map_get(node, "identity");
+	if (pv && iv)
+		ydoc_error(doc, iv, d, NULL, "give 'principal' or 'identity', not both");
+	else if (pv && ydoc_str(doc, pv, &s, d)) {
+		req->principal = policy_find_principal(p, span_of(s, pv->len));
+		if (req->principal == NULL)
+			ydoc_error(doc, pv, d, "omit 'principal' for an unauthenticated request",
+			           "unknown principal '%s'", s);
+	} else if (iv && parse_identity(doc, iv, k, d)) {
+		req->principal = policy_match_principal(p, &k->id);
+	}
+	if ((v = ydoc_map_get(node, "model")) != NULL && ydoc_str(doc, v, &s, d)) {
+		req->model = policy_find_model(p, span_of(s, v->len));
+		if (req->model == NULL)
+			ydoc_error(doc, v, d, "omit 'model' for a request to an unknown model",
+			           "unknown model '%s'", s);
+	}
+	ydoc_node *dv = ydoc_map_get(node, "data"), *uv = ydoc_map_get(node, "url");
+	if (dv && uv)
+		ydoc_error(doc, uv, d, NULL, "give 'data' or 'url', not both");
+	else if (dv && ydoc_str(doc, dv, &s, d)) {
+		req->data = policy_find_data_id(p, span_of(s, dv->len));
+		if (req->data == NULL)
+			ydoc_error(doc, dv, d, NULL, "unknown data source '%s'", s);
+	} else if (uv && ydoc_str(doc, uv, &s, d)) {
+		req->data = policy_find_data_url(p, span_of(s, uv->len));
+		/* the URL's path (without query) is the request path unless one is given */
+		const char *sep = strstr(s, "://");
+		const char *ps = sep ? strchr(sep + 3, '/') : NULL;
+		if (ps && ydoc_map_get(node, "path") == NULL)
+			req->path = span_of(ps, strcspn(ps, "?#"));
+	}
+	if ((v = ydoc_map_get(node, "method")) != NULL && ydoc_str(doc, v, &s, d))
+		req->method = span_of(s, v->len);
+	if ((v = ydoc_map_get(node, "path")) != NULL && ydoc_str(doc, v, &s, d))
+		req->path = span_of(s, v->len);
+	if ((v = ydoc_map_get(node, "route")) != NULL && ydoc_str(doc, v, &s, d)) {
+		req->route = span_of(s, v->len);
+		const char *sp = memchr(s, ' ', v->len);
+		/* a route alone also fills method and path when they are not given */
+		if (sp && req->method.len == 0)
+			req->method = span_of(s, (size_t)(sp - s));
+		if (sp && req->path.len == 0)
+			req->path = span_of(sp + 1, v->len - (size_t)(sp + 1 - s));
+	}
+	if ((v = ydoc_map_get(node, "body_size")) != NULL)
+		(void)ydoc_size(doc, v, UINT64_MAX, &req->body_size, d);
+	if ((v = ydoc_map_get(node, "time")) != NULL && ydoc_str(doc, v, &s, d) &&
+	    tm_parse_rfc3339(span_of(s, v->len), &req->time_ns) != CUSTOS_OK)
+		ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
+	if ((v = ydoc_map_get(node, "taint")) != NULL) {
+		policy_class c;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_class_parse(span_of(s, v->len), &c))
+				req->taint = c;
+			else
+				ydoc_error(doc, v, d,
+				           "public, internal, confidential or restricted",
+				           "unknown classification '%s'", s);
+		}
+	}
+	if ((v = ydoc_map_get(node, "isolation")) != NULL) {
+		policy_isolation i;
+		if (ydoc_str(doc, v, &s, d)) {
+			if (policy_isolation_parse(span_of(s, v->len), &i))
+				req->isolation = (int)i;
+			else
+				ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
+				           "unknown isolation '%s'", s);
+		}
+	}
+	if ((v = ydoc_map_get(node, "shadow")) != NULL)
+		(void)ydoc_bool(doc, v, &req->force_shadow, d);
+	*keep = k;
+	if (d->errors != e0)
+		return CUSTOS_ERR_PARSE;
+	return CUSTOS_OK;
+}
+
+custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
+                                policy_request_doc **keep, diag_list *d)
+{
+	ydoc doc;
+	*keep = NULL;
+	ENSURE(len <= 1024 * 1024, CUSTOS_ERR_LIMIT, "request over the limit of 1 MiB");
+	custos_err pe = ydoc_parse(&doc, "<request>", text, len, d);
+	if (pe != CUSTOS_OK) {
+		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
+		return pe;
+	}
+	if (doc.root == NULL) {
+		ydoc_free(&doc);
+		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		return CUSTOS_ERR_PARSE;
+	}
+	policy_request_doc *k = NULL;
+	custos_err e = policy_request_from_yaml(p, &doc, doc.root, req, &k, d);
+	if (k == NULL) {
+		ydoc_free(&doc);
+		return e;
+	}
+	k->doc = doc; /* spans point into the nodes, which stay where they are */
+	k->own_doc = true;
+	*keep = k;
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Test runner
+ */
+static const char *effect_word(policy_effect e)
+{
+	return e == POLICY_ALLOW ? "allow" : "deny";
+}
+
+static void rules_text(const policy_decision *dec, char *out, size_t n)
+{
+	size_t off = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < dec->n_rules && off < n; i++)
+		off += (size_t)snprintf(out + off, n - off, "%s%s", i ? "," : "", dec->rules[i]);
+	if (dec->n_rules == 0)
+		snprintf(out, n, "none");
+}
+
+/* Appends to a failure note; a full note is cut short, which is harmless. */
+static void note(buf *b, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
+static void note(buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (buf_vprintf(b, fmt, ap) != CUSTOS_OK) {
+		/* truncated */
+	}
+	va_end(ap);
+}
+
+/* Compares the expected obligations; appends mismatches to why. Returns true when all hold. */
+static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
+                              const policy_decision *dec, buf *why, diag_list *d)
+{
+	static const char *const keys[] = { "audit", "max_body", "max_tokens", "prompt",
+		                            "response" };
+	if (!ydoc_expect(doc, ob, YDOC_MAP, "a mapping", d) ||
+	    !ydoc_check_keys(doc, ob, keys, CUSTOS_ARRAY_LEN(keys), d))
+		return false;
+	bool ok = true;
+	ydoc_node *v;
+	static const char *const audits[] = { "metadata", "bodies_hashed", "bodies" };
+	int x;
+	uint64_t n;
+	if ((v = ydoc_map_get(ob, "audit")) && ydoc_enum(doc, v, audits, 3, &x, d) &&
+	    (int)dec->audit != x) {
+		note(why, " audit %s (want %s);", policy_audit_level_name(dec->audit), audits[x]);
+		ok = false;
+	}
+	if ((v = ydoc_map_get(ob, "max_body")) && ydoc_size(doc, v, UINT64_MAX, &n, d) &&
+	    dec->limits.max_body_bytes != n) {
+		note(why, " max_body %llu (want %llu);",
+		     (unsigned long long)dec->limits.max_body_bytes, (unsigned long long)n);
+		ok = false;
+	}
+	if ((v = ydoc_map_get(ob, "max_tokens")) && ydoc_u64(doc, v, 0, UINT64_MAX, &n, d) &&
+	    dec->limits.max_tokens != n) {
+		note(why, " max_tokens %llu (want %llu);",
+		     (unsigned long long)dec->limits.max_tokens, (unsigned long long)n);
+		ok = false;
+	}
+	static const char *const acts[] = { "none", "log", "redact", "deny" };
+	for (int w = 0; w < 2; w++) {
+		ydoc_node *m = ydoc_map_get(ob, w ? "response" : "prompt");
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "detector: action", d))
+			continue;
+		for (size_t i = 0; i < m->n; i++) {
+			ydoc_node *k = m->pairs[i].key;
+			uint32_t det;
+			if (!pmap_get(&p->detector_ids, k->str, k->len, &det)) {
+				ydoc_error(doc, k, d, NULL, "unknown detector '%s'", k->str);
+				continue;
+			}
+			if (!ydoc_enum(doc, m->pairs[i].value, acts, 4, &x, d))
+				continue;
+			uint8_t got = w ? dec->inspect_response[det] : dec->inspect_prompt[det];
+			if (got != x) {
+				note(why, " %s %s: %s (want %s);", w ? "response" : "prompt",
+				     k->str, acts[got], acts[x]);
+				ok = false;
+			}
+		}
+	}
+	return ok;
+}
+
+custos_err policy_run_tests(const policy *p, const char *tests_path, void *report,
+                            policy_test_result *res, diag_list *d)
+{
+	static const char *const top[] = { "cases" };
+	static const char *const ckeys[] = { "name",  "request", "expect",
+		                             "would", "rules",   "obligations" };
+	static const char *const effects[] = { "deny", "allow" };
+	FILE *f = report;
+	ydoc doc;
+	memset(res, 0, sizeof(*res));
+	size_t e0 = d->errors;
+	custos_err le = ydoc_load(&doc, tests_path, POLICY_MAX_FILE_BYTES, d);
+	if (le != CUSTOS_OK) {
+		ydoc_free(&doc);
+		return le;
+	}
+	ydoc_node *root = doc.root;
+	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a mapping with 'cases'", d) ||
+	    !ydoc_check_keys(&doc, root, top, 1, d)) {
+		if (root == NULL)
+			diag_add(d, DIAG_ERROR, tests_path, 1, 1, NULL, "empty test file");
+		ydoc_free(&doc);
+		return CUSTOS_ERR_PARSE;
+	}
+	ydoc_node *cases = ydoc_map_get(root, "cases");
+	if (cases == NULL || !ydoc_expect(&doc, cases, YDOC_SEQ, "a list of cases", d) ||
+	    cases->n > POLICY_MAX_TEST_CASES) {
+		if (cases == NULL)
+			ydoc_error(&doc, root, d, NULL, "missing 'cases'");
+		else if (cases->n > POLICY_MAX_TEST_CASES)
+			ydoc_error(&doc, cases, d, NULL, "more than %d cases",
+			           POLICY_MAX_TEST_CASES);
+		ydoc_free(&doc);
+		return CUSTOS_ERR_PARSE;
+	}
+	buf why;
+	buf_init(&why, 64 * 1024);
+	for (size_t i = 0; i < cases->n; i++) {
+		ydoc_node *c = cases->items[i];
+		size_t ce = d->errors;
+		if (!ydoc_expect(&doc, c, YDOC_MAP, "a case mapping", d))
+			continue;
+		(void)ydoc_check_keys(&doc, c, ckeys, CUSTOS_ARRAY_LEN(ckeys), d);
+		ydoc_node *nm = ydoc_map_get(c, "name"), *rq = ydoc_map_get(c, "request"),
+		          *ex = ydoc_map_get(c, "expect"), *wo = ydoc_map_get(c, "would"),
+		          *rl = ydoc_map_get(c, "rules"), *ob = ydoc_map_get(c, "obligations");
+		const char *name = "(unnamed)";
+		if (nm)
+			(void)ydoc_str(&doc, nm, &name, d);
+		if (rq == NULL || ex == NULL) {
+			ydoc_error(&doc, c, d, NULL, "case '%s' needs 'request' and 'expect'",
+			           name);
+			continue;
+		}
+		int want, want_would = -1;
+		if (!ydoc_enum(&doc, ex, effects, 2, &want, d))
+			continue;
+		if (wo && !ydoc_enum(&doc, wo, effects, 2, &want_would, d))
+			continue;
+		policy_request req;
+		policy_request_doc *keep = NULL;
+		custos_err e = policy_request_from_yaml(p, &doc, rq, &req, &keep, d);
+		if (e != CUSTOS_OK || d->errors != ce) {
+			policy_request_doc_free(keep);
+			continue;
+		}
+		policy_decision dec;
+		policy_evaluate(p, &req, &dec);
+		buf_reset(&why);
+		bool pass = (int)dec.effect == want;
+		if (!pass)
+			note(&why, " expected %s, got %s;", effects[want], effect_word(dec.effect));
+		if (want_would >= 0 && (int)dec.verdict != want_would) {
+			note(&why, " enforcement would %s, expected %s;", effect_word(dec.verdict),
+			     effects[want_would]);
+			pass = false;
+		}
+		if (rl) {
+			const char *ids[POLICY_MAX_DECISION_RULES * 4];
+			size_t n = 0;
+			ydoc_node *items[POLICY_MAX_DECISION_RULES * 4];
+			if (rl->kind == YDOC_SCALAR)
+				items[n++] = rl;
+			else if (rl->kind == YDOC_SEQ && rl->n <= CUSTOS_ARRAY_LEN(items))
+				for (size_t j = 0; j < rl->n; j++)
+					items[n++] = rl->items[j];
+			else
+				ydoc_error(&doc, rl, d, NULL, "rules: a list of at most %zu ids",
+				           CUSTOS_ARRAY_LEN(items));
+			bool same = n == dec.n_rules;
+			for (size_t j = 0; j < n; j++) {
+				if (!ydoc_str(&doc, items[j], &ids[j], d))
+					same = false;
+				bool found = false;
+				for (size_t q = 0; q < dec.n_rules && !found; q++)
+					found = strcmp(dec.rules[q], ids[j] ? ids[j] : "") == 0;
+				same &= found;
+			}
+			if (!same) {
+				char got[1024];
+				rules_text(&dec, got, sizeof(got));
+				note(&why, " deciding rules [%s], expected [", got);
+				for (size_t j = 0; j < n; j++)
+					note(&why, "%s%s", j ? "," : "",
+					     items[j]->kind == YDOC_SCALAR ? items[j]->str : "?");
+				note(&why, "];");
+				pass = false;
+			}
+		}
+		if (ob && !check_obligations(p, &doc, ob, &dec, &why, d))
+			pass = false;
+		policy_request_doc_free(keep);
+		if (d->errors != ce)
+			continue;
+		if (pass) {
+			res->passed++;
+		} else {
+			res->failed++;
+			char got[1024];
+			rules_text(&dec, got, sizeof(got));
+			span w = buf_span(&why);
+			fprintf(f, "%s:%u:%u: FAIL '%s':%.*s decision %s by [%s]: %s\n", doc.file,
+			        c->line, c->col, name, (int)w.len, w.ptr, effect_word(dec.effect),
+			        got, dec.reason);
+		}
+	}
+	buf_free(&why);
+	ydoc_free(&doc);
+	if (d->errors != e0)
+		return err_set(CUSTOS_ERR_PARSE, "%s: errors in the test file", tests_path);
+	return CUSTOS_OK;
+}

@@ -1,0 +1,48 @@
+/* libFuzzer target: the policy compiler (YAML -> validated, indexed policy), then a few
+ * evaluations and an explain over whatever compiled. Includes are skipped so the target
+ * never reads other files. */
+#include <stdint.h>
+#include <string.h>
+
+#include "custos/policy.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size > 256 * 1024 || memmem(data, size, "include", 7) != NULL)
+		return 0;
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	if (policy_parse("fuzz.yaml", (const char *)data, size, &p, &d) == CUSTOS_OK) {
+		policy_request r;
+		memset(&r, 0, sizeof(r));
+		r.isolation = -1;
+		r.time_ns = 1800000000ull * 1000000000ull;
+		r.method = SPAN_LIT("POST");
+		r.path = SPAN_LIT("/v1/chat/completions");
+		policy_decision dec;
+		for (int dir = 0; dir < 2; dir++) {
+			r.direction = (policy_direction)dir;
+			policy_evaluate(p, &r, &dec);
+			policy_identity id;
+			memset(&id, 0, sizeof(id));
+			span uri = SPAN_LIT("spiffe://corp/team/analytics/x");
+			id.san_uris = &uri;
+			id.n_san_uris = 1;
+			r.principal = policy_match_principal(p, &id);
+			r.data = policy_find_data_url(p, SPAN_LIT("https://wiki.corp.example/a/b"));
+			policy_evaluate(p, &r, &dec);
+		}
+		buf out;
+		buf_init(&out, 1 << 20);
+		if (policy_explain(p, &r, &out) != CUSTOS_OK) {
+			/* a full buffer is fine */
+		}
+		buf_free(&out);
+		policy_unref(p);
+	}
+	diag_free(&d);
+	return 0;
+}

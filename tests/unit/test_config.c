@@ -1,0 +1,474 @@
+/* Unit tests for the custos.yaml loader: the example file, defaults, every kind of error with
+ * its position, the cross-section checks and the file-mode refusal. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "custos/config.h"
+
+/* Parses text, expecting success; the caller frees. */
+static custos_config *parse_ok(const char *text)
+{
+	custos_config *cfg = NULL;
+	diag_list d;
+
+	diag_init(&d);
+	custos_err e = config_parse("t.yaml", text, strlen(text), &cfg, &d);
+	if (e != CUSTOS_OK || d.errors)
+		diag_print(&d, stderr);
+	assert_int_equal(e, CUSTOS_OK);
+	assert_int_equal(d.errors, 0);
+	assert_non_null(cfg);
+	diag_free(&d);
+	return cfg;
+}
+
+/* Parses text expecting failure; returns the diag item whose message contains needle. The
+ * caller frees d. */
+static const diag_item *parse_fail(const char *text, diag_list *d, const char *needle)
+{
+	custos_config *cfg = (custos_config *)1;
+
+	diag_init(d);
+	custos_err e = config_parse("t.yaml", text, strlen(text), &cfg, d);
+	assert_int_not_equal(e, CUSTOS_OK);
+	assert_null(cfg);
+	assert_true(d->errors > 0);
+	for (size_t i = 0; i < d->n; i++) {
+		if (d->items[i].severity == DIAG_ERROR && strstr(d->items[i].message, needle))
+			return &d->items[i];
+	}
+	diag_print(d, stderr);
+	fail_msg("no error containing '%s'", needle);
+	return NULL;
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+	diag_list d;
+
+	parse_fail(text, &d, needle);
+	diag_free(&d);
+}
+
+static void test_example_file(void **state)
+{
+	(void)state;
+	const char *src = getenv("CUSTOS_SRC");
+	char path[4096];
+	custos_config *cfg = NULL;
+	diag_list d;
+
+	snprintf(path, sizeof(path), "%s/conf/custos.example.yaml", src ? src : ".");
+	diag_init(&d);
+	custos_err e = config_load(path, &cfg, &d);
+	if (e != CUSTOS_OK)
+		diag_print(&d, stderr);
+	assert_int_equal(e, CUSTOS_OK);
+	assert_int_equal(d.errors, 0);
+	assert_int_equal(d.warnings, 0);
+	assert_int_equal(cfg->version, 1);
+	assert_int_equal(cfg->n_listeners, 3);
+	assert_string_equal(cfg->listeners[0].id, "public-tls");
+	assert_true(cfg->listeners[0].tls.enabled);
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 2);
+	assert_int_equal(cfg->listeners[0].tls.client_auth, CFG_CLIENT_AUTH_OPTIONAL);
+	assert_int_equal(cfg->listeners[0].addr.port, 8443);
+	assert_false(cfg->listeners[0].addr.loopback);
+	assert_true(cfg->listeners[1].addr.loopback);
+	assert_int_equal(cfg->listeners[2].addr.kind, CFG_ADDR_UNIX);
+	assert_int_equal(cfg->auth.n_api_keys, 1);
+	assert_int_equal(cfg->auth.api_keys[0].sha256[0], 0x9f);
+	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA);
+	assert_int_equal(cfg->n_models, 4);
+	const cfg_model *m = config_find_model(cfg, "llama3-8b");
+	assert_non_null(m);
+	assert_string_equal(m->id, "llama-8b");
+	assert_int_equal(m->sandbox.type, CFG_SANDBOX_PROCESS);
+	assert_int_equal(m->upstream.kind, CFG_UPSTREAM_SANDBOX);
+	assert_string_equal(cfg->profiles[m->sandbox.profile_index].id, "gpu-process");
+	assert_int_equal(cfg->profiles[m->sandbox.profile_index].limits.cpu_milli, 8000);
+	assert_int_equal(cfg->profiles[m->sandbox.profile_index].seccomp.base, CFG_SECCOMP_GPU);
+	const cfg_model *g = config_find_model(cfg, "gpt-proxy");
+	assert_int_equal(g->upstream.kind, CFG_UPSTREAM_HTTPS);
+	assert_string_equal(g->upstream.host, "models.corp.example");
+	assert_int_equal(g->upstream.port, 8443);
+	const cfg_profile *vm = config_find_profile(cfg, "vm-gpu");
+	assert_true(vm->vm.enabled);
+	assert_int_equal(vm->vm.n_cpu_pinning, 4);
+	assert_int_equal(vm->vm.channel, CFG_VM_VIRTIO_SERIAL);
+	assert_int_equal(config_find_profile(cfg, "strict")->limits.cpu_milli, 500);
+	const cfg_data_source *hr = config_find_data_source(cfg, "hr-api");
+	assert_int_equal(hr->classification, CFG_CLASS_CONFIDENTIAL);
+	assert_int_equal(hr->port, 8443);
+	assert_string_equal(hr->path_prefix, "/api/");
+	assert_int_equal(config_find_data_source(cfg, "wiki")->port, 443);
+	assert_true(cfg->egress.enabled);
+	assert_int_equal(cfg->egress.n_dns_servers, 0);
+	assert_int_equal(cfg->audit.n_sinks, 2);
+	assert_int_equal(cfg->audit.sinks[0].addr.port, 6514);
+	assert_int_equal(cfg->audit.sinks[1].format, CFG_FORMAT_JSON);
+	assert_int_equal(cfg->admin.socket_mode, 0660);
+	assert_true(cfg->admin.tcp.enabled);
+	assert_string_equal(config_classification_name(CFG_CLASS_RESTRICTED), "restricted");
+	assert_string_equal(config_sandbox_type_name(CFG_SANDBOX_VM), "vm");
+	config_free(cfg);
+	diag_free(&d);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\n");
+	assert_int_equal(cfg->log.level, LOG_LVL_INFO);
+	assert_int_equal(cfg->workers, 0);
+	assert_int_equal(cfg->limits.header_bytes, 16 * 1024);
+	assert_int_equal(cfg->limits.body_max, 10 * 1024 * 1024);
+	assert_int_equal(cfg->limits.shutdown_timeout_ns, 30000000000ull);
+	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_BATCH);
+	assert_int_equal(cfg->audit.batch_window_ns, 10000000ull);
+	assert_int_equal(cfg->audit.on_full, CFG_ON_FULL_BLOCK);
+	assert_int_equal(cfg->audit.on_write_error, CFG_ON_WRITE_ERROR_DENY);
+	assert_string_equal(cfg->audit.dir, "/var/lib/custos/audit");
+	assert_int_equal(cfg->egress.port, 3128);
+	assert_false(cfg->egress.enabled);
+	assert_string_equal(cfg->admin.socket, "/run/custos/admin.sock");
+	assert_true(cfg->policy.reload_on_sighup);
+	assert_int_equal(cfg->n_listeners, 0);
+	config_free(cfg);
+
+	cfg = parse_ok("version: 1\nlisteners: [{id: a, address: \"[::1]:80\"}]\n"
+	               "limits: {body_max: 1MiB, timeouts: {shutdown: 0s}}\n"
+	               "models: [{id: m, upstream: {url: \"http://LOCALHOST\"}}]\n"
+	               "auth: {api_keys_file: /k}\n");
+	assert_true(cfg->listeners[0].addr.loopback);
+	assert_string_equal(cfg->listeners[0].addr.host, "::1");
+	assert_int_equal(cfg->limits.body_max, 1024 * 1024);
+	assert_int_equal(cfg->limits.shutdown_timeout_ns, 0);
+	assert_string_equal(cfg->models[0].upstream.host, "localhost");
+	assert_int_equal(cfg->models[0].upstream.port, 80);
+	assert_string_equal(cfg->models[0].upstream.path, "/");
+	assert_int_equal(cfg->models[0].upstream.read_timeout_ns,
+	                 cfg->limits.upstream_read_timeout_ns);
+	assert_int_equal(cfg->listeners[0].tls.n_alpn, 1);
+	config_free(cfg);
+}
+
+static void test_unknown_key_position_and_hint(void **state)
+{
+	(void)state;
+	diag_list d;
+	const diag_item *it =
+	        parse_fail("version: 1\naudit:\n  durabilty: sync\n", &d, "durabilty");
+	assert_int_equal(it->line, 3);
+	assert_int_equal(it->col, 3);
+	assert_string_equal(it->file, "t.yaml");
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "durability"));
+	diag_free(&d);
+	expect_error("version: 1\nlistners: []\n", "unknown key 'listners'");
+}
+
+static void test_required_and_types(void **state)
+{
+	(void)state;
+	expect_error("log: {level: info}\n", "missing required key 'version'");
+	expect_error("version: 2\n", "out of range");
+	expect_error("version: 1\nworkers: many\n", "'workers'");
+	expect_error("version: 1\nlog: {level: loud}\n", "not a valid value");
+	expect_error("version: 1\nlog: [info]\n", "must be a mapping");
+	expect_error("version: 1\nlisteners: {id: a}\n", "must be a list");
+	expect_error("version: 1\nlisteners: [{address: \"127.0.0.1:1\"}]\n",
+	             "missing required key 'id'");
+	expect_error("version: 1\npolicy: {reload_on_sighup: yes}\n", "not a boolean");
+	expect_error("version: 1\nlimits: {header_bytes: 1MiB}\n", "'header_bytes'");
+	expect_error("version: 1\nlimits: {header_count: 100000}\n", "out of range");
+	expect_error("version: 1\nlimits: {timeouts: {client_idle: 10 parsecs}}\n",
+	             "'client_idle'");
+	expect_error("version: 1\naudit: {batch_window: 5s}\n", "'batch_window'");
+	expect_error("version: 1\npolicy: {file: \"\"}\n", "must not be empty");
+	expect_error("version: 1\nlisteners: [{id: \"bad id!\", address: /s}]\n", "not a valid id");
+	expect_error("", "empty");
+	expect_error("- 1\n", "must be a mapping");
+	expect_error("version: [1\n", "YAML syntax");
+}
+
+static void test_all_errors_collected(void **state)
+{
+	(void)state;
+	diag_list d;
+	parse_fail("versio: 1\nlog: {level: loud, format: xml}\nworkers: -1\n"
+	           "limits: {json_depth: 0}\nadmin: {socket_mode: \"0666\"}\n",
+	           &d, "versio");
+	assert_true(d.errors >= 6);
+	diag_free(&d);
+}
+
+static void test_listener_rules(void **state)
+{
+	(void)state;
+	diag_list d;
+	const diag_item *it =
+	        parse_fail("version: 1\nlisteners:\n  - id: pub\n    address: \"0.0.0.0:80\"\n", &d,
+	                   "plain HTTP listener 'pub'");
+	assert_int_equal(it->line, 4);
+	diag_free(&d);
+	custos_config *cfg = parse_ok("version: 1\nauth: {api_keys_file: /k}\nlisteners:\n"
+	                              "  - {id: pub, address: \"0.0.0.0:80\", force_plain: true}\n"
+	                              "  - {id: u, address: /run/c.sock}\n");
+	assert_true(cfg->listeners[0].force_plain);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nlisteners:\n  - id: t\n    address: \"0.0.0.0:443\"\n"
+	               "    tls: {cert: c, key: k, client_ca: ca, client_auth: required,"
+	               " min_version: \"1.3\", alpn: [h2, http/1.1]}\n");
+	assert_int_equal(cfg->listeners[0].tls.min_version, CFG_TLS_1_3);
+	assert_true(cfg->auth.mtls.enabled); /* client certs imply mTLS identity */
+	assert_int_equal(cfg->listeners[0].tls.n_alpn, 2);
+	config_free(cfg);
+	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", tls: {cert: c}}]\n",
+	             "missing required key 'key'");
+	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
+	             "tls: {cert: c, key: k, client_auth: required}}]\n",
+	             "needs client_ca");
+	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
+	             "tls: {cert: c, key: k, min_version: 1.0}}]\n",
+	             "not a supported TLS version");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"127.0.0.1\"}]\n", "no port");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"127.0.0.1:0\"}]\n", "bad port");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"127.0.0.1:70000\"}]\n",
+	             "bad port");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"::1:80\"}]\n", "bad address");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"[::1]80\"}]\n", "bad address");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"[nope]:80\"}]\n",
+	             "not an IPv6 address");
+	expect_error("version: 1\nlisteners: [{id: a, address: \":80\"}]\n", "no host");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"http://u@h/\"}}]\n",
+	             "bad character '@'");
+	expect_error(
+	        "version: 1\nlog: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 0, "
+	        "k: 1, l: 2, m: 3, n: 4, o: 5, p: 6, q: 7, r: 8, s: 9, t: 0, u: 1, v: 2, w: 3, "
+	        "x: 4, y: 5, z: 6, aa: 1, ab: 2, ac: 3, ad: 4, ae: 5, af: 6, ag: 7, ah: 8, ai: "
+	        "9, aj: 0, ak: 1, al: 2, am: 3, an: 4, ao: 5, ap: 6, aq: 7, ar: 8, as: 9, at: 0, "
+	        "au: 1, av: 2, aw: 3, ax: 4, ay: 5, az: 6, ba: 1, bb: 2, bc: 3, bd: 4, be: 5, bf: "
+	        "6, bg: 7, bh: 8, bi: 9, bj: 0, bk: 1, bl: 2, bm: 3}\n",
+	        "the limit is 64");
+	expect_error("version: 1\nlisteners: [{id: a, address: \"unix:rel\"}]\n", "absolute");
+	expect_error("version: 1\nlisteners: [{id: a, address: /a}, {id: a, address: /b}]\n",
+	             "duplicate listener id 'a'");
+	expect_error("version: 1\nlisteners: [{id: a, address: /a}, {id: b, address: /a}]\n",
+	             "already used");
+}
+
+static void test_admin_rules(void **state)
+{
+	(void)state;
+	const char *tok = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+	char text[512];
+
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tcp: {address: \"10.0.0.1:9090\", token_sha256: %s}}\n", tok);
+	expect_error(text, "not loopback");
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {force: true, tcp: {address: \"10.0.0.1:9090\", "
+	         "token_sha256: %s}}\n",
+	         tok);
+	custos_config *cfg = parse_ok(text);
+	assert_int_equal(cfg->admin.tcp.token_sha256[0], 0x2c);
+	config_free(cfg);
+	expect_error("version: 1\nadmin: {tcp: {address: \"127.0.0.1:9090\"}}\n",
+	             "missing required key 'token_sha256'");
+	expect_error("version: 1\nadmin: {tcp: {address: \"127.0.0.1:9090\", token_sha256: abc}}\n",
+	             "SHA-256");
+	expect_error("version: 1\nadmin: {socket_mode: \"0666\"}\n", "accessible by others");
+	expect_error("version: 1\nadmin: {socket_mode: \"0899\"}\n", "bad socket_mode");
+	expect_error("version: 1\nadmin: {socket: relative.sock}\n", "absolute path");
+}
+
+static void test_models_and_profiles(void **state)
+{
+	(void)state;
+	diag_list d;
+	const diag_item *it =
+	        parse_fail("version: 1\nsandbox_profiles: {basic: {}}\nmodels:\n"
+	                   "  - id: m\n    sandbox: {profile: basik, command: [/x]}\n",
+	                   &d, "unknown sandbox profile 'basik'");
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "basic"));
+	assert_int_equal(it->line, 5);
+	diag_free(&d);
+	custos_config *cfg =
+	        parse_ok("version: 1\nsandbox_profiles: {basic: {}}\nmodels:\n"
+	                 "  - id: m\n    sandbox: {profile: basic, command: [/x, -v]}\n");
+	assert_int_equal(cfg->models[0].upstream.kind, CFG_UPSTREAM_SANDBOX);
+	assert_int_equal(cfg->models[0].sandbox.n_command, 2);
+	assert_int_equal(cfg->profiles[0].namespaces, CFG_NS_ALL);
+	assert_true(cfg->profiles[0].landlock);
+	config_free(cfg);
+	expect_error("version: 1\nmodels: [{id: m}]\n", "has no upstream");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"ftp://x\"}}]\n",
+	             "unsupported upstream URL");
+	expect_error("version: 1\nsandbox_profiles: {p: {}}\nmodels: [{id: m, sandbox: {profile: "
+	             "p, command: [/x]}, upstream: {url: \"http://a:1\"}}]\n",
+	             "not allowed with a sandbox");
+	expect_error("version: 1\nsandbox_profiles: {p: {}}\n"
+	             "models: [{id: m, sandbox: {profile: p}}]\n",
+	             "missing required key 'command'");
+	expect_error("version: 1\nsandbox_profiles: {p: {}}\n"
+	             "models: [{id: m, sandbox: {profile: p, command: [rel]}}]\n",
+	             "absolute path");
+	expect_error("version: 1\nsandbox_profiles: {p: {}}\n"
+	             "models: [{id: m, sandbox: {type: vm, profile: p}}]\n",
+	             "no vm settings");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"http://a\"}}, "
+	             "{id: n, aliases: [m], upstream: {url: \"http://a\"}}]\n",
+	             "already used by model 'm'");
+	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [ptrace]}}}\n",
+	             "cannot be allowed");
+	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [\"open at\"]}}}\n",
+	             "not a system call name");
+	expect_error("version: 1\nsandbox_profiles: {p: {namespaces: [user, pid, mount]}}\n",
+	             "must include net");
+	expect_error("version: 1\nsandbox_profiles: {p: {devices: [/etc/shadow]}}\n",
+	             "not under /dev/");
+	expect_error("version: 1\nsandbox_profiles: {p: {limits: {cpu: \"0.001\"}}}\n",
+	             "bad cpu limit");
+	expect_error("version: 1\nsandbox_profiles: {p: {limits: {cpu: \"1.2.3\"}}}\n",
+	             "bad cpu limit");
+	expect_error("version: 1\nsandbox_profiles: {p: {scratch: {type: dir}}}\n",
+	             "missing required key 'path'");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {vcpus: 2}}}\n", "nothing to boot");
+	expect_error(
+	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [\"01:00.0\"]}}}\n",
+	        "not a PCI address");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, vcpus: 2, "
+	             "cpu_pinning: [1]}}}\n",
+	             "cpu_pinning lists 1");
+	expect_error("version: 1\nsandbox_profiles: {p: {}, p: {}}\n", "duplicate key 'p'");
+	expect_error("version: 1\nmodels: [{id: m, sandbox: {type: process, profile: p, command: "
+	             "[/x], restart: {initial: 10s, max: 1s}}}]\nsandbox_profiles: {p: {}}\n",
+	             "below restart.initial");
+}
+
+static void test_data_egress_audit_auth(void **state)
+{
+	(void)state;
+	expect_error("version: 1\ndata_sources: [{id: w, url: \"https://w/\", classification: "
+	             "internal, intercept: true}]\n",
+	             "egress.ca_dir is not set");
+	expect_error(
+	        "version: 1\negress: {ca_dir: /ca}\ndata_sources: [{id: w, url: \"http://w/\", "
+	        "classification: internal, intercept: true}]\n",
+	        "https:// sources only");
+	expect_error("version: 1\ndata_sources: [{id: w, url: \"https://w/\"}]\n",
+	             "missing required key 'classification'");
+	expect_error("version: 1\ndata_sources: [{id: w, url: \"https://w/\", classification: "
+	             "secret}]\n",
+	             "not a valid value");
+	expect_error("version: 1\ndata_sources: [{id: w, url: \"https://w/a?b\", classification: "
+	             "public}, {id: w, url: \"https://v/\", classification: public}]\n",
+	             "duplicate data source id 'w'");
+	expect_error("version: 1\negress: {dns: {servers: [resolver.local]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: http, format: cef, http: {url: "
+	             "\"https://s/\"}}]}\n",
+	             "http sinks send json");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: syslog}]}\n",
+	             "missing required key 'address'");
+	expect_error("version: 1\naudit: {sinks: [{id: s, address: \"h:1\"}]}\n",
+	             "missing required key 'type'");
+	expect_error("version: 1\naudit: {rotate: {size: 1KiB}}\n", "at least 1MiB");
+	expect_error("version: 1\nauth: {jwt: {jwks_file: /j, audiences: [a]}}\n",
+	             "missing required key 'issuers'");
+	expect_error("version: 1\nauth: {jwt: {jwks_file: /j, issuers: [i], audiences: [a], "
+	             "algorithms: [HS256]}}\n",
+	             "not a valid value");
+	expect_error("version: 1\nauth: {api_keys: [{id: a, sha256: \"zz\"}]}\n", "SHA-256");
+
+	custos_config *cfg =
+	        parse_ok("version: 1\negress: {ca_dir: /ca, dns: {servers: [\"::1\", "
+	                 "10.0.0.53]}}\ndata_sources: [{id: w, url: \"https://W:8443\","
+	                 " classification: public, intercept: true}]\n"
+	                 "audit: {durability: sync, on_full: deny, sinks: [{id: s, "
+	                 "type: syslog, format: leef, address: \"127.0.0.1:514\"}]}\n"
+	                 "auth: {jwt: {jwks_file: /j, issuers: [i], audiences: [a], "
+	                 "algorithms: [EdDSA]}}\n");
+	assert_true(cfg->egress.enabled);
+	assert_int_equal(cfg->egress.n_dns_servers, 2);
+	assert_string_equal(cfg->data_sources[0].host, "w");
+	assert_string_equal(cfg->data_sources[0].path_prefix, "/");
+	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_SYNC);
+	assert_int_equal(cfg->audit.sinks[0].format, CFG_FORMAT_LEEF);
+	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_EDDSA);
+	config_free(cfg);
+
+	/* A warning, not an error: continue on write errors is allowed but said out loud. */
+	diag_list d;
+	diag_init(&d);
+	const char *t = "version: 1\naudit: {on_write_error: continue}\n";
+	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);
+	assert_int_equal(d.warnings, 1);
+	config_free(cfg);
+	diag_free(&d);
+}
+
+static void test_limits_and_file_mode(void **state)
+{
+	(void)state;
+	custos_config *cfg = NULL;
+	diag_list d;
+	char path[] = "/tmp/custos-test-config-XXXXXX";
+
+	diag_init(&d);
+	assert_int_equal(
+	        config_parse("big", "version: 1\n", (size_t)CFG_MAX_FILE_BYTES + 1, &cfg, &d),
+	        CUSTOS_ERR_LIMIT);
+	assert_null(cfg);
+	diag_free(&d);
+
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "version: 1\n", 11), 11);
+	close(fd);
+	assert_int_equal(chmod(path, 0664), 0);
+	diag_init(&d);
+	assert_int_equal(config_load(path, &cfg, &d), CUSTOS_ERR_PERM);
+	assert_null(cfg);
+	assert_non_null(strstr(d.items[0].message, "writable by group or others"));
+	diag_free(&d);
+	assert_int_equal(chmod(path, 0644), 0);
+	diag_init(&d);
+	assert_int_equal(config_load(path, &cfg, &d), CUSTOS_OK);
+	config_free(cfg);
+	diag_free(&d);
+	unlink(path);
+	diag_init(&d);
+	assert_int_not_equal(config_load("/nonexistent/custos.yaml", &cfg, &d), CUSTOS_OK);
+	assert_true(d.errors > 0);
+	diag_free(&d);
+	config_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_unknown_key_position_and_hint),
+		cmocka_unit_test(test_required_and_types),
+		cmocka_unit_test(test_all_errors_collected),
+		cmocka_unit_test(test_listener_rules),
+		cmocka_unit_test(test_admin_rules),
+		cmocka_unit_test(test_models_and_profiles),
+		cmocka_unit_test(test_data_egress_audit_auth),
+		cmocka_unit_test(test_limits_and_file_mode),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,502 @@
+/* Unit tests for core: errors, buffers, views, numbers, files, JSON writer, time, YAML tree. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "custos/core.h"
+
+static void test_err_idiom(void **state)
+{
+	(void)state;
+	assert_int_equal(err_set(CUSTOS_ERR_LIMIT, "too big: %d", 7), CUSTOS_ERR_LIMIT);
+	assert_string_equal(err_msg(), "too big: 7");
+	assert_int_equal(err_wrap(CUSTOS_ERR_LIMIT, "loading %s", "x"), CUSTOS_ERR_LIMIT);
+	assert_string_equal(err_msg(), "loading x: too big: 7");
+	assert_string_equal(custos_strerror(CUSTOS_ERR_PARSE), "parse error");
+	assert_string_equal(custos_strerror((custos_err)999), "unknown error");
+	err_clear();
+	assert_string_equal(err_msg(), "");
+}
+
+static void test_buf_limits(void **state)
+{
+	(void)state;
+	buf b;
+	buf_init(&b, 10);
+	assert_int_equal(buf_append(&b, "0123456789", 10), CUSTOS_OK);
+	assert_int_equal(buf_append(&b, "x", 1), CUSTOS_ERR_LIMIT);
+	assert_int_equal(buf_used(&b), 10);
+	buf_consume(&b, 4);
+	assert_int_equal(buf_used(&b), 6);
+	assert_memory_equal(buf_ptr(&b), "456789", 6);
+	/* Consumed bytes are reusable space: the cap is on bytes held, not on bytes ever. */
+	assert_int_equal(buf_append(&b, "abcd", 4), CUSTOS_OK);
+	assert_memory_equal(buf_ptr(&b), "456789abcd", 10);
+	const char *s = NULL;
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	assert_string_equal(s, "456789abcd");
+	assert_int_equal(buf_printf(&b, "%d", 1), CUSTOS_ERR_LIMIT);
+	buf_reset(&b);
+	assert_int_equal(buf_printf(&b, "%s-%d", "ab", 42), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&b), "ab-42"));
+	/* A huge request fails before allocating. */
+	assert_int_equal(buf_reserve(&b, SIZE_MAX - 2), CUSTOS_ERR_LIMIT);
+	buf_free(&b);
+
+	buf big;
+	buf_init(&big, 1 << 20);
+	char line[1000];
+	memset(line, 'q', sizeof(line));
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(buf_append(&big, line, sizeof(line)), CUSTOS_OK);
+	assert_int_equal(buf_used(&big), 1000000);
+	assert_int_equal(buf_append(&big, line, 100000), CUSTOS_ERR_LIMIT);
+	buf_free_secret(&big);
+}
+
+static void test_span(void **state)
+{
+	(void)state;
+	assert_true(span_case_eq(SPAN_LIT("Content-Length"), SPAN_LIT("content-length")));
+	assert_false(span_case_eq(SPAN_LIT("abc"), SPAN_LIT("abd")));
+	assert_true(span_starts_with(SPAN_LIT("/v1/chat"), SPAN_LIT("/v1/")));
+	assert_false(span_starts_with(SPAN_LIT("/v"), SPAN_LIT("/v1/")));
+	span t = span_trim(SPAN_LIT(" \t x y \t"));
+	assert_true(span_eq_cstr(t, "x y"));
+	char out[4];
+	assert_int_equal(span_copy_cstr(SPAN_LIT("abc"), out, sizeof(out)), CUSTOS_OK);
+	assert_string_equal(out, "abc");
+	assert_int_equal(span_copy_cstr(SPAN_LIT("abcd"), out, sizeof(out)), CUSTOS_ERR_LIMIT);
+	char *d = span_dup(SPAN_LIT("xyz"));
+	assert_string_equal(d, "xyz");
+	free(d);
+}
+
+static void test_numbers(void **state)
+{
+	(void)state;
+	uint64_t v;
+	int64_t i;
+	assert_int_equal(num_parse_u64(SPAN_LIT("18446744073709551615"), 0, UINT64_MAX, &v),
+	                 CUSTOS_OK);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(num_parse_u64(SPAN_LIT("18446744073709551616"), 0, UINT64_MAX, &v),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT(""), 0, 10, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT("-1"), 0, 10, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT("+1"), 0, 10, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT("12x"), 0, 100, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT(" 1"), 0, 100, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_u64(SPAN_LIT("11"), 0, 10, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_i64(SPAN_LIT("-9223372036854775808"), INT64_MIN, INT64_MAX, &i),
+	                 CUSTOS_OK);
+	assert_true(i == INT64_MIN);
+	assert_int_equal(num_parse_i64(SPAN_LIT("-9223372036854775809"), INT64_MIN, INT64_MAX, &i),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_i64(SPAN_LIT("-5"), -10, 10, &i), CUSTOS_OK);
+	assert_int_equal(i, -5);
+
+	assert_int_equal(num_parse_size(SPAN_LIT("10MiB"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_int_equal(v, 10 * 1024 * 1024);
+	assert_int_equal(num_parse_size(SPAN_LIT("1kB"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_int_equal(v, 1000);
+	assert_int_equal(num_parse_size(SPAN_LIT("512"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_int_equal(v, 512);
+	assert_int_equal(num_parse_size(SPAN_LIT("1 GiB"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_int_equal(num_parse_size(SPAN_LIT("2XB"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_size(SPAN_LIT("MiB"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_size(SPAN_LIT("2MiB"), 1024, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_size(SPAN_LIT("99999999999999999TiB"), UINT64_MAX, &v),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_duration(SPAN_LIT("250ms"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_int_equal(v, 250000000);
+	assert_int_equal(num_parse_duration(SPAN_LIT("2h"), UINT64_MAX, &v), CUSTOS_OK);
+	assert_true(v == 7200ull * 1000000000ull);
+	assert_int_equal(num_parse_duration(SPAN_LIT("10"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_duration(SPAN_LIT("1.5s"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+
+	uint8_t h[2];
+	char hex[5];
+	assert_int_equal(num_parse_hex(SPAN_LIT("aB0f"), h, 2), CUSTOS_OK);
+	assert_int_equal(h[0], 0xab);
+	assert_int_equal(h[1], 0x0f);
+	num_hex(h, 2, hex);
+	assert_string_equal(hex, "ab0f");
+	assert_int_equal(num_parse_hex(SPAN_LIT("zz00"), h, 2), CUSTOS_ERR_INVAL);
+	assert_int_equal(num_parse_hex(SPAN_LIT("abc"), h, 2), CUSTOS_ERR_INVAL);
+}
+
+static const char *json_of(json_writer *w, buf *b)
+{
+	const char *s = NULL;
+	assert_int_equal(json_finish(w), CUSTOS_OK);
+	assert_int_equal(buf_cstr(b, &s), CUSTOS_OK);
+	return s;
+}
+
+static void test_json_writer(void **state)
+{
+	(void)state;
+	buf b;
+	json_writer w;
+
+	buf_init(&b, 4096);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "a", "x\"y\\z\n\t\x01");
+	json_kv_u64(&w, "n", 18446744073709551615ull);
+	json_kv_i64(&w, "m", -3);
+	json_key(&w, "list");
+	json_arr_begin(&w);
+	json_bool(&w, true);
+	json_null(&w);
+	json_double(&w, 0.5);
+	json_double(&w, 1.0 / 0.0);
+	json_arr_end(&w);
+	json_kv_cstr(&w, "nil", NULL);
+	json_obj_end(&w);
+	assert_string_equal(json_of(&w, &b), "{\"a\":\"x\\\"y\\\\z\\n\\t\\u0001\",\"n\":"
+	                                     "18446744073709551615,\"m\":-3,\"list\":[true,null,"
+	                                     "0.5,null],\"nil\":null}");
+
+	/* UTF-8: valid passes through, invalid bytes become U+FFFD. */
+	buf_reset(&b);
+	json_init(&w, &b);
+	json_str(&w, SPAN_LIT("h\xc3\xa9 \xf0\x9f\x98\x80 \xff \xc0\xaf \xed\xa0\x80"));
+	assert_string_equal(json_of(&w, &b), "\"h\xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbd "
+	                                     "\xef\xbf\xbd\xef\xbf\xbd "
+	                                     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+
+	/* Unbalanced nesting is an error, not silent garbage. */
+	buf_reset(&b);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	assert_int_equal(json_finish(&w), CUSTOS_ERR_INVAL);
+	buf_reset(&b);
+	json_init(&w, &b);
+	json_arr_end(&w);
+	assert_int_equal(json_finish(&w), CUSTOS_ERR_INVAL);
+
+	/* Depth limit. */
+	buf_reset(&b);
+	json_init(&w, &b);
+	for (int i = 0; i < JSON_MAX_DEPTH + 1; i++)
+		json_arr_begin(&w);
+	assert_int_equal(json_finish(&w), CUSTOS_ERR_LIMIT);
+	buf_free(&b);
+
+	/* Output limit sticks. */
+	buf_init(&b, 8);
+	json_init(&w, &b);
+	json_str(&w, SPAN_LIT("0123456789"));
+	assert_int_equal(json_finish(&w), CUSTOS_ERR_LIMIT);
+	buf_free(&b);
+}
+
+static void test_time(void **state)
+{
+	(void)state;
+	char out[TM_RFC3339_LEN];
+	uint64_t ns;
+
+	assert_string_equal(tm_rfc3339(1795744511123456789ull, out),
+	                    "2026-11-27T01:55:11.123456789Z");
+	assert_int_equal(tm_parse_rfc3339(span_cstr(out), &ns), CUSTOS_OK);
+	assert_true(ns == 1795744511123456789ull);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T02:55:11+01:00"), &ns), CUSTOS_OK);
+	assert_true(ns == 1795744511000000000ull);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27 01:55:11Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-13-27T01:55:11Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11.Z"), &ns),
+	                 CUSTOS_ERR_INVAL);
+	uint64_t a = tm_mono_ns(), b2 = tm_mono_ns();
+	assert_true(b2 >= a);
+}
+
+static char tmpdir[64];
+
+static int setup_tmp(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/custos-test-core-XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_tmp(void **state)
+{
+	(void)state;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_file_load_modes(void **state)
+{
+	(void)state;
+	char p[128];
+	buf b;
+
+	snprintf(p, sizeof(p), "%s/f.yaml", tmpdir);
+	write_file(p, "hello", 0644);
+	buf_init(&b, 100);
+	assert_int_equal(file_load(p, FILE_CONFIG, 100, &b), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&b), "hello"));
+	buf_reset(&b);
+	/* Exactly at the limit is fine; one byte over is not. */
+	assert_int_equal(file_load(p, FILE_CONFIG, 5, &b), CUSTOS_OK);
+	buf_reset(&b);
+	assert_int_equal(file_load(p, FILE_CONFIG, 4, &b), CUSTOS_ERR_LIMIT);
+	buf_reset(&b);
+	assert_int_equal(chmod(p, 0664), 0);
+	assert_int_equal(file_load(p, FILE_CONFIG, 100, &b), CUSTOS_ERR_PERM);
+	assert_non_null(strstr(err_msg(), "writable by group or others"));
+	assert_int_equal(chmod(p, 0646), 0);
+	assert_int_equal(file_load(p, FILE_CONFIG, 100, &b), CUSTOS_ERR_PERM);
+	assert_int_equal(chmod(p, 0644), 0);
+	assert_int_equal(file_load(p, FILE_SECRET, 100, &b), CUSTOS_ERR_PERM);
+	assert_int_equal(chmod(p, 0600), 0);
+	assert_int_equal(file_load(p, FILE_SECRET, 100, &b), CUSTOS_OK);
+	buf_reset(&b);
+	assert_int_equal(file_load("/nonexistent/x", FILE_ANY, 100, &b), CUSTOS_ERR_SYS);
+	assert_int_equal(file_load(tmpdir, FILE_ANY, 100, &b), CUSTOS_ERR_INVAL);
+	buf_free(&b);
+
+	snprintf(p, sizeof(p), "%s/atomic", tmpdir);
+	assert_int_equal(file_write_atomic(p, "data", 4, 0600), CUSTOS_OK);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, 4);
+}
+
+static size_t parse_errors(const char *text, diag_list *d, ydoc *doc)
+{
+	diag_init(d);
+	custos_err e = ydoc_parse(doc, "t.yaml", text, strlen(text), d);
+	if (e != CUSTOS_OK)
+		assert_true(d->errors > 0);
+	return d->errors;
+}
+
+static void test_ydoc_tree(void **state)
+{
+	(void)state;
+	ydoc doc;
+	diag_list d;
+
+	assert_int_equal(parse_errors("a: 1\nb:\n  - x\n  - 'y'\nc: {k: v}\n", &d, &doc), 0);
+	assert_int_equal(doc.root->kind, YDOC_MAP);
+	assert_int_equal(doc.root->n, 3);
+	ydoc_node *b = ydoc_map_get(doc.root, "b");
+	assert_non_null(b);
+	assert_int_equal(b->kind, YDOC_SEQ);
+	assert_int_equal(b->items[1]->line, 4);
+	assert_int_equal(b->items[1]->col, 5);
+	assert_true(b->items[1]->quoted);
+	assert_false(b->items[0]->quoted);
+	uint64_t v;
+	assert_true(ydoc_u64(&doc, ydoc_map_get(doc.root, "a"), 0, 10, &v, &d));
+	assert_int_equal(v, 1);
+	assert_false(ydoc_u64(&doc, ydoc_map_get(doc.root, "a"), 2, 10, &v, &d));
+	assert_int_equal(d.errors, 1);
+	assert_int_equal(d.items[0].line, 1);
+	assert_int_equal(d.items[0].col, 4);
+	ydoc_free(&doc);
+	diag_free(&d);
+}
+
+static void test_ydoc_refusals(void **state)
+{
+	(void)state;
+	ydoc doc;
+	diag_list d;
+
+	/* Aliases (billion laughs), anchors, merge keys, tags and multiple documents. */
+	assert_true(parse_errors("a: &x 1\nb: *x\n", &d, &doc) > 0);
+	assert_non_null(strstr(d.items[0].message, "anchors"));
+	ydoc_free(&doc);
+	diag_free(&d);
+	assert_true(parse_errors("a: {<<: {b: 1}}\n", &d, &doc) > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+	assert_true(parse_errors("a: !!binary aGk=\n", &d, &doc) > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+	assert_true(parse_errors("a: 1\n---\nb: 2\n", &d, &doc) > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* Syntax error carries a position. */
+	assert_true(parse_errors("a: [1, 2\nb: 3\n", &d, &doc) > 0);
+	assert_true(d.items[0].line > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* Depth bound. */
+	char deep[YDOC_MAX_DEPTH * 2 + 8];
+	size_t n = 0;
+	for (int i = 0; i < YDOC_MAX_DEPTH + 2; i++)
+		deep[n++] = '[';
+	deep[n] = '\0';
+	assert_true(parse_errors(deep, &d, &doc) > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+}
+
+static void test_ydoc_schema(void **state)
+{
+	(void)state;
+	static const char *const keys[] = { "listeners", "models", "audit" };
+	static const char *const modes[] = { "sync", "batch" };
+	ydoc doc;
+	diag_list d;
+
+	assert_int_equal(parse_errors("listners: []\nmodels: []\nmodels: []\n", &d, &doc), 0);
+	assert_false(ydoc_check_keys(&doc, doc.root, keys, 3, &d));
+	assert_int_equal(d.errors, 2);
+	assert_non_null(strstr(d.items[0].message, "unknown key 'listners'"));
+	assert_string_equal(d.items[0].hint, "did you mean 'listeners'?");
+	assert_int_equal(d.items[0].line, 1);
+	assert_int_equal(d.items[0].col, 1);
+	assert_non_null(strstr(d.items[1].message, "duplicate key 'models'"));
+	assert_int_equal(d.items[1].line, 3);
+	ydoc_free(&doc);
+	diag_free(&d);
+
+	assert_int_equal(parse_errors("mode: bach\non: yes\nsz: 10XB\nt: 5\ns: [1]\n", &d, &doc),
+	                 0);
+	int mode = -1;
+	bool flag;
+	uint64_t v;
+	const char *s;
+	assert_false(ydoc_enum(&doc, ydoc_map_get(doc.root, "mode"), modes, 2, &mode, &d));
+	assert_string_equal(d.items[0].hint, "did you mean 'batch'?");
+	assert_false(ydoc_bool(&doc, ydoc_map_get(doc.root, "on"), &flag, &d));
+	assert_false(ydoc_size(&doc, ydoc_map_get(doc.root, "sz"), UINT64_MAX, &v, &d));
+	assert_false(ydoc_duration(&doc, ydoc_map_get(doc.root, "t"), UINT64_MAX, &v, &d));
+	assert_false(ydoc_str(&doc, ydoc_map_get(doc.root, "s"), &s, &d));
+	assert_false(ydoc_require(&doc, doc.root, "missing", &d));
+	assert_int_equal(d.errors, 6);
+	FILE *devnull = fopen("/dev/null", "w");
+	diag_print(&d, devnull);
+	fclose(devnull);
+	ydoc_free(&doc);
+	diag_free(&d);
+}
+
+static void test_diag_suggest(void **state)
+{
+	(void)state;
+	static const char *const words[] = { "payment_card", "email", "phone" };
+	assert_string_equal(diag_suggest(SPAN_LIT("emial"), words, 3), "email");
+	assert_null(diag_suggest(SPAN_LIT("zzzzzz"), words, 3));
+}
+
+static void test_notify(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/notify.sock", tmpdir);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd != -1);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(notify_send("READY=1"), CUSTOS_OK); /* no systemd: nothing to do */
+	setenv("NOTIFY_SOCKET", path, 1);
+	assert_int_equal(notify_send("READY=1\nSTATUS=serving"), CUSTOS_OK);
+	char got[64] = { 0 };
+	assert_int_equal(recv(fd, got, sizeof(got) - 1, 0), 22);
+	assert_string_equal(got, "READY=1\nSTATUS=serving");
+	setenv("NOTIFY_SOCKET", "relative/path", 1);
+	assert_int_equal(notify_send("READY=1"), CUSTOS_ERR_INVAL);
+	unsetenv("NOTIFY_SOCKET");
+	close(fd);
+
+	setenv("WATCHDOG_USEC", "5000000", 1);
+	unsetenv("WATCHDOG_PID");
+	assert_true(notify_watchdog_usec() == 5000000);
+	setenv("WATCHDOG_PID", "1", 1); /* another process's watchdog */
+	assert_true(notify_watchdog_usec() == 0);
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+}
+
+static void test_log_file_reopen(void **state)
+{
+	(void)state;
+	char p1[128], p2[128];
+	buf b;
+	snprintf(p1, sizeof(p1), "%s/custos.log", tmpdir);
+	snprintf(p2, sizeof(p2), "%s/custos.log.1", tmpdir);
+
+	log_setup(LOG_LVL_INFO, LOG_FMT_AUTO);
+	assert_int_equal(log_open_file(p1), CUSTOS_OK);
+	log_info("first %d", 1);
+	log_debug("not shown at info");
+	assert_int_equal(rename(p1, p2), 0); /* what logrotate does */
+	log_info("second");                  /* still goes to the moved file */
+	assert_int_equal(log_reopen(), CUSTOS_OK);
+	log_warn("third \"quoted\"");
+	assert_int_equal(log_open_file(NULL), CUSTOS_OK);
+	assert_int_equal(log_reopen(), CUSTOS_OK); /* stderr: nothing to reopen */
+
+	buf_init(&b, 4096);
+	assert_int_equal(file_load(p2, FILE_ANY, 4096, &b), CUSTOS_OK);
+	span old = buf_span(&b);
+	assert_non_null(
+	        memmem(old.ptr, old.len, "\"msg\":\"first 1\"", strlen("\"msg\":\"first 1\"")));
+	assert_non_null(
+	        memmem(old.ptr, old.len, "\"msg\":\"second\"", strlen("\"msg\":\"second\"")));
+	assert_null(memmem(old.ptr, old.len, "not shown", strlen("not shown")));
+	buf_reset(&b);
+	assert_int_equal(file_load(p1, FILE_ANY, 4096, &b), CUSTOS_OK);
+	span cur = buf_span(&b);
+	assert_non_null(
+	        memmem(cur.ptr, cur.len, "\"level\":\"warn\"", strlen("\"level\":\"warn\"")));
+	assert_non_null(
+	        memmem(cur.ptr, cur.len, "third \\\"quoted\\\"", strlen("third \\\"quoted\\\"")));
+	assert_null(memmem(cur.ptr, cur.len, "second", strlen("second")));
+	buf_free(&b);
+	assert_int_equal(log_open_file("/nonexistent/dir/x.log"), CUSTOS_ERR_SYS);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_err_idiom),
+		cmocka_unit_test(test_buf_limits),
+		cmocka_unit_test(test_span),
+		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_json_writer),
+		cmocka_unit_test(test_time),
+		cmocka_unit_test_setup_teardown(test_file_load_modes, setup_tmp, teardown_tmp),
+		cmocka_unit_test(test_ydoc_tree),
+		cmocka_unit_test(test_ydoc_refusals),
+		cmocka_unit_test(test_ydoc_schema),
+		cmocka_unit_test(test_diag_suggest),
+		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_log_file_reopen, setup_tmp, teardown_tmp),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

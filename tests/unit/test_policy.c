@@ -1,0 +1,835 @@
+/* Unit tests for the policy compiler, evaluator, store and tools (negative cases first-class). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "custos/policy.h"
+#include "policy/policy_int.h"
+
+static const char base[] =
+        "version: 1\n"
+        "principals:\n"
+        "  alice: { match: { cert_san_uri: \"spiffe://corp/team/a/*\" }, groups: [eng],\n"
+        "           attributes: { clearance: internal } }\n"
+        "  bob: { match: { api_key_sha256: "
+        "\"0000000000000000000000000000000000000000000000000000000000000001\" } }\n"
+        "models:\n"
+        "  m1: { isolation: process }\n"
+        "  m2: { isolation: vm }\n"
+        "data:\n"
+        "  wiki: { url: \"https://wiki.example/\", classification: internal }\n"
+        "  hr: { url: \"https://hr.example:8443/api/\", classification: confidential }\n"
+        "  hr-admin: { url: \"https://hr.example:8443/api/admin\", classification: restricted }\n";
+
+/* Compiles base + extra; returns the policy or NULL, leaving diagnostics in d. */
+static policy *compile_with(const char *extra, diag_list *d)
+{
+	char text[16384];
+	snprintf(text, sizeof(text), "%s%s", base, extra);
+	policy *p = NULL;
+	diag_init(d);
+	if (policy_parse("mem.yaml", text, strlen(text), &p, d) != CUSTOS_OK)
+		return NULL;
+	return p;
+}
+
+/* True when some diagnostic of severity sev contains needle (its position in line, col). */
+static bool has_diag(const diag_list *d, diag_severity sev, const char *needle, unsigned *line,
+                     unsigned *col)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		if (d->items[i].severity == sev && strstr(d->items[i].message, needle)) {
+			if (line)
+				*line = d->items[i].line;
+			if (col)
+				*col = d->items[i].col;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void expect_error(const char *extra, const char *needle, unsigned want_line,
+                         unsigned want_col)
+{
+	diag_list d;
+	policy *p = compile_with(extra, &d);
+	unsigned line = 0, col = 0;
+	if (p != NULL || !has_diag(&d, DIAG_ERROR, needle, &line, &col)) {
+		diag_print(&d, stderr);
+		fail_msg("expected an error containing '%s'", needle);
+	}
+	if (want_line) {
+		assert_int_equal(line, want_line);
+		assert_int_equal(col, want_col);
+	}
+	diag_free(&d);
+}
+
+static void test_misspelled_key(void **state)
+{
+	(void)state;
+	/* base has 12 lines: "rules:" is line 13 */
+	expect_error("rules:\n  - id: r1\n    efect: allow\n", "unknown key 'efect'", 15, 5);
+	diag_list d;
+	policy *p = compile_with(
+	        "rules:\n  - id: r1\n    effect: allow\n    when: { direciton: ingress }\n", &d);
+	assert_null(p);
+	assert_true(has_diag(&d, DIAG_ERROR, "unknown key 'direciton'", NULL, NULL));
+	assert_string_equal(d.items[0].hint, "did you mean 'direction'?");
+	diag_free(&d);
+}
+
+static void test_unknown_references(void **state)
+{
+	(void)state;
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { principal: alcie }\n",
+	             "unknown principal 'alcie'", 16, 24);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { model: [m1, m3] }\n",
+	             "unknown model 'm3'", 16, 25);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { data: nope }\n",
+	             "unknown data source 'nope'", 0, 0);
+	expect_error(
+	        "rules:\n  - id: r1\n    effect: allow\n    inspect: { prompt: { emial: deny } }\n",
+	        "unknown detector 'emial'", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n"
+	             "    when: { principal.attributes: { team: x } }\n",
+	             "no principal has attribute 'team'", 0, 0);
+}
+
+static void test_duplicates(void **state)
+{
+	(void)state;
+	expect_error("rules:\n  - id: r1\n    effect: allow\n  - id: r1\n    effect: deny\n",
+	             "duplicate rule id 'r1'", 16, 9);
+	expect_error("detectors:\n  email: { patterns: [x] }\n", "built-in detector", 0, 0);
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	const char *t = "version: 1\nmodels:\n  m: { isolation: vm }\n  m: { isolation: vm }\n";
+	assert_int_not_equal(policy_parse("x.yaml", t, strlen(t), &p, &d), CUSTOS_OK);
+	assert_null(p);
+	assert_true(d.errors > 0);
+	diag_free(&d);
+}
+
+static void test_type_and_value_errors(void **state)
+{
+	(void)state;
+	expect_error("rules:\n  - id: r1\n    effect: maybe\n", "", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n"
+	             "    when: { data.classification: { above: secret } }\n",
+	             "unknown classification 'secret'", 0, 0);
+	expect_error(
+	        "rules:\n  - id: r1\n    effect: allow\n    when: { model.isolation: vm-gpu }\n",
+	        "unknown isolation 'vm-gpu'", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { route: \"/v1/chat\" }\n",
+	             "a route is 'METHOD /path'", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { method: get }\n",
+	             "bad method 'get'", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n"
+	             "    when: { time: { from: \"25:00\", to: \"26:00\" } }\n",
+	             "bad time '25:00'", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n"
+	             "    when: { time: { from: \"08:00\", to: \"18:00\", tz: Mars/Olympus } }\n",
+	             "unknown time zone", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n"
+	             "    when: { time: { tz: \"../../etc/passwd\", from: \"01:00\" } }\n",
+	             "bad time zone name", 0, 0);
+	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { principal: [] }\n",
+	             "empty list", 0, 0);
+	expect_error("rules:\n  - effect: allow\n", "rule needs an 'id'", 0, 0);
+	expect_error("rules:\n  - id: r1\n", "needs 'effect'", 0, 0);
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	const char *t = "rules: []\n";
+	assert_int_not_equal(policy_parse("nov.yaml", t, strlen(t), &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "missing key 'version'", NULL, NULL));
+	diag_free(&d);
+	diag_init(&d);
+	t = "version: 1\nprincipals:\n  x: { match: { api_key_sha256: abc } }\n";
+	assert_int_not_equal(policy_parse("k.yaml", t, strlen(t), &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "64 hex digits", NULL, NULL));
+	diag_free(&d);
+	diag_init(&d);
+	t = "version: 1\ndata:\n  x: { url: \"ftp://h/\", classification: public }\n";
+	assert_int_not_equal(policy_parse("u.yaml", t, strlen(t), &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "http or https", NULL, NULL));
+	diag_free(&d);
+	/* too large */
+	diag_init(&d);
+	assert_int_equal(policy_parse("big.yaml", t, (size_t)POLICY_MAX_FILE_BYTES + 1, &p, &d),
+	                 CUSTOS_ERR_LIMIT);
+	diag_free(&d);
+}
+
+static void test_warnings(void **state)
+{
+	(void)state;
+	diag_list d;
+	policy *p = compile_with(
+	        "rules:\n"
+	        "  - id: impossible\n    effect: allow\n"
+	        "    when: { model: m1, model.isolation: { at_least: vm } }\n"
+	        "  - id: too-high\n    effect: allow\n    when: { taint: { above: restricted } }\n"
+	        "  - id: a1\n    effect: allow\n    when: { direction: ingress, principal: alice "
+	        "}\n"
+	        "  - id: stop-ingress\n    effect: deny\n    when: { direction: ingress }\n"
+	        "  - id: d-ob\n    effect: deny\n    when: { principal: bob }\n    audit: bodies\n"
+	        "  - id: g\n    effect: allow\n    when: { principal.groups: nobody-here }\n",
+	        &d);
+	assert_non_null(p);
+	assert_true(has_diag(&d, DIAG_WARNING, "'impossible' can never match", NULL, NULL));
+	assert_true(has_diag(&d, DIAG_WARNING, "'too-high' can never match", NULL, NULL));
+	assert_true(has_diag(&d, DIAG_WARNING, "'a1' is shadowed by deny rule 'stop-ingress'", NULL,
+	                     NULL));
+	assert_true(has_diag(&d, DIAG_WARNING, "obligations never apply", NULL, NULL));
+	assert_true(
+	        has_diag(&d, DIAG_WARNING, "no principal is in group 'nobody-here'", NULL, NULL));
+	policy_unref(p);
+	diag_free(&d);
+}
+
+static policy *must(const char *extra)
+{
+	diag_list d;
+	policy *p = compile_with(extra, &d);
+	if (p == NULL) {
+		diag_print(&d, stderr);
+		fail_msg("policy did not compile");
+	}
+	diag_free(&d);
+	return p;
+}
+
+static policy_request ingress(const policy *p, const char *who, const char *model,
+                              const char *route)
+{
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.direction = POLICY_INGRESS;
+	r.isolation = -1;
+	r.time_ns = 1800000000ull * 1000000000ull;
+	r.principal = who ? policy_find_principal(p, span_cstr(who)) : NULL;
+	r.model = model ? policy_find_model(p, span_cstr(model)) : NULL;
+	r.route = span_cstr(route);
+	return r;
+}
+
+static void test_semantics(void **state)
+{
+	(void)state;
+	policy *p = must("rules:\n"
+	                 "  - id: allow-a\n    effect: allow\n"
+	                 "    when: { direction: ingress, principal: alice, model: [m1, m2] }\n"
+	                 "    limits: { requests_per_minute: 100, max_body: 1MiB }\n"
+	                 "    inspect: { prompt: { email: redact } }\n"
+	                 "  - id: allow-route\n    effect: allow\n"
+	                 "    when: { direction: ingress, route: \"POST /v1/x\" }\n"
+	                 "    limits: { requests_per_second: 1, max_body: 2KiB }\n"
+	                 "    inspect: { prompt: { email: deny }, response: { jwt: log } }\n"
+	                 "    audit: bodies\n"
+	                 "  - id: deny-m2\n    effect: deny\n    when: { model: m2 }\n");
+	policy_decision dec;
+	policy_request r = ingress(p, "alice", "m1", "POST /v1/chat");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_int_equal(dec.n_rules, 1);
+	assert_string_equal(dec.rules[0], "allow-a");
+	assert_int_equal(dec.limits.requests, 100);
+	assert_int_equal(dec.inspect_prompt[0], POLICY_ACT_REDACT); /* email is index 0 */
+
+	/* two allows merge: stricter rate (1/s = 60/min < 100/min), smaller body, severer action */
+	r = ingress(p, "alice", "m1", "POST /v1/x");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_int_equal(dec.n_rules, 2);
+	assert_int_equal(dec.limits.requests, 1);
+	assert_int_equal(dec.limits.requests_window_ns, 1000000000ull);
+	assert_int_equal(dec.limits.max_body_bytes, 2048);
+	assert_int_equal(dec.inspect_prompt[0], POLICY_ACT_DENY);
+	assert_int_equal(dec.inspect_response[14], POLICY_ACT_LOG); /* jwt */
+	assert_int_equal(dec.audit, POLICY_AUDIT_BODIES);
+	assert_true(dec.has_inspect);
+
+	/* deny overrides, obligations cleared */
+	r = ingress(p, "alice", "m2", "POST /v1/x");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_int_equal(dec.n_rules, 1);
+	assert_string_equal(dec.rules[0], "deny-m2");
+	assert_int_equal(dec.limits.max_body_bytes, 0);
+	assert_false(dec.has_inspect);
+
+	/* default deny */
+	r = ingress(p, "bob", "m1", "GET /");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_true(dec.default_deny);
+	assert_int_equal(dec.n_rules, 0);
+	assert_non_null(strstr(dec.reason, "default deny"));
+
+	/* route from method + path when route is empty */
+	r = ingress(p, "bob", "m1", "");
+	r.method = SPAN_LIT("POST");
+	r.path = SPAN_LIT("/v1/x");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_string_equal(dec.rules[0], "allow-route");
+
+	/* egress: the ingress-only rules do not apply */
+	r.direction = POLICY_EGRESS;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+
+	/* forced shadow */
+	r = ingress(p, "alice", "m2", "POST /v1/x");
+	r.force_shadow = true;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_int_equal(dec.verdict, POLICY_DENY);
+	assert_true(dec.shadow);
+	policy_unref(p);
+}
+
+static void test_shadow_mode_policy(void **state)
+{
+	(void)state;
+	const char *t = "version: 1\nmode: shadow\nrules:\n  - id: nope\n    effect: deny\n";
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_equal(policy_parse("s.yaml", t, strlen(t), &p, &d), CUSTOS_OK);
+	assert_int_equal(policy_get_mode(p), POLICY_SHADOW);
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_int_equal(dec.verdict, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "nope");
+	policy_unref(p);
+	diag_free(&d);
+}
+
+static void test_rule_id_cap(void **state)
+{
+	(void)state;
+	char extra[4096] = "rules:\n";
+	size_t off = strlen(extra);
+	for (int i = 0; i < 11; i++)
+		off += (size_t)snprintf(extra + off, sizeof(extra) - off,
+		                        "  - id: d%d\n    effect: deny\n    when: { model: m1 }\n",
+		                        i);
+	policy *p = must(extra);
+	policy_request r = ingress(p, "alice", "m1", "GET /");
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_int_equal(dec.n_rules, POLICY_MAX_DECISION_RULES);
+	assert_int_equal(dec.n_rules_total, 11);
+	policy_unref(p);
+}
+
+static void test_conditions(void **state)
+{
+	(void)state;
+	policy *p = must(
+	        "rules:\n"
+	        "  - id: cls\n    effect: allow\n"
+	        "    when: { direction: egress, data.classification: { at_most: "
+	        "principal.attributes.clearance }, model.isolation: { at_least: process } }\n"
+	        "  - id: taint-block\n    effect: deny\n"
+	        "    when: { direction: egress, taint: { above: data.classification } }\n"
+	        "  - id: body\n    effect: allow\n"
+	        "    when: { direction: ingress, body_size: { above: 10, below: 20 } }\n"
+	        "  - id: paths\n    effect: allow\n"
+	        "    when: { direction: ingress, path: [/exact, { prefix: /pre }, { glob: "
+	        "\"/g/*/x\" }] }\n"
+	        "  - id: attr\n    effect: allow\n"
+	        "    when: { direction: ingress, principal.attributes: { clearance: [internal, "
+	        "confidential] }, method: PUT }\n");
+	policy_decision dec;
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	r.time_ns = 1;
+	r.direction = POLICY_EGRESS;
+	r.principal = policy_find_principal(p, SPAN_LIT("alice"));
+	r.model = policy_find_model(p, SPAN_LIT("m1"));
+	r.data = policy_find_data_id(p, SPAN_LIT("wiki"));
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	r.data = policy_find_data_id(p, SPAN_LIT("hr")); /* confidential > alice's internal */
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	r.data = policy_find_data_id(p, SPAN_LIT("wiki"));
+	r.isolation = POLICY_ISO_NONE;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	r.isolation = -1;
+	r.taint = POLICY_CLASS_CONFIDENTIAL; /* above the wiki's internal */
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "taint-block");
+	r.principal = policy_find_principal(p, SPAN_LIT("bob")); /* no clearance: unknown */
+	r.taint = POLICY_CLASS_PUBLIC;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	r.direction = POLICY_INGRESS;
+	uint64_t sizes[] = { 10, 11, 19, 20 };
+	bool want[] = { false, true, true, false };
+	for (size_t i = 0; i < 4; i++) {
+		r.body_size = sizes[i];
+		policy_evaluate(p, &r, &dec);
+		assert_int_equal(dec.effect == POLICY_ALLOW, want[i]);
+	}
+	r.body_size = 0;
+	const char *paths[] = { "/exact",  "/exact/", "/pre",    "/pre/x",
+		                "/prefix", "/g/a/x",  "/g/a/b/x" };
+	bool pw[] = { true, false, true, true, false, true, false };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(paths); i++) {
+		r.path = span_cstr(paths[i]);
+		policy_evaluate(p, &r, &dec);
+		if ((dec.effect == POLICY_ALLOW) != pw[i])
+			fail_msg("path %s", paths[i]);
+	}
+	r.path = SPAN_LIT("/other");
+	r.method = SPAN_LIT("PUT");
+	r.principal = policy_find_principal(p, SPAN_LIT("alice"));
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_string_equal(dec.rules[0], "attr");
+	r.method = SPAN_LIT("put"); /* methods are case-sensitive */
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	policy_unref(p);
+}
+
+static void test_identity(void **state)
+{
+	(void)state;
+	policy *p = must("");
+	policy_identity id;
+	memset(&id, 0, sizeof(id));
+	span uris[] = { SPAN_LIT("spiffe://corp/team/b/x"), SPAN_LIT("spiffe://corp/team/a/svc") };
+	id.san_uris = uris;
+	id.n_san_uris = 2;
+	const policy_principal *pr = policy_match_principal(p, &id);
+	assert_non_null(pr);
+	assert_string_equal(pr->id, "alice");
+	assert_int_equal(pr->n_groups, 1);
+	assert_string_equal(pr->groups[0], "eng");
+	assert_int_equal(pr->n_attrs, 1);
+	assert_int_equal(pr->attrs[0].level, POLICY_CLASS_INTERNAL);
+	id.n_san_uris = 1;
+	assert_null(policy_match_principal(p, &id));
+	memset(&id, 0, sizeof(id));
+	id.has_api_key = true;
+	id.api_key_sha256[31] = 1;
+	pr = policy_match_principal(p, &id);
+	assert_non_null(pr);
+	assert_string_equal(pr->id, "bob");
+	id.api_key_sha256[31] = 2;
+	assert_null(policy_match_principal(p, &id));
+	id.has_api_key = false;
+	id.api_key_sha256[31] = 1;
+	assert_null(policy_match_principal(p, &id));
+	policy_unref(p);
+}
+
+static void test_data_lookup(void **state)
+{
+	(void)state;
+	policy *p = must("");
+	const policy_data_source *ds;
+	ds = policy_find_data_url(p, SPAN_LIT("https://WIKI.example/page?x=1"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "wiki");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/admin/x"));
+	assert_string_equal(ds->id, "hr-admin");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/adminx"));
+	assert_string_equal(ds->id, "hr"); /* prefix on a segment boundary */
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://hr.example/api/")));
+	assert_null(policy_find_data_url(p, SPAN_LIT("http://wiki.example/")));
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/other")));
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://user@wiki.example/")));
+	assert_null(policy_find_data_url(p, SPAN_LIT("wiki.example/")));
+	ds = policy_find_data_source(p, SPAN_LIT("https"), SPAN_LIT("wiki.example"), 443,
+	                             SPAN_LIT(""));
+	assert_non_null(ds);
+	policy_unref(p);
+}
+
+static void test_glob(void **state)
+{
+	(void)state;
+	struct {
+		const char *pat, *s;
+		bool m;
+	} cases[] = {
+		{ "a/*/c", "a/b/c", true },
+		{ "a/*/c", "a/b/d/c", false },
+		{ "a/**/c", "a/b/d/c", true },
+		{ "a/**", "a/", true },
+		{ "*", "", true },
+		{ "*", "/", false },
+		{ "a?c", "abc", true },
+		{ "a?c", "a/c", false },
+		{ "*.example", "x.example", true },
+		{ "x", "xx", false },
+		{ "**x", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaay", false },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++)
+		if (policy_glob_match(cases[i].pat, strlen(cases[i].pat), cases[i].s,
+		                      strlen(cases[i].s)) != cases[i].m)
+			fail_msg("glob %s vs %s", cases[i].pat, cases[i].s);
+}
+
+static void test_timezones(void **state)
+{
+	(void)state;
+	arena a = { 0 };
+	ptz z;
+	if (ptz_load(&a, "Europe/Paris", &z) != CUSTOS_OK) {
+		arena_free(&a);
+		skip(); /* no tzdata on this machine */
+	}
+	/* 2026-03-29 00:59:59Z is CET, 01:00Z is CEST (last Sunday of March) */
+	assert_int_equal(ptz_offset(&z, 1774745999), 3600);
+	assert_int_equal(ptz_offset(&z, 1774746000), 7200);
+	/* 2045 is past the table: the footer rule applies */
+	assert_int_equal(ptz_offset(&z, 2382480000), 7200); /* July 2045 */
+	assert_int_equal(ptz_offset(&z, 2366841600), 3600); /* Jan 2045 */
+	ptz ny;
+	assert_int_equal(ptz_load(&a, "America/New_York", &ny), CUSTOS_OK);
+	assert_int_equal(ptz_offset(&ny, 1782864000), -4 * 3600); /* 2026-07-01 */
+	assert_int_equal(ptz_offset(&ny, 2366841600), -5 * 3600); /* 2045-01-01 */
+	ptz fixed;
+	assert_int_equal(ptz_load(&a, "+05:30", &fixed), CUSTOS_OK);
+	assert_int_equal(ptz_offset(&fixed, 0), 19800);
+	assert_int_not_equal(ptz_load(&a, "../etc/passwd", &fixed), CUSTOS_OK);
+	assert_int_not_equal(ptz_load(&a, "/etc/passwd", &fixed), CUSTOS_OK);
+	assert_int_not_equal(ptz_load(&a, "No/Such_Zone", &fixed), CUSTOS_OK);
+	assert_int_not_equal(ptz_load(&a, "+99:00", &fixed), CUSTOS_OK);
+	arena_free(&a);
+}
+
+/* ---- files and includes */
+static char tmpdir[256];
+
+static void write_file(const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	chmod(path, 0644);
+}
+
+static int setup_dir(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/custos-policy-test-XXXXXX");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	char sub[512];
+	snprintf(sub, sizeof(sub), "%s/sub", tmpdir);
+	return mkdir(sub, 0755);
+}
+
+static int teardown_dir(void **state)
+{
+	(void)state;
+	const char *names[] = { "main.yaml", "sub/rules.yaml", "sub/more.yaml", "a.yaml",
+		                "b.yaml",    "bad.yaml",       "tests.yaml",    "dup.yaml" };
+	char path[512];
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(names); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, names[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/sub", tmpdir);
+	rmdir(path);
+	rmdir(tmpdir);
+	return 0;
+}
+
+static void test_includes(void **state)
+{
+	(void)state;
+	write_file("main.yaml", "version: 1\ninclude: [sub/rules.yaml]\n"
+	                        "models:\n  m: { isolation: vm }\n");
+	write_file("sub/rules.yaml", "include: [more.yaml]\nrules:\n"
+	                             "  - id: r1\n    effect: allow\n    when: { model: m }\n");
+	write_file("sub/more.yaml", "rules:\n  - id: r2\n    effect: deny\n"
+	                            "    when: { model: m, body_size: { above: 1 } }\n");
+	char path[512];
+	snprintf(path, sizeof(path), "%s/main.yaml", tmpdir);
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_int_equal(policy_rule_count(p), 2);
+	assert_int_equal(strlen(policy_hash_hex(p)), 64);
+	char hash1[65];
+	snprintf(hash1, sizeof(hash1), "%s", policy_hash_hex(p));
+	policy_unref(p);
+	/* a change in an included file changes the hash */
+	write_file("sub/more.yaml", "rules:\n  - id: r2\n    effect: deny\n"
+	                            "    when: { model: m, body_size: { above: 2 } }\n");
+	assert_int_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_string_not_equal(hash1, policy_hash_hex(p));
+	policy_unref(p);
+	diag_free(&d);
+
+	/* cycle */
+	write_file("a.yaml", "version: 1\ninclude: [b.yaml]\n");
+	write_file("b.yaml", "include: [a.yaml]\n");
+	snprintf(path, sizeof(path), "%s/a.yaml", tmpdir);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "include cycle", NULL, NULL));
+	diag_free(&d);
+
+	/* missing include, mode in an included file, duplicate id across files */
+	write_file("bad.yaml", "version: 1\ninclude: [nope.yaml, b2.yaml]\n");
+	snprintf(path, sizeof(path), "%s/bad.yaml", tmpdir);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	unsigned line, col;
+	assert_true(has_diag(&d, DIAG_ERROR, "nope.yaml': No such file", &line, &col));
+	assert_int_equal(line, 2);
+	assert_int_equal(col, 11);
+	diag_free(&d);
+	write_file("a.yaml", "version: 1\ninclude: [dup.yaml]\nmode: shadow\n"
+	                     "rules:\n  - id: x\n    effect: deny\n");
+	write_file("dup.yaml", "mode: enforce\nrules:\n  - id: x\n    effect: deny\n");
+	snprintf(path, sizeof(path), "%s/a.yaml", tmpdir);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "'mode' may be set only", NULL, NULL));
+	diag_free(&d);
+	write_file("dup.yaml", "rules:\n  - id: x\n    effect: deny\n");
+	diag_init(&d);
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "duplicate rule id 'x'", &line, &col));
+	assert_int_equal(line, 2); /* the second definition: dup.yaml, read after a.yaml */
+	diag_free(&d);
+	/* a group/world-writable policy is refused */
+	write_file("b.yaml", "version: 1\n");
+	snprintf(path, sizeof(path), "%s/b.yaml", tmpdir);
+	chmod(path, 0666);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	diag_free(&d);
+}
+
+static void test_store(void **state)
+{
+	(void)state;
+	write_file("main.yaml", "version: 1\nrules:\n  - id: r1\n    effect: allow\n");
+	char path[512];
+	snprintf(path, sizeof(path), "%s/main.yaml", tmpdir);
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	policy_store *s = NULL;
+	assert_int_equal(policy_store_new(p, &s), CUSTOS_OK);
+	uint64_t g0 = policy_store_generation(s);
+	policy *held = policy_store_get(s);
+	assert_ptr_equal(held, p);
+
+	/* an invalid file leaves the old policy in force and reports the error */
+	write_file("main.yaml", "version: 1\nrules:\n  - id: r1\n    efect: allow\n");
+	assert_int_not_equal(policy_store_reload(s, path, &d), CUSTOS_OK);
+	assert_true(has_diag(&d, DIAG_ERROR, "unknown key 'efect'", NULL, NULL));
+	assert_int_equal(policy_store_generation(s), g0);
+	policy *now = policy_store_get(s);
+	assert_ptr_equal(now, p);
+	policy_unref(now);
+
+	/* a valid one replaces it; the old reference stays usable until dropped */
+	write_file("main.yaml", "version: 1\nrules:\n  - id: r2\n    effect: deny\n");
+	assert_int_equal(policy_store_reload(s, path, &d), CUSTOS_OK);
+	assert_int_equal(policy_store_generation(s), g0 + 1);
+	now = policy_store_get(s);
+	assert_ptr_not_equal(now, held);
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	policy_decision dec;
+	policy_evaluate(held, &r, &dec);
+	assert_string_equal(dec.rules[0], "r1");
+	policy_evaluate(now, &r, &dec);
+	assert_string_equal(dec.rules[0], "r2");
+	policy_unref(held);
+	policy_unref(now);
+	policy_store_free(s);
+	diag_free(&d);
+}
+
+struct race {
+	policy_store *s;
+	int evaluations;
+};
+
+static void *reader(void *arg)
+{
+	struct race *rc = arg;
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	for (int i = 0; i < 20000; i++) {
+		policy *p = policy_store_get(rc->s);
+		policy_decision dec;
+		policy_evaluate(p, &r, &dec);
+		if (dec.n_rules == 1)
+			rc->evaluations++;
+		policy_unref(p);
+	}
+	return NULL;
+}
+
+static void test_store_threads(void **state)
+{
+	(void)state;
+	const char *t1 = "version: 1\nrules:\n  - id: a\n    effect: allow\n";
+	const char *t2 = "version: 1\nrules:\n  - id: b\n    effect: deny\n";
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_equal(policy_parse("t1", t1, strlen(t1), &p, &d), CUSTOS_OK);
+	policy_store *s = NULL;
+	assert_int_equal(policy_store_new(p, &s), CUSTOS_OK);
+	struct race rc[2] = { { s, 0 }, { s, 0 } };
+	pthread_t th[2];
+	int swaps = 0;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, reader, &rc[i]), 0);
+	for (int i = 0; i < 200; i++) {
+		policy *n = NULL;
+		const char *t = i % 2 ? t1 : t2;
+		custos_err e = policy_parse("t", t, strlen(t), &n, &d);
+		if (e != CUSTOS_OK)
+			break; /* checked below, after the readers are joined */
+		policy_store_swap(s, n);
+		swaps++;
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(swaps, 200);
+	assert_int_equal(rc[0].evaluations, 20000);
+	assert_int_equal(rc[1].evaluations, 20000);
+	policy_store_free(s);
+	diag_free(&d);
+}
+
+static void test_tools(void **state)
+{
+	(void)state;
+	policy *p = must("detectors:\n  emp: { patterns: ['EMP-[0-9]+'], keywords: [staff],"
+	                 " validator: luhn, description: d }\n"
+	                 "rules:\n  - id: r\n    effect: allow\n    when: { principal: alice }\n"
+	                 "    inspect: { response: { emp: deny } }\n");
+	/* custom detector exposed for the inspection engine */
+	assert_int_equal(policy_detector_count(p), POLICY_BUILTIN_DETECTORS + 1);
+	const policy_detector *det = policy_detector_at(p, POLICY_BUILTIN_DETECTORS);
+	assert_string_equal(det->name, "emp");
+	assert_false(det->builtin);
+	assert_int_equal(det->n_patterns, 1);
+	assert_int_equal(det->validator, POLICY_VALIDATOR_LUHN);
+	assert_string_equal(policy_detector_at(p, 3)->name, "iban");
+	assert_null(policy_detector_at(p, 100));
+
+	policy_request r;
+	policy_request_doc *k = NULL;
+	diag_list d;
+	diag_init(&d);
+	const char *j = "{\"direction\":\"ingress\",\"principal\":\"alice\",\"time\":"
+	                "\"2026-01-01T00:00:00Z\"}";
+	assert_int_equal(policy_request_parse(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	buf out;
+	buf_init(&out, 1 << 20);
+	assert_int_equal(policy_explain(p, &r, &out), CUSTOS_OK);
+	const char *txt;
+	assert_int_equal(buf_cstr(&out, &txt), CUSTOS_OK);
+	assert_non_null(strstr(txt, "decision: allow"));
+	assert_non_null(strstr(txt, "inspect response emp: deny"));
+	assert_non_null(strstr(txt, "r (mem.yaml:"));
+	buf_free(&out);
+	policy_request_doc_free(k);
+	/* unknown principal or key in a request: an error, not a silent deny */
+	j = "{\"direction\":\"ingress\",\"principal\":\"alcie\"}";
+	assert_int_not_equal(policy_request_parse(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	policy_request_doc_free(k);
+	j = "{\"direction\":\"ingress\",\"principle\":\"alice\"}";
+	assert_int_not_equal(policy_request_parse(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	policy_request_doc_free(k);
+	j = "{\"direction\":";
+	assert_int_not_equal(policy_request_parse(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	policy_request_doc_free(k);
+	diag_free(&d);
+
+	/* the test runner counts failures and reports test-file errors */
+	write_file("tests.yaml",
+	           "cases:\n"
+	           "  - name: ok\n    request: { direction: ingress, principal: alice }\n"
+	           "    expect: allow\n    rules: [r]\n"
+	           "  - name: wrong\n    request: { direction: ingress, principal: bob }\n"
+	           "    expect: allow\n");
+	char path[512];
+	snprintf(path, sizeof(path), "%s/tests.yaml", tmpdir);
+	diag_init(&d);
+	policy_test_result res;
+	FILE *devnull = fopen("/dev/null", "w");
+	assert_int_equal(policy_run_tests(p, path, devnull, &res, &d), CUSTOS_OK);
+	assert_int_equal(res.passed, 1);
+	assert_int_equal(res.failed, 1);
+	write_file("tests.yaml", "cases:\n  - name: typo\n    request: { direction: ingress }\n"
+	                         "    expcet: allow\n");
+	assert_int_not_equal(policy_run_tests(p, path, devnull, &res, &d), CUSTOS_OK);
+	fclose(devnull);
+	diag_free(&d);
+	policy_unref(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_misspelled_key),
+		cmocka_unit_test(test_unknown_references),
+		cmocka_unit_test(test_duplicates),
+		cmocka_unit_test(test_type_and_value_errors),
+		cmocka_unit_test(test_warnings),
+		cmocka_unit_test(test_semantics),
+		cmocka_unit_test(test_shadow_mode_policy),
+		cmocka_unit_test(test_rule_id_cap),
+		cmocka_unit_test(test_conditions),
+		cmocka_unit_test(test_identity),
+		cmocka_unit_test(test_data_lookup),
+		cmocka_unit_test(test_glob),
+		cmocka_unit_test(test_timezones),
+		cmocka_unit_test(test_includes),
+		cmocka_unit_test(test_store),
+		cmocka_unit_test(test_store_threads),
+		cmocka_unit_test(test_tools),
+	};
+	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
