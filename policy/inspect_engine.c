@@ -289,7 +289,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 		if (d->n_patterns > 0)
 			x.kind = DET_CONTEXT;
 		for (size_t k = 0; k < d->n_keywords; k++) {
-			char *kp;
+			char *kp = NULL;
 			custos_err r = keyword_pattern(d->keywords[k], &kp);
 			if (r != CUSTOS_OK)
 				return err_wrap(r, "custom detector '%s' keyword %zu", d->name,

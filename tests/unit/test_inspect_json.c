@@ -14,7 +14,7 @@ static char *redact_json(const inspect_profile *p, const char *body, custos_err 
 	if (r != want)
 		fprintf(stderr, "json: %s\n", err_msg());
 	assert_int_equal(r, want);
-	char *s = span_dup(buf_span(&out));
+	char *s = ti_dup(&out);
 	buf_free(&out);
 	return s;
 }
