@@ -186,6 +186,8 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 		if (mx > INSPECT_MAX_PATTERN_WIDTH)
 			mx = INSPECT_MAX_PATTERN_WIDTH;
 	}
+	if (x->kind != DET_TERMINATOR)
+		mx += x->back; /* the region may start this far before the anchor */
 	inspect_expr *slot = &e->expr[b->n];
 	*slot = *x;
 	slot->width = mx;
@@ -259,8 +261,10 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 			           .kind = s->kind,
 			           .cls = s->cls,
 			           .max = s->max,
+			           .back_cls = s->back_cls,
+			           .back = s->back,
 			           .validate = s->validate };
-		GUARD(add_expr(e, b, s->pattern, HS_FLAG_SOM_LEFTMOST | s->flags, &x, false));
+		GUARD(add_expr(e, b, s->pattern, HS_FLAG_SOM_LEFTMOST, &x, false));
 	}
 	for (size_t c = 0; c < o->n_custom; c++) {
 		const inspect_custom_def *d = &o->custom[c];

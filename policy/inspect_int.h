@@ -10,13 +10,14 @@
 
 /* What one Hyperscan expression reports.
  * MATCH: a whole bounded candidate, validated at once.
- * ANCHOR: the distinctive start of a token-like value; the value then extends over a byte
- *         class (region) until a byte outside it, or until the detector's TERMINATOR matches.
+ * ANCHOR: a distinctive part of a value (a token prefix, "x@y", nine digits); the value (a
+ *         region) starts up to `back` bytes before it over one byte class and extends over
+ *         another until a byte outside it, its maximum length, or the detector's TERMINATOR.
  * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
  * CONTEXT: a custom detector's keyword that its pattern matches need nearby. */
 enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT };
 
-/* Byte classes a region extends over. */
+/* Byte classes a region extends over (and starts back over). */
 enum det_class {
 	CLS_NONE = 0,
 	CLS_ANY,          /* until the terminator */
@@ -27,20 +28,35 @@ enum det_class {
 	CLS_GITLAB,       /* [A-Za-z0-9_.-] */
 	CLS_SLACK,        /* [A-Za-z0-9-] */
 	CLS_JWT,          /* [A-Za-z0-9_.=-] */
+	CLS_EMAIL_LOCAL,  /* [A-Za-z0-9._%+-] */
+	CLS_HEX_COLON,    /* [0-9A-Fa-f:] */
+	CLS_CARD,         /* [0-9 -] */
+	CLS_PHONE,        /* [0-9 .()-] */
+	CLS_SSN,          /* [0-9 ] */
+	CLS_IBAN,         /* [A-Z0-9 ] */
+	CLS_IPV4,         /* [0-9.] */
+	CLS_DIGIT,        /* [0-9] */
 };
 
-/* A candidate: p[n] is the matched text; prev/next are the bytes around it (-1 when unknown:
- * start of text, or not yet fed). A validator returns true for a finding and narrows it to
- * p[*off .. *off + *len) (re-anchoring), with a confidence 0..100. */
-typedef bool (*det_validate_fn)(const uint8_t *p, size_t n, int prev, int next, size_t *off,
-                                size_t *len, uint8_t *conf);
+/* A finding inside a candidate: p[off .. off + len) with a confidence 0..100. */
+typedef struct det_hit {
+	size_t off, len;
+	uint8_t conf;
+} det_hit;
+#define DET_MAX_HITS 8
+
+/* A validator: p[n] is the candidate (a MATCH, or a region); prev/next are the bytes around it
+ * (-1 when unknown: start of text, or not yet fed). It writes the findings it accepts (narrowed,
+ * re-anchored) to out[DET_MAX_HITS] and returns how many. */
+typedef size_t (*det_validate_fn)(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 
 typedef struct det_spec {
 	uint16_t detector;
-	uint8_t kind;   /* enum det_kind */
-	uint8_t cls;    /* enum det_class, ANCHOR only */
-	uint32_t max;   /* ANCHOR: longest region in bytes */
-	unsigned flags; /* extra Hyperscan flags */
+	uint8_t kind;     /* enum det_kind */
+	uint8_t cls;      /* ANCHOR: the region extends over this class (enum det_class)... */
+	uint32_t max;     /* ...up to this many bytes from its start */
+	uint8_t back_cls; /* ANCHOR: the region starts back over this class... */
+	uint16_t back;    /* ...at most this many bytes before the anchor */
 	const char *pattern;
 	det_validate_fn validate;
 } det_spec;
@@ -53,14 +69,10 @@ extern const char *const det_builtin_names[INSPECT_BUILTIN_COUNT];
 /* Validators shared with custom detectors (detect_builtin.c). */
 bool det_luhn_ok(const uint8_t *p, size_t n);  /* digits of p (others skipped) */
 bool det_mod97_ok(const uint8_t *p, size_t n); /* IBAN-style rearranged mod 97 == 1 */
-bool det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, size_t *off,
-                              size_t *len, uint8_t *conf);
-bool det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, size_t *off,
-                              size_t *len, uint8_t *conf);
-bool det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, size_t *off,
-                               size_t *len, uint8_t *conf);
-bool det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, size_t *off,
-                                 size_t *len, uint8_t *conf);
+size_t det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 bool det_class_has(unsigned cls, uint8_t c);
 
 /* One compiled expression. */
@@ -68,8 +80,10 @@ typedef struct inspect_expr {
 	uint16_t detector;
 	uint8_t kind;
 	uint8_t cls;
+	uint8_t back_cls;
+	uint16_t back;
 	uint32_t max;
-	uint32_t width; /* Hyperscan's max_width for the expression */
+	uint32_t width; /* Hyperscan's max_width for the expression, plus back */
 	det_validate_fn validate;
 } inspect_expr;
 

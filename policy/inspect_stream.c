@@ -48,22 +48,23 @@ static custos_err pend_add(inspect_stream *st, uint64_t off, size_t len, unsigne
 	return CUSTOS_OK;
 }
 
-/* Runs the expression's validator on [from, to) and records a finding when it accepts. */
+/* Runs the expression's validator on [from, to) and records the findings it accepts. */
 static custos_err candidate(inspect_stream *st, const inspect_expr *x, uint64_t from, uint64_t to)
 {
 	if (from < st->base)
 		from = st->base; /* a custom pattern longer than the window: its tail */
 	if (to > st->total || to <= from)
 		return err_set(CUSTOS_ERR_INTERNAL, "inspect: candidate outside the window");
-	size_t off = 0, len = 0;
-	uint8_t conf = 0;
+	det_hit hits[DET_MAX_HITS];
 	int prev = from == 0 ? -1 : byte_at(st, from - 1);
 	int next = byte_at(st, to);
-	if (!x->validate(win_at(st, from), (size_t)(to - from), prev, next, &off, &len, &conf))
-		return CUSTOS_OK;
-	if (len == 0 || off + len > to - from)
-		return err_set(CUSTOS_ERR_INTERNAL, "inspect: validator span out of range");
-	return pend_add(st, from + off, len, x->detector, conf);
+	size_t n = x->validate(win_at(st, from), (size_t)(to - from), prev, next, hits);
+	for (size_t i = 0; i < n && i < DET_MAX_HITS; i++) {
+		if (hits[i].len == 0 || hits[i].off + hits[i].len > to - from)
+			return err_set(CUSTOS_ERR_INTERNAL, "inspect: validator span out of range");
+		GUARD(pend_add(st, from + hits[i].off, hits[i].len, x->detector, hits[i].conf));
+	}
+	return CUSTOS_OK;
 }
 
 static custos_err region_close(inspect_stream *st, inspect_region *r, uint64_t end)
@@ -149,9 +150,16 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 		if (r->open)
 			e = region_advance(st, r, from);
 		if (e == CUSTOS_OK && !r->open) {
+			/* The value may begin before the anchor ("jane" in "jane@x"). */
+			uint64_t start = from, lim = from > x->back ? from - x->back : 0;
+			if (lim < st->base)
+				lim = st->base;
+			while (start > lim &&
+			       det_class_has(x->back_cls, (uint8_t)byte_at(st, start - 1)))
+				start--;
 			r->open = true;
 			r->expr = id;
-			r->start = from;
+			r->start = start;
 			r->scan = to;
 		}
 		break;

@@ -138,8 +138,8 @@ static void test_structure_untouched(void **state)
 	assert_int_equal(sum.total, 1);
 	free(r);
 	/* Overlapping findings merge into one mask, as in text. */
-	r = redact_json(&p, "[\"x +14155552671\u0040example.com y\"]", CUSTOS_OK, &sum);
-	assert_string_equal(r, "[\"x [REDACTED:PHONE] y\"]");
+	r = redact_json(&p, "[\"x TKT-AB\\u0045MP-123456 y\"]", CUSTOS_OK, &sum);
+	assert_string_equal(r, "[\"x [REDACTED:TICKET] y\"]");
 	assert_int_equal(sum.total, 2);
 	free(r);
 	const char *clean = " {\"model\" : \"m\", \"messages\" : [ {\"role\":\"user\",\"content\":"
