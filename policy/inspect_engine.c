@@ -174,7 +174,7 @@ static void build_free(build *b)
 static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, unsigned flags,
                            const inspect_expr *x, bool custom)
 {
-	ENSURE(b->n < b->cap, CUSTOS_ERR_INTERNAL, "inspect: expression table overflow");
+	ENSURE(e->n_expr < b->cap, CUSTOS_ERR_INTERNAL, "inspect: expression table overflow");
 	unsigned mn = 0, mx = 0;
 	if (x->kind != DET_TERMINATOR) {
 		GUARD(expr_width(pattern, flags, &mn, &mx));
@@ -188,9 +188,11 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	}
 	if (x->kind != DET_TERMINATOR)
 		mx += x->back; /* the region may start this far before the anchor */
-	inspect_expr *slot = &e->expr[b->n];
+	unsigned idx = e->n_expr++;
+	inspect_expr *slot = &e->expr[idx];
 	*slot = *x;
 	slot->width = mx;
+	slot->next = -1;
 	if (x->kind != DET_TERMINATOR && mx > e->width[x->detector])
 		e->width[x->detector] = mx;
 	if (x->kind == DET_ANCHOR)
@@ -198,9 +200,20 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	if (x->kind == DET_CONTEXT)
 		e->needs_ctx[x->detector] = true;
 	e->compiled |= UINT64_C(1) << x->detector;
+	/* The same pattern for several detectors (the numeric anchor) is compiled once; its
+	 * match is fanned out along the chain. */
+	for (size_t k = 0; k < b->n; k++) {
+		if (b->flags[k] == flags && strcmp(b->pat[k], pattern) == 0) {
+			unsigned last = b->ids[k];
+			while (e->expr[last].next >= 0)
+				last = (unsigned)e->expr[last].next;
+			e->expr[last].next = (int32_t)idx;
+			return CUSTOS_OK;
+		}
+	}
 	b->pat[b->n] = pattern;
 	b->flags[b->n] = flags;
-	b->ids[b->n] = (unsigned)b->n;
+	b->ids[b->n] = idx;
 	b->n++;
 	return CUSTOS_OK;
 }
@@ -302,7 +315,6 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 			GUARD(add_expr(e, b, kp, CUSTOM_FLAGS | HS_FLAG_CASELESS, &x, true));
 		}
 	}
-	e->n_expr = (unsigned)b->n;
 	if (b->n == 0)
 		return CUSTOS_OK;
 	hs_compile_error_t *cerr = NULL;
@@ -310,10 +322,10 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 	                     HS_MODE_STREAM | HS_MODE_SOM_HORIZON_SMALL, NULL, &e->db,
 	                     &cerr) != HS_SUCCESS) {
 		int at = cerr ? cerr->expression : -1;
-		custos_err r =
-		        err_set(CUSTOS_ERR_INVAL, "compiling detector '%s': %s",
-		                at >= 0 && (size_t)at < b->n ? e->name[e->expr[at].detector] : "?",
-		                cerr && cerr->message ? cerr->message : "failed");
+		custos_err r = err_set(
+		        CUSTOS_ERR_INVAL, "compiling detector '%s': %s",
+		        at >= 0 && (size_t)at < b->n ? e->name[e->expr[b->ids[at]].detector] : "?",
+		        cerr && cerr->message ? cerr->message : "failed");
 		hs_free_compile_error(cerr);
 		return r;
 	}

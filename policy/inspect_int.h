@@ -84,6 +84,7 @@ typedef struct inspect_expr {
 	uint16_t back;
 	uint32_t max;
 	uint32_t width; /* Hyperscan's max_width for the expression, plus back */
+	int32_t next;   /* next expression sharing this Hyperscan pattern, or -1 */
 	det_validate_fn validate;
 } inspect_expr;
 

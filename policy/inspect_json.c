@@ -91,6 +91,16 @@ static custos_err text_put(jctx *c, const uint8_t *b, size_t n, size_t raw)
 	return buf_append(&c->text, b, n);
 }
 
+/* Plain bytes raw[at .. at + n) into the text, each mapped to its own raw offset. */
+static custos_err text_put_raw(jctx *c, size_t at, size_t n)
+{
+	size_t base = buf_used(&c->text);
+	GUARD(map_reserve(c, base + n + 1));
+	for (size_t k = 0; k < n; k++)
+		c->map[base + k] = (uint32_t)(at + k);
+	return buf_append(&c->text, c->p + at, n);
+}
+
 static size_t utf8_encode(unsigned cp, uint8_t o[4])
 {
 	if (cp < 0x80) {
@@ -168,14 +178,26 @@ static custos_err parse_string(jctx *c, bool value)
 		if (b < 0x20)
 			return jerr(c, "control character in string");
 		if (b != '\\') {
-			size_t l = utf8_valid_len(c->p + c->i, c->n - c->i);
-			if (l == 0)
-				return jerr(c, "invalid UTF-8");
-			if (collect) {
-				for (size_t k = 0; k < l; k++)
-					GUARD(text_put(c, c->p + at + k, 1, at + k));
+			/* A run of plain characters goes over in one piece. */
+			size_t run = c->i;
+			while (run < c->n) {
+				uint8_t x = c->p[run];
+				if (x == '"' || x == '\\' || x < 0x20)
+					break;
+				if (x < 0x80) {
+					run++;
+					continue;
+				}
+				size_t l = utf8_valid_len(c->p + run, c->n - run);
+				if (l == 0) {
+					c->i = run;
+					return jerr(c, "invalid UTF-8");
+				}
+				run += l;
 			}
-			c->i += l;
+			if (collect)
+				GUARD(text_put_raw(c, at, run - at));
+			c->i = run;
 			continue;
 		}
 		if (c->i + 1 >= c->n)

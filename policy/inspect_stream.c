@@ -131,15 +131,12 @@ static bool ctx_near(const inspect_stream *st, unsigned det, uint64_t off)
 	return false;
 }
 
-static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
-                    unsigned int flags, void *ctx)
+static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64_t to)
 {
-	(void)flags;
-	inspect_stream *st = ctx;
 	const inspect_expr *x = &st->e->expr[id];
 	unsigned det = x->detector;
 	if (st->prof.action[det] == INSPECT_ACT_NONE)
-		return 0;
+		return CUSTOS_OK;
 	inspect_region *r = &st->reg[det];
 	custos_err e = CUSTOS_OK;
 	switch (x->kind) {
@@ -176,9 +173,20 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 	default:
 		break;
 	}
-	if (e != CUSTOS_OK) {
-		st->cb_err = e;
-		return 1; /* stops the scan */
+	return e;
+}
+
+static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
+                    unsigned int flags, void *ctx)
+{
+	(void)flags;
+	inspect_stream *st = ctx;
+	for (int32_t x = (int32_t)id; x >= 0; x = st->e->expr[x].next) {
+		custos_err e = on_expr(st, (unsigned)x, from, to);
+		if (e != CUSTOS_OK) {
+			st->cb_err = e;
+			return 1; /* stops the scan */
+		}
 	}
 	return 0;
 }
@@ -324,7 +332,7 @@ static uint64_t stable_point(const inspect_stream *st, bool final)
 	uint64_t S = st->total;
 	if (!final) {
 		S = st->total > st->hold ? st->total - st->hold : 0;
-		for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++)
+		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 			if (st->reg[d].open && st->reg[d].start < S)
 				S = st->reg[d].start;
 	}
@@ -347,7 +355,7 @@ static void win_trim(inspect_stream *st)
 	uint64_t lo = st->total > back ? st->total - back : 0;
 	if (lo < keep)
 		keep = lo;
-	for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++)
+	for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 		if (st->reg[d].open && st->reg[d].start < keep + 1)
 			keep = st->reg[d].start > 0 ? st->reg[d].start - 1 : 0;
 	if (keep > st->base) {
@@ -416,7 +424,7 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 		st->cb_err = CUSTOS_OK;
 		GUARD(scan_result(st, hs_scan_stream(st->hs, text.ptr, (unsigned)text.len, 0, s->hs,
 		                                     on_match, st)));
-		for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++)
+		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 			if (st->reg[d].open)
 				GUARD(region_advance(st, &st->reg[d], st->total));
 	}
@@ -436,7 +444,7 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 		hs_error_t rc = hs_close_stream(st->hs, s->hs, on_match, st);
 		st->hs = NULL;
 		GUARD(scan_result(st, rc));
-		for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++) {
+		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++) {
 			inspect_region *r = &st->reg[d];
 			if (r->open)
 				GUARD(region_advance(st, r, st->total));

@@ -31,7 +31,7 @@ struct inspect_stream {
 	uint64_t mask_end; /* cursor right after the last mask written */
 	size_t hold;       /* the profile's hold-back */
 	uint32_t wmax;     /* widest expression of the engine (window kept for validators) */
-	inspect_region reg[INSPECT_MAX_DETECTORS];
+	inspect_region reg[INSPECT_MAX_DETECTORS]; /* only built-ins have regions */
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;
 	inspect_ctx_hit *ctx; /* recent context keywords of custom detectors */
