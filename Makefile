@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format
+.PHONY: all deps build demo test lint fuzz clean format bench
 
 all: build
 
@@ -41,16 +41,10 @@ fuzz: deps
 clean:
 	rm -rf build
 
-# Content inspection throughput (bench/inspect; figures in docs/PERFORMANCE.md): Hyperscan vs
-# PCRE2 JIT over 1 MiB of mixed text, SSE cost per event, JSON pass. About a minute.
-BENCH_INSPECT_REPS ?= 10
-.PHONY: bench-inspect
-bench-inspect: deps
-	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build $(BUILD_REL) -j$(JOBS) --target custos_policy
-	mkdir -p bench/out
-	$(CC) -std=gnu17 -O2 -Wall -Wextra -Iinclude -Ipolicy -I$(BUILD_REL)/generated \
-		bench/inspect/bench_inspect.c -o $(BUILD_REL)/bench_inspect \
-		$(BUILD_REL)/policy/libcustos_policy.a $(BUILD_REL)/core/libcustos_core.a \
-		$$(pkg-config --libs libhs libpcre2-8 yaml-0.1 openssl) -lpthread
-	$(BUILD_REL)/bench_inspect $(BENCH_INSPECT_REPS) bench/out/inspect.jsonl
+# Benchmarks: `make bench-<area>` runs bench/<area>/run.sh (policy, audit, proxy, sandbox,
+# egress, inspect, vm), side by side with the peers it names; figures go to docs/PERFORMANCE.md.
+# Each script installs its peers itself; none runs in `make test`.
+bench-%: deps
+	bash bench/$*/run.sh $(BUILD_REL)
+
+bench: $(patsubst bench/%/run.sh,bench-%,$(wildcard bench/*/run.sh))

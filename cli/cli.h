@@ -28,5 +28,6 @@ int cmd_config_check(int argc, char **argv);
 int cmd_policy_check(int argc, char **argv);
 int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);
+int cmd_sandbox_exec(int argc, char **argv);
 
 #endif

@@ -20,6 +20,9 @@ static const struct cli_command commands[] = {
 	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
 	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
 	  "show the decision for a request and why each rule matched or not" },
+	{ "sandbox", "exec", cmd_sandbox_exec,
+	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
+	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
 };
 
 bool cli_wants_help(int argc, char **argv)
@@ -58,10 +61,13 @@ static void print_help(FILE *f)
 	           "commands:\n");
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
-		char left[64];
+		char left[160];
 		snprintf(left, sizeof(left), "%s%s%s %s", c->group ? c->group : "",
 		         c->group ? " " : "", c->name, c->usage);
-		fprintf(f, "  %-34s %s\n", left, c->summary);
+		if (strlen(left) <= 34)
+			fprintf(f, "  %-34s %s\n", left, c->summary);
+		else
+			fprintf(f, "  %s\n  %-34s %s\n", left, "", c->summary);
 	}
 	fprintf(f, "\n'custos COMMAND --help' describes one command.\n"
 	           "exit status: 0 ok, 1 failure or check failed, 2 usage error\n");

@@ -100,6 +100,8 @@ struct cc {
 	/* ydoc positions for warnings after the rule pass */
 	const ydoc **rule_doc;
 	ydoc_node **rule_node;
+	const ydoc **model_doc;
+	ydoc_node **model_node;
 };
 
 static char *dir_of(const char *path)
@@ -516,6 +518,11 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 					pr->m.has_key = true;
 				continue;
 			}
+			if ((i <= 1 || i == 7) && x->len > POLICY_MAX_GLOB) {
+				ydoc_error(doc, x, c->d, NULL, "'%s' pattern longer than %d bytes",
+				           mkeys[i], POLICY_MAX_GLOB);
+				continue;
+			}
 			*slots[i] = arena_strdup(&p->a, s, x->len);
 		}
 	}
@@ -572,6 +579,8 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 		dup_error(c, doc, k, "model");
 		return;
 	}
+	c->model_doc[p->n_models] = doc;
+	c->model_node[p->n_models] = k;
 	m->index = p->n_models++;
 	ydoc_node *iso = ydoc_map_get(v, "isolation");
 	int x;
@@ -884,6 +893,12 @@ static bool parse_paths(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		}
 		if (s[0] != '/') {
 			ydoc_error(doc, val, c->d, NULL, "a path starts with '/'");
+			ok = false;
+			continue;
+		}
+		if (pp->kind == PATH_GLOB && val->len > POLICY_MAX_GLOB) {
+			ydoc_error(doc, val, c->d, NULL, "glob longer than %d bytes",
+			           POLICY_MAX_GLOB);
 			ok = false;
 			continue;
 		}
@@ -1313,10 +1328,14 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			}
 			if (!ydoc_enum(doc, m->pairs[i].value, acts, 3, &act, c->d))
 				continue;
+			if (w)
+				p->detectors[det].used_response = true;
+			else
+				p->detectors[det].used_prompt = true;
 			r->inspect[r->n_inspect++] =
-			        (struct inspect_ob){ .det = (uint8_t)det,
-				                     .response = (uint8_t)w,
-				                     .act = (uint8_t)(act + 1) };
+			        (policy_inspect_item){ .detector = (uint8_t)det,
+				                       .response = (uint8_t)w,
+				                       .action = (uint8_t)(act + 1) };
 		}
 	}
 }
@@ -1487,6 +1506,32 @@ static bool list_subset(const uint32_t *a, uint32_t na, const uint32_t *b, uint3
 	return true;
 }
 
+/* A model that no ingress allow rule can reach: every request to it is denied. */
+static void check_models(struct cc *c)
+{
+	const policy *p = c->p;
+	if (p->n_models == 0)
+		return;
+	uint8_t *reach = xcalloc(p->n_models, 1);
+	bool wild = false;
+	for (uint32_t i = 0; i < p->n_rules && !wild; i++) {
+		const prule *r = &p->rules[i];
+		if (r->effect != POLICY_ALLOW || !(r->dirs & 1))
+			continue;
+		if (!(r->present & C_MODEL))
+			wild = true;
+		for (uint32_t j = 0; j < r->n_models; j++)
+			reach[r->models[j]] = 1;
+	}
+	for (uint32_t i = 0; i < p->n_models && !wild; i++)
+		if (!reach[i])
+			ydoc_warn(c->model_doc[i], c->model_node[i], c->d, NULL,
+			          "model '%s' is named by no ingress allow rule and no such rule "
+			          "applies to every model: every request to it is denied",
+			          p->models[i].id);
+	free(reach);
+}
+
 /* An allow is shadowed by a deny whose only conditions are direction and id lists that
  * contain the allow's (so every request the allow matches, the deny matches too). */
 static void check_shadowing(struct cc *c)
@@ -1544,10 +1589,41 @@ static void bucket_add(arena *a, struct bucket *b, uint32_t rule)
 	b->rules[b->n++] = rule;
 }
 
+static bool uses_pairs(const prule *r)
+{
+	return !(r->present & C_PRINCIPAL) && (r->present & C_MODEL) && (r->present & C_ROUTE) &&
+	       (uint64_t)r->n_models * r->n_routes <= PAIR_MAX_PER_RULE;
+}
+
+static struct bucket *pair_slot(struct dir_index *x, uint64_t key)
+{
+	uint64_t h = key * 0x9e3779b97f4a7c15ull;
+	for (uint32_t j = (uint32_t)(h >> 40) & (x->pair_cap - 1);;
+	     j = (j + 1) & (x->pair_cap - 1)) {
+		if (x->by_pair[j].key == key || x->by_pair[j].key == 0) {
+			x->by_pair[j].key = key;
+			return &x->by_pair[j].b;
+		}
+	}
+}
+
 static void build_index(policy *p)
 {
+	uint64_t pairs = 0;
+	for (uint32_t i = 0; i < p->n_rules; i++)
+		if (uses_pairs(&p->rules[i]))
+			pairs += (uint64_t)p->rules[i].n_models * p->rules[i].n_routes;
+	uint32_t cap = 0;
+	if (pairs) {
+		cap = 16;
+		while (cap < pairs * 2)
+			cap *= 2;
+	}
 	for (int d = 0; d < 2; d++) {
 		struct dir_index *x = &p->idx[d];
+		x->pair_cap = cap;
+		if (cap)
+			x->by_pair = arena_alloc(&p->a, sizeof(struct pair_bucket) * cap);
 		x->by_principal = arena_alloc(&p->a, sizeof(struct bucket) * (p->n_principals + 1));
 		x->by_model = arena_alloc(&p->a, sizeof(struct bucket) * (p->n_models + 1));
 		x->by_data = arena_alloc(&p->a, sizeof(struct bucket) * (p->n_data + 1));
@@ -1562,6 +1638,13 @@ static void build_index(policy *p)
 			if (r->present & C_PRINCIPAL) {
 				for (uint32_t j = 0; j < r->n_principals; j++)
 					bucket_add(&p->a, &x->by_principal[r->principals[j]], i);
+			} else if (uses_pairs(r)) {
+				for (uint32_t j = 0; j < r->n_models; j++)
+					for (uint32_t k = 0; k < r->n_routes; k++)
+						bucket_add(&p->a,
+						           pair_slot(x, pair_key(r->models[j],
+						                                 r->routes[k])),
+						           i);
 			} else if (r->present & C_MODEL) {
 				for (uint32_t j = 0; j < r->n_models; j++)
 					bucket_add(&p->a, &x->by_model[r->models[j]], i);
@@ -1594,6 +1677,8 @@ static void cc_free(struct cc *c)
 	free(c->attr_holders);
 	free(c->rule_doc);
 	free(c->rule_node);
+	free(c->model_doc);
+	free(c->model_node);
 	EVP_MD_CTX_free(c->sha);
 }
 
@@ -1660,6 +1745,8 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 			p->rules = arena_alloc(&p->a, sizeof(prule) * (nr + 1));
 			c.rule_doc = xcalloc(nr + 1, sizeof(*c.rule_doc));
 			c.rule_node = xcalloc(nr + 1, sizeof(*c.rule_node));
+			c.model_doc = xcalloc(nm + 1, sizeof(*c.model_doc));
+			c.model_node = xcalloc(nm + 1, sizeof(*c.model_node));
 			pass_subjects(&c, "detectors", parse_detector);
 			pass_subjects(&c, "principals", parse_principal);
 			pass_subjects(&c, "models", parse_model);
@@ -1683,6 +1770,7 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 				for (uint32_t i = 0; i < p->n_rules; i++)
 					check_rule(&c, &p->rules[i]);
 				check_shadowing(&c);
+				check_models(&c);
 				build_index(p);
 			}
 		}
@@ -1748,6 +1836,21 @@ size_t policy_memory_bytes(const policy *p)
 {
 	return sizeof(*p) + p->a.total;
 }
+bool policy_rule_at(const policy *p, size_t i, policy_rule_info *out)
+{
+	if (i >= p->n_rules)
+		return false;
+	const prule *r = &p->rules[i];
+	*out = (policy_rule_info){ .id = r->id,
+		                   .description = r->description,
+		                   .file = r->file,
+		                   .line = r->line,
+		                   .effect = (policy_effect)r->effect,
+		                   .inspect = r->inspect,
+		                   .n_inspect = r->n_inspect };
+	return true;
+}
+
 size_t policy_detector_count(const policy *p)
 {
 	return p->n_detectors;

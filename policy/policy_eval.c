@@ -12,7 +12,7 @@
  * Globs: '*' matches any run without '/', '**' any run, '?' one character other than '/'.
  * Simulated as an NFA over pattern positions (linear in the subject, no backtracking).
  */
-#define GLOB_MAX 256
+#define GLOB_MAX POLICY_MAX_GLOB
 
 bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 {
@@ -548,11 +548,11 @@ static void merge_obligations(const prule *r, policy_decision *out)
 	if (r->has_audit && r->audit > out->audit)
 		out->audit = (policy_audit_level)r->audit;
 	for (uint32_t i = 0; i < r->n_inspect; i++) {
-		const struct inspect_ob *ob = &r->inspect[i];
-		uint8_t *slot = ob->response ? &out->inspect_response[ob->det]
-		                             : &out->inspect_prompt[ob->det];
-		if (ob->act > *slot)
-			*slot = ob->act;
+		const policy_inspect_item *ob = &r->inspect[i];
+		uint8_t *slot = ob->response ? &out->inspect_response[ob->detector]
+		                             : &out->inspect_prompt[ob->detector];
+		if (ob->action > *slot)
+			*slot = ob->action;
 		out->has_inspect = true;
 	}
 }
@@ -562,7 +562,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 	memset(out, 0, sizeof(*out));
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	const struct dir_index *x = &p->idx[req->direction & 1];
-	const struct bucket *bk[5];
+	const struct bucket *bk[6];
 	size_t nb = 0;
 	if (req->principal)
 		bk[nb++] = &x->by_principal[req->principal->index];
@@ -570,8 +570,12 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_model[req->model->index];
 	if (p->n_routes) {
 		uint32_t rid = policy_route_of(p, req);
-		if (rid != UINT32_MAX)
+		if (rid != UINT32_MAX) {
 			bk[nb++] = &x->by_route[rid];
+			const struct bucket *pb;
+			if (req->model && (pb = pair_find(x, pair_key(req->model->index, rid))))
+				bk[nb++] = pb;
+		}
 	}
 	if (req->data)
 		bk[nb++] = &x->by_data[req->data->index];

@@ -92,9 +92,6 @@ struct time_cond {
 	uint32_t tz;
 	const char *text;
 };
-struct inspect_ob {
-	uint8_t det, response, act;
-};
 
 enum cond_bit {
 	C_DIRECTION = 1u << 0,
@@ -140,7 +137,7 @@ typedef struct prule {
 	bool has_limits, has_audit;
 	policy_limits limits;
 	uint8_t audit;
-	struct inspect_ob *inspect;
+	policy_inspect_item *inspect;
 	uint32_t n_inspect;
 } prule;
 
@@ -162,10 +159,35 @@ struct bucket {
 	uint32_t *rules;
 	uint32_t n, cap;
 };
+/* (model, route) pairs for rules that name both but no principal; key 0 = empty slot. */
+struct pair_bucket {
+	uint64_t key; /* (model index + 1) << 32 | route index */
+	struct bucket b;
+};
+#define PAIR_MAX_PER_RULE 64 /* rules with more model x route pairs go by model alone */
 struct dir_index {
 	struct bucket *by_principal, *by_model, *by_data, *by_route;
+	struct pair_bucket *by_pair;
+	uint32_t pair_cap; /* power of two, or 0 */
 	struct bucket wildcard;
 };
+static inline uint64_t pair_key(uint32_t model, uint32_t route)
+{
+	return (uint64_t)(model + 1) << 32 | route;
+}
+static inline const struct bucket *pair_find(const struct dir_index *x, uint64_t key)
+{
+	if (x->pair_cap == 0)
+		return NULL;
+	uint64_t h = key * 0x9e3779b97f4a7c15ull;
+	for (uint32_t j = (uint32_t)(h >> 40) & (x->pair_cap - 1);;
+	     j = (j + 1) & (x->pair_cap - 1)) {
+		if (x->by_pair[j].key == key)
+			return &x->by_pair[j].b;
+		if (x->by_pair[j].key == 0)
+			return NULL;
+	}
+}
 
 struct policy {
 	atomic_uint refs;
@@ -196,6 +218,8 @@ struct policy {
  * reason (which condition failed, or "all conditions hold"). */
 bool prule_match(const policy *p, const prule *r, const policy_request *req, uint64_t now_ns,
                  buf *why);
+/* Globs longer than this are refused at compile time (the matcher keeps its state on the stack). */
+#define POLICY_MAX_GLOB 256
 bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 /* The route id of req or UINT32_MAX. */
 uint32_t policy_route_of(const policy *p, const policy_request *req);

@@ -177,8 +177,26 @@ typedef struct policy_detector {
 	size_t n_keywords;
 	policy_validator validator;
 	const char *description;
+	bool used_prompt, used_response; /* named by some rule's inspect: (compile only these) */
 	uint32_t index;
 } policy_detector;
+/* One inspect: obligation of a rule: detector index, prompt (0) or response (1), action. */
+typedef struct policy_inspect_item {
+	uint8_t detector;
+	uint8_t response;
+	uint8_t action; /* policy_action */
+} policy_inspect_item;
+/* A rule as written, for tools and the inspection engine (pointers into the policy). */
+typedef struct policy_rule_info {
+	const char *id, *description, *file;
+	unsigned line;
+	policy_effect effect;
+	const policy_inspect_item *inspect;
+	size_t n_inspect;
+} policy_rule_info;
+/* Fills *out with rule i (0..policy_rule_count-1, file order); false past the end. */
+bool policy_rule_at(const policy *p, size_t i, policy_rule_info *out);
+
 /* The built-in detector name for index i < POLICY_BUILTIN_DETECTORS, else NULL. */
 const char *policy_builtin_detector(size_t i);
 size_t policy_detector_count(const policy *p);

@@ -148,6 +148,11 @@ static void test_type_and_value_errors(void **state)
 	expect_error("rules:\n  - id: r1\n    effect: allow\n    when: { principal: [] }\n",
 	             "empty list", 0, 0);
 	expect_error("rules:\n  - effect: allow\n", "rule needs an 'id'", 0, 0);
+	char longglob[512] = "rules:\n  - id: r1\n    effect: allow\n    when: { path: { glob: \"/";
+	size_t lg = strlen(longglob);
+	memset(longglob + lg, 'a', 300);
+	snprintf(longglob + lg + 300, sizeof(longglob) - lg - 300, "\" } }\n");
+	expect_error(longglob, "glob longer than 256 bytes", 0, 0);
 	expect_error("rules:\n  - id: r1\n", "needs 'effect'", 0, 0);
 	diag_list d;
 	diag_init(&d);
@@ -196,6 +201,18 @@ static void test_warnings(void **state)
 	assert_true(has_diag(&d, DIAG_WARNING, "obligations never apply", NULL, NULL));
 	assert_true(
 	        has_diag(&d, DIAG_WARNING, "no principal is in group 'nobody-here'", NULL, NULL));
+	assert_false(has_diag(&d, DIAG_WARNING, "is named by no ingress allow rule", NULL, NULL));
+	policy_unref(p);
+	diag_free(&d);
+	/* m2 is named by no allow rule, and every ingress allow names a model */
+	p = compile_with("rules:\n  - id: only-m1\n    effect: allow\n    when: { model: m1 }\n",
+	                 &d);
+	assert_non_null(p);
+	unsigned line = 0;
+	assert_true(has_diag(&d, DIAG_WARNING, "model 'm2' is named by no ingress allow rule",
+	                     &line, NULL));
+	assert_int_equal(line, 8);
+	assert_false(has_diag(&d, DIAG_WARNING, "model 'm1'", NULL, NULL));
 	policy_unref(p);
 	diag_free(&d);
 }
@@ -321,6 +338,40 @@ static void test_shadow_mode_policy(void **state)
 	assert_string_equal(dec.rules[0], "nope");
 	policy_unref(p);
 	diag_free(&d);
+}
+
+static void test_pair_index(void **state)
+{
+	(void)state;
+	/* model + route without principal: filed under (model, route) pairs */
+	policy *p = must("rules:\n"
+	                 "  - id: pair\n    effect: allow\n"
+	                 "    when: { model: [m1, m2], route: [\"POST /a\", \"POST /b\"] }\n"
+	                 "  - id: model-only\n    effect: deny\n"
+	                 "    when: { model: m2, body_size: { above: 100 } }\n");
+	policy_decision dec;
+	policy_request r = ingress(p, NULL, "m2", "POST /b");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_string_equal(dec.rules[0], "pair");
+	assert_int_equal(dec.n_considered, 2);
+	r.body_size = 101;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "model-only");
+	r = ingress(p, NULL, "m1", "");
+	r.method = SPAN_LIT("POST");
+	r.path = SPAN_LIT("/a");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	r = ingress(p, NULL, "m1", "POST /c");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_int_equal(dec.n_considered, 0);
+	r = ingress(p, NULL, NULL, "POST /a");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	policy_unref(p);
 }
 
 static void test_rule_id_cap(void **state)
@@ -755,6 +806,18 @@ static void test_tools(void **state)
 	assert_false(det->builtin);
 	assert_int_equal(det->n_patterns, 1);
 	assert_int_equal(det->validator, POLICY_VALIDATOR_LUHN);
+	assert_true(det->used_response);
+	assert_false(det->used_prompt);
+	assert_false(policy_detector_at(p, 0)->used_prompt);
+	policy_rule_info ri;
+	assert_true(policy_rule_at(p, 0, &ri));
+	assert_string_equal(ri.id, "r");
+	assert_int_equal(ri.effect, POLICY_ALLOW);
+	assert_int_equal(ri.n_inspect, 1);
+	assert_int_equal(ri.inspect[0].detector, POLICY_BUILTIN_DETECTORS);
+	assert_int_equal(ri.inspect[0].response, 1);
+	assert_int_equal(ri.inspect[0].action, POLICY_ACT_DENY);
+	assert_false(policy_rule_at(p, 1, &ri));
 	assert_string_equal(policy_detector_at(p, 3)->name, "iban");
 	assert_null(policy_detector_at(p, 100));
 
@@ -820,6 +883,7 @@ int main(void)
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_semantics),
 		cmocka_unit_test(test_shadow_mode_policy),
+		cmocka_unit_test(test_pair_index),
 		cmocka_unit_test(test_rule_id_cap),
 		cmocka_unit_test(test_conditions),
 		cmocka_unit_test(test_identity),

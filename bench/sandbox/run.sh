@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Sandbox benchmarks (docs/PERFORMANCE.md, "Process sandbox"):
+#  1. spawn-to-exit latency of `true`, side by side in one run: plain fork/exec, unshare
+#     (user+net+pid+mount), bubblewrap --unshare-all with equivalent mounts, firejail, and
+#     custos sandbox exec with its full setup (seccomp, Landlock, cgroup) and without cgroup;
+#  2. the seccomp filter's cost on a syscall-heavy loop: plain, inside bwrap (namespaces, no
+#     filter) and inside custos (namespaces + filter).
+# Installs bubblewrap, firejail and hyperfine (Debian packages) for itself; builds a release
+# custos. Run as root for the full comparison. RUNS=N changes the sample count.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+RUNS=${RUNS:-200}
+OUT=${OUT:-$top/build/bench-sandbox}
+mkdir -p "$OUT"
+
+bash scripts/deps.sh >/dev/null
+need=()
+for p in bubblewrap firejail hyperfine; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "bench: run as root or install: ${need[*]}" >&2
+		exit 1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null ||
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build/release -j2 --target custos >/dev/null
+C=$top/build/release/cli/custos
+cc -O2 -o "$OUT/syscall_loop" bench/sandbox/syscall_loop.c
+# The library path `custos up` takes: no custos process start per sandbox.
+cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
+	build/release/sandbox/libcustos_sandbox.a build/release/core/libcustos_core.a \
+	-lseccomp -lcap -lyaml -lcrypto -lpthread
+chmod 755 "$OUT" "$OUT/syscall_loop"
+
+BWRAP=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin
+	--symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc
+	--dev /dev --tmpfs /tmp)
+echo "== machine: $(nproc) CPU, kernel $(uname -r), uid $(id -u), custos cgroup backend:" \
+	"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -o 'cgroup [a-z0-9]*' | head -1)"
+echo "== 1. spawn-to-exit of true ($RUNS runs each, one hyperfine run)"
+hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/spawn.json" --style basic \
+	-n plain "/bin/true" \
+	-n unshare "unshare --user --map-root-user --net --pid --fork --mount /bin/true" \
+	-n bwrap "${BWRAP[*]} /bin/true" \
+	-n firejail "firejail --quiet --noprofile /bin/true" \
+	-n custos "$C sandbox exec -- /bin/true" \
+	-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" \
+	-n custos-startup-only "$C version" 2>&1 | grep -v "^ *Range\|^$" || true
+jq -r '.results[] | "\(.command)\tmean \(.mean*1000 | .*100 | round / 100) ms\tmedian \(.median*1000 | .*100 | round / 100) ms\tstddev \(.stddev*1000 | .*100 | round / 100) ms"' "$OUT/spawn.json"
+
+echo "== 1b. through the library (sandbox_spawn + wait + free of /bin/true, $RUNS runs)"
+printf 'library full setup\t%s\n' "$("$OUT/spawn_loop" "$RUNS")"
+printf 'library --cgroup off\t%s\n' "$("$OUT/spawn_loop" "$RUNS" --cgroup off)"
+
+echo "== 2. seccomp cost on a syscall loop (ns per call, best of 3)"
+best() { # label cmd...
+	local b=""
+	for _ in 1 2 3; do
+		r=$("$@" 2>/dev/null | tail -1)
+		v=$(echo "$r" | jq .getppid_ns)
+		if [ -z "$b" ] || [ "$(echo "$v < $(echo "$b" | jq .getppid_ns)" | bc -l 2>/dev/null || echo 0)" = 1 ]; then b=$r; fi
+	done
+	echo "$b"
+}
+N=2000000
+printf 'plain\t%s\n' "$(best "$OUT/syscall_loop" $N)"
+printf 'bwrap (no filter)\t%s\n' "$(best "${BWRAP[@]}" --ro-bind "$OUT/syscall_loop" /opt/loop /opt/loop $N)"
+printf 'custos (filter)\t%s\n' "$(best "$C" sandbox exec --ro-bind "$OUT/syscall_loop:/opt/loop" -- /opt/loop $N)"

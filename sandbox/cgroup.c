@@ -1,0 +1,210 @@
+/*
+ * cgroups: backend choice and the operations both backends share. v2 when memory, pids and cpu
+ * can be enabled below custos' own cgroup; v1 (per-controller hierarchies) otherwise, as on
+ * hosts whose controllers still sit on v1; none for an unprivileged run without delegation
+ * (AUTO falls back to rlimits and says so; REQUIRED fails).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sb_int.h"
+
+const char *sb_cgroup_backend_name(sb_cg_backend b)
+{
+	switch (b) {
+	case SB_CG_V2:
+		return "v2";
+	case SB_CG_V1:
+		return "v1";
+	default:
+		return "none";
+	}
+}
+
+custos_err sb_cg_write(const char *dir, const char *file, const char *value)
+{
+	char path[SANDBOX_PATH_MAX + 64];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd == -1)
+		return err_sys("cgroup: open %s", path);
+	ssize_t n;
+	do
+		n = write(fd, value, strlen(value));
+	while (n == -1 && errno == EINTR);
+	int saved = errno;
+	close(fd);
+	if (n == -1) {
+		errno = saved;
+		return err_sys("cgroup: write '%s' to %s", value, path);
+	}
+	return CUSTOS_OK;
+}
+
+uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
+{
+	char path[SANDBOX_PATH_MAX + 64], text[4096];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	do
+		n = read(fd, text, sizeof(text) - 1);
+	while (n == -1 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	size_t klen = strlen(key);
+	for (char *line = text; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+			uint64_t v = 0;
+			span s = span_trim(span_cstr(line + klen + 1));
+			if (num_parse_u64(s, 0, UINT64_MAX, &v) == CUSTOS_OK)
+				return v;
+			return 0;
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
+                            const char **note)
+{
+	memset(cg, 0, sizeof(*cg));
+	cg->dirfd = -1;
+	*note = NULL;
+	if (p->cgroup == SANDBOX_CGROUP_OFF) {
+		*note = "cgroup off: rlimits only";
+		return CUSTOS_OK;
+	}
+	custos_err e2 = sb_cgv2_create(p, id, cg);
+	if (e2 == CUSTOS_OK)
+		return CUSTOS_OK;
+	char why2[256];
+	snprintf(why2, sizeof(why2), "%s", err_msg());
+	custos_err e1 = sb_cgv1_create(p, id, cg);
+	if (e1 == CUSTOS_OK)
+		return CUSTOS_OK;
+	if (p->cgroup == SANDBOX_CGROUP_REQUIRED)
+		return err_set(CUSTOS_ERR_UNSUPPORTED,
+		               "cgroup required but unusable: v2: %s; v1: %s", why2, err_msg());
+	err_clear();
+	*note = "no writable cgroup: memory and cpu limits not enforced, pids by RLIMIT_NPROC";
+	return CUSTOS_OK;
+}
+
+custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), "%d", (int)pid);
+	if (cg->backend == SB_CG_V2)
+		return cg->dirfd >= 0 ? CUSTOS_OK /* CLONE_INTO_CGROUP */
+		                      : sb_cg_write(cg->dir, "cgroup.procs", v);
+	if (cg->backend == SB_CG_V1)
+		for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+			if (cg->v1dir[i])
+				GUARD(sb_cg_write(cg->v1dir[i], "cgroup.procs", v));
+	return CUSTOS_OK;
+}
+
+custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (cg->backend == SB_CG_V2)
+		return sb_cgv2_read(cg, c);
+	if (cg->backend == SB_CG_V1)
+		return sb_cgv1_read(cg, c);
+	return CUSTOS_OK;
+}
+
+static void kill_procs(const char *dir)
+{
+	char path[SANDBOX_PATH_MAX + 32], text[8192];
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	for (int round = 0; round < 50; round++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd == -1)
+			return;
+		ssize_t n = read(fd, text, sizeof(text) - 1);
+		close(fd);
+		if (n <= 0)
+			return;
+		text[n] = '\0';
+		for (char *s = text; *s;) {
+			char *nl = strchr(s, '\n');
+			if (nl)
+				*nl = '\0';
+			uint64_t pid;
+			if (num_parse_u64(span_cstr(s), 1, INT32_MAX, &pid) == CUSTOS_OK)
+				kill((pid_t)pid, SIGKILL);
+			if (!nl)
+				break;
+			s = nl + 1;
+		}
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+void sb_cgroup_kill(const sb_cgroup *cg)
+{
+	if (cg->backend == SB_CG_V2) {
+		if (sb_cg_write(cg->dir, "cgroup.kill", "1") != CUSTOS_OK)
+			kill_procs(cg->dir);
+	} else if (cg->backend == SB_CG_V1) {
+		for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+			if (cg->v1dir[i]) {
+				kill_procs(cg->v1dir[i]);
+				break;
+			}
+	}
+}
+
+static void rmdir_retry(const char *dir)
+{
+	for (int i = 0; i < 100; i++) {
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return;
+		if (errno != EBUSY)
+			break;
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);
+	}
+	log_warn("cgroup: could not remove %s: %s", dir, strerror(errno));
+}
+
+void sb_cgroup_destroy(sb_cgroup *cg)
+{
+	if (cg->dirfd >= 0)
+		close(cg->dirfd);
+	if (cg->dir) {
+		rmdir_retry(cg->dir);
+		free(cg->dir);
+	}
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		if (cg->v1dir[i]) {
+			rmdir_retry(cg->v1dir[i]);
+			free(cg->v1dir[i]);
+		}
+	memset(cg, 0, sizeof(*cg));
+	cg->dirfd = -1;
+}

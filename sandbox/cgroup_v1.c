@@ -1,0 +1,107 @@
+/*
+ * cgroup v1 backend: one child per controller hierarchy (memory, pids, cpu), each under the
+ * path /proc/self/cgroup gives for that controller (custos may already sit in a memory cgroup).
+ * memory.limit_in_bytes (+ memsw for swap), pids.max, cpu.cfs_quota_us; no cgroup.kill on v1,
+ * so stopping kills the pid namespace's init and sweeps cgroup.procs. Counters:
+ * memory.oom_control (oom_kill), memory.failcnt, pids.events (max), cpu.stat (nr_throttled).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sb_int.h"
+
+custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, size_t outsz,
+                            char *root, size_t rootsz);
+custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz);
+custos_err sb_cg_dir(const char *mnt, const char *root, const char *path, const char *leaf,
+                     char **out);
+
+static const char *const ctrls[SB_CG_V1_CTRLS] = { "memory", "pids", "cpu" };
+
+custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *cg)
+{
+	char mnt[1024], root[1024], path[2048], v[64];
+	custos_err e = CUSTOS_OK;
+	const sandbox_limits *l = &p->limits;
+
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if ((i == 0 && !l->memory_bytes) || (i == 1 && !l->pids) ||
+		    (i == 2 && !l->cpu_millis))
+			continue;
+		if ((e = sb_cg_find_mount("cgroup", ctrls[i], mnt, sizeof(mnt), root,
+		                          sizeof(root))) != CUSTOS_OK ||
+		    (e = sb_cg_self_path(ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
+		    (e = sb_cg_dir(mnt, root, path, id, &cg->v1dir[i])) != CUSTOS_OK)
+			goto fail;
+		if (mkdir(cg->v1dir[i], 0755) == -1) {
+			e = err_sys("cgroup v1: mkdir %s", cg->v1dir[i]);
+			free(cg->v1dir[i]);
+			cg->v1dir[i] = NULL;
+			goto fail;
+		}
+		cg->backend = SB_CG_V1;
+	}
+	if (cg->v1dir[0]) {
+		const char *d = cg->v1dir[0];
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)l->memory_bytes);
+		if ((e = sb_cg_write(d, "memory.limit_in_bytes", v)) != CUSTOS_OK)
+			goto fail;
+		char sw[SANDBOX_PATH_MAX + 48];
+		snprintf(sw, sizeof(sw), "%s/memory.memsw.limit_in_bytes", d);
+		if (access(sw, F_OK) == 0) {
+			snprintf(v, sizeof(v), "%llu",
+			         (unsigned long long)(l->memory_bytes + l->swap_bytes));
+			if ((e = sb_cg_write(d, "memory.memsw.limit_in_bytes", v)) != CUSTOS_OK)
+				goto fail;
+		}
+		/* An OOM inside the sandbox kills there; never freeze it waiting for memory. */
+		if (sb_cg_write(d, "memory.oom_control", "0") != CUSTOS_OK)
+			err_clear();
+	}
+	if (cg->v1dir[1]) {
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)l->pids);
+		if ((e = sb_cg_write(cg->v1dir[1], "pids.max", v)) != CUSTOS_OK)
+			goto fail;
+	}
+	if (cg->v1dir[2]) {
+		if ((e = sb_cg_write(cg->v1dir[2], "cpu.cfs_period_us", "100000")) != CUSTOS_OK)
+			goto fail;
+		snprintf(v, sizeof(v), "%u", l->cpu_millis * 100);
+		if ((e = sb_cg_write(cg->v1dir[2], "cpu.cfs_quota_us", v)) != CUSTOS_OK)
+			goto fail;
+	}
+	if (cg->backend != SB_CG_V1)
+		return err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup v1: no limits to apply");
+	return CUSTOS_OK;
+fail:
+	sb_cgroup_destroy(cg);
+	return e;
+}
+
+custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c)
+{
+	if (cg->v1dir[0]) {
+		c->oom_kill = sb_cg_read_key(cg->v1dir[0], "memory.oom_control", "oom_kill");
+		char path[SANDBOX_PATH_MAX + 32], text[64];
+		snprintf(path, sizeof(path), "%s/memory.failcnt", cg->v1dir[0]);
+		FILE *f = fopen(path, "re");
+		if (f) {
+			if (fgets(text, sizeof(text), f)) {
+				uint64_t n;
+				if (num_parse_u64(span_trim(span_of(text, strcspn(text, "\n"))), 0,
+				                  UINT64_MAX, &n) == CUSTOS_OK)
+					c->mem_max = n;
+			}
+			fclose(f);
+		}
+	}
+	if (cg->v1dir[1])
+		c->pids_max = sb_cg_read_key(cg->v1dir[1], "pids.events", "max");
+	if (cg->v1dir[2])
+		c->cpu_throttled = sb_cg_read_key(cg->v1dir[2], "cpu.stat", "nr_throttled");
+	return CUSTOS_OK;
+}

@@ -1,0 +1,394 @@
+/*
+ * Mounts: the new root is a tmpfs reached by pivot_root, built from a plan the parent prepared.
+ * As bubblewrap does, the child first pivots into a tmpfs over /tmp (private to its mount
+ * namespace) with the host root at /oldroot, builds /newroot from /oldroot sources, drops the
+ * host root and pivots again. Read-only bind remounts repeat the source's locked flags
+ * (nosuid, nodev, noexec, atime), which a user namespace requires.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "sb_int.h"
+
+#define SB_BASE "/tmp"
+
+void sb_mounts_free(sb_mounts *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		free(m->ops[i].src);
+		free(m->ops[i].dst);
+	}
+	free(m->ops);
+	memset(m, 0, sizeof(*m));
+}
+
+static char *join(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = xcalloc(1, la + lb + 2);
+	memcpy(s, a, la);
+	if (lb && b[0] != '/')
+		s[la++] = '/';
+	memcpy(s + la, b, lb);
+	return s;
+}
+
+custos_err sb_plan_add(sb_mounts *m, sb_op_kind k, const char *src, const char *dst, mode_t mode)
+{
+	ENSURE(m->n < 4 * (SANDBOX_MAX_BINDS + SANDBOX_MAX_DEVICES) + 64, CUSTOS_ERR_LIMIT,
+	       "sandbox: too many mount steps");
+	if (m->n == m->cap) {
+		size_t nc = m->cap ? m->cap * 2 : 32;
+		sb_op *o = realloc(m->ops, nc * sizeof(*o));
+		ENSURE(o != NULL, CUSTOS_ERR_NOMEM, "sandbox: out of memory");
+		m->ops = o;
+		m->cap = nc;
+	}
+	sb_op *op = &m->ops[m->n++];
+	memset(op, 0, sizeof(*op));
+	op->kind = k;
+	op->mode = mode;
+	if (src)
+		op->src = (k == SB_OP_BIND) ? join("/oldroot", src) : xstrdup(src);
+	op->dst = join("/newroot", dst);
+	op->ro = true;
+	op->must = true;
+	return CUSTOS_OK;
+}
+
+sb_op *sb_plan_last(sb_mounts *m)
+{
+	return &m->ops[m->n - 1];
+}
+
+/* /bin, /lib, /lib64, /sbin (and 32-bit variants): symlinks into /usr on merged-/usr hosts
+ * (Debian 12), so recreate the link; a real directory is bound read-only. */
+static custos_err plan_usr(sb_mounts *m)
+{
+	static const char *const tops[] = {
+		"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"
+	};
+	GUARD(sb_plan_add(m, SB_OP_BIND, "/usr", "/usr", 0));
+	sb_plan_last(m)->exec = true;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(tops); i++) {
+		struct stat st;
+		if (lstat(tops[i], &st) == -1)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlink(tops[i], target, sizeof(target) - 1);
+			if (n <= 0)
+				return err_sys("sandbox: readlink %s", tops[i]);
+			target[n] = '\0';
+			GUARD(sb_plan_add(m, SB_OP_SYMLINK, target, tops[i], 0));
+		} else if (S_ISDIR(st.st_mode)) {
+			GUARD(sb_plan_add(m, SB_OP_BIND, tops[i], tops[i], 0));
+			sb_plan_last(m)->exec = true;
+		}
+	}
+	/* Programs find their loader cache, certificates, alternatives and time zone here. */
+	static const char *const etc[] = { "/etc/ld.so.cache", "/etc/ssl/certs",
+		                           "/etc/alternatives", "/etc/localtime",
+		                           "/etc/ca-certificates" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(etc); i++) {
+		GUARD(sb_plan_add(m, SB_OP_BIND, etc[i], etc[i], 0));
+		sb_plan_last(m)->must = false;
+	}
+	return CUSTOS_OK;
+}
+
+custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
+{
+	char text[256];
+	const char *scratch = p->scratch_target ? p->scratch_target : "/tmp";
+
+	memset(m, 0, sizeof(*m));
+	if (p->usr_merged)
+		GUARD(plan_usr(m));
+	/* A minimal /etc: who the sandbox user is, and localhost. */
+	GUARD(sb_plan_add(m, SB_OP_DIR, NULL, "/etc", 0755));
+	snprintf(text, sizeof(text),
+	         "root:x:0:0:root:/root:/bin/sh\nmodel:x:%u:%u:model:%s:/bin/sh\n"
+	         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+	         (unsigned)p->uid, (unsigned)p->gid, scratch);
+	GUARD(sb_plan_add(m, SB_OP_FILE, text, "/etc/passwd", 0644));
+	snprintf(text, sizeof(text), "root:x:0:\nmodel:x:%u:\nnogroup:x:65534:\n",
+	         (unsigned)p->gid);
+	GUARD(sb_plan_add(m, SB_OP_FILE, text, "/etc/group", 0644));
+	GUARD(sb_plan_add(m, SB_OP_FILE, "127.0.0.1 localhost\n::1 localhost\n", "/etc/hosts",
+	                  0644));
+	snprintf(text, sizeof(text), "%s\n", p->name);
+	GUARD(sb_plan_add(m, SB_OP_FILE, text, "/etc/hostname", 0644));
+
+	/* /proc: fresh for the pid namespace; the parts that reach the host kernel read-only. */
+	GUARD(sb_plan_add(m, SB_OP_PROC, NULL, "/proc", 0555));
+	static const char *const proc_ro[] = { "/proc/sys", "/proc/sysrq-trigger", "/proc/irq",
+		                               "/proc/bus", "/proc/fs" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(proc_ro); i++)
+		GUARD(sb_plan_add(m, SB_OP_RO, NULL, proc_ro[i], 0));
+
+	/* /dev: a tmpfs with the usual nodes bound from the host (mknod fails in a userns). */
+	GUARD(sb_plan_add(m, SB_OP_TMPFS, "mode=0755,size=64k", "/dev", 0755));
+	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nodes); i++) {
+		char host[32], dst[32];
+		snprintf(host, sizeof(host), "/dev/%s", nodes[i]);
+		snprintf(dst, sizeof(dst), "/dev/%s", nodes[i]);
+		GUARD(sb_plan_add(m, SB_OP_BIND, host, dst, 0));
+		sb_op *op = sb_plan_last(m);
+		op->ro = false;
+		op->dev = true;
+	}
+	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd", "/dev/fd", 0));
+	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/0", "/dev/stdin", 0));
+	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/1", "/dev/stdout", 0));
+	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/2", "/dev/stderr", 0));
+	GUARD(sb_plan_add(m, SB_OP_TMPFS, "mode=1777,size=64m", "/dev/shm", 01777));
+	GUARD(sb_devices_plan(p, m));
+	if (p->sys_ro && p->gpu == SANDBOX_GPU_NONE)
+		GUARD(sb_plan_add(m, SB_OP_BIND, p->sys_root ? p->sys_root : "/sys", "/sys", 0));
+
+	/* Scratch: a tmpfs owned by the sandbox user, or a host directory bound writable. */
+	if (p->scratch_dir) {
+		GUARD(sb_plan_add(m, SB_OP_BIND, p->scratch_dir, scratch, 0));
+		sb_op *op = sb_plan_last(m);
+		op->ro = false;
+		op->exec = true;
+	} else {
+		char data[128];
+		uint64_t size = p->limits.scratch_bytes ? p->limits.scratch_bytes : 256ull << 20;
+		snprintf(data, sizeof(data), "mode=0700,uid=%u,gid=%u,size=%llu", (unsigned)p->uid,
+		         (unsigned)p->gid, (unsigned long long)size);
+		GUARD(sb_plan_add(m, SB_OP_TMPFS, data, scratch, 0700));
+		sb_plan_last(m)->exec = true;
+	}
+	/* Profile binds. */
+	for (size_t i = 0; i < p->n_binds; i++) {
+		const sandbox_bind *b = &p->binds[i];
+		GUARD(sb_plan_add(m, SB_OP_BIND, b->src, b->dst ? b->dst : b->src, 0));
+		sb_op *op = sb_plan_last(m);
+		op->ro = !b->writable;
+		op->must = !b->optional;
+		op->exec = true;
+	}
+
+	return CUSTOS_OK;
+}
+
+/* ------------------------------------------------------------------ child side: syscalls only */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[SANDBOX_PATH_MAX + 16];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(tmp))
+		return ENAMETOOLONG;
+	memcpy(tmp, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (tmp[i] != '/' && tmp[i] != '\0')
+			continue;
+		char c = tmp[i];
+		tmp[i] = '\0';
+		if (mkdir(tmp, i == n ? mode : 0755) == -1 && errno != EEXIST)
+			return errno;
+		tmp[i] = c;
+	}
+	return 0;
+}
+
+static int parent_dir(const char *path)
+{
+	char tmp[SANDBOX_PATH_MAX + 16];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(tmp))
+		return ENAMETOOLONG;
+	memcpy(tmp, path, n + 1);
+	char *slash = strrchr(tmp, '/');
+	if (slash == NULL || slash == tmp)
+		return 0;
+	*slash = '\0';
+	return mkdir_p(tmp, 0755);
+}
+
+/* Flags a remount in a user namespace must repeat: the ones locked on the source. */
+static unsigned long locked_flags(const char *path)
+{
+	struct statvfs sv;
+	unsigned long f = 0;
+
+	if (statvfs(path, &sv) == -1)
+		return 0;
+	if (sv.f_flag & ST_NOSUID)
+		f |= MS_NOSUID;
+	if (sv.f_flag & ST_NODEV)
+		f |= MS_NODEV;
+	if (sv.f_flag & ST_NOEXEC)
+		f |= MS_NOEXEC;
+	if (sv.f_flag & ST_NOATIME)
+		f |= MS_NOATIME;
+	if (sv.f_flag & ST_NODIRATIME)
+		f |= MS_NODIRATIME;
+	if (sv.f_flag & ST_RELATIME)
+		f |= MS_RELATIME;
+	if (sv.f_flag & ST_RDONLY)
+		f |= MS_RDONLY;
+	return f;
+}
+
+static int do_bind(const sb_op *op, const char **step)
+{
+	struct stat st;
+
+	/* Name the host path: as root the lookup runs as outside_uid, which must reach it. */
+	*step = op->src;
+	if (stat(op->src, &st) == -1) {
+		if (errno == ENOENT && !op->must)
+			return 0;
+		return errno;
+	}
+	*step = op->dst;
+	int r = parent_dir(op->dst);
+	if (r)
+		return r;
+	if (S_ISDIR(st.st_mode)) {
+		if (mkdir(op->dst, 0755) == -1 && errno != EEXIST)
+			return errno;
+	} else {
+		int fd = open(op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+		if (fd == -1 && errno != EEXIST)
+			return errno;
+		if (fd != -1)
+			close(fd);
+	}
+	if (mount(op->src, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
+		return errno;
+	unsigned long f = locked_flags(op->dst) | MS_NOSUID;
+	if (!op->dev)
+		f |= MS_NODEV;
+	if (!op->exec)
+		f |= MS_NOEXEC;
+	if (op->ro)
+		f |= MS_RDONLY;
+	if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
+		return errno;
+	return 0;
+}
+
+static int do_op(const sb_op *op, const char **step)
+{
+	int r, fd;
+
+	*step = op->dst;
+	switch (op->kind) {
+	case SB_OP_DIR:
+		return mkdir_p(op->dst, op->mode);
+	case SB_OP_BIND:
+		return do_bind(op, step);
+	case SB_OP_TMPFS: {
+		if ((r = mkdir_p(op->dst, 0755)) != 0)
+			return r;
+		unsigned long f = MS_NOSUID | MS_NODEV | (op->exec ? 0 : MS_NOEXEC);
+		if (mount("tmpfs", op->dst, "tmpfs", f, op->src) == -1)
+			return errno;
+		return 0;
+	}
+	case SB_OP_SYMLINK:
+		if ((r = parent_dir(op->dst)) != 0)
+			return r;
+		if (symlink(op->src, op->dst) == -1 && errno != EEXIST)
+			return errno;
+		return 0;
+	case SB_OP_FILE: {
+		if ((r = parent_dir(op->dst)) != 0)
+			return r;
+		fd = open(op->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, op->mode);
+		if (fd == -1)
+			return errno;
+		size_t len = strlen(op->src), off = 0;
+		while (off < len) {
+			ssize_t w = write(fd, op->src + off, len - off);
+			if (w == -1 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				r = errno ? errno : EIO;
+				close(fd);
+				return r;
+			}
+			off += (size_t)w;
+		}
+		close(fd);
+		return 0;
+	}
+	case SB_OP_PROC:
+		if ((r = mkdir_p(op->dst, 0555)) != 0)
+			return r;
+		if (mount("proc", op->dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == -1)
+			return errno;
+		return 0;
+	case SB_OP_RO: {
+		struct stat st;
+		if (lstat(op->dst, &st) == -1)
+			return 0;
+		if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
+			return errno;
+		unsigned long f = locked_flags(op->dst) | MS_RDONLY | MS_NOSUID | MS_NODEV;
+		if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
+			return errno;
+		return 0;
+	}
+	}
+	return EINVAL;
+}
+
+int sb_mounts_apply(const sb_mounts *m, const char **step)
+{
+	int r;
+
+	*step = "make / a slave mount";
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) == -1)
+		return errno;
+	*step = "tmpfs on " SB_BASE;
+	if (mount("tmpfs", SB_BASE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") == -1)
+		return errno;
+	*step = "first pivot_root";
+	if (chdir(SB_BASE) == -1 || mkdir("newroot", 0755) == -1 || mkdir("oldroot", 0755) == -1)
+		return errno;
+	if (syscall(SYS_pivot_root, SB_BASE, SB_BASE "/oldroot") == -1)
+		return errno;
+	if (chdir("/") == -1)
+		return errno;
+	*step = "tmpfs for the new root";
+	if (mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") == -1)
+		return errno;
+	for (size_t i = 0; i < m->n; i++)
+		if ((r = do_op(&m->ops[i], step)) != 0)
+			return r;
+	*step = "detach the host root";
+	if (umount2("/oldroot", MNT_DETACH) == -1)
+		return errno;
+	*step = "second pivot_root";
+	if (chdir("/newroot") == -1)
+		return errno;
+	if (syscall(SYS_pivot_root, ".", ".") == -1)
+		return errno;
+	if (umount2(".", MNT_DETACH) == -1)
+		return errno;
+	if (chdir("/") == -1)
+		return errno;
+	*step = "read-only root";
+	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) ==
+	    -1)
+		return errno;
+	return 0;
+}

@@ -1,0 +1,514 @@
+/*
+ * seccomp: the allow-lists (default, gpu, custom), the always-denied set, compilation with
+ * libseccomp into a BPF program in the parent, and loading it in the child with a user
+ * notification listener, so every denied call reaches the supervisor, which answers EPERM and
+ * reports the syscall by name. Unknown architectures are killed; libseccomp also rejects x32
+ * calls on x86_64 through the same bad-arch action.
+ */
+#include <errno.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "sb_int.h"
+
+/* Calls libseccomp 2.5.4 has no names for (Linux >= 5.19 mostly): the generic numbers, which
+ * x86_64 and aarch64 share from 424 on. */
+static const struct {
+	int nr;
+	const char *name;
+} newer_calls[] = {
+	{ 424, "pidfd_send_signal" },
+	{ 425, "io_uring_setup" },
+	{ 426, "io_uring_enter" },
+	{ 427, "io_uring_register" },
+	{ 428, "open_tree" },
+	{ 429, "move_mount" },
+	{ 430, "fsopen" },
+	{ 431, "fsconfig" },
+	{ 432, "fsmount" },
+	{ 433, "fspick" },
+	{ 434, "pidfd_open" },
+	{ 435, "clone3" },
+	{ 436, "close_range" },
+	{ 437, "openat2" },
+	{ 438, "pidfd_getfd" },
+	{ 439, "faccessat2" },
+	{ 440, "process_madvise" },
+	{ 441, "epoll_pwait2" },
+	{ 442, "mount_setattr" },
+	{ 443, "quotactl_fd" },
+	{ 444, "landlock_create_ruleset" },
+	{ 445, "landlock_add_rule" },
+	{ 446, "landlock_restrict_self" },
+	{ 447, "memfd_secret" },
+	{ 448, "process_mrelease" },
+	{ 449, "futex_waitv" },
+	{ 450, "set_mempolicy_home_node" },
+	{ 451, "cachestat" },
+	{ 452, "fchmodat2" },
+	{ 453, "map_shadow_stack" },
+	{ 454, "futex_wake" },
+	{ 455, "futex_wait" },
+	{ 456, "futex_requeue" },
+	{ 457, "statmount" },
+	{ 458, "listmount" },
+	{ 459, "lsm_get_self_attr" },
+	{ 460, "lsm_set_self_attr" },
+	{ 461, "lsm_list_modules" },
+	{ 462, "mseal" },
+	{ 463, "setxattrat" },
+	{ 464, "getxattrat" },
+	{ 465, "listxattrat" },
+	{ 466, "removexattrat" },
+	{ 467, "open_tree_attr" },
+};
+
+/* Never allowed, whatever the profile says. */
+static const char *const always_denied[] = { "ptrace",
+	                                     "process_vm_readv",
+	                                     "process_vm_writev",
+	                                     "mount",
+	                                     "umount",
+	                                     "umount2",
+	                                     "move_mount",
+	                                     "open_tree",
+	                                     "open_tree_attr",
+	                                     "fsopen",
+	                                     "fsconfig",
+	                                     "fsmount",
+	                                     "fspick",
+	                                     "mount_setattr",
+	                                     "unshare",
+	                                     "setns",
+	                                     "chroot",
+	                                     "pivot_root",
+	                                     "bpf",
+	                                     "perf_event_open",
+	                                     "kexec_load",
+	                                     "kexec_file_load",
+	                                     "init_module",
+	                                     "finit_module",
+	                                     "delete_module",
+	                                     "keyctl",
+	                                     "add_key",
+	                                     "request_key",
+	                                     "userfaultfd",
+	                                     "io_uring_setup",
+	                                     "io_uring_enter",
+	                                     "io_uring_register",
+	                                     "pidfd_getfd",
+	                                     "process_madvise",
+	                                     "kcmp",
+	                                     "open_by_handle_at",
+	                                     "name_to_handle_at",
+	                                     "quotactl",
+	                                     "quotactl_fd",
+	                                     "acct",
+	                                     "swapon",
+	                                     "swapoff",
+	                                     "reboot",
+	                                     "syslog",
+	                                     "iopl",
+	                                     "ioperm",
+	                                     "settimeofday",
+	                                     "clock_settime",
+	                                     "clock_adjtime",
+	                                     "adjtimex",
+	                                     "lookup_dcookie",
+	                                     "vhangup",
+	                                     "nfsservctl",
+	                                     "uselib",
+	                                     "fanotify_init",
+	                                     "sethostname",
+	                                     "setdomainname",
+	                                     "mknod",
+	                                     "mknodat",
+	                                     NULL };
+
+const char *const *sandbox_seccomp_always_denied(void)
+{
+	return always_denied;
+}
+
+bool sb_seccomp_is_denied(const char *name)
+{
+	for (size_t i = 0; always_denied[i]; i++)
+		if (strcmp(always_denied[i], name) == 0)
+			return true;
+	return false;
+}
+
+int sb_seccomp_resolve(const char *name)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr != __NR_SCMP_ERROR && nr >= 0)
+		return nr;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(newer_calls); i++)
+		if (strcmp(newer_calls[i].name, name) == 0)
+			return newer_calls[i].nr;
+	return -1;
+}
+
+const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz)
+{
+	char *n = seccomp_syscall_resolve_num_arch(arch, nr);
+
+	if (n) {
+		snprintf(out, outsz, "%s", n);
+		free(n);
+		return out;
+	}
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(newer_calls); i++)
+		if (newer_calls[i].nr == nr) {
+			snprintf(out, outsz, "%s", newer_calls[i].name);
+			return out;
+		}
+	snprintf(out, outsz, "syscall_%d", nr);
+	return out;
+}
+
+/* What a model server (Python, llama.cpp, node) needs: files, memory, threads, futex, epoll,
+ * timers, signals, sockets (family-filtered below), SysV IPC inside its own ipc namespace. */
+static const char *const allow_default[] = {
+	/* files */
+	"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
+	"pwritev2", "open", "openat", "openat2", "close", "close_range", "creat", "stat", "fstat",
+	"lstat", "newfstatat", "statx", "statfs", "fstatfs", "lseek", "access", "faccessat",
+	"faccessat2", "getdents", "getdents64", "readlink", "readlinkat", "getcwd", "chdir",
+	"fchdir", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat",
+	"renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat",
+	"fchmodat2", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "fallocate",
+	"fsync", "fdatasync", "sync_file_range", "syncfs", "flock", "fcntl", "dup", "dup2", "dup3",
+	"pipe", "pipe2", "utime", "utimes", "utimensat", "futimesat", "umask", "getxattr",
+	"lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "sendfile", "splice",
+	"tee", "vmsplice", "copy_file_range", "fadvise64", "readahead", "inotify_init",
+	"inotify_init1", "inotify_add_watch", "inotify_rm_watch", "memfd_create", "cachestat",
+	/* memory */
+	"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "msync", "mincore", "mlock",
+	"mlock2", "munlock", "mlockall", "munlockall", "membarrier", "get_mempolicy",
+	"set_mempolicy", "mbind", "pkey_alloc", "pkey_free", "pkey_mprotect", "map_shadow_stack",
+	/* processes and threads (clone is flag-filtered below) */
+	"fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4", "waitid", "kill",
+	"tgkill", "tkill", "getpid", "gettid", "getppid", "getpgid", "getpgrp", "setpgid", "getsid",
+	"setsid", "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+	"setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
+	"set_tid_address", "set_robust_list", "get_robust_list", "rseq", "prctl", "arch_prctl",
+	"sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_setparam",
+	"sched_getscheduler", "sched_setscheduler", "sched_get_priority_max",
+	"sched_get_priority_min", "sched_getattr", "sched_setattr", "sched_rr_get_interval",
+	"getpriority", "setpriority", "ioprio_get", "ioprio_set", "getrlimit", "setrlimit",
+	"prlimit64", "getrusage", "times", "sysinfo", "uname", "capget", "capset", "getcpu",
+	"pidfd_open", "pidfd_send_signal", "seccomp", "landlock_create_ruleset",
+	"landlock_add_rule", "landlock_restrict_self", "futex", "futex_waitv", "futex_wake",
+	"futex_wait", "futex_requeue",
+	/* signals and time */
+	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending",
+	"rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "signalfd",
+	"signalfd4", "pause", "alarm", "clock_gettime", "clock_getres", "clock_nanosleep",
+	"nanosleep", "gettimeofday", "time", "getitimer", "setitimer", "timer_create",
+	"timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete", "timerfd_create",
+	"timerfd_settime", "timerfd_gettime",
+	/* events */
+	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"poll", "ppoll", "select", "pselect6", "eventfd", "eventfd2",
+	/* sockets (socket and socketpair are family-filtered below) */
+	"bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername",
+	"setsockopt", "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
+	"recvmmsg", "shutdown",
+	/* SysV IPC and POSIX queues (private ipc namespace) */
+	"shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semctl", "semtimedop", "msgget",
+	"msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+	"mq_notify", "mq_getsetattr", "getrandom", NULL
+};
+
+/* What the NVIDIA and ROCm user-space stacks add: any ioctl (their device files speak only
+ * ioctl), NUMA page moves of their own pages. */
+static const char *const allow_gpu[] = { "migrate_pages", "move_pages", NULL };
+
+/* ioctls a model server makes on ttys and sockets. */
+static const unsigned long ioctl_default[] = {
+	TCGETS,    TCSETS,    TCSETSW,  TCSETSF, TIOCGWINSZ, TIOCSWINSZ,
+	TIOCGPGRP, TIOCSPGRP, FIONREAD, FIONBIO, FIOCLEX,    FIONCLEX,
+	FIOASYNC,  TIOCOUTQ,  TIOCINQ,  TCFLSH,  0x80045430, /* TIOCGPTN */
+};
+
+#define CLONE_NS_FLAGS                                                                             \
+	(CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
+	 CLONE_NEWCGROUP | CLONE_NEWTIME)
+
+static custos_err add_allow(scmp_filter_ctx ctx, const char *name, bool strict)
+{
+	int nr = sb_seccomp_resolve(name);
+	if (nr < 0) {
+		/* Names of the portable list that this architecture lacks (open on arm64). */
+		ENSURE(!strict, CUSTOS_ERR_INVAL, "seccomp: unknown syscall '%s'", name);
+		return CUSTOS_OK;
+	}
+	int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+	ENSURE(rc == 0 || rc == -EEXIST, CUSTOS_ERR_INTERNAL, "seccomp: allow %s: %s", name,
+	       strerror(-rc));
+	return CUSTOS_OK;
+}
+
+static custos_err add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n,
+                           const struct scmp_arg_cmp *cmp)
+{
+	int nr = sb_seccomp_resolve(name);
+	if (nr < 0)
+		return CUSTOS_OK;
+	int rc = seccomp_rule_add_array(ctx, action, nr, n, cmp);
+	ENSURE(rc == 0 || rc == -EEXIST, CUSTOS_ERR_INTERNAL, "seccomp: rule %s: %s", name,
+	       strerror(-rc));
+	return CUSTOS_OK;
+}
+
+/* Rules shared by sandboxes and the self-restricted proxy: socket families, clone without
+ * namespace flags, the harmless personality values, clone3 answered ENOSYS (its flags live in
+ * memory seccomp cannot read, and glibc falls back to clone). */
+static custos_err add_filtered(scmp_filter_ctx ctx)
+{
+	static const int fams[] = { AF_INET, AF_INET6 };
+	static const int types[] = { SOCK_STREAM, SOCK_DGRAM };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams); i++)
+		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(types); j++) {
+			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i]),
+				                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf,
+				                             (scmp_datum_t)types[j]) };
+			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
+		}
+	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
+	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
+	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
+	struct scmp_arg_cmp cl = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0);
+	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &cl));
+	GUARD(add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL));
+	static const scmp_datum_t pers[] = { 0, 8, 0x20000, 0x20008, 0xffffffff };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(pers); i++) {
+		struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffff, pers[i]);
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "personality", 1, &c));
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t n, bool strict)
+{
+	for (size_t i = 0; i < n && names[i]; i++) {
+		ENSURE(!sb_seccomp_is_denied(names[i]), CUSTOS_ERR_DENIED,
+		       "seccomp: '%s' is always denied", names[i]);
+		GUARD(add_allow(ctx, names[i], strict));
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
+{
+	GUARD(add_list(ctx, allow_default, SIZE_MAX, false));
+	GUARD(add_filtered(ctx));
+	if (p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE) {
+		GUARD(add_list(ctx, allow_gpu, SIZE_MAX, false));
+		GUARD(add_allow(ctx, "ioctl", true));
+	} else {
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ioctl_default); i++) {
+			struct scmp_arg_cmp c =
+			        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffff, ioctl_default[i]);
+			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", 1, &c));
+		}
+	}
+	if (p->seccomp == SANDBOX_SECCOMP_CUSTOM)
+		GUARD(add_list(ctx, p->syscalls, p->n_syscalls, true));
+	return CUSTOS_OK;
+}
+
+/* Compiled programs by their inputs: compiling the allow-list with libseccomp costs about a
+ * millisecond, paid once per distinct profile instead of once per spawn. */
+#define SB_FILTER_CACHE 8
+static struct {
+	char *key;
+	sb_filter f;
+} filter_cache[SB_FILTER_CACHE];
+static unsigned filter_cache_next;
+static pthread_mutex_t filter_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static char *filter_key(const sandbox_profile *p)
+{
+	buf b;
+	const char *s;
+	char *key = NULL;
+	buf_init(&b, 64u * 1024);
+	bool gpu = p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE;
+	if (buf_printf(&b, "%d/%d", (int)p->seccomp, gpu) != CUSTOS_OK)
+		goto out;
+	for (size_t i = 0; i < p->n_syscalls && p->seccomp == SANDBOX_SECCOMP_CUSTOM; i++)
+		if (buf_printf(&b, ",%s", p->syscalls[i]) != CUSTOS_OK)
+			goto out;
+	if (buf_cstr(&b, &s) == CUSTOS_OK)
+		key = xstrdup(s);
+out:
+	buf_free(&b);
+	return key;
+}
+
+static bool filter_copy(sb_filter *dst, const sb_filter *src)
+{
+	dst->insns = xcalloc(src->len, sizeof(struct sock_filter));
+	memcpy(dst->insns, src->insns, src->len * sizeof(struct sock_filter));
+	dst->len = src->len;
+	return true;
+}
+
+static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f);
+
+custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
+{
+	char *key = filter_key(p);
+	bool hit = false;
+
+	memset(f, 0, sizeof(*f));
+	if (key) {
+		pthread_mutex_lock(&filter_cache_mu);
+		for (unsigned i = 0; i < SB_FILTER_CACHE && !hit; i++)
+			if (filter_cache[i].key && strcmp(filter_cache[i].key, key) == 0)
+				hit = filter_copy(f, &filter_cache[i].f);
+		pthread_mutex_unlock(&filter_cache_mu);
+	}
+	if (hit) {
+		free(key);
+		return CUSTOS_OK;
+	}
+	custos_err e = seccomp_compile(p, f);
+	if (e == CUSTOS_OK && key) {
+		pthread_mutex_lock(&filter_cache_mu);
+		unsigned slot = filter_cache_next++ % SB_FILTER_CACHE;
+		free(filter_cache[slot].key);
+		sb_filter_free(&filter_cache[slot].f);
+		filter_cache[slot].key = key;
+		key = NULL;
+		filter_copy(&filter_cache[slot].f, f);
+		pthread_mutex_unlock(&filter_cache_mu);
+	}
+	free(key);
+	return e;
+}
+
+static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f)
+{
+	scmp_filter_ctx ctx;
+	custos_err e;
+	int mfd = -1;
+	int rc;
+
+	memset(f, 0, sizeof(*f));
+	/* Unlisted and denied calls go to the supervisor (user notification), which answers
+	 * EPERM, or kills when the profile says so, and reports the call. */
+	ctx = seccomp_init(SCMP_ACT_NOTIFY);
+	ENSURE(ctx != NULL, CUSTOS_ERR_NOMEM, "seccomp: init failed");
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0); /* set by us, earlier */
+	/* A binary tree over syscall numbers instead of a linear list: ~log2(n) comparisons per
+	 * call, and a cheaper action-cache emulation when the kernel loads it. */
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+	if (rc != 0) {
+		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: attributes: %s", strerror(-rc));
+		goto out;
+	}
+	e = build_ctx(p, ctx);
+	if (e != CUSTOS_OK)
+		goto out;
+	/* libseccomp 2.5 exports only to an fd: a memfd, read back into memory. */
+	mfd = memfd_create("custos-seccomp", MFD_CLOEXEC);
+	if (mfd == -1) {
+		e = err_sys("seccomp: memfd_create");
+		goto out;
+	}
+	rc = seccomp_export_bpf(ctx, mfd);
+	if (rc != 0) {
+		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: export: %s", strerror(-rc));
+		goto out;
+	}
+	off_t size = lseek(mfd, 0, SEEK_END);
+	if (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
+	    size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+		e = err_set(CUSTOS_ERR_LIMIT, "seccomp: program of %lld bytes", (long long)size);
+		goto out;
+	}
+	f->insns = xcalloc(1, (size_t)size);
+	if (pread(mfd, f->insns, (size_t)size, 0) != size) {
+		e = err_sys("seccomp: reading the program");
+		sb_filter_free(f);
+		goto out;
+	}
+	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+	e = CUSTOS_OK;
+out:
+	if (mfd != -1)
+		close(mfd);
+	seccomp_release(ctx);
+	return e;
+}
+
+void sb_filter_free(sb_filter *f)
+{
+	free(f->insns);
+	f->insns = NULL;
+	f->len = 0;
+}
+
+int sb_seccomp_load_listener(const sb_filter *f)
+{
+	struct sock_fprog prog = { .len = f->len, .filter = f->insns };
+	long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+	                  &prog);
+	if (fd == -1)
+		return -errno;
+	return (int)fd;
+}
+
+/* ---- the proxy's own filter ---- */
+static const char *const allow_self_extra[] = { "ioctl", NULL };
+
+custos_err sb_seccomp_self(const sandbox_self_opts *o)
+{
+	scmp_filter_ctx ctx;
+	custos_err e = CUSTOS_OK;
+	int rc;
+
+	ctx = seccomp_init(o->log_denied ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS);
+	ENSURE(ctx != NULL, CUSTOS_ERR_NOMEM, "seccomp: init failed");
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (rc == 0)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	if (rc != 0) {
+		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: attributes: %s", strerror(-rc));
+		goto out;
+	}
+	if ((e = add_list(ctx, allow_default, SIZE_MAX, false)) != CUSTOS_OK ||
+	    (e = add_list(ctx, allow_self_extra, SIZE_MAX, false)) != CUSTOS_OK ||
+	    (e = add_filtered(ctx)) != CUSTOS_OK ||
+	    (e = add_list(ctx, o->extra_syscalls, o->n_extra_syscalls, true)) != CUSTOS_OK)
+		goto out;
+	/* Always-denied calls fail with EPERM (a library probing them must not kill custos). */
+	for (size_t i = 0; always_denied[i]; i++)
+		if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), always_denied[i], 0, NULL)) !=
+		    CUSTOS_OK)
+			goto out;
+	rc = seccomp_load(ctx);
+	if (rc != 0)
+		e = err_set(CUSTOS_ERR_SYS, "seccomp: load: %s", strerror(-rc));
+out:
+	seccomp_release(ctx);
+	return e;
+}

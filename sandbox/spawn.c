@@ -1,0 +1,448 @@
+/*
+ * Spawning one sandbox instance. The parent prepares the plan, clones into new namespaces,
+ * writes the id maps and joins the cgroup; the child, as the new pid namespace's init, runs the
+ * setup steps in a fixed order (ids, cgroup ns, loopback, hostname, mounts and pivot_root,
+ * rlimits, capabilities, NO_NEW_PRIVS, Landlock, seccomp last), hands the seccomp listener to
+ * the parent and, once told to go, forks the command and reaps until it exits. Any failing
+ * step ends the child and fails the spawn with that step's name (fail closed).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sb_int.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* One message on the sync socket. */
+typedef struct sb_sync_msg {
+	int32_t tag;
+	int32_t val;
+	char text[SB_MSG_MAX];
+} sb_sync_msg;
+
+static int sync_send(int sock, int tag, int val, const char *text, int passfd)
+{
+	sb_sync_msg m;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	size_t tl = text ? strlen(text) : 0;
+
+	memset(&m, 0, sizeof(m));
+	m.tag = tag;
+	m.val = val;
+	if (tl >= sizeof(m.text))
+		tl = sizeof(m.text) - 1;
+	if (tl)
+		memcpy(m.text, text, tl);
+	struct iovec iov = { .iov_base = &m, .iov_len = offsetof(sb_sync_msg, text) + tl + 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (passfd >= 0) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+	}
+	ssize_t n;
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	return n == -1 ? -1 : 0;
+}
+
+/* Returns 1 with a message, 0 on EOF, -1 on error. */
+int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd);
+int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd)
+{
+	sb_sync_msg m;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr mh = { .msg_iov = &iov,
+		             .msg_iovlen = 1,
+		             .msg_control = cbuf,
+		             .msg_controllen = sizeof(cbuf) };
+	ssize_t n;
+
+	if (passfd)
+		*passfd = -1;
+	memset(&m, 0, sizeof(m));
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n == -1 && errno == EINTR);
+	if (n == 0)
+		return 0;
+	if (n < (ssize_t)offsetof(sb_sync_msg, text))
+		return -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+			if (passfd && *passfd == -1)
+				*passfd = fd;
+			else
+				close(fd);
+		}
+	m.text[sizeof(m.text) - 1] = '\0';
+	*tag = m.tag;
+	*val = m.val;
+	if (text && textsz)
+		snprintf(text, textsz, "%s", m.text);
+	return 1;
+}
+
+void sb_child_fail(int fd, const char *step, int err)
+{
+	char msg[SB_MSG_MAX];
+	snprintf(msg, sizeof(msg), "%s: %s", step, strerror(err));
+	sync_send(fd, SB_SYNC_ERROR, err, msg, -1);
+	_exit(127);
+}
+
+/* ------------------------------------------------------------------------------- the child */
+
+static volatile pid_t init_child_pid;
+
+/* Signals the init forwards to the command. They are blocked from before clone until the
+ * handlers are in place: an init ignores signals it has no handler for, so a SIGTERM from
+ * sandbox_stop arriving during setup would otherwise be lost. */
+static const int fwd_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+
+static void fwd_sigset(sigset_t *s)
+{
+	sigemptyset(s);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
+		sigaddset(s, fwd_signals[i]);
+}
+
+static void init_forward(int sig)
+{
+	if (init_child_pid > 0)
+		kill(init_child_pid, sig);
+}
+
+static void exec_command(const sb_plan *plan, int sync)
+{
+	const char *cmd = plan->argv[0];
+	int err = ENOENT;
+
+	if (strchr(cmd, '/')) {
+		execve(cmd, plan->argv, plan->envp);
+		err = errno;
+	} else {
+		static const char *const dirs[] = { "/usr/local/bin", "/usr/bin", "/bin",
+			                            "/usr/sbin", "/sbin" };
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(dirs); i++) {
+			char path[SANDBOX_PATH_MAX];
+			if ((size_t)snprintf(path, sizeof(path), "%s/%s", dirs[i], cmd) >=
+			    sizeof(path))
+				break;
+			execve(path, plan->argv, plan->envp);
+			if (errno != ENOENT)
+				err = errno;
+		}
+	}
+	char msg[SB_MSG_MAX];
+	snprintf(msg, sizeof(msg), "exec %s: %s", cmd, strerror(err));
+	sync_send(sync, SB_SYNC_ERROR, err, msg, -1);
+	_exit(127);
+}
+
+static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
+{
+	const int *fwd = fwd_signals;
+	struct sigaction sa;
+	sigset_t set;
+
+	fwd_sigset(&set);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = init_forward;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
+		sigaction(fwd[i], &sa, NULL);
+
+	pid_t pid = fork();
+	if (pid == -1)
+		sb_child_fail(sync, "fork of the command", errno);
+	if (pid == 0) {
+		for (int i = 0; i < 3; i++)
+			if (stdio[i] >= 0 && stdio[i] != i && dup2(stdio[i], i) == -1)
+				sb_child_fail(sync, "dup2 of stdio", errno);
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
+			sigaction(fwd[i], &sa, NULL);
+		sigprocmask(SIG_UNBLOCK, &set, NULL); /* execve keeps the mask */
+		exec_command(plan, sync);
+	}
+	init_child_pid = pid;
+	sigprocmask(SIG_UNBLOCK, &set, NULL); /* pending ones reach the command now */
+	for (int i = 0; i < 3; i++)
+		if (stdio[i] > 2)
+			close(stdio[i]);
+	int status = 0;
+	for (;;) {
+		int st;
+		pid_t w = waitpid(-1, &st, 0);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (w == pid) {
+			status = st;
+			break;
+		}
+	}
+	sync_send(sync, SB_SYNC_STATUS, status, NULL, -1);
+	if (WIFEXITED(status))
+		_exit(WEXITSTATUS(status));
+	_exit(128 + WTERMSIG(status));
+}
+
+static void close_other_fds(int keep, const int stdio[3])
+{
+	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio:
+	 * close every gap between the fds we keep (close_range, Linux >= 5.9). */
+	int k[4] = { keep, stdio[0], stdio[1], stdio[2] };
+	for (int i = 0; i < 4; i++)
+		for (int j = i + 1; j < 4; j++)
+			if (k[j] < k[i]) {
+				int t = k[i];
+				k[i] = k[j];
+				k[j] = t;
+			}
+	unsigned lo = 3;
+	for (int i = 0; i < 4; i++) {
+		if (k[i] < (int)lo)
+			continue;
+		if ((unsigned)k[i] > lo)
+			syscall(SYS_close_range, lo, (unsigned)k[i] - 1, 0);
+		lo = (unsigned)k[i] + 1;
+	}
+	syscall(SYS_close_range, lo, ~0U, 0);
+}
+
+static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3])
+{
+	const char *step = "";
+	int tag = 0, val = 0, r;
+
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
+		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
+	close_other_fds(sync, stdio);
+	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_MAPPED)
+		_exit(127); /* the parent gave up */
+	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
+		sb_child_fail(sync, step, r);
+	if (plan->net_ns && (r = sb_net_lo_up()) != 0)
+		sb_child_fail(sync, "bring up lo", r);
+	if ((plan->clone_flags & CLONE_NEWUTS) &&
+	    sethostname(plan->hostname, strlen(plan->hostname)) == -1)
+		sb_child_fail(sync, "sethostname", errno);
+	if ((r = sb_mounts_apply(&plan->mounts, &step)) != 0)
+		sb_child_fail(sync, step, r);
+	if (chdir(plan->workdir) == -1)
+		sb_child_fail(sync, "chdir to the workdir", errno);
+	if ((r = sb_rlimits_apply(&plan->rlimits, &step)) != 0)
+		sb_child_fail(sync, step, r);
+	/* The parent joined our cgroup meanwhile; only now is it the right root for the cgroup
+	 * namespace, and the command never runs outside it. */
+	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_CGROUP)
+		_exit(127);
+	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
+		sb_child_fail(sync, "unshare cgroup namespace", errno);
+	if ((r = sb_caps_drop_all(&step)) != 0)
+		sb_child_fail(sync, step, r);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		sb_child_fail(sync, "PR_SET_NO_NEW_PRIVS", errno);
+	if ((r = sb_landlock_apply(&plan->landlock, &step)) != 0)
+		sb_child_fail(sync, step, r);
+	int lfd = sb_seccomp_load_listener(&plan->filter);
+	if (lfd < 0)
+		sb_child_fail(sync, "seccomp load", -lfd);
+	if (sync_send(sync, SB_SYNC_READY, 0, NULL, lfd) == -1)
+		_exit(127);
+	close(lfd);
+	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO)
+		_exit(127);
+	init_main(plan, sync, stdio);
+}
+
+/* ------------------------------------------------------------------------------ the parent */
+
+custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool have_cgroup,
+                         sb_plan *plan)
+{
+	custos_err e;
+
+	memset(plan, 0, sizeof(*plan));
+	plan->clone_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS;
+	if (p->namespaces & SANDBOX_NS_NET)
+		plan->clone_flags |= CLONE_NEWNET;
+	if (p->namespaces & SANDBOX_NS_IPC)
+		plan->clone_flags |= CLONE_NEWIPC;
+	if (p->namespaces & SANDBOX_NS_UTS)
+		plan->clone_flags |= CLONE_NEWUTS;
+	plan->net_ns = (p->namespaces & SANDBOX_NS_NET) != 0;
+	plan->cgroup_ns = (p->namespaces & SANDBOX_NS_CGROUP) != 0;
+	plan->privileged = geteuid() == 0;
+	plan->uid = p->uid;
+	plan->gid = p->gid;
+	plan->out_uid = plan->privileged ? p->outside_uid : getuid();
+	plan->out_gid = plan->privileged ? p->outside_gid : getgid();
+	snprintf(plan->hostname, sizeof(plan->hostname), "%s", p->name);
+	plan->mounts.ops = NULL;
+	if ((e = sb_mounts_plan(p, &plan->mounts)) != CUSTOS_OK ||
+	    (e = sb_landlock_plan(p, &plan->landlock)) != CUSTOS_OK ||
+	    (e = sb_seccomp_build(p, &plan->filter)) != CUSTOS_OK)
+		goto fail;
+	sb_rlimits_plan(p, have_cgroup, &plan->rlimits);
+	plan->argv = sb_strv_dup(argv, SANDBOX_MAX_ARGS, &e);
+	if (plan->argv == NULL)
+		goto fail;
+	if ((e = sb_env_build(p, &plan->envp)) != CUSTOS_OK)
+		goto fail;
+	plan->workdir = xstrdup(p->workdir          ? p->workdir
+	                        : p->scratch_target ? p->scratch_target
+	                                            : "/tmp");
+	return CUSTOS_OK;
+fail:
+	sb_plan_free(plan);
+	return e;
+}
+
+void sb_plan_free(sb_plan *plan)
+{
+	sb_mounts_free(&plan->mounts);
+	sb_landlock_free(&plan->landlock);
+	sb_filter_free(&plan->filter);
+	sb_strv_free(plan->argv);
+	sb_strv_free(plan->envp);
+	free(plan->workdir);
+	memset(plan, 0, sizeof(*plan));
+}
+
+void sb_instance_close(sb_instance *in)
+{
+	if (in->pidfd >= 0)
+		close(in->pidfd);
+	if (in->sync_fd >= 0)
+		close(in->sync_fd);
+	if (in->notify_fd >= 0)
+		close(in->notify_fd);
+	in->pidfd = in->sync_fd = in->notify_fd = -1;
+	in->pid = -1;
+}
+
+static void reap(pid_t pid)
+{
+	int st;
+	pid_t r;
+	do
+		r = waitpid(pid, &st, 0);
+	while (r == -1 && errno == EINTR);
+}
+
+custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int stdio[3],
+                             sb_instance *in)
+{
+	int sp[2];
+	int pidfd = -1;
+	custos_err e;
+
+	memset(in, 0, sizeof(*in));
+	in->pid = -1;
+	in->pidfd = in->sync_fd = in->notify_fd = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
+		return err_sys("sandbox: socketpair");
+
+	sigset_t block, old;
+	fwd_sigset(&block);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	struct clone_args ca;
+	memset(&ca, 0, sizeof(ca));
+	ca.flags = plan->clone_flags | CLONE_PIDFD;
+	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+	ca.exit_signal = SIGCHLD;
+	if (cg->backend == SB_CG_V2 && cg->dirfd >= 0) {
+		ca.flags |= CLONE_INTO_CGROUP;
+		ca.cgroup = (uint64_t)cg->dirfd;
+	}
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid == 0) {
+		close(sp[0]);
+		child_main(plan, sp[1], stdio);
+	}
+	int saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(sp[1]);
+	if (pid == -1) {
+		close(sp[0]);
+		errno = saved;
+		if (saved == EPERM || saved == ENOSPC || saved == EUSERS)
+			return err_sys("sandbox: clone3 into new namespaces (are unprivileged user "
+			               "namespaces allowed here?)");
+		return err_sys("sandbox: clone3");
+	}
+	in->pid = (pid_t)pid;
+	in->pidfd = pidfd;
+	in->sync_fd = sp[0];
+	in->started_ns = tm_mono_ns();
+
+	if ((e = sb_userns_map(in->pid, plan->uid, plan->out_uid, plan->gid, plan->out_gid)) !=
+	    CUSTOS_OK)
+		goto fail;
+	if (sync_send(in->sync_fd, SB_SYNC_MAPPED, 0, NULL, -1) == -1) {
+		e = err_sys("sandbox: sync with the child");
+		goto fail;
+	}
+	/* The cgroup move (slow on v1: an RCU grace period) runs while the child mounts. */
+	if ((e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
+		goto fail;
+	/* A child that failed meanwhile has closed its end: its message is read below. */
+	(void)sync_send(in->sync_fd, SB_SYNC_CGROUP, 0, NULL, -1);
+	int tag = 0, val = 0, lfd = -1;
+	char text[SB_MSG_MAX];
+	int r = sb_sync_recv(in->sync_fd, &tag, &val, text, sizeof(text), &lfd);
+	if (r == 1 && tag == SB_SYNC_READY && lfd >= 0) {
+		in->notify_fd = lfd;
+		return CUSTOS_OK;
+	}
+	if (lfd >= 0)
+		close(lfd);
+	if (r == 1 && tag == SB_SYNC_ERROR)
+		e = err_set(CUSTOS_ERR_SYS, "sandbox setup failed at %s", text);
+	else
+		e = err_set(CUSTOS_ERR_SYS, "sandbox setup: the child ended before it was ready");
+fail:
+	kill(in->pid, SIGKILL);
+	reap(in->pid);
+	sb_instance_close(in);
+	return e;
+}
+
+custos_err sb_instance_go(sb_instance *in)
+{
+	if (sync_send(in->sync_fd, SB_SYNC_GO, 0, NULL, -1) == -1)
+		return err_sys("sandbox: releasing the child");
+	return CUSTOS_OK;
+}

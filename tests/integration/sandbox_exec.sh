@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `custos sandbox exec`: exit status passthrough (codes and signals), stdout, the environment
+# allow-list, the view of the filesystem, usage errors, and profiles that must be refused.
+set -euo pipefail
+: "${CUSTOS_BIN:?}"
+C="$CUSTOS_BIN"
+if ! "$C" sandbox exec -- /bin/true 2>/dev/null; then
+	echo "SKIPPED: namespaces unavailable here: $("$C" sandbox exec -- /bin/true 2>&1 | tail -1)"
+	exit 77
+fi
+export ASAN_OPTIONS=detect_leaks=0
+fail=0
+check() { # name expected actual
+	if [ "$2" != "$3" ]; then echo "FAIL: $1: want '$2', got '$3'"; fail=1; else echo "ok: $1"; fi
+}
+status() { set +e; "$@" >/dev/null 2>&1; echo $?; set -e; }
+
+check "exit 0" 0 "$(status "$C" sandbox exec -- /bin/true)"
+check "exit 1" 1 "$(status "$C" sandbox exec -- /bin/false)"
+check "exit 42" 42 "$(status "$C" sandbox exec -- /bin/sh -c 'exit 42')"
+check "killed by SIGKILL" 137 "$(status "$C" sandbox exec -- /bin/sh -c 'kill -9 $$')"
+check "killed by SIGTERM" 143 "$(status "$C" sandbox exec -- /bin/sh -c 'kill -15 $$')"
+check "missing command" 127 "$(status "$C" sandbox exec -- /nonexistent)"
+check "PATH search" 0 "$(status "$C" sandbox exec -- true)"
+check "stdout passes" "hello world" "$("$C" sandbox exec -- /bin/echo hello world 2>/dev/null)"
+check "stdin passes" "abc" "$(echo abc | "$C" sandbox exec -- /bin/cat 2>/dev/null)"
+check "args pass" "a b|c" "$("$C" sandbox exec -- /bin/sh -c 'printf "%s|%s" "$1" "$2"' sh 'a b' c 2>/dev/null)"
+
+# Environment: only the allow-list and the profile's variables.
+export CUSTOS_TEST_SECRET=leak
+check "env not leaked" "" "$("$C" sandbox exec -- /bin/sh -c 'echo ${CUSTOS_TEST_SECRET:-}' 2>/dev/null)"
+check "env keep" "leak" "$("$C" sandbox exec --keep-env CUSTOS_TEST_SECRET -- /bin/sh -c 'echo $CUSTOS_TEST_SECRET' 2>/dev/null)"
+check "env set" "http://127.0.0.1:3128" "$("$C" sandbox exec --setenv HTTP_PROXY=http://127.0.0.1:3128 -- /bin/sh -c 'echo $HTTP_PROXY' 2>/dev/null)"
+check "PATH default" "/usr/local/bin:/usr/bin:/bin" "$("$C" sandbox exec -- /bin/sh -c 'echo $PATH' 2>/dev/null)"
+
+# The view: identity, hostname, no capabilities, seccomp on, read-only root, scratch writable.
+check "uid" "1000" "$("$C" sandbox exec -- /usr/bin/id -u 2>/dev/null)"
+check "hostname" "default" "$("$C" sandbox exec -- /bin/cat /etc/hostname 2>/dev/null)"
+check "CapEff" "0000000000000000" "$("$C" sandbox exec -- /bin/sh -c 'grep CapEff /proc/self/status | cut -f2' 2>/dev/null)"
+check "CapBnd" "0000000000000000" "$("$C" sandbox exec -- /bin/sh -c 'grep CapBnd /proc/self/status | cut -f2' 2>/dev/null)"
+check "NoNewPrivs" "1" "$("$C" sandbox exec -- /bin/sh -c 'grep NoNewPrivs /proc/self/status | cut -f2' 2>/dev/null)"
+check "Seccomp" "2" "$("$C" sandbox exec -- /bin/sh -c 'grep "^Seccomp:" /proc/self/status | cut -f2' 2>/dev/null)"
+check "pid 1 is the sandbox init" "2" "$("$C" sandbox exec -- /bin/sh -c 'echo $$' 2>/dev/null)"
+check "root read-only (sh: redirection failed)" 2 "$(status "$C" sandbox exec -- /bin/sh -c 'echo x > /x')"
+check "scratch writable" 0 "$(status "$C" sandbox exec -- /bin/sh -c 'echo x > /tmp/x && test -s /tmp/x')"
+check "only lo" "lo" "$("$C" sandbox exec -- /bin/sh -c 'ls /proc/sys/net/ipv4/conf | grep -v -e all -e default' 2>/dev/null)"
+T=$(mktemp -d /tmp/custos-exec.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+chmod 755 "$T"
+echo data >"$T/model.bin"
+chmod 644 "$T/model.bin"
+check "ro bind readable" "data" "$("$C" sandbox exec --ro-bind "$T:/models" -- /bin/cat /models/model.bin 2>/dev/null)"
+check "ro bind read-only (sh: redirection failed)" 2 "$(status "$C" sandbox exec --ro-bind "$T:/models" -- /bin/sh -c 'echo x >> /models/model.bin')"
+mkdir "$T/scratch" && chmod 777 "$T/scratch"
+check "scratch dir" 0 "$(status "$C" sandbox exec --scratch "$T/scratch" -- /bin/sh -c 'echo out > /tmp/result')"
+check "scratch dir content" "out" "$(cat "$T/scratch/result")"
+
+# Refused up front: usage errors exit 2, bad profiles exit 1 with the reason.
+check "no command" 2 "$(status "$C" sandbox exec)"
+check "unknown profile" 2 "$(status "$C" sandbox exec --profile nope -- /bin/true)"
+check "bad gpu" 2 "$(status "$C" sandbox exec --gpu intel -- /bin/true)"
+check "relative bind" 1 "$(status "$C" sandbox exec --ro-bind relative/path -- /bin/true)"
+check "dotdot bind" 1 "$(status "$C" sandbox exec --ro-bind /usr:/x/../etc -- /bin/true)"
+check "custom allows ptrace" 1 "$(status "$C" sandbox exec --allow-syscall ptrace -- /bin/true)"
+check "custom unknown syscall" 1 "$(status "$C" sandbox exec --allow-syscall no_such_call -- /bin/true)"
+check "missing bind source" 1 "$(status "$C" sandbox exec --ro-bind /nonexistent/dir -- /bin/true)"
+msg=$("$C" sandbox exec --allow-syscall mount -- /bin/true 2>&1 || true)
+case "$msg" in *"always denied"*) echo "ok: denied message" ;; *) echo "FAIL: message: $msg"; fail=1 ;; esac
+# A violation kills the whole sandbox when the profile says so: the init dies by SIGKILL.
+check "kill on violation" 137 "$(status "$C" sandbox exec --kill-on-violation -- /bin/sh -c 'unshare -U true; exit 0')"
+[ "$fail" -eq 0 ] && echo PASS
+exit "$fail"

@@ -1,0 +1,356 @@
+/* Unit tests of the sandbox's pure parts: profiles, validation, hashing, events, seccomp
+ * compilation and names, the environment, cgroup file parsing, Landlock masks, and
+ * self-restriction (in a forked child, since it cannot be undone). */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+
+#include "custos/sandbox.h"
+#include "sandbox/sb_int.h"
+
+static void builtin_profiles(void **state)
+{
+	sandbox_profile p;
+	(void)state;
+	for (const char *const *n = sandbox_profile_builtin_names(); *n; n++) {
+		assert_int_equal(sandbox_profile_builtin(*n, &p), CUSTOS_OK);
+		assert_string_equal(p.name, *n);
+		assert_int_equal(sandbox_profile_validate(&p), CUSTOS_OK);
+	}
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(p.gpu, SANDBOX_GPU_NVIDIA);
+	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_GPU);
+	assert_int_equal(sandbox_profile_builtin("nope", &p), CUSTOS_ERR_NOTFOUND);
+}
+
+static void validate_rejects(void **state)
+{
+	sandbox_profile p;
+	sandbox_bind many[SANDBOX_MAX_BINDS + 1];
+	(void)state;
+
+#define BAD(code, mutate)                                                                          \
+	do {                                                                                       \
+		assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);               \
+		mutate;                                                                            \
+		assert_int_equal(sandbox_profile_validate(&p), code);                              \
+	} while (0)
+	BAD(CUSTOS_ERR_INVAL, p.name = "bad name");
+	BAD(CUSTOS_ERR_INVAL, p.name = "");
+	BAD(CUSTOS_ERR_INVAL, p.namespaces = SANDBOX_NS_NET);
+	sandbox_bind rel = { .src = "relative" };
+	BAD(CUSTOS_ERR_INVAL, (p.binds = &rel, p.n_binds = 1));
+	sandbox_bind dots = { .src = "/usr", .dst = "/x/../etc" };
+	BAD(CUSTOS_ERR_INVAL, (p.binds = &dots, p.n_binds = 1));
+	sandbox_bind root = { .src = "/usr", .dst = "/" };
+	BAD(CUSTOS_ERR_INVAL, (p.binds = &root, p.n_binds = 1));
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(many); i++)
+		many[i] = (sandbox_bind){ .src = "/usr" };
+	BAD(CUSTOS_ERR_LIMIT, (p.binds = many, p.n_binds = CUSTOS_ARRAY_LEN(many)));
+	static const char *const denied[] = { "ptrace" };
+	BAD(CUSTOS_ERR_DENIED,
+	    (p.seccomp = SANDBOX_SECCOMP_CUSTOM, p.syscalls = denied, p.n_syscalls = 1));
+	static const char *const unknown[] = { "no_such_syscall" };
+	BAD(CUSTOS_ERR_INVAL,
+	    (p.seccomp = SANDBOX_SECCOMP_CUSTOM, p.syscalls = unknown, p.n_syscalls = 1));
+	static const char *const fine[] = { "acct_not" };
+	BAD(CUSTOS_ERR_INVAL, (p.syscalls = fine, p.n_syscalls = 1)); /* needs custom */
+	static const char *const env_bad[] = { "NOEQUALS" };
+	BAD(CUSTOS_ERR_INVAL, (p.env_set = env_bad, p.n_env_set = 1));
+	static const char *const dev_abs[] = { "/dev/sda" };
+	BAD(CUSTOS_ERR_INVAL, (p.devices = dev_abs, p.n_devices = 1));
+	static const char *const dev_up[] = { "../sda" };
+	BAD(CUSTOS_ERR_INVAL, (p.devices = dev_up, p.n_devices = 1));
+	BAD(CUSTOS_ERR_INVAL, p.scratch_dir = "tmp");
+	BAD(CUSTOS_ERR_INVAL, p.gpu = (sandbox_gpu)7);
+	BAD(CUSTOS_ERR_LIMIT, p.limits.nofile = 1u << 21);
+	BAD(CUSTOS_ERR_INVAL, p.uid = (uid_t)-1);
+#undef BAD
+	assert_int_equal(sandbox_profile_validate(NULL), CUSTOS_ERR_INVAL);
+}
+
+static void profile_hash(void **state)
+{
+	sandbox_profile p;
+	char h1[65], h2[65], h3[65];
+	(void)state;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(sandbox_profile_hash(&p, h1), CUSTOS_OK);
+	assert_int_equal(sandbox_profile_hash(&p, h2), CUSTOS_OK);
+	assert_int_equal(strlen(h1), 64);
+	assert_string_equal(h1, h2);
+	p.limits.memory_bytes++;
+	assert_int_equal(sandbox_profile_hash(&p, h3), CUSTOS_OK);
+	assert_string_not_equal(h1, h3);
+	p.name = "bad name";
+	assert_int_not_equal(sandbox_profile_hash(&p, h3), CUSTOS_OK);
+
+	buf b;
+	buf_init(&b, 1 << 16);
+	assert_int_equal(sandbox_profile_builtin("gpu-amd", &p), CUSTOS_OK);
+	assert_int_equal(sandbox_profile_json(&p, &b), CUSTOS_OK);
+	const char *s;
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	assert_non_null(strstr(s, "\"gpu\":\"amd\""));
+	assert_non_null(strstr(s, "\"seccomp\":\"gpu\""));
+	buf_free(&b);
+	buf_init(&b, 16); /* too small: the limit is reported, not overrun */
+	assert_int_equal(sandbox_profile_json(&p, &b), CUSTOS_ERR_LIMIT);
+	buf_free(&b);
+}
+
+static void event_json(void **state)
+{
+	sandbox_event ev = { .kind = SANDBOX_EV_VIOLATION,
+		             .name = "m",
+		             .profile_hash = "ab",
+		             .generation = 2,
+		             .pid = 42,
+		             .syscall = "ptrace",
+		             .syscall_nr = 101 };
+	buf b;
+	const char *s;
+	(void)state;
+	buf_init(&b, 4096);
+	assert_int_equal(sandbox_event_json(&ev, &b), CUSTOS_OK);
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	assert_non_null(strstr(s, "\"event\":\"violation\""));
+	assert_non_null(strstr(s, "\"syscall\":\"ptrace\""));
+	assert_non_null(strstr(s, "\"profile_sha256\":\"ab\""));
+	assert_non_null(strstr(s, "\"action\":\"eperm\""));
+	buf_reset(&b);
+	ev.kind = SANDBOX_EV_OOM;
+	ev.limit = "memory";
+	ev.count = 3;
+	assert_int_equal(sandbox_event_json(&ev, &b), CUSTOS_OK);
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	assert_non_null(strstr(s, "\"count\":3"));
+	assert_null(strstr(s, "syscall"));
+	buf_free(&b);
+	assert_string_equal(sandbox_event_kind_name(SANDBOX_EV_GIVE_UP), "give_up");
+	assert_string_equal(sandbox_event_kind_name((sandbox_event_kind)99), "unknown");
+}
+
+static void syscall_names(void **state)
+{
+	char n[64];
+	(void)state;
+	const char *const *d = sandbox_seccomp_always_denied();
+	bool ptrace_seen = false, uring = false;
+	for (size_t i = 0; d[i]; i++) {
+		ptrace_seen |= strcmp(d[i], "ptrace") == 0;
+		uring |= strcmp(d[i], "io_uring_setup") == 0;
+	}
+	assert_true(ptrace_seen && uring);
+	assert_true(sb_seccomp_is_denied("bpf"));
+	assert_false(sb_seccomp_is_denied("read"));
+	assert_int_equal(sb_seccomp_resolve("read"), SYS_read);
+	assert_int_equal(sb_seccomp_resolve("landlock_create_ruleset"), 444);
+	assert_int_equal(sb_seccomp_resolve("mseal"), 462); /* newer than libseccomp 2.5.4 */
+	assert_int_equal(sb_seccomp_resolve("nope"), -1);
+	assert_string_equal(sandbox_syscall_name(SCMP_ARCH_NATIVE, SYS_ptrace, n, sizeof(n)),
+	                    "ptrace");
+	assert_string_equal(sandbox_syscall_name(SCMP_ARCH_NATIVE, 462, n, sizeof(n)), "mseal");
+	assert_string_equal(sandbox_syscall_name(SCMP_ARCH_NATIVE, 9999, n, sizeof(n)),
+	                    "syscall_9999");
+}
+
+static void seccomp_build(void **state)
+{
+	sandbox_profile p;
+	sb_filter f;
+	(void)state;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(sb_seccomp_build(&p, &f), CUSTOS_OK);
+	assert_true(f.len > 10);
+	/* First instruction loads the architecture (the arch check comes first). */
+	assert_int_equal(f.insns[0].k, offsetof(struct seccomp_data, arch));
+	unsigned short def_len = f.len;
+	sb_filter_free(&f);
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(sb_seccomp_build(&p, &f), CUSTOS_OK);
+	assert_int_not_equal(f.len, def_len);
+	sb_filter_free(&f);
+	static const char *const extra[] = { "sysfs" };
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.seccomp = SANDBOX_SECCOMP_CUSTOM;
+	p.syscalls = extra;
+	p.n_syscalls = 1;
+	assert_int_equal(sb_seccomp_build(&p, &f), CUSTOS_OK);
+	sb_filter_free(&f);
+	static const char *const bad[] = { "mount" };
+	p.syscalls = bad;
+	assert_int_equal(sb_seccomp_build(&p, &f), CUSTOS_ERR_DENIED);
+}
+
+static void environment(void **state)
+{
+	sandbox_profile p;
+	char **env = NULL;
+	static const char *const allow[] = { "CUSTOS_T_A", "CUSTOS_T_MISSING" };
+	static const char *const set[] = { "CUSTOS_T_A=override", "X=1" };
+	(void)state;
+	setenv("CUSTOS_T_A", "host", 1);
+	setenv("CUSTOS_T_B", "secret", 1);
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.env_allow = allow;
+	p.n_env_allow = 2;
+	p.env_set = set;
+	p.n_env_set = 2;
+	assert_int_equal(sb_env_build(&p, &env), CUSTOS_OK);
+	bool a = false, x = false, path = false;
+	for (size_t i = 0; env[i]; i++) {
+		assert_null(strstr(env[i], "secret"));
+		assert_null(strstr(env[i], "MISSING"));
+		a |= strcmp(env[i], "CUSTOS_T_A=override") == 0;
+		x |= strcmp(env[i], "X=1") == 0;
+		path |= strncmp(env[i], "PATH=", 5) == 0;
+	}
+	assert_true(a && x && path);
+	sb_strv_free(env);
+}
+
+static void cgroup_files(void **state)
+{
+	char dir[] = "/tmp/custos-cgtest.XXXXXX";
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(
+	        sb_cg_write(dir, "memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n"),
+	        CUSTOS_ERR_SYS); /* no such file: cgroup files are never created */
+	char path[128];
+	snprintf(path, sizeof(path), "%s/memory.events", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n", f);
+	fclose(f);
+	assert_int_equal(sb_cg_read_key(dir, "memory.events", "max"), 7);
+	assert_int_equal(sb_cg_read_key(dir, "memory.events", "oom_kill"), 2);
+	assert_int_equal(sb_cg_read_key(dir, "memory.events", "oom"), 2);
+	assert_int_equal(sb_cg_read_key(dir, "memory.events", "absent"), 0);
+	assert_int_equal(sb_cg_read_key(dir, "nofile", "max"), 0);
+	assert_int_equal(sb_cg_write(dir, "memory.events", "x"), CUSTOS_OK);
+	unlink(path);
+	rmdir(dir);
+	assert_string_equal(sb_cgroup_backend_name(SB_CG_V1), "v1");
+	assert_string_equal(sb_cgroup_backend_name(SB_CG_NONE), "none");
+}
+
+static void landlock_masks(void **state)
+{
+	(void)state;
+	int abi = sandbox_landlock_abi();
+	assert_true(abi >= 0);
+	assert_int_equal(sb_landlock_fs_mask(0), 0);
+	assert_int_equal(sb_landlock_fs_mask(1), SB_LL_FS_ALL_V1);
+	assert_true(sb_landlock_fs_mask(2) & SB_LL_FS_REFER);
+	assert_false(sb_landlock_fs_mask(4) & SB_LL_FS_IOCTL_DEV);
+	assert_true(sb_landlock_fs_mask(5) & SB_LL_FS_IOCTL_DEV);
+}
+
+static void self_restrict_refuses(void **state)
+{
+	sandbox_self_opts o;
+	static const char *const bad[] = { "ptrace" };
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	o.extra_syscalls = bad;
+	o.n_extra_syscalls = 1;
+	/* Refused before anything is applied, so this process stays unrestricted. */
+	assert_int_equal(sandbox_self_restrict(&o), CUSTOS_ERR_DENIED);
+	assert_int_equal(sandbox_self_restrict(NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
+}
+
+/* In a child: restrict, then probe. Exit codes name the failed check. */
+static int self_child(int mode)
+{
+	static const char *const ro[] = { "/usr", "/proc" };
+	static const char *const rw[] = { "/dev/null" };
+	sandbox_self_opts o;
+	memset(&o, 0, sizeof(o));
+	o.read_paths = ro;
+	o.n_read_paths = 2;
+	o.write_paths = rw;
+	o.n_write_paths = 1;
+	if (sandbox_self_restrict(&o) != CUSTOS_OK)
+		return 10;
+	if (mode == 1) {
+#ifdef SYS_sysfs
+		syscall(SYS_sysfs, 3); /* unlisted: the filter kills */
+		return 11;
+#else
+		raise(SIGSYS);
+#endif
+	}
+	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != -1 || errno != EPERM)
+		return 12;
+	if (open("/etc/hostname", O_RDONLY | O_CLOEXEC) != -1 || errno != EACCES)
+		return 13;
+	int fd = open("/usr/bin/env", O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 14;
+	close(fd);
+	fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 15;
+	close(fd);
+	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
+		return 16;
+	if (prctl(PR_CAPBSET_READ, 0 /* CAP_CHOWN */, 0, 0, 0) != 0)
+		return 17;
+	if (unshare(CLONE_NEWUSER) != -1 || errno != EPERM)
+		return 18;
+	return 0;
+}
+
+static void self_restrict(void **state)
+{
+	(void)state;
+	if (sandbox_landlock_abi() <= 0)
+		skip();
+	for (int mode = 0; mode < 2; mode++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_int_not_equal(pid, -1);
+		if (pid == 0)
+			_exit(self_child(mode)); /* _exit: LSan cannot run under the filter */
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		if (mode == 0) {
+			assert_true(WIFEXITED(st));
+			assert_int_equal(WEXITSTATUS(st), 0);
+		} else {
+			assert_true(WIFSIGNALED(st));
+			assert_int_equal(WTERMSIG(st), SIGSYS);
+		}
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(builtin_profiles), cmocka_unit_test(validate_rejects),
+		cmocka_unit_test(profile_hash),     cmocka_unit_test(event_json),
+		cmocka_unit_test(syscall_names),    cmocka_unit_test(seccomp_build),
+		cmocka_unit_test(environment),      cmocka_unit_test(cgroup_files),
+		cmocka_unit_test(landlock_masks),   cmocka_unit_test(self_restrict_refuses),
+		cmocka_unit_test(self_restrict),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,430 @@
+/* Unit tests of sandbox_spawn and its lifecycle: exit status, events, violations, sockets
+ * inside the netns (listener for the egress proxy, connections to the model, readiness),
+ * restart with backoff, stop (SIGTERM, then kill), setup failures, and the unprivileged path
+ * of the socket factory. They need user namespaces; without them each test skips. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "custos/sandbox.h"
+
+#define MAX_EV 64
+
+struct rec {
+	pthread_mutex_t mu;
+	sandbox_event_kind kinds[MAX_EV];
+	char syscalls[MAX_EV][32];
+	uint64_t backoff[MAX_EV];
+	int n;
+};
+
+static void rec_init(struct rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->mu, NULL);
+}
+
+static int rec_count(struct rec *r, sandbox_event_kind k)
+{
+	int n = 0;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->n; i++)
+		n += r->kinds[i] == k;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+static bool rec_has_syscall(struct rec *r, const char *name)
+{
+	bool hit = false;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->n; i++)
+		hit |= r->kinds[i] == SANDBOX_EV_VIOLATION && strcmp(r->syscalls[i], name) == 0;
+	pthread_mutex_unlock(&r->mu);
+	return hit;
+}
+
+static void on_event(const sandbox_event *ev, void *arg)
+{
+	struct rec *r = arg;
+	assert_non_null(ev->profile_hash);
+	assert_int_equal(strlen(ev->profile_hash), 64);
+	pthread_mutex_lock(&r->mu);
+	if (r->n < MAX_EV) {
+		r->kinds[r->n] = ev->kind;
+		if (ev->syscall)
+			snprintf(r->syscalls[r->n], sizeof(r->syscalls[0]), "%s", ev->syscall);
+		r->backoff[r->n] = ev->backoff_ms;
+		r->n++;
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static const char *fixture(void)
+{
+	static char path[1024];
+	const char *d = getenv("CUSTOS_FIXTURES");
+	snprintf(path, sizeof(path), "%s/escape/escape", d ? d : "tests/fixtures");
+	return path;
+}
+
+static sandbox_bind fixture_bind;
+
+static void profile(sandbox_profile *p)
+{
+	assert_int_equal(sandbox_profile_builtin("default", p), CUSTOS_OK);
+	p->name = "unit";
+	fixture_bind = (sandbox_bind){ .src = fixture(), .dst = "/opt/escape" };
+	p->binds = &fixture_bind;
+	p->n_binds = 1;
+	p->limits.memory_bytes = 256u << 20;
+}
+
+static bool available = true;
+
+/* Sandboxes work here (user namespaces allowed, fixture built)? */
+static bool probe_available(void)
+{
+	sandbox_profile p;
+	sandbox *sb = NULL;
+	static const char *const argv[] = { "/bin/true", NULL };
+	setenv("ASAN_OPTIONS", "detect_leaks=0",
+	       1); /* for ASan-built commands; custos unaffected */
+	if (access(fixture(), X_OK) != 0)
+		return false;
+	profile(&p);
+	if (sandbox_spawn(&p, argv, NULL, &sb) != CUSTOS_OK) {
+		fprintf(stderr, "sandbox unavailable: %s\n", err_msg());
+		return false;
+	}
+	sandbox_free(sb);
+	return true;
+}
+
+#define NEED()                                                                                     \
+	do {                                                                                       \
+		if (!available)                                                                    \
+			skip();                                                                    \
+	} while (0)
+
+static sandbox *spawn(sandbox_profile *p, const char *const *argv, sandbox_opts *o)
+{
+	sandbox *sb = NULL;
+	custos_err e = sandbox_spawn(p, argv, o, &sb);
+	if (e != CUSTOS_OK)
+		fail_msg("spawn: %s", err_msg());
+	return sb;
+}
+
+static void exit_status(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a3[] = { "/bin/sh", "-c", "exit 3", NULL };
+	sandbox *sb = spawn(&p, a3, &o);
+	assert_int_equal(sandbox_generation(sb), 1);
+	assert_string_equal(sandbox_cgroup_backend(sb), geteuid() == 0 ? "v1" : "none");
+	assert_int_equal(strlen(sandbox_profile_hash_of(sb)), 64);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 3);
+	assert_int_equal(sandbox_pid(sb), -1);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 1);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 1);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_RESTART), 0);
+
+	static const char *const ak[] = { "/bin/sh", "-c", "kill -USR1 $$", NULL };
+	sb = spawn(&p, ak, NULL);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGUSR1);
+	sandbox_free(sb);
+	pthread_mutex_destroy(&r.mu);
+}
+
+static void violation_audited(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--ioctl", "/dev/null", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	assert_true(rec_has_syscall(&r, "ioctl"));
+	pthread_mutex_destroy(&r.mu);
+}
+
+static void spawn_failures(void **state)
+{
+	sandbox_profile p;
+	sandbox *sb = (sandbox *)1;
+	static const char *const argv[] = { "/bin/true", NULL };
+	static const char *const empty[] = { NULL };
+	(void)state;
+	NEED();
+	profile(&p);
+	assert_int_equal(sandbox_spawn(&p, empty, NULL, &sb), CUSTOS_ERR_INVAL);
+	assert_null(sb);
+	sandbox_bind missing = { .src = "/nonexistent/custos" };
+	p.binds = &missing;
+	p.n_binds = 1;
+	assert_int_equal(sandbox_spawn(&p, argv, NULL, &sb), CUSTOS_ERR_SYS);
+	assert_non_null(strstr(err_msg(), "/nonexistent/custos"));
+	missing.optional = true;
+	sb = spawn(&p, argv, NULL);
+	sandbox_free(sb);
+	p.name = "no good";
+	assert_int_equal(sandbox_spawn(&p, argv, NULL, &sb), CUSTOS_ERR_INVAL);
+	sandbox_free(NULL);
+}
+
+/* The egress listener: custos listens inside, the sandboxed client connects to it. */
+static void listen_inside(void **state)
+{
+	sandbox_profile p;
+	int st, lfd = -1;
+	(void)state;
+	NEED();
+	profile(&p);
+	/* A client that retries until our listener exists, then prints what it got. */
+	static const char *const a[] = { "/bin/sh", "-c",
+		                         "for i in 1 2 3 4 5 6 7 8 9 10; do /opt/escape --client "
+		                         "18081 && exit 0; sleep 0.2; done; exit 1",
+		                         NULL };
+	sandbox *sb = spawn(&p, a, NULL);
+	custos_err e = sandbox_listen_inside(sb, 18081, 8, &lfd);
+	assert_int_equal(e, CUSTOS_OK);
+	struct pollfd pf = { .fd = lfd, .events = POLLIN };
+	assert_int_equal(poll(&pf, 1, 10000), 1);
+	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(c >= 0);
+	char rb[16] = { 0 };
+	pf.fd = c;
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	assert_int_equal(read(c, rb, sizeof(rb) - 1), 6);
+	assert_string_equal(rb, "hello\n");
+	assert_int_equal(write(c, "ok\n", 3), 3);
+	close(c);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* Between instances there is no namespace to listen in. */
+	assert_int_equal(sandbox_listen_inside(sb, 18082, 8, &c), CUSTOS_ERR_AGAIN);
+	assert_int_equal(sandbox_connect_inside(sb, 18082, &c), CUSTOS_ERR_AGAIN);
+	close(lfd);
+	sandbox_free(sb);
+}
+
+/* The model side: a server inside, custos connects and waits for readiness. */
+static void connect_inside_ready(void **state)
+{
+	sandbox_profile p;
+	int fd;
+	(void)state;
+	NEED();
+	profile(&p);
+	static const char *const a[] = { "/opt/escape", "--listen", "8080", NULL };
+	sandbox *sb = spawn(&p, a, NULL);
+	assert_int_equal(sandbox_wait_ready(sb, 8080, "/health", 10000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8080, NULL, 1000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8080, "bad path", 1000), CUSTOS_ERR_INVAL);
+	/* Nothing listens on 8081 inside (and a host listener would not count). */
+	assert_int_equal(sandbox_wait_ready(sb, 8081, NULL, 300), CUSTOS_ERR_TIMEOUT);
+	assert_int_equal(sandbox_connect_inside(sb, 8080, &fd), CUSTOS_OK);
+	struct pollfd pf = { .fd = fd, .events = POLLOUT };
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	const char req[] = "GET / HTTP/1.0\r\n\r\n";
+	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	char rb[64] = { 0 };
+	pf.events = POLLIN;
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	assert_true(read(fd, rb, sizeof(rb) - 1) > 12);
+	assert_memory_equal(rb, "HTTP/1.0 200", 12);
+	close(fd);
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK); /* idempotent */
+	sandbox_free(sb);
+
+	/* A command that exits before it listens: CLOSED, not a timeout. */
+	static const char *const t[] = { "/bin/true", NULL };
+	sb = spawn(&p, t, NULL);
+	custos_err e = sandbox_wait_ready(sb, 8080, NULL, 5000);
+	assert_true(e == CUSTOS_ERR_CLOSED);
+	sandbox_free(sb);
+}
+
+static void restart_backoff(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	o.restart.max_restarts = 2;
+	o.restart.backoff_initial_ms = 10;
+	o.restart.backoff_max_ms = 15;
+	static const char *const a[] = { "/bin/sh", "-c", "exit 4", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_int_equal(WEXITSTATUS(st), 4);
+	assert_int_equal(sandbox_generation(sb), 3);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 3);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 3);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_RESTART), 2);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_GIVE_UP), 1);
+	uint64_t b[2];
+	int k = 0;
+	for (int i = 0; i < r.n && k < 2; i++)
+		if (r.kinds[i] == SANDBOX_EV_RESTART)
+			b[k++] = r.backoff[i];
+	assert_int_equal(b[0], 10);
+	assert_int_equal(b[1], 15); /* doubled, capped at backoff_max_ms */
+
+	/* Success is not restarted unless asked. */
+	rec_init(&r);
+	static const char *const ok[] = { "/bin/true", NULL };
+	sb = spawn(&p, ok, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 1);
+	pthread_mutex_destroy(&r.mu);
+}
+
+static void stop_term_then_kill(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	o.restart.max_restarts = UINT32_MAX; /* stop must also end supervision */
+	static const char *const a[] = { "/bin/sleep", "100", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_true(sandbox_pid(sb) > 0);
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGTERM); /* forwarded by the sandbox's init */
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_RESTART), 0);
+
+	/* A command that ignores SIGTERM is killed after the grace period. */
+	o.stop_grace_ms = 200;
+	o.on_event = NULL;
+	static const char *const ig[] = { "/bin/sh", "-c",
+		                          "trap '' TERM; while :; do sleep 1; done", NULL };
+	sb = spawn(&p, ig, &o);
+	struct timespec ts = { 0, 200000000 };
+	nanosleep(&ts, NULL); /* let the trap be installed */
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGKILL);
+	sandbox_free(sb);
+	pthread_mutex_destroy(&r.mu);
+}
+
+/* Unprivileged: the socket factory must join the user namespace before the netns. */
+static void unprivileged_sockets(void **state)
+{
+	(void)state;
+	NEED();
+	if (geteuid() != 0)
+		skip();
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_int_not_equal(pid, -1);
+	if (pid == 0) {
+		sandbox_profile p;
+		int fd;
+		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(10);
+		/* A uid change clears "dumpable", which would keep us from writing our child's
+		 * uid_map; an unprivileged custos started normally is dumpable. */
+		if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1)
+			_exit(10);
+		profile(&p);
+		static const char *const a[] = { "/opt/escape", "--listen", "8080", NULL };
+		sandbox *sb = NULL;
+		if (sandbox_spawn(&p, a, NULL, &sb) != CUSTOS_OK) {
+			fprintf(stderr, "unprivileged spawn: %s\n", err_msg());
+			_exit(11);
+		}
+		if (sandbox_wait_ready(sb, 8080, "/", 10000) != CUSTOS_OK)
+			_exit(12);
+		if (sandbox_listen_inside(sb, 3128, 4, &fd) != CUSTOS_OK)
+			_exit(13);
+		close(fd);
+		if (sandbox_stop(sb) != CUSTOS_OK)
+			_exit(14);
+		sandbox_free(sb);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void)
+{
+	available = probe_available();
+	if (!available)
+		fprintf(stderr,
+		        "sandbox tests skip: namespaces or the escape fixture unavailable\n");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
+		cmocka_unit_test(spawn_failures),       cmocka_unit_test(listen_inside),
+		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
+		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
