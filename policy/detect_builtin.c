@@ -534,8 +534,9 @@ static size_t v_ssn_token(const uint8_t *p, size_t n, int prev, int next, det_hi
 	for (size_t i = 0; i + 2 < g.n && hits < DET_MAX_HITS; i++) {
 		size_t a = g.gs[i], e = g.ge[i + 2];
 		if (g.ge[i] - a != 3 || g.ge[i + 1] - g.gs[i + 1] != 2 || e - g.gs[i + 2] != 4 ||
-		    g.gs[i + 1] - g.ge[i] != 1 || g.gs[i + 2] - g.ge[i + 1] != 1)
-			continue;
+		    g.gs[i + 1] - g.ge[i] != 1 || g.gs[i + 2] - g.ge[i + 1] != 1 ||
+		    p[g.ge[i]] != ' ' || p[g.ge[i + 1]] != ' ')
+			continue; /* AAA GG SSSS with single spaces (the dashed form has its pattern) */
 		int b = before(p, a, prev), f = after(p, n, e, next);
 		if ((b >= 0 && (is_word(b) || b == '-' || b == '.' || b == '/')) || f == '-' ||
 		    f == '/' || is_word(f))

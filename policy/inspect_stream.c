@@ -70,6 +70,7 @@ static custos_err candidate(inspect_stream *st, const inspect_expr *x, uint64_t 
 static custos_err region_close(inspect_stream *st, inspect_region *r, uint64_t end)
 {
 	r->open = false;
+	r->end = end;
 	if (end <= r->start)
 		return CUSTOS_OK;
 	return candidate(st, &st->e->expr[r->expr], r->start, end);
@@ -146,7 +147,9 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 	case DET_ANCHOR:
 		if (r->open)
 			e = region_advance(st, r, from);
-		if (e == CUSTOS_OK && !r->open) {
+		/* An anchor inside a region already seen belongs to it, whether that region is
+		 * still open or was closed by an earlier fragment (same result at any split). */
+		if (e == CUSTOS_OK && !r->open && from >= r->end) {
 			/* The value may begin before the anchor ("jane" in "jane@x"). */
 			uint64_t start = from, lim = from > x->back ? from - x->back : 0;
 			if (lim < st->base)

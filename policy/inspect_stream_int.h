@@ -12,6 +12,7 @@ typedef struct inspect_region {
 	unsigned expr;  /* the ANCHOR expression that opened it */
 	uint64_t start; /* absolute offset of the value */
 	uint64_t scan;  /* bytes before this are known to be inside */
+	uint64_t end;   /* where the last closed region ended: anchors before it belong to it */
 } inspect_region;
 
 typedef struct inspect_ctx_hit {
