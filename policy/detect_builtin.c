@@ -783,22 +783,24 @@ size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int nex
  * The table. Hyperscan runs fastest on patterns that hold a literal, so most detectors are an
  * anchor (a literal-led or short pattern) plus a region the validator reads: "@" for e-mail,
  * ':' for IPv6, "d.d" for IPv4, the token prefixes, and one shared numeric anchor (nine digits
- * with short separators) for cards, national phone numbers, spaced SSNs and IBANs. Every
+ * with short separators, run by detect_numeric.c) for cards, national phones, spaced SSNs and
+ * IBANs. Every
  * pattern is bounded; its width plus `back` is what a stream holds back for it.
  */
 #define PK_KINDS "(?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
-#define NUMERIC  "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
 
 const det_spec det_builtin_specs[] = {
 	{ INSPECT_EMAIL, DET_ANCHOR, CLS_EMAIL_DOMAIN, 320, CLS_EMAIL_LOCAL, 64,
 	  "[A-Za-z0-9._%+\\-]@[A-Za-z0-9]", v_email },
 	{ INSPECT_PHONE, DET_MATCH, 0, 0, 0, 0, "\\+[1-9](?:[ .\\-()]{0,2}[0-9]){6,16}\\b",
 	  v_phone_e164 },
-	{ INSPECT_PHONE, DET_ANCHOR, CLS_PHONE, 48, CLS_PHONE, 8, NUMERIC, v_phone_token },
-	{ INSPECT_PAYMENT_CARD, DET_ANCHOR, CLS_CARD, 64, CLS_CARD, 8, NUMERIC, v_card },
-	{ INSPECT_IBAN, DET_ANCHOR, CLS_IBAN, 80, CLS_IBAN, 24, NUMERIC, v_iban },
+	{ INSPECT_PHONE, DET_NUMERIC, CLS_PHONE, 48, CLS_PHONE, 8, DET_NUMERIC_PATTERN,
+	  v_phone_token },
+	{ INSPECT_PAYMENT_CARD, DET_NUMERIC, CLS_CARD, 64, CLS_CARD, 8, DET_NUMERIC_PATTERN,
+	  v_card },
+	{ INSPECT_IBAN, DET_NUMERIC, CLS_IBAN, 80, CLS_IBAN, 24, DET_NUMERIC_PATTERN, v_iban },
 	{ INSPECT_US_SSN, DET_MATCH, 0, 0, 0, 0, "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b", v_ssn },
-	{ INSPECT_US_SSN, DET_ANCHOR, CLS_SSN, 48, CLS_SSN, 4, NUMERIC, v_ssn_token },
+	{ INSPECT_US_SSN, DET_NUMERIC, CLS_SSN, 48, CLS_SSN, 4, DET_NUMERIC_PATTERN, v_ssn_token },
 	{ INSPECT_IPV4, DET_ANCHOR, CLS_IPV4, 24, CLS_DIGIT, 3, "[0-9]\\.[0-9]{1,3}\\.[0-9]",
 	  v_ipv4 },
 	{ INSPECT_IPV6, DET_ANCHOR, CLS_IPV6, 64, CLS_HEX_COLON, 40, ":[0-9A-Fa-f]{0,4}:", v_ipv6 },

@@ -195,11 +195,23 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	slot->next = -1;
 	if (x->kind != DET_TERMINATOR && mx > e->width[x->detector])
 		e->width[x->detector] = mx;
-	if (x->kind == DET_ANCHOR)
+	e->compiled |= UINT64_C(1) << x->detector;
+	if (x->kind == DET_ANCHOR || x->kind == DET_NUMERIC)
 		e->has_region[x->detector] = true;
 	if (x->kind == DET_CONTEXT)
 		e->needs_ctx[x->detector] = true;
-	e->compiled |= UINT64_C(1) << x->detector;
+	if (x->kind == DET_NUMERIC) {
+		/* Matched by detect_numeric.c, not compiled: chained for the fan-out. */
+		if (e->numeric < 0) {
+			e->numeric = (int32_t)idx;
+		} else {
+			unsigned last = (unsigned)e->numeric;
+			while (e->expr[last].next >= 0)
+				last = (unsigned)e->expr[last].next;
+			e->expr[last].next = (int32_t)idx;
+		}
+		return CUSTOS_OK;
+	}
 	/* The same pattern for several detectors (the numeric anchor) is compiled once; its
 	 * match is fanned out along the chain. */
 	for (size_t k = 0; k < b->n; k++) {
@@ -344,6 +356,7 @@ custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out
 	inspect_engine *e = calloc(1, sizeof(*e));
 	ENSURE(e != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
 	e->n_det = INSPECT_BUILTIN_COUNT + (unsigned)o->n_custom;
+	e->numeric = -1;
 	build b = { 0 };
 	custos_err r = engine_build(e, o, &b);
 	build_free(&b);

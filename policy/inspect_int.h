@@ -14,8 +14,12 @@
  *         region) starts up to `back` bytes before it over one byte class and extends over
  *         another until a byte outside it, its maximum length, or the detector's TERMINATOR.
  * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
- * CONTEXT: a custom detector's keyword that its pattern matches need nearby. */
-enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT };
+ * CONTEXT: a custom detector's keyword that its pattern matches need nearby.
+ * NUMERIC: an ANCHOR whose pattern (DET_NUMERIC_PATTERN) is matched by the C scanner in
+ *         detect_numeric.c instead of Hyperscan: nine digits, at most two separator bytes
+ *         between digits. Digit runs are dense in logs and tables, and a vectorised skip
+ *         over digit-free blocks is cheaper there than an automaton (docs/INSPECTION.md). */
+enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT, DET_NUMERIC };
 
 /* Byte classes a region extends over (and starts back over). */
 enum det_class {
@@ -61,6 +65,23 @@ typedef struct det_spec {
 	det_validate_fn validate;
 } det_spec;
 
+#define DET_NUMERIC_PATTERN "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
+#define DET_NUMERIC_DIGITS  9
+
+/* The numeric scanner's state between fragments (detect_numeric.c). */
+typedef struct det_numeric {
+	uint64_t pos[DET_NUMERIC_DIGITS]; /* offsets of the last digits of the current run */
+	uint64_t count;                   /* digits in the current run */
+	unsigned gap;                     /* separator bytes since its last digit */
+	unsigned ring;                    /* next slot of pos[] to write */
+} det_numeric;
+/* Calls emit(ctx, from, to) for every digit that completes nine digits of a run (from: the
+ * first of those nine; to: after this digit), over p[n] at absolute offset base. Stops and
+ * returns the first error emit returns. */
+custos_err det_numeric_scan(det_numeric *st, const uint8_t *p, size_t n, uint64_t base,
+                            custos_err (*emit)(void *ctx, uint64_t from, uint64_t to),
+                            void *ctx) CUSTOS_WUR;
+
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];
 extern const size_t det_builtin_n_specs;
@@ -97,6 +118,7 @@ struct inspect_engine {
 	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
 	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
 	bool needs_ctx[INSPECT_MAX_DETECTORS];  /* detector has CONTEXT expressions */
+	int32_t numeric; /* first NUMERIC expression (chained by next), or -1 */
 	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
 	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
 	size_t mask_len[INSPECT_MAX_DETECTORS];

@@ -145,6 +145,7 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 		e = candidate(st, x, from, to);
 		break;
 	case DET_ANCHOR:
+	case DET_NUMERIC:
 		if (r->open)
 			e = region_advance(st, r, from);
 		/* An anchor inside a region already seen belongs to it, whether that region is
@@ -177,6 +178,14 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 		break;
 	}
 	return e;
+}
+
+static custos_err on_numeric(void *ctx, uint64_t from, uint64_t to)
+{
+	inspect_stream *st = ctx;
+	for (int32_t x = st->e->numeric; x >= 0; x = st->e->expr[x].next)
+		GUARD(on_expr(st, (unsigned)x, from, to));
+	return CUSTOS_OK;
 }
 
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to,
@@ -375,7 +384,10 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 	st->prof = *p;
 	for (unsigned d = e->n_det; d < INSPECT_MAX_DETECTORS; d++)
 		st->prof.action[d] = INSPECT_ACT_NONE;
-	st->active = inspect_profile_active(&st->prof) && e->db != NULL;
+	st->active = inspect_profile_active(&st->prof) && (e->db != NULL || e->numeric >= 0);
+	for (int32_t x = e->numeric; x >= 0; x = e->expr[x].next)
+		if (st->prof.action[e->expr[x].detector] != INSPECT_ACT_NONE)
+			st->numeric_active = true;
 	st->hold = st->active ? inspect_profile_holdback(e, &st->prof) : 0;
 	for (unsigned i = 0; i < e->n_expr; i++)
 		if (e->expr[i].width > st->wmax)
@@ -383,7 +395,7 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 	inspect_summary_init(&st->sum);
 	st->mask_end = UINT64_MAX;
 	buf_init(&st->win, (size_t)INSPECT_MAX_TEXT + 2 * 16384 + 4096);
-	if (st->active && hs_open_stream(e->db, 0, &st->hs) != HS_SUCCESS)
+	if (st->active && e->db != NULL && hs_open_stream(e->db, 0, &st->hs) != HS_SUCCESS)
 		return err_set(CUSTOS_ERR_NOMEM, "inspect: cannot open a Hyperscan stream");
 	return CUSTOS_OK;
 }
@@ -423,10 +435,15 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	GUARD(buf_append(&st->win, text.ptr, text.len));
 	st->total += text.len;
 	if (st->active) {
-		ENSURE(s != NULL && s->hs != NULL, CUSTOS_ERR_INVAL, "inspect: no scratch");
+		ENSURE(s != NULL && (st->hs == NULL || s->hs != NULL), CUSTOS_ERR_INVAL,
+		       "inspect: no scratch");
 		st->cb_err = CUSTOS_OK;
-		GUARD(scan_result(st, hs_scan_stream(st->hs, text.ptr, (unsigned)text.len, 0, s->hs,
-		                                     on_match, st)));
+		if (st->hs != NULL)
+			GUARD(scan_result(st, hs_scan_stream(st->hs, text.ptr, (unsigned)text.len,
+			                                     0, s->hs, on_match, st)));
+		if (st->numeric_active)
+			GUARD(det_numeric_scan(&st->num, (const uint8_t *)text.ptr, text.len,
+			                       st->total - text.len, on_numeric, st));
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 			if (st->reg[d].open)
 				GUARD(region_advance(st, &st->reg[d], st->total));
@@ -442,11 +459,14 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
 	st->finished = true;
 	if (st->active) {
-		ENSURE(s != NULL && s->hs != NULL, CUSTOS_ERR_INVAL, "inspect: no scratch");
+		ENSURE(s != NULL && (st->hs == NULL || s->hs != NULL), CUSTOS_ERR_INVAL,
+		       "inspect: no scratch");
 		st->cb_err = CUSTOS_OK;
-		hs_error_t rc = hs_close_stream(st->hs, s->hs, on_match, st);
-		st->hs = NULL;
-		GUARD(scan_result(st, rc));
+		if (st->hs != NULL) {
+			hs_error_t rc = hs_close_stream(st->hs, s->hs, on_match, st);
+			st->hs = NULL;
+			GUARD(scan_result(st, rc));
+		}
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++) {
 			inspect_region *r = &st->reg[d];
 			if (r->open)

@@ -23,7 +23,9 @@ typedef struct inspect_ctx_hit {
 struct inspect_stream {
 	const inspect_engine *e;
 	inspect_profile prof;
-	bool active; /* a detector applies and a database exists */
+	bool active;         /* a detector applies and a database (or the numeric scanner) exists */
+	bool numeric_active; /* a detector fed by the numeric scanner applies */
+	det_numeric num;
 	hs_stream_t *hs;
 	buf win; /* bytes [base, total) */
 	uint64_t base;

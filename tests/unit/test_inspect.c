@@ -8,6 +8,8 @@
 
 #include "test_inspect_util.h"
 
+#include "policy/inspect_int.h"
+
 typedef struct pos_case {
 	unsigned det;
 	const char *text;
@@ -530,6 +532,29 @@ static void test_small_engines(void **state)
 	        inspect_redact_text(e, s, &p, span_cstr("a@example.com 123-45-6789"), &out, NULL),
 	        CUSTOS_OK);
 	assert_true(span_eq_cstr(buf_span(&out), "a@example.com [REDACTED:US_SSN]"));
+	inspect_scratch_free(s);
+	inspect_engine_free(e);
+
+	/* Cards alone: no Hyperscan database at all, only the numeric scanner. */
+	o.builtins = UINT64_C(1) << INSPECT_PAYMENT_CARD;
+	assert_int_equal(inspect_engine_new(&o, &e), CUSTOS_OK);
+	assert_int_equal(inspect_scratch_new(e, &s), CUSTOS_OK);
+	assert_true(inspect_engine_has(e, INSPECT_PAYMENT_CARD));
+	assert_true(inspect_profile_holdback(e, &p) > 25);
+	buf_reset(&out);
+	assert_int_equal(
+	        inspect_redact_text(e, s, &p, span_cstr("pay 4111-1111-1111-1111 now"), &out, NULL),
+	        CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "pay [REDACTED:PAYMENT_CARD] now"));
+	inspect_stream *st;
+	assert_int_equal(inspect_stream_new(e, &p, &st), CUSTOS_OK);
+	buf_reset(&out);
+	const char *t = "pay 4111-1111-1111-1111 now";
+	for (size_t i = 0; t[i]; i++)
+		assert_int_equal(inspect_stream_feed(st, s, span_of(t + i, 1), &out), CUSTOS_OK);
+	assert_int_equal(inspect_stream_finish(st, s, &out), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "pay [REDACTED:PAYMENT_CARD] now"));
+	inspect_stream_free(st);
 	buf_free(&out);
 	inspect_scratch_free(s);
 	inspect_engine_free(e);
@@ -557,6 +582,72 @@ static void test_clean_and_binary(void **state)
 	buf_free(&out);
 }
 
+/* The numeric scanner against Hyperscan running the pattern it stands for: random strings of
+ * digits, separators and letters, fed in random fragments, must give the same (from, to) list. */
+typedef struct num_list {
+	uint64_t from[4096], to[4096];
+	size_t n;
+} num_list;
+
+static custos_err num_emit(void *ctx, uint64_t from, uint64_t to)
+{
+	num_list *l = ctx;
+	if (l->n < 4096) {
+		l->from[l->n] = from;
+		l->to[l->n++] = to;
+	}
+	return CUSTOS_OK;
+}
+
+static int num_hs(unsigned id, unsigned long long from, unsigned long long to, unsigned flags,
+                  void *ctx)
+{
+	(void)id;
+	(void)flags;
+	(void)num_emit(ctx, from, to);
+	return 0;
+}
+
+static void test_numeric_scanner(void **state)
+{
+	(void)state;
+	hs_database_t *db;
+	hs_compile_error_t *ce;
+	assert_int_equal(hs_compile(DET_NUMERIC_PATTERN, HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
+	                            &db, &ce),
+	                 HS_SUCCESS);
+	hs_scratch_t *sc = NULL;
+	assert_int_equal(hs_alloc_scratch(db, &sc), HS_SUCCESS);
+	static const char alphabet[] = "0123456789012345678901234567890123456789 .()-x,";
+	static num_list want, got;
+	uint32_t seed = 12345;
+	char text[600];
+	for (int run = 0; run < 400; run++) {
+		size_t n = 1 + ti_rand(&seed) % sizeof(text);
+		for (size_t i = 0; i < n; i++)
+			text[i] = alphabet[ti_rand(&seed) % (sizeof(alphabet) - 1)];
+		want.n = got.n = 0;
+		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, &want), HS_SUCCESS);
+		det_numeric st = { 0 };
+		for (size_t at = 0; at < n;) {
+			size_t len = 1 + ti_rand(&seed) % 40;
+			if (len > n - at)
+				len = n - at;
+			assert_int_equal(det_numeric_scan(&st, (const uint8_t *)text + at, len, at,
+			                                  num_emit, &got),
+			                 CUSTOS_OK);
+			at += len;
+		}
+		assert_int_equal(got.n, want.n);
+		for (size_t k = 0; k < want.n; k++) {
+			assert_int_equal(got.from[k], want.from[k]);
+			assert_int_equal(got.to[k], want.to[k]);
+		}
+	}
+	hs_free_scratch(sc);
+	hs_free_database(db);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -565,7 +656,7 @@ int main(void)
 		cmocka_unit_test(test_split_every_offset), cmocka_unit_test(test_checksums),
 		cmocka_unit_test(test_names_and_parsers),  cmocka_unit_test(test_pattern_check),
 		cmocka_unit_test(test_custom_refused),     cmocka_unit_test(test_small_engines),
-		cmocka_unit_test(test_clean_and_binary),
+		cmocka_unit_test(test_clean_and_binary),   cmocka_unit_test(test_numeric_scanner),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }
