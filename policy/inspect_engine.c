@@ -69,13 +69,11 @@ const char *inspect_action_name(inspect_action a)
 custos_err inspect_name_check(span name)
 {
 	ENSURE(name.len > 0 && name.len < INSPECT_NAME_MAX, CUSTOS_ERR_INVAL,
-	       "detector name must be 1..%d characters", INSPECT_NAME_MAX - 1);
-	ENSURE(name.ptr[0] >= 'a' && name.ptr[0] <= 'z', CUSTOS_ERR_INVAL,
-	       "detector name must start with a lower-case letter");
-	for (size_t i = 1; i < name.len; i++) {
-		char c = name.ptr[i];
-		ENSURE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_',
-		       CUSTOS_ERR_INVAL, "detector name may contain only [a-z0-9_]");
+	       "detector name must be 1..%d bytes", INSPECT_NAME_MAX - 1);
+	for (size_t i = 0; i < name.len; i++) {
+		unsigned char c = (unsigned char)name.ptr[i];
+		ENSURE(c > ' ' && c != 0x7f, CUSTOS_ERR_INVAL,
+		       "detector name contains a space or control character");
 	}
 	unsigned id;
 	if (inspect_builtin_lookup(name, &id) == CUSTOS_OK)
@@ -237,7 +235,11 @@ static void set_name(inspect_engine *e, unsigned id, span name)
 	int n = snprintf(e->mask[id], sizeof(e->mask[id]), "[REDACTED:");
 	for (size_t i = 0; i < name.len; i++) {
 		char c = name.ptr[i];
-		e->mask[id][n++] = (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+		if (c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		else if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			c = '_'; /* JSON- and SSE-safe: no quote, backslash or non-ASCII in a mask */
+		e->mask[id][n++] = c;
 	}
 	e->mask[id][n++] = ']';
 	e->mask[id][n] = '\0';
@@ -262,6 +264,8 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 			ENSURE(!span_eq_cstr(nm, e->name[k]), CUSTOS_ERR_INVAL,
 			       "custom detector '%s' defined twice", d->name);
 		set_name(e, id, nm);
+		if (d->unused)
+			continue;
 		ENSURE(d->n_patterns + d->n_keywords > 0, CUSTOS_ERR_INVAL,
 		       "custom detector '%s' has neither patterns nor keywords", d->name);
 		ENSURE(d->n_patterns + d->n_keywords <= INSPECT_MAX_CUSTOM_EXPRS, CUSTOS_ERR_LIMIT,
@@ -293,6 +297,8 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 	}
 	for (size_t c = 0; c < o->n_custom; c++) {
 		const inspect_custom_def *d = &o->custom[c];
+		if (d->unused)
+			continue;
 		inspect_expr x = { .detector = (uint16_t)(INSPECT_BUILTIN_COUNT + c),
 			           .kind = DET_MATCH };
 		switch (d->validator) {

@@ -20,7 +20,7 @@
 #define INSPECT_MAX_PATTERN_LEN   1024        /* bytes of one custom pattern or keyword */
 #define INSPECT_MAX_PATTERN_WIDTH 512         /* match length a stream is sure to catch whole */
 #define INSPECT_CONTEXT_WINDOW    64          /* bytes before a match where a keyword counts */
-#define INSPECT_NAME_MAX          32          /* custom detector name: [a-z][a-z0-9_]* */
+#define INSPECT_NAME_MAX          257         /* custom detector name + NUL (policy: 256) */
 #define INSPECT_MAX_FINDINGS      65536       /* pending findings per stream / scan */
 #define INSPECT_MAX_TEXT          (64u << 20) /* bytes one feed or block scan accepts */
 #define INSPECT_JSON_MAX_DEPTH    64          /* nesting of a JSON body */
@@ -83,7 +83,9 @@ const char *inspect_action_name(inspect_action a); /* static; "none" for NONE */
  * stream holds back at most INSPECT_MAX_PATTERN_WIDTH for a pattern, so a longer match may
  * have its start released before it is found (a checker may warn). */
 custos_err inspect_pattern_check(const char *pattern, unsigned *max_width) CUSTOS_WUR;
-/* Checks a custom detector name ([a-z][a-z0-9_]*, < INSPECT_NAME_MAX, not a built-in). */
+/* Checks a custom detector name: 1..256 bytes, no space or control character (as policy.yaml
+ * names), not a built-in. The mask is its upper-case form with anything outside [A-Z0-9_]
+ * written as '_', so it is safe inside JSON strings and SSE events. */
 custos_err inspect_name_check(span name) CUSTOS_WUR;
 
 /* ---------------------------------------------------------------------------------------------
@@ -94,12 +96,13 @@ custos_err inspect_name_check(span name) CUSTOS_WUR;
  * counts only when one of them ends within INSPECT_CONTEXT_WINDOW bytes before it ("staff id
  * EMP-004211"). Without patterns, each keyword occurrence is itself a finding (code names). */
 typedef struct inspect_custom_def {
-	const char *name;            /* detector name; the mask is its upper-case form */
+	const char *name;            /* detector name; the mask: see inspect_name_check */
 	const char *const *patterns; /* regular expressions (Hyperscan syntax), may be empty */
 	size_t n_patterns;
 	const char *const *keywords; /* context words, or the matches themselves (see above) */
 	size_t n_keywords;
 	inspect_validator validator; /* applied to every pattern candidate of this detector */
+	bool unused;                 /* keeps the id, compiles nothing (named by no rule) */
 } inspect_custom_def;
 
 typedef struct inspect_engine_opts {
@@ -126,6 +129,13 @@ bool inspect_engine_has(const inspect_engine *e, unsigned id);
 custos_err inspect_engine_detector_find(const inspect_engine *e, span name,
                                         unsigned *id) CUSTOS_WUR;
 
+/* The engine for a compiled policy (include/custos/policy.h): the built-ins some rule names
+ * and every custom detector, with the policy's detector numbering (the two headers share it,
+ * checked at compile time). Failure (a custom pattern Hyperscan refuses) must be handled like
+ * a policy error: the policy in force stays. Owned by the caller. */
+struct policy;
+custos_err inspect_engine_from_policy(const struct policy *p, inspect_engine **out) CUSTOS_WUR;
+
 /* Per-thread scanning memory (Hyperscan scratch). One per thread that scans with this engine;
  * owned by the caller, inspect_scratch_free. */
 custos_err inspect_scratch_new(const inspect_engine *e, inspect_scratch **out) CUSTOS_WUR;
@@ -143,6 +153,15 @@ static inline void inspect_profile_set(inspect_profile *p, unsigned id, inspect_
 {
 	if (id < INSPECT_MAX_DETECTORS)
 		p->action[id] = (uint8_t)a;
+}
+/* A profile from a policy decision's per-detector actions (policy_decision.inspect_prompt or
+ * .inspect_response: the same numbering and values). */
+static inline void inspect_profile_from_actions(inspect_profile *p,
+                                                const uint8_t actions[INSPECT_MAX_DETECTORS])
+{
+	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
+		p->action[i] =
+		        actions[i] <= INSPECT_ACT_DENY ? actions[i] : (uint8_t)INSPECT_ACT_DENY;
 }
 /* Stronger of the two actions per detector (two matching rules combine this way). */
 void inspect_profile_merge(inspect_profile *into, const inspect_profile *other);
