@@ -314,6 +314,7 @@ static custos_err inspect_value(jctx *c)
 	c->found.n = 0;
 	custos_err r = inspect_stream_init(&st, c->e, c->prof);
 	st.collect = &c->found;
+	st.borrow = true; /* c->text does not change during the scan */
 	if (r == CUSTOS_OK)
 		r = inspect_stream_feed_int(&st, c->s, buf_span(&c->text));
 	if (r == CUSTOS_OK)

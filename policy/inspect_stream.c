@@ -21,12 +21,12 @@ static int byte_at(const inspect_stream *st, uint64_t off)
 {
 	if (off < st->base || off >= st->total)
 		return -1;
-	return buf_ptr(&st->win)[off - st->base];
+	return st->wp[off - st->base];
 }
 
 static const uint8_t *win_at(const inspect_stream *st, uint64_t off)
 {
-	return buf_ptr(&st->win) + (off - st->base);
+	return st->wp + (off - st->base);
 }
 
 static custos_err pend_add(inspect_stream *st, uint64_t off, size_t len, unsigned det, uint8_t conf)
@@ -370,9 +370,10 @@ static void win_trim(inspect_stream *st)
 	for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 		if (st->reg[d].open && st->reg[d].start < keep + 1)
 			keep = st->reg[d].start > 0 ? st->reg[d].start - 1 : 0;
-	if (keep > st->base) {
+	if (keep > st->base && !st->borrowed) {
 		buf_consume(&st->win, (size_t)(keep - st->base));
 		st->base = keep;
+		st->wp = buf_ptr(&st->win);
 	}
 }
 
@@ -432,7 +433,15 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	       INSPECT_MAX_TEXT);
 	if (text.len == 0)
 		return CUSTOS_OK;
-	GUARD(buf_append(&st->win, text.ptr, text.len));
+	if (st->borrow && st->total == 0) {
+		/* A block scan: the caller's text stays put for the whole call, no copy. */
+		st->borrowed = true;
+		st->wp = (const uint8_t *)text.ptr;
+	} else {
+		ENSURE(!st->borrowed, CUSTOS_ERR_INTERNAL, "inspect: second feed of a block scan");
+		GUARD(buf_append(&st->win, text.ptr, text.len));
+		st->wp = buf_ptr(&st->win);
+	}
 	st->total += text.len;
 	if (st->active) {
 		ENSURE(s != NULL && (st->hs == NULL || s->hs != NULL), CUSTOS_ERR_INVAL,
@@ -544,6 +553,7 @@ custos_err inspect_scan(const inspect_engine *e, inspect_scratch *s, const inspe
 	inspect_stream st;
 	custos_err r = inspect_stream_init(&st, e, p);
 	st.collect = out;
+	st.borrow = true;
 	if (r == CUSTOS_OK)
 		r = inspect_stream_feed_int(&st, s, text);
 	if (r == CUSTOS_OK)
@@ -560,6 +570,7 @@ custos_err inspect_redact_text(const inspect_engine *e, inspect_scratch *s,
 	inspect_stream st;
 	custos_err r = inspect_stream_init(&st, e, p);
 	st.out = out;
+	st.borrow = true;
 	if (r == CUSTOS_OK)
 		r = inspect_stream_feed_int(&st, s, text);
 	if (r == CUSTOS_OK)

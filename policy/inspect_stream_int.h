@@ -27,7 +27,10 @@ struct inspect_stream {
 	bool numeric_active; /* a detector fed by the numeric scanner applies */
 	det_numeric num;
 	hs_stream_t *hs;
-	buf win; /* bytes [base, total) */
+	buf win;           /* bytes [base, total) when copied */
+	const uint8_t *wp; /* bytes [base, total): win's, or the caller's (borrowed) */
+	bool borrow;       /* block scan: the first feed's text is used in place... */
+	bool borrowed;     /* ...and was */
 	uint64_t base;
 	uint64_t total;    /* bytes fed */
 	uint64_t cursor;   /* bytes before this were released (or masked) */
