@@ -5,9 +5,12 @@
  * redaction and the JSON pass are built on the same stream.
  *
  * Invariant: after each feed every finding that starts before the stable point S is known.
- * A MATCH candidate not yet reported ends at or after `total`, so it starts at or after
- * total - width - 1; a region (token) not yet closed starts at its anchor; so
+ * A candidate not yet reported ends at or after `total`, so it starts at or after
+ * total - width - 1 (width: the pattern's longest match plus how far its region may start
+ * before it); a region not yet closed starts where it opened; so
  * S = min(total - holdback, start of each open region), moved back to a UTF-8 boundary.
+ * Anchors inside a region already seen belong to it, so the same text gives the same findings
+ * however it is split.
  */
 #include <stdlib.h>
 #include <string.h>
