@@ -130,6 +130,9 @@ int cmd_sandbox_exec(int argc, char **argv)
 	size_t nsplits = 0;
 	int c, rc = CLI_FAIL;
 	uint64_t v;
+	custos_config *cfg = NULL;
+	bool from_cfg = false;
+	sandbox_profile mapped; /* what sandbox_profile_from_cfg allocated, to free */
 	struct {
 		bool gpu, mem, pids, cpu, nofile, scratch, devroot, sysroot, kill, cg, sc;
 		sandbox_gpu gpu_v;
@@ -285,31 +288,43 @@ int cmd_sandbox_exec(int argc, char **argv)
 		goto out_usage;
 	}
 	if (config) {
-		/* Profiles from custos.yaml are mapped once the config schema carries them
-		 * (include/custos/config.h); until then the file is validated and refused. */
-		custos_config *cfg = NULL;
+		/* The profile comes from custos.yaml's sandbox_profiles; command-line options
+		 * below still override it. */
 		diag_list d;
 		diag_init(&d);
 		custos_err e = config_load(config, &cfg, &d);
 		diag_print(&d, stderr);
 		diag_free(&d);
-		config_free(cfg);
-		if (e == CUSTOS_OK)
-			fprintf(stderr,
-			        "custos sandbox exec: %s: sandbox profiles from a config file are "
-			        "not "
-			        "supported yet; use --profile (%s",
-			        config, sandbox_profile_builtin_names()[0]);
-		if (e == CUSTOS_OK) {
-			for (const char *const *n = sandbox_profile_builtin_names() + 1; *n; n++)
-				fprintf(stderr, ", %s", *n);
-			fprintf(stderr, ")\n");
+		if (e != CUSTOS_OK) {
+			fprintf(stderr, "custos sandbox exec: %s: not a valid configuration\n",
+			        config);
+			goto out;
 		}
-		goto out;
-	}
-	if (sandbox_profile_builtin(profile, &p) != CUSTOS_OK) {
+		const cfg_profile *cp = config_find_profile(cfg, profile);
+		if (cp == NULL) {
+			fprintf(stderr, "custos sandbox exec: %s: no sandbox profile '%s'\n",
+			        config, profile);
+			goto out;
+		}
+		if (sandbox_profile_from_cfg(cp, &p) != CUSTOS_OK) {
+			fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
+			goto out;
+		}
+		from_cfg = true;
+		mapped = p;
+	} else if (sandbox_profile_builtin(profile, &p) != CUSTOS_OK) {
 		fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
 		goto out_usage;
+	}
+	/* Binds and devices from the command line come after the profile's own. */
+	if (from_cfg && (p.n_binds || p.n_devices)) {
+		for (size_t i = 0; i < p.n_binds && nb < SANDBOX_MAX_BINDS; i++) {
+			memmove(binds + 1, binds, nb * sizeof(binds[0]));
+			binds[0] = p.binds[p.n_binds - 1 - i];
+			nb++;
+		}
+		for (size_t i = 0; i < p.n_devices && ndev < SANDBOX_MAX_DEVICES; i++)
+			devices[ndev++] = p.devices[i];
 	}
 	p.binds = binds;
 	p.n_binds = nb;
@@ -416,10 +431,16 @@ int cmd_sandbox_exec(int argc, char **argv)
 	if (ctx.events_fd >= 0)
 		close(ctx.events_fd);
 out:
+	if (from_cfg)
+		sandbox_profile_cfg_free(&mapped);
+	config_free(cfg);
 	for (size_t i = 0; i < nsplits; i++)
 		free(splits[i]);
 	return rc;
 out_usage:
+	if (from_cfg)
+		sandbox_profile_cfg_free(&mapped);
+	config_free(cfg);
 	for (size_t i = 0; i < nsplits; i++)
 		free(splits[i]);
 	cli_usage("sandbox", "exec", false);

@@ -262,8 +262,7 @@ custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len,
 out:
 	yaml_parser_delete(&b.parser);
 	if (e != CUSTOS_OK) {
-		node_free(doc->root);
-		doc->root = NULL;
+		ydoc_free(doc); /* nothing is left for the caller to release */
 		err_set(e, "%s: YAML parse failed", file);
 	}
 	return e;

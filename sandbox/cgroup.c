@@ -135,31 +135,40 @@ custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c)
 	return CUSTOS_OK;
 }
 
-static void kill_procs(const char *dir)
+/* SIGKILL to every process listed; returns how many were listed. */
+static int kill_procs_once(const char *dir)
 {
 	char path[SANDBOX_PATH_MAX + 32], text[8192];
+	int n_killed = 0;
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
-	for (int round = 0; round < 50; round++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd == -1)
-			return;
-		ssize_t n = read(fd, text, sizeof(text) - 1);
-		close(fd);
-		if (n <= 0)
-			return;
-		text[n] = '\0';
-		for (char *s = text; *s;) {
-			char *nl = strchr(s, '\n');
-			if (nl)
-				*nl = '\0';
-			uint64_t pid;
-			if (num_parse_u64(span_cstr(s), 1, INT32_MAX, &pid) == CUSTOS_OK)
-				kill((pid_t)pid, SIGKILL);
-			if (!nl)
-				break;
-			s = nl + 1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	for (char *s = text; *s;) {
+		char *nl = strchr(s, '\n');
+		if (nl)
+			*nl = '\0';
+		uint64_t pid;
+		if (num_parse_u64(span_cstr(s), 1, INT32_MAX, &pid) == CUSTOS_OK) {
+			kill((pid_t)pid, SIGKILL);
+			n_killed++;
 		}
+		if (!nl)
+			break;
+		s = nl + 1;
+	}
+	return n_killed;
+}
+
+static void kill_procs(const char *dir)
+{
+	for (int round = 0; round < 50 && kill_procs_once(dir) > 0; round++) {
 		struct timespec ts = { 0, 2000000 };
 		nanosleep(&ts, NULL);
 	}
@@ -181,13 +190,19 @@ void sb_cgroup_kill(const sb_cgroup *cg)
 
 static void rmdir_retry(const char *dir)
 {
-	for (int i = 0; i < 100; i++) {
+	/* The kernel lets go of an emptied cgroup asynchronously; under load that can take a
+	 * while. Back off up to about 5 s in all before leaving it (and saying so). */
+	long wait_ns = 1000000;
+	for (int i = 0; i < 40; i++) {
 		if (rmdir(dir) == 0 || errno == ENOENT)
 			return;
 		if (errno != EBUSY)
 			break;
-		struct timespec ts = { 0, 2000000 };
+		kill_procs_once(dir);
+		struct timespec ts = { 0, wait_ns };
 		nanosleep(&ts, NULL);
+		if (wait_ns < 200000000)
+			wait_ns *= 2;
 	}
 	log_warn("cgroup: could not remove %s: %s", dir, strerror(errno));
 }

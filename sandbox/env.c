@@ -54,7 +54,7 @@ static void set_entry(char **env, size_t *n, const char *entry)
 
 custos_err sb_env_build(const sandbox_profile *p, char ***out)
 {
-	size_t cap = p->n_env_allow + p->n_env_set + 2;
+	size_t cap = p->n_env_allow + p->n_env_set + 4; /* + PATH, HOME, TMPDIR, NULL */
 	char **env = xcalloc(cap, sizeof(char *));
 	size_t n = 0;
 
@@ -77,6 +77,18 @@ custos_err sb_env_build(const sandbox_profile *p, char ***out)
 		set_entry(env, &n, p->env_set[i]);
 	if (!has_name(env, n, "PATH="))
 		env[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	/* HOME and TMPDIR point at the scratch area unless the profile says otherwise. */
+	const char *scratch = p->scratch_target ? p->scratch_target : "/tmp";
+	static const char *const vars[] = { "HOME=", "TMPDIR=" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(vars); i++) {
+		if (has_name(env, n, vars[i]))
+			continue;
+		size_t a = strlen(vars[i]), b = strlen(scratch);
+		char *s = xcalloc(1, a + b + 1);
+		memcpy(s, vars[i], a);
+		memcpy(s + a, scratch, b);
+		env[n++] = s;
+	}
 	env[n] = NULL;
 	*out = env;
 	return CUSTOS_OK;

@@ -93,6 +93,10 @@ int sb_recv_fd(int sock, int32_t *val, int *fd)
 
 static __attribute__((noreturn)) void factory_main(int sock, int userns, int netns)
 {
+	/* Hold nothing of custos but what we need: a copied client socket would keep that
+	 * connection open after custos closed it. */
+	int keep[3] = { sock, userns, netns };
+	sb_close_fds_except(keep, 3);
 	/* Single-threaded (forked): setns into a user namespace is allowed here. */
 	if (userns >= 0 && setns(userns, CLONE_NEWUSER) == -1)
 		_exit(2);

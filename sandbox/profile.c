@@ -150,6 +150,12 @@ custos_err sandbox_profile_validate(const sandbox_profile *p)
 		ENSURE(sb_seccomp_resolve(s) >= 0, CUSTOS_ERR_INVAL,
 		       "sandbox profile '%s': unknown syscall '%s'", p->name, s);
 	}
+	ENSURE(p->n_deny_syscalls <= SANDBOX_MAX_SYSCALLS, CUSTOS_ERR_LIMIT,
+	       "sandbox profile '%s': more than %d denied syscalls", p->name, SANDBOX_MAX_SYSCALLS);
+	for (size_t i = 0; i < p->n_deny_syscalls; i++)
+		ENSURE(p->deny_syscalls[i] && sb_seccomp_resolve(p->deny_syscalls[i]) >= 0,
+		       CUSTOS_ERR_INVAL, "sandbox profile '%s': unknown syscall '%s' in deny",
+		       p->name, p->deny_syscalls[i] ? p->deny_syscalls[i] : "");
 	ENSURE(p->n_tcp_bind <= SANDBOX_MAX_PORTS && p->n_tcp_connect <= SANDBOX_MAX_PORTS,
 	       CUSTOS_ERR_LIMIT, "sandbox profile '%s': more than %d ports", p->name,
 	       SANDBOX_MAX_PORTS);
@@ -230,6 +236,7 @@ custos_err sandbox_profile_json(const sandbox_profile *p, buf *out)
 	json_kv_u64(&w, "outside_gid", p->outside_gid);
 	json_kv_cstr(&w, "seccomp", sc[p->seccomp]);
 	json_strs(&w, "syscalls", p->syscalls, p->n_syscalls);
+	json_strs(&w, "deny_syscalls", p->deny_syscalls, p->n_deny_syscalls);
 	json_kv_bool(&w, "seccomp_kill_on_violation", p->seccomp_kill_on_violation);
 	json_kv_bool(&w, "landlock", p->landlock);
 	json_kv_bool(&w, "landlock_required", p->landlock_required);
@@ -302,6 +309,7 @@ custos_err sandbox_event_json(const sandbox_event *ev, buf *out)
 		json_kv_cstr(&w, "syscall", ev->syscall);
 		json_kv_i64(&w, "syscall_nr", ev->syscall_nr);
 		json_kv_cstr(&w, "action", ev->killed ? "kill" : "eperm");
+		json_kv_u64(&w, "count", ev->count ? ev->count : 1);
 		break;
 	case SANDBOX_EV_OOM:
 	case SANDBOX_EV_LIMIT:

@@ -28,6 +28,8 @@ enum {
 	SB_SYNC_STATUS = 'X', /* init -> parent: the command's wait status (int) follows */
 };
 
+/* Closes every fd >= 3 except those in keep[n] (n <= 8); system calls only. */
+void sb_close_fds_except(const int *keep, size_t n);
 /* Writes "step: strerror(errno)" to fd as an SB_SYNC_ERROR message and _exits(127). */
 __attribute__((noreturn)) void sb_child_fail(int fd, const char *step, int err);
 
@@ -273,6 +275,9 @@ struct sandbox {
 	const char *cg_note;
 	char detail[256];
 	char exit_detail[SB_MSG_MAX]; /* monitor thread only */
+	uint64_t viol_window_ns;      /* monitor thread only: violation event budget */
+	unsigned viol_in_window;
+	uint64_t viol_suppressed;
 	bool kill_on_violation;
 	sandbox_opts opts;
 	int stdio[3];

@@ -248,6 +248,20 @@ static const unsigned long ioctl_default[] = {
 	(CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
 	 CLONE_NEWCGROUP | CLONE_NEWTIME)
 
+/* Names a profile removed from its base list (set while one filter is compiled). */
+typedef struct deny_list {
+	const char *const *names;
+	size_t n;
+} deny_list;
+
+static bool in_deny(const deny_list *d, const char *name)
+{
+	for (size_t i = 0; d && i < d->n; i++)
+		if (strcmp(d->names[i], name) == 0)
+			return true;
+	return false;
+}
+
 static custos_err add_allow(scmp_filter_ctx ctx, const char *name, bool strict)
 {
 	int nr = sb_seccomp_resolve(name);
@@ -277,36 +291,43 @@ static custos_err add_rule(scmp_filter_ctx ctx, uint32_t action, const char *nam
 /* Rules shared by sandboxes and the self-restricted proxy: socket families, clone without
  * namespace flags, the harmless personality values, clone3 answered ENOSYS (its flags live in
  * memory seccomp cannot read, and glibc falls back to clone). */
-static custos_err add_filtered(scmp_filter_ctx ctx)
+static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 {
 	static const int fams[] = { AF_INET, AF_INET6 };
 	static const int types[] = { SOCK_STREAM, SOCK_DGRAM };
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams); i++)
 		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(types); j++) {
-			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i]),
+			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
 				                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf,
 				                             (scmp_datum_t)types[j]) };
-			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
+			if (!in_deny(d, "socket"))
+				GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
 		}
-	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
-	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
-	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
+	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0);
+	if (!in_deny(d, "socket"))
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
+	if (!in_deny(d, "socketpair"))
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
 	struct scmp_arg_cmp cl = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0);
-	GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &cl));
+	if (!in_deny(d, "clone"))
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &cl));
 	GUARD(add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL));
 	static const scmp_datum_t pers[] = { 0, 8, 0x20000, 0x20008, 0xffffffff };
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(pers); i++) {
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(pers) && !in_deny(d, "personality"); i++) {
 		struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffff, pers[i]);
 		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "personality", 1, &c));
 	}
 	return CUSTOS_OK;
 }
 
-static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t n, bool strict)
+static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t n, bool strict,
+                           const deny_list *d)
 {
 	for (size_t i = 0; i < n && names[i]; i++) {
 		ENSURE(!sb_seccomp_is_denied(names[i]), CUSTOS_ERR_DENIED,
 		       "seccomp: '%s' is always denied", names[i]);
+		if (in_deny(d, names[i]))
+			continue;
 		GUARD(add_allow(ctx, names[i], strict));
 	}
 	return CUSTOS_OK;
@@ -314,10 +335,13 @@ static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t
 
 static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
 {
-	GUARD(add_list(ctx, allow_default, SIZE_MAX, false));
-	GUARD(add_filtered(ctx));
-	if (p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE) {
-		GUARD(add_list(ctx, allow_gpu, SIZE_MAX, false));
+	deny_list dl = { p->deny_syscalls, p->n_deny_syscalls };
+	GUARD(add_list(ctx, allow_default, SIZE_MAX, false, &dl));
+	GUARD(add_filtered(ctx, &dl));
+	if (in_deny(&dl, "ioctl")) {
+		/* no ioctl at all */
+	} else if (p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE) {
+		GUARD(add_list(ctx, allow_gpu, SIZE_MAX, false, &dl));
 		GUARD(add_allow(ctx, "ioctl", true));
 	} else {
 		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ioctl_default); i++) {
@@ -327,7 +351,7 @@ static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
 		}
 	}
 	if (p->seccomp == SANDBOX_SECCOMP_CUSTOM)
-		GUARD(add_list(ctx, p->syscalls, p->n_syscalls, true));
+		GUARD(add_list(ctx, p->syscalls, p->n_syscalls, true, NULL));
 	return CUSTOS_OK;
 }
 
@@ -352,6 +376,9 @@ static char *filter_key(const sandbox_profile *p)
 		goto out;
 	for (size_t i = 0; i < p->n_syscalls && p->seccomp == SANDBOX_SECCOMP_CUSTOM; i++)
 		if (buf_printf(&b, ",%s", p->syscalls[i]) != CUSTOS_OK)
+			goto out;
+	for (size_t i = 0; i < p->n_deny_syscalls; i++)
+		if (buf_printf(&b, ",-%s", p->deny_syscalls[i]) != CUSTOS_OK)
 			goto out;
 	if (buf_cstr(&b, &s) == CUSTOS_OK)
 		key = xstrdup(s);
@@ -495,10 +522,15 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: attributes: %s", strerror(-rc));
 		goto out;
 	}
-	if ((e = add_list(ctx, allow_default, SIZE_MAX, false)) != CUSTOS_OK ||
-	    (e = add_list(ctx, allow_self_extra, SIZE_MAX, false)) != CUSTOS_OK ||
-	    (e = add_filtered(ctx)) != CUSTOS_OK ||
-	    (e = add_list(ctx, o->extra_syscalls, o->n_extra_syscalls, true)) != CUSTOS_OK)
+	if ((e = add_list(ctx, allow_default, SIZE_MAX, false, NULL)) != CUSTOS_OK ||
+	    (e = add_list(ctx, allow_self_extra, SIZE_MAX, false, NULL)) != CUSTOS_OK ||
+	    (e = add_filtered(ctx, NULL)) != CUSTOS_OK ||
+	    (e = add_list(ctx, o->extra_syscalls, o->n_extra_syscalls, true, NULL)) != CUSTOS_OK)
+		goto out;
+	/* glibc's getaddrinfo(AI_ADDRCONFIG) probes with a netlink socket and copes with its
+	 * failure: refuse it with EPERM rather than killing custos. */
+	struct scmp_arg_cmp nl = SCMP_A0(SCMP_CMP_EQ, AF_NETLINK, 0);
+	if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &nl)) != CUSTOS_OK)
 		goto out;
 	/* Always-denied calls fail with EPERM (a library probing them must not kill custos). */
 	for (size_t i = 0; always_denied[i]; i++)

@@ -218,20 +218,23 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 	_exit(128 + WTERMSIG(status));
 }
 
-static void close_other_fds(int keep, const int stdio[3])
+void sb_close_fds_except(const int *keep, size_t n)
 {
-	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio:
-	 * close every gap between the fds we keep (close_range, Linux >= 5.9). */
-	int k[4] = { keep, stdio[0], stdio[1], stdio[2] };
-	for (int i = 0; i < 4; i++)
-		for (int j = i + 1; j < 4; j++)
+	/* Close every gap between the fds we keep (close_range, Linux >= 5.9). */
+	int k[8];
+	size_t m = 0;
+	for (size_t i = 0; i < n && m < CUSTOS_ARRAY_LEN(k); i++)
+		if (keep[i] >= 3)
+			k[m++] = keep[i];
+	for (size_t i = 0; i < m; i++)
+		for (size_t j = i + 1; j < m; j++)
 			if (k[j] < k[i]) {
 				int t = k[i];
 				k[i] = k[j];
 				k[j] = t;
 			}
 	unsigned lo = 3;
-	for (int i = 0; i < 4; i++) {
+	for (size_t i = 0; i < m; i++) {
 		if (k[i] < (int)lo)
 			continue;
 		if ((unsigned)k[i] > lo)
@@ -239,6 +242,13 @@ static void close_other_fds(int keep, const int stdio[3])
 		lo = (unsigned)k[i] + 1;
 	}
 	syscall(SYS_close_range, lo, ~0U, 0);
+}
+
+static void close_other_fds(int keep, const int stdio[3])
+{
+	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio. */
+	int k[4] = { keep, stdio[0], stdio[1], stdio[2] };
+	sb_close_fds_except(k, 4);
 }
 
 static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3])

@@ -37,6 +37,7 @@ void sandbox_opts_init(sandbox_opts *o)
 
 static void emit(sandbox *sb, sandbox_event *ev)
 {
+	ev->sandbox = sb;
 	ev->name = sb->name;
 	ev->profile_hash = sb->hash;
 	ev->wall_ns = tm_wall_ns();
@@ -81,6 +82,42 @@ static void emit_counters(sandbox *sb, pid_t pid)
 	*l = c;
 }
 
+/* A hostile command can make denied calls as fast as the supervisor answers them. Each is
+ * answered, but at most SANDBOX_VIOLATION_BURST events per second are emitted one by one; the
+ * rest of the second is summed into one event (syscall "*", count = calls left out), so the
+ * audit trail stays complete in number without being flooded. */
+static void flush_suppressed(sandbox *sb, pid_t pid)
+{
+	if (sb->viol_suppressed == 0)
+		return;
+	sandbox_event ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = SANDBOX_EV_VIOLATION;
+	ev.pid = pid;
+	ev.syscall = "*";
+	ev.syscall_nr = -1;
+	ev.count = sb->viol_suppressed;
+	ev.detail = "denied calls beyond the per-second event budget, summed";
+	sb->viol_suppressed = 0;
+	emit(sb, &ev);
+}
+
+static bool violation_budget(sandbox *sb, pid_t pid)
+{
+	uint64_t now = tm_mono_ns();
+	if (now - sb->viol_window_ns >= 1000000000ull) {
+		flush_suppressed(sb, pid);
+		sb->viol_window_ns = now;
+		sb->viol_in_window = 0;
+	}
+	if (sb->viol_in_window < SANDBOX_VIOLATION_BURST) {
+		sb->viol_in_window++;
+		return true;
+	}
+	sb->viol_suppressed++;
+	return false;
+}
+
 static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 {
 	struct seccomp_notif *req = NULL;
@@ -104,12 +141,14 @@ static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 	ev.pid = (pid_t)req->pid;
 	ev.syscall_nr = req->data.nr;
 	ev.syscall = sandbox_syscall_name(req->data.arch, req->data.nr, name, sizeof(name));
+	ev.count = 1;
 	if (sb->kill_on_violation) {
 		ev.killed = true;
 		sb_cgroup_kill(&sb->cg);
 		kill(init_pid, SIGKILL);
 	}
-	emit(sb, &ev);
+	if (violation_budget(sb, init_pid) || ev.killed)
+		emit(sb, &ev);
 out:
 	seccomp_notify_free(req, resp);
 }
@@ -155,7 +194,7 @@ static int run_instance(sandbox *sb)
 			i_sync = n;
 			pf[n++] = (struct pollfd){ .fd = in->sync_fd, .events = POLLIN };
 		}
-		int timeout = sb->cg.backend != SB_CG_NONE ? 1000 : -1;
+		int timeout = sb->cg.backend != SB_CG_NONE || sb->viol_suppressed ? 1000 : -1;
 		if (terminating) {
 			uint64_t now = tm_mono_ns();
 			uint64_t left = kill_at > now ? (kill_at - now) / 1000000 + 1 : 0;
@@ -172,6 +211,8 @@ static int run_instance(sandbox *sb)
 			kill_at = UINT64_MAX;
 		}
 		if (r <= 0) {
+			if (tm_mono_ns() - sb->viol_window_ns >= 1000000000ull)
+				flush_suppressed(sb, in->pid);
 			emit_counters(sb, in->pid);
 			continue;
 		}
@@ -208,6 +249,7 @@ static int run_instance(sandbox *sb)
 		w = waitpid(in->pid, &st, 0);
 	while (w == -1 && errno == EINTR);
 	status = in->status_known ? in->cmd_status : st;
+	flush_suppressed(sb, in->pid);
 	emit_counters(sb, in->pid);
 	return status;
 }

@@ -11,6 +11,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 RUNS=${RUNS:-200}
+REL=${1:-build/release} # release build directory (make bench-sandbox passes it)
+case "$REL" in /*) ;; *) REL=$top/$REL ;; esac
 OUT=${OUT:-$top/build/bench-sandbox}
 mkdir -p "$OUT"
 
@@ -28,13 +30,13 @@ if [ "${#need[@]}" -gt 0 ]; then
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/release -j2 --target custos >/dev/null
-C=$top/build/release/cli/custos
+cmake -S . -B "$REL" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$REL" -j2 --target custos >/dev/null
+C=$REL/cli/custos
 cc -O2 -o "$OUT/syscall_loop" bench/sandbox/syscall_loop.c
 # The library path `custos up` takes: no custos process start per sandbox.
 cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
-	build/release/sandbox/libcustos_sandbox.a build/release/core/libcustos_core.a \
+	"$REL/sandbox/libcustos_sandbox.a" "$REL/core/libcustos_core.a" \
 	-lseccomp -lcap -lyaml -lcrypto -lpthread
 chmod 755 "$OUT" "$OUT/syscall_loop"
 
@@ -72,3 +74,4 @@ N=2000000
 printf 'plain\t%s\n' "$(best "$OUT/syscall_loop" $N)"
 printf 'bwrap (no filter)\t%s\n' "$(best "${BWRAP[@]}" --ro-bind "$OUT/syscall_loop" /opt/loop /opt/loop $N)"
 printf 'custos (filter)\t%s\n' "$(best "$C" sandbox exec --ro-bind "$OUT/syscall_loop:/opt/loop" -- /opt/loop $N)"
+printf 'custos denied calls\t%s\n' "$("$C" sandbox exec --events /dev/null --ro-bind "$OUT/syscall_loop:/opt/loop" -- /opt/loop 1000 --denied 5000 2>/dev/null)"

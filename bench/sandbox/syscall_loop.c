@@ -1,7 +1,8 @@
 /*
  * syscall_loop: a syscall-heavy loop for the seccomp cost benchmark. Prints ns per call of
  * getppid (a cheap real syscall), a 1-byte read of /dev/zero and a failing openat, as JSON.
- * usage: syscall_loop [N]
+ * usage: syscall_loop [N] [--denied M]   (--denied: also time M calls a sandbox denies, each
+ *                                          answered EPERM by the supervisor)
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -35,8 +36,18 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n / 4; i++)
 		(void)!open("/nonexistent/x", O_RDONLY | O_CLOEXEC);
 	double t3 = now();
-	printf("{\"getppid_ns\":%.1f,\"read_ns\":%.1f,\"openat_enoent_ns\":%.1f}\n", (t1 - t0) / n,
+	printf("{\"getppid_ns\":%.1f,\"read_ns\":%.1f,\"openat_enoent_ns\":%.1f", (t1 - t0) / n,
 	       (t2 - t1) / n, (t3 - t2) / (n / 4));
+	if (argc > 3) {
+		long m = strtol(argv[3], NULL, 10);
+		double t4 = now();
+		for (long i = 0; i < m; i++)
+			syscall(SYS_acct, NULL); /* always denied in a custos sandbox */
+		double t5 = now();
+		if (m > 0)
+			printf(",\"denied_us\":%.1f", (t5 - t4) / m / 1e3);
+	}
+	printf("}\n");
 	close(fd);
 	return 0;
 }

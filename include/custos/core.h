@@ -315,7 +315,8 @@ typedef struct ydoc {
 #define YDOC_MAX_NODES 1000000
 #define YDOC_MAX_DEPTH 64
 /* Parses text[len] named `file`. On a syntax error adds it to d (file:line:col) and returns
- * CUSTOS_ERR_PARSE. The tree is owned by doc; ydoc_free releases it. */
+ * CUSTOS_ERR_PARSE with doc released and zeroed (ydoc_free on it is then a harmless no-op).
+ * On success the tree is owned by doc; ydoc_free releases it. */
 custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len,
                       diag_list *d) CUSTOS_WUR;
 /* Loads and parses a config-kind file (mode checked, at most max bytes). */

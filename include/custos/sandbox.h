@@ -21,12 +21,14 @@
 /* Named limits on what a profile may hold (checked by sandbox_profile_validate). */
 #define SANDBOX_MAX_BINDS    64
 #define SANDBOX_MAX_DEVICES  64
-#define SANDBOX_MAX_ENV      128
+#define SANDBOX_MAX_ENV      256
 #define SANDBOX_MAX_SYSCALLS 512
 #define SANDBOX_MAX_PORTS    16
 #define SANDBOX_MAX_ARGS     4096
 #define SANDBOX_PATH_MAX     1024
 #define SANDBOX_NAME_MAX     64
+/* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
+#define SANDBOX_VIOLATION_BURST 100
 
 /* Namespaces (bit set). SANDBOX_NS_ALL is what every profile gets unless it says otherwise;
  * SANDBOX_NS_USER, _MNT and _PID cannot be turned off (the rest of the setup needs them). */
@@ -122,6 +124,8 @@ typedef struct sandbox_profile {
 	sandbox_seccomp seccomp;
 	const char *const *syscalls; /* CUSTOM: extra allowed syscall names */
 	size_t n_syscalls;
+	const char *const *deny_syscalls; /* removed from the base allow-list (any profile) */
+	size_t n_deny_syscalls;
 	bool seccomp_kill_on_violation;
 
 	/* Landlock (ABI detected at run time; a host without Landlock gets the other layers and a
@@ -167,6 +171,14 @@ const char *const *sandbox_seccomp_always_denied(void);
  * libseccomp knows; "syscall_<nr>" otherwise. Writes into out[outsz]; returns out. */
 const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz);
 
+/* Maps a `sandbox_profiles.<id>` entry of custos.yaml (include/custos/config.h) onto *p:
+ * built-in defaults first, then every key the entry sets. p borrows the strings of cp (keep
+ * the config alive while p is used) and owns two arrays: release them with
+ * sandbox_profile_cfg_free. Returns INVAL for what the sandbox cannot express. */
+struct cfg_profile;
+custos_err sandbox_profile_from_cfg(const struct cfg_profile *cp, sandbox_profile *p) CUSTOS_WUR;
+void sandbox_profile_cfg_free(sandbox_profile *p);
+
 /* ---------------------------------------------------------------------------------------------
  * Events: what the caller turns into audit records. Pointers inside are valid only during the
  * callback. profile_hash is the SHA-256 of the profile (sandbox_profile_hash).
@@ -179,11 +191,16 @@ typedef enum sandbox_event_kind {
 	SANDBOX_EV_GIVE_UP,   /* restart policy exhausted */
 	SANDBOX_EV_OOM,       /* the memory limit was hit and the kernel OOM-killed (count) */
 	SANDBOX_EV_LIMIT,     /* a limit was hit: limit = "pids" | "memory" | "cpu" (count) */
-	SANDBOX_EV_VIOLATION, /* a denied syscall: syscall, syscall_nr, pid (host pid) */
+	SANDBOX_EV_VIOLATION, /* a denied syscall: syscall, syscall_nr, pid (host pid); beyond
+	                       * SANDBOX_VIOLATION_BURST a second, one event with syscall "*"
+	                       * and count = the calls summed */
 } sandbox_event_kind;
+
+typedef struct sandbox sandbox;
 
 typedef struct sandbox_event {
 	sandbox_event_kind kind;
+	sandbox *sandbox;         /* the sandbox (for sandbox_listen_inside in a START callback) */
 	const char *name;         /* profile name */
 	const char *profile_hash; /* 64 hex digits */
 	unsigned generation;      /* instance number, 1 for the first start */
@@ -196,7 +213,7 @@ typedef struct sandbox_event {
 	const char *syscall;
 	int syscall_nr;
 	bool killed; /* the violation killed the sandbox (seccomp_kill_on_violation) */
-	/* OOM, LIMIT */
+	/* OOM, LIMIT (and VIOLATION: 1, or the calls summed) */
 	const char *limit;
 	uint64_t count;
 	/* RESTART */
@@ -234,8 +251,6 @@ typedef struct sandbox_opts {
 
 /* Defaults: no callback, no restart, 5 s grace, inherited stdio. */
 void sandbox_opts_init(sandbox_opts *o);
-
-typedef struct sandbox sandbox;
 
 /* Validates the profile, then starts argv[0] (an absolute path inside the sandbox; argv is
  * NULL-terminated) in a new sandbox and returns once the first instance runs (its START event
@@ -285,7 +300,7 @@ custos_err sandbox_wait_ready(sandbox *sb, uint16_t port, const char *http_path,
  * every capability set, the bounding set and ambient set, sets NO_NEW_PRIVS, applies Landlock
  * (paths below read_paths read-only, below write_paths read-write, nothing else) and a seccomp
  * allow-list (a network server's calls plus extra_syscalls; always-denied calls fail with
- * EPERM, anything else kills the process). Applies to every thread (TSYNC).
+ * EPERM, anything else kills the process).
  */
 typedef struct sandbox_self_opts {
 	const char *const *read_paths;
@@ -299,7 +314,9 @@ typedef struct sandbox_self_opts {
 } sandbox_self_opts;
 
 /* CUSTOS_OK when every layer is in place; any failure leaves the process partly restricted,
- * so the caller must exit on error. */
+ * so the caller must exit on error. Must run while the process has one thread (capabilities
+ * and Landlock bind only the calling thread and its later children): CUSTOS_ERR_INVAL
+ * otherwise, before anything is changed. Threads created afterwards inherit every layer. */
 custos_err sandbox_self_restrict(const sandbox_self_opts *o) CUSTOS_WUR;
 
 /* Landlock ABI version of this kernel (0 when absent). */

@@ -55,6 +55,26 @@ mkdir "$T/scratch" && chmod 777 "$T/scratch"
 check "scratch dir" 0 "$(status "$C" sandbox exec --scratch "$T/scratch" -- /bin/sh -c 'echo out > /tmp/result')"
 check "scratch dir content" "out" "$(cat "$T/scratch/result")"
 
+# A profile from custos.yaml (-c): limits, binds, env_allow and a seccomp deny list apply.
+cat >"$T/custos.yaml" <<'YAML'
+version: 1
+sandbox_profiles:
+  small:
+    limits: { memory: 64MiB, pids: 32, cpu: "0.5", nofile: 100 }
+    seccomp: { base: default, deny: [getppid] }
+    binds: [ { src: /etc/os-release, dst: /etc/os-release } ]
+    env_allow: [CUSTOS_TEST_SECRET]
+YAML
+chmod 644 "$T/custos.yaml"
+out=$("$C" sandbox exec -c "$T/custos.yaml" --profile small --events "$T/cfg-ev.json" -- /bin/sh -c \
+	'grep -c . /etc/os-release >/dev/null && echo $CUSTOS_TEST_SECRET; grep "open files" /proc/self/limits | tr -s " " | cut -d" " -f4' 2>/dev/null)
+check "config profile" "leak
+100" "$out"
+check "config profile: exit status" 9 "$(status "$C" sandbox exec -c "$T/custos.yaml" --profile small -- /bin/sh -c 'exit 9')"
+check "config profile: unknown id" 1 "$(status "$C" sandbox exec -c "$T/custos.yaml" --profile nope -- /bin/true)"
+jq -e -s 'any(.[]; .event == "start" and .sandbox == "small")' "$T/cfg-ev.json" >/dev/null ||
+	{ echo "FAIL: config profile events"; fail=1; }
+
 # Refused up front: usage errors exit 2, bad profiles exit 1 with the reason.
 check "no command" 2 "$(status "$C" sandbox exec)"
 check "unknown profile" 2 "$(status "$C" sandbox exec --profile nope -- /bin/true)"

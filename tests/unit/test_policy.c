@@ -374,6 +374,58 @@ static void test_pair_index(void **state)
 	policy_unref(p);
 }
 
+/* Sanitizer runtimes let a test watch every allocation; declared weak so a build without
+ * them skips the check instead of failing to link. */
+int __sanitizer_install_malloc_and_free_hooks(void (*m)(const volatile void *, size_t),
+                                              void (*f)(const volatile void *))
+        __attribute__((weak));
+static volatile size_t allocations;
+static void count_malloc(const volatile void *p, size_t n)
+{
+	(void)p;
+	(void)n;
+	allocations++;
+}
+static void count_free(const volatile void *p)
+{
+	(void)p;
+}
+
+static void test_evaluate_does_not_allocate(void **state)
+{
+	(void)state;
+	if (__sanitizer_install_malloc_and_free_hooks == NULL)
+		skip();
+	policy *p = must(
+	        "rules:\n"
+	        "  - id: a\n    effect: allow\n"
+	        "    when: { principal: alice, model: m1, route: \"POST /x\", "
+	        "time: { days: [mon-fri], from: \"08:00\", to: \"18:00\", tz: UTC } }\n"
+	        "    inspect: { prompt: { email: redact } }\n"
+	        "  - id: b\n    effect: deny\n"
+	        "    when: { principal.groups: eng, path: { glob: \"/a/**\" } }\n"
+	        "  - id: c\n    effect: allow\n"
+	        "    when: { data.classification: { at_most: principal.attributes.clearance } }\n");
+	policy_request r = ingress(p, "alice", "m1", "");
+	r.method = SPAN_LIT("POST");
+	r.path = SPAN_LIT("/x");
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec); /* warm: nothing lazily allocated afterwards either */
+	assert_int_equal(__sanitizer_install_malloc_and_free_hooks(count_malloc, count_free), 1);
+	allocations = 0;
+	for (int i = 0; i < 1000; i++) {
+		r.time_ns = (uint64_t)i * 3600 * 1000000000ull;
+		r.path = i % 2 ? SPAN_LIT("/x") : SPAN_LIT("/a/b/c");
+		r.direction = (policy_direction)(i % 3 == 0);
+		r.data = policy_find_data_url(p, SPAN_LIT("https://wiki.example/a"));
+		policy_evaluate(p, &r, &dec);
+	}
+	size_t seen = allocations;
+	__sanitizer_install_malloc_and_free_hooks(NULL, NULL);
+	assert_int_equal(seen, 0);
+	policy_unref(p);
+}
+
 static void test_rule_id_cap(void **state)
 {
 	(void)state;
@@ -884,6 +936,7 @@ int main(void)
 		cmocka_unit_test(test_semantics),
 		cmocka_unit_test(test_shadow_mode_policy),
 		cmocka_unit_test(test_pair_index),
+		cmocka_unit_test(test_evaluate_does_not_allocate),
 		cmocka_unit_test(test_rule_id_cap),
 		cmocka_unit_test(test_conditions),
 		cmocka_unit_test(test_identity),

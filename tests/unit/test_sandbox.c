@@ -3,6 +3,7 @@
  * self-restriction (in a forked child, since it cannot be undone). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include <linux/seccomp.h>
 #include <seccomp.h>
 
+#include "custos/config.h"
 #include "custos/sandbox.h"
 #include "sandbox/sb_int.h"
 
@@ -277,6 +280,33 @@ static void self_restrict_refuses(void **state)
 	assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
 }
 
+static int thread_pipe[2];
+static void *blocked_thread(void *arg)
+{
+	char c;
+	(void)arg;
+	(void)!read(thread_pipe[0], &c, 1);
+	return NULL;
+}
+
+static void self_restrict_threads(void **state)
+{
+	sandbox_self_opts o;
+	pthread_t t;
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	assert_int_equal(pipe2(thread_pipe, O_CLOEXEC), 0);
+	assert_int_equal(pthread_create(&t, NULL, blocked_thread, NULL), 0);
+	/* A second thread would keep capabilities and escape Landlock: refused, nothing done. */
+	assert_int_equal(sandbox_self_restrict(&o), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "thread"));
+	assert_int_equal(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
+	assert_int_equal(write(thread_pipe[1], "x", 1), 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	close(thread_pipe[0]);
+	close(thread_pipe[1]);
+}
+
 /* In a child: restrict, then probe. Exit codes name the failed check. */
 static int self_child(int mode)
 {
@@ -316,6 +346,12 @@ static int self_child(int mode)
 		return 17;
 	if (unshare(CLONE_NEWUSER) != -1 || errno != EPERM)
 		return 18;
+	if (socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0) != -1 || errno != EPERM)
+		return 19;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return 20;
+	close(fd);
 	return 0;
 }
 
@@ -342,15 +378,64 @@ static void self_restrict(void **state)
 	}
 }
 
+static void from_config(void **state)
+{
+	static const char yaml[] =
+	        "version: 1\n"
+	        "sandbox_profiles:\n"
+	        "  gpu:\n"
+	        "    gpu: nvidia\n"
+	        "    devices: [/dev/fuse]\n"
+	        "    binds: [ { src: /models, dst: /m }, { src: /data, rw: true } ]\n"
+	        "    scratch: { type: dir, path: /var/lib/custos/s }\n"
+	        "    limits: { memory: 1GiB, pids: 99, cpu: \"1.5\" }\n"
+	        "    seccomp: { base: gpu, deny: [mbind] }\n"
+	        "  custom:\n"
+	        "    seccomp: { allow: [sysfs] }\n";
+	custos_config *cfg = NULL;
+	diag_list d;
+	sandbox_profile p;
+	(void)state;
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", yaml, sizeof(yaml) - 1, &cfg, &d), CUSTOS_OK);
+	diag_free(&d);
+	assert_int_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "gpu"), &p), CUSTOS_OK);
+	assert_string_equal(p.name, "gpu");
+	assert_int_equal(p.gpu, SANDBOX_GPU_NVIDIA);
+	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_GPU);
+	assert_int_equal(p.n_binds, 2);
+	assert_string_equal(p.binds[0].dst, "/m");
+	assert_true(p.binds[1].writable);
+	assert_int_equal(p.n_devices, 1);
+	assert_string_equal(p.devices[0], "fuse");
+	assert_string_equal(p.scratch_dir, "/var/lib/custos/s");
+	assert_string_equal(p.scratch_target, "/scratch");
+	assert_int_equal(p.limits.memory_bytes, 1ull << 30);
+	assert_int_equal(p.limits.pids, 99);
+	assert_int_equal(p.limits.cpu_millis, 1500);
+	assert_int_equal(p.n_deny_syscalls, 1);
+	char h[65];
+	assert_int_equal(sandbox_profile_hash(&p, h), CUSTOS_OK);
+	sandbox_profile_cfg_free(&p);
+	assert_int_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "custom"), &p),
+	                 CUSTOS_OK);
+	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_CUSTOM);
+	assert_int_equal(p.n_syscalls, 1);
+	sandbox_profile_cfg_free(&p);
+	assert_int_equal(sandbox_profile_from_cfg(NULL, &p), CUSTOS_ERR_INVAL);
+	config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(builtin_profiles), cmocka_unit_test(validate_rejects),
-		cmocka_unit_test(profile_hash),     cmocka_unit_test(event_json),
-		cmocka_unit_test(syscall_names),    cmocka_unit_test(seccomp_build),
-		cmocka_unit_test(environment),      cmocka_unit_test(cgroup_files),
-		cmocka_unit_test(landlock_masks),   cmocka_unit_test(self_restrict_refuses),
-		cmocka_unit_test(self_restrict),
+		cmocka_unit_test(builtin_profiles),      cmocka_unit_test(validate_rejects),
+		cmocka_unit_test(profile_hash),          cmocka_unit_test(event_json),
+		cmocka_unit_test(syscall_names),         cmocka_unit_test(seccomp_build),
+		cmocka_unit_test(environment),           cmocka_unit_test(cgroup_files),
+		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
+		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
+		cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

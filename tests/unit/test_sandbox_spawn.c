@@ -30,7 +30,12 @@ struct rec {
 	sandbox_event_kind kinds[MAX_EV];
 	char syscalls[MAX_EV][32];
 	uint64_t backoff[MAX_EV];
+	uint64_t violations; /* calls denied, summed over events */
+	int violation_events;
 	int n;
+	uint16_t listen_port; /* when set: make the egress listener in the START callback */
+	int listen_fd;
+	custos_err listen_err;
 };
 
 static void rec_init(struct rec *r)
@@ -65,6 +70,10 @@ static void on_event(const sandbox_event *ev, void *arg)
 	assert_non_null(ev->profile_hash);
 	assert_int_equal(strlen(ev->profile_hash), 64);
 	pthread_mutex_lock(&r->mu);
+	if (ev->kind == SANDBOX_EV_VIOLATION) {
+		r->violations += ev->count;
+		r->violation_events++;
+	}
 	if (r->n < MAX_EV) {
 		r->kinds[r->n] = ev->kind;
 		if (ev->syscall)
@@ -73,6 +82,10 @@ static void on_event(const sandbox_event *ev, void *arg)
 		r->n++;
 	}
 	pthread_mutex_unlock(&r->mu);
+	/* START arrives before the command runs: the listener exists before its first connect. */
+	if (ev->kind == SANDBOX_EV_START && r->listen_port)
+		r->listen_err =
+		        sandbox_listen_inside(ev->sandbox, r->listen_port, 8, &r->listen_fd);
 }
 
 static const char *fixture(void)
@@ -83,16 +96,32 @@ static const char *fixture(void)
 	return path;
 }
 
-static sandbox_bind fixture_bind;
+static const char *model_server(void)
+{
+	static char path[1024];
+	const char *d = getenv("CUSTOS_FIXTURES");
+	snprintf(path, sizeof(path), "%s/model-server/model-server", d ? d : "tests/fixtures");
+	return path;
+}
+
+static sandbox_bind fixture_binds[2];
+static const char *const test_env[] = { "PATH=/usr/bin:/bin",
+	                                /* fixtures may be ASan builds; LSan needs ptrace */
+	                                "ASAN_OPTIONS=detect_leaks=0" };
 
 static void profile(sandbox_profile *p)
 {
 	assert_int_equal(sandbox_profile_builtin("default", p), CUSTOS_OK);
 	p->name = "unit";
-	fixture_bind = (sandbox_bind){ .src = fixture(), .dst = "/opt/escape" };
-	p->binds = &fixture_bind;
-	p->n_binds = 1;
-	p->limits.memory_bytes = 256u << 20;
+	fixture_binds[0] = (sandbox_bind){ .src = fixture(), .dst = "/opt/escape" };
+	fixture_binds[1] = (sandbox_bind){ .src = model_server(),
+		                           .dst = "/opt/model-server",
+		                           .optional = true };
+	p->binds = fixture_binds;
+	p->n_binds = 2;
+	p->env_set = test_env;
+	p->n_env_set = 2;
+	p->limits.memory_bytes = 1u << 30;
 }
 
 static bool available = true;
@@ -189,6 +218,33 @@ static void violation_audited(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* A flood of denied calls: every one answered EPERM and counted, events bounded. */
+static void violation_flood(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--violations", "2000", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	assert_int_equal(r.violations, 2000);
+	/* at most a burst and a summary per second: far fewer events than calls */
+	assert_true(r.violation_events >= SANDBOX_VIOLATION_BURST);
+	assert_true(r.violation_events < 1000);
+	assert_true(rec_has_syscall(&r, "acct"));
+	pthread_mutex_destroy(&r.mu);
+}
+
 static void spawn_failures(void **state)
 {
 	sandbox_profile p;
@@ -213,25 +269,30 @@ static void spawn_failures(void **state)
 	sandbox_free(NULL);
 }
 
-/* The egress listener: custos listens inside, the sandboxed client connects to it. */
+/* The egress listener: custos listens inside (made in the START callback, before the command
+ * runs), the sandboxed client connects to it at once. */
 static void listen_inside(void **state)
 {
 	sandbox_profile p;
-	int st, lfd = -1;
+	sandbox_opts o;
+	struct rec r;
+	int st, c;
 	(void)state;
 	NEED();
 	profile(&p);
-	/* A client that retries until our listener exists, then prints what it got. */
-	static const char *const a[] = { "/bin/sh", "-c",
-		                         "for i in 1 2 3 4 5 6 7 8 9 10; do /opt/escape --client "
-		                         "18081 && exit 0; sleep 0.2; done; exit 1",
-		                         NULL };
-	sandbox *sb = spawn(&p, a, NULL);
-	custos_err e = sandbox_listen_inside(sb, 18081, 8, &lfd);
-	assert_int_equal(e, CUSTOS_OK);
+	rec_init(&r);
+	r.listen_port = 18081;
+	r.listen_fd = -1;
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--client", "18081", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(r.listen_err, CUSTOS_OK);
+	int lfd = r.listen_fd;
 	struct pollfd pf = { .fd = lfd, .events = POLLIN };
 	assert_int_equal(poll(&pf, 1, 10000), 1);
-	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(c >= 0);
 	char rb[16] = { 0 };
 	pf.fd = c;
@@ -247,6 +308,49 @@ static void listen_inside(void **state)
 	assert_int_equal(sandbox_connect_inside(sb, 18082, &c), CUSTOS_ERR_AGAIN);
 	close(lfd);
 	sandbox_free(sb);
+	pthread_mutex_destroy(&r.mu);
+}
+
+/* Landlock's TCP rules (ABI >= 4): with restrict_tcp, connect only to the listed ports. */
+static void landlock_tcp(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	if (sandbox_landlock_abi() < 4)
+		skip();
+	static const char *const a[] = { "/opt/escape", "--client", "18091", NULL };
+	static const uint16_t allowed[] = { 18091 };
+	for (int allow = 0; allow < 2; allow++) {
+		profile(&p);
+		p.restrict_tcp = true;
+		p.tcp_connect = allow ? allowed : NULL;
+		p.n_tcp_connect = allow ? 1 : 0;
+		rec_init(&r);
+		r.listen_port = 18091;
+		r.listen_fd = -1;
+		sandbox_opts_init(&o);
+		o.on_event = on_event;
+		o.arg = &r;
+		sandbox *sb = spawn(&p, a, &o);
+		assert_int_equal(r.listen_err, CUSTOS_OK);
+		if (allow) {
+			struct pollfd pf = { .fd = r.listen_fd, .events = POLLIN };
+			assert_int_equal(poll(&pf, 1, 10000), 1);
+			int c = accept4(r.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			assert_true(c >= 0);
+			close(c);
+		}
+		assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+		/* --client exits 1 when connect fails (EACCES from Landlock) */
+		assert_int_equal(WEXITSTATUS(st), allow ? 0 : 1);
+		close(r.listen_fd);
+		sandbox_free(sb);
+		pthread_mutex_destroy(&r.mu);
+	}
 }
 
 /* The model side: a server inside, custos connects and waits for readiness. */
@@ -372,6 +476,56 @@ static void stop_term_then_kill(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* The project's model-server fixture inside a sandbox, reached only through a socket made in
+ * its namespace: health, then a chat completion; and it made no denied calls. */
+static void model_server_inside(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int fd;
+	(void)state;
+	NEED();
+	if (access(model_server(), X_OK) != 0)
+		skip();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/model-server", "--listen", "127.0.0.1:8000", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 20000), CUSTOS_OK);
+	assert_int_equal(sandbox_connect_inside(sb, 8000, &fd), CUSTOS_OK);
+	struct pollfd pf = { .fd = fd, .events = POLLOUT };
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	static const char body[] = "{\"model\":\"fixture-model\",\"messages\":[{\"role\":\"user\","
+	                           "\"content\":\"hello sandbox\"}]}";
+	char req[512];
+	int n = snprintf(req, sizeof(req),
+	                 "POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\nContent-Type: "
+	                 "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	                 sizeof(body) - 1, body);
+	assert_int_equal(write(fd, req, (size_t)n), n);
+	char resp[4096];
+	size_t got = 0;
+	pf.events = POLLIN;
+	while (got < sizeof(resp) - 1 && poll(&pf, 1, 5000) == 1) {
+		ssize_t k = read(fd, resp + got, sizeof(resp) - 1 - got);
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	resp[got] = '\0';
+	close(fd);
+	assert_non_null(strstr(resp, "HTTP/1.1 200"));
+	assert_non_null(strstr(resp, "hello"));
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_VIOLATION), 0);
+	pthread_mutex_destroy(&r.mu);
+}
+
 /* Unprivileged: the socket factory must join the user namespace before the netns. */
 static void unprivileged_sockets(void **state)
 {
@@ -422,9 +576,11 @@ int main(void)
 		        "sandbox tests skip: namespaces or the escape fixture unavailable\n");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
-		cmocka_unit_test(spawn_failures),       cmocka_unit_test(listen_inside),
+		cmocka_unit_test(spawn_failures),       cmocka_unit_test(violation_flood),
+		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
 		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
 		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
+		cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
