@@ -13,6 +13,7 @@ PKGS=(
   libmicrohttpd-dev
   libvirt-dev
   libcmocka-dev
+  libhyperscan-dev libpcre2-dev
   curl
   rsyslog rsyslog-openssl
   procps psmisc iproute2
