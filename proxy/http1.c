@@ -350,18 +350,33 @@ static bool valid_target_bytes(span t, size_t *bad)
 	return true;
 }
 
-/* True when the path (up to '?') has a "." or ".." segment, literally or percent-encoded:
- * upstreams resolve them (RFC 3986 §5.2.4) after policy matched the unresolved path. */
+/* Length of a path separator at s[i]: "/", or "%2F" / "%5C" which some upstreams decode into
+ * one before resolving dot segments; 0 otherwise. */
+static size_t sep_len(const char *s, size_t i, size_t n)
+{
+	if (s[i] == '/')
+		return 1;
+	if (s[i] == '%' && i + 2 < n &&
+	    ((s[i + 1] == '2' && (s[i + 2] == 'f' || s[i + 2] == 'F')) ||
+	     (s[i + 1] == '5' && (s[i + 2] == 'c' || s[i + 2] == 'C'))))
+		return 3;
+	return 0;
+}
+
+/* True when the path (up to '?') has a "." or ".." segment, literally or percent-encoded, also
+ * between encoded separators: upstreams resolve them (RFC 3986 §5.2.4) after policy matched
+ * the unresolved path. */
 static bool has_dot_segment(span path)
 {
 	size_t i = 0, n = path.len;
 	const char *s = path.ptr;
 	while (i < n && s[i] != '?') {
-		if (s[i] != '/') {
+		size_t sl = sep_len(s, i, n);
+		if (sl == 0) {
 			i++;
 			continue;
 		}
-		i++;
+		i += sl;
 		size_t dots = 0, k = i;
 		for (;;) {
 			if (k < n && s[k] == '.') {
@@ -374,7 +389,7 @@ static bool has_dot_segment(span path)
 			}
 			dots++;
 		}
-		if ((dots == 1 || dots == 2) && (k == n || s[k] == '/' || s[k] == '?'))
+		if ((dots == 1 || dots == 2) && (k == n || s[k] == '?' || sep_len(s, k, n) > 0))
 			return true;
 		i = k;
 	}

@@ -126,7 +126,8 @@ typedef struct http1_head {
 typedef struct http1_error {
 	unsigned status;    /* 400, 413, 414, 417, 431, 501, 505 (requests); 502 (responses) */
 	const char *reason; /* static text for logs and audit, never NULL after an error */
-	size_t offset;      /* byte offset from the message start where it was found */
+	size_t offset;      /* where it was found: from the message start (head), or from the
+	                       start of the failing call's input (body decoder) */
 } http1_error;
 
 typedef struct http1_parser {

@@ -629,11 +629,14 @@ static jsonr_val value_make(const char *p, size_t len)
 
 void jsonr_iter_init(jsonr_iter *it, jsonr_val container)
 {
-	it->p = container.raw.ptr + 1;
-	it->end = container.raw.ptr + (container.raw.len ? container.raw.len - 1 : 0);
 	it->first = true;
-	if (container.type != JSONR_OBJECT && container.type != JSONR_ARRAY)
-		it->p = it->end; /* nothing to iterate */
+	if ((container.type != JSONR_OBJECT && container.type != JSONR_ARRAY) ||
+	    container.raw.len < 2) {
+		it->p = it->end = container.raw.ptr; /* nothing to iterate */
+		return;
+	}
+	it->p = container.raw.ptr + 1;
+	it->end = container.raw.ptr + container.raw.len - 1;
 }
 
 static bool iter_step(jsonr_iter *it)

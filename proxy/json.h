@@ -1,7 +1,8 @@
 /*
  * Bounded, strict JSON reader (RFC 8259) for request and response bodies (proxy-internal).
- * Zero allocation: a document is validated once (size, depth, grammar, UTF-8, escapes), then
- * read in place with iterators that hand out span views of the values. A rewriting helper
+ * A document is validated once (size, depth, grammar, UTF-8, escapes, duplicate keys), then
+ * read in place with iterators that hand out span views of the values. Reading allocates
+ * nothing; validation allocates only when more than 128 keys are open at once. A rewriting helper
  * replaces ranges of string contents with escaped text, so redaction keeps the JSON valid.
  * (Prefix jsonr_: core owns json_ for its writer.)
  */

@@ -230,6 +230,13 @@ static void test_read(void **state)
 	assert_false(jsonr_arr_next(&it, &e));
 	assert_false(jsonr_obj_get(root, "zz", &v));
 	assert_false(jsonr_obj_get(e, "a", &v)); /* not an object */
+	/* A zeroed value iterates as empty. */
+	jsonr_val zero = { .type = JSONR_OBJECT };
+	jsonr_iter_init(&it, zero);
+	assert_false(jsonr_obj_next(&it, &k, &e));
+	zero.type = JSONR_ARRAY;
+	jsonr_iter_init(&it, zero);
+	assert_false(jsonr_arr_next(&it, &e));
 
 	/* Numbers. */
 	assert_int_equal(parse("123", &v), CUSTOS_OK);
