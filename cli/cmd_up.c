@@ -67,6 +67,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	o->ciphers = dup_or_null(t->ciphers);
 	o->ciphersuites = dup_or_null(t->ciphersuites);
 	o->ticket_rotate_ns = t->ticket_rotation_ns;
+	o->no_tickets = !t->session_tickets;
 	return CUSTOS_OK;
 }
 
@@ -89,6 +90,55 @@ static struct up_sandbox *find_sandbox(struct up_ctx *u, const char *model)
 	return NULL;
 }
 
+/* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
+ * The file holds digests, not keys, but is still refused when others may write it. */
+static custos_err load_api_keys_file(const char *path, proxy_options *o)
+{
+	buf b;
+	unsigned lineno = 0;
+	custos_err e = CUSTOS_OK;
+
+	buf_init(&b, 4u << 20);
+	if ((e = file_load(path, FILE_CONFIG, 4u << 20, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "auth.api_keys_file");
+	}
+	span all = buf_span(&b);
+	while (all.len > 0 && e == CUSTOS_OK) {
+		const char *nl = memchr(all.ptr, '\n', all.len);
+		span line = span_of(all.ptr, nl ? (size_t)(nl - all.ptr) : all.len);
+		all = nl ? span_of(nl + 1, all.len - line.len - 1) : span_of(all.ptr + all.len, 0);
+		lineno++;
+		line = span_trim(line);
+		if (line.len == 0 || line.ptr[0] == '#')
+			continue;
+		const char *sp = memchr(line.ptr, ' ', line.len);
+		if (sp == NULL) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: \"id sha256hex\" expected", path,
+			            lineno);
+			break;
+		}
+		span id = span_of(line.ptr, (size_t)(sp - line.ptr));
+		span hex = span_trim(span_of(sp + 1, line.len - id.len - 1));
+		if (o->napi_keys >= PROXY_MAX_API_KEYS) {
+			e = err_set(CUSTOS_ERR_LIMIT, "%s: more than %d API keys", path,
+			            PROXY_MAX_API_KEYS);
+			break;
+		}
+		proxy_api_key *k = &o->api_keys[o->napi_keys];
+		if (id.len == 0 || id.len > CFG_MAX_ID_LEN ||
+		    num_parse_hex(hex, k->sha256, sizeof(k->sha256)) != CUSTOS_OK) {
+			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: bad id or SHA-256 (64 hex digits)",
+			            path, lineno);
+			break;
+		}
+		k->principal = span_dup(id);
+		o->napi_keys++;
+	}
+	buf_free(&b);
+	return e;
+}
+
 /* Maps cfg onto o (o owns copies of everything; the config can be freed afterwards).
  * Sandboxed models must already run (start_sandboxes). */
 static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_options *o)
@@ -106,20 +156,29 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		if (pl->tls)
 			GUARD(err_wrap(map_tls(&l->tls, &pl->tls_opts), "listener %s", l->id));
 	}
-	if (cfg->auth.n_api_keys) {
-		o->api_keys = xcalloc(cfg->auth.n_api_keys, sizeof(o->api_keys[0]));
+	if (cfg->auth.n_api_keys || cfg->auth.api_keys_file) {
+		ENSURE(cfg->auth.n_api_keys <= PROXY_MAX_API_KEYS, CUSTOS_ERR_LIMIT,
+		       "more than %d API keys", PROXY_MAX_API_KEYS);
+		o->api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o->api_keys[0]));
 		for (size_t i = 0; i < cfg->auth.n_api_keys; i++) {
 			o->api_keys[i].principal = xstrdup(cfg->auth.api_keys[i].id);
 			memcpy(o->api_keys[i].sha256, cfg->auth.api_keys[i].sha256, 32);
 		}
 		o->napi_keys = cfg->auth.n_api_keys;
+		if (cfg->auth.api_keys_file)
+			GUARD(load_api_keys_file(cfg->auth.api_keys_file, o));
 	}
 	if (cfg->auth.jwt.enabled) {
 		o->jwt.jwks_file = xstrdup(cfg->auth.jwt.jwks_file);
-		if (cfg->auth.jwt.n_issuers)
-			o->jwt.issuer = xstrdup(cfg->auth.jwt.issuers[0]);
-		if (cfg->auth.jwt.n_audiences)
-			o->jwt.audience = xstrdup(cfg->auth.jwt.audiences[0]);
+		ENSURE(cfg->auth.jwt.n_issuers <= PROXY_JWT_MAX_LIST &&
+		               cfg->auth.jwt.n_audiences <= PROXY_JWT_MAX_LIST,
+		       CUSTOS_ERR_LIMIT, "auth.jwt: at most %d issuers and audiences",
+		       PROXY_JWT_MAX_LIST);
+		for (size_t i = 0; i < cfg->auth.jwt.n_issuers; i++)
+			o->jwt.issuers[o->jwt.n_issuers++] = xstrdup(cfg->auth.jwt.issuers[i]);
+		for (size_t i = 0; i < cfg->auth.jwt.n_audiences; i++)
+			o->jwt.audiences[o->jwt.n_audiences++] =
+			        xstrdup(cfg->auth.jwt.audiences[i]);
 		o->jwt.leeway_s = cfg->auth.jwt.leeway_ns / NS_PER_S;
 		o->jwt.principal_claim = dup_or_null(cfg->auth.jwt.principal_claim);
 	}

@@ -279,6 +279,14 @@ out:
 	return ok;
 }
 
+static bool aud_accepted(const proxy_jwt_opts *o, span aud)
+{
+	for (size_t i = 0; i < o->n_audiences; i++)
+		if (jsonr_str_eq(aud, o->audiences[i]))
+			return true;
+	return false;
+}
+
 static bool claim_time(jsonr_val claims, const char *key, bool required, uint64_t *out)
 {
 	jsonr_val v;
@@ -356,22 +364,26 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 	}
 	char iss[256] = "", sub[PROXY_PRINCIPAL_MAX] = "";
 	(void)jstr(cv, "iss", iss, sizeof(iss));
-	if (o->issuer && strcmp(iss, o->issuer) != 0) {
-		e = err_set(CUSTOS_ERR_DENIED, "jwt: issuer not accepted");
-		goto out;
+	if (o->n_issuers) {
+		bool iss_ok = false;
+		for (size_t i = 0; i < o->n_issuers; i++)
+			iss_ok = iss_ok || strcmp(iss, o->issuers[i]) == 0;
+		if (!iss_ok) {
+			e = err_set(CUSTOS_ERR_DENIED, "jwt: issuer not accepted");
+			goto out;
+		}
 	}
-	if (o->audience) {
+	if (o->n_audiences) {
 		bool aud_ok = false;
 		if (jsonr_obj_get(cv, "aud", &v)) {
 			if (v.type == JSONR_STRING) {
-				aud_ok = jsonr_str_eq(v.str, o->audience);
+				aud_ok = aud_accepted(o, v.str);
 			} else if (v.type == JSONR_ARRAY) {
 				jsonr_iter it;
 				jsonr_val a;
 				jsonr_iter_init(&it, v);
 				while (jsonr_arr_next(&it, &a))
-					if (a.type == JSONR_STRING &&
-					    jsonr_str_eq(a.str, o->audience))
+					if (a.type == JSONR_STRING && aud_accepted(o, a.str))
 						aud_ok = true;
 			}
 		}

@@ -54,8 +54,10 @@ void proxy_options_free(proxy_options *o)
 		OPENSSL_cleanse(o->api_keys, o->napi_keys * sizeof(o->api_keys[0]));
 	free(o->api_keys);
 	free(o->jwt.jwks_file);
-	free(o->jwt.issuer);
-	free(o->jwt.audience);
+	for (size_t i = 0; i < o->jwt.n_issuers; i++)
+		free(o->jwt.issuers[i]);
+	for (size_t i = 0; i < o->jwt.n_audiences; i++)
+		free(o->jwt.audiences[i]);
 	free(o->jwt.principal_claim);
 	free(o->policy_file);
 	memset(o, 0, sizeof(*o));

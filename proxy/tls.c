@@ -221,8 +221,10 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CTX,
 	                               sizeof(SESSION_ID_CTX) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only: no shared cache */
-	SSL_CTX_set_num_tickets(ctx, 1);
-	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+	SSL_CTX_set_num_tickets(ctx, o->no_tickets ? 0 : 1);
+	if (o->no_tickets)
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	else if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
 		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "ticket callback");
 		goto fail;
 	}

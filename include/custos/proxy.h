@@ -25,6 +25,7 @@
 #define PROXY_JWT_MAX        8192
 #define PROXY_PRINCIPAL_MAX  256
 #define PROXY_REQUEST_ID_LEN 32
+#define PROXY_JWT_MAX_LIST   16 /* accepted issuers, audiences */
 
 typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_NONE = 0,
@@ -42,6 +43,7 @@ typedef struct proxy_tls_opts {
 	char *ciphersuites;        /* TLS 1.3 list; NULL: OpenSSL default */
 	bool tls13_only;           /* minimum version TLS 1.3 */
 	uint64_t ticket_rotate_ns; /* session ticket key lifetime; 0: 12 h */
+	bool no_tickets;           /* no session tickets (no resumption) */
 } proxy_tls_opts;
 
 typedef struct proxy_listener_opts {
@@ -79,9 +81,11 @@ typedef struct proxy_api_key {
 } proxy_api_key;
 
 typedef struct proxy_jwt_opts {
-	char *jwks_file;       /* NULL: JWT off */
-	char *issuer;          /* required `iss`; NULL: not checked */
-	char *audience;        /* required in `aud`; NULL: not checked */
+	char *jwks_file;                   /* NULL: JWT off */
+	char *issuers[PROXY_JWT_MAX_LIST]; /* `iss` must be one of them; none: not checked */
+	size_t n_issuers;
+	char *audiences[PROXY_JWT_MAX_LIST]; /* `aud` must hold one of them; none: not checked */
+	size_t n_audiences;
 	uint64_t leeway_s;     /* clock skew allowed for exp/nbf */
 	char *principal_claim; /* claim naming the principal; NULL: "sub" */
 } proxy_jwt_opts;

@@ -57,7 +57,10 @@ now=$(date +%s)
 claims() { printf '{"iss":"%s","sub":"user-1","aud":"%s","exp":%d,"nbf":%d}' "$1" "$2" "$3" "$4"; }
 good=$(claims https://issuer.test custos-test $((now + 600)) $((now - 10)))
 
+printf '# id sha256\nalice %s\n' "$(sha256hex sk-from-keys-file)" >"$work/api-keys"
+chmod 644 "$work/api-keys"
 AUTH_YAML="auth:
+  api_keys_file: $work/api-keys
   jwt:
     jwks_file: $k/jwks.json
     issuers: [\"https://issuer.test\"]
@@ -96,6 +99,9 @@ check "client certificate (SAN URI spiffe://test/team/analytics/job1) -> princip
 code=$("${C[@]}" --cert "$work/tls/rogue.crt" --key "$work/tls/rogue.key" -d "$chat" "$url" 2>/dev/null)
 check "client certificate from an untrusted CA refused at the handshake" "$code" 000
 check "optional mTLS: no certificate, no key -> 401" "$("${C[@]}" -d "$chat" "$url")" 401
+
+check "API key from auth.api_keys_file names its principal" \
+	"$("${C[@]}" -H 'Authorization: Bearer sk-from-keys-file' -d "$chat" "$url")" 200
 
 # ---- JWT
 bearer() { "${C[@]}" -H "Authorization: Bearer $1" -d "$chat" "$url"; }

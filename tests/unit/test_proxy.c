@@ -204,7 +204,11 @@ static void make_token(const char *claims, bool corrupt, buf *tok)
 static custos_err verify(const char *claims, bool corrupt, ident *id)
 {
 	struct jwks *k;
-	proxy_jwt_opts o = { .issuer = "https://iss", .audience = "custos", .leeway_s = 5 };
+	proxy_jwt_opts o = { .issuers = { "https://other-iss", "https://iss" },
+		             .n_issuers = 2,
+		             .audiences = { "custos" },
+		             .n_audiences = 1,
+		             .leeway_s = 5 };
 	buf tok;
 
 	assert_int_equal(jwks_load(jwks_path, &k), CUSTOS_OK);
