@@ -24,8 +24,18 @@ _Static_assert(sizeof(((decide_out *)0)->insp_prompt) == INSPECT_MAX_DETECTORS,
 _Static_assert(sizeof(((decide_out *)0)->insp_response) == INSPECT_MAX_DETECTORS,
                "decide_out response actions");
 
-#define INSP_OUT_MAX    (8u * 1024u * 1024u) /* client bytes made from one piece of body */
-#define INSP_PROMPT_MAX (INSPECT_JSON_MAX_BODY + INSPECT_JSON_MAX_BODY / 2)
+#define INSP_OUT_MAX     (8u * 1024u * 1024u) /* client bytes made from one piece of body */
+#define INSP_PROMPT_MAX  (INSPECT_JSON_MAX_BODY + INSPECT_JSON_MAX_BODY / 2)
+
+#define INSP_MAX_STREAMS 128u       /* content and tool-call streams of one response */
+#define TOOL_NONE        UINT32_MAX /* a slot for a choice's content, not a tool call */
+
+/* One inspect_stream: a choice's delta.content, or one of its tool calls' arguments. */
+typedef struct slot {
+	uint32_t choice, tool;
+	inspect_stream *st;
+	bool done;
+} slot;
 
 typedef enum resp_mode {
 	RM_NONE = 0, /* response not inspected */
@@ -46,12 +56,13 @@ struct ingress_insp {
 	bool denied; /* the response was denied mid-way */
 	sse_parser sse;
 	bool sse_init;
-	bool text_completion;                   /* synthetic chunks use choices[].text */
-	inspect_stream *st[OPENAI_MAX_CHOICES]; /* per choice (RM_SSE); st[0] for RM_RAW */
-	bool st_done[OPENAI_MAX_CHOICES];
+	bool text_completion;      /* synthetic chunks use choices[].text */
+	slot sl[INSP_MAX_STREAMS]; /* RM_SSE: per choice content and tool call; RM_RAW: one */
+	size_t nsl;
 	buf tmpl;      /* "id":..,"created":..,"model":.. of the stream's chunks (raw JSON) */
 	buf out;       /* client bytes of the current piece */
 	buf text, rel; /* unescaped delta text; released texts of one event */
+	buf tail;      /* a finished stream's tail for a synthetic event */
 	buf tmp;       /* rewritten event data */
 	buf hold;      /* RM_JSON: the whole body */
 	uint64_t t_ns;
@@ -142,6 +153,7 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 		buf_init(&ip->out, INSP_OUT_MAX);
 		buf_init(&ip->text, SSE_MAX_EVENT_BYTES);
 		buf_init(&ip->rel, INSP_OUT_MAX);
+		buf_init(&ip->tail, INSP_OUT_MAX);
 		buf_init(&ip->tmp, INSP_OUT_MAX);
 		buf_init(&ip->hold, INGRESS_INSPECT_RESP_MAX);
 		*ipp = ip;
@@ -290,8 +302,9 @@ static void sse_template(ingress_insp *ip, span data)
 	}
 }
 
-/* An extra chunk event carrying text for one choice (a held-back tail). */
-static custos_err sse_synth(ingress_insp *ip, unsigned choice, span text)
+/* An extra chunk event carrying text for one choice's content or tool call (a held-back
+ * tail), written to ip->out. */
+static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, span text)
 {
 	buf j;
 
@@ -302,44 +315,91 @@ static custos_err sse_synth(ingress_insp *ip, unsigned choice, span text)
 	if (e == CUSTOS_OK)
 		e = buf_append_span(&j, buf_span(&ip->tmpl));
 	if (e == CUSTOS_OK)
-		e = buf_printf(&j, "\"object\":\"%s\",\"choices\":[{\"index\":%u,%s",
+		e = buf_printf(&j, "\"object\":\"%s\",\"choices\":[{\"index\":%u,",
 		               ip->text_completion ? "text_completion" : "chat.completion.chunk",
-		               choice,
-		               ip->text_completion ? "\"text\":\"" : "\"delta\":{\"content\":\"");
+		               choice);
+	if (e == CUSTOS_OK && tool != TOOL_NONE)
+		e = buf_printf(
+		        &j,
+		        "\"delta\":{\"tool_calls\":[{\"index\":%u,\"function\":{\"arguments\":\"",
+		        tool);
+	else if (e == CUSTOS_OK)
+		e = buf_append_cstr(&j, ip->text_completion ? "\"text\":\""
+		                                            : "\"delta\":{\"content\":\"");
 	if (e == CUSTOS_OK)
 		e = json_escape(&j, text);
 	if (e == CUSTOS_OK)
-		e = buf_append_cstr(&j, ip->text_completion ? "\",\"finish_reason\":null}]}"
-		                                            : "\"},\"finish_reason\":null}]}");
+		e = buf_append_cstr(&j, tool != TOOL_NONE     ? "\"}}]},\"finish_reason\":null}]}"
+		                        : ip->text_completion ? "\",\"finish_reason\":null}]}"
+		                                              : "\"},\"finish_reason\":null}]}");
 	if (e == CUSTOS_OK)
 		e = sse_write_event(&ip->out, span_of("", 0), buf_span(&j));
 	buf_free(&j);
 	return e;
 }
 
-static custos_err stream_for(ingress_insp *ip, unsigned choice, inspect_stream **out)
+/* The stream of (choice, tool); made when `create`, else *out is NULL when there is none. */
+static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, bool create,
+                           slot **out)
 {
-	ENSURE(choice < OPENAI_MAX_CHOICES, CUSTOS_ERR_LIMIT, "inspect: choice index %u", choice);
-	ENSURE(!ip->st_done[choice], CUSTOS_ERR_PARSE, "inspect: text after finish_reason");
-	if (ip->st[choice] == NULL)
-		GUARD(inspect_stream_new(ip->eng, &ip->response, &ip->st[choice]));
-	*out = ip->st[choice];
+	*out = NULL;
+	for (size_t i = 0; i < ip->nsl; i++)
+		if (ip->sl[i].choice == choice && ip->sl[i].tool == tool) {
+			*out = &ip->sl[i];
+			return CUSTOS_OK;
+		}
+	if (!create)
+		return CUSTOS_OK;
+	ENSURE(ip->nsl < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
+	       "inspect: more than %u content and tool-call streams in one response",
+	       INSP_MAX_STREAMS);
+	slot *sl = &ip->sl[ip->nsl];
+	GUARD(inspect_stream_new(ip->eng, &ip->response, &sl->st));
+	sl->choice = choice;
+	sl->tool = tool;
+	sl->done = false;
+	ip->nsl++;
+	*out = sl;
 	return CUSTOS_OK;
 }
 
-/* Finishes every open stream; their tails go out as synthetic events. */
-static custos_err sse_finish_all(ingress_insp *ip, inspect_scratch *s)
+/* Feeds text (escaped JSON string contents when `escaped`) and, when fin, finishes the slot;
+ * what is released is appended to dst. DENIED: the closing events are in ip->out. */
+static custos_err slot_feed(ingress_insp *ip, inspect_scratch *s, slot *sl, span text, bool escaped,
+                            bool fin, buf *dst)
 {
-	for (unsigned i = 0; i < OPENAI_MAX_CHOICES; i++) {
-		if (ip->st[i] == NULL || ip->st_done[i])
+	custos_err e = CUSTOS_OK;
+
+	ENSURE(!sl->done || text.len == 0, CUSTOS_ERR_PARSE,
+	       "inspect: stream text after its finish_reason");
+	if (text.len > 0) {
+		buf_reset(&ip->text);
+		if (escaped)
+			GUARD(jsonr_unescape(text, &ip->text));
+		else
+			GUARD(buf_append_span(&ip->text, text));
+		e = inspect_stream_feed(sl->st, s, buf_span(&ip->text), dst);
+	}
+	if (e == CUSTOS_OK && fin && !sl->done) {
+		sl->done = true;
+		e = inspect_stream_finish(sl->st, s, dst);
+	}
+	if (e == CUSTOS_ERR_DENIED)
+		return sse_deny(ip, inspect_stream_summary(sl->st)->deny_detector);
+	return e;
+}
+
+/* Finishes the open streams of one choice (or all, choice == TOOL_NONE) that had no text in
+ * the current event: their tails go out as synthetic events, before it. */
+static custos_err sse_finish(ingress_insp *ip, inspect_scratch *s, uint32_t choice)
+{
+	for (size_t i = 0; i < ip->nsl; i++) {
+		slot *sl = &ip->sl[i];
+		if (sl->done || (choice != TOOL_NONE && sl->choice != choice))
 			continue;
-		ip->st_done[i] = true;
-		buf_reset(&ip->rel);
-		custos_err e = inspect_stream_finish(ip->st[i], s, &ip->rel);
-		if (e == CUSTOS_ERR_DENIED)
-			return sse_deny(ip, inspect_stream_summary(ip->st[i])->deny_detector);
-		GUARD(e);
-		GUARD(sse_synth(ip, i, buf_span(&ip->rel)));
+		buf_reset(&ip->tail);
+		GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
+		GUARD(sse_synth(ip, sl->choice, sl->tool, buf_span(&ip->tail)));
 	}
 	return CUSTOS_OK;
 }
@@ -361,20 +421,62 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 	return e;
 }
 
+/* choices[].delta.tool_calls[].function.arguments of a chunk (validated JSON). */
+typedef struct targ {
+	uint32_t choice, tool;
+	span args; /* escaped */
+} targ;
+
+static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n)
+{
+	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx;
+	jsonr_iter it, it2;
+
+	*n = 0;
+	GUARD(jsonr_parse(data, NULL, &root));
+	if (!jsonr_obj_get(root, "choices", &ch) || ch.type != JSONR_ARRAY)
+		return CUSTOS_OK;
+	jsonr_iter_init(&it, ch);
+	for (uint64_t pos = 0; jsonr_arr_next(&it, &c); pos++) {
+		uint64_t ci = pos, ti;
+		if (jsonr_obj_get(c, "index", &idx))
+			GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ci));
+		if (!jsonr_obj_get(c, "delta", &delta) ||
+		    !jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
+			continue;
+		jsonr_iter_init(&it2, tcs);
+		for (uint64_t tpos = 0; jsonr_arr_next(&it2, &tc); tpos++) {
+			ti = tpos;
+			if (jsonr_obj_get(tc, "index", &idx))
+				GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ti));
+			if (!jsonr_obj_get(tc, "function", &fn) ||
+			    !jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
+				continue;
+			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, a.str };
+		}
+	}
+	return CUSTOS_OK;
+}
+
 static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev)
 {
 	openai_chunk ck;
-	jsonr_edit edits[OPENAI_MAX_CHOICES];
-	size_t off[OPENAI_MAX_CHOICES], len[OPENAI_MAX_CHOICES];
-	size_t ne = 0;
+	targ tools[INSP_MAX_STREAMS];
+	jsonr_edit edits[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
+	size_t off[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS],
+	        len[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
+	size_t ne = 0, ntools = 0;
+	slot *sl;
 
 	if (!ev->has_data) /* comments (keep-alives), id/retry only */
 		return buf_append_span(&ip->out, ev->raw);
 	if (ev->done) {
-		GUARD(sse_finish_all(ip, s));
+		GUARD(sse_finish(ip, s, TOOL_NONE));
 		return buf_append_span(&ip->out, ev->raw);
 	}
-	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK) {
+	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK ||
+	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools) != CUSTOS_OK) {
 		buf_reset(&ip->tmp);
 		custos_err e = block_redact(ip, s, ev->data, &ip->tmp);
 		if (e == CUSTOS_ERR_DENIED)
@@ -384,51 +486,34 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	}
 	sse_template(ip, ev->data);
 	buf_reset(&ip->rel);
-	for (size_t i = 0; i < ck.ndeltas; i++) {
-		const openai_delta *d = &ck.deltas[i];
-		bool fin = d->finish_reason.len > 0;
-		if (!d->has_content &&
-		    !(fin && d->choice < OPENAI_MAX_CHOICES && ip->st[d->choice]))
+	/* Content, then tool-call arguments; a stream whose choice finishes here is finished
+	 * right after its text, so its tail stays in this event. */
+	for (size_t i = 0; i < ck.ndeltas + ntools; i++) {
+		bool tool = i >= ck.ndeltas;
+		uint32_t choice = tool ? tools[i - ck.ndeltas].choice : ck.deltas[i].choice;
+		span text = tool ? tools[i - ck.ndeltas].args : ck.deltas[i].content;
+		if (!tool && !ck.deltas[i].has_content)
 			continue;
-		inspect_stream *st;
-		if (d->has_content) {
-			GUARD(stream_for(ip, d->choice, &st));
-		} else {
-			st = ip->st[d->choice];
-			if (ip->st_done[d->choice])
-				continue;
-		}
+		bool fin = false;
+		for (size_t k = 0; k < ck.ndeltas; k++)
+			fin = fin ||
+			      (ck.deltas[k].choice == choice && ck.deltas[k].finish_reason.len);
+		GUARD(slot_get(ip, choice, tool ? tools[i - ck.ndeltas].tool : TOOL_NONE, true,
+		               &sl));
 		size_t at = buf_used(&ip->rel);
-		custos_err e = CUSTOS_OK;
-		if (d->has_content) {
-			buf_reset(&ip->text);
-			GUARD(jsonr_unescape(d->content, &ip->text));
-			e = inspect_stream_feed(st, s, buf_span(&ip->text), &ip->rel);
-		}
-		if (e == CUSTOS_OK && fin) {
-			ip->st_done[d->choice] = true;
-			e = inspect_stream_finish(st, s, &ip->rel);
-		}
-		if (e == CUSTOS_ERR_DENIED)
-			return sse_deny(ip, inspect_stream_summary(st)->deny_detector);
-		GUARD(e);
-		if (d->has_content) {
-			ENSURE(ne < OPENAI_MAX_CHOICES, CUSTOS_ERR_LIMIT,
-			       "inspect: too many deltas");
-			edits[ne].at = d->content;
-			off[ne] = at;
-			len[ne] = buf_used(&ip->rel) - at;
-			ne++;
-		} else { /* a finish without a content field: the tail goes in an event before */
-			GUARD(sse_synth(ip, d->choice,
-			                span_of((const char *)buf_ptr(&ip->rel) + at,
-			                        buf_used(&ip->rel) - at)));
-		}
+		GUARD(slot_feed(ip, s, sl, text, true, fin, &ip->rel));
+		edits[ne].at = text;
+		off[ne] = at;
+		len[ne] = buf_used(&ip->rel) - at;
+		ne++;
 	}
+	/* Streams of finishing choices with no text here: their tails go in events before. */
+	for (size_t k = 0; k < ck.ndeltas; k++)
+		if (ck.deltas[k].finish_reason.len)
+			GUARD(sse_finish(ip, s, ck.deltas[k].choice));
 	for (size_t i = 0; i < ne; i++)
 		edits[i].text = span_of((const char *)buf_ptr(&ip->rel) + off[i], len[i]);
-	/* Edits go in document order (choices are). */
-	for (size_t i = 1; i < ne; i++)
+	for (size_t i = 1; i < ne; i++) /* edits go in document order */
 		for (size_t j = i; j > 0 && edits[j].at.ptr < edits[j - 1].at.ptr; j--) {
 			jsonr_edit t = edits[j];
 			edits[j] = edits[j - 1];
@@ -460,6 +545,30 @@ static custos_err sse_piece(ingress_insp *ip, inspect_scratch *s, span in)
 	return CUSTOS_OK;
 }
 
+/* RM_RAW: the body as one byte stream; released bytes go to ip->out. */
+static custos_err raw_feed(ingress_insp *ip, inspect_scratch *s, span in, bool fin)
+{
+	slot *sl;
+	custos_err e = CUSTOS_OK;
+
+	GUARD(slot_get(ip, 0, TOOL_NONE, true, &sl));
+	if (sl->done)
+		return CUSTOS_OK;
+	if (in.len)
+		e = inspect_stream_feed(sl->st, s, in, &ip->out);
+	if (e == CUSTOS_OK && fin) {
+		sl->done = true;
+		e = inspect_stream_finish(sl->st, s, &ip->out);
+	}
+	if (e == CUSTOS_ERR_DENIED) {
+		ip->denied = true;
+		snprintf(ip->why, sizeof(ip->why),
+		         "response denied by content inspection: %s detected",
+		         det_name(ip, inspect_stream_summary(sl->st)->deny_detector));
+	}
+	return e;
+}
+
 custos_err ingress_inspect_response_data(ingress_insp *ip, span in, span *out)
 {
 	inspect_scratch *s;
@@ -482,66 +591,40 @@ custos_err ingress_inspect_response_data(ingress_insp *ip, span in, span *out)
 	if (ip->mode == RM_SSE) {
 		e = sse_piece(ip, s, in);
 	} else {
-		inspect_stream *st;
-		e = stream_for(ip, 0, &st);
-		if (e == CUSTOS_OK)
-			e = inspect_stream_feed(st, s, in, &ip->out);
-		if (e == CUSTOS_ERR_DENIED) {
-			ip->denied = true;
-			snprintf(ip->why, sizeof(ip->why),
-			         "response denied by content inspection: %s detected",
-			         det_name(ip, inspect_stream_summary(st)->deny_detector));
-		}
+		e = raw_feed(ip, s, in, false);
 	}
 	ip->t_ns += tm_mono_ns() - t0;
 	*out = buf_span(&ip->out);
 	return e;
 }
 
-/* RM_JSON at the end: choices[].message.content redacted, or every string of another body. */
+/* RM_JSON at the end: every string value under "choices" (message content, tool-call
+ * arguments, refusals) is inspected, ids and model names are left alone; a body without
+ * choices (an error object...) is inspected whole. */
 static custos_err json_end(ingress_insp *ip, inspect_scratch *s)
 {
-	openai_response rr;
-	jsonr_edit edits[OPENAI_MAX_CHOICES];
-	size_t off[OPENAI_MAX_CHOICES], len[OPENAI_MAX_CHOICES];
-	size_t ne = 0;
 	span body = buf_span(&ip->hold);
+	jsonr_val root, ch;
 	custos_err e;
 
-	if (openai_response_parse(body, &rr) != CUSTOS_OK || rr.nchoices == 0) {
-		e = block_redact(ip, s, body, &ip->out);
-		if (e == CUSTOS_ERR_DENIED)
-			goto denied;
-		return e;
-	}
-	buf_reset(&ip->rel);
-	for (size_t i = 0; i < rr.nchoices; i++) {
-		if (!rr.choices[i].has_content)
-			continue;
-		inspect_summary sum;
-		inspect_summary_init(&sum);
-		buf_reset(&ip->text);
-		GUARD(jsonr_unescape(rr.choices[i].content, &ip->text));
-		size_t at = buf_used(&ip->rel);
-		e = inspect_redact_text(ip->eng, s, &ip->response, buf_span(&ip->text), &ip->rel,
-		                        &sum);
-		sum_add(&ip->rsum, &sum);
-		if (e == CUSTOS_ERR_DENIED) {
-			ip->rsum.deny_detector = sum.deny_detector;
-			goto denied;
+	if (jsonr_parse(body, NULL, &root) == CUSTOS_OK && jsonr_obj_get(root, "choices", &ch) &&
+	    ch.type == JSONR_ARRAY) {
+		buf_reset(&ip->tmp);
+		e = block_redact(ip, s, ch.raw, &ip->tmp);
+		if (e == CUSTOS_OK) {
+			size_t pre = (size_t)(ch.raw.ptr - body.ptr);
+			e = buf_append(&ip->out, body.ptr, pre);
+			if (e == CUSTOS_OK)
+				e = buf_append_span(&ip->out, buf_span(&ip->tmp));
+			if (e == CUSTOS_OK)
+				e = buf_append(&ip->out, ch.raw.ptr + ch.raw.len,
+				               body.len - pre - ch.raw.len);
 		}
-		GUARD(e);
-		if (!sum.redacted)
-			continue;
-		edits[ne].at = rr.choices[i].content;
-		off[ne] = at;
-		len[ne] = buf_used(&ip->rel) - at;
-		ne++;
+	} else {
+		e = block_redact(ip, s, body, &ip->out);
 	}
-	for (size_t i = 0; i < ne; i++)
-		edits[i].text = span_of((const char *)buf_ptr(&ip->rel) + off[i], len[i]);
-	return jsonr_rewrite(body, edits, ne, &ip->out);
-denied:
+	if (e != CUSTOS_ERR_DENIED)
+		return e;
 	/* The status line went out already; the body becomes an OpenAI-style error. */
 	ip->denied = true;
 	snprintf(ip->why, sizeof(ip->why), "response denied by content inspection: %s detected",
@@ -575,18 +658,12 @@ custos_err ingress_inspect_response_end(ingress_insp *ip, span *out)
 	GUARD(scratch_get(ip, &s));
 	uint64_t t0 = tm_mono_ns();
 	if (ip->mode == RM_SSE) {
-		e = sse_finish_all(ip, s); /* a stream without [DONE]; a partial event is dropped */
+		e = sse_finish(ip, s,
+		               TOOL_NONE); /* a stream without [DONE]; a partial event is dropped */
 	} else if (ip->mode == RM_JSON) {
 		e = json_end(ip, s);
-	} else if (ip->st[0] && !ip->st_done[0]) {
-		ip->st_done[0] = true;
-		e = inspect_stream_finish(ip->st[0], s, &ip->out);
-		if (e == CUSTOS_ERR_DENIED) {
-			ip->denied = true;
-			snprintf(ip->why, sizeof(ip->why),
-			         "response denied by content inspection: %s detected",
-			         det_name(ip, inspect_stream_summary(ip->st[0])->deny_detector));
-		}
+	} else {
+		e = raw_feed(ip, s, span_of("", 0), true);
 	}
 	ip->t_ns += tm_mono_ns() - t0;
 	*out = buf_span(&ip->out);
@@ -601,9 +678,9 @@ void ingress_inspect_audit(ingress_insp *ip, const audit_finding **f, size_t *n,
 {
 	inspect_summary all = ip->psum, resp = ip->rsum;
 
-	for (size_t i = 0; i < OPENAI_MAX_CHOICES; i++)
-		if (ip->st[i])
-			sum_add(&resp, inspect_stream_summary(ip->st[i]));
+	for (size_t i = 0; i < ip->nsl; i++)
+		if (i < ip->nsl)
+			sum_add(&resp, inspect_stream_summary(ip->sl[i].st));
 	sum_add(&all, &resp);
 	size_t k = 0;
 	unsigned nd = ip->eng ? inspect_engine_detector_count(ip->eng) : 0;
@@ -641,14 +718,15 @@ void ingress_inspect_free(ingress_insp *ip)
 {
 	if (ip == NULL)
 		return;
-	for (size_t i = 0; i < OPENAI_MAX_CHOICES; i++)
-		inspect_stream_free(ip->st[i]);
+	for (size_t i = 0; i < ip->nsl; i++)
+		inspect_stream_free(ip->sl[i].st);
 	if (ip->sse_init)
 		sse_parser_free(&ip->sse);
 	buf_free(&ip->tmpl);
 	buf_free(&ip->out);
 	buf_free(&ip->text);
 	buf_free(&ip->rel);
+	buf_free(&ip->tail);
 	buf_free(&ip->tmp);
 	buf_free(&ip->hold);
 	free(ip);

@@ -335,6 +335,82 @@ static void test_sse_no_done(void **state)
 	buf_free(&text);
 }
 
+static void tool_event(buf *b, const char *args, bool fin)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(args)), CUSTOS_OK);
+	assert_int_equal(buf_printf(b,
+	                            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	                            "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
+	                            "\"index\":0,\"function\":{\"arguments\":\"%.*s\"}}]},"
+	                            "\"finish_reason\":%s}]}\n\n",
+	                            (int)buf_used(&esc), (const char *)buf_ptr(&esc),
+	                            fin ? "\"tool_calls\"" : "null"),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+/* Tool-call arguments streamed in fragments: reassembled and redacted like content. */
+static void test_sse_tool_call_args(void **state)
+{
+	(void)state;
+	buf body, client, args;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&args, 4096);
+	tool_event(&body, "{\"card\": \"4111 11", false);
+	tool_event(&body, "11 1111 1", false);
+	tool_event(&body, "111\"}", true);
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	span b = buf_span(&body);
+	for (size_t cut = 0; cut <= b.len; cut += 7) {
+		buf_reset(&client);
+		buf_reset(&args);
+		assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "4111", 4));
+		/* join the arguments the client got */
+		sse_parser p;
+		sse_parser_init(&p, 0);
+		const char *q = (const char *)buf_ptr(&client);
+		size_t n = buf_used(&client);
+		while (n > 0) {
+			sse_event ev;
+			bool have = false;
+			ssize_t k = sse_parse(&p, q, n, &ev, &have);
+			assert_true(k >= 0);
+			jsonr_val root, ch, c, d, tcs, tc, fn, a;
+			if (have && ev.has_data && !ev.done) {
+				assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+				jsonr_iter it;
+				assert_true(jsonr_obj_get(root, "choices", &ch));
+				jsonr_iter_init(&it, ch);
+				assert_true(jsonr_arr_next(&it, &c));
+				if (jsonr_obj_get(c, "delta", &d) &&
+				    jsonr_obj_get(d, "tool_calls", &tcs)) {
+					jsonr_iter it2;
+					jsonr_iter_init(&it2, tcs);
+					assert_true(jsonr_arr_next(&it2, &tc));
+					assert_true(jsonr_obj_get(tc, "function", &fn));
+					assert_true(jsonr_obj_get(fn, "arguments", &a));
+					assert_int_equal(jsonr_unescape(a.str, &args), CUSTOS_OK);
+				}
+			}
+			q += k;
+			n -= (size_t)k;
+			if (k == 0 && !have)
+				break;
+		}
+		sse_parser_free(&p);
+		const char *want = "{\"card\": \"[REDACTED:PAYMENT_CARD]\"}";
+		assert_int_equal(buf_used(&args), strlen(want));
+		assert_memory_equal(buf_ptr(&args), want, strlen(want));
+	}
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&args);
+}
+
 static void test_response_encoded_refused(void **state)
 {
 	(void)state;
@@ -385,6 +461,25 @@ static void test_json_response(void **state)
 	                    buf_used(&client));
 	assert_int_equal(r.usage.total_tokens, 3);
 	buf_free(&client);
+	ingress_inspect_free(ip);
+
+	/* tool-call arguments of a message are inspected too; ids are left alone */
+	static const char tc[] = "{\"id\":\"4111 1111 1111 1111\",\"choices\":[{\"message\":{"
+	                         "\"content\":null,\"tool_calls\":[{\"function\":{\"arguments\":"
+	                         "\"{\\\"n\\\":\\\"4111 1111 1111 1111\\\"}\"}}]}}]}";
+	ip = new_insp(false);
+	h = resp_head("application/json", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	assert_int_equal(ingress_inspect_response_data(ip, span_of(tc, sizeof(tc) - 1), &out),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_response_end(ip, &out), CUSTOS_OK);
+	assert_true(inspect_json_valid(out));
+	const char *want = "{\"id\":\"4111 1111 1111 1111\",\"choices\":[{\"message\":{"
+	                   "\"content\":null,\"tool_calls\":[{\"function\":{\"arguments\":"
+	                   "\"{\\\"n\\\":\\\"[REDACTED:PAYMENT_CARD]\\\"}\"}}]}}]}";
+	assert_int_equal(out.len, strlen(want));
+	assert_memory_equal(out.ptr, want, out.len);
 	ingress_inspect_free(ip);
 
 	/* a deny: the body becomes an error object */
@@ -483,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_sse_card_every_split),
 		cmocka_unit_test(test_sse_finish_without_content),
 		cmocka_unit_test(test_sse_no_done),
+		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_json_response),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
