@@ -138,6 +138,20 @@ static const char *det_name(const ingress_insp *ip, int id)
 	return n ? n : "a detector";
 }
 
+/* Whether a request asks for logprobs (chat: "logprobs": true, completions: a number; or
+ * top_logprobs): their token texts would carry a value past a stream's redaction. */
+static bool asks_logprobs(span body)
+{
+	jsonr_val root, v;
+
+	if (jsonr_parse(body, NULL, &root) != CUSTOS_OK)
+		return false; /* the caller parsed it already */
+	if (jsonr_obj_get(root, "logprobs", &v) && v.type != JSONR_NULL && v.type != JSONR_FALSE)
+		return true;
+	return jsonr_obj_get(root, "top_logprobs", &v) && v.type != JSONR_NULL &&
+	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
+}
+
 unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool has_oa,
                                  const openai_request *oa, buf *body, const char **why)
 {
@@ -165,6 +179,10 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 	inspect_profile_from_actions(&ip->response, dec->insp_response);
 	ip->prompt_on = inspect_profile_active(&ip->prompt);
 	ip->response_on = inspect_profile_active(&ip->response);
+	if (ip->response_on && !ip->shadow && has_oa && asks_logprobs(buf_span(body))) {
+		*why = "logprobs cannot be returned while responses are inspected";
+		return 400;
+	}
 	if (!ip->prompt_on || buf_used(body) == 0)
 		return 0;
 	if (has_oa && oa->opaque_input && !ip->shadow) {

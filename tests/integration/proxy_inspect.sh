@@ -181,8 +181,43 @@ echo "$line" | grep -q '"decision":"deny"' && echo "$line" | grep -q '"type":"aw
 code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$(printf "$stream" card-model)" "$plain/v1/chat/completions")
 check "served after a mid-stream deny" "$code" 200
 
+# -- reload: the engine is rebuilt with the policy. A custom detector Hyperscan refuses (a
+# back-reference) fails the reload and the old policy (and engine) stays in force; a good one
+# is in force after SIGHUP.
+reloads() { grep -c "$1" "$work/custos.log"; }
+cp "$work/policy.yaml" "$work/policy.good"
+cat >>"$work/policy.yaml" <<'POL'
+detectors:
+  twice:
+    patterns: ['(ab)\1x']
+POL
+sed -i 's/prompt: { email: redact,/prompt: { twice: redact, email: redact,/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+check "reload with a refused detector pattern fails" "$(reloads 'reload failed')" 1
+grep 'reload failed' "$work/custos.log" | grep -q 'twice' && ok "the failure names the detector" ||
+	fail "reload failure: $(grep 'reload failed' "$work/custos.log")"
+body='{"model":"test-model","messages":[{"role":"user","content":"mail bob@example.com"}]}'
+"${C[@]}" -o "$work/r1.json" -d "$body" "$plain/v1/chat/completions"
+check "old policy still redacts after the failed reload" "$(json_content "$work/r1.json")" "mail [REDACTED:EMAIL]"
+cp "$work/policy.good" "$work/policy.yaml"
+cat >>"$work/policy.yaml" <<'POL'
+detectors:
+  employee_id:
+    patterns: ['\bEMP-[0-9]{6}\b']
+POL
+sed -i 's/prompt: { email: redact,/prompt: { employee_id: redact, email: deny,/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+check "reload with a custom detector" "$(reloads 'reloaded')" 1
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "after reload: e-mail now denied" "$code" 403
+body='{"model":"test-model","messages":[{"role":"user","content":"staff EMP-004211 here"}]}'
+"${C[@]}" -o "$work/r2.json" -d "$body" "$plain/v1/chat/completions"
+check "after reload: custom detector redacts" "$(json_content "$work/r2.json")" "staff [REDACTED:EMPLOYEE_ID] here"
+
 # -- no value anywhere in the audit trail
-for v in "$CARD" 4111 bob@example.com carol 123-45-6789 "$KEY" 10.1.2.3; do
+for v in "$CARD" 4111 bob@example.com carol 123-45-6789 "$KEY" 10.1.2.3 EMP-004211; do
 	n=$(cat "$work"/audit/*.jsonl | grep -c -- "$v")
 	check "audit trail free of '$v'" "$n" 0
 done

@@ -515,6 +515,19 @@ static void test_prompt(void **state)
 	ingress_inspect_free(ip);
 	ip = NULL;
 	oa.opaque_input = false;
+	/* negative: logprobs would carry response text around the stream inspection */
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "{\"logprobs\":true,\"messages\":[]}"), CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
+	assert_non_null(strstr(why, "logprobs"));
+	ingress_inspect_free(ip);
+	ip = NULL;
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0}"),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
+	ingress_inspect_free(ip);
+	ip = NULL;
 	/* negative: a deny, naming the detector and not the value */
 	buf_reset(&body);
 	assert_int_equal(
