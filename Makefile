@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench bench-proxy bench-sandbox
+.PHONY: all deps build demo test lint fuzz clean format bench bench-proxy bench-sandbox bench-audit
 
 all: build
 
@@ -41,6 +41,12 @@ fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON >/dev/null
 	cmake --build $(BUILD_FUZZ) -j$(JOBS)
 	bash scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+# Audit writer and syslog/TLS sink against the raw disk limit (bench/audit; ~3 minutes).
+bench-audit: deps
+	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD_REL) -j$(JOBS) --target audit-load
+	bash bench/audit/run.sh $(BUILD_REL)
 
 clean:
 	rm -rf build

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "audit_int.h"
@@ -48,12 +49,12 @@ custos_err audit_line_parse(span line, audit_line *out)
 	ENSURE(i > ds && i < line.len && line.ptr[i] == ',', CUSTOS_ERR_PARSE, "bad seq");
 	GUARD(num_parse_u64(span_of(line.ptr + ds, i - ds), 1, UINT64_MAX, &out->seq));
 	size_t hs = line.len - AUDIT_HASH_SUFFIX_LEN;
-	ENSURE(memcmp(line.ptr + hs, AUDIT_HASH_KEY, 9) == 0 && line.ptr[line.len - 2] == '"' &&
-	               line.ptr[line.len - 1] == '}' &&
+	ENSURE(CRYPTO_memcmp(line.ptr + hs, AUDIT_HASH_KEY, 9) == 0 &&
+	               line.ptr[line.len - 2] == '"' && line.ptr[line.len - 1] == '}' &&
 	               all_hex(span_of(line.ptr + hs + 9, AUDIT_HASH_HEX)),
 	       CUSTOS_ERR_PARSE, "bad or missing hash field");
 	size_t ps = hs - AUDIT_PREV_SUFFIX_LEN;
-	ENSURE(memcmp(line.ptr + ps, AUDIT_PREV_KEY, 9) == 0 && line.ptr[hs - 1] == '"' &&
+	ENSURE(CRYPTO_memcmp(line.ptr + ps, AUDIT_PREV_KEY, 9) == 0 && line.ptr[hs - 1] == '"' &&
 	               all_hex(span_of(line.ptr + ps + 9, AUDIT_HASH_HEX)),
 	       CUSTOS_ERR_PARSE, "bad or missing prev field");
 	ENSURE(ps > i + 1, CUSTOS_ERR_PARSE, "empty body");

@@ -32,6 +32,8 @@ struct audit_writer {
 	size_t pending_events;
 	uint64_t cur_gen, durable_gen, durable_seq;
 	bool failing, dead, stopping;
+	bool in_send; /* one thread at a time ships a group (the sender, or a sync leader) */
+	buf lead;     /* the sync leader's send buffer (used under in_send) */
 	uint64_t submitted, denied_full, failed, last_alert;
 	char fail_msg[200];
 	pthread_t sender, acker;
@@ -51,69 +53,94 @@ void audit_options_default(audit_options *o)
 	o->checkpoint_ns = 10ull * 1000000000;
 }
 
+/* Ships one group as messages cut on record boundaries, all tagged gen, the last one flagged.
+ * Only the holder of w->in_send calls it, so generations never interleave on the socket.
+ * Returns false when the writer is gone (and marks the handle dead). */
+static bool send_group(audit_writer *w, buf *sending, uint64_t gen)
+{
+	uint8_t hdrbuf[sizeof(struct audit_msg_hdr)];
+	span s = buf_span(sending);
+	size_t i = 0;
+	bool ok = true;
+
+	while (i < s.len && ok) {
+		size_t st = i;
+		uint32_t cnt = 0;
+		while (i < s.len) {
+			uint32_t len;
+			memcpy(&len, s.ptr + i, 4);
+			if (i + 4 + len - st > AUDIT_MSG_MAX - sizeof(hdrbuf))
+				break;
+			i += 4 + len;
+			cnt++;
+		}
+		struct audit_msg_hdr h = { AUDIT_MSG_BATCH | (i == s.len ? AUDIT_MSG_LAST : 0), cnt,
+			                   gen };
+		memcpy(hdrbuf, &h, sizeof(h));
+		struct iovec iov[2] = { { hdrbuf, sizeof(hdrbuf) },
+			                { (void *)(s.ptr + st), i - st } };
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+		ssize_t r;
+		do
+			r = sendmsg(w->sock, &mh, MSG_NOSIGNAL);
+		while (r == -1 && errno == EINTR);
+		if (r == -1) {
+			log_error("audit: sending to the writer: %s", strerror(errno));
+			ok = false;
+		}
+	}
+	buf_reset(sending);
+	if (!ok) {
+		pthread_mutex_lock(&w->mu);
+		w->dead = true;
+		pthread_cond_broadcast(&w->cv_durable);
+		pthread_cond_broadcast(&w->cv_room);
+		pthread_mutex_unlock(&w->mu);
+	}
+	return ok;
+}
+
+/* With w->mu held and w->in_send taken: moves the queue into *sending; returns its gen. */
+static uint64_t take_group(audit_writer *w, buf *sending)
+{
+	buf tmp = w->pending;
+	w->pending = *sending;
+	*sending = tmp;
+	w->pending_events = 0;
+	pthread_cond_broadcast(&w->cv_room);
+	return w->cur_gen++;
+}
+
 static void *sender_main(void *arg)
 {
 	audit_writer *w = arg;
 	buf sending;
-	uint8_t hdrbuf[sizeof(struct audit_msg_hdr)];
 
 	buf_init(&sending, SIZE_MAX);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		while (w->pending_events == 0 && !w->stopping && !w->dead)
+		while ((w->pending_events == 0 || w->in_send) && !w->stopping && !w->dead)
+			pthread_cond_wait(&w->cv_data, &w->mu);
+		while (w->in_send && !w->dead)
 			pthread_cond_wait(&w->cv_data, &w->mu);
 		if (w->dead || (w->pending_events == 0 && w->stopping)) {
 			pthread_mutex_unlock(&w->mu);
 			break;
 		}
-		buf tmp = w->pending;
-		w->pending = sending;
-		sending = tmp;
-		w->pending_events = 0;
-		uint64_t gen = w->cur_gen++;
-		pthread_cond_broadcast(&w->cv_room);
-		pthread_mutex_unlock(&w->mu);
-
-		/* Cut the group into messages on record boundaries. */
-		span s = buf_span(&sending);
-		size_t i = 0;
-		bool ok = true;
-		while (i < s.len && ok) {
-			size_t st = i;
-			uint32_t cnt = 0;
-			while (i < s.len) {
-				uint32_t len;
-				memcpy(&len, s.ptr + i, 4);
-				if (i + 4 + len - st > AUDIT_MSG_MAX - sizeof(hdrbuf))
-					break;
-				i += 4 + len;
-				cnt++;
-			}
-			struct audit_msg_hdr h = {
-				AUDIT_MSG_BATCH | (i == s.len ? AUDIT_MSG_LAST : 0), cnt, gen
-			};
-			memcpy(hdrbuf, &h, sizeof(h));
-			struct iovec iov[2] = { { hdrbuf, sizeof(hdrbuf) },
-				                { (void *)(s.ptr + st), i - st } };
-			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-			ssize_t r;
-			do
-				r = sendmsg(w->sock, &mh, MSG_NOSIGNAL);
-			while (r == -1 && errno == EINTR);
-			if (r == -1) {
-				log_error("audit: sending to the writer: %s", strerror(errno));
-				ok = false;
-			}
-		}
-		buf_reset(&sending);
-		if (!ok) {
-			pthread_mutex_lock(&w->mu);
-			w->dead = true;
-			pthread_cond_broadcast(&w->cv_durable);
-			pthread_cond_broadcast(&w->cv_room);
+		if (w->pending_events == 0) {
 			pthread_mutex_unlock(&w->mu);
-			break;
+			continue;
 		}
+		w->in_send = true;
+		uint64_t gen = take_group(w, &sending);
+		pthread_mutex_unlock(&w->mu);
+		bool ok = send_group(w, &sending, gen);
+		pthread_mutex_lock(&w->mu);
+		w->in_send = false;
+		pthread_cond_broadcast(&w->cv_data);
+		pthread_mutex_unlock(&w->mu);
+		if (!ok)
+			break;
 	}
 	if (!w->dead) {
 		struct audit_msg_hdr h = { AUDIT_MSG_STOP, 0, 0 };
@@ -184,6 +211,7 @@ static void writer_free(audit_writer *w)
 	if (w->shipper_fd >= 0)
 		close(w->shipper_fd);
 	buf_free(&w->pending);
+	buf_free(&w->lead);
 	for (size_t i = 0; i < AUDIT_MAX_SINKS; i++)
 		free(w->sink_names[i]);
 	free(w->dir);
@@ -228,6 +256,7 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 	pthread_cond_init(&w->cv_room, NULL);
 	pthread_cond_init(&w->cv_durable, NULL);
 	buf_init(&w->pending, SIZE_MAX);
+	buf_init(&w->lead, SIZE_MAX);
 	w->cur_gen = 1;
 	e = copy_options(w, o);
 	if (e != CUSTOS_OK)
@@ -355,8 +384,24 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 	w->pending_events++;
 	w->submitted++;
 	uint64_t gen = w->cur_gen;
-	if (w->pending_events == 1)
+	if (w->o.durability == AUDIT_DURABILITY_SYNC && !w->in_send) {
+		/* Group commit without a thread hop: the first producer to find nobody sending
+		 * ships the group itself (it waits for durability anyway); a few rounds at most,
+		 * then the sender thread takes over. */
+		for (int round = 0; round < 4 && w->pending_events > 0 && !w->dead; round++) {
+			w->in_send = true;
+			uint64_t g = take_group(w, &w->lead);
+			pthread_mutex_unlock(&w->mu);
+			bool ok = send_group(w, &w->lead, g);
+			pthread_mutex_lock(&w->mu);
+			w->in_send = false;
+			if (!ok)
+				break;
+		}
+		pthread_cond_broadcast(&w->cv_data);
+	} else if (w->pending_events == 1 && !w->in_send) {
 		pthread_cond_signal(&w->cv_data);
+	}
 	if (w->o.durability == AUDIT_DURABILITY_SYNC) {
 		while (w->durable_gen < gen && !w->failing && !w->dead)
 			pthread_cond_wait(&w->cv_durable, &w->mu);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "audit_int.h"
@@ -66,6 +67,10 @@ struct sink {
 	size_t nconf;
 	uint64_t backoff;
 	audit_render_ctx rctx;
+	/* HEC */
+	buf in;           /* response bytes */
+	buf req;          /* request head */
+	char channel[40]; /* X-Splunk-Request-Channel (a random UUID) */
 };
 
 custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq)
@@ -426,6 +431,152 @@ static custos_err frame(struct sink *s, span line)
 	return CUSTOS_OK;
 }
 
+/* ---- Splunk HTTP Event Collector: POST /services/collector/event with a batch of event
+ * objects; delivered on 200, or, when the server answers with an ackId (indexer
+ * acknowledgement enabled), once /services/collector/ack reports that id as true. */
+
+#define HEC_MAX_RESPONSE   (64 * 1024)
+#define HEC_ACK_TIMEOUT_NS (60ull * 1000000000)
+
+static custos_err conn_read_some(struct sink *s, buf *in)
+{
+	for (;;) {
+		GUARD(buf_reserve(in, 4096));
+		if (s->ssl != NULL) {
+			size_t got = 0;
+			int r = SSL_read_ex(s->ssl, buf_tail(in), 4096, &got);
+			if (r == 1) {
+				buf_commit(in, got);
+				return CUSTOS_OK;
+			}
+			int err = SSL_get_error(s->ssl, r);
+			if (err == SSL_ERROR_ZERO_RETURN)
+				return err_set(CUSTOS_ERR_CLOSED,
+				               "HEC server closed the connection");
+			GUARD(tls_wait(s, r, "read"));
+			continue;
+		}
+		ssize_t r = recv(s->fd, buf_tail(in), 4096, 0);
+		if (r > 0) {
+			buf_commit(in, (size_t)r);
+			return CUSTOS_OK;
+		}
+		if (r == 0)
+			return err_set(CUSTOS_ERR_CLOSED, "HEC server closed the connection");
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			GUARD(wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS));
+			continue;
+		}
+		return err_sys("recv");
+	}
+}
+
+/* Sends one request and reads the response (Content-Length framing only); *status and the
+ * body (a view into s->in) out. */
+static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
+                               span *rbody)
+{
+	buf_reset(&s->req);
+	GUARD(buf_printf(&s->req,
+	                 "POST %s HTTP/1.1\r\nHost: %s:%u\r\nAuthorization: Splunk %s\r\n"
+	                 "X-Splunk-Request-Channel: %s\r\nContent-Type: application/json\r\n"
+	                 "Content-Length: %zu\r\n\r\n",
+	                 path, s->so->host, s->so->port, s->so->hec_token ? s->so->hec_token : "",
+	                 s->channel, body.len));
+	GUARD(conn_write(s, buf_ptr(&s->req), buf_used(&s->req)));
+	GUARD(conn_write(s, (const uint8_t *)body.ptr, body.len));
+	buf_reset(&s->in);
+	const char *hend;
+	for (;;) {
+		span h = buf_span(&s->in);
+		hend = h.len >= 4 ? memmem(h.ptr, h.len, "\r\n\r\n", 4) : NULL;
+		if (hend != NULL)
+			break;
+		GUARD(conn_read_some(s, &s->in));
+	}
+	span h = buf_span(&s->in);
+	size_t hlen = (size_t)(hend - h.ptr) + 4;
+	ENSURE(h.len > 12 && memcmp(h.ptr, "HTTP/1.", 7) == 0, CUSTOS_ERR_PARSE,
+	       "HEC: not an HTTP response");
+	uint64_t st = 0;
+	GUARD(num_parse_u64(span_of(h.ptr + 9, 3), 100, 599, &st));
+	*status = (int)st;
+	uint64_t clen = 0;
+	bool have_len = false;
+	for (size_t i = 0; i < hlen;) {
+		const char *eol = memmem(h.ptr + i, hlen - i, "\r\n", 2);
+		if (eol == NULL)
+			break;
+		span line = span_of(h.ptr + i, (size_t)(eol - (h.ptr + i)));
+		i += line.len + 2;
+		if (line.len > 15 &&
+		    span_case_eq(span_of(line.ptr, 15), SPAN_LIT("content-length:"))) {
+			GUARD(num_parse_u64(span_trim(span_of(line.ptr + 15, line.len - 15)), 0,
+			                    HEC_MAX_RESPONSE, &clen));
+			have_len = true;
+		}
+		ENSURE(!(line.len > 18 &&
+		         span_case_eq(span_of(line.ptr, 18), SPAN_LIT("transfer-encoding:"))),
+		       CUSTOS_ERR_UNSUPPORTED, "HEC: chunked responses are not supported");
+	}
+	ENSURE(have_len, CUSTOS_ERR_PARSE, "HEC: response without Content-Length");
+	while (buf_used(&s->in) < hlen + clen)
+		GUARD(conn_read_some(s, &s->in));
+	h = buf_span(&s->in);
+	*rbody = span_of(h.ptr + hlen, (size_t)clen);
+	return CUSTOS_OK;
+}
+
+static custos_err hec_event(struct sink *s, span line)
+{
+	span t;
+	uint64_t ns = 0;
+
+	if (ajson_get(line, "time", &t) != CUSTOS_OK || t.len != 32 ||
+	    tm_parse_rfc3339(span_of(t.ptr + 1, t.len - 2), &ns) != CUSTOS_OK)
+		ns = tm_wall_ns();
+	GUARD(buf_printf(&s->out,
+	                 "{\"time\":%llu.%03llu,\"host\":\"%s\",\"source\":\"custos\","
+	                 "\"sourcetype\":\"custos:audit\",\"event\":",
+	                 (unsigned long long)(ns / 1000000000ull),
+	                 (unsigned long long)(ns / 1000000ull % 1000), s->host));
+	GUARD(buf_append_span(&s->out, line));
+	return buf_append_byte(&s->out, '}');
+}
+
+/* Delivers s->out (events up to seq last) and moves the cursor. */
+static custos_err hec_deliver(struct sink *s, uint64_t last)
+{
+	int status = 0;
+	span body, v;
+	uint64_t ack = 0;
+
+	GUARD(hec_exchange(s, "/services/collector/event", buf_span(&s->out), &status, &body));
+	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
+	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
+	if (ajson_get(body, "ackId", &v) != CUSTOS_OK || ajson_u64(v, &ack) != CUSTOS_OK)
+		return cursor_write(s, last); /* no indexer acknowledgement offered */
+	char q[64];
+	int qn = snprintf(q, sizeof(q), "{\"acks\":[%llu]}", (unsigned long long)ack);
+	char key[32];
+	snprintf(key, sizeof(key), "%llu", (unsigned long long)ack);
+	uint64_t until = tm_mono_ns() + HEC_ACK_TIMEOUT_NS;
+	while (tm_mono_ns() < until && !deadline_passed()) {
+		span acks, one;
+		GUARD(hec_exchange(s, "/services/collector/ack", span_of(q, (size_t)qn), &status,
+		                   &body));
+		ENSURE(status == 200, CUSTOS_ERR_IO, "HEC ack answered %d", status);
+		if (ajson_get(body, "acks", &acks) == CUSTOS_OK &&
+		    ajson_get(acks, key, &one) == CUSTOS_OK && span_eq_cstr(one, "true"))
+			return cursor_write(s, last);
+		sleep_ns(50ull * 1000 * 1000);
+	}
+	return err_set(CUSTOS_ERR_TIMEOUT, "HEC: ack %llu not confirmed; resending",
+	               (unsigned long long)ack);
+}
+
 /* One pass: connect if needed, send a batch, confirm. Returns AGAIN when idle. */
 static custos_err sink_step(struct sink *s)
 {
@@ -450,12 +601,22 @@ static custos_err sink_step(struct sink *s)
 		if (e == CUSTOS_ERR_AGAIN)
 			break;
 		GUARD(e);
-		GUARD(frame(s, line));
+		if (s->so->kind == AUDIT_SINK_HEC)
+			GUARD(hec_event(s, line));
+		else
+			GUARD(frame(s, line));
 		span t;
 		s->sealed_seen = ajson_get(line, "reason", &t) == CUSTOS_OK &&
 		                 span_eq_cstr(t, "\"shutdown\"");
 		batch_last = s->next++;
 		cnt++;
+	}
+	if (s->so->kind == AUDIT_SINK_HEC) {
+		if (cnt > 0) {
+			GUARD(hec_deliver(s, batch_last));
+			s->sent = batch_last;
+		}
+		return cnt > 0 ? CUSTOS_OK : CUSTOS_ERR_AGAIN;
 	}
 	if (cnt > 0) {
 		GUARD(conn_write(s, buf_ptr(&s->out), buf_used(&s->out)));
@@ -512,8 +673,19 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
 	ENSURE(so->host != NULL && so->port != 0, CUSTOS_ERR_INVAL, "sink %s: no host/port",
 	       so->name);
-	ENSURE(so->kind != AUDIT_SINK_HEC, CUSTOS_ERR_UNSUPPORTED,
-	       "sink %s: the HEC sink is not implemented yet", so->name);
+	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
+	buf_init(&s->req, 8192);
+	{
+		uint8_t r[16];
+		if (RAND_bytes(r, sizeof(r)) != 1)
+			return err_set(CUSTOS_ERR_CRYPTO, "RAND_bytes");
+		r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+		r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+		char hx[33];
+		num_hex(r, 16, hx);
+		snprintf(s->channel, sizeof(s->channel), "%.8s-%.4s-%.4s-%.4s-%.12s", hx, hx + 8,
+		         hx + 12, hx + 16, hx + 20);
+	}
 	ENSURE((size_t)snprintf(s->cursor_path, sizeof(s->cursor_path), "%s/cursor.%s", o->dir,
 	                        so->name) < sizeof(s->cursor_path),
 	       CUSTOS_ERR_LIMIT, "path too long");
@@ -521,7 +693,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	if (gethostname(s->host, sizeof(s->host) - 1) == 0)
 		s->rctx.hostname = s->host;
 	s->rctx.inner = so->format == AUDIT_FMT_RFC5424 ? AUDIT_FMT_JSON : so->format;
-	if (so->kind == AUDIT_SINK_SYSLOG_TLS) {
+	if (so->kind == AUDIT_SINK_SYSLOG_TLS || (so->kind == AUDIT_SINK_HEC && so->tls)) {
 		s->ctx = SSL_CTX_new(TLS_client_method());
 		ENSURE(s->ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
 		SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
@@ -542,6 +714,8 @@ static void sink_free(struct sink *s)
 	reader_close(s);
 	SSL_CTX_free(s->ctx);
 	buf_free(&s->out);
+	buf_free(&s->in);
+	buf_free(&s->req);
 }
 
 int audit_shipper_main(const audit_options *o, int stop_fd)

@@ -75,7 +75,7 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		return;
 	}
 	if (ajson_get(line, "key_id", &kid) != CUSTOS_OK || kid.len != 18 ||
-	    memcmp(kid.ptr + 1, v->key_id, 16) != 0) {
+	    CRYPTO_memcmp(kid.ptr + 1, v->key_id, 16) != 0) {
 		bad(r, file, ln, l->seq, "checkpoint signed by another key (key_id %.*s)",
 		    (int)kid.len, kid.ptr);
 		return;
@@ -139,7 +139,8 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 			break;
 		}
 		if (!v->started) {
-			if (l.seq != 1 || memcmp(l.prev, AUDIT_GENESIS_PREV, AUDIT_HASH_HEX) != 0) {
+			if (l.seq != 1 ||
+			    CRYPTO_memcmp(l.prev, AUDIT_GENESIS_PREV, AUDIT_HASH_HEX) != 0) {
 				bad(r, file, ln, l.seq,
 				    "the chain does not start at genesis (seq 1): it starts at seq "
 				    "%llu; earlier files are missing",

@@ -60,7 +60,7 @@ custos_err log_open_file(const char *path)
 custos_err log_reopen(void)
 {
 	custos_err e = CUSTOS_OK;
-	int fd;
+	int fd = -1; /* gcc -O2 -Werror=maybe-uninitialized cannot see open_log set it */
 
 	pthread_mutex_lock(&log_lock);
 	if (log_path != NULL) {

@@ -17,6 +17,7 @@ PKGS=(
   curl
   rsyslog rsyslog-openssl
   procps psmisc iproute2
+  jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 
 missing=()

@@ -2,6 +2,7 @@
  * the hash chain, body checks at the trust boundary, keys and checkpoint signatures, and the
  * CEF / LEEF / RFC 5424 renderings with their escaping rules. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -347,6 +348,101 @@ static void test_writer_roundtrip(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static size_t count_in_dir(const char *dir, const char *needle)
+{
+	char **paths = NULL;
+	size_t n = 0, hits = 0;
+	assert_int_equal(audit_list_files(dir, &paths, &n), CUSTOS_OK);
+	for (size_t i = 0; i < n; i++) {
+		FILE *f = fopen(paths[i], "r");
+		char line[AUDIT_MAX_LINE + 2];
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (strstr(line, needle) != NULL)
+				hits++;
+		fclose(f);
+	}
+	audit_paths_free(paths, n);
+	return hits;
+}
+
+/* A compromised worker hands the writer a forged checkpoint: the writer refuses to frame it
+ * and records an audit.invalid event instead (never a silent drop). */
+static void test_writer_refuses_forged_body(void **state)
+{
+	char dir[] = "/tmp/test_audit_fXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	audit_verify_result r;
+	const char *forged = "{\"time\":\"t\",\"type\":\"checkpoint\",\"sig\":\"00\"}";
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	/* Bypass the builder the way memory corruption would. */
+	audit_event_begin(&ev, "request");
+	assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+	buf_reset(&ev.b);
+	assert_int_equal(buf_append_cstr(&ev.b, forged), CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	buf_reset(&ev.b);
+	assert_int_equal(buf_append_cstr(&ev.b, "{\"time\":\"t\",\"type\":\"x\",\"seq\":1}"),
+	                 CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"audit.invalid\""), 2);
+	assert_int_equal(count_in_dir(dir, "\"sig\":\"00\""), 0);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Queue full in deny mode: with the writer stopped (SIGSTOP) the socket and then the queue
+ * fill, submit fails with CUSTOS_ERR_AGAIN, and every accepted event still reaches the log. */
+static void test_queue_full_deny(void **state)
+{
+	char dir[] = "/tmp/test_audit_qXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	uint64_t ok = 0, again = 0;
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.queue_events = 8;
+	o.on_full = AUDIT_ON_FULL_DENY;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(kill(audit_writer_pid(w), SIGSTOP), 0);
+	for (int i = 0; i < 5000; i++) {
+		audit_event_begin(&ev, "request");
+		audit_event_cstr(&ev, "reason", "padding padding padding padding padding padding");
+		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+		custos_err e = audit_submit(w, &ev);
+		assert_true(e == CUSTOS_OK || e == CUSTOS_ERR_AGAIN);
+		if (e == CUSTOS_OK)
+			ok++;
+		else
+			again++;
+	}
+	assert_true(again > 0);
+	audit_stats st;
+	audit_writer_stats(w, &st);
+	assert_int_equal(st.denied_full, again);
+	assert_int_equal(kill(audit_writer_pid(w), SIGCONT), 0);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), ok);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -363,6 +459,8 @@ int main(void)
 		cmocka_unit_test(test_format_parse),
 		cmocka_unit_test(test_writer_refuses),
 		cmocka_unit_test(test_writer_roundtrip),
+		cmocka_unit_test(test_writer_refuses_forged_body),
+		cmocka_unit_test(test_queue_full_deny),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# audit_hec: the Splunk HEC sink against a HEC stand-in (Python, the HEC wire protocol with
+# indexer acknowledgement): the first requests get 503 (server busy), acks become true only
+# on the second poll; every event must arrive in order with no gap. A wrong token must not
+# deliver anything.
+set -euo pipefail
+: "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
+LOAD="$CUSTOS_FIXTURES/audit-load/audit-load"
+[ -x "$LOAD" ] || { echo "SKIPPED: $LOAD not built"; exit 77; }
+command -v python3 >/dev/null || { echo "SKIPPED: python3 missing"; exit 77; }
+T=$(mktemp -d)
+SP=""
+cleanup() {
+	[ -n "$SP" ] && kill "$SP" 2>/dev/null || true
+	[ -n "$SP" ] && wait "$SP" 2>/dev/null || true
+	[ -n "${KEEP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cat >"$T/hec.py" <<'PY'
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+out, portfile, token, fail_first = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+lock = threading.Lock()
+state = {"fail": fail_first, "next": 1, "polls": {}, "acks_polled": 0}
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def reply(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Authorization") != "Splunk " + token:
+            return self.reply(401, {"text": "Invalid token", "code": 4})
+        if not self.headers.get("X-Splunk-Request-Channel"):
+            return self.reply(400, {"text": "Data channel is missing", "code": 10})
+        with lock:
+            if self.path == "/services/collector/event":
+                if state["fail"] > 0:
+                    state["fail"] -= 1
+                    return self.reply(503, {"text": "Server is busy", "code": 9})
+                dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
+                while i < len(text):
+                    obj, i = dec.raw_decode(text, i)
+                    assert obj["sourcetype"] == "custos:audit" and isinstance(obj["time"], float)
+                    seqs.append(obj["event"]["seq"])
+                with open(out, "a") as f:
+                    f.write("".join(f"{s}\n" for s in seqs))
+                ack = state["next"]
+                state["next"] += 1
+                state["polls"][ack] = 0
+                return self.reply(200, {"text": "Success", "code": 0, "ackId": ack})
+            if self.path == "/services/collector/ack":
+                res = {}
+                for a in json.loads(body)["acks"]:
+                    state["polls"][a] = state["polls"].get(a, 0) + 1
+                    state["acks_polled"] += 1
+                    res[str(a)] = state["polls"][a] >= 2
+                return self.reply(200, {"acks": res})
+        self.reply(404, {"text": "not found", "code": 404})
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+with open(portfile, "w") as f:
+    f.write(str(srv.server_address[1]))
+srv.serve_forever()
+PY
+python3 "$T/hec.py" "$T/events" "$T/port" s3cret 3 2>"$T/hec.err" &
+SP=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+PORT=$(cat "$T/port")
+"$CUSTOS_BIN" audit keygen "$T/keys" >/dev/null
+"$LOAD" "$T/log" --key "$T/keys/audit.key" --threads 2 --events 20000 --sink hec \
+	--port "$PORT" --token s3cret --wait-sink 60 --drain-s 20 >"$T/load.out" 2>"$T/load.err" ||
+	fail "load driver: $(cat "$T/load.err")"
+cat "$T/load.out"
+grep -q "HEC answered 503" "$T/load.err" || fail "the 503s were not retried: $(cat "$T/load.err")"
+last=$(tail -1 "$(ls "$T/log"/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
+python3 - "$T/events" "$last" <<'PY'
+import sys
+seqs = [int(l) for l in open(sys.argv[1])]
+last = int(sys.argv[2])
+prev = 0
+for s in seqs:
+    if s > prev + 1:
+        sys.exit(f"FAIL: gap: seq {s} after {prev}")
+    if s == prev + 1:
+        prev = s
+missing = set(range(1, last + 1)) - set(seqs)
+if missing:
+    sys.exit(f"FAIL: {len(missing)} events never arrived, first {min(missing)}")
+print(f"HEC received all {last} events in order, {len(seqs) - len(set(seqs))} duplicates")
+PY
+# A wrong token: nothing delivered, the lag stays.
+: >"$T/events"
+"$LOAD" "$T/log2" --events 50 --sink hec --port "$PORT" --token wrong --wait-sink 2 \
+	--drain-s 1 >"$T/load2.out" 2>"$T/load2.err" || true
+grep -q "sink_lag=[1-9]" "$T/load2.out" || fail "wrong token delivered: $(cat "$T/load2.out")"
+grep -q "HEC answered 401" "$T/load2.err" || fail "no 401 reported: $(cat "$T/load2.err")"
+[ ! -s "$T/events" ] || fail "events accepted with a wrong token"
+echo "PASS"
