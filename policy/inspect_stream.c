@@ -149,8 +149,11 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 		break;
 	case DET_ANCHOR:
 	case DET_NUMERIC:
+		/* Decide whether the anchor's first byte still belongs to the open region (the
+		 * region may close right there): the same answer a stream that already saw the
+		 * byte gives. */
 		if (r->open)
-			e = region_advance(st, r, from);
+			e = region_advance(st, r, from + 1);
 		/* An anchor inside a region already seen belongs to it, whether that region is
 		 * still open or was closed by an earlier fragment (same result at any split). */
 		if (e == CUSTOS_OK && !r->open && from >= r->end) {

@@ -312,41 +312,51 @@ static void test_long_custom_match(void **state)
 	free(got);
 }
 
-/* Found by fuzz_inspect: a digit run broken by '-' must give the same findings whether the
- * region around it was closed by an earlier fragment or not. */
+/* Found by fuzz_inspect: a region closed by an earlier fragment, or not yet, must give the
+ * same findings (a digit run broken by '-'; an anchor on the byte that ends a region). */
+/* Stream `t` with a first fragment of `split` bytes and then `frag`-byte ones. */
+static char *stream_split(const inspect_profile *p, const char *t, size_t n, size_t split,
+                          size_t frag)
+{
+	inspect_stream *st;
+	assert_int_equal(inspect_stream_new(E, p, &st), CUSTOS_OK);
+	buf out;
+	buf_init(&out, 4096);
+	for (size_t at = 0, k = 0; at < n; k++) {
+		size_t len = k == 0 ? split : frag;
+		if (len > n - at)
+			len = n - at;
+		assert_int_equal(inspect_stream_feed(st, S, span_of(t + at, len), &out), CUSTOS_OK);
+		at += len;
+	}
+	assert_int_equal(inspect_stream_finish(st, S, &out), CUSTOS_OK);
+	char *got = ti_dup(&out);
+	buf_free(&out);
+	inspect_stream_free(st);
+	return got;
+}
+
 static void test_region_split_regression(void **state)
 {
 	(void)state;
 	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
-	const char *t =
-	        "Sure: +44 20 7946 123-45 0958, 1 and 44 20 7946 123-45 0958 or 123-45 0958";
-	size_t n = strlen(t);
-	char *want = ti_redact(&p, t, n, NULL);
-	for (size_t split = 1; split < n; split++) {
-		for (size_t frag = 1; frag <= 8; frag++) {
-			size_t sizes[2] = { split, frag };
-			inspect_stream *st;
-			assert_int_equal(inspect_stream_new(E, &p, &st), CUSTOS_OK);
-			buf out;
-			buf_init(&out, 4096);
-			for (size_t at = 0, k = 0; at < n; k++) {
-				size_t len = k == 0 ? sizes[0] : sizes[1];
-				if (len > n - at)
-					len = n - at;
-				assert_int_equal(
-				        inspect_stream_feed(st, S, span_of(t + at, len), &out),
-				        CUSTOS_OK);
-				at += len;
+	static const char *const texts[] = {
+		"Sure: +44 20 7946 123-45 0958, 1 and 44 20 7946 123-45 0958 or 123-45 0958",
+		/* an anchor starting on the byte that ends the previous region */
+		"ttttttttttttt@1.-00.0.%@0.tt\" end",
+	};
+	for (size_t ti = 0; ti < CUSTOS_ARRAY_LEN(texts); ti++) {
+		size_t n = strlen(texts[ti]);
+		char *want = ti_redact(&p, texts[ti], n, NULL);
+		for (size_t split = 1; split < n; split++) {
+			for (size_t frag = 1; frag <= 8; frag++) {
+				char *got = stream_split(&p, texts[ti], n, split, frag);
+				assert_string_equal(got, want);
+				free(got);
 			}
-			assert_int_equal(inspect_stream_finish(st, S, &out), CUSTOS_OK);
-			char *got = ti_dup(&out);
-			assert_string_equal(got, want);
-			free(got);
-			buf_free(&out);
-			inspect_stream_free(st);
 		}
+		free(want);
 	}
-	free(want);
 }
 
 /* A profile with nothing applied releases everything at once. */
