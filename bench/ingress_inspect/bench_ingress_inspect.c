@@ -123,9 +123,12 @@ static double run_prompt(span body)
 
 int main(int argc, char **argv)
 {
-	int reps = argc > 1 ? atoi(argv[1]) : 5;
+	uint64_t r = 5;
+	if (argc > 1 && num_parse_u64(span_cstr(argv[1]), 1, 1000, &r) != CUSTOS_OK)
+		return 1;
+	int reps = (int)r;
 	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
-	if (reps < 1 || reps > 1000 || inspect_engine_new(&o, &eng) != CUSTOS_OK)
+	if (inspect_engine_new(&o, &eng) != CUSTOS_OK)
 		return 1;
 	buf clean, dirty, prompt;
 	buf_init(&clean, 64u << 20);
