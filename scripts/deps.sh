@@ -14,8 +14,10 @@ PKGS=(
   libvirt-dev
   libcmocka-dev
   curl
+  prometheus wrk
   rsyslog rsyslog-openssl
   procps psmisc iproute2
+  libvirt-daemon-system qemu-system-x86 busybox-static cpio file
   jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 
