@@ -9,8 +9,11 @@
 #include <string.h>
 
 #include "cli.h"
+#include "custos/admin.h"
 #include "custos/audit.h"
 #include "custos/config.h"
+#include "custos/egress.h"
+#include "custos/policy.h"
 #include "custos/proxy.h"
 #include "custos/sandbox.h"
 
@@ -23,13 +26,16 @@ struct up_sandbox {
 	char *model;
 	sandbox *sb;
 	uint16_t port;
+	sandbox_limits limits;
 };
 struct up_ctx {
 	const char *path;
 	struct audit_writer *audit;
 	struct up_sandbox sbx[PROXY_MAX_UPSTREAMS];
 	size_t nsbx;
+	egress_server *eg;
 	bool audit_batch;
+	proxy_server *srv; /* for the admin API's hooks */
 };
 
 static char *dup_or_null(const char *s)
@@ -270,7 +276,89 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
 	log_info("up: SIGHUP: reloading %s", u->path);
+	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
+		log_error("up: egress: %s", err_msg());
 	return load_options(u, o);
+}
+
+/* Admin API hooks (admin.h): they run on the admin server's threads. */
+static struct policy *admin_policy_get(void *arg)
+{
+	struct up_ctx *u = arg;
+	return proxy_policy_ref(u->srv);
+}
+
+/* POST /v1/policy: re-reads custos.yaml and the policy it names, as SIGHUP does; the policy is
+ * compiled first on its own so that every problem is reported, not only the first. */
+static custos_err admin_policy_reload(void *arg, diag_list *d)
+{
+	struct up_ctx *u = arg;
+	proxy_options o;
+
+	log_info("up: admin API: reloading %s", u->path);
+	GUARD(load_options(u, &o));
+	if (o.policy_file) {
+		policy *p = NULL;
+		custos_err e = policy_load(o.policy_file, &p, d);
+		policy_unref(p);
+		if (e != CUSTOS_OK) {
+			e = err_set(e, "policy %s has errors; the policy in force is unchanged",
+			            o.policy_file);
+			proxy_options_free(&o);
+			return e;
+		}
+	}
+	GUARD(proxy_reload(u->srv, &o));
+	log_info("up: admin API: reloaded");
+	return CUSTOS_OK;
+}
+
+/* Starts the admin API from the admin: section; NULL when disabled or it could not start
+ * (logged: the proxy keeps serving without it). */
+static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
+{
+	const cfg_admin *ca = &cfg->admin;
+	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
+	admin_options ao;
+	admin_server *a = NULL;
+	char *tcp = NULL;
+
+	if (!ca->enabled)
+		return NULL;
+	memset(&ao, 0, sizeof(ao));
+	ao.socket_path = ca->socket;
+	ao.socket_mode = ca->socket_mode;
+	ao.allowed_uids = ca->allowed_uids;
+	ao.n_allowed_uids = ca->n_allowed_uids;
+	if (ca->tcp.enabled) {
+		tcp = addr_string(&ca->tcp.addr);
+		ao.tcp_address = tcp;
+		memcpy(ao.token_sha256, ca->tcp.token_sha256, 32);
+	}
+	ao.force = ca->force;
+	ao.max_body = ca->max_body;
+	ao.audit = uc->audit;
+	ao.audit_dir = cfg->audit.dir;
+	for (size_t i = 0; i < uc->nsbx && i < ADMIN_MAX_SANDBOXES; i++) {
+		const struct up_sandbox *x = &uc->sbx[i];
+		sbx[i] = (admin_sandbox){ .name = x->model,
+			                  .sb = x->sb,
+			                  .memory_bytes = x->limits.memory_bytes,
+			                  .pids = x->limits.pids,
+			                  .nofile = x->limits.nofile,
+			                  .cpu_millis = x->limits.cpu_millis };
+		ao.n_sandboxes++;
+	}
+	ao.sandboxes = sbx;
+	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload };
+	if (admin_start(&ao, &a) != CUSTOS_OK) {
+		log_error("up: admin API not started: %s", err_msg());
+		a = NULL;
+	} else if (admin_tcp_port(a)) {
+		log_info("up: admin tcp on port %u", admin_tcp_port(a));
+	}
+	free(tcp);
+	return a;
 }
 
 static custos_err audit_from_config(const custos_config *cfg, audit_writer **out)
@@ -368,6 +456,18 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 		snprintf(tmp, sizeof(tmp), "%s=%s", ms->env[i].key, ms->env[i].value);
 		st->env_set[st->n_env_set++] = xstrdup(tmp);
 	}
+	if (cfg->egress.enabled) { /* the egress proxy is the sandbox's only way out */
+		static const char *const names[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
+			                             "HTTPS_PROXY" };
+		ENSURE(st->n_env_set + 4 <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT,
+		       "too many env entries");
+		for (size_t i = 0; i < 4; i++) {
+			char tmp[64];
+			snprintf(tmp, sizeof(tmp), "%s=http://127.0.0.1:%u", names[i],
+			         cfg->egress.port);
+			st->env_set[st->n_env_set++] = xstrdup(tmp);
+		}
+	}
 	if (st->n_env_set) {
 		p->env_set = (const char *const *)st->env_set;
 		p->n_env_set = st->n_env_set;
@@ -389,6 +489,10 @@ static void on_sandbox_event(const sandbox_event *ev, void *arg)
 	if (sandbox_event_json(ev, &b) == CUSTOS_OK && buf_cstr(&b, &s) == CUSTOS_OK)
 		log_info("sandbox %s: %s", (const char *)arg, s);
 	buf_free(&b);
+	if (ev->kind == SANDBOX_EV_START) /* a new netns: the egress listener follows it */
+		cli_egress_sandbox_started((const char *)arg, ev->generation);
+	admin_sandbox_event((const char *)arg, (int)ev->kind,
+	                    ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1);
 }
 
 static void stop_sandboxes(struct up_ctx *uc)
@@ -436,6 +540,7 @@ static custos_err start_sandboxes(const custos_config *cfg, struct up_ctx *uc)
 			return err_wrap(e, "model %s: sandbox", m->id);
 		}
 		us->sb = sb;
+		us->limits = p.limits;
 		us->port = m->sandbox.port ? m->sandbox.port : 8000;
 		uc->nsbx++;
 		uint64_t wait_ms = m->sandbox.health.start_timeout_ns
@@ -499,15 +604,41 @@ int cmd_up(int argc, char **argv)
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, uc, &o);
 	o.audit = aw;
+	egress_server *eg = NULL; /* egress proxy (docs/EGRESS.md): one listener per model */
+	if (e == CUSTOS_OK && cfg->egress.enabled) {
+		egress_options eo;
+		sandbox **sbm = xcalloc(cfg->n_models ? cfg->n_models : 1, sizeof(*sbm));
+		for (size_t i = 0; i < cfg->n_models; i++)
+			for (size_t j = 0; j < uc->nsbx; j++)
+				if (strcmp(uc->sbx[j].model, cfg->models[i].id) == 0)
+					sbm[i] = uc->sbx[j].sb;
+		e = cli_egress_options(cfg, aw, sbm, &eo);
+		free(sbm);
+		if (e == CUSTOS_OK)
+			e = egress_create(&eo, &eg);
+		else
+			egress_options_free(&eo);
+		if (e == CUSTOS_OK)
+			e = egress_start(eg);
+		if (e == CUSTOS_OK)
+			cli_egress_attach(eg);
+	}
 	o.audit_batch = uc->audit_batch;
-	config_free(cfg);
 	proxy_server *srv = NULL;
 	if (e == CUSTOS_OK)
 		e = proxy_create(&o, &srv);
 	else
 		proxy_options_free(&o);
+	admin_server *admin = NULL;
+	if (e == CUSTOS_OK) {
+		uc->srv = srv;
+		admin = start_admin(cfg, uc);
+	}
+	config_free(cfg);
 	if (e != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
+		cli_egress_attach(NULL);
+		egress_free(eg);
 		stop_sandboxes(uc);
 		free(uc);
 		if (audit_writer_stop(aw, NS_PER_S) != CUSTOS_OK)
@@ -520,7 +651,11 @@ int cmd_up(int argc, char **argv)
 		if (i > PROXY_MAX_LISTENERS)
 			break;
 	}
+	uc->eg = eg;
 	e = proxy_run(srv, reload_cb, uc);
+	admin_stop(admin); /* its hooks use srv */
+	cli_egress_attach(NULL);
+	egress_free(eg); /* before the sandboxes its listeners live in */
 	proxy_free(srv);
 	stop_sandboxes(uc); /* after the workers: no request is using them any more */
 	free(uc);

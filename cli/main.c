@@ -22,15 +22,23 @@ static const struct cli_command commands[] = {
 	  "run policy test cases; a line per failing case, then 'N passed, M failed'" },
 	{ "policy", "explain", cmd_policy_explain, "FILE --request JSON|@FILE",
 	  "show the decision for a request and why each rule matched or not" },
+	{ "ca", "init", cmd_ca_init, "DIR",
+	  "create the egress interception CA in DIR (ca.key 0600, ca.crt for sandboxes)" },
 	{ "sandbox", "exec", cmd_sandbox_exec,
 	  "[--profile NAME] [-c FILE] [OPTIONS] -- CMD ARGS...",
 	  "run a command in a process sandbox; its exit status passes through (docs/SANDBOX.md)" },
+	{ "vm", "run", cmd_vm_run, "[OPTIONS]",
+	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
 	{ "audit", "keygen", cmd_audit_keygen, "DIR",
 	  "create the Ed25519 key pair that signs audit checkpoints (DIR/audit.key, audit.pub)" },
 	{ "audit", "verify", cmd_audit_verify, "[--pubkey FILE] [--live] PATH...",
 	  "check the audit chain and signatures; name the first bad record" },
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
 	  "render audit log files for a SIEM, one event per line" },
+	{ NULL, "ctl", cmd_ctl, "[OPTIONS] CMD",
+	  "admin API client (--socket PATH | --url URL --token-file F); CMD: health, ready, "
+	  "metrics, policy [show|reload], decide JSON|@FILE, "
+	  "sandboxes, restart ID, audit-status (docs/ADMIN.md)" },
 };
 
 bool cli_wants_help(int argc, char **argv)

@@ -16,8 +16,10 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "custos/egress.h"
 #include "custos/sandbox.h"
 #include "ingress_inspect.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -93,6 +95,7 @@ typedef struct req {
 	unsigned attempts;
 	bool audited;
 	bool active;
+	uint64_t egress_token; /* the model's egress calls are attributed to this request */
 } req;
 
 typedef struct conn {
@@ -150,11 +153,13 @@ static void conn_close(conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->nconns--;
+	metrics_inc(METRICS_CONN_CLOSED);
 	ev_defer_free(&w->loop, c, conn_free);
 }
 
 static void req_reset(req *r)
 {
+	egress_ingress_end(r->egress_token);
 	free(r->path);
 	buf_free(&r->body);
 	buf_free(&r->uphead);
@@ -291,6 +296,8 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 	};
 	if (r->insp)
 		ingress_inspect_audit(r->insp, &e.findings, &e.nfindings, &e.inspect, &e.t_inspect);
+	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
+	                e.t_upstream);
 	if (emit_event(w->srv->audit, w->audit_batch, &e) != CUSTOS_OK)
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
@@ -516,6 +523,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 		w->conns->prev = c;
 	w->conns = c;
 	w->nconns++;
+	metrics_inc(METRICS_CONN_ACCEPTED);
 	c->s.rd_ready = c->s.wr_ready = true;
 	conn_arm(c);
 	conn_drive(c);
@@ -733,6 +741,11 @@ static void on_request_body_done(conn *c)
 	if (!r->dec.allow) {
 		conn_reject(c, 403, r->dec.reason ? r->dec.reason : "denied by policy", false);
 		return;
+	}
+	if (in.model.len) { /* request-scoped egress (docs/EGRESS.md "Attribution") */
+		char mid[EGRESS_ID_MAX];
+		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
+			r->egress_token = egress_ingress_begin(mid, r->id, r->dec.principal);
 	}
 	/* Obligations (skipped in shadow mode: enforcement would have applied them). */
 	bool enforce = !r->dec.shadow;
@@ -1043,6 +1056,8 @@ static bool idempotent(http1_method m)
 static void up_failed(conn *c, const char *why)
 {
 	req *r = &c->r;
+
+	metrics_inc(METRICS_UPSTREAM_ERRORS);
 	bool nothing_sent = r->up_sent == 0;
 	bool reused = c->up && c->up->reused;
 
@@ -1472,10 +1487,12 @@ static void conn_drive(conn *c)
 				break;
 			if (h != SOCK_OK) {
 				log_debug("tls: handshake with %s failed", c->remote);
+				metrics_inc(METRICS_TLS_FAILED);
 				conn_close(c);
 				return;
 			}
 			c->t_tls = tm_mono_ns() - c->t_accept;
+			metrics_inc(METRICS_TLS_OK);
 			ident_from_cert(&c->id, c->s.ssl);
 			c->st = CS_HEAD;
 			progress = true;

@@ -9,6 +9,7 @@
 
 #include "custos/inspect.h"
 #include "custos/policy.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 struct decide_policy {
@@ -59,6 +60,11 @@ void decide_free(struct decide_policy *dp)
 	inspect_engine_free(dp->eng);
 	policy_unref(dp->p);
 	free(dp);
+}
+
+struct policy *decide_policy_ref(struct decide_policy *dp)
+{
+	return dp ? policy_ref(dp->p) : NULL;
 }
 
 static void spans_of(char *const *v, size_t n, span *out)
@@ -124,6 +130,7 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	};
 	policy_decision d;
 	policy_evaluate(p, &req, &d);
+	metrics_inc(METRICS_POLICY_EVALS);
 	out->allow = d.effect == POLICY_ALLOW;
 	out->verdict_allow = d.verdict == POLICY_ALLOW;
 	out->shadow = d.shadow;

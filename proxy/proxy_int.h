@@ -162,6 +162,8 @@ typedef struct decide_out {
 struct decide_policy;
 custos_err decide_load(const char *path, struct decide_policy **out) CUSTOS_WUR;
 void decide_free(struct decide_policy *p);
+/* The compiled policy with one more reference (policy_unref), NULL when p is NULL. */
+struct policy *decide_policy_ref(struct decide_policy *p);
 /* True when a principal matches the identity (used to tell 401 from 403). */
 void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define NS_PER_S       1000000000ull
@@ -424,12 +425,26 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	uint64_t gen = atomic_load(&s->gen) + 1;
 	GUARD(state_build(&o, gen, &st));
 	pthread_mutex_lock(&s->st_lock);
+	/* Under the lock: two concurrent reloads (SIGHUP and the admin API) get distinct
+	 * generations, so no worker keeps the first one's state believing it is current. */
+	gen = atomic_load(&s->gen) + 1;
+	st->gen = gen;
 	proxy_state *old = s->st;
 	s->st = st;
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
 	pthread_mutex_unlock(&s->st_lock);
 	state_unref(old);
 	return CUSTOS_OK;
+}
+
+struct policy *proxy_policy_ref(proxy_server *s)
+{
+	pthread_mutex_lock(&s->st_lock);
+	proxy_state *st = state_ref(s->st);
+	pthread_mutex_unlock(&s->st_lock);
+	struct policy *p = decide_policy_ref(st->pol);
+	state_unref(st);
+	return p;
 }
 
 static void *worker_main(void *arg)
@@ -517,6 +532,8 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				re = proxy_reload(s, &o);
 			else
 				proxy_options_free(&o);
+			metrics_inc(re == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
+			                            : METRICS_POLICY_RELOAD_FAILED);
 			if (re == CUSTOS_OK)
 				log_info("proxy: reloaded (generation %llu)",
 				         (unsigned long long)atomic_load(&s->gen));

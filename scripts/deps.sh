@@ -15,8 +15,10 @@ PKGS=(
   libcmocka-dev
   libhyperscan-dev libpcre2-dev
   curl
+  prometheus wrk
   rsyslog rsyslog-openssl
   procps psmisc iproute2
+  libvirt-daemon-system qemu-system-x86 busybox-static cpio file
   jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 

@@ -146,6 +146,10 @@ custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
 /* The port the first TCP listener got (for address ":0" in tests); 0 when none. */
 unsigned proxy_bound_port(const proxy_server *s, size_t listener);
 
+/* The policy in force with one reference for the caller (policy_unref; policy.h), NULL when
+ * the proxy runs without a policy. Safe from any thread (the admin API's). */
+struct policy *proxy_policy_ref(proxy_server *s);
+
 /* Asks a running proxy_run to shut down (as SIGTERM would); async-signal-safe. */
 void proxy_request_stop(proxy_server *s);
 

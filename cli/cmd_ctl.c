@@ -1,0 +1,288 @@
+/*
+ * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F] COMMAND: a client for the
+ * admin API (docs/ADMIN.md). A tiny HTTP/1.1 client: one request per connection
+ * (Connection: close), the answer read to EOF into a bounded buffer, the body printed.
+ * Exit status: 0 on a 2xx answer, 1 otherwise (so `custos ctl ready` works in scripts).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "custos/admin.h"
+
+#define CTL_DEFAULT_SOCKET "/run/custos/admin.sock"
+#define CTL_RESPONSE_MAX   ADMIN_RESPONSE_MAX
+#define CTL_TIMEOUT_MS     30000
+
+custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
+
+struct ctl_target {
+	const char *socket;
+	const char *url_hostport; /* "127.0.0.1:9090" (from http://127.0.0.1:9090) */
+	buf token;                /* bearer token, wiped after use */
+};
+
+static custos_err ctl_connect(const struct ctl_target *t, int *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	if (t->url_hostport) {
+		GUARD(proxy_parse_address(t->url_hostport, &ss, &len));
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	} else {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+		memset(&ss, 0, sizeof(ss));
+		sun->sun_family = AF_UNIX;
+		ENSURE(strlen(t->socket) < sizeof(sun->sun_path), CUSTOS_ERR_LIMIT,
+		       "%s: socket path too long", t->socket);
+		memcpy(sun->sun_path, t->socket, strlen(t->socket) + 1);
+		len = sizeof(*sun);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	}
+	if (fd == -1)
+		return err_sys("socket");
+	int r;
+	do
+		r = connect(fd, (struct sockaddr *)&ss, len);
+	while (r == -1 && errno == EINTR);
+	if (r == -1) {
+		custos_err e = err_sys("connect %s", t->url_hostport ? t->url_hostport : t->socket);
+		close(fd);
+		return e;
+	}
+	*out = fd;
+	return CUSTOS_OK;
+}
+
+static custos_err write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1)
+			return err_sys("send");
+		p += w;
+		n -= (size_t)w;
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err read_all(int fd, buf *in)
+{
+	for (;;) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		int pr = poll(&pfd, 1, CTL_TIMEOUT_MS);
+		if (pr == -1 && errno == EINTR)
+			continue;
+		if (pr == -1)
+			return err_sys("poll");
+		ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "no answer within %d ms", CTL_TIMEOUT_MS);
+		GUARD(buf_reserve(in, 65536));
+		ssize_t r = recv(fd, buf_tail(in), 65536, 0);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			return err_sys("recv");
+		if (r == 0)
+			return CUSTOS_OK;
+		buf_commit(in, (size_t)r);
+	}
+}
+
+/* Sends one request; *status and body (the answer's body) on success. */
+static custos_err ctl_request(struct ctl_target *t, const char *method, const char *path, span body,
+                              unsigned *status, buf *out)
+{
+	buf req, in;
+	int fd = -1;
+	custos_err e;
+
+	buf_init(&req, ADMIN_BODY_MAX + 8192);
+	buf_init(&in, CTL_RESPONSE_MAX);
+	e = buf_printf(&req, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n", method,
+	               path);
+	if (e == CUSTOS_OK && t->token.len)
+		e = buf_printf(&req, "Authorization: Bearer %.*s\r\n", (int)t->token.len,
+		               (const char *)t->token.data);
+	if (e == CUSTOS_OK && (body.len || strcmp(method, "POST") == 0))
+		e = buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+		               body.len);
+	if (e == CUSTOS_OK)
+		e = buf_append_cstr(&req, "\r\n");
+	if (e == CUSTOS_OK)
+		e = buf_append_span(&req, body);
+	if (e == CUSTOS_OK)
+		e = ctl_connect(t, &fd);
+	if (e == CUSTOS_OK)
+		e = write_all(fd, req.data, req.len);
+	if (e == CUSTOS_OK)
+		e = read_all(fd, &in);
+	if (fd != -1)
+		close(fd);
+	buf_free_secret(&req);
+	if (e != CUSTOS_OK) {
+		buf_free(&in);
+		return e;
+	}
+	/* "HTTP/1.1 200 OK\r\n" ... "\r\n\r\n" body (Content-Length framed, Connection: close) */
+	span all = buf_span(&in);
+	const char *hend = NULL;
+	for (size_t i = 0; i + 3 < all.len; i++)
+		if (memcmp(all.ptr + i, "\r\n\r\n", 4) == 0) {
+			hend = all.ptr + i;
+			break;
+		}
+	uint64_t st = 0;
+	if (hend == NULL || all.len < 12 || memcmp(all.ptr, "HTTP/1.", 7) != 0 ||
+	    num_parse_u64((span){ all.ptr + 9, 3 }, 100, 599, &st) != CUSTOS_OK) {
+		buf_free(&in);
+		return err_set(CUSTOS_ERR_PARSE, "not an HTTP answer");
+	}
+	*status = (unsigned)st;
+	size_t off = (size_t)(hend + 4 - all.ptr);
+	e = buf_append(out, all.ptr + off, all.len - off);
+	buf_free(&in);
+	return e;
+}
+
+static custos_err load_body(const char *arg, buf *out)
+{
+	if (arg[0] == '@')
+		return file_load(arg + 1, FILE_ANY, ADMIN_BODY_MAX, out);
+	return buf_append_cstr(out, arg);
+}
+
+static int ctl_usage(void)
+{
+	cli_usage(NULL, "ctl", false);
+	fprintf(stderr,
+	        "commands: health | ready | metrics | policy [show|reload] | decide JSON|@FILE"
+	        " | sandboxes | restart ID | audit-status\n");
+	return CLI_USAGE;
+}
+
+int cmd_ctl(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "url", required_argument, NULL, 'u' },
+		{ "token-file", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET };
+	const char *url = NULL, *token_file = NULL;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+s:u:t:", opts, NULL)) != -1) {
+		if (ch == 's')
+			t.socket = optarg;
+		else if (ch == 'u')
+			url = optarg;
+		else if (ch == 't')
+			token_file = optarg;
+		else
+			return ctl_usage();
+	}
+	if (optind >= argc)
+		return ctl_usage();
+	if (url) {
+		static const char pfx[] = "http://";
+		if (strncmp(url, pfx, sizeof(pfx) - 1) != 0) {
+			fprintf(stderr, "custos ctl: --url must be http://HOST:PORT (loopback)\n");
+			return CLI_USAGE;
+		}
+		t.url_hostport = url + sizeof(pfx) - 1;
+		size_t n = strlen(t.url_hostport);
+		if (n && t.url_hostport[n - 1] == '/') {
+			fprintf(stderr, "custos ctl: --url takes no path\n");
+			return CLI_USAGE;
+		}
+	}
+	buf_init(&t.token, ADMIN_TOKEN_MAX + 2);
+	if (token_file) {
+		if (file_load(token_file, FILE_SECRET, ADMIN_TOKEN_MAX + 1, &t.token) !=
+		    CUSTOS_OK) {
+			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			buf_free_secret(&t.token);
+			return CLI_FAIL;
+		}
+		while (t.token.len && (t.token.data[t.token.len - 1] == '\n' ||
+		                       t.token.data[t.token.len - 1] == '\r'))
+			t.token.len--;
+	}
+
+	const char *cmd = argv[optind];
+	int nargs = argc - optind - 1;
+	char **args = argv + optind + 1;
+	const char *method = "GET", *path = NULL;
+	char pathbuf[256];
+	buf body;
+	buf_init(&body, ADMIN_BODY_MAX);
+	int rc = CLI_OK;
+
+	if (strcmp(cmd, "health") == 0 && nargs == 0) {
+		path = "/healthz";
+	} else if (strcmp(cmd, "ready") == 0 && nargs == 0) {
+		path = "/readyz";
+	} else if (strcmp(cmd, "metrics") == 0 && nargs == 0) {
+		path = "/metrics";
+	} else if (strcmp(cmd, "policy") == 0 &&
+	           (nargs == 0 || (nargs == 1 && strcmp(args[0], "show") == 0))) {
+		path = "/v1/policy";
+	} else if (strcmp(cmd, "policy") == 0 && nargs == 1 && strcmp(args[0], "reload") == 0) {
+		method = "POST";
+		path = "/v1/policy";
+	} else if (strcmp(cmd, "decide") == 0 && nargs == 1) {
+		method = "POST";
+		path = "/v1/decide";
+		if (load_body(args[0], &body) != CUSTOS_OK) {
+			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			rc = CLI_FAIL;
+		}
+	} else if (strcmp(cmd, "sandboxes") == 0 && nargs == 0) {
+		path = "/v1/sandboxes";
+	} else if (strcmp(cmd, "restart") == 0 && nargs == 1 && strlen(args[0]) < 128 &&
+	           strchr(args[0], '/') == NULL) {
+		method = "POST";
+		snprintf(pathbuf, sizeof(pathbuf), "/v1/sandboxes/%s/restart", args[0]);
+		path = pathbuf;
+	} else if (strcmp(cmd, "audit-status") == 0 && nargs == 0) {
+		path = "/v1/audit/status";
+	} else {
+		buf_free_secret(&t.token);
+		buf_free(&body);
+		return ctl_usage();
+	}
+	if (rc == CLI_OK) {
+		buf out;
+		unsigned status = 0;
+		buf_init(&out, CTL_RESPONSE_MAX);
+		if (ctl_request(&t, method, path, buf_span(&body), &status, &out) != CUSTOS_OK) {
+			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			rc = CLI_FAIL;
+		} else {
+			fwrite(out.data, 1, out.len, stdout);
+			if (status < 200 || status > 299) {
+				fprintf(stderr, "custos ctl: HTTP %u\n", status);
+				rc = CLI_FAIL;
+			}
+		}
+		buf_free(&out);
+	}
+	buf_free_secret(&t.token);
+	buf_free(&body);
+	return rc;
+}

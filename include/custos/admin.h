@@ -1,0 +1,80 @@
+/*
+ * custos admin API: a small HTTP server (libmicrohttpd) on a Unix socket (file mode plus an
+ * SO_PEERCRED uid allow-list) and optionally on a loopback TCP port (bearer token, stored as
+ * SHA-256). Health, readiness, Prometheus metrics, policy status and reload, a policy decision
+ * point, sandbox status and restart, audit status. docs/ADMIN.md documents the endpoints.
+ */
+#ifndef CUSTOS_ADMIN_H
+#define CUSTOS_ADMIN_H
+
+#include "custos/core.h"
+
+/* Named limits (STYLE.md 6). */
+#define ADMIN_BODY_DEFAULT    (1u << 20)  /* request body, when max_body is 0 */
+#define ADMIN_BODY_MAX        (64u << 20) /* largest max_body accepted */
+#define ADMIN_MAX_UIDS        64          /* allow-list entries */
+#define ADMIN_MAX_SANDBOXES   64
+#define ADMIN_MAX_CONNECTIONS 64     /* concurrent admin connections per listener */
+#define ADMIN_CONN_MEMORY     65536u /* libmicrohttpd memory per connection (head) */
+#define ADMIN_TIMEOUT_S       10     /* idle/slow connection timeout, seconds */
+#define ADMIN_THREADS         2      /* polling threads per listener */
+#define ADMIN_TOKEN_MAX       4096   /* bearer token bytes */
+#define ADMIN_RESPONSE_MAX    (16u << 20)
+#define ADMIN_AUDIT_TAIL      (1u << 20) /* bytes of the newest audit file read for status */
+
+struct policy;
+struct sandbox;
+struct audit_writer;
+
+/* A sandbox the admin API reports on and may restart (borrowed; must outlive the server). */
+typedef struct admin_sandbox {
+	const char *name;
+	struct sandbox *sb;
+	uint64_t memory_bytes, pids, nofile; /* limits as configured (0: none) */
+	uint32_t cpu_millis;
+} admin_sandbox;
+
+/* What the server calls into (from its own threads). */
+typedef struct admin_hooks {
+	void *arg;
+	/* The policy in force with one reference for the caller (NULL: none loaded). */
+	struct policy *(*policy_get)(void *arg);
+	/* Re-reads the configured policy (and configuration) and swaps it in; on failure the
+	 * old one stays and every problem is in d (or err_msg). */
+	custos_err (*policy_reload)(void *arg, diag_list *d);
+} admin_hooks;
+
+typedef struct admin_options {
+	const char *socket_path;      /* NULL: no Unix socket */
+	uint32_t socket_mode;         /* 0: 0660; bits for others are refused */
+	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
+	size_t n_allowed_uids;
+	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
+	uint8_t token_sha256[32];   /* SHA-256 of the bearer token (TCP) */
+	bool force;                 /* allow a non-loopback TCP address */
+	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
+	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
+	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
+	const char *audit_dir;      /* the trail's directory, for chain head and last checkpoint */
+	const admin_sandbox *sandboxes; /* borrowed */
+	size_t n_sandboxes;
+	admin_hooks hooks;
+} admin_options;
+
+typedef struct admin_server admin_server;
+
+/* Validates o, creates the listening sockets (Unix socket with mode socket_mode; a stale
+ * socket at the path is replaced) and starts the server threads. *out is the caller's
+ * (admin_stop). The strings and arrays of o are copied. */
+custos_err admin_start(const admin_options *o, admin_server **out) CUSTOS_WUR;
+/* Port the TCP listener got (tests bind port 0); 0 without TCP. */
+unsigned admin_tcp_port(const admin_server *a);
+/* Stops the threads, closes and unlinks the socket, frees a. NULL is fine. */
+void admin_stop(admin_server *a);
+
+/* Hook for the sandbox supervisor's events (restart, violation, OOM...): counts them for
+ * /metrics under the sandbox's name. kind is a sandbox_event_kind; count is the number of
+ * calls a VIOLATION event stands for (summed beyond the burst; 0 counts as 1). */
+void admin_sandbox_event(const char *name, int kind, uint64_t count);
+
+#endif /* CUSTOS_ADMIN_H */

@@ -1,0 +1,1206 @@
+/*
+ * Admin API on libmicrohttpd, in the manner of systemd-journal-remote: the first call of the
+ * access handler checks the caller (SO_PEERCRED uid on the Unix socket, bearer token on TCP),
+ * method, path, content type and declared length before anything is allocated; the body is
+ * accumulated into a bounded buffer; the per-request state is freed in the completion callback.
+ * Each listener has its own daemon with a small polling thread pool, a connection limit, a
+ * per-connection memory limit and an idle timeout, so a slow client ties up nothing but its own
+ * connection slot until it is timed out.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "custos/admin.h"
+#include "custos/audit.h"
+#include "custos/policy.h"
+#include "custos/sandbox.h"
+#include "metrics.h"
+
+custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
+
+enum listener_kind { L_UNIX = 0, L_TCP = 1 };
+
+/* One per open connection: the deadline for the request in progress to be read completely
+ * (libmicrohttpd's own timeout only measures inactivity, which a client sending one byte at a
+ * time never triggers). The watchdog shuts such a connection down; libmicrohttpd then closes
+ * it. Entries are removed in the CLOSED notification, which comes before the fd is closed. */
+struct watch {
+	int fd;
+	_Atomic uint64_t deadline; /* CLOCK_MONOTONIC ns; 0: a response is being sent */
+	struct watch *prev, *next;
+};
+
+struct admin_listener {
+	struct admin_server *srv;
+	enum listener_kind kind;
+	int fd;
+	struct MHD_Daemon *d;
+};
+
+struct admin_server {
+	char *socket_path;
+	uint32_t uids[ADMIN_MAX_UIDS];
+	size_t nuids;
+	uint8_t token_sha256[32];
+	uint64_t max_body;
+	unsigned timeout_s;
+	struct audit_writer *audit;
+	char *audit_dir;
+	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
+	size_t nsbx;
+	admin_hooks hooks;
+	pthread_mutex_t reload_lock; /* one reload at a time */
+	struct admin_listener l[2];
+	unsigned tcp_port;
+	pthread_mutex_t watch_lock;
+	pthread_cond_t watch_cond;
+	struct watch *watches;
+	bool watch_stop, watch_started;
+	pthread_t watch_th;
+};
+
+/* What a request is, decided on the first call from method and path alone. */
+typedef enum route_id {
+	R_HEALTHZ = 0,
+	R_READYZ,
+	R_METRICS,
+	R_POLICY_GET,
+	R_POLICY_RELOAD,
+	R_DECIDE,
+	R_SANDBOXES,
+	R_SANDBOX_RESTART,
+	R_AUDIT_STATUS,
+} route_id;
+
+/* Per-request state, allocated once the request passed every check; freed in completed(). */
+struct req {
+	route_id route;
+	buf body;
+	bool too_big;
+	char principal[48]; /* "uid:1000" or the TCP peer */
+	size_t sandbox;     /* R_SANDBOX_RESTART */
+};
+
+static struct watch *watch_of(struct MHD_Connection *c);
+
+/* ---- responses ---- */
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *ctype,
+                               span body)
+{
+	struct MHD_Response *r =
+	        MHD_create_response_from_buffer(body.len, (void *)body.ptr, MHD_RESPMEM_MUST_COPY);
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_NO ||
+	    MHD_add_response_header(r, "Cache-Control", "no-store") == MHD_NO ||
+	    (status == 401 && MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+	                                              "Bearer realm=\"custos-admin\"") == MHD_NO)) {
+		MHD_destroy_response(r);
+		return MHD_NO;
+	}
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	struct watch *w = watch_of(c);
+	if (w)
+		atomic_store(&w->deadline, 0); /* answering: the inactivity timeout takes over */
+	return ret;
+}
+
+static enum MHD_Result respond_buf(struct MHD_Connection *c, unsigned status, buf *b)
+{
+	enum MHD_Result r = respond(c, status, "application/json", buf_span(b));
+	buf_free(b);
+	return r;
+}
+
+/* {"error": msg} */
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+	buf b;
+	json_writer w;
+
+	buf_init(&b, 8192);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "error", msg);
+	json_obj_end(&w);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, status, &b);
+}
+
+/* ---- audit of admin actions ---- */
+
+static void admin_audit(struct admin_server *s, const char *principal, const char *method,
+                        const char *path, unsigned status, const char *result)
+{
+	audit_event ev;
+
+	audit_event_begin(&ev, "admin.request");
+	audit_event_cstr(&ev, "principal", principal);
+	audit_event_cstr(&ev, "method", method);
+	audit_event_cstr(&ev, "path", path);
+	audit_event_u64(&ev, "status", status);
+	audit_event_cstr(&ev, "result", result);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("admin: audit event too large for %s %s", method, path);
+		return;
+	}
+	if (s->audit == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+	} else if (audit_submit(s->audit, &ev) != CUSTOS_OK) {
+		log_error("admin: audit event for %s %s not recorded: %s", method, path, err_msg());
+	}
+}
+
+/* ---- caller checks ---- */
+
+/* The peer uid on the Unix socket, checked against the allow-list. */
+static bool unix_peer_ok(struct admin_server *s, struct MHD_Connection *c, char *who, size_t wsz)
+{
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	snprintf(who, wsz, "uid:unknown");
+	if (ci == NULL || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return false;
+	snprintf(who, wsz, "uid:%u", (unsigned)cred.uid);
+	for (size_t i = 0; i < s->nuids; i++)
+		if (s->uids[i] == cred.uid)
+			return true;
+	return false;
+}
+
+static bool tcp_token_ok(struct admin_server *s, struct MHD_Connection *c, char *who, size_t wsz)
+{
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET,
+			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
+			          sizeof(host));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			          &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
+			          sizeof(host));
+	}
+	snprintf(who, wsz, "tcp:%s", host);
+	const char *h =
+	        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	span tok = span_cstr(h + 7);
+	if (tok.len == 0 || tok.len > ADMIN_TOKEN_MAX)
+		return false;
+	uint8_t dig[32];
+	SHA256((const unsigned char *)tok.ptr, tok.len, dig);
+	bool ok = CRYPTO_memcmp(dig, s->token_sha256, 32) == 0;
+	OPENSSL_cleanse(dig, sizeof(dig));
+	if (ok)
+		snprintf(who, wsz, "token@%s", host);
+	return ok;
+}
+
+/* ---- request deadlines ---- */
+
+static struct watch *watch_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+static void watch_set(struct admin_server *s, struct MHD_Connection *c, bool armed)
+{
+	struct watch *w = watch_of(c);
+	if (w)
+		atomic_store(&w->deadline,
+		             armed ? tm_mono_ns() + (uint64_t)s->timeout_s * 1000000000ull : 0);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	struct admin_listener *l = cls;
+	struct admin_server *s = l->srv;
+	struct watch *w = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (ci == NULL)
+			return;
+		w = xcalloc(1, sizeof(*w));
+		w->fd = ci->connect_fd;
+		atomic_store(&w->deadline, tm_mono_ns() + (uint64_t)s->timeout_s * 1000000000ull);
+		pthread_mutex_lock(&s->watch_lock);
+		w->next = s->watches;
+		if (s->watches)
+			s->watches->prev = w;
+		s->watches = w;
+		pthread_mutex_unlock(&s->watch_lock);
+		*socket_context = w;
+		return;
+	}
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&s->watch_lock);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		s->watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	pthread_mutex_unlock(&s->watch_lock);
+	free(w);
+	*socket_context = NULL;
+}
+
+static void *watchdog(void *arg)
+{
+	struct admin_server *s = arg;
+
+	pthread_mutex_lock(&s->watch_lock);
+	while (!s->watch_stop) {
+		uint64_t now = tm_mono_ns();
+		for (struct watch *w = s->watches; w; w = w->next) {
+			uint64_t d = atomic_load(&w->deadline);
+			if (d && now > d) {
+				log_info("admin: request not complete within %u s: connection "
+				         "closed",
+				         s->timeout_s);
+				shutdown(w->fd, SHUT_RDWR);
+				atomic_store(&w->deadline, 0);
+			}
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&s->watch_cond, &s->watch_lock, &ts);
+	}
+	pthread_mutex_unlock(&s->watch_lock);
+	return NULL;
+}
+
+/* ---- routing ---- */
+
+/* Matches method and path; returns the HTTP status to refuse with (0 when it is a route). */
+static unsigned route_match(struct admin_server *s, const char *method, const char *url,
+                            route_id *out, size_t *sbx_index)
+{
+	static const struct {
+		const char *path;
+		const char *method;
+		route_id id;
+	} fixed[] = {
+		{ "/healthz", "GET", R_HEALTHZ },
+		{ "/readyz", "GET", R_READYZ },
+		{ "/metrics", "GET", R_METRICS },
+		{ "/v1/policy", "GET", R_POLICY_GET },
+		{ "/v1/policy", "POST", R_POLICY_RELOAD },
+		{ "/v1/decide", "POST", R_DECIDE },
+		{ "/v1/sandboxes", "GET", R_SANDBOXES },
+		{ "/v1/audit/status", "GET", R_AUDIT_STATUS },
+	};
+	bool path_known = false;
+
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fixed); i++) {
+		if (strcmp(url, fixed[i].path) != 0)
+			continue;
+		path_known = true;
+		if (strcmp(method, fixed[i].method) == 0) {
+			*out = fixed[i].id;
+			return 0;
+		}
+	}
+	static const char pfx[] = "/v1/sandboxes/", sfx[] = "/restart";
+	size_t ul = strlen(url);
+	if (strncmp(url, pfx, sizeof(pfx) - 1) == 0 && ul > sizeof(pfx) - 1 + sizeof(sfx) - 1 &&
+	    strcmp(url + ul - (sizeof(sfx) - 1), sfx) == 0) {
+		span id = { url + sizeof(pfx) - 1, ul - (sizeof(pfx) - 1) - (sizeof(sfx) - 1) };
+		if (strcmp(method, "POST") != 0)
+			return 405;
+		for (size_t i = 0; i < s->nsbx; i++) {
+			if (span_eq_cstr(id, s->sbx[i].name)) {
+				*out = R_SANDBOX_RESTART;
+				*sbx_index = i;
+				return 0;
+			}
+		}
+		return 404;
+	}
+	return path_known ? 405 : 404;
+}
+
+static bool has_body_route(route_id r)
+{
+	return r == R_DECIDE;
+}
+
+/* Content type is application/json, parameters allowed. */
+static bool is_json(const char *ct)
+{
+	static const char want[] = "application/json";
+	if (ct == NULL || strncasecmp(ct, want, sizeof(want) - 1) != 0)
+		return false;
+	char next = ct[sizeof(want) - 1];
+	return next == '\0' || next == ';' || next == ' ';
+}
+
+/* ---- endpoints ---- */
+
+static bool sandbox_running(const admin_sandbox *x)
+{
+	return x->sb && sandbox_pid(x->sb) > 0;
+}
+
+static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *c)
+{
+	buf b;
+	json_writer w;
+	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+	bool pol = p != NULL, aud = true, sbx = true;
+
+	policy_unref(p);
+	if (s->audit) {
+		audit_stats st;
+		audit_writer_stats(s->audit, &st);
+		aud = !st.writer_failing;
+	}
+	for (size_t i = 0; i < s->nsbx; i++)
+		sbx = sbx && sandbox_running(&s->sbx[i]);
+	bool ready = pol && aud && sbx;
+	buf_init(&b, 4096);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_kv_bool(&w, "ready", ready);
+	json_kv_bool(&w, "policy_loaded", pol);
+	json_kv_bool(&w, "audit_writable", aud);
+	json_kv_bool(&w, "sandboxes_ready", sbx);
+	json_obj_end(&w);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, ready ? 200 : 503, &b);
+}
+
+static custos_err render_metrics(struct admin_server *s, buf *b)
+{
+	GUARD(metrics_render(b));
+	if (s->audit) {
+		audit_stats st;
+		audit_writer_stats(s->audit, &st);
+		GUARD(metrics_render_gauge(b, "custos_audit_queue_depth",
+		                           "Audit events waiting in the in-process queue.",
+		                           (double)st.queued));
+		GUARD(metrics_render_gauge(b, "custos_audit_durable_sequence",
+		                           "Highest audit sequence number the writer made durable.",
+		                           (double)st.durable_seq));
+		GUARD(metrics_render_gauge(b, "custos_audit_writer_failing",
+		                           "1 while the audit writer reports a failure.",
+		                           st.writer_failing ? 1 : 0));
+		GUARD(buf_printf(b,
+		                 "# HELP custos_audit_events_total Audit events by outcome of the "
+		                 "submit.\n# TYPE custos_audit_events_total counter\n"
+		                 "custos_audit_events_total{result=\"accepted\"} %llu\n"
+		                 "custos_audit_events_total{result=\"denied_full\"} %llu\n"
+		                 "custos_audit_events_total{result=\"failed\"} %llu\n",
+		                 (unsigned long long)st.submitted,
+		                 (unsigned long long)st.denied_full,
+		                 (unsigned long long)st.failed));
+		GUARD(buf_append_cstr(b,
+		                      "# HELP custos_audit_sink_lag_events Durable audit events a "
+		                      "sink has not delivered yet.\n# TYPE "
+		                      "custos_audit_sink_lag_events gauge\n"));
+		for (size_t i = 0; i < 64; i++) {
+			uint64_t lag;
+			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
+				break;
+			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%zu\"} %llu\n", i,
+			                 (unsigned long long)lag));
+		}
+	}
+	GUARD(buf_append_cstr(b, "# HELP custos_sandbox_up 1 while the sandbox's instance runs.\n"
+	                         "# TYPE custos_sandbox_up gauge\n"));
+	for (size_t i = 0; i < s->nsbx; i++)
+		GUARD(buf_printf(b, "custos_sandbox_up{sandbox=\"%s\"} %d\n", s->sbx[i].name,
+		                 sandbox_running(&s->sbx[i]) ? 1 : 0));
+	return CUSTOS_OK;
+}
+
+static enum MHD_Result ep_metrics(struct admin_server *s, struct MHD_Connection *c)
+{
+	buf b;
+
+	buf_init(&b, ADMIN_RESPONSE_MAX);
+	if (render_metrics(s, &b) != CUSTOS_OK) {
+		buf_free(&b);
+		return respond_error(c, 500, err_msg());
+	}
+	enum MHD_Result r =
+	        respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf_span(&b));
+	buf_free(&b);
+	return r;
+}
+
+static void policy_facts(json_writer *w, const policy *p)
+{
+	json_kv_bool(w, "loaded", p != NULL);
+	if (p == NULL)
+		return;
+	json_kv_cstr(w, "hash", policy_hash_hex(p));
+	json_kv_cstr(w, "source", policy_name(p));
+	json_kv_cstr(w, "mode", policy_get_mode(p) == POLICY_SHADOW ? "shadow" : "enforce");
+	json_kv_u64(w, "rules", policy_rule_count(p));
+}
+
+static void diags_json(json_writer *w, const diag_list *d)
+{
+	json_key(w, "errors");
+	json_arr_begin(w);
+	for (size_t i = 0; i < d->n; i++) {
+		const diag_item *it = &d->items[i];
+		json_obj_begin(w);
+		json_kv_cstr(w, "severity", it->severity == DIAG_ERROR ? "error" : "warning");
+		json_kv_cstr(w, "file", it->file);
+		json_kv_u64(w, "line", it->line);
+		json_kv_u64(w, "col", it->col);
+		json_kv_cstr(w, "message", it->message);
+		if (it->hint)
+			json_kv_cstr(w, "hint", it->hint);
+		json_obj_end(w);
+	}
+	json_arr_end(w);
+}
+
+static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *c, struct req *rq,
+                                 bool reload)
+{
+	buf b;
+	json_writer w;
+	diag_list d;
+	unsigned status = 200;
+	custos_err e = CUSTOS_OK;
+
+	diag_init(&d);
+	if (reload) {
+		if (s->hooks.policy_reload == NULL) {
+			e = err_set(CUSTOS_ERR_UNSUPPORTED, "no reload source configured");
+		} else {
+			pthread_mutex_lock(&s->reload_lock);
+			e = s->hooks.policy_reload(s->hooks.arg, &d);
+			pthread_mutex_unlock(&s->reload_lock);
+		}
+		metrics_inc(e == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
+		                           : METRICS_POLICY_RELOAD_FAILED);
+		status = e == CUSTOS_OK ? 200 : 422;
+	}
+	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+	buf_init(&b, ADMIN_RESPONSE_MAX);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	if (reload) {
+		json_kv_bool(&w, "reloaded", e == CUSTOS_OK);
+		if (e != CUSTOS_OK) {
+			json_kv_cstr(&w, "error", err_msg());
+			diags_json(&w, &d);
+		}
+	}
+	json_key(&w, "policy");
+	json_obj_begin(&w);
+	policy_facts(&w, p);
+	json_obj_end(&w);
+	json_obj_end(&w);
+	policy_unref(p);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	if (reload)
+		admin_audit(s, rq->principal, "POST", "/v1/policy", status,
+		            e == CUSTOS_OK ? "reloaded" : "refused");
+	diag_free(&d);
+	return respond_buf(c, status, &b);
+}
+
+static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
+{
+	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+	buf b;
+	json_writer w;
+	diag_list d;
+	policy_request req;
+	policy_request_doc *keep = NULL;
+	policy_decision dec;
+
+	metrics_inc(METRICS_DECIDE);
+	if (p == NULL)
+		return respond_error(c, 503, "no policy loaded");
+	diag_init(&d);
+	buf_init(&b, ADMIN_RESPONSE_MAX);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	span body = buf_span(&rq->body);
+	custos_err e = policy_request_parse(p, body.ptr, body.len, &req, &keep, &d);
+	unsigned status = 200;
+	if (e != CUSTOS_OK) {
+		status = 400;
+		json_kv_cstr(&w, "error", "the request context has errors");
+		diags_json(&w, &d);
+	} else {
+		policy_evaluate(p, &req, &dec);
+		metrics_inc(METRICS_POLICY_EVALS);
+		json_key(&w, "result");
+		json_obj_begin(&w);
+		json_kv_bool(&w, "allow", dec.effect == POLICY_ALLOW);
+		json_kv_bool(&w, "verdict_allow", dec.verdict == POLICY_ALLOW);
+		json_kv_bool(&w, "shadow", dec.shadow);
+		json_kv_bool(&w, "default_deny", dec.default_deny);
+		json_kv_cstr(&w, "reason", dec.reason);
+		json_key(&w, "rules");
+		json_arr_begin(&w);
+		for (size_t i = 0; i < dec.n_rules; i++)
+			json_cstr(&w, dec.rules[i]);
+		json_arr_end(&w);
+		json_kv_cstr(&w, "audit", policy_audit_level_name(dec.audit));
+		json_key(&w, "limits");
+		json_obj_begin(&w);
+		json_kv_u64(&w, "requests", dec.limits.requests);
+		json_kv_u64(&w, "requests_window_ns", dec.limits.requests_window_ns);
+		json_kv_u64(&w, "tokens", dec.limits.tokens);
+		json_kv_u64(&w, "tokens_window_ns", dec.limits.tokens_window_ns);
+		json_kv_u64(&w, "max_body_bytes", dec.limits.max_body_bytes);
+		json_kv_u64(&w, "max_tokens", dec.limits.max_tokens);
+		json_obj_end(&w);
+		json_obj_end(&w);
+	}
+	json_kv_cstr(&w, "policy_hash", policy_hash_hex(p));
+	json_obj_end(&w);
+	policy_request_doc_free(keep);
+	policy_unref(p);
+	diag_free(&d);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, status, &b);
+}
+
+static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connection *c)
+{
+	buf b;
+	json_writer w;
+
+	buf_init(&b, ADMIN_RESPONSE_MAX);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_key(&w, "sandboxes");
+	json_arr_begin(&w);
+	for (size_t i = 0; i < s->nsbx; i++) {
+		const admin_sandbox *x = &s->sbx[i];
+		unsigned gen = x->sb ? sandbox_generation(x->sb) : 0;
+		json_obj_begin(&w);
+		json_kv_cstr(&w, "id", x->name);
+		json_kv_cstr(&w, "state", sandbox_running(x) ? "running" : "restarting");
+		json_kv_i64(&w, "pid", x->sb ? (int64_t)sandbox_pid(x->sb) : -1);
+		json_kv_u64(&w, "generation", gen);
+		json_kv_u64(&w, "restarts", gen ? gen - 1 : 0);
+		json_kv_cstr(&w, "profile_hash", x->sb ? sandbox_profile_hash_of(x->sb) : NULL);
+		json_kv_cstr(&w, "cgroup", x->sb ? sandbox_cgroup_backend(x->sb) : NULL);
+		json_key(&w, "limits");
+		json_obj_begin(&w);
+		json_kv_u64(&w, "memory_bytes", x->memory_bytes);
+		json_kv_u64(&w, "pids", x->pids);
+		json_kv_u64(&w, "cpu_millis", x->cpu_millis);
+		json_kv_u64(&w, "nofile", x->nofile);
+		json_obj_end(&w);
+		json_key(&w, "taint");
+		json_null(&w); /* not tracked by the sandbox module yet (docs/ADMIN.md) */
+		json_obj_end(&w);
+	}
+	json_arr_end(&w);
+	json_obj_end(&w);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, 200, &b);
+}
+
+/* SIGKILL to the instance's init through a pidfd, checked to still be the sandbox's current
+ * instance after it was opened (a recycled pid is never signalled). -1 with errno. */
+static int kill_instance(sandbox *sb, pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd == -1 && errno != ENOSYS)
+		return -1;
+	if (fd == -1)
+		return kill(pid, SIGKILL); /* kernel before 5.3 */
+	int r = 0;
+	if (sandbox_pid(sb) != pid) {
+		errno = ESRCH;
+		r = -1;
+	} else {
+		r = (int)syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+/* Restart = end the current instance; the supervisor starts the next one (its restart policy
+ * in `custos up` is "always"). */
+static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
+{
+	const admin_sandbox *x = &s->sbx[rq->sandbox];
+	char path[128];
+	pid_t pid = x->sb ? sandbox_pid(x->sb) : -1;
+	unsigned status = 202;
+	const char *result = "restarting";
+
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/restart", x->name);
+	if (pid <= 0) {
+		status = 409;
+		result = "no running instance";
+	} else if (kill_instance(x->sb, pid) == -1) {
+		status = errno == ESRCH ? 409 : 500;
+		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);
+	}
+	admin_audit(s, rq->principal, "POST", path, status, result);
+	if (status != 202)
+		return respond_error(c, status, result);
+	buf b;
+	json_writer w;
+	buf_init(&b, 4096);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "id", x->name);
+	json_kv_cstr(&w, "result", result);
+	json_kv_i64(&w, "killed_pid", pid);
+	json_obj_end(&w);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, 202, &b);
+}
+
+/* The string value of "key":"..." in line (no escapes expected: hex, ids), or empty. */
+static span json_field(span line, const char *key)
+{
+	char pat[64];
+	int n = snprintf(pat, sizeof(pat), "\"%s\":", key);
+	for (size_t i = 0; n > 0 && i + (size_t)n < line.len; i++) {
+		if (memcmp(line.ptr + i, pat, (size_t)n) != 0)
+			continue;
+		size_t b = i + (size_t)n, e;
+		if (line.ptr[b] == '"') {
+			b++;
+			for (e = b; e < line.len && line.ptr[e] != '"'; e++)
+				;
+		} else {
+			for (e = b; e < line.len && line.ptr[e] >= '0' && line.ptr[e] <= '9'; e++)
+				;
+		}
+		return (span){ line.ptr + b, e - b };
+	}
+	return (span){ NULL, 0 };
+}
+
+/* Chain head (last complete record) and the last checkpoint, read from the tail of the newest
+ * log file (at most ADMIN_AUDIT_TAIL bytes; read-only, the writer process owns the files). */
+static void audit_tail(struct admin_server *s, json_writer *w)
+{
+	char **files = NULL;
+	size_t nfiles = 0;
+	buf b;
+
+	if (s->audit_dir == NULL || audit_list_files(s->audit_dir, &files, &nfiles) != CUSTOS_OK ||
+	    nfiles == 0) {
+		audit_paths_free(files, nfiles);
+		return;
+	}
+	const char *path = files[nfiles - 1];
+	buf_init(&b, ADMIN_AUDIT_TAIL);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd != -1 && fstat(fd, &st) == 0 && buf_reserve(&b, ADMIN_AUDIT_TAIL) == CUSTOS_OK) {
+		off_t from =
+		        st.st_size > (off_t)ADMIN_AUDIT_TAIL ? st.st_size - ADMIN_AUDIT_TAIL : 0;
+		ssize_t r;
+		do
+			r = pread(fd, buf_tail(&b), (size_t)(st.st_size - from), from);
+		while (r == -1 && errno == EINTR);
+		if (r > 0)
+			buf_commit(&b, (size_t)r);
+	}
+	if (fd != -1)
+		close(fd);
+	json_kv_cstr(w, "file", path);
+	span all = buf_span(&b);
+	size_t end = all.len;
+	while (end > 0 && all.ptr[end - 1] != '\n') /* a torn last record is not the head */
+		end--;
+	bool head_done = false, ckpt_done = false;
+	while (end > 0 && !(head_done && ckpt_done)) {
+		size_t start = end - 1;
+		while (start > 0 && all.ptr[start - 1] != '\n')
+			start--;
+		span line = { all.ptr + start, end - 1 - start };
+		if (start == 0 && all.len == ADMIN_AUDIT_TAIL)
+			break; /* may be cut at the front */
+		if (!head_done) {
+			json_key(w, "head");
+			json_obj_begin(w);
+			json_kv_str(w, "seq", json_field(line, "seq"));
+			/* the record's own hash closes the line: ..."hash":"<64 hex>"} */
+			span h = { NULL, 0 };
+			if (line.len > AUDIT_HASH_HEX + 2)
+				h = (span){ line.ptr + line.len - AUDIT_HASH_HEX - 2,
+					    AUDIT_HASH_HEX };
+			json_kv_str(w, "hash", h);
+			json_obj_end(w);
+			head_done = true;
+		}
+		if (!ckpt_done && span_eq_cstr(json_field(line, "type"), "checkpoint")) {
+			json_key(w, "last_checkpoint");
+			json_obj_begin(w);
+			json_kv_str(w, "seq", json_field(line, "seq"));
+			json_kv_str(w, "reason", json_field(line, "reason"));
+			json_kv_str(w, "signed_seq", json_field(line, "signed_seq"));
+			json_kv_str(w, "signed_hash", json_field(line, "signed_hash"));
+			json_kv_bool(w, "signed", json_field(line, "sig").len > 0);
+			json_obj_end(w);
+			ckpt_done = true;
+		}
+		end = start;
+	}
+	if (!ckpt_done) {
+		json_key(w, "last_checkpoint");
+		json_null(w); /* none in the newest file's tail */
+	}
+	buf_free(&b);
+	audit_paths_free(files, nfiles);
+}
+
+static enum MHD_Result ep_audit_status(struct admin_server *s, struct MHD_Connection *c)
+{
+	buf b;
+	json_writer w;
+
+	buf_init(&b, 65536);
+	json_init(&w, &b);
+	json_obj_begin(&w);
+	json_kv_bool(&w, "enabled", s->audit != NULL);
+	if (s->audit) {
+		audit_stats st;
+		audit_writer_stats(s->audit, &st);
+		json_kv_u64(&w, "durable_seq", st.durable_seq);
+		json_kv_u64(&w, "submitted", st.submitted);
+		json_kv_u64(&w, "denied_full", st.denied_full);
+		json_kv_u64(&w, "failed", st.failed);
+		json_kv_u64(&w, "queued", st.queued);
+		json_kv_bool(&w, "writer_failing", st.writer_failing);
+		json_key(&w, "sinks");
+		json_arr_begin(&w);
+		for (size_t i = 0; i < 64; i++) {
+			uint64_t lag;
+			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
+				break;
+			json_obj_begin(&w);
+			json_kv_u64(&w, "index", i);
+			json_kv_u64(&w, "lag_events", lag);
+			json_kv_u64(&w, "cursor", st.durable_seq >= lag ? st.durable_seq - lag : 0);
+			json_obj_end(&w);
+		}
+		json_arr_end(&w);
+	}
+	audit_tail(s, &w);
+	json_obj_end(&w);
+	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
+		buf_reset(&b);
+	return respond_buf(c, 200, &b);
+}
+
+static enum MHD_Result dispatch(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
+{
+	switch (rq->route) {
+	case R_HEALTHZ:
+		return respond(c, 200, "application/json", SPAN_LIT("{\"status\":\"ok\"}\n"));
+	case R_READYZ:
+		return ep_readyz(s, c);
+	case R_METRICS:
+		return ep_metrics(s, c);
+	case R_POLICY_GET:
+		return ep_policy(s, c, rq, false);
+	case R_POLICY_RELOAD:
+		return ep_policy(s, c, rq, true);
+	case R_DECIDE:
+		return ep_decide(s, c, rq);
+	case R_SANDBOXES:
+		return ep_sandboxes(s, c);
+	case R_SANDBOX_RESTART:
+		return ep_restart(s, c, rq);
+	case R_AUDIT_STATUS:
+		return ep_audit_status(s, c);
+	}
+	return respond_error(c, 500, "unknown route");
+}
+
+/* ---- libmicrohttpd callbacks ---- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+	struct admin_listener *l = cls;
+	struct admin_server *s = l->srv;
+	struct req *rq = *con_cls;
+
+	(void)version;
+	if (rq == NULL) {
+		/* First call: only headers are known. Refuse without allocating. */
+		char who[48];
+		route_id route = R_HEALTHZ;
+		size_t sbx_index = 0;
+		metrics_inc(METRICS_ADMIN_REQUESTS);
+		bool ok = l->kind == L_UNIX ? unix_peer_ok(s, c, who, sizeof(who))
+		                            : tcp_token_ok(s, c, who, sizeof(who));
+		if (!ok) {
+			unsigned st = l->kind == L_UNIX ? 403 : 401;
+			metrics_inc(METRICS_ADMIN_DENIED);
+			admin_audit(s, who, method, url, st, "unauthenticated");
+			return respond_error(c, st,
+			                     st == 403 ? "caller uid not allowed"
+			                               : "a valid bearer token is required");
+		}
+		unsigned st = route_match(s, method, url, &route, &sbx_index);
+		if (st)
+			return respond_error(c, st, st == 405 ? "method not allowed" : "not found");
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+		                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+		                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		uint64_t len = 0;
+		if (cl && num_parse_u64(span_cstr(cl), 0, UINT64_MAX, &len) != CUSTOS_OK)
+			return respond_error(c, 400, "bad Content-Length");
+		if (has_body_route(route)) {
+			if (!is_json(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+			                                         MHD_HTTP_HEADER_CONTENT_TYPE)))
+				return respond_error(c, 415,
+				                     "Content-Type must be application/json");
+			if (len > s->max_body)
+				return respond_error(c, 413, "request body too large");
+			if (cl == NULL && te == NULL)
+				return respond_error(c, 411, "a request body is required");
+		} else if (len > 0 || te != NULL) {
+			return respond_error(c, 413, "this endpoint takes no request body");
+		}
+		rq = xcalloc(1, sizeof(*rq));
+		rq->route = route;
+		rq->sandbox = sbx_index;
+		snprintf(rq->principal, sizeof(rq->principal), "%s", who);
+		buf_init(&rq->body, s->max_body);
+		*con_cls = rq;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (!rq->too_big &&
+		    buf_append(&rq->body, upload_data, *upload_data_size) != CUSTOS_OK) {
+			rq->too_big = true; /* keep reading (and dropping) to answer cleanly */
+			buf_free(&rq->body);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (rq->too_big)
+		return respond_error(c, 413, "request body too large");
+	return dispatch(s, c, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct req *rq = *con_cls;
+
+	(void)toe;
+	watch_set(((struct admin_listener *)cls)->srv, c, true); /* next request on keep-alive */
+	if (rq == NULL)
+		return;
+	buf_free(&rq->body);
+	free(rq);
+	*con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) CUSTOS_PRINTF(2, 0);
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char tmp[512];
+
+	(void)cls;
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	size_t n = strlen(tmp);
+	while (n && tmp[n - 1] == '\n')
+		tmp[--n] = '\0';
+	log_debug("admin: libmicrohttpd: %s", tmp);
+}
+
+/* ---- listeners ---- */
+
+static custos_err open_unix(const char *path, uint32_t mode, int *out)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat stt;
+
+	ENSURE(strlen(path) < sizeof(sun.sun_path), CUSTOS_ERR_LIMIT,
+	       "admin socket %s: path too long", path);
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (lstat(path, &stt) == 0) {
+		ENSURE(S_ISSOCK(stt.st_mode), CUSTOS_ERR_EXISTS,
+		       "admin socket %s: exists and is not a socket", path);
+		/* Stale only when nobody answers: never take over a running instance's socket. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		bool live =
+		        probe != -1 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+		if (probe != -1)
+			close(probe);
+		ENSURE(!live, CUSTOS_ERR_EXISTS, "admin socket %s: another process serves it",
+		       path);
+		if (unlink(path) == -1)
+			return err_sys("admin socket %s: unlink stale socket", path);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return err_sys("admin socket: socket");
+	/* Created owner-only, then opened up to the configured mode: never wider in between. */
+	mode_t old = umask(0177);
+	int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (r == -1 || chmod(path, mode) == -1 || listen(fd, 64) == -1) {
+		custos_err e = err_sys("admin socket %s", path);
+		close(fd);
+		return e;
+	}
+	*out = fd;
+	return CUSTOS_OK;
+}
+
+static bool addr_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr) >>
+		        24) == 127;
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(
+		        &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr);
+	return false;
+}
+
+static custos_err open_tcp(const char *addr, bool force, int *out, unsigned *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	GUARD(err_wrap(proxy_parse_address(addr, &ss, &len), "admin tcp"));
+	ENSURE(ss.ss_family != AF_UNIX, CUSTOS_ERR_INVAL, "admin tcp: %s is not a TCP address",
+	       addr);
+	ENSURE(force || addr_is_loopback(&ss), CUSTOS_ERR_DENIED,
+	       "admin tcp: %s is not a loopback address (set admin.force to allow it)", addr);
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return err_sys("admin tcp: socket");
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, (struct sockaddr *)&ss, len) == -1 || listen(fd, 64) == -1) {
+		custos_err e = err_sys("admin tcp %s", addr);
+		close(fd);
+		return e;
+	}
+	len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		*port = ntohs(ss.ss_family == AF_INET
+		                      ? ((struct sockaddr_in *)(void *)&ss)->sin_port
+		                      : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+	*out = fd;
+	return CUSTOS_OK;
+}
+
+static custos_err start_daemon(struct admin_listener *l)
+{
+	struct admin_server *s = l->srv;
+	sigset_t all, old;
+
+	/* The daemon's threads must not take the process signals proxy_run waits for. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	l->d = MHD_start_daemon(
+	        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	        on_request, l, MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_THREAD_POOL_SIZE,
+	        (unsigned)ADMIN_THREADS, MHD_OPTION_CONNECTION_LIMIT,
+	        (unsigned)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
+	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
+	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION,
+	        on_connection, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	ENSURE(l->d, CUSTOS_ERR_IO, "admin: libmicrohttpd did not start on the %s listener",
+	       l->kind == L_UNIX ? "Unix" : "TCP");
+	return CUSTOS_OK;
+}
+
+custos_err admin_start(const admin_options *o, admin_server **out)
+{
+	*out = NULL;
+	ENSURE(o->socket_path || o->tcp_address, CUSTOS_ERR_INVAL,
+	       "admin: neither a socket nor a TCP address");
+	ENSURE(o->n_allowed_uids <= ADMIN_MAX_UIDS, CUSTOS_ERR_LIMIT, "admin: more than %d uids",
+	       ADMIN_MAX_UIDS);
+	ENSURE(o->n_sandboxes <= ADMIN_MAX_SANDBOXES, CUSTOS_ERR_LIMIT,
+	       "admin: more than %d sandboxes", ADMIN_MAX_SANDBOXES);
+	ENSURE(o->max_body <= ADMIN_BODY_MAX, CUSTOS_ERR_LIMIT, "admin: max_body above %u",
+	       ADMIN_BODY_MAX);
+	uint32_t mode = o->socket_mode ? o->socket_mode : 0660;
+	ENSURE((mode & ~0770u) == 0, CUSTOS_ERR_INVAL,
+	       "admin: socket mode %04o gives access to others", (unsigned)mode);
+	static const uint8_t zero[32];
+	ENSURE(o->tcp_address == NULL || CRYPTO_memcmp(o->token_sha256, zero, 32) != 0,
+	       CUSTOS_ERR_INVAL, "admin: a TCP listener needs a token");
+
+	struct admin_server *s = xcalloc(1, sizeof(*s));
+	pthread_mutex_init(&s->reload_lock, NULL);
+	pthread_mutex_init(&s->watch_lock, NULL);
+	pthread_cond_init(&s->watch_cond, NULL);
+	s->l[0] = (struct admin_listener){ s, L_UNIX, -1, NULL };
+	s->l[1] = (struct admin_listener){ s, L_TCP, -1, NULL };
+	if (o->n_allowed_uids) {
+		memcpy(s->uids, o->allowed_uids, o->n_allowed_uids * sizeof(uint32_t));
+		s->nuids = o->n_allowed_uids;
+	} else {
+		s->uids[s->nuids++] = (uint32_t)geteuid();
+		if (geteuid() != 0)
+			s->uids[s->nuids++] = 0;
+	}
+	memcpy(s->token_sha256, o->token_sha256, 32);
+	s->max_body = o->max_body ? o->max_body : ADMIN_BODY_DEFAULT;
+	s->timeout_s = o->timeout_s ? o->timeout_s : ADMIN_TIMEOUT_S;
+	s->audit = o->audit;
+	s->audit_dir = o->audit_dir ? xstrdup(o->audit_dir) : NULL;
+	s->hooks = o->hooks;
+	for (size_t i = 0; i < o->n_sandboxes; i++) {
+		s->sbx[i] = o->sandboxes[i];
+		s->sbx[i].name = xstrdup(o->sandboxes[i].name);
+	}
+	s->nsbx = o->n_sandboxes;
+	custos_err e = CUSTOS_OK;
+	if (o->socket_path) {
+		e = open_unix(o->socket_path, mode, &s->l[0].fd);
+		if (e == CUSTOS_OK) {
+			s->socket_path = xstrdup(o->socket_path); /* ours now: unlinked at stop */
+			e = start_daemon(&s->l[0]);
+		}
+	}
+	if (e == CUSTOS_OK && o->tcp_address) {
+		e = open_tcp(o->tcp_address, o->force, &s->l[1].fd, &s->tcp_port);
+		if (e == CUSTOS_OK)
+			e = start_daemon(&s->l[1]);
+	}
+	if (e == CUSTOS_OK) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		int r = pthread_create(&s->watch_th, NULL, watchdog, s);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (r != 0) {
+			errno = r;
+			e = err_sys("admin: watchdog thread");
+		} else {
+			s->watch_started = true;
+		}
+	}
+	if (e != CUSTOS_OK) {
+		admin_stop(s);
+		return e;
+	}
+	log_info("admin: listening%s%s%s%s", s->socket_path ? " on unix:" : "",
+	         s->socket_path ? s->socket_path : "", o->tcp_address ? " and tcp:" : "",
+	         o->tcp_address ? o->tcp_address : "");
+	*out = s;
+	return CUSTOS_OK;
+}
+
+unsigned admin_tcp_port(const admin_server *a)
+{
+	return a ? a->tcp_port : 0;
+}
+
+void admin_stop(admin_server *s)
+{
+	if (s == NULL)
+		return;
+	if (s->watch_started) {
+		pthread_mutex_lock(&s->watch_lock);
+		s->watch_stop = true;
+		pthread_cond_signal(&s->watch_cond);
+		pthread_mutex_unlock(&s->watch_lock);
+		pthread_join(s->watch_th, NULL);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		if (s->l[i].d)
+			MHD_stop_daemon(s->l[i].d);
+		if (s->l[i].fd != -1)
+			close(s->l[i].fd);
+	}
+	if (s->socket_path) {
+		if (unlink(s->socket_path) == -1 && errno != ENOENT)
+			log_warn("admin: unlink %s: %s", s->socket_path, strerror(errno));
+		free(s->socket_path);
+	}
+	for (size_t i = 0; i < s->nsbx; i++)
+		free((char *)s->sbx[i].name);
+	free(s->audit_dir);
+	pthread_mutex_destroy(&s->reload_lock);
+	pthread_mutex_destroy(&s->watch_lock);
+	pthread_cond_destroy(&s->watch_cond);
+	OPENSSL_cleanse(s->token_sha256, sizeof(s->token_sha256));
+	free(s);
+}
+
+void admin_sandbox_event(const char *name, int kind, uint64_t count)
+{
+	switch (kind) {
+	case SANDBOX_EV_RESTART:
+		metrics_sandbox(name, METRICS_SBX_RESTART);
+		break;
+	case SANDBOX_EV_VIOLATION:
+		metrics_sandbox_add(name, METRICS_SBX_VIOLATION, count ? count : 1);
+		break;
+	case SANDBOX_EV_OOM:
+		metrics_sandbox(name, METRICS_SBX_OOM);
+		break;
+	case SANDBOX_EV_LIMIT:
+		metrics_sandbox(name, METRICS_SBX_LIMIT);
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Admin API through the real binary: curl over the Unix socket and TCP, `custos ctl`, metrics
+# accepted by promtool after traffic, authentication failures (uid not allowed, bad token),
+# oversized and malformed bodies, a slow client timed out without blocking others, the decision
+# endpoint, policy reload (a broken policy refused with its errors, the old one kept), every
+# admin action in the audit trail.
+. "$(dirname "$0")/proxy_lib.bash"
+
+command -v setpriv >/dev/null || skip "setpriv not installed"
+command -v python3 >/dev/null || skip "python3 not installed"
+curl --help all 2>/dev/null | grep -q -- '--unix-socket' || skip "curl without --unix-socket"
+
+make_pki
+start_fixture model --tokens 4
+write_policy "$work/policy.yaml"
+write_config "$work/custos.yaml" "$FX_PORT"
+TOKEN=admin-token-$RANDOM$RANDOM
+printf '%s\n' "$TOKEN" >"$work/token"
+chmod 600 "$work/token"
+APORT=$(free_port)
+cat >>"$work/custos.yaml" <<CFG
+admin:
+  socket: $work/admin.sock
+  socket_mode: "0660"
+  max_body: 64KiB
+  tcp:
+    address: "127.0.0.1:$APORT"
+    token_sha256: "$(sha256hex "$TOKEN")"
+CFG
+start_custos "$work/custos.yaml"
+for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.05; done
+[ -S "$work/admin.sock" ] || { fail "admin socket not created"; exit 1; }
+check "socket mode" "$(stat -c %a "$work/admin.sock")" 660
+
+U=(curl -sS --max-time 20 --unix-socket "$work/admin.sock")
+T=(curl -sS --max-time 20)
+code() { "$@" -o /dev/null -w '%{http_code}'; }
+ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
+
+check "healthz (unix)" "$(code "${U[@]}" http://admin/healthz)" 200
+check "readyz (unix)" "$(code "${U[@]}" http://admin/readyz)" 200
+check "healthz (tcp, token)" "$(code "${T[@]}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/healthz")" 200
+check "tcp without token" "$(code "${T[@]}" "http://127.0.0.1:$APORT/healthz")" 401
+check "tcp with a wrong token" "$(code "${T[@]}" -H "Authorization: Bearer nope" "http://127.0.0.1:$APORT/healthz")" 401
+check "ctl health" "$(ctl health)" '{"status":"ok"}'
+check "ctl over tcp" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" ready >/dev/null; echo $?)" 0
+
+# Traffic through the proxy (plain listener): allowed, denied, unauthenticated.
+chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
+P=(curl -sS --max-time 20 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT2/v1/chat/completions" -d "$chat")
+check "alice chat" "$("${P[@]}" -H "Authorization: Bearer $ALICE")" 200
+check "bob chat" "$("${P[@]}" -H "Authorization: Bearer $BOB")" 403
+"${P[@]}" >/dev/null
+curl -sS --max-time 20 -o /dev/null --cacert "$work/tls/ca.crt" -H "Authorization: Bearer $ALICE" \
+	-d "$chat" "https://localhost:$PORT/v1/chat/completions"
+
+"${U[@]}" http://admin/metrics >"$work/metrics.txt"
+grep -q '^custos_requests_total{decision="allow",route="/v1/chat/completions",model="test-model",principal="alice"} 2$' "$work/metrics.txt" &&
+	ok "metrics count alice's requests" || fail "alice's requests missing from metrics"
+grep -q '^custos_requests_total{decision="deny",.*principal="bob"} 1$' "$work/metrics.txt" &&
+	ok "metrics count bob's denial" || fail "bob's denial missing"
+grep -q '^custos_tls_handshakes_total{result="ok"} [1-9]' "$work/metrics.txt" && ok "TLS handshakes counted" || fail "TLS handshakes not counted"
+grep -q '^custos_request_duration_seconds_count [1-9]' "$work/metrics.txt" && ok "latency histogram" || fail "latency histogram empty"
+grep -q '^custos_audit_queue_depth ' "$work/metrics.txt" && ok "audit queue depth" || fail "no audit gauge"
+have_promtool=0
+if command -v promtool >/dev/null; then
+	have_promtool=1
+	if promtool check metrics <"$work/metrics.txt" >"$work/promtool.out" 2>&1; then
+		ok "promtool check metrics accepts /metrics"
+	else
+		fail "promtool: $(cat "$work/promtool.out")"
+	fi
+	ctl metrics | promtool check metrics >/dev/null 2>&1 && ok "promtool accepts ctl metrics" || fail "ctl metrics rejected"
+else
+	echo "note: promtool not installed (Debian package prometheus): format check skipped"
+fi
+
+# Uid allow-list: the socket's group lets uid 65534 connect (file mode passes), SO_PEERCRED
+# refuses it; a uid outside the group cannot even connect.
+chmod 711 "$work"
+chgrp 65534 "$work/admin.sock"
+check "uid 65534 refused by SO_PEERCRED" \
+	"$(setpriv --reuid=65534 --regid=65534 --clear-groups curl -s --max-time 10 -o /dev/null -w '%{http_code}' --unix-socket "$work/admin.sock" http://admin/healthz)" 403
+check "uid 65534 without the group cannot connect" \
+	"$(setpriv --reuid=65534 --regid=65533 --clear-groups curl -s --max-time 10 -o /dev/null -w '%{http_code}' --unix-socket "$work/admin.sock" http://admin/healthz)" 000
+chmod 700 "$work"
+
+# Method, path, content type, sizes.
+J=(-H 'Content-Type: application/json')
+check "GET /v1/decide" "$(code "${U[@]}" http://admin/v1/decide)" 405
+check "unknown path" "$(code "${U[@]}" http://admin/nope)" 404
+check "decide without JSON content type" "$(code "${U[@]}" -H 'Content-Type: text/plain' -d '{}' http://admin/v1/decide)" 415
+head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big.json"
+check "decide with 100 KB (max_body 64KiB)" "$(code "${U[@]}" "${J[@]}" --data-binary @"$work/big.json" http://admin/v1/decide)" 413
+check "chunked body over the limit" "$(code "${U[@]}" "${J[@]}" -H 'Transfer-Encoding: chunked' --data-binary @"$work/big.json" http://admin/v1/decide)" 413
+check "malformed JSON" "$(code "${U[@]}" "${J[@]}" -d '{"direction": ' http://admin/v1/decide)" 400
+check "POST /v1/policy with a body" "$(code "${U[@]}" "${J[@]}" -d '{"x":1}' http://admin/v1/policy)" 413
+check "healthz still fine" "$(code "${U[@]}" http://admin/healthz)" 200
+
+# Decision point.
+allow_ctx='{"direction":"ingress","principal":"alice","model":"test-model","route":"POST /v1/chat/completions"}'
+out=$(ctl decide "$allow_ctx")
+echo "$out" | grep -q '"allow":true' && echo "$out" | grep -q '"rules":\["chat"\]' && ok "decide: alice allowed by rule chat" || fail "decide alice: $out"
+printf '%s' '{"direction":"ingress","principal":"bob","model":"test-model","route":"POST /v1/chat/completions"}' >"$work/bob.json"
+out=$(ctl decide @"$work/bob.json")
+echo "$out" | grep -q '"allow":false' && ok "decide: bob denied" || fail "decide bob: $out"
+out=$(ctl decide '{"direction":"sideways"}' 2>&1)
+echo "$out" | grep -q '"errors"' && ok "decide: bad context answered with its errors" || fail "decide bad: $out"
+
+# Slow client: sends the request head one byte per second; it is cut off after the admin
+# timeout (10 s) while other requests are answered at once.
+python3 - "$work/admin.sock" >"$work/slow.out" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+req = b"GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n"
+t0 = time.time()
+try:
+    for b in req:
+        s.send(bytes([b]))
+        time.sleep(0.5)
+    print("slow client finished its request: not cut off", s.recv(100))
+except (BrokenPipeError, ConnectionResetError) as e:
+    print("cut off after %.0f s" % (time.time() - t0))
+PY
+slow=$!
+sleep 1
+check "others served during the slow client" "$(code "${U[@]}" http://admin/healthz)" 200
+wait "$slow"
+grep -q '^cut off' "$work/slow.out" && ok "slow client timed out ($(cat "$work/slow.out"))" || fail "slow client: $(cat "$work/slow.out")"
+
+# Policy: show, reload (good), reload (broken: refused with errors, old policy kept).
+h1=$(ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+[ ${#h1} -eq 64 ] && ok "policy hash shown" || fail "policy show: $(ctl policy show)"
+sed -i 's/principal: \[alice, analytics, sso\]/principal: [alice, bob, analytics, sso]/' "$work/policy.yaml"
+out=$(ctl policy reload)
+echo "$out" | grep -q '"reloaded":true' && ok "reload through the API" || fail "reload: $out"
+h2=$(ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+[ "$h1" != "$h2" ] && ok "hash changed" || fail "hash unchanged after reload"
+check "bob allowed after the API reload" "$("${P[@]}" -H "Authorization: Bearer $BOB")" 200
+cp "$work/policy.yaml" "$work/policy.good"
+printf 'version: 1\nrules:\n  - id: x\n    effect: maybe\n' >"$work/policy.yaml"
+out=$(ctl policy reload 2>&1)
+rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q '"reloaded":false' && echo "$out" | grep -q '"line":4' &&
+	ok "broken policy refused with its errors" || fail "broken reload: rc=$rc $out"
+h3=$(ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+check "old policy in force" "$h3" "$h2"
+check "bob still allowed (old policy)" "$("${P[@]}" -H "Authorization: Bearer $BOB")" 200
+cp "$work/policy.good" "$work/policy.yaml"
+
+check "sandboxes (none configured)" "$(ctl sandboxes)" '{"sandboxes":[]}'
+check "restart unknown sandbox" "$(code "${U[@]}" -X POST http://admin/v1/sandboxes/nope/restart)" 404
+out=$(ctl audit-status)
+echo "$out" | grep -q '"durable_seq":[1-9]' && ok "audit status" || fail "audit status: $out"
+echo "$out" | grep -Eq '"head":\{"seq":"[0-9]+","hash":"[0-9a-f]{64}"\}' && ok "audit chain head" || fail "chain head: $out"
+echo "$out" | grep -q '"last_checkpoint":' && ok "last checkpoint reported" || fail "checkpoint: $out"
+"${U[@]}" http://admin/metrics | grep -q '^custos_policy_reloads_total{result="failed"} 1$' && ok "failed reload counted" || fail "reload counter"
+
+# Every admin action is audited (flushed at shutdown).
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+[ -e "$work/admin.sock" ] && fail "socket left behind" || ok "socket removed at shutdown"
+grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
+check "reloads audited" "$(audit_grep '"type":"admin.request".*"path":"/v1/policy"' | wc -l)" 2
+audit_grep '"type":"admin.request".*"principal":"uid:65534".*"status":403' >/dev/null && ok "refused uid audited" || fail "403 not audited"
+audit_grep '"type":"admin.request".*"status":401' >/dev/null && ok "bad token audited" || fail "401 not audited"
+[ "$fails" -eq 0 ] || exit 1
+[ "$have_promtool" -eq 1 ] || skip "promtool (Debian package prometheus) not installed: the rest passed"

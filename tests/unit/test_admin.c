@@ -1,0 +1,353 @@
+/*
+ * Admin API and metrics registry: rendering, label cardinality limits and the "other" bucket,
+ * label sanitising, exact sums across threads; admin_start's refusals; requests over a real
+ * Unix socket (uid allow-list, method/path/size checks, readiness without a policy).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "custos/admin.h"
+#include "proxy/metrics.h"
+
+static char *render(void)
+{
+	buf b;
+	const char *s;
+
+	buf_init(&b, 64u << 20);
+	assert_int_equal(metrics_render(&b), CUSTOS_OK);
+	assert_int_equal(buf_cstr(&b, &s), CUSTOS_OK);
+	char *out = xstrdup(s);
+	buf_free(&b);
+	return out;
+}
+
+static size_t count_lines(const char *text, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+/* Sum of the custos_requests_total samples. */
+static unsigned long long requests_sum(const char *text)
+{
+	unsigned long long sum = 0;
+	const char *p = text;
+	while ((p = strstr(p, "\ncustos_requests_total{")) != NULL) {
+		p++;
+		const char *end = strchr(p, '\n');
+		const char *sp = end;
+		while (sp > p && sp[-1] != ' ')
+			sp--;
+		sum += strtoull(sp, NULL, 10);
+		p = end;
+	}
+	return sum;
+}
+
+static void test_render_basic(void **state)
+{
+	(void)state;
+	metrics_reset();
+	metrics_request("allow", SPAN_LIT("/v1/chat/completions?x=1"), SPAN_LIT("m1"),
+	                SPAN_LIT("alice"), 2000000, 10000, 1500000);
+	metrics_request("deny", SPAN_LIT("/v1/chat/completions"), SPAN_LIT(""), SPAN_LIT(""), 1000,
+	                0, 0);
+	metrics_inc(METRICS_TLS_OK);
+	metrics_inc(METRICS_CONN_ACCEPTED);
+	metrics_inc(METRICS_CONN_ACCEPTED);
+	metrics_inc(METRICS_CONN_CLOSED);
+	metrics_sandbox("llama", METRICS_SBX_RESTART);
+	char *t = render();
+	assert_non_null(strstr(t, "custos_requests_total{decision=\"allow\",route=\"/v1/chat/"
+	                          "completions\",model=\"m1\",principal=\"alice\"} 1\n"));
+	assert_non_null(strstr(t, "custos_requests_total{decision=\"deny\",route=\"/v1/chat/"
+	                          "completions\",model=\"none\",principal=\"anonymous\"} 1\n"));
+	assert_non_null(strstr(t, "custos_request_duration_seconds_bucket{le=\"0.0025\"} 2\n"));
+	assert_non_null(strstr(t, "custos_request_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+	assert_non_null(strstr(t, "custos_request_duration_seconds_count 2\n"));
+	assert_non_null(strstr(t, "custos_policy_evaluation_duration_seconds_count 1\n"));
+	assert_non_null(strstr(t, "custos_tls_handshakes_total{result=\"ok\"} 1\n"));
+	assert_non_null(strstr(t, "custos_open_connections 1\n"));
+	assert_non_null(strstr(t, "custos_sandbox_restarts_total{sandbox=\"llama\"} 1\n"));
+	assert_non_null(strstr(t, "# TYPE custos_requests_total counter\n"));
+	free(t);
+}
+
+static void test_label_limits(void **state)
+{
+	char name[32];
+
+	(void)state;
+	metrics_reset();
+	for (int i = 0; i < METRICS_MAX_PRINCIPALS + 44; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), span_cstr(name), 1, 0, 0);
+	}
+	/* A principal literally called "other" is the overflow bucket, not a second series. */
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("other"), 1, 0, 0);
+	char *t = render();
+	assert_int_equal(count_lines(t, "\ncustos_requests_total{"), METRICS_MAX_PRINCIPALS + 1);
+	assert_non_null(strstr(t, "principal=\"other\"} 45\n"));
+	assert_int_equal(requests_sum(t), METRICS_MAX_PRINCIPALS + 45);
+	free(t);
+}
+
+static void test_series_limit(void **state)
+{
+	char r[32], m[32];
+
+	(void)state;
+	metrics_reset();
+	unsigned long long n = 0;
+	for (int i = 0; i < METRICS_MAX_ROUTES; i++)
+		for (int j = 0; j < METRICS_MAX_MODELS; j++) {
+			snprintf(r, sizeof(r), "/r%d", i);
+			snprintf(m, sizeof(m), "m%d", j);
+			metrics_request("error", span_cstr(r), span_cstr(m), SPAN_LIT("x"), 1, 0,
+			                0);
+			n++;
+		}
+	char *t = render();
+	/* Never more series than the limit, plus the one overflow series; nothing lost. */
+	assert_true(count_lines(t, "\ncustos_requests_total{") <= METRICS_MAX_SERIES + 1);
+	assert_non_null(strstr(t, "custos_requests_total{decision=\"error\",route=\"other\","
+	                          "model=\"other\",principal=\"other\"} "));
+	assert_int_equal(requests_sum(t), n);
+	free(t);
+}
+
+static void test_label_sanitised(void **state)
+{
+	(void)state;
+	metrics_reset();
+	metrics_request("weird", SPAN_LIT("/a\"b\\c\nd\xc3\xa9"), SPAN_LIT("m"), SPAN_LIT("q\"}x"),
+	                1, 0, 0);
+	char *t = render();
+	assert_non_null(strstr(t, "custos_requests_total{decision=\"other\",route=\"/a_b_c_d__\","
+	                          "model=\"m\",principal=\"q_}x\"} 1\n"));
+	free(t);
+}
+
+#define THREADS 4
+#define PER     50000
+static void *hammer(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < PER; i++) {
+		metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("p"), 1000, 0, 0);
+		metrics_inc(METRICS_POLICY_EVALS);
+	}
+	return NULL;
+}
+
+static void test_threads_exact(void **state)
+{
+	pthread_t th[THREADS];
+
+	(void)state;
+	metrics_reset();
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, hammer, NULL), 0);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	char *t = render();
+	char want[128];
+	snprintf(want, sizeof(want), "principal=\"p\"} %d\n", THREADS * PER);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof(want), "custos_policy_evaluations_total %d\n", THREADS * PER);
+	assert_non_null(strstr(t, want));
+	free(t);
+}
+
+/* ---- admin server ---- */
+
+static char dir[64];
+static char sock[128];
+
+static int setup_dir(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/custos-admin-test.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(sock, sizeof(sock), "%s/admin.sock", dir);
+	return 0;
+}
+
+static int teardown_dir(void **state)
+{
+	(void)state;
+	unlink(sock);
+	rmdir(dir);
+	return 0;
+}
+
+static void test_start_refusals(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL); /* nothing to listen on */
+	o.socket_path = sock;
+	o.socket_mode = 0666;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL); /* others may connect */
+	o.socket_mode = 0600;
+	o.max_body = ADMIN_BODY_MAX + 1;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_LIMIT);
+	o.max_body = 0;
+	o.socket_path = NULL;
+	o.tcp_address = "127.0.0.1:0";
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL); /* TCP without a token */
+	memset(o.token_sha256, 0xab, 32);
+	o.tcp_address = "10.1.2.3:9";
+	assert_int_not_equal(admin_start(&o, &a), CUSTOS_OK); /* not loopback, not forced */
+	assert_non_null(strstr(err_msg(), "loopback"));
+	o.tcp_address = "unix:/tmp/x";
+	assert_int_not_equal(admin_start(&o, &a), CUSTOS_OK);
+	/* A regular file where the socket should be is never replaced. */
+	FILE *f = fopen(sock, "w");
+	assert_non_null(f);
+	fclose(f);
+	o.tcp_address = NULL;
+	o.socket_path = sock;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_EXISTS);
+	unlink(sock);
+	assert_null(a);
+}
+
+/* Sends req over the socket; returns the status code and copies the answer into out. */
+static unsigned raw(const char *req, size_t reqlen, char *out, size_t outsz)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	memcpy(sun.sun_path, sock, strlen(sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	struct timeval tv = { 10, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	size_t off = 0;
+	while (off < reqlen) {
+		ssize_t w = send(fd, req + off, reqlen - off, MSG_NOSIGNAL);
+		if (w <= 0)
+			break; /* the server may answer and close before reading everything */
+		off += (size_t)w;
+	}
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = recv(fd, out + n, outsz - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == outsz - 1)
+			break;
+	}
+	out[n] = '\0';
+	close(fd);
+	unsigned st = 0;
+	if (sscanf(out, "HTTP/1.%*d %u", &st) != 1)
+		return 0;
+	return st;
+}
+
+static unsigned get(const char *path, char *out, size_t outsz)
+{
+	char req[512];
+	int n = snprintf(req, sizeof(req),
+	                 "GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", path);
+	return raw(req, (size_t)n, out, outsz);
+}
+
+static void test_server_requests(void **state)
+{
+	admin_server *a = NULL, *b = NULL;
+	admin_options o;
+	static char out[1 << 20];
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.max_body = 4096;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	struct stat st;
+	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0660);
+	/* A live socket is not taken over by a second server. */
+	assert_int_equal(admin_start(&o, &b), CUSTOS_ERR_EXISTS);
+
+	assert_int_equal(get("/healthz", out, sizeof(out)), 200);
+	assert_int_equal(get("/readyz", out, sizeof(out)), 503); /* no policy hook */
+	assert_non_null(strstr(out, "\"policy_loaded\":false"));
+	assert_int_equal(get("/metrics", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "text/plain; version=0.0.4"));
+	assert_non_null(strstr(out, "# TYPE custos_requests_total counter"));
+	assert_int_equal(get("/v1/policy", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "\"loaded\":false"));
+	assert_int_equal(get("/v1/audit/status", out, sizeof(out)), 200);
+	assert_int_equal(get("/nope", out, sizeof(out)), 404);
+	assert_int_equal(get("/v1/decide", out, sizeof(out)), 405);
+	assert_int_equal(get("/v1/sandboxes/x/restart", out, sizeof(out)), 405);
+
+	static const char post_big[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                               "application/json\r\nContent-Length: 5000\r\n\r\n{";
+	assert_int_equal(raw(post_big, sizeof(post_big) - 1, out, sizeof(out)), 413);
+	static const char post_text[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                                "text/plain\r\nContent-Length: 2\r\n\r\n{}";
+	assert_int_equal(raw(post_text, sizeof(post_text) - 1, out, sizeof(out)), 415);
+	static const char post_nolen[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                                 "application/json\r\nConnection: close\r\n\r\n";
+	assert_int_equal(raw(post_nolen, sizeof(post_nolen) - 1, out, sizeof(out)), 411);
+	static const char post_badlen[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                                  "application/json\r\nContent-Length: -1\r\n\r\n";
+	unsigned s = raw(post_badlen, sizeof(post_badlen) - 1, out, sizeof(out));
+	assert_true(s == 400);
+	static const char decide[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                             "application/json\r\nContent-Length: 2\r\n"
+	                             "Connection: close\r\n\r\n{}";
+	assert_int_equal(raw(decide, sizeof(decide) - 1, out, sizeof(out)), 503); /* no policy */
+	static const char reload[] = "POST /v1/policy HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+	                             "Connection: close\r\n\r\n";
+	assert_int_equal(raw(reload, sizeof(reload) - 1, out, sizeof(out)), 422); /* no source */
+	assert_non_null(strstr(out, "\"reloaded\":false"));
+	static const char garbage[] = "\x01\x02 nonsense\r\n\r\n";
+	s = raw(garbage, sizeof(garbage) - 1, out, sizeof(out));
+	assert_true(s == 400 || s == 0);
+	admin_stop(a);
+	assert_int_equal(access(sock, F_OK), -1); /* removed */
+
+	/* Our uid not on the allow-list: 403 for everything. */
+	uint32_t other = (uint32_t)geteuid() + 12345;
+	o.allowed_uids = &other;
+	o.n_allowed_uids = 1;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_int_equal(get("/healthz", out, sizeof(out)), 403);
+	assert_int_equal(get("/metrics", out, sizeof(out)), 403);
+	admin_stop(a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_render_basic),    cmocka_unit_test(test_label_limits),
+		cmocka_unit_test(test_series_limit),    cmocka_unit_test(test_label_sanitised),
+		cmocka_unit_test(test_threads_exact),   cmocka_unit_test(test_start_refusals),
+		cmocka_unit_test(test_server_requests),
+	};
+	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
+	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
