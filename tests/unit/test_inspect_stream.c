@@ -344,6 +344,8 @@ static void test_region_split_regression(void **state)
 		"Sure: +44 20 7946 123-45 0958, 1 and 44 20 7946 123-45 0958 or 123-45 0958",
 		/* an anchor starting on the byte that ends the previous region */
 		"ttttttttttttt@1.-00.0.%@0.tt\" end",
+		/* a region cut at its maximum length right where a fragment ends */
+		"88, 10.0.0.1 7946704 0044 05304 0044 0532 0130 0000-67",
 	};
 	for (size_t ti = 0; ti < CUSTOS_ARRAY_LEN(texts); ti++) {
 		size_t n = strlen(texts[ti]);
