@@ -18,6 +18,7 @@
 
 #include "custos/egress.h"
 #include "custos/sandbox.h"
+#include "ingress_inspect.h"
 #include "metrics.h"
 #include "proxy_int.h"
 
@@ -31,6 +32,7 @@
 #define DEF_POOL_MAX       64u
 #define OUT_HIGH           PROXY_OUTBUF_MAX
 #define OUT_MAX            (PROXY_OUTBUF_MAX + PROXY_UPIN_MAX + 1024u)
+#define INSP_PIECE         (16u * 1024u) /* upstream bytes inspected per step */
 
 typedef enum cstate {
 	CS_HANDSHAKE = 0,
@@ -89,6 +91,7 @@ typedef struct req {
 	bool sse_init;
 	buf keep;
 	openai_usage usage;
+	ingress_insp *insp; /* content inspection (ingress_inspect.c), NULL when none */
 	unsigned attempts;
 	bool audited;
 	bool active;
@@ -167,6 +170,7 @@ static void req_reset(req *r)
 	if (r->sse_init)
 		sse_parser_free(&r->sse);
 	free(r->rp);
+	ingress_inspect_free(r->insp);
 	*r = (req){ 0 };
 }
 
@@ -290,6 +294,8 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 	};
+	if (r->insp)
+		ingress_inspect_audit(r->insp, &e.findings, &e.nfindings, &e.inspect, &e.t_inspect);
 	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
 	                e.t_upstream);
 	if (emit_event(w->srv->audit, w->audit_batch, &e) != CUSTOS_OK)
@@ -769,6 +775,17 @@ static void on_request_body_done(conn *c)
 		            false);
 		return;
 	}
+	/* Content inspection of the prompt (redaction rewrites r->body). */
+	if (r->dec.has_inspect) {
+		const char *iwhy = NULL;
+		unsigned ist = ingress_inspect_request(&r->insp, &r->dec, r->has_oa, &r->oa,
+		                                       &r->body, &iwhy);
+		if (ist != 0) {
+			conn_reject(c, ist, iwhy, false);
+			return;
+		}
+		body = buf_span(&r->body);
+	}
 	/* Token accounting on a stream needs the final usage event. */
 	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage)) {
 		buf nb;
@@ -1111,8 +1128,11 @@ static void finish_request(conn *c)
 		limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_ns,
 		               tm_mono_ns());
 	}
-	conn_audit(c, "http.request", r->dec.verdict_allow ? "allow" : "shadow-allow",
-	           r->dec.reason);
+	const char *decision = r->dec.verdict_allow ? "allow" : "shadow-allow";
+	const char *reason = r->dec.reason;
+	if (r->insp)
+		ingress_inspect_outcome(r->insp, &decision, &reason);
+	conn_audit(c, "http.request", decision, reason);
 	c->up = NULL;
 	if (u) {
 		if (r->up_keep_alive)
@@ -1134,8 +1154,12 @@ static custos_err client_head(conn *c, const http1_head *h)
 	http1_header add[1] = { { SPAN_LIT("X-Request-Id"), span_cstr(r->id) } };
 	static const span drop[] = { SPAN_LIT("X-Request-Id"), SPAN_LIT("Content-Length") };
 	http1_write_opts wo = { .drop = drop, .ndrop = 2, .add = add, .nadd = 1 };
+	http1_framing fr = h->framing;
 
-	switch (h->framing) {
+	/* A body inspection rewrites loses its length: re-framed below. */
+	if (r->insp && ingress_inspect_response_begin(r->insp, h) && fr == HTTP1_BODY_LENGTH)
+		fr = HTTP1_BODY_CHUNKED;
+	switch (fr) {
 	case HTTP1_BODY_LENGTH:
 		wo.framing = HTTP1_BODY_LENGTH;
 		wo.content_length = h->content_length;
@@ -1179,6 +1203,33 @@ static custos_err client_head(conn *c, const http1_head *h)
 	return CUSTOS_OK;
 }
 
+/* End of an inspected response body: the held-back rest goes to the client. CUSTOS_OK,
+ * CUSTOS_ERR_DENIED (the response ends here), or an error after which c is closed. */
+static custos_err resp_inspect_end(conn *c)
+{
+	req *r = &c->r;
+	span fwd = { 0 };
+
+	if (r->insp == NULL || !ingress_inspect_response_active(r->insp))
+		return CUSTOS_OK;
+	custos_err ie = ingress_inspect_response_end(r->insp, &fwd);
+	if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
+		conn_audit(c, "http.request", "error", "response inspection failed");
+		conn_close(c);
+		return ie;
+	}
+	size_t before = buf_used(&c->out);
+	if (before + fwd.len + 64 > c->out.max) /* one whole inspected body (bounded) */
+		c->out.max = before + fwd.len + 64;
+	if (fwd.len && (r->client_chunked ? http1_chunk_append(&c->out, fwd)
+	                                  : buf_append_span(&c->out, fwd)) != CUSTOS_OK) {
+		conn_close(c);
+		return CUSTOS_ERR_LIMIT;
+	}
+	r->bytes_out += buf_used(&c->out) - before;
+	return ie;
+}
+
 /* Moves response body bytes from the upstream buffer to the client buffer. Returns true on
  * progress. */
 static bool pump_body(conn *c)
@@ -1190,17 +1241,32 @@ static bool pump_body(conn *c)
 	while (buf_used(&u->in) > 0 && buf_used(&c->out) < OUT_HIGH) {
 		span data = { 0 };
 		bool done = false;
-		ssize_t k = http1_body_decode(&r->rbdec, (const char *)buf_ptr(&u->in),
-		                              buf_used(&u->in), &data, &done);
+		size_t avail = buf_used(&u->in);
+		if (r->insp && ingress_inspect_response_active(r->insp) && avail > INSP_PIECE)
+			avail = INSP_PIECE; /* what inspection writes for it stays within OUT_MAX */
+		ssize_t k = http1_body_decode(&r->rbdec, (const char *)buf_ptr(&u->in), avail,
+		                              &data, &done);
 		if (k < 0) {
 			conn_audit(c, "http.request", "error", "malformed upstream response body");
 			conn_close(c);
 			return false;
 		}
+		custos_err ie = CUSTOS_OK;
 		if (data.len) {
+			span fwd = data;
+			if (r->insp && ingress_inspect_response_active(r->insp))
+				ie = ingress_inspect_response_data(r->insp, data, &fwd);
+			if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
+				conn_audit(c, "http.request", "error",
+				           "response inspection failed");
+				conn_close(c);
+				return false;
+			}
 			size_t before = buf_used(&c->out);
-			custos_err e = r->client_chunked ? http1_chunk_append(&c->out, data)
-			                                 : buf_append_span(&c->out, data);
+			custos_err e = CUSTOS_OK;
+			if (fwd.len)
+				e = r->client_chunked ? http1_chunk_append(&c->out, fwd)
+				                      : buf_append_span(&c->out, fwd);
 			if (e != CUSTOS_OK) {
 				conn_close(c);
 				return false;
@@ -1210,6 +1276,14 @@ static bool pump_body(conn *c)
 		}
 		buf_consume(&u->in, (size_t)k);
 		progress = progress || k > 0;
+		if (done && ie == CUSTOS_OK && (ie = resp_inspect_end(c)) != CUSTOS_OK &&
+		    ie != CUSTOS_ERR_DENIED)
+			return false;
+		if (ie == CUSTOS_ERR_DENIED) { /* denied by inspection: the response ends here */
+			r->up_keep_alive = false;
+			r->client_keep_alive = false;
+			done = true;
+		}
 		if (done) {
 			if (r->client_chunked && http1_chunk_end(&c->out) == CUSTOS_OK)
 				r->bytes_out += 5;
@@ -1336,6 +1410,9 @@ static bool up_drive(conn *c)
 		}
 		r->up_keep_alive = false;
 		if (n == SOCK_EOF && http1_body_eof(&r->rbdec) == CUSTOS_OK) {
+			custos_err ie = resp_inspect_end(c);
+			if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
+				return true;
 			if (r->client_chunked && http1_chunk_end(&c->out) == CUSTOS_OK)
 				r->bytes_out += 5;
 			finish_request(c);

@@ -7,13 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/inspect.h"
 #include "custos/policy.h"
 #include "metrics.h"
 #include "proxy_int.h"
 
 struct decide_policy {
 	policy *p;
+	inspect_engine *eng; /* compiled with the policy (content inspection) */
+	uint64_t eng_id;
 };
+
+static atomic_uint_fast64_t decide_eng_seq;
 
 custos_err decide_load(const char *path, struct decide_policy **out)
 {
@@ -35,8 +40,15 @@ custos_err decide_load(const char *path, struct decide_policy **out)
 		return e;
 	}
 	diag_free(&d);
+	inspect_engine *eng = NULL;
+	if ((e = inspect_engine_from_policy(p, &eng)) != CUSTOS_OK) {
+		policy_unref(p);
+		return err_wrap(e, "policy %s: inspection detectors", path);
+	}
 	struct decide_policy *dp = xcalloc(1, sizeof(*dp));
 	dp->p = p;
+	dp->eng = eng;
+	dp->eng_id = atomic_fetch_add(&decide_eng_seq, 1) + 1;
 	*out = dp;
 	return CUSTOS_OK;
 }
@@ -45,6 +57,7 @@ void decide_free(struct decide_policy *dp)
 {
 	if (dp == NULL)
 		return;
+	inspect_engine_free(dp->eng);
 	policy_unref(dp->p);
 	free(dp);
 }
@@ -138,6 +151,11 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	out->rate_ns = d.limits.requests_window_ns;
 	out->tokens = d.limits.tokens;
 	out->tokens_ns = d.limits.tokens_window_ns;
+	out->has_inspect = d.has_inspect && dp->eng != NULL;
+	memcpy(out->insp_prompt, d.inspect_prompt, sizeof(out->insp_prompt));
+	memcpy(out->insp_response, d.inspect_response, sizeof(out->insp_response));
+	out->insp_engine = dp->eng;
+	out->insp_engine_id = dp->eng_id;
 	proxy_ignore(span_copy_cstr(span_cstr(policy_hash_hex(p)), out->policy_hash,
 	                            sizeof(out->policy_hash)));
 }

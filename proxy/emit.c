@@ -38,7 +38,7 @@ void emit_flush(struct audit_writer *w, struct emit_batch *b)
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
 {
 	audit_event local;
-	audit_duration d[4];
+	audit_duration d[5];
 	size_t nd = 0;
 
 	if (w == NULL)
@@ -74,10 +74,16 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	if (r->stream)
 		audit_event_bool(ev, "stream", true);
 	audit_event_cstr(ev, "policy_hash", r->policy_hash);
+	if (r->inspect)
+		audit_event_cstr(ev, "inspect", r->inspect);
+	if (r->nfindings)
+		audit_event_findings(ev, r->findings, r->nfindings);
 	d[nd++] = (audit_duration){ "total", r->t_total };
 	d[nd++] = (audit_duration){ "tls", r->t_tls };
 	d[nd++] = (audit_duration){ "policy", r->t_policy };
 	d[nd++] = (audit_duration){ "upstream", r->t_upstream };
+	if (r->t_inspect)
+		d[nd++] = (audit_duration){ "inspect", r->t_inspect };
 	audit_event_durations(ev, d, nd);
 	GUARD(audit_event_end(ev));
 	if (w == NULL) {

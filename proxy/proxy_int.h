@@ -152,6 +152,11 @@ typedef struct decide_out {
 	uint64_t max_body, max_tokens;
 	uint64_t rate, rate_ns, tokens, tokens_ns;
 	char policy_hash[65];
+	/* content inspection (ingress_inspect.c): per-detector actions, the policy's engine */
+	bool has_inspect;
+	uint8_t insp_prompt[64], insp_response[64];
+	const struct inspect_engine *insp_engine; /* owned by the policy state */
+	uint64_t insp_engine_id;                  /* unique per engine (per-thread scratch) */
 } decide_out;
 
 struct decide_policy;
@@ -181,6 +186,10 @@ typedef struct emit_rec {
 	bool stream;
 	uint64_t t_tls, t_policy, t_upstream, t_total;
 	const char *policy_hash;
+	const struct audit_finding *findings; /* content inspection: types and counts */
+	size_t nfindings;
+	const char *inspect; /* "prompt:redact response:log", or NULL */
+	uint64_t t_inspect;
 } emit_rec;
 
 /* Submits one event; a refused submit is returned (callers fail closed with 503). */

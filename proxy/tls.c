@@ -217,6 +217,10 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 			goto fail;
 		}
 	}
+	/* One read() per batch of records instead of one for each record header and one for its
+	 * body; the sockets layer checks SSL_has_pending, so buffered records are not missed
+	 * under edge-triggered epoll. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CTX,
 	                               sizeof(SESSION_ID_CTX) - 1);

@@ -13,6 +13,7 @@ PKGS=(
   libmicrohttpd-dev
   libvirt-dev
   libcmocka-dev
+  libhyperscan-dev libpcre2-dev
   curl
   prometheus wrk
   rsyslog rsyslog-openssl

@@ -227,6 +227,30 @@ run_wrk() {
 }
 
 echo "bench/proxy: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $CONNS connections, ${DURATION}s per case, 1 worker each"
+# ---- memory per idle keep-alive TLS connection (RSS delta / connections), after one request;
+# measured first, on fresh processes (later cases leave freed memory that hides the growth)
+idle_mem() {
+	local pid=$1 port=$2 n=400 before after
+	before=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+	python3 "$top/bench/proxy/idle_tls.py" "$port" "$n" "$KEY" 4 >"$w/idle.out" 2>&1 &
+	local holder=$!
+	for _ in $(seq 200); do grep -q ready "$w/idle.out" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.5
+	after=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+	wait $holder 2>/dev/null || true
+	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}'
+}
+if command -v python3 >/dev/null; then
+	# nginx's worker holds the connections; HAProxy and custos are one process each.
+	ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
+	for n in nginx haproxy custos; do
+		pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
+		v=$(idle_mem "$pid" "${TLS[$n]}")
+		echo "idle-conn-kib $n $v 0 0 0" >>"$results"
+		printf '  %-22s %-8s %8s KiB RSS per idle keep-alive TLS connection\n' idle-tls "$n" "$v"
+	done
+fi
+
 for n in "${order[@]}"; do
 	run_wrk "$n" plain-keepalive "http://127.0.0.1:${PLAIN[$n]}/v1/models"
 done
@@ -258,29 +282,6 @@ for n in "${order[@]}"; do
 	echo "sse-first-event $n $v 0 0 0" >>"$results"
 	printf '  %-22s %-8s %8s ms (median of 30)\n' sse-first-event "$n" "$v"
 done
-
-# ---- memory per idle keep-alive TLS connection (RSS delta / connections), after one request
-idle_mem() {
-	local pid=$1 port=$2 n=400 before after
-	before=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-	python3 "$top/bench/proxy/idle_tls.py" "$port" "$n" "$KEY" 4 >"$w/idle.out" 2>&1 &
-	local holder=$!
-	for _ in $(seq 200); do grep -q ready "$w/idle.out" 2>/dev/null && break; sleep 0.05; done
-	sleep 0.5
-	after=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-	wait $holder 2>/dev/null || true
-	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}'
-}
-if command -v python3 >/dev/null; then
-	# nginx's worker holds the connections; HAProxy and custos are one process each.
-	ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
-	for n in nginx haproxy custos; do
-		pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
-		v=$(idle_mem "$pid" "${TLS[$n]}")
-		echo "idle-conn-kib $n $v 0 0 0" >>"$results"
-		printf '  %-22s %-8s %8s KiB RSS per idle keep-alive TLS connection\n' idle-tls "$n" "$v"
-	done
-fi
 
 # ---- the table
 echo

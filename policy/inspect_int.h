@@ -1,0 +1,131 @@
+/*
+ * Private to the inspection code in policy/: the detector table shared by the engine compiler
+ * (inspect_engine.c), the scanner (inspect_stream.c) and the detectors (detect_builtin.c).
+ */
+#ifndef CUSTOS_POLICY_INSPECT_INT_H
+#define CUSTOS_POLICY_INSPECT_INT_H
+
+#include <custos/inspect.h>
+#include <hs/hs.h>
+
+/* What one Hyperscan expression reports.
+ * MATCH: a whole bounded candidate, validated at once.
+ * ANCHOR: a distinctive part of a value (a token prefix, "x@y", nine digits); the value (a
+ *         region) starts up to `back` bytes before it over one byte class and extends over
+ *         another until a byte outside it, its maximum length, or the detector's TERMINATOR.
+ * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
+ * CONTEXT: a custom detector's keyword that its pattern matches need nearby.
+ * NUMERIC: an ANCHOR whose pattern (DET_NUMERIC_PATTERN) is matched by the C scanner in
+ *         detect_numeric.c instead of Hyperscan: nine digits, at most two separator bytes
+ *         between digits. Digit runs are dense in logs and tables, and a vectorised skip
+ *         over digit-free blocks is cheaper there than an automaton (docs/INSPECTION.md). */
+enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT, DET_NUMERIC };
+
+/* Byte classes a region extends over (and starts back over). */
+enum det_class {
+	CLS_NONE = 0,
+	CLS_ANY,          /* until the terminator */
+	CLS_EMAIL_DOMAIN, /* [A-Za-z0-9.-] */
+	CLS_IPV6,         /* [0-9A-Fa-f:.] */
+	CLS_ALNUM,        /* [A-Za-z0-9] */
+	CLS_ALNUM_US,     /* [A-Za-z0-9_] */
+	CLS_GITLAB,       /* [A-Za-z0-9_.-] */
+	CLS_SLACK,        /* [A-Za-z0-9-] */
+	CLS_JWT,          /* [A-Za-z0-9_.=-] */
+	CLS_EMAIL_LOCAL,  /* [A-Za-z0-9._%+-] */
+	CLS_HEX_COLON,    /* [0-9A-Fa-f:] */
+	CLS_CARD,         /* [0-9 -] */
+	CLS_PHONE,        /* [0-9 .()-] */
+	CLS_SSN,          /* [0-9 ] */
+	CLS_IBAN,         /* [A-Z0-9 ] */
+	CLS_IPV4,         /* [0-9.] */
+	CLS_DIGIT,        /* [0-9] */
+};
+
+/* A finding inside a candidate: p[off .. off + len) with a confidence 0..100. */
+typedef struct det_hit {
+	size_t off, len;
+	uint8_t conf;
+} det_hit;
+#define DET_MAX_HITS 8
+
+/* A validator: p[n] is the candidate (a MATCH, or a region); prev/next are the bytes around it
+ * (-1 when unknown: start of text, or not yet fed). It writes the findings it accepts (narrowed,
+ * re-anchored) to out[DET_MAX_HITS] and returns how many. */
+typedef size_t (*det_validate_fn)(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+
+typedef struct det_spec {
+	uint16_t detector;
+	uint8_t kind;     /* enum det_kind */
+	uint8_t cls;      /* ANCHOR: the region extends over this class (enum det_class)... */
+	uint32_t max;     /* ...up to this many bytes from its start */
+	uint8_t back_cls; /* ANCHOR: the region starts back over this class... */
+	uint16_t back;    /* ...at most this many bytes before the anchor */
+	const char *pattern;
+	det_validate_fn validate;
+} det_spec;
+
+#define DET_NUMERIC_PATTERN "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
+#define DET_NUMERIC_DIGITS  9
+
+/* The numeric scanner's state between fragments (detect_numeric.c). */
+typedef struct det_numeric {
+	uint64_t pos[DET_NUMERIC_DIGITS]; /* offsets of the last digits of the current run */
+	uint64_t count;                   /* digits in the current run */
+	unsigned gap;                     /* separator bytes since its last digit */
+	unsigned ring;                    /* next slot of pos[] to write */
+} det_numeric;
+/* Calls emit(ctx, from, to) for every digit that completes nine digits of a run (from: the
+ * first of those nine; to: after this digit), over p[n] at absolute offset base. Stops and
+ * returns the first error emit returns. */
+custos_err det_numeric_scan(det_numeric *st, const uint8_t *p, size_t n, uint64_t base,
+                            custos_err (*emit)(void *ctx, uint64_t from, uint64_t to),
+                            void *ctx) CUSTOS_WUR;
+
+/* The built-in table (detect_builtin.c). */
+extern const det_spec det_builtin_specs[];
+extern const size_t det_builtin_n_specs;
+extern const char *const det_builtin_names[INSPECT_BUILTIN_COUNT];
+
+/* Validators shared with custom detectors (detect_builtin.c). */
+bool det_luhn_ok(const uint8_t *p, size_t n);  /* digits of p (others skipped) */
+bool det_mod97_ok(const uint8_t *p, size_t n); /* IBAN-style rearranged mod 97 == 1 */
+size_t det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
+bool det_class_has(unsigned cls, uint8_t c);
+
+/* One compiled expression. */
+typedef struct inspect_expr {
+	uint16_t detector;
+	uint8_t kind;
+	uint8_t cls;
+	uint8_t back_cls;
+	uint16_t back;
+	uint32_t max;
+	uint32_t width; /* Hyperscan's max_width for the expression, plus back */
+	int32_t next;   /* next expression sharing this Hyperscan pattern, or -1 */
+	det_validate_fn validate;
+} inspect_expr;
+
+struct inspect_engine {
+	hs_database_t *db; /* NULL when no expression is compiled */
+	unsigned n_det;
+	uint64_t compiled; /* bit per detector id with at least one expression */
+	inspect_expr *expr;
+	unsigned n_expr;
+	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
+	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
+	bool needs_ctx[INSPECT_MAX_DETECTORS];  /* detector has CONTEXT expressions */
+	int32_t numeric; /* first NUMERIC expression (chained by next), or -1 */
+	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
+	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
+	size_t mask_len[INSPECT_MAX_DETECTORS];
+};
+
+struct inspect_scratch {
+	hs_scratch_t *hs;
+};
+
+#endif /* CUSTOS_POLICY_INSPECT_INT_H */

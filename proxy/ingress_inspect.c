@@ -1,0 +1,751 @@
+/*
+ * Content inspection on the ingress path: the prompt (request body, JSON-aware) before it goes
+ * upstream, and the response on its way to the client: SSE delta.content reassembled per
+ * choice through an inspect_stream (bounded hold-back, re-emitted as valid chunk events), a
+ * non-streamed JSON body held whole and its choices[].message.content redacted, any other body
+ * through a byte stream. Findings are counted for the audit event; values are never kept.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "custos/inspect.h"
+#include "custos/policy.h"
+#include "ingress_inspect.h"
+#include "json.h"
+#include "openai.h"
+#include "sse.h"
+
+_Static_assert(POLICY_MAX_DETECTORS == INSPECT_MAX_DETECTORS, "detector numbering");
+_Static_assert(sizeof(((decide_out *)0)->insp_prompt) == INSPECT_MAX_DETECTORS,
+               "decide_out prompt actions");
+_Static_assert(sizeof(((decide_out *)0)->insp_response) == INSPECT_MAX_DETECTORS,
+               "decide_out response actions");
+
+#define INSP_OUT_MAX     (8u * 1024u * 1024u) /* client bytes made from one piece of body */
+#define INSP_PROMPT_MAX  (INSPECT_JSON_MAX_BODY + INSPECT_JSON_MAX_BODY / 2)
+
+#define INSP_MAX_STREAMS 128u       /* content and tool-call streams of one response */
+#define TOOL_NONE        UINT32_MAX /* a slot for a choice's content, not a tool call */
+
+/* One inspect_stream: a choice's delta.content, or one of its tool calls' arguments. */
+typedef struct slot {
+	uint32_t choice, tool;
+	inspect_stream *st;
+	bool done;
+} slot;
+
+typedef enum resp_mode {
+	RM_NONE = 0, /* response not inspected */
+	RM_SSE,      /* text/event-stream: chunk events, delta.content per choice */
+	RM_JSON,     /* application/json: held whole, choices[].message.content */
+	RM_RAW,      /* anything else: one byte stream */
+	RM_BLOCK,    /* content-encoded: cannot be inspected, refused (fail closed) */
+} resp_mode;
+
+struct ingress_insp {
+	const inspect_engine *eng;
+	uint64_t eng_id;
+	bool shadow;
+	inspect_profile prompt, response;
+	bool prompt_on, response_on;
+	inspect_summary psum, rsum; /* prompt; response block scans (JSON, fallbacks) */
+	resp_mode mode;
+	bool denied; /* the response was denied mid-way */
+	sse_parser sse;
+	bool sse_init;
+	bool text_completion;      /* synthetic chunks use choices[].text */
+	slot sl[INSP_MAX_STREAMS]; /* RM_SSE: per choice content and tool call; RM_RAW: one */
+	size_t nsl;
+	buf tmpl;      /* "id":..,"created":..,"model":.. of the stream's chunks (raw JSON) */
+	buf out;       /* client bytes of the current piece */
+	buf text, rel; /* unescaped delta text; released texts of one event */
+	buf tail;      /* a finished stream's tail for a synthetic event */
+	buf tmp;       /* rewritten event data */
+	buf hold;      /* RM_JSON: the whole body */
+	uint64_t t_ns;
+	char why[192];
+	char summary[96];
+	audit_finding f[INSPECT_MAX_DETECTORS];
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-thread scratch, remade when a request uses another engine (after a reload).
+ */
+typedef struct tscratch {
+	inspect_scratch *s;
+	uint64_t eng_id;
+} tscratch;
+
+static pthread_key_t scr_key;
+static pthread_once_t scr_once = PTHREAD_ONCE_INIT;
+static bool scr_key_ok;
+
+static void scr_destroy(void *p)
+{
+	tscratch *t = p;
+	inspect_scratch_free(t->s);
+	free(t);
+}
+
+static void scr_init(void)
+{
+	scr_key_ok = pthread_key_create(&scr_key, scr_destroy) == 0;
+}
+
+static custos_err scratch_get(const ingress_insp *ip, inspect_scratch **out)
+{
+	ENSURE(pthread_once(&scr_once, scr_init) == 0 && scr_key_ok, CUSTOS_ERR_INTERNAL,
+	       "inspect: no thread key for scratch");
+	tscratch *t = pthread_getspecific(scr_key);
+	if (t == NULL) {
+		t = xcalloc(1, sizeof(*t));
+		if (pthread_setspecific(scr_key, t) != 0) {
+			free(t);
+			return err_set(CUSTOS_ERR_INTERNAL, "inspect: cannot keep scratch");
+		}
+	}
+	if (t->s == NULL || t->eng_id != ip->eng_id) {
+		inspect_scratch_free(t->s);
+		t->s = NULL;
+		GUARD(inspect_scratch_new(ip->eng, &t->s));
+		t->eng_id = ip->eng_id;
+	}
+	*out = t->s;
+	return CUSTOS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * helpers
+ */
+static void sum_add(inspect_summary *into, const inspect_summary *s)
+{
+	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
+		into->count[i] += s->count[i];
+	into->total += s->total;
+	if (s->worst > into->worst)
+		into->worst = s->worst;
+	if (into->deny_detector < 0)
+		into->deny_detector = s->deny_detector;
+	into->redacted = into->redacted || s->redacted;
+}
+
+static const char *det_name(const ingress_insp *ip, int id)
+{
+	const char *n = id >= 0 ? inspect_engine_detector_name(ip->eng, (unsigned)id) : NULL;
+	return n ? n : "a detector";
+}
+
+/* Whether a request asks for logprobs (chat: "logprobs": true, completions: a number; or
+ * top_logprobs): their token texts would carry a value past a stream's redaction. */
+static bool asks_logprobs(span body)
+{
+	jsonr_val root, v;
+
+	if (jsonr_parse(body, NULL, &root) != CUSTOS_OK)
+		return false; /* the caller parsed it already */
+	if (jsonr_obj_get(root, "logprobs", &v) && v.type != JSONR_NULL && v.type != JSONR_FALSE)
+		return true;
+	return jsonr_obj_get(root, "top_logprobs", &v) && v.type != JSONR_NULL &&
+	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
+}
+
+unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool has_oa,
+                                 const openai_request *oa, buf *body, const char **why)
+{
+	*why = NULL;
+	if (!dec->has_inspect || dec->insp_engine == NULL)
+		return 0;
+	ingress_insp *ip = *ipp;
+	if (ip == NULL) {
+		ip = xcalloc(1, sizeof(*ip));
+		inspect_summary_init(&ip->psum);
+		inspect_summary_init(&ip->rsum);
+		buf_init(&ip->tmpl, 1024);
+		buf_init(&ip->out, INSP_OUT_MAX);
+		buf_init(&ip->text, SSE_MAX_EVENT_BYTES);
+		buf_init(&ip->rel, INSP_OUT_MAX);
+		buf_init(&ip->tail, INSP_OUT_MAX);
+		buf_init(&ip->tmp, INSP_OUT_MAX);
+		buf_init(&ip->hold, INGRESS_INSPECT_RESP_MAX);
+		*ipp = ip;
+	}
+	ip->eng = dec->insp_engine;
+	ip->eng_id = dec->insp_engine_id;
+	ip->shadow = dec->shadow;
+	inspect_profile_from_actions(&ip->prompt, dec->insp_prompt);
+	inspect_profile_from_actions(&ip->response, dec->insp_response);
+	ip->prompt_on = inspect_profile_active(&ip->prompt);
+	ip->response_on = inspect_profile_active(&ip->response);
+	if (ip->response_on && !ip->shadow && has_oa && asks_logprobs(buf_span(body))) {
+		*why = "logprobs cannot be returned while responses are inspected";
+		return 400;
+	}
+	if (!ip->prompt_on || buf_used(body) == 0)
+		return 0;
+	if (has_oa && oa->opaque_input && !ip->shadow) {
+		*why = "prompt given as token ids cannot be inspected";
+		return 400;
+	}
+	inspect_scratch *s;
+	if (scratch_get(ip, &s) != CUSTOS_OK) {
+		log_error("inspect: %s", err_msg());
+		*why = "content inspection unavailable";
+		return 500;
+	}
+	uint64_t t0 = tm_mono_ns();
+	buf out;
+	buf_init(&out, INSP_PROMPT_MAX);
+	custos_err e =
+	        inspect_json_redact(ip->eng, s, &ip->prompt, buf_span(body), &out, &ip->psum);
+	if (e == CUSTOS_ERR_PARSE && !has_oa) { /* not JSON (not an OpenAI path): as text */
+		buf_reset(&out);
+		inspect_summary_init(&ip->psum);
+		e = inspect_redact_text(ip->eng, s, &ip->prompt, buf_span(body), &out, &ip->psum);
+	}
+	ip->t_ns += tm_mono_ns() - t0;
+	if (e == CUSTOS_OK && ip->psum.redacted && !ip->shadow) {
+		buf_free(body);
+		*body = out;
+		return 0;
+	}
+	buf_free(&out);
+	if (e == CUSTOS_OK)
+		return 0;
+	if (e == CUSTOS_ERR_DENIED) {
+		if (ip->shadow)
+			return 0;
+		snprintf(ip->why, sizeof(ip->why),
+		         "prompt denied by content inspection: %s detected",
+		         det_name(ip, ip->psum.deny_detector));
+		*why = ip->why;
+		return 403;
+	}
+	if (e == CUSTOS_ERR_PARSE) {
+		*why = "request body cannot be inspected: not valid JSON";
+		return 400;
+	}
+	if (e == CUSTOS_ERR_LIMIT) {
+		*why = "request body too large to inspect";
+		return 413;
+	}
+	log_error("inspect: prompt: %s", err_msg());
+	*why = "content inspection failed";
+	return 500;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * responses
+ */
+bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
+{
+	span v;
+
+	if (ip == NULL || !ip->response_on || ip->shadow || h->framing == HTTP1_BODY_NONE ||
+	    h->framing == HTTP1_BODY_TUNNEL)
+		return false;
+	if (http1_header_get(h, SPAN_LIT("Content-Encoding"), &v) && !span_eq_cstr(v, "identity")) {
+		ip->mode = RM_BLOCK;
+		return true;
+	}
+	if (http1_header_get(h, SPAN_LIT("Content-Type"), &v) &&
+	    span_starts_with(v, SPAN_LIT("text/event-stream"))) {
+		ip->mode = RM_SSE;
+		sse_parser_init(&ip->sse, 0);
+		ip->sse_init = true;
+	} else if (http1_header_get(h, SPAN_LIT("Content-Type"), &v) &&
+	           span_starts_with(v, SPAN_LIT("application/json"))) {
+		ip->mode = RM_JSON;
+	} else {
+		ip->mode = RM_RAW;
+	}
+	return true;
+}
+
+bool ingress_inspect_response_active(const ingress_insp *ip)
+{
+	return ip != NULL && ip->mode != RM_NONE;
+}
+
+/* The SSE error event that ends a denied stream, then [DONE]. */
+static custos_err sse_deny(ingress_insp *ip, int det)
+{
+	buf j;
+	json_writer w;
+
+	ip->denied = true;
+	snprintf(ip->why, sizeof(ip->why), "response denied by content inspection: %s detected",
+	         det_name(ip, det));
+	buf_init(&j, 1024);
+	json_init(&w, &j);
+	json_obj_begin(&w);
+	json_key(&w, "error");
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "message", ip->why);
+	json_kv_cstr(&w, "type", "policy_violation");
+	json_kv_cstr(&w, "code", "content_denied");
+	json_obj_end(&w);
+	json_obj_end(&w);
+	custos_err e = json_finish(&w);
+	if (e == CUSTOS_OK)
+		e = sse_write_event(&ip->out, span_of("", 0), buf_span(&j));
+	if (e == CUSTOS_OK)
+		e = sse_write_event(&ip->out, span_of("", 0), SPAN_LIT("[DONE]"));
+	buf_free(&j);
+	GUARD(e);
+	return CUSTOS_ERR_DENIED;
+}
+
+/* Remembers id/created/model of the stream's chunks for synthetic events. */
+static void sse_template(ingress_insp *ip, span data)
+{
+	static const char *const names[] = { "id", "created", "model", "object" };
+	jsonr_val root, v[4];
+
+	if (buf_used(&ip->tmpl) > 0 || jsonr_parse(data, NULL, &root) != CUSTOS_OK)
+		return;
+	uint32_t got = jsonr_obj_pick(root, names, 4, v);
+	if ((got & 8) && v[3].type == JSONR_STRING && jsonr_str_eq(v[3].str, "text_completion"))
+		ip->text_completion = true;
+	for (size_t i = 0; i < 3; i++) {
+		if (!(got & (1u << i)))
+			continue;
+		if (buf_printf(&ip->tmpl, "\"%s\":%.*s,", names[i], (int)v[i].raw.len,
+		               v[i].raw.ptr) != CUSTOS_OK) {
+			buf_reset(&ip->tmpl);
+			return;
+		}
+	}
+}
+
+/* An extra chunk event carrying text for one choice's content or tool call (a held-back
+ * tail), written to ip->out. */
+static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, span text)
+{
+	buf j;
+
+	if (text.len == 0)
+		return CUSTOS_OK;
+	buf_init(&j, INSP_OUT_MAX);
+	custos_err e = buf_append_cstr(&j, "{");
+	if (e == CUSTOS_OK)
+		e = buf_append_span(&j, buf_span(&ip->tmpl));
+	if (e == CUSTOS_OK)
+		e = buf_printf(&j, "\"object\":\"%s\",\"choices\":[{\"index\":%u,",
+		               ip->text_completion ? "text_completion" : "chat.completion.chunk",
+		               choice);
+	if (e == CUSTOS_OK && tool != TOOL_NONE)
+		e = buf_printf(
+		        &j,
+		        "\"delta\":{\"tool_calls\":[{\"index\":%u,\"function\":{\"arguments\":\"",
+		        tool);
+	else if (e == CUSTOS_OK)
+		e = buf_append_cstr(&j, ip->text_completion ? "\"text\":\""
+		                                            : "\"delta\":{\"content\":\"");
+	if (e == CUSTOS_OK)
+		e = json_escape(&j, text);
+	if (e == CUSTOS_OK)
+		e = buf_append_cstr(&j, tool != TOOL_NONE     ? "\"}}]},\"finish_reason\":null}]}"
+		                        : ip->text_completion ? "\",\"finish_reason\":null}]}"
+		                                              : "\"},\"finish_reason\":null}]}");
+	if (e == CUSTOS_OK)
+		e = sse_write_event(&ip->out, span_of("", 0), buf_span(&j));
+	buf_free(&j);
+	return e;
+}
+
+/* The stream of (choice, tool); made when `create`, else *out is NULL when there is none. */
+static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, bool create,
+                           slot **out)
+{
+	*out = NULL;
+	for (size_t i = 0; i < ip->nsl; i++)
+		if (ip->sl[i].choice == choice && ip->sl[i].tool == tool) {
+			*out = &ip->sl[i];
+			return CUSTOS_OK;
+		}
+	if (!create)
+		return CUSTOS_OK;
+	ENSURE(ip->nsl < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
+	       "inspect: more than %u content and tool-call streams in one response",
+	       INSP_MAX_STREAMS);
+	slot *sl = &ip->sl[ip->nsl];
+	GUARD(inspect_stream_new(ip->eng, &ip->response, &sl->st));
+	sl->choice = choice;
+	sl->tool = tool;
+	sl->done = false;
+	ip->nsl++;
+	*out = sl;
+	return CUSTOS_OK;
+}
+
+/* Feeds text (escaped JSON string contents when `escaped`) and, when fin, finishes the slot;
+ * what is released is appended to dst. DENIED: the closing events are in ip->out. */
+static custos_err slot_feed(ingress_insp *ip, inspect_scratch *s, slot *sl, span text, bool escaped,
+                            bool fin, buf *dst)
+{
+	custos_err e = CUSTOS_OK;
+
+	ENSURE(!sl->done || text.len == 0, CUSTOS_ERR_PARSE,
+	       "inspect: stream text after its finish_reason");
+	if (text.len > 0) {
+		buf_reset(&ip->text);
+		if (escaped)
+			GUARD(jsonr_unescape(text, &ip->text));
+		else
+			GUARD(buf_append_span(&ip->text, text));
+		e = inspect_stream_feed(sl->st, s, buf_span(&ip->text), dst);
+	}
+	if (e == CUSTOS_OK && fin && !sl->done) {
+		sl->done = true;
+		e = inspect_stream_finish(sl->st, s, dst);
+	}
+	if (e == CUSTOS_ERR_DENIED)
+		return sse_deny(ip, inspect_stream_summary(sl->st)->deny_detector);
+	return e;
+}
+
+/* Finishes the open streams of one choice (or all, choice == TOOL_NONE) that had no text in
+ * the current event: their tails go out as synthetic events, before it. */
+static custos_err sse_finish(ingress_insp *ip, inspect_scratch *s, uint32_t choice)
+{
+	for (size_t i = 0; i < ip->nsl; i++) {
+		slot *sl = &ip->sl[i];
+		if (sl->done || (choice != TOOL_NONE && sl->choice != choice))
+			continue;
+		buf_reset(&ip->tail);
+		GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
+		GUARD(sse_synth(ip, sl->choice, sl->tool, buf_span(&ip->tail)));
+	}
+	return CUSTOS_OK;
+}
+
+/* Whole-text fallback for data that is no chunk (an error object...): every string value. */
+static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out)
+{
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	custos_err e = inspect_json_redact(ip->eng, s, &ip->response, data, out, &sum);
+	if (e == CUSTOS_ERR_PARSE) {
+		buf_reset(out);
+		inspect_summary_init(&sum);
+		e = inspect_redact_text(ip->eng, s, &ip->response, data, out, &sum);
+	}
+	sum_add(&ip->rsum, &sum);
+	if (e == CUSTOS_ERR_DENIED)
+		ip->rsum.deny_detector = sum.deny_detector;
+	return e;
+}
+
+/* choices[].delta.tool_calls[].function.arguments of a chunk (validated JSON). */
+typedef struct targ {
+	uint32_t choice, tool;
+	span args; /* escaped */
+} targ;
+
+static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n)
+{
+	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx;
+	jsonr_iter it, it2;
+
+	*n = 0;
+	GUARD(jsonr_parse(data, NULL, &root));
+	if (!jsonr_obj_get(root, "choices", &ch) || ch.type != JSONR_ARRAY)
+		return CUSTOS_OK;
+	jsonr_iter_init(&it, ch);
+	for (uint64_t pos = 0; jsonr_arr_next(&it, &c); pos++) {
+		uint64_t ci = pos, ti;
+		if (jsonr_obj_get(c, "index", &idx))
+			GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ci));
+		if (!jsonr_obj_get(c, "delta", &delta) ||
+		    !jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
+			continue;
+		jsonr_iter_init(&it2, tcs);
+		for (uint64_t tpos = 0; jsonr_arr_next(&it2, &tc); tpos++) {
+			ti = tpos;
+			if (jsonr_obj_get(tc, "index", &idx))
+				GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ti));
+			if (!jsonr_obj_get(tc, "function", &fn) ||
+			    !jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
+				continue;
+			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, a.str };
+		}
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev)
+{
+	openai_chunk ck;
+	targ tools[INSP_MAX_STREAMS];
+	jsonr_edit edits[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
+	size_t off[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS],
+	        len[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
+	size_t ne = 0, ntools = 0;
+	slot *sl;
+
+	if (!ev->has_data) /* comments (keep-alives), id/retry only */
+		return buf_append_span(&ip->out, ev->raw);
+	if (ev->done) {
+		GUARD(sse_finish(ip, s, TOOL_NONE));
+		return buf_append_span(&ip->out, ev->raw);
+	}
+	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK ||
+	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools) != CUSTOS_OK) {
+		buf_reset(&ip->tmp);
+		custos_err e = block_redact(ip, s, ev->data, &ip->tmp);
+		if (e == CUSTOS_ERR_DENIED)
+			return sse_deny(ip, ip->rsum.deny_detector);
+		GUARD(e);
+		return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+	}
+	sse_template(ip, ev->data);
+	buf_reset(&ip->rel);
+	/* Content, then tool-call arguments; a stream whose choice finishes here is finished
+	 * right after its text, so its tail stays in this event. */
+	for (size_t i = 0; i < ck.ndeltas + ntools; i++) {
+		bool tool = i >= ck.ndeltas;
+		uint32_t choice = tool ? tools[i - ck.ndeltas].choice : ck.deltas[i].choice;
+		span text = tool ? tools[i - ck.ndeltas].args : ck.deltas[i].content;
+		if (!tool && !ck.deltas[i].has_content)
+			continue;
+		bool fin = false;
+		for (size_t k = 0; k < ck.ndeltas; k++)
+			fin = fin ||
+			      (ck.deltas[k].choice == choice && ck.deltas[k].finish_reason.len);
+		GUARD(slot_get(ip, choice, tool ? tools[i - ck.ndeltas].tool : TOOL_NONE, true,
+		               &sl));
+		size_t at = buf_used(&ip->rel);
+		GUARD(slot_feed(ip, s, sl, text, true, fin, &ip->rel));
+		edits[ne].at = text;
+		off[ne] = at;
+		len[ne] = buf_used(&ip->rel) - at;
+		ne++;
+	}
+	/* Streams of finishing choices with no text here: their tails go in events before. */
+	for (size_t k = 0; k < ck.ndeltas; k++)
+		if (ck.deltas[k].finish_reason.len)
+			GUARD(sse_finish(ip, s, ck.deltas[k].choice));
+	for (size_t i = 0; i < ne; i++)
+		edits[i].text = span_of((const char *)buf_ptr(&ip->rel) + off[i], len[i]);
+	for (size_t i = 1; i < ne; i++) /* edits go in document order */
+		for (size_t j = i; j > 0 && edits[j].at.ptr < edits[j - 1].at.ptr; j--) {
+			jsonr_edit t = edits[j];
+			edits[j] = edits[j - 1];
+			edits[j - 1] = t;
+		}
+	buf_reset(&ip->tmp);
+	GUARD(jsonr_rewrite(ev->data, edits, ne, &ip->tmp));
+	return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+}
+
+static custos_err sse_piece(ingress_insp *ip, inspect_scratch *s, span in)
+{
+	const char *p = in.ptr;
+	size_t n = in.len;
+
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&ip->sse, p, n, &ev, &have);
+		if (k < 0)
+			return CUSTOS_ERR_LIMIT;
+		if (have)
+			GUARD(sse_event_out(ip, s, &ev));
+		p += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	return CUSTOS_OK;
+}
+
+/* RM_RAW: the body as one byte stream; released bytes go to ip->out. */
+static custos_err raw_feed(ingress_insp *ip, inspect_scratch *s, span in, bool fin)
+{
+	slot *sl;
+	custos_err e = CUSTOS_OK;
+
+	GUARD(slot_get(ip, 0, TOOL_NONE, true, &sl));
+	if (sl->done)
+		return CUSTOS_OK;
+	if (in.len)
+		e = inspect_stream_feed(sl->st, s, in, &ip->out);
+	if (e == CUSTOS_OK && fin) {
+		sl->done = true;
+		e = inspect_stream_finish(sl->st, s, &ip->out);
+	}
+	if (e == CUSTOS_ERR_DENIED) {
+		ip->denied = true;
+		snprintf(ip->why, sizeof(ip->why),
+		         "response denied by content inspection: %s detected",
+		         det_name(ip, inspect_stream_summary(sl->st)->deny_detector));
+	}
+	return e;
+}
+
+custos_err ingress_inspect_response_data(ingress_insp *ip, span in, span *out)
+{
+	inspect_scratch *s;
+	custos_err e;
+
+	*out = span_of("", 0);
+	buf_reset(&ip->out);
+	if (ip->denied)
+		return CUSTOS_ERR_DENIED;
+	if (ip->mode == RM_BLOCK) {
+		ip->denied = true;
+		snprintf(ip->why, sizeof(ip->why),
+		         "response with a content-encoding cannot be inspected");
+		return CUSTOS_ERR_DENIED;
+	}
+	if (ip->mode == RM_JSON) /* held until the end */
+		return buf_append_span(&ip->hold, in);
+	GUARD(scratch_get(ip, &s));
+	uint64_t t0 = tm_mono_ns();
+	if (ip->mode == RM_SSE) {
+		e = sse_piece(ip, s, in);
+	} else {
+		e = raw_feed(ip, s, in, false);
+	}
+	ip->t_ns += tm_mono_ns() - t0;
+	*out = buf_span(&ip->out);
+	return e;
+}
+
+/* RM_JSON at the end: every string value under "choices" (message content, tool-call
+ * arguments, refusals) is inspected, ids and model names are left alone; a body without
+ * choices (an error object...) is inspected whole. */
+static custos_err json_end(ingress_insp *ip, inspect_scratch *s)
+{
+	span body = buf_span(&ip->hold);
+	jsonr_val root, ch;
+	custos_err e;
+
+	if (jsonr_parse(body, NULL, &root) == CUSTOS_OK && jsonr_obj_get(root, "choices", &ch) &&
+	    ch.type == JSONR_ARRAY) {
+		buf_reset(&ip->tmp);
+		e = block_redact(ip, s, ch.raw, &ip->tmp);
+		if (e == CUSTOS_OK) {
+			size_t pre = (size_t)(ch.raw.ptr - body.ptr);
+			e = buf_append(&ip->out, body.ptr, pre);
+			if (e == CUSTOS_OK)
+				e = buf_append_span(&ip->out, buf_span(&ip->tmp));
+			if (e == CUSTOS_OK)
+				e = buf_append(&ip->out, ch.raw.ptr + ch.raw.len,
+				               body.len - pre - ch.raw.len);
+		}
+	} else {
+		e = block_redact(ip, s, body, &ip->out);
+	}
+	if (e != CUSTOS_ERR_DENIED)
+		return e;
+	/* The status line went out already; the body becomes an OpenAI-style error. */
+	ip->denied = true;
+	snprintf(ip->why, sizeof(ip->why), "response denied by content inspection: %s detected",
+	         det_name(ip, ip->rsum.deny_detector));
+	buf_reset(&ip->out);
+	json_writer w;
+	json_init(&w, &ip->out);
+	json_obj_begin(&w);
+	json_key(&w, "error");
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "message", ip->why);
+	json_kv_cstr(&w, "type", "policy_violation");
+	json_kv_cstr(&w, "code", "content_denied");
+	json_obj_end(&w);
+	json_obj_end(&w);
+	GUARD(json_finish(&w));
+	return CUSTOS_ERR_DENIED;
+}
+
+custos_err ingress_inspect_response_end(ingress_insp *ip, span *out)
+{
+	inspect_scratch *s;
+	custos_err e = CUSTOS_OK;
+
+	*out = span_of("", 0);
+	buf_reset(&ip->out);
+	if (ip->denied)
+		return CUSTOS_ERR_DENIED;
+	if (ip->mode == RM_BLOCK)
+		return ingress_inspect_response_data(ip, span_of("", 0), out);
+	GUARD(scratch_get(ip, &s));
+	uint64_t t0 = tm_mono_ns();
+	if (ip->mode == RM_SSE) {
+		e = sse_finish(ip, s,
+		               TOOL_NONE); /* a stream without [DONE]; a partial event is dropped */
+	} else if (ip->mode == RM_JSON) {
+		e = json_end(ip, s);
+	} else {
+		e = raw_feed(ip, s, span_of("", 0), true);
+	}
+	ip->t_ns += tm_mono_ns() - t0;
+	*out = buf_span(&ip->out);
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * audit
+ */
+void ingress_inspect_audit(ingress_insp *ip, const audit_finding **f, size_t *n,
+                           const char **summary, uint64_t *ns)
+{
+	inspect_summary all = ip->psum, resp = ip->rsum;
+
+	for (size_t i = 0; i < ip->nsl; i++)
+		if (i < ip->nsl)
+			sum_add(&resp, inspect_stream_summary(ip->sl[i].st));
+	sum_add(&all, &resp);
+	size_t k = 0;
+	unsigned nd = ip->eng ? inspect_engine_detector_count(ip->eng) : 0;
+	for (unsigned i = 0; i < nd && i < INSPECT_MAX_DETECTORS; i++) {
+		if (all.count[i] == 0)
+			continue;
+		ip->f[k].type = det_name(ip, (int)i);
+		ip->f[k].count = all.count[i];
+		k++;
+	}
+	*f = ip->f;
+	*n = k;
+	*ns = ip->t_ns;
+	*summary = NULL;
+	if (!ip->prompt_on && !ip->response_on)
+		return;
+	snprintf(ip->summary, sizeof(ip->summary), "%sprompt:%s response:%s",
+	         ip->shadow ? "shadow " : "",
+	         ip->prompt_on ? inspect_action_name((inspect_action)ip->psum.worst) : "off",
+	         ip->response_on
+	                 ? (ip->denied ? "deny" : inspect_action_name((inspect_action)resp.worst))
+	                 : "off");
+	*summary = ip->summary;
+}
+
+void ingress_inspect_outcome(const ingress_insp *ip, const char **decision, const char **reason)
+{
+	if (ip == NULL || !ip->denied)
+		return;
+	*decision = "deny";
+	*reason = ip->why;
+}
+
+void ingress_inspect_free(ingress_insp *ip)
+{
+	if (ip == NULL)
+		return;
+	for (size_t i = 0; i < ip->nsl; i++)
+		inspect_stream_free(ip->sl[i].st);
+	if (ip->sse_init)
+		sse_parser_free(&ip->sse);
+	buf_free(&ip->tmpl);
+	buf_free(&ip->out);
+	buf_free(&ip->text);
+	buf_free(&ip->rel);
+	buf_free(&ip->tail);
+	buf_free(&ip->tmp);
+	buf_free(&ip->hold);
+	free(ip);
+}

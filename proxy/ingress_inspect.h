@@ -1,0 +1,51 @@
+/*
+ * Content inspection on the ingress path (proxy-internal): prompts (request bodies) and model
+ * responses (SSE streams, JSON bodies, other text) are inspected with the policy's engine and
+ * the decision's per-detector actions; findings (types and counts, never values) go into the
+ * request's audit event. docs/PROXY.md "Content inspection" describes the behaviour.
+ *
+ * One ingress_insp per request that carries inspect: obligations, owned by the request
+ * (ingress_inspect_free). The engine belongs to the policy (decide.c); the Hyperscan scratch is
+ * per worker thread, made here on first use.
+ */
+#ifndef CUSTOS_PROXY_INGRESS_INSPECT_H
+#define CUSTOS_PROXY_INGRESS_INSPECT_H
+
+#include "custos/audit.h"
+#include "proxy_int.h"
+
+#define INGRESS_INSPECT_RESP_MAX (4u * 1024u * 1024u) /* non-streamed body held to inspect */
+
+typedef struct ingress_insp ingress_insp;
+
+/* Prompt side, called with the whole request body before it goes upstream. Creates *ip when
+ * the decision carries inspection (NULL otherwise: nothing to do). Returns 0 when the request
+ * may go on (body replaced in place when redacted; the caller writes Content-Length from it),
+ * or the HTTP status to answer (400 unreadable body, 403 denied, 500 internal) with *why
+ * (static or owned by *ip; names detectors, never values). In shadow mode nothing is changed
+ * or refused; findings are still recorded. */
+unsigned ingress_inspect_request(ingress_insp **ip, const decide_out *dec, bool has_oa,
+                                 const openai_request *oa, buf *body, const char **why);
+
+/* Response head: true when the body will be rewritten, so the caller must not keep the
+ * upstream's Content-Length (re-frame as chunked, or close-delimited for HTTP/1.0). */
+bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h);
+/* Whether response bytes go through ingress_inspect_response_data. */
+bool ingress_inspect_response_active(const ingress_insp *ip);
+/* A piece of decoded response body: *out (owned by ip, valid until the next call) is what the
+ * client gets instead, unframed. CUSTOS_OK; CUSTOS_ERR_DENIED when a deny detector fired: *out
+ * holds the closing events (SSE: an error event and [DONE]) or nothing, and the caller ends
+ * the response and closes the upstream; another error: abort the client connection. */
+custos_err ingress_inspect_response_data(ingress_insp *ip, span in, span *out) CUSTOS_WUR;
+/* End of the upstream body: the held-back rest (SSE tails, a whole JSON body). Same returns. */
+custos_err ingress_inspect_response_end(ingress_insp *ip, span *out) CUSTOS_WUR;
+
+/* For the audit event: findings (prompt and response merged; *n may be 0), a short summary
+ * ("prompt:redact response:log") or NULL, and inspection time in ns. Pointers owned by ip. */
+void ingress_inspect_audit(ingress_insp *ip, const audit_finding **f, size_t *n,
+                           const char **summary, uint64_t *ns);
+/* When the response was denied mid-way: overrides decision and reason for the audit event. */
+void ingress_inspect_outcome(const ingress_insp *ip, const char **decision, const char **reason);
+void ingress_inspect_free(ingress_insp *ip);
+
+#endif /* CUSTOS_PROXY_INGRESS_INSPECT_H */

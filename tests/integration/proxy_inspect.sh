@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Content inspection through the real proxy (issue 8), with curl and the model-server fixture:
+# a card number split over four SSE events is redacted in the stream the client receives; a
+# redacted prompt reaches the model as valid JSON without the value (echo mode shows what
+# reached it); an e-mail written with \u0040 is still caught; a prompt deny is 403 and never
+# reaches the model; a response deny mid-stream ends the stream with an error event and
+# [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; the audit
+# trail has finding types and counts and none of the values.
+. "$(dirname "$0")/proxy_lib.bash"
+
+CARD="4111 1111 1111 1111"
+CARD_TEXT="Card $CARD."
+KEY="AKIAIOSFODNN7EXAMPLE"
+DENY_TEXT="Starting the answer, all fine so far. The key is $KEY and more text follows here."
+
+make_pki
+start_fixture card --mode canned --canned "$CARD_TEXT" --tokens 4
+card_port=$FX_PORT
+start_fixture deny --mode canned --canned "$DENY_TEXT" --tokens 8
+deny_port=$FX_PORT
+start_fixture echo --tokens 4 --log "$work/echo.requests"
+echo_port=$FX_PORT
+
+cat >"$work/policy.yaml" <<POL
+version: 1
+principals:
+  alice: { match: { api_key_sha256: "$(sha256hex $ALICE)" } }
+models:
+  test-model: { isolation: none }
+  card-model: { isolation: none }
+  deny-model: { isolation: none }
+rules:
+  - id: chat-inspected
+    effect: allow
+    when:
+      direction: ingress
+      principal: alice
+      route: "POST /v1/chat/completions"
+      model: [test-model, card-model, deny-model]
+    inspect:
+      prompt: { email: redact, us_ssn: deny, ipv4: log }
+      response: { payment_card: redact, email: redact, aws_access_key: deny }
+POL
+chmod 644 "$work/policy.yaml"
+EXTRA_MODELS="  - id: card-model
+    upstream: { url: \"http://127.0.0.1:$card_port/\" }
+  - id: deny-model
+    upstream: { url: \"http://127.0.0.1:$deny_port/\" }"
+write_config "$work/custos.yaml" "$echo_port"
+start_custos "$work/custos.yaml"
+plain="http://127.0.0.1:$PORT2"
+C=(curl -sS --max-time 20 -H "Authorization: Bearer $ALICE")
+
+# sse_text FILE: the delta.content of every data event joined (fails on an event that is not
+# JSON); sse_bad FILE: the number of data events (other than [DONE]) that are not valid JSON.
+sse_text() {
+	perl -MJSON::PP -ne 'next unless s/^data: //; chomp; s/\r$//; next if $_ eq "[DONE]";
+		my $j = decode_json($_); for my $c (@{$j->{choices} || []}) {
+		print $c->{delta}{content} if defined $c->{delta}{content} }' "$1"
+}
+sse_bad() {
+	perl -MJSON::PP -ne 'next unless s/^data: //; chomp; s/\r$//; next if $_ eq "[DONE]";
+		$n++ unless eval { decode_json($_); 1 }; END { print $n + 0 }' "$1"
+}
+# json_content FILE: choices[0].message.content of a chat.completion.
+json_content() {
+	perl -MJSON::PP -0777 -ne 'print decode_json($_)->{choices}[0]{message}{content}' "$1"
+}
+rid() { sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$1" | tr -d '\r'; }
+# audit_of ID: the audit line of one request (waits for it to be written).
+audit_of() {
+	local i
+	for i in $(seq 100); do
+		audit_grep "\"request_id\":\"$1\"" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+stream='{"model":"%s","stream":true,"messages":[{"role":"user","content":"go"}]}'
+
+# -- (1) the fixture really splits the card number over four events (no proxy)
+curl -sS -N --max-time 10 -d "$(printf "$stream" card-model)" \
+	"http://127.0.0.1:$card_port/v1/chat/completions" >"$work/direct.sse"
+check "fixture stream text" "$(sse_text "$work/direct.sse")" "$CARD_TEXT"
+parts=$(perl -MJSON::PP -ne 'next unless s/^data: //; chomp; next if $_ eq "[DONE]";
+	my $c = decode_json($_)->{choices}[0]{delta}{content}; print "$c\n" if defined $c && $c =~ /\d/' \
+	"$work/direct.sse" | wc -l)
+check "card number spans events (fixture, direct)" "$parts" 4
+whole=$(grep -c "$CARD" "$work/direct.sse")
+check "no single fixture event holds the whole number" "$whole" 0
+
+# -- (1) through custos: redacted in the stream the client receives
+"${C[@]}" -N -D "$work/card.hdr" -o "$work/card.sse" -d "$(printf "$stream" card-model)" \
+	"$plain/v1/chat/completions"
+check "stream through custos: text" "$(sse_text "$work/card.sse")" "Card [REDACTED:PAYMENT_CARD]."
+check "stream through custos: every event is JSON" "$(sse_bad "$work/card.sse")" 0
+# Every event's delta.content, one per line: none holds a digit of the number.
+perl -MJSON::PP -ne 'next unless s/^data: //; chomp; next if $_ eq "[DONE]";
+	for my $c (@{decode_json($_)->{choices} || []}) {
+	print "$c->{delta}{content}\n" if defined $c->{delta}{content} }' "$work/card.sse" >"$work/card.parts"
+check "no fragment of the number in any event" "$(grep -c '[0-9]' "$work/card.parts")" 0
+grep -q '4111' "$work/card.sse" && fail "raw stream holds 4111" || ok "raw stream has no 4111"
+grep -q '^data: \[DONE\]' "$work/card.sse" && ok "stream ends with [DONE]" || fail "no [DONE]"
+card_id=$(rid "$work/card.hdr")
+line=$(audit_of "$card_id")
+echo "$line" | grep -q '"type":"payment_card","count":1' && ok "audit: payment_card:1 for the stream" ||
+	fail "audit lacks the card finding: $line"
+
+# -- an HTTP/1.0 client gets the rewritten stream close-delimited
+"${C[@]}" -0 -N -o "$work/card10.sse" -d "$(printf "$stream" card-model)" "$plain/v1/chat/completions"
+check "HTTP/1.0 client: stream redacted" "$(sse_text "$work/card10.sse")" "Card [REDACTED:PAYMENT_CARD]."
+
+# -- (2) a redacted prompt reaches the model as JSON, without the value (echo shows it)
+body='{"model":"test-model","messages":[{"role":"user","content":"mail bob@example.com please, \"quoted\" \\n ok"}]}'
+code=$("${C[@]}" -D "$work/red.hdr" -o "$work/red.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "redacted prompt: status (the fixture answers 400 to invalid JSON)" "$code" 200
+got=$(json_content "$work/red.json")
+check "what reached the model" "$got" 'mail [REDACTED:EMAIL] please, "quoted" \n ok'
+# The fixture logged the body length it read: the redacted body's, with a fixed Content-Length.
+redacted_body=${body/bob@example.com/[REDACTED:EMAIL]}
+want_len=${#redacted_body}
+last=$(tail -1 "$work/echo.requests")
+check "fixture read the rewritten body (Content-Length fixed)" "$last" "POST /v1/chat/completions $want_len"
+grep -q 'bob@example.com' "$work/red.json" && fail "value in the response" || ok "value not in the response"
+red_id=$(rid "$work/red.hdr")
+line=$(audit_of "$red_id")
+echo "$line" | grep -q '"type":"email","count":1' && ok "audit: email:1" || fail "audit lacks email: $line"
+echo "$line" | grep -q '"inspect":"prompt:redact' && ok "audit: prompt action redact" || fail "audit inspect: $line"
+
+# -- JSON escape: the @ written as \u0040
+body='{"model":"test-model","messages":[{"role":"user","content":"write to carol\u0040example.org now"}]}'
+code=$("${C[@]}" -o "$work/esc.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "escaped e-mail: status" "$code" 200
+check "escaped e-mail caught" "$(json_content "$work/esc.json")" "write to [REDACTED:EMAIL] now"
+
+# -- a prompt deny: 403, audited, never reaches the model
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45-6789"}]}'
+code=$("${C[@]}" -D "$work/deny.hdr" -o "$work/deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "prompt deny -> 403" "$code" 403
+grep -q 'us_ssn' "$work/deny.json" && ok "403 names the detector" || fail "403 reason: $(cat "$work/deny.json")"
+grep -q '123-45-6789' "$work/deny.json" && fail "403 body holds the value" || ok "403 body has no value"
+check "denied prompt never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+deny_id=$(rid "$work/deny.hdr")
+line=$(audit_of "$deny_id")
+echo "$line" | grep -q '"status":403' && echo "$line" | grep -q '"type":"us_ssn","count":1' &&
+	ok "audit: 403 with us_ssn:1" || fail "audit of the prompt deny: $line"
+
+# -- a `log` action: the text goes through unchanged, the finding is audited
+body='{"model":"test-model","messages":[{"role":"user","content":"host 10.1.2.3 is up"}]}'
+"${C[@]}" -D "$work/log.hdr" -o "$work/log.json" -d "$body" "$plain/v1/chat/completions"
+check "log action leaves the prompt" "$(json_content "$work/log.json")" "host 10.1.2.3 is up"
+line=$(audit_of "$(rid "$work/log.hdr")")
+echo "$line" | grep -q '"type":"ipv4","count":1' && ok "audit: ipv4:1 (log)" || fail "audit of log: $line"
+
+# -- a non-streamed JSON response is redacted (the card is not a prompt detector here)
+body="{\"model\":\"test-model\",\"messages\":[{\"role\":\"user\",\"content\":\"pay with $CARD today\"}]}"
+"${C[@]}" -o "$work/resp.json" -d "$body" "$plain/v1/chat/completions"
+check "JSON response redacted" "$(json_content "$work/resp.json")" "pay with [REDACTED:PAYMENT_CARD] today"
+
+# -- the same echoed back as a stream
+sbody="{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"pay with $CARD today\"}]}"
+"${C[@]}" -N -o "$work/echo.sse" -d "$sbody" "$plain/v1/chat/completions"
+check "echoed stream redacted" "$(sse_text "$work/echo.sse")" "pay with [REDACTED:PAYMENT_CARD] today"
+
+# -- a response deny mid-stream: error event, then [DONE]; nothing of the key
+"${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \
+	"$plain/v1/chat/completions"
+check "mid-stream deny: events are JSON" "$(sse_bad "$work/rd.sse")" 0
+grep -q '^data: {"error":{' "$work/rd.sse" && ok "error event sent" || fail "no error event: $(cat "$work/rd.sse")"
+tail -n 2 "$work/rd.sse" | grep -q '^data: \[DONE\]' && ok "[DONE] after the error" || fail "no [DONE] at the end"
+text=$(sse_text "$work/rd.sse")
+case "$text" in
+Starting*) ok "text before the value was delivered ($text)" ;;
+*) fail "nothing delivered before the deny: '$text'" ;;
+esac
+grep -q 'AKIA' "$work/rd.sse" && fail "key fragment reached the client" || ok "no key fragment reached the client"
+grep -q 'more text follows' "$work/rd.sse" && fail "text after the deny reached the client" || ok "nothing after the deny"
+line=$(audit_of "$(rid "$work/rd.hdr")")
+echo "$line" | grep -q '"decision":"deny"' && echo "$line" | grep -q '"type":"aws_access_key","count":1' &&
+	ok "audit: deny with aws_access_key:1" || fail "audit of the response deny: $line"
+
+# -- the proxy keeps serving after a deny
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$(printf "$stream" card-model)" "$plain/v1/chat/completions")
+check "served after a mid-stream deny" "$code" 200
+
+# -- reload: the engine is rebuilt with the policy. A custom detector Hyperscan refuses (a
+# back-reference) fails the reload and the old policy (and engine) stays in force; a good one
+# is in force after SIGHUP.
+reloads() { grep -c "$1" "$work/custos.log"; }
+cp "$work/policy.yaml" "$work/policy.good"
+cat >>"$work/policy.yaml" <<'POL'
+detectors:
+  twice:
+    patterns: ['(ab)\1x']
+POL
+sed -i 's/prompt: { email: redact,/prompt: { twice: redact, email: redact,/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+check "reload with a refused detector pattern fails" "$(reloads 'reload failed')" 1
+grep 'reload failed' "$work/custos.log" | grep -q 'twice' && ok "the failure names the detector" ||
+	fail "reload failure: $(grep 'reload failed' "$work/custos.log")"
+body='{"model":"test-model","messages":[{"role":"user","content":"mail bob@example.com"}]}'
+"${C[@]}" -o "$work/r1.json" -d "$body" "$plain/v1/chat/completions"
+check "old policy still redacts after the failed reload" "$(json_content "$work/r1.json")" "mail [REDACTED:EMAIL]"
+cp "$work/policy.good" "$work/policy.yaml"
+cat >>"$work/policy.yaml" <<'POL'
+detectors:
+  employee_id:
+    patterns: ['\bEMP-[0-9]{6}\b']
+POL
+sed -i 's/prompt: { email: redact,/prompt: { employee_id: redact, email: deny,/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+check "reload with a custom detector" "$(reloads 'reloaded')" 1
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "after reload: e-mail now denied" "$code" 403
+body='{"model":"test-model","messages":[{"role":"user","content":"staff EMP-004211 here"}]}'
+"${C[@]}" -o "$work/r2.json" -d "$body" "$plain/v1/chat/completions"
+check "after reload: custom detector redacts" "$(json_content "$work/r2.json")" "staff [REDACTED:EMPLOYEE_ID] here"
+
+# -- no value anywhere in the audit trail
+# Every string in every event, except the hex ones (hashes, chain links, request ids can hold
+# "4111" by chance; numbers such as durations too, so they are not searched: a value would be
+# a string).
+perl -MJSON::PP -ne 'my $j = eval { decode_json($_) } or next;
+	sub walk { my ($v, $k) = @_;
+		if (ref $v eq "HASH") { walk($v->{$_}, $_) for keys %$v }
+		elsif (ref $v eq "ARRAY") { walk($_, $k) for @$v }
+		elsif (defined $v && !($v =~ /^[0-9a-f]{32,}$/)) { print "$k=$v\n" } }
+	walk($j, "")' "$work"/audit/*.jsonl >"$work/audit.strings"
+[ -s "$work/audit.strings" ] && ok "audit strings extracted ($(wc -l <"$work/audit.strings"))" || fail "no audit strings"
+for v in "$CARD" 4111 bob@example.com carol 123-45-6789 "$KEY" 10.1.2.3 EMP-004211; do
+	n=$(grep -c -- "$v" "$work/audit.strings")
+	check "audit trail free of '$v'" "$n" 0
+done
+
+# -- clean stop: no sanitizer report (sanitized builds) in custos' log
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+check "custos exit status after SIGTERM" "$?" 0
+n=$(grep -cE 'AddressSanitizer|LeakSanitizer|runtime error' "$work/custos.log")
+check "no sanitizer report" "$n" 0
+
+[ "$fails" -eq 0 ] || exit 1
+echo "all content inspection checks passed"

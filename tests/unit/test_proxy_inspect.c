@@ -1,0 +1,598 @@
+/*
+ * Unit tests for content inspection on the proxy's ingress path (proxy/ingress_inspect.c):
+ * an SSE stream whose card number is split over four events, fed to the proxy in two pieces
+ * at every byte offset and byte by byte, comes out redacted as valid chunk events; a deny
+ * mid-stream ends with an error event and [DONE]; a finish without a content field gets the
+ * held-back tail in an event before it; prompts are redacted as JSON (escapes included),
+ * denied, or refused when unreadable; JSON responses; content-encoded responses are refused;
+ * the audit summary has types and counts. Negative cases first in each group.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "custos/inspect.h"
+#include "proxy/ingress_inspect.h"
+#include "proxy/json.h"
+#include "proxy/openai.h"
+#include "proxy/sse.h"
+
+static inspect_engine *eng;
+
+static int setup(void **state)
+{
+	(void)state;
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	return inspect_engine_new(&o, &eng) == CUSTOS_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	inspect_engine_free(eng);
+	return 0;
+}
+
+static void make_dec(decide_out *d, bool shadow)
+{
+	memset(d, 0, sizeof(*d));
+	d->has_inspect = true;
+	d->shadow = shadow;
+	d->insp_engine = eng;
+	d->insp_engine_id = 1;
+	d->insp_prompt[INSPECT_EMAIL] = INSPECT_ACT_REDACT;
+	d->insp_prompt[INSPECT_US_SSN] = INSPECT_ACT_DENY;
+	d->insp_prompt[INSPECT_IPV4] = INSPECT_ACT_LOG;
+	d->insp_response[INSPECT_PAYMENT_CARD] = INSPECT_ACT_REDACT;
+	d->insp_response[INSPECT_AWS_ACCESS_KEY] = INSPECT_ACT_DENY;
+}
+
+/* A request state with an empty prompt (response inspection only). */
+static ingress_insp *new_insp(bool shadow)
+{
+	decide_out d;
+	ingress_insp *ip = NULL;
+	const char *why = NULL;
+	buf body;
+
+	make_dec(&d, shadow);
+	buf_init(&body, 16);
+	assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 0);
+	buf_free(&body);
+	assert_non_null(ip);
+	return ip;
+}
+
+static http1_head *resp_head(const char *ctype, const char *encoding)
+{
+	http1_head *h = calloc(1, sizeof(*h));
+	assert_non_null(h);
+	h->is_response = true;
+	h->version = 11;
+	h->status = 200;
+	h->framing = HTTP1_BODY_CHUNKED;
+	h->hdrs[h->nhdrs++] = (http1_header){ SPAN_LIT("Content-Type"), span_cstr(ctype) };
+	if (encoding)
+		h->hdrs[h->nhdrs++] =
+		        (http1_header){ SPAN_LIT("Content-Encoding"), span_cstr(encoding) };
+	return h;
+}
+
+static void chunk_event(buf *b, const char *content, bool fin)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(content)), CUSTOS_OK);
+	assert_int_equal(buf_printf(b,
+	                            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	                            "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+	                            "\"delta\":{\"content\":\"%.*s\"},\"finish_reason\":%s}]}\n\n",
+	                            (int)buf_used(&esc), (const char *)buf_ptr(&esc),
+	                            fin ? "\"stop\"" : "null"),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+/* Parses what the client got: every data event must be JSON (or [DONE]); joins content. */
+static void client_text(span sse, buf *text, size_t *events, bool *done, bool *error)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	*events = 0;
+	*done = *error = false;
+	const char *s = sse.ptr;
+	size_t n = sse.len;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, s, n, &ev, &have);
+		assert_true(k >= 0);
+		if (have && ev.has_data) {
+			assert_false(*done); /* nothing after [DONE] */
+			if (ev.done) {
+				*done = true;
+			} else {
+				jsonr_val root, v;
+				assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+				if (jsonr_obj_get(root, "error", &v)) {
+					*error = true;
+				} else {
+					openai_chunk c;
+					assert_int_equal(openai_chunk_parse(ev.data, &c),
+					                 CUSTOS_OK);
+					for (size_t i = 0; i < c.ndeltas; i++)
+						if (c.deltas[i].has_content)
+							assert_int_equal(
+							        jsonr_unescape(c.deltas[i].content,
+							                       text),
+							        CUSTOS_OK);
+				}
+				(*events)++;
+			}
+		}
+		s += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+}
+
+/* Runs body through a fresh response inspector in pieces cut at `cuts` (sorted offsets). */
+static custos_err run_stream(span body, const size_t *cuts, size_t ncuts, buf *client,
+                             ingress_insp **keep)
+{
+	ingress_insp *ip = new_insp(false);
+	http1_head *h = resp_head("text/event-stream", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	assert_true(ingress_inspect_response_active(ip));
+	free(h);
+	custos_err e = CUSTOS_OK;
+	size_t at = 0;
+	for (size_t i = 0; i <= ncuts && e == CUSTOS_OK; i++) {
+		size_t end = i < ncuts ? cuts[i] : body.len;
+		span out;
+		e = ingress_inspect_response_data(ip, span_of(body.ptr + at, end - at), &out);
+		assert_int_equal(buf_append_span(client, out), CUSTOS_OK);
+		at = end;
+	}
+	if (e == CUSTOS_OK) {
+		span out;
+		e = ingress_inspect_response_end(ip, &out);
+		assert_int_equal(buf_append_span(client, out), CUSTOS_OK);
+	}
+	if (keep)
+		*keep = ip;
+	else
+		ingress_inspect_free(ip);
+	return e;
+}
+
+static void card_body(buf *b)
+{
+	/* "Card 4111 1111 1111 1111." as the fixture splits it with --tokens 4 */
+	chunk_event(b, "Card 4", false);
+	chunk_event(b, "111 11", false);
+	chunk_event(b, "11 111", false);
+	chunk_event(b, "1 1111.", true);
+	assert_int_equal(buf_append_cstr(b, "data: [DONE]\n\n"), CUSTOS_OK);
+}
+
+static void check_card_client(span client)
+{
+	buf text;
+	size_t events;
+	bool done, error;
+	buf_init(&text, 4096);
+	client_text(client, &text, &events, &done, &error);
+	assert_true(done);
+	assert_false(error);
+	assert_int_equal(events, 4);
+	assert_int_equal(buf_used(&text), strlen("Card [REDACTED:PAYMENT_CARD]."));
+	assert_memory_equal(buf_ptr(&text), "Card [REDACTED:PAYMENT_CARD].", buf_used(&text));
+	assert_null(memmem(client.ptr, client.len, "4111", 4));
+	assert_null(memmem(client.ptr, client.len, "1 1", 3));
+	buf_free(&text);
+}
+
+static void test_sse_card_every_split(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	card_body(&body);
+	span b = buf_span(&body);
+	for (size_t cut = 0; cut <= b.len; cut++) {
+		buf_reset(&client);
+		assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
+		check_card_client(buf_span(&client));
+	}
+	/* byte by byte */
+	size_t *cuts = calloc(b.len, sizeof(size_t));
+	assert_non_null(cuts);
+	for (size_t i = 0; i < b.len; i++)
+		cuts[i] = i + 1;
+	buf_reset(&client);
+	ingress_insp *ip = NULL;
+	assert_int_equal(run_stream(b, cuts, b.len - 1, &client, &ip), CUSTOS_OK);
+	check_card_client(buf_span(&client));
+	const audit_finding *f;
+	size_t n;
+	const char *sum;
+	uint64_t ns;
+	ingress_inspect_audit(ip, &f, &n, &sum, &ns);
+	assert_int_equal(n, 1);
+	assert_string_equal(f[0].type, "payment_card");
+	assert_int_equal(f[0].count, 1);
+	assert_string_equal(sum, "prompt:none response:redact");
+	const char *decision = "allow", *reason = "r";
+	ingress_inspect_outcome(ip, &decision, &reason);
+	assert_string_equal(decision, "allow");
+	ingress_inspect_free(ip);
+	free(cuts);
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void test_sse_deny_midstream(void **state)
+{
+	(void)state;
+	buf body, client, text;
+	size_t events;
+	bool done, error;
+	ingress_insp *ip;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&text, 4096);
+	chunk_event(&body, "Starting the answer, all fine so far. ", false);
+	chunk_event(&body, "The key is AKIAIOSF", false);
+	chunk_event(&body, "ODNN7EXAMPLE and more", false);
+	chunk_event(&body, " text follows.", true);
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, &ip), CUSTOS_ERR_DENIED);
+	client_text(buf_span(&client), &text, &events, &done, &error);
+	assert_true(error);
+	assert_true(done);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "follows", 7));
+	assert_true(buf_used(&text) > 0 && memcmp(buf_ptr(&text), "Starting", 8) == 0);
+	/* later data is refused too */
+	span out;
+	assert_int_equal(ingress_inspect_response_data(ip, SPAN_LIT("data: x\n\n"), &out),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(out.len, 0);
+	const char *decision = "allow", *reason = "r";
+	ingress_inspect_outcome(ip, &decision, &reason);
+	assert_string_equal(decision, "deny");
+	assert_non_null(strstr(reason, "aws_access_key"));
+	const audit_finding *f;
+	size_t n;
+	const char *sum;
+	uint64_t ns;
+	ingress_inspect_audit(ip, &f, &n, &sum, &ns);
+	assert_int_equal(n, 1);
+	assert_string_equal(f[0].type, "aws_access_key");
+	assert_string_equal(sum, "prompt:none response:deny");
+	ingress_inspect_free(ip);
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&text);
+}
+
+static void test_sse_finish_without_content(void **state)
+{
+	(void)state;
+	buf body, client, text;
+	size_t events;
+	bool done, error;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&text, 4096);
+	chunk_event(&body, "ends with 4111 1111 1111 1111", false);
+	assert_int_equal(
+	        buf_append_cstr(&body, ": keep-alive\n\n"
+	                               "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	                               "\"choices\":[{\"index\":0,\"delta\":{},"
+	                               "\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"),
+	        CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	client_text(buf_span(&client), &text, &events, &done, &error);
+	assert_true(done);
+	assert_false(error);
+	assert_int_equal(events, 3); /* the chunk, the synthetic tail, the finish */
+	assert_int_equal(buf_used(&text), strlen("ends with [REDACTED:PAYMENT_CARD]"));
+	assert_memory_equal(buf_ptr(&text), "ends with [REDACTED:PAYMENT_CARD]", buf_used(&text));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), ": keep-alive", 12));
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&text);
+}
+
+static void test_sse_no_done(void **state)
+{
+	(void)state;
+	buf body, client, text;
+	size_t events;
+	bool done, error;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&text, 4096);
+	chunk_event(&body, "cut off at 4111 1111 1111 1111", false);
+	/* the upstream ends with no finish_reason and no [DONE]: the tail still comes out */
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	client_text(buf_span(&client), &text, &events, &done, &error);
+	assert_false(done);
+	assert_memory_equal(buf_ptr(&text), "cut off at [REDACTED:PAYMENT_CARD]", buf_used(&text));
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&text);
+}
+
+static void tool_event(buf *b, const char *args, bool fin)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(args)), CUSTOS_OK);
+	assert_int_equal(buf_printf(b,
+	                            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	                            "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
+	                            "\"index\":0,\"function\":{\"arguments\":\"%.*s\"}}]},"
+	                            "\"finish_reason\":%s}]}\n\n",
+	                            (int)buf_used(&esc), (const char *)buf_ptr(&esc),
+	                            fin ? "\"tool_calls\"" : "null"),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+/* Tool-call arguments streamed in fragments: reassembled and redacted like content. */
+static void test_sse_tool_call_args(void **state)
+{
+	(void)state;
+	buf body, client, args;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&args, 4096);
+	tool_event(&body, "{\"card\": \"4111 11", false);
+	tool_event(&body, "11 1111 1", false);
+	tool_event(&body, "111\"}", true);
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	span b = buf_span(&body);
+	for (size_t cut = 0; cut <= b.len; cut += 7) {
+		buf_reset(&client);
+		buf_reset(&args);
+		assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "4111", 4));
+		/* join the arguments the client got */
+		sse_parser p;
+		sse_parser_init(&p, 0);
+		const char *q = (const char *)buf_ptr(&client);
+		size_t n = buf_used(&client);
+		while (n > 0) {
+			sse_event ev;
+			bool have = false;
+			ssize_t k = sse_parse(&p, q, n, &ev, &have);
+			assert_true(k >= 0);
+			jsonr_val root, ch, c, d, tcs, tc, fn, a;
+			if (have && ev.has_data && !ev.done) {
+				assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+				jsonr_iter it;
+				assert_true(jsonr_obj_get(root, "choices", &ch));
+				jsonr_iter_init(&it, ch);
+				assert_true(jsonr_arr_next(&it, &c));
+				if (jsonr_obj_get(c, "delta", &d) &&
+				    jsonr_obj_get(d, "tool_calls", &tcs)) {
+					jsonr_iter it2;
+					jsonr_iter_init(&it2, tcs);
+					assert_true(jsonr_arr_next(&it2, &tc));
+					assert_true(jsonr_obj_get(tc, "function", &fn));
+					assert_true(jsonr_obj_get(fn, "arguments", &a));
+					assert_int_equal(jsonr_unescape(a.str, &args), CUSTOS_OK);
+				}
+			}
+			q += k;
+			n -= (size_t)k;
+			if (k == 0 && !have)
+				break;
+		}
+		sse_parser_free(&p);
+		const char *want = "{\"card\": \"[REDACTED:PAYMENT_CARD]\"}";
+		assert_int_equal(buf_used(&args), strlen(want));
+		assert_memory_equal(buf_ptr(&args), want, strlen(want));
+	}
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&args);
+}
+
+static void test_response_encoded_refused(void **state)
+{
+	(void)state;
+	ingress_insp *ip = new_insp(false);
+	http1_head *h = resp_head("text/event-stream", "gzip");
+	assert_true(ingress_inspect_response_begin(ip, h));
+	span out;
+	assert_int_equal(ingress_inspect_response_data(ip, SPAN_LIT("\x1f\x8b"), &out),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(out.len, 0);
+	free(h);
+	ingress_inspect_free(ip);
+	/* shadow mode: responses are not rewritten */
+	ip = new_insp(true);
+	h = resp_head("text/event-stream", NULL);
+	assert_false(ingress_inspect_response_begin(ip, h));
+	assert_false(ingress_inspect_response_active(ip));
+	free(h);
+	ingress_inspect_free(ip);
+}
+
+static void test_json_response(void **state)
+{
+	(void)state;
+	static const char body[] =
+	        "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+	        "\"message\":{\"role\":\"assistant\",\"content\":\"pay \\u0034111 1111 1111 1111 "
+	        "\\\"now\\\"\"},\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":3}}";
+	ingress_insp *ip = new_insp(false);
+	http1_head *h = resp_head("application/json", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	buf client;
+	span out;
+	size_t half = sizeof(body) / 2;
+	assert_int_equal(ingress_inspect_response_data(ip, span_of(body, half), &out), CUSTOS_OK);
+	assert_int_equal(out.len, 0); /* held until the end */
+	assert_int_equal(ingress_inspect_response_data(
+	                         ip, span_of(body + half, sizeof(body) - 1 - half), &out),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_response_end(ip, &out), CUSTOS_OK);
+	assert_true(inspect_json_valid(out));
+	openai_response r;
+	assert_int_equal(openai_response_parse(out, &r), CUSTOS_OK);
+	buf_init(&client, 4096);
+	assert_int_equal(jsonr_unescape(r.choices[0].content, &client), CUSTOS_OK);
+	assert_memory_equal(buf_ptr(&client), "pay [REDACTED:PAYMENT_CARD] \"now\"",
+	                    buf_used(&client));
+	assert_int_equal(r.usage.total_tokens, 3);
+	buf_free(&client);
+	ingress_inspect_free(ip);
+
+	/* tool-call arguments of a message are inspected too; ids are left alone */
+	static const char tc[] = "{\"id\":\"4111 1111 1111 1111\",\"choices\":[{\"message\":{"
+	                         "\"content\":null,\"tool_calls\":[{\"function\":{\"arguments\":"
+	                         "\"{\\\"n\\\":\\\"4111 1111 1111 1111\\\"}\"}}]}}]}";
+	ip = new_insp(false);
+	h = resp_head("application/json", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	assert_int_equal(ingress_inspect_response_data(ip, span_of(tc, sizeof(tc) - 1), &out),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_response_end(ip, &out), CUSTOS_OK);
+	assert_true(inspect_json_valid(out));
+	const char *want = "{\"id\":\"4111 1111 1111 1111\",\"choices\":[{\"message\":{"
+	                   "\"content\":null,\"tool_calls\":[{\"function\":{\"arguments\":"
+	                   "\"{\\\"n\\\":\\\"[REDACTED:PAYMENT_CARD]\\\"}\"}}]}}]}";
+	assert_int_equal(out.len, strlen(want));
+	assert_memory_equal(out.ptr, want, out.len);
+	ingress_inspect_free(ip);
+
+	/* a deny: the body becomes an error object */
+	static const char bad[] =
+	        "{\"choices\":[{\"message\":{\"content\":\"AKIAIOSFODNN7EXAMPLE\"}}]}";
+	ip = new_insp(false);
+	h = resp_head("application/json", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	assert_int_equal(ingress_inspect_response_data(ip, span_of(bad, sizeof(bad) - 1), &out),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_response_end(ip, &out), CUSTOS_ERR_DENIED);
+	assert_true(inspect_json_valid(out));
+	assert_null(memmem(out.ptr, out.len, "AKIA", 4));
+	ingress_inspect_free(ip);
+}
+
+static void test_prompt(void **state)
+{
+	(void)state;
+	decide_out d;
+	ingress_insp *ip = NULL;
+	const char *why;
+	buf body;
+	openai_request oa = { 0 };
+
+	make_dec(&d, false);
+	/* negative: token ids cannot be inspected */
+	oa.opaque_input = true;
+	buf_init(&body, 1 << 20);
+	assert_int_equal(buf_append_cstr(&body, "{\"prompt\":[1,2,3]}"), CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
+	ingress_inspect_free(ip);
+	ip = NULL;
+	oa.opaque_input = false;
+	/* negative: logprobs would carry response text around the stream inspection */
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "{\"logprobs\":true,\"messages\":[]}"), CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
+	assert_non_null(strstr(why, "logprobs"));
+	ingress_inspect_free(ip);
+	ip = NULL;
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0}"),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
+	ingress_inspect_free(ip);
+	ip = NULL;
+	/* negative: a deny, naming the detector and not the value */
+	buf_reset(&body);
+	assert_int_equal(
+	        buf_append_cstr(&body, "{\"messages\":[{\"content\":\"ssn 123-45-6789\"}]}"),
+	        CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 403);
+	assert_non_null(strstr(why, "us_ssn"));
+	assert_null(strstr(why, "6789"));
+	ingress_inspect_free(ip);
+	ip = NULL;
+	/* shadow: the same passes unchanged, the finding is kept */
+	make_dec(&d, true);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
+	const audit_finding *f;
+	size_t n;
+	const char *sum;
+	uint64_t ns;
+	ingress_inspect_audit(ip, &f, &n, &sum, &ns);
+	assert_int_equal(n, 1);
+	assert_string_equal(sum, "shadow prompt:deny response:none");
+	ingress_inspect_free(ip);
+	ip = NULL;
+	make_dec(&d, false);
+	/* redaction with an escaped @ and a log finding */
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body,
+	                                 "{\"messages\":[{\"role\":\"user\",\"content\":"
+	                                 "\"to bob\\u0040example.com from 10.1.2.3\"}],\"n\":1}"),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
+	assert_true(inspect_json_valid(buf_span(&body)));
+	const char *want = "{\"messages\":[{\"role\":\"user\",\"content\":"
+	                   "\"to [REDACTED:EMAIL] from 10.1.2.3\"}],\"n\":1}";
+	assert_int_equal(buf_used(&body), strlen(want));
+	assert_memory_equal(buf_ptr(&body), want, strlen(want));
+	ingress_inspect_audit(ip, &f, &n, &sum, &ns);
+	assert_int_equal(n, 2);
+	assert_string_equal(sum, "prompt:redact response:none");
+	ingress_inspect_free(ip);
+	ip = NULL;
+	/* not an OpenAI path and not JSON: inspected as text */
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "plain bob@example.com text"), CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 0);
+	assert_int_equal(buf_used(&body), strlen("plain [REDACTED:EMAIL] text"));
+	ingress_inspect_free(ip);
+	ip = NULL;
+	/* no inspection in the decision: nothing made */
+	d.has_inspect = false;
+	assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 0);
+	assert_null(ip);
+	buf_free(&body);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_prompt),
+		cmocka_unit_test(test_response_encoded_refused),
+		cmocka_unit_test(test_sse_deny_midstream),
+		cmocka_unit_test(test_sse_card_every_split),
+		cmocka_unit_test(test_sse_finish_without_content),
+		cmocka_unit_test(test_sse_no_done),
+		cmocka_unit_test(test_sse_tool_call_args),
+		cmocka_unit_test(test_json_response),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
