@@ -191,6 +191,10 @@ static custos_err render_pending(struct wstate *w, size_t *consumed)
 		if (w->o->checkpoint_events && w->since_ckpt >= w->o->checkpoint_events)
 			GUARD(add_checkpoint(w, "interval"));
 	}
+	/* Under steady traffic the writer is never idle: time-based checkpoints go here. */
+	if (w->o->checkpoint_ns && w->since_ckpt > 0 &&
+	    tm_mono_ns() - w->last_ckpt >= w->o->checkpoint_ns)
+		GUARD(add_checkpoint(w, "interval"));
 	*consumed = i;
 	return CUSTOS_OK;
 }
