@@ -729,9 +729,7 @@ int audit_shipper_main(const audit_options *o, int stop_fd)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != stop_fd)
-			close(fd);
+	audit_close_fds_except(stop_fd, -1);
 	if (sinks == NULL)
 		return 1;
 	for (size_t i = 0; i < o->n_sinks; i++) {
