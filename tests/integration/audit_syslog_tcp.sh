@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # audit_syslog_tcp: the plain-TCP syslog sink against a strict RFC 6587 octet-counting reader
-# (Python): every frame must be "<len> <RFC 5424 message>" with the exact length, the header
+# (Python), reading across rotated log files: every frame must be "<len> <RFC 5424 message>" with the exact length, the header
 # must parse, and the MSG must be the verified JSON line in CEF when asked. The reader drops
 # the connection twice mid-stream; every event must still arrive in order with no gap.
 set -euo pipefail
@@ -78,7 +78,7 @@ for fmt in json cef; do
 	SP=$!
 	for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
 	rm -rf "$T/log"
-	"$LOAD" "$T/log" --threads 2 --events 12000 --sink tcp --format $fmt --port "$(cat "$T/port")" \
+	"$LOAD" "$T/log" --threads 2 --events 12000 --rotate-bytes 300000 --sink tcp --format $fmt --port "$(cat "$T/port")" \
 		--wait-sink 60 --drain-s 20 >"$T/load.out" 2>"$T/load.err" ||
 		fail "load driver: $(cat "$T/load.err")"
 	kill -0 "$SP" 2>/dev/null || fail "$fmt: the reader rejected a frame: $(cat "$T/rx.err")"
