@@ -5,7 +5,7 @@ BUILD_TEST ?= build/test
 BUILD_REL ?= build/release
 BUILD_FUZZ ?= build/fuzz
 
-.PHONY: all deps build demo test lint fuzz clean format bench bench-audit
+.PHONY: all deps build demo test lint fuzz clean format bench bench-proxy bench-sandbox bench-audit
 
 all: build
 
@@ -24,6 +24,10 @@ test: deps
 
 demo: build
 	bash scripts/demo.sh $(BUILD_REL)
+
+# custos beside nginx and HAProxy (installs nginx-light, haproxy, wrk); figures in PERFORMANCE.md.
+bench-proxy: build
+	bash bench/proxy/run.sh $(BUILD_REL)
 
 lint:
 	bash scripts/lint.sh all

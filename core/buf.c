@@ -69,7 +69,11 @@ custos_err span_copy_cstr(span a, char *out, size_t outsz)
 
 char *span_dup(span a)
 {
-	return xstrndup(a.len ? a.ptr : "", a.len);
+	/* Not strndup: a view is not NUL-terminated, and strndup may read past it looking for one. */
+	char *p = xcalloc(1, a.len + 1);
+	if (a.len)
+		memcpy(p, a.ptr, a.len);
+	return p;
 }
 
 void buf_init(buf *b, size_t max)

@@ -129,9 +129,17 @@ char *xstrdup(const char *s)
 
 char *xstrndup(const char *s, size_t n)
 {
-	char *p = strndup(s ? s : "", n);
+	/* Not strndup: it may scan for a NUL past n (ASan's strict_string_checks reports it), and
+	 * spans of wire data are not NUL-terminated. */
+	if (s == NULL)
+		s = "";
+	const char *z = memchr(s, '\0', n);
+	size_t len = z ? (size_t)(z - s) : n;
+	char *p = malloc(len + 1);
 
 	if (p == NULL)
 		oom_abort();
+	memcpy(p, s, len);
+	p[len] = '\0';
 	return p;
 }

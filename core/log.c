@@ -60,7 +60,7 @@ custos_err log_open_file(const char *path)
 custos_err log_reopen(void)
 {
 	custos_err e = CUSTOS_OK;
-	int fd = -1; /* gcc -O2 -Werror=maybe-uninitialized cannot see open_log set it */
+	int fd = -1; /* gcc 12 -O2 saw it maybe-uninitialized: the Release build failed */
 
 	pthread_mutex_lock(&log_lock);
 	if (log_path != NULL) {

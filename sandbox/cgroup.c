@@ -11,10 +11,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "sb_int.h"
+
+void sb_cgroup_gc(const char *parent)
+{
+	/* Sandboxes of a custos that died without cleaning up (SIGKILL, crash) leave empty
+	 * cgroups named custos-<name>-<pid>-<n>. Remove those whose custos is gone; rmdir
+	 * refuses any that still hold a process, and a reused pid only delays the cleanup. */
+	DIR *d = opendir(parent);
+	if (d == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "custos-", 7) != 0 || de->d_type != DT_DIR)
+			continue;
+		const char *last = strrchr(de->d_name, '-');
+		if (last == NULL || last == de->d_name + 6)
+			continue;
+		const char *p = last - 1;
+		while (p > de->d_name && *p != '-')
+			p--;
+		uint64_t pid;
+		if (num_parse_u64(span_of(p + 1, (size_t)(last - p - 1)), 1, INT32_MAX, &pid) !=
+		    CUSTOS_OK)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		/* A custos in another pid namespace looks dead from here: leave young cgroups
+		 * alone, as one may sit empty between its mkdir and the child's arrival. */
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+		    time(NULL) - st.st_mtime < 60)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0)
+			log_info("cgroup: removed %s/%s left by a custos that is gone", parent,
+			         de->d_name);
+	}
+	closedir(d);
+}
 
 const char *sb_cgroup_backend_name(sb_cg_backend b)
 {

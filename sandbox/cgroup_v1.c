@@ -37,6 +37,12 @@ custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *c
 		    (e = sb_cg_self_path(ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
 		    (e = sb_cg_dir(mnt, root, path, id, &cg->v1dir[i])) != CUSTOS_OK)
 			goto fail;
+		char *slash = strrchr(cg->v1dir[i], '/');
+		if (slash) {
+			*slash = '\0';
+			sb_cgroup_gc(cg->v1dir[i]);
+			*slash = '/';
+		}
 		if (mkdir(cg->v1dir[i], 0755) == -1) {
 			e = err_sys("cgroup v1: mkdir %s", cg->v1dir[i]);
 			free(cg->v1dir[i]);

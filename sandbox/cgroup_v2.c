@@ -164,6 +164,7 @@ custos_err sb_cgv2_create(const sandbox_profile *p, const char *id, sb_cgroup *c
 		free(parent);
 		return e;
 	}
+	sb_cgroup_gc(parent);
 	e = sb_cg_dir(mnt, root, path, id, &cg->dir);
 	free(parent);
 	GUARD(e);

@@ -197,6 +197,8 @@ void sb_cgroup_kill(const sb_cgroup *cg);
 /* Removes the directories (retries briefly while the kernel drops the last members). */
 void sb_cgroup_destroy(sb_cgroup *cg);
 const char *sb_cgroup_backend_name(sb_cg_backend b);
+/* Removes empty custos-* cgroups below parent whose custos process no longer exists. */
+void sb_cgroup_gc(const char *parent);
 
 custos_err sb_cgv2_create(const sandbox_profile *p, const char *id, sb_cgroup *cg) CUSTOS_WUR;
 custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *cg) CUSTOS_WUR;

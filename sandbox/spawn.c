@@ -263,6 +263,10 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 		_exit(127); /* the parent gave up */
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
 		sb_child_fail(sync, step, r);
+	/* A credential change clears the parent-death signal: set it again. Should custos have
+	 * died in between, the next read of the sync socket sees EOF and we end there. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
+		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
 	if (plan->net_ns && (r = sb_net_lo_up()) != 0)
 		sb_child_fail(sync, "bring up lo", r);
 	if ((plan->clone_flags & CLONE_NEWUTS) &&

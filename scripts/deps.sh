@@ -16,6 +16,8 @@ PKGS=(
   curl
   rsyslog rsyslog-openssl
   procps psmisc iproute2
+  libvirt-daemon-system qemu-system-x86 busybox-static cpio file
+  jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
 )
 
 missing=()

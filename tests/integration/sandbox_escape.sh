@@ -46,7 +46,7 @@ cp "$ESCAPE" "$T/escape-suid"
 chmod 4755 "$T/escape-suid"
 
 export ASAN_OPTIONS=detect_leaks=0 # custos itself is leak-checked by the unit tests
-cg_before=$(find /sys/fs/cgroup -maxdepth 4 -name "custos-*" 2>/dev/null | sort)
+cg_before=$(find /sys/fs/cgroup -maxdepth 4 -name "custos-default-*" 2>/dev/null | sort)
 set +e
 "$CUSTOS_BIN" sandbox exec --memory 128M --pids 64 --cpu 50 --nofile 256 \
 	--ro-bind "$ESCAPE:/opt/escape" --ro-bind "$T/escape-suid:/opt/escape-suid" \
@@ -93,7 +93,7 @@ grep -q "host-secret-$$" "$T/secret" || { echo "FAIL: host secret changed"; fail
 # No cgroup left behind by our run (others may run custos on this machine meanwhile: only
 # new directories whose custos process has exited count).
 left=""
-for d in $(comm -13 <(echo "$cg_before") <(find /sys/fs/cgroup -maxdepth 4 -name "custos-*" 2>/dev/null | sort)); do
+for d in $(comm -13 <(echo "$cg_before") <(find /sys/fs/cgroup -maxdepth 4 -name "custos-default-*" 2>/dev/null | sort)); do
 	owner=$(basename "$d" | awk -F- '{print $(NF-1)}')
 	kill -0 "$owner" 2>/dev/null || left="$left $d"
 done

@@ -4,6 +4,7 @@
  * of the socket factory. They need user namespaces; without them each test skips. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -363,7 +364,7 @@ static void connect_inside_ready(void **state)
 	profile(&p);
 	static const char *const a[] = { "/opt/escape", "--listen", "8080", NULL };
 	sandbox *sb = spawn(&p, a, NULL);
-	assert_int_equal(sandbox_wait_ready(sb, 8080, "/health", 10000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8080, "/health", 60000), CUSTOS_OK);
 	assert_int_equal(sandbox_wait_ready(sb, 8080, NULL, 1000), CUSTOS_OK);
 	assert_int_equal(sandbox_wait_ready(sb, 8080, "bad path", 1000), CUSTOS_ERR_INVAL);
 	/* Nothing listens on 8081 inside (and a host listener would not count). */
@@ -386,7 +387,7 @@ static void connect_inside_ready(void **state)
 	/* A command that exits before it listens: CLOSED, not a timeout. */
 	static const char *const t[] = { "/bin/true", NULL };
 	sb = spawn(&p, t, NULL);
-	custos_err e = sandbox_wait_ready(sb, 8080, NULL, 5000);
+	custos_err e = sandbox_wait_ready(sb, 8080, NULL, 60000);
 	assert_true(e == CUSTOS_ERR_CLOSED);
 	sandbox_free(sb);
 }
@@ -460,14 +461,24 @@ static void stop_term_then_kill(void **state)
 	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
 	assert_int_equal(rec_count(&r, SANDBOX_EV_RESTART), 0);
 
-	/* A command that ignores SIGTERM is killed after the grace period. */
+	/* A command that ignores SIGTERM is killed after the grace period. It says "ready" on
+	 * its stdout (our pipe) once the trap is in place. */
 	o.stop_grace_ms = 200;
 	o.on_event = NULL;
+	int pp[2];
+	assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+	o.stdout_fd = pp[1];
 	static const char *const ig[] = { "/bin/sh", "-c",
-		                          "trap '' TERM; while :; do sleep 1; done", NULL };
+		                          "trap '' TERM; echo ready; while :; do sleep 1; done",
+		                          NULL };
 	sb = spawn(&p, ig, &o);
-	struct timespec ts = { 0, 200000000 };
-	nanosleep(&ts, NULL); /* let the trap be installed */
+	close(pp[1]);
+	char rb[8] = { 0 };
+	struct pollfd pf = { .fd = pp[0], .events = POLLIN };
+	assert_int_equal(poll(&pf, 1, 20000), 1);
+	assert_true(read(pp[0], rb, sizeof(rb) - 1) > 0);
+	assert_memory_equal(rb, "ready", 5);
+	close(pp[0]);
 	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
 	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
 	assert_true(WIFSIGNALED(st));
@@ -495,7 +506,7 @@ static void model_server_inside(void **state)
 	o.arg = &r;
 	static const char *const a[] = { "/opt/model-server", "--listen", "127.0.0.1:8000", NULL };
 	sandbox *sb = spawn(&p, a, &o);
-	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 20000), CUSTOS_OK);
+	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 60000), CUSTOS_OK);
 	assert_int_equal(sandbox_connect_inside(sb, 8000, &fd), CUSTOS_OK);
 	struct pollfd pf = { .fd = fd, .events = POLLOUT };
 	assert_int_equal(poll(&pf, 1, 5000), 1);
@@ -526,6 +537,68 @@ static void model_server_inside(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* custos killed outright (no sandbox_stop): the sandbox must not outlive it. The test
+ * process is a child subreaper, so the orphaned sandbox init is reparented to it and its end
+ * can be observed with waitpid. */
+static void dies_with_custos(void **state)
+{
+	int pfd[2];
+	(void)state;
+	NEED();
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t custos = fork();
+	assert_int_not_equal(custos, -1);
+	if (custos == 0) {
+		sandbox_profile p;
+		sandbox *sb = NULL;
+		static const char *const a[] = { "/bin/sleep", "1000", NULL };
+		profile(&p);
+		if (sandbox_spawn(&p, a, NULL, &sb) != CUSTOS_OK)
+			_exit(1);
+		pid_t init = sandbox_pid(sb);
+		if (write(pfd[1], &init, sizeof(init)) != (ssize_t)sizeof(init))
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	pid_t init = -1;
+	assert_int_equal(read(pfd[0], &init, sizeof(init)), (ssize_t)sizeof(init));
+	close(pfd[0]);
+	assert_true(init > 0);
+	kill(custos, SIGKILL);
+	int st;
+	assert_int_equal(waitpid(custos, &st, 0), custos);
+	/* The init is ours now (subreaper); it must end by SIGKILL (its parent-death signal). */
+	pid_t w = 0;
+	for (int i = 0; i < 100 && w == 0; i++) {
+		w = waitpid(init, &st, WNOHANG);
+		if (w == 0) {
+			struct timespec ts = { 0, 100000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (w == 0) {
+		kill(init, SIGKILL); /* it survived custos: clean up, then fail */
+		waitpid(init, &st, 0);
+		fail_msg("the sandbox outlived custos");
+	}
+	assert_int_equal(w, init);
+	/* The killed custos could not remove its cgroups (a later custos would, after a minute). */
+	char cmd[256];
+	snprintf(
+	        cmd, sizeof(cmd),
+	        "find /sys/fs/cgroup -maxdepth 5 -type d -name 'custos-unit-%d-*' -exec rmdir {} + "
+	        "2>/dev/null",
+	        (int)custos);
+	(void)!system(cmd);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGKILL);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0), 0);
+}
+
 /* Unprivileged: the socket factory must join the user namespace before the netns. */
 static void unprivileged_sockets(void **state)
 {
@@ -552,7 +625,7 @@ static void unprivileged_sockets(void **state)
 			fprintf(stderr, "unprivileged spawn: %s\n", err_msg());
 			_exit(11);
 		}
-		if (sandbox_wait_ready(sb, 8080, "/", 10000) != CUSTOS_OK)
+		if (sandbox_wait_ready(sb, 8080, "/", 60000) != CUSTOS_OK)
 			_exit(12);
 		if (sandbox_listen_inside(sb, 3128, 4, &fd) != CUSTOS_OK)
 			_exit(13);
@@ -580,7 +653,7 @@ int main(void)
 		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
 		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
 		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
-		cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(dies_with_custos),     cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# bench/proxy: custos beside nginx and HAProxy, one run, same machine, same upstream (nginx
+# `return 200`, one worker), same client (wrk), one worker each. Cases: plain HTTP keep-alive,
+# TLS keep-alive, TLS handshakes (a new connection per request), a 10 MiB response, SSE time to
+# first event, memory per idle keep-alive TLS connection. custos runs with policy and audit
+# (batch) on. Throughput is reported raw and per proxy-core-second (requests divided by the
+# proxy's CPU seconds from /proc/PID/stat, its children included: custos' audit writer).
+# Usage: bench/proxy/run.sh [BUILD_DIR]   (make bench-proxy builds build/release first)
+# Env: DURATION (s, default 8), CONNS (default 50), SKIP_INSTALL=1.
+set -euo pipefail
+[ -n "${BENCH_DEBUG:-}" ] && set -x
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$top/build/release}
+case "$build" in /*) ;; *) build="$top/$build" ;; esac
+custos="$build/cli/custos"
+fixture="$build/tests/fixtures/model-server/model-server"
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-50}
+[ -x "$custos" ] || { echo "bench: $custos not built (make bench-proxy)" >&2; exit 1; }
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+	need=()
+	for p in wrk haproxy nginx-light; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+	done
+	if [ ${#need[@]} -gt 0 ]; then
+		[ "$(id -u)" -eq 0 ] || { echo "bench: run as root to install ${need[*]}" >&2; exit 1; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+	fi
+fi
+
+w=$(mktemp -d /tmp/custos-bench.XXXXXX)
+chmod 700 "$w"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "${BENCH_KEEP:-}" ] && echo "kept $w" || rm -rf "$w"
+}
+trap cleanup EXIT
+
+port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "bench: nothing on port $1" >&2; return 1; }
+
+# ---- certificates
+(
+	cd "$w"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+		-subj /CN=bench-ca -keyout ca.key -out ca.crt
+	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+		-keyout srv.key -out srv.csr
+	openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+		-extfile ext -out srv.crt
+	cat srv.crt srv.key >srv.pem
+	chmod 600 srv.key srv.pem
+	head -c $((10 << 20)) /dev/urandom >big.bin
+) >/dev/null 2>&1
+
+P_UP=$(port) P_NGX=$(port) P_NGXS=$(port) P_HAP=$(port) P_HAPS=$(port) P_CU=$(port) P_CUS=$(port)
+
+# ---- upstream: nginx, one worker, `return 200`, and a 10 MiB file
+mkdir -p "$w/up" "$w/ngx"
+cat >"$w/up/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $w/up/nginx.pid;
+error_log $w/up/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$P_UP reuseport backlog=4096;
+    location /big { alias $w/big.bin; }
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+wait_port "$P_UP"
+
+# ---- nginx as reverse proxy
+cat >"$w/ngx/nginx.conf" <<EOF
+worker_processes 1;
+pid $w/ngx/nginx.pid;
+error_log $w/ngx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
+  upstream sse { server 127.0.0.1:@SSE_PORT@; keepalive 16; }
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_tickets on;
+  server {
+    listen 127.0.0.1:$P_NGX reuseport backlog=4096;
+    listen 127.0.0.1:$P_NGXS ssl reuseport backlog=4096;
+    ssl_certificate $w/srv.crt;
+    ssl_certificate_key $w/srv.key;
+    location /v1/chat/ { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+
+# ---- the SSE upstream: the model-server fixture
+"$fixture" --listen 127.0.0.1:0 --port-file "$w/sse.port" --tokens 4 --threads 4 >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$w/sse.port" ] && break; sleep 0.05; done
+P_SSE=$(cat "$w/sse.port")
+sed -i "s/@SSE_PORT@/$P_SSE/" "$w/ngx/nginx.conf"
+nginx -p "$w/ngx" -c "$w/ngx/nginx.conf" -g 'daemon off;' &
+NGX_MASTER=$!
+pids+=($NGX_MASTER)
+wait_port "$P_NGX"
+
+# ---- HAProxy, one thread
+cat >"$w/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAP
+  bind 127.0.0.1:$P_HAPS ssl crt $w/srv.pem alpn http/1.1
+  use_backend sse if { path_beg /v1/chat/ }
+  default_backend up
+backend up
+  server s1 127.0.0.1:$P_UP
+backend sse
+  server s2 127.0.0.1:$P_SSE
+EOF
+haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
+HAP=$!
+pids+=($HAP)
+wait_port "$P_HAP"
+
+# ---- custos: one worker, policy + audit (batch)
+KEY=sk-bench
+mkdir -p "$w/keys" "$w/audit"
+"$custos" audit keygen "$w/keys" >/dev/null 2>&1 || echo "bench: no audit keygen: unsigned checkpoints"
+cat >"$w/policy.yaml" <<EOF
+version: 1
+principals:
+  bench: { match: { api_key_sha256: "$(printf %s $KEY | openssl dgst -sha256 -r | cut -d' ' -f1)" } }
+models:
+  up: { isolation: none }
+  sse: { isolation: none }
+rules:
+  - id: bench-any
+    effect: allow
+    when: { direction: ingress, principal: bench }
+    limits: { requests_per_second: 10000000 }
+EOF
+chmod 644 "$w/policy.yaml"
+cat >"$w/custos.yaml" <<EOF
+version: 1
+log: { level: warn }
+workers: 1
+listeners:
+  - id: plain
+    address: "127.0.0.1:$P_CU"
+  - id: tls
+    address: "127.0.0.1:$P_CUS"
+    tls: { cert: $w/srv.crt, key: $w/srv.key }
+models:
+  - id: up
+    upstream: { url: "http://127.0.0.1:$P_UP/", pool_size: 128 }
+  - id: sse
+    upstream: { url: "http://127.0.0.1:$P_SSE/" }
+audit:
+  dir: $w/audit
+  durability: batch
+$([ -f "$w/keys/audit.key" ] && echo "  signing_key: $w/keys/audit.key")
+policy:
+  file: $w/policy.yaml
+EOF
+chmod 600 "$w/custos.yaml"
+"$custos" up -c "$w/custos.yaml" 2>"$w/custos.log" &
+CU=$!
+pids+=($CU)
+wait_port "$P_CU"
+
+# ---- measurement helpers
+# CPU ticks (utime+stime) of a process and its descendants.
+ticks() {
+	local all p t=0
+	all=$(ps -o pid= --ppid "$1" 2>/dev/null; echo "$1")
+	for p in $all; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+declare -A PID_OF=([direct]=0 [nginx]=$NGX_MASTER [haproxy]=$HAP [custos]=$CU)
+declare -A PLAIN=([direct]=$P_UP [nginx]=$P_NGX [haproxy]=$P_HAP [custos]=$P_CU)
+declare -A TLS=([direct]="" [nginx]=$P_NGXS [haproxy]=$P_HAPS [custos]=$P_CUS)
+order=(direct nginx haproxy custos)
+results="$w/results"
+: >"$results"
+
+# run_wrk NAME CASE URL [wrk args...]: one wrk run; appends "case name rps p99_ms cpu_s".
+run_wrk() {
+	local name=$1 case=$2 url=$3
+	shift 3
+	local pid=${PID_OF[$name]} t0 t1 out rps p99 cpu
+	t0=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
+	out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "$@" "$url" 2>&1)
+	t1=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
+	rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+	p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+	local xfer
+	xfer=$(awk '/^Transfer\/sec/ {print $2}' <<<"$out")
+	cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')
+	echo "$case $name ${rps:-0} ${p99:-0} $cpu ${xfer:-0}" >>"$results"
+	printf '  %-22s %-8s %10s req/s  p99 %8s ms  proxy cpu %6s s  %s/s\n' "$case" "$name" "${rps:-0}" "${p99:-0}" "$cpu" "${xfer:-0}"
+}
+
+echo "bench/proxy: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $CONNS connections, ${DURATION}s per case, 1 worker each"
+for n in "${order[@]}"; do
+	run_wrk "$n" plain-keepalive "http://127.0.0.1:${PLAIN[$n]}/v1/models"
+done
+for n in nginx haproxy custos; do
+	run_wrk "$n" tls-keepalive "https://127.0.0.1:${TLS[$n]}/v1/models"
+done
+for n in nginx haproxy custos; do
+	run_wrk "$n" tls-handshakes "https://127.0.0.1:${TLS[$n]}/v1/models" -H 'Connection: close'
+done
+CONNS_SAVE=$CONNS
+CONNS=4
+for n in "${order[@]}"; do
+	run_wrk "$n" 10MiB-response "http://127.0.0.1:${PLAIN[$n]}/big"
+done
+CONNS=$CONNS_SAVE
+
+# ---- SSE time to first event (median of 30, ms), each proxy minus direct
+sse_body='{"model":"sse","stream":true,"messages":[{"role":"user","content":"a b c d"}]}'
+ttfe() {
+	local port=$1 i
+	for i in $(seq 30); do
+		curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $KEY" \
+			-H 'Content-Type: application/json' -d "$sse_body" "http://127.0.0.1:$port/v1/chat/completions"
+	done | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)] * 1000}'
+}
+declare -A SSE_PORT=([direct]=$P_SSE [nginx]=$P_NGX [haproxy]=$P_HAP [custos]=$P_CU)
+for n in "${order[@]}"; do
+	v=$(ttfe "${SSE_PORT[$n]}")
+	echo "sse-first-event $n $v 0 0 0" >>"$results"
+	printf '  %-22s %-8s %8s ms (median of 30)\n' sse-first-event "$n" "$v"
+done
+
+# ---- memory per idle keep-alive TLS connection (RSS delta / connections), after one request
+idle_mem() {
+	local pid=$1 port=$2 n=400 before after
+	before=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+	python3 "$top/bench/proxy/idle_tls.py" "$port" "$n" "$KEY" 4 >"$w/idle.out" 2>&1 &
+	local holder=$!
+	for _ in $(seq 200); do grep -q ready "$w/idle.out" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.5
+	after=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+	wait $holder 2>/dev/null || true
+	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}'
+}
+if command -v python3 >/dev/null; then
+	# nginx's worker holds the connections; HAProxy and custos are one process each.
+	ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
+	for n in nginx haproxy custos; do
+		pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
+		v=$(idle_mem "$pid" "${TLS[$n]}")
+		echo "idle-conn-kib $n $v 0 0 0" >>"$results"
+		printf '  %-22s %-8s %8s KiB RSS per idle keep-alive TLS connection\n' idle-tls "$n" "$v"
+	done
+fi
+
+# ---- the table
+echo
+echo "| case | proxy | req/s | req per proxy-core-s | p99 ms | vs nginx (per core) | vs HAProxy (per core) |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+awk '
+$1 ~ /keepalive|handshakes|10MiB/ {
+	c=$1; n=$2; rps[c,n]=$3; p99[c,n]=$4; cpu[c,n]=$5; x[c,n]=$6; cases[c]=1; names[c,n]=1
+}
+END {
+	split("plain-keepalive tls-keepalive tls-handshakes 10MiB-response", order, " ")
+	split("direct nginx haproxy custos", pn, " ")
+	for (i = 1; i <= 4; i++) { c = order[i]
+		for (j = 1; j <= 4; j++) { n = pn[j]; if (!((c, n) in names)) continue
+			pc = (cpu[c,n] > 0) ? rps[c,n] / cpu[c,n] * 1 : 0
+			tot = rps[c,n] * '"$DURATION"'
+			pc = (cpu[c,n] > 0) ? tot / cpu[c,n] : 0
+			pcs[c,n] = pc
+			vs_n = (c,"nginx") in pcs && pcs[c,"nginx"] > 0 && pc > 0 ? sprintf("%.2f", pc / pcs[c,"nginx"]) : "-"
+			vs_h = "-"
+			line[c,n] = sprintf("| %s | %s | %.0f%s | %s | %s |", c, n, rps[c,n], (c == "10MiB-response") ? " (" x[c,n] "/s)" : "", (pc > 0) ? sprintf("%.0f", pc) : "-", p99[c,n])
+		}
+		for (j = 1; j <= 4; j++) { n = pn[j]; if (!((c, n) in names)) continue
+			vn = (pcs[c,"nginx"] > 0 && pcs[c,n] > 0) ? sprintf("%.2f", pcs[c,n] / pcs[c,"nginx"]) : "-"
+			vh = (pcs[c,"haproxy"] > 0 && pcs[c,n] > 0) ? sprintf("%.2f", pcs[c,n] / pcs[c,"haproxy"]) : "-"
+			print line[c,n] " " vn " | " vh " |"
+		}
+	}
+}' "$results"
+awk '$1 == "sse-first-event" {v[$2]=$3} END {printf "\nSSE first event (median ms): direct %s, nginx %s (+%.3f), haproxy %s (+%.3f), custos %s (+%.3f)\n", v["direct"], v["nginx"], v["nginx"]-v["direct"], v["haproxy"], v["haproxy"]-v["direct"], v["custos"], v["custos"]-v["direct"]}' "$results"
+awk '$1 == "idle-conn-kib" {printf "idle keep-alive TLS connection, RSS: %s %s KiB\n", $2, $3}' "$results"
+audit_events=$(cat "$w"/audit/*.jsonl 2>/dev/null | wc -l)
+echo "custos audit lines written during the run: $audit_events"

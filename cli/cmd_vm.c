@@ -1,0 +1,421 @@
+/*
+ * custos vm run: starts one model-server VM through libvirt, refuses to route anything until
+ * its QEMU process is seen under a seccomp filter, then bridges host TCP connections to the
+ * guest's model port over the multiplexed channel, and the guest's egress streams to a host
+ * address (custos' egress listener). The wiring `custos up` does for isolation: vm routes,
+ * usable on its own for tests, benchmarks and operators checking a guest image.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "custos/vm.h"
+
+#define BRIDGE_BUF (64 * 1024)
+
+static volatile sig_atomic_t vm_quit;
+static void vm_on_signal(int sig)
+{
+	(void)sig;
+	vm_quit = 1;
+}
+
+/* Copies bytes both ways between a and b until both directions ended; closes both. */
+static void *bridge_thread(void *arg)
+{
+	int *fds = arg;
+	int a = fds[0], b = fds[1];
+	free(fds);
+	char *bb = malloc(BRIDGE_BUF);
+	bool open_ab = true, open_ba = true;
+	while (bb && (open_ab || open_ba)) {
+		struct pollfd p[2] = { { .fd = open_ab ? a : -1, .events = POLLIN },
+			               { .fd = open_ba ? b : -1, .events = POLLIN } };
+		if (poll(p, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (!p[i].revents)
+				continue;
+			int from = i == 0 ? a : b, to = i == 0 ? b : a;
+			ssize_t n = read(from, bb, BRIDGE_BUF);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0 || file_write_all(to, bb, (size_t)n) != CUSTOS_OK) {
+				shutdown(to, SHUT_WR);
+				if (i == 0)
+					open_ab = false;
+				else
+					open_ba = false;
+				if (n < 0) /* an error, not an orderly end: stop both ways */
+					open_ab = open_ba = false;
+			}
+		}
+	}
+	free(bb);
+	close(a);
+	close(b);
+	return NULL;
+}
+
+static void bridge(int a, int b)
+{
+	int *fds = malloc(2 * sizeof(int));
+	pthread_t t;
+	if (!fds) {
+		close(a);
+		close(b);
+		return;
+	}
+	fds[0] = a;
+	fds[1] = b;
+	if (pthread_create(&t, NULL, bridge_thread, fds) != 0) {
+		free(fds);
+		close(a);
+		close(b);
+		return;
+	}
+	pthread_detach(t);
+}
+
+static custos_err parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	const char *colon = strrchr(s, ':');
+	ENSURE(colon && colon != s, CUSTOS_ERR_INVAL, "expected HOST:PORT, not %s", s);
+	char host[256];
+	size_t hl = (size_t)(colon - s);
+	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+		s++;
+		hl -= 2;
+	}
+	ENSURE(hl < sizeof(host), CUSTOS_ERR_LIMIT, "host too long in %s", s);
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+	struct addrinfo *res = NULL;
+	int rc = getaddrinfo(host, colon + 1, &hints, &res);
+	ENSURE(rc == 0, CUSTOS_ERR_INVAL, "bad address %s: %s", s, gai_strerror(rc));
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return CUSTOS_OK;
+}
+
+struct egress_ctx {
+	struct sockaddr_storage to;
+	socklen_t to_len;
+	bool set;
+};
+
+/* A guest-opened stream: egress goes to custos' egress listener; anything else is refused. */
+static void on_guest_stream(void *arg, uint16_t port, int fd)
+{
+	struct egress_ctx *e = arg;
+	if (port != 0 || !e->set) {
+		log_warn("vm: guest opened a stream to service %u: refused", port);
+		close(fd);
+		return;
+	}
+	int s = socket(e->to.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s == -1 || connect(s, (struct sockaddr *)&e->to, e->to_len) == -1) {
+		log_warn("vm: egress listener unreachable: %s", strerror(errno));
+		if (s != -1)
+			close(s);
+		close(fd);
+		return;
+	}
+	bridge(fd, s);
+}
+
+static FILE *events_file;
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const char *detail)
+{
+	(void)arg;
+	if (!events_file)
+		return;
+	buf b;
+	buf_init(&b, 4096);
+	json_writer w;
+	json_init(&w, &b);
+	char ts[TM_RFC3339_LEN];
+	json_obj_begin(&w);
+	json_kv_cstr(&w, "time", tm_rfc3339(tm_wall_ns(), ts));
+	json_kv_cstr(&w, "event", "vm.lifecycle");
+	json_kv_cstr(&w, "vm", domain);
+	json_kv_cstr(&w, "action", vm_event_name(kind));
+	json_kv_cstr(&w, "detail", detail);
+	json_obj_end(&w);
+	if (json_finish(&w) == CUSTOS_OK) {
+		pthread_mutex_lock(&events_lock);
+		fprintf(events_file, "%.*s\n", (int)buf_used(&b), (const char *)buf_ptr(&b));
+		fflush(events_file);
+		pthread_mutex_unlock(&events_lock);
+	}
+	buf_free(&b);
+}
+
+static int vm_usage_error(const char *msg)
+{
+	fprintf(stderr, "custos vm run: %s\n", msg);
+	cli_usage("vm", "run", false);
+	return CLI_USAGE;
+}
+
+/* Waits for the pidfile and the seccomp filter; QEMU installs it before running the guest,
+ * so a short wait covers libvirt writing the pidfile. */
+static custos_err check_seccomp(const char *run_dir, const char *name, uint64_t timeout_ns)
+{
+	uint64_t deadline = tm_mono_ns() + timeout_ns;
+	custos_err e;
+	for (;;) {
+		pid_t pid = 0;
+		e = vm_qemu_pid(run_dir, name, &pid);
+		if (e == CUSTOS_OK)
+			e = vm_qemu_verify(NULL, pid, name);
+		if (e == CUSTOS_OK) {
+			e = vm_seccomp_check(NULL, pid);
+			if (e == CUSTOS_OK) {
+				log_info("vm %s: QEMU pid %d runs under a seccomp filter", name,
+				         (int)pid);
+				return CUSTOS_OK;
+			}
+		}
+		if (tm_mono_ns() >= deadline)
+			return e;
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+int cmd_vm_run(int argc, char **argv)
+{
+	vm_profile p = { .vcpus = 1, .memory_mib = 256, .boot = VM_BOOT_KERNEL };
+	const char *uri = "qemu:///system", *run_dir = NULL, *forward = NULL, *egress = NULL;
+	const char *ready_file = NULL, *events_path = NULL;
+	uint64_t timeout_s = 60;
+	static const struct option opts[] = {
+		{ "uri", required_argument, NULL, 'u' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "type", required_argument, NULL, 't' },
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "initrd", required_argument, NULL, 'i' },
+		{ "cmdline", required_argument, NULL, 'c' },
+		{ "memory-mib", required_argument, NULL, 'm' },
+		{ "vcpus", required_argument, NULL, 'v' },
+		{ "channel", required_argument, NULL, 'C' },
+		{ "console-log", required_argument, NULL, 'l' },
+		{ "run-dir", required_argument, NULL, 'r' },
+		{ "forward", required_argument, NULL, 'f' },
+		{ "egress-to", required_argument, NULL, 'e' },
+		{ "ready-file", required_argument, NULL, 'R' },
+		{ "events", required_argument, NULL, 'E' },
+		{ "timeout-s", required_argument, NULL, 'T' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+	uint64_t v;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			uri = optarg;
+			break;
+		case 'n':
+			p.name = optarg;
+			break;
+		case 't':
+			p.domain_type = optarg;
+			break;
+		case 'k':
+			p.kernel = optarg;
+			break;
+		case 'i':
+			p.initrd = optarg;
+			break;
+		case 'c':
+			p.cmdline = optarg;
+			break;
+		case 'm':
+			if (num_parse_u64(span_cstr(optarg), 16, VM_MAX_MEM_MIB, &v) != CUSTOS_OK)
+				return vm_usage_error("bad --memory-mib");
+			p.memory_mib = v;
+			break;
+		case 'v':
+			if (num_parse_u64(span_cstr(optarg), 1, VM_MAX_VCPUS, &v) != CUSTOS_OK)
+				return vm_usage_error("bad --vcpus");
+			p.vcpus = (unsigned)v;
+			break;
+		case 'C':
+			p.channel_paths[0] = optarg;
+			p.channel_names[0] = "org.custos.mux.0";
+			p.n_channels = 1;
+			break;
+		case 'l':
+			p.console_log = optarg;
+			break;
+		case 'r':
+			run_dir = optarg;
+			break;
+		case 'f':
+			forward = optarg;
+			break;
+		case 'e':
+			egress = optarg;
+			break;
+		case 'R':
+			ready_file = optarg;
+			break;
+		case 'E':
+			events_path = optarg;
+			break;
+		case 'T':
+			if (num_parse_u64(span_cstr(optarg), 1, 3600, &timeout_s) != CUSTOS_OK)
+				return vm_usage_error("bad --timeout-s");
+			break;
+		default:
+			return vm_usage_error("unknown option");
+		}
+	}
+	if (!p.name || !p.kernel || p.n_channels == 0)
+		return vm_usage_error("--name, --kernel and --channel are required");
+
+	/* --forward HOST:PORT=GUESTPORT */
+	struct sockaddr_storage fwd_addr;
+	socklen_t fwd_len = 0;
+	uint64_t guest_port = 0;
+	if (forward) {
+		const char *eq = strrchr(forward, '=');
+		if (!eq || num_parse_u64(span_cstr(eq + 1), 1, 65535, &guest_port) != CUSTOS_OK)
+			return vm_usage_error("--forward wants HOST:PORT=GUESTPORT");
+		char *hp = xstrndup(forward, (size_t)(eq - forward));
+		custos_err e = parse_hostport(hp, &fwd_addr, &fwd_len);
+		free(hp);
+		if (e != CUSTOS_OK)
+			return vm_usage_error(err_msg());
+	}
+	static struct egress_ctx ectx;
+	if (egress) {
+		if (parse_hostport(egress, &ectx.to, &ectx.to_len) != CUSTOS_OK)
+			return vm_usage_error(err_msg());
+		ectx.set = true;
+	}
+	if (events_path) {
+		events_file = fopen(events_path, "ae");
+		if (!events_file) {
+			fprintf(stderr, "custos vm run: %s: %s\n", events_path, strerror(errno));
+			return CLI_FAIL;
+		}
+	}
+
+	struct sigaction sa = { .sa_handler = vm_on_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int rc = CLI_FAIL;
+	int lfd = -1;
+	vm_host *h = NULL;
+	vm *m = NULL;
+	vm_channel *ch = NULL;
+	vm_host_opts ho = { .uri = uri, .on_event = on_vm_event };
+	uint64_t t0 = tm_mono_ns();
+	if (vm_host_open(&ho, &h) != CUSTOS_OK || vm_start(h, &p, &m) != CUSTOS_OK) {
+		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		goto out;
+	}
+	/* Fail closed: no traffic to a QEMU that is not under seccomp. */
+	if (check_seccomp(run_dir, p.name, 10ull * 1000000000) != CUSTOS_OK) {
+		fprintf(stderr, "custos vm run: refusing to route to %s: %s\n", p.name, err_msg());
+		goto out;
+	}
+	vm_channel_opts co = { .path = p.channel_paths[0],
+		               .connect_timeout_ns = timeout_s * 1000000000ull,
+		               .on_accept = on_guest_stream,
+		               .accept_arg = &ectx };
+	if (vm_channel_open(&co, &ch) != CUSTOS_OK) {
+		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		goto out;
+	}
+	if (forward) {
+		lfd = socket(fwd_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int one = 1;
+		if (lfd == -1 ||
+		    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+		    bind(lfd, (struct sockaddr *)&fwd_addr, fwd_len) == -1 ||
+		    listen(lfd, 512) == -1) {
+			fprintf(stderr, "custos vm run: --forward %s: %s\n", forward,
+			        strerror(errno));
+			goto out;
+		}
+	}
+	log_info("vm %s: started, channel up, seccomp checked (%.1f s)", p.name,
+	         (double)(tm_mono_ns() - t0) / 1e9);
+	if (ready_file) {
+		char txt[64];
+		int n = snprintf(txt, sizeof(txt), "%d\n", (int)getpid());
+		if (file_write_atomic(ready_file, txt, (size_t)n, 0644) != CUSTOS_OK) {
+			fprintf(stderr, "custos vm run: %s\n", err_msg());
+			goto out;
+		}
+	}
+	while (!vm_quit) {
+		if (!vm_channel_alive(ch)) {
+			/* The guest went away (QEMU crashed; libvirt events drive the restart).
+			 * Nothing is routed until the new QEMU passes the seccomp check again. */
+			vm_channel_close(ch);
+			ch = NULL;
+			log_warn("vm %s: channel down; waiting for the VM to come back", p.name);
+			if (check_seccomp(run_dir, p.name, timeout_s * 1000000000ull) !=
+			            CUSTOS_OK ||
+			    vm_channel_open(&co, &ch) != CUSTOS_OK) {
+				fprintf(stderr, "custos vm run: %s did not come back: %s\n", p.name,
+				        err_msg());
+				break;
+			}
+			log_info("vm %s: channel up again, seccomp checked", p.name);
+		}
+		struct pollfd pf = { .fd = lfd, .events = POLLIN };
+		int pr = poll(&pf, 1, 200);
+		if (pr <= 0 || lfd < 0)
+			continue;
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd == -1)
+			continue;
+		int one = 1;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		int sfd = -1;
+		if (vm_channel_open_stream(ch, (uint16_t)guest_port, &sfd) != CUSTOS_OK) {
+			log_warn("vm %s: %s", p.name, err_msg());
+			close(cfd);
+			continue;
+		}
+		bridge(cfd, sfd);
+	}
+	rc = vm_quit ? CLI_OK : CLI_FAIL;
+out:
+	if (lfd >= 0)
+		close(lfd);
+	vm_channel_close(ch);
+	if (m && vm_stop(h, m) != CUSTOS_OK)
+		fprintf(stderr, "custos vm run: %s\n", err_msg());
+	vm_host_close(h);
+	if (events_file)
+		fclose(events_file);
+	return rc;
+}

@@ -1,0 +1,114 @@
+/*
+ * custos egress proxy: the model's only way to data. A forward proxy (absolute-URI HTTP and
+ * CONNECT) listening inside each sandbox; every destination matched to a data source, decided
+ * by policy with the model's identity and, while an ingress request is in flight, the end
+ * user's; SSRF-checked and pinned; TLS verified upstream, optionally intercepted. Behaviour and
+ * decisions: docs/EGRESS.md. Takes plain option structs; cli/ maps custos.yaml onto them.
+ */
+#ifndef CUSTOS_EGRESS_H
+#define CUSTOS_EGRESS_H
+
+#include "custos/core.h"
+
+/* Named limits (STYLE.md 6); options may lower them. */
+#define EGRESS_MAX_SOURCES       4096
+#define EGRESS_MAX_LISTENERS     256
+#define EGRESS_MAX_CONNS         65536          /* per listener, hard ceiling */
+#define EGRESS_MAX_REQUEST_BODY  (64u << 20)    /* request body a model may send */
+#define EGRESS_DEFAULT_RESPONSE  (100ull << 20) /* response body cap when none is set */
+#define EGRESS_MAX_INFLIGHT      65536          /* registered in-flight ingress requests */
+#define EGRESS_ID_MAX            128            /* model, sandbox, request ids */
+#define EGRESS_PRINCIPAL_MAX     256
+#define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */
+#define EGRESS_REQUEST_ID_HEADER "X-Custos-Request-Id" /* optional, forwarded by the model */
+#define EGRESS_REASON_HEADER     "X-Custos-Reason"
+
+typedef struct egress_source {
+	char *id;          /* data source id (policy.yaml and custos.yaml share it) */
+	bool https;        /* scheme */
+	char *host;        /* as configured */
+	uint16_t port;     /* exact port; 0: the scheme's default */
+	char *path_prefix; /* "/" when none */
+	bool intercept;    /* TLS interception (https only); needs ca_dir */
+	bool allow_private;
+	char *ca_file;         /* upstream CA bundle; NULL: system store */
+	uint64_t max_response; /* 0: the egress default */
+	uint64_t timeout_ns;   /* upstream read timeout; 0: the egress default */
+} egress_source;
+
+typedef struct egress_listener_opts {
+	char *address; /* "127.0.0.1:3128", "[::1]:3128"; unused when fd >= 0 */
+	int fd;        /* a listening socket made inside the sandbox's netns, or -1 (owned) */
+	char *model;   /* the model whose sandbox this listener serves */
+	char *sandbox; /* sandbox id for audit; may be NULL */
+	int isolation; /* policy_isolation of the running sandbox; -1: the model's */
+} egress_listener_opts;
+
+typedef struct egress_options {
+	egress_source *sources; /* owned, malloc'd array */
+	size_t nsources;
+	egress_listener_opts *listeners; /* owned, malloc'd array */
+	size_t nlisteners;
+	char *policy_file; /* policy.yaml; NULL: the source catalogue alone decides (logged) */
+	char *ca_dir;      /* interception CA (custos ca init); needed by intercepting sources */
+	uint64_t leaf_lifetime_ns;   /* 0: 24 h */
+	uint64_t max_response;       /* 0: EGRESS_DEFAULT_RESPONSE */
+	uint64_t connect_timeout_ns; /* 0: 5 s */
+	uint64_t read_timeout_ns;    /* 0: 60 s */
+	uint64_t idle_timeout_ns;    /* client keep-alive and tunnel idle; 0: 60 s */
+	unsigned max_conns;          /* per listener (sandbox); 0: 64 */
+	struct audit_writer *audit;  /* borrowed; NULL: events go to the log as JSON */
+} egress_options;
+
+typedef struct egress_server egress_server;
+
+/* Writes a new interception CA into dir (ca.key 0600, ca.crt); never overwrites. */
+custos_err egress_ca_init(const char *dir) CUSTOS_WUR;
+
+/* Zeroes o and allocates room for nsources sources and nlisteners listeners (fds -1). */
+void egress_options_init(egress_options *o, size_t nsources, size_t nlisteners);
+/* Frees what o owns (strings, listener fds). */
+void egress_options_free(egress_options *o);
+
+/* Validates o, loads policy and CA, builds upstream TLS contexts, opens the listeners. Takes
+ * over o's contents (o is emptied, success or not). *out: caller's (egress_free). */
+custos_err egress_create(egress_options *o, egress_server **out) CUSTOS_WUR;
+/* Starts one accept thread per listener; connections get a thread each. */
+custos_err egress_start(egress_server *s) CUSTOS_WUR;
+/* Stops accepting, shuts open connections down and waits for their threads. */
+void egress_stop(egress_server *s);
+void egress_free(egress_server *s);
+/* Re-reads the policy file; on any error the policy in force stays (message in err_msg).
+ * Decisions in progress keep the policy they started with. */
+custos_err egress_reload_policy(egress_server *s) CUSTOS_WUR;
+/* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted
+ * sandbox's new netns; the accept thread switches within its poll interval and closes the old
+ * one. The listener's taint starts over (the new instance has read nothing). */
+custos_err egress_listener_replace(egress_server *s, size_t i, int fd) CUSTOS_WUR;
+/* The port listener i is bound to (0 when none). */
+unsigned egress_bound_port(const egress_server *s, size_t i);
+/* Highest classification (policy_class) the sandbox behind listener i has read. */
+int egress_taint(const egress_server *s, size_t i);
+
+/* ---------------------------------------------------------------------------------------------
+ * Request-scoped egress. The ingress proxy registers each request it forwards to a model and
+ * ends it when the response is done; egress calls from that model's sandbox are attributed to
+ * it (docs/EGRESS.md "Attribution"). Process-wide, thread-safe, never blocks on I/O.
+ */
+/* Registers an in-flight ingress request; returns a token for egress_ingress_end (0 when the
+ * registry is full: the request is then simply not attributable). */
+uint64_t egress_ingress_begin(const char *model, const char *request_id, const char *principal);
+void egress_ingress_end(uint64_t token);
+
+typedef enum egress_attr_how {
+	EGRESS_ATTR_NONE = 0, /* no request in flight, or several and no valid header */
+	EGRESS_ATTR_SOLE,     /* exactly one request in flight on the model */
+	EGRESS_ATTR_HEADER,   /* X-Custos-Request-Id named one of the model's requests */
+} egress_attr_how;
+/* Finds the ingress request an egress call of model belongs to: the one named by header_id
+ * (when not empty and in flight on that model), else the only one in flight. Copies its ids
+ * out; returns how it was found. */
+egress_attr_how egress_attribute(const char *model, span header_id, char request_id[EGRESS_ID_MAX],
+                                 char principal[EGRESS_PRINCIPAL_MAX]);
+
+#endif /* CUSTOS_EGRESS_H */

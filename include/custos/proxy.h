@@ -1,0 +1,148 @@
+/*
+ * custos ingress proxy: worker threads with epoll loops in front of model servers. TLS (OpenSSL
+ * 3), identity (mTLS, API key, JWT), routing by path and model, policy and audit on every
+ * request, streaming responses with backpressure. Takes plain option structs; cli/ maps
+ * custos.yaml onto them.
+ */
+#ifndef CUSTOS_PROXY_H
+#define CUSTOS_PROXY_H
+
+#include "custos/core.h"
+
+/* Named limits (STYLE.md 6); options may lower them. */
+#define PROXY_MAX_LISTENERS  16
+#define PROXY_MAX_UPSTREAMS  64
+#define PROXY_MAX_ROUTES     128
+#define PROXY_MAX_API_KEYS   4096
+#define PROXY_MAX_WORKERS    256
+#define PROXY_MAX_CERTS      2 /* one ECDSA and one RSA */
+#define PROXY_HEAD_MAX       (16u * 1024)
+#define PROXY_BODY_MAX       (64u << 20) /* largest max_body accepted */
+#define PROXY_BODY_DEFAULT   (1u << 20)
+#define PROXY_OUTBUF_MAX     (256u * 1024) /* client output buffer: backpressure point */
+#define PROXY_UPHEAD_MAX     (32u * 1024)  /* upstream response head */
+#define PROXY_JWKS_MAX       (256u * 1024)
+#define PROXY_JWT_MAX        8192
+#define PROXY_PRINCIPAL_MAX  256
+#define PROXY_REQUEST_ID_LEN 32
+
+typedef enum proxy_client_auth {
+	PROXY_CLIENT_CERT_NONE = 0,
+	PROXY_CLIENT_CERT_OPTIONAL,
+	PROXY_CLIENT_CERT_REQUIRED,
+} proxy_client_auth;
+
+typedef struct proxy_tls_opts {
+	char *cert_file[PROXY_MAX_CERTS]; /* PEM chain; ECDSA and/or RSA */
+	char *key_file[PROXY_MAX_CERTS];  /* PEM key, mode 0600 or stricter */
+	size_t ncerts;
+	char *client_ca; /* CA bundle for client certificates (mTLS) */
+	proxy_client_auth client_auth;
+	char *ciphers;             /* TLS 1.2 list; NULL: Mozilla intermediate */
+	char *ciphersuites;        /* TLS 1.3 list; NULL: OpenSSL default */
+	bool tls13_only;           /* minimum version TLS 1.3 */
+	uint64_t ticket_rotate_ns; /* session ticket key lifetime; 0: 12 h */
+} proxy_tls_opts;
+
+typedef struct proxy_listener_opts {
+	char *address;           /* "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:443", "unix:/path" */
+	bool tls;                /* false: plain HTTP, only on loopback/Unix unless force_plain */
+	proxy_tls_opts tls_opts; /* when tls */
+	bool force_plain;        /* allow plain HTTP on a non-loopback address */
+} proxy_listener_opts;
+
+typedef struct proxy_upstream_opts {
+	char *name;
+	char *address;               /* "host:port" or "unix:/path" */
+	bool tls;                    /* TLS to the upstream, certificate verified */
+	char *tls_ca;                /* CA bundle for the upstream; NULL: system store */
+	char *tls_name;              /* SNI and verified name; NULL: host of address */
+	uint64_t connect_timeout_ns; /* 0: 5 s */
+	uint64_t read_timeout_ns;    /* between bytes of a response; 0: 60 s */
+	uint64_t idle_timeout_ns;    /* pooled keep-alive connection; 0: 30 s */
+	unsigned pool_max;           /* idle connections kept per worker; 0: 64 */
+	struct sandbox *sandbox;     /* borrowed: connect inside this sandbox's network namespace
+	                                (sandbox.h) to 127.0.0.1:sandbox_port; address unused */
+	uint16_t sandbox_port;
+} proxy_upstream_opts;
+
+typedef struct proxy_route_opts {
+	char *model;       /* body `model` to match; NULL matches any */
+	char *path_prefix; /* request path prefix; NULL matches any */
+	size_t upstream;   /* index into upstreams[] */
+	char *model_id;    /* model id given to policy and audit; NULL: the body's model */
+} proxy_route_opts;
+
+typedef struct proxy_api_key {
+	char *principal;    /* principal id */
+	uint8_t sha256[32]; /* SHA-256 of the key; the key itself is never held */
+} proxy_api_key;
+
+typedef struct proxy_jwt_opts {
+	char *jwks_file;       /* NULL: JWT off */
+	char *issuer;          /* required `iss`; NULL: not checked */
+	char *audience;        /* required in `aud`; NULL: not checked */
+	uint64_t leeway_s;     /* clock skew allowed for exp/nbf */
+	char *principal_claim; /* claim naming the principal; NULL: "sub" */
+} proxy_jwt_opts;
+
+/* Audit writer handed to the proxy (audit.h's writer, opaque here). */
+struct audit_writer;
+/* Compiled policy handle (policy.h), opaque here. */
+struct proxy_policy;
+
+typedef struct proxy_options {
+	unsigned workers; /* 0: number of online CPUs */
+	proxy_listener_opts listeners[PROXY_MAX_LISTENERS];
+	size_t nlisteners;
+	proxy_upstream_opts upstreams[PROXY_MAX_UPSTREAMS];
+	size_t nupstreams;
+	proxy_route_opts routes[PROXY_MAX_ROUTES];
+	size_t nroutes;
+	proxy_api_key *api_keys; /* owned */
+	size_t napi_keys;
+	proxy_jwt_opts jwt;
+	bool allow_anonymous;       /* requests without credentials reach policy as "anonymous" */
+	char *policy_file;          /* policy.yaml; NULL: allow all (tests only, logged loudly) */
+	uint64_t max_body;          /* 0: PROXY_BODY_DEFAULT */
+	uint64_t header_timeout_ns; /* request head must arrive within; 0: 10 s */
+	uint64_t body_timeout_ns;   /* between request body bytes; 0: 60 s */
+	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
+	uint64_t shutdown_grace_ns;    /* in-flight requests get this long on SIGTERM; 0: 10 s */
+	uint64_t max_connections;      /* client connections, all workers; 0: no limit */
+	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
+} proxy_options;
+
+typedef struct proxy_server proxy_server;
+
+/* Frees everything an options struct owns (strings, api_keys) and zeroes it. */
+void proxy_options_free(proxy_options *o);
+
+/* Validates o, builds TLS contexts, loads policy and keys, opens one SO_REUSEPORT listener
+ * per worker and address. Takes over o's contents (o is zeroed, success or not). *out is
+ * owned by the caller (proxy_free). Nothing runs yet. */
+custos_err proxy_create(proxy_options *o, proxy_server **out) CUSTOS_WUR;
+
+/* Reload callback: fills *o from the configuration source (custos.yaml); the proxy owns *o
+ * afterwards. A failure keeps the state in force. */
+typedef custos_err (*proxy_reload_fn)(void *arg, proxy_options *o);
+
+/* Starts the workers and blocks until SIGTERM/SIGINT, then drains (stop accepting, finish
+ * in-flight requests within shutdown_grace_ns) and returns. SIGHUP calls reload (when not
+ * NULL) and swaps the new config, certificates and policy atomically; a failed reload keeps
+ * the old state and logs why. Returns CUSTOS_OK after a clean shutdown. */
+custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg) CUSTOS_WUR;
+
+/* Builds a new state from o (taking over its contents) and swaps it in; on failure the old
+ * state stays (message in err_msg). Listeners and worker count are fixed at create time. */
+custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
+
+/* The port the first TCP listener got (for address ":0" in tests); 0 when none. */
+unsigned proxy_bound_port(const proxy_server *s, size_t listener);
+
+/* Asks a running proxy_run to shut down (as SIGTERM would); async-signal-safe. */
+void proxy_request_stop(proxy_server *s);
+
+void proxy_free(proxy_server *s);
+
+#endif /* CUSTOS_PROXY_H */

@@ -1,0 +1,1509 @@
+/*
+ * Client connections and their upstreams: one state machine per connection (TLS handshake,
+ * request head, body, policy, upstream exchange, response streaming). Requests on a
+ * connection are handled one at a time, so pipelined requests are answered in order; bytes of
+ * the next request wait in the input buffer. Output is bounded: upstream reads stop while the
+ * client's output buffer is full (backpressure).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "custos/egress.h"
+#include "custos/sandbox.h"
+#include "proxy_int.h"
+
+#define NS_PER_S           1000000000ull
+#define DEF_HEADER_TIMEOUT (10 * NS_PER_S)
+#define DEF_KEEPALIVE      (60 * NS_PER_S)
+#define DEF_BODY_TIMEOUT   (60 * NS_PER_S)
+#define DEF_CONNECT        (5 * NS_PER_S)
+#define DEF_READ           (60 * NS_PER_S)
+#define DEF_UP_IDLE        (30 * NS_PER_S)
+#define DEF_POOL_MAX       64u
+#define OUT_HIGH           PROXY_OUTBUF_MAX
+#define OUT_MAX            (PROXY_OUTBUF_MAX + PROXY_UPIN_MAX + 1024u)
+
+typedef enum cstate {
+	CS_HANDSHAKE = 0,
+	CS_HEAD,
+	CS_BODY,
+	CS_UPSTREAM, /* connecting / sending / waiting for the response head */
+	CS_RESPONSE, /* streaming the response body */
+	CS_CLOSING,  /* flushing the last bytes, then close */
+} cstate;
+
+typedef enum ustate { US_CONNECTING = 0, US_TLS, US_READY } ustate;
+
+typedef struct upconn {
+	worker *w;
+	ev_io io;
+	ev_timer timer;
+	sock s;
+	ustate st;
+	size_t upstream;
+	uint64_t gen;
+	struct conn *owner;
+	struct upconn *next; /* pool */
+	buf in;
+	bool reused;
+	bool dead;
+} upconn;
+
+typedef struct req {
+	char id[PROXY_REQUEST_ID_LEN + 1];
+	uint64_t t_start, t_policy, t_up_start, t_up_done;
+	http1_method meth;
+	char method[24];
+	char *path;
+	bool client_keep_alive;
+	bool client_http10;
+	http1_body bdec;
+	buf body;
+	buf uphead; /* upstream request head without its final CRLF */
+	buf upout;  /* bytes of the current upstream attempt still to send */
+	uint64_t up_sent;
+	bool has_oa;
+	openai_request oa;
+	decide_out dec;
+	size_t upstream;
+	unsigned status;
+	uint64_t bytes_in, bytes_out;
+	/* response */
+	http1_parser *rp; /* response head parser, allocated while a request runs (it is
+	                     large; idle keep-alive connections should not carry it) */
+	bool resp_head_done;
+	http1_body rbdec;
+	bool client_chunked;
+	bool up_keep_alive;
+	bool is_sse, keep_json;
+	sse_parser sse;
+	bool sse_init;
+	buf keep;
+	openai_usage usage;
+	unsigned attempts;
+	bool audited;
+	bool active;
+	uint64_t egress_token; /* the model's egress calls are attributed to this request */
+} req;
+
+typedef struct conn {
+	worker *w;
+	struct conn *prev, *next;
+	ev_io io;
+	ev_timer timer;
+	sock s;
+	cstate st;
+	proxy_state *st_ref; /* state of the current request */
+	const lsock *ls;
+	char remote[64];
+	ident id;
+	uint64_t t_accept, t_tls;
+	buf in, out;
+	req r;
+	upconn *up;
+	bool drain;
+	bool peer_gone;
+	bool freed;
+} conn;
+
+static void conn_drive(conn *c);
+static void conn_free(void *p);
+static void up_close(upconn *u);
+
+/* ---------------------------------------------------------------------------------------------
+ * helpers
+ */
+static uint64_t or_default(uint64_t v, uint64_t d)
+{
+	return v ? v : d;
+}
+
+static void conn_close(conn *c)
+{
+	worker *w = c->w;
+
+	if (c->freed)
+		return;
+	c->freed = true;
+	ev_del(&w->loop, &c->io);
+	ev_timer_clear(&w->loop, &c->timer);
+	if (c->up) {
+		c->up->owner = NULL;
+		up_close(c->up);
+		c->up = NULL;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->nconns--;
+	ev_defer_free(&w->loop, c, conn_free);
+}
+
+static void req_reset(req *r)
+{
+	egress_ingress_end(r->egress_token);
+	free(r->path);
+	buf_free(&r->body);
+	buf_free(&r->uphead);
+	buf_free(&r->upout);
+	buf_free(&r->keep);
+	if (r->has_oa)
+		openai_request_free(&r->oa);
+	if (r->sse_init)
+		sse_parser_free(&r->sse);
+	free(r->rp);
+	*r = (req){ 0 };
+}
+
+static void conn_free(void *p)
+{
+	conn *c = p;
+
+	req_reset(&c->r);
+	sock_close(&c->s);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	ident_free(&c->id);
+	if (c->st_ref)
+		state_unref(c->st_ref);
+	free(c);
+}
+
+static void up_free(void *p)
+{
+	upconn *u = p;
+	sock_close(&u->s);
+	buf_free(&u->in);
+	free(u);
+}
+
+static void up_close(upconn *u)
+{
+	if (u->dead)
+		return;
+	u->dead = true;
+	ev_del(&u->w->loop, &u->io);
+	ev_timer_clear(&u->w->loop, &u->timer);
+	ev_defer_free(&u->w->loop, u, up_free);
+}
+
+static void pool_remove(worker *w, upconn *u)
+{
+	upool *p = &w->pools[u->upstream];
+	for (upconn **pp = &p->idle; *pp; pp = &(*pp)->next) {
+		if (*pp == u) {
+			*pp = u->next;
+			p->n--;
+			return;
+		}
+	}
+}
+
+static void up_idle_timeout(ev_loop *l, void *obj)
+{
+	upconn *u = obj;
+	pool_remove(u->w, u);
+	up_close(u);
+}
+
+void upool_free_all(worker *w)
+{
+	for (size_t i = 0; i < PROXY_MAX_UPSTREAMS; i++) {
+		while (w->pools[i].idle) {
+			upconn *u = w->pools[i].idle;
+			w->pools[i].idle = u->next;
+			up_close(u);
+		}
+		w->pools[i].n = 0;
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * audit and error responses
+ */
+static const char *auth_name(ident_method m)
+{
+	switch (m) {
+	case IDENT_MTLS:
+		return "mtls";
+	case IDENT_API_KEY:
+		return "api_key";
+	case IDENT_JWT:
+		return "jwt";
+	default:
+		return "none";
+	}
+}
+
+static void conn_audit(conn *c, const char *type, const char *decision, const char *reason)
+{
+	req *r = &c->r;
+	worker *w = c->w;
+	uint64_t now = tm_mono_ns();
+	proxy_state *st = c->st_ref;
+
+	if (r->audited)
+		return;
+	r->audited = true;
+	const char *upname = NULL;
+	if (st && r->t_up_start && r->upstream < st->o.nupstreams)
+		upname = st->o.upstreams[r->upstream].name;
+	emit_rec e = {
+		.type = type,
+		.request_id = r->id,
+		.principal = r->dec.principal[0] ? r->dec.principal : ident_label(&c->id),
+		.auth = auth_name(c->id.method),
+		.remote = c->remote,
+		.method = span_cstr(r->method),
+		.path = span_cstr(r->path),
+		.model = span_cstr(r->has_oa ? r->oa.model : ""),
+		.status = r->status,
+		.decision = decision,
+		.reason = reason,
+		.rules = r->dec.rules[0] ? r->dec.rules : NULL,
+		.shadow = r->dec.shadow,
+		.upstream = upname,
+		.bytes_in = r->bytes_in,
+		.bytes_out = r->bytes_out,
+		.prompt_tokens = r->usage.prompt_tokens,
+		.completion_tokens = r->usage.completion_tokens,
+		.stream = r->has_oa && r->oa.stream,
+		.t_tls = c->t_tls,
+		.t_policy = r->t_policy,
+		.t_upstream =
+		        r->t_up_start ? (r->t_up_done ? r->t_up_done : now) - r->t_up_start : 0,
+		.t_total = r->t_start ? now - r->t_start : 0,
+		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
+	};
+	if (emit_event(w->srv->audit, &e) != CUSTOS_OK)
+		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
+}
+
+/* Answers with a small JSON error and audits it. close: the connection ends after it. */
+static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
+{
+	req *r = &c->r;
+	buf body;
+	json_writer jw;
+	http1_header add[3];
+	size_t nadd = 0;
+	char retry[16];
+
+	r->status = status;
+	buf_init(&body, 4096);
+	json_init(&jw, &body);
+	json_obj_begin(&jw);
+	json_key(&jw, "error");
+	json_obj_begin(&jw);
+	json_kv_cstr(&jw, "message", reason);
+	json_kv_cstr(&jw, "type",
+	             status == 401   ? "authentication_error"
+	             : status == 403 ? "permission_denied"
+	             : status == 429 ? "rate_limit_exceeded"
+	             : status >= 500 ? "upstream_error"
+	                             : "invalid_request_error");
+	json_kv_cstr(&jw, "request_id", r->id);
+	json_obj_end(&jw);
+	json_obj_end(&jw);
+	proxy_ignore(json_finish(&jw));
+	proxy_ignore(buf_append_cstr(&body, "\n"));
+	add[nadd++] = (http1_header){ SPAN_LIT("X-Request-Id"), span_cstr(r->id) };
+	if (status == 401)
+		add[nadd++] = (http1_header){ SPAN_LIT("WWW-Authenticate"), SPAN_LIT("Bearer") };
+	if (status == 429) {
+		snprintf(retry, sizeof(retry), "%u", 1u);
+		add[nadd++] = (http1_header){ SPAN_LIT("Retry-After"), span_cstr(retry) };
+	}
+	if (c->drain || !r->client_keep_alive)
+		close = true;
+	size_t before = buf_used(&c->out);
+	if (http1_write_simple_response(&c->out, status, SPAN_LIT("application/json"),
+	                                buf_span(&body), add, nadd, close) != CUSTOS_OK)
+		close = true;
+	r->bytes_out += buf_used(&c->out) - before;
+	buf_free(&body);
+	conn_audit(c, status >= 500 ? "http.request" : "http.reject",
+	           status >= 500 ? "error" : "deny", reason);
+	if (c->up) {
+		c->up->owner = NULL;
+		up_close(c->up);
+		c->up = NULL;
+	}
+	if (close) {
+		c->st = CS_CLOSING;
+	} else {
+		c->st = CS_HEAD;
+		req_reset(r);
+		if (c->st_ref) {
+			state_unref(c->st_ref);
+			c->st_ref = NULL;
+		}
+	}
+}
+
+static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
+
+/* A request whose head was never parsed (malformed or timed out): id, time and state so that
+ * its rejection is answered and audited like any other. */
+static void req_begin_unparsed(conn *c)
+{
+	req *r = &c->r;
+
+	r->active = true;
+	r->t_start = tm_mono_ns();
+	new_request_id(c->w, r->id);
+	if (c->st_ref == NULL)
+		c->st_ref = state_ref(worker_state(c->w));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * timers
+ */
+static void conn_timeout(ev_loop *l, void *obj)
+{
+	conn *c = obj;
+
+	switch (c->st) {
+	case CS_UPSTREAM:
+		if (!c->r.resp_head_done) {
+			conn_reject(c, 504, "upstream timed out", false);
+			conn_drive(c);
+			return;
+		}
+		break;
+	case CS_RESPONSE:
+		c->r.status = c->r.status ? c->r.status : 504;
+		conn_audit(c, "http.request", "error", "upstream read timed out mid-response");
+		break;
+	case CS_BODY:
+		conn_reject(c, 408, "request body not received in time", true);
+		conn_drive(c);
+		return;
+	case CS_HEAD:
+		if (buf_used(&c->in) > 0) {
+			/* A started head that never completed (slowloris): 408, audited. */
+			req_begin_unparsed(c);
+			buf_reset(&c->in);
+			conn_reject(c, 408, "request head not received in time", true);
+			conn_drive(c);
+			return;
+		}
+		break; /* idle keep-alive connection: closed quietly */
+	default:
+		break;
+	}
+	conn_close(c);
+}
+
+static void conn_arm(conn *c)
+{
+	proxy_state *st = c->st_ref ? c->st_ref : c->w->st;
+	const proxy_options *o = &st->o;
+	uint64_t now = c->w->loop.now, t;
+
+	switch (c->st) {
+	case CS_HANDSHAKE:
+		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
+		break;
+	case CS_BODY:
+		t = or_default(o->body_timeout_ns, DEF_BODY_TIMEOUT);
+		break;
+	case CS_HEAD:
+		t = buf_used(&c->in) ? or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT)
+		                     : or_default(o->keepalive_timeout_ns, DEF_KEEPALIVE);
+		break;
+	case CS_UPSTREAM:
+	case CS_RESPONSE: {
+		const proxy_upstream_opts *u = &o->upstreams[c->r.upstream];
+		t = c->up && c->up->st != US_READY ? or_default(u->connect_timeout_ns, DEF_CONNECT)
+		                                   : or_default(u->read_timeout_ns, DEF_READ);
+		break;
+	}
+	default:
+		t = or_default(o->header_timeout_ns, DEF_HEADER_TIMEOUT);
+		break;
+	}
+	ev_timer_set(&c->w->loop, &c->timer, now + t);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * accept and handshake
+ */
+static void on_client_event(ev_loop *l, void *obj, uint32_t events)
+{
+	conn *c = obj;
+	sock_event(&c->s, events);
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->peer_gone = (events & (EPOLLHUP | EPOLLERR)) != 0;
+	conn_drive(c);
+}
+
+void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, socklen_t salen)
+{
+	conn *c = calloc(1, sizeof(*c));
+	proxy_state *st = w->st;
+
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->s.fd = fd;
+	c->ls = ls;
+	c->t_accept = tm_mono_ns();
+	buf_init(&c->in, PROXY_INBUF_MAX);
+	buf_init(&c->out, OUT_MAX);
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		char host[INET6_ADDRSTRLEN] = "?";
+		unsigned port;
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+			inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+			port = ntohs(in->sin_port);
+		} else {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+			port = ntohs(in6->sin6_port);
+		}
+		snprintf(c->remote, sizeof(c->remote), "%s:%u", host, port);
+	} else {
+		snprintf(c->remote, sizeof(c->remote), "unix");
+	}
+	(void)salen;
+	if (ls->tls) {
+		c->s.ssl = SSL_new(st->srv_ctx[ls->index]);
+		if (c->s.ssl == NULL || SSL_set_fd(c->s.ssl, fd) != 1) {
+			sock_close(&c->s);
+			free(c);
+			return;
+		}
+		SSL_set_accept_state(c->s.ssl);
+		c->st = CS_HANDSHAKE;
+	} else {
+		c->st = CS_HEAD;
+	}
+	c->timer.cb = conn_timeout;
+	c->timer.obj = c;
+	if (ev_add(&w->loop, &c->io, fd, on_client_event, c) != CUSTOS_OK) {
+		log_warn("proxy: %s", err_msg());
+		sock_close(&c->s);
+		free(c);
+		return;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	c->s.rd_ready = c->s.wr_ready = true;
+	conn_arm(c);
+	conn_drive(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * request head
+ */
+/* Request ids: a random 64-bit prefix per worker (drawn once, and again every 2^32
+ * requests), the worker number and a counter: unique in the process, not guessable across
+ * restarts, and no RNG call per request. */
+static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1])
+{
+	static const char hexd[] = "0123456789abcdef";
+
+	if ((w->reqseq & 0xffffffffu) == 0) {
+		uint8_t rnd[8];
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			memset(rnd, 0, sizeof(rnd));
+		num_hex(rnd, sizeof(rnd), w->id_prefix);
+	}
+	w->reqseq++;
+	memcpy(out, w->id_prefix, 16);
+	uint64_t tail = ((uint64_t)(w->id & 0xffffffffu) << 32) | (w->reqseq & 0xffffffffu);
+	for (int i = 15; i >= 0; i--, tail >>= 4)
+		out[16 + i] = hexd[tail & 15];
+	out[32] = '\0';
+}
+
+/* Authenticates from the Authorization field (bearer API key or JWT) and the certificate.
+ * Returns NULL when authenticated, else the reason for a 401. */
+static const char *authenticate(conn *c, const http1_head *h)
+{
+	proxy_state *st = c->st_ref;
+	span auth;
+
+	ident_clear_bearer(&c->id);
+	c->id.method = c->id.has_cert ? IDENT_MTLS : IDENT_NONE;
+	if (http1_header_count(h, SPAN_LIT("Authorization")) > 1)
+		return "more than one Authorization field";
+	if (!http1_header_get(h, SPAN_LIT("Authorization"), &auth))
+		return c->id.has_cert || st->o.allow_anonymous ? NULL : "credentials required";
+	span scheme = SPAN_LIT("Bearer ");
+	if (auth.len <= scheme.len || !span_case_eq(span_of(auth.ptr, scheme.len), scheme))
+		return "unsupported Authorization scheme (Bearer expected)";
+	span tok = span_trim(span_of(auth.ptr + scheme.len, auth.len - scheme.len));
+	if (tok.len == 0 || tok.len > PROXY_JWT_MAX)
+		return "bearer token empty or too long";
+	size_t dots = 0;
+	for (size_t i = 0; i < tok.len; i++)
+		dots += tok.ptr[i] == '.';
+	if (dots == 2 && st->jwks) {
+		if (jwt_verify(st->jwks, &st->o.jwt, tok, tm_wall_ns() / NS_PER_S, &c->id) !=
+		    CUSTOS_OK) {
+			log_info("auth: JWT refused: %s", err_msg());
+			return "invalid token";
+		}
+		c->id.method = IDENT_JWT;
+		return NULL;
+	}
+	ident_api_key(&c->id, tok, st->o.api_keys, st->o.napi_keys);
+	c->id.method = IDENT_API_KEY;
+	return NULL;
+}
+
+static custos_err build_uphead(conn *c, const http1_head *h)
+{
+	req *r = &c->r;
+	static const span drop[] = { SPAN_LIT("Authorization"), SPAN_LIT("Expect"),
+		                     SPAN_LIT("X-Request-Id"), SPAN_LIT("Content-Length"),
+		                     SPAN_LIT("X-Forwarded-For") };
+	http1_header add[2] = {
+		{ SPAN_LIT("X-Request-Id"), span_cstr(r->id) },
+		{ SPAN_LIT("X-Forwarded-For"), span_cstr(c->remote) },
+	};
+	http1_write_opts wo = {
+		.framing = HTTP1_BODY_NONE,
+		.drop = drop,
+		.ndrop = CUSTOS_ARRAY_LEN(drop),
+		.add = add,
+		.nadd = 2,
+	};
+	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
+	GUARD(http1_write_request_head(&r->uphead, h, &wo));
+	/* The final CRLF comes after Content-Length, known once the body is final. */
+	ENSURE(buf_used(&r->uphead) >= 2, CUSTOS_ERR_INTERNAL, "short head");
+	r->uphead.len -= 2;
+	return CUSTOS_OK;
+}
+
+static void on_request_body_done(conn *c);
+
+static void on_head(conn *c, http1_parser *p, size_t head_len)
+{
+	req *r = &c->r;
+	const http1_head *h = &p->head;
+	worker *w = c->w;
+
+	r->active = true;
+	r->t_start = tm_mono_ns();
+	if (c->st_ref == NULL)
+		c->st_ref = state_ref(worker_state(w));
+	new_request_id(w, r->id);
+	r->meth = h->meth;
+	proxy_ignore(span_copy_cstr(h->method, r->method, sizeof(r->method)));
+	r->path = span_dup(h->path.len ? h->path : h->target);
+	r->client_keep_alive = h->keep_alive && !c->drain;
+	r->client_http10 = h->version == 10;
+	r->bytes_in = head_len;
+
+	if (h->form != HTTP1_TARGET_ORIGIN) {
+		buf_consume(&c->in, head_len);
+		conn_reject(c, 400, "only origin-form request targets are accepted", true);
+		return;
+	}
+	const char *why = authenticate(c, h);
+	if (why) {
+		buf_consume(&c->in, head_len);
+		conn_reject(c, 401, why, true);
+		return;
+	}
+	uint64_t max_body = c->st_ref->max_body;
+	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body) {
+		buf_consume(&c->in, head_len);
+		conn_reject(c, 413, "request body larger than max_body", true);
+		return;
+	}
+	if (build_uphead(c, h) != CUSTOS_OK) {
+		buf_consume(&c->in, head_len);
+		conn_reject(c, 400, "request head cannot be forwarded", true);
+		return;
+	}
+	buf_init(&r->body, max_body);
+	http1_limits bl = c->st_ref->hlim;
+	bl.max_body = max_body;
+	http1_body_init(&r->bdec, h, &bl);
+	bool has_body = h->framing == HTTP1_BODY_LENGTH || h->framing == HTTP1_BODY_CHUNKED;
+	if (has_body && h->expect_continue && buf_used(&c->in) == head_len)
+		proxy_ignore(buf_append_cstr(&c->out, "HTTP/1.1 100 Continue\r\n\r\n"));
+	buf_consume(&c->in, head_len);
+	if (has_body) {
+		c->st = CS_BODY;
+		return;
+	}
+	on_request_body_done(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * body, policy, route
+ */
+static bool route_match(const proxy_route_opts *ro, const req *r)
+{
+	if (ro->path_prefix && strncmp(r->path, ro->path_prefix, strlen(ro->path_prefix)) != 0)
+		return false;
+	if (ro->model && ro->model[0] == '\0') /* "": requests that name no model */
+		return !(r->has_oa && r->oa.has_model);
+	if (ro->model && !(r->has_oa && strcmp(ro->model, r->oa.model) == 0))
+		return false;
+	return true;
+}
+
+static void up_start(conn *c);
+
+static void on_request_body_done(conn *c)
+{
+	req *r = &c->r;
+	proxy_state *st = c->st_ref;
+	const proxy_options *o = &st->o;
+	span body = buf_span(&r->body);
+
+	/* OpenAI fields from JSON bodies (bounded size and depth). */
+	if (body.len > 0 && strncmp(r->path, "/v1/", 4) == 0) {
+		if (openai_request_parse(body, NULL, &r->oa) != CUSTOS_OK) {
+			char why[160];
+			snprintf(why, sizeof(why), "request body is not valid JSON: %s", err_msg());
+			conn_reject(c, 400, why, false);
+			return;
+		}
+		r->has_oa = true;
+	}
+	/* Route. */
+	size_t ri;
+	for (ri = 0; ri < o->nroutes; ri++)
+		if (route_match(&o->routes[ri], r))
+			break;
+	if (ri == o->nroutes) {
+		conn_reject(c, 404, "no route for this path and model", false);
+		return;
+	}
+	r->upstream = o->routes[ri].upstream;
+
+	/* Policy. */
+	uint64_t t0 = tm_mono_ns();
+	const char *qm = strchr(r->path, '?');
+	decide_in in = {
+		.id = &c->id,
+		.method = span_cstr(r->method),
+		.path = span_of(r->path, qm ? (size_t)(qm - r->path) : strlen(r->path)),
+		.model = span_cstr(o->routes[ri].model_id ? o->routes[ri].model_id
+		                   : r->has_oa            ? r->oa.model
+		                                          : ""),
+		.body_size = body.len,
+		.authenticated = c->id.method != IDENT_NONE,
+	};
+	decide_eval(st->pol, &in, &r->dec);
+	r->t_policy = tm_mono_ns() - t0;
+	if (c->id.method == IDENT_API_KEY && !r->dec.principal_known) {
+		conn_reject(c, 401, "unknown API key", false);
+		return;
+	}
+	if (c->id.method == IDENT_NONE && !o->allow_anonymous) {
+		conn_reject(c, 401, "credentials required", false);
+		return;
+	}
+	if (!r->dec.allow) {
+		conn_reject(c, 403, r->dec.reason ? r->dec.reason : "denied by policy", false);
+		return;
+	}
+	if (in.model.len) { /* request-scoped egress (docs/EGRESS.md "Attribution") */
+		char mid[EGRESS_ID_MAX];
+		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
+			r->egress_token = egress_ingress_begin(mid, r->id, r->dec.principal);
+	}
+	/* Obligations (skipped in shadow mode: enforcement would have applied them). */
+	bool enforce = !r->dec.shadow;
+	if (enforce && r->dec.max_body && body.len > r->dec.max_body) {
+		conn_reject(c, 413, "request body larger than the policy's max_body", false);
+		return;
+	}
+	if (enforce && r->dec.max_tokens && r->has_oa && r->oa.has_max_tokens &&
+	    r->oa.max_tokens > r->dec.max_tokens) {
+		conn_reject(c, 403, "max_tokens above the policy's limit", false);
+		return;
+	}
+	if (enforce && (r->dec.rate || r->dec.tokens)) {
+		limit_result lr =
+		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
+		                      r->dec.tokens, r->dec.tokens_ns, tm_mono_ns());
+		if (lr != LIMIT_OK) {
+			conn_reject(c, 429,
+			            lr == LIMIT_RATE ? "request rate limit exceeded"
+			                             : "token budget exhausted",
+			            false);
+			return;
+		}
+	}
+	if (!emit_ready(c->w->srv->audit)) {
+		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
+		            false);
+		return;
+	}
+	/* Token accounting on a stream needs the final usage event. */
+	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage)) {
+		buf nb;
+		bool changed = false;
+		buf_init(&nb, r->body.max + 64);
+		if (openai_add_include_usage(body, &nb, &changed) == CUSTOS_OK && changed) {
+			buf_free(&r->body);
+			r->body = nb;
+		} else {
+			buf_free(&nb);
+		}
+	}
+	if (r->meth == HTTP1_M_POST || r->meth == HTTP1_M_PUT || r->meth == HTTP1_M_PATCH ||
+	    buf_used(&r->body)) {
+		if (buf_printf(&r->uphead, "Content-Length: %zu\r\n", buf_used(&r->body)) !=
+		    CUSTOS_OK) {
+			conn_reject(c, 431, "request head too large to forward", false);
+			return;
+		}
+	}
+	if (buf_append_cstr(&r->uphead, "\r\n") != CUSTOS_OK) {
+		conn_reject(c, 431, "request head too large to forward", false);
+		return;
+	}
+	up_start(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * upstream
+ */
+static void on_up_event(ev_loop *l, void *obj, uint32_t events)
+{
+	upconn *u = obj;
+
+	sock_event(&u->s, events);
+	if (u->owner) {
+		conn_drive(u->owner);
+		return;
+	}
+	/* Idle in the pool: input, hang-up or error means the peer closed or misbehaved (a
+	 * write-space edge alone is harmless). */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		pool_remove(u->w, u);
+		up_close(u);
+	}
+}
+
+static custos_err parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strncmp(a, "unix:", 5) == 0) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		un->sun_family = AF_UNIX;
+		GUARD(span_copy_cstr(span_cstr(a + 5), un->sun_path, sizeof(un->sun_path)));
+		*len = sizeof(*un);
+		return CUSTOS_OK;
+	}
+	const char *colon = strrchr(a, ':');
+	ENSURE(colon, CUSTOS_ERR_INVAL, "address %s: host:port expected", a);
+	uint64_t port;
+	GUARD(num_parse_u64(span_cstr(colon + 1), 0, 65535, &port));
+	char host[256];
+	span hs = span_of(a, (size_t)(colon - a));
+	if (hs.len >= 2 && hs.ptr[0] == '[' && hs.ptr[hs.len - 1] == ']')
+		hs = span_of(hs.ptr + 1, hs.len - 2);
+	GUARD(span_copy_cstr(hs, host, sizeof(host)));
+	struct sockaddr_in *in = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (strcmp(host, "localhost") == 0 || host[0] == '\0')
+		memcpy(host, "127.0.0.1", 10);
+	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)port);
+		*len = sizeof(*in);
+		return CUSTOS_OK;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*in6);
+		return CUSTOS_OK;
+	}
+	return err_set(CUSTOS_ERR_INVAL, "address %s: a numeric IP address is required", a);
+}
+
+custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
+custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+	return parse_address(a, ss, len);
+}
+
+static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
+{
+	proxy_state *st = c->st_ref;
+	const proxy_upstream_opts *uo = &st->o.upstreams[ui];
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	int fd = -1;
+	*failed_now = false;
+	if (uo->sandbox) {
+		/* A socket made inside the sandbox's network namespace (loopback only there),
+		 * connecting to the model server's port; the connect may be in progress. */
+		if (sandbox_connect_inside(uo->sandbox, uo->sandbox_port, &fd) != CUSTOS_OK) {
+			log_debug("upstream %s: sandbox connect: %s", uo->name, err_msg());
+			*failed_now = true;
+			return NULL;
+		}
+	} else {
+		if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
+			*failed_now = true;
+			return NULL;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			*failed_now = true;
+			return NULL;
+		}
+		if (ss.ss_family != AF_UNIX) {
+			int one = 1;
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
+		int r;
+		do
+			r = connect(fd, (struct sockaddr *)&ss, len);
+		while (r == -1 && errno == EINTR);
+		if (r == -1 && errno != EINPROGRESS) {
+			log_debug("upstream %s: connect: %s", uo->name, strerror(errno));
+			close(fd);
+			*failed_now = true;
+			return NULL;
+		}
+	}
+	upconn *u = calloc(1, sizeof(*u));
+	if (u == NULL) {
+		close(fd);
+		*failed_now = true;
+		return NULL;
+	}
+	u->w = c->w;
+	u->s.fd = fd;
+	u->upstream = ui;
+	u->gen = st->gen;
+	u->st = US_CONNECTING;
+	u->timer.cb = up_idle_timeout;
+	u->timer.obj = u;
+	buf_init(&u->in, PROXY_UPIN_MAX);
+	if (uo->tls) {
+		u->s.ssl = SSL_new(st->up_ctx[ui]);
+		if (u->s.ssl == NULL || SSL_set_fd(u->s.ssl, fd) != 1) {
+			up_free(u);
+			*failed_now = true;
+			return NULL;
+		}
+		char host[256] = "";
+		const char *name = uo->tls_name;
+		if (name == NULL) {
+			const char *colon = strrchr(uo->address, ':');
+			proxy_ignore(span_copy_cstr(
+			        span_of(uo->address, colon ? (size_t)(colon - uo->address)
+			                                   : strlen(uo->address)),
+			        host, sizeof(host)));
+			name = host;
+		}
+		SSL_set_tlsext_host_name(u->s.ssl, name);
+		SSL_set1_host(u->s.ssl, name);
+		SSL_set_connect_state(u->s.ssl);
+	}
+	if (ev_add(&c->w->loop, &u->io, fd, on_up_event, u) != CUSTOS_OK) {
+		up_free(u);
+		*failed_now = true;
+		return NULL;
+	}
+	return u;
+}
+
+static upconn *pool_take(worker *w, size_t ui, uint64_t gen)
+{
+	upool *p = &w->pools[ui];
+
+	while (p->idle) {
+		upconn *u = p->idle;
+		p->idle = u->next;
+		p->n--;
+		u->next = NULL;
+		ev_timer_clear(&w->loop, &u->timer);
+		/* A peer that closed or sent anything while idle was dropped by its event
+		 * (on_up_event); no peek per request. */
+		if (u->gen != gen || (u->s.ssl && SSL_has_pending(u->s.ssl))) {
+			up_close(u);
+			continue;
+		}
+		u->reused = true;
+		return u;
+	}
+	return NULL;
+}
+
+static void pool_put(worker *w, upconn *u, const proxy_state *st)
+{
+	const proxy_upstream_opts *uo = &st->o.upstreams[u->upstream];
+	upool *p = &w->pools[u->upstream];
+
+	u->owner = NULL;
+	if (w->draining || u->gen != st->gen || p->n >= or_default(uo->pool_max, DEF_POOL_MAX) ||
+	    buf_used(&u->in) > 0) {
+		up_close(u);
+		return;
+	}
+	u->next = p->idle;
+	p->idle = u;
+	p->n++;
+	ev_timer_set(&w->loop, &u->timer,
+	             w->loop.now + or_default(uo->idle_timeout_ns, DEF_UP_IDLE));
+}
+
+static void up_attempt(conn *c)
+{
+	req *r = &c->r;
+	bool failed_now;
+
+	r->attempts++;
+	r->up_sent = 0;
+	upconn *u = pool_take(c->w, r->upstream, c->st_ref->gen);
+	if (u == NULL)
+		u = up_connect(c, r->upstream, &failed_now);
+	if (u == NULL) {
+		conn_reject(c, 502, "upstream connection failed", false);
+		return;
+	}
+	u->owner = c;
+	c->up = u;
+	buf_reset(&u->in);
+	buf_free(&r->upout);
+	buf_init(&r->upout, buf_used(&r->uphead) + buf_used(&r->body) + 1);
+	if (buf_append_span(&r->upout, buf_span(&r->uphead)) != CUSTOS_OK ||
+	    buf_append_span(&r->upout, buf_span(&r->body)) != CUSTOS_OK) {
+		conn_reject(c, 500, "out of memory", true);
+		return;
+	}
+	if (r->rp == NULL && (r->rp = malloc(sizeof(*r->rp))) == NULL) {
+		conn_reject(c, 503, "out of memory", true);
+		return;
+	}
+	http1_parser_init_response(r->rp, NULL, r->meth);
+	r->resp_head_done = false;
+	c->st = CS_UPSTREAM;
+	if (u->reused) {
+		u->st = US_READY;
+		u->s.wr_ready = true; /* idle: its send buffer is empty */
+	}
+}
+
+static void up_start(conn *c)
+{
+	c->r.t_up_start = tm_mono_ns();
+	up_attempt(c);
+}
+
+static bool idempotent(http1_method m)
+{
+	return m == HTTP1_M_GET || m == HTTP1_M_HEAD || m == HTTP1_M_PUT || m == HTTP1_M_DELETE ||
+	       m == HTTP1_M_OPTIONS;
+}
+
+/* The upstream failed before a response byte: retry once where allowed, else 502. */
+static void up_failed(conn *c, const char *why)
+{
+	req *r = &c->r;
+	bool nothing_sent = r->up_sent == 0;
+	bool reused = c->up && c->up->reused;
+
+	if (c->up) {
+		c->up->owner = NULL;
+		up_close(c->up);
+		c->up = NULL;
+	}
+	log_debug("upstream %s: %s (attempt %u)", c->st_ref->o.upstreams[r->upstream].name, why,
+	          r->attempts);
+	if (r->attempts < 2 && (nothing_sent || (reused && idempotent(r->meth)))) {
+		up_attempt(c);
+		return;
+	}
+	conn_reject(c, 502, why, false);
+}
+
+static void resp_feed_usage(conn *c, span data)
+{
+	req *r = &c->r;
+
+	if (r->is_sse) {
+		const char *p = data.ptr;
+		size_t n = data.len;
+		while (n > 0) {
+			sse_event ev;
+			bool have = false;
+			ssize_t k = sse_parse(&r->sse, p, n, &ev, &have);
+			if (k < 0) {
+				r->is_sse = false; /* stop looking; forwarding goes on */
+				return;
+			}
+			if (have && ev.has_data && !ev.done &&
+			    memmem(ev.data.ptr, ev.data.len, "\"usage\"", 7)) {
+				openai_usage us;
+				if (openai_usage_parse(ev.data, &us) == CUSTOS_OK && us.present)
+					r->usage = us;
+			}
+			p += k;
+			n -= (size_t)k;
+			if (k == 0 && !have)
+				break;
+		}
+	} else if (r->keep_json) {
+		if (buf_append_span(&r->keep, data) != CUSTOS_OK) {
+			r->keep_json = false;
+			buf_free(&r->keep);
+		}
+	}
+}
+
+static void finish_request(conn *c)
+{
+	req *r = &c->r;
+	proxy_state *st = c->st_ref;
+	upconn *u = c->up;
+
+	r->t_up_done = tm_mono_ns();
+	if (r->keep_json && buf_used(&r->keep)) {
+		openai_usage us;
+		if (openai_usage_parse(buf_span(&r->keep), &us) == CUSTOS_OK && us.present)
+			r->usage = us;
+	}
+	if (r->dec.tokens && !r->dec.shadow) {
+		uint64_t used = r->usage.total_tokens
+		                        ? r->usage.total_tokens
+		                        : r->usage.prompt_tokens + r->usage.completion_tokens;
+		limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_ns,
+		               tm_mono_ns());
+	}
+	conn_audit(c, "http.request", r->dec.verdict_allow ? "allow" : "shadow-allow",
+	           r->dec.reason);
+	c->up = NULL;
+	if (u) {
+		if (r->up_keep_alive)
+			pool_put(c->w, u, st);
+		else
+			up_close(u);
+	}
+	bool keep = r->client_keep_alive && !c->drain;
+	req_reset(r);
+	state_unref(c->st_ref);
+	c->st_ref = NULL;
+	c->st = keep ? CS_HEAD : CS_CLOSING;
+}
+
+static custos_err client_head(conn *c, const http1_head *h)
+{
+	req *r = &c->r;
+	http1_header add[1] = { { SPAN_LIT("X-Request-Id"), span_cstr(r->id) } };
+	static const span drop[] = { SPAN_LIT("X-Request-Id"), SPAN_LIT("Content-Length") };
+	http1_write_opts wo = { .drop = drop, .ndrop = 2, .add = add, .nadd = 1 };
+
+	switch (h->framing) {
+	case HTTP1_BODY_LENGTH:
+		wo.framing = HTTP1_BODY_LENGTH;
+		wo.content_length = h->content_length;
+		break;
+	case HTTP1_BODY_CHUNKED:
+	case HTTP1_BODY_CLOSE:
+		if (r->client_http10) {
+			wo.framing = HTTP1_BODY_CLOSE;
+			r->client_keep_alive = false;
+		} else {
+			wo.framing = HTTP1_BODY_CHUNKED;
+			r->client_chunked = true;
+		}
+		break;
+	default:
+		wo.framing = HTTP1_BODY_NONE;
+		if (r->meth != HTTP1_M_HEAD && h->status != 204 && h->status != 304) {
+			wo.framing = HTTP1_BODY_LENGTH;
+			wo.content_length = 0;
+		}
+		break;
+	}
+	wo.close = !r->client_keep_alive || c->drain;
+	if (wo.close)
+		r->client_keep_alive = false;
+	size_t before = buf_used(&c->out);
+	GUARD(http1_write_response_head(&c->out, h, &wo));
+	r->bytes_out += buf_used(&c->out) - before;
+	r->status = h->status;
+	span ct;
+	if (http1_header_get(h, SPAN_LIT("Content-Type"), &ct)) {
+		if (span_starts_with(ct, SPAN_LIT("text/event-stream"))) {
+			r->is_sse = true;
+			sse_parser_init(&r->sse, 0);
+			r->sse_init = true;
+		} else if (span_starts_with(ct, SPAN_LIT("application/json"))) {
+			r->keep_json = true;
+			buf_init(&r->keep, PROXY_RESP_KEEP);
+		}
+	}
+	return CUSTOS_OK;
+}
+
+/* Moves response body bytes from the upstream buffer to the client buffer. Returns true on
+ * progress. */
+static bool pump_body(conn *c)
+{
+	req *r = &c->r;
+	upconn *u = c->up;
+	bool progress = false;
+
+	while (buf_used(&u->in) > 0 && buf_used(&c->out) < OUT_HIGH) {
+		span data = { 0 };
+		bool done = false;
+		ssize_t k = http1_body_decode(&r->rbdec, (const char *)buf_ptr(&u->in),
+		                              buf_used(&u->in), &data, &done);
+		if (k < 0) {
+			conn_audit(c, "http.request", "error", "malformed upstream response body");
+			conn_close(c);
+			return false;
+		}
+		if (data.len) {
+			size_t before = buf_used(&c->out);
+			custos_err e = r->client_chunked ? http1_chunk_append(&c->out, data)
+			                                 : buf_append_span(&c->out, data);
+			if (e != CUSTOS_OK) {
+				conn_close(c);
+				return false;
+			}
+			r->bytes_out += buf_used(&c->out) - before;
+			resp_feed_usage(c, data);
+		}
+		buf_consume(&u->in, (size_t)k);
+		progress = progress || k > 0;
+		if (done) {
+			if (r->client_chunked && http1_chunk_end(&c->out) == CUSTOS_OK)
+				r->bytes_out += 5;
+			finish_request(c);
+			return true;
+		}
+		if (k == 0)
+			break;
+	}
+	return progress;
+}
+
+/* Drives the upstream side. Returns true on progress. */
+static bool up_drive(conn *c)
+{
+	req *r = &c->r;
+	upconn *u = c->up;
+	bool progress = false;
+
+	if (u == NULL)
+		return false;
+	if (u->st == US_CONNECTING) {
+		if (!u->s.wr_ready && !u->s.rd_ready)
+			return false;
+		int err = 0;
+		socklen_t el = sizeof(err);
+		if (getsockopt(u->s.fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1 || err != 0) {
+			if (err == EINPROGRESS || err == EALREADY)
+				return false;
+			up_failed(c, "upstream connection refused");
+			return true;
+		}
+		u->st = u->s.ssl ? US_TLS : US_READY;
+		u->s.rd_blocked = u->s.wr_blocked = 0;
+		progress = true;
+	}
+	if (u->st == US_TLS) {
+		int h = sock_handshake(&u->s);
+		if (h == SOCK_AGAIN)
+			return progress;
+		if (h != SOCK_OK) {
+			up_failed(c, "upstream TLS handshake failed");
+			return true;
+		}
+		u->st = US_READY;
+		progress = true;
+	}
+	/* Send the request. */
+	if (buf_used(&r->upout) > 0 && sock_can_write(&u->s)) {
+		ssize_t n = sock_write(&u->s, &r->upout);
+		if (n == SOCK_ERR) {
+			up_failed(c, "upstream write failed");
+			return true;
+		}
+		if (n > 0) {
+			r->up_sent += (uint64_t)n;
+			progress = true;
+			conn_arm(c);
+		}
+	}
+	/* Read the response (not while the client's buffer is full). */
+	for (;;) {
+		if (c->freed || c->up != u)
+			return true;
+		if (c->st == CS_RESPONSE && buf_used(&u->in) > 0) {
+			bool p = pump_body(c);
+			progress = progress || p;
+			if (c->freed || c->up != u || c->st != CS_RESPONSE)
+				return true;
+			if (buf_used(&c->out) >= OUT_HIGH)
+				return progress;
+		}
+		if (c->st == CS_UPSTREAM && buf_used(&u->in) > 0) {
+			ssize_t k = http1_parse_head(r->rp, (const char *)buf_ptr(&u->in),
+			                             buf_used(&u->in));
+			if (k < 0) {
+				conn_reject(c, 502, "malformed upstream response", false);
+				return true;
+			}
+			if (k > 0) {
+				const http1_head *h = &r->rp->head;
+				if (h->status >= 100 && h->status < 200) {
+					buf_consume(&u->in, (size_t)k);
+					http1_parser_reset(r->rp);
+					progress = true;
+					continue;
+				}
+				r->resp_head_done = true;
+				r->up_keep_alive = h->keep_alive && h->framing != HTTP1_BODY_CLOSE;
+				if (client_head(c, h) != CUSTOS_OK) {
+					conn_close(c);
+					return true;
+				}
+				http1_body_init(&r->rbdec, h, NULL);
+				bool nobody = h->framing == HTTP1_BODY_NONE;
+				buf_consume(&u->in, (size_t)k);
+				c->st = CS_RESPONSE;
+				progress = true;
+				if (nobody) {
+					finish_request(c);
+					return true;
+				}
+				continue;
+			}
+		}
+		if (!sock_can_read(&u->s) || buf_used(&c->out) >= OUT_HIGH)
+			return progress;
+		ssize_t n = sock_read(&u->s, &u->in, PROXY_UPIN_MAX);
+		if (n > 0) {
+			progress = true;
+			conn_arm(c);
+			continue;
+		}
+		if (n == SOCK_AGAIN)
+			return progress;
+		/* EOF or error. */
+		if (c->st == CS_UPSTREAM) {
+			if (r->rp->pos == 0 && buf_used(&u->in) == 0)
+				up_failed(c, n == SOCK_EOF ? "upstream closed the connection"
+				                           : "upstream connection reset");
+			else
+				conn_reject(c, 502, "truncated upstream response head", false);
+			return true;
+		}
+		r->up_keep_alive = false;
+		if (n == SOCK_EOF && http1_body_eof(&r->rbdec) == CUSTOS_OK) {
+			if (r->client_chunked && http1_chunk_end(&c->out) == CUSTOS_OK)
+				r->bytes_out += 5;
+			finish_request(c);
+			return true;
+		}
+		conn_audit(c, "http.request", "error", "upstream response truncated");
+		conn_close(c);
+		return true;
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the connection pump
+ */
+static bool read_client(conn *c)
+{
+	if (!sock_can_read(&c->s))
+		return false;
+	ssize_t n = sock_read(&c->s, &c->in, PROXY_INBUF_MAX);
+	if (n > 0)
+		return true;
+	if (n == SOCK_AGAIN)
+		return false;
+	/* EOF or error from the client. */
+	if (c->st == CS_BODY) {
+		c->r.status = 400;
+		conn_audit(c, "http.reject", "deny", "client closed during the request body");
+	}
+	conn_close(c);
+	return false;
+}
+
+static void conn_drive(conn *c)
+{
+	for (int guard = 0; guard < 10000 && !c->freed; guard++) {
+		bool progress = false;
+
+		if (buf_used(&c->out) > 0 && sock_can_write(&c->s)) {
+			ssize_t n = sock_write(&c->s, &c->out);
+			if (n == SOCK_ERR) {
+				if (c->r.active && !c->r.audited) {
+					c->r.status = c->r.status ? c->r.status : 499;
+					conn_audit(c, "http.request", "error", "client went away");
+				}
+				conn_close(c);
+				return;
+			}
+			if (n > 0)
+				progress = true;
+		}
+		if (c->st == CS_CLOSING) {
+			if (buf_used(&c->out) == 0) {
+				conn_close(c);
+				return;
+			}
+			break;
+		}
+		switch (c->st) {
+		case CS_HANDSHAKE: {
+			int h = sock_handshake(&c->s);
+			if (h == SOCK_AGAIN)
+				break;
+			if (h != SOCK_OK) {
+				log_debug("tls: handshake with %s failed", c->remote);
+				conn_close(c);
+				return;
+			}
+			c->t_tls = tm_mono_ns() - c->t_accept;
+			ident_from_cert(&c->id, c->s.ssl);
+			c->st = CS_HEAD;
+			progress = true;
+			break;
+		}
+		case CS_HEAD: {
+			if (buf_used(&c->in) > 0) {
+				http1_parser p;
+				proxy_state *st = c->st_ref ? c->st_ref : worker_state(c->w);
+				http1_parser_init_request(&p, &st->hlim);
+				ssize_t k = http1_parse_head(&p, (const char *)buf_ptr(&c->in),
+				                             buf_used(&c->in));
+				if (k < 0) {
+					req_begin_unparsed(c);
+					buf_reset(&c->in);
+					conn_reject(c, p.err.status ? p.err.status : 400,
+					            p.err.reason ? p.err.reason
+					                         : "malformed request",
+					            true);
+					progress = true;
+					break;
+				}
+				if (k > 0) {
+					on_head(c, &p, (size_t)k);
+					progress = true;
+					break;
+				}
+			}
+			if (read_client(c))
+				progress = true;
+			break;
+		}
+		case CS_BODY: {
+			req *r = &c->r;
+			while (buf_used(&c->in) > 0) {
+				span data;
+				bool done = false;
+				ssize_t k =
+				        http1_body_decode(&r->bdec, (const char *)buf_ptr(&c->in),
+				                          buf_used(&c->in), &data, &done);
+				if (k < 0) {
+					conn_reject(c,
+					            r->bdec.err.status ? r->bdec.err.status : 400,
+					            r->bdec.err.reason ? r->bdec.err.reason
+					                               : "malformed body",
+					            true);
+					break;
+				}
+				if (data.len && buf_append_span(&r->body, data) != CUSTOS_OK) {
+					conn_reject(c, 413, "request body larger than max_body",
+					            true);
+					break;
+				}
+				buf_consume(&c->in, (size_t)k);
+				r->bytes_in += (uint64_t)k;
+				if (done) {
+					on_request_body_done(c);
+					break;
+				}
+				if (k == 0)
+					break;
+			}
+			progress = true;
+			if (c->st == CS_BODY && !read_client(c))
+				progress = false;
+			break;
+		}
+		case CS_UPSTREAM:
+		case CS_RESPONSE:
+			if (up_drive(c))
+				progress = true;
+			break;
+		default:
+			break;
+		}
+		if (!progress)
+			break;
+	}
+	if (c->freed)
+		return;
+	if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
+		/* Idle keep-alive: give the buffers back (memory per idle connection). */
+		buf_free(&c->in);
+		buf_free(&c->out);
+		if (c->drain) {
+			conn_close(c);
+			return;
+		}
+	}
+	conn_arm(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * drain and teardown
+ */
+void conn_drain_all(worker *w)
+{
+	for (conn *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		c->drain = true;
+		if (c->st == CS_HANDSHAKE ||
+		    (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0))
+			conn_close(c);
+	}
+}
+
+void conn_close_all(worker *w)
+{
+	for (conn *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->r.active && !c->r.audited) {
+			c->r.status = c->r.status ? c->r.status : 503;
+			conn_audit(c, "http.request", "error", "shutdown deadline passed");
+		}
+		conn_close(c);
+	}
+}

@@ -1,0 +1,136 @@
+/*
+ * The one place the proxy calls the policy engine: identity facts -> policy_identity,
+ * request -> policy_request, decision and obligations -> decide_out. Without a policy file
+ * (tests only) every request is allowed, which is logged loudly at startup.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "custos/policy.h"
+#include "proxy_int.h"
+
+struct decide_policy {
+	policy *p;
+};
+
+custos_err decide_load(const char *path, struct decide_policy **out)
+{
+	diag_list d;
+	policy *p = NULL;
+
+	*out = NULL;
+	diag_init(&d);
+	custos_err e = policy_load(path, &p, &d);
+	if (e != CUSTOS_OK) {
+		/* Name the first problem; all of them go to the log. */
+		diag_print(&d, stderr);
+		if (d.n > 0)
+			e = err_set(e, "policy %s: %s:%u:%u: %s", path, d.items[0].file,
+			            d.items[0].line, d.items[0].col, d.items[0].message);
+		else
+			e = err_wrap(e, "policy %s", path);
+		diag_free(&d);
+		return e;
+	}
+	diag_free(&d);
+	struct decide_policy *dp = xcalloc(1, sizeof(*dp));
+	dp->p = p;
+	*out = dp;
+	return CUSTOS_OK;
+}
+
+void decide_free(struct decide_policy *dp)
+{
+	if (dp == NULL)
+		return;
+	policy_unref(dp->p);
+	free(dp);
+}
+
+static void spans_of(char *const *v, size_t n, span *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = span_cstr(v[i]);
+}
+
+void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
+{
+	const ident *id = in->id;
+
+	memset(out, 0, sizeof(*out));
+	if (dp == NULL) {
+		out->allow = out->verdict_allow = true;
+		out->principal_known = true;
+		out->reason = "no policy configured";
+		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
+		                            sizeof(out->principal)));
+		return;
+	}
+	const policy *p = dp->p;
+	span uris[PROXY_MAX_SAN], dns[PROXY_MAX_SAN], emails[PROXY_MAX_SAN], groups[16];
+	spans_of(id->san_uri, id->n_uri, uris);
+	spans_of(id->san_dns, id->n_dns, dns);
+	spans_of(id->san_email, id->n_email, emails);
+	spans_of(id->jwt_groups, id->n_jwt_groups, groups);
+	policy_identity pid = {
+		.san_uris = uris,
+		.n_san_uris = id->n_uri,
+		.san_dns = dns,
+		.n_san_dns = id->n_dns,
+		.san_emails = emails,
+		.n_san_emails = id->n_email,
+		.subject_cn = span_cstr(id->cn),
+		.issuer_dn = span_cstr(id->issuer),
+		.has_api_key = id->has_api_key,
+		.jwt_iss = span_cstr(id->jwt_iss),
+		.jwt_sub = span_cstr(id->jwt_sub),
+		.jwt_groups = groups,
+		.n_jwt_groups = id->n_jwt_groups,
+	};
+	if (id->has_api_key)
+		memcpy(pid.api_key_sha256, id->api_key_sha256, 32);
+	const policy_principal *pr = NULL;
+	if (id->key_principal) /* a key from custos.yaml names its principal directly */
+		pr = policy_find_principal(p, span_cstr(id->key_principal));
+	if (pr == NULL && in->authenticated)
+		pr = policy_match_principal(p, &pid);
+	OPENSSL_cleanse(pid.api_key_sha256, sizeof(pid.api_key_sha256));
+	out->principal_known = pr != NULL;
+	proxy_ignore(span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)), out->principal,
+	                            sizeof(out->principal)));
+
+	policy_request req = {
+		.direction = POLICY_INGRESS,
+		.principal = pr,
+		.model = in->model.len ? policy_find_model(p, in->model) : NULL,
+		.method = in->method,
+		.path = in->path,
+		.body_size = in->body_size,
+		.isolation = -1,
+	};
+	policy_decision d;
+	policy_evaluate(p, &req, &d);
+	out->allow = d.effect == POLICY_ALLOW;
+	out->verdict_allow = d.verdict == POLICY_ALLOW;
+	out->shadow = d.shadow;
+	out->reason = d.reason; /* static or owned by the policy, which the state keeps alive */
+	size_t used = 0;
+	for (size_t i = 0; i < d.n_rules && used < sizeof(out->rules) - 1; i++) {
+		int n = snprintf(out->rules + used, sizeof(out->rules) - used, "%s%s", i ? "," : "",
+		                 d.rules[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	if (used >= sizeof(out->rules))
+		out->rules[sizeof(out->rules) - 1] = '\0';
+	out->max_body = d.limits.max_body_bytes;
+	out->max_tokens = d.limits.max_tokens;
+	out->rate = d.limits.requests;
+	out->rate_ns = d.limits.requests_window_ns;
+	out->tokens = d.limits.tokens;
+	out->tokens_ns = d.limits.tokens_window_ns;
+	proxy_ignore(span_copy_cstr(span_cstr(policy_hash_hex(p)), out->policy_hash,
+	                            sizeof(out->policy_hash)));
+}

@@ -1,0 +1,827 @@
+/*
+ * Egress proxy server: options, listeners and accept threads, the attribution registry of
+ * in-flight ingress requests, the destination decision (data source, policy, SSRF) and the
+ * audit event every egress call produces. Connection handling is in egress_conn.c.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "custos/audit.h"
+#include "custos/policy.h"
+#include "egress_int.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Options
+ */
+void egress_options_init(egress_options *o, size_t nsources, size_t nlisteners)
+{
+	memset(o, 0, sizeof(*o));
+	if (nsources)
+		o->sources = xcalloc(nsources, sizeof(*o->sources));
+	if (nlisteners)
+		o->listeners = xcalloc(nlisteners, sizeof(*o->listeners));
+	for (size_t i = 0; i < nlisteners; i++) {
+		o->listeners[i].fd = -1;
+		o->listeners[i].isolation = -1;
+	}
+}
+
+static void source_free(egress_source *s)
+{
+	free(s->id);
+	free(s->host);
+	free(s->path_prefix);
+	free(s->ca_file);
+}
+
+void egress_options_free(egress_options *o)
+{
+	for (size_t i = 0; i < o->nsources; i++)
+		source_free(&o->sources[i]);
+	free(o->sources);
+	for (size_t i = 0; i < o->nlisteners; i++) {
+		egress_listener_opts *l = &o->listeners[i];
+		free(l->address);
+		free(l->model);
+		free(l->sandbox);
+		if (l->fd >= 0)
+			close(l->fd);
+	}
+	free(o->listeners);
+	free(o->policy_file);
+	free(o->ca_dir);
+	memset(o, 0, sizeof(*o));
+}
+
+custos_err egress_ca_init(const char *dir)
+{
+	return mint_ca_init(dir);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attribution registry (request-scoped egress)
+ */
+typedef struct inflight {
+	uint64_t token;
+	char model[EGRESS_ID_MAX];
+	char request_id[EGRESS_ID_MAX];
+	char principal[EGRESS_PRINCIPAL_MAX];
+} inflight;
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static inflight *reg;
+static size_t reg_n, reg_cap;
+static uint64_t reg_next = 1;
+
+static void copy_trunc(char *out, size_t n, const char *s)
+{
+	size_t l = s ? strlen(s) : 0;
+	if (l >= n)
+		l = n - 1;
+	if (l)
+		memcpy(out, s, l);
+	out[l] = '\0';
+}
+
+uint64_t egress_ingress_begin(const char *model, const char *request_id, const char *principal)
+{
+	uint64_t tok = 0;
+	if (model == NULL || request_id == NULL)
+		return 0;
+	pthread_mutex_lock(&reg_lock);
+	if (reg_n == reg_cap && reg_cap < EGRESS_MAX_INFLIGHT) {
+		size_t nc = reg_cap ? reg_cap * 2 : 64;
+		if (nc > EGRESS_MAX_INFLIGHT)
+			nc = EGRESS_MAX_INFLIGHT;
+		inflight *nr = realloc(reg, nc * sizeof(*reg));
+		if (nr) {
+			reg = nr;
+			reg_cap = nc;
+		}
+	}
+	if (reg_n < reg_cap) {
+		inflight *e = &reg[reg_n++];
+		e->token = tok = reg_next++;
+		copy_trunc(e->model, sizeof(e->model), model);
+		copy_trunc(e->request_id, sizeof(e->request_id), request_id);
+		copy_trunc(e->principal, sizeof(e->principal), principal);
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return tok;
+}
+
+void egress_ingress_end(uint64_t token)
+{
+	if (token == 0)
+		return;
+	pthread_mutex_lock(&reg_lock);
+	for (size_t i = 0; i < reg_n; i++) {
+		if (reg[i].token == token) {
+			reg[i] = reg[--reg_n];
+			break;
+		}
+	}
+	if (reg_n == 0) { /* nothing in flight: give the memory back */
+		free(reg);
+		reg = NULL;
+		reg_cap = 0;
+	}
+	pthread_mutex_unlock(&reg_lock);
+}
+
+egress_attr_how egress_attribute(const char *model, span header_id, char request_id[EGRESS_ID_MAX],
+                                 char principal[EGRESS_PRINCIPAL_MAX])
+{
+	egress_attr_how how = EGRESS_ATTR_NONE;
+	size_t found = 0, n = 0;
+
+	request_id[0] = principal[0] = '\0';
+	if (model == NULL)
+		return how;
+	pthread_mutex_lock(&reg_lock);
+	for (size_t i = 0; i < reg_n; i++) {
+		if (strcmp(reg[i].model, model) != 0)
+			continue;
+		if (header_id.len && span_eq_cstr(header_id, reg[i].request_id)) {
+			found = i;
+			how = EGRESS_ATTR_HEADER;
+			break;
+		}
+		if (n++ == 0)
+			found = i;
+	}
+	if (how == EGRESS_ATTR_NONE && n == 1)
+		how = EGRESS_ATTR_SOLE;
+	if (how != EGRESS_ATTR_NONE) {
+		copy_trunc(request_id, EGRESS_ID_MAX, reg[found].request_id);
+		copy_trunc(principal, EGRESS_PRINCIPAL_MAX, reg[found].principal);
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return how;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Audit
+ */
+void erec_init(erec *r, const char *kind)
+{
+	uint8_t rnd[12];
+	memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->classification = -1;
+	r->t_start = tm_mono_ns();
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		memset(rnd, 0, sizeof(rnd));
+	memcpy(r->id, "eg-", 3);
+	num_hex(rnd, sizeof(rnd), r->id + 3);
+}
+
+static const char *attr_name(egress_attr_how h)
+{
+	switch (h) {
+	case EGRESS_ATTR_SOLE:
+		return "sole-in-flight";
+	case EGRESS_ATTR_HEADER:
+		return "header";
+	case EGRESS_ATTR_NONE:
+		break;
+	}
+	return "none";
+}
+
+void egress_audit(egress_server *s, const elistener *l, const erec *r)
+{
+	audit_event ev;
+	audit_duration d[1];
+
+	audit_event_begin(&ev, "egress.request");
+	audit_event_cstr(&ev, "request_id", r->id);
+	audit_event_cstr(&ev, "direction", "egress");
+	audit_event_cstr(&ev, "model", l->model);
+	audit_event_cstr(&ev, "sandbox", l->sandbox);
+	audit_event_cstr(&ev, "attribution", attr_name(r->how));
+	if (r->how != EGRESS_ATTR_NONE) {
+		audit_event_cstr(&ev, "ingress_request_id", r->ingress_id);
+		audit_event_cstr(&ev, "principal", r->principal);
+	}
+	audit_event_cstr(&ev, "kind", r->kind);
+	audit_event_cstr(&ev, "method", r->method);
+	audit_event_cstr(&ev, "scheme", r->scheme);
+	audit_event_cstr(&ev, "host", r->host);
+	if (r->port)
+		audit_event_u64(&ev, "port", r->port);
+	if (r->path[0])
+		audit_event_cstr(&ev, "path", r->path);
+	if (r->sni[0])
+		audit_event_cstr(&ev, "sni", r->sni);
+	audit_event_cstr(&ev, "data_source", r->source);
+	if (r->classification >= 0)
+		audit_event_cstr(&ev, "classification",
+		                 policy_class_name((policy_class)r->classification));
+	audit_event_cstr(&ev, "decision", r->decision ? r->decision : "error");
+	if (r->reason[0])
+		audit_event_cstr(&ev, "reason", r->reason);
+	if (r->rules[0])
+		audit_event_cstr(&ev, "rules", r->rules);
+	if (r->shadow)
+		audit_event_bool(&ev, "shadow", true);
+	audit_event_u64(&ev, "status", r->status);
+	if (r->addr[0])
+		audit_event_cstr(&ev, "address", r->addr);
+	audit_event_u64(&ev, "bytes_up", r->bytes_up);
+	audit_event_u64(&ev, "bytes_down", r->bytes_down);
+	audit_event_u64(&ev, "taint", (uint64_t)atomic_load(&l->taint));
+	d[0] = (audit_duration){ "total", tm_mono_ns() - r->t_start };
+	audit_event_durations(&ev, d, 1);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("egress audit: event %s too large: %s", r->id, err_msg());
+		return;
+	}
+	if (s->o.audit == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+		return;
+	}
+	if (audit_submit(s->o.audit, &ev) != CUSTOS_OK)
+		log_error("egress audit: event %s not recorded: %s", r->id, err_msg());
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decision
+ */
+void egress_taint_raise(elistener *l, int cls)
+{
+	int cur = atomic_load(&l->taint);
+	while (cls > cur && !atomic_compare_exchange_weak(&l->taint, &cur, cls))
+		;
+}
+
+static bool host_eq(const ssrf_host *a, const ssrf_host *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	if (a->kind == SSRF_HOST_NAME)
+		return strcmp(a->name, b->name) == 0;
+	return memcmp(a->addr, b->addr, a->kind == SSRF_HOST_V4 ? 4 : 16) == 0;
+}
+
+/* Path prefix on a segment boundary: "/api/" matches "/api/x"; "/api" matches "/api" and
+ * "/api/x" but not "/apix". */
+static bool prefix_ok(const char *prefix, span path)
+{
+	size_t n = strlen(prefix);
+	if (n == 0 || (n == 1 && prefix[0] == '/'))
+		return true;
+	if (path.len < n || memcmp(path.ptr, prefix, n) != 0)
+		return false;
+	return prefix[n - 1] == '/' || path.len == n || path.ptr[n] == '/' || path.ptr[n] == '?';
+}
+
+static void set_reason(erec *r, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
+static void set_reason(erec *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->reason, sizeof(r->reason), fmt, ap);
+	va_end(ap);
+}
+
+const esource *egress_find_source(egress_server *s, bool https, const ssrf_host *h, uint16_t port)
+{
+	for (size_t i = 0; i < s->nsrc; i++)
+		if (s->src[i].o.https == https && s->src[i].o.port == port &&
+		    host_eq(&s->src[i].host, h))
+			return &s->src[i];
+	return NULL;
+}
+
+/* Evaluates the egress request against p; true when denied (reason in r). Copies what the
+ * audit needs out of p, so the caller may drop its reference right after. */
+static bool eval_policy(const policy *p, const elistener *l, erec *r, bool https,
+                        const ssrf_host *h, uint16_t port, span method, span nq, bool connect_only,
+                        const esource *src)
+{
+	if (p == NULL) {
+		set_reason(r, "policy: none in force");
+		return true;
+	}
+	policy_request req = {
+		.direction = POLICY_EGRESS,
+		.principal =
+		        r->principal[0] ? policy_find_principal(p, span_cstr(r->principal)) : NULL,
+		.model = l->model ? policy_find_model(p, span_cstr(l->model)) : NULL,
+		.method = method,
+		.path = nq,
+		.taint = (policy_class)atomic_load(&l->taint),
+		.isolation = l->isolation,
+	};
+	if (!connect_only)
+		req.data = policy_find_data_source(p, span_cstr(https ? "https" : "http"),
+		                                   span_cstr(h->name), port, nq);
+	if (req.data == NULL)
+		req.data = policy_find_data_id(p, span_cstr(src->o.id));
+	policy_decision d;
+	policy_evaluate(p, &req, &d);
+	if (req.data)
+		r->classification = (int)req.data->classification;
+	size_t used = 0;
+	for (size_t i = 0; i < d.n_rules && used < sizeof(r->rules) - 1; i++) {
+		int n = snprintf(r->rules + used, sizeof(r->rules) - used, "%s%s", i ? "," : "",
+		                 d.rules[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+	}
+	r->shadow = d.shadow;
+	if (d.effect != POLICY_ALLOW) {
+		set_reason(r, "policy: %s", d.reason ? d.reason : "denied");
+		return true;
+	}
+	return false;
+}
+
+unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https,
+                       const ssrf_host *h, uint16_t port, span method, span path, edecide mode,
+                       const esource **srcp, ssrf_target *tgt)
+{
+	bool connect_only = mode == EDECIDE_CONNECT || mode == EDECIDE_INTERCEPT;
+	const esource *src = NULL;
+	bool host_seen = false, hostport_seen = false;
+	span nq = path; /* path without the query */
+	const char *q = path.len ? memchr(path.ptr, '?', path.len) : NULL;
+	if (q)
+		nq.len = (size_t)(q - path.ptr);
+
+	r->decision = "deny";
+	/* The longest matching path prefix wins (as in policy_find_data_source); a tunnel
+	 * without a path takes the first source on host:port. */
+	size_t best = 0;
+	for (size_t i = 0; i < s->nsrc && !(connect_only && src); i++) {
+		const esource *e = &s->src[i];
+		if (!host_eq(&e->host, h))
+			continue;
+		host_seen = true;
+		if (e->o.https != https || e->o.port != port)
+			continue;
+		hostport_seen = true;
+		size_t pl = strlen(e->o.path_prefix);
+		if ((connect_only || prefix_ok(e->o.path_prefix, nq)) &&
+		    (src == NULL || pl > best)) {
+			src = e;
+			best = pl;
+		}
+	}
+	if (src == NULL) {
+		if (hostport_seen)
+			set_reason(r, "path outside every data source's prefix on %s:%u", h->name,
+			           port);
+		else if (host_seen)
+			set_reason(r, "port %u (%s) is not a data source's port on %s", port,
+			           https ? "https" : "http", h->name);
+		else
+			set_reason(r, "no data source for %s://%s:%u", https ? "https" : "http",
+			           h->name, port);
+		return 403;
+	}
+	r->source = src->o.id;
+	if (mode == EDECIDE_INTERCEPT) {
+		/* policy comes per request inside the tunnel */
+	} else if (s->store) {
+		policy *p = policy_store_get(s->store); /* one reference for this decision */
+		bool deny = eval_policy(p, l, r, https, h, port, method, nq, connect_only, src);
+		policy_unref(p);
+		if (deny)
+			return 403;
+	} else {
+		r->classification =
+		        POLICY_CLASS_RESTRICTED; /* unknown: assume the worst for taint */
+	}
+	if (mode == EDECIDE_REUSE) {
+		r->decision = "allow";
+		*srcp = src;
+		return 0;
+	}
+	custos_err e = ssrf_resolve(h, port, src->o.allow_private, tgt);
+	if (e == CUSTOS_ERR_DENIED) {
+		set_reason(r, "SSRF: %s resolves to %s, a %s address", h->name, tgt->denied_addr,
+		           ssrf_class_name(tgt->denied_class));
+		return 403;
+	}
+	if (e != CUSTOS_OK) {
+		set_reason(r, "%s", err_msg());
+		r->decision = "error";
+		return 502;
+	}
+	r->decision = "allow";
+	*srcp = src;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Server
+ */
+static custos_err open_listener(const char *addr, int *fdp, unsigned *portp)
+{
+	span host;
+	uint16_t port;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char h[INET6_ADDRSTRLEN + 2];
+
+	GUARD(ssrf_split_authority(span_cstr(addr), 0, &host, &port));
+	GUARD(span_copy_cstr(host, h, sizeof(h)));
+	memset(&ss, 0, sizeof(ss));
+	if (h[0] == '[') {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		h[strlen(h) - 1] = '\0';
+		ENSURE(inet_pton(AF_INET6, h + 1, &s6->sin6_addr) == 1, CUSTOS_ERR_INVAL,
+		       "egress listener %s: bad address", addr);
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		sl = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		ENSURE(inet_pton(AF_INET, h, &s4->sin_addr) == 1, CUSTOS_ERR_INVAL,
+		       "egress listener %s: bad address", addr);
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		sl = sizeof(*s4);
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return err_sys("egress listener socket");
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, (struct sockaddr *)&ss, sl) == -1 || listen(fd, 1024) == -1) {
+		custos_err e = err_sys("egress listener %s", addr);
+		close(fd);
+		return e;
+	}
+	*fdp = fd;
+	(void)portp;
+	return CUSTOS_OK;
+}
+
+static unsigned fd_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+static custos_err source_tls(esource *e)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	ENSURE(ctx != NULL, CUSTOS_ERR_CRYPTO, "SSL_CTX_new");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	int ok = e->o.ca_file ? SSL_CTX_load_verify_locations(ctx, e->o.ca_file, NULL)
+	                      : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		SSL_CTX_free(ctx);
+		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA %s", e->o.id,
+		               e->o.ca_file ? e->o.ca_file : "(system store)");
+	}
+	e->tls = ctx;
+	return CUSTOS_OK;
+}
+
+custos_err egress_create(egress_options *o, egress_server **out)
+{
+	custos_err e = CUSTOS_OK;
+	egress_server *s = xcalloc(1, sizeof(*s));
+
+	*out = NULL;
+	s->o = *o;
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->idle, NULL);
+	if (s->o.nsources > EGRESS_MAX_SOURCES || s->o.nlisteners > EGRESS_MAX_LISTENERS) {
+		e = err_set(CUSTOS_ERR_LIMIT, "egress: too many sources or listeners");
+		goto fail;
+	}
+	if (s->o.max_conns == 0)
+		s->o.max_conns = 64;
+	if (s->o.max_conns > EGRESS_MAX_CONNS)
+		s->o.max_conns = EGRESS_MAX_CONNS;
+	if (s->o.max_response == 0)
+		s->o.max_response = EGRESS_DEFAULT_RESPONSE;
+	if (s->o.connect_timeout_ns == 0)
+		s->o.connect_timeout_ns = 5 * NS_PER_S;
+	if (s->o.read_timeout_ns == 0)
+		s->o.read_timeout_ns = 60 * NS_PER_S;
+	if (s->o.idle_timeout_ns == 0)
+		s->o.idle_timeout_ns = 60 * NS_PER_S;
+	if (s->o.leaf_lifetime_ns == 0)
+		s->o.leaf_lifetime_ns = 24 * 3600 * NS_PER_S;
+
+	s->src = xcalloc(s->o.nsources ? s->o.nsources : 1, sizeof(*s->src));
+	bool need_ca = false;
+	for (size_t i = 0; i < s->o.nsources; i++) {
+		esource *x = &s->src[s->nsrc++];
+		x->o = s->o.sources[i];
+		memset(&s->o.sources[i], 0, sizeof(s->o.sources[i])); /* moved */
+		if (x->o.port == 0)
+			x->o.port = x->o.https ? 443 : 80;
+		if (x->o.path_prefix == NULL)
+			x->o.path_prefix = xstrdup("/");
+		span hs = span_cstr(x->o.host);
+		char br[SSRF_MAX_HOST + 3];
+		/* a configured IPv6 host may come without brackets */
+		if (x->o.host && strchr(x->o.host, ':') && x->o.host[0] != '[') {
+			snprintf(br, sizeof(br), "[%s]", x->o.host);
+			hs = span_cstr(br);
+		}
+		if ((e = ssrf_parse_host(hs, &x->host)) != CUSTOS_OK) {
+			e = err_wrap(e, "data source %s: host", x->o.id);
+			goto fail;
+		}
+		if (x->o.intercept && !x->o.https) {
+			e = err_set(CUSTOS_ERR_INVAL, "data source %s: intercept needs https",
+			            x->o.id);
+			goto fail;
+		}
+		need_ca |= x->o.intercept;
+		if (x->o.https && (e = source_tls(x)) != CUSTOS_OK)
+			goto fail;
+		if (x->o.https && !x->o.intercept && strcmp(x->o.path_prefix, "/") != 0)
+			log_warn("egress: data source %s has path prefix %s but is not "
+			         "intercepted: a "
+			         "CONNECT tunnel cannot enforce paths (set intercept: true)",
+			         x->o.id, x->o.path_prefix);
+	}
+	free(s->o.sources); /* strings moved into s->src */
+	s->o.sources = NULL;
+	s->o.nsources = 0;
+	if (need_ca) {
+		if (s->o.ca_dir == NULL) {
+			e = err_set(CUSTOS_ERR_INVAL, "egress: interception needs ca_dir");
+			goto fail;
+		}
+		if ((e = mint_open(s->o.ca_dir, s->o.leaf_lifetime_ns, 0, &s->mint)) != CUSTOS_OK)
+			goto fail;
+	}
+	if (s->o.policy_file) {
+		diag_list d;
+		policy *p = NULL;
+		diag_init(&d);
+		e = policy_load(s->o.policy_file, &p, &d);
+		if (e != CUSTOS_OK) {
+			diag_print(&d, stderr);
+			diag_free(&d);
+			e = err_wrap(e, "egress policy %s", s->o.policy_file);
+			goto fail;
+		}
+		diag_free(&d);
+		if ((e = policy_store_new(p, &s->store)) != CUSTOS_OK) {
+			policy_unref(p);
+			goto fail;
+		}
+	} else {
+		log_warn("egress: no policy file: the data-source catalogue alone decides");
+	}
+	s->ls = xcalloc(s->o.nlisteners ? s->o.nlisteners : 1, sizeof(*s->ls));
+	for (size_t i = 0; i < s->o.nlisteners; i++) {
+		egress_listener_opts *lo = &s->o.listeners[i];
+		elistener *l = &s->ls[s->nls++];
+		l->srv = s;
+		l->index = i;
+		atomic_init(&l->next_fd, -1);
+		l->fd = lo->fd;
+		lo->fd = -1;
+		l->model = lo->model;
+		l->sandbox = lo->sandbox;
+		lo->model = lo->sandbox = NULL;
+		l->isolation = lo->isolation;
+		if (l->fd < 0 && (e = open_listener(lo->address, &l->fd, &l->port)) != CUSTOS_OK)
+			goto fail;
+		l->port = fd_port(l->fd);
+	}
+	*out = s;
+	return CUSTOS_OK;
+fail:
+	egress_free(s);
+	return e;
+}
+
+static void *accept_main(void *arg);
+
+typedef struct cstart {
+	egress_server *s;
+	elistener *l;
+	int fd;
+	char remote[64];
+} cstart;
+
+static void *conn_main(void *arg)
+{
+	cstart *cs = arg;
+	egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote);
+	atomic_fetch_sub(&cs->l->active, 1);
+	free(cs);
+	return NULL;
+}
+
+static void reject_busy(egress_server *s, elistener *l, int fd)
+{
+	static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\n" EGRESS_REASON_HEADER
+	                          ": too many connections from this sandbox\r\n"
+	                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
+	erec r;
+	erec_init(&r, "connection");
+	r.decision = "deny";
+	r.status = 503;
+	set_reason(&r, "too many connections from this sandbox (max %u)", s->o.max_conns);
+	ssize_t n;
+	do
+		n = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n == -1 && errno == EINTR);
+	close(fd);
+	egress_audit(s, l, &r);
+}
+
+static void *accept_main(void *arg)
+{
+	elistener *l = arg;
+	egress_server *s = l->srv;
+
+	while (!atomic_load(&s->stopping)) {
+		int nf = atomic_exchange(&l->next_fd, -1);
+		if (nf >= 0) { /* the sandbox restarted in a new netns: serve it there */
+			close(l->fd);
+			l->fd = nf;
+			l->port = fd_port(nf);
+		}
+		struct pollfd pf = { .fd = l->fd, .events = POLLIN };
+		int pr = poll(&pf, 1, 200);
+		if (pr <= 0)
+			continue;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+				log_warn("egress: accept: %s", strerror(errno));
+			if (errno == EMFILE || errno == ENFILE)
+				poll(NULL, 0, 100);
+			continue;
+		}
+		if (atomic_fetch_add(&l->active, 1) >= s->o.max_conns) {
+			atomic_fetch_sub(&l->active, 1);
+			reject_busy(s, l, fd);
+			continue;
+		}
+		cstart *cs = xcalloc(1, sizeof(*cs));
+		cs->s = s;
+		cs->l = l;
+		cs->fd = fd;
+		char a[INET6_ADDRSTRLEN] = "?";
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof(a));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof(a));
+		snprintf(cs->remote, sizeof(cs->remote), "%s", a);
+		pthread_attr_t at;
+		pthread_t th;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&at, 512 * 1024);
+		int rc = pthread_create(&th, &at, conn_main, cs);
+		pthread_attr_destroy(&at);
+		if (rc != 0) {
+			log_warn("egress: cannot start a connection thread: %s", strerror(rc));
+			atomic_fetch_sub(&l->active, 1);
+			close(fd);
+			free(cs);
+		}
+	}
+	return NULL;
+}
+
+custos_err egress_start(egress_server *s)
+{
+	for (size_t i = 0; i < s->nls; i++) {
+		elistener *l = &s->ls[i];
+		int rc = pthread_create(&l->th, NULL, accept_main, l);
+		if (rc != 0) {
+			errno = rc;
+			return err_sys("egress: accept thread");
+		}
+		l->started = true;
+		log_info("egress: listener %zu on port %u for model %s", i, l->port,
+		         l->model ? l->model : "(none)");
+	}
+	return CUSTOS_OK;
+}
+
+static bool all_idle(egress_server *s)
+{
+	for (size_t i = 0; i < s->nls; i++)
+		if (atomic_load(&s->ls[i].active))
+			return false;
+	return true;
+}
+
+void egress_stop(egress_server *s)
+{
+	if (s == NULL)
+		return;
+	atomic_store(&s->stopping, true);
+	for (size_t i = 0; i < s->nls; i++) {
+		if (s->ls[i].started) {
+			pthread_join(s->ls[i].th, NULL);
+			s->ls[i].started = false;
+		}
+	}
+	/* Connection threads are detached: shut their sockets and wait for them to leave. */
+	for (int tries = 0; tries < 500 && !all_idle(s); tries++) {
+		egress_conn_shutdown_all(s);
+		poll(NULL, 0, 10);
+	}
+}
+
+void egress_free(egress_server *s)
+{
+	if (s == NULL)
+		return;
+	egress_stop(s);
+	for (size_t i = 0; i < s->nsrc; i++) {
+		source_free(&s->src[i].o);
+		SSL_CTX_free(s->src[i].tls);
+	}
+	free(s->src);
+	for (size_t i = 0; i < s->nls; i++) {
+		if (s->ls[i].fd >= 0)
+			close(s->ls[i].fd);
+		int nf = atomic_load(&s->ls[i].next_fd);
+		if (nf >= 0)
+			close(nf);
+		free(s->ls[i].model);
+		free(s->ls[i].sandbox);
+	}
+	free(s->ls);
+	mint_free(s->mint);
+	policy_store_free(s->store);
+	egress_options_free(&s->o);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->idle);
+	free(s);
+}
+
+custos_err egress_reload_policy(egress_server *s)
+{
+	if (s->store == NULL || s->o.policy_file == NULL)
+		return CUSTOS_OK;
+	diag_list d;
+	diag_init(&d);
+	custos_err e = policy_store_reload(s->store, s->o.policy_file, &d);
+	if (e != CUSTOS_OK) {
+		diag_print(&d, stderr);
+		e = err_wrap(e, "egress policy %s (the policy in force stays)", s->o.policy_file);
+	}
+	diag_free(&d);
+	return e;
+}
+
+custos_err egress_listener_replace(egress_server *s, size_t i, int fd)
+{
+	if (i >= s->nls) {
+		close(fd);
+		return err_set(CUSTOS_ERR_INVAL, "egress: no listener %zu", i);
+	}
+	elistener *l = &s->ls[i];
+	atomic_store(&l->taint, 0); /* a new instance has read nothing yet */
+	int old = atomic_exchange(&l->next_fd, fd);
+	if (old >= 0)
+		close(old);
+	log_info("egress: listener %zu for model %s replaced (sandbox restarted)", i,
+	         l->model ? l->model : "(none)");
+	return CUSTOS_OK;
+}
+
+unsigned egress_bound_port(const egress_server *s, size_t i)
+{
+	return i < s->nls ? s->ls[i].port : 0;
+}
+
+int egress_taint(const egress_server *s, size_t i)
+{
+	return i < s->nls ? atomic_load(&s->ls[i].taint) : 0;
+}

@@ -1,0 +1,1044 @@
+/*
+ * One egress client connection, on its own thread with blocking sockets and kernel timeouts:
+ * absolute-URI HTTP requests forwarded (keep-alive both sides), CONNECT tunnels relayed after
+ * the ClientHello's SNI was checked against the CONNECT host, or intercepted with a minted
+ * certificate so that every request inside is decided on method and path.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "egress_int.h"
+
+#define EIO_CHUNK      (64u * 1024)
+#define EIN_MAX        (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
+#define EUP_MAX        (HTTP1_MAX_HEAD_BYTES + EIO_CHUNK)
+#define EOUT_MAX       (HTTP1_MAX_HEAD_BYTES + EIO_CHUNK + 64) /* head + one chunk */
+#define ECONNECTED_MSG "HTTP/1.1 200 Connection established\r\n\r\n"
+
+typedef struct eio {
+	int fd;
+	SSL *ssl;
+} eio;
+
+typedef struct econn {
+	egress_server *s;
+	elistener *l;
+	struct econn *prev, *next;
+	int cfd;
+	int ufd; /* kept upstream connection, -1 when none */
+	SSL *ussl;
+	char ukey[SSRF_MAX_HOST + 32];
+	char uaddr[64];
+	char remote[64];
+	buf in;  /* client bytes */
+	buf uin; /* upstream bytes */
+	buf out; /* heads being written */
+} econn;
+
+static void ignore(custos_err e)
+{
+	(void)e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * I/O
+ */
+static void set_timeouts(int fd, uint64_t rcv_ns, uint64_t snd_ns)
+{
+	struct timeval r = { (time_t)(rcv_ns / NS_PER_S), (suseconds_t)(rcv_ns % NS_PER_S / 1000) };
+	struct timeval w = { (time_t)(snd_ns / NS_PER_S), (suseconds_t)(snd_ns % NS_PER_S / 1000) };
+	int one = 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &r, sizeof(r));
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &w, sizeof(w));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* >0 bytes, 0 end of stream, -1 error or timeout. */
+static ssize_t eio_read(eio io, void *p, size_t n)
+{
+	if (io.ssl) {
+		int r = SSL_read(io.ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (r > 0)
+			return r;
+		int e = SSL_get_error(io.ssl, r);
+		ERR_clear_error();
+		return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+	}
+	ssize_t r;
+	do
+		r = recv(io.fd, p, n, 0);
+	while (r == -1 && errno == EINTR);
+	return r;
+}
+
+static int eio_write(eio io, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n > 0) {
+		if (io.ssl) {
+			int r = SSL_write(io.ssl, b, n > INT32_MAX ? INT32_MAX : (int)n);
+			if (r <= 0) {
+				ERR_clear_error();
+				return -1;
+			}
+			b += r;
+			n -= (size_t)r;
+			continue;
+		}
+		ssize_t r = send(io.fd, b, n, MSG_NOSIGNAL);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Reads more into b: >0 bytes, 0 end of stream, -1 error, -2 buffer full. */
+static ssize_t read_more(eio io, buf *b)
+{
+	size_t room = b->max - buf_used(b);
+	if (room == 0)
+		return -2;
+	size_t want = room < EIO_CHUNK ? room : EIO_CHUNK;
+	if (buf_reserve(b, want) != CUSTOS_OK)
+		return -2;
+	ssize_t n = eio_read(io, buf_tail(b), want);
+	if (n > 0)
+		buf_commit(b, (size_t)n);
+	return n;
+}
+
+/* Head length (>0), 0 for a clean end before any byte, -1 with *st the status to answer (0:
+ * nothing to answer: I/O error, timeout or a truncated head). */
+static ssize_t read_head(eio io, buf *b, http1_parser *p, unsigned *st)
+{
+	*st = 0;
+	for (;;) {
+		if (buf_used(b)) {
+			ssize_t r = http1_parse_head(p, (const char *)buf_ptr(b), buf_used(b));
+			if (r > 0)
+				return r;
+			if (r < 0) {
+				*st = p->err.status;
+				return -1;
+			}
+		}
+		ssize_t n = read_more(io, b);
+		if (n == -2) {
+			*st = 431;
+			return -1;
+		}
+		if (n <= 0)
+			return n == 0 && buf_used(b) == 0 ? 0 : -1;
+	}
+}
+
+static void header_safe(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+}
+
+/* A small response from custos itself, with the reason in X-Custos-Reason. */
+static void reply(econn *c, eio io, unsigned status, const char *reason, bool close)
+{
+	char why[256];
+	snprintf(why, sizeof(why), "%s",
+	         reason && reason[0] ? reason : http1_status_reason(status));
+	header_safe(why);
+	http1_header add = { SPAN_LIT(EGRESS_REASON_HEADER), span_cstr(why) };
+	char body[300];
+	int n = snprintf(body, sizeof(body), "%s\n", why);
+	buf_reset(&c->out);
+	if (http1_write_simple_response(&c->out, status, SPAN_LIT("text/plain"),
+	                                span_of(body, (size_t)n), &add, 1, close) == CUSTOS_OK)
+		(void)eio_write(io, buf_ptr(&c->out), buf_used(&c->out));
+	buf_reset(&c->out);
+}
+
+static void span_to(span s, char *out, size_t n)
+{
+	size_t l = s.len < n - 1 ? s.len : n - 1;
+	memcpy(out, s.ptr, l);
+	out[l] = '\0';
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Upstream connections
+ */
+static void up_close(econn *c)
+{
+	pthread_mutex_lock(&c->s->lock);
+	int fd = c->ufd;
+	c->ufd = -1;
+	pthread_mutex_unlock(&c->s->lock);
+	if (c->ussl) {
+		SSL_free(c->ussl);
+		c->ussl = NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	c->ukey[0] = '\0';
+	buf_reset(&c->uin);
+}
+
+static int connect_any(econn *c, const ssrf_target *t, uint64_t timeout_ns, char *why, size_t wn)
+{
+	int err = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[i];
+		int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd == -1) {
+			err = errno;
+			continue;
+		}
+		int r = connect(fd, sa, t->lens[i]);
+		if (r == -1 && errno == EINPROGRESS) {
+			struct pollfd pf = { .fd = fd, .events = POLLOUT };
+			int pr;
+			do
+				pr = poll(&pf, 1, (int)(timeout_ns / 1000000));
+			while (pr == -1 && errno == EINTR);
+			socklen_t el = sizeof(err);
+			if (pr == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
+			    err == 0)
+				r = 0;
+			else if (pr == 0)
+				err = ETIMEDOUT;
+		} else if (r == -1) {
+			err = errno;
+		}
+		if (r == 0) {
+			int fl = fcntl(fd, F_GETFL);
+			if (fl != -1 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != -1) {
+				const void *a =
+				        sa->sa_family == AF_INET
+				                ? (const void *)&(
+				                          (const struct sockaddr_in *)(const void *)
+				                                  sa)
+				                          ->sin_addr
+				                : (const void *)&((const struct sockaddr_in6
+				                                           *)(const void *)sa)
+				                          ->sin6_addr;
+				if (inet_ntop(sa->sa_family, a, c->uaddr, sizeof(c->uaddr)) == NULL)
+					c->uaddr[0] = '\0';
+				return fd;
+			}
+			err = errno;
+		}
+		close(fd);
+	}
+	snprintf(why, wn, "cannot connect upstream: %s", strerror(err ? err : ECONNREFUSED));
+	return -1;
+}
+
+/* Connects (or reuses the kept connection) to the checked addresses; TLS verified for https.
+ * 0, or 502 with r->reason. */
+static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h, uint16_t port,
+                       const ssrf_target *t)
+{
+	char key[sizeof(c->ukey)];
+	snprintf(key, sizeof(key), "%d|%s|%u", src->o.https, h->name, port);
+	if (c->ufd >= 0 && strcmp(key, c->ukey) == 0) {
+		snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
+		return 0;
+	}
+	up_close(c);
+	int fd = connect_any(c, t, c->s->o.connect_timeout_ns, r->reason, sizeof(r->reason));
+	if (fd < 0)
+		return 502;
+	uint64_t rt = src->o.timeout_ns ? src->o.timeout_ns : c->s->o.read_timeout_ns;
+	set_timeouts(fd, rt, rt);
+	pthread_mutex_lock(&c->s->lock);
+	c->ufd = fd;
+	pthread_mutex_unlock(&c->s->lock);
+	snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
+	if (src->o.https) {
+		SSL *ssl = SSL_new(src->tls);
+		if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+			SSL_free(ssl);
+			snprintf(r->reason, sizeof(r->reason), "upstream TLS setup failed");
+			up_close(c);
+			return 502;
+		}
+		c->ussl = ssl;
+		if (h->kind == SSRF_HOST_NAME) {
+			SSL_set_tlsext_host_name(ssl, h->name);
+			SSL_set1_host(ssl, h->name);
+		} else {
+			X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), h->addr,
+			                          h->kind == SSRF_HOST_V4 ? 4 : 16);
+		}
+		if (SSL_connect(ssl) != 1) {
+			long vr = SSL_get_verify_result(ssl);
+			unsigned long oe = ERR_peek_error();
+			char eb[160] = "";
+			if (oe)
+				ERR_error_string_n(oe, eb, sizeof(eb));
+			ERR_clear_error();
+			if (vr != X509_V_OK)
+				snprintf(r->reason, sizeof(r->reason),
+				         "upstream certificate verification failed: %s",
+				         X509_verify_cert_error_string(vr));
+			else
+				snprintf(r->reason, sizeof(r->reason),
+				         "upstream TLS handshake failed: %s",
+				         eb[0] ? eb : "connection closed");
+			up_close(c);
+			return 502;
+		}
+	}
+	snprintf(c->ukey, sizeof(c->ukey), "%s", key);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * One HTTP request (absolute-form from the client, or origin-form inside an intercepted
+ * tunnel when ih is set). Returns true when the client connection may carry another one.
+ */
+static bool send_chunk(eio io, span d)
+{
+	char hdr[HTTP1_CHUNK_HDR_MAX];
+	size_t hl = http1_chunk_header(hdr, d.len);
+	return eio_write(io, hdr, hl) == 0 && eio_write(io, d.ptr, d.len) == 0 &&
+	       eio_write(io, "\r\n", 2) == 0;
+}
+
+static int flush_out(econn *c, eio cli)
+{
+	int r = buf_used(&c->out) ? eio_write(cli, buf_ptr(&c->out), buf_used(&c->out)) : 0;
+	buf_reset(&c->out);
+	return r;
+}
+
+static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const ssrf_host *ih,
+                           uint16_t iport)
+{
+	egress_server *s = c->s;
+	http1_head *h = &p->head;
+	erec r;
+	ssrf_host host;
+	uint16_t port = iport;
+	bool cli_ka = h->keep_alive && h->framing == HTTP1_BODY_NONE;
+
+	erec_init(&r, ih ? "intercepted" : "http");
+	span_to(h->method, r.method, sizeof(r.method));
+	r.scheme = ih ? "https" : "http";
+	if (ih) {
+		host = *ih;
+		if (h->form != HTTP1_TARGET_ORIGIN) {
+			r.status = 400;
+			snprintf(r.reason, sizeof(r.reason),
+			         "origin-form expected inside a tunnel");
+			goto reject;
+		}
+	} else {
+		span hs;
+		custos_err e = ssrf_split_authority(h->authority, 80, &hs, &port);
+		if (e == CUSTOS_OK)
+			e = ssrf_parse_host(hs, &host);
+		if (e != CUSTOS_OK) {
+			r.status = e == CUSTOS_ERR_DENIED ? 403 : 400;
+			r.decision = "deny";
+			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
+			span_to(h->authority, r.host, sizeof(r.host));
+			goto reject;
+		}
+	}
+	snprintf(r.host, sizeof(r.host), "%s", host.name);
+	r.port = port;
+	span path = h->path;
+	span_to(path, r.path, sizeof(r.path));
+	span hid = { NULL, 0 };
+	(void)http1_header_get(h, SPAN_LIT(EGRESS_REQUEST_ID_HEADER), &hid);
+	r.how = egress_attribute(c->l->model, hid, r.ingress_id, r.principal);
+
+	const esource *src = NULL;
+	ssrf_target tgt;
+	span ppath = path.len && path.ptr[0] == '/' ? path : SPAN_LIT("/");
+	char key[sizeof(c->ukey)];
+	snprintf(key, sizeof(key), "%d|%s|%u", ih != NULL, host.name, port);
+	bool reuse = c->ufd >= 0 && strcmp(key, c->ukey) == 0;
+	r.status = egress_decide(s, c->l, &r, ih != NULL, &host, port, h->method, ppath,
+	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
+	if (r.status)
+		goto reject;
+
+	/* The upstream head, written while the spans into c->in are valid. */
+	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
+		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
+	http1_write_opts wo = {
+		.framing = h->framing == HTTP1_BODY_CHUNKED  ? HTTP1_BODY_CHUNKED
+		           : h->framing == HTTP1_BODY_LENGTH ? HTTP1_BODY_LENGTH
+		                                             : HTTP1_BODY_NONE,
+		.content_length = h->content_length,
+		.drop = drop,
+		.ndrop = CUSTOS_ARRAY_LEN(drop),
+	};
+	buf_reset(&c->out);
+	if (http1_write_request_head(&c->out, h, &wo) != CUSTOS_OK) {
+		r.status = 400;
+		snprintf(r.reason, sizeof(r.reason), "request head too large to forward");
+		goto reject;
+	}
+	cli_ka = h->keep_alive;
+	bool expect = h->expect_continue;
+	http1_framing rqf = h->framing;
+	http1_method meth = h->meth;
+	http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
+	http1_body bd;
+	http1_body_init(&bd, h, &lim);
+	buf_consume(&c->in, hl); /* h's spans are stale from here */
+
+	/* A kept upstream connection may have been closed by the source while idle: a bodyless
+	 * request that finds it dead before any response byte is sent once more on a new one. */
+	bool can_retry = reuse && rqf == HTTP1_BODY_NONE;
+again:
+	r.status = up_get(c, &r, src, &host, port, &tgt);
+	if (r.status) {
+		r.decision = "error";
+		if (rqf != HTTP1_BODY_NONE)
+			cli_ka = false;
+		reply(c, cli, r.status, r.reason, !cli_ka);
+		egress_audit(s, c->l, &r);
+		return cli_ka;
+	}
+	eio up = { c->ufd, c->ussl };
+	if (expect && eio_write(cli, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+		goto fail_close;
+	expect = false;
+	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0) {
+		if (can_retry)
+			goto retry;
+		goto up_fail;
+	}
+	/* Request body. */
+	while (rqf != HTTP1_BODY_NONE && !http1_body_done(&bd)) {
+		span d = { NULL, 0 };
+		bool done = false;
+		ssize_t k = http1_body_decode(&bd, (const char *)buf_ptr(&c->in), buf_used(&c->in),
+		                              &d, &done);
+		if (k < 0) {
+			r.status = bd.err.status;
+			snprintf(r.reason, sizeof(r.reason), "request body: %s", bd.err.reason);
+			r.decision = "deny";
+			up_close(c);
+			reply(c, cli, r.status, r.reason, true);
+			egress_audit(s, c->l, &r);
+			return false;
+		}
+		if (d.len) {
+			bool ok = rqf == HTTP1_BODY_CHUNKED ? send_chunk(up, d)
+			                                    : eio_write(up, d.ptr, d.len) == 0;
+			if (!ok)
+				goto up_fail;
+			r.bytes_up += d.len;
+		}
+		buf_consume(&c->in, (size_t)k);
+		if (done)
+			break;
+		if (k == 0 && read_more(cli, &c->in) <= 0)
+			goto fail_close;
+	}
+	if (rqf == HTTP1_BODY_CHUNKED && eio_write(up, "0\r\n\r\n", 5) != 0)
+		goto up_fail;
+
+	/* Response head (1xx interim responses skipped). */
+	http1_parser rp;
+	ssize_t rhl;
+	unsigned st;
+	for (;;) {
+		http1_parser_init_response(&rp, NULL, meth);
+		rhl = read_head(up, &c->uin, &rp, &st);
+		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0)
+			goto retry;
+		if (rhl <= 0)
+			goto up_fail;
+		if (rp.head.status >= 200 || rp.head.status == 101)
+			break;
+		buf_consume(&c->uin, (size_t)rhl);
+	}
+	http1_head *rh = &rp.head;
+	r.status = rh->status;
+	uint64_t cap = src->o.max_response ? src->o.max_response : s->o.max_response;
+	if (rh->status == 101 || rh->framing == HTTP1_BODY_TUNNEL) {
+		snprintf(r.reason, sizeof(r.reason), "protocol upgrades are not forwarded");
+		r.status = 502;
+		goto up_fail_reason;
+	}
+	if (rh->framing == HTTP1_BODY_LENGTH && rh->content_length > cap) {
+		snprintf(r.reason, sizeof(r.reason),
+		         "response of %llu bytes exceeds max_response %llu",
+		         (unsigned long long)rh->content_length, (unsigned long long)cap);
+		r.status = 502;
+		goto up_fail_reason;
+	}
+	if (r.classification >= 0)
+		egress_taint_raise(c->l, r.classification);
+	http1_framing rf = rh->framing;
+	http1_framing cf = rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : rf;
+	http1_write_opts ro = { .framing = cf,
+		                .content_length = rh->content_length,
+		                .close = !cli_ka };
+	bool up_ka = rh->keep_alive;
+	http1_body rb;
+	http1_body_init(&rb, rh, NULL);
+	buf_reset(&c->out);
+	if (http1_write_response_head(&c->out, rh, &ro) != CUSTOS_OK) {
+		snprintf(r.reason, sizeof(r.reason), "response head too large");
+		r.status = 502;
+		goto up_fail_reason;
+	}
+	buf_consume(&c->uin, (size_t)rhl);
+	/* Response body, streamed and counted against the cap. Bytes gather in c->out behind the
+	 * head (one send for a small response) and are flushed before waiting on the upstream. */
+	bool body_done = rf == HTTP1_BODY_NONE;
+	while (!body_done) {
+		span d = { NULL, 0 };
+		bool done = false;
+		ssize_t k = buf_used(&c->uin)
+		                    ? http1_body_decode(&rb, (const char *)buf_ptr(&c->uin),
+		                                        buf_used(&c->uin), &d, &done)
+		                    : 0;
+		if (k < 0) {
+			snprintf(r.reason, sizeof(r.reason), "upstream body: %s", rb.err.reason);
+			goto truncated;
+		}
+		if (d.len) {
+			if (r.bytes_down + d.len > cap) {
+				snprintf(r.reason, sizeof(r.reason),
+				         "response exceeded max_response %llu; cut off",
+				         (unsigned long long)cap);
+				goto truncated;
+			}
+			if (buf_used(&c->out) + d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max) {
+				if (flush_out(c, cli) != 0)
+					goto fail_close;
+			}
+			bool ok;
+			if (d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max)
+				ok = cf == HTTP1_BODY_CHUNKED ? send_chunk(cli, d)
+				                              : eio_write(cli, d.ptr, d.len) == 0;
+			else
+				ok = (cf == HTTP1_BODY_CHUNKED
+				              ? http1_chunk_append(&c->out, d)
+				              : buf_append(&c->out, d.ptr, d.len)) == CUSTOS_OK;
+			if (!ok)
+				goto fail_close;
+			r.bytes_down += d.len;
+		}
+		buf_consume(&c->uin, (size_t)k);
+		if (done)
+			break;
+		if (k == 0) {
+			if (flush_out(c, cli) != 0)
+				goto fail_close;
+			ssize_t n = read_more(up, &c->uin);
+			if (n == 0 && http1_body_eof(&rb) == CUSTOS_OK) {
+				up_ka = false;
+				break;
+			}
+			if (n <= 0) {
+				snprintf(r.reason, sizeof(r.reason), "upstream closed mid-body");
+				goto truncated;
+			}
+		}
+	}
+	if (cf == HTTP1_BODY_CHUNKED && http1_chunk_end(&c->out) != CUSTOS_OK)
+		goto fail_close;
+	if (flush_out(c, cli) != 0)
+		goto fail_close;
+	if (!up_ka || rf == HTTP1_BODY_CLOSE || buf_used(&c->uin))
+		up_close(c);
+	egress_audit(s, c->l, &r);
+	return cli_ka;
+
+retry:
+	can_retry = false;
+	up_close(c);
+	{
+		custos_err e = ssrf_resolve(&host, port, src->o.allow_private, &tgt);
+		if (e != CUSTOS_OK) {
+			r.status = e == CUSTOS_ERR_DENIED ? 403 : 502;
+			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
+			r.decision = e == CUSTOS_ERR_DENIED ? "deny" : "error";
+			reply(c, cli, r.status, r.reason, !cli_ka);
+			egress_audit(s, c->l, &r);
+			return cli_ka;
+		}
+	}
+	goto again;
+reject:
+	if (!r.decision)
+		r.decision = "deny";
+	if (h->framing != HTTP1_BODY_NONE)
+		cli_ka = false; /* the body was not read: the connection cannot continue */
+	reply(c, cli, r.status, r.reason, !cli_ka);
+	egress_audit(s, c->l, &r);
+	if (cli_ka)
+		buf_consume(&c->in, hl);
+	return cli_ka;
+up_fail:
+	if (!r.reason[0])
+		snprintf(r.reason, sizeof(r.reason), "upstream failed: closed or timed out");
+	r.status = 502;
+up_fail_reason:
+	r.decision = r.decision && strcmp(r.decision, "allow") == 0 ? "error" : r.decision;
+	up_close(c);
+	reply(c, cli, r.status, r.reason, true);
+	egress_audit(s, c->l, &r);
+	return false;
+truncated:
+	up_close(c);
+	egress_audit(s, c->l, &r);
+	return false;
+fail_close:
+	if (!r.reason[0])
+		snprintf(r.reason, sizeof(r.reason), "client went away");
+	up_close(c);
+	egress_audit(s, c->l, &r);
+	return false;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * CONNECT
+ */
+static int parse_hello(const uint8_t *p, size_t n, char *sni, size_t sn, bool *has)
+{
+	size_t i = 0;
+#define NEED(k)                                                                                    \
+	do {                                                                                       \
+		if (n - i < (k))                                                                   \
+			return -1;                                                                 \
+	} while (0)
+	NEED(35);
+	i += 34; /* version, random */
+	size_t l = p[i++];
+	NEED(l + 2);
+	i += l;
+	l = (size_t)p[i] << 8 | p[i + 1];
+	i += 2;
+	NEED(l + 1);
+	i += l;
+	l = p[i++];
+	NEED(l);
+	i += l;
+	if (i == n)
+		return 1; /* no extensions */
+	NEED(2);
+	size_t el = (size_t)p[i] << 8 | p[i + 1];
+	i += 2;
+	NEED(el);
+	size_t end = i + el;
+	while (i + 4 <= end) {
+		unsigned type = (unsigned)p[i] << 8 | p[i + 1];
+		size_t xl = (size_t)p[i + 2] << 8 | p[i + 3];
+		i += 4;
+		if (xl > end - i)
+			return -1;
+		if (type == 0) {
+			if (*has || xl < 5)
+				return -1;
+			size_t ll = (size_t)p[i] << 8 | p[i + 1];
+			size_t nl = (size_t)p[i + 3] << 8 | p[i + 4];
+			if (ll + 2 != xl || p[i + 2] != 0 || nl + 3 > ll || nl == 0 || nl >= sn)
+				return -1;
+			memcpy(sni, p + i + 5, nl);
+			sni[nl] = '\0';
+			if (strlen(sni) != nl)
+				return -1;
+			*has = true;
+		}
+		i += xl;
+	}
+	return i == end ? 1 : -1;
+#undef NEED
+}
+
+int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has)
+{
+	static _Thread_local uint8_t hs[EGRESS_HELLO_MAX];
+	size_t off = 0, hl = 0;
+	*has = false;
+	while (off + 5 <= n) {
+		if (b[off] != 22 || b[off + 1] != 3)
+			return -1;
+		size_t rl = (size_t)b[off + 3] << 8 | b[off + 4];
+		if (rl == 0 || rl > 16384)
+			return -1;
+		if (off + 5 + rl > n)
+			return 0;
+		if (hl + rl > sizeof(hs))
+			return -1;
+		memcpy(hs + hl, b + off + 5, rl);
+		hl += rl;
+		off += 5 + rl;
+		if (hl >= 4) {
+			if (hs[0] != 1)
+				return -1;
+			size_t ml = (size_t)hs[1] << 16 | (size_t)hs[2] << 8 | hs[3];
+			if (ml + 4 > sizeof(hs))
+				return -1;
+			if (hl >= ml + 4)
+				return parse_hello(hs + 4, ml, sni, sn, has);
+		}
+	}
+	return 0;
+}
+
+static void relay(econn *c, erec *r, uint64_t cap)
+{
+	static _Thread_local uint8_t b[EIO_CHUNK];
+	struct pollfd pf[2] = { { .fd = c->cfd, .events = POLLIN },
+		                { .fd = c->ufd, .events = POLLIN } };
+	bool open_[2] = { true, true };
+	int idle_ms = (int)(c->s->o.idle_timeout_ns / 1000000);
+
+	while (open_[0] || open_[1]) {
+		pf[0].events = open_[0] ? POLLIN : 0;
+		pf[1].events = open_[1] ? POLLIN : 0;
+		int pr = poll(pf, 2, idle_ms);
+		if (pr == -1 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			snprintf(r->reason, sizeof(r->reason),
+			         pr == 0 ? "tunnel idle timeout" : "poll");
+			return;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (!open_[i] || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			int from = pf[i].fd, to = pf[1 - i].fd;
+			ssize_t n;
+			do
+				n = recv(from, b, sizeof(b), MSG_DONTWAIT);
+			while (n == -1 && errno == EINTR);
+			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				continue;
+			if (n <= 0) {
+				open_[i] = false;
+				(void)shutdown(to, SHUT_WR);
+				if (n < 0)
+					return;
+				continue;
+			}
+			if (i == 1) {
+				if (r->bytes_down + (uint64_t)n > cap) {
+					snprintf(r->reason, sizeof(r->reason),
+					         "tunnel exceeded max_response %llu; cut off",
+					         (unsigned long long)cap);
+					return;
+				}
+				r->bytes_down += (uint64_t)n;
+			} else {
+				r->bytes_up += (uint64_t)n;
+			}
+			if (eio_write((eio){ to, NULL }, b, (size_t)n) != 0)
+				return;
+		}
+	}
+}
+
+static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host, uint16_t port,
+                   const ssrf_target *tgt)
+{
+	eio cli = { c->cfd, NULL };
+	char sni[SSRF_MAX_HOST + 1];
+	bool has = false;
+	int hr;
+	while ((hr = egress_hello_sni(buf_ptr(&c->in), buf_used(&c->in), sni, sizeof(sni), &has)) ==
+	       0)
+		if (read_more(cli, &c->in) <= 0)
+			break;
+	if (hr != 1) {
+		r->status = 403;
+		r->decision = "deny";
+		snprintf(r->reason, sizeof(r->reason),
+		         hr == 0 ? "no TLS ClientHello arrived" : "not a TLS ClientHello");
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	if (has) {
+		size_t sl = strlen(sni);
+		if (sl > 0 && sni[sl - 1] == '.')
+			sni[sl - 1] = '\0';
+		snprintf(r->sni, sizeof(r->sni), "%s", sni);
+	}
+	bool match = host->kind == SSRF_HOST_NAME ? has && strcasecmp(sni, host->name) == 0
+	                                          : !has || strcasecmp(sni, host->name) == 0;
+	if (!match) {
+		/* fatal alert unrecognized_name, then close */
+		static const uint8_t alert[] = { 21, 3, 3, 0, 2, 2, 112 };
+		(void)eio_write(cli, alert, sizeof(alert));
+		r->status = 403;
+		r->decision = "deny";
+		snprintf(r->reason, sizeof(r->reason),
+		         "TLS SNI '%s' does not match CONNECT host '%s'", has ? sni : "(none)",
+		         host->name);
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	up_close(c);
+	int fd = connect_any(c, tgt, c->s->o.connect_timeout_ns, r->reason, sizeof(r->reason));
+	if (fd < 0) {
+		r->status = 502;
+		r->decision = "error";
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	pthread_mutex_lock(&c->s->lock);
+	c->ufd = fd;
+	pthread_mutex_unlock(&c->s->lock);
+	snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
+	uint64_t rt = src->o.timeout_ns ? src->o.timeout_ns : c->s->o.read_timeout_ns;
+	set_timeouts(fd, rt, rt);
+	r->status = 200;
+	if (r->classification >= 0)
+		egress_taint_raise(c->l, r->classification);
+	if (eio_write((eio){ fd, NULL }, buf_ptr(&c->in), buf_used(&c->in)) == 0) {
+		r->bytes_up += buf_used(&c->in);
+		buf_reset(&c->in);
+		uint64_t cap = src->o.max_response ? src->o.max_response : c->s->o.max_response;
+		relay(c, r, cap);
+	}
+	(void)port;
+	up_close(c);
+	egress_audit(c->s, c->l, r);
+}
+
+static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *host, uint16_t port)
+{
+	SSL_CTX *ctx = NULL;
+	SSL *ssl = NULL;
+	(void)src;
+	if (buf_used(&c->in)) {
+		r->status = 400;
+		r->decision = "deny";
+		snprintf(r->reason, sizeof(r->reason), "bytes sent before the CONNECT answer");
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	if (mint_ctx_for(c->s->mint, host->name, &ctx) != CUSTOS_OK) {
+		r->status = 502;
+		r->decision = "error";
+		snprintf(r->reason, sizeof(r->reason), "minting a certificate: %s", err_msg());
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL keeps its own reference */
+	if (ssl == NULL || SSL_set_fd(ssl, c->cfd) != 1 || SSL_accept(ssl) != 1) {
+		unsigned long oe = ERR_peek_error();
+		char eb[160] = "";
+		if (oe)
+			ERR_error_string_n(oe, eb, sizeof(eb));
+		ERR_clear_error();
+		r->status = 403;
+		r->decision = "error";
+		snprintf(r->reason, sizeof(r->reason),
+		         "client TLS handshake with the interception certificate failed (does the "
+		         "sandbox trust the custos CA?): %s",
+		         eb);
+		SSL_free(ssl);
+		egress_audit(c->s, c->l, r);
+		return;
+	}
+	const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (sn) {
+		snprintf(r->sni, sizeof(r->sni), "%s", sn);
+		size_t sl = strlen(r->sni);
+		if (sl && r->sni[sl - 1] == '.')
+			r->sni[sl - 1] = '\0';
+		if (strcasecmp(r->sni, host->name) != 0) {
+			r->status = 403;
+			r->decision = "deny";
+			snprintf(r->reason, sizeof(r->reason),
+			         "TLS SNI '%s' does not match CONNECT host '%s'", r->sni,
+			         host->name);
+			SSL_free(ssl);
+			egress_audit(c->s, c->l, r);
+			return;
+		}
+	}
+	r->status = 200;
+	egress_audit(c->s, c->l, r); /* the tunnel; each request inside gets its own event */
+	eio cli = { c->cfd, ssl };
+	for (;;) {
+		http1_parser p;
+		unsigned st;
+		http1_parser_init_request(&p, NULL);
+		ssize_t hl = read_head(cli, &c->in, &p, &st);
+		if (hl <= 0) {
+			if (st)
+				reply(c, cli, st, p.err.reason, true);
+			break;
+		}
+		if (!handle_request(c, cli, &p, (size_t)hl, host, port))
+			break;
+	}
+	up_close(c);
+	(void)SSL_shutdown(ssl);
+	SSL_free(ssl);
+}
+
+static void handle_connect(econn *c, http1_parser *p, size_t hl)
+{
+	http1_head *h = &p->head;
+	eio cli = { c->cfd, NULL };
+	erec r;
+	span hs;
+	ssrf_host host;
+	uint16_t port = 0;
+
+	erec_init(&r, "connect");
+	snprintf(r.method, sizeof(r.method), "CONNECT");
+	r.scheme = "https";
+	span auth = h->authority.len ? h->authority : h->target;
+	custos_err e = ssrf_split_authority(auth, 0, &hs, &port);
+	if (e == CUSTOS_OK)
+		e = ssrf_parse_host(hs, &host);
+	if (e != CUSTOS_OK) {
+		r.status = e == CUSTOS_ERR_DENIED ? 403 : 400;
+		r.decision = "deny";
+		snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
+		span_to(auth, r.host, sizeof(r.host));
+		reply(c, cli, r.status, r.reason, true);
+		egress_audit(c->s, c->l, &r);
+		return;
+	}
+	snprintf(r.host, sizeof(r.host), "%s", host.name);
+	r.port = port;
+	span hid = { NULL, 0 };
+	(void)http1_header_get(h, SPAN_LIT(EGRESS_REQUEST_ID_HEADER), &hid);
+	r.how = egress_attribute(c->l->model, hid, r.ingress_id, r.principal);
+	const esource *src = egress_find_source(c->s, true, &host, port);
+	bool icpt = src && src->o.intercept;
+	ssrf_target tgt;
+	r.status =
+	        egress_decide(c->s, c->l, &r, true, &host, port, SPAN_LIT("CONNECT"), SPAN_LIT(""),
+	                      icpt ? EDECIDE_INTERCEPT : EDECIDE_CONNECT, &src, &tgt);
+	buf_consume(&c->in, hl);
+	if (r.status) {
+		reply(c, cli, r.status, r.reason, true);
+		egress_audit(c->s, c->l, &r);
+		return;
+	}
+	if (eio_write(cli, ECONNECTED_MSG, sizeof(ECONNECTED_MSG) - 1) != 0)
+		return;
+	if (icpt) {
+		r.kind = "intercept-tunnel";
+		intercept(c, &r, src, &host, port);
+	} else {
+		tunnel(c, &r, src, &host, port, &tgt);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Connection
+ */
+void egress_conn_shutdown_all(egress_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	for (econn *c = s->conns; c; c = c->next) {
+		(void)shutdown(c->cfd, SHUT_RDWR);
+		if (c->ufd >= 0)
+			(void)shutdown(c->ufd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote)
+{
+	econn c = { .s = s, .l = l, .cfd = fd, .ufd = -1 };
+	eio cli = { fd, NULL };
+
+	snprintf(c.remote, sizeof(c.remote), "%s", remote);
+	buf_init(&c.in, EIN_MAX);
+	buf_init(&c.uin, EUP_MAX);
+	buf_init(&c.out, EOUT_MAX);
+	set_timeouts(fd, s->o.idle_timeout_ns, s->o.read_timeout_ns);
+	pthread_mutex_lock(&s->lock);
+	c.next = s->conns;
+	if (s->conns)
+		s->conns->prev = &c;
+	s->conns = &c;
+	s->nconns++;
+	pthread_mutex_unlock(&s->lock);
+
+	while (!atomic_load(&s->stopping)) {
+		http1_parser p;
+		unsigned st;
+		http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
+		http1_parser_init_request(&p, &lim);
+		ssize_t hl = read_head(cli, &c.in, &p, &st);
+		if (hl <= 0) {
+			if (st) {
+				erec r;
+				erec_init(&r, "http");
+				r.status = st;
+				r.decision = "deny";
+				snprintf(r.reason, sizeof(r.reason), "malformed request: %s",
+				         p.err.reason);
+				reply(&c, cli, st, r.reason, true);
+				egress_audit(s, l, &r);
+			}
+			break;
+		}
+		http1_head *h = &p.head;
+		if (h->meth == HTTP1_M_CONNECT) {
+			handle_connect(&c, &p, (size_t)hl);
+			break;
+		}
+		if (h->form != HTTP1_TARGET_ABSOLUTE ||
+		    !span_case_eq(h->scheme, SPAN_LIT("http"))) {
+			erec r;
+			erec_init(&r, "http");
+			span_to(h->method, r.method, sizeof(r.method));
+			span_to(h->target, r.path, sizeof(r.path));
+			r.status = 400;
+			r.decision = "deny";
+			snprintf(r.reason, sizeof(r.reason),
+			         h->form == HTTP1_TARGET_ABSOLUTE
+			                 ? "https:// targets go through CONNECT"
+			                 : "a forward proxy takes absolute URIs (http://host/path) "
+			                   "or CONNECT");
+			reply(&c, cli, 400, r.reason, true);
+			egress_audit(s, l, &r);
+			break;
+		}
+		if (!handle_request(&c, cli, &p, (size_t)hl, NULL, 0))
+			break;
+	}
+
+	up_close(&c);
+	pthread_mutex_lock(&s->lock);
+	if (c.prev)
+		c.prev->next = c.next;
+	else
+		s->conns = c.next;
+	if (c.next)
+		c.next->prev = c.prev;
+	s->nconns--;
+	pthread_mutex_unlock(&s->lock);
+	close(fd);
+	buf_free(&c.in);
+	buf_free(&c.uin);
+	buf_free(&c.out);
+	(void)ignore;
+}

@@ -1,0 +1,116 @@
+/*
+ * Egress proxy internals shared by egress.c (server, listeners, attribution registry, policy,
+ * audit) and egress_conn.c (one thread per client connection: forward, tunnel, intercept).
+ */
+#ifndef CUSTOS_PROXY_EGRESS_INT_H
+#define CUSTOS_PROXY_EGRESS_INT_H
+
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "custos/egress.h"
+#include "http1.h"
+#include "mint.h"
+#include "ssrf.h"
+
+#ifndef NS_PER_S
+#define NS_PER_S 1000000000ull
+#endif
+
+struct policy;
+struct econn;
+
+typedef struct elistener {
+	struct egress_server *srv;
+	size_t index;
+	int fd;
+	unsigned port;
+	pthread_t th;
+	bool started;
+	atomic_uint active; /* open connections */
+	atomic_int taint;   /* policy_class read so far */
+	atomic_int next_fd; /* a replacement listener (restarted sandbox), or -1 */
+	char *model, *sandbox;
+	int isolation;
+} elistener;
+
+/* A configured source with its host in canonical form and its upstream TLS context. */
+typedef struct esource {
+	egress_source o;
+	ssrf_host host;
+	SSL_CTX *tls; /* https sources: verification against ca_file or the system store */
+} esource;
+
+struct egress_server {
+	egress_options o; /* sources/listeners moved out into the arrays below */
+	esource *src;
+	size_t nsrc;
+	elistener *ls;
+	size_t nls;
+	struct policy_store *store; /* NULL: no policy file (the catalogue alone decides) */
+	mint *mint;
+	atomic_bool stopping;
+	pthread_mutex_t lock; /* conns list and count */
+	pthread_cond_t idle;
+	struct econn *conns;
+	size_t nconns;
+};
+
+/* One egress decision and its audit record. */
+typedef struct erec {
+	char id[40];
+	const char *kind; /* "http", "connect", "intercepted" */
+	char method[24];
+	const char *scheme;
+	char host[SSRF_MAX_HOST + 3];
+	uint16_t port;
+	char path[512]; /* truncated for audit */
+	const char *source;
+	int classification; /* policy_class, -1 unknown */
+	const char *decision;
+	char reason[256];
+	char rules[256];
+	bool shadow;
+	unsigned status;
+	char addr[64];
+	char sni[SSRF_MAX_HOST + 1];
+	uint64_t bytes_up, bytes_down;
+	egress_attr_how how;
+	char ingress_id[EGRESS_ID_MAX];
+	char principal[EGRESS_PRINCIPAL_MAX];
+	uint64_t t_start;
+} erec;
+
+/* egress.c */
+void erec_init(erec *r, const char *kind);
+void egress_audit(egress_server *s, const elistener *l, const erec *r);
+/* Decides a destination: source match, policy (with attribution already in r), SSRF.
+ * Returns 0 (allowed; *src and tgt filled) or the status to answer (403, 502) with r->reason.
+ * mode says what is known (see edecide). */
+typedef enum edecide {
+	EDECIDE_REQUEST = 0, /* a whole request: source by path prefix, policy on method + path */
+	EDECIDE_CONNECT,     /* a tunnel decided on host:port alone: policy with method CONNECT */
+	EDECIDE_INTERCEPT,   /* an intercepted tunnel: source and SSRF now, policy per request */
+	EDECIDE_REUSE,       /* a request on a kept upstream connection to this very destination: as
+	                  REQUEST, without resolving again (the connection's address was checked) */
+} edecide;
+/* Source lookup alone (first source on host:port for the scheme); NULL when none. */
+const esource *egress_find_source(egress_server *s, bool https, const ssrf_host *h, uint16_t port);
+unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https,
+                       const ssrf_host *h, uint16_t port, span method, span path, edecide mode,
+                       const esource **src, ssrf_target *tgt);
+/* Raises the listener's taint to the source's classification. */
+void egress_taint_raise(elistener *l, int cls);
+
+/* egress_conn.c */
+/* Serves one accepted client connection to the end (runs on its own thread). */
+void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote);
+/* Parses the TLS ClientHello at the start of b[n] (possibly over several records, at most
+ * EGRESS_HELLO_MAX bytes of handshake): 1 with the SNI host name in sni[sn] and *has set (or
+ * *has false when there is none), 0 need more bytes, -1 not a well-formed ClientHello. */
+int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has);
+/* Shuts every open connection's sockets down (egress_stop). */
+void egress_conn_shutdown_all(egress_server *s);
+
+#endif

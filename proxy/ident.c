@@ -1,0 +1,142 @@
+/*
+ * Caller identity: facts from the verified client certificate (SAN URI/DNS/email, subject CN,
+ * issuer) and bearer API keys (SHA-256 digest, compared in constant time).
+ */
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy_int.h"
+
+static void free_list(char **v, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free(v[i]);
+	*n = 0;
+}
+
+void ident_clear_bearer(ident *id)
+{
+	free(id->key_principal);
+	id->key_principal = NULL;
+	OPENSSL_cleanse(id->api_key_sha256, sizeof(id->api_key_sha256));
+	id->has_api_key = false;
+	free(id->jwt_iss);
+	free(id->jwt_sub);
+	id->jwt_iss = id->jwt_sub = NULL;
+	free_list(id->jwt_groups, &id->n_jwt_groups);
+}
+
+void ident_free(ident *id)
+{
+	ident_clear_bearer(id);
+	free_list(id->san_uri, &id->n_uri);
+	free_list(id->san_dns, &id->n_dns);
+	free_list(id->san_email, &id->n_email);
+	free(id->cn);
+	free(id->issuer);
+	*id = (ident){ 0 };
+}
+
+/* A printable copy of an ASN.1 string; NULL when it holds a NUL or control byte (never trust
+ * a certificate's bytes to be text). */
+static char *asn1_text(const ASN1_STRING *s)
+{
+	const unsigned char *p = ASN1_STRING_get0_data(s);
+	int n = ASN1_STRING_length(s);
+
+	if (p == NULL || n <= 0 || n > PROXY_PRINCIPAL_MAX)
+		return NULL;
+	for (int i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return NULL;
+	return xstrndup((const char *)p, (size_t)n);
+}
+
+void ident_from_cert(ident *id, SSL *ssl)
+{
+	X509 *x = SSL_get1_peer_certificate(ssl);
+
+	if (x == NULL)
+		return;
+	if (SSL_get_verify_result(ssl) != X509_V_OK) {
+		X509_free(x);
+		return;
+	}
+	id->has_cert = true;
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		char **list;
+		size_t *n;
+		switch (g->type) {
+		case GEN_URI:
+			list = id->san_uri, n = &id->n_uri;
+			break;
+		case GEN_DNS:
+			list = id->san_dns, n = &id->n_dns;
+			break;
+		case GEN_EMAIL:
+			list = id->san_email, n = &id->n_email;
+			break;
+		default:
+			continue;
+		}
+		if (*n >= PROXY_MAX_SAN)
+			continue;
+		char *t = asn1_text(g->d.ia5);
+		if (t)
+			list[(*n)++] = t;
+	}
+	GENERAL_NAMES_free(gens);
+	X509_NAME *subj = X509_get_subject_name(x);
+	int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+	if (idx >= 0)
+		id->cn = asn1_text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)));
+	BIO *b = BIO_new(BIO_s_mem());
+	if (b && X509_NAME_print_ex(b, X509_get_issuer_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+		char *p;
+		long n = BIO_get_mem_data(b, &p);
+		if (n > 0 && n <= 1024)
+			id->issuer = xstrndup(p, (size_t)n);
+	}
+	BIO_free(b);
+	X509_free(x);
+}
+
+void ident_api_key(ident *id, span key, const proxy_api_key *keys, size_t n)
+{
+	unsigned int len = 0;
+
+	if (EVP_Digest(key.ptr, key.len, id->api_key_sha256, &len, EVP_sha256(), NULL) != 1 ||
+	    len != 32)
+		return;
+	id->has_api_key = true;
+	/* Every configured key is compared, so timing does not tell which one matched. */
+	const proxy_api_key *hit = NULL;
+	for (size_t i = 0; i < n; i++) {
+		int diff = CRYPTO_memcmp(keys[i].sha256, id->api_key_sha256, 32);
+		if (diff == 0 && hit == NULL)
+			hit = &keys[i];
+	}
+	if (hit)
+		id->key_principal = xstrdup(hit->principal);
+}
+
+const char *ident_label(const ident *id)
+{
+	if (id->key_principal)
+		return id->key_principal;
+	if (id->jwt_sub)
+		return id->jwt_sub;
+	if (id->n_uri)
+		return id->san_uri[0];
+	if (id->n_dns)
+		return id->san_dns[0];
+	if (id->n_email)
+		return id->san_email[0];
+	if (id->cn)
+		return id->cn;
+	return id->has_api_key ? "unknown-api-key" : "anonymous";
+}

@@ -1,0 +1,254 @@
+/*
+ * Ingress proxy internals shared by the files of proxy/: the reloadable state, workers, client and
+ * upstream connections, identity, limits, and the two integration points (decide.c for
+ * policy, emit.c for audit).
+ */
+#ifndef CUSTOS_PROXY_INT_H
+#define CUSTOS_PROXY_INT_H
+
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "custos/proxy.h"
+#include "http1.h"
+#include "loop.h"
+#include "openai.h"
+#include "sse.h"
+
+#define PROXY_INBUF_MAX    (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
+#define PROXY_UPIN_MAX     (64u * 1024u)  /* upstream read buffer */
+#define PROXY_RESP_KEEP    (256u * 1024u) /* non-stream JSON response kept to read `usage` */
+#define PROXY_MAX_SAN      8
+#define PROXY_ACCEPT_BATCH 64
+
+/* For results that cannot change what happens next (truncation of a label, a best-effort
+ * error body); gcc does not let a (void) cast drop warn_unused_result. */
+static inline void proxy_ignore(custos_err e)
+{
+	(void)e;
+}
+
+/* ---- identity (ident.c, jwt.c) ---- */
+typedef enum ident_method {
+	IDENT_NONE = 0,
+	IDENT_MTLS,
+	IDENT_API_KEY,
+	IDENT_JWT,
+} ident_method;
+
+typedef struct ident {
+	ident_method method;
+	/* mTLS facts (copied out of the peer certificate at handshake end) */
+	bool has_cert;
+	char *san_uri[PROXY_MAX_SAN];
+	size_t n_uri;
+	char *san_dns[PROXY_MAX_SAN];
+	size_t n_dns;
+	char *san_email[PROXY_MAX_SAN];
+	size_t n_email;
+	char *cn;
+	char *issuer;
+	/* bearer */
+	bool has_api_key;
+	uint8_t api_key_sha256[32];
+	char *key_principal; /* from proxy api_keys, when configured and matched */
+	/* JWT (verified) */
+	char *jwt_iss, *jwt_sub;
+	char *jwt_groups[16];
+	size_t n_jwt_groups;
+} ident;
+
+void ident_clear_bearer(ident *id);
+void ident_free(ident *id);
+/* Copies the verified peer certificate's SANs, CN and issuer into id. */
+void ident_from_cert(ident *id, SSL *ssl);
+/* SHA-256 of the key; matches it against keys[] in constant time (every key compared). */
+void ident_api_key(ident *id, span key, const proxy_api_key *keys, size_t n);
+/* A short printable name for logs and audit: principal id if known, else a fact. */
+const char *ident_label(const ident *id);
+
+struct jwks;
+custos_err jwks_load(const char *path, struct jwks **out) CUSTOS_WUR;
+void jwks_free(struct jwks *k);
+/* Verifies token (signature against k, exp/nbf with leeway, iss, aud) and fills id's JWT
+ * fields. CUSTOS_ERR_DENIED with a reason in err_msg when the token is not acceptable. */
+custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token, uint64_t now_s,
+                      ident *id) CUSTOS_WUR;
+
+/* ---- reloadable state ---- */
+typedef struct proxy_state {
+	atomic_uint refs;
+	uint64_t gen;
+	proxy_options o;
+	SSL_CTX *srv_ctx[PROXY_MAX_LISTENERS]; /* per listener; NULL for plain ones */
+	SSL_CTX *up_ctx[PROXY_MAX_UPSTREAMS];
+	struct jwks *jwks;
+	struct decide_policy *pol;
+	http1_limits hlim;
+	uint64_t max_body;
+} proxy_state;
+
+proxy_state *state_ref(proxy_state *st);
+void state_unref(proxy_state *st);
+
+/* ---- TLS (tls.c) ---- */
+custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
+custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out) CUSTOS_WUR;
+/* Sets the thread's error from OpenSSL's queue (and clears it); returns code. */
+custos_err tls_openssl_err(custos_err code, const char *what);
+
+/* ---- sockets with optional TLS (sock.c) ---- */
+enum { SOCK_OK = 0, SOCK_AGAIN = -1, SOCK_EOF = -2, SOCK_ERR = -3 };
+typedef struct sock {
+	int fd;
+	SSL *ssl;
+	bool rd_ready, wr_ready;        /* epoll said so and no EAGAIN since */
+	uint8_t rd_blocked, wr_blocked; /* 0, 'r' or 'w': what the last AGAIN waited for */
+	bool closed_write;
+} sock;
+void sock_event(sock *s, uint32_t events);
+bool sock_can_read(const sock *s);
+bool sock_can_write(const sock *s);
+/* Reads into b (at most max bytes): >0 bytes, or SOCK_AGAIN/SOCK_EOF/SOCK_ERR. */
+ssize_t sock_read(sock *s, buf *b, size_t max);
+/* Writes from b, consuming what was written: >=0 bytes, or SOCK_AGAIN/SOCK_ERR. */
+ssize_t sock_write(sock *s, buf *b);
+/* TLS handshake step: SOCK_OK done, SOCK_AGAIN, SOCK_ERR. */
+int sock_handshake(sock *s);
+void sock_close(sock *s);
+
+/* ---- limits: rate and token budgets per principal, shared by workers (limits.c) ---- */
+struct limiter;
+custos_err limiter_new(struct limiter **out) CUSTOS_WUR;
+void limiter_free(struct limiter *l);
+typedef enum limit_result { LIMIT_OK = 0, LIMIT_RATE, LIMIT_TOKENS } limit_result;
+/* Takes one request from the principal's bucket and checks its token budget. */
+limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, uint64_t rate_ns,
+                           uint64_t tokens, uint64_t tokens_ns, uint64_t now_ns);
+/* Charges used tokens to the principal's budget window. */
+void limiter_charge(struct limiter *l, const char *key, uint64_t tokens, uint64_t tokens_ns,
+                    uint64_t now_ns);
+
+/* ---- policy (decide.c) ---- */
+typedef struct decide_in {
+	const ident *id;
+	span method, path, model;
+	uint64_t body_size;
+	bool authenticated;
+} decide_in;
+
+typedef struct decide_out {
+	bool allow;         /* what the proxy does */
+	bool verdict_allow; /* what enforcement decided */
+	bool shadow;
+	bool principal_known;
+	char principal[PROXY_PRINCIPAL_MAX];
+	const char *reason;
+	char rules[256]; /* comma-separated rule ids */
+	uint64_t max_body, max_tokens;
+	uint64_t rate, rate_ns, tokens, tokens_ns;
+	char policy_hash[65];
+} decide_out;
+
+struct decide_policy;
+custos_err decide_load(const char *path, struct decide_policy **out) CUSTOS_WUR;
+void decide_free(struct decide_policy *p);
+/* True when a principal matches the identity (used to tell 401 from 403). */
+void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
+
+/* ---- audit (emit.c) ---- */
+typedef struct emit_rec {
+	const char *type; /* "http.request" or "http.reject" */
+	const char *request_id;
+	const char *principal;
+	const char *auth; /* method */
+	const char *remote;
+	span method, path, model;
+	unsigned status;
+	const char *decision; /* "allow", "deny", "error" */
+	const char *reason;
+	const char *rules;
+	bool shadow;
+	const char *upstream;
+	uint64_t bytes_in, bytes_out;
+	uint64_t prompt_tokens, completion_tokens;
+	bool stream;
+	uint64_t t_tls, t_policy, t_upstream, t_total;
+	const char *policy_hash;
+} emit_rec;
+
+/* Submits one event; a refused submit is returned (callers fail closed with 503). */
+custos_err emit_event(struct audit_writer *w, const emit_rec *r) CUSTOS_WUR;
+/* False while the audit writer reports a failure (disk full...): requests are then refused
+ * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
+bool emit_ready(struct audit_writer *w);
+
+/* ---- server, workers, connections ---- */
+typedef struct lsock {
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	bool tls;
+	bool is_unix;
+	size_t index;  /* position in the listener list */
+	int shared_fd; /* Unix listeners: one fd for all workers */
+	unsigned port;
+} lsock;
+
+struct upconn;
+struct conn;
+
+typedef struct upool {
+	struct upconn *idle; /* singly linked */
+	unsigned n;
+} upool;
+
+typedef struct worker {
+	struct proxy_server *srv;
+	unsigned id;
+	pthread_t th;
+	ev_loop loop;
+	int lfd[PROXY_MAX_LISTENERS];
+	ev_io lio[PROXY_MAX_LISTENERS];
+	int wake_fd;
+	ev_io wake_io;
+	proxy_state *st;
+	uint64_t st_gen;
+	struct conn *conns; /* doubly linked: every open client connection */
+	size_t nconns;
+	upool pools[PROXY_MAX_UPSTREAMS];
+	bool draining;
+	uint64_t drain_deadline;
+	uint64_t reqseq;
+	char id_prefix[17];
+} worker;
+
+struct proxy_server {
+	unsigned nworkers;
+	worker *workers;
+	lsock ls[PROXY_MAX_LISTENERS];
+	size_t nls;
+	pthread_mutex_t st_lock;
+	proxy_state *st;
+	atomic_uint_fast64_t gen;
+	atomic_bool stopping;
+	uint64_t grace_ns;
+	struct limiter *lim;
+	struct audit_writer *audit;
+	int sig_pipe[2];
+};
+
+/* Current state with a reference (worker caches it; refreshed when the generation moves). */
+proxy_state *worker_state(worker *w);
+
+/* conn.c */
+void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, socklen_t salen);
+/* Drain: idle connections closed now, busy ones after their response. */
+void conn_drain_all(worker *w);
+void conn_close_all(worker *w);
+void upool_free_all(worker *w);
+
+#endif

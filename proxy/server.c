@@ -1,0 +1,565 @@
+/*
+ * The server: listeners (one SO_REUSEPORT socket per worker and TCP address; a shared one
+ * for Unix sockets), worker threads with their event loops, the reloadable state (config,
+ * certificates, policy) swapped atomically on SIGHUP, and graceful shutdown on SIGTERM.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy_int.h"
+
+#define NS_PER_S       1000000000ull
+#define LISTEN_BACKLOG 4096
+
+custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
+
+/* ---------------------------------------------------------------------------------------------
+ * options and state
+ */
+void proxy_options_free(proxy_options *o)
+{
+	for (size_t i = 0; i < o->nlisteners; i++) {
+		proxy_tls_opts *t = &o->listeners[i].tls_opts;
+		free(o->listeners[i].address);
+		for (size_t j = 0; j < PROXY_MAX_CERTS; j++) {
+			free(t->cert_file[j]);
+			free(t->key_file[j]);
+		}
+		free(t->client_ca);
+		free(t->ciphers);
+		free(t->ciphersuites);
+	}
+	for (size_t i = 0; i < o->nupstreams; i++) {
+		free(o->upstreams[i].name);
+		free(o->upstreams[i].address);
+		free(o->upstreams[i].tls_ca);
+		free(o->upstreams[i].tls_name);
+	}
+	for (size_t i = 0; i < o->nroutes; i++) {
+		free(o->routes[i].model);
+		free(o->routes[i].path_prefix);
+		free(o->routes[i].model_id);
+	}
+	for (size_t i = 0; i < o->napi_keys; i++)
+		free(o->api_keys[i].principal);
+	if (o->api_keys)
+		OPENSSL_cleanse(o->api_keys, o->napi_keys * sizeof(o->api_keys[0]));
+	free(o->api_keys);
+	free(o->jwt.jwks_file);
+	free(o->jwt.issuer);
+	free(o->jwt.audience);
+	free(o->jwt.principal_claim);
+	free(o->policy_file);
+	memset(o, 0, sizeof(*o));
+}
+
+proxy_state *state_ref(proxy_state *st)
+{
+	atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+	return st;
+}
+
+static void state_free(proxy_state *st)
+{
+	for (size_t i = 0; i < PROXY_MAX_LISTENERS; i++)
+		SSL_CTX_free(st->srv_ctx[i]);
+	for (size_t i = 0; i < PROXY_MAX_UPSTREAMS; i++)
+		SSL_CTX_free(st->up_ctx[i]);
+	jwks_free(st->jwks);
+	decide_free(st->pol);
+	proxy_options_free(&st->o);
+	free(st);
+}
+
+void state_unref(proxy_state *st)
+{
+	if (st && atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) == 1)
+		state_free(st);
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_UNIX)
+		return true;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+	}
+	return false;
+}
+
+/* Checks o and builds the state from it; takes over o's contents (zeroed on return). */
+static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
+{
+	proxy_state *st = xcalloc(1, sizeof(*st));
+	custos_err e = CUSTOS_OK;
+
+	*out = NULL;
+	st->o = *o;
+	memset(o, 0, sizeof(*o));
+	atomic_init(&st->refs, 1);
+	st->gen = gen;
+	o = &st->o;
+	if (o->nlisteners == 0 || o->nlisteners > PROXY_MAX_LISTENERS) {
+		e = err_set(CUSTOS_ERR_INVAL, "proxy: 1..%d listeners needed", PROXY_MAX_LISTENERS);
+		goto fail;
+	}
+	if (o->nupstreams == 0 || o->nupstreams > PROXY_MAX_UPSTREAMS ||
+	    o->nroutes > PROXY_MAX_ROUTES || o->napi_keys > PROXY_MAX_API_KEYS) {
+		e = err_set(CUSTOS_ERR_INVAL, "proxy: 1..%d upstreams, at most %d routes needed",
+		            PROXY_MAX_UPSTREAMS, PROXY_MAX_ROUTES);
+		goto fail;
+	}
+	for (size_t i = 0; i < o->nroutes; i++) {
+		if (o->routes[i].upstream >= o->nupstreams) {
+			e = err_set(CUSTOS_ERR_INVAL, "proxy: route %zu names no upstream", i + 1);
+			goto fail;
+		}
+	}
+	if (o->max_body > PROXY_BODY_MAX) {
+		e = err_set(CUSTOS_ERR_LIMIT, "proxy: max_body above %u bytes", PROXY_BODY_MAX);
+		goto fail;
+	}
+	st->max_body = o->max_body ? o->max_body : PROXY_BODY_DEFAULT;
+	st->hlim.max_body = st->max_body;
+	for (size_t i = 0; i < o->nlisteners; i++) {
+		if (o->listeners[i].tls &&
+		    (e = tls_server_ctx(&o->listeners[i].tls_opts, &st->srv_ctx[i])) != CUSTOS_OK) {
+			e = err_wrap(e, "listener %s", o->listeners[i].address);
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < o->nupstreams; i++) {
+		if (o->upstreams[i].tls &&
+		    (e = tls_client_ctx(&o->upstreams[i], &st->up_ctx[i])) != CUSTOS_OK) {
+			e = err_wrap(e, "upstream %s", o->upstreams[i].name);
+			goto fail;
+		}
+	}
+	if (o->jwt.jwks_file && (e = jwks_load(o->jwt.jwks_file, &st->jwks)) != CUSTOS_OK)
+		goto fail;
+	if (o->policy_file) {
+		if ((e = decide_load(o->policy_file, &st->pol)) != CUSTOS_OK)
+			goto fail;
+	} else {
+		log_warn("proxy: no policy file: every authenticated request is allowed");
+	}
+	*out = st;
+	return CUSTOS_OK;
+fail:
+	state_free(st);
+	return e;
+}
+
+proxy_state *worker_state(worker *w)
+{
+	proxy_server *s = w->srv;
+	uint64_t g = atomic_load_explicit(&s->gen, memory_order_acquire);
+
+	if (g != w->st_gen) {
+		pthread_mutex_lock(&s->st_lock);
+		proxy_state *n = state_ref(s->st);
+		w->st_gen = atomic_load(&s->gen);
+		pthread_mutex_unlock(&s->st_lock);
+		state_unref(w->st);
+		w->st = n;
+	}
+	return w->st;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * listeners
+ */
+static custos_err open_listener(lsock *ls, int *out)
+{
+	int fd = socket(ls->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+
+	*out = -1;
+	if (fd == -1)
+		return err_sys("socket");
+	if (ls->ss.ss_family != AF_UNIX) {
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+			close(fd);
+			return err_sys("setsockopt SO_REUSEPORT");
+		}
+	} else {
+		struct sockaddr_un *un = (struct sockaddr_un *)&ls->ss;
+		struct stat sb;
+		/* Only a stale socket is removed, never another kind of file. */
+		if (lstat(un->sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			(void)unlink(un->sun_path);
+	}
+	if (bind(fd, (struct sockaddr *)&ls->ss, ls->sslen) == -1) {
+		custos_err e = err_sys("bind");
+		close(fd);
+		return e;
+	}
+	if (listen(fd, LISTEN_BACKLOG) == -1) {
+		custos_err e = err_sys("listen");
+		close(fd);
+		return e;
+	}
+	if (ls->ss.ss_family != AF_UNIX && ls->port == 0) {
+		struct sockaddr_storage got;
+		socklen_t gl = sizeof(got);
+		if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0) {
+			unsigned port = got.ss_family == AF_INET
+			                        ? ntohs(((struct sockaddr_in *)&got)->sin_port)
+			                        : ntohs(((struct sockaddr_in6 *)&got)->sin6_port);
+			ls->port = port;
+			/* Later workers bind the same port (SO_REUSEPORT). */
+			if (ls->ss.ss_family == AF_INET)
+				((struct sockaddr_in *)&ls->ss)->sin_port = htons((uint16_t)port);
+			else
+				((struct sockaddr_in6 *)&ls->ss)->sin6_port = htons((uint16_t)port);
+		}
+	}
+	*out = fd;
+	return CUSTOS_OK;
+}
+
+static void on_wake(ev_loop *l, void *obj, uint32_t events)
+{
+	worker *w = obj;
+	uint64_t v;
+	(void)!read(w->wake_fd, &v, sizeof(v));
+}
+
+/* Listener callback: obj is the worker; the listener index is found from the ev_io. */
+static void accept_on(worker *w, size_t li)
+{
+	proxy_server *s = w->srv;
+
+	for (int i = 0; i < PROXY_ACCEPT_BATCH && !w->draining; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(w->lfd[li], (struct sockaddr *)&ss, &sl,
+		                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN)
+				log_warn("proxy: accept: %s", strerror(errno));
+			return;
+		}
+		proxy_state *st = worker_state(w);
+		uint64_t maxc = st->o.max_connections;
+		if (maxc && (uint64_t)w->nconns * s->nworkers >= maxc) {
+			/* Over the limit: closed at once (a level-triggered listener must not be
+			 * left readable, and a queued connection would only time out). */
+			close(fd);
+			continue;
+		}
+		conn_accept(w, fd, &s->ls[li], (struct sockaddr *)&ss, sl);
+	}
+}
+
+#define DEFINE_ACCEPT(n)                                                                           \
+	static void on_accept_##n(ev_loop *l, void *obj, uint32_t events)                          \
+	{                                                                                          \
+		accept_on(obj, n);                                                                 \
+	}
+DEFINE_ACCEPT(0)
+DEFINE_ACCEPT(1)
+DEFINE_ACCEPT(2)
+DEFINE_ACCEPT(3)
+DEFINE_ACCEPT(4)
+DEFINE_ACCEPT(5)
+DEFINE_ACCEPT(6)
+DEFINE_ACCEPT(7)
+DEFINE_ACCEPT(8)
+DEFINE_ACCEPT(9)
+DEFINE_ACCEPT(10)
+DEFINE_ACCEPT(11)
+DEFINE_ACCEPT(12)
+DEFINE_ACCEPT(13)
+DEFINE_ACCEPT(14)
+DEFINE_ACCEPT(15)
+static const ev_io_cb accept_cbs[PROXY_MAX_LISTENERS] = {
+	on_accept_0,  on_accept_1,  on_accept_2,  on_accept_3,  on_accept_4,  on_accept_5,
+	on_accept_6,  on_accept_7,  on_accept_8,  on_accept_9,  on_accept_10, on_accept_11,
+	on_accept_12, on_accept_13, on_accept_14, on_accept_15,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * create / run / reload / free
+ */
+custos_err proxy_create(proxy_options *in, proxy_server **out)
+{
+	proxy_options o = *in; /* shallow: the state takes the strings over */
+	proxy_server *s = xcalloc(1, sizeof(*s));
+	custos_err e;
+
+	*out = NULL;
+	memset(in, 0, sizeof(*in));
+	pthread_mutex_init(&s->st_lock, NULL);
+	s->sig_pipe[0] = s->sig_pipe[1] = -1;
+	for (size_t i = 0; i < o.nlisteners && i < PROXY_MAX_LISTENERS; i++) {
+		lsock *ls = &s->ls[i];
+		const proxy_listener_opts *lo = &o.listeners[i];
+		if ((e = proxy_parse_address(lo->address, &ls->ss, &ls->sslen)) != CUSTOS_OK) {
+			proxy_options_free(&o);
+			free(s);
+			return err_wrap(e, "listener %zu", i + 1);
+		}
+		ls->tls = lo->tls;
+		ls->index = i;
+		ls->is_unix = ls->ss.ss_family == AF_UNIX;
+		ls->shared_fd = -1;
+		if (!lo->tls && !lo->force_plain && !is_loopback(&ls->ss)) {
+			proxy_options_free(&o);
+			free(s);
+			return err_set(CUSTOS_ERR_PERM,
+			               "listener %s: plain HTTP only on loopback or Unix sockets "
+			               "(set force_plain to override)",
+			               lo->address);
+		}
+		ls->port = ls->ss.ss_family == AF_INET
+		                   ? ntohs(((struct sockaddr_in *)&ls->ss)->sin_port)
+		           : ls->ss.ss_family == AF_INET6
+		                   ? ntohs(((struct sockaddr_in6 *)&ls->ss)->sin6_port)
+		                   : 0;
+		s->nls++;
+	}
+	s->grace_ns = o.shutdown_grace_ns ? o.shutdown_grace_ns : 10 * NS_PER_S;
+	s->audit = o.audit;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	s->nworkers = o.workers ? o.workers : (ncpu > 0 ? (unsigned)ncpu : 1);
+	if (s->nworkers > PROXY_MAX_WORKERS)
+		s->nworkers = PROXY_MAX_WORKERS;
+	if ((e = state_build(&o, 1, &s->st)) != CUSTOS_OK) {
+		free(s);
+		return e;
+	}
+	atomic_init(&s->gen, 1);
+	if ((e = limiter_new(&s->lim)) != CUSTOS_OK)
+		goto fail;
+	s->workers = xcalloc(s->nworkers, sizeof(worker));
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		worker *w = &s->workers[i];
+		w->srv = s;
+		w->id = i;
+		w->wake_fd = -1;
+		w->loop.epfd = -1;
+		for (size_t j = 0; j < PROXY_MAX_LISTENERS; j++)
+			w->lfd[j] = -1;
+	}
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		worker *w = &s->workers[i];
+		if ((e = ev_loop_init(&w->loop)) != CUSTOS_OK)
+			goto fail;
+		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->wake_fd == -1) {
+			e = err_sys("eventfd");
+			goto fail;
+		}
+		if ((e = ev_add_lt(&w->loop, &w->wake_io, w->wake_fd, on_wake, w)) != CUSTOS_OK)
+			goto fail;
+		for (size_t j = 0; j < s->nls; j++) {
+			lsock *ls = &s->ls[j];
+			if (ls->is_unix) {
+				if (ls->shared_fd == -1 &&
+				    (e = open_listener(ls, &ls->shared_fd)) != CUSTOS_OK)
+					goto fail_listen;
+				w->lfd[j] = fcntl(ls->shared_fd, F_DUPFD_CLOEXEC, 0);
+				if (w->lfd[j] == -1) {
+					e = err_sys("dup");
+					goto fail;
+				}
+			} else if ((e = open_listener(ls, &w->lfd[j])) != CUSTOS_OK) {
+				goto fail_listen;
+			}
+			if ((e = ev_add_lt(&w->loop, &w->lio[j], w->lfd[j], accept_cbs[j], w)) !=
+			    CUSTOS_OK)
+				goto fail;
+		}
+		w->st = state_ref(s->st);
+		w->st_gen = 1;
+	}
+	*out = s;
+	return CUSTOS_OK;
+fail_listen:
+	e = err_wrap(e, "listener");
+fail:
+	proxy_free(s);
+	return e;
+}
+
+unsigned proxy_bound_port(const proxy_server *s, size_t i)
+{
+	return i < s->nls ? s->ls[i].port : 0;
+}
+
+custos_err proxy_reload(proxy_server *s, proxy_options *in)
+{
+	proxy_options o = *in;
+	proxy_state *st;
+
+	memset(in, 0, sizeof(*in));
+	/* Listeners and workers are fixed; a changed listener list is refused, not half-applied. */
+	if (o.nlisteners != s->nls) {
+		proxy_options_free(&o);
+		return err_set(CUSTOS_ERR_INVAL,
+		               "reload: listeners changed (restart custos to change them)");
+	}
+	uint64_t gen = atomic_load(&s->gen) + 1;
+	GUARD(state_build(&o, gen, &st));
+	pthread_mutex_lock(&s->st_lock);
+	proxy_state *old = s->st;
+	s->st = st;
+	atomic_store_explicit(&s->gen, gen, memory_order_release);
+	pthread_mutex_unlock(&s->st_lock);
+	state_unref(old);
+	return CUSTOS_OK;
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	proxy_server *s = w->srv;
+
+	for (;;) {
+		if (ev_run_once(&w->loop, 500) != CUSTOS_OK) {
+			log_error("worker %u: %s", w->id, err_msg());
+			break;
+		}
+		if (atomic_load(&s->stopping) && !w->draining) {
+			w->draining = true;
+			w->drain_deadline = tm_mono_ns() + s->grace_ns;
+			for (size_t j = 0; j < s->nls; j++) {
+				if (w->lfd[j] != -1) {
+					ev_del(&w->loop, &w->lio[j]);
+					close(w->lfd[j]);
+					w->lfd[j] = -1;
+				}
+			}
+			upool_free_all(w);
+			conn_drain_all(w);
+		}
+		if (w->draining && (w->nconns == 0 || tm_mono_ns() >= w->drain_deadline))
+			break;
+	}
+	if (w->nconns)
+		log_warn("worker %u: %zu connection(s) still busy at the shutdown deadline", w->id,
+		         w->nconns);
+	conn_close_all(w);
+	upool_free_all(w);
+	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
+	return NULL;
+}
+
+static volatile sig_atomic_t stop_flag;
+
+void proxy_request_stop(proxy_server *s)
+{
+	(void)s;
+	stop_flag = 1;
+}
+
+custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
+{
+	sigset_t set, old;
+	custos_err e = CUSTOS_OK;
+	unsigned started = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, &old); /* workers inherit the mask */
+	stop_flag = 0;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		int r = pthread_create(&s->workers[i].th, NULL, worker_main, &s->workers[i]);
+		if (r != 0) {
+			errno = r;
+			e = err_sys("pthread_create");
+			atomic_store(&s->stopping, true);
+			break;
+		}
+		started++;
+	}
+	if (e == CUSTOS_OK)
+		log_info("proxy: %u worker(s) serving %zu listener(s)", s->nworkers, s->nls);
+	while (e == CUSTOS_OK && !stop_flag) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == -1)
+			continue; /* timeout or EINTR: look at stop_flag */
+		if (sig == SIGHUP) {
+			proxy_options o = { 0 };
+			if (reload == NULL) {
+				log_warn("proxy: SIGHUP ignored: no reload source");
+				continue;
+			}
+			custos_err re = reload(arg, &o);
+			if (re == CUSTOS_OK)
+				re = proxy_reload(s, &o);
+			else
+				proxy_options_free(&o);
+			if (re == CUSTOS_OK)
+				log_info("proxy: reloaded (generation %llu)",
+				         (unsigned long long)atomic_load(&s->gen));
+			else
+				log_error("proxy: reload failed, the previous configuration stays "
+				          "in force: %s",
+				          err_msg());
+			continue;
+		}
+		log_info("proxy: %s: draining (up to %llu ms)",
+		         sig == SIGINT ? "SIGINT" : "SIGTERM",
+		         (unsigned long long)(s->grace_ns / 1000000));
+		break;
+	}
+	atomic_store(&s->stopping, true);
+	for (unsigned i = 0; i < started; i++) {
+		uint64_t one = 1;
+		(void)!write(s->workers[i].wake_fd, &one, sizeof(one));
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(s->workers[i].th, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	log_info("proxy: stopped");
+	return e;
+}
+
+void proxy_free(proxy_server *s)
+{
+	if (s == NULL)
+		return;
+	for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+		worker *w = &s->workers[i];
+		for (size_t j = 0; j < PROXY_MAX_LISTENERS; j++)
+			if (w->lfd[j] != -1)
+				close(w->lfd[j]);
+		if (w->wake_fd != -1)
+			close(w->wake_fd);
+		if (w->loop.epfd != -1)
+			ev_loop_free(&w->loop);
+		state_unref(w->st);
+	}
+	for (size_t j = 0; j < s->nls; j++) {
+		if (s->ls[j].shared_fd != -1) {
+			close(s->ls[j].shared_fd);
+			(void)unlink(((struct sockaddr_un *)&s->ls[j].ss)->sun_path);
+		}
+	}
+	free(s->workers);
+	state_unref(s->st);
+	limiter_free(s->lim);
+	pthread_mutex_destroy(&s->st_lock);
+	free(s);
+}

@@ -1,0 +1,276 @@
+/*
+ * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
+ * ECDSA and RSA certificates, ALPN http/1.1, tickets with rotating keys, mTLS) and the client
+ * context for TLS upstreams (verification on).
+ */
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "proxy_int.h"
+
+/* Mozilla "intermediate" (v5.7) TLS 1.2 suites; TLS 1.3 suites are OpenSSL's defaults, which
+ * match the recommendation. */
+#define MOZ_INTERMEDIATE_CIPHERS                                                                   \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define MOZ_GROUPS     "X25519:prime256v1:secp384r1"
+#define TICKET_KEYS    3 /* current + two previous, still accepted for decryption */
+#define KEY_FILE_MAX   (64u * 1024)
+#define SESSION_ID_CTX "custos"
+
+/* Session ticket keys: one ring for the process, so a reload keeps resumption working. */
+struct ticket_key {
+	uint8_t name[16];
+	uint8_t aes[32];
+	uint8_t hmac[32];
+	uint64_t created;
+	bool set;
+};
+static struct ticket_key ticket_ring[TICKET_KEYS]; /* [0] is current */
+static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
+static uint64_t ticket_rotate_ns = 12ull * 3600 * 1000000000ull;
+
+static bool ticket_new(struct ticket_key *k)
+{
+	if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+	    RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+		return false;
+	k->created = tm_mono_ns();
+	k->set = true;
+	return true;
+}
+
+/* Rotates when the current key is older than its lifetime; callers hold no lock. */
+static void ticket_maybe_rotate(void)
+{
+	uint64_t now = tm_mono_ns();
+
+	pthread_rwlock_rdlock(&ticket_lock);
+	bool need = !ticket_ring[0].set || now - ticket_ring[0].created >= ticket_rotate_ns;
+	pthread_rwlock_unlock(&ticket_lock);
+	if (!need)
+		return;
+	pthread_rwlock_wrlock(&ticket_lock);
+	if (!ticket_ring[0].set || now - ticket_ring[0].created >= ticket_rotate_ns) {
+		struct ticket_key k;
+		if (ticket_new(&k)) {
+			OPENSSL_cleanse(&ticket_ring[TICKET_KEYS - 1], sizeof(ticket_ring[0]));
+			memmove(&ticket_ring[1], &ticket_ring[0],
+			        (TICKET_KEYS - 1) * sizeof(ticket_ring[0]));
+			ticket_ring[0] = k;
+			log_debug("tls: session ticket key rotated");
+		}
+		OPENSSL_cleanse(&k, sizeof(k));
+	}
+	pthread_rwlock_unlock(&ticket_lock);
+}
+
+static int ticket_setup(const struct ticket_key *k, EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx,
+                        const unsigned char *iv, int enc)
+{
+	OSSL_PARAM params[2];
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
+	    EVP_MAC_init(hctx, k->hmac, sizeof(k->hmac), params) != 1)
+		return -1;
+	if (EVP_CipherInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1)
+		return -1;
+	return 0;
+}
+
+static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *ectx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+	int rc = 0;
+
+	ticket_maybe_rotate();
+	pthread_rwlock_rdlock(&ticket_lock);
+	if (enc) {
+		if (RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_256_cbc())) != 1) {
+			rc = -1;
+			goto out;
+		}
+		memcpy(key_name, ticket_ring[0].name, 16);
+		rc = ticket_setup(&ticket_ring[0], ectx, hctx, iv, 1) == 0 ? 1 : -1;
+		goto out;
+	}
+	for (int i = 0; i < TICKET_KEYS; i++) {
+		if (!ticket_ring[i].set || CRYPTO_memcmp(key_name, ticket_ring[i].name, 16) != 0)
+			continue;
+		if (ticket_setup(&ticket_ring[i], ectx, hctx, iv, 0) != 0) {
+			rc = -1;
+			goto out;
+		}
+		rc = i == 0 ? 1 : 2; /* 2: valid, but issue a fresh ticket under the new key */
+		goto out;
+	}
+	rc = 0; /* unknown key: full handshake */
+out:
+	pthread_rwlock_unlock(&ticket_lock);
+	return rc;
+}
+
+static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char h11[] = "http/1.1";
+	for (unsigned i = 0; i < inlen;) {
+		unsigned n = in[i++];
+		if (i + n > inlen)
+			break;
+		if (n == 8 && memcmp(in + i, h11, 8) == 0) {
+			*out = in + i;
+			*outlen = 8;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += n;
+	}
+	/* RFC 7301: a server that supports none of the offered protocols fails the handshake. */
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+custos_err tls_openssl_err(custos_err code, const char *what)
+{
+	char msg[256] = "";
+	unsigned long e = ERR_get_error();
+
+	if (e)
+		ERR_error_string_n(e, msg, sizeof(msg));
+	ERR_clear_error();
+	return err_set(code, "%s%s%s", what, e ? ": " : "", msg);
+}
+
+static custos_err load_key(SSL_CTX *ctx, const char *path)
+{
+	buf b;
+	custos_err e;
+
+	buf_init(&b, KEY_FILE_MAX);
+	e = file_load(path, FILE_SECRET, KEY_FILE_MAX, &b);
+	if (e != CUSTOS_OK) {
+		buf_free_secret(&b);
+		return err_wrap(e, "private key");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	EVP_PKEY *pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free_secret(&b);
+	if (pk == NULL)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	int ok = SSL_CTX_use_PrivateKey(ctx, pk);
+	EVP_PKEY_free(pk);
+	if (ok != 1)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	return CUSTOS_OK;
+}
+
+custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	custos_err e = CUSTOS_OK;
+
+	*out = NULL;
+	if (ctx == NULL)
+		return tls_openssl_err(CUSTOS_ERR_NOMEM, "SSL_CTX_new");
+	if (o->ticket_rotate_ns)
+		ticket_rotate_ns = o->ticket_rotate_ns;
+	SSL_CTX_set_min_proto_version(ctx, o->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                              SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_set_cipher_list(ctx, o->ciphers ? o->ciphers : MOZ_INTERMEDIATE_CIPHERS) != 1) {
+		e = tls_openssl_err(CUSTOS_ERR_INVAL, "tls ciphers");
+		goto fail;
+	}
+	if (o->ciphersuites && SSL_CTX_set_ciphersuites(ctx, o->ciphersuites) != 1) {
+		e = tls_openssl_err(CUSTOS_ERR_INVAL, "tls ciphersuites");
+		goto fail;
+	}
+	if (SSL_CTX_set1_groups_list(ctx, MOZ_GROUPS) != 1) {
+		e = tls_openssl_err(CUSTOS_ERR_INVAL, "tls groups");
+		goto fail;
+	}
+	SSL_CTX_set_dh_auto(ctx, 1);
+	if (o->ncerts == 0) {
+		e = err_set(CUSTOS_ERR_INVAL, "tls: no certificate configured");
+		goto fail;
+	}
+	for (size_t i = 0; i < o->ncerts; i++) {
+		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file[i]) != 1) {
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
+			goto fail;
+		}
+		if ((e = load_key(ctx, o->key_file[i])) != CUSTOS_OK)
+			goto fail;
+		if (SSL_CTX_check_private_key(ctx) != 1) {
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "certificate and key do not match");
+			goto fail;
+		}
+	}
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CTX,
+	                               sizeof(SESSION_ID_CTX) - 1);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only: no shared cache */
+	SSL_CTX_set_num_tickets(ctx, 1);
+	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "ticket callback");
+		goto fail;
+	}
+	if (o->client_auth != PROXY_CLIENT_CERT_NONE) {
+		if (o->client_ca == NULL) {
+			e = err_set(CUSTOS_ERR_INVAL, "tls: client certificates need client_ca");
+			goto fail;
+		}
+		if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1) {
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->client_ca);
+			goto fail;
+		}
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca);
+		if (names)
+			SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx,
+		                   SSL_VERIFY_PEER | (o->client_auth == PROXY_CLIENT_CERT_REQUIRED
+		                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+		                                              : 0),
+		                   NULL);
+		SSL_CTX_set_verify_depth(ctx, 8);
+	}
+	*out = ctx;
+	return CUSTOS_OK;
+fail:
+	SSL_CTX_free(ctx);
+	return e;
+}
+
+custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	*out = NULL;
+	if (ctx == NULL)
+		return tls_openssl_err(CUSTOS_ERR_NOMEM, "SSL_CTX_new");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	int ok = u->tls_ca ? SSL_CTX_load_verify_locations(ctx, u->tls_ca, NULL)
+	                   : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		SSL_CTX_free(ctx);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO,
+		                       u->tls_ca ? u->tls_ca : "default CA store");
+	}
+	static const unsigned char alpn[] = "\x08http/1.1";
+	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+	*out = ctx;
+	return CUSTOS_OK;
+}

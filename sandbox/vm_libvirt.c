@@ -1,0 +1,388 @@
+/*
+ * VM sandbox lifecycle on the libvirt C API: one connection, libvirt's default event loop on a
+ * thread of its own, transient domains, and a restart with exponential backoff when a domain
+ * stops without custos asking for it. Every lifecycle change goes to the caller's callback so
+ * that it can be audited.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "custos/vm.h"
+
+#define VM_TICK_MS 50 /* restart scheduler tick; also bounds how long close waits */
+
+struct vm {
+	vm *next;
+	char *name;
+	char *xml;
+	virDomainPtr dom;
+	bool stopping;       /* custos destroys it: no restart */
+	unsigned restarts;   /* restarts done */
+	uint64_t backoff_ns; /* next delay */
+	uint64_t restart_at; /* tm_mono_ns when a restart is due; 0 = none */
+	bool gave_up;
+};
+
+struct vm_host {
+	vm_host_opts o;
+	virConnectPtr conn;
+	int cb_id;
+	int timer;
+	pthread_t thread;
+	bool thread_started;
+	volatile int quit;
+	pthread_mutex_t lock;
+	vm *vms;
+};
+
+static pthread_once_t event_once = PTHREAD_ONCE_INIT;
+static int event_impl_rc;
+
+static void event_impl_init(void)
+{
+	event_impl_rc = virEventRegisterDefaultImpl();
+}
+
+static const char *const event_names[] = { "started",    "stopped",   "crashed",
+	                                   "restarting", "restarted", "gave_up" };
+
+const char *vm_event_name(vm_event_kind k)
+{
+	if ((size_t)k >= CUSTOS_ARRAY_LEN(event_names))
+		return "unknown";
+	return event_names[k];
+}
+
+static const char *virt_msg(void)
+{
+	virErrorPtr e = virGetLastError();
+	return e && e->message ? e->message : "unknown libvirt error";
+}
+
+/* libvirt prints every error to stderr by default; custos reports them through err_msg. */
+static void virt_silent(void *arg, virErrorPtr e)
+{
+	(void)arg;
+	(void)e;
+}
+
+static void emit(vm_host *h, const char *name, vm_event_kind k, const char *detail)
+{
+	log_info("vm %s: %s%s%s", name, vm_event_name(k), detail ? ": " : "", detail ? detail : "");
+	if (h->o.on_event)
+		h->o.on_event(h->o.event_arg, name, k, detail);
+}
+
+static vm *find_locked(vm_host *h, const char *name)
+{
+	for (vm *v = h->vms; v; v = v->next)
+		if (strcmp(v->name, name) == 0)
+			return v;
+	return NULL;
+}
+
+/* An unexpected stop: schedule a restart with backoff, or give up. Called with the lock. */
+static void crashed_locked(vm_host *h, vm *v, const char *detail)
+{
+	if (v->dom) {
+		virDomainFree(v->dom);
+		v->dom = NULL;
+	}
+	emit(h, v->name, VM_EV_CRASHED, detail);
+	if (v->restarts >= h->o.max_restarts) {
+		v->gave_up = true;
+		v->restart_at = 0;
+		emit(h, v->name, VM_EV_GAVE_UP, "restart limit reached");
+		return;
+	}
+	char msg[64];
+	snprintf(msg, sizeof(msg), "in %llu ms", (unsigned long long)(v->backoff_ns / 1000000));
+	v->restart_at = tm_mono_ns() + v->backoff_ns;
+	emit(h, v->name, VM_EV_RESTARTING, msg);
+	v->backoff_ns *= 2;
+	if (v->backoff_ns > h->o.backoff_max_ns)
+		v->backoff_ns = h->o.backoff_max_ns;
+}
+
+static const char *stopped_detail(int detail)
+{
+	switch (detail) {
+	case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+		return "guest shut down";
+	case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+		return "destroyed";
+	case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+		return "guest crashed";
+	case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+		return "emulator failed";
+	default:
+		return "stopped";
+	}
+}
+
+static int lifecycle_cb(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
+{
+	(void)conn;
+	vm_host *h = opaque;
+	const char *name = virDomainGetName(dom);
+	if (!name)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	vm *v = find_locked(h, name);
+	if (v) {
+		if (event == VIR_DOMAIN_EVENT_STARTED) {
+			emit(h, name, VM_EV_STARTED, NULL);
+		} else if (event == VIR_DOMAIN_EVENT_STOPPED ||
+		           (event == VIR_DOMAIN_EVENT_CRASHED)) {
+			if (!v->stopping && v->dom) /* not already handled */
+				crashed_locked(h, v,
+				               event == VIR_DOMAIN_EVENT_CRASHED
+				                       ? "guest crashed"
+				                       : stopped_detail(detail));
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return 0;
+}
+
+static void tick_cb(int timer, void *opaque)
+{
+	(void)timer;
+	vm_host *h = opaque;
+	uint64_t now = tm_mono_ns();
+	pthread_mutex_lock(&h->lock);
+	for (vm *v = h->vms; v; v = v->next) {
+		if (v->restart_at == 0 || now < v->restart_at || v->stopping)
+			continue;
+		v->restart_at = 0;
+		v->restarts++;
+		v->dom = virDomainCreateXML(h->conn, v->xml, 0);
+		if (!v->dom) {
+			char msg[256];
+			snprintf(msg, sizeof(msg), "restart failed: %s", virt_msg());
+			v->dom = NULL;
+			crashed_locked(h, v, msg);
+			continue;
+		}
+		emit(h, v->name, VM_EV_RESTARTED, NULL);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void *event_thread(void *arg)
+{
+	vm_host *h = arg;
+	while (!h->quit) {
+		if (virEventRunDefaultImpl() < 0) {
+			log_error("vm: libvirt event loop: %s", virt_msg());
+			break;
+		}
+	}
+	return NULL;
+}
+
+custos_err vm_host_open(const vm_host_opts *o, vm_host **out)
+{
+	ENSURE(o->uri && *o->uri, CUSTOS_ERR_INVAL, "vm: no libvirt URI");
+	pthread_once(&event_once, event_impl_init);
+	ENSURE(event_impl_rc == 0, CUSTOS_ERR_INTERNAL,
+	       "vm: registering libvirt's event loop failed");
+	virSetErrorFunc(NULL, virt_silent);
+
+	vm_host *h = calloc(1, sizeof(*h));
+	ENSURE(h, CUSTOS_ERR_NOMEM, "vm: out of memory");
+	h->o = *o;
+	if (!h->o.backoff_min_ns)
+		h->o.backoff_min_ns = 1000000000ull;
+	if (!h->o.backoff_max_ns)
+		h->o.backoff_max_ns = 60000000000ull;
+	if (h->o.backoff_max_ns < h->o.backoff_min_ns)
+		h->o.backoff_max_ns = h->o.backoff_min_ns;
+	if (!h->o.max_restarts)
+		h->o.max_restarts = 5;
+	h->cb_id = -1;
+	h->timer = -1;
+	pthread_mutex_init(&h->lock, NULL);
+	h->conn = virConnectOpen(o->uri);
+	if (!h->conn) {
+		custos_err e = err_set(CUSTOS_ERR_UNSUPPORTED, "vm: connecting to %s: %s", o->uri,
+		                       virt_msg());
+		vm_host_close(h);
+		return e;
+	}
+	h->cb_id =
+	        virConnectDomainEventRegisterAny(h->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+	                                         VIR_DOMAIN_EVENT_CALLBACK(lifecycle_cb), h, NULL);
+	h->timer = virEventAddTimeout(VM_TICK_MS, tick_cb, h, NULL);
+	if (h->cb_id < 0 || h->timer < 0) {
+		custos_err e =
+		        err_set(CUSTOS_ERR_INTERNAL, "vm: registering for events: %s", virt_msg());
+		vm_host_close(h);
+		return e;
+	}
+	int rc = pthread_create(&h->thread, NULL, event_thread, h);
+	if (rc != 0) {
+		vm_host_close(h);
+		return err_set(CUSTOS_ERR_SYS, "vm: event thread: %s", strerror(rc));
+	}
+	h->thread_started = true;
+	*out = h;
+	return CUSTOS_OK;
+}
+
+static void vm_free(vm *v)
+{
+	if (!v)
+		return;
+	if (v->dom)
+		virDomainFree(v->dom);
+	free(v->name);
+	free(v->xml);
+	free(v);
+}
+
+static void unlink_locked(vm_host *h, vm *v)
+{
+	for (vm **pp = &h->vms; *pp; pp = &(*pp)->next) {
+		if (*pp == v) {
+			*pp = v->next;
+			return;
+		}
+	}
+}
+
+/* custos' own stop: reported here, because the domain leaves the table before libvirt's
+ * STOPPED event arrives. */
+static void destroy_locked(vm_host *h, vm *v)
+{
+	v->stopping = true;
+	v->restart_at = 0;
+	if (v->dom) {
+		if (virDomainDestroy(v->dom) < 0)
+			log_warn("vm %s: destroy: %s", v->name, virt_msg());
+		virDomainFree(v->dom);
+		v->dom = NULL;
+		emit(h, v->name, VM_EV_STOPPED, "destroyed by custos");
+	}
+}
+
+void vm_host_close(vm_host *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	while (h->vms) {
+		vm *v = h->vms;
+		destroy_locked(h, v);
+		h->vms = v->next;
+		vm_free(v);
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (h->thread_started) {
+		/* The tick timer wakes the loop at least every VM_TICK_MS, so it sees quit. */
+		h->quit = 1;
+		pthread_join(h->thread, NULL);
+	}
+	if (h->timer >= 0)
+		virEventRemoveTimeout(h->timer);
+	if (h->cb_id >= 0)
+		virConnectDomainEventDeregisterAny(h->conn, h->cb_id);
+	if (h->conn)
+		virConnectClose(h->conn);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+custos_err vm_start(vm_host *h, const vm_profile *p, vm **out)
+{
+	buf xml;
+	buf_init(&xml, VM_XML_MAX);
+	custos_err e = vm_domain_xml(p, &xml);
+	const char *s = NULL;
+	if (e == CUSTOS_OK)
+		e = buf_cstr(&xml, &s);
+	if (e != CUSTOS_OK) {
+		buf_free(&xml);
+		return e;
+	}
+	vm *v = calloc(1, sizeof(*v));
+	if (!v) {
+		buf_free(&xml);
+		return err_set(CUSTOS_ERR_NOMEM, "vm: out of memory");
+	}
+	v->name = xstrdup(p->name);
+	v->xml = xstrdup(s);
+	buf_free(&xml);
+	v->backoff_ns = h->o.backoff_min_ns;
+
+	pthread_mutex_lock(&h->lock);
+	if (find_locked(h, v->name)) {
+		pthread_mutex_unlock(&h->lock);
+		vm_free(v);
+		return err_set(CUSTOS_ERR_EXISTS, "vm %s: already started", p->name);
+	}
+	/* Linked before the domain starts so that its STARTED event finds it. */
+	v->next = h->vms;
+	h->vms = v;
+	v->dom = virDomainCreateXML(h->conn, v->xml, 0);
+	if (!v->dom) {
+		e = err_set(CUSTOS_ERR_IO, "vm %s: starting the domain: %s", p->name, virt_msg());
+		unlink_locked(h, v);
+		pthread_mutex_unlock(&h->lock);
+		vm_free(v);
+		return e;
+	}
+	pthread_mutex_unlock(&h->lock);
+	*out = v;
+	return CUSTOS_OK;
+}
+
+custos_err vm_stop(vm_host *h, vm *v)
+{
+	pthread_mutex_lock(&h->lock);
+	destroy_locked(h, v);
+	unlink_locked(h, v);
+	pthread_mutex_unlock(&h->lock);
+	vm_free(v);
+	return CUSTOS_OK;
+}
+
+bool vm_running(vm_host *h, vm *v)
+{
+	pthread_mutex_lock(&h->lock);
+	bool r = v->dom && virDomainIsActive(v->dom) == 1;
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+unsigned vm_restarts(vm_host *h, vm *v)
+{
+	pthread_mutex_lock(&h->lock);
+	unsigned n = v->restarts;
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}
+
+const char *vm_name(const vm *v)
+{
+	return v->name;
+}
+
+void vm_inject_crash(vm_host *h, vm *v)
+{
+	/* Destroying it behind custos' back looks exactly like a crash to the event handler. */
+	pthread_mutex_lock(&h->lock);
+	virDomainPtr d = v->dom;
+	if (d)
+		virDomainRef(d);
+	pthread_mutex_unlock(&h->lock);
+	if (d) {
+		(void)virDomainDestroy(d);
+		virDomainFree(d);
+	}
+}

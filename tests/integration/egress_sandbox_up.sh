@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The egress proxy in production shape through `custos up`: the model server runs in a
+# process sandbox (loopback-only network namespace); custos makes the egress listener inside
+# that namespace and sets http(s)_proxy for it. A chat request from alice makes the model read
+# the hr source through custos: the read is allowed only because alice (group hr) is the end
+# user in flight, and its audit event names the ingress request and alice.
+set -u
+BIN=${CUSTOS_BIN:?}
+SRC=${CUSTOS_SRC:?}
+[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
+unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
+for t in curl python3; do command -v $t >/dev/null || { echo "SKIPPED: $t missing"; exit 77; }; done
+[ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
+
+W=$(mktemp -d /tmp/custos-egress-sbx-XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$W"
+}
+[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
+FAILS=0
+check() { local d=$1; shift; if "$@"; then echo "ok   - $d"; else echo "FAIL - $d"; FAILS=$((FAILS + 1)); fi; }
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_HR=$(port); P_IN=$(port); P_EG=$(port)
+cd "$W"
+mkdir fx && cp "$SRC/tests/integration/egress_upstream.py" fx/ && chmod -R a+rX fx
+python3 fx/egress_upstream.py data "$P_HR" hr & PIDS+=($!)
+
+KEY=test-key-alice
+KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+cat >custos.yaml <<EOY
+version: 1
+log: { level: info, format: json }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+auth:
+  api_keys:
+    - { id: alice, sha256: "$KEYSHA" }
+models:
+  - id: m1
+    sandbox:
+      type: process
+      profile: fx
+      command: [/usr/bin/python3, /opt/fx/egress_upstream.py, model, "8000", "http://127.0.0.1:$P_EG", "http://localhost:$P_HR/employees"]
+      port: 8000
+      health: { start_timeout: 20s }
+sandbox_profiles:
+  fx:
+    binds:
+      - { src: $W/fx, dst: /opt/fx }
+    limits: { memory: 1GiB, pids: 64 }
+data_sources:
+  - { id: hr, url: "http://localhost:$P_HR/", classification: confidential, allow_private_addresses: true }
+egress:
+  port: $P_EG
+audit: { dir: "$W/audit" }
+policy: { file: "$W/policy.yaml" }
+EOY
+cat >policy.yaml <<EOY
+version: 1
+mode: enforce
+principals:
+  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
+models:
+  m1: { isolation: process }
+data:
+  hr: { url: "http://localhost:$P_HR/", classification: confidential }
+rules:
+  - id: chat
+    effect: allow
+    when: { direction: ingress, principal: alice, model: m1 }
+  - id: hr-for-hr-in-a-sandbox
+    effect: allow
+    when: { direction: egress, data: hr, method: GET, principal.groups: hr, model.isolation: { at_least: process } }
+EOY
+chmod 600 custos.yaml policy.yaml
+"$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+for i in $(seq 1 300); do
+	grep -q 'egress: listener 0 on port' up.log 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null && break
+	kill -0 $UP 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 $UP 2>/dev/null || { tail -20 up.log; echo "FAIL - custos up did not start"; exit 1; }
+check "no egress port on the host (the listener lives in the sandbox)" \
+	bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null"
+OUT=$(curl -s --max-time 20 -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+	-d '{"model":"m1","messages":[{"role":"user","content":"who works here?"}]}' \
+	"http://127.0.0.1:$P_IN/v1/chat/completions")
+echo "reply: $OUT" | cut -c1-300
+check "the sandboxed model read hr through custos for alice" grep -q '200 hello from hr /employees' <<<"$OUT"
+events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
+EV=""
+for _ in $(seq 1 40); do # the audit writer batches: wait for the event
+	EV=$(events | grep '"decision":"allow"' | tail -1)
+	[ -n "$EV" ] && break
+	sleep 0.05
+done
+check "egress event: model m1 in its sandbox" grep -q '"model":"m1","sandbox":"fx"' <<<"$EV"
+check "egress event: ingress request id and principal alice" \
+	grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
+check "egress event: taint raised to confidential" grep -q '"taint":2' <<<"$EV"
+# The model crashes; the supervisor restarts it in a new netns, and the listener follows.
+SPID=$(grep -o 'sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | head -1)
+kill -9 "$SPID"
+OUT=""
+for i in $(seq 1 100); do
+	grep -q 'egress: listener 0 for model m1 replaced' up.log && OUT=$(curl -s --max-time 5 \
+		-H "Authorization: Bearer $KEY" -d '{"model":"m1","messages":[{"role":"user","content":"again"}]}' \
+		"http://127.0.0.1:$P_IN/v1/chat/completions")
+	grep -q '200 hello from hr' <<<"$OUT" && break
+	sleep 0.2
+done
+check "after the sandbox restarted, its new instance reads through a new egress listener" \
+	grep -q '200 hello from hr /employees' <<<"$OUT"
+kill $UP; wait $UP
+if [ $FAILS -ne 0 ]; then grep -v egress.request up.log | tail -30 | cut -c1-300; echo "$FAILS failed"; exit 1; fi
+echo "all checks passed"

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Fixture for the egress tests: a data source (HTTP or HTTPS) and a model server that reads a
+data source through the egress proxy while it answers a chat request.
+
+  egress_upstream.py data PORT NAME [CERT KEY]   data source; TLS when CERT/KEY are given
+  egress_upstream.py model PORT PROXY URL        model server: POST /v1/chat/completions fetches
+                                                 URL through PROXY and returns it as the reply
+"""
+import json
+import ssl
+import sys
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Data(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    name = "data"
+
+    def log_message(self, *a):
+        pass
+
+    def send_body(self, code, body, ctype="text/plain", extra=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.startswith("/redirect"):
+            self.send_body(302, b"moved\n", extra={"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif self.path.startswith("/big"):
+            self.send_body(200, b"x" * (2 << 20))
+        elif self.path.startswith("/hang"):  # a source that never answers
+            time.sleep(30)
+        elif self.path.startswith("/drop"):  # keep-alive response, then the source hangs up
+            self.send_body(200, b"dropping\n")
+            self.close_connection = True
+        elif self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n7\r\n world\n\r\n0\r\n\r\n")
+        elif self.path.startswith("/close"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited body\n")
+            self.close_connection = True
+        elif self.path.startswith("/echo-headers"):
+            self.send_body(200, json.dumps(dict(self.headers)).encode(), "application/json")
+        else:
+            self.send_body(200, ("hello from %s %s\n" % (self.name, self.path)).encode())
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        self.send_body(200, b"posted " + str(len(body)).encode() + b"\n")
+
+
+class Model(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    proxy = ""
+    url = ""
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        prompt = self.rfile.read(n)
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy}))
+        req = urllib.request.Request(self.url)
+        if b"forward-request-id" in prompt:  # batching servers name the request they serve
+            req.add_header("X-Custos-Request-Id", self.headers.get("X-Request-Id", ""))
+        try:
+            with opener.open(req, timeout=10) as r:
+                got = "%d %s" % (r.status, r.read().decode(errors="replace").strip())
+        except urllib.error.HTTPError as e:
+            got = "%d %s" % (e.code, e.headers.get("X-Custos-Reason", ""))
+        except Exception as e:  # noqa: BLE001 - the reply says what happened
+            got = "error %s" % e
+        reply = {"id": "chatcmpl-1", "object": "chat.completion", "model": "m1",
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": got},
+                              "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        body = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def main():
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "data":
+        Data.name = sys.argv[3]
+        srv = ThreadingHTTPServer(("127.0.0.1", port), Data)
+        if len(sys.argv) > 5:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+            srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    else:
+        Model.proxy, Model.url = sys.argv[3], sys.argv[4]
+        srv = ThreadingHTTPServer(("127.0.0.1", port), Model)
+    srv.daemon_threads = True
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

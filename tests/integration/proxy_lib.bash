@@ -1,0 +1,208 @@
+# Shared helpers for the proxy integration tests (sourced, not a test itself: CTest runs *.sh).
+# Makes a throwaway PKI, starts the model-server TEST FIXTURE and `custos up` on loopback, and
+# stops everything it started by PID on exit.
+set -u
+bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
+src=${CUSTOS_SRC:?CUSTOS_SRC not set}
+fixtures=${CUSTOS_FIXTURES:?CUSTOS_FIXTURES not set}
+fixture="$fixtures/model-server/model-server"
+
+skip() {
+	echo "SKIPPED: $*"
+	exit 77
+}
+for t in curl openssl perl; do
+	command -v "$t" >/dev/null || skip "$t not installed"
+done
+[ -x "$fixture" ] || skip "model-server fixture not built ($fixture)"
+
+work=$(mktemp -d /tmp/custos-proxy-test.XXXXXX)
+chmod 700 "$work"
+pids=()
+fails=0
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null
+	done
+	if [ "$fails" -ne 0 ] && [ -f "$work/custos.log" ]; then
+		echo "---- custos log (tail)"
+		tail -40 "$work/custos.log"
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { echo "ok   $*"; }
+fail() {
+	echo "FAIL $*"
+	fails=$((fails + 1))
+}
+# check NAME GOT WANT
+check() {
+	if [ "$2" = "$3" ]; then ok "$1 ($2)"; else fail "$1: got '$2', want '$3'"; fi
+}
+
+# free_port: a loopback TCP port nobody listens on right now.
+free_port() {
+	perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'
+}
+
+sha256hex() { printf '%s' "$1" | openssl dgst -sha256 -r | cut -d' ' -f1; }
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# PKI: CA, server certificate for localhost (ECDSA), a client certificate with a SPIFFE SAN.
+make_pki() {
+	local d="$work/tls"
+	mkdir -p "$d"
+	(
+		cd "$d" || exit 1
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+			-subj "/CN=test CA" -keyout ca.key -out ca.crt
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >srv.ext
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-subj /CN=localhost -keyout srv.key -out srv.csr
+		openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile srv.ext -out srv.crt
+		printf 'subjectAltName=URI:spiffe://test/team/analytics/job1\nextendedKeyUsage=clientAuth\n' >cli.ext
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-subj /CN=analytics-job -keyout cli.key -out cli.csr
+		openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile cli.ext -out cli.crt
+		openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout srv-rsa.key \
+			-out srv-rsa.csr
+		openssl x509 -req -in srv-rsa.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile srv.ext -out srv-rsa.crt
+		# A client certificate from a CA custos does not trust.
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+			-subj "/CN=rogue" -keyout rogue.key -out rogue.crt
+		chmod 600 ./*.key
+	) >/dev/null 2>&1 || skip "openssl could not make test certificates"
+}
+
+# start_fixture NAME ARGS...: starts a model server; sets FX_PORT.
+start_fixture() {
+	local name=$1
+	shift
+	"$fixture" --listen 127.0.0.1:0 --port-file "$work/$name.port" --model-id test-model "$@" \
+		>"$work/$name.log" 2>&1 &
+	pids+=($!)
+	local i
+	for i in $(seq 100); do
+		[ -s "$work/$name.port" ] && break
+		sleep 0.05
+	done
+	FX_PORT=$(cat "$work/$name.port" 2>/dev/null)
+	[ -n "$FX_PORT" ] || { cat "$work/$name.log"; skip "model-server fixture did not start"; }
+}
+
+# start_custos CONFIG: starts custos up; sets CU_PID and PORT (listener 1), PORT2 (listener 2).
+start_custos() {
+	chmod 600 "$1"
+	"$bin" --log-format text --log-level debug up -c "$1" 2>"$work/custos.log" &
+	CU_PID=$!
+	pids+=("$CU_PID")
+	PORT="" PORT2=""
+	local i
+	for i in $(seq 200); do
+		PORT=$(sed -n 's/.*listener 1 on port \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
+		PORT2=$(sed -n 's/.*listener 2 on port \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
+		[ -n "$PORT" ] && grep -q 'worker(s) serving' "$work/custos.log" && return 0
+		kill -0 "$CU_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$work/custos.log"
+	echo "FAIL custos did not start"
+	exit 1
+}
+
+# raw_http PORT FILE: sends FILE's bytes on a plain connection, prints what comes back.
+raw_http() {
+	local port=$1 file=$2
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+		cat "$file" >&3
+		timeout 5 cat <&3
+	) 2>/dev/null
+}
+
+# audit_grep PATTERN: lines of the audit trail (any file under $work/audit) matching PATTERN.
+audit_grep() {
+	cat "$work"/audit/*.jsonl 2>/dev/null | grep -E -- "$1"
+}
+
+ALICE=sk-test-alice
+BOB=sk-test-bob
+
+# write_policy FILE: alice (API key) may chat with test-model (64 KiB bodies, 100 tokens an
+# hour); bob is known but has no rule; analytics (mTLS SPIFFE ID) and sso (JWT) may chat too.
+write_policy() {
+	cat >"$1" <<POL
+version: 1
+mode: ${POLICY_MODE:-enforce}
+principals:
+  alice: { match: { api_key_sha256: "$(sha256hex $ALICE)" }, groups: [test] }
+  bob: { match: { api_key_sha256: "$(sha256hex $BOB)" }, groups: [test] }
+  analytics: { match: { cert_san_uri: "spiffe://test/team/analytics/*" }, groups: [test] }
+  sso: { match: { jwt_iss: "https://issuer.test" }, groups: [test] }
+models:
+  test-model: { isolation: none }
+  down-model: { isolation: none }
+  slow-model: { isolation: none }
+rules:
+  - id: chat
+    effect: allow
+    when:
+      direction: ingress
+      principal: [alice, analytics, sso]
+      route: "POST /v1/chat/completions"
+      model: [test-model, down-model, slow-model]
+    limits: { requests_per_minute: 6000, tokens_per_hour: ${TOKENS_PER_HOUR:-100000}, max_body: 64KiB, max_tokens: 1000 }
+  - id: list-models
+    effect: allow
+    when: { direction: ingress, route: "GET /v1/models", principal.groups: test }
+POL
+	chmod 644 "$1"
+}
+
+# write_config FILE MODEL_PORT [EXTRA_LISTENER_TLS_YAML]: a TLS listener (mTLS optional) and a
+# plain loopback listener in front of one model server.
+write_config() {
+	local file=$1 mport=$2
+	cat >"$file" <<CFG
+version: 1
+workers: ${WORKERS:-2}
+limits:
+  body_max: 1MiB
+  timeouts:
+    upstream_connect: 2s
+    upstream_read: ${UPSTREAM_READ:-10s}
+    client_header: ${HEADER_TIMEOUT:-10s}
+    shutdown: ${SHUTDOWN:-5s}
+listeners:
+  - id: tls
+    address: "127.0.0.1:$(free_port)"
+    tls:
+      cert: $work/tls/srv.crt
+      key: $work/tls/srv.key
+${EXTRA_CERTS:-}
+      client_ca: $work/tls/ca.crt
+      client_auth: ${CLIENT_AUTH:-optional}
+      min_version: "${TLS_MIN:-1.2}"
+  - id: plain
+    address: "127.0.0.1:$(free_port)"
+${AUTH_YAML:-}
+models:
+  - id: test-model
+    upstream:
+      url: "http://127.0.0.1:$mport/"
+${EXTRA_MODELS:-}
+audit:
+  dir: $work/audit
+policy:
+  file: $work/policy.yaml
+CFG
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# SIGHUP reload through the real binary: a new policy takes effect on the same process and on
+# existing keep-alive connections; a broken policy or config is refused, the old state stays
+# in force and the log says why; a certificate swap is served to new handshakes.
+. "$(dirname "$0")/proxy_lib.bash"
+
+make_pki
+start_fixture model --tokens 4
+write_policy "$work/policy.yaml"
+write_config "$work/custos.yaml" "$FX_PORT"
+start_custos "$work/custos.yaml"
+C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}')
+chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
+url="https://localhost:$PORT/v1/chat/completions"
+bob() { "${C[@]}" -H "Authorization: Bearer $BOB" -d "$chat" "$url"; }
+reloads() { grep -c "$1" "$work/custos.log"; }
+
+check "bob before reload" "$(bob)" 403
+# Allow bob too, then SIGHUP.
+sed -i 's/principal: \[alice, analytics, sso\]/principal: [alice, bob, analytics, sso]/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+check "reload logged" "$(reloads 'reloaded')" 1
+check "bob after reload" "$(bob)" 200
+
+# A broken policy: the reload fails, bob keeps his access (old policy in force).
+cp "$work/policy.yaml" "$work/policy.yaml.good"
+printf 'version: 1\nrules:\n  - id: x\n    effect: maybe\n' >"$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+check "failed reload logged" "$(reloads 'reload failed')" 1
+grep 'reload failed' "$work/custos.log" | grep -q 'policy' && ok "failure names the policy" || fail "failure reason missing"
+check "bob after failed reload (old policy kept)" "$(bob)" 200
+
+# A broken config file: same.
+cp "$work/custos.yaml" "$work/custos.yaml.good"
+printf 'version: 1\nlisteners: 3\n' >"$work/custos.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 2 ] && break; sleep 0.1; done
+check "failed config reload logged" "$(reloads 'reload failed')" 2
+check "still serving after a bad config" "$(bob)" 200
+kill -0 "$CU_PID" && ok "process still running"
+
+# Certificate swap: restore the config, put a new certificate in place, SIGHUP; new handshakes
+# get the new certificate.
+cp "$work/custos.yaml.good" "$work/custos.yaml"
+cp "$work/policy.yaml.good" "$work/policy.yaml"
+serial() {
+	timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost </dev/null 2>/dev/null |
+		openssl x509 -noout -serial 2>/dev/null
+}
+old_serial=$(serial)
+(
+	cd "$work/tls" || exit 1
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+		-keyout srv2.key -out srv2.csr
+	openssl x509 -req -in srv2.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+		-extfile srv.ext -out srv2.crt
+	chmod 600 srv2.key
+	mv srv2.key srv.key
+	mv srv2.crt srv.crt
+) >/dev/null 2>&1
+new_file_serial=$(openssl x509 -noout -serial -in "$work/tls/srv.crt")
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 2 ] && break; sleep 0.1; done
+check "reload after the certificate swap" "$(reloads 'reloaded')" 2
+got=$(serial)
+if [ -n "$old_serial" ] && [ "$got" = "$new_file_serial" ] && [ "$got" != "$old_serial" ]; then
+	ok "new handshakes get the new certificate ($got)"
+else
+	fail "certificate not swapped (before '$old_serial', now '$got', file '$new_file_serial')"
+fi
+check "requests still served" "$(bob)" 200
+[ "$fails" -eq 0 ]

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# TLS and identity through the real binary with openssl s_client and curl: TLS 1.2 and 1.3,
+# older versions and weak suites refused, ECDSA and RSA certificates, ALPN http/1.1 (h2-only
+# refused), session resumption with tickets, mTLS optional and required (SAN URI identity,
+# untrusted client certificates refused), JWT (RS256, ES256, EdDSA valid; expired, not yet
+# valid, wrong audience, wrong issuer, bad signature, alg none refused with 401).
+. "$(dirname "$0")/proxy_lib.bash"
+
+make_pki
+start_fixture model --tokens 4
+
+# ---- JWKS with an RSA, an EC P-256 and an Ed25519 key
+k="$work/jwt"
+mkdir -p "$k"
+(
+	cd "$k" || exit 1
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.key
+	openssl genpkey -algorithm ED25519 -out ed.key
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out other.key
+) >/dev/null 2>&1 || skip "openssl cannot generate JWT keys"
+hex2b64url() { perl -e 'print pack("H*", $ARGV[0])' "$1" | b64url; }
+rsa_n=$(hex2b64url "$(openssl rsa -in "$k/rsa.key" -noout -modulus 2>/dev/null | cut -d= -f2)")
+ec_der=$(openssl pkey -in "$k/ec.key" -pubout -outform DER 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+ec_x=$(hex2b64url "${ec_der: -128:64}")
+ec_y=$(hex2b64url "${ec_der: -64}")
+ed_der=$(openssl pkey -in "$k/ed.key" -pubout -outform DER 2>/dev/null | od -An -v -tx1 | tr -d ' \n')
+ed_x=$(hex2b64url "${ed_der: -64}")
+cat >"$k/jwks.json" <<JWKS
+{"keys":[
+ {"kty":"RSA","kid":"r1","alg":"RS256","use":"sig","n":"$rsa_n","e":"AQAB"},
+ {"kty":"EC","kid":"e1","crv":"P-256","x":"$ec_x","y":"$ec_y"},
+ {"kty":"OKP","kid":"d1","crv":"Ed25519","x":"$ed_x"}
+]}
+JWKS
+chmod 644 "$k/jwks.json"
+
+# jwt ALG KID KEYFILE CLAIMS_JSON: a signed token.
+jwt() {
+	local alg=$1 kid=$2 key=$3 claims=$4 input sig
+	input="$(printf '{"alg":"%s","typ":"JWT","kid":"%s"}' "$alg" "$kid" | b64url).$(printf '%s' "$claims" | b64url)"
+	printf '%s' "$input" >"$k/input"
+	case $alg in
+	RS256) sig=$(openssl dgst -sha256 -sign "$key" "$k/input" | b64url) ;;
+	ES256) # DER ECDSA-Sig-Value -> r||s, 32 bytes each
+		sig=$(openssl dgst -sha256 -sign "$key" "$k/input" | perl -0777 -e '
+			my $d = <STDIN>; my $i = 2; my @v;
+			for (1..2) { $i++; my $l = ord(substr($d,$i++,1)); my $x = substr($d,$i,$l); $i += $l;
+				$x =~ s/^\x00+//; push @v, ("\x00" x (32-length $x)) . $x; }
+			print @v;' | b64url) ;;
+	EdDSA) sig=$(openssl pkeyutl -sign -inkey "$key" -rawin -in "$k/input" | b64url) ;;
+	none) sig="" ;;
+	esac
+	printf '%s.%s' "$input" "$sig"
+}
+now=$(date +%s)
+claims() { printf '{"iss":"%s","sub":"user-1","aud":"%s","exp":%d,"nbf":%d}' "$1" "$2" "$3" "$4"; }
+good=$(claims https://issuer.test custos-test $((now + 600)) $((now - 10)))
+
+AUTH_YAML="auth:
+  jwt:
+    jwks_file: $k/jwks.json
+    issuers: [\"https://issuer.test\"]
+    audiences: [custos-test]
+    leeway: 5s"
+EXTRA_CERTS="      certificates:
+        - { cert: $work/tls/srv-rsa.crt, key: $work/tls/srv-rsa.key }"
+write_policy "$work/policy.yaml"
+write_config "$work/custos.yaml" "$FX_PORT"
+start_custos "$work/custos.yaml"
+
+sc() { timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$work/tls/ca.crt" "$@" </dev/null 2>&1; }
+proto() { sed -n 's/^New, \(TLSv1\.[0-9]\), .*/\1/p' | head -1; }
+
+# ---- versions, suites, certificates, ALPN
+check "TLS 1.3 handshake" "$(sc -tls1_3 | proto)" TLSv1.3
+check "TLS 1.2 handshake" "$(sc -tls1_2 | proto)" TLSv1.2
+sc -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' | grep -q 'Cipher is (NONE)\|alert\|error' && ok "TLS 1.1 refused" || fail "TLS 1.1 accepted"
+sc -tls1_2 -cipher 'AES128-SHA' | grep -q 'Cipher is (NONE)\|alert\|error' && ok "non-forward-secret CBC suite refused" || fail "AES128-SHA accepted"
+sc -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256 | grep -q 'Peer signature type: ECDSA\|Server public key is 256 bit' && ok "ECDSA certificate served" || fail "no ECDSA certificate"
+sc -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 | grep -q 'Server public key is 2048 bit' && ok "RSA certificate served to an RSA-only client" || fail "no RSA certificate"
+check "ALPN http/1.1" "$(sc -alpn h2,http/1.1 | sed -n 's/^ALPN protocol: //p')" http/1.1
+sc -alpn h2 | grep -q 'no application protocol\|alert' && ok "h2-only client refused (no_application_protocol)" || fail "h2-only client accepted"
+check "verify result" "$(sc -tls1_3 | sed -n 's/^ *Verify return code: \([0-9]*\).*/\1/p' | head -1)" 0
+
+# ---- session resumption (tickets)
+sc -tls1_2 -sess_out "$work/sess.pem" >/dev/null
+check "TLS 1.2 session resumed from a ticket" "$(sc -tls1_2 -sess_in "$work/sess.pem" | grep -c '^Reused')" 1
+
+# ---- mTLS (optional on this listener)
+C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o "$work/out" -w '%{http_code}')
+chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
+url="https://localhost:$PORT/v1/chat/completions"
+check "client certificate (SAN URI spiffe://test/team/analytics/job1) -> principal analytics" \
+	"$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -d "$chat" "$url")" 200
+code=$("${C[@]}" --cert "$work/tls/rogue.crt" --key "$work/tls/rogue.key" -d "$chat" "$url" 2>/dev/null)
+check "client certificate from an untrusted CA refused at the handshake" "$code" 000
+check "optional mTLS: no certificate, no key -> 401" "$("${C[@]}" -d "$chat" "$url")" 401
+
+# ---- JWT
+bearer() { "${C[@]}" -H "Authorization: Bearer $1" -d "$chat" "$url"; }
+check "JWT RS256 valid" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$good")")" 200
+check "JWT ES256 valid" "$(bearer "$(jwt ES256 e1 "$k/ec.key" "$good")")" 200
+check "JWT EdDSA valid" "$(bearer "$(jwt EdDSA d1 "$k/ed.key" "$good")")" 200
+check "JWT expired -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$(claims https://issuer.test custos-test $((now - 100)) $((now - 700)))")")" 401
+check "JWT not yet valid -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$(claims https://issuer.test custos-test $((now + 900)) $((now + 300)))")")" 401
+check "JWT wrong audience -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$(claims https://issuer.test other $((now + 600)) $((now - 10)))")")" 401
+check "JWT wrong issuer -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$(claims https://evil.test custos-test $((now + 600)) $((now - 10)))")")" 401
+check "JWT signed by an unknown key -> 401" "$(bearer "$(jwt RS256 r1 "$k/other.key" "$good")")" 401
+t=$(jwt EdDSA d1 "$k/ed.key" "$good")
+tampered="${t%%.*}.$(printf '%s' "${good/user-1/admin}" | b64url).${t##*.}"
+check "JWT with altered claims -> 401" "$(bearer "$tampered")" 401
+check "JWT alg none -> 401" "$(bearer "$(jwt none r1 "$k/rsa.key" "$good").")" 401
+check "JWT RS256 header on an EC key id -> 401" "$(bearer "$(jwt RS256 e1 "$k/rsa.key" "$good")")" 401
+
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+
+# ---- mTLS required: a second instance
+CLIENT_AUTH=required AUTH_YAML="" EXTRA_CERTS="" write_config "$work/custos2.yaml" "$FX_PORT"
+start_custos "$work/custos2.yaml"
+url="https://localhost:$PORT/v1/chat/completions"
+check "required mTLS: no certificate -> handshake refused" "$("${C[@]}" -H "Authorization: Bearer $ALICE" -d "$chat" "$url" 2>/dev/null)" 000
+check "required mTLS: certificate -> 200" "$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -d "$chat" "$url")" 200
+check "required mTLS: certificate and API key -> 200 (key names the principal)" "$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H "Authorization: Bearer $ALICE" -d "$chat" "$url")" 200
+[ "$fails" -eq 0 ]

@@ -1,0 +1,387 @@
+/*
+ * Unit tests for the ingress proxy's internals: timer heap, rate and token limits, API-key
+ * identity, JWKS loading and JWT verification (Ed25519 keys made here with OpenSSL), and
+ * option validation in proxy_create (negative cases first).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "proxy/proxy_int.h"
+
+#define NS 1000000000ull
+
+/* ---- timers ---- */
+static int fired[8], nfired;
+static void on_timer(ev_loop *l, void *obj)
+{
+	fired[nfired++] = (int)(intptr_t)obj;
+}
+
+static void test_timer_order(void **state)
+{
+	ev_loop l;
+	ev_timer t[4] = { 0 };
+	uint64_t now = tm_mono_ns();
+
+	assert_int_equal(ev_loop_init(&l), CUSTOS_OK);
+	for (int i = 0; i < 4; i++) {
+		t[i].cb = on_timer;
+		t[i].obj = (void *)(intptr_t)i;
+	}
+	nfired = 0;
+	ev_timer_set(&l, &t[0], now - 3);
+	ev_timer_set(&l, &t[1], now - 10);
+	ev_timer_set(&l, &t[2], now + 3600 * NS); /* never in this test */
+	ev_timer_set(&l, &t[3], now - 5);
+	ev_timer_clear(&l, &t[3]);         /* cleared: must not fire */
+	ev_timer_set(&l, &t[0], now - 20); /* moved earlier */
+	assert_int_equal(ev_run_once(&l, 0), CUSTOS_OK);
+	assert_int_equal(nfired, 2);
+	assert_int_equal(fired[0], 0);
+	assert_int_equal(fired[1], 1);
+	assert_int_equal(t[0].at, 0);
+	assert_true(t[2].at != 0);
+	ev_timer_clear(&l, &t[2]);
+	assert_int_equal(l.nheap, 0);
+	ev_loop_free(&l);
+}
+
+/* ---- limits ---- */
+static void test_rate_limit(void **state)
+{
+	struct limiter *l;
+	uint64_t t = 1000 * NS;
+
+	assert_int_equal(limiter_new(&l), CUSTOS_OK);
+	/* 2 requests per second: the third at once is refused, one more after half a second. */
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_RATE);
+	assert_int_equal(limiter_check(l, "bob", 2, NS, 0, 0, t), LIMIT_OK); /* per principal */
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2), LIMIT_RATE);
+	limiter_free(l);
+}
+
+static void test_token_budget(void **state)
+{
+	struct limiter *l;
+	uint64_t t = 1000 * NS, hour = 3600 * NS;
+
+	assert_int_equal(limiter_new(&l), CUSTOS_OK);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t), LIMIT_OK);
+	limiter_charge(l, "alice", 13, hour, t);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 1), LIMIT_OK);
+	limiter_charge(l, "alice", 13, hour, t + 1);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 2), LIMIT_TOKENS);
+	/* A new window starts afresh. */
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + hour + 2), LIMIT_OK);
+	limiter_free(l);
+}
+
+/* ---- API keys ---- */
+static void test_api_key(void **state)
+{
+	proxy_api_key keys[2] = { { .principal = "a" }, { .principal = "b" } };
+	unsigned len;
+	ident id = { 0 };
+
+	assert_int_equal(EVP_Digest("key-a", 5, keys[0].sha256, &len, EVP_sha256(), NULL), 1);
+	assert_int_equal(EVP_Digest("key-b", 5, keys[1].sha256, &len, EVP_sha256(), NULL), 1);
+	ident_api_key(&id, SPAN_LIT("key-b"), keys, 2);
+	assert_true(id.has_api_key);
+	assert_string_equal(id.key_principal, "b");
+	assert_string_equal(ident_label(&id), "b");
+	ident_free(&id);
+	ident_api_key(&id, SPAN_LIT("key-c"), keys, 2);
+	assert_true(id.has_api_key);
+	assert_null(id.key_principal);
+	assert_string_equal(ident_label(&id), "unknown-api-key");
+	ident_free(&id);
+	assert_string_equal(ident_label(&id), "anonymous");
+}
+
+/* ---- JWKS and JWT (EdDSA) ---- */
+static void b64url(const uint8_t *in, size_t n, buf *out)
+{
+	static const char tbl[] =
+	        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		acc = (acc << 8) | in[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			assert_int_equal(buf_append_byte(out, (uint8_t)tbl[(acc >> bits) & 63]),
+			                 CUSTOS_OK);
+		}
+	}
+	if (bits > 0)
+		assert_int_equal(buf_append_byte(out, (uint8_t)tbl[(acc << (6 - bits)) & 63]),
+		                 CUSTOS_OK);
+}
+
+static char jwks_path[64];
+static EVP_PKEY *ed_key;
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static int jwt_setup(void **state)
+{
+	uint8_t pub[32];
+	size_t pl = sizeof(pub);
+	buf x, doc;
+
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+	if (ctx == NULL || EVP_PKEY_keygen_init(ctx) != 1 || EVP_PKEY_keygen(ctx, &ed_key) != 1)
+		return -1;
+	EVP_PKEY_CTX_free(ctx);
+	if (EVP_PKEY_get_raw_public_key(ed_key, pub, &pl) != 1)
+		return -1;
+	buf_init(&x, 256);
+	b64url(pub, pl, &x);
+	buf_init(&doc, 1024);
+	if (buf_printf(&doc,
+	               "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%.*"
+	               "s\"}]}",
+	               (int)buf_used(&x), (const char *)buf_ptr(&x)) != CUSTOS_OK)
+		return -1;
+	snprintf(jwks_path, sizeof(jwks_path), "/tmp/test_proxy_jwks_%d.json", (int)getpid());
+	const char *s;
+	if (buf_cstr(&doc, &s) != CUSTOS_OK)
+		return -1;
+	write_file(jwks_path, s);
+	buf_free(&x);
+	buf_free(&doc);
+	return 0;
+}
+
+static int jwt_teardown(void **state)
+{
+	unlink(jwks_path);
+	EVP_PKEY_free(ed_key);
+	ed_key = NULL;
+	return 0;
+}
+
+/* A token with the given claims signed by ed_key (or with a flipped signature bit). */
+static void make_token(const char *claims, bool corrupt, buf *tok)
+{
+	const char *hdr = "{\"alg\":\"EdDSA\",\"kid\":\"k1\"}";
+	uint8_t sig[64];
+	size_t sl = sizeof(sig);
+
+	buf_init(tok, 4096);
+	b64url((const uint8_t *)hdr, strlen(hdr), tok);
+	assert_int_equal(buf_append_byte(tok, '.'), CUSTOS_OK);
+	b64url((const uint8_t *)claims, strlen(claims), tok);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	assert_int_equal(EVP_DigestSignInit(md, NULL, NULL, NULL, ed_key), 1);
+	assert_int_equal(EVP_DigestSign(md, sig, &sl, buf_ptr(tok), buf_used(tok)), 1);
+	EVP_MD_CTX_free(md);
+	if (corrupt)
+		sig[10] ^= 1;
+	assert_int_equal(buf_append_byte(tok, '.'), CUSTOS_OK);
+	b64url(sig, sl, tok);
+}
+
+static custos_err verify(const char *claims, bool corrupt, ident *id)
+{
+	struct jwks *k;
+	proxy_jwt_opts o = { .issuer = "https://iss", .audience = "custos", .leeway_s = 5 };
+	buf tok;
+
+	assert_int_equal(jwks_load(jwks_path, &k), CUSTOS_OK);
+	make_token(claims, corrupt, &tok);
+	custos_err e = jwt_verify(k, &o, buf_span(&tok), 1000000, id);
+	buf_free(&tok);
+	jwks_free(k);
+	return e;
+}
+
+static void test_jwt(void **state)
+{
+	ident id = { 0 };
+
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u1\",\"aud\":[\"x\",\"custos\"],"
+	               "\"exp\":1000100,\"groups\":[\"g1\"]}",
+	               false, &id),
+	        CUSTOS_OK);
+	assert_string_equal(id.jwt_sub, "u1");
+	assert_int_equal(id.n_jwt_groups, 1);
+	ident_free(&id);
+	/* leeway: expired 3 s ago is still accepted with 5 s of leeway, 10 s ago is not */
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\",\"exp\":999997}",
+	               false, &id),
+	        CUSTOS_OK);
+	ident_free(&id);
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\",\"exp\":999990}",
+	               false, &id),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\",\"exp\":1000100,"
+	               "\"nbf\":1000060}",
+	               false, &id),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(verify("{\"iss\":\"https://"
+	                        "other\",\"sub\":\"u\",\"aud\":\"custos\",\"exp\":1000100}",
+	                        false, &id),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"nope\",\"exp\":1000100}",
+	               false, &id),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\",\"exp\":1000100}",
+	               true, &id),
+	        CUSTOS_ERR_DENIED);
+	assert_int_equal(
+	        verify("{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\"}", false, &id),
+	        CUSTOS_ERR_DENIED); /* exp is required */
+	assert_int_equal(verify("not json", false, &id), CUSTOS_ERR_DENIED);
+	ident_free(&id);
+}
+
+static void test_jwt_malformed(void **state)
+{
+	struct jwks *k;
+	proxy_jwt_opts o = { 0 };
+	ident id = { 0 };
+
+	assert_int_equal(jwks_load(jwks_path, &k), CUSTOS_OK);
+	assert_int_equal(jwt_verify(k, &o, SPAN_LIT("abc"), 0, &id), CUSTOS_ERR_DENIED);
+	assert_int_equal(jwt_verify(k, &o, SPAN_LIT("a.b"), 0, &id), CUSTOS_ERR_DENIED);
+	assert_int_equal(jwt_verify(k, &o, SPAN_LIT("!!.b.c"), 0, &id), CUSTOS_ERR_DENIED);
+	/* {"alg":"none"} */
+	assert_int_equal(jwt_verify(k, &o, SPAN_LIT("eyJhbGciOiJub25lIn0.e30."), 0, &id),
+	                 CUSTOS_ERR_DENIED);
+	/* {"alg":"HS256"}: symmetric algorithms are never accepted */
+	assert_int_equal(jwt_verify(k, &o, SPAN_LIT("eyJhbGciOiJIUzI1NiJ9.e30.AAAA"), 0, &id),
+	                 CUSTOS_ERR_DENIED);
+	jwks_free(k);
+}
+
+static void test_jwks_negative(void **state)
+{
+	char p[64];
+	struct jwks *k = NULL;
+
+	snprintf(p, sizeof(p), "/tmp/test_proxy_bad_%d.json", (int)getpid());
+	write_file(p, "{\"keys\":[]}");
+	assert_int_equal(jwks_load(p, &k), CUSTOS_ERR_INVAL);
+	write_file(p, "{\"nokeys\":1}");
+	assert_int_equal(jwks_load(p, &k), CUSTOS_ERR_PARSE);
+	write_file(p, "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}");
+	assert_int_equal(jwks_load(p, &k), CUSTOS_ERR_PARSE); /* 3 bytes is no Ed25519 key */
+	write_file(p, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}");
+	assert_int_equal(jwks_load(p, &k), CUSTOS_ERR_PARSE); /* RSA below 2048 bits */
+	write_file(p, "{\"keys\":");
+	assert_int_not_equal(jwks_load(p, &k), CUSTOS_OK);
+	assert_null(k);
+	unlink(p);
+	assert_int_not_equal(jwks_load("/nonexistent/jwks.json", &k), CUSTOS_OK);
+}
+
+/* ---- option validation ---- */
+static void base_options(proxy_options *o, const char *listen)
+{
+	memset(o, 0, sizeof(*o));
+	o->workers = 1;
+	o->listeners[0].address = xstrdup(listen);
+	o->nlisteners = 1;
+	o->upstreams[0].name = xstrdup("m");
+	o->upstreams[0].address = xstrdup("127.0.0.1:1");
+	o->nupstreams = 1;
+	o->routes[0].upstream = 0;
+	o->nroutes = 1;
+}
+
+static void test_create_negative(void **state)
+{
+	proxy_options o;
+	proxy_server *s = NULL;
+
+	/* Plain HTTP on a public address is refused unless forced. */
+	base_options(&o, "0.0.0.0:0");
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_ERR_PERM);
+	assert_null(s);
+	/* A route naming no upstream. */
+	base_options(&o, "127.0.0.1:0");
+	o.routes[0].upstream = 3;
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_ERR_INVAL);
+	/* No upstreams. */
+	base_options(&o, "127.0.0.1:0");
+	free(o.upstreams[0].name);
+	free(o.upstreams[0].address);
+	o.upstreams[0].name = o.upstreams[0].address = NULL;
+	o.nupstreams = 0;
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_ERR_INVAL);
+	/* TLS without a certificate. */
+	base_options(&o, "127.0.0.1:0");
+	o.listeners[0].tls = true;
+	assert_int_not_equal(proxy_create(&o, &s), CUSTOS_OK);
+	/* A bad address. */
+	base_options(&o, "nonsense");
+	assert_int_not_equal(proxy_create(&o, &s), CUSTOS_OK);
+	/* Body limit above the named maximum. */
+	base_options(&o, "127.0.0.1:0");
+	o.max_body = (uint64_t)PROXY_BODY_MAX + 1;
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_ERR_LIMIT);
+}
+
+static void test_create_ok(void **state)
+{
+	proxy_options o;
+	proxy_server *s = NULL;
+
+	base_options(&o, "127.0.0.1:0");
+	o.workers = 2;
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_OK);
+	assert_true(proxy_bound_port(s, 0) > 0);
+	assert_int_equal(proxy_bound_port(s, 1), 0);
+	/* A reload that changes the listener count is refused and the old state stays. */
+	proxy_options r;
+	base_options(&r, "127.0.0.1:0");
+	r.listeners[1].address = xstrdup("127.0.0.1:0");
+	r.nlisteners = 2;
+	assert_int_equal(proxy_reload(s, &r), CUSTOS_ERR_INVAL);
+	base_options(&r, "127.0.0.1:0");
+	assert_int_equal(proxy_reload(s, &r), CUSTOS_OK);
+	proxy_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timer_order),
+		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_token_budget),
+		cmocka_unit_test(test_api_key),
+		cmocka_unit_test_setup_teardown(test_jwt, jwt_setup, jwt_teardown),
+		cmocka_unit_test_setup_teardown(test_jwt_malformed, jwt_setup, jwt_teardown),
+		cmocka_unit_test(test_jwks_negative),
+		cmocka_unit_test(test_create_negative),
+		cmocka_unit_test(test_create_ok),
+	};
+	log_setup(LOG_LVL_ERROR, LOG_FMT_TEXT);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
