@@ -28,10 +28,23 @@ custos_err audit_format_parse(const char *s, audit_format *out)
 static custos_err field(span line, const char *key, buf *out)
 {
 	span v;
+	char one[64];
 
 	buf_reset(out);
-	if (ajson_get(line, key, &v) != CUSTOS_OK)
-		return CUSTOS_OK;
+	/* "a|b": the first of the names present (producers name a few things differently). */
+	for (const char *k = key;;) {
+		const char *bar = strchr(k, '|');
+		size_t n = bar ? (size_t)(bar - k) : strlen(k);
+		if (n >= sizeof(one))
+			return CUSTOS_OK;
+		memcpy(one, k, n);
+		one[n] = '\0';
+		if (ajson_get(line, one, &v) == CUSTOS_OK)
+			break;
+		if (bar == NULL)
+			return CUSTOS_OK;
+		k = bar + 1;
+	}
 	if (v.len > 0 && v.ptr[0] == '"')
 		return ajson_unescape(v, out);
 	if (v.len > 0 && v.ptr[0] == '[') {
@@ -205,19 +218,22 @@ static const struct ext_map cef_map[] = {
 	{ "request_id", "externalId", NULL },
 	{ "principal", "suser", NULL },
 	{ "src_ip", "src", NULL },
-	{ "action", "requestMethod", NULL },
-	{ "resource", "request", NULL },
+	{ "action|method", "requestMethod", NULL },
+	{ "resource|path", "request", NULL },
+	{ "host", "dhost", NULL },
 	{ "decision", "act", NULL },
 	{ "reason", "reason", NULL },
-	{ "rule_ids", "cs1", "rule_ids" },
+	{ "rule_ids|rules", "cs1", "rule_ids" },
 	{ "model", "cs2", "model" },
 	{ "data_source", "cs3", "data_source" },
 	{ "classification", "cs4", "classification" },
 	{ "policy_hash", "cs5", "policy_hash" },
-	{ "sandbox_profile_hash", "cs6", "sandbox_profile_hash" },
+	{ "sandbox_profile_hash", "flexString1", "sandbox_profile_hash" },
 	{ "status", "cn2", "status" },
-	{ "bytes_in", "in", NULL },
-	{ "bytes_out", "out", NULL },
+	{ "bytes_in|bytes_up", "in", NULL },
+	{ "bytes_out|bytes_down", "out", NULL },
+	{ "tokens_in|prompt_tokens", "cn3", "tokens_in" },
+	{ "sandbox", "flexString2", "sandbox" },
 	{ "hash", "fileHash", NULL },
 };
 
@@ -227,19 +243,24 @@ static const struct ext_map leef_map[] = {
 	{ "request_id", "requestId", NULL },
 	{ "principal", "usrName", NULL },
 	{ "src_ip", "src", NULL },
-	{ "action", "action", NULL },
-	{ "resource", "resource", NULL },
+	{ "remote", "remote", NULL },
+	{ "action|method", "action", NULL },
+	{ "resource|path", "resource", NULL },
+	{ "host", "dstHost", NULL },
 	{ "decision", "decision", NULL },
 	{ "reason", "reason", NULL },
-	{ "rule_ids", "ruleIds", NULL },
+	{ "rule_ids|rules", "ruleIds", NULL },
 	{ "model", "model", NULL },
 	{ "data_source", "dataSource", NULL },
 	{ "classification", "classification", NULL },
 	{ "policy_hash", "policyHash", NULL },
 	{ "sandbox_profile_hash", "sandboxProfileHash", NULL },
 	{ "status", "status", NULL },
-	{ "bytes_in", "srcBytes", NULL },
-	{ "bytes_out", "dstBytes", NULL },
+	{ "bytes_in|bytes_up", "srcBytes", NULL },
+	{ "bytes_out|bytes_down", "dstBytes", NULL },
+	{ "tokens_in|prompt_tokens", "tokensIn", NULL },
+	{ "tokens_out|completion_tokens", "tokensOut", NULL },
+	{ "sandbox", "sandbox", NULL },
 	{ "hash", "recordHash", NULL },
 };
 
@@ -289,11 +310,11 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
-		e = buf_append_cstr(out, " cs7=");
+		e = buf_append_cstr(out, " cs6=");
 		if (e == CUSTOS_OK)
 			e = put_escaped(out, buf_span(tmp), ESC_CEF_EXT);
 		if (e == CUSTOS_OK)
-			e = buf_append_cstr(out, " cs7Label=findings");
+			e = buf_append_cstr(out, " cs6Label=findings");
 	}
 out:
 	buf_free(&type);

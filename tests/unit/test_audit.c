@@ -241,7 +241,7 @@ static void test_render_cef(void **state)
 	 * pipe stays raw. */
 	assert_non_null(strstr(r, " suser=a|b\\=c\\\\d\\ne f "));
 	assert_non_null(strstr(r, " cs1=x,y cs1Label=rule_ids"));
-	assert_non_null(strstr(r, " cs7=email:2 cs7Label=findings"));
+	assert_non_null(strstr(r, " cs6=email:2 cs6Label=findings"));
 	assert_non_null(strstr(r, " cn1=7 cn1Label=seq"));
 	assert_null(strchr(r, '\n'));
 	free(r);
