@@ -342,10 +342,13 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3);
 	if (e == CUSTOS_OK)
 		e = field(line, "time", tmp);
-	if (e == CUSTOS_OK && buf_used(tmp) >= 23) {
-		/* yyyy-MM-dd'T'HH:mm:ss.SSS plus Z: milliseconds are what the format takes. */
+	uint64_t ns;
+	char ts[TM_RFC3339_LEN];
+	if (e == CUSTOS_OK && tm_parse_rfc3339(buf_span(tmp), &ns) == CUSTOS_OK) {
+		/* Re-rendered from the parsed time, never copied: a forged time string must not
+		 * carry a delimiter or line break. yyyy-MM-dd'T'HH:mm:ss.SSS then Z. */
 		e = buf_printf(out, "\tdevTime=%.23sZ\tdevTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSX",
-		               (const char *)buf_ptr(tmp));
+		               tm_rfc3339(ns, ts));
 	}
 	for (size_t i = 0; e == CUSTOS_OK && i < CUSTOS_ARRAY_LEN(leef_map); i++) {
 		e = field(line, leef_map[i].json, tmp);
@@ -399,10 +402,12 @@ static custos_err render_5424(span line, const audit_render_ctx *ctx, buf *out, 
 		goto out;
 	int sev = is_alarming(buf_span(&type), buf_span(&dec)) ? 4 : 6;
 	e = buf_printf(out, "<%d>1 ", fac * 8 + sev);
-	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. */
-	span t = buf_span(tmp);
-	if (e == CUSTOS_OK && t.len == 30 && t.ptr[19] == '.')
-		e = buf_printf(out, "%.26sZ ", t.ptr);
+	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. The
+	 * time is re-rendered from its parsed value, never copied. */
+	uint64_t ns;
+	char ts[TM_RFC3339_LEN];
+	if (e == CUSTOS_OK && tm_parse_rfc3339(buf_span(tmp), &ns) == CUSTOS_OK)
+		e = buf_printf(out, "%.26sZ ", tm_rfc3339(ns, ts));
 	else if (e == CUSTOS_OK)
 		e = buf_append_cstr(out, "- ");
 	if (e == CUSTOS_OK)

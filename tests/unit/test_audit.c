@@ -265,6 +265,12 @@ static void test_render_leef(void **state)
 	assert_non_null(strstr(r, "\tfindings=email:2"));
 	assert_null(strchr(r, '\n'));
 	free(r);
+	/* A forged time (found by fuzz_audit_record) is never copied into devTime. */
+	r = render(AUDIT_FMT_LEEF, NULL, "{\"v\":1,\"time\":\"2026-11-27T02f\\nd\\tc2be.967Z\"}");
+	assert_non_null(r);
+	assert_null(strchr(r, '\n'));
+	assert_null(strstr(r, "devTime"));
+	free(r);
 }
 
 static void test_render_5424(void **state)
