@@ -73,6 +73,9 @@ custos_err audit_reader_open(audit_reader *r, const char *path) CUSTOS_WUR;
  * audit_reader_partial tells its size); CUSTOS_ERR_LIMIT for an overlong line. */
 custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off) CUSTOS_WUR;
 size_t audit_reader_partial(const audit_reader *r);
+/* Closes every descriptor from 3 up except a and b (pass -1 for none): a forked helper keeps
+ * nothing of the proxy's (listeners, keys, client sockets). Both must be >= 3. */
+void audit_close_fds_except(int a, int b);
 void audit_reader_close(audit_reader *r);
 
 /* ---- Keys (keys.c). */

@@ -138,3 +138,24 @@ custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off)
 		buf_commit(&r->b, (size_t)got);
 	}
 }
+
+static void close_span(unsigned lo, unsigned hi)
+{
+	if (lo > hi)
+		return;
+	if (close_range(lo, hi, 0) == -1) /* kernels before 5.9: one by one, bounded */
+		for (unsigned fd = lo; fd <= hi && fd < 65536; fd++)
+			close((int)fd);
+}
+
+void audit_close_fds_except(int a, int b)
+{
+	unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
+	if (a < 0 || b < 0) {
+		lo = hi = (unsigned)(a < 0 ? b : a);
+	}
+	close_span(3, lo - 1);
+	if (hi != lo)
+		close_span(lo + 1, hi - 1);
+	close_span(hi + 1, ~0U);
+}

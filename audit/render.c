@@ -28,10 +28,23 @@ custos_err audit_format_parse(const char *s, audit_format *out)
 static custos_err field(span line, const char *key, buf *out)
 {
 	span v;
+	char one[64];
 
 	buf_reset(out);
-	if (ajson_get(line, key, &v) != CUSTOS_OK)
-		return CUSTOS_OK;
+	/* "a|b": the first of the names present (producers name a few things differently). */
+	for (const char *k = key;;) {
+		const char *bar = strchr(k, '|');
+		size_t n = bar ? (size_t)(bar - k) : strlen(k);
+		if (n >= sizeof(one))
+			return CUSTOS_OK;
+		memcpy(one, k, n);
+		one[n] = '\0';
+		if (ajson_get(line, one, &v) == CUSTOS_OK)
+			break;
+		if (bar == NULL)
+			return CUSTOS_OK;
+		k = bar + 1;
+	}
 	if (v.len > 0 && v.ptr[0] == '"')
 		return ajson_unescape(v, out);
 	if (v.len > 0 && v.ptr[0] == '[') {
@@ -205,19 +218,22 @@ static const struct ext_map cef_map[] = {
 	{ "request_id", "externalId", NULL },
 	{ "principal", "suser", NULL },
 	{ "src_ip", "src", NULL },
-	{ "action", "requestMethod", NULL },
-	{ "resource", "request", NULL },
+	{ "action|method", "requestMethod", NULL },
+	{ "resource|path", "request", NULL },
+	{ "host", "dhost", NULL },
 	{ "decision", "act", NULL },
 	{ "reason", "reason", NULL },
-	{ "rule_ids", "cs1", "rule_ids" },
+	{ "rule_ids|rules", "cs1", "rule_ids" },
 	{ "model", "cs2", "model" },
 	{ "data_source", "cs3", "data_source" },
 	{ "classification", "cs4", "classification" },
 	{ "policy_hash", "cs5", "policy_hash" },
-	{ "sandbox_profile_hash", "cs6", "sandbox_profile_hash" },
+	{ "sandbox_profile_hash", "flexString1", "sandbox_profile_hash" },
 	{ "status", "cn2", "status" },
-	{ "bytes_in", "in", NULL },
-	{ "bytes_out", "out", NULL },
+	{ "bytes_in|bytes_up", "in", NULL },
+	{ "bytes_out|bytes_down", "out", NULL },
+	{ "tokens_in|prompt_tokens", "cn3", "tokens_in" },
+	{ "sandbox", "flexString2", "sandbox" },
 	{ "hash", "fileHash", NULL },
 };
 
@@ -227,19 +243,24 @@ static const struct ext_map leef_map[] = {
 	{ "request_id", "requestId", NULL },
 	{ "principal", "usrName", NULL },
 	{ "src_ip", "src", NULL },
-	{ "action", "action", NULL },
-	{ "resource", "resource", NULL },
+	{ "remote", "remote", NULL },
+	{ "action|method", "action", NULL },
+	{ "resource|path", "resource", NULL },
+	{ "host", "dstHost", NULL },
 	{ "decision", "decision", NULL },
 	{ "reason", "reason", NULL },
-	{ "rule_ids", "ruleIds", NULL },
+	{ "rule_ids|rules", "ruleIds", NULL },
 	{ "model", "model", NULL },
 	{ "data_source", "dataSource", NULL },
 	{ "classification", "classification", NULL },
 	{ "policy_hash", "policyHash", NULL },
 	{ "sandbox_profile_hash", "sandboxProfileHash", NULL },
 	{ "status", "status", NULL },
-	{ "bytes_in", "srcBytes", NULL },
-	{ "bytes_out", "dstBytes", NULL },
+	{ "bytes_in|bytes_up", "srcBytes", NULL },
+	{ "bytes_out|bytes_down", "dstBytes", NULL },
+	{ "tokens_in|prompt_tokens", "tokensIn", NULL },
+	{ "tokens_out|completion_tokens", "tokensOut", NULL },
+	{ "sandbox", "sandbox", NULL },
 	{ "hash", "recordHash", NULL },
 };
 
@@ -289,11 +310,11 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
-		e = buf_append_cstr(out, " cs7=");
+		e = buf_append_cstr(out, " cs6=");
 		if (e == CUSTOS_OK)
 			e = put_escaped(out, buf_span(tmp), ESC_CEF_EXT);
 		if (e == CUSTOS_OK)
-			e = buf_append_cstr(out, " cs7Label=findings");
+			e = buf_append_cstr(out, " cs6Label=findings");
 	}
 out:
 	buf_free(&type);
@@ -321,10 +342,13 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3);
 	if (e == CUSTOS_OK)
 		e = field(line, "time", tmp);
-	if (e == CUSTOS_OK && buf_used(tmp) >= 23) {
-		/* yyyy-MM-dd'T'HH:mm:ss.SSS plus Z: milliseconds are what the format takes. */
+	uint64_t ns;
+	char ts[TM_RFC3339_LEN];
+	if (e == CUSTOS_OK && tm_parse_rfc3339(buf_span(tmp), &ns) == CUSTOS_OK) {
+		/* Re-rendered from the parsed time, never copied: a forged time string must not
+		 * carry a delimiter or line break. yyyy-MM-dd'T'HH:mm:ss.SSS then Z. */
 		e = buf_printf(out, "\tdevTime=%.23sZ\tdevTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSX",
-		               (const char *)buf_ptr(tmp));
+		               tm_rfc3339(ns, ts));
 	}
 	for (size_t i = 0; e == CUSTOS_OK && i < CUSTOS_ARRAY_LEN(leef_map); i++) {
 		e = field(line, leef_map[i].json, tmp);
@@ -378,10 +402,12 @@ static custos_err render_5424(span line, const audit_render_ctx *ctx, buf *out, 
 		goto out;
 	int sev = is_alarming(buf_span(&type), buf_span(&dec)) ? 4 : 6;
 	e = buf_printf(out, "<%d>1 ", fac * 8 + sev);
-	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. */
-	span t = buf_span(tmp);
-	if (e == CUSTOS_OK && t.len == 30 && t.ptr[19] == '.')
-		e = buf_printf(out, "%.26sZ ", t.ptr);
+	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. The
+	 * time is re-rendered from its parsed value, never copied. */
+	uint64_t ns;
+	char ts[TM_RFC3339_LEN];
+	if (e == CUSTOS_OK && tm_parse_rfc3339(buf_span(tmp), &ns) == CUSTOS_OK)
+		e = buf_printf(out, "%.26sZ ", tm_rfc3339(ns, ts));
 	else if (e == CUSTOS_OK)
 		e = buf_append_cstr(out, "- ");
 	if (e == CUSTOS_OK)

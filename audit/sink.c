@@ -562,7 +562,7 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	int qn = snprintf(q, sizeof(q), "{\"acks\":[%llu]}", (unsigned long long)ack);
 	char key[32];
 	snprintf(key, sizeof(key), "%llu", (unsigned long long)ack);
-	uint64_t until = tm_mono_ns() + HEC_ACK_TIMEOUT_NS;
+	uint64_t until = tm_mono_ns() + HEC_ACK_TIMEOUT_NS, pause = 5ull * 1000 * 1000;
 	while (tm_mono_ns() < until && !deadline_passed()) {
 		span acks, one;
 		GUARD(hec_exchange(s, "/services/collector/ack", span_of(q, (size_t)qn), &status,
@@ -571,7 +571,9 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 		if (ajson_get(body, "acks", &acks) == CUSTOS_OK &&
 		    ajson_get(acks, key, &one) == CUSTOS_OK && span_eq_cstr(one, "true"))
 			return cursor_write(s, last);
-		sleep_ns(50ull * 1000 * 1000);
+		sleep_ns(pause);
+		if (pause < 200ull * 1000 * 1000)
+			pause *= 2; /* 5 ms, doubling to 200 ms: indexing takes its time */
 	}
 	return err_set(CUSTOS_ERR_TIMEOUT, "HEC: ack %llu not confirmed; resending",
 	               (unsigned long long)ack);
@@ -729,9 +731,7 @@ int audit_shipper_main(const audit_options *o, int stop_fd)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != stop_fd)
-			close(fd);
+	audit_close_fds_except(stop_fd, -1);
 	if (sinks == NULL)
 		return 1;
 	for (size_t i = 0; i < o->n_sinks; i++) {

@@ -191,6 +191,10 @@ static custos_err render_pending(struct wstate *w, size_t *consumed)
 		if (w->o->checkpoint_events && w->since_ckpt >= w->o->checkpoint_events)
 			GUARD(add_checkpoint(w, "interval"));
 	}
+	/* Under steady traffic the writer is never idle: time-based checkpoints go here. */
+	if (w->o->checkpoint_ns && w->since_ckpt > 0 &&
+	    tm_mono_ns() - w->last_ckpt >= w->o->checkpoint_ns)
+		GUARD(add_checkpoint(w, "interval"));
 	*consumed = i;
 	return CUSTOS_OK;
 }
@@ -382,15 +386,6 @@ out:
 	return e;
 }
 
-static void close_other_fds(int a, int b)
-{
-	int lo = a < b ? a : b, hi = a < b ? b : a;
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != lo && fd != hi)
-			close(fd);
-	(void)hi;
-}
-
 static void report_ready(int fd, custos_err e, uint64_t seq)
 {
 	struct audit_ack a;
@@ -522,7 +517,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	close_other_fds(sock, ready_fd);
+	audit_close_fds_except(sock, ready_fd);
 	/* No privilege gain through exec, and no ptrace/core dump by a same-uid worker. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 || prctl(PR_SET_DUMPABLE, 0) == -1) {
 		e = err_sys("prctl");

@@ -131,11 +131,11 @@ static inline size_t buf_used(const buf *b)
 }
 static inline const uint8_t *buf_ptr(const buf *b)
 {
-	return b->data + b->off;
+	return b->data ? b->data + b->off : b->data; /* NULL + 0 is undefined behaviour */
 }
 static inline span buf_span(const buf *b)
 {
-	return (span){ (const char *)b->data + b->off, b->len - b->off };
+	return (span){ (const char *)buf_ptr(b), b->len - b->off };
 }
 /* Makes room for n more bytes: CUSTOS_ERR_LIMIT past max, CUSTOS_ERR_NOMEM on allocation. */
 custos_err buf_reserve(buf *b, size_t n) CUSTOS_WUR;

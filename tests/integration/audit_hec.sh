@@ -22,6 +22,7 @@ cat >"$T/hec.py" <<'PY'
 import json, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 out, portfile, token, fail_first = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+tls = sys.argv[5:]  # CERT KEY: serve HTTPS
 lock = threading.Lock()
 state = {"fail": fail_first, "next": 1, "polls": {}, "acks_polled": 0}
 class H(BaseHTTPRequestHandler):
@@ -66,6 +67,11 @@ class H(BaseHTTPRequestHandler):
                 return self.reply(200, {"acks": res})
         self.reply(404, {"text": "not found", "code": 404})
 srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+if tls:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls[0], tls[1])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 with open(portfile, "w") as f:
     f.write(str(srv.server_address[1]))
 srv.serve_forever()
@@ -103,4 +109,27 @@ PY
 grep -q "sink_lag=[1-9]" "$T/load2.out" || fail "wrong token delivered: $(cat "$T/load2.out")"
 grep -q "HEC answered 401" "$T/load2.err" || fail "no 401 reported: $(cat "$T/load2.err")"
 [ ! -s "$T/events" ] || fail "events accepted with a wrong token"
+kill "$SP"
+wait "$SP" 2>/dev/null || true
+SP=""
+
+# HTTPS: the server certificate is verified against the CA and the name.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-subj "/CN=custos test CA" -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+	-keyout "$T/server.key" -out "$T/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$T/ext"
+openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+	-days 2 -extfile "$T/ext" -out "$T/server.pem" 2>/dev/null
+rm -f "$T/port" "$T/events"
+python3 "$T/hec.py" "$T/events" "$T/port" s3cret 0 "$T/server.pem" "$T/server.key" \
+	2>"$T/hec.err" &
+SP=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+"$LOAD" "$T/log3" --events 2000 --sink hec --port "$(cat "$T/port")" --token s3cret \
+	--ca "$T/ca.pem" --wait-sink 60 --drain-s 10 >"$T/load3.out" 2>"$T/load3.err" ||
+	fail "HTTPS: $(cat "$T/load3.err")"
+grep -q "sink_lag=0" "$T/load3.out" || fail "HTTPS: not delivered: $(cat "$T/load3.err")"
+[ "$(sort -un "$T/events" | wc -l)" -ge 2000 ] || fail "HTTPS: events missing"
+echo "HTTPS with a verified server: all delivered"
 echo "PASS"

@@ -241,7 +241,7 @@ static void test_render_cef(void **state)
 	 * pipe stays raw. */
 	assert_non_null(strstr(r, " suser=a|b\\=c\\\\d\\ne f "));
 	assert_non_null(strstr(r, " cs1=x,y cs1Label=rule_ids"));
-	assert_non_null(strstr(r, " cs7=email:2 cs7Label=findings"));
+	assert_non_null(strstr(r, " cs6=email:2 cs6Label=findings"));
 	assert_non_null(strstr(r, " cn1=7 cn1Label=seq"));
 	assert_null(strchr(r, '\n'));
 	free(r);
@@ -264,6 +264,12 @@ static void test_render_leef(void **state)
 	assert_non_null(strstr(r, "\truleIds=x,y"));
 	assert_non_null(strstr(r, "\tfindings=email:2"));
 	assert_null(strchr(r, '\n'));
+	free(r);
+	/* A forged time (found by fuzz_audit_record) is never copied into devTime. */
+	r = render(AUDIT_FMT_LEEF, NULL, "{\"v\":1,\"time\":\"2026-11-27T02f\\nd\\tc2be.967Z\"}");
+	assert_non_null(r);
+	assert_null(strchr(r, '\n'));
+	assert_null(strstr(r, "devTime"));
 	free(r);
 }
 

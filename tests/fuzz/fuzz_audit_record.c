@@ -1,0 +1,52 @@
+/* libFuzzer target: one audit log record through everything that reads records: the line
+ * framing parser (verify), the JSON scanner, the writer's body check (the trust boundary) and
+ * every SIEM rendering. Errors are the expected outcome; crashes and broken invariants are
+ * bugs. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../../audit/audit_int.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	span in = span_of((const char *)data, size);
+	audit_line l;
+	buf out;
+
+	if (size > 4 * AUDIT_MAX_LINE)
+		return 0;
+	buf_init(&out, 8 * AUDIT_MAX_LINE);
+	if (audit_line_parse(in, &l) == CUSTOS_OK) {
+		/* The views stay inside the input and in order. */
+		if (l.body.ptr < in.ptr || l.body.ptr + l.body.len > in.ptr + in.len ||
+		    l.canonical.len >= in.len)
+			__builtin_trap();
+		(void)!audit_body_check(l.body, true);
+	}
+	if (ajson_validate(in) == CUSTOS_OK) {
+		size_t pos = 0;
+		span k, v;
+		while (ajson_next(in, &pos, &k, &v) == CUSTOS_OK)
+			if (v.len > 0 && v.ptr[0] == '"') {
+				buf_reset(&out);
+				if (ajson_unescape(v, &out) != CUSTOS_OK)
+					__builtin_trap(); /* validated strings always unescape */
+			}
+		audit_render_ctx ctx = { .hostname = "fuzz", .inner = AUDIT_FMT_CEF };
+		for (int f = AUDIT_FMT_JSON; f <= AUDIT_FMT_RFC5424; f++) {
+			buf_reset(&out);
+			if (audit_render((audit_format)f, in, &ctx, &out) != CUSTOS_OK)
+				continue;
+			/* No rendering may contain a raw line break: one event, one line. */
+			span o = buf_span(&out);
+			if (f != AUDIT_FMT_JSON && memchr(o.ptr, '\n', o.len) != NULL)
+				__builtin_trap();
+		}
+	}
+	(void)!audit_body_check(in, false);
+	buf_free(&out);
+	return 0;
+}
