@@ -202,6 +202,8 @@ models:
 ${EXTRA_MODELS:-}
 audit:
   dir: $work/audit
+admin:
+  socket: $work/admin.sock
 policy:
   file: $work/policy.yaml
 CFG
