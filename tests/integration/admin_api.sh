@@ -13,7 +13,7 @@ curl --help all 2>/dev/null | grep -q -- '--unix-socket' || skip "curl without -
 make_pki
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
-write_config "$work/custos.yaml" "$FX_PORT"
+NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
 TOKEN=admin-token-$RANDOM$RANDOM
 printf '%s\n' "$TOKEN" >"$work/token"
 chmod 600 "$work/token"

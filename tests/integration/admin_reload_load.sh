@@ -12,7 +12,7 @@ make_pki
 start_fixture model --tokens 4
 TOKENS_PER_HOUR=1000000000 write_policy "$work/policy.yaml"
 sed -i 's/requests_per_minute: 6000/requests_per_minute: 100000000/' "$work/policy.yaml"
-write_config "$work/custos.yaml" "$FX_PORT"
+NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
 cat >>"$work/custos.yaml" <<CFG
 admin:
   socket: $work/admin.sock

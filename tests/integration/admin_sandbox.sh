@@ -10,7 +10,7 @@ unshare -Urn true 2>/dev/null || skip "user/network namespaces not available"
 make_pki
 mport=18000
 EXTRA_MODELS="" write_policy "$work/policy.yaml"
-write_config "$work/custos.yaml" 1
+NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" 1
 # Replace the plain-upstream model by a sandboxed one.
 perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
 cat >>"$work/custos.yaml" <<CFG

@@ -202,8 +202,7 @@ models:
 ${EXTRA_MODELS:-}
 audit:
   dir: $work/audit
-admin:
-  socket: $work/admin.sock
+$([ -n "${NO_DEFAULT_ADMIN:-}" ] || printf 'admin:\n  socket: %s/admin.sock\n' "$work")
 policy:
   file: $work/policy.yaml
 CFG
