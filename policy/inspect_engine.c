@@ -75,7 +75,7 @@ custos_err inspect_name_check(span name)
 		ENSURE(c > ' ' && c != 0x7f, CUSTOS_ERR_INVAL,
 		       "detector name contains a space or control character");
 	}
-	unsigned id;
+	unsigned id = 0;
 	if (inspect_builtin_lookup(name, &id) == CUSTOS_OK)
 		return err_set(CUSTOS_ERR_INVAL, "'%s' is a built-in detector name",
 		               det_builtin_names[id]);
@@ -108,7 +108,7 @@ custos_err inspect_pattern_check(const char *pattern, unsigned *max_width)
 	size_t len = strnlen(pattern, INSPECT_MAX_PATTERN_LEN + 1);
 	ENSURE(len > 0 && len <= INSPECT_MAX_PATTERN_LEN, CUSTOS_ERR_INVAL,
 	       "pattern: must be 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
-	unsigned mn, mx;
+	unsigned mn = 0, mx = 0;
 	GUARD(expr_width(pattern, CUSTOM_FLAGS, &mn, &mx));
 	ENSURE(mn > 0, CUSTOS_ERR_INVAL, "pattern: can match empty text");
 	if (max_width != NULL)

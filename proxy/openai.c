@@ -340,7 +340,7 @@ static custos_err top_fields(span json, jsonr_val *choices, jsonr_val *usage, ui
 custos_err openai_usage_parse(span json, openai_usage *u)
 {
 	jsonr_val ch, us;
-	uint32_t got;
+	uint32_t got = 0;
 	memset(u, 0, sizeof(*u));
 	GUARD(top_fields(json, &ch, &us, &got));
 	return (got & 2) ? read_usage(us, u) : CUSTOS_OK;
@@ -399,7 +399,7 @@ static custos_err read_choices(jsonr_val ch, const char *inner, openai_delta *ou
 custos_err openai_chunk_parse(span json, openai_chunk *c)
 {
 	jsonr_val ch, us;
-	uint32_t got;
+	uint32_t got = 0;
 	c->ndeltas = 0;
 	memset(&c->usage, 0, sizeof(c->usage));
 	GUARD(top_fields(json, &ch, &us, &got));
@@ -411,7 +411,7 @@ custos_err openai_chunk_parse(span json, openai_chunk *c)
 custos_err openai_response_parse(span json, openai_response *r)
 {
 	jsonr_val ch, us;
-	uint32_t got;
+	uint32_t got = 0;
 	r->nchoices = 0;
 	memset(&r->usage, 0, sizeof(r->usage));
 	GUARD(top_fields(json, &ch, &us, &got));

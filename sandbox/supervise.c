@@ -624,7 +624,7 @@ custos_err sandbox_connect_inside(sandbox *sb, uint16_t port, int *fd)
 /* One probe: 1 ready, 0 not yet. */
 static int probe(sandbox *sb, uint16_t port, const char *http_path, int wait_ms)
 {
-	int fd;
+	int fd = -1;
 	if (sandbox_connect_inside(sb, port, &fd) != CUSTOS_OK)
 		return 0;
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
