@@ -48,6 +48,28 @@ void cli_egress_attach(struct egress_server *eg);
 void cli_egress_sandbox_started(const char *model, unsigned generation);
 int cmd_sandbox_exec(int argc, char **argv);
 int cmd_vm_run(int argc, char **argv);
+/* cli/cmd_vm.c: waits up to timeout_ns for the domain's QEMU (libvirt pidfile in run_dir, NULL =
+ * /run/libvirt/qemu) to be running under a seccomp filter; CUSTOS_OK when it is. */
+custos_err cli_vm_check_seccomp(const char *run_dir, const char *name,
+                                uint64_t timeout_ns) CUSTOS_WUR;
+/* cli/vm_up.c: VM-sandboxed models of `custos up` (sandbox.type: vm). */
+struct up_vm;
+struct cfg_model;
+/* Boots model m's VM, checks QEMU's seccomp filter, opens the channel, waits for the model
+ * server; a supervisor thread re-does that after each restart. *out: caller's (cli_vm_stop). */
+custos_err cli_vm_start(const struct custos_config *cfg, const struct cfg_model *m,
+                        struct audit_writer *audit, struct up_vm **out) CUSTOS_WUR;
+/* proxy_upstream_opts.connect_fn for a VM model (arg: its up_vm): a stream to the model
+ * server's port over the channel; refused while the VM is not routable. */
+custos_err cli_vm_connect(void *arg, int *fd) CUSTOS_WUR;
+/* A new listener (caller owns *lfd) for the guest's egress streams, for the egress proxy. */
+custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd) CUSTOS_WUR;
+/* Which egress listener follows this VM across restarts (a new channel, a new listener). */
+void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index);
+/* The model id the VM serves. */
+const char *cli_vm_model(const struct up_vm *u);
+/* Stops the supervisor, closes the channel, destroys the domain, frees u (NULL: no-op). */
+void cli_vm_stop(struct up_vm *u);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);

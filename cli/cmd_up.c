@@ -33,6 +33,8 @@ struct up_ctx {
 	struct audit_writer *audit;
 	struct up_sandbox sbx[PROXY_MAX_UPSTREAMS];
 	size_t nsbx;
+	struct up_vm *vms[PROXY_MAX_UPSTREAMS]; /* sandbox.type: vm (cli/vm_up.c) */
+	size_t nvms;
 	egress_server *eg;
 	bool audit_batch;
 	proxy_server *srv; /* for the admin API's hooks */
@@ -93,6 +95,14 @@ static struct up_sandbox *find_sandbox(struct up_ctx *u, const char *model)
 	for (size_t i = 0; i < u->nsbx; i++)
 		if (strcmp(u->sbx[i].model, model) == 0)
 			return &u->sbx[i];
+	return NULL;
+}
+
+static struct up_vm *find_vm(struct up_ctx *u, const char *model)
+{
+	for (size_t i = 0; i < u->nvms; i++)
+		if (strcmp(cli_vm_model(u->vms[i]), model) == 0)
+			return u->vms[i];
 	return NULL;
 }
 
@@ -209,6 +219,13 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 			snprintf(tmp, sizeof(tmp), "unix:%s", u->path);
 			break;
 		case CFG_UPSTREAM_SANDBOX: {
+			struct up_vm *vmu = find_vm(uc, m->id);
+			if (vmu) { /* streams over the VM's channel */
+				pu->connect_fn = cli_vm_connect;
+				pu->connect_arg = vmu;
+				snprintf(tmp, sizeof(tmp), "vm:%s", m->id);
+				break;
+			}
 			struct up_sandbox *sb = find_sandbox(uc, m->id);
 			ENSURE(sb, CUSTOS_ERR_UNSUPPORTED,
 			       "model %s: its sandbox is not running (a sandboxed model added by a "
@@ -504,6 +521,9 @@ static void stop_sandboxes(struct up_ctx *uc)
 		free(uc->sbx[i].model);
 	}
 	uc->nsbx = 0;
+	for (size_t i = 0; i < uc->nvms; i++)
+		cli_vm_stop(uc->vms[i]);
+	uc->nvms = 0;
 }
 
 /* Starts every model whose upstream is its own process sandbox and waits until it answers. */
@@ -513,8 +533,13 @@ static custos_err start_sandboxes(const custos_config *cfg, struct up_ctx *uc)
 		const cfg_model *m = &cfg->models[i];
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
 			continue;
+		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
+			GUARD(cli_vm_start(cfg, m, uc->audit, &uc->vms[uc->nvms]));
+			uc->nvms++;
+			continue;
+		}
 		ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
-		       "model %s: only process sandboxes are wired into `custos up` so far", m->id);
+		       "model %s: unknown sandbox type", m->id);
 		sandbox_profile p;
 		struct sb_storage *st = xcalloc(1, sizeof(*st));
 		custos_err e = map_sandbox(cfg, m, &p, st);
@@ -619,6 +644,17 @@ int cmd_up(int argc, char **argv)
 					sbm[i] = uc->sbx[j].sb;
 		e = cli_egress_options(cfg, aw, sbm, &eo);
 		free(sbm);
+		/* A VM's listener: the guest's proxy streams, accepted from its channel. */
+		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models; i++) {
+			struct up_vm *vmu = find_vm(uc, cfg->models[i].id);
+			if (vmu == NULL)
+				continue;
+			egress_listener_opts *l = &eo.listeners[i];
+			e = cli_vm_egress_fd(vmu, &l->fd);
+			free(l->address);
+			l->address = NULL;
+			l->isolation = POLICY_ISO_VM;
+		}
 		if (e == CUSTOS_OK)
 			e = egress_create(&eo, &eg);
 		else
@@ -627,6 +663,11 @@ int cmd_up(int argc, char **argv)
 			e = egress_start(eg);
 		if (e == CUSTOS_OK)
 			cli_egress_attach(eg);
+		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models; i++) {
+			struct up_vm *vmu = find_vm(uc, cfg->models[i].id);
+			if (vmu)
+				cli_vm_egress_attach(vmu, eg, i);
+		}
 	}
 	o.audit_batch = uc->audit_batch;
 	proxy_server *srv = NULL;
@@ -643,6 +684,8 @@ int cmd_up(int argc, char **argv)
 	if (e != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
 		cli_egress_attach(NULL);
+		for (size_t i = 0; i < uc->nvms; i++)
+			cli_vm_egress_attach(uc->vms[i], NULL, 0);
 		egress_free(eg);
 		stop_sandboxes(uc);
 		free(uc);
@@ -660,6 +703,8 @@ int cmd_up(int argc, char **argv)
 	e = proxy_run(srv, reload_cb, uc);
 	admin_stop(admin); /* its hooks use srv */
 	cli_egress_attach(NULL);
+	for (size_t i = 0; i < uc->nvms; i++)
+		cli_vm_egress_attach(uc->vms[i], NULL, 0);
 	egress_free(eg); /* before the sandboxes its listeners live in */
 	proxy_free(srv);
 	stop_sandboxes(uc); /* after the workers: no request is using them any more */

@@ -179,7 +179,7 @@ static int vm_usage_error(const char *msg)
 
 /* Waits for the pidfile and the seccomp filter; QEMU installs it before running the guest,
  * so a short wait covers libvirt writing the pidfile. */
-static custos_err check_seccomp(const char *run_dir, const char *name, uint64_t timeout_ns)
+custos_err cli_vm_check_seccomp(const char *run_dir, const char *name, uint64_t timeout_ns)
 {
 	uint64_t deadline = tm_mono_ns() + timeout_ns;
 	custos_err e;
@@ -340,7 +340,7 @@ int cmd_vm_run(int argc, char **argv)
 		goto out;
 	}
 	/* Fail closed: no traffic to a QEMU that is not under seccomp. */
-	if (check_seccomp(run_dir, p.name, 10ull * 1000000000) != CUSTOS_OK) {
+	if (cli_vm_check_seccomp(run_dir, p.name, 10ull * 1000000000) != CUSTOS_OK) {
 		fprintf(stderr, "custos vm run: refusing to route to %s: %s\n", p.name, err_msg());
 		goto out;
 	}
@@ -381,7 +381,7 @@ int cmd_vm_run(int argc, char **argv)
 			vm_channel_close(ch);
 			ch = NULL;
 			log_warn("vm %s: channel down; waiting for the VM to come back", p.name);
-			if (check_seccomp(run_dir, p.name, timeout_s * 1000000000ull) !=
+			if (cli_vm_check_seccomp(run_dir, p.name, timeout_s * 1000000000ull) !=
 			            CUSTOS_OK ||
 			    vm_channel_open(&co, &ch) != CUSTOS_OK) {
 				fprintf(stderr, "custos vm run: %s did not come back: %s\n", p.name,

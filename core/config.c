@@ -579,10 +579,13 @@ static bool pci_addr_ok(const char *s)
 
 static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 {
-	static const char *const keys[] = { "vcpus",   "memory",  "hugepages", "cpu_pinning",
-		                            "kernel",  "initrd",  "disk",      "cmdline",
-		                            "hostdev", "channel", "vsock_cid", "console_log" };
+	static const char *const keys[] = { "vcpus",       "memory",      "hugepages",
+		                            "cpu_pinning", "kernel",      "initrd",
+		                            "disk",        "cmdline",     "hostdev",
+		                            "channel",     "vsock_cid",   "console_log",
+		                            "type",        "libvirt_uri", "channel_socket" };
 	static const char *const chans[] = { "vsock", "virtio-serial" };
+	static const char *const types[] = { "kvm", "qemu" };
 	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
 
 	p->vm.vcpus = 1;
@@ -629,6 +632,9 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 	if (cfg_u64(c, m, "vsock_cid", 3, UINT32_MAX - 1, &cid))
 		p->vm.vsock_cid = (uint32_t)cid;
 	cfg_path(c, m, "console_log", false, true, &p->vm.console_log);
+	CFG_ENUM(c, m, "type", types, p->vm.domain_type);
+	cfg_str(c, m, "libvirt_uri", false, &p->vm.libvirt_uri);
+	cfg_path(c, m, "channel_socket", false, true, &p->vm.channel_socket);
 }
 
 static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)

@@ -894,6 +894,19 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 			*failed_now = true;
 			return NULL;
 		}
+	} else if (uo->connect_fn) {
+		/* A stream over a VM's channel (custos/vm.h): one end of a socketpair. */
+		if (uo->connect_fn(uo->connect_arg, &fd) != CUSTOS_OK) {
+			log_debug("upstream %s: connect: %s", uo->name, err_msg());
+			*failed_now = true;
+			return NULL;
+		}
+		int fl = fcntl(fd, F_GETFL);
+		if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+			close(fd);
+			*failed_now = true;
+			return NULL;
+		}
 	} else {
 		if (parse_address(uo->address, &ss, &len) != CUSTOS_OK) {
 			*failed_now = true;

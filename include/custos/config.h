@@ -232,6 +232,7 @@ typedef enum cfg_seccomp_base { CFG_SECCOMP_DEFAULT = 0, CFG_SECCOMP_GPU } cfg_s
 typedef enum cfg_gpu { CFG_GPU_NONE = 0, CFG_GPU_NVIDIA, CFG_GPU_AMD } cfg_gpu;
 typedef enum cfg_scratch_type { CFG_SCRATCH_TMPFS = 0, CFG_SCRATCH_DIR } cfg_scratch_type;
 typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL } cfg_vm_channel;
+typedef enum cfg_vm_type { CFG_VM_KVM = 0, CFG_VM_QEMU } cfg_vm_type;
 
 typedef struct cfg_bind {
 	char *src, *dst; /* absolute; dst defaults to src */
@@ -282,6 +283,10 @@ typedef struct cfg_profile {
 		cfg_vm_channel channel;
 		uint32_t vsock_cid; /* 0 = assigned automatically */
 		char *console_log;
+		cfg_vm_type domain_type; /* kvm (default) or qemu (TCG, no hardware assist) */
+		char *libvirt_uri;       /* NULL: qemu:///system */
+		char *channel_socket;    /* virtio-serial: the unix socket QEMU binds (absolute);
+		                            NULL: /run/custos/vm-<model>.sock */
 	} vm;
 } cfg_profile;
 

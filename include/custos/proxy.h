@@ -66,6 +66,11 @@ typedef struct proxy_upstream_opts {
 	struct sandbox *sandbox;     /* borrowed: connect inside this sandbox's network namespace
 	                                (sandbox.h) to 127.0.0.1:sandbox_port; address unused */
 	uint16_t sandbox_port;
+	/* borrowed, when set (and sandbox is NULL): opens a connected stream to the model server
+	 * (e.g. over a VM's channel, vm_channel_open_stream); returns CUSTOS_OK with *fd owned by
+	 * the caller. Called on a worker thread: must not block for long. address unused */
+	custos_err (*connect_fn)(void *arg, int *fd);
+	void *connect_arg;
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {

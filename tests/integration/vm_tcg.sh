@@ -1,25 +1,23 @@
 #!/usr/bin/env bash
-# Integration test of the VM sandbox under TCG: starts virtlogd and libvirtd by hand (own
-# socket directory and pidfiles; stopped by PID), builds the test guest (Debian kernel fetched
-# with apt-get download + busybox initramfs with custos-guest and the model-server fixture),
-# and runs `custos vm run`, which boots it with no network interface, refuses to route until
-# QEMU is seen under seccomp, and bridges the channel. Checked:
-#   - a chat completion answered from inside the VM (host curl -> custos vm run's forward
-#     listener -> multiplexed virtio-serial channel -> custos-guest -> model server in the VM);
-#     the proxy's ingress (`custos up` with a vm route) is not merged yet, so the host side is
-#     `custos vm run --forward`, not the TLS ingress;
+# Integration test of the VM sandbox under TCG, through the real system: starts virtlogd and
+# libvirtd by hand (own socket directory and pidfiles; stopped by PID), builds the test guest
+# (Debian kernel fetched with apt-get download + busybox initramfs with custos-guest and the
+# model-server fixture), and runs `custos up` with a model whose sandbox.type is vm: custos boots
+# it with no network interface, refuses to route until QEMU is seen under seccomp, and reaches it
+# only through the multiplexed virtio-serial channel. Checked:
+#   - a chat completion answered from inside the VM: curl with an API key -> custos' ingress
+#     listener (authentication, policy, audit) -> a stream over the channel -> custos-guest ->
+#     the model server in the VM (its canned answer exists only in the guest image);
 #   - egress from inside the VM: busybox wget with http_proxy=127.0.0.1:3128 -> custos-guest ->
-#     channel -> custos vm run -> the host's egress listener. The egress proxy is not written
-#     yet, so that listener is a STAND-IN in this script (egress_standin.py) that asks custos'
-#     policy engine (`custos policy explain` on a test policy: vm-isolated models may GET the
-#     confidential host-data source, everything else is default deny), forwards allowed calls
-#     and writes one JSON audit line per decision. Proven for custos: the VM's egress reaches
-#     the host only through the channel and is decided by custos policy; the proxying and the
-#     audit record are the stand-in's until the egress proxy (and its audit events) exist;
+#     channel -> custos' egress proxy (the VM's listener), which decides by policy (vm-isolated
+#     models may GET the confidential host-data source; anything else is default deny, 403),
+#     forwards the allowed call to the loopback data server and audits both as egress.request
+#     events (model vm-model, decision, rules); `custos audit verify` passes on the trail;
 #   - QEMU runs as an unprivileged user under seccomp (-sandbox on,obsolete=deny,...), the live
 #     domain has no <interface>, the guest sees only lo;
-#   - QEMU killed -> libvirt event -> custos restarts it with backoff (audited in the events
-#     file), re-checks seccomp, reconnects, and a second chat completion is answered.
+#   - QEMU killed -> libvirt event -> custos restarts it with backoff (audited: sandbox.vm
+#     events), re-checks seccomp, reconnects, and a second chat completion is answered; the
+#     rebooted guest's egress reaches custos through the new channel's listener.
 # Exit 0 pass, 1 fail, 77 skipped (reason printed).
 set -euo pipefail
 
@@ -47,7 +45,7 @@ done
 
 WORK=$(mktemp -d /tmp/custos-vm-tcg.XXXXXX)
 chmod 755 "$WORK"
-NAME="custos-vmtest-$$"
+NAME=""
 PIDS_TO_STOP=() # "pid" of processes this test started, stopped in reverse order
 VIRTLOGD_PID="" LIBVIRTD_PID="" CUSTOS_PID=""
 FAILED=0
@@ -70,19 +68,19 @@ stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL
 cleanup() {
 	set +e
 	stop_pid "$CUSTOS_PID"
-	[ -n "${URI:-}" ] && virsh -c "$URI" destroy "$NAME" >/dev/null 2>&1
+	[ -n "${URI:-}" ] && [ -n "$NAME" ] && virsh -c "$URI" destroy "$NAME" >/dev/null 2>&1
 	for ((i = ${#PIDS_TO_STOP[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS_TO_STOP[$i]}"
 	done
 	stop_pid "$LIBVIRTD_PID"
 	stop_pid "$VIRTLOGD_PID"
 	if [ "$FAILED" -ne 0 ]; then
-		echo "--- custos vm run log"
-		tail -30 "$WORK/custos.log" 2>/dev/null
+		echo "--- custos up log"
+		grep -v '"egress.request' "$WORK/custos.log" 2>/dev/null | tail -40
 		echo "--- guest console"
 		tail -30 "$WORK/console.log" 2>/dev/null
-		echo "--- events"
-		cat "$WORK/events.jsonl" 2>/dev/null
+		echo "--- audit (vm events)"
+		cat "$WORK"/audit/*.jsonl 2>/dev/null | grep -E 'sandbox.vm|egress.request' | tail -10
 	fi
 	rm -rf "$WORK"
 }
@@ -126,26 +124,43 @@ virsh -c "$URI" version >/dev/null 2>&1 || skip "libvirtd does not answer on $UR
 # KVM cannot be trusted here (a paravirtual host reports it and then hangs); TCG always works.
 DOMTYPE=qemu
 
+# ---- host side: the data source the VM may read ----------------------------------------------
+"$HOST_MODEL" --listen 127.0.0.1:0 --port-file "$WORK/data.port" --mode canned \
+	--canned "data from the host" >"$WORK/data.log" 2>&1 &
+PIDS_TO_STOP+=($!)
+wait_for 10 test -s "$WORK/data.port" || {
+	fail "host data fixture did not start"
+	exit 1
+}
+DPORT=$(cat "$WORK/data.port")
+
 # ---- guest image ------------------------------------------------------------------------------
-cat >"$WORK/egress-hook.sh" <<'EOF'
-# Test hook run by the guest's init: egress through custos-guest's loopback proxy port.
+# Test hook run by the guest's init (at every boot): egress through custos-guest's loopback proxy.
+cat >"$WORK/egress-hook.sh" <<EOF
 export http_proxy=http://127.0.0.1:3128
-for i in $(seq 90); do
-	if wget -q -O /tmp/eg http://data.custos.test/v1/models 2>/dev/null; then
-		echo "EGRESS-OK $(cat /tmp/eg)"
+for i in \$(seq 90); do
+	if wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/dev/null; then
+		echo "EGRESS-OK \$(cat /tmp/eg)"
 		break
 	fi
 	sleep 1
 done
 if wget -q -O /tmp/eg2 http://exfil.example/upload 2>/tmp/eg2.err; then
-	echo "EGRESS-UNEXPECTED $(cat /tmp/eg2)"
+	echo "EGRESS-UNEXPECTED \$(cat /tmp/eg2)"
 else
-	echo "EGRESS-DENIED $(cat /tmp/eg2.err)"
+	echo "EGRESS-DENIED \$(cat /tmp/eg2.err)"
 fi
+# What a model server does while it answers: calls out during a chat completion. These are
+# attributed to the ingress request in flight (principal and request id in the egress event).
+( for i in \$(seq 400); do
+	wget -q -O /dev/null http://127.0.0.1:$DPORT/during-chat 2>/dev/null
+	sleep 0.25
+done ) &
 EOF
 IMG=$BUILD/vm-image
 if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
 	"$AGENT" "$GUEST_MODEL" --mode canned --canned "Hello from inside the VM." \
+	--tokens 8 --delay-ms 250 \
 	>"$WORK/image.log" 2>&1; then
 	cat "$WORK/image.log"
 	if grep -q "apt-get download\|package lists" "$WORK/image.log"; then
@@ -157,28 +172,65 @@ fi
 chmod 755 "$BUILD" "$IMG" 2>/dev/null || true
 chmod 644 "$IMG/vmlinuz" "$IMG/initrd.img"
 
-# ---- host side: the egress target and the egress stand-in -----------------------------------
-"$HOST_MODEL" --listen 127.0.0.1:0 --port-file "$WORK/data.port" --mode canned \
-	--canned "data from the host" >"$WORK/data.log" 2>&1 &
-PIDS_TO_STOP+=($!)
-wait_for 10 test -s "$WORK/data.port" || {
-	fail "host data fixture did not start"
-	exit 1
-}
-# The egress decision is custos' own policy engine (`custos policy explain`, the evaluator's
-# matcher); the HTTP proxying and the audit line around it are a stand-in until the egress proxy
-# exists.
-cat >"$WORK/policy.yaml" <<'EOF'
+# ---- custos.yaml, policy, audit key ------------------------------------------------------------
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_IN=$(port)
+P_EG=$(port)
+KEY=test-key-vm-user
+KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+"$CUSTOS" audit keygen "$WORK/keys" >/dev/null
+mkdir -p "$WORK/chan"
+chown libvirt-qemu: "$WORK/chan" 2>/dev/null || chmod 1777 "$WORK/chan"
+cat >"$WORK/custos.yaml" <<EOF
 version: 1
+log: { level: info, format: text }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+auth:
+  api_keys:
+    - { id: alice, sha256: "$KEYSHA" }
 models:
-  vm-model:   { isolation: vm }
-  proc-model: { isolation: process }
+  - id: vm-model
+    sandbox:
+      type: vm
+      profile: tcg-guest
+      port: 8000
+      health: { start_timeout: 120s }
+      restart: { initial: 1s, max: 5s }
+sandbox_profiles:
+  tcg-guest:
+    vm:
+      type: qemu
+      libvirt_uri: "$URI"
+      vcpus: 1
+      memory: 256MiB
+      kernel: $IMG/vmlinuz
+      initrd: $IMG/initrd.img
+      cmdline: "console=ttyS0 quiet panic=-1"
+      channel: virtio-serial
+      channel_socket: $WORK/chan/mux.sock
+      console_log: $WORK/console.log
+data_sources:
+  - { id: host-data, url: "http://127.0.0.1:$DPORT/", classification: confidential, allow_private_addresses: true }
+egress:
+  port: $P_EG
+audit: { dir: "$WORK/audit", signing_key: "$WORK/keys/audit.key" }
+admin: { socket: "$WORK/admin.sock" }
+policy: { file: "$WORK/policy.yaml" }
+EOF
+cat >"$WORK/policy.yaml" <<EOF
+version: 1
+mode: enforce
+principals:
+  alice: { match: { api_key_sha256: "$KEYSHA" } }
+models:
+  vm-model: { isolation: vm }
 data:
-  host-data: { url: "http://data.custos.test/", classification: confidential }
+  host-data: { url: "http://127.0.0.1:$DPORT/", classification: confidential }
 rules:
   - id: chat-vm-model
     effect: allow
-    when: { direction: ingress, model: [vm-model, proc-model] }
+    when: { direction: ingress, principal: alice, model: vm-model }
   - id: vm-models-read-host-data
     effect: allow
     when: { direction: egress, data: host-data, method: GET, model.isolation: { at_least: vm } }
@@ -186,78 +238,31 @@ rules:
     effect: deny
     when: { direction: egress, data.classification: { above: internal }, model.isolation: { below: vm } }
 EOF
-chmod 600 "$WORK/policy.yaml"
-"$CUSTOS" policy check "$WORK/policy.yaml" >/dev/null 2>&1 || {
-	fail "test policy does not check"
-	exit 1
-}
-cat >"$WORK/egress_standin.py" <<'EOF'
-# STAND-IN for custos' egress proxy (not written yet): the decision comes from
-# `custos policy explain` (custos' policy engine); this script forwards allowed calls and
-# writes one JSON audit line per decision.
-import http.server, json, os, subprocess, sys, time, urllib.parse, urllib.request
-custos, policy, model, target_port, audit_path, port_file = sys.argv[1:7]
-def decide(method, url):
-    req = json.dumps({"direction": "egress", "model": model, "url": url, "method": method})
-    out = subprocess.run([custos, "policy", "explain", policy, "--request", req],
-                         capture_output=True, text=True).stdout
-    decision = rules = None
-    for line in out.splitlines():
-        if line.startswith("decision: "):
-            decision = line.split(": ", 1)[1].strip()
-        elif line.startswith("deciding rules: "):
-            rules = line.split(": ", 1)[1].strip()
-    return decision == "allow", decision or "deny", rules
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        u = urllib.parse.urlsplit(self.path)
-        allow, decision, rules = decide("GET", self.path)
-        with open(audit_path, "a") as f:
-            f.write(json.dumps({"time": time.time(), "direction": "egress", "model": model,
-                                "method": "GET", "host": u.hostname, "path": u.path,
-                                "decision": decision, "rules": rules}) + "\n")
-        if not allow:
-            self.send_error(403, "denied by policy")
-            return
-        with urllib.request.urlopen("http://127.0.0.1:%s%s" % (target_port, u.path)) as r:
-            body = r.read()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-open(port_file + ".tmp", "w").write(str(s.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-s.serve_forever()
-EOF
-python3 "$WORK/egress_standin.py" "$CUSTOS" "$WORK/policy.yaml" vm-model \
-	"$(cat "$WORK/data.port")" "$WORK/egress-audit.jsonl" "$WORK/egress.port" &
-PIDS_TO_STOP+=($!)
-wait_for 10 test -s "$WORK/egress.port" || {
-	fail "egress stand-in did not start"
+chmod 600 "$WORK/custos.yaml" "$WORK/policy.yaml"
+"$CUSTOS" config check "$WORK/custos.yaml" >"$WORK/check.log" 2>&1 || {
+	cat "$WORK/check.log"
+	fail "test config does not check"
 	exit 1
 }
 
-# ---- boot ------------------------------------------------------------------------------------
-mkdir -p "$WORK/chan"
-chown libvirt-qemu: "$WORK/chan" 2>/dev/null || chmod 1777 "$WORK/chan"
-FWD_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$CUSTOS" vm run --uri "$URI" --name "$NAME" --type "$DOMTYPE" --memory-mib 256 \
-	--kernel "$IMG/vmlinuz" --initrd "$IMG/initrd.img" \
-	--cmdline "console=ttyS0 quiet panic=-1" \
-	--channel "$WORK/chan/mux.sock" --console-log "$WORK/console.log" \
-	--forward "127.0.0.1:$FWD_PORT=8000" --egress-to "127.0.0.1:$(cat "$WORK/egress.port")" \
-	--ready-file "$WORK/ready" --events "$WORK/events.jsonl" --timeout-s 120 \
-	>"$WORK/custos.log" 2>&1 &
+# ---- custos up: boots the VM, checks seccomp, opens the channel -------------------------------
+NAME=custos-vm-model
+"$CUSTOS" up -c "$WORK/custos.yaml" >"$WORK/custos.log" 2>&1 &
 CUSTOS_PID=$!
 # The first start on a fresh machine includes libvirt probing QEMU's capabilities (~1 min).
-if ! wait_for 150 test -s "$WORK/ready"; then
-	fail "custos vm run did not become ready"
+up_ready() { grep -q "up: listener 1 on port $P_IN" "$WORK/custos.log"; }
+for _ in $(seq 900); do
+	up_ready && break
+	kill -0 "$CUSTOS_PID" 2>/dev/null || break
+	sleep 0.2
+done
+if ! up_ready; then
+	fail "custos up did not become ready"
 	exit 1
 fi
-echo "ok - VM started, QEMU seccomp checked, channel up"
+grep -q "vm $NAME: QEMU pid [0-9]* runs under a seccomp filter" "$WORK/custos.log" ||
+	fail "custos routed to the VM without logging its seccomp check"
+echo "ok - custos up: VM started, QEMU seccomp checked, channel up, ingress listening"
 wait_for 60 grep -q CUSTOS-GUEST-READY "$WORK/console.log" || fail "guest did not boot"
 grep -qE "CUSTOS-GUEST-READY interfaces: lo[[:space:]]*$" "$WORK/console.log" ||
 	fail "the guest has a network interface besides lo: $(grep READY "$WORK/console.log")"
@@ -275,16 +280,20 @@ virsh -c "$URI" dumpxml "$NAME" >"$WORK/live.xml"
 grep -q "<interface" "$WORK/live.xml" && fail "the live domain has an <interface>"
 echo "ok - QEMU pid $QPID: uid $quid, Seccomp 2, -sandbox on, no NIC, guest has lo only"
 
-# ---- ingress: a chat completion answered inside the VM --------------------------------------
+# ---- ingress: a chat completion through custos, answered inside the VM -----------------------
 chat() {
-	curl --silent --show-error --max-time 30 "http://127.0.0.1:$FWD_PORT/v1/chat/completions" \
-		-H 'content-type: application/json' \
-		-d '{"model":"fixture-model","messages":[{"role":"user","content":"hello VM"}]}'
+	curl --silent --show-error --max-time 30 "http://127.0.0.1:$P_IN/v1/chat/completions" \
+		-H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
+		-d '{"model":"vm-model","messages":[{"role":"user","content":"hello VM"}]}'
 }
-reply=$(chat) || fail "chat completion through the channel failed"
+reply=$(chat) || fail "chat completion through custos failed"
 echo "$reply" | grep -q '"content":"Hello from inside the VM."' ||
 	fail "unexpected reply: $reply"
-echo "ok - chat completion answered from inside the VM"
+echo "ok - chat completion through custos' ingress, answered from inside the VM"
+code=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 30 \
+	"http://127.0.0.1:$P_IN/v1/chat/completions" -H 'content-type: application/json' \
+	-d '{"model":"vm-model","messages":[{"role":"user","content":"no key"}]}')
+[ "$code" = 401 ] || fail "a request without an API key got $code, not 401"
 # Many at once over the one virtio-serial port.
 for i in $(seq 16); do chat >"$WORK/par.$i" & done
 wait_ok=0
@@ -292,26 +301,22 @@ for i in $(seq 16); do
 	wait_for 60 grep -q 'Hello from inside the VM.' "$WORK/par.$i" && wait_ok=$((wait_ok + 1))
 done
 [ "$wait_ok" -eq 16 ] || fail "only $wait_ok of 16 concurrent completions answered"
-echo "ok - 16 concurrent completions over one channel"
+echo "ok - 16 concurrent completions through custos over one channel"
 
-# ---- egress: from the VM, out through the channel -------------------------------------------
+# ---- egress: from the VM, through custos' egress proxy ---------------------------------------
 wait_for 90 grep -q "EGRESS-DENIED\|EGRESS-UNEXPECTED" "$WORK/console.log" ||
 	fail "the guest's egress calls did not finish"
 grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
-	fail "allowed egress call from the VM did not get the host's answer"
-grep -q 'EGRESS-DENIED' "$WORK/console.log" || fail "denied egress call was not denied"
-grep -q '"host": "data.custos.test".*"decision": "allow", "rules": "vm-models-read-host-data"' \
-	"$WORK/egress-audit.jsonl" ||
-	fail "no allow decision recorded for the egress call"
-grep -q '"host": "exfil.example".*"decision": "deny"' "$WORK/egress-audit.jsonl" ||
-	fail "no deny decision recorded for the egress call"
-echo "ok - egress from the VM out through the channel, decided by custos policy (allow + default deny)"
+	fail "allowed egress call from the VM did not get the data source's answer"
+grep -q 'EGRESS-DENIED.*403' "$WORK/console.log" ||
+	fail "denied egress call did not get 403: $(grep EGRESS- "$WORK/console.log")"
+echo "ok - egress from the VM through custos' egress proxy: allowed call answered, other denied (403)"
 
 # ---- crash -> restart with backoff, audited ---------------------------------------------------
 kill -KILL "$QPID"
-wait_for 60 grep -q '"action":"restarted"' "$WORK/events.jsonl" || fail "no restart after crash"
-grep -q '"action":"crashed"' "$WORK/events.jsonl" || fail "crash not reported"
-wait_for 60 grep -q "channel up again" "$WORK/custos.log" || fail "channel not re-established"
+wait_for 120 grep -q "vm $NAME: channel up again, seccomp checked" "$WORK/custos.log" ||
+	fail "channel not re-established after the crash"
+grep -q "vm $NAME (model vm-model): crashed" "$WORK/custos.log" || fail "crash not reported"
 NEWPID=$(cat /run/libvirt/qemu/"$NAME".pid 2>/dev/null || echo none)
 [ "$NEWPID" != "$QPID" ] || fail "QEMU pid did not change"
 ok=0
@@ -323,19 +328,50 @@ for _ in $(seq 30); do
 	sleep 1
 done
 [ "$ok" -eq 1 ] || fail "no completion after the restart"
+# The new QEMU started a new console log: the rebooted guest's hook ran again, through the
+# new channel's egress listener (its allowed call is counted in the audit trail below).
+wait_for 120 grep -q "EGRESS-DENIED" "$WORK/console.log" ||
+	fail "the restarted guest's egress calls did not finish"
+grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
+	fail "the restarted guest's allowed egress call did not get the data source's answer"
 echo "ok - QEMU killed: crash audited, restarted with backoff, seccomp re-checked, answering again"
 
-# ---- clean stop -------------------------------------------------------------------------------
+# ---- clean stop, then the audit trail ----------------------------------------------------------
 stop_pid "$CUSTOS_PID"
 rc=0
 wait "$CUSTOS_PID" 2>/dev/null || rc=$?
 CUSTOS_PID=""
-[ "$rc" -eq 0 ] || fail "custos vm run exited with $rc after SIGTERM"
-grep -q "Sanitizer" "$WORK/custos.log" && fail "sanitizer report from custos vm run"
-grep -q '"action":"stopped"' "$WORK/events.jsonl" || fail "stop not reported"
+[ "$rc" -eq 0 ] || fail "custos up exited with $rc after SIGTERM"
+grep -q "Sanitizer" "$WORK/custos.log" && fail "sanitizer report from custos up"
 if virsh -c "$URI" list --name | grep -qx "$NAME"; then
-	fail "domain still running after custos vm run stopped"
+	fail "domain still running after custos up stopped"
 fi
+cat "$WORK"/audit/*.jsonl >"$WORK/trail.jsonl"
+ev() { grep "$1" "$WORK/trail.jsonl" | grep -c "$2" || true; }
+[ "$(grep '"egress.request"' "$WORK/trail.jsonl" | grep '"model":"vm-model"' |
+	grep '"host":"127.0.0.1"' | grep '"data_source":"host-data"' |
+	grep '"decision":"allow"' | grep -c '"rules":"vm-models-read-host-data"')" -ge 2 ] ||
+	fail "no allowed egress.request events (model vm-model, host-data, by rule) in the audit trail (one per boot)"
+[ "$(grep '"egress.request"' "$WORK/trail.jsonl" | grep '"model":"vm-model"' |
+	grep '"host":"exfil.example"' | grep -c '"decision":"deny"')" -ge 1 ] ||
+	fail "no denied egress.request event in the audit trail"
+[ "$(ev '"direction":"ingress"' '"principal":"alice"')" -ge 17 ] ||
+	fail "ingress requests of alice missing from the audit trail"
+# An egress call made while one chat completion was in flight names that request.
+attr=$(grep '"egress.request"' "$WORK/trail.jsonl" | grep '"path":"/during-chat"' |
+	grep -o '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' |
+	head -1 | sed 's/.*"ingress_request_id":"\([^"]*\)".*/\1/')
+if [ -z "$attr" ]; then
+	fail "no egress call from the VM attributed to an in-flight ingress request"
+elif ! grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -q "\"request_id\":\"$attr\""; then
+	fail "egress attributed to $attr, which is no ingress request in the trail"
+fi
+for a in started crashed restarting restarted stopped; do
+	[ "$(ev '"sandbox.vm"' "\"action\":\"$a\"")" -ge 1 ] || fail "no sandbox.vm $a event in the audit trail"
+done
+out=$("$CUSTOS" audit verify --pubkey "$WORK/keys/audit.pub" "$WORK/audit" 2>&1) ||
+	fail "custos audit verify: $out"
+echo "ok - audit trail: egress allow/deny by policy (one attributed to ingress request $attr), ingress, VM lifecycle; verified: $out"
 
 if [ "$FAILED" -ne 0 ]; then
 	exit 1

@@ -351,6 +351,17 @@ static void test_models_and_profiles(void **state)
 	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, vcpus: 2, "
 	             "cpu_pinning: [1]}}}\n",
 	             "cpu_pinning lists 1");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, type: xen}}}\n", "xen");
+	expect_error(
+	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel_socket: rel.sock}}}\n",
+	        "absolute");
+	custos_config *vc = parse_ok(
+	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, type: qemu, "
+	        "libvirt_uri: \"qemu+unix:///system?socket=/s\", channel_socket: /c.sock}}}\n");
+	assert_int_equal(vc->profiles[0].vm.domain_type, CFG_VM_QEMU);
+	assert_string_equal(vc->profiles[0].vm.libvirt_uri, "qemu+unix:///system?socket=/s");
+	assert_string_equal(vc->profiles[0].vm.channel_socket, "/c.sock");
+	config_free(vc);
 	expect_error("version: 1\nsandbox_profiles: {p: {}, p: {}}\n", "duplicate key 'p'");
 	expect_error("version: 1\nmodels: [{id: m, sandbox: {type: process, profile: p, command: "
 	             "[/x], restart: {initial: 10s, max: 1s}}}]\nsandbox_profiles: {p: {}}\n",

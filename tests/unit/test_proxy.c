@@ -1,7 +1,8 @@
 /*
  * Unit tests for the ingress proxy's internals: timer heap, rate and token limits, API-key
  * identity, JWKS loading and JWT verification (Ed25519 keys made here with OpenSSL), and
- * option validation in proxy_create (negative cases first).
+ * option validation in proxy_create (negative cases first), and an upstream reached through
+ * connect_fn (how `custos up` reaches a VM: a stream per connection), refused and answered.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -373,6 +379,123 @@ static void test_create_ok(void **state)
 	proxy_free(s);
 }
 
+/* ---- upstream through connect_fn (a VM channel stream in `custos up`) ---- */
+static void *fake_model(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char req[8192];
+	size_t got = 0;
+	while (got < sizeof(req) - 1) { /* headers, then the (small) body */
+		ssize_t n = read(fd, req + got, sizeof(req) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		req[got] = '\0';
+		char *end = strstr(req, "\r\n\r\n");
+		if (end && strstr(req, "}"))
+			break;
+	}
+	static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	                           "Content-Length: 24\r\n\r\n{\"answer\":\"from-stream\"}";
+	if (write(fd, resp, sizeof(resp) - 1) < 0)
+		fail_msg("write");
+	close(fd);
+	return NULL;
+}
+
+static int n_connects;
+static custos_err stream_connect(void *arg, int *fd)
+{
+	int sv[2];
+	pthread_t t;
+	n_connects++;
+	if (arg == NULL) /* the VM is not routable */
+		return err_set(CUSTOS_ERR_CLOSED, "not routable");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		return err_sys("socketpair");
+	if (pthread_create(&t, NULL, fake_model, (void *)(intptr_t)sv[1]) != 0)
+		abort();
+	pthread_detach(t);
+	*fd = sv[0];
+	return CUSTOS_OK;
+}
+
+static void *run_proxy(void *arg)
+{
+	if (proxy_run(arg, NULL, NULL) != CUSTOS_OK)
+		fail_msg("proxy_run: %s", err_msg());
+	return NULL;
+}
+
+/* One chat completion through the listener; returns the response (caller frees). */
+static char *chat_once(unsigned port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	                           "\"content\":\"hi\"}]}";
+	char req[512];
+	int n = snprintf(req, sizeof(req),
+	                 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+	                 "Authorization: Bearer unit-key\r\n"
+	                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	                 sizeof(body) - 1, body);
+	assert_int_equal(write(fd, req, (size_t)n), n);
+	char *resp = calloc(1, 8192);
+	size_t got = 0;
+	ssize_t r;
+	/* Until the whole response is in (the proxy's lingering close waits for our FIN). */
+	while (got < 8191 && (r = read(fd, resp + got, 8191 - got)) > 0) {
+		got += (size_t)r;
+		const char *end = strstr(resp, "\r\n\r\n"), *cl = strstr(resp, "Content-Length: ");
+		if (end && cl && got >= (size_t)(end + 4 - resp) + strtoul(cl + 16, NULL, 10))
+			break;
+	}
+	close(fd);
+	return resp;
+}
+
+static void test_connect_fn(void **state)
+{
+	static int token;
+	(void)state;
+	for (int routable = 0; routable < 2; routable++) {
+		proxy_options o;
+		proxy_server *s = NULL;
+		pthread_t t;
+		base_options(&o, "127.0.0.1:0");
+		o.upstreams[0].connect_fn = stream_connect;
+		o.upstreams[0].connect_arg = routable ? &token : NULL;
+		o.shutdown_grace_ns = NS / 10;
+		o.api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o.api_keys[0]));
+		o.api_keys[0].principal = xstrdup("unit");
+		unsigned dl = 32;
+		assert_int_equal(
+		        EVP_Digest("unit-key", 8, o.api_keys[0].sha256, &dl, EVP_sha256(), NULL),
+		        1);
+		o.napi_keys = 1;
+		assert_int_equal(proxy_create(&o, &s), CUSTOS_OK);
+		unsigned port = proxy_bound_port(s, 0);
+		assert_int_equal(pthread_create(&t, NULL, run_proxy, s), 0);
+		n_connects = 0;
+		char *resp = chat_once(port);
+		if (routable) { /* the answer came over the stream, not 127.0.0.1:1 */
+			assert_non_null(strstr(resp, " 200 "));
+			assert_non_null(strstr(resp, "from-stream"));
+		} else { /* refused: a gateway error, never the address */
+			assert_null(strstr(resp, " 200 "));
+			assert_non_null(strstr(resp, " 50"));
+		}
+		assert_true(n_connects >= 1);
+		free(resp);
+		proxy_request_stop(s);
+		pthread_join(t, NULL);
+		proxy_free(s);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -385,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_jwks_negative),
 		cmocka_unit_test(test_create_negative),
 		cmocka_unit_test(test_create_ok),
+		cmocka_unit_test(test_connect_fn),
 	};
 	log_setup(LOG_LVL_ERROR, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,330 @@
+/*
+ * The VM-sandboxed models of `custos up` (sandbox.type: vm): boots each one through libvirt
+ * (custos/vm.h), refuses to route to it until its QEMU process is seen under a seccomp filter,
+ * opens the multiplexed channel, and keeps that up across crashes: libvirt's lifecycle events
+ * are audited and drive the restart with backoff; a supervisor thread re-checks seccomp and
+ * reconnects the channel (and re-creates the egress listener) once the new QEMU runs. The
+ * ingress proxy reaches the model through cli_vm_connect (a stream over the channel); the
+ * egress proxy accepts the guest's proxy connections from the listener cli_vm_egress_fd gives.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "custos/audit.h"
+#include "custos/config.h"
+#include "custos/egress.h"
+#include "custos/vm.h"
+
+#define NS_PER_MS 1000000ull
+#define NS_PER_S  1000000000ull
+
+struct up_vm {
+	char *model;
+	char name[VM_NAME_MAX + 1]; /* domain name: custos-<model> */
+	char *chan_path;
+	uint16_t port;
+	uint64_t timeout_ns;
+	struct audit_writer *audit;
+	vm_host *h;
+	vm *v;
+	pthread_mutex_t mu; /* ch, routable, eg, eg_index */
+	vm_channel *ch;     /* NULL while the VM is down */
+	bool routable;      /* QEMU seen under seccomp and the channel up */
+	egress_server *eg;
+	size_t eg_index;
+	pthread_t sup;
+	bool sup_started;
+	atomic_bool quit;
+};
+
+const char *cli_vm_model(const struct up_vm *u)
+{
+	return u->model;
+}
+
+static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const char *detail)
+{
+	struct up_vm *u = arg;
+	audit_event ev;
+
+	log_info("vm %s (model %s): %s%s%s", domain, u->model, vm_event_name(kind),
+	         detail && *detail ? ": " : "", detail ? detail : "");
+	if (u->audit == NULL)
+		return;
+	audit_event_begin(&ev, "sandbox.vm");
+	audit_event_cstr(&ev, "model", u->model);
+	audit_event_cstr(&ev, "vm", domain);
+	audit_event_cstr(&ev, "action", vm_event_name(kind));
+	audit_event_cstr(&ev, "detail", detail);
+	if (audit_event_end(&ev) != CUSTOS_OK || audit_submit(u->audit, &ev) != CUSTOS_OK)
+		log_error("vm %s: lifecycle event not audited: %s", domain, err_msg());
+}
+
+/* One request to the model server over the channel; CUSTOS_OK when an HTTP status line comes
+ * back within 2 s. */
+static custos_err probe(struct up_vm *u, vm_channel *ch, const char *path)
+{
+	char req[512], resp[16];
+	int fd = -1;
+
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: model\r\n\r\n",
+	                 path ? path : "/v1/models");
+	ENSURE(n > 0 && (size_t)n < sizeof(req), CUSTOS_ERR_LIMIT, "health path too long");
+	GUARD(vm_channel_open_stream(ch, u->port, &fd));
+	custos_err e = file_write_all(fd, req, (size_t)n);
+	size_t got = 0;
+	uint64_t deadline = tm_mono_ns() + 2 * NS_PER_S;
+	while (e == CUSTOS_OK && got < 8) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		uint64_t now = tm_mono_ns();
+		if (now >= deadline) {
+			e = err_set(CUSTOS_ERR_TIMEOUT, "model server did not answer");
+			break;
+		}
+		int pr = poll(&pf, 1, (int)((deadline - now) / NS_PER_MS) + 1);
+		if (pr == -1 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			continue;
+		ssize_t r = read(fd, resp + got, sizeof(resp) - got);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			e = err_set(CUSTOS_ERR_CLOSED, "model server closed the stream");
+			break;
+		}
+		got += (size_t)r;
+	}
+	close(fd);
+	if (e == CUSTOS_OK && memcmp(resp, "HTTP/1.", 7) != 0)
+		e = err_set(CUSTOS_ERR_PARSE, "not an HTTP answer from the model server");
+	return e;
+}
+
+/* Waits for the new QEMU's seccomp filter, connects the channel, waits for the model server,
+ * gives the egress proxy a new listener; then routes again. */
+static custos_err bring_up(struct up_vm *u, const char *health)
+{
+	vm_channel *ch = NULL;
+	uint64_t deadline = tm_mono_ns() + u->timeout_ns;
+
+	GUARD(err_wrap(cli_vm_check_seccomp(NULL, u->name, u->timeout_ns),
+	               "vm %s: refusing to route to it", u->name));
+	vm_channel_opts co = { .path = u->chan_path, .connect_timeout_ns = u->timeout_ns };
+	GUARD(vm_channel_open(&co, &ch));
+	custos_err e;
+	while ((e = probe(u, ch, health)) != CUSTOS_OK) {
+		if (tm_mono_ns() >= deadline || atomic_load(&u->quit) || !vm_channel_alive(ch)) {
+			vm_channel_close(ch);
+			return err_wrap(e, "vm %s: model server not ready", u->name);
+		}
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&u->mu);
+	if (u->eg) {
+		int lfd = -1;
+		if (vm_channel_listen_egress(ch, 128, &lfd) != CUSTOS_OK ||
+		    egress_listener_replace(u->eg, u->eg_index, lfd) != CUSTOS_OK)
+			log_error("vm %s: restarted without an egress listener: %s", u->name,
+			          err_msg());
+	}
+	u->ch = ch;
+	u->routable = true;
+	pthread_mutex_unlock(&u->mu);
+	return CUSTOS_OK;
+}
+
+static void *supervise(void *arg)
+{
+	struct up_vm *u = arg;
+	while (!atomic_load(&u->quit)) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&u->mu);
+		bool down = u->ch == NULL || !vm_channel_alive(u->ch);
+		vm_channel *old = down ? u->ch : NULL;
+		if (down) {
+			u->routable = false;
+			u->ch = NULL;
+		}
+		pthread_mutex_unlock(&u->mu);
+		if (!down)
+			continue;
+		if (old)
+			log_warn("vm %s: channel down; nothing is routed until the VM is back",
+			         u->name);
+		vm_channel_close(old);
+		if (bring_up(u, NULL) == CUSTOS_OK)
+			log_info("vm %s: channel up again, seccomp checked", u->name);
+		else if (!atomic_load(&u->quit))
+			log_warn("%s", err_msg());
+	}
+	return NULL;
+}
+
+custos_err cli_vm_connect(void *arg, int *fd)
+{
+	struct up_vm *u = arg;
+	custos_err e;
+
+	pthread_mutex_lock(&u->mu);
+	if (!u->routable || u->ch == NULL)
+		e = err_set(CUSTOS_ERR_CLOSED, "vm %s: not routable (down or not checked)",
+		            u->name);
+	else
+		e = vm_channel_open_stream(u->ch, u->port, fd);
+	pthread_mutex_unlock(&u->mu);
+	return e;
+}
+
+custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd)
+{
+	pthread_mutex_lock(&u->mu);
+	custos_err e = u->ch ? vm_channel_listen_egress(u->ch, 128, lfd)
+	                     : err_set(CUSTOS_ERR_CLOSED, "vm %s: channel down", u->name);
+	pthread_mutex_unlock(&u->mu);
+	return e;
+}
+
+void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index)
+{
+	pthread_mutex_lock(&u->mu);
+	u->eg = eg;
+	u->eg_index = index;
+	pthread_mutex_unlock(&u->mu);
+}
+
+static custos_err map_profile(const custos_config *cfg, const cfg_model *m, struct up_vm *u,
+                              vm_profile *p, int *pin)
+{
+	const cfg_profile *pr =
+	        m->sandbox.profile ? &cfg->profiles[m->sandbox.profile_index] : NULL;
+	ENSURE(pr && pr->vm.enabled, CUSTOS_ERR_INVAL, "model %s: its profile has no vm: block",
+	       m->id);
+	ENSURE(pr->vm.channel == CFG_VM_VIRTIO_SERIAL, CUSTOS_ERR_UNSUPPORTED,
+	       "model %s: only vm.channel: virtio-serial is wired into `custos up` so far", m->id);
+	memset(p, 0, sizeof(*p));
+	p->name = u->name;
+	p->domain_type = pr->vm.domain_type == CFG_VM_QEMU ? "qemu" : "kvm";
+	p->vcpus = (unsigned)pr->vm.vcpus;
+	p->memory_mib = pr->vm.memory >> 20;
+	p->hugepages = pr->vm.hugepages;
+	if (pr->vm.n_cpu_pinning) {
+		ENSURE(pr->vm.n_cpu_pinning <= VM_MAX_VCPUS, CUSTOS_ERR_LIMIT, "cpu_pinning");
+		for (size_t i = 0; i < pr->vm.n_cpu_pinning; i++)
+			pin[i] = (int)pr->vm.cpu_pinning[i];
+		p->cpu_pin = pin;
+	}
+	if (pr->vm.kernel) {
+		p->boot = VM_BOOT_KERNEL;
+		p->kernel = pr->vm.kernel;
+		p->initrd = pr->vm.initrd;
+		p->cmdline = pr->vm.cmdline;
+	} else {
+		p->boot = VM_BOOT_DISK;
+		p->disk_base = pr->vm.disk;
+	}
+	p->console_log = pr->vm.console_log;
+	p->channel_paths[0] = u->chan_path;
+	p->channel_names[0] = "org.custos.mux.0";
+	p->n_channels = 1;
+	ENSURE(pr->vm.n_hostdev <= VM_MAX_HOSTDEVS, CUSTOS_ERR_LIMIT,
+	       "model %s: more than %d hostdevs", m->id, VM_MAX_HOSTDEVS);
+	for (size_t i = 0; i < pr->vm.n_hostdev; i++)
+		GUARD(vm_pci_parse(span_cstr(pr->vm.hostdev[i]), &p->hostdevs[p->n_hostdevs++]));
+	return vm_profile_check(p);
+}
+
+void cli_vm_stop(struct up_vm *u)
+{
+	if (u == NULL)
+		return;
+	atomic_store(&u->quit, true);
+	if (u->sup_started)
+		pthread_join(u->sup, NULL);
+	pthread_mutex_lock(&u->mu);
+	vm_channel *ch = u->ch;
+	u->ch = NULL;
+	u->routable = false;
+	pthread_mutex_unlock(&u->mu);
+	vm_channel_close(ch);
+	if (u->v && vm_stop(u->h, u->v) != CUSTOS_OK)
+		log_warn("vm %s: stopping: %s", u->name, err_msg());
+	vm_host_close(u->h);
+	pthread_mutex_destroy(&u->mu);
+	free(u->chan_path);
+	free(u->model);
+	free(u);
+}
+
+custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct audit_writer *audit,
+                        struct up_vm **out)
+{
+	const cfg_profile *pr =
+	        m->sandbox.profile ? &cfg->profiles[m->sandbox.profile_index] : NULL;
+	struct up_vm *u = xcalloc(1, sizeof(*u));
+	static int pin[VM_MAX_VCPUS]; /* only read by vm_start, under start_sandboxes */
+	vm_profile p;
+	custos_err e;
+
+	pthread_mutex_init(&u->mu, NULL);
+	u->model = xstrdup(m->id);
+	u->audit = audit;
+	u->port = m->sandbox.port ? m->sandbox.port : 8000;
+	u->timeout_ns = m->sandbox.health.start_timeout_ns ? m->sandbox.health.start_timeout_ns
+	                                                   : 120 * NS_PER_S;
+	int n = snprintf(u->name, sizeof(u->name), "custos-%s", m->id);
+	if (n < 0 || (size_t)n >= sizeof(u->name)) {
+		cli_vm_stop(u);
+		return err_set(CUSTOS_ERR_LIMIT, "model %s: id too long for a domain name", m->id);
+	}
+	if (pr && pr->vm.channel_socket) {
+		u->chan_path = xstrdup(pr->vm.channel_socket);
+	} else {
+		char tmp[128];
+		snprintf(tmp, sizeof(tmp), "/run/custos/vm-%s.sock", m->id);
+		u->chan_path = xstrdup(tmp);
+	}
+	e = map_profile(cfg, m, u, &p, pin);
+	vm_host_opts ho = {
+		.uri = pr && pr->vm.libvirt_uri ? pr->vm.libvirt_uri : "qemu:///system",
+		.on_event = on_vm_event,
+		.event_arg = u,
+		.backoff_min_ns = m->sandbox.restart_initial_ns,
+		.backoff_max_ns = m->sandbox.restart_max_ns,
+		.max_restarts = UINT32_MAX,
+	};
+	uint64_t t0 = tm_mono_ns();
+	if (e == CUSTOS_OK)
+		e = vm_host_open(&ho, &u->h);
+	if (e == CUSTOS_OK)
+		e = vm_start(u->h, &p, &u->v);
+	if (e == CUSTOS_OK) {
+		log_info("up: model %s: VM %s started, waiting for seccomp, channel and port %u",
+		         m->id, u->name, u->port);
+		e = bring_up(u, m->sandbox.health.path);
+	}
+	if (e == CUSTOS_OK && pthread_create(&u->sup, NULL, supervise, u) != 0)
+		e = err_set(CUSTOS_ERR_SYS, "vm %s: supervisor thread", u->name);
+	else if (e == CUSTOS_OK)
+		u->sup_started = true;
+	if (e != CUSTOS_OK) {
+		e = err_wrap(e, "model %s: VM sandbox", m->id);
+		cli_vm_stop(u);
+		return e;
+	}
+	log_info("up: model %s: VM %s ready (QEMU under seccomp, channel up) in %.1f s", m->id,
+	         u->name, (double)(tm_mono_ns() - t0) / 1e9);
+	*out = u;
+	return CUSTOS_OK;
+}
