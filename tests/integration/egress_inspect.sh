@@ -209,6 +209,18 @@ check "CONNECT without interception under inspect: response: refused" \
 	bash -c "echo '$hdr' | grep -qi '^x-custos-reason: .*interception'"
 check "CONNECT refused: curl gets no body (code $code)" bash -c "[ '$code' != 200 ]"
 
+# --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
+sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml
+kill -HUP $UP
+for _ in $(seq 1 50); do
+	got=$(curl -s -x "$PX" "http://localhost:$P_D/log/pii-split")
+	[ "$got" = "$EXPECT_RED" ] && break
+	sleep 0.1
+done
+check "SIGHUP: the reloaded rule's inspection applies (log -> redact)" test "$got" = "$EXPECT_RED"
+check "SIGHUP: the other rules still apply" \
+	test "$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii")" = 403
+
 # --- the audit trail never holds a value
 sleep 0.3
 check "audit trail: no e-mail, card number or key" \
