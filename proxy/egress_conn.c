@@ -662,6 +662,10 @@ insp_failed:
 	log_error("egress: response inspection: %s", err_msg());
 	snprintf(r.reason, sizeof(r.reason), "content inspection failed; response cut off");
 	r.decision = "error";
+	if (!sent) { /* the head is still held: answer instead of the source */
+		r.status = 502;
+		reply(c, cli, r.status, r.reason, true);
+	}
 	goto truncated;
 insp_denied:
 	/* Nothing of the value went out. Before any byte reached the client the answer is a
