@@ -474,18 +474,21 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 /* ---------------------------------------------------------------------------------------------
  * sandbox_profiles
  */
-/* Never allowed, whatever a profile says (issue 6): the seccomp module denies them always. */
+/* Never allowed, whatever a profile says: the seccomp module denies them in every sandbox
+ * (sandbox/seccomp.c uses this list), and `config check` refuses them in `allow`. */
 static const char *const always_denied[] = { "ptrace",
 	                                     "process_vm_readv",
 	                                     "process_vm_writev",
 	                                     "mount",
 	                                     "umount",
 	                                     "umount2",
-	                                     "fsopen",
-	                                     "fsmount",
-	                                     "fsconfig",
 	                                     "move_mount",
 	                                     "open_tree",
+	                                     "open_tree_attr",
+	                                     "fsopen",
+	                                     "fsconfig",
+	                                     "fsmount",
+	                                     "fspick",
 	                                     "mount_setattr",
 	                                     "unshare",
 	                                     "setns",
@@ -504,7 +507,40 @@ static const char *const always_denied[] = { "ptrace",
 	                                     "userfaultfd",
 	                                     "io_uring_setup",
 	                                     "io_uring_enter",
-	                                     "io_uring_register" };
+	                                     "io_uring_register",
+	                                     "pidfd_getfd",
+	                                     "process_madvise",
+	                                     "kcmp",
+	                                     "open_by_handle_at",
+	                                     "name_to_handle_at",
+	                                     "quotactl",
+	                                     "quotactl_fd",
+	                                     "acct",
+	                                     "swapon",
+	                                     "swapoff",
+	                                     "reboot",
+	                                     "syslog",
+	                                     "iopl",
+	                                     "ioperm",
+	                                     "settimeofday",
+	                                     "clock_settime",
+	                                     "clock_adjtime",
+	                                     "adjtimex",
+	                                     "lookup_dcookie",
+	                                     "vhangup",
+	                                     "nfsservctl",
+	                                     "uselib",
+	                                     "fanotify_init",
+	                                     "sethostname",
+	                                     "setdomainname",
+	                                     "mknod",
+	                                     "mknodat",
+	                                     NULL };
+
+const char *const *config_always_denied_syscalls(void)
+{
+	return always_denied;
+}
 
 static bool syscall_name_ok(const char *s)
 {
@@ -551,7 +587,7 @@ static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 				           "'%s' is not a system call name", sc);
 				continue;
 			}
-			for (size_t k = 0; pass == 0 && k < CUSTOS_ARRAY_LEN(always_denied); k++) {
+			for (size_t k = 0; pass == 0 && always_denied[k] != NULL; k++) {
 				if (strcmp(sc, always_denied[k]) == 0)
 					ydoc_error(c->doc, seq->items[i], c->d,
 					           "custos denies it in every sandbox",

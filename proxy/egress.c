@@ -19,6 +19,7 @@
 #include "custos/audit.h"
 #include "custos/policy.h"
 #include "egress_int.h"
+#include "ingress_inspect.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Options
@@ -202,7 +203,7 @@ static const char *attr_name(egress_attr_how h)
 void egress_audit(egress_server *s, const elistener *l, const erec *r)
 {
 	audit_event ev;
-	audit_duration d[1];
+	audit_duration d[2];
 
 	audit_event_begin(&ev, "egress.request");
 	audit_event_cstr(&ev, "request_id", r->id);
@@ -228,9 +229,25 @@ void egress_audit(egress_server *s, const elistener *l, const erec *r)
 	if (r->classification >= 0)
 		audit_event_cstr(&ev, "classification",
 		                 policy_class_name((policy_class)r->classification));
-	audit_event_cstr(&ev, "decision", r->decision ? r->decision : "error");
-	if (r->reason[0])
-		audit_event_cstr(&ev, "reason", r->reason);
+	const char *decision = r->decision ? r->decision : "error";
+	const char *reason = r->reason[0] ? r->reason : NULL;
+	const audit_finding *f = NULL;
+	size_t nf = 0;
+	const char *insp = NULL;
+	uint64_t insp_ns = 0;
+	if (r->ip) { /* response inspection: outcome, findings (types and counts only) */
+		ingress_inspect_outcome(r->ip, &decision, &reason);
+		ingress_inspect_audit(r->ip, &f, &nf, &insp, &insp_ns);
+		if (insp && strncmp(insp, "prompt:off ", 11) == 0)
+			insp += 11; /* egress request bodies are not inspected */
+	}
+	audit_event_cstr(&ev, "decision", decision);
+	if (reason)
+		audit_event_cstr(&ev, "reason", reason);
+	if (insp)
+		audit_event_cstr(&ev, "inspect", insp);
+	if (nf)
+		audit_event_findings(&ev, f, nf);
 	if (r->rules[0])
 		audit_event_cstr(&ev, "rules", r->rules);
 	if (r->shadow)
@@ -241,8 +258,11 @@ void egress_audit(egress_server *s, const elistener *l, const erec *r)
 	audit_event_u64(&ev, "bytes_up", r->bytes_up);
 	audit_event_u64(&ev, "bytes_down", r->bytes_down);
 	audit_event_u64(&ev, "taint", (uint64_t)atomic_load(&l->taint));
-	d[0] = (audit_duration){ "total", tm_mono_ns() - r->t_start };
-	audit_event_durations(&ev, d, 1);
+	size_t nd = 0;
+	d[nd++] = (audit_duration){ "total", tm_mono_ns() - r->t_start };
+	if (insp_ns)
+		d[nd++] = (audit_duration){ "inspect", insp_ns };
+	audit_event_durations(&ev, d, nd);
 	if (audit_event_end(&ev) != CUSTOS_OK) {
 		log_error("egress audit: event %s too large: %s", r->id, err_msg());
 		return;
@@ -307,7 +327,7 @@ const esource *egress_find_source(egress_server *s, bool https, const ssrf_host 
 
 /* Evaluates the egress request against p; true when denied (reason in r). Copies what the
  * audit needs out of p, so the caller may drop its reference right after. */
-static bool eval_policy(const policy *p, const elistener *l, erec *r, bool https,
+static bool eval_policy(egress_server *s, policy *p, const elistener *l, erec *r, bool https,
                         const ssrf_host *h, uint16_t port, span method, span nq, bool connect_only,
                         const esource *src)
 {
@@ -347,7 +367,8 @@ static bool eval_policy(const policy *p, const elistener *l, erec *r, bool https
 		set_reason(r, "policy: %s", d.reason ? d.reason : "denied");
 		return true;
 	}
-	return false;
+	/* inspect: response: needs the plaintext (an intercepted tunnel or plain HTTP) */
+	return egress_inspect_decide(s, p, &d, r, connect_only);
 }
 
 unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https,
@@ -398,7 +419,7 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		/* policy comes per request inside the tunnel */
 	} else if (s->store) {
 		policy *p = policy_store_get(s->store); /* one reference for this decision */
-		bool deny = eval_policy(p, l, r, https, h, port, method, nq, connect_only, src);
+		bool deny = eval_policy(s, p, l, r, https, h, port, method, nq, connect_only, src);
 		policy_unref(p);
 		if (deny)
 			return 403;
@@ -512,6 +533,7 @@ custos_err egress_create(egress_options *o, egress_server **out)
 	s->o = *o;
 	memset(o, 0, sizeof(*o));
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->eng_lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if (s->o.nsources > EGRESS_MAX_SOURCES || s->o.nlisteners > EGRESS_MAX_LISTENERS) {
 		e = err_set(CUSTOS_ERR_LIMIT, "egress: too many sources or listeners");
@@ -778,9 +800,11 @@ void egress_free(egress_server *s)
 	}
 	free(s->ls);
 	mint_free(s->mint);
+	egress_eng_drop(s);
 	policy_store_free(s->store);
 	egress_options_free(&s->o);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->eng_lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);
 }

@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "egress_int.h"
+#include "ingress_inspect.h"
 
 #define EIO_CHUNK      (64u * 1024)
 #define EIN_MAX        (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
@@ -327,6 +328,31 @@ static int flush_out(econn *c, eio cli)
 	return r;
 }
 
+/* Appends body bytes d for the client behind what c->out holds (framed as cf), flushing when
+ * full; *sent is set once bytes went to the client. False on a client write error. */
+static bool out_body(econn *c, eio cli, http1_framing cf, span d, bool *sent)
+{
+	if (buf_used(&c->out) + d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max) {
+		*sent = true;
+		if (flush_out(c, cli) != 0)
+			return false;
+	}
+	if (d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max) {
+		*sent = true;
+		return cf == HTTP1_BODY_CHUNKED ? send_chunk(cli, d)
+		                                : eio_write(cli, d.ptr, d.len) == 0;
+	}
+	return (cf == HTTP1_BODY_CHUNKED ? http1_chunk_append(&c->out, d)
+	                                 : buf_append(&c->out, d.ptr, d.len)) == CUSTOS_OK;
+}
+
+/* The request's audit event, then its inspection state is released. */
+static void req_done(econn *c, erec *r)
+{
+	egress_audit(c->s, c->l, r);
+	egress_inspect_release(r);
+}
+
 static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const ssrf_host *ih,
                            uint16_t iport)
 {
@@ -416,7 +442,7 @@ again:
 		if (rqf != HTTP1_BODY_NONE)
 			cli_ka = false;
 		reply(c, cli, r.status, r.reason, !cli_ka);
-		egress_audit(s, c->l, &r);
+		req_done(c, &r);
 		return cli_ka;
 	}
 	eio up = { c->ufd, c->ussl };
@@ -440,7 +466,7 @@ again:
 			r.decision = "deny";
 			up_close(c);
 			reply(c, cli, r.status, r.reason, true);
-			egress_audit(s, c->l, &r);
+			req_done(c, &r);
 			return false;
 		}
 		if (d.len) {
@@ -491,8 +517,20 @@ again:
 	}
 	if (r.classification >= 0)
 		egress_taint_raise(c->l, r.classification);
+	/* Response inspection (the rule's inspect: response:): the body is rewritten (masks
+	 * change lengths), so it goes out chunked; the head is held back until the first
+	 * inspected bytes are released, so a value found early is answered with a clean 403. */
+	int iop = egress_inspect_open(&r);
+	if (iop < 0) {
+		snprintf(r.reason, sizeof(r.reason), "content inspection unavailable");
+		r.status = 502;
+		goto up_fail_reason;
+	}
+	bool insp = iop > 0 && ingress_inspect_response_begin(r.ip, rh);
+	bool sent = false, released = false;
+	custos_err ie = CUSTOS_OK;
 	http1_framing rf = rh->framing;
-	http1_framing cf = rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : rf;
+	http1_framing cf = insp || rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : rf;
 	http1_write_opts ro = { .framing = cf,
 		                .content_length = rh->content_length,
 		                .close = !cli_ka };
@@ -527,28 +565,30 @@ again:
 				         (unsigned long long)cap);
 				goto truncated;
 			}
-			if (buf_used(&c->out) + d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max) {
-				if (flush_out(c, cli) != 0)
+			r.bytes_down += d.len;
+			span o = d;
+			if (insp) {
+				ie = ingress_inspect_response_data(r.ip, d, &o);
+				if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
+					goto insp_failed;
+			}
+			if (o.len) {
+				released = true;
+				if (!out_body(c, cli, cf, o, &sent))
 					goto fail_close;
 			}
-			bool ok;
-			if (d.len + HTTP1_CHUNK_HDR_MAX + 2 > c->out.max)
-				ok = cf == HTTP1_BODY_CHUNKED ? send_chunk(cli, d)
-				                              : eio_write(cli, d.ptr, d.len) == 0;
-			else
-				ok = (cf == HTTP1_BODY_CHUNKED
-				              ? http1_chunk_append(&c->out, d)
-				              : buf_append(&c->out, d.ptr, d.len)) == CUSTOS_OK;
-			if (!ok)
-				goto fail_close;
-			r.bytes_down += d.len;
+			if (ie == CUSTOS_ERR_DENIED)
+				goto insp_denied;
 		}
 		buf_consume(&c->uin, (size_t)k);
 		if (done)
 			break;
 		if (k == 0) {
-			if (flush_out(c, cli) != 0)
-				goto fail_close;
+			if (!insp || released) {
+				sent = true;
+				if (flush_out(c, cli) != 0)
+					goto fail_close;
+			}
 			ssize_t n = read_more(up, &c->uin);
 			if (n == 0 && http1_body_eof(&rb) == CUSTOS_OK) {
 				up_ka = false;
@@ -560,13 +600,23 @@ again:
 			}
 		}
 	}
+	if (insp) { /* the held-back tail */
+		span o;
+		ie = ingress_inspect_response_end(r.ip, &o);
+		if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
+			goto insp_failed;
+		if (o.len && !out_body(c, cli, cf, o, &sent))
+			goto fail_close;
+		if (ie == CUSTOS_ERR_DENIED)
+			goto insp_denied;
+	}
 	if (cf == HTTP1_BODY_CHUNKED && http1_chunk_end(&c->out) != CUSTOS_OK)
 		goto fail_close;
 	if (flush_out(c, cli) != 0)
 		goto fail_close;
 	if (!up_ka || rf == HTTP1_BODY_CLOSE || buf_used(&c->uin))
 		up_close(c);
-	egress_audit(s, c->l, &r);
+	req_done(c, &r);
 	return cli_ka;
 
 retry:
@@ -579,7 +629,7 @@ retry:
 			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
 			r.decision = e == CUSTOS_ERR_DENIED ? "deny" : "error";
 			reply(c, cli, r.status, r.reason, !cli_ka);
-			egress_audit(s, c->l, &r);
+			req_done(c, &r);
 			return cli_ka;
 		}
 	}
@@ -590,7 +640,7 @@ reject:
 	if (h->framing != HTTP1_BODY_NONE)
 		cli_ka = false; /* the body was not read: the connection cannot continue */
 	reply(c, cli, r.status, r.reason, !cli_ka);
-	egress_audit(s, c->l, &r);
+	req_done(c, &r);
 	if (cli_ka)
 		buf_consume(&c->in, hl);
 	return cli_ka;
@@ -602,17 +652,45 @@ up_fail_reason:
 	r.decision = r.decision && strcmp(r.decision, "allow") == 0 ? "error" : r.decision;
 	up_close(c);
 	reply(c, cli, r.status, r.reason, true);
-	egress_audit(s, c->l, &r);
+	req_done(c, &r);
 	return false;
 truncated:
 	up_close(c);
-	egress_audit(s, c->l, &r);
+	req_done(c, &r);
+	return false;
+insp_failed:
+	log_error("egress: response inspection: %s", err_msg());
+	snprintf(r.reason, sizeof(r.reason), "content inspection failed; response cut off");
+	r.decision = "error";
+	if (!sent) { /* the head is still held: answer instead of the source */
+		r.status = 502;
+		reply(c, cli, r.status, r.reason, true);
+	}
+	goto truncated;
+insp_denied:
+	/* Nothing of the value went out. Before any byte reached the client the answer is a
+	 * 403; after, the body is cut without its last chunk, so the client sees a truncated
+	 * transfer, never a complete-looking one. */
+	up_close(c);
+	{
+		const char *dec = "deny", *why = "response denied by content inspection";
+		ingress_inspect_outcome(r.ip, &dec, &why);
+		snprintf(r.reason, sizeof(r.reason), "%s", why);
+	}
+	r.decision = "deny";
+	if (!sent) {
+		r.status = 403;
+		reply(c, cli, r.status, r.reason, true);
+	} else {
+		(void)flush_out(c, cli);
+	}
+	req_done(c, &r);
 	return false;
 fail_close:
 	if (!r.reason[0])
 		snprintf(r.reason, sizeof(r.reason), "client went away");
 	up_close(c);
-	egress_audit(s, c->l, &r);
+	req_done(c, &r);
 	return false;
 }
 

@@ -20,6 +20,9 @@
 
 struct policy;
 struct econn;
+struct eeng;
+struct ingress_insp;
+struct policy_decision;
 
 typedef struct elistener {
 	struct egress_server *srv;
@@ -55,6 +58,8 @@ struct egress_server {
 	pthread_cond_t idle;
 	struct econn *conns;
 	size_t nconns;
+	pthread_mutex_t eng_lock; /* eng_cur */
+	struct eeng *eng_cur;     /* inspection engine of the policy last seen (egress_inspect.c) */
 };
 
 /* One egress decision and its audit record. */
@@ -80,6 +85,10 @@ typedef struct erec {
 	char ingress_id[EGRESS_ID_MAX];
 	char principal[EGRESS_PRINCIPAL_MAX];
 	uint64_t t_start;
+	/* response inspection (egress_inspect.c): engine reference, the rule's actions, state */
+	struct eeng *eng;
+	uint8_t insp_response[64];
+	struct ingress_insp *ip;
 } erec;
 
 /* egress.c */
@@ -102,6 +111,23 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
                        const esource **src, ssrf_target *tgt);
 /* Raises the listener's taint to the source's classification. */
 void egress_taint_raise(elistener *l, int cls);
+
+/* egress_inspect.c */
+/* Whether a decision asks for response inspection (never in shadow mode). */
+bool egress_inspect_wanted(const struct policy_decision *d);
+/* After an allowing decision of p: takes the engine and the rule's response actions into r
+ * when the rule asks for inspection. Returns true when the request must be refused instead
+ * (r->reason set): a tunnel that is not intercepted cannot be inspected, or the engine cannot
+ * be compiled (fail closed). */
+bool egress_inspect_decide(egress_server *s, struct policy *p, const struct policy_decision *d,
+                           erec *r, bool tunnel);
+/* Opens the response inspection state of r: 0 none asked, 1 open (r->ip), -1 failed. */
+int egress_inspect_open(erec *r);
+/* Frees r's inspection state and drops its engine reference (end of every request). */
+void egress_inspect_release(erec *r);
+void egress_eng_unref(struct eeng *e);
+/* Drops the server's engine (egress_free). */
+void egress_eng_drop(egress_server *s);
 
 /* egress_conn.c */
 /* Serves one accepted client connection to the end (runs on its own thread). */

@@ -53,7 +53,8 @@ struct ingress_insp {
 	bool prompt_on, response_on;
 	inspect_summary psum, rsum; /* prompt; response block scans (JSON, fallbacks) */
 	resp_mode mode;
-	bool denied; /* the response was denied mid-way */
+	bool denied;   /* the response was denied mid-way */
+	bool raw_only; /* egress: any body is one byte stream */
 	sse_parser sse;
 	bool sse_init;
 	bool text_completion;      /* synthetic chunks use choices[].text */
@@ -250,6 +251,10 @@ bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 		ip->mode = RM_BLOCK;
 		return true;
 	}
+	if (ip->raw_only) {
+		ip->mode = RM_RAW;
+		return true;
+	}
 	if (http1_header_get(h, SPAN_LIT("Content-Type"), &v) &&
 	    span_starts_with(v, SPAN_LIT("text/event-stream"))) {
 		ip->mode = RM_SSE;
@@ -262,6 +267,12 @@ bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 		ip->mode = RM_RAW;
 	}
 	return true;
+}
+
+void ingress_inspect_response_raw(ingress_insp *ip)
+{
+	if (ip)
+		ip->raw_only = true;
 }
 
 bool ingress_inspect_response_active(const ingress_insp *ip)

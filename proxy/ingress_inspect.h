@@ -27,6 +27,9 @@ typedef struct ingress_insp ingress_insp;
 unsigned ingress_inspect_request(ingress_insp **ip, const decide_out *dec, bool has_oa,
                                  const openai_request *oa, buf *body, const char **why);
 
+/* Egress data sources: every response body is inspected as one byte stream (no SSE or JSON
+ * handling). Call before ingress_inspect_response_begin. */
+void ingress_inspect_response_raw(ingress_insp *ip);
 /* Response head: true when the body will be rewritten, so the caller must not keep the
  * upstream's Content-Length (re-frame as chunked, or close-delimited for HTTP/1.0). */
 bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h);

@@ -21,6 +21,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "custos/config.h"
 #include "sb_int.h"
 
 /* Calls libseccomp 2.5.4 has no names for (Linux >= 5.19 mostly): the generic numbers, which
@@ -75,77 +76,18 @@ static const struct {
 	{ 467, "open_tree_attr" },
 };
 
-/* Never allowed, whatever the profile says. */
-static const char *const always_denied[] = { "ptrace",
-	                                     "process_vm_readv",
-	                                     "process_vm_writev",
-	                                     "mount",
-	                                     "umount",
-	                                     "umount2",
-	                                     "move_mount",
-	                                     "open_tree",
-	                                     "open_tree_attr",
-	                                     "fsopen",
-	                                     "fsconfig",
-	                                     "fsmount",
-	                                     "fspick",
-	                                     "mount_setattr",
-	                                     "unshare",
-	                                     "setns",
-	                                     "chroot",
-	                                     "pivot_root",
-	                                     "bpf",
-	                                     "perf_event_open",
-	                                     "kexec_load",
-	                                     "kexec_file_load",
-	                                     "init_module",
-	                                     "finit_module",
-	                                     "delete_module",
-	                                     "keyctl",
-	                                     "add_key",
-	                                     "request_key",
-	                                     "userfaultfd",
-	                                     "io_uring_setup",
-	                                     "io_uring_enter",
-	                                     "io_uring_register",
-	                                     "pidfd_getfd",
-	                                     "process_madvise",
-	                                     "kcmp",
-	                                     "open_by_handle_at",
-	                                     "name_to_handle_at",
-	                                     "quotactl",
-	                                     "quotactl_fd",
-	                                     "acct",
-	                                     "swapon",
-	                                     "swapoff",
-	                                     "reboot",
-	                                     "syslog",
-	                                     "iopl",
-	                                     "ioperm",
-	                                     "settimeofday",
-	                                     "clock_settime",
-	                                     "clock_adjtime",
-	                                     "adjtimex",
-	                                     "lookup_dcookie",
-	                                     "vhangup",
-	                                     "nfsservctl",
-	                                     "uselib",
-	                                     "fanotify_init",
-	                                     "sethostname",
-	                                     "setdomainname",
-	                                     "mknod",
-	                                     "mknodat",
-	                                     NULL };
-
+/* The list lives in core (config_always_denied_syscalls) so that `config check` refuses what
+ * the sandbox would refuse: one list, no drift. */
 const char *const *sandbox_seccomp_always_denied(void)
 {
-	return always_denied;
+	return config_always_denied_syscalls();
 }
 
 bool sb_seccomp_is_denied(const char *name)
 {
-	for (size_t i = 0; always_denied[i]; i++)
-		if (strcmp(always_denied[i], name) == 0)
+	const char *const *d = config_always_denied_syscalls();
+	for (size_t i = 0; d[i]; i++)
+		if (strcmp(d[i], name) == 0)
 			return true;
 	return false;
 }
@@ -533,6 +475,7 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 	if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &nl)) != CUSTOS_OK)
 		goto out;
 	/* Always-denied calls fail with EPERM (a library probing them must not kill custos). */
+	const char *const *always_denied = config_always_denied_syscalls();
 	for (size_t i = 0; always_denied[i]; i++)
 		if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), always_denied[i], 0, NULL)) !=
 		    CUSTOS_OK)

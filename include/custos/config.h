@@ -441,6 +441,9 @@ custos_err config_parse(const char *name, const char *text, size_t len, custos_c
                         diag_list *d) CUSTOS_WUR;
 /* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
+/* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp
+ * filter denies them always, and config check refuses them in a profile's allow list. */
+const char *const *config_always_denied_syscalls(void);
 
 /* Lookups: the entry with that id (models also by alias), or NULL. */
 const cfg_model *config_find_model(const custos_config *cfg, const char *id);

@@ -14,6 +14,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+PII = (b"record 17\nmail: jane.doe@example.com\ncard: 4111 1111 1111 1111\n"
+       b"key: AKIAIOSFODNN7EXAMPLE\nend of record\n")
+
+
 class Data(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = "data"
@@ -49,12 +53,35 @@ class Data(BaseHTTPRequestHandler):
         elif self.path.startswith("/close"):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited body\n")
             self.close_connection = True
+        elif "/pii" in self.path:  # sensitive values for response inspection
+            self.send_pii()
         elif self.path.startswith("/echo-headers"):
             self.send_body(200, json.dumps(dict(self.headers)).encode(), "application/json")
         else:
             self.send_body(200, ("hello from %s %s\n" % (self.name, self.path)).encode())
 
     do_HEAD = do_GET
+
+    def send_pii(self):
+        body = PII
+        if "late" in self.path:  # the value after more than the proxy buffers
+            body = b"filler line, nothing to see\n" * 10000 + PII
+        if "gzip" in self.path:  # an encoding the proxy cannot inspect
+            self.send_body(200, body, extra={"Content-Encoding": "gzip"})
+        elif "split" in self.path:  # every value cut over many 3-byte chunks
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(0, len(body), 3):
+                piece = body[i:i + 3]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+                time.sleep(0.002)
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_body(200, body, "application/json" if "json" in self.path else "text/plain")
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))

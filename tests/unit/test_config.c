@@ -332,6 +332,11 @@ static void test_models_and_profiles(void **state)
 	             "already used by model 'm'");
 	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [ptrace]}}}\n",
 	             "cannot be allowed");
+	/* The same list the sandbox's filter denies: calls only the sandbox used to know of. */
+	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [kcmp]}}}\n",
+	             "cannot be allowed");
+	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [open_by_handle_at]}}}\n",
+	             "cannot be allowed");
 	expect_error("version: 1\nsandbox_profiles: {p: {seccomp: {allow: [\"open at\"]}}}\n",
 	             "not a system call name");
 	expect_error("version: 1\nsandbox_profiles: {p: {namespaces: [user, pid, mount]}}\n",

@@ -5,7 +5,9 @@
  * mid-stream ends with an error event and [DONE]; a finish without a content field gets the
  * held-back tail in an event before it; prompts are redacted as JSON (escapes included),
  * denied, or refused when unreadable; JSON responses; content-encoded responses are refused;
- * the audit summary has types and counts. Negative cases first in each group.
+ * the audit summary has types and counts. Egress data (raw byte-stream mode): a card split at
+ * every offset is redacted whatever the content type, a deny releases nothing of the value,
+ * and which decisions ask for response inspection. Negative cases first in each group.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,8 @@
 #include <cmocka.h>
 
 #include "custos/inspect.h"
+#include "custos/policy.h"
+#include "proxy/egress_int.h"
 #include "proxy/ingress_inspect.h"
 #include "proxy/json.h"
 #include "proxy/openai.h"
@@ -497,6 +501,94 @@ static void test_json_response(void **state)
 	ingress_inspect_free(ip);
 }
 
+/* Egress: raw mode, one byte stream whatever the content type (no JSON hold, no SSE). */
+static custos_err run_raw(const char *ctype, span body, size_t cut, buf *client)
+{
+	ingress_insp *ip = new_insp(false);
+	ingress_inspect_response_raw(ip);
+	http1_head *h = resp_head(ctype, NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	span out;
+	custos_err e = ingress_inspect_response_data(ip, span_of(body.ptr, cut), &out);
+	assert_int_equal(buf_append_span(client, out), CUSTOS_OK);
+	if (e == CUSTOS_OK) {
+		e = ingress_inspect_response_data(ip, span_of(body.ptr + cut, body.len - cut),
+		                                  &out);
+		assert_int_equal(buf_append_span(client, out), CUSTOS_OK);
+	}
+	if (e == CUSTOS_OK) {
+		e = ingress_inspect_response_end(ip, &out);
+		assert_int_equal(buf_append_span(client, out), CUSTOS_OK);
+	}
+	ingress_inspect_free(ip);
+	return e;
+}
+
+static void test_egress_raw(void **state)
+{
+	(void)state;
+	static const char body[] = "{\"id\":1,\"note\":\"card 4111 1111 1111 1111 on file\"}";
+	static const char want[] = "{\"id\":1,\"note\":\"card [REDACTED:PAYMENT_CARD] on file\"}";
+	buf client;
+	buf_init(&client, 4096);
+	for (size_t cut = 0; cut < sizeof(body); cut++) {
+		buf_reset(&client);
+		assert_int_equal(
+		        run_raw("application/json", span_of(body, sizeof(body) - 1), cut, &client),
+		        CUSTOS_OK);
+		assert_int_equal(buf_used(&client), sizeof(want) - 1);
+		assert_memory_equal(buf_ptr(&client), want, sizeof(want) - 1);
+	}
+	/* released as it goes (not held whole like an ingress JSON body) */
+	ingress_insp *ip = new_insp(false);
+	ingress_inspect_response_raw(ip);
+	http1_head *h = resp_head("application/json", NULL);
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	span out;
+	static const char lead[] = "a long harmless line of data, nothing sensitive in it at all\n";
+	assert_int_equal(ingress_inspect_response_data(ip, span_of(lead, sizeof(lead) - 1), &out),
+	                 CUSTOS_OK);
+	assert_true(out.len > 0);
+	ingress_inspect_free(ip);
+	/* a deny: the value is never released, at any split */
+	static const char bad[] = "rows: 1\nkey AKIAIOSFODNN7EXAMPLE end\n";
+	for (size_t cut = 0; cut < sizeof(bad); cut++) {
+		buf_reset(&client);
+		assert_int_equal(run_raw("text/csv", span_of(bad, sizeof(bad) - 1), cut, &client),
+		                 CUSTOS_ERR_DENIED);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	}
+	/* content-encoded: still refused in raw mode */
+	ip = new_insp(false);
+	ingress_inspect_response_raw(ip);
+	h = resp_head("text/plain", "br");
+	assert_true(ingress_inspect_response_begin(ip, h));
+	free(h);
+	assert_int_equal(ingress_inspect_response_data(ip, SPAN_LIT("xx"), &out),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(out.len, 0);
+	ingress_inspect_free(ip);
+	buf_free(&client);
+}
+
+/* Which egress decisions ask for response inspection. */
+static void test_egress_wanted(void **state)
+{
+	(void)state;
+	policy_decision d;
+	memset(&d, 0, sizeof(d));
+	assert_false(egress_inspect_wanted(&d)); /* nothing asked */
+	d.has_inspect = true;
+	d.inspect_prompt[INSPECT_EMAIL] = POLICY_ACT_REDACT;
+	assert_false(egress_inspect_wanted(&d)); /* prompt side only */
+	d.inspect_response[INSPECT_EMAIL] = POLICY_ACT_LOG;
+	assert_true(egress_inspect_wanted(&d));
+	d.shadow = true;
+	assert_false(egress_inspect_wanted(&d)); /* shadow: responses are not rewritten */
+}
+
 static void test_prompt(void **state)
 {
 	(void)state;
@@ -593,6 +685,8 @@ int main(void)
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_json_response),
+		cmocka_unit_test(test_egress_raw),
+		cmocka_unit_test(test_egress_wanted),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Egress response inspection end to end: the real custos binary (custos up), curl through the
+# egress listener, loopback data sources serving an e-mail address, a card number and an AWS
+# key id. Rules with inspect: response: redact (the client gets the masks, the body is
+# complete), deny (a 403 before any byte, or a cut-off transfer when the value comes late), log
+# (body unchanged, findings audited); values split over many 3-byte chunks; the same inside
+# intercepted HTTPS; a CONNECT tunnel that cannot be inspected is refused; the audit trail
+# holds types and counts, never a value.
+set -u
+BIN=${CUSTOS_BIN:?}
+SRC=${CUSTOS_SRC:?}
+for t in curl openssl python3 timeout; do
+	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
+done
+
+W=$(mktemp -d /tmp/custos-egins-XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$W"
+}
+[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
+
+FAILS=0
+ok() { echo "ok   - $*"; }
+bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
+check() { # check DESC COND...
+	local d=$1; shift
+	if "$@"; then ok "$d"; else bad "$d"; fi
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_D=$(port); P_T=$(port); P_IN=$(port); P_EG=$(port)
+
+cd "$W"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
+	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+	-keyout srv.key -out srv.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
+openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
+	-extfile srv.ext -out srv.crt 2>/dev/null
+"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+
+FX="$SRC/tests/integration/egress_upstream.py"
+python3 "$FX" data "$P_D" data & PIDS+=($!)
+python3 "$FX" data "$P_T" tls srv.crt srv.key & PIDS+=($!)
+
+cat >custos.yaml <<EOY
+version: 1
+log: { level: info, format: json }
+listeners:
+  - id: local
+    address: "127.0.0.1:$P_IN"
+models:
+  - id: m1
+    upstream: { url: "http://127.0.0.1:$P_D" }
+data_sources:
+  - { id: red, url: "http://localhost:$P_D/redact/", classification: internal, allow_private_addresses: true }
+  - { id: den, url: "http://localhost:$P_D/deny/", classification: internal, allow_private_addresses: true }
+  - { id: lg, url: "http://localhost:$P_D/log/", classification: internal, allow_private_addresses: true }
+  - { id: plain, url: "http://localhost:$P_D/plain/", classification: internal, allow_private_addresses: true }
+  - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
+  - { id: tun, url: "https://127.0.0.1:$P_T/", classification: internal, allow_private_addresses: true }
+egress:
+  port: $P_EG
+  ca_dir: "$W/ca"
+  timeouts: { connect: 2s, read: 10s, idle: 10s }
+audit:
+  dir: "$W/audit"
+policy:
+  file: "$W/policy.yaml"
+EOY
+cat >policy.yaml <<EOY
+version: 1
+mode: enforce
+models:
+  m1: { isolation: process }
+data:
+  red: { url: "http://localhost:$P_D/redact/", classification: internal }
+  den: { url: "http://localhost:$P_D/deny/", classification: internal }
+  lg: { url: "http://localhost:$P_D/log/", classification: internal }
+  plain: { url: "http://localhost:$P_D/plain/", classification: internal }
+  icpt: { url: "https://localhost:$P_T/", classification: internal }
+  tun: { url: "https://127.0.0.1:$P_T/", classification: internal }
+rules:
+  - id: read-redacted
+    effect: allow
+    when: { direction: egress, data: [red, icpt], method: GET }
+    inspect:
+      response: { email: redact, payment_card: redact, aws_access_key: redact }
+  - id: read-denied
+    effect: allow
+    when: { direction: egress, data: den, method: GET }
+    inspect:
+      response: { aws_access_key: deny, email: redact }
+  - id: read-logged
+    effect: allow
+    when: { direction: egress, data: lg, method: GET }
+    inspect:
+      response: { email: log, payment_card: log }
+  - id: read-plain
+    effect: allow
+    when: { direction: egress, data: plain, method: GET }
+  - id: tunnel-inspected
+    effect: allow
+    when: { direction: egress, data: tun, method: CONNECT }
+    inspect:
+      response: { email: redact }
+EOY
+chmod 600 custos.yaml policy.yaml
+
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+for _ in $(seq 1 100); do
+	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_D) 2>/dev/null &&
+		(exec 3<>/dev/tcp/127.0.0.1/$P_T) 2>/dev/null && break
+	sleep 0.1
+done
+kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+
+PX="http://127.0.0.1:$P_EG"
+events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
+# event PATH: the (last) audit event of the request for PATH, waiting for the batch writer
+event() {
+	local e
+	for _ in $(seq 1 40); do
+		e=$(events | grep -F "\"path\":\"$1\"" | tail -1)
+		[ -n "$e" ] && { echo "$e"; return 0; }
+		sleep 0.05
+	done
+	return 1
+}
+has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac; }
+hasnt() { ! has "$1" "$2"; }
+MAIL=jane.doe@example.com CARD="4111 1111 1111 1111" AKEY=AKIAIOSFODNN7EXAMPLE
+EXPECT_RED=$(printf 'record 17\nmail: [REDACTED:EMAIL]\ncard: [REDACTED:PAYMENT_CARD]\nkey: [REDACTED:AWS_ACCESS_KEY]\nend of record')
+
+# --- the fixture itself serves the values (else the checks below prove nothing)
+direct=$(curl -s "http://localhost:$P_D/plain/pii-split")
+check "fixture: the split body carries the values" \
+	bash -c "[[ '$direct' == *'$MAIL'* && '$direct' == *'$CARD'* && '$direct' == *'$AKEY'* ]]"
+check "no rule inspection: the body passes unchanged" \
+	test "$(curl -s -x "$PX" "http://localhost:$P_D/plain/pii")" = "$direct"
+
+# --- redact
+got=$(curl -s -x "$PX" -D hdr.txt "http://localhost:$P_D/redact/pii"); rc=$?
+check "redact: curl completes (exit $rc)" test $rc = 0
+check "redact: the client receives the masks, the body complete" test "$got" = "$EXPECT_RED"
+check "redact: re-framed chunked (the upstream's Content-Length dropped)" \
+	bash -c "grep -qi '^transfer-encoding: chunked' hdr.txt && ! grep -qi '^content-length' hdr.txt"
+ev=$(event /redact/pii)
+check "redact: audited with inspect response:redact" has "$ev" '"inspect":"response:redact"'
+check "redact: findings are types and counts" \
+	bash -c "echo '$ev' | grep -q '\"type\":\"email\",\"count\":1' && echo '$ev' | grep -q '\"type\":\"payment_card\",\"count\":1'"
+check "redact: decision allow" has "$ev" '"decision":"allow"'
+
+# --- a value split over many chunks (3-byte pieces on the wire)
+got=$(curl -s -x "$PX" "http://localhost:$P_D/redact/pii-split"); rc=$?
+check "split: complete (exit $rc)" test $rc = 0
+check "split: every value caught across chunk boundaries" test "$got" = "$EXPECT_RED"
+
+# --- deny: the value comes early, nothing had been sent: a 403
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii")
+check "deny: 403 before any byte of the response" test "$code" = 403
+check "deny: the value never reaches the client" bash -c "! grep -q '$AKEY' body.txt hdr.txt"
+check "deny: the reason names the detector" grep -qi '^x-custos-reason: .*aws_access_key' hdr.txt
+ev=$(event /deny/pii)
+check "deny: audited as deny with the reason" \
+	bash -c "echo '$ev' | grep -q '\"decision\":\"deny\"' && echo '$ev' | grep -q 'content inspection: aws_access_key'"
+# Split, the first line is released before the key arrives: the head went out, the transfer
+# is cut (curl reports it) and carries nothing of the key.
+code=$(curl -s -o body.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii-split"); rc=$?
+check "deny split over chunks: refused or cut (code $code, curl exit $rc), key withheld" \
+	bash -c "{ [ $code = 403 ] || [ $rc -ne 0 ]; } && ! grep -q AKIA body.txt && ! grep -q '$MAIL' body.txt"
+
+# --- deny, the value after more than the proxy buffers: the transfer is cut
+curl -s -o late.txt -x "$PX" "http://localhost:$P_D/deny/pii-late"; rc=$?
+check "late deny: the transfer is cut, not completed (curl exit $rc)" test $rc -ne 0
+check "late deny: the client got the data before the value" grep -q 'filler line' late.txt
+check "late deny: the value never reaches the client" bash -c "! grep -q '$AKEY' late.txt"
+check "late deny: the e-mail before it was redacted" bash -c "! grep -q '$MAIL' late.txt"
+ev=$(event /deny/pii-late)
+check "late deny: audited as deny" has "$ev" '"decision":"deny"'
+
+# --- an encoding that cannot be inspected: refused (fail closed)
+code=$(curl -s -o body.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/redact/pii-gzip")
+check "content-encoding: refused with 403, nothing passed" \
+	bash -c "[ $code = 403 ] && ! grep -q '$MAIL' body.txt"
+
+# --- log: unchanged, audited
+got=$(curl -s -x "$PX" "http://localhost:$P_D/log/pii")
+check "log: body unchanged" test "$got" = "$direct"
+ev=$(event /log/pii)
+check "log: audited with inspect response:log and the findings" \
+	bash -c "echo '$ev' | grep -q '\"inspect\":\"response:log\"' && echo '$ev' | grep -q '\"type\":\"email\",\"count\":1'"
+
+# --- intercepted HTTPS: the same treatment
+got=$(curl -s --cacert "$W/ca/ca.crt" -x "$PX" "https://localhost:$P_T/pii-split"); rc=$?
+check "intercepted HTTPS: redacted, complete (exit $rc)" test "$got" = "$EXPECT_RED"
+ev=$(event /pii-split)
+check "intercepted HTTPS: audited as intercepted with findings" \
+	bash -c "echo '$ev' | grep -q '\"kind\":\"intercepted\"' && echo '$ev' | grep -q '\"inspect\":\"response:redact\"'"
+
+# --- a tunnel that is not intercepted cannot be inspected: the CONNECT is refused
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert upca.crt -x "$PX" "https://127.0.0.1:$P_T/pii")
+hdr=$(curl -s -o /dev/null -D - --cacert upca.crt -x "$PX" "https://127.0.0.1:$P_T/pii" 2>/dev/null | tr -d '\r')
+check "CONNECT without interception under inspect: response: refused" \
+	bash -c "echo '$hdr' | grep -qi '^x-custos-reason: .*interception'"
+check "CONNECT refused: curl gets no body (code $code)" bash -c "[ '$code' != 200 ]"
+
+# --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
+sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml
+kill -HUP $UP
+for _ in $(seq 1 50); do
+	got=$(curl -s -x "$PX" "http://localhost:$P_D/log/pii-split")
+	[ "$got" = "$EXPECT_RED" ] && break
+	sleep 0.1
+done
+check "SIGHUP: the reloaded rule's inspection applies (log -> redact)" test "$got" = "$EXPECT_RED"
+check "SIGHUP: the other rules still apply" \
+	test "$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii")" = 403
+
+# --- the audit trail never holds a value
+sleep 0.3
+check "audit trail: no e-mail, card number or key" \
+	bash -c "! { cat $W/audit/* 2>/dev/null; grep egress.request $W/up.log; } | grep -q -e '$MAIL' -e '$CARD' -e '4111111111111111' -e '$AKEY'"
+check "audit trail: the events are there" bash -c "[ \$({ cat $W/audit/* 2>/dev/null; grep egress.request $W/up.log; } | grep -c egress.request) -ge 10 ]"
+
+kill $UP; wait $UP; RC=$?
+PIDS=("${PIDS[@]/$UP}")
+check "custos up stops cleanly (exit $RC, no sanitizer report)" \
+	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
+grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+if [ $FAILS -ne 0 ]; then
+	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -40 | cut -c1-400
+	echo "--- egress events"; events | cut -c1-600
+	echo "$FAILS check(s) failed"; exit 1
+fi
+echo "all egress inspection checks passed"
