@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # A policy reload through the admin API under load: wrk keeps sending allowed chat requests
 # through the proxy while the policy is reloaded several times (each reload a different policy
 # hash); wrk must see no socket error and no non-2xx answer. Then a broken policy is refused

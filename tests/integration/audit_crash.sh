@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # audit_crash: kill -9 of the writer and its producers during heavy writing leaves a log that
 # verifies (as an open log); a torn last record is detected, cut back at the next start with
 # a recovery event, and the chain continues to a sealed log that verifies.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # audit_rsyslog: the syslog/TLS sink against a real rsyslog (imtcp + ossl driver) on loopback.
 # Events are sent, rsyslog is stopped while writing goes on, then restarted; every event must
 # arrive, in order, with no gap (duplicates allowed: at-least-once, recognisable by seq).

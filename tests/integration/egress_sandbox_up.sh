@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # The egress proxy in production shape through `custos up`: the model server runs in a
 # process sandbox (loopback-only network namespace); custos makes the egress listener inside
 # that namespace and sets http(s)_proxy for it. A chat request from alice makes the model read

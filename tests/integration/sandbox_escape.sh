@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # Escape suite: the hostile fixture runs inside `custos sandbox exec` and tries every vector it
 # knows; each must be BLOCKED, each that reaches seccomp must be audited by the supervisor
 # (a violation event naming the syscall), and the resource bombs must show up as OOM/limit

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # `custos sandbox exec`: exit status passthrough (codes and signals), stdout, the environment
 # allow-list, the view of the filesystem, usage errors, and profiles that must be refused.
 set -euo pipefail

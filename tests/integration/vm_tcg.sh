@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: serial (loads the machine, or is timing-sensitive under load)
 # Integration test of the VM sandbox under TCG, through the real system: starts virtlogd and
 # libvirtd by hand (own socket directory and pidfiles; stopped by PID), builds the test guest
 # (Debian kernel fetched with apt-get download + busybox initramfs with custos-guest and the
@@ -365,6 +366,9 @@ if [ -z "$attr" ]; then
 	fail "no egress call from the VM attributed to an in-flight ingress request"
 elif ! grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -q "\"request_id\":\"$attr\""; then
 	fail "egress attributed to $attr, which is no ingress request in the trail"
+	echo "---- trail lines naming $attr, and the ingress events of alice (diagnosis)"
+	grep "$attr" "$WORK/trail.jsonl" | cut -c1-400
+	grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -o '"type":"[^"]*","request_id":"[^"]*"' | sort | uniq -c | head -40
 fi
 for a in started crashed restarting restarted stopped; do
 	[ "$(ev '"sandbox.vm"' "\"action\":\"$a\"")" -ge 1 ] || fail "no sandbox.vm $a event in the audit trail"
