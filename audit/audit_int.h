@@ -88,11 +88,12 @@ custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out
 custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span sighex) CUSTOS_WUR;
 
 /* ---- Writer process (writer.c) and its wire protocol with the client (client.c). */
-#define AUDIT_MSG_MAX   (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
-#define AUDIT_MSG_BATCH 1u
-#define AUDIT_MSG_STOP  2u
-#define AUDIT_MSG_ACK   3u
-#define AUDIT_MSG_LAST  0x100u /* flag: last message of a generation */
+#define AUDIT_MSG_MAX       (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
+#define AUDIT_LINGER_MAX_NS (250ull * 1000 * 1000) /* batch linger/pacing cap (window/4) */
+#define AUDIT_MSG_BATCH     1u
+#define AUDIT_MSG_STOP      2u
+#define AUDIT_MSG_ACK       3u
+#define AUDIT_MSG_LAST      0x100u /* flag: last message of a generation */
 
 struct audit_msg_hdr {
 	uint32_t kind;

@@ -32,8 +32,12 @@ struct audit_writer {
 	size_t pending_events;
 	uint64_t cur_gen, durable_gen, durable_seq;
 	bool failing, dead, stopping;
-	bool in_send; /* one thread at a time ships a group (the sender, or a sync leader) */
-	buf lead;     /* the sync leader's send buffer (used under in_send) */
+	bool in_send;        /* one thread at a time ships a group (the sender, or a sync leader) */
+	bool kick;           /* audit_flush waits: ship what is queued without lingering */
+	uint64_t first_ns;   /* when the queue last went from empty to one event */
+	uint64_t linger_ns;  /* batch mode: how long the sender lets a group fill */
+	size_t group_events; /* ... or until it holds this many events */
+	buf lead;            /* the sync leader's send buffer (used under in_send) */
 	uint64_t submitted, denied_full, failed, last_alert;
 	char fail_msg[200];
 	pthread_t sender, acker;
@@ -51,6 +55,18 @@ void audit_options_default(audit_options *o)
 	o->rotate_ns = 24ull * 3600 * 1000000000;
 	o->checkpoint_events = 10000;
 	o->checkpoint_ns = 10ull * 1000000000;
+}
+
+/* Batch mode: the sender lets a group fill for a quarter of the batch window (or until it
+ * holds COALESCE_EVENTS events or COALESCE_BYTES bytes), so under load it ships a few large
+ * messages instead of one per event; the writer paces its commits the same way. An event is
+ * durable within the window (linger + writer pacing + one commit). Sync mode never lingers. */
+#define COALESCE_EVENTS 512
+#define COALESCE_BYTES  (AUDIT_MSG_MAX - 512)
+
+static bool group_full(const audit_writer *w)
+{
+	return w->pending_events >= w->group_events || buf_used(&w->pending) >= COALESCE_BYTES;
 }
 
 /* Ships one group as messages cut on record boundaries, all tagged gen, the last one flagged.
@@ -131,6 +147,20 @@ static void *sender_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			continue;
 		}
+		if (w->linger_ns > 0) {
+			uint64_t due = w->first_ns + w->linger_ns;
+			struct timespec ts = { (time_t)(due / 1000000000ull),
+				               (long)(due % 1000000000ull) };
+			while (!w->kick && !w->stopping && !w->dead && !group_full(w) &&
+			       tm_mono_ns() < due)
+				if (pthread_cond_timedwait(&w->cv_data, &w->mu, &ts) == ETIMEDOUT)
+					break;
+			if (w->dead || w->in_send || w->pending_events == 0) {
+				pthread_mutex_unlock(&w->mu);
+				continue;
+			}
+		}
+		w->kick = false;
 		w->in_send = true;
 		uint64_t gen = take_group(w, &sending);
 		pthread_mutex_unlock(&w->mu);
@@ -252,7 +282,11 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 
 	w->sock = w->shipper_fd = -1;
 	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv_data, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the linger deadline is tm_mono_ns */
+	pthread_cond_init(&w->cv_data, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&w->cv_room, NULL);
 	pthread_cond_init(&w->cv_durable, NULL);
 	buf_init(&w->pending, SIZE_MAX);
@@ -261,6 +295,14 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 	e = copy_options(w, o);
 	if (e != CUSTOS_OK)
 		goto fail;
+	if (w->o.durability == AUDIT_DURABILITY_BATCH)
+		w->linger_ns = w->o.batch_window_ns / 4 < AUDIT_LINGER_MAX_NS
+		                       ? w->o.batch_window_ns / 4
+		                       : AUDIT_LINGER_MAX_NS;
+	w->group_events =
+	        w->o.queue_events / 2 < COALESCE_EVENTS ? w->o.queue_events / 2 : COALESCE_EVENTS;
+	if (w->group_events == 0)
+		w->group_events = 1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
 		e = err_sys("socketpair");
 		goto fail;
@@ -383,6 +425,8 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 		goto out;
 	w->pending_events++;
 	w->submitted++;
+	if (w->pending_events == 1 && w->linger_ns > 0)
+		w->first_ns = tm_mono_ns();
 	uint64_t gen = w->cur_gen;
 	if (w->o.durability == AUDIT_DURABILITY_SYNC && !w->in_send) {
 		/* Group commit without a thread hop: the first producer to find nobody sending
@@ -399,8 +443,8 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 				break;
 		}
 		pthread_cond_broadcast(&w->cv_data);
-	} else if (w->pending_events == 1 && !w->in_send) {
-		pthread_cond_signal(&w->cv_data);
+	} else if (!w->in_send && (w->pending_events == 1 || (w->linger_ns > 0 && group_full(w)))) {
+		pthread_cond_signal(&w->cv_data); /* a new group, or a lingering one is full */
 	}
 	if (w->o.durability == AUDIT_DURABILITY_SYNC) {
 		while (w->durable_gen < gen && !w->failing && !w->dead)
@@ -420,6 +464,10 @@ custos_err audit_flush(audit_writer *w)
 
 	pthread_mutex_lock(&w->mu);
 	uint64_t target = w->pending_events > 0 ? w->cur_gen : w->cur_gen - 1;
+	if (w->pending_events > 0) {
+		w->kick = true; /* the caller waits: no lingering */
+		pthread_cond_signal(&w->cv_data);
+	}
 	while (w->durable_gen < target && !w->failing && !w->dead)
 		pthread_cond_wait(&w->cv_durable, &w->mu);
 	if (w->durable_gen < target)

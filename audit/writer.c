@@ -26,6 +26,7 @@
 #define WRITER_OUT_MAX     (16u * 1024 * 1024)
 #define WRITER_PENDING_MAX (4u * 1024 * 1024) /* raw bytes drained per group */
 #define WRITER_RETRY_NS    (500ull * 1000 * 1000)
+#define WRITER_PACE_BYTES  (1024u * 1024) /* batch mode: commit at once past this much */
 
 struct wstate {
 	const audit_options *o;
@@ -34,6 +35,7 @@ struct wstate {
 	uint64_t seq;
 	char head[AUDIT_HASH_HEX + 1];
 	uint64_t since_ckpt, last_ckpt;
+	uint64_t last_commit; /* batch mode: commits are paced to one per pace_ns */
 	EVP_PKEY *key;
 	char key_id[17];
 	buf out;     /* lines of the group being committed */
@@ -528,6 +530,11 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 	report_ready(ready_fd, e, w.seq);
 	if (e != CUSTOS_OK)
 		goto out;
+	/* Batch mode: at most one group commit per quarter window (the client lingers another
+	 * quarter), so under load one write + fdatasync covers many messages. Sync: no pacing. */
+	uint64_t pace_ns = o->durability == AUDIT_DURABILITY_BATCH ? o->batch_window_ns / 4 : 0;
+	if (pace_ns > AUDIT_LINGER_MAX_NS)
+		pace_ns = AUDIT_LINGER_MAX_NS;
 	msg = malloc(AUDIT_MSG_MAX);
 	if (msg == NULL)
 		goto out;
@@ -541,11 +548,18 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 			wait_ns = w.last_ckpt + o->checkpoint_ns > now
 			                  ? w.last_ckpt + o->checkpoint_ns - now
 			                  : 0;
+		uint64_t due = w.last_commit + pace_ns;
+		bool pacing = pace_ns > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
+		              buf_used(&w.pending) < WRITER_PACE_BYTES && now < due;
+		if (pacing && due - now < wait_ns)
+			wait_ns = due - now;
 		if (open) {
 			/* While failing with a full backlog, listen only for the client going
 			 * away: it must be able to stop us even when the disk never recovers. */
 			struct pollfd p = { .fd = sock, .events = room ? POLLIN : 0 };
-			int to = wait_ns == UINT64_MAX ? -1 : (int)(wait_ns / 1000000) + 1;
+			int to = wait_ns == UINT64_MAX ? -1
+			         : pacing              ? (int)((wait_ns + 999999) / 1000000)
+			                               : (int)(wait_ns / 1000000) + 1;
 			int r = poll(&p, 1, to);
 			if (r == -1 && errno != EINTR)
 				break;
@@ -560,7 +574,12 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		}
 		if (w.failing && tm_mono_ns() < next_retry)
 			continue;
+		if (pace_ns > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
+		    buf_used(&w.pending) < WRITER_PACE_BYTES &&
+		    tm_mono_ns() < w.last_commit + pace_ns)
+			continue; /* let the group fill until its commit is due */
 		if (buf_used(&w.pending) > 0) {
+			w.last_commit = tm_mono_ns();
 			if (process_pending(&w, sock) != CUSTOS_OK) {
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
 				if (!open)
