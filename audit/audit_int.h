@@ -95,6 +95,9 @@ custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span s
 #define AUDIT_MSG_ACK       3u
 #define AUDIT_MSG_LAST      0x100u /* flag: last message of a generation */
 
+/* Histogram bounds of fdatasync durations (ns), shared by writer, client and metrics. */
+#define AUDIT_FSYNC_BUCKETS 10
+
 struct audit_msg_hdr {
 	uint32_t kind;
 	uint32_t count;
@@ -105,6 +108,11 @@ struct audit_ack {
 	int32_t status; /* custos_err */
 	uint64_t gen;   /* every generation <= gen is durable (when status is OK) */
 	uint64_t seq;   /* highest durable seq */
+	/* Cumulative since the writer started (the client copies the latest, so an ack repeated
+	 * for several messages of one commit counts nothing twice). */
+	uint64_t fsyncs;                             /* fdatasync calls */
+	uint64_t fsync_ns;                           /* their total duration */
+	uint64_t fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* how many took <= audit_fsync_bounds_ns[i] */
 	char msg[200];
 };
 

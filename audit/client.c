@@ -19,8 +19,12 @@
 
 #include "audit_int.h"
 
+_Static_assert(sizeof(((audit_stats *)0)->fsync_buckets) == AUDIT_FSYNC_BUCKETS * sizeof(uint64_t),
+               "audit_stats.fsync_buckets and AUDIT_FSYNC_BUCKETS disagree");
+
 struct audit_writer {
 	audit_options o;
+	uint64_t fsyncs, fsync_ns, fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* writer's, under mu */
 	char *dir;
 	char *sink_names[AUDIT_MAX_SINKS];
 	int sock;
@@ -193,6 +197,11 @@ static void *acker_main(void *arg)
 		if (r != (ssize_t)sizeof(a) || a.kind != AUDIT_MSG_ACK)
 			break;
 		pthread_mutex_lock(&w->mu);
+		if (a.fsyncs >= w->fsyncs) { /* cumulative: the latest report wins */
+			w->fsyncs = a.fsyncs;
+			w->fsync_ns = a.fsync_ns;
+			memcpy(w->fsync_buckets, a.fsync_buckets, sizeof(w->fsync_buckets));
+		}
 		if (a.status == CUSTOS_OK) {
 			if (a.gen > w->durable_gen)
 				w->durable_gen = a.gen;
@@ -486,6 +495,9 @@ void audit_writer_stats(audit_writer *w, audit_stats *s)
 	s->durable_seq = w->durable_seq;
 	s->queued = w->pending_events;
 	s->writer_failing = w->failing || w->dead;
+	s->fsyncs = w->fsyncs;
+	s->fsync_ns = w->fsync_ns;
+	memcpy(s->fsync_buckets, w->fsync_buckets, sizeof(s->fsync_buckets));
 	pthread_mutex_unlock(&w->mu);
 }
 

@@ -33,6 +33,7 @@ struct wstate {
 	int dirfd, fd;
 	uint64_t file_first, file_bytes, file_opened;
 	uint64_t seq;
+	uint64_t fsyncs, fsync_ns, fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* commit latency */
 	char head[AUDIT_HASH_HEX + 1];
 	uint64_t since_ckpt, last_ckpt;
 	uint64_t last_commit; /* batch mode: commits are paced to one per pace_ns */
@@ -98,6 +99,10 @@ static custos_err add_checkpoint(struct wstate *w, const char *reason)
 }
 
 /* Writes w->out and makes it durable; on failure the file is cut back so it stays intact. */
+const uint64_t audit_fsync_bounds_ns[AUDIT_FSYNC_BUCKETS] = {
+	100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000, 100000000, 1000000000
+};
+
 static custos_err commit(struct wstate *w)
 {
 	span s = buf_span(&w->out);
@@ -106,8 +111,17 @@ static custos_err commit(struct wstate *w)
 	if (s.len == 0)
 		return CUSTOS_OK;
 	e = file_write_all(w->fd, s.ptr, s.len);
-	if (e == CUSTOS_OK && fdatasync(w->fd) == -1)
-		e = err_sys("fdatasync");
+	if (e == CUSTOS_OK) {
+		uint64_t t0 = tm_mono_ns();
+		if (fdatasync(w->fd) == -1)
+			e = err_sys("fdatasync");
+		uint64_t d = tm_mono_ns() - t0;
+		w->fsyncs++;
+		w->fsync_ns += d;
+		for (size_t i = 0; i < AUDIT_FSYNC_BUCKETS; i++)
+			if (d <= audit_fsync_bounds_ns[i])
+				w->fsync_buckets[i]++;
+	}
 	if (e != CUSTOS_OK) {
 		err_wrap(e, "%s", w->o->dir);
 		if (ftruncate(w->fd, (off_t)w->file_bytes) == -1)
@@ -210,6 +224,9 @@ static void send_ack(struct wstate *w, int sock, custos_err status)
 	a.status = (int32_t)status;
 	a.gen = w->acked_gen;
 	a.seq = w->seq;
+	a.fsyncs = w->fsyncs;
+	a.fsync_ns = w->fsync_ns;
+	memcpy(a.fsync_buckets, w->fsync_buckets, sizeof(a.fsync_buckets));
 	if (status != CUSTOS_OK)
 		snprintf(a.msg, sizeof(a.msg), "%s", w->fail_msg);
 	while (send(sock, &a, sizeof(a), MSG_NOSIGNAL) == -1 && errno == EINTR)

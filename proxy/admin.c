@@ -437,6 +437,20 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 		                 (unsigned long long)st.denied_full,
 		                 (unsigned long long)st.failed));
 		GUARD(buf_append_cstr(b,
+		                      "# HELP custos_audit_fsync_seconds fdatasync latency of the "
+		                      "audit writer's group commits.\n# TYPE "
+		                      "custos_audit_fsync_seconds histogram\n"));
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(st.fsync_buckets); i++)
+			GUARD(buf_printf(b, "custos_audit_fsync_seconds_bucket{le=\"%g\"} %llu\n",
+			                 (double)audit_fsync_bounds_ns[i] / 1e9,
+			                 (unsigned long long)st.fsync_buckets[i]));
+		GUARD(buf_printf(b,
+		                 "custos_audit_fsync_seconds_bucket{le=\"+Inf\"} %llu\n"
+		                 "custos_audit_fsync_seconds_sum %.9f\n"
+		                 "custos_audit_fsync_seconds_count %llu\n",
+		                 (unsigned long long)st.fsyncs, (double)st.fsync_ns / 1e9,
+		                 (unsigned long long)st.fsyncs));
+		GUARD(buf_append_cstr(b,
 		                      "# HELP custos_audit_sink_lag_events Durable audit events a "
 		                      "sink has not delivered yet.\n# TYPE "
 		                      "custos_audit_sink_lag_events gauge\n"));

@@ -141,7 +141,14 @@ typedef struct audit_stats {
 	uint64_t durable_seq; /* highest seq the writer reported durable */
 	size_t queued;        /* events waiting in the in-process queue now */
 	bool writer_failing;  /* the writer's last report was an error (disk full...) */
+	/* fdatasync latency in the writer (group commits), cumulative: a Prometheus histogram. */
+	uint64_t fsyncs;
+	uint64_t fsync_ns;
+	uint64_t fsync_buckets[10]; /* count of commits <= audit_fsync_bounds_ns[i] */
 } audit_stats;
+/* Upper bounds (ns) of audit_stats.fsync_buckets: 100us, 250us, 500us, 1ms, 2.5ms, 5ms, 10ms,
+ * 25ms, 100ms, 1s. */
+extern const uint64_t audit_fsync_bounds_ns[10];
 
 /* Forks the writer (and, with sinks, the shipper) and starts the sender thread. *out is owned
  * by the caller and released by audit_writer_stop. Fails if the log cannot be opened or

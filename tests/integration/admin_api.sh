@@ -62,6 +62,10 @@ grep -q '^custos_requests_total{decision="deny",.*principal="bob"} 1$' "$work/me
 grep -q '^custos_tls_handshakes_total{result="ok"} [1-9]' "$work/metrics.txt" && ok "TLS handshakes counted" || fail "TLS handshakes not counted"
 grep -q '^custos_request_duration_seconds_count [1-9]' "$work/metrics.txt" && ok "latency histogram" || fail "latency histogram empty"
 grep -q '^custos_audit_queue_depth ' "$work/metrics.txt" && ok "audit queue depth" || fail "no audit gauge"
+n=$(sed -n 's/^custos_audit_fsync_seconds_count \([0-9]*\)$/\1/p' "$work/metrics.txt")
+[ "${n:-0}" -gt 0 ] && ok "audit fsync latency histogram ($n commits)" || fail "no audit fsync histogram"
+inf=$(sed -n 's/^custos_audit_fsync_seconds_bucket{le="+Inf"} \([0-9]*\)$/\1/p' "$work/metrics.txt")
+check "fsync histogram +Inf bucket equals its count" "$inf" "$n"
 have_promtool=0
 if command -v promtool >/dev/null; then
 	have_promtool=1
