@@ -46,6 +46,8 @@ struct egress_server;
 void cli_egress_attach(struct egress_server *eg);
 /* From the sandbox START event: a restarted model's sandbox gets a new egress listener. */
 void cli_egress_sandbox_started(const char *model, unsigned generation);
+/* Highest classification model's sandbox has read through egress (-1: no listener). */
+int cli_egress_taint(const char *model);
 int cmd_sandbox_exec(int argc, char **argv);
 int cmd_vm_run(int argc, char **argv);
 /* cli/cmd_vm.c: waits up to timeout_ns for the domain's QEMU (libvirt pidfile in run_dir, NULL =

@@ -330,8 +330,16 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 	return CUSTOS_OK;
 }
 
+/* Taint for GET /v1/sandboxes: what the model's sandbox has read through egress. */
+static int admin_taint_get(void *arg, const char *name)
+{
+	(void)arg;
+	return cli_egress_taint(name);
+}
+
 /* Starts the admin API from the admin: section; NULL when disabled or it could not start
  * (logged: the proxy keeps serving without it). */
+
 static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 {
 	const cfg_admin *ca = &cfg->admin;
@@ -367,7 +375,7 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 		ao.n_sandboxes++;
 	}
 	ao.sandboxes = sbx;
-	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload };
+	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload, admin_taint_get };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {
 		log_error("up: admin API not started: %s", err_msg());
 		a = NULL;

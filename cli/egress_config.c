@@ -103,6 +103,18 @@ void cli_egress_attach(egress_server *eg)
 	pthread_mutex_unlock(&sbx_mu);
 }
 
+int cli_egress_taint(const char *model)
+{
+	int t = -1;
+
+	pthread_mutex_lock(&sbx_mu);
+	for (size_t i = 0; sbx_eg && i < sbx_n; i++)
+		if (strcmp(sbx_reg[i].model, model) == 0)
+			t = egress_taint(sbx_eg, sbx_reg[i].index);
+	pthread_mutex_unlock(&sbx_mu);
+	return t;
+}
+
 void cli_egress_sandbox_started(const char *model, unsigned generation)
 {
 	if (generation < 2) /* the first instance's listener is made by cli_egress_options */

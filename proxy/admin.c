@@ -653,7 +653,11 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_kv_u64(&w, "nofile", x->nofile);
 		json_obj_end(&w);
 		json_key(&w, "taint");
-		json_null(&w); /* not tracked by the sandbox module yet (docs/ADMIN.md) */
+		int taint = s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1;
+		if (taint >= 0)
+			json_cstr(&w, policy_class_name((policy_class)taint));
+		else
+			json_null(&w); /* no egress listener for this sandbox */
 		json_obj_end(&w);
 	}
 	json_arr_end(&w);

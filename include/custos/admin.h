@@ -42,6 +42,9 @@ typedef struct admin_hooks {
 	/* Re-reads the configured policy (and configuration) and swaps it in; on failure the
 	 * old one stays and every problem is in d (or err_msg). */
 	custos_err (*policy_reload)(void *arg, diag_list *d);
+	/* Highest classification (policy_class) the named sandbox has read through egress since
+	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
+	int (*taint_get)(void *arg, const char *sandbox);
 } admin_hooks;
 
 typedef struct admin_options {

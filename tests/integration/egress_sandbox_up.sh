@@ -58,6 +58,7 @@ data_sources:
 egress:
   port: $P_EG
 audit: { dir: "$W/audit" }
+admin: { socket: "$W/admin.sock" }
 policy: { file: "$W/policy.yaml" }
 EOY
 cat >policy.yaml <<EOY
@@ -105,6 +106,8 @@ check "egress event: model m1 in its sandbox" grep -q '"model":"m1","sandbox":"f
 check "egress event: ingress request id and principal alice" \
 	grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 check "egress event: taint raised to confidential" grep -q '"taint":2' <<<"$EV"
+SB=$(curl -s --max-time 5 --unix-socket "$W/admin.sock" http://localhost/v1/sandboxes)
+check "admin API: the sandbox's taint is confidential" grep -q '"id":"m1".*"taint":"confidential"' <<<"$SB"
 # The model crashes; the supervisor restarts it in a new netns, and the listener follows.
 SPID=$(grep -o 'sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | head -1)
 kill -9 "$SPID"
