@@ -361,14 +361,15 @@ ev() { grep "$1" "$WORK/trail.jsonl" | grep -c "$2" || true; }
 # An egress call made while one chat completion was in flight names that request.
 attr=$(grep '"egress.request"' "$WORK/trail.jsonl" | grep '"path":"/during-chat"' |
 	grep -o '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' |
-	head -1 | sed 's/.*"ingress_request_id":"\([^"]*\)".*/\1/')
+	sed -n '1s/.*"ingress_request_id":"\([^"]*\)".*/\1/p')
 if [ -z "$attr" ]; then
 	fail "no egress call from the VM attributed to an in-flight ingress request"
-elif ! grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -q "\"request_id\":\"$attr\""; then
+elif ! grep "\"request_id\":\"$attr\"" "$WORK/trail.jsonl" | grep '"direction":"ingress"' >/dev/null; then
+	# (no grep -q after a pipe here: under pipefail its early exit can SIGPIPE the writer)
 	fail "egress attributed to $attr, which is no ingress request in the trail"
 	echo "---- trail lines naming $attr, and the ingress events of alice (diagnosis)"
 	grep "$attr" "$WORK/trail.jsonl" | cut -c1-400
-	grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -o '"type":"[^"]*","request_id":"[^"]*"' | sort | uniq -c | head -40
+	grep '"direction":"ingress"' "$WORK/trail.jsonl" | grep -o '"type":"[^"]*","request_id":"[^"]*"' | sort | uniq -c | sed -n 1,40p
 fi
 for a in started crashed restarting restarted stopped; do
 	[ "$(ev '"sandbox.vm"' "\"action\":\"$a\"")" -ge 1 ] || fail "no sandbox.vm $a event in the audit trail"
