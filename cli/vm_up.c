@@ -6,6 +6,8 @@
  * reconnects the channel (and re-creates the egress listener) once the new QEMU runs. The
  * ingress proxy reaches the model through cli_vm_connect (a stream over the channel); the
  * egress proxy accepts the guest's proxy connections from the listener cli_vm_egress_fd gives.
+ * Under privilege separation all of this runs in the supervisor, which hands the streams and
+ * listeners to the proxy (cmd_up.c).
  */
 #include <errno.h>
 #include <poll.h>
@@ -36,11 +38,11 @@ struct up_vm {
 	struct audit_writer *audit;
 	vm_host *h;
 	vm *v;
-	pthread_mutex_t mu; /* ch, routable, eg, eg_index */
-	vm_channel *ch;     /* NULL while the VM is down */
-	bool routable;      /* QEMU seen under seccomp and the channel up */
-	egress_server *eg;
-	size_t eg_index;
+	pthread_mutex_t mu;                   /* ch, routable, eg, eg_index */
+	vm_channel *ch;                       /* NULL while the VM is down */
+	bool routable;                        /* QEMU seen under seccomp and the channel up */
+	void (*egress_fn)(void *arg, int fd); /* gets each new egress listener */
+	void *egress_arg;
 	pthread_t sup;
 	bool sup_started;
 	atomic_bool quit;
@@ -58,14 +60,16 @@ static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const
 
 	log_info("vm %s (model %s): %s%s%s", domain, u->model, vm_event_name(kind),
 	         detail && *detail ? ": " : "", detail ? detail : "");
-	if (u->audit == NULL)
-		return;
 	audit_event_begin(&ev, "sandbox.vm");
 	audit_event_cstr(&ev, "model", u->model);
 	audit_event_cstr(&ev, "vm", domain);
 	audit_event_cstr(&ev, "action", vm_event_name(kind));
 	audit_event_cstr(&ev, "detail", detail);
-	if (audit_event_end(&ev) != CUSTOS_OK || audit_submit(u->audit, &ev) != CUSTOS_OK)
+	if (audit_event_end(&ev) != CUSTOS_OK)
+		log_error("vm %s: lifecycle event not audited: %s", domain, err_msg());
+	else if (u->audit == NULL) /* privilege separation: the proxy's writer records it */
+		cli_privsep_audit(&ev);
+	else if (audit_submit(u->audit, &ev) != CUSTOS_OK)
 		log_error("vm %s: lifecycle event not audited: %s", domain, err_msg());
 }
 
@@ -131,12 +135,13 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 		nanosleep(&ts, NULL);
 	}
 	pthread_mutex_lock(&u->mu);
-	if (u->eg) {
+	if (u->egress_fn) {
 		int lfd = -1;
-		if (vm_channel_listen_egress(ch, 128, &lfd) != CUSTOS_OK ||
-		    egress_listener_replace(u->eg, u->eg_index, lfd) != CUSTOS_OK)
+		if (vm_channel_listen_egress(ch, 128, &lfd) != CUSTOS_OK)
 			log_error("vm %s: restarted without an egress listener: %s", u->name,
 			          err_msg());
+		else
+			u->egress_fn(u->egress_arg, lfd);
 	}
 	u->ch = ch;
 	u->routable = true;
@@ -196,12 +201,20 @@ custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd)
 	return e;
 }
 
-void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index)
+void cli_vm_egress_hook(struct up_vm *u, void (*fn)(void *arg, int fd), void *arg)
 {
 	pthread_mutex_lock(&u->mu);
-	u->eg = eg;
-	u->eg_index = index;
+	u->egress_fn = fn;
+	u->egress_arg = arg;
 	pthread_mutex_unlock(&u->mu);
+}
+
+bool cli_vm_routable(struct up_vm *u)
+{
+	pthread_mutex_lock(&u->mu);
+	bool r = u->routable;
+	pthread_mutex_unlock(&u->mu);
+	return r;
 }
 
 static custos_err map_profile(const custos_config *cfg, const cfg_model *m, struct up_vm *u,

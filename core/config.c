@@ -17,7 +17,7 @@
 static const char *const top_keys[] = { "version",      "log",    "workers", "limits",
 	                                "listeners",    "auth",   "models",  "sandbox_profiles",
 	                                "data_sources", "egress", "audit",   "admin",
-	                                "policy" };
+	                                "policy",       "proxy" };
 
 /* ---------------------------------------------------------------------------------------------
  * log, workers, limits
@@ -1039,6 +1039,16 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 /* ---------------------------------------------------------------------------------------------
  * admin, policy
  */
+static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
+{
+	static const char *const keys[] = { "user", "self_sandbox" };
+	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys);
+
+	p->self_sandbox = true;
+	cfg_str(c, m, "user", false, &p->user);
+	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
+}
+
 static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 {
 	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
@@ -1291,6 +1301,7 @@ static custos_config *build(const ydoc *doc, diag_list *d)
 	parse_audit(&c, root, &cfg->audit);
 	parse_admin(&c, root, &cfg->admin);
 	parse_policy(&c, root, &cfg->policy);
+	parse_proxy(&c, root, &cfg->proxy);
 	cross_checks(&c, root, cfg);
 	return cfg;
 }

@@ -378,9 +378,35 @@ static bool is_json(const char *ct)
 
 /* ---- endpoints ---- */
 
-static bool sandbox_running(const admin_sandbox *x)
+/* The state of sandbox i: from the supervisor's mirror (privilege separation) or read from
+ * the sandbox handle in this process. */
+static void sandbox_state(const struct admin_server *s, size_t i, admin_sandbox_state *st)
 {
-	return x->sb && sandbox_pid(x->sb) > 0;
+	const admin_sandbox *x = &s->sbx[i];
+
+	memset(st, 0, sizeof(*st));
+	st->kind = "process";
+	st->pid = -1;
+	if (s->hooks.sandbox_state) {
+		if (!s->hooks.sandbox_state(s->hooks.arg, i, st))
+			st->running = false;
+		return;
+	}
+	if (x->sb == NULL)
+		return;
+	st->pid = sandbox_pid(x->sb);
+	st->running = st->pid > 0;
+	st->generation = sandbox_generation(x->sb);
+	st->restarts = st->generation ? st->generation - 1 : 0;
+	snprintf(st->profile_hash, sizeof(st->profile_hash), "%s", sandbox_profile_hash_of(x->sb));
+	snprintf(st->cgroup, sizeof(st->cgroup), "%s", sandbox_cgroup_backend(x->sb));
+}
+
+static bool sandbox_running(const struct admin_server *s, size_t i)
+{
+	admin_sandbox_state st;
+	sandbox_state(s, i, &st);
+	return st.running;
 }
 
 static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *c)
@@ -397,7 +423,7 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 		aud = !st.writer_failing;
 	}
 	for (size_t i = 0; i < s->nsbx; i++)
-		sbx = sbx && sandbox_running(&s->sbx[i]);
+		sbx = sbx && sandbox_running(s, i);
 	bool ready = pol && aud && sbx;
 	buf_init(&b, 4096);
 	json_init(&w, &b);
@@ -466,7 +492,7 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 	                         "# TYPE custos_sandbox_up gauge\n"));
 	for (size_t i = 0; i < s->nsbx; i++)
 		GUARD(buf_printf(b, "custos_sandbox_up{sandbox=\"%s\"} %d\n", s->sbx[i].name,
-		                 sandbox_running(&s->sbx[i]) ? 1 : 0));
+		                 sandbox_running(s, i) ? 1 : 0));
 	return CUSTOS_OK;
 }
 
@@ -636,15 +662,17 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 	json_arr_begin(&w);
 	for (size_t i = 0; i < s->nsbx; i++) {
 		const admin_sandbox *x = &s->sbx[i];
-		unsigned gen = x->sb ? sandbox_generation(x->sb) : 0;
+		admin_sandbox_state st;
+		sandbox_state(s, i, &st);
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
-		json_kv_cstr(&w, "state", sandbox_running(x) ? "running" : "restarting");
-		json_kv_i64(&w, "pid", x->sb ? (int64_t)sandbox_pid(x->sb) : -1);
-		json_kv_u64(&w, "generation", gen);
-		json_kv_u64(&w, "restarts", gen ? gen - 1 : 0);
-		json_kv_cstr(&w, "profile_hash", x->sb ? sandbox_profile_hash_of(x->sb) : NULL);
-		json_kv_cstr(&w, "cgroup", x->sb ? sandbox_cgroup_backend(x->sb) : NULL);
+		json_kv_cstr(&w, "state", st.running ? "running" : "restarting");
+		json_kv_i64(&w, "pid", st.pid);
+		json_kv_u64(&w, "generation", st.generation);
+		json_kv_u64(&w, "restarts", st.restarts);
+		json_kv_cstr(&w, "profile_hash", st.profile_hash[0] ? st.profile_hash : NULL);
+		json_kv_cstr(&w, "cgroup", st.cgroup[0] ? st.cgroup : NULL);
+		json_kv_cstr(&w, "kind", st.kind);
 		json_key(&w, "limits");
 		json_obj_begin(&w);
 		json_kv_u64(&w, "memory_bytes", x->memory_bytes);
@@ -695,14 +723,22 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 {
 	const admin_sandbox *x = &s->sbx[rq->sandbox];
 	char path[128];
-	pid_t pid = x->sb ? sandbox_pid(x->sb) : -1;
+	admin_sandbox_state st;
 	unsigned status = 202;
 	const char *result = "restarting";
 
+	sandbox_state(s, rq->sandbox, &st);
+	pid_t pid = st.running ? (pid_t)st.pid : -1;
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/restart", x->name);
 	if (pid <= 0) {
 		status = 409;
 		result = "no running instance";
+	} else if (s->hooks.sandbox_restart) { /* the supervisor ends it */
+		int r = s->hooks.sandbox_restart(s->hooks.arg, rq->sandbox, pid);
+		if (r != 0) {
+			status = r == ESRCH ? 409 : 500;
+			result = r == ESRCH ? "the instance ended meanwhile" : strerror(r);
+		}
 	} else if (kill_instance(x->sb, pid) == -1) {
 		status = errno == ESRCH ? 409 : 500;
 		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);

@@ -152,6 +152,8 @@ int sb_caps_drop_all(const char **step);
 int sb_caps_raise_effective(void);
 /* Self: libcap path for the proxy. */
 custos_err sb_caps_drop_self(void) CUSTOS_WUR;
+/* Empties the bounding set; fails without CAP_SETPCAP (unless it is empty already). */
+custos_err sb_caps_drop_bounding(void) CUSTOS_WUR;
 
 typedef struct sb_rlimits {
 	int n;

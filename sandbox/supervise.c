@@ -662,6 +662,12 @@ out:
 	return ok;
 }
 
+custos_err sandbox_socket_inside(sandbox *sb, int *fd, unsigned *generation)
+{
+	ENSURE(sb && fd, CUSTOS_ERR_INVAL, "sandbox: socket_inside: bad arguments");
+	return inside_socket(sb, SOCK_STREAM | SOCK_NONBLOCK, fd, generation);
+}
+
 custos_err sandbox_wait_ready(sandbox *sb, uint16_t port, const char *http_path,
                               uint64_t timeout_ms)
 {

@@ -34,6 +34,16 @@ typedef struct admin_sandbox {
 	uint32_t cpu_millis;
 } admin_sandbox;
 
+/* A sandbox's state as a privilege-separated supervisor reported it (any kind). */
+typedef struct admin_sandbox_state {
+	const char *kind; /* "process", "vm" (static) */
+	bool running;
+	int64_t pid; /* -1: none */
+	uint64_t generation, restarts;
+	char profile_hash[65]; /* "" when unknown */
+	char cgroup[8];        /* "" when unknown */
+} admin_sandbox_state;
+
 /* What the server calls into (from its own threads). */
 typedef struct admin_hooks {
 	void *arg;
@@ -45,6 +55,11 @@ typedef struct admin_hooks {
 	/* Highest classification (policy_class) the named sandbox has read through egress since
 	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
 	int (*taint_get)(void *arg, const char *sandbox);
+	/* When set, sandboxes are not read through admin_sandbox.sb but asked for here (index
+	 * into admin_options.sandboxes; false: unknown yet), and a restart is a request:
+	 * sandbox_restart returns 0 or an errno (ESRCH: that pid is no longer the instance). */
+	bool (*sandbox_state)(void *arg, size_t i, admin_sandbox_state *st);
+	int (*sandbox_restart)(void *arg, size_t i, int64_t pid);
 } admin_hooks;
 
 typedef struct admin_options {

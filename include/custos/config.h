@@ -400,6 +400,12 @@ typedef struct cfg_admin {
 	uint64_t max_body; /* default 1 MiB */
 } cfg_admin;
 
+/* proxy: the internet-facing process of `custos up` (privilege separation, docs/SANDBOX.md). */
+typedef struct cfg_proxy {
+	char *user;        /* run as this user; NULL: "custos" when it exists, else unchanged */
+	bool self_sandbox; /* default true: no capabilities, NO_NEW_PRIVS, Landlock, seccomp */
+} cfg_proxy;
+
 typedef struct cfg_policy {
 	char *file;            /* default /etc/custos/policy.yaml */
 	bool reload_on_sighup; /* default true */
@@ -429,6 +435,7 @@ typedef struct custos_config {
 	cfg_audit audit;
 	cfg_admin admin;
 	cfg_policy policy;
+	cfg_proxy proxy;
 	cfg_arena *arena_; /* private */
 } custos_config;
 
