@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -330,7 +331,7 @@ static int admin_taint_get(void *arg, const char *name)
 /* Starts the admin API from the admin: section; NULL when disabled or it could not start
  * (logged: the proxy keeps serving without it). */
 
-static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
+static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, int socket_fd)
 {
 	const cfg_admin *ca = &cfg->admin;
 	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
@@ -338,10 +339,11 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 	admin_server *a = NULL;
 	char *tcp = NULL;
 
-	if (!ca->enabled)
+	if (!ca->enabled || (socket_fd < 0 && !ca->tcp.enabled))
 		return NULL;
 	memset(&ao, 0, sizeof(ao));
-	ao.socket_path = ca->socket;
+	ao.socket_path = socket_fd >= 0 ? ca->socket : NULL; /* bound before confinement */
+	ao.socket_fd = socket_fd;
 	ao.socket_mode = ca->socket_mode;
 	ao.allowed_uids = ca->allowed_uids;
 	ao.n_allowed_uids = ca->n_allowed_uids;
@@ -1097,13 +1099,9 @@ static custos_err proxy_identity(const custos_config *cfg, bool *set, uid_t *uid
  * builds the leak check runs once, here, before the filter (docs/CONTRIBUTING.md). */
 extern void __lsan_do_leak_check(void) __attribute__((weak));
 
-static custos_err proxy_confine(const custos_config *cfg, const char *path)
+static custos_err proxy_confine(const custos_config *cfg, const char *path, bool set_ids, uid_t uid,
+                                gid_t gid)
 {
-	bool set_ids = false;
-	uid_t uid = 0;
-	gid_t gid = 0;
-
-	GUARD(proxy_identity(cfg, &set_ids, &uid, &gid));
 	if (!cfg->proxy.self_sandbox) {
 		log_warn("up: proxy.self_sandbox is false: the proxy keeps custos' privileges "
 		         "(debugging only)");
@@ -1166,8 +1164,25 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		e = proxy_create(&o, &srv); /* listeners (maybe privileged ports), keys, policy */
 	else
 		proxy_options_free(&o);
+	/* Binds that need privilege or a directory the proxy's user may not write happen
+	 * before confinement: the admin socket, given to that user. */
+	bool set_ids = false;
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	int admin_fd = -1;
 	if (e == CUSTOS_OK)
-		e = proxy_confine(cfg, path);
+		e = proxy_identity(cfg, &set_ids, &uid, &gid);
+	if (e == CUSTOS_OK && cfg->admin.enabled && cfg->admin.socket &&
+	    admin_open_unix(cfg->admin.socket, cfg->admin.socket_mode, set_ids ? uid : (uid_t)-1,
+	                    gid, &admin_fd) != CUSTOS_OK)
+		log_error("up: admin API socket: %s", err_msg());
+	/* The audit directory must exist to be part of the proxy's view (its writer would
+	 * create it, as the proxy's user, once confined). */
+	if (e == CUSTOS_OK && cfg->audit.dir && mkdir(cfg->audit.dir, 0700) == 0 && set_ids &&
+	    chown(cfg->audit.dir, uid, gid) == -1)
+		e = err_sys("audit dir %s: chown", cfg->audit.dir);
+	if (e == CUSTOS_OK)
+		e = proxy_confine(cfg, path, set_ids, uid, gid);
 	if (e == CUSTOS_OK &&
 	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
 		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
@@ -1196,7 +1211,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		psx_proxy_attach(srv, eg, aw);
 		uc->srv = srv;
 		uc->eg = eg;
-		admin = start_admin(cfg, uc);
+		admin = start_admin(cfg, uc, admin_fd);
+		admin_fd = -1; /* the admin server's now */
 		e = psx_proxy_start();
 	}
 	if (e == CUSTOS_OK) {
@@ -1206,6 +1222,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	} else {
 		log_error("up: proxy: %s", err_msg());
 	}
+	if (admin_fd >= 0)
+		close(admin_fd);
 	admin_stop(admin); /* its hooks use srv */
 	cli_egress_attach(NULL);
 	egress_free(eg);    /* before the sandboxes its listeners live in */

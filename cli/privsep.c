@@ -468,10 +468,13 @@ void psx_proxy_finish(void)
 {
 	struct timespec dl;
 
+	/* Setup may have failed before the receiver ran: BYE still has to be read. */
+	if (!P.th_started && pthread_create(&P.th, NULL, receiver, NULL) == 0)
+		P.th_started = true;
 	pthread_mutex_lock(&P.mu);
 	bool lost = P.lost;
 	pthread_mutex_unlock(&P.mu);
-	if (!lost && send_locked(PSX_DRAINED, 0, 0) == CUSTOS_OK) {
+	if (!lost && P.th_started && send_locked(PSX_DRAINED, 0, 0) == CUSTOS_OK) {
 		/* The supervisor stops the sandboxes (their events come here) and says BYE. */
 		deadline_in(&dl, 60000);
 		pthread_mutex_lock(&P.mu);

@@ -1071,6 +1071,19 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
+custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid, int *fd)
+{
+	ENSURE(path && (mode & 0007) == 0, CUSTOS_ERR_INVAL, "admin socket: bad path or mode");
+	GUARD(open_unix(path, mode ? mode : 0660, fd));
+	if (uid != (uid_t)-1 && lchown(path, uid, gid) == -1) {
+		custos_err e = err_sys("admin socket %s: chown", path);
+		close(*fd);
+		*fd = -1;
+		return e;
+	}
+	return CUSTOS_OK;
+}
+
 static custos_err open_tcp(const char *addr, bool force, int *out, unsigned *port)
 {
 	struct sockaddr_storage ss;
@@ -1167,7 +1180,12 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	s->nsbx = o->n_sandboxes;
 	custos_err e = CUSTOS_OK;
 	if (o->socket_path) {
-		e = open_unix(o->socket_path, mode, &s->l[0].fd);
+		if (o->socket_fd > 0) { /* bound by the caller (admin_open_unix) */
+			s->l[0].fd = o->socket_fd;
+			e = CUSTOS_OK;
+		} else {
+			e = open_unix(o->socket_path, mode, &s->l[0].fd);
+		}
 		if (e == CUSTOS_OK) {
 			s->socket_path = xstrdup(o->socket_path); /* ours now: unlinked at stop */
 			e = start_daemon(&s->l[0]);

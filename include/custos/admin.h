@@ -7,6 +7,8 @@
 #ifndef CUSTOS_ADMIN_H
 #define CUSTOS_ADMIN_H
 
+#include <sys/types.h>
+
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6). */
@@ -63,8 +65,9 @@ typedef struct admin_hooks {
 } admin_hooks;
 
 typedef struct admin_options {
-	const char *socket_path;      /* NULL: no Unix socket */
-	uint32_t socket_mode;         /* 0: 0660; bits for others are refused */
+	const char *socket_path; /* NULL: no Unix socket */
+	int socket_fd;        /* >= 1: socket_path is already bound (admin_open_unix); taken over */
+	uint32_t socket_mode; /* 0: 0660; bits for others are refused */
 	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
 	size_t n_allowed_uids;
 	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
@@ -85,6 +88,11 @@ typedef struct admin_server admin_server;
  * socket at the path is replaced) and starts the server threads. *out is the caller's
  * (admin_stop). The strings and arrays of o are copied. */
 custos_err admin_start(const admin_options *o, admin_server **out) CUSTOS_WUR;
+/* Binds the Unix socket at path as admin_start would (stale-socket check, mode; 0: 0660) and
+ * gives it to uid:gid (unless uid is -1): for a process that binds it before it gives up its
+ * privileges, then passes *fd as admin_options.socket_fd. *fd is the caller's. */
+custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid,
+                           int *fd) CUSTOS_WUR;
 /* Port the TCP listener got (tests bind port 0); 0 without TCP. */
 unsigned admin_tcp_port(const admin_server *a);
 /* Stops the threads, closes and unlinks the socket, frees a. NULL is fine. */
