@@ -373,7 +373,7 @@ static custos_err take(struct px_model *x, int *fd)
 custos_err psx_proxy_connect(void *arg, int *fd)
 {
 	struct px_model *x = arg;
-	int s;
+	int s = -1;
 
 	GUARD(take(x, &s));
 	if (x->vm) {

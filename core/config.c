@@ -1045,7 +1045,17 @@ static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
 	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys);
 
 	p->self_sandbox = true;
-	cfg_str(c, m, "user", false, &p->user);
+	if (cfg_str(c, m, "user", false, &p->user) && p->user) {
+		/* A system user name: what useradd accepts, so that no lookup is ambiguous. */
+		size_t n = strlen(p->user);
+		bool ok = n >= 1 && n <= 32 && strchr("abcdefghijklmnopqrstuvwxyz_", p->user[0]);
+		for (size_t i = 1; ok && i < n; i++)
+			ok = strchr("abcdefghijklmnopqrstuvwxyz0123456789_-", p->user[i]) != NULL;
+		if (!ok)
+			ydoc_error(c->doc, cfg_get(m, "user"), c->d, "e.g. custos",
+			           "proxy.user: a user name of 1 to 32 of [a-z0-9_-], not starting "
+			           "with a digit or '-'");
+	}
 	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
 }
 

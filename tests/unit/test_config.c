@@ -292,6 +292,24 @@ static void test_admin_rules(void **state)
 	expect_error("version: 1\nadmin: {socket: relative.sock}\n", "absolute path");
 }
 
+static void test_proxy_section(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\n");
+	assert_null(cfg->proxy.user);
+	assert_true(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nproxy: {user: custos-proxy, self_sandbox: false}\n");
+	assert_string_equal(cfg->proxy.user, "custos-proxy");
+	assert_false(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	expect_error("version: 1\nproxy: {user: \"\"}\n", "must not be empty");
+	expect_error("version: 1\nproxy: {user: \"-x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: \"root;x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: nobody, sandbox: true}\n", "unknown key 'sandbox'");
+	expect_error("version: 1\nproxy: {self_sandbox: yes}\n", "not a boolean");
+}
+
 static void test_models_and_profiles(void **state)
 {
 	(void)state;
@@ -482,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_all_errors_collected),
 		cmocka_unit_test(test_listener_rules),
 		cmocka_unit_test(test_admin_rules),
+		cmocka_unit_test(test_proxy_section),
 		cmocka_unit_test(test_models_and_profiles),
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
