@@ -886,6 +886,8 @@ static int supervisor_main(custos_config *cfg, int sfd)
 			break;
 		}
 		sup_vm_poll();
+		if (waitpid(S.proxy, &status, WNOHANG) == S.proxy)
+			break; /* also when its SIGCHLD merged with another child's */
 		if (kill_at && tm_mono_ns() >= kill_at) {
 			log_error("up: the proxy did not stop in time: SIGKILL");
 			kill(S.proxy, SIGKILL);

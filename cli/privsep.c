@@ -198,8 +198,8 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			memcpy(&st, m->payload, sizeof(st));
 			st.kind[sizeof(st.kind) - 1] = st.profile_hash[64] =
 			        st.cgroup[sizeof(st.cgroup) - 1] = '\0';
-			if (x->have_state && st.generation != x->st.generation)
-				pool_flush(x); /* a new netns: the old sockets reach nobody */
+			if (!st.running || (x->have_state && st.generation != x->st.generation))
+				pool_flush(x); /* a new or no netns: old sockets reach nobody */
 			x->st = st;
 			x->have_state = true;
 			pthread_cond_broadcast(&P.cv);

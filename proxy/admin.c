@@ -667,12 +667,12 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
 		json_kv_cstr(&w, "state", st.running ? "running" : "restarting");
+		json_kv_cstr(&w, "kind", st.kind);
 		json_kv_i64(&w, "pid", st.pid);
 		json_kv_u64(&w, "generation", st.generation);
 		json_kv_u64(&w, "restarts", st.restarts);
 		json_kv_cstr(&w, "profile_hash", st.profile_hash[0] ? st.profile_hash : NULL);
 		json_kv_cstr(&w, "cgroup", st.cgroup[0] ? st.cgroup : NULL);
-		json_kv_cstr(&w, "kind", st.kind);
 		json_key(&w, "limits");
 		json_obj_begin(&w);
 		json_kv_u64(&w, "memory_bytes", x->memory_bytes);
