@@ -994,8 +994,13 @@ static int supervisor_main(custos_config *cfg, int sfd)
 static void view_add(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
                      const char *path, bool is_dir)
 {
-	if (path == NULL || path[0] != '/' || *n >= max)
+	if (path == NULL || path[0] != '/')
 		return;
+	if (*n >= max) {
+		log_warn("up: the proxy's view is full: %s is left out (a reload cannot read it)",
+		         path);
+		return;
+	}
 	char *d = store[*n];
 	snprintf(d, CFG_MAX_PATH_LEN, "%s", path);
 	if (!is_dir) {
@@ -1032,7 +1037,8 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	char abs[CFG_MAX_PATH_LEN];
 
 	memset(v, 0, sizeof(*v));
-	if (path[0] != '/' && getcwd(abs, sizeof(abs) - 1 - strlen(path)) != NULL) {
+	if (path[0] != '/' && strlen(path) + 2 < sizeof(abs) &&
+	    getcwd(abs, sizeof(abs) - 1 - strlen(path)) != NULL) {
 		size_t l = strlen(abs);
 		snprintf(abs + l, sizeof(abs) - l, "/%s", path);
 		path = abs;
@@ -1172,7 +1178,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	uid_t uid = (uid_t)-1;
 	gid_t gid = (gid_t)-1;
 	int admin_fd = -1;
-	if (e == CUSTOS_OK)
+	if (e == CUSTOS_OK && cfg->proxy.self_sandbox)
 		e = proxy_identity(cfg, &set_ids, &uid, &gid);
 	if (e == CUSTOS_OK && cfg->admin.enabled && cfg->admin.socket &&
 	    admin_open_unix(cfg->admin.socket, cfg->admin.socket_mode, set_ids ? uid : (uid_t)-1,

@@ -13,6 +13,8 @@
 #  4. kill -9 of the supervisor stops the proxy (and the sandbox); kill -9 of the proxy makes
 #     the supervisor stop the sandbox and exit non-zero; both are in the audit trail.
 #  5. SIGTERM stops both cleanly (exit 0) and the sandbox's stop is audited.
+#  6. Negative control: proxy.self_sandbox: false leaves the proxy its capabilities and no
+#     filter (the checks of 1 would fail), and lets LeakSanitizer check the proxy's whole run.
 set -u
 BIN=${CUSTOS_BIN:?}
 SRC=${CUSTOS_SRC:?}
@@ -210,5 +212,21 @@ check "no sanitizer report" bash -c "! grep -q 'Sanitizer' up.log"
 OUTV=$("$BIN" audit verify "$W/audit" 2>&1)
 RCV=$?
 check "the trail verifies across the three runs: $(tail -1 <<<"$OUTV")" test "$RCV" -eq 0
+# ---- run 4: the negative control: proxy.self_sandbox: false keeps the privileges the checks
+# above look for (so they can fail), and everything else still works
+sed -i 's|^proxy: { user: nobody }|proxy: { user: nobody, self_sandbox: false }|' custos.yaml
+start_up
+check "self_sandbox false: warned" grep -q 'self_sandbox is false' up.log
+check "self_sandbox false: the proxy keeps capabilities ($(field "$PX" CapEff))" \
+	test "$(field "$PX" CapEff)" != 0000000000000000
+check "self_sandbox false: no seccomp filter" test "$(field "$PX" Seccomp)" = 0
+check "self_sandbox false: traffic works" grep -q '200 hello from hr' <<<"$(chat "fourth run")"
+kill -TERM "$SUP"
+wait "$UP"
+check "self_sandbox false: exit 0 on SIGTERM" test $? -eq 0
+# Without the filter LeakSanitizer runs its final check in the proxy too (sanitizer builds).
+check "self_sandbox false: no sanitizer report (leak check of the whole proxy run)" \
+	bash -c "! grep -q 'Sanitizer' up.log"
+cp custos.yaml.orig custos.yaml
 if [ $FAILS -ne 0 ]; then tail -30 up.log | cut -c1-300; echo "$FAILS failed"; exit 1; fi
 echo "all passed"
