@@ -737,50 +737,40 @@ static struct sup_model *sup_model_of(const psx_hdr *h)
 	return NULL;
 }
 
-/* WANT: sockets inside the sandbox's netns (unconnected), or streams over the VM's channel. */
+/* WANT: sockets inside the sandbox's netns (unconnected; a batch per round trip to its
+ * socket factory, one message per batch), or streams over the VM's channel. */
 static void sup_want(struct sup_model *x, uint32_t want)
 {
 	int fds[PSX_MAX_FDS];
-	size_t n = 0;
-	unsigned gen = 0;
 	int err = 0;
+	unsigned gen = 0;
 
 	if (want > PSX_POOL_MAX)
 		want = PSX_POOL_MAX;
-	for (uint32_t k = 0; k < want && err == 0; k++) {
-		int fd = -1;
-		unsigned g = 0;
+	while (want > 0 && err == 0) {
+		size_t n = 0;
 		custos_err e;
 		if (x->sb) {
-			e = sandbox_socket_inside(x->sb, &fd, &g);
+			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
+			if (batch > SANDBOX_SOCKETS_BATCH)
+				batch = SANDBOX_SOCKETS_BATCH;
+			e = sandbox_sockets_inside(x->sb, fds, batch, &n, &gen);
 		} else {
-			e = cli_vm_connect(x->vm, &fd);
-			g = x->vm_generation;
+			e = cli_vm_connect(x->vm, &fds[0]);
+			n = e == CUSTOS_OK ? 1 : 0;
+			gen = x->vm_generation;
 		}
 		if (e != CUSTOS_OK) {
 			log_debug("privsep: model %s: %s", x->id, err_msg());
 			err = e == CUSTOS_ERR_AGAIN ? EAGAIN : ECONNREFUSED;
 			break;
 		}
-		if (n > 0 && g != gen) { /* the instance changed meanwhile */
-			for (size_t i = 0; i < n; i++)
-				close(fds[i]);
-			n = 0;
-		}
-		gen = g;
-		fds[n++] = fd;
-		if (n == PSX_MAX_FDS || k + 1 == want) {
-			psx_hdr h = { .type = PSX_SOCKS,
-				      .model = (uint16_t)x->cfg_index,
-				      .gen = gen };
-			sup_send(&h, NULL, fds, n);
-			for (size_t i = 0; i < n; i++)
-				close(fds[i]);
-			n = 0;
-		}
+		psx_hdr h = { .type = PSX_SOCKS, .model = (uint16_t)x->cfg_index, .gen = gen };
+		sup_send(&h, NULL, fds, n);
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+		want -= (uint32_t)n;
 	}
-	for (size_t i = 0; i < n; i++)
-		close(fds[i]);
 	if (err) {
 		psx_hdr h = { .type = PSX_SOCKS,
 			      .model = (uint16_t)x->cfg_index,

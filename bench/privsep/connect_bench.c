@@ -6,7 +6,8 @@
  * scheduling is measured.
  *   inline: sandbox_connect_inside per connection (a round trip to the sandbox's socket
  *           factory, then connect), as the single-process `up` did;
- *   pooled: unconnected sockets from sandbox_socket_inside, sent in batches of up to 16 over a
+ *   pooled: unconnected sockets from sandbox_sockets_inside (16 per round trip to the
+ *           factory), sent in batches of up to 16 over a
  *           SOCK_SEQPACKET socketpair with SCM_RIGHTS by a "supervisor" thread whenever the
  *           "proxy" side's pool falls below 8 (refill to 32), then connect: cli/privsep.c's
  *           scheme, with threads instead of processes (the same system calls).
@@ -19,6 +20,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,15 +68,13 @@ static void *supervisor(void *arg)
 		while (want > 0) {
 			int fds[MSG_FDS];
 			size_t n = 0;
-			while (n < MSG_FDS && want > 0) {
-				unsigned g;
-				if (sandbox_socket_inside(sb, &fds[n], &g) != CUSTOS_OK) {
-					fprintf(stderr, "socket_inside: %s\n", err_msg());
-					exit(1);
-				}
-				n++;
-				want--;
+			unsigned g;
+			if (sandbox_sockets_inside(sb, fds, want < MSG_FDS ? want : MSG_FDS, &n,
+			                           &g) != CUSTOS_OK) {
+				fprintf(stderr, "sockets_inside: %s\n", err_msg());
+				exit(1);
 			}
+			want -= (uint32_t)n;
 			char cbuf[CMSG_SPACE(sizeof(int) * MSG_FDS)];
 			uint32_t hdr = (uint32_t)n;
 			struct iovec iov = { &hdr, sizeof(hdr) };
@@ -154,6 +154,25 @@ static double round_inline(int conns)
 	return (now_us() - t0) / conns;
 }
 
+/* The socket alone, no connection: the part the pool takes off the connection's path. */
+static double round_acquire(int conns, bool pooled)
+{
+	double t0 = now_us();
+	for (int i = 0; i < conns; i++) {
+		int fd;
+		size_t n;
+		unsigned g;
+		if (pooled) {
+			fd = take();
+		} else if (sandbox_sockets_inside(sb, &fd, 1, &n, &g) != CUSTOS_OK) {
+			fprintf(stderr, "socket_inside: %s\n", err_msg());
+			exit(1);
+		}
+		close(fd);
+	}
+	return (now_us() - t0) / conns;
+}
+
 static double round_pooled(int conns)
 {
 	struct sockaddr_in a;
@@ -219,17 +238,25 @@ int main(int argc, char **argv)
 	pthread_t th, ta;
 	pthread_create(&th, NULL, supervisor, NULL);
 	pthread_create(&ta, NULL, acceptor, &lfd);
-	double in[64], po[64];
+	double in[64], po[64], ai[64], ap[64];
 	round_inline(200); /* warm-up: the factory process */
 	round_pooled(200);
 	for (int r = 0; r < rounds; r++) {
 		in[r] = round_inline(conns);
 		po[r] = round_pooled(conns);
-		printf("round %d: inline %.1f us/conn, pooled %.1f us/conn\n", r + 1, in[r], po[r]);
+		ai[r] = round_acquire(conns, false);
+		ap[r] = round_acquire(conns, true);
+		printf("round %d: connection inline %.1f us, pooled %.1f us; socket alone inline "
+		       "%.2f us, pooled %.2f us\n",
+		       r + 1, in[r], po[r], ai[r], ap[r]);
 	}
+	qsort(ai, (size_t)rounds, sizeof(double), cmp);
+	qsort(ap, (size_t)rounds, sizeof(double), cmp);
+	printf("median, socket alone: inline %.2f us, pooled %.2f us, ratio %.2f\n", ai[rounds / 2],
+	       ap[rounds / 2], ai[rounds / 2] / ap[rounds / 2]);
 	qsort(in, (size_t)rounds, sizeof(double), cmp);
 	qsort(po, (size_t)rounds, sizeof(double), cmp);
-	printf("median of %d rounds x %d connections: inline %.1f us, pooled %.1f us, "
+	printf("median of %d rounds x %d connections, connection: inline %.1f us, pooled %.1f us, "
 	       "ratio %.2f\n",
 	       rounds, conns, in[rounds / 2], po[rounds / 2], in[rounds / 2] / po[rounds / 2]);
 	if (sandbox_stop(sb) != CUSTOS_OK)
