@@ -671,6 +671,8 @@ static void free_models(void)
  * states reach the proxy on the way. */
 static custos_err start_sandboxes(const custos_config *cfg)
 {
+	ENSURE(cfg->n_models <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT, "more than %d models",
+	       PSX_MAX_MODELS);
 	for (size_t i = 0; i < cfg->n_models && S.n < PSX_MAX_MODELS; i++) {
 		const cfg_model *m = &cfg->models[i];
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
@@ -1061,6 +1063,13 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	if (cfg->egress.enabled)
 		RO(cfg->egress.ca_dir, true);
 	RO(cfg->audit.signing_key, false);
+	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
+		const cfg_sink *k = &cfg->audit.sinks[i];
+		RO(k->tls.ca, false);
+		RO(k->tls.cert, false);
+		RO(k->tls.key, false);
+		RO(k->http.token_file, false);
+	}
 	RW(cfg->audit.dir, true);
 	RW(cfg->log.file, false);
 	if (cfg->admin.enabled)
@@ -1069,22 +1078,26 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 #undef RW
 }
 
-/* The user the proxy runs as: proxy.user, else the packaged `custos` user when it exists,
- * else unchanged (uid 0 without any capability when custos runs as root; docs/SANDBOX.md). */
+/* The user the proxy runs as: proxy.user (the packaged custos.yaml says `custos`), else
+ * unchanged: uid 0 without any capability when custos runs as root (docs/SANDBOX.md). Not
+ * "custos when it exists": what the proxy may read would then depend on whether a package
+ * happens to be installed on the host. */
 static custos_err proxy_identity(const custos_config *cfg, bool *set, uid_t *uid, gid_t *gid)
 {
-	const char *name = cfg->proxy.user ? cfg->proxy.user : "custos";
 	*set = false;
-	errno = 0;
-	struct passwd *pw = getpwnam(name);
-	if (pw == NULL) {
-		ENSURE(cfg->proxy.user == NULL, CUSTOS_ERR_NOTFOUND, "proxy.user: no user named %s",
-		       name);
+	if (cfg->proxy.user == NULL) {
+		if (geteuid() == 0)
+			log_warn("up: proxy.user is not set: the proxy keeps uid 0 (without any "
+			         "capability); set proxy.user: custos");
 		return CUSTOS_OK;
 	}
+	errno = 0;
+	struct passwd *pw = getpwnam(cfg->proxy.user);
+	ENSURE(pw != NULL, CUSTOS_ERR_NOTFOUND, "proxy.user: no user named %s", cfg->proxy.user);
 	if (geteuid() != 0) {
 		ENSURE(pw->pw_uid == geteuid(), CUSTOS_ERR_DENIED,
-		       "proxy.user %s: custos does not run as root and cannot change user", name);
+		       "proxy.user %s: custos does not run as root and cannot change user",
+		       cfg->proxy.user);
 		return CUSTOS_OK;
 	}
 	*set = true;
@@ -1094,7 +1107,7 @@ static custos_err proxy_identity(const custos_config *cfg, bool *set, uid_t *uid
 }
 
 /* LeakSanitizer stops the world with ptrace, which the proxy's filter refuses: in sanitizer
- * builds the leak check runs once, here, before the filter (docs/CONTRIBUTING.md). */
+ * builds the leak check runs once, here, before the filter (docs/SANDBOX.md). */
 extern void __lsan_do_leak_check(void) __attribute__((weak));
 
 static custos_err proxy_confine(const custos_config *cfg, const char *path, bool set_ids, uid_t uid,

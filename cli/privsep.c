@@ -142,7 +142,7 @@ static struct {
 void psx_proxy_init(int sock, const custos_config *cfg)
 {
 	P.sock = sock;
-	for (size_t i = 0; i < cfg->n_models && P.n < PSX_MAX_MODELS; i++) {
+	for (size_t i = 0; i < cfg->n_models && i < PSX_MAX_MODELS; i++) {
 		const cfg_model *m = &cfg->models[i];
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
 			continue;

@@ -402,7 +402,7 @@ typedef struct cfg_admin {
 
 /* proxy: the internet-facing process of `custos up` (privilege separation, docs/SANDBOX.md). */
 typedef struct cfg_proxy {
-	char *user;        /* run as this user; NULL: "custos" when it exists, else unchanged */
+	char *user;        /* run as this user; NULL: unchanged (uid 0 keeps no capability) */
 	bool self_sandbox; /* default true: no capabilities, NO_NEW_PRIVS, Landlock, seccomp */
 } cfg_proxy;
 
