@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -983,8 +984,25 @@ static int supervisor_main(custos_config *cfg, int sfd)
 /* Adds the directory holding path (or path itself when it is a directory) to a list. Files
  * are allowed through their directory: a certificate or policy replaced by rename (as editors
  * and configuration management do) is a new inode that a rule on the old file would miss. */
+static void view_add_one(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
+                         const char *path, bool is_dir);
+
+/* The path as written and, when a symlink leads elsewhere (/etc/resolv.conf into
+ * /run/systemd/resolve, a certificate linked from a secrets mount), where it leads: Landlock
+ * checks the file that is finally opened. */
 static void view_add(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
                      const char *path, bool is_dir)
+{
+	char real[PATH_MAX];
+
+	view_add_one(list, n, max, store, path, is_dir);
+	if (path != NULL && realpath(path, real) != NULL && strcmp(real, path) != 0 &&
+	    strlen(real) < CFG_MAX_PATH_LEN)
+		view_add_one(list, n, max, store, real, is_dir);
+}
+
+static void view_add_one(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
+                         const char *path, bool is_dir)
 {
 	if (path == NULL || path[0] != '/')
 		return;
@@ -1008,7 +1026,7 @@ static void view_add(const char **list, size_t *n, size_t max, char (*store)[CFG
 	list[(*n)++] = d;
 }
 
-#define VIEW_MAX 48
+#define VIEW_MAX 64 /* SANDBOX_MAX_BINDS */
 struct proxy_view {
 	const char *ro[VIEW_MAX], *rw[VIEW_MAX];
 	size_t nro, nrw;
