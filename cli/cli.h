@@ -70,6 +70,11 @@ custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd) CUSTOS_WUR;
 void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index);
 /* The model id the VM serves. */
 const char *cli_vm_model(const struct up_vm *u);
+struct admin_vm;
+/* The admin API's view of one VM (GET /v1/sandboxes): a snapshot into *out. */
+void cli_vm_admin_info(struct up_vm *u, struct admin_vm *out);
+/* cli_vm_admin_info for vms[0..n), at most max; returns how many were filled. */
+size_t cli_vm_admin_list(struct up_vm *const *vms, size_t n, struct admin_vm *out, size_t max);
 /* Stops the supervisor, closes the channel, destroys the domain, frees u (NULL: no-op). */
 void cli_vm_stop(struct up_vm *u);
 int cmd_audit_keygen(int argc, char **argv);

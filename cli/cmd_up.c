@@ -337,6 +337,13 @@ static int admin_taint_get(void *arg, const char *name)
 	return cli_egress_taint(name);
 }
 
+/* VM entries for GET /v1/sandboxes (cli/vm_up.c). */
+static size_t admin_vms_get(void *arg, admin_vm *out, size_t max)
+{
+	const struct up_ctx *uc = arg;
+	return cli_vm_admin_list(uc->vms, uc->nvms, out, max);
+}
+
 /* Starts the admin API from the admin: section; NULL when disabled or it could not start
  * (logged: the proxy keeps serving without it). */
 
@@ -375,7 +382,8 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 		ao.n_sandboxes++;
 	}
 	ao.sandboxes = sbx;
-	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload, admin_taint_get };
+	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload, admin_taint_get,
+		                  admin_vms_get };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {
 		log_error("up: admin API not started: %s", err_msg());
 		a = NULL;

@@ -620,12 +620,13 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		                            "disk",        "cmdline",     "hostdev",
 		                            "channel",     "vsock_cid",   "console_log",
 		                            "type",        "libvirt_uri", "channel_socket" };
-	static const char *const chans[] = { "vsock", "virtio-serial" };
+	static const char *const chans[] = { "vsock", "virtio-serial", "auto" };
 	static const char *const types[] = { "kvm", "qemu" };
 	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
 
 	p->vm.vcpus = 1;
 	p->vm.memory = 1ull << 30;
+	p->vm.channel = CFG_VM_AUTO;
 	if (m == NULL)
 		return;
 	p->vm.enabled = true;

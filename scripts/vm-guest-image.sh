@@ -107,7 +107,8 @@ done
 set --
 while IFS= read -r a; do [ -n "$a" ] && set -- "$@" "$a"; done </etc/model-args
 /bin/model-server --listen 127.0.0.1:8000 --port-file /tmp/model.port "$@" &
-/bin/custos-guest --port-name org.custos.mux.0 --allow-port 8000 --proxy-port 3128 &
+/bin/custos-guest --port-name org.custos.mux.0 --vsock-port 1024 --allow-port 8000 \
+	--proxy-port 3128 &
 for i in $(seq 300); do [ -s /tmp/model.port ] && break; sleep 0.1; done
 echo "CUSTOS-GUEST-READY interfaces: $(ls /sys/class/net | tr '\n' ' ')"
 for h in /etc/custos-guest.d/*.sh; do [ -f "$h" ] && sh "$h"; done

@@ -231,7 +231,8 @@ enum {
 typedef enum cfg_seccomp_base { CFG_SECCOMP_DEFAULT = 0, CFG_SECCOMP_GPU } cfg_seccomp_base;
 typedef enum cfg_gpu { CFG_GPU_NONE = 0, CFG_GPU_NVIDIA, CFG_GPU_AMD } cfg_gpu;
 typedef enum cfg_scratch_type { CFG_SCRATCH_TMPFS = 0, CFG_SCRATCH_DIR } cfg_scratch_type;
-typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL } cfg_vm_channel;
+/* auto (the default): vsock when the host has /dev/vhost-vsock, virtio-serial otherwise. */
+typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL, CFG_VM_AUTO } cfg_vm_channel;
 typedef enum cfg_vm_type { CFG_VM_KVM = 0, CFG_VM_QEMU } cfg_vm_type;
 
 typedef struct cfg_bind {
@@ -280,8 +281,8 @@ typedef struct cfg_profile {
 		char *kernel, *initrd, *disk, *cmdline;
 		char **hostdev; /* PCI addresses "0000:01:00.0" */
 		size_t n_hostdev;
-		cfg_vm_channel channel;
-		uint32_t vsock_cid; /* 0 = assigned automatically */
+		cfg_vm_channel channel; /* default CFG_VM_AUTO */
+		uint32_t vsock_cid;     /* 0 = assigned automatically */
 		char *console_log;
 		cfg_vm_type domain_type; /* kvm (default) or qemu (TCG, no hardware assist) */
 		char *libvirt_uri;       /* NULL: qemu:///system */

@@ -366,7 +366,18 @@ static void test_models_and_profiles(void **state)
 	assert_int_equal(vc->profiles[0].vm.domain_type, CFG_VM_QEMU);
 	assert_string_equal(vc->profiles[0].vm.libvirt_uri, "qemu+unix:///system?socket=/s");
 	assert_string_equal(vc->profiles[0].vm.channel_socket, "/c.sock");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_AUTO); /* the default */
 	config_free(vc);
+	vc = parse_ok("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vsock, "
+	              "vsock_cid: 42}}, q: {vm: {disk: /d, channel: auto}}}\n");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_VSOCK);
+	assert_int_equal(vc->profiles[0].vm.vsock_cid, 42);
+	assert_int_equal(vc->profiles[1].vm.channel, CFG_VM_AUTO);
+	config_free(vc);
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vhost}}}\n",
+	             "vhost");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, vsock_cid: 2}}}\n",
+	             "vsock_cid");
 	expect_error("version: 1\nsandbox_profiles: {p: {}, p: {}}\n", "duplicate key 'p'");
 	expect_error("version: 1\nmodels: [{id: m, sandbox: {type: process, profile: p, command: "
 	             "[/x], restart: {initial: 10s, max: 1s}}}]\nsandbox_profiles: {p: {}}\n",
