@@ -423,8 +423,8 @@ static void json_vm(json_writer *w, const admin_vm *x)
 	char ts[TM_RFC3339_LEN];
 	json_obj_begin(w);
 	json_kv_cstr(w, "id", x->name);
-	json_kv_cstr(w, "kind", "vm");
 	json_kv_cstr(w, "state", x->state);
+	json_kv_cstr(w, "kind", "vm");
 	json_kv_i64(w, "pid", x->qemu_pid);
 	json_kv_u64(w, "restarts", x->restarts);
 	json_kv_cstr(w, "started", x->started_wall_ns ? tm_rfc3339(x->started_wall_ns, ts) : NULL);
@@ -704,8 +704,8 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		unsigned gen = x->sb ? sandbox_generation(x->sb) : 0;
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
-		json_kv_cstr(&w, "kind", "process");
 		json_kv_cstr(&w, "state", sandbox_running(x) ? "running" : "restarting");
+		json_kv_cstr(&w, "kind", "process");
 		json_kv_i64(&w, "pid", x->sb ? (int64_t)sandbox_pid(x->sb) : -1);
 		json_kv_u64(&w, "generation", gen);
 		json_kv_u64(&w, "restarts", gen ? gen - 1 : 0);
