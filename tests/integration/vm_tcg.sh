@@ -14,6 +14,9 @@
 #     models may GET the confidential host-data source; anything else is default deny, 403),
 #     forwards the allowed call to the loopback data server and audits both as egress.request
 #     events (model vm-model, decision, rules); `custos audit verify` passes on the trail;
+#   - custos-guest's vsock side (--vsock-port), inside the guest over the kernel's vsock
+#     loopback transport: the channel's host-side protocol code (a static fixture) opens 4
+#     streams over AF_VSOCK to a second agent and gets the model server's answers;
 #   - QEMU runs as an unprivileged user under seccomp (-sandbox on,obsolete=deny,...), the live
 #     domain has no <interface>, the guest sees only lo;
 #   - QEMU killed -> libvirt event -> custos restarts it with backoff (audited: sandbox.vm
@@ -34,6 +37,7 @@ BUILD=${CUSTOS_BUILD:?CUSTOS_BUILD is not set}
 CUSTOS=${CUSTOS_BIN:?CUSTOS_BIN is not set}
 AGENT=$BUILD/guest/custos-guest
 GUEST_MODEL=$BUILD/guest/custos-guest-model-server
+VSOCK_CHECK=$BUILD/guest/custos-guest-vsock-check
 HOST_MODEL=${CUSTOS_FIXTURES:?}/model-server/model-server
 
 skip() {
@@ -44,7 +48,7 @@ skip() {
 for t in libvirtd virtlogd virsh qemu-system-x86_64 busybox apt-get dpkg-deb cpio curl python3; do
 	command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/deps.sh)"
 done
-for f in "$AGENT" "$GUEST_MODEL" "$HOST_MODEL" "$CUSTOS"; do
+for f in "$AGENT" "$GUEST_MODEL" "$VSOCK_CHECK" "$HOST_MODEL" "$CUSTOS"; do
 	[ -x "$f" ] || {
 		echo "FAIL: not built: $f"
 		exit 1
@@ -161,6 +165,15 @@ DPORT=$(cat "$WORK/data.port")
 # ---- guest image ------------------------------------------------------------------------------
 # Test hook run by the guest's init (at every boot): egress through custos-guest's loopback proxy.
 cat >"$WORK/egress-hook.sh" <<EOF
+# custos-guest's vsock side, inside the guest over the kernel's vsock loopback transport (this
+# host has no vhost-vsock): a second agent listens on vsock port 1025 and the fixture drives
+# the real protocol code over AF_VSOCK to it, 4 streams to the model server.
+if insmod /lib/modules/extra/vsock_loopback.ko; then
+	/bin/custos-guest --vsock-port 1025 --allow-port 8000 --proxy-port 0 2>/tmp/vg.err &
+	/bin/custos-guest-vsock-check 1 1025 8000 /v1/models 4 || cat /tmp/vg.err
+else
+	echo "VSOCK-MUX-FAIL no vsock_loopback module"
+fi
 export http_proxy=http://127.0.0.1:3128
 for i in \$(seq 90); do
 	if wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/dev/null; then
@@ -182,7 +195,7 @@ fi
 done ) &
 EOF
 IMG=$BUILD/vm-image
-if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
+if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" CUSTOS_VM_GUEST_EXTRA="$VSOCK_CHECK" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
 	"$AGENT" "$GUEST_MODEL" --mode canned --canned "Hello from inside the VM." \
 	--tokens 8 --delay-ms 250 \
 	>"$WORK/image.log" 2>&1; then
@@ -321,6 +334,12 @@ else
 	grep -q "<vsock" "$WORK/live.xml" && fail "virtio-serial domain has a vsock device"
 fi
 echo "ok - QEMU pid $QPID: uid $quid, Seccomp 2, -sandbox on, no NIC, guest has lo only"
+wait_for 60 grep -q "VSOCK-MUX-" "$WORK/console.log" || fail "the in-guest vsock check did not run"
+if grep -q "VSOCK-MUX-OK n=4 HTTP/1.[01] 200" "$WORK/console.log"; then
+	echo "ok - custos-guest's vsock side: 4 streams over AF_VSOCK (guest loopback transport) answered"
+else
+	fail "in-guest vsock check: $(grep -A3 VSOCK-MUX "$WORK/console.log")"
+fi
 
 # ---- ingress: a chat completion through custos, answered inside the VM -----------------------
 chat() {
