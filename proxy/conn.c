@@ -77,6 +77,7 @@ typedef struct req {
 	openai_request oa;
 	decide_out dec;
 	size_t upstream;
+	const char *route_model; /* the route's model id (in st_ref's options), NULL: the body's */
 	unsigned status;
 	uint64_t bytes_in, bytes_out;
 	/* response */
@@ -275,7 +276,11 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.remote = c->remote,
 		.method = span_cstr(r->method),
 		.path = span_cstr(r->path),
-		.model = span_cstr(r->has_oa ? r->oa.model : ""),
+		/* What the policy judged: the route's model id (a path route's model, or the
+		 * configured id behind an alias), else the body's. */
+		.model = span_cstr(r->route_model ? r->route_model
+		                   : r->has_oa    ? r->oa.model
+		                                  : ""),
 		.status = r->status,
 		.decision = decision,
 		.reason = reason,
@@ -674,9 +679,45 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 /* ---------------------------------------------------------------------------------------------
  * body, policy, route
  */
+static int hex_val(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+		return (ch | 0x20) - 'a' + 10;
+	return -1;
+}
+
+/* Path prefix match on whole segments: "/v1/embeddings" matches "/v1/embeddings",
+ * "/v1/embeddings/x" and "/v1/embeddings?q", not "/v1/embeddingsx". A percent-encoded
+ * unreserved character in the request ("%65") counts as the character (RFC 3986 6.2.2.2), so a
+ * second spelling cannot dodge a path route; encoded reserved ones ("%2F") never match. */
+static bool path_prefix_match(const char *path, const char *prefix)
+{
+	const char *p = path;
+
+	for (const char *q = prefix; *q; q++) {
+		char ch = *p;
+		if (ch == '%' && hex_val(p[1]) >= 0 && hex_val(p[2]) >= 0) {
+			int v = hex_val(p[1]) * 16 + hex_val(p[2]);
+			bool unreserved = (v >= 'a' && v <= 'z') || (v >= 'A' && v <= 'Z') ||
+			                  (v >= '0' && v <= '9') || v == '-' || v == '.' ||
+			                  v == '_' || v == '~';
+			if (!unreserved || v != *q)
+				return false;
+			p += 3;
+			continue;
+		}
+		if (ch != *q)
+			return false;
+		p++;
+	}
+	return *p == '\0' || *p == '/' || *p == '?';
+}
+
 static bool route_match(const proxy_route_opts *ro, const req *r)
 {
-	if (ro->path_prefix && strncmp(r->path, ro->path_prefix, strlen(ro->path_prefix)) != 0)
+	if (ro->path_prefix && !path_prefix_match(r->path, ro->path_prefix))
 		return false;
 	if (ro->model && ro->model[0] == '\0') /* "": requests that name no model */
 		return !(r->has_oa && r->oa.has_model);
@@ -714,6 +755,7 @@ static void on_request_body_done(conn *c)
 		return;
 	}
 	r->upstream = o->routes[ri].upstream;
+	r->route_model = o->routes[ri].model_id;
 
 	/* Policy. */
 	uint64_t t0 = tm_mono_ns();
