@@ -1057,6 +1057,8 @@ static void pool_put(worker *w, upconn *u, const proxy_state *st)
 	             w->loop.now + or_default(uo->idle_timeout_ns, DEF_UP_IDLE));
 }
 
+static void up_failed(conn *c, const char *why);
+
 static void up_attempt(conn *c)
 {
 	req *r = &c->r;
@@ -1068,8 +1070,8 @@ static void up_attempt(conn *c)
 	upconn *u = pool_take(c->w, r->upstream, c->st_ref->gen);
 	if (u == NULL)
 		u = up_connect(c, r->upstream, &failed_now);
-	if (u == NULL) {
-		conn_reject(c, 502, "upstream connection failed", false);
+	if (u == NULL) { /* nothing sent: up_failed retries once */
+		up_failed(c, "upstream connection failed");
 		return;
 	}
 	u->owner = c;
@@ -1190,7 +1192,10 @@ static void finish_request(conn *c)
 	conn_audit(c, "http.request", decision, reason);
 	c->up = NULL;
 	if (u) {
-		if (r->up_keep_alive)
+		/* An answer that came before the whole request was written (an early 413...)
+		 * leaves a half-sent request on the connection: reusing it would desynchronise
+		 * the next request. */
+		if (r->up_keep_alive && buf_used(&r->upout) == 0)
 			pool_put(c->w, u, st);
 		else
 			up_close(u);
@@ -1388,13 +1393,21 @@ static bool up_drive(conn *c)
 	}
 	/* Send the request. */
 	if (buf_used(&r->upout) > 0 && sock_can_write(&u->s)) {
+		size_t before = buf_used(&r->upout);
 		ssize_t n = sock_write(&u->s, &r->upout);
-		if (n == SOCK_ERR) {
+		/* Count what left the buffer, also when the call then failed: bytes written before
+		 * an error must never look like "nothing sent" (that would allow a retry). */
+		r->up_sent += before - buf_used(&r->upout);
+		if (n == SOCK_ERR && r->resp_head_done) {
+			/* The upstream answered early and stopped reading the request: forward its
+			 * answer, send no more, and never pool the connection. */
+			buf_reset(&r->upout);
+			r->up_keep_alive = false;
+		} else if (n == SOCK_ERR) {
 			up_failed(c, "upstream write failed");
 			return true;
 		}
 		if (n > 0) {
-			r->up_sent += (uint64_t)n;
 			progress = true;
 			c->anchor = c->w->loop.now;
 		}
@@ -1438,6 +1451,19 @@ static bool up_drive(conn *c)
 				c->st = CS_RESPONSE;
 				progress = true;
 				if (nobody) {
+					finish_request(c);
+					return true;
+				}
+				if (h->framing == HTTP1_BODY_LENGTH && h->content_length == 0) {
+					/* Nothing follows: end it now, not when the upstream next
+					 * sends a byte or hangs up (an early 413 would wait for the
+					 * upstream to close, and the request body would go on). */
+					custos_err ie = resp_inspect_end(c);
+					if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
+						return true;
+					if (r->client_chunked &&
+					    http1_chunk_end(&c->out) == CUSTOS_OK)
+						r->bytes_out += 5;
 					finish_request(c);
 					return true;
 				}
