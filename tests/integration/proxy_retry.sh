@@ -151,5 +151,6 @@ for v in "3:$id3" "4:$id4"; do
 	line=$(audit_grep "\"request_id\":\"${v#*:}\"")
 	grep -q '"status":502' <<<"$line" && ok "502 of case ${v%%:*} audited" || fail "case ${v%%:*} audit: $line"
 done
-check "retries logged (cases 1 and 2)" "$(grep -c 'attempt 1)' "$work/custos.log")" 4
+check "first attempts that failed (cases 1 to 4)" "$(grep -c 'attempt 1)' "$work/custos.log")" 4
+check "retries that failed (none)" "$(grep -c 'attempt 2)' "$work/custos.log")" 0
 [ "$fails" -eq 0 ]

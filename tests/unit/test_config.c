@@ -89,6 +89,8 @@ static void test_example_file(void **state)
 	assert_int_equal(cfg->auth.api_keys[0].sha256[0], 0x9f);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA);
 	assert_int_equal(cfg->n_models, 4);
+	assert_int_equal(cfg->n_routes, 1);
+	assert_string_equal(cfg->models[cfg->routes[0].model_index].id, "local-fixture");
 	const cfg_model *m = config_find_model(cfg, "llama3-8b");
 	assert_non_null(m);
 	assert_string_equal(m->id, "llama-8b");
