@@ -115,7 +115,7 @@ typedef struct proxy_options {
 	size_t nlisteners;
 	proxy_upstream_opts upstreams[PROXY_MAX_UPSTREAMS];
 	size_t nupstreams;
-	proxy_route_opts routes[PROXY_MAX_ROUTES];
+	proxy_route_opts routes[PROXY_MAX_ROUTES]; /* tried in order: the first match wins */
 	size_t nroutes;
 	proxy_api_key *api_keys; /* owned */
 	size_t napi_keys;

@@ -4,8 +4,8 @@
 # chat requests go by the body's model to two other servers, requests naming no model go to the
 # first model; prefixes match whole segments, and a percent-encoded spelling of the path is
 # routed like the plain one. The policy and the audit trail see the path route's model.
-# `custos config check` refuses unknown models, duplicate and overlapping prefixes and bad
-# prefixes with file:line:col.
+# A reload applies new routes (a bad one keeps the old ones). `custos config check` refuses
+# unknown models, duplicate and overlapping prefixes and bad prefixes with file:line:col.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -112,6 +112,21 @@ check "chat with the embedder's alias goes by model" "$(status -d '{"model":"tex
 check "GET /v1/models (no model) -> first model" "$(status "$base/v1/models")" 200
 check "... served by test-model's server" "$(count 'GET /v1/models' chat)" 1
 check "unknown model on a chat path -> 404" "$(status -d '{"model":"nope","messages":[]}' "$base/v1/chat/completions")" 404
+
+# ---- reload: a bad route keeps the routes in force; dropping the route sends by model
+reloads() { grep -c "$1" "$work/custos.log"; }
+sed -i 's|    model: text-embedding-3-small|    model: text-embedding-4|' "$work/custos.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+check "reload with an unknown route model fails" "$(reloads 'reload failed')" 1
+check "... the path route stays in force" "$(status -d '{"model":"test-model","input":"again"}' "$base/v1/embeddings")" 200
+check "... (the embedding server answered)" "$(count 'POST /v1/embeddings' embed)" 2
+sed -i '/^routes:/,$d' "$work/custos.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+check "reload without routes" "$(reloads 'reloaded')" 1
+check "POST /v1/embeddings now goes by model (test-model's server)" "$(status -d '{"model":"test-model","input":"by model"}' "$base/v1/embeddings")" 200
+check "... served by test-model's server" "$(count 'POST /v1/embeddings' chat)" 1
 
 kill -TERM "$CU_PID"
 wait "$CU_PID"
