@@ -1333,9 +1333,11 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		const cfg_model *m = r->model ? config_find_model(cfg, r->model) : NULL;
 		if (r->model && m == NULL) {
 			const char **names = cfg_alloc(c->a, cfg->n_models + 1, sizeof(char *));
-			for (size_t k = 0; k < cfg->n_models; k++)
-				names[k] = cfg->models[k].id;
-			const char *g = diag_suggest(span_cstr(r->model), names, cfg->n_models);
+			size_t nn = 0;
+			for (size_t k = 0; k < cfg->n_models; k++) /* an id may be missing */
+				if (cfg->models[k].id)
+					names[nn++] = cfg->models[k].id;
+			const char *g = diag_suggest(span_cstr(r->model), names, nn);
 			char hint[128];
 			snprintf(hint, sizeof(hint), "did you mean '%s'?", g ? g : "");
 			ydoc_node *mn = ydoc_map_get(node, "model");

@@ -367,6 +367,10 @@ static void test_routes(void **state)
 	expect_error(ROUTE_MODELS "routes: [{path: /v1/x, model: chat, upstream: u}]\n",
 	             "unknown key 'upstream'");
 	expect_error(ROUTE_MODELS "routes: {path: /v1/x}\n", "must be a list");
+	/* A model without its id (already an error) is no candidate for the hint (fuzz find). */
+	expect_error("version: 1\nmodels: [{upstream: {url: \"http://a:1\"}}]\n"
+	             "routes: [{path: /x, model: b}]\n",
+	             "unknown model 'b'");
 	char big[CFG_MAX_ROUTE_PATH + 200];
 	int n = snprintf(big, sizeof(big), ROUTE_MODELS "routes: [{path: /");
 	memset(big + n, 'a', CFG_MAX_ROUTE_PATH);
