@@ -68,12 +68,10 @@ typedef struct det_spec {
 #define DET_NUMERIC_PATTERN "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
 #define DET_NUMERIC_DIGITS  9
 
-/* The numeric scanner's state between fragments (detect_numeric.c). */
+/* The numeric scanner's state between fragments (detect_numeric.c): digit and separator
+ * bits of the last 64 bytes fed (bit 63: the last byte; zero before the start of the text). */
 typedef struct det_numeric {
-	uint64_t pos[DET_NUMERIC_DIGITS]; /* offsets of the last digits of the current run */
-	uint64_t count;                   /* digits in the current run */
-	unsigned gap;                     /* separator bytes since its last digit */
-	unsigned ring;                    /* next slot of pos[] to write */
+	uint64_t d, s;
 } det_numeric;
 /* Calls emit(ctx, from, to) for every digit that completes nine digits of a run (from: the
  * first of those nine; to: after this digit), over p[n] at absolute offset base. Stops and

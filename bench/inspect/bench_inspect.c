@@ -453,8 +453,45 @@ static void run_json(const char *corpus, inspect_engine *e, inspect_scratch *s,
 	buf_free(&body);
 }
 
+/* `bench_inspect profile mixed|chat N`: inspect_scan only, N times, for perf record. */
+static int run_profile(const char *which, int n, const char *mixed, const char *chat)
+{
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	inspect_engine *e;
+	inspect_scratch *s;
+	if (inspect_engine_new(&o, &e) != CUSTOS_OK || inspect_scratch_new(e, &s) != CUSTOS_OK)
+		return 1;
+	inspect_profile all = { 0 };
+	for (unsigned i = 0; i < INSPECT_BUILTIN_COUNT; i++)
+		all.action[i] = INSPECT_ACT_REDACT;
+	span text = span_of(strcmp(which, "chat") == 0 ? chat : mixed, CORPUS_BYTES);
+	inspect_findings f = { 0 };
+	double t0 = now_s();
+	for (int i = 0; i < n; i++) {
+		f.n = 0;
+		if (inspect_scan(e, s, &all, text, &f) != CUSTOS_OK)
+			return 1;
+	}
+	double el = now_s() - t0;
+	printf("profile %s: %d scans, %zu findings, %.1f MB/s\n", which, n, f.n,
+	       (double)text.len * n / 1e6 / el);
+	inspect_findings_free(&f);
+	inspect_scratch_free(s);
+	inspect_engine_free(e);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 3 && strcmp(argv[1], "profile") == 0) {
+		size_t a, b;
+		char *m = make_corpus(CORPUS_BYTES, 13, &a);
+		char *c = make_corpus(CORPUS_BYTES, 18, &b);
+		int rc = run_profile(argv[2], (int)strtol(argv[3], NULL, 10), m, c);
+		free(m);
+		free(c);
+		return rc;
+	}
 	int reps = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 10;
 	if (reps < 3)
 		reps = 3;

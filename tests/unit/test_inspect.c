@@ -621,19 +621,27 @@ static void test_numeric_scanner(void **state)
 	                 HS_SUCCESS);
 	hs_scratch_t *sc = NULL;
 	assert_int_equal(hs_alloc_scratch(db, &sc), HS_SUCCESS);
-	static const char alphabet[] = "0123456789012345678901234567890123456789 .()-x,";
+	/* Digit-dense, and mostly letters (long digit-free stretches between runs). */
+	static const char dense[] = "0123456789012345678901234567890123456789 .()-x,";
+	static const char sparse[] = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+	                             "abcdefghijklmnopqrstuvwxyz0123456789 -";
 	static num_list want, got;
 	uint32_t seed = 12345;
-	char text[600];
-	for (int run = 0; run < 400; run++) {
-		size_t n = 1 + ti_rand(&seed) % sizeof(text);
+	char text[2000];
+	for (int run = 0; run < 600; run++) {
+		/* Short texts in small fragments, long ones in pieces of up to 300 bytes (the
+		 * scanner's 64-byte blocks and their 24-byte look-back across feeds). */
+		size_t n = 1 + ti_rand(&seed) % (run % 2 ? 600 : sizeof(text));
+		size_t frag = run % 3 == 0 ? 300 : 40;
+		bool sp = run % 5 == 4;
 		for (size_t i = 0; i < n; i++)
-			text[i] = alphabet[ti_rand(&seed) % (sizeof(alphabet) - 1)];
+			text[i] = sp ? sparse[ti_rand(&seed) % (sizeof(sparse) - 1)]
+			             : dense[ti_rand(&seed) % (sizeof(dense) - 1)];
 		want.n = got.n = 0;
 		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, &want), HS_SUCCESS);
 		det_numeric st = { 0 };
 		for (size_t at = 0; at < n;) {
-			size_t len = 1 + ti_rand(&seed) % 40;
+			size_t len = 1 + ti_rand(&seed) % frag;
 			if (len > n - at)
 				len = n - at;
 			assert_int_equal(det_numeric_scan(&st, (const uint8_t *)text + at, len, at,
