@@ -15,10 +15,11 @@
  *         another until a byte outside it, its maximum length, or the detector's TERMINATOR.
  * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
  * CONTEXT: a custom detector's keyword that its pattern matches need nearby.
- * NUMERIC: an ANCHOR whose pattern (DET_NUMERIC_PATTERN) is matched by the C scanner in
- *         detect_numeric.c instead of Hyperscan: nine digits, at most two separator bytes
- *         between digits. Digit runs are dense in logs and tables, and a vectorised skip
- *         over digit-free blocks is cheaper there than an automaton (docs/INSPECTION.md). */
+ * NUMERIC: an ANCHOR whose pattern is matched by the bit-parallel C scanner in
+ *         detect_numeric.c instead of Hyperscan (enum det_scan_anchor): the nine-digit
+ *         anchor, the IPv4 and the IPv6 anchor. Digits, dots and colons are dense in logs,
+ *         tables and JSON; character-class patterns there cost Hyperscan more than all the
+ *         literal-led ones together, and a mask per 64 bytes is cheaper (docs/INSPECTION.md). */
 enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT, DET_NUMERIC };
 
 /* Byte classes a region extends over (and starts back over). */
@@ -65,20 +66,33 @@ typedef struct det_spec {
 	det_validate_fn validate;
 } det_spec;
 
+/* The anchors of the C scanner, and the patterns they stand for (leftmost start, one report
+ * per end): what the engine would otherwise compile into Hyperscan. */
+enum det_scan_anchor {
+	DET_SCAN_NUMERIC = 0, /* nine digits, at most two separators [ .()-] between digits */
+	DET_SCAN_IPV4,        /* d.d.d: a digit, a dot, 1..3 digits, a dot, a digit */
+	DET_SCAN_IPV6,        /* two colons with 0..4 hex digits between */
+	DET_SCAN_N
+};
 #define DET_NUMERIC_PATTERN "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
+#define DET_IPV4_PATTERN    "[0-9]\\.[0-9]{1,3}\\.[0-9]"
+#define DET_IPV6_PATTERN    ":[0-9A-Fa-f]{0,4}:"
 #define DET_NUMERIC_DIGITS  9
+/* The scanner's anchor for a pattern, or -1 when Hyperscan runs it. */
+int det_scan_anchor_of(const char *pattern);
 
-/* The numeric scanner's state between fragments (detect_numeric.c): digit and separator
- * bits of the last 64 bytes fed (bit 63: the last byte; zero before the start of the text). */
+/* The scanner's state between fragments (detect_numeric.c): class bits of the last 64 bytes
+ * fed (bit 63: the last byte; zero before the start of the text). */
 typedef struct det_numeric {
-	uint64_t d, s;
+	uint64_t d, s, dot, col, hex;
 } det_numeric;
-/* Calls emit(ctx, from, to) for every digit that completes nine digits of a run (from: the
- * first of those nine; to: after this digit), over p[n] at absolute offset base. Stops and
- * returns the first error emit returns. */
-custos_err det_numeric_scan(det_numeric *st, const uint8_t *p, size_t n, uint64_t base,
-                            custos_err (*emit)(void *ctx, uint64_t from, uint64_t to),
-                            void *ctx) CUSTOS_WUR;
+/* Calls emit(ctx, anchor, from, to) for every match of the anchors in `want` (bits of enum
+ * det_scan_anchor) ending in p[n] at absolute offset base, in order of `to` per anchor. Stops
+ * and returns the first error emit returns. */
+custos_err
+det_numeric_scan(det_numeric *st, unsigned want, const uint8_t *p, size_t n, uint64_t base,
+                 custos_err (*emit)(void *ctx, unsigned anchor, uint64_t from, uint64_t to),
+                 void *ctx) CUSTOS_WUR;
 
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];
@@ -104,6 +118,7 @@ typedef struct inspect_expr {
 	uint32_t max;
 	uint32_t width; /* Hyperscan's max_width for the expression, plus back */
 	int32_t next;   /* next expression sharing this Hyperscan pattern, or -1 */
+	uint8_t anchor; /* NUMERIC: enum det_scan_anchor */
 	det_validate_fn validate;
 } inspect_expr;
 
@@ -116,7 +131,7 @@ struct inspect_engine {
 	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
 	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
 	bool needs_ctx[INSPECT_MAX_DETECTORS];  /* detector has CONTEXT expressions */
-	int32_t numeric; /* first NUMERIC expression (chained by next), or -1 */
+	int32_t scan[DET_SCAN_N]; /* first NUMERIC expression per anchor (chained by next), or -1 */
 	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
 	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
 	size_t mask_len[INSPECT_MAX_DETECTORS];

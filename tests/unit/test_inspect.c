@@ -585,16 +585,17 @@ static void test_clean_and_binary(void **state)
 	buf_free(&out);
 }
 
-/* The numeric scanner against Hyperscan running the pattern it stands for: random strings of
- * digits, separators and letters, fed in random fragments, must give the same (from, to) list. */
+/* The C scanner against Hyperscan running the patterns it stands for: random strings of
+ * digits, separators, dots, colons, hex and other letters, fed in random fragments, must give
+ * the same (from, to) list per anchor. */
 typedef struct num_list {
 	uint64_t from[4096], to[4096];
 	size_t n;
 } num_list;
 
-static custos_err num_emit(void *ctx, uint64_t from, uint64_t to)
+static custos_err num_emit(void *ctx, unsigned anchor, uint64_t from, uint64_t to)
 {
-	num_list *l = ctx;
+	num_list *l = (num_list *)ctx + anchor;
 	if (l->n < 4096) {
 		l->from[l->n] = from;
 		l->to[l->n++] = to;
@@ -605,9 +606,8 @@ static custos_err num_emit(void *ctx, uint64_t from, uint64_t to)
 static int num_hs(unsigned id, unsigned long long from, unsigned long long to, unsigned flags,
                   void *ctx)
 {
-	(void)id;
 	(void)flags;
-	(void)num_emit(ctx, from, to);
+	(void)num_emit(ctx, id, from, to);
 	return 0;
 }
 
@@ -616,44 +616,65 @@ static void test_numeric_scanner(void **state)
 	(void)state;
 	hs_database_t *db;
 	hs_compile_error_t *ce;
-	assert_int_equal(hs_compile(DET_NUMERIC_PATTERN, HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
-	                            &db, &ce),
-	                 HS_SUCCESS);
+	const char *pats[DET_SCAN_N] = { DET_NUMERIC_PATTERN, DET_IPV4_PATTERN, DET_IPV6_PATTERN };
+	unsigned flags[DET_SCAN_N], ids[DET_SCAN_N];
+	for (unsigned a = 0; a < DET_SCAN_N; a++) {
+		flags[a] = HS_FLAG_SOM_LEFTMOST;
+		ids[a] = a;
+		assert_int_equal(det_scan_anchor_of(pats[a]), (int)a);
+	}
+	assert_int_equal(det_scan_anchor_of("[0-9]{9}"), -1);
+	assert_int_equal(
+	        hs_compile_multi(pats, flags, ids, DET_SCAN_N, HS_MODE_BLOCK, NULL, &db, &ce),
+	        HS_SUCCESS);
 	hs_scratch_t *sc = NULL;
 	assert_int_equal(hs_alloc_scratch(db, &sc), HS_SUCCESS);
-	/* Digit-dense, and mostly letters (long digit-free stretches between runs). */
-	static const char dense[] = "0123456789012345678901234567890123456789 .()-x,";
-	static const char sparse[] = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
-	                             "abcdefghijklmnopqrstuvwxyz0123456789 -";
-	static num_list want, got;
+	/* Digit-dense, address-like, and mostly letters (long stretches without matches). */
+	static const char *const alphabets[] = {
+		"0123456789012345678901234567890123456789 .()-x,",
+		"0123456789abcdefABCDEF::::....0123456789 -g",
+		"0123456789.0123456789...:x",
+		"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+		"abcdefghijklmnopqrstuvwxyz0123456789 -.:",
+	};
+	static num_list want[DET_SCAN_N], got[DET_SCAN_N];
 	uint32_t seed = 12345;
 	char text[2000];
-	for (int run = 0; run < 600; run++) {
+	size_t total[DET_SCAN_N] = { 0 };
+	for (int run = 0; run < 900; run++) {
 		/* Short texts in small fragments, long ones in pieces of up to 300 bytes (the
 		 * scanner's 64-byte blocks and their 24-byte look-back across feeds). */
 		size_t n = 1 + ti_rand(&seed) % (run % 2 ? 600 : sizeof(text));
 		size_t frag = run % 3 == 0 ? 300 : 40;
-		bool sp = run % 5 == 4;
+		const char *alpha = alphabets[run % 4];
+		size_t an = strlen(alpha);
 		for (size_t i = 0; i < n; i++)
-			text[i] = sp ? sparse[ti_rand(&seed) % (sizeof(sparse) - 1)]
-			             : dense[ti_rand(&seed) % (sizeof(dense) - 1)];
-		want.n = got.n = 0;
-		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, &want), HS_SUCCESS);
+			text[i] = alpha[ti_rand(&seed) % an];
+		memset(want, 0, sizeof(want));
+		memset(got, 0, sizeof(got));
+		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, want), HS_SUCCESS);
 		det_numeric st = { 0 };
 		for (size_t at = 0; at < n;) {
 			size_t len = 1 + ti_rand(&seed) % frag;
 			if (len > n - at)
 				len = n - at;
-			assert_int_equal(det_numeric_scan(&st, (const uint8_t *)text + at, len, at,
-			                                  num_emit, &got),
+			assert_int_equal(det_numeric_scan(&st, (1u << DET_SCAN_N) - 1,
+			                                  (const uint8_t *)text + at, len, at,
+			                                  num_emit, got),
 			                 CUSTOS_OK);
 			at += len;
 		}
-		assert_int_equal(got.n, want.n);
-		for (size_t k = 0; k < want.n; k++) {
-			assert_int_equal(got.from[k], want.from[k]);
-			assert_int_equal(got.to[k], want.to[k]);
+		for (unsigned a = 0; a < DET_SCAN_N; a++) {
+			assert_int_equal(got[a].n, want[a].n);
+			total[a] += want[a].n;
+			for (size_t k = 0; k < want[a].n; k++) {
+				assert_int_equal(got[a].from[k], want[a].from[k]);
+				assert_int_equal(got[a].to[k], want[a].to[k]);
+			}
 		}
+	}
+	for (unsigned a = 0; a < DET_SCAN_N; a++) {
+		assert_true(total[a] > 1000); /* each anchor was really exercised */
 	}
 	hs_free_scratch(sc);
 	hs_free_database(db);
