@@ -194,18 +194,14 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	if (x->kind != DET_TERMINATOR && mx > e->width[x->detector])
 		e->width[x->detector] = mx;
 	e->compiled |= UINT64_C(1) << x->detector;
-	if (x->kind == DET_ANCHOR || x->kind == DET_NUMERIC)
+	if (x->kind == DET_ANCHOR)
 		e->has_region[x->detector] = true;
 	if (x->kind == DET_CONTEXT)
 		e->needs_ctx[x->detector] = true;
-	if (x->kind == DET_NUMERIC) {
+	int a = det_scan_anchor_of(pattern, flags);
+	if (a >= 0) {
 		/* Matched by detect_numeric.c, not compiled: chained per anchor for the
 		 * fan-out. */
-		int a = det_scan_anchor_of(pattern);
-		if (a < 0)
-			return err_set(CUSTOS_ERR_INTERNAL, "detector '%s': no scanner anchor",
-			               e->name[x->detector]);
-		slot->anchor = (uint8_t)a;
 		if (e->scan[a] < 0) {
 			e->scan[a] = (int32_t)idx;
 		} else {

@@ -150,7 +150,6 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 		e = candidate(st, x, from, to);
 		break;
 	case DET_ANCHOR:
-	case DET_NUMERIC:
 		/* Decide whether the anchor's first byte still belongs to the open region (the
 		 * region may close right there): the same answer a stream that already saw the
 		 * byte gives. */
@@ -485,6 +484,9 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 			st->hs = NULL;
 			GUARD(scan_result(st, rc));
 		}
+		if (st->scan_want != 0)
+			GUARD(det_numeric_finish(&st->num, st->scan_want, st->total, on_numeric,
+			                         st));
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++) {
 			inspect_region *r = &st->reg[d];
 			if (r->open)

@@ -616,14 +616,16 @@ static void test_numeric_scanner(void **state)
 	(void)state;
 	hs_database_t *db;
 	hs_compile_error_t *ce;
-	const char *pats[DET_SCAN_N] = { DET_NUMERIC_PATTERN, DET_IPV4_PATTERN, DET_IPV6_PATTERN };
+	const char *pats[DET_SCAN_N] = { DET_NUMERIC_PATTERN, DET_IPV4_PATTERN, DET_IPV6_PATTERN,
+		                         DET_SSN_PATTERN, DET_E164_PATTERN };
 	unsigned flags[DET_SCAN_N], ids[DET_SCAN_N];
 	for (unsigned a = 0; a < DET_SCAN_N; a++) {
 		flags[a] = HS_FLAG_SOM_LEFTMOST;
 		ids[a] = a;
-		assert_int_equal(det_scan_anchor_of(pats[a]), (int)a);
+		assert_int_equal(det_scan_anchor_of(pats[a], HS_FLAG_SOM_LEFTMOST), (int)a);
 	}
-	assert_int_equal(det_scan_anchor_of("[0-9]{9}"), -1);
+	assert_int_equal(det_scan_anchor_of("[0-9]{9}", HS_FLAG_SOM_LEFTMOST), -1);
+	assert_int_equal(det_scan_anchor_of(DET_SSN_PATTERN, HS_FLAG_CASELESS), -1);
 	assert_int_equal(
 	        hs_compile_multi(pats, flags, ids, DET_SCAN_N, HS_MODE_BLOCK, NULL, &db, &ce),
 	        HS_SUCCESS);
@@ -635,21 +637,53 @@ static void test_numeric_scanner(void **state)
 		"0123456789abcdefABCDEF::::....0123456789 -g",
 		"0123456789.0123456789...:x",
 		"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
-		"abcdefghijklmnopqrstuvwxyz0123456789 -.:",
+		"abcdefghijklmnopqrstuvwxyz0123456789 -.:+",
+	};
+	/* Pieces that make SSNs and E.164 numbers (and near misses) around each other. */
+	static const char *const pieces[] = {
+		"123-45-6789",
+		"123-45-67890",
+		"12-34-5678",
+		"+1 415 555 2671",
+		"+44 20 7946 0958",
+		"+0123456789",
+		"+1234567890123456789",
+		"+33 (0)1 2345 6789",
+		"+",
+		"0",
+		"7",
+		"-",
+		" ",
+		"  ",
+		".",
+		"(",
+		")",
+		"_",
+		"a",
+		"\n",
 	};
 	static num_list want[DET_SCAN_N], got[DET_SCAN_N];
 	uint32_t seed = 12345;
 	char text[2000];
 	size_t total[DET_SCAN_N] = { 0 };
-	for (int run = 0; run < 900; run++) {
+	for (int run = 0; run < 1200; run++) {
+		det_numeric_isa = (unsigned)(run / 7) % 4; /* best, SSE2, AVX2, AVX-512 */
 		/* Short texts in small fragments, long ones in pieces of up to 300 bytes (the
 		 * scanner's 64-byte blocks and their 24-byte look-back across feeds). */
 		size_t n = 1 + ti_rand(&seed) % (run % 2 ? 600 : sizeof(text));
 		size_t frag = run % 3 == 0 ? 300 : 40;
-		const char *alpha = alphabets[run % 4];
-		size_t an = strlen(alpha);
-		for (size_t i = 0; i < n; i++)
-			text[i] = alpha[ti_rand(&seed) % an];
+		if (run % 5 == 4) {
+			for (size_t i = 0; i < n;) {
+				const char *pc = pieces[ti_rand(&seed) % CUSTOS_ARRAY_LEN(pieces)];
+				for (size_t k = 0; pc[k] != '\0' && i < n; k++)
+					text[i++] = pc[k];
+			}
+		} else {
+			const char *alpha = alphabets[run % 4];
+			size_t an = strlen(alpha);
+			for (size_t i = 0; i < n; i++)
+				text[i] = alpha[ti_rand(&seed) % an];
+		}
 		memset(want, 0, sizeof(want));
 		memset(got, 0, sizeof(got));
 		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, want), HS_SUCCESS);
@@ -664,6 +698,8 @@ static void test_numeric_scanner(void **state)
 			                 CUSTOS_OK);
 			at += len;
 		}
+		assert_int_equal(det_numeric_finish(&st, (1u << DET_SCAN_N) - 1, n, num_emit, got),
+		                 CUSTOS_OK);
 		for (unsigned a = 0; a < DET_SCAN_N; a++) {
 			assert_int_equal(got[a].n, want[a].n);
 			total[a] += want[a].n;
@@ -673,9 +709,26 @@ static void test_numeric_scanner(void **state)
 			}
 		}
 	}
-	for (unsigned a = 0; a < DET_SCAN_N; a++) {
-		assert_true(total[a] > 1000); /* each anchor was really exercised */
-	}
+	det_numeric_isa = 0;
+	for (unsigned a = 0; a < DET_SCAN_N; a++)
+		assert_true(total[a] > 100); /* each anchor was really exercised */
+	/* An SSN that ends a 64-byte block, before a block without digits: 53 + 11 + 64. */
+	memset(text, 'x', 128);
+	memcpy(text + 53, "123-45-6789", 11);
+	memset(got, 0, sizeof(got));
+	det_numeric st = { 0 };
+	assert_int_equal(det_numeric_scan(&st, 1u << DET_SCAN_SSN, (const uint8_t *)text, 128, 0,
+	                                  num_emit, got),
+	                 CUSTOS_OK);
+	assert_int_equal(got[DET_SCAN_SSN].n, 0); /* "x123-45-6789x": no word boundaries */
+	text[52] = ' ';
+	text[64] = ' ';
+	assert_int_equal(det_numeric_scan(&st, 1u << DET_SCAN_SSN, (const uint8_t *)text, 128, 128,
+	                                  num_emit, got),
+	                 CUSTOS_OK);
+	assert_int_equal(got[DET_SCAN_SSN].n, 1);
+	assert_int_equal(got[DET_SCAN_SSN].from[0], 128 + 53);
+	assert_int_equal(got[DET_SCAN_SSN].to[0], 128 + 64);
 	hs_free_scratch(sc);
 	hs_free_database(db);
 }
