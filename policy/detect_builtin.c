@@ -46,50 +46,37 @@ static bool is_alnum(int c)
 {
 	return is_alpha(c) || is_digit(c);
 }
-static bool is_hex(int c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
-bool det_class_has(unsigned cls, uint8_t c)
-{
-	switch (cls) {
-	case CLS_ANY:
-		return true;
-	case CLS_EMAIL_DOMAIN:
-		return is_alnum(c) || c == '.' || c == '-';
-	case CLS_IPV6:
-		return is_hex(c) || c == ':' || c == '.';
-	case CLS_ALNUM:
-		return is_alnum(c);
-	case CLS_ALNUM_US:
-		return is_alnum(c) || c == '_';
-	case CLS_GITLAB:
-		return is_alnum(c) || c == '_' || c == '.' || c == '-';
-	case CLS_SLACK:
-		return is_alnum(c) || c == '-';
-	case CLS_JWT:
-		return is_alnum(c) || c == '_' || c == '.' || c == '=' || c == '-';
-	case CLS_EMAIL_LOCAL:
-		return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
-	case CLS_HEX_COLON:
-		return is_hex(c) || c == ':';
-	case CLS_CARD:
-		return is_digit(c) || c == ' ' || c == '-';
-	case CLS_PHONE:
-		return is_digit(c) || c == ' ' || c == '.' || c == '-' || c == '(' || c == ')';
-	case CLS_SSN:
-		return is_digit(c) || c == ' ';
-	case CLS_IBAN:
-		return is_upper(c) || is_digit(c) || c == ' ';
-	case CLS_IPV4:
-		return is_digit(c) || c == '.';
-	case CLS_DIGIT:
-		return is_digit(c);
-	default:
-		return false;
-	}
-}
+/* Class bits per byte value (bit k: in class k), built at compile time: region extension
+ * tests one byte per step and is on the hot path. */
+#define C_DIG(c)   ((c) >= '0' && (c) <= '9')
+#define C_UP(c)    ((c) >= 'A' && (c) <= 'Z')
+#define C_LO(c)    ((c) >= 'a' && (c) <= 'z')
+#define C_ALNUM(c) (C_DIG(c) || C_UP(c) || C_LO(c))
+#define C_HEX(c)   (C_DIG(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
+#define CB(k, x)   ((uint32_t)((x) ? 1u : 0u) << (k))
+#define CLASS_BITS(c)                                                                              \
+	(CB(CLS_ANY, 1) | CB(CLS_EMAIL_DOMAIN, C_ALNUM(c) || (c) == '.' || (c) == '-') |           \
+	 CB(CLS_IPV6, C_HEX(c) || (c) == ':' || (c) == '.') | CB(CLS_ALNUM, C_ALNUM(c)) |          \
+	 CB(CLS_ALNUM_US, C_ALNUM(c) || (c) == '_') |                                              \
+	 CB(CLS_GITLAB, C_ALNUM(c) || (c) == '_' || (c) == '.' || (c) == '-') |                    \
+	 CB(CLS_SLACK, C_ALNUM(c) || (c) == '-') |                                                 \
+	 CB(CLS_JWT, C_ALNUM(c) || (c) == '_' || (c) == '.' || (c) == '=' || (c) == '-') |         \
+	 CB(CLS_EMAIL_LOCAL,                                                                       \
+	    C_ALNUM(c) || (c) == '.' || (c) == '_' || (c) == '%' || (c) == '+' || (c) == '-') |    \
+	 CB(CLS_HEX_COLON, C_HEX(c) || (c) == ':') |                                               \
+	 CB(CLS_CARD, C_DIG(c) || (c) == ' ' || (c) == '-') |                                      \
+	 CB(CLS_PHONE,                                                                             \
+	    C_DIG(c) || (c) == ' ' || (c) == '.' || (c) == '-' || (c) == '(' || (c) == ')') |      \
+	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_UP(c) || C_DIG(c) || (c) == ' ') |   \
+	 CB(CLS_IPV4, C_DIG(c) || (c) == '.') | CB(CLS_DIGIT, C_DIG(c)))
+#define R4(c)  CLASS_BITS(c), CLASS_BITS((c) + 1), CLASS_BITS((c) + 2), CLASS_BITS((c) + 3)
+#define R16(c) R4(c), R4((c) + 4), R4((c) + 8), R4((c) + 12)
+#define R64(c) R16(c), R16((c) + 16), R16((c) + 32), R16((c) + 48)
+const uint32_t det_class_tab[256] = { R64(0), R64(64), R64(128), R64(192) };
+#undef R64
+#undef R16
+#undef R4
 
 /* ---------------------------------------------------------------------------------------------
  * Checksums.

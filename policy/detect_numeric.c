@@ -217,8 +217,12 @@ static inline int byte_of(const text *t, uint64_t off)
 
 /* Reports of one window: bits [LOOKBACK, LOOKBACK + k) of w are the new bytes (mask `fresh`),
  * the ones below them the bytes before; bit LOOKBACK is at absolute offset `at`. */
-static custos_err window(const masks *w, uint64_t fresh, uint64_t at, unsigned want, const text *tx,
-                         emit_fn emit, void *ctx)
+typedef struct hits {
+	uint64_t num, v4, v6, ssn; /* candidate ends (numeric: before the exact chain) */
+} hits;
+
+static inline __attribute__((always_inline)) uint64_t window_bits(const masks *w, uint64_t fresh,
+                                                                  unsigned want, hits *out)
 {
 	const uint64_t d = w->d;
 	uint64_t num = 0, v4 = 0, v6 = 0, ssn = 0;
@@ -244,9 +248,16 @@ static custos_err window(const masks *w, uint64_t fresh, uint64_t at, unsigned w
 		ssn = d4 & (w->dash << 4) & (d2 << 5) & (w->dash << 7) & (d2 << 8) & (d << 10) &
 		      (fresh >> 1);
 	}
-	if ((num | v4 | v6 | ssn) == 0)
-		return CUSTOS_OK;
-	if (num != 0) {
+	*out = (hits){ .num = num, .v4 = v4, .v6 = v6, .ssn = ssn };
+	return num | v4 | v6 | ssn;
+}
+
+static custos_err window_emit(const masks *w, const hits *h, uint64_t fresh, uint64_t at,
+                              const text *tx, emit_fn emit, void *ctx)
+{
+	const uint64_t d = w->d;
+	uint64_t v4 = h->v4, v6 = h->v6, ssn = h->ssn;
+	if (h->num != 0) {
 		uint64_t s1 = w->s << 1, s12 = s1 & (w->s << 2), c = d;
 		for (unsigned i = 1; i < DET_NUMERIC_DIGITS; i++)
 			c = d & ((c << 1) | ((c << 2) & s1) | ((c << 3) & s12));
@@ -281,6 +292,15 @@ static custos_err window(const masks *w, uint64_t fresh, uint64_t at, unsigned w
 		GUARD(emit(ctx, DET_SCAN_SSN, from, end));
 	}
 	return CUSTOS_OK;
+}
+
+static custos_err window(const masks *w, uint64_t fresh, uint64_t at, unsigned want, const text *tx,
+                         emit_fn emit, void *ctx)
+{
+	hits h;
+	if (window_bits(w, fresh, want, &h) == 0)
+		return CUSTOS_OK;
+	return window_emit(w, &h, fresh, at, tx, emit, ctx);
 }
 
 /* E.164 over p[from .. to) of the text: from each '+' (bits of `plus`, relative to p) while
@@ -385,8 +405,15 @@ static inline __attribute__((always_inline)) custos_err blocks(det_numeric *st, 
 			GUARD(e164(st, tx, i, i + 64, m.plus, emit, ctx));
 		if ((m.d | m.col) == 0 && !after_digit)
 			continue; /* every report ends at a digit or a colon */
-		GUARD(window(&w1, fresh1, tx->base + i, want, tx, emit, ctx));
-		GUARD(window(&w2, fresh2, tx->base + i + STEP, want, tx, emit, ctx));
+		hits h1, h2;
+		uint64_t any1 = window_bits(&w1, fresh1, want, &h1);
+		uint64_t any2 = window_bits(&w2, fresh2, want, &h2);
+		if ((any1 | any2) == 0)
+			continue;
+		if (any1 != 0)
+			GUARD(window_emit(&w1, &h1, fresh1, tx->base + i, tx, emit, ctx));
+		if (any2 != 0)
+			GUARD(window_emit(&w2, &h2, fresh2, tx->base + i + STEP, tx, emit, ctx));
 	}
 	*at = i;
 	return CUSTOS_OK;

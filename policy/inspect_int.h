@@ -124,7 +124,11 @@ size_t det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, 
 size_t det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 size_t det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
-bool det_class_has(unsigned cls, uint8_t c);
+extern const uint32_t det_class_tab[256]; /* bit per enum det_class (detect_builtin.c) */
+static inline bool det_class_has(unsigned cls, uint8_t c)
+{
+	return (det_class_tab[c] >> cls) & 1u;
+}
 
 /* One compiled expression. */
 typedef struct inspect_expr {
