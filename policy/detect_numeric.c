@@ -231,18 +231,19 @@ static inline __attribute__((always_inline)) uint64_t window_bits(const masks *w
 		uint64_t t = d | w->s, r2 = t & (t << 1), r4 = r2 & (r2 << 2), r8 = r4 & (r4 << 4);
 		num = r8 & (t << 8) & d & fresh;
 	}
-	if (want & (1u << DET_SCAN_IPV4)) {
+	/* Each shape needs two of its rare byte in the window: most windows skip it. */
+	if ((want & (1u << DET_SCAN_IPV4)) && (w->dot & (w->dot - 1)) != 0) {
 		/* m1: a first middle digit (after "d."); m: the last one, 1..3 digits on. */
 		uint64_t m1 = d & (w->dot << 1) & (d << 2), m2 = (m1 << 1) & d, m3 = (m2 << 1) & d;
 		v4 = d & (w->dot << 1) & ((m1 | m2 | m3) << 2) & fresh;
 	}
-	if (want & (1u << DET_SCAN_IPV6)) {
+	if ((want & (1u << DET_SCAN_IPV6)) && (w->col & (w->col - 1)) != 0) {
 		/* p<i>: positions i hex digits after a colon. */
 		uint64_t h = w->hex, p0 = w->col << 1, p1 = (p0 & h) << 1, p2 = (p1 & h) << 1,
 		         p3 = (p2 & h) << 1, p4 = (p3 & h) << 1;
 		v6 = w->col & (p0 | p1 | p2 | p3 | p4) & fresh;
 	}
-	if (want & (1u << DET_SCAN_SSN)) {
+	if ((want & (1u << DET_SCAN_SSN)) && (w->dash & (w->dash - 1)) != 0) {
 		/* ddd-dd-dddd ending at a byte before a new one (its \b is the new byte). */
 		uint64_t d2 = d & (d << 1), d4 = d2 & (d2 << 2);
 		ssn = d4 & (w->dash << 4) & (d2 << 5) & (w->dash << 7) & (d2 << 8) & (d << 10) &
@@ -392,17 +393,26 @@ static inline __attribute__((always_inline)) custos_err blocks(det_numeric *st, 
 	const uint64_t fresh1 = fresh_bits(STEP), fresh2 = fresh_bits(64 - STEP);
 	bool e164_on = want & (1u << DET_SCAN_E164);
 	size_t i = *at;
+	custos_err r = CUSTOS_OK;
+	masks h; /* the state's masks, in registers for the loop */
+#define X(f) h.f = st->f;
+	EACH(X)
+#undef X
 	for (; tx->n - i >= 64; i += 64) {
 		masks m, w1, w2;
 		cls(tx->p + i, &m);
-		window_of(st, &m, &w1);
-#define X(f) w2.f = m.f >> (STEP - LOOKBACK);
+#define X(f)                                                                                       \
+	w1.f = (h.f >> (64 - LOOKBACK)) | (m.f << LOOKBACK);                                       \
+	w2.f = m.f >> (STEP - LOOKBACK);
 		EACH(X)
 #undef X
-		bool after_digit = st->d >> 63; /* an SSN may end right before this block */
-		push(st, &m, 64);
-		if (e164_on && (m.plus != 0 || st->e_state != 0 || st->e_pend))
-			GUARD(e164(st, tx, i, i + 64, m.plus, emit, ctx));
+		bool after_digit = h.d >> 63; /* an SSN may end right before this block */
+		h = m;
+		/* E.164 starts at a '+' before a digit (or before the next block). */
+		uint64_t plus = m.plus & ((m.d >> 1) | UINT64_C(1) << 63);
+		if (e164_on && (plus != 0 || st->e_state != 0 || st->e_pend) &&
+		    (r = e164(st, tx, i, i + 64, plus, emit, ctx)) != CUSTOS_OK)
+			break;
 		if ((m.d | m.col) == 0 && !after_digit)
 			continue; /* every report ends at a digit or a colon */
 		hits h1, h2;
@@ -410,13 +420,18 @@ static inline __attribute__((always_inline)) custos_err blocks(det_numeric *st, 
 		uint64_t any2 = window_bits(&w2, fresh2, want, &h2);
 		if ((any1 | any2) == 0)
 			continue;
-		if (any1 != 0)
-			GUARD(window_emit(&w1, &h1, fresh1, tx->base + i, tx, emit, ctx));
-		if (any2 != 0)
-			GUARD(window_emit(&w2, &h2, fresh2, tx->base + i + STEP, tx, emit, ctx));
+		if (any1 != 0 &&
+		    (r = window_emit(&w1, &h1, fresh1, tx->base + i, tx, emit, ctx)) != CUSTOS_OK)
+			break;
+		if (any2 != 0 && (r = window_emit(&w2, &h2, fresh2, tx->base + i + STEP, tx, emit,
+		                                  ctx)) != CUSTOS_OK)
+			break;
 	}
+#define X(f) st->f = h.f;
+	EACH(X)
+#undef X
 	*at = i;
-	return CUSTOS_OK;
+	return r;
 }
 
 static custos_err blocks_generic(det_numeric *st, unsigned want, const text *tx, size_t *at,
