@@ -78,8 +78,8 @@ static const char *const values[] = {
 	"glpat-xR4nD0mT0k3nV4lu3xyz",
 	"xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
 	"sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-	"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
-	"dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+	("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+	 "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
 };
 
 /* The same detectors written as full regular expressions, the way a regex-per-detector
@@ -136,12 +136,12 @@ static det_validate_fn full_validator(const struct full_regex *f)
 	exit(1);
 }
 
-static void put(char *buf, size_t *n, size_t cap, const char *s)
+static void put(char *dst, size_t *n, size_t cap, const char *s)
 {
 	size_t l = strlen(s);
 	if (*n + l > cap)
 		l = cap - *n;
-	memcpy(buf + *n, s, l);
+	memcpy(dst + *n, s, l);
 	*n += l;
 }
 
