@@ -7,8 +7,9 @@
  * fragments. Character-class patterns like these make Hyperscan step through every digit,
  * dash and colon of logs, tables and JSON; here they cost a few mask operations per 64 bytes.
  *
- * Bit-parallel: the text is classified 64 bytes at a time (SSE2) into masks (digit D,
- * separator S, dot, colon, hex digit, dash). Nine chained digits span at most 9 + 8 * 2 = 25
+ * Bit-parallel: the text is classified 64 bytes at a time (SSE2, or AVX2 / AVX-512BW where
+ * the CPU has them, chosen per call) into masks (digit D, separator S, dot, colon, hex digit,
+ * dash, plus). Nine chained digits span at most 9 + 8 * 2 = 25
  * bytes (a dashed SSN with the bytes around it 13, the IPv4 anchor 7, the IPv6 anchor 6), so
  * every report among up to 40 new bytes is decided by a 64-bit window holding the 24 bytes
  * before them plus the new ones. In that window a digit is the k-th of a chain when the digit
