@@ -109,6 +109,8 @@ struct px_model {
 	bool vm;
 	bool have_state;
 	psx_state st;
+	bool have_vm_info;
+	psx_vm_info vm_info;
 	int pool[PSX_POOL_MAX];
 	size_t n;
 	bool pending; /* a WANT is outstanding */
@@ -126,6 +128,8 @@ static struct {
 	struct px_model m[PSX_MAX_MODELS];
 	size_t n;
 	struct px_model *by_cfg[PSX_MAX_MODELS]; /* cfg model index -> mirror entry */
+	size_t admin_map[PSX_MAX_MODELS];        /* admin API sandbox index -> m[] */
+	size_t nadmin;
 	struct proxy_server *srv;
 	struct egress_server *eg;
 	audit_writer *aw;
@@ -248,6 +252,18 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 	case PSX_EVENT:
 		if (x)
 			admin_sandbox_event(x->id, (int)m->h.arg, m->h.gen);
+		break;
+	case PSX_VM_INFO:
+		if (x && x->vm && m->h.len == sizeof(psx_vm_info)) {
+			memcpy(&x->vm_info, m->payload, sizeof(x->vm_info));
+			psx_vm_info *v = &x->vm_info;
+			v->name[sizeof(v->name) - 1] = v->domain[sizeof(v->domain) - 1] = '\0';
+			v->uuid[sizeof(v->uuid) - 1] =
+			        v->profile_hash[sizeof(v->profile_hash) - 1] = '\0';
+			v->state[sizeof(v->state) - 1] = v->channel[sizeof(v->channel) - 1] = '\0';
+			v->seccomp[sizeof(v->seccomp) - 1] = '\0';
+			x->have_vm_info = true;
+		}
 		break;
 	case PSX_RESTARTED:
 		if (x) {
@@ -508,11 +524,76 @@ bool psx_proxy_supervisor_lost(void)
 	return l;
 }
 
+void psx_vm_info_from(const admin_vm *v, psx_vm_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", v->name);
+	snprintf(out->domain, sizeof(out->domain), "%s", v->domain);
+	snprintf(out->uuid, sizeof(out->uuid), "%s", v->uuid);
+	snprintf(out->profile_hash, sizeof(out->profile_hash), "%s", v->profile_hash);
+	snprintf(out->state, sizeof(out->state), "%s", v->state ? v->state : "");
+	snprintf(out->channel, sizeof(out->channel), "%s", v->channel ? v->channel : "");
+	snprintf(out->seccomp, sizeof(out->seccomp), "%s", v->seccomp ? v->seccomp : "");
+	out->vsock_cid = v->vsock_cid;
+	out->restarts = v->restarts;
+	out->started_wall_ns = v->started_wall_ns;
+	out->qemu_pid = v->qemu_pid;
+	out->routable = v->routable;
+}
+
+/* admin_vm's string fields are static: map what came over the socket back onto the values
+ * cli/vm_up.c uses ("unknown" for anything else). */
+static const char *static_of(const char *s, const char *const *known)
+{
+	for (size_t i = 0; known[i]; i++)
+		if (strcmp(s, known[i]) == 0)
+			return known[i];
+	return "unknown";
+}
+
+size_t psx_proxy_admin_vms(admin_vm *out, size_t max)
+{
+	static const char *const states[] = { "running", "starting", "restarting",
+		                              "failed",  "stopped",  NULL };
+	static const char *const channels[] = { "vsock", "virtio-serial", NULL };
+	static const char *const seccomps[] = { "filter", "refused", "pending", NULL };
+	size_t k = 0;
+
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; i < P.n && k < max; i++) {
+		const struct px_model *x = &P.m[i];
+		if (!x->vm || !x->have_vm_info)
+			continue;
+		const psx_vm_info *v = &x->vm_info;
+		admin_vm *o = &out[k++];
+		memset(o, 0, sizeof(*o));
+		snprintf(o->name, sizeof(o->name), "%s", v->name);
+		snprintf(o->domain, sizeof(o->domain), "%s", v->domain);
+		snprintf(o->uuid, sizeof(o->uuid), "%s", v->uuid);
+		snprintf(o->profile_hash, sizeof(o->profile_hash), "%s", v->profile_hash);
+		o->state = P.lost ? "failed" : static_of(v->state, states);
+		o->channel = static_of(v->channel, channels);
+		o->seccomp = static_of(v->seccomp, seccomps);
+		o->vsock_cid = v->vsock_cid;
+		o->restarts = v->restarts;
+		o->started_wall_ns = v->started_wall_ns;
+		o->qemu_pid = v->qemu_pid;
+		o->routable = v->routable && !P.lost;
+		o->taint = -1;
+	}
+	pthread_mutex_unlock(&P.mu);
+	return k;
+}
+
 size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max)
 {
 	size_t k = 0;
 	pthread_mutex_lock(&P.mu);
+	P.nadmin = 0;
 	for (size_t i = 0; i < P.n && k < max; i++) {
+		if (P.m[i].vm) /* listed through vms_get (psx_proxy_admin_vms) */
+			continue;
+		P.admin_map[P.nadmin++] = i;
 		const psx_state *st = &P.m[i].st;
 		out[k++] = (admin_sandbox){ .name = P.m[i].id,
 			                    .sb = NULL,
@@ -529,6 +610,7 @@ bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st)
 {
 	(void)arg;
 	pthread_mutex_lock(&P.mu);
+	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
 	bool ok = i < P.n && P.m[i].have_state;
 	if (ok) {
 		const psx_state *s = &P.m[i].st;
@@ -550,6 +632,9 @@ int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid)
 {
 	struct timespec dl;
 	(void)arg;
+	pthread_mutex_lock(&P.mu);
+	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
+	pthread_mutex_unlock(&P.mu);
 	if (i >= P.n || pid <= 0 || pid > INT32_MAX)
 		return EINVAL;
 	struct px_model *x = &P.m[i];

@@ -34,6 +34,7 @@ enum psx_type {
 	PSX_FAIL,      /* S: startup failed (payload: why); the proxy exits */
 	PSX_BYE,       /* S: sandboxes stopped after DRAINED; the proxy may exit */
 	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
+	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
 	PSX_WANT = 32, /* P: arg more sockets for model */
 	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
 	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
@@ -61,6 +62,25 @@ typedef struct psx_state {
 	uint32_t cpu_millis;
 	uint16_t port; /* the model server's port inside */
 } psx_state;
+
+/* What GET /v1/sandboxes shows of a VM (admin_vm), flattened: strings in place of the static
+ * pointers, so that it can cross the socket. */
+typedef struct psx_vm_info {
+	char name[ADMIN_VM_NAME_MAX + 1];
+	char domain[ADMIN_VM_NAME_MAX + 1];
+	char uuid[37];
+	char profile_hash[65];
+	char state[16];
+	char channel[16];
+	char seccomp[16];
+	uint32_t vsock_cid, restarts;
+	uint64_t started_wall_ns;
+	int64_t qemu_pid;
+	uint8_t routable;
+} psx_vm_info;
+
+/* admin_vm -> psx_vm_info (zeroed first, so equal states compare equal with memcmp). */
+void psx_vm_info_from(const admin_vm *v, psx_vm_info *out);
 
 typedef struct psx_msg {
 	psx_hdr h;
@@ -106,5 +126,8 @@ bool psx_proxy_supervisor_lost(void);
 size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max);
 bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st);
 int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid);
+/* The VM entries as the supervisor last sent them (taint -1: the caller fills it); returns
+ * how many of out[0..max) were filled. */
+size_t psx_proxy_admin_vms(admin_vm *out, size_t max);
 
 #endif

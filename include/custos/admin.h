@@ -46,6 +46,25 @@ typedef struct admin_sandbox_state {
 	char cgroup[8];        /* "" when unknown */
 } admin_sandbox_state;
 
+/* A VM sandbox (docs/VM.md) as GET /v1/sandboxes lists it: a snapshot the vms_get hook fills
+ * per request. The const char * fields point at static strings. */
+#define ADMIN_VM_NAME_MAX 80
+typedef struct admin_vm {
+	char name[ADMIN_VM_NAME_MAX + 1];   /* the model's id */
+	char domain[ADMIN_VM_NAME_MAX + 1]; /* libvirt domain name */
+	char uuid[37];                      /* libvirt domain UUID; "" while it has no domain */
+	char profile_hash[65];              /* SHA-256 of the domain XML */
+	const char *state;   /* "running", "starting", "restarting", "failed", "stopped" */
+	const char *channel; /* "vsock" or "virtio-serial" */
+	unsigned vsock_cid;  /* 0 for virtio-serial */
+	unsigned restarts;
+	uint64_t started_wall_ns; /* the current domain's start (0: none yet) */
+	int64_t qemu_pid;         /* the QEMU process last checked (-1: none) */
+	const char *seccomp;      /* "filter" (Seccomp: 2, routed), "refused", "pending" */
+	bool routable;            /* traffic goes to it now */
+	int taint; /* policy_class read through egress since it started; -1 unknown */
+} admin_vm;
+
 /* What the server calls into (from its own threads). */
 typedef struct admin_hooks {
 	void *arg;
@@ -62,6 +81,9 @@ typedef struct admin_hooks {
 	 * sandbox_restart returns 0 or an errno (ESRCH: that pid is no longer the instance). */
 	bool (*sandbox_state)(void *arg, size_t i, admin_sandbox_state *st);
 	int (*sandbox_restart)(void *arg, size_t i, int64_t pid);
+
+	/* Fills out[0..max) with the VM sandboxes and returns how many. NULL: none. */
+	size_t (*vms_get)(void *arg, admin_vm *out, size_t max);
 } admin_hooks;
 
 typedef struct admin_options {
