@@ -156,12 +156,12 @@ static const char *const allow_default[] = {
 	"landlock_add_rule", "landlock_restrict_self", "futex", "futex_waitv", "futex_wake",
 	"futex_wait", "futex_requeue",
 	/* signals and time */
-	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending",
-	"rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "signalfd",
-	"signalfd4", "pause", "alarm", "clock_gettime", "clock_getres", "clock_nanosleep",
-	"nanosleep", "gettimeofday", "time", "getitimer", "setitimer", "timer_create",
-	"timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete", "timerfd_create",
-	"timerfd_settime", "timerfd_gettime",
+	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "rt_sigsuspend",
+	"rt_sigpending", "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack",
+	"signalfd", "signalfd4", "pause", "alarm", "clock_gettime", "clock_getres",
+	"clock_nanosleep", "nanosleep", "gettimeofday", "time", "getitimer", "setitimer",
+	"timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
+	"timerfd_create", "timerfd_settime", "timerfd_gettime",
 	/* events */
 	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
 	"poll", "ppoll", "select", "pselect6", "eventfd", "eventfd2",

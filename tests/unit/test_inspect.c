@@ -636,8 +636,8 @@ static void test_numeric_scanner(void **state)
 		"0123456789012345678901234567890123456789 .()-x,",
 		"0123456789abcdefABCDEF::::....0123456789 -g",
 		"0123456789.0123456789...:x",
-		"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
-		"abcdefghijklmnopqrstuvwxyz0123456789 -.:+",
+		("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+		 "abcdefghijklmnopqrstuvwxyz0123456789 -.:+"),
 	};
 	/* Pieces that make SSNs and E.164 numbers (and near misses) around each other. */
 	static const char *const pieces[] = {
