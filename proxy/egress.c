@@ -200,6 +200,49 @@ static const char *attr_name(egress_attr_how h)
 	return "none";
 }
 
+custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r)
+{
+	audit_event ev;
+
+	audit_event_begin(&ev, "egress.decision");
+	audit_event_cstr(&ev, "request_id", r->id);
+	audit_event_cstr(&ev, "direction", "egress");
+	audit_event_cstr(&ev, "model", l->model);
+	audit_event_cstr(&ev, "sandbox", l->sandbox);
+	if (r->how != EGRESS_ATTR_NONE) {
+		audit_event_cstr(&ev, "ingress_request_id", r->ingress_id);
+		audit_event_cstr(&ev, "principal", r->principal);
+	}
+	audit_event_cstr(&ev, "kind", r->kind);
+	audit_event_cstr(&ev, "method", r->method);
+	audit_event_cstr(&ev, "host", r->host);
+	if (r->port)
+		audit_event_u64(&ev, "port", r->port);
+	if (r->path[0])
+		audit_event_cstr(&ev, "path", r->path);
+	audit_event_cstr(&ev, "data_source", r->source);
+	audit_event_cstr(&ev, "decision", r->decision ? r->decision : "allow");
+	if (r->rules[0])
+		audit_event_cstr(&ev, "rules", r->rules);
+	if (r->shadow)
+		audit_event_bool(&ev, "shadow", true);
+	custos_err e = audit_event_end(&ev);
+	if (e != CUSTOS_OK) {
+		log_error("egress audit: decision %s too large: %s", r->id, err_msg());
+		return e;
+	}
+	if (s->o.audit == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+		return CUSTOS_OK;
+	}
+	e = audit_submit(s->o.audit, &ev);
+	if (e != CUSTOS_OK)
+		log_error("egress audit: decision %s refused, call not made (fail closed): %s",
+		          r->id, err_msg());
+	return e;
+}
+
 void egress_audit(egress_server *s, const elistener *l, const erec *r)
 {
 	audit_event ev;
@@ -655,8 +698,8 @@ typedef struct cstart {
 static void *conn_main(void *arg)
 {
 	cstart *cs = arg;
-	egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote);
-	atomic_fetch_sub(&cs->l->active, 1);
+	if (!egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote))
+		atomic_fetch_sub(&cs->l->active, 1);
 	free(cs);
 	return NULL;
 }
@@ -739,6 +782,7 @@ static void *accept_main(void *arg)
 
 custos_err egress_start(egress_server *s)
 {
+	GUARD(egress_relay_start(s));
 	for (size_t i = 0; i < s->nls; i++) {
 		elistener *l = &s->ls[i];
 		int rc = pthread_create(&l->th, NULL, accept_main, l);
@@ -772,6 +816,7 @@ void egress_stop(egress_server *s)
 			s->ls[i].started = false;
 		}
 	}
+	egress_relay_stop(s); /* tunnels cut off and audited; no more handed over */
 	/* Connection threads are detached: shut their sockets and wait for them to leave. */
 	for (int tries = 0; tries < 500 && !all_idle(s); tries++) {
 		egress_conn_shutdown_all(s);
@@ -799,6 +844,7 @@ void egress_free(egress_server *s)
 		free(s->ls[i].sandbox);
 	}
 	free(s->ls);
+	egress_relay_free(s);
 	mint_free(s->mint);
 	egress_eng_drop(s);
 	policy_store_free(s->store);
