@@ -61,6 +61,9 @@ void egress_options_free(egress_options *o)
 	free(o->listeners);
 	free(o->policy_file);
 	free(o->ca_dir);
+	for (size_t i = 0; i < o->n_dns_servers; i++)
+		free(o->dns_servers[i]);
+	free(o->dns_servers);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -475,7 +478,7 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		*srcp = src;
 		return 0;
 	}
-	custos_err e = ssrf_resolve(h, port, src->o.allow_private, tgt);
+	custos_err e = egress_resolve(s, h, port, src->o.allow_private, tgt);
 	if (e == CUSTOS_ERR_DENIED) {
 		set_reason(r, "SSRF: %s resolves to %s, a %s address", h->name, tgt->denied_addr,
 		           ssrf_class_name(tgt->denied_class));
@@ -489,6 +492,12 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	r->decision = "allow";
 	*srcp = src;
 	return 0;
+}
+
+custos_err egress_resolve(egress_server *s, const ssrf_host *h, uint16_t port, bool allow_private,
+                          ssrf_target *tgt)
+{
+	return ssrf_resolve_via(h, port, allow_private, s->dns ? edns_lookup : NULL, s->dns, tgt);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -631,6 +640,11 @@ custos_err egress_create(egress_options *o, egress_server **out)
 			         "intercepted: a "
 			         "CONNECT tunnel cannot enforce paths (set intercept: true)",
 			         x->o.id, x->o.path_prefix);
+	}
+	if (s->o.n_dns_servers && (e = edns_new(s->o.dns_servers, s->o.n_dns_servers,
+	                                        s->o.dns_timeout_ns, &s->dns)) != CUSTOS_OK) {
+		e = err_wrap(e, "egress.dns.servers");
+		goto fail;
 	}
 	free(s->o.sources); /* strings moved into s->src */
 	s->o.sources = NULL;
@@ -845,6 +859,7 @@ void egress_free(egress_server *s)
 	}
 	free(s->ls);
 	egress_relay_free(s);
+	edns_free(s->dns);
 	mint_free(s->mint);
 	egress_eng_drop(s);
 	policy_store_free(s->store);

@@ -630,7 +630,7 @@ retry:
 	can_retry = false;
 	up_close(c);
 	{
-		custos_err e = ssrf_resolve(&host, port, src->o.allow_private, &tgt);
+		custos_err e = egress_resolve(s, &host, port, src->o.allow_private, &tgt);
 		if (e != CUSTOS_OK) {
 			r.status = e == CUSTOS_ERR_DENIED ? 403 : 502;
 			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());

@@ -24,6 +24,7 @@ struct eeng;
 struct ingress_insp;
 struct policy_decision;
 typedef struct erelay erelay;
+typedef struct edns edns;
 
 typedef struct elistener {
 	struct egress_server *srv;
@@ -62,6 +63,7 @@ struct egress_server {
 	pthread_mutex_t eng_lock; /* eng_cur */
 	struct eeng *eng_cur;     /* inspection engine of the policy last seen (egress_inspect.c) */
 	erelay *relay;            /* the tunnel relay loop (egress_relay.c) */
+	edns *dns;                /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
 };
 
 /* One egress decision and its audit record. */
@@ -137,6 +139,21 @@ void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);
 /* Drops the server's engine (egress_free). */
 void egress_eng_drop(egress_server *s);
+
+/* Resolves h and checks every address (ssrf_resolve_via) with the server's resolver. */
+custos_err egress_resolve(egress_server *s, const ssrf_host *h, uint16_t port, bool allow_private,
+                          ssrf_target *tgt) CUSTOS_WUR;
+
+/* egress_dns.c */
+/* Parses "ip", "ipv4:port" or "[ipv6]:port" (port 53 when none). */
+custos_err edns_parse_server(const char *s, struct sockaddr_storage *ss, socklen_t *len) CUSTOS_WUR;
+/* A resolver for the n servers (1..EGRESS_MAX_DNS_SERVERS); try_ns per try, 0: 2 s. */
+custos_err edns_new(char *const *servers, size_t n, uint64_t try_ns, edns **out) CUSTOS_WUR;
+void edns_free(edns *d);
+/* An ssrf_lookup_fn (ctx: the edns): A and AAAA of name from the first server that answers
+ * both; each address handed to each. NOTFOUND for NXDOMAIN or no address, IO when no server
+ * answered. Thread-safe (no shared state). */
+custos_err edns_lookup(void *ctx, const char *name, ssrf_each_fn each, void *arg) CUSTOS_WUR;
 
 /* egress_relay.c */
 /* Starts the relay loop thread (egress_start). */
