@@ -249,13 +249,33 @@ static int connect_any(econn *c, const ssrf_target *t, uint64_t timeout_ns, char
 	return -1;
 }
 
+/* The kept upstream connection's key, "https|host|port" (no printf on the hot path). */
+static void ukey_make(char key[SSRF_MAX_HOST + 32], bool https, const char *name, uint16_t port)
+{
+	size_t nl = strnlen(name, SSRF_MAX_HOST);
+	char *p = key;
+	*p++ = https ? '1' : '0';
+	*p++ = '|';
+	memcpy(p, name, nl);
+	p += nl;
+	*p++ = '|';
+	char d[6];
+	int k = 0;
+	do
+		d[k++] = (char)('0' + port % 10);
+	while ((port /= 10) != 0);
+	while (k)
+		*p++ = d[--k];
+	*p = '\0';
+}
+
 /* Connects (or reuses the kept connection) to the checked addresses; TLS verified for https.
  * 0, or 502 with r->reason. */
 static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h, uint16_t port,
                        const ssrf_target *t)
 {
 	char key[sizeof(c->ukey)];
-	snprintf(key, sizeof(key), "%d|%s|%u", src->o.https, h->name, port);
+	ukey_make(key, src->o.https, h->name, port);
 	if (c->ufd >= 0 && strcmp(key, c->ukey) == 0) {
 		snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
 		return 0;
@@ -399,7 +419,7 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	ssrf_target tgt;
 	span ppath = path.len && path.ptr[0] == '/' ? path : SPAN_LIT("/");
 	char key[sizeof(c->ukey)];
-	snprintf(key, sizeof(key), "%d|%s|%u", ih != NULL, host.name, port);
+	ukey_make(key, ih != NULL, host.name, port);
 	bool reuse = c->ufd >= 0 && strcmp(key, c->ukey) == 0;
 	r.status = egress_decide(s, c->l, &r, ih != NULL, &host, port, h->method, ppath,
 	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
