@@ -9,7 +9,7 @@
 #   bench/egress/run.sh [BUILD_DIR]    (`make bench-egress`; about 2 minutes in all)
 # BUILD_DIR (default build/release) is built (RelWithDebInfo) when it has no cli/custos;
 # CUSTOS_BIN overrides the binary, DUR the seconds per run (default 6), CONNS the
-# connections (default 50), REPS the rounds (default 1; with more, the proxies take turns in
+# connections (default 50; DUR at least 2), REPS the rounds (default 1; with more, the proxies take turns in
 # every round and a table of medians follows), CUSTOS_BASE a second custos binary run side by
 # side as "custos-base" (before/after comparisons in one run). Needs root for apt-get (squid,
 # tinyproxy, nginx) when missing.
@@ -173,13 +173,28 @@ cpu() { # utime+stime in clock ticks of a process, its threads and its direct ch
 	done
 	echo $t
 }
+csw() { # context switches of a process, its threads and its direct children's threads
+	local t=0 p f
+	for p in $1 $(pgrep -P "$1" || true); do
+		for f in /proc/$p/task/*/status; do
+			t=$((t + $(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$f" 2>/dev/null || echo 0)))
+		done
+	done
+	echo $t
+}
 HZ=$(getconf CLK_TCK)
-printf '%-10s %-12s %6s %10s %8s %12s %7s %9s\n' proxy mode conns req/s MB/s req/cpu-s errors connects
+printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' proxy mode conns req/s MB/s req/cpu-s errors connects cs/req
 run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	local name=$1 pid=$2 port=$3 mode=$4 target=$5 path=$6 c=$7; shift 7
-	local c0 c1 out
+	local c0 c1 s0 s1 out lp
 	c0=$(cpu "$pid")
-	out=$(./eload -x "$port" -t "$target" -P "$path" -c "$c" -d "$DUR" "$@")
+	./eload -x "$port" -t "$target" -P "$path" -c "$c" -d "$DUR" "$@" >eload.out &
+	lp=$!
+	# context switches over the middle DUR-1 seconds, while every connection (and custos'
+	# thread for it) is alive: a thread's count leaves /proc with it
+	sleep 0.5; s0=$(csw "$pid"); sleep $((DUR - 1)); s1=$(csw "$pid")
+	wait $lp
+	out=$(cat eload.out)
 	c1=$(cpu "$pid")
 	local req rps mbs err
 	req=$(awk '{print $2}' <<<"$out"); err=$(awk '{print $4}' <<<"$out")
@@ -187,7 +202,9 @@ run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	local dials; dials=$(awk '{print $6}' <<<"$out")
 	local cs
 	cs=$(awk -v r="$req" -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { if (t > 0) printf "%.0f", r / (t / hz); else print "-" }')
-	printf '%-10s %-12s %6s %10s %8s %12s %7s %9s\n' "$name" "$mode" "$c" "$rps" "$mbs" "$cs" "$err" "$dials" | tee -a results.txt
+	local cspr
+	cspr=$(awk -v r="$rps" -v s=$((s1 - s0)) -v d=$((DUR - 1)) 'BEGIN { if (r > 0) printf "%.2f", s / d / r; else print "-" }')
+	printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' "$name" "$mode" "$c" "$rps" "$mbs" "$cs" "$err" "$dials" "$cspr" | tee -a results.txt
 }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 PXS=("custos $CUSTOS $P_EG")
@@ -211,12 +228,12 @@ for rep in $(seq 1 "$REPS"); do
 done
 if [ "$REPS" -gt 1 ]; then
 	echo "medians of $REPS rounds:"
-	printf '%-11s %-12s %10s %8s %12s\n' proxy mode req/s MB/s req/cpu-s
-	awk '{ k = $1 " " $2; n[k]++; r[k, n[k]] = $4; m[k, n[k]] = $5; c[k, n[k]] = $6; if (!(k in seen)) { seen[k] = 1; order[++no] = k } }
+	printf '%-11s %-12s %10s %8s %12s %7s\n' proxy mode req/s MB/s req/cpu-s cs/req
+	awk '{ k = $1 " " $2; n[k]++; r[k, n[k]] = $4; m[k, n[k]] = $5; c[k, n[k]] = $6; x[k, n[k]] = $9; if (!(k in seen)) { seen[k] = 1; order[++no] = k } }
 	function med(a, k, cnt,   i, j, t, v) { for (i = 1; i <= cnt; i++) v[i] = a[k, i] + 0;
 		for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
 		return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2 }
 	END { for (i = 1; i <= no; i++) { k = order[i]; split(k, p, " ");
-		printf "%-11s %-12s %10.0f %8.1f %12.0f\n", p[1], p[2], med(r, k, n[k]), med(m, k, n[k]), med(c, k, n[k]) } }' results.txt
+		printf "%-11s %-12s %10.0f %8.1f %12.0f %7.2f\n", p[1], p[2], med(r, k, n[k]), med(m, k, n[k]), med(c, k, n[k]), med(x, k, n[k]) } }' results.txt
 fi
 echo "machine: $(nproc) CPUs, $(uname -r); $DUR s per run; nginx 1 worker; all on loopback"
