@@ -62,10 +62,8 @@ struct egress_server {
 	size_t nconns;
 	pthread_mutex_t eng_lock; /* eng_cur */
 	struct eeng *eng_cur;     /* inspection engine of the policy last seen (egress_inspect.c) */
-	erelay **relays;          /* the tunnel relay loops (egress_relay.c), one per CPU */
-	size_t nrelay;
-	atomic_size_t next_relay;
-	edns *dns; /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
+	erelay *relay;            /* the tunnel relay loop (egress_relay.c) */
+	edns *dns;                /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
 };
 
 /* One egress decision and its audit record. */
@@ -158,9 +156,9 @@ void edns_free(edns *d);
 custos_err edns_lookup(void *ctx, const char *name, ssrf_each_fn each, void *arg) CUSTOS_WUR;
 
 /* egress_relay.c */
-/* Starts the relay loops, one thread each (egress_start). */
+/* Starts the relay loop thread (egress_start). */
 custos_err egress_relay_start(egress_server *s) CUSTOS_WUR;
-/* Joins the relay threads once s->stopping is set; open tunnels are cut off and audited. */
+/* Joins the relay thread once s->stopping is set; open tunnels are cut off and audited. */
 void egress_relay_stop(egress_server *s);
 /* Frees the relay (egress_free, after every connection thread has left). */
 void egress_relay_free(egress_server *s);

@@ -19,8 +19,7 @@
 #include "egress_int.h"
 #include "loop.h"
 
-#define ETUN_BUF   65536u /* bytes buffered per direction (the backpressure bound) */
-#define ERELAY_MAX 4      /* relay loops: one per CPU, at most this many */
+#define ETUN_BUF 65536u /* bytes buffered per direction (the backpressure bound) */
 
 typedef struct etun etun;
 
@@ -48,7 +47,6 @@ struct etun {
 };
 
 struct erelay {
-	egress_server *s;
 	ev_loop loop;
 	pthread_t th;
 	bool started;
@@ -240,8 +238,8 @@ static void relay_wake(ev_loop *lp, void *obj, uint32_t ev)
 
 static void *relay_main(void *arg)
 {
-	erelay *rl = arg;
-	egress_server *s = rl->s;
+	egress_server *s = arg;
+	erelay *rl = s->relay;
 	while (!atomic_load(&s->stopping)) {
 		if (ev_run_once(&rl->loop, 200) != CUSTOS_OK) {
 			log_error("egress relay: %s", err_msg());
@@ -269,19 +267,9 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
-static void relay_free_one(erelay *rl)
-{
-	if (rl->efd != -1)
-		close(rl->efd);
-	ev_loop_free(&rl->loop); /* runs the deferred frees */
-	pthread_mutex_destroy(&rl->mu);
-	free(rl);
-}
-
-static custos_err relay_start_one(egress_server *s, erelay **out)
+custos_err egress_relay_start(egress_server *s)
 {
 	erelay *rl = xcalloc(1, sizeof(*rl));
-	rl->s = s;
 	rl->efd = -1;
 	pthread_mutex_init(&rl->mu, NULL);
 	custos_err e = ev_loop_init(&rl->loop);
@@ -294,58 +282,53 @@ static custos_err relay_start_one(egress_server *s, erelay **out)
 	}
 	if ((e = ev_add_lt(&rl->loop, &rl->eio, rl->efd, relay_wake, rl)) != CUSTOS_OK)
 		goto fail;
-	int rc = pthread_create(&rl->th, NULL, relay_main, rl);
+	s->relay = rl;
+	int rc = pthread_create(&rl->th, NULL, relay_main, s);
 	if (rc != 0) {
+		s->relay = NULL;
 		errno = rc;
 		e = err_sys("egress relay thread");
 		goto fail;
 	}
 	rl->started = true;
-	*out = rl;
 	return CUSTOS_OK;
 fail:
-	relay_free_one(rl);
+	if (rl->efd != -1)
+		close(rl->efd);
+	ev_loop_free(&rl->loop);
+	pthread_mutex_destroy(&rl->mu);
+	free(rl);
 	return e;
-}
-
-custos_err egress_relay_start(egress_server *s)
-{
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = ncpu < 1 ? 1 : ncpu > ERELAY_MAX ? ERELAY_MAX : (size_t)ncpu;
-	s->relays = xcalloc(n, sizeof(*s->relays));
-	for (size_t i = 0; i < n; i++) {
-		GUARD(relay_start_one(s, &s->relays[i]));
-		s->nrelay = i + 1;
-	}
-	return CUSTOS_OK;
 }
 
 void egress_relay_stop(egress_server *s)
 {
-	for (size_t i = 0; i < s->nrelay; i++) {
-		erelay *rl = s->relays[i];
-		if (rl->started) /* the thread sees s->stopping within its poll interval */
-			pthread_join(rl->th, NULL);
-		rl->started = false;
-	}
+	erelay *rl = s->relay;
+	if (rl == NULL)
+		return;
+	if (rl->started) /* the thread sees s->stopping within its poll interval */
+		pthread_join(rl->th, NULL);
+	rl->started = false;
 }
 
 void egress_relay_free(egress_server *s)
 {
+	erelay *rl = s->relay;
+	if (rl == NULL)
+		return;
 	egress_relay_stop(s);
-	for (size_t i = 0; i < s->nrelay; i++)
-		relay_free_one(s->relays[i]);
-	free(s->relays);
-	s->relays = NULL;
-	s->nrelay = 0;
+	ev_loop_free(&rl->loop); /* runs the deferred frees */
+	close(rl->efd);
+	pthread_mutex_destroy(&rl->mu);
+	free(rl);
+	s->relay = NULL;
 }
 
 bool egress_relay_add(egress_server *s, elistener *l, int cfd, int ufd, const erec *r, uint64_t cap)
 {
-	if (s->nrelay == 0)
+	erelay *rl = s->relay;
+	if (rl == NULL)
 		return false;
-	/* round robin over the loops (one per CPU) */
-	erelay *rl = s->relays[atomic_fetch_add(&s->next_relay, 1) % s->nrelay];
 	for (int i = 0; i < 2; i++) {
 		int fd = i ? ufd : cfd;
 		int fl = fcntl(fd, F_GETFL);

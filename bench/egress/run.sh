@@ -173,16 +173,14 @@ cpu() { # utime+stime in clock ticks of a process, its threads and its direct ch
 	done
 	echo $t
 }
-csw() { # "tid switches" for each thread of a process and of its direct children
-	local p f
+csw() { # context switches of a process, its threads and its direct children's threads
+	local t=0 p f
 	for p in $1 $(pgrep -P "$1" || true); do
 		for f in /proc/$p/task/*/status; do
-			awk -v f="$f" '/ctxt_switches/ { s += $2 } END { split(f, a, "/"); print a[5], s + 0 }' "$f" 2>/dev/null || true
+			t=$((t + $(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$f" 2>/dev/null || echo 0)))
 		done
 	done
-}
-csdiff() { # switches between two csw snapshots, over the threads alive in both
-	awk 'NR == FNR { a[$1] = $2; next } ($1 in a) { t += $2 - a[$1] } END { print t + 0 }' "$1" "$2"
+	echo $t
 }
 HZ=$(getconf CLK_TCK)
 printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' proxy mode conns req/s MB/s req/cpu-s errors connects cs/req
@@ -194,8 +192,7 @@ run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	lp=$!
 	# context switches over the middle DUR-1 seconds, while every connection (and custos'
 	# thread for it) is alive: a thread's count leaves /proc with it
-	sleep 0.5; csw "$pid" >cs0; sleep $((DUR - 1)); csw "$pid" >cs1
-	s0=0; s1=$(csdiff cs0 cs1)
+	sleep 0.5; s0=$(csw "$pid"); sleep $((DUR - 1)); s1=$(csw "$pid")
 	wait $lp
 	out=$(cat eload.out)
 	c1=$(cpu "$pid")
