@@ -114,6 +114,7 @@ static void tun_pump(erelay *rl, etun *t)
 				}
 				t->off[i] += (size_t)n;
 				t->len[i] -= (size_t)n;
+				t->last = rl->loop.now;
 				progress = true;
 			}
 			if (t->len[i] == 0)
