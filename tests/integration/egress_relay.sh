@@ -4,7 +4,8 @@
 # peer. Covers integrity and half-close both ways, backpressure (a client that does not read
 # holds the source back: custos buffers a bounded amount), the idle timeout, the response cap,
 # the per-sandbox connection limit held by relayed tunnels and released when they end, the
-# audit events of each tunnel; then the audit writer is killed and every egress call, plain
+# audit events of each tunnel (durability sync: a decision is on disk before its call); then
+# the audit writer is killed and every egress call, plain
 # or CONNECT, is refused with 503 before anything reaches the source (fail closed).
 set -u
 BIN=${CUSTOS_BIN:?}
@@ -51,7 +52,7 @@ egress:
   port: $P_EG
   max_connections_per_sandbox: 4
   timeouts: { connect: 2s, read: 10s, idle: 3s }
-audit: { dir: "$W/audit" }
+audit: { dir: "$W/audit", durability: sync }
 policy: { file: "$W/policy.yaml" }
 EOY
 cat >policy.yaml <<EOY
@@ -89,6 +90,11 @@ audited() { # audited TEXT...: an event holding every TEXT, waiting for the batc
 		sleep 0.05
 	done
 	return 1
+}
+ondisk() { # ondisk TEXT...: an event holding every TEXT is in the files now (no waiting)
+	local ev; ev=$(events)
+	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+	[ -n "$ev" ]
 }
 PY() { timeout 60 python3 "$PEER" "$@"; }
 
@@ -139,7 +145,10 @@ check "slots come back when the tunnels end ($st)" test "$st" = 200
 # --- fail closed: the audit writer dies; nothing may reach a source any more
 st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_PEER/before")
 check "plain request allowed while the audit trail works ($st)" test "$st" = 200
-check "plain request: decision audited" audited '"egress.decision"' '"path":"/before"' '"decision":"allow"'
+# durability sync: the decision was fdatasync()ed before the request went upstream, so it is in
+# the file the moment the response is back (no waiting here)
+check "plain request: decision durable before the call (sync)" \
+	ondisk '"egress.decision"' '"path":"/before"' '"decision":"allow"'
 WRITER=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
 if [ -z "$WRITER" ]; then
 	bad "found the audit writer process"
