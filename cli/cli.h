@@ -25,6 +25,15 @@ bool cli_wants_help(int argc, char **argv);
 /* Prints "usage: custos <group> <name> <usage>" and the summary to stdout (help) or stderr. */
 int cli_usage(const char *group, const char *name, bool to_stdout);
 
+/* The global --log-level/--log-format flags (cli/main.c). A daemon's config file applies its
+ * log: settings only where the command line said nothing: the command line wins. Static. */
+typedef struct cli_log_flags {
+	bool level_set, format_set; /* the flag was given */
+	log_level level;            /* LOG_LVL_INFO unless given */
+	log_format format;          /* LOG_FMT_AUTO unless given */
+} cli_log_flags;
+const cli_log_flags *cli_log_flags_get(void);
+
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
@@ -70,6 +79,11 @@ custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd) CUSTOS_WUR;
 void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index);
 /* The model id the VM serves. */
 const char *cli_vm_model(const struct up_vm *u);
+struct admin_vm;
+/* The admin API's view of one VM (GET /v1/sandboxes): a snapshot into *out. */
+void cli_vm_admin_info(struct up_vm *u, struct admin_vm *out);
+/* cli_vm_admin_info for vms[0..n), at most max; returns how many were filled. */
+size_t cli_vm_admin_list(struct up_vm *const *vms, size_t n, struct admin_vm *out, size_t max);
 /* Stops the supervisor, closes the channel, destroys the domain, frees u (NULL: no-op). */
 void cli_vm_stop(struct up_vm *u);
 int cmd_audit_keygen(int argc, char **argv);

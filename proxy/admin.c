@@ -383,6 +383,70 @@ static bool sandbox_running(const admin_sandbox *x)
 	return x->sb && sandbox_pid(x->sb) > 0;
 }
 
+/* The VM sandboxes from the hook (docs/VM.md); *n = 0 without one. Owner: caller (free). */
+static admin_vm *vms_snapshot(struct admin_server *s, size_t *n)
+{
+	*n = 0;
+	if (s->hooks.vms_get == NULL)
+		return NULL;
+	admin_vm *v = xcalloc(ADMIN_MAX_SANDBOXES, sizeof(*v));
+	*n = s->hooks.vms_get(s->hooks.arg, v, ADMIN_MAX_SANDBOXES);
+	if (*n > ADMIN_MAX_SANDBOXES)
+		*n = ADMIN_MAX_SANDBOXES;
+	return v;
+}
+
+static bool vms_routable(struct admin_server *s)
+{
+	size_t n;
+	admin_vm *v = vms_snapshot(s, &n);
+	bool ok = true;
+	for (size_t i = 0; i < n; i++)
+		ok = ok && v[i].routable;
+	free(v);
+	return ok;
+}
+
+static void json_taint(json_writer *w, int taint)
+{
+	json_key(w, "taint");
+	if (taint >= 0)
+		json_cstr(w, policy_class_name((policy_class)taint));
+	else
+		json_null(w); /* no egress listener for this sandbox */
+}
+
+/* One VM entry of GET /v1/sandboxes: the process entries' fields where they apply, and what
+ * only a VM has under "vm". */
+static void json_vm(json_writer *w, const admin_vm *x)
+{
+	char ts[TM_RFC3339_LEN];
+	json_obj_begin(w);
+	json_kv_cstr(w, "id", x->name);
+	json_kv_cstr(w, "state", x->state);
+	json_kv_cstr(w, "kind", "vm");
+	json_kv_i64(w, "pid", x->qemu_pid);
+	json_kv_u64(w, "restarts", x->restarts);
+	json_kv_cstr(w, "started", x->started_wall_ns ? tm_rfc3339(x->started_wall_ns, ts) : NULL);
+	json_kv_cstr(w, "profile_hash", x->profile_hash[0] ? x->profile_hash : NULL);
+	json_taint(w, x->taint);
+	json_key(w, "vm");
+	json_obj_begin(w);
+	json_kv_cstr(w, "domain", x->domain);
+	json_kv_cstr(w, "uuid", x->uuid[0] ? x->uuid : NULL);
+	json_kv_cstr(w, "channel", x->channel);
+	json_key(w, "vsock_cid");
+	if (x->vsock_cid)
+		json_u64(w, x->vsock_cid);
+	else
+		json_null(w);
+	json_kv_i64(w, "qemu_pid", x->qemu_pid);
+	json_kv_cstr(w, "seccomp", x->seccomp);
+	json_kv_bool(w, "routable", x->routable);
+	json_obj_end(w);
+	json_obj_end(w);
+}
+
 static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *c)
 {
 	buf b;
@@ -398,6 +462,7 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 	}
 	for (size_t i = 0; i < s->nsbx; i++)
 		sbx = sbx && sandbox_running(&s->sbx[i]);
+	sbx = sbx && vms_routable(s);
 	bool ready = pol && aud && sbx;
 	buf_init(&b, 4096);
 	json_init(&w, &b);
@@ -640,6 +705,7 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
 		json_kv_cstr(&w, "state", sandbox_running(x) ? "running" : "restarting");
+		json_kv_cstr(&w, "kind", "process");
 		json_kv_i64(&w, "pid", x->sb ? (int64_t)sandbox_pid(x->sb) : -1);
 		json_kv_u64(&w, "generation", gen);
 		json_kv_u64(&w, "restarts", gen ? gen - 1 : 0);
@@ -652,14 +718,14 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_kv_u64(&w, "cpu_millis", x->cpu_millis);
 		json_kv_u64(&w, "nofile", x->nofile);
 		json_obj_end(&w);
-		json_key(&w, "taint");
-		int taint = s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1;
-		if (taint >= 0)
-			json_cstr(&w, policy_class_name((policy_class)taint));
-		else
-			json_null(&w); /* no egress listener for this sandbox */
+		json_taint(&w, s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1);
 		json_obj_end(&w);
 	}
+	size_t nvm;
+	admin_vm *vms = vms_snapshot(s, &nvm);
+	for (size_t i = 0; i < nvm; i++)
+		json_vm(&w, &vms[i]);
+	free(vms);
 	json_arr_end(&w);
 	json_obj_end(&w);
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)

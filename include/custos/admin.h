@@ -34,6 +34,25 @@ typedef struct admin_sandbox {
 	uint32_t cpu_millis;
 } admin_sandbox;
 
+/* A VM sandbox (docs/VM.md) as GET /v1/sandboxes lists it: a snapshot the vms_get hook fills
+ * per request. The const char * fields point at static strings. */
+#define ADMIN_VM_NAME_MAX 80
+typedef struct admin_vm {
+	char name[ADMIN_VM_NAME_MAX + 1];   /* the model's id */
+	char domain[ADMIN_VM_NAME_MAX + 1]; /* libvirt domain name */
+	char uuid[37];                      /* libvirt domain UUID; "" while it has no domain */
+	char profile_hash[65];              /* SHA-256 of the domain XML */
+	const char *state;   /* "running", "starting", "restarting", "failed", "stopped" */
+	const char *channel; /* "vsock" or "virtio-serial" */
+	unsigned vsock_cid;  /* 0 for virtio-serial */
+	unsigned restarts;
+	uint64_t started_wall_ns; /* the current domain's start (0: none yet) */
+	int64_t qemu_pid;         /* the QEMU process last checked (-1: none) */
+	const char *seccomp;      /* "filter" (Seccomp: 2, routed), "refused", "pending" */
+	bool routable;            /* traffic goes to it now */
+	int taint; /* policy_class read through egress since it started; -1 unknown */
+} admin_vm;
+
 /* What the server calls into (from its own threads). */
 typedef struct admin_hooks {
 	void *arg;
@@ -45,6 +64,8 @@ typedef struct admin_hooks {
 	/* Highest classification (policy_class) the named sandbox has read through egress since
 	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
 	int (*taint_get)(void *arg, const char *sandbox);
+	/* Fills out[0..max) with the VM sandboxes and returns how many. NULL: none. */
+	size_t (*vms_get)(void *arg, admin_vm *out, size_t max);
 } admin_hooks;
 
 typedef struct admin_options {
