@@ -81,6 +81,13 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	}
 	o->policy_file = dup_or_null(cfg->policy.file);
 	o->ca_dir = dup_or_null(e->ca_dir);
+	if (e->n_dns_servers) {
+		o->dns_servers = xcalloc(e->n_dns_servers, sizeof(*o->dns_servers));
+		for (size_t i = 0; i < e->n_dns_servers; i++)
+			o->dns_servers[i] = xstrdup(e->dns_servers[i]);
+		o->n_dns_servers = e->n_dns_servers;
+	}
+	o->dns_timeout_ns = e->dns_timeout_ns;
 	o->leaf_lifetime_ns = e->leaf_lifetime_ns;
 	o->max_response = e->max_response;
 	o->connect_timeout_ns = e->connect_timeout_ns;

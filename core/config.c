@@ -960,6 +960,37 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	}
 }
 
+/* "ip", "ipv4:port" or "[ipv6]:port" (port 1..65535, plain decimal). */
+static bool dns_server_ok(const char *s)
+{
+	unsigned char tmp[16];
+	char h[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL;
+	if (inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1)
+		return true;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(h))
+			return false;
+		memcpy(h, s + 1, (size_t)(rb - s - 1));
+		h[rb - s - 1] = '\0';
+		if (inet_pton(AF_INET6, h, tmp) != 1)
+			return false;
+		port = rb + 2;
+	} else {
+		const char *col = strchr(s, ':');
+		if (col == NULL || (size_t)(col - s) >= sizeof(h))
+			return false;
+		memcpy(h, s, (size_t)(col - s));
+		h[col - s] = '\0';
+		if (inet_pton(AF_INET, h, tmp) != 1)
+			return false;
+		port = col + 1;
+	}
+	uint64_t p;
+	return port[0] != '0' && num_parse_u64(span_cstr(port), 1, 65535, &p) == CUSTOS_OK;
+}
+
 static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = { "enabled",
@@ -971,7 +1002,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		                            "max_connections_per_sandbox",
 		                            "dns" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
-	static const char *const dkeys[] = { "servers" };
+	static const char *const dkeys[] = { "servers", "timeout" };
 	cfg_egress *e = &cfg->egress;
 	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
 
@@ -983,6 +1014,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->read_timeout_ns = SEC(60);
 	e->idle_timeout_ns = SEC(60);
 	e->max_connections_per_sandbox = 64;
+	e->dns_timeout_ns = SEC(2);
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
@@ -1004,13 +1036,13 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	           cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
 	                       &e->n_dns_servers)) {
 		ydoc_node *seq = cfg_get(dn, "servers");
-		for (size_t i = 0; i < e->n_dns_servers; i++) {
-			unsigned char tmp[16];
-			if (inet_pton(AF_INET, e->dns_servers[i], tmp) != 1 &&
-			    inet_pton(AF_INET6, e->dns_servers[i], tmp) != 1)
-				ydoc_error(c->doc, seq->items[i], c->d, NULL,
-				           "'%s' is not an IP address", e->dns_servers[i]);
-		}
+		for (size_t i = 0; i < e->n_dns_servers; i++)
+			if (!dns_server_ok(e->dns_servers[i]))
+				ydoc_error(
+				        c->doc, seq->items[i], c->d, NULL,
+				        "'%s' is not an IP address (ip, ipv4:port or [ipv6]:port)",
+				        e->dns_servers[i]);
+		cfg_dur(c, dn, "timeout", MS(10), SEC(60), &e->dns_timeout_ns);
 	}
 }
 

@@ -336,8 +336,9 @@ typedef struct cfg_egress {
 	uint64_t max_response;     /* default 100 MiB */
 	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns;
 	uint64_t max_connections_per_sandbox; /* default 64 */
-	char **dns_servers;                   /* empty = the system resolver */
+	char **dns_servers;                   /* empty = the system resolver; "ip[:port]" */
 	size_t n_dns_servers;
+	uint64_t dns_timeout_ns; /* per try; default 2 s */
 } cfg_egress;
 
 /* ---------------------------------------------------------------------------------------------

@@ -564,6 +564,21 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_SYNC);
 	assert_int_equal(cfg->audit.sinks[0].format, CFG_FORMAT_LEEF);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_EDDSA);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 2000000000ull);
+	config_free(cfg);
+
+	/* DNS servers with ports, and a timeout per try */
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:0\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:65536\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"[::1]\"]}}\n", "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"1.2.3.4\"], timeout: 1us}}\n",
+	             "at least");
+	cfg = parse_ok("version: 1\negress: {dns: {servers: [\"127.0.0.1:5353\", \"[::1]:53\", "
+	               "\"2001:db8::53\"], timeout: 300ms}}\n");
+	assert_int_equal(cfg->egress.n_dns_servers, 3);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 300000000ull);
 	config_free(cfg);
 
 	/* A warning, not an error: continue on write errors is allowed but said out loud. */
