@@ -94,6 +94,17 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	o->read_timeout_ns = e->read_timeout_ns;
 	o->idle_timeout_ns = e->idle_timeout_ns;
 	o->max_conns = (unsigned)e->max_connections_per_sandbox;
+	/* CUSTOS_EGRESS_FORWARD=threads: the thread-per-connection forward path (comparisons and
+	 * tests); =loops:N: N event loops (default 1). docs/EGRESS.md "Forward proxy". */
+	const char *fw = getenv("CUSTOS_EGRESS_FORWARD");
+	if (fw && strcmp(fw, "threads") == 0) {
+		o->forward_threads = true;
+	} else if (fw && strncmp(fw, "loops:", 6) == 0) {
+		uint64_t n = 0;
+		if (num_parse_u64(span_cstr(fw + 6), 1, EGRESS_MAX_FWD_LOOPS, &n) != CUSTOS_OK)
+			return err_set(CUSTOS_ERR_INVAL, "CUSTOS_EGRESS_FORWARD=%s: bad value", fw);
+		o->forward_loops = (unsigned)n;
+	}
 	o->audit = audit;
 	return CUSTOS_OK;
 }

@@ -725,15 +725,47 @@ typedef struct cstart {
 	elistener *l;
 	int fd;
 	char remote[64];
+	size_t npre;
+	uint8_t *pre; /* bytes a forward loop read before handing the connection on */
 } cstart;
 
 static void *conn_main(void *arg)
 {
 	cstart *cs = arg;
-	if (!egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote))
+	if (!egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote, cs->pre, cs->npre))
 		atomic_fetch_sub(&cs->l->active, 1);
+	free(cs->pre);
 	free(cs);
 	return NULL;
+}
+
+void egress_conn_spawn(egress_server *s, elistener *l, int fd, const char *remote,
+                       const uint8_t *pre, size_t n)
+{
+	cstart *cs = xcalloc(1, sizeof(*cs));
+	cs->s = s;
+	cs->l = l;
+	cs->fd = fd;
+	snprintf(cs->remote, sizeof(cs->remote), "%s", remote);
+	if (n) {
+		cs->pre = xcalloc(1, n);
+		memcpy(cs->pre, pre, n);
+		cs->npre = n;
+	}
+	pthread_attr_t at;
+	pthread_t th;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&at, 512 * 1024);
+	int rc = pthread_create(&th, &at, conn_main, cs);
+	pthread_attr_destroy(&at);
+	if (rc != 0) {
+		log_warn("egress: cannot start a connection thread: %s", strerror(rc));
+		atomic_fetch_sub(&l->active, 1);
+		close(fd);
+		free(cs->pre);
+		free(cs);
+	}
 }
 
 static void reject_busy(egress_server *s, elistener *l, int fd)
@@ -785,29 +817,19 @@ static void *accept_main(void *arg)
 			reject_busy(s, l, fd);
 			continue;
 		}
-		cstart *cs = xcalloc(1, sizeof(*cs));
-		cs->s = s;
-		cs->l = l;
-		cs->fd = fd;
 		char a[INET6_ADDRSTRLEN] = "?";
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof(a));
 		else if (ss.ss_family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof(a));
-		snprintf(cs->remote, sizeof(cs->remote), "%s", a);
-		pthread_attr_t at;
-		pthread_t th;
-		pthread_attr_init(&at);
-		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		pthread_attr_setstacksize(&at, 512 * 1024);
-		int rc = pthread_create(&th, &at, conn_main, cs);
-		pthread_attr_destroy(&at);
-		if (rc != 0) {
-			log_warn("egress: cannot start a connection thread: %s", strerror(rc));
-			atomic_fetch_sub(&l->active, 1);
-			close(fd);
-			free(cs);
+		if (s->fwd) {
+			if (!egress_fwd_add(s, l, fd, a)) {
+				atomic_fetch_sub(&l->active, 1);
+				close(fd);
+			}
+			continue;
 		}
+		egress_conn_spawn(s, l, fd, a, NULL, 0);
 	}
 	return NULL;
 }
@@ -815,6 +837,13 @@ static void *accept_main(void *arg)
 custos_err egress_start(egress_server *s)
 {
 	GUARD(egress_relay_start(s));
+	if (!s->o.forward_threads) {
+		GUARD(egress_fwd_start(s, s->o.forward_loops));
+		log_info("egress: plain forward requests on %zu event loop(s)",
+		         egress_fwd_loops(s));
+	} else {
+		log_info("egress: plain forward requests on connection threads");
+	}
 	for (size_t i = 0; i < s->nls; i++) {
 		elistener *l = &s->ls[i];
 		int rc = pthread_create(&l->th, NULL, accept_main, l);
@@ -849,6 +878,7 @@ void egress_stop(egress_server *s)
 		}
 	}
 	egress_relay_stop(s); /* tunnels cut off and audited; no more handed over */
+	egress_fwd_stop(s);   /* forward loops: open requests cut off and audited */
 	/* Connection threads are detached: shut their sockets and wait for them to leave. */
 	for (int tries = 0; tries < 500 && !all_idle(s); tries++) {
 		egress_conn_shutdown_all(s);
@@ -877,6 +907,7 @@ void egress_free(egress_server *s)
 	}
 	free(s->ls);
 	egress_relay_free(s);
+	egress_fwd_free(s);
 	edns_free(s->dns);
 	mint_free(s->mint);
 	egress_eng_drop(s);

@@ -1036,7 +1036,8 @@ void egress_conn_shutdown_all(egress_server *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote)
+bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote,
+                       const uint8_t *pre, size_t npre)
 {
 	bool handed = false;
 	econn c = { .s = s, .l = l, .cfd = fd, .ufd = -1 };
@@ -1046,6 +1047,13 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 	buf_init(&c.in, EIN_MAX);
 	buf_init(&c.uin, EUP_MAX);
 	buf_init(&c.out, EOUT_MAX);
+	if (npre && buf_append(&c.in, pre, npre) != CUSTOS_OK) { /* bounded by EIN_MAX */
+		close(fd);
+		buf_free(&c.in);
+		buf_free(&c.uin);
+		buf_free(&c.out);
+		return false;
+	}
 	set_timeouts(fd, s->o.idle_timeout_ns, s->o.read_timeout_ns);
 	pthread_mutex_lock(&s->lock);
 	c.next = s->conns;

@@ -25,6 +25,7 @@ struct ingress_insp;
 struct policy_decision;
 typedef struct erelay erelay;
 typedef struct edns edns;
+typedef struct efwd efwd;
 
 typedef struct elistener {
 	struct egress_server *srv;
@@ -64,6 +65,7 @@ struct egress_server {
 	struct eeng *eng_cur;     /* inspection engine of the policy last seen (egress_inspect.c) */
 	erelay *relay;            /* the tunnel relay loop (egress_relay.c) */
 	edns *dns;                /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
+	efwd *fwd;                /* the forward loops (egress_fwd.c), or NULL: threads only */
 };
 
 /* One egress decision and its audit record. */
@@ -168,11 +170,30 @@ void egress_relay_free(egress_server *s);
 bool egress_relay_add(egress_server *s, elistener *l, int cfd, int ufd, const erec *r,
                       uint64_t cap);
 
+/* egress_fwd.c */
+/* Starts nloops forward loops (1..EGRESS_MAX_FWD_LOOPS) and the resolver threads. */
+custos_err egress_fwd_start(egress_server *s, unsigned nloops) CUSTOS_WUR;
+/* Once s->stopping is set: joins the threads, closes (and audits) what is open. */
+void egress_fwd_stop(egress_server *s);
+void egress_fwd_free(egress_server *s);
+/* How many forward loops run (0: none). */
+size_t egress_fwd_loops(const egress_server *s);
+/* Hands an accepted client connection (and its l->active slot) to a forward loop; false
+ * (nothing taken) when the loops no longer accept connections. */
+bool egress_fwd_add(egress_server *s, elistener *l, int fd, const char *remote);
+
+/* egress.c */
+/* Serves fd on a connection thread from now on (the l->active slot goes with it), the n bytes
+ * at pre already read from it (copied). On failure fd is closed and the slot released. */
+void egress_conn_spawn(egress_server *s, elistener *l, int fd, const char *remote,
+                       const uint8_t *pre, size_t n);
+
 /* egress_conn.c */
-/* Serves one accepted client connection (runs on its own thread). Returns true when the
- * connection went on to the relay loop as a tunnel (fd and the l->active slot are the
- * relay's), false when it ended here (fd closed). */
-bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote);
+/* Serves one accepted client connection (runs on its own thread), the n bytes at pre already
+ * read from it. Returns true when the connection went on to the relay loop as a tunnel (fd
+ * and the l->active slot are the relay's), false when it ended here (fd closed). */
+bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote,
+                       const uint8_t *pre, size_t n);
 /* Parses the TLS ClientHello at the start of b[n] (possibly over several records, at most
  * EGRESS_HELLO_MAX bytes of handshake): 1 with the SNI host name in sni[sn] and *has set (or
  * *has false when there is none), 0 need more bytes, -1 not a well-formed ClientHello. */

@@ -19,6 +19,7 @@
 #define EGRESS_MAX_INFLIGHT      65536          /* registered in-flight ingress requests */
 #define EGRESS_ID_MAX            128            /* model, sandbox, request ids */
 #define EGRESS_PRINCIPAL_MAX     256
+#define EGRESS_MAX_FWD_LOOPS     16                    /* forward event loops, ceiling */
 #define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */
 #define EGRESS_MAX_DNS_SERVERS   64                    /* egress.dns.servers */
 #define EGRESS_REQUEST_ID_HEADER "X-Custos-Request-Id" /* optional, forwarded by the model */
@@ -58,6 +59,10 @@ typedef struct egress_options {
 	uint64_t read_timeout_ns;    /* 0: 60 s */
 	uint64_t idle_timeout_ns;    /* client keep-alive and tunnel idle; 0: 60 s */
 	unsigned max_conns;          /* per listener (sandbox); 0: 64 */
+	/* Plain forward requests: on forward_loops event loops (0: 1), or, with forward_threads,
+	 * on a thread per connection as CONNECT tunnels and request bodies always are. */
+	unsigned forward_loops;
+	bool forward_threads;
 	/* DNS servers custos queries itself ("ip", "ipv4:port", "[ipv6]:port"; owned); none: the
 	 * system resolver (getaddrinfo, which also reads /etc/hosts). docs/EGRESS.md "Names". */
 	char **dns_servers;
