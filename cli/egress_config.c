@@ -95,7 +95,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	o->idle_timeout_ns = e->idle_timeout_ns;
 	o->max_conns = (unsigned)e->max_connections_per_sandbox;
 	/* CUSTOS_EGRESS_FORWARD=threads: the thread-per-connection forward path (comparisons and
-	 * tests); =loops:N: N event loops (default 1). docs/EGRESS.md "Forward proxy". */
+	 * tests); =loops:N: N event loops (default one per CPU). docs/EGRESS.md "Forward proxy". */
 	const char *fw = getenv("CUSTOS_EGRESS_FORWARD");
 	if (fw && strcmp(fw, "threads") == 0) {
 		o->forward_threads = true;

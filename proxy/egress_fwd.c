@@ -31,11 +31,11 @@
 
 #define FIO_CHUNK    (64u * 1024)
 #define FIN_MAX      (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
-#define FUP_MAX      (HTTP1_MAX_HEAD_BYTES + FIO_CHUNK)
+#define FUP_CHUNK    (128u * 1024) /* upstream reads */
+#define FUP_MAX      (HTTP1_MAX_HEAD_BYTES + FUP_CHUNK)
 #define FOUT_HIGH    (64u * 1024) /* above this, the upstream is not read (backpressure) */
 #define FOUT_MAX     (FOUT_HIGH + FUP_MAX + 2 * HTTP1_CHUNK_HDR_MAX + 64)
 #define FUOUT_MAX    (HTTP1_MAX_HEAD_BYTES + 1024)
-#define FPOOL_MAX    256 /* idle upstream connections per loop */
 #define FKEY_MAX     (SSRF_MAX_HOST + 48)
 #define FRES_THREADS 2 /* resolver threads */
 
@@ -768,7 +768,7 @@ static bool fc_up(fconn *c)
 	bool eof = false;
 	if (u->rd && buf_used(&c->out) < FOUT_HIGH) {
 		size_t room = c->uin.max - buf_used(&c->uin);
-		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
+		size_t want = room < FUP_CHUNK ? room : FUP_CHUNK;
 		if (want == 0) {
 			if (!c->rhead) {
 				snprintf(c->r.reason, sizeof(c->r.reason),
@@ -845,6 +845,25 @@ static bool fc_up(fconn *c)
 					return true;
 				}
 				c->r.bytes_down += d.len;
+				if (c->cf != HTTP1_BODY_CHUNKED && buf_used(&c->out) == 0 &&
+				    c->wr) {
+					/* nothing queued: straight from the upstream bytes, no copy */
+					ssize_t n;
+					do
+						n = send(c->fd, d.ptr, d.len,
+						         MSG_NOSIGNAL | MSG_DONTWAIT);
+					while (n == -1 && errno == EINTR);
+					if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+						c->wr = false;
+						n = 0;
+					} else if (n <= 0) {
+						fc_close(c, "client went away");
+						return true;
+					}
+					c->last = c->lp->loop.now;
+					d.ptr += n;
+					d.len -= (size_t)n;
+				}
 				custos_err e = c->cf == HTTP1_BODY_CHUNKED
 				                       ? http1_chunk_append(&c->out, d)
 				                       : buf_append(&c->out, d.ptr, d.len);
@@ -1137,8 +1156,10 @@ custos_err egress_fwd_start(egress_server *s, unsigned nloops)
 {
 	efwd *f = xcalloc(1, sizeof(*f));
 	custos_err e = CUSTOS_OK;
-	if (nloops == 0)
-		nloops = 1;
+	if (nloops == 0) { /* one per CPU */
+		long nc = sysconf(_SC_NPROCESSORS_ONLN);
+		nloops = nc > 0 ? (unsigned)nc : 1;
+	}
 	if (nloops > EGRESS_MAX_FWD_LOOPS)
 		nloops = EGRESS_MAX_FWD_LOOPS;
 	pthread_mutex_init(&f->mu, NULL);

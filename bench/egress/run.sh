@@ -11,7 +11,8 @@
 # CUSTOS_BIN overrides the binary, DUR the seconds per run (default 6), CONNS the
 # connections (default 50; DUR at least 2), REPS the rounds (default 1; with more, the proxies take turns in
 # every round and a table of medians follows), CUSTOS_BASE a second custos binary run side by
-# side as "custos-base" (before/after comparisons in one run). Needs root for apt-get (squid,
+# side as "custos-base" (before/after comparisons in one run), MODES a space-separated subset of
+# the modes (plain-1KiB connect-1KiB plain-1MiB connect-1MiB icpt-1KiB icpt-1MiB). Needs root for apt-get (squid,
 # tinyproxy, nginx) when missing.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -206,6 +207,7 @@ run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	cspr=$(awk -v r="$rps" -v s=$((s1 - s0)) -v d=$((DUR - 1)) 'BEGIN { if (r > 0) printf "%.2f", s / d / r; else print "-" }')
 	printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' "$name" "$mode" "$c" "$rps" "$mbs" "$cs" "$err" "$dials" "$cspr" | tee -a results.txt
 }
+want() { [ -z "${MODES:-}" ] || [[ " $MODES " == *" $1 "* ]]; }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 PXS=("custos $CUSTOS $P_EG")
 [ -n "$BASE" ] && PXS+=("custos-base $BASE $P_EG2")
@@ -214,13 +216,13 @@ for rep in $(seq 1 "$REPS"); do
 	for px in "${PXS[@]}"; do
 		set -- $px
 		pid=$2
-		run "$1" "$pid" "$3" plain-1KiB "localhost:$P_HTTP" /small "$CONNS"
-		run "$1" "$pid" "$3" connect-1KiB "localhost:$P_TLS" /small "$CONNS" -C -k ca.crt
-		run "$1" "$pid" "$3" plain-1MiB "localhost:$P_HTTP" /big 10
-		run "$1" "$pid" "$3" connect-1MiB "localhost:$P_TLS" /big 10 -C -k ca.crt
+		if want plain-1KiB; then run "$1" "$pid" "$3" plain-1KiB "localhost:$P_HTTP" /small "$CONNS"; fi
+		if want connect-1KiB; then run "$1" "$pid" "$3" connect-1KiB "localhost:$P_TLS" /small "$CONNS" -C -k ca.crt; fi
+		if want plain-1MiB; then run "$1" "$pid" "$3" plain-1MiB "localhost:$P_HTTP" /big 10; fi
+		if want connect-1MiB; then run "$1" "$pid" "$3" connect-1MiB "localhost:$P_TLS" /big 10 -C -k ca.crt; fi
 		case $1 in custos*)
-			run "$1" "$pid" "$3" icpt-1KiB "localhost:$P_ICPT" /small "$CONNS" -C -k "$W/custos-ca/ca.crt"
-			run "$1" "$pid" "$3" icpt-1MiB "localhost:$P_ICPT" /big 10 -C -k "$W/custos-ca/ca.crt"
+			if want icpt-1KiB; then run "$1" "$pid" "$3" icpt-1KiB "localhost:$P_ICPT" /small "$CONNS" -C -k "$W/custos-ca/ca.crt"; fi
+			if want icpt-1MiB; then run "$1" "$pid" "$3" icpt-1MiB "localhost:$P_ICPT" /big 10 -C -k "$W/custos-ca/ca.crt"; fi
 			;;
 		esac
 	done

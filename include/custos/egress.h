@@ -59,7 +59,7 @@ typedef struct egress_options {
 	uint64_t read_timeout_ns;    /* 0: 60 s */
 	uint64_t idle_timeout_ns;    /* client keep-alive and tunnel idle; 0: 60 s */
 	unsigned max_conns;          /* per listener (sandbox); 0: 64 */
-	/* Plain forward requests: on forward_loops event loops (0: 1), or, with forward_threads,
+	/* Plain forward requests: on forward_loops event loops (0: one per CPU), or, with forward_threads,
 	 * on a thread per connection as CONNECT tunnels and request bodies always are. */
 	unsigned forward_loops;
 	bool forward_threads;
