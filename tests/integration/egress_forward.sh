@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The plain forward path on its event loops (proxy/egress_fwd.c), through the real custos
+# binary (custos up) to a raw HTTP source: pipelined requests answered in order, many
+# keep-alive connections at once, backpressure (a client that does not read holds the source
+# back), a client that goes away mid-response (audited, the loop goes on), the upstream read
+# timeout, two events (decision + completion) per allowed request. With
+# CUSTOS_EGRESS_FORWARD=threads set by the caller the same checks run on the thread path.
+set -u
+BIN=${CUSTOS_BIN:?}
+SRC=${CUSTOS_SRC:?}
+for t in curl python3 timeout; do
+	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
+done
+
+W=$(mktemp -d /tmp/custos-egfwd-XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$W"
+}
+[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
+
+FAILS=0
+ok() { echo "ok   - $*"; }
+bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
+check() { # check DESC COND...
+	local d=$1; shift
+	if "$@"; then ok "$d"; else bad "$d"; fi
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_SRC=$(port); P_IN=$(port); P_EG=$(port)
+cd "$W"
+PEER="$SRC/tests/integration/egress_forward_peer.py"
+python3 "$PEER" server "$P_SRC" "$W/src" & PIDS+=($!)
+
+cat >custos.yaml <<EOY
+version: 1
+log: { level: info, format: json }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+models:
+  - { id: m1, upstream: { url: "http://127.0.0.1:9" } }
+data_sources:
+  - { id: src, url: "http://localhost:$P_SRC/", classification: internal, allow_private_addresses: true }
+egress:
+  port: $P_EG
+  max_connections_per_sandbox: 128
+  timeouts: { connect: 2s, read: 2s, idle: 5s }
+audit: { dir: "$W/audit" }
+policy: { file: "$W/policy.yaml" }
+EOY
+cat >policy.yaml <<EOY
+version: 1
+mode: enforce
+models:
+  m1: { isolation: process }
+data:
+  src: { url: "http://localhost:$P_SRC/", classification: internal }
+rules:
+  - id: read
+    effect: allow
+    when: { direction: egress, data: src, method: GET }
+EOY
+chmod 600 custos.yaml policy.yaml
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+for _ in $(seq 1 100); do
+	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_SRC) 2>/dev/null && break
+	sleep 0.1
+done
+kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+
+events() { cat "$W"/audit/* 2>/dev/null | sed 's/\\"/"/g'; }
+count() { # count TEXT...: events holding every TEXT
+	local ev; ev=$(events)
+	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+	[ -n "$ev" ] && wc -l <<<"$ev" || echo 0
+}
+audited() { # audited TEXT...: an event holding every TEXT, waiting for the batch writer
+	for _ in $(seq 1 60); do
+		[ "$(count "$@")" -gt 0 ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+PY() { timeout 60 python3 "$PEER" "$@"; }
+
+out=$(PY pipeline "$P_EG" "$P_SRC" 3)
+check "pipelined requests answered in order ($out)" test "$out" = "200:r0 200:r1 200:r2"
+check "each pipelined request audited (decision and completion)" bash -c \
+	"$(declare -f events count audited); W=$W; audited '\"egress.request\"' '/echo/r2' '\"decision\":\"allow\"' && audited '\"egress.decision\"' '/echo/r2'"
+
+out=$(PY many "$P_EG" "$P_SRC" 40 25)
+check "40 keep-alive connections x 25 requests at once, every answer right ($out)" test "${out%% *}" = 0
+sleep 1.5
+check "1000 completions audited" test "$(count '"egress.request"' '"path":"/echo/c')" -eq 1000
+check "1000 decisions audited" test "$(count '"egress.decision"' '"path":"/echo/c')" -eq 1000
+
+out=$(PY flood "$P_EG" "$P_SRC" $((48 << 20)) 1 "$W/src")
+sent_paused=$(sed -n 1p <<<"$out"); got=$(sed -n 2p <<<"$out")
+check "backpressure: the source was held back while the client did not read ($sent_paused bytes sent)" \
+	test "${sent_paused:-0}" -lt $((24 << 20))
+check "backpressure: then every byte arrived ($got)" test "${got:-0}" -eq $((48 << 20))
+
+out=$(PY abandon "$P_EG" "$P_SRC" $((48 << 20)) $((1 << 20)))
+check "a client leaving mid-response: audited as cut off" \
+	audited '"egress.request"' "/big/$((48 << 20))" 'client went away'
+out=$(PY pipeline "$P_EG" "$P_SRC" 1)
+check "the proxy serves on after it ($out)" test "$out" = "200:r0"
+
+st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/slow")
+check "a source silent past the read timeout -> 502 ($st)" test "$st" = 502
+check "read timeout audited" audited '"egress.request"' '"path":"/slow"' '"status":502'
+
+kill -TERM $UP
+wait $UP
+RC=$?
+check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
+	bash -c "[ $RC -eq 0 ] && ! grep -q 'Sanitizer' '$W/up.log'"
+if [ $FAILS -gt 0 ]; then
+	echo "--- custos log (tail)"
+	tail -n 30 up.log
+	echo "$FAILS failed"
+	exit 1
+fi
+echo "all passed"

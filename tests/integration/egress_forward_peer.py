@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Helpers for egress_forward.sh: a raw HTTP/1.1 source and raw forward-proxy clients.
+
+server PORT STATE        source: /echo/X (body "X", keep-alive), /big/N (N bytes, counted in
+                         STATE.sent), /slow (head after 4 s)
+pipeline PROXY PORT N    N absolute-URI GETs in one write on one connection; prints the bodies
+flood PROXY PORT N PAUSE STATE  GET /big/N, read nothing for PAUSE s; prints bytes the source
+                         had sent by then, then the bytes received
+abandon PROXY PORT N K   GET /big/N, read K bytes, close; prints K
+many PROXY PORT C R      C connections x R keep-alive GETs each in parallel; prints failures
+"""
+import os
+import socket
+import sys
+import threading
+import time
+
+
+def recv_head(s, buf=b""):
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise EOFError("closed in head")
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
+
+
+def read_response(s, buf=b""):
+    """One response (Content-Length or chunked); returns (status, body, leftover)."""
+    head, rest = recv_head(s, buf)
+    lines = head.split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for ln in lines[1:]:
+        k, v = ln.split(":", 1)
+        hdrs[k.strip().lower()] = v.strip()
+    if "content-length" in hdrs:
+        n = int(hdrs["content-length"])
+        while len(rest) < n:
+            d = s.recv(65536)
+            if not d:
+                raise EOFError("closed in body")
+            rest += d
+        return status, rest[:n], rest[n:]
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += s.recv(65536)
+            line, rest = rest.split(b"\r\n", 1)
+            n = int(line.split(b";")[0], 16)
+            while len(rest) < n + 2:
+                rest += s.recv(65536)
+            body += rest[:n]
+            rest = rest[n + 2:]
+            if n == 0:
+                return status, body, rest
+    return status, b"", rest
+
+
+def bump(path, k):
+    with open(path, "w") as f:
+        f.write(str(k))
+
+
+def serve_conn(c, state):
+    buf = b""
+    try:
+        while True:
+            head, buf = recv_head(c, buf)
+            path = head.split("\r\n")[0].split()[1]
+            if path.startswith("/echo/"):
+                body = path[6:].encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif path.startswith("/big/"):
+                n = int(path[5:])
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+                block = b"b" * 65536
+                sent = 0
+                while sent < n:
+                    k = c.send(block[: min(len(block), n - sent)])
+                    sent += k
+                    bump(state + ".sent", sent)
+            elif path == "/slow":
+                time.sleep(4)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            else:
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    except (OSError, EOFError):
+        pass
+    finally:
+        c.close()
+
+
+def server(port, state):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(256)
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve_conn, args=(c, state), daemon=True).start()
+
+
+def get(path, port):
+    return b"GET http://localhost:%d%s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (port, path, port)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "server":
+        server(int(sys.argv[2]), sys.argv[3])
+        return
+    proxy, port = int(sys.argv[2]), int(sys.argv[3])
+    s = socket.create_connection(("127.0.0.1", proxy))
+    s.settimeout(30)
+    if cmd == "pipeline":
+        n = int(sys.argv[4])
+        s.sendall(b"".join(get(b"/echo/r%d" % i, port) for i in range(n)))
+        rest, out = b"", []
+        for _ in range(n):
+            st, body, rest = read_response(s, rest)
+            out.append("%d:%s" % (st, body.decode()))
+        print(" ".join(out))
+    elif cmd == "flood":
+        n, pause, state = int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(get(b"/big/%d" % n, port))
+        time.sleep(pause)
+        with open(state + ".sent") as f:
+            print(f.read().strip())
+        st, body, _ = read_response(s)
+        print(len(body))
+    elif cmd == "abandon":
+        n, k = int(sys.argv[4]), int(sys.argv[5])
+        s.sendall(get(b"/big/%d" % n, port))
+        got = 0
+        while got < k:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += len(d)
+        s.close()
+        print(k if got >= k else got)
+    elif cmd == "many":
+        s.close()
+        conns, reqs = int(sys.argv[4]), int(sys.argv[5])
+        fails = []
+
+        def one(i):
+            try:
+                c = socket.create_connection(("127.0.0.1", proxy))
+                c.settimeout(30)
+                rest = b""
+                for j in range(reqs):
+                    c.sendall(get(b"/echo/c%dr%d" % (i, j), port))
+                    st, body, rest = read_response(c, rest)
+                    if st != 200 or body != b"c%dr%d" % (i, j):
+                        fails.append((i, j, st, body[:40]))
+                c.close()
+            except Exception as e:  # noqa: BLE001 - any failure counts
+                fails.append((i, repr(e)))
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        print(len(fails), fails[:3])
+
+
+if __name__ == "__main__":
+    main()
