@@ -97,6 +97,9 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	/* CUSTOS_EGRESS_FORWARD=threads: the thread-per-connection forward path (comparisons and
 	 * tests); =loops:N: N event loops (default one per CPU). docs/EGRESS.md "Forward proxy". */
 	const char *fw = getenv("CUSTOS_EGRESS_FORWARD");
+	/* audit durability sync: every decision waits for its fdatasync, which a loop would do
+	 * one request at a time; threads wait side by side and share the writer's group commit */
+	o->forward_threads = cfg->audit.durability == CFG_DURABILITY_SYNC;
 	if (fw && strcmp(fw, "threads") == 0) {
 		o->forward_threads = true;
 	} else if (fw && strncmp(fw, "loops:", 6) == 0) {
@@ -104,6 +107,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		if (num_parse_u64(span_cstr(fw + 6), 1, EGRESS_MAX_FWD_LOOPS, &n) != CUSTOS_OK)
 			return err_set(CUSTOS_ERR_INVAL, "CUSTOS_EGRESS_FORWARD=%s: bad value", fw);
 		o->forward_loops = (unsigned)n;
+		o->forward_threads = false;
 	}
 	o->audit = audit;
 	return CUSTOS_OK;

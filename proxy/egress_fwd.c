@@ -475,8 +475,10 @@ static void fc_connect_next(fconn *c)
 		c->st = FS_CONNECT;
 		c->last = lp->loop.now;
 		fc_arm(c);
-		if (r == 0)
+		if (r == 0) {
+			u->wr = true;
 			fc_connected(c);
+		}
 		return;
 	}
 	snprintf(c->r.reason, sizeof(c->r.reason), "cannot connect upstream: %s",

@@ -84,7 +84,8 @@ void egress_options_free(egress_options *o);
 /* Validates o, loads policy and CA, builds upstream TLS contexts, opens the listeners. Takes
  * over o's contents (o is emptied, success or not). *out: caller's (egress_free). */
 custos_err egress_create(egress_options *o, egress_server **out) CUSTOS_WUR;
-/* Starts one accept thread per listener; connections get a thread each. */
+/* Starts one accept thread per listener, the forward loops (plain requests) and the tunnel
+ * relay; tunnels, request bodies and interception get a connection thread each. */
 custos_err egress_start(egress_server *s) CUSTOS_WUR;
 /* Stops accepting, shuts open connections down and waits for their threads. */
 void egress_stop(egress_server *s);

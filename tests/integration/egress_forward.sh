@@ -118,6 +118,29 @@ wait $UP
 RC=$?
 check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
 	bash -c "[ $RC -eq 0 ] && ! grep -q 'Sanitizer' '$W/up.log'"
+
+# --- fail closed on the loops (audit durability batch): the writer dies, nothing goes upstream
+"$BIN" up -c custos.yaml >up2.log 2>&1 & UP=$!
+PIDS+=($UP)
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && break; sleep 0.1; done
+st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/echo/before")
+check "allowed while the audit trail works ($st)" test "$st" = 200
+# custos up -> the proxy (privilege separation) -> its audit writer
+PROXY=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
+WRITER=$([ -n "$PROXY" ] && ps -o pid= --ppid "$PROXY" | tr -d ' ' | head -n 1)
+if [ -z "$WRITER" ]; then
+	bad "found the audit writer process"
+else
+	kill -9 "$WRITER"
+	sleep 0.5
+	hdr=$(curl -s -o /dev/null -D - -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/echo/after" | tr -d '\r')
+	check "refused with 503 once the writer is gone" grep -q '^HTTP/1.1 503' <<<"$hdr"
+	check "the 503 says why" grep -q '^X-Custos-Reason: audit trail unavailable' <<<"$hdr"
+	check "nothing reached the source" bash -c "! grep -q '^/echo/after' '$W/src.log'"
+fi
+kill -TERM $UP 2>/dev/null
+wait $UP 2>/dev/null
+
 if [ $FAILS -gt 0 ]; then
 	echo "--- custos log (tail)"
 	tail -n 30 up.log

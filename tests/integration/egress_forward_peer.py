@@ -2,7 +2,7 @@
 """Helpers for egress_forward.sh: a raw HTTP/1.1 source and raw forward-proxy clients.
 
 server PORT STATE        source: /echo/X (body "X", keep-alive), /big/N (N bytes, counted in
-                         STATE.sent), /slow (head after 4 s)
+                         STATE.sent), /slow (head after 4 s); every path logged to STATE.log
 pipeline PROXY PORT N    N absolute-URI GETs in one write on one connection; prints the bodies
 flood PROXY PORT N PAUSE STATE  GET /big/N, read nothing for PAUSE s; prints bytes the source
                          had sent by then, then the bytes received
@@ -70,6 +70,8 @@ def serve_conn(c, state):
         while True:
             head, buf = recv_head(c, buf)
             path = head.split("\r\n")[0].split()[1]
+            with open(state + ".log", "a") as f:
+                f.write(path + "\n")
             if path.startswith("/echo/"):
                 body = path[6:].encode()
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))

@@ -149,9 +149,7 @@ check "plain request allowed while the audit trail works ($st)" test "$st" = 200
 # the file the moment the response is back (no waiting here)
 check "plain request: decision durable before the call (sync)" \
 	ondisk '"egress.decision"' '"path":"/before"' '"decision":"allow"'
-# custos up -> the proxy (privilege separation) -> its audit writer
-PROXY=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
-WRITER=$([ -n "$PROXY" ] && ps -o pid= --ppid "$PROXY" | tr -d ' ' | head -n 1)
+WRITER=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
 if [ -z "$WRITER" ]; then
 	bad "found the audit writer process"
 else
