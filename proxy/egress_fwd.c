@@ -35,7 +35,7 @@
 #define FUP_MAX      (HTTP1_MAX_HEAD_BYTES + FUP_CHUNK)
 #define FOUT_HIGH    (64u * 1024) /* above this, the upstream is not read (backpressure) */
 #define FOUT_MAX     (FOUT_HIGH + FUP_MAX + 2 * HTTP1_CHUNK_HDR_MAX + 64)
-#define FUOUT_MAX    (HTTP1_MAX_HEAD_BYTES + 1024)
+#define FUOUT_MAX    (HTTP1_MAX_HEAD_BYTES + FOUT_HIGH + FIN_MAX + 2 * HTTP1_CHUNK_HDR_MAX + 64)
 #define FKEY_MAX     (SSRF_MAX_HOST + 48)
 #define FRES_THREADS 2 /* resolver threads */
 
@@ -85,6 +85,12 @@ struct fconn {
 	int cerr;
 	bool cli_ka, can_retry, daudit;
 	http1_method meth;
+	/* request body (client -> uout, re-framed) */
+	bool qbody, bdone, expect;
+	http1_framing qf;
+	http1_body qb;
+	/* response inspection: head held back until the inspector releases bytes */
+	bool insp, released, sent;
 	char key[FKEY_MAX];
 	fup *up;   /* the request's upstream connection */
 	fup *kept; /* idle upstream connection kept for the next request (key in kept->key) */
@@ -319,6 +325,13 @@ static void fc_reply(fconn *c, unsigned status, const char *reason, bool close)
 		c->close_after = true;
 }
 
+/* Whether the client connection may carry another request after an answer now: not while
+ * the request's body is unread. */
+static bool fc_ka(const fconn *c)
+{
+	return c->cli_ka && (!c->qbody || c->bdone);
+}
+
 /* The request is over (answered or refused): flush, audit, then the next one or close. */
 static void fc_finish(fconn *c)
 {
@@ -393,7 +406,7 @@ static void fc_resolved(fconn *c, custos_err e, const char *msg)
 		}
 	}
 	if (e != CUSTOS_OK || c->r.status == 503) {
-		fc_reply(c, c->r.status, c->r.reason, !c->cli_ka);
+		fc_reply(c, c->r.status, c->r.reason, !fc_ka(c));
 		fc_finish(c);
 		return;
 	}
@@ -423,12 +436,23 @@ static void fc_resolve(fconn *c)
 	pthread_mutex_unlock(&f->mu);
 }
 
-static void fc_connected(fconn *c)
+/* The upstream connection is there: the request goes out. */
+static void fc_up_begin(fconn *c)
 {
-	nodelay(c->up->fd);
 	c->st = FS_UP;
 	c->last = c->lp->loop.now;
 	fc_arm(c);
+	if (c->expect) { /* answered by custos (Expect is not forwarded) */
+		c->expect = false;
+		if (buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != CUSTOS_OK)
+			buf_reset(&c->out);
+	}
+}
+
+static void fc_connected(fconn *c)
+{
+	nodelay(c->up->fd);
+	fc_up_begin(c);
 }
 
 static void fc_connect_next(fconn *c)
@@ -485,7 +509,7 @@ static void fc_connect_next(fconn *c)
 	         strerror(c->cerr ? c->cerr : ECONNREFUSED));
 	c->r.status = 502;
 	c->r.decision = "error";
-	fc_reply(c, 502, c->r.reason, !c->cli_ka);
+	fc_reply(c, 502, c->r.reason, !fc_ka(c));
 	fc_finish(c);
 }
 
@@ -519,10 +543,9 @@ static void fc_request(fconn *c, size_t hl)
 	http1_head *h = &c->p.head;
 	erec *r = &c->r;
 
-	if (h->meth == HTTP1_M_CONNECT || h->expect_continue || h->framing == HTTP1_BODY_CHUNKED ||
-	    (h->framing == HTTP1_BODY_LENGTH && h->content_length > 0) ||
-	    h->framing == HTTP1_BODY_TUNNEL || h->framing == HTTP1_BODY_CLOSE) {
-		fc_handoff(c); /* tunnels and request bodies: a connection thread */
+	if (h->meth == HTTP1_M_CONNECT || h->framing == HTTP1_BODY_TUNNEL ||
+	    h->framing == HTTP1_BODY_CLOSE) {
+		fc_handoff(c); /* tunnels: a connection thread */
 		return;
 	}
 	erec_init(r, "http");
@@ -573,16 +596,13 @@ static void fc_request(fconn *c, size_t hl)
 		fc_reject(c, hl);
 		return;
 	}
-	if (r->eng) { /* response inspection: the connection thread does it */
-		egress_inspect_release(r);
-		fc_handoff(c);
-		return;
-	}
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
 		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
 	http1_write_opts wo = {
-		.framing = h->framing == HTTP1_BODY_LENGTH ? HTTP1_BODY_LENGTH : HTTP1_BODY_NONE,
-		.content_length = 0,
+		.framing = h->framing == HTTP1_BODY_CHUNKED  ? HTTP1_BODY_CHUNKED
+		           : h->framing == HTTP1_BODY_LENGTH ? HTTP1_BODY_LENGTH
+		                                             : HTTP1_BODY_NONE,
+		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 	};
@@ -594,6 +614,13 @@ static void fc_request(fconn *c, size_t hl)
 		return;
 	}
 	c->meth = h->meth;
+	c->qf = h->framing;
+	c->qbody = h->framing != HTTP1_BODY_NONE;
+	c->expect = h->expect_continue;
+	http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
+	http1_body_init(&c->qb, h, &lim);
+	c->bdone = !c->qbody || http1_body_done(&c->qb);
+	c->insp = c->released = c->sent = false;
 	c->in_req = true;
 	buf_consume(&c->in, hl); /* h's spans are stale from here */
 	c->cap = c->src->o.max_response ? c->src->o.max_response : s->o.max_response;
@@ -610,7 +637,7 @@ static void fc_request(fconn *c, size_t hl)
 			r->status = 503;
 			r->decision = "error";
 			snprintf(r->reason, sizeof(r->reason), "%s", EGRESS_AUDIT_REFUSED);
-			fc_reply(c, 503, r->reason, !c->cli_ka);
+			fc_reply(c, 503, r->reason, !fc_ka(c));
 			fc_finish(c);
 			return;
 		}
@@ -619,11 +646,9 @@ static void fc_request(fconn *c, size_t hl)
 		c->up = u;
 		c->ugot = 0;
 		c->uoff = 0;
-		c->can_retry = true;
+		c->can_retry = !c->qbody; /* a bodyless request may go once more */
 		snprintf(r->addr, sizeof(r->addr), "%s", u->addr);
-		c->st = FS_UP;
-		c->last = c->lp->loop.now;
-		fc_arm(c);
+		fc_up_begin(c);
 		return;
 	}
 	c->can_retry = false;
@@ -680,14 +705,25 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	}
 	if (r->classification >= 0)
 		egress_taint_raise(c->l, r->classification);
+	/* Response inspection (the rule's inspect: response:): the body is rewritten (masks
+	 * change lengths), so it goes out chunked; the head is held back until the first
+	 * inspected bytes are released, so a value found early is answered with a clean 403. */
+	int iop = egress_inspect_open(r);
+	if (iop < 0) {
+		snprintf(r->reason, sizeof(r->reason), "content inspection unavailable");
+		r->status = 502;
+		c->can_retry = false;
+		fc_up_fail(c, NULL);
+		return false;
+	}
+	c->insp = iop > 0 && ingress_inspect_response_begin(r->ip, rh);
 	c->rf = rh->framing;
-	c->cf = c->rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : c->rf;
+	c->cf = c->insp || c->rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : c->rf;
 	http1_write_opts ro = { .framing = c->cf,
 		                .content_length = rh->content_length,
-		                .close = !c->cli_ka };
+		                .close = !fc_ka(c) };
 	c->up_ka = rh->keep_alive;
 	http1_body_init(&c->rb, rh, NULL);
-	buf_reset(&c->out);
 	if (http1_write_response_head(&c->out, rh, &ro) != CUSTOS_OK) {
 		buf_reset(&c->out);
 		snprintf(r->reason, sizeof(r->reason), "response head too large");
@@ -698,13 +734,69 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	}
 	buf_consume(&c->uin, rhl);
 	c->rhead = true;
-	c->close_after = !c->cli_ka;
+	c->close_after = !fc_ka(c);
 	return true;
+}
+
+/* Inspection failed (not a finding): a 502 while nothing went out, else the transfer is cut. */
+static void fc_insp_failed(fconn *c)
+{
+	log_error("egress: response inspection: %s", err_msg());
+	snprintf(c->r.reason, sizeof(c->r.reason), "content inspection failed; response cut off");
+	c->r.decision = "error";
+	if (c->sent) {
+		fc_close(c, NULL);
+		return;
+	}
+	up_drop(c->lp, c->up);
+	c->up = NULL;
+	c->r.status = 502;
+	fc_reply(c, 502, c->r.reason, true);
+	fc_finish(c);
+}
+
+/* A finding denies the response. Nothing of the value went out: before any byte reached the
+ * client the answer is a 403; after, the body is cut without its last chunk, so the client
+ * sees a truncated transfer, never a complete-looking one. */
+static void fc_insp_denied(fconn *c)
+{
+	const char *dec = "deny", *why = "response denied by content inspection";
+	ingress_inspect_outcome(c->r.ip, &dec, &why);
+	snprintf(c->r.reason, sizeof(c->r.reason), "%s", why);
+	c->r.decision = "deny";
+	up_drop(c->lp, c->up);
+	c->up = NULL;
+	if (!c->sent) {
+		c->r.status = 403;
+		fc_reply(c, 403, c->r.reason, true);
+	}
+	c->close_after = true;
+	fc_finish(c); /* what was released goes out, then the connection closes */
 }
 
 /* The response body is complete. */
 static void fc_body_done(fconn *c)
 {
+	if (c->insp) { /* the held-back tail */
+		span o = { NULL, 0 };
+		custos_err ie = ingress_inspect_response_end(c->r.ip, &o);
+		if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
+			fc_insp_failed(c);
+			return;
+		}
+		if (o.len && http1_chunk_append(&c->out, o) != CUSTOS_OK) {
+			fc_close(c, "response buffer");
+			return;
+		}
+		if (ie == CUSTOS_ERR_DENIED) {
+			fc_insp_denied(c);
+			return;
+		}
+	}
+	if (!c->bdone) { /* answered before the whole request body: neither side can go on */
+		c->up_ka = false;
+		c->close_after = true;
+	}
 	if (c->cf == HTTP1_BODY_CHUNKED && http1_chunk_end(&c->out) != CUSTOS_OK) {
 		fc_close(c, "response framing failed");
 		return;
@@ -737,10 +829,91 @@ static bool fc_flush(fconn *c, bool *progress)
 		}
 		buf_consume(&c->out, (size_t)n);
 		c->last = c->lp->loop.now;
+		c->sent = true;
 		*progress = true;
 	}
 	if (buf_used(&c->out) == 0)
 		buf_reset(&c->out);
+	return true;
+}
+
+/* The request body, from the client into c->uout (re-framed) while less than FOUT_HIGH waits
+ * for the upstream (backpressure: the client is not read meanwhile). False when the request
+ * ended here. */
+static bool fc_body_pump(fconn *c, bool *progress)
+{
+	while (!c->bdone) {
+		if (c->uoff && c->uoff == buf_used(&c->uout)) { /* all sent: room again */
+			buf_reset(&c->uout);
+			c->uoff = 0;
+		}
+		if (buf_used(&c->uout) - c->uoff >= FOUT_HIGH)
+			return true;
+		if (buf_used(&c->in)) {
+			span d = { NULL, 0 };
+			bool done = false;
+			ssize_t k = http1_body_decode(&c->qb, (const char *)buf_ptr(&c->in),
+			                              buf_used(&c->in), &d, &done);
+			if (k < 0) {
+				c->r.status = c->qb.err.status;
+				snprintf(c->r.reason, sizeof(c->r.reason), "request body: %s",
+				         c->qb.err.reason);
+				c->r.decision = "deny";
+				up_drop(c->lp, c->up);
+				c->up = NULL;
+				fc_reply(c, c->r.status, c->r.reason, true);
+				fc_finish(c);
+				return false;
+			}
+			custos_err e = CUSTOS_OK;
+			if (d.len) {
+				e = c->qf == HTTP1_BODY_CHUNKED
+				            ? http1_chunk_append(&c->uout, d)
+				            : buf_append(&c->uout, d.ptr, d.len);
+				c->r.bytes_up += d.len;
+			}
+			buf_consume(&c->in, (size_t)k);
+			if (done && c->qf == HTTP1_BODY_CHUNKED && e == CUSTOS_OK)
+				e = buf_append(&c->uout, "0\r\n\r\n", 5);
+			if (e != CUSTOS_OK) {
+				fc_close(c, "request buffer");
+				return false;
+			}
+			if (k)
+				*progress = true;
+			if (done) {
+				c->bdone = true;
+				return true;
+			}
+			if (k)
+				continue;
+		}
+		if (!c->rd)
+			return true;
+		size_t room = c->in.max - buf_used(&c->in);
+		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
+		if (want == 0 || buf_reserve(&c->in, want) != CUSTOS_OK) {
+			fc_close(c, "request buffer");
+			return false;
+		}
+		ssize_t n;
+		do
+			n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
+		while (n == -1 && errno == EINTR);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->rd = false;
+			return true;
+		}
+		if (n <= 0) {
+			fc_close(c, "client went away");
+			return false;
+		}
+		buf_commit(&c->in, (size_t)n);
+		c->last = c->lp->loop.now;
+		*progress = true;
+		if ((size_t)n < want && !c->hup)
+			c->rd = false;
+	}
 	return true;
 }
 
@@ -766,6 +939,12 @@ static bool fc_up(fconn *c)
 		c->uoff += (size_t)n;
 		c->last = c->lp->loop.now;
 		progress = true;
+	}
+	if (!c->bdone) {
+		if (!fc_body_pump(c, &progress))
+			return true;
+		if (c->uoff < buf_used(&c->uout) && u->wr)
+			return true; /* more to send: round again */
 	}
 	bool eof = false;
 	if (u->rd && buf_used(&c->out) < FOUT_HIGH) {
@@ -847,8 +1026,28 @@ static bool fc_up(fconn *c)
 					return true;
 				}
 				c->r.bytes_down += d.len;
-				if (c->cf != HTTP1_BODY_CHUNKED && buf_used(&c->out) == 0 &&
-				    c->wr) {
+				if (c->insp) {
+					span o = { NULL, 0 };
+					custos_err ie =
+					        ingress_inspect_response_data(c->r.ip, d, &o);
+					if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
+						fc_insp_failed(c);
+						return true;
+					}
+					if (o.len) {
+						c->released = true;
+						if (http1_chunk_append(&c->out, o) != CUSTOS_OK) {
+							fc_close(c, "response buffer");
+							return true;
+						}
+					}
+					if (ie == CUSTOS_ERR_DENIED) {
+						fc_insp_denied(c);
+						return true;
+					}
+					d.len = 0;
+				} else if (c->cf != HTTP1_BODY_CHUNKED && buf_used(&c->out) == 0 &&
+				           c->wr) {
 					/* nothing queued: straight from the upstream bytes, no copy */
 					ssize_t n;
 					do
@@ -863,10 +1062,12 @@ static bool fc_up(fconn *c)
 						return true;
 					}
 					c->last = c->lp->loop.now;
+					c->sent = true;
 					d.ptr += n;
 					d.len -= (size_t)n;
 				}
-				custos_err e = c->cf == HTTP1_BODY_CHUNKED
+				custos_err e = d.len == 0 ? CUSTOS_OK
+				               : c->cf == HTTP1_BODY_CHUNKED
 				                       ? http1_chunk_append(&c->out, d)
 				                       : buf_append(&c->out, d.ptr, d.len);
 				if (e != CUSTOS_OK) {
@@ -895,6 +1096,8 @@ static bool fc_up(fconn *c)
 			return true;
 		}
 	}
+	if (c->insp && !c->released)
+		return progress; /* the head is held until the inspector releases bytes */
 	if (!fc_flush(c, &progress))
 		return true;
 	return progress;

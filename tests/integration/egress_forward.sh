@@ -2,8 +2,8 @@
 # The plain forward path on its event loops (proxy/egress_fwd.c), through the real custos
 # binary (custos up) to a raw HTTP source: pipelined requests answered in order, many
 # keep-alive connections at once, backpressure (a client that does not read holds the source
-# back), a client that goes away mid-response (audited, the loop goes on), the upstream read
-# timeout, two events (decision + completion) per allowed request. With
+# back), a client that goes away mid-response (audited, the loop goes on), request bodies
+# (Content-Length with Expect: 100-continue, chunked), the upstream read timeout, two events (decision + completion) per allowed request. With
 # CUSTOS_EGRESS_FORWARD=threads set by the caller the same checks run on the thread path.
 set -u
 BIN=${CUSTOS_BIN:?}
@@ -60,7 +60,7 @@ data:
 rules:
   - id: read
     effect: allow
-    when: { direction: egress, data: src, method: GET }
+    when: { direction: egress, data: src, method: [GET, POST] }
 EOY
 chmod 600 custos.yaml policy.yaml
 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
@@ -109,6 +109,12 @@ check "a client leaving mid-response: audited as cut off" \
 out=$(PY pipeline "$P_EG" "$P_SRC" 1)
 check "the proxy serves on after it ($out)" test "$out" = "200:r0"
 
+head -c $((4 << 20)) /dev/zero >body.bin
+out=$(curl -s -x "http://127.0.0.1:$P_EG" -H 'Expect: 100-continue' --data-binary @body.bin "http://localhost:$P_SRC/len")
+check "request body (4 MiB, Content-Length, Expect: 100-continue) forwarded whole ($out)" test "$out" = $((4 << 20))
+out=$(curl -s -x "http://127.0.0.1:$P_EG" -H 'Transfer-Encoding: chunked' --data-binary @body.bin "http://localhost:$P_SRC/len")
+check "chunked request body (4 MiB) forwarded whole ($out)" test "$out" = $((4 << 20))
+check "request body bytes audited" audited '"egress.request"' '"path":"/len"' "\"bytes_up\":$((4 << 20))"
 st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/slow")
 check "a source silent past the read timeout -> 502 ($st)" test "$st" = 502
 check "read timeout audited" audited '"egress.request"' '"path":"/slow"' '"status":502'
@@ -125,9 +131,15 @@ PIDS+=($UP)
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && break; sleep 0.1; done
 st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/echo/before")
 check "allowed while the audit trail works ($st)" test "$st" = 200
-# custos up -> the proxy (privilege separation) -> its audit writer
-PROXY=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
-WRITER=$([ -n "$PROXY" ] && ps -o pid= --ppid "$PROXY" | tr -d ' ' | head -n 1)
+# The audit writer is the process of custos up's tree (supervisor -> proxy -> writer) that
+# holds a file of the trail directory open (as in egress_relay.sh).
+WRITER=
+for p in $(ps -o pid= --ppid "$UP") $(for c in $(ps -o pid= --ppid "$UP"); do ps -o pid= --ppid "$c"; done); do
+	if ls -l "/proc/$p/fd" 2>/dev/null | grep -F -- "$W/audit/" >/dev/null; then
+		WRITER=$p
+		break
+	fi
+done
 if [ -z "$WRITER" ]; then
 	bad "found the audit writer process"
 else

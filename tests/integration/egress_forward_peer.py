@@ -2,7 +2,8 @@
 """Helpers for egress_forward.sh: a raw HTTP/1.1 source and raw forward-proxy clients.
 
 server PORT STATE        source: /echo/X (body "X", keep-alive), /big/N (N bytes, counted in
-                         STATE.sent), /slow (head after 4 s); every path logged to STATE.log
+                         STATE.sent), /len (the request body's length), /slow (head after 4 s); every
+                         path logged to STATE.log
 pipeline PROXY PORT N    N absolute-URI GETs in one write on one connection; prints the bodies
 flood PROXY PORT N PAUSE STATE  GET /big/N, read nothing for PAUSE s; prints bytes the source
                          had sent by then, then the bytes received
@@ -84,6 +85,32 @@ def serve_conn(c, state):
                     k = c.send(block[: min(len(block), n - sent)])
                     sent += k
                     bump(state + ".sent", sent)
+            elif path == "/len":
+                hl = {ln.split(":", 1)[0].strip().lower(): ln.split(":", 1)[1].strip()
+                      for ln in head.split("\r\n")[1:] if ":" in ln}
+                if "content-length" in hl:
+                    n = int(hl["content-length"])
+                    while len(buf) < n:
+                        d = c.recv(65536)
+                        if not d:
+                            raise EOFError("closed in body")
+                        buf += d
+                    got, buf = n, buf[n:]
+                else:
+                    got = 0
+                    while True:
+                        while b"\r\n" not in buf:
+                            buf += c.recv(65536)
+                        line, buf = buf.split(b"\r\n", 1)
+                        n = int(line.split(b";")[0], 16)
+                        while len(buf) < n + 2:
+                            buf += c.recv(65536)
+                        got += n
+                        buf = buf[n + 2:]
+                        if n == 0:
+                            break
+                body = str(got).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             elif path == "/slow":
                 time.sleep(4)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
