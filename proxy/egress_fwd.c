@@ -3,14 +3,15 @@
  * decided, audited and forwarded by a few epoll loops (non-blocking client and upstream
  * sockets, edge-triggered), with keep-alive on both sides: a client connection keeps its
  * upstream connection for the next request to the same destination (as the thread path
- * does: a new client connection resolves and checks the name again). Names are resolved off the loop by a small
- * resolver thread pool. Bounded buffers: the client's request head, the upstream response
- * (read only while the bytes for the client are below a mark: backpressure), the bytes for
- * the client. Timers: client idle, upstream connect, upstream read, client send.
+ * does: a new client connection resolves and checks the name again). Names are resolved off
+ * the loop by a small resolver thread pool. Bounded buffers with backpressure both ways: the
+ * client's bytes (a request body is read only while little waits for the upstream), the
+ * upstream response (read only while little waits for the client). Request bodies and
+ * response inspection are done here too. Timers: client idle, upstream connect, upstream
+ * read, client send.
  *
- * What a loop does not do it hands on, with the bytes read so far, to a connection thread
- * (egress_conn.c), which serves the connection from then on: CONNECT (tunnels, interception),
- * requests with a body or Expect, and requests whose rule asks for response inspection.
+ * A CONNECT is handed on, with the bytes read so far, to a connection thread (egress_conn.c),
+ * which serves the connection from then on (tunnel to the relay loop, or interception).
  */
 #include <arpa/inet.h>
 #include <errno.h>
