@@ -88,8 +88,17 @@ static custos_err sha256_hex_ctx(EVP_MD_CTX *ctx, const EVP_MD *md, const void *
 custos_err audit_line_build_md(buf *out, uint64_t seq, span body, const char *prev,
                                char hash[AUDIT_HASH_HEX + 1], EVP_MD_CTX *ctx, const EVP_MD *md)
 {
-	char head[64];
-	int hn = snprintf(head, sizeof(head), AUDIT_LINE_PREFIX "%llu,", (unsigned long long)seq);
+	char head[64], digits[20];
+	size_t nd = 0, pl = sizeof(AUDIT_LINE_PREFIX) - 1;
+	do {
+		digits[nd++] = (char)('0' + seq % 10);
+		seq /= 10;
+	} while (seq);
+	memcpy(head, AUDIT_LINE_PREFIX, pl);
+	for (size_t i = 0; i < nd; i++)
+		head[pl + i] = digits[nd - 1 - i];
+	head[pl + nd] = ',';
+	int hn = (int)(pl + nd + 1);
 	size_t start = out->len - out->off;
 
 	GUARD(buf_reserve(out, (size_t)hn + body.len + AUDIT_PREV_SUFFIX_LEN +

@@ -30,64 +30,11 @@ enum { REC_STR = 1, REC_U64, REC_BOOL, REC_STRS, REC_FIND, REC_DURS };
 
 /* ---- producer side ---------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0: the rule core's json_escape uses. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-
-	if (c >= 0xC2 && c <= 0xDF)
-		return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-	if (c >= 0xE0 && c <= 0xEF) {
-		if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-			return 0;
-		if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
-			return 0;
-		return 3;
-	}
-	if (c >= 0xF0 && c <= 0xF4) {
-		if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
-		    (p[3] & 0xC0) != 0x80)
-			return 0;
-		if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
-/* Bytes json_escape writes for s (so the producer knows the rendered size exactly). */
-static size_t esc_len(const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t out = 0, i = 0;
-
-	while (i < n) {
-		unsigned char c = p[i];
-		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-			out++;
-			i++;
-		} else if (c >= 0x80) {
-			size_t l = utf8_len(p + i, n - i);
-			out += l ? l : 3; /* an invalid byte becomes U+FFFD */
-			i += l ? l : 1;
-		} else {
-			out += (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') ? 2
-			                                                                      : 6;
-			i++;
-		}
-	}
-	return out;
-}
-
-static size_t u64_digits(uint64_t v)
-{
-	size_t n = 1;
-	while (v >= 10) {
-		v /= 10;
-		n++;
-	}
-	return n;
-}
+/* The producer does not scan strings: it keeps an upper bound of the rendered size (a byte
+ * renders to at most 6, `\u00XX`; a number to at most 20 digits) and only when that bound
+ * passes AUDIT_MAX_EVENT does audit_rec_end render the record to learn the exact size. */
+#define ESC_MAX    6
+#define DIGITS_MAX 20
 
 static void rec_fail(audit_rec *r, custos_err e)
 {
@@ -122,7 +69,7 @@ static bool rec_name(audit_rec *r, const char *s)
 		rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: name of %zu bytes", n));
 		return false;
 	}
-	r->json_len += esc_len(s, n);
+	r->json_max += ESC_MAX * n;
 	return rec_u8(r, (uint8_t)n) && rec_put(r, s, n);
 }
 
@@ -133,7 +80,7 @@ static bool rec_key(audit_rec *r, uint8_t op, const char *key)
 		rec_fail(r, err_set(CUSTOS_ERR_INVAL, "audit: member without a key"));
 		return false;
 	}
-	r->json_len += 4;
+	r->json_max += 4;
 	return rec_u8(r, op) && rec_name(r, key);
 }
 
@@ -144,7 +91,7 @@ static bool rec_sval(audit_rec *r, const char *s, size_t n)
 		return false;
 	}
 	uint16_t l = (uint16_t)n;
-	r->json_len += 2 + esc_len(s, n);
+	r->json_max += 2 + ESC_MAX * n;
 	return rec_put(r, &l, 2) && rec_put(r, s, n);
 }
 
@@ -153,7 +100,7 @@ void audit_rec_begin_at(audit_rec *r, const char *type, uint64_t wall_ns)
 	r->len = 0;
 	r->err = CUSTOS_OK;
 	r->ended = false;
-	r->json_len = REC_JSON_FIXED;
+	r->json_max = REC_JSON_FIXED;
 	(void)rec_u8(r, AUDIT_REC_MAGIC);
 	(void)rec_put(r, &wall_ns, 8);
 	(void)rec_name(r, type ? type : "unknown");
@@ -179,7 +126,7 @@ void audit_rec_cstr(audit_rec *r, const char *key, const char *v)
 void audit_rec_u64(audit_rec *r, const char *key, uint64_t v)
 {
 	if (rec_key(r, REC_U64, key)) {
-		r->json_len += u64_digits(v);
+		r->json_max += DIGITS_MAX;
 		(void)rec_put(r, &v, 8);
 	}
 }
@@ -187,7 +134,7 @@ void audit_rec_u64(audit_rec *r, const char *key, uint64_t v)
 void audit_rec_bool(audit_rec *r, const char *key, bool v)
 {
 	if (rec_key(r, REC_BOOL, key)) {
-		r->json_len += v ? 4 : 5;
+		r->json_max += v ? 4 : 5;
 		(void)rec_u8(r, v ? 1 : 0);
 	}
 }
@@ -200,11 +147,11 @@ void audit_rec_strs(audit_rec *r, const char *key, const char *const *v, size_t 
 	}
 	if (!rec_key(r, REC_STRS, key) || !rec_u8(r, (uint8_t)n))
 		return;
-	r->json_len += 2 + (n ? n - 1 : 0); /* [] and commas */
+	r->json_max += 2 + (n ? n - 1 : 0); /* [] and commas */
 	for (size_t i = 0; i < n; i++) {
 		if (v[i] == NULL) {
 			uint16_t l = REC_NULL_LEN;
-			r->json_len += 4;
+			r->json_max += 4;
 			(void)rec_put(r, &l, 2);
 		} else {
 			(void)rec_sval(r, v[i], strlen(v[i]));
@@ -220,11 +167,11 @@ void audit_rec_findings(audit_rec *r, const audit_finding *f, size_t n)
 		return;
 	}
 	/* ,"findings":[ ... ] and per item {"type":"T","count":N} */
-	r->json_len += 14 + (n ? n - 1 : 0);
+	r->json_max += 14 + (n ? n - 1 : 0);
 	if (!rec_u8(r, REC_FIND) || !rec_u8(r, (uint8_t)n))
 		return;
 	for (size_t i = 0; i < n; i++) {
-		r->json_len += 20 + u64_digits(f[i].count);
+		r->json_max += 20 + DIGITS_MAX;
 		if (!rec_name(r, f[i].type ? f[i].type : "") || !rec_put(r, &f[i].count, 8))
 			return;
 	}
@@ -237,7 +184,7 @@ void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n)
 		return;
 	}
 	/* ,"duration_ns":{ ... } and per item "phase":N */
-	r->json_len += 17 + (n ? n - 1 : 0);
+	r->json_max += 17 + (n ? n - 1 : 0);
 	if (!rec_u8(r, REC_DURS) || !rec_u8(r, (uint8_t)n))
 		return;
 	for (size_t i = 0; i < n; i++) {
@@ -245,7 +192,7 @@ void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n)
 			rec_fail(r, err_set(CUSTOS_ERR_INVAL, "audit: duration without a phase"));
 			return;
 		}
-		r->json_len += 3 + u64_digits(d[i].ns);
+		r->json_max += 3 + DIGITS_MAX;
 		if (!rec_name(r, d[i].phase) || !rec_put(r, &d[i].ns, 8))
 			return;
 	}
@@ -254,8 +201,19 @@ void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n)
 custos_err audit_rec_end(audit_rec *r)
 {
 	r->ended = true;
-	if (r->err == CUSTOS_OK && r->json_len > AUDIT_MAX_EVENT)
-		r->err = err_set(CUSTOS_ERR_LIMIT, "audit: event over %d bytes", AUDIT_MAX_EVENT);
+	if (r->err == CUSTOS_OK && r->json_max > AUDIT_MAX_EVENT) {
+		/* The bound passes the limit: render to know (the writer renders the same way;
+		 * a refusal other than the size is the writer's to record). */
+		buf out;
+		buf_init(&out, AUDIT_MAX_EVENT);
+		custos_err e = audit_rec_render(audit_rec_bytes(r), &out);
+		if (e == CUSTOS_ERR_LIMIT)
+			r->err = err_set(CUSTOS_ERR_LIMIT, "audit: event over %d bytes",
+			                 AUDIT_MAX_EVENT);
+		else if (e == CUSTOS_OK)
+			r->json_max = buf_used(&out);
+		buf_free(&out);
+	}
 	if (r->err != CUSTOS_OK)
 		return err_set(r->err, "audit: bad record: %s", err_msg());
 	return CUSTOS_OK;
@@ -333,6 +291,14 @@ static bool rd_sval(rd *d, span *s, bool *null)
 	return true;
 }
 
+/* Bytes json_escape copies as they are: printable ASCII but the quote and the backslash. */
+static const bool plain_byte[256] = {
+	[0x20] = 1,
+	[0x21] = 1,
+	[0x23 ... 0x5b] = 1,
+	[0x5d ... 0x7f] = 1,
+};
+
 /* Appends pre, s escaped and post (each of pre/post at most 2 bytes): plain ASCII, the usual
  * case, is copied in one pass; anything else goes through core's json_escape. */
 static custos_err put_quoted(buf *out, const char *pre, size_t npre, span s, const char *post,
@@ -345,12 +311,9 @@ static custos_err put_quoted(buf *out, const char *pre, size_t npre, span s, con
 
 	memcpy(t, pre, npre);
 	t += npre;
-	for (; i < s.len; i++) {
-		unsigned char c = p[i];
-		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
-			break;
-		t[i] = c;
-	}
+	while (i < s.len && plain_byte[p[i]])
+		i++;
+	memcpy(t, p, i);
 	if (i == s.len) {
 		memcpy(t + i, post, npost);
 		buf_commit(out, npre + s.len + npost);

@@ -139,7 +139,7 @@ span audit_event_body(const audit_event *ev);
 #define AUDIT_REC_MAGIC 0x01 /* first byte of a record; a JSON body starts with '"' */
 typedef struct audit_rec {
 	size_t len;      /* bytes used in data */
-	size_t json_len; /* exact size of the rendered JSON body */
+	size_t json_max; /* upper bound of the rendered JSON body's size */
 	custos_err err;
 	bool ended;
 	uint8_t data[AUDIT_MAX_EVENT];

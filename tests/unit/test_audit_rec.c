@@ -56,7 +56,7 @@ static void b_check(both *b)
 	if (got.len != want.len || memcmp(got.ptr, want.ptr, got.len) != 0)
 		fail_msg("record renders\n%.*s\nevent gives\n%.*s", (int)got.len, got.ptr,
 		         (int)want.len, want.ptr);
-	assert_int_equal(b->rec.json_len, got.len);
+	assert_true(b->rec.json_max >= got.len);
 	assert_int_equal(audit_body_check(got, false), CUSTOS_OK);
 	buf_free(&out);
 }
@@ -109,7 +109,7 @@ static void test_rec_matches_event(void **state)
 	free(b);
 }
 
-/* The producer's size accounting is exact: an event of exactly AUDIT_MAX_EVENT bytes passes
+/* The producer's size check is exact: an event of exactly AUDIT_MAX_EVENT bytes passes
  * both builders, one byte more fails both, with escapes and multi-byte UTF-8 in the string. */
 static void test_rec_size_boundary(void **state)
 {
@@ -139,7 +139,6 @@ static void test_rec_size_boundary(void **state)
 			assert_int_equal(audit_event_end(&b->ev), want);
 			assert_int_equal(audit_rec_end(&b->rec), want);
 			if (!extra) {
-				assert_int_equal(b->rec.json_len, AUDIT_MAX_EVENT);
 				buf out;
 				buf_init(&out, AUDIT_MAX_EVENT);
 				assert_int_equal(audit_rec_render(audit_rec_bytes(&b->rec), &out),
