@@ -397,6 +397,7 @@ custos_err audit_rec_render(span rec, buf *out)
 	ENSURE(rd_take(&d, &magic, 1) && magic == AUDIT_REC_MAGIC && rd_take(&d, &wall, 8) &&
 	               rd_name(&d, &type),
 	       CUSTOS_ERR_PARSE, "audit: bad record head");
+	ENSURE(type.len > 0, CUSTOS_ERR_PARSE, "audit: event type is empty");
 	ENSURE(!span_eq_cstr(type, "checkpoint") && !span_eq_cstr(type, "recovery") &&
 	               !span_starts_with(type, SPAN_LIT("audit.")),
 	       CUSTOS_ERR_DENIED, "event type \"%.*s\" is reserved for the writer", (int)type.len,

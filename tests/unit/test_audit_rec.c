@@ -250,6 +250,10 @@ static void test_rec_hostile(void **state)
 		assert_int_equal(audit_rec_end(r), CUSTOS_OK);
 		assert_int_equal(render(r->data, r->len), CUSTOS_ERR_DENIED);
 	}
+	/* An empty type: the JSON body check refuses it too. */
+	audit_rec_begin(r, "");
+	assert_int_equal(audit_rec_end(r), CUSTOS_OK);
+	assert_int_equal(render(r->data, r->len), CUSTOS_ERR_PARSE);
 	/* A findings count past the limit, forged after the builder. */
 	audit_rec_begin_at(r, "x", 1);
 	audit_rec_findings(r, f, 1);
