@@ -25,6 +25,15 @@ bool cli_wants_help(int argc, char **argv);
 /* Prints "usage: custos <group> <name> <usage>" and the summary to stdout (help) or stderr. */
 int cli_usage(const char *group, const char *name, bool to_stdout);
 
+/* The global --log-level/--log-format flags (cli/main.c). A daemon's config file applies its
+ * log: settings only where the command line said nothing: the command line wins. Static. */
+typedef struct cli_log_flags {
+	bool level_set, format_set; /* the flag was given */
+	log_level level;            /* LOG_LVL_INFO unless given */
+	log_format format;          /* LOG_FMT_AUTO unless given */
+} cli_log_flags;
+const cli_log_flags *cli_log_flags_get(void);
+
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);

@@ -76,14 +76,26 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	o->ciphersuites = dup_or_null(t->ciphersuites);
 	o->ticket_rotate_ns = t->ticket_rotation_ns;
 	o->no_tickets = !t->session_tickets;
+	/* alpn: [] turns ALPN off; config check allows http/1.1 and http/1.0 only. */
+	o->no_alpn = t->n_alpn == 0;
+	ENSURE(t->n_alpn <= PROXY_MAX_ALPN, CUSTOS_ERR_LIMIT, "tls: at most %d ALPN protocols",
+	       PROXY_MAX_ALPN);
+	for (size_t i = 0; i < t->n_alpn; i++) {
+		bool h11 = strcmp(t->alpn[i], "http/1.1") == 0;
+		ENSURE(h11 || strcmp(t->alpn[i], "http/1.0") == 0, CUSTOS_ERR_INVAL,
+		       "tls: ALPN protocol '%s' is not one custos speaks", t->alpn[i]);
+		o->alpn[o->nalpn++] = h11 ? PROXY_ALPN_HTTP11 : PROXY_ALPN_HTTP10;
+	}
 	return CUSTOS_OK;
 }
 
-static custos_err add_route(proxy_options *o, const char *model, const char *model_id, size_t up)
+static custos_err add_route(proxy_options *o, const char *path, const char *model,
+                            const char *model_id, size_t up)
 {
-	ENSURE(o->nroutes < PROXY_MAX_ROUTES, CUSTOS_ERR_LIMIT, "more than %d model routes",
+	ENSURE(o->nroutes < PROXY_MAX_ROUTES, CUSTOS_ERR_LIMIT, "more than %d routes",
 	       PROXY_MAX_ROUTES);
 	proxy_route_opts *r = &o->routes[o->nroutes++];
+	r->path_prefix = dup_or_null(path);
 	r->model = dup_or_null(model);
 	r->model_id = dup_or_null(model_id);
 	r->upstream = up;
@@ -250,14 +262,23 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		pu->idle_timeout_ns = u->idle_timeout_ns ? u->idle_timeout_ns
 		                                         : cfg->limits.upstream_idle_timeout_ns;
 		pu->pool_max = (unsigned)u->pool_size;
-		size_t ui = o->nupstreams++;
-		GUARD(add_route(o, m->id, m->id, ui));
+		o->nupstreams++;
+	}
+	/* The proxy takes the first route that matches: path routes (which never overlap) come
+	 * first and win over the body's model; the policy sees the path route's model. */
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const cfg_route *r = &cfg->routes[i];
+		GUARD(add_route(o, r->path, NULL, cfg->models[r->model_index].id, r->model_index));
+	}
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		GUARD(add_route(o, NULL, m->id, m->id, i));
 		for (size_t a = 0; a < m->n_aliases; a++)
-			GUARD(add_route(o, m->aliases[a], m->id, ui));
+			GUARD(add_route(o, NULL, m->aliases[a], m->id, i));
 	}
 	/* Requests without a model (GET /v1/models) go to the first model server. */
 	if (o->nupstreams)
-		GUARD(add_route(o, "", NULL, 0));
+		GUARD(add_route(o, NULL, "", NULL, 0));
 	o->max_body = cfg->limits.body_max;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;
@@ -619,7 +640,11 @@ int cmd_up(int argc, char **argv)
 		fprintf(stderr, "custos up: %s: configuration has errors\n", path);
 		return CLI_FAIL;
 	}
-	log_setup(cfg->log.level, cfg->log.format);
+	/* The command line wins over the file, as with every daemon: `custos --log-level debug
+	 * up` debugs whatever log.level says. */
+	const cli_log_flags *lf = cli_log_flags_get();
+	log_setup(lf->level_set ? lf->level : cfg->log.level,
+	          lf->format_set ? lf->format : cfg->log.format);
 	if (cfg->log.file != NULL && log_open_file(cfg->log.file) != CUSTOS_OK) {
 		fprintf(stderr, "custos up: %s\n", err_msg());
 		config_free(cfg);

@@ -14,10 +14,11 @@
 #define MS(x)  ((uint64_t)(x)*1000000ull)
 #define SEC(x) ((uint64_t)(x)*1000000000ull)
 
-static const char *const top_keys[] = { "version",      "log",    "workers", "limits",
-	                                "listeners",    "auth",   "models",  "sandbox_profiles",
-	                                "data_sources", "egress", "audit",   "admin",
-	                                "policy" };
+static const char *const top_keys[] = { "version",      "log",       "workers",
+	                                "limits",       "listeners", "auth",
+	                                "models",       "routes",    "sandbox_profiles",
+	                                "data_sources", "egress",    "audit",
+	                                "admin",        "policy" };
 
 /* ---------------------------------------------------------------------------------------------
  * log, workers, limits
@@ -137,19 +138,38 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	}
 	cfg_str(c, m, "ciphers", false, &t->ciphers);
 	cfg_str(c, m, "ciphersuites", false, &t->ciphersuites);
+	/* ALPN: the codec speaks HTTP/1.x only, so only those ids may be offered; an empty list
+	 * turns ALPN off (offers are then ignored, never refused). */
 	char **alpn;
 	size_t nalpn;
 	if (cfg_strlist(c, m, "alpn", CFG_MAX_LIST, &alpn, &nalpn)) {
-		for (size_t i = 0; i < nalpn; i++) {
-			if (strlen(alpn[i]) > 255)
-				ydoc_error(c->doc, cfg_get(m, "alpn"), c->d, NULL,
-				           "ALPN protocol names are at most 255 bytes");
+		ydoc_node *an = cfg_get(m, "alpn");
+		bool ok = true;
+		for (size_t i = 0; i < nalpn && i < an->n; i++) {
+			if (strcmp(alpn[i], "http/1.1") != 0 && strcmp(alpn[i], "http/1.0") != 0) {
+				ydoc_error(c->doc, an->items[i], c->d,
+				           "custos speaks HTTP/1.1 (and 1.0) only: list http/1.1",
+				           "ALPN protocol '%s' is not one custos can speak",
+				           alpn[i]);
+				ok = false;
+				continue;
+			}
+			for (size_t j = 0; j < i; j++) {
+				if (strcmp(alpn[i], alpn[j]) == 0) {
+					ydoc_error(c->doc, an->items[i], c->d, NULL,
+					           "ALPN protocol '%s' is listed twice", alpn[i]);
+					ok = false;
+					break;
+				}
+			}
 		}
-		t->alpn = alpn;
-		t->n_alpn = nalpn;
+		if (ok) {
+			t->alpn = alpn;
+			t->n_alpn = nalpn;
+		}
 	}
 	cfg_bool(c, m, "session_tickets", &t->session_tickets);
-	cfg_dur(c, m, "ticket_key_rotation", SEC(60), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
+	cfg_dur(c, m, "ticket_key_rotation", SEC(1), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
 }
 
 static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
@@ -468,6 +488,85 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		}
 		parse_model_sandbox(c, m, &mod->sandbox);
 		parse_upstream(c, m, mod, &cfg->limits);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * routes
+ */
+/* A route path: '/' then segments of RFC 3986 pchar without percent-encoding (a prefix is
+ * compared byte for byte, so a second spelling of one path must not exist), no empty, "." or
+ * ".." segment, no trailing '/'. Returns NULL when good, else what is wrong. */
+static const char *route_path_problem(const char *p, const char **hint)
+{
+	size_t n = strlen(p);
+
+	*hint = NULL;
+	if (p[0] != '/')
+		return "a route path starts with '/'";
+	if (n == 1) {
+		*hint = "a route for every path leaves nothing to route by model: name a prefix "
+		        "such as /v1/embeddings";
+		return "'/' is not a route path";
+	}
+	if (n > CFG_MAX_ROUTE_PATH)
+		return "route path is too long";
+	if (p[n - 1] == '/') {
+		*hint = "prefixes match whole segments: /v1/embeddings matches /v1/embeddings/x";
+		return "a route path does not end with '/'";
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch == '%') {
+			*hint = "write the characters themselves: requests are matched with "
+			        "unreserved characters decoded";
+			return "percent-encoding in a route path";
+		}
+		if (ch == '?' || ch == '#') {
+			*hint = "routes match the path only, never the query";
+			return "'?' or '#' in a route path";
+		}
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=:@/", ch)))
+			return "a route path has a character that is not allowed in a URL path";
+	}
+	for (const char *seg = p + 1;; seg++) {
+		const char *end = strchr(seg, '/');
+		size_t len = end ? (size_t)(end - seg) : strlen(seg);
+		if (len == 0)
+			return "empty segment ('//') in a route path";
+		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+			return "'.' or '..' segment in a route path (requests with them are "
+			       "refused)";
+		if (end == NULL)
+			break;
+		seg = end;
+	}
+	return NULL;
+}
+
+static void parse_routes(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = { "path", "model" };
+	ydoc_node *s = cfg_seq(c, root, "routes", CFG_MAX_ROUTES);
+
+	if (s == NULL)
+		return;
+	cfg->routes = cfg_alloc(c->a, s->n, sizeof(cfg_route));
+	for (size_t i = 0; i < s->n; i++) {
+		ydoc_node *m = s->items[i];
+		cfg_route *r = &cfg->routes[cfg->n_routes];
+		if (!CFG_MAP(c, m, "a route", keys))
+			continue;
+		cfg->n_routes++;
+		if (cfg_str(c, m, "path", true, &r->path)) {
+			const char *hint;
+			const char *why = route_path_problem(r->path, &hint);
+			if (why)
+				ydoc_error(c->doc, cfg_get(m, "path"), c->d, hint, "%s: '%s'", why,
+				           r->path);
+		}
+		cfg_str(c, m, "model", true, &r->model);
 	}
 }
 
@@ -1226,6 +1325,59 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			           m->id ? m->id : "?", p->id);
 	}
 
+	/* Routes: a known model each, and no two prefixes that one request path could match
+	 * (equal, or one a whole-segment prefix of the other), so no order decides anything. */
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		cfg_route *r = &cfg->routes[i];
+		ydoc_node *node = seq_item(root, "routes", i);
+		const cfg_model *m = r->model ? config_find_model(cfg, r->model) : NULL;
+		if (r->model && m == NULL) {
+			const char **names = cfg_alloc(c->a, cfg->n_models + 1, sizeof(char *));
+			size_t nn = 0;
+			for (size_t k = 0; k < cfg->n_models; k++) /* an id may be missing */
+				if (cfg->models[k].id)
+					names[nn++] = cfg->models[k].id;
+			const char *g = diag_suggest(span_cstr(r->model), names, nn);
+			char hint[128];
+			snprintf(hint, sizeof(hint), "did you mean '%s'?", g ? g : "");
+			ydoc_node *mn = ydoc_map_get(node, "model");
+			ydoc_error(c->doc, mn ? mn : node, c->d,
+			           g ? hint : "a route names a model (id or alias) under models",
+			           "unknown model '%s': no upstream for route '%s'", r->model,
+			           r->path ? r->path : "?");
+		} else if (m) {
+			r->model_index = (size_t)(m - cfg->models);
+		}
+		for (size_t j = 0; r->path && j < i; j++) {
+			const char *a = cfg->routes[j].path, *b = r->path;
+			if (a == NULL)
+				continue;
+			size_t la = strlen(a), lb = strlen(b);
+			const char *shortp = la <= lb ? a : b, *longp = la <= lb ? b : a;
+			size_t ls = la <= lb ? la : lb;
+			bool dup = la == lb && strcmp(a, b) == 0;
+			bool over = !dup && strncmp(shortp, longp, ls) == 0 && longp[ls] == '/';
+			if (!dup && !over)
+				continue;
+			ydoc_node *pn = ydoc_map_get(node, "path");
+			ydoc_node *other = ydoc_map_get(seq_item(root, "routes", j), "path");
+			char where[96] = "";
+			if (other)
+				snprintf(where, sizeof(where), " (line %u)", other->line);
+			if (dup)
+				ydoc_error(c->doc, pn ? pn : node, c->d, NULL,
+				           "duplicate route path '%s': already routed%s", b, where);
+			else
+				ydoc_error(c->doc, pn ? pn : node, c->d,
+				           "route prefixes must not nest: route the narrower paths "
+				           "each, or by model",
+				           "route path '%s' overlaps '%s'%s: a request under '%s' "
+				           "would match both",
+				           b, a, where, longp);
+			break;
+		}
+	}
+
 	/* Interception needs the CA, and data sources need the egress proxy. */
 	for (size_t i = 0; i < cfg->n_data_sources; i++) {
 		if (cfg->data_sources[i].intercept && cfg->egress.ca_dir == NULL) {
@@ -1286,6 +1438,7 @@ static custos_config *build(const ydoc *doc, diag_list *d)
 	parse_auth(&c, root, &cfg->auth);
 	parse_profiles(&c, root, cfg);
 	parse_models(&c, root, cfg);
+	parse_routes(&c, root, cfg);
 	parse_data_sources(&c, root, cfg);
 	parse_egress(&c, root, cfg);
 	parse_audit(&c, root, &cfg->audit);

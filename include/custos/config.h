@@ -23,6 +23,8 @@
 #define CFG_MAX_CERTS           4 /* certificate/key pairs per listener (e.g. ECDSA + RSA) */
 #define CFG_MAX_MODELS          256
 #define CFG_MAX_ALIASES         16
+#define CFG_MAX_ROUTES          64   /* routes[] (path routes) */
+#define CFG_MAX_ROUTE_PATH      1024 /* one route's path prefix */
 #define CFG_MAX_PROFILES        64
 #define CFG_MAX_DATA_SOURCES    1024
 #define CFG_MAX_SINKS           16
@@ -109,7 +111,7 @@ typedef struct cfg_tls_server {
 	cfg_tls_version min_version; /* default 1.2 */
 	char *ciphers;               /* TLS 1.2 list; NULL = Mozilla intermediate */
 	char *ciphersuites;          /* TLS 1.3 list; NULL = OpenSSL default */
-	char **alpn;                 /* default ["http/1.1"] */
+	char **alpn;                 /* default ["http/1.1"]; only http/1.1, http/1.0; [] = off */
 	size_t n_alpn;
 	bool session_tickets;        /* default true */
 	uint64_t ticket_rotation_ns; /* default 12 h */
@@ -214,6 +216,16 @@ typedef struct cfg_model {
 	cfg_upstream upstream;
 	cfg_model_sandbox sandbox;
 } cfg_model;
+
+/* ---------------------------------------------------------------------------------------------
+ * routes[]: requests by path prefix to a model's upstream. A path route wins over the body's
+ * `model`; prefixes match whole segments and never overlap (docs/CONFIG.md, routes).
+ */
+typedef struct cfg_route {
+	char *path;         /* "/v1/embeddings": '/' + segments, no trailing '/', no '%', no dots */
+	char *model;        /* as written: a model's id or alias */
+	size_t model_index; /* resolved index into cfg->models */
+} cfg_route;
 
 /* ---------------------------------------------------------------------------------------------
  * sandbox_profiles: (a map id -> profile)
@@ -421,6 +433,8 @@ typedef struct custos_config {
 	cfg_auth auth;
 	cfg_model *models;
 	size_t n_models;
+	cfg_route *routes;
+	size_t n_routes;
 	cfg_profile *profiles;
 	size_t n_profiles;
 	cfg_data_source *data_sources;
