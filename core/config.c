@@ -18,7 +18,7 @@ static const char *const top_keys[] = { "version",      "log",       "workers",
 	                                "limits",       "listeners", "auth",
 	                                "models",       "routes",    "sandbox_profiles",
 	                                "data_sources", "egress",    "audit",
-	                                "admin",        "policy" };
+	                                "admin",        "policy",    "proxy" };
 
 /* ---------------------------------------------------------------------------------------------
  * log, workers, limits
@@ -719,12 +719,13 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		                            "disk",        "cmdline",     "hostdev",
 		                            "channel",     "vsock_cid",   "console_log",
 		                            "type",        "libvirt_uri", "channel_socket" };
-	static const char *const chans[] = { "vsock", "virtio-serial" };
+	static const char *const chans[] = { "vsock", "virtio-serial", "auto" };
 	static const char *const types[] = { "kvm", "qemu" };
 	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
 
 	p->vm.vcpus = 1;
 	p->vm.memory = 1ull << 30;
+	p->vm.channel = CFG_VM_AUTO;
 	if (m == NULL)
 		return;
 	p->vm.enabled = true;
@@ -959,6 +960,37 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	}
 }
 
+/* "ip", "ipv4:port" or "[ipv6]:port" (port 1..65535, plain decimal). */
+static bool dns_server_ok(const char *s)
+{
+	unsigned char tmp[16];
+	char h[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL;
+	if (inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1)
+		return true;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(h))
+			return false;
+		memcpy(h, s + 1, (size_t)(rb - s - 1));
+		h[rb - s - 1] = '\0';
+		if (inet_pton(AF_INET6, h, tmp) != 1)
+			return false;
+		port = rb + 2;
+	} else {
+		const char *col = strchr(s, ':');
+		if (col == NULL || (size_t)(col - s) >= sizeof(h))
+			return false;
+		memcpy(h, s, (size_t)(col - s));
+		h[col - s] = '\0';
+		if (inet_pton(AF_INET, h, tmp) != 1)
+			return false;
+		port = col + 1;
+	}
+	uint64_t p;
+	return port[0] != '0' && num_parse_u64(span_cstr(port), 1, 65535, &p) == CUSTOS_OK;
+}
+
 static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = { "enabled",
@@ -970,7 +1002,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		                            "max_connections_per_sandbox",
 		                            "dns" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
-	static const char *const dkeys[] = { "servers" };
+	static const char *const dkeys[] = { "servers", "timeout" };
 	cfg_egress *e = &cfg->egress;
 	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
 
@@ -982,6 +1014,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->read_timeout_ns = SEC(60);
 	e->idle_timeout_ns = SEC(60);
 	e->max_connections_per_sandbox = 64;
+	e->dns_timeout_ns = SEC(2);
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
@@ -1003,13 +1036,13 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	           cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
 	                       &e->n_dns_servers)) {
 		ydoc_node *seq = cfg_get(dn, "servers");
-		for (size_t i = 0; i < e->n_dns_servers; i++) {
-			unsigned char tmp[16];
-			if (inet_pton(AF_INET, e->dns_servers[i], tmp) != 1 &&
-			    inet_pton(AF_INET6, e->dns_servers[i], tmp) != 1)
-				ydoc_error(c->doc, seq->items[i], c->d, NULL,
-				           "'%s' is not an IP address", e->dns_servers[i]);
-		}
+		for (size_t i = 0; i < e->n_dns_servers; i++)
+			if (!dns_server_ok(e->dns_servers[i]))
+				ydoc_error(
+				        c->doc, seq->items[i], c->d, NULL,
+				        "'%s' is not an IP address (ip, ipv4:port or [ipv6]:port)",
+				        e->dns_servers[i]);
+		cfg_dur(c, dn, "timeout", MS(10), SEC(60), &e->dns_timeout_ns);
 	}
 }
 
@@ -1138,6 +1171,26 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 /* ---------------------------------------------------------------------------------------------
  * admin, policy
  */
+static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
+{
+	static const char *const keys[] = { "user", "self_sandbox" };
+	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys);
+
+	p->self_sandbox = true;
+	if (cfg_str(c, m, "user", false, &p->user) && p->user) {
+		/* A system user name: what useradd accepts, so that no lookup is ambiguous. */
+		size_t n = strlen(p->user);
+		bool ok = n >= 1 && n <= 32 && strchr("abcdefghijklmnopqrstuvwxyz_", p->user[0]);
+		for (size_t i = 1; ok && i < n; i++)
+			ok = strchr("abcdefghijklmnopqrstuvwxyz0123456789_-", p->user[i]) != NULL;
+		if (!ok)
+			ydoc_error(c->doc, cfg_get(m, "user"), c->d, "e.g. custos",
+			           "proxy.user: a user name of 1 to 32 of [a-z0-9_-], not starting "
+			           "with a digit or '-'");
+	}
+	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
+}
+
 static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 {
 	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
@@ -1444,6 +1497,7 @@ static custos_config *build(const ydoc *doc, diag_list *d)
 	parse_audit(&c, root, &cfg->audit);
 	parse_admin(&c, root, &cfg->admin);
 	parse_policy(&c, root, &cfg->policy);
+	parse_proxy(&c, root, &cfg->proxy);
 	cross_checks(&c, root, cfg);
 	return cfg;
 }

@@ -404,6 +404,24 @@ static void test_admin_rules(void **state)
 	expect_error("version: 1\nadmin: {socket: relative.sock}\n", "absolute path");
 }
 
+static void test_proxy_section(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\n");
+	assert_null(cfg->proxy.user);
+	assert_true(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nproxy: {user: custos-proxy, self_sandbox: false}\n");
+	assert_string_equal(cfg->proxy.user, "custos-proxy");
+	assert_false(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	expect_error("version: 1\nproxy: {user: \"\"}\n", "must not be empty");
+	expect_error("version: 1\nproxy: {user: \"-x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: \"root;x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: nobody, sandbox: true}\n", "unknown key 'sandbox'");
+	expect_error("version: 1\nproxy: {self_sandbox: yes}\n", "not a boolean");
+}
+
 static void test_models_and_profiles(void **state)
 {
 	(void)state;
@@ -478,7 +496,18 @@ static void test_models_and_profiles(void **state)
 	assert_int_equal(vc->profiles[0].vm.domain_type, CFG_VM_QEMU);
 	assert_string_equal(vc->profiles[0].vm.libvirt_uri, "qemu+unix:///system?socket=/s");
 	assert_string_equal(vc->profiles[0].vm.channel_socket, "/c.sock");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_AUTO); /* the default */
 	config_free(vc);
+	vc = parse_ok("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vsock, "
+	              "vsock_cid: 42}}, q: {vm: {disk: /d, channel: auto}}}\n");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_VSOCK);
+	assert_int_equal(vc->profiles[0].vm.vsock_cid, 42);
+	assert_int_equal(vc->profiles[1].vm.channel, CFG_VM_AUTO);
+	config_free(vc);
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vhost}}}\n",
+	             "vhost");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, vsock_cid: 2}}}\n",
+	             "vsock_cid");
 	expect_error("version: 1\nsandbox_profiles: {p: {}, p: {}}\n", "duplicate key 'p'");
 	expect_error("version: 1\nmodels: [{id: m, sandbox: {type: process, profile: p, command: "
 	             "[/x], restart: {initial: 10s, max: 1s}}}]\nsandbox_profiles: {p: {}}\n",
@@ -535,6 +564,21 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_SYNC);
 	assert_int_equal(cfg->audit.sinks[0].format, CFG_FORMAT_LEEF);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_EDDSA);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 2000000000ull);
+	config_free(cfg);
+
+	/* DNS servers with ports, and a timeout per try */
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:0\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:65536\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"[::1]\"]}}\n", "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"1.2.3.4\"], timeout: 1us}}\n",
+	             "at least");
+	cfg = parse_ok("version: 1\negress: {dns: {servers: [\"127.0.0.1:5353\", \"[::1]:53\", "
+	               "\"2001:db8::53\"], timeout: 300ms}}\n");
+	assert_int_equal(cfg->egress.n_dns_servers, 3);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 300000000ull);
 	config_free(cfg);
 
 	/* A warning, not an error: continue on write errors is allowed but said out loud. */
@@ -595,6 +639,7 @@ int main(void)
 		cmocka_unit_test(test_listener_rules),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
+		cmocka_unit_test(test_proxy_section),
 		cmocka_unit_test(test_models_and_profiles),
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
