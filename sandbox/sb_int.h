@@ -190,7 +190,19 @@ typedef struct sb_cgroup {
  * With no usable backend (AUTO) returns CUSTOS_OK with backend NONE and *note set. */
 custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
                             const char **note) CUSTOS_WUR;
+/* Moves pid into the cgroup where the child cannot join by itself (v2 without
+ * CLONE_INTO_CGROUP); v1 children join with sb_cgroup_join_self, so nothing to do there. */
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid) CUSTOS_WUR;
+/* v1: opens each controller directory's `tasks` file for writing, before the clone (fds[i] = -1
+ * where a controller is absent, all -1 on other backends). The child, still single-threaded,
+ * joins by writing "0" to them (sb_cgroup_join_self): a thread moving itself skips the global
+ * threadgroup lock whose RCU grace period makes moving another process take 5-25 ms. The
+ * kernel checks the opener's credentials (custos'), not the child's. Close with
+ * sb_cgroup_close_fds. */
+custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
+/* In the child: joins every cgroup in fds, then closes them; 0 or an errno. */
+int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS]);
+void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS]);
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Kills every process in the cgroup (cgroup.kill on v2, SIGKILL over cgroup.procs on v1). */
 void sb_cgroup_kill(const sb_cgroup *cg);
