@@ -133,9 +133,28 @@ typedef struct sb_filter {
 	unsigned short len;
 } sb_filter;
 
-/* Compiles the profile's filter (unlisted and denied calls -> user notification). */
+/* The profile's filter (unlisted and denied calls -> user notification): the program compiled
+ * at build time when the profile's seccomp inputs are a built-in profile's, else compiled
+ * (libseccomp, ~2 ms) and cached per process. Owner of f: caller, sb_filter_free. */
 custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f) CUSTOS_WUR;
+/* Compiles p's filter with libseccomp, no cache (what sb_seccomp_build does on a miss). */
+custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f) CUSTOS_WUR;
+/* Everything of p that its filter depends on, as a string (malloc'd; NULL on failure): equal
+ * keys give equal programs. */
+char *sb_seccomp_key(const sandbox_profile *p);
 void sb_filter_free(sb_filter *f);
+
+/* Programs compiled at build time for the built-in profiles: sandbox/gen/seccomp_gen.c runs the
+ * code above (sb_seccomp_compile) during the build and writes them into seccomp_builtin.c in
+ * the build tree, which is part of custos_sandbox. Empty when cross-compiling. */
+typedef struct sb_seccomp_builtin {
+	const char *key; /* sb_seccomp_key of the profile */
+	uint32_t arch;   /* seccomp_arch_native() of the build: used only on the same */
+	const struct sock_filter *insns;
+	unsigned short len;
+} sb_seccomp_builtin;
+extern const sb_seccomp_builtin sb_seccomp_builtins[];
+extern const size_t sb_seccomp_n_builtins;
 /* Child: loads f with a new listener; returns the listener fd or -errno. */
 int sb_seccomp_load_listener(const sb_filter *f);
 /* True when name is in the always-denied set. */
