@@ -302,7 +302,7 @@ struct sandbox {
 	bool thread_started;
 
 	char *name;
-	char hash[65];
+	char hash[65]; /* written once by sandbox_spawn's thread, before hash_state = 1 */
 	sb_plan plan;
 	sb_cgroup cg;
 	const char *cg_note;
@@ -320,8 +320,10 @@ struct sandbox {
 	bool running;
 	unsigned generation;
 	sb_sockfactory factory;
-	bool done;       /* no more instances */
-	bool stop_req;   /* sandbox_stop asked */
+	bool done;      /* no more instances */
+	bool stop_req;  /* sandbox_stop asked */
+	int hash_state; /* 0: being computed, 1: hash ready, -1: failed (hash_err) */
+	char hash_err[SB_MSG_MAX];
 	bool first_done; /* the first start finished (ok or not) */
 	custos_err first_err;
 	char first_msg[SB_MSG_MAX];
