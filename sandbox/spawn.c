@@ -166,6 +166,17 @@ static void exec_command(const sb_plan *plan, int sync)
 	_exit(127);
 }
 
+/* The init's fork of the command. Not glibc's fork(): that takes malloc's and stdio's locks for
+ * its atfork handling, and this process is a clone3 copy of a multi-threaded custos: a lock
+ * another custos thread held at that instant (the spawning thread's neighbour hashing the
+ * profile, a proxy worker in `custos up`) has no owner here and fork() would wait on it
+ * forever. The raw system call takes no lock; the command child calls only async-signal-safe
+ * functions until execve. (seccomp allows clone without namespace flags.) */
+static pid_t init_fork(void)
+{
+	return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+}
+
 static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
 {
 	const int *fwd = fwd_signals;
@@ -179,7 +190,7 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 		sigaction(fwd[i], &sa, NULL);
 
-	pid_t pid = fork();
+	pid_t pid = init_fork();
 	if (pid == -1)
 		sb_child_fail(sync, "fork of the command", errno);
 	if (pid == 0) {
