@@ -37,7 +37,7 @@ if [ "$(id -u)" -ne 0 ] || ! unshare -m --propagation private true 2>/dev/null; 
 	echo "SKIPPED part: hiding libvirt needs root and a private mount namespace"
 	exit $fail
 fi
-lib=$(ldconfig -p | awk '/libvirt\.so\.0 /{ print $NF; exit }')
+lib=$(ldconfig -p | awk '/libvirt\.so\.0 / && !seen { print $NF; seen = 1 }') # reads it all (pipefail)
 if [ -z "$lib" ]; then
 	echo "SKIPPED part: libvirt.so.0 not in the loader cache"
 	exit $fail
