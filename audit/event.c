@@ -99,3 +99,21 @@ span audit_event_body(const audit_event *ev)
 		return span_of("", 0);
 	return span_of(s.ptr + 1, s.len - 2);
 }
+
+custos_err audit_event_from_body(audit_event *ev, span body)
+{
+	ENSURE(body.len > 0, CUSTOS_ERR_INVAL, "audit: empty event body");
+	ENSURE(body.len <= AUDIT_MAX_EVENT, CUSTOS_ERR_LIMIT, "audit: event of %zu bytes",
+	       body.len);
+	memset(&ev->b, 0, sizeof(ev->b));
+	ev->b.data = ev->storage;
+	ev->b.cap = sizeof(ev->storage);
+	ev->b.max = sizeof(ev->storage);
+	json_init(&ev->w, &ev->b);
+	ev->storage[0] = '{';
+	memcpy(ev->storage + 1, body.ptr, body.len);
+	ev->storage[body.len + 1] = '}';
+	ev->b.len = body.len + 2;
+	ev->ended = true;
+	return CUSTOS_OK;
+}

@@ -25,6 +25,15 @@ bool cli_wants_help(int argc, char **argv);
 /* Prints "usage: custos <group> <name> <usage>" and the summary to stdout (help) or stderr. */
 int cli_usage(const char *group, const char *name, bool to_stdout);
 
+/* The global --log-level/--log-format flags (cli/main.c). A daemon's config file applies its
+ * log: settings only where the command line said nothing: the command line wins. Static. */
+typedef struct cli_log_flags {
+	bool level_set, format_set; /* the flag was given */
+	log_level level;            /* LOG_LVL_INFO unless given */
+	log_format format;          /* LOG_FMT_AUTO unless given */
+} cli_log_flags;
+const cli_log_flags *cli_log_flags_get(void);
+
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
@@ -39,13 +48,17 @@ struct egress_options;
 struct audit_writer;
 struct sandbox;
 /* sbx[i]: model i's running sandbox (its listener is made inside), or NULL (host listener). */
+/* sbx_fds[cfg model index]: the egress listener the supervisor made inside each sandboxed
+ * model's sandbox (taken over: set to -1); sbx_vm: which of them are VMs. */
 custos_err cli_egress_options(const struct custos_config *cfg, struct audit_writer *audit,
-                              struct sandbox *const *sbx, struct egress_options *o) CUSTOS_WUR;
+                              int *sbx_fds, const bool *sbx_vm,
+                              struct egress_options *o) CUSTOS_WUR;
 struct egress_server;
 /* Tells the sandbox-restart hook which egress server to re-listen for (NULL: detach). */
 void cli_egress_attach(struct egress_server *eg);
-/* From the sandbox START event: a restarted model's sandbox gets a new egress listener. */
-void cli_egress_sandbox_started(const char *model, unsigned generation);
+/* A restarted model's sandbox (new netns, new VM channel) got a new egress listener fd
+ * (taken over, closed when no listener follows that model). */
+custos_err cli_egress_replace(size_t model_index, int fd) CUSTOS_WUR;
 /* Highest classification model's sandbox has read through egress (-1: no listener). */
 int cli_egress_taint(const char *model);
 int cmd_sandbox_exec(int argc, char **argv);
@@ -66,10 +79,22 @@ custos_err cli_vm_start(const struct custos_config *cfg, const struct cfg_model 
 custos_err cli_vm_connect(void *arg, int *fd) CUSTOS_WUR;
 /* A new listener (caller owns *lfd) for the guest's egress streams, for the egress proxy. */
 custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd) CUSTOS_WUR;
-/* Which egress listener follows this VM across restarts (a new channel, a new listener). */
-void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index);
+/* Who gets the new egress listener after the VM's channel came back (fn owns the fd; it
+ * runs on the VM's supervisor thread). NULL: nobody (none is made). */
+void cli_vm_egress_hook(struct up_vm *u, void (*fn)(void *arg, int fd), void *arg);
+/* True while the VM's QEMU is checked and its channel up. */
+bool cli_vm_routable(struct up_vm *u);
+/* cli/cmd_up.c, supervisor side: sends a finished audit event to the proxy, whose writer
+ * records it (or to the supervisor's own writer once the proxy is gone). */
+struct audit_event;
+void cli_privsep_audit(const struct audit_event *ev);
 /* The model id the VM serves. */
 const char *cli_vm_model(const struct up_vm *u);
+struct admin_vm;
+/* The admin API's view of one VM (GET /v1/sandboxes): a snapshot into *out. */
+void cli_vm_admin_info(struct up_vm *u, struct admin_vm *out);
+/* cli_vm_admin_info for vms[0..n), at most max; returns how many were filled. */
+size_t cli_vm_admin_list(struct up_vm *const *vms, size_t n, struct admin_vm *out, size_t max);
 /* Stops the supervisor, closes the channel, destroys the domain, frees u (NULL: no-op). */
 void cli_vm_stop(struct up_vm *u);
 int cmd_audit_keygen(int argc, char **argv);

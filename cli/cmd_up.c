@@ -1,40 +1,53 @@
 /*
- * custos up -c FILE: loads custos.yaml, maps it onto the proxy's and the audit writer's option
- * structs, starts the audit writer, the listeners and the workers, and runs in the foreground
- * (logs on stderr) until SIGTERM. SIGHUP re-reads the file (config, certificates, policy).
+ * custos up -c FILE: loads custos.yaml and runs the configured system in the foreground (logs
+ * on stderr) until SIGTERM; SIGHUP re-reads the file (config, certificates, policy), SIGUSR1
+ * reopens the log file.
+ *
+ * Privilege separation (docs/SANDBOX.md): `up` forks. The parent, the supervisor, keeps what
+ * needs privilege: it starts, restarts and stops the sandboxes (process and VM), makes sockets
+ * inside their network namespaces when the proxy asks, and reports their lifecycle. The
+ * child, the proxy, opens its listeners, keys and policy, then gives up its user and every
+ * capability and confines itself (NO_NEW_PRIVS, Landlock, seccomp) before it starts its audit
+ * writer, egress proxy, admin API and workers. They talk over one socketpair (cli/privsep.h).
+ * Either one ending makes the other stop (fail closed), audited.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "custos/admin.h"
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/egress.h"
+#include "custos/lazylib.h"
 #include "custos/policy.h"
 #include "custos/proxy.h"
 #include "custos/sandbox.h"
+#include "privsep.h"
 
 #define NS_PER_S  1000000000ull
 #define NS_PER_MS 1000000ull
 
-/* Sandboxed model servers started by `up`: they outlive reloads (a reload maps the new config
- * onto the running sandboxes; adding one needs a restart). */
-struct up_sandbox {
-	char *model;
-	sandbox *sb;
-	uint16_t port;
-	sandbox_limits limits;
-};
+/* The proxy's context (reload and admin hooks). */
 struct up_ctx {
 	const char *path;
 	struct audit_writer *audit;
-	struct up_sandbox sbx[PROXY_MAX_UPSTREAMS];
-	size_t nsbx;
-	struct up_vm *vms[PROXY_MAX_UPSTREAMS]; /* sandbox.type: vm (cli/vm_up.c) */
-	size_t nvms;
 	egress_server *eg;
 	bool audit_batch;
 	proxy_server *srv; /* for the admin API's hooks */
@@ -76,34 +89,30 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	o->ciphersuites = dup_or_null(t->ciphersuites);
 	o->ticket_rotate_ns = t->ticket_rotation_ns;
 	o->no_tickets = !t->session_tickets;
+	/* alpn: [] turns ALPN off; config check allows http/1.1 and http/1.0 only. */
+	o->no_alpn = t->n_alpn == 0;
+	ENSURE(t->n_alpn <= PROXY_MAX_ALPN, CUSTOS_ERR_LIMIT, "tls: at most %d ALPN protocols",
+	       PROXY_MAX_ALPN);
+	for (size_t i = 0; i < t->n_alpn; i++) {
+		bool h11 = strcmp(t->alpn[i], "http/1.1") == 0;
+		ENSURE(h11 || strcmp(t->alpn[i], "http/1.0") == 0, CUSTOS_ERR_INVAL,
+		       "tls: ALPN protocol '%s' is not one custos speaks", t->alpn[i]);
+		o->alpn[o->nalpn++] = h11 ? PROXY_ALPN_HTTP11 : PROXY_ALPN_HTTP10;
+	}
 	return CUSTOS_OK;
 }
 
-static custos_err add_route(proxy_options *o, const char *model, const char *model_id, size_t up)
+static custos_err add_route(proxy_options *o, const char *path, const char *model,
+                            const char *model_id, size_t up)
 {
-	ENSURE(o->nroutes < PROXY_MAX_ROUTES, CUSTOS_ERR_LIMIT, "more than %d model routes",
+	ENSURE(o->nroutes < PROXY_MAX_ROUTES, CUSTOS_ERR_LIMIT, "more than %d routes",
 	       PROXY_MAX_ROUTES);
 	proxy_route_opts *r = &o->routes[o->nroutes++];
+	r->path_prefix = dup_or_null(path);
 	r->model = dup_or_null(model);
 	r->model_id = dup_or_null(model_id);
 	r->upstream = up;
 	return CUSTOS_OK;
-}
-
-static struct up_sandbox *find_sandbox(struct up_ctx *u, const char *model)
-{
-	for (size_t i = 0; i < u->nsbx; i++)
-		if (strcmp(u->sbx[i].model, model) == 0)
-			return &u->sbx[i];
-	return NULL;
-}
-
-static struct up_vm *find_vm(struct up_ctx *u, const char *model)
-{
-	for (size_t i = 0; i < u->nvms; i++)
-		if (strcmp(cli_vm_model(u->vms[i]), model) == 0)
-			return u->vms[i];
-	return NULL;
 }
 
 /* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
@@ -156,8 +165,8 @@ static custos_err load_api_keys_file(const char *path, proxy_options *o)
 }
 
 /* Maps cfg onto o (o owns copies of everything; the config can be freed afterwards).
- * Sandboxed models must already run (start_sandboxes). */
-static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_options *o)
+ * Sandboxed models must be known to the privsep mirror (psx_proxy_init). */
+static custos_err map_config(const custos_config *cfg, proxy_options *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->workers = (unsigned)cfg->workers;
@@ -219,21 +228,17 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 			snprintf(tmp, sizeof(tmp), "unix:%s", u->path);
 			break;
 		case CFG_UPSTREAM_SANDBOX: {
-			struct up_vm *vmu = find_vm(uc, m->id);
-			if (vmu) { /* streams over the VM's channel */
-				pu->connect_fn = cli_vm_connect;
-				pu->connect_arg = vmu;
-				snprintf(tmp, sizeof(tmp), "vm:%s", m->id);
-				break;
-			}
-			struct up_sandbox *sb = find_sandbox(uc, m->id);
-			ENSURE(sb, CUSTOS_ERR_UNSUPPORTED,
+			/* Sockets the supervisor made inside the sandbox (or streams over the
+			 * VM's channel), handed over through cli/privsep.c. */
+			int k = psx_proxy_find(m->id);
+			ENSURE(k >= 0, CUSTOS_ERR_UNSUPPORTED,
 			       "model %s: its sandbox is not running (a sandboxed model added by a "
 			       "reload needs a restart)",
 			       m->id);
-			pu->sandbox = sb->sb;
-			pu->sandbox_port = sb->port;
-			snprintf(tmp, sizeof(tmp), "sandbox:%s:%u", m->id, sb->port);
+			pu->connect_fn = psx_proxy_connect;
+			pu->connect_arg = psx_proxy_arg(k);
+			snprintf(tmp, sizeof(tmp), "%s:%s",
+			         m->sandbox.type == CFG_SANDBOX_VM ? "vm" : "sandbox", m->id);
 			break;
 		}
 		default:
@@ -250,14 +255,23 @@ static custos_err map_config(const custos_config *cfg, struct up_ctx *uc, proxy_
 		pu->idle_timeout_ns = u->idle_timeout_ns ? u->idle_timeout_ns
 		                                         : cfg->limits.upstream_idle_timeout_ns;
 		pu->pool_max = (unsigned)u->pool_size;
-		size_t ui = o->nupstreams++;
-		GUARD(add_route(o, m->id, m->id, ui));
+		o->nupstreams++;
+	}
+	/* The proxy takes the first route that matches: path routes (which never overlap) come
+	 * first and win over the body's model; the policy sees the path route's model. */
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const cfg_route *r = &cfg->routes[i];
+		GUARD(add_route(o, r->path, NULL, cfg->models[r->model_index].id, r->model_index));
+	}
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		GUARD(add_route(o, NULL, m->id, m->id, i));
 		for (size_t a = 0; a < m->n_aliases; a++)
-			GUARD(add_route(o, m->aliases[a], m->id, ui));
+			GUARD(add_route(o, NULL, m->aliases[a], m->id, i));
 	}
 	/* Requests without a model (GET /v1/models) go to the first model server. */
 	if (o->nupstreams)
-		GUARD(add_route(o, "", NULL, 0));
+		GUARD(add_route(o, NULL, "", NULL, 0));
 	o->max_body = cfg->limits.body_max;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;
@@ -280,7 +294,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	diag_free(&d);
 	if (e != CUSTOS_OK)
 		return err_set(e, "%s: configuration has errors", path);
-	e = map_config(cfg, uc, o);
+	e = map_config(cfg, o);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	config_free(cfg);
@@ -337,10 +351,21 @@ static int admin_taint_get(void *arg, const char *name)
 	return cli_egress_taint(name);
 }
 
+/* VM entries for GET /v1/sandboxes: as the supervisor last reported them (cli_vm_admin_info
+ * there), with the taint the egress proxy here has seen. */
+static size_t admin_vms_get(void *arg, admin_vm *out, size_t max)
+{
+	(void)arg;
+	size_t n = psx_proxy_admin_vms(out, max);
+	for (size_t i = 0; i < n; i++)
+		out[i].taint = cli_egress_taint(out[i].name);
+	return n;
+}
+
 /* Starts the admin API from the admin: section; NULL when disabled or it could not start
  * (logged: the proxy keeps serving without it). */
 
-static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
+static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, int socket_fd)
 {
 	const cfg_admin *ca = &cfg->admin;
 	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
@@ -348,10 +373,11 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 	admin_server *a = NULL;
 	char *tcp = NULL;
 
-	if (!ca->enabled)
+	if (!ca->enabled || (socket_fd < 0 && !ca->tcp.enabled))
 		return NULL;
 	memset(&ao, 0, sizeof(ao));
-	ao.socket_path = ca->socket;
+	ao.socket_path = socket_fd >= 0 ? ca->socket : NULL; /* bound before confinement */
+	ao.socket_fd = socket_fd;
 	ao.socket_mode = ca->socket_mode;
 	ao.allowed_uids = ca->allowed_uids;
 	ao.n_allowed_uids = ca->n_allowed_uids;
@@ -364,18 +390,16 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc)
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
 	ao.audit_dir = cfg->audit.dir;
-	for (size_t i = 0; i < uc->nsbx && i < ADMIN_MAX_SANDBOXES; i++) {
-		const struct up_sandbox *x = &uc->sbx[i];
-		sbx[i] = (admin_sandbox){ .name = x->model,
-			                  .sb = x->sb,
-			                  .memory_bytes = x->limits.memory_bytes,
-			                  .pids = x->limits.pids,
-			                  .nofile = x->limits.nofile,
-			                  .cpu_millis = x->limits.cpu_millis };
-		ao.n_sandboxes++;
-	}
+	/* The supervisor's sandboxes, as mirrored here (state messages), any kind. */
+	ao.n_sandboxes = psx_proxy_admin_sandboxes(sbx, ADMIN_MAX_SANDBOXES);
 	ao.sandboxes = sbx;
-	ao.hooks = (admin_hooks){ uc, admin_policy_get, admin_policy_reload, admin_taint_get };
+	ao.hooks = (admin_hooks){ .arg = uc,
+		                  .policy_get = admin_policy_get,
+		                  .policy_reload = admin_policy_reload,
+		                  .taint_get = admin_taint_get,
+		                  .sandbox_state = psx_proxy_admin_state,
+		                  .sandbox_restart = psx_proxy_admin_restart,
+		                  .vms_get = admin_vms_get };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {
 		log_error("up: admin API not started: %s", err_msg());
 		a = NULL;
@@ -505,45 +529,210 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 	return CUSTOS_OK;
 }
 
+/* =============================================================================================
+ * The supervisor: the privileged half. It holds the sandboxes and answers the proxy.
+ */
+struct sup_model {
+	char *id;
+	size_t cfg_index;
+	sandbox *sb;      /* process sandbox */
+	struct up_vm *vm; /* VM sandbox */
+	uint16_t port;
+	sandbox_limits limits;
+	uint16_t egress_port; /* 0: no egress proxy */
+	bool vm_routable;
+	uint32_t vm_generation;
+	psx_vm_info vm_info; /* last sent */
+	bool vm_info_sent;
+};
+
+static struct {
+	int sock;
+	pid_t proxy;
+	pthread_mutex_t send_mu; /* sock, proxy_gone */
+	bool proxy_gone;         /* messages go nowhere; audit goes to aw */
+	struct sup_model m[PSX_MAX_MODELS];
+	size_t n;
+	pthread_mutex_t aw_mu;
+	audit_writer *aw; /* the supervisor's own writer, only once the proxy is gone */
+} S = { .sock = -1,
+	.proxy = -1,
+	.send_mu = PTHREAD_MUTEX_INITIALIZER,
+	.aw_mu = PTHREAD_MUTEX_INITIALIZER };
+
+static void sup_vm_info(struct sup_model *x);
+
+static void sup_send(const psx_hdr *h, const void *payload, const int *fds, size_t nfds)
+{
+	pthread_mutex_lock(&S.send_mu);
+	if (!S.proxy_gone && S.sock >= 0 && psx_send(S.sock, h, payload, fds, nfds) != CUSTOS_OK)
+		log_debug("privsep: to the proxy: %s", err_msg());
+	pthread_mutex_unlock(&S.send_mu);
+}
+
+void cli_privsep_audit(const audit_event *ev)
+{
+	span body = audit_event_body(ev);
+
+	pthread_mutex_lock(&S.send_mu);
+	bool gone = S.proxy_gone || S.sock < 0;
+	pthread_mutex_unlock(&S.send_mu);
+	if (!gone) {
+		psx_hdr h = { .type = PSX_AUDIT, .len = (uint32_t)body.len };
+		sup_send(&h, body.ptr, NULL, 0);
+		return;
+	}
+	pthread_mutex_lock(&S.aw_mu);
+	if (S.aw == NULL || audit_submit(S.aw, ev) != CUSTOS_OK)
+		log_error("supervisor: event not audited: {%.*s}", (int)body.len, body.ptr);
+	pthread_mutex_unlock(&S.aw_mu);
+}
+
+static void sup_state(const struct sup_model *x, sandbox *sb)
+{
+	psx_state st;
+
+	memset(&st, 0, sizeof(st));
+	st.pid = -1;
+	st.port = x->port;
+	st.memory_bytes = x->limits.memory_bytes;
+	st.pids = x->limits.pids;
+	st.nofile = x->limits.nofile;
+	st.cpu_millis = x->limits.cpu_millis;
+	if (sb) {
+		snprintf(st.kind, sizeof(st.kind), "process");
+		st.pid = sandbox_pid(sb);
+		st.running = st.pid > 0;
+		st.generation = sandbox_generation(sb);
+		st.restarts = st.generation ? st.generation - 1 : 0;
+		snprintf(st.profile_hash, sizeof(st.profile_hash), "%s",
+		         sandbox_profile_hash_of(sb));
+		snprintf(st.cgroup, sizeof(st.cgroup), "%s", sandbox_cgroup_backend(sb));
+	} else {
+		snprintf(st.kind, sizeof(st.kind), "vm");
+		st.running = x->vm_routable;
+		st.generation = x->vm_generation;
+		st.restarts = x->vm_generation ? x->vm_generation - 1 : 0;
+	}
+	psx_hdr h = { .type = PSX_STATE,
+		      .model = (uint16_t)x->cfg_index,
+		      .gen = st.generation,
+		      .len = sizeof(st) };
+	sup_send(&h, &st, NULL, 0);
+}
+
+static void sup_egress_fd(const struct sup_model *x, unsigned gen, int fd)
+{
+	psx_hdr h = { .type = PSX_EGRESS_FD, .model = (uint16_t)x->cfg_index, .gen = gen };
+	sup_send(&h, NULL, &fd, 1);
+	close(fd); /* the proxy has its own copy now */
+}
+
+/* Every lifecycle event: logged, audited (through the proxy's writer), counted for /metrics
+ * and mirrored to the proxy; a START brings a new netns and so a new egress listener. */
 static void on_sandbox_event(const sandbox_event *ev, void *arg)
 {
+	struct sup_model *x = arg;
 	buf b;
 	const char *s = "";
+	audit_event ae;
 
 	buf_init(&b, 4096);
 	if (sandbox_event_json(ev, &b) == CUSTOS_OK && buf_cstr(&b, &s) == CUSTOS_OK)
-		log_info("sandbox %s: %s", (const char *)arg, s);
+		log_info("sandbox %s: %s", x->id, s);
 	buf_free(&b);
-	if (ev->kind == SANDBOX_EV_START) /* a new netns: the egress listener follows it */
-		cli_egress_sandbox_started((const char *)arg, ev->generation);
-	admin_sandbox_event((const char *)arg, (int)ev->kind,
-	                    ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1);
-}
-
-static void stop_sandboxes(struct up_ctx *uc)
-{
-	for (size_t i = 0; i < uc->nsbx; i++) {
-		if (sandbox_stop(uc->sbx[i].sb) != CUSTOS_OK)
-			log_warn("up: stopping sandbox %s: %s", uc->sbx[i].model, err_msg());
-		sandbox_free(uc->sbx[i].sb);
-		free(uc->sbx[i].model);
+	audit_event_begin_at(&ae, "sandbox.process", ev->wall_ns);
+	audit_event_cstr(&ae, "model", x->id);
+	audit_event_cstr(&ae, "action", sandbox_event_kind_name(ev->kind));
+	audit_event_u64(&ae, "generation", ev->generation);
+	if (ev->pid > 0)
+		audit_event_u64(&ae, "pid", (uint64_t)ev->pid);
+	audit_event_cstr(&ae, "profile_hash", ev->profile_hash);
+	if (ev->kind == SANDBOX_EV_EXIT) {
+		if (ev->signal)
+			audit_event_u64(&ae, "signal", (uint64_t)ev->signal);
+		else
+			audit_event_u64(&ae, "exit_code", (uint64_t)ev->exit_code);
 	}
-	uc->nsbx = 0;
-	for (size_t i = 0; i < uc->nvms; i++)
-		cli_vm_stop(uc->vms[i]);
-	uc->nvms = 0;
+	if (ev->syscall)
+		audit_event_cstr(&ae, "syscall", ev->syscall);
+	if (ev->limit)
+		audit_event_cstr(&ae, "limit", ev->limit);
+	if (ev->count)
+		audit_event_u64(&ae, "count", ev->count);
+	audit_event_cstr(&ae, "detail", ev->detail);
+	if (audit_event_end(&ae) == CUSTOS_OK)
+		cli_privsep_audit(&ae);
+	psx_hdr h = { .type = PSX_EVENT,
+		      .model = (uint16_t)x->cfg_index,
+		      .gen = (uint32_t)(ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1),
+		      .arg = (uint32_t)ev->kind };
+	sup_send(&h, NULL, NULL, 0);
+	if (ev->kind == SANDBOX_EV_START && x->egress_port) {
+		int fd = -1;
+		if (sandbox_listen_inside(ev->sandbox, x->egress_port, 128, &fd) != CUSTOS_OK)
+			log_error("egress: model %s started without an egress listener: %s", x->id,
+			          err_msg());
+		else
+			sup_egress_fd(x, ev->generation, fd);
+	}
+	sup_state(x, ev->sandbox);
 }
 
-/* Starts every model whose upstream is its own process sandbox and waits until it answers. */
-static custos_err start_sandboxes(const custos_config *cfg, struct up_ctx *uc)
+static void on_vm_egress(void *arg, int fd)
 {
-	for (size_t i = 0; i < cfg->n_models; i++) {
+	struct sup_model *x = arg;
+	sup_egress_fd(x, x->vm_generation, fd);
+}
+
+static void stop_sandboxes(void)
+{
+	for (size_t i = 0; i < S.n; i++) {
+		struct sup_model *x = &S.m[i];
+		if (x->sb && sandbox_stop(x->sb) != CUSTOS_OK)
+			log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
+		sandbox_free(x->sb);
+		x->sb = NULL;
+		cli_vm_stop(x->vm);
+		x->vm = NULL;
+	}
+}
+
+static void free_models(void)
+{
+	stop_sandboxes();
+	for (size_t i = 0; i < S.n; i++)
+		free(S.m[i].id);
+	S.n = 0;
+}
+
+/* Starts every sandboxed model and waits until it answers; their first egress listeners and
+ * states reach the proxy on the way. */
+static custos_err start_sandboxes(const custos_config *cfg)
+{
+	ENSURE(cfg->n_models <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT, "more than %d models",
+	       PSX_MAX_MODELS);
+	for (size_t i = 0; i < cfg->n_models && S.n < PSX_MAX_MODELS; i++) {
 		const cfg_model *m = &cfg->models[i];
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
 			continue;
+		struct sup_model *x = &S.m[S.n++];
+		x->id = xstrdup(m->id);
+		x->cfg_index = i;
+		x->port = m->sandbox.port ? m->sandbox.port : 8000;
+		x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
 		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
-			GUARD(cli_vm_start(cfg, m, uc->audit, &uc->vms[uc->nvms]));
-			uc->nvms++;
+			GUARD(cli_vm_start(cfg, m, NULL, &x->vm));
+			x->vm_routable = true;
+			x->vm_generation = 1;
+			if (x->egress_port) {
+				int fd = -1;
+				GUARD(cli_vm_egress_fd(x->vm, &fd));
+				sup_egress_fd(x, 1, fd);
+				cli_vm_egress_hook(x->vm, on_vm_egress, x);
+			}
+			sup_state(x, NULL);
+			sup_vm_info(x);
 			continue;
 		}
 		ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
@@ -551,40 +740,594 @@ static custos_err start_sandboxes(const custos_config *cfg, struct up_ctx *uc)
 		sandbox_profile p;
 		struct sb_storage *st = xcalloc(1, sizeof(*st));
 		custos_err e = map_sandbox(cfg, m, &p, st);
-		struct up_sandbox *us = &uc->sbx[uc->nsbx];
-		us->model = xstrdup(m->id);
 		sandbox_opts so;
 		sandbox_opts_init(&so);
 		so.on_event = on_sandbox_event;
-		so.arg = us->model;
+		so.arg = x;
 		so.restart.max_restarts = UINT32_MAX;
 		if (m->sandbox.restart_initial_ns)
 			so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
 		if (m->sandbox.restart_max_ns)
 			so.restart.backoff_max_ms = m->sandbox.restart_max_ns / NS_PER_MS;
+		x->limits = p.limits;
 		sandbox *sb = NULL;
 		if (e == CUSTOS_OK)
 			e = sandbox_spawn(&p, st->argv, &so, &sb);
 		for (size_t k = 0; k < st->n_env_set; k++)
 			free(st->env_set[k]);
 		free(st);
-		if (e != CUSTOS_OK) {
-			free(us->model);
+		if (e != CUSTOS_OK)
 			return err_wrap(e, "model %s: sandbox", m->id);
-		}
-		us->sb = sb;
-		us->limits = p.limits;
-		us->port = m->sandbox.port ? m->sandbox.port : 8000;
-		uc->nsbx++;
+		x->sb = sb;
 		uint64_t wait_ms = m->sandbox.health.start_timeout_ns
 		                           ? m->sandbox.health.start_timeout_ns / NS_PER_MS
 		                           : 120000;
 		log_info("up: model %s: sandbox started (pid %d), waiting for port %u", m->id,
-		         (int)sandbox_pid(sb), us->port);
-		GUARD(err_wrap(sandbox_wait_ready(sb, us->port, m->sandbox.health.path, wait_ms),
+		         (int)sandbox_pid(sb), x->port);
+		GUARD(err_wrap(sandbox_wait_ready(sb, x->port, m->sandbox.health.path, wait_ms),
 		               "model %s: not ready", m->id));
+		sup_state(x, sb);
 	}
 	return CUSTOS_OK;
+}
+
+static struct sup_model *sup_model_of(const psx_hdr *h)
+{
+	for (size_t i = 0; i < S.n; i++)
+		if (S.m[i].cfg_index == h->model)
+			return &S.m[i];
+	return NULL;
+}
+
+/* WANT: sockets inside the sandbox's netns (unconnected; a batch per round trip to its
+ * socket factory, one message per batch), or streams over the VM's channel. */
+static void sup_want(struct sup_model *x, uint32_t want)
+{
+	int fds[PSX_MAX_FDS];
+	int err = 0;
+	unsigned gen = 0;
+
+	if (want > PSX_POOL_MAX)
+		want = PSX_POOL_MAX;
+	while (want > 0 && err == 0) {
+		size_t n = 0;
+		custos_err e;
+		if (x->sb) {
+			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
+			if (batch > SANDBOX_SOCKETS_BATCH)
+				batch = SANDBOX_SOCKETS_BATCH;
+			e = sandbox_sockets_inside(x->sb, fds, batch, &n, &gen);
+		} else {
+			e = cli_vm_connect(x->vm, &fds[0]);
+			n = e == CUSTOS_OK ? 1 : 0;
+			gen = x->vm_generation;
+		}
+		if (e != CUSTOS_OK) {
+			log_debug("privsep: model %s: %s", x->id, err_msg());
+			err = e == CUSTOS_ERR_AGAIN ? EAGAIN : ECONNREFUSED;
+			break;
+		}
+		psx_hdr h = { .type = PSX_SOCKS, .model = (uint16_t)x->cfg_index, .gen = gen };
+		sup_send(&h, NULL, fds, n);
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+		want -= (uint32_t)n;
+	}
+	if (err) {
+		psx_hdr h = { .type = PSX_SOCKS,
+			      .model = (uint16_t)x->cfg_index,
+			      .gen = gen,
+			      .arg = (uint32_t)err };
+		sup_send(&h, NULL, NULL, 0);
+	}
+}
+
+/* RESTART from the admin API: SIGKILL to the instance's init through a pidfd, checked to
+ * still be the current instance (a recycled pid is never signalled). */
+static void sup_restart(struct sup_model *x, pid_t pid)
+{
+	int r = 0;
+
+	if (x->sb == NULL) {
+		r = ENOTSUP;
+	} else {
+		int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (fd == -1)
+			r = errno;
+		else if (sandbox_pid(x->sb) != pid)
+			r = ESRCH;
+		else if (syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == -1)
+			r = errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	log_info("up: model %s: restart of pid %d asked by the proxy: %s", x->id, (int)pid,
+	         r ? strerror(r) : "killed");
+	psx_hdr h = { .type = PSX_RESTARTED,
+		      .model = (uint16_t)x->cfg_index,
+		      .gen = (uint32_t)pid,
+		      .arg = (uint32_t)r };
+	sup_send(&h, NULL, NULL, 0);
+}
+
+static void audit_proxy_exit(int status, const char *why)
+{
+	audit_event ev;
+	char detail[160];
+
+	if (WIFSIGNALED(status))
+		snprintf(detail, sizeof(detail), "%s: killed by signal %d%s", why, WTERMSIG(status),
+		         WTERMSIG(status) == SIGSYS ? " (a system call outside its seccomp filter)"
+		                                    : "");
+	else
+		snprintf(detail, sizeof(detail), "%s: exit status %d", why, WEXITSTATUS(status));
+	log_error("up: the proxy (pid %d) ended: %s; stopping the sandboxes", (int)S.proxy, detail);
+	audit_event_begin(&ev, "privsep");
+	audit_event_cstr(&ev, "process", "supervisor");
+	audit_event_cstr(&ev, "action", "proxy_lost");
+	audit_event_u64(&ev, "proxy_pid", (uint64_t)S.proxy);
+	audit_event_cstr(&ev, "detail", detail);
+	if (audit_event_end(&ev) == CUSTOS_OK)
+		cli_privsep_audit(&ev);
+}
+
+/* The admin API's VM entry (cli_vm_admin_info), sent when it changed. */
+static void sup_vm_info(struct sup_model *x)
+{
+	admin_vm v;
+	psx_vm_info pi;
+
+	cli_vm_admin_info(x->vm, &v);
+	psx_vm_info_from(&v, &pi);
+	if (x->vm_info_sent && memcmp(&pi, &x->vm_info, sizeof(pi)) == 0)
+		return;
+	x->vm_info = pi;
+	x->vm_info_sent = true;
+	psx_hdr h = { .type = PSX_VM_INFO, .model = (uint16_t)x->cfg_index, .len = sizeof(pi) };
+	sup_send(&h, &pi, NULL, 0);
+}
+
+static void sup_vm_poll(void)
+{
+	for (size_t i = 0; i < S.n; i++) {
+		struct sup_model *x = &S.m[i];
+		if (x->vm == NULL)
+			continue;
+		sup_vm_info(x);
+		bool r = cli_vm_routable(x->vm);
+		if (r == x->vm_routable)
+			continue;
+		x->vm_routable = r;
+		if (r)
+			x->vm_generation++;
+		sup_state(x, NULL);
+	}
+}
+
+/* Runs until the proxy has ended; returns the exit code of `custos up`. */
+static int supervisor_main(custos_config *cfg, int sfd)
+{
+	bool drained = false, term = false, sock_open = true;
+	uint64_t kill_at = 0;
+	int status = 0;
+
+	custos_err e = start_sandboxes(cfg);
+	if (e != CUSTOS_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		log_error("up: %s", msg);
+		psx_hdr h = { .type = PSX_FAIL, .len = (uint32_t)strlen(msg) };
+		sup_send(&h, msg, NULL, 0);
+		stop_sandboxes();
+	} else {
+		psx_hdr h = { .type = PSX_READY };
+		sup_send(&h, NULL, NULL, 0);
+	}
+	uint64_t grace =
+	        cfg->limits.shutdown_timeout_ns ? cfg->limits.shutdown_timeout_ns : 10 * NS_PER_S;
+	psx_msg *m = xcalloc(1, sizeof(*m));
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = sfd, .events = POLLIN },
+			                { .fd = sock_open ? S.sock : -1, .events = POLLIN } };
+		int r = poll(pf, 2, 500);
+		if (r == -1 && errno != EINTR) {
+			log_error("up: supervisor: poll: %s", strerror(errno));
+			break;
+		}
+		sup_vm_poll();
+		if (waitpid(S.proxy, &status, WNOHANG) == S.proxy)
+			break; /* also when its SIGCHLD merged with another child's */
+		if (kill_at && tm_mono_ns() >= kill_at) {
+			log_error("up: the proxy did not stop in time: SIGKILL");
+			kill(S.proxy, SIGKILL);
+			kill_at = 0;
+		}
+		if (r > 0 && (pf[0].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			ssize_t n = read(sfd, &si, sizeof(si));
+			if (n == (ssize_t)sizeof(si)) {
+				int sig = (int)si.ssi_signo;
+				if (sig == SIGTERM || sig == SIGINT) {
+					if (!term)
+						log_info("up: %s: stopping the proxy, then the "
+						         "sandboxes",
+						         sig == SIGTERM ? "SIGTERM" : "SIGINT");
+					term = true;
+					kill(S.proxy, SIGTERM);
+					if (!kill_at)
+						kill_at = tm_mono_ns() + grace + 20 * NS_PER_S;
+				} else if (sig == SIGHUP) {
+					kill(S.proxy, SIGHUP);
+				} else if (sig == SIGUSR1) {
+					if (log_reopen() != CUSTOS_OK)
+						log_error("up: SIGUSR1: %s", err_msg());
+					kill(S.proxy, SIGUSR1);
+				} else if (sig == SIGCHLD) {
+					pid_t w = waitpid(S.proxy, &status, WNOHANG);
+					if (w == S.proxy)
+						break;
+				}
+			}
+		}
+		if (r > 0 && sock_open && pf[1].revents) {
+			int rr = psx_recv(S.sock, m);
+			if (rr <= 0) {
+				sock_open = false; /* the proxy is ending: SIGCHLD follows */
+				continue;
+			}
+			struct sup_model *x = sup_model_of(&m->h);
+			switch (m->h.type) {
+			case PSX_WANT:
+				if (x)
+					sup_want(x, m->h.arg);
+				break;
+			case PSX_RESTART:
+				if (x)
+					sup_restart(x, (pid_t)m->h.arg);
+				break;
+			case PSX_PROXY_UP:
+				log_info("up: the proxy (pid %d) is confined and serving",
+				         (int)S.proxy);
+				break;
+			case PSX_DRAINED: {
+				/* Its requests are done: the sandboxes' stop events still reach
+				 * its audit writer, then it may go. */
+				log_info("up: the proxy drained; stopping the sandboxes");
+				stop_sandboxes();
+				drained = true;
+				psx_hdr h = { .type = PSX_BYE };
+				sup_send(&h, NULL, NULL, 0);
+				if (!kill_at)
+					kill_at = tm_mono_ns() + 30 * NS_PER_S;
+				break;
+			}
+			default:
+				log_warn("up: unexpected message %u from the proxy", m->h.type);
+			}
+			psx_msg_close(m);
+		}
+	}
+	free(m);
+	pthread_mutex_lock(&S.send_mu);
+	S.proxy_gone = true;
+	pthread_mutex_unlock(&S.send_mu);
+	bool clean = e == CUSTOS_OK && drained && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (e == CUSTOS_OK && !clean) {
+		/* Fail closed: nothing may run without its proxy. The proxy's writer has ended
+		 * with it; this one continues the chain. */
+		audit_writer *aw = NULL;
+		if (audit_from_config(cfg, &aw) != CUSTOS_OK)
+			log_error("up: supervisor audit writer: %s", err_msg());
+		pthread_mutex_lock(&S.aw_mu);
+		S.aw = aw;
+		pthread_mutex_unlock(&S.aw_mu);
+		audit_proxy_exit(status, drained ? "after draining" : "unexpectedly");
+		stop_sandboxes();
+		pthread_mutex_lock(&S.aw_mu);
+		S.aw = NULL;
+		pthread_mutex_unlock(&S.aw_mu);
+		if (aw && audit_writer_stop(aw, 5 * NS_PER_S) != CUSTOS_OK)
+			log_error("up: supervisor audit writer stop: %s", err_msg());
+	}
+	free_models();
+	return clean ? CLI_OK : CLI_FAIL;
+}
+
+/* =============================================================================================
+ * The proxy: the internet-facing half.
+ */
+
+/* Adds the directory holding path (or path itself when it is a directory) to a list. Files
+ * are allowed through their directory: a certificate or policy replaced by rename (as editors
+ * and configuration management do) is a new inode that a rule on the old file would miss. */
+static void view_add_one(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
+                         const char *path, bool is_dir);
+
+/* The path as written and, when a symlink leads elsewhere (/etc/resolv.conf into
+ * /run/systemd/resolve, a certificate linked from a secrets mount), where it leads: Landlock
+ * checks the file that is finally opened. */
+static void view_add(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
+                     const char *path, bool is_dir)
+{
+	char real[PATH_MAX];
+
+	view_add_one(list, n, max, store, path, is_dir);
+	if (path != NULL && realpath(path, real) != NULL && strcmp(real, path) != 0 &&
+	    strlen(real) < CFG_MAX_PATH_LEN)
+		view_add_one(list, n, max, store, real, is_dir);
+}
+
+static void view_add_one(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
+                         const char *path, bool is_dir)
+{
+	if (path == NULL || path[0] != '/')
+		return;
+	if (*n >= max) {
+		log_warn("up: the proxy's view is full: %s is left out (a reload cannot read it)",
+		         path);
+		return;
+	}
+	char *d = store[*n];
+	snprintf(d, CFG_MAX_PATH_LEN, "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(d, '/');
+		if (slash == d)
+			slash[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+	}
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(list[i], d) == 0)
+			return;
+	list[(*n)++] = d;
+}
+
+#define VIEW_MAX 64 /* SANDBOX_MAX_BINDS */
+struct proxy_view {
+	const char *ro[VIEW_MAX], *rw[VIEW_MAX];
+	size_t nro, nrw;
+	char ro_store[VIEW_MAX][CFG_MAX_PATH_LEN];
+	char rw_store[VIEW_MAX][CFG_MAX_PATH_LEN];
+};
+
+/* What the confined proxy may still open: read what a reload reads (custos.yaml, the policy
+ * and its directory, certificates, keys, CA bundles, JWKS, API key file, the system trust
+ * store and resolver files); write its audit directory, log file and sockets' directories. */
+static void proxy_view(const custos_config *cfg, const char *path, struct proxy_view *v)
+{
+	static const char *const sys_ro[] = {
+		"/usr",          "/etc/ssl",           "/etc/resolv.conf",
+		"/etc/hosts",    "/etc/gai.conf",      "/etc/host.conf",
+		"/etc/services", "/etc/nsswitch.conf", "/sys/devices/system/cpu"
+	};
+	char abs[CFG_MAX_PATH_LEN];
+
+	memset(v, 0, sizeof(*v));
+	if (path[0] != '/' && strlen(path) + 2 < sizeof(abs) &&
+	    getcwd(abs, sizeof(abs) - 1 - strlen(path)) != NULL) {
+		size_t l = strlen(abs);
+		snprintf(abs + l, sizeof(abs) - l, "/%s", path);
+		path = abs;
+	}
+#define RO(p, d) view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, (p), (d))
+#define RW(p, d) view_add(v->rw, &v->nrw, VIEW_MAX, v->rw_store, (p), (d))
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sys_ro); i++)
+		if (access(sys_ro[i], F_OK) == 0)
+			RO(sys_ro[i], true);
+	RO(path, false);
+	RO(cfg->policy.file, false);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_listener *l = &cfg->listeners[i];
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+			RO(l->tls.certs[k].cert, false);
+			RO(l->tls.certs[k].key, false);
+		}
+		if (l->tls.enabled)
+			RO(l->tls.client_ca, false);
+		if (l->addr.kind == CFG_ADDR_UNIX)
+			RW(l->addr.path, false);
+	}
+	RO(cfg->auth.api_keys_file, false);
+	if (cfg->auth.jwt.enabled)
+		RO(cfg->auth.jwt.jwks_file, false);
+	for (size_t i = 0; i < cfg->n_models; i++)
+		RO(cfg->models[i].upstream.ca_file, false);
+	for (size_t i = 0; i < cfg->n_data_sources; i++)
+		RO(cfg->data_sources[i].ca_file, false);
+	if (cfg->egress.enabled)
+		RO(cfg->egress.ca_dir, true);
+	RO(cfg->audit.signing_key, false);
+	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
+		const cfg_sink *k = &cfg->audit.sinks[i];
+		RO(k->tls.ca, false);
+		RO(k->tls.cert, false);
+		RO(k->tls.key, false);
+		RO(k->http.token_file, false);
+	}
+	RW(cfg->audit.dir, true);
+	RW(cfg->log.file, false);
+	if (cfg->admin.enabled)
+		RW(cfg->admin.socket, false);
+#undef RO
+#undef RW
+}
+
+/* The user the proxy runs as: proxy.user (the packaged custos.yaml says `custos`), else
+ * unchanged: uid 0 without any capability when custos runs as root (docs/SANDBOX.md). Not
+ * "custos when it exists": what the proxy may read would then depend on whether a package
+ * happens to be installed on the host. */
+static custos_err proxy_identity(const custos_config *cfg, bool *set, uid_t *uid, gid_t *gid)
+{
+	*set = false;
+	if (cfg->proxy.user == NULL) {
+		if (geteuid() == 0)
+			log_warn("up: proxy.user is not set: the proxy keeps uid 0 (without any "
+			         "capability); set proxy.user: custos");
+		return CUSTOS_OK;
+	}
+	errno = 0;
+	struct passwd *pw = getpwnam(cfg->proxy.user);
+	ENSURE(pw != NULL, CUSTOS_ERR_NOTFOUND, "proxy.user: no user named %s", cfg->proxy.user);
+	if (geteuid() != 0) {
+		ENSURE(pw->pw_uid == geteuid(), CUSTOS_ERR_DENIED,
+		       "proxy.user %s: custos does not run as root and cannot change user",
+		       cfg->proxy.user);
+		return CUSTOS_OK;
+	}
+	*set = true;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return CUSTOS_OK;
+}
+
+/* LeakSanitizer stops the world with ptrace, which the proxy's filter refuses: in sanitizer
+ * builds the leak check runs once, here, before the filter (docs/SANDBOX.md). */
+extern void __lsan_do_leak_check(void) __attribute__((weak));
+
+static custos_err proxy_confine(const custos_config *cfg, const char *path, bool set_ids, uid_t uid,
+                                gid_t gid)
+{
+	if (!cfg->proxy.self_sandbox) {
+		log_warn("up: proxy.self_sandbox is false: the proxy keeps custos' privileges "
+		         "(debugging only)");
+		return CUSTOS_OK;
+	}
+	/* Libraries bound on first use (dl/) are bound now, while Landlock still lets the loader
+	 * read them: the admin API starts after confinement, and a reload may be the first policy
+	 * with content detectors. */
+	if (cfg->admin.enabled)
+		GUARD(lazylib_microhttpd());
+	GUARD(lazylib_hyperscan());
+	struct proxy_view *v = xcalloc(1, sizeof(*v));
+	sandbox_self_opts so;
+	memset(&so, 0, sizeof(so));
+	proxy_view(cfg, path, v);
+	so.read_paths = v->ro;
+	so.n_read_paths = v->nro;
+	so.write_paths = v->rw;
+	so.n_write_paths = v->nrw;
+	so.set_ids = set_ids;
+	so.uid = uid;
+	so.gid = gid;
+	int abi = sandbox_landlock_abi(); /* asked now: the filter refuses it afterwards */
+	if (__lsan_do_leak_check)
+		__lsan_do_leak_check();
+	custos_err e = sandbox_self_restrict(&so);
+	free(v);
+	GUARD(e);
+	log_info("up: proxy confined: uid %u, no capabilities, NO_NEW_PRIVS, landlock abi %d, "
+	         "seccomp allow-list",
+	         (unsigned)getuid(), abi);
+	return CUSTOS_OK;
+}
+
+static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
+{
+	int efds[PSX_MAX_MODELS];
+	bool evm[PSX_MAX_MODELS];
+	egress_server *eg = NULL;
+	proxy_server *srv = NULL;
+	admin_server *admin = NULL;
+	audit_writer *aw = NULL;
+	proxy_options o;
+	custos_err e;
+
+	/* The supervisor ending ends the proxy (set again after a uid change clears it). */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent) {
+		log_error("up: proxy: the supervisor is gone");
+		return CLI_FAIL;
+	}
+	for (size_t i = 0; i < PSX_MAX_MODELS; i++) {
+		efds[i] = -1;
+		evm[i] = i < cfg->n_models && cfg->models[i].sandbox.type == CFG_SANDBOX_VM;
+	}
+	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
+	uc->path = path;
+	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
+	memset(&o, 0, sizeof(o));
+	psx_proxy_init(S.sock, cfg);
+	e = psx_proxy_setup(efds, PSX_MAX_MODELS);
+	if (e == CUSTOS_OK)
+		e = map_config(cfg, &o);
+	o.audit = NULL; /* set once the writer runs (after confinement) */
+	o.audit_batch = uc->audit_batch;
+	if (e == CUSTOS_OK)
+		e = proxy_create(&o, &srv); /* listeners (maybe privileged ports), keys, policy */
+	else
+		proxy_options_free(&o);
+	/* Binds that need privilege or a directory the proxy's user may not write happen
+	 * before confinement: the admin socket, given to that user. */
+	bool set_ids = false;
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	int admin_fd = -1;
+	if (e == CUSTOS_OK && cfg->proxy.self_sandbox)
+		e = proxy_identity(cfg, &set_ids, &uid, &gid);
+	if (e == CUSTOS_OK && cfg->admin.enabled && cfg->admin.socket &&
+	    admin_open_unix(cfg->admin.socket, cfg->admin.socket_mode, set_ids ? uid : (uid_t)-1,
+	                    gid, &admin_fd) != CUSTOS_OK)
+		log_error("up: admin API socket: %s", err_msg());
+	/* The audit directory must exist to be part of the proxy's view (its writer would
+	 * create it, as the proxy's user, once confined). */
+	if (e == CUSTOS_OK && cfg->audit.dir && mkdir(cfg->audit.dir, 0700) == 0 && set_ids &&
+	    chown(cfg->audit.dir, uid, gid) == -1)
+		e = err_sys("audit dir %s: chown", cfg->audit.dir);
+	if (e == CUSTOS_OK)
+		e = proxy_confine(cfg, path, set_ids, uid, gid);
+	if (e == CUSTOS_OK &&
+	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
+		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
+	if (e == CUSTOS_OK)
+		e = audit_from_config(cfg, &aw);
+	if (e == CUSTOS_OK) {
+		uc->audit = aw;
+		proxy_set_audit(srv, aw, uc->audit_batch);
+	}
+	if (e == CUSTOS_OK && cfg->egress.enabled) {
+		egress_options eo;
+		e = cli_egress_options(cfg, aw, efds, evm, &eo);
+		if (e == CUSTOS_OK)
+			e = egress_create(&eo, &eg);
+		else
+			egress_options_free(&eo);
+		if (e == CUSTOS_OK)
+			e = egress_start(eg);
+		if (e == CUSTOS_OK)
+			cli_egress_attach(eg);
+	}
+	for (size_t i = 0; i < PSX_MAX_MODELS; i++)
+		if (efds[i] >= 0)
+			close(efds[i]);
+	if (e == CUSTOS_OK) {
+		psx_proxy_attach(srv, eg, aw);
+		uc->srv = srv;
+		uc->eg = eg;
+		admin = start_admin(cfg, uc, admin_fd);
+		admin_fd = -1; /* the admin server's now */
+		e = psx_proxy_start();
+	}
+	if (e == CUSTOS_OK) {
+		for (size_t i = 0; i < PROXY_MAX_LISTENERS && proxy_bound_port(srv, i); i++)
+			log_info("up: listener %zu on port %u", i + 1, proxy_bound_port(srv, i));
+		e = proxy_run(srv, reload_cb, uc);
+	} else {
+		log_error("up: proxy: %s", err_msg());
+	}
+	if (admin_fd >= 0)
+		close(admin_fd);
+	admin_stop(admin); /* its hooks use srv */
+	cli_egress_attach(NULL);
+	egress_free(eg);    /* before the sandboxes its listeners live in */
+	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */
+	bool lost = psx_proxy_supervisor_lost();
+	proxy_free(srv);
+	free(uc);
+	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
+	if (ae != CUSTOS_OK)
+		log_error("up: audit writer stop: %s", err_msg());
+	if (e != CUSTOS_OK && e != CUSTOS_ERR_CLOSED)
+		log_error("up: %s", err_msg());
+	return e == CUSTOS_OK && ae == CUSTOS_OK && !lost ? CLI_OK : CLI_FAIL;
 }
 
 int cmd_up(int argc, char **argv)
@@ -619,110 +1362,73 @@ int cmd_up(int argc, char **argv)
 		fprintf(stderr, "custos up: %s: configuration has errors\n", path);
 		return CLI_FAIL;
 	}
-	log_setup(cfg->log.level, cfg->log.format);
+	/* The command line wins over the file, as with every daemon: `custos --log-level debug
+	 * up` debugs whatever log.level says. */
+	const cli_log_flags *lf = cli_log_flags_get();
+	log_setup(lf->level_set ? lf->level : cfg->log.level,
+	          lf->format_set ? lf->format : cfg->log.format);
 	if (cfg->log.file != NULL && log_open_file(cfg->log.file) != CUSTOS_OK) {
 		fprintf(stderr, "custos up: %s\n", err_msg());
 		config_free(cfg);
 		return CLI_FAIL;
 	}
 
-	audit_writer *aw = NULL;
-	if (audit_from_config(cfg, &aw) != CUSTOS_OK) {
-		log_error("up: audit writer: %s", err_msg());
+	/* Signals are read from a signalfd by the supervisor; blocked before any thread or
+	 * child exists so that every one inherits the mask (the proxy's proxy_run waits for
+	 * its own with sigtimedwait). */
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
+		fprintf(stderr, "custos up: socketpair: %s\n", strerror(errno));
 		config_free(cfg);
 		return CLI_FAIL;
 	}
-	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
-	uc->path = path;
-	uc->audit = aw;
-	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
-	proxy_options o;
-	memset(&o, 0, sizeof(o));
-	e = start_sandboxes(cfg, uc);
-	if (e == CUSTOS_OK)
-		e = map_config(cfg, uc, &o);
-	o.audit = aw;
-	egress_server *eg = NULL; /* egress proxy (docs/EGRESS.md): one listener per model */
-	if (e == CUSTOS_OK && cfg->egress.enabled) {
-		egress_options eo;
-		sandbox **sbm = xcalloc(cfg->n_models ? cfg->n_models : 1, sizeof(*sbm));
-		for (size_t i = 0; i < cfg->n_models; i++)
-			for (size_t j = 0; j < uc->nsbx; j++)
-				if (strcmp(uc->sbx[j].model, cfg->models[i].id) == 0)
-					sbm[i] = uc->sbx[j].sb;
-		e = cli_egress_options(cfg, aw, sbm, &eo);
-		free(sbm);
-		/* A VM's listener: the guest's proxy streams, accepted from its channel. */
-		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models; i++) {
-			struct up_vm *vmu = find_vm(uc, cfg->models[i].id);
-			if (vmu == NULL)
-				continue;
-			egress_listener_opts *l = &eo.listeners[i];
-			e = cli_vm_egress_fd(vmu, &l->fd);
-			free(l->address);
-			l->address = NULL;
-			l->isolation = POLICY_ISO_VM;
-		}
-		if (e == CUSTOS_OK)
-			e = egress_create(&eo, &eg);
-		else
-			egress_options_free(&eo);
-		if (e == CUSTOS_OK)
-			e = egress_start(eg);
-		if (e == CUSTOS_OK)
-			cli_egress_attach(eg);
-		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models; i++) {
-			struct up_vm *vmu = find_vm(uc, cfg->models[i].id);
-			if (vmu)
-				cli_vm_egress_attach(vmu, eg, i);
-		}
+	fflush(NULL);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == -1) {
+		fprintf(stderr, "custos up: fork: %s\n", strerror(errno));
+		close(sp[0]);
+		close(sp[1]);
+		config_free(cfg);
+		return CLI_FAIL;
 	}
-	o.audit_batch = uc->audit_batch;
-	proxy_server *srv = NULL;
-	if (e == CUSTOS_OK)
-		e = proxy_create(&o, &srv);
-	else
-		proxy_options_free(&o);
-	admin_server *admin = NULL;
-	if (e == CUSTOS_OK) {
-		uc->srv = srv;
-		admin = start_admin(cfg, uc);
+	if (pid == 0) {
+		close(sp[0]);
+		S.sock = sp[1];
+		sigset_t child = set;
+		sigdelset(&child, SIGCHLD); /* its audit writer's end is reaped, not signalled */
+		sigprocmask(SIG_SETMASK, &child, NULL);
+		int rc = proxy_main(cfg, path, parent);
+		config_free(cfg);
+		close(sp[1]);
+		return rc;
 	}
+	close(sp[1]);
+	S.sock = sp[0];
+	S.proxy = pid;
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	int rc = CLI_FAIL;
+	if (sfd == -1) {
+		log_error("up: signalfd: %s", strerror(errno));
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+	} else {
+		log_info("up: supervisor pid %d, proxy pid %d", (int)parent, (int)pid);
+		rc = supervisor_main(cfg, sfd);
+		close(sfd);
+	}
+	close(sp[0]);
+	S.sock = -1;
 	config_free(cfg);
-	if (e != CUSTOS_OK) {
-		log_error("up: %s", err_msg());
-		cli_egress_attach(NULL);
-		for (size_t i = 0; i < uc->nvms; i++)
-			cli_vm_egress_attach(uc->vms[i], NULL, 0);
-		egress_free(eg);
-		stop_sandboxes(uc);
-		free(uc);
-		if (audit_writer_stop(aw, NS_PER_S) != CUSTOS_OK)
-			log_error("up: audit writer stop: %s", err_msg());
-		return CLI_FAIL;
-	}
-	for (size_t i = 0; proxy_bound_port(srv, i) || i == 0; i++) {
-		if (proxy_bound_port(srv, i))
-			log_info("up: listener %zu on port %u", i + 1, proxy_bound_port(srv, i));
-		if (i > PROXY_MAX_LISTENERS)
-			break;
-	}
-	uc->eg = eg;
-	e = proxy_run(srv, reload_cb, uc);
-	admin_stop(admin); /* its hooks use srv */
-	cli_egress_attach(NULL);
-	for (size_t i = 0; i < uc->nvms; i++)
-		cli_vm_egress_attach(uc->vms[i], NULL, 0);
-	egress_free(eg); /* before the sandboxes its listeners live in */
-	proxy_free(srv);
-	stop_sandboxes(uc); /* after the workers: no request is using them any more */
-	free(uc);
-	custos_err ae = audit_writer_stop(aw, 5 * NS_PER_S);
-	if (ae != CUSTOS_OK)
-		log_error("up: audit writer stop: %s", err_msg());
-	if (e != CUSTOS_OK) {
-		log_error("up: %s", err_msg());
-		return CLI_FAIL;
-	}
-	return ae == CUSTOS_OK ? CLI_OK : CLI_FAIL;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
 }

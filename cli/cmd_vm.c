@@ -209,6 +209,8 @@ int cmd_vm_run(int argc, char **argv)
 	const char *uri = "qemu:///system", *run_dir = NULL, *forward = NULL, *egress = NULL;
 	const char *ready_file = NULL, *events_path = NULL;
 	uint64_t timeout_s = 60;
+	bool use_vsock = false;
+	unsigned vsock_want = 0;
 	static const struct option opts[] = {
 		{ "uri", required_argument, NULL, 'u' },
 		{ "name", required_argument, NULL, 'n' },
@@ -219,6 +221,7 @@ int cmd_vm_run(int argc, char **argv)
 		{ "memory-mib", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'v' },
 		{ "channel", required_argument, NULL, 'C' },
+		{ "vsock-cid", required_argument, NULL, 'V' },
 		{ "console-log", required_argument, NULL, 'l' },
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ "forward", required_argument, NULL, 'f' },
@@ -266,6 +269,16 @@ int cmd_vm_run(int argc, char **argv)
 			p.channel_names[0] = "org.custos.mux.0";
 			p.n_channels = 1;
 			break;
+		case 'V': /* N, or auto: the lowest free CID (vm_vsock_cid_reserve) */
+			use_vsock = true;
+			if (strcmp(optarg, "auto") == 0)
+				vsock_want = 0;
+			else if (num_parse_u64(span_cstr(optarg), VM_VSOCK_CID_MIN,
+			                       VM_VSOCK_CID_MAX, &v) == CUSTOS_OK)
+				vsock_want = (unsigned)v;
+			else
+				return vm_usage_error("bad --vsock-cid (3-4294967294 or auto)");
+			break;
 		case 'l':
 			p.console_log = optarg;
 			break;
@@ -292,8 +305,9 @@ int cmd_vm_run(int argc, char **argv)
 			return vm_usage_error("unknown option");
 		}
 	}
-	if (!p.name || !p.kernel || p.n_channels == 0)
-		return vm_usage_error("--name, --kernel and --channel are required");
+	if (!p.name || !p.kernel || (p.n_channels == 0) == !use_vsock)
+		return vm_usage_error(
+		        "--name, --kernel and one of --channel or --vsock-cid are required");
 
 	/* --forward HOST:PORT=GUESTPORT */
 	struct sockaddr_storage fwd_addr;
@@ -335,7 +349,9 @@ int cmd_vm_run(int argc, char **argv)
 	vm_channel *ch = NULL;
 	vm_host_opts ho = { .uri = uri, .on_event = on_vm_event };
 	uint64_t t0 = tm_mono_ns();
-	if (vm_host_open(&ho, &h) != CUSTOS_OK || vm_start(h, &p, &m) != CUSTOS_OK) {
+	if (vm_host_open(&ho, &h) != CUSTOS_OK ||
+	    (use_vsock && vm_vsock_cid_reserve(h, vsock_want, NULL, &p.vsock_cid) != CUSTOS_OK) ||
+	    vm_start(h, &p, &m) != CUSTOS_OK) {
 		fprintf(stderr, "custos vm run: %s\n", err_msg());
 		goto out;
 	}
@@ -344,7 +360,10 @@ int cmd_vm_run(int argc, char **argv)
 		fprintf(stderr, "custos vm run: refusing to route to %s: %s\n", p.name, err_msg());
 		goto out;
 	}
+	if (use_vsock)
+		log_info("vm %s: vsock guest CID %u", p.name, p.vsock_cid);
 	vm_channel_opts co = { .path = p.channel_paths[0],
+		               .vsock_cid = p.n_channels ? 0 : p.vsock_cid,
 		               .connect_timeout_ns = timeout_s * 1000000000ull,
 		               .on_accept = on_guest_stream,
 		               .accept_arg = &ectx };
@@ -415,6 +434,7 @@ out:
 	if (m && vm_stop(h, m) != CUSTOS_OK)
 		fprintf(stderr, "custos vm run: %s\n", err_msg());
 	vm_host_close(h);
+	vm_vsock_cid_release(p.vsock_cid);
 	if (events_file)
 		fclose(events_file);
 	return rc;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "custos/config.h"
@@ -15,25 +16,24 @@
 #include "custos/policy.h"
 #include "custos/sandbox.h"
 
-/* Sandboxed models' listeners, so that a restarted sandbox (new netns) gets a new one. */
+/* Which models' listeners live inside a sandbox (a restarted sandbox, in a new netns, gets a
+ * new one from the supervisor: cli_egress_replace), and the server that serves them. */
 struct sbx_listener {
 	char *model;
-	sandbox *sb;
 	size_t index;
 };
 static pthread_mutex_t sbx_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sbx_listener *sbx_reg;
 static size_t sbx_n;
 static egress_server *sbx_eg;
-static uint16_t sbx_port;
 
 static char *dup_or_null(const char *s)
 {
 	return s ? xstrdup(s) : NULL;
 }
 
-custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *audit,
-                              struct sandbox *const *sbx, egress_options *o)
+custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *audit, int *sbx_fds,
+                              const bool *sbx_vm, egress_options *o)
 {
 	const cfg_egress *e = &cfg->egress;
 
@@ -56,16 +56,18 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		egress_listener_opts *l = &o->listeners[o->nlisteners++];
 		l->model = xstrdup(cfg->models[i].id);
 		l->sandbox = dup_or_null(cfg->models[i].sandbox.profile);
-		if (sbx && sbx[i]) {
-			GUARD(err_wrap(sandbox_listen_inside(sbx[i], e->port, 128, &l->fd),
-			               "model %s: egress listener inside its sandbox", l->model));
-			l->isolation = POLICY_ISO_PROCESS;
+		if (cfg->models[i].upstream.kind == CFG_UPSTREAM_SANDBOX) {
+			/* made by the supervisor inside the sandbox (or on the VM's channel) */
+			ENSURE(sbx_fds && sbx_fds[i] >= 0, CUSTOS_ERR_UNSUPPORTED,
+			       "model %s: no egress listener inside its sandbox", l->model);
+			l->fd = sbx_fds[i];
+			sbx_fds[i] = -1;
+			l->isolation = sbx_vm && sbx_vm[i] ? POLICY_ISO_VM : POLICY_ISO_PROCESS;
 			pthread_mutex_lock(&sbx_mu);
 			sbx_reg = realloc(sbx_reg, (sbx_n + 1) * sizeof(*sbx_reg));
 			if (sbx_reg == NULL)
 				abort();
-			sbx_reg[sbx_n++] = (struct sbx_listener){ xstrdup(l->model), sbx[i], i };
-			sbx_port = e->port;
+			sbx_reg[sbx_n++] = (struct sbx_listener){ xstrdup(l->model), i };
 			pthread_mutex_unlock(&sbx_mu);
 			continue;
 		}
@@ -79,6 +81,13 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	}
 	o->policy_file = dup_or_null(cfg->policy.file);
 	o->ca_dir = dup_or_null(e->ca_dir);
+	if (e->n_dns_servers) {
+		o->dns_servers = xcalloc(e->n_dns_servers, sizeof(*o->dns_servers));
+		for (size_t i = 0; i < e->n_dns_servers; i++)
+			o->dns_servers[i] = xstrdup(e->dns_servers[i]);
+		o->n_dns_servers = e->n_dns_servers;
+	}
+	o->dns_timeout_ns = e->dns_timeout_ns;
 	o->leaf_lifetime_ns = e->leaf_lifetime_ns;
 	o->max_response = e->max_response;
 	o->connect_timeout_ns = e->connect_timeout_ns;
@@ -115,19 +124,23 @@ int cli_egress_taint(const char *model)
 	return t;
 }
 
-void cli_egress_sandbox_started(const char *model, unsigned generation)
+custos_err cli_egress_replace(size_t model_index, int fd)
 {
-	if (generation < 2) /* the first instance's listener is made by cli_egress_options */
-		return;
+	custos_err e = CUSTOS_OK;
+	bool found = false;
+
 	pthread_mutex_lock(&sbx_mu);
 	for (size_t i = 0; sbx_eg && i < sbx_n; i++) {
-		if (strcmp(sbx_reg[i].model, model) != 0)
+		if (sbx_reg[i].index != model_index)
 			continue;
-		int fd = -1;
-		if (sandbox_listen_inside(sbx_reg[i].sb, sbx_port, 128, &fd) != CUSTOS_OK ||
-		    egress_listener_replace(sbx_eg, sbx_reg[i].index, fd) != CUSTOS_OK)
-			log_error("egress: model %s restarted without an egress listener: %s",
-			          model, err_msg());
+		found = true;
+		e = egress_listener_replace(sbx_eg, sbx_reg[i].index, fd);
+		fd = -1;
 	}
 	pthread_mutex_unlock(&sbx_mu);
+	if (fd >= 0)
+		close(fd);
+	if (!found && e == CUSTOS_OK)
+		e = err_set(CUSTOS_ERR_NOTFOUND, "egress: no listener for model %zu", model_index);
+	return e;
 }

@@ -107,6 +107,14 @@ static bool is_group(const char *s)
 	return false;
 }
 
+/* The global log flags as given; `up` lets them win over custos.yaml's log: section. */
+static cli_log_flags log_flags = { .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+
+const cli_log_flags *cli_log_flags_get(void)
+{
+	return &log_flags;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -115,8 +123,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	log_level level = LOG_LVL_INFO;
-	log_format format = LOG_FMT_AUTO;
+	cli_log_flags *lf = &log_flags;
 	int c;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -124,20 +131,22 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			if (log_level_parse(span_cstr(optarg), &level) != CUSTOS_OK) {
+			if (log_level_parse(span_cstr(optarg), &lf->level) != CUSTOS_OK) {
 				fprintf(stderr, "custos: %s\n", err_msg());
 				return CLI_USAGE;
 			}
+			lf->level_set = true;
 			break;
 		case 'f':
 			if (strcmp(optarg, "text") == 0)
-				format = LOG_FMT_TEXT;
+				lf->format = LOG_FMT_TEXT;
 			else if (strcmp(optarg, "json") == 0)
-				format = LOG_FMT_JSON;
+				lf->format = LOG_FMT_JSON;
 			else {
 				fprintf(stderr, "custos: --log-format must be text or json\n");
 				return CLI_USAGE;
 			}
+			lf->format_set = true;
 			break;
 		case 'h':
 			print_help(stdout);
@@ -147,7 +156,7 @@ int main(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	log_setup(level, format);
+	log_setup(lf->level, lf->format);
 	if (optind >= argc) {
 		print_help(stderr);
 		return CLI_USAGE;

@@ -6,6 +6,10 @@
  * reconnects the channel (and re-creates the egress listener) once the new QEMU runs. The
  * ingress proxy reaches the model through cli_vm_connect (a stream over the channel); the
  * egress proxy accepts the guest's proxy connections from the listener cli_vm_egress_fd gives.
+ * The channel is virtio-serial (QEMU's unix socket) or vsock (custos connects to the guest
+ * CID it reserved for the domain); `channel: auto` picks vsock where /dev/vhost-vsock exists.
+ * Under privilege separation all of this runs in the supervisor, which hands the streams and
+ * listeners to the proxy (cmd_up.c).
  */
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "custos/admin.h"
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/egress.h"
@@ -36,14 +41,23 @@ struct up_vm {
 	struct audit_writer *audit;
 	vm_host *h;
 	vm *v;
-	pthread_mutex_t mu; /* ch, routable, eg, eg_index */
-	vm_channel *ch;     /* NULL while the VM is down */
-	bool routable;      /* QEMU seen under seccomp and the channel up */
-	egress_server *eg;
-	size_t eg_index;
+	pthread_mutex_t mu;                   /* ch, routable, egress_fn/arg */
+	vm_channel *ch;                       /* NULL while the VM is down */
+	bool routable;                        /* QEMU seen under seccomp and the channel up */
+	void (*egress_fn)(void *arg, int fd); /* gets each new egress listener */
+	void *egress_arg;
 	pthread_t sup;
 	bool sup_started;
 	atomic_bool quit;
+	vm_chan_kind chan;
+	unsigned cid;  /* the reserved guest CID (vsock), else 0 */
+	char hash[65]; /* vm_profile_hash: SHA-256 of the domain XML */
+	/* Under mu, for the admin API. on_vm_event takes mu under the host's lock: never call
+	 * into vm_* (the host's lock) with mu held. */
+	pid_t qemu_pid;      /* QEMU last checked; 0: none */
+	int seccomp;         /* 0 pending, 1 filter seen (routed), -1 refused */
+	uint64_t started_ns; /* wall time of the current domain's start */
+	int last_event;      /* vm_event_kind of the last lifecycle event; -1 none */
 };
 
 const char *cli_vm_model(const struct up_vm *u)
@@ -58,14 +72,27 @@ static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const
 
 	log_info("vm %s (model %s): %s%s%s", domain, u->model, vm_event_name(kind),
 	         detail && *detail ? ": " : "", detail ? detail : "");
-	if (u->audit == NULL)
-		return;
+	pthread_mutex_lock(&u->mu);
+	u->last_event = (int)kind;
+	if (kind == VM_EV_STARTED)
+		u->started_ns = tm_wall_ns();
+	if (kind == VM_EV_CRASHED || kind == VM_EV_STOPPED || kind == VM_EV_GAVE_UP) {
+		u->seccomp = 0; /* the next QEMU is checked again */
+		u->qemu_pid = 0;
+	}
+	pthread_mutex_unlock(&u->mu);
 	audit_event_begin(&ev, "sandbox.vm");
 	audit_event_cstr(&ev, "model", u->model);
 	audit_event_cstr(&ev, "vm", domain);
 	audit_event_cstr(&ev, "action", vm_event_name(kind));
 	audit_event_cstr(&ev, "detail", detail);
-	if (audit_event_end(&ev) != CUSTOS_OK || audit_submit(u->audit, &ev) != CUSTOS_OK)
+	audit_event_cstr(&ev, "profile_sha256", u->hash);
+	audit_event_cstr(&ev, "channel", vm_chan_kind_name(u->chan));
+	if (audit_event_end(&ev) != CUSTOS_OK)
+		log_error("vm %s: lifecycle event not audited: %s", domain, err_msg());
+	else if (u->audit == NULL) /* privilege separation: the proxy's writer records it */
+		cli_privsep_audit(&ev);
+	else if (audit_submit(u->audit, &ev) != CUSTOS_OK)
 		log_error("vm %s: lifecycle event not audited: %s", domain, err_msg());
 }
 
@@ -117,9 +144,22 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 	vm_channel *ch = NULL;
 	uint64_t deadline = tm_mono_ns() + u->timeout_ns;
 
-	GUARD(err_wrap(cli_vm_check_seccomp(NULL, u->name, u->timeout_ns),
-	               "vm %s: refusing to route to it", u->name));
-	vm_channel_opts co = { .path = u->chan_path, .connect_timeout_ns = u->timeout_ns };
+	custos_err se = cli_vm_check_seccomp(NULL, u->name, u->timeout_ns);
+	pid_t qpid = 0;
+	if (vm_qemu_pid(NULL, u->name, &qpid) != CUSTOS_OK)
+		qpid = 0;
+	pthread_mutex_lock(&u->mu);
+	u->seccomp = se == CUSTOS_OK ? 1 : -1;
+	u->qemu_pid = qpid;
+	pthread_mutex_unlock(&u->mu);
+	GUARD(err_wrap(se, "vm %s: refusing to route to it", u->name));
+	vm_channel_opts co = { .connect_timeout_ns = u->timeout_ns };
+	if (u->chan == VM_CHAN_VSOCK) {
+		co.vsock_cid = u->cid;
+		co.vsock_port = VM_VSOCK_PORT_DEFAULT;
+	} else {
+		co.path = u->chan_path;
+	}
 	GUARD(vm_channel_open(&co, &ch));
 	custos_err e;
 	while ((e = probe(u, ch, health)) != CUSTOS_OK) {
@@ -131,12 +171,13 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 		nanosleep(&ts, NULL);
 	}
 	pthread_mutex_lock(&u->mu);
-	if (u->eg) {
+	if (u->egress_fn) {
 		int lfd = -1;
-		if (vm_channel_listen_egress(ch, 128, &lfd) != CUSTOS_OK ||
-		    egress_listener_replace(u->eg, u->eg_index, lfd) != CUSTOS_OK)
+		if (vm_channel_listen_egress(ch, 128, &lfd) != CUSTOS_OK)
 			log_error("vm %s: restarted without an egress listener: %s", u->name,
 			          err_msg());
+		else
+			u->egress_fn(u->egress_arg, lfd);
 	}
 	u->ch = ch;
 	u->routable = true;
@@ -196,12 +237,20 @@ custos_err cli_vm_egress_fd(struct up_vm *u, int *lfd)
 	return e;
 }
 
-void cli_vm_egress_attach(struct up_vm *u, struct egress_server *eg, size_t index)
+void cli_vm_egress_hook(struct up_vm *u, void (*fn)(void *arg, int fd), void *arg)
 {
 	pthread_mutex_lock(&u->mu);
-	u->eg = eg;
-	u->eg_index = index;
+	u->egress_fn = fn;
+	u->egress_arg = arg;
 	pthread_mutex_unlock(&u->mu);
+}
+
+bool cli_vm_routable(struct up_vm *u)
+{
+	pthread_mutex_lock(&u->mu);
+	bool r = u->routable;
+	pthread_mutex_unlock(&u->mu);
+	return r;
 }
 
 static custos_err map_profile(const custos_config *cfg, const cfg_model *m, struct up_vm *u,
@@ -211,8 +260,6 @@ static custos_err map_profile(const custos_config *cfg, const cfg_model *m, stru
 	        m->sandbox.profile ? &cfg->profiles[m->sandbox.profile_index] : NULL;
 	ENSURE(pr && pr->vm.enabled, CUSTOS_ERR_INVAL, "model %s: its profile has no vm: block",
 	       m->id);
-	ENSURE(pr->vm.channel == CFG_VM_VIRTIO_SERIAL, CUSTOS_ERR_UNSUPPORTED,
-	       "model %s: only vm.channel: virtio-serial is wired into `custos up` so far", m->id);
 	memset(p, 0, sizeof(*p));
 	p->name = u->name;
 	p->domain_type = pr->vm.domain_type == CFG_VM_QEMU ? "qemu" : "kvm";
@@ -235,14 +282,77 @@ static custos_err map_profile(const custos_config *cfg, const cfg_model *m, stru
 		p->disk_base = pr->vm.disk;
 	}
 	p->console_log = pr->vm.console_log;
-	p->channel_paths[0] = u->chan_path;
-	p->channel_names[0] = "org.custos.mux.0";
-	p->n_channels = 1;
+	if (pr->vm.channel == CFG_VM_AUTO) {
+		u->chan = vm_channel_auto(NULL);
+		log_info("up: model %s: channel auto -> %s (%s)", m->id, vm_chan_kind_name(u->chan),
+		         u->chan == VM_CHAN_VSOCK ? VM_VHOST_VSOCK_DEV " exists"
+		                                  : "no " VM_VHOST_VSOCK_DEV);
+	} else {
+		u->chan = pr->vm.channel == CFG_VM_VSOCK ? VM_CHAN_VSOCK : VM_CHAN_VIRTIO_SERIAL;
+	}
+	if (u->chan == VM_CHAN_VIRTIO_SERIAL) {
+		p->channel_paths[0] = u->chan_path;
+		p->channel_names[0] = "org.custos.mux.0";
+		p->n_channels = 1;
+	} /* vsock: the CID is reserved once the libvirt connection is open (cli_vm_start) */
 	ENSURE(pr->vm.n_hostdev <= VM_MAX_HOSTDEVS, CUSTOS_ERR_LIMIT,
 	       "model %s: more than %d hostdevs", m->id, VM_MAX_HOSTDEVS);
 	for (size_t i = 0; i < pr->vm.n_hostdev; i++)
 		GUARD(vm_pci_parse(span_cstr(pr->vm.hostdev[i]), &p->hostdevs[p->n_hostdevs++]));
-	return vm_profile_check(p);
+	return CUSTOS_OK;
+}
+
+/* The guest CID for a vsock channel (the configured one, or the lowest free), then the
+ * checks and the profile hash of the final profile. */
+static custos_err finish_profile(const cfg_profile *pr, struct up_vm *u, vm_profile *p)
+{
+	if (u->chan == VM_CHAN_VSOCK) {
+		GUARD(err_wrap(vm_vsock_cid_reserve(u->h, pr->vm.vsock_cid, NULL, &u->cid),
+		               "vm %s: vsock", u->name));
+		p->vsock_cid = u->cid;
+		log_info("up: vm %s: vsock guest CID %u%s", u->name, u->cid,
+		         pr->vm.vsock_cid ? " (configured)" : " (picked)");
+	}
+	GUARD(vm_profile_check(p));
+	return vm_profile_hash(p, u->hash);
+}
+
+void cli_vm_admin_info(struct up_vm *u, struct admin_vm *out)
+{
+	static const char *const last_state[] = {
+		[VM_EV_STARTED] = "starting",   [VM_EV_STOPPED] = "stopped",
+		[VM_EV_CRASHED] = "restarting", [VM_EV_RESTARTING] = "restarting",
+		[VM_EV_RESTARTED] = "starting", [VM_EV_GAVE_UP] = "failed",
+	};
+	memset(out, 0, sizeof(*out));
+	/* vm_* take the host's lock: before mu (see struct up_vm). */
+	out->restarts = u->v ? vm_restarts(u->h, u->v) : 0;
+	if (u->v)
+		vm_uuid(u->h, u->v, out->uuid);
+	snprintf(out->name, sizeof(out->name), "%s", u->model);
+	snprintf(out->domain, sizeof(out->domain), "%s", u->name);
+	memcpy(out->profile_hash, u->hash, sizeof(out->profile_hash));
+	out->channel = vm_chan_kind_name(u->chan);
+	out->vsock_cid = u->cid;
+	pthread_mutex_lock(&u->mu);
+	out->routable = u->routable && u->ch != NULL;
+	out->state = out->routable ? "running"
+	             : u->last_event >= 0 && (size_t)u->last_event < CUSTOS_ARRAY_LEN(last_state)
+	                     ? last_state[u->last_event]
+	                     : "starting";
+	out->started_wall_ns = u->started_ns;
+	out->qemu_pid = u->qemu_pid > 0 ? (int64_t)u->qemu_pid : -1;
+	out->seccomp = u->seccomp > 0 ? "filter" : u->seccomp < 0 ? "refused" : "pending";
+	out->taint = -1; /* the egress proxy, in the proxy process, knows (cmd_up.c fills it) */
+	pthread_mutex_unlock(&u->mu);
+}
+
+size_t cli_vm_admin_list(struct up_vm *const *vms, size_t n, struct admin_vm *out, size_t max)
+{
+	size_t i;
+	for (i = 0; i < n && i < max; i++)
+		cli_vm_admin_info(vms[i], &out[i]);
+	return i;
 }
 
 void cli_vm_stop(struct up_vm *u)
@@ -261,6 +371,7 @@ void cli_vm_stop(struct up_vm *u)
 	if (u->v && vm_stop(u->h, u->v) != CUSTOS_OK)
 		log_warn("vm %s: stopping: %s", u->name, err_msg());
 	vm_host_close(u->h);
+	vm_vsock_cid_release(u->cid); /* after the domain is gone */
 	pthread_mutex_destroy(&u->mu);
 	free(u->chan_path);
 	free(u->model);
@@ -278,6 +389,7 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	custos_err e;
 
 	pthread_mutex_init(&u->mu, NULL);
+	u->last_event = -1;
 	u->model = xstrdup(m->id);
 	u->audit = audit;
 	u->port = m->sandbox.port ? m->sandbox.port : 8000;
@@ -308,10 +420,13 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	if (e == CUSTOS_OK)
 		e = vm_host_open(&ho, &u->h);
 	if (e == CUSTOS_OK)
+		e = finish_profile(pr, u, &p);
+	if (e == CUSTOS_OK)
 		e = vm_start(u->h, &p, &u->v);
 	if (e == CUSTOS_OK) {
-		log_info("up: model %s: VM %s started, waiting for seccomp, channel and port %u",
-		         m->id, u->name, u->port);
+		log_info("up: model %s: VM %s started (channel %s), waiting for seccomp, channel "
+		         "and port %u",
+		         m->id, u->name, vm_chan_kind_name(u->chan), u->port);
 		e = bring_up(u, m->sandbox.health.path);
 	}
 	if (e == CUSTOS_OK && pthread_create(&u->sup, NULL, supervise, u) != 0)

@@ -14,10 +14,11 @@
 #define MS(x)  ((uint64_t)(x)*1000000ull)
 #define SEC(x) ((uint64_t)(x)*1000000000ull)
 
-static const char *const top_keys[] = { "version",      "log",    "workers", "limits",
-	                                "listeners",    "auth",   "models",  "sandbox_profiles",
-	                                "data_sources", "egress", "audit",   "admin",
-	                                "policy" };
+static const char *const top_keys[] = { "version",      "log",       "workers",
+	                                "limits",       "listeners", "auth",
+	                                "models",       "routes",    "sandbox_profiles",
+	                                "data_sources", "egress",    "audit",
+	                                "admin",        "policy",    "proxy" };
 
 /* ---------------------------------------------------------------------------------------------
  * log, workers, limits
@@ -137,19 +138,38 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	}
 	cfg_str(c, m, "ciphers", false, &t->ciphers);
 	cfg_str(c, m, "ciphersuites", false, &t->ciphersuites);
+	/* ALPN: the codec speaks HTTP/1.x only, so only those ids may be offered; an empty list
+	 * turns ALPN off (offers are then ignored, never refused). */
 	char **alpn;
 	size_t nalpn;
 	if (cfg_strlist(c, m, "alpn", CFG_MAX_LIST, &alpn, &nalpn)) {
-		for (size_t i = 0; i < nalpn; i++) {
-			if (strlen(alpn[i]) > 255)
-				ydoc_error(c->doc, cfg_get(m, "alpn"), c->d, NULL,
-				           "ALPN protocol names are at most 255 bytes");
+		ydoc_node *an = cfg_get(m, "alpn");
+		bool ok = true;
+		for (size_t i = 0; i < nalpn && i < an->n; i++) {
+			if (strcmp(alpn[i], "http/1.1") != 0 && strcmp(alpn[i], "http/1.0") != 0) {
+				ydoc_error(c->doc, an->items[i], c->d,
+				           "custos speaks HTTP/1.1 (and 1.0) only: list http/1.1",
+				           "ALPN protocol '%s' is not one custos can speak",
+				           alpn[i]);
+				ok = false;
+				continue;
+			}
+			for (size_t j = 0; j < i; j++) {
+				if (strcmp(alpn[i], alpn[j]) == 0) {
+					ydoc_error(c->doc, an->items[i], c->d, NULL,
+					           "ALPN protocol '%s' is listed twice", alpn[i]);
+					ok = false;
+					break;
+				}
+			}
 		}
-		t->alpn = alpn;
-		t->n_alpn = nalpn;
+		if (ok) {
+			t->alpn = alpn;
+			t->n_alpn = nalpn;
+		}
 	}
 	cfg_bool(c, m, "session_tickets", &t->session_tickets);
-	cfg_dur(c, m, "ticket_key_rotation", SEC(60), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
+	cfg_dur(c, m, "ticket_key_rotation", SEC(1), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
 }
 
 static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
@@ -472,6 +492,85 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * routes
+ */
+/* A route path: '/' then segments of RFC 3986 pchar without percent-encoding (a prefix is
+ * compared byte for byte, so a second spelling of one path must not exist), no empty, "." or
+ * ".." segment, no trailing '/'. Returns NULL when good, else what is wrong. */
+static const char *route_path_problem(const char *p, const char **hint)
+{
+	size_t n = strlen(p);
+
+	*hint = NULL;
+	if (p[0] != '/')
+		return "a route path starts with '/'";
+	if (n == 1) {
+		*hint = "a route for every path leaves nothing to route by model: name a prefix "
+		        "such as /v1/embeddings";
+		return "'/' is not a route path";
+	}
+	if (n > CFG_MAX_ROUTE_PATH)
+		return "route path is too long";
+	if (p[n - 1] == '/') {
+		*hint = "prefixes match whole segments: /v1/embeddings matches /v1/embeddings/x";
+		return "a route path does not end with '/'";
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch == '%') {
+			*hint = "write the characters themselves: requests are matched with "
+			        "unreserved characters decoded";
+			return "percent-encoding in a route path";
+		}
+		if (ch == '?' || ch == '#') {
+			*hint = "routes match the path only, never the query";
+			return "'?' or '#' in a route path";
+		}
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=:@/", ch)))
+			return "a route path has a character that is not allowed in a URL path";
+	}
+	for (const char *seg = p + 1;; seg++) {
+		const char *end = strchr(seg, '/');
+		size_t len = end ? (size_t)(end - seg) : strlen(seg);
+		if (len == 0)
+			return "empty segment ('//') in a route path";
+		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+			return "'.' or '..' segment in a route path (requests with them are "
+			       "refused)";
+		if (end == NULL)
+			break;
+		seg = end;
+	}
+	return NULL;
+}
+
+static void parse_routes(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
+{
+	static const char *const keys[] = { "path", "model" };
+	ydoc_node *s = cfg_seq(c, root, "routes", CFG_MAX_ROUTES);
+
+	if (s == NULL)
+		return;
+	cfg->routes = cfg_alloc(c->a, s->n, sizeof(cfg_route));
+	for (size_t i = 0; i < s->n; i++) {
+		ydoc_node *m = s->items[i];
+		cfg_route *r = &cfg->routes[cfg->n_routes];
+		if (!CFG_MAP(c, m, "a route", keys))
+			continue;
+		cfg->n_routes++;
+		if (cfg_str(c, m, "path", true, &r->path)) {
+			const char *hint;
+			const char *why = route_path_problem(r->path, &hint);
+			if (why)
+				ydoc_error(c->doc, cfg_get(m, "path"), c->d, hint, "%s: '%s'", why,
+				           r->path);
+		}
+		cfg_str(c, m, "model", true, &r->model);
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
  * sandbox_profiles
  */
 /* Never allowed, whatever a profile says: the seccomp module denies them in every sandbox
@@ -620,12 +719,13 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		                            "disk",        "cmdline",     "hostdev",
 		                            "channel",     "vsock_cid",   "console_log",
 		                            "type",        "libvirt_uri", "channel_socket" };
-	static const char *const chans[] = { "vsock", "virtio-serial" };
+	static const char *const chans[] = { "vsock", "virtio-serial", "auto" };
 	static const char *const types[] = { "kvm", "qemu" };
 	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
 
 	p->vm.vcpus = 1;
 	p->vm.memory = 1ull << 30;
+	p->vm.channel = CFG_VM_AUTO;
 	if (m == NULL)
 		return;
 	p->vm.enabled = true;
@@ -860,6 +960,37 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	}
 }
 
+/* "ip", "ipv4:port" or "[ipv6]:port" (port 1..65535, plain decimal). */
+static bool dns_server_ok(const char *s)
+{
+	unsigned char tmp[16];
+	char h[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL;
+	if (inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1)
+		return true;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(h))
+			return false;
+		memcpy(h, s + 1, (size_t)(rb - s - 1));
+		h[rb - s - 1] = '\0';
+		if (inet_pton(AF_INET6, h, tmp) != 1)
+			return false;
+		port = rb + 2;
+	} else {
+		const char *col = strchr(s, ':');
+		if (col == NULL || (size_t)(col - s) >= sizeof(h))
+			return false;
+		memcpy(h, s, (size_t)(col - s));
+		h[col - s] = '\0';
+		if (inet_pton(AF_INET, h, tmp) != 1)
+			return false;
+		port = col + 1;
+	}
+	uint64_t p;
+	return port[0] != '0' && num_parse_u64(span_cstr(port), 1, 65535, &p) == CUSTOS_OK;
+}
+
 static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = { "enabled",
@@ -871,7 +1002,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		                            "max_connections_per_sandbox",
 		                            "dns" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
-	static const char *const dkeys[] = { "servers" };
+	static const char *const dkeys[] = { "servers", "timeout" };
 	cfg_egress *e = &cfg->egress;
 	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
 
@@ -883,6 +1014,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->read_timeout_ns = SEC(60);
 	e->idle_timeout_ns = SEC(60);
 	e->max_connections_per_sandbox = 64;
+	e->dns_timeout_ns = SEC(2);
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
@@ -904,13 +1036,13 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	           cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
 	                       &e->n_dns_servers)) {
 		ydoc_node *seq = cfg_get(dn, "servers");
-		for (size_t i = 0; i < e->n_dns_servers; i++) {
-			unsigned char tmp[16];
-			if (inet_pton(AF_INET, e->dns_servers[i], tmp) != 1 &&
-			    inet_pton(AF_INET6, e->dns_servers[i], tmp) != 1)
-				ydoc_error(c->doc, seq->items[i], c->d, NULL,
-				           "'%s' is not an IP address", e->dns_servers[i]);
-		}
+		for (size_t i = 0; i < e->n_dns_servers; i++)
+			if (!dns_server_ok(e->dns_servers[i]))
+				ydoc_error(
+				        c->doc, seq->items[i], c->d, NULL,
+				        "'%s' is not an IP address (ip, ipv4:port or [ipv6]:port)",
+				        e->dns_servers[i]);
+		cfg_dur(c, dn, "timeout", MS(10), SEC(60), &e->dns_timeout_ns);
 	}
 }
 
@@ -1039,6 +1171,26 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 /* ---------------------------------------------------------------------------------------------
  * admin, policy
  */
+static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
+{
+	static const char *const keys[] = { "user", "self_sandbox" };
+	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys);
+
+	p->self_sandbox = true;
+	if (cfg_str(c, m, "user", false, &p->user) && p->user) {
+		/* A system user name: what useradd accepts, so that no lookup is ambiguous. */
+		size_t n = strlen(p->user);
+		bool ok = n >= 1 && n <= 32 && strchr("abcdefghijklmnopqrstuvwxyz_", p->user[0]);
+		for (size_t i = 1; ok && i < n; i++)
+			ok = strchr("abcdefghijklmnopqrstuvwxyz0123456789_-", p->user[i]) != NULL;
+		if (!ok)
+			ydoc_error(c->doc, cfg_get(m, "user"), c->d, "e.g. custos",
+			           "proxy.user: a user name of 1 to 32 of [a-z0-9_-], not starting "
+			           "with a digit or '-'");
+	}
+	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
+}
+
 static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 {
 	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
@@ -1226,6 +1378,59 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			           m->id ? m->id : "?", p->id);
 	}
 
+	/* Routes: a known model each, and no two prefixes that one request path could match
+	 * (equal, or one a whole-segment prefix of the other), so no order decides anything. */
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		cfg_route *r = &cfg->routes[i];
+		ydoc_node *node = seq_item(root, "routes", i);
+		const cfg_model *m = r->model ? config_find_model(cfg, r->model) : NULL;
+		if (r->model && m == NULL) {
+			const char **names = cfg_alloc(c->a, cfg->n_models + 1, sizeof(char *));
+			size_t nn = 0;
+			for (size_t k = 0; k < cfg->n_models; k++) /* an id may be missing */
+				if (cfg->models[k].id)
+					names[nn++] = cfg->models[k].id;
+			const char *g = diag_suggest(span_cstr(r->model), names, nn);
+			char hint[128];
+			snprintf(hint, sizeof(hint), "did you mean '%s'?", g ? g : "");
+			ydoc_node *mn = ydoc_map_get(node, "model");
+			ydoc_error(c->doc, mn ? mn : node, c->d,
+			           g ? hint : "a route names a model (id or alias) under models",
+			           "unknown model '%s': no upstream for route '%s'", r->model,
+			           r->path ? r->path : "?");
+		} else if (m) {
+			r->model_index = (size_t)(m - cfg->models);
+		}
+		for (size_t j = 0; r->path && j < i; j++) {
+			const char *a = cfg->routes[j].path, *b = r->path;
+			if (a == NULL)
+				continue;
+			size_t la = strlen(a), lb = strlen(b);
+			const char *shortp = la <= lb ? a : b, *longp = la <= lb ? b : a;
+			size_t ls = la <= lb ? la : lb;
+			bool dup = la == lb && strcmp(a, b) == 0;
+			bool over = !dup && strncmp(shortp, longp, ls) == 0 && longp[ls] == '/';
+			if (!dup && !over)
+				continue;
+			ydoc_node *pn = ydoc_map_get(node, "path");
+			ydoc_node *other = ydoc_map_get(seq_item(root, "routes", j), "path");
+			char where[96] = "";
+			if (other)
+				snprintf(where, sizeof(where), " (line %u)", other->line);
+			if (dup)
+				ydoc_error(c->doc, pn ? pn : node, c->d, NULL,
+				           "duplicate route path '%s': already routed%s", b, where);
+			else
+				ydoc_error(c->doc, pn ? pn : node, c->d,
+				           "route prefixes must not nest: route the narrower paths "
+				           "each, or by model",
+				           "route path '%s' overlaps '%s'%s: a request under '%s' "
+				           "would match both",
+				           b, a, where, longp);
+			break;
+		}
+	}
+
 	/* Interception needs the CA, and data sources need the egress proxy. */
 	for (size_t i = 0; i < cfg->n_data_sources; i++) {
 		if (cfg->data_sources[i].intercept && cfg->egress.ca_dir == NULL) {
@@ -1286,11 +1491,13 @@ static custos_config *build(const ydoc *doc, diag_list *d)
 	parse_auth(&c, root, &cfg->auth);
 	parse_profiles(&c, root, cfg);
 	parse_models(&c, root, cfg);
+	parse_routes(&c, root, cfg);
 	parse_data_sources(&c, root, cfg);
 	parse_egress(&c, root, cfg);
 	parse_audit(&c, root, &cfg->audit);
 	parse_admin(&c, root, &cfg->admin);
 	parse_policy(&c, root, &cfg->policy);
+	parse_proxy(&c, root, &cfg->proxy);
 	cross_checks(&c, root, cfg);
 	return cfg;
 }

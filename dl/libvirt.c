@@ -12,12 +12,17 @@
 #include "custos/lazylib.h"
 
 /* Every libvirt function custos calls (sandbox/vm_libvirt.c, cli/cmd_version.c, test_vm.c). A
- * call to one not listed here fails to link: nothing falls back to a DT_NEEDED entry. */
+ * call to one not listed here fails to link: nothing falls back to a DT_NEEDED entry; add it
+ * here (X list and a stub with the header's prototype). */
 #define VIRT_FUNCS(X)                                                                              \
 	X(virConnectOpen)                                                                          \
 	X(virConnectClose)                                                                         \
 	X(virConnectDomainEventRegisterAny)                                                        \
 	X(virConnectDomainEventDeregisterAny)                                                      \
+	X(virConnectListAllDomains)                                                                \
+	X(virDomainDefineXML)                                                                      \
+	X(virDomainUndefine)                                                                       \
+	X(virDomainGetUUIDString)                                                                  \
 	X(virDomainCreateXML)                                                                      \
 	X(virDomainDestroy)                                                                        \
 	X(virDomainFree)                                                                           \
@@ -82,6 +87,26 @@ int virConnectDomainEventDeregisterAny(virConnectPtr conn, int callbackID)
 {
 	return lazylib_ready(&virt_lib) ? CALL(virConnectDomainEventDeregisterAny)(conn, callbackID)
 	                                : -1;
+}
+
+int virConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains, unsigned int flags)
+{
+	return lazylib_ready(&virt_lib) ? CALL(virConnectListAllDomains)(conn, domains, flags) : -1;
+}
+
+virDomainPtr virDomainDefineXML(virConnectPtr conn, const char *xml)
+{
+	return lazylib_ready(&virt_lib) ? CALL(virDomainDefineXML)(conn, xml) : NULL;
+}
+
+int virDomainUndefine(virDomainPtr domain)
+{
+	return lazylib_ready(&virt_lib) ? CALL(virDomainUndefine)(domain) : -1;
+}
+
+int virDomainGetUUIDString(virDomainPtr domain, char *uuid)
+{
+	return lazylib_ready(&virt_lib) ? CALL(virDomainGetUUIDString)(domain, uuid) : -1;
 }
 
 virDomainPtr virDomainCreateXML(virConnectPtr conn, const char *xmlDesc, unsigned int flags)

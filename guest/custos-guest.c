@@ -1,6 +1,7 @@
 /*
  * custos-guest: the agent inside a custos VM. It carries the multiplexed channel to custos
- * (a virtio-serial port, found by name, or a device path) and bridges it: streams custos opens
+ * (a virtio-serial port, found by name, a device path, or an AF_VSOCK port custos connects to;
+ * given a port name and a vsock port, whichever device the VM has) and bridges it: streams custos opens
  * go to the model server's TCP port on the guest's loopback (ingress, allow-listed ports only);
  * connections to its loopback HTTP proxy port go back to custos as egress streams, so a model
  * server in a VM sees the same HTTP_PROXY arrangement as in a process sandbox. Static, libc
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,6 +108,30 @@ static int find_port(const char *name, char *dev, size_t devsz)
 	return rc;
 }
 
+/* Whether the VM has a vsock device: the guest's own CID is a real one. Without a device the
+ * virtio transport answers VMADDR_CID_ANY. */
+static int vsock_present(void)
+{
+	int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	unsigned int cid = VMADDR_CID_ANY;
+	int r = ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, &cid);
+	close(fd);
+	return r == 0 && cid >= 3 && cid != VMADDR_CID_ANY;
+}
+
+static int listen_vsock(unsigned long port)
+{
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_vm svm = { .svm_family = AF_VSOCK,
+		                   .svm_port = (unsigned)port,
+		                   .svm_cid = VMADDR_CID_ANY };
+	if (fd == -1 || bind(fd, (struct sockaddr *)&svm, sizeof(svm)) == -1 || listen(fd, 4) == -1)
+		die("cannot listen on vsock", strerror(errno));
+	return fd;
+}
+
 static int listen_loopback(uint16_t port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -135,13 +161,14 @@ static void on_term(int sig)
 static void usage(void)
 {
 	fprintf(stderr,
-	        "usage: custos-guest (--port-name NAME | --device PATH | --vsock-port N)\n"
-	        "                    --allow-port PORT...\n"
+	        "usage: custos-guest (--port-name NAME | --device PATH | --vsock-port N |\n"
+	        "                     --port-name NAME --vsock-port N) --allow-port PORT...\n"
 	        "                    [--proxy-port PORT] [--wait-s N]\n"
 	        "  --port-name NAME  virtio-serial port name (org.custos.mux.0)\n"
 	        "  --device PATH     the channel device\n"
 	        "  --vsock-port N    listen on AF_VSOCK port N; custos connects to the guest's "
 	        "CID\n"
+	        "                    (with --port-name: whichever of the two the VM has)\n"
 	        "  --allow-port P    a loopback TCP port custos may open streams to (repeatable)\n"
 	        "  --proxy-port P    loopback HTTP proxy port whose connections become egress\n"
 	        "                    streams to custos (default 3128; 0 = none)\n"
@@ -190,7 +217,9 @@ int main(int argc, char **argv)
 			return c == 'h' ? 0 : 2;
 		}
 	}
-	if ((port_name != NULL) + (device != NULL) + (vsock_port != 0) != 1 || n_allowed == 0) {
+	int n_chan = (port_name != NULL) + (device != NULL) + (vsock_port != 0);
+	int either = port_name != NULL && vsock_port != 0 && device == NULL;
+	if ((n_chan != 1 && !either) || n_allowed == 0) {
 		usage();
 		return 2;
 	}
@@ -201,28 +230,31 @@ int main(int argc, char **argv)
 
 	char dev[300];
 	int vl = -1;
-	if (vsock_port) {
-		/* vsock: custos connects to CID:port; one connection carries the mux, as the
-		 * virtio-serial port does. A new connection replaces the previous one. */
-		vl = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		struct sockaddr_vm svm = { .svm_family = AF_VSOCK,
-			                   .svm_port = (unsigned)vsock_port,
-			                   .svm_cid = VMADDR_CID_ANY };
-		if (vl == -1 || bind(vl, (struct sockaddr *)&svm, sizeof(svm)) == -1 ||
-		    listen(vl, 4) == -1)
-			die("cannot listen on vsock", strerror(errno));
-		snprintf(dev, sizeof(dev), "vsock:%lu", vsock_port);
-	} else if (device) {
+	if (device) {
 		snprintf(dev, sizeof(dev), "%s", device);
+	} else if (vsock_port && !port_name) {
+		vl = listen_vsock(vsock_port);
 	} else {
+		/* The named virtio-serial port, or (given both) a vsock device, whichever the VM
+		 * has: custos' `channel: auto` gives it exactly one of them. */
 		unsigned long tries = wait_s * 10;
 		while (find_port(port_name, dev, sizeof(dev)) != 0) {
+			if (vsock_port && vsock_present()) {
+				vl = listen_vsock(vsock_port);
+				break;
+			}
 			if (tries-- == 0)
-				die("virtio-serial port not found", port_name);
+				die(vsock_port ? "neither the virtio-serial port nor a vsock device"
+				               : "virtio-serial port not found",
+				    port_name);
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
 			nanosleep(&ts, NULL);
 		}
 	}
+	/* vsock: custos connects to CID:port; one connection carries the mux, as the
+	 * virtio-serial port does. The next connection is accepted when the mux ends. */
+	if (vl >= 0)
+		snprintf(dev, sizeof(dev), "vsock:%lu", vsock_port);
 	int chan = -1;
 	if (vl == -1) {
 		chan = open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY);

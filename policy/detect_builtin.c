@@ -46,50 +46,37 @@ static bool is_alnum(int c)
 {
 	return is_alpha(c) || is_digit(c);
 }
-static bool is_hex(int c)
-{
-	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
-bool det_class_has(unsigned cls, uint8_t c)
-{
-	switch (cls) {
-	case CLS_ANY:
-		return true;
-	case CLS_EMAIL_DOMAIN:
-		return is_alnum(c) || c == '.' || c == '-';
-	case CLS_IPV6:
-		return is_hex(c) || c == ':' || c == '.';
-	case CLS_ALNUM:
-		return is_alnum(c);
-	case CLS_ALNUM_US:
-		return is_alnum(c) || c == '_';
-	case CLS_GITLAB:
-		return is_alnum(c) || c == '_' || c == '.' || c == '-';
-	case CLS_SLACK:
-		return is_alnum(c) || c == '-';
-	case CLS_JWT:
-		return is_alnum(c) || c == '_' || c == '.' || c == '=' || c == '-';
-	case CLS_EMAIL_LOCAL:
-		return is_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
-	case CLS_HEX_COLON:
-		return is_hex(c) || c == ':';
-	case CLS_CARD:
-		return is_digit(c) || c == ' ' || c == '-';
-	case CLS_PHONE:
-		return is_digit(c) || c == ' ' || c == '.' || c == '-' || c == '(' || c == ')';
-	case CLS_SSN:
-		return is_digit(c) || c == ' ';
-	case CLS_IBAN:
-		return is_upper(c) || is_digit(c) || c == ' ';
-	case CLS_IPV4:
-		return is_digit(c) || c == '.';
-	case CLS_DIGIT:
-		return is_digit(c);
-	default:
-		return false;
-	}
-}
+/* Class bits per byte value (bit k: in class k), built at compile time: region extension
+ * tests one byte per step and is on the hot path. */
+#define C_DIG(c)   ((c) >= '0' && (c) <= '9')
+#define C_UP(c)    ((c) >= 'A' && (c) <= 'Z')
+#define C_LO(c)    ((c) >= 'a' && (c) <= 'z')
+#define C_ALNUM(c) (C_DIG(c) || C_UP(c) || C_LO(c))
+#define C_HEX(c)   (C_DIG(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
+#define CB(k, x)   ((uint32_t)((x) ? 1u : 0u) << (k))
+#define CLASS_BITS(c)                                                                              \
+	(CB(CLS_ANY, 1) | CB(CLS_EMAIL_DOMAIN, C_ALNUM(c) || (c) == '.' || (c) == '-') |           \
+	 CB(CLS_IPV6, C_HEX(c) || (c) == ':' || (c) == '.') | CB(CLS_ALNUM, C_ALNUM(c)) |          \
+	 CB(CLS_ALNUM_US, C_ALNUM(c) || (c) == '_') |                                              \
+	 CB(CLS_GITLAB, C_ALNUM(c) || (c) == '_' || (c) == '.' || (c) == '-') |                    \
+	 CB(CLS_SLACK, C_ALNUM(c) || (c) == '-') |                                                 \
+	 CB(CLS_JWT, C_ALNUM(c) || (c) == '_' || (c) == '.' || (c) == '=' || (c) == '-') |         \
+	 CB(CLS_EMAIL_LOCAL,                                                                       \
+	    C_ALNUM(c) || (c) == '.' || (c) == '_' || (c) == '%' || (c) == '+' || (c) == '-') |    \
+	 CB(CLS_HEX_COLON, C_HEX(c) || (c) == ':') |                                               \
+	 CB(CLS_CARD, C_DIG(c) || (c) == ' ' || (c) == '-') |                                      \
+	 CB(CLS_PHONE,                                                                             \
+	    C_DIG(c) || (c) == ' ' || (c) == '.' || (c) == '-' || (c) == '(' || (c) == ')') |      \
+	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_UP(c) || C_DIG(c) || (c) == ' ') |   \
+	 CB(CLS_IPV4, C_DIG(c) || (c) == '.') | CB(CLS_DIGIT, C_DIG(c)))
+#define R4(c)  CLASS_BITS(c), CLASS_BITS((c) + 1), CLASS_BITS((c) + 2), CLASS_BITS((c) + 3)
+#define R16(c) R4(c), R4((c) + 4), R4((c) + 8), R4((c) + 12)
+#define R64(c) R16(c), R16((c) + 16), R16((c) + 32), R16((c) + 48)
+const uint32_t det_class_tab[256] = { R64(0), R64(64), R64(128), R64(192) };
+#undef R64
+#undef R16
+#undef R4
 
 /* ---------------------------------------------------------------------------------------------
  * Checksums.
@@ -792,18 +779,16 @@ size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int nex
 const det_spec det_builtin_specs[] = {
 	{ INSPECT_EMAIL, DET_ANCHOR, CLS_EMAIL_DOMAIN, 320, CLS_EMAIL_LOCAL, 64,
 	  "[A-Za-z0-9._%+\\-]@[A-Za-z0-9]", v_email },
-	{ INSPECT_PHONE, DET_MATCH, 0, 0, 0, 0, "\\+[1-9](?:[ .\\-()]{0,2}[0-9]){6,16}\\b",
-	  v_phone_e164 },
-	{ INSPECT_PHONE, DET_NUMERIC, CLS_PHONE, 48, CLS_PHONE, 8, DET_NUMERIC_PATTERN,
+	{ INSPECT_PHONE, DET_MATCH, 0, 0, 0, 0, DET_E164_PATTERN, v_phone_e164 },
+	{ INSPECT_PHONE, DET_ANCHOR, CLS_PHONE, 48, CLS_PHONE, 8, DET_NUMERIC_PATTERN,
 	  v_phone_token },
-	{ INSPECT_PAYMENT_CARD, DET_NUMERIC, CLS_CARD, 64, CLS_CARD, 8, DET_NUMERIC_PATTERN,
+	{ INSPECT_PAYMENT_CARD, DET_ANCHOR, CLS_CARD, 64, CLS_CARD, 8, DET_NUMERIC_PATTERN,
 	  v_card },
-	{ INSPECT_IBAN, DET_NUMERIC, CLS_IBAN, 80, CLS_IBAN, 24, DET_NUMERIC_PATTERN, v_iban },
-	{ INSPECT_US_SSN, DET_MATCH, 0, 0, 0, 0, "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b", v_ssn },
-	{ INSPECT_US_SSN, DET_NUMERIC, CLS_SSN, 48, CLS_SSN, 4, DET_NUMERIC_PATTERN, v_ssn_token },
-	{ INSPECT_IPV4, DET_ANCHOR, CLS_IPV4, 24, CLS_DIGIT, 3, "[0-9]\\.[0-9]{1,3}\\.[0-9]",
-	  v_ipv4 },
-	{ INSPECT_IPV6, DET_ANCHOR, CLS_IPV6, 64, CLS_HEX_COLON, 40, ":[0-9A-Fa-f]{0,4}:", v_ipv6 },
+	{ INSPECT_IBAN, DET_ANCHOR, CLS_IBAN, 80, CLS_IBAN, 24, DET_NUMERIC_PATTERN, v_iban },
+	{ INSPECT_US_SSN, DET_MATCH, 0, 0, 0, 0, DET_SSN_PATTERN, v_ssn },
+	{ INSPECT_US_SSN, DET_ANCHOR, CLS_SSN, 48, CLS_SSN, 4, DET_NUMERIC_PATTERN, v_ssn_token },
+	{ INSPECT_IPV4, DET_ANCHOR, CLS_IPV4, 24, CLS_DIGIT, 3, DET_IPV4_PATTERN, v_ipv4 },
+	{ INSPECT_IPV6, DET_ANCHOR, CLS_IPV6, 64, CLS_HEX_COLON, 40, DET_IPV6_PATTERN, v_ipv6 },
 	{ INSPECT_AWS_ACCESS_KEY, DET_MATCH, 0, 0, 0, 0,
 	  "\\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", v_aws_access },
 	{ INSPECT_AWS_SECRET_KEY, DET_MATCH, 0, 0, 0, 0,

@@ -195,16 +195,18 @@ static custos_err add_expr(inspect_engine *e, build *b, const char *pattern, uns
 	if (x->kind != DET_TERMINATOR && mx > e->width[x->detector])
 		e->width[x->detector] = mx;
 	e->compiled |= UINT64_C(1) << x->detector;
-	if (x->kind == DET_ANCHOR || x->kind == DET_NUMERIC)
+	if (x->kind == DET_ANCHOR)
 		e->has_region[x->detector] = true;
 	if (x->kind == DET_CONTEXT)
 		e->needs_ctx[x->detector] = true;
-	if (x->kind == DET_NUMERIC) {
-		/* Matched by detect_numeric.c, not compiled: chained for the fan-out. */
-		if (e->numeric < 0) {
-			e->numeric = (int32_t)idx;
+	int a = det_scan_anchor_of(pattern, flags);
+	if (a >= 0) {
+		/* Matched by detect_numeric.c, not compiled: chained per anchor for the
+		 * fan-out. */
+		if (e->scan[a] < 0) {
+			e->scan[a] = (int32_t)idx;
 		} else {
-			unsigned last = (unsigned)e->numeric;
+			unsigned last = (unsigned)e->scan[a];
 			while (e->expr[last].next >= 0)
 				last = (unsigned)e->expr[last].next;
 			e->expr[last].next = (int32_t)idx;
@@ -364,7 +366,8 @@ custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out
 	inspect_engine *e = calloc(1, sizeof(*e));
 	ENSURE(e != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
 	e->n_det = INSPECT_BUILTIN_COUNT + (unsigned)o->n_custom;
-	e->numeric = -1;
+	for (unsigned a = 0; a < DET_SCAN_N; a++)
+		e->scan[a] = -1;
 	build b = { 0 };
 	custos_err r = engine_build(e, o, &b);
 	build_free(&b);

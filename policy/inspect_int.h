@@ -15,11 +15,10 @@
  *         another until a byte outside it, its maximum length, or the detector's TERMINATOR.
  * TERMINATOR: closes the open region of its detector (PEM "-----END ... KEY-----").
  * CONTEXT: a custom detector's keyword that its pattern matches need nearby.
- * NUMERIC: an ANCHOR whose pattern (DET_NUMERIC_PATTERN) is matched by the C scanner in
- *         detect_numeric.c instead of Hyperscan: nine digits, at most two separator bytes
- *         between digits. Digit runs are dense in logs and tables, and a vectorised skip
- *         over digit-free blocks is cheaper there than an automaton (docs/INSPECTION.md). */
-enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT, DET_NUMERIC };
+ * A MATCH or ANCHOR whose pattern is one of DET_*_PATTERN below is not compiled into
+ * Hyperscan: the bit-parallel C scanner in detect_numeric.c reports exactly what Hyperscan
+ * would for it (docs/INSPECTION.md). */
+enum det_kind { DET_MATCH = 0, DET_ANCHOR, DET_TERMINATOR, DET_CONTEXT };
 
 /* Byte classes a region extends over (and starts back over). */
 enum det_class {
@@ -65,22 +64,53 @@ typedef struct det_spec {
 	det_validate_fn validate;
 } det_spec;
 
+/* The anchors of the C scanner, and the patterns they stand for (compiled with
+ * HS_FLAG_SOM_LEFTMOST: leftmost start, one report per end). Digits, separators, dots, colons
+ * and dashes are dense in logs, tables and JSON; character-class patterns there cost Hyperscan
+ * more than all the literal-led ones together, and a few mask operations per 64 bytes less. */
+enum det_scan_anchor {
+	DET_SCAN_NUMERIC = 0, /* nine digits, at most two separators [ .()-] between digits */
+	DET_SCAN_IPV4,        /* d.d.d: a digit, a dot, 1..3 digits, a dot, a digit */
+	DET_SCAN_IPV6,        /* two colons with 0..4 hex digits between */
+	DET_SCAN_SSN,         /* AAA-GG-SSSS between word boundaries */
+	DET_SCAN_E164,        /* '+', [1-9], 6..16 digits with separators, a word boundary */
+	DET_SCAN_N
+};
 #define DET_NUMERIC_PATTERN "[0-9](?:[ .()\\-]{0,2}[0-9]){8}"
+#define DET_IPV4_PATTERN    "[0-9]\\.[0-9]{1,3}\\.[0-9]"
+#define DET_IPV6_PATTERN    ":[0-9A-Fa-f]{0,4}:"
+#define DET_SSN_PATTERN     "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b"
+#define DET_E164_PATTERN    "\\+[1-9](?:[ .\\-()]{0,2}[0-9]){6,16}\\b"
 #define DET_NUMERIC_DIGITS  9
+/* The scanner's anchor for a pattern compiled with `flags`, or -1 when Hyperscan runs it. */
+int det_scan_anchor_of(const char *pattern, unsigned flags);
 
-/* The numeric scanner's state between fragments (detect_numeric.c). */
+/* The scanner's state between fragments (detect_numeric.c). */
 typedef struct det_numeric {
-	uint64_t pos[DET_NUMERIC_DIGITS]; /* offsets of the last digits of the current run */
-	uint64_t count;                   /* digits in the current run */
-	unsigned gap;                     /* separator bytes since its last digit */
-	unsigned ring;                    /* next slot of pos[] to write */
+	uint64_t d, s, dot, col, hex, dash; /* class bits of the last 64 bytes fed (bit 63: the
+	                                       last byte; zero before the start of the text) */
+	uint8_t tail[16];                   /* the last 16 bytes fed (zero before the start) */
+	uint64_t e_start;                   /* E.164: where the current candidate's '+' is */
+	uint8_t e_state;                    /* 0 none, 1 after '+', 2 in the digits */
+	uint8_t e_digits, e_gap;            /* digits so far, separators since the last one */
+	bool e_pend;                        /* the last byte ended a candidate (needs \b) */
 } det_numeric;
-/* Calls emit(ctx, from, to) for every digit that completes nine digits of a run (from: the
- * first of those nine; to: after this digit), over p[n] at absolute offset base. Stops and
- * returns the first error emit returns. */
-custos_err det_numeric_scan(det_numeric *st, const uint8_t *p, size_t n, uint64_t base,
-                            custos_err (*emit)(void *ctx, uint64_t from, uint64_t to),
-                            void *ctx) CUSTOS_WUR;
+/* Calls emit(ctx, anchor, from, to) for every match of the anchors in `want` (bits of enum
+ * det_scan_anchor) that p[n], fed at absolute offset base, completes, in order of `to` per
+ * anchor. A match that ends with \b is reported once the byte after it is fed, or by
+ * det_numeric_finish. Stops and returns the first error emit returns. */
+custos_err
+det_numeric_scan(det_numeric *st, unsigned want, const uint8_t *p, size_t n, uint64_t base,
+                 custos_err (*emit)(void *ctx, unsigned anchor, uint64_t from, uint64_t to),
+                 void *ctx) CUSTOS_WUR;
+/* Which classification det_numeric_scan uses: 0 the best the CPU has (the default), 1 SSE2,
+ * 2 AVX2, 3 AVX-512BW (lowered to what the CPU has). For tests; set before any scan. */
+extern unsigned det_numeric_isa;
+/* The end of the text at absolute offset `total`: reports the matches that end there. */
+custos_err det_numeric_finish(det_numeric *st, unsigned want, uint64_t total,
+                              custos_err (*emit)(void *ctx, unsigned anchor, uint64_t from,
+                                                 uint64_t to),
+                              void *ctx) CUSTOS_WUR;
 
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];
@@ -94,7 +124,11 @@ size_t det_validate_custom_none(const uint8_t *p, size_t n, int prev, int next, 
 size_t det_validate_custom_luhn(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 size_t det_validate_custom_mod97(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
 size_t det_validate_custom_keyword(const uint8_t *p, size_t n, int prev, int next, det_hit *out);
-bool det_class_has(unsigned cls, uint8_t c);
+extern const uint32_t det_class_tab[256]; /* bit per enum det_class (detect_builtin.c) */
+static inline bool det_class_has(unsigned cls, uint8_t c)
+{
+	return (det_class_tab[c] >> cls) & 1u;
+}
 
 /* One compiled expression. */
 typedef struct inspect_expr {
@@ -118,7 +152,7 @@ struct inspect_engine {
 	uint32_t width[INSPECT_MAX_DETECTORS];  /* longest MATCH/ANCHOR width per detector */
 	bool has_region[INSPECT_MAX_DETECTORS]; /* detector has ANCHOR expressions */
 	bool needs_ctx[INSPECT_MAX_DETECTORS];  /* detector has CONTEXT expressions */
-	int32_t numeric; /* first NUMERIC expression (chained by next), or -1 */
+	int32_t scan[DET_SCAN_N]; /* first NUMERIC expression per anchor (chained by next), or -1 */
 	char name[INSPECT_MAX_DETECTORS][INSPECT_NAME_MAX];
 	char mask[INSPECT_MAX_DETECTORS][INSPECT_MASK_MAX];
 	size_t mask_len[INSPECT_MAX_DETECTORS];

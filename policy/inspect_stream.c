@@ -150,7 +150,6 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 		e = candidate(st, x, from, to);
 		break;
 	case DET_ANCHOR:
-	case DET_NUMERIC:
 		/* Decide whether the anchor's first byte still belongs to the open region (the
 		 * region may close right there): the same answer a stream that already saw the
 		 * byte gives. */
@@ -188,10 +187,10 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 	return e;
 }
 
-static custos_err on_numeric(void *ctx, uint64_t from, uint64_t to)
+static custos_err on_numeric(void *ctx, unsigned anchor, uint64_t from, uint64_t to)
 {
 	inspect_stream *st = ctx;
-	for (int32_t x = st->e->numeric; x >= 0; x = st->e->expr[x].next)
+	for (int32_t x = st->e->scan[anchor]; x >= 0; x = st->e->expr[x].next)
 		GUARD(on_expr(st, (unsigned)x, from, to));
 	return CUSTOS_OK;
 }
@@ -393,10 +392,11 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 	st->prof = *p;
 	for (unsigned d = e->n_det; d < INSPECT_MAX_DETECTORS; d++)
 		st->prof.action[d] = INSPECT_ACT_NONE;
-	st->active = inspect_profile_active(&st->prof) && (e->db != NULL || e->numeric >= 0);
-	for (int32_t x = e->numeric; x >= 0; x = e->expr[x].next)
-		if (st->prof.action[e->expr[x].detector] != INSPECT_ACT_NONE)
-			st->numeric_active = true;
+	for (unsigned a = 0; a < DET_SCAN_N; a++)
+		for (int32_t x = e->scan[a]; x >= 0; x = e->expr[x].next)
+			if (st->prof.action[e->expr[x].detector] != INSPECT_ACT_NONE)
+				st->scan_want |= 1u << a;
+	st->active = inspect_profile_active(&st->prof) && (e->db != NULL || st->scan_want != 0);
 	st->hold = st->active ? inspect_profile_holdback(e, &st->prof) : 0;
 	for (unsigned i = 0; i < e->n_expr; i++)
 		if (e->expr[i].width > st->wmax)
@@ -458,9 +458,9 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 		if (st->hs != NULL)
 			GUARD(scan_result(st, hs_scan_stream(st->hs, text.ptr, (unsigned)text.len,
 			                                     0, s->hs, on_match, st)));
-		if (st->numeric_active)
-			GUARD(det_numeric_scan(&st->num, (const uint8_t *)text.ptr, text.len,
-			                       st->total - text.len, on_numeric, st));
+		if (st->scan_want != 0)
+			GUARD(det_numeric_scan(&st->num, st->scan_want, (const uint8_t *)text.ptr,
+			                       text.len, st->total - text.len, on_numeric, st));
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 			if (st->reg[d].open)
 				GUARD(region_advance(st, &st->reg[d], st->total));
@@ -484,6 +484,9 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 			st->hs = NULL;
 			GUARD(scan_result(st, rc));
 		}
+		if (st->scan_want != 0)
+			GUARD(det_numeric_finish(&st->num, st->scan_want, st->total, on_numeric,
+			                         st));
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++) {
 			inspect_region *r = &st->reg[d];
 			if (r->open)

@@ -23,8 +23,8 @@ typedef struct inspect_ctx_hit {
 struct inspect_stream {
 	const inspect_engine *e;
 	inspect_profile prof;
-	bool active;         /* a detector applies and a database (or the numeric scanner) exists */
-	bool numeric_active; /* a detector fed by the numeric scanner applies */
+	bool active;        /* a detector applies and a database (or the C scanner) exists */
+	unsigned scan_want; /* the C scanner's anchors whose detectors apply (det_scan_anchor) */
 	det_numeric num;
 	hs_stream_t *hs;
 	buf win;           /* bytes [base, total) when copied */

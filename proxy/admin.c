@@ -378,9 +378,99 @@ static bool is_json(const char *ct)
 
 /* ---- endpoints ---- */
 
-static bool sandbox_running(const admin_sandbox *x)
+/* The state of sandbox i: from the supervisor's mirror (privilege separation) or read from
+ * the sandbox handle in this process. */
+static void sandbox_state(const struct admin_server *s, size_t i, admin_sandbox_state *st)
 {
-	return x->sb && sandbox_pid(x->sb) > 0;
+	const admin_sandbox *x = &s->sbx[i];
+
+	memset(st, 0, sizeof(*st));
+	st->kind = "process";
+	st->pid = -1;
+	if (s->hooks.sandbox_state) {
+		if (!s->hooks.sandbox_state(s->hooks.arg, i, st))
+			st->running = false;
+		return;
+	}
+	if (x->sb == NULL)
+		return;
+	st->pid = sandbox_pid(x->sb);
+	st->running = st->pid > 0;
+	st->generation = sandbox_generation(x->sb);
+	st->restarts = st->generation ? st->generation - 1 : 0;
+	snprintf(st->profile_hash, sizeof(st->profile_hash), "%s", sandbox_profile_hash_of(x->sb));
+	snprintf(st->cgroup, sizeof(st->cgroup), "%s", sandbox_cgroup_backend(x->sb));
+}
+
+static bool sandbox_running(const struct admin_server *s, size_t i)
+{
+	admin_sandbox_state st;
+	sandbox_state(s, i, &st);
+	return st.running;
+}
+
+/* The VM sandboxes from the hook (docs/VM.md); *n = 0 without one. Owner: caller (free). */
+static admin_vm *vms_snapshot(struct admin_server *s, size_t *n)
+{
+	*n = 0;
+	if (s->hooks.vms_get == NULL)
+		return NULL;
+	admin_vm *v = xcalloc(ADMIN_MAX_SANDBOXES, sizeof(*v));
+	*n = s->hooks.vms_get(s->hooks.arg, v, ADMIN_MAX_SANDBOXES);
+	if (*n > ADMIN_MAX_SANDBOXES)
+		*n = ADMIN_MAX_SANDBOXES;
+	return v;
+}
+
+static bool vms_routable(struct admin_server *s)
+{
+	size_t n;
+	admin_vm *v = vms_snapshot(s, &n);
+	bool ok = true;
+	for (size_t i = 0; i < n; i++)
+		ok = ok && v[i].routable;
+	free(v);
+	return ok;
+}
+
+static void json_taint(json_writer *w, int taint)
+{
+	json_key(w, "taint");
+	if (taint >= 0)
+		json_cstr(w, policy_class_name((policy_class)taint));
+	else
+		json_null(w); /* no egress listener for this sandbox */
+}
+
+/* One VM entry of GET /v1/sandboxes: the process entries' fields where they apply, and what
+ * only a VM has under "vm". */
+static void json_vm(json_writer *w, const admin_vm *x)
+{
+	char ts[TM_RFC3339_LEN];
+	json_obj_begin(w);
+	json_kv_cstr(w, "id", x->name);
+	json_kv_cstr(w, "state", x->state);
+	json_kv_cstr(w, "kind", "vm");
+	json_kv_i64(w, "pid", x->qemu_pid);
+	json_kv_u64(w, "restarts", x->restarts);
+	json_kv_cstr(w, "started", x->started_wall_ns ? tm_rfc3339(x->started_wall_ns, ts) : NULL);
+	json_kv_cstr(w, "profile_hash", x->profile_hash[0] ? x->profile_hash : NULL);
+	json_taint(w, x->taint);
+	json_key(w, "vm");
+	json_obj_begin(w);
+	json_kv_cstr(w, "domain", x->domain);
+	json_kv_cstr(w, "uuid", x->uuid[0] ? x->uuid : NULL);
+	json_kv_cstr(w, "channel", x->channel);
+	json_key(w, "vsock_cid");
+	if (x->vsock_cid)
+		json_u64(w, x->vsock_cid);
+	else
+		json_null(w);
+	json_kv_i64(w, "qemu_pid", x->qemu_pid);
+	json_kv_cstr(w, "seccomp", x->seccomp);
+	json_kv_bool(w, "routable", x->routable);
+	json_obj_end(w);
+	json_obj_end(w);
 }
 
 static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *c)
@@ -397,7 +487,8 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 		aud = !st.writer_failing;
 	}
 	for (size_t i = 0; i < s->nsbx; i++)
-		sbx = sbx && sandbox_running(&s->sbx[i]);
+		sbx = sbx && sandbox_running(s, i);
+	sbx = sbx && vms_routable(s);
 	bool ready = pol && aud && sbx;
 	buf_init(&b, 4096);
 	json_init(&w, &b);
@@ -466,7 +557,7 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 	                         "# TYPE custos_sandbox_up gauge\n"));
 	for (size_t i = 0; i < s->nsbx; i++)
 		GUARD(buf_printf(b, "custos_sandbox_up{sandbox=\"%s\"} %d\n", s->sbx[i].name,
-		                 sandbox_running(&s->sbx[i]) ? 1 : 0));
+		                 sandbox_running(s, i) ? 1 : 0));
 	return CUSTOS_OK;
 }
 
@@ -636,15 +727,17 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 	json_arr_begin(&w);
 	for (size_t i = 0; i < s->nsbx; i++) {
 		const admin_sandbox *x = &s->sbx[i];
-		unsigned gen = x->sb ? sandbox_generation(x->sb) : 0;
+		admin_sandbox_state st;
+		sandbox_state(s, i, &st);
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
-		json_kv_cstr(&w, "state", sandbox_running(x) ? "running" : "restarting");
-		json_kv_i64(&w, "pid", x->sb ? (int64_t)sandbox_pid(x->sb) : -1);
-		json_kv_u64(&w, "generation", gen);
-		json_kv_u64(&w, "restarts", gen ? gen - 1 : 0);
-		json_kv_cstr(&w, "profile_hash", x->sb ? sandbox_profile_hash_of(x->sb) : NULL);
-		json_kv_cstr(&w, "cgroup", x->sb ? sandbox_cgroup_backend(x->sb) : NULL);
+		json_kv_cstr(&w, "state", st.running ? "running" : "restarting");
+		json_kv_cstr(&w, "kind", st.kind);
+		json_kv_i64(&w, "pid", st.pid);
+		json_kv_u64(&w, "generation", st.generation);
+		json_kv_u64(&w, "restarts", st.restarts);
+		json_kv_cstr(&w, "profile_hash", st.profile_hash[0] ? st.profile_hash : NULL);
+		json_kv_cstr(&w, "cgroup", st.cgroup[0] ? st.cgroup : NULL);
 		json_key(&w, "limits");
 		json_obj_begin(&w);
 		json_kv_u64(&w, "memory_bytes", x->memory_bytes);
@@ -652,14 +745,14 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_kv_u64(&w, "cpu_millis", x->cpu_millis);
 		json_kv_u64(&w, "nofile", x->nofile);
 		json_obj_end(&w);
-		json_key(&w, "taint");
-		int taint = s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1;
-		if (taint >= 0)
-			json_cstr(&w, policy_class_name((policy_class)taint));
-		else
-			json_null(&w); /* no egress listener for this sandbox */
+		json_taint(&w, s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1);
 		json_obj_end(&w);
 	}
+	size_t nvm;
+	admin_vm *vms = vms_snapshot(s, &nvm);
+	for (size_t i = 0; i < nvm; i++)
+		json_vm(&w, &vms[i]);
+	free(vms);
 	json_arr_end(&w);
 	json_obj_end(&w);
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
@@ -695,14 +788,22 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 {
 	const admin_sandbox *x = &s->sbx[rq->sandbox];
 	char path[128];
-	pid_t pid = x->sb ? sandbox_pid(x->sb) : -1;
+	admin_sandbox_state st;
 	unsigned status = 202;
 	const char *result = "restarting";
 
+	sandbox_state(s, rq->sandbox, &st);
+	pid_t pid = st.running ? (pid_t)st.pid : -1;
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/restart", x->name);
 	if (pid <= 0) {
 		status = 409;
 		result = "no running instance";
+	} else if (s->hooks.sandbox_restart) { /* the supervisor ends it */
+		int r = s->hooks.sandbox_restart(s->hooks.arg, rq->sandbox, pid);
+		if (r != 0) {
+			status = r == ESRCH ? 409 : 500;
+			result = r == ESRCH ? "the instance ended meanwhile" : strerror(r);
+		}
 	} else if (kill_instance(x->sb, pid) == -1) {
 		status = errno == ESRCH ? 409 : 500;
 		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);
@@ -1035,6 +1136,19 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
+custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid, int *fd)
+{
+	ENSURE(path && (mode & 0007) == 0, CUSTOS_ERR_INVAL, "admin socket: bad path or mode");
+	GUARD(open_unix(path, mode ? mode : 0660, fd));
+	if (uid != (uid_t)-1 && lchown(path, uid, gid) == -1) {
+		custos_err e = err_sys("admin socket %s: chown", path);
+		close(*fd);
+		*fd = -1;
+		return e;
+	}
+	return CUSTOS_OK;
+}
+
 static custos_err open_tcp(const char *addr, bool force, int *out, unsigned *port)
 {
 	struct sockaddr_storage ss;
@@ -1131,7 +1245,12 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	s->nsbx = o->n_sandboxes;
 	custos_err e = CUSTOS_OK;
 	if (o->socket_path) {
-		e = open_unix(o->socket_path, mode, &s->l[0].fd);
+		if (o->socket_fd > 0) { /* bound by the caller (admin_open_unix) */
+			s->l[0].fd = o->socket_fd;
+			e = CUSTOS_OK;
+		} else {
+			e = open_unix(o->socket_path, mode, &s->l[0].fd);
+		}
 		if (e == CUSTOS_OK) {
 			s->socket_path = xstrdup(o->socket_path); /* ours now: unlinked at stop */
 			e = start_daemon(&s->l[0]);

@@ -77,6 +77,7 @@ typedef struct req {
 	openai_request oa;
 	decide_out dec;
 	size_t upstream;
+	const char *route_model; /* the route's model id (in st_ref's options), NULL: the body's */
 	unsigned status;
 	uint64_t bytes_in, bytes_out;
 	/* response */
@@ -275,7 +276,11 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.remote = c->remote,
 		.method = span_cstr(r->method),
 		.path = span_cstr(r->path),
-		.model = span_cstr(r->has_oa ? r->oa.model : ""),
+		/* What the policy judged: the route's model id (a path route's model, or the
+		 * configured id behind an alias), else the body's. */
+		.model = span_cstr(r->route_model ? r->route_model
+		                   : r->has_oa    ? r->oa.model
+		                                  : ""),
 		.status = r->status,
 		.decision = decision,
 		.reason = reason,
@@ -674,9 +679,45 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 /* ---------------------------------------------------------------------------------------------
  * body, policy, route
  */
+static int hex_val(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+		return (ch | 0x20) - 'a' + 10;
+	return -1;
+}
+
+/* Path prefix match on whole segments: "/v1/embeddings" matches "/v1/embeddings",
+ * "/v1/embeddings/x" and "/v1/embeddings?q", not "/v1/embeddingsx". A percent-encoded
+ * unreserved character in the request ("%65") counts as the character (RFC 3986 6.2.2.2), so a
+ * second spelling cannot dodge a path route; encoded reserved ones ("%2F") never match. */
+static bool path_prefix_match(const char *path, const char *prefix)
+{
+	const char *p = path;
+
+	for (const char *q = prefix; *q; q++) {
+		char ch = *p;
+		if (ch == '%' && hex_val(p[1]) >= 0 && hex_val(p[2]) >= 0) {
+			int v = hex_val(p[1]) * 16 + hex_val(p[2]);
+			bool unreserved = (v >= 'a' && v <= 'z') || (v >= 'A' && v <= 'Z') ||
+			                  (v >= '0' && v <= '9') || v == '-' || v == '.' ||
+			                  v == '_' || v == '~';
+			if (!unreserved || v != *q)
+				return false;
+			p += 3;
+			continue;
+		}
+		if (ch != *q)
+			return false;
+		p++;
+	}
+	return *p == '\0' || *p == '/' || *p == '?';
+}
+
 static bool route_match(const proxy_route_opts *ro, const req *r)
 {
-	if (ro->path_prefix && strncmp(r->path, ro->path_prefix, strlen(ro->path_prefix)) != 0)
+	if (ro->path_prefix && !path_prefix_match(r->path, ro->path_prefix))
 		return false;
 	if (ro->model && ro->model[0] == '\0') /* "": requests that name no model */
 		return !(r->has_oa && r->oa.has_model);
@@ -714,6 +755,7 @@ static void on_request_body_done(conn *c)
 		return;
 	}
 	r->upstream = o->routes[ri].upstream;
+	r->route_model = o->routes[ri].model_id;
 
 	/* Policy. */
 	uint64_t t0 = tm_mono_ns();
@@ -1015,6 +1057,8 @@ static void pool_put(worker *w, upconn *u, const proxy_state *st)
 	             w->loop.now + or_default(uo->idle_timeout_ns, DEF_UP_IDLE));
 }
 
+static void up_failed(conn *c, const char *why);
+
 static void up_attempt(conn *c)
 {
 	req *r = &c->r;
@@ -1026,8 +1070,8 @@ static void up_attempt(conn *c)
 	upconn *u = pool_take(c->w, r->upstream, c->st_ref->gen);
 	if (u == NULL)
 		u = up_connect(c, r->upstream, &failed_now);
-	if (u == NULL) {
-		conn_reject(c, 502, "upstream connection failed", false);
+	if (u == NULL) { /* nothing sent: up_failed retries once */
+		up_failed(c, "upstream connection failed");
 		return;
 	}
 	u->owner = c;
@@ -1148,7 +1192,10 @@ static void finish_request(conn *c)
 	conn_audit(c, "http.request", decision, reason);
 	c->up = NULL;
 	if (u) {
-		if (r->up_keep_alive)
+		/* An answer that came before the whole request was written (an early 413...)
+		 * leaves a half-sent request on the connection: reusing it would desynchronise
+		 * the next request. */
+		if (r->up_keep_alive && buf_used(&r->upout) == 0)
 			pool_put(c->w, u, st);
 		else
 			up_close(u);
@@ -1346,13 +1393,21 @@ static bool up_drive(conn *c)
 	}
 	/* Send the request. */
 	if (buf_used(&r->upout) > 0 && sock_can_write(&u->s)) {
+		size_t before = buf_used(&r->upout);
 		ssize_t n = sock_write(&u->s, &r->upout);
-		if (n == SOCK_ERR) {
+		/* Count what left the buffer, also when the call then failed: bytes written before
+		 * an error must never look like "nothing sent" (that would allow a retry). */
+		r->up_sent += before - buf_used(&r->upout);
+		if (n == SOCK_ERR && r->resp_head_done) {
+			/* The upstream answered early and stopped reading the request: forward its
+			 * answer, send no more, and never pool the connection. */
+			buf_reset(&r->upout);
+			r->up_keep_alive = false;
+		} else if (n == SOCK_ERR) {
 			up_failed(c, "upstream write failed");
 			return true;
 		}
 		if (n > 0) {
-			r->up_sent += (uint64_t)n;
 			progress = true;
 			c->anchor = c->w->loop.now;
 		}
@@ -1396,6 +1451,19 @@ static bool up_drive(conn *c)
 				c->st = CS_RESPONSE;
 				progress = true;
 				if (nobody) {
+					finish_request(c);
+					return true;
+				}
+				if (h->framing == HTTP1_BODY_LENGTH && h->content_length == 0) {
+					/* Nothing follows: end it now, not when the upstream next
+					 * sends a byte or hangs up (an early 413 would wait for the
+					 * upstream to close, and the request body would go on). */
+					custos_err ie = resp_inspect_end(c);
+					if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
+						return true;
+					if (r->client_chunked &&
+					    http1_chunk_end(&c->out) == CUSTOS_OK)
+						r->bytes_out += 5;
 					finish_request(c);
 					return true;
 				}

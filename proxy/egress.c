@@ -61,6 +61,9 @@ void egress_options_free(egress_options *o)
 	free(o->listeners);
 	free(o->policy_file);
 	free(o->ca_dir);
+	for (size_t i = 0; i < o->n_dns_servers; i++)
+		free(o->dns_servers[i]);
+	free(o->dns_servers);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -174,17 +177,35 @@ egress_attr_how egress_attribute(const char *model, span header_id, char request
 /* ---------------------------------------------------------------------------------------------
  * Audit
  */
+/* Egress request ids: "eg-", a random 64-bit prefix drawn once per process and a counter:
+ * unique in the process, not guessable across restarts, no RNG call per request (the RNG's
+ * lock was a measurable cost on the forward path). */
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+static char id_prefix[17];
+static atomic_uint_fast64_t id_seq;
+
+static void id_init(void)
+{
+	uint8_t rnd[8];
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		abort(); /* ids must not repeat across restarts */
+	num_hex(rnd, sizeof(rnd), id_prefix);
+}
+
 void erec_init(erec *r, const char *kind)
 {
-	uint8_t rnd[12];
+	static const char hexd[] = "0123456789abcdef";
 	memset(r, 0, sizeof(*r));
 	r->kind = kind;
 	r->classification = -1;
 	r->t_start = tm_mono_ns();
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		memset(rnd, 0, sizeof(rnd));
+	pthread_once(&id_once, id_init);
+	uint64_t n = atomic_fetch_add(&id_seq, 1);
 	memcpy(r->id, "eg-", 3);
-	num_hex(rnd, sizeof(rnd), r->id + 3);
+	memcpy(r->id + 3, id_prefix, 16);
+	for (int i = 15; i >= 0; i--, n >>= 4)
+		r->id[19 + i] = hexd[n & 15];
+	r->id[35] = '\0';
 }
 
 static const char *attr_name(egress_attr_how h)
@@ -198,6 +219,49 @@ static const char *attr_name(egress_attr_how h)
 		break;
 	}
 	return "none";
+}
+
+custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r)
+{
+	audit_event ev;
+
+	audit_event_begin(&ev, "egress.decision");
+	audit_event_cstr(&ev, "request_id", r->id);
+	audit_event_cstr(&ev, "direction", "egress");
+	audit_event_cstr(&ev, "model", l->model);
+	audit_event_cstr(&ev, "sandbox", l->sandbox);
+	if (r->how != EGRESS_ATTR_NONE) {
+		audit_event_cstr(&ev, "ingress_request_id", r->ingress_id);
+		audit_event_cstr(&ev, "principal", r->principal);
+	}
+	audit_event_cstr(&ev, "kind", r->kind);
+	audit_event_cstr(&ev, "method", r->method);
+	audit_event_cstr(&ev, "host", r->host);
+	if (r->port)
+		audit_event_u64(&ev, "port", r->port);
+	if (r->path[0])
+		audit_event_cstr(&ev, "path", r->path);
+	audit_event_cstr(&ev, "data_source", r->source);
+	audit_event_cstr(&ev, "decision", r->decision ? r->decision : "allow");
+	if (r->rules[0])
+		audit_event_cstr(&ev, "rules", r->rules);
+	if (r->shadow)
+		audit_event_bool(&ev, "shadow", true);
+	custos_err e = audit_event_end(&ev);
+	if (e != CUSTOS_OK) {
+		log_error("egress audit: decision %s too large: %s", r->id, err_msg());
+		return e;
+	}
+	if (s->o.audit == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+		return CUSTOS_OK;
+	}
+	e = audit_submit(s->o.audit, &ev);
+	if (e != CUSTOS_OK)
+		log_error("egress audit: decision %s refused, call not made (fail closed): %s",
+		          r->id, err_msg());
+	return e;
 }
 
 void egress_audit(egress_server *s, const elistener *l, const erec *r)
@@ -432,7 +496,7 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		*srcp = src;
 		return 0;
 	}
-	custos_err e = ssrf_resolve(h, port, src->o.allow_private, tgt);
+	custos_err e = egress_resolve(s, h, port, src->o.allow_private, tgt);
 	if (e == CUSTOS_ERR_DENIED) {
 		set_reason(r, "SSRF: %s resolves to %s, a %s address", h->name, tgt->denied_addr,
 		           ssrf_class_name(tgt->denied_class));
@@ -446,6 +510,12 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	r->decision = "allow";
 	*srcp = src;
 	return 0;
+}
+
+custos_err egress_resolve(egress_server *s, const ssrf_host *h, uint16_t port, bool allow_private,
+                          ssrf_target *tgt)
+{
+	return ssrf_resolve_via(h, port, allow_private, s->dns ? edns_lookup : NULL, s->dns, tgt);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -589,6 +659,11 @@ custos_err egress_create(egress_options *o, egress_server **out)
 			         "CONNECT tunnel cannot enforce paths (set intercept: true)",
 			         x->o.id, x->o.path_prefix);
 	}
+	if (s->o.n_dns_servers && (e = edns_new(s->o.dns_servers, s->o.n_dns_servers,
+	                                        s->o.dns_timeout_ns, &s->dns)) != CUSTOS_OK) {
+		e = err_wrap(e, "egress.dns.servers");
+		goto fail;
+	}
 	free(s->o.sources); /* strings moved into s->src */
 	s->o.sources = NULL;
 	s->o.nsources = 0;
@@ -655,8 +730,8 @@ typedef struct cstart {
 static void *conn_main(void *arg)
 {
 	cstart *cs = arg;
-	egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote);
-	atomic_fetch_sub(&cs->l->active, 1);
+	if (!egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote))
+		atomic_fetch_sub(&cs->l->active, 1);
 	free(cs);
 	return NULL;
 }
@@ -739,6 +814,7 @@ static void *accept_main(void *arg)
 
 custos_err egress_start(egress_server *s)
 {
+	GUARD(egress_relay_start(s));
 	for (size_t i = 0; i < s->nls; i++) {
 		elistener *l = &s->ls[i];
 		int rc = pthread_create(&l->th, NULL, accept_main, l);
@@ -772,6 +848,7 @@ void egress_stop(egress_server *s)
 			s->ls[i].started = false;
 		}
 	}
+	egress_relay_stop(s); /* tunnels cut off and audited; no more handed over */
 	/* Connection threads are detached: shut their sockets and wait for them to leave. */
 	for (int tries = 0; tries < 500 && !all_idle(s); tries++) {
 		egress_conn_shutdown_all(s);
@@ -799,6 +876,8 @@ void egress_free(egress_server *s)
 		free(s->ls[i].sandbox);
 	}
 	free(s->ls);
+	egress_relay_free(s);
+	edns_free(s->dns);
 	mint_free(s->mint);
 	egress_eng_drop(s);
 	policy_store_free(s->store);

@@ -249,13 +249,33 @@ static int connect_any(econn *c, const ssrf_target *t, uint64_t timeout_ns, char
 	return -1;
 }
 
+/* The kept upstream connection's key, "https|host|port" (no printf on the hot path). */
+static void ukey_make(char key[SSRF_MAX_HOST + 32], bool https, const char *name, uint16_t port)
+{
+	size_t nl = strnlen(name, SSRF_MAX_HOST);
+	char *p = key;
+	*p++ = https ? '1' : '0';
+	*p++ = '|';
+	memcpy(p, name, nl);
+	p += nl;
+	*p++ = '|';
+	char d[6];
+	int k = 0;
+	do
+		d[k++] = (char)('0' + port % 10);
+	while ((port /= 10) != 0);
+	while (k)
+		*p++ = d[--k];
+	*p = '\0';
+}
+
 /* Connects (or reuses the kept connection) to the checked addresses; TLS verified for https.
  * 0, or 502 with r->reason. */
 static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h, uint16_t port,
                        const ssrf_target *t)
 {
 	char key[sizeof(c->ukey)];
-	snprintf(key, sizeof(key), "%d|%s|%u", src->o.https, h->name, port);
+	ukey_make(key, src->o.https, h->name, port);
 	if (c->ufd >= 0 && strcmp(key, c->ukey) == 0) {
 		snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
 		return 0;
@@ -399,12 +419,19 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	ssrf_target tgt;
 	span ppath = path.len && path.ptr[0] == '/' ? path : SPAN_LIT("/");
 	char key[sizeof(c->ukey)];
-	snprintf(key, sizeof(key), "%d|%s|%u", ih != NULL, host.name, port);
+	ukey_make(key, ih != NULL, host.name, port);
 	bool reuse = c->ufd >= 0 && strcmp(key, c->ukey) == 0;
 	r.status = egress_decide(s, c->l, &r, ih != NULL, &host, port, h->method, ppath,
 	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
 	if (r.status)
 		goto reject;
+	/* Fail closed: nothing goes upstream before the decision is in the audit trail. */
+	if (egress_audit_decision(s, c->l, &r) != CUSTOS_OK) {
+		r.status = 503;
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
+		goto reject;
+	}
 
 	/* The upstream head, written while the spans into c->in are valid. */
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
@@ -623,7 +650,7 @@ retry:
 	can_retry = false;
 	up_close(c);
 	{
-		custos_err e = ssrf_resolve(&host, port, src->o.allow_private, &tgt);
+		custos_err e = egress_resolve(s, &host, port, src->o.allow_private, &tgt);
 		if (e != CUSTOS_OK) {
 			r.status = e == CUSTOS_ERR_DENIED ? 403 : 502;
 			snprintf(r.reason, sizeof(r.reason), "%s", err_msg());
@@ -780,60 +807,8 @@ int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has
 	return 0;
 }
 
-static void relay(econn *c, erec *r, uint64_t cap)
-{
-	static _Thread_local uint8_t b[EIO_CHUNK];
-	struct pollfd pf[2] = { { .fd = c->cfd, .events = POLLIN },
-		                { .fd = c->ufd, .events = POLLIN } };
-	bool open_[2] = { true, true };
-	int idle_ms = (int)(c->s->o.idle_timeout_ns / 1000000);
-
-	while (open_[0] || open_[1]) {
-		pf[0].events = open_[0] ? POLLIN : 0;
-		pf[1].events = open_[1] ? POLLIN : 0;
-		int pr = poll(pf, 2, idle_ms);
-		if (pr == -1 && errno == EINTR)
-			continue;
-		if (pr <= 0) {
-			snprintf(r->reason, sizeof(r->reason),
-			         pr == 0 ? "tunnel idle timeout" : "poll");
-			return;
-		}
-		for (int i = 0; i < 2; i++) {
-			if (!open_[i] || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			int from = pf[i].fd, to = pf[1 - i].fd;
-			ssize_t n;
-			do
-				n = recv(from, b, sizeof(b), MSG_DONTWAIT);
-			while (n == -1 && errno == EINTR);
-			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-				continue;
-			if (n <= 0) {
-				open_[i] = false;
-				(void)shutdown(to, SHUT_WR);
-				if (n < 0)
-					return;
-				continue;
-			}
-			if (i == 1) {
-				if (r->bytes_down + (uint64_t)n > cap) {
-					snprintf(r->reason, sizeof(r->reason),
-					         "tunnel exceeded max_response %llu; cut off",
-					         (unsigned long long)cap);
-					return;
-				}
-				r->bytes_down += (uint64_t)n;
-			} else {
-				r->bytes_up += (uint64_t)n;
-			}
-			if (eio_write((eio){ to, NULL }, b, (size_t)n) != 0)
-				return;
-		}
-	}
-}
-
-static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host, uint16_t port,
+/* True when the tunnel went on to the relay loop (egress_relay.c), which owns it from there. */
+static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
                    const ssrf_target *tgt)
 {
 	eio cli = { c->cfd, NULL };
@@ -850,7 +825,7 @@ static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 		snprintf(r->reason, sizeof(r->reason),
 		         hr == 0 ? "no TLS ClientHello arrived" : "not a TLS ClientHello");
 		egress_audit(c->s, c->l, r);
-		return;
+		return false;
 	}
 	if (has) {
 		size_t sl = strlen(sni);
@@ -870,7 +845,7 @@ static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 		         "TLS SNI '%s' does not match CONNECT host '%s'", has ? sni : "(none)",
 		         host->name);
 		egress_audit(c->s, c->l, r);
-		return;
+		return false;
 	}
 	up_close(c);
 	int fd = connect_any(c, tgt, c->s->o.connect_timeout_ns, r->reason, sizeof(r->reason));
@@ -878,7 +853,7 @@ static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 		r->status = 502;
 		r->decision = "error";
 		egress_audit(c->s, c->l, r);
-		return;
+		return false;
 	}
 	pthread_mutex_lock(&c->s->lock);
 	c->ufd = fd;
@@ -889,15 +864,24 @@ static void tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 	r->status = 200;
 	if (r->classification >= 0)
 		egress_taint_raise(c->l, r->classification);
-	if (eio_write((eio){ fd, NULL }, buf_ptr(&c->in), buf_used(&c->in)) == 0) {
+	if (eio_write((eio){ fd, NULL }, buf_ptr(&c->in), buf_used(&c->in)) != 0) {
+		snprintf(r->reason, sizeof(r->reason), "upstream went away");
+	} else {
 		r->bytes_up += buf_used(&c->in);
 		buf_reset(&c->in);
 		uint64_t cap = src->o.max_response ? src->o.max_response : c->s->o.max_response;
-		relay(c, r, cap);
+		pthread_mutex_lock(&c->s->lock);
+		bool handed = egress_relay_add(c->s, c->l, c->cfd, fd, r, cap);
+		if (handed)
+			c->ufd = c->cfd = -1; /* the relay's now */
+		pthread_mutex_unlock(&c->s->lock);
+		if (handed)
+			return true;
+		snprintf(r->reason, sizeof(r->reason), "egress proxy stopping");
 	}
-	(void)port;
 	up_close(c);
 	egress_audit(c->s, c->l, r);
+	return false;
 }
 
 static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *host, uint16_t port)
@@ -975,7 +959,8 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 	SSL_free(ssl);
 }
 
-static void handle_connect(econn *c, http1_parser *p, size_t hl)
+/* True when the connection went on to the relay loop as a tunnel. */
+static bool handle_connect(econn *c, http1_parser *p, size_t hl)
 {
 	http1_head *h = &p->head;
 	eio cli = { c->cfd, NULL };
@@ -998,7 +983,7 @@ static void handle_connect(econn *c, http1_parser *p, size_t hl)
 		span_to(auth, r.host, sizeof(r.host));
 		reply(c, cli, r.status, r.reason, true);
 		egress_audit(c->s, c->l, &r);
-		return;
+		return false;
 	}
 	snprintf(r.host, sizeof(r.host), "%s", host.name);
 	r.port = port;
@@ -1012,19 +997,28 @@ static void handle_connect(econn *c, http1_parser *p, size_t hl)
 	        egress_decide(c->s, c->l, &r, true, &host, port, SPAN_LIT("CONNECT"), SPAN_LIT(""),
 	                      icpt ? EDECIDE_INTERCEPT : EDECIDE_CONNECT, &src, &tgt);
 	buf_consume(&c->in, hl);
+	if (r.status == 0 && egress_audit_decision(c->s, c->l, &r) != CUSTOS_OK) {
+		r.status = 503; /* fail closed: no tunnel without its decision on record */
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
+	}
 	if (r.status) {
 		reply(c, cli, r.status, r.reason, true);
 		egress_audit(c->s, c->l, &r);
-		return;
+		return false;
 	}
-	if (eio_write(cli, ECONNECTED_MSG, sizeof(ECONNECTED_MSG) - 1) != 0)
-		return;
+	if (eio_write(cli, ECONNECTED_MSG, sizeof(ECONNECTED_MSG) - 1) != 0) {
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "client went away");
+		egress_audit(c->s, c->l, &r);
+		return false;
+	}
 	if (icpt) {
 		r.kind = "intercept-tunnel";
 		intercept(c, &r, src, &host, port);
-	} else {
-		tunnel(c, &r, src, &host, port, &tgt);
+		return false;
 	}
+	return tunnel(c, &r, src, &host, &tgt);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1034,15 +1028,17 @@ void egress_conn_shutdown_all(egress_server *s)
 {
 	pthread_mutex_lock(&s->lock);
 	for (econn *c = s->conns; c; c = c->next) {
-		(void)shutdown(c->cfd, SHUT_RDWR);
+		if (c->cfd >= 0)
+			(void)shutdown(c->cfd, SHUT_RDWR);
 		if (c->ufd >= 0)
 			(void)shutdown(c->ufd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
 
-void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote)
+bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote)
 {
+	bool handed = false;
 	econn c = { .s = s, .l = l, .cfd = fd, .ufd = -1 };
 	eio cli = { fd, NULL };
 
@@ -1080,7 +1076,7 @@ void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 		}
 		http1_head *h = &p.head;
 		if (h->meth == HTTP1_M_CONNECT) {
-			handle_connect(&c, &p, (size_t)hl);
+			handed = handle_connect(&c, &p, (size_t)hl);
 			break;
 		}
 		if (h->form != HTTP1_TARGET_ABSOLUTE ||
@@ -1114,9 +1110,11 @@ void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 		c.next->prev = c.prev;
 	s->nconns--;
 	pthread_mutex_unlock(&s->lock);
-	close(fd);
+	if (!handed)
+		close(fd);
 	buf_free(&c.in);
 	buf_free(&c.uin);
 	buf_free(&c.out);
 	(void)ignore;
+	return handed;
 }

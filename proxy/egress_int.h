@@ -23,6 +23,8 @@ struct econn;
 struct eeng;
 struct ingress_insp;
 struct policy_decision;
+typedef struct erelay erelay;
+typedef struct edns edns;
 
 typedef struct elistener {
 	struct egress_server *srv;
@@ -60,6 +62,8 @@ struct egress_server {
 	size_t nconns;
 	pthread_mutex_t eng_lock; /* eng_cur */
 	struct eeng *eng_cur;     /* inspection engine of the policy last seen (egress_inspect.c) */
+	erelay *relay;            /* the tunnel relay loop (egress_relay.c) */
+	edns *dns;                /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
 };
 
 /* One egress decision and its audit record. */
@@ -93,7 +97,14 @@ typedef struct erec {
 
 /* egress.c */
 void erec_init(erec *r, const char *kind);
+/* The call's completion record (egress.request): after the call, or alone for a refusal. */
 void egress_audit(egress_server *s, const elistener *l, const erec *r);
+/* The decision record (egress.decision) of an allowed call, submitted before anything is sent
+ * upstream. CUSTOS_OK once the audit client accepted it (batch: queued; sync: durable);
+ * anything else means the call must be refused with 503 (fail closed, docs/EGRESS.md). */
+custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r) CUSTOS_WUR;
+#define EGRESS_AUDIT_REFUSED "audit trail unavailable: request refused (fail closed)"
+
 /* Decides a destination: source match, policy (with attribution already in r), SSRF.
  * Returns 0 (allowed; *src and tgt filled) or the status to answer (403, 502) with r->reason.
  * mode says what is known (see edecide). */
@@ -129,9 +140,39 @@ void egress_eng_unref(struct eeng *e);
 /* Drops the server's engine (egress_free). */
 void egress_eng_drop(egress_server *s);
 
+/* Resolves h and checks every address (ssrf_resolve_via) with the server's resolver. */
+custos_err egress_resolve(egress_server *s, const ssrf_host *h, uint16_t port, bool allow_private,
+                          ssrf_target *tgt) CUSTOS_WUR;
+
+/* egress_dns.c */
+/* Parses "ip", "ipv4:port" or "[ipv6]:port" (port 53 when none). */
+custos_err edns_parse_server(const char *s, struct sockaddr_storage *ss, socklen_t *len) CUSTOS_WUR;
+/* A resolver for the n servers (1..EGRESS_MAX_DNS_SERVERS); try_ns per try, 0: 2 s. */
+custos_err edns_new(char *const *servers, size_t n, uint64_t try_ns, edns **out) CUSTOS_WUR;
+void edns_free(edns *d);
+/* An ssrf_lookup_fn (ctx: the edns): A and AAAA of name from the first server that answers
+ * both; each address handed to each. NOTFOUND for NXDOMAIN or no address, IO when no server
+ * answered. Thread-safe (no shared state). */
+custos_err edns_lookup(void *ctx, const char *name, ssrf_each_fn each, void *arg) CUSTOS_WUR;
+
+/* egress_relay.c */
+/* Starts the relay loop thread (egress_start). */
+custos_err egress_relay_start(egress_server *s) CUSTOS_WUR;
+/* Joins the relay thread once s->stopping is set; open tunnels are cut off and audited. */
+void egress_relay_stop(egress_server *s);
+/* Frees the relay (egress_free, after every connection thread has left). */
+void egress_relay_free(egress_server *s);
+/* Hands an established tunnel to the relay loop, which from then on owns cfd and ufd, audits
+ * r (copied) when the tunnel ends, and releases l->active. false (nothing taken) when the
+ * relay no longer accepts tunnels. cap: bytes from upstream allowed. */
+bool egress_relay_add(egress_server *s, elistener *l, int cfd, int ufd, const erec *r,
+                      uint64_t cap);
+
 /* egress_conn.c */
-/* Serves one accepted client connection to the end (runs on its own thread). */
-void egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote);
+/* Serves one accepted client connection (runs on its own thread). Returns true when the
+ * connection went on to the relay loop as a tunnel (fd and the l->active slot are the
+ * relay's), false when it ended here (fd closed). */
+bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remote);
 /* Parses the TLS ClientHello at the start of b[n] (possibly over several records, at most
  * EGRESS_HELLO_MAX bytes of handshake): 1 with the SNI host name in sni[sn] and *has set (or
  * *has false when there is none), 0 need more bytes, -1 not a well-formed ClientHello. */

@@ -508,6 +508,15 @@ static void notify_status(const proxy_server *s, const char *state)
 		log_warn("proxy: notify: %s", err_msg());
 }
 
+void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch)
+{
+	s->audit = audit;
+	s->audit_defer = batch;
+	for (unsigned i = 0; i < s->nworkers; i++)
+		if (s->audit && s->audit_defer && s->workers[i].audit_batch == NULL)
+			s->workers[i].audit_batch = emit_batch_new();
+}
+
 custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 {
 	sigset_t set, old;

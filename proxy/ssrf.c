@@ -340,7 +340,28 @@ static custos_err check_add(ssrf_target *t, const struct sockaddr *sa, socklen_t
 	return CUSTOS_OK;
 }
 
+typedef struct via_arg {
+	ssrf_target *t;
+	uint16_t port;
+	bool allow_private;
+} via_arg;
+
+static custos_err via_each(void *arg, const struct sockaddr *sa, socklen_t len)
+{
+	via_arg *a = arg;
+	if (len > sizeof(struct sockaddr_storage) ||
+	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return err_set(CUSTOS_ERR_INVAL, "resolver: not an IP address");
+	return check_add(a->t, sa, len, a->port, a->allow_private);
+}
+
 custos_err ssrf_resolve(const ssrf_host *h, uint16_t port, bool allow_private, ssrf_target *out)
+{
+	return ssrf_resolve_via(h, port, allow_private, NULL, NULL, out);
+}
+
+custos_err ssrf_resolve_via(const ssrf_host *h, uint16_t port, bool allow_private,
+                            ssrf_lookup_fn lookup, void *ctx, ssrf_target *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (h->kind == SSRF_HOST_V4) {
@@ -352,6 +373,15 @@ custos_err ssrf_resolve(const ssrf_host *h, uint16_t port, bool allow_private, s
 		struct sockaddr_in6 s = { .sin6_family = AF_INET6 };
 		memcpy(&s.sin6_addr, h->addr, 16);
 		return check_add(out, (struct sockaddr *)&s, sizeof(s), port, allow_private);
+	}
+	if (lookup) {
+		via_arg a = { out, port, allow_private };
+		custos_err le = lookup(ctx, h->name, via_each, &a);
+		if (le == CUSTOS_OK && out->n == 0)
+			le = err_set(CUSTOS_ERR_NOTFOUND, "resolving %s: no address", h->name);
+		if (le != CUSTOS_OK)
+			out->n = 0;
+		return le;
 	}
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res = NULL;

@@ -80,4 +80,13 @@ typedef struct ssrf_target {
 custos_err ssrf_resolve(const ssrf_host *h, uint16_t port, bool allow_private,
                         ssrf_target *out) CUSTOS_WUR;
 
+/* A resolver for names other than getaddrinfo (the egress proxy's own, egress_dns.c): calls
+ * each(arg, address) for every address name has, and stops at the first error each returns
+ * (handing it back). CUSTOS_ERR_NOTFOUND when the name does not exist or has no address. */
+typedef custos_err (*ssrf_each_fn)(void *arg, const struct sockaddr *sa, socklen_t len);
+typedef custos_err (*ssrf_lookup_fn)(void *ctx, const char *name, ssrf_each_fn each, void *arg);
+/* As ssrf_resolve, names going through lookup(ctx, ...) (NULL lookup: getaddrinfo). */
+custos_err ssrf_resolve_via(const ssrf_host *h, uint16_t port, bool allow_private,
+                            ssrf_lookup_fn lookup, void *ctx, ssrf_target *out) CUSTOS_WUR;
+
 #endif

@@ -1,6 +1,6 @@
 /*
  * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
- * ECDSA and RSA certificates, ALPN http/1.1, tickets with rotating keys, mTLS) and the client
+ * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and the client
  * context for TLS upstreams (verification on).
  */
 #include <openssl/core_names.h>
@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy_int.h"
@@ -21,12 +22,16 @@
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
 	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
-#define MOZ_GROUPS     "X25519:prime256v1:secp384r1"
-#define TICKET_KEYS    3 /* current + two previous, still accepted for decryption */
-#define KEY_FILE_MAX   (64u * 1024)
-#define SESSION_ID_CTX "custos"
+#define MOZ_GROUPS            "X25519:prime256v1:secp384r1"
+#define TICKET_KEYS           2 /* current + previous, still accepted for decryption */
+#define KEY_FILE_MAX          (64u * 1024)
+#define SESSION_ID_CTX        "custos"
+#define TICKET_LIFETIME_MAX_S (7u * 24 * 3600) /* RFC 8446 4.6.1: at most 7 days */
 
-/* Session ticket keys: one ring for the process, so a reload keeps resumption working. */
+/* Session ticket keys: one ring for the process, so a reload keeps resumption working. A key
+ * encrypts new tickets for one rotation period from its creation, and decrypts tickets for one
+ * more period after that: a ticket lives between one and two periods, never longer (a key
+ * that sat unused through an idle spell is refused on its age, not on how often it rotated). */
 struct ticket_key {
 	uint8_t name[16];
 	uint8_t aes[32];
@@ -36,7 +41,7 @@ struct ticket_key {
 };
 static struct ticket_key ticket_ring[TICKET_KEYS]; /* [0] is current */
 static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
-static uint64_t ticket_rotate_ns = 12ull * 3600 * 1000000000ull;
+static uint64_t ticket_rotate_ns = 12ull * 3600 * 1000000000ull; /* under ticket_lock */
 
 static bool ticket_new(struct ticket_key *k)
 {
@@ -92,6 +97,7 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 {
 	int rc = 0;
 
+	(void)s;
 	ticket_maybe_rotate();
 	pthread_rwlock_rdlock(&ticket_lock);
 	if (enc) {
@@ -103,9 +109,13 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 		rc = ticket_setup(&ticket_ring[0], ectx, hctx, iv, 1) == 0 ? 1 : -1;
 		goto out;
 	}
+	uint64_t now = tm_mono_ns();
 	for (int i = 0; i < TICKET_KEYS; i++) {
 		if (!ticket_ring[i].set || CRYPTO_memcmp(key_name, ticket_ring[i].name, 16) != 0)
 			continue;
+		/* Past its two periods (current, then previous): full handshake. */
+		if (now - ticket_ring[i].created >= 2 * ticket_rotate_ns)
+			break;
 		if (ticket_setup(&ticket_ring[i], ectx, hctx, iv, 0) != 0) {
 			rc = -1;
 			goto out;
@@ -113,29 +123,97 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 		rc = i == 0 ? 1 : 2; /* 2: valid, but issue a fresh ticket under the new key */
 		goto out;
 	}
-	rc = 0; /* unknown key: full handshake */
+	rc = 0; /* unknown or expired key: full handshake */
 out:
 	pthread_rwlock_unlock(&ticket_lock);
 	return rc;
 }
 
+/* ALPN: the listener's protocols in its order of preference, in wire format (length-prefixed
+ * names), owned by the SSL_CTX through ex_data. */
+struct alpn_pref {
+	unsigned len;
+	unsigned char wire[PROXY_MAX_ALPN * 9];
+};
+static int alpn_idx = -1;
+static pthread_once_t alpn_once = PTHREAD_ONCE_INIT;
+
+static void alpn_pref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	free(ptr);
+}
+
+static void alpn_idx_init(void)
+{
+	alpn_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, alpn_pref_free);
+}
+
+/* Server preference (RFC 7301 3.2): the first of our protocols that the client offers. */
 static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char h11[] = "http/1.1";
-	for (unsigned i = 0; i < inlen;) {
-		unsigned n = in[i++];
-		if (i + n > inlen)
-			break;
-		if (n == 8 && memcmp(in + i, h11, 8) == 0) {
-			*out = in + i;
-			*outlen = 8;
-			return SSL_TLSEXT_ERR_OK;
+	const struct alpn_pref *p = arg;
+
+	(void)s;
+	for (unsigned k = 0; k < p->len; k += 1u + p->wire[k]) {
+		unsigned want = p->wire[k];
+		for (unsigned i = 0; i < inlen;) {
+			unsigned n = in[i++];
+			if (n > inlen - i)
+				break;
+			if (n == want && memcmp(in + i, p->wire + k + 1, n) == 0) {
+				*out = in + i;
+				*outlen = (unsigned char)n;
+				return SSL_TLSEXT_ERR_OK;
+			}
+			i += n;
 		}
-		i += n;
 	}
-	/* RFC 7301: a server that supports none of the offered protocols fails the handshake. */
+	/* RFC 7301: a server that supports none of the offered protocols fails the handshake
+	 * with a fatal no_application_protocol alert (OpenSSL sends it for ALERT_FATAL). */
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static custos_err alpn_setup(SSL_CTX *ctx, const proxy_tls_opts *o)
+{
+	static const proxy_alpn dflt[] = { PROXY_ALPN_HTTP11 };
+	const proxy_alpn *list = o->nalpn ? o->alpn : dflt;
+	size_t n = o->nalpn ? o->nalpn : 1;
+
+	if (o->no_alpn)
+		return CUSTOS_OK;
+	ENSURE(n <= PROXY_MAX_ALPN, CUSTOS_ERR_LIMIT, "tls: at most %d ALPN protocols",
+	       PROXY_MAX_ALPN);
+	pthread_once(&alpn_once, alpn_idx_init);
+	ENSURE(alpn_idx >= 0, CUSTOS_ERR_CRYPTO, "tls: no ex_data index for ALPN");
+	struct alpn_pref *p = calloc(1, sizeof(*p));
+	ENSURE(p, CUSTOS_ERR_NOMEM, "tls: ALPN list");
+	for (size_t i = 0; i < n; i++) {
+		const char *name = list[i] == PROXY_ALPN_HTTP11   ? "http/1.1"
+		                   : list[i] == PROXY_ALPN_HTTP10 ? "http/1.0"
+		                                                  : NULL;
+		for (size_t j = 0; name && j < i; j++)
+			if (list[j] == list[i])
+				name = NULL;
+		if (name == NULL) {
+			free(p);
+			return err_set(CUSTOS_ERR_INVAL,
+			               "tls: ALPN entry %zu is not a protocol custos speaks (or a "
+			               "repeat): only http/1.1 and http/1.0",
+			               i + 1);
+		}
+		p->wire[p->len++] = 8;
+		memcpy(p->wire + p->len, name, 8);
+		p->len += 8;
+	}
+	if (SSL_CTX_set_ex_data(ctx, alpn_idx, p) != 1) {
+		free(p);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: ALPN ex_data");
+	}
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, p);
+	return CUSTOS_OK;
 }
 
 custos_err tls_openssl_err(custos_err code, const char *what)
@@ -181,8 +259,11 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 	*out = NULL;
 	if (ctx == NULL)
 		return tls_openssl_err(CUSTOS_ERR_NOMEM, "SSL_CTX_new");
-	if (o->ticket_rotate_ns)
-		ticket_rotate_ns = o->ticket_rotate_ns;
+	uint64_t rotate_ns =
+	        o->ticket_rotate_ns ? o->ticket_rotate_ns : 12ull * 3600 * 1000000000ull;
+	pthread_rwlock_wrlock(&ticket_lock);
+	ticket_rotate_ns = rotate_ns;
+	pthread_rwlock_unlock(&ticket_lock);
 	SSL_CTX_set_min_proto_version(ctx, o->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
@@ -221,10 +302,16 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 	 * body; the sockets layer checks SSL_has_pending, so buffered records are not missed
 	 * under edge-triggered epoll. */
 	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	if ((e = alpn_setup(ctx, o)) != CUSTOS_OK)
+		goto fail;
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CTX,
 	                               sizeof(SESSION_ID_CTX) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only: no shared cache */
+	/* A session (and the ticket's lifetime hint) lasts as long as its key is accepted. */
+	uint64_t life_s = 2 * (rotate_ns / 1000000000ull);
+	SSL_CTX_set_timeout(ctx, (long)(life_s == 0                      ? 1
+	                                : life_s > TICKET_LIFETIME_MAX_S ? TICKET_LIFETIME_MAX_S
+	                                                                 : life_s));
 	SSL_CTX_set_num_tickets(ctx, o->no_tickets ? 0 : 1);
 	if (o->no_tickets)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);

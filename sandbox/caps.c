@@ -64,6 +64,16 @@ int sb_caps_drop_all(const char **step)
 	return 0;
 }
 
+custos_err sb_caps_drop_bounding(void)
+{
+	int last = last_cap();
+
+	for (int c = 0; c <= last; c++)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) == -1 && errno != EINVAL)
+			return err_sys("caps: dropping %d from the bounding set", c);
+	return CUSTOS_OK;
+}
+
 custos_err sb_caps_drop_self(void)
 {
 	int last = last_cap();

@@ -42,53 +42,71 @@ int sb_net_lo_up(void)
 	return err;
 }
 
-static int send_fd(int sock, int fd, int err)
+/* Sends an int32 (0 or an errno) and n fds (n may be 0). */
+static int send_fds(int sock, const int *fds, size_t n, int err)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(sizeof(int) * SB_FACTORY_BATCH)];
 	int32_t e = err;
 	struct iovec iov = { .iov_base = &e, .iov_len = sizeof(e) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
 	memset(cbuf, 0, sizeof(cbuf));
-	if (fd >= 0) {
+	if (n > 0) {
 		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
 	}
-	ssize_t n;
+	ssize_t r;
 	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n == -1 && errno == EINTR);
-	return n == -1 ? -1 : 0;
+		r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (r == -1 && errno == EINTR);
+	return r == -1 ? -1 : 0;
+}
+
+/* Receives one int32 and up to max fds; *n gets how many. Returns 0, or -1 (EOF/error). */
+static int recv_fds(int sock, int32_t *val, int *fds, size_t max, size_t *n)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * SB_FACTORY_BATCH)];
+	struct iovec iov = { .iov_base = val, .iov_len = sizeof(*val) };
+	struct msghdr mh = { .msg_iov = &iov,
+		             .msg_iovlen = 1,
+		             .msg_control = cbuf,
+		             .msg_controllen = sizeof(cbuf) };
+	ssize_t r;
+
+	*n = 0;
+	do
+		r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (r == -1 && errno == EINTR);
+	if (r != (ssize_t)sizeof(*val))
+		return -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (*n < max)
+				fds[(*n)++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return 0;
 }
 
 /* Receives one int32 and an optional fd. Returns 0, or -1 (EOF/error). */
 int sb_recv_fd(int sock, int32_t *val, int *fd);
 int sb_recv_fd(int sock, int32_t *val, int *fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { .iov_base = val, .iov_len = sizeof(*val) };
-	struct msghdr mh = { .msg_iov = &iov,
-		             .msg_iovlen = 1,
-		             .msg_control = cbuf,
-		             .msg_controllen = sizeof(cbuf) };
-	ssize_t n;
-
+	size_t n;
 	*fd = -1;
-	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n == -1 && errno == EINTR);
-	if (n != (ssize_t)sizeof(*val))
-		return -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(fd, CMSG_DATA(c), sizeof(int));
-	return 0;
+	return recv_fds(sock, val, fd, 1, &n);
 }
 
 static __attribute__((noreturn)) void factory_main(int sock, int userns, int netns)
@@ -103,17 +121,27 @@ static __attribute__((noreturn)) void factory_main(int sock, int userns, int net
 	if (setns(netns, CLONE_NEWNET) == -1)
 		_exit(3);
 	for (;;) {
-		int32_t req[2];
+		int32_t req[3]; /* domain, type, how many (1..SB_FACTORY_BATCH) */
+		int fds[SB_FACTORY_BATCH];
+		size_t k = 0;
+		int err = 0;
 		ssize_t n = read(sock, req, sizeof(req));
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n != (ssize_t)sizeof(req))
+		if (n != (ssize_t)sizeof(req) || req[2] < 1 || req[2] > SB_FACTORY_BATCH)
 			_exit(0);
-		int fd = socket(req[0], req[1] | SOCK_CLOEXEC, 0);
-		if (send_fd(sock, fd, fd == -1 ? errno : 0) == -1)
+		while (k < (size_t)req[2]) {
+			int fd = socket(req[0], req[1] | SOCK_CLOEXEC, 0);
+			if (fd == -1) {
+				err = errno;
+				break;
+			}
+			fds[k++] = fd;
+		}
+		if (send_fds(sock, fds, k, k ? 0 : err) == -1)
 			_exit(0);
-		if (fd != -1)
-			close(fd);
+		for (size_t i = 0; i < k; i++)
+			close(fds[i]);
 	}
 }
 
@@ -162,11 +190,14 @@ custos_err sb_sockfactory_start(sb_sockfactory *f, pid_t sandbox_pid)
 	return CUSTOS_OK;
 }
 
-custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *out)
+custos_err sb_sockfactory_sockets(sb_sockfactory *f, int domain, int type, int *out, size_t want,
+                                  size_t *got)
 {
-	int32_t req[2] = { domain, type }, err = 0;
-	int fd;
+	int32_t req[3] = { domain, type, (int32_t)want }, err = 0;
 
+	*got = 0;
+	ENSURE(want >= 1 && want <= SB_FACTORY_BATCH, CUSTOS_ERR_INVAL,
+	       "sandbox: 1 to %d sockets per request", SB_FACTORY_BATCH);
 	ENSURE(f->fd >= 0, CUSTOS_ERR_AGAIN, "sandbox: no instance running");
 	ssize_t n;
 	do
@@ -174,7 +205,7 @@ custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *o
 	while (n == -1 && errno == EINTR);
 	if (n != (ssize_t)sizeof(req))
 		return err_sys("sandbox: socket factory request");
-	if (sb_recv_fd(f->fd, &err, &fd) == -1) {
+	if (recv_fds(f->fd, &err, out, want, got) == -1) {
 		int st;
 		if (f->pid > 0 && waitpid(f->pid, &st, WNOHANG) == f->pid) {
 			f->pid = -1;
@@ -184,12 +215,17 @@ custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *o
 		}
 		return err_set(CUSTOS_ERR_CLOSED, "sandbox: socket factory went away");
 	}
-	if (err != 0 || fd < 0) {
+	if (*got == 0) {
 		errno = err ? err : EIO;
 		return err_sys("sandbox: socket inside the sandbox");
 	}
-	*out = fd;
 	return CUSTOS_OK;
+}
+
+custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *out)
+{
+	size_t got;
+	return sb_sockfactory_sockets(f, domain, type, out, 1, &got);
 }
 
 void sb_sockfactory_stop(sb_sockfactory *f)

@@ -171,6 +171,8 @@ int sb_caps_drop_all(const char **step);
 int sb_caps_raise_effective(void);
 /* Self: libcap path for the proxy. */
 custos_err sb_caps_drop_self(void) CUSTOS_WUR;
+/* Empties the bounding set; fails without CAP_SETPCAP (unless it is empty already). */
+custos_err sb_caps_drop_bounding(void) CUSTOS_WUR;
 
 typedef struct sb_rlimits {
 	int n;
@@ -249,6 +251,11 @@ typedef struct sb_sockfactory {
 } sb_sockfactory;
 custos_err sb_sockfactory_start(sb_sockfactory *f, pid_t sandbox_pid) CUSTOS_WUR;
 custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *out) CUSTOS_WUR;
+/* Up to want (1..SB_FACTORY_BATCH) sockets in one round trip; *got >= 1 on success (fewer
+ * than want when the factory ran out of fds). */
+#define SB_FACTORY_BATCH 16
+custos_err sb_sockfactory_sockets(sb_sockfactory *f, int domain, int type, int *out, size_t want,
+                                  size_t *got) CUSTOS_WUR;
 void sb_sockfactory_stop(sb_sockfactory *f);
 
 /* ---- environment (env.c) ---- */

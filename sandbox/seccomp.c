@@ -156,12 +156,12 @@ static const char *const allow_default[] = {
 	"landlock_add_rule", "landlock_restrict_self", "futex", "futex_waitv", "futex_wake",
 	"futex_wait", "futex_requeue",
 	/* signals and time */
-	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending",
-	"rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "signalfd",
-	"signalfd4", "pause", "alarm", "clock_gettime", "clock_getres", "clock_nanosleep",
-	"nanosleep", "gettimeofday", "time", "getitimer", "setitimer", "timer_create",
-	"timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete", "timerfd_create",
-	"timerfd_settime", "timerfd_gettime",
+	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "rt_sigsuspend",
+	"rt_sigpending", "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack",
+	"signalfd", "signalfd4", "pause", "alarm", "clock_gettime", "clock_getres",
+	"clock_nanosleep", "nanosleep", "gettimeofday", "time", "getitimer", "setitimer",
+	"timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
+	"timerfd_create", "timerfd_settime", "timerfd_gettime",
 	/* events */
 	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
 	"poll", "ppoll", "select", "pselect6", "eventfd", "eventfd2",
@@ -463,7 +463,41 @@ int sb_seccomp_load_listener(const sb_filter *f)
 }
 
 /* ---- the proxy's own filter ---- */
-static const char *const allow_self_extra[] = { "ioctl", NULL };
+/* The self-restricted proxy's own allow-list: a threaded network server that reads its
+ * configuration, certificates and policy again on reload, writes its log, and forks its audit
+ * writer (clone is flag-filtered: no namespaces). Nothing to execute, no identity or
+ * capability changes, no process control beyond its own children, no Landlock or seccomp
+ * changes once in place. */
+static const char *const allow_self[] = {
+	/* files */
+	"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "open",
+	"openat", "openat2", "close", "close_range", "stat", "fstat", "lstat", "newfstatat",
+	"statx", "statfs", "fstatfs", "lseek", "access", "faccessat", "faccessat2", "getdents",
+	"getdents64", "readlink", "readlinkat", "getcwd", "mkdir", "mkdirat", "unlink", "unlinkat",
+	"rename", "renameat", "renameat2", "chmod", "fchmod", "fchmodat", "ftruncate", "fallocate",
+	"fsync", "fdatasync", "flock", "fcntl", "dup", "dup2", "dup3", "pipe", "pipe2", "umask",
+	"sendfile", "splice", "fadvise64",
+	/* memory */
+	"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mincore", "membarrier",
+	/* threads, and the audit writer's fork (clone is flag-filtered) */
+	"exit", "exit_group", "wait4", "waitid", "kill", "tgkill", "tkill", "getpid", "gettid",
+	"getppid", "getpgrp", "getsid", "getuid", "geteuid", "getgid", "getegid", "getresuid",
+	"getresgid", "getgroups", "set_tid_address", "set_robust_list", "get_robust_list", "rseq",
+	"prctl", "arch_prctl", "sched_yield", "sched_getaffinity", "getrlimit", "prlimit64",
+	"getrusage", "sysinfo", "uname", "capget", "futex", "futex_waitv", "futex_wake",
+	"futex_wait",
+	/* signals and time */
+	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
+	"restart_syscall", "sigaltstack", "clock_gettime", "clock_getres", "clock_nanosleep",
+	"nanosleep", "gettimeofday", "time", "timerfd_create", "timerfd_settime", "timerfd_gettime",
+	/* events */
+	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"poll", "ppoll", "select", "pselect6", "eventfd", "eventfd2",
+	/* sockets (socket and socketpair are family-filtered) */
+	"bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername",
+	"setsockopt", "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
+	"recvmmsg", "shutdown", "getrandom", NULL
+};
 
 custos_err sb_seccomp_self(const sandbox_self_opts *o)
 {
@@ -480,11 +514,15 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 		e = err_set(CUSTOS_ERR_INTERNAL, "seccomp: attributes: %s", strerror(-rc));
 		goto out;
 	}
-	if ((e = add_list(ctx, allow_default, SIZE_MAX, false, NULL)) != CUSTOS_OK ||
-	    (e = add_list(ctx, allow_self_extra, SIZE_MAX, false, NULL)) != CUSTOS_OK ||
+	if ((e = add_list(ctx, allow_self, SIZE_MAX, false, NULL)) != CUSTOS_OK ||
 	    (e = add_filtered(ctx, NULL)) != CUSTOS_OK ||
 	    (e = add_list(ctx, o->extra_syscalls, o->n_extra_syscalls, true, NULL)) != CUSTOS_OK)
 		goto out;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ioctl_default); i++) {
+		struct scmp_arg_cmp c = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffff, ioctl_default[i]);
+		if ((e = add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", 1, &c)) != CUSTOS_OK)
+			goto out;
+	}
 	/* glibc's getaddrinfo(AI_ADDRCONFIG) probes with a netlink socket and copes with its
 	 * failure: refuse it with EPERM rather than killing custos. */
 	struct scmp_arg_cmp nl = SCMP_A0(SCMP_CMP_EQ, AF_NETLINK, 0);

@@ -6,8 +6,10 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "sb_int.h"
 
@@ -41,6 +43,16 @@ custos_err sandbox_self_restrict(const sandbox_self_opts *o)
 	ENSURE(threads == 1, CUSTOS_ERR_INVAL,
 	       "sandbox: self_restrict must run before any other thread starts (%d threads)",
 	       threads);
+	if (o->set_ids) {
+		/* The bounding set needs CAP_SETPCAP, which the uid change takes away: first. */
+		GUARD(sb_caps_drop_bounding());
+		if (setgroups(0, NULL) == -1)
+			return err_sys("sandbox: setgroups");
+		if (setresgid(o->gid, o->gid, o->gid) == -1)
+			return err_sys("sandbox: setresgid %u", (unsigned)o->gid);
+		if (setresuid(o->uid, o->uid, o->uid) == -1)
+			return err_sys("sandbox: setresuid %u", (unsigned)o->uid);
+	}
 	GUARD(sb_caps_drop_self());
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		return err_sys("sandbox: PR_SET_NO_NEW_PRIVS");

@@ -580,7 +580,8 @@ const char *sandbox_cgroup_backend(const sandbox *sb)
 
 /* ------------------------------------------------------------------ sockets inside the netns */
 
-static custos_err inside_socket(sandbox *sb, int type, int *fd, unsigned *gen)
+static custos_err inside_sockets(sandbox *sb, int type, int *fds, size_t want, size_t *got,
+                                 unsigned *gen)
 {
 	custos_err e;
 
@@ -598,11 +599,17 @@ static custos_err inside_socket(sandbox *sb, int type, int *fd, unsigned *gen)
 	if (sb->factory.fd < 0)
 		e = sb_sockfactory_start(&sb->factory, sb->cur.pid);
 	if (e == CUSTOS_OK)
-		e = sb_sockfactory_socket(&sb->factory, AF_INET, type, fd);
+		e = sb_sockfactory_sockets(&sb->factory, AF_INET, type, fds, want, got);
 	if (gen)
 		*gen = sb->generation;
 	pthread_mutex_unlock(&sb->mu);
 	return e;
+}
+
+static custos_err inside_socket(sandbox *sb, int type, int *fd, unsigned *gen)
+{
+	size_t got;
+	return inside_sockets(sb, type, fd, 1, &got, gen);
 }
 
 static struct sockaddr_in loopback(uint16_t port)
@@ -690,6 +697,15 @@ static int probe(sandbox *sb, uint16_t port, const char *http_path, int wait_ms)
 out:
 	close(fd);
 	return ok;
+}
+
+custos_err sandbox_sockets_inside(sandbox *sb, int *fds, size_t want, size_t *got,
+                                  unsigned *generation)
+{
+	ENSURE(sb && fds && got && want >= 1 && want <= SANDBOX_SOCKETS_BATCH, CUSTOS_ERR_INVAL,
+	       "sandbox: sockets_inside: bad arguments");
+	*got = 0;
+	return inside_sockets(sb, SOCK_STREAM | SOCK_NONBLOCK, fds, want, got, generation);
 }
 
 custos_err sandbox_wait_ready(sandbox *sb, uint16_t port, const char *http_path,

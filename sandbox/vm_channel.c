@@ -1,14 +1,19 @@
 /*
  * Host side of the VM channel: connects to the unix socket QEMU listens on for the
- * virtio-serial port and runs the multiplexer (vm_mux.c) on a thread. Each stream is handed to
- * the caller as one end of a socketpair, so the proxy treats a VM exactly like a socket.
+ * virtio-serial port, or over AF_VSOCK to the guest agent at the VM's CID, and runs the
+ * multiplexer (vm_mux.c) on a thread. Each stream is handed to the caller as one end of a
+ * socketpair, so the proxy treats a VM exactly like a socket.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+
+#include <linux/vm_sockets.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,17 +96,84 @@ static custos_err connect_unix(const char *path, uint64_t timeout_ns, int *out)
 	}
 }
 
+/* Whether a failed vsock connect may succeed later: the guest is still booting (no transport
+ * yet: the connect times out or the device is not there yet) or custos-guest does not listen
+ * yet (reset/refused). */
+static bool vsock_retryable(int e)
+{
+	return e == ECONNRESET || e == ECONNREFUSED || e == ETIMEDOUT || e == ENODEV ||
+	       e == EHOSTUNREACH || e == ENETUNREACH || e == EINTR || e == EAGAIN;
+}
+
+/* Connects to the guest agent at cid:port, retrying until the deadline. Each attempt is
+ * bounded by the kernel's vsock connect timeout, set to at most 1 s. */
+static custos_err connect_vsock(unsigned cid, unsigned port, uint64_t timeout_ns, int *out)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port };
+	uint64_t deadline = tm_mono_ns() + timeout_ns;
+	for (;;) {
+		int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			return err_sys("vm channel: AF_VSOCK socket");
+		uint64_t now = tm_mono_ns();
+		uint64_t left = deadline > now ? deadline - now : 0;
+		if (left > 1000000000ull)
+			left = 1000000000ull;
+		struct timeval tv = { .tv_sec = (time_t)(left / 1000000000ull),
+			              .tv_usec = (suseconds_t)(left % 1000000000ull / 1000) };
+		if (tv.tv_sec == 0 && tv.tv_usec < 10000)
+			tv.tv_usec = 10000;
+		/* Best effort: older kernels keep their default (2 s). */
+		(void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv, sizeof(tv));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			*out = fd;
+			return CUSTOS_OK;
+		}
+		int e = errno;
+		close(fd);
+		if (!vsock_retryable(e)) {
+			errno = e;
+			return err_sys("vm channel: connecting to vsock CID %u port %u", cid, port);
+		}
+		if (tm_mono_ns() >= deadline)
+			return err_set(CUSTOS_ERR_TIMEOUT,
+			               "vm channel: no guest agent at vsock CID %u port %u (%s)",
+			               cid, port, strerror(e));
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+vm_chan_kind vm_channel_auto(const char *vhost_dev)
+{
+	struct stat st;
+	if (stat(vhost_dev ? vhost_dev : VM_VHOST_VSOCK_DEV, &st) == 0 && S_ISCHR(st.st_mode))
+		return VM_CHAN_VSOCK;
+	return VM_CHAN_VIRTIO_SERIAL;
+}
+
+const char *vm_chan_kind_name(vm_chan_kind k)
+{
+	return k == VM_CHAN_VSOCK ? "vsock" : "virtio-serial";
+}
+
 custos_err vm_channel_open(const vm_channel_opts *o, vm_channel **out)
 {
-	ENSURE((o->path && *o->path) || (!o->path && o->fd >= 0), CUSTOS_ERR_INVAL,
-	       "vm channel: neither a path nor an fd");
+	ENSURE((o->path && *o->path) || (!o->path && (o->vsock_cid || o->fd >= 0)),
+	       CUSTOS_ERR_INVAL, "vm channel: neither a path, a vsock CID nor an fd");
+	ENSURE(o->path || o->vsock_cid == 0 ||
+	               (o->vsock_cid >= VM_VSOCK_CID_MIN && o->vsock_cid <= VM_VSOCK_CID_MAX),
+	       CUSTOS_ERR_INVAL, "vm channel: vsock CID %u is not a guest CID", o->vsock_cid);
 	ENSURE(o->window <= VM_MUX_MAX_WINDOW, CUSTOS_ERR_LIMIT, "vm channel: window over %u",
 	       VM_MUX_MAX_WINDOW);
-	int fd = o->path ? -1 : o->fd;
+	uint64_t tmo = o->connect_timeout_ns ? o->connect_timeout_ns : 30000000000ull;
+	int fd = o->path || o->vsock_cid ? -1 : o->fd;
 	if (o->path)
-		GUARD(connect_unix(o->path,
-		                   o->connect_timeout_ns ? o->connect_timeout_ns : 30000000000ull,
-		                   &fd));
+		GUARD(connect_unix(o->path, tmo, &fd));
+	else if (o->vsock_cid)
+		GUARD(connect_vsock(o->vsock_cid,
+		                    o->vsock_port ? o->vsock_port : VM_VSOCK_PORT_DEFAULT, tmo,
+		                    &fd));
 	vm_channel *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);

@@ -4,10 +4,16 @@
  * stops without custos asking for it. Every lifecycle change goes to the caller's callback so
  * that it can be audited.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <linux/vhost.h>
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -387,4 +393,165 @@ void vm_inject_crash(vm_host *h, vm *v)
 		(void)virDomainDestroy(d);
 		virDomainFree(d);
 	}
+}
+
+void vm_uuid(vm_host *h, vm *v, char out[37])
+{
+	out[0] = '\0';
+	pthread_mutex_lock(&h->lock);
+	if (v->dom && virDomainGetUUIDString(v->dom, out) != 0)
+		out[0] = '\0';
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- vsock guest CIDs ----------------------------------------------------------------------
+ * One registry per process: each VM of `custos up` has its own vm_host (connection), and two
+ * of them must never pick the same CID between the pick and the domain's start. */
+#define VM_CID_RESERVED_MAX 256   /* VMs of one custos process with a vsock device */
+#define VM_CID_DOMAINS_MAX  16384 /* CIDs collected from libvirt's domains */
+
+static pthread_mutex_t cid_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned cid_reserved[VM_CID_RESERVED_MAX];
+static size_t n_cid_reserved;
+
+static bool cid_in(const unsigned *set, size_t n, unsigned cid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == cid)
+			return true;
+	return false;
+}
+
+/* Appends every <cid ... address='N'/> of a domain's XML to *set (bounded). */
+static custos_err cids_of_xml(const char *xml, unsigned **set, size_t *n, size_t *cap)
+{
+	for (const char *p = strstr(xml, "<cid "); p; p = strstr(p + 1, "<cid ")) {
+		const char *end = strchr(p, '>');
+		if (!end)
+			break;
+		const char *a = strstr(p, "address=");
+		if (!a || a > end || (a[8] != '\'' && a[8] != '"'))
+			continue;
+		const char *v = a + 9, *q = strchr(v, a[8]);
+		uint64_t cid;
+		if (!q || q > end ||
+		    num_parse_u64(span_of(v, (size_t)(q - v)), 0, UINT32_MAX, &cid) != CUSTOS_OK)
+			continue;
+		ENSURE(*n < VM_CID_DOMAINS_MAX, CUSTOS_ERR_LIMIT,
+		       "vm: more than %d vsock CIDs in libvirt's domains", VM_CID_DOMAINS_MAX);
+		if (*n == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			unsigned *grown = realloc(*set, *cap * sizeof(**set));
+			ENSURE(grown, CUSTOS_ERR_NOMEM, "vm: out of memory");
+			*set = grown;
+		}
+		(*set)[(*n)++] = (unsigned)cid;
+	}
+	return CUSTOS_OK;
+}
+
+/* The CIDs in the XML of every domain libvirt knows on h's connection (running: the live XML;
+ * defined: the inactive XML, which also holds fixed CIDs). *set is the caller's (free). */
+static custos_err domain_cids(vm_host *h, unsigned **set, size_t *n)
+{
+	virDomainPtr *doms = NULL;
+	size_t cap = 0;
+	*set = NULL;
+	*n = 0;
+	int nd = virConnectListAllDomains(h->conn, &doms, 0);
+	ENSURE(nd >= 0, CUSTOS_ERR_IO, "vm: listing libvirt's domains: %s", virt_msg());
+	custos_err e = CUSTOS_OK;
+	for (int i = 0; i < nd; i++) {
+		char *xml = e == CUSTOS_OK ? virDomainGetXMLDesc(doms[i], 0) : NULL;
+		if (xml) /* a domain that went away meanwhile has no XML: nothing to avoid */
+			e = cids_of_xml(xml, set, n, &cap);
+		free(xml);
+		virDomainFree(doms[i]);
+	}
+	free(doms);
+	if (e != CUSTOS_OK) {
+		free(*set);
+		*set = NULL;
+		*n = 0;
+	}
+	return e;
+}
+
+/* 1 when the host kernel has a VM with this CID, 0 when not, -1 when it cannot tell (no
+ * /dev/vhost-vsock, or no permission). The probe claims the CID on a fresh vhost-vsock
+ * instance, which is released again when the fd closes. */
+static int vhost_cid_in_use(const char *dev, unsigned cid)
+{
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	int r = -1;
+	if (ioctl(fd, VHOST_SET_OWNER) == 0) {
+		uint64_t c = cid;
+		if (ioctl(fd, VHOST_VSOCK_SET_GUEST_CID, &c) == 0)
+			r = 0;
+		else if (errno == EADDRINUSE)
+			r = 1;
+	}
+	close(fd);
+	return r;
+}
+
+custos_err vm_vsock_cid_reserve(vm_host *h, unsigned want, const char *vhost_dev, unsigned *out)
+{
+	ENSURE(want == 0 || (want >= VM_VSOCK_CID_MIN && want <= VM_VSOCK_CID_MAX),
+	       CUSTOS_ERR_INVAL, "vm: vsock CID %u is not a guest CID (%u-%u)", want,
+	       VM_VSOCK_CID_MIN, VM_VSOCK_CID_MAX);
+	unsigned *used = NULL;
+	size_t n_used = 0;
+	GUARD(domain_cids(h, &used, &n_used));
+	const char *dev = vhost_dev ? vhost_dev : VM_VHOST_VSOCK_DEV;
+	custos_err e = CUSTOS_OK;
+	pthread_mutex_lock(&cid_lock);
+	unsigned first = want ? want : VM_VSOCK_CID_MIN;
+	unsigned last = want ? want : VM_VSOCK_CID_MIN + VM_VSOCK_CID_SCAN - 1;
+	unsigned got = 0;
+	const char *why = NULL;
+	if (n_cid_reserved == VM_CID_RESERVED_MAX) {
+		e = err_set(CUSTOS_ERR_LIMIT, "vm: more than %d VMs with vsock",
+		            VM_CID_RESERVED_MAX);
+		goto out;
+	}
+	for (unsigned cid = first; cid <= last; cid++) {
+		if (cid_in(cid_reserved, n_cid_reserved, cid))
+			why = "reserved for another VM of this custos";
+		else if (cid_in(used, n_used, cid))
+			why = "in the XML of a libvirt domain";
+		else if (vhost_cid_in_use(dev, cid) == 1)
+			why = "in use by a VM of this host (vhost-vsock)";
+		else {
+			got = cid;
+			break;
+		}
+	}
+	if (got == 0) {
+		e = want ? err_set(CUSTOS_ERR_EXISTS, "vm: vsock CID %u is taken: %s", want, why)
+		         : err_set(CUSTOS_ERR_LIMIT, "vm: no free vsock CID in %u-%u", first, last);
+		goto out;
+	}
+	cid_reserved[n_cid_reserved++] = got;
+	*out = got;
+out:
+	pthread_mutex_unlock(&cid_lock);
+	free(used);
+	return e;
+}
+
+void vm_vsock_cid_release(unsigned cid)
+{
+	if (cid == 0)
+		return;
+	pthread_mutex_lock(&cid_lock);
+	for (size_t i = 0; i < n_cid_reserved; i++) {
+		if (cid_reserved[i] == cid) {
+			cid_reserved[i] = cid_reserved[--n_cid_reserved];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cid_lock);
 }

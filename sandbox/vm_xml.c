@@ -5,6 +5,8 @@
  */
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "custos/vm.h"
 
 custos_err vm_xml_escape(buf *out, const char *s)
@@ -256,5 +258,22 @@ custos_err vm_pci_parse(span s, vm_pci_addr *out)
 	GUARD(hex_field(fields[n - 1], 0x1f, &a.slot));
 	GUARD(hex_field(span_of(dot + 1, 1), 7, &a.function));
 	*out = a;
+	return CUSTOS_OK;
+}
+
+custos_err vm_profile_hash(const vm_profile *p, char out[65])
+{
+	buf b;
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+
+	buf_init(&b, VM_XML_MAX);
+	custos_err e = vm_domain_xml(p, &b);
+	if (e == CUSTOS_OK &&
+	    EVP_Digest(buf_ptr(&b), buf_used(&b), md, &mdlen, EVP_sha256(), NULL) != 1)
+		e = err_set(CUSTOS_ERR_CRYPTO, "vm profile: SHA-256 failed");
+	buf_free(&b);
+	GUARD(e);
+	num_hex(md, 32, out);
 	return CUSTOS_OK;
 }

@@ -20,6 +20,7 @@ PKGS=(
   procps psmisc iproute2
   libvirt-daemon-system qemu-system-x86 busybox-static cpio file
   jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
+  dnsmasq-base  # egress_dns: a real DNS server on loopback for the egress resolver
 )
 
 missing=()

@@ -7,11 +7,14 @@
 #
 # Writes OUTDIR/vmlinuz and OUTDIR/initrd.img and prints "kernel=... initrd=..." on success.
 # The guest: mounts proc/sys/dev, brings lo up, loads virtio_ring before virtio and the rest,
-# starts MODEL_SERVER --listen 127.0.0.1:8000 MODEL_ARGS and custos-guest (ingress to port 8000,
-# egress proxy on 127.0.0.1:3128), prints CUSTOS-GUEST-READY on the console, then runs the
+# starts MODEL_SERVER --listen 127.0.0.1:8000 MODEL_ARGS and custos-guest (channel: the
+# virtio-serial port org.custos.mux.0 or vsock port 1024, whichever the VM has; ingress to port
+# 8000, egress proxy on 127.0.0.1:3128), prints CUSTOS-GUEST-READY on the console, then runs the
 # commands in /etc/custos-guest.d/*.sh (a test hook; none by default).
 # Environment: CUSTOS_VM_KERNEL_FLAVOUR (cloud-amd64 | amd64; default cloud-amd64),
-# CUSTOS_VM_GUEST_HOOK (a shell file copied to /etc/custos-guest.d/hook.sh).
+# CUSTOS_VM_GUEST_HOOK (a shell file copied to /etc/custos-guest.d/hook.sh),
+# CUSTOS_VM_GUEST_EXTRA (static binaries, space-separated, copied to /bin for the hook).
+# Modules not loaded at boot but available to a hook: /lib/modules/extra/vsock_loopback.ko.
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
@@ -78,6 +81,13 @@ for a in sh mount insmod ip echo cat sleep seq wget ls mkdir poweroff grep tr; d
 done
 cp "$GUEST_AGENT" "$root/bin/custos-guest"
 cp "$MODEL" "$root/bin/model-server"
+for f in ${CUSTOS_VM_GUEST_EXTRA:-}; do
+	if ! file "$f" 2>/dev/null | grep -q 'statically linked'; then
+		echo "vm-guest-image: $f is missing or not a static binary" >&2
+		exit 1
+	fi
+	cp "$f" "$root/bin/"
+done
 mods=(drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
 	drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/char/virtio_console
 	net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common
@@ -89,6 +99,12 @@ for m in "${mods[@]}"; do
 		cp "$src" "$root/lib/modules/"
 		echo "$(basename "$src")" >>"$root/lib/modules/order"
 	fi
+done
+mkdir -p "$root/lib/modules/extra"
+for m in net/vmw_vsock/vsock_loopback; do
+	src="$kdir/root/lib/modules/$kver/kernel/$m.ko"
+	[ -f "$src" ] || src="$src.xz"
+	if [ -f "$src" ]; then cp "$src" "$root/lib/modules/extra/"; fi
 done
 if [ -n "${CUSTOS_VM_GUEST_HOOK:-}" ]; then
 	cp "$CUSTOS_VM_GUEST_HOOK" "$root/etc/custos-guest.d/hook.sh"
@@ -107,7 +123,8 @@ done
 set --
 while IFS= read -r a; do [ -n "$a" ] && set -- "$@" "$a"; done </etc/model-args
 /bin/model-server --listen 127.0.0.1:8000 --port-file /tmp/model.port "$@" &
-/bin/custos-guest --port-name org.custos.mux.0 --allow-port 8000 --proxy-port 3128 &
+/bin/custos-guest --port-name org.custos.mux.0 --vsock-port 1024 --allow-port 8000 \
+	--proxy-port 3128 &
 for i in $(seq 300); do [ -s /tmp/model.port ] && break; sleep 0.1; done
 echo "CUSTOS-GUEST-READY interfaces: $(ls /sys/class/net | tr '\n' ' ')"
 for h in /etc/custos-guest.d/*.sh; do [ -f "$h" ] && sh "$h"; done

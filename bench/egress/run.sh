@@ -9,13 +9,17 @@
 #   bench/egress/run.sh [BUILD_DIR]    (`make bench-egress`; about 2 minutes in all)
 # BUILD_DIR (default build/release) is built (RelWithDebInfo) when it has no cli/custos;
 # CUSTOS_BIN overrides the binary, DUR the seconds per run (default 6), CONNS the
-# connections (default 50). Needs root for apt-get (squid, tinyproxy, nginx) when missing.
+# connections (default 50; DUR at least 2), REPS the rounds (default 1; with more, the proxies take turns in
+# every round and a table of medians follows), CUSTOS_BASE a second custos binary run side by
+# side as "custos-base" (before/after comparisons in one run). Needs root for apt-get (squid,
+# tinyproxy, nginx) when missing.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$SRC/build/release}
 case $BUILD in /*) ;; *) BUILD=$SRC/$BUILD ;; esac
 DUR=${DUR:-6}
 CONNS=${CONNS:-50}
+REPS=${REPS:-1}
 
 need=()
 for p in squid tinyproxy nginx-light wrk; do
@@ -46,6 +50,7 @@ gcc -O2 -o eload "$SRC/bench/egress/eload.c" -lssl -lcrypto -lpthread
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_HTTP=$(port); P_TLS=$(port); P_ICPT=$(port); P_IN=$(port); P_EG=$(port); P_SQ=$(port); P_TP=$(port)
+P_IN2=$(port); P_EG2=$(port)
 
 # certificates
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
@@ -116,6 +121,14 @@ EOY
 chmod 600 custos.yaml policy.yaml
 "$CUSTOS_BIN" up -c custos.yaml 2>custos.log & CUSTOS=$!
 PIDS+=($CUSTOS)
+BASE=
+if [ -n "${CUSTOS_BASE:-}" ]; then
+	sed -e "s/:$P_IN\"/:$P_IN2\"/" -e "s/port: $P_EG\$/port: $P_EG2/" -e "s|$W/audit|$W/audit-base|" \
+		custos.yaml >custos-base.yaml
+	chmod 600 custos-base.yaml
+	"$CUSTOS_BASE" up -c custos-base.yaml 2>custos-base.log & BASE=$!
+	PIDS+=($BASE)
+fi
 
 # squid: no cache, no logs, one process
 mkdir -p squid && chown proxy:proxy squid 2>/dev/null || true
@@ -151,7 +164,7 @@ tinyproxy -d -c "$W/tinyproxy.conf" 2>tinyproxy.err & TINY=$!
 PIDS+=($TINY)
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-for p in $P_HTTP $P_TLS $P_EG $P_SQ $P_TP; do wait_port $p; done
+for p in $P_HTTP $P_TLS $P_EG $P_SQ $P_TP ${BASE:+$P_EG2}; do wait_port $p; done
 
 cpu() { # utime+stime in clock ticks of a process, its threads and its direct children
 	local t=0 p
@@ -160,13 +173,28 @@ cpu() { # utime+stime in clock ticks of a process, its threads and its direct ch
 	done
 	echo $t
 }
+csw() { # context switches of a process, its threads and its direct children's threads
+	local t=0 p f
+	for p in $1 $(pgrep -P "$1" || true); do
+		for f in /proc/$p/task/*/status; do
+			t=$((t + $(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$f" 2>/dev/null || echo 0)))
+		done
+	done
+	echo $t
+}
 HZ=$(getconf CLK_TCK)
-printf '%-10s %-12s %6s %10s %8s %12s %7s %9s\n' proxy mode conns req/s MB/s req/cpu-s errors connects
+printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' proxy mode conns req/s MB/s req/cpu-s errors connects cs/req
 run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	local name=$1 pid=$2 port=$3 mode=$4 target=$5 path=$6 c=$7; shift 7
-	local c0 c1 out
+	local c0 c1 s0 s1 out lp
 	c0=$(cpu "$pid")
-	out=$(./eload -x "$port" -t "$target" -P "$path" -c "$c" -d "$DUR" "$@")
+	./eload -x "$port" -t "$target" -P "$path" -c "$c" -d "$DUR" "$@" >eload.out &
+	lp=$!
+	# context switches over the middle DUR-1 seconds, while every connection (and custos'
+	# thread for it) is alive: a thread's count leaves /proc with it
+	sleep 0.5; s0=$(csw "$pid"); sleep $((DUR - 1)); s1=$(csw "$pid")
+	wait $lp
+	out=$(cat eload.out)
 	c1=$(cpu "$pid")
 	local req rps mbs err
 	req=$(awk '{print $2}' <<<"$out"); err=$(awk '{print $4}' <<<"$out")
@@ -174,16 +202,38 @@ run() { # run NAME PID PORT MODE TARGET PATH CONNS [eload flags]
 	local dials; dials=$(awk '{print $6}' <<<"$out")
 	local cs
 	cs=$(awk -v r="$req" -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { if (t > 0) printf "%.0f", r / (t / hz); else print "-" }')
-	printf '%-10s %-12s %6s %10s %8s %12s %7s %9s\n' "$name" "$mode" "$c" "$rps" "$mbs" "$cs" "$err" "$dials"
+	local cspr
+	cspr=$(awk -v r="$rps" -v s=$((s1 - s0)) -v d=$((DUR - 1)) 'BEGIN { if (r > 0) printf "%.2f", s / d / r; else print "-" }')
+	printf '%-10s %-12s %6s %10s %8s %12s %7s %9s %7s\n' "$name" "$mode" "$c" "$rps" "$mbs" "$cs" "$err" "$dials" "$cspr" | tee -a results.txt
 }
-for px in "custos $CUSTOS $P_EG" "squid $SQUID $P_SQ" "tinyproxy $TINY $P_TP"; do
-	set -- $px
-	pid=$2
-	run "$1" "$pid" "$3" plain-1KiB "localhost:$P_HTTP" /small "$CONNS"
-	run "$1" "$pid" "$3" connect-1KiB "localhost:$P_TLS" /small "$CONNS" -C -k ca.crt
-	run "$1" "$pid" "$3" plain-1MiB "localhost:$P_HTTP" /big 10
-	run "$1" "$pid" "$3" connect-1MiB "localhost:$P_TLS" /big 10 -C -k ca.crt
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+PXS=("custos $CUSTOS $P_EG")
+[ -n "$BASE" ] && PXS+=("custos-base $BASE $P_EG2")
+PXS+=("squid $SQUID $P_SQ" "tinyproxy $TINY $P_TP")
+for rep in $(seq 1 "$REPS"); do
+	for px in "${PXS[@]}"; do
+		set -- $px
+		pid=$2
+		run "$1" "$pid" "$3" plain-1KiB "localhost:$P_HTTP" /small "$CONNS"
+		run "$1" "$pid" "$3" connect-1KiB "localhost:$P_TLS" /small "$CONNS" -C -k ca.crt
+		run "$1" "$pid" "$3" plain-1MiB "localhost:$P_HTTP" /big 10
+		run "$1" "$pid" "$3" connect-1MiB "localhost:$P_TLS" /big 10 -C -k ca.crt
+		case $1 in custos*)
+			run "$1" "$pid" "$3" icpt-1KiB "localhost:$P_ICPT" /small "$CONNS" -C -k "$W/custos-ca/ca.crt"
+			run "$1" "$pid" "$3" icpt-1MiB "localhost:$P_ICPT" /big 10 -C -k "$W/custos-ca/ca.crt"
+			;;
+		esac
+	done
+	echo "load average after round $rep: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
-run custos "$CUSTOS" "$P_EG" icpt-1KiB "localhost:$P_ICPT" /small "$CONNS" -C -k "$W/custos-ca/ca.crt"
-run custos "$CUSTOS" "$P_EG" icpt-1MiB "localhost:$P_ICPT" /big 10 -C -k "$W/custos-ca/ca.crt"
+if [ "$REPS" -gt 1 ]; then
+	echo "medians of $REPS rounds:"
+	printf '%-11s %-12s %10s %8s %12s %7s\n' proxy mode req/s MB/s req/cpu-s cs/req
+	awk '{ k = $1 " " $2; n[k]++; r[k, n[k]] = $4; m[k, n[k]] = $5; c[k, n[k]] = $6; x[k, n[k]] = $9; if (!(k in seen)) { seen[k] = 1; order[++no] = k } }
+	function med(a, k, cnt,   i, j, t, v) { for (i = 1; i <= cnt; i++) v[i] = a[k, i] + 0;
+		for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+		return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2 }
+	END { for (i = 1; i <= no; i++) { k = order[i]; split(k, p, " ");
+		printf "%-11s %-12s %10.0f %8.1f %12.0f %7.2f\n", p[1], p[2], med(r, k, n[k]), med(m, k, n[k]), med(c, k, n[k]), med(x, k, n[k]) } }' results.txt
+fi
 echo "machine: $(nproc) CPUs, $(uname -r); $DUR s per run; nginx 1 worker; all on loopback"

@@ -1,12 +1,15 @@
 /*
- * bench/inspect: content-inspection throughput on one core. Two 1 MiB corpora (mixed: prose
- * with logs, JSON, code and tables, digit-dense; chat: mostly prose), a sensitive value every
- * few KiB, scanned with every built-in detector: the Hyperscan database alone, the full
- * inspect_scan (validators, regions, overlap resolution), block redaction, and PCRE2 with JIT
- * on the same patterns (one pass each, and one alternation) and on full regular expressions
- * for the same detectors. Then the streaming cost per SSE event and the JSON pass.
- * Uses the private detector table (policy/inspect_int.h) so PCRE2 gets exactly the patterns
- * the engine compiles. Usage: bench_inspect [reps] [json-out]
+ * bench/inspect: content-inspection throughput on one core. Three 1 MiB corpora (mixed: prose
+ * with logs, JSON, code and tables, the reference; chat: mostly prose; logs: mostly log lines,
+ * JSON and tables, a digit-dense stress case), a sensitive value every few KiB, scanned with every built-in detector: the Hyperscan database alone, the C scanner
+ * alone, the full inspect_scan (validators, regions, overlap resolution), block redaction,
+ * and PCRE2 with JIT: full regular expressions for the same detectors with the same
+ * validators on their matches (the like-for-like comparison), the same without validation,
+ * the engine's own short patterns (one pass each, and one alternation). Then the streaming
+ * cost per SSE event and the JSON pass. All figures of one corpus come from one run, side by
+ * side; each is the median of `reps` runs. Uses the private detector table
+ * (policy/inspect_int.h) so PCRE2 gets exactly the patterns and validators the engine has.
+ * Usage: bench_inspect [reps] [json-out]; bench_inspect profile mixed|chat|logs N (for perf).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -75,59 +78,98 @@ static const char *const values[] = {
 	"glpat-xR4nD0mT0k3nV4lu3xyz",
 	"xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
 	"sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-	"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
-	"dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+	("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+	 "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
 };
 
 /* The same detectors written as full regular expressions, the way a regex-per-detector
- * scanner runs them (and how the engine's first version did): a reference for PCRE2, not what
- * the engine compiles. */
+ * scanner runs them (and how the engine's first version did), each with the engine's
+ * validator for its matches: `match` uses the detector's whole-match validator (DET_MATCH row),
+ * otherwise its region validator (DET_ANCHOR row) gets the match as the region. */
 #define OCTET "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-static const char *const full_regexes[] = {
-	"\\b[A-Za-z0-9._%+\\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\\-]{0,62}[A-Za-z0-9])?(?:\\.[A-Za-z0-"
-	"9]"
-	"(?:[A-Za-z0-9\\-]{0,62}[A-Za-z0-9])?){0,7}\\.[A-Za-z]{2,24}\\b",
-	"\\+[1-9](?:[ .\\-()]{0,2}[0-9]){6,16}\\b",
-	"(?:\\b1[ .\\-]?)?(?:\\b[2-9][0-9]{2}|\\([2-9][0-9]{2}\\))[ .\\-]?[2-9][0-9]{2}[ "
-	".\\-][0-9]{4}\\b",
-	"\\b0[1-9][0-9]{0,4}[ .\\-][0-9]{2,4}(?:[ .\\-]?[0-9]{2,4}){0,4}\\b",
-	"\\b[2-6](?:[ \\-]?[0-9]){11,18}\\b",
-	"\\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,28}\\b",
-	"\\b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\\b",
-	"\\b(?:" OCTET "\\.){3}" OCTET "\\b",
-	"\\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::?[0-9A-Fa-f]{1,4}){1,7})",
-	"\\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b",
-	"(?i:aws|secret[_\\- ]?access[_\\- ]?key)[^\\r\\n]{0,40}[^A-Za-z0-9/+][A-Za-z0-9/+]{40}"
-	"(?:[^A-Za-z0-9/+=]|$)",
-	"\\bgh[pousr]_[A-Za-z0-9]{36,251}\\b|\\bgithub_pat_[A-Za-z0-9_]{22,255}\\b",
-	"\\bglpat-[A-Za-z0-9_\\-]{20,255}",
-	"\\bxox[abposr]-[A-Za-z0-9\\-]{10,255}",
-	"\\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\\b",
-	"-----BEGIN [A-Z ]{0,20}PRIVATE KEY(?: BLOCK)?-----[\\s\\S]{0,16384}?-----END [A-Z ]{0,20}"
-	"PRIVATE KEY(?: BLOCK)?-----",
-	"\\beyJ[A-Za-z0-9_\\-]{7,}\\.eyJ[A-Za-z0-9_\\-]{7,}\\.[A-Za-z0-9_\\-]*",
+static const struct full_regex {
+	unsigned detector;
+	bool match;
+	const char *re;
+} full_regexes[] = {
+	{ INSPECT_EMAIL, false,
+	  "\\b[A-Za-z0-9._%+\\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\\-]{0,62}[A-Za-z0-9])?(?:\\.[A-Za-"
+	  "z0-9](?:[A-Za-z0-9\\-]{0,62}[A-Za-z0-9])?){0,7}\\.[A-Za-z]{2,24}\\b" },
+	{ INSPECT_PHONE, true, "\\+[1-9](?:[ .\\-()]{0,2}[0-9]){6,16}\\b" },
+	{ INSPECT_PHONE, false,
+	  "(?:\\b1[ .\\-]?)?(?:\\b[2-9][0-9]{2}|\\([2-9][0-9]{2}\\))[ .\\-]?[2-9][0-9]{2}[ "
+	  ".\\-][0-9]{4}\\b" },
+	{ INSPECT_PHONE, false,
+	  "\\b0[1-9][0-9]{0,4}[ .\\-][0-9]{2,4}(?:[ .\\-]?[0-9]{2,4}){0,4}\\b" },
+	{ INSPECT_PAYMENT_CARD, false, "\\b[2-6](?:[ \\-]?[0-9]){11,18}\\b" },
+	{ INSPECT_IBAN, false, "\\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,28}\\b" },
+	{ INSPECT_US_SSN, true, "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b" },
+	{ INSPECT_US_SSN, false, "\\b[0-9]{3} [0-9]{2} [0-9]{4}\\b" },
+	{ INSPECT_IPV4, false, "\\b(?:" OCTET "\\.){3}" OCTET "\\b" },
+	{ INSPECT_IPV6, false, "\\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::?[0-9A-Fa-f]{1,4}){1,7})" },
+	{ INSPECT_AWS_ACCESS_KEY, true, "\\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b" },
+	{ INSPECT_AWS_SECRET_KEY, true,
+	  "(?i:aws|secret[_\\- ]?access[_\\- ]?key)[^\\r\\n]{0,40}[^A-Za-z0-9/+][A-Za-z0-9/+]{40}"
+	  "(?:[^A-Za-z0-9/+=]|$)" },
+	{ INSPECT_GITHUB_TOKEN, false,
+	  "\\bgh[pousr]_[A-Za-z0-9]{36,251}\\b|\\bgithub_pat_[A-Za-z0-9_]{22,255}\\b" },
+	{ INSPECT_GITLAB_TOKEN, false, "\\bglpat-[A-Za-z0-9_\\-]{20,255}" },
+	{ INSPECT_SLACK_TOKEN, false, "\\bxox[abposr]-[A-Za-z0-9\\-]{10,255}" },
+	{ INSPECT_STRIPE_KEY, false, "\\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\\b" },
+	{ INSPECT_PRIVATE_KEY, false,
+	  "-----BEGIN [A-Z ]{0,20}PRIVATE KEY(?: BLOCK)?-----[\\s\\S]{0,16384}?-----END [A-Z "
+	  "]{0,20}PRIVATE KEY(?: BLOCK)?-----" },
+	{ INSPECT_JWT, false,
+	  "\\beyJ[A-Za-z0-9_\\-]{7,}\\.eyJ[A-Za-z0-9_\\-]{7,}\\.[A-Za-z0-9_\\-]*" },
 };
 
-static void put(char *buf, size_t *n, size_t cap, const char *s)
+/* The engine's validator for a full regex's matches. */
+static det_validate_fn full_validator(const struct full_regex *f)
+{
+	for (size_t i = 0; i < det_builtin_n_specs; i++) {
+		const det_spec *sp = &det_builtin_specs[i];
+		if (sp->detector == f->detector && (sp->kind == DET_MATCH) == f->match &&
+		    sp->validate != NULL)
+			return sp->validate;
+	}
+	fprintf(stderr, "no validator for detector %u\n", f->detector);
+	exit(1);
+}
+
+static void put(char *dst, size_t *n, size_t cap, const char *s)
 {
 	size_t l = strlen(s);
 	if (*n + l > cap)
 		l = cap - *n;
-	memcpy(buf + *n, s, l);
+	memcpy(dst + *n, s, l);
 	*n += l;
 }
 
-/* Sentences for `prose` of 20 parts, the rest split between log lines, JSON, code and table
- * rows; one sensitive value per ~4 KiB. */
-static char *make_corpus(size_t size, unsigned prose, size_t *values_out)
+/* What a corpus is made of, in bytes per kind of piece. */
+enum { K_PROSE, K_LOG, K_JSON, K_CODE, K_TABLE, K_VALUE, K_N };
+static const char *const kind_names[K_N] = { "sentences", "log lines",  "JSON records",
+	                                     "C code",    "table rows", "planted values" };
+typedef struct corpus_mix {
+	size_t bytes[K_N];
+} corpus_mix;
+
+/* Sentences for `prose` of 20 pieces, the rest split between log lines, JSON, code and table
+ * rows; one sensitive value every 2..6 KiB. Fixed seed: the same corpus every run. */
+static char *make_corpus(size_t size, unsigned prose, size_t *values_out, corpus_mix *mix)
 {
 	char *b = malloc(size);
 	size_t n = 0, next_value = 2048, nv = 0;
+	corpus_mix local;
+	if (mix == NULL)
+		mix = &local;
+	memset(mix, 0, sizeof(*mix));
 	unsigned rest = 20 - prose;
 	char tmp[256];
 	while (n < size) {
-		unsigned kind = rnd() % 20;
+		unsigned kind = rnd() % 20, k;
+		size_t n0 = n;
 		if (kind < prose) {
+			k = K_PROSE;
 			unsigned len = 8 + rnd() % 14;
 			for (unsigned i = 0; i < len && n < size; i++) {
 				const char *w = words[rnd() % (sizeof(words) / sizeof(words[0]))];
@@ -145,6 +187,7 @@ static char *make_corpus(size_t size, unsigned prose, size_t *values_out)
 			}
 			put(b, &n, size, rnd() % 5 ? ". " : ".\n");
 		} else if (kind < prose + rest * 2 / 7) {
+			k = K_LOG;
 			snprintf(tmp, sizeof(tmp),
 			         "2026-11-%02uT%02u:%02u:%02uZ INFO req=%08x took %u ms status=%u "
 			         "v%u.%u.%u\n",
@@ -153,6 +196,7 @@ static char *make_corpus(size_t size, unsigned prose, size_t *values_out)
 			         rnd() % 100);
 			put(b, &n, size, tmp);
 		} else if (kind < prose + rest * 4 / 7) {
+			k = K_JSON;
 			snprintf(
 			        tmp, sizeof(tmp),
 			        "{\"id\": %u, \"name\": \"item-%u\", \"price\": %u.%02u, \"tags\": "
@@ -160,19 +204,24 @@ static char *make_corpus(size_t size, unsigned prose, size_t *values_out)
 			        rnd() % 100000, rnd() % 1000, rnd() % 1000, rnd() % 100);
 			put(b, &n, size, tmp);
 		} else if (kind < prose + rest * 6 / 7) {
+			k = K_CODE;
 			put(b, &n, size,
 			    "for (size_t i = 0; i < n; i++) { sum += a[i] * 0x5bd1e995; if (sum > "
 			    "limit) break; }\n");
 		} else {
+			k = K_TABLE;
 			snprintf(tmp, sizeof(tmp), "| %u | %u.%u%% | %u,%03u | %08X |\n",
 			         rnd() % 5000, rnd() % 100, rnd() % 10, rnd() % 999, rnd() % 1000,
 			         rnd());
 			put(b, &n, size, tmp);
 		}
+		mix->bytes[k] += n - n0;
 		if (n >= next_value && n < size) {
+			n0 = n;
 			put(b, &n, size, " Note: ");
 			put(b, &n, size, values[nv++ % (sizeof(values) / sizeof(values[0]))]);
 			put(b, &n, size, " end.\n");
+			mix->bytes[K_VALUE] += n - n0;
 			next_value = n + 2048 + rnd() % 4096;
 		}
 	}
@@ -226,11 +275,12 @@ static void report(const result *r)
 
 typedef struct pcre_set {
 	pcre2_code *codes[64];
+	det_validate_fn validate[64]; /* NULL: matching only */
 	size_t n;
 	const char *label;
 } pcre_set;
 
-static void pcre_set_add(pcre_set *ps, const char *pattern)
+static void pcre_set_add(pcre_set *ps, const char *pattern, det_validate_fn validate)
 {
 	int ec;
 	PCRE2_SIZE eo;
@@ -240,14 +290,18 @@ static void pcre_set_add(pcre_set *ps, const char *pattern)
 		fprintf(stderr, "pcre2: does not compile: %s\n", pattern);
 		exit(1);
 	}
+	ps->validate[ps->n] = validate;
 	ps->codes[ps->n++] = c;
 }
 
-/* Every leftmost match of every pattern, one pass per pattern. */
+/* Every leftmost match of every pattern, one pass per pattern; with validators, each match
+ * is validated as the engine validates its candidates (bytes around it included) and the
+ * accepted findings are counted. */
 static result run_pcre(const pcre_set *ps, const char *label, span text, int reps)
 {
 	double t[MAX_REPS], mb = (double)text.len / 1e6;
 	pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+	const uint8_t *p = (const uint8_t *)text.ptr;
 	result r = { .mbps = 0 };
 	snprintf(r.name, sizeof(r.name), "%s: %s", label, ps->label);
 	for (int i = 0; i < reps; i++) {
@@ -261,7 +315,15 @@ static result run_pcre(const pcre_set *ps, const char *label, span text, int rep
 				if (rc < 0)
 					break;
 				PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-				m++;
+				if (ps->validate[k] == NULL) {
+					m++;
+				} else if (ov[1] > ov[0]) {
+					det_hit hits[DET_MAX_HITS];
+					int prev = ov[0] > 0 ? p[ov[0] - 1] : -1;
+					int next = ov[1] < text.len ? p[ov[1]] : -1;
+					m += ps->validate[k](p + ov[0], ov[1] - ov[0], prev, next,
+					                     hits);
+				}
 				at = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
 			}
 		}
@@ -274,16 +336,84 @@ static result run_pcre(const pcre_set *ps, const char *label, span text, int rep
 	return r;
 }
 
-static void run_corpus(const char *label, span text, size_t nvalues, inspect_engine *e,
-                       inspect_scratch *s, const inspect_profile *all, const pcre_set *sets,
-                       size_t nsets, int reps)
+static custos_err scan_count(void *ctx, unsigned anchor, uint64_t from, uint64_t to)
+{
+	(void)anchor;
+	(void)from;
+	(void)to;
+	(*(unsigned long long *)ctx)++;
+	return CUSTOS_OK;
+}
+
+/* What the corpus is made of: pieces by kind, bytes by class. */
+static void describe_corpus(const char *label, span text, size_t nvalues, const corpus_mix *mix)
+{
+	size_t letters = 0, digits = 0, space = 0, punct = 0, other = 0, runs = 0, long_runs = 0;
+	size_t run = 0;
+	for (size_t i = 0; i < text.len; i++) {
+		uint8_t c = (uint8_t)text.ptr[i];
+		bool d = c >= '0' && c <= '9';
+		if (d)
+			digits++;
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+			letters++;
+		else if (c == ' ' || c == '\n')
+			space++;
+		else if (c > ' ' && c < 0x7f)
+			punct++;
+		else
+			other++;
+		if (d) {
+			run++;
+		} else if (run > 0) {
+			runs++;
+			long_runs += run >= 4;
+			run = 0;
+		}
+	}
+	double n = (double)text.len / 100.0;
+	printf("%s corpus: %zu bytes, %zu sensitive values planted\n", label, text.len, nvalues);
+	printf("  pieces by bytes:");
+	for (unsigned k = 0; k < K_N; k++)
+		printf(" %s %.1f%%%s", kind_names[k], (double)mix->bytes[k] / n,
+		       k + 1 < K_N ? "," : "\n");
+	printf("  bytes: letters %.1f%%, digits %.1f%%, space/newline %.1f%%, punctuation %.1f%%, "
+	       "other %.1f%%; %.0f digit runs per KiB (%.0f of 4+ digits)\n",
+	       (double)letters / n, (double)digits / n, (double)space / n, (double)punct / n,
+	       (double)other / n, (double)runs * 1024 / (double)text.len,
+	       (double)long_runs * 1024 / (double)text.len);
+	if (jsonf)
+		fprintf(jsonf,
+		        "{\"bench\":\"inspect\",\"case\":\"%s corpus\",\"digits_pct\":%.1f,"
+		        "\"letters_pct\":%.1f,\"digit_runs_per_kib\":%.0f}\n",
+		        label, (double)digits / n, (double)letters / n,
+		        (double)runs * 1024 / (double)text.len);
+}
+
+static void loadavg(const char *when)
+{
+	char b[128] = "?";
+	FILE *f = fopen("/proc/loadavg", "r");
+	if (f != NULL) {
+		if (fgets(b, sizeof(b), f) == NULL)
+			b[0] = '\0';
+		fclose(f);
+	}
+	b[strcspn(b, "\n")] = '\0';
+	printf("load average (%s): %s\n", when, b);
+}
+
+static void run_corpus(const char *label, span text, size_t nvalues, const corpus_mix *mix,
+                       inspect_engine *e, inspect_scratch *s, const inspect_profile *all,
+                       const pcre_set *sets, size_t nsets, int reps)
 {
 	double t[MAX_REPS], mb = (double)text.len / 1e6, t0;
-	printf("%s corpus: %zu bytes, %zu sensitive values planted\n", label, text.len, nvalues);
+	describe_corpus(label, text, nvalues, mix);
 
 	/* 1. Hyperscan alone, streaming mode, one call. */
 	result r = { .mbps = 0 };
-	snprintf(r.name, sizeof(r.name), "%s: hyperscan database alone (no numeric scan)", label);
+	snprintf(r.name, sizeof(r.name), "%s: hyperscan database alone (literal-led patterns)",
+	         label);
 	for (int i = 0; i < reps; i++) {
 		hs_count = 0;
 		hs_stream_t *hs;
@@ -299,7 +429,26 @@ static void run_corpus(const char *label, span text, size_t nvalues, inspect_eng
 	r.matches = hs_count;
 	report(&r);
 
-	/* 2. inspect_scan: validators, regions, overlap resolution. */
+	/* 2. The C scanner alone (all five anchors, counting reports). */
+	result rc = { .mbps = 0 };
+	snprintf(rc.name, sizeof(rc.name), "%s: C scanner alone (digit/dot/colon/dash anchors)",
+	         label);
+	for (int i = 0; i < reps; i++) {
+		det_numeric st = { 0 };
+		rc.matches = 0;
+		t0 = now_s();
+		if (det_numeric_scan(&st, (1u << DET_SCAN_N) - 1, (const uint8_t *)text.ptr,
+		                     text.len, 0, scan_count, &rc.matches) != CUSTOS_OK ||
+		    det_numeric_finish(&st, (1u << DET_SCAN_N) - 1, text.len, scan_count,
+		                       &rc.matches) != CUSTOS_OK)
+			exit(1);
+		t[i] = now_s() - t0;
+	}
+	rc.seconds = median(t, reps);
+	rc.mbps = mb / rc.seconds;
+	report(&rc);
+
+	/* 3. inspect_scan: validators, regions, overlap resolution. */
 	inspect_findings f = { 0 };
 	result rs = { .mbps = 0 };
 	snprintf(rs.name, sizeof(rs.name), "%s: inspect_scan (validated findings)", label);
@@ -318,7 +467,7 @@ static void run_corpus(const char *label, span text, size_t nvalues, inspect_eng
 	report(&rs);
 	inspect_findings_free(&f);
 
-	/* 3. Block redaction into a new buffer. */
+	/* 4. Block redaction into a new buffer. */
 	buf out;
 	buf_init(&out, 4u << 20);
 	result rr = { .mbps = 0 };
@@ -337,12 +486,17 @@ static void run_corpus(const char *label, span text, size_t nvalues, inspect_eng
 	report(&rr);
 	buf_free(&out);
 
-	/* 4. PCRE2 JIT. */
+	/* 5. PCRE2 JIT. */
 	for (size_t k = 0; k < nsets; k++) {
 		result rp = run_pcre(&sets[k], label, text, reps);
 		report(&rp);
-		printf("  %-58s %.1fx (database alone), %.1fx (inspect_scan)\n",
-		       "  custos speed-up over it:", r.mbps / rp.mbps, rs.mbps / rp.mbps);
+		printf("  %-58s %.1fx\n",
+		       "  custos inspect_scan speed-up over it:", rs.mbps / rp.mbps);
+		if (jsonf)
+			fprintf(jsonf,
+			        "{\"bench\":\"inspect\",\"case\":\"%s: speed-up over %s\","
+			        "\"ratio\":%.2f}\n",
+			        label, sets[k].label, rs.mbps / rp.mbps);
 	}
 	printf("\n");
 }
@@ -453,8 +607,51 @@ static void run_json(const char *corpus, inspect_engine *e, inspect_scratch *s,
 	buf_free(&body);
 }
 
+/* `bench_inspect profile mixed|chat|logs N`: inspect_scan only, N times, for perf record. */
+static int run_profile(const char *which, int n, const char *mixed, const char *chat,
+                       const char *logs)
+{
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	inspect_engine *e;
+	inspect_scratch *s;
+	if (inspect_engine_new(&o, &e) != CUSTOS_OK || inspect_scratch_new(e, &s) != CUSTOS_OK)
+		return 1;
+	inspect_profile all = { 0 };
+	for (unsigned i = 0; i < INSPECT_BUILTIN_COUNT; i++)
+		all.action[i] = INSPECT_ACT_REDACT;
+	span text = span_of(strcmp(which, "chat") == 0   ? chat
+	                    : strcmp(which, "logs") == 0 ? logs
+	                                                 : mixed,
+	                    CORPUS_BYTES);
+	inspect_findings f = { 0 };
+	double t0 = now_s();
+	for (int i = 0; i < n; i++) {
+		f.n = 0;
+		if (inspect_scan(e, s, &all, text, &f) != CUSTOS_OK)
+			return 1;
+	}
+	double el = now_s() - t0;
+	printf("profile %s: %d scans, %zu findings, %.1f MB/s\n", which, n, f.n,
+	       (double)text.len * n / 1e6 / el);
+	inspect_findings_free(&f);
+	inspect_scratch_free(s);
+	inspect_engine_free(e);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 3 && strcmp(argv[1], "profile") == 0) {
+		size_t a, b;
+		char *m = make_corpus(CORPUS_BYTES, 13, &a, NULL);
+		char *c = make_corpus(CORPUS_BYTES, 18, &b, NULL);
+		char *l = make_corpus(CORPUS_BYTES, 4, &b, NULL);
+		int rc = run_profile(argv[2], (int)strtol(argv[3], NULL, 10), m, c, l);
+		free(m);
+		free(c);
+		free(l);
+		return rc;
+	}
 	int reps = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 10;
 	if (reps < 3)
 		reps = 3;
@@ -462,9 +659,12 @@ int main(int argc, char **argv)
 		reps = MAX_REPS;
 	if (argc > 2)
 		jsonf = fopen(argv[2], "w");
-	size_t nmixed, nchat;
-	char *mixed = make_corpus(CORPUS_BYTES, 13, &nmixed);
-	char *chat = make_corpus(CORPUS_BYTES, 18, &nchat);
+	size_t nmixed, nchat, nlogs;
+	corpus_mix mixm, chatm, logsm;
+	char *mixed = make_corpus(CORPUS_BYTES, 13, &nmixed, &mixm);
+	char *chat = make_corpus(CORPUS_BYTES, 18, &nchat, &chatm);
+	char *logs = make_corpus(CORPUS_BYTES, 4, &nlogs, &logsm); /* a stress case */
+	loadavg("start");
 
 	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
 	inspect_engine *e;
@@ -481,18 +681,24 @@ int main(int argc, char **argv)
 	hs_database_size(e->db, &db_size);
 	hs_stream_size(e->db, &stream_size);
 	printf("engine: %u detector expressions, compiled in %.1f ms, database %zu bytes, stream "
-	       "state %zu bytes; %d runs each, median\n\n",
-	       e->n_expr, compile_s * 1e3, db_size, stream_size, reps);
+	       "state %zu bytes (+ %zu bytes of C scanner state); %d runs each, median\n\n",
+	       e->n_expr, compile_s * 1e3, db_size, stream_size, sizeof(det_numeric), reps);
 	inspect_profile all = { 0 };
 	for (unsigned i = 0; i < INSPECT_BUILTIN_COUNT; i++)
 		all.action[i] = INSPECT_ACT_REDACT;
 
-	/* PCRE2: the engine's own patterns (each once), their alternation, and full regexes. */
-	static pcre_set sets[3] = {
-		{ .label = "pcre2 jit, same patterns, one pass each" },
-		{ .label = "pcre2 jit, same patterns as one alternation" },
-		{ .label = "pcre2 jit, full regexes per detector, one pass each" },
+	/* PCRE2: full regexes with and without the validators, the engine's own patterns (each
+	 * once), and their alternation. */
+	static pcre_set sets[4] = {
+		{ .label = "pcre2 jit, full regexes + same validators (same detection)" },
+		{ .label = "pcre2 jit, full regexes, matching only" },
+		{ .label = "pcre2 jit, engine's short patterns, matching only" },
+		{ .label = "pcre2 jit, engine's short patterns as one alternation" },
 	};
+	for (size_t i = 0; i < sizeof(full_regexes) / sizeof(full_regexes[0]); i++) {
+		pcre_set_add(&sets[0], full_regexes[i].re, full_validator(&full_regexes[i]));
+		pcre_set_add(&sets[1], full_regexes[i].re, NULL);
+	}
 	buf alt;
 	buf_init(&alt, 1u << 16);
 	for (size_t i = 0; i < det_builtin_n_specs; i++) {
@@ -502,7 +708,7 @@ int main(int argc, char **argv)
 			       0;
 		if (dup)
 			continue;
-		pcre_set_add(&sets[0], det_builtin_specs[i].pattern);
+		pcre_set_add(&sets[2], det_builtin_specs[i].pattern, NULL);
 		if (buf_printf(&alt, "%s(?:%s)", buf_used(&alt) ? "|" : "",
 		               det_builtin_specs[i].pattern) != CUSTOS_OK)
 			return 1;
@@ -510,18 +716,18 @@ int main(int argc, char **argv)
 	const char *alts;
 	if (buf_cstr(&alt, &alts) != CUSTOS_OK)
 		return 1;
-	pcre_set_add(&sets[1], alts);
-	for (size_t i = 0; i < sizeof(full_regexes) / sizeof(full_regexes[0]); i++)
-		pcre_set_add(&sets[2], full_regexes[i]);
+	pcre_set_add(&sets[3], alts, NULL);
 
-	run_corpus("mixed", span_of(mixed, CORPUS_BYTES), nmixed, e, s, &all, sets, 3, reps);
-	run_corpus("chat", span_of(chat, CORPUS_BYTES), nchat, e, s, &all, sets, 3, reps);
+	run_corpus("mixed", span_of(mixed, CORPUS_BYTES), nmixed, &mixm, e, s, &all, sets, 4, reps);
+	run_corpus("chat", span_of(chat, CORPUS_BYTES), nchat, &chatm, e, s, &all, sets, 4, reps);
+	run_corpus("logs", span_of(logs, CORPUS_BYTES), nlogs, &logsm, e, s, &all, sets, 4, reps);
 	run_sse(mixed, e, s, &all);
 	run_json(mixed, e, s, &all, reps);
+	loadavg("end");
 
 	if (jsonf)
 		fclose(jsonf);
-	for (size_t k = 0; k < 3; k++)
+	for (size_t k = 0; k < 4; k++)
 		for (size_t i = 0; i < sets[k].n; i++)
 			pcre2_code_free(sets[k].codes[i]);
 	buf_free(&alt);
@@ -529,5 +735,6 @@ int main(int argc, char **argv)
 	inspect_engine_free(e);
 	free(mixed);
 	free(chat);
+	free(logs);
 	return 0;
 }

@@ -7,6 +7,8 @@
 #ifndef CUSTOS_ADMIN_H
 #define CUSTOS_ADMIN_H
 
+#include <sys/types.h>
+
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6). */
@@ -34,6 +36,35 @@ typedef struct admin_sandbox {
 	uint32_t cpu_millis;
 } admin_sandbox;
 
+/* A sandbox's state as a privilege-separated supervisor reported it (any kind). */
+typedef struct admin_sandbox_state {
+	const char *kind; /* "process", "vm" (static) */
+	bool running;
+	int64_t pid; /* -1: none */
+	uint64_t generation, restarts;
+	char profile_hash[65]; /* "" when unknown */
+	char cgroup[8];        /* "" when unknown */
+} admin_sandbox_state;
+
+/* A VM sandbox (docs/VM.md) as GET /v1/sandboxes lists it: a snapshot the vms_get hook fills
+ * per request. The const char * fields point at static strings. */
+#define ADMIN_VM_NAME_MAX 80
+typedef struct admin_vm {
+	char name[ADMIN_VM_NAME_MAX + 1];   /* the model's id */
+	char domain[ADMIN_VM_NAME_MAX + 1]; /* libvirt domain name */
+	char uuid[37];                      /* libvirt domain UUID; "" while it has no domain */
+	char profile_hash[65];              /* SHA-256 of the domain XML */
+	const char *state;   /* "running", "starting", "restarting", "failed", "stopped" */
+	const char *channel; /* "vsock" or "virtio-serial" */
+	unsigned vsock_cid;  /* 0 for virtio-serial */
+	unsigned restarts;
+	uint64_t started_wall_ns; /* the current domain's start (0: none yet) */
+	int64_t qemu_pid;         /* the QEMU process last checked (-1: none) */
+	const char *seccomp;      /* "filter" (Seccomp: 2, routed), "refused", "pending" */
+	bool routable;            /* traffic goes to it now */
+	int taint; /* policy_class read through egress since it started; -1 unknown */
+} admin_vm;
+
 /* What the server calls into (from its own threads). */
 typedef struct admin_hooks {
 	void *arg;
@@ -45,11 +76,20 @@ typedef struct admin_hooks {
 	/* Highest classification (policy_class) the named sandbox has read through egress since
 	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
 	int (*taint_get)(void *arg, const char *sandbox);
+	/* When set, sandboxes are not read through admin_sandbox.sb but asked for here (index
+	 * into admin_options.sandboxes; false: unknown yet), and a restart is a request:
+	 * sandbox_restart returns 0 or an errno (ESRCH: that pid is no longer the instance). */
+	bool (*sandbox_state)(void *arg, size_t i, admin_sandbox_state *st);
+	int (*sandbox_restart)(void *arg, size_t i, int64_t pid);
+
+	/* Fills out[0..max) with the VM sandboxes and returns how many. NULL: none. */
+	size_t (*vms_get)(void *arg, admin_vm *out, size_t max);
 } admin_hooks;
 
 typedef struct admin_options {
-	const char *socket_path;      /* NULL: no Unix socket */
-	uint32_t socket_mode;         /* 0: 0660; bits for others are refused */
+	const char *socket_path; /* NULL: no Unix socket */
+	int socket_fd;        /* >= 1: socket_path is already bound (admin_open_unix); taken over */
+	uint32_t socket_mode; /* 0: 0660; bits for others are refused */
 	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
 	size_t n_allowed_uids;
 	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
@@ -70,6 +110,11 @@ typedef struct admin_server admin_server;
  * socket at the path is replaced) and starts the server threads. *out is the caller's
  * (admin_stop). The strings and arrays of o are copied. */
 custos_err admin_start(const admin_options *o, admin_server **out) CUSTOS_WUR;
+/* Binds the Unix socket at path as admin_start would (stale-socket check, mode; 0: 0660) and
+ * gives it to uid:gid (unless uid is -1): for a process that binds it before it gives up its
+ * privileges, then passes *fd as admin_options.socket_fd. *fd is the caller's. */
+custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid,
+                           int *fd) CUSTOS_WUR;
 /* Port the TCP listener got (tests bind port 0); 0 without TCP. */
 unsigned admin_tcp_port(const admin_server *a);
 /* Stops the threads, closes and unlinks the socket, frees a. NULL is fine. */

@@ -127,6 +127,10 @@ void audit_event_durations(audit_event *ev, const audit_duration *d, size_t n);
 custos_err audit_event_end(audit_event *ev) CUSTOS_WUR;
 /* The finished body: JSON members without the outer braces (valid after end). */
 span audit_event_body(const audit_event *ev);
+/* A finished event whose body (as audit_event_body gave it, in another process) is copied
+ * in: how a privilege-separated supervisor's events reach the proxy's writer. LIMIT when the
+ * body passes AUDIT_MAX_EVENT, INVAL when it is empty. */
+custos_err audit_event_from_body(audit_event *ev, span body) CUSTOS_WUR;
 
 /* ---------------------------------------------------------------------------------------------
  * The writer: a forked process that owns the log files and the signing key, fed by a client

@@ -23,6 +23,8 @@
 #define CFG_MAX_CERTS           4 /* certificate/key pairs per listener (e.g. ECDSA + RSA) */
 #define CFG_MAX_MODELS          256
 #define CFG_MAX_ALIASES         16
+#define CFG_MAX_ROUTES          64   /* routes[] (path routes) */
+#define CFG_MAX_ROUTE_PATH      1024 /* one route's path prefix */
 #define CFG_MAX_PROFILES        64
 #define CFG_MAX_DATA_SOURCES    1024
 #define CFG_MAX_SINKS           16
@@ -109,7 +111,7 @@ typedef struct cfg_tls_server {
 	cfg_tls_version min_version; /* default 1.2 */
 	char *ciphers;               /* TLS 1.2 list; NULL = Mozilla intermediate */
 	char *ciphersuites;          /* TLS 1.3 list; NULL = OpenSSL default */
-	char **alpn;                 /* default ["http/1.1"] */
+	char **alpn;                 /* default ["http/1.1"]; only http/1.1, http/1.0; [] = off */
 	size_t n_alpn;
 	bool session_tickets;        /* default true */
 	uint64_t ticket_rotation_ns; /* default 12 h */
@@ -216,6 +218,16 @@ typedef struct cfg_model {
 } cfg_model;
 
 /* ---------------------------------------------------------------------------------------------
+ * routes[]: requests by path prefix to a model's upstream. A path route wins over the body's
+ * `model`; prefixes match whole segments and never overlap (docs/CONFIG.md, routes).
+ */
+typedef struct cfg_route {
+	char *path;         /* "/v1/embeddings": '/' + segments, no trailing '/', no '%', no dots */
+	char *model;        /* as written: a model's id or alias */
+	size_t model_index; /* resolved index into cfg->models */
+} cfg_route;
+
+/* ---------------------------------------------------------------------------------------------
  * sandbox_profiles: (a map id -> profile)
  */
 enum {
@@ -231,7 +243,8 @@ enum {
 typedef enum cfg_seccomp_base { CFG_SECCOMP_DEFAULT = 0, CFG_SECCOMP_GPU } cfg_seccomp_base;
 typedef enum cfg_gpu { CFG_GPU_NONE = 0, CFG_GPU_NVIDIA, CFG_GPU_AMD } cfg_gpu;
 typedef enum cfg_scratch_type { CFG_SCRATCH_TMPFS = 0, CFG_SCRATCH_DIR } cfg_scratch_type;
-typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL } cfg_vm_channel;
+/* auto (the default): vsock when the host has /dev/vhost-vsock, virtio-serial otherwise. */
+typedef enum cfg_vm_channel { CFG_VM_VSOCK = 0, CFG_VM_VIRTIO_SERIAL, CFG_VM_AUTO } cfg_vm_channel;
 typedef enum cfg_vm_type { CFG_VM_KVM = 0, CFG_VM_QEMU } cfg_vm_type;
 
 typedef struct cfg_bind {
@@ -280,8 +293,8 @@ typedef struct cfg_profile {
 		char *kernel, *initrd, *disk, *cmdline;
 		char **hostdev; /* PCI addresses "0000:01:00.0" */
 		size_t n_hostdev;
-		cfg_vm_channel channel;
-		uint32_t vsock_cid; /* 0 = assigned automatically */
+		cfg_vm_channel channel; /* default CFG_VM_AUTO */
+		uint32_t vsock_cid;     /* 0 = assigned automatically */
 		char *console_log;
 		cfg_vm_type domain_type; /* kvm (default) or qemu (TCG, no hardware assist) */
 		char *libvirt_uri;       /* NULL: qemu:///system */
@@ -323,8 +336,9 @@ typedef struct cfg_egress {
 	uint64_t max_response;     /* default 100 MiB */
 	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns;
 	uint64_t max_connections_per_sandbox; /* default 64 */
-	char **dns_servers;                   /* empty = the system resolver */
+	char **dns_servers;                   /* empty = the system resolver; "ip[:port]" */
 	size_t n_dns_servers;
+	uint64_t dns_timeout_ns; /* per try; default 2 s */
 } cfg_egress;
 
 /* ---------------------------------------------------------------------------------------------
@@ -400,6 +414,12 @@ typedef struct cfg_admin {
 	uint64_t max_body; /* default 1 MiB */
 } cfg_admin;
 
+/* proxy: the internet-facing process of `custos up` (privilege separation, docs/SANDBOX.md). */
+typedef struct cfg_proxy {
+	char *user;        /* run as this user; NULL: unchanged (uid 0 keeps no capability) */
+	bool self_sandbox; /* default true: no capabilities, NO_NEW_PRIVS, Landlock, seccomp */
+} cfg_proxy;
+
 typedef struct cfg_policy {
 	char *file;            /* default /etc/custos/policy.yaml */
 	bool reload_on_sighup; /* default true */
@@ -421,6 +441,8 @@ typedef struct custos_config {
 	cfg_auth auth;
 	cfg_model *models;
 	size_t n_models;
+	cfg_route *routes;
+	size_t n_routes;
 	cfg_profile *profiles;
 	size_t n_profiles;
 	cfg_data_source *data_sources;
@@ -429,6 +451,7 @@ typedef struct custos_config {
 	cfg_audit audit;
 	cfg_admin admin;
 	cfg_policy policy;
+	cfg_proxy proxy;
 	cfg_arena *arena_; /* private */
 } custos_config;
 

@@ -20,6 +20,7 @@
 #define EGRESS_ID_MAX            128            /* model, sandbox, request ids */
 #define EGRESS_PRINCIPAL_MAX     256
 #define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */
+#define EGRESS_MAX_DNS_SERVERS   64                    /* egress.dns.servers */
 #define EGRESS_REQUEST_ID_HEADER "X-Custos-Request-Id" /* optional, forwarded by the model */
 #define EGRESS_REASON_HEADER     "X-Custos-Reason"
 
@@ -57,7 +58,12 @@ typedef struct egress_options {
 	uint64_t read_timeout_ns;    /* 0: 60 s */
 	uint64_t idle_timeout_ns;    /* client keep-alive and tunnel idle; 0: 60 s */
 	unsigned max_conns;          /* per listener (sandbox); 0: 64 */
-	struct audit_writer *audit;  /* borrowed; NULL: events go to the log as JSON */
+	/* DNS servers custos queries itself ("ip", "ipv4:port", "[ipv6]:port"; owned); none: the
+	 * system resolver (getaddrinfo, which also reads /etc/hosts). docs/EGRESS.md "Names". */
+	char **dns_servers;
+	size_t n_dns_servers;
+	uint64_t dns_timeout_ns;    /* per try (each server is tried twice); 0: 2 s */
+	struct audit_writer *audit; /* borrowed; NULL: events go to the log as JSON */
 } egress_options;
 
 typedef struct egress_server egress_server;

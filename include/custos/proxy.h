@@ -26,12 +26,16 @@
 #define PROXY_PRINCIPAL_MAX  256
 #define PROXY_REQUEST_ID_LEN 32
 #define PROXY_JWT_MAX_LIST   16 /* accepted issuers, audiences */
+#define PROXY_MAX_ALPN       2  /* protocols a listener can offer: http/1.1, http/1.0 */
 
 typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_NONE = 0,
 	PROXY_CLIENT_CERT_OPTIONAL,
 	PROXY_CLIENT_CERT_REQUIRED,
 } proxy_client_auth;
+
+/* ALPN protocol ids custos can speak (the codec is HTTP/1.x only: no h2, no h3). */
+typedef enum proxy_alpn { PROXY_ALPN_HTTP11 = 1, PROXY_ALPN_HTTP10 } proxy_alpn;
 
 typedef struct proxy_tls_opts {
 	char *cert_file[PROXY_MAX_CERTS]; /* PEM chain; ECDSA and/or RSA */
@@ -42,8 +46,12 @@ typedef struct proxy_tls_opts {
 	char *ciphers;             /* TLS 1.2 list; NULL: Mozilla intermediate */
 	char *ciphersuites;        /* TLS 1.3 list; NULL: OpenSSL default */
 	bool tls13_only;           /* minimum version TLS 1.3 */
-	uint64_t ticket_rotate_ns; /* session ticket key lifetime; 0: 12 h */
+	uint64_t ticket_rotate_ns; /* session ticket key lifetime (process-wide: the last listener
+	                              set up wins); tickets are accepted for two lifetimes; 0: 12 h */
 	bool no_tickets;           /* no session tickets (no resumption) */
+	proxy_alpn alpn[PROXY_MAX_ALPN]; /* offered, in server preference order; none: http/1.1 */
+	size_t nalpn;
+	bool no_alpn; /* negotiate no ALPN at all: a client's offer is ignored, never refused */
 } proxy_tls_opts;
 
 typedef struct proxy_listener_opts {
@@ -75,7 +83,8 @@ typedef struct proxy_upstream_opts {
 
 typedef struct proxy_route_opts {
 	char *model;       /* body `model` to match; NULL matches any */
-	char *path_prefix; /* request path prefix; NULL matches any */
+	char *path_prefix; /* request path prefix on whole segments ("/v1/embeddings" matches
+	                      "/v1/embeddings/x", not "/v1/embeddingsx"); NULL matches any */
 	size_t upstream;   /* index into upstreams[] */
 	char *model_id;    /* model id given to policy and audit; NULL: the body's model */
 } proxy_route_opts;
@@ -106,7 +115,7 @@ typedef struct proxy_options {
 	size_t nlisteners;
 	proxy_upstream_opts upstreams[PROXY_MAX_UPSTREAMS];
 	size_t nupstreams;
-	proxy_route_opts routes[PROXY_MAX_ROUTES];
+	proxy_route_opts routes[PROXY_MAX_ROUTES]; /* tried in order: the first match wins */
 	size_t nroutes;
 	proxy_api_key *api_keys; /* owned */
 	size_t napi_keys;
@@ -154,6 +163,10 @@ unsigned proxy_bound_port(const proxy_server *s, size_t listener);
 /* The policy in force with one reference for the caller (policy_unref; policy.h), NULL when
  * the proxy runs without a policy. Safe from any thread (the admin API's). */
 struct policy *proxy_policy_ref(proxy_server *s);
+
+/* Sets the audit writer after proxy_create (a privilege-separated proxy starts its writer only
+ * once it is confined); only before proxy_run. batch as proxy_options.audit_batch. */
+void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch);
 
 /* Asks a running proxy_run to shut down (as SIGTERM would); async-signal-safe. */
 void proxy_request_stop(proxy_server *s);

@@ -289,6 +289,14 @@ const char *sandbox_cgroup_backend(const sandbox *sb);
  * instance has a new netns, so old listeners serve nobody). Safe from the event callback. */
 custos_err sandbox_listen_inside(sandbox *sb, uint16_t port, int backlog, int *fd) CUSTOS_WUR;
 custos_err sandbox_connect_inside(sandbox *sb, uint16_t port, int *fd) CUSTOS_WUR;
+/* Unconnected, non-blocking TCP sockets (AF_INET, close-on-exec) made inside the current
+ * instance's netns in one round trip to its socket factory, for a process that will
+ * connect() them itself (the unprivileged proxy gets these over a Unix socket): up to want
+ * (1..SANDBOX_SOCKETS_BATCH) into fds, *got >= 1 on success (fewer when fds ran out). The fds
+ * are the caller's. *generation: the instance they belong to. Errors as above. */
+#define SANDBOX_SOCKETS_BATCH 16
+custos_err sandbox_sockets_inside(sandbox *sb, int *fds, size_t want, size_t *got,
+                                  unsigned *generation) CUSTOS_WUR;
 /* Waits until a TCP connect to 127.0.0.1:port inside succeeds and, when http_path is not
  * NULL, a GET of that path answers 2xx. CUSTOS_ERR_TIMEOUT after timeout_ms, CUSTOS_ERR_CLOSED
  * when the instance exits first. */
@@ -313,6 +321,11 @@ typedef struct sandbox_self_opts {
 	size_t n_extra_syscalls;
 	bool landlock_required; /* fail when the kernel has no Landlock */
 	bool log_denied;        /* kernel-log (SECCOMP_RET_LOG) unlisted calls instead of killing */
+	/* set_ids: become uid/gid (supplementary groups cleared) after the bounding set is
+	 * dropped and before the other capability sets are cleared. */
+	bool set_ids;
+	uid_t uid;
+	gid_t gid;
 } sandbox_self_opts;
 
 /* CUSTOS_OK when every layer is in place; any failure leaves the process partly restricted,

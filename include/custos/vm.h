@@ -53,6 +53,9 @@ typedef struct vm_profile {
 custos_err vm_profile_check(const vm_profile *p) CUSTOS_WUR;
 /* Appends the libvirt domain XML for p to out (escaped). No <interface> is ever written. */
 custos_err vm_domain_xml(const vm_profile *p, buf *out) CUSTOS_WUR;
+/* The SHA-256 (64 hex digits and a NUL into out) of the domain XML for p: the VM's profile
+ * hash, as audited and shown by the admin API. */
+custos_err vm_profile_hash(const vm_profile *p, char out[65]) CUSTOS_WUR;
 /* Appends s to out with XML's five special characters escaped; control bytes refused. */
 custos_err vm_xml_escape(buf *out, const char *s) CUSTOS_WUR;
 /* Parses "0000:65:00.0" (or "65:00.0") into a PCI address. */
@@ -107,6 +110,29 @@ const char *vm_name(const vm *v);
 void vm_inject_crash(vm_host *h, vm *v);
 
 /* ---------------------------------------------------------------------------------------------
+ * vsock guest CIDs. A CID is host-wide: two VMs with one CID cannot both start (vhost-vsock
+ * refuses the second). custos reserves one per VM before it starts the domain.
+ */
+#define VM_VSOCK_CID_MIN  3          /* 0-2 are reserved (hypervisor, local, host) */
+#define VM_VSOCK_CID_MAX  0xfffffffe /* 0xffffffff is VMADDR_CID_ANY */
+#define VM_VSOCK_CID_SCAN 4096       /* CIDs tried by an automatic pick before giving up */
+
+/* Reserves a guest CID for a VM of this process. want = 0 picks the lowest free CID >=
+ * VM_VSOCK_CID_MIN; want != 0 reserves exactly that one. Free means: not reserved by this
+ * process (every vm_host shares one registry), not in the XML of any domain h's libvirt knows
+ * (running or defined, <vsock><cid address='N'/>), and, where vhost_dev (NULL =
+ * "/dev/vhost-vsock") can be opened, not in use by any VM of the host kernel (a probe with
+ * VHOST_VSOCK_SET_GUEST_CID). CUSTOS_ERR_EXISTS when want is taken; CUSTOS_ERR_LIMIT when no
+ * CID is free in the scan. Release with vm_vsock_cid_release. */
+custos_err vm_vsock_cid_reserve(vm_host *h, unsigned want, const char *vhost_dev,
+                                unsigned *out) CUSTOS_WUR;
+/* Returns a CID reserved by vm_vsock_cid_reserve (0 and unknown CIDs are ignored). */
+void vm_vsock_cid_release(unsigned cid);
+/* The libvirt UUID of v's current domain into out (37 bytes with the NUL); "" when it has
+ * none (down between a crash and its restart). */
+void vm_uuid(vm_host *h, vm *v, char out[37]);
+
+/* ---------------------------------------------------------------------------------------------
  * The QEMU process behind a domain must run under a seccomp filter before traffic is routed.
  */
 /* Reads the QEMU pid from libvirt's pidfile (run_dir/NAME.pid; run_dir NULL =
@@ -123,6 +149,21 @@ custos_err vm_seccomp_check(const char *proc_root, pid_t pid) CUSTOS_WUR;
  * Host side of the multiplexed channel (protocol: sandbox/vm_mux.h, docs/VM.md).
  */
 typedef struct vm_channel vm_channel;
+
+/* The transport under the mux. */
+typedef enum vm_chan_kind {
+	VM_CHAN_VIRTIO_SERIAL = 0, /* <channel type='unix'>: custos connects to QEMU's socket */
+	VM_CHAN_VSOCK,             /* <vsock>: custos connects to the guest's CID and port */
+} vm_chan_kind;
+#define VM_VHOST_VSOCK_DEV    "/dev/vhost-vsock"
+#define VM_VSOCK_PORT_DEFAULT 1024 /* custos-guest --vsock-port */
+
+/* `channel: auto`: VM_CHAN_VSOCK when vhost_dev (NULL = VM_VHOST_VSOCK_DEV) exists and is a
+ * character device, VM_CHAN_VIRTIO_SERIAL otherwise. */
+vm_chan_kind vm_channel_auto(const char *vhost_dev);
+/* Static name: "virtio-serial" or "vsock". */
+const char *vm_chan_kind_name(vm_chan_kind k);
+
 /* Called on the channel thread when the guest opens a stream (egress): fd is the host end of
  * a socketpair (blocking, caller owns it). port is the guest's requested service (0 = egress
  * HTTP proxy). Must not block for long. */
@@ -130,8 +171,10 @@ typedef void (*vm_channel_accept_fn)(void *arg, uint16_t port, int fd);
 
 typedef struct vm_channel_opts {
 	const char *path; /* unix socket QEMU listens on (<channel type='unix' mode='bind'>) */
-	int fd; /* when path is NULL: an already connected fd (taken over, closed at close) */
-	uint64_t connect_timeout_ns;    /* wait this long for the socket to appear (default 30 s) */
+	int fd; /* when path is NULL and vsock_cid 0: an already connected fd (taken over) */
+	unsigned vsock_cid;  /* when path is NULL: connect over AF_VSOCK to this guest CID */
+	unsigned vsock_port; /* ... and port (0 = VM_VSOCK_PORT_DEFAULT) */
+	uint64_t connect_timeout_ns; /* wait this long for the socket/guest agent (default 30 s) */
 	vm_channel_accept_fn on_accept; /* NULL: guest-opened streams are refused */
 	void *accept_arg;
 	uint32_t window; /* per-stream window in bytes (default VM_MUX_DEFAULT_WINDOW) */

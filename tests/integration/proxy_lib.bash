@@ -32,7 +32,7 @@ cleanup() {
 		echo "---- custos log (tail)"
 		tail -40 "$work/custos.log"
 	fi
-	rm -rf "$work"
+	[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 

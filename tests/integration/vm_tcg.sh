@@ -14,11 +14,21 @@
 #     models may GET the confidential host-data source; anything else is default deny, 403),
 #     forwards the allowed call to the loopback data server and audits both as egress.request
 #     events (model vm-model, decision, rules); `custos audit verify` passes on the trail;
+#   - custos-guest's vsock side (--vsock-port), inside the guest over the kernel's vsock
+#     loopback transport: the channel's host-side protocol code (a static fixture) opens 4
+#     streams over AF_VSOCK to a second agent and gets the model server's answers;
 #   - QEMU runs as an unprivileged user under seccomp (-sandbox on,obsolete=deny,...), the live
 #     domain has no <interface>, the guest sees only lo;
 #   - QEMU killed -> libvirt event -> custos restarts it with backoff (audited: sandbox.vm
 #     events), re-checks seccomp, reconnects, and a second chat completion is answered; the
-#     rebooted guest's egress reaches custos through the new channel's listener.
+#     rebooted guest's egress reaches custos through the new channel's listener;
+#   - the admin API (curl on its Unix socket) lists the VM: kind vm, running, QEMU's pid as in
+#     libvirt's pidfile, seccomp "filter", the domain's UUID as virsh reports it, the channel,
+#     the profile hash of the sandbox.vm audit events, taint confidential after the guest read
+#     host-data; after the crash: restarts 1 and the new QEMU's pid.
+# The channel: CUSTOS_VM_CHANNEL (virtio-serial | vsock | auto). Unset: `auto` where the host
+# has no /dev/vhost-vsock (so `auto` is checked to pick virtio-serial), else virtio-serial.
+# tests/integration/vm_vsock.sh runs this script with vsock where /dev/vhost-vsock exists.
 # Exit 0 pass, 1 fail, 77 skipped (reason printed).
 set -euo pipefail
 
@@ -27,6 +37,7 @@ BUILD=${CUSTOS_BUILD:?CUSTOS_BUILD is not set}
 CUSTOS=${CUSTOS_BIN:?CUSTOS_BIN is not set}
 AGENT=$BUILD/guest/custos-guest
 GUEST_MODEL=$BUILD/guest/custos-guest-model-server
+VSOCK_CHECK=$BUILD/guest/custos-guest-vsock-check
 HOST_MODEL=${CUSTOS_FIXTURES:?}/model-server/model-server
 
 skip() {
@@ -37,7 +48,7 @@ skip() {
 for t in libvirtd virtlogd virsh qemu-system-x86_64 busybox apt-get dpkg-deb cpio curl python3; do
 	command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/deps.sh)"
 done
-for f in "$AGENT" "$GUEST_MODEL" "$HOST_MODEL" "$CUSTOS"; do
+for f in "$AGENT" "$GUEST_MODEL" "$VSOCK_CHECK" "$HOST_MODEL" "$CUSTOS"; do
 	[ -x "$f" ] || {
 		echo "FAIL: not built: $f"
 		exit 1
@@ -124,6 +135,22 @@ virsh -c "$URI" version >/dev/null 2>&1 || skip "libvirtd does not answer on $UR
 
 # KVM cannot be trusted here (a paravirtual host reports it and then hangs); TCG always works.
 DOMTYPE=qemu
+CHANNEL=${CUSTOS_VM_CHANNEL:-}
+if [ -z "$CHANNEL" ]; then
+	if [ -c /dev/vhost-vsock ]; then CHANNEL=virtio-serial; else CHANNEL=auto; fi
+fi
+case $CHANNEL in
+auto) [ -c /dev/vhost-vsock ] && EXPECT_CHANNEL=vsock || EXPECT_CHANNEL=virtio-serial ;;
+vsock | virtio-serial) EXPECT_CHANNEL=$CHANNEL ;;
+*)
+	echo "FAIL: CUSTOS_VM_CHANNEL=$CHANNEL"
+	exit 1
+	;;
+esac
+if [ "$EXPECT_CHANNEL" = vsock ] && ! [ -c /dev/vhost-vsock ]; then
+	skip "no /dev/vhost-vsock"
+fi
+echo "channel: $CHANNEL (expecting $EXPECT_CHANNEL)"
 
 # ---- host side: the data source the VM may read ----------------------------------------------
 "$HOST_MODEL" --listen 127.0.0.1:0 --port-file "$WORK/data.port" --mode canned \
@@ -138,6 +165,15 @@ DPORT=$(cat "$WORK/data.port")
 # ---- guest image ------------------------------------------------------------------------------
 # Test hook run by the guest's init (at every boot): egress through custos-guest's loopback proxy.
 cat >"$WORK/egress-hook.sh" <<EOF
+# custos-guest's vsock side, inside the guest over the kernel's vsock loopback transport (this
+# host has no vhost-vsock): a second agent listens on vsock port 1025 and the fixture drives
+# the real protocol code over AF_VSOCK to it, 4 streams to the model server.
+if insmod /lib/modules/extra/vsock_loopback.ko; then
+	/bin/custos-guest --vsock-port 1025 --allow-port 8000 --proxy-port 0 2>/tmp/vg.err &
+	/bin/custos-guest-vsock-check 1 1025 8000 /v1/models 4 || cat /tmp/vg.err
+else
+	echo "VSOCK-MUX-FAIL no vsock_loopback module"
+fi
 export http_proxy=http://127.0.0.1:3128
 for i in \$(seq 90); do
 	if wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/dev/null; then
@@ -159,7 +195,7 @@ fi
 done ) &
 EOF
 IMG=$BUILD/vm-image
-if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
+if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" CUSTOS_VM_GUEST_EXTRA="$VSOCK_CHECK" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
 	"$AGENT" "$GUEST_MODEL" --mode canned --canned "Hello from inside the VM." \
 	--tokens 8 --delay-ms 250 \
 	>"$WORK/image.log" 2>&1; then
@@ -208,7 +244,7 @@ sandbox_profiles:
       kernel: $IMG/vmlinuz
       initrd: $IMG/initrd.img
       cmdline: "console=ttyS0 quiet panic=-1"
-      channel: virtio-serial
+      channel: $CHANNEL
       channel_socket: $WORK/chan/mux.sock
       console_log: $WORK/console.log
 data_sources:
@@ -263,6 +299,12 @@ if ! up_ready; then
 fi
 grep -q "vm $NAME: QEMU pid [0-9]* runs under a seccomp filter" "$WORK/custos.log" ||
 	fail "custos routed to the VM without logging its seccomp check"
+grep -q "VM $NAME started (channel $EXPECT_CHANNEL)" "$WORK/custos.log" ||
+	fail "the VM was not started with channel $EXPECT_CHANNEL"
+if [ "$CHANNEL" = auto ]; then
+	grep -q "model vm-model: channel auto -> $EXPECT_CHANNEL" "$WORK/custos.log" ||
+		fail "channel: auto did not pick $EXPECT_CHANNEL"
+fi
 echo "ok - custos up: VM started, QEMU seccomp checked, channel up, ingress listening"
 wait_for 60 grep -q CUSTOS-GUEST-READY "$WORK/console.log" || fail "guest did not boot"
 grep -qE "CUSTOS-GUEST-READY interfaces: lo[[:space:]]*$" "$WORK/console.log" ||
@@ -279,7 +321,25 @@ quid=$(awk '/^Uid:/ {print $2}' /proc/"$QPID"/status)
 [ "$quid" != 0 ] || fail "QEMU runs as root"
 virsh -c "$URI" dumpxml "$NAME" >"$WORK/live.xml"
 grep -q "<interface" "$WORK/live.xml" && fail "the live domain has an <interface>"
+CID=""
+if [ "$EXPECT_CHANNEL" = vsock ]; then
+	CID=$(sed -n "s/.*vm $NAME: vsock guest CID \([0-9]*\).*/\1/p" "$WORK/custos.log" | head -n 1)
+	[ -n "$CID" ] || fail "no vsock guest CID logged"
+	grep -q "<cid auto='no' address='$CID'/>" "$WORK/live.xml" ||
+		fail "live domain XML lacks <cid auto='no' address='$CID'/>"
+	grep -q "<channel type='unix'>" "$WORK/live.xml" && fail "vsock domain has a virtio-serial channel"
+	echo "ok - vsock: guest CID $CID in the live domain XML, no virtio-serial channel"
+else
+	grep -q "<channel type='unix'>" "$WORK/live.xml" || fail "no virtio-serial channel in the live XML"
+	grep -q "<vsock" "$WORK/live.xml" && fail "virtio-serial domain has a vsock device"
+fi
 echo "ok - QEMU pid $QPID: uid $quid, Seccomp 2, -sandbox on, no NIC, guest has lo only"
+wait_for 60 grep -q "VSOCK-MUX-" "$WORK/console.log" || fail "the in-guest vsock check did not run"
+if grep -q "VSOCK-MUX-OK n=4 HTTP/1.[01] 200" "$WORK/console.log"; then
+	echo "ok - custos-guest's vsock side: 4 streams over AF_VSOCK (guest loopback transport) answered"
+else
+	fail "in-guest vsock check: $(grep -A3 VSOCK-MUX "$WORK/console.log")"
+fi
 
 # ---- ingress: a chat completion through custos, answered inside the VM -----------------------
 chat() {
@@ -313,6 +373,38 @@ grep -q 'EGRESS-DENIED.*403' "$WORK/console.log" ||
 	fail "denied egress call did not get 403: $(grep EGRESS- "$WORK/console.log")"
 echo "ok - egress from the VM through custos' egress proxy: allowed call answered, other denied (403)"
 
+# ---- admin API: the VM in GET /v1/sandboxes -----------------------------------------------------
+sandboxes() { curl --silent --show-error --max-time 10 --unix-socket "$WORK/admin.sock" http://admin/v1/sandboxes; }
+# check_vm JSON PID RESTARTS: the VM entry, field by field (python3's json, no jq needed)
+check_vm() {
+	python3 - "$1" "$2" "$3" "$(virsh -c "$URI" domuuid "$NAME" 2>/dev/null)" "$EXPECT_CHANNEL" "${CID:-}" <<'PY'
+import json, sys
+doc, pid, restarts, uuid, chan, cid = sys.argv[1:7]
+vms = [s for s in json.loads(doc)["sandboxes"] if s.get("kind") == "vm"]
+assert len(vms) == 1, "want one VM entry, got %r" % vms
+v = vms[0]
+want = {"id": "vm-model", "state": "running", "pid": int(pid), "restarts": int(restarts),
+        "taint": "confidential"}
+for k, x in want.items():
+    assert v.get(k) == x, "%s: %r, want %r" % (k, v.get(k), x)
+assert v["started"] and v["started"].endswith("Z"), "started: %r" % v["started"]
+assert len(v["profile_hash"]) == 64, "profile_hash: %r" % v["profile_hash"]
+m = v["vm"]
+wantvm = {"domain": "custos-vm-model", "uuid": uuid.strip(), "channel": chan,
+          "qemu_pid": int(pid), "seccomp": "filter", "routable": True,
+          "vsock_cid": int(cid) if cid else None}
+for k, x in wantvm.items():
+    assert m.get(k) == x, "vm.%s: %r, want %r" % (k, m.get(k), x)
+print(v["profile_hash"])
+PY
+}
+SBX=$(sandboxes) || fail "GET /v1/sandboxes on the admin socket failed"
+if VMHASH=$(check_vm "$SBX" "$QPID" 0 2>"$WORK/admin.err"); then
+	echo "ok - admin API lists the VM: running, QEMU pid $QPID, seccomp filter, uuid, channel $EXPECT_CHANNEL, taint confidential"
+else
+	fail "admin API VM entry: $(cat "$WORK/admin.err") in $SBX"
+fi
+
 # ---- crash -> restart with backoff, audited ---------------------------------------------------
 kill -KILL "$QPID"
 wait_for 120 grep -q "vm $NAME: channel up again, seccomp checked" "$WORK/custos.log" ||
@@ -336,6 +428,12 @@ wait_for 120 grep -q "EGRESS-DENIED" "$WORK/console.log" ||
 grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
 	fail "the restarted guest's allowed egress call did not get the data source's answer"
 echo "ok - QEMU killed: crash audited, restarted with backoff, seccomp re-checked, answering again"
+SBX=$(sandboxes) || fail "GET /v1/sandboxes after the restart failed"
+if check_vm "$SBX" "$NEWPID" 1 >/dev/null 2>"$WORK/admin.err"; then
+	echo "ok - admin API after the restart: restarts 1, the new QEMU pid $NEWPID, seccomp filter"
+else
+	fail "admin API VM entry after the restart: $(cat "$WORK/admin.err") in $SBX"
+fi
 
 # ---- clean stop, then the audit trail ----------------------------------------------------------
 stop_pid "$CUSTOS_PID"
@@ -374,6 +472,8 @@ fi
 for a in started crashed restarting restarted stopped; do
 	[ "$(ev '"sandbox.vm"' "\"action\":\"$a\"")" -ge 1 ] || fail "no sandbox.vm $a event in the audit trail"
 done
+[ -z "${VMHASH:-}" ] || [ "$(ev '"sandbox.vm"' "\"profile_sha256\":\"$VMHASH\",\"channel\":\"$EXPECT_CHANNEL\"")" -ge 5 ] ||
+	fail "sandbox.vm events do not carry the admin API's profile hash and channel $EXPECT_CHANNEL"
 out=$("$CUSTOS" audit verify --pubkey "$WORK/keys/audit.pub" "$WORK/audit" 2>&1) ||
 	fail "custos audit verify: $out"
 echo "ok - audit trail: egress allow/deny by policy (one attributed to ingress request $attr), ingress, VM lifecycle; verified: $out"

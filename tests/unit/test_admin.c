@@ -340,13 +340,129 @@ static void test_server_requests(void **state)
 	admin_stop(a);
 }
 
+/* ---- VM sandboxes in GET /v1/sandboxes (the vms_get hook; cli/vm_up.c fills it) ---- */
+
+static size_t vm_calls;
+static bool vm_b_routable;
+
+static size_t fake_vms(void *arg, admin_vm *out, size_t max)
+{
+	(void)arg;
+	vm_calls++;
+	assert_int_equal(max, ADMIN_MAX_SANDBOXES);
+	admin_vm a = { .name = "llama",
+		       .domain = "custos-llama",
+		       .uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f",
+		       .state = "running",
+		       .channel = "vsock",
+		       .vsock_cid = 3,
+		       .restarts = 2,
+		       .started_wall_ns = 1795750511000000000ull, /* 2026-11-27T03:35:11Z */
+		       .qemu_pid = 4242,
+		       .seccomp = "filter",
+		       .routable = true,
+		       .taint = 2 };
+	memset(a.profile_hash, 'a', 64);
+	admin_vm b = { .name = "tcg",
+		       .domain = "custos-tcg",
+		       .state = "restarting",
+		       .channel = "virtio-serial",
+		       .qemu_pid = -1,
+		       .seccomp = "pending",
+		       .routable = vm_b_routable,
+		       .taint = -1 };
+	out[0] = a;
+	out[1] = b;
+	return 2;
+}
+
+/* A hook that claims more entries than it was given room for is clamped, not trusted. */
+static size_t lying_vms(void *arg, admin_vm *out, size_t max)
+{
+	(void)arg;
+	for (size_t i = 0; i < max; i++)
+		out[i] = (admin_vm){ .name = "v",
+			             .domain = "custos-v",
+			             .state = "running",
+			             .channel = "vsock",
+			             .qemu_pid = -1,
+			             .seccomp = "pending",
+			             .routable = true,
+			             .taint = -1 };
+	return max + 1000;
+}
+
+static size_t count_of(const char *text, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+static void test_server_vms(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 20];
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.hooks.vms_get = fake_vms;
+	vm_b_routable = false;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_non_null(strstr(
+	        out,
+	        "{\"id\":\"llama\",\"state\":\"running\",\"kind\":\"vm\",\"pid\":4242,"
+	        "\"restarts\":2,\"started\":\"2026-11-27T03:35:11.000000000Z\","
+	        "\"profile_hash\":"
+	        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+	        "\"taint\":\"confidential\",\"vm\":{\"domain\":\"custos-llama\","
+	        "\"uuid\":\"6695eb01-f6a4-8304-79aa-97f2502e193f\",\"channel\":\"vsock\","
+	        "\"vsock_cid\":3,\"qemu_pid\":4242,\"seccomp\":\"filter\",\"routable\":true}}"));
+	assert_non_null(strstr(
+	        out,
+	        "{\"id\":\"tcg\",\"state\":\"restarting\",\"kind\":\"vm\",\"pid\":-1,"
+	        "\"restarts\":0,\"started\":null,\"profile_hash\":null,\"taint\":null,"
+	        "\"vm\":{\"domain\":\"custos-tcg\",\"uuid\":null,\"channel\":\"virtio-serial\","
+	        "\"vsock_cid\":null,\"qemu_pid\":-1,\"seccomp\":\"pending\","
+	        "\"routable\":false}}"));
+	/* A VM that does not route makes the sandboxes not ready; all routing: ready. */
+	get("/readyz", out, sizeof(out));
+	assert_non_null(strstr(out, "\"sandboxes_ready\":false"));
+	vm_b_routable = true;
+	get("/readyz", out, sizeof(out));
+	assert_non_null(strstr(out, "\"sandboxes_ready\":true"));
+	/* The restart endpoint is for process sandboxes: a VM's name is not one of them. */
+	static const char restart[] = "POST /v1/sandboxes/llama/restart HTTP/1.1\r\nHost: a\r\n"
+	                              "Content-Length: 0\r\nConnection: close\r\n\r\n";
+	assert_int_equal(raw(restart, sizeof(restart) - 1, out, sizeof(out)), 404);
+	assert_true(vm_calls >= 3);
+	admin_stop(a);
+
+	o.hooks.vms_get = lying_vms;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_int_equal(count_of(out, "\"kind\":\"vm\""), ADMIN_MAX_SANDBOXES);
+	admin_stop(a);
+
+	/* No hook: no VM entries, and the array is still well-formed. */
+	o.hooks.vms_get = NULL;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "{\"sandboxes\":[]}"));
+	admin_stop(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_render_basic),    cmocka_unit_test(test_label_limits),
 		cmocka_unit_test(test_series_limit),    cmocka_unit_test(test_label_sanitised),
 		cmocka_unit_test(test_threads_exact),   cmocka_unit_test(test_start_refusals),
-		cmocka_unit_test(test_server_requests),
+		cmocka_unit_test(test_server_requests), cmocka_unit_test(test_server_vms),
 	};
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

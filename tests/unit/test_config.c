@@ -89,6 +89,8 @@ static void test_example_file(void **state)
 	assert_int_equal(cfg->auth.api_keys[0].sha256[0], 0x9f);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA);
 	assert_int_equal(cfg->n_models, 4);
+	assert_int_equal(cfg->n_routes, 1);
+	assert_string_equal(cfg->models[cfg->routes[0].model_index].id, "local-fixture");
 	const cfg_model *m = config_find_model(cfg, "llama3-8b");
 	assert_non_null(m);
 	assert_string_equal(m->id, "llama-8b");
@@ -228,11 +230,37 @@ static void test_listener_rules(void **state)
 	config_free(cfg);
 	cfg = parse_ok("version: 1\nlisteners:\n  - id: t\n    address: \"0.0.0.0:443\"\n"
 	               "    tls: {cert: c, key: k, client_ca: ca, client_auth: required,"
-	               " min_version: \"1.3\", alpn: [h2, http/1.1]}\n");
+	               " min_version: \"1.3\", alpn: [http/1.0, http/1.1]}\n");
 	assert_int_equal(cfg->listeners[0].tls.min_version, CFG_TLS_1_3);
 	assert_true(cfg->auth.mtls.enabled); /* client certs imply mTLS identity */
 	assert_int_equal(cfg->listeners[0].tls.n_alpn, 2);
+	assert_string_equal(cfg->listeners[0].tls.alpn[0], "http/1.0");
 	config_free(cfg);
+	cfg = parse_ok("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	               "tls: {cert: c, key: k, alpn: [], ticket_key_rotation: 1s}}]\n");
+	assert_int_equal(cfg->listeners[0].tls.n_alpn, 0); /* ALPN off */
+	assert_int_equal(cfg->listeners[0].tls.ticket_rotation_ns, 1000000000ull);
+	config_free(cfg);
+	/* ALPN: only what the codec speaks, each once, at the entry's position. */
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                "    tls: {cert: c, key: k, alpn: [http/1.1, h2]}\n",
+	                &d, "ALPN protocol 'h2' is not one custos can speak");
+	assert_int_equal(it->line, 5);
+	assert_int_equal(it->col, 45);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	             "tls: {cert: c, key: k, alpn: [h3]}}]\n",
+	             "'h3' is not one custos can speak");
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	             "tls: {cert: c, key: k, alpn: [HTTP/1.1]}}]\n",
+	             "not one custos can speak"); /* ALPN ids are exact bytes */
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	             "tls: {cert: c, key: k, alpn: [http/1.1, http/1.1]}}]\n",
+	             "listed twice");
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	             "tls: {cert: c, key: k, ticket_key_rotation: 500ms}}]\n",
+	             "'ticket_key_rotation'");
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", tls: {cert: c}}]\n",
 	             "missing required key 'key'");
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
@@ -267,6 +295,90 @@ static void test_listener_rules(void **state)
 	             "already used");
 }
 
+#define ROUTE_MODELS                                                                               \
+	"version: 1\nmodels:\n  - {id: chat, aliases: [gpt], upstream: {url: \"http://a:1\"}}\n"   \
+	"  - {id: embed, upstream: {url: \"http://b:2\"}}\n"
+
+static void test_routes(void **state)
+{
+	(void)state;
+	diag_list d;
+	custos_config *cfg =
+	        parse_ok(ROUTE_MODELS "routes:\n"
+	                              "  - {path: /v1/embeddings, model: embed}\n"
+	                              "  - {path: /v1/audio, model: gpt}\n"
+	                              "  - {path: \"/v2/x-y_z.~!$&'()*+,;=:@\", model: "
+	                              "chat}\n");
+	assert_int_equal(cfg->n_routes, 3);
+	assert_string_equal(cfg->routes[0].path, "/v1/embeddings");
+	assert_int_equal(cfg->routes[0].model_index, 1);
+	assert_int_equal(cfg->routes[1].model_index, 0); /* by alias */
+	config_free(cfg);
+	/* Siblings sharing bytes but not a whole segment do not overlap. */
+	cfg = parse_ok(ROUTE_MODELS "routes: [{path: /v1/embed, model: embed}, "
+	                            "{path: /v1/embeddings, model: chat}]\n");
+	config_free(cfg);
+
+	/* Unknown model: at the model's position, with a suggestion. */
+	const diag_item *it = parse_fail(ROUTE_MODELS "routes:\n  - path: /v1/embeddings\n"
+	                                              "    model: embedd\n",
+	                                 &d, "unknown model 'embedd'");
+	assert_int_equal(it->line, 7);
+	assert_int_equal(it->col, 12);
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "'embed'"));
+	diag_free(&d);
+	/* Duplicate and overlapping prefixes: at the later entry's path, naming the first. */
+	it = parse_fail(ROUTE_MODELS "routes:\n  - {path: /v1/embeddings, model: embed}\n"
+	                             "  - {path: /v1/embeddings, model: chat}\n",
+	                &d, "duplicate route path '/v1/embeddings': already routed (line 6)");
+	assert_int_equal(it->line, 7);
+	assert_int_equal(it->col, 12);
+	diag_free(&d);
+	it = parse_fail(ROUTE_MODELS "routes:\n  - {path: /v1/embeddings/x, model: embed}\n"
+	                             "  - {path: /v1, model: chat}\n",
+	                &d, "route path '/v1' overlaps '/v1/embeddings/x' (line 6)");
+	assert_int_equal(it->line, 7);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	expect_error(ROUTE_MODELS "routes: [{path: /a, model: chat}, {path: /a/b, model: embed}]\n",
+	             "overlaps");
+	/* Bad prefixes. */
+	it = parse_fail(ROUTE_MODELS "routes:\n  - {path: v1/embeddings, model: embed}\n", &d,
+	                "starts with '/'");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 12);
+	diag_free(&d);
+	expect_error(ROUTE_MODELS "routes: [{path: /, model: chat}]\n", "'/' is not a route path");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/, model: chat}]\n", "does not end with '/'");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/%65mbed, model: chat}]\n",
+	             "percent-encoding");
+	expect_error(ROUTE_MODELS "routes: [{path: \"/v1?x=1\", model: chat}]\n", "'?' or '#'");
+	expect_error(ROUTE_MODELS "routes: [{path: \"/v1/a b\", model: chat}]\n",
+	             "not allowed in a URL path");
+	expect_error(ROUTE_MODELS "routes: [{path: \"/v1/\\u00e9\", model: chat}]\n",
+	             "not allowed in a URL path");
+	expect_error(ROUTE_MODELS "routes: [{path: //v1, model: chat}]\n", "empty segment");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/../admin, model: chat}]\n", "'..' segment");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/./x, model: chat}]\n", "'..' segment");
+	expect_error(ROUTE_MODELS "routes: [{path: \"\", model: chat}]\n", "must not be empty");
+	expect_error(ROUTE_MODELS "routes: [{model: chat}]\n", "missing required key 'path'");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/x}]\n", "missing required key 'model'");
+	expect_error(ROUTE_MODELS "routes: [{path: /v1/x, model: chat, upstream: u}]\n",
+	             "unknown key 'upstream'");
+	expect_error(ROUTE_MODELS "routes: {path: /v1/x}\n", "must be a list");
+	/* A model without its id (already an error) is no candidate for the hint (fuzz find). */
+	expect_error("version: 1\nmodels: [{upstream: {url: \"http://a:1\"}}]\n"
+	             "routes: [{path: /x, model: b}]\n",
+	             "unknown model 'b'");
+	char big[CFG_MAX_ROUTE_PATH + 200];
+	int n = snprintf(big, sizeof(big), ROUTE_MODELS "routes: [{path: /");
+	memset(big + n, 'a', CFG_MAX_ROUTE_PATH);
+	snprintf(big + n + CFG_MAX_ROUTE_PATH, sizeof(big) - (size_t)n - CFG_MAX_ROUTE_PATH,
+	         ", model: chat}]\n");
+	expect_error(big, "too long");
+}
+
 static void test_admin_rules(void **state)
 {
 	(void)state;
@@ -290,6 +402,24 @@ static void test_admin_rules(void **state)
 	expect_error("version: 1\nadmin: {socket_mode: \"0666\"}\n", "accessible by others");
 	expect_error("version: 1\nadmin: {socket_mode: \"0899\"}\n", "bad socket_mode");
 	expect_error("version: 1\nadmin: {socket: relative.sock}\n", "absolute path");
+}
+
+static void test_proxy_section(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\n");
+	assert_null(cfg->proxy.user);
+	assert_true(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nproxy: {user: custos-proxy, self_sandbox: false}\n");
+	assert_string_equal(cfg->proxy.user, "custos-proxy");
+	assert_false(cfg->proxy.self_sandbox);
+	config_free(cfg);
+	expect_error("version: 1\nproxy: {user: \"\"}\n", "must not be empty");
+	expect_error("version: 1\nproxy: {user: \"-x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: \"root;x\"}\n", "proxy.user");
+	expect_error("version: 1\nproxy: {user: nobody, sandbox: true}\n", "unknown key 'sandbox'");
+	expect_error("version: 1\nproxy: {self_sandbox: yes}\n", "not a boolean");
 }
 
 static void test_models_and_profiles(void **state)
@@ -366,7 +496,18 @@ static void test_models_and_profiles(void **state)
 	assert_int_equal(vc->profiles[0].vm.domain_type, CFG_VM_QEMU);
 	assert_string_equal(vc->profiles[0].vm.libvirt_uri, "qemu+unix:///system?socket=/s");
 	assert_string_equal(vc->profiles[0].vm.channel_socket, "/c.sock");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_AUTO); /* the default */
 	config_free(vc);
+	vc = parse_ok("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vsock, "
+	              "vsock_cid: 42}}, q: {vm: {disk: /d, channel: auto}}}\n");
+	assert_int_equal(vc->profiles[0].vm.channel, CFG_VM_VSOCK);
+	assert_int_equal(vc->profiles[0].vm.vsock_cid, 42);
+	assert_int_equal(vc->profiles[1].vm.channel, CFG_VM_AUTO);
+	config_free(vc);
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel: vhost}}}\n",
+	             "vhost");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, vsock_cid: 2}}}\n",
+	             "vsock_cid");
 	expect_error("version: 1\nsandbox_profiles: {p: {}, p: {}}\n", "duplicate key 'p'");
 	expect_error("version: 1\nmodels: [{id: m, sandbox: {type: process, profile: p, command: "
 	             "[/x], restart: {initial: 10s, max: 1s}}}]\nsandbox_profiles: {p: {}}\n",
@@ -423,6 +564,21 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_SYNC);
 	assert_int_equal(cfg->audit.sinks[0].format, CFG_FORMAT_LEEF);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_EDDSA);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 2000000000ull);
+	config_free(cfg);
+
+	/* DNS servers with ports, and a timeout per try */
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:0\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"127.0.0.1:65536\"]}}\n",
+	             "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"[::1]\"]}}\n", "not an IP address");
+	expect_error("version: 1\negress: {dns: {servers: [\"1.2.3.4\"], timeout: 1us}}\n",
+	             "at least");
+	cfg = parse_ok("version: 1\negress: {dns: {servers: [\"127.0.0.1:5353\", \"[::1]:53\", "
+	               "\"2001:db8::53\"], timeout: 300ms}}\n");
+	assert_int_equal(cfg->egress.n_dns_servers, 3);
+	assert_int_equal(cfg->egress.dns_timeout_ns, 300000000ull);
 	config_free(cfg);
 
 	/* A warning, not an error: continue on write errors is allowed but said out loud. */
@@ -481,7 +637,9 @@ int main(void)
 		cmocka_unit_test(test_required_and_types),
 		cmocka_unit_test(test_all_errors_collected),
 		cmocka_unit_test(test_listener_rules),
+		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
+		cmocka_unit_test(test_proxy_section),
 		cmocka_unit_test(test_models_and_profiles),
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),

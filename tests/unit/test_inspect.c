@@ -585,16 +585,17 @@ static void test_clean_and_binary(void **state)
 	buf_free(&out);
 }
 
-/* The numeric scanner against Hyperscan running the pattern it stands for: random strings of
- * digits, separators and letters, fed in random fragments, must give the same (from, to) list. */
+/* The C scanner against Hyperscan running the patterns it stands for: random strings of
+ * digits, separators, dots, colons, hex and other letters, fed in random fragments, must give
+ * the same (from, to) list per anchor. */
 typedef struct num_list {
 	uint64_t from[4096], to[4096];
 	size_t n;
 } num_list;
 
-static custos_err num_emit(void *ctx, uint64_t from, uint64_t to)
+static custos_err num_emit(void *ctx, unsigned anchor, uint64_t from, uint64_t to)
 {
-	num_list *l = ctx;
+	num_list *l = (num_list *)ctx + anchor;
 	if (l->n < 4096) {
 		l->from[l->n] = from;
 		l->to[l->n++] = to;
@@ -605,9 +606,8 @@ static custos_err num_emit(void *ctx, uint64_t from, uint64_t to)
 static int num_hs(unsigned id, unsigned long long from, unsigned long long to, unsigned flags,
                   void *ctx)
 {
-	(void)id;
 	(void)flags;
-	(void)num_emit(ctx, from, to);
+	(void)num_emit(ctx, id, from, to);
 	return 0;
 }
 
@@ -616,37 +616,119 @@ static void test_numeric_scanner(void **state)
 	(void)state;
 	hs_database_t *db;
 	hs_compile_error_t *ce;
-	assert_int_equal(hs_compile(DET_NUMERIC_PATTERN, HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
-	                            &db, &ce),
-	                 HS_SUCCESS);
+	const char *pats[DET_SCAN_N] = { DET_NUMERIC_PATTERN, DET_IPV4_PATTERN, DET_IPV6_PATTERN,
+		                         DET_SSN_PATTERN, DET_E164_PATTERN };
+	unsigned flags[DET_SCAN_N], ids[DET_SCAN_N];
+	for (unsigned a = 0; a < DET_SCAN_N; a++) {
+		flags[a] = HS_FLAG_SOM_LEFTMOST;
+		ids[a] = a;
+		assert_int_equal(det_scan_anchor_of(pats[a], HS_FLAG_SOM_LEFTMOST), (int)a);
+	}
+	assert_int_equal(det_scan_anchor_of("[0-9]{9}", HS_FLAG_SOM_LEFTMOST), -1);
+	assert_int_equal(det_scan_anchor_of(DET_SSN_PATTERN, HS_FLAG_CASELESS), -1);
+	assert_int_equal(
+	        hs_compile_multi(pats, flags, ids, DET_SCAN_N, HS_MODE_BLOCK, NULL, &db, &ce),
+	        HS_SUCCESS);
 	hs_scratch_t *sc = NULL;
 	assert_int_equal(hs_alloc_scratch(db, &sc), HS_SUCCESS);
-	static const char alphabet[] = "0123456789012345678901234567890123456789 .()-x,";
-	static num_list want, got;
+	/* Digit-dense, address-like, and mostly letters (long stretches without matches). */
+	static const char *const alphabets[] = {
+		"0123456789012345678901234567890123456789 .()-x,",
+		"0123456789abcdefABCDEF::::....0123456789 -g",
+		"0123456789.0123456789...:x",
+		("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
+		 "abcdefghijklmnopqrstuvwxyz0123456789 -.:+"),
+	};
+	/* Pieces that make SSNs and E.164 numbers (and near misses) around each other. */
+	static const char *const pieces[] = {
+		"123-45-6789",
+		"123-45-67890",
+		"12-34-5678",
+		"+1 415 555 2671",
+		"+44 20 7946 0958",
+		"+0123456789",
+		"+1234567890123456789",
+		"+33 (0)1 2345 6789",
+		"+",
+		"0",
+		"7",
+		"-",
+		" ",
+		"  ",
+		".",
+		"(",
+		")",
+		"_",
+		"a",
+		"\n",
+	};
+	static num_list want[DET_SCAN_N], got[DET_SCAN_N];
 	uint32_t seed = 12345;
-	char text[600];
-	for (int run = 0; run < 400; run++) {
-		size_t n = 1 + ti_rand(&seed) % sizeof(text);
-		for (size_t i = 0; i < n; i++)
-			text[i] = alphabet[ti_rand(&seed) % (sizeof(alphabet) - 1)];
-		want.n = got.n = 0;
-		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, &want), HS_SUCCESS);
+	char text[2000];
+	size_t total[DET_SCAN_N] = { 0 };
+	for (int run = 0; run < 1200; run++) {
+		det_numeric_isa = (unsigned)(run / 7) % 4; /* best, SSE2, AVX2, AVX-512 */
+		/* Short texts in small fragments, long ones in pieces of up to 300 bytes (the
+		 * scanner's 64-byte blocks and their 24-byte look-back across feeds). */
+		size_t n = 1 + ti_rand(&seed) % (run % 2 ? 600 : sizeof(text));
+		size_t frag = run % 3 == 0 ? 300 : 40;
+		if (run % 5 == 4) {
+			for (size_t i = 0; i < n;) {
+				const char *pc = pieces[ti_rand(&seed) % CUSTOS_ARRAY_LEN(pieces)];
+				for (size_t k = 0; pc[k] != '\0' && i < n; k++)
+					text[i++] = pc[k];
+			}
+		} else {
+			const char *alpha = alphabets[run % 4];
+			size_t an = strlen(alpha);
+			for (size_t i = 0; i < n; i++)
+				text[i] = alpha[ti_rand(&seed) % an];
+		}
+		memset(want, 0, sizeof(want));
+		memset(got, 0, sizeof(got));
+		assert_int_equal(hs_scan(db, text, (unsigned)n, 0, sc, num_hs, want), HS_SUCCESS);
 		det_numeric st = { 0 };
 		for (size_t at = 0; at < n;) {
-			size_t len = 1 + ti_rand(&seed) % 40;
+			size_t len = 1 + ti_rand(&seed) % frag;
 			if (len > n - at)
 				len = n - at;
-			assert_int_equal(det_numeric_scan(&st, (const uint8_t *)text + at, len, at,
-			                                  num_emit, &got),
+			assert_int_equal(det_numeric_scan(&st, (1u << DET_SCAN_N) - 1,
+			                                  (const uint8_t *)text + at, len, at,
+			                                  num_emit, got),
 			                 CUSTOS_OK);
 			at += len;
 		}
-		assert_int_equal(got.n, want.n);
-		for (size_t k = 0; k < want.n; k++) {
-			assert_int_equal(got.from[k], want.from[k]);
-			assert_int_equal(got.to[k], want.to[k]);
+		assert_int_equal(det_numeric_finish(&st, (1u << DET_SCAN_N) - 1, n, num_emit, got),
+		                 CUSTOS_OK);
+		for (unsigned a = 0; a < DET_SCAN_N; a++) {
+			assert_int_equal(got[a].n, want[a].n);
+			total[a] += want[a].n;
+			for (size_t k = 0; k < want[a].n; k++) {
+				assert_int_equal(got[a].from[k], want[a].from[k]);
+				assert_int_equal(got[a].to[k], want[a].to[k]);
+			}
 		}
 	}
+	det_numeric_isa = 0;
+	for (unsigned a = 0; a < DET_SCAN_N; a++)
+		assert_true(total[a] > 100); /* each anchor was really exercised */
+	/* An SSN that ends a 64-byte block, before a block without digits: 53 + 11 + 64. */
+	memset(text, 'x', 128);
+	memcpy(text + 53, "123-45-6789", 11);
+	memset(got, 0, sizeof(got));
+	det_numeric st = { 0 };
+	assert_int_equal(det_numeric_scan(&st, 1u << DET_SCAN_SSN, (const uint8_t *)text, 128, 0,
+	                                  num_emit, got),
+	                 CUSTOS_OK);
+	assert_int_equal(got[DET_SCAN_SSN].n, 0); /* "x123-45-6789x": no word boundaries */
+	text[52] = ' ';
+	text[64] = ' ';
+	assert_int_equal(det_numeric_scan(&st, 1u << DET_SCAN_SSN, (const uint8_t *)text, 128, 128,
+	                                  num_emit, got),
+	                 CUSTOS_OK);
+	assert_int_equal(got[DET_SCAN_SSN].n, 1);
+	assert_int_equal(got[DET_SCAN_SSN].from[0], 128 + 53);
+	assert_int_equal(got[DET_SCAN_SSN].to[0], 128 + 64);
 	hs_free_scratch(sc);
 	hs_free_database(db);
 }

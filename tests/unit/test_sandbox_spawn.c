@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -15,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,6 +313,53 @@ static void listen_inside(void **state)
 	close(lfd);
 	sandbox_free(sb);
 	pthread_mutex_destroy(&r.mu);
+}
+
+/* Batches of unconnected sockets for the privilege-separated proxy: all made in the
+ * sandbox's netns, not ours; bad counts refused; none between instances. */
+static void sockets_inside_batch(void **state)
+{
+	sandbox_profile p;
+	int fds[SANDBOX_SOCKETS_BATCH + 1];
+	size_t got = 99;
+	unsigned gen = 0;
+	struct stat self_ns, sb_ns;
+	char path[64];
+	(void)state;
+	NEED();
+	profile(&p);
+	static const char *const a[] = { "/bin/sleep", "30", NULL };
+	sandbox *sb = spawn(&p, a, NULL);
+	assert_int_equal(sandbox_sockets_inside(sb, fds, 0, &got, &gen), CUSTOS_ERR_INVAL);
+	assert_int_equal(sandbox_sockets_inside(sb, fds, SANDBOX_SOCKETS_BATCH + 1, &got, &gen),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(sandbox_sockets_inside(sb, fds, SANDBOX_SOCKETS_BATCH, &got, &gen),
+	                 CUSTOS_OK);
+	assert_int_equal(got, SANDBOX_SOCKETS_BATCH);
+	assert_int_equal(gen, 1);
+	assert_int_equal(stat("/proc/self/ns/net", &self_ns), 0);
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sandbox_pid(sb));
+	assert_int_equal(stat(path, &sb_ns), 0);
+	assert_true(self_ns.st_ino != sb_ns.st_ino);
+	for (size_t i = 0; i < got; i++) {
+		int dom = 0;
+		socklen_t l = sizeof(dom);
+		assert_int_equal(getsockopt(fds[i], SOL_SOCKET, SO_DOMAIN, &dom, &l), 0);
+		assert_int_equal(dom, AF_INET);
+		assert_true(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+		assert_true(fcntl(fds[i], F_GETFL) & O_NONBLOCK);
+		int ns = ioctl(fds[i], SIOCGSKNS);
+		assert_true(ns >= 0);
+		struct stat st;
+		assert_int_equal(fstat(ns, &st), 0);
+		assert_int_equal(st.st_ino, sb_ns.st_ino); /* the sandbox's netns */
+		close(ns);
+		close(fds[i]);
+	}
+	assert_int_equal(sandbox_stop(sb), CUSTOS_OK);
+	assert_int_equal(sandbox_sockets_inside(sb, fds, 4, &got, &gen), CUSTOS_ERR_AGAIN);
+	assert_int_equal(got, 0);
+	sandbox_free(sb);
 }
 
 /* Landlock's TCP rules (ABI >= 4): with restrict_tcp, connect only to the listed ports. */
@@ -651,9 +701,10 @@ int main(void)
 		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),       cmocka_unit_test(violation_flood),
 		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
-		cmocka_unit_test(connect_inside_ready), cmocka_unit_test(restart_backoff),
-		cmocka_unit_test(stop_term_then_kill),  cmocka_unit_test(unprivileged_sockets),
-		cmocka_unit_test(dies_with_custos),     cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(sockets_inside_batch), cmocka_unit_test(connect_inside_ready),
+		cmocka_unit_test(restart_backoff),      cmocka_unit_test(stop_term_then_kill),
+		cmocka_unit_test(unprivileged_sockets), cmocka_unit_test(dies_with_custos),
+		cmocka_unit_test(model_server_inside),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

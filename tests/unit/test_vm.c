@@ -3,6 +3,8 @@
  * interface, every optional device), profile checks, PCI address parsing, the lifecycle on
  * libvirt's test driver (test:///default: transient domains, events, crash -> restart with
  * backoff -> give up) and the QEMU seccomp check (pidfile, /proc status, a real filtered child).
+ * vsock: the domain XML through the test driver, guest CID reservation without collisions,
+ * `channel: auto`, and a vsock channel that cannot connect (this machine has no vhost-vsock).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -503,6 +505,188 @@ static void test_seccomp_real_process(void **state)
 	waitpid(child, NULL, 0);
 }
 
+/* ---- vsock -------------------------------------------------------------------------------- */
+
+/* A vsock-only profile (what `custos up` makes for channel: vsock). */
+static vm_profile vsock_profile(const char *name, unsigned cid)
+{
+	vm_profile p = base_profile();
+	p.name = name;
+	p.n_channels = 0;
+	p.channel_paths[0] = p.channel_names[0] = NULL;
+	p.vsock_cid = cid;
+	return p;
+}
+
+static char *live_xml(const char *name)
+{
+	virConnectPtr c = virConnectOpen("test:///default");
+	assert_non_null(c);
+	virDomainPtr d = virDomainLookupByName(c, name);
+	char *x = d ? virDomainGetXMLDesc(d, 0) : NULL;
+	if (d)
+		virDomainFree(d);
+	virConnectClose(c);
+	return x;
+}
+
+static void test_vsock_xml_test_driver(void **state)
+{
+	(void)state;
+	vm_profile p = vsock_profile("vs-xml", 7);
+	char *x = xml_of(&p);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<vsock model='virtio'>\n      <cid auto='no' address='7'/>\n"
+	                          "    </vsock>"));
+	assert_null(strstr(x, "<channel"));
+	assert_null(strstr(x, "<interface"));
+	free(x);
+
+	/* libvirt parses it, keeps the fixed CID and adds no network interface. */
+	events_reset();
+	vm_host *h = open_test_host(1);
+	vm *v = NULL;
+	assert_int_equal(vm_start(h, &p, &v), CUSTOS_OK);
+	x = live_xml("vs-xml");
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<vsock model='virtio'>"));
+	assert_non_null(strstr(x, "<cid auto='no' address='7'/>"));
+	assert_null(strstr(x, "<interface"));
+	assert_null(strstr(x, "<channel"));
+	free(x);
+	char uuid[37];
+	vm_uuid(h, v, uuid);
+	assert_int_equal(strlen(uuid), 36);
+	assert_int_equal(vm_stop(h, v), CUSTOS_OK);
+	vm_host_close(h);
+
+	/* Profile hash: SHA-256 of the XML; the CID is part of it. */
+	char h1[65], h2[65], h3[65];
+	assert_int_equal(vm_profile_hash(&p, h1), CUSTOS_OK);
+	assert_int_equal(vm_profile_hash(&p, h2), CUSTOS_OK);
+	assert_int_equal(strlen(h1), 64);
+	assert_string_equal(h1, h2);
+	p.vsock_cid = 8;
+	assert_int_equal(vm_profile_hash(&p, h3), CUSTOS_OK);
+	assert_string_not_equal(h1, h3);
+	p.vcpus = 0;
+	assert_int_not_equal(vm_profile_hash(&p, h3), CUSTOS_OK);
+
+	/* Neither a channel nor a CID, or a reserved CID: refused. */
+	p = vsock_profile("vs-xml", 0);
+	assert_int_equal(vm_profile_check(&p), CUSTOS_ERR_INVAL);
+	p.vsock_cid = 2;
+	assert_int_equal(vm_profile_check(&p), CUSTOS_ERR_INVAL);
+}
+
+static void test_vsock_cid_reserve(void **state)
+{
+	(void)state;
+	static const char *const nodev = "/nonexistent/vhost-vsock";
+	vm_host *h = open_test_host(1);
+	unsigned a = 0, b = 0, c = 0, d = 0, e = 0;
+
+	/* The test driver's domains have no vsock: the lowest CID first, then the next. */
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, nodev, &a), CUSTOS_OK);
+	assert_int_equal(a, VM_VSOCK_CID_MIN);
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, nodev, &b), CUSTOS_OK);
+	assert_int_equal(b, VM_VSOCK_CID_MIN + 1);
+	/* A CID this process reserved is refused when asked for by number. */
+	assert_int_equal(vm_vsock_cid_reserve(h, a, nodev, &c), CUSTOS_ERR_EXISTS);
+	assert_non_null(strstr(err_msg(), "reserved"));
+
+	/* A domain custos did not reserve for (another tool's, running) holds CID 5: skipped by
+	 * the automatic pick and refused by number. */
+	vm_profile p = vsock_profile("vs-other", VM_VSOCK_CID_MIN + 2);
+	vm *v = NULL;
+	assert_int_equal(vm_start(h, &p, &v), CUSTOS_OK);
+	assert_int_equal(vm_vsock_cid_reserve(h, VM_VSOCK_CID_MIN + 2, nodev, &c),
+	                 CUSTOS_ERR_EXISTS);
+	assert_non_null(strstr(err_msg(), "libvirt domain"));
+	/* A defined, inactive domain's fixed CID counts too (it would clash when started). */
+	virConnectPtr conn = virConnectOpen("test:///default");
+	assert_non_null(conn);
+	vm_profile q = vsock_profile("vs-defined", VM_VSOCK_CID_MIN + 3);
+	char *qx = xml_of(&q);
+	assert_non_null(qx);
+	virDomainPtr qd = virDomainDefineXML(conn, qx);
+	free(qx);
+	assert_non_null(qd);
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, nodev, &c), CUSTOS_OK);
+	assert_int_equal(c, VM_VSOCK_CID_MIN + 4);
+
+	/* Released CIDs are picked again; a fixed free one is given as asked. */
+	vm_vsock_cid_release(a);
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, nodev, &d), CUSTOS_OK);
+	assert_int_equal(d, a);
+	assert_int_equal(vm_vsock_cid_reserve(h, 1000, nodev, &e), CUSTOS_OK);
+	assert_int_equal(e, 1000);
+
+	/* Not guest CIDs. A device path that is no vhost-vsock device (the probe cannot tell)
+	 * does not block the pick. */
+	unsigned x = 0;
+	assert_int_equal(vm_vsock_cid_reserve(h, 2, nodev, &x), CUSTOS_ERR_INVAL);
+	assert_int_equal(vm_vsock_cid_reserve(h, 0xffffffffu, nodev, &x), CUSTOS_ERR_INVAL);
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, "/dev/null", &x), CUSTOS_OK);
+	assert_int_equal(x, VM_VSOCK_CID_MIN + 5);
+	vm_vsock_cid_release(0);     /* ignored */
+	vm_vsock_cid_release(77777); /* unknown: ignored */
+
+	for (unsigned i = 0; i < 5; i++) {
+		unsigned r[] = { b, c, d, e, x };
+		vm_vsock_cid_release(r[i]);
+	}
+	assert_int_equal(virDomainUndefine(qd), 0);
+	virDomainFree(qd);
+	virConnectClose(conn);
+	assert_int_equal(vm_stop(h, v), CUSTOS_OK);
+	/* Everything released and the other domains gone: the lowest CID is free again. */
+	assert_int_equal(vm_vsock_cid_reserve(h, 0, nodev, &a), CUSTOS_OK);
+	assert_int_equal(a, VM_VSOCK_CID_MIN);
+	vm_vsock_cid_release(a);
+	vm_host_close(h);
+}
+
+static void test_channel_auto(void **state)
+{
+	(void)state;
+	/* A character device at the path: vsock. */
+	assert_int_equal(vm_channel_auto("/dev/null"), VM_CHAN_VSOCK);
+	/* Missing, or not a character device: virtio-serial. */
+	assert_int_equal(vm_channel_auto("/nonexistent/vhost-vsock"), VM_CHAN_VIRTIO_SERIAL);
+	assert_int_equal(vm_channel_auto("/tmp"), VM_CHAN_VIRTIO_SERIAL);
+	char reg[] = "/tmp/test_vm_auto.XXXXXX";
+	int fd = mkstemp(reg);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(vm_channel_auto(reg), VM_CHAN_VIRTIO_SERIAL);
+	unlink(reg);
+	/* The default path is this host's /dev/vhost-vsock. */
+	struct stat st;
+	bool chr = stat(VM_VHOST_VSOCK_DEV, &st) == 0 && S_ISCHR(st.st_mode);
+	assert_int_equal(vm_channel_auto(NULL), chr ? VM_CHAN_VSOCK : VM_CHAN_VIRTIO_SERIAL);
+	assert_string_equal(vm_chan_kind_name(VM_CHAN_VSOCK), "vsock");
+	assert_string_equal(vm_chan_kind_name(VM_CHAN_VIRTIO_SERIAL), "virtio-serial");
+}
+
+static void test_vsock_channel_negative(void **state)
+{
+	(void)state;
+	vm_channel *ch = NULL;
+	vm_channel_opts o = { .vsock_cid = 2, .connect_timeout_ns = 200 * 1000 * 1000 };
+	assert_int_equal(vm_channel_open(&o, &ch), CUSTOS_ERR_INVAL); /* the host's CID */
+	o.vsock_cid = 0;
+	o.fd = -1;
+	assert_int_equal(vm_channel_open(&o, &ch), CUSTOS_ERR_INVAL); /* nothing to connect */
+	/* No guest with this CID (no vhost-vsock here at all): an error once the short
+	 * deadline passes, never a channel. */
+	o.vsock_cid = 0xfffffff0u;
+	o.vsock_port = 1024;
+	assert_int_not_equal(vm_channel_open(&o, &ch), CUSTOS_OK);
+	assert_non_null(strstr(err_msg(), "vsock"));
+	assert_null(ch);
+}
+
 int main(void)
 {
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
@@ -517,6 +701,10 @@ int main(void)
 		cmocka_unit_test(test_lifecycle_negative),
 		cmocka_unit_test(test_seccomp_fake_proc),
 		cmocka_unit_test(test_seccomp_real_process),
+		cmocka_unit_test(test_vsock_xml_test_driver),
+		cmocka_unit_test(test_vsock_cid_reserve),
+		cmocka_unit_test(test_channel_auto),
+		cmocka_unit_test(test_vsock_channel_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,654 @@
+/*
+ * The proxy's side of `custos up`'s privilege separation: the message framing both sides use,
+ * a pool of sockets per sandboxed model that the supervisor made inside the sandbox's network
+ * namespace (the proxy connect()s them itself; refilled on request, so a connect costs no
+ * round trip in the common case), the state mirror the admin API reads, and the receiver
+ * thread that submits the supervisor's audit events to this process' writer.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "custos/admin.h"
+#include "custos/config.h"
+#include "custos/egress.h"
+#include "custos/proxy.h"
+#include "privsep.h"
+
+/* ---------------------------------------------------------------------------------- framing */
+
+custos_err psx_send(int sock, const psx_hdr *h, const void *payload, const int *fds, size_t nfds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
+	struct iovec iov[2] = { { .iov_base = (void *)h, .iov_len = sizeof(*h) },
+		                { .iov_base = (void *)payload, .iov_len = h->len } };
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = h->len ? 2 : 1 };
+
+	ENSURE(h->len <= PSX_PAYLOAD_MAX && nfds <= PSX_MAX_FDS, CUSTOS_ERR_LIMIT,
+	       "privsep: message too large");
+	if (nfds) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	ssize_t n;
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return err_sys("privsep: sendmsg");
+	return CUSTOS_OK;
+}
+
+void psx_msg_close(psx_msg *m)
+{
+	for (size_t i = 0; i < m->nfds; i++)
+		if (m->fds[i] >= 0)
+			close(m->fds[i]);
+	m->nfds = 0;
+}
+
+int psx_recv(int sock, psx_msg *m)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
+	struct iovec iov[2] = { { .iov_base = &m->h, .iov_len = sizeof(m->h) },
+		                { .iov_base = m->payload, .iov_len = sizeof(m->payload) } };
+	struct msghdr mh = {
+		.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
+	};
+	ssize_t n;
+
+	m->nfds = 0;
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n == -1 && errno == EINTR);
+	if (n == 0)
+		return 0;
+	if (n == -1)
+		return -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (m->nfds < PSX_MAX_FDS)
+				m->fds[m->nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if ((size_t)n < sizeof(m->h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    m->h.len != (size_t)n - sizeof(m->h)) {
+		psx_msg_close(m);
+		errno = EPROTO;
+		return -1;
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ the proxy's side */
+
+struct px_model {
+	char id[CFG_MAX_ID_LEN + 1];
+	size_t cfg_index;
+	bool vm;
+	bool have_state;
+	psx_state st;
+	bool have_vm_info;
+	psx_vm_info vm_info;
+	int pool[PSX_POOL_MAX];
+	size_t n;
+	bool pending; /* a WANT is outstanding */
+	int last_err; /* errno of the last empty answer */
+	uint64_t answers;
+	int restart_result;
+	uint64_t restart_answers;
+};
+
+static struct {
+	int sock;
+	pthread_mutex_t mu; /* everything below */
+	pthread_mutex_t send_mu;
+	pthread_cond_t cv;
+	struct px_model m[PSX_MAX_MODELS];
+	size_t n;
+	struct px_model *by_cfg[PSX_MAX_MODELS]; /* cfg model index -> mirror entry */
+	size_t admin_map[PSX_MAX_MODELS];        /* admin API sandbox index -> m[] */
+	size_t nadmin;
+	struct proxy_server *srv;
+	struct egress_server *eg;
+	audit_writer *aw;
+	char *held[PSX_SETUP_EVENTS]; /* audit bodies received before the writer ran */
+	size_t nheld;
+	pthread_t th;
+	bool th_started;
+	bool bye, lost;
+} P = { .sock = -1,
+	.mu = PTHREAD_MUTEX_INITIALIZER,
+	.send_mu = PTHREAD_MUTEX_INITIALIZER,
+	.cv = PTHREAD_COND_INITIALIZER };
+
+void psx_proxy_init(int sock, const custos_config *cfg)
+{
+	P.sock = sock;
+	for (size_t i = 0; i < cfg->n_models && i < PSX_MAX_MODELS; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
+			continue;
+		struct px_model *x = &P.m[P.n++];
+		snprintf(x->id, sizeof(x->id), "%s", m->id);
+		x->cfg_index = i;
+		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
+		P.by_cfg[i] = x;
+	}
+}
+
+static struct px_model *model_of(const psx_hdr *h)
+{
+	return h->model < PSX_MAX_MODELS ? P.by_cfg[h->model] : NULL;
+}
+
+static custos_err send_locked(unsigned type, size_t cfg_index, uint32_t arg)
+{
+	psx_hdr h = { .type = (uint16_t)type, .model = (uint16_t)cfg_index, .arg = arg };
+	pthread_mutex_lock(&P.send_mu);
+	custos_err e = psx_send(P.sock, &h, NULL, NULL, 0);
+	pthread_mutex_unlock(&P.send_mu);
+	return e;
+}
+
+static void pool_flush(struct px_model *x)
+{
+	for (size_t i = 0; i < x->n; i++)
+		close(x->pool[i]);
+	x->n = 0;
+}
+
+static void submit_body(span body)
+{
+	audit_event ev;
+	if (audit_event_from_body(&ev, body) != CUSTOS_OK ||
+	    (P.aw && audit_submit(P.aw, &ev) != CUSTOS_OK))
+		log_error("privsep: a supervisor event was not audited: %s", err_msg());
+	else if (P.aw == NULL)
+		log_info("audit (no writer): {%.*s}", (int)body.len, body.ptr);
+}
+
+/* One message from the supervisor; egress_fds only during setup. Returns false at READY
+ * (setup) or BYE. Called with P.mu held. */
+static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
+{
+	struct px_model *x = model_of(&m->h);
+
+	switch (m->h.type) {
+	case PSX_STATE:
+		if (x && m->h.len == sizeof(psx_state)) {
+			psx_state st;
+			memcpy(&st, m->payload, sizeof(st));
+			st.kind[sizeof(st.kind) - 1] = st.profile_hash[64] =
+			        st.cgroup[sizeof(st.cgroup) - 1] = '\0';
+			if (!st.running || (x->have_state && st.generation != x->st.generation))
+				pool_flush(x); /* a new or no netns: old sockets reach nobody */
+			x->st = st;
+			x->have_state = true;
+			pthread_cond_broadcast(&P.cv);
+		}
+		break;
+	case PSX_SOCKS:
+		if (x == NULL)
+			break;
+		x->pending = false;
+		x->answers++;
+		x->last_err = m->nfds ? 0 : (int)m->h.arg;
+		for (size_t i = 0; i < m->nfds; i++) {
+			if (m->h.gen == x->st.generation && x->n < PSX_POOL_MAX) {
+				x->pool[x->n++] = m->fds[i];
+				m->fds[i] = -1;
+			}
+		}
+		pthread_cond_broadcast(&P.cv);
+		break;
+	case PSX_EGRESS_FD:
+		if (x == NULL || m->nfds != 1)
+			break;
+		if (egress_fds && m->h.model < n_egress) {
+			if (egress_fds[m->h.model] >= 0)
+				close(egress_fds[m->h.model]);
+			egress_fds[m->h.model] = m->fds[0];
+			m->fds[0] = -1;
+		} else if (P.eg) {
+			if (cli_egress_replace(x->cfg_index, m->fds[0]) != CUSTOS_OK)
+				log_error(
+				        "egress: model %s restarted without an egress listener: %s",
+				        x->id, err_msg());
+			m->fds[0] = -1; /* the egress server's now, or closed by it */
+		}
+		break;
+	case PSX_AUDIT: {
+		span body = span_of((const char *)m->payload, m->h.len);
+		if (P.aw == NULL && P.nheld < PSX_SETUP_EVENTS) {
+			P.held[P.nheld] = xcalloc(1, body.len + 1);
+			memcpy(P.held[P.nheld++], body.ptr, body.len);
+		} else {
+			submit_body(body);
+		}
+		break;
+	}
+	case PSX_EVENT:
+		if (x)
+			admin_sandbox_event(x->id, (int)m->h.arg, m->h.gen);
+		break;
+	case PSX_VM_INFO:
+		if (x && x->vm && m->h.len == sizeof(psx_vm_info)) {
+			memcpy(&x->vm_info, m->payload, sizeof(x->vm_info));
+			psx_vm_info *v = &x->vm_info;
+			v->name[sizeof(v->name) - 1] = v->domain[sizeof(v->domain) - 1] = '\0';
+			v->uuid[sizeof(v->uuid) - 1] =
+			        v->profile_hash[sizeof(v->profile_hash) - 1] = '\0';
+			v->state[sizeof(v->state) - 1] = v->channel[sizeof(v->channel) - 1] = '\0';
+			v->seccomp[sizeof(v->seccomp) - 1] = '\0';
+			x->have_vm_info = true;
+		}
+		break;
+	case PSX_RESTARTED:
+		if (x) {
+			x->restart_result = (int)m->h.arg;
+			x->restart_answers++;
+			pthread_cond_broadcast(&P.cv);
+		}
+		break;
+	case PSX_READY:
+		return egress_fds == NULL;
+	case PSX_BYE:
+		P.bye = true;
+		pthread_cond_broadcast(&P.cv);
+		return false;
+	default:
+		log_warn("privsep: unexpected message %u from the supervisor", m->h.type);
+		break;
+	}
+	return true;
+}
+
+custos_err psx_proxy_setup(int *egress_fds, size_t n)
+{
+	psx_msg *m = xcalloc(1, sizeof(*m));
+	custos_err e = CUSTOS_OK;
+
+	for (;;) {
+		int r = psx_recv(P.sock, m);
+		if (r <= 0) {
+			e = err_set(CUSTOS_ERR_CLOSED, "privsep: the supervisor went away during "
+			                               "startup");
+			break;
+		}
+		if (m->h.type == PSX_FAIL) {
+			m->payload[m->h.len < PSX_PAYLOAD_MAX ? m->h.len : PSX_PAYLOAD_MAX - 1] = 0;
+			e = err_set(CUSTOS_ERR_CLOSED, "the supervisor failed: %s",
+			            (const char *)m->payload);
+			psx_msg_close(m);
+			break;
+		}
+		pthread_mutex_lock(&P.mu);
+		bool more = handle(m, egress_fds, n);
+		pthread_mutex_unlock(&P.mu);
+		psx_msg_close(m);
+		if (!more)
+			break;
+	}
+	free(m);
+	return e;
+}
+
+int psx_proxy_find(const char *id)
+{
+	for (size_t i = 0; i < P.n; i++)
+		if (strcmp(P.m[i].id, id) == 0)
+			return (int)i;
+	return -1;
+}
+
+void *psx_proxy_arg(int i)
+{
+	return &P.m[i];
+}
+
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts); /* the condition variable's clock */
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Takes a socket from x's pool, asking for more when it runs low; waits (bounded) when it is
+ * empty. A VM's streams are connected already and never pooled (an idle stream would hold a
+ * connection to the model server open inside the guest). */
+static custos_err take(struct px_model *x, int *fd)
+{
+	struct timespec dl;
+	bool asked = false;
+
+	deadline_in(&dl, PSX_WAIT_MS);
+	pthread_mutex_lock(&P.mu);
+	for (;;) {
+		if (P.lost) {
+			pthread_mutex_unlock(&P.mu);
+			return err_set(CUSTOS_ERR_CLOSED, "privsep: no supervisor");
+		}
+		size_t low = x->vm ? 1 : PSX_POOL_LOW;
+		if (!x->pending && x->n < low && (x->n > 0 || !asked || x->vm)) {
+			uint32_t want = x->vm ? 1 : (uint32_t)(PSX_POOL_MAX - x->n);
+			if (send_locked(PSX_WANT, x->cfg_index, want) == CUSTOS_OK)
+				x->pending = true;
+			asked = true;
+		}
+		if (x->n > 0) {
+			*fd = x->pool[--x->n];
+			pthread_mutex_unlock(&P.mu);
+			return CUSTOS_OK;
+		}
+		uint64_t answers = x->answers;
+		int r = 0;
+		while (x->answers == answers && !P.lost && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&P.cv, &P.mu, &dl);
+		if (r == ETIMEDOUT) {
+			pthread_mutex_unlock(&P.mu);
+			return err_set(CUSTOS_ERR_TIMEOUT,
+			               "model %s: no socket from the supervisor", x->id);
+		}
+		if (x->n == 0 && !x->last_err)
+			asked = false; /* answered for an instance gone meanwhile: ask again */
+		if (x->n == 0 && x->last_err) {
+			int le = x->last_err;
+			pthread_mutex_unlock(&P.mu);
+			errno = le;
+			return err_sys("model %s: no socket inside its sandbox", x->id);
+		}
+	}
+}
+
+custos_err psx_proxy_connect(void *arg, int *fd)
+{
+	struct px_model *x = arg;
+	int s = -1;
+
+	GUARD(take(x, &s));
+	if (x->vm) {
+		*fd = s;
+		return CUSTOS_OK;
+	}
+	/* Unconnected, made in the sandbox's netns: its loopback is the model's. */
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons(x->st.port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int r;
+	do
+		r = connect(s, (struct sockaddr *)&a, sizeof(a));
+	while (r == -1 && errno == EINTR);
+	if (r == -1 && errno != EINPROGRESS) {
+		custos_err e = err_sys("model %s: connect inside its sandbox", x->id);
+		close(s);
+		return e;
+	}
+	*fd = s;
+	return CUSTOS_OK;
+}
+
+void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw)
+{
+	pthread_mutex_lock(&P.mu);
+	P.srv = srv;
+	P.eg = eg;
+	P.aw = aw;
+	for (size_t i = 0; i < P.nheld; i++) {
+		submit_body(span_cstr(P.held[i]));
+		free(P.held[i]);
+	}
+	P.nheld = 0;
+	pthread_mutex_unlock(&P.mu);
+}
+
+static void audit_lost(void)
+{
+	audit_event ev;
+	audit_event_begin(&ev, "privsep");
+	audit_event_cstr(&ev, "process", "proxy");
+	audit_event_cstr(&ev, "action", "supervisor_lost");
+	audit_event_cstr(&ev, "detail", "the supervisor went away: the proxy stops (fail closed)");
+	audit_event_u64(&ev, "pid", (uint64_t)getpid());
+	if (audit_event_end(&ev) == CUSTOS_OK)
+		submit_body(audit_event_body(&ev));
+}
+
+static void *receiver(void *arg)
+{
+	psx_msg *m = xcalloc(1, sizeof(*m));
+	(void)arg;
+	for (;;) {
+		int r = psx_recv(P.sock, m);
+		if (r <= 0) {
+			pthread_mutex_lock(&P.mu);
+			bool expected = P.bye;
+			P.lost = !expected;
+			pthread_cond_broadcast(&P.cv);
+			if (!expected) {
+				log_error("privsep: the supervisor went away; stopping");
+				audit_lost();
+			}
+			pthread_mutex_unlock(&P.mu);
+			if (!expected && P.srv)
+				proxy_request_stop(P.srv);
+			break;
+		}
+		pthread_mutex_lock(&P.mu);
+		bool more = handle(m, NULL, 0);
+		pthread_mutex_unlock(&P.mu);
+		psx_msg_close(m);
+		if (!more)
+			break;
+	}
+	free(m);
+	return NULL;
+}
+
+custos_err psx_proxy_start(void)
+{
+	if (pthread_create(&P.th, NULL, receiver, NULL) != 0)
+		return err_set(CUSTOS_ERR_SYS, "privsep: receiver thread");
+	P.th_started = true;
+	return send_locked(PSX_PROXY_UP, 0, 0);
+}
+
+void psx_proxy_finish(void)
+{
+	struct timespec dl;
+
+	/* Setup may have failed before the receiver ran: BYE still has to be read. */
+	if (!P.th_started && pthread_create(&P.th, NULL, receiver, NULL) == 0)
+		P.th_started = true;
+	pthread_mutex_lock(&P.mu);
+	bool lost = P.lost;
+	pthread_mutex_unlock(&P.mu);
+	if (!lost && P.th_started && send_locked(PSX_DRAINED, 0, 0) == CUSTOS_OK) {
+		/* The supervisor stops the sandboxes (their events come here) and says BYE. */
+		deadline_in(&dl, 60000);
+		pthread_mutex_lock(&P.mu);
+		int r = 0;
+		while (!P.bye && !P.lost && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&P.cv, &P.mu, &dl);
+		pthread_mutex_unlock(&P.mu);
+	}
+	if (P.th_started) {
+		shutdown(P.sock, SHUT_RDWR); /* ends the receiver if it still waits */
+		pthread_join(P.th, NULL);
+		P.th_started = false;
+	}
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; i < P.n; i++)
+		pool_flush(&P.m[i]);
+	for (size_t i = 0; i < P.nheld; i++)
+		free(P.held[i]);
+	P.nheld = 0;
+	P.aw = NULL;
+	P.eg = NULL;
+	P.srv = NULL;
+	pthread_mutex_unlock(&P.mu);
+}
+
+bool psx_proxy_supervisor_lost(void)
+{
+	pthread_mutex_lock(&P.mu);
+	bool l = P.lost;
+	pthread_mutex_unlock(&P.mu);
+	return l;
+}
+
+void psx_vm_info_from(const admin_vm *v, psx_vm_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", v->name);
+	snprintf(out->domain, sizeof(out->domain), "%s", v->domain);
+	snprintf(out->uuid, sizeof(out->uuid), "%s", v->uuid);
+	snprintf(out->profile_hash, sizeof(out->profile_hash), "%s", v->profile_hash);
+	snprintf(out->state, sizeof(out->state), "%s", v->state ? v->state : "");
+	snprintf(out->channel, sizeof(out->channel), "%s", v->channel ? v->channel : "");
+	snprintf(out->seccomp, sizeof(out->seccomp), "%s", v->seccomp ? v->seccomp : "");
+	out->vsock_cid = v->vsock_cid;
+	out->restarts = v->restarts;
+	out->started_wall_ns = v->started_wall_ns;
+	out->qemu_pid = v->qemu_pid;
+	out->routable = v->routable;
+}
+
+/* admin_vm's string fields are static: map what came over the socket back onto the values
+ * cli/vm_up.c uses ("unknown" for anything else). */
+static const char *static_of(const char *s, const char *const *known)
+{
+	for (size_t i = 0; known[i]; i++)
+		if (strcmp(s, known[i]) == 0)
+			return known[i];
+	return "unknown";
+}
+
+size_t psx_proxy_admin_vms(admin_vm *out, size_t max)
+{
+	static const char *const states[] = { "running", "starting", "restarting",
+		                              "failed",  "stopped",  NULL };
+	static const char *const channels[] = { "vsock", "virtio-serial", NULL };
+	static const char *const seccomps[] = { "filter", "refused", "pending", NULL };
+	size_t k = 0;
+
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; i < P.n && k < max; i++) {
+		const struct px_model *x = &P.m[i];
+		if (!x->vm || !x->have_vm_info)
+			continue;
+		const psx_vm_info *v = &x->vm_info;
+		admin_vm *o = &out[k++];
+		memset(o, 0, sizeof(*o));
+		snprintf(o->name, sizeof(o->name), "%s", v->name);
+		snprintf(o->domain, sizeof(o->domain), "%s", v->domain);
+		snprintf(o->uuid, sizeof(o->uuid), "%s", v->uuid);
+		snprintf(o->profile_hash, sizeof(o->profile_hash), "%s", v->profile_hash);
+		o->state = P.lost ? "failed" : static_of(v->state, states);
+		o->channel = static_of(v->channel, channels);
+		o->seccomp = static_of(v->seccomp, seccomps);
+		o->vsock_cid = v->vsock_cid;
+		o->restarts = v->restarts;
+		o->started_wall_ns = v->started_wall_ns;
+		o->qemu_pid = v->qemu_pid;
+		o->routable = v->routable && !P.lost;
+		o->taint = -1;
+	}
+	pthread_mutex_unlock(&P.mu);
+	return k;
+}
+
+size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&P.mu);
+	P.nadmin = 0;
+	for (size_t i = 0; i < P.n && k < max; i++) {
+		if (P.m[i].vm) /* listed through vms_get (psx_proxy_admin_vms) */
+			continue;
+		P.admin_map[P.nadmin++] = i;
+		const psx_state *st = &P.m[i].st;
+		out[k++] = (admin_sandbox){ .name = P.m[i].id,
+			                    .sb = NULL,
+			                    .memory_bytes = st->memory_bytes,
+			                    .pids = st->pids,
+			                    .nofile = st->nofile,
+			                    .cpu_millis = st->cpu_millis };
+	}
+	pthread_mutex_unlock(&P.mu);
+	return k;
+}
+
+bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st)
+{
+	(void)arg;
+	pthread_mutex_lock(&P.mu);
+	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
+	bool ok = i < P.n && P.m[i].have_state;
+	if (ok) {
+		const psx_state *s = &P.m[i].st;
+		st->kind = P.m[i].vm ? "vm" : "process";
+		st->running = s->running && !P.lost;
+		st->pid = s->pid;
+		st->generation = s->generation;
+		st->restarts = s->restarts;
+		snprintf(st->profile_hash, sizeof(st->profile_hash), "%s", s->profile_hash);
+		snprintf(st->cgroup, sizeof(st->cgroup), "%s", s->cgroup);
+	} else if (i < P.n) {
+		st->kind = P.m[i].vm ? "vm" : "process";
+	}
+	pthread_mutex_unlock(&P.mu);
+	return ok;
+}
+
+int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid)
+{
+	struct timespec dl;
+	(void)arg;
+	pthread_mutex_lock(&P.mu);
+	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
+	pthread_mutex_unlock(&P.mu);
+	if (i >= P.n || pid <= 0 || pid > INT32_MAX)
+		return EINVAL;
+	struct px_model *x = &P.m[i];
+	pthread_mutex_lock(&P.mu);
+	uint64_t answers = x->restart_answers;
+	int r = 0;
+	if (send_locked(PSX_RESTART, x->cfg_index, (uint32_t)pid) != CUSTOS_OK) {
+		pthread_mutex_unlock(&P.mu);
+		return EPIPE;
+	}
+	deadline_in(&dl, PSX_WAIT_MS);
+	while (x->restart_answers == answers && !P.lost && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&P.cv, &P.mu, &dl);
+	int res = x->restart_answers != answers ? x->restart_result : ETIMEDOUT;
+	pthread_mutex_unlock(&P.mu);
+	return res;
+}

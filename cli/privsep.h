@@ -1,0 +1,133 @@
+/*
+ * Privilege separation of `custos up` (docs/SANDBOX.md, "Privilege separation"): the messages
+ * between the privileged supervisor and the unprivileged proxy over one SOCK_SEQPACKET
+ * socketpair, and the proxy's side of it (socket pools per sandboxed model, the mirror of
+ * each sandbox's state for the admin API, forwarded audit events).
+ */
+#ifndef CUSTOS_CLI_PRIVSEP_H
+#define CUSTOS_CLI_PRIVSEP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "custos/admin.h"
+#include "custos/audit.h"
+#include "custos/core.h"
+
+#define PSX_MAX_FDS      16   /* fds in one message */
+#define PSX_PAYLOAD_MAX  8448 /* an audit event body (AUDIT_MAX_EVENT) and some */
+#define PSX_MAX_MODELS   64   /* PROXY_MAX_UPSTREAMS */
+#define PSX_POOL_MAX     32   /* unconnected sockets kept per process sandbox */
+#define PSX_POOL_LOW     8    /* below this many a refill is asked for */
+#define PSX_WAIT_MS      2000 /* a connect waits this long for a socket */
+#define PSX_SETUP_EVENTS 1024 /* supervisor audit events held until the writer runs */
+
+/* Message types. S: supervisor -> proxy, P: proxy -> supervisor. */
+enum psx_type {
+	PSX_STATE = 1, /* S: psx_state of model; after every lifecycle event */
+	PSX_SOCKS,     /* S: sockets of instance gen (arg: errno when none could be made) */
+	PSX_EGRESS_FD, /* S: the egress listener inside instance gen */
+	PSX_AUDIT,     /* S: one audit event body */
+	PSX_EVENT,     /* S: sandbox_event_kind in arg, count in gen (for /metrics) */
+	PSX_READY,     /* S: every sandbox is up; the proxy may serve */
+	PSX_FAIL,      /* S: startup failed (payload: why); the proxy exits */
+	PSX_BYE,       /* S: sandboxes stopped after DRAINED; the proxy may exit */
+	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
+	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
+	PSX_WANT = 32, /* P: arg more sockets for model */
+	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
+	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
+	PSX_PROXY_UP,  /* P: the proxy is confined and serving */
+};
+
+typedef struct psx_hdr {
+	uint16_t type;
+	uint16_t model; /* index into custos.yaml's models: */
+	uint32_t gen;
+	uint32_t arg;
+	uint32_t len; /* payload bytes */
+} psx_hdr;
+
+/* What the admin API reports of one sandbox, any kind ("process", "vm"). */
+typedef struct psx_state {
+	char kind[8];
+	int32_t pid; /* host pid of the instance (process), -1 when none */
+	uint32_t generation;
+	uint32_t restarts;
+	uint8_t running;
+	char profile_hash[65];
+	char cgroup[8];
+	uint64_t memory_bytes, pids, nofile;
+	uint32_t cpu_millis;
+	uint16_t port; /* the model server's port inside */
+} psx_state;
+
+/* What GET /v1/sandboxes shows of a VM (admin_vm), flattened: strings in place of the static
+ * pointers, so that it can cross the socket. */
+typedef struct psx_vm_info {
+	char name[ADMIN_VM_NAME_MAX + 1];
+	char domain[ADMIN_VM_NAME_MAX + 1];
+	char uuid[37];
+	char profile_hash[65];
+	char state[16];
+	char channel[16];
+	char seccomp[16];
+	uint32_t vsock_cid, restarts;
+	uint64_t started_wall_ns;
+	int64_t qemu_pid;
+	uint8_t routable;
+} psx_vm_info;
+
+/* admin_vm -> psx_vm_info (zeroed first, so equal states compare equal with memcmp). */
+void psx_vm_info_from(const admin_vm *v, psx_vm_info *out);
+
+typedef struct psx_msg {
+	psx_hdr h;
+	uint8_t payload[PSX_PAYLOAD_MAX];
+	int fds[PSX_MAX_FDS];
+	size_t nfds;
+} psx_msg;
+
+/* Sends one message (fds, if any, are duplicated into the peer; the caller keeps its own). */
+custos_err psx_send(int sock, const psx_hdr *h, const void *payload, const int *fds,
+                    size_t nfds) CUSTOS_WUR;
+/* Receives one message: 1, 0 at EOF, -1 on error or a malformed message (fds closed). */
+int psx_recv(int sock, psx_msg *m);
+/* Closes the fds a message still holds. */
+void psx_msg_close(psx_msg *m);
+
+/* ------------------------------------------------------------------------- the proxy's side */
+struct custos_config;
+struct proxy_server;
+struct egress_server;
+
+/* Model table from the configuration (its sandboxed models); sock: the proxy's end. */
+void psx_proxy_init(int sock, const struct custos_config *cfg);
+/* Reads the supervisor's messages until READY. egress_fds[cfg model index] gets each
+ * sandbox's first egress listener (-1 when none; the caller owns them). CUSTOS_ERR_CLOSED
+ * when the supervisor failed or went away (message in err_msg). */
+custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
+/* Index of the sandboxed model id in the mirror, or -1. */
+int psx_proxy_find(const char *id);
+/* proxy_upstream_opts.connect_fn; arg: psx_proxy_arg(i). */
+custos_err psx_proxy_connect(void *arg, int *fd) CUSTOS_WUR;
+void *psx_proxy_arg(int i);
+/* Where the receiver thread delivers: audit events held since setup are submitted now. */
+void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw);
+/* Starts the receiver thread. */
+custos_err psx_proxy_start(void) CUSTOS_WUR;
+/* After proxy_run: tells the supervisor, waits (bounded) until it stopped the sandboxes and
+ * their events were submitted, then joins the thread. */
+void psx_proxy_finish(void);
+/* True when the supervisor went away (the proxy then exits with failure). */
+bool psx_proxy_supervisor_lost(void);
+/* The admin API's view of the sandboxes: fills up to max entries; returns how many. */
+size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max);
+bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st);
+int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid);
+/* The VM entries as the supervisor last sent them (taint -1: the caller fills it); returns
+ * how many of out[0..max) were filled. */
+size_t psx_proxy_admin_vms(admin_vm *out, size_t max);
+
+#endif

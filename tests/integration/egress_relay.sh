@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Egress tunnels on the relay loop, and fail-closed audit: the real custos binary (custos up)
+# with raw CONNECT tunnels (a ClientHello with the right SNI, then opaque bytes) to a raw TCP
+# peer. Covers integrity and half-close both ways, backpressure (a client that does not read
+# holds the source back: custos buffers a bounded amount), the idle timeout, the response cap,
+# the per-sandbox connection limit held by relayed tunnels and released when they end, the
+# audit events of each tunnel (durability sync: a decision is on disk before its call); then
+# the audit writer is killed and every egress call, plain
+# or CONNECT, is refused with 503 before anything reaches the source (fail closed).
+set -u
+BIN=${CUSTOS_BIN:?}
+SRC=${CUSTOS_SRC:?}
+for t in curl python3 timeout; do
+	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
+done
+
+W=$(mktemp -d /tmp/custos-egrelay-XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$W"
+}
+[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
+
+FAILS=0
+ok() { echo "ok   - $*"; }
+bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
+check() { # check DESC COND...
+	local d=$1; shift
+	if "$@"; then ok "$d"; else bad "$d"; fi
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_PEER=$(port); P_CAP=$(port); P_IN=$(port); P_EG=$(port)
+cd "$W"
+PEER="$SRC/tests/integration/egress_relay_peer.py"
+python3 "$PEER" server "$P_PEER" "$W/peer" & PIDS+=($!)
+python3 "$PEER" server "$P_CAP" "$W/cap" & PIDS+=($!)
+
+cat >custos.yaml <<EOY
+version: 1
+log: { level: info, format: json }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+models:
+  - { id: m1, upstream: { url: "http://127.0.0.1:9" } }
+data_sources:
+  - { id: peer, url: "https://localhost:$P_PEER/", classification: internal, allow_private_addresses: true }
+  - { id: peer-http, url: "http://localhost:$P_PEER/", classification: internal, allow_private_addresses: true }
+  - { id: capped, url: "https://localhost:$P_CAP/", classification: public, allow_private_addresses: true, max_response: 1KiB }
+egress:
+  port: $P_EG
+  max_connections_per_sandbox: 4
+  timeouts: { connect: 2s, read: 10s, idle: 3s }
+audit: { dir: "$W/audit", durability: sync }
+policy: { file: "$W/policy.yaml" }
+EOY
+cat >policy.yaml <<EOY
+version: 1
+mode: enforce
+models:
+  m1: { isolation: process }
+data:
+  peer: { url: "https://localhost:$P_PEER/", classification: internal }
+  peer-http: { url: "http://localhost:$P_PEER/", classification: internal }
+  capped: { url: "https://localhost:$P_CAP/", classification: public }
+rules:
+  - id: tunnels
+    effect: allow
+    when: { direction: egress, data: [peer, capped], method: CONNECT }
+  - id: plain
+    effect: allow
+    when: { direction: egress, data: peer-http, method: GET }
+EOY
+chmod 600 custos.yaml policy.yaml
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+for _ in $(seq 1 100); do
+	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_PEER) 2>/dev/null && break
+	sleep 0.1
+done
+kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+
+events() { cat "$W"/audit/* 2>/dev/null | sed 's/\\"/"/g'; }
+audited() { # audited TEXT...: an event holding every TEXT, waiting for the batch writer
+	for _ in $(seq 1 60); do
+		local ev; ev=$(events)
+		for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+		[ -n "$ev" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+ondisk() { # ondisk TEXT...: an event holding every TEXT is in the files now (no waiting)
+	local ev; ev=$(events)
+	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+	[ -n "$ev" ]
+}
+PY() { timeout 60 python3 "$PEER" "$@"; }
+
+# --- integrity and half-close: 3 MiB up, the client half-closes, the answer still comes back
+HELLO_LEN=$(python3 -c "import sys; sys.path.insert(0,'$SRC/tests/integration'); import egress_relay_peer as p; print(len(p.hello('localhost')))")
+out=$(PY sink "$P_EG" localhost "$P_PEER" $((3 << 20)))
+check "half-close: the source saw every byte and EOF, its answer came back ($out)" \
+	test "$out" = "got $((3 << 20))"
+check "tunnel audited as allow with the bytes both ways" \
+	audited '"egress.request"' '"kind":"connect"' "\"port\":$P_PEER" '"decision":"allow"' "\"bytes_up\":$((HELLO_LEN + 1 + (3 << 20)))"
+check "the tunnel's decision was audited before it (egress.decision)" \
+	audited '"egress.decision"' '"kind":"connect"' "\"port\":$P_PEER" '"decision":"allow"'
+
+# --- backpressure: the client reads nothing for 1 s while the source offers 48 MiB
+out=$(PY flood "$P_EG" localhost "$P_PEER" $((48 << 20)) 1 "$W/peer")
+sent_paused=$(sed -n 1p <<<"$out"); got=$(sed -n 2p <<<"$out")
+check "backpressure: the source was held back while the client did not read ($sent_paused bytes sent)" \
+	test "${sent_paused:-0}" -lt $((24 << 20))
+check "backpressure: then every byte arrived ($got)" test "${got:-0}" -eq $((48 << 20))
+
+# --- idle timeout (3 s here)
+out=$(PY idle "$P_EG" localhost "$P_PEER" 8)
+check "an idle tunnel is closed by custos" test "$out" = closed
+check "idle timeout audited" audited '"egress.request"' 'tunnel idle timeout'
+
+# --- the source's response cap applies to tunnels
+out=$(PY flood "$P_EG" localhost "$P_CAP" $((1 << 20)) 0 "$W/cap")
+got=$(sed -n 2p <<<"$out")
+check "response cap: the tunnel is cut off ($got bytes)" test "${got:-0}" -le 1024
+check "response cap audited" audited '"egress.request"' 'tunnel exceeded max_response 1024'
+
+# --- per-sandbox connection limit: 4 relayed tunnels hold every slot; closing frees them
+timeout 60 python3 "$PEER" hold "$P_EG" localhost "$P_PEER" 4 "$W/ready" 30 >hold.out & HOLD=$!
+PIDS+=($HOLD)
+for _ in $(seq 1 100); do [ -e "$W/ready" ] && break; sleep 0.05; done
+check "four tunnels established" test "$(cat hold.out)" = "200 200 200 200"
+st=$(PY connect "$P_EG" localhost "$P_PEER")
+check "a fifth connection is refused with 503 while the tunnels are relayed ($st)" test "$st" = 503
+kill $HOLD; wait $HOLD 2>/dev/null
+st=none
+for _ in $(seq 1 50); do
+	st=$(PY connect "$P_EG" localhost "$P_PEER")
+	[ "$st" = 200 ] && break
+	sleep 0.1
+done
+check "slots come back when the tunnels end ($st)" test "$st" = 200
+
+# --- fail closed: the audit writer dies; nothing may reach a source any more
+st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_PEER/before")
+check "plain request allowed while the audit trail works ($st)" test "$st" = 200
+# durability sync: the decision was fdatasync()ed before the request went upstream, so it is in
+# the file the moment the response is back (no waiting here)
+check "plain request: decision durable before the call (sync)" \
+	ondisk '"egress.decision"' '"path":"/before"' '"decision":"allow"'
+WRITER=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
+if [ -z "$WRITER" ]; then
+	bad "found the audit writer process"
+else
+	kill -9 "$WRITER"
+	sleep 0.5
+	reqs0=$(cat "$W/peer.reqs" 2>/dev/null || echo 0)
+	conns0=$(cat "$W/peer.conns" 2>/dev/null || echo 0)
+	hdr=$(curl -s -o /dev/null -D - -x "http://127.0.0.1:$P_EG" "http://localhost:$P_PEER/after" | tr -d '\r')
+	check "plain request refused with 503 once the writer is gone" grep -q '^HTTP/1.1 503' <<<"$hdr"
+	check "the 503 says why" grep -q '^X-Custos-Reason: audit trail unavailable' <<<"$hdr"
+	st=$(PY connect "$P_EG" localhost "$P_PEER")
+	check "CONNECT refused with 503 once the writer is gone ($st)" test "$st" = 503
+	sleep 0.3
+	check "nothing reached the source: no request, no connection" \
+		test "$(cat "$W/peer.reqs" 2>/dev/null || echo 0)" = "$reqs0" -a "$(cat "$W/peer.conns" 2>/dev/null || echo 0)" = "$conns0"
+	check "the refusal is in the log" grep -q 'refused, call not made (fail closed)' up.log
+fi
+
+if [ $FAILS -ne 0 ]; then
+	echo "--- custos log (tail)"; tail -30 up.log | cut -c1-300
+	echo "$FAILS failed"; exit 1
+fi
+echo "all passed"
