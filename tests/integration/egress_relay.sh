@@ -149,7 +149,15 @@ check "plain request allowed while the audit trail works ($st)" test "$st" = 200
 # the file the moment the response is back (no waiting here)
 check "plain request: decision durable before the call (sync)" \
 	ondisk '"egress.decision"' '"path":"/before"' '"decision":"allow"'
-WRITER=$(ps -o pid= --ppid $UP | tr -d ' ' | head -n 1)
+# The audit writer is the process of custos up's tree (supervisor -> proxy -> writer) that
+# holds a file of the trail directory open.
+WRITER=
+for p in $(ps -o pid= --ppid "$UP") $(for c in $(ps -o pid= --ppid "$UP"); do ps -o pid= --ppid "$c"; done); do
+	if ls -l "/proc/$p/fd" 2>/dev/null | grep -F -- "$W/audit/" >/dev/null; then
+		WRITER=$p
+		break
+	fi
+done
 if [ -z "$WRITER" ]; then
 	bad "found the audit writer process"
 else
