@@ -132,6 +132,13 @@ static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 	resp->error = -EPERM;
 	resp->val = 0;
 	resp->flags = 0;
+	/* Kill before answering when the profile says so: answered first, the caller ran on with
+	 * EPERM and could finish (exit 0) before the kill landed. The init, SIGKILLed while the
+	 * caller still waits for the answer, can report no status of its own. */
+	if (sb->kill_on_violation) {
+		sb_cgroup_kill(&sb->cg);
+		kill(init_pid, SIGKILL);
+	}
 	/* Answer before reporting, so a slow audit sink never stalls the sandbox. ENOENT: the
 	 * caller is gone. */
 	(void)seccomp_notify_respond(nfd, resp);
@@ -142,11 +149,7 @@ static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 	ev.syscall_nr = req->data.nr;
 	ev.syscall = sandbox_syscall_name(req->data.arch, req->data.nr, name, sizeof(name));
 	ev.count = 1;
-	if (sb->kill_on_violation) {
-		ev.killed = true;
-		sb_cgroup_kill(&sb->cg);
-		kill(init_pid, SIGKILL);
-	}
+	ev.killed = sb->kill_on_violation;
 	if (violation_budget(sb, init_pid) || ev.killed)
 		emit(sb, &ev);
 out:
