@@ -52,6 +52,10 @@ custos_err audit_sha256_hex(const void *p, size_t n, char out[AUDIT_HASH_HEX + 1
 /* Appends a complete line (with '\n') for body at seq after prev; writes its hash into hash. */
 custos_err audit_line_build(buf *out, uint64_t seq, span body, const char *prev,
                             char hash[AUDIT_HASH_HEX + 1]) CUSTOS_WUR;
+/* As audit_line_build, hashing with ctx and md (the writer's, reused); NULL: one-shot. */
+custos_err audit_line_build_md(buf *out, uint64_t seq, span body, const char *prev,
+                               char hash[AUDIT_HASH_HEX + 1], EVP_MD_CTX *ctx,
+                               const EVP_MD *md) CUSTOS_WUR;
 /* Checks a producer body: valid JSON members, no raw control bytes, time and type first,
  * no reserved key (v, seq, prev, hash); writer_types allows checkpoint/recovery/audit.*. */
 custos_err audit_body_check(span body, bool writer_types) CUSTOS_WUR;

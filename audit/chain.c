@@ -68,8 +68,37 @@ custos_err audit_line_parse(span line, audit_line *out)
 custos_err audit_line_build(buf *out, uint64_t seq, span body, const char *prev,
                             char hash[AUDIT_HASH_HEX + 1])
 {
-	char head[64];
-	int hn = snprintf(head, sizeof(head), AUDIT_LINE_PREFIX "%llu,", (unsigned long long)seq);
+	return audit_line_build_md(out, seq, body, prev, hash, NULL, NULL);
+}
+
+/* SHA-256 through a reused context and a fetched digest (no per-call fetch or allocation). */
+static custos_err sha256_hex_ctx(EVP_MD_CTX *ctx, const EVP_MD *md, const void *p, size_t n,
+                                 char out[AUDIT_HASH_HEX + 1])
+{
+	uint8_t h[32];
+	unsigned int hl = 0;
+
+	if (EVP_DigestInit_ex2(ctx, md, NULL) != 1 || EVP_DigestUpdate(ctx, p, n) != 1 ||
+	    EVP_DigestFinal_ex(ctx, h, &hl) != 1 || hl != 32)
+		return err_set(CUSTOS_ERR_CRYPTO, "SHA-256 failed");
+	num_hex(h, 32, out);
+	return CUSTOS_OK;
+}
+
+custos_err audit_line_build_md(buf *out, uint64_t seq, span body, const char *prev,
+                               char hash[AUDIT_HASH_HEX + 1], EVP_MD_CTX *ctx, const EVP_MD *md)
+{
+	char head[64], digits[20];
+	size_t nd = 0, pl = sizeof(AUDIT_LINE_PREFIX) - 1;
+	do {
+		digits[nd++] = (char)('0' + seq % 10);
+		seq /= 10;
+	} while (seq);
+	memcpy(head, AUDIT_LINE_PREFIX, pl);
+	for (size_t i = 0; i < nd; i++)
+		head[pl + i] = digits[nd - 1 - i];
+	head[pl + nd] = ',';
+	int hn = (int)(pl + nd + 1);
 	size_t start = out->len - out->off;
 
 	GUARD(buf_reserve(out, (size_t)hn + body.len + AUDIT_PREV_SUFFIX_LEN +
@@ -80,7 +109,10 @@ custos_err audit_line_build(buf *out, uint64_t seq, span body, const char *prev,
 	GUARD(buf_append(out, prev, AUDIT_HASH_HEX));
 	GUARD(buf_append_byte(out, '"'));
 	span all = buf_span(out);
-	GUARD(audit_sha256_hex(all.ptr + start, all.len - start, hash));
+	if (ctx != NULL && md != NULL)
+		GUARD(sha256_hex_ctx(ctx, md, all.ptr + start, all.len - start, hash));
+	else
+		GUARD(audit_sha256_hex(all.ptr + start, all.len - start, hash));
 	GUARD(buf_append(out, AUDIT_HASH_KEY, 9));
 	GUARD(buf_append(out, hash, AUDIT_HASH_HEX));
 	GUARD(buf_append(out, "\"}\n", 3));

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,14 @@ struct audit_writer {
 	char fail_msg[200];
 	pthread_t sender, acker;
 	bool threads;
+	atomic_bool healthy; /* !(failing || dead), for audit_writer_ok without the lock */
 };
+
+/* With w->mu held, after failing or dead changed. */
+static void health_update(audit_writer *w)
+{
+	atomic_store_explicit(&w->healthy, !(w->failing || w->dead), memory_order_relaxed);
+}
 
 void audit_options_default(audit_options *o)
 {
@@ -113,6 +121,7 @@ static bool send_group(audit_writer *w, buf *sending, uint64_t gen)
 	if (!ok) {
 		pthread_mutex_lock(&w->mu);
 		w->dead = true;
+		health_update(w);
 		pthread_cond_broadcast(&w->cv_durable);
 		pthread_cond_broadcast(&w->cv_room);
 		pthread_mutex_unlock(&w->mu);
@@ -208,12 +217,14 @@ static void *acker_main(void *arg)
 			if (a.seq > w->durable_seq)
 				w->durable_seq = a.seq;
 			w->failing = false;
+			health_update(w);
 		} else {
 			a.msg[sizeof(a.msg) - 1] = '\0';
 			if (!w->failing)
 				log_error("audit: writer failing, denying requests: %s", a.msg);
 			snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", a.msg);
 			w->failing = true;
+			health_update(w);
 		}
 		pthread_cond_broadcast(&w->cv_durable);
 		pthread_mutex_unlock(&w->mu);
@@ -222,6 +233,7 @@ static void *acker_main(void *arg)
 	if (!w->stopping && !w->dead)
 		log_error("audit: the writer process went away; denying requests");
 	w->dead = true;
+	health_update(w);
 	pthread_cond_broadcast(&w->cv_durable);
 	pthread_cond_broadcast(&w->cv_room);
 	pthread_cond_broadcast(&w->cv_data);
@@ -355,6 +367,7 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 		goto fail;
 	}
 	w->durable_seq = a.seq;
+	atomic_store(&w->healthy, true);
 	if (w->o.n_sinks > 0) {
 		e = spawn_shipper(w);
 		if (e != CUSTOS_OK)
@@ -393,27 +406,25 @@ int audit_writer_pid(const audit_writer *w)
 	return (int)w->pid;
 }
 
-custos_err audit_submit(audit_writer *w, const audit_event *ev)
+/* Queues n records (framed: u32 length + bytes each) in one hand-off. The bytes are either
+ * `framed` as they are, or one record `one` that this function frames. */
+static custos_err submit_records(audit_writer *w, span framed, span one, size_t n)
 {
-	span body = audit_event_body(ev);
 	custos_err e = CUSTOS_OK;
 
-	ENSURE(ev->ended && ev->w.err == CUSTOS_OK, CUSTOS_ERR_INVAL,
-	       "audit: event not finished with audit_event_end");
-	ENSURE(body.len <= AUDIT_MAX_EVENT, CUSTOS_ERR_LIMIT, "audit: event over %d bytes",
-	       AUDIT_MAX_EVENT);
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		if (w->dead || w->failing || w->stopping) {
-			w->failed++;
+			w->failed += n;
 			e = err_set(CUSTOS_ERR_IO, "audit: the log cannot be written: %s",
 			            w->dead ? "writer gone" : w->fail_msg);
 			goto out;
 		}
-		if (w->pending_events < w->o.queue_events)
+		/* Room for all n, or an empty queue for a batch larger than the queue. */
+		if (w->pending_events + n <= w->o.queue_events || w->pending_events == 0)
 			break;
 		if (w->o.on_full == AUDIT_ON_FULL_DENY) {
-			w->denied_full++;
+			w->denied_full += n;
 			uint64_t now = tm_mono_ns();
 			if (now - w->last_alert > 1000000000ull) {
 				w->last_alert = now;
@@ -426,15 +437,21 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 		}
 		pthread_cond_wait(&w->cv_room, &w->mu);
 	}
-	uint32_t len = (uint32_t)body.len;
-	e = buf_append(&w->pending, &len, 4);
-	if (e == CUSTOS_OK)
-		e = buf_append_span(&w->pending, body);
-	if (e != CUSTOS_OK)
+	if (one.len > 0) {
+		uint32_t len = (uint32_t)one.len;
+		e = buf_reserve(&w->pending, 4 + one.len);
+		if (e != CUSTOS_OK)
+			goto out;
+		memcpy(buf_tail(&w->pending), &len, 4);
+		memcpy(buf_tail(&w->pending) + 4, one.ptr, one.len);
+		buf_commit(&w->pending, 4 + one.len);
+	} else if ((e = buf_append_span(&w->pending, framed)) != CUSTOS_OK) {
 		goto out;
-	w->pending_events++;
-	w->submitted++;
-	if (w->pending_events == 1 && w->linger_ns > 0)
+	}
+	bool was_empty = w->pending_events == 0;
+	w->pending_events += n;
+	w->submitted += n;
+	if (was_empty && w->linger_ns > 0)
 		w->first_ns = tm_mono_ns();
 	uint64_t gen = w->cur_gen;
 	if (w->o.durability == AUDIT_DURABILITY_SYNC && !w->in_send) {
@@ -452,7 +469,7 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 				break;
 		}
 		pthread_cond_broadcast(&w->cv_data);
-	} else if (!w->in_send && (w->pending_events == 1 || (w->linger_ns > 0 && group_full(w)))) {
+	} else if (!w->in_send && (was_empty || (w->linger_ns > 0 && group_full(w)))) {
 		pthread_cond_signal(&w->cv_data); /* a new group, or a lingering one is full */
 	}
 	if (w->o.durability == AUDIT_DURABILITY_SYNC) {
@@ -465,6 +482,45 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 out:
 	pthread_mutex_unlock(&w->mu);
 	return e;
+}
+
+custos_err audit_submit(audit_writer *w, const audit_event *ev)
+{
+	span body = audit_event_body(ev);
+
+	ENSURE(ev->ended && ev->w.err == CUSTOS_OK, CUSTOS_ERR_INVAL,
+	       "audit: event not finished with audit_event_end");
+	ENSURE(body.len > 0 && body.len <= AUDIT_MAX_EVENT, CUSTOS_ERR_LIMIT,
+	       "audit: event over %d bytes", AUDIT_MAX_EVENT);
+	return submit_records(w, span_of("", 0), body, 1);
+}
+
+custos_err audit_submit_rec(audit_writer *w, const audit_rec *r)
+{
+	ENSURE(r->ended && r->err == CUSTOS_OK && r->len > 0, CUSTOS_ERR_INVAL,
+	       "audit: record not finished with audit_rec_end");
+	return submit_records(w, span_of("", 0), audit_rec_bytes(r), 1);
+}
+
+custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted)
+{
+	size_t n = b->n;
+	custos_err e = CUSTOS_OK;
+
+	if (accepted)
+		*accepted = 0;
+	if (n > 0)
+		e = submit_records(w, buf_span(&b->b), span_of("", 0), n);
+	if (e == CUSTOS_OK && accepted)
+		*accepted = n;
+	buf_reset(&b->b);
+	b->n = 0;
+	return e;
+}
+
+bool audit_writer_ok(audit_writer *w)
+{
+	return atomic_load_explicit(&w->healthy, memory_order_relaxed);
 }
 
 custos_err audit_flush(audit_writer *w)

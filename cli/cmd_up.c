@@ -35,6 +35,7 @@
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/egress.h"
+#include "custos/lazylib.h"
 #include "custos/policy.h"
 #include "custos/proxy.h"
 #include "custos/sandbox.h"
@@ -1191,6 +1192,12 @@ static custos_err proxy_confine(const custos_config *cfg, const char *path, bool
 		         "(debugging only)");
 		return CUSTOS_OK;
 	}
+	/* Libraries bound on first use (dl/) are bound now, while Landlock still lets the loader
+	 * read them: the admin API starts after confinement, and a reload may be the first policy
+	 * with content detectors. */
+	if (cfg->admin.enabled)
+		GUARD(lazylib_microhttpd());
+	GUARD(lazylib_hyperscan());
 	struct proxy_view *v = xcalloc(1, sizeof(*v));
 	sandbox_self_opts so;
 	memset(&so, 0, sizeof(so));

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/lazylib.h"
 #include "inspect_int.h"
 
 static const char *const action_names[] = { "none", "log", "redact", "deny" };
@@ -359,6 +360,7 @@ custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out
 	ENSURE(o->n_custom <= INSPECT_MAX_CUSTOM, CUSTOS_ERR_LIMIT,
 	       "inspect: more than %d custom detectors", INSPECT_MAX_CUSTOM);
 	ENSURE(o->n_custom == 0 || o->custom != NULL, CUSTOS_ERR_INVAL, "inspect: custom missing");
+	GUARD(lazylib_hyperscan()); /* libhs.so.5 is loaded now, or the error names it */
 	if (hs_valid_platform() != HS_SUCCESS)
 		return err_set(CUSTOS_ERR_UNSUPPORTED, "inspect: this CPU lacks SSSE3 (Hyperscan)");
 	inspect_engine *e = calloc(1, sizeof(*e));

@@ -158,6 +158,52 @@ static void conn_close(conn *c)
 	ev_defer_free(&w->loop, c, conn_free);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * I/O buffer blocks. A keep-alive connection gives its input and output buffers back while
+ * idle (memory per idle connection); a per-worker cache of fixed-size blocks takes them, so a
+ * busy worker does not malloc, free and fault in 16 KiB twice per request. Bounded: blocks
+ * past BUF_CACHE_MAX, and buffers that grew past one block, go back to malloc.
+ */
+#define BUF_BLOCK     (16u * 1024u)
+#define BUF_CACHE_MAX 32u
+
+/* Gives b (empty, unallocated) a cached block when one is free. */
+static void buf_take_block(worker *w, buf *b)
+{
+	if (b->data != NULL || w->buf_cache == NULL || b->max + 1 < BUF_BLOCK)
+		return;
+	void *blk = w->buf_cache;
+	memcpy(&w->buf_cache, blk, sizeof(void *));
+	w->buf_cached--;
+	b->data = blk;
+	b->cap = BUF_BLOCK;
+	b->off = b->len = 0;
+}
+
+/* Releases b's memory: into the cache when it is one block and the cache has room. */
+static void buf_give_block(worker *w, buf *b)
+{
+	if (b->data != NULL && b->cap == BUF_BLOCK && w->buf_cached < BUF_CACHE_MAX) {
+		memcpy(b->data, &w->buf_cache, sizeof(void *));
+		w->buf_cache = b->data;
+		w->buf_cached++;
+		b->data = NULL;
+		b->off = b->len = b->cap = 0;
+		return;
+	}
+	buf_free(b);
+}
+
+void conn_buf_cache_free(worker *w)
+{
+	while (w->buf_cache != NULL) {
+		void *blk = w->buf_cache;
+		memcpy(&w->buf_cache, blk, sizeof(void *));
+		free(blk);
+	}
+	w->buf_cached = 0;
+}
+
 static void req_reset(req *r)
 {
 	egress_ingress_end(r->egress_token);
@@ -181,8 +227,8 @@ static void conn_free(void *p)
 
 	req_reset(&c->r);
 	sock_close(&c->s);
-	buf_free(&c->in);
-	buf_free(&c->out);
+	buf_give_block(c->w, &c->in);
+	buf_give_block(c->w, &c->out);
 	ident_free(&c->id);
 	if (c->st_ref)
 		state_unref(c->st_ref);
@@ -1513,6 +1559,8 @@ static bool read_client(conn *c)
 	if (!sock_can_read(&c->s))
 		return false;
 	bool was_empty = buf_used(&c->in) == 0;
+	buf_take_block(c->w, &c->in);
+	buf_take_block(c->w, &c->out);
 	ssize_t n = sock_read(&c->s, &c->in, PROXY_INBUF_MAX);
 	if (n > 0) {
 		if (c->st == CS_BODY || was_empty) /* a head's deadline starts at its first byte */
@@ -1658,8 +1706,8 @@ static void conn_drive(conn *c)
 		c->anchor = c->w->loop.now; /* a new wait begins */
 	if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
 		/* Idle keep-alive: give the buffers back (memory per idle connection). */
-		buf_free(&c->in);
-		buf_free(&c->out);
+		buf_give_block(c->w, &c->in);
+		buf_give_block(c->w, &c->out);
 		if (c->drain) {
 			conn_close(c);
 			return;

@@ -105,11 +105,22 @@ void ident_from_cert(ident *id, SSL *ssl)
 	X509_free(x);
 }
 
+/* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 fetch the implementation on every
+ * digest, a lock and a lookup per request. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void ident_api_key(ident *id, span key, const proxy_api_key *keys, size_t n)
 {
 	unsigned int len = 0;
 
-	if (EVP_Digest(key.ptr, key.len, id->api_key_sha256, &len, EVP_sha256(), NULL) != 1 ||
+	pthread_once(&sha256_once, sha256_fetch);
+	if (EVP_Digest(key.ptr, key.len, id->api_key_sha256, &len,
+	               sha256_md ? sha256_md : EVP_sha256(), NULL) != 1 ||
 	    len != 32)
 		return;
 	id->has_api_key = true;

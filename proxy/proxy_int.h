@@ -244,6 +244,8 @@ typedef struct worker {
 	uint64_t reqseq;
 	char id_prefix[17];
 	struct emit_batch *audit_batch; /* NULL: submit each event at once */
+	void *buf_cache;                /* conn.c: free I/O buffer blocks (singly linked) */
+	unsigned buf_cached;
 } worker;
 
 struct proxy_server {
@@ -271,5 +273,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 void conn_drain_all(worker *w);
 void conn_close_all(worker *w);
 void upool_free_all(worker *w);
+/* Frees the worker's cache of I/O buffer blocks (after its loop and connections are gone). */
+void conn_buf_cache_free(worker *w);
 
 #endif

@@ -624,6 +624,7 @@ void proxy_free(proxy_server *s)
 			ev_loop_free(&w->loop);
 		state_unref(w->st);
 		emit_batch_free(w->audit_batch);
+		conn_buf_cache_free(w);
 	}
 	for (size_t j = 0; j < s->nls; j++) {
 		if (s->ls[j].shared_fd != -1) {

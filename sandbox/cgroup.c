@@ -156,11 +156,57 @@ custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)
 	if (cg->backend == SB_CG_V2)
 		return cg->dirfd >= 0 ? CUSTOS_OK /* CLONE_INTO_CGROUP */
 		                      : sb_cg_write(cg->dir, "cgroup.procs", v);
-	if (cg->backend == SB_CG_V1)
-		for (int i = 0; i < SB_CG_V1_CTRLS; i++)
-			if (cg->v1dir[i])
-				GUARD(sb_cg_write(cg->v1dir[i], "cgroup.procs", v));
+	/* v1: the child joined by itself (sb_cgroup_join_self) before it got this far. */
 	return CUSTOS_OK;
+}
+
+void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS])
+{
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
+{
+	char path[SANDBOX_PATH_MAX + 16];
+
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		fds[i] = -1;
+	if (cg->backend != SB_CG_V1)
+		return CUSTOS_OK;
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if (!cg->v1dir[i])
+			continue;
+		snprintf(path, sizeof(path), "%s/tasks", cg->v1dir[i]);
+		fds[i] = open(path, O_WRONLY | O_CLOEXEC);
+		if (fds[i] == -1) {
+			custos_err e = err_sys("cgroup: open %s", path);
+			sb_cgroup_close_fds(fds);
+			return e;
+		}
+	}
+	return CUSTOS_OK;
+}
+
+int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS])
+{
+	int err = 0;
+
+	for (int i = 0; i < SB_CG_V1_CTRLS && err == 0; i++) {
+		if (fds[i] < 0)
+			continue;
+		ssize_t n;
+		do
+			n = write(fds[i], "0", 1);
+		while (n == -1 && errno == EINTR);
+		if (n != 1)
+			err = n == -1 ? errno : EIO;
+	}
+	sb_cgroup_close_fds(fds);
+	return err;
 }
 
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c)

@@ -133,9 +133,28 @@ typedef struct sb_filter {
 	unsigned short len;
 } sb_filter;
 
-/* Compiles the profile's filter (unlisted and denied calls -> user notification). */
+/* The profile's filter (unlisted and denied calls -> user notification): the program compiled
+ * at build time when the profile's seccomp inputs are a built-in profile's, else compiled
+ * (libseccomp, ~2 ms) and cached per process. Owner of f: caller, sb_filter_free. */
 custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f) CUSTOS_WUR;
+/* Compiles p's filter with libseccomp, no cache (what sb_seccomp_build does on a miss). */
+custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f) CUSTOS_WUR;
+/* Everything of p that its filter depends on, as a string (malloc'd; NULL on failure): equal
+ * keys give equal programs. */
+char *sb_seccomp_key(const sandbox_profile *p);
 void sb_filter_free(sb_filter *f);
+
+/* Programs compiled at build time for the built-in profiles: sandbox/gen/seccomp_gen.c runs the
+ * code above (sb_seccomp_compile) during the build and writes them into seccomp_builtin.c in
+ * the build tree, which is part of custos_sandbox. Empty when cross-compiling. */
+typedef struct sb_seccomp_builtin {
+	const char *key; /* sb_seccomp_key of the profile */
+	uint32_t arch;   /* seccomp_arch_native() of the build: used only on the same */
+	const struct sock_filter *insns;
+	unsigned short len;
+} sb_seccomp_builtin;
+extern const sb_seccomp_builtin sb_seccomp_builtins[];
+extern const size_t sb_seccomp_n_builtins;
 /* Child: loads f with a new listener; returns the listener fd or -errno. */
 int sb_seccomp_load_listener(const sb_filter *f);
 /* True when name is in the always-denied set. */
@@ -192,7 +211,19 @@ typedef struct sb_cgroup {
  * With no usable backend (AUTO) returns CUSTOS_OK with backend NONE and *note set. */
 custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
                             const char **note) CUSTOS_WUR;
+/* Moves pid into the cgroup where the child cannot join by itself (v2 without
+ * CLONE_INTO_CGROUP); v1 children join with sb_cgroup_join_self, so nothing to do there. */
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid) CUSTOS_WUR;
+/* v1: opens each controller directory's `tasks` file for writing, before the clone (fds[i] = -1
+ * where a controller is absent, all -1 on other backends). The child, still single-threaded,
+ * joins by writing "0" to them (sb_cgroup_join_self): a thread moving itself skips the global
+ * threadgroup lock whose RCU grace period makes moving another process take 5-25 ms. The
+ * kernel checks the opener's credentials (custos'), not the child's. Close with
+ * sb_cgroup_close_fds. */
+custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
+/* In the child: joins every cgroup in fds, then closes them; 0 or an errno. */
+int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS]);
+void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS]);
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Kills every process in the cgroup (cgroup.kill on v2, SIGKILL over cgroup.procs on v1). */
 void sb_cgroup_kill(const sb_cgroup *cg);
@@ -278,7 +309,7 @@ struct sandbox {
 	bool thread_started;
 
 	char *name;
-	char hash[65];
+	char hash[65]; /* written once by sandbox_spawn's thread, before hash_state = 1 */
 	sb_plan plan;
 	sb_cgroup cg;
 	const char *cg_note;
@@ -296,8 +327,10 @@ struct sandbox {
 	bool running;
 	unsigned generation;
 	sb_sockfactory factory;
-	bool done;       /* no more instances */
-	bool stop_req;   /* sandbox_stop asked */
+	bool done;      /* no more instances */
+	bool stop_req;  /* sandbox_stop asked */
+	int hash_state; /* 0: being computed, 1: hash ready, -1: failed (hash_err) */
+	char hash_err[SB_MSG_MAX];
 	bool first_done; /* the first start finished (ok or not) */
 	custos_err first_err;
 	char first_msg[SB_MSG_MAX];

@@ -297,8 +297,9 @@ static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
 	return CUSTOS_OK;
 }
 
-/* Compiled programs by their inputs: compiling the allow-list with libseccomp costs about a
- * millisecond, paid once per distinct profile instead of once per spawn. */
+/* Compiled programs by their inputs: compiling the allow-list with libseccomp costs about two
+ * milliseconds, paid once per distinct profile instead of once per spawn (and never for the
+ * built-in profiles, compiled at build time). */
 #define SB_FILTER_CACHE 8
 static struct {
 	char *key;
@@ -307,7 +308,7 @@ static struct {
 static unsigned filter_cache_next;
 static pthread_mutex_t filter_cache_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static char *filter_key(const sandbox_profile *p)
+char *sb_seccomp_key(const sandbox_profile *p)
 {
 	buf b;
 	const char *s;
@@ -337,14 +338,29 @@ static bool filter_copy(sb_filter *dst, const sb_filter *src)
 	return true;
 }
 
-static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f);
+static bool builtin_copy(const char *key, sb_filter *f)
+{
+	uint32_t arch = seccomp_arch_native();
+	for (size_t i = 0; i < sb_seccomp_n_builtins; i++) {
+		const sb_seccomp_builtin *b = &sb_seccomp_builtins[i];
+		if (b->arch == arch && strcmp(b->key, key) == 0) {
+			sb_filter src = { .insns = (struct sock_filter *)b->insns, .len = b->len };
+			return filter_copy(f, &src);
+		}
+	}
+	return false;
+}
 
 custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 {
-	char *key = filter_key(p);
+	char *key = sb_seccomp_key(p);
 	bool hit = false;
 
 	memset(f, 0, sizeof(*f));
+	if (key && builtin_copy(key, f)) {
+		free(key);
+		return CUSTOS_OK;
+	}
 	if (key) {
 		pthread_mutex_lock(&filter_cache_mu);
 		for (unsigned i = 0; i < SB_FILTER_CACHE && !hit; i++)
@@ -356,7 +372,7 @@ custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 		free(key);
 		return CUSTOS_OK;
 	}
-	custos_err e = seccomp_compile(p, f);
+	custos_err e = sb_seccomp_compile(p, f);
 	if (e == CUSTOS_OK && key) {
 		pthread_mutex_lock(&filter_cache_mu);
 		unsigned slot = filter_cache_next++ % SB_FILTER_CACHE;
@@ -371,7 +387,7 @@ custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 	return e;
 }
 
-static custos_err seccomp_compile(const sandbox_profile *p, sb_filter *f)
+custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f)
 {
 	scmp_filter_ctx ctx;
 	custos_err e;

@@ -166,6 +166,17 @@ static void exec_command(const sb_plan *plan, int sync)
 	_exit(127);
 }
 
+/* The init's fork of the command. Not glibc's fork(): that takes malloc's and stdio's locks for
+ * its atfork handling, and this process is a clone3 copy of a multi-threaded custos: a lock
+ * another custos thread held at that instant (the spawning thread's neighbour hashing the
+ * profile, a proxy worker in `custos up`) has no owner here and fork() would wait on it
+ * forever. The raw system call takes no lock; the command child calls only async-signal-safe
+ * functions until execve. (seccomp allows clone without namespace flags.) */
+static pid_t init_fork(void)
+{
+	return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+}
+
 static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
 {
 	const int *fwd = fwd_signals;
@@ -179,7 +190,7 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 		sigaction(fwd[i], &sa, NULL);
 
-	pid_t pid = fork();
+	pid_t pid = init_fork();
 	if (pid == -1)
 		sb_child_fail(sync, "fork of the command", errno);
 	if (pid == 0) {
@@ -244,23 +255,31 @@ void sb_close_fds_except(const int *keep, size_t n)
 	syscall(SYS_close_range, lo, ~0U, 0);
 }
 
-static void close_other_fds(int keep, const int stdio[3])
+static void close_other_fds(int keep, const int stdio[3], const int cgfds[SB_CG_V1_CTRLS])
 {
-	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio. */
-	int k[4] = { keep, stdio[0], stdio[1], stdio[2] };
-	sb_close_fds_except(k, 4);
+	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio (and,
+	 * until the child has joined its v1 cgroups, their `tasks` files). */
+	int k[4 + SB_CG_V1_CTRLS] = { keep, stdio[0], stdio[1], stdio[2] };
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		k[4 + i] = cgfds[i];
+	sb_close_fds_except(k, CUSTOS_ARRAY_LEN(k));
 }
 
-static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3])
+static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3],
+                                                 int cgfds[SB_CG_V1_CTRLS])
 {
 	const char *step = "";
 	int tag = 0, val = 0, r;
 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
-	close_other_fds(sync, stdio);
+	close_other_fds(sync, stdio, cgfds);
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_MAPPED)
 		_exit(127); /* the parent gave up */
+	/* Into the v1 cgroups first, by ourselves (see sb_cgroup_join_fds): before anything runs
+	 * here that could allocate much or fork. */
+	if ((r = sb_cgroup_join_self(cgfds)) != 0)
+		sb_child_fail(sync, "join the cgroup (v1 tasks)", r);
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
 		sb_child_fail(sync, step, r);
 	/* A credential change clears the parent-death signal: set it again. Should custos have
@@ -278,8 +297,9 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 		sb_child_fail(sync, "chdir to the workdir", errno);
 	if ((r = sb_rlimits_apply(&plan->rlimits, &step)) != 0)
 		sb_child_fail(sync, step, r);
-	/* The parent joined our cgroup meanwhile; only now is it the right root for the cgroup
-	 * namespace, and the command never runs outside it. */
+	/* We are in our cgroup now (v2: cloned into it; v1: joined above; otherwise the parent
+	 * moved us meanwhile): only now is it the right root for the cgroup namespace, and the
+	 * command never runs outside it. */
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_CGROUP)
 		_exit(127);
 	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
@@ -379,15 +399,18 @@ static void reap(pid_t pid)
 custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int stdio[3],
                              sb_instance *in)
 {
-	int sp[2];
+	int sp[2], cgfds[SB_CG_V1_CTRLS];
 	int pidfd = -1;
 	custos_err e;
 
 	memset(in, 0, sizeof(*in));
 	in->pid = -1;
 	in->pidfd = in->sync_fd = in->notify_fd = -1;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
+	GUARD(sb_cgroup_join_fds(cg, cgfds));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
+		sb_cgroup_close_fds(cgfds);
 		return err_sys("sandbox: socketpair");
+	}
 
 	sigset_t block, old;
 	fwd_sigset(&block);
@@ -404,11 +427,12 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0) {
 		close(sp[0]);
-		child_main(plan, sp[1], stdio);
+		child_main(plan, sp[1], stdio, cgfds);
 	}
 	int saved = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sp[1]);
+	sb_cgroup_close_fds(cgfds);
 	if (pid == -1) {
 		close(sp[0]);
 		errno = saved;
@@ -429,7 +453,8 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 		e = err_sys("sandbox: sync with the child");
 		goto fail;
 	}
-	/* The cgroup move (slow on v1: an RCU grace period) runs while the child mounts. */
+	/* Only v2 without CLONE_INTO_CGROUP moves the child from here (v1 children join by
+	 * themselves: no RCU grace period). */
 	if ((e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
 		goto fail;
 	/* A child that failed meanwhile has closed its end: its message is read below. */

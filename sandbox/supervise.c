@@ -132,6 +132,13 @@ static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 	resp->error = -EPERM;
 	resp->val = 0;
 	resp->flags = 0;
+	/* Kill before answering when the profile says so: answered first, the caller ran on with
+	 * EPERM and could finish (exit 0) before the kill landed. The init, SIGKILLed while the
+	 * caller still waits for the answer, can report no status of its own. */
+	if (sb->kill_on_violation) {
+		sb_cgroup_kill(&sb->cg);
+		kill(init_pid, SIGKILL);
+	}
 	/* Answer before reporting, so a slow audit sink never stalls the sandbox. ENOENT: the
 	 * caller is gone. */
 	(void)seccomp_notify_respond(nfd, resp);
@@ -142,11 +149,7 @@ static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 	ev.syscall_nr = req->data.nr;
 	ev.syscall = sandbox_syscall_name(req->data.arch, req->data.nr, name, sizeof(name));
 	ev.count = 1;
-	if (sb->kill_on_violation) {
-		ev.killed = true;
-		sb_cgroup_kill(&sb->cg);
-		kill(init_pid, SIGKILL);
-	}
+	ev.killed = sb->kill_on_violation;
 	if (violation_budget(sb, init_pid) || ev.killed)
 		emit(sb, &ev);
 out:
@@ -254,11 +257,32 @@ static int run_instance(sandbox *sb)
 	return status;
 }
 
+/* sandbox_spawn's thread hashes the profile while this one starts the first instance, so the
+ * hash (an OpenSSL initialisation, ~1 ms) is off the start's critical path; every event
+ * carries it, the first (START) is sent once the instance is ready. */
+static bool hash_wait(sandbox *sb)
+{
+	pthread_mutex_lock(&sb->mu);
+	while (sb->hash_state == 0)
+		pthread_cond_wait(&sb->cv, &sb->mu);
+	bool ok = sb->hash_state == 1;
+	pthread_mutex_unlock(&sb->mu);
+	return ok;
+}
+
 static custos_err start_instance(sandbox *sb)
 {
 	sb_instance in;
 
 	GUARD(sb_instance_start(&sb->plan, &sb->cg, sb->stdio, &in));
+	if (!hash_wait(sb)) {
+		/* Never released: a sandbox whose events cannot name its profile does not run. */
+		kill(in.pid, SIGKILL);
+		while (waitpid(in.pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		sb_instance_close(&in);
+		return err_set(CUSTOS_ERR_CRYPTO, "%s", sb->hash_err);
+	}
 	pthread_mutex_lock(&sb->mu);
 	sb->cur = in;
 	sb->running = true;
@@ -431,8 +455,6 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->stdio[0] = sb->opts.stdin_fd;
 	sb->stdio[1] = sb->opts.stdout_fd;
 	sb->stdio[2] = sb->opts.stderr_fd;
-	if ((e = sandbox_profile_hash(p, sb->hash)) != CUSTOS_OK)
-		goto fail;
 	snprintf(id, sizeof(id), "custos-%s-%d-%lu", p->name, (int)getpid(),
 	         __atomic_add_fetch(&spawn_counter, 1, __ATOMIC_RELAXED));
 	if ((e = sb_cgroup_create(p, id, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
@@ -456,7 +478,18 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		goto fail;
 	}
 	sb->thread_started = true;
+	/* Meanwhile the monitor thread clones and the child sets up (see hash_wait). */
+	char hash[65];
+	custos_err he = sandbox_profile_hash(p, hash);
 	pthread_mutex_lock(&sb->mu);
+	if (he == CUSTOS_OK) {
+		memcpy(sb->hash, hash, sizeof(hash));
+		sb->hash_state = 1;
+	} else {
+		snprintf(sb->hash_err, sizeof(sb->hash_err), "%s", err_msg());
+		sb->hash_state = -1;
+	}
+	pthread_cond_broadcast(&sb->cv);
 	while (!sb->first_done)
 		pthread_cond_wait(&sb->cv, &sb->mu);
 	e = sb->first_err;

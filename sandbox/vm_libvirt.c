@@ -18,6 +18,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include "custos/lazylib.h"
 #include "custos/vm.h"
 
 #define VM_TICK_MS 50 /* restart scheduler tick; also bounds how long close waits */
@@ -195,6 +196,7 @@ static void *event_thread(void *arg)
 custos_err vm_host_open(const vm_host_opts *o, vm_host **out)
 {
 	ENSURE(o->uri && *o->uri, CUSTOS_ERR_INVAL, "vm: no libvirt URI");
+	GUARD(lazylib_libvirt()); /* libvirt.so.0 is loaded now, or the error names it */
 	pthread_once(&event_once, event_impl_init);
 	ENSURE(event_impl_rc == 0, CUSTOS_ERR_INTERNAL,
 	       "vm: registering libvirt's event loop failed");

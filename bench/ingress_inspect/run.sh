@@ -16,7 +16,7 @@ ${CC:-cc} -std=gnu17 -O2 -Wall -Wextra -Iinclude -I. -I"$BUILD/generated" \
 	bench/ingress_inspect/bench_ingress_inspect.c -o "$BUILD/bench_ingress_inspect" \
 	"$BUILD/proxy/libcustos_proxy.a" "$BUILD/policy/libcustos_policy.a" \
 	"$BUILD/audit/libcustos_audit.a" "$BUILD/sandbox/libcustos_sandbox.a" \
-	"$BUILD/core/libcustos_core.a" \
-	$(pkg-config --libs libhs yaml-0.1 openssl) -lpthread
+	"$BUILD/dl/libcustos_dl.a" "$BUILD/core/libcustos_core.a" \
+	$(pkg-config --libs yaml-0.1 openssl) -lpthread
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) vCPU, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BUILD/bench_ingress_inspect" "$REPS"

@@ -19,7 +19,7 @@ cmake --build "$BUILD" -j2 --target custos_policy >/dev/null
 # shellcheck disable=SC2046
 ${CC:-cc} -std=gnu17 -O2 -Wall -Wextra -Iinclude -Ipolicy -I"$BUILD/generated" \
 	bench/inspect/bench_inspect.c -o "$BUILD/bench_inspect" \
-	"$BUILD/policy/libcustos_policy.a" "$BUILD/core/libcustos_core.a" \
-	$(pkg-config --libs libhs libpcre2-8 yaml-0.1 openssl) -lpthread
+	"$BUILD/policy/libcustos_policy.a" "$BUILD/dl/libcustos_dl.a" "$BUILD/core/libcustos_core.a" \
+	$(pkg-config --libs libpcre2-8 yaml-0.1 openssl) -lpthread
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) vCPU, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BUILD/bench_inspect" "$REPS" "$OUT/inspect.jsonl" | tee "$OUT/inspect.txt"

@@ -4,7 +4,8 @@
 # TLS keep-alive, TLS handshakes (a new connection per request), a 10 MiB response, SSE time to
 # first event, memory per idle keep-alive TLS connection. custos runs with policy and audit
 # (batch) on. Throughput is reported raw and per proxy-core-second (requests divided by the
-# proxy's CPU seconds from /proc/PID/stat, its children included: custos' audit writer).
+# proxy's CPU seconds from /proc/PID/stat, all its descendants included: custos' proxy process
+# and audit writer).
 # Usage: bench/proxy/run.sh [BUILD_DIR]   (make bench-proxy builds build/release first)
 # Env: DURATION (s, default 8), CONNS (default 50), SKIP_INSTALL=1.
 set -euo pipefail
@@ -191,10 +192,18 @@ pids+=($CU)
 wait_port "$P_CU"
 
 # ---- measurement helpers
-# CPU ticks (utime+stime) of a process and its descendants.
+# CPU ticks (utime+stime) of a process and all its descendants: custos up's proxy process (a
+# child of the supervisor since privilege separation) and its audit writer (a grandchild).
+descendants() {
+	local p
+	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		echo "$p"
+		descendants "$p"
+	done
+}
 ticks() {
 	local all p t=0
-	all=$(ps -o pid= --ppid "$1" 2>/dev/null; echo "$1")
+	all=$(descendants "$1"; echo "$1")
 	for p in $all; do
 		[ -r "/proc/$p/stat" ] || continue
 		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
@@ -241,10 +250,16 @@ idle_mem() {
 	awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}'
 }
 if command -v python3 >/dev/null; then
-	# nginx's worker holds the connections; HAProxy and custos are one process each.
+	# nginx's worker holds the connections; HAProxy is one process; custos' connections are
+	# held by the process that listens (the proxy, a child of the supervisor).
 	ngx_worker=$(ps -o pid= --ppid "$NGX_MASTER" | head -1 | tr -d ' ')
+	cu_proxy=$(ss -Hltnp "sport = :$P_CUS" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | awk 'NR == 1')
 	for n in nginx haproxy custos; do
-		pid=$([ "$n" = nginx ] && echo "$ngx_worker" || echo "${PID_OF[$n]}")
+		case $n in
+		nginx) pid=$ngx_worker ;;
+		custos) pid=${cu_proxy:-$CU} ;;
+		*) pid=${PID_OF[$n]} ;;
+		esac
 		v=$(idle_mem "$pid" "${TLS[$n]}")
 		echo "idle-conn-kib $n $v 0 0 0" >>"$results"
 		printf '  %-22s %-8s %8s KiB RSS per idle keep-alive TLS connection\n' idle-tls "$n" "$v"

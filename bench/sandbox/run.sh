@@ -2,15 +2,19 @@
 # Sandbox benchmarks (docs/PERFORMANCE.md, "Process sandbox"):
 #  1. spawn-to-exit latency of `true`, side by side in one run: plain fork/exec, unshare
 #     (user+net+pid+mount), bubblewrap --unshare-all with equivalent mounts, firejail, and
-#     custos sandbox exec with its full setup (seccomp, Landlock, cgroup) and without cgroup;
+#     custos sandbox exec with its full setup (seccomp, Landlock, cgroup), without the cpu
+#     controller and without cgroups; custos --help (the binary's start alone) and custos version
+#     (which loads libvirt, libmicrohttpd and Hyperscan, bound on first use, on purpose);
 #  2. the seccomp filter's cost on a syscall-heavy loop: plain, inside bwrap (namespaces, no
 #     filter) and inside custos (namespaces + filter).
 # Installs bubblewrap, firejail and hyperfine (Debian packages) for itself; builds a release
-# custos. Run as root for the full comparison. RUNS=N changes the sample count.
+# custos. Run as root for the full comparison. RUNS=N changes the sample count, REPS=N the
+# number of repetitions (default 3; medians of each and the median of those are printed).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 RUNS=${RUNS:-200}
+REPS=${REPS:-3}
 REL=${1:-build/release} # release build directory (make bench-sandbox passes it)
 case "$REL" in /*) ;; *) REL=$top/$REL ;; esac
 OUT=${OUT:-$top/build/bench-sandbox}
@@ -43,18 +47,30 @@ chmod 755 "$OUT" "$OUT/syscall_loop"
 BWRAP=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin
 	--symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc
 	--dev /dev --tmpfs /tmp)
-echo "== machine: $(nproc) CPU, kernel $(uname -r), uid $(id -u), custos cgroup backend:" \
+echo "== machine: $(nproc) CPU, kernel $(uname -r), uid $(id -u), load average:" \
+	"$(cut -d' ' -f1-3 /proc/loadavg), $(readelf -d "$C" | grep -c NEEDED) libraries linked," \
+	"custos cgroup backend:" \
 	"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -o 'cgroup [a-z0-9]*' | head -1)"
-echo "== 1. spawn-to-exit of true ($RUNS runs each, one hyperfine run)"
-hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/spawn.json" --style basic \
-	-n plain "/bin/true" \
-	-n unshare "unshare --user --map-root-user --net --pid --fork --mount /bin/true" \
-	-n bwrap "${BWRAP[*]} /bin/true" \
-	-n firejail "firejail --quiet --noprofile /bin/true" \
-	-n custos "$C sandbox exec -- /bin/true" \
-	-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" \
-	-n custos-startup-only "$C version" 2>&1 | grep -v "^ *Range\|^$" || true
-jq -r '.results[] | "\(.command)\tmean \(.mean*1000 | .*100 | round / 100) ms\tmedian \(.median*1000 | .*100 | round / 100) ms\tstddev \(.stddev*1000 | .*100 | round / 100) ms"' "$OUT/spawn.json"
+echo "== 1. spawn-to-exit of true ($REPS repetitions of one hyperfine run, $RUNS runs each)"
+for rep in $(seq 1 "$REPS"); do
+	hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/spawn.$rep.json" --style none \
+		-n plain "/bin/true" \
+		-n unshare "unshare --user --map-root-user --net --pid --fork --mount /bin/true" \
+		-n bwrap "${BWRAP[*]} /bin/true" \
+		-n firejail "firejail --quiet --noprofile /bin/true" \
+		-n custos "$C sandbox exec -- /bin/true" \
+		-n custos-nocpu "$C sandbox exec --cpu 0 -- /bin/true" \
+		-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" \
+		-n custos-startup-only "$C --help" \
+		-n custos-version "$C version" >/dev/null 2>&1
+	echo "   repetition $rep done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+# Per command: the median of each repetition, and the median of those (ms); custos/bwrap ratio.
+jq -rs '[.[].results] | transpose | map({c: .[0].command, m: map(.median * 1000)})
+	| (map(select(.c == "bwrap"))[0].m | sort | .[length / 2 | floor]) as $bw
+	| .[] | (.m | sort | .[length / 2 | floor]) as $med
+	| "\(.c)\tmedians \(.m | map(. * 100 | floor / 100) | join(" / ")) ms\tmedian \($med * 100 | floor / 100) ms\tx bwrap \($med / $bw * 100 | floor / 100)"' \
+	$(seq -f "$OUT/spawn.%g.json" 1 "$REPS")
 
 echo "== 1b. through the library (sandbox_spawn + wait + free of /bin/true, $RUNS runs)"
 printf 'library full setup\t%s\n' "$("$OUT/spawn_loop" "$RUNS")"

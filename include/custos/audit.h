@@ -133,6 +133,53 @@ span audit_event_body(const audit_event *ev);
 custos_err audit_event_from_body(audit_event *ev, span body) CUSTOS_WUR;
 
 /* ---------------------------------------------------------------------------------------------
+ * Compact records: the fast producer path beside the builder above, with the same setters.
+ * The producer copies fixed-width fields and raw strings (no formatting, no escaping); the
+ * writer process renders the canonical JSON body, byte for byte what audit_event gives for the
+ * same calls, and checks it there (the trust boundary). Lives on the caller's stack; no
+ * allocation. The first error sticks and is returned by audit_rec_end (CUSTOS_ERR_LIMIT when
+ * the rendered body would pass AUDIT_MAX_EVENT, as audit_event_end).
+ */
+#define AUDIT_REC_MAGIC 0x01 /* first byte of a record; a JSON body starts with '"' */
+typedef struct audit_rec {
+	size_t len;      /* bytes used in data */
+	size_t json_max; /* upper bound of the rendered JSON body's size */
+	custos_err err;
+	bool ended;
+	uint8_t data[AUDIT_MAX_EVENT];
+} audit_rec;
+
+void audit_rec_begin(audit_rec *r, const char *type);
+void audit_rec_begin_at(audit_rec *r, const char *type, uint64_t wall_ns);
+void audit_rec_str(audit_rec *r, const char *key, span v);
+void audit_rec_cstr(audit_rec *r, const char *key, const char *v); /* NULL: omitted */
+void audit_rec_u64(audit_rec *r, const char *key, uint64_t v);
+void audit_rec_bool(audit_rec *r, const char *key, bool v);
+void audit_rec_strs(audit_rec *r, const char *key, const char *const *v, size_t n);
+void audit_rec_findings(audit_rec *r, const audit_finding *f, size_t n);
+void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n);
+/* Closes the record; CUSTOS_OK or the first error. */
+custos_err audit_rec_end(audit_rec *r) CUSTOS_WUR;
+/* The record's bytes (valid after end). */
+span audit_rec_bytes(const audit_rec *r);
+/* Appends the JSON body (members without the outer braces) of the record rec to out, as the
+ * writer does; the record is treated as untrusted: CUSTOS_ERR_PARSE when malformed,
+ * CUSTOS_ERR_DENIED for a reserved member or writer-only type, CUSTOS_ERR_LIMIT past out's
+ * maximum. */
+custos_err audit_rec_render(span rec, buf *out) CUSTOS_WUR;
+
+/* A producer's batch of finished records, handed to the queue in one piece (one lock, one
+ * copy) by audit_submit_batch. Owned by the caller; audit_batch_free releases it. */
+typedef struct audit_batch {
+	buf b;    /* u32 length + record, per record: the queue's framing */
+	size_t n; /* records held */
+} audit_batch;
+void audit_batch_init(audit_batch *b);
+void audit_batch_free(audit_batch *b);
+/* Copies a finished record into b; CUSTOS_ERR_LIMIT when b is full (submit it first). */
+custos_err audit_batch_add(audit_batch *b, const audit_rec *r) CUSTOS_WUR;
+
+/* ---------------------------------------------------------------------------------------------
  * The writer: a forked process that owns the log files and the signing key, fed by a client
  * handle in this process (bounded queue + sender thread). One handle per custos process.
  */
@@ -162,6 +209,17 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out) CUSTOS
  * CUSTOS_ERR_AGAIN: queue full in deny mode; CUSTOS_ERR_IO: the writer cannot write (the
  * proxy fails closed); CUSTOS_ERR_LIMIT/INVAL: a bad event. Never drops an accepted event. */
 custos_err audit_submit(audit_writer *w, const audit_event *ev) CUSTOS_WUR;
+/* As audit_submit, for a finished compact record (same durability, queue and errors). */
+custos_err audit_submit_rec(audit_writer *w, const audit_rec *r) CUSTOS_WUR;
+/* Queues every record of b in one hand-off and empties b (also on error). The records are
+ * accepted or refused together: CUSTOS_ERR_AGAIN (queue full, deny mode) or CUSTOS_ERR_IO
+ * (writer failing) refuse them all; block mode waits until the queue has room for all of
+ * them (a batch larger than the queue waits for an empty queue). Sync mode returns once
+ * all are durable. *accepted (may be NULL) receives how many were queued. */
+custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted) CUSTOS_WUR;
+/* False once the writer reported a failure or went away (a lock-free read for the request
+ * path; audit_writer_stats has the details). */
+bool audit_writer_ok(audit_writer *w);
 /* Waits until every event accepted so far is durable; CUSTOS_ERR_IO if the writer fails. */
 custos_err audit_flush(audit_writer *w) CUSTOS_WUR;
 void audit_writer_stats(audit_writer *w, audit_stats *s);

@@ -308,7 +308,9 @@ custos_err sandbox_wait_ready(sandbox *sb, uint16_t port, const char *http_path,
  * every capability set, the bounding set and ambient set, sets NO_NEW_PRIVS, applies Landlock
  * (paths below read_paths read-only, below write_paths read-write, nothing else) and a seccomp
  * allow-list (a network server's calls plus extra_syscalls; always-denied calls fail with
- * EPERM, anything else kills the process).
+ * EPERM, anything else kills the process). Libraries bound on first use (libvirt,
+ * libmicrohttpd, Hyperscan: include/custos/lazylib.h) must be bound before (lazylib_*()):
+ * Landlock would refuse reading them afterwards.
  */
 typedef struct sandbox_self_opts {
 	const char *const *read_paths;

@@ -87,6 +87,12 @@ check "dpkg-deb reads the package" dpkg-deb --info "$deb"
 dpkg-deb --info "$deb" >"$work/info"
 check "Depends lists the shared libraries' packages" \
 	bash -c "grep -E '^ Depends:.*libssl3.*' '$work/info' | grep -q libyaml"
+check "Depends names the libraries loaded on first use (libmicrohttpd, Hyperscan)" \
+	bash -c "grep -E '^ Depends:' '$work/info' | grep libmicrohttpd | grep -q libhyperscan"
+check "Recommends names libvirt (VM backend only)" \
+	bash -c "grep -E '^ Recommends:' '$work/info' | grep -q libvirt"
+check "the binary does not link libvirt, libmicrohttpd or Hyperscan (bound on first use)" \
+	bash -c "! readelf -d '$dest/usr/bin/custos' | grep NEEDED | grep -E 'libvirt|libmicrohttpd|libhs'"
 check "conffiles list /etc/custos/custos.yaml" \
 	bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./conffiles | grep -qx /etc/custos/custos.yaml"
 check "postinst creates the custos user" \
