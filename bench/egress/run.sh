@@ -167,16 +167,21 @@ PIDS+=($TINY)
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 for p in $P_HTTP $P_TLS $P_EG $P_SQ $P_TP ${BASE:+$P_EG2}; do wait_port $p; done
 
-cpu() { # utime+stime in clock ticks of a process, its threads and its direct children
+tree() { # a process and all its descendants (custos up: supervisor -> proxy -> audit writer)
+	local p
+	echo "$1"
+	for p in $(pgrep -P "$1" || true); do tree "$p"; done
+}
+cpu() { # utime+stime in clock ticks of a process tree, threads included
 	local t=0 p
-	for p in $1 $(pgrep -P "$1" || true); do
+	for p in $(tree "$1"); do
 		t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0)))
 	done
 	echo $t
 }
-csw() { # context switches of a process, its threads and its direct children's threads
+csw() { # context switches of the threads of a process tree
 	local t=0 p f
-	for p in $1 $(pgrep -P "$1" || true); do
+	for p in $(tree "$1"); do
 		for f in /proc/$p/task/*/status; do
 			t=$((t + $(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$f" 2>/dev/null || echo 0)))
 		done
