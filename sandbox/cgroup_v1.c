@@ -14,15 +14,13 @@
 
 #include "sb_int.h"
 
-custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, size_t outsz,
-                            char *root, size_t rootsz);
-custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz);
 custos_err sb_cg_dir(const char *mnt, const char *root, const char *path, const char *leaf,
                      char **out);
 
 static const char *const ctrls[SB_CG_V1_CTRLS] = { "memory", "pids", "cpu" };
 
-custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *cg)
+custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                          sb_cgroup *cg)
 {
 	char mnt[1024], root[1024], path[2048], v[64];
 	custos_err e = CUSTOS_OK;
@@ -32,9 +30,9 @@ custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *c
 		if ((i == 0 && !l->memory_bytes) || (i == 1 && !l->pids) ||
 		    (i == 2 && !l->cpu_millis))
 			continue;
-		if ((e = sb_cg_find_mount("cgroup", ctrls[i], mnt, sizeof(mnt), root,
+		if ((e = sb_cg_find_mount(h, "cgroup", ctrls[i], mnt, sizeof(mnt), root,
 		                          sizeof(root))) != CUSTOS_OK ||
-		    (e = sb_cg_self_path(ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
+		    (e = sb_cg_self_path(h, ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
 		    (e = sb_cg_dir(mnt, root, path, id, &cg->v1dir[i])) != CUSTOS_OK)
 			goto fail;
 		char *slash = strrchr(cg->v1dir[i], '/');
