@@ -6,6 +6,7 @@
  * memory.oom_control (oom_kill), memory.failcnt, pids.events (max), cpu.stat (nr_throttled).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,17 +91,24 @@ custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c)
 {
 	if (cg->v1dir[0]) {
 		c->oom_kill = sb_cg_read_key(cg->v1dir[0], "memory.oom_control", "oom_kill");
+		/* open/read, not stdio: this runs on the monitor thread at each exit, and a FILE
+		 * would be that thread's first malloc (a new arena: mmap, munmap, mprotect). */
 		char path[SANDBOX_PATH_MAX + 32], text[64];
 		snprintf(path, sizeof(path), "%s/memory.failcnt", cg->v1dir[0]);
-		FILE *f = fopen(path, "re");
-		if (f) {
-			if (fgets(text, sizeof(text), f)) {
-				uint64_t n;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd != -1) {
+			ssize_t n;
+			do
+				n = read(fd, text, sizeof(text) - 1);
+			while (n == -1 && errno == EINTR);
+			close(fd);
+			uint64_t v;
+			if (n > 0) {
+				text[n] = '\0';
 				if (num_parse_u64(span_trim(span_of(text, strcspn(text, "\n"))), 0,
-				                  UINT64_MAX, &n) == CUSTOS_OK)
-					c->mem_max = n;
+				                  UINT64_MAX, &v) == CUSTOS_OK)
+					c->mem_max = v;
 			}
-			fclose(f);
 		}
 	}
 	if (cg->v1dir[1])

@@ -320,6 +320,28 @@ static void cgroup_files(void **state)
 	assert_int_equal(sb_cg_read_key(dir, "nofile", "max"), 0);
 	assert_int_equal(sb_cg_write(dir, "memory.events", "x"), CUSTOS_OK);
 	unlink(path);
+	/* v1 counters: memory.failcnt is a bare number (read without stdio). */
+	sb_cgroup cg;
+	sb_cgroup_counters c;
+	memset(&cg, 0, sizeof(cg));
+	cg.backend = SB_CG_V1;
+	cg.v1dir[0] = dir;
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 0); /* no file: nothing counted */
+	snprintf(path, sizeof(path), "%s/memory.failcnt", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("12345\n", f);
+	fclose(f);
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 12345);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("garbage\n", f);
+	fclose(f);
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 0);
+	unlink(path);
 	rmdir(dir);
 	assert_string_equal(sb_cgroup_backend_name(SB_CG_V1), "v1");
 	assert_string_equal(sb_cgroup_backend_name(SB_CG_NONE), "none");
