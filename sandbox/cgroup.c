@@ -132,20 +132,31 @@ custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup 
 		*note = "cgroup off: rlimits only";
 		return CUSTOS_OK;
 	}
-	custos_err e2 = sb_cgv2_create(p, id, cg);
-	if (e2 == CUSTOS_OK)
-		return CUSTOS_OK;
+	sb_cg_host h;
+	buf_init(&h.mountinfo, SB_CG_PROC_MAX);
+	buf_init(&h.self, SB_CG_PROC_MAX);
+	custos_err e = file_load("/proc/self/mountinfo", FILE_ANY, SB_CG_PROC_MAX, &h.mountinfo);
+	if (e == CUSTOS_OK)
+		e = file_load("/proc/self/cgroup", FILE_ANY, SB_CG_PROC_MAX, &h.self);
 	char why2[256];
+	bool loaded = e == CUSTOS_OK; /* else neither backend can look anything up */
+	if (loaded && (e = sb_cgv2_create(p, &h, id, cg)) == CUSTOS_OK)
+		goto done;
 	snprintf(why2, sizeof(why2), "%s", err_msg());
-	custos_err e1 = sb_cgv1_create(p, id, cg);
-	if (e1 == CUSTOS_OK)
-		return CUSTOS_OK;
-	if (p->cgroup == SANDBOX_CGROUP_REQUIRED)
-		return err_set(CUSTOS_ERR_UNSUPPORTED,
-		               "cgroup required but unusable: v2: %s; v1: %s", why2, err_msg());
+	if (loaded && (e = sb_cgv1_create(p, &h, id, cg)) == CUSTOS_OK)
+		goto done;
+	if (p->cgroup == SANDBOX_CGROUP_REQUIRED) {
+		e = err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup required but unusable: v2: %s; v1: %s",
+		            why2, err_msg());
+		goto done;
+	}
 	err_clear();
+	e = CUSTOS_OK;
 	*note = "no writable cgroup: memory and cpu limits not enforced, pids by RLIMIT_NPROC";
-	return CUSTOS_OK;
+done:
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+	return e;
 }
 
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)

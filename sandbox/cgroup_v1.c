@@ -6,6 +6,7 @@
  * memory.oom_control (oom_kill), memory.failcnt, pids.events (max), cpu.stat (nr_throttled).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +15,13 @@
 
 #include "sb_int.h"
 
-custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, size_t outsz,
-                            char *root, size_t rootsz);
-custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz);
 custos_err sb_cg_dir(const char *mnt, const char *root, const char *path, const char *leaf,
                      char **out);
 
 static const char *const ctrls[SB_CG_V1_CTRLS] = { "memory", "pids", "cpu" };
 
-custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *cg)
+custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                          sb_cgroup *cg)
 {
 	char mnt[1024], root[1024], path[2048], v[64];
 	custos_err e = CUSTOS_OK;
@@ -32,9 +31,9 @@ custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *c
 		if ((i == 0 && !l->memory_bytes) || (i == 1 && !l->pids) ||
 		    (i == 2 && !l->cpu_millis))
 			continue;
-		if ((e = sb_cg_find_mount("cgroup", ctrls[i], mnt, sizeof(mnt), root,
+		if ((e = sb_cg_find_mount(h, "cgroup", ctrls[i], mnt, sizeof(mnt), root,
 		                          sizeof(root))) != CUSTOS_OK ||
-		    (e = sb_cg_self_path(ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
+		    (e = sb_cg_self_path(h, ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
 		    (e = sb_cg_dir(mnt, root, path, id, &cg->v1dir[i])) != CUSTOS_OK)
 			goto fail;
 		char *slash = strrchr(cg->v1dir[i], '/');
@@ -92,17 +91,24 @@ custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c)
 {
 	if (cg->v1dir[0]) {
 		c->oom_kill = sb_cg_read_key(cg->v1dir[0], "memory.oom_control", "oom_kill");
+		/* open/read, not stdio: this runs on the monitor thread at each exit, and a FILE
+		 * would be that thread's first malloc (a new arena: mmap, munmap, mprotect). */
 		char path[SANDBOX_PATH_MAX + 32], text[64];
 		snprintf(path, sizeof(path), "%s/memory.failcnt", cg->v1dir[0]);
-		FILE *f = fopen(path, "re");
-		if (f) {
-			if (fgets(text, sizeof(text), f)) {
-				uint64_t n;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd != -1) {
+			ssize_t n;
+			do
+				n = read(fd, text, sizeof(text) - 1);
+			while (n == -1 && errno == EINTR);
+			close(fd);
+			uint64_t v;
+			if (n > 0) {
+				text[n] = '\0';
 				if (num_parse_u64(span_trim(span_of(text, strcspn(text, "\n"))), 0,
-				                  UINT64_MAX, &n) == CUSTOS_OK)
-					c->mem_max = n;
+				                  UINT64_MAX, &v) == CUSTOS_OK)
+					c->mem_max = v;
 			}
-			fclose(f);
 		}
 	}
 	if (cg->v1dir[1])

@@ -13,19 +13,34 @@
 
 #include "sb_int.h"
 
-/* Finds the mount point of fstype (and, for v1, one whose options name ctrl) in mountinfo. */
-custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, size_t outsz,
-                            char *root, size_t rootsz);
-
-custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, size_t outsz,
-                            char *root, size_t rootsz)
+/* Copies the next line of b from *off into line (NUL-terminated, no newline); a line longer
+ * than linesz - 1 is skipped whole. False at the end. */
+static bool next_line(const buf *b, size_t *off, char *line, size_t linesz)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096];
+	const char *p = (const char *)buf_ptr(b);
+	size_t n = buf_used(b);
 
-	if (f == NULL)
-		return err_sys("cgroup: /proc/self/mountinfo");
-	while (fgets(line, sizeof(line), f)) {
+	while (*off < n) {
+		const char *s = p + *off;
+		const char *nl = memchr(s, '\n', n - *off);
+		size_t len = nl ? (size_t)(nl - s) : n - *off;
+		*off += len + (nl ? 1 : 0);
+		if (len >= linesz)
+			continue;
+		memcpy(line, s, len);
+		line[len] = '\0';
+		return true;
+	}
+	return false;
+}
+
+custos_err sb_cg_find_mount(const sb_cg_host *h, const char *fstype, const char *ctrl, char *out,
+                            size_t outsz, char *root, size_t rootsz)
+{
+	char line[4096];
+	size_t off = 0;
+
+	while (next_line(&h->mountinfo, &off, line, sizeof(line))) {
 		/* id parent major:minor root mountpoint opts [optional...] - fstype source super */
 		char *sep = strstr(line, " - ");
 		if (sep == NULL)
@@ -46,29 +61,23 @@ custos_err sb_cg_find_mount(const char *fstype, const char *ctrl, char *out, siz
 		char r[1024], mp[1024];
 		if (sscanf(line, "%*s %*s %*s %1023s %1023s", r, mp) != 2)
 			continue;
-		fclose(f);
 		ENSURE(strlen(mp) < outsz && strlen(r) < rootsz, CUSTOS_ERR_LIMIT,
 		       "cgroup: mount path too long");
 		memcpy(out, mp, strlen(mp) + 1);
 		memcpy(root, r, strlen(r) + 1);
 		return CUSTOS_OK;
 	}
-	fclose(f);
 	return err_set(CUSTOS_ERR_NOTFOUND, "cgroup: no %s mount%s%s", fstype, ctrl ? " for " : "",
 	               ctrl ? ctrl : "");
 }
 
 /* Our cgroup path for a hierarchy line ("0::" for v2, or ":memory:" style for v1). */
-custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz);
-custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz)
+custos_err sb_cg_self_path(const sb_cg_host *h, const char *ctrl, char *out, size_t outsz)
 {
-	FILE *f = fopen("/proc/self/cgroup", "re");
 	char line[4096];
+	size_t off = 0;
 
-	if (f == NULL)
-		return err_sys("cgroup: /proc/self/cgroup");
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
+	while (next_line(&h->self, &off, line, sizeof(line))) {
 		char *c1 = strchr(line, ':');
 		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 		if (c2 == NULL)
@@ -84,12 +93,10 @@ custos_err sb_cg_self_path(const char *ctrl, char *out, size_t outsz)
 					hit = true;
 		if (!hit)
 			continue;
-		fclose(f);
 		ENSURE(strlen(c2 + 1) < outsz, CUSTOS_ERR_LIMIT, "cgroup: path too long");
 		memcpy(out, c2 + 1, strlen(c2 + 1) + 1);
 		return CUSTOS_OK;
 	}
-	fclose(f);
 	return err_set(CUSTOS_ERR_NOTFOUND, "cgroup: not in a %s hierarchy", ctrl ? ctrl : "v2");
 }
 
@@ -127,14 +134,15 @@ static bool has_word(const char *text, const char *w)
 	return false;
 }
 
-custos_err sb_cgv2_create(const sandbox_profile *p, const char *id, sb_cgroup *cg)
+custos_err sb_cgv2_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                          sb_cgroup *cg)
 {
 	char mnt[1024], root[1024], path[2048], text[512];
 	char *parent = NULL;
 	custos_err e;
 
-	GUARD(sb_cg_find_mount("cgroup2", NULL, mnt, sizeof(mnt), root, sizeof(root)));
-	GUARD(sb_cg_self_path(NULL, path, sizeof(path)));
+	GUARD(sb_cg_find_mount(h, "cgroup2", NULL, mnt, sizeof(mnt), root, sizeof(root)));
+	GUARD(sb_cg_self_path(h, NULL, path, sizeof(path)));
 	GUARD(sb_cg_dir(mnt, root, path, "", &parent));
 	/* The controllers must be available to our children. */
 	char ctl[SANDBOX_PATH_MAX + 32];

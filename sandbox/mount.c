@@ -186,22 +186,34 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 
 /* ------------------------------------------------------------------ child side: syscalls only */
 
+/* Makes path and its missing parents. The path itself is tried first and the walk goes up
+ * only while the kernel answers ENOENT, so an op whose parent exists costs one mkdir, not one
+ * per component (most targets' parents exist: /newroot/etc, /newroot/dev ...). */
 static int mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[SANDBOX_PATH_MAX + 16];
-	size_t n = strlen(path);
+	size_t n = strlen(path), end = n;
 
-	if (n >= sizeof(tmp))
-		return ENAMETOOLONG;
+	if (n == 0 || n >= sizeof(tmp))
+		return n ? ENAMETOOLONG : ENOENT;
 	memcpy(tmp, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (tmp[i] != '/' && tmp[i] != '\0')
-			continue;
-		char c = tmp[i];
-		tmp[i] = '\0';
-		if (mkdir(tmp, i == n ? mode : 0755) == -1 && errno != EEXIST)
+	for (;;) {
+		if (mkdir(tmp, end == n ? mode : 0755) == 0 || errno == EEXIST)
+			break;
+		if (errno != ENOENT)
 			return errno;
-		tmp[i] = c;
+		char *slash = strrchr(tmp, '/');
+		if (slash == NULL || slash == tmp)
+			return ENOENT;
+		*slash = '\0';
+		end = (size_t)(slash - tmp);
+	}
+	/* Back down: each cut was a '/', the next '\0' ends the next directory. */
+	while (end < n) {
+		tmp[end] = '/';
+		end += strlen(tmp + end);
+		if (mkdir(tmp, end == n ? mode : 0755) == -1 && errno != EEXIST)
+			return errno;
 	}
 	return 0;
 }
@@ -219,6 +231,19 @@ static int parent_dir(const char *path)
 		return 0;
 	*slash = '\0';
 	return mkdir_p(tmp, 0755);
+}
+
+/* A mount point file: created first, its parents only when that fails with ENOENT. */
+static int make_file(const char *path, int flags, mode_t mode)
+{
+	int fd = open(path, flags, mode);
+	if (fd == -1 && errno == ENOENT) {
+		int r = parent_dir(path);
+		if (r)
+			return -r;
+		fd = open(path, flags, mode);
+	}
+	return fd == -1 ? -errno : fd;
 }
 
 /* Flags a remount in a user namespace must repeat: the ones locked on the source. */
@@ -258,17 +283,15 @@ static int do_bind(const sb_op *op, const char **step)
 		return errno;
 	}
 	*step = op->dst;
-	int r = parent_dir(op->dst);
-	if (r)
-		return r;
 	if (S_ISDIR(st.st_mode)) {
-		if (mkdir(op->dst, 0755) == -1 && errno != EEXIST)
-			return errno;
+		int r = mkdir_p(op->dst, 0755);
+		if (r)
+			return r;
 	} else {
-		int fd = open(op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
-		if (fd == -1 && errno != EEXIST)
-			return errno;
-		if (fd != -1)
+		int fd = make_file(op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+		if (fd < 0 && fd != -EEXIST)
+			return -fd;
+		if (fd >= 0)
 			close(fd);
 	}
 	if (mount(op->src, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
@@ -304,17 +327,20 @@ static int do_op(const sb_op *op, const char **step)
 		return 0;
 	}
 	case SB_OP_SYMLINK:
+		if (symlink(op->src, op->dst) == 0 || errno == EEXIST)
+			return 0;
+		if (errno != ENOENT)
+			return errno;
 		if ((r = parent_dir(op->dst)) != 0)
 			return r;
 		if (symlink(op->src, op->dst) == -1 && errno != EEXIST)
 			return errno;
 		return 0;
 	case SB_OP_FILE: {
-		if ((r = parent_dir(op->dst)) != 0)
-			return r;
-		fd = open(op->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, op->mode);
-		if (fd == -1)
-			return errno;
+		fd = make_file(op->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		               op->mode);
+		if (fd < 0)
+			return -fd;
 		size_t len = strlen(op->src), off = 0;
 		while (off < len) {
 			ssize_t w = write(fd, op->src + off, len - off);

@@ -233,8 +233,24 @@ const char *sb_cgroup_backend_name(sb_cg_backend b);
 /* Removes empty custos-* cgroups below parent whose custos process no longer exists. */
 void sb_cgroup_gc(const char *parent);
 
-custos_err sb_cgv2_create(const sandbox_profile *p, const char *id, sb_cgroup *cg) CUSTOS_WUR;
-custos_err sb_cgv1_create(const sandbox_profile *p, const char *id, sb_cgroup *cg) CUSTOS_WUR;
+/* What cgroup discovery needs from /proc (mount points, custos' own cgroups), read once per
+ * sb_cgroup_create and shared by both backends' lookups (it was read once per lookup: four
+ * mountinfo reads per start on a v1 host). */
+#define SB_CG_PROC_MAX (1u << 20)
+typedef struct sb_cg_host {
+	buf mountinfo; /* /proc/self/mountinfo */
+	buf self;      /* /proc/self/cgroup */
+} sb_cg_host;
+custos_err sb_cgv2_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                          sb_cgroup *cg) CUSTOS_WUR;
+custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                          sb_cgroup *cg) CUSTOS_WUR;
+/* Looks up the mount point (and its root) of fstype, for v1 the one whose super options name
+ * ctrl; and custos' path in the v2 hierarchy (ctrl NULL) or a v1 controller's. */
+custos_err sb_cg_find_mount(const sb_cg_host *h, const char *fstype, const char *ctrl, char *out,
+                            size_t outsz, char *root, size_t rootsz) CUSTOS_WUR;
+custos_err sb_cg_self_path(const sb_cg_host *h, const char *ctrl, char *out,
+                           size_t outsz) CUSTOS_WUR;
 custos_err sb_cgv2_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Reads "key N" from a flat-keyed cgroup file; 0 when the key or file is missing. */

@@ -5,6 +5,7 @@
 #     custos sandbox exec with its full setup (seccomp, Landlock, cgroup), without the cpu
 #     controller and without cgroups; custos --help (the binary's start alone) and custos version
 #     (which loads libvirt, libmicrohttpd and Hyperscan, bound on first use, on purpose);
+#     with --events (the profile hash, OpenSSL's initialisation); the CPU time of each (perf);
 #  2. the seccomp filter's cost on a syscall-heavy loop: plain, inside bwrap (namespaces, no
 #     filter) and inside custos (namespaces + filter).
 # Installs bubblewrap, firejail and hyperfine (Debian packages) for itself; builds a release
@@ -61,6 +62,7 @@ for rep in $(seq 1 "$REPS"); do
 		-n custos "$C sandbox exec -- /bin/true" \
 		-n custos-nocpu "$C sandbox exec --cpu 0 -- /bin/true" \
 		-n custos-nocgroup "$C sandbox exec --cgroup off -- /bin/true" \
+		-n custos-events "$C sandbox exec --events /dev/null -- /bin/true" \
 		-n custos-startup-only "$C --help" \
 		-n custos-version "$C version" >/dev/null 2>&1
 	echo "   repetition $rep done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -71,6 +73,23 @@ jq -rs '[.[].results] | transpose | map({c: .[0].command, m: map(.median * 1000)
 	| .[] | (.m | sort | .[length / 2 | floor]) as $med
 	| "\(.c)\tmedians \(.m | map(. * 100 | floor / 100) | join(" / ")) ms\tmedian \($med * 100 | floor / 100) ms\tx bwrap \($med / $bw * 100 | floor / 100)"' \
 	$(seq -f "$OUT/spawn.%g.json" 1 "$REPS")
+
+# CPU time per start (all threads and children), steadier than wall time on a shared machine.
+if command -v perf >/dev/null; then
+	echo "== 1c. CPU per start (perf stat -r $RUNS: task-clock ms, page faults, context switches)"
+	cpu() { # label cmd...
+		local l=$1
+		shift
+		perf stat -x, -r "$RUNS" -e task-clock,page-faults,context-switches "$@" 2>&1 >/dev/null |
+			awk -F, -v l="$l" '{v[$3]=$1} END {printf "%s\ttask-clock %.2f ms\tpage faults %d\tcontext switches %d\n", l, v["task-clock"], v["page-faults"], v["context-switches"]}'
+	}
+	cpu plain /bin/true
+	cpu bwrap "${BWRAP[@]}" /bin/true
+	cpu custos "$C" sandbox exec -- /bin/true
+	cpu custos-nocgroup "$C" sandbox exec --cgroup off -- /bin/true
+	cpu custos-events "$C" sandbox exec --events /dev/null -- /bin/true
+	cpu custos-startup-only "$C" --help
+fi
 
 echo "== 1b. through the library (sandbox_spawn + wait + free of /bin/true, $RUNS runs)"
 printf 'library full setup\t%s\n' "$("$OUT/spawn_loop" "$RUNS")"

@@ -202,7 +202,7 @@ typedef struct sandbox_event {
 	sandbox_event_kind kind;
 	sandbox *sandbox;         /* the sandbox (for sandbox_listen_inside in a START callback) */
 	const char *name;         /* profile name */
-	const char *profile_hash; /* 64 hex digits */
+	const char *profile_hash; /* 64 hex digits ("" with sandbox_opts.no_profile_hash) */
 	unsigned generation;      /* instance number, 1 for the first start */
 	pid_t pid;                /* host pid of the instance's init (VIOLATION: of the caller) */
 	uint64_t wall_ns;         /* when it happened */
@@ -247,9 +247,13 @@ typedef struct sandbox_opts {
 	uint64_t stop_grace_ms; /* SIGTERM to cgroup kill in sandbox_stop (default 5000) */
 	/* Standard fds for the command; -1 inherits custos' own. */
 	int stdin_fd, stdout_fd, stderr_fd;
+	/* The caller records no event (`sandbox exec` without --events): skip the profile's
+	 * SHA-256, whose OpenSSL initialisation is the largest CPU cost of a start after the
+	 * kernel's; events then carry an empty profile_hash. Nothing else changes. */
+	bool no_profile_hash;
 } sandbox_opts;
 
-/* Defaults: no callback, no restart, 5 s grace, inherited stdio. */
+/* Defaults: no callback, no restart, 5 s grace, inherited stdio, the profile hashed. */
 void sandbox_opts_init(sandbox_opts *o);
 
 /* Validates the profile, then starts argv[0] (an absolute path inside the sandbox; argv is
@@ -273,7 +277,7 @@ void sandbox_free(sandbox *sb);
 pid_t sandbox_pid(const sandbox *sb);
 /* Current instance number (1 for the first), 0 before the first start. */
 unsigned sandbox_generation(const sandbox *sb);
-/* The profile's hash (64 hex digits, owned by sb). */
+/* The profile's hash (64 hex digits, owned by sb; "" with sandbox_opts.no_profile_hash). */
 const char *sandbox_profile_hash_of(const sandbox *sb);
 /* Where the sandbox's limits live ("v2", "v1", "none"), static. */
 const char *sandbox_cgroup_backend(const sandbox *sb);

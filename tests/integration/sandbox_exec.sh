@@ -89,5 +89,12 @@ msg=$("$C" sandbox exec --allow-syscall mount -- /bin/true 2>&1 || true)
 case "$msg" in *"always denied"*) echo "ok: denied message" ;; *) echo "FAIL: message: $msg"; fail=1 ;; esac
 # A violation kills the whole sandbox when the profile says so: the init dies by SIGKILL.
 check "kill on violation" 137 "$(status "$C" sandbox exec --kill-on-violation -- /bin/sh -c 'unshare -U true; exit 0')"
+# The profile's SHA-256 is in every event of an events file and on the debug log's START
+# line; without either, exec skips hashing (no OpenSSL initialisation on that path).
+"$C" sandbox exec --events "$T/hash-ev.json" -- /bin/true
+check "events carry the profile hash" 2 \
+	"$(grep -c '"profile_sha256":"[0-9a-f]\{64\}"' "$T/hash-ev.json")"
+check "debug log shows the profile hash" 1 \
+	"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -c 'profile sha256 [0-9a-f]\{64\}')"
 [ "$fail" -eq 0 ] && echo PASS
 exit "$fail"

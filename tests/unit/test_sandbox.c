@@ -228,6 +228,77 @@ static void environment(void **state)
 	sb_strv_free(env);
 }
 
+static void host_set(sb_cg_host *h, const char *mountinfo, const char *self)
+{
+	buf_init(&h->mountinfo, SB_CG_PROC_MAX);
+	buf_init(&h->self, SB_CG_PROC_MAX);
+	assert_int_equal(buf_append(&h->mountinfo, mountinfo, strlen(mountinfo)), CUSTOS_OK);
+	assert_int_equal(buf_append(&h->self, self, strlen(self)), CUSTOS_OK);
+}
+
+/* Cgroup discovery from one snapshot of mountinfo and /proc/self/cgroup (read once per start). */
+static void cgroup_discovery(void **state)
+{
+	(void)state;
+	char mnt[64], root[64], path[64];
+	char longline[6000];
+	memset(longline, 'x', sizeof(longline) - 2);
+	longline[sizeof(longline) - 2] = '\n';
+	longline[sizeof(longline) - 1] = '\0';
+	char mi[8192];
+	snprintf(mi, sizeof(mi),
+	         "%s"
+	         "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+	         "30 27 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+	         "31 27 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+	         "32 27 0:28 /sub /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct",
+	         longline); /* the last line has no newline */
+	sb_cg_host h;
+	host_set(&h, mi, "4:memory:/a/b\n1:cpu,cpuacct:/sub/c\n0::/\n");
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup2", NULL, mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_OK);
+	assert_string_equal(mnt, "/sys/fs/cgroup/unified");
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup", "memory", mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_OK);
+	assert_string_equal(mnt, "/sys/fs/cgroup/memory");
+	assert_string_equal(root, "/");
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup", "cpu", mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_OK);
+	assert_string_equal(mnt, "/sys/fs/cgroup/cpu,cpuacct");
+	assert_string_equal(root, "/sub");
+	assert_int_equal(sb_cg_self_path(&h, "memory", path, sizeof(path)), CUSTOS_OK);
+	assert_string_equal(path, "/a/b");
+	assert_int_equal(sb_cg_self_path(&h, "cpu", path, sizeof(path)), CUSTOS_OK);
+	assert_string_equal(path, "/sub/c");
+	assert_int_equal(sb_cg_self_path(&h, NULL, path, sizeof(path)), CUSTOS_OK);
+	assert_string_equal(path, "/");
+	/* Negative: a controller with no hierarchy, a name that is only a prefix of an option,
+	 * a v1 line for v2, results too long for the caller's buffer. */
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup", "pids", mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_ERR_NOTFOUND);
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup", "mem", mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_ERR_NOTFOUND);
+	assert_int_equal(sb_cg_self_path(&h, "pids", path, sizeof(path)), CUSTOS_ERR_NOTFOUND);
+	assert_int_equal(sb_cg_find_mount(&h, "cgroup2", NULL, mnt, 8, root, sizeof(root)),
+	                 CUSTOS_ERR_LIMIT);
+	assert_int_equal(sb_cg_self_path(&h, "memory", path, 4), CUSTOS_ERR_LIMIT);
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+	/* Nothing to read: every lookup fails, none crashes. */
+	host_set(&h, "", "");
+	assert_int_equal(
+	        sb_cg_find_mount(&h, "cgroup2", NULL, mnt, sizeof(mnt), root, sizeof(root)),
+	        CUSTOS_ERR_NOTFOUND);
+	assert_int_equal(sb_cg_self_path(&h, NULL, path, sizeof(path)), CUSTOS_ERR_NOTFOUND);
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+}
+
 static void cgroup_files(void **state)
 {
 	char dir[] = "/tmp/custos-cgtest.XXXXXX";
@@ -248,6 +319,28 @@ static void cgroup_files(void **state)
 	assert_int_equal(sb_cg_read_key(dir, "memory.events", "absent"), 0);
 	assert_int_equal(sb_cg_read_key(dir, "nofile", "max"), 0);
 	assert_int_equal(sb_cg_write(dir, "memory.events", "x"), CUSTOS_OK);
+	unlink(path);
+	/* v1 counters: memory.failcnt is a bare number (read without stdio). */
+	sb_cgroup cg;
+	sb_cgroup_counters c;
+	memset(&cg, 0, sizeof(cg));
+	cg.backend = SB_CG_V1;
+	cg.v1dir[0] = dir;
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 0); /* no file: nothing counted */
+	snprintf(path, sizeof(path), "%s/memory.failcnt", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("12345\n", f);
+	fclose(f);
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 12345);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("garbage\n", f);
+	fclose(f);
+	assert_int_equal(sb_cgroup_read(&cg, &c), CUSTOS_OK);
+	assert_int_equal(c.mem_max, 0);
 	unlink(path);
 	rmdir(dir);
 	assert_string_equal(sb_cgroup_backend_name(SB_CG_V1), "v1");
@@ -481,9 +574,10 @@ int main(void)
 		cmocka_unit_test(profile_hash),          cmocka_unit_test(event_json),
 		cmocka_unit_test(syscall_names),         cmocka_unit_test(seccomp_build),
 		cmocka_unit_test(environment),           cmocka_unit_test(cgroup_files),
-		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
-		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
-		cmocka_unit_test(self_restrict_ids),     cmocka_unit_test(from_config),
+		cmocka_unit_test(cgroup_discovery),      cmocka_unit_test(landlock_masks),
+		cmocka_unit_test(self_restrict_refuses), cmocka_unit_test(self_restrict_threads),
+		cmocka_unit_test(self_restrict),         cmocka_unit_test(self_restrict_ids),
+		cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -164,6 +164,67 @@ static sandbox *spawn(sandbox_profile *p, const char *const *argv, sandbox_opts 
 	return sb;
 }
 
+/* no_profile_hash: every event carries "" instead of the hash; the default hashes (above). */
+static void on_event_nohash(const sandbox_event *ev, void *arg)
+{
+	struct rec *r = arg;
+	assert_non_null(ev->profile_hash);
+	assert_string_equal(ev->profile_hash, "");
+	pthread_mutex_lock(&r->mu);
+	if (r->n < MAX_EV)
+		r->kinds[r->n++] = ev->kind;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Mount points whose parents do not exist yet (made from the target upwards), next to ones
+ * whose parents do (/etc, /dev: one mkdir each); a file bind, a directory bind, both deep. */
+static void no_hash_and_deep_mount_points(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	sandbox_bind binds[4] = {
+		fixture_binds[0],
+		{ .src = "/usr/share", .dst = "/srv/deep/a/b/share" },
+		{ .src = "/etc/hostname", .dst = "/opt/f/x/y/hostname", .optional = true },
+		{ .src = "/nonexistent-custos-test", .dst = "/opt/g/missing", .optional = true },
+	};
+	p.binds = binds;
+	p.n_binds = 4;
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event_nohash;
+	o.arg = &r;
+	o.no_profile_hash = true;
+	static const char *const a[] = {
+		"/bin/sh", "-c",
+		"test -d /srv/deep/a/b/share && test -d /opt/f/x/y && test -e /etc/passwd && "
+		"test ! -e /opt/g && ! touch /srv/deep/a/b/share/x 2>/dev/null",
+		NULL
+	};
+	sandbox *sb = spawn(&p, a, &o);
+	assert_string_equal(sandbox_profile_hash_of(sb), "");
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 1);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 1);
+
+	/* A mount point that cannot be made fails the start (a file where a parent must be). */
+	binds[1] = (sandbox_bind){ .src = "/usr/share", .dst = "/etc/passwd/below" };
+	p.n_binds = 2;
+	static const char *const t[] = { "/bin/true", NULL };
+	sandbox *bad = NULL;
+	assert_int_not_equal(sandbox_spawn(&p, t, &o, &bad), CUSTOS_OK);
+	assert_null(bad);
+	pthread_mutex_destroy(&r.mu);
+}
+
 static void exit_status(void **state)
 {
 	sandbox_profile p;
@@ -698,13 +759,20 @@ int main(void)
 		fprintf(stderr,
 		        "sandbox tests skip: namespaces or the escape fixture unavailable\n");
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(exit_status),          cmocka_unit_test(violation_audited),
-		cmocka_unit_test(spawn_failures),       cmocka_unit_test(violation_flood),
-		cmocka_unit_test(listen_inside),        cmocka_unit_test(landlock_tcp),
-		cmocka_unit_test(sockets_inside_batch), cmocka_unit_test(connect_inside_ready),
-		cmocka_unit_test(restart_backoff),      cmocka_unit_test(stop_term_then_kill),
-		cmocka_unit_test(unprivileged_sockets), cmocka_unit_test(dies_with_custos),
+		cmocka_unit_test(exit_status),
+		cmocka_unit_test(violation_audited),
+		cmocka_unit_test(spawn_failures),
+		cmocka_unit_test(violation_flood),
+		cmocka_unit_test(listen_inside),
+		cmocka_unit_test(landlock_tcp),
+		cmocka_unit_test(sockets_inside_batch),
+		cmocka_unit_test(connect_inside_ready),
+		cmocka_unit_test(restart_backoff),
+		cmocka_unit_test(stop_term_then_kill),
+		cmocka_unit_test(unprivileged_sockets),
+		cmocka_unit_test(dies_with_custos),
 		cmocka_unit_test(model_server_inside),
+		cmocka_unit_test(no_hash_and_deep_mount_points),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
