@@ -6,32 +6,11 @@
 # classes (metadata, loopback, private, IPv4-mapped), NXDOMAIN, a dead first server (the next
 # one answers), and no server at all (502, audited).
 set -u
-BIN=${CUSTOS_BIN:?}
-SRC=${CUSTOS_SRC:?}
-for t in curl python3 timeout; do
-	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
-done
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egdns curl python3 timeout
 DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 [ -x "$DNSMASQ" ] || { echo "SKIPPED: dnsmasq not installed (scripts/deps.sh: dnsmasq-base)"; exit 77; }
-
-W=$(mktemp -d /tmp/custos-egdns-XXXXXX)
 chmod 755 "$W" # dnsmasq reads its hosts file as nobody
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
-
-FAILS=0
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
-check() { # check DESC COND...
-	local d=$1; shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 udpport() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_HTTP=$(port); P_IN=$(port); P_EG=$(port); P_DNS=$(port); P_DEAD=$(udpport)
 cd "$W"

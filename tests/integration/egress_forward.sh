@@ -6,29 +6,8 @@
 # (Content-Length with Expect: 100-continue, chunked), the upstream read timeout, two events (decision + completion) per allowed request. With
 # CUSTOS_EGRESS_FORWARD=threads set by the caller the same checks run on the thread path.
 set -u
-BIN=${CUSTOS_BIN:?}
-SRC=${CUSTOS_SRC:?}
-for t in curl python3 timeout; do
-	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
-done
-
-W=$(mktemp -d /tmp/custos-egfwd-XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
-
-FAILS=0
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
-check() { # check DESC COND...
-	local d=$1; shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egfwd curl python3 timeout
 P_SRC=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 PEER="$SRC/tests/integration/egress_forward_peer.py"

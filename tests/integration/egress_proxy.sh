@@ -7,31 +7,9 @@
 # certificate errors, response caps, the per-sandbox connection limit, and request-scoped
 # attribution (the audit event names the ingress request and principal).
 set -u
-BIN=${CUSTOS_BIN:?}
-SRC=${CUSTOS_SRC:?}
-for t in curl openssl python3 timeout; do
-	command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }
-done
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egress curl openssl python3 timeout
 
-W=$(mktemp -d /tmp/custos-egress-XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
-
-FAILS=0
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
-check() { # check DESC COND...
-	local d=$1; shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-
-# Free ports: ask the kernel, keep them (small race, acceptable on a test machine).
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_HTTP=$(port); P_TLS=$(port); P_ICPT=$(port); P_SELF=$(port); P_HR=$(port); P_MODEL=$(port)
 P_IN=$(port); P_EG=$(port); P_CLOSED=$(port)
 

@@ -6,25 +6,12 @@
 # the hr source through custos: the read is allowed only because alice (group hr) is the end
 # user in flight, and its audit event names the ingress request and alice.
 set -u
-BIN=${CUSTOS_BIN:?}
-SRC=${CUSTOS_SRC:?}
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egress-sbx curl python3
 [ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
 unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
-for t in curl python3; do command -v $t >/dev/null || { echo "SKIPPED: $t missing"; exit 77; }; done
 [ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
-
-W=$(mktemp -d /tmp/custos-egress-sbx-XXXXXX)
 chmod 755 "$W"
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-[ -n "${EGRESS_KEEP:-}" ] || trap cleanup EXIT
-FAILS=0
-check() { local d=$1; shift; if "$@"; then echo "ok   - $d"; else echo "FAIL - $d"; FAILS=$((FAILS + 1)); fi; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_HR=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 mkdir fx && cp "$SRC/tests/integration/egress_upstream.py" fx/ && chmod -R a+rX fx
