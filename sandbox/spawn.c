@@ -85,9 +85,12 @@ int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *p
 	if (passfd)
 		*passfd = -1;
 	memset(&m, 0, sizeof(m));
+	/* ECONNRESET: the peer closed with one of our messages unread in its queue (a child that
+	 * failed while we sent it the next step). The kernel reports that error before the
+	 * messages still queued here, once, so read again: the child's error report is next. */
 	do
 		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n == -1 && errno == EINTR);
+	while (n == -1 && (errno == EINTR || errno == ECONNRESET));
 	if (n == 0)
 		return 0;
 	if (n < (ssize_t)offsetof(sb_sync_msg, text))
