@@ -77,9 +77,19 @@ custos_err sb_caps_drop_bounding(void)
 custos_err sb_caps_drop_self(void)
 {
 	int last = last_cap();
+	/* Without CAP_SETPCAP the bounding set cannot shrink (EPERM); such a caller has no
+	 * capabilities to lose and NO_NEW_PRIVS keeps execve from granting any. With it, every
+	 * failure is an error: the bounding set must end empty. */
+	cap_flag_value_t setpcap = CAP_CLEAR;
+	cap_t cur = cap_get_proc();
+	ENSURE(cur != NULL, CUSTOS_ERR_NOMEM, "caps: cap_get_proc failed");
+	int grc = cap_get_flag(cur, CAP_SETPCAP, CAP_EFFECTIVE, &setpcap);
+	cap_free(cur);
+	ENSURE(grc == 0, CUSTOS_ERR_INTERNAL, "caps: reading CAP_SETPCAP failed");
 
 	for (int c = 0; c <= last; c++)
-		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) == -1 && errno != EINVAL && errno != EPERM)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) == -1 && errno != EINVAL &&
+		    !(errno == EPERM && setpcap == CAP_CLEAR))
 			return err_sys("caps: dropping %d from the bounding set", c);
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1 && errno != EINVAL)
 		return err_sys("caps: clearing the ambient set");
