@@ -122,7 +122,7 @@ uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
 	return 0;
 }
 
-custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
+custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer_v1, sb_cgroup *cg,
                             const char **note)
 {
 	memset(cg, 0, sizeof(*cg));
@@ -143,7 +143,8 @@ custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup 
 	if (loaded && (e = sb_cgv2_create(p, &h, id, cg)) == CUSTOS_OK)
 		goto done;
 	snprintf(why2, sizeof(why2), "%s", err_msg());
-	if (loaded && (e = sb_cgv1_create(p, &h, id, cg)) == CUSTOS_OK)
+	if (loaded && (e = sb_cgv1_plan(p, &h, id, cg)) == CUSTOS_OK &&
+	    (defer_v1 || (e = sb_cgv1_make(p, cg)) == CUSTOS_OK))
 		goto done;
 	if (p->cgroup == SANDBOX_CGROUP_REQUIRED) {
 		e = err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup required but unusable: v2: %s; v1: %s",
@@ -157,6 +158,13 @@ done:
 	buf_free(&h.mountinfo);
 	buf_free(&h.self);
 	return e;
+}
+
+custos_err sb_cgroup_realize(const sandbox_profile *p, sb_cgroup *cg)
+{
+	if (cg->backend == SB_CG_V1 && cg->v1_pending)
+		return sb_cgv1_make(p, cg);
+	return CUSTOS_OK;
 }
 
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)

@@ -270,11 +270,26 @@ static bool hash_wait(sandbox *sb)
 	return ok;
 }
 
+/* The gate of the first start: sandbox_spawn's thread makes a deferred v1 cgroup while the
+ * child sets up (sb_cgroup_realize); later starts find it made. */
+static custos_err cg_gate(void *ctx)
+{
+	sandbox *sb = ctx;
+	pthread_mutex_lock(&sb->mu);
+	while (sb->cg_state == 0)
+		pthread_cond_wait(&sb->cv, &sb->mu);
+	bool ok = sb->cg_state == 1;
+	pthread_mutex_unlock(&sb->mu);
+	if (ok)
+		return CUSTOS_OK;
+	return err_set(CUSTOS_ERR_SYS, "%s", sb->cg_err);
+}
+
 static custos_err start_instance(sandbox *sb)
 {
 	sb_instance in;
 
-	GUARD(sb_instance_start(&sb->plan, &sb->cg, sb->stdio, &in));
+	GUARD(sb_instance_start(&sb->plan, &sb->cg, cg_gate, sb, sb->stdio, &in));
 	if (!hash_wait(sb)) {
 		/* Never released: a sandbox whose events cannot name its profile does not run. */
 		kill(in.pid, SIGKILL);
@@ -457,8 +472,11 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->stdio[2] = sb->opts.stderr_fd;
 	snprintf(id, sizeof(id), "custos-%s-%d-%lu", p->name, (int)getpid(),
 	         __atomic_add_fetch(&spawn_counter, 1, __ATOMIC_RELAXED));
-	if ((e = sb_cgroup_create(p, id, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
+	/* v1 directories are made below, while the monitor thread clones and the child sets up. */
+	if ((e = sb_cgroup_create(p, id, true, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
 		goto fail;
+	bool cg_deferred = sb->cg.v1_pending;
+	sb->cg_state = cg_deferred ? 0 : 1;
 	if ((e = sb_plan_build(p, argv, sb->cg.backend != SB_CG_NONE, &sb->plan)) != CUSTOS_OK)
 		goto fail;
 	snprintf(sb->detail, sizeof(sb->detail), "cgroup %s; landlock abi %d; seccomp %s%s%s",
@@ -478,7 +496,19 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		goto fail;
 	}
 	sb->thread_started = true;
-	/* Meanwhile the monitor thread clones and the child sets up (see hash_wait). */
+	/* Meanwhile the monitor thread clones and the child sets up (see cg_gate, hash_wait). */
+	if (cg_deferred) {
+		custos_err ce = sb_cgroup_realize(p, &sb->cg);
+		pthread_mutex_lock(&sb->mu);
+		if (ce == CUSTOS_OK) {
+			sb->cg_state = 1;
+		} else {
+			snprintf(sb->cg_err, sizeof(sb->cg_err), "%s", err_msg());
+			sb->cg_state = -1;
+		}
+		pthread_cond_broadcast(&sb->cv);
+		pthread_mutex_unlock(&sb->mu);
+	}
 	char hash[65] = "";
 	custos_err he = sb->opts.no_profile_hash ? CUSTOS_OK : sandbox_profile_hash(p, hash);
 	pthread_mutex_lock(&sb->mu);
