@@ -76,7 +76,10 @@ sleep 1.5
 check "1000 completions audited" test "$(count '"egress.request"' '"path":"/echo/c')" -eq 1000
 check "1000 decisions audited" test "$(count '"egress.decision"' '"path":"/echo/c')" -eq 1000
 
-out=$(PY flood "$P_EG" "$P_SRC" $((48 << 20)) 1 "$W/src")
+# The client reads nothing for 0.5 s, then everything: a pause well inside the 2 s read timeout
+# (no progress either way for that long cuts the transfer off, by design); with 1 s, a loaded
+# machine's scheduling delays once reached it (seen 2026-11-27: "closed in body").
+out=$(PY flood "$P_EG" "$P_SRC" $((48 << 20)) 0.5 "$W/src")
 sent_paused=$(sed -n 1p <<<"$out"); got=$(sed -n 2p <<<"$out")
 check "backpressure: the source was held back while the client did not read ($sent_paused bytes sent)" \
 	test "${sent_paused:-0}" -lt $((24 << 20))
