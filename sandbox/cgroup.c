@@ -210,22 +210,43 @@ custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 	return CUSTOS_OK;
 }
 
-int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS])
+custos_err sb_cgroup_home_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 {
-	int err = 0;
+	char path[SANDBOX_PATH_MAX + 16];
 
-	for (int i = 0; i < SB_CG_V1_CTRLS && err == 0; i++) {
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		fds[i] = -1;
+	if (cg->backend != SB_CG_V1)
+		return CUSTOS_OK;
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if (!cg->v1dir[i])
+			continue;
+		const char *slash = strrchr(cg->v1dir[i], '/'); /* checked by sb_cgv1_plan */
+		snprintf(path, sizeof(path), "%.*s/tasks", (int)(slash - cg->v1dir[i]),
+		         cg->v1dir[i]);
+		fds[i] = open(path, O_WRONLY | O_CLOEXEC);
+		if (fds[i] == -1) {
+			custos_err e = err_sys("cgroup: open %s", path);
+			sb_cgroup_close_fds(fds);
+			return e;
+		}
+	}
+	return CUSTOS_OK;
+}
+
+int sb_cgroup_join_self(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
 		if (fds[i] < 0)
 			continue;
-		ssize_t n;
+		ssize_t w;
 		do
-			n = write(fds[i], "0", 1);
-		while (n == -1 && errno == EINTR);
-		if (n != 1)
-			err = n == -1 ? errno : EIO;
+			w = write(fds[i], "0", 1);
+		while (w == -1 && errno == EINTR);
+		if (w != 1)
+			return w == -1 ? errno : EIO;
 	}
-	sb_cgroup_close_fds(fds);
-	return err;
+	return 0;
 }
 
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c)

@@ -228,8 +228,15 @@ custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid) CUSTOS_WUR;
  * kernel checks the opener's credentials (custos'), not the child's. Close with
  * sb_cgroup_close_fds. */
 custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
-/* In the child: joins every cgroup in fds, then closes them; 0 or an errno. */
-int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS]);
+/* v1: opens the `tasks` file of each controller directory's parent (custos' own cgroups), sent
+ * to the child with the others: the init moves back there by itself just before it starts the
+ * command, which joins the sandbox's cgroups by itself before execve. The sandbox's cgroups
+ * then hold only the command and what it starts, and are empty, so removable, as soon as the
+ * command's status is known, before the init's teardown (sandbox_opts.leave_init). */
+custos_err sb_cgroup_home_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
+/* In the child: the calling thread joins every cgroup in fds[0..n) (-1 entries skipped); 0 or
+ * an errno. The fds stay open. */
+int sb_cgroup_join_self(const int *fds, int n);
 void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS]);
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Kills every process in the cgroup (cgroup.kill on v2, SIGKILL over cgroup.procs on v1). */
@@ -349,6 +356,7 @@ struct sandbox {
 	unsigned viol_in_window;
 	uint64_t viol_suppressed;
 	bool kill_on_violation;
+	bool leave_init; /* opts.leave_init where it applies (no restarts, not v2) */
 	sandbox_opts opts;
 	int stdio[3];
 

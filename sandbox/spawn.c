@@ -37,7 +37,8 @@ typedef struct sb_sync_msg {
 	char text[SB_MSG_MAX];
 } sb_sync_msg;
 
-#define SB_SYNC_MAX_FDS SB_CG_V1_CTRLS /* the v1 tasks files; the seccomp listener is one */
+/* The v1 tasks files: the sandbox's and custos' own (the seccomp listener is one). */
+#define SB_SYNC_MAX_FDS (2 * SB_CG_V1_CTRLS)
 
 static int sync_send_fds(int sock, int tag, int val, const char *text, const int *fds, int nfds)
 {
@@ -207,10 +208,18 @@ static void exec_command(const sb_plan *plan, int sync)
  * copy-on-write for a process that replaces its image at once. The command runs on a stack of
  * its own and calls only async-signal-safe functions until execve; it writes nothing the init
  * reads. (seccomp allows clone without namespace flags.) */
+/* The v1 cgroup fds the init got at the cgroup step: the sandbox's `tasks` files (join) and
+ * custos' own (home). */
+typedef struct init_cg {
+	int fds[SB_SYNC_MAX_FDS];
+	int n_join, n_home; /* fds[0..n_join) and fds[n_join..n_join + n_home) */
+} init_cg;
+
 typedef struct init_cmd {
 	const sb_plan *plan;
 	int sync;
 	const int *stdio;
+	const init_cg *cg;
 } init_cmd;
 
 static int init_command(void *arg)
@@ -218,7 +227,12 @@ static int init_command(void *arg)
 	const init_cmd *c = arg;
 	struct sigaction sa;
 	sigset_t set;
+	int r;
 
+	/* Into the sandbox's cgroups, by itself, before anything of the command runs (the init
+	 * has just left them: see init_main). */
+	if ((r = sb_cgroup_join_self(c->cg->fds, c->cg->n_join)) != 0)
+		sb_child_fail(c->sync, "join the cgroup (v1 tasks)", r);
 	for (int i = 0; i < 3; i++)
 		if (c->stdio[i] >= 0 && c->stdio[i] != i && dup2(c->stdio[i], i) == -1)
 			sb_child_fail(c->sync, "dup2 of stdio", errno);
@@ -235,14 +249,15 @@ static int init_command(void *arg)
 #define INIT_CMD_STACK (64 * 1024)
 static char init_cmd_stack[INIT_CMD_STACK] __attribute__((aligned(64)));
 
-static pid_t init_spawn(const sb_plan *plan, int sync, const int stdio[3])
+static pid_t init_spawn(const sb_plan *plan, int sync, const int stdio[3], const init_cg *cg)
 {
-	init_cmd c = { .plan = plan, .sync = sync, .stdio = stdio };
+	init_cmd c = { .plan = plan, .sync = sync, .stdio = stdio, .cg = cg };
 	return clone(init_command, init_cmd_stack + sizeof(init_cmd_stack),
 	             CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
 }
 
-static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
+static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3],
+                                                init_cg *cg)
 {
 	const int *fwd = fwd_signals;
 	struct sigaction sa;
@@ -255,9 +270,20 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 		sigaction(fwd[i], &sa, NULL);
 
-	pid_t pid = init_spawn(plan, sync, stdio);
+	/* v1: back into custos' own cgroups, so that the sandbox's hold only the command and what
+	 * it starts, which joins them itself (init_command). They are empty, and removable, once
+	 * the command is reaped, before this process has gone (sandbox_opts.leave_init). A failed
+	 * move leaves the init inside (removal then waits for its exit, as on v2); the command
+	 * joins every one in any case. */
+	if (cg->n_home > 0)
+		(void)sb_cgroup_join_self(cg->fds + cg->n_join, cg->n_home);
+	for (int i = cg->n_join; i < cg->n_join + cg->n_home; i++)
+		close(cg->fds[i]); /* before the command exists (they are O_CLOEXEC too) */
+	pid_t pid = init_spawn(plan, sync, stdio, cg);
 	if (pid == -1)
 		sb_child_fail(sync, "start of the command", errno);
+	for (int i = 0; i < cg->n_join; i++)
+		close(cg->fds[i]);
 	init_child_pid = pid;
 	sigprocmask(SIG_UNBLOCK, &set, NULL); /* pending ones reach the command now */
 	for (int i = 0; i < 3; i++)
@@ -347,11 +373,18 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	 * (sb_cgroup_realize) and sends their `tasks` files here, which we join by ourselves (see
 	 * sb_cgroup_join_fds); otherwise the parent moved us. Only now is it the right root for the
 	 * cgroup namespace, and the command never runs outside it. */
-	int cgfds[SB_CG_V1_CTRLS];
-	if (sync_recv_fds(sync, &tag, &val, NULL, 0, cgfds, SB_CG_V1_CTRLS) != 1 ||
-	    tag != SB_SYNC_CGROUP)
+	init_cg cg;
+	int got = sync_recv_fds(sync, &tag, &val, NULL, 0, cg.fds, SB_SYNC_MAX_FDS);
+	if (got != 1 || tag != SB_SYNC_CGROUP)
 		_exit(127);
-	if ((r = sb_cgroup_join_self(cgfds)) != 0)
+	cg.n_join = cg.n_home = 0;
+	for (int i = 0; i < SB_SYNC_MAX_FDS; i++)
+		if (cg.fds[i] >= 0)
+			*(i < val ? &cg.n_join : &cg.n_home) += 1;
+	if (val < 0 || val > SB_CG_V1_CTRLS || cg.n_join != val ||
+	    (cg.n_home != 0 && cg.n_home != val))
+		sb_child_fail(sync, "cgroup step", EPROTO);
+	if ((r = sb_cgroup_join_self(cg.fds, cg.n_join)) != 0)
 		sb_child_fail(sync, "join the cgroup (v1 tasks)", r);
 	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
 		sb_child_fail(sync, "unshare cgroup namespace", errno);
@@ -369,7 +402,7 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	close(lfd);
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO)
 		_exit(127);
-	init_main(plan, sync, stdio);
+	init_main(plan, sync, stdio, &cg);
 }
 
 /* ------------------------------------------------------------------------------ the parent */
@@ -507,16 +540,27 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gat
 	 * themselves: no RCU grace period). */
 	if ((e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
 		goto fail;
-	int cgfds[SB_CG_V1_CTRLS], ncg = 0;
-	if ((e = sb_cgroup_join_fds(cg, cgfds)) != CUSTOS_OK)
+	/* v1: the sandbox's tasks files, then custos' own in the same order (val: how many of
+	 * each). Without the latter the init stays inside, which is only slower to clean up. */
+	int join[SB_CG_V1_CTRLS], home[SB_CG_V1_CTRLS], fds[SB_SYNC_MAX_FDS], nj = 0, nh = 0;
+	if ((e = sb_cgroup_join_fds(cg, join)) != CUSTOS_OK)
 		goto fail;
+	if (sb_cgroup_home_fds(cg, home) != CUSTOS_OK) {
+		log_debug("sandbox: %s: the init stays in the sandbox's cgroups", err_msg());
+		err_clear();
+	}
 	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
-		if (cgfds[i] >= 0)
-			cgfds[ncg++] = cgfds[i];
+		if (join[i] >= 0)
+			fds[nj++] = join[i];
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		if (join[i] >= 0 && home[i] >= 0)
+			fds[nj + nh++] = home[i];
+	if (nh != nj)
+		nh = 0;
 	/* A child that failed meanwhile has closed its end: its message is read below. */
-	(void)sync_send_fds(in->sync_fd, SB_SYNC_CGROUP, 0, NULL, cgfds, ncg);
-	for (int i = 0; i < ncg; i++)
-		close(cgfds[i]);
+	(void)sync_send_fds(in->sync_fd, SB_SYNC_CGROUP, nj, NULL, fds, nj + nh);
+	sb_cgroup_close_fds(join);
+	sb_cgroup_close_fds(home);
 	int tag = 0, val = 0, lfd = -1;
 	char text[SB_MSG_MAX];
 	int r = sb_sync_recv(in->sync_fd, &tag, &val, text, sizeof(text), &lfd);

@@ -179,7 +179,7 @@ static void handle_sync(sandbox *sb, sb_instance *in, bool *eof)
 static int run_instance(sandbox *sb)
 {
 	sb_instance *in = &sb->cur;
-	bool sync_eof = false, notify_hup = false, terminating = false;
+	bool sync_eof = false, notify_hup = false, terminating = false, early = false;
 	uint64_t kill_at = 0;
 	int status = 0;
 
@@ -225,8 +225,13 @@ static int run_instance(sandbox *sb)
 			else
 				notify_hup = true;
 		}
-		if (i_sync >= 0 && pf[i_sync].revents)
+		if (i_sync >= 0 && pf[i_sync].revents) {
 			handle_sync(sb, in, &sync_eof);
+			if (in->status_known && sb->leave_init) {
+				early = true; /* the command is gone; its init is going */
+				break;
+			}
+		}
 		if (pf[1].revents & POLLIN) {
 			uint64_t v;
 			(void)!read(sb->stop_efd, &v, sizeof(v));
@@ -249,7 +254,7 @@ static int run_instance(sandbox *sb)
 	int st = 0;
 	pid_t w;
 	do
-		w = waitpid(in->pid, &st, 0);
+		w = waitpid(in->pid, &st, early ? WNOHANG : 0);
 	while (w == -1 && errno == EINTR);
 	status = in->status_known ? in->cmd_status : st;
 	flush_suppressed(sb, in->pid);
@@ -476,6 +481,8 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	if ((e = sb_cgroup_create(p, id, true, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
 		goto fail;
 	bool cg_deferred = sb->cg.v1_pending;
+	sb->leave_init = sb->opts.leave_init && sb->opts.restart.max_restarts == 0 &&
+	                 sb->cg.backend != SB_CG_V2;
 	sb->cg_state = cg_deferred ? 0 : 1;
 	if ((e = sb_plan_build(p, argv, sb->cg.backend != SB_CG_NONE, &sb->plan)) != CUSTOS_OK)
 		goto fail;
