@@ -29,9 +29,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: alternate N CMD ARGS... [,, CMD ARGS...]...\n");
 		return 2;
 	}
-	int n = atoi(argv[1]);
+	char *end;
+	long nl = strtol(argv[1], &end, 10);
+	int n = *end == '\0' && nl >= 4 && nl <= 1000000 ? (int)nl : 0;
 	if (n < 4) {
-		fprintf(stderr, "alternate: N must be at least 4\n");
+		fprintf(stderr, "alternate: N must be a number from 4 to 1000000\n");
 		return 2;
 	}
 	char **cmds[MAX_CMDS];
