@@ -410,6 +410,7 @@ int cmd_sandbox_exec(int argc, char **argv)
 	/* This process ends right after the command: its status is the answer, the init's
 	 * teardown need not be waited for. */
 	so.leave_init = true;
+	so.no_start_barrier = true; /* START only goes to the events file */
 
 	sandbox *sb = NULL;
 	struct sigaction sa, old[3];

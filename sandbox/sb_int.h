@@ -311,6 +311,7 @@ typedef struct sb_plan {
 	char **envp;
 	char *workdir;
 	bool net_ns, cgroup_ns;
+	bool go_barrier; /* the child waits for *G* (START delivered) before the command */
 } sb_plan;
 
 custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool have_cgroup,

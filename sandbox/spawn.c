@@ -400,7 +400,8 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	if (sync_send(sync, SB_SYNC_READY, 0, NULL, lfd) == -1)
 		_exit(127);
 	close(lfd);
-	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO)
+	if (plan->go_barrier &&
+	    (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO))
 		_exit(127);
 	init_main(plan, sync, stdio, &cg);
 }
@@ -413,6 +414,7 @@ custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool
 	custos_err e;
 
 	memset(plan, 0, sizeof(*plan));
+	plan->go_barrier = true;
 	plan->clone_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS;
 	if (p->namespaces & SANDBOX_NS_NET)
 		plan->clone_flags |= CLONE_NEWNET;

@@ -315,7 +315,7 @@ static custos_err start_instance(sandbox *sb)
 	ev.pid = in.pid;
 	ev.detail = sb->detail;
 	emit(sb, &ev); /* the callback may create sockets inside before the command runs */
-	custos_err e = sb_instance_go(&sb->cur);
+	custos_err e = sb->plan.go_barrier ? sb_instance_go(&sb->cur) : CUSTOS_OK;
 	if (e != CUSTOS_OK) {
 		kill(in.pid, SIGKILL);
 		/* run_instance reaps it */
@@ -486,6 +486,9 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->cg_state = cg_deferred ? 0 : 1;
 	if ((e = sb_plan_build(p, argv, sb->cg.backend != SB_CG_NONE, &sb->plan)) != CUSTOS_OK)
 		goto fail;
+	/* Without a hash to wait for, a caller that needs nothing before the command runs lets
+	 * the child go on at once (a sandbox whose events cannot name its profile never runs). */
+	sb->plan.go_barrier = !(sb->opts.no_start_barrier && sb->opts.no_profile_hash);
 	snprintf(sb->detail, sizeof(sb->detail), "cgroup %s; landlock abi %d; seccomp %s%s%s",
 	         sb_cgroup_backend_name(sb->cg.backend),
 	         sb->plan.landlock.enabled ? sb->plan.landlock.abi : 0,

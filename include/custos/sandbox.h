@@ -257,6 +257,11 @@ typedef struct sandbox_opts {
 	 * the command started, they are removed at once. The init, already exiting, is not
 	 * reaped: the process that inherits it does that. */
 	bool leave_init;
+	/* The caller's START handler needs nothing before the command runs (it creates no socket
+	 * inside): the child does not wait for the START event's delivery, one round trip less.
+	 * Only with no_profile_hash: a hashed profile's START waits for the hash, and a sandbox
+	 * whose events cannot name its profile never runs. */
+	bool no_start_barrier;
 } sandbox_opts;
 
 /* Defaults: no callback, no restart, 5 s grace, inherited stdio, the profile hashed. */
