@@ -144,7 +144,7 @@ custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer
 		goto done;
 	snprintf(why2, sizeof(why2), "%s", err_msg());
 	if (loaded && (e = sb_cgv1_plan(p, &h, id, cg)) == CUSTOS_OK &&
-	    (defer_v1 || (e = sb_cgv1_make(p, cg)) == CUSTOS_OK))
+	    (defer_v1 || (e = sb_cgv1_make(&p->limits, cg)) == CUSTOS_OK))
 		goto done;
 	if (p->cgroup == SANDBOX_CGROUP_REQUIRED) {
 		e = err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup required but unusable: v2: %s; v1: %s",
@@ -160,10 +160,10 @@ done:
 	return e;
 }
 
-custos_err sb_cgroup_realize(const sandbox_profile *p, sb_cgroup *cg)
+custos_err sb_cgroup_realize(const sandbox_limits *l, sb_cgroup *cg)
 {
 	if (cg->backend == SB_CG_V1 && cg->v1_pending)
-		return sb_cgv1_make(p, cg);
+		return sb_cgv1_make(l, cg);
 	return CUSTOS_OK;
 }
 

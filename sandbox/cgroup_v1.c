@@ -60,11 +60,10 @@ fail:
 	return e;
 }
 
-custos_err sb_cgv1_make(const sandbox_profile *p, sb_cgroup *cg)
+custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg)
 {
 	char v[64];
 	custos_err e = CUSTOS_OK;
-	const sandbox_limits *l = &p->limits;
 
 	if (!cg->v1_pending)
 		return CUSTOS_OK;

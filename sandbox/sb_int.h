@@ -211,13 +211,13 @@ typedef struct sb_cgroup {
 /* Creates the sandbox's cgroup(s) and writes the limits. AUTO/REQUIRED per the profile.
  * With no usable backend (AUTO) returns CUSTOS_OK with backend NONE and *note set. With
  * defer_v1, a v1 outcome is only planned (directories named, their parents found writable):
- * sb_cgroup_realize makes them and writes the limits, meanwhile the child sets up (v2 is made
- * at once: its child is cloned into the directory). */
+ * sb_cgroup_realize makes them and writes the limits (the monitor, between the clone and the
+ * cgroup step, while the child sets up); v2 is made at once: its child is cloned into it. */
 custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer_v1, sb_cgroup *cg,
                             const char **note) CUSTOS_WUR;
 /* Makes what sb_cgroup_create deferred (nothing otherwise). On failure the cgroup is destroyed:
  * the caller fails the start (fail closed; the AUTO fallback was decided by then). */
-custos_err sb_cgroup_realize(const sandbox_profile *p, sb_cgroup *cg) CUSTOS_WUR;
+custos_err sb_cgroup_realize(const sandbox_limits *l, sb_cgroup *cg) CUSTOS_WUR;
 /* Moves pid into the cgroup where the child cannot join by itself (v2 without
  * CLONE_INTO_CGROUP); v1 children join with sb_cgroup_join_self, so nothing to do there. */
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid) CUSTOS_WUR;
@@ -261,7 +261,7 @@ custos_err sb_cgv2_create(const sandbox_profile *p, const sb_cg_host *h, const c
  * v1_pending) and make (gc of stale siblings, mkdir, limits; destroys on failure). */
 custos_err sb_cgv1_plan(const sandbox_profile *p, const sb_cg_host *h, const char *id,
                         sb_cgroup *cg) CUSTOS_WUR;
-custos_err sb_cgv1_make(const sandbox_profile *p, sb_cgroup *cg) CUSTOS_WUR;
+custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg) CUSTOS_WUR;
 /* Looks up the mount point (and its root) of fstype, for v1 the one whose super options name
  * ctrl; and custos' path in the v2 hierarchy (ctrl NULL) or a v1 controller's. */
 custos_err sb_cg_find_mount(const sb_cg_host *h, const char *fstype, const char *ctrl, char *out,
@@ -370,9 +370,10 @@ struct sandbox {
 	bool stop_req;  /* sandbox_stop asked */
 	int hash_state; /* 0: being computed, 1: hash ready, -1: failed (hash_err) */
 	char hash_err[SB_MSG_MAX];
-	int cg_state; /* 0: a deferred v1 cgroup being made, 1: made, -1: failed (cg_err) */
-	char cg_err[SB_MSG_MAX];
-	bool first_done; /* the first start finished (ok or not) */
+	sandbox_limits cg_limits; /* the limits a deferred v1 cgroup is made with: cg_gate */
+	bool inline_mon;          /* no monitor thread: leave_init (sandbox_spawn, sandbox_wait) */
+	bool inline_ran;          /* inline: supervision has run */
+	bool first_done;          /* the first start finished (ok or not) */
 	custos_err first_err;
 	char first_msg[SB_MSG_MAX];
 	int last_status;

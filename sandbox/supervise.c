@@ -275,19 +275,15 @@ static bool hash_wait(sandbox *sb)
 	return ok;
 }
 
-/* The gate of the first start: sandbox_spawn's thread makes a deferred v1 cgroup while the
- * child sets up (sb_cgroup_realize); later starts find it made. */
+/* The gate of the first start, between the clone and the cgroup step: a deferred v1 cgroup is
+ * made here while the child sets up its mounts (sb_cgroup_realize); later starts find it made.
+ * Runs on the thread that starts instances, the only one that touches sb->cg until the end. */
 static custos_err cg_gate(void *ctx)
 {
 	sandbox *sb = ctx;
-	pthread_mutex_lock(&sb->mu);
-	while (sb->cg_state == 0)
-		pthread_cond_wait(&sb->cv, &sb->mu);
-	bool ok = sb->cg_state == 1;
-	pthread_mutex_unlock(&sb->mu);
-	if (ok)
-		return CUSTOS_OK;
-	return err_set(CUSTOS_ERR_SYS, "%s", sb->cg_err);
+	if (sb->cg.v1_pending)
+		return sb_cgroup_realize(&sb->cg_limits, &sb->cg);
+	return CUSTOS_OK;
 }
 
 static custos_err start_instance(sandbox *sb)
@@ -375,13 +371,10 @@ static bool backoff_sleep(sandbox *sb, uint64_t ms)
 	}
 }
 
-static void *monitor_main(void *arg)
+/* The first start, on the monitor thread or (inline) on sandbox_spawn's caller. */
+static custos_err monitor_first(sandbox *sb)
 {
-	sandbox *sb = arg;
 	custos_err e = start_instance(sb);
-	const sandbox_restart *rp = &sb->opts.restart;
-	uint64_t backoff = rp->backoff_initial_ms ? rp->backoff_initial_ms : 100;
-
 	pthread_mutex_lock(&sb->mu);
 	sb->first_done = true;
 	sb->first_err = e;
@@ -389,6 +382,15 @@ static void *monitor_main(void *arg)
 		snprintf(sb->first_msg, sizeof(sb->first_msg), "%s", err_msg());
 	pthread_cond_broadcast(&sb->cv);
 	pthread_mutex_unlock(&sb->mu);
+	return e;
+}
+
+/* Everything after the first start: supervision, restarts, the end. */
+static void monitor_rest(sandbox *sb, custos_err e)
+{
+	const sandbox_restart *rp = &sb->opts.restart;
+	uint64_t backoff = rp->backoff_initial_ms ? rp->backoff_initial_ms : 100;
+
 	if (e != CUSTOS_OK)
 		goto done;
 
@@ -443,6 +445,12 @@ done:
 	sb->done = true;
 	pthread_cond_broadcast(&sb->cv);
 	pthread_mutex_unlock(&sb->mu);
+}
+
+static void *monitor_main(void *arg)
+{
+	sandbox *sb = arg;
+	monitor_rest(sb, monitor_first(sb));
 	return NULL;
 }
 
@@ -480,10 +488,9 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	/* v1 directories are made below, while the monitor thread clones and the child sets up. */
 	if ((e = sb_cgroup_create(p, id, true, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
 		goto fail;
-	bool cg_deferred = sb->cg.v1_pending;
+	sb->cg_limits = p->limits;
 	sb->leave_init = sb->opts.leave_init && sb->opts.restart.max_restarts == 0 &&
 	                 sb->cg.backend != SB_CG_V2;
-	sb->cg_state = cg_deferred ? 0 : 1;
 	if ((e = sb_plan_build(p, argv, sb->cg.backend != SB_CG_NONE, &sb->plan)) != CUSTOS_OK)
 		goto fail;
 	/* Without a hash to wait for, a caller that needs nothing before the command runs lets
@@ -501,24 +508,18 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		e = err_sys("sandbox: eventfd");
 		goto fail;
 	}
-	if (pthread_create(&sb->thread, NULL, monitor_main, sb) != 0) {
-		e = err_set(CUSTOS_ERR_SYS, "sandbox: cannot start the monitor thread");
-		goto fail;
-	}
-	sb->thread_started = true;
-	/* Meanwhile the monitor thread clones and the child sets up (see cg_gate, hash_wait). */
-	if (cg_deferred) {
-		custos_err ce = sb_cgroup_realize(p, &sb->cg);
-		pthread_mutex_lock(&sb->mu);
-		if (ce == CUSTOS_OK) {
-			sb->cg_state = 1;
-		} else {
-			snprintf(sb->cg_err, sizeof(sb->cg_err), "%s", err_msg());
-			sb->cg_state = -1;
+	/* Inline (leave_init: one instance, the caller waits for it next): no monitor thread;
+	 * the first start runs here and supervision in sandbox_wait. Two hand-offs between
+	 * threads fewer, and no thread to create. */
+	sb->inline_mon = sb->leave_init;
+	if (!sb->inline_mon) {
+		if (pthread_create(&sb->thread, NULL, monitor_main, sb) != 0) {
+			e = err_set(CUSTOS_ERR_SYS, "sandbox: cannot start the monitor thread");
+			goto fail;
 		}
-		pthread_cond_broadcast(&sb->cv);
-		pthread_mutex_unlock(&sb->mu);
+		sb->thread_started = true;
 	}
+	/* Meanwhile the monitor thread clones and the child sets up (see hash_wait). */
 	char hash[65] = "";
 	custos_err he = sb->opts.no_profile_hash ? CUSTOS_OK : sandbox_profile_hash(p, hash);
 	pthread_mutex_lock(&sb->mu);
@@ -530,6 +531,10 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		sb->hash_state = -1;
 	}
 	pthread_cond_broadcast(&sb->cv);
+	pthread_mutex_unlock(&sb->mu);
+	if (sb->inline_mon)
+		(void)monitor_first(sb);
+	pthread_mutex_lock(&sb->mu);
 	while (!sb->first_done)
 		pthread_cond_wait(&sb->cv, &sb->mu);
 	e = sb->first_err;
@@ -550,6 +555,10 @@ fail:
 custos_err sandbox_wait(sandbox *sb, int *wstatus)
 {
 	ENSURE(sb != NULL, CUSTOS_ERR_INVAL, "sandbox: NULL");
+	if (sb->inline_mon && !sb->inline_ran) {
+		sb->inline_ran = true;
+		monitor_rest(sb, sb->first_err); /* supervision, here: no monitor thread */
+	}
 	pthread_mutex_lock(&sb->mu);
 	while (!sb->done)
 		pthread_cond_wait(&sb->cv, &sb->mu);
@@ -562,7 +571,7 @@ custos_err sandbox_wait(sandbox *sb, int *wstatus)
 custos_err sandbox_stop(sandbox *sb)
 {
 	ENSURE(sb != NULL, CUSTOS_ERR_INVAL, "sandbox: NULL");
-	if (!sb->thread_started)
+	if (!sb->thread_started && !(sb->inline_mon && sb->first_done))
 		return CUSTOS_OK;
 	pthread_mutex_lock(&sb->mu);
 	sb->stop_req = true;
@@ -576,10 +585,11 @@ void sandbox_free(sandbox *sb)
 {
 	if (sb == NULL)
 		return;
-	if (sb->thread_started) {
+	if (sb->thread_started || (sb->inline_mon && sb->first_done && !sb->first_err)) {
 		if (sandbox_stop(sb) != CUSTOS_OK)
 			err_clear();
-		pthread_join(sb->thread, NULL);
+		if (sb->thread_started)
+			pthread_join(sb->thread, NULL);
 	}
 	sb_sockfactory_stop(&sb->factory);
 	sb_instance_close(&sb->cur);

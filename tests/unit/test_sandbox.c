@@ -381,13 +381,13 @@ static void cgroup_v1_deferred(void **state)
 	struct stat st;
 	assert_int_equal(stat(leaf, &st), -1); /* planned, not made */
 	/* The make: mkdir succeeds, memory.limit_in_bytes does not exist: error, dir removed. */
-	assert_int_equal(sb_cgroup_realize(&p, &cg), CUSTOS_ERR_SYS);
+	assert_int_equal(sb_cgroup_realize(&p.limits, &cg), CUSTOS_ERR_SYS);
 	assert_non_null(strstr(err_msg(), "memory.limit_in_bytes"));
 	assert_int_equal(stat(leaf, &st), -1);
 	assert_int_equal(cg.backend, SB_CG_NONE);
 	assert_false(cg.v1_pending);
 	/* Nothing deferred: realize does nothing. */
-	assert_int_equal(sb_cgroup_realize(&p, &cg), CUSTOS_OK);
+	assert_int_equal(sb_cgroup_realize(&p.limits, &cg), CUSTOS_OK);
 	buf_free(&h.mountinfo);
 	buf_free(&h.self);
 
