@@ -3,8 +3,8 @@
 #  1. spawn-to-exit latency of `true`, side by side in one run: plain fork/exec, unshare
 #     (user+net+pid+mount), bubblewrap --unshare-all with equivalent mounts, firejail, and
 #     custos sandbox exec with its full setup (seccomp, Landlock, cgroup), without the cpu
-#     controller and without cgroups (and bwrap, custos and custos without cgroups again,
-#     alternated start by start: bench/sandbox/alternate.c); custos --help (the binary's start alone) and custos version
+#     controller and without cgroups (and bwrap, custos, custos without the cpu controller and
+#     without cgroups again, alternated start by start: bench/sandbox/alternate.c); custos --help (the binary's start alone) and custos version
 #     (which loads libvirt, libmicrohttpd and Hyperscan, bound on first use, on purpose);
 #     with --events (the profile hash, OpenSSL's initialisation); the CPU time of each (perf);
 #  2. the seccomp filter's cost on a syscall-heavy loop: plain, inside bwrap (namespaces, no
@@ -80,8 +80,8 @@ jq -rs '[.[].results] | transpose | map({c: .[0].command, m: map(.median * 1000)
 ALT=${ALT:-$((RUNS * 2))}
 echo "== 1a. spawn-to-exit of true, alternated ($ALT rounds: median, quartiles, x bwrap)"
 "$OUT/alternate" "$ALT" "$(command -v bwrap)" "${BWRAP[@]:1}" /bin/true ,, \
-	"$C" sandbox exec -- /bin/true ,, "$C" sandbox exec --cgroup off -- /bin/true ,, \
-	/bin/true
+	"$C" sandbox exec -- /bin/true ,, "$C" sandbox exec --cpu 0 -- /bin/true ,, \
+	"$C" sandbox exec --cgroup off -- /bin/true ,, /bin/true
 
 # CPU time per start (all threads and children), steadier than wall time on a shared machine.
 if command -v perf >/dev/null; then
