@@ -127,6 +127,14 @@ bool sock_can_write(const sock *s)
 	return ready_for(s, s->wr_blocked ? s->wr_blocked : 'w');
 }
 
+/* SSL_get_error needs an empty error queue before each call. Clearing it walks all of its
+ * slots; it is almost always empty already (ssl_result clears after errors), so look first. */
+static void err_queue_clear(void)
+{
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
+}
+
 /* Maps an SSL error to AGAIN (recording what it waits for) or ERR/EOF. */
 static ssize_t ssl_result(sock *s, int ret, uint8_t *blocked)
 {
@@ -170,7 +178,7 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 		return SOCK_ERR;
 	if (s->ssl) {
 		size_t got = 0;
-		ERR_clear_error();
+		err_queue_clear();
 		int r = SSL_read_ex(s->ssl, buf_tail(b), n, &got);
 		if (r == 1) {
 			s->rd_blocked = 0;
@@ -210,7 +218,7 @@ ssize_t sock_write(sock *s, buf *b)
 	while (buf_used(b) > 0) {
 		if (s->ssl) {
 			size_t put = 0;
-			ERR_clear_error();
+			err_queue_clear();
 			int r = SSL_write_ex(s->ssl, buf_ptr(b), buf_used(b), &put);
 			if (r == 1) {
 				s->wr_blocked = 0;
