@@ -338,11 +338,12 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 {
 	req *r = &c->r;
 	worker *w = c->w;
-	uint64_t now = tm_mono_ns();
 	proxy_state *st = c->st_ref;
 
 	if (r->audited)
 		return;
+	/* A finished exchange ends at t_up_done (read just before): no second clock read. */
+	uint64_t now = r->t_up_done ? r->t_up_done : tm_mono_ns();
 	r->audited = true;
 	const char *upname = NULL;
 	if (st && r->t_up_start && r->upstream < st->o.nupstreams)
@@ -851,7 +852,8 @@ static void on_request_body_done(conn *c)
 		.authenticated = c->id.method != IDENT_NONE,
 	};
 	decide_eval(st->pol, &in, &r->dec);
-	r->t_policy = tm_mono_ns() - t0;
+	uint64_t t1 = tm_mono_ns(); /* also the time of the rate check and the upstream start */
+	r->t_policy = t1 - t0;
 	if (c->id.method == IDENT_API_KEY && !r->dec.principal_known) {
 		conn_reject(c, 401, "unknown API key", false);
 		return;
@@ -883,7 +885,7 @@ static void on_request_body_done(conn *c)
 	if (enforce && (r->dec.rate || r->dec.tokens)) {
 		limit_result lr =
 		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
-		                      r->dec.tokens, r->dec.tokens_ns, tm_mono_ns());
+		                      r->dec.tokens, r->dec.tokens_ns, t1);
 		if (lr != LIMIT_OK) {
 			conn_reject(c, 429,
 			            lr == LIMIT_RATE ? "request rate limit exceeded"

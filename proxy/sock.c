@@ -19,7 +19,8 @@
 /* ---- a socket BIO on recv/send. OpenSSL's own calls read()/write(), which go through the
  * VFS layer (file position lock, rw_verify_area, the iterator) before reaching the socket;
  * recv/send enter the socket layer directly. Everything but read and write is OpenSSL's
- * socket BIO (fd handling, ctrl, creation). */
+ * socket BIO (fd handling, ctrl, creation). custos does not enable kernel TLS; with it, reads
+ * would have to go through OpenSSL's record-aware socket read instead. */
 static BIO_METHOD *sbio_meth;
 static pthread_once_t sbio_once = PTHREAD_ONCE_INIT;
 
