@@ -5,14 +5,15 @@
 # request and audit in `batch` mode with signed checkpoints, as bench/proxy/run.sh sets it up.
 # CPU = utime+stime of the whole process tree (custos: supervisor, proxy, audit writer).
 # Usage: bench/proxy/ab_keepalive.sh BUILD_BEFORE BUILD_AFTER
-# Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50).
+# Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
+# "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU).
 # Prints one line per measurement and, per round, custos/HAProxy per-core ratios.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 abs() { case "$1" in /*) echo "$1" ;; *) echo "$top/$1" ;; esac; }
 A=$(abs "${1:?before build dir}")/cli/custos
 B=$(abs "${2:?after build dir}")/cli/custos
-ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-6} CONNS=${CONNS:-50}
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-6} CONNS=${CONNS:-50} CASES=${CASES:-plain tls}
 for x in "$A" "$B"; do [ -x "$x" ] || { echo "ab: $x not built" >&2; exit 1; }; done
 
 w=$(mktemp -d /tmp/custos-ab.XXXXXX)
@@ -33,6 +34,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout srv.key -out srv.crt
 	cat srv.crt srv.key >srv.pem
 	chmod 600 srv.key srv.pem
+	case " $CASES " in *" big "*) head -c $((10 << 20)) /dev/urandom >big.bin ;; esac
 ) >/dev/null 2>&1
 
 P_UP=$(port) P_HAP=$(port) P_HAPS=$(port)
@@ -46,7 +48,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_UP reuseport backlog=4096; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:$P_UP reuseport backlog=4096;
+    location /big { alias $w/big.bin; }
+    location / { return 200 "ok\n"; }
+  }
 }
 EOF
 nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
@@ -141,23 +147,29 @@ ticks() {
 	echo "$t"
 }
 HZ=$(getconf CLK_TCK)
-# one NAME URL: prints "requests cpu_ticks"
+# one NAME URL [CONNS]: prints "requests cpu_ticks"
 one() {
 	local t0 t1 n
 	t0=$(ticks "${PID_OF[$1]}")
-	n=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$2" | awk '/requests in/ {print $1}')
+	n=$(wrk -t1 -c"${3:-$CONNS}" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$2" | awk '/requests in/ {print $1}')
 	t1=$(ticks "${PID_OF[$1]}")
 	echo "${n:-0} $((t1 - t0))"
 }
 echo "ab_keepalive: $ROUNDS rounds, ${DURATION}s per case, $CONNS connections; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
-	for case in plain tls; do
+	for case in $CASES; do
 		declare -A us=()
 		order="haproxy before after"
 		[ $((r % 2)) -eq 0 ] && order="haproxy after before" # no side always runs last
 		for n in $order; do
-			if [ $case = plain ]; then url="http://127.0.0.1:${PLAIN[$n]}/v1/models"; else url="https://127.0.0.1:${TLS[$n]}/v1/models"; fi
-			read -r req tk < <(one "$n" "$url")
+			c=$CONNS
+			case $case in
+			plain) url="http://127.0.0.1:${PLAIN[$n]}/v1/models" ;;
+			tls) url="https://127.0.0.1:${TLS[$n]}/v1/models" ;;
+			big) url="http://127.0.0.1:${PLAIN[$n]}/big" c=4 ;;
+			*) echo "ab: unknown case $case" >&2; exit 1 ;;
+			esac
+			read -r req tk < <(one "$n" "$url" "$c")
 			us[$n]=$(awk -v t="$tk" -v n="$req" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')
 			printf 'round %d %-5s %-8s requests %8d  cpu %6.2f s  %6s us/request  load %s\n' "$r" "$case" "$n" "$req" \
 				"$(awk -v t="$tk" -v hz="$HZ" 'BEGIN {print t / hz}')" "${us[$n]}" "$(cut -d' ' -f1 /proc/loadavg)"
