@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "audit_int.h"
+#include "custos/lazylib.h"
 
 _Static_assert(sizeof(((audit_stats *)0)->fsync_buckets) == AUDIT_FSYNC_BUCKETS * sizeof(uint64_t),
                "audit_stats.fsync_buckets and AUDIT_FSYNC_BUCKETS disagree");
@@ -314,6 +315,12 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 	int sv[2], ready[2];
 	custos_err e;
 
+	/* The writer hashes every line: OpenSSL is bound before the fork (dl/openssl.c), never
+	 * first inside the writer under its seccomp filter. */
+	if ((e = lazylib_openssl()) != CUSTOS_OK) {
+		free(w);
+		return e;
+	}
 	w->sock = w->shipper_fd = -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_t ca;

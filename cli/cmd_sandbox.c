@@ -407,6 +407,10 @@ int cmd_sandbox_exec(int argc, char **argv)
 	/* The hash is seen only in the events file and the debug log: without either, no
 	 * OpenSSL initialisation on this path. */
 	so.no_profile_hash = ctx.events_fd < 0 && log_get_level() < LOG_LVL_DEBUG;
+	/* This process ends right after the command: its status is the answer, the init's
+	 * teardown need not be waited for. */
+	so.leave_init = true;
+	so.no_start_barrier = true; /* START only goes to the events file */
 
 	sandbox *sb = NULL;
 	struct sigaction sa, old[3];

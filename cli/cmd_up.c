@@ -1195,6 +1195,7 @@ static custos_err proxy_confine(const custos_config *cfg, const char *path, bool
 	/* Libraries bound on first use (dl/) are bound now, while Landlock still lets the loader
 	 * read them: the admin API starts after confinement, and a reload may be the first policy
 	 * with content detectors. */
+	GUARD(lazylib_openssl()); /* bound long before on every real path: TLS, audit hashing */
 	if (cfg->admin.enabled)
 		GUARD(lazylib_microhttpd());
 	GUARD(lazylib_hyperscan());

@@ -67,3 +67,15 @@ const char *lazylib_error(const lazylib *lib)
 {
 	return __atomic_load_n(&lib->state, __ATOMIC_ACQUIRE) == -1 ? lib->msg : "";
 }
+
+/* Weak: a program that links OpenSSL itself (the bench tools link core with -lcrypto) has no
+ * trampolines, and nothing to bind. */
+extern int custos_ossl_bind(char *msg, size_t msgsz) __attribute__((weak));
+
+custos_err lazylib_openssl(void)
+{
+	char msg[LAZYLIB_MSG_MAX];
+	if (custos_ossl_bind == NULL || custos_ossl_bind(msg, sizeof(msg)) == 0)
+		return CUSTOS_OK;
+	return err_set(CUSTOS_ERR_UNSUPPORTED, "%s", msg);
+}

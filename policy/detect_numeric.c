@@ -28,6 +28,7 @@
 #include "inspect_int.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -459,6 +460,36 @@ blocks_avx512(det_numeric *st, unsigned want, const text *tx, size_t *at, emit_f
 }
 #endif
 
+#if HAVE_X86
+/* What the CPU and the kernel support: 3 AVX-512BW, 2 AVX2, 1 SSE2. Asked on the first scan, not
+ * by __builtin_cpu_supports, whose libgcc constructor runs CPUID (a trap to the hypervisor in a
+ * VM) at the start of every custos process, the ones that never scan included. */
+static unsigned cpu_isa(void)
+{
+	static unsigned cached;
+	unsigned isa = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+	if (isa != 0)
+		return isa;
+	unsigned a, b, c, d;
+	isa = 1;
+	if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AVX)) {
+		unsigned lo, hi;
+		__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+		uint64_t xcr0 = ((uint64_t)hi << 32) | lo;
+		/* The OS saves the SSE and AVX state (XCR0 bits 1, 2), and for AVX-512 the opmask
+		 * and upper ZMM state (bits 5-7). */
+		if ((xcr0 & 0x6) == 0x6 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+			if (b & bit_AVX2)
+				isa = 2;
+			if ((xcr0 & 0xe6) == 0xe6 && (b & bit_AVX512F) && (b & bit_AVX512BW))
+				isa = 3;
+		}
+	}
+	__atomic_store_n(&cached, isa, __ATOMIC_RELAXED);
+	return isa;
+}
+#endif
+
 custos_err det_numeric_scan(det_numeric *st, unsigned want, const uint8_t *p, size_t n,
                             uint64_t base, emit_fn emit, void *ctx)
 {
@@ -467,14 +498,12 @@ custos_err det_numeric_scan(det_numeric *st, unsigned want, const uint8_t *p, si
 	size_t i = 0;
 	if (n >= 64) {
 #if HAVE_X86
-		unsigned isa = det_numeric_isa;
-		if (isa == 0)
-			isa = __builtin_cpu_supports("avx512bw") ? 3
-			      : __builtin_cpu_supports("avx2")   ? 2
-			                                         : 1;
-		if (isa == 3 && __builtin_cpu_supports("avx512bw"))
+		unsigned hw = cpu_isa(), isa = det_numeric_isa;
+		if (isa == 0 || isa > hw)
+			isa = hw;
+		if (isa == 3)
 			GUARD(blocks_avx512(st, want, &tx, &i, emit, ctx));
-		else if (isa >= 2 && __builtin_cpu_supports("avx2"))
+		else if (isa == 2)
 			GUARD(blocks_avx2(st, want, &tx, &i, emit, ctx));
 		else
 #endif

@@ -122,7 +122,7 @@ uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
 	return 0;
 }
 
-custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
+custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer_v1, sb_cgroup *cg,
                             const char **note)
 {
 	memset(cg, 0, sizeof(*cg));
@@ -143,7 +143,8 @@ custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup 
 	if (loaded && (e = sb_cgv2_create(p, &h, id, cg)) == CUSTOS_OK)
 		goto done;
 	snprintf(why2, sizeof(why2), "%s", err_msg());
-	if (loaded && (e = sb_cgv1_create(p, &h, id, cg)) == CUSTOS_OK)
+	if (loaded && (e = sb_cgv1_plan(p, &h, id, cg)) == CUSTOS_OK &&
+	    (defer_v1 || (e = sb_cgv1_make(&p->limits, cg)) == CUSTOS_OK))
 		goto done;
 	if (p->cgroup == SANDBOX_CGROUP_REQUIRED) {
 		e = err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup required but unusable: v2: %s; v1: %s",
@@ -157,6 +158,13 @@ done:
 	buf_free(&h.mountinfo);
 	buf_free(&h.self);
 	return e;
+}
+
+custos_err sb_cgroup_realize(const sandbox_limits *l, sb_cgroup *cg)
+{
+	if (cg->backend == SB_CG_V1 && cg->v1_pending)
+		return sb_cgv1_make(l, cg);
+	return CUSTOS_OK;
 }
 
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid)
@@ -202,22 +210,43 @@ custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 	return CUSTOS_OK;
 }
 
-int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS])
+custos_err sb_cgroup_home_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 {
-	int err = 0;
+	char path[SANDBOX_PATH_MAX + 16];
 
-	for (int i = 0; i < SB_CG_V1_CTRLS && err == 0; i++) {
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		fds[i] = -1;
+	if (cg->backend != SB_CG_V1)
+		return CUSTOS_OK;
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if (!cg->v1dir[i])
+			continue;
+		const char *slash = strrchr(cg->v1dir[i], '/'); /* checked by sb_cgv1_plan */
+		snprintf(path, sizeof(path), "%.*s/tasks", (int)(slash - cg->v1dir[i]),
+		         cg->v1dir[i]);
+		fds[i] = open(path, O_WRONLY | O_CLOEXEC);
+		if (fds[i] == -1) {
+			custos_err e = err_sys("cgroup: open %s", path);
+			sb_cgroup_close_fds(fds);
+			return e;
+		}
+	}
+	return CUSTOS_OK;
+}
+
+int sb_cgroup_join_self(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
 		if (fds[i] < 0)
 			continue;
-		ssize_t n;
+		ssize_t w;
 		do
-			n = write(fds[i], "0", 1);
-		while (n == -1 && errno == EINTR);
-		if (n != 1)
-			err = n == -1 ? errno : EIO;
+			w = write(fds[i], "0", 1);
+		while (w == -1 && errno == EINTR);
+		if (w != 1)
+			return w == -1 ? errno : EIO;
 	}
-	sb_cgroup_close_fds(fds);
-	return err;
+	return 0;
 }
 
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c)

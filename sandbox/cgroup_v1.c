@@ -20,10 +20,10 @@ custos_err sb_cg_dir(const char *mnt, const char *root, const char *path, const 
 
 static const char *const ctrls[SB_CG_V1_CTRLS] = { "memory", "pids", "cpu" };
 
-custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
-                          sb_cgroup *cg)
+custos_err sb_cgv1_plan(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                        sb_cgroup *cg)
 {
-	char mnt[1024], root[1024], path[2048], v[64];
+	char mnt[1024], root[1024], path[2048];
 	custos_err e = CUSTOS_OK;
 	const sandbox_limits *l = &p->limits;
 
@@ -36,19 +36,51 @@ custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const c
 		    (e = sb_cg_self_path(h, ctrls[i], path, sizeof(path))) != CUSTOS_OK ||
 		    (e = sb_cg_dir(mnt, root, path, id, &cg->v1dir[i])) != CUSTOS_OK)
 			goto fail;
+		/* Whether the directory can be made, without making it yet (sb_cgv1_make). */
 		char *slash = strrchr(cg->v1dir[i], '/');
-		if (slash) {
-			*slash = '\0';
-			sb_cgroup_gc(cg->v1dir[i]);
-			*slash = '/';
+		if (slash == NULL || slash == cg->v1dir[i]) {
+			e = err_set(CUSTOS_ERR_INVAL, "cgroup v1: bad directory %s", cg->v1dir[i]);
+			goto fail;
 		}
+		*slash = '\0';
+		int ok = access(cg->v1dir[i], W_OK | X_OK);
+		*slash = '/';
+		if (ok == -1) {
+			e = err_sys("cgroup v1: %s cannot be created", cg->v1dir[i]);
+			goto fail;
+		}
+		cg->backend = SB_CG_V1;
+	}
+	if (cg->backend != SB_CG_V1)
+		return err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup v1: no limits to apply");
+	cg->v1_pending = true;
+	return CUSTOS_OK;
+fail:
+	sb_cgroup_destroy(cg);
+	return e;
+}
+
+custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg)
+{
+	char v[64];
+	custos_err e = CUSTOS_OK;
+
+	if (!cg->v1_pending)
+		return CUSTOS_OK;
+	cg->v1_pending = false;
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
+		if (!cg->v1dir[i])
+			continue;
+		char *slash = strrchr(cg->v1dir[i], '/'); /* checked by sb_cgv1_plan */
+		*slash = '\0';
+		sb_cgroup_gc(cg->v1dir[i]);
+		*slash = '/';
 		if (mkdir(cg->v1dir[i], 0755) == -1) {
 			e = err_sys("cgroup v1: mkdir %s", cg->v1dir[i]);
 			free(cg->v1dir[i]);
 			cg->v1dir[i] = NULL;
 			goto fail;
 		}
-		cg->backend = SB_CG_V1;
 	}
 	if (cg->v1dir[0]) {
 		const char *d = cg->v1dir[0];
@@ -79,8 +111,6 @@ custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const c
 		if ((e = sb_cg_write(cg->v1dir[2], "cpu.cfs_quota_us", v)) != CUSTOS_OK)
 			goto fail;
 	}
-	if (cg->backend != SB_CG_V1)
-		return err_set(CUSTOS_ERR_UNSUPPORTED, "cgroup v1: no limits to apply");
 	return CUSTOS_OK;
 fail:
 	sb_cgroup_destroy(cg);

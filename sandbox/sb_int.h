@@ -204,25 +204,39 @@ typedef struct sb_cgroup {
 	char *dir;                   /* v2: the sandbox's cgroup directory */
 	int dirfd;                   /* v2: open directory for clone3 CLONE_INTO_CGROUP, or -1 */
 	char *v1dir[SB_CG_V1_CTRLS]; /* v1: per-controller directories (NULL when absent) */
+	bool v1_pending;             /* v1: planned, not made yet (sb_cgroup_realize) */
 	sb_cgroup_counters last;
 } sb_cgroup;
 
 /* Creates the sandbox's cgroup(s) and writes the limits. AUTO/REQUIRED per the profile.
- * With no usable backend (AUTO) returns CUSTOS_OK with backend NONE and *note set. */
-custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, sb_cgroup *cg,
+ * With no usable backend (AUTO) returns CUSTOS_OK with backend NONE and *note set. With
+ * defer_v1, a v1 outcome is only planned (directories named, their parents found writable):
+ * sb_cgroup_realize makes them and writes the limits (the monitor, between the clone and the
+ * cgroup step, while the child sets up); v2 is made at once: its child is cloned into it. */
+custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer_v1, sb_cgroup *cg,
                             const char **note) CUSTOS_WUR;
+/* Makes what sb_cgroup_create deferred (nothing otherwise). On failure the cgroup is destroyed:
+ * the caller fails the start (fail closed; the AUTO fallback was decided by then). */
+custos_err sb_cgroup_realize(const sandbox_limits *l, sb_cgroup *cg) CUSTOS_WUR;
 /* Moves pid into the cgroup where the child cannot join by itself (v2 without
  * CLONE_INTO_CGROUP); v1 children join with sb_cgroup_join_self, so nothing to do there. */
 custos_err sb_cgroup_attach(const sb_cgroup *cg, pid_t pid) CUSTOS_WUR;
-/* v1: opens each controller directory's `tasks` file for writing, before the clone (fds[i] = -1
- * where a controller is absent, all -1 on other backends). The child, still single-threaded,
- * joins by writing "0" to them (sb_cgroup_join_self): a thread moving itself skips the global
+/* v1: opens each controller directory's `tasks` file for writing, sent to the child at the
+ * cgroup step (fds[i] = -1 where a controller is absent, all -1 on other backends). The child,
+ * single-threaded, joins by writing "0" to them (sb_cgroup_join_self): a thread moving itself skips the global
  * threadgroup lock whose RCU grace period makes moving another process take 5-25 ms. The
  * kernel checks the opener's credentials (custos'), not the child's. Close with
  * sb_cgroup_close_fds. */
 custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
-/* In the child: joins every cgroup in fds, then closes them; 0 or an errno. */
-int sb_cgroup_join_self(int fds[SB_CG_V1_CTRLS]);
+/* v1: opens the `tasks` file of each controller directory's parent (custos' own cgroups), sent
+ * to the child with the others: the init moves back there by itself just before it starts the
+ * command, which joins the sandbox's cgroups by itself before execve. The sandbox's cgroups
+ * then hold only the command and what it starts, and are empty, so removable, as soon as the
+ * command's status is known, before the init's teardown (sandbox_opts.leave_init). */
+custos_err sb_cgroup_home_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS]) CUSTOS_WUR;
+/* In the child: the calling thread joins every cgroup in fds[0..n) (-1 entries skipped); 0 or
+ * an errno. The fds stay open. */
+int sb_cgroup_join_self(const int *fds, int n);
 void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS]);
 custos_err sb_cgroup_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Kills every process in the cgroup (cgroup.kill on v2, SIGKILL over cgroup.procs on v1). */
@@ -243,8 +257,11 @@ typedef struct sb_cg_host {
 } sb_cg_host;
 custos_err sb_cgv2_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
                           sb_cgroup *cg) CUSTOS_WUR;
-custos_err sb_cgv1_create(const sandbox_profile *p, const sb_cg_host *h, const char *id,
-                          sb_cgroup *cg) CUSTOS_WUR;
+/* v1 in two steps: plan (names the directories, checks their parents are writable; sets
+ * v1_pending) and make (gc of stale siblings, mkdir, limits; destroys on failure). */
+custos_err sb_cgv1_plan(const sandbox_profile *p, const sb_cg_host *h, const char *id,
+                        sb_cgroup *cg) CUSTOS_WUR;
+custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg) CUSTOS_WUR;
 /* Looks up the mount point (and its root) of fstype, for v1 the one whose super options name
  * ctrl; and custos' path in the v2 hierarchy (ctrl NULL) or a v1 controller's. */
 custos_err sb_cg_find_mount(const sb_cg_host *h, const char *fstype, const char *ctrl, char *out,
@@ -294,6 +311,7 @@ typedef struct sb_plan {
 	char **envp;
 	char *workdir;
 	bool net_ns, cgroup_ns;
+	bool go_barrier; /* the child waits for *G* (START delivered) before the command */
 } sb_plan;
 
 custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool have_cgroup,
@@ -311,9 +329,13 @@ typedef struct sb_instance {
 	int cmd_status; /* the command's wait status from the init */
 } sb_instance;
 
-/* Clones and sets up one instance up to the GO barrier. stdio: three fds or -1. */
-custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int stdio[3],
-                             sb_instance *in) CUSTOS_WUR;
+/* Waits until the cgroup the child joins is made (a deferred v1 cgroup, sb_cgroup_realize); its
+ * error fails the start. */
+typedef custos_err (*sb_cg_gate)(void *ctx);
+/* Clones and sets up one instance up to the GO barrier; gate (optional) is called after the
+ * clone, before the cgroup is joined. stdio: three fds or -1. */
+custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gate gate,
+                             void *gate_ctx, const int stdio[3], sb_instance *in) CUSTOS_WUR;
 custos_err sb_instance_go(sb_instance *in) CUSTOS_WUR;
 void sb_instance_close(sb_instance *in);
 
@@ -335,6 +357,7 @@ struct sandbox {
 	unsigned viol_in_window;
 	uint64_t viol_suppressed;
 	bool kill_on_violation;
+	bool leave_init; /* opts.leave_init where it applies (no restarts, not v2) */
 	sandbox_opts opts;
 	int stdio[3];
 
@@ -347,7 +370,10 @@ struct sandbox {
 	bool stop_req;  /* sandbox_stop asked */
 	int hash_state; /* 0: being computed, 1: hash ready, -1: failed (hash_err) */
 	char hash_err[SB_MSG_MAX];
-	bool first_done; /* the first start finished (ok or not) */
+	sandbox_limits cg_limits; /* the limits a deferred v1 cgroup is made with: cg_gate */
+	bool inline_mon;          /* no monitor thread: leave_init (sandbox_spawn, sandbox_wait) */
+	bool inline_ran;          /* inline: supervision has run */
+	bool first_done;          /* the first start finished (ok or not) */
 	custos_err first_err;
 	char first_msg[SB_MSG_MAX];
 	int last_status;

@@ -37,10 +37,13 @@ typedef struct sb_sync_msg {
 	char text[SB_MSG_MAX];
 } sb_sync_msg;
 
-static int sync_send(int sock, int tag, int val, const char *text, int passfd)
+/* The v1 tasks files: the sandbox's and custos' own (the seccomp listener is one). */
+#define SB_SYNC_MAX_FDS (2 * SB_CG_V1_CTRLS)
+
+static int sync_send_fds(int sock, int tag, int val, const char *text, const int *fds, int nfds)
 {
 	sb_sync_msg m;
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(SB_SYNC_MAX_FDS * sizeof(int))];
 	size_t tl = text ? strlen(text) : 0;
 
 	memset(&m, 0, sizeof(m));
@@ -52,15 +55,15 @@ static int sync_send(int sock, int tag, int val, const char *text, int passfd)
 		memcpy(m.text, text, tl);
 	struct iovec iov = { .iov_base = &m, .iov_len = offsetof(sb_sync_msg, text) + tl + 1 };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (passfd >= 0) {
+	if (nfds > 0 && nfds <= SB_SYNC_MAX_FDS) {
 		memset(cbuf, 0, sizeof(cbuf));
 		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
+		mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
 		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
 	}
 	ssize_t n;
 	do
@@ -69,21 +72,28 @@ static int sync_send(int sock, int tag, int val, const char *text, int passfd)
 	return n == -1 ? -1 : 0;
 }
 
-/* Returns 1 with a message, 0 on EOF, -1 on error. */
-int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd);
-int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd)
+static int sync_send(int sock, int tag, int val, const char *text, int passfd)
+{
+	return sync_send_fds(sock, tag, val, text, &passfd, passfd >= 0 ? 1 : 0);
+}
+
+/* Returns 1 with a message, 0 on EOF, -1 on error. Up to maxfds passed fds land in fds (the rest
+ * is -1; any beyond maxfds are closed). */
+static int sync_recv_fds(int sock, int *tag, int *val, char *text, size_t textsz, int *fds,
+                         int maxfds)
 {
 	sb_sync_msg m;
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(SB_SYNC_MAX_FDS * sizeof(int))];
 	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
 	struct msghdr mh = { .msg_iov = &iov,
 		             .msg_iovlen = 1,
 		             .msg_control = cbuf,
 		             .msg_controllen = sizeof(cbuf) };
 	ssize_t n;
+	int got = 0;
 
-	if (passfd)
-		*passfd = -1;
+	for (int i = 0; i < maxfds; i++)
+		fds[i] = -1;
 	memset(&m, 0, sizeof(m));
 	/* ECONNRESET: the peer closed with one of our messages unread in its queue (a child that
 	 * failed while we sent it the next step). The kernel reports that error before the
@@ -91,25 +101,45 @@ int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *p
 	do
 		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	while (n == -1 && (errno == EINTR || errno == ECONNRESET));
+	for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (got < maxfds)
+					fds[got++] = fd;
+				else
+					close(fd);
+			}
+		}
 	if (n == 0)
 		return 0;
-	if (n < (ssize_t)offsetof(sb_sync_msg, text))
-		return -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c), sizeof(int));
-			if (passfd && *passfd == -1)
-				*passfd = fd;
-			else
-				close(fd);
+	if (n < (ssize_t)offsetof(sb_sync_msg, text)) {
+		for (int i = 0; i < got; i++) {
+			close(fds[i]);
+			fds[i] = -1;
 		}
+		return -1;
+	}
 	m.text[sizeof(m.text) - 1] = '\0';
 	*tag = m.tag;
 	*val = m.val;
 	if (text && textsz)
 		snprintf(text, textsz, "%s", m.text);
 	return 1;
+}
+
+int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd);
+int sb_sync_recv(int sock, int *tag, int *val, char *text, size_t textsz, int *passfd)
+{
+	int fd;
+	int r = sync_recv_fds(sock, tag, val, text, textsz, &fd, 1);
+	if (passfd)
+		*passfd = fd;
+	else if (fd >= 0)
+		close(fd);
+	return r;
 }
 
 void sb_child_fail(int fd, const char *step, int err)
@@ -169,18 +199,65 @@ static void exec_command(const sb_plan *plan, int sync)
 	_exit(127);
 }
 
-/* The init's fork of the command. Not glibc's fork(): that takes malloc's and stdio's locks for
- * its atfork handling, and this process is a clone3 copy of a multi-threaded custos: a lock
- * another custos thread held at that instant (the spawning thread's neighbour hashing the
- * profile, a proxy worker in `custos up`) has no owner here and fork() would wait on it
- * forever. The raw system call takes no lock; the command child calls only async-signal-safe
- * functions until execve. (seccomp allows clone without namespace flags.) */
-static pid_t init_fork(void)
+/* The command's process. Not glibc's fork(): that takes malloc's and stdio's locks for its atfork
+ * handling, and this process is a clone3 copy of a multi-threaded custos: a lock another custos
+ * thread held at that instant (the spawning thread's neighbour hashing the profile, a proxy
+ * worker in `custos up`) has no owner here and fork() would wait on it forever. And not a copy
+ * at all: the command shares the init's memory (CLONE_VM) and the init waits until its execve
+ * (CLONE_VFORK), as posix_spawn does, so no page table is copied and no page faulted back in
+ * copy-on-write for a process that replaces its image at once. The command runs on a stack of
+ * its own and calls only async-signal-safe functions until execve; it writes nothing the init
+ * reads. (seccomp allows clone without namespace flags.) */
+/* The v1 cgroup fds the init got at the cgroup step: the sandbox's `tasks` files (join) and
+ * custos' own (home). */
+typedef struct init_cg {
+	int fds[SB_SYNC_MAX_FDS];
+	int n_join, n_home; /* fds[0..n_join) and fds[n_join..n_join + n_home) */
+} init_cg;
+
+typedef struct init_cmd {
+	const sb_plan *plan;
+	int sync;
+	const int *stdio;
+	const init_cg *cg;
+} init_cmd;
+
+static int init_command(void *arg)
 {
-	return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+	const init_cmd *c = arg;
+	struct sigaction sa;
+	sigset_t set;
+	int r;
+
+	/* Into the sandbox's cgroups, by itself, before anything of the command runs (the init
+	 * has just left them: see init_main). */
+	if ((r = sb_cgroup_join_self(c->cg->fds, c->cg->n_join)) != 0)
+		sb_child_fail(c->sync, "join the cgroup (v1 tasks)", r);
+	for (int i = 0; i < 3; i++)
+		if (c->stdio[i] >= 0 && c->stdio[i] != i && dup2(c->stdio[i], i) == -1)
+			sb_child_fail(c->sync, "dup2 of stdio", errno);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
+		sigaction(fwd_signals[i], &sa, NULL);
+	fwd_sigset(&set);
+	sigprocmask(SIG_UNBLOCK, &set, NULL); /* execve keeps the mask */
+	exec_command(c->plan, c->sync);
+	return 127; /* not reached: exec_command ends the process */
 }
 
-static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3])
+#define INIT_CMD_STACK (64 * 1024)
+static char init_cmd_stack[INIT_CMD_STACK] __attribute__((aligned(64)));
+
+static pid_t init_spawn(const sb_plan *plan, int sync, const int stdio[3], const init_cg *cg)
+{
+	init_cmd c = { .plan = plan, .sync = sync, .stdio = stdio, .cg = cg };
+	return clone(init_command, init_cmd_stack + sizeof(init_cmd_stack),
+	             CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+}
+
+static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, const int stdio[3],
+                                                init_cg *cg)
 {
 	const int *fwd = fwd_signals;
 	struct sigaction sa;
@@ -193,20 +270,20 @@ static __attribute__((noreturn)) void init_main(const sb_plan *plan, int sync, c
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
 		sigaction(fwd[i], &sa, NULL);
 
-	pid_t pid = init_fork();
+	/* v1: back into custos' own cgroups, so that the sandbox's hold only the command and what
+	 * it starts, which joins them itself (init_command). They are empty, and removable, once
+	 * the command is reaped, before this process has gone (sandbox_opts.leave_init). A failed
+	 * move leaves the init inside (removal then waits for its exit, as on v2); the command
+	 * joins every one in any case. */
+	if (cg->n_home > 0)
+		(void)sb_cgroup_join_self(cg->fds + cg->n_join, cg->n_home);
+	for (int i = cg->n_join; i < cg->n_join + cg->n_home; i++)
+		close(cg->fds[i]); /* before the command exists (they are O_CLOEXEC too) */
+	pid_t pid = init_spawn(plan, sync, stdio, cg);
 	if (pid == -1)
-		sb_child_fail(sync, "fork of the command", errno);
-	if (pid == 0) {
-		for (int i = 0; i < 3; i++)
-			if (stdio[i] >= 0 && stdio[i] != i && dup2(stdio[i], i) == -1)
-				sb_child_fail(sync, "dup2 of stdio", errno);
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = SIG_DFL;
-		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fwd_signals); i++)
-			sigaction(fwd[i], &sa, NULL);
-		sigprocmask(SIG_UNBLOCK, &set, NULL); /* execve keeps the mask */
-		exec_command(plan, sync);
-	}
+		sb_child_fail(sync, "start of the command", errno);
+	for (int i = 0; i < cg->n_join; i++)
+		close(cg->fds[i]);
 	init_child_pid = pid;
 	sigprocmask(SIG_UNBLOCK, &set, NULL); /* pending ones reach the command now */
 	for (int i = 0; i < 3; i++)
@@ -258,31 +335,23 @@ void sb_close_fds_except(const int *keep, size_t n)
 	syscall(SYS_close_range, lo, ~0U, 0);
 }
 
-static void close_other_fds(int keep, const int stdio[3], const int cgfds[SB_CG_V1_CTRLS])
+static void close_other_fds(int keep, const int stdio[3])
 {
-	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio (and,
-	 * until the child has joined its v1 cgroups, their `tasks` files). */
-	int k[4 + SB_CG_V1_CTRLS] = { keep, stdio[0], stdio[1], stdio[2] };
-	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
-		k[4 + i] = cgfds[i];
+	/* Nothing of custos reaches the sandbox but the sync socket and the chosen stdio. */
+	int k[4] = { keep, stdio[0], stdio[1], stdio[2] };
 	sb_close_fds_except(k, CUSTOS_ARRAY_LEN(k));
 }
 
-static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3],
-                                                 int cgfds[SB_CG_V1_CTRLS])
+static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3])
 {
 	const char *step = "";
 	int tag = 0, val = 0, r;
 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
-	close_other_fds(sync, stdio, cgfds);
+	close_other_fds(sync, stdio);
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_MAPPED)
 		_exit(127); /* the parent gave up */
-	/* Into the v1 cgroups first, by ourselves (see sb_cgroup_join_fds): before anything runs
-	 * here that could allocate much or fork. */
-	if ((r = sb_cgroup_join_self(cgfds)) != 0)
-		sb_child_fail(sync, "join the cgroup (v1 tasks)", r);
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
 		sb_child_fail(sync, step, r);
 	/* A credential change clears the parent-death signal: set it again. Should custos have
@@ -300,11 +369,23 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 		sb_child_fail(sync, "chdir to the workdir", errno);
 	if ((r = sb_rlimits_apply(&plan->rlimits, &step)) != 0)
 		sb_child_fail(sync, step, r);
-	/* We are in our cgroup now (v2: cloned into it; v1: joined above; otherwise the parent
-	 * moved us meanwhile): only now is it the right root for the cgroup namespace, and the
-	 * command never runs outside it. */
-	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_CGROUP)
+	/* Into the cgroup: v2 cloned us into it; on v1 the parent made the directories meanwhile
+	 * (sb_cgroup_realize) and sends their `tasks` files here, which we join by ourselves (see
+	 * sb_cgroup_join_fds); otherwise the parent moved us. Only now is it the right root for the
+	 * cgroup namespace, and the command never runs outside it. */
+	init_cg cg;
+	int got = sync_recv_fds(sync, &tag, &val, NULL, 0, cg.fds, SB_SYNC_MAX_FDS);
+	if (got != 1 || tag != SB_SYNC_CGROUP)
 		_exit(127);
+	cg.n_join = cg.n_home = 0;
+	for (int i = 0; i < SB_SYNC_MAX_FDS; i++)
+		if (cg.fds[i] >= 0)
+			*(i < val ? &cg.n_join : &cg.n_home) += 1;
+	if (val < 0 || val > SB_CG_V1_CTRLS || cg.n_join != val ||
+	    (cg.n_home != 0 && cg.n_home != val))
+		sb_child_fail(sync, "cgroup step", EPROTO);
+	if ((r = sb_cgroup_join_self(cg.fds, cg.n_join)) != 0)
+		sb_child_fail(sync, "join the cgroup (v1 tasks)", r);
 	if (plan->cgroup_ns && unshare(CLONE_NEWCGROUP) == -1)
 		sb_child_fail(sync, "unshare cgroup namespace", errno);
 	if ((r = sb_caps_drop_all(&step)) != 0)
@@ -319,9 +400,10 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	if (sync_send(sync, SB_SYNC_READY, 0, NULL, lfd) == -1)
 		_exit(127);
 	close(lfd);
-	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO)
+	if (plan->go_barrier &&
+	    (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_GO))
 		_exit(127);
-	init_main(plan, sync, stdio);
+	init_main(plan, sync, stdio, &cg);
 }
 
 /* ------------------------------------------------------------------------------ the parent */
@@ -332,6 +414,7 @@ custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool
 	custos_err e;
 
 	memset(plan, 0, sizeof(*plan));
+	plan->go_barrier = true;
 	plan->clone_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS;
 	if (p->namespaces & SANDBOX_NS_NET)
 		plan->clone_flags |= CLONE_NEWNET;
@@ -399,21 +482,18 @@ static void reap(pid_t pid)
 	while (r == -1 && errno == EINTR);
 }
 
-custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int stdio[3],
-                             sb_instance *in)
+custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gate gate,
+                             void *gate_ctx, const int stdio[3], sb_instance *in)
 {
-	int sp[2], cgfds[SB_CG_V1_CTRLS];
+	int sp[2];
 	int pidfd = -1;
 	custos_err e;
 
 	memset(in, 0, sizeof(*in));
 	in->pid = -1;
 	in->pidfd = in->sync_fd = in->notify_fd = -1;
-	GUARD(sb_cgroup_join_fds(cg, cgfds));
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
-		sb_cgroup_close_fds(cgfds);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		return err_sys("sandbox: socketpair");
-	}
 
 	sigset_t block, old;
 	fwd_sigset(&block);
@@ -430,12 +510,11 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0) {
 		close(sp[0]);
-		child_main(plan, sp[1], stdio, cgfds);
+		child_main(plan, sp[1], stdio);
 	}
 	int saved = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sp[1]);
-	sb_cgroup_close_fds(cgfds);
 	if (pid == -1) {
 		close(sp[0]);
 		errno = saved;
@@ -456,12 +535,34 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, const int
 		e = err_sys("sandbox: sync with the child");
 		goto fail;
 	}
+	/* The child sets up its mounts now; a deferred v1 cgroup is being made meanwhile. */
+	if (gate && (e = gate(gate_ctx)) != CUSTOS_OK)
+		goto fail;
 	/* Only v2 without CLONE_INTO_CGROUP moves the child from here (v1 children join by
 	 * themselves: no RCU grace period). */
 	if ((e = sb_cgroup_attach(cg, in->pid)) != CUSTOS_OK)
 		goto fail;
+	/* v1: the sandbox's tasks files, then custos' own in the same order (val: how many of
+	 * each). Without the latter the init stays inside, which is only slower to clean up. */
+	int join[SB_CG_V1_CTRLS], home[SB_CG_V1_CTRLS], fds[SB_SYNC_MAX_FDS], nj = 0, nh = 0;
+	if ((e = sb_cgroup_join_fds(cg, join)) != CUSTOS_OK)
+		goto fail;
+	if (sb_cgroup_home_fds(cg, home) != CUSTOS_OK) {
+		log_debug("sandbox: %s: the init stays in the sandbox's cgroups", err_msg());
+		err_clear();
+	}
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		if (join[i] >= 0)
+			fds[nj++] = join[i];
+	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
+		if (join[i] >= 0 && home[i] >= 0)
+			fds[nj + nh++] = home[i];
+	if (nh != nj)
+		nh = 0;
 	/* A child that failed meanwhile has closed its end: its message is read below. */
-	(void)sync_send(in->sync_fd, SB_SYNC_CGROUP, 0, NULL, -1);
+	(void)sync_send_fds(in->sync_fd, SB_SYNC_CGROUP, nj, NULL, fds, nj + nh);
+	sb_cgroup_close_fds(join);
+	sb_cgroup_close_fds(home);
 	int tag = 0, val = 0, lfd = -1;
 	char text[SB_MSG_MAX];
 	int r = sb_sync_recv(in->sync_fd, &tag, &val, text, sizeof(text), &lfd);

@@ -179,7 +179,7 @@ static void handle_sync(sandbox *sb, sb_instance *in, bool *eof)
 static int run_instance(sandbox *sb)
 {
 	sb_instance *in = &sb->cur;
-	bool sync_eof = false, notify_hup = false, terminating = false;
+	bool sync_eof = false, notify_hup = false, terminating = false, early = false;
 	uint64_t kill_at = 0;
 	int status = 0;
 
@@ -225,8 +225,13 @@ static int run_instance(sandbox *sb)
 			else
 				notify_hup = true;
 		}
-		if (i_sync >= 0 && pf[i_sync].revents)
+		if (i_sync >= 0 && pf[i_sync].revents) {
 			handle_sync(sb, in, &sync_eof);
+			if (in->status_known && sb->leave_init) {
+				early = true; /* the command is gone; its init is going */
+				break;
+			}
+		}
 		if (pf[1].revents & POLLIN) {
 			uint64_t v;
 			(void)!read(sb->stop_efd, &v, sizeof(v));
@@ -249,7 +254,7 @@ static int run_instance(sandbox *sb)
 	int st = 0;
 	pid_t w;
 	do
-		w = waitpid(in->pid, &st, 0);
+		w = waitpid(in->pid, &st, early ? WNOHANG : 0);
 	while (w == -1 && errno == EINTR);
 	status = in->status_known ? in->cmd_status : st;
 	flush_suppressed(sb, in->pid);
@@ -270,11 +275,22 @@ static bool hash_wait(sandbox *sb)
 	return ok;
 }
 
+/* The gate of the first start, between the clone and the cgroup step: a deferred v1 cgroup is
+ * made here while the child sets up its mounts (sb_cgroup_realize); later starts find it made.
+ * Runs on the thread that starts instances, the only one that touches sb->cg until the end. */
+static custos_err cg_gate(void *ctx)
+{
+	sandbox *sb = ctx;
+	if (sb->cg.v1_pending)
+		return sb_cgroup_realize(&sb->cg_limits, &sb->cg);
+	return CUSTOS_OK;
+}
+
 static custos_err start_instance(sandbox *sb)
 {
 	sb_instance in;
 
-	GUARD(sb_instance_start(&sb->plan, &sb->cg, sb->stdio, &in));
+	GUARD(sb_instance_start(&sb->plan, &sb->cg, cg_gate, sb, sb->stdio, &in));
 	if (!hash_wait(sb)) {
 		/* Never released: a sandbox whose events cannot name its profile does not run. */
 		kill(in.pid, SIGKILL);
@@ -295,7 +311,7 @@ static custos_err start_instance(sandbox *sb)
 	ev.pid = in.pid;
 	ev.detail = sb->detail;
 	emit(sb, &ev); /* the callback may create sockets inside before the command runs */
-	custos_err e = sb_instance_go(&sb->cur);
+	custos_err e = sb->plan.go_barrier ? sb_instance_go(&sb->cur) : CUSTOS_OK;
 	if (e != CUSTOS_OK) {
 		kill(in.pid, SIGKILL);
 		/* run_instance reaps it */
@@ -355,13 +371,10 @@ static bool backoff_sleep(sandbox *sb, uint64_t ms)
 	}
 }
 
-static void *monitor_main(void *arg)
+/* The first start, on the monitor thread or (inline) on sandbox_spawn's caller. */
+static custos_err monitor_first(sandbox *sb)
 {
-	sandbox *sb = arg;
 	custos_err e = start_instance(sb);
-	const sandbox_restart *rp = &sb->opts.restart;
-	uint64_t backoff = rp->backoff_initial_ms ? rp->backoff_initial_ms : 100;
-
 	pthread_mutex_lock(&sb->mu);
 	sb->first_done = true;
 	sb->first_err = e;
@@ -369,6 +382,15 @@ static void *monitor_main(void *arg)
 		snprintf(sb->first_msg, sizeof(sb->first_msg), "%s", err_msg());
 	pthread_cond_broadcast(&sb->cv);
 	pthread_mutex_unlock(&sb->mu);
+	return e;
+}
+
+/* Everything after the first start: supervision, restarts, the end. */
+static void monitor_rest(sandbox *sb, custos_err e)
+{
+	const sandbox_restart *rp = &sb->opts.restart;
+	uint64_t backoff = rp->backoff_initial_ms ? rp->backoff_initial_ms : 100;
+
 	if (e != CUSTOS_OK)
 		goto done;
 
@@ -423,6 +445,12 @@ done:
 	sb->done = true;
 	pthread_cond_broadcast(&sb->cv);
 	pthread_mutex_unlock(&sb->mu);
+}
+
+static void *monitor_main(void *arg)
+{
+	sandbox *sb = arg;
+	monitor_rest(sb, monitor_first(sb));
 	return NULL;
 }
 
@@ -457,10 +485,17 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->stdio[2] = sb->opts.stderr_fd;
 	snprintf(id, sizeof(id), "custos-%s-%d-%lu", p->name, (int)getpid(),
 	         __atomic_add_fetch(&spawn_counter, 1, __ATOMIC_RELAXED));
-	if ((e = sb_cgroup_create(p, id, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
+	/* v1 directories are made below, while the monitor thread clones and the child sets up. */
+	if ((e = sb_cgroup_create(p, id, true, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
 		goto fail;
+	sb->cg_limits = p->limits;
+	sb->leave_init = sb->opts.leave_init && sb->opts.restart.max_restarts == 0 &&
+	                 sb->cg.backend != SB_CG_V2;
 	if ((e = sb_plan_build(p, argv, sb->cg.backend != SB_CG_NONE, &sb->plan)) != CUSTOS_OK)
 		goto fail;
+	/* Without a hash to wait for, a caller that needs nothing before the command runs lets
+	 * the child go on at once (a sandbox whose events cannot name its profile never runs). */
+	sb->plan.go_barrier = !(sb->opts.no_start_barrier && sb->opts.no_profile_hash);
 	snprintf(sb->detail, sizeof(sb->detail), "cgroup %s; landlock abi %d; seccomp %s%s%s",
 	         sb_cgroup_backend_name(sb->cg.backend),
 	         sb->plan.landlock.enabled ? sb->plan.landlock.abi : 0,
@@ -473,11 +508,17 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		e = err_sys("sandbox: eventfd");
 		goto fail;
 	}
-	if (pthread_create(&sb->thread, NULL, monitor_main, sb) != 0) {
-		e = err_set(CUSTOS_ERR_SYS, "sandbox: cannot start the monitor thread");
-		goto fail;
+	/* Inline (leave_init: one instance, the caller waits for it next): no monitor thread;
+	 * the first start runs here and supervision in sandbox_wait. Two hand-offs between
+	 * threads fewer, and no thread to create. */
+	sb->inline_mon = sb->leave_init;
+	if (!sb->inline_mon) {
+		if (pthread_create(&sb->thread, NULL, monitor_main, sb) != 0) {
+			e = err_set(CUSTOS_ERR_SYS, "sandbox: cannot start the monitor thread");
+			goto fail;
+		}
+		sb->thread_started = true;
 	}
-	sb->thread_started = true;
 	/* Meanwhile the monitor thread clones and the child sets up (see hash_wait). */
 	char hash[65] = "";
 	custos_err he = sb->opts.no_profile_hash ? CUSTOS_OK : sandbox_profile_hash(p, hash);
@@ -490,6 +531,10 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 		sb->hash_state = -1;
 	}
 	pthread_cond_broadcast(&sb->cv);
+	pthread_mutex_unlock(&sb->mu);
+	if (sb->inline_mon)
+		(void)monitor_first(sb);
+	pthread_mutex_lock(&sb->mu);
 	while (!sb->first_done)
 		pthread_cond_wait(&sb->cv, &sb->mu);
 	e = sb->first_err;
@@ -510,6 +555,10 @@ fail:
 custos_err sandbox_wait(sandbox *sb, int *wstatus)
 {
 	ENSURE(sb != NULL, CUSTOS_ERR_INVAL, "sandbox: NULL");
+	if (sb->inline_mon && !sb->inline_ran) {
+		sb->inline_ran = true;
+		monitor_rest(sb, sb->first_err); /* supervision, here: no monitor thread */
+	}
 	pthread_mutex_lock(&sb->mu);
 	while (!sb->done)
 		pthread_cond_wait(&sb->cv, &sb->mu);
@@ -522,7 +571,7 @@ custos_err sandbox_wait(sandbox *sb, int *wstatus)
 custos_err sandbox_stop(sandbox *sb)
 {
 	ENSURE(sb != NULL, CUSTOS_ERR_INVAL, "sandbox: NULL");
-	if (!sb->thread_started)
+	if (!sb->thread_started && !(sb->inline_mon && sb->first_done))
 		return CUSTOS_OK;
 	pthread_mutex_lock(&sb->mu);
 	sb->stop_req = true;
@@ -536,10 +585,11 @@ void sandbox_free(sandbox *sb)
 {
 	if (sb == NULL)
 		return;
-	if (sb->thread_started) {
+	if (sb->thread_started || (sb->inline_mon && sb->first_done && !sb->first_err)) {
 		if (sandbox_stop(sb) != CUSTOS_OK)
 			err_clear();
-		pthread_join(sb->thread, NULL);
+		if (sb->thread_started)
+			pthread_join(sb->thread, NULL);
 	}
 	sb_sockfactory_stop(&sb->factory);
 	sb_instance_close(&sb->cur);

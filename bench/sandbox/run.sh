@@ -3,7 +3,8 @@
 #  1. spawn-to-exit latency of `true`, side by side in one run: plain fork/exec, unshare
 #     (user+net+pid+mount), bubblewrap --unshare-all with equivalent mounts, firejail, and
 #     custos sandbox exec with its full setup (seccomp, Landlock, cgroup), without the cpu
-#     controller and without cgroups; custos --help (the binary's start alone) and custos version
+#     controller and without cgroups (and bwrap, custos and custos without cgroups again,
+#     alternated start by start: bench/sandbox/alternate.c); custos --help (the binary's start alone) and custos version
 #     (which loads libvirt, libmicrohttpd and Hyperscan, bound on first use, on purpose);
 #     with --events (the profile hash, OpenSSL's initialisation); the CPU time of each (perf);
 #  2. the seccomp filter's cost on a syscall-heavy loop: plain, inside bwrap (namespaces, no
@@ -39,6 +40,7 @@ cmake -S . -B "$REL" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$REL" -j2 --target custos >/dev/null
 C=$REL/cli/custos
 cc -O2 -o "$OUT/syscall_loop" bench/sandbox/syscall_loop.c
+cc -O2 -o "$OUT/alternate" bench/sandbox/alternate.c
 # The library path `custos up` takes: no custos process start per sandbox.
 cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
 	"$REL/sandbox/libcustos_sandbox.a" "$REL/core/libcustos_core.a" \
@@ -73,6 +75,13 @@ jq -rs '[.[].results] | transpose | map({c: .[0].command, m: map(.median * 1000)
 	| .[] | (.m | sort | .[length / 2 | floor]) as $med
 	| "\(.c)\tmedians \(.m | map(. * 100 | floor / 100) | join(" / ")) ms\tmedian \($med * 100 | floor / 100) ms\tx bwrap \($med / $bw * 100 | floor / 100)"' \
 	$(seq -f "$OUT/spawn.%g.json" 1 "$REPS")
+
+# The same starts alternated one by one (every command under the same load drift): medians.
+ALT=${ALT:-$((RUNS * 2))}
+echo "== 1a. spawn-to-exit of true, alternated ($ALT rounds: median, quartiles, x bwrap)"
+"$OUT/alternate" "$ALT" "$(command -v bwrap)" "${BWRAP[@]:1}" /bin/true ,, \
+	"$C" sandbox exec -- /bin/true ,, "$C" sandbox exec --cgroup off -- /bin/true ,, \
+	/bin/true
 
 # CPU time per start (all threads and children), steadier than wall time on a shared machine.
 if command -v perf >/dev/null; then

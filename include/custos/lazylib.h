@@ -51,5 +51,10 @@ const char *lazylib_error(const lazylib *lib);
 custos_err lazylib_libvirt(void) CUSTOS_WUR;    /* libvirt.so.0: the VM backend */
 custos_err lazylib_microhttpd(void) CUSTOS_WUR; /* libmicrohttpd.so.12: the admin API */
 custos_err lazylib_hyperscan(void) CUSTOS_WUR;  /* libhs.so.5: content inspection */
+/* libssl.so.3 and libcrypto.so.3 (dl/openssl.c): bound by trampolines at the first OpenSSL call,
+ * which stops the process with a message if they cannot be loaded. A process that confines
+ * itself (the proxy under privilege separation) calls this first, so the library is opened
+ * before seccomp and Landlock; CUSTOS_OK always where OpenSSL is linked as usual. */
+custos_err lazylib_openssl(void) CUSTOS_WUR;
 
 #endif /* CUSTOS_LAZYLIB_H */

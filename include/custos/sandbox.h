@@ -251,6 +251,17 @@ typedef struct sandbox_opts {
 	 * SHA-256, whose OpenSSL initialisation is the largest CPU cost of a start after the
 	 * kernel's; events then carry an empty profile_hash. Nothing else changes. */
 	bool no_profile_hash;
+	/* The caller exits soon after sandbox_wait (`sandbox exec`): with no restarts, an instance
+	 * ends when its init reports the command's status, not when the init itself has gone
+	 * (its namespaces torn down); on v1, where the init has left the sandbox's cgroups before
+	 * the command started, they are removed at once. The init, already exiting, is not
+	 * reaped: the process that inherits it does that. */
+	bool leave_init;
+	/* The caller's START handler needs nothing before the command runs (it creates no socket
+	 * inside): the child does not wait for the START event's delivery, one round trip less.
+	 * Only with no_profile_hash: a hashed profile's START waits for the hash, and a sandbox
+	 * whose events cannot name its profile never runs. */
+	bool no_start_barrier;
 } sandbox_opts;
 
 /* Defaults: no callback, no restart, 5 s grace, inherited stdio, the profile hashed. */

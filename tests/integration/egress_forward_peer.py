@@ -38,12 +38,16 @@ def read_response(s, buf=b""):
         hdrs[k.strip().lower()] = v.strip()
     if "content-length" in hdrs:
         n = int(hdrs["content-length"])
-        while len(rest) < n:
+        # A bytearray: `bytes += chunk` copies everything so far on every recv, quadratic in
+        # a 48 MiB body, and on a loaded machine slow enough to stall the transfer past the
+        # proxy's read timeout (the client, not the proxy, was what stopped).
+        acc = bytearray(rest)
+        while len(acc) < n:
             d = s.recv(65536)
             if not d:
                 raise EOFError("closed in body")
-            rest += d
-        return status, rest[:n], rest[n:]
+            acc += d
+        return status, bytes(acc[:n]), bytes(acc[n:])
     if hdrs.get("transfer-encoding", "").lower() == "chunked":
         body = b""
         while True:
@@ -156,6 +160,16 @@ def main():
         n, pause, state = int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.sendall(get(b"/big/%d" % n, port))
+        # Once the source has begun (a loaded machine may take a while), `pause` without reading:
+        # what it managed to send by then is what the buffers on the way held.
+        for _ in range(400):
+            try:
+                with open(state + ".sent") as f:
+                    if int(f.read().strip() or 0) > 0:
+                        break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
         time.sleep(pause)
         with open(state + ".sent") as f:
             print(f.read().strip())

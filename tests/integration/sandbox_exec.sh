@@ -96,5 +96,35 @@ check "events carry the profile hash" 2 \
 	"$(grep -c '"profile_sha256":"[0-9a-f]\{64\}"' "$T/hash-ev.json")"
 check "debug log shows the profile hash" 1 \
 	"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -c 'profile sha256 [0-9a-f]\{64\}')"
+# cgroup v1 (as root here): the command runs in the sandbox's cgroups, its init back in custos'
+# own (so that the cgroups can go as soon as the command's status is known); nothing is left
+# behind, also when the command leaves a process running.
+cgroup_of() { grep -E '^[0-9]+:pids:' "/proc/$1/cgroup" | cut -d: -f3; }
+if [ "$(id -u)" = 0 ] && "$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -q 'cgroup v1'; then
+	"$C" sandbox exec -- /bin/sleep 3 >/dev/null 2>&1 &
+	exec_pid=$!
+	cmd=""
+	for _ in $(seq 1 100); do
+		init=$(pgrep -P "$exec_pid" || true)
+		[ -n "$init" ] && cmd=$(pgrep -P "$init" || true)
+		[ -n "$cmd" ] && break
+		sleep 0.05
+	done
+	check "v1: the command is in the sandbox's pids cgroup" "custos-default-$exec_pid-1" \
+		"$(basename "$(cgroup_of "$cmd")")"
+	check "v1: its init is back in custos' own" "$(cgroup_of "$exec_pid")" "$(cgroup_of "$init")"
+	wait "$exec_pid"
+	check "v1: no cgroup left after the command" "" \
+		"$(find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-default-$exec_pid-*" 2>/dev/null)"
+	"$C" sandbox exec -- /bin/sh -c 'sleep 30 & exit 0' >/dev/null 2>&1 &
+	exec_pid=$!
+	set +e
+	wait "$exec_pid"
+	rc=$?
+	set -e
+	check "v1: a command that leaves a process behind: exit status" 0 "$rc"
+	check "v1: ... and no cgroup left either" "" \
+		"$(find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-default-$exec_pid-*" 2>/dev/null)"
+fi
 [ "$fail" -eq 0 ] && echo PASS
 exit "$fail"

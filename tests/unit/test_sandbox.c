@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -347,6 +348,68 @@ static void cgroup_files(void **state)
 	assert_string_equal(sb_cgroup_backend_name(SB_CG_NONE), "none");
 }
 
+/* v1 in two steps (the make runs while the child sets up): the plan names the directories
+ * without making them; the make creates them and writes the limits, and when a limit cannot be
+ * written it removes what it made and fails (the start then fails: fail closed). A hierarchy
+ * stand-in on the test's own directory: mkdir works there, the limit files never exist. */
+static void cgroup_v1_deferred(void **state)
+{
+	(void)state;
+	char top[] = "/tmp/custos-cgv1.XXXXXX";
+	assert_non_null(mkdtemp(top));
+	char memdir[96], mi[512], leaf[160];
+	snprintf(memdir, sizeof(memdir), "%s/memory", top);
+	assert_int_equal(mkdir(memdir, 0755), 0);
+	snprintf(mi, sizeof(mi), "31 27 0:27 / %s rw - cgroup cgroup rw,memory\n", memdir);
+	sandbox_profile p;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.limits.pids = 0;
+	p.limits.cpu_millis = 0;
+	p.limits.memory_bytes = 64ull << 20;
+
+	sb_cg_host h;
+	sb_cgroup cg;
+	host_set(&h, mi, "4:memory:/\n");
+	memset(&cg, 0, sizeof(cg));
+	assert_int_equal(sb_cgv1_plan(&p, &h, "custos-unit-1", &cg), CUSTOS_OK);
+	assert_int_equal(cg.backend, SB_CG_V1);
+	assert_true(cg.v1_pending);
+	assert_non_null(cg.v1dir[0]);
+	assert_null(cg.v1dir[1]);
+	snprintf(leaf, sizeof(leaf), "%s/custos-unit-1", memdir);
+	assert_string_equal(cg.v1dir[0], leaf);
+	struct stat st;
+	assert_int_equal(stat(leaf, &st), -1); /* planned, not made */
+	/* The make: mkdir succeeds, memory.limit_in_bytes does not exist: error, dir removed. */
+	assert_int_equal(sb_cgroup_realize(&p.limits, &cg), CUSTOS_ERR_SYS);
+	assert_non_null(strstr(err_msg(), "memory.limit_in_bytes"));
+	assert_int_equal(stat(leaf, &st), -1);
+	assert_int_equal(cg.backend, SB_CG_NONE);
+	assert_false(cg.v1_pending);
+	/* Nothing deferred: realize does nothing. */
+	assert_int_equal(sb_cgroup_realize(&p.limits, &cg), CUSTOS_OK);
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+
+	/* A parent that does not exist fails the plan, before anything is made. */
+	host_set(&h, mi, "4:memory:/no/such/parent\n");
+	memset(&cg, 0, sizeof(cg));
+	assert_int_equal(sb_cgv1_plan(&p, &h, "custos-unit-2", &cg), CUSTOS_ERR_SYS);
+	assert_non_null(strstr(err_msg(), "cannot be created"));
+	assert_int_equal(cg.backend, SB_CG_NONE);
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+	/* No controller with a limit: nothing to plan. */
+	p.limits.memory_bytes = 0;
+	host_set(&h, mi, "4:memory:/\n");
+	memset(&cg, 0, sizeof(cg));
+	assert_int_equal(sb_cgv1_plan(&p, &h, "custos-unit-3", &cg), CUSTOS_ERR_UNSUPPORTED);
+	buf_free(&h.mountinfo);
+	buf_free(&h.self);
+	assert_int_equal(rmdir(memdir), 0);
+	assert_int_equal(rmdir(top), 0);
+}
+
 static void landlock_masks(void **state)
 {
 	(void)state;
@@ -574,10 +637,10 @@ int main(void)
 		cmocka_unit_test(profile_hash),          cmocka_unit_test(event_json),
 		cmocka_unit_test(syscall_names),         cmocka_unit_test(seccomp_build),
 		cmocka_unit_test(environment),           cmocka_unit_test(cgroup_files),
-		cmocka_unit_test(cgroup_discovery),      cmocka_unit_test(landlock_masks),
-		cmocka_unit_test(self_restrict_refuses), cmocka_unit_test(self_restrict_threads),
-		cmocka_unit_test(self_restrict),         cmocka_unit_test(self_restrict_ids),
-		cmocka_unit_test(from_config),
+		cmocka_unit_test(cgroup_discovery),      cmocka_unit_test(cgroup_v1_deferred),
+		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
+		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
+		cmocka_unit_test(self_restrict_ids),     cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -261,6 +261,57 @@ static void exit_status(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* leave_init (what `custos sandbox exec` uses): no monitor thread, the instance ends at the
+ * command's status, the cgroups go at once; with no_start_barrier too. Events as ever; a
+ * violation still reaches the callback; sandbox_free without sandbox_wait stops it (SIGTERM to
+ * the command). */
+static void leave_init_inline(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event_nohash;
+	o.arg = &r;
+	o.no_profile_hash = true;
+	o.leave_init = true;
+	o.no_start_barrier = true;
+	static const char *const a[] = { "/bin/sh", "-c", "unshare -U true; exit 4", NULL };
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_generation(sb), 1);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 4);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK); /* again: same answer */
+	assert_int_equal(WEXITSTATUS(st), 4);
+	sandbox_free(sb);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 1);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 1);
+	assert_true(rec_count(&r, SANDBOX_EV_VIOLATION) >= 1);
+	if (geteuid() == 0) {
+		char cmd[160];
+		snprintf(cmd, sizeof(cmd),
+		         "test -z \"$(find /sys/fs/cgroup -maxdepth 5 -type d -name "
+		         "'custos-unit-%d-*' 2>/dev/null)\"",
+		         (int)getpid());
+		assert_int_equal(system(cmd), 0); /* removed already */
+	}
+
+	static const char *const s[] = { "/bin/sleep", "30", NULL };
+	sb = spawn(&p, s, &o);
+	assert_true(sandbox_pid(sb) > 0);
+	sandbox_free(sb); /* stops it: SIGTERM, the command ends */
+	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 2);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 2);
+	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
+	pthread_mutex_destroy(&r.mu);
+}
+
 static void violation_audited(void **state)
 {
 	sandbox_profile p;
@@ -760,6 +811,7 @@ int main(void)
 		        "sandbox tests skip: namespaces or the escape fixture unavailable\n");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exit_status),
+		cmocka_unit_test(leave_init_inline),
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
