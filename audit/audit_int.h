@@ -98,6 +98,10 @@ custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span s
 #define AUDIT_MSG_STOP      2u
 #define AUDIT_MSG_ACK       3u
 #define AUDIT_MSG_LAST      0x100u /* flag: last message of a generation */
+/* Batch mode: the calling thread (the writer, the sender, the ack thread) becomes SCHED_BATCH,
+ * so its wake-ups (a few hundred a second) stop preempting the proxy's workers; it still gets
+ * its fair share of CPU. Best effort: a refusal is logged at debug level. */
+void audit_sched_batch(void);
 
 /* Histogram bounds of fdatasync durations (ns), shared by writer, client and metrics. */
 #define AUDIT_FSYNC_BUCKETS 10

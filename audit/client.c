@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -141,11 +142,21 @@ static uint64_t take_group(audit_writer *w, buf *sending)
 	return w->cur_gen++;
 }
 
+void audit_sched_batch(void)
+{
+	struct sched_param sp = { .sched_priority = 0 };
+
+	if (sched_setscheduler(0, SCHED_BATCH, &sp) == -1)
+		log_debug("audit: SCHED_BATCH: %s", strerror(errno));
+}
+
 static void *sender_main(void *arg)
 {
 	audit_writer *w = arg;
 	buf sending;
 
+	if (w->o.durability == AUDIT_DURABILITY_BATCH)
+		audit_sched_batch();
 	buf_init(&sending, SIZE_MAX);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
@@ -200,6 +211,8 @@ static void *acker_main(void *arg)
 	audit_writer *w = arg;
 	struct audit_ack a;
 
+	if (w->o.durability == AUDIT_DURABILITY_BATCH)
+		audit_sched_batch();
 	for (;;) {
 		ssize_t r = recv(w->sock, &a, sizeof(a), 0);
 		if (r == -1 && errno == EINTR)

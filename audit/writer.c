@@ -558,6 +558,8 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		report_ready(ready_fd, e, 0);
 		return 1;
 	}
+	if (o->durability == AUDIT_DURABILITY_BATCH)
+		audit_sched_batch();
 	if (w.md_ctx == NULL || w.sha256 == NULL)
 		e = err_set(CUSTOS_ERR_CRYPTO, "audit: SHA-256 unavailable");
 	else

@@ -44,12 +44,28 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 #define OSSL_FUNCS(X)                                                                              \
 	X(ASN1_STRING_get0_data)                                                                   \
 	X(ASN1_STRING_length)                                                                      \
+	X(BIO_clear_flags)                                                                         \
 	X(BIO_ctrl)                                                                                \
 	X(BIO_free)                                                                                \
+	X(BIO_int_ctrl)                                                                            \
+	X(BIO_meth_free)                                                                           \
+	X(BIO_meth_get_create)                                                                     \
+	X(BIO_meth_get_ctrl)                                                                       \
+	X(BIO_meth_get_destroy)                                                                    \
+	X(BIO_meth_new)                                                                            \
+	X(BIO_meth_set_create)                                                                     \
+	X(BIO_meth_set_ctrl)                                                                       \
+	X(BIO_meth_set_destroy)                                                                    \
+	X(BIO_meth_set_puts)                                                                       \
+	X(BIO_meth_set_read)                                                                       \
+	X(BIO_meth_set_write)                                                                      \
 	X(BIO_new)                                                                                 \
 	X(BIO_new_mem_buf)                                                                         \
 	X(BIO_s_mem)                                                                               \
 	X(BIO_s_secmem)                                                                            \
+	X(BIO_s_socket)                                                                            \
+	X(BIO_set_flags)                                                                           \
+	X(BIO_sock_should_retry)                                                                   \
 	X(BN_bin2bn)                                                                               \
 	X(BN_free)                                                                                 \
 	X(BN_new)                                                                                  \
@@ -158,6 +174,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_read_ex)                                                                             \
 	X(SSL_set1_host)                                                                           \
 	X(SSL_set_accept_state)                                                                    \
+	X(SSL_set_bio)                                                                             \
 	X(SSL_set_connect_state)                                                                   \
 	X(SSL_set_fd)                                                                              \
 	X(SSL_shutdown)                                                                            \

@@ -194,6 +194,33 @@ static void buf_give_block(worker *w, buf *b)
 	buf_free(b);
 }
 
+/* Response head parsers (3.5 KiB each) the same way: one per running request, from a
+ * per-worker free list, never carried by an idle connection. */
+#define RP_CACHE_MAX 32u
+
+static http1_parser *rp_take(worker *w)
+{
+	if (w->rp_cache == NULL)
+		return malloc(sizeof(http1_parser));
+	http1_parser *p = w->rp_cache;
+	memcpy(&w->rp_cache, p, sizeof(void *));
+	w->rp_cached--;
+	return p;
+}
+
+static void rp_give(worker *w, http1_parser *p)
+{
+	if (p == NULL)
+		return;
+	if (w->rp_cached >= RP_CACHE_MAX) {
+		free(p);
+		return;
+	}
+	memcpy(p, &w->rp_cache, sizeof(void *));
+	w->rp_cache = p;
+	w->rp_cached++;
+}
+
 void conn_buf_cache_free(worker *w)
 {
 	while (w->buf_cache != NULL) {
@@ -202,21 +229,27 @@ void conn_buf_cache_free(worker *w)
 		free(blk);
 	}
 	w->buf_cached = 0;
+	while (w->rp_cache != NULL) {
+		void *p = w->rp_cache;
+		memcpy(&w->rp_cache, p, sizeof(void *));
+		free(p);
+	}
+	w->rp_cached = 0;
 }
 
-static void req_reset(req *r)
+static void req_reset(worker *w, req *r)
 {
 	egress_ingress_end(r->egress_token);
 	free(r->path);
 	buf_free(&r->body);
-	buf_free(&r->uphead);
-	buf_free(&r->upout);
+	buf_give_block(w, &r->uphead);
+	buf_give_block(w, &r->upout);
 	buf_free(&r->keep);
 	if (r->has_oa)
 		openai_request_free(&r->oa);
 	if (r->sse_init)
 		sse_parser_free(&r->sse);
-	free(r->rp);
+	rp_give(w, r->rp);
 	ingress_inspect_free(r->insp);
 	*r = (req){ 0 };
 }
@@ -225,7 +258,7 @@ static void conn_free(void *p)
 {
 	conn *c = p;
 
-	req_reset(&c->r);
+	req_reset(c->w, &c->r);
 	sock_close(&c->s);
 	buf_give_block(c->w, &c->in);
 	buf_give_block(c->w, &c->out);
@@ -305,11 +338,12 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 {
 	req *r = &c->r;
 	worker *w = c->w;
-	uint64_t now = tm_mono_ns();
 	proxy_state *st = c->st_ref;
 
 	if (r->audited)
 		return;
+	/* A finished exchange ends at t_up_done (read just before): no second clock read. */
+	uint64_t now = r->t_up_done ? r->t_up_done : tm_mono_ns();
 	r->audited = true;
 	const char *upname = NULL;
 	if (st && r->t_up_start && r->upstream < st->o.nupstreams)
@@ -408,7 +442,7 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 		c->st = CS_CLOSING;
 	} else {
 		c->st = CS_HEAD;
-		req_reset(r);
+		req_reset(c->w, r);
 		if (c->st_ref) {
 			state_unref(c->st_ref);
 			c->st_ref = NULL;
@@ -551,7 +585,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	(void)salen;
 	if (ls->tls) {
 		c->s.ssl = SSL_new(st->srv_ctx[ls->index]);
-		if (c->s.ssl == NULL || SSL_set_fd(c->s.ssl, fd) != 1) {
+		if (c->s.ssl == NULL || !sock_ssl_set_fd(c->s.ssl, fd)) {
 			sock_close(&c->s);
 			free(c);
 			return;
@@ -658,6 +692,7 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 		.nadd = 2,
 	};
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
+	buf_take_block(c->w, &r->uphead);
 	GUARD(http1_write_request_head(&r->uphead, h, &wo));
 	/* The final CRLF comes after Content-Length, known once the body is final. */
 	ENSURE(buf_used(&r->uphead) >= 2, CUSTOS_ERR_INTERNAL, "short head");
@@ -817,7 +852,8 @@ static void on_request_body_done(conn *c)
 		.authenticated = c->id.method != IDENT_NONE,
 	};
 	decide_eval(st->pol, &in, &r->dec);
-	r->t_policy = tm_mono_ns() - t0;
+	uint64_t t1 = tm_mono_ns(); /* also the time of the rate check and the upstream start */
+	r->t_policy = t1 - t0;
 	if (c->id.method == IDENT_API_KEY && !r->dec.principal_known) {
 		conn_reject(c, 401, "unknown API key", false);
 		return;
@@ -849,7 +885,7 @@ static void on_request_body_done(conn *c)
 	if (enforce && (r->dec.rate || r->dec.tokens)) {
 		limit_result lr =
 		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
-		                      r->dec.tokens, r->dec.tokens_ns, tm_mono_ns());
+		                      r->dec.tokens, r->dec.tokens_ns, t1);
 		if (lr != LIMIT_OK) {
 			conn_reject(c, 429,
 			            lr == LIMIT_RATE ? "request rate limit exceeded"
@@ -1036,7 +1072,7 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 	buf_init(&u->in, PROXY_UPIN_MAX);
 	if (uo->tls) {
 		u->s.ssl = SSL_new(st->up_ctx[ui]);
-		if (u->s.ssl == NULL || SSL_set_fd(u->s.ssl, fd) != 1) {
+		if (u->s.ssl == NULL || !sock_ssl_set_fd(u->s.ssl, fd)) {
 			up_free(u);
 			*failed_now = true;
 			return NULL;
@@ -1123,14 +1159,18 @@ static void up_attempt(conn *c)
 	u->owner = c;
 	c->up = u;
 	buf_reset(&u->in);
-	buf_free(&r->upout);
-	buf_init(&r->upout, buf_used(&r->uphead) + buf_used(&r->body) + 1);
+	buf_give_block(c->w, &r->upout);
+	/* Room for exactly this request; a small one gets a cached block (its limit is then
+	 * the block, which it never reaches). */
+	size_t need = buf_used(&r->uphead) + buf_used(&r->body) + 1;
+	buf_init(&r->upout, need < BUF_BLOCK ? BUF_BLOCK - 1 : need);
+	buf_take_block(c->w, &r->upout);
 	if (buf_append_span(&r->upout, buf_span(&r->uphead)) != CUSTOS_OK ||
 	    buf_append_span(&r->upout, buf_span(&r->body)) != CUSTOS_OK) {
 		conn_reject(c, 500, "out of memory", true);
 		return;
 	}
-	if (r->rp == NULL && (r->rp = malloc(sizeof(*r->rp))) == NULL) {
+	if (r->rp == NULL && (r->rp = rp_take(c->w)) == NULL) {
 		conn_reject(c, 503, "out of memory", true);
 		return;
 	}
@@ -1248,7 +1288,7 @@ static void finish_request(conn *c)
 	}
 	bool keep = r->client_keep_alive && !c->drain;
 	c->anchor = c->w->loop.now;
-	req_reset(r);
+	req_reset(c->w, r);
 	state_unref(c->st_ref);
 	c->st_ref = NULL;
 	c->st = keep ? CS_HEAD : CS_CLOSING;

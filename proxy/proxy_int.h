@@ -120,6 +120,9 @@ ssize_t sock_write(sock *s, buf *b);
 /* TLS handshake step: SOCK_OK done, SOCK_AGAIN, SOCK_ERR. */
 int sock_handshake(sock *s);
 void sock_close(sock *s);
+/* Attaches fd to ssl through a BIO that uses recv/send (OpenSSL's socket BIO uses
+ * read/write); the fd stays the caller's to close. Returns false when out of memory. */
+bool sock_ssl_set_fd(SSL *ssl, int fd);
 
 /* ---- limits: rate and token budgets per principal, shared by workers (limits.c) ---- */
 struct limiter;
@@ -246,6 +249,8 @@ typedef struct worker {
 	struct emit_batch *audit_batch; /* NULL: submit each event at once */
 	void *buf_cache;                /* conn.c: free I/O buffer blocks (singly linked) */
 	unsigned buf_cached;
+	void *rp_cache; /* conn.c: free response head parsers (singly linked) */
+	unsigned rp_cached;
 } worker;
 
 struct proxy_server {

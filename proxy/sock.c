@@ -4,7 +4,10 @@
  * other direction's readiness.
  */
 #include <errno.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
+#include <pthread.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +15,86 @@
 #include "proxy_int.h"
 
 #define SOCK_READ_CHUNK (16u * 1024u)
+
+/* ---- a socket BIO on recv/send. OpenSSL's own calls read()/write(), which go through the
+ * VFS layer (file position lock, rw_verify_area, the iterator) before reaching the socket;
+ * recv/send enter the socket layer directly. Everything but read and write is OpenSSL's
+ * socket BIO (fd handling, ctrl, creation). custos does not enable kernel TLS; with it, reads
+ * would have to go through OpenSSL's record-aware socket read instead. */
+static BIO_METHOD *sbio_meth;
+static pthread_once_t sbio_once = PTHREAD_ONCE_INIT;
+
+static int sbio_read(BIO *b, char *out, int outl)
+{
+	if (out == NULL || outl <= 0)
+		return 0;
+	errno = 0;
+	ssize_t r;
+	do
+		r = recv((int)BIO_get_fd(b, NULL), out, (size_t)outl, 0);
+	while (r == -1 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (r <= 0) {
+		if (r == -1 && BIO_sock_should_retry(-1))
+			BIO_set_retry_read(b);
+		else if (r == 0)
+			BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+		return r == 0 ? 0 : -1;
+	}
+	return (int)r;
+}
+
+static int sbio_write(BIO *b, const char *in, int inl)
+{
+	if (in == NULL || inl <= 0)
+		return 0;
+	errno = 0;
+	ssize_t r;
+	do
+		r = send((int)BIO_get_fd(b, NULL), in, (size_t)inl, MSG_NOSIGNAL);
+	while (r == -1 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (r == -1) {
+		if (BIO_sock_should_retry(-1))
+			BIO_set_retry_write(b);
+		return -1;
+	}
+	return (int)r;
+}
+
+static int sbio_puts(BIO *b, const char *str)
+{
+	return sbio_write(b, str, (int)strlen(str));
+}
+
+static void sbio_init(void)
+{
+	const BIO_METHOD *base = BIO_s_socket();
+	BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "custos socket");
+
+	if (m == NULL || BIO_meth_set_read(m, sbio_read) != 1 ||
+	    BIO_meth_set_write(m, sbio_write) != 1 || BIO_meth_set_puts(m, sbio_puts) != 1 ||
+	    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base)) != 1 ||
+	    BIO_meth_set_create(m, BIO_meth_get_create(base)) != 1 ||
+	    BIO_meth_set_destroy(m, BIO_meth_get_destroy(base)) != 1) {
+		BIO_meth_free(m);
+		m = NULL; /* SSL_set_fd's socket BIO instead */
+	}
+	sbio_meth = m;
+}
+
+bool sock_ssl_set_fd(SSL *ssl, int fd)
+{
+	pthread_once(&sbio_once, sbio_init);
+	if (sbio_meth == NULL)
+		return SSL_set_fd(ssl, fd) == 1;
+	BIO *b = BIO_new(sbio_meth);
+	if (b == NULL)
+		return false;
+	BIO_set_fd(b, fd, BIO_NOCLOSE);
+	SSL_set_bio(ssl, b, b); /* ssl owns b */
+	return true;
+}
 
 void sock_event(sock *s, uint32_t events)
 {
@@ -43,6 +126,14 @@ bool sock_can_read(const sock *s)
 bool sock_can_write(const sock *s)
 {
 	return ready_for(s, s->wr_blocked ? s->wr_blocked : 'w');
+}
+
+/* SSL_get_error needs an empty error queue before each call. Clearing it walks all of its
+ * slots; it is almost always empty already (ssl_result clears after errors), so look first. */
+static void err_queue_clear(void)
+{
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
 }
 
 /* Maps an SSL error to AGAIN (recording what it waits for) or ERR/EOF. */
@@ -88,7 +179,7 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 		return SOCK_ERR;
 	if (s->ssl) {
 		size_t got = 0;
-		ERR_clear_error();
+		err_queue_clear();
 		int r = SSL_read_ex(s->ssl, buf_tail(b), n, &got);
 		if (r == 1) {
 			s->rd_blocked = 0;
@@ -98,7 +189,7 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 		return ssl_result(s, r, &s->rd_blocked);
 	}
 	for (;;) {
-		ssize_t r = read(s->fd, buf_tail(b), n);
+		ssize_t r = recv(s->fd, buf_tail(b), n, 0);
 		if (r > 0) {
 			s->rd_blocked = 0;
 			buf_commit(b, (size_t)r);
@@ -128,7 +219,7 @@ ssize_t sock_write(sock *s, buf *b)
 	while (buf_used(b) > 0) {
 		if (s->ssl) {
 			size_t put = 0;
-			ERR_clear_error();
+			err_queue_clear();
 			int r = SSL_write_ex(s->ssl, buf_ptr(b), buf_used(b), &put);
 			if (r == 1) {
 				s->wr_blocked = 0;

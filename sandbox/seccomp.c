@@ -523,6 +523,12 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 		if ((e = add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", 1, &c)) != CUSTOS_OK)
 			goto out;
 	}
+	/* The audit writer and its client threads demote themselves to SCHED_BATCH (the
+	 * calling thread, that policy only: nothing else about scheduling may change). */
+	struct scmp_arg_cmp sb[2] = { SCMP_A0(SCMP_CMP_EQ, 0, 0),
+		                      SCMP_A1(SCMP_CMP_EQ, SCHED_BATCH, 0) };
+	if ((e = add_rule(ctx, SCMP_ACT_ALLOW, "sched_setscheduler", 2, sb)) != CUSTOS_OK)
+		goto out;
 	/* glibc's getaddrinfo(AI_ADDRCONFIG) probes with a netlink socket and copes with its
 	 * failure: refuse it with EPERM rather than killing custos. */
 	struct scmp_arg_cmp nl = SCMP_A0(SCMP_CMP_EQ, AF_NETLINK, 0);

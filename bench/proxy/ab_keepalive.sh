@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# bench/proxy/ab_keepalive.sh: CPU per keep-alive request of HAProxy and of two custos builds
+# (before/after), run in turn in the same minute against one upstream nginx (`return 200`, one
+# worker), plain HTTP and TLS 1.3, wrk -t1 -c50; custos with API-key auth, policy on every
+# request and audit in `batch` mode with signed checkpoints, as bench/proxy/run.sh sets it up.
+# CPU = utime+stime of the whole process tree (custos: supervisor, proxy, audit writer).
+# Usage: bench/proxy/ab_keepalive.sh BUILD_BEFORE BUILD_AFTER
+# Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
+# "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU).
+# Prints one line per measurement and, per round, custos/HAProxy per-core ratios.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$top/$1" ;; esac; }
+A=$(abs "${1:?before build dir}")/cli/custos
+B=$(abs "${2:?after build dir}")/cli/custos
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-6} CONNS=${CONNS:-50} CASES=${CASES:-plain tls}
+for x in "$A" "$B"; do [ -x "$x" ] || { echo "ab: $x not built" >&2; exit 1; }; done
+
+w=$(mktemp -d /tmp/custos-ab.XXXXXX)
+chmod 700 "$w"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "${BENCH_KEEP:-}" ] && echo "kept $w" || rm -rf "$w"
+}
+trap cleanup EXIT
+port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "ab: nothing on port $1" >&2; return 1; }
+
+(
+	cd "$w"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout srv.key -out srv.crt
+	cat srv.crt srv.key >srv.pem
+	chmod 600 srv.key srv.pem
+	case " $CASES " in *" big "*) head -c $((10 << 20)) /dev/urandom >big.bin ;; esac
+) >/dev/null 2>&1
+
+P_UP=$(port) P_HAP=$(port) P_HAPS=$(port)
+mkdir -p "$w/up"
+cat >"$w/up/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $w/up/nginx.pid;
+error_log $w/up/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$P_UP reuseport backlog=4096;
+    location /big { alias $w/big.bin; }
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+wait_port "$P_UP"
+
+cat >"$w/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAP
+  bind 127.0.0.1:$P_HAPS ssl crt $w/srv.pem alpn http/1.1
+  default_backend up
+backend up
+  server s1 127.0.0.1:$P_UP
+EOF
+haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
+HAP=$!
+pids+=($HAP)
+wait_port "$P_HAP"
+
+KEY=sk-bench
+cat >"$w/policy.yaml" <<EOF
+version: 1
+principals:
+  bench: { match: { api_key_sha256: "$(printf %s $KEY | openssl dgst -sha256 -r | cut -d' ' -f1)" } }
+models:
+  up: { isolation: none }
+rules:
+  - id: bench-any
+    effect: allow
+    when: { direction: ingress, principal: bench }
+    limits: { requests_per_second: 10000000 }
+EOF
+chmod 644 "$w/policy.yaml"
+declare -A PID_OF=([haproxy]=$HAP) PLAIN=([haproxy]=$P_HAP) TLS=([haproxy]=$P_HAPS)
+for side in before after; do
+	bin=$A
+	[ $side = after ] && bin=$B
+	d="$w/$side"
+	mkdir -p "$d/keys" "$d/audit"
+	"$bin" audit keygen "$d/keys" >/dev/null 2>&1
+	p=$(port) ps_=$(port)
+	cat >"$d/custos.yaml" <<EOF
+version: 1
+log: { level: warn }
+workers: 1
+listeners:
+  - id: plain
+    address: "127.0.0.1:$p"
+  - id: tls
+    address: "127.0.0.1:$ps_"
+    tls: { cert: $w/srv.crt, key: $w/srv.key }
+models:
+  - id: up
+    upstream: { url: "http://127.0.0.1:$P_UP/", pool_size: 128 }
+audit:
+  dir: $d/audit
+  durability: batch
+  signing_key: $d/keys/audit.key
+policy:
+  file: $w/policy.yaml
+EOF
+	chmod 600 "$d/custos.yaml"
+	"$bin" up -c "$d/custos.yaml" 2>"$d/custos.log" &
+	PID_OF[$side]=$!
+	pids+=($!)
+	PLAIN[$side]=$p TLS[$side]=$ps_
+	wait_port "$p"
+done
+
+descendants() {
+	local p
+	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		echo "$p"
+		descendants "$p"
+	done
+}
+ticks() {
+	local p t=0
+	for p in $(descendants "$1") "$1"; do
+		[ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+# one NAME URL [CONNS]: prints "requests cpu_ticks"
+one() {
+	local t0 t1 n
+	t0=$(ticks "${PID_OF[$1]}")
+	n=$(wrk -t1 -c"${3:-$CONNS}" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$2" | awk '/requests in/ {print $1}')
+	t1=$(ticks "${PID_OF[$1]}")
+	echo "${n:-0} $((t1 - t0))"
+}
+echo "ab_keepalive: $ROUNDS rounds, ${DURATION}s per case, $CONNS connections; load $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+	for case in $CASES; do
+		declare -A us=()
+		order="haproxy before after"
+		[ $((r % 2)) -eq 0 ] && order="haproxy after before" # no side always runs last
+		for n in $order; do
+			c=$CONNS
+			case $case in
+			plain) url="http://127.0.0.1:${PLAIN[$n]}/v1/models" ;;
+			tls) url="https://127.0.0.1:${TLS[$n]}/v1/models" ;;
+			big) url="http://127.0.0.1:${PLAIN[$n]}/big" c=4 ;;
+			*) echo "ab: unknown case $case" >&2; exit 1 ;;
+			esac
+			read -r req tk < <(one "$n" "$url" "$c")
+			us[$n]=$(awk -v t="$tk" -v n="$req" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')
+			printf 'round %d %-5s %-8s requests %8d  cpu %6.2f s  %6s us/request  load %s\n' "$r" "$case" "$n" "$req" \
+				"$(awk -v t="$tk" -v hz="$HZ" 'BEGIN {print t / hz}')" "${us[$n]}" "$(cut -d' ' -f1 /proc/loadavg)"
+		done
+		awk -v r="$r" -v c="$case" -v h="${us[haproxy]}" -v b="${us[before]}" -v a="${us[after]}" \
+			'BEGIN {printf "RATIO round %d %-5s custos/HAProxy per core: before %.2f after %.2f  (after vs before CPU/request %+.1f%%)\n", r, c, h / b, h / a, (a / b - 1) * 100}'
+	done
+done
+# the trails must verify
+for side in before after; do
+	bin=$A
+	[ $side = after ] && bin=$B
+	if "$bin" audit verify --live --pubkey "$w/$side/keys/audit.pub" "$w/$side/audit" >"$w/verify.out" 2>&1; then
+		echo "audit verify $side: ok ($(cat "$w/$side"/audit/*.jsonl | wc -l) lines)"
+	else
+		echo "audit verify $side: FAILED: $(tail -2 "$w/verify.out")"
+	fi
+done
