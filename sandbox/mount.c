@@ -2,8 +2,11 @@
  * Mounts: the new root is a tmpfs reached by pivot_root, built from a plan the parent prepared.
  * As bubblewrap does, the child first pivots into a tmpfs over /tmp (private to its mount
  * namespace) with the host root at /oldroot, builds /newroot from /oldroot sources, drops the
- * host root and pivots again. Read-only bind remounts repeat the source's locked flags
- * (nosuid, nodev, noexec, atime), which a user namespace requires.
+ * host root and pivots again. A bind's flags (read-only, nosuid, nodev, noexec) are added with
+ * mount_setattr (Linux 5.12), which only sets what it is given, so the source's locked flags
+ * stay as a user namespace requires; the /dev nodes get theirs in one recursive call. Where
+ * mount_setattr is missing, read-only bind remounts repeat the source's locked flags (nosuid,
+ * nodev, noexec, atime).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -147,12 +150,14 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 		sb_op *op = sb_plan_last(m);
 		op->ro = false;
 		op->dev = true;
+		op->attr_later = true; /* the SB_OP_ATTRS over /dev below */
 	}
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd", "/dev/fd", 0));
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/0", "/dev/stdin", 0));
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/1", "/dev/stdout", 0));
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/2", "/dev/stderr", 0));
 	GUARD(sb_plan_add(m, SB_OP_TMPFS, "mode=1777,size=64m", "/dev/shm", 01777));
+	GUARD(sb_plan_add(m, SB_OP_ATTRS, NULL, "/dev", 0));
 	GUARD(sb_devices_plan(p, m));
 	if (p->sys_ro && p->gpu == SANDBOX_GPU_NONE)
 		GUARD(sb_plan_add(m, SB_OP_BIND, p->sys_root ? p->sys_root : "/sys", "/sys", 0));
@@ -271,6 +276,39 @@ static unsigned long locked_flags(const char *path)
 	return f;
 }
 
+/* Adds attributes to the mount at path (and with rec those below it); never clears one. 0, an
+ * errno, or ENOSYS where mount_setattr is missing (kernel or C library): remount instead. */
+static int add_attrs(const char *path, bool ro, bool dev, bool exec, bool rec)
+{
+#ifdef MOUNT_ATTR_RDONLY
+	struct mount_attr a;
+	memset(&a, 0, sizeof(a));
+	a.attr_set = MOUNT_ATTR_NOSUID | (ro ? MOUNT_ATTR_RDONLY : 0) |
+	             (dev ? 0 : MOUNT_ATTR_NODEV) | (exec ? 0 : MOUNT_ATTR_NOEXEC);
+	if (mount_setattr(AT_FDCWD, path, rec ? AT_RECURSIVE : 0, &a, sizeof(a)) == 0)
+		return 0;
+	return errno == ENOSYS ? ENOSYS : errno;
+#else
+	(void)path, (void)ro, (void)dev, (void)exec, (void)rec;
+	return ENOSYS;
+#endif
+}
+
+/* The remount the attributes need without mount_setattr. */
+static int remount_flags(const char *path, bool ro, bool dev, bool exec)
+{
+	unsigned long f = locked_flags(path) | MS_NOSUID;
+	if (!dev)
+		f |= MS_NODEV;
+	if (!exec)
+		f |= MS_NOEXEC;
+	if (ro)
+		f |= MS_RDONLY;
+	if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
+		return errno;
+	return 0;
+}
+
 static int do_bind(const sb_op *op, const char **step)
 {
 	struct stat st;
@@ -296,15 +334,27 @@ static int do_bind(const sb_op *op, const char **step)
 	}
 	if (mount(op->src, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
 		return errno;
-	unsigned long f = locked_flags(op->dst) | MS_NOSUID;
-	if (!op->dev)
-		f |= MS_NODEV;
-	if (!op->exec)
-		f |= MS_NOEXEC;
-	if (op->ro)
-		f |= MS_RDONLY;
-	if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
-		return errno;
+	if (op->attr_later)
+		return 0;
+	int r = add_attrs(op->dst, op->ro, op->dev, op->exec, false);
+	return r == ENOSYS ? remount_flags(op->dst, op->ro, op->dev, op->exec) : r;
+}
+
+/* SB_OP_ATTRS: nosuid+noexec over dst's tree at once; without mount_setattr, the binds that
+ * waited for it (attr_later, listed before it) are remounted one by one. */
+static int do_attrs(const sb_mounts *m, size_t at)
+{
+	int r = add_attrs(m->ops[at].dst, false, true, false, true);
+	if (r != ENOSYS)
+		return r;
+	for (size_t i = 0; i < at; i++) {
+		const sb_op *b = &m->ops[i];
+		struct stat st;
+		if (b->kind != SB_OP_BIND || !b->attr_later || lstat(b->dst, &st) == -1)
+			continue;
+		if ((r = remount_flags(b->dst, b->ro, b->dev, b->exec)) != 0)
+			return r;
+	}
 	return 0;
 }
 
@@ -368,11 +418,16 @@ static int do_op(const sb_op *op, const char **step)
 			return 0;
 		if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
 			return errno;
+		r = add_attrs(op->dst, true, false, true, false);
+		if (r != ENOSYS)
+			return r;
 		unsigned long f = locked_flags(op->dst) | MS_RDONLY | MS_NOSUID | MS_NODEV;
 		if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
 			return errno;
 		return 0;
 	}
+	case SB_OP_ATTRS:
+		return EINVAL; /* sb_mounts_apply runs it: it needs the ops before it */
 	}
 	return EINVAL;
 }
@@ -397,9 +452,16 @@ int sb_mounts_apply(const sb_mounts *m, const char **step)
 	*step = "tmpfs for the new root";
 	if (mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") == -1)
 		return errno;
-	for (size_t i = 0; i < m->n; i++)
-		if ((r = do_op(&m->ops[i], step)) != 0)
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->ops[i].kind == SB_OP_ATTRS) {
+			*step = m->ops[i].dst;
+			r = do_attrs(m, i);
+		} else {
+			r = do_op(&m->ops[i], step);
+		}
+		if (r != 0)
 			return r;
+	}
 	*step = "detach the host root";
 	if (umount2("/oldroot", MNT_DETACH) == -1)
 		return errno;

@@ -42,16 +42,18 @@ typedef enum sb_op_kind {
 	SB_OP_FILE,    /* regular file dst with content src */
 	SB_OP_PROC,    /* proc on dst */
 	SB_OP_RO,      /* bind dst on itself read-only (if it exists) */
+	SB_OP_ATTRS,   /* nosuid+noexec on dst and every mount below it (the attr_later binds) */
 } sb_op_kind;
 
 typedef struct sb_op {
 	sb_op_kind kind;
-	char *src; /* host path ("/oldroot/..."), link target, file content or tmpfs data */
-	char *dst; /* "/newroot/..." */
-	bool ro;   /* BIND: read-only */
-	bool dev;  /* BIND: device nodes allowed (no MS_NODEV) */
-	bool exec; /* BIND/TMPFS: exec allowed */
-	bool must; /* BIND: the source must exist (otherwise skipped) */
+	char *src;       /* host path ("/oldroot/..."), link target, file content or tmpfs data */
+	char *dst;       /* "/newroot/..." */
+	bool ro;         /* BIND: read-only */
+	bool dev;        /* BIND: device nodes allowed (no MS_NODEV) */
+	bool exec;       /* BIND/TMPFS: exec allowed */
+	bool must;       /* BIND: the source must exist (otherwise skipped) */
+	bool attr_later; /* BIND: nosuid+noexec come from a later SB_OP_ATTRS over its tree */
 	mode_t mode;
 } sb_op;
 

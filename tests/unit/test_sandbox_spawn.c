@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <seccomp.h>
 
 #include "custos/sandbox.h"
 
@@ -310,6 +311,55 @@ static void leave_init_inline(void **state)
 	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 2);
 	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
 	pthread_mutex_destroy(&r.mu);
+}
+
+/* Mount attributes with and without mount_setattr: the same flags either way. A forked child
+ * answers mount_setattr with ENOSYS (its seccomp filter, which the sandbox inherits), so the
+ * sandbox falls back to remounts; the command checks the flags it sees. */
+static void mount_attrs_fallback(void **state)
+{
+	(void)state;
+	NEED();
+	static const char *const check[] = {
+		"/bin/sh", "-c",
+		"grep -q ' /usr ro,nosuid,nodev' /proc/self/mountinfo && "
+		"grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
+		"grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+		"grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
+		"! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo",
+		NULL
+	};
+	for (int without = 0; without < 2; without++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			if (without) {
+				scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
+				if (f == NULL ||
+				    seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS),
+				                     seccomp_syscall_resolve_name("mount_setattr"),
+				                     0) != 0 ||
+				    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+				    seccomp_load(f) != 0)
+					_exit(90);
+				seccomp_release(f);
+			}
+			sandbox_profile p;
+			profile(&p);
+			sandbox *sb = NULL;
+			int st = 0;
+			if (sandbox_spawn(&p, check, NULL, &sb) != CUSTOS_OK)
+				_exit(91);
+			if (sandbox_wait(sb, &st) != CUSTOS_OK)
+				_exit(92);
+			sandbox_free(sb);
+			_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 93);
+		}
+		int st = 0;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
 }
 
 static void violation_audited(void **state)
@@ -812,6 +862,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exit_status),
 		cmocka_unit_test(leave_init_inline),
+		cmocka_unit_test(mount_attrs_fallback),
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
