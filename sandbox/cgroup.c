@@ -88,23 +88,8 @@ custos_err sb_cg_write(const char *dir, const char *file, const char *value)
 	return CUSTOS_OK;
 }
 
-uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
+static uint64_t parse_key(char *text, const char *key)
 {
-	char path[SANDBOX_PATH_MAX + 64], text[4096];
-	int fd;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, file);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd == -1)
-		return 0;
-	do
-		n = read(fd, text, sizeof(text) - 1);
-	while (n == -1 && errno == EINTR);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	text[n] = '\0';
 	size_t klen = strlen(key);
 	for (char *line = text; line && *line;) {
 		char *nl = strchr(line, '\n');
@@ -120,6 +105,32 @@ uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
 		line = nl ? nl + 1 : NULL;
 	}
 	return 0;
+}
+
+uint64_t sb_cg_read_key_fd(int fd, const char *key)
+{
+	char text[4096];
+	ssize_t n;
+	do
+		n = pread(fd, text, sizeof(text) - 1, 0);
+	while (n == -1 && errno == EINTR);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	return parse_key(text, key);
+}
+
+uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key)
+{
+	char path[SANDBOX_PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	uint64_t v = sb_cg_read_key_fd(fd, key);
+	close(fd);
+	return v;
 }
 
 custos_err sb_cgroup_create(const sandbox_profile *p, const char *id, bool defer_v1, sb_cgroup *cg,
@@ -335,6 +346,9 @@ void sb_cgroup_destroy(sb_cgroup *cg)
 {
 	if (cg->dirfd >= 0)
 		close(cg->dirfd);
+	for (int i = 0; cg->v1cnt_open && i < 4; i++)
+		if (cg->v1cnt[i] >= 0)
+			close(cg->v1cnt[i]);
 	if (cg->dir) {
 		rmdir_retry(cg->dir);
 		free(cg->dir);

@@ -105,33 +105,62 @@ custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg)
 			goto fail;
 	}
 	if (cg->v1dir[2]) {
-		if ((e = sb_cg_write(cg->v1dir[2], "cpu.cfs_period_us", "100000")) != CUSTOS_OK)
-			goto fail;
+		/* The period is a new cgroup's default, 100000 us (not inherited): the quota alone
+		 * sets the share. */
 		snprintf(v, sizeof(v), "%u", l->cpu_millis * 100);
 		if ((e = sb_cg_write(cg->v1dir[2], "cpu.cfs_quota_us", v)) != CUSTOS_OK)
 			goto fail;
 	}
+	static const struct {
+		int dir;
+		const char *file;
+	} cnt[4] = { { 0, "memory.oom_control" },
+		     { 0, "memory.failcnt" },
+		     { 1, "pids.events" },
+		     { 2, "cpu.stat" } };
+	for (int i = 0; i < 4; i++) {
+		char path[SANDBOX_PATH_MAX + 32];
+		cg->v1cnt[i] = -1;
+		if (!cg->v1dir[cnt[i].dir])
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", cg->v1dir[cnt[i].dir], cnt[i].file);
+		cg->v1cnt[i] = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	cg->v1cnt_open = true;
 	return CUSTOS_OK;
 fail:
 	sb_cgroup_destroy(cg);
 	return e;
 }
 
+/* One counter: from the file kept open when there is one, else by path. */
+static uint64_t counter(const sb_cgroup *cg, int i, int dir, const char *file, const char *key)
+{
+	if (cg->v1cnt_open && cg->v1cnt[i] >= 0)
+		return sb_cg_read_key_fd(cg->v1cnt[i], key);
+	return sb_cg_read_key(cg->v1dir[dir], file, key);
+}
+
 custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c)
 {
 	if (cg->v1dir[0]) {
-		c->oom_kill = sb_cg_read_key(cg->v1dir[0], "memory.oom_control", "oom_kill");
+		c->oom_kill = counter(cg, 0, 0, "memory.oom_control", "oom_kill");
 		/* open/read, not stdio: this runs on the monitor thread at each exit, and a FILE
 		 * would be that thread's first malloc (a new arena: mmap, munmap, mprotect). */
 		char path[SANDBOX_PATH_MAX + 32], text[64];
-		snprintf(path, sizeof(path), "%s/memory.failcnt", cg->v1dir[0]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		bool kept = cg->v1cnt_open && cg->v1cnt[1] >= 0;
+		int fd = kept ? cg->v1cnt[1] : -1;
+		if (!kept) {
+			snprintf(path, sizeof(path), "%s/memory.failcnt", cg->v1dir[0]);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
 		if (fd != -1) {
 			ssize_t n;
 			do
-				n = read(fd, text, sizeof(text) - 1);
+				n = pread(fd, text, sizeof(text) - 1, 0);
 			while (n == -1 && errno == EINTR);
-			close(fd);
+			if (!kept)
+				close(fd);
 			uint64_t v;
 			if (n > 0) {
 				text[n] = '\0';
@@ -142,8 +171,8 @@ custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c)
 		}
 	}
 	if (cg->v1dir[1])
-		c->pids_max = sb_cg_read_key(cg->v1dir[1], "pids.events", "max");
+		c->pids_max = counter(cg, 2, 1, "pids.events", "max");
 	if (cg->v1dir[2])
-		c->cpu_throttled = sb_cg_read_key(cg->v1dir[2], "cpu.stat", "nr_throttled");
+		c->cpu_throttled = counter(cg, 3, 2, "cpu.stat", "nr_throttled");
 	return CUSTOS_OK;
 }

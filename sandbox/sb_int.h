@@ -207,6 +207,10 @@ typedef struct sb_cgroup {
 	int dirfd;                   /* v2: open directory for clone3 CLONE_INTO_CGROUP, or -1 */
 	char *v1dir[SB_CG_V1_CTRLS]; /* v1: per-controller directories (NULL when absent) */
 	bool v1_pending;             /* v1: planned, not made yet (sb_cgroup_realize) */
+	/* v1: the counter files, open from the make to the destroy (read with pread: no path
+	 * walk at each read; where one could not be opened, it is read by path). */
+	bool v1cnt_open;
+	int v1cnt[4]; /* memory.oom_control, memory.failcnt, pids.events, cpu.stat; -1 none */
 	sb_cgroup_counters last;
 } sb_cgroup;
 
@@ -274,6 +278,8 @@ custos_err sb_cgv2_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 custos_err sb_cgv1_read(const sb_cgroup *cg, sb_cgroup_counters *c) CUSTOS_WUR;
 /* Reads "key N" from a flat-keyed cgroup file; 0 when the key or file is missing. */
 uint64_t sb_cg_read_key(const char *dir, const char *file, const char *key);
+/* The same from an open file (pread at offset 0). */
+uint64_t sb_cg_read_key_fd(int fd, const char *key);
 custos_err sb_cg_write(const char *dir, const char *file, const char *value) CUSTOS_WUR;
 
 /* ---- network (net.c) ---- */
