@@ -16,17 +16,8 @@ B=$(abs "${2:?after build dir}")/cli/custos
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-6} CONNS=${CONNS:-50} CASES=${CASES:-plain tls}
 for x in "$A" "$B"; do [ -x "$x" ] || { echo "ab: $x not built" >&2; exit 1; }; done
 
-w=$(mktemp -d /tmp/custos-ab.XXXXXX)
-chmod 700 "$w"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	[ -n "${BENCH_KEEP:-}" ] && echo "kept $w" || rm -rf "$w"
-}
-trap cleanup EXIT
-port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "ab: nothing on port $1" >&2; return 1; }
+. "$top/bench/proxy/lib.bash"
+bench_workdir custos-ab
 
 (
 	cd "$w"
@@ -38,26 +29,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 ) >/dev/null 2>&1
 
 P_UP=$(port) P_HAP=$(port) P_HAPS=$(port)
-mkdir -p "$w/up"
-cat >"$w/up/nginx.conf" <<EOF
-user root;
-worker_processes 1;
-pid $w/up/nginx.pid;
-error_log $w/up/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$P_UP reuseport backlog=4096;
-    location /big { alias $w/big.bin; }
-    location / { return 200 "ok\n"; }
-  }
-}
-EOF
-nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$P_UP"
+bench_upstream "$P_UP"
 
 cat >"$w/haproxy.cfg" <<EOF
 global
@@ -132,13 +104,6 @@ EOF
 	wait_port "$p"
 done
 
-descendants() {
-	local p
-	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		echo "$p"
-		descendants "$p"
-	done
-}
 ticks() {
 	local p t=0
 	for p in $(descendants "$1") "$1"; do

@@ -30,18 +30,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
 	fi
 fi
 
-w=$(mktemp -d /tmp/custos-bench.XXXXXX)
-chmod 700 "$w"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	[ -n "${BENCH_KEEP:-}" ] && echo "kept $w" || rm -rf "$w"
-}
-trap cleanup EXIT
-
-port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "bench: nothing on port $1" >&2; return 1; }
+. "$top/bench/proxy/lib.bash"
+bench_workdir custos-bench
 
 # ---- certificates
 (
@@ -61,26 +51,8 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 P_UP=$(port) P_NGX=$(port) P_NGXS=$(port) P_HAP=$(port) P_HAPS=$(port) P_CU=$(port) P_CUS=$(port)
 
 # ---- upstream: nginx, one worker, `return 200`, and a 10 MiB file
-mkdir -p "$w/up" "$w/ngx"
-cat >"$w/up/nginx.conf" <<EOF
-user root;
-worker_processes 1;
-pid $w/up/nginx.pid;
-error_log $w/up/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$P_UP reuseport backlog=4096;
-    location /big { alias $w/big.bin; }
-    location / { return 200 "ok\n"; }
-  }
-}
-EOF
-nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$P_UP"
+mkdir -p "$w/ngx"
+bench_upstream "$P_UP"
 
 # ---- nginx as reverse proxy
 cat >"$w/ngx/nginx.conf" <<EOF
@@ -194,13 +166,6 @@ wait_port "$P_CU"
 # ---- measurement helpers
 # CPU ticks (utime+stime) of a process and all its descendants: custos up's proxy process (a
 # child of the supervisor since privilege separation) and its audit writer (a grandchild).
-descendants() {
-	local p
-	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		echo "$p"
-		descendants "$p"
-	done
-}
 ticks() {
 	local all p t=0
 	all=$(descendants "$1"; echo "$1")

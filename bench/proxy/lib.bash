@@ -1,0 +1,54 @@
+# shellcheck shell=bash
+# Shared by bench/proxy/run.sh and bench/proxy/ab_keepalive.sh: the work directory and its
+# cleanup, free ports, the upstream nginx both measure against, and a process tree's pids.
+
+# bench_workdir PREFIX: makes $w (mode 700), an empty pids array, and an EXIT trap that stops
+# every pid in it and removes $w (kept with BENCH_KEEP=1).
+bench_workdir() {
+	w=$(mktemp -d "/tmp/$1.XXXXXX")
+	chmod 700 "$w"
+	pids=()
+	trap bench_cleanup EXIT
+}
+bench_cleanup() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "${BENCH_KEEP:-}" ] && echo "kept $w" || rm -rf "$w"
+}
+
+port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "bench: nothing on port $1" >&2; return 1; }
+
+# bench_upstream PORT: the upstream everyone is measured against, in $w/up: nginx, one worker,
+# `return 200 "ok\n"`, and /big serving $w/big.bin (when the caller made it).
+bench_upstream() {
+	mkdir -p "$w/up"
+	cat >"$w/up/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $w/up/nginx.pid;
+error_log $w/up/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$1 reuseport backlog=4096;
+    location /big { alias $w/big.bin; }
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+	nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
+	pids+=($!)
+	wait_port "$1"
+}
+
+# descendants PID: every pid below PID (the CPU of a whole process tree is summed over them).
+descendants() {
+	local p
+	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+		echo "$p"
+		descendants "$p"
+	done
+}
