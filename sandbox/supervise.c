@@ -485,7 +485,7 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->stdio[2] = sb->opts.stderr_fd;
 	snprintf(id, sizeof(id), "custos-%s-%d-%lu", p->name, (int)getpid(),
 	         __atomic_add_fetch(&spawn_counter, 1, __ATOMIC_RELAXED));
-	/* v1 directories are made below, while the monitor thread clones and the child sets up. */
+	/* v1 directories are only planned here: cg_gate makes them while the child sets up. */
 	if ((e = sb_cgroup_create(p, id, true, &sb->cg, &sb->cg_note)) != CUSTOS_OK)
 		goto fail;
 	sb->cg_limits = p->limits;
