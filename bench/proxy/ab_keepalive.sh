@@ -31,43 +31,10 @@ bench_workdir custos-ab
 P_UP=$(port) P_HAP=$(port) P_HAPS=$(port)
 bench_upstream "$P_UP"
 
-cat >"$w/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAP
-  bind 127.0.0.1:$P_HAPS ssl crt $w/srv.pem alpn http/1.1
-  default_backend up
-backend up
-  server s1 127.0.0.1:$P_UP
-EOF
-haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
-HAP=$!
-pids+=($HAP)
-wait_port "$P_HAP"
+bench_haproxy "$P_HAP" "$P_HAPS" "$P_UP"
 
 KEY=sk-bench
-cat >"$w/policy.yaml" <<EOF
-version: 1
-principals:
-  bench: { match: { api_key_sha256: "$(printf %s $KEY | openssl dgst -sha256 -r | cut -d' ' -f1)" } }
-models:
-  up: { isolation: none }
-rules:
-  - id: bench-any
-    effect: allow
-    when: { direction: ingress, principal: bench }
-    limits: { requests_per_second: 10000000 }
-EOF
-chmod 644 "$w/policy.yaml"
+bench_policy "$KEY" up
 declare -A PID_OF=([haproxy]=$HAP) PLAIN=([haproxy]=$P_HAP) TLS=([haproxy]=$P_HAPS)
 for side in before after; do
 	bin=$A

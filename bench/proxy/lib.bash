@@ -52,3 +52,58 @@ descendants() {
 		descendants "$p"
 	done
 }
+
+# bench_haproxy PLAIN_PORT TLS_PORT UP_PORT [SSE_PORT]: HAProxy, one thread, in front of the
+# upstream (and /v1/chat/ to SSE_PORT when given), TLS with $w/srv.pem; sets HAP to its pid.
+bench_haproxy() {
+	local sse_use="" sse_backend=""
+	if [ -n "${4:-}" ]; then
+		sse_use="  use_backend sse if { path_beg /v1/chat/ }"
+		sse_backend=$(printf 'backend sse\n  server s2 127.0.0.1:%s' "$4")
+	fi
+	cat >"$w/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$1
+  bind 127.0.0.1:$2 ssl crt $w/srv.pem alpn http/1.1
+$sse_use
+  default_backend up
+backend up
+  server s1 127.0.0.1:$3
+$sse_backend
+EOF
+	haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
+	HAP=$!
+	pids+=($HAP)
+	wait_port "$1"
+}
+
+# bench_policy KEY MODEL...: $w/policy.yaml allowing the API key KEY to the models named,
+# with no effective rate limit (policy evaluated on every request, as the benches want).
+bench_policy() {
+	local key=$1 m models=""
+	shift
+	for m in "$@"; do models+="  $m: { isolation: none }"$'\n'; done
+	cat >"$w/policy.yaml" <<EOF
+version: 1
+principals:
+  bench: { match: { api_key_sha256: "$(printf %s "$key" | openssl dgst -sha256 -r | cut -d' ' -f1)" } }
+models:
+${models}rules:
+  - id: bench-any
+    effect: allow
+    when: { direction: ingress, principal: bench }
+    limits: { requests_per_second: 10000000 }
+EOF
+	chmod 644 "$w/policy.yaml"
+}

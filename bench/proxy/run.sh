@@ -90,51 +90,13 @@ pids+=($NGX_MASTER)
 wait_port "$P_NGX"
 
 # ---- HAProxy, one thread
-cat >"$w/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8000
-  ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAP
-  bind 127.0.0.1:$P_HAPS ssl crt $w/srv.pem alpn http/1.1
-  use_backend sse if { path_beg /v1/chat/ }
-  default_backend up
-backend up
-  server s1 127.0.0.1:$P_UP
-backend sse
-  server s2 127.0.0.1:$P_SSE
-EOF
-haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
-HAP=$!
-pids+=($HAP)
-wait_port "$P_HAP"
+bench_haproxy "$P_HAP" "$P_HAPS" "$P_UP" "$P_SSE"
 
 # ---- custos: one worker, policy + audit (batch)
 KEY=sk-bench
 mkdir -p "$w/keys" "$w/audit"
 "$custos" audit keygen "$w/keys" >/dev/null 2>&1 || echo "bench: no audit keygen: unsigned checkpoints"
-cat >"$w/policy.yaml" <<EOF
-version: 1
-principals:
-  bench: { match: { api_key_sha256: "$(printf %s $KEY | openssl dgst -sha256 -r | cut -d' ' -f1)" } }
-models:
-  up: { isolation: none }
-  sse: { isolation: none }
-rules:
-  - id: bench-any
-    effect: allow
-    when: { direction: ingress, principal: bench }
-    limits: { requests_per_second: 10000000 }
-EOF
-chmod 644 "$w/policy.yaml"
+bench_policy "$KEY" up sse
 cat >"$w/custos.yaml" <<EOF
 version: 1
 log: { level: warn }
