@@ -93,11 +93,21 @@ custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span s
 
 /* ---- Writer process (writer.c) and its wire protocol with the client (client.c). */
 #define AUDIT_MSG_MAX       (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
-#define AUDIT_LINGER_MAX_NS (250ull * 1000 * 1000) /* batch linger/pacing cap (window/4) */
+#define AUDIT_LINGER_MAX_NS (500ull * 1000 * 1000) /* batch linger cap (window/2, window <= 1 s) */
 #define AUDIT_MSG_BATCH     1u
 #define AUDIT_MSG_STOP      2u
 #define AUDIT_MSG_ACK       3u
 #define AUDIT_MSG_LAST      0x100u /* flag: last message of a generation */
+/* Batch mode: how long the client lets a group fill after its first event, and the writer's
+ * commit deadline counted from that same first event: half the batch window (at most
+ * AUDIT_LINGER_MAX_NS). An event is durable within this plus one commit. Sync mode: 0. */
+static inline uint64_t audit_linger_ns(const audit_options *o)
+{
+	if (o->durability != AUDIT_DURABILITY_BATCH)
+		return 0;
+	return o->batch_window_ns / 2 < AUDIT_LINGER_MAX_NS ? o->batch_window_ns / 2
+	                                                    : AUDIT_LINGER_MAX_NS;
+}
 /* Batch mode: the calling thread (the writer, the sender, the ack thread) becomes SCHED_BATCH,
  * so its wake-ups (a few hundred a second) stop preempting the proxy's workers; it still gets
  * its fair share of CPU. Best effort: a refusal is logged at debug level. */
@@ -110,6 +120,11 @@ struct audit_msg_hdr {
 	uint32_t kind;
 	uint32_t count;
 	uint64_t gen;
+	/* CLOCK_MONOTONIC ns at which the oldest record of the message entered the client's queue;
+	 * the writer commits by first_ns + audit_linger_ns (clamped to [arrival - linger, arrival],
+	 * so a wrong clock only moves this client's own commits). 0: commit at once (a flush). A
+	 * message with count 0 and first_ns 0 asks for a commit of what the writer holds. */
+	uint64_t first_ns;
 };
 struct audit_ack {
 	uint32_t kind;

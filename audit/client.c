@@ -71,12 +71,13 @@ void audit_options_default(audit_options *o)
 	o->checkpoint_ns = 10ull * 1000000000;
 }
 
-/* Batch mode: the sender lets a group fill for a quarter of the batch window (or until it
- * holds COALESCE_EVENTS events or COALESCE_BYTES bytes), so under load it ships a few large
- * messages instead of one per event; the writer paces its commits the same way. An event is
- * durable within the window (linger + writer pacing + one commit). Sync mode never lingers. */
-#define COALESCE_EVENTS 512
-#define COALESCE_BYTES  (AUDIT_MSG_MAX - 512)
+/* Batch mode: the sender lets a group fill for half the batch window (audit_linger_ns) after
+ * its first event, or until it holds COALESCE_EVENTS events or COALESCE_BYTES bytes, so under
+ * load it ships a few large messages instead of one per event. Each message carries its
+ * group's first_ns and the writer commits by first_ns + linger, so an event is durable within
+ * half the window plus one commit, with one commit per group. Sync mode never lingers. */
+#define COALESCE_EVENTS 2048
+#define COALESCE_BYTES  (4 * AUDIT_MSG_MAX - 2048)
 
 static bool group_full(const audit_writer *w)
 {
@@ -86,7 +87,7 @@ static bool group_full(const audit_writer *w)
 /* Ships one group as messages cut on record boundaries, all tagged gen, the last one flagged.
  * Only the holder of w->in_send calls it, so generations never interleave on the socket.
  * Returns false when the writer is gone (and marks the handle dead). */
-static bool send_group(audit_writer *w, buf *sending, uint64_t gen)
+static bool send_group(audit_writer *w, buf *sending, uint64_t gen, uint64_t first_ns)
 {
 	uint8_t hdrbuf[sizeof(struct audit_msg_hdr)];
 	span s = buf_span(sending);
@@ -105,7 +106,7 @@ static bool send_group(audit_writer *w, buf *sending, uint64_t gen)
 			cnt++;
 		}
 		struct audit_msg_hdr h = { AUDIT_MSG_BATCH | (i == s.len ? AUDIT_MSG_LAST : 0), cnt,
-			                   gen };
+			                   gen, first_ns };
 		memcpy(hdrbuf, &h, sizeof(h));
 		struct iovec iov[2] = { { hdrbuf, sizeof(hdrbuf) },
 			                { (void *)(s.ptr + st), i - st } };
@@ -131,10 +132,14 @@ static bool send_group(audit_writer *w, buf *sending, uint64_t gen)
 	return ok;
 }
 
-/* With w->mu held and w->in_send taken: moves the queue into *sending; returns its gen. */
-static uint64_t take_group(audit_writer *w, buf *sending)
+/* With w->mu held and w->in_send taken: moves the queue into *sending; returns its gen and
+ * sets *first_ns to when the group began (0, "commit at once", when a flush waits or in sync
+ * mode). */
+static uint64_t take_group(audit_writer *w, buf *sending, uint64_t *first_ns)
 {
 	buf tmp = w->pending;
+	*first_ns = w->kick || w->linger_ns == 0 ? 0 : w->first_ns;
+	w->kick = false;
 	w->pending = *sending;
 	*sending = tmp;
 	w->pending_events = 0;
@@ -185,11 +190,11 @@ static void *sender_main(void *arg)
 				continue;
 			}
 		}
-		w->kick = false;
 		w->in_send = true;
-		uint64_t gen = take_group(w, &sending);
+		uint64_t first_ns;
+		uint64_t gen = take_group(w, &sending, &first_ns);
 		pthread_mutex_unlock(&w->mu);
-		bool ok = send_group(w, &sending, gen);
+		bool ok = send_group(w, &sending, gen, first_ns);
 		pthread_mutex_lock(&w->mu);
 		w->in_send = false;
 		pthread_cond_broadcast(&w->cv_data);
@@ -198,7 +203,7 @@ static void *sender_main(void *arg)
 			break;
 	}
 	if (!w->dead) {
-		struct audit_msg_hdr h = { AUDIT_MSG_STOP, 0, 0 };
+		struct audit_msg_hdr h = { AUDIT_MSG_STOP, 0, 0, 0 };
 		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL) == -1 && errno == EINTR)
 			;
 	}
@@ -336,10 +341,7 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 	e = copy_options(w, o);
 	if (e != CUSTOS_OK)
 		goto fail;
-	if (w->o.durability == AUDIT_DURABILITY_BATCH)
-		w->linger_ns = w->o.batch_window_ns / 4 < AUDIT_LINGER_MAX_NS
-		                       ? w->o.batch_window_ns / 4
-		                       : AUDIT_LINGER_MAX_NS;
+	w->linger_ns = audit_linger_ns(&w->o);
 	w->group_events =
 	        w->o.queue_events / 2 < COALESCE_EVENTS ? w->o.queue_events / 2 : COALESCE_EVENTS;
 	if (w->group_events == 0)
@@ -480,9 +482,10 @@ static custos_err submit_records(audit_writer *w, span framed, span one, size_t 
 		 * then the sender thread takes over. */
 		for (int round = 0; round < 4 && w->pending_events > 0 && !w->dead; round++) {
 			w->in_send = true;
-			uint64_t g = take_group(w, &w->lead);
+			uint64_t first_ns;
+			uint64_t g = take_group(w, &w->lead, &first_ns);
 			pthread_mutex_unlock(&w->mu);
-			bool ok = send_group(w, &w->lead, g);
+			bool ok = send_group(w, &w->lead, g, first_ns);
 			pthread_mutex_lock(&w->mu);
 			w->in_send = false;
 			if (!ok)
@@ -552,6 +555,14 @@ custos_err audit_flush(audit_writer *w)
 	if (w->pending_events > 0) {
 		w->kick = true; /* the caller waits: no lingering */
 		pthread_cond_signal(&w->cv_data);
+	} else if (w->durable_gen < target && w->linger_ns > 0 && !w->dead) {
+		/* Shipped, but the writer may hold it until its deadline: ask for the commit now
+		 * (a message with no records; whole messages never interleave on the socket). */
+		struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
+		pthread_mutex_unlock(&w->mu);
+		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL) == -1 && errno == EINTR)
+			;
+		pthread_mutex_lock(&w->mu);
 	}
 	while (w->durable_gen < target && !w->failing && !w->dead)
 		pthread_cond_wait(&w->cv_durable, &w->mu);

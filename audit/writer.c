@@ -36,7 +36,8 @@ struct wstate {
 	uint64_t fsyncs, fsync_ns, fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* commit latency */
 	char head[AUDIT_HASH_HEX + 1];
 	uint64_t since_ckpt, last_ckpt;
-	uint64_t last_commit; /* batch mode: commits are paced to one per pace_ns */
+	uint64_t linger; /* audit_linger_ns: batch mode's commit deadline after a first event */
+	uint64_t due;    /* when what is pending must be committed (UINT64_MAX: nothing) */
 	EVP_PKEY *key;
 	char key_id[17];
 	buf out;  /* lines of the group being committed */
@@ -529,6 +530,20 @@ static bool drain(struct wstate *w, int sock, uint8_t *msg, bool wait)
 		}
 		if (h.kind & AUDIT_MSG_LAST)
 			w->pending_gen = h.gen;
+		/* The commit deadline: the oldest record's first_ns + linger, the client's clock
+		 * clamped to [now - linger, now] so that it can neither postpone a commit past one
+		 * linger after arrival nor claim records older than that. The messages of a group
+		 * follow each other at once: its earlier ones wait for its last one (or the
+		 * linger), so that one group is one commit. */
+		uint64_t now = tm_mono_ns(), first = h.first_ns;
+		if (first == 0 || first + w->linger < now)
+			first = now - w->linger;
+		else if (first > now)
+			first = now;
+		if (!(h.kind & AUDIT_MSG_LAST) && h.count > 0)
+			first = now;
+		if ((h.count > 0 || h.first_ns == 0) && first + w->linger < w->due)
+			w->due = first + w->linger;
 	}
 }
 
@@ -567,11 +582,13 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 	report_ready(ready_fd, e, w.seq);
 	if (e != CUSTOS_OK)
 		goto out;
-	/* Batch mode: at most one group commit per quarter window (the client lingers another
-	 * quarter), so under load one write + fdatasync covers many messages. Sync: no pacing. */
-	uint64_t pace_ns = o->durability == AUDIT_DURABILITY_BATCH ? o->batch_window_ns / 4 : 0;
-	if (pace_ns > AUDIT_LINGER_MAX_NS)
-		pace_ns = AUDIT_LINGER_MAX_NS;
+	/* Batch mode: what is pending is committed when its oldest record has waited one linger
+	 * (half the window) since it entered the client's queue. The client ships a group after
+	 * the same linger, so under steady load each message is committed as it arrives, one
+	 * write + fdatasync per linger; groups shipped early (full) wait for the next ones.
+	 * Sync mode: linger 0, every message is committed at once. */
+	w.linger = audit_linger_ns(o);
+	w.due = UINT64_MAX;
 	msg = malloc(AUDIT_MSG_MAX);
 	if (msg == NULL)
 		goto out;
@@ -585,19 +602,17 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 			wait_ns = w.last_ckpt + o->checkpoint_ns > now
 			                  ? w.last_ckpt + o->checkpoint_ns - now
 			                  : 0;
-		uint64_t due = w.last_commit + pace_ns;
-		bool pacing = pace_ns > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
-		              buf_used(&w.pending) < WRITER_PACE_BYTES && now < due;
-		if (pacing && due - now < wait_ns)
-			wait_ns = due - now;
+		bool pacing = w.linger > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
+		              buf_used(&w.pending) < WRITER_PACE_BYTES && now < w.due;
+		if (pacing && w.due - now < wait_ns)
+			wait_ns = w.due - now;
 		if (open) {
 			/* While failing with a full backlog, listen only for the client going
 			 * away: it must be able to stop us even when the disk never recovers. */
 			struct pollfd p = { .fd = sock, .events = room ? POLLIN : 0 };
-			int to = wait_ns == UINT64_MAX ? -1
-			         : pacing              ? (int)((wait_ns + 999999) / 1000000)
-			                               : (int)(wait_ns / 1000000) + 1;
-			int r = poll(&p, 1, to);
+			struct timespec ts = { (time_t)(wait_ns / 1000000000ull),
+				               (long)(wait_ns % 1000000000ull) };
+			int r = ppoll(&p, 1, wait_ns == UINT64_MAX ? NULL : &ts, NULL);
 			if (r == -1 && errno != EINTR)
 				break;
 			if (r > 0 && room && (p.revents & (POLLIN | POLLHUP)))
@@ -611,13 +626,13 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		}
 		if (w.failing && tm_mono_ns() < next_retry)
 			continue;
-		if (pace_ns > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
-		    buf_used(&w.pending) < WRITER_PACE_BYTES &&
-		    tm_mono_ns() < w.last_commit + pace_ns)
+		if (w.linger > 0 && open && !w.failing && buf_used(&w.pending) > 0 &&
+		    buf_used(&w.pending) < WRITER_PACE_BYTES && tm_mono_ns() < w.due)
 			continue; /* let the group fill until its commit is due */
 		if (buf_used(&w.pending) > 0) {
-			w.last_commit = tm_mono_ns();
-			if (process_pending(&w, sock) != CUSTOS_OK) {
+			if (process_pending(&w, sock) == CUSTOS_OK) {
+				w.due = UINT64_MAX;
+			} else {
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
 				if (!open)
 					break; /* the client is gone and the disk refuses */
