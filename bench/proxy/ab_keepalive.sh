@@ -7,6 +7,7 @@
 # Usage: bench/proxy/ab_keepalive.sh BUILD_BEFORE BUILD_AFTER
 # Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
 # "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU).
+# BREAKDOWN=1 also prints, per measurement, the CPU per request of each thread of the tree.
 # Prints one line per measurement and, per round, custos/HAProxy per-core ratios.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -79,12 +80,31 @@ ticks() {
 	echo "$t"
 }
 HZ=$(getconf CLK_TCK)
-# one NAME URL [CONNS]: prints "requests cpu_ticks"
+# threads PID: "pid/comm-tid ticks" for every thread of the tree (BREAKDOWN=1)
+threads() {
+	local p t
+	for p in $(descendants "$1") "$1"; do
+		for t in /proc/"$p"/task/*; do
+			[ -r "$t/stat" ] && echo "$p/$(tr ' ' _ <"$t/comm")-${t##*/} $(awk '{print $14 + $15}' "$t/stat")"
+		done
+	done
+}
+# one NAME URL [CONNS]: prints "requests cpu_ticks"; with BREAKDOWN=1 also, on stderr, the CPU
+# per request of each thread of the tree (pid/comm-tid: supervisor, worker, audit sender, writer...)
 one() {
-	local t0 t1 n
+	local t0 t1 n th0
 	t0=$(ticks "${PID_OF[$1]}")
+	[ -n "${BREAKDOWN:-}" ] && th0=$(threads "${PID_OF[$1]}")
 	n=$(wrk -t1 -c"${3:-$CONNS}" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$2" | awk '/requests in/ {print $1}')
 	t1=$(ticks "${PID_OF[$1]}")
+	if [ -n "${BREAKDOWN:-}" ]; then
+		{ echo "$th0"; echo "--"; threads "${PID_OF[$1]}"; } | awk -v n="${n:-0}" -v hz="$HZ" -v who="$1" '
+			$1 == "--" { after = 1; next }
+			!after { b[$1] += $2; next }
+			{ a[$1] += $2 }
+			END { out = "  by thread " who ":"; for (c in a) if (a[c] - b[c] > 0 && n > 0)
+				out = out sprintf(" %s %.2f", c, (a[c] - b[c]) / hz * 1e6 / n); print out " us/request" }' >&2
+	fi
 	echo "${n:-0} $((t1 - t0))"
 }
 echo "ab_keepalive: $ROUNDS rounds, ${DURATION}s per case, $CONNS connections; load $(cut -d' ' -f1-3 /proc/loadavg)"
