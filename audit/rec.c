@@ -17,6 +17,9 @@
  *     REC_DURS  u8 n, n x (u8 plen, phase, u64 ns)          -> "duration_ns":{phase:ns...}
  */
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include <openssl/evp.h>
 
@@ -299,6 +302,43 @@ static const bool plain_byte[256] = {
 	[0x5d ... 0x7f] = 1,
 };
 
+#ifdef __SSE2__
+/* Bit i set when byte i of the 16 at p needs escaping: a signed compare below 0x20 catches the
+ * control bytes and every byte >= 0x80 at once. */
+static unsigned escape_mask16(const unsigned char *p)
+{
+	const __m128i sp = _mm_set1_epi8(0x20), q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, sp),
+	                           _mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
+	return (unsigned)_mm_movemask_epi8(bad);
+}
+#endif
+
+/* How many leading bytes of p need no escaping: a string of 16 bytes or more 16 at a time with
+ * SSE2, its last block overlapping the one before (nothing past p + n is read); shorter ones
+ * by table. */
+static size_t plain_prefix(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+#ifdef __SSE2__
+	if (n >= 16) {
+		unsigned m;
+		for (; i + 16 <= n; i += 16)
+			if ((m = escape_mask16(p + i)) != 0)
+				return i + (size_t)__builtin_ctz(m);
+		if (i == n)
+			return n;
+		/* The last n - i bytes are the top of the block ending at p + n. */
+		m = escape_mask16(p + n - 16) >> (16 - (n - i));
+		return m != 0 ? i + (size_t)__builtin_ctz(m) : n;
+	}
+#endif
+	while (i < n && plain_byte[p[i]])
+		i++;
+	return i;
+}
+
 /* Appends pre, s escaped and post (each of pre/post at most 2 bytes): plain ASCII, the usual
  * case, is copied in one pass; anything else goes through core's json_escape. */
 static custos_err put_quoted(buf *out, const char *pre, size_t npre, span s, const char *post,
@@ -307,12 +347,10 @@ static custos_err put_quoted(buf *out, const char *pre, size_t npre, span s, con
 	GUARD(buf_reserve(out, npre + s.len + npost));
 	uint8_t *t = buf_tail(out);
 	const unsigned char *p = (const unsigned char *)s.ptr;
-	size_t i = 0;
 
 	memcpy(t, pre, npre);
 	t += npre;
-	while (i < s.len && plain_byte[p[i]])
-		i++;
+	size_t i = plain_prefix(p, s.len);
 	memcpy(t, p, i);
 	if (i == s.len) {
 		memcpy(t + i, post, npost);
@@ -329,14 +367,27 @@ static custos_err put_str(buf *out, span s)
 	return put_quoted(out, "\"", 1, s, "\"", 1);
 }
 
+/* Decimal, two digits per division (durations and sizes are up to 20 digits long). */
 static custos_err put_u64(buf *out, uint64_t v)
 {
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+	                               "25262728293031323334353637383940414243444546474849"
+	                               "50515253545556575859606162636465666768697071727374"
+	                               "75767778798081828384858687888990919293949596979899";
 	char t[20];
 	size_t i = sizeof(t);
-	do {
-		t[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		t[--i] = pairs[2 * r + 1];
+		t[--i] = pairs[2 * r];
+	}
+	if (v >= 10) {
+		t[--i] = pairs[2 * v + 1];
+		t[--i] = pairs[2 * v];
+	} else {
+		t[--i] = (char)('0' + v);
+	}
 	return buf_append(out, t + i, sizeof(t) - i);
 }
 

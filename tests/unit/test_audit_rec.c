@@ -109,6 +109,41 @@ static void test_rec_matches_event(void **state)
 	free(b);
 }
 
+/* Each byte that needs escaping, or starts UTF-8, at every position around the writer's
+ * 16-byte scan blocks, in keys and values, and numbers of every digit count: the rendering
+ * still equals the builder's. */
+static void test_rec_escape_positions(void **state)
+{
+	both *b = calloc(1, sizeof(*b));
+	static const char *special[] = { "\"", "\\",       "\x01", "\x1f",    "\x7f",
+		                         " ",  "\xc3\xa9", "\xff", "\xe2\x82" };
+	char v[64];
+
+	(void)state;
+	for (size_t k = 0; k < CUSTOS_ARRAY_LEN(special); k++) {
+		for (size_t pos = 0; pos < 40; pos++) {
+			size_t sl = strlen(special[k]);
+			memset(v, 'a', sizeof(v));
+			memcpy(v + pos, special[k], sl);
+			v[pos + sl + (pos % 7)] = '\0'; /* lengths on and off the block size */
+			b_begin(b, "t", 1764217483123456789ull);
+			b_cstr(b, v, v);
+			b_str(b, "cut", span_of(v, pos)); /* ends just before the byte */
+			b_check(b);
+		}
+	}
+	/* Numbers at every digit count, around each power of ten (two digits per division). */
+	for (uint64_t t = 1; t != 0 && t <= UINT64_MAX / 10; t *= 10) {
+		b_begin(b, "n", 1764217483123456789ull);
+		b_u64(b, "below", t - 1);
+		b_u64(b, "at", t);
+		b_u64(b, "above", t + 1);
+		b_u64(b, "ten_times_minus_one", t * 10 - 1);
+		b_check(b);
+	}
+	free(b);
+}
+
 /* The producer's size check is exact: an event of exactly AUDIT_MAX_EVENT bytes passes
  * both builders, one byte more fails both, with escapes and multi-byte UTF-8 in the string. */
 static void test_rec_size_boundary(void **state)
@@ -424,8 +459,11 @@ static void test_rec_batch_deny(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rec_matches_event), cmocka_unit_test(test_rec_size_boundary),
-		cmocka_unit_test(test_rec_hostile),       cmocka_unit_test(test_rec_writer),
+		cmocka_unit_test(test_rec_matches_event),
+		cmocka_unit_test(test_rec_escape_positions),
+		cmocka_unit_test(test_rec_size_boundary),
+		cmocka_unit_test(test_rec_hostile),
+		cmocka_unit_test(test_rec_writer),
 		cmocka_unit_test(test_rec_batch_deny),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
