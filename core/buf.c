@@ -101,7 +101,7 @@ void buf_reset(buf *b)
 	b->off = b->len = 0;
 }
 
-custos_err buf_reserve(buf *b, size_t n)
+custos_err buf_reserve_slow(buf *b, size_t n)
 {
 	size_t used = b->len - b->off;
 
@@ -129,26 +129,6 @@ custos_err buf_reserve(buf *b, size_t n)
 	ENSURE(p != NULL, CUSTOS_ERR_NOMEM, "cannot grow buffer to %zu bytes", ncap);
 	b->data = p;
 	b->cap = ncap;
-	return CUSTOS_OK;
-}
-
-uint8_t *buf_tail(buf *b)
-{
-	return b->data + b->len;
-}
-
-void buf_commit(buf *b, size_t n)
-{
-	b->len += n;
-}
-
-custos_err buf_append(buf *b, const void *p, size_t n)
-{
-	if (n == 0)
-		return CUSTOS_OK;
-	GUARD(buf_reserve(b, n));
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
 	return CUSTOS_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define CUSTOS_WUR          __attribute__((warn_unused_result))
@@ -137,12 +138,35 @@ static inline span buf_span(const buf *b)
 {
 	return (span){ (const char *)buf_ptr(b), b->len - b->off };
 }
-/* Makes room for n more bytes: CUSTOS_ERR_LIMIT past max, CUSTOS_ERR_NOMEM on allocation. */
-custos_err buf_reserve(buf *b, size_t n) CUSTOS_WUR;
+/* Makes room for n more bytes: CUSTOS_ERR_LIMIT past max, CUSTOS_ERR_NOMEM on allocation.
+ * The common case (room already there, within max) is inline; the rest is buf_reserve_slow. */
+custos_err buf_reserve_slow(buf *b, size_t n) CUSTOS_WUR;
+static inline CUSTOS_WUR custos_err buf_reserve(buf *b, size_t n)
+{
+	if (b->cap - b->len >= n && n <= b->max && b->len - b->off <= b->max - n)
+		return CUSTOS_OK;
+	return buf_reserve_slow(b, n);
+}
 /* Writable tail of at least n bytes (after buf_reserve); commit with buf_commit. */
-uint8_t *buf_tail(buf *b);
-void buf_commit(buf *b, size_t n);
-custos_err buf_append(buf *b, const void *p, size_t n) CUSTOS_WUR;
+static inline uint8_t *buf_tail(buf *b)
+{
+	return b->data + b->len;
+}
+static inline void buf_commit(buf *b, size_t n)
+{
+	b->len += n;
+}
+static inline CUSTOS_WUR custos_err buf_append(buf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return CUSTOS_OK;
+	custos_err e = buf_reserve(b, n);
+	if (e != CUSTOS_OK)
+		return e;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return CUSTOS_OK;
+}
 custos_err buf_append_span(buf *b, span s) CUSTOS_WUR;
 custos_err buf_append_cstr(buf *b, const char *s) CUSTOS_WUR;
 custos_err buf_append_byte(buf *b, uint8_t c) CUSTOS_WUR;
