@@ -221,43 +221,54 @@ static const char *attr_name(egress_attr_how h)
 	return "none";
 }
 
+/* Without an audit trail (tests, `custos up` with no audit section): the event as the writer
+ * would render it, to the log. */
+static void log_rec(const audit_rec *ev)
+{
+	buf b;
+
+	buf_init(&b, AUDIT_MAX_EVENT);
+	if (audit_rec_render(audit_rec_bytes(ev), &b) == CUSTOS_OK)
+		log_info("audit: {%.*s}", (int)buf_used(&b), (const char *)buf_ptr(&b));
+	buf_free(&b);
+}
+
 custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r)
 {
-	audit_event ev;
+	audit_rec ev;
 
-	audit_event_begin(&ev, "egress.decision");
-	audit_event_cstr(&ev, "request_id", r->id);
-	audit_event_cstr(&ev, "direction", "egress");
-	audit_event_cstr(&ev, "model", l->model);
-	audit_event_cstr(&ev, "sandbox", l->sandbox);
+	audit_rec_begin(&ev, "egress.decision");
+	audit_rec_cstr(&ev, "request_id", r->id);
+	audit_rec_cstr(&ev, "direction", "egress");
+	audit_rec_cstr(&ev, "model", l->model);
+	audit_rec_cstr(&ev, "sandbox", l->sandbox);
 	if (r->how != EGRESS_ATTR_NONE) {
-		audit_event_cstr(&ev, "ingress_request_id", r->ingress_id);
-		audit_event_cstr(&ev, "principal", r->principal);
+		audit_rec_cstr(&ev, "ingress_request_id", r->ingress_id);
+		audit_rec_cstr(&ev, "principal", r->principal);
 	}
-	audit_event_cstr(&ev, "kind", r->kind);
-	audit_event_cstr(&ev, "method", r->method);
-	audit_event_cstr(&ev, "host", r->host);
+	audit_rec_cstr(&ev, "kind", r->kind);
+	audit_rec_cstr(&ev, "method", r->method);
+	audit_rec_cstr(&ev, "host", r->host);
 	if (r->port)
-		audit_event_u64(&ev, "port", r->port);
+		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_event_cstr(&ev, "path", r->path);
-	audit_event_cstr(&ev, "data_source", r->source);
-	audit_event_cstr(&ev, "decision", r->decision ? r->decision : "allow");
+		audit_rec_cstr(&ev, "path", r->path);
+	audit_rec_cstr(&ev, "data_source", r->source);
+	audit_rec_cstr(&ev, "decision", r->decision ? r->decision : "allow");
 	if (r->rules[0])
-		audit_event_cstr(&ev, "rules", r->rules);
+		audit_rec_cstr(&ev, "rules", r->rules);
 	if (r->shadow)
-		audit_event_bool(&ev, "shadow", true);
-	custos_err e = audit_event_end(&ev);
+		audit_rec_bool(&ev, "shadow", true);
+	custos_err e = audit_rec_end(&ev);
 	if (e != CUSTOS_OK) {
 		log_error("egress audit: decision %s too large: %s", r->id, err_msg());
 		return e;
 	}
 	if (s->o.audit == NULL) {
-		span b = audit_event_body(&ev);
-		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+		log_rec(&ev);
 		return CUSTOS_OK;
 	}
-	e = audit_submit(s->o.audit, &ev);
+	e = audit_submit_rec(s->o.audit, &ev);
 	if (e != CUSTOS_OK)
 		log_error("egress audit: decision %s refused, call not made (fail closed): %s",
 		          r->id, err_msg());
@@ -266,33 +277,33 @@ custos_err egress_audit_decision(egress_server *s, const elistener *l, const ere
 
 void egress_audit(egress_server *s, const elistener *l, const erec *r)
 {
-	audit_event ev;
+	audit_rec ev;
 	audit_duration d[2];
 
-	audit_event_begin(&ev, "egress.request");
-	audit_event_cstr(&ev, "request_id", r->id);
-	audit_event_cstr(&ev, "direction", "egress");
-	audit_event_cstr(&ev, "model", l->model);
-	audit_event_cstr(&ev, "sandbox", l->sandbox);
-	audit_event_cstr(&ev, "attribution", attr_name(r->how));
+	audit_rec_begin(&ev, "egress.request");
+	audit_rec_cstr(&ev, "request_id", r->id);
+	audit_rec_cstr(&ev, "direction", "egress");
+	audit_rec_cstr(&ev, "model", l->model);
+	audit_rec_cstr(&ev, "sandbox", l->sandbox);
+	audit_rec_cstr(&ev, "attribution", attr_name(r->how));
 	if (r->how != EGRESS_ATTR_NONE) {
-		audit_event_cstr(&ev, "ingress_request_id", r->ingress_id);
-		audit_event_cstr(&ev, "principal", r->principal);
+		audit_rec_cstr(&ev, "ingress_request_id", r->ingress_id);
+		audit_rec_cstr(&ev, "principal", r->principal);
 	}
-	audit_event_cstr(&ev, "kind", r->kind);
-	audit_event_cstr(&ev, "method", r->method);
-	audit_event_cstr(&ev, "scheme", r->scheme);
-	audit_event_cstr(&ev, "host", r->host);
+	audit_rec_cstr(&ev, "kind", r->kind);
+	audit_rec_cstr(&ev, "method", r->method);
+	audit_rec_cstr(&ev, "scheme", r->scheme);
+	audit_rec_cstr(&ev, "host", r->host);
 	if (r->port)
-		audit_event_u64(&ev, "port", r->port);
+		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_event_cstr(&ev, "path", r->path);
+		audit_rec_cstr(&ev, "path", r->path);
 	if (r->sni[0])
-		audit_event_cstr(&ev, "sni", r->sni);
-	audit_event_cstr(&ev, "data_source", r->source);
+		audit_rec_cstr(&ev, "sni", r->sni);
+	audit_rec_cstr(&ev, "data_source", r->source);
 	if (r->classification >= 0)
-		audit_event_cstr(&ev, "classification",
-		                 policy_class_name((policy_class)r->classification));
+		audit_rec_cstr(&ev, "classification",
+		               policy_class_name((policy_class)r->classification));
 	const char *decision = r->decision ? r->decision : "error";
 	const char *reason = r->reason[0] ? r->reason : NULL;
 	const audit_finding *f = NULL;
@@ -305,38 +316,37 @@ void egress_audit(egress_server *s, const elistener *l, const erec *r)
 		if (insp && strncmp(insp, "prompt:off ", 11) == 0)
 			insp += 11; /* egress request bodies are not inspected */
 	}
-	audit_event_cstr(&ev, "decision", decision);
+	audit_rec_cstr(&ev, "decision", decision);
 	if (reason)
-		audit_event_cstr(&ev, "reason", reason);
+		audit_rec_cstr(&ev, "reason", reason);
 	if (insp)
-		audit_event_cstr(&ev, "inspect", insp);
+		audit_rec_cstr(&ev, "inspect", insp);
 	if (nf)
-		audit_event_findings(&ev, f, nf);
+		audit_rec_findings(&ev, f, nf);
 	if (r->rules[0])
-		audit_event_cstr(&ev, "rules", r->rules);
+		audit_rec_cstr(&ev, "rules", r->rules);
 	if (r->shadow)
-		audit_event_bool(&ev, "shadow", true);
-	audit_event_u64(&ev, "status", r->status);
+		audit_rec_bool(&ev, "shadow", true);
+	audit_rec_u64(&ev, "status", r->status);
 	if (r->addr[0])
-		audit_event_cstr(&ev, "address", r->addr);
-	audit_event_u64(&ev, "bytes_up", r->bytes_up);
-	audit_event_u64(&ev, "bytes_down", r->bytes_down);
-	audit_event_u64(&ev, "taint", (uint64_t)atomic_load(&l->taint));
+		audit_rec_cstr(&ev, "address", r->addr);
+	audit_rec_u64(&ev, "bytes_up", r->bytes_up);
+	audit_rec_u64(&ev, "bytes_down", r->bytes_down);
+	audit_rec_u64(&ev, "taint", (uint64_t)atomic_load(&l->taint));
 	size_t nd = 0;
 	d[nd++] = (audit_duration){ "total", tm_mono_ns() - r->t_start };
 	if (insp_ns)
 		d[nd++] = (audit_duration){ "inspect", insp_ns };
-	audit_event_durations(&ev, d, nd);
-	if (audit_event_end(&ev) != CUSTOS_OK) {
+	audit_rec_durations(&ev, d, nd);
+	if (audit_rec_end(&ev) != CUSTOS_OK) {
 		log_error("egress audit: event %s too large: %s", r->id, err_msg());
 		return;
 	}
 	if (s->o.audit == NULL) {
-		span b = audit_event_body(&ev);
-		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+		log_rec(&ev);
 		return;
 	}
-	if (audit_submit(s->o.audit, &ev) != CUSTOS_OK)
+	if (audit_submit_rec(s->o.audit, &ev) != CUSTOS_OK)
 		log_error("egress audit: event %s not recorded: %s", r->id, err_msg());
 }
 
