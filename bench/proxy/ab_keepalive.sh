@@ -8,7 +8,8 @@
 # Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
 # "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU).
 # BREAKDOWN=1 also prints, per measurement, the CPU per request of each thread of the tree.
-# Prints one line per measurement and, per round, custos/HAProxy per-core ratios.
+# Prints one line per measurement, per round custos/HAProxy per-core ratios, and at the end the
+# medians over the rounds (MEDIAN lines).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 abs() { case "$1" in /*) echo "$1" ;; *) echo "$top/$1" ;; esac; }
@@ -123,12 +124,25 @@ for r in $(seq "$ROUNDS"); do
 			esac
 			read -r req tk < <(one "$n" "$url" "$c")
 			us[$n]=$(awk -v t="$tk" -v n="$req" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')
+			echo "$case $n ${us[$n]}" >>"$w/summary"
 			printf 'round %d %-5s %-8s requests %8d  cpu %6.2f s  %6s us/request  load %s\n' "$r" "$case" "$n" "$req" \
 				"$(awk -v t="$tk" -v hz="$HZ" 'BEGIN {print t / hz}')" "${us[$n]}" "$(cut -d' ' -f1 /proc/loadavg)"
 		done
 		awk -v r="$r" -v c="$case" -v h="${us[haproxy]}" -v b="${us[before]}" -v a="${us[after]}" \
 			'BEGIN {printf "RATIO round %d %-5s custos/HAProxy per core: before %.2f after %.2f  (after vs before CPU/request %+.1f%%)\n", r, c, h / b, h / a, (a / b - 1) * 100}'
 	done
+done
+# medians over the rounds: per side, the per-core ratios of the medians, and the median of the
+# per-round after-vs-before changes
+med() { sort -g | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+echo "medians of $ROUNDS rounds:"
+for case in $CASES; do
+	h=$(awk -v c="$case" '$1 == c && $2 == "haproxy" {print $3}' "$w/summary" | med)
+	b=$(awk -v c="$case" '$1 == c && $2 == "before" {print $3}' "$w/summary" | med)
+	a=$(awk -v c="$case" '$1 == c && $2 == "after" {print $3}' "$w/summary" | med)
+	chg=$(awk -v c="$case" '$1 == c && $2 == "before" {b[++nb] = $3} $1 == c && $2 == "after" {a[++na] = $3}
+		END {for (i = 1; i <= na && i <= nb; i++) print (a[i] / b[i] - 1) * 100}' "$w/summary" | med)
+	awk -v c="$case" -v h="$h" -v b="$b" -v a="$a" -v chg="$chg" 'BEGIN {printf "MEDIAN %-5s us/request haproxy %.2f before %.2f after %.2f; per core vs HAProxy before %.3f after %.3f; after vs before CPU/request, median of rounds %+.1f%%\n", c, h, b, a, h / b, h / a, chg}'
 done
 # the trails must verify
 for side in before after; do
