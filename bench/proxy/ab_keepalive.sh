@@ -6,7 +6,8 @@
 # CPU = utime+stime of the whole process tree (custos: supervisor, proxy, audit writer).
 # Usage: bench/proxy/ab_keepalive.sh BUILD_BEFORE BUILD_AFTER
 # Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
-# "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU).
+# "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU),
+# AUDIT_WINDOW (custos' audit.batch_window on both sides, default 10ms, the configuration default).
 # BREAKDOWN=1 also prints, per measurement, the CPU per request of each thread of the tree.
 # Prints one line per measurement, per round custos/HAProxy per-core ratios, and at the end the
 # medians over the rounds (MEDIAN lines).
@@ -61,6 +62,7 @@ models:
 audit:
   dir: $d/audit
   durability: batch
+  batch_window: ${AUDIT_WINDOW:-10ms}
   signing_key: $d/keys/audit.key
 policy:
   file: $w/policy.yaml
