@@ -414,7 +414,10 @@ fail_kill:
 	while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
 		;
 	if (w->shipper_pid > 0) {
-		kill(w->shipper_pid, SIGTERM);
+		/* EOF on its pipe stops it at once (it ignores SIGTERM, and the proxy's filter
+		 * allows no signal to another process). */
+		close(w->shipper_fd);
+		w->shipper_fd = -1;
 		while (waitpid(w->shipper_pid, NULL, 0) == -1 && errno == EINTR)
 			;
 	}

@@ -479,13 +479,13 @@ static const char *const allow_self[] = {
 	"sendfile", "splice", "fadvise64",
 	/* memory */
 	"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mincore", "membarrier",
-	/* threads, and the audit writer's fork (clone is flag-filtered) */
-	"exit", "exit_group", "wait4", "waitid", "kill", "tgkill", "tkill", "getpid", "gettid",
-	"getppid", "getpgrp", "getsid", "getuid", "geteuid", "getgid", "getegid", "getresuid",
-	"getresgid", "getgroups", "set_tid_address", "set_robust_list", "get_robust_list", "rseq",
-	"prctl", "arch_prctl", "sched_yield", "sched_getaffinity", "getrlimit", "prlimit64",
-	"getrusage", "sysinfo", "uname", "capget", "futex", "futex_waitv", "futex_wake",
-	"futex_wait",
+	/* threads, and the audit writer's fork (clone is flag-filtered); kill and tgkill only to
+	 * this process (sb_seccomp_self) */
+	"exit", "exit_group", "wait4", "waitid", "getpid", "gettid", "getppid", "getpgrp", "getsid",
+	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+	"set_tid_address", "set_robust_list", "get_robust_list", "rseq", "prctl", "arch_prctl",
+	"sched_yield", "sched_getaffinity", "getrlimit", "prlimit64", "getrusage", "sysinfo",
+	"uname", "capget", "futex", "futex_waitv", "futex_wake", "futex_wait",
 	/* signals and time */
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
 	"restart_syscall", "sigaltstack", "clock_gettime", "clock_getres", "clock_nanosleep",
@@ -523,6 +523,20 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 		if ((e = add_rule(ctx, SCMP_ACT_ALLOW, "ioctl", 1, &c)) != CUSTOS_OK)
 			goto out;
 	}
+	/* Signals to this process only (raise, abort, a thread to another): a proxy left at
+	 * uid 0 could otherwise signal every root process on the host. Its children (the audit
+	 * writer, the shipper) stop through their socket and pipe, never by a signal. Any other
+	 * target, a process group or -1 included, fails with EPERM; tkill is not used. */
+	scmp_datum_t self = (scmp_datum_t)getpid();
+	struct scmp_arg_cmp me = SCMP_A0(SCMP_CMP_EQ, self), other = SCMP_A0(SCMP_CMP_NE, self);
+	static const char *const sig_calls[] = { "kill", "tgkill" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sig_calls); i++)
+		if ((e = add_rule(ctx, SCMP_ACT_ALLOW, sig_calls[i], 1, &me)) != CUSTOS_OK ||
+		    (e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), sig_calls[i], 1, &other)) !=
+		            CUSTOS_OK)
+			goto out;
+	if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "tkill", 0, NULL)) != CUSTOS_OK)
+		goto out;
 	/* The audit writer and its client threads demote themselves to SCHED_BATCH (the
 	 * calling thread, that policy only: nothing else about scheduling may change). */
 	struct scmp_arg_cmp sb[2] = { SCMP_A0(SCMP_CMP_EQ, 0, 0),

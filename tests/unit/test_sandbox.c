@@ -508,6 +508,17 @@ static int self_child(int mode)
 	if (fd == -1)
 		return 20;
 	close(fd);
+	/* Signals to this process only: the parent (root, same uid) is out of reach. */
+	if (kill(getppid(), 0) != -1 || errno != EPERM)
+		return 21;
+	if (kill(-1, 0) != -1 || errno != EPERM)
+		return 22;
+	if (kill(getpid(), 0) != 0 || syscall(SYS_tgkill, getpid(), gettid(), 0) != 0)
+		return 23;
+	if (syscall(SYS_tgkill, getppid(), getppid(), 0) != -1 || errno != EPERM)
+		return 24;
+	if (syscall(SYS_tkill, gettid(), 0) != -1 || errno != EPERM)
+		return 25;
 	return 0;
 }
 
