@@ -528,7 +528,8 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 	 * writer, the shipper) stop through their socket and pipe, never by a signal. Any other
 	 * target, a process group or -1 included, fails with EPERM; tkill is not used. */
 	scmp_datum_t self = (scmp_datum_t)getpid();
-	struct scmp_arg_cmp me = SCMP_A0(SCMP_CMP_EQ, self), other = SCMP_A0(SCMP_CMP_NE, self);
+	struct scmp_arg_cmp me = SCMP_A0(SCMP_CMP_EQ, self, 0),
+	                    other = SCMP_A0(SCMP_CMP_NE, self, 0);
 	static const char *const sig_calls[] = { "kill", "tgkill" };
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sig_calls); i++)
 		if ((e = add_rule(ctx, SCMP_ACT_ALLOW, sig_calls[i], 1, &me)) != CUSTOS_OK ||
