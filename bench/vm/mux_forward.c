@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bridge.h"
 #include "custos/core.h"
 #include "custos/vm.h"
 #include "sandbox/vm_mux.h"
@@ -46,37 +47,6 @@ static void *guest_thread(void *arg)
 	int rc = vm_mux_run(arg);
 	if (rc != 0)
 		fprintf(stderr, "guest mux: %s\n", vm_mux_error(arg));
-	return NULL;
-}
-
-static void *bridge_thread(void *arg)
-{
-	int *fds = arg;
-	int a = fds[0], b = fds[1];
-	free(fds);
-	char bb[65536];
-	bool ab = true, ba = true;
-	while (ab || ba) {
-		struct pollfd p[2] = { { .fd = ab ? a : -1, .events = POLLIN },
-			               { .fd = ba ? b : -1, .events = POLLIN } };
-		if (poll(p, 2, -1) == -1 && errno != EINTR)
-			break;
-		for (int i = 0; i < 2; i++) {
-			if (!p[i].revents)
-				continue;
-			int from = i == 0 ? a : b, to = i == 0 ? b : a;
-			ssize_t n = read(from, bb, sizeof(bb));
-			if (n <= 0 || file_write_all(to, bb, (size_t)n) != CUSTOS_OK) {
-				shutdown(to, SHUT_WR);
-				if (i == 0)
-					ab = false;
-				else
-					ba = false;
-			}
-		}
-	}
-	close(a);
-	close(b);
 	return NULL;
 }
 
