@@ -24,53 +24,11 @@
 #include "cli.h"
 #include "custos/vm.h"
 
-#define BRIDGE_BUF (64 * 1024)
-
 static volatile sig_atomic_t vm_quit;
 static void vm_on_signal(int sig)
 {
 	(void)sig;
 	vm_quit = 1;
-}
-
-/* Copies bytes both ways between a and b until both directions ended; closes both. */
-static void *bridge_thread(void *arg)
-{
-	int *fds = arg;
-	int a = fds[0], b = fds[1];
-	free(fds);
-	char *bb = malloc(BRIDGE_BUF);
-	bool open_ab = true, open_ba = true;
-	while (bb && (open_ab || open_ba)) {
-		struct pollfd p[2] = { { .fd = open_ab ? a : -1, .events = POLLIN },
-			               { .fd = open_ba ? b : -1, .events = POLLIN } };
-		if (poll(p, 2, -1) == -1) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int i = 0; i < 2; i++) {
-			if (!p[i].revents)
-				continue;
-			int from = i == 0 ? a : b, to = i == 0 ? b : a;
-			ssize_t n = read(from, bb, BRIDGE_BUF);
-			if (n == -1 && errno == EINTR)
-				continue;
-			if (n <= 0 || file_write_all(to, bb, (size_t)n) != CUSTOS_OK) {
-				shutdown(to, SHUT_WR);
-				if (i == 0)
-					open_ab = false;
-				else
-					open_ba = false;
-				if (n < 0) /* an error, not an orderly end: stop both ways */
-					open_ab = open_ba = false;
-			}
-		}
-	}
-	free(bb);
-	close(a);
-	close(b);
-	return NULL;
 }
 
 static void bridge(int a, int b)
@@ -84,7 +42,7 @@ static void bridge(int a, int b)
 	}
 	fds[0] = a;
 	fds[1] = b;
-	if (pthread_create(&t, NULL, bridge_thread, fds) != 0) {
+	if (pthread_create(&t, NULL, file_bridge_thread, fds) != 0) {
 		free(fds);
 		close(a);
 		close(b);

@@ -4,9 +4,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,4 +135,44 @@ fail:
 	close(fd);
 	unlink(tmp);
 	return e;
+}
+
+void *file_bridge_thread(void *fds)
+{
+	enum { BRIDGE_BUF = 64 * 1024 };
+	int a = ((int *)fds)[0], b = ((int *)fds)[1];
+	free(fds);
+	char *bb = malloc(BRIDGE_BUF);
+	bool open_ab = true, open_ba = true;
+
+	while (bb && (open_ab || open_ba)) {
+		struct pollfd p[2] = { { .fd = open_ab ? a : -1, .events = POLLIN },
+			               { .fd = open_ba ? b : -1, .events = POLLIN } };
+		if (poll(p, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (!p[i].revents)
+				continue;
+			int from = i == 0 ? a : b, to = i == 0 ? b : a;
+			ssize_t n = read(from, bb, BRIDGE_BUF);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0 || file_write_all(to, bb, (size_t)n) != CUSTOS_OK) {
+				shutdown(to, SHUT_WR);
+				if (i == 0)
+					open_ab = false;
+				else
+					open_ba = false;
+				if (n < 0) /* an error, not an orderly end: stop both ways */
+					open_ab = open_ba = false;
+			}
+		}
+	}
+	free(bb);
+	close(a);
+	close(b);
+	return NULL;
 }

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bridge.h"
 #include "custos/core.h"
 #include "custos/vm.h"
 #include "sandbox/vm_mux.h"
@@ -98,7 +97,7 @@ int main(int argc, char **argv)
 		fds[0] = cfd;
 		fds[1] = s;
 		pthread_t t;
-		if (pthread_create(&t, NULL, bridge_thread, fds) != 0) {
+		if (pthread_create(&t, NULL, file_bridge_thread, fds) != 0) {
 			free(fds);
 			close(cfd);
 			close(s);

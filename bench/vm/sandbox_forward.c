@@ -19,7 +19,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bridge.h"
 #include "custos/core.h"
 #include "custos/sandbox.h"
 
@@ -83,7 +82,7 @@ int main(int argc, char **argv)
 		fds[0] = c;
 		fds[1] = s;
 		pthread_t t;
-		if (fl != 0 || pthread_create(&t, NULL, bridge_thread, fds) != 0) {
+		if (fl != 0 || pthread_create(&t, NULL, file_bridge_thread, fds) != 0) {
 			free(fds);
 			close(c);
 			close(s);

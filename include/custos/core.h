@@ -229,6 +229,11 @@ custos_err file_load(const char *path, file_kind kind, size_t max, buf *out) CUS
 custos_err file_check_mode(int fd, const char *path, file_kind kind) CUSTOS_WUR;
 /* Writes all of p[n] to fd, retrying EINTR and short writes. */
 custos_err file_write_all(int fd, const void *p, size_t n) CUSTOS_WUR;
+/* A thread body (pthread_create) copying bytes both ways between two connected sockets
+ * (blocking, 64 KiB at a time) until both directions ended: an orderly end of one is passed on
+ * with shutdown(SHUT_WR), an error stops both. fds: a malloc'd int[2], freed here; both are
+ * closed at the end. custos vm run's forwarding and bench/vm use it. Returns NULL. */
+void *file_bridge_thread(void *fds);
 /* Writes a file atomically (temp + fsync + rename) with the given mode. */
 custos_err file_write_atomic(const char *path, const void *p, size_t n, mode_t mode) CUSTOS_WUR;
 

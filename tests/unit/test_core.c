@@ -1,4 +1,5 @@
 /* Unit tests for core: errors, buffers, views, numbers, files, JSON writer, time, YAML tree. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -482,6 +483,40 @@ static void test_log_file_reopen(void **state)
 	assert_int_equal(log_open_file("/nonexistent/dir/x.log"), CUSTOS_ERR_SYS);
 }
 
+/* file_bridge_thread: bytes both ways, a half-close passed on, the thread ends once both
+ * directions ended (and closes its ends). */
+static void test_file_bridge(void **state)
+{
+	int x[2], y[2];
+	char got[64];
+	pthread_t t;
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, y), 0);
+	int *fds = malloc(2 * sizeof(int));
+	assert_non_null(fds);
+	fds[0] = x[1];
+	fds[1] = y[1];
+	assert_int_equal(pthread_create(&t, NULL, file_bridge_thread, fds), 0);
+	assert_int_equal(write(x[0], "ping", 4), 4);
+	assert_int_equal(read(y[0], got, sizeof(got)), 4);
+	assert_memory_equal(got, "ping", 4);
+	assert_int_equal(write(y[0], "pong!", 5), 5);
+	assert_int_equal(read(x[0], got, sizeof(got)), 5);
+	assert_memory_equal(got, "pong!", 5);
+	/* x's side ends: y sees EOF, and can still answer. */
+	assert_int_equal(shutdown(x[0], SHUT_WR), 0);
+	assert_int_equal(read(y[0], got, sizeof(got)), 0);
+	assert_int_equal(write(y[0], "late", 4), 4);
+	assert_int_equal(read(x[0], got, sizeof(got)), 4);
+	assert_memory_equal(got, "late", 4);
+	assert_int_equal(shutdown(y[0], SHUT_WR), 0);
+	assert_int_equal(read(x[0], got, sizeof(got)), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	close(x[0]);
+	close(y[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -498,6 +533,7 @@ int main(void)
 		cmocka_unit_test(test_diag_suggest),
 		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_log_file_reopen, setup_tmp, teardown_tmp),
+		cmocka_unit_test(test_file_bridge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
