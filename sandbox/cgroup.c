@@ -199,7 +199,9 @@ void sb_cgroup_close_fds(int fds[SB_CG_V1_CTRLS])
 	}
 }
 
-custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
+/* The v1 `tasks` files to open for writing: each controller's sandbox directory, or (parent)
+ * the directory above it, where custos itself runs. */
+static custos_err open_tasks_fds(const sb_cgroup *cg, bool parent, int fds[SB_CG_V1_CTRLS])
 {
 	char path[SANDBOX_PATH_MAX + 16];
 
@@ -210,7 +212,10 @@ custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
 		if (!cg->v1dir[i])
 			continue;
-		snprintf(path, sizeof(path), "%s/tasks", cg->v1dir[i]);
+		int dirlen = (int)strlen(cg->v1dir[i]);
+		if (parent) /* the slash is checked by sb_cgv1_plan */
+			dirlen = (int)(strrchr(cg->v1dir[i], '/') - cg->v1dir[i]);
+		snprintf(path, sizeof(path), "%.*s/tasks", dirlen, cg->v1dir[i]);
 		fds[i] = open(path, O_WRONLY | O_CLOEXEC);
 		if (fds[i] == -1) {
 			custos_err e = err_sys("cgroup: open %s", path);
@@ -221,28 +226,14 @@ custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 	return CUSTOS_OK;
 }
 
+custos_err sb_cgroup_join_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
+{
+	return open_tasks_fds(cg, false, fds);
+}
+
 custos_err sb_cgroup_home_fds(const sb_cgroup *cg, int fds[SB_CG_V1_CTRLS])
 {
-	char path[SANDBOX_PATH_MAX + 16];
-
-	for (int i = 0; i < SB_CG_V1_CTRLS; i++)
-		fds[i] = -1;
-	if (cg->backend != SB_CG_V1)
-		return CUSTOS_OK;
-	for (int i = 0; i < SB_CG_V1_CTRLS; i++) {
-		if (!cg->v1dir[i])
-			continue;
-		const char *slash = strrchr(cg->v1dir[i], '/'); /* checked by sb_cgv1_plan */
-		snprintf(path, sizeof(path), "%.*s/tasks", (int)(slash - cg->v1dir[i]),
-		         cg->v1dir[i]);
-		fds[i] = open(path, O_WRONLY | O_CLOEXEC);
-		if (fds[i] == -1) {
-			custos_err e = err_sys("cgroup: open %s", path);
-			sb_cgroup_close_fds(fds);
-			return e;
-		}
-	}
-	return CUSTOS_OK;
+	return open_tasks_fds(cg, true, fds);
 }
 
 int sb_cgroup_join_self(const int *fds, int n)
