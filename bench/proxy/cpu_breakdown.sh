@@ -10,13 +10,7 @@ set -euo pipefail
 pid=$1 url=$2 secs=${3:-6}
 shift $(($# < 3 ? $# : 3))
 hz=$(getconf CLK_TCK)
-descendants() {
-	local p
-	for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		echo "$p"
-		descendants "$p"
-	done
-}
+. "$(dirname "$0")/lib.bash" # descendants
 procs="$pid $(descendants "$pid" | tr '\n' ' ')"
 ticks() { awk '{print $14 + $15}' "$1"; }
 declare -A before
