@@ -43,36 +43,10 @@ for side in before after; do
 	bin=$A
 	[ $side = after ] && bin=$B
 	d="$w/$side"
-	mkdir -p "$d/keys" "$d/audit"
-	"$bin" audit keygen "$d/keys" >/dev/null 2>&1
 	p=$(port) ps_=$(port)
-	cat >"$d/custos.yaml" <<EOF
-version: 1
-log: { level: warn }
-workers: 1
-listeners:
-  - id: plain
-    address: "127.0.0.1:$p"
-  - id: tls
-    address: "127.0.0.1:$ps_"
-    tls: { cert: $w/srv.crt, key: $w/srv.key }
-models:
-  - id: up
-    upstream: { url: "http://127.0.0.1:$P_UP/", pool_size: 128 }
-audit:
-  dir: $d/audit
-  durability: batch
-  batch_window: ${AUDIT_WINDOW:-10ms}
-  signing_key: $d/keys/audit.key
-policy:
-  file: $w/policy.yaml
-EOF
-	chmod 600 "$d/custos.yaml"
-	"$bin" up -c "$d/custos.yaml" 2>"$d/custos.log" &
-	PID_OF[$side]=$!
-	pids+=($!)
+	bench_custos "$bin" "$d" "$p" "$ps_" "$P_UP"
+	PID_OF[$side]=$CUSTOS_PID
 	PLAIN[$side]=$p TLS[$side]=$ps_
-	wait_port "$p"
 done
 
 ticks() {

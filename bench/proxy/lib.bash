@@ -53,6 +53,44 @@ descendants() {
 	done
 }
 
+# bench_custos BIN DIR PLAIN_PORT TLS_PORT UP_PORT [SSE_PORT]: custos up with its files in DIR
+# (keys/, audit/, custos.yaml, custos.log): one worker, plain and TLS listeners ($w/srv.crt),
+# model `up` (and `sse` with SSE_PORT), the policy $w/policy.yaml (bench_policy), the audit
+# trail in `batch` mode with signed checkpoints, batch_window $AUDIT_WINDOW (default 10ms, the
+# configuration's default). Sets CUSTOS_PID once the plain port answers.
+bench_custos() {
+	local bin=$1 d=$2 sse=""
+	mkdir -p "$d/keys" "$d/audit"
+	"$bin" audit keygen "$d/keys" >/dev/null 2>&1 || echo "bench: no audit keygen: unsigned checkpoints" >&2
+	[ -n "${6:-}" ] && sse=$'\n  - id: sse\n    upstream: { url: "http://127.0.0.1:'"$6"$'/" }'
+	cat >"$d/custos.yaml" <<EOF
+version: 1
+log: { level: warn }
+workers: 1
+listeners:
+  - id: plain
+    address: "127.0.0.1:$3"
+  - id: tls
+    address: "127.0.0.1:$4"
+    tls: { cert: $w/srv.crt, key: $w/srv.key }
+models:
+  - id: up
+    upstream: { url: "http://127.0.0.1:$5/", pool_size: 128 }$sse
+audit:
+  dir: $d/audit
+  durability: batch
+  batch_window: ${AUDIT_WINDOW:-10ms}
+$([ -f "$d/keys/audit.key" ] && echo "  signing_key: $d/keys/audit.key")
+policy:
+  file: $w/policy.yaml
+EOF
+	chmod 600 "$d/custos.yaml"
+	"$bin" up -c "$d/custos.yaml" 2>"$d/custos.log" &
+	CUSTOS_PID=$!
+	pids+=($!)
+	wait_port "$3"
+}
+
 # bench_haproxy PLAIN_PORT TLS_PORT UP_PORT [SSE_PORT]: HAProxy, one thread, in front of the
 # upstream (and /v1/chat/ to SSE_PORT when given), TLS with $w/srv.pem; sets HAP to its pid.
 bench_haproxy() {

@@ -94,36 +94,9 @@ bench_haproxy "$P_HAP" "$P_HAPS" "$P_UP" "$P_SSE"
 
 # ---- custos: one worker, policy + audit (batch)
 KEY=sk-bench
-mkdir -p "$w/keys" "$w/audit"
-"$custos" audit keygen "$w/keys" >/dev/null 2>&1 || echo "bench: no audit keygen: unsigned checkpoints"
 bench_policy "$KEY" up sse
-cat >"$w/custos.yaml" <<EOF
-version: 1
-log: { level: warn }
-workers: 1
-listeners:
-  - id: plain
-    address: "127.0.0.1:$P_CU"
-  - id: tls
-    address: "127.0.0.1:$P_CUS"
-    tls: { cert: $w/srv.crt, key: $w/srv.key }
-models:
-  - id: up
-    upstream: { url: "http://127.0.0.1:$P_UP/", pool_size: 128 }
-  - id: sse
-    upstream: { url: "http://127.0.0.1:$P_SSE/" }
-audit:
-  dir: $w/audit
-  durability: batch
-$([ -f "$w/keys/audit.key" ] && echo "  signing_key: $w/keys/audit.key")
-policy:
-  file: $w/policy.yaml
-EOF
-chmod 600 "$w/custos.yaml"
-"$custos" up -c "$w/custos.yaml" 2>"$w/custos.log" &
-CU=$!
-pids+=($CU)
-wait_port "$P_CU"
+bench_custos "$custos" "$w" "$P_CU" "$P_CUS" "$P_UP" "$P_SSE"
+CU=$CUSTOS_PID
 
 # ---- measurement helpers
 # CPU ticks (utime+stime) of a process and all its descendants: custos up's proxy process (a
