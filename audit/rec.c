@@ -45,57 +45,73 @@ static void rec_fail(audit_rec *r, custos_err e)
 		r->err = e;
 }
 
-static bool rec_put(audit_rec *r, const void *p, size_t n)
+/* Where the next n bytes go, or NULL (the record failed, now or before). Each member reserves
+ * its bytes once and writes them in place: the record is built at the rate of a few stores
+ * per member, on the request path. */
+static inline uint8_t *rec_room(audit_rec *r, size_t n)
 {
 	if (r->err != CUSTOS_OK)
-		return false;
+		return NULL;
 	if (n > sizeof(r->data) - r->len) {
 		rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: record over %zu bytes",
 		                    sizeof(r->data)));
-		return false;
+		return NULL;
 	}
-	memcpy(r->data + r->len, p, n);
-	r->len += n;
-	return true;
+	return r->data + r->len;
 }
 
-static bool rec_u8(audit_rec *r, uint8_t v)
+/* A short name (key, type, phase): at most 255 bytes; false (and the record failed) past it. */
+static inline bool rec_name_ok(audit_rec *r, size_t n)
 {
-	return rec_put(r, &v, 1);
+	if (n <= 255)
+		return true;
+	rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: name of %zu bytes", n));
+	return false;
 }
 
-/* A short name (key, type, phase): at most 255 bytes. */
-static bool rec_name(audit_rec *r, const char *s)
+/* A u8-length name at p; returns the byte after it. */
+static inline uint8_t *put_name(uint8_t *p, const char *s, size_t n)
 {
-	size_t n = strlen(s);
-	if (n > 255) {
-		rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: name of %zu bytes", n));
-		return false;
-	}
-	r->json_max += ESC_MAX * n;
-	return rec_u8(r, (uint8_t)n) && rec_put(r, s, n);
+	*p++ = (uint8_t)n;
+	memcpy(p, s, n);
+	return p + n;
 }
 
-/* The comma and quoted key of a member: `,"key":` */
-static bool rec_key(audit_rec *r, uint8_t op, const char *key)
+/* A u16-length string at p; returns the byte after it. */
+static inline uint8_t *put_sval(uint8_t *p, const char *s, size_t n)
+{
+	uint16_t l = (uint16_t)n;
+	memcpy(p, &l, 2);
+	memcpy(p + 2, s, n);
+	return p + 2 + n;
+}
+
+/* The op and key of a member, `,"key":` rendered, with extra bytes of value to follow;
+ * returns where the value goes, or NULL. */
+static uint8_t *rec_member(audit_rec *r, uint8_t op, const char *key, size_t extra)
 {
 	if (key == NULL) {
 		rec_fail(r, err_set(CUSTOS_ERR_INVAL, "audit: member without a key"));
-		return false;
+		return NULL;
 	}
-	r->json_max += 4;
-	return rec_u8(r, op) && rec_name(r, key);
+	size_t kl = strlen(key);
+	if (!rec_name_ok(r, kl))
+		return NULL;
+	uint8_t *p = rec_room(r, 2 + kl + extra);
+	if (p == NULL)
+		return NULL;
+	r->len += 2 + kl + extra;
+	r->json_max += 4 + ESC_MAX * kl;
+	*p = op;
+	return put_name(p + 1, key, kl);
 }
 
-static bool rec_sval(audit_rec *r, const char *s, size_t n)
+static bool rec_sval_ok(audit_rec *r, size_t n)
 {
-	if (n >= REC_NULL_LEN) {
-		rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: string of %zu bytes", n));
-		return false;
-	}
-	uint16_t l = (uint16_t)n;
-	r->json_max += 2 + ESC_MAX * n;
-	return rec_put(r, &l, 2) && rec_put(r, s, n);
+	if (n < REC_NULL_LEN)
+		return true;
+	rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: string of %zu bytes", n));
+	return false;
 }
 
 void audit_rec_begin_at(audit_rec *r, const char *type, uint64_t wall_ns)
@@ -104,9 +120,19 @@ void audit_rec_begin_at(audit_rec *r, const char *type, uint64_t wall_ns)
 	r->err = CUSTOS_OK;
 	r->ended = false;
 	r->json_max = REC_JSON_FIXED;
-	(void)rec_u8(r, AUDIT_REC_MAGIC);
-	(void)rec_put(r, &wall_ns, 8);
-	(void)rec_name(r, type ? type : "unknown");
+	if (type == NULL)
+		type = "unknown";
+	size_t n = strlen(type);
+	if (!rec_name_ok(r, n))
+		return;
+	uint8_t *p = rec_room(r, REC_HEAD + n);
+	if (p == NULL)
+		return;
+	p[0] = AUDIT_REC_MAGIC;
+	memcpy(p + 1, &wall_ns, 8);
+	(void)put_name(p + 9, type, n);
+	r->len = REC_HEAD + n;
+	r->json_max += ESC_MAX * n;
 }
 
 void audit_rec_begin(audit_rec *r, const char *type)
@@ -116,8 +142,13 @@ void audit_rec_begin(audit_rec *r, const char *type)
 
 void audit_rec_str(audit_rec *r, const char *key, span v)
 {
-	if (rec_key(r, REC_STR, key))
-		(void)rec_sval(r, v.ptr, v.len);
+	if (!rec_sval_ok(r, v.len))
+		return;
+	uint8_t *p = rec_member(r, REC_STR, key, 2 + v.len);
+	if (p != NULL) {
+		(void)put_sval(p, v.ptr, v.len);
+		r->json_max += 2 + ESC_MAX * v.len;
+	}
 }
 
 void audit_rec_cstr(audit_rec *r, const char *key, const char *v)
@@ -128,17 +159,19 @@ void audit_rec_cstr(audit_rec *r, const char *key, const char *v)
 
 void audit_rec_u64(audit_rec *r, const char *key, uint64_t v)
 {
-	if (rec_key(r, REC_U64, key)) {
+	uint8_t *p = rec_member(r, REC_U64, key, 8);
+	if (p != NULL) {
+		memcpy(p, &v, 8);
 		r->json_max += DIGITS_MAX;
-		(void)rec_put(r, &v, 8);
 	}
 }
 
 void audit_rec_bool(audit_rec *r, const char *key, bool v)
 {
-	if (rec_key(r, REC_BOOL, key)) {
+	uint8_t *p = rec_member(r, REC_BOOL, key, 1);
+	if (p != NULL) {
+		*p = v ? 1 : 0;
 		r->json_max += v ? 4 : 5;
-		(void)rec_u8(r, v ? 1 : 0);
 	}
 }
 
@@ -148,18 +181,73 @@ void audit_rec_strs(audit_rec *r, const char *key, const char *const *v, size_t 
 		rec_fail(r, err_set(CUSTOS_ERR_LIMIT, "audit: %zu strings in %s", n, key));
 		return;
 	}
-	if (!rec_key(r, REC_STRS, key) || !rec_u8(r, (uint8_t)n))
+	uint8_t *p = rec_member(r, REC_STRS, key, 1);
+	if (p == NULL)
 		return;
+	*p = (uint8_t)n;
 	r->json_max += 2 + (n ? n - 1 : 0); /* [] and commas */
 	for (size_t i = 0; i < n; i++) {
+		size_t l = v[i] == NULL ? 0 : strlen(v[i]);
+		if (!rec_sval_ok(r, l) || (p = rec_room(r, 2 + l)) == NULL)
+			return;
+		r->len += 2 + l;
 		if (v[i] == NULL) {
-			uint16_t l = REC_NULL_LEN;
+			uint16_t nl = REC_NULL_LEN;
+			memcpy(p, &nl, 2);
 			r->json_max += 4;
-			(void)rec_put(r, &l, 2);
 		} else {
-			(void)rec_sval(r, v[i], strlen(v[i]));
+			(void)put_sval(p, v[i], l);
+			r->json_max += 2 + ESC_MAX * l;
 		}
 	}
+}
+
+/* A list member: op, u8 count, then per item a u8-length name and a u64 (findings: type and
+ * count; durations: phase and nanoseconds). */
+static void rec_pairs(audit_rec *r, uint8_t op, size_t n, const char *(*name)(const void *, size_t),
+                      uint64_t (*val)(const void *, size_t), const void *items, size_t item_json)
+{
+	uint8_t *p = rec_room(r, 2);
+	if (p == NULL)
+		return;
+	p[0] = op;
+	p[1] = (uint8_t)n;
+	r->len += 2;
+	for (size_t i = 0; i < n; i++) {
+		const char *nm = name(items, i);
+		if (nm == NULL) {
+			rec_fail(r, err_set(CUSTOS_ERR_INVAL, "audit: duration without a phase"));
+			return;
+		}
+		size_t l = strlen(nm);
+		uint64_t v = val(items, i);
+		if (!rec_name_ok(r, l) || (p = rec_room(r, 1 + l + 8)) == NULL)
+			return;
+		memcpy(put_name(p, nm, l), &v, 8);
+		r->len += 1 + l + 8;
+		r->json_max += item_json + DIGITS_MAX + ESC_MAX * l;
+	}
+}
+
+static const char *finding_type(const void *items, size_t i)
+{
+	const char *t = ((const audit_finding *)items)[i].type;
+	return t ? t : "";
+}
+
+static uint64_t finding_count(const void *items, size_t i)
+{
+	return ((const audit_finding *)items)[i].count;
+}
+
+static const char *duration_phase(const void *items, size_t i)
+{
+	return ((const audit_duration *)items)[i].phase;
+}
+
+static uint64_t duration_ns(const void *items, size_t i)
+{
+	return ((const audit_duration *)items)[i].ns;
 }
 
 void audit_rec_findings(audit_rec *r, const audit_finding *f, size_t n)
@@ -171,13 +259,7 @@ void audit_rec_findings(audit_rec *r, const audit_finding *f, size_t n)
 	}
 	/* ,"findings":[ ... ] and per item {"type":"T","count":N} */
 	r->json_max += 14 + (n ? n - 1 : 0);
-	if (!rec_u8(r, REC_FIND) || !rec_u8(r, (uint8_t)n))
-		return;
-	for (size_t i = 0; i < n; i++) {
-		r->json_max += 20 + DIGITS_MAX;
-		if (!rec_name(r, f[i].type ? f[i].type : "") || !rec_put(r, &f[i].count, 8))
-			return;
-	}
+	rec_pairs(r, REC_FIND, n, finding_type, finding_count, f, 20);
 }
 
 void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n)
@@ -188,17 +270,7 @@ void audit_rec_durations(audit_rec *r, const audit_duration *d, size_t n)
 	}
 	/* ,"duration_ns":{ ... } and per item "phase":N */
 	r->json_max += 17 + (n ? n - 1 : 0);
-	if (!rec_u8(r, REC_DURS) || !rec_u8(r, (uint8_t)n))
-		return;
-	for (size_t i = 0; i < n; i++) {
-		if (d[i].phase == NULL) {
-			rec_fail(r, err_set(CUSTOS_ERR_INVAL, "audit: duration without a phase"));
-			return;
-		}
-		r->json_max += 3 + DIGITS_MAX;
-		if (!rec_name(r, d[i].phase) || !rec_put(r, &d[i].ns, 8))
-			return;
-	}
+	rec_pairs(r, REC_DURS, n, duration_phase, duration_ns, d, 3);
 }
 
 custos_err audit_rec_end(audit_rec *r)
@@ -315,6 +387,21 @@ static unsigned escape_mask16(const unsigned char *p)
 }
 #endif
 
+/* True when none of the w (4 or 8) bytes at p needs escaping: no byte below 0x20 or from 0x80,
+ * no quote, no backslash (the exact "has a byte less than n" and "has a zero byte" word tests:
+ * no false answer either way). */
+static inline bool word_plain(const unsigned char *p, size_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	uint64_t x = 0;
+	memcpy(&x, p, w);
+	if (w < 8)
+		x |= 0x2020202000000000ull; /* pad the unused half with spaces (plain) */
+	uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+	uint64_t bad = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x;
+	return (bad & high) == 0;
+}
+
 /* How many leading bytes of p need no escaping: a string of 16 bytes or more 16 at a time with
  * SSE2, its last block overlapping the one before (nothing past p + n is read); shorter ones
  * by table. */
@@ -334,6 +421,13 @@ static size_t plain_prefix(const unsigned char *p, size_t n)
 		return m != 0 ? i + (size_t)__builtin_ctz(m) : n;
 	}
 #endif
+	if (n >= 4) {
+		/* Two overlapping words (8-15 bytes) or half-words (4-7): all plain, the usual case
+		 * for keys and short values, is answered without a loop. */
+		if (n >= 8 ? word_plain(p, 8) && word_plain(p + n - 8, 8)
+		           : word_plain(p, 4) && word_plain(p + n - 4, 4))
+			return n;
+	}
 	while (i < n && plain_byte[p[i]])
 		i++;
 	return i;
@@ -367,34 +461,90 @@ static custos_err put_str(buf *out, span s)
 	return put_quoted(out, "\"", 1, s, "\"", 1);
 }
 
-/* Decimal, two digits per division (durations and sizes are up to 20 digits long). */
-static custos_err put_u64(buf *out, uint64_t v)
+/* Decimal, two digits per division (durations and sizes are up to 20 digits long), written at
+ * t; returns the byte after it. */
+static uint8_t *u64_digits(uint8_t *t, uint64_t v)
 {
 	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
 	                               "25262728293031323334353637383940414243444546474849"
 	                               "50515253545556575859606162636465666768697071727374"
 	                               "75767778798081828384858687888990919293949596979899";
-	char t[20];
-	size_t i = sizeof(t);
+	char d[20];
+	size_t i = sizeof(d);
 	while (v >= 100) {
 		unsigned r = (unsigned)(v % 100);
 		v /= 100;
-		t[--i] = pairs[2 * r + 1];
-		t[--i] = pairs[2 * r];
+		d[--i] = pairs[2 * r + 1];
+		d[--i] = pairs[2 * r];
 	}
 	if (v >= 10) {
-		t[--i] = pairs[2 * v + 1];
-		t[--i] = pairs[2 * v];
+		d[--i] = pairs[2 * v + 1];
+		d[--i] = pairs[2 * v];
 	} else {
-		t[--i] = (char)('0' + v);
+		d[--i] = (char)('0' + v);
 	}
-	return buf_append(out, t + i, sizeof(t) - i);
+	memcpy(t, d + i, sizeof(d) - i);
+	return t + (sizeof(d) - i);
+}
+
+static custos_err put_u64(buf *out, uint64_t v)
+{
+	GUARD(buf_reserve(out, 20));
+	uint8_t *t = buf_tail(out);
+	buf_commit(out, (size_t)(u64_digits(t, v) - t));
+	return CUSTOS_OK;
 }
 
 /* `,"key":` */
 static custos_err put_key(buf *out, span k)
 {
 	return put_quoted(out, ",\"", 2, k, "\":", 2);
+}
+
+/* A member whose key (and, for a string, value) need no escaping, written with one reserve:
+ * `,"key":"value"` or `,"key":N`. False, with nothing read or written, when it does not apply
+ * (escaping, a bad or truncated value, no room): the general path then renders or refuses it. */
+static bool put_plain_member(buf *out, rd *d, uint8_t op, span k)
+{
+	const unsigned char *kp = (const unsigned char *)k.ptr;
+	if (plain_prefix(kp, k.len) != k.len)
+		return false;
+	if (op == REC_STR) {
+		uint16_t l;
+		if (d->n - d->at < 2)
+			return false;
+		memcpy(&l, d->p + d->at, 2);
+		if (l == REC_NULL_LEN || l > d->n - d->at - 2)
+			return false;
+		const unsigned char *v = d->p + d->at + 2;
+		if (plain_prefix(v, l) != l || buf_reserve(out, 6 + k.len + l) != CUSTOS_OK)
+			return false;
+		uint8_t *t = buf_tail(out);
+		memcpy(t, ",\"", 2);
+		memcpy(t + 2, kp, k.len);
+		t += 2 + k.len;
+		memcpy(t, "\":\"", 3);
+		memcpy(t + 3, v, l);
+		t[3 + l] = '"';
+		buf_commit(out, 6 + k.len + l);
+		d->at += 2 + (size_t)l;
+		return true;
+	}
+	if (op == REC_U64) {
+		uint64_t v;
+		if (d->n - d->at < 8 || buf_reserve(out, 4 + k.len + 20) != CUSTOS_OK)
+			return false;
+		memcpy(&v, d->p + d->at, 8);
+		uint8_t *t = buf_tail(out), *e;
+		memcpy(t, ",\"", 2);
+		memcpy(t + 2, kp, k.len);
+		memcpy(t + 2 + k.len, "\":", 2);
+		e = u64_digits(t + 4 + k.len, v);
+		buf_commit(out, (size_t)(e - t));
+		d->at += 8;
+		return true;
+	}
+	return false;
 }
 
 static bool reserved_key(span k)
@@ -468,6 +618,8 @@ custos_err audit_rec_render(span rec, buf *out)
 			ENSURE(rd_name(&d, &k), CUSTOS_ERR_PARSE, "audit: truncated record");
 			ENSURE(!reserved_key(k), CUSTOS_ERR_DENIED,
 			       "event sets the reserved member %.*s", (int)k.len, k.ptr);
+			if (op != REC_STRS && put_plain_member(out, &d, op, k))
+				break; /* the usual case, in one piece */
 			GUARD(put_key(out, k));
 			if (op == REC_STR) {
 				ENSURE(rd_sval(&d, &s, &null) && !null, CUSTOS_ERR_PARSE,

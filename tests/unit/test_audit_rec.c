@@ -110,8 +110,9 @@ static void test_rec_matches_event(void **state)
 }
 
 /* Each byte that needs escaping, or starts UTF-8, at every position around the writer's
- * 16-byte scan blocks, in keys and values, and numbers of every digit count: the rendering
- * still equals the builder's. */
+ * 16-byte scan blocks and its 4- and 8-byte word checks of short strings, in keys and values
+ * (both through the one-piece member path and the general one), and numbers of every digit
+ * count: the rendering still equals the builder's. */
 static void test_rec_escape_positions(void **state)
 {
 	both *b = calloc(1, sizeof(*b));
