@@ -162,10 +162,12 @@ static void conn_close(conn *c)
  * I/O buffer blocks. A keep-alive connection gives its input and output buffers back while
  * idle (memory per idle connection); a per-worker cache of fixed-size blocks takes them, so a
  * busy worker does not malloc, free and fault in 16 KiB twice per request. Bounded: blocks
- * past BUF_CACHE_MAX, and buffers that grew past one block, go back to malloc.
+ * past BUF_CACHE_MAX, and buffers that grew past one block, go back to malloc. The bound
+ * covers what a worker's busy connections hand back and forth (each request holds up to four
+ * blocks: client in/out, upstream head and body).
  */
 #define BUF_BLOCK     (16u * 1024u)
-#define BUF_CACHE_MAX 32u
+#define BUF_CACHE_MAX 128u /* 2 MiB per worker at most */
 
 /* Gives b (empty, unallocated) a cached block when one is free. */
 static void buf_take_block(worker *w, buf *b)
@@ -196,7 +198,7 @@ static void buf_give_block(worker *w, buf *b)
 
 /* Response head parsers (3.5 KiB each) the same way: one per running request, from a
  * per-worker free list, never carried by an idle connection. */
-#define RP_CACHE_MAX 32u
+#define RP_CACHE_MAX 64u
 
 static http1_parser *rp_take(worker *w)
 {
