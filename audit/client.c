@@ -160,6 +160,7 @@ static void *sender_main(void *arg)
 	audit_writer *w = arg;
 	buf sending;
 
+	proc_name_self("custos-asend");
 	if (w->o.durability == AUDIT_DURABILITY_BATCH)
 		audit_sched_batch();
 	buf_init(&sending, SIZE_MAX);
@@ -216,6 +217,7 @@ static void *acker_main(void *arg)
 	audit_writer *w = arg;
 	struct audit_ack a;
 
+	proc_name_self("custos-aack");
 	if (w->o.durability == AUDIT_DURABILITY_BATCH)
 		audit_sched_batch();
 	for (;;) {

@@ -633,6 +633,7 @@ static void *sink_main(void *arg)
 	struct sink *s = arg;
 	uint64_t rmin = s->so->retry_min_ns ? s->so->retry_min_ns : 100ull * 1000 * 1000;
 	uint64_t rmax = s->so->retry_max_ns ? s->so->retry_max_ns : 5ull * 1000000000;
+	proc_name_self("custos-sink");
 
 	for (;;) {
 		if (deadline_passed())
@@ -728,6 +729,7 @@ int audit_shipper_main(const audit_options *o, int stop_fd)
 	uint64_t drain = 0;
 	int rc = 0;
 
+	proc_name_self("custos-ship");
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);

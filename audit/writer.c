@@ -562,6 +562,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 	w.md_ctx = EVP_MD_CTX_new();
 	w.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
 	buf_init(&w.pending, WRITER_PENDING_MAX + AUDIT_MSG_MAX);
+	proc_name_self("custos-audit");
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);

@@ -1407,6 +1407,7 @@ int cmd_up(int argc, char **argv)
 		sigset_t child = set;
 		sigdelset(&child, SIGCHLD); /* its audit writer's end is reaped, not signalled */
 		sigprocmask(SIG_SETMASK, &child, NULL);
+		proc_name_self("custos-proxy");
 		int rc = proxy_main(cfg, path, parent);
 		config_free(cfg);
 		close(sp[1]);

@@ -444,6 +444,7 @@ static void audit_lost(void)
 static void *receiver(void *arg)
 {
 	psx_msg *m = xcalloc(1, sizeof(*m));
+	proc_name_self("custos-privsep");
 	(void)arg;
 	for (;;) {
 		int r = psx_recv(P.sock, m);

@@ -188,6 +188,7 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 static void *supervise(void *arg)
 {
 	struct up_vm *u = arg;
+	proc_name_self("custos-vm-sup");
 	while (!atomic_load(&u->quit)) {
 		struct timespec ts = { 0, 200 * 1000 * 1000 };
 		nanosleep(&ts, NULL);

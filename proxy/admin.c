@@ -284,6 +284,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 static void *watchdog(void *arg)
 {
 	struct admin_server *s = arg;
+	proc_name_self("custos-watchdog");
 
 	pthread_mutex_lock(&s->watch_lock);
 	while (!s->watch_stop) {

@@ -742,6 +742,7 @@ typedef struct cstart {
 static void *conn_main(void *arg)
 {
 	cstart *cs = arg;
+	proc_name_self("custos-eg-conn");
 	if (!egress_conn_serve(cs->s, cs->l, cs->fd, cs->remote, cs->pre, cs->npre))
 		atomic_fetch_sub(&cs->l->active, 1);
 	free(cs->pre);
@@ -800,6 +801,7 @@ static void *accept_main(void *arg)
 {
 	elistener *l = arg;
 	egress_server *s = l->srv;
+	proc_name_self("custos-eg-acc");
 
 	while (!atomic_load(&s->stopping)) {
 		int nf = atomic_exchange(&l->next_fd, -1);

@@ -1316,6 +1316,7 @@ static void loop_wake(ev_loop *el, void *obj, uint32_t ev)
 static void *loop_main(void *arg)
 {
 	floop *lp = arg;
+	proc_name_self("custos-eg-loop");
 	while (!atomic_load(&lp->s->stopping)) {
 		if (ev_run_once(&lp->loop, 200) != CUSTOS_OK) {
 			log_error("egress forward loop: %s", err_msg());
@@ -1329,6 +1330,7 @@ static void *res_main(void *arg)
 {
 	egress_server *s = arg;
 	efwd *f = s->fwd;
+	proc_name_self("custos-eg-dns");
 	for (;;) {
 		pthread_mutex_lock(&f->mu);
 		while (f->jobs == NULL && !f->stop)

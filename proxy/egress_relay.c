@@ -241,6 +241,7 @@ static void *relay_main(void *arg)
 {
 	egress_server *s = arg;
 	erelay *rl = s->relay;
+	proc_name_self("custos-eg-relay");
 	while (!atomic_load(&s->stopping)) {
 		if (ev_run_once(&rl->loop, 200) != CUSTOS_OK) {
 			log_error("egress relay: %s", err_msg());

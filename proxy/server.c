@@ -451,7 +451,10 @@ static void *worker_main(void *arg)
 {
 	worker *w = arg;
 	proxy_server *s = w->srv;
+	char name[16];
 
+	snprintf(name, sizeof(name), "custos-w%u", w->id);
+	proc_name_self(name);
 	for (;;) {
 		if (ev_run_once(&w->loop, 500) != CUSTOS_OK) {
 			log_error("worker %u: %s", w->id, err_msg());

@@ -450,6 +450,7 @@ done:
 static void *monitor_main(void *arg)
 {
 	sandbox *sb = arg;
+	proc_name_self("custos-sb-mon");
 	monitor_rest(sb, monitor_first(sb));
 	return NULL;
 }

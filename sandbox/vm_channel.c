@@ -61,6 +61,7 @@ static int host_accept(void *arg, uint16_t port)
 static void *channel_thread(void *arg)
 {
 	vm_channel *c = arg;
+	proc_name_self("custos-vm-chan");
 	c->run_rc = vm_mux_run(c->mux);
 	if (c->run_rc != 0)
 		log_warn("vm channel: %s", vm_mux_error(c->mux));

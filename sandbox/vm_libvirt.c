@@ -184,6 +184,7 @@ static void tick_cb(int timer, void *opaque)
 static void *event_thread(void *arg)
 {
 	vm_host *h = arg;
+	proc_name_self("custos-virt-ev");
 	while (!h->quit) {
 		if (virEventRunDefaultImpl() < 0) {
 			log_error("vm: libvirt event loop: %s", virt_msg());

@@ -234,6 +234,9 @@ custos_err file_write_all(int fd, const void *p, size_t n) CUSTOS_WUR;
  * with shutdown(SHUT_WR), an error stops both. fds: a malloc'd int[2], freed here; both are
  * closed at the end. custos vm run's forwarding and bench/vm use it. Returns NULL. */
 void *file_bridge_thread(void *fds);
+/* Names the calling thread (from a process's first thread: the process) as ps, top -H and
+ * /proc show it; at most 15 bytes, longer names are cut. Best effort (core/proc.c). */
+void proc_name_self(const char *name);
 /* Writes a file atomically (temp + fsync + rename) with the given mode. */
 custos_err file_write_atomic(const char *path, const void *p, size_t n, mode_t mode) CUSTOS_WUR;
 

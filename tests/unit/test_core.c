@@ -485,6 +485,42 @@ static void test_log_file_reopen(void **state)
 
 /* file_bridge_thread: bytes both ways, a half-close passed on, the thread ends once both
  * directions ended (and closes its ends). */
+/* A thread's name as /proc shows it (what ps -L, top -H and perf print). */
+static void *name_thread(void *arg)
+{
+	char path[64], got[32] = "";
+	proc_name_self((const char *)arg);
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/comm", (long)gettid());
+	FILE *f = fopen(path, "r");
+	if (f != NULL) {
+		if (fgets(got, sizeof(got), f) == NULL)
+			got[0] = '\0';
+		fclose(f);
+	}
+	got[strcspn(got, "\n")] = '\0';
+	return strdup(got);
+}
+
+static void test_proc_name(void **state)
+{
+	static const struct {
+		const char *set, *want;
+	} cases[] = {
+		{ "custos-w0", "custos-w0" },
+		{ "custos-exactly15", "custos-exactly1" }, /* 16 bytes: cut to the kernel's 15 */
+		{ "custos-a-much-longer-name", "custos-a-much-l" },
+	};
+	(void)state;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		pthread_t t;
+		void *got = NULL;
+		assert_int_equal(pthread_create(&t, NULL, name_thread, (void *)cases[i].set), 0);
+		assert_int_equal(pthread_join(t, &got), 0);
+		assert_string_equal(got, cases[i].want);
+		free(got);
+	}
+}
+
 static void test_file_bridge(void **state)
 {
 	int x[2], y[2];
@@ -534,6 +570,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_log_file_reopen, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_file_bridge),
+		cmocka_unit_test(test_proc_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
