@@ -8,7 +8,8 @@
 # Env: ROUNDS (default 3), DURATION (s per case, default 6), CONNS (default 50), CASES (default
 # "plain tls"; "big" adds a 10 MiB response over 4 plain connections, per-response CPU),
 # AUDIT_WINDOW (custos' audit.batch_window on both sides, default 10ms, the configuration default).
-# BREAKDOWN=1 also prints, per measurement, the CPU per request of each thread of the tree.
+# BREAKDOWN=1 also prints, per measurement, the CPU per request of each thread of the tree, and at
+# the end the median per thread name (MEDIAN-THREAD lines).
 # Prints one line per measurement, per round custos/HAProxy per-core ratios, and at the end the
 # medians over the rounds (MEDIAN lines).
 set -euo pipefail
@@ -75,12 +76,18 @@ one() {
 	n=$(wrk -t1 -c"${3:-$CONNS}" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "$2" | awk '/requests in/ {print $1}')
 	t1=$(ticks "${PID_OF[$1]}")
 	if [ -n "${BREAKDOWN:-}" ]; then
-		{ echo "$th0"; echo "--"; threads "${PID_OF[$1]}"; } | awk -v n="${n:-0}" -v hz="$HZ" -v who="$1" '
+		{ echo "$th0"; echo "--"; threads "${PID_OF[$1]}"; } | awk -v n="${n:-0}" -v hz="$HZ" -v who="$1" \
+			-v cs="$CASE_NOW" -v roles="$w/threads" '
 			$1 == "--" { after = 1; next }
 			!after { b[$1] += $2; next }
 			{ a[$1] += $2 }
-			END { out = "  by thread " who ":"; for (c in a) if (a[c] - b[c] > 0 && n > 0)
-				out = out sprintf(" %s %.2f", c, (a[c] - b[c]) / hz * 1e6 / n); print out " us/request" }' >&2
+			END { out = "  by thread " who ":"; for (c in a) if (a[c] - b[c] > 0 && n > 0) {
+				us = (a[c] - b[c]) / hz * 1e6 / n
+				out = out sprintf(" %s %.2f", c, us)
+				r = c; sub(/^[0-9]+\//, "", r); sub(/-[0-9]+$/, "", r) # the thread name
+				role[r] += us }
+				print out " us/request"
+				for (r in role) printf "%s %s %s %.3f\n", cs, who, r, role[r] >> roles }' >&2
 	fi
 	echo "${n:-0} $((t1 - t0))"
 }
@@ -98,6 +105,7 @@ for r in $(seq "$ROUNDS"); do
 			big) url="http://127.0.0.1:${PLAIN[$n]}/big" c=4 ;;
 			*) echo "ab: unknown case $case" >&2; exit 1 ;;
 			esac
+			CASE_NOW=$case
 			read -r req tk < <(one "$n" "$url" "$c")
 			us[$n]=$(awk -v t="$tk" -v n="$req" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')
 			echo "$case $n ${us[$n]}" >>"$w/summary"
@@ -120,6 +128,15 @@ for case in $CASES; do
 		END {for (i = 1; i <= na && i <= nb; i++) print (a[i] / b[i] - 1) * 100}' "$w/summary" | med)
 	awk -v c="$case" -v h="$h" -v b="$b" -v a="$a" -v chg="$chg" 'BEGIN {printf "MEDIAN %-5s us/request haproxy %.2f before %.2f after %.2f; per core vs HAProxy before %.3f after %.3f; after vs before CPU/request, median of rounds %+.1f%%\n", c, h, b, a, h / b, h / a, chg}'
 done
+# BREAKDOWN=1: per case, side and thread name (custos names its threads: custos-w0 for a worker,
+# custos-audit for the writer, custos-asend/-aack for the audit client's threads...), the median
+# over the rounds of the CPU per request
+if [ -n "${BREAKDOWN:-}" ] && [ -s "$w/threads" ]; then
+	sort -u -k1,3 "$w/threads" | awk '{print $1, $2, $3}' | while read -r cs who role; do
+		m=$(awk -v c="$cs" -v s="$who" -v r="$role" '$1 == c && $2 == s && $3 == r {print $4}' "$w/threads" | med)
+		printf 'MEDIAN-THREAD %-5s %-8s %-16s %6.2f us/request\n' "$cs" "$who" "$role" "$m"
+	done
+fi
 # the trails must verify
 for side in before after; do
 	bin=$A
