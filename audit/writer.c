@@ -137,6 +137,27 @@ static custos_err commit(struct wstate *w)
 	return CUSTOS_OK;
 }
 
+/* A checkpoint committed on its own (an idle interval, shutdown). On failure the chain goes
+ * back to the last durable record, so that the next record follows what is on disk. */
+static custos_err checkpoint_commit(struct wstate *w, const char *reason)
+{
+	uint64_t seq0 = w->seq, since0 = w->since_ckpt, ck0 = w->last_ckpt;
+	char head0[AUDIT_HASH_HEX + 1];
+
+	memcpy(head0, w->head, sizeof(head0));
+	custos_err e = add_checkpoint(w, reason);
+	if (e == CUSTOS_OK)
+		e = commit(w);
+	if (e != CUSTOS_OK) {
+		buf_reset(&w->out);
+		w->seq = seq0;
+		memcpy(w->head, head0, sizeof(head0));
+		w->since_ckpt = since0;
+		w->last_ckpt = ck0;
+	}
+	return e;
+}
+
 /* Seals the current file with a checkpoint and continues the chain in a new file named by
  * the next seq. The new file is created first so a failure leaves the old one in use. */
 static custos_err rotate(struct wstate *w)
@@ -246,6 +267,25 @@ static void send_ack(struct wstate *w, int sock, custos_err status)
 		;
 }
 
+/* The log takes records again: producers hear it with the acknowledgement. */
+static void writing_again(struct wstate *w, int sock)
+{
+	if (w->failing)
+		log_info("audit: writing again after: %s", w->fail_msg);
+	w->failing = false;
+	send_ack(w, sock, CUSTOS_OK);
+}
+
+/* A write or sync failed: producers are told (they fail closed) and the writer retries. */
+static void writing_failed(struct wstate *w, int sock, custos_err e)
+{
+	if (!w->failing)
+		log_error("audit: cannot write the log, failing closed: %s", err_msg());
+	snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", err_msg());
+	w->failing = true;
+	send_ack(w, sock, e);
+}
+
 /* Group commit of everything pending (in more than one write when a rotation falls inside
  * it). On failure the chain state goes back to the last durable record and the records not
  * yet durable stay pending for a retry. */
@@ -283,17 +323,10 @@ static custos_err process_pending(struct wstate *w, int sock)
 	}
 	buf_reset(&w->pending);
 	w->acked_gen = w->pending_gen;
-	if (w->failing)
-		log_info("audit: writing again after: %s", w->fail_msg);
-	w->failing = false;
-	send_ack(w, sock, CUSTOS_OK);
+	writing_again(w, sock);
 	return CUSTOS_OK;
 fail_nostate:
-	if (!w->failing)
-		log_error("audit: cannot write the log, failing closed: %s", err_msg());
-	snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", err_msg());
-	w->failing = true;
-	send_ack(w, sock, e);
+	writing_failed(w, sock, e);
 	return e;
 }
 
@@ -567,6 +600,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG), closed */
 	audit_close_fds_except(sock, ready_fd);
 	/* No privilege gain through exec, and no ptrace/core dump by a same-uid worker. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 || prctl(PR_SET_DUMPABLE, 0) == -1) {
@@ -638,17 +672,23 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 				if (!open)
 					break; /* the client is gone and the disk refuses */
 			}
-		} else if (!w.failing && o->checkpoint_ns && w.since_ckpt > 0 &&
+		} else if (o->checkpoint_ns && w.since_ckpt > 0 &&
 		           tm_mono_ns() - w.last_ckpt >= o->checkpoint_ns) {
-			if (add_checkpoint(&w, "interval") != CUSTOS_OK ||
-			    commit(&w) != CUSTOS_OK) {
-				log_error("audit: checkpoint: %s", err_msg());
-				buf_reset(&w.out);
+			/* Idle: the interval checkpoint on its own. A disk that refuses it
+			 * refuses records too: fail closed, and retry it (when failing, this
+			 * is reached once next_retry has passed). */
+			custos_err ce = checkpoint_commit(&w, "interval");
+			if (ce == CUSTOS_OK) {
+				if (w.failing)
+					writing_again(&w, sock);
+			} else {
+				writing_failed(&w, sock, ce);
+				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
 			}
 		}
 	}
 	if (!w.failing) {
-		if (add_checkpoint(&w, "shutdown") == CUSTOS_OK && commit(&w) == CUSTOS_OK)
+		if (checkpoint_commit(&w, "shutdown") == CUSTOS_OK)
 			send_ack(&w, sock, CUSTOS_OK);
 		else
 			log_error("audit: sealing the log: %s", err_msg());

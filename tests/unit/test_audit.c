@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -531,6 +532,67 @@ static void test_batch_group_commit(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* An interval checkpoint the disk refuses, with no record in flight (the writer's file size
+ * limit, RLIMIT_FSIZE, stands in for a full or failing disk). The writer must fail closed
+ * (producers are told), keep the chain where the disk has it, retry, and take records again
+ * once the disk does: the log then verifies. Before, the chain moved past the refused
+ * checkpoint, so the next record named a predecessor that was never written. */
+static void test_checkpoint_write_failure(void **state)
+{
+	char dir[] = "/tmp/test_audit_cXXXXXX", path[256], name[64];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+	struct stat st;
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.checkpoint_ns = 1000000000ull; /* the first interval checkpoint 1 s after the start */
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	uint64_t t0 = mono_ns();
+	submit_n(w, 5);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	audit_file_name(1, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &st), 0);
+	pid_t wp = (pid_t)audit_writer_pid(w);
+	struct rlimit lim = { (rlim_t)st.st_size, RLIM_INFINITY };
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	if (mono_ns() - t0 > 800000000ull) { /* too slow to beat the checkpoint: no test */
+		lim.rlim_cur = RLIM_INFINITY;
+		assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+		assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+		snprintf(path, sizeof(path), "rm -rf %s", dir);
+		assert_int_equal(system(path), 0);
+		skip();
+	}
+	/* The checkpoint comes due and is refused: the producers hear it. */
+	for (int i = 0; i < 300 && audit_writer_ok(w); i++)
+		usleep(10 * 1000);
+	assert_false(audit_writer_ok(w));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal((uint64_t)st.st_size, (uint64_t)lim.rlim_cur); /* nothing torn */
+	/* The disk takes writes again: the retry (every 500 ms) succeeds. */
+	lim.rlim_cur = RLIM_INFINITY;
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int i = 0; i < 300 && !audit_writer_ok(w); i++)
+		usleep(10 * 1000);
+	assert_true(audit_writer_ok(w));
+	submit_n(w, 5);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_true(r.sealed);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 10);
+	assert_true(count_in_dir(dir, "\"reason\":\"interval\"") >= 1);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -550,6 +612,7 @@ int main(void)
 		cmocka_unit_test(test_writer_refuses_forged_body),
 		cmocka_unit_test(test_queue_full_deny),
 		cmocka_unit_test(test_batch_group_commit),
+		cmocka_unit_test(test_checkpoint_write_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
