@@ -555,8 +555,13 @@ static struct {
 	size_t n;
 	pthread_mutex_t aw_mu;
 	audit_writer *aw; /* the supervisor's own writer, only once the proxy is gone */
+	int notify_fd;    /* the listener of the proxy's seccomp filter (PSX_SECCOMP) */
+	bool notify_got;
+	sandbox_violation viol; /* the first call outside it, when viol_set */
+	bool viol_set;
 } S = { .sock = -1,
 	.proxy = -1,
+	.notify_fd = -1,
 	.send_mu = PTHREAD_MUTEX_INITIALIZER,
 	.aw_mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -850,12 +855,73 @@ static void sup_restart(struct sup_model *x, pid_t pid)
 	sup_send(&h, NULL, NULL, 0);
 }
 
+/* PSX_SECCOMP: the proxy's listener, accepted once and only if it is one. */
+static void sup_take_listener(psx_msg *m)
+{
+	char link[64], target[64];
+
+	if (S.notify_got || m->nfds != 1) {
+		log_warn("up: unexpected seccomp listener message from the proxy: ignored");
+		return;
+	}
+	S.notify_got = true;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", m->fds[0]);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	target[n > 0 ? n : 0] = '\0';
+	if (strcmp(target, "anon_inode:seccomp notify") != 0) {
+		/* Without its listener the proxy's held calls would fail (ENOSYS) instead of
+		 * ending it: fail closed. */
+		log_error("up: the proxy sent %s, not its seccomp listener: stopping it", target);
+		kill(S.proxy, SIGKILL);
+		return;
+	}
+	S.notify_fd = m->fds[0];
+	m->fds[0] = -1;
+}
+
+/* A call outside the proxy's filter, held by the kernel: named, its process killed (and the
+ * proxy with it when it was one of the proxy's children: fail closed); the proxy's end is
+ * audited with it (audit_proxy_exit). */
+static void sup_violation(void)
+{
+	sandbox_violation v;
+	custos_err e = sandbox_self_violation(S.notify_fd, &v);
+
+	if (e == CUSTOS_ERR_NOTFOUND)
+		return;
+	if (e != CUSTOS_OK) { /* fail closed: nothing would end the proxy on a violation */
+		log_error("up: the proxy's seccomp listener: %s; stopping the proxy", err_msg());
+		close(S.notify_fd);
+		S.notify_fd = -1;
+		kill(S.proxy, SIGKILL);
+		return;
+	}
+	bool proxy = v.pid == S.proxy;
+	log_error("up: %s (pid %d, thread %s) called %s (%d) outside its seccomp filter: %s",
+	          proxy ? "the proxy" : "a process of the proxy", (int)v.pid,
+	          v.thread[0] ? v.thread : "?", v.syscall, v.nr,
+	          v.killed ? "killed" : "refused (the kill failed)");
+	if (!S.viol_set) {
+		S.viol = v;
+		S.viol_set = true;
+	}
+	if (!proxy)
+		kill(S.proxy, SIGKILL);
+}
+
 static void audit_proxy_exit(int status, const char *why)
 {
 	audit_event ev;
-	char detail[160];
+	char detail[320];
 
-	if (WIFSIGNALED(status))
+	if (S.viol_set)
+		snprintf(detail, sizeof(detail),
+		         "%s: killed by the supervisor: %s (pid %d, thread %s) called %s outside "
+		         "its "
+		         "seccomp filter",
+		         why, S.viol.pid == S.proxy ? "the proxy" : "a process of the proxy",
+		         (int)S.viol.pid, S.viol.thread[0] ? S.viol.thread : "?", S.viol.syscall);
+	else if (WIFSIGNALED(status))
 		snprintf(detail, sizeof(detail), "%s: killed by signal %d%s", why, WTERMSIG(status),
 		         WTERMSIG(status) == SIGSYS ? " (a system call outside its seccomp filter)"
 		                                    : "");
@@ -867,6 +933,12 @@ static void audit_proxy_exit(int status, const char *why)
 	audit_event_cstr(&ev, "action", "proxy_lost");
 	audit_event_u64(&ev, "proxy_pid", (uint64_t)S.proxy);
 	audit_event_cstr(&ev, "detail", detail);
+	if (S.viol_set) {
+		audit_event_cstr(&ev, "syscall", S.viol.syscall);
+		audit_event_u64(&ev, "syscall_nr", (uint64_t)S.viol.nr);
+		audit_event_u64(&ev, "caller_pid", (uint64_t)S.viol.pid);
+		audit_event_cstr(&ev, "caller_thread", S.viol.thread);
+	}
 	if (audit_event_end(&ev) == CUSTOS_OK)
 		cli_privsep_audit(&ev);
 }
@@ -927,14 +999,23 @@ static int supervisor_main(custos_config *cfg, int sfd)
 	        cfg->limits.shutdown_timeout_ns ? cfg->limits.shutdown_timeout_ns : 10 * NS_PER_S;
 	psx_msg *m = xcalloc(1, sizeof(*m));
 	for (;;) {
-		struct pollfd pf[2] = { { .fd = sfd, .events = POLLIN },
-			                { .fd = sock_open ? S.sock : -1, .events = POLLIN } };
-		int r = poll(pf, 2, 500);
+		struct pollfd pf[3] = { { .fd = sfd, .events = POLLIN },
+			                { .fd = sock_open ? S.sock : -1, .events = POLLIN },
+			                { .fd = S.notify_fd, .events = POLLIN } };
+		int r = poll(pf, 3, 500);
 		if (r == -1 && errno != EINTR) {
 			log_error("up: supervisor: poll: %s", strerror(errno));
 			break;
 		}
 		sup_vm_poll();
+		if (r > 0 && S.notify_fd >= 0 && pf[2].revents) {
+			if (pf[2].revents & POLLIN) {
+				sup_violation();
+			} else { /* POLLHUP: the proxy and its children are gone */
+				close(S.notify_fd);
+				S.notify_fd = -1;
+			}
+		}
 		if (waitpid(S.proxy, &status, WNOHANG) == S.proxy)
 			break; /* also when its SIGCHLD merged with another child's */
 		if (kill_at && tm_mono_ns() >= kill_at) {
@@ -985,6 +1066,9 @@ static int supervisor_main(custos_config *cfg, int sfd)
 				if (x)
 					sup_restart(x, (pid_t)m->h.arg);
 				break;
+			case PSX_SECCOMP:
+				sup_take_listener(m);
+				break;
 			case PSX_PROXY_UP:
 				log_info("up: the proxy (pid %d) is confined and serving",
 				         (int)S.proxy);
@@ -1008,6 +1092,10 @@ static int supervisor_main(custos_config *cfg, int sfd)
 		}
 	}
 	free(m);
+	if (S.notify_fd >= 0) {
+		close(S.notify_fd);
+		S.notify_fd = -1;
+	}
 	pthread_mutex_lock(&S.send_mu);
 	S.proxy_gone = true;
 	pthread_mutex_unlock(&S.send_mu);
@@ -1210,14 +1298,23 @@ static custos_err proxy_confine(const custos_config *cfg, const char *path, bool
 	so.set_ids = set_ids;
 	so.uid = uid;
 	so.gid = gid;
+	/* A call outside the filter is held and reported to the supervisor, which names it in
+	 * the trail and kills the proxy: the listener goes there, and no copy stays here (a
+	 * proxy holding its own listener could answer its own calls). */
+	int nfd = -1;
+	so.notify_fd = &nfd;
 	int abi = sandbox_landlock_abi(); /* asked now: the filter refuses it afterwards */
 	if (__lsan_do_leak_check)
 		__lsan_do_leak_check();
 	custos_err e = sandbox_self_restrict(&so);
 	free(v);
+	if (e == CUSTOS_OK && nfd >= 0)
+		e = psx_proxy_send_fd(PSX_SECCOMP, nfd);
+	if (nfd >= 0)
+		close(nfd);
 	GUARD(e);
 	log_info("up: proxy confined: uid %u, no capabilities, NO_NEW_PRIVS, landlock abi %d, "
-	         "seccomp allow-list",
+	         "seccomp allow-list (calls outside it reported to the supervisor)",
 	         (unsigned)getuid(), abi);
 	return CUSTOS_OK;
 }

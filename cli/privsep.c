@@ -172,6 +172,15 @@ static custos_err send_locked(unsigned type, size_t cfg_index, uint32_t arg)
 	return e;
 }
 
+custos_err psx_proxy_send_fd(unsigned type, int fd)
+{
+	psx_hdr h = { .type = (uint16_t)type };
+	pthread_mutex_lock(&P.send_mu);
+	custos_err e = psx_send(P.sock, &h, NULL, &fd, 1);
+	pthread_mutex_unlock(&P.send_mu);
+	return e;
+}
+
 static void pool_flush(struct px_model *x)
 {
 	for (size_t i = 0; i < x->n; i++)

@@ -39,6 +39,7 @@ enum psx_type {
 	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
 	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
 	PSX_PROXY_UP,  /* P: the proxy is confined and serving */
+	PSX_SECCOMP,   /* P: the listener of the proxy's seccomp filter (one fd), once */
 };
 
 typedef struct psx_hdr {
@@ -115,6 +116,8 @@ custos_err psx_proxy_connect(void *arg, int *fd) CUSTOS_WUR;
 void *psx_proxy_arg(int i);
 /* Where the receiver thread delivers: audit events held since setup are submitted now. */
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw);
+/* Hands fd to the supervisor in a message of type (no payload); the caller keeps its copy. */
+custos_err psx_proxy_send_fd(unsigned type, int fd) CUSTOS_WUR;
 /* Starts the receiver thread. */
 custos_err psx_proxy_start(void) CUSTOS_WUR;
 /* After proxy_run: tells the supervisor, waits (bounded) until it stopped the sandboxes and

@@ -6,13 +6,16 @@
  * calls on x86_64 through the same bad-arch action.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -505,7 +508,12 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 	custos_err e = CUSTOS_OK;
 	int rc;
 
-	ctx = seccomp_init(o->log_denied ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS);
+	bool notify = o->notify_fd != NULL && !o->log_denied;
+	if (o->notify_fd)
+		*o->notify_fd = -1;
+	ctx = seccomp_init(o->log_denied ? SCMP_ACT_LOG
+	                   : notify      ? SCMP_ACT_NOTIFY
+	                                 : SCMP_ACT_KILL_PROCESS);
 	ENSURE(ctx != NULL, CUSTOS_ERR_NOMEM, "seccomp: init failed");
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
 	if (rc == 0)
@@ -555,10 +563,78 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 		if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), always_denied[i], 0, NULL)) !=
 		    CUSTOS_OK)
 			goto out;
+	/* libseccomp reads a listener on fd 0 as "no listener" (and loses it): keep fd 0 taken
+	 * while loading when it is free (a daemon started with its stdin closed). */
+	int hold = -1;
+	if (notify && fcntl(0, F_GETFD) == -1 && errno == EBADF)
+		hold = eventfd(0, EFD_CLOEXEC);
 	rc = seccomp_load(ctx);
-	if (rc != 0)
+	if (hold >= 0)
+		close(hold);
+	if (rc != 0) {
 		e = err_set(CUSTOS_ERR_SYS, "seccomp: load: %s", strerror(-rc));
+	} else if (notify) {
+		/* The filter is in force: an unlisted call now waits for the listener's holder. */
+		int fd = seccomp_notify_fd(ctx);
+		if (fd < 0)
+			e = err_set(CUSTOS_ERR_SYS, "seccomp: no listener: %s", strerror(-fd));
+		else
+			*o->notify_fd = fd;
+	}
 out:
 	seccomp_release(ctx);
+	return e;
+}
+
+custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v)
+{
+	struct seccomp_notif *req = NULL;
+	struct seccomp_notif_resp *resp = NULL;
+	custos_err e = CUSTOS_OK;
+	char path[64], line[128];
+
+	memset(v, 0, sizeof(*v));
+	ENSURE(seccomp_notify_alloc(&req, &resp) == 0, CUSTOS_ERR_NOMEM, "seccomp: notify alloc");
+	int rc = seccomp_notify_receive(notify_fd, req);
+	if (rc != 0) {
+		e = rc == -ENOENT ? err_set(CUSTOS_ERR_NOTFOUND, "seccomp: the caller is gone")
+		                  : err_set(CUSTOS_ERR_SYS, "seccomp: receive: %s", strerror(-rc));
+		goto out;
+	}
+	v->tid = (pid_t)req->pid;
+	v->nr = req->data.nr;
+	sandbox_syscall_name(req->data.arch, req->data.nr, v->syscall, sizeof(v->syscall));
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)v->tid);
+	FILE *f = fopen(path, "re");
+	if (f) {
+		if (fgets(v->thread, sizeof(v->thread), f))
+			v->thread[strcspn(v->thread, "\n")] = '\0';
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)v->tid);
+	f = fopen(path, "re");
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			if (strncmp(line, "Tgid:", 5) == 0) {
+				v->pid = (pid_t)strtol(line + 5, NULL, 10);
+				break;
+			}
+		fclose(f);
+	}
+	/* What /proc said is about the caller only while its call is still held: the tid cannot
+	 * have been reused then. SIGKILL to a tid ends its whole thread group. */
+	if (seccomp_notify_id_valid(notify_fd, req->id) != 0) {
+		e = err_set(CUSTOS_ERR_NOTFOUND, "seccomp: the caller is gone");
+		goto out;
+	}
+	v->killed = kill(v->pid > 0 ? v->pid : v->tid, SIGKILL) == 0;
+	/* Answered too (EPERM), so that nothing waits on us should the kill have failed. */
+	resp->id = req->id;
+	resp->error = -EPERM;
+	resp->val = 0;
+	resp->flags = 0;
+	(void)seccomp_notify_respond(notify_fd, resp);
+out:
+	seccomp_notify_free(req, resp);
 	return e;
 }

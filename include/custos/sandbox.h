@@ -336,6 +336,14 @@ typedef struct sandbox_self_opts {
 	size_t n_extra_syscalls;
 	bool landlock_required; /* fail when the kernel has no Landlock */
 	bool log_denied;        /* kernel-log (SECCOMP_RET_LOG) unlisted calls instead of killing */
+	/* notify_fd: when set (and not log_denied), an unlisted call is held by the kernel and
+	 * reported on a seccomp listener (SECCOMP_RET_USER_NOTIF) instead of killing the process
+	 * outright; *notify_fd gets the listener (O_CLOEXEC), -1 otherwise. The caller must hand
+	 * it at once to a process outside (custos up: the supervisor), which names the call and
+	 * kills the caller with sandbox_self_violation, and close its own copy: a process that
+	 * kept its listener could answer its own calls and let them through. Until then a held
+	 * call just waits; once every listener is closed, held calls fail with ENOSYS. */
+	int *notify_fd;
 	/* set_ids: become uid/gid (supplementary groups cleared) after the bounding set is
 	 * dropped and before the other capability sets are cleared. */
 	bool set_ids;
@@ -348,6 +356,22 @@ typedef struct sandbox_self_opts {
  * and Landlock bind only the calling thread and its later children): CUSTOS_ERR_INVAL
  * otherwise, before anything is changed. Threads created afterwards inherit every layer. */
 custos_err sandbox_self_restrict(const sandbox_self_opts *o) CUSTOS_WUR;
+
+/* A call outside a sandbox_self_restrict filter, as its listener reported it. */
+typedef struct sandbox_violation {
+	pid_t tid;        /* the calling thread (this pid namespace) */
+	pid_t pid;        /* its process (thread group); 0 when /proc did not say */
+	int nr;           /* the system call's number (native architecture) */
+	char syscall[48]; /* its name (sandbox_syscall_name) */
+	char thread[16];  /* the thread's name (comm), "" when unknown */
+	bool killed;      /* the process was sent SIGKILL while the call was held */
+} sandbox_violation;
+
+/* Takes one held call from a listener made by sandbox_self_restrict (notify_fd), fills *v and
+ * kills the calling process (SIGKILL to its thread group) before it can run on: the call never
+ * executes. CUSTOS_ERR_NOTFOUND when the caller was gone before it could be read; SYS when the
+ * listener fails. */
+custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v) CUSTOS_WUR;
 
 /* Landlock ABI version of this kernel (0 when absent). */
 int sandbox_landlock_abi(void);

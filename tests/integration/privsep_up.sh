@@ -12,6 +12,8 @@
 #     state keeps serving.
 #  4. kill -9 of the supervisor stops the proxy (and the sandbox); kill -9 of the proxy makes
 #     the supervisor stop the sandbox and exit non-zero; both are in the audit trail.
+#     A call outside the proxy's seccomp filter (execve, made by gdb) is held, named by the
+#     supervisor in its log and the trail, and ends the proxy (and custos up, non-zero).
 #  5. SIGTERM stops both cleanly (exit 0) and the sandbox's stop is audited.
 #  6. Negative control: proxy.self_sandbox: false leaves the proxy its capabilities and no
 #     filter (the checks of 1 would fail), and lets LeakSanitizer check the proxy's whole run.
@@ -196,6 +198,38 @@ check "... with a failure status ($RC)" test "$RC" -ne 0
 check "... after stopping the sandbox" gone "$SBX" 5
 check "the supervisor audited the lost proxy (signal 9)" \
 	grep -q '"type":"privsep".*"action":"proxy_lost".*killed by signal 9' <<<"$(trail)"
+
+# ---- run 2b: a call outside the proxy's filter (what a compromised proxy spawning a shell does)
+if command -v gdb >/dev/null; then
+	start_up
+	check "a start for the filter check works" grep -q '200 hello from hr' <<<"$(chat "filter run")"
+	# gdb makes the proxy's main thread call execve(2); the filter holds the call for the
+	# supervisor, which names it and kills the proxy before it returns.
+	timeout 60 gdb -p "$PX" -batch -nx \
+		-ex 'call (int)execve((char *)0, (char **)0, (char **)0)' >gdb.log 2>&1
+	check "a call outside the filter ends the proxy" gone "$PX" 30
+	wait "$UP"
+	RC=$?
+	check "... and custos up, with a failure status ($RC)" test "$RC" -ne 0
+	check "... after stopping the sandbox" gone "$SBX" 5
+	check "the supervisor logged the call by name" \
+		grep -q "the proxy (pid $PX, thread custos-proxy) called execve (59) outside its seccomp filter: killed" up.log
+	check "the trail names the call" grep -q '"type":"privsep".*"action":"proxy_lost".*called execve outside its seccomp filter.*"syscall":"execve","syscall_nr":59,"caller_pid":'"$PX" <<<"$(trail)"
+	# The same from the proxy's audit writer (a child of the proxy, under its filter): the
+	# writer is killed and the proxy with it (fail closed), and the trail says which process.
+	start_up
+	AW=$(pgrep -P "$PX" -x custos-audit | head -1)
+	check "the proxy's audit writer runs ($AW)" test -n "$AW"
+	timeout 60 gdb -p "$AW" -batch -nx \
+		-ex 'call (int)execve((char *)0, (char **)0, (char **)0)' >gdb.log 2>&1
+	check "a call outside the filter in the audit writer ends the proxy too" gone "$PX" 30
+	wait "$UP"
+	RC=$?
+	check "... and custos up, with a failure status ($RC)" test "$RC" -ne 0
+	check "the trail names the writer's call" grep -q '"action":"proxy_lost".*a process of the proxy (pid '"$AW"', thread custos-audit) called execve' <<<"$(trail)"
+else
+	echo "ok   - # SKIP the filter checks: gdb is not installed (it injects the calls)"
+fi
 
 # ---- run 3: SIGTERM stops both cleanly
 start_up

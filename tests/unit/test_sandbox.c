@@ -3,6 +3,7 @@
  * self-restriction (in a forked child, since it cannot be undone). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -545,6 +546,95 @@ static void self_restrict(void **state)
 	}
 }
 
+/* notify_fd: the filter holds an unlisted call and reports it on a listener that the child
+ * hands over (as the proxy hands its own to the supervisor); sandbox_self_violation names the
+ * call and kills the caller before it runs on. Exit codes name the failed step. */
+static int self_notify_child(int sock)
+{
+	static const char *const ro[] = { "/usr" };
+	sandbox_self_opts o;
+	int nfd = -1;
+	memset(&o, 0, sizeof(o));
+	o.read_paths = ro;
+	o.n_read_paths = 1;
+	o.notify_fd = &nfd;
+	if (sandbox_self_restrict(&o) != CUSTOS_OK || nfd < 0)
+		return 40;
+	char cbuf[CMSG_SPACE(sizeof(int))], one = 'L';
+	struct iovec iov = { &one, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	memset(cbuf, 0, sizeof(cbuf));
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof(cbuf);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &nfd, sizeof(int));
+	if (sendmsg(sock, &mh, 0) != 1)
+		return 41;
+	close(nfd); /* no copy kept: nothing here can answer its own calls */
+#ifdef SYS_sysfs
+	syscall(SYS_sysfs, 3); /* unlisted: held until the parent kills us */
+#endif
+	return 42;
+}
+
+static void self_restrict_notify(void **state)
+{
+	int sv[2];
+	(void)state;
+#ifndef SYS_sysfs
+	skip();
+#else
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_int_not_equal(pid, -1);
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(self_notify_child(sv[1])); /* _exit: LSan cannot run under the filter */
+	}
+	close(sv[1]);
+	char cbuf[CMSG_SPACE(sizeof(int))], one;
+	struct iovec iov = { &one, 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+		             .msg_iovlen = 1,
+		             .msg_control = cbuf,
+		             .msg_controllen = sizeof(cbuf) };
+	if (recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC) != 1) {
+		int cst = 0;
+		waitpid(pid, &cst, 0);
+		fail_msg("the child sent no listener (status 0x%x)", cst);
+	}
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	assert_non_null(c);
+	assert_int_equal(c->cmsg_type, SCM_RIGHTS);
+	int nfd;
+	memcpy(&nfd, CMSG_DATA(c), sizeof(int));
+	close(sv[0]);
+	struct pollfd pf = { .fd = nfd, .events = POLLIN };
+	assert_int_equal(poll(&pf, 1, 10000), 1);
+	sandbox_violation v;
+	assert_int_equal(sandbox_self_violation(nfd, &v), CUSTOS_OK);
+	assert_int_equal(v.pid, pid);
+	assert_int_equal(v.tid, pid);
+	assert_int_equal(v.nr, SYS_sysfs);
+	assert_string_equal(v.syscall, "sysfs");
+	assert_true(v.thread[0] != '\0');
+	assert_true(v.killed);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st)); /* not exit 42: the call never returned */
+	assert_int_equal(WTERMSIG(st), SIGKILL);
+	/* The filter has no user left: the listener hangs up. */
+	pf.revents = 0;
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	assert_true(pf.revents & POLLHUP);
+	close(nfd);
+#endif
+}
+
 /* set_ids: the bounding set goes first (it needs CAP_SETPCAP), then the user; nothing is left
  * to regain. Exit codes name the failed check. */
 static int self_ids_child(void)
@@ -651,7 +741,8 @@ int main(void)
 		cmocka_unit_test(cgroup_discovery),      cmocka_unit_test(cgroup_v1_deferred),
 		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
 		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
-		cmocka_unit_test(self_restrict_ids),     cmocka_unit_test(from_config),
+		cmocka_unit_test(self_restrict_notify),  cmocka_unit_test(self_restrict_ids),
+		cmocka_unit_test(from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
