@@ -175,13 +175,18 @@ static custos_err rotate(struct wstate *w)
 	custos_err e = add_checkpoint(w, "rotate");
 	if (e == CUSTOS_OK)
 		e = commit(w);
-	if (e == CUSTOS_OK && fsync(w->dirfd) == -1)
-		e = err_sys("%s: fsync", w->o->dir);
 	if (e != CUSTOS_OK) {
 		w->seq = seq0;
 		memcpy(w->head, head0, sizeof(head0));
 		w->since_ckpt = since0;
 		w->last_ckpt = ck0;
+	} else if (fsync(w->dirfd) == -1) {
+		/* The seal is durable in the old file: the chain stays past it (rolling back would
+		 * give the next record the seal's seq and predecessor again). The old file goes on;
+		 * the rotation is retried with a new seal once the directory syncs. */
+		e = err_sys("%s: fsync", w->o->dir);
+	}
+	if (e != CUSTOS_OK) {
 		close(nfd);
 		unlinkat(w->dirfd, name, 0);
 		return e;
