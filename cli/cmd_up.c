@@ -879,6 +879,64 @@ static void sup_take_listener(psx_msg *m)
 	m->fds[0] = -1;
 }
 
+/* An always-denied call by the proxy or a child of it (ptrace, unshare, bpf, mount...): it
+ * failed with EPERM and the caller runs on, as a library probing one must be able to. Each is
+ * logged and audited (privsep / proxy_call_refused), at most SUP_REFUSED_BURST a second; the
+ * rest of that second is summed into one event (syscall "*", `count`) once the second is over
+ * (sup_refused_flush, from the supervisor's loop), so the trail stays complete in number. */
+#define SUP_REFUSED_BURST 20
+static struct {
+	uint64_t window_ns, in_window, suppressed;
+} R;
+
+static void refused_event(const sandbox_violation *v, uint64_t count)
+{
+	audit_event ev;
+	audit_event_begin(&ev, "privsep");
+	audit_event_cstr(&ev, "process", "supervisor");
+	audit_event_cstr(&ev, "action", "proxy_call_refused");
+	audit_event_u64(&ev, "proxy_pid", (uint64_t)S.proxy);
+	audit_event_cstr(&ev, "syscall", v ? v->syscall : "*");
+	if (v) {
+		audit_event_u64(&ev, "syscall_nr", (uint64_t)v->nr);
+		audit_event_u64(&ev, "caller_pid", (uint64_t)v->pid);
+		audit_event_cstr(&ev, "caller_thread", v->thread);
+	}
+	audit_event_u64(&ev, "count", count);
+	if (audit_event_end(&ev) == CUSTOS_OK)
+		cli_privsep_audit(&ev);
+}
+
+static void sup_refused_flush(void)
+{
+	if (R.suppressed && tm_mono_ns() - R.window_ns >= NS_PER_S) {
+		log_warn("up: %llu more call(s) custos never allows refused in one second",
+		         (unsigned long long)R.suppressed);
+		refused_event(NULL, R.suppressed);
+		R.suppressed = 0;
+	}
+}
+
+static void sup_refused(const sandbox_violation *v, bool proxy)
+{
+	sup_refused_flush();
+	uint64_t now = tm_mono_ns();
+	if (now - R.window_ns >= NS_PER_S) {
+		R.window_ns = now;
+		R.in_window = 0;
+	}
+	if (R.in_window >= SUP_REFUSED_BURST) {
+		R.suppressed++;
+		return;
+	}
+	R.in_window++;
+	log_warn("up: %s (pid %d, thread %s) called %s (%d), which custos never allows: refused "
+	         "(EPERM)",
+	         proxy ? "the proxy" : "a process of the proxy", (int)v->pid,
+	         v->thread[0] ? v->thread : "?", v->syscall, v->nr);
+	refused_event(v, 1);
+}
+
 /* A call outside the proxy's filter, held by the kernel: named, its process killed (and the
  * proxy with it when it was one of the proxy's children: fail closed); the proxy's end is
  * audited with it (audit_proxy_exit). */
@@ -897,6 +955,10 @@ static void sup_violation(void)
 		return;
 	}
 	bool proxy = v.pid == S.proxy;
+	if (v.denied) {
+		sup_refused(&v, proxy);
+		return;
+	}
 	log_error("up: %s (pid %d, thread %s) called %s (%d) outside its seccomp filter: %s",
 	          proxy ? "the proxy" : "a process of the proxy", (int)v.pid,
 	          v.thread[0] ? v.thread : "?", v.syscall, v.nr,
@@ -1008,6 +1070,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 			break;
 		}
 		sup_vm_poll();
+		sup_refused_flush();
 		if (r > 0 && S.notify_fd >= 0 && pf[2].revents) {
 			if (pf[2].revents & POLLIN) {
 				sup_violation();

@@ -557,9 +557,12 @@ custos_err sb_seccomp_self(const sandbox_self_opts *o)
 	struct scmp_arg_cmp nl = SCMP_A0(SCMP_CMP_EQ, AF_NETLINK, 0);
 	if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), "socket", 1, &nl)) != CUSTOS_OK)
 		goto out;
-	/* Always-denied calls fail with EPERM (a library probing them must not kill custos). */
+	/* Always-denied calls fail with EPERM (a library probing them must not kill custos).
+	 * With a listener they take the default action instead, to its holder, which answers
+	 * EPERM and reports them (sandbox_self_violation): ptrace, unshare, bpf, mount... are
+	 * what an intruder in the proxy would try. */
 	const char *const *always_denied = config_always_denied_syscalls();
-	for (size_t i = 0; always_denied[i]; i++)
+	for (size_t i = 0; !notify && always_denied[i]; i++)
 		if ((e = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), always_denied[i], 0, NULL)) !=
 		    CUSTOS_OK)
 			goto out;
@@ -622,13 +625,16 @@ custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v)
 		fclose(f);
 	}
 	/* What /proc said is about the caller only while its call is still held: the tid cannot
-	 * have been reused then. SIGKILL to a tid ends its whole thread group. */
+	 * have been reused then. SIGKILL to a tid ends its whole thread group. An always-denied
+	 * call is only refused, as without a listener. */
 	if (seccomp_notify_id_valid(notify_fd, req->id) != 0) {
 		e = err_set(CUSTOS_ERR_NOTFOUND, "seccomp: the caller is gone");
 		goto out;
 	}
-	v->killed = kill(v->pid > 0 ? v->pid : v->tid, SIGKILL) == 0;
-	/* Answered too (EPERM), so that nothing waits on us should the kill have failed. */
+	v->denied = sb_seccomp_is_denied(v->syscall);
+	if (!v->denied)
+		v->killed = kill(v->pid > 0 ? v->pid : v->tid, SIGKILL) == 0;
+	/* Answered (EPERM): the refusal, or so that nothing waits should the kill have failed. */
 	resp->id = req->id;
 	resp->error = -EPERM;
 	resp->val = 0;

@@ -338,7 +338,8 @@ typedef struct sandbox_self_opts {
 	bool log_denied;        /* kernel-log (SECCOMP_RET_LOG) unlisted calls instead of killing */
 	/* notify_fd: when set (and not log_denied), an unlisted call is held by the kernel and
 	 * reported on a seccomp listener (SECCOMP_RET_USER_NOTIF) instead of killing the process
-	 * outright; *notify_fd gets the listener (O_CLOEXEC), -1 otherwise. The caller must hand
+	 * outright, and so is an always-denied call instead of failing at once with EPERM;
+	 * *notify_fd gets the listener (O_CLOEXEC), -1 otherwise. The caller must hand
 	 * it at once to a process outside (custos up: the supervisor), which names the call and
 	 * kills the caller with sandbox_self_violation, and close its own copy: a process that
 	 * kept its listener could answer its own calls and let them through. Until then a held
@@ -364,13 +365,15 @@ typedef struct sandbox_violation {
 	int nr;           /* the system call's number (native architecture) */
 	char syscall[48]; /* its name (sandbox_syscall_name) */
 	char thread[16];  /* the thread's name (comm), "" when unknown */
-	bool killed;      /* the process was sent SIGKILL while the call was held */
+	bool denied;      /* an always-denied call: it failed with EPERM, the caller runs on */
+	bool killed;      /* otherwise: the process was sent SIGKILL while the call was held */
 } sandbox_violation;
 
-/* Takes one held call from a listener made by sandbox_self_restrict (notify_fd), fills *v and
- * kills the calling process (SIGKILL to its thread group) before it can run on: the call never
- * executes. CUSTOS_ERR_NOTFOUND when the caller was gone before it could be read; SYS when the
- * listener fails. */
+/* Takes one held call from a listener made by sandbox_self_restrict (notify_fd) and fills *v.
+ * A call outside the allow-list kills the calling process (SIGKILL to its thread group) before
+ * it can run on; an always-denied call (sandbox_seccomp_always_denied) fails with EPERM, as it
+ * does without a listener. Either way the call never executes. CUSTOS_ERR_NOTFOUND when the
+ * caller was gone before it could be read; SYS when the listener fails. */
 custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v) CUSTOS_WUR;
 
 /* Landlock ABI version of this kernel (0 when absent). */

@@ -12,8 +12,9 @@
 #     state keeps serving.
 #  4. kill -9 of the supervisor stops the proxy (and the sandbox); kill -9 of the proxy makes
 #     the supervisor stop the sandbox and exit non-zero; both are in the audit trail.
-#     A call outside the proxy's seccomp filter (execve, made by gdb) is held, named by the
-#     supervisor in its log and the trail, and ends the proxy (and custos up, non-zero).
+#     An always-denied call in the proxy (ptrace, made by gdb) fails with EPERM and is audited;
+#     a call outside the proxy's seccomp filter (execve) is held, named by the supervisor in
+#     its log and the trail, and ends the proxy (and custos up, non-zero).
 #  5. SIGTERM stops both cleanly (exit 0) and the sandbox's stop is audited.
 #  6. Negative control: proxy.self_sandbox: false leaves the proxy its capabilities and no
 #     filter (the checks of 1 would fail), and lets LeakSanitizer check the proxy's whole run.
@@ -203,6 +204,13 @@ check "the supervisor audited the lost proxy (signal 9)" \
 if command -v gdb >/dev/null; then
 	start_up
 	check "a start for the filter check works" grep -q '200 hello from hr' <<<"$(chat "filter run")"
+	# An always-denied call (ptrace) is refused with EPERM and reported; the proxy runs on.
+	timeout 60 gdb -p "$PX" -batch -nx -ex 'print (long)syscall(101, 0, 0, 0, 0)' \
+		-ex 'print *(int *)__errno_location()' >gdb.log 2>&1
+	check "an always-denied call in the proxy fails with EPERM ($(grep -o '^\$[12] = .*' gdb.log | tr '\n' ' '))" \
+		bash -c "grep -q '^\\\$1 = -1\$' gdb.log && grep -q '^\\\$2 = 1\$' gdb.log"
+	check "... and the proxy serves on" grep -q '200 hello from hr' <<<"$(chat "after ptrace")"
+	check "... and the trail names it" grep -q '"type":"privsep".*"action":"proxy_call_refused".*"syscall":"ptrace","syscall_nr":101,"caller_pid":'"$PX"',"caller_thread":"custos-proxy","count":1' <<<"$(trail)"
 	# gdb makes the proxy's main thread call execve(2); the filter holds the call for the
 	# supervisor, which names it and kills the proxy before it returns.
 	timeout 60 gdb -p "$PX" -batch -nx \

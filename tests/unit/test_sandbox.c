@@ -548,7 +548,8 @@ static void self_restrict(void **state)
 
 /* notify_fd: the filter holds an unlisted call and reports it on a listener that the child
  * hands over (as the proxy hands its own to the supervisor); sandbox_self_violation names the
- * call and kills the caller before it runs on. Exit codes name the failed step. */
+ * call and kills the caller before it runs on, or, for an always-denied call, answers EPERM
+ * and lets it run on. Exit codes name the failed step. */
 static int self_notify_child(int sock)
 {
 	static const char *const ro[] = { "/usr" };
@@ -574,6 +575,9 @@ static int self_notify_child(int sock)
 	if (sendmsg(sock, &mh, 0) != 1)
 		return 41;
 	close(nfd); /* no copy kept: nothing here can answer its own calls */
+	/* Always-denied: reported, answered EPERM, and we run on. */
+	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != -1 || errno != EPERM)
+		return 43;
 #ifdef SYS_sysfs
 	syscall(SYS_sysfs, 3); /* unlisted: held until the parent kills us */
 #endif
@@ -614,9 +618,19 @@ static void self_restrict_notify(void **state)
 	memcpy(&nfd, CMSG_DATA(c), sizeof(int));
 	close(sv[0]);
 	struct pollfd pf = { .fd = nfd, .events = POLLIN };
-	assert_int_equal(poll(&pf, 1, 10000), 1);
 	sandbox_violation v;
+	assert_int_equal(poll(&pf, 1, 10000), 1);
 	assert_int_equal(sandbox_self_violation(nfd, &v), CUSTOS_OK);
+	assert_string_equal(v.syscall, "ptrace");
+	assert_int_equal(v.nr, SYS_ptrace);
+	assert_int_equal(v.pid, pid);
+	assert_true(v.denied);
+	assert_false(v.killed);
+	pf.revents = 0;
+	assert_int_equal(poll(&pf, 1, 10000), 1);
+	assert_true(pf.revents & POLLIN); /* the child ran on (EPERM) to its next call */
+	assert_int_equal(sandbox_self_violation(nfd, &v), CUSTOS_OK);
+	assert_false(v.denied);
 	assert_int_equal(v.pid, pid);
 	assert_int_equal(v.tid, pid);
 	assert_int_equal(v.nr, SYS_sysfs);
