@@ -974,19 +974,22 @@ static void sup_violation(void)
 static void audit_proxy_exit(int status, const char *why)
 {
 	audit_event ev;
-	char detail[320];
+	char detail[320], viol_text[160];
+
+	snprintf(viol_text, sizeof(viol_text),
+	         " (pid %d, thread %s) called %s outside its seccomp filter", (int)S.viol.pid,
+	         S.viol.thread[0] ? S.viol.thread : "?", S.viol.syscall);
 
 	if (S.viol_set)
-		snprintf(detail, sizeof(detail),
-		         "%s: killed by the supervisor: %s (pid %d, thread %s) called %s outside "
-		         "its "
-		         "seccomp filter",
-		         why, S.viol.pid == S.proxy ? "the proxy" : "a process of the proxy",
-		         (int)S.viol.pid, S.viol.thread[0] ? S.viol.thread : "?", S.viol.syscall);
+		snprintf(detail, sizeof(detail), "%s: killed by the supervisor: %s%s", why,
+		         S.viol.pid == S.proxy ? "the proxy" : "a process of the proxy", viol_text);
 	else if (WIFSIGNALED(status))
+		/* The filter's listener takes every native call outside it; the kernel itself
+		 * kills only for a call of another ABI (ia32 through int 0x80, x32). */
 		snprintf(detail, sizeof(detail), "%s: killed by signal %d%s", why, WTERMSIG(status),
-		         WTERMSIG(status) == SIGSYS ? " (a system call outside its seccomp filter)"
-		                                    : "");
+		         WTERMSIG(status) == SIGSYS
+		                 ? " (a system call of another ABI, which its seccomp filter kills)"
+		                 : "");
 	else
 		snprintf(detail, sizeof(detail), "%s: exit status %d", why, WEXITSTATUS(status));
 	log_error("up: the proxy (pid %d) ended: %s; stopping the sandboxes", (int)S.proxy, detail);
