@@ -600,8 +600,11 @@ custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v)
 	ENSURE(seccomp_notify_alloc(&req, &resp) == 0, CUSTOS_ERR_NOMEM, "seccomp: notify alloc");
 	int rc = seccomp_notify_receive(notify_fd, req);
 	if (rc != 0) {
-		e = rc == -ENOENT ? err_set(CUSTOS_ERR_NOTFOUND, "seccomp: the caller is gone")
-		                  : err_set(CUSTOS_ERR_SYS, "seccomp: receive: %s", strerror(-rc));
+		/* libseccomp reports any failed receive as ECANCELED: the usual cause is a caller
+		 * killed (or its thread group ended) after poll said the call was there. */
+		e = rc == -ENOENT || rc == -ECANCELED
+		            ? err_set(CUSTOS_ERR_NOTFOUND, "seccomp: the caller is gone")
+		            : err_set(CUSTOS_ERR_SYS, "seccomp: receive: %s", strerror(-rc));
 		goto out;
 	}
 	v->tid = (pid_t)req->pid;
