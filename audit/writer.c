@@ -50,6 +50,29 @@ struct wstate {
 	char fail_msg[200];
 };
 
+/* Where the chain stood, to go back to when what was added after it could not be made
+ * durable: the next record then follows what is on disk. */
+struct chain_mark {
+	uint64_t seq, since_ckpt, last_ckpt;
+	char head[AUDIT_HASH_HEX + 1];
+};
+
+static void chain_mark(const struct wstate *w, struct chain_mark *m)
+{
+	m->seq = w->seq;
+	m->since_ckpt = w->since_ckpt;
+	m->last_ckpt = w->last_ckpt;
+	memcpy(m->head, w->head, sizeof(m->head));
+}
+
+static void chain_rewind(struct wstate *w, const struct chain_mark *m)
+{
+	w->seq = m->seq;
+	w->since_ckpt = m->since_ckpt;
+	w->last_ckpt = m->last_ckpt;
+	memcpy(w->head, m->head, sizeof(w->head));
+}
+
 static custos_err open_file(struct wstate *w, uint64_t first)
 {
 	char name[64];
@@ -141,19 +164,15 @@ static custos_err commit(struct wstate *w)
  * back to the last durable record, so that the next record follows what is on disk. */
 static custos_err checkpoint_commit(struct wstate *w, const char *reason)
 {
-	uint64_t seq0 = w->seq, since0 = w->since_ckpt, ck0 = w->last_ckpt;
-	char head0[AUDIT_HASH_HEX + 1];
+	struct chain_mark m;
 
-	memcpy(head0, w->head, sizeof(head0));
+	chain_mark(w, &m);
 	custos_err e = add_checkpoint(w, reason);
 	if (e == CUSTOS_OK)
 		e = commit(w);
 	if (e != CUSTOS_OK) {
 		buf_reset(&w->out);
-		w->seq = seq0;
-		memcpy(w->head, head0, sizeof(head0));
-		w->since_ckpt = since0;
-		w->last_ckpt = ck0;
+		chain_rewind(w, &m);
 	}
 	return e;
 }
@@ -169,17 +188,13 @@ static custos_err rotate(struct wstate *w)
 	nfd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (nfd == -1)
 		return err_sys("%s/%s: open", w->o->dir, name);
-	uint64_t seq0 = w->seq, since0 = w->since_ckpt, ck0 = w->last_ckpt;
-	char head0[AUDIT_HASH_HEX + 1];
-	memcpy(head0, w->head, sizeof(head0));
+	struct chain_mark m;
+	chain_mark(w, &m);
 	custos_err e = add_checkpoint(w, "rotate");
 	if (e == CUSTOS_OK)
 		e = commit(w);
 	if (e != CUSTOS_OK) {
-		w->seq = seq0;
-		memcpy(w->head, head0, sizeof(head0));
-		w->since_ckpt = since0;
-		w->last_ckpt = ck0;
+		chain_rewind(w, &m);
 	} else if (fsync(w->dirfd) == -1) {
 		/* The seal is durable in the old file: the chain stays past it (rolling back would
 		 * give the next record the seal's seq and predecessor again). The old file goes on;
@@ -296,8 +311,7 @@ static void writing_failed(struct wstate *w, int sock, custos_err e)
  * yet durable stay pending for a retry. */
 static custos_err process_pending(struct wstate *w, int sock)
 {
-	uint64_t seq0, since0, ck0;
-	char head0[AUDIT_HASH_HEX + 1];
+	struct chain_mark m;
 	custos_err e = CUSTOS_OK;
 
 	while (buf_used(&w->pending) > 0) {
@@ -309,19 +323,13 @@ static custos_err process_pending(struct wstate *w, int sock)
 				goto fail_nostate;
 			}
 		}
-		seq0 = w->seq;
-		since0 = w->since_ckpt;
-		ck0 = w->last_ckpt;
-		memcpy(head0, w->head, sizeof(head0));
+		chain_mark(w, &m);
 		e = render_pending(w, &consumed);
 		if (e == CUSTOS_OK)
 			e = commit(w);
 		if (e != CUSTOS_OK) {
 			buf_reset(&w->out);
-			w->seq = seq0;
-			memcpy(w->head, head0, sizeof(head0));
-			w->since_ckpt = since0;
-			w->last_ckpt = ck0;
+			chain_rewind(w, &m);
 			goto fail_nostate;
 		}
 		buf_consume(&w->pending, consumed);

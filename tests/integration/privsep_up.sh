@@ -211,14 +211,18 @@ if command -v gdb >/dev/null; then
 		bash -c "grep -q '^\\\$1 = -1\$' gdb.log && grep -q '^\\\$2 = 1\$' gdb.log"
 	check "... and the proxy serves on" grep -q '200 hello from hr' <<<"$(chat "after ptrace")"
 	check "... and the trail names it" grep -q '"type":"privsep".*"action":"proxy_call_refused".*"syscall":"ptrace","syscall_nr":101,"caller_pid":'"$PX"',"caller_thread":"custos-proxy","count":1' <<<"$(trail)"
-	# gdb makes the proxy's main thread call execve(2); the filter holds the call for the
-	# supervisor, which names it and kills the proxy before it returns.
-	timeout 60 gdb -p "$PX" -batch -nx \
-		-ex 'call (int)execve((char *)0, (char **)0, (char **)0)' >gdb.log 2>&1
-	check "a call outside the filter ends the proxy" gone "$PX" 30
-	wait "$UP"
-	RC=$?
-	check "... and custos up, with a failure status ($RC)" test "$RC" -ne 0
+	# execve_in PID WHO: gdb makes PID's main thread call execve(2); the filter holds the call
+	# for the supervisor, which names it and kills the proxy before it returns; custos up
+	# then stops with a failure status.
+	execve_in() {
+		timeout 60 gdb -p "$1" -batch -nx \
+			-ex 'call (int)execve((char *)0, (char **)0, (char **)0)' >gdb.log 2>&1
+		check "a call outside the filter in $2 ends the proxy" gone "$PX" 30
+		wait "$UP"
+		local rc=$?
+		check "... and custos up, with a failure status ($rc)" test "$rc" -ne 0
+	}
+	execve_in "$PX" "the proxy"
 	check "... after stopping the sandbox" gone "$SBX" 5
 	check "the supervisor logged the call by name" \
 		grep -q "the proxy (pid $PX, thread custos-proxy) called execve (59) outside its seccomp filter: killed" up.log
@@ -228,12 +232,7 @@ if command -v gdb >/dev/null; then
 	start_up
 	AW=$(pgrep -P "$PX" -x custos-audit | head -1)
 	check "the proxy's audit writer runs ($AW)" test -n "$AW"
-	timeout 60 gdb -p "$AW" -batch -nx \
-		-ex 'call (int)execve((char *)0, (char **)0, (char **)0)' >gdb.log 2>&1
-	check "a call outside the filter in the audit writer ends the proxy too" gone "$PX" 30
-	wait "$UP"
-	RC=$?
-	check "... and custos up, with a failure status ($RC)" test "$RC" -ne 0
+	execve_in "$AW" "the audit writer"
 	check "the trail names the writer's call" grep -q '"action":"proxy_lost".*a process of the proxy (pid '"$AW"', thread custos-audit) called execve' <<<"$(trail)"
 else
 	echo "ok   - # SKIP the filter checks: gdb is not installed (it injects the calls)"
