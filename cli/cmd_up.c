@@ -978,15 +978,14 @@ static void sup_violation(void)
 static void audit_proxy_exit(int status, const char *why)
 {
 	audit_event ev;
-	char detail[320], viol_text[160];
-
-	snprintf(viol_text, sizeof(viol_text),
-	         " (pid %d, thread %s) called %s outside its seccomp filter", (int)S.viol.pid,
-	         S.viol.thread[0] ? S.viol.thread : "?", S.viol.syscall);
+	char detail[320];
 
 	if (S.viol_set)
-		snprintf(detail, sizeof(detail), "%s: killed by the supervisor: %s%s", why,
-		         S.viol.pid == S.proxy ? "the proxy" : "a process of the proxy", viol_text);
+		snprintf(detail, sizeof(detail),
+		         "%s: killed by the supervisor: %s (pid %d, thread %s) "
+		         "called %s outside its seccomp filter",
+		         why, S.viol.pid == S.proxy ? "the proxy" : "a process of the proxy",
+		         (int)S.viol.pid, S.viol.thread[0] ? S.viol.thread : "?", S.viol.syscall);
 	else if (WIFSIGNALED(status))
 		/* The filter's listener takes every native call outside it; the kernel itself
 		 * kills only for a call of another ABI (ia32 through int 0x80, x32). */
