@@ -269,10 +269,14 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 		for (size_t a = 0; a < m->n_aliases; a++)
 			GUARD(add_route(o, NULL, m->aliases[a], m->id, i));
 	}
-	/* Requests without a model (GET /v1/models) go to the first model server. */
+	/* Requests without a model (GET /v1/models) go to the first model server, and the policy
+	 * judges them as that model: a deny on it cannot be dodged by leaving "model" out. */
 	if (o->nupstreams)
-		GUARD(add_route(o, NULL, "", NULL, 0));
+		GUARD(add_route(o, NULL, "", cfg->models[0].id, 0));
 	o->max_body = cfg->limits.body_max;
+	o->max_head_bytes = cfg->limits.header_bytes;
+	o->max_headers = cfg->limits.header_count;
+	o->max_request_line = cfg->limits.request_line;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;
 	o->keepalive_timeout_ns = cfg->limits.client_idle_timeout_ns;

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/tcp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -87,12 +88,17 @@ typedef struct req {
 	http1_body rbdec;
 	bool client_chunked;
 	bool up_keep_alive;
-	bool is_sse, keep_json;
+	bool is_sse;
 	sse_parser sse;
 	bool sse_init;
-	buf keep;
+	openai_usage_scan *uscan; /* JSON response: its top-level usage, found as it streams */
 	openai_usage usage;
-	ingress_insp *insp; /* content inspection (ingress_inspect.c), NULL when none */
+	uint64_t resp_body;     /* response body bytes from the upstream */
+	uint64_t sse_events;    /* SSE data events from the upstream */
+	bool tokens_estimated;  /* usage was estimated (no usage came back) */
+	unsigned shadow_status; /* shadow mode: what enforcement would have answered, 0: passed */
+	uint64_t retry_ns;      /* a 429's wait until a request would pass */
+	ingress_insp *insp;     /* content inspection (ingress_inspect.c), NULL when none */
 	unsigned attempts;
 	bool audited;
 	bool active;
@@ -109,6 +115,7 @@ typedef struct conn {
 	proxy_state *st_ref; /* state of the current request */
 	const lsock *ls;
 	char remote[64];
+	span remote_ip; /* the client's address in remote (empty: a Unix socket) */
 	ident id;
 	uint64_t t_accept, t_tls;
 	buf in, out;
@@ -246,7 +253,7 @@ static void req_reset(worker *w, req *r)
 	buf_free(&r->body);
 	buf_give_block(w, &r->uphead);
 	buf_give_block(w, &r->upout);
-	buf_free(&r->keep);
+	free(r->uscan);
 	if (r->has_oa)
 		openai_request_free(&r->oa);
 	if (r->sse_init)
@@ -336,6 +343,30 @@ static const char *auth_name(ident_method m)
 	}
 }
 
+/* A request under a token budget is charged once, when its event is written: whenever the
+ * model server answered, also when the client went away or the response broke off. Without a
+ * usage from the model server (cut before its last stream event, or none sent) the charge is
+ * an estimate, recorded as such: a quarter of the request body's bytes for the prompt, and
+ * the stream's data events (about one token each) or a quarter of the response body's bytes
+ * for the completion. Hanging up before the usage arrives therefore costs what was used. */
+static void charge_tokens(conn *c)
+{
+	req *r = &c->r;
+
+	if (!r->dec.tokens || !r->dec.verdict_allow || !r->resp_head_done)
+		return;
+	if (!r->usage.present) {
+		r->tokens_estimated = true;
+		r->usage.prompt_tokens = (buf_used(&r->body) + 3) / 4;
+		r->usage.completion_tokens =
+		        r->is_sse || r->sse_events ? r->sse_events : (r->resp_body + 3) / 4;
+		r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;
+	}
+	uint64_t used = r->usage.total_tokens ? r->usage.total_tokens
+	                                      : r->usage.prompt_tokens + r->usage.completion_tokens;
+	limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_ns, tm_mono_ns());
+}
+
 static void conn_audit(conn *c, const char *type, const char *decision, const char *reason)
 {
 	req *r = &c->r;
@@ -344,6 +375,7 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 
 	if (r->audited)
 		return;
+	charge_tokens(c);
 	/* A finished exchange ends at t_up_done (read just before): no second clock read. */
 	uint64_t now = r->t_up_done ? r->t_up_done : tm_mono_ns();
 	r->audited = true;
@@ -368,11 +400,13 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.reason = reason,
 		.rules = r->dec.rules[0] ? r->dec.rules : NULL,
 		.shadow = r->dec.shadow,
+		.shadow_status = r->shadow_status,
 		.upstream = upname,
 		.bytes_in = r->bytes_in,
 		.bytes_out = r->bytes_out,
 		.prompt_tokens = r->usage.prompt_tokens,
 		.completion_tokens = r->usage.completion_tokens,
+		.tokens_estimated = r->tokens_estimated,
 		.stream = r->has_oa && r->oa.stream,
 		.t_tls = c->t_tls,
 		.t_policy = r->t_policy,
@@ -420,8 +454,9 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	add[nadd++] = (http1_header){ SPAN_LIT("X-Request-Id"), span_cstr(r->id) };
 	if (status == 401)
 		add[nadd++] = (http1_header){ SPAN_LIT("WWW-Authenticate"), SPAN_LIT("Bearer") };
-	if (status == 429) {
-		snprintf(retry, sizeof(retry), "%u", 1u);
+	if (status == 429) { /* whole seconds until a request would pass, at least 1 */
+		uint64_t secs = (r->retry_ns + NS_PER_S - 1) / NS_PER_S;
+		snprintf(retry, sizeof(retry), "%" PRIu64, secs ? secs : 1);
 		add[nadd++] = (http1_header){ SPAN_LIT("Retry-After"), span_cstr(retry) };
 	}
 	if (c->drain || !r->client_keep_alive)
@@ -456,7 +491,9 @@ static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
 
 /* A request whose head was never parsed (malformed or timed out): id, time and state so that
  * its rejection is answered and audited like any other. */
-static void req_begin_unparsed(conn *c)
+/* A request the codec refused: what it read of the request line (method, target) still goes
+ * to the event, so that a refusal says what was refused. */
+static void req_begin_unparsed(conn *c, const http1_parser *p)
 {
 	req *r = &c->r;
 
@@ -465,6 +502,10 @@ static void req_begin_unparsed(conn *c)
 	new_request_id(c->w, r->id);
 	if (c->st_ref == NULL)
 		c->st_ref = state_ref(worker_state(c->w));
+	if (p && p->head.method.len && p->head.target.len) {
+		proxy_ignore(span_copy_cstr(p->head.method, r->method, sizeof(r->method)));
+		r->path = span_dup(p->head.target);
+	}
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -493,7 +534,7 @@ static void conn_timeout(ev_loop *l, void *obj)
 	case CS_HEAD:
 		if (buf_used(&c->in) > 0) {
 			/* A started head that never completed (slowloris): 408, audited. */
-			req_begin_unparsed(c);
+			req_begin_unparsed(c, NULL);
 			buf_reset(&c->in);
 			conn_reject(c, 408, "request head not received in time", true);
 			conn_drive(c);
@@ -580,7 +621,10 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 			port = ntohs(in6->sin6_port);
 		}
-		snprintf(c->remote, sizeof(c->remote), "%s:%u", host, port);
+		/* "ip:port", "[ip6]:port"; X-Forwarded-For takes the address alone */
+		bool v6 = sa->sa_family == AF_INET6;
+		snprintf(c->remote, sizeof(c->remote), v6 ? "[%s]:%u" : "%s:%u", host, port);
+		c->remote_ip = span_of(c->remote + v6, strlen(host));
 	} else {
 		snprintf(c->remote, sizeof(c->remote), "unix");
 	}
@@ -684,14 +728,14 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 		                     SPAN_LIT("X-Forwarded-For") };
 	http1_header add[2] = {
 		{ SPAN_LIT("X-Request-Id"), span_cstr(r->id) },
-		{ SPAN_LIT("X-Forwarded-For"), span_cstr(c->remote) },
+		{ SPAN_LIT("X-Forwarded-For"), c->remote_ip },
 	};
 	http1_write_opts wo = {
 		.framing = HTTP1_BODY_NONE,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 		.add = add,
-		.nadd = 2,
+		.nadd = c->remote_ip.len ? 2 : 1, /* no address to forward from a Unix socket */
 	};
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
 	buf_take_block(c->w, &r->uphead);
@@ -736,7 +780,12 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 	uint64_t max_body = c->st_ref->max_body;
 	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body) {
 		buf_consume(&c->in, head_len);
-		conn_reject(c, 413, "request body larger than max_body", true);
+		/* Refused before the policy is asked; the event still names the principal. */
+		decide_principal(c->st_ref->pol, &c->id, &r->dec);
+		if (c->id.method == IDENT_API_KEY && !r->dec.principal_known)
+			conn_reject(c, 401, "unknown API key", true);
+		else
+			conn_reject(c, 413, "request body larger than max_body", true);
 		return;
 	}
 	if (build_uphead(c, h) != CUSTOS_OK) {
@@ -748,7 +797,9 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 	http1_limits bl = c->st_ref->hlim;
 	bl.max_body = max_body;
 	http1_body_init(&r->bdec, h, &bl);
-	bool has_body = h->framing == HTTP1_BODY_LENGTH || h->framing == HTTP1_BODY_CHUNKED;
+	/* "Content-Length: 0" is a complete, empty body: nothing to wait for. */
+	bool has_body = (h->framing == HTTP1_BODY_LENGTH && h->content_length > 0) ||
+	                h->framing == HTTP1_BODY_CHUNKED;
 	if (has_body && h->expect_continue && buf_used(&c->in) == head_len)
 		proxy_ignore(buf_append_cstr(&c->out, "HTTP/1.1 100 Continue\r\n\r\n"));
 	buf_consume(&c->in, head_len);
@@ -873,28 +924,41 @@ static void on_request_body_done(conn *c)
 		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
 			r->egress_token = egress_ingress_begin(mid, r->id, r->dec.principal);
 	}
-	/* Obligations (skipped in shadow mode: enforcement would have applied them). */
-	bool enforce = !r->dec.shadow;
-	if (enforce && r->dec.max_body && body.len > r->dec.max_body) {
-		conn_reject(c, 413, "request body larger than the policy's max_body", false);
-		return;
-	}
-	if (enforce && r->dec.max_tokens && r->has_oa && r->oa.has_max_tokens &&
-	    r->oa.max_tokens > r->dec.max_tokens) {
-		conn_reject(c, 403, "max_tokens above the policy's limit", false);
-		return;
-	}
-	if (enforce && (r->dec.rate || r->dec.tokens)) {
+	/* Obligations. In shadow mode they are checked but not enforced: the request goes on,
+	 * and its event records what enforcement would have answered (decision shadow_deny,
+	 * shadow_status). A request that a rule or an obligation would have refused is not
+	 * counted against the rate or charged to the budget, as under enforcement. */
+	unsigned ost = 0;
+	const char *owhy = NULL;
+	uint64_t retry_ns = 0;
+	if (!r->dec.verdict_allow) {
+		r->shadow_status = 403; /* shadow mode: a deny rule matched */
+	} else if (r->dec.max_body && body.len > r->dec.max_body) {
+		ost = 413;
+		owhy = "request body larger than the policy's max_body";
+	} else if (r->dec.max_tokens && r->has_oa && r->oa.has_max_tokens &&
+	           r->oa.max_tokens > r->dec.max_tokens) {
+		ost = 403;
+		owhy = "max_tokens above the policy's limit";
+	} else if (r->dec.rate || r->dec.tokens) {
 		limit_result lr =
 		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
-		                      r->dec.tokens, r->dec.tokens_ns, t1);
+		                      r->dec.tokens, r->dec.tokens_ns, t1, &retry_ns);
 		if (lr != LIMIT_OK) {
-			conn_reject(c, 429,
-			            lr == LIMIT_RATE ? "request rate limit exceeded"
-			                             : "token budget exhausted",
-			            false);
-			return;
+			ost = 429;
+			owhy = lr == LIMIT_RATE ? "request rate limit exceeded"
+			                        : "token budget exhausted";
 		}
+	}
+	if (ost && !r->dec.shadow) {
+		r->retry_ns = retry_ns;
+		conn_reject(c, ost, owhy, false);
+		return;
+	}
+	if (ost) {
+		r->dec.verdict_allow = false;
+		r->dec.reason = owhy;
+		r->shadow_status = ost;
 	}
 	if (!emit_ready(c->w->srv->audit)) {
 		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
@@ -1235,6 +1299,8 @@ static void resp_feed_usage(conn *c, span data)
 				r->is_sse = false; /* stop looking; forwarding goes on */
 				return;
 			}
+			if (have && ev.has_data && !ev.done)
+				r->sse_events++;
 			if (have && ev.has_data && !ev.done &&
 			    memmem(ev.data.ptr, ev.data.len, "\"usage\"", 7)) {
 				openai_usage us;
@@ -1246,11 +1312,8 @@ static void resp_feed_usage(conn *c, span data)
 			if (k == 0 && !have)
 				break;
 		}
-	} else if (r->keep_json) {
-		if (buf_append_span(&r->keep, data) != CUSTOS_OK) {
-			r->keep_json = false;
-			buf_free(&r->keep);
-		}
+	} else if (r->uscan) {
+		openai_usage_scan_feed(r->uscan, data);
 	}
 }
 
@@ -1261,19 +1324,13 @@ static void finish_request(conn *c)
 	upconn *u = c->up;
 
 	r->t_up_done = tm_mono_ns();
-	if (r->keep_json && buf_used(&r->keep)) {
+	if (r->uscan) {
 		openai_usage us;
-		if (openai_usage_parse(buf_span(&r->keep), &us) == CUSTOS_OK && us.present)
+		openai_usage_scan_end(r->uscan, &us);
+		if (us.present)
 			r->usage = us;
 	}
-	if (r->dec.tokens && !r->dec.shadow) {
-		uint64_t used = r->usage.total_tokens
-		                        ? r->usage.total_tokens
-		                        : r->usage.prompt_tokens + r->usage.completion_tokens;
-		limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_ns,
-		               tm_mono_ns());
-	}
-	const char *decision = r->dec.verdict_allow ? "allow" : "shadow-allow";
+	const char *decision = r->dec.verdict_allow ? "allow" : "shadow_deny";
 	const char *reason = r->dec.reason;
 	if (r->insp)
 		ingress_inspect_outcome(r->insp, &decision, &reason);
@@ -1344,8 +1401,8 @@ static custos_err client_head(conn *c, const http1_head *h)
 			sse_parser_init(&r->sse, 0);
 			r->sse_init = true;
 		} else if (span_starts_with(ct, SPAN_LIT("application/json"))) {
-			r->keep_json = true;
-			buf_init(&r->keep, PROXY_RESP_KEEP);
+			r->uscan = xcalloc(1, sizeof(*r->uscan));
+			openai_usage_scan_init(r->uscan);
 		}
 	}
 	return CUSTOS_OK;
@@ -1420,6 +1477,7 @@ static bool pump_body(conn *c)
 				return false;
 			}
 			r->bytes_out += buf_used(&c->out) - before;
+			r->resp_body += data.len;
 			resp_feed_usage(c, data);
 		}
 		buf_consume(&u->in, (size_t)k);
@@ -1677,7 +1735,7 @@ static void conn_drive(conn *c)
 				ssize_t k = http1_parse_head(&p, (const char *)buf_ptr(&c->in),
 				                             buf_used(&c->in));
 				if (k < 0) {
-					req_begin_unparsed(c);
+					req_begin_unparsed(c, &p);
 					buf_reset(&c->in);
 					conn_reject(c, p.err.status ? p.err.status : 400,
 					            p.err.reason ? p.err.reason

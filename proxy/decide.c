@@ -73,20 +73,11 @@ static void spans_of(char *const *v, size_t n, span *out)
 		out[i] = span_cstr(v[i]);
 }
 
-void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
+/* The policy's principal for the identity (NULL: none matches); its name, or the identity's
+ * label, goes to out->principal. */
+static const policy_principal *principal_of(const policy *p, const ident *id, bool authenticated,
+                                            decide_out *out)
 {
-	const ident *id = in->id;
-
-	memset(out, 0, sizeof(*out));
-	if (dp == NULL) {
-		out->allow = out->verdict_allow = true;
-		out->principal_known = true;
-		out->reason = "no policy configured";
-		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
-		                            sizeof(out->principal)));
-		return;
-	}
-	const policy *p = dp->p;
 	span uris[PROXY_MAX_SAN], dns[PROXY_MAX_SAN], emails[PROXY_MAX_SAN], groups[16];
 	spans_of(id->san_uri, id->n_uri, uris);
 	spans_of(id->san_dns, id->n_dns, dns);
@@ -112,12 +103,42 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	const policy_principal *pr = NULL;
 	if (id->key_principal) /* a key from custos.yaml names its principal directly */
 		pr = policy_find_principal(p, span_cstr(id->key_principal));
-	if (pr == NULL && in->authenticated)
+	if (pr == NULL && authenticated)
 		pr = policy_match_principal(p, &pid);
 	OPENSSL_cleanse(pid.api_key_sha256, sizeof(pid.api_key_sha256));
 	out->principal_known = pr != NULL;
 	proxy_ignore(span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)), out->principal,
 	                            sizeof(out->principal)));
+	return pr;
+}
+
+void decide_principal(struct decide_policy *dp, const ident *id, decide_out *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (dp == NULL) {
+		out->principal_known = true;
+		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
+		                            sizeof(out->principal)));
+		return;
+	}
+	(void)principal_of(dp->p, id, id->method != IDENT_NONE, out);
+}
+
+void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
+{
+	const ident *id = in->id;
+
+	memset(out, 0, sizeof(*out));
+	if (dp == NULL) {
+		out->allow = out->verdict_allow = true;
+		out->principal_known = true;
+		out->reason = "no policy configured";
+		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
+		                            sizeof(out->principal)));
+		return;
+	}
+	const policy *p = dp->p;
+	const policy_principal *pr = principal_of(p, id, in->authenticated, out);
 
 	policy_request req = {
 		.direction = POLICY_INGRESS,

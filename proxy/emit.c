@@ -67,12 +67,16 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 		audit_rec_cstr(ev, "rules", r->rules);
 	if (r->shadow)
 		audit_rec_bool(ev, "shadow", true);
+	if (r->shadow_status)
+		audit_rec_u64(ev, "shadow_status", r->shadow_status);
 	audit_rec_cstr(ev, "upstream", r->upstream);
 	audit_rec_u64(ev, "bytes_in", r->bytes_in);
 	audit_rec_u64(ev, "bytes_out", r->bytes_out);
 	if (r->prompt_tokens || r->completion_tokens) {
 		audit_rec_u64(ev, "prompt_tokens", r->prompt_tokens);
 		audit_rec_u64(ev, "completion_tokens", r->completion_tokens);
+		if (r->tokens_estimated)
+			audit_rec_bool(ev, "tokens_estimated", true);
 	}
 	if (r->stream)
 		audit_rec_bool(ev, "stream", true);

@@ -96,16 +96,18 @@ static struct lentry *lookup(struct stripe *s, uint64_t h, const char *key, uint
 }
 
 limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, uint64_t rate_ns,
-                           uint64_t tokens, uint64_t tokens_ns, uint64_t now)
+                           uint64_t tokens, uint64_t tokens_ns, uint64_t now, uint64_t *retry_ns)
 {
 	uint64_t h = hash_key(key);
 	struct stripe *s = &l->s[h % LIMIT_STRIPES];
 	limit_result res = LIMIT_OK;
 
+	*retry_ns = 0;
 	pthread_mutex_lock(&s->mu);
 	struct lentry *e = lookup(s, h, key, rate, now);
 	if (e == NULL) {
-		res = LIMIT_RATE; /* fail closed when the table is full */
+		res = LIMIT_RATE;          /* fail closed when the table is full */
+		*retry_ns = 1000000000ull; /* a second */
 		goto out;
 	}
 	if (tokens && tokens_ns) {
@@ -115,6 +117,7 @@ limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, ui
 		}
 		if (e->used >= tokens) {
 			res = LIMIT_TOKENS;
+			*retry_ns = e->win_start + tokens_ns - now; /* the window's end */
 			goto out;
 		}
 	}
@@ -126,6 +129,9 @@ limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, ui
 		e->last = now;
 		if (e->tokens < 1.0) {
 			res = LIMIT_RATE;
+			/* until the bucket holds one request again */
+			*retry_ns =
+			        (uint64_t)((1.0 - e->tokens) * (double)rate_ns / (double)rate) + 1;
 			goto out;
 		}
 		e->tokens -= 1.0;

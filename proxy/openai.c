@@ -346,6 +346,117 @@ custos_err openai_usage_parse(span json, openai_usage *u)
 	return (got & 2) ? read_usage(us, u) : CUSTOS_OK;
 }
 
+void openai_usage_scan_init(openai_usage_scan *s)
+{
+	s->depth = 0;
+	s->in_str = s->esc = s->want_key = s->in_key = false;
+	s->klen = 0;
+	s->is_usage = s->cap = s->found = s->bad = false;
+	s->vlen = 0;
+}
+
+static void scan_cap_end(openai_usage_scan *s)
+{
+	s->cap = false;
+	if (s->found)
+		s->bad = true; /* two usage members: neither is trusted */
+	s->found = true;
+}
+
+void openai_usage_scan_feed(openai_usage_scan *s, span data)
+{
+	for (size_t i = 0; i < data.len && !s->bad; i++) {
+		char ch = data.ptr[i];
+		bool keep = s->cap; /* the byte is part of the usage value */
+		if (s->in_str) {
+			if (s->esc) {
+				s->esc = false;
+			} else if (ch == '\\') {
+				s->esc = true;
+				if (s->in_key)
+					s->klen =
+					        6; /* an escaped name is never taken for "usage" */
+			} else if (ch == '"') {
+				s->in_str = false;
+				if (s->in_key) {
+					s->in_key = false;
+					s->is_usage = s->klen == 5 &&
+					              span_eq_cstr(span_of(s->key, 5), "usage");
+				}
+			} else if (s->in_key) {
+				if (s->klen < 5)
+					s->key[s->klen++] = ch;
+				else
+					s->klen = 6;
+			}
+		} else {
+			switch (ch) {
+			case '"':
+				s->in_str = true;
+				if (s->depth == 1 && s->want_key) {
+					s->want_key = false;
+					s->in_key = true;
+					s->klen = 0;
+				}
+				break;
+			case '{':
+			case '[':
+				s->depth++;
+				if (s->depth == 1)
+					s->want_key = ch == '{';
+				break;
+			case '}':
+			case ']':
+				if (s->depth == 1 && s->cap) {
+					scan_cap_end(s);
+					keep = false;
+				}
+				if (s->depth > 0)
+					s->depth--;
+				break;
+			case ',':
+				if (s->depth == 1) {
+					if (s->cap) {
+						scan_cap_end(s);
+						keep = false;
+					}
+					s->want_key = true;
+				}
+				break;
+			case ':':
+				if (s->depth == 1 && s->is_usage) {
+					s->is_usage = false;
+					s->cap = true;
+					s->vlen = 0;
+				}
+				break;
+			default:
+				break;
+			}
+		}
+		if (keep) {
+			if (s->vlen == sizeof(s->val))
+				s->bad = true;
+			else
+				s->val[s->vlen++] = ch;
+		}
+	}
+}
+
+void openai_usage_scan_end(const openai_usage_scan *s, openai_usage *u)
+{
+	char doc[OPENAI_USAGE_SCAN_MAX + 16];
+
+	memset(u, 0, sizeof(*u));
+	if (!s->found || s->bad)
+		return;
+	memcpy(doc, "{\"usage\":", 9);
+	memcpy(doc + 9, s->val, s->vlen);
+	doc[9 + s->vlen] = '}';
+	if (openai_usage_parse(span_of(doc, s->vlen + 10), u) != CUSTOS_OK)
+		memset(u, 0, sizeof(*u));
+}
+
 /* choices[]: for each, `inner` ("delta" or "message") .content, or .text (completions). */
 static custos_err read_choices(jsonr_val ch, const char *inner, openai_delta *out, size_t *nout)
 {

@@ -70,6 +70,30 @@ typedef struct openai_usage {
 /* Reads the top-level "usage" of a response body or a stream chunk's JSON. */
 custos_err openai_usage_parse(span json, openai_usage *u) CUSTOS_WUR;
 
+/* The top-level "usage" member of a JSON response body, found while the body streams past,
+ * whatever its size: only that member's value is kept (at most OPENAI_USAGE_SCAN_MAX bytes).
+ * The scan follows strings, escapes and nesting, so a "usage" inside a string or a nested
+ * object is not taken for it. */
+#define OPENAI_USAGE_SCAN_MAX 1024
+typedef struct openai_usage_scan {
+	uint64_t depth;
+	bool in_str, esc;
+	bool want_key; /* inside the top-level object: the next string names a member */
+	bool in_key;
+	uint8_t klen; /* member name bytes so far; 6: longer than "usage", or escaped */
+	char key[5];
+	bool is_usage; /* the member name just read is "usage": its value follows the colon */
+	bool cap;      /* keeping the usage value */
+	bool found;    /* one whole usage value kept */
+	bool bad;      /* a second usage member, or a value over OPENAI_USAGE_SCAN_MAX */
+	size_t vlen;
+	char val[OPENAI_USAGE_SCAN_MAX];
+} openai_usage_scan;
+void openai_usage_scan_init(openai_usage_scan *s);
+void openai_usage_scan_feed(openai_usage_scan *s, span data);
+/* The usage found: u->present is false when there was none, or it was not a valid usage. */
+void openai_usage_scan_end(const openai_usage_scan *s, openai_usage *u);
+
 /* One stream chunk (the JSON of an SSE data: event): delta texts and usage. */
 typedef struct openai_delta {
 	uint32_t choice; /* choices[].index (or position when index is absent) */

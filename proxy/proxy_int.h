@@ -20,8 +20,7 @@
 #include "sse.h"
 
 #define PROXY_INBUF_MAX    (HTTP1_MAX_HEAD_BYTES + 64u * 1024u)
-#define PROXY_UPIN_MAX     (64u * 1024u)  /* upstream read buffer */
-#define PROXY_RESP_KEEP    (256u * 1024u) /* non-stream JSON response kept to read `usage` */
+#define PROXY_UPIN_MAX     (64u * 1024u) /* upstream read buffer */
 #define PROXY_MAX_SAN      8
 #define PROXY_ACCEPT_BATCH 64
 
@@ -129,9 +128,12 @@ struct limiter;
 custos_err limiter_new(struct limiter **out) CUSTOS_WUR;
 void limiter_free(struct limiter *l);
 typedef enum limit_result { LIMIT_OK = 0, LIMIT_RATE, LIMIT_TOKENS } limit_result;
-/* Takes one request from the principal's bucket and checks its token budget. */
+/* Takes one request from the principal's bucket and checks its token budget. Refused:
+ * *retry_ns is how long until a request would pass (the bucket refilled to one request, or
+ * the budget's window over). */
 limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, uint64_t rate_ns,
-                           uint64_t tokens, uint64_t tokens_ns, uint64_t now_ns);
+                           uint64_t tokens, uint64_t tokens_ns, uint64_t now_ns,
+                           uint64_t *retry_ns);
 /* Charges used tokens to the principal's budget window. */
 void limiter_charge(struct limiter *l, const char *key, uint64_t tokens, uint64_t tokens_ns,
                     uint64_t now_ns);
@@ -167,7 +169,10 @@ custos_err decide_load(const char *path, struct decide_policy **out) CUSTOS_WUR;
 void decide_free(struct decide_policy *p);
 /* The compiled policy with one more reference (policy_unref), NULL when p is NULL. */
 struct policy *decide_policy_ref(struct decide_policy *p);
-/* True when a principal matches the identity (used to tell 401 from 403). */
+/* Only the principal (principal, principal_known; the rest of *out zeroed): for requests
+ * refused before the policy is asked, so that their event still names who sent them. */
+void decide_principal(struct decide_policy *p, const ident *id, decide_out *out);
+/* The decision; principal_known says whether a principal matches (tells 401 from 403). */
 void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
 
 /* ---- audit (emit.c) ---- */
@@ -183,9 +188,11 @@ typedef struct emit_rec {
 	const char *reason;
 	const char *rules;
 	bool shadow;
+	unsigned shadow_status; /* shadow mode: the status enforcement would have answered */
 	const char *upstream;
 	uint64_t bytes_in, bytes_out;
 	uint64_t prompt_tokens, completion_tokens;
+	bool tokens_estimated; /* no usage came back: the token counts are custos' estimate */
 	bool stream;
 	uint64_t t_tls, t_policy, t_upstream, t_total;
 	const char *policy_hash;

@@ -136,7 +136,11 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 		goto fail;
 	}
 	st->max_body = o->max_body ? o->max_body : PROXY_BODY_DEFAULT;
-	st->hlim.max_body = st->max_body;
+	/* Content-Length is checked against max_body after authentication (on_head), so that
+	 * the 413 names who sent it; the codec's own ceiling stays as the last bound. */
+	st->hlim.max_head_bytes = (size_t)o->max_head_bytes;
+	st->hlim.max_headers = (size_t)o->max_headers;
+	st->hlim.max_request_line = (size_t)o->max_request_line;
 	for (size_t i = 0; i < o->nlisteners; i++) {
 		if (o->listeners[i].tls &&
 		    (e = tls_server_ctx(&o->listeners[i].tls_opts, &st->srv_ctx[i])) != CUSTOS_OK) {

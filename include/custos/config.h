@@ -35,9 +35,9 @@
 #define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
 #define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
 
-#define CFG_MAX_HEADER_BYTES    (64u << 10)
-#define CFG_MAX_HEADER_COUNT    256
-#define CFG_MAX_REQUEST_LINE    (16u << 10)
+#define CFG_MAX_HEADER_BYTES    (32u << 10) /* the HTTP codec's own ceilings (proxy/http1.h) */
+#define CFG_MAX_HEADER_COUNT    100
+#define CFG_MAX_REQUEST_LINE    (8u << 10)
 #define CFG_MAX_BODY            (1ull << 30)
 #define CFG_MAX_JSON_DEPTH      128
 #define CFG_MAX_CONNECTIONS     1000000

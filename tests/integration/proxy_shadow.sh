@@ -23,5 +23,5 @@ kill -TERM "$CU_PID"
 wait "$CU_PID"
 line=$(audit_grep "\"request_id\":\"$bob_id\"")
 grep -q '"shadow":true' <<<"$line" && ok "audit event marked shadow" || fail "no shadow flag: $line"
-grep -q '"decision":"shadow-allow"' <<<"$line" && ok "audit event records that enforcement would deny" || fail "decision: $line"
+grep -q '"decision":"shadow_deny"' <<<"$line" && ok "audit event records that enforcement would deny" || fail "decision: $line"
 [ "$fails" -eq 0 ]

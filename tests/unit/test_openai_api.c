@@ -237,6 +237,79 @@ static void test_include_usage(void **state)
 	buf_free(&out);
 }
 
+/* Scans doc in pieces of `step` bytes (0: whole) and returns the usage found. */
+static openai_usage scan_usage(const char *doc, size_t len, size_t step)
+{
+	openai_usage_scan *s = malloc(sizeof(*s));
+	openai_usage u;
+	assert_non_null(s);
+	openai_usage_scan_init(s);
+	if (step == 0)
+		step = len ? len : 1;
+	for (size_t at = 0; at < len; at += step)
+		openai_usage_scan_feed(s, span_of(doc + at, len - at < step ? len - at : step));
+	openai_usage_scan_end(s, &u);
+	free(s);
+	return u;
+}
+
+static void test_usage_scan(void **state)
+{
+	(void)state;
+	/* A large response: usage after 1 MiB of content, in every piece size. */
+	buf b;
+	buf_init(&b, 4u << 20);
+	assert_int_equal(
+	        buf_append_cstr(&b, "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\""),
+	        CUSTOS_OK);
+	for (int i = 0; i < 1 << 16; i++) /* content with "usage": inside a string, escaped */
+		assert_int_equal(buf_append_cstr(&b, "\\\"usage\\\":{9} \\\\"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&b,
+	                                 "\",\"usage\":{\"x\":1}}}],"
+	                                 "\"usage\" : {\"prompt_tokens\":7,"
+	                                 "\"completion_tokens\":150000,\"total_tokens\":150007}}"),
+	                 CUSTOS_OK);
+	span all = buf_span(&b);
+	static const size_t steps[] = { 0, 1, 7, 4096 };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(steps); i++) {
+		openai_usage u = scan_usage(all.ptr, all.len, steps[i]);
+		assert_true(u.present);
+		assert_int_equal(u.prompt_tokens, 7);
+		assert_int_equal(u.completion_tokens, 150000);
+		assert_int_equal(u.total_tokens, 150007);
+	}
+	buf_free(&b);
+
+	/* Only the top level counts; usage first, then more members. */
+	const char *d1 =
+	        "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},\"model\":\"m\"}";
+	openai_usage u = scan_usage(d1, strlen(d1), 1);
+	assert_true(u.present);
+	assert_int_equal(u.total_tokens, 3);
+	const char *d2 = "{\"a\":{\"usage\":{\"prompt_tokens\":5}},\"b\":[\"usage\"]}";
+	assert_false(scan_usage(d2, strlen(d2), 0).present);
+	/* An escaped member name is not taken for usage; neither is a longer one. */
+	const char *d3 = "{\"us\\u0061ge\":{\"prompt_tokens\":5},\"usages\":{\"prompt_tokens\":6}}";
+	assert_false(scan_usage(d3, strlen(d3), 0).present);
+	/* Two usage members: neither is trusted. */
+	const char *d4 = "{\"usage\":{\"prompt_tokens\":5},\"usage\":{\"prompt_tokens\":1}}";
+	assert_false(scan_usage(d4, strlen(d4), 0).present);
+	/* null, not an object, over the kept size, not JSON, cut off. */
+	const char *d5 = "{\"usage\":null}";
+	assert_false(scan_usage(d5, strlen(d5), 0).present);
+	const char *d6 = "{\"usage\":\"lots\"}";
+	assert_false(scan_usage(d6, strlen(d6), 0).present);
+	char big[OPENAI_USAGE_SCAN_MAX + 64];
+	int n = snprintf(big, sizeof(big), "{\"usage\":{\"prompt_tokens\":1,\"pad\":\"%0*d\"}}",
+	                 OPENAI_USAGE_SCAN_MAX, 0);
+	assert_false(scan_usage(big, (size_t)n, 0).present);
+	const char *d7 = "[{\"usage\":{\"prompt_tokens\":5}}]";
+	assert_false(scan_usage(d7, strlen(d7), 0).present);
+	const char *d8 = "{\"usage\":{\"prompt_tokens\":5";
+	assert_false(scan_usage(d8, strlen(d8), 0).present);
+	assert_false(scan_usage("", 0, 0).present);
+}
+
 static void test_usage_and_chunks(void **state)
 {
 	(void)state;
@@ -359,11 +432,9 @@ static void test_redaction_round_trip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_chat_request),
-		cmocka_unit_test(test_other_requests),
-		cmocka_unit_test(test_bad_requests),
-		cmocka_unit_test(test_include_usage),
-		cmocka_unit_test(test_usage_and_chunks),
+		cmocka_unit_test(test_chat_request),         cmocka_unit_test(test_other_requests),
+		cmocka_unit_test(test_bad_requests),         cmocka_unit_test(test_include_usage),
+		cmocka_unit_test(test_usage_and_chunks),     cmocka_unit_test(test_usage_scan),
 		cmocka_unit_test(test_redaction_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

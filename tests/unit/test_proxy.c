@@ -65,32 +65,42 @@ static void test_timer_order(void **state)
 static void test_rate_limit(void **state)
 {
 	struct limiter *l;
-	uint64_t t = 1000 * NS;
+	uint64_t t = 1000 * NS, retry;
 
 	assert_int_equal(limiter_new(&l), CUSTOS_OK);
 	/* 2 requests per second: the third at once is refused, one more after half a second. */
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t), LIMIT_RATE);
-	assert_int_equal(limiter_check(l, "bob", 2, NS, 0, 0, t), LIMIT_OK); /* per principal */
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2), LIMIT_RATE);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(retry, 0);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_RATE);
+	/* an empty bucket of 2 a second holds one request again after half a second */
+	assert_true(retry > NS / 2 - 1000 && retry <= NS / 2 + 1000);
+	assert_int_equal(limiter_check(l, "bob", 2, NS, 0, 0, t, &retry),
+	                 LIMIT_OK); /* per principal */
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2, &retry), LIMIT_RATE);
+	/* 2 a minute: the wait is 30 s, not a fixed second */
+	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t + NS, &retry), LIMIT_RATE);
+	assert_true(retry > 28 * NS && retry <= 29 * NS + 1000);
 	limiter_free(l);
 }
 
 static void test_token_budget(void **state)
 {
 	struct limiter *l;
-	uint64_t t = 1000 * NS, hour = 3600 * NS;
+	uint64_t t = 1000 * NS, hour = 3600 * NS, retry;
 
 	assert_int_equal(limiter_new(&l), CUSTOS_OK);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t, &retry), LIMIT_OK);
 	limiter_charge(l, "alice", 13, hour, t);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 1), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 1, &retry), LIMIT_OK);
 	limiter_charge(l, "alice", 13, hour, t + 1);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 2), LIMIT_TOKENS);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 2, &retry), LIMIT_TOKENS);
+	assert_int_equal(retry, hour - 2); /* until the window that began at t ends */
 	/* A new window starts afresh. */
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + hour + 2), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + hour + 2, &retry), LIMIT_OK);
 	limiter_free(l);
 }
 
