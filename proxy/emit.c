@@ -9,7 +9,9 @@
 #include "custos/audit.h"
 #include "proxy_int.h"
 
-#define EMIT_BATCH 64 /* events kept per worker before a forced flush */
+#define EMIT_BATCH     64   /* events kept per worker before a forced flush */
+#define EMIT_CUT_LONG  1024 /* bytes kept of path and reason in an event that did not fit */
+#define EMIT_CUT_SHORT 128  /* of principal, model and rule ids */
 
 struct emit_batch {
 	audit_batch b;
@@ -40,31 +42,47 @@ void emit_flush(struct audit_writer *w, struct emit_batch *b)
 		log_error("audit: %zu event(s) not recorded: %s", n, err_msg());
 }
 
-custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
+/* A string member cut to at most max bytes, on a UTF-8 character boundary. */
+static span cut(span v, size_t max)
 {
-	audit_rec local;
+	if (v.len <= max)
+		return v;
+	size_t n = max;
+	while (n > 0 && ((uint8_t)v.ptr[n] & 0xc0) == 0x80)
+		n--;
+	return span_of(v.ptr, n);
+}
+
+static void put_cut(audit_rec *ev, const char *key, const char *v, size_t max)
+{
+	if (v != NULL) /* absent members stay absent, as with audit_rec_cstr */
+		audit_rec_str(ev, key, cut(span_cstr(v), max));
+}
+
+/* Fills ev from r. shorten: the event did not fit AUDIT_MAX_EVENT (a path near the 8 KiB
+ * request-line limit, a long model name from the body...): the long members are cut and the
+ * event says "truncated": an event too large is still written, never dropped. */
+static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
+{
 	audit_duration d[5];
 	size_t nd = 0;
-
-	if (w == NULL)
-		b = NULL;
-	audit_rec *ev = b ? &b->rec : &local;
+	const size_t long_max = shorten ? EMIT_CUT_LONG : SIZE_MAX;
+	const size_t short_max = shorten ? EMIT_CUT_SHORT : SIZE_MAX;
 
 	audit_rec_begin(ev, r->type);
 	audit_rec_cstr(ev, "request_id", r->request_id);
 	audit_rec_cstr(ev, "direction", "ingress");
-	audit_rec_cstr(ev, "principal", r->principal);
+	put_cut(ev, "principal", r->principal, short_max);
 	audit_rec_cstr(ev, "auth", r->auth);
 	audit_rec_cstr(ev, "remote", r->remote);
 	audit_rec_str(ev, "method", r->method);
-	audit_rec_str(ev, "path", r->path);
+	audit_rec_str(ev, "path", cut(r->path, long_max));
 	if (r->model.len)
-		audit_rec_str(ev, "model", r->model);
+		audit_rec_str(ev, "model", cut(r->model, short_max));
 	audit_rec_u64(ev, "status", r->status);
 	audit_rec_cstr(ev, "decision", r->decision);
-	audit_rec_cstr(ev, "reason", r->reason);
-	if (r->rules)
-		audit_rec_cstr(ev, "rules", r->rules);
+	put_cut(ev, "reason", r->reason, long_max);
+	put_cut(ev, "rules", r->rules, short_max);
 	if (r->shadow)
 		audit_rec_bool(ev, "shadow", true);
 	if (r->shadow_status)
@@ -85,6 +103,8 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 		audit_rec_cstr(ev, "inspect", r->inspect);
 	if (r->nfindings)
 		audit_rec_findings(ev, r->findings, r->nfindings);
+	if (shorten)
+		audit_rec_bool(ev, "truncated", true);
 	d[nd++] = (audit_duration){ "total", r->t_total };
 	d[nd++] = (audit_duration){ "tls", r->t_tls };
 	d[nd++] = (audit_duration){ "policy", r->t_policy };
@@ -92,7 +112,23 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	if (r->t_inspect)
 		d[nd++] = (audit_duration){ "inspect", r->t_inspect };
 	audit_rec_durations(ev, d, nd);
-	GUARD(audit_rec_end(ev));
+	return audit_rec_end(ev);
+}
+
+custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
+{
+	audit_rec local;
+
+	if (w == NULL)
+		b = NULL;
+	audit_rec *ev = b ? &b->rec : &local;
+
+	if (build_event(ev, r, false) != CUSTOS_OK) {
+		log_warn("audit: event for request %s over %d bytes: written with its long members "
+		         "cut (\"truncated\":true)",
+		         r->request_id, AUDIT_MAX_EVENT);
+		GUARD(build_event(ev, r, true));
+	}
 	if (w == NULL) {
 		buf body;
 		buf_init(&body, AUDIT_MAX_EVENT);

@@ -8,7 +8,8 @@
 # - a JSON response far larger than any buffer still has its usage read and charged;
 # - 429 says in Retry-After how long the wait really is;
 # - a 413 for a Content-Length above body_max names the principal who sent it;
-# - X-Forwarded-For carries the client's address without its port.
+# - X-Forwarded-For carries the client's address without its port;
+# - an event over the trail's size limit is written with its long members cut, not dropped.
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -187,6 +188,17 @@ check "request to the header-recording upstream" "$("${C[@]}" -H "Authorization:
 	-d '{"model":"hdr-model","messages":[]}' "$base/v1/chat/completions")" 200
 xff=$(grep -i '^X-Forwarded-For:' "$work/hdr.heads" | tail -1 | tr -d '\r')
 check "X-Forwarded-For" "$xff" "X-Forwarded-For: 127.0.0.1"
+
+# ---- an event too large for the trail (a 7,800-byte path) is written cut, never dropped
+long="/v1/models/$(head -c 7800 /dev/zero | tr '\0' a)"
+code=$("${C[@]}" -H "Authorization: Bearer $(key alice)" "$base$long")
+line=$(event "$(rid)")
+grep -q '"upstream":"test-model"' <<<"$line" && ok "long path forwarded (the model answered $code)" ||
+	fail "long path: $code"
+grep -q '"truncated":true' <<<"$line" && ok "its event is in the trail, marked truncated" ||
+	fail "no event for the long path: $(tail -3 "$work/custos.log")"
+plen=$(sed -n 's/.*"path":"\([^"]*\)".*/\1/p' <<<"$line" | wc -c)
+[ "$plen" -le 1025 ] && [ "$plen" -gt 1000 ] && ok "path cut to $((plen - 1)) bytes" || fail "path $plen"
 
 kill -TERM "$CU_PID"
 wait "$CU_PID"
