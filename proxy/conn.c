@@ -376,6 +376,10 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 	if (r->audited)
 		return;
 	charge_tokens(c);
+	/* Refused before the policy was asked (400, 404...): the principal still comes from the
+	 * policy, so one caller has one name in every event. */
+	if (!r->dec.principal[0] && c->id.method != IDENT_NONE && st)
+		decide_principal(st->pol, &c->id, &r->dec);
 	/* A finished exchange ends at t_up_done (read just before): no second clock read. */
 	uint64_t now = r->t_up_done ? r->t_up_done : tm_mono_ns();
 	r->audited = true;

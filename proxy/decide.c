@@ -107,8 +107,16 @@ static const policy_principal *principal_of(const policy *p, const ident *id, bo
 		pr = policy_match_principal(p, &pid);
 	OPENSSL_cleanse(pid.api_key_sha256, sizeof(pid.api_key_sha256));
 	out->principal_known = pr != NULL;
-	proxy_ignore(span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)), out->principal,
-	                            sizeof(out->principal)));
+	if (pr != NULL || !authenticated || (id->has_api_key && id->key_principal == NULL)) {
+		proxy_ignore(span_copy_cstr(span_cstr(pr ? pr->id : ident_label(id)),
+		                            out->principal, sizeof(out->principal)));
+	} else {
+		/* An identity no policy principal matches is named with its kind, so that a
+		 * certificate whose CN is "analytics" is never taken for the principal analytics
+		 * in the trail. */
+		const char *kind = id->key_principal ? "key" : id->jwt_sub ? "jwt" : "cert";
+		snprintf(out->principal, sizeof(out->principal), "%s:%s", kind, ident_label(id));
+	}
 	return pr;
 }
 

@@ -115,6 +115,12 @@ check "eve, slow-model: allowed" "$("${C[@]}" -H "Authorization: Bearer $(key ev
 	-d '{"model":"slow-model","max_tokens":1,"messages":[{"role":"user","content":"x"}]}' \
 	"$base/v1/chat/completions")" 200
 
+# ---- a refusal before the policy is asked (400) still names the principal
+check "alice, body not JSON" "$("${C[@]}" -H "Authorization: Bearer $(key alice)" -d '{"model":' \
+	"$base/v1/chat/completions")" 400
+grep -q '"principal":"alice"' <<<"$(event "$(rid)")" && ok "the 400 names alice" ||
+	fail "400 event: $(event "$(rid)")"
+
 # ---- Content-Length: 0 is a complete body
 t0=$(date +%s%N)
 check "GET with Content-Length: 0" "$("${C[@]}" -H "Authorization: Bearer $(key alice)" \
