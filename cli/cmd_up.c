@@ -1457,7 +1457,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		e = audit_from_config(cfg, true, &aw);
 	if (e == CUSTOS_OK) {
 		uc->audit = aw;
-		proxy_set_audit(srv, aw, uc->audit_batch);
+		proxy_set_audit(srv, aw, uc->audit_batch,
+		                cfg->audit.on_write_error == CFG_ON_WRITE_ERROR_CONTINUE);
 	}
 	if (e == CUSTOS_OK && cfg->egress.enabled) {
 		egress_options eo;

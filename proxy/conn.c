@@ -896,7 +896,7 @@ static void on_request_body_done(conn *c)
 			return;
 		}
 	}
-	if (!emit_ready(c->w->srv->audit)) {
+	if (!emit_ready(c->w->srv->audit, c->w->srv->audit_fail_open)) {
 		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
 		            false);
 		return;
