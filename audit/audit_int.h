@@ -143,8 +143,15 @@ struct audit_ack {
  * Returns the exit status for _exit. */
 int audit_writer_main(const audit_options *o, int sock, int ready_fd);
 /* Opens/recovers the log without serving (tests): returns via err. */
-/* Runs the shipper (all sinks) in this forked process until stop_fd becomes readable. */
-int audit_shipper_main(const audit_options *o, int stop_fd);
+/* What the shipper reports on its ready pipe once every sink is set up (or one failed). */
+struct audit_ship_ready {
+	int32_t status; /* custos_err */
+	char msg[1024]; /* the message when status is not CUSTOS_OK: names the sink */
+};
+/* Runs the shipper (all sinks) in this forked process until stop_fd becomes readable. Once
+ * every sink is set up (or one failed) it writes a struct audit_ship_ready to ready_fd and
+ * closes it. Returns the exit status for _exit. */
+int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd);
 /* Reads the cursor of sink name in dir (0 when none). */
 custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq) CUSTOS_WUR;
 

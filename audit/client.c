@@ -294,26 +294,50 @@ static void writer_free(audit_writer *w)
 	free(w);
 }
 
+/* Forks the shipper and waits until it has set up every sink (or says which one it could
+ * not: its CA, client key or token file); it then runs until its pipe closes. */
 static custos_err spawn_shipper(audit_writer *w)
 {
-	int p[2];
+	int p[2], ready[2];
 
 	if (pipe2(p, O_CLOEXEC) == -1)
 		return err_sys("pipe2");
-	pid_t pid = fork();
-	if (pid == -1) {
+	if (pipe2(ready, O_CLOEXEC) == -1) {
+		custos_err e = err_sys("pipe2");
 		close(p[0]);
 		close(p[1]);
-		return err_sys("fork");
+		return e;
+	}
+	pid_t pid = fork();
+	if (pid == -1) {
+		custos_err e = err_sys("fork");
+		close(p[0]);
+		close(p[1]);
+		close(ready[0]);
+		close(ready[1]);
+		return e;
 	}
 	if (pid == 0) {
 		close(p[1]);
-		_exit(audit_shipper_main(&w->o, p[0]));
+		close(ready[0]);
+		_exit(audit_shipper_main(&w->o, p[0], ready[1]));
 	}
 	close(p[0]);
+	close(ready[1]);
 	w->shipper_pid = pid;
 	w->shipper_fd = p[1];
-	return CUSTOS_OK;
+	w->o.sinks = NULL; /* the caller's: only the shipper (a copy of this memory) reads them */
+	struct audit_ship_ready a;
+	ssize_t r;
+	do
+		r = read(ready[0], &a, sizeof(a));
+	while (r == -1 && errno == EINTR);
+	close(ready[0]);
+	if (r == (ssize_t)sizeof(a) && a.status == CUSTOS_OK)
+		return CUSTOS_OK;
+	a.msg[sizeof(a.msg) - 1] = '\0';
+	return err_set(r == (ssize_t)sizeof(a) ? (custos_err)a.status : CUSTOS_ERR_IO, "%s",
+	               r == (ssize_t)sizeof(a) ? a.msg : "audit shipper: did not start");
 }
 
 custos_err audit_writer_start(const audit_options *o, audit_writer **out)
@@ -593,17 +617,41 @@ void audit_writer_stats(audit_writer *w, audit_stats *s)
 	pthread_mutex_unlock(&w->mu);
 }
 
+custos_err audit_sink_position(audit_writer *w, size_t i, uint64_t *cursor, uint64_t *head)
+{
+	ENSURE(i < w->o.n_sinks, CUSTOS_ERR_INVAL, "no sink %zu", i);
+	GUARD(audit_cursor_read(w->dir, w->sink_names[i], cursor));
+	pthread_mutex_lock(&w->mu);
+	*head = w->durable_seq;
+	pthread_mutex_unlock(&w->mu);
+	return CUSTOS_OK;
+}
+
 custos_err audit_sink_lag(audit_writer *w, size_t i, uint64_t *lag)
 {
-	uint64_t cur = 0, head;
+	uint64_t cur = 0, head = 0;
 
-	ENSURE(i < w->o.n_sinks, CUSTOS_ERR_INVAL, "no sink %zu", i);
-	GUARD(audit_cursor_read(w->dir, w->sink_names[i], &cur));
-	pthread_mutex_lock(&w->mu);
-	head = w->durable_seq;
-	pthread_mutex_unlock(&w->mu);
+	GUARD(audit_sink_position(w, i, &cur, &head));
 	*lag = head > cur ? head - cur : 0;
 	return CUSTOS_OK;
+}
+
+const char *audit_sink_name(const audit_writer *w, size_t i)
+{
+	return i < w->o.n_sinks ? w->sink_names[i] : NULL;
+}
+
+bool audit_shipper_running(audit_writer *w)
+{
+	siginfo_t si;
+
+	if (w->shipper_pid <= 0)
+		return false;
+	/* WNOWAIT: look, do not reap (audit_writer_stop does). */
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)w->shipper_pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1)
+		return false;
+	return si.si_pid == 0;
 }
 
 custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)

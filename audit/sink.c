@@ -21,11 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
@@ -36,6 +39,10 @@
 #define SINK_IO_TIMEOUT_MS 10000
 #define SINK_IDLE_NS       (5ull * 1000 * 1000)
 #define SINK_CONFIRMS      64
+#define SINK_TOKEN_MAX     4096 /* HEC token file */
+#define SINK_KEY_FILE_MAX  (64 * 1024)
+#define HEC_EVENT_PATH     "/services/collector/event"
+#define HEC_BASE           "/services/collector"
 
 static atomic_bool g_stopping;
 static atomic_uint_fast64_t g_deadline; /* mono ns; valid once stopping */
@@ -49,6 +56,7 @@ struct sink {
 	const audit_sink_options *so;
 	char cursor_path[4096];
 	char host[256];
+	char peer[300];  /* host:port or unix:/path, for the log */
 	uint64_t cursor; /* persisted: every seq <= cursor is delivered */
 	uint64_t next;   /* next seq to read and send */
 	uint64_t sent;   /* highest seq written to the connection */
@@ -71,6 +79,11 @@ struct sink {
 	buf in;           /* response bytes */
 	buf req;          /* request head */
 	char channel[40]; /* X-Splunk-Request-Channel (a random UUID) */
+	const char *event_path;
+	char ack_path[512];
+	buf token; /* from hec_token_file (a secret: wiped on free) */
+	const char *token_str;
+	size_t token_len;
 };
 
 custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq)
@@ -220,12 +233,41 @@ static custos_err wait_fd(int fd, short ev, int ms)
 	return CUSTOS_OK;
 }
 
+/* A unix stream socket: connect() completes at once or fails (EAGAIN: the backlog is full,
+ * retried like a refused connection). */
+static custos_err unix_connect(struct sink *s)
+{
+	struct sockaddr_un sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	ENSURE(strlen(s->so->unix_path) < sizeof(sa.sun_path), CUSTOS_ERR_LIMIT,
+	       "%s: socket path too long", s->so->unix_path);
+	memcpy(sa.sun_path, s->so->unix_path, strlen(s->so->unix_path));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		return err_sys("socket");
+	int r;
+	do
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	while (r == -1 && errno == EINTR);
+	if (r == -1) {
+		custos_err e = err_sys("connect %s", s->so->unix_path);
+		close(fd);
+		return e;
+	}
+	s->fd = fd;
+	return CUSTOS_OK;
+}
+
 static custos_err tcp_connect(struct sink *s)
 {
 	struct addrinfo hints, *res = NULL;
 	char port[8];
 	custos_err e = CUSTOS_OK;
 
+	if (s->so->unix_path != NULL)
+		return unix_connect(s);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	snprintf(port, sizeof(port), "%u", s->so->port);
@@ -295,7 +337,7 @@ static custos_err conn_open(struct sink *s)
 	const char *name = s->so->server_name ? s->so->server_name : s->so->host;
 	SSL_set_fd(s->ssl, s->fd);
 	SSL_set_tlsext_host_name(s->ssl, name);
-	if (SSL_set1_host(s->ssl, name) != 1)
+	if (!s->so->no_verify && SSL_set1_host(s->ssl, name) != 1)
 		return err_set(CUSTOS_ERR_TLS, "SSL_set1_host");
 	for (;;) {
 		int r = SSL_connect(s->ssl);
@@ -479,11 +521,17 @@ static custos_err hec_exchange(struct sink *s, const char *path, span body, int 
                                span *rbody)
 {
 	buf_reset(&s->req);
+	bool v6 = strchr(s->so->host, ':') != NULL; /* an IPv6 literal goes in brackets */
+	GUARD(buf_printf(&s->req, "POST %s HTTP/1.1\r\nHost: %s%s%s:%u\r\n", path, v6 ? "[" : "",
+	                 s->so->host, v6 ? "]" : "", s->so->port));
+	if (s->token_str != NULL) {
+		GUARD(buf_append_cstr(&s->req, "Authorization: Splunk "));
+		GUARD(buf_append(&s->req, s->token_str, s->token_len));
+		GUARD(buf_append_cstr(&s->req, "\r\n"));
+	}
 	GUARD(buf_printf(&s->req,
-	                 "POST %s HTTP/1.1\r\nHost: %s:%u\r\nAuthorization: Splunk %s\r\n"
 	                 "X-Splunk-Request-Channel: %s\r\nContent-Type: application/json\r\n"
 	                 "Content-Length: %zu\r\n\r\n",
-	                 path, s->so->host, s->so->port, s->so->hec_token ? s->so->hec_token : "",
 	                 s->channel, body.len));
 	GUARD(conn_write(s, buf_ptr(&s->req), buf_used(&s->req)));
 	GUARD(conn_write(s, (const uint8_t *)body.ptr, body.len));
@@ -553,11 +601,12 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	span body, v;
 	uint64_t ack = 0;
 
-	GUARD(hec_exchange(s, "/services/collector/event", buf_span(&s->out), &status, &body));
+	GUARD(hec_exchange(s, s->event_path, buf_span(&s->out), &status, &body));
 	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
 	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
-	if (ajson_get(body, "ackId", &v) != CUSTOS_OK || ajson_u64(v, &ack) != CUSTOS_OK)
-		return cursor_write(s, last); /* no indexer acknowledgement offered */
+	if (s->so->hec_no_ack || ajson_get(body, "ackId", &v) != CUSTOS_OK ||
+	    ajson_u64(v, &ack) != CUSTOS_OK)
+		return cursor_write(s, last); /* no indexer acknowledgement offered, or used */
 	char q[64];
 	int qn = snprintf(q, sizeof(q), "{\"acks\":[%llu]}", (unsigned long long)ack);
 	char key[32];
@@ -565,8 +614,7 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	uint64_t until = tm_mono_ns() + HEC_ACK_TIMEOUT_NS, pause = 5ull * 1000 * 1000;
 	while (tm_mono_ns() < until && !deadline_passed()) {
 		span acks, one;
-		GUARD(hec_exchange(s, "/services/collector/ack", span_of(q, (size_t)qn), &status,
-		                   &body));
+		GUARD(hec_exchange(s, s->ack_path, span_of(q, (size_t)qn), &status, &body));
 		ENSURE(status == 200, CUSTOS_ERR_IO, "HEC ack answered %d", status);
 		if (ajson_get(body, "acks", &acks) == CUSTOS_OK &&
 		    ajson_get(acks, key, &one) == CUSTOS_OK && span_eq_cstr(one, "true"))
@@ -592,8 +640,8 @@ static custos_err sink_step(struct sink *s)
 		s->sent = s->cursor;
 		reader_close(s);
 		GUARD(conn_open(s));
-		log_info("audit sink %s: connected to %s:%u, resuming at seq %llu", s->so->name,
-		         s->so->host, s->so->port, (unsigned long long)s->next);
+		log_info("audit sink %s: connected to %s, resuming at seq %llu", s->so->name,
+		         s->peer, (unsigned long long)s->next);
 		s->backoff = 0;
 	}
 	GUARD(conn_check(s));
@@ -667,6 +715,86 @@ static void *sink_main(void *arg)
 	return NULL;
 }
 
+static custos_err tls_err(const char *what)
+{
+	char eb[256] = "";
+	unsigned long le = ERR_get_error();
+	if (le != 0)
+		ERR_error_string_n(le, eb, sizeof(eb));
+	ERR_clear_error();
+	return err_set(CUSTOS_ERR_TLS, "%s%s%s", what, le ? ": " : "", eb);
+}
+
+/* The client certificate and its key (FILE_SECRET: refused when group or others may read). */
+static custos_err load_client_cert(SSL_CTX *ctx, const char *cert, const char *key)
+{
+	char what[4200];
+	buf b;
+
+	snprintf(what, sizeof(what), "client certificate %s", cert);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		return tls_err(what);
+	buf_init(&b, SINK_KEY_FILE_MAX);
+	custos_err e = file_load(key, FILE_SECRET, SINK_KEY_FILE_MAX, &b);
+	if (e != CUSTOS_OK) {
+		buf_free_secret(&b);
+		return e;
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	EVP_PKEY *pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free_secret(&b);
+	snprintf(what, sizeof(what), "client key %s", key);
+	if (pk == NULL)
+		return tls_err(what);
+	int ok = SSL_CTX_use_PrivateKey(ctx, pk);
+	EVP_PKEY_free(pk);
+	if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1)
+		return tls_err(what);
+	return CUSTOS_OK;
+}
+
+/* The HEC token goes into a header: one word of visible ASCII, at most SINK_TOKEN_MAX. */
+static custos_err token_check(const char *what, const uint8_t *p, size_t n)
+{
+	ENSURE(n > 0 && n <= SINK_TOKEN_MAX, CUSTOS_ERR_INVAL, "%s: %s", what,
+	       n ? "token too long" : "empty token");
+	for (size_t i = 0; i < n; i++)
+		ENSURE(p[i] > 0x20 && p[i] < 0x7f, CUSTOS_ERR_INVAL,
+		       "%s: the token must be one word of visible ASCII", what);
+	return CUSTOS_OK;
+}
+
+/* The token from its file (FILE_SECRET), without a trailing line break. */
+static custos_err load_token(struct sink *s, const char *path)
+{
+	buf_init(&s->token, SINK_TOKEN_MAX + 2);
+	GUARD(file_load(path, FILE_SECRET, SINK_TOKEN_MAX + 2, &s->token));
+	size_t n = buf_used(&s->token);
+	const uint8_t *p = buf_ptr(&s->token);
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
+		n--;
+	GUARD(token_check(path, p, n));
+	s->token_str = (const char *)p;
+	s->token_len = n;
+	return CUSTOS_OK;
+}
+
+/* The event path as given (default HEC_EVENT_PATH); the ack endpoint is the part up to and
+ * including HEC_BASE, then /ack (Splunk: /services/collector/ack). */
+static custos_err hec_paths(struct sink *s)
+{
+	const char *p = s->so->hec_path && s->so->hec_path[0] ? s->so->hec_path : HEC_EVENT_PATH;
+	const char *b = strstr(p, HEC_BASE);
+	ENSURE(p[0] == '/' && b != NULL && strpbrk(p, " \t\r\n?#") == NULL, CUSTOS_ERR_INVAL,
+	       "HEC path %s: not a collector endpoint (.../services/collector/event)", p);
+	size_t pre = (size_t)(b - p) + sizeof(HEC_BASE) - 1;
+	ENSURE(pre + 5 < sizeof(s->ack_path), CUSTOS_ERR_LIMIT, "HEC path too long");
+	snprintf(s->ack_path, sizeof(s->ack_path), "%.*s/ack", (int)pre, p);
+	s->event_path = p;
+	return CUSTOS_OK;
+}
+
 static custos_err sink_init(struct sink *s, const audit_options *o, const audit_sink_options *so)
 {
 	memset(s, 0, sizeof(*s));
@@ -674,10 +802,21 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->so = so;
 	s->fd = -1;
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
-	ENSURE(so->host != NULL && so->port != 0, CUSTOS_ERR_INVAL, "sink %s: no host/port",
-	       so->name);
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
 	buf_init(&s->req, 8192);
+	buf_init(&s->token, 0);
+	ENSURE(so->name != NULL && so->name[0] != '\0' && strchr(so->name, '/') == NULL,
+	       CUSTOS_ERR_INVAL, "a sink needs a name without '/'");
+	if (so->unix_path != NULL) {
+		ENSURE(so->kind == AUDIT_SINK_SYSLOG_TCP, CUSTOS_ERR_INVAL,
+		       "a unix socket carries plain syslog only (no TLS, no HEC)");
+		ENSURE(so->unix_path[0] == '/', CUSTOS_ERR_INVAL, "%s: not an absolute path",
+		       so->unix_path);
+		snprintf(s->peer, sizeof(s->peer), "unix:%s", so->unix_path);
+	} else {
+		ENSURE(so->host != NULL && so->port != 0, CUSTOS_ERR_INVAL, "no host/port");
+		snprintf(s->peer, sizeof(s->peer), "%s:%u", so->host, so->port);
+	}
 	{
 		uint8_t r[16];
 		if (RAND_bytes(r, sizeof(r)) != 1)
@@ -696,17 +835,42 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	if (gethostname(s->host, sizeof(s->host) - 1) == 0)
 		s->rctx.hostname = s->host;
 	s->rctx.inner = so->format == AUDIT_FMT_RFC5424 ? AUDIT_FMT_JSON : so->format;
+	if (so->kind == AUDIT_SINK_HEC) {
+		GUARD(hec_paths(s));
+		if (so->hec_token_file != NULL)
+			GUARD(load_token(s, so->hec_token_file));
+		else if (so->hec_token != NULL) {
+			s->token_str = so->hec_token;
+			s->token_len = strlen(so->hec_token);
+			GUARD(token_check("hec_token", (const uint8_t *)s->token_str,
+			                  s->token_len));
+		}
+	}
 	if (so->kind == AUDIT_SINK_SYSLOG_TLS || (so->kind == AUDIT_SINK_HEC && so->tls)) {
 		s->ctx = SSL_CTX_new(TLS_client_method());
 		ENSURE(s->ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
 		SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
-		SSL_CTX_set_verify(s->ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_verify(s->ctx, so->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
 		SSL_CTX_set_mode(s->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 		                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-		ENSURE(so->ca_file != NULL &&
-		               SSL_CTX_load_verify_locations(s->ctx, so->ca_file, NULL) == 1,
-		       CUSTOS_ERR_TLS, "sink %s: cannot load CA file %s", so->name,
-		       so->ca_file ? so->ca_file : "(none)");
+		if (so->ca_file != NULL) {
+			char what[4200];
+			snprintf(what, sizeof(what), "cannot load CA file %s", so->ca_file);
+			if (SSL_CTX_load_verify_locations(s->ctx, so->ca_file, NULL) != 1)
+				return tls_err(what);
+		} else if (SSL_CTX_set_default_verify_paths(s->ctx) != 1) {
+			return tls_err("cannot load the system trust store");
+		}
+		ENSURE((so->cert_file == NULL) == (so->key_file == NULL), CUSTOS_ERR_INVAL,
+		       "a client certificate needs its key, and a key its certificate");
+		if (so->cert_file != NULL)
+			GUARD(load_client_cert(s->ctx, so->cert_file, so->key_file));
+		if (so->no_verify)
+			log_warn("audit sink %s: TLS without verifying %s (tls.verify: false)",
+			         so->name, s->peer);
+	} else {
+		ENSURE(so->cert_file == NULL && so->key_file == NULL && so->ca_file == NULL,
+		       CUSTOS_ERR_INVAL, "TLS files given for a connection without TLS");
 	}
 	return CUSTOS_OK;
 }
@@ -718,50 +882,82 @@ static void sink_free(struct sink *s)
 	SSL_CTX_free(s->ctx);
 	buf_free(&s->out);
 	buf_free(&s->in);
-	buf_free(&s->req);
+	buf_free_secret(&s->req); /* held the Authorization header */
+	buf_free_secret(&s->token);
 }
 
-int audit_shipper_main(const audit_options *o, int stop_fd)
+/* Tells the parent whether every sink is set up (audit_writer_start waits for it). */
+static void shipper_report(int fd, custos_err e)
+{
+	struct audit_ship_ready a;
+	memset(&a, 0, sizeof(a));
+	a.status = (int32_t)e;
+	if (e != CUSTOS_OK)
+		snprintf(a.msg, sizeof(a.msg), "%s", err_msg());
+	(void)!write(fd, &a, sizeof(a));
+	close(fd);
+}
+
+int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd)
 {
 	struct sink *sinks = calloc(o->n_sinks, sizeof(*sinks));
 	pthread_t tid[AUDIT_MAX_SINKS];
-	size_t started = 0;
+	size_t inited = 0, started = 0;
 	uint64_t drain = 0;
-	int rc = 0;
+	custos_err e = CUSTOS_OK;
 
 	proc_name_self("custos-ship");
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	audit_close_fds_except(stop_fd, -1);
-	if (sinks == NULL)
+	audit_close_fds_except(stop_fd, ready_fd);
+	/* It will hold a HEC token and client keys: no ptrace or core dump by a same-uid
+	 * process, as the writer. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 || prctl(PR_SET_DUMPABLE, 0) == -1) {
+		shipper_report(ready_fd, err_sys("audit shipper: prctl"));
+		free(sinks);
 		return 1;
-	for (size_t i = 0; i < o->n_sinks; i++) {
-		if (sink_init(&sinks[i], o, &o->sinks[i]) != CUSTOS_OK) {
-			log_error("audit sink %s: %s", o->sinks[i].name, err_msg());
-			rc = 1;
-			continue;
-		}
-		if (pthread_create(&tid[i], NULL, sink_main, &sinks[i]) != 0) {
-			rc = 1;
-			continue;
-		}
-		started |= (size_t)1 << i;
 	}
-	ssize_t r;
-	do
-		r = read(stop_fd, &drain, sizeof(drain));
-	while (r == -1 && errno == EINTR);
-	if (r != (ssize_t)sizeof(drain))
-		drain = 0; /* the parent died: stop now; the cursors are safe to resume from */
-	atomic_store(&g_deadline, tm_mono_ns() + drain);
-	atomic_store(&g_stopping, true);
-	for (size_t i = 0; i < o->n_sinks; i++)
-		if (started & ((size_t)1 << i))
-			pthread_join(tid[i], NULL);
-	for (size_t i = 0; i < o->n_sinks; i++)
+	if (sinks == NULL || o->n_sinks > AUDIT_MAX_SINKS) {
+		shipper_report(ready_fd, err_set(CUSTOS_ERR_NOMEM, "audit shipper: no memory"));
+		free(sinks);
+		return 1;
+	}
+	/* Every sink is set up before any runs: one that cannot be (its CA, client key or token
+	 * file) fails custos' start, naming it, rather than shipping to some SIEMs only. */
+	for (; inited < o->n_sinks && e == CUSTOS_OK; inited++) {
+		e = sink_init(&sinks[inited], o, &o->sinks[inited]);
+		if (e != CUSTOS_OK)
+			e = err_wrap(e, "audit sink %s",
+			             o->sinks[inited].name ? o->sinks[inited].name : "(unnamed)");
+	}
+	while (e == CUSTOS_OK && started < o->n_sinks) {
+		if (pthread_create(&tid[started], NULL, sink_main, &sinks[started]) != 0)
+			e = err_set(CUSTOS_ERR_SYS, "audit sink %s: pthread_create",
+			            o->sinks[started].name);
+		else
+			started++;
+	}
+	if (e != CUSTOS_OK) {
+		atomic_store(&g_deadline, tm_mono_ns());
+		atomic_store(&g_stopping, true);
+	}
+	shipper_report(ready_fd, e);
+	if (e == CUSTOS_OK) {
+		ssize_t r;
+		do
+			r = read(stop_fd, &drain, sizeof(drain));
+		while (r == -1 && errno == EINTR);
+		if (r != (ssize_t)sizeof(drain))
+			drain = 0; /* the parent died: stop now; the cursors are safe to resume from */
+		atomic_store(&g_deadline, tm_mono_ns() + drain);
+		atomic_store(&g_stopping, true);
+	}
+	for (size_t i = 0; i < started; i++)
+		pthread_join(tid[i], NULL);
+	for (size_t i = 0; i < inited; i++)
 		sink_free(&sinks[i]);
 	free(sinks);
 	close(stop_fd);
-	return rc;
+	return e == CUSTOS_OK ? 0 : 1;
 }

@@ -477,6 +477,26 @@ static void report_ready(int fd, custos_err e, uint64_t seq)
 	close(fd);
 }
 
+/* The published public key must be the signing key's own half: otherwise every checkpoint
+ * would fail `custos audit verify --pubkey` with the key operators hold. */
+static custos_err check_public_key(const char *path, EVP_PKEY *key, const char *key_path)
+{
+	uint8_t a[32], b[32];
+	size_t an = sizeof(a), bn = sizeof(b);
+	EVP_PKEY *pub = NULL;
+
+	ENSURE(key != NULL, CUSTOS_ERR_INVAL,
+	       "public key %s is set but no signing key: checkpoints would be unsigned", path);
+	GUARD(audit_key_load_public(path, &pub));
+	bool same = EVP_PKEY_get_raw_public_key(pub, a, &an) == 1 &&
+	            EVP_PKEY_get_raw_public_key(key, b, &bn) == 1 && an == bn &&
+	            memcmp(a, b, an) == 0;
+	EVP_PKEY_free(pub);
+	ENSURE(same, CUSTOS_ERR_CRYPTO, "public key %s is not the public half of signing key %s",
+	       path, key_path);
+	return CUSTOS_OK;
+}
+
 static custos_err writer_setup(struct wstate *w)
 {
 	char note[256];
@@ -487,6 +507,8 @@ static custos_err writer_setup(struct wstate *w)
 		GUARD(audit_key_load_private(w->o->signing_key, &w->key));
 		GUARD(audit_key_id(w->key, w->key_id));
 	}
+	if (w->o->public_key != NULL)
+		GUARD(check_public_key(w->o->public_key, w->key, w->o->signing_key));
 	if (mkdir(w->o->dir, 0700) == -1 && errno != EEXIST)
 		return err_sys("%s: mkdir", w->o->dir);
 	w->dirfd = open(w->o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

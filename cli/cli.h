@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "custos/audit.h"
 #include "custos/core.h"
 
 /* Exit codes (documented in README and custos(8)). */
@@ -42,8 +43,17 @@ int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);
 int cmd_ca_init(int argc, char **argv);
 
-/* custos.yaml -> egress options (cli/egress_config.c); o is initialised here. */
+/* custos.yaml's audit: section -> audit_options (cli/audit_config.c): the log, its keys and,
+ * with with_sinks, every SIEM sink. Strings are borrowed from cfg; out is filled here. */
+typedef struct cli_audit_opts {
+	audit_options o;
+	audit_sink_options sinks[AUDIT_MAX_SINKS];
+} cli_audit_opts;
 struct custos_config;
+custos_err cli_audit_options(const struct custos_config *cfg, bool with_sinks,
+                             cli_audit_opts *out) CUSTOS_WUR;
+
+/* custos.yaml -> egress options (cli/egress_config.c); o is initialised here. */
 struct egress_options;
 struct audit_writer;
 struct sandbox;

@@ -414,28 +414,33 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 	return a;
 }
 
-static custos_err audit_from_config(const custos_config *cfg, audit_writer **out)
+static void log_sink(const audit_sink_options *k)
 {
-	audit_options ao;
+	static const char *const fmts[] = { "json", "cef", "leef", "rfc5424" };
+	const char *how = k->kind == AUDIT_SINK_HEC          ? (k->tls ? "HEC, https" : "HEC, http")
+	                  : k->kind == AUDIT_SINK_SYSLOG_TLS ? "syslog, TLS"
+	                                                     : "syslog";
+	if (k->unix_path != NULL)
+		log_info("up: audit sink %s: %s to unix:%s, format %s", k->name, how, k->unix_path,
+		         fmts[k->format]);
+	else
+		log_info("up: audit sink %s: %s to %s:%u, format %s", k->name, how, k->host,
+		         (unsigned)k->port, fmts[k->format]);
+}
 
-	audit_options_default(&ao);
-	ao.dir = cfg->audit.dir;
-	ao.durability = cfg->audit.durability == CFG_DURABILITY_SYNC ? AUDIT_DURABILITY_SYNC
-	                                                             : AUDIT_DURABILITY_BATCH;
-	if (cfg->audit.batch_window_ns)
-		ao.batch_window_ns = cfg->audit.batch_window_ns;
-	if (cfg->audit.queue_size)
-		ao.queue_events = cfg->audit.queue_size;
-	ao.on_full =
-	        cfg->audit.on_full == CFG_ON_FULL_DENY ? AUDIT_ON_FULL_DENY : AUDIT_ON_FULL_BLOCK;
-	ao.rotate_bytes = cfg->audit.rotate_size;
-	ao.rotate_ns = cfg->audit.rotate_interval_ns;
-	if (cfg->audit.checkpoint_every_events)
-		ao.checkpoint_events = cfg->audit.checkpoint_every_events;
-	if (cfg->audit.checkpoint_every_interval_ns)
-		ao.checkpoint_ns = cfg->audit.checkpoint_every_interval_ns;
-	ao.signing_key = cfg->audit.signing_key;
-	return audit_writer_start(&ao, out);
+/* Starts an audit writer for the audit: section; with_sinks also the shipper with every
+ * configured sink (a sink that cannot be set up fails the start, naming it). */
+static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, audit_writer **out)
+{
+	cli_audit_opts *ao = xcalloc(1, sizeof(*ao));
+	custos_err e = cli_audit_options(cfg, with_sinks, ao);
+
+	if (e == CUSTOS_OK)
+		e = audit_writer_start(&ao->o, out);
+	for (size_t i = 0; e == CUSTOS_OK && i < ao->o.n_sinks; i++)
+		log_sink(&ao->sinks[i]);
+	free(ao);
+	return e;
 }
 
 /* Maps a model's sandbox section and its profile onto a sandbox_profile. Arrays live in *st
@@ -1175,9 +1180,12 @@ static int supervisor_main(custos_config *cfg, int sfd)
 	bool clean = e == CUSTOS_OK && drained && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 	if (e == CUSTOS_OK && !clean) {
 		/* Fail closed: nothing may run without its proxy. The proxy's writer has ended
-		 * with it; this one continues the chain. */
+		 * with it; this one continues the chain. It ships nothing: a shipper here would
+		 * be an unconfined root process talking to the network, which privilege
+		 * separation keeps out of the supervisor. The events are durable, and the next
+		 * `custos up` (systemd restarts it) delivers them from each sink's cursor. */
 		audit_writer *aw = NULL;
-		if (audit_from_config(cfg, &aw) != CUSTOS_OK)
+		if (audit_from_config(cfg, false, &aw) != CUSTOS_OK)
 			log_error("up: supervisor audit writer: %s", err_msg());
 		pthread_mutex_lock(&S.aw_mu);
 		S.aw = aw;
@@ -1298,6 +1306,7 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	if (cfg->egress.enabled)
 		RO(cfg->egress.ca_dir, true);
 	RO(cfg->audit.signing_key, false);
+	RO(cfg->audit.public_key, false);
 	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
 		const cfg_sink *k = &cfg->audit.sinks[i];
 		RO(k->tls.ca, false);
@@ -1449,10 +1458,11 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
 		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
 	if (e == CUSTOS_OK)
-		e = audit_from_config(cfg, &aw);
+		e = audit_from_config(cfg, true, &aw);
 	if (e == CUSTOS_OK) {
 		uc->audit = aw;
-		proxy_set_audit(srv, aw, uc->audit_batch);
+		proxy_set_audit(srv, aw, uc->audit_batch,
+		                cfg->audit.on_write_error == CFG_ON_WRITE_ERROR_CONTINUE);
 	}
 	if (e == CUSTOS_OK && cfg->egress.enabled) {
 		egress_options eo;

@@ -110,6 +110,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		o->forward_threads = false;
 	}
 	o->audit = audit;
+	o->audit_fail_open = cfg->audit.on_write_error == CFG_ON_WRITE_ERROR_CONTINUE;
 	return CUSTOS_OK;
 }
 

@@ -1061,7 +1061,9 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 	k->http.ack = true;
 	k->retry_initial_ns = MS(500);
 	k->retry_max_ns = SEC(60);
-	cfg_id(c, m, "id", true, &k->id);
+	if (cfg_id(c, m, "id", true, &k->id) && strchr(k->id, '/') != NULL)
+		ydoc_error(c->doc, cfg_get(m, "id"), c->d, NULL,
+		           "a sink id names its cursor file (cursor.<id>): no '/'");
 	if (cfg_get(m, "type") == NULL)
 		ydoc_error(c->doc, m, c->d, "syslog or http", "missing required key 'type'");
 	CFG_ENUM(c, m, "type", types, k->type);
@@ -1097,14 +1099,40 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 			           "http sinks send json (Splunk HEC shape)");
 		if (h == NULL && cfg_get(m, "http") == NULL)
 			ydoc_error(c->doc, m, c->d, NULL, "missing required key 'http'");
-		if (cfg_str(c, h, "url", h != NULL, &k->http.url) &&
-		    strncmp(k->http.url, "https://", 8) != 0 &&
-		    strncmp(k->http.url, "http://", 7) != 0)
-			ydoc_error(c->doc, cfg_get(h, "url"), c->d, NULL,
-			           "http.url must be http:// or https://");
+		ydoc_node *un = cfg_get(h, "url");
+		if (cfg_str(c, h, "url", h != NULL, &k->http.url)) {
+			k->http.https = strncmp(k->http.url, "https://", 8) == 0;
+			if (!k->http.https && strncmp(k->http.url, "http://", 7) != 0)
+				ydoc_error(c->doc, un, c->d, NULL,
+				           "http.url must be http:// or https://");
+			else
+				parse_url_hostport(c, un, k->http.url + (k->http.https ? 8 : 7),
+				                   k->http.https, &k->http.host, &k->http.port,
+				                   &k->http.path);
+			/* The shipper posts to this path and asks .../services/collector/ack for
+			 * indexer acknowledgements (audit/sink.c). */
+			if (k->http.path && (strstr(k->http.path, "/services/collector") == NULL ||
+			                     strpbrk(k->http.path, "?#") != NULL))
+				ydoc_error(
+				        c->doc, un, c->d,
+				        "e.g. https://splunk.example:8088/services/collector/event",
+				        "http.url must name the HEC endpoint "
+				        "(.../services/collector/event), without query or "
+				        "fragment");
+			if (k->tls.enabled && !k->http.https)
+				ydoc_error(c->doc, t, c->d, "use an https:// url",
+				           "a tls: block needs an https:// http.url");
+		}
 		cfg_path(c, h, "token_file", false, false, &k->http.token_file);
 		cfg_bool(c, h, "ack", &k->http.ack);
+		if (k->http.token_file && k->http.url && !k->http.https)
+			ydoc_warn(c->doc, cfg_get(h, "token_file"), c->d, NULL,
+			          "sink '%s': the HEC token goes over plain http",
+			          k->id ? k->id : "?");
 	}
+	if (k->tls.enabled && !k->tls.verify)
+		ydoc_warn(c->doc, cfg_get(t, "verify"), c->d, NULL,
+		          "sink '%s': TLS without verifying the server", k->id ? k->id : "?");
 	ydoc_node *r = CFG_SECTION(c, m, "retry", rkeys);
 	cfg_dur(c, r, "initial", MS(10), SEC(3600), &k->retry_initial_ns);
 	cfg_dur(c, r, "max", MS(10), SEC(24 * 3600), &k->retry_max_ns);

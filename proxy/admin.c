@@ -546,12 +546,13 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 		                      "# HELP custos_audit_sink_lag_events Durable audit events a "
 		                      "sink has not delivered yet.\n# TYPE "
 		                      "custos_audit_sink_lag_events gauge\n"));
-		for (size_t i = 0; i < 64; i++) {
+		for (size_t i = 0; audit_sink_name(s->audit, i) != NULL; i++) {
 			uint64_t lag;
 			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
-				break;
-			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%zu\"} %llu\n", i,
-			                 (unsigned long long)lag));
+				continue; /* an unreadable cursor: no sample rather than a wrong one */
+			/* sink ids are [A-Za-z0-9._-]: nothing to escape in a label value */
+			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%s\"} %llu\n",
+			                 audit_sink_name(s->audit, i), (unsigned long long)lag));
 		}
 	}
 	GUARD(buf_append_cstr(b, "# HELP custos_sandbox_up 1 while the sandbox's instance runs.\n"
@@ -942,16 +943,21 @@ static enum MHD_Result ep_audit_status(struct admin_server *s, struct MHD_Connec
 		json_kv_u64(&w, "failed", st.failed);
 		json_kv_u64(&w, "queued", st.queued);
 		json_kv_bool(&w, "writer_failing", st.writer_failing);
+		json_kv_bool(&w, "shipper_running", audit_shipper_running(s->audit));
 		json_key(&w, "sinks");
 		json_arr_begin(&w);
-		for (size_t i = 0; i < 64; i++) {
-			uint64_t lag;
-			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
-				break;
+		for (size_t i = 0; audit_sink_name(s->audit, i) != NULL; i++) {
+			uint64_t cur = 0, head = 0;
+			custos_err pe = audit_sink_position(s->audit, i, &cur, &head);
 			json_obj_begin(&w);
 			json_kv_u64(&w, "index", i);
-			json_kv_u64(&w, "lag_events", lag);
-			json_kv_u64(&w, "cursor", st.durable_seq >= lag ? st.durable_seq - lag : 0);
+			json_kv_cstr(&w, "id", audit_sink_name(s->audit, i));
+			if (pe == CUSTOS_OK) {
+				json_kv_u64(&w, "cursor", cur);
+				json_kv_u64(&w, "lag_events", head > cur ? head - cur : 0);
+			} else {
+				json_kv_cstr(&w, "error", err_msg());
+			}
 			json_obj_end(&w);
 		}
 		json_arr_end(&w);

@@ -964,7 +964,7 @@ static void on_request_body_done(conn *c)
 		r->dec.reason = owhy;
 		r->shadow_status = ost;
 	}
-	if (!emit_ready(c->w->srv->audit)) {
+	if (!emit_ready(c->w->srv->audit, c->w->srv->audit_fail_open)) {
 		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
 		            false);
 		return;

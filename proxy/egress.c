@@ -269,6 +269,12 @@ custos_err egress_audit_decision(egress_server *s, const elistener *l, const ere
 		return CUSTOS_OK;
 	}
 	e = audit_submit_rec(s->o.audit, &ev);
+	if (e == CUSTOS_ERR_IO && s->o.audit_fail_open) {
+		log_warn("egress audit: decision %s not recorded, call made "
+		         "(audit.on_write_error: continue): %s",
+		         r->id, err_msg());
+		return CUSTOS_OK;
+	}
 	if (e != CUSTOS_OK)
 		log_error("egress audit: decision %s refused, call not made (fail closed): %s",
 		          r->id, err_msg());

@@ -4,6 +4,7 @@
  * copies fields and the writer process renders the JSON, off the request path. Without an
  * audit writer (tests only) the event is rendered here and goes to the log as a JSON line.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "custos/audit.h"
@@ -152,7 +153,18 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	return e;
 }
 
-bool emit_ready(struct audit_writer *w)
+bool emit_ready(struct audit_writer *w, bool fail_open)
 {
-	return w == NULL || audit_writer_ok(w);
+	static _Atomic uint64_t warned_ns;
+
+	if (w == NULL || audit_writer_ok(w))
+		return true;
+	if (!fail_open)
+		return false;
+	uint64_t now = tm_mono_ns(), last = atomic_load(&warned_ns);
+	if ((last == 0 || now - last >= 10ull * 1000000000) &&
+	    atomic_compare_exchange_strong(&warned_ns, &last, now))
+		log_warn("audit: the trail cannot be written; serving requests without it "
+		         "(audit.on_write_error: continue)");
+	return true;
 }

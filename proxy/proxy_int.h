@@ -213,8 +213,10 @@ void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
 void emit_batch_free(struct emit_batch *b);
 /* False while the audit writer reports a failure (disk full...): requests are then refused
- * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
-bool emit_ready(struct audit_writer *w);
+ * with 503 before they reach the model (fail closed), and the refusal is still submitted.
+ * fail_open (audit.on_write_error: continue): true all the same, with a warning logged at
+ * most every 10 s while the trail cannot be written. */
+bool emit_ready(struct audit_writer *w, bool fail_open);
 
 /* ---- server, workers, connections ---- */
 typedef struct lsock {
@@ -273,6 +275,7 @@ struct proxy_server {
 	struct limiter *lim;
 	struct audit_writer *audit;
 	bool audit_defer;
+	bool audit_fail_open; /* audit.on_write_error: continue */
 	int sig_pipe[2];
 };
 

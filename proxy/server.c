@@ -515,10 +515,11 @@ static void notify_status(const proxy_server *s, const char *state)
 		log_warn("proxy: notify: %s", err_msg());
 }
 
-void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch)
+void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch, bool fail_open)
 {
 	s->audit = audit;
 	s->audit_defer = batch;
+	s->audit_fail_open = fail_open;
 	for (unsigned i = 0; i < s->nworkers; i++)
 		if (s->audit && s->audit_defer && s->workers[i].audit_batch == NULL)
 			s->workers[i].audit_batch = emit_batch_new();

@@ -19,7 +19,7 @@
 /* Largest line in a log file: body plus the writer's v/seq/prev/hash framing. */
 #define AUDIT_MAX_LINE (AUDIT_MAX_EVENT + 512)
 /* Largest log file verify/export/sinks will read in one piece is not bounded: they stream. */
-#define AUDIT_MAX_SINKS    8
+#define AUDIT_MAX_SINKS    16 /* as custos.yaml's CFG_MAX_SINKS */
 #define AUDIT_MAX_FINDINGS 32
 #define AUDIT_HASH_HEX     64 /* SHA-256 as lowercase hex */
 
@@ -47,17 +47,31 @@ typedef enum audit_sink_kind {
 } audit_sink_kind;
 
 typedef struct audit_sink_options {
-	const char *name; /* [a-z0-9_-]+; the cursor lives in DIR/cursor.<name> */
+	const char *name; /* [A-Za-z0-9._-]+; the cursor lives in DIR/cursor.<name> */
 	audit_sink_kind kind;
 	audit_format format; /* syslog payload: JSON (default), CEF or LEEF inside MSG */
 	const char *host;    /* address or name to connect to */
 	uint16_t port;
-	bool tls;                /* HEC over HTTPS (syslog picks TLS by kind) */
-	const char *ca_file;     /* CA bundle the server certificate must chain to */
+	/* Syslog over a unix stream socket at this path instead of host:port (no TLS; the same
+	 * octet-counting framing; delivered once the receiver has read the bytes). */
+	const char *unix_path;
+	bool tls;              /* HEC over HTTPS (syslog picks TLS by kind) */
+	const char *ca_file;   /* CA bundle the server certificate must chain to; NULL: the
+	                          * system trust store */
+	const char *cert_file; /* client certificate chain (PEM) for mutual TLS; NULL: none */
+	const char *key_file;  /* its private key (PEM, mode 0600, FILE_SECRET) */
+	bool no_verify; /* TLS without verifying the server (custos.yaml tls.verify: false) */
 	const char *server_name; /* name checked in the certificate; default host */
-	const char *hec_token;   /* HEC: token for "Authorization: Splunk <token>" */
-	uint64_t retry_min_ns;   /* first backoff after a failure (default 100 ms) */
-	uint64_t retry_max_ns;   /* backoff cap (default 5 s) */
+	const char *hec_token; /* HEC: token for "Authorization: Splunk <token>"; NULL: no header */
+	/* HEC: file holding the token (mode 0600), read by the shipper at start, so the token
+	 * lives in no other process; takes precedence over hec_token. */
+	const char *hec_token_file;
+	/* HEC: path of the event endpoint (default /services/collector/event); it must contain
+	 * /services/collector, and the acknowledgement endpoint is that prefix + /ack. */
+	const char *hec_path;
+	bool hec_no_ack;       /* HEC: a 200 is delivery, even when the answer carries an ackId */
+	uint64_t retry_min_ns; /* first backoff after a failure (default 100 ms) */
+	uint64_t retry_max_ns; /* backoff cap (default 5 s) */
 	/* Syslog over TCP has no application acknowledgement: bytes the peer's kernel acked may
 	 * still die in its receive buffer when it stops. After a reconnect a sink resends from
 	 * the last event confirmed longer ago than this (default 1 s). Duplicates carry their
@@ -81,6 +95,10 @@ typedef struct audit_options {
 	uint64_t checkpoint_ns;
 	const char
 	        *signing_key; /* Ed25519 private key PEM, mode 0600; NULL: unsigned checkpoints */
+	/* The public key published for verification (PEM). When set, the writer refuses to start
+	 * unless it is signing_key's public half (and signing_key is set): a log that the key
+	 * operators hold cannot verify is caught at start, not at the first audit. */
+	const char *public_key;
 	const audit_sink_options *sinks;
 	size_t n_sinks;
 	audit_confine_fn confine;
@@ -203,7 +221,9 @@ extern const uint64_t audit_fsync_bounds_ns[10];
 
 /* Forks the writer (and, with sinks, the shipper) and starts the sender thread. *out is owned
  * by the caller and released by audit_writer_stop. Fails if the log cannot be opened or
- * recovered, or the key is unreadable or too open. */
+ * recovered, the key is unreadable or too open, public_key does not match it, or a sink
+ * cannot be set up (its CA, client certificate or key, or token file; the message names the
+ * sink). A receiver that cannot be reached is no error: the sink retries. */
 custos_err audit_writer_start(const audit_options *o, audit_writer **out) CUSTOS_WUR;
 /* Queues one finished event. Batch: returns at once. Sync: returns once durable.
  * CUSTOS_ERR_AGAIN: queue full in deny mode; CUSTOS_ERR_IO: the writer cannot write (the
@@ -225,6 +245,15 @@ custos_err audit_flush(audit_writer *w) CUSTOS_WUR;
 void audit_writer_stats(audit_writer *w, audit_stats *s);
 /* Events the sink at index i has not yet delivered (durable head minus its cursor). */
 custos_err audit_sink_lag(audit_writer *w, size_t i, uint64_t *lag) CUSTOS_WUR;
+/* Sink i's delivery cursor (every seq <= *cursor was delivered, read from its cursor file) and
+ * the durable head it is measured against (lag = head - cursor, 0 when ahead). */
+custos_err audit_sink_position(audit_writer *w, size_t i, uint64_t *cursor,
+                               uint64_t *head) CUSTOS_WUR;
+/* The name of sink i (owned by w), NULL when there is no sink i. */
+const char *audit_sink_name(const audit_writer *w, size_t i);
+/* Whether the shipper process is running: false without sinks or once it has exited (it is
+ * not reaped here; audit_writer_stop does that). */
+bool audit_shipper_running(audit_writer *w);
 /* Flushes, seals the log with a shutdown checkpoint, stops sinks once they caught up or after
  * drain_ns, reaps the processes and frees w (NULL is a no-op). */
 custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns) CUSTOS_WUR;

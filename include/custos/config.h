@@ -372,6 +372,10 @@ typedef struct cfg_sink {
 	} tls;
 	struct {
 		char *url; /* http(s)://.../services/collector/event */
+		bool https;
+		char *host;    /* from url, lowercased, without brackets */
+		uint16_t port; /* from url; 80/443 when not written */
+		char *path;    /* from url: the event endpoint (contains /services/collector) */
 		char *token_file;
 		bool ack; /* use HEC indexer acknowledgement when offered; default true */
 	} http;

@@ -69,6 +69,10 @@ typedef struct egress_options {
 	size_t n_dns_servers;
 	uint64_t dns_timeout_ns;    /* per try (each server is tried twice); 0: 2 s */
 	struct audit_writer *audit; /* borrowed; NULL: events go to the log as JSON */
+	/* audit.on_write_error: continue: an allowed call whose egress.decision the writer cannot
+	 * write (CUSTOS_ERR_IO) is still made; otherwise it is refused (fail closed). A full
+	 * queue in deny mode refuses it either way. */
+	bool audit_fail_open;
 } egress_options;
 
 typedef struct egress_server egress_server;

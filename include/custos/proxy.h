@@ -168,8 +168,10 @@ unsigned proxy_bound_port(const proxy_server *s, size_t listener);
 struct policy *proxy_policy_ref(proxy_server *s);
 
 /* Sets the audit writer after proxy_create (a privilege-separated proxy starts its writer only
- * once it is confined); only before proxy_run. batch as proxy_options.audit_batch. */
-void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch);
+ * once it is confined); only before proxy_run. batch as proxy_options.audit_batch. fail_open
+ * (custos.yaml audit.on_write_error: continue): while the writer cannot write, requests are
+ * still served (their events are lost, logged at most every 10 s) instead of refused (503). */
+void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch, bool fail_open);
 
 /* Asks a running proxy_run to shut down (as SIGTERM would); async-signal-safe. */
 void proxy_request_stop(proxy_server *s);

@@ -169,7 +169,8 @@ POL
 }
 
 # write_config FILE MODEL_PORT [EXTRA_LISTENER_TLS_YAML]: a TLS listener (mTLS optional) and a
-# plain loopback listener in front of one model server.
+# plain loopback listener in front of one model server. AUDIT_YAML: more keys of audit: (indented
+# two spaces), e.g. sinks.
 write_config() {
 	local file=$1 mport=$2
 	cat >"$file" <<CFG
@@ -202,6 +203,7 @@ models:
 ${EXTRA_MODELS:-}
 audit:
   dir: $work/audit
+${AUDIT_YAML:-}
 $([ -n "${NO_DEFAULT_ADMIN:-}" ] || printf 'admin:\n  socket: %s/admin.sock\n' "$work")
 policy:
   file: $work/policy.yaml

@@ -319,6 +319,120 @@ static void test_writer_refuses(void **state)
 	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
 }
 
+/* A sink that cannot be set up fails audit_writer_start, naming the sink (custos up then
+ * refuses to start) instead of a shipper that silently ships to fewer SIEMs. A receiver that
+ * is not there is no error: the sink retries. */
+static void test_sink_setup_refused(void **state)
+{
+	char dir[] = "/tmp/test_audit_sinkXXXXXX", bad[160], tok[160], cmd[256];
+	audit_options o;
+	audit_sink_options k[2];
+	audit_writer *w = NULL;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(bad, sizeof(bad), "%s/ca.pem", dir);
+	FILE *f = fopen(bad, "w");
+	assert_non_null(f);
+	fputs("not a certificate\n", f);
+	fclose(f);
+	snprintf(tok, sizeof(tok), "%s/hec.token", dir);
+	f = fopen(tok, "w");
+	assert_non_null(f);
+	fputs("tok en\n", f); /* a space: not one header-safe word */
+	fclose(f);
+	chmod(tok, 0600);
+	audit_options_default(&o);
+	o.dir = dir;
+	memset(k, 0, sizeof(k));
+	k[0] = (audit_sink_options){
+		.name = "up", .kind = AUDIT_SINK_SYSLOG_TCP, .host = "127.0.0.1", .port = 9
+	}; /* nobody listens */
+	k[1] = (audit_sink_options){ .name = "siem",
+		                     .kind = AUDIT_SINK_SYSLOG_TLS,
+		                     .host = "127.0.0.1",
+		                     .port = 9,
+		                     .ca_file = bad };
+	o.sinks = k;
+	o.n_sinks = 2;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_TLS);
+	assert_null(w);
+	assert_non_null(strstr(err_msg(), "audit sink siem: cannot load CA file"));
+	/* A client certificate without its key. */
+	k[1].ca_file = NULL;
+	k[1].cert_file = bad;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "audit sink siem: a client certificate needs its key"));
+	/* A HEC token file that is not one visible word, then one others may read. */
+	k[1] = (audit_sink_options){ .name = "hec",
+		                     .kind = AUDIT_SINK_HEC,
+		                     .host = "127.0.0.1",
+		                     .port = 9,
+		                     .hec_token_file = tok };
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "audit sink hec:"));
+	chmod(tok, 0644);
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_PERM);
+	assert_non_null(strstr(err_msg(), "audit sink hec:"));
+	/* Not a collector endpoint; TLS over a unix socket. */
+	k[1].hec_token_file = NULL;
+	k[1].hec_path = "/ingest";
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	k[1] = (audit_sink_options){ .name = "local",
+		                     .kind = AUDIT_SINK_SYSLOG_TLS,
+		                     .unix_path = "/run/x.sock" };
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	/* Both set up (the receivers are absent): it starts; names and positions are known. */
+	k[1] = (audit_sink_options){ .name = "local",
+		                     .kind = AUDIT_SINK_SYSLOG_TCP,
+		                     .unix_path = "/nonexistent/x.sock" };
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_string_equal(audit_sink_name(w, 0), "up");
+	assert_string_equal(audit_sink_name(w, 1), "local");
+	assert_null(audit_sink_name(w, 2));
+	assert_true(audit_shipper_running(w));
+	uint64_t cur = 1, head = 0, lag = 0;
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_sink_position(w, 1, &cur, &head), CUSTOS_OK);
+	assert_int_equal(cur, 0);
+	assert_true(head >= 2);
+	assert_int_equal(audit_sink_lag(w, 1, &lag), CUSTOS_OK);
+	assert_int_equal(lag, head);
+	assert_int_equal(audit_sink_position(w, 2, &cur, &head), CUSTOS_ERR_INVAL);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* audit.public_key must be the signing key's public half. */
+static void test_public_key_checked(void **state)
+{
+	char dir[] = "/tmp/test_audit_pubXXXXXX", other[160], key[160], pub[160], opub[160];
+	char cmd[256];
+	audit_options o;
+	audit_writer *w = NULL;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(audit_keygen(dir), CUSTOS_OK);
+	snprintf(other, sizeof(other), "%s/other", dir);
+	assert_int_equal(audit_keygen(other), CUSTOS_OK);
+	snprintf(key, sizeof(key), "%s/audit.key", dir);
+	snprintf(pub, sizeof(pub), "%s/audit.pub", dir);
+	snprintf(opub, sizeof(opub), "%s/audit.pub", other);
+	audit_options_default(&o);
+	o.dir = dir;
+	o.public_key = pub;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL); /* no signing key */
+	o.signing_key = key;
+	o.public_key = opub;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_CRYPTO);
+	assert_non_null(strstr(err_msg(), "is not the public half of signing key"));
+	o.public_key = pub;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_writer_roundtrip(void **state)
 {
 	char dir[] = "/tmp/test_audit_wXXXXXX";
@@ -608,6 +722,8 @@ int main(void)
 		cmocka_unit_test(test_render_5424),
 		cmocka_unit_test(test_format_parse),
 		cmocka_unit_test(test_writer_refuses),
+		cmocka_unit_test(test_sink_setup_refused),
+		cmocka_unit_test(test_public_key_checked),
 		cmocka_unit_test(test_writer_roundtrip),
 		cmocka_unit_test(test_writer_refuses_forged_body),
 		cmocka_unit_test(test_queue_full_deny),

@@ -541,6 +541,20 @@ static void test_data_egress_audit_auth(void **state)
 	             "missing required key 'address'");
 	expect_error("version: 1\naudit: {sinks: [{id: s, address: \"h:1\"}]}\n",
 	             "missing required key 'type'");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: http, http: {url: "
+	             "\"https://s/\"}}]}\n",
+	             "http.url must name the HEC endpoint");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: http, http: {url: "
+	             "\"https://s/services/collector/event?x=1\"}}]}\n",
+	             "without query or fragment");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: http, tls: {ca: /ca.pem}, http: "
+	             "{url: \"http://s/services/collector/event\"}}]}\n",
+	             "a tls: block needs an https:// http.url");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: http, http: {url: "
+	             "\"https://:8088/services/collector/event\"}}]}\n",
+	             "has no host");
+	expect_error("version: 1\naudit: {sinks: [{id: a/b, type: syslog, address: \"h:1\"}]}\n",
+	             "no '/'");
 	expect_error("version: 1\naudit: {rotate: {size: 1KiB}}\n", "at least 1MiB");
 	expect_error("version: 1\nauth: {jwt: {jwks_file: /j, audiences: [a]}}\n",
 	             "missing required key 'issuers'");
@@ -564,6 +578,23 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->audit.durability, CFG_DURABILITY_SYNC);
 	assert_int_equal(cfg->audit.sinks[0].format, CFG_FORMAT_LEEF);
 	assert_int_equal(cfg->auth.jwt.algorithms, CFG_JWT_EDDSA);
+	config_free(cfg);
+
+	/* The HEC URL is taken apart for the shipper: host, port (scheme default), path. */
+	cfg = parse_ok("version: 1\naudit: {sinks: [{id: a, type: http, http: {url: "
+	               "\"https://Splunk.Example/services/collector/event\"}}, {id: b, type: "
+	               "http, http: {url: \"http://[::1]:8088/hec/services/collector\", ack: "
+	               "false}}]}\n");
+	assert_true(cfg->audit.sinks[0].http.https);
+	assert_string_equal(cfg->audit.sinks[0].http.host, "splunk.example");
+	assert_int_equal(cfg->audit.sinks[0].http.port, 443);
+	assert_string_equal(cfg->audit.sinks[0].http.path, "/services/collector/event");
+	assert_true(cfg->audit.sinks[0].http.ack);
+	assert_false(cfg->audit.sinks[1].http.https);
+	assert_string_equal(cfg->audit.sinks[1].http.host, "::1");
+	assert_int_equal(cfg->audit.sinks[1].http.port, 8088);
+	assert_string_equal(cfg->audit.sinks[1].http.path, "/hec/services/collector");
+	assert_false(cfg->audit.sinks[1].http.ack);
 	assert_int_equal(cfg->egress.dns_timeout_ns, 2000000000ull);
 	config_free(cfg);
 
@@ -587,6 +618,15 @@ static void test_data_egress_audit_auth(void **state)
 	const char *t = "version: 1\naudit: {on_write_error: continue}\n";
 	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);
 	assert_int_equal(d.warnings, 1);
+	config_free(cfg);
+	diag_free(&d);
+	/* So are a sink that does not verify its server and a HEC token over plain http. */
+	diag_init(&d);
+	t = "version: 1\naudit: {sinks: [{id: s, type: syslog, address: \"h:6514\", tls: "
+	    "{verify: false}}, {id: h, type: http, http: {url: "
+	    "\"http://h/services/collector/event\", token_file: /t}}]}\n";
+	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);
+	assert_int_equal(d.warnings, 2);
 	config_free(cfg);
 	diag_free(&d);
 }

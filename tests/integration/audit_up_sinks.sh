@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# ctest: serial (waits on delivery across receiver and custos restarts; timing-sensitive)
+# audit_up_sinks: SIEM delivery through the real `custos up` (the shipper is the confined
+# proxy's child). Three sinks from custos.yaml: a real rsyslog over TLS with a client
+# certificate (imtcp + ossl, x509/certvalid), a strict octet-counting CEF reader on a unix
+# socket (Python), and a HEC stand-in with a token file. Requests through the proxy must
+# arrive; rsyslog is stopped while requests go on and restarted: nothing may be lost (every
+# seq of the verified log, in order); then custos is restarted while rsyslog is down, and
+# delivery resumes from the cursor. `custos ctl audit-status` names the sinks with their lag.
+# A sink that cannot be set up (an unreadable CA, a token file readable by others) stops
+# `custos up` at start, naming the sink.
+. "$(dirname "$0")/proxy_lib.bash"
+
+RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
+[ -x "$RSYSLOGD" ] || skip "rsyslogd not installed"
+ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 ||
+	skip "rsyslog-openssl (lmnsd_ossl) not installed"
+command -v python3 >/dev/null || skip "python3 not installed"
+
+make_pki
+start_fixture model --tokens 4
+write_policy "$work/policy.yaml"
+tls=$work/tls
+ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
+chat='{"model":"test-model","messages":[{"role":"user","content":"to the SIEM"}]}'
+# send N: N allowed requests through the plain listener.
+send() {
+	local i
+	for i in $(seq "$1"); do
+		curl -sS -o /dev/null --max-time 10 -H "Authorization: Bearer $ALICE" -d "$chat" \
+			"http://127.0.0.1:$PORT2/v1/chat/completions" || fail "request $i"
+	done
+}
+
+# -- rsyslog over TLS, requiring a client certificate from our CA.
+RPORT=$(free_port)
+mkdir -p "$work/rs"
+cat >"$work/rsyslog.conf" <<CONF
+global(workDirectory="$work/rs" maxMessageSize="64k"
+       DefaultNetstreamDriver="ossl"
+       DefaultNetstreamDriverCAFile="$tls/ca.crt"
+       DefaultNetstreamDriverCertFile="$tls/srv.crt"
+       DefaultNetstreamDriverKeyFile="$tls/srv.key")
+main_queue(queue.type="Direct")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1"
+       StreamDriver.AuthMode="x509/certvalid")
+input(type="imtcp" port="$RPORT" address="127.0.0.1")
+template(name="raw" type="string" string="%msg%\n")
+action(type="omfile" file="$work/rs/out.log" template="raw")
+CONF
+RSP=""
+start_rsyslog() {
+	"$RSYSLOGD" -n -f "$work/rsyslog.conf" -i "$work/rs/rsyslog.pid" >>"$work/rs/stderr" 2>&1 &
+	RSP=$!
+	pids+=("$RSP")
+	for _ in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "rsyslog did not start: $(cat "$work/rs/stderr")"
+	exit 1
+}
+stop_rsyslog() {
+	kill -TERM "$RSP"
+	wait "$RSP" 2>/dev/null || true
+	RSP=""
+}
+
+# -- a strict RFC 6587 octet-counting reader on a unix socket, CEF payloads.
+cat >"$work/rx.py" <<'PY'
+import os, re, socket, sys
+path, out = sys.argv[1], sys.argv[2]
+hdr = re.compile(rb'<(\d{1,3})>1 \S+ \S+ custos - (\S{1,32}) \[origin software="custos" '
+                 rb'swVersion="[^"]*"\]\[custos@32473 seq="(\d+)"\] (.*)$', re.S)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(4)
+with open(out, "a") as f:
+    while True:
+        c, _ = srv.accept()
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            while True:
+                sp = data.find(b" ")
+                if sp < 0:
+                    break
+                n = int(data[:sp])
+                if len(data) < sp + 1 + n:
+                    break
+                msg, data = data[sp + 1:sp + 1 + n], data[sp + 1 + n:]
+                m = hdr.match(msg)
+                if not m or not m.group(4).startswith(b"CEF:0|custos|custos|"):
+                    sys.exit("bad frame: %r" % msg[:200])
+                f.write("%d\n" % int(m.group(3)))
+                f.flush()
+        c.close()
+PY
+python3 "$work/rx.py" "$work/cef.sock" "$work/cef.seqs" 2>"$work/rx.err" &
+RXP=$!
+pids+=("$RXP")
+
+# -- a HEC stand-in: token, channel, event objects, indexer acknowledgement.
+cat >"$work/hec.py" <<'PY'
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+out, portfile, token = sys.argv[1], sys.argv[2], sys.argv[3]
+lock, nxt = threading.Lock(), [1]
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def reply(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Authorization") != "Splunk " + token:
+            return self.reply(401, {"text": "Invalid token", "code": 4})
+        with lock:
+            if self.path == "/services/collector/event":
+                dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
+                while i < len(text):
+                    obj, i = dec.raw_decode(text, i)
+                    seqs.append(obj["event"]["seq"])
+                with open(out, "a") as f:
+                    f.write("".join(f"{s}\n" for s in seqs))
+                nxt[0] += 1
+                return self.reply(200, {"text": "Success", "code": 0, "ackId": nxt[0] - 1})
+            if self.path == "/services/collector/ack":
+                acks = json.loads(body)["acks"]
+                return self.reply(200, {"acks": {str(a): True for a in acks}})
+        self.reply(404, {"text": "not found", "code": 404})
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+with open(portfile, "w") as f:
+    f.write(str(srv.server_address[1]))
+srv.serve_forever()
+PY
+printf 'hec-s3cret\n' >"$work/hec.token"
+chmod 600 "$work/hec.token"
+python3 "$work/hec.py" "$work/hec.seqs" "$work/hec.port" hec-s3cret 2>"$work/hec.err" &
+pids+=($!)
+for _ in $(seq 50); do [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] && break; sleep 0.1; done
+[ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] || { fail "receivers did not start"; exit 1; }
+
+sinks_yaml() { # sinks_yaml CA TOKEN_FILE
+	cat <<Y
+  sinks:
+    - id: rsys
+      type: syslog
+      address: "127.0.0.1:$RPORT"
+      tls: { ca: $1, cert: $tls/cli.crt, key: $tls/cli.key }
+      retry: { initial: 100ms, max: 500ms }
+    - id: cef-local
+      type: syslog
+      format: cef
+      address: "unix:$work/cef.sock"
+      retry: { initial: 100ms, max: 500ms }
+    - id: splunk
+      type: http
+      http: { url: "http://127.0.0.1:$(cat "$work/hec.port")/services/collector/event", token_file: $2 }
+      retry: { initial: 100ms, max: 500ms }
+Y
+}
+AUDIT_YAML=$(sinks_yaml "$tls/ca.crt" "$work/hec.token") write_config "$work/custos.yaml" "$FX_PORT"
+
+# last_seq: the highest seq in the log (the durable head once custos stopped or is idle).
+last_seq() {
+	tail -qn1 "$(ls "$work"/audit/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/'
+}
+# wait_status SECONDS EXPR: until EXPR (Python, over lag = {sink id: lag_events}) holds for
+# `custos ctl audit-status`; the last answer stays in status.json.
+wait_status() {
+	local i
+	for i in $(seq $(($1 * 5))); do
+		ctl audit-status >"$work/status.json" 2>/dev/null &&
+			python3 -c 'import json,sys
+lag = {x["id"]: x["lag_events"] for x in json.load(open(sys.argv[1]))["sinks"]}
+sys.exit(0 if len(lag) == 3 and eval(sys.argv[2]) else 1)' "$work/status.json" "$2" &&
+			return 0
+		sleep 0.2
+	done
+	return 1
+}
+wait_lag0() { wait_status "$1" 'all(v == 0 for v in lag.values())'; }
+# complete FILE: every seq 1..head of the log arrived in FILE (rsyslog's lines, or
+# one seq per line), in order, without gap; duplicates allowed (at-least-once).
+complete() {
+	python3 - "$1" "$(last_seq)" <<'PY'
+import re, sys
+seqs = []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    m = re.match(r'\s*(?:\{"v":1,"seq":)?(\d+)', line)
+    if not m:
+        sys.exit("unexpected line: " + line[:200])
+    seqs.append(int(m.group(1)))
+last, prev = int(sys.argv[2]), 0
+for s in seqs:
+    if s > prev + 1:
+        sys.exit(f"gap: seq {s} arrived after {prev}")
+    prev = max(prev, s)
+missing = set(range(1, last + 1)) - set(seqs)
+if missing:
+    sys.exit(f"{len(missing)} of {last} events never arrived, first {min(missing)}")
+print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
+PY
+}
+
+start_rsyslog
+start_custos "$work/custos.yaml"
+grep -q "audit sink rsys: syslog, TLS to 127.0.0.1:$RPORT, format rfc5424" "$work/custos.log" &&
+	ok "custos up starts the rsyslog sink" || fail "no rsyslog sink in the log"
+grep -q "audit sink cef-local: syslog to unix:$work/cef.sock, format cef" "$work/custos.log" &&
+	ok "custos up starts the unix-socket CEF sink" || fail "no unix sink in the log"
+grep -q "audit sink splunk: HEC, http to 127.0.0.1:" "$work/custos.log" &&
+	ok "custos up starts the HEC sink" || fail "no HEC sink in the log"
+
+# The shipper is the proxy's child and runs under its seccomp filter and NO_NEW_PRIVS.
+proxy_pid=$(sed -n 's/.*proxy pid \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
+ship=""
+for p in $(pgrep -P "$proxy_pid" 2>/dev/null); do
+	[ "$(cat "/proc/$p/comm" 2>/dev/null)" = custos-ship ] && ship=$p
+done
+if [ -n "$ship" ]; then
+	ok "custos-ship (pid $ship) is a child of the proxy (pid $proxy_pid)"
+	check "shipper seccomp mode" "$(awk '/^Seccomp:/ {print $2}' "/proc/$ship/status")" 2
+	check "shipper NoNewPrivs" "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$ship/status")" 1
+else
+	fail "no custos-ship child of the proxy"
+fi
+
+send 20
+wait_lag0 30 && ok "every sink caught up (lag 0)" || fail "sinks lag: $(cat "$work/status.json")"
+python3 - "$work/status.json" <<'PY' && ok "audit-status names the sinks" || fail "audit-status: $(cat "$work/status.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["shipper_running"] is True, s
+assert [x["id"] for x in s["sinks"]] == ["rsys", "cef-local", "splunk"], s
+assert all(x["cursor"] == s["durable_seq"] for x in s["sinks"]), s
+PY
+ctl metrics | grep -q '^custos_audit_sink_lag_events{sink="rsys"} 0$' &&
+	ok "metrics: lag per sink id" || fail "no custos_audit_sink_lag_events for rsys"
+[ "$(grep -c '"type":"http.request"' "$work/rs/out.log")" -ge 20 ] &&
+	ok "rsyslog received the request events" || fail "request events missing in rsyslog"
+[ -f "$work/audit/cursor.rsys" ] && ok "cursor.rsys written" || fail "no cursor file"
+
+# -- rsyslog down while requests go on, then back: nothing lost.
+stop_rsyslog
+send 20
+wait_status 20 'lag["rsys"] >= 20 and lag["cef-local"] == 0 and lag["splunk"] == 0' &&
+	ok "rsyslog down: only its sink lags" || fail "lag while down: $(cat "$work/status.json")"
+start_rsyslog
+send 5
+wait_lag0 60 && ok "rsyslog back: the sink caught up" || fail "after the outage: $(cat "$work/status.json")"
+r=$(complete "$work/rs/out.log") && ok "rsyslog across its outage: $r" || fail "rsyslog: $r"
+
+# -- custos restarted while rsyslog is down: delivery resumes from the cursor.
+stop_rsyslog
+send 10
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+[ "$(cat "$work/audit/cursor.rsys")" -lt "$(last_seq)" ] &&
+	ok "custos stopped with undelivered events (cursor $(cat "$work/audit/cursor.rsys") < $(last_seq))" ||
+	fail "nothing was left to resume"
+mv "$work/custos.log" "$work/custos.1.log"
+start_rsyslog
+start_custos "$work/custos.yaml"
+send 5
+wait_lag0 60 && ok "after the restart every sink caught up" || fail "after restart: $(cat "$work/status.json")"
+grep -q "audit sink rsys: connected to 127.0.0.1:$RPORT, resuming at seq" "$work/custos.log" &&
+	ok "the new shipper resumed from the cursor" || fail "no resume line"
+r=$(complete "$work/rs/out.log") && ok "rsyslog across a custos restart: $r" || fail "rsyslog: $r"
+r=$(complete "$work/cef.seqs") && ok "unix-socket CEF sink: $r" || fail "CEF sink: $r"
+r=$(complete "$work/hec.seqs") && ok "HEC sink: $r" || fail "HEC sink: $r"
+kill -0 "$RXP" 2>/dev/null || fail "the CEF reader rejected a frame: $(cat "$work/rx.err")"
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+"$bin" audit verify "$work/audit" >/dev/null && ok "the log verifies" || fail "audit verify"
+
+# -- a sink that cannot be set up fails the start, naming it.
+# up_fails YAML_FILE PATTERN: custos up exits non-zero and its log matches PATTERN.
+up_fails() {
+	local rc=0
+	chmod 600 "$1"
+	timeout 30 "$bin" --log-format text up -c "$1" 2>"$work/bad.log" || rc=$?
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q -- "$2" "$work/bad.log"; then
+		ok "refused at start: $(grep -m1 -o -- "$2.*" "$work/bad.log")"
+	else
+		fail "custos up (exit $rc) did not fail naming the sink: $(tail -5 "$work/bad.log")"
+	fi
+}
+printf 'not a certificate\n' >"$tls/bad-ca.crt"
+AUDIT_YAML=$(sinks_yaml "$tls/bad-ca.crt" "$work/hec.token") write_config "$work/bad1.yaml" "$FX_PORT"
+up_fails "$work/bad1.yaml" "audit sink rsys: cannot load CA file $tls/bad-ca.crt"
+cp "$work/hec.token" "$work/open.token"
+chmod 644 "$work/open.token"
+AUDIT_YAML=$(sinks_yaml "$tls/ca.crt" "$work/open.token") write_config "$work/bad2.yaml" "$FX_PORT"
+up_fails "$work/bad2.yaml" "audit sink splunk: .*open.token"
+
+[ "$fails" -eq 0 ] || exit 1
+echo "PASS"
