@@ -95,7 +95,10 @@ proxy_state *state_ref(proxy_state *st);
 void state_unref(proxy_state *st);
 
 /* ---- TLS (tls.c) ---- */
-custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
+/* The server context of one listener; listener (its address) goes into the session id
+ * context, so a session resumes only on the listener, client_auth mode and client CA bundle
+ * that made it. *out is the caller's (SSL_CTX_free). */
+custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
 custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out) CUSTOS_WUR;
 /* Sets the thread's error from OpenSSL's queue (and clears it); returns code. */
 custos_err tls_openssl_err(custos_err code, const char *what);

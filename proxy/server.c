@@ -143,7 +143,8 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 	st->hlim.max_request_line = (size_t)o->max_request_line;
 	for (size_t i = 0; i < o->nlisteners; i++) {
 		if (o->listeners[i].tls &&
-		    (e = tls_server_ctx(&o->listeners[i].tls_opts, &st->srv_ctx[i])) != CUSTOS_OK) {
+		    (e = tls_server_ctx(o->listeners[i].address, &o->listeners[i].tls_opts,
+		                        &st->srv_ctx[i])) != CUSTOS_OK) {
 			e = err_wrap(e, "listener %s", o->listeners[i].address);
 			goto fail;
 		}
