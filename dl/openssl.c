@@ -104,6 +104,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(EVP_PKEY_free)                                                                           \
 	X(EVP_PKEY_fromdata)                                                                       \
 	X(EVP_PKEY_fromdata_init)                                                                  \
+	X(EVP_PKEY_get_base_id)                                                                    \
 	X(EVP_PKEY_get_id)                                                                         \
 	X(EVP_PKEY_get_raw_public_key)                                                             \
 	X(EVP_PKEY_keygen)                                                                         \
@@ -112,6 +113,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(EVP_aes_256_cbc)                                                                         \
 	X(EVP_sha256)                                                                              \
 	X(GENERAL_NAMES_free)                                                                      \
+	X(OBJ_nid2sn)                                                                              \
 	X(OPENSSL_cleanse)                                                                         \
 	X(OPENSSL_sk_num)                                                                          \
 	X(OPENSSL_sk_pop_free)                                                                     \
@@ -214,6 +216,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_free)                                                                               \
 	X(X509_get0_notAfter)                                                                      \
 	X(X509_get0_notBefore)                                                                     \
+	X(X509_get0_pubkey)                                                                        \
 	X(X509_get_ext_d2i)                                                                        \
 	X(X509_get_issuer_name)                                                                    \
 	X(X509_get_serialNumber)                                                                   \

@@ -359,6 +359,29 @@ static custos_err set_session_context(SSL_CTX *ctx, const char *listener, const 
 	return CUSTOS_OK;
 }
 
+/* OpenSSL keeps one certificate per key type and a second one silently replaces the first:
+ * refuse two of one type, naming both files. types[] holds the types of files[0..i). */
+static custos_err cert_type_unique(SSL_CTX *ctx, const proxy_tls_opts *o, size_t i, int *types)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
+
+	if (pk == NULL)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
+	int t = types[i] = EVP_PKEY_get_base_id(pk);
+	for (size_t j = 0; j < i; j++)
+		if (types[j] == t)
+			return err_set(CUSTOS_ERR_INVAL,
+			               "tls: %s and %s are both %s certificates: a listener takes "
+			               "one certificate per key type (e.g. one ECDSA and one RSA)",
+			               o->cert_file[j], o->cert_file[i],
+			               t == EVP_PKEY_EC        ? "ECDSA"
+			               : t == EVP_PKEY_RSA     ? "RSA"
+			               : t == EVP_PKEY_RSA_PSS ? "RSA-PSS"
+			                                       : OBJ_nid2sn(t));
+	return CUSTOS_OK;
+}
+
 custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -394,11 +417,14 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 		e = err_set(CUSTOS_ERR_INVAL, "tls: no certificate configured");
 		goto fail;
 	}
-	for (size_t i = 0; i < o->ncerts; i++) {
+	int types[PROXY_MAX_CERTS];
+	for (size_t i = 0; i < o->ncerts && i < PROXY_MAX_CERTS; i++) {
 		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file[i]) != 1) {
 			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
 			goto fail;
 		}
+		if ((e = cert_type_unique(ctx, o, i, types)) != CUSTOS_OK)
+			goto fail;
 		if ((e = load_key(ctx, o->key_file[i])) != CUSTOS_OK)
 			goto fail;
 		if (SSL_CTX_check_private_key(ctx) != 1) {
