@@ -415,6 +415,47 @@ unsigned proxy_bound_port(const proxy_server *s, size_t i)
 	return i < s->nls ? s->ls[i].port : 0;
 }
 
+/* The sockets, and whether each speaks TLS, are fixed at start (workers hold them): a reload
+ * must name the same listeners, in the same order, at the same addresses, each still TLS or
+ * still plain (and a plain one still allowed where it is). Settings inside a tls: block may
+ * change. Called under no lock; reads the state in force under st_lock. */
+static custos_err listeners_unchanged(proxy_server *s, const proxy_options *o)
+{
+	custos_err e = CUSTOS_OK;
+
+	if (o->nlisteners != s->nls)
+		return err_set(
+		        CUSTOS_ERR_INVAL,
+		        "reload: %zu listener(s) configured, %zu running: listeners are fixed "
+		        "at start (restart custos to change them)",
+		        o->nlisteners, s->nls);
+	pthread_mutex_lock(&s->st_lock);
+	const proxy_options *cur = &s->st->o;
+	for (size_t i = 0; i < s->nls && e == CUSTOS_OK; i++) {
+		const proxy_listener_opts *was = &cur->listeners[i], *now = &o->listeners[i];
+		if (now->address == NULL || strcmp(was->address, now->address) != 0)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "reload: listener %zu's address changed from %s to %s: listeners "
+			        "are fixed at start (restart custos to change them)",
+			        i + 1, was->address, now->address ? now->address : "(none)");
+		else if (was->tls != now->tls)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "reload: listener %s would %s: a listener's TLS mode is fixed at "
+			        "start (restart custos to change it)",
+			        was->address, now->tls ? "add TLS" : "drop TLS");
+		else if (!now->tls && !now->force_plain && !is_loopback(&s->ls[i].ss))
+			e = err_set(
+			        CUSTOS_ERR_PERM,
+			        "reload: listener %s: plain HTTP only on loopback or Unix sockets "
+			        "(set force_plain to override)",
+			        now->address);
+	}
+	pthread_mutex_unlock(&s->st_lock);
+	return e;
+}
+
 custos_err proxy_reload(proxy_server *s, proxy_options *in)
 {
 	proxy_options o = *in;
@@ -422,10 +463,10 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 
 	memset(in, 0, sizeof(*in));
 	/* Listeners and workers are fixed; a changed listener list is refused, not half-applied. */
-	if (o.nlisteners != s->nls) {
+	custos_err le = listeners_unchanged(s, &o);
+	if (le != CUSTOS_OK) {
 		proxy_options_free(&o);
-		return err_set(CUSTOS_ERR_INVAL,
-		               "reload: listeners changed (restart custos to change them)");
+		return le;
 	}
 	uint64_t gen = atomic_load(&s->gen) + 1;
 	GUARD(state_build(&o, gen, &st));
