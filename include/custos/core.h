@@ -313,6 +313,13 @@ void diag_add(diag_list *d, diag_severity sev, const char *file, unsigned line, 
               const char *hint, const char *fmt, ...) CUSTOS_PRINTF(7, 8);
 /* Writes "file:line:col: error: message (hint: ...)" lines, one per item, to f. */
 void diag_print(const diag_list *d, void *file /* FILE* */);
+/* The same lines through log_msg (errors at error, warnings at warn level), so they follow the
+ * log's format (text or JSON lines) and destination: for a running daemon, where stderr may be
+ * a JSON log stream or nobody's. */
+void diag_log(const diag_list *d);
+/* Sets this thread's error to "what: file:line:col: message" for the first error of d (with a
+ * count of the others), or "what has errors" when it holds none, and returns e. */
+custos_err diag_err(custos_err e, const diag_list *d, const char *what);
 /* Smallest edit distance candidate within 2 edits, or NULL (for "did you mean" hints). */
 const char *diag_suggest(span word, const char *const *candidates, size_t n);
 

@@ -553,10 +553,39 @@ static void test_file_bridge(void **state)
 	close(y[0]);
 }
 
+/* diag_err: the first *error* (not a warning) with its position, a count of the others. */
+static void test_diag_err(void **state)
+{
+	diag_list d;
+
+	(void)state;
+	diag_init(&d);
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration has errors");
+	diag_add(&d, DIAG_WARNING, "c.yaml", 1, 2, NULL, "only a warning");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration has errors");
+	diag_add(&d, DIAG_ERROR, "c.yaml", 3, 7, "a hint", "'x' is wrong");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration: c.yaml:3:7: 'x' is wrong");
+	diag_add(&d, DIAG_ERROR, "c.yaml", 9, 1, NULL, "second");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(),
+	                    "configuration: c.yaml:3:7: 'x' is wrong (and 1 more error(s))");
+	diag_free(&d);
+	diag_init(&d);
+	diag_add(&d, DIAG_ERROR, "c.yaml", 0, 0, NULL, "group-writable");
+	assert_int_equal(diag_err(CUSTOS_ERR_PERM, &d, "configuration"), CUSTOS_ERR_PERM);
+	assert_string_equal(err_msg(), "configuration: c.yaml: group-writable");
+	diag_log(&d); /* through log_msg: must not crash, whatever the format */
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_err_idiom),
+		cmocka_unit_test(test_diag_err),
 		cmocka_unit_test(test_buf_limits),
 		cmocka_unit_test(test_span),
 		cmocka_unit_test(test_numbers),
