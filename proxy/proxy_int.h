@@ -215,6 +215,23 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
 void emit_batch_free(struct emit_batch *b);
+/* One policy.reload event for a reload that was attempted (SIGHUP or the admin API), whatever
+ * its outcome: trigger ("sighup", "admin"), who asked (NULL: not known), the reason of a
+ * refusal, the hashes of the policy in force before and after the reload ("" when none is
+ * loaded; new_hash is only read for a reload that was applied) and the state's generation
+ * after it (0: not
+ * known, omitted). Without
+ * an audit writer (tests) the event goes to the log; a refused submit is logged. */
+typedef struct emit_reload {
+	const char *trigger;
+	const char *principal;
+	bool applied;
+	const char *reason;
+	const char *old_hash, *new_hash;
+	uint64_t generation;
+} emit_reload;
+void emit_policy_reload(struct audit_writer *w, const emit_reload *r);
+
 /* False while the audit writer reports a failure (disk full...): requests are then refused
  * with 503 before they reach the model (fail closed), and the refusal is still submitted. */
 bool emit_ready(struct audit_writer *w);

@@ -14,11 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "custos/policy.h"
 #include "metrics.h"
 #include "proxy_int.h"
 
-#define NS_PER_S       1000000000ull
-#define LISTEN_BACKLOG 4096
+#define NS_PER_S        1000000000ull
+#define POLICY_HASH_HEX 65 /* 64 hex digits and the NUL */
+#define LISTEN_BACKLOG  4096
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
@@ -493,6 +495,15 @@ struct policy *proxy_policy_ref(proxy_server *s)
 	return p;
 }
 
+/* The hash of the policy in force (64 hex digits), "" when none is loaded. */
+static void policy_hash_in_force(proxy_server *s, char out[POLICY_HASH_HEX])
+{
+	struct policy *p = proxy_policy_ref(s);
+
+	snprintf(out, POLICY_HASH_HEX, "%s", p ? policy_hash_hex(p) : "");
+	policy_unref(p);
+}
+
 static void *worker_main(void *arg)
 {
 	worker *w = arg;
@@ -616,11 +627,13 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		}
 		if (sig == SIGHUP) {
 			proxy_options o = { 0 };
+			char old_hash[POLICY_HASH_HEX], new_hash[POLICY_HASH_HEX];
 			if (reload == NULL) {
 				log_warn("proxy: SIGHUP ignored: no reload source");
 				continue;
 			}
 			notify_status(s, "RELOADING=1");
+			policy_hash_in_force(s, old_hash);
 			custos_err re = reload(arg, &o);
 			if (re == CUSTOS_OK)
 				re = proxy_reload(s, &o);
@@ -635,6 +648,16 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				log_error("proxy: reload failed, the previous configuration stays "
 				          "in force: %s",
 				          err_msg());
+			char reason[1024];
+			snprintf(reason, sizeof(reason), "%s", re == CUSTOS_OK ? "" : err_msg());
+			policy_hash_in_force(s, new_hash);
+			emit_policy_reload(s->audit,
+			                   &(emit_reload){ .trigger = "sighup",
+			                                   .applied = re == CUSTOS_OK,
+			                                   .reason = reason,
+			                                   .old_hash = old_hash,
+			                                   .new_hash = new_hash,
+			                                   .generation = atomic_load(&s->gen) });
 			notify_status(s, re == CUSTOS_OK ? "READY=1"
 			                                 : "READY=1\nSTATUS=reload failed");
 			continue;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# What a SIGHUP reload leaves behind, with the log in JSON lines: a configuration or policy
-# error is logged as JSON lines (no raw diagnostic text in the stream), and the logged reason of
-# the refusal names the first error's file:line:col.
+# What a reload leaves behind. With the log in JSON lines: a configuration or policy error on
+# SIGHUP is logged as JSON lines (no raw diagnostic text in the stream), and the logged reason of
+# the refusal names the first error's file:line:col. In the audit trail: one policy.reload event
+# per reload, SIGHUP or admin API, applied or refused, with the reason and the policy hashes
+# before and after.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -50,4 +52,38 @@ case $reason in
 *) fail "policy refusal: '$reason'" ;;
 esac
 bad=$(log_is_json) && ok "every log line is JSON" || fail "not JSON: $bad"
+
+# Applied reloads: the same policy again, then a changed one (bob allowed); then the admin API:
+# the same policy, then a broken one.
+cp "$work/policy.yaml.good" "$work/policy.yaml"
+hup 'proxy: reloaded' 1
+sed -i 's/principal: \[alice, analytics, sso\]/principal: [alice, bob, analytics, sso]/' "$work/policy.yaml"
+hup 'proxy: reloaded' 2
+ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
+ctl policy reload | grep -q '"reloaded":true' && ok "admin API reload" || fail "admin API reload"
+printf 'version: 1\nrules:\n  - id: x\n    effect: maybe\n' >"$work/policy.yaml"
+ctl policy reload 2>&1 | grep -q '"reloaded":false' && ok "admin API refusal" || fail "admin API refusal"
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+
+# One line per policy.reload event: trigger, outcome, the policy in force after it against the
+# one before (same / changed), where the reason points, and whether each "before" hash is the
+# previous event's "after".
+got=$(audit_grep '"type":"policy.reload"' | perl -MJSON::PP -ne '
+	my $e = JSON::PP::decode_json($_);
+	my ($old, $new) = ($e->{old_policy_hash} // "", $e->{policy_hash} // "");
+	my $h = $new eq $old ? "same" : "changed";
+	my $at = ($e->{reason} // "") =~ /(custos|policy)\.yaml:(\d+:\d+): / ? "$1.yaml:$2" : "-";
+	my $chain = (!defined $prev || $prev eq $old) && $old =~ /^[0-9a-f]{64}$/ ? "" : " BROKEN";
+	$prev = $new;
+	print join(" ", $e->{trigger}, $e->{outcome}, $h, $at) . $chain . "\n";')
+want="sighup refused same custos.yaml:2:12
+sighup refused same policy.yaml:4:13
+sighup reloaded same -
+sighup reloaded changed -
+admin reloaded same -
+admin refused same policy.yaml:4:13"
+check "policy.reload events" "$got" "$want"
+audit_grep '"type":"policy.reload".*"trigger":"admin"' | grep -q '"principal":"uid:' &&
+	ok "the admin API's event names the caller" || fail "no principal in the admin API's event"
 [ "$fails" -eq 0 ]
