@@ -4,8 +4,8 @@
  * libssl.so.3 and libcrypto.so.3 are no DT_NEEDED entries of custos on x86-64: mapping them,
  * applying libcrypto's ~21,000 relocations (it is linked with BIND_NOW) and running its
  * constructor (CPUID probing, which traps to the hypervisor in a VM) cost about 1 ms of every
- * process start, and `custos sandbox exec`, `config check` and the sandbox's own children never
- * call OpenSSL. Every OpenSSL function custos calls (the list below, found with `nm -u` over
+ * process start, and `custos sandbox exec`, `config check` (unless a listener sets a cipher
+ * string, which OpenSSL checks) and the sandbox's own children never call OpenSSL. Every OpenSSL function custos calls (the list below, found with `nm -u` over
  * custos, its tests and fuzz targets) is defined here as a four-instruction trampoline: it jumps
  * through its slot in custos_ossl_slots, and while the slot is empty it enters the resolver,
  * which loads libssl.so.3 (and with it libcrypto.so.3) by soname, fills every slot at once,

@@ -295,6 +295,50 @@ static void test_listener_rules(void **state)
 	             "already used");
 }
 
+/* TLS cipher strings are checked by OpenSSL at config check, at the value's position. */
+static void test_listener_ciphers(void **state)
+{
+	(void)state;
+	diag_list d;
+	const char *head = "version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                   "    tls:\n      cert: c\n      key: k\n";
+	char text[1024];
+
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"NOPE-CIPHER\"\n      ciphersuites: TLS_BOGUS\n", head);
+	const diag_item *it = parse_fail(text, &d, "ciphers 'NOPE-CIPHER' is not a cipher list");
+	assert_int_equal(it->line, 8);
+	assert_int_equal(it->col, 16);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	it = parse_fail(text, &d, "'TLS_BOGUS' is not a TLS 1.3 cipher suite");
+	assert_int_equal(it->line, 9);
+	assert_int_equal(it->col, 21);
+	diag_free(&d);
+	/* An unknown name beside known ones: OpenSSL would skip it silently. */
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"ECDHE-RSA-AES128-GCM-SHA256:NOPE-CIPHER\"\n"
+	         "      ciphersuites: \"TLS_AES_128_GCM_SHA256:TLS_BOGUS\"\n",
+	         head);
+	expect_error(text, "'NOPE-CIPHER' in ciphers matches no TLS 1.2 cipher suite");
+	expect_error(text, "'TLS_BOGUS' is not a TLS 1.3 cipher suite");
+	snprintf(text, sizeof(text), "%s      ciphers: TLS_AES_128_GCM_SHA256\n", head);
+	expect_error(text, "selects no TLS 1.2 cipher suite"); /* a TLS 1.3 suite in ciphers */
+	snprintf(text, sizeof(text), "%s      ciphers: \"HIGH:@SECLEVL=2\"\n", head);
+	expect_error(text, "is not a cipher list OpenSSL accepts");
+	snprintf(text, sizeof(text), "%s      ciphersuites: \"TLS_AES_128_GCM_SHA256::\"\n", head);
+	expect_error(text, "has an empty entry");
+	/* Exclusions of what this OpenSSL lacks (RC4, 3DES) and @ commands are fine. */
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"HIGH:!aNULL:!MD5:!RC4:!3DES:+AES256:@STRENGTH\"\n"
+	         "      ciphersuites: \"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\"\n",
+	         head);
+	custos_config *cfg = parse_ok(text);
+	assert_string_equal(cfg->listeners[0].tls.ciphersuites,
+	                    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+	config_free(cfg);
+}
+
 #define ROUTE_MODELS                                                                               \
 	"version: 1\nmodels:\n  - {id: chat, aliases: [gpt], upstream: {url: \"http://a:1\"}}\n"   \
 	"  - {id: embed, upstream: {url: \"http://b:2\"}}\n"
@@ -637,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_required_and_types),
 		cmocka_unit_test(test_all_errors_collected),
 		cmocka_unit_test(test_listener_rules),
+		cmocka_unit_test(test_listener_ciphers),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
 		cmocka_unit_test(test_proxy_section),
