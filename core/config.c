@@ -187,7 +187,8 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
 	CFG_ENUM(c, m, "client_auth", auths, t->client_auth);
 	if (t->client_auth != CFG_CLIENT_AUTH_NONE && t->client_ca == NULL)
-		ydoc_error(c->doc, m, c->d, "name the CA that signs client certificates",
+		ydoc_error(c->doc, cfg_get(m, "client_auth"), c->d,
+		           "name the CA that signs client certificates",
 		           "client_auth '%s' needs client_ca", auths[t->client_auth]);
 	ydoc_node *v = cfg_get(m, "min_version");
 	if (v && v->kind == YDOC_SCALAR && strcmp(v->str, "1.2") != 0 &&
@@ -1381,7 +1382,9 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			                                  : b->host && a->port == b->port &&
 			                                            strcmp(a->host, b->host) == 0);
 			if (same) {
-				ydoc_error(c->doc, seq_item(root, "listeners", i), c->d, NULL,
+				ydoc_node *item = seq_item(root, "listeners", i);
+				ydoc_node *an = item ? cfg_get(item, "address") : NULL;
+				ydoc_error(c->doc, an ? an : item, c->d, NULL,
 				           "listener address '%s' is already used by '%s'",
 				           cfg->listeners[i].address,
 				           cfg->listeners[j].id ? cfg->listeners[j].id : "?");

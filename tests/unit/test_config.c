@@ -263,9 +263,24 @@ static void test_listener_rules(void **state)
 	             "'ticket_key_rotation'");
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", tls: {cert: c}}]\n",
 	             "missing required key 'key'");
-	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
-	             "tls: {cert: c, key: k, client_auth: required}}]\n",
-	             "needs client_ca");
+	/* Positions: at the key that is wrong, not at its map or list item. */
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"0.0.0.0:1\"\n"
+	                "    tls:\n      cert: c\n      key: k\n      client_auth: required\n",
+	                &d, "client_auth 'required' needs client_ca");
+	assert_int_equal(it->line, 8);
+	assert_int_equal(it->col, 20);
+	diag_free(&d);
+	it = parse_fail("version: 1\nlisteners:\n  - id: a\n    address: /a\n"
+	                "  - id: b\n    address: /a\n",
+	                &d, "listener address '/a' is already used by 'a'");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 14);
+	diag_free(&d);
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                "    tls: {cert: c, key: k, ticket_key_rotation: 8d}\n",
+	                &d, "'ticket_key_rotation': '8d' is above the maximum of 7d");
+	assert_int_equal(it->line, 5);
+	diag_free(&d);
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
 	             "tls: {cert: c, key: k, min_version: 1.0}}]\n",
 	             "not a supported TLS version");

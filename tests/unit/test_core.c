@@ -126,6 +126,27 @@ static void test_numbers(void **state)
 	assert_true(v == 7200ull * 1000000000ull);
 	assert_int_equal(num_parse_duration(SPAN_LIT("10"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
 	assert_int_equal(num_parse_duration(SPAN_LIT("1.5s"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+	/* A limit is written back in human units, never as raw nanoseconds or bytes. */
+	assert_int_equal(num_parse_duration(SPAN_LIT("8d"), 7 * 86400ull * 1000000000ull, &v),
+	                 CUSTOS_ERR_INVAL);
+	assert_string_equal(err_msg(), "'8d' exceeds the maximum duration of 7d");
+	assert_int_equal(num_parse_size(SPAN_LIT("2MiB"), 1024, &v), CUSTOS_ERR_INVAL);
+	assert_string_equal(err_msg(), "'2MiB' exceeds the maximum size of 1KiB");
+	char f[32];
+	num_format_duration(1500 * 1000000ull, f, sizeof(f));
+	assert_string_equal(f, "1500ms");
+	num_format_duration(90 * 1000000000ull, f, sizeof(f));
+	assert_string_equal(f, "90s");
+	num_format_duration(3600 * 1000000000ull, f, sizeof(f));
+	assert_string_equal(f, "1h");
+	num_format_duration(0, f, sizeof(f));
+	assert_string_equal(f, "0s");
+	num_format_size(1000000, f, sizeof(f));
+	assert_string_equal(f, "1MB");
+	num_format_size(64ull << 20, f, sizeof(f));
+	assert_string_equal(f, "64MiB");
+	num_format_size(1023, f, sizeof(f));
+	assert_string_equal(f, "1023B");
 
 	uint8_t h[2];
 	char hex[5];
