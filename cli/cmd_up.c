@@ -294,10 +294,13 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 
 	diag_init(&d);
 	custos_err e = config_load(path, &cfg, &d);
-	diag_print(&d, stderr);
+	diag_log(&d); /* a running proxy: the log's format and file, not raw text on stderr */
+	if (e != CUSTOS_OK) {
+		e = diag_err(e, &d, "configuration");
+		diag_free(&d);
+		return e;
+	}
 	diag_free(&d);
-	if (e != CUSTOS_OK)
-		return err_set(e, "%s: configuration has errors", path);
 	e = map_config(cfg, o);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
@@ -337,8 +340,7 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 		custos_err e = policy_load(o.policy_file, &p, d);
 		policy_unref(p);
 		if (e != CUSTOS_OK) {
-			e = err_set(e, "policy %s has errors; the policy in force is unchanged",
-			            o.policy_file);
+			e = diag_err(e, d, "policy has errors, the policy in force is unchanged");
 			proxy_options_free(&o);
 			return e;
 		}

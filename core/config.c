@@ -5,6 +5,8 @@
  * loopback unless forced). docs/CONFIG.md is the reference and must follow this file.
  */
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,65 @@ static void parse_cert_pair(cfg_ctx *c, ydoc_node *m, cfg_cert_pair *p)
 	cfg_path(c, m, "key", true, false, &p->key);
 }
 
+/* Cipher strings are checked by the OpenSSL that will use them (on a scratch context, only
+ * when a listener sets one), so `up` never meets one it refuses. `ciphers` (TLS 1.2) must be
+ * accepted whole and each suite or alias it adds must match something on its own (OpenSSL
+ * skips an unknown name beside a known one: a typo would silently drop a suite); exclusions
+ * (!X, -X), reorderings (+X) and @ commands are only checked as part of the whole. Each name of
+ * `ciphersuites` (TLS 1.3, a plain list) must be a suite OpenSSL knows. */
+static void check_ciphers(cfg_ctx *c, ydoc_node *n, const char *list, bool tls13)
+{
+	static const char *const hint12 =
+	        "an OpenSSL cipher list for TLS 1.2, e.g. "
+	        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256; "
+	        "TLS 1.3 suites go in ciphersuites";
+	static const char *const hint13 = "TLS 1.3 suites, e.g. "
+	                                  "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char name[256];
+
+	if (ctx == NULL) {
+		ydoc_error(c->doc, n, c->d, NULL, "cannot check the cipher list: OpenSSL failed");
+		ERR_clear_error();
+		return;
+	}
+	if (!tls13 && SSL_CTX_set_cipher_list(ctx, list) != 1) {
+		ydoc_error(
+		        c->doc, n, c->d, hint12,
+		        "ciphers '%s' is not a cipher list OpenSSL accepts, or selects no TLS 1.2 "
+		        "cipher suite",
+		        list);
+		goto out;
+	}
+	for (const char *p = list;;) {
+		size_t len = strcspn(p, tls13 ? ":" : ":, ;");
+		if (tls13 || (len > 0 && strchr("!-+@", *p) == NULL)) {
+			snprintf(name, sizeof(name), "%.*s", (int)len, p);
+			bool known = len > 0 && len < sizeof(name) &&
+			             (tls13 ? SSL_CTX_set_ciphersuites(ctx, name)
+			                    : SSL_CTX_set_cipher_list(ctx, name)) == 1;
+			if (!known && len == 0)
+				ydoc_error(c->doc, n, c->d, hint13,
+				           "ciphersuites '%s' has an empty entry", list);
+			else if (!known && tls13)
+				ydoc_error(c->doc, n, c->d, hint13,
+				           "'%s' is not a TLS 1.3 cipher suite OpenSSL knows",
+				           name);
+			else if (!known)
+				ydoc_error(c->doc, n, c->d, hint12,
+				           "'%s' in ciphers matches no TLS 1.2 cipher suite", name);
+			if (!known)
+				break;
+		}
+		if (p[len] == '\0')
+			break;
+		p += len + 1;
+	}
+out:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+}
+
 static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 {
 	static const char *const keys[] = { "cert",
@@ -126,7 +187,8 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
 	CFG_ENUM(c, m, "client_auth", auths, t->client_auth);
 	if (t->client_auth != CFG_CLIENT_AUTH_NONE && t->client_ca == NULL)
-		ydoc_error(c->doc, m, c->d, "name the CA that signs client certificates",
+		ydoc_error(c->doc, cfg_get(m, "client_auth"), c->d,
+		           "name the CA that signs client certificates",
 		           "client_auth '%s' needs client_ca", auths[t->client_auth]);
 	ydoc_node *v = cfg_get(m, "min_version");
 	if (v && v->kind == YDOC_SCALAR && strcmp(v->str, "1.2") != 0 &&
@@ -136,8 +198,10 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	} else {
 		CFG_ENUM(c, m, "min_version", versions, t->min_version);
 	}
-	cfg_str(c, m, "ciphers", false, &t->ciphers);
-	cfg_str(c, m, "ciphersuites", false, &t->ciphersuites);
+	if (cfg_str(c, m, "ciphers", false, &t->ciphers))
+		check_ciphers(c, cfg_get(m, "ciphers"), t->ciphers, false);
+	if (cfg_str(c, m, "ciphersuites", false, &t->ciphersuites))
+		check_ciphers(c, cfg_get(m, "ciphersuites"), t->ciphersuites, true);
 	/* ALPN: the codec speaks HTTP/1.x only, so only those ids may be offered; an empty list
 	 * turns ALPN off (offers are then ignored, never refused). */
 	char **alpn;
@@ -1346,7 +1410,9 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			                                  : b->host && a->port == b->port &&
 			                                            strcmp(a->host, b->host) == 0);
 			if (same) {
-				ydoc_error(c->doc, seq_item(root, "listeners", i), c->d, NULL,
+				ydoc_node *item = seq_item(root, "listeners", i);
+				ydoc_node *an = item ? cfg_get(item, "address") : NULL;
+				ydoc_error(c->doc, an ? an : item, c->d, NULL,
 				           "listener address '%s' is already used by '%s'",
 				           cfg->listeners[i].address,
 				           cfg->listeners[j].id ? cfg->listeners[j].id : "?");

@@ -256,16 +256,23 @@ bool cfg_dur(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t
 	ydoc_node *n = cfg_get(map, key);
 	uint64_t v;
 
+	char lim[32];
+
 	if (n == NULL || !num_node(c, n, key, "a duration", hint))
 		return false;
-	if (num_parse_duration((span){ n->str, n->len }, max, &v) != CUSTOS_OK) {
-		ydoc_error(c->doc, n, c->d, hint, "'%s': %s (at most %llus)", key, err_msg(),
-		           (unsigned long long)(max / 1000000000u));
+	if (num_parse_duration((span){ n->str, n->len }, UINT64_MAX, &v) != CUSTOS_OK) {
+		ydoc_error(c->doc, n, c->d, hint, "'%s': %s", key, err_msg());
+		return false;
+	}
+	if (v > max) {
+		num_format_duration(max, lim, sizeof(lim));
+		ydoc_error(c->doc, n, c->d, NULL, "'%s': '%s' is above the maximum of %s", key,
+		           n->str, lim);
 		return false;
 	}
 	if (v < min) {
-		ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %llu ms", key,
-		           (unsigned long long)(min / 1000000u));
+		num_format_duration(min, lim, sizeof(lim));
+		ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %s", key, lim);
 		return false;
 	}
 	*out = v;

@@ -77,6 +77,48 @@ void diag_print(const diag_list *d, void *fp)
 		fprintf(f, "... and %zu more\n", d->errors + d->warnings - d->n);
 }
 
+/* One item as diag_print writes it, without the newline. */
+static void diag_format(const diag_item *it, char *out, size_t size)
+{
+	const char *sev = it->severity == DIAG_ERROR ? "error" : "warning";
+	int n = it->line > 0 ? snprintf(out, size, "%s:%u:%u: %s: %s", it->file, it->line, it->col,
+	                                sev, it->message)
+	                     : snprintf(out, size, "%s: %s: %s", it->file, sev, it->message);
+	if (it->hint && n > 0 && (size_t)n < size)
+		snprintf(out + n, size - (size_t)n, " (hint: %s)", it->hint);
+}
+
+void diag_log(const diag_list *d)
+{
+	char line[2048];
+
+	for (size_t i = 0; i < d->n; i++) {
+		diag_format(&d->items[i], line, sizeof(line));
+		log_msg(d->items[i].severity == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARN, "%s",
+		        line);
+	}
+	if (d->n < d->errors + d->warnings)
+		log_error("... and %zu more", d->errors + d->warnings - d->n);
+}
+
+custos_err diag_err(custos_err e, const diag_list *d, const char *what)
+{
+	const diag_item *it = NULL;
+
+	for (size_t i = 0; i < d->n && it == NULL; i++)
+		if (d->items[i].severity == DIAG_ERROR)
+			it = &d->items[i];
+	if (it == NULL)
+		return err_set(e, "%s has errors", what);
+	char more[64] = "";
+	if (d->errors > 1)
+		snprintf(more, sizeof(more), " (and %zu more error(s))", d->errors - 1);
+	if (it->line > 0)
+		return err_set(e, "%s: %s:%u:%u: %s%s", what, it->file, it->line, it->col,
+		               it->message, more);
+	return err_set(e, "%s: %s: %s%s", what, it->file, it->message, more);
+}
+
 static size_t edit_distance(span a, const char *b, size_t limit)
 {
 	size_t bl = strlen(b);

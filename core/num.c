@@ -52,6 +52,51 @@ struct unit {
 	uint64_t mult;
 };
 
+/* How limits are written back to people: the largest unit that divides v exactly. */
+static const struct unit duration_units[] = {
+	{ "ns", 1 },
+	{ "us", 1000 },
+	{ "ms", 1000000 },
+	{ "s", 1000000000ull },
+	{ "m", 60ull * 1000000000ull },
+	{ "h", 3600ull * 1000000000ull },
+	{ "d", 86400ull * 1000000000ull },
+};
+static const struct unit size_units[] = {
+	{ "B", 1 },
+	{ "kB", 1000 },
+	{ "MB", 1000000 },
+	{ "GB", 1000000000 },
+	{ "KiB", 1024 },
+	{ "MiB", 1024 * 1024 },
+	{ "GiB", 1024ull * 1024 * 1024 },
+	{ "TiB", 1024ull * 1024 * 1024 * 1024 },
+};
+
+static void format_with_units(uint64_t v, const struct unit *units, size_t nunits, const char *zero,
+                              char *out, size_t size)
+{
+	const struct unit *best = NULL;
+
+	for (size_t u = 0; u < nunits && v > 0; u++)
+		if (v % units[u].mult == 0 && (best == NULL || units[u].mult > best->mult))
+			best = &units[u];
+	if (best == NULL)
+		snprintf(out, size, "0%s", zero);
+	else
+		snprintf(out, size, "%llu%s", (unsigned long long)(v / best->mult), best->name);
+}
+
+void num_format_duration(uint64_t ns, char *out, size_t size)
+{
+	format_with_units(ns, duration_units, CUSTOS_ARRAY_LEN(duration_units), "s", out, size);
+}
+
+void num_format_size(uint64_t bytes, char *out, size_t size)
+{
+	format_with_units(bytes, size_units, CUSTOS_ARRAY_LEN(size_units), "B", out, size);
+}
+
 static custos_err parse_with_units(span s, const struct unit *units, size_t nunits, uint64_t max,
                                    const char *what, uint64_t *out)
 {
@@ -76,8 +121,15 @@ static custos_err parse_with_units(span s, const struct unit *units, size_t nuni
 	       (int)suffix.len, suffix.ptr);
 	ENSURE(v == 0 || v <= UINT64_MAX / mult, CUSTOS_ERR_INVAL, "'%.*s' is too large",
 	       (int)s.len, s.ptr);
-	ENSURE(v * mult <= max, CUSTOS_ERR_INVAL, "'%.*s' exceeds the maximum %s of %llu",
-	       (int)s.len, s.ptr, what, (unsigned long long)max);
+	if (v * mult > max) {
+		char lim[32];
+		if (strcmp(what, "duration") == 0)
+			num_format_duration(max, lim, sizeof(lim));
+		else
+			num_format_size(max, lim, sizeof(lim));
+		return err_set(CUSTOS_ERR_INVAL, "'%.*s' exceeds the maximum %s of %s", (int)s.len,
+		               s.ptr, what, lim);
+	}
 	*out = v * mult;
 	return CUSTOS_OK;
 }

@@ -4,8 +4,8 @@
  * libssl.so.3 and libcrypto.so.3 are no DT_NEEDED entries of custos on x86-64: mapping them,
  * applying libcrypto's ~21,000 relocations (it is linked with BIND_NOW) and running its
  * constructor (CPUID probing, which traps to the hypervisor in a VM) cost about 1 ms of every
- * process start, and `custos sandbox exec`, `config check` and the sandbox's own children never
- * call OpenSSL. Every OpenSSL function custos calls (the list below, found with `nm -u` over
+ * process start, and `custos sandbox exec`, `config check` (unless a listener sets a cipher
+ * string, which OpenSSL checks) and the sandbox's own children never call OpenSSL. Every OpenSSL function custos calls (the list below, found with `nm -u` over
  * custos, its tests and fuzz targets) is defined here as a four-instruction trampoline: it jumps
  * through its slot in custos_ossl_slots, and while the slot is empty it enters the resolver,
  * which loads libssl.so.3 (and with it libcrypto.so.3) by soname, fills every slot at once,
@@ -104,6 +104,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(EVP_PKEY_free)                                                                           \
 	X(EVP_PKEY_fromdata)                                                                       \
 	X(EVP_PKEY_fromdata_init)                                                                  \
+	X(EVP_PKEY_get_base_id)                                                                    \
 	X(EVP_PKEY_get_id)                                                                         \
 	X(EVP_PKEY_get_raw_public_key)                                                             \
 	X(EVP_PKEY_keygen)                                                                         \
@@ -112,8 +113,10 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(EVP_aes_256_cbc)                                                                         \
 	X(EVP_sha256)                                                                              \
 	X(GENERAL_NAMES_free)                                                                      \
+	X(OBJ_nid2sn)                                                                              \
 	X(OPENSSL_cleanse)                                                                         \
 	X(OPENSSL_sk_num)                                                                          \
+	X(OPENSSL_sk_pop_free)                                                                     \
 	X(OPENSSL_sk_value)                                                                        \
 	X(OSSL_PARAM_BLD_free)                                                                     \
 	X(OSSL_PARAM_BLD_new)                                                                      \
@@ -124,6 +127,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(OSSL_PARAM_construct_utf8_string)                                                        \
 	X(OSSL_PARAM_free)                                                                         \
 	X(OpenSSL_version)                                                                         \
+	X(PEM_X509_INFO_read_bio)                                                                  \
 	X(PEM_read_X509)                                                                           \
 	X(PEM_read_bio_PUBKEY)                                                                     \
 	X(PEM_read_bio_PrivateKey)                                                                 \
@@ -133,22 +137,24 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(PEM_write_bio_X509)                                                                      \
 	X(RAND_bytes)                                                                              \
 	X(SHA256)                                                                                  \
+	X(SSL_CTX_add_client_CA)                                                                   \
 	X(SSL_CTX_check_private_key)                                                               \
 	X(SSL_CTX_ctrl)                                                                            \
 	X(SSL_CTX_free)                                                                            \
 	X(SSL_CTX_get0_certificate)                                                                \
+	X(SSL_CTX_get_cert_store)                                                                  \
 	X(SSL_CTX_load_verify_locations)                                                           \
 	X(SSL_CTX_new)                                                                             \
 	X(SSL_CTX_set_alpn_protos)                                                                 \
 	X(SSL_CTX_set_alpn_select_cb)                                                              \
 	X(SSL_CTX_set_cipher_list)                                                                 \
 	X(SSL_CTX_set_ciphersuites)                                                                \
-	X(SSL_CTX_set_client_CA_list)                                                              \
 	X(SSL_CTX_set_default_verify_paths)                                                        \
 	X(SSL_CTX_set_ex_data)                                                                     \
 	X(SSL_CTX_set_num_tickets)                                                                 \
 	X(SSL_CTX_set_options)                                                                     \
 	X(SSL_CTX_set_session_id_context)                                                          \
+	X(SSL_CTX_set_session_ticket_cb)                                                           \
 	X(SSL_CTX_set_timeout)                                                                     \
 	X(SSL_CTX_set_tlsext_ticket_key_evp_cb)                                                    \
 	X(SSL_CTX_set_verify)                                                                      \
@@ -157,6 +163,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_use_PrivateKey)                                                                  \
 	X(SSL_CTX_use_certificate)                                                                 \
 	X(SSL_CTX_use_certificate_chain_file)                                                      \
+	X(SSL_SESSION_get0_peer)                                                                   \
 	X(SSL_accept)                                                                              \
 	X(SSL_connect)                                                                             \
 	X(SSL_ctrl)                                                                                \
@@ -168,7 +175,6 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
 	X(SSL_has_pending)                                                                         \
-	X(SSL_load_client_CA_file)                                                                 \
 	X(SSL_new)                                                                                 \
 	X(SSL_read)                                                                                \
 	X(SSL_read_ex)                                                                             \
@@ -185,6 +191,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509V3_EXT_conf_nid)                                                                     \
 	X(X509V3_set_ctx)                                                                          \
 	X(X509_EXTENSION_free)                                                                     \
+	X(X509_INFO_free)                                                                          \
 	X(X509_NAME_ENTRY_get_data)                                                                \
 	X(X509_NAME_add_entry_by_txt)                                                              \
 	X(X509_NAME_get_entry)                                                                     \
@@ -196,6 +203,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_STORE_CTX_init)                                                                     \
 	X(X509_STORE_CTX_new)                                                                      \
 	X(X509_STORE_add_cert)                                                                     \
+	X(X509_STORE_add_crl)                                                                      \
 	X(X509_STORE_free)                                                                         \
 	X(X509_STORE_new)                                                                          \
 	X(X509_VERIFY_PARAM_set1_host)                                                             \
@@ -204,7 +212,11 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_VERIFY_PARAM_set_purpose)                                                           \
 	X(X509_add_ext)                                                                            \
 	X(X509_check_private_key)                                                                  \
+	X(X509_cmp_current_time)                                                                   \
 	X(X509_free)                                                                               \
+	X(X509_get0_notAfter)                                                                      \
+	X(X509_get0_notBefore)                                                                     \
+	X(X509_get0_pubkey)                                                                        \
 	X(X509_get_ext_d2i)                                                                        \
 	X(X509_get_issuer_name)                                                                    \
 	X(X509_get_serialNumber)                                                                   \
@@ -220,7 +232,6 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_verify_cert)                                                                        \
 	X(X509_verify_cert_error_string)                                                           \
 	X(i2d_ECDSA_SIG)
-
 enum {
 #define X(f) SYM_##f,
 	OSSL_FUNCS(X)

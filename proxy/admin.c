@@ -32,6 +32,7 @@
 #include "custos/policy.h"
 #include "custos/sandbox.h"
 #include "metrics.h"
+#include "proxy_int.h"
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
@@ -618,7 +619,11 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	custos_err e = CUSTOS_OK;
 
 	diag_init(&d);
+	char old_hash[65] = "", reason[1024] = "";
 	if (reload) {
+		policy *old = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+		snprintf(old_hash, sizeof(old_hash), "%s", old ? policy_hash_hex(old) : "");
+		policy_unref(old);
 		if (s->hooks.policy_reload == NULL) {
 			e = err_set(CUSTOS_ERR_UNSUPPORTED, "no reload source configured");
 		} else {
@@ -629,15 +634,25 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 		metrics_inc(e == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
 		                           : METRICS_POLICY_RELOAD_FAILED);
 		status = e == CUSTOS_OK ? 200 : 422;
+		if (e != CUSTOS_OK)
+			snprintf(reason, sizeof(reason), "%s", err_msg());
 	}
 	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+	if (reload)
+		emit_policy_reload(s->audit,
+		                   &(emit_reload){ .trigger = "admin",
+		                                   .principal = rq->principal,
+		                                   .applied = e == CUSTOS_OK,
+		                                   .reason = reason,
+		                                   .old_hash = old_hash,
+		                                   .new_hash = p ? policy_hash_hex(p) : "" });
 	buf_init(&b, ADMIN_RESPONSE_MAX);
 	json_init(&w, &b);
 	json_obj_begin(&w);
 	if (reload) {
 		json_kv_bool(&w, "reloaded", e == CUSTOS_OK);
 		if (e != CUSTOS_OK) {
-			json_kv_cstr(&w, "error", err_msg());
+			json_kv_cstr(&w, "error", reason);
 			diags_json(&w, &d);
 		}
 	}

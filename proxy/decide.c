@@ -30,12 +30,8 @@ custos_err decide_load(const char *path, struct decide_policy **out)
 	custos_err e = policy_load(path, &p, &d);
 	if (e != CUSTOS_OK) {
 		/* Name the first problem; all of them go to the log. */
-		diag_print(&d, stderr);
-		if (d.n > 0)
-			e = err_set(e, "policy %s: %s:%u:%u: %s", path, d.items[0].file,
-			            d.items[0].line, d.items[0].col, d.items[0].message);
-		else
-			e = err_wrap(e, "policy %s", path);
+		diag_log(&d);
+		e = d.errors ? diag_err(e, &d, "policy") : err_wrap(e, "policy %s", path);
 		diag_free(&d);
 		return e;
 	}

@@ -697,9 +697,10 @@ custos_err egress_create(egress_options *o, egress_server **out)
 		diag_init(&d);
 		e = policy_load(s->o.policy_file, &p, &d);
 		if (e != CUSTOS_OK) {
-			diag_print(&d, stderr);
+			diag_log(&d);
+			e = d.errors ? diag_err(e, &d, "egress policy")
+			             : err_wrap(e, "egress policy %s", s->o.policy_file);
 			diag_free(&d);
-			e = err_wrap(e, "egress policy %s", s->o.policy_file);
 			goto fail;
 		}
 		diag_free(&d);
@@ -945,8 +946,10 @@ custos_err egress_reload_policy(egress_server *s)
 	diag_init(&d);
 	custos_err e = policy_store_reload(s->store, s->o.policy_file, &d);
 	if (e != CUSTOS_OK) {
-		diag_print(&d, stderr);
-		e = err_wrap(e, "egress policy %s (the policy in force stays)", s->o.policy_file);
+		diag_log(&d);
+		e = d.errors ? diag_err(e, &d, "egress policy (the policy in force stays)")
+		             : err_wrap(e, "egress policy %s (the policy in force stays)",
+		                        s->o.policy_file);
 	}
 	diag_free(&d);
 	return e;

@@ -153,6 +153,37 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	return e;
 }
 
+void emit_policy_reload(struct audit_writer *w, const emit_reload *r)
+{
+	audit_event ev;
+
+	audit_event_begin(&ev, "policy.reload");
+	audit_event_cstr(&ev, "action", "reload");
+	audit_event_cstr(&ev, "trigger", r->trigger);
+	audit_event_cstr(&ev, "principal", r->principal);
+	audit_event_cstr(&ev, "outcome", r->applied ? "reloaded" : "refused");
+	if (!r->applied)
+		audit_event_cstr(&ev, "reason", r->reason ? r->reason : "unknown");
+	if (r->old_hash && r->old_hash[0])
+		audit_event_cstr(&ev, "old_policy_hash", r->old_hash);
+	/* The policy in force after the reload, as policy_hash means in every event. */
+	const char *after = r->applied ? r->new_hash : r->old_hash;
+	if (after && after[0])
+		audit_event_cstr(&ev, "policy_hash", after);
+	if (r->generation)
+		audit_event_u64(&ev, "generation", r->generation);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("audit: policy.reload event too large: %s", err_msg());
+		return;
+	}
+	if (w == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+	} else if (audit_submit(w, &ev) != CUSTOS_OK) {
+		log_error("audit: policy.reload event not recorded: %s", err_msg());
+	}
+}
+
 bool emit_ready(struct audit_writer *w, bool fail_open)
 {
 	static _Atomic uint64_t warned_ns;

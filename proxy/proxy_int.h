@@ -95,7 +95,10 @@ proxy_state *state_ref(proxy_state *st);
 void state_unref(proxy_state *st);
 
 /* ---- TLS (tls.c) ---- */
-custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
+/* The server context of one listener; listener (its address) goes into the session id
+ * context, so a session resumes only on the listener, client_auth mode and client CA bundle
+ * that made it. *out is the caller's (SSL_CTX_free). */
+custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
 custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out) CUSTOS_WUR;
 /* Sets the thread's error from OpenSSL's queue (and clears it); returns code. */
 custos_err tls_openssl_err(custos_err code, const char *what);
@@ -212,6 +215,23 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
 void emit_batch_free(struct emit_batch *b);
+/* One policy.reload event for a reload that was attempted (SIGHUP or the admin API), whatever
+ * its outcome: trigger ("sighup", "admin"), who asked (NULL: not known), the reason of a
+ * refusal, the hashes of the policy in force before and after the reload ("" when none is
+ * loaded; new_hash is only read for a reload that was applied) and the state's generation
+ * after it (0: not
+ * known, omitted). Without
+ * an audit writer (tests) the event goes to the log; a refused submit is logged. */
+typedef struct emit_reload {
+	const char *trigger;
+	const char *principal;
+	bool applied;
+	const char *reason;
+	const char *old_hash, *new_hash;
+	uint64_t generation;
+} emit_reload;
+void emit_policy_reload(struct audit_writer *w, const emit_reload *r);
+
 /* False while the audit writer reports a failure (disk full...): requests are then refused
  * with 503 before they reach the model (fail closed), and the refusal is still submitted.
  * fail_open (audit.on_write_error: continue): true all the same, with a warning logged at

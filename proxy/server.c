@@ -14,11 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "custos/policy.h"
 #include "metrics.h"
 #include "proxy_int.h"
 
-#define NS_PER_S       1000000000ull
-#define LISTEN_BACKLOG 4096
+#define NS_PER_S        1000000000ull
+#define POLICY_HASH_HEX 65 /* 64 hex digits and the NUL */
+#define LISTEN_BACKLOG  4096
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
@@ -143,7 +145,8 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 	st->hlim.max_request_line = (size_t)o->max_request_line;
 	for (size_t i = 0; i < o->nlisteners; i++) {
 		if (o->listeners[i].tls &&
-		    (e = tls_server_ctx(&o->listeners[i].tls_opts, &st->srv_ctx[i])) != CUSTOS_OK) {
+		    (e = tls_server_ctx(o->listeners[i].address, &o->listeners[i].tls_opts,
+		                        &st->srv_ctx[i])) != CUSTOS_OK) {
 			e = err_wrap(e, "listener %s", o->listeners[i].address);
 			goto fail;
 		}
@@ -414,6 +417,47 @@ unsigned proxy_bound_port(const proxy_server *s, size_t i)
 	return i < s->nls ? s->ls[i].port : 0;
 }
 
+/* The sockets, and whether each speaks TLS, are fixed at start (workers hold them): a reload
+ * must name the same listeners, in the same order, at the same addresses, each still TLS or
+ * still plain (and a plain one still allowed where it is). Settings inside a tls: block may
+ * change. Called under no lock; reads the state in force under st_lock. */
+static custos_err listeners_unchanged(proxy_server *s, const proxy_options *o)
+{
+	custos_err e = CUSTOS_OK;
+
+	if (o->nlisteners != s->nls)
+		return err_set(
+		        CUSTOS_ERR_INVAL,
+		        "reload: %zu listener(s) configured, %zu running: listeners are fixed "
+		        "at start (restart custos to change them)",
+		        o->nlisteners, s->nls);
+	pthread_mutex_lock(&s->st_lock);
+	const proxy_options *cur = &s->st->o;
+	for (size_t i = 0; i < s->nls && e == CUSTOS_OK; i++) {
+		const proxy_listener_opts *was = &cur->listeners[i], *now = &o->listeners[i];
+		if (now->address == NULL || strcmp(was->address, now->address) != 0)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "reload: listener %zu's address changed from %s to %s: listeners "
+			        "are fixed at start (restart custos to change them)",
+			        i + 1, was->address, now->address ? now->address : "(none)");
+		else if (was->tls != now->tls)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "reload: listener %s would %s: a listener's TLS mode is fixed at "
+			        "start (restart custos to change it)",
+			        was->address, now->tls ? "add TLS" : "drop TLS");
+		else if (!now->tls && !now->force_plain && !is_loopback(&s->ls[i].ss))
+			e = err_set(
+			        CUSTOS_ERR_PERM,
+			        "reload: listener %s: plain HTTP only on loopback or Unix sockets "
+			        "(set force_plain to override)",
+			        now->address);
+	}
+	pthread_mutex_unlock(&s->st_lock);
+	return e;
+}
+
 custos_err proxy_reload(proxy_server *s, proxy_options *in)
 {
 	proxy_options o = *in;
@@ -421,10 +465,10 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 
 	memset(in, 0, sizeof(*in));
 	/* Listeners and workers are fixed; a changed listener list is refused, not half-applied. */
-	if (o.nlisteners != s->nls) {
+	custos_err le = listeners_unchanged(s, &o);
+	if (le != CUSTOS_OK) {
 		proxy_options_free(&o);
-		return err_set(CUSTOS_ERR_INVAL,
-		               "reload: listeners changed (restart custos to change them)");
+		return le;
 	}
 	uint64_t gen = atomic_load(&s->gen) + 1;
 	GUARD(state_build(&o, gen, &st));
@@ -449,6 +493,15 @@ struct policy *proxy_policy_ref(proxy_server *s)
 	struct policy *p = decide_policy_ref(st->pol);
 	state_unref(st);
 	return p;
+}
+
+/* The hash of the policy in force (64 hex digits), "" when none is loaded. */
+static void policy_hash_in_force(proxy_server *s, char out[POLICY_HASH_HEX])
+{
+	struct policy *p = proxy_policy_ref(s);
+
+	snprintf(out, POLICY_HASH_HEX, "%s", p ? policy_hash_hex(p) : "");
+	policy_unref(p);
 }
 
 static void *worker_main(void *arg)
@@ -575,11 +628,13 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		}
 		if (sig == SIGHUP) {
 			proxy_options o = { 0 };
+			char old_hash[POLICY_HASH_HEX], new_hash[POLICY_HASH_HEX];
 			if (reload == NULL) {
 				log_warn("proxy: SIGHUP ignored: no reload source");
 				continue;
 			}
 			notify_status(s, "RELOADING=1");
+			policy_hash_in_force(s, old_hash);
 			custos_err re = reload(arg, &o);
 			if (re == CUSTOS_OK)
 				re = proxy_reload(s, &o);
@@ -594,6 +649,16 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				log_error("proxy: reload failed, the previous configuration stays "
 				          "in force: %s",
 				          err_msg());
+			char reason[1024];
+			snprintf(reason, sizeof(reason), "%s", re == CUSTOS_OK ? "" : err_msg());
+			policy_hash_in_force(s, new_hash);
+			emit_policy_reload(s->audit,
+			                   &(emit_reload){ .trigger = "sighup",
+			                                   .applied = re == CUSTOS_OK,
+			                                   .reason = reason,
+			                                   .old_hash = old_hash,
+			                                   .new_hash = new_hash,
+			                                   .generation = atomic_load(&s->gen) });
 			notify_status(s, re == CUSTOS_OK ? "READY=1"
 			                                 : "READY=1\nSTATUS=reload failed");
 			continue;

@@ -1,13 +1,16 @@
 /*
  * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
  * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and the client
- * context for TLS upstreams (verification on).
+ * context for TLS upstreams (verification on). A session resumes only on a context that decides
+ * client authentication as the one that made it did (session id context, below).
  */
+#include <assert.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +28,8 @@
 #define MOZ_GROUPS            "X25519:prime256v1:secp384r1"
 #define TICKET_KEYS           2 /* current + previous, still accepted for decryption */
 #define KEY_FILE_MAX          (64u * 1024)
-#define SESSION_ID_CTX        "custos"
+#define CLIENT_CA_FILE_MAX    (4u << 20) /* a client CA bundle; the system bundle is ~200 KiB */
+#define SESSION_ID_CTX_TAG    "custos-sid/1"
 #define TICKET_LIFETIME_MAX_S (7u * 24 * 3600) /* RFC 8446 4.6.1: at most 7 days */
 
 /* Session ticket keys: one ring for the process, so a reload keeps resumption working. A key
@@ -127,6 +131,42 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 out:
 	pthread_rwlock_unlock(&ticket_lock);
 	return rc;
+}
+
+/* Whether now lies in the certificate's validity period (false when it cannot be told). */
+static bool cert_valid_now(X509 *x)
+{
+	return X509_cmp_current_time(X509_get0_notBefore(x)) < 0 &&
+	       X509_cmp_current_time(X509_get0_notAfter(x)) > 0;
+}
+
+/* Called for every ticket a client presents, after it was decrypted. The session id context
+ * (tls_server_ctx) already keeps a session on listeners that trust the CAs which verified it;
+ * what changes on its own is time: a client certificate that expired (or is not valid yet)
+ * since the full handshake does not resume, the client gets a full handshake instead, where
+ * the certificate is verified again (and an expired one refused). */
+static SSL_TICKET_RETURN ticket_decrypted_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
+                                             size_t keyname_len, SSL_TICKET_STATUS status,
+                                             void *arg)
+{
+	(void)s, (void)keyname, (void)keyname_len, (void)arg;
+	switch (status) {
+	case SSL_TICKET_SUCCESS:
+	case SSL_TICKET_SUCCESS_RENEW:
+		break;
+	case SSL_TICKET_EMPTY:
+	case SSL_TICKET_NO_DECRYPT:
+		return SSL_TICKET_RETURN_IGNORE_RENEW; /* OpenSSL's own choice without a callback */
+	default:
+		return SSL_TICKET_RETURN_ABORT;
+	}
+	X509 *peer = ss ? SSL_SESSION_get0_peer(ss) : NULL;
+	if (peer != NULL && !cert_valid_now(peer)) {
+		log_debug("tls: a session ticket's client certificate is outside its validity "
+		          "period: full handshake");
+		return SSL_TICKET_RETURN_IGNORE_RENEW;
+	}
+	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
 
 /* ALPN: the listener's protocols in its order of preference, in wire format (length-prefixed
@@ -251,7 +291,98 @@ static custos_err load_key(SSL_CTX *ctx, const char *path)
 	return CUSTOS_OK;
 }
 
-custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
+/* Loads the client CA bundle (certificates and CRLs, as SSL_CTX_load_verify_locations would)
+ * into the context's store and its list of acceptable CA names, from one read of the file, and
+ * gives the SHA-256 of the bytes loaded: the session id context names exactly what verified. */
+static custos_err load_client_ca(SSL_CTX *ctx, const char *path, uint8_t digest[32])
+{
+	buf b;
+	custos_err e = CUSTOS_OK;
+	size_t ncerts = 0;
+
+	buf_init(&b, CLIENT_CA_FILE_MAX);
+	if ((e = file_load(path, FILE_ANY, CLIENT_CA_FILE_MAX, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "client_ca");
+	}
+	if (EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
+		buf_free(&b);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "client_ca digest");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	if (infos == NULL)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		if (xi->x509 != NULL) {
+			if (X509_STORE_add_cert(store, xi->x509) != 1 ||
+			    SSL_CTX_add_client_CA(ctx, xi->x509) != 1)
+				e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+			ncerts++;
+		}
+		if (e == CUSTOS_OK && xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (e == CUSTOS_OK && ncerts == 0)
+		e = err_set(CUSTOS_ERR_INVAL, "%s: no PEM certificate in the client CA bundle",
+		            path);
+	return e;
+}
+
+/* The session id context: SHA-256 over what decides who may connect here (the listener, the
+ * client_auth mode, the client CA bundle's bytes). OpenSSL resumes a session (ticket, TLS 1.2
+ * or 1.3) only on a context with the context it was made under and otherwise makes a full
+ * handshake: a session made without a certificate where one was optional, or verified against
+ * another CA, cannot be carried to a listener (or to a reloaded configuration) that asks for
+ * more, while a reload that changes none of these keeps resumption working. */
+static custos_err set_session_context(SSL_CTX *ctx, const char *listener, const proxy_tls_opts *o,
+                                      const uint8_t ca_digest[32])
+{
+	uint8_t sid[SHA256_DIGEST_LENGTH];
+	uint8_t mode = (uint8_t)o->client_auth;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	          EVP_DigestUpdate(md, SESSION_ID_CTX_TAG, sizeof(SESSION_ID_CTX_TAG)) == 1 &&
+	          EVP_DigestUpdate(md, listener, strlen(listener) + 1) == 1 &&
+	          EVP_DigestUpdate(md, &mode, 1) == 1 &&
+	          (ca_digest == NULL || EVP_DigestUpdate(md, ca_digest, 32) == 1) &&
+	          EVP_DigestFinal_ex(md, sid, NULL) == 1;
+	EVP_MD_CTX_free(md);
+	static_assert(sizeof(sid) <= SSL_MAX_SID_CTX_LENGTH, "session id context too long");
+	if (!ok || SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid)) != 1)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: session id context");
+	return CUSTOS_OK;
+}
+
+/* OpenSSL keeps one certificate per key type and a second one silently replaces the first:
+ * refuse two of one type, naming both files. types[] holds the types of files[0..i). */
+static custos_err cert_type_unique(SSL_CTX *ctx, const proxy_tls_opts *o, size_t i, int *types)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	EVP_PKEY *pk = x ? X509_get0_pubkey(x) : NULL;
+
+	if (pk == NULL)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
+	int t = types[i] = EVP_PKEY_get_base_id(pk);
+	for (size_t j = 0; j < i; j++)
+		if (types[j] == t)
+			return err_set(CUSTOS_ERR_INVAL,
+			               "tls: %s and %s are both %s certificates: a listener takes "
+			               "one certificate per key type (e.g. one ECDSA and one RSA)",
+			               o->cert_file[j], o->cert_file[i],
+			               t == EVP_PKEY_EC        ? "ECDSA"
+			               : t == EVP_PKEY_RSA     ? "RSA"
+			               : t == EVP_PKEY_RSA_PSS ? "RSA-PSS"
+			                                       : OBJ_nid2sn(t));
+	return CUSTOS_OK;
+}
+
+custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	custos_err e = CUSTOS_OK;
@@ -286,11 +417,14 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 		e = err_set(CUSTOS_ERR_INVAL, "tls: no certificate configured");
 		goto fail;
 	}
-	for (size_t i = 0; i < o->ncerts; i++) {
+	int types[PROXY_MAX_CERTS];
+	for (size_t i = 0; i < o->ncerts && i < PROXY_MAX_CERTS; i++) {
 		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file[i]) != 1) {
 			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
 			goto fail;
 		}
+		if ((e = cert_type_unique(ctx, o, i, types)) != CUSTOS_OK)
+			goto fail;
 		if ((e = load_key(ctx, o->key_file[i])) != CUSTOS_OK)
 			goto fail;
 		if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -304,8 +438,6 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if ((e = alpn_setup(ctx, o)) != CUSTOS_OK)
 		goto fail;
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CTX,
-	                               sizeof(SESSION_ID_CTX) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only: no shared cache */
 	/* A session (and the ticket's lifetime hint) lasts as long as its key is accepted. */
 	uint64_t life_s = 2 * (rotate_ns / 1000000000ull);
@@ -315,22 +447,21 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 	SSL_CTX_set_num_tickets(ctx, o->no_tickets ? 0 : 1);
 	if (o->no_tickets)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-	else if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+	else if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1 ||
+	         SSL_CTX_set_session_ticket_cb(ctx, NULL, ticket_decrypted_cb, NULL) != 1) {
 		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "ticket callback");
 		goto fail;
 	}
+	uint8_t ca_digest[32];
+	bool have_ca = false;
 	if (o->client_auth != PROXY_CLIENT_CERT_NONE) {
 		if (o->client_ca == NULL) {
 			e = err_set(CUSTOS_ERR_INVAL, "tls: client certificates need client_ca");
 			goto fail;
 		}
-		if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1) {
-			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->client_ca);
+		if ((e = load_client_ca(ctx, o->client_ca, ca_digest)) != CUSTOS_OK)
 			goto fail;
-		}
-		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca);
-		if (names)
-			SSL_CTX_set_client_CA_list(ctx, names);
+		have_ca = true;
 		SSL_CTX_set_verify(ctx,
 		                   SSL_VERIFY_PEER | (o->client_auth == PROXY_CLIENT_CERT_REQUIRED
 		                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
@@ -338,6 +469,8 @@ custos_err tls_server_ctx(const proxy_tls_opts *o, SSL_CTX **out)
 		                   NULL);
 		SSL_CTX_set_verify_depth(ctx, 8);
 	}
+	if ((e = set_session_context(ctx, listener, o, have_ca ? ca_digest : NULL)) != CUSTOS_OK)
+		goto fail;
 	*out = ctx;
 	return CUSTOS_OK;
 fail:

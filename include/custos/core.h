@@ -213,6 +213,10 @@ custos_err num_parse_i64(span s, int64_t min, int64_t max, int64_t *out) CUSTOS_
 custos_err num_parse_size(span s, uint64_t max, uint64_t *out) CUSTOS_WUR;
 /* Durations: "250ms", "10s", "5m", "1h", "1d", "100us", "50ns" -> nanoseconds. */
 custos_err num_parse_duration(span s, uint64_t max_ns, uint64_t *out_ns) CUSTOS_WUR;
+/* Write a limit back in the units people read: the largest unit that divides it exactly
+ * (604800000000000 ns -> "7d", 1073741824 -> "1GiB", 1500 ms -> "1500ms"); size >= 24. */
+void num_format_duration(uint64_t ns, char *out, size_t size);
+void num_format_size(uint64_t bytes, char *out, size_t size);
 /* Parses one hexadecimal string of exactly outlen*2 digits into out. */
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen) CUSTOS_WUR;
 /* Writes 2*n lowercase hex digits and a NUL into out (size >= 2*n+1). */
@@ -313,6 +317,13 @@ void diag_add(diag_list *d, diag_severity sev, const char *file, unsigned line, 
               const char *hint, const char *fmt, ...) CUSTOS_PRINTF(7, 8);
 /* Writes "file:line:col: error: message (hint: ...)" lines, one per item, to f. */
 void diag_print(const diag_list *d, void *file /* FILE* */);
+/* The same lines through log_msg (errors at error, warnings at warn level), so they follow the
+ * log's format (text or JSON lines) and destination: for a running daemon, where stderr may be
+ * a JSON log stream or nobody's. */
+void diag_log(const diag_list *d);
+/* Sets this thread's error to "what: file:line:col: message" for the first error of d (with a
+ * count of the others), or "what has errors" when it holds none, and returns e. */
+custos_err diag_err(custos_err e, const diag_list *d, const char *what);
 /* Smallest edit distance candidate within 2 edits, or NULL (for "did you mean" hints). */
 const char *diag_suggest(span word, const char *const *candidates, size_t n);
 

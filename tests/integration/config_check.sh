@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `custos config check` through the real binary: the example passes; a misspelled key, a wrong
-# type, a missing required key, an out-of-range value and a group-writable file each fail with
-# exit 1 and a message naming file:line:col; several errors are all reported; usage is exit 2.
+# type, a missing required key, an out-of-range value, cipher strings OpenSSL refuses and a
+# group-writable file each fail with exit 1 and a message naming file:line:col; several errors
+# are all reported; usage is exit 2.
 set -u
 bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
 src=${CUSTOS_SRC:?CUSTOS_SRC not set}
@@ -73,6 +74,11 @@ expect admin-tcp-public "$f" 1 "error: admin TCP address '0.0.0.0:9090' is not l
 
 f=$(copy bad-profile 's/profile: vm-gpu/profile: vm-gpo/')
 expect unknown-profile "$f" 1 "error: unknown sandbox profile 'vm-gpo'" "did you mean 'vm-gpu'"
+
+f=$(copy bad-ciphers 's/^      # ciphers: .*/      ciphers: "NOPE-CIPHER"/; s/^      # ciphersuites: .*/      ciphersuites: "TLS_BOGUS"/')
+line=$(grep -n 'ciphers: "NOPE-CIPHER"' "$f" | cut -d: -f1)
+expect bad-ciphers "$f" 1 "^$f:$line:16: error: ciphers 'NOPE-CIPHER'" \
+	"^$f:$((line + 1)):21: error: 'TLS_BOGUS' is not a TLS 1.3 cipher suite"
 
 f=$(copy several 's/^  durability: batch/  durabilty: batch/; s/^  header_count: 100/  header_count: lots/; s/^  json_depth: 64/  json_depth: 1000/')
 expect all-errors "$f" 1 "durabilty" "header_count" "json_depth" ": 3 error\(s\)"

@@ -99,10 +99,11 @@ start_fixture() {
 	[ -n "$FX_PORT" ] || { cat "$work/$name.log"; skip "model-server fixture did not start"; }
 }
 
-# start_custos CONFIG: starts custos up; sets CU_PID and PORT (listener 1), PORT2 (listener 2).
+# start_custos CONFIG: starts custos up (logs as LOG_FORMAT, default text, in $work/custos.log);
+# sets CU_PID and PORT (listener 1), PORT2 (listener 2).
 start_custos() {
 	chmod 600 "$1"
-	"$bin" --log-format text --log-level debug up -c "$1" 2>"$work/custos.log" &
+	"$bin" --log-format "${LOG_FORMAT:-text}" --log-level debug up -c "$1" 2>"$work/custos.log" &
 	CU_PID=$!
 	pids+=("$CU_PID")
 	PORT="" PORT2=""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIGHUP reload through the real binary: a new policy takes effect on the same process and on
 # existing keep-alive connections; a broken policy or config is refused, the old state stays
-# in force and the log says why; a certificate swap is served to new handshakes.
+# in force and the log says why; a certificate swap is served to new handshakes; a changed
+# listener list (an address, TLS added or removed) is refused and every listener keeps serving.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -71,4 +72,30 @@ else
 	fail "certificate not swapped (before '$old_serial', now '$got', file '$new_file_serial')"
 fi
 check "requests still served" "$(bob)" 200
+
+# A changed listener list is refused as a whole: the log says why, and both listeners keep
+# serving as they did (TLS on the first, plain HTTP on the second).
+cp "$work/custos.yaml" "$work/custos.yaml.good"
+plain() { "${C[@]}" -H "Authorization: Bearer $BOB" -d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"; }
+check "plain listener before" "$(plain)" 200
+n=$(reloads 'reload failed')
+# listeners_change NAME PERL_EXPR: rewrites the config with PERL_EXPR, SIGHUP, expects a refusal.
+listeners_change() {
+	cp "$work/custos.yaml.good" "$work/custos.yaml"
+	perl -0pi -e "$2" "$work/custos.yaml"
+	cmp -s "$work/custos.yaml" "$work/custos.yaml.good" && { fail "$1: config not rewritten"; return; }
+	n=$((n + 1))
+	kill -HUP "$CU_PID"
+	for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge "$n" ] && break; sleep 0.1; done
+	check "$1: reload refused" "$(reloads 'reload failed')" "$n"
+	grep 'reload failed' "$work/custos.log" | tail -1 | grep -q 'listener' &&
+		ok "$1: the reason names the listener" || fail "$1: reason: $(grep 'reload failed' "$work/custos.log" | tail -1)"
+	check "$1: TLS listener still serves TLS" "$(bob)" 200
+	check "$1: plain listener still serves plain HTTP" "$(plain)" 200
+}
+listeners_change "address changed" "s/127\.0\.0\.1:$PORT2/127.0.0.1:$(free_port)/"
+listeners_change "tls added to the plain listener" \
+	"s|(address: \"127\.0\.0\.1:$PORT2\"\n)|\$1    tls: { cert: $work/tls/srv.crt, key: $work/tls/srv.key }\n|"
+listeners_change "tls removed from the TLS listener" "s/    tls:\n(      .*\n|\n)+//"
+check "no reload applied meanwhile" "$(reloads 'reloaded')" 2
 [ "$fails" -eq 0 ]

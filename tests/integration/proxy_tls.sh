@@ -3,7 +3,8 @@
 # older versions and weak suites refused, ECDSA and RSA certificates, ALPN http/1.1 (h2-only
 # refused), session resumption with tickets, mTLS optional and required (SAN URI identity,
 # untrusted client certificates refused), JWT (RS256, ES256, EdDSA valid; expired, not yet
-# valid, wrong audience, wrong issuer, bad signature, alg none refused with 401).
+# valid, wrong audience, wrong issuer, bad signature, alg none refused with 401); two certificates
+# of one key type on a listener refused at start.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -129,4 +130,24 @@ url="https://localhost:$PORT/v1/chat/completions"
 check "required mTLS: no certificate -> handshake refused" "$("${C[@]}" -H "Authorization: Bearer $ALICE" -d "$chat" "$url" 2>/dev/null)" 000
 check "required mTLS: certificate -> 200" "$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -d "$chat" "$url")" 200
 check "required mTLS: certificate and API key -> 200 (key names the principal)" "$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H "Authorization: Bearer $ALICE" -d "$chat" "$url")" 200
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+
+# ---- two certificates of one key type on a listener: OpenSSL would keep only the second;
+# custos refuses to start and names both files.
+(
+	cd "$work/tls" || exit 1
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+		-keyout srv-ec2.key -out srv-ec2.csr
+	openssl x509 -req -in srv-ec2.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+		-extfile srv.ext -out srv-ec2.crt
+	chmod 600 srv-ec2.key
+) >/dev/null 2>&1
+EXTRA_CERTS="      certificates:
+        - { cert: $work/tls/srv-ec2.crt, key: $work/tls/srv-ec2.key }" write_config "$work/custos3.yaml" "$FX_PORT"
+chmod 600 "$work/custos3.yaml"
+timeout 30 "$bin" --log-format text up -c "$work/custos3.yaml" 2>"$work/dup.log"
+check "two ECDSA certificates on one listener: up refuses to start" "$?" 1
+grep -q "srv.crt and .*srv-ec2.crt are both ECDSA certificates" "$work/dup.log" &&
+	ok "the refusal names both certificates" || fail "no reason naming both: $(grep -i 'error' "$work/dup.log" | head -3)"
 [ "$fails" -eq 0 ]

@@ -263,9 +263,24 @@ static void test_listener_rules(void **state)
 	             "'ticket_key_rotation'");
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", tls: {cert: c}}]\n",
 	             "missing required key 'key'");
-	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
-	             "tls: {cert: c, key: k, client_auth: required}}]\n",
-	             "needs client_ca");
+	/* Positions: at the key that is wrong, not at its map or list item. */
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"0.0.0.0:1\"\n"
+	                "    tls:\n      cert: c\n      key: k\n      client_auth: required\n",
+	                &d, "client_auth 'required' needs client_ca");
+	assert_int_equal(it->line, 8);
+	assert_int_equal(it->col, 20);
+	diag_free(&d);
+	it = parse_fail("version: 1\nlisteners:\n  - id: a\n    address: /a\n"
+	                "  - id: b\n    address: /a\n",
+	                &d, "listener address '/a' is already used by 'a'");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 14);
+	diag_free(&d);
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                "    tls: {cert: c, key: k, ticket_key_rotation: 8d}\n",
+	                &d, "'ticket_key_rotation': '8d' is above the maximum of 7d");
+	assert_int_equal(it->line, 5);
+	diag_free(&d);
 	expect_error("version: 1\nlisteners: [{id: t, address: \"0.0.0.0:1\", "
 	             "tls: {cert: c, key: k, min_version: 1.0}}]\n",
 	             "not a supported TLS version");
@@ -293,6 +308,50 @@ static void test_listener_rules(void **state)
 	             "duplicate listener id 'a'");
 	expect_error("version: 1\nlisteners: [{id: a, address: /a}, {id: b, address: /a}]\n",
 	             "already used");
+}
+
+/* TLS cipher strings are checked by OpenSSL at config check, at the value's position. */
+static void test_listener_ciphers(void **state)
+{
+	(void)state;
+	diag_list d;
+	const char *head = "version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                   "    tls:\n      cert: c\n      key: k\n";
+	char text[1024];
+
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"NOPE-CIPHER\"\n      ciphersuites: TLS_BOGUS\n", head);
+	const diag_item *it = parse_fail(text, &d, "ciphers 'NOPE-CIPHER' is not a cipher list");
+	assert_int_equal(it->line, 8);
+	assert_int_equal(it->col, 16);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	it = parse_fail(text, &d, "'TLS_BOGUS' is not a TLS 1.3 cipher suite");
+	assert_int_equal(it->line, 9);
+	assert_int_equal(it->col, 21);
+	diag_free(&d);
+	/* An unknown name beside known ones: OpenSSL would skip it silently. */
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"ECDHE-RSA-AES128-GCM-SHA256:NOPE-CIPHER\"\n"
+	         "      ciphersuites: \"TLS_AES_128_GCM_SHA256:TLS_BOGUS\"\n",
+	         head);
+	expect_error(text, "'NOPE-CIPHER' in ciphers matches no TLS 1.2 cipher suite");
+	expect_error(text, "'TLS_BOGUS' is not a TLS 1.3 cipher suite");
+	snprintf(text, sizeof(text), "%s      ciphers: TLS_AES_128_GCM_SHA256\n", head);
+	expect_error(text, "selects no TLS 1.2 cipher suite"); /* a TLS 1.3 suite in ciphers */
+	snprintf(text, sizeof(text), "%s      ciphers: \"HIGH:@SECLEVL=2\"\n", head);
+	expect_error(text, "is not a cipher list OpenSSL accepts");
+	snprintf(text, sizeof(text), "%s      ciphersuites: \"TLS_AES_128_GCM_SHA256::\"\n", head);
+	expect_error(text, "has an empty entry");
+	/* Exclusions of what this OpenSSL lacks (RC4, 3DES) and @ commands are fine. */
+	snprintf(text, sizeof(text),
+	         "%s      ciphers: \"HIGH:!aNULL:!MD5:!RC4:!3DES:+AES256:@STRENGTH\"\n"
+	         "      ciphersuites: \"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\"\n",
+	         head);
+	custos_config *cfg = parse_ok(text);
+	assert_string_equal(cfg->listeners[0].tls.ciphersuites,
+	                    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+	config_free(cfg);
 }
 
 #define ROUTE_MODELS                                                                               \
@@ -677,6 +736,7 @@ int main(void)
 		cmocka_unit_test(test_required_and_types),
 		cmocka_unit_test(test_all_errors_collected),
 		cmocka_unit_test(test_listener_rules),
+		cmocka_unit_test(test_listener_ciphers),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
 		cmocka_unit_test(test_proxy_section),

@@ -126,6 +126,27 @@ static void test_numbers(void **state)
 	assert_true(v == 7200ull * 1000000000ull);
 	assert_int_equal(num_parse_duration(SPAN_LIT("10"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
 	assert_int_equal(num_parse_duration(SPAN_LIT("1.5s"), UINT64_MAX, &v), CUSTOS_ERR_INVAL);
+	/* A limit is written back in human units, never as raw nanoseconds or bytes. */
+	assert_int_equal(num_parse_duration(SPAN_LIT("8d"), 7 * 86400ull * 1000000000ull, &v),
+	                 CUSTOS_ERR_INVAL);
+	assert_string_equal(err_msg(), "'8d' exceeds the maximum duration of 7d");
+	assert_int_equal(num_parse_size(SPAN_LIT("2MiB"), 1024, &v), CUSTOS_ERR_INVAL);
+	assert_string_equal(err_msg(), "'2MiB' exceeds the maximum size of 1KiB");
+	char f[32];
+	num_format_duration(1500 * 1000000ull, f, sizeof(f));
+	assert_string_equal(f, "1500ms");
+	num_format_duration(90 * 1000000000ull, f, sizeof(f));
+	assert_string_equal(f, "90s");
+	num_format_duration(3600 * 1000000000ull, f, sizeof(f));
+	assert_string_equal(f, "1h");
+	num_format_duration(0, f, sizeof(f));
+	assert_string_equal(f, "0s");
+	num_format_size(1000000, f, sizeof(f));
+	assert_string_equal(f, "1MB");
+	num_format_size(64ull << 20, f, sizeof(f));
+	assert_string_equal(f, "64MiB");
+	num_format_size(1023, f, sizeof(f));
+	assert_string_equal(f, "1023B");
 
 	uint8_t h[2];
 	char hex[5];
@@ -553,10 +574,39 @@ static void test_file_bridge(void **state)
 	close(y[0]);
 }
 
+/* diag_err: the first *error* (not a warning) with its position, a count of the others. */
+static void test_diag_err(void **state)
+{
+	diag_list d;
+
+	(void)state;
+	diag_init(&d);
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration has errors");
+	diag_add(&d, DIAG_WARNING, "c.yaml", 1, 2, NULL, "only a warning");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration has errors");
+	diag_add(&d, DIAG_ERROR, "c.yaml", 3, 7, "a hint", "'x' is wrong");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(), "configuration: c.yaml:3:7: 'x' is wrong");
+	diag_add(&d, DIAG_ERROR, "c.yaml", 9, 1, NULL, "second");
+	assert_int_equal(diag_err(CUSTOS_ERR_PARSE, &d, "configuration"), CUSTOS_ERR_PARSE);
+	assert_string_equal(err_msg(),
+	                    "configuration: c.yaml:3:7: 'x' is wrong (and 1 more error(s))");
+	diag_free(&d);
+	diag_init(&d);
+	diag_add(&d, DIAG_ERROR, "c.yaml", 0, 0, NULL, "group-writable");
+	assert_int_equal(diag_err(CUSTOS_ERR_PERM, &d, "configuration"), CUSTOS_ERR_PERM);
+	assert_string_equal(err_msg(), "configuration: c.yaml: group-writable");
+	diag_log(&d); /* through log_msg: must not crash, whatever the format */
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_err_idiom),
+		cmocka_unit_test(test_diag_err),
 		cmocka_unit_test(test_buf_limits),
 		cmocka_unit_test(test_span),
 		cmocka_unit_test(test_numbers),
