@@ -141,6 +141,8 @@ typedef struct http1_parser {
 	size_t crlfs;      /* leading empty lines skipped */
 	const char *base;  /* data of the latest call (to rebase spans) */
 	unsigned seen;     /* bit set of singleton fields seen */
+	http1_error pend;  /* a 413/417/501 found in a field, answered at the head's end unless
+	                      a 400 comes first (the status never depends on field order) */
 	http1_error err;
 	http1_head head;
 } http1_parser;
