@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What custos itself writes on a client connection, through the real binary and a raw-bytes
+# upstream (raw_upstream.py): limits.header_bytes, header_count and request_line from
+# custos.yaml are enforced (431, 431, 414).
+. "$(dirname "$0")/proxy_lib.bash"
+command -v python3 >/dev/null || skip "python3 not installed"
+
+make_pki
+python3 "$(dirname "$0")/raw_upstream.py" "$work/raw.port" "$work/raw.log" 2>"$work/raw.err" &
+pids+=($!)
+for i in $(seq 100); do
+	[ -s "$work/raw.port" ] && break
+	sleep 0.05
+done
+[ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
+
+cat >"$work/policy.yaml" <<POL
+version: 1
+principals:
+  alice: { match: { api_key_sha256: "$(sha256hex $ALICE)" } }
+  bob: { match: { api_key_sha256: "$(sha256hex $BOB)" } }
+models:
+  test-model: { isolation: none }
+rules:
+  - id: raw
+    effect: allow
+    when:
+      direction: ingress
+      principal: alice
+      route: ["POST /v1/chat/completions", "GET /v1/models", "HEAD /v1/models"]
+      model: test-model
+POL
+chmod 644 "$work/policy.yaml"
+EXTRA_LIMITS="  header_bytes: 2KiB
+  header_count: 10
+  request_line: 512
+" write_config "$work/custos.yaml" "$(cat "$work/raw.port")"
+start_custos "$work/custos.yaml"
+
+A="Authorization: Bearer $ALICE"
+B="Authorization: Bearer $BOB"
+chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
+# send: the bytes of printf's arguments on one plain connection; prints the answer.
+send() {
+	printf "$@" >"$work/req.http"
+	raw_http "$PORT2" "$work/req.http"
+}
+statuses() { grep -ao 'HTTP/1.1 [0-9][0-9][0-9] ' | cut -d' ' -f2 | paste -sd' '; }
+# field NAME: the value of the first field NAME in the answer on stdin.
+field() { grep -ai -m1 "^$1:" | cut -d: -f2- | tr -d ' \r'; }
+
+# ---- limits from custos.yaml: header_count 10, header_bytes 2 KiB, request_line 512
+fields() { # N: N header fields in all (Host and Authorization included)
+	local i
+	printf 'Host: t\r\n%s' "$A"
+	for ((i = 3; i <= $1; i++)); do printf '\r\nX-F%d: v' "$i"; done
+}
+ans=$(send 'GET /v1/models HTTP/1.1\r\n%s\r\nConnection: close\r\n\r\n' "$(fields 9)")
+check "10 header fields (header_count 10) pass" "$(statuses <<<"$ans")" 200
+ans=$(send 'GET /v1/models HTTP/1.1\r\n%s\r\nConnection: close\r\n\r\n' "$(fields 10)")
+check "11 header fields -> 431" "$(statuses <<<"$ans")" 431
+pad() { head -c "$1" /dev/zero | tr '\0' a; }
+ans=$(send 'GET /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nX-Pad: %s\r\nConnection: close\r\n\r\n' "$A" "$(pad 1800)")
+check "a 1.9 KiB head (header_bytes 2 KiB) passes" "$(statuses <<<"$ans")" 200
+ans=$(send 'GET /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nX-Pad: %s\r\nConnection: close\r\n\r\n' "$A" "$(pad 2100)")
+check "a 2.1 KiB head -> 431" "$(statuses <<<"$ans")" 431
+line() { printf 'GET /v1/models?%s HTTP/1.1' "$(pad $(($1 - 24)))"; } # a request line of N bytes
+ans=$(send '%s\r\nHost: t\r\n%s\r\nConnection: close\r\n\r\n' "$(line 512)" "$A")
+check "a 512-byte request line (request_line 512) passes" "$(statuses <<<"$ans")" 200
+ans=$(send '%s\r\nHost: t\r\n%s\r\nConnection: close\r\n\r\n' "$(line 513)" "$A")
+check "a 513-byte request line -> 414" "$(statuses <<<"$ans")" 414
+
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+
+# ---- the audit trail: what was actually sent
+check "431/414 audited" "$(audit_grep '"status":4(31|14)' | wc -l | tr -d ' ')" 3
+[ "$fails" -eq 0 ]
