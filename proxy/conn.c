@@ -423,8 +423,11 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 
-/* Answers with a small JSON error and audits it. close: the connection ends after it. */
-static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
+/* Answers with a small JSON error and audits it. close: the connection ends after it.
+ * client_fault: the client's request was refused (audited http.reject / deny, JSON type
+ * invalid_request_error), also with a 5xx status the codec chose (501, 505); otherwise a 5xx
+ * is custos' or the upstream's failure (http.request / error). */
+static void conn_refuse(conn *c, unsigned status, const char *reason, bool close, bool client_fault)
 {
 	req *r = &c->r;
 	buf body;
@@ -444,8 +447,8 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	             status == 401   ? "authentication_error"
 	             : status == 403 ? "permission_denied"
 	             : status == 429 ? "rate_limit_exceeded"
-	             : status >= 500 ? "upstream_error"
-	                             : "invalid_request_error");
+	             : client_fault  ? "invalid_request_error"
+	                             : "upstream_error");
 	json_kv_cstr(&jw, "request_id", r->id);
 	json_obj_end(&jw);
 	json_obj_end(&jw);
@@ -467,8 +470,8 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 		close = true;
 	r->bytes_out += buf_used(&c->out) - before;
 	buf_free(&body);
-	conn_audit(c, status >= 500 ? "http.request" : "http.reject",
-	           status >= 500 ? "error" : "deny", reason);
+	conn_audit(c, client_fault ? "http.reject" : "http.request",
+	           client_fault ? "deny" : "error", reason);
 	if (c->up) {
 		c->up->owner = NULL;
 		up_close(c->up);
@@ -485,6 +488,11 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 			c->st_ref = NULL;
 		}
 	}
+}
+
+static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
+{
+	conn_refuse(c, status, reason, close, status < 500);
 }
 
 static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
@@ -1737,10 +1745,11 @@ static void conn_drive(conn *c)
 				if (k < 0) {
 					req_begin_unparsed(c, &p);
 					buf_reset(&c->in);
-					conn_reject(c, p.err.status ? p.err.status : 400,
+					/* The codec's refusal (400...505): the client's fault. */
+					conn_refuse(c, p.err.status ? p.err.status : 400,
 					            p.err.reason ? p.err.reason
 					                         : "malformed request",
-					            true);
+					            true, true);
 					progress = true;
 					break;
 				}
@@ -1763,11 +1772,11 @@ static void conn_drive(conn *c)
 				        http1_body_decode(&r->bdec, (const char *)buf_ptr(&c->in),
 				                          buf_used(&c->in), &data, &done);
 				if (k < 0) {
-					conn_reject(c,
+					conn_refuse(c,
 					            r->bdec.err.status ? r->bdec.err.status : 400,
 					            r->bdec.err.reason ? r->bdec.err.reason
 					                               : "malformed body",
-					            true);
+					            true, true);
 					break;
 				}
 				if (data.len && buf_append_span(&r->body, data) != CUSTOS_OK) {

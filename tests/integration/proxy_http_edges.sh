@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What custos itself writes on a client connection, through the real binary and a raw-bytes
-# upstream (raw_upstream.py): limits.header_bytes, header_count and request_line from
-# custos.yaml are enforced (431, 431, 414).
+# upstream (raw_upstream.py): codec refusals (501, 505) are the client's (http.reject,
+# invalid_request_error); limits.header_bytes, header_count and request_line from custos.yaml
+# are enforced (431, 431, 414).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -49,6 +50,14 @@ statuses() { grep -ao 'HTTP/1.1 [0-9][0-9][0-9] ' | cut -d' ' -f2 | paste -sd' '
 # field NAME: the value of the first field NAME in the answer on stdin.
 field() { grep -ai -m1 "^$1:" | cut -d: -f2- | tr -d ' \r'; }
 
+# ---- codec refusals are the client's: invalid_request_error, audited http.reject / deny
+ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nTransfer-Encoding: xchunked\r\n\r\n' "$A")
+check "unknown transfer coding -> 501" "$(statuses <<<"$ans")" 501
+check "501 blames the request" "$(grep -o '"type":"[a-z_]*"' <<<"$ans")" '"type":"invalid_request_error"'
+ans=$(send 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+check "h2 preface -> 505" "$(head -1 <<<"$ans" | cut -d' ' -f2)" 505
+check "505 blames the request" "$(grep -o '"type":"[a-z_]*"' <<<"$ans")" '"type":"invalid_request_error"'
+
 # ---- limits from custos.yaml: header_count 10, header_bytes 2 KiB, request_line 512
 fields() { # N: N header fields in all (Host and Authorization included)
 	local i
@@ -74,5 +83,7 @@ kill -TERM "$CU_PID"
 wait "$CU_PID"
 
 # ---- the audit trail: what was actually sent
+check "501/505 audited as http.reject / deny" \
+	"$(audit_grep '"status":50[15]' | grep -c '"type":"http.reject".*"decision":"deny"')" 2
 check "431/414 audited" "$(audit_grep '"status":4(31|14)' | wc -l | tr -d ' ')" 3
 [ "$fails" -eq 0 ]
