@@ -464,9 +464,17 @@ static void conn_refuse(conn *c, unsigned status, const char *reason, bool close
 	}
 	if (c->drain || !r->client_keep_alive)
 		close = true;
+	/* An HTTP/1.0 connection stays open only when the answer says so (RFC 9112 §9.3); an
+	 * answer to HEAD has the error's Content-Length but no content (RFC 9110 §9.3.2), or a
+	 * kept connection would read the JSON as the next response. */
+	unsigned flags = close              ? HTTP1_SIMPLE_CLOSE
+	                 : r->client_http10 ? HTTP1_SIMPLE_KEEP_ALIVE
+	                                    : 0;
+	if (r->meth == HTTP1_M_HEAD)
+		flags |= HTTP1_SIMPLE_HEAD;
 	size_t before = buf_used(&c->out);
 	if (http1_write_simple_response(&c->out, status, SPAN_LIT("application/json"),
-	                                buf_span(&body), add, nadd, close) != CUSTOS_OK)
+	                                buf_span(&body), add, nadd, flags) != CUSTOS_OK)
 		close = true;
 	r->bytes_out += buf_used(&c->out) - before;
 	buf_free(&body);
@@ -511,6 +519,7 @@ static void req_begin_unparsed(conn *c, const http1_parser *p)
 	if (c->st_ref == NULL)
 		c->st_ref = state_ref(worker_state(c->w));
 	if (p && p->head.method.len && p->head.target.len) {
+		r->meth = p->head.meth; /* a refused HEAD is still answered without content */
 		proxy_ignore(span_copy_cstr(p->head.method, r->method, sizeof(r->method)));
 		r->path = span_dup(p->head.target);
 	}
@@ -1389,7 +1398,17 @@ static custos_err client_head(conn *c, const http1_head *h)
 		break;
 	default:
 		wo.framing = HTTP1_BODY_NONE;
-		if (r->meth != HTTP1_M_HEAD && h->status != 204 && h->status != 304) {
+		if (r->meth == HTTP1_M_HEAD) {
+			/* The upstream's Content-Length on a HEAD answer is the length a GET would
+			 * get (RFC 9110 §9.3.2, §8.6): kept. The codec checked its digits. */
+			span v;
+			uint64_t n;
+			if (http1_header_get(h, SPAN_LIT("Content-Length"), &v) &&
+			    num_parse_u64(v, 0, UINT64_MAX, &n) == CUSTOS_OK) {
+				wo.framing = HTTP1_BODY_LENGTH;
+				wo.content_length = n;
+			}
+		} else if (h->status != 204 && h->status != 304) {
 			wo.framing = HTTP1_BODY_LENGTH;
 			wo.content_length = 0;
 		}
@@ -1398,6 +1417,7 @@ static custos_err client_head(conn *c, const http1_head *h)
 	wo.close = !r->client_keep_alive || c->drain;
 	if (wo.close)
 		r->client_keep_alive = false;
+	wo.keep_alive = r->client_http10; /* announced, or the 1.0 client would not reuse it */
 	size_t before = buf_used(&c->out);
 	GUARD(http1_write_response_head(&c->out, h, &wo));
 	r->bytes_out += buf_used(&c->out) - before;

@@ -1352,6 +1352,8 @@ static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts 
 	}
 	if (o->close)
 		EMIT_LIT(e, "Connection: close\r\n");
+	else if (o->keep_alive)
+		EMIT_LIT(e, "Connection: keep-alive\r\n");
 	for (size_t i = 0; i < o->nadd; i++) {
 		emit_span(e, o->add[i].name);
 		EMIT_LIT(e, ": ");
@@ -1456,7 +1458,7 @@ custos_err http1_write_response_head(buf *out, const http1_head *h, const http1_
 }
 
 custos_err http1_write_simple_response(buf *out, unsigned status, span content_type, span body,
-                                       const http1_header *add, size_t nadd, bool close)
+                                       const http1_header *add, size_t nadd, unsigned flags)
 {
 	ENSURE(status >= 100 && status <= 599, CUSTOS_ERR_INVAL, "bad status %u", status);
 	http1_head h;
@@ -1476,14 +1478,15 @@ custos_err http1_write_simple_response(buf *out, unsigned status, span content_t
 	http1_write_opts o = {
 		.framing = HTTP1_BODY_LENGTH,
 		.content_length = body.len,
-		.close = close,
+		.close = (flags & HTTP1_SIMPLE_CLOSE) != 0,
+		.keep_alive = (flags & HTTP1_SIMPLE_KEEP_ALIVE) != 0,
 		.add = extra,
 		.nadd = n,
 	};
 	if (status < 200 || status == 204 || status == 304)
 		o.framing = HTTP1_BODY_NONE;
 	GUARD(write_head(out, &h, &o, true));
-	if (o.framing == HTTP1_BODY_NONE || body.len == 0)
+	if (o.framing == HTTP1_BODY_NONE || body.len == 0 || (flags & HTTP1_SIMPLE_HEAD))
 		return CUSTOS_OK;
 	return buf_append(out, body.ptr, body.len);
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What custos itself writes on a client connection, through the real binary and a raw-bytes
-# upstream (raw_upstream.py): codec refusals (501, 505) are the client's (http.reject,
+# upstream (raw_upstream.py): answers to HEAD have no content (its own errors included, so a
+# kept connection stays in step) and keep the upstream's Content-Length; HTTP/1.0 keep-alive is
+# announced when kept; codec refusals (501, 505) are the client's (http.reject,
 # invalid_request_error); limits.header_bytes, header_count and request_line from custos.yaml
 # are enforced (431, 431, 414).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -50,6 +52,27 @@ statuses() { grep -ao 'HTTP/1.1 [0-9][0-9][0-9] ' | cut -d' ' -f2 | paste -sd' '
 # field NAME: the value of the first field NAME in the answer on stdin.
 field() { grep -ai -m1 "^$1:" | cut -d: -f2- | tr -d ' \r'; }
 
+# ---- HEAD: custos' own answers carry Content-Length but no content; the connection stays in
+# step (a second request on it is answered, and nothing of the JSON error is on the wire).
+ans=$(send 'HEAD /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nConnection: close\r\n\r\n' "$B" "$A")
+check "HEAD refused (403), then GET on the same connection" "$(statuses <<<"$ans")" "403 200"
+check "403 to HEAD has no content" "$(grep -c '"error"' <<<"$ans")" 0
+[ "$(field Content-Length <<<"$ans")" -gt 0 ] 2>/dev/null && ok "403 to HEAD keeps its Content-Length" || fail "403 to HEAD without Content-Length"
+ans=$(send 'HEAD /v1/models HTTP/1.1\r\nHost: t\r\n\r\n')
+check "HEAD without credentials -> 401 without content" "$(statuses <<<"$ans") $(grep -c '"error"' <<<"$ans")" "401 0"
+ans=$(send 'HEAD /v1/models HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n')
+check "malformed HEAD -> 400 without content" "$(statuses <<<"$ans") $(grep -c '"error"' <<<"$ans")" "400 0"
+# The upstream's Content-Length on its HEAD answer is kept (RFC 9110 9.3.2).
+ans=$(send 'HEAD /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nX-Raw: head-length\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nConnection: close\r\n\r\n' "$A" "$A")
+check "proxied HEAD, then GET" "$(statuses <<<"$ans")" "200 200"
+check "proxied HEAD keeps the upstream's Content-Length" "$(field Content-Length <<<"$ans")" 1234
+
+# ---- HTTP/1.0 keep-alive: announced when kept, close otherwise
+ans=$(send 'GET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n%s\r\n\r\nGET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n%s\r\n\r\nGET /v1/models HTTP/1.0\r\n%s\r\n\r\n' "$A" "$B" "$A")
+check "HTTP/1.0 keep-alive: three answers on one connection" "$(statuses <<<"$ans")" "200 403 200"
+check "HTTP/1.0 keep-alive announced (200, 403), then close" \
+	"$(grep -ai '^Connection:' <<<"$ans" | tr -d '\r' | cut -d' ' -f2 | paste -sd' ')" "keep-alive keep-alive close"
+
 # ---- codec refusals are the client's: invalid_request_error, audited http.reject / deny
 ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nTransfer-Encoding: xchunked\r\n\r\n' "$A")
 check "unknown transfer coding -> 501" "$(statuses <<<"$ans")" 501
@@ -83,6 +106,7 @@ kill -TERM "$CU_PID"
 wait "$CU_PID"
 
 # ---- the audit trail: what was actually sent
+ev() { audit_grep "\"request_id\":\"$1\""; }
 check "501/505 audited as http.reject / deny" \
 	"$(audit_grep '"status":50[15]' | grep -c '"type":"http.reject".*"decision":"deny"')" 2
 check "431/414 audited" "$(audit_grep '"status":4(31|14)' | wc -l | tr -d ' ')" 3

@@ -787,7 +787,8 @@ static void test_write_response(void **state)
 
 	http1_header add[] = { { SPAN_LIT("X-Request-Id"), SPAN_LIT("r1") } };
 	assert_int_equal(http1_write_simple_response(&out, 400, SPAN_LIT("application/json"),
-	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1, true),
+	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1,
+	                                             HTTP1_SIMPLE_CLOSE),
 	                 CUSTOS_OK);
 	const char *want2 = "HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\nConnection: close"
 	                    "\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n\r\n"
@@ -795,12 +796,24 @@ static void test_write_response(void **state)
 	assert_int_equal(buf_used(&out), strlen(want2));
 	assert_memory_equal(buf_ptr(&out), want2, strlen(want2));
 	buf_reset(&out);
+	/* An answer to HEAD: the same head, Content-Length included, and no content; an HTTP/1.0
+	 * client kept is told so. */
+	assert_int_equal(http1_write_simple_response(&out, 403, SPAN_LIT("application/json"),
+	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1,
+	                                             HTTP1_SIMPLE_HEAD | HTTP1_SIMPLE_KEEP_ALIVE),
+	                 CUSTOS_OK);
+	const char *want3 =
+	        "HTTP/1.1 403 Forbidden\r\nContent-Length: 15\r\nConnection: "
+	        "keep-alive\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n\r\n";
+	assert_int_equal(buf_used(&out), strlen(want3));
+	assert_memory_equal(buf_ptr(&out), want3, strlen(want3));
+	buf_reset(&out);
 	assert_int_equal(http1_write_simple_response(&out, 204, (span){ NULL, 0 },
-	                                             (span){ NULL, 0 }, NULL, 0, false),
+	                                             (span){ NULL, 0 }, NULL, 0, 0),
 	                 CUSTOS_OK);
 	assert_int_equal(buf_used(&out), strlen("HTTP/1.1 204 No Content\r\n\r\n"));
 	assert_int_equal(http1_write_simple_response(&out, 42, (span){ NULL, 0 }, (span){ NULL, 0 },
-	                                             NULL, 0, false),
+	                                             NULL, 0, 0),
 	                 CUSTOS_ERR_INVAL);
 	assert_string_equal(http1_status_reason(413), "Content Too Large");
 	assert_string_equal(http1_status_reason(999), "Unknown");
