@@ -85,6 +85,8 @@ typedef struct req {
 	http1_parser *rp; /* response head parser, allocated while a request runs (it is
 	                     large; idle keep-alive connections should not carry it) */
 	bool resp_head_done;
+	uint64_t resp_at; /* where the response head starts in the client's output stream
+	                     (conn.sent + bytes then waiting in c->out) */
 	http1_body rbdec;
 	bool client_chunked;
 	bool up_keep_alive;
@@ -118,6 +120,7 @@ typedef struct conn {
 	span remote_ip; /* the client's address in remote (empty: a Unix socket) */
 	ident id;
 	uint64_t t_accept, t_tls;
+	uint64_t sent; /* bytes written to the client so far (before TLS) */
 	buf in, out;
 	req r;
 	upconn *up;
@@ -130,6 +133,7 @@ typedef struct conn {
 
 static void conn_drive(conn *c);
 static void conn_free(void *p);
+static void resp_broken(conn *c, unsigned status, const char *why);
 static void up_close(upconn *u);
 
 /* ---------------------------------------------------------------------------------------------
@@ -541,9 +545,10 @@ static void conn_timeout(ev_loop *l, void *obj)
 		}
 		break;
 	case CS_RESPONSE:
-		c->r.status = c->r.status ? c->r.status : 504;
-		conn_audit(c, "http.request", "error", "upstream read timed out mid-response");
-		break;
+		resp_broken(c, 504, "upstream read timed out mid-response");
+		if (!c->freed)
+			conn_drive(c);
+		return;
 	case CS_BODY:
 		conn_reject(c, 408, "request body not received in time", true);
 		conn_drive(c);
@@ -1419,6 +1424,7 @@ static custos_err client_head(conn *c, const http1_head *h)
 		r->client_keep_alive = false;
 	wo.keep_alive = r->client_http10; /* announced, or the 1.0 client would not reuse it */
 	size_t before = buf_used(&c->out);
+	r->resp_at = c->sent + before;
 	GUARD(http1_write_response_head(&c->out, h, &wo));
 	r->bytes_out += buf_used(&c->out) - before;
 	r->status = h->status;
@@ -1463,6 +1469,31 @@ static custos_err resp_inspect_end(conn *c)
 	return ie;
 }
 
+/* The upstream's response body is malformed, cut short or stalled. When no byte of the
+ * answer has reached the client yet (its head, maybe body bytes, still wait in c->out), they
+ * are taken back and the client gets `status` (502, 504) with its X-Request-Id, audited as
+ * such. Otherwise the connection ends without the rest: the client sees a truncated message,
+ * never a silently short one, and the event has the status that was sent. */
+static void resp_broken(conn *c, unsigned status, const char *why)
+{
+	req *r = &c->r;
+
+	if (c->sent <= r->resp_at) {
+		size_t keep = (size_t)(r->resp_at - c->sent);
+		size_t drop = buf_used(&c->out) - keep;
+		c->out.len -= drop;
+		r->bytes_out -= drop;
+		r->resp_head_done = false; /* nothing answered: nothing to charge */
+		r->client_chunked = false;
+		conn_reject(c, status, why, false);
+		return;
+	}
+	if (r->status == 0)
+		r->status = status;
+	conn_audit(c, "http.request", "error", why);
+	conn_close(c);
+}
+
 /* Moves response body bytes from the upstream buffer to the client buffer. Returns true on
  * progress. */
 static bool pump_body(conn *c)
@@ -1480,8 +1511,7 @@ static bool pump_body(conn *c)
 		ssize_t k = http1_body_decode(&r->rbdec, (const char *)buf_ptr(&u->in), avail,
 		                              &data, &done);
 		if (k < 0) {
-			conn_audit(c, "http.request", "error", "malformed upstream response body");
-			conn_close(c);
+			resp_broken(c, 502, "malformed upstream response body");
 			return false;
 		}
 		custos_err ie = CUSTOS_OK;
@@ -1673,8 +1703,7 @@ static bool up_drive(conn *c)
 			finish_request(c);
 			return true;
 		}
-		conn_audit(c, "http.request", "error", "upstream response truncated");
-		conn_close(c);
+		resp_broken(c, 502, "upstream response truncated");
 		return true;
 	}
 }
@@ -1714,7 +1743,9 @@ static void conn_drive(conn *c)
 		bool progress = false;
 
 		if (buf_used(&c->out) > 0 && sock_can_write(&c->s)) {
+			size_t before = buf_used(&c->out);
 			ssize_t n = sock_write(&c->s, &c->out);
+			c->sent += before - buf_used(&c->out);
 			if (n == SOCK_ERR) {
 				if (c->r.active && !c->r.audited) {
 					c->r.status = c->r.status ? c->r.status : 499;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What custos itself writes on a client connection, through the real binary and a raw-bytes
 # upstream (raw_upstream.py): answers to HEAD have no content (its own errors included, so a
-# kept connection stays in step) and keep the upstream's Content-Length; HTTP/1.0 keep-alive is
-# announced when kept; codec refusals (501, 505) are the client's (http.reject,
-# invalid_request_error); limits.header_bytes, header_count and request_line from custos.yaml
-# are enforced (431, 431, 414).
+# kept connection stays in step) and keep the upstream's Content-Length; a response body
+# broken before any byte reached the client becomes a 502, one broken later a truncated
+# message; HTTP/1.0 keep-alive is announced when kept; codec refusals (501, 505) are the
+# client's (http.reject, invalid_request_error); limits.header_bytes, header_count and
+# request_line from custos.yaml are enforced (431, 431, 414).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -67,6 +68,18 @@ ans=$(send 'HEAD /v1/models HTTP/1.1\r\nHost: t\r\n%s\r\nX-Raw: head-length\r\n\
 check "proxied HEAD, then GET" "$(statuses <<<"$ans")" "200 200"
 check "proxied HEAD keeps the upstream's Content-Length" "$(field Content-Length <<<"$ans")" 1234
 
+# ---- a response body broken before any byte reached the client: 502 with X-Request-Id;
+# broken after: the client sees a truncated message (head and first chunk, then the end).
+ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nX-Raw: bad-chunk\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "$A" ${#chat} "$chat")
+check "malformed first chunk -> 502" "$(statuses <<<"$ans")" 502
+bad_id=$(field X-Request-Id <<<"$ans")
+[ ${#bad_id} -eq 32 ] && ok "502 carries X-Request-Id" || fail "502 without X-Request-Id"
+ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nX-Raw: bad-chunk-later\r\nContent-Length: %d\r\n\r\n%s' "$A" ${#chat} "$chat")
+check "malformed later chunk: head sent, then truncated" "$(statuses <<<"$ans")" 200
+late_id=$(field X-Request-Id <<<"$ans")
+grep -q first <<<"$ans" && ok "bytes before the break reached the client" || fail "first chunk missing"
+grep -q $'^0\r$' <<<"$ans" && fail "truncated body ended with a last chunk" || ok "no last chunk after the break"
+
 # ---- HTTP/1.0 keep-alive: announced when kept, close otherwise
 ans=$(send 'GET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n%s\r\n\r\nGET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n%s\r\n\r\nGET /v1/models HTTP/1.0\r\n%s\r\n\r\n' "$A" "$B" "$A")
 check "HTTP/1.0 keep-alive: three answers on one connection" "$(statuses <<<"$ans")" "200 403 200"
@@ -107,6 +120,10 @@ wait "$CU_PID"
 
 # ---- the audit trail: what was actually sent
 ev() { audit_grep "\"request_id\":\"$1\""; }
+[ -n "$(ev "$bad_id" | grep '"status":502' | grep 'malformed upstream response body')" ] &&
+	ok "malformed first chunk audited as the 502 sent" || fail "502 not audited: $(ev "$bad_id")"
+[ -n "$(ev "$late_id" | grep '"status":200' | grep 'malformed upstream response body')" ] &&
+	ok "malformed later chunk audited with the 200 sent" || fail "truncation not audited: $(ev "$late_id")"
 check "501/505 audited as http.reject / deny" \
 	"$(audit_grep '"status":50[15]' | grep -c '"type":"http.reject".*"decision":"deny"')" 2
 check "431/414 audited" "$(audit_grep '"status":4(31|14)' | wc -l | tr -d ' ')" 3
