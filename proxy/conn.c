@@ -530,6 +530,75 @@ static void req_begin_unparsed(conn *c, const http1_parser *p)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * failed TLS handshakes: one tls.reject event each (AUDIT.md: bad TLS is a rejection), at most
+ * TLS_REJECT_BURST a second per worker; the rest of that second is counted and written as one
+ * event with the sum when the second ends (tls_reject_flush, from a worker timer), so a scanner
+ * cannot flood the trail and the trail still says how many there were. None of this runs on a
+ * handshake that succeeds.
+ */
+#define TLS_REJECT_BURST 10
+
+static void tls_reject_flush(ev_loop *l, void *obj)
+{
+	worker *w = obj;
+
+	(void)l;
+	if (w->tls_rej_suppressed == 0)
+		return;
+	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
+	         w->tls_rej_suppressed);
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*",
+	                    "failed TLS handshakes past the rate bound",
+	                    w->tls_rej_suppressed) != CUSTOS_OK)
+		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
+	w->tls_rej_suppressed = 0;
+}
+
+static void tls_rejected(conn *c, const char *why)
+{
+	worker *w = c->w;
+	uint64_t now = w->loop.now;
+
+	if (now - w->tls_rej_window >= NS_PER_S) {
+		ev_timer_clear(&w->loop, &w->tls_rej_timer);
+		tls_reject_flush(&w->loop, w); /* the last second's sum, if its timer did not run */
+		w->tls_rej_window = now;
+		w->tls_rej_in_window = 0;
+	}
+	if (w->tls_rej_in_window >= TLS_REJECT_BURST) {
+		if (w->tls_rej_suppressed++ == 0) {
+			w->tls_rej_timer.cb = tls_reject_flush;
+			w->tls_rej_timer.obj = w;
+			ev_timer_set(&w->loop, &w->tls_rej_timer, w->tls_rej_window + NS_PER_S);
+		}
+		return;
+	}
+	w->tls_rej_in_window++;
+	log_info("tls: handshake with %s failed: %s", c->remote, why);
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
+		log_error("audit: failed handshake from %s not recorded: %s", c->remote, err_msg());
+}
+
+/* The handshake failed (or timed out, why given): audited, unless the peer never sent a byte
+ * (a TCP health check or port probe is not a TLS client). */
+static void handshake_failed(conn *c, const char *why)
+{
+	char reason[256];
+
+	metrics_inc(METRICS_TLS_FAILED);
+	if (sock_bytes_read(&c->s) == 0) {
+		log_debug("tls: %s %s without sending anything", c->remote,
+		          why ? "timed out" : "closed");
+		return;
+	}
+	if (why == NULL) {
+		sock_handshake_reason(&c->s, reason, sizeof(reason));
+		why = reason;
+	}
+	tls_rejected(c, why);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * timers
  */
 static void conn_timeout(ev_loop *l, void *obj)
@@ -563,6 +632,9 @@ static void conn_timeout(ev_loop *l, void *obj)
 			return;
 		}
 		break; /* idle keep-alive connection: closed quietly */
+	case CS_HANDSHAKE:
+		handshake_failed(c, "handshake not completed in time");
+		break;
 	default:
 		break;
 	}
@@ -1774,8 +1846,7 @@ static void conn_drive(conn *c)
 			if (h == SOCK_AGAIN)
 				break;
 			if (h != SOCK_OK) {
-				log_debug("tls: handshake with %s failed", c->remote);
-				metrics_inc(METRICS_TLS_FAILED);
+				handshake_failed(c, NULL);
 				conn_close(c);
 				return;
 			}
@@ -1892,6 +1963,8 @@ void conn_drain_all(worker *w)
 
 void conn_close_all(worker *w)
 {
+	ev_timer_clear(&w->loop, &w->tls_rej_timer);
+	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->r.active && !c->r.audited) {

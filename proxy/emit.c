@@ -40,6 +40,8 @@ void emit_flush(struct audit_writer *w, struct emit_batch *b)
 		log_error("audit: %zu event(s) not recorded: %s", n, err_msg());
 }
 
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev);
+
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
 {
 	audit_rec local;
@@ -92,6 +94,29 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	if (r->t_inspect)
 		d[nd++] = (audit_duration){ "inspect", r->t_inspect };
 	audit_rec_durations(ev, d, nd);
+	return emit_submit(w, b, ev);
+}
+
+custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                           const char *reason, uint64_t count)
+{
+	audit_rec local;
+
+	if (w == NULL)
+		b = NULL;
+	audit_rec *ev = b ? &b->rec : &local;
+	audit_rec_begin(ev, "tls.reject");
+	audit_rec_cstr(ev, "direction", "ingress");
+	audit_rec_cstr(ev, "remote", remote);
+	audit_rec_cstr(ev, "decision", "deny");
+	audit_rec_cstr(ev, "reason", reason);
+	audit_rec_u64(ev, "count", count);
+	return emit_submit(w, b, ev);
+}
+
+/* Ends ev and submits it: kept in the batch, at once, or (no writer: tests) to the log. */
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev)
+{
 	GUARD(audit_rec_end(ev));
 	if (w == NULL) {
 		buf body;
