@@ -61,6 +61,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(BIO_meth_set_write)                                                                      \
 	X(BIO_new)                                                                                 \
 	X(BIO_new_mem_buf)                                                                         \
+	X(BIO_number_read)                                                                         \
 	X(BIO_s_mem)                                                                               \
 	X(BIO_s_secmem)                                                                            \
 	X(BIO_s_socket)                                                                            \
@@ -80,6 +81,8 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(ERR_error_string_n)                                                                      \
 	X(ERR_get_error)                                                                           \
 	X(ERR_peek_error)                                                                          \
+	X(ERR_peek_last_error)                                                                     \
+	X(ERR_reason_error_string)                                                                 \
 	X(EVP_CIPHER_get_iv_length)                                                                \
 	X(EVP_CipherInit_ex)                                                                       \
 	X(EVP_Digest)                                                                              \
@@ -172,6 +175,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get0_param)                                                                          \
 	X(SSL_get1_peer_certificate)                                                               \
 	X(SSL_get_error)                                                                           \
+	X(SSL_get_rbio)                                                                            \
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
 	X(SSL_has_pending)                                                                         \

@@ -106,6 +106,10 @@ static bool any_eq(const char *want, const span *v, size_t n, bool nocase)
 
 static bool principal_matches(const struct pmatch *m, const policy_identity *id)
 {
+	if ((id->bearer & POLICY_BEARER_API_KEY) && !m->has_key)
+		return false;
+	if ((id->bearer & POLICY_BEARER_JWT) && !m->jwt_iss && !m->jwt_sub && !m->jwt_group)
+		return false;
 	/* every key present must hold; the API key is compared in constant time */
 	if (m->has_key && (!id->has_api_key || CRYPTO_memcmp(m->key, id->api_key_sha256, 32) != 0))
 		return false;

@@ -93,6 +93,11 @@ static bool parse_identity(const ydoc *doc, ydoc_node *n, policy_request_doc *k,
 		else
 			id->has_api_key = true;
 	}
+	/* As the proxy matches: a presented key or token must name the principal itself. */
+	if (id->has_api_key)
+		id->bearer = POLICY_BEARER_API_KEY;
+	else if (id->jwt_iss.len || id->jwt_sub.len || id->n_jwt_groups)
+		id->bearer = POLICY_BEARER_JWT;
 	return true;
 }
 

@@ -85,6 +85,8 @@ typedef struct req {
 	http1_parser *rp; /* response head parser, allocated while a request runs (it is
 	                     large; idle keep-alive connections should not carry it) */
 	bool resp_head_done;
+	uint64_t resp_at; /* where the response head starts in the client's output stream
+	                     (conn.sent + bytes then waiting in c->out) */
 	http1_body rbdec;
 	bool client_chunked;
 	bool up_keep_alive;
@@ -118,6 +120,7 @@ typedef struct conn {
 	span remote_ip; /* the client's address in remote (empty: a Unix socket) */
 	ident id;
 	uint64_t t_accept, t_tls;
+	uint64_t sent; /* bytes written to the client so far (before TLS) */
 	buf in, out;
 	req r;
 	upconn *up;
@@ -130,6 +133,7 @@ typedef struct conn {
 
 static void conn_drive(conn *c);
 static void conn_free(void *p);
+static void resp_broken(conn *c, unsigned status, const char *why);
 static void up_close(upconn *u);
 
 /* ---------------------------------------------------------------------------------------------
@@ -427,8 +431,11 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 
-/* Answers with a small JSON error and audits it. close: the connection ends after it. */
-static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
+/* Answers with a small JSON error and audits it. close: the connection ends after it.
+ * client_fault: the client's request was refused (audited http.reject / deny, JSON type
+ * invalid_request_error), also with a 5xx status the codec chose (501, 505); otherwise a 5xx
+ * is custos' or the upstream's failure (http.request / error). */
+static void conn_refuse(conn *c, unsigned status, const char *reason, bool close, bool client_fault)
 {
 	req *r = &c->r;
 	buf body;
@@ -448,8 +455,8 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	             status == 401   ? "authentication_error"
 	             : status == 403 ? "permission_denied"
 	             : status == 429 ? "rate_limit_exceeded"
-	             : status >= 500 ? "upstream_error"
-	                             : "invalid_request_error");
+	             : client_fault  ? "invalid_request_error"
+	                             : "upstream_error");
 	json_kv_cstr(&jw, "request_id", r->id);
 	json_obj_end(&jw);
 	json_obj_end(&jw);
@@ -465,14 +472,22 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	}
 	if (c->drain || !r->client_keep_alive)
 		close = true;
+	/* An HTTP/1.0 connection stays open only when the answer says so (RFC 9112 §9.3); an
+	 * answer to HEAD has the error's Content-Length but no content (RFC 9110 §9.3.2), or a
+	 * kept connection would read the JSON as the next response. */
+	unsigned flags = close              ? HTTP1_SIMPLE_CLOSE
+	                 : r->client_http10 ? HTTP1_SIMPLE_KEEP_ALIVE
+	                                    : 0;
+	if (r->meth == HTTP1_M_HEAD)
+		flags |= HTTP1_SIMPLE_HEAD;
 	size_t before = buf_used(&c->out);
 	if (http1_write_simple_response(&c->out, status, SPAN_LIT("application/json"),
-	                                buf_span(&body), add, nadd, close) != CUSTOS_OK)
+	                                buf_span(&body), add, nadd, flags) != CUSTOS_OK)
 		close = true;
 	r->bytes_out += buf_used(&c->out) - before;
 	buf_free(&body);
-	conn_audit(c, status >= 500 ? "http.request" : "http.reject",
-	           status >= 500 ? "error" : "deny", reason);
+	conn_audit(c, client_fault ? "http.reject" : "http.request",
+	           client_fault ? "deny" : "error", reason);
 	if (c->up) {
 		c->up->owner = NULL;
 		up_close(c->up);
@@ -491,6 +506,11 @@ static void conn_reject(conn *c, unsigned status, const char *reason, bool close
 	}
 }
 
+static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
+{
+	conn_refuse(c, status, reason, close, status < 500);
+}
+
 static void new_request_id(worker *w, char out[PROXY_REQUEST_ID_LEN + 1]);
 
 /* A request whose head was never parsed (malformed or timed out): id, time and state so that
@@ -507,9 +527,79 @@ static void req_begin_unparsed(conn *c, const http1_parser *p)
 	if (c->st_ref == NULL)
 		c->st_ref = state_ref(worker_state(c->w));
 	if (p && p->head.method.len && p->head.target.len) {
+		r->meth = p->head.meth; /* a refused HEAD is still answered without content */
 		proxy_ignore(span_copy_cstr(p->head.method, r->method, sizeof(r->method)));
 		r->path = span_dup(p->head.target);
 	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * failed TLS handshakes: one tls.reject event each (AUDIT.md: bad TLS is a rejection), at most
+ * TLS_REJECT_BURST a second per worker; the rest of that second is counted and written as one
+ * event with the sum when the second ends (tls_reject_flush, from a worker timer), so a scanner
+ * cannot flood the trail and the trail still says how many there were. None of this runs on a
+ * handshake that succeeds.
+ */
+#define TLS_REJECT_BURST 10
+
+static void tls_reject_flush(ev_loop *l, void *obj)
+{
+	worker *w = obj;
+
+	(void)l;
+	if (w->tls_rej_suppressed == 0)
+		return;
+	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
+	         w->tls_rej_suppressed);
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*",
+	                    "failed TLS handshakes past the rate bound",
+	                    w->tls_rej_suppressed) != CUSTOS_OK)
+		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
+	w->tls_rej_suppressed = 0;
+}
+
+static void tls_rejected(conn *c, const char *why)
+{
+	worker *w = c->w;
+	uint64_t now = w->loop.now;
+
+	if (now - w->tls_rej_window >= NS_PER_S) {
+		ev_timer_clear(&w->loop, &w->tls_rej_timer);
+		tls_reject_flush(&w->loop, w); /* the last second's sum, if its timer did not run */
+		w->tls_rej_window = now;
+		w->tls_rej_in_window = 0;
+	}
+	if (w->tls_rej_in_window >= TLS_REJECT_BURST) {
+		if (w->tls_rej_suppressed++ == 0) {
+			w->tls_rej_timer.cb = tls_reject_flush;
+			w->tls_rej_timer.obj = w;
+			ev_timer_set(&w->loop, &w->tls_rej_timer, w->tls_rej_window + NS_PER_S);
+		}
+		return;
+	}
+	w->tls_rej_in_window++;
+	log_info("tls: handshake with %s failed: %s", c->remote, why);
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
+		log_error("audit: failed handshake from %s not recorded: %s", c->remote, err_msg());
+}
+
+/* The handshake failed (or timed out, why given): audited, unless the peer never sent a byte
+ * (a TCP health check or port probe is not a TLS client). */
+static void handshake_failed(conn *c, const char *why)
+{
+	char reason[256];
+
+	metrics_inc(METRICS_TLS_FAILED);
+	if (sock_bytes_read(&c->s) == 0) {
+		log_debug("tls: %s %s without sending anything", c->remote,
+		          why ? "timed out" : "closed");
+		return;
+	}
+	if (why == NULL) {
+		sock_handshake_reason(&c->s, reason, sizeof(reason));
+		why = reason;
+	}
+	tls_rejected(c, why);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -528,9 +618,10 @@ static void conn_timeout(ev_loop *l, void *obj)
 		}
 		break;
 	case CS_RESPONSE:
-		c->r.status = c->r.status ? c->r.status : 504;
-		conn_audit(c, "http.request", "error", "upstream read timed out mid-response");
-		break;
+		resp_broken(c, 504, "upstream read timed out mid-response");
+		if (!c->freed)
+			conn_drive(c);
+		return;
 	case CS_BODY:
 		conn_reject(c, 408, "request body not received in time", true);
 		conn_drive(c);
@@ -545,6 +636,9 @@ static void conn_timeout(ev_loop *l, void *obj)
 			return;
 		}
 		break; /* idle keep-alive connection: closed quietly */
+	case CS_HANDSHAKE:
+		handshake_failed(c, "handshake not completed in time");
+		break;
 	default:
 		break;
 	}
@@ -1385,7 +1479,17 @@ static custos_err client_head(conn *c, const http1_head *h)
 		break;
 	default:
 		wo.framing = HTTP1_BODY_NONE;
-		if (r->meth != HTTP1_M_HEAD && h->status != 204 && h->status != 304) {
+		if (r->meth == HTTP1_M_HEAD) {
+			/* The upstream's Content-Length on a HEAD answer is the length a GET would
+			 * get (RFC 9110 §9.3.2, §8.6): kept. The codec checked its digits. */
+			span v;
+			uint64_t n;
+			if (http1_header_get(h, SPAN_LIT("Content-Length"), &v) &&
+			    num_parse_u64(v, 0, UINT64_MAX, &n) == CUSTOS_OK) {
+				wo.framing = HTTP1_BODY_LENGTH;
+				wo.content_length = n;
+			}
+		} else if (h->status != 204 && h->status != 304) {
 			wo.framing = HTTP1_BODY_LENGTH;
 			wo.content_length = 0;
 		}
@@ -1394,7 +1498,9 @@ static custos_err client_head(conn *c, const http1_head *h)
 	wo.close = !r->client_keep_alive || c->drain;
 	if (wo.close)
 		r->client_keep_alive = false;
+	wo.keep_alive = r->client_http10; /* announced, or the 1.0 client would not reuse it */
 	size_t before = buf_used(&c->out);
+	r->resp_at = c->sent + before;
 	GUARD(http1_write_response_head(&c->out, h, &wo));
 	r->bytes_out += buf_used(&c->out) - before;
 	r->status = h->status;
@@ -1439,6 +1545,31 @@ static custos_err resp_inspect_end(conn *c)
 	return ie;
 }
 
+/* The upstream's response body is malformed, cut short or stalled. When no byte of the
+ * answer has reached the client yet (its head, maybe body bytes, still wait in c->out), they
+ * are taken back and the client gets `status` (502, 504) with its X-Request-Id, audited as
+ * such. Otherwise the connection ends without the rest: the client sees a truncated message,
+ * never a silently short one, and the event has the status that was sent. */
+static void resp_broken(conn *c, unsigned status, const char *why)
+{
+	req *r = &c->r;
+
+	if (c->sent <= r->resp_at) {
+		size_t keep = (size_t)(r->resp_at - c->sent);
+		size_t drop = buf_used(&c->out) - keep;
+		c->out.len -= drop;
+		r->bytes_out -= drop;
+		r->resp_head_done = false; /* nothing answered: nothing to charge */
+		r->client_chunked = false;
+		conn_reject(c, status, why, false);
+		return;
+	}
+	if (r->status == 0)
+		r->status = status;
+	conn_audit(c, "http.request", "error", why);
+	conn_close(c);
+}
+
 /* Moves response body bytes from the upstream buffer to the client buffer. Returns true on
  * progress. */
 static bool pump_body(conn *c)
@@ -1456,8 +1587,7 @@ static bool pump_body(conn *c)
 		ssize_t k = http1_body_decode(&r->rbdec, (const char *)buf_ptr(&u->in), avail,
 		                              &data, &done);
 		if (k < 0) {
-			conn_audit(c, "http.request", "error", "malformed upstream response body");
-			conn_close(c);
+			resp_broken(c, 502, "malformed upstream response body");
 			return false;
 		}
 		custos_err ie = CUSTOS_OK;
@@ -1649,8 +1779,7 @@ static bool up_drive(conn *c)
 			finish_request(c);
 			return true;
 		}
-		conn_audit(c, "http.request", "error", "upstream response truncated");
-		conn_close(c);
+		resp_broken(c, 502, "upstream response truncated");
 		return true;
 	}
 }
@@ -1690,7 +1819,9 @@ static void conn_drive(conn *c)
 		bool progress = false;
 
 		if (buf_used(&c->out) > 0 && sock_can_write(&c->s)) {
+			size_t before = buf_used(&c->out);
 			ssize_t n = sock_write(&c->s, &c->out);
+			c->sent += before - buf_used(&c->out);
 			if (n == SOCK_ERR) {
 				if (c->r.active && !c->r.audited) {
 					c->r.status = c->r.status ? c->r.status : 499;
@@ -1719,8 +1850,7 @@ static void conn_drive(conn *c)
 			if (h == SOCK_AGAIN)
 				break;
 			if (h != SOCK_OK) {
-				log_debug("tls: handshake with %s failed", c->remote);
-				metrics_inc(METRICS_TLS_FAILED);
+				handshake_failed(c, NULL);
 				conn_close(c);
 				return;
 			}
@@ -1741,10 +1871,11 @@ static void conn_drive(conn *c)
 				if (k < 0) {
 					req_begin_unparsed(c, &p);
 					buf_reset(&c->in);
-					conn_reject(c, p.err.status ? p.err.status : 400,
+					/* The codec's refusal (400...505): the client's fault. */
+					conn_refuse(c, p.err.status ? p.err.status : 400,
 					            p.err.reason ? p.err.reason
 					                         : "malformed request",
-					            true);
+					            true, true);
 					progress = true;
 					break;
 				}
@@ -1767,11 +1898,11 @@ static void conn_drive(conn *c)
 				        http1_body_decode(&r->bdec, (const char *)buf_ptr(&c->in),
 				                          buf_used(&c->in), &data, &done);
 				if (k < 0) {
-					conn_reject(c,
+					conn_refuse(c,
 					            r->bdec.err.status ? r->bdec.err.status : 400,
 					            r->bdec.err.reason ? r->bdec.err.reason
 					                               : "malformed body",
-					            true);
+					            true, true);
 					break;
 				}
 				if (data.len && buf_append_span(&r->body, data) != CUSTOS_OK) {
@@ -1836,6 +1967,8 @@ void conn_drain_all(worker *w)
 
 void conn_close_all(worker *w)
 {
+	ev_timer_clear(&w->loop, &w->tls_rej_timer);
+	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->r.active && !c->r.audited) {

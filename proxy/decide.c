@@ -93,6 +93,11 @@ static const policy_principal *principal_of(const policy *p, const ident *id, bo
 		.jwt_sub = span_cstr(id->jwt_sub),
 		.jwt_groups = groups,
 		.n_jwt_groups = id->n_jwt_groups,
+		/* The bearer credential presented names the principal, or no one: a certificate
+		 * that would match cannot stand in for a key or token that failed. */
+		.bearer = id->method == IDENT_API_KEY ? POLICY_BEARER_API_KEY
+		          : id->method == IDENT_JWT   ? POLICY_BEARER_JWT
+		                                      : 0,
 	};
 	if (id->has_api_key)
 		memcpy(pid.api_key_sha256, id->api_key_sha256, 32);

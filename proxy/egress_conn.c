@@ -168,7 +168,8 @@ static void reply(econn *c, eio io, unsigned status, const char *reason, bool cl
 	int n = snprintf(body, sizeof(body), "%s\n", why);
 	buf_reset(&c->out);
 	if (http1_write_simple_response(&c->out, status, SPAN_LIT("text/plain"),
-	                                span_of(body, (size_t)n), &add, 1, close) == CUSTOS_OK)
+	                                span_of(body, (size_t)n), &add, 1,
+	                                close ? HTTP1_SIMPLE_CLOSE : 0) == CUSTOS_OK)
 		(void)eio_write(io, buf_ptr(&c->out), buf_used(&c->out));
 	buf_reset(&c->out);
 }

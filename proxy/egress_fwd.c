@@ -320,7 +320,8 @@ static void fc_reply(fconn *c, unsigned status, const char *reason, bool close)
 	int n = snprintf(body, sizeof(body), "%s\n", why);
 	buf_reset(&c->out);
 	if (http1_write_simple_response(&c->out, status, SPAN_LIT("text/plain"),
-	                                span_of(body, (size_t)n), &add, 1, close) != CUSTOS_OK)
+	                                span_of(body, (size_t)n), &add, 1,
+	                                close ? HTTP1_SIMPLE_CLOSE : 0) != CUSTOS_OK)
 		buf_reset(&c->out);
 	if (close)
 		c->close_after = true;

@@ -116,6 +116,8 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 	return audit_rec_end(ev);
 }
 
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev);
+
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
 {
 	audit_rec local;
@@ -130,6 +132,30 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 		         r->request_id, AUDIT_MAX_EVENT);
 		GUARD(build_event(ev, r, true));
 	}
+	return emit_submit(w, b, ev);
+}
+
+custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                           const char *reason, uint64_t count)
+{
+	audit_rec local;
+
+	if (w == NULL)
+		b = NULL;
+	audit_rec *ev = b ? &b->rec : &local;
+	audit_rec_begin(ev, "tls.reject");
+	audit_rec_cstr(ev, "direction", "ingress");
+	audit_rec_cstr(ev, "remote", remote);
+	audit_rec_cstr(ev, "decision", "deny");
+	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
+	audit_rec_u64(ev, "count", count);
+	GUARD(audit_rec_end(ev));
+	return emit_submit(w, b, ev);
+}
+
+/* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. */
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev)
+{
 	if (w == NULL) {
 		buf body;
 		buf_init(&body, AUDIT_MAX_EVENT);

@@ -242,6 +242,7 @@ void http1_parser_reset(http1_parser *p)
 	p->base = NULL;
 	p->seen = 0;
 	p->err = (http1_error){ 0 };
+	p->pend = (http1_error){ 0 };
 	/* Only the scalar part of the head: hdrs[] is overwritten as it fills. */
 	memset(&p->head, 0, offsetof(http1_head, hdrs));
 	p->head.nhdrs = 0;
@@ -565,41 +566,88 @@ static bool conn_token(void *ctx, span e)
 	return true;
 }
 
-/* Transfer-Encoding: exactly "chunked" is accepted. Returns 0 ok, else the status to answer. */
+/* OWS: spaces and tabs. */
+static size_t skip_ows(span v, size_t i)
+{
+	while (i < v.len && (v.ptr[i] == ' ' || v.ptr[i] == '\t'))
+		i++;
+	return i;
+}
+
+static size_t skip_token(span v, size_t i)
+{
+	while (i < v.len && is_cls((unsigned char)v.ptr[i], C_TCHAR))
+		i++;
+	return i;
+}
+
+/* Transfer-Encoding value (RFC 9112 §6.1, RFC 9110 §10.1.4):
+ *   #( token *( OWS ";" OWS token BWS "=" BWS token ) )
+ * Returns 0 for exactly "chunked", 400 for a malformed list (empty element, a non-token,
+ * two codings not separated by a comma, quoted parameter values, chunked with parameters,
+ * not last or applied twice: RFC 9112 §6.3 p4 and §7), 501 for a well-formed list with a
+ * coding custos does not implement (RFC 9112 §6.1). */
 static unsigned check_te(span v)
 {
 	if (EQ(v, "chunked"))
 		return 0;
-	/* Not exactly chunked: a malformed list or chunked not last is 400 (RFC 9112 §6.3 p4),
-	 * any other coding we do not implement is 501 (RFC 9112 §6.1). */
-	size_t i = 0;
 	bool chunked_seen = false, last_chunked = false;
-	while (i <= v.len) {
-		size_t j = i;
-		while (j < v.len && v.ptr[j] != ',')
-			j++;
-		span e = span_trim(span_of(v.ptr + i, j - i));
-		if (e.len == 0)
-			return 400;
-		/* A coding is a token, optionally with parameters after ';'. */
-		size_t k = 0;
-		while (k < e.len && is_cls((unsigned char)e.ptr[k], C_TCHAR))
-			k++;
-		if (k == 0)
-			return 400;
-		if (k < e.len && e.ptr[k] != ';' && e.ptr[k] != ' ' && e.ptr[k] != '\t')
-			return 400;
-		last_chunked = EQ(span_of(e.ptr, k), "chunked") && k == e.len;
-		if (EQ(span_of(e.ptr, k), "chunked")) {
-			if (chunked_seen || k != e.len)
+	size_t i = 0;
+	for (;;) {
+		i = skip_ows(v, i);
+		size_t t = i;
+		i = skip_token(v, i);
+		if (i == t)
+			return 400; /* empty element, or not a token */
+		bool chunked = EQ(span_of(v.ptr + t, i - t), "chunked");
+		bool params = false;
+		i = skip_ows(v, i);
+		while (i < v.len && v.ptr[i] == ';') {
+			params = true;
+			i = skip_ows(v, i + 1);
+			size_t n = i;
+			i = skip_token(v, i);
+			if (i == n)
 				return 400;
-			chunked_seen = true;
+			i = skip_ows(v, i);
+			if (i == v.len || v.ptr[i] != '=')
+				return 400;
+			i = skip_ows(v, i + 1);
+			n = i;
+			i = skip_token(v, i); /* a quoted-string value is refused: not worth a
+			                         differential in a field nothing here decodes */
+			if (i == n)
+				return 400;
+			i = skip_ows(v, i);
 		}
-		i = j + 1;
+		if (chunked && (params || chunked_seen))
+			return 400;
+		chunked_seen = chunked_seen || chunked;
+		last_chunked = chunked;
+		if (i == v.len)
+			break;
+		if (v.ptr[i] != ',')
+			return 400; /* "chun ked", "chunked x": two words in one element */
+		i++;
 	}
 	if (chunked_seen && !last_chunked)
 		return 400;
 	return 501;
+}
+
+/* Statuses other than 400 found in a field (413 for Content-Length, 417 for Expect, 501 for
+ * a coding) wait until the whole head is in: a syntax error, a repetition or a framing
+ * conflict anywhere in the head is then answered 400 whatever the field order, so the
+ * status cannot depend on which field came first. Of several, the highest rank stays. */
+static unsigned defer_rank(unsigned status)
+{
+	return status == 501 ? 3 : status == 413 ? 2 : status == 417 ? 1 : 0;
+}
+
+static void defer_fail(http1_parser *p, unsigned status, const char *reason, size_t off)
+{
+	if (defer_rank(status) > defer_rank(p->pend.status))
+		p->pend = (http1_error){ status, reason, off };
 }
 
 static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t off)
@@ -620,9 +668,10 @@ static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t o
 		break;
 	case 6:
 		if (EQ(n, "expect") && !p->response && h->version == 11) {
-			if (!EQ(f->value, "100-continue"))
-				return fail(p, 417, "unsupported expectation", off);
-			h->expect_continue = true;
+			if (EQ(f->value, "100-continue"))
+				h->expect_continue = true;
+			else
+				defer_fail(p, 417, "unsupported expectation", off);
 		}
 		break;
 	case 7:
@@ -637,34 +686,44 @@ static ssize_t header_semantics(http1_parser *p, const http1_header *f, size_t o
 		if (EQ(n, "content-length")) {
 			if (p->seen & SEEN_CL)
 				return fail(p, 400, "repeated Content-Length field", off);
+			if (p->seen & SEEN_TE)
+				return fail(p, 400, "both Content-Length and Transfer-Encoding",
+				            off);
 			p->seen |= SEEN_CL;
 			span v = f->value;
 			if (v.len == 0)
 				return fail(p, 400, "empty Content-Length", off);
 			uint64_t cl = 0;
+			bool too_big = false;
 			for (size_t i = 0; i < v.len; i++) {
 				unsigned char c = (unsigned char)v.ptr[i];
 				if (!is_cls(c, C_DIGIT))
 					return fail(p, 400, "Content-Length is not only digits",
 					            off);
 				if (cl > (UINT64_MAX - 9) / 10)
-					return fail(p, 413, "Content-Length too large", off);
-				cl = cl * 10 + (uint64_t)(c - '0');
+					too_big = true; /* the digits are still checked */
+				else
+					cl = cl * 10 + (uint64_t)(c - '0');
 			}
-			if (cl > p->lim.max_body)
-				return fail(p, 413, "Content-Length above the body limit", off);
-			h->content_length = cl;
+			if (too_big)
+				defer_fail(p, 413, "Content-Length too large", off);
+			else if (cl > p->lim.max_body)
+				defer_fail(p, 413, "Content-Length above the body limit", off);
+			h->content_length = too_big ? 0 : cl;
 		}
 		break;
 	case 17:
 		if (EQ(n, "transfer-encoding")) {
 			if (p->seen & SEEN_TE)
 				return fail(p, 400, "repeated Transfer-Encoding field", off);
+			if (p->seen & SEEN_CL)
+				return fail(p, 400, "both Content-Length and Transfer-Encoding",
+				            off);
 			p->seen |= SEEN_TE;
 			unsigned st = check_te(f->value);
 			if (st == 501)
-				return fail(p, 501, "transfer coding other than chunked", off);
-			if (st != 0)
+				defer_fail(p, 501, "transfer coding other than chunked", off);
+			else if (st != 0)
 				return fail(p, 400, "malformed Transfer-Encoding", off);
 		}
 		break;
@@ -767,8 +826,6 @@ static ssize_t finish_request(http1_parser *p, size_t end)
 	if (p->seen & SEEN_TE) {
 		if (h->version == 10)
 			return fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request", end);
-		if (p->seen & SEEN_CL)
-			return fail(p, 400, "both Content-Length and Transfer-Encoding", end);
 		h->framing = HTTP1_BODY_CHUNKED;
 	} else if (p->seen & SEEN_CL) {
 		h->framing = HTTP1_BODY_LENGTH;
@@ -778,6 +835,8 @@ static ssize_t finish_request(http1_parser *p, size_t end)
 	if (h->meth == HTTP1_M_CONNECT &&
 	    (h->framing == HTTP1_BODY_CHUNKED || h->content_length > 0))
 		return fail(p, 400, "CONNECT request with content", end);
+	if (p->pend.status)
+		return fail(p, p->pend.status, p->pend.reason, p->pend.offset);
 	if (h->version == 11)
 		h->keep_alive = !(h->conn_flags & HTTP1_CONN_CLOSE);
 	else
@@ -793,8 +852,8 @@ static ssize_t finish_response(http1_parser *p, size_t end)
 
 	if ((p->seen & SEEN_TE) && h->version == 10)
 		return fail(p, 502, "Transfer-Encoding in an HTTP/1.0 response", end);
-	if ((p->seen & SEEN_TE) && (p->seen & SEEN_CL))
-		return fail(p, 502, "both Content-Length and Transfer-Encoding", end);
+	if (p->pend.status)
+		return fail(p, 502, p->pend.reason, p->pend.offset);
 	if (st == 101)
 		return fail(p, 502, "101 Switching Protocols was never asked for", end);
 	if (st < 200 || st == 204 || st == 304 || p->req_meth == HTTP1_M_HEAD)
@@ -1293,6 +1352,8 @@ static void emit_fields(emitter *e, const http1_head *h, const http1_write_opts 
 	}
 	if (o->close)
 		EMIT_LIT(e, "Connection: close\r\n");
+	else if (o->keep_alive)
+		EMIT_LIT(e, "Connection: keep-alive\r\n");
 	for (size_t i = 0; i < o->nadd; i++) {
 		emit_span(e, o->add[i].name);
 		EMIT_LIT(e, ": ");
@@ -1397,7 +1458,7 @@ custos_err http1_write_response_head(buf *out, const http1_head *h, const http1_
 }
 
 custos_err http1_write_simple_response(buf *out, unsigned status, span content_type, span body,
-                                       const http1_header *add, size_t nadd, bool close)
+                                       const http1_header *add, size_t nadd, unsigned flags)
 {
 	ENSURE(status >= 100 && status <= 599, CUSTOS_ERR_INVAL, "bad status %u", status);
 	http1_head h;
@@ -1417,14 +1478,15 @@ custos_err http1_write_simple_response(buf *out, unsigned status, span content_t
 	http1_write_opts o = {
 		.framing = HTTP1_BODY_LENGTH,
 		.content_length = body.len,
-		.close = close,
+		.close = (flags & HTTP1_SIMPLE_CLOSE) != 0,
+		.keep_alive = (flags & HTTP1_SIMPLE_KEEP_ALIVE) != 0,
 		.add = extra,
 		.nadd = n,
 	};
 	if (status < 200 || status == 204 || status == 304)
 		o.framing = HTTP1_BODY_NONE;
 	GUARD(write_head(out, &h, &o, true));
-	if (o.framing == HTTP1_BODY_NONE || body.len == 0)
+	if (o.framing == HTTP1_BODY_NONE || body.len == 0 || (flags & HTTP1_SIMPLE_HEAD))
 		return CUSTOS_OK;
 	return buf_append(out, body.ptr, body.len);
 }

@@ -141,6 +141,8 @@ typedef struct http1_parser {
 	size_t crlfs;      /* leading empty lines skipped */
 	const char *base;  /* data of the latest call (to rebase spans) */
 	unsigned seen;     /* bit set of singleton fields seen */
+	http1_error pend;  /* a 413/417/501 found in a field, answered at the head's end unless
+	                      a 400 comes first (the status never depends on field order) */
 	http1_error err;
 	http1_head head;
 } http1_parser;
@@ -244,6 +246,8 @@ typedef struct http1_write_opts {
 	                            CHUNKED: Transfer-Encoding: chunked; CLOSE: none */
 	uint64_t content_length; /* for HTTP1_BODY_LENGTH */
 	bool close;              /* add "Connection: close" */
+	bool keep_alive;         /* add "Connection: keep-alive" (an HTTP/1.0 peer kept: RFC 9112
+	                            §9.3, persistence is announced); ignored with close */
 	const span *drop;        /* more field names to leave out (case-insensitive), may be NULL */
 	size_t ndrop;
 	const http1_header *add; /* fields appended after the kept ones (e.g. X-Request-Id) */
@@ -261,10 +265,18 @@ custos_err http1_write_request_head(buf *out, const http1_head *h,
  * length to keep it on HEAD and 304 answers. */
 custos_err http1_write_response_head(buf *out, const http1_head *h,
                                      const http1_write_opts *opts) CUSTOS_WUR;
+/* Flags of http1_write_simple_response. */
+#define HTTP1_SIMPLE_CLOSE      0x1u /* "Connection: close" */
+#define HTTP1_SIMPLE_KEEP_ALIVE 0x2u /* "Connection: keep-alive" (an HTTP/1.0 client kept) */
+#define HTTP1_SIMPLE_HEAD                                                                          \
+	0x4u /* it answers HEAD: the Content-Length a GET would get, and
+                                        no content after the head (RFC 9110 §9.3.2) */
 /* Appends a complete small response: status line, Content-Type (if given), Content-Length,
- * extra fields, optional "Connection: close", body. For errors the proxy generates. */
+ * extra fields, the Connection field the flags ask for, body (not for HEAD). For errors the
+ * proxy generates. */
 custos_err http1_write_simple_response(buf *out, unsigned status, span content_type, span body,
-                                       const http1_header *add, size_t nadd, bool close) CUSTOS_WUR;
+                                       const http1_header *add, size_t nadd,
+                                       unsigned flags) CUSTOS_WUR;
 
 /* Static reason phrase for a status code ("Bad Request"); "Unknown" when not known. */
 const char *http1_status_reason(unsigned status);

@@ -141,6 +141,10 @@ const char *ident_label(const ident *id)
 		return id->key_principal;
 	if (id->jwt_sub)
 		return id->jwt_sub;
+	/* A key that named no one is what the caller authenticated with (and failed), even
+	 * when a certificate came too: the certificate's name would mislead. */
+	if (id->method == IDENT_API_KEY)
+		return "unknown-api-key";
 	if (id->n_uri)
 		return id->san_uri[0];
 	if (id->n_dns)

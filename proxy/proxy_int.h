@@ -111,6 +111,10 @@ typedef struct sock {
 	bool rd_ready, wr_ready;        /* epoll said so and no EAGAIN since */
 	uint8_t rd_blocked, wr_blocked; /* 0, 'r' or 'w': what the last AGAIN waited for */
 	bool closed_write;
+	/* Why the TLS handshake failed (set only then): OpenSSL's error, or errno for a
+	 * socket error (0 and 0: the peer closed). */
+	unsigned long hs_err;
+	int hs_errno;
 } sock;
 void sock_event(sock *s, uint32_t events);
 bool sock_can_read(const sock *s);
@@ -121,6 +125,11 @@ ssize_t sock_read(sock *s, buf *b, size_t max);
 ssize_t sock_write(sock *s, buf *b);
 /* TLS handshake step: SOCK_OK done, SOCK_AGAIN, SOCK_ERR. */
 int sock_handshake(sock *s);
+/* After SOCK_ERR from sock_handshake: why, as text in out (the certificate verify error, or
+ * OpenSSL's reason: an alert received or sent, a protocol the listener refuses...). */
+void sock_handshake_reason(const sock *s, char *out, size_t n);
+/* Bytes the peer sent on this TLS connection so far (0: it never spoke). */
+uint64_t sock_bytes_read(const sock *s);
 void sock_close(sock *s);
 /* Attaches fd to ssl through a BIO that uses recv/send (OpenSSL's socket BIO uses
  * read/write); the fd stays the caller's to close. Returns false when out of memory. */
@@ -211,6 +220,10 @@ typedef struct emit_rec {
  * instead of one sender wake-up per request); without one it is submitted at once. */
 struct emit_batch;
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r) CUSTOS_WUR;
+/* Builds one tls.reject event: a failed TLS handshake from remote, why, and how many it
+ * stands for (1, or the sum of a second's failures past the rate bound, remote "*"). */
+custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                           const char *reason, uint64_t count) CUSTOS_WUR;
 /* Submits the kept events (errors are logged: the requests have been answered). */
 void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
@@ -280,6 +293,12 @@ typedef struct worker {
 	unsigned buf_cached;
 	void *rp_cache; /* conn.c: free response head parsers (singly linked) */
 	unsigned rp_cached;
+	/* conn.c: failed TLS handshakes audited in the current second (a rate bound), those
+	 * past it counted, and the timer that writes their sum when the second ends */
+	uint64_t tls_rej_window;
+	unsigned tls_rej_in_window;
+	uint64_t tls_rej_suppressed;
+	ev_timer tls_rej_timer;
 } worker;
 
 struct proxy_server {

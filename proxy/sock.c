@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -256,17 +258,53 @@ int sock_handshake(sock *s)
 	uint8_t blocked = 0;
 
 	ERR_clear_error();
+	errno = 0;
 	int r = SSL_do_handshake(s->ssl);
 	if (r == 1) {
 		s->rd_blocked = s->wr_blocked = 0;
 		return SOCK_OK;
 	}
+	int saved_errno = errno;
+	int se = SSL_get_error(s->ssl, r);
+	if (se != SSL_ERROR_WANT_READ && se != SSL_ERROR_WANT_WRITE) {
+		/* Kept before ssl_result clears the queue; only a failure pays for it. */
+		s->hs_err = ERR_peek_last_error();
+		s->hs_errno = se == SSL_ERROR_SYSCALL ? saved_errno : 0;
+	}
+	errno = saved_errno;
 	ssize_t e = ssl_result(s, r, &blocked);
 	if (e == SOCK_AGAIN) {
+		s->hs_err = 0;
+		s->hs_errno = 0;
 		s->rd_blocked = s->wr_blocked = blocked;
 		return SOCK_AGAIN;
 	}
 	return SOCK_ERR;
+}
+
+void sock_handshake_reason(const sock *s, char *out, size_t n)
+{
+	long v = s->ssl ? SSL_get_verify_result(s->ssl) : X509_V_OK;
+
+	if (v != X509_V_OK) {
+		snprintf(out, n, "client certificate: %s", X509_verify_cert_error_string(v));
+	} else if (s->hs_err != 0) {
+		const char *why = ERR_reason_error_string(s->hs_err);
+		if (why != NULL)
+			snprintf(out, n, "%s", why);
+		else
+			ERR_error_string_n(s->hs_err, out, n);
+	} else if (s->hs_errno != 0) {
+		snprintf(out, n, "%s", strerror(s->hs_errno));
+	} else {
+		snprintf(out, n, "the peer closed the connection during the handshake");
+	}
+}
+
+uint64_t sock_bytes_read(const sock *s)
+{
+	BIO *b = s->ssl ? SSL_get_rbio(s->ssl) : NULL;
+	return b ? BIO_number_read(b) : 0;
 }
 
 void sock_close(sock *s)

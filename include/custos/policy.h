@@ -143,9 +143,17 @@ typedef struct policy_identity {
 	span jwt_iss, jwt_sub;      /* verified JWT claims */
 	const span *jwt_groups;
 	size_t n_jwt_groups;
+	unsigned bearer; /* POLICY_BEARER_*: the credential the caller authenticated with */
 } policy_identity;
 
-/* The first principal (file order) all of whose match keys hold for id, or NULL. */
+/* A bearer credential names the caller: only a principal whose match uses that kind of
+ * credential can be matched, so a key or token that names nobody fails even when the
+ * caller's certificate would match another principal. */
+#define POLICY_BEARER_API_KEY 0x1u /* the principal's match has api_key_sha256 */
+#define POLICY_BEARER_JWT     0x2u /* the principal's match has jwt_iss, jwt_sub or jwt_group */
+
+/* The first principal (file order) all of whose match keys hold for id, and that id's bearer
+ * credential names (see POLICY_BEARER_*), or NULL. */
 const policy_principal *policy_match_principal(const policy *p, const policy_identity *id);
 const policy_principal *policy_find_principal(const policy *p, span id);
 const policy_model *policy_find_model(const policy *p, span id);

@@ -179,7 +179,7 @@ version: 1
 workers: ${WORKERS:-2}
 limits:
   body_max: 1MiB
-  timeouts:
+${EXTRA_LIMITS:-}  timeouts:
     upstream_connect: 2s
     upstream_read: ${UPSTREAM_READ:-10s}
     client_header: ${HEADER_TIMEOUT:-10s}

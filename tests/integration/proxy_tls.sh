@@ -100,6 +100,12 @@ check "client certificate (SAN URI spiffe://test/team/analytics/job1) -> princip
 code=$("${C[@]}" --cert "$work/tls/rogue.crt" --key "$work/tls/rogue.key" -d "$chat" "$url" 2>/dev/null)
 check "client certificate from an untrusted CA refused at the handshake" "$code" 000
 check "optional mTLS: no certificate, no key -> 401" "$("${C[@]}" -d "$chat" "$url")" 401
+# A presented credential that fails is a failure, even with a certificate that would pass.
+check "client certificate and an API key no principal matches -> 401" \
+	"$("${C[@]}" -D "$work/bogus.hdr" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H 'Authorization: Bearer sk-totally-bogus' -d "$chat" "$url")" 401
+bogus_id=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$work/bogus.hdr" | tr -d '\r')
+check "client certificate and alice's API key -> 200 (the key names the principal)" \
+	"$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H "Authorization: Bearer $ALICE" -d "$chat" "$url")" 200
 
 check "API key from auth.api_keys_file names its principal" \
 	"$("${C[@]}" -H 'Authorization: Bearer sk-from-keys-file' -d "$chat" "$url")" 200
@@ -122,6 +128,13 @@ check "JWT RS256 header on an EC key id -> 401" "$(bearer "$(jwt RS256 e1 "$k/rs
 
 kill -TERM "$CU_PID"
 wait "$CU_PID"
+
+# ---- the audit event names the method that authenticated the principal it names
+check "certificate alone: analytics by mtls" "$(audit_grep '"principal":"analytics","auth":"mtls".*"status":200' | wc -l | tr -d ' ')" 1
+check "no principal named by a key it was not matched on" "$(audit_grep '"principal":"analytics","auth":"(api_key|jwt)"' | wc -l | tr -d ' ')" 0
+check "certificate and alice's key: alice by api_key" "$(audit_grep '"principal":"alice","auth":"api_key".*"status":200' | wc -l | tr -d ' ')" 2
+check "certificate and a bogus key: 401 by api_key, no principal" \
+	"$(audit_grep "\"request_id\":\"$bogus_id\".*\"principal\":\"unknown-api-key\",\"auth\":\"api_key\".*\"status\":401" | wc -l | tr -d ' ')" 1
 
 # ---- mTLS required: a second instance
 CLIENT_AUTH=required AUTH_YAML="" EXTRA_CERTS="" write_config "$work/custos2.yaml" "$FX_PORT"

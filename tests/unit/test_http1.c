@@ -362,6 +362,43 @@ static void test_bad_requests(void **state)
 	assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\n\rX\r\n"), 400);
 	assert_int_equal(req_status("\r"), -1);
 	assert_int_equal(req_status("\r\r\n"), 400);
+	/* The status never depends on field order: a framing conflict, a repetition or a
+	 * malformed list anywhere is 400 before a 413, 417 or 501 found in another field. */
+	static const char *const framing_400[][2] = {
+		{ "Content-Length: 5\r\n", "Transfer-Encoding: xchunked\r\n" },
+		{ "Content-Length: 5\r\n", "Transfer-Encoding: identity\r\n" },
+		{ "Content-Length: 99999999999999999999999\r\n", "Transfer-Encoding: chunked\r\n" },
+		{ "Content-Length: 2000000000000\r\n", "Transfer-Encoding: chunked\r\n" },
+		{ "Transfer-Encoding: gzip\r\n", "Transfer-Encoding: chunked\r\n" },
+		{ "Expect: 200-ok\r\n", "Transfer-Encoding: chun ked\r\n" },
+		{ "Expect: 200-ok\r\nContent-Length: 1\r\n", "Content-Length: 1\r\n" },
+		{ "Transfer-Encoding: gzip\r\n", "Host: b\r\n" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(framing_400); i++) {
+		char m[256];
+		for (int order = 0; order < 2; order++) {
+			snprintf(m, sizeof(m), "POST / HTTP/1.1\r\nHost: a\r\n%s%s\r\n",
+			         framing_400[i][order], framing_400[i][!order]);
+			if (req_status(m) != 400)
+				fail_msg("not 400 (%d): %s", req_status(m), m);
+		}
+	}
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: br\r\n"
+	                            "Expect: 200-ok\r\n\r\n"),
+	                 501);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n"
+	                            "Content-Length: 2000000000000\r\n\r\n"),
+	                 413);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"), 417);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\n"
+	                            "Transfer-Encoding: x-y ;a=b;c = d , chunked\r\n\r\n"),
+	                 501);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\n"
+	                            "Transfer-Encoding: gzip;, chunked\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\n"
+	                            "Transfer-Encoding: gzip,\r\n\r\n"),
+	                 400);
 	/* The leading CRLF allowance. */
 	assert_int_equal(
 	        req_status("\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
@@ -547,6 +584,13 @@ static void test_responses(void **state)
 	assert_int_equal(
 	        resp_status("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_M_GET),
 	        502);
+	assert_int_equal(
+	        resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", HTTP1_M_GET),
+	        502);
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+	                             "Content-Length: 1\r\n\r\n",
+	                             HTTP1_M_HEAD),
+	                 502);
 	/* Body errors in responses are 502 too. */
 	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1\r\n",
 	                             HTTP1_M_GET),
@@ -743,7 +787,8 @@ static void test_write_response(void **state)
 
 	http1_header add[] = { { SPAN_LIT("X-Request-Id"), SPAN_LIT("r1") } };
 	assert_int_equal(http1_write_simple_response(&out, 400, SPAN_LIT("application/json"),
-	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1, true),
+	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1,
+	                                             HTTP1_SIMPLE_CLOSE),
 	                 CUSTOS_OK);
 	const char *want2 = "HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\nConnection: close"
 	                    "\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n\r\n"
@@ -751,12 +796,24 @@ static void test_write_response(void **state)
 	assert_int_equal(buf_used(&out), strlen(want2));
 	assert_memory_equal(buf_ptr(&out), want2, strlen(want2));
 	buf_reset(&out);
+	/* An answer to HEAD: the same head, Content-Length included, and no content; an HTTP/1.0
+	 * client kept is told so. */
+	assert_int_equal(http1_write_simple_response(&out, 403, SPAN_LIT("application/json"),
+	                                             SPAN_LIT("{\"error\":\"bad\"}"), add, 1,
+	                                             HTTP1_SIMPLE_HEAD | HTTP1_SIMPLE_KEEP_ALIVE),
+	                 CUSTOS_OK);
+	const char *want3 =
+	        "HTTP/1.1 403 Forbidden\r\nContent-Length: 15\r\nConnection: "
+	        "keep-alive\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\n\r\n";
+	assert_int_equal(buf_used(&out), strlen(want3));
+	assert_memory_equal(buf_ptr(&out), want3, strlen(want3));
+	buf_reset(&out);
 	assert_int_equal(http1_write_simple_response(&out, 204, (span){ NULL, 0 },
-	                                             (span){ NULL, 0 }, NULL, 0, false),
+	                                             (span){ NULL, 0 }, NULL, 0, 0),
 	                 CUSTOS_OK);
 	assert_int_equal(buf_used(&out), strlen("HTTP/1.1 204 No Content\r\n\r\n"));
 	assert_int_equal(http1_write_simple_response(&out, 42, (span){ NULL, 0 }, (span){ NULL, 0 },
-	                                             NULL, 0, false),
+	                                             NULL, 0, 0),
 	                 CUSTOS_ERR_INVAL);
 	assert_string_equal(http1_status_reason(413), "Content Too Large");
 	assert_string_equal(http1_status_reason(999), "Unknown");

@@ -552,6 +552,22 @@ static void test_identity(void **state)
 	id.has_api_key = false;
 	id.api_key_sha256[31] = 1;
 	assert_null(policy_match_principal(p, &id));
+	/* A presented bearer credential names the principal or no one: alice's certificate does
+	 * not stand in for a key that matches nobody, nor for a token no match names. */
+	memset(&id, 0, sizeof(id));
+	id.san_uris = uris + 1;
+	id.n_san_uris = 1;
+	id.has_api_key = true;
+	id.api_key_sha256[31] = 2;
+	assert_string_equal(policy_match_principal(p, &id)->id, "alice"); /* without bearer */
+	id.bearer = POLICY_BEARER_API_KEY;
+	assert_null(policy_match_principal(p, &id));
+	id.api_key_sha256[31] = 1;
+	assert_string_equal(policy_match_principal(p, &id)->id, "bob");
+	id.has_api_key = false;
+	id.bearer = POLICY_BEARER_JWT;
+	id.jwt_iss = SPAN_LIT("https://issuer.example");
+	assert_null(policy_match_principal(p, &id));
 	policy_unref(p);
 }
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Failed TLS handshakes through the real binary: each is one tls.reject event (remote, reason)
+# and an info log line with the reason: a client certificate from an untrusted CA, an expired
+# one, none where client_auth is required, an h2-only ALPN offer, plain HTTP sent to the TLS
+# port, a TLS 1.1 client, a handshake that stalls. A connection that never sends a byte is not
+# one. Past 10 a second per worker the rest are counted and written as one event with the sum.
+. "$(dirname "$0")/proxy_lib.bash"
+
+make_pki
+# An expired client certificate from the trusted CA (openssl ca sets past dates).
+(
+	cd "$work/tls" || exit 1
+	: >index.txt
+	echo 01 >serial
+	cat >ca.cnf <<'CNF'
+[ca]
+default_ca = ca_default
+[ca_default]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+[any]
+commonName = supplied
+CNF
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=expired \
+		-keyout expired.key -out expired.csr
+	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr \
+		-out expired.crt -startdate 20200101000000Z -enddate 20200102000000Z -notext \
+		-extfile cli.ext
+	chmod 600 expired.key
+) >/dev/null 2>&1 || skip "openssl could not make an expired certificate"
+start_fixture model --tokens 4
+write_policy "$work/policy.yaml"
+WORKERS=1 HEADER_TIMEOUT=1s write_config "$work/custos.yaml" "$FX_PORT"
+start_custos "$work/custos.yaml"
+
+sc() { timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$work/tls/ca.crt" "$@" </dev/null >/dev/null 2>&1; }
+url="https://localhost:$PORT/v1/models"
+C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 10 -o /dev/null -w '%{http_code}')
+
+check "untrusted client certificate refused" "$("${C[@]}" --cert "$work/tls/rogue.crt" --key "$work/tls/rogue.key" "$url" 2>/dev/null)" 000
+sleep 0.2
+check "expired client certificate refused" "$("${C[@]}" --cert "$work/tls/expired.crt" --key "$work/tls/expired.key" "$url" 2>/dev/null)" 000
+sleep 0.2
+sc -alpn h2
+sleep 0.2
+got=$(
+	exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+	printf 'GET / HTTP/1.1\r\nHost: t\r\n\r\n' >&3
+	timeout 5 cat <&3 | head -c 100 | wc -c
+)
+sleep 0.2
+sc -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'
+sleep 0.2
+# A TCP probe that sends nothing, closed or left open past client_header (1 s): no event. A
+# handshake that starts (a TLS record header) and stalls: one.
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && sleep 2) 2>/dev/null &
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf '\x16\x03\x01\x02\x00' >&3 && sleep 2) 2>/dev/null &
+sleep 2.3
+check "a valid handshake still serves" "$("${C[@]}" -H "Authorization: Bearer $ALICE" "$url")" 200
+for r in "client certificate: self-signed certificate" "client certificate: certificate has expired" \
+	"no application protocol" "http request" "unsupported protocol" "handshake not completed in time"; do
+	grep -q "info: tls: handshake with 127.0.0.1:[0-9]* failed: $r" "$work/custos.log" &&
+		ok "logged at info: $r" || fail "no info log line with '$r'"
+done
+
+# A flood: 40 plain-HTTP connections to the TLS port at once.
+for i in $(seq 40); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET / HTTP/1.1\r\n\r\n' >&3 && timeout 2 cat <&3 >/dev/null) 2>/dev/null &
+done
+sleep 2.5
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+
+ev() { audit_grep '"type":"tls.reject"'; }
+for r in "client certificate: self-signed certificate" "client certificate: certificate has expired" \
+	"no application protocol" "http request" "unsupported protocol" "handshake not completed in time"; do
+	[ -n "$(ev | grep '"remote":"127.0.0.1:[0-9]*"' | grep '"decision":"deny"' | grep "\"reason\":\"$r\"" | grep '"count":1')" ] &&
+		ok "tls.reject audited: $r" || fail "no tls.reject event with '$r'"
+done
+total=$(ev | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{s += $1} END {print s}')
+check "every failed handshake counted once (6 + 40), the silent probes not" "$total" 46
+single=$(ev | grep -c '"count":1[,}]')
+[ "$single" -lt 46 ] && ok "the flood was summed ($single events one by one)" || fail "no rate bound: $single events one by one"
+[ -n "$(ev | grep '"remote":"\*"' | grep 'past the rate bound')" ] && ok "sum event written" || fail "no sum event"
+
+# client_auth: required, no certificate
+CLIENT_AUTH=required write_config "$work/custos2.yaml" "$FX_PORT"
+start_custos "$work/custos2.yaml"
+url="https://localhost:$PORT/v1/models"
+check "required mTLS, no certificate: refused" "$("${C[@]}" -H "Authorization: Bearer $ALICE" "$url" 2>/dev/null)" 000
+sleep 0.3
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+[ -n "$(ev | grep 'peer did not return a certificate')" ] && ok "tls.reject audited: no certificate" || fail "no event for a missing certificate: $(ev | tail -2)"
+[ "$fails" -eq 0 ]
