@@ -310,13 +310,27 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	return e;
 }
 
+/* The egress proxy's policy follows the ingress proxy's, and only once that reload was applied:
+ * a refused reload (bad custos.yaml, bad policy, bad certificate) changes neither. */
+static void egress_follow(struct up_ctx *u)
+{
+	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
+		log_error("up: egress policy not reloaded, the previous one stays in force: %s",
+		          err_msg());
+}
+
+static void reloaded_cb(void *arg)
+{
+	egress_follow(arg);
+}
+
 static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
 	log_info("up: SIGHUP: reloading %s", u->path);
-	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
-		log_error("up: egress: %s", err_msg());
-	return load_options(u, o);
+	custos_err e = load_options(u, o);
+	o->reloaded = reloaded_cb;
+	return e;
 }
 
 /* Admin API hooks (admin.h): they run on the admin server's threads. */
@@ -346,6 +360,7 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 		}
 	}
 	GUARD(proxy_reload(u->srv, &o));
+	egress_follow(u); /* as SIGHUP does */
 	log_info("up: admin API: reloaded");
 	return CUSTOS_OK;
 }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The egress policy follows every reload of `custos up`, and only a reload that was applied:
+# - the admin API's POST /v1/policy (custos ctl policy reload) revokes a data source for the
+#   egress proxy too, as SIGHUP does;
+# - a SIGHUP refused for a broken custos.yaml changes neither the ingress nor the egress policy,
+#   even when the policy file beside it changed.
+set -u
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egress-reload curl python3
+
+P_HTTP=$(port); P_MODEL=$(port); P_IN=$(port); P_EG=$(port)
+cd "$W"
+FX="$SRC/tests/integration/egress_upstream.py"
+python3 "$FX" data "$P_HTTP" plain & PIDS+=($!)
+python3 "$FX" model "$P_MODEL" "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/" & PIDS+=($!)
+
+write_config() { # write_config [EXTRA_LINE]
+	cat >custos.yaml <<EOY
+version: 1
+listeners:
+  - id: local
+    address: "127.0.0.1:$P_IN"
+models:
+  - id: m1
+    upstream: { url: "http://127.0.0.1:$P_MODEL" }
+data_sources:
+  - { id: web, url: "http://localhost:$P_HTTP/", classification: internal, allow_private_addresses: true }
+egress:
+  port: $P_EG
+audit:
+  dir: "$W/audit"
+admin:
+  socket: "$W/admin.sock"
+policy:
+  file: "$W/policy.yaml"
+${1:-}
+EOY
+	chmod 600 custos.yaml
+}
+write_policy() { # write_policy yes|no: whether the egress rule allows web
+	local data=web
+	[ "$1" = yes ] || data=nothing
+	cat >policy.yaml <<EOY
+version: 1
+models:
+  m1: { isolation: none }
+data:
+  web: { url: "http://localhost:$P_HTTP/", classification: internal }
+  nothing: { url: "http://localhost:1/", classification: public }
+rules:
+  - id: read
+    effect: allow
+    when: { direction: egress, data: $data, method: GET }
+EOY
+	chmod 644 policy.yaml
+}
+write_config
+write_policy yes
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+for i in $(seq 1 100); do
+	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && [ -S "$W/admin.sock" ] && break
+	sleep 0.1
+done
+kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+status() { curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/x"; }
+# wait_status WANT: the egress answer, polled briefly (a reload takes effect at once, but the
+# SIGHUP is handled asynchronously)
+wait_status() {
+	local i s
+	for i in $(seq 1 50); do
+		s=$(status)
+		[ "$s" = "$1" ] && break
+		sleep 0.1
+	done
+	echo "$s"
+}
+ctl() { "$BIN" ctl --socket "$W/admin.sock" "$@"; }
+
+check "egress allowed at start" test "$(wait_status 200)" = 200
+write_policy no
+ctl policy reload >ctl.out 2>&1 || { cat ctl.out; bad "ctl policy reload failed"; }
+check "admin-API reload revokes the source for egress (403)" test "$(status)" = 403
+write_policy yes
+kill -HUP "$UP"
+check "SIGHUP reload restores it (200)" test "$(wait_status 200)" = 200
+# A broken custos.yaml beside a changed policy: the reload is refused, nothing changes.
+write_policy no
+write_config "bogus_key: 1"
+kill -HUP "$UP"
+for i in $(seq 1 50); do
+	grep -q "reload failed" up.log && break
+	sleep 0.1
+done
+check "the broken reload was refused" grep -q "reload failed" up.log
+check "egress policy unchanged by the refused reload (still 200)" test "$(status)" = 200
+kill "$UP"
+wait "$UP" 2>/dev/null
+[ "$FAILS" -eq 0 ]
