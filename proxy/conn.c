@@ -97,6 +97,9 @@ typedef struct req {
 	openai_usage usage;
 	uint64_t resp_body;     /* response body bytes from the upstream */
 	uint64_t sse_events;    /* SSE data events from the upstream */
+	bool usage_injected;    /* custos added stream_options.include_usage: the usage-only chunk
+	                           it brings is not forwarded (the client did not ask for it) */
+	buf held;               /* forwarded events of the current piece (usage_injected) */
 	bool tokens_estimated;  /* usage was estimated (no usage came back) */
 	unsigned shadow_status; /* shadow mode: what enforcement would have answered, 0: passed */
 	uint64_t retry_ns;      /* a 429's wait until a request would pass */
@@ -258,6 +261,7 @@ static void req_reset(worker *w, req *r)
 	buf_give_block(w, &r->uphead);
 	buf_give_block(w, &r->upout);
 	free(r->uscan);
+	buf_free(&r->held);
 	if (r->has_oa)
 		openai_request_free(&r->oa);
 	if (r->sse_init)
@@ -1082,6 +1086,8 @@ static void on_request_body_done(conn *c)
 		if (openai_add_include_usage(body, &nb, &changed) == CUSTOS_OK && changed) {
 			buf_free(&r->body);
 			r->body = nb;
+			r->usage_injected = true;
+			buf_init(&r->held, 2 * SSE_MAX_EVENT_BYTES);
 		} else {
 			buf_free(&nb);
 		}
@@ -1382,7 +1388,19 @@ static void up_failed(conn *c, const char *why)
 	conn_reject(c, 502, why, false);
 }
 
-static void resp_feed_usage(conn *c, span data)
+/* The usage-only chunk of a stream: {"choices":[], ..., "usage":{...}}. */
+static bool usage_only_chunk(span data)
+{
+	openai_chunk ck;
+	return openai_chunk_parse(data, &ck) == CUSTOS_OK && ck.ndeltas == 0 && ck.usage.present;
+}
+
+/* Reads usage from a piece of the response body. With out (a stream custos asked for usage
+ * on the client's behalf): the piece's complete events are appended to out whole, except the
+ * usage-only chunk, which a client that did not ask for it may not expect (a loop reading
+ * choices[0] of every chunk). An event still incomplete waits in the parser for its end.
+ * Returns false when the stream cannot be followed (an event over the SSE limit). */
+static bool resp_feed_usage(conn *c, span data, buf *out)
 {
 	req *r = &c->r;
 
@@ -1395,16 +1413,22 @@ static void resp_feed_usage(conn *c, span data)
 			ssize_t k = sse_parse(&r->sse, p, n, &ev, &have);
 			if (k < 0) {
 				r->is_sse = false; /* stop looking; forwarding goes on */
-				return;
+				return out == NULL;
 			}
-			if (have && ev.has_data && !ev.done)
-				r->sse_events++;
-			if (have && ev.has_data && !ev.done &&
-			    memmem(ev.data.ptr, ev.data.len, "\"usage\"", 7)) {
+			bool usage = have && ev.has_data && !ev.done &&
+			             memmem(ev.data.ptr, ev.data.len, "\"usage\"", 7);
+			if (usage) {
 				openai_usage us;
 				if (openai_usage_parse(ev.data, &us) == CUSTOS_OK && us.present)
 					r->usage = us;
 			}
+			if (have && ev.has_data && !ev.done &&
+			    !(usage && usage_only_chunk(ev.data)))
+				r->sse_events++;
+			else if (have && out && usage && usage_only_chunk(ev.data))
+				have = false; /* not forwarded */
+			if (have && out && buf_append_span(out, ev.raw) != CUSTOS_OK)
+				return false;
 			p += k;
 			n -= (size_t)k;
 			if (k == 0 && !have)
@@ -1413,6 +1437,7 @@ static void resp_feed_usage(conn *c, span data)
 	} else if (r->uscan) {
 		openai_usage_scan_feed(r->uscan, data);
 	}
+	return true;
 }
 
 static void finish_request(conn *c)
@@ -1591,10 +1616,21 @@ static bool pump_body(conn *c)
 			return false;
 		}
 		custos_err ie = CUSTOS_OK;
+		bool filter = r->usage_injected && r->is_sse &&
+		              !(r->insp && ingress_inspect_response_active(r->insp));
 		if (data.len) {
 			span fwd = data;
 			if (r->insp && ingress_inspect_response_active(r->insp))
 				ie = ingress_inspect_response_data(r->insp, data, &fwd);
+			if (filter) {
+				buf_reset(&r->held);
+				if (!resp_feed_usage(c, data, &r->held)) {
+					resp_broken(c, 502,
+					            "upstream stream event too large to follow");
+					return false;
+				}
+				fwd = buf_span(&r->held);
+			}
 			if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
 				conn_audit(c, "http.request", "error",
 				           "response inspection failed");
@@ -1612,7 +1648,19 @@ static bool pump_body(conn *c)
 			}
 			r->bytes_out += buf_used(&c->out) - before;
 			r->resp_body += data.len;
-			resp_feed_usage(c, data);
+			if (!filter)
+				proxy_ignore(resp_feed_usage(c, data, NULL));
+		}
+		if (filter && done && sse_parser_pending(&r->sse)) {
+			/* the stream ended inside an event: its bytes go on as they came */
+			span rest = sse_parser_pending_raw(&r->sse);
+			size_t before = buf_used(&c->out);
+			if ((r->client_chunked ? http1_chunk_append(&c->out, rest)
+			                       : buf_append_span(&c->out, rest)) != CUSTOS_OK) {
+				conn_close(c);
+				return false;
+			}
+			r->bytes_out += buf_used(&c->out) - before;
 		}
 		buf_consume(&u->in, (size_t)k);
 		progress = progress || k > 0;

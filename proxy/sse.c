@@ -45,6 +45,11 @@ bool sse_parser_pending(const sse_parser *p)
 	return !p->ready && buf_used(&p->raw) > 0;
 }
 
+span sse_parser_pending_raw(const sse_parser *p)
+{
+	return sse_parser_pending(p) ? buf_span(&p->raw) : span_of("", 0);
+}
+
 /* One complete line (without its terminator): a field, a comment, or ignored. */
 static custos_err process_line(sse_parser *p, span line)
 {

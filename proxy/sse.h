@@ -57,6 +57,8 @@ void sse_parser_free(sse_parser *p);
 ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool *have) CUSTOS_WUR;
 /* True when bytes of an unfinished event are held (end of stream mid-event). */
 bool sse_parser_pending(const sse_parser *p);
+/* Those bytes, as received (valid until the next call). */
+span sse_parser_pending_raw(const sse_parser *p);
 
 /* Appends an event: optional "event:" line, one "data:" line per line of data (LF, CR or
  * CRLF in data split lines), blank line. */

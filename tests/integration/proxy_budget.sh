@@ -18,6 +18,8 @@ start_fixture model --tokens 6
 mport=$FX_PORT
 start_fixture slow --tokens 40 --delay-ms 100
 sport=$FX_PORT
+start_fixture oai --tokens 4 --usage-chunk
+oport=$FX_PORT
 
 # A bare upstream that records the request head it gets (for X-Forwarded-For).
 cat >"$work/hdr.py" <<'PY'
@@ -55,10 +57,12 @@ principals:
   dave: { match: { api_key_sha256: "$(sha256hex "$(key dave)")" } }
   eve: { match: { api_key_sha256: "$(sha256hex "$(key eve)")" } }
   frank: { match: { api_key_sha256: "$(sha256hex "$(key frank)")" } }
+  gina: { match: { api_key_sha256: "$(sha256hex "$(key gina)")" } }
 models:
   test-model: { isolation: none }
   slow-model: { isolation: none }
   hdr-model: { isolation: none }
+  oai-model: { isolation: none }
 rules:
   - id: alice-any
     effect: allow
@@ -77,6 +81,10 @@ rules:
     effect: allow
     when: { direction: ingress, principal: dave }
     limits: { requests_per_minute: 2 }
+  - id: gina-budget
+    effect: allow
+    when: { direction: ingress, principal: gina }
+    limits: { tokens_per_hour: 100000 }
   - id: frank-budget
     effect: allow
     when: { direction: ingress, principal: frank }
@@ -88,7 +96,10 @@ EXTRA_MODELS="  - id: slow-model
       url: \"http://127.0.0.1:$sport/\"
   - id: hdr-model
     upstream:
-      url: \"http://127.0.0.1:$hport/\"" write_config "$work/custos.yaml" "$mport"
+      url: \"http://127.0.0.1:$hport/\"
+  - id: oai-model
+    upstream:
+      url: \"http://127.0.0.1:$oport/\"" write_config "$work/custos.yaml" "$mport"
 start_custos "$work/custos.yaml"
 base="http://127.0.0.1:$PORT2"
 C=(curl -sS --max-time 20 -o "$work/body" -w '%{http_code}' -D "$work/h")
@@ -152,6 +163,22 @@ check "carol's budget (20 tokens an hour) is spent" "$("${C[@]}" -H "Authorizati
 ra=$(sed -n 's/^[Rr]etry-[Aa]fter: *\([0-9]*\).*/\1/p' "$work/h")
 [ "${ra:-0}" -gt 3000 ] && [ "${ra:-0}" -le 3600 ] && ok "Retry-After is the window's end (${ra} s)" ||
 	fail "Retry-After '$ra' for an hourly budget"
+
+# ---- usage asked for on the client's behalf: the usage-only chunk is not forwarded to it
+oai='{"model":"oai-model","stream":true,"messages":[{"role":"user","content":"one two three"}]}'
+curl -sS -N --max-time 10 -D "$work/h" -H "Authorization: Bearer $(key gina)" -d "$oai" \
+	"$base/v1/chat/completions" >"$work/oai"
+grep -q '^data: \[DONE\]' "$work/oai" && ok "stream complete" || fail "no [DONE]: $(cat "$work/oai")"
+grep -q '"choices":\[\]' "$work/oai" && fail "usage-only chunk reached a client that did not ask" ||
+	ok "the usage-only chunk was not forwarded ($(grep -c '^data: {' "$work/oai") chunks)"
+line=$(event "$(rid)")
+grep -q '"completion_tokens":4' <<<"$line" && ! grep -q tokens_estimated <<<"$line" &&
+	ok "charged from the usage chunk" || fail "usage: $line"
+oai2='{"model":"oai-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}'
+curl -sS -N --max-time 10 -H "Authorization: Bearer $(key gina)" -d "$oai2" \
+	"$base/v1/chat/completions" >"$work/oai2"
+grep -q '"choices":\[\],"usage"' "$work/oai2" && ok "a client that asked for usage gets the chunk" ||
+	fail "asked-for usage chunk missing: $(cat "$work/oai2")"
 
 # ---- a JSON response of ~600 KB: usage still read and charged
 python3 -c "
