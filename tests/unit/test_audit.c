@@ -78,6 +78,17 @@ static void test_jscan(void **state)
 	assert_int_equal(ajson_validate(S("{\"a\":\"x\ny\"}")), CUSTOS_ERR_PARSE);
 	assert_int_equal(ajson_validate(S("{\"a\":\"\\q\"}")), CUSTOS_ERR_PARSE);
 	assert_int_equal(ajson_validate(S("{\"a\":1} x")), CUSTOS_ERR_PARSE);
+	/* JSON text is UTF-8: raw invalid bytes in a string are not JSON. */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}")),
+	                 CUSTOS_OK);
+	assert_int_equal(ajson_validate(S("{\"a\":\"all\xffw\"}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xc0\x80\"}")),
+	                 CUSTOS_ERR_PARSE); /* overlong */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xed\xa0\x80\"}")),
+	                 CUSTOS_ERR_PARSE); /* surrogate */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xe2\x82\"}")), CUSTOS_ERR_PARSE); /* cut */
+	assert_int_equal(ajson_validate(S("{\"\xf4\x90\x80\x80\":1}")),
+	                 CUSTOS_ERR_PARSE); /* above U+10FFFF, in a key */
 	assert_int_equal(ajson_validate(S("[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]")),
 	                 CUSTOS_ERR_LIMIT);
 	span o = S("{\"x\":1,\"y\":{\"z\":[1]},\"s\":\"a\\\"b\"}");
@@ -122,6 +133,9 @@ static void test_body_check(void **state)
 	assert_int_equal(audit_body_check(S("\"type\":\"r\",\"time\":\"t\""), false),
 	                 CUSTOS_ERR_PARSE);
 	assert_int_equal(audit_body_check(S(""), false), CUSTOS_ERR_LIMIT);
+	/* What verify would refuse never reaches the log: raw invalid UTF-8. */
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"r\",\"x\":\"\xff\""), false),
+	                 CUSTOS_ERR_PARSE);
 }
 
 static void test_chain(void **state)
