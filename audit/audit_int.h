@@ -35,7 +35,12 @@ custos_err ajson_u64(span v, uint64_t *out) CUSTOS_WUR;
 #define AUDIT_GENESIS_PREV    "0000000000000000000000000000000000000000000000000000000000000000"
 #define AUDIT_FILE_PREFIX     "audit-"
 #define AUDIT_FILE_SUFFIX     ".jsonl"
-#define AUDIT_CKPT_DOMAIN     "custos-audit-checkpoint/1"
+#define AUDIT_CKPT_DOMAIN     "custos-audit-checkpoint/2"
+#define AUDIT_CKPT_DOMAIN_V1  "custos-audit-checkpoint/1"
+/* A format 2 checkpoint's body ends with this member (signed over everything before it). */
+#define AUDIT_CKPT_SIG_KEY        ",\"sig\":\""
+#define AUDIT_CKPT_SIG_KEY_LEN    (sizeof(AUDIT_CKPT_SIG_KEY) - 1)
+#define AUDIT_CKPT_SIG_SUFFIX_LEN (AUDIT_CKPT_SIG_KEY_LEN + 128 + 1)
 
 typedef struct audit_line {
 	uint64_t seq;
@@ -87,9 +92,20 @@ custos_err audit_key_load_private(const char *path, EVP_PKEY **out) CUSTOS_WUR;
 custos_err audit_key_load_public(const char *path, EVP_PKEY **out) CUSTOS_WUR;
 /* First 16 hex digits of SHA-256 of the raw public key. */
 custos_err audit_key_id(EVP_PKEY *k, char out[17]) CUSTOS_WUR;
-/* Ed25519 over "custos-audit-checkpoint/1 <seq> <headhex>"; sig as hex into out[129]. */
-custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out[129]) CUSTOS_WUR;
-custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span sighex) CUSTOS_WUR;
+/* Reads every PEM public key of path (a keyring: one or more concatenated .pub files) into
+ * keys[max]; *n how many (at least one). The caller frees them. */
+custos_err audit_keyring_load(const char *path, EVP_PKEY **keys, size_t max, size_t *n) CUSTOS_WUR;
+/* Checkpoint signatures, format 2: Ed25519 over "custos-audit-checkpoint/2\n" followed by the
+ * checkpoint record's bytes from '{' up to (not including) its final ",\"sig\":" member, so
+ * seq, signed_seq, signed_hash, reason and key_id are all covered. sig as hex into out[129]. */
+custos_err audit_ckpt_sign(EVP_PKEY *k, span signed_part, char out[129]) CUSTOS_WUR;
+custos_err audit_ckpt_verify(EVP_PKEY *k, span signed_part, span sighex) CUSTOS_WUR;
+/* Format 1 (logs written before format 2; verify only, never a seal): Ed25519 over
+ * "custos-audit-checkpoint/1 <seq> <headhex>". */
+custos_err audit_ckpt_sign_v1(EVP_PKEY *k, uint64_t seq, const char *head,
+                              char out[129]) CUSTOS_WUR;
+custos_err audit_ckpt_verify_v1(EVP_PKEY *k, uint64_t seq, const char *head,
+                                span sighex) CUSTOS_WUR;
 
 /* ---- Writer process (writer.c) and its wire protocol with the client (client.c). */
 #define AUDIT_MSG_MAX       (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
