@@ -115,6 +115,20 @@ out:
 	return rc == CLI_USAGE ? cli_usage("audit", "verify", false) : rc;
 }
 
+int cmd_audit_accept_head(int argc, char **argv)
+{
+	char report[2048];
+
+	if (argc != 2 || argv[1][0] == '-')
+		return cli_usage("audit", "accept-head", false);
+	if (audit_accept_head(argv[1], report, sizeof(report)) != CUSTOS_OK) {
+		fprintf(stderr, "custos: %s\n", err_msg());
+		return CLI_FAIL;
+	}
+	printf("%s\n", report);
+	return CLI_OK;
+}
+
 int cmd_audit_export(int argc, char **argv)
 {
 	static const struct option opts[] = {

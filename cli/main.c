@@ -33,6 +33,8 @@ static const struct cli_command commands[] = {
 	  "create the Ed25519 key pair that signs audit checkpoints (DIR/audit.key, audit.pub)" },
 	{ "audit", "verify", cmd_audit_verify, "[--pubkey FILE]... [--live] PATH...",
 	  "check the audit chain and signatures (every key used: --pubkey per key or keyring)" },
+	{ "audit", "accept-head", cmd_audit_accept_head, "DIR",
+	  "accept a log head below its last recorded checkpoint or a sink cursor (then start)" },
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
 	  "render audit log files for a SIEM, one event per line" },
 	{ NULL, "ctl", cmd_ctl, "[OPTIONS] CMD",

@@ -238,6 +238,13 @@ int audit_writer_pid(const audit_writer *w);
  * to overwrite an existing key. */
 custos_err audit_keygen(const char *dir) CUSTOS_WUR;
 
+/* For a log its writer refuses to continue because its head is below what the log once
+ * reached (DIR/audit.head, the last durable checkpoint, or a sink's cursor): records that the
+ * operator accepts the current head. The next writer start continues there, says so in its
+ * recovery event and moves cursors past the head back to it. Refuses while a writer holds
+ * the log. report gets what was found and accepted (or that nothing needed accepting). */
+custos_err audit_accept_head(const char *dir, char *report, size_t reportsz) CUSTOS_WUR;
+
 #define AUDIT_VERIFY_MAX_KEYS 16 /* public keys one verify takes (all files together) */
 typedef struct audit_verify_key {
 	const char *file;             /* the file it came from (the caller's string) */

@@ -694,6 +694,78 @@ static void test_verify_format1(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void read_text(const char *path, char *out, size_t n)
+{
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t got = fread(out, 1, n - 1, f);
+	out[got] = '\0';
+	fclose(f);
+}
+
+/* The writer keeps DIR/audit.head at its last durable checkpoint; a damaged one stops the next
+ * start until the operator accepts the head. */
+static void test_writer_anchor(void **state)
+{
+	char dir[] = "/tmp/test_audit_aXXXXXX", path[256], text[512], want[256];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+
+	assert_non_null(mkdtemp(dir));
+	/* Run as root (custos up's supervisor after its proxy is gone), the writer leaves its
+	 * files to the directory's owner, who must be able to start the next writer. */
+	bool root = geteuid() == 0;
+	if (root)
+		assert_int_equal(chown(dir, 65534, 65534), 0);
+	audit_options_default(&o);
+	o.dir = dir;
+	o.checkpoint_events = 10;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	submit_n(w, 25);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	if (root) {
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/audit.head", dir);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+		snprintf(path, sizeof(path), "%s/audit-00000000000000000001.jsonl", dir);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+	}
+	/* start, start checkpoint, 25 records with two interval checkpoints, the seal: seq 30 */
+	snprintf(path, sizeof(path), "%s/audit.head", dir);
+	read_text(path, text, sizeof(text));
+	snprintf(want, sizeof(want), "custos-audit-head/1 30 ");
+	assert_true(strncmp(text, want, strlen(want)) == 0);
+	assert_non_null(strstr(text, " audit-00000000000000000001.jsonl -\n"));
+	assert_int_equal(count_in_dir(dir, "\"seq\":30,"), 1);
+	/* A damaged anchor: the writer refuses; the operator accepts; the start says so. */
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("custos-audit-head/1 30 xyz\n", f);
+	fclose(f);
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_non_null(strstr(err_msg(), "audit.head: malformed"));
+	assert_non_null(strstr(err_msg(), "custos audit accept-head"));
+	char report[2048];
+	assert_int_equal(audit_accept_head(dir, report, sizeof(report)), CUSTOS_OK);
+	assert_non_null(strstr(report, "accepted the log head at seq 30"));
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "the operator accepted the head at seq 30"), 1);
+	read_text(path, text, sizeof(text));
+	assert_true(strncmp(text, "custos-audit-head/1 33 ", 23) == 0); /* recovery, start, seal */
+	assert_int_equal(audit_accept_head(dir, report, sizeof(report)), CUSTOS_OK);
+	assert_non_null(strstr(report, "nothing to accept"));
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -715,6 +787,7 @@ int main(void)
 		cmocka_unit_test(test_batch_group_commit),
 		cmocka_unit_test(test_checkpoint_write_failure),
 		cmocka_unit_test(test_verify_format1),
+		cmocka_unit_test(test_writer_anchor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
