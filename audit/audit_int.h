@@ -35,7 +35,12 @@ custos_err ajson_u64(span v, uint64_t *out) CUSTOS_WUR;
 #define AUDIT_GENESIS_PREV    "0000000000000000000000000000000000000000000000000000000000000000"
 #define AUDIT_FILE_PREFIX     "audit-"
 #define AUDIT_FILE_SUFFIX     ".jsonl"
-#define AUDIT_CKPT_DOMAIN     "custos-audit-checkpoint/1"
+#define AUDIT_CKPT_DOMAIN     "custos-audit-checkpoint/2"
+#define AUDIT_CKPT_DOMAIN_V1  "custos-audit-checkpoint/1"
+/* A format 2 checkpoint's body ends with this member (signed over everything before it). */
+#define AUDIT_CKPT_SIG_KEY        ",\"sig\":\""
+#define AUDIT_CKPT_SIG_KEY_LEN    (sizeof(AUDIT_CKPT_SIG_KEY) - 1)
+#define AUDIT_CKPT_SIG_SUFFIX_LEN (AUDIT_CKPT_SIG_KEY_LEN + 128 + 1)
 
 typedef struct audit_line {
 	uint64_t seq;
@@ -77,19 +82,104 @@ custos_err audit_reader_open(audit_reader *r, const char *path) CUSTOS_WUR;
  * audit_reader_partial tells its size); CUSTOS_ERR_LIMIT for an overlong line. */
 custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off) CUSTOS_WUR;
 size_t audit_reader_partial(const audit_reader *r);
+/* Drops the current line, however long (after CUSTOS_ERR_LIMIT): CUSTOS_OK once past its
+ * '\n', CUSTOS_ERR_NOTFOUND when the file ends first. */
+custos_err audit_reader_skip_line(audit_reader *r) CUSTOS_WUR;
 /* Closes every descriptor from 3 up except a and b (pass -1 for none): a forked helper keeps
  * nothing of the proxy's (listeners, keys, client sockets). Both must be >= 3. */
 void audit_close_fds_except(int a, int b);
 void audit_reader_close(audit_reader *r);
+
+/* ---- The head at start (head.c). DIR/audit.head, the anchor, holds the last checkpoint the
+ * writer made durable: "custos-audit-head/1 <seq> <hash> <file> <key_id|->\n", replaced
+ * atomically (write, fsync, rename, directory fsync) after each commit holding a checkpoint.
+ * DIR/audit.head.accept, same line, is the operator's acceptance of a head below it
+ * (custos audit accept-head), consumed by the next start. */
+#define AUDIT_ANCHOR_FILE   "audit.head"
+#define AUDIT_ACCEPT_FILE   "audit.head.accept"
+#define AUDIT_ANCHOR_DOMAIN "custos-audit-head/1"
+#define AUDIT_MAX_CURSORS   AUDIT_MAX_SINKS
+
+typedef struct audit_anchor {
+	uint64_t seq;
+	char hash[AUDIT_HASH_HEX + 1];
+	char file[64];   /* the log file holding it */
+	char key_id[17]; /* "" when the checkpoint is unsigned */
+} audit_anchor;
+
+/* *present false (and CUSTOS_OK) when the file does not exist. */
+custos_err audit_anchor_read(int dirfd, const char *name, audit_anchor *a,
+                             bool *present) CUSTOS_WUR;
+custos_err audit_anchor_write(int dirfd, const char *name, const audit_anchor *a) CUSTOS_WUR;
+/* Run as root (custos up's supervisor continues the log once its proxy is gone), gives fd, a
+ * file in the log directory dirfd, to the directory's owner: the next start as that user must
+ * be able to read and append to it. A no-op for other users or a root-owned directory. */
+custos_err audit_own_as_dir(int dirfd, int fd, const char *name) CUSTOS_WUR;
+/* Replaces dirfd/name with p[n] durably: a temporary file, fsync, rename, directory fsync. */
+custos_err audit_file_write_at(int dirfd, const char *name, const void *p, size_t n,
+                               mode_t mode) CUSTOS_WUR;
+
+/* What the log's files say at start, without changing anything. */
+struct audit_log_scan {
+	char **paths; /* the log files in chain order */
+	size_t n;
+	bool found;      /* some file holds a good record */
+	size_t found_fi; /* the file holding the head */
+	uint64_t seq;    /* the head: the last good record */
+	char head[AUDIT_HASH_HEX + 1];
+	bool clean;             /* the head is a shutdown checkpoint */
+	uint64_t last_size;     /* size of paths[n - 1] */
+	uint64_t last_good_end; /* end of its last good record (a torn tail follows) */
+	uint64_t last_first;    /* its first seq, by name */
+	uint64_t want_seq;      /* a seq whose hash to note while scanning (0: none) */
+	bool want_found;
+	char want_hash[AUDIT_HASH_HEX + 1];
+};
+/* Scans the last file (and earlier ones while files hold no good record): framing, seq, prev
+ * and hash of every record. A damaged record followed by another line fails (CUSTOS_ERR_PARSE
+ * naming file, line and offset): only a torn tail is left to cut. */
+custos_err audit_log_scan(const char *dir, uint64_t want_seq, struct audit_log_scan *s) CUSTOS_WUR;
+void audit_log_scan_free(struct audit_log_scan *s);
+
+/* Appends "; " (unless out is empty) and the formatted text to out[outsz], cutting it short. */
+CUSTOS_PRINTF(3, 4)
+void audit_note_add(char *out, size_t outsz, const char *fmt, ...);
+
+struct audit_head_check {
+	char problem[1024];                   /* "" when the head is where it should be */
+	char cursors[AUDIT_MAX_CURSORS][128]; /* cursor files ahead of the head */
+	size_t n_cursors;
+};
+/* Reads DIR/audit.head: a damaged one is not an error here but described in damage (then
+ * *anchored is false), for audit_head_check to report as a problem. */
+custos_err audit_anchor_load(int dirfd, audit_anchor *a, bool *anchored, char *damage,
+                             size_t damagesz) CUSTOS_WUR;
+/* Compares the scanned head with the anchor a (when anchored) and with every cursor.* file in
+ * dir: a damaged anchor, a head below the anchor, another hash at the anchor's seq, or a
+ * cursor past the head is a problem, described in c->problem. */
+custos_err audit_head_check(const char *dir, const struct audit_log_scan *s, const audit_anchor *a,
+                            bool anchored, const char *anchor_damage,
+                            struct audit_head_check *c) CUSTOS_WUR;
 
 /* ---- Keys (keys.c). */
 custos_err audit_key_load_private(const char *path, EVP_PKEY **out) CUSTOS_WUR;
 custos_err audit_key_load_public(const char *path, EVP_PKEY **out) CUSTOS_WUR;
 /* First 16 hex digits of SHA-256 of the raw public key. */
 custos_err audit_key_id(EVP_PKEY *k, char out[17]) CUSTOS_WUR;
-/* Ed25519 over "custos-audit-checkpoint/1 <seq> <headhex>"; sig as hex into out[129]. */
-custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out[129]) CUSTOS_WUR;
-custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span sighex) CUSTOS_WUR;
+/* Reads every PEM public key of path (a keyring: one or more concatenated .pub files) into
+ * keys[max]; *n how many (at least one). The caller frees them. */
+custos_err audit_keyring_load(const char *path, EVP_PKEY **keys, size_t max, size_t *n) CUSTOS_WUR;
+/* Checkpoint signatures, format 2: Ed25519 over "custos-audit-checkpoint/2\n" followed by the
+ * checkpoint record's bytes from '{' up to (not including) its final ",\"sig\":" member, so
+ * seq, signed_seq, signed_hash, reason and key_id are all covered. sig as hex into out[129]. */
+custos_err audit_ckpt_sign(EVP_PKEY *k, span signed_part, char out[129]) CUSTOS_WUR;
+custos_err audit_ckpt_verify(EVP_PKEY *k, span signed_part, span sighex) CUSTOS_WUR;
+/* Format 1 (logs written before format 2; verify only, never a seal): Ed25519 over
+ * "custos-audit-checkpoint/1 <seq> <headhex>". */
+custos_err audit_ckpt_sign_v1(EVP_PKEY *k, uint64_t seq, const char *head,
+                              char out[129]) CUSTOS_WUR;
+custos_err audit_ckpt_verify_v1(EVP_PKEY *k, uint64_t seq, const char *head,
+                                span sighex) CUSTOS_WUR;
 
 /* ---- Writer process (writer.c) and its wire protocol with the client (client.c). */
 #define AUDIT_MSG_MAX       (64 * 1024) /* one SEQPACKET message (fits the default socket buffer) */
@@ -136,7 +226,7 @@ struct audit_ack {
 	uint64_t fsyncs;                             /* fdatasync calls */
 	uint64_t fsync_ns;                           /* their total duration */
 	uint64_t fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* how many took <= audit_fsync_bounds_ns[i] */
-	char msg[200];
+	char msg[512];
 };
 
 /* Runs the writer in this (forked) process until the client says stop or goes away.

@@ -139,6 +139,32 @@ custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off)
 	}
 }
 
+custos_err audit_reader_skip_line(audit_reader *r)
+{
+	for (;;) {
+		span s = buf_span(&r->b);
+		const char *nl = s.len ? memchr(s.ptr, '\n', s.len) : NULL;
+		if (nl != NULL) {
+			size_t n = (size_t)(nl - s.ptr) + 1;
+			buf_consume(&r->b, n);
+			r->off += n;
+			r->line_no++;
+			return CUSTOS_OK;
+		}
+		r->off += s.len;
+		buf_reset(&r->b);
+		GUARD(buf_reserve(&r->b, AUDIT_READ_CHUNK));
+		ssize_t got = read(r->fd, buf_tail(&r->b), AUDIT_READ_CHUNK);
+		if (got == -1 && errno == EINTR)
+			continue;
+		if (got == -1)
+			return err_sys("read");
+		if (got == 0)
+			return CUSTOS_ERR_NOTFOUND;
+		buf_commit(&r->b, (size_t)got);
+	}
+}
+
 static void close_span(unsigned lo, unsigned hi)
 {
 	if (lo > hi)

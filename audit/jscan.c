@@ -47,6 +47,14 @@ static custos_err scan_string(span s, size_t *i)
 			*i += 2;
 			continue;
 		}
+		if (c >= 0x80) {
+			/* RFC 8259 8.1: JSON text is UTF-8; raw invalid bytes are not JSON. */
+			size_t l = json_utf8_seq_len((const unsigned char *)s.ptr + *i, s.len - *i);
+			ENSURE(l > 0, CUSTOS_ERR_PARSE, "invalid UTF-8 in a string at byte %zu",
+			       *i);
+			*i += l;
+			continue;
+		}
 		(*i)++;
 	}
 	return err_set(CUSTOS_ERR_PARSE, "unterminated string");

@@ -9,6 +9,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "audit_int.h"
@@ -103,6 +104,60 @@ custos_err audit_key_load_public(const char *path, EVP_PKEY **out)
 	return load_key(path, false, out);
 }
 
+custos_err audit_keyring_load(const char *path, EVP_PKEY **keys, size_t max, size_t *n)
+{
+	buf b;
+	custos_err e;
+	BIO *bio = NULL;
+	size_t got = 0;
+
+	buf_init(&b, AUDIT_KEY_FILE_MAX);
+	e = file_load(path, FILE_ANY, AUDIT_KEY_FILE_MAX, &b);
+	if (e != CUSTOS_OK)
+		goto out;
+	bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	if (bio == NULL) {
+		e = err_set(CUSTOS_ERR_NOMEM, "BIO");
+		goto out;
+	}
+	for (;;) {
+		EVP_PKEY *k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+		if (k == NULL)
+			break; /* no further PEM block (or a bad one: checked below) */
+		if (EVP_PKEY_id(k) != EVP_PKEY_ED25519 || got == max) {
+			EVP_PKEY_free(k);
+			e = got == max
+			            ? err_set(CUSTOS_ERR_LIMIT, "%s: more than %zu keys", path, max)
+			            : err_set(CUSTOS_ERR_CRYPTO, "%s: key %zu is not Ed25519", path,
+			                      got + 1);
+			goto out;
+		}
+		keys[got++] = k;
+	}
+	/* What stopped the loop must be the end of the file, not a damaged key: every PEM
+	 * block must have become a key. */
+	ERR_clear_error();
+	size_t blocks = 0;
+	span rest = buf_span(&b);
+	for (const char *p; (p = memmem(rest.ptr, rest.len, "-----BEGIN ", 11)) != NULL;) {
+		blocks++;
+		rest = span_of(p + 11, rest.len - (size_t)(p + 11 - rest.ptr));
+	}
+	if (got == 0 || got != blocks) {
+		e = err_set(CUSTOS_ERR_CRYPTO,
+		            "%s: not a PEM public key (or a damaged one after %zu)", path, got);
+		goto out;
+	}
+	*n = got;
+	got = 0;
+out:
+	while (got > 0)
+		EVP_PKEY_free(keys[--got]);
+	BIO_free(bio);
+	buf_free(&b);
+	return e;
+}
+
 custos_err audit_key_id(EVP_PKEY *k, char out[17])
 {
 	uint8_t raw[32];
@@ -117,22 +172,21 @@ custos_err audit_key_id(EVP_PKEY *k, char out[17])
 	return CUSTOS_OK;
 }
 
-static int ckpt_message(uint64_t seq, const char *head, char *m, size_t mn)
+/* Signature format 1 (old logs, verify only): the chain head alone. */
+static int ckpt_message_v1(uint64_t seq, const char *head, char *m, size_t mn)
 {
-	return snprintf(m, mn, AUDIT_CKPT_DOMAIN " %llu %.64s", (unsigned long long)seq, head);
+	return snprintf(m, mn, AUDIT_CKPT_DOMAIN_V1 " %llu %.64s", (unsigned long long)seq, head);
 }
 
-custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out[129])
+static custos_err ed25519_sign(EVP_PKEY *k, const void *m, size_t mn, char out[129])
 {
-	char m[160];
 	uint8_t sig[64];
 	size_t sn = sizeof(sig);
-	int mn = ckpt_message(seq, head, m, sizeof(m));
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
 	custos_err e = CUSTOS_OK;
 
 	if (c == NULL || EVP_DigestSignInit(c, NULL, NULL, NULL, k) != 1 ||
-	    EVP_DigestSign(c, sig, &sn, (const uint8_t *)m, (size_t)mn) != 1 || sn != 64)
+	    EVP_DigestSign(c, sig, &sn, m, mn) != 1 || sn != 64)
 		e = err_set(CUSTOS_ERR_CRYPTO, "Ed25519 signing failed");
 	else
 		num_hex(sig, 64, out);
@@ -140,11 +194,9 @@ custos_err audit_ckpt_sign(EVP_PKEY *k, uint64_t seq, const char *head, char out
 	return e;
 }
 
-custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span sighex)
+static custos_err ed25519_verify(EVP_PKEY *k, const void *m, size_t mn, span sighex)
 {
-	char m[160];
 	uint8_t sig[64];
-	int mn = ckpt_message(seq, head, m, sizeof(m));
 	EVP_MD_CTX *c;
 	custos_err e = CUSTOS_OK;
 
@@ -152,8 +204,56 @@ custos_err audit_ckpt_verify(EVP_PKEY *k, uint64_t seq, const char *head, span s
 	       "malformed signature");
 	c = EVP_MD_CTX_new();
 	if (c == NULL || EVP_DigestVerifyInit(c, NULL, NULL, NULL, k) != 1 ||
-	    EVP_DigestVerify(c, sig, 64, (const uint8_t *)m, (size_t)mn) != 1)
+	    EVP_DigestVerify(c, sig, 64, m, mn) != 1)
 		e = err_set(CUSTOS_ERR_CRYPTO, "signature does not verify");
 	EVP_MD_CTX_free(c);
+	return e;
+}
+
+custos_err audit_ckpt_sign_v1(EVP_PKEY *k, uint64_t seq, const char *head, char out[129])
+{
+	char m[160];
+	int mn = ckpt_message_v1(seq, head, m, sizeof(m));
+	return ed25519_sign(k, m, (size_t)mn, out);
+}
+
+custos_err audit_ckpt_verify_v1(EVP_PKEY *k, uint64_t seq, const char *head, span sighex)
+{
+	char m[160];
+	int mn = ckpt_message_v1(seq, head, m, sizeof(m));
+	return ed25519_verify(k, m, (size_t)mn, sighex);
+}
+
+/* Format 2: the domain, a newline, then the record's own bytes up to its sig member. The
+ * domain differs from format 1's, so neither message can pass for the other. */
+static custos_err ckpt_message(span signed_part, buf *m)
+{
+	GUARD(buf_append_cstr(m, AUDIT_CKPT_DOMAIN "\n"));
+	return buf_append_span(m, signed_part);
+}
+
+custos_err audit_ckpt_sign(EVP_PKEY *k, span signed_part, char out[129])
+{
+	buf m;
+	custos_err e;
+
+	buf_init(&m, AUDIT_MAX_LINE + 64);
+	e = ckpt_message(signed_part, &m);
+	if (e == CUSTOS_OK)
+		e = ed25519_sign(k, buf_ptr(&m), buf_used(&m), out);
+	buf_free(&m);
+	return e;
+}
+
+custos_err audit_ckpt_verify(EVP_PKEY *k, span signed_part, span sighex)
+{
+	buf m;
+	custos_err e;
+
+	buf_init(&m, AUDIT_MAX_LINE + 64);
+	e = ckpt_message(signed_part, &m);
+	if (e == CUSTOS_OK)
+		e = ed25519_verify(k, buf_ptr(&m), buf_used(&m), sighex);
+	buf_free(&m);
 	return e;
 }

@@ -30,22 +30,30 @@ static void bad(audit_verify_result *r, const char *file, uint64_t line, uint64_
 }
 
 struct vstate {
-	EVP_PKEY *key;
-	char key_id[17];
+	EVP_PKEY *keys[AUDIT_VERIFY_MAX_KEYS];
+	size_t nkeys;
 	bool started;
 	uint64_t seq;
 	char head[AUDIT_HASH_HEX + 1];
 	bool last_sealed;
+	bool last_v1_shutdown; /* the last record is a format 1 shutdown checkpoint */
+	const char *last_file; /* where the last record is */
 	uint64_t last_line;
 };
 
+/* Checks a checkpoint: it must sign its predecessor, and with keys its signature must verify
+ * under the key its key_id names. *seal: a format 2 shutdown checkpoint (or, without keys,
+ * any shutdown checkpoint: nothing is authenticated then). A format 1 signature covers only
+ * the head, not the reason, so it never seals. */
 static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line,
-                             const audit_line *l, const char *file, uint64_t ln)
+                             const audit_line *l, const char *file, uint64_t ln, bool *seal)
 {
-	span sseq, shash, sig, kid;
+	span sseq, shash, sig, kid, reason;
 	uint64_t signed_seq;
 	char hex[AUDIT_HASH_HEX + 1];
 
+	*seal = false;
+	v->last_v1_shutdown = false;
 	if (ajson_get(line, "signed_seq", &sseq) != CUSTOS_OK ||
 	    ajson_u64(sseq, &signed_seq) != CUSTOS_OK ||
 	    ajson_get(line, "signed_hash", &shash) != CUSTOS_OK ||
@@ -66,26 +74,57 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		    "rewritten (since the previous checkpoint)");
 		return;
 	}
-	if (v->key == NULL) {
+	bool shutdown = ajson_get(line, "reason", &reason) == CUSTOS_OK &&
+	                span_eq_cstr(reason, "\"shutdown\"");
+	if (v->nkeys == 0) {
 		r->checkpoints++;
+		*seal = shutdown;
 		return;
 	}
 	if (ajson_get(line, "sig", &sig) != CUSTOS_OK || sig.len != 130) {
 		bad(r, file, ln, l->seq, "checkpoint is not signed");
 		return;
 	}
-	if (ajson_get(line, "key_id", &kid) != CUSTOS_OK || kid.len != 18 ||
-	    CRYPTO_memcmp(kid.ptr + 1, v->key_id, 16) != 0) {
-		bad(r, file, ln, l->seq, "checkpoint signed by another key (key_id %.*s)",
+	/* The signature covers the record up to its sig member, which must be the last one. */
+	span b = l->body;
+	if (b.len <= AUDIT_CKPT_SIG_SUFFIX_LEN ||
+	    memcmp(b.ptr + b.len - AUDIT_CKPT_SIG_SUFFIX_LEN, AUDIT_CKPT_SIG_KEY,
+	           AUDIT_CKPT_SIG_KEY_LEN) != 0 ||
+	    b.ptr + b.len - AUDIT_CKPT_SIG_SUFFIX_LEN + AUDIT_CKPT_SIG_KEY_LEN != sig.ptr + 1) {
+		bad(r, file, ln, l->seq, "checkpoint's sig is not its last member");
+		return;
+	}
+	size_t k = 0;
+	if (ajson_get(line, "key_id", &kid) == CUSTOS_OK && kid.len == 18)
+		while (k < v->nkeys && CRYPTO_memcmp(kid.ptr + 1, r->keys[k].key_id, 16) != 0)
+			k++;
+	else
+		k = v->nkeys;
+	if (k == v->nkeys) {
+		bad(r, file, ln, l->seq,
+		    "checkpoint signed by another key (key_id %.*s is not among the --pubkey keys)",
 		    (int)kid.len, kid.ptr);
 		return;
 	}
-	if (audit_ckpt_verify(v->key, signed_seq, hex, span_of(sig.ptr + 1, 128)) != CUSTOS_OK) {
+	span signed_part =
+	        span_of(line.ptr, (size_t)(b.ptr + b.len - AUDIT_CKPT_SIG_SUFFIX_LEN - line.ptr));
+	span sighex = span_of(sig.ptr + 1, 128);
+	bool v2 = audit_ckpt_verify(v->keys[k], signed_part, sighex) == CUSTOS_OK;
+	if (!v2 && audit_ckpt_verify_v1(v->keys[k], signed_seq, hex, sighex) != CUSTOS_OK) {
 		bad(r, file, ln, l->seq, "checkpoint signature does not verify");
 		return;
 	}
+	if (!v2) {
+		r->v1_checkpoints++;
+		v->last_v1_shutdown = shutdown;
+	}
+	audit_verify_key *vk = &r->keys[k];
+	if (vk->checkpoints++ == 0)
+		vk->first_seq = signed_seq;
+	vk->last_seq = signed_seq;
 	r->checkpoints++;
 	r->signed_seq = signed_seq;
+	*seal = v2 && shutdown;
 }
 
 static custos_err verify_file(struct vstate *v, const char *file, bool is_last, bool live,
@@ -180,19 +219,19 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 			bad(r, file, ln, l.seq, "hash mismatch: the record was modified");
 			break;
 		}
-		span t, reason;
+		span t;
 		v->last_sealed = false;
+		v->last_v1_shutdown = false;
 		if (ajson_get(line, "type", &t) == CUSTOS_OK && span_eq_cstr(t, "\"checkpoint\"")) {
-			check_checkpoint(v, r, line, &l, file, ln);
+			check_checkpoint(v, r, line, &l, file, ln, &v->last_sealed);
 			if (!r->ok)
 				break;
-			v->last_sealed = ajson_get(line, "reason", &reason) == CUSTOS_OK &&
-			                 span_eq_cstr(reason, "\"shutdown\"");
 		}
 		v->seq = l.seq;
 		memcpy(v->head, l.hash, sizeof(v->head));
 		r->events++;
 		r->last_seq = l.seq;
+		v->last_file = file;
 		v->last_line = ln;
 		first = false;
 	}
@@ -200,8 +239,25 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 	return CUSTOS_OK;
 }
 
-custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, bool live,
-                        audit_verify_result *r)
+static custos_err load_keys(struct vstate *v, const char *const *pubkeys, size_t npub,
+                            audit_verify_result *r)
+{
+	for (size_t i = 0; i < npub; i++) {
+		size_t got = 0;
+		GUARD(audit_keyring_load(pubkeys[i], v->keys + v->nkeys,
+		                         AUDIT_VERIFY_MAX_KEYS - v->nkeys, &got));
+		for (size_t j = v->nkeys; j < v->nkeys + got; j++) {
+			r->keys[j].file = pubkeys[i];
+			GUARD(audit_key_id(v->keys[j], r->keys[j].key_id));
+		}
+		v->nkeys += got;
+		r->n_keys = v->nkeys;
+	}
+	return CUSTOS_OK;
+}
+
+custos_err audit_verify(const char *const *paths, size_t n, const char *const *pubkeys, size_t npub,
+                        bool live, audit_verify_result *r)
 {
 	struct vstate v;
 	char **files = NULL;
@@ -211,12 +267,9 @@ custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, 
 	memset(r, 0, sizeof(*r));
 	memset(&v, 0, sizeof(v));
 	r->ok = true;
-	if (pubkey != NULL) {
-		GUARD(audit_key_load_public(pubkey, &v.key));
-		e = audit_key_id(v.key, v.key_id);
-		if (e != CUSTOS_OK)
-			goto out;
-	}
+	e = load_keys(&v, pubkeys, npub, r);
+	if (e != CUSTOS_OK)
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
 		char **sub = NULL;
@@ -260,17 +313,35 @@ custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, 
 	if (r->ok && r->events == 0)
 		bad(r, files[0], 0, 0, "no records");
 	r->sealed = v.last_sealed;
-	if (r->ok && !v.last_sealed && !live)
-		bad(r, files[nf - 1], v.last_line, r->last_seq,
+	if (!r->ok || v.last_sealed || live)
+		goto out;
+	/* The location is the last record's, wherever it is (the last file may be empty). */
+	const char *lf = v.last_file != NULL ? v.last_file : files[nf - 1];
+	if (v.last_v1_shutdown)
+		bad(r, lf, v.last_line, r->last_seq,
+		    "the log ends at seq %llu with a shutdown checkpoint in the old format "
+		    "(" AUDIT_CKPT_DOMAIN_V1 "), whose signature does not cover its reason: not a "
+		    "seal, so truncation at a record boundary cannot be ruled out (--live accepts "
+		    "that)",
+		    (unsigned long long)r->last_seq);
+	else if (v.nkeys == 0)
+		bad(r, lf, v.last_line, r->last_seq,
+		    "the log ends at seq %llu without a shutdown checkpoint: the tail was "
+		    "truncated, or the writer is running or crashed (--live accepts that); "
+		    "signatures were not checked (no --pubkey)",
+		    (unsigned long long)r->last_seq);
+	else
+		bad(r, lf, v.last_line, r->last_seq,
 		    "the log ends at seq %llu without a shutdown checkpoint: %llu records after "
-		    "the "
-		    "last signed checkpoint (seq %llu) are not covered by a signature; the tail "
-		    "was truncated, or the writer is running or crashed (--live accepts that)",
+		    "the last signed checkpoint (seq %llu) are not covered by a signature; the "
+		    "tail was truncated, or the writer is running or crashed (--live accepts "
+		    "that)",
 		    (unsigned long long)r->last_seq,
 		    (unsigned long long)(r->last_seq - r->signed_seq),
 		    (unsigned long long)r->signed_seq);
 out:
 	audit_paths_free(files, nf);
-	EVP_PKEY_free(v.key);
+	for (size_t i = 0; i < v.nkeys; i++)
+		EVP_PKEY_free(v.keys[i]);
 	return e;
 }

@@ -47,7 +47,12 @@ struct wstate {
 	buf pending; /* raw records (u32 len + body) not yet durable */
 	uint64_t pending_gen, acked_gen;
 	bool failing;
-	char fail_msg[200];
+	char fail_msg[512];
+	/* The last checkpoint added (due: not yet durable) and the last one made durable (ready:
+	 * to be written to DIR/audit.head once the producers have their acknowledgement). */
+	audit_anchor anchor, anchor_durable;
+	bool anchor_due, anchor_ready;
+	char prev_key_id[17]; /* key_id of the anchor found at start ("" if none) */
 };
 
 /* Where the chain stood, to go back to when what was added after it could not be made
@@ -67,6 +72,7 @@ static void chain_mark(const struct wstate *w, struct chain_mark *m)
 
 static void chain_rewind(struct wstate *w, const struct chain_mark *m)
 {
+	w->anchor_due = false; /* a checkpoint after the mark was never made durable */
 	w->seq = m->seq;
 	w->since_ckpt = m->since_ckpt;
 	w->last_ckpt = m->last_ckpt;
@@ -83,6 +89,7 @@ static custos_err open_file(struct wstate *w, uint64_t first)
 	               0600);
 	if (w->fd == -1)
 		return err_sys("%s/%s: open", w->o->dir, name);
+	GUARD(audit_own_as_dir(w->dirfd, w->fd, name));
 	if (fstat(w->fd, &st) == -1)
 		return err_sys("%s/%s: stat", w->o->dir, name);
 	w->file_first = first;
@@ -104,24 +111,40 @@ static custos_err add_line(struct wstate *w, span body)
 	return CUSTOS_OK;
 }
 
+/* A checkpoint over the chain head. Signed (format 2, docs/AUDIT.md 1.2) over the record's own
+ * bytes up to its final sig member, so its seq, reason and key are covered, not only the head. */
 static custos_err add_checkpoint(struct wstate *w, const char *reason)
 {
 	audit_event ev;
-	char sig[129];
+	char sig[129], body[1024], sp[1024];
 
 	audit_event_begin(&ev, "checkpoint");
 	audit_event_cstr(&ev, "reason", reason);
 	audit_event_u64(&ev, "signed_seq", w->seq);
 	audit_event_cstr(&ev, "signed_hash", w->head);
-	if (w->key != NULL) {
-		GUARD(audit_ckpt_sign(w->key, w->seq, w->head, sig));
+	if (w->key != NULL)
 		audit_event_cstr(&ev, "key_id", w->key_id);
-		audit_event_cstr(&ev, "sig", sig);
-	}
 	GUARD(audit_event_end(&ev));
-	GUARD(add_line(w, audit_event_body(&ev)));
+	span b = audit_event_body(&ev);
+	if (w->key != NULL) {
+		int pn = snprintf(sp, sizeof(sp), AUDIT_LINE_PREFIX "%llu,%.*s",
+		                  (unsigned long long)(w->seq + 1), (int)b.len, b.ptr);
+		ENSURE(pn > 0 && (size_t)pn < sizeof(sp), CUSTOS_ERR_LIMIT, "checkpoint too long");
+		GUARD(audit_ckpt_sign(w->key, span_of(sp, (size_t)pn), sig));
+		int bn = snprintf(body, sizeof(body), "%.*s" AUDIT_CKPT_SIG_KEY "%s\"", (int)b.len,
+		                  b.ptr, sig);
+		ENSURE(bn > 0 && (size_t)bn < sizeof(body), CUSTOS_ERR_LIMIT,
+		       "checkpoint too long");
+		b = span_of(body, (size_t)bn);
+	}
+	GUARD(add_line(w, b));
 	w->since_ckpt = 0;
 	w->last_ckpt = tm_mono_ns();
+	w->anchor.seq = w->seq;
+	memcpy(w->anchor.hash, w->head, sizeof(w->anchor.hash));
+	audit_file_name(w->file_first, w->anchor.file);
+	memcpy(w->anchor.key_id, w->key != NULL ? w->key_id : "", w->key != NULL ? 17 : 1);
+	w->anchor_due = true;
 	return CUSTOS_OK;
 }
 
@@ -150,6 +173,7 @@ static custos_err commit(struct wstate *w)
 				w->fsync_buckets[i]++;
 	}
 	if (e != CUSTOS_OK) {
+		w->anchor_due = false;
 		err_wrap(e, "%s", w->o->dir);
 		if (ftruncate(w->fd, (off_t)w->file_bytes) == -1)
 			log_error("audit: cutting back after a failed write: %s", strerror(errno));
@@ -157,7 +181,24 @@ static custos_err commit(struct wstate *w)
 	}
 	w->file_bytes += s.len;
 	buf_reset(&w->out);
+	if (w->anchor_due) {
+		w->anchor_durable = w->anchor;
+		w->anchor_due = false;
+		w->anchor_ready = true;
+	}
 	return CUSTOS_OK;
+}
+
+/* Records the last durable checkpoint in DIR/audit.head (two fsyncs: after the ack, off the
+ * producers' path). The records are durable whatever happens here; a failed anchor only lags
+ * (the next checkpoint writes it again), so it is logged, not failed closed. */
+static void anchor_flush(struct wstate *w)
+{
+	if (!w->anchor_ready)
+		return;
+	w->anchor_ready = false;
+	if (audit_anchor_write(w->dirfd, AUDIT_ANCHOR_FILE, &w->anchor_durable) != CUSTOS_OK)
+		log_error("audit: %s/" AUDIT_ANCHOR_FILE ": %s", w->o->dir, err_msg());
 }
 
 /* A checkpoint committed on its own (an idle interval, shutdown). On failure the chain goes
@@ -188,6 +229,11 @@ static custos_err rotate(struct wstate *w)
 	nfd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (nfd == -1)
 		return err_sys("%s/%s: open", w->o->dir, name);
+	if (audit_own_as_dir(w->dirfd, nfd, name) != CUSTOS_OK) {
+		close(nfd);
+		unlinkat(w->dirfd, name, 0);
+		return CUSTOS_ERR_SYS;
+	}
 	struct chain_mark m;
 	chain_mark(w, &m);
 	custos_err e = add_checkpoint(w, "rotate");
@@ -343,125 +389,124 @@ fail_nostate:
 	return e;
 }
 
-/* Finds the chain head, cutting a torn tail of the last file; writes what it found into
- * *note for the recovery event (empty when the log ended with a clean shutdown). */
-static custos_err recover(struct wstate *w, char *note, size_t notesz, uint64_t *cut)
+/* What recover found, for the recovery or audit.start event. */
+struct start_note {
+	char reason[1536]; /* "" when the log ended with a clean shutdown and nothing else */
+	char anchor[1280]; /* what the head was checked against */
+	uint64_t cut;      /* bytes of a torn tail cut */
+	bool accepted;     /* the operator accepted a head below the anchor or a cursor */
+	struct audit_head_check check;
+};
+
+/* Checks the head against the anchor and the cursors (nothing is changed before these pass),
+ * then cuts a torn tail of the last file, removes an empty file left by a crash during
+ * rotation and opens the file to append to. */
+static custos_err recover(struct wstate *w, struct start_note *sn)
 {
-	char **paths = NULL;
-	size_t n = 0;
-	custos_err e = CUSTOS_OK;
-	bool clean = false, found = false;
-	size_t found_fi = 0;
+	struct audit_log_scan s;
+	audit_anchor a, acc;
+	bool anchored = false, acc_here = false;
+	char damage[512];
+	custos_err e;
 
-	*cut = 0;
-	note[0] = '\0';
-	GUARD(audit_list_files(w->o->dir, &paths, &n));
-	for (size_t fi = n; fi-- > 0 && !found;) {
-		audit_reader r;
-		span line;
-		uint64_t off, good_end = 0, seq = 0;
-		char head[AUDIT_HASH_HEX + 1] = "";
-		bool last_clean = false, any = false;
-
-		e = audit_reader_open(&r, paths[fi]);
-		if (e != CUSTOS_OK)
+	memset(sn, 0, sizeof(*sn));
+	GUARD(audit_anchor_load(w->dirfd, &a, &anchored, damage, sizeof(damage)));
+	GUARD(audit_anchor_read(w->dirfd, AUDIT_ACCEPT_FILE, &acc, &acc_here));
+	GUARD(audit_log_scan(w->o->dir, anchored ? a.seq : 0, &s));
+	e = audit_head_check(w->o->dir, &s, &a, anchored, damage, &sn->check);
+	if (e != CUSTOS_OK)
+		goto out;
+	if (anchored)
+		memcpy(w->prev_key_id, a.key_id, sizeof(w->prev_key_id));
+	uint64_t head_seq = s.found ? s.seq : 0;
+	const char *head_hash = s.found ? s.head : AUDIT_GENESIS_PREV;
+	if (sn->check.problem[0] != '\0') {
+		if (!acc_here || acc.seq != head_seq ||
+		    CRYPTO_memcmp(acc.hash, head_hash, AUDIT_HASH_HEX) != 0) {
+			e = err_set(CUSTOS_ERR_DENIED,
+			            "%s: %s; refusing to write. Restore the log from a copy, or "
+			            "accept this head with: custos audit accept-head %s%s",
+			            w->o->dir, sn->check.problem, w->o->dir,
+			            acc_here ? " (" AUDIT_ACCEPT_FILE " is for another head)" : "");
 			goto out;
-		for (;;) {
-			audit_line l;
-			char h[AUDIT_HASH_HEX + 1];
-			e = audit_reader_next(&r, &line, &off);
-			if (e == CUSTOS_ERR_NOTFOUND || e == CUSTOS_ERR_LIMIT) {
-				e = CUSTOS_OK;
-				break;
-			}
-			if (e != CUSTOS_OK)
-				break;
-			if (audit_line_parse(line, &l) != CUSTOS_OK ||
-			    audit_sha256_hex(l.canonical.ptr, l.canonical.len, h) != CUSTOS_OK ||
-			    CRYPTO_memcmp(h, l.hash, AUDIT_HASH_HEX) != 0 ||
-			    (any && (l.seq != seq + 1 ||
-			             CRYPTO_memcmp(l.prev, head, AUDIT_HASH_HEX) != 0))) {
-				/* Only a damaged final record is a torn write; anything after it
-				 * means the damage is in the middle: evidence, not ours to cut. */
-				span rest;
-				uint64_t o2;
-				custos_err e2 = audit_reader_next(&r, &rest, &o2);
-				if (e2 == CUSTOS_OK) {
-					e = err_set(
-					        CUSTOS_ERR_PARSE,
-					        "%s: damaged record at line %llu is not the last; "
-					        "refusing to write (run custos audit verify)",
-					        paths[fi], (unsigned long long)r.line_no - 1);
-				}
-				break;
-			}
-			any = true;
-			seq = l.seq;
-			memcpy(head, l.hash, sizeof(head));
-			good_end = off + line.len + 1;
-			span t, r2;
-			last_clean = ajson_get(line, "type", &t) == CUSTOS_OK &&
-			             span_eq_cstr(t, "\"checkpoint\"") &&
-			             ajson_get(line, "reason", &r2) == CUSTOS_OK &&
-			             span_eq_cstr(r2, "\"shutdown\"");
 		}
-		audit_reader_close(&r);
-		if (e != CUSTOS_OK)
-			goto out;
-		if (fi == n - 1) {
-			struct stat st;
-			if (stat(paths[fi], &st) == -1) {
-				e = err_sys("%s: stat", paths[fi]);
-				goto out;
-			}
-			if ((uint64_t)st.st_size > good_end) {
-				*cut = (uint64_t)st.st_size - good_end;
-				if (truncate(paths[fi], (off_t)good_end) == -1) {
-					e = err_sys("%s: truncate", paths[fi]);
-					goto out;
-				}
-				snprintf(note, notesz, "torn record cut from %s",
-				         strrchr(paths[fi], '/') + 1);
-			}
-			char *slash = strrchr(paths[fi], '/');
-			uint64_t first;
-			if (!audit_file_name_parse(slash + 1, &first)) {
-				e = err_set(CUSTOS_ERR_INTERNAL, "bad file name");
-				goto out;
-			}
-			w->file_first = first;
-		}
-		if (any) {
-			found = true;
-			found_fi = fi;
-			w->seq = seq;
-			memcpy(w->head, head, sizeof(head));
-			clean = last_clean;
-		}
+		sn->accepted = true;
+		audit_note_add(
+		        sn->reason, sizeof(sn->reason),
+		        "the operator accepted the head at seq %llu (custos audit accept-head): %s",
+		        (unsigned long long)head_seq, sn->check.problem);
+		snprintf(sn->anchor, sizeof(sn->anchor), "accepted at seq %llu by the operator",
+		         (unsigned long long)head_seq);
+	} else if (anchored) {
+		snprintf(sn->anchor, sizeof(sn->anchor),
+		         "the log reaches the last checkpoint recorded in " AUDIT_ANCHOR_FILE
+		         " (seq %llu in %s)",
+		         (unsigned long long)a.seq, a.file);
+	} else {
+		snprintf(sn->anchor, sizeof(sn->anchor),
+		         s.n > 0 ? "none: no " AUDIT_ANCHOR_FILE " (written since this version; or "
+		                   "removed)"
+		                 : "none: a new log");
 	}
-	if (n > 0 && !clean && note[0] == '\0')
-		snprintf(note, notesz, "the log did not end with a shutdown checkpoint");
-	if (n > 0 && !found)
-		w->seq = 0;
-	if (n > 1 && found && found_fi != n - 1 && w->file_first != w->seq + 1) {
+	if (s.n > 0 && s.last_size > s.last_good_end) {
+		const char *last = s.paths[s.n - 1];
+		sn->cut = s.last_size - s.last_good_end;
+		if (truncate(last, (off_t)s.last_good_end) == -1) {
+			e = err_sys("%s: truncate", last);
+			goto out;
+		}
+		audit_note_add(sn->reason, sizeof(sn->reason),
+		               "torn record cut from %s (%llu bytes at offset %llu)",
+		               strrchr(last, '/') + 1, (unsigned long long)sn->cut,
+		               (unsigned long long)s.last_good_end);
+	}
+	if (s.n > 0 && !s.clean)
+		audit_note_add(sn->reason, sizeof(sn->reason),
+		               "the log did not end with a shutdown checkpoint");
+	w->seq = head_seq;
+	memcpy(w->head, head_hash, sizeof(w->head));
+	w->file_first = s.n > 0 ? s.last_first : 1;
+	if (s.n > 1 && s.found && s.found_fi != s.n - 1 && w->file_first != w->seq + 1) {
 		/* A crash between creating a rotated file and sealing the old one leaves an
 		 * empty file named past the chain head: remove it and go on in the old one. */
 		uint64_t first;
-		if (unlink(paths[n - 1]) == -1) {
-			e = err_sys("%s: unlink", paths[n - 1]);
+		if (unlink(s.paths[s.n - 1]) == -1) {
+			e = err_sys("%s: unlink", s.paths[s.n - 1]);
 			goto out;
 		}
-		if (!audit_file_name_parse(strrchr(paths[found_fi], '/') + 1, &first)) {
+		if (!audit_file_name_parse(strrchr(s.paths[s.found_fi], '/') + 1, &first)) {
 			e = err_set(CUSTOS_ERR_INTERNAL, "bad file name");
 			goto out;
 		}
 		w->file_first = first;
 	}
 	/* Appends go on in the last file (named by its first seq), or a first file. */
-	e = open_file(w, n == 0 ? 1 : w->file_first);
+	e = open_file(w, w->file_first);
 out:
-	audit_paths_free(paths, n);
+	audit_log_scan_free(&s);
 	return e;
+}
+
+/* After the operator's acceptance is in the trail: cursors past the head go back to it, so
+ * sinks send the records that now follow it instead of skipping them; the acceptance is
+ * used up. */
+static void accepted_done(struct wstate *w, const struct start_note *sn, uint64_t head_seq)
+{
+	char v[32];
+	int n = snprintf(v, sizeof(v), "%llu\n", (unsigned long long)head_seq);
+
+	for (size_t i = 0; i < sn->check.n_cursors; i++) {
+		if (audit_file_write_at(w->dirfd, sn->check.cursors[i], v, (size_t)n, 0600) !=
+		    CUSTOS_OK)
+			log_error("audit: %s", err_msg());
+		else
+			log_warn("audit: %s/%s moved back to seq %llu (accepted head): the sink "
+			         "resends from there",
+			         w->o->dir, sn->check.cursors[i], (unsigned long long)head_seq);
+	}
+	if (unlinkat(w->dirfd, AUDIT_ACCEPT_FILE, 0) == -1 && errno != ENOENT)
+		log_error("audit: %s/" AUDIT_ACCEPT_FILE ": unlink: %s", w->o->dir,
+		          strerror(errno));
 }
 
 static void report_ready(int fd, custos_err e, uint64_t seq)
@@ -499,9 +544,9 @@ static custos_err check_public_key(const char *path, EVP_PKEY *key, const char *
 
 static custos_err writer_setup(struct wstate *w)
 {
-	char note[256];
-	uint64_t cut = 0;
+	struct start_note *sn;
 	audit_event ev;
+	custos_err e;
 
 	if (w->o->signing_key != NULL) {
 		GUARD(audit_key_load_private(w->o->signing_key, &w->key));
@@ -531,24 +576,48 @@ static custos_err writer_setup(struct wstate *w)
 		nanosleep(&ts, NULL);
 	}
 	memcpy(w->head, AUDIT_GENESIS_PREV, sizeof(w->head));
-	GUARD(recover(w, note, sizeof(note), &cut));
-	if (note[0] != '\0') {
+	sn = calloc(1, sizeof(*sn));
+	if (sn == NULL)
+		return err_set(CUSTOS_ERR_NOMEM, "audit writer");
+	e = recover(w, sn);
+	if (e != CUSTOS_OK) {
+		log_error("audit: %s", err_msg()); /* in full: the client's copy is bounded */
+		goto out;
+	}
+	uint64_t head_seq = w->seq;
+	if (sn->reason[0] != '\0') {
 		audit_event_begin(&ev, "recovery");
-		audit_event_cstr(&ev, "reason", note);
-		audit_event_u64(&ev, "cut_bytes", cut);
+		audit_event_cstr(&ev, "reason", sn->reason);
+		audit_event_u64(&ev, "cut_bytes", sn->cut);
 		audit_event_u64(&ev, "last_seq", w->seq);
 	} else {
 		audit_event_begin(&ev, "audit.start");
 	}
+	audit_event_cstr(&ev, "anchor", sn->anchor);
 	audit_event_u64(&ev, "pid", (uint64_t)getpid());
 	audit_event_bool(&ev, "signed", w->key != NULL);
-	GUARD(audit_event_end(&ev));
-	GUARD(add_line(w, audit_event_body(&ev)));
-	GUARD(add_checkpoint(w, "start"));
-	GUARD(commit(w));
+	if (w->key != NULL && w->prev_key_id[0] != '\0' && strcmp(w->prev_key_id, w->key_id) != 0) {
+		/* A key rotation: the previous checkpoints were signed by this key. */
+		audit_event_cstr(&ev, "previous_key_id", w->prev_key_id);
+		log_info("audit: signing key changed from %s to %s", w->prev_key_id, w->key_id);
+	}
+	e = audit_event_end(&ev);
+	if (e == CUSTOS_OK)
+		e = add_line(w, audit_event_body(&ev));
+	if (e == CUSTOS_OK)
+		e = add_checkpoint(w, "start");
+	if (e == CUSTOS_OK)
+		e = commit(w);
+	if (e != CUSTOS_OK)
+		goto out;
+	anchor_flush(w);
+	if (sn->accepted)
+		accepted_done(w, sn, head_seq);
 	if (w->o->confine != NULL)
-		GUARD(w->o->confine(w->o->confine_arg, w->dirfd));
-	return CUSTOS_OK;
+		e = w->o->confine(w->o->confine_arg, w->dirfd);
+out:
+	free(sn);
+	return e;
 }
 
 /* Receives what is waiting (up to WRITER_PENDING_MAX) into w->pending. Returns false once the
@@ -702,6 +771,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		if (buf_used(&w.pending) > 0) {
 			if (process_pending(&w, sock) == CUSTOS_OK) {
 				w.due = UINT64_MAX;
+				anchor_flush(&w);
 			} else {
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
 				if (!open)
@@ -716,6 +786,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 			if (ce == CUSTOS_OK) {
 				if (w.failing)
 					writing_again(&w, sock);
+				anchor_flush(&w);
 			} else {
 				writing_failed(&w, sock, ce);
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
@@ -728,6 +799,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		else
 			log_error("audit: sealing the log: %s", err_msg());
 	}
+	anchor_flush(&w);
 out:
 	free(msg);
 	buf_free(&w.out);

@@ -109,6 +109,7 @@ size_t cli_vm_admin_list(struct up_vm *const *vms, size_t n, struct admin_vm *ou
 void cli_vm_stop(struct up_vm *u);
 int cmd_audit_keygen(int argc, char **argv);
 int cmd_audit_verify(int argc, char **argv);
+int cmd_audit_accept_head(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 

@@ -1,6 +1,7 @@
 /* custos audit: keygen, verify and export; thin wrappers over the audit module. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,38 @@ int cmd_audit_keygen(int argc, char **argv)
 	return CLI_OK;
 }
 
+/* getopt_long that also takes options after operands (verify DIR --live): returns the next
+ * option as getopt does, 1 with *operand set for an operand, -1 at the end. After "--"
+ * everything is an operand. */
+static int next_arg(int argc, char **argv, const struct option *opts, bool *operands_only,
+                    char **operand)
+{
+	if (!*operands_only) {
+		int c = getopt_long(argc, argv, "+", opts, NULL);
+		if (c != -1)
+			return c == 1 ? '?' : c;
+		if (optind > 1 && strcmp(argv[optind - 1], "--") == 0)
+			*operands_only = true;
+	}
+	if (optind >= argc)
+		return -1;
+	*operand = argv[optind++];
+	return 1;
+}
+
+static void print_keys(const audit_verify_result *r)
+{
+	for (size_t i = 0; i < r->n_keys; i++) {
+		const audit_verify_key *k = &r->keys[i];
+		if (k->checkpoints == 0)
+			printf("  key %s (%s): signed no checkpoint\n", k->key_id, k->file);
+		else
+			printf("  key %s (%s): %llu checkpoints, signed heads seq %llu..%llu\n",
+			       k->key_id, k->file, (unsigned long long)k->checkpoints,
+			       (unsigned long long)k->first_seq, (unsigned long long)k->last_seq);
+	}
+}
+
 int cmd_audit_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -28,43 +61,71 @@ int cmd_audit_verify(int argc, char **argv)
 		{ "live", no_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *pub = NULL;
-	bool live = false;
-	int c;
+	const char *pubs[AUDIT_VERIFY_MAX_KEYS];
+	const char **paths = NULL;
+	size_t npub = 0, npaths = 0;
+	bool live = false, operands_only = false;
+	char *operand = NULL;
+	int c, rc = CLI_USAGE;
 	audit_verify_result r;
 
+	paths = xcalloc((size_t)argc, sizeof(char *));
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		if (c == 'k')
-			pub = optarg;
+	while ((c = next_arg(argc, argv, opts, &operands_only, &operand)) != -1) {
+		if (c == 1)
+			paths[npaths++] = operand;
+		else if (c == 'k' && npub < AUDIT_VERIFY_MAX_KEYS)
+			pubs[npub++] = optarg;
 		else if (c == 'l')
 			live = true;
 		else
-			return cli_usage("audit", "verify", false);
+			goto out;
 	}
-	if (optind >= argc)
-		return cli_usage("audit", "verify", false);
-	if (audit_verify((const char *const *)argv + optind, (size_t)(argc - optind), pub, live,
-	                 &r) != CUSTOS_OK) {
+	if (npaths == 0)
+		goto out;
+	rc = CLI_FAIL;
+	if (audit_verify(paths, npaths, pubs, npub, live, &r) != CUSTOS_OK) {
 		fprintf(stderr, "custos: %s\n", err_msg());
-		return CLI_FAIL;
+		goto out;
 	}
 	if (!r.ok) {
 		printf("FAILED after %llu verified records in %llu files\n",
 		       (unsigned long long)r.events, (unsigned long long)r.files);
 		printf("first bad record: %s:%llu seq %llu: %s\n", r.bad_file,
 		       (unsigned long long)r.bad_line, (unsigned long long)r.bad_seq, r.what);
-		return CLI_FAIL;
+		print_keys(&r);
+		goto out;
 	}
 	printf("OK: %llu records verified (seq %llu..%llu) in %llu files; %llu checkpoints %s",
 	       (unsigned long long)r.events, (unsigned long long)r.first_seq,
 	       (unsigned long long)r.last_seq, (unsigned long long)r.files,
 	       (unsigned long long)r.checkpoints,
-	       pub ? "with valid signatures" : "(signatures NOT checked: no --pubkey)");
-	if (pub)
+	       npub ? "with valid signatures" : "(signatures NOT checked: no --pubkey)");
+	if (npub && r.v1_checkpoints)
+		printf(" (%llu in the old format 1, signing the head only)",
+		       (unsigned long long)r.v1_checkpoints);
+	if (npub)
 		printf(", signed through seq %llu", (unsigned long long)r.signed_seq);
 	printf("; %s\n", r.sealed ? "sealed by a shutdown checkpoint"
 	                          : (r.torn_tail ? "open (incomplete last record)" : "open"));
+	print_keys(&r);
+	rc = CLI_OK;
+out:
+	free(paths);
+	return rc == CLI_USAGE ? cli_usage("audit", "verify", false) : rc;
+}
+
+int cmd_audit_accept_head(int argc, char **argv)
+{
+	char report[2048];
+
+	if (argc != 2 || argv[1][0] == '-')
+		return cli_usage("audit", "accept-head", false);
+	if (audit_accept_head(argv[1], report, sizeof(report)) != CUSTOS_OK) {
+		fprintf(stderr, "custos: %s\n", err_msg());
+		return CLI_FAIL;
+	}
+	printf("%s\n", report);
 	return CLI_OK;
 }
 
@@ -79,32 +140,43 @@ int cmd_audit_export(int argc, char **argv)
 	char host[256] = "";
 	int c, rc = CLI_OK;
 
+	char **paths = xcalloc((size_t)argc, sizeof(char *));
+	size_t npaths = 0;
+	bool operands_only = false;
+	char *operand = NULL;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+	while ((c = next_arg(argc, argv, opts, &operands_only, &operand)) != -1) {
+		if (c == 1) {
+			paths[npaths++] = operand;
+			continue;
+		}
 		if (c != 'f' || audit_format_parse(optarg, &f) != CUSTOS_OK) {
 			if (c == 'f')
 				fprintf(stderr, "custos: %s\n", err_msg());
+			free(paths);
 			return cli_usage("audit", "export", false);
 		}
 	}
-	if (optind >= argc)
+	if (npaths == 0) {
+		free(paths);
 		return cli_usage("audit", "export", false);
+	}
 	memset(&ctx, 0, sizeof(ctx));
 	if (gethostname(host, sizeof(host) - 1) == 0)
 		ctx.hostname = host;
-	for (int i = optind; i < argc && rc == CLI_OK; i++) {
+	for (size_t i = 0; i < npaths && rc == CLI_OK; i++) {
 		char **files = NULL;
 		size_t nf = 0;
 		struct stat st;
-		if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-			if (audit_list_files(argv[i], &files, &nf) != CUSTOS_OK) {
+		if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			if (audit_list_files(paths[i], &files, &nf) != CUSTOS_OK) {
 				fprintf(stderr, "custos: %s\n", err_msg());
 				rc = CLI_FAIL;
 				break;
 			}
 		} else {
 			files = xcalloc(1, sizeof(char *));
-			files[0] = xstrdup(argv[i]);
+			files[0] = xstrdup(paths[i]);
 			nf = 1;
 		}
 		for (size_t j = 0; j < nf && rc == CLI_OK; j++)
@@ -116,5 +188,6 @@ int cmd_audit_export(int argc, char **argv)
 	}
 	if (fflush(stdout) != 0)
 		rc = CLI_FAIL;
+	free(paths);
 	return rc;
 }

@@ -75,8 +75,7 @@ void json_arr_end(json_writer *w)
 	close_container(w, ']');
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not valid. */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
+size_t json_utf8_seq_len(const unsigned char *p, size_t n)
 {
 	unsigned char c = p[0];
 
@@ -124,7 +123,7 @@ custos_err json_escape(buf *b, span s)
 			continue;
 		}
 		if (c >= 0x80) {
-			size_t l = utf8_seq_len(p + i, s.len - i);
+			size_t l = json_utf8_seq_len(p + i, s.len - i);
 			if (l > 0) {
 				i += l;
 				run += l;

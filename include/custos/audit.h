@@ -267,15 +267,33 @@ int audit_writer_pid(const audit_writer *w);
  * to overwrite an existing key. */
 custos_err audit_keygen(const char *dir) CUSTOS_WUR;
 
+/* For a log its writer refuses to continue because its head is below what the log once
+ * reached (DIR/audit.head, the last durable checkpoint, or a sink's cursor): records that the
+ * operator accepts the current head. The next writer start continues there, says so in its
+ * recovery event and moves cursors past the head back to it. Refuses while a writer holds
+ * the log. report gets what was found and accepted (or that nothing needed accepting). */
+custos_err audit_accept_head(const char *dir, char *report, size_t reportsz) CUSTOS_WUR;
+
+#define AUDIT_VERIFY_MAX_KEYS 16 /* public keys one verify takes (all files together) */
+typedef struct audit_verify_key {
+	const char *file;             /* the file it came from (the caller's string) */
+	char key_id[17];              /* first 16 hex digits of SHA-256 of the raw key */
+	uint64_t checkpoints;         /* checkpoints it signed that verified */
+	uint64_t first_seq, last_seq; /* the heads the first and the last of them signed */
+} audit_verify_key;
+
 typedef struct audit_verify_result {
 	bool ok;
 	uint64_t events;      /* records verified */
 	uint64_t files;       /* files read */
 	uint64_t checkpoints; /* checkpoints whose signature verified (or seen, without a key) */
 	uint64_t first_seq, last_seq;
-	uint64_t signed_seq; /* highest seq covered by a verified signature */
-	bool sealed;         /* the log ends with a shutdown checkpoint */
-	bool torn_tail;      /* (live) the last file ends inside a record */
+	uint64_t signed_seq;     /* highest seq covered by a verified signature */
+	bool sealed;             /* the log ends with a shutdown checkpoint */
+	bool torn_tail;          /* (live) the last file ends inside a record */
+	uint64_t v1_checkpoints; /* with a format 1 signature (head only; never a seal) */
+	audit_verify_key keys[AUDIT_VERIFY_MAX_KEYS]; /* the keys given, in order */
+	size_t n_keys;
 	/* First problem: where and what. */
 	char bad_file[512];
 	uint64_t bad_line, bad_seq;
@@ -283,11 +301,13 @@ typedef struct audit_verify_result {
 } audit_verify_result;
 
 /* Verifies files or directories (a directory means its audit-*.jsonl files in order).
- * pubkey: PEM public key, or NULL to check the chain only. live: accept a log whose writer
- * is still running or crashed (unsealed end, incomplete last record). CUSTOS_OK with r->ok
- * set or cleared; an error only when the arguments are unusable. */
-custos_err audit_verify(const char *const *paths, size_t n, const char *pubkey, bool live,
-                        audit_verify_result *r) CUSTOS_WUR;
+ * pubkeys[npub]: PEM files of public keys, each holding one key or several (a keyring); each
+ * checkpoint is verified with the key its key_id names (after a key rotation the log holds
+ * both). npub 0: check the chain only. live: accept a log whose writer is still running or
+ * crashed (unsealed end, incomplete last record). CUSTOS_OK with r->ok set or cleared; an
+ * error only when the arguments are unusable. */
+custos_err audit_verify(const char *const *paths, size_t n, const char *const *pubkeys, size_t npub,
+                        bool live, audit_verify_result *r) CUSTOS_WUR;
 
 typedef struct audit_render_ctx {
 	const char *hostname; /* RFC 5424 HOSTNAME; NULL: "-" */

@@ -281,6 +281,9 @@ void json_kv_bool(json_writer *w, const char *key, bool v);
 /* CUSTOS_OK, or the first error (LIMIT from the buffer, INVAL for unbalanced nesting). */
 custos_err json_finish(json_writer *w) CUSTOS_WUR;
 /* Appends s escaped (without quotes) to b: the escaping json_str uses. */
+/* Length (1..4) of the valid UTF-8 sequence at p[n] (no overlong form, surrogate or code
+ * point above U+10FFFF), or 0 when it is not valid: what json_escape keeps as it is. */
+size_t json_utf8_seq_len(const unsigned char *p, size_t n);
 custos_err json_escape(buf *b, span s) CUSTOS_WUR;
 
 /* ---------------------------------------------------------------------------------------------

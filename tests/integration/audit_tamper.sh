@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # audit_tamper: verify passes on an untouched, rotated, signed log and catches and locates each
 # tampering: an edited byte, a deleted, swapped or inserted line, a re-chained rewrite (only
-# the signatures catch it), a truncated tail (inside a record and at a record boundary) and a
-# removed rotated file.
+# the signatures catch it), a truncated tail (inside a record and at a record boundary), a
+# forged shutdown seal, raw invalid UTF-8 and a removed rotated file.
 set -euo pipefail
 : "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
 LOAD="$CUSTOS_FIXTURES/audit-load/audit-load"
@@ -51,6 +51,21 @@ expect() {
 	echo "$name: caught: $(echo "$out" | tail -1)"
 }
 fresh() { rm -rf "$T/case"; cp -a "$T/log" "$T/case"; }
+# rechain_line FILE N: recomputes line N's hash over its (edited) bytes; rechain_last FILE: the
+# last line's.
+rechain_line() {
+	python3 - "$1" "$2" <<'PY'
+import hashlib, sys
+p, n = sys.argv[1], int(sys.argv[2])
+lines = open(p, 'rb').read().split(b'\n')
+l = lines[n - 1]
+cut = l.rindex(b',"prev":"')
+canon = l[:cut + 9 + 64 + 1]
+lines[n - 1] = canon + b',"hash":"' + hashlib.sha256(canon).hexdigest().encode() + b'"}'
+open(p, 'wb').write(b'\n'.join(lines))
+PY
+}
+rechain_last() { rechain_line "$1" "$(wc -l <"$1")"; }
 f1=$(basename "$F1")
 f2=$(basename "$F2")
 
@@ -110,6 +125,41 @@ echo "truncate the tail: caught: $(echo "$out" | tail -1)"
 # --live accepts an unsealed end (a running or crashed writer) and says how far it is signed.
 "$CUSTOS_BIN" audit verify --live --pubkey "$PUB" "$T/case" | grep -q "signed through seq" ||
 	fail "--live on an unsealed log"
+
+fresh # 6c. a forged seal: the log cut after a signed interval checkpoint whose reason is then
+#     changed to "shutdown" and its hash recomputed. The signature covers the reason.
+ck=$(grep -n '"reason":"interval"' "$T/case/$f1" | head -1 | cut -d: -f1)
+[ -n "$ck" ] || fail "no interval checkpoint in $f1"
+for f in "$T/case"/audit-*.jsonl; do [ "$(basename "$f")" = "$f1" ] || rm "$f"; done
+sed -i "$((ck + 1)),\$d" "$T/case/$f1"
+sed -i "${ck}s/\"reason\":\"interval\"/\"reason\":\"shutdown\"/" "$T/case/$f1"
+rechain_last "$T/case/$f1"
+expect "forge a shutdown seal" "$f1" "$ck" "checkpoint signature does not verify"
+
+fresh # 6d. the tail cut and an empty file named past it (a crash during rotation): the report
+#     names the last record, not the empty file
+LAST=$(ls "$T/case"/audit-*.jsonl | tail -1)
+sed -i '$d' "$LAST"
+n=$(wc -l <"$LAST")
+s=$(tail -1 "$LAST" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
+touch "$T/case/$(printf 'audit-%020d.jsonl' $((s + 1)))"
+expect "empty last file" "$(basename "$LAST")" "$n" "without a shutdown checkpoint"
+# Without --pubkey no signature was checked, so none is claimed.
+out=$("$CUSTOS_BIN" audit verify "$T/case") && fail "unsealed, no key: passed"
+echo "$out" | grep -q "signatures were not checked" || fail "no-key unsealed: $out"
+echo "$out" | grep -q "last signed checkpoint" && fail "no-key unsealed claims signatures: $out"
+
+fresh # 6e. raw invalid UTF-8 in a record (its hash recomputed): not valid JSON
+sed -i '50s/"decision":"allow"/"decision":"all\xffw"/' "$T/case/$f1"
+rechain_line "$T/case/$f1" 50
+expect "invalid UTF-8" "$f1" 50 "invalid UTF-8"
+
+# Options after the paths are options, not paths.
+"$CUSTOS_BIN" audit verify "$T/log" --pubkey "$PUB" | grep -q "with valid signatures" ||
+	fail "--pubkey after the path"
+rc=0
+"$CUSTOS_BIN" audit verify "$T/log" --bogus >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || fail "unknown option after a path: exit $rc, expected 2"
 
 fresh # 7a. a rotated file in the middle removed
 rm "$T/case/$f2"

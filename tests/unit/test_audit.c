@@ -78,6 +78,17 @@ static void test_jscan(void **state)
 	assert_int_equal(ajson_validate(S("{\"a\":\"x\ny\"}")), CUSTOS_ERR_PARSE);
 	assert_int_equal(ajson_validate(S("{\"a\":\"\\q\"}")), CUSTOS_ERR_PARSE);
 	assert_int_equal(ajson_validate(S("{\"a\":1} x")), CUSTOS_ERR_PARSE);
+	/* JSON text is UTF-8: raw invalid bytes in a string are not JSON. */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}")),
+	                 CUSTOS_OK);
+	assert_int_equal(ajson_validate(S("{\"a\":\"all\xffw\"}")), CUSTOS_ERR_PARSE);
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xc0\x80\"}")),
+	                 CUSTOS_ERR_PARSE); /* overlong */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xed\xa0\x80\"}")),
+	                 CUSTOS_ERR_PARSE); /* surrogate */
+	assert_int_equal(ajson_validate(S("{\"a\":\"\xe2\x82\"}")), CUSTOS_ERR_PARSE); /* cut */
+	assert_int_equal(ajson_validate(S("{\"\xf4\x90\x80\x80\":1}")),
+	                 CUSTOS_ERR_PARSE); /* above U+10FFFF, in a key */
 	assert_int_equal(ajson_validate(S("[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]")),
 	                 CUSTOS_ERR_LIMIT);
 	span o = S("{\"x\":1,\"y\":{\"z\":[1]},\"s\":\"a\\\"b\"}");
@@ -122,6 +133,9 @@ static void test_body_check(void **state)
 	assert_int_equal(audit_body_check(S("\"type\":\"r\",\"time\":\"t\""), false),
 	                 CUSTOS_ERR_PARSE);
 	assert_int_equal(audit_body_check(S(""), false), CUSTOS_ERR_LIMIT);
+	/* What verify would refuse never reaches the log: raw invalid UTF-8. */
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"type\":\"r\",\"x\":\"\xff\""), false),
+	                 CUSTOS_ERR_PARSE);
 }
 
 static void test_chain(void **state)
@@ -191,12 +205,51 @@ static void test_keys(void **state)
 	assert_int_equal(audit_key_load_private(path, &priv), CUSTOS_OK);
 	snprintf(path, sizeof(path), "%s/audit.pub", dir);
 	assert_int_equal(audit_key_load_public(path, &pub), CUSTOS_OK);
-	assert_int_equal(audit_ckpt_sign(priv, 7, head, sig), CUSTOS_OK);
-	assert_int_equal(audit_ckpt_verify(pub, 7, head, S(sig)), CUSTOS_OK);
-	assert_int_equal(audit_ckpt_verify(pub, 8, head, S(sig)), CUSTOS_ERR_CRYPTO);
+	assert_int_equal(audit_ckpt_sign_v1(priv, 7, head, sig), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify_v1(pub, 7, head, S(sig)), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify_v1(pub, 8, head, S(sig)), CUSTOS_ERR_CRYPTO);
 	sig[0] = sig[0] == '0' ? '1' : '0';
-	assert_int_equal(audit_ckpt_verify(pub, 7, head, S(sig)), CUSTOS_ERR_CRYPTO);
-	assert_int_equal(audit_ckpt_verify(pub, 7, head, S("abc")), CUSTOS_ERR_PARSE);
+	assert_int_equal(audit_ckpt_verify_v1(pub, 7, head, S(sig)), CUSTOS_ERR_CRYPTO);
+	assert_int_equal(audit_ckpt_verify_v1(pub, 7, head, S("abc")), CUSTOS_ERR_PARSE);
+	/* Format 2 signs the checkpoint record's bytes up to its sig: any change to them (the
+	 * reason, say) fails, and neither format's signature passes for the other's. */
+	span rec = S("{\"v\":1,\"seq\":8,\"time\":\"t\",\"type\":\"checkpoint\","
+	             "\"reason\":\"interval\",\"signed_seq\":7");
+	span forged = S("{\"v\":1,\"seq\":8,\"time\":\"t\",\"type\":\"checkpoint\","
+	                "\"reason\":\"shutdown\",\"signed_seq\":7");
+	assert_int_equal(audit_ckpt_sign(priv, rec, sig), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify(pub, rec, S(sig)), CUSTOS_OK);
+	assert_int_equal(audit_ckpt_verify(pub, forged, S(sig)), CUSTOS_ERR_CRYPTO);
+	assert_int_equal(audit_ckpt_verify_v1(pub, 7, head, S(sig)), CUSTOS_ERR_CRYPTO);
+	char sig1[129], m1[128];
+	assert_int_equal(audit_ckpt_sign_v1(priv, 7, head, sig1), CUSTOS_OK);
+	snprintf(m1, sizeof(m1), "7 %s", head);
+	assert_int_equal(audit_ckpt_verify(pub, S(m1), S(sig1)), CUSTOS_ERR_CRYPTO);
+	/* A keyring: several public keys in one file; a damaged block is refused. */
+	char kdir2[160], ring[160], cmd[512];
+	EVP_PKEY *ks[AUDIT_VERIFY_MAX_KEYS];
+	size_t nk = 0;
+	snprintf(kdir2, sizeof(kdir2), "%s/k2", dir);
+	assert_int_equal(audit_keygen(kdir2), CUSTOS_OK);
+	snprintf(ring, sizeof(ring), "%s/ring.pem", dir);
+	snprintf(cmd, sizeof(cmd), "cat %s %s/audit.pub > %s", path, kdir2, ring);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(audit_keyring_load(ring, ks, AUDIT_VERIFY_MAX_KEYS, &nk), CUSTOS_OK);
+	assert_int_equal(nk, 2);
+	char id0[17], id1[17], idp[17];
+	assert_int_equal(audit_key_id(ks[0], id0), CUSTOS_OK);
+	assert_int_equal(audit_key_id(ks[1], id1), CUSTOS_OK);
+	assert_int_equal(audit_key_id(pub, idp), CUSTOS_OK);
+	assert_string_equal(id0, idp);
+	assert_string_not_equal(id0, id1);
+	EVP_PKEY_free(ks[0]);
+	EVP_PKEY_free(ks[1]);
+	assert_int_equal(audit_keyring_load(ring, ks, 1, &nk), CUSTOS_ERR_LIMIT);
+	snprintf(cmd, sizeof(cmd), "sed -i '5s/^M/X/' %s", ring); /* the second key's body */
+	assert_int_equal(system(cmd), 0);
+	assert_int_not_equal(audit_keyring_load(ring, ks, AUDIT_VERIFY_MAX_KEYS, &nk), CUSTOS_OK);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", kdir2, ring);
+	assert_int_equal(system(cmd), 0);
 	/* A public key is not a private key. */
 	EVP_PKEY *x = NULL;
 	assert_int_not_equal(audit_key_load_private(path, &x), CUSTOS_OK);
@@ -461,7 +514,7 @@ static void test_writer_roundtrip(void **state)
 	assert_true(st.durable_seq >= 52);
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_int_equal(r.events, 53); /* start + checkpoint + 50 + shutdown checkpoint */
 	assert_true(r.sealed);
@@ -517,7 +570,7 @@ static void test_writer_refuses_forged_body(void **state)
 	assert_int_equal(count_in_dir(dir, "\"type\":\"audit.invalid\""), 2);
 	assert_int_equal(count_in_dir(dir, "\"sig\":\"00\""), 0);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -697,11 +750,131 @@ static void test_checkpoint_write_failure(void **state)
 	assert_int_equal(audit_flush(w), CUSTOS_OK);
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_true(r.sealed);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 10);
 	assert_true(count_in_dir(dir, "\"reason\":\"interval\"") >= 1);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* A log written before checkpoint format 2: its format 1 signatures still verify, but a
+ * format 1 shutdown checkpoint is no seal (its reason was never signed). */
+static void test_verify_format1(void **state)
+{
+	char dir[] = "/tmp/test_audit_v1XXXXXX", path[256], body[512], sig[129], h1[65], h2[65];
+	EVP_PKEY *priv = NULL;
+	audit_verify_result r;
+	buf b;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(audit_keygen(dir), CUSTOS_OK);
+	snprintf(path, sizeof(path), "%s/audit.key", dir);
+	assert_int_equal(audit_key_load_private(path, &priv), CUSTOS_OK);
+	char kid[17];
+	assert_int_equal(audit_key_id(priv, kid), CUSTOS_OK);
+	buf_init(&b, 1 << 16);
+	assert_int_equal(audit_line_build(&b, 1, S("\"time\":\"t\",\"type\":\"audit.start\""),
+	                                  AUDIT_GENESIS_PREV, h1),
+	                 CUSTOS_OK);
+	assert_int_equal(audit_ckpt_sign_v1(priv, 1, h1, sig), CUSTOS_OK);
+	snprintf(body, sizeof(body),
+	         "\"time\":\"t\",\"type\":\"checkpoint\",\"reason\":\"shutdown\","
+	         "\"signed_seq\":1,\"signed_hash\":\"%s\",\"key_id\":\"%s\",\"sig\":\"%s\"",
+	         h1, kid, sig);
+	assert_int_equal(audit_line_build(&b, 2, S(body), h1, h2), CUSTOS_OK);
+	audit_file_name(1, body);
+	snprintf(path, sizeof(path), "%s/%s", dir, body);
+	assert_int_equal(file_write_atomic(path, buf_ptr(&b), buf_used(&b), 0600), CUSTOS_OK);
+	buf_free(&b);
+	snprintf(path, sizeof(path), "%s/audit.pub", dir);
+	const char *paths[] = { dir }, *keys[] = { path };
+	assert_int_equal(audit_verify(paths, 1, keys, 1, false, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	assert_false(r.sealed);
+	assert_int_equal(r.bad_line, 2);
+	assert_non_null(strstr(r.what, "old format"));
+	assert_int_equal(audit_verify(paths, 1, keys, 1, true, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_int_equal(r.v1_checkpoints, 1);
+	assert_int_equal(r.n_keys, 1);
+	assert_int_equal(r.keys[0].checkpoints, 1);
+	assert_int_equal(r.keys[0].last_seq, 1);
+	EVP_PKEY_free(priv);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void read_text(const char *path, char *out, size_t n)
+{
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t got = fread(out, 1, n - 1, f);
+	out[got] = '\0';
+	fclose(f);
+}
+
+/* The writer keeps DIR/audit.head at its last durable checkpoint; a damaged one stops the next
+ * start until the operator accepts the head. */
+static void test_writer_anchor(void **state)
+{
+	char dir[] = "/tmp/test_audit_aXXXXXX", path[256], text[512], want[256];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+
+	assert_non_null(mkdtemp(dir));
+	/* Run as root (custos up's supervisor after its proxy is gone), the writer leaves its
+	 * files to the directory's owner, who must be able to start the next writer. */
+	bool root = geteuid() == 0;
+	if (root)
+		assert_int_equal(chown(dir, 65534, 65534), 0);
+	audit_options_default(&o);
+	o.dir = dir;
+	o.checkpoint_events = 10;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	submit_n(w, 25);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	if (root) {
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/audit.head", dir);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+		snprintf(path, sizeof(path), "%s/audit-00000000000000000001.jsonl", dir);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+	}
+	/* start, start checkpoint, 25 records with two interval checkpoints, the seal: seq 30 */
+	snprintf(path, sizeof(path), "%s/audit.head", dir);
+	read_text(path, text, sizeof(text));
+	snprintf(want, sizeof(want), "custos-audit-head/1 30 ");
+	assert_true(strncmp(text, want, strlen(want)) == 0);
+	assert_non_null(strstr(text, " audit-00000000000000000001.jsonl -\n"));
+	assert_int_equal(count_in_dir(dir, "\"seq\":30,"), 1);
+	/* A damaged anchor: the writer refuses; the operator accepts; the start says so. */
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("custos-audit-head/1 30 xyz\n", f);
+	fclose(f);
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_non_null(strstr(err_msg(), "audit.head: malformed"));
+	assert_non_null(strstr(err_msg(), "custos audit accept-head"));
+	char report[2048];
+	assert_int_equal(audit_accept_head(dir, report, sizeof(report)), CUSTOS_OK);
+	assert_non_null(strstr(report, "accepted the log head at seq 30"));
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "the operator accepted the head at seq 30"), 1);
+	read_text(path, text, sizeof(text));
+	assert_true(strncmp(text, "custos-audit-head/1 33 ", 23) == 0); /* recovery, start, seal */
+	assert_int_equal(audit_accept_head(dir, report, sizeof(report)), CUSTOS_OK);
+	assert_non_null(strstr(report, "nothing to accept"));
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
@@ -729,6 +902,8 @@ int main(void)
 		cmocka_unit_test(test_queue_full_deny),
 		cmocka_unit_test(test_batch_group_commit),
 		cmocka_unit_test(test_checkpoint_write_failure),
+		cmocka_unit_test(test_verify_format1),
+		cmocka_unit_test(test_writer_anchor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
