@@ -7,11 +7,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +190,15 @@ static const unsigned long ioctl_default[] = {
 	TIOCGPGRP, TIOCSPGRP, FIONREAD, FIONBIO, FIOCLEX,    FIONCLEX,
 	FIOASYNC,  TIOCOUTQ,  TIOCINQ,  TCFLSH,  0x80045430, /* TIOCGPTN */
 };
+
+/* ioctls that reach past the sandbox through a terminal it holds on its stdio: TIOCSTI and
+ * TIOCLINUX (selection paste) push input into the terminal's queue, i.e. into the operator's
+ * shell; TIOCCONS redirects the console; TIOCSETD changes the line discipline; TIOCNOTTY and
+ * TIOCSCTTY give up or take a controlling terminal. Refused in every profile, by request
+ * number, before libseccomp's program runs (tty_prefix): the gpu profile, which allows any
+ * other ioctl, included. */
+static const uint32_t ioctl_tty_denied[] = { TIOCSTI,  TIOCLINUX, TIOCCONS,
+	                                     TIOCSETD, TIOCNOTTY, TIOCSCTTY };
 
 #define CLONE_NS_FLAGS                                                                             \
 	(CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
@@ -390,6 +401,49 @@ custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 	return e;
 }
 
+/* Prepends to f the check of ioctl_tty_denied: libseccomp cannot express "any ioctl but
+ * these" (an unconditional rule swallows conditional ones for the same call, and its 64-bit
+ * NE would let a request with high bits set through, while the kernel reads only the low 32
+ * bits of it). So a few instructions of our own come first: on the native architecture, an
+ * ioctl whose low 32 request bits are one of those goes to the supervisor (user notification:
+ * EPERM and a violation event, or the kill of kill_on_violation); anything else falls through
+ * to libseccomp's program, which checks the architecture again and ends in its default. */
+static custos_err tty_prefix(sb_filter *f)
+{
+	enum { N = CUSTOS_ARRAY_LEN(ioctl_tty_denied), PRE = 6 + N };
+	int nr = sb_seccomp_resolve("ioctl");
+	ENSURE(nr >= 0, CUSTOS_ERR_INTERNAL, "seccomp: no number for ioctl");
+	ENSURE((size_t)f->len + PRE <= BPF_MAXINSNS, CUSTOS_ERR_LIMIT, "seccomp: program too long");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint32_t arg1_lo = offsetof(struct seccomp_data, args[1]);
+#else
+	const uint32_t arg1_lo = offsetof(struct seccomp_data, args[1]) + 4;
+#endif
+	struct sock_filter *p = xcalloc((size_t)f->len + PRE, sizeof(*p));
+	size_t i = 0;
+	/* Jump offsets count from the next instruction; PRE is where libseccomp's program starts. */
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                                      offsetof(struct seccomp_data, arch));
+	p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0,
+	                                    (uint8_t)(PRE - i - 1));
+	i++;
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                                      offsetof(struct seccomp_data, nr));
+	p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0,
+	                                    (uint8_t)(PRE - i - 1));
+	i++;
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, arg1_lo);
+	for (size_t k = 0; k < N; k++, i++) /* match: to the RET below; else the next test */
+		p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ioctl_tty_denied[k],
+		                                    (uint8_t)(N - k - 1), k + 1 == N ? 1 : 0);
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
+	memcpy(p + i, f->insns, f->len * sizeof(*p));
+	free(f->insns);
+	f->insns = p;
+	f->len = (unsigned short)(f->len + PRE);
+	return CUSTOS_OK;
+}
+
 custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f)
 {
 	scmp_filter_ctx ctx;
@@ -440,7 +494,9 @@ custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f)
 		goto out;
 	}
 	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
-	e = CUSTOS_OK;
+	e = tty_prefix(f);
+	if (e != CUSTOS_OK)
+		sb_filter_free(f);
 out:
 	if (mfd != -1)
 		close(mfd);

@@ -350,6 +350,11 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
 	close_other_fds(sync, stdio);
+	/* A session of our own, as bwrap --new-session: custos' controlling terminal is not the
+	 * sandbox's (no TIOCSTI into the operator's shell, no job-control signals from it). The
+	 * command may still hold the terminal on its stdio; custos forwards SIGINT and the rest. */
+	if (setsid() == -1)
+		sb_child_fail(sync, "setsid", errno);
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_MAPPED)
 		_exit(127); /* the parent gave up */
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)

@@ -245,7 +245,9 @@ typedef struct sandbox_opts {
 	void *arg;
 	sandbox_restart restart;
 	uint64_t stop_grace_ms; /* SIGTERM to cgroup kill in sandbox_stop (default 5000) */
-	/* Standard fds for the command; -1 inherits custos' own. */
+	/* Standard fds for the command; -1 inherits custos' own. The command runs in a session
+	 * of its own (no controlling terminal) and may not TIOCSTI, but a terminal on its stdin
+	 * can still be read: a caller that runs unattended (`custos up`) gives /dev/null. */
 	int stdin_fd, stdout_fd, stderr_fd;
 	/* The caller records no event (`sandbox exec` without --events): skip the profile's
 	 * SHA-256, whose OpenSSL initialisation is the largest CPU cost of a start after the

@@ -1,11 +1,22 @@
 /* Unit tests for the seccomp programs compiled at build time (sandbox/gen/seccomp_gen.c): each
- * equals what libseccomp compiles now for the same profile, and only equal inputs use one. */
+ * equals what libseccomp compiles now for the same profile, and only equal inputs use one. And
+ * what the programs do with ioctl, loaded in a forked child. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <seccomp.h>
@@ -78,11 +89,82 @@ static void test_other_inputs_compile_at_run_time(void **state)
 	free(dkey);
 }
 
+/* Loads p's program in a forked child (no listener: a notified call fails with ENOSYS there)
+ * and makes each ioctl request in reqs on /dev/null; returns a bit per request that was let
+ * through (the kernel answered, ENOTTY), or -1 when the child could not run. */
+static int ioctls_passing(const sandbox_profile *p, const unsigned long *reqs, int n)
+{
+	sb_filter f;
+	int pfd[2];
+	assert_int_equal(sb_seccomp_build(p, &f), CUSTOS_OK);
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sock_fprog prog = { .len = f.len, .filter = f.insns };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+		    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == -1)
+			_exit(1);
+		int mask = 0;
+		for (int i = 0; i < n; i++) {
+			char arg[64] = { 0 };
+			if (syscall(SYS_ioctl, fd, reqs[i], arg) == -1 && errno == ENOTTY)
+				mask |= 1 << i;
+		}
+		_exit(write(pfd[1], &mask, sizeof(mask)) == sizeof(mask) ? 0 : 1);
+	}
+	close(pfd[1]);
+	int st = 0, mask = -1;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 ||
+	    read(pfd[0], &mask, sizeof(mask)) != sizeof(mask))
+		mask = -1;
+	close(pfd[0]);
+	close(fd);
+	sb_filter_free(&f);
+	return mask;
+}
+
+/* The terminal ioctls that reach past the sandbox (TIOCSTI injects input into the operator's
+ * shell) are refused in every profile, also with high bits set in the request (the kernel reads
+ * only the low 32); the gpu profile lets every other request through, a custom profile that
+ * lists ioctl keeps the default's request filter. */
+static void tty_ioctls_refused_everywhere(void **state)
+{
+	(void)state;
+	static const unsigned long reqs[] = {
+		TIOCSTI,   (1UL << 32) | TIOCSTI,
+		TIOCLINUX, TIOCCONS,
+		TIOCSETD,  TIOCNOTTY,
+		TIOCSCTTY, TCGETS,
+		0xc03046d2 /* an NVIDIA-style request */
+	};
+	enum { TTY = 0x7f, TCGETS_BIT = 1 << 7, DEVICE = 1 << 8 };
+	sandbox_profile p;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(ioctls_passing(&p, reqs, 9), TCGETS_BIT);
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(ioctls_passing(&p, reqs, 9), TCGETS_BIT | DEVICE);
+	p.seccomp = SANDBOX_SECCOMP_GPU;
+	p.gpu = SANDBOX_GPU_NONE;
+	assert_int_equal(ioctls_passing(&p, reqs, 9), TCGETS_BIT | DEVICE);
+	static const char *const allow_ioctl[] = { "ioctl" };
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.seccomp = SANDBOX_SECCOMP_CUSTOM;
+	p.syscalls = allow_ioctl;
+	p.n_syscalls = 1;
+	assert_int_equal(ioctls_passing(&p, reqs, 9) & TTY, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builtins_equal_a_fresh_compile),
 		cmocka_unit_test(test_other_inputs_compile_at_run_time),
+		cmocka_unit_test(tty_ioctls_refused_everywhere),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
