@@ -362,6 +362,89 @@ static void mount_attrs_fallback(void **state)
 	}
 }
 
+/* In a forked process: a sandbox whose writable bind holds the source of another bind; its
+ * first instance replaces that source with a symbolic link to the host's /proc and exits 3. The
+ * restart must not follow it: the plan (made once, before the link existed) is reused, so it is
+ * the child's own lookup that must refuse it. With `old_kernel`, openat2, open_tree, move_mount
+ * and mount_setattr answer ENOSYS (their fallbacks: the walk with O_NOFOLLOW, mount(2) through
+ * /proc/self/fd). Returns 0 when all went as it should, else a code naming the step. */
+static int link_between_instances(bool old_kernel)
+{
+	char dir[] = "/tmp/custos-sb-link.XXXXXX", data[64], models[80];
+	if (mkdtemp(dir) == NULL || chmod(dir, 0755) == -1)
+		return 20;
+	snprintf(data, sizeof(data), "%s/data", dir);
+	snprintf(models, sizeof(models), "%s/data/models", dir);
+	if (mkdir(data, 0777) == -1 || chmod(data, 0777) == -1 || mkdir(models, 0777) == -1)
+		return 21;
+	if (old_kernel) {
+		static const int nrs[] = { 437 /* openat2 */, 428 /* open_tree */,
+			                   429 /* move_mount */, 442 /* mount_setattr */ };
+		scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
+		for (size_t i = 0; f && i < sizeof(nrs) / sizeof(nrs[0]); i++)
+			if (seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), nrs[i], 0) != 0)
+				return 22;
+		if (f == NULL || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		    seccomp_load(f) != 0)
+			return 22;
+		seccomp_release(f);
+	}
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	profile(&p);
+	sandbox_bind binds[3] = { fixture_binds[0],
+		                  { .src = data, .dst = "/data", .writable = true },
+		                  { .src = models, .dst = "/models" } };
+	p.binds = binds;
+	p.n_binds = 3;
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	o.restart.max_restarts = 2;
+	o.restart.backoff_initial_ms = 10;
+	o.restart.backoff_max_ms = 10;
+	static const char *const a[] = {
+		"/bin/sh", "-c",
+		"test -L /data/models && exit 9; test -d /models || exit 8; "
+		"rm -rf /data/models && ln -s /oldroot/proc /data/models && exit 3; exit 7",
+		NULL
+	};
+	sandbox *sb = NULL;
+	int st = 0, rc = 0;
+	if (sandbox_spawn(&p, a, &o, &sb) != CUSTOS_OK)
+		rc = 23;
+	else if (sandbox_wait(sb, &st) != CUSTOS_OK)
+		rc = 24;
+	else if (!WIFEXITED(st) || WEXITSTATUS(st) != 3)
+		rc = 30 + (WIFEXITED(st) ? WEXITSTATUS(st) : 0); /* 39: a later instance ran */
+	else if (rec_count(&r, SANDBOX_EV_START) != 1 || rec_count(&r, SANDBOX_EV_GIVE_UP) != 1)
+		rc = 25;
+	sandbox_free(sb);
+	unlink(models);
+	rmdir(data);
+	rmdir(dir);
+	return rc;
+}
+
+static void bind_link_made_inside(void **state)
+{
+	(void)state;
+	NEED();
+	for (int old_kernel = 0; old_kernel < 2; old_kernel++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(link_between_instances(old_kernel));
+		int st = 0;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+}
+
 static void violation_audited(void **state)
 {
 	sandbox_profile p;
@@ -863,6 +946,7 @@ int main(void)
 		cmocka_unit_test(exit_status),
 		cmocka_unit_test(leave_init_inline),
 		cmocka_unit_test(mount_attrs_fallback),
+		cmocka_unit_test(bind_link_made_inside),
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
