@@ -475,6 +475,7 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->cg.dirfd = -1;
 	sb->cur.pid = -1;
 	sb->cur.pidfd = sb->cur.sync_fd = sb->cur.notify_fd = -1;
+	sb->cur.userns_fd = sb->cur.netns_fd = -1;
 	sb->name = xstrdup(p->name);
 	sb->kill_on_violation = p->seccomp_kill_on_violation;
 	if (opts)
@@ -651,7 +652,7 @@ static custos_err inside_sockets(sandbox *sb, int type, int *fds, size_t want, s
 	}
 	e = CUSTOS_OK;
 	if (sb->factory.fd < 0)
-		e = sb_sockfactory_start(&sb->factory, sb->cur.pid);
+		e = sb_sockfactory_start(&sb->factory, sb->cur.userns_fd, sb->cur.netns_fd);
 	if (e == CUSTOS_OK)
 		e = sb_sockfactory_sockets(&sb->factory, AF_INET, type, fds, want, got);
 	if (gen)
