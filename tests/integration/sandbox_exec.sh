@@ -3,8 +3,9 @@
 # `custos sandbox exec`: exit status passthrough (codes and signals), stdout, the environment
 # allow-list, the view of the filesystem, usage errors, and profiles that must be refused.
 set -euo pipefail
-: "${CUSTOS_BIN:?}"
+: "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
 C="$CUSTOS_BIN"
+ESCAPE="$CUSTOS_FIXTURES/escape/escape"
 if ! "$C" sandbox exec -- /bin/true 2>/dev/null; then
 	echo "SKIPPED: namespaces unavailable here: $("$C" sandbox exec -- /bin/true 2>&1 | tail -1)"
 	exit 77
@@ -125,6 +126,17 @@ if [ "$(id -u)" = 0 ] && "$C" --log-level debug sandbox exec -- /bin/true 2>&1 |
 	check "v1: a command that leaves a process behind: exit status" 0 "$rc"
 	check "v1: ... and no cgroup left either" "" \
 		"$(find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-default-$exec_pid-*" 2>/dev/null)"
+	# TCP socket buffers are memory too: v1 counts them apart (memory.kmem.tcp), under the
+	# same limit. Without it 64M let 512 MiB (all that was asked) queue on loopback.
+	if ls /sys/fs/cgroup/memory/memory.kmem.tcp.limit_in_bytes >/dev/null 2>&1; then
+		q=$("$C" sandbox exec --memory 64M --ro-bind "$ESCAPE:/opt/escape" -- \
+			/opt/escape --tcp-fill 512 2>/dev/null || echo 999)
+		if [ "${q:-999}" -lt 128 ]; then
+			echo "ok: v1: TCP buffers bounded by the memory limit ($q MiB queued, limit 64M)"
+		else
+			echo "FAIL: v1: $q MiB queued in TCP buffers under a 64M limit"; fail=1
+		fi
+	fi
 fi
 [ "$fail" -eq 0 ] && echo PASS
 exit "$fail"
