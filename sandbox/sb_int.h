@@ -161,6 +161,9 @@ extern const size_t sb_seccomp_n_builtins;
 int sb_seccomp_load_listener(const sb_filter *f);
 /* True when name is in the always-denied set. */
 bool sb_seccomp_is_denied(const char *name);
+/* True when a base list allows name only with some arguments (clone, socket, ioctl...): a
+ * custom list that names it keeps those filters. */
+bool sb_seccomp_is_arg_filtered(const char *name);
 /* Resolves a name for the native arch; -1 when unknown. */
 int sb_seccomp_resolve(const char *name);
 /* Self-restriction filter. */

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -244,26 +245,35 @@ static custos_err add_rule(scmp_filter_ctx ctx, uint32_t action, const char *nam
 	return CUSTOS_OK;
 }
 
-/* Rules shared by sandboxes and the self-restricted proxy: socket families, clone without
- * namespace flags, the harmless personality values, clone3 answered ENOSYS (its flags live in
- * memory seccomp cannot read, and glibc falls back to clone). */
+/* Rules shared by sandboxes and the self-restricted proxy: socket families, types and
+ * protocols, clone without namespace flags, the harmless personality values, clone3 answered
+ * ENOSYS (its flags live in memory seccomp cannot read, and glibc falls back to clone). */
 static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 {
+	/* TCP and UDP over IPv4/IPv6, by protocol 0 or by name: not MPTCP (262), UDP-Lite (136),
+	 * SCTP (132) or ICMP, whose kernel code a model server has no use for. */
 	static const int fams[] = { AF_INET, AF_INET6 };
-	static const int types[] = { SOCK_STREAM, SOCK_DGRAM };
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams); i++)
-		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(types); j++) {
-			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
-				                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf,
-				                             (scmp_datum_t)types[j]) };
-			if (!in_deny(d, "socket"))
-				GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
+	static const struct {
+		int type, proto;
+	} tp[] = { { SOCK_STREAM, 0 },
+		   { SOCK_STREAM, IPPROTO_TCP },
+		   { SOCK_DGRAM, 0 },
+		   { SOCK_DGRAM, IPPROTO_UDP } };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams) && !in_deny(d, "socket"); i++)
+		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(tp); j++) {
+			struct scmp_arg_cmp c[3] = {
+				SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
+				SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)tp[j].type),
+				SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)tp[j].proto, 0)
+			};
+			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 3, c));
 		}
-	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0);
+	struct scmp_arg_cmp unx[2] = { SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0),
+		                       SCMP_A2(SCMP_CMP_EQ, 0, 0) };
 	if (!in_deny(d, "socket"))
-		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, unx));
 	if (!in_deny(d, "socketpair"))
-		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 2, unx));
 	struct scmp_arg_cmp cl = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0);
 	if (!in_deny(d, "clone"))
 		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &cl));
@@ -276,13 +286,34 @@ static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 	return CUSTOS_OK;
 }
 
+/* Calls the base lists allow only with some arguments (add_filtered, the ioctl requests, and
+ * for the proxy the signal targets and the scheduler policy). Named in an extra list (a custom
+ * profile's `syscalls`, `extra_syscalls`), they keep those filters: an unconditional rule
+ * would replace them (libseccomp keeps the widest rule of one action), and allowing `clone`
+ * would allow namespaces, `socket` netlink, `ioctl` TIOCSTI. What a base profile denies
+ * outright is what an extra list widens. */
+static const char *const arg_filtered[] = {
+	"clone", "clone3", "socket", "socketpair",         "ioctl", "personality",
+	"kill",  "tgkill", "tkill",  "sched_setscheduler", NULL
+};
+
+bool sb_seccomp_is_arg_filtered(const char *name)
+{
+	for (size_t i = 0; arg_filtered[i]; i++)
+		if (strcmp(arg_filtered[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* strict: the names come from a profile (unknown ones fail); extra: such a list, whose
+ * argument-filtered names keep their filters (arg_filtered). */
 static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t n, bool strict,
                            const deny_list *d)
 {
 	for (size_t i = 0; i < n && names[i]; i++) {
 		ENSURE(!sb_seccomp_is_denied(names[i]), CUSTOS_ERR_DENIED,
 		       "seccomp: '%s' is always denied", names[i]);
-		if (in_deny(d, names[i]))
+		if (in_deny(d, names[i]) || (strict && sb_seccomp_is_arg_filtered(names[i])))
 			continue;
 		GUARD(add_allow(ctx, names[i], strict));
 	}

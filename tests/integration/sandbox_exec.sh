@@ -77,6 +77,24 @@ check "config profile: unknown id" 1 "$(status "$C" sandbox exec -c "$T/custos.y
 jq -e -s 'any(.[]; .event == "start" and .sandbox == "small")' "$T/cfg-ev.json" >/dev/null ||
 	{ echo "FAIL: config profile events"; fail=1; }
 
+# A custom profile that names clone, socket and ioctl keeps their argument filters (namespace
+# flags, families and protocols, requests): the escape fixture's namespace, netlink, raw socket,
+# TIOCSTI... vectors stay blocked, from the command line and from custos.yaml.
+cat >"$T/custom.yaml" <<'YAML'
+version: 1
+sandbox_profiles:
+  m:
+    seccomp: { base: default, allow: [clone, ioctl, socket, socketpair, personality] }
+YAML
+chmod 644 "$T/custom.yaml"
+for how in "--allow-syscall clone --allow-syscall socket --allow-syscall ioctl" \
+	"-c $T/custom.yaml --profile m"; do
+	out=$("$C" sandbox exec $how --ro-bind "$ESCAPE:/opt/escape" -- /opt/escape --skip-resources 2>/dev/null || true)
+	check "custom ($how): vectors run" 1 "$(echo "$out" | jq -s '[.[] | select(.vector)] | length > 30' | grep -c true)"
+	check "custom ($how): nothing escapes" 0 \
+		"$(echo "$out" | jq -s '[.[] | select((.vector and .result != "BLOCKED") or (.control and .ok != true))] | length')"
+done
+
 # Refused up front: usage errors exit 2, bad profiles exit 1 with the reason.
 check "no command" 2 "$(status "$C" sandbox exec)"
 check "unknown profile" 2 "$(status "$C" sandbox exec --profile nope -- /bin/true)"
