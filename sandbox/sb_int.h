@@ -375,6 +375,8 @@ struct sandbox {
 	uint64_t viol_window_ns;      /* monitor thread only: violation event budget */
 	unsigned viol_in_window;
 	uint64_t viol_suppressed;
+	uint64_t notify_slice_ns; /* monitor thread only: SANDBOX_NOTIFY_RATE's current slice */
+	unsigned notify_in_slice;
 	bool kill_on_violation;
 	bool leave_init; /* opts.leave_init where it applies (no restarts, not v2) */
 	sandbox_opts opts;

@@ -29,6 +29,10 @@
 #define SANDBOX_NAME_MAX     64
 /* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
 #define SANDBOX_VIOLATION_BURST 100
+/* Denied calls the supervisor answers per second and sandbox, at most (in slices of a tenth of
+ * a second): each costs custos CPU outside the sandbox's cgroup, so a flood of them is
+ * throttled: the calls beyond wait in the kernel for the next slice. */
+#define SANDBOX_NOTIFY_RATE 1000
 
 /* Namespaces (bit set). SANDBOX_NS_ALL is what every profile gets unless it says otherwise;
  * SANDBOX_NS_USER, _MNT and _PID cannot be turned off (the rest of the setup needs them). */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -494,6 +495,45 @@ static void violation_flood(void **state)
 	pthread_mutex_destroy(&r.mu);
 }
 
+/* A flood of denied calls costs the supervisor (custos, outside the sandbox's cgroup) CPU for
+ * each: it answers at most SANDBOX_NOTIFY_RATE a second, so two seconds of flood cost it a
+ * bounded amount (it was about the sandbox's whole CPU quota, and more). */
+static void violation_flood_throttled(void **state)
+{
+	sandbox_profile p;
+	sandbox_opts o;
+	struct rec r;
+	struct rusage before, after;
+	int st;
+	(void)state;
+	NEED();
+	profile(&p);
+	rec_init(&r);
+	sandbox_opts_init(&o);
+	o.on_event = on_event;
+	o.arg = &r;
+	static const char *const a[] = { "/opt/escape", "--flood", "2", NULL };
+	assert_int_equal(getrusage(RUSAGE_SELF, &before), 0);
+	uint64_t t0 = tm_mono_ns();
+	sandbox *sb = spawn(&p, a, &o);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	double wall = (double)(tm_mono_ns() - t0) / 1e9;
+	assert_int_equal(getrusage(RUSAGE_SELF, &after), 0);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	double cpu = (double)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) +
+	             (double)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) / 1e6 +
+	             (double)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
+	             (double)(after.ru_stime.tv_usec - before.ru_stime.tv_usec) / 1e6;
+	fprintf(stderr, "flood: %llu calls answered in %.2f s, supervisor CPU %.3f s\n",
+	        (unsigned long long)r.violations, wall, cpu);
+	assert_true(r.violations > 0);
+	assert_true(r.violations <= (uint64_t)(SANDBOX_NOTIFY_RATE * (wall + 0.5)));
+	/* The start and stop cost some too (ASan build); unthrottled this was 0.5 s and more. */
+	assert_true(cpu < 0.25);
+	pthread_mutex_destroy(&r.mu);
+}
+
 static void spawn_failures(void **state)
 {
 	sandbox_profile p;
@@ -950,6 +990,7 @@ int main(void)
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
+		cmocka_unit_test(violation_flood_throttled),
 		cmocka_unit_test(listen_inside),
 		cmocka_unit_test(landlock_tcp),
 		cmocka_unit_test(sockets_inside_batch),
