@@ -11,6 +11,11 @@ if ! "$C" sandbox exec -- /bin/true 2>/dev/null; then
 	exit 77
 fi
 export ASAN_OPTIONS=detect_leaks=0
+T0=$(mktemp -d /tmp/custos-exec0.XXXXXX)
+trap 'rm -rf "$T0"' EXIT
+chmod 755 "$T0"
+printf 'version: 1\nsandbox_profiles:\n  noll: { landlock: false }\n' >"$T0/noll.yaml"
+chmod 644 "$T0/noll.yaml"
 fail=0
 check() { # name expected actual
 	if [ "$2" != "$3" ]; then echo "FAIL: $1: want '$2', got '$3'"; fail=1; else echo "ok: $1"; fi
@@ -47,7 +52,7 @@ check "root read-only (sh: redirection failed)" 2 "$(status "$C" sandbox exec --
 check "scratch writable" 0 "$(status "$C" sandbox exec -- /bin/sh -c 'echo x > /tmp/x && test -s /tmp/x')"
 check "only lo" "lo" "$("$C" sandbox exec -- /bin/sh -c 'ls /proc/sys/net/ipv4/conf | grep -v -e all -e default' 2>/dev/null)"
 T=$(mktemp -d /tmp/custos-exec.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+trap 'rm -rf "$T" "$T0"' EXIT
 chmod 755 "$T"
 echo data >"$T/model.bin"
 chmod 644 "$T/model.bin"
@@ -72,6 +77,13 @@ out=$("$C" sandbox exec -c "$T/custos.yaml" --profile small --events "$T/cfg-ev.
 	'grep -c . /etc/os-release >/dev/null && echo $CUSTOS_TEST_SECRET; grep "open files" /proc/self/limits | tr -s " " | cut -d" " -f4' 2>/dev/null)
 check "config profile" "leak
 100" "$out"
+# Only env_allow passes from a custos.yaml profile (default none; not the built-in profiles'
+# LANG, LC_ALL, TZ, TERM).
+check "config profile: env_allow only" "leak" "$(LANG=C.UTF-8 TERM=xterm "$C" sandbox exec -c "$T/custos.yaml" \
+	--profile small -- /bin/sh -c 'echo ${LANG:-}${TERM:-}$CUSTOS_TEST_SECRET' 2>/dev/null)"
+check "config profile without env_allow: none" "" "$(LANG=C.UTF-8 TZ=UTC TERM=xterm "$C" sandbox exec \
+	-c "$T0/noll.yaml" --profile noll -- /bin/sh -c 'echo ${LANG:-}${TZ:-}${TERM:-}' 2>/dev/null)"
+check "built-in profile: LANG passes" "C.UTF-8" "$(LANG=C.UTF-8 "$C" sandbox exec -- /bin/sh -c 'echo $LANG' 2>/dev/null)"
 check "config profile: exit status" 9 "$(status "$C" sandbox exec -c "$T/custos.yaml" --profile small -- /bin/sh -c 'exit 9')"
 check "config profile: unknown id" 1 "$(status "$C" sandbox exec -c "$T/custos.yaml" --profile nope -- /bin/true)"
 jq -e -s 'any(.[]; .event == "start" and .sandbox == "small")' "$T/cfg-ev.json" >/dev/null ||
