@@ -256,8 +256,12 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/1", "/dev/stdout", 0));
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/2", "/dev/stderr", 0));
 	GUARD(sb_plan_add(m, SB_OP_TMPFS, "mode=1777,size=64m", "/dev/shm", 01777));
-	GUARD(sb_plan_add(m, SB_OP_ATTRS, NULL, "/dev", 0));
 	GUARD(sb_devices_plan(p, m));
+	/* Then /dev itself read-only: its tmpfs belongs to the sandbox user, who could otherwise
+	 * add files and links there where Landlock is off (the nodes and /dev/shm are mounts of
+	 * their own and stay writable). */
+	GUARD(sb_plan_add(m, SB_OP_ATTRS, NULL, "/dev", 0));
+	sb_plan_last(m)->ro = true;
 	if (p->sys_ro && p->gpu == SANDBOX_GPU_NONE)
 		GUARD(sb_plan_add(m, SB_OP_BIND, p->sys_root ? p->sys_root : "/sys", "/sys", 0));
 
@@ -548,12 +552,18 @@ static int do_bind(const sb_op *op, const char **step)
 	return r == ENOSYS ? remount_flags(op->dst, op->ro, op->dev, op->exec) : r;
 }
 
-/* SB_OP_ATTRS: nosuid+noexec over dst's tree at once; without mount_setattr, the binds that
- * waited for it (attr_later, listed before it) are remounted one by one. */
+/* SB_OP_ATTRS: nosuid+noexec over dst's tree at once, and with ro dst's own mount read-only;
+ * without mount_setattr, the binds that waited for it (attr_later, listed before it) are
+ * remounted one by one. */
 static int do_attrs(const sb_mounts *m, size_t at)
 {
-	int r = add_attrs(m->ops[at].dst, false, true, false, true);
+	const sb_op *op = &m->ops[at];
+	int r = add_attrs(op->dst, false, true, false, true);
+	if (r == 0 && op->ro)
+		r = add_attrs(op->dst, true, true, false, false);
 	if (r != ENOSYS)
+		return r;
+	if (op->ro && (r = remount_flags(op->dst, true, false, false)) != 0)
 		return r;
 	for (size_t i = 0; i < at; i++) {
 		const sb_op *b = &m->ops[i];

@@ -42,7 +42,8 @@ typedef enum sb_op_kind {
 	SB_OP_FILE,    /* regular file dst with content src */
 	SB_OP_PROC,    /* proc on dst */
 	SB_OP_RO,      /* bind dst on itself read-only (if it exists) */
-	SB_OP_ATTRS,   /* nosuid+noexec on dst and every mount below it (the attr_later binds) */
+	SB_OP_ATTRS,   /* nosuid+noexec on dst and every mount below it (the attr_later binds);
+	                * with ro, dst's own mount read-only too */
 } sb_op_kind;
 
 typedef struct sb_op {

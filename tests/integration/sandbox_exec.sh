@@ -49,6 +49,11 @@ check "NoNewPrivs" "1" "$("$C" sandbox exec -- /bin/sh -c 'grep NoNewPrivs /proc
 check "Seccomp" "2" "$("$C" sandbox exec -- /bin/sh -c 'grep "^Seccomp:" /proc/self/status | cut -f2' 2>/dev/null)"
 check "pid 1 is the sandbox init" "2" "$("$C" sandbox exec -- /bin/sh -c 'echo $$' 2>/dev/null)"
 check "root read-only (sh: redirection failed)" 2 "$(status "$C" sandbox exec -- /bin/sh -c 'echo x > /x')"
+# /dev read-only, also without Landlock; its nodes and /dev/shm still writable.
+for how in "" "-c $T0/noll.yaml --profile noll"; do
+	check "/dev read-only ($how)" "ok" "$("$C" sandbox exec $how -- /bin/sh -c \
+		'! touch /dev/x 2>/dev/null && ! mkdir /dev/y 2>/dev/null && echo > /dev/null && echo > /dev/shm/z && echo ok' 2>/dev/null)"
+done
 check "scratch writable" 0 "$(status "$C" sandbox exec -- /bin/sh -c 'echo x > /tmp/x && test -s /tmp/x')"
 check "only lo" "lo" "$("$C" sandbox exec -- /bin/sh -c 'ls /proc/sys/net/ipv4/conf | grep -v -e all -e default' 2>/dev/null)"
 T=$(mktemp -d /tmp/custos-exec.XXXXXX)

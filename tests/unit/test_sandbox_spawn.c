@@ -327,6 +327,8 @@ static void mount_attrs_fallback(void **state)
 		"grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
 		"grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
 		"grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
+		"grep -q ' /dev ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+		"grep -q ' /dev/shm rw,nosuid,nodev,noexec' /proc/self/mountinfo && "
 		"! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo",
 		NULL
 	};
