@@ -1,7 +1,8 @@
 /*
  * cgroup v1 backend: one child per controller hierarchy (memory, pids, cpu), each under the
  * path /proc/self/cgroup gives for that controller (custos may already sit in a memory cgroup).
- * memory.limit_in_bytes (+ memsw for swap), pids.max, cpu.cfs_quota_us; no cgroup.kill on v1,
+ * memory.limit_in_bytes (+ memsw for swap, + kmem.tcp for socket buffers), pids.max,
+ * cpu.cfs_quota_us; no cgroup.kill on v1,
  * so stopping kills the pid namespace's init and sweeps cgroup.procs. Counters:
  * memory.oom_control (oom_kill), memory.failcnt, pids.events (max), cpu.stat (nr_throttled).
  */
@@ -93,6 +94,18 @@ custos_err sb_cgv1_make(const sandbox_limits *l, sb_cgroup *cg)
 			snprintf(v, sizeof(v), "%llu",
 			         (unsigned long long)(l->memory_bytes + l->swap_bytes));
 			if ((e = sb_cg_write(d, "memory.memsw.limit_in_bytes", v)) != CUSTOS_OK)
+				goto fail;
+		}
+		/* TCP socket buffers: v1 charges them to memory.limit_in_bytes never, and counts
+		 * them on their own only once memory.kmem.tcp.limit_in_bytes is set (v2's
+		 * memory.max covers them). Without it a sandbox queued 403 MiB on loopback
+		 * connections under a 64 MiB limit. The same size again: memory and socket
+		 * buffers together stay under twice the limit. Set before anything joins: a
+		 * socket is accounted from its creation only. */
+		snprintf(sw, sizeof(sw), "%s/memory.kmem.tcp.limit_in_bytes", d);
+		if (access(sw, F_OK) == 0) {
+			snprintf(v, sizeof(v), "%llu", (unsigned long long)l->memory_bytes);
+			if ((e = sb_cg_write(d, "memory.kmem.tcp.limit_in_bytes", v)) != CUSTOS_OK)
 				goto fail;
 		}
 		/* An OOM inside the sandbox kills there; never freeze it waiting for memory. */

@@ -53,10 +53,10 @@ custos_err sandbox_profile_from_cfg(const struct cfg_profile *cp, sandbox_profil
 	p->limits.cpu_millis = (uint32_t)cp->limits.cpu_milli;
 	if (cp->limits.nofile)
 		p->limits.nofile = cp->limits.nofile;
-	if (cp->n_env_allow) {
-		p->env_allow = (const char *const *)cp->env_allow;
-		p->n_env_allow = cp->n_env_allow;
-	}
+	/* Exactly the profile's env_allow (docs/CONFIG.md: default none), not the built-in
+	 * profiles' LANG, LC_ALL, TZ and TERM. */
+	p->env_allow = (const char *const *)cp->env_allow;
+	p->n_env_allow = cp->n_env_allow;
 	ENSURE(cp->n_binds <= SANDBOX_MAX_BINDS && cp->n_devices <= SANDBOX_MAX_DEVICES,
 	       CUSTOS_ERR_LIMIT, "sandbox profile '%s': too many binds or devices", cp->id);
 	if (cp->n_binds) {

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +47,105 @@ static char *join(const char *a, const char *b)
 	return s;
 }
 
+/* Symbolic links a bind source may pass through, at most (as the kernel's 40). */
+#define SB_LINK_HOPS 40
+
+/* The host path of a bind source with its symbolic links resolved, following only those that
+ * nobody but root could have put where they are: a link of root's in a directory of root's
+ * that neither group nor others may write. Any other link may be the sandbox's own work: a
+ * sandbox that can write below a bind source can replace a directory there with a link (to
+ * /proc, to /) that the next start would otherwise mount. Such a source is refused. A
+ * component that is missing or out of reach ends the walk: the rest stays as written and the
+ * child, which opens the result without following any link, reports it (or skips a missing
+ * optional source). Parent only; out gets an absolute path without "." or "..". */
+static custos_err resolve_source(const char *path, char *out, size_t outsz)
+{
+	char rest[2 * SANDBOX_PATH_MAX], target[SANDBOX_PATH_MAX];
+	size_t len = 0; /* out[0..len): resolved so far, no trailing '/'; "" is the root */
+	unsigned hops = 0;
+	struct stat st, ds;
+
+	ENSURE(outsz > 1 && strlen(path) < sizeof(rest), CUSTOS_ERR_LIMIT,
+	       "sandbox: bind source %s is too long", path);
+	memcpy(rest, path, strlen(path) + 1);
+	out[0] = '\0';
+	const char *p = rest;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		const char *end = strchrnul(p, '/');
+		size_t n = (size_t)(end - p);
+		if (n == 1 && p[0] == '.') {
+			p = end;
+			continue;
+		}
+		if (n == 2 && p[0] == '.' && p[1] == '.') { /* out has no link: lexical is right */
+			while (len > 0 && out[len - 1] != '/')
+				len--;
+			len = len > 0 ? len - 1 : 0;
+			out[len] = '\0';
+			p = end;
+			continue;
+		}
+		ENSURE(len + 1 + n < outsz, CUSTOS_ERR_LIMIT, "sandbox: bind source %s is too long",
+		       path);
+		size_t dirlen = len;
+		out[len++] = '/';
+		memcpy(out + len, p, n);
+		len += n;
+		out[len] = '\0';
+		p = end;
+		if (lstat(out, &st) == -1) {
+			ENSURE(len + strlen(p) < outsz, CUSTOS_ERR_LIMIT,
+			       "sandbox: bind source %s is too long", path);
+			memcpy(out + len, p, strlen(p) + 1);
+			return CUSTOS_OK;
+		}
+		if (!S_ISLNK(st.st_mode))
+			continue;
+		out[dirlen] = '\0';
+		bool trusted = st.st_uid == 0 && stat(dirlen ? out : "/", &ds) == 0 &&
+		               ds.st_uid == 0 && (ds.st_mode & 022) == 0;
+		out[dirlen] = '/';
+		ENSURE(trusted, CUSTOS_ERR_DENIED,
+		       "sandbox: bind source %s: %s is a symbolic link that someone other than "
+		       "root "
+		       "could have made (a sandbox, through a writable bind); custos follows no "
+		       "such "
+		       "link: bind the real path",
+		       path, out);
+		ENSURE(++hops <= SB_LINK_HOPS, CUSTOS_ERR_INVAL,
+		       "sandbox: bind source %s: too many symbolic links", path);
+		ssize_t t = readlink(out, target, sizeof(target) - 1);
+		if (t <= 0)
+			return err_sys("sandbox: bind source %s: readlink %s", path, out);
+		target[t] = '\0';
+		/* The link's target, then what followed it. */
+		size_t tl = (size_t)t, pl = strlen(p);
+		ENSURE(tl + 1 + pl < sizeof(rest), CUSTOS_ERR_LIMIT,
+		       "sandbox: bind source %s is too long", path);
+		memmove(rest + tl + 1, p, pl + 1);
+		memcpy(rest, target, tl);
+		rest[tl] = '/';
+		p = rest;
+		len = target[0] == '/' ? 0 : dirlen;
+		out[len] = '\0';
+	}
+	if (len == 0)
+		memcpy(out, "/", 2);
+	return CUSTOS_OK;
+}
+
 custos_err sb_plan_add(sb_mounts *m, sb_op_kind k, const char *src, const char *dst, mode_t mode)
 {
+	char real[SANDBOX_PATH_MAX];
+
+	if (k == SB_OP_BIND && src) {
+		GUARD(resolve_source(src, real, sizeof(real)));
+		src = real;
+	}
 	ENSURE(m->n < 4 * (SANDBOX_MAX_BINDS + SANDBOX_MAX_DEVICES) + 64, CUSTOS_ERR_LIMIT,
 	       "sandbox: too many mount steps");
 	if (m->n == m->cap) {
@@ -157,8 +256,12 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/1", "/dev/stdout", 0));
 	GUARD(sb_plan_add(m, SB_OP_SYMLINK, "/proc/self/fd/2", "/dev/stderr", 0));
 	GUARD(sb_plan_add(m, SB_OP_TMPFS, "mode=1777,size=64m", "/dev/shm", 01777));
-	GUARD(sb_plan_add(m, SB_OP_ATTRS, NULL, "/dev", 0));
 	GUARD(sb_devices_plan(p, m));
+	/* Then /dev itself read-only: its tmpfs belongs to the sandbox user, who could otherwise
+	 * add files and links there where Landlock is off (the nodes and /dev/shm are mounts of
+	 * their own and stay writable). */
+	GUARD(sb_plan_add(m, SB_OP_ATTRS, NULL, "/dev", 0));
+	sb_plan_last(m)->ro = true;
 	if (p->sys_ro && p->gpu == SANDBOX_GPU_NONE)
 		GUARD(sb_plan_add(m, SB_OP_BIND, p->sys_root ? p->sys_root : "/sys", "/sys", 0));
 
@@ -309,43 +412,158 @@ static int remount_flags(const char *path, bool ro, bool dev, bool exec)
 	return 0;
 }
 
+/* Opens path (O_PATH) without following any symbolic link on the way, magic links included:
+ * openat2 RESOLVE_NO_SYMLINKS (Linux 5.6), else a walk component by component with
+ * O_NOFOLLOW. The fd or -errno; -ELOOP for a link. */
+static int open_nofollow(const char *path)
+{
+#ifdef SYS_openat2
+	struct open_how how;
+	memset(&how, 0, sizeof(how));
+	how.flags = O_PATH | O_CLOEXEC;
+	how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+	long r = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+	if (r >= 0)
+		return (int)r;
+	if (errno != ENOSYS)
+		return -errno;
+#endif
+	char comp[NAME_MAX + 1];
+	struct stat st;
+	int cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cur == -1)
+		return -errno;
+	for (const char *p = path;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			return cur;
+		const char *end = strchrnul(p, '/');
+		size_t n = (size_t)(end - p);
+		if (n > NAME_MAX) {
+			close(cur);
+			return -ENAMETOOLONG;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		int next = openat(cur, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		int err = next == -1 ? errno : 0;
+		close(cur);
+		if (next == -1)
+			return -err;
+		if (fstat(next, &st) == -1 || S_ISLNK(st.st_mode)) {
+			err = S_ISLNK(st.st_mode) ? ELOOP : errno;
+			close(next);
+			return -err;
+		}
+		cur = next;
+		p = end;
+	}
+}
+
+/* Bind-mounts the tree at the O_PATH fd src (with what is mounted below it) on dst, which is
+ * opened without following links too: open_tree + move_mount (Linux 5.2), else mount(2)
+ * through the fd's /proc link (the host's /proc, at /oldroot/proc while the root is built). */
+static int mount_fd(int src, const char *dst)
+{
+	int to = open_nofollow(dst);
+	if (to < 0)
+		return -to;
+	int r = 0;
+	long tree = syscall(SYS_open_tree, src, "",
+	                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+	if (tree >= 0) {
+		if (syscall(SYS_move_mount, (int)tree, "", to, "",
+		            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == -1)
+			r = errno;
+		close((int)tree);
+	} else if (errno == ENOSYS) {
+		char from[64], onto[64];
+		snprintf(from, sizeof(from), "/oldroot/proc/self/fd/%d", src);
+		snprintf(onto, sizeof(onto), "/oldroot/proc/self/fd/%d", to);
+		if (mount(from, onto, NULL, MS_BIND | MS_REC, NULL) == -1)
+			r = errno;
+	} else {
+		r = errno;
+	}
+	close(to);
+	return r;
+}
+
+/* Step names for a refused link: built in the child (no allocation: one static buffer, the
+ * child is single-threaded and ends at its first failure). */
+static char link_step[SANDBOX_PATH_MAX + 160];
+
+static const char *link_refused(const char *what, const char *path)
+{
+	snprintf(link_step, sizeof(link_step),
+	         "%s %s (a symbolic link on the way, which custos does not follow: the sandbox "
+	         "may have made it)",
+	         what, path);
+	return link_step;
+}
+
 static int do_bind(const sb_op *op, const char **step)
 {
 	struct stat st;
 
-	/* Name the host path: as root the lookup runs as outside_uid, which must reach it. */
+	/* Name the host path: as root the lookup runs as outside_uid, which must reach it. The
+	 * parent resolved the links only root could have made (resolve_source); any link found
+	 * now appeared since, in a place others can write: refused. */
 	*step = op->src;
-	if (stat(op->src, &st) == -1) {
-		if (errno == ENOENT && !op->must)
+	int src = open_nofollow(op->src);
+	if (src < 0) {
+		if (src == -ENOENT && !op->must)
 			return 0;
-		return errno;
+		if (src == -ELOOP)
+			*step = link_refused("bind source", op->src + strlen("/oldroot"));
+		return -src;
+	}
+	if (fstat(src, &st) == -1) {
+		int r = errno;
+		close(src);
+		return r;
 	}
 	*step = op->dst;
 	if (S_ISDIR(st.st_mode)) {
 		int r = mkdir_p(op->dst, 0755);
-		if (r)
+		if (r) {
+			close(src);
 			return r;
+		}
 	} else {
 		int fd = make_file(op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
-		if (fd < 0 && fd != -EEXIST)
+		if (fd < 0 && fd != -EEXIST) {
+			close(src);
 			return -fd;
+		}
 		if (fd >= 0)
 			close(fd);
 	}
-	if (mount(op->src, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
-		return errno;
+	int r = mount_fd(src, op->dst);
+	close(src);
+	if (r == ELOOP)
+		*step = link_refused("bind target", op->dst + strlen("/newroot"));
+	if (r)
+		return r;
 	if (op->attr_later)
 		return 0;
-	int r = add_attrs(op->dst, op->ro, op->dev, op->exec, false);
+	r = add_attrs(op->dst, op->ro, op->dev, op->exec, false);
 	return r == ENOSYS ? remount_flags(op->dst, op->ro, op->dev, op->exec) : r;
 }
 
-/* SB_OP_ATTRS: nosuid+noexec over dst's tree at once; without mount_setattr, the binds that
- * waited for it (attr_later, listed before it) are remounted one by one. */
+/* SB_OP_ATTRS: nosuid+noexec over dst's tree at once, and with ro dst's own mount read-only;
+ * without mount_setattr, the binds that waited for it (attr_later, listed before it) are
+ * remounted one by one. */
 static int do_attrs(const sb_mounts *m, size_t at)
 {
-	int r = add_attrs(m->ops[at].dst, false, true, false, true);
+	const sb_op *op = &m->ops[at];
+	int r = add_attrs(op->dst, false, true, false, true);
+	if (r == 0 && op->ro)
+		r = add_attrs(op->dst, true, true, false, false);
 	if (r != ENOSYS)
+		return r;
+	if (op->ro && (r = remount_flags(op->dst, true, false, false)) != 0)
 		return r;
 	for (size_t i = 0; i < at; i++) {
 		const sb_op *b = &m->ops[i];

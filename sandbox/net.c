@@ -145,31 +145,18 @@ static __attribute__((noreturn)) void factory_main(int sock, int userns, int net
 	}
 }
 
-custos_err sb_sockfactory_start(sb_sockfactory *f, pid_t sandbox_pid)
+custos_err sb_sockfactory_start(sb_sockfactory *f, int userns, int netns)
 {
-	char path[64];
-	int sp[2], userns = -1, netns;
+	int sp[2];
 
-	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sandbox_pid);
-	netns = open(path, O_RDONLY | O_CLOEXEC);
-	if (netns == -1)
-		return err_sys("sandbox: open %s", path);
-	if (geteuid() != 0) {
-		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)sandbox_pid);
-		userns = open(path, O_RDONLY | O_CLOEXEC);
-		if (userns == -1) {
-			custos_err e = err_sys("sandbox: open %s", path);
-			close(netns);
-			return e;
-		}
-	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
-		custos_err e = err_sys("sandbox: socketpair");
-		close(netns);
-		if (userns >= 0)
-			close(userns);
-		return e;
-	}
+	ENSURE(netns >= 0, CUSTOS_ERR_UNSUPPORTED, "sandbox: no network namespace to join");
+	if (geteuid() == 0)
+		userns = -1;
+	else
+		ENSURE(userns >= 0, CUSTOS_ERR_INTERNAL,
+		       "sandbox: the user namespace was not kept");
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
+		return err_sys("sandbox: socketpair");
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(sp[0]);
@@ -177,9 +164,6 @@ custos_err sb_sockfactory_start(sb_sockfactory *f, pid_t sandbox_pid)
 	}
 	int saved = errno;
 	close(sp[1]);
-	close(netns);
-	if (userns >= 0)
-		close(userns);
 	if (pid == -1) {
 		close(sp[0]);
 		errno = saved;

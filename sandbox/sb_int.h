@@ -42,7 +42,8 @@ typedef enum sb_op_kind {
 	SB_OP_FILE,    /* regular file dst with content src */
 	SB_OP_PROC,    /* proc on dst */
 	SB_OP_RO,      /* bind dst on itself read-only (if it exists) */
-	SB_OP_ATTRS,   /* nosuid+noexec on dst and every mount below it (the attr_later binds) */
+	SB_OP_ATTRS,   /* nosuid+noexec on dst and every mount below it (the attr_later binds);
+	                * with ro, dst's own mount read-only too */
 } sb_op_kind;
 
 typedef struct sb_op {
@@ -161,6 +162,9 @@ extern const size_t sb_seccomp_n_builtins;
 int sb_seccomp_load_listener(const sb_filter *f);
 /* True when name is in the always-denied set. */
 bool sb_seccomp_is_denied(const char *name);
+/* True when a base list allows name only with some arguments (clone, socket, ioctl...): a
+ * custom list that names it keeps those filters. */
+bool sb_seccomp_is_arg_filtered(const char *name);
 /* Resolves a name for the native arch; -1 when unknown. */
 int sb_seccomp_resolve(const char *name);
 /* Self-restriction filter. */
@@ -290,7 +294,8 @@ typedef struct sb_sockfactory {
 	pid_t pid;
 	int fd; /* our end of the request socket; -1 when not started */
 } sb_sockfactory;
-custos_err sb_sockfactory_start(sb_sockfactory *f, pid_t sandbox_pid) CUSTOS_WUR;
+/* userns_fd (-1 as root) and netns_fd: the sandbox's namespaces (sb_instance); borrowed. */
+custos_err sb_sockfactory_start(sb_sockfactory *f, int userns_fd, int netns_fd) CUSTOS_WUR;
 custos_err sb_sockfactory_socket(sb_sockfactory *f, int domain, int type, int *out) CUSTOS_WUR;
 /* Up to want (1..SB_FACTORY_BATCH) sockets in one round trip; *got >= 1 on success (fewer
  * than want when the factory ran out of fds). */
@@ -320,6 +325,9 @@ typedef struct sb_plan {
 	char *workdir;
 	bool net_ns, cgroup_ns;
 	bool go_barrier; /* the child waits for *G* (START delivered) before the command */
+	/* custos' argv and environment strings (/proc/self/stat): the init, a copy of custos,
+	 * overwrites its copy of them (0 when unknown). */
+	uintptr_t arg_start, arg_end, env_start, env_end;
 } sb_plan;
 
 custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool have_cgroup,
@@ -332,6 +340,10 @@ typedef struct sb_instance {
 	int pidfd;     /* pidfd of pid */
 	int sync_fd;   /* our end of the sync socket */
 	int notify_fd; /* seccomp listener */
+	/* The init's user and network namespaces, opened while it was still dumpable (the socket
+	 * factory joins them; unprivileged, /proc/<init>/ns is closed to us afterwards). -1 when
+	 * not needed: userns as root, netns without a net namespace. */
+	int userns_fd, netns_fd;
 	uint64_t started_ns;
 	bool status_known;
 	int cmd_status; /* the command's wait status from the init */
@@ -364,6 +376,8 @@ struct sandbox {
 	uint64_t viol_window_ns;      /* monitor thread only: violation event budget */
 	unsigned viol_in_window;
 	uint64_t viol_suppressed;
+	uint64_t notify_slice_ns; /* monitor thread only: SANDBOX_NOTIFY_RATE's current slice */
+	unsigned notify_in_slice;
 	bool kill_on_violation;
 	bool leave_init; /* opts.leave_init where it applies (no restarts, not v2) */
 	sandbox_opts opts;

@@ -7,11 +7,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +192,15 @@ static const unsigned long ioctl_default[] = {
 	FIOASYNC,  TIOCOUTQ,  TIOCINQ,  TCFLSH,  0x80045430, /* TIOCGPTN */
 };
 
+/* ioctls that reach past the sandbox through a terminal it holds on its stdio: TIOCSTI and
+ * TIOCLINUX (selection paste) push input into the terminal's queue, i.e. into the operator's
+ * shell; TIOCCONS redirects the console; TIOCSETD changes the line discipline; TIOCNOTTY and
+ * TIOCSCTTY give up or take a controlling terminal. Refused in every profile, by request
+ * number, before libseccomp's program runs (tty_prefix): the gpu profile, which allows any
+ * other ioctl, included. */
+static const uint32_t ioctl_tty_denied[] = { TIOCSTI,  TIOCLINUX, TIOCCONS,
+	                                     TIOCSETD, TIOCNOTTY, TIOCSCTTY };
+
 #define CLONE_NS_FLAGS                                                                             \
 	(CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
 	 CLONE_NEWCGROUP | CLONE_NEWTIME)
@@ -233,26 +245,35 @@ static custos_err add_rule(scmp_filter_ctx ctx, uint32_t action, const char *nam
 	return CUSTOS_OK;
 }
 
-/* Rules shared by sandboxes and the self-restricted proxy: socket families, clone without
- * namespace flags, the harmless personality values, clone3 answered ENOSYS (its flags live in
- * memory seccomp cannot read, and glibc falls back to clone). */
+/* Rules shared by sandboxes and the self-restricted proxy: socket families, types and
+ * protocols, clone without namespace flags, the harmless personality values, clone3 answered
+ * ENOSYS (its flags live in memory seccomp cannot read, and glibc falls back to clone). */
 static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 {
+	/* TCP and UDP over IPv4/IPv6, by protocol 0 or by name: not MPTCP (262), UDP-Lite (136),
+	 * SCTP (132) or ICMP, whose kernel code a model server has no use for. */
 	static const int fams[] = { AF_INET, AF_INET6 };
-	static const int types[] = { SOCK_STREAM, SOCK_DGRAM };
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams); i++)
-		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(types); j++) {
-			struct scmp_arg_cmp c[2] = { SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
-				                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf,
-				                             (scmp_datum_t)types[j]) };
-			if (!in_deny(d, "socket"))
-				GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, c));
+	static const struct {
+		int type, proto;
+	} tp[] = { { SOCK_STREAM, 0 },
+		   { SOCK_STREAM, IPPROTO_TCP },
+		   { SOCK_DGRAM, 0 },
+		   { SOCK_DGRAM, IPPROTO_UDP } };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fams) && !in_deny(d, "socket"); i++)
+		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(tp); j++) {
+			struct scmp_arg_cmp c[3] = {
+				SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)fams[i], 0),
+				SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, (scmp_datum_t)tp[j].type),
+				SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)tp[j].proto, 0)
+			};
+			GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 3, c));
 		}
-	struct scmp_arg_cmp unx = SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0);
+	struct scmp_arg_cmp unx[2] = { SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0),
+		                       SCMP_A2(SCMP_CMP_EQ, 0, 0) };
 	if (!in_deny(d, "socket"))
-		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unx));
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socket", 2, unx));
 	if (!in_deny(d, "socketpair"))
-		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unx));
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 2, unx));
 	struct scmp_arg_cmp cl = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0);
 	if (!in_deny(d, "clone"))
 		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &cl));
@@ -265,13 +286,34 @@ static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 	return CUSTOS_OK;
 }
 
+/* Calls the base lists allow only with some arguments (add_filtered, the ioctl requests, and
+ * for the proxy the signal targets and the scheduler policy). Named in an extra list (a custom
+ * profile's `syscalls`, `extra_syscalls`), they keep those filters: an unconditional rule
+ * would replace them (libseccomp keeps the widest rule of one action), and allowing `clone`
+ * would allow namespaces, `socket` netlink, `ioctl` TIOCSTI. What a base profile denies
+ * outright is what an extra list widens. */
+static const char *const arg_filtered[] = {
+	"clone", "clone3", "socket", "socketpair",         "ioctl", "personality",
+	"kill",  "tgkill", "tkill",  "sched_setscheduler", NULL
+};
+
+bool sb_seccomp_is_arg_filtered(const char *name)
+{
+	for (size_t i = 0; arg_filtered[i]; i++)
+		if (strcmp(arg_filtered[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* strict: the names come from a profile (unknown ones fail); extra: such a list, whose
+ * argument-filtered names keep their filters (arg_filtered). */
 static custos_err add_list(scmp_filter_ctx ctx, const char *const *names, size_t n, bool strict,
                            const deny_list *d)
 {
 	for (size_t i = 0; i < n && names[i]; i++) {
 		ENSURE(!sb_seccomp_is_denied(names[i]), CUSTOS_ERR_DENIED,
 		       "seccomp: '%s' is always denied", names[i]);
-		if (in_deny(d, names[i]))
+		if (in_deny(d, names[i]) || (strict && sb_seccomp_is_arg_filtered(names[i])))
 			continue;
 		GUARD(add_allow(ctx, names[i], strict));
 	}
@@ -390,6 +432,49 @@ custos_err sb_seccomp_build(const sandbox_profile *p, sb_filter *f)
 	return e;
 }
 
+/* Prepends to f the check of ioctl_tty_denied: libseccomp cannot express "any ioctl but
+ * these" (an unconditional rule swallows conditional ones for the same call, and its 64-bit
+ * NE would let a request with high bits set through, while the kernel reads only the low 32
+ * bits of it). So a few instructions of our own come first: on the native architecture, an
+ * ioctl whose low 32 request bits are one of those goes to the supervisor (user notification:
+ * EPERM and a violation event, or the kill of kill_on_violation); anything else falls through
+ * to libseccomp's program, which checks the architecture again and ends in its default. */
+static custos_err tty_prefix(sb_filter *f)
+{
+	enum { N = CUSTOS_ARRAY_LEN(ioctl_tty_denied), PRE = 6 + N };
+	int nr = sb_seccomp_resolve("ioctl");
+	ENSURE(nr >= 0, CUSTOS_ERR_INTERNAL, "seccomp: no number for ioctl");
+	ENSURE((size_t)f->len + PRE <= BPF_MAXINSNS, CUSTOS_ERR_LIMIT, "seccomp: program too long");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint32_t arg1_lo = offsetof(struct seccomp_data, args[1]);
+#else
+	const uint32_t arg1_lo = offsetof(struct seccomp_data, args[1]) + 4;
+#endif
+	struct sock_filter *p = xcalloc((size_t)f->len + PRE, sizeof(*p));
+	size_t i = 0;
+	/* Jump offsets count from the next instruction; PRE is where libseccomp's program starts. */
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                                      offsetof(struct seccomp_data, arch));
+	p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0,
+	                                    (uint8_t)(PRE - i - 1));
+	i++;
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                                      offsetof(struct seccomp_data, nr));
+	p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0,
+	                                    (uint8_t)(PRE - i - 1));
+	i++;
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, arg1_lo);
+	for (size_t k = 0; k < N; k++, i++) /* match: to the RET below; else the next test */
+		p[i] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ioctl_tty_denied[k],
+		                                    (uint8_t)(N - k - 1), k + 1 == N ? 1 : 0);
+	p[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
+	memcpy(p + i, f->insns, f->len * sizeof(*p));
+	free(f->insns);
+	f->insns = p;
+	f->len = (unsigned short)(f->len + PRE);
+	return CUSTOS_OK;
+}
+
 custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f)
 {
 	scmp_filter_ctx ctx;
@@ -440,7 +525,9 @@ custos_err sb_seccomp_compile(const sandbox_profile *p, sb_filter *f)
 		goto out;
 	}
 	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
-	e = CUSTOS_OK;
+	e = tty_prefix(f);
+	if (e != CUSTOS_OK)
+		sb_filter_free(f);
 out:
 	if (mfd != -1)
 		close(mfd);

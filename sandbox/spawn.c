@@ -342,6 +342,22 @@ static void close_other_fds(int keep, const int stdio[3])
 	sb_close_fds_except(k, CUSTOS_ARRAY_LEN(k));
 }
 
+/* Overwrites the init's copy of custos' argv and environment strings; /proc/1/cmdline then
+ * reads "custos-sandbox-init". */
+static void wipe_custos_strings(const sb_plan *plan)
+{
+	static const char name[] = "custos-sandbox-init";
+	if (plan->arg_end > plan->arg_start) {
+		char *a = (char *)plan->arg_start;
+		size_t n = plan->arg_end - plan->arg_start;
+		memset(a, 0, n);
+		if (n > sizeof(name))
+			memcpy(a, name, sizeof(name));
+	}
+	if (plan->env_end > plan->env_start)
+		memset((char *)plan->env_start, 0, plan->env_end - plan->env_start);
+}
+
 static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, const int stdio[3])
 {
 	const char *step = "";
@@ -350,8 +366,23 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		sb_child_fail(sync, "PR_SET_PDEATHSIG", errno);
 	close_other_fds(sync, stdio);
+	/* A session of our own, as bwrap --new-session: custos' controlling terminal is not the
+	 * sandbox's (no TIOCSTI into the operator's shell, no job-control signals from it). The
+	 * command may still hold the terminal on its stdio; custos forwards SIGINT and the rest. */
+	if (setsid() == -1)
+		sb_child_fail(sync, "setsid", errno);
 	if (sb_sync_recv(sync, &tag, &val, NULL, 0, NULL) != 1 || tag != SB_SYNC_MAPPED)
 		_exit(127); /* the parent gave up */
+	/* This process is a copy of custos: its memory holds custos' environment, keys and
+	 * configuration, and unprivileged it runs under custos' own uid, where the command could
+	 * read /proc/1/environ and /proc/1/mem. Not dumpable, they are closed to the command (the
+	 * check wants CAP_SYS_PTRACE where custos runs); the command's execve makes only its own
+	 * new image dumpable again. The parent has written our id maps and opened our namespaces
+	 * by now: both need us dumpable. Then the copies of custos' argv (/proc/1/cmdline, which
+	 * anyone may read) and environment go. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+		sb_child_fail(sync, "PR_SET_DUMPABLE", errno);
+	wipe_custos_strings(plan);
 	if ((r = sb_userns_become(plan->uid, plan->gid, &step)) != 0)
 		sb_child_fail(sync, step, r);
 	/* A credential change clears the parent-death signal: set it again. Should custos have
@@ -408,6 +439,32 @@ static __attribute__((noreturn)) void child_main(const sb_plan *plan, int sync, 
 
 /* ------------------------------------------------------------------------------ the parent */
 
+/* Where this process's argv and environment strings lie (/proc/self/stat, fields 48-51): read
+ * once, they do not move. */
+static uintptr_t strings_area[4];
+static pthread_once_t strings_once = PTHREAD_ONCE_INIT;
+
+static void strings_area_read(void)
+{
+	char st[2048];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return;
+	ssize_t n = read(fd, st, sizeof(st) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	st[n] = '\0';
+	const char *p = strrchr(st, ')'); /* the name before it may hold anything */
+	unsigned long long v[4];
+	/* After ")": field 3 (state) to 47, then arg_start, arg_end, env_start, env_end. */
+	for (int field = 2; p && field < 48; field++)
+		p = strchr(p + 1, ' ');
+	if (p && sscanf(p, " %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3]) == 4)
+		for (int i = 0; i < 4; i++)
+			strings_area[i] = (uintptr_t)v[i];
+}
+
 custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool have_cgroup,
                          sb_plan *plan)
 {
@@ -441,6 +498,11 @@ custos_err sb_plan_build(const sandbox_profile *p, const char *const *argv, bool
 		goto fail;
 	if ((e = sb_env_build(p, &plan->envp)) != CUSTOS_OK)
 		goto fail;
+	pthread_once(&strings_once, strings_area_read);
+	plan->arg_start = strings_area[0];
+	plan->arg_end = strings_area[1];
+	plan->env_start = strings_area[2];
+	plan->env_end = strings_area[3];
 	plan->workdir = xstrdup(p->workdir          ? p->workdir
 	                        : p->scratch_target ? p->scratch_target
 	                                            : "/tmp");
@@ -469,7 +531,11 @@ void sb_instance_close(sb_instance *in)
 		close(in->sync_fd);
 	if (in->notify_fd >= 0)
 		close(in->notify_fd);
-	in->pidfd = in->sync_fd = in->notify_fd = -1;
+	if (in->userns_fd >= 0)
+		close(in->userns_fd);
+	if (in->netns_fd >= 0)
+		close(in->netns_fd);
+	in->pidfd = in->sync_fd = in->notify_fd = in->userns_fd = in->netns_fd = -1;
 	in->pid = -1;
 }
 
@@ -482,6 +548,18 @@ static void reap(pid_t pid)
 	while (r == -1 && errno == EINTR);
 }
 
+static custos_err open_ns(pid_t pid, const char *ns, bool want, int *fd)
+{
+	char path[64];
+	if (!want)
+		return CUSTOS_OK;
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, ns);
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd == -1)
+		return err_sys("sandbox: open %s", path);
+	return CUSTOS_OK;
+}
+
 custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gate gate,
                              void *gate_ctx, const int stdio[3], sb_instance *in)
 {
@@ -491,7 +569,7 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gat
 
 	memset(in, 0, sizeof(*in));
 	in->pid = -1;
-	in->pidfd = in->sync_fd = in->notify_fd = -1;
+	in->pidfd = in->sync_fd = in->notify_fd = in->userns_fd = in->netns_fd = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1)
 		return err_sys("sandbox: socketpair");
 
@@ -530,6 +608,12 @@ custos_err sb_instance_start(const sb_plan *plan, const sb_cgroup *cg, sb_cg_gat
 
 	if ((e = sb_userns_map(in->pid, plan->uid, plan->out_uid, plan->gid, plan->out_gid)) !=
 	    CUSTOS_OK)
+		goto fail;
+	/* The namespaces the socket factory joins, while the child is still dumpable (it stops
+	 * being so once mapped): unprivileged, its /proc/<pid>/ns is closed to us afterwards. */
+	if ((e = open_ns(in->pid, "net", plan->net_ns, &in->netns_fd)) != CUSTOS_OK ||
+	    (e = open_ns(in->pid, "user", plan->net_ns && !plan->privileged, &in->userns_fd)) !=
+	            CUSTOS_OK)
 		goto fail;
 	if (sync_send(in->sync_fd, SB_SYNC_MAPPED, 0, NULL, -1) == -1) {
 		e = err_sys("sandbox: sync with the child");

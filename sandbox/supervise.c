@@ -118,12 +118,34 @@ static bool violation_budget(sandbox *sb, pid_t pid)
 	return false;
 }
 
+/* The supervisor answers at most SANDBOX_NOTIFY_RATE denied calls a second per sandbox, in
+ * ten slices: a command that makes them in a loop made custos spend 1.5 times the sandbox's
+ * own CPU quota answering them, outside its cgroup. Beyond a slice's share the listener is
+ * not polled until the next slice; the callers wait in the kernel meanwhile (a sandbox can
+ * only slow itself). Returns 0 when a call may be answered now, else the milliseconds until
+ * the next slice. */
+#define NOTIFY_SLICE_NS  100000000ull
+#define NOTIFY_PER_SLICE (SANDBOX_NOTIFY_RATE / 10)
+
+static int notify_wait_ms(sandbox *sb)
+{
+	uint64_t now = tm_mono_ns();
+	if (now - sb->notify_slice_ns >= NOTIFY_SLICE_NS) {
+		sb->notify_slice_ns = now;
+		sb->notify_in_slice = 0;
+	}
+	if (sb->notify_in_slice < NOTIFY_PER_SLICE)
+		return 0;
+	return (int)((sb->notify_slice_ns + NOTIFY_SLICE_NS - now) / 1000000) + 1;
+}
+
 static void handle_notify(sandbox *sb, int nfd, pid_t init_pid)
 {
 	struct seccomp_notif *req = NULL;
 	struct seccomp_notif_resp *resp = NULL;
 	char name[64];
 
+	sb->notify_in_slice++;
 	if (seccomp_notify_alloc(&req, &resp) != 0)
 		return;
 	if (seccomp_notify_receive(nfd, req) != 0)
@@ -180,16 +202,17 @@ static int run_instance(sandbox *sb)
 {
 	sb_instance *in = &sb->cur;
 	bool sync_eof = false, notify_hup = false, terminating = false, early = false;
-	uint64_t kill_at = 0;
+	uint64_t kill_at = 0, counters_ns = 0;
 	int status = 0;
 
 	sb->exit_detail[0] = '\0';
 	for (;;) {
 		struct pollfd pf[4];
 		int n = 0, i_notify = -1, i_sync = -1;
+		int throttled = notify_hup ? 0 : notify_wait_ms(sb);
 		pf[n++] = (struct pollfd){ .fd = in->pidfd, .events = POLLIN };
 		pf[n++] = (struct pollfd){ .fd = sb->stop_efd, .events = POLLIN };
-		if (!notify_hup) {
+		if (!notify_hup && !throttled) {
 			i_notify = n;
 			pf[n++] = (struct pollfd){ .fd = in->notify_fd, .events = POLLIN };
 		}
@@ -203,6 +226,8 @@ static int run_instance(sandbox *sb)
 			uint64_t left = kill_at > now ? (kill_at - now) / 1000000 + 1 : 0;
 			timeout = (int)(left < 1000 ? left : 1000);
 		}
+		if (throttled && (timeout < 0 || throttled < timeout))
+			timeout = throttled;
 		int r = poll(pf, (nfds_t)n, timeout);
 		if (r == -1 && errno != EINTR) {
 			log_error("sandbox %s: poll: %s", sb->name, strerror(errno));
@@ -214,9 +239,13 @@ static int run_instance(sandbox *sb)
 			kill_at = UINT64_MAX;
 		}
 		if (r <= 0) {
-			if (tm_mono_ns() - sb->viol_window_ns >= 1000000000ull)
+			uint64_t now = tm_mono_ns();
+			if (now - sb->viol_window_ns >= 1000000000ull)
 				flush_suppressed(sb, in->pid);
-			emit_counters(sb, in->pid);
+			if (now - counters_ns >= 1000000000ull || !throttled) {
+				counters_ns = now;
+				emit_counters(sb, in->pid);
+			}
 			continue;
 		}
 		if (i_notify >= 0 && pf[i_notify].revents) {
@@ -475,6 +504,7 @@ custos_err sandbox_spawn(const sandbox_profile *p, const char *const *argv,
 	sb->cg.dirfd = -1;
 	sb->cur.pid = -1;
 	sb->cur.pidfd = sb->cur.sync_fd = sb->cur.notify_fd = -1;
+	sb->cur.userns_fd = sb->cur.netns_fd = -1;
 	sb->name = xstrdup(p->name);
 	sb->kill_on_violation = p->seccomp_kill_on_violation;
 	if (opts)
@@ -651,7 +681,7 @@ static custos_err inside_sockets(sandbox *sb, int type, int *fds, size_t want, s
 	}
 	e = CUSTOS_OK;
 	if (sb->factory.fd < 0)
-		e = sb_sockfactory_start(&sb->factory, sb->cur.pid);
+		e = sb_sockfactory_start(&sb->factory, sb->cur.userns_fd, sb->cur.netns_fd);
 	if (e == CUSTOS_OK)
 		e = sb_sockfactory_sockets(&sb->factory, AF_INET, type, fds, want, got);
 	if (gen)

@@ -29,6 +29,10 @@
 #define SANDBOX_NAME_MAX     64
 /* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
 #define SANDBOX_VIOLATION_BURST 100
+/* Denied calls the supervisor answers per second and sandbox, at most (in slices of a tenth of
+ * a second): each costs custos CPU outside the sandbox's cgroup, so a flood of them is
+ * throttled: the calls beyond wait in the kernel for the next slice. */
+#define SANDBOX_NOTIFY_RATE 1000
 
 /* Namespaces (bit set). SANDBOX_NS_ALL is what every profile gets unless it says otherwise;
  * SANDBOX_NS_USER, _MNT and _PID cannot be turned off (the rest of the setup needs them). */
@@ -245,7 +249,9 @@ typedef struct sandbox_opts {
 	void *arg;
 	sandbox_restart restart;
 	uint64_t stop_grace_ms; /* SIGTERM to cgroup kill in sandbox_stop (default 5000) */
-	/* Standard fds for the command; -1 inherits custos' own. */
+	/* Standard fds for the command; -1 inherits custos' own. The command runs in a session
+	 * of its own (no controlling terminal) and may not TIOCSTI, but a terminal on its stdin
+	 * can still be read: a caller that runs unattended (`custos up`) gives /dev/null. */
 	int stdin_fd, stdout_fd, stderr_fd;
 	/* The caller records no event (`sandbox exec` without --events): skip the profile's
 	 * SHA-256, whose OpenSSL initialisation is the largest CPU cost of a start after the

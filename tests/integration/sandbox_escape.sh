@@ -53,7 +53,7 @@ set +e
 	--ro-bind "$ESCAPE:/opt/escape" --ro-bind "$T/escape-suid:/opt/escape-suid" \
 	--events "$T/events.json" -- \
 	/opt/escape --host-port "$PORT" --host-pid "$LISTEN_PID" --host-file "$T/secret" \
-	--setuid /opt/escape-suid >"$T/out.json" 2>"$T/err.txt"
+	--setuid /opt/escape-suid --argv-marker "custos-argv-$$" >"$T/out.json" 2>"$T/err.txt"
 rc=$?
 set -e
 fail=0

@@ -40,6 +40,7 @@ check "pids fallback (RLIMIT_NPROC)" "256" "$(run -- /bin/sh -c "grep 'Max proce
 
 set +e
 run --events "$T/events.json" --ro-bind "$ESCAPE:/opt/escape" -- /opt/escape --skip-resources \
+	--argv-marker "custos-argv-$$" \
 	>"$T/out.json" 2>"$T/err.txt"
 rc=$?
 set -e

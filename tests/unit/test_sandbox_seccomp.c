@@ -1,11 +1,26 @@
 /* Unit tests for the seccomp programs compiled at build time (sandbox/gen/seccomp_gen.c): each
- * equals what libseccomp compiles now for the same profile, and only equal inputs use one. */
+ * equals what libseccomp compiles now for the same profile, and only equal inputs use one. And
+ * what the programs do with ioctl, loaded in a forked child. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <seccomp.h>
@@ -78,11 +93,139 @@ static void test_other_inputs_compile_at_run_time(void **state)
 	free(dkey);
 }
 
+/* Loads p's program in a forked child (no listener: a notified call fails with ENOSYS there)
+ * and runs probe there; returns probe's bit mask, or -1 when the child could not run. */
+static int in_filtered_child(const sandbox_profile *p, int (*probe)(void))
+{
+	sb_filter f;
+	int pfd[2];
+	assert_int_equal(sb_seccomp_build(p, &f), CUSTOS_OK);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sock_fprog prog = { .len = f.len, .filter = f.insns };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+		    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == -1)
+			_exit(1);
+		int mask = probe();
+		_exit(write(pfd[1], &mask, sizeof(mask)) == sizeof(mask) ? 0 : 1);
+	}
+	close(pfd[1]);
+	int st = 0, mask = -1;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 ||
+	    read(pfd[0], &mask, sizeof(mask)) != sizeof(mask))
+		mask = -1;
+	close(pfd[0]);
+	sb_filter_free(&f);
+	return mask;
+}
+
+/* The terminal ioctls that reach past the sandbox (TIOCSTI injects input into the operator's
+ * shell), one with high bits set in the request (the kernel reads only the low 32); then a
+ * terminal request every profile allows and a device's (an NVIDIA-style request). A bit per
+ * request that was let through (/dev/null answers ENOTTY then). */
+static const unsigned long ioctl_reqs[] = { TIOCSTI,   (1UL << 32) | TIOCSTI,
+	                                    TIOCLINUX, TIOCCONS,
+	                                    TIOCSETD,  TIOCNOTTY,
+	                                    TIOCSCTTY, TCGETS,
+	                                    0xc03046d2 };
+enum { TTY = 0x7f, TCGETS_BIT = 1 << 7, DEVICE = 1 << 8 };
+
+static int probe_ioctls(void)
+{
+	int mask = 0, fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (size_t i = 0; fd >= 0 && i < sizeof(ioctl_reqs) / sizeof(ioctl_reqs[0]); i++) {
+		char arg[64] = { 0 };
+		if (syscall(SYS_ioctl, fd, ioctl_reqs[i], arg) == -1 && errno == ENOTTY)
+			mask |= 1 << i;
+	}
+	return mask;
+}
+
+/* TIOCSTI and company are refused in every profile; the gpu profile lets every other request
+ * through, a custom profile that lists ioctl keeps the default's request filter. */
+static void tty_ioctls_refused_everywhere(void **state)
+{
+	(void)state;
+	sandbox_profile p;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_ioctls), TCGETS_BIT);
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_ioctls), TCGETS_BIT | DEVICE);
+	p.seccomp = SANDBOX_SECCOMP_GPU;
+	p.gpu = SANDBOX_GPU_NONE;
+	assert_int_equal(in_filtered_child(&p, probe_ioctls), TCGETS_BIT | DEVICE);
+	static const char *const allow_ioctl[] = { "ioctl" };
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.seccomp = SANDBOX_SECCOMP_CUSTOM;
+	p.syscalls = allow_ioctl;
+	p.n_syscalls = 1;
+	assert_int_equal(in_filtered_child(&p, probe_ioctls), TCGETS_BIT);
+}
+
+/* Sockets and clone: a bit per call that was let through. The first four are the allowed
+ * ones; then MPTCP, UDP-Lite, SCTP, netlink, a packet socket, clone with namespace flags. */
+static int probe_sockets_clone(void)
+{
+	static const int calls[][3] = {
+		{ AF_INET, SOCK_STREAM, 0 },
+		{ AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP },
+		{ AF_INET, SOCK_DGRAM, IPPROTO_UDP },
+		{ AF_UNIX, SOCK_STREAM, 0 },
+		{ AF_INET, SOCK_STREAM, 262 },
+		{ AF_INET, SOCK_DGRAM, 136 },
+		{ AF_INET, SOCK_STREAM, 132 },
+		{ AF_NETLINK, SOCK_RAW, 0 },
+		{ AF_PACKET, SOCK_DGRAM, 0 },
+	};
+	int mask = 0;
+	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+		long fd = syscall(SYS_socket, calls[i][0], calls[i][1], calls[i][2]);
+		if (fd >= 0 || errno != ENOSYS)
+			mask |= 1 << i;
+		if (fd >= 0)
+			close((int)fd);
+	}
+	long r = syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
+	if (r == 0)
+		_exit(0);
+	if (r > 0)
+		waitpid((pid_t)r, NULL, 0);
+	if (r >= 0 || errno != ENOSYS)
+		mask |= 1 << 9;
+	return mask;
+}
+
+/* Only TCP and UDP (by 0 or by name) and Unix sockets, no clone with namespace flags; a custom
+ * profile that lists socket or clone keeps the filters. */
+static void socket_and_clone_filters_kept(void **state)
+{
+	(void)state;
+	sandbox_profile p;
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_sockets_clone), 0xf);
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_sockets_clone), 0xf);
+	static const char *const allow[] = { "clone", "socket", "socketpair", "personality",
+		                             "clone3" };
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.seccomp = SANDBOX_SECCOMP_CUSTOM;
+	p.syscalls = allow;
+	p.n_syscalls = 5;
+	assert_int_equal(sandbox_profile_validate(&p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_sockets_clone), 0xf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builtins_equal_a_fresh_compile),
 		cmocka_unit_test(test_other_inputs_compile_at_run_time),
+		cmocka_unit_test(tty_ioctls_refused_everywhere),
+		cmocka_unit_test(socket_and_clone_filters_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
