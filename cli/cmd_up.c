@@ -12,6 +12,7 @@
  * Either one ending makes the other stop (fail closed), audited.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
@@ -768,6 +769,13 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		}
 		ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
 		       "model %s: unknown sandbox type", m->id);
+		/* Model servers run unattended: their stdin is /dev/null, never the terminal custos
+		 * may have been started from (which they could read). Kept open for restarts. */
+		static int devnull = -1;
+		if (devnull < 0)
+			devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		ENSURE(devnull >= 0, CUSTOS_ERR_IO, "model %s: /dev/null: %s", m->id,
+		       strerror(errno));
 		sandbox_profile p;
 		struct sb_storage *st = xcalloc(1, sizeof(*st));
 		custos_err e = map_sandbox(cfg, m, &p, st);
@@ -776,6 +784,7 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		so.on_event = on_sandbox_event;
 		so.arg = x;
 		so.restart.max_restarts = UINT32_MAX;
+		so.stdin_fd = devnull;
 		if (m->sandbox.restart_initial_ns)
 			so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
 		if (m->sandbox.restart_max_ns)

@@ -103,7 +103,7 @@ start_fixture() {
 # sets CU_PID and PORT (listener 1), PORT2 (listener 2).
 start_custos() {
 	chmod 600 "$1"
-	"$bin" --log-format "${LOG_FORMAT:-text}" --log-level debug up -c "$1" 2>"$work/custos.log" &
+	"$bin" --log-format "${LOG_FORMAT:-text}" --log-level debug up -c "$1" <"${CUSTOS_STDIN:-/dev/null}" 2>"$work/custos.log" &
 	CU_PID=$!
 	pids+=("$CU_PID")
 	PORT="" PORT2=""

@@ -23,7 +23,10 @@ sandbox_profiles:
 CFG
 grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; }
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }
-start_custos "$work/custos.yaml"
+# custos' own stdin is a file here (a background job's would be /dev/null already): the
+# model server must not get it.
+echo marker >"$work/stdin"
+CUSTOS_STDIN="$work/stdin" start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20)
 url="https://localhost:$PORT/v1/chat/completions"
 code=$("${C[@]}" -o "$work/out" -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
@@ -39,4 +42,11 @@ else
 	ok "the model's port is not reachable from the host network namespace"
 fi
 grep -q 'sandbox started' "$work/custos.log" && ok "sandbox start logged"
+# The model server's stdin is /dev/null, not whatever custos was started with (a terminal).
+mpid=$(pgrep -f -n "model-server --listen 127.0.0.1:$mport")
+if [ -n "$mpid" ]; then
+	check "the model server's stdin" "$(readlink "/proc/$mpid/fd/0")" /dev/null
+else
+	fail "model server process not found"
+fi
 [ "$fails" -eq 0 ]
