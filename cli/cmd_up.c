@@ -920,8 +920,12 @@ static void sup_take_listener(psx_msg *m)
  * rest of that second is summed into one event (syscall "*", `count`) once the second is over
  * (sup_refused_flush, from the supervisor's loop), so the trail stays complete in number. */
 #define SUP_REFUSED_BURST 20
+/* More refused calls than this in one second is no library probing a feature: the proxy is
+ * looping on calls it can never make (and making the supervisor answer each). It is stopped
+ * as for a call outside its filter (fail closed). */
+#define SUP_REFUSED_FLOOD 1000
 static struct {
-	uint64_t window_ns, in_window, suppressed;
+	uint64_t window_ns, in_window, suppressed, all_in_window;
 } R;
 
 static void refused_event(const sandbox_violation *v, uint64_t count)
@@ -959,6 +963,22 @@ static void sup_refused(const sandbox_violation *v, bool proxy)
 	if (now - R.window_ns >= NS_PER_S) {
 		R.window_ns = now;
 		R.in_window = 0;
+		R.all_in_window = 0;
+	}
+	if (++R.all_in_window > SUP_REFUSED_FLOOD) {
+		if (R.all_in_window == SUP_REFUSED_FLOOD + 1) {
+			log_error(
+			        "up: the proxy made more than %d calls custos never allows in one "
+			        "second (last: %s by pid %d): stopping it",
+			        SUP_REFUSED_FLOOD, v->syscall, (int)v->pid);
+			if (!S.viol_set) {
+				S.viol = *v;
+				S.viol_set = true;
+			}
+			kill(S.proxy, SIGKILL);
+		}
+		R.suppressed++;
+		return;
 	}
 	if (R.in_window >= SUP_REFUSED_BURST) {
 		R.suppressed++;
@@ -1015,7 +1035,14 @@ static void audit_proxy_exit(int status, const char *why)
 	audit_event ev;
 	char detail[320];
 
-	if (S.viol_set)
+	if (S.viol_set && S.viol.denied)
+		snprintf(detail, sizeof(detail),
+		         "%s: killed by the supervisor: more than %d calls custos never allows in "
+		         "one "
+		         "second (last: %s by pid %d, thread %s)",
+		         why, SUP_REFUSED_FLOOD, S.viol.syscall, (int)S.viol.pid,
+		         S.viol.thread[0] ? S.viol.thread : "?");
+	else if (S.viol_set)
 		snprintf(detail, sizeof(detail),
 		         "%s: killed by the supervisor: %s (pid %d, thread %s) "
 		         "called %s outside its seccomp filter",
