@@ -657,7 +657,6 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 
 static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
 {
-	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	buf b;
 	json_writer w;
 	diag_list d;
@@ -666,6 +665,9 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 	policy_decision dec;
 
 	metrics_inc(METRICS_DECIDE);
+	if (buf_used(&rq->body) == 0) /* a chunked body of only its last chunk */
+		return respond_error(c, 400, "empty request");
+	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	if (p == NULL)
 		return respond_error(c, 503, "no policy loaded");
 	diag_init(&d);
@@ -1034,6 +1036,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 				return respond_error(c, 413, "request body too large");
 			if (cl == NULL && te == NULL)
 				return respond_error(c, 411, "a request body is required");
+			if (cl != NULL && te == NULL && len == 0)
+				return respond_error(c, 400, "empty request");
 		} else if (len > 0 || te != NULL) {
 			return respond_error(c, 413, "this endpoint takes no request body");
 		}

@@ -1,7 +1,8 @@
 /*
  * Admin API and metrics registry: rendering, label cardinality limits and the "other" bucket,
  * label sanitising, exact sums across threads; admin_start's refusals; requests over a real
- * Unix socket (uid allow-list, method/path/size checks, readiness without a policy).
+ * Unix socket (uid allow-list, method/path/size checks, readiness without a policy, empty bodies
+ * to the decision point).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "custos/admin.h"
+#include "custos/policy.h"
 #include "proxy/metrics.h"
 
 static char *render(void)
@@ -340,6 +342,76 @@ static void test_server_requests(void **state)
 	admin_stop(a);
 }
 
+/* ---- POST /v1/decide with a policy ---- */
+
+static const char decide_policy[] =
+        "version: 1\n"
+        "principals:\n"
+        "  alice: { match: { api_key_sha256: "
+        "\"0000000000000000000000000000000000000000000000000000000000000001\" } }\n"
+        "models:\n"
+        "  m1: { isolation: process }\n"
+        "rules:\n"
+        "  - id: chat\n"
+        "    effect: allow\n"
+        "    when: { direction: ingress, principal: alice, model: m1 }\n";
+
+static struct policy *policy_hook(void *arg)
+{
+	return policy_ref(arg);
+}
+
+/* An empty body (Content-Length: 0, a chunked body of only its last chunk, blanks) is a client
+ * error answered 400, never handed to libyaml as a NULL string (which aborted the process). */
+static void test_server_decide(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 16];
+	diag_list d;
+	policy *p = NULL;
+
+	(void)state;
+	diag_init(&d);
+	if (policy_parse("decide.yaml", decide_policy, sizeof(decide_policy) - 1, &p, &d) !=
+	    CUSTOS_OK)
+		diag_print(&d, stderr);
+	diag_free(&d);
+	assert_non_null(p);
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.max_body = 4096;
+	o.hooks.arg = p;
+	o.hooks.policy_get = policy_hook;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+
+	static const char cl0[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                          "application/json\r\nContent-Length: 0\r\n"
+	                          "Connection: close\r\n\r\n";
+	assert_int_equal(raw(cl0, sizeof(cl0) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char chunk0[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                             "application/json\r\nTransfer-Encoding: chunked\r\n"
+	                             "Connection: close\r\n\r\n0\r\n\r\n";
+	assert_int_equal(raw(chunk0, sizeof(chunk0) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char blank[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                            "application/json\r\nContent-Length: 3\r\n"
+	                            "Connection: close\r\n\r\n \n ";
+	assert_int_equal(raw(blank, sizeof(blank) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char ok[] =
+	        "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	        "application/json\r\nContent-Length: 56\r\n"
+	        "Connection: close\r\n\r\n"
+	        "{\"direction\":\"ingress\",\"principal\":\"alice\",\"model\":\"m1\"}";
+	assert_int_equal(raw(ok, sizeof(ok) - 1, out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "\"allow\":true"));
+	assert_int_equal(get("/healthz", out, sizeof(out)), 200);
+	admin_stop(a);
+	policy_unref(p);
+}
+
 /* ---- VM sandboxes in GET /v1/sandboxes (the vms_get hook; cli/vm_up.c fills it) ---- */
 
 static size_t vm_calls;
@@ -463,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_series_limit),    cmocka_unit_test(test_label_sanitised),
 		cmocka_unit_test(test_threads_exact),   cmocka_unit_test(test_start_refusals),
 		cmocka_unit_test(test_server_requests), cmocka_unit_test(test_server_vms),
+		cmocka_unit_test(test_server_decide),
 	};
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
