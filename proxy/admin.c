@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -212,9 +213,14 @@ static bool tcp_token_ok(struct admin_server *s, struct MHD_Connection *c, char 
 	snprintf(who, wsz, "tcp:%s", host);
 	const char *h =
 	        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+	/* credentials = auth-scheme 1*SP token68; the scheme is case-insensitive (RFC 9110
+	 * 11.1), the token is not (it is compared as a digest, in constant time). */
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
 		return false;
-	span tok = span_cstr(h + 7);
+	h += 7;
+	while (*h == ' ')
+		h++;
+	span tok = span_cstr(h);
 	if (tok.len == 0 || tok.len > ADMIN_TOKEN_MAX)
 		return false;
 	uint8_t dig[32];

@@ -42,6 +42,8 @@ check "readyz (unix)" "$(code "${U[@]}" http://admin/readyz)" 200
 check "healthz (tcp, token)" "$(code "${T[@]}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/healthz")" 200
 check "tcp without token" "$(code "${T[@]}" "http://127.0.0.1:$APORT/healthz")" 401
 check "tcp with a wrong token" "$(code "${T[@]}" -H "Authorization: Bearer nope" "http://127.0.0.1:$APORT/healthz")" 401
+check "tcp, lower-case scheme (RFC 9110 11.1)" "$(code "${T[@]}" -H "Authorization: bearer $TOKEN" "http://127.0.0.1:$APORT/healthz")" 200
+check "tcp, token of the wrong case" "$(code "${T[@]}" -H "Authorization: Bearer ${TOKEN^^}" "http://127.0.0.1:$APORT/healthz")" 401
 check "ctl health" "$(ctl health)" '{"status":"ok"}'
 check "ctl over tcp" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" ready >/dev/null; echo $?)" 0
 
