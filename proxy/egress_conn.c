@@ -373,6 +373,41 @@ static void req_done(econn *c, erec *r)
 	egress_inspect_release(r);
 }
 
+/* Inside an intercepted tunnel the Host field must name the CONNECT authority, as the plain
+ * proxy requires it to equal the absolute-form authority: the same host (canonical form) and
+ * port, a Host without a port meaning 443. Policy and audit see the CONNECT host, so any other
+ * name (another vhost on the same address) would reach the source unchecked. An absent Host
+ * (HTTP/1.0) is written from the CONNECT authority. */
+static bool tunnel_host_ok(span hv, const ssrf_host *ih, uint16_t iport)
+{
+	span hs;
+	uint16_t hp = 0;
+	ssrf_host hh;
+	if (hv.len == 0)
+		return true;
+	if (ssrf_split_authority(hv, 443, &hs, &hp) != CUSTOS_OK ||
+	    ssrf_parse_host(hs, &hh) != CUSTOS_OK) {
+		err_clear();
+		return false;
+	}
+	if (hp != iport || hh.kind != ih->kind)
+		return false;
+	return hh.kind == SSRF_HOST_NAME
+	               ? strcmp(hh.name, ih->name) == 0
+	               : memcmp(hh.addr, ih->addr, hh.kind == SSRF_HOST_V4 ? 4 : 16) == 0;
+}
+
+/* The CONNECT authority as a Host value ("h", "h:8443", "[::1]:8443"): 443 is left out. */
+static void tunnel_authority(char *out, size_t n, const ssrf_host *ih, uint16_t iport)
+{
+	bool v6 = ih->kind == SSRF_HOST_V6;
+	if (iport == 443)
+		snprintf(out, n, "%s%s%s", v6 ? "[" : "", ih->name, v6 ? "]" : "");
+	else
+		snprintf(out, n, "%s%s%s:%u", v6 ? "[" : "", ih->name, v6 ? "]" : "",
+		         (unsigned)iport);
+}
+
 static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const ssrf_host *ih,
                            uint16_t iport)
 {
@@ -392,6 +427,15 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			r.status = 400;
 			snprintf(r.reason, sizeof(r.reason),
 			         "origin-form expected inside a tunnel");
+			goto reject;
+		}
+		if (!tunnel_host_ok(h->host, ih, iport)) {
+			r.status = 400;
+			snprintf(r.reason, sizeof(r.reason),
+			         "Host differs from the CONNECT authority");
+			span_to(h->path, r.path, sizeof(r.path));
+			snprintf(r.host, sizeof(r.host), "%s", host.name);
+			r.port = port;
 			goto reject;
 		}
 	} else {
@@ -444,6 +488,11 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 	};
+	char iauth[SSRF_MAX_HOST + 16];
+	if (ih && h->host.len == 0) {
+		tunnel_authority(iauth, sizeof(iauth), ih, iport);
+		wo.host = span_cstr(iauth);
+	}
 	buf_reset(&c->out);
 	if (http1_write_request_head(&c->out, h, &wo) != CUSTOS_OK) {
 		r.status = 400;
@@ -807,6 +856,15 @@ int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has
 	return 0;
 }
 
+/* The SNI rule, for tunnels and interception alike: a named host must be sent and equal
+ * (case-insensitive, trailing dot dropped by the caller); an IP-literal host takes no SNI (RFC
+ * 6066 has none for addresses) or its own spelling. */
+static bool sni_matches(const ssrf_host *host, bool has, const char *sni)
+{
+	return host->kind == SSRF_HOST_NAME ? has && strcasecmp(sni, host->name) == 0
+	                                    : !has || strcasecmp(sni, host->name) == 0;
+}
+
 /* True when the tunnel went on to the relay loop (egress_relay.c), which owns it from there. */
 static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
                    const ssrf_target *tgt)
@@ -833,9 +891,7 @@ static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 			sni[sl - 1] = '\0';
 		snprintf(r->sni, sizeof(r->sni), "%s", sni);
 	}
-	bool match = host->kind == SSRF_HOST_NAME ? has && strcasecmp(sni, host->name) == 0
-	                                          : !has || strcasecmp(sni, host->name) == 0;
-	if (!match) {
+	if (!sni_matches(host, has, sni)) {
 		/* fatal alert unrecognized_name, then close */
 		static const uint8_t alert[] = { 21, 3, 3, 0, 2, 2, 112 };
 		(void)eio_write(cli, alert, sizeof(alert));
@@ -921,22 +977,24 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 		egress_audit(c->s, c->l, r);
 		return;
 	}
+	/* The SNI rule of a tunnel (sni_matches): a named host must be sent, an IP literal may be
+	 * left out. OpenSSL parsed the ClientHello; a refusal closes the connection. */
 	const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	if (sn) {
 		snprintf(r->sni, sizeof(r->sni), "%s", sn);
 		size_t sl = strlen(r->sni);
 		if (sl && r->sni[sl - 1] == '.')
 			r->sni[sl - 1] = '\0';
-		if (strcasecmp(r->sni, host->name) != 0) {
-			r->status = 403;
-			r->decision = "deny";
-			snprintf(r->reason, sizeof(r->reason),
-			         "TLS SNI '%s' does not match CONNECT host '%s'", r->sni,
-			         host->name);
-			SSL_free(ssl);
-			egress_audit(c->s, c->l, r);
-			return;
-		}
+	}
+	if (!sni_matches(host, sn != NULL, r->sni)) {
+		r->status = 403;
+		r->decision = "deny";
+		snprintf(r->reason, sizeof(r->reason),
+		         "TLS SNI '%s' does not match CONNECT host '%s'", sn ? r->sni : "(none)",
+		         host->name);
+		SSL_free(ssl);
+		egress_audit(c->s, c->l, r);
+		return;
 	}
 	r->status = 200;
 	egress_audit(c->s, c->l, r); /* the tunnel; each request inside gets its own event */
