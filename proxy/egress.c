@@ -390,6 +390,26 @@ static void set_reason(erec *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+void egress_head_refused(erec *r, const http1_parser *rp)
+{
+	if (rp->head.status == 101)
+		set_reason(r,
+		           "protocol upgrade refused: the source answered 101 Switching Protocols");
+	else
+		set_reason(r, "malformed response head: %s",
+		           rp->err.reason ? rp->err.reason : "unparseable");
+}
+
+bool egress_bodyless_length(const http1_head *rh, uint64_t *n)
+{
+	span v;
+	if (rh->framing != HTTP1_BODY_NONE || rh->status < 200 || rh->status == 204 ||
+	    !http1_header_get(rh, SPAN_LIT("Content-Length"), &v))
+		return false;
+	/* the parser took it: one field, digits only */
+	return num_parse_u64(v, 0, UINT64_MAX, n) == CUSTOS_OK;
+}
+
 const esource *egress_find_source(egress_server *s, bool https, const ssrf_host *h, uint16_t port)
 {
 	for (size_t i = 0; i < s->nsrc; i++)

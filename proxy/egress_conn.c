@@ -528,6 +528,8 @@ again:
 	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0) {
 		if (can_retry)
 			goto retry;
+		snprintf(r.reason, sizeof(r.reason),
+		         "upstream connection failed while the request was sent");
 		goto up_fail;
 	}
 	/* Request body. */
@@ -567,11 +569,21 @@ again:
 	unsigned st;
 	for (;;) {
 		http1_parser_init_response(&rp, NULL, meth);
+		errno = 0;
 		rhl = read_head(up, &c->uin, &rp, &st);
 		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0)
 			goto retry;
-		if (rhl <= 0)
+		if (rhl <= 0) {
+			if (st)
+				egress_head_refused(&r, &rp);
+			else if (errno == EAGAIN || errno == EWOULDBLOCK)
+				snprintf(r.reason, sizeof(r.reason),
+				         "upstream read timed out before the response head");
+			else if (rhl == 0)
+				snprintf(r.reason, sizeof(r.reason),
+				         "upstream closed the connection before a response");
 			goto up_fail;
+		}
 		if (rp.head.status >= 200 || rp.head.status == 101)
 			break;
 		buf_consume(&c->uin, (size_t)rhl);
@@ -580,7 +592,7 @@ again:
 	r.status = rh->status;
 	uint64_t cap = src->o.max_response ? src->o.max_response : s->o.max_response;
 	if (rh->status == 101 || rh->framing == HTTP1_BODY_TUNNEL) {
-		snprintf(r.reason, sizeof(r.reason), "protocol upgrades are not forwarded");
+		egress_head_refused(&r, &rp);
 		r.status = 502;
 		goto up_fail_reason;
 	}
@@ -589,6 +601,7 @@ again:
 		         "response of %llu bytes exceeds max_response %llu",
 		         (unsigned long long)rh->content_length, (unsigned long long)cap);
 		r.status = 502;
+		r.decision = EGRESS_DECISION_CAP;
 		goto up_fail_reason;
 	}
 	if (r.classification >= 0)
@@ -610,6 +623,8 @@ again:
 	http1_write_opts ro = { .framing = cf,
 		                .content_length = rh->content_length,
 		                .close = !cli_ka };
+	if (cf == HTTP1_BODY_NONE && egress_bodyless_length(rh, &ro.content_length))
+		ro.framing = HTTP1_BODY_LENGTH; /* HEAD, 304: the size, no body */
 	bool up_ka = rh->keep_alive;
 	http1_body rb;
 	http1_body_init(&rb, rh, NULL);
@@ -639,6 +654,7 @@ again:
 				snprintf(r.reason, sizeof(r.reason),
 				         "response exceeded max_response %llu; cut off",
 				         (unsigned long long)cap);
+				r.decision = EGRESS_DECISION_CAP;
 				goto truncated;
 			}
 			r.bytes_down += d.len;

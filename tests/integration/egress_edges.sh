@@ -2,6 +2,11 @@
 # The egress proxy at its edges, through custos up with raw sources and raw clients. Inside an
 # intercepted tunnel the Host field must name the CONNECT authority, and a ClientHello without
 # SNI is refused as in a plain tunnel.
+# On both forward paths (the loops and CUSTOS_EGRESS_FORWARD=threads) and inside an
+# intercepted tunnel: HEAD keeps the source's Content-Length; a 101, a bare LF, an obs-fold, no
+# status line and two Content-Length fields are refused with their own reason (in the answer
+# and the audit event); a response over max_response is audited as "error" whether its
+# Content-Length shows it or it is cut while streamed.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egedge curl openssl python3 timeout
@@ -139,9 +144,62 @@ host_checks() {
 	check "... nothing reached the sources" bash -c "! grep -q '^GET / ' $W/icpt.log $W/direct.log"
 }
 
+# What a forward path (named by MODE) passes back and names when it refuses a response.
+response_checks() {
+	local m=$1 PX="http://127.0.0.1:$P_EG" a h p
+	h=$(curl -sI --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/size" | tr -d '\r')
+	check "$m: HEAD keeps the source's Content-Length (RFC 9110 8.6)" grep -qi '^Content-Length: 1234$' <<<"$h"
+	check "$m: HEAD answered 200" grep -q '^HTTP/1.1 200' <<<"$h"
+	check "$m: GET after HEAD on the same path still whole" \
+		test "$(curl -s --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/size" | wc -c)" = 1234
+	h=$(curl -s --max-time 10 -x "$PX" -I "http://127.0.0.1:$P_SRC/size" --next -s -i -x "$PX" "http://127.0.0.1:$P_SRC/size" | tr -d '\r')
+	check "$m: HEAD then GET on one connection" \
+		bash -c "[ \"\$(grep -c '^Content-Length: 1234$' <<<'$h')\" = 2 ] && grep -q 'a\{1234\}' <<<'$h'"
+
+	a=$(answer "http://127.0.0.1:$P_SRC/upgrade" -x "$PX" -H 'Connection: Upgrade' -H 'Upgrade: websocket')
+	check "$m: a 101 is refused as an upgrade ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	check "$m: the 101 audited with that reason" audited '"path":"/upgrade"' '"decision":"error","reason":"protocol upgrade refused'
+	for p in bare-lf fold no-status two-cl; do
+		a=$(answer "http://127.0.0.1:$P_SRC/$p" -x "$PX")
+		check "$m: /$p refused as a malformed head ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
+		check "$m: /$p audited as a malformed head" audited "\"path\":\"/$p\"" '"reason":"malformed response head: '
+	done
+
+	a=$(answer "http://127.0.0.1:$P_SRC/cap/len" -x "$PX")
+	check "$m: Content-Length over max_response -> 502 ($a)" test "$a" = "502|response of 5000 bytes exceeds max_response 1024"
+	check "$m: ... audited as error" audited '"path":"/cap/len"' '"decision":"error","reason":"response of 5000 bytes exceeds max_response 1024"'
+	for p in close chunk; do
+		curl -s -o /dev/null --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/cap/$p"
+		check "$m: /cap/$p streamed past max_response: cut (curl exit $?)" test $? -ne 0
+		check "$m: ... audited as error, as when the length shows it" \
+			audited "\"path\":\"/cap/$p\"" '"decision":"error","reason":"response exceeded max_response 1024; cut off"'
+	done
+}
+
+# The same inside an intercepted tunnel (always on a connection thread).
+icpt_response_checks() {
+	local a h C=(--cacert "$W/ca/ca.crt" -x "http://$PX")
+	h=$(curl -sI --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/size" | tr -d '\r')
+	check "intercepted: HEAD keeps the source's Content-Length" grep -qi '^Content-Length: 1234$' <<<"$h"
+	a=$(answer "https://localhost:$P_ICPT/bare-lf" "${C[@]}")
+	check "intercepted: a bare LF named ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
+	a=$(answer "https://localhost:$P_ICPT/upgrade" "${C[@]}")
+	check "intercepted: a 101 named ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	curl -s -o /dev/null --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/cap/chunk"
+	check "intercepted: streamed past max_response: cut (curl exit $?)" test $? -ne 0
+	check "intercepted: ... audited as error" audited '"kind":"intercepted"' '"path":"/cap/chunk"' '"decision":"error","reason":"response exceeded max_response 1024; cut off"'
+}
+
 start_up loops
 host_checks
+response_checks loops
+icpt_response_checks
 stop_up loops
+
+export CUSTOS_EGRESS_FORWARD=threads
+start_up threads
+response_checks threads
+stop_up threads
 
 if [ $FAILS -ne 0 ]; then
 	for f in up-loops.log up-threads.log; do
