@@ -7,6 +7,7 @@
 # status line and two Content-Length fields are refused with their own reason (in the answer
 # and the audit event); a response over max_response is audited as "error" whether its
 # Content-Length shows it or it is cut while streamed.
+# ';' in a path (path parameters) is refused, on both paths and inside a tunnel.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egedge curl openssl python3 timeout
@@ -190,15 +191,36 @@ icpt_response_checks() {
 	check "intercepted: ... audited as error" audited '"kind":"intercepted"' '"path":"/cap/chunk"' '"decision":"error","reason":"response exceeded max_response 1024; cut off"'
 }
 
+# ';' in a path (path parameters), on a forward path named by MODE.
+param_checks() {
+	local m=$1 PX="http://127.0.0.1:$P_EG" a p
+	for p in '/x/..;/y' '/x;a=b' '/x/%3Bjsessionid' '/x/..%3b/y'; do
+		a=$(answer "http://127.0.0.1:$P_SRC$p" -x "$PX" --path-as-is)
+		check "$m: ';' in $p refused ($a)" bash -c "[[ '$a' == \"400|';' in the request path\"* ]]"
+	done
+	check "$m: ... audited as deny" audited '"path":"/x/..;/y"' "\"decision\":\"deny\",\"reason\":\"';' in the request path"
+	check "$m: ... none of them reached the source" bash -c "! grep -q -e '^GET [^ ?]*;' -e '^GET [^ ?]*%3[Bb]' $W/src.log"
+	check "$m: ';' in the query is fine" test "$(curl -s --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/q?a=1;b=2")" = "ok /q?a=1;b=2"
+}
+icpt_param_checks() {
+	local a
+	a=$(answer "https://localhost:$P_ICPT/x/..;/y" --cacert "$W/ca/ca.crt" -x "http://$PX" --path-as-is)
+	check "intercepted: ';' in the path refused ($a)" bash -c "[[ '$a' == \"400|';' in the request path\"* ]]"
+	check "intercepted: ... nothing reached the source" bash -c "! grep -q '^GET /x/\.\.;' $W/icpt.log"
+}
+
 start_up loops
 host_checks
 response_checks loops
 icpt_response_checks
+param_checks loops
+icpt_param_checks
 stop_up loops
 
 export CUSTOS_EGRESS_FORWARD=threads
 start_up threads
 response_checks threads
+param_checks threads
 stop_up threads
 
 if [ $FAILS -ne 0 ]; then
