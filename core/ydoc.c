@@ -224,6 +224,7 @@ static ydoc_node *build(struct builder *b, yaml_event_t *ev, int depth)
 
 custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len, diag_list *d)
 {
+	static const unsigned char empty_input[1];
 	struct builder b = { .doc = doc, .d = d };
 	yaml_event_t ev;
 	custos_err e = CUSTOS_ERR_PARSE;
@@ -233,7 +234,9 @@ custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len,
 	doc->file = xstrdup(file);
 	if (!yaml_parser_initialize(&b.parser))
 		return err_set(CUSTOS_ERR_NOMEM, "cannot initialise the YAML parser");
-	yaml_parser_set_input_string(&b.parser, (const unsigned char *)text, len);
+	/* libyaml asserts on a NULL input even for length 0 (an empty buf's pointer is NULL). */
+	yaml_parser_set_input_string(&b.parser, text ? (const unsigned char *)text : empty_input,
+	                             text ? len : 0);
 	for (;;) {
 		if (!next_event(&b, &ev))
 			goto out;

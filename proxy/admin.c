@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -213,9 +214,14 @@ static bool tcp_token_ok(struct admin_server *s, struct MHD_Connection *c, char 
 	snprintf(who, wsz, "tcp:%s", host);
 	const char *h =
 	        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+	/* credentials = auth-scheme 1*SP token68; the scheme is case-insensitive (RFC 9110
+	 * 11.1), the token is not (it is compared as a digest, in constant time). */
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
 		return false;
-	span tok = span_cstr(h + 7);
+	h += 7;
+	while (*h == ' ')
+		h++;
+	span tok = span_cstr(h);
 	if (tok.len == 0 || tok.len > ADMIN_TOKEN_MAX)
 		return false;
 	uint8_t dig[32];
@@ -673,7 +679,6 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 
 static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
 {
-	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	buf b;
 	json_writer w;
 	diag_list d;
@@ -682,6 +687,9 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 	policy_decision dec;
 
 	metrics_inc(METRICS_DECIDE);
+	if (buf_used(&rq->body) == 0) /* a chunked body of only its last chunk */
+		return respond_error(c, 400, "empty request");
+	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	if (p == NULL)
 		return respond_error(c, 503, "no policy loaded");
 	diag_init(&d);
@@ -1055,6 +1063,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 				return respond_error(c, 413, "request body too large");
 			if (cl == NULL && te == NULL)
 				return respond_error(c, 411, "a request body is required");
+			if (cl != NULL && te == NULL && len == 0)
+				return respond_error(c, 400, "empty request");
 		} else if (len > 0 || te != NULL) {
 			return respond_error(c, 413, "this endpoint takes no request body");
 		}

@@ -396,6 +396,39 @@ static void set_reason(erec *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+void egress_head_refused(erec *r, const http1_parser *rp)
+{
+	if (rp->head.status == 101)
+		set_reason(r,
+		           "protocol upgrade refused: the source answered 101 Switching Protocols");
+	else
+		set_reason(r, "malformed response head: %s",
+		           rp->err.reason ? rp->err.reason : "unparseable");
+}
+
+bool egress_bodyless_length(const http1_head *rh, uint64_t *n)
+{
+	span v;
+	if (rh->framing != HTTP1_BODY_NONE || rh->status < 200 || rh->status == 204 ||
+	    !http1_header_get(rh, SPAN_LIT("Content-Length"), &v))
+		return false;
+	/* the parser took it: one field, digits only */
+	return num_parse_u64(v, 0, UINT64_MAX, n) == CUSTOS_OK;
+}
+
+/* A ';' (or "%3B") in the path: path parameters, which upstreams read in their own ways
+ * (Tomcat and Jetty take "/api/..;/admin" as "/admin" and "/admin;x" as "/admin") after the
+ * source's prefix and the policy matched the bytes as sent. */
+static bool has_path_params(span nq)
+{
+	for (size_t i = 0; i < nq.len; i++)
+		if (nq.ptr[i] == ';' ||
+		    (nq.ptr[i] == '%' && i + 2 < nq.len && nq.ptr[i + 1] == '3' &&
+		     (nq.ptr[i + 2] == 'b' || nq.ptr[i + 2] == 'B')))
+			return true;
+	return false;
+}
+
 const esource *egress_find_source(egress_server *s, bool https, const ssrf_host *h, uint16_t port)
 {
 	for (size_t i = 0; i < s->nsrc; i++)
@@ -495,6 +528,12 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		return 403;
 	}
 	r->source = src->o.id;
+	if (!connect_only && has_path_params(nq)) {
+		set_reason(r,
+		           "';' in the request path: path parameters are refused (upstreams read "
+		           "\"..;\" as \"..\")");
+		return 400;
+	}
 	if (mode == EDECIDE_INTERCEPT) {
 		/* policy comes per request inside the tunnel */
 	} else if (s->store) {

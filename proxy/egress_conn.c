@@ -374,6 +374,41 @@ static void req_done(econn *c, erec *r)
 	egress_inspect_release(r);
 }
 
+/* Inside an intercepted tunnel the Host field must name the CONNECT authority, as the plain
+ * proxy requires it to equal the absolute-form authority: the same host (canonical form) and
+ * port, a Host without a port meaning 443. Policy and audit see the CONNECT host, so any other
+ * name (another vhost on the same address) would reach the source unchecked. An absent Host
+ * (HTTP/1.0) is written from the CONNECT authority. */
+static bool tunnel_host_ok(span hv, const ssrf_host *ih, uint16_t iport)
+{
+	span hs;
+	uint16_t hp = 0;
+	ssrf_host hh;
+	if (hv.len == 0)
+		return true;
+	if (ssrf_split_authority(hv, 443, &hs, &hp) != CUSTOS_OK ||
+	    ssrf_parse_host(hs, &hh) != CUSTOS_OK) {
+		err_clear();
+		return false;
+	}
+	if (hp != iport || hh.kind != ih->kind)
+		return false;
+	return hh.kind == SSRF_HOST_NAME
+	               ? strcmp(hh.name, ih->name) == 0
+	               : memcmp(hh.addr, ih->addr, hh.kind == SSRF_HOST_V4 ? 4 : 16) == 0;
+}
+
+/* The CONNECT authority as a Host value ("h", "h:8443", "[::1]:8443"): 443 is left out. */
+static void tunnel_authority(char *out, size_t n, const ssrf_host *ih, uint16_t iport)
+{
+	bool v6 = ih->kind == SSRF_HOST_V6;
+	if (iport == 443)
+		snprintf(out, n, "%s%s%s", v6 ? "[" : "", ih->name, v6 ? "]" : "");
+	else
+		snprintf(out, n, "%s%s%s:%u", v6 ? "[" : "", ih->name, v6 ? "]" : "",
+		         (unsigned)iport);
+}
+
 static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const ssrf_host *ih,
                            uint16_t iport)
 {
@@ -393,6 +428,15 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			r.status = 400;
 			snprintf(r.reason, sizeof(r.reason),
 			         "origin-form expected inside a tunnel");
+			goto reject;
+		}
+		if (!tunnel_host_ok(h->host, ih, iport)) {
+			r.status = 400;
+			snprintf(r.reason, sizeof(r.reason),
+			         "Host differs from the CONNECT authority");
+			span_to(h->path, r.path, sizeof(r.path));
+			snprintf(r.host, sizeof(r.host), "%s", host.name);
+			r.port = port;
 			goto reject;
 		}
 	} else {
@@ -445,6 +489,11 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 	};
+	char iauth[SSRF_MAX_HOST + 16];
+	if (ih && h->host.len == 0) {
+		tunnel_authority(iauth, sizeof(iauth), ih, iport);
+		wo.host = span_cstr(iauth);
+	}
 	buf_reset(&c->out);
 	if (http1_write_request_head(&c->out, h, &wo) != CUSTOS_OK) {
 		r.status = 400;
@@ -480,6 +529,8 @@ again:
 	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0) {
 		if (can_retry)
 			goto retry;
+		snprintf(r.reason, sizeof(r.reason),
+		         "upstream connection failed while the request was sent");
 		goto up_fail;
 	}
 	/* Request body. */
@@ -519,11 +570,21 @@ again:
 	unsigned st;
 	for (;;) {
 		http1_parser_init_response(&rp, NULL, meth);
+		errno = 0;
 		rhl = read_head(up, &c->uin, &rp, &st);
 		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0)
 			goto retry;
-		if (rhl <= 0)
+		if (rhl <= 0) {
+			if (st)
+				egress_head_refused(&r, &rp);
+			else if (errno == EAGAIN || errno == EWOULDBLOCK)
+				snprintf(r.reason, sizeof(r.reason),
+				         "upstream read timed out before the response head");
+			else if (rhl == 0)
+				snprintf(r.reason, sizeof(r.reason),
+				         "upstream closed the connection before a response");
 			goto up_fail;
+		}
 		if (rp.head.status >= 200 || rp.head.status == 101)
 			break;
 		buf_consume(&c->uin, (size_t)rhl);
@@ -532,7 +593,7 @@ again:
 	r.status = rh->status;
 	uint64_t cap = src->o.max_response ? src->o.max_response : s->o.max_response;
 	if (rh->status == 101 || rh->framing == HTTP1_BODY_TUNNEL) {
-		snprintf(r.reason, sizeof(r.reason), "protocol upgrades are not forwarded");
+		egress_head_refused(&r, &rp);
 		r.status = 502;
 		goto up_fail_reason;
 	}
@@ -541,6 +602,7 @@ again:
 		         "response of %llu bytes exceeds max_response %llu",
 		         (unsigned long long)rh->content_length, (unsigned long long)cap);
 		r.status = 502;
+		r.decision = EGRESS_DECISION_CAP;
 		goto up_fail_reason;
 	}
 	if (r.classification >= 0)
@@ -562,6 +624,8 @@ again:
 	http1_write_opts ro = { .framing = cf,
 		                .content_length = rh->content_length,
 		                .close = !cli_ka };
+	if (cf == HTTP1_BODY_NONE && egress_bodyless_length(rh, &ro.content_length))
+		ro.framing = HTTP1_BODY_LENGTH; /* HEAD, 304: the size, no body */
 	bool up_ka = rh->keep_alive;
 	http1_body rb;
 	http1_body_init(&rb, rh, NULL);
@@ -591,6 +655,7 @@ again:
 				snprintf(r.reason, sizeof(r.reason),
 				         "response exceeded max_response %llu; cut off",
 				         (unsigned long long)cap);
+				r.decision = EGRESS_DECISION_CAP;
 				goto truncated;
 			}
 			r.bytes_down += d.len;
@@ -808,6 +873,15 @@ int egress_hello_sni(const uint8_t *b, size_t n, char *sni, size_t sn, bool *has
 	return 0;
 }
 
+/* The SNI rule, for tunnels and interception alike: a named host must be sent and equal
+ * (case-insensitive, trailing dot dropped by the caller); an IP-literal host takes no SNI (RFC
+ * 6066 has none for addresses) or its own spelling. */
+static bool sni_matches(const ssrf_host *host, bool has, const char *sni)
+{
+	return host->kind == SSRF_HOST_NAME ? has && strcasecmp(sni, host->name) == 0
+	                                    : !has || strcasecmp(sni, host->name) == 0;
+}
+
 /* True when the tunnel went on to the relay loop (egress_relay.c), which owns it from there. */
 static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
                    const ssrf_target *tgt)
@@ -834,9 +908,7 @@ static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 			sni[sl - 1] = '\0';
 		snprintf(r->sni, sizeof(r->sni), "%s", sni);
 	}
-	bool match = host->kind == SSRF_HOST_NAME ? has && strcasecmp(sni, host->name) == 0
-	                                          : !has || strcasecmp(sni, host->name) == 0;
-	if (!match) {
+	if (!sni_matches(host, has, sni)) {
 		/* fatal alert unrecognized_name, then close */
 		static const uint8_t alert[] = { 21, 3, 3, 0, 2, 2, 112 };
 		(void)eio_write(cli, alert, sizeof(alert));
@@ -922,22 +994,24 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 		egress_audit(c->s, c->l, r);
 		return;
 	}
+	/* The SNI rule of a tunnel (sni_matches): a named host must be sent, an IP literal may be
+	 * left out. OpenSSL parsed the ClientHello; a refusal closes the connection. */
 	const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	if (sn) {
 		snprintf(r->sni, sizeof(r->sni), "%s", sn);
 		size_t sl = strlen(r->sni);
 		if (sl && r->sni[sl - 1] == '.')
 			r->sni[sl - 1] = '\0';
-		if (strcasecmp(r->sni, host->name) != 0) {
-			r->status = 403;
-			r->decision = "deny";
-			snprintf(r->reason, sizeof(r->reason),
-			         "TLS SNI '%s' does not match CONNECT host '%s'", r->sni,
-			         host->name);
-			SSL_free(ssl);
-			egress_audit(c->s, c->l, r);
-			return;
-		}
+	}
+	if (!sni_matches(host, sn != NULL, r->sni)) {
+		r->status = 403;
+		r->decision = "deny";
+		snprintf(r->reason, sizeof(r->reason),
+		         "TLS SNI '%s' does not match CONNECT host '%s'", sn ? r->sni : "(none)",
+		         host->name);
+		SSL_free(ssl);
+		egress_audit(c->s, c->l, r);
+		return;
 	}
 	r->status = 200;
 	egress_audit(c->s, c->l, r); /* the tunnel; each request inside gets its own event */

@@ -690,7 +690,7 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	erec *r = &c->r;
 	r->status = rh->status;
 	if (rh->status == 101 || rh->framing == HTTP1_BODY_TUNNEL) {
-		snprintf(r->reason, sizeof(r->reason), "protocol upgrades are not forwarded");
+		egress_head_refused(r, &c->rp);
 		r->status = 502;
 		c->can_retry = false;
 		fc_up_fail(c, NULL);
@@ -701,6 +701,7 @@ static bool fc_response_head(fconn *c, size_t rhl)
 		         "response of %llu bytes exceeds max_response %llu",
 		         (unsigned long long)rh->content_length, (unsigned long long)c->cap);
 		r->status = 502;
+		r->decision = EGRESS_DECISION_CAP;
 		c->can_retry = false;
 		fc_up_fail(c, NULL);
 		return false;
@@ -724,6 +725,8 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	http1_write_opts ro = { .framing = c->cf,
 		                .content_length = rh->content_length,
 		                .close = !fc_ka(c) };
+	if (c->cf == HTTP1_BODY_NONE && egress_bodyless_length(rh, &ro.content_length))
+		ro.framing = HTTP1_BODY_LENGTH; /* HEAD, 304: the size, no body */
 	c->up_ka = rh->keep_alive;
 	http1_body_init(&c->rb, rh, NULL);
 	if (http1_write_response_head(&c->out, rh, &ro) != CUSTOS_OK) {
@@ -935,7 +938,7 @@ static bool fc_up(fconn *c)
 			break;
 		}
 		if (n <= 0) {
-			fc_up_fail(c, NULL);
+			fc_up_fail(c, "upstream connection failed while the request was sent");
 			return true;
 		}
 		c->uoff += (size_t)n;
@@ -989,6 +992,7 @@ static bool fc_up(fconn *c)
 			if (rhl == 0)
 				break;
 			if (rhl < 0) {
+				egress_head_refused(&c->r, &c->rp);
 				c->can_retry = false;
 				fc_up_fail(c, NULL);
 				return true;
@@ -1003,7 +1007,9 @@ static bool fc_up(fconn *c)
 			http1_parser_init_response(&c->rp, NULL, c->meth);
 		}
 		if (!c->rhead && eof) {
-			fc_up_fail(c, NULL);
+			fc_up_fail(c, buf_used(&c->uin) ? "upstream closed the connection mid-head"
+			                                : "upstream closed the connection before a "
+			                                  "response");
 			return true;
 		}
 	}
@@ -1024,6 +1030,7 @@ static bool fc_up(fconn *c)
 					snprintf(c->r.reason, sizeof(c->r.reason),
 					         "response exceeded max_response %llu; cut off",
 					         (unsigned long long)c->cap);
+					c->r.decision = EGRESS_DECISION_CAP;
 					fc_close(c, NULL);
 					return true;
 				}
@@ -1243,7 +1250,7 @@ static void fc_timer(ev_loop *el, void *obj)
 	case FS_UP:
 		if (!c->rhead) {
 			c->can_retry = false;
-			fc_up_fail(c, NULL);
+			fc_up_fail(c, "upstream read timed out before the response head");
 			fc_drive(c);
 			return;
 		}

@@ -124,6 +124,15 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
                        const esource **src, ssrf_target *tgt);
 /* Raises the listener's taint to the source's classification. */
 void egress_taint_raise(elistener *l, int cls);
+/* r->reason for a response head the parser refused (rp->err): a 101 is a protocol upgrade
+ * custos refuses, anything else a malformed head, named with the parser's reason. */
+void egress_head_refused(erec *r, const http1_parser *rp);
+/* True when rh is a bodyless answer that still carries the Content-Length the source sent
+ * (a HEAD response, a 304): *n is that length, to be passed on (RFC 9110 8.6). */
+bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
+/* Why a response that went past max_response ends: audited with decision "error" whether the
+ * Content-Length showed it up front or the body passed the cap while streamed. */
+#define EGRESS_DECISION_CAP "error"
 
 /* egress_inspect.c */
 /* Whether a decision asks for response inspection (never in shadow mode). */

@@ -146,6 +146,7 @@ static void tun_pump(erelay *rl, etun *t)
 							         "%llu; "
 							         "cut off",
 							         (unsigned long long)t->cap);
+							t->r.decision = EGRESS_DECISION_CAP;
 							tun_close(rl, t, why);
 							return;
 						}

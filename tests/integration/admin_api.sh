@@ -42,6 +42,8 @@ check "readyz (unix)" "$(code "${U[@]}" http://admin/readyz)" 200
 check "healthz (tcp, token)" "$(code "${T[@]}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/healthz")" 200
 check "tcp without token" "$(code "${T[@]}" "http://127.0.0.1:$APORT/healthz")" 401
 check "tcp with a wrong token" "$(code "${T[@]}" -H "Authorization: Bearer nope" "http://127.0.0.1:$APORT/healthz")" 401
+check "tcp, lower-case scheme (RFC 9110 11.1)" "$(code "${T[@]}" -H "Authorization: bearer $TOKEN" "http://127.0.0.1:$APORT/healthz")" 200
+check "tcp, token of the wrong case" "$(code "${T[@]}" -H "Authorization: Bearer ${TOKEN^^}" "http://127.0.0.1:$APORT/healthz")" 401
 check "ctl health" "$(ctl health)" '{"status":"ok"}'
 check "ctl over tcp" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" ready >/dev/null; echo $?)" 0
 
@@ -98,6 +100,16 @@ head -c 100000 /dev/zero | tr '\0' 'a' >"$work/big.json"
 check "decide with 100 KB (max_body 64KiB)" "$(code "${U[@]}" "${J[@]}" --data-binary @"$work/big.json" http://admin/v1/decide)" 413
 check "chunked body over the limit" "$(code "${U[@]}" "${J[@]}" -H 'Transfer-Encoding: chunked' --data-binary @"$work/big.json" http://admin/v1/decide)" 413
 check "malformed JSON" "$(code "${U[@]}" "${J[@]}" -d '{"direction": ' http://admin/v1/decide)" 400
+# An empty body is a client error, never a crash (libyaml aborts on a NULL input).
+check "decide, Content-Length: 0" "$(code "${U[@]}" "${J[@]}" -d '' http://admin/v1/decide)" 400
+check "decide, chunked body of only its last chunk" "$(code "${U[@]}" "${J[@]}" -H 'Transfer-Encoding: chunked' -d '' http://admin/v1/decide)" 400
+out=$(printf 'POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n' |
+	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read()); sys.stdout.write(s.makefile("rb").read().decode())' "$work/admin.sock")
+echo "$out" | grep -q '^HTTP/1.1 400' && echo "$out" | grep -q 'empty request' && ok "decide, raw 0 CRLF CRLF: 400 empty request" || fail "raw empty chunked: $out"
+out=$(ctl decide '' 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q 'empty request' && ok "ctl decide '': 400 empty request" || fail "ctl decide '': $rc $out"
+check "decide, blanks only" "$(code "${U[@]}" "${J[@]}" -d '  ' http://admin/v1/decide)" 400
+check "restart, Content-Length: 0" "$(code "${U[@]}" -X POST -H 'Content-Length: 0' http://admin/v1/sandboxes/nope/restart)" 404
 check "POST /v1/policy with a body" "$(code "${U[@]}" "${J[@]}" -d '{"x":1}' http://admin/v1/policy)" 413
 check "healthz still fine" "$(code "${U[@]}" http://admin/healthz)" 200
 

@@ -103,7 +103,7 @@ check "idle timeout audited" audited '"egress.request"' 'tunnel idle timeout'
 out=$(PY flood "$P_EG" localhost "$P_CAP" $((1 << 20)) 0 "$W/cap")
 got=$(sed -n 2p <<<"$out")
 check "response cap: the tunnel is cut off ($got bytes)" test "${got:-0}" -le 1024
-check "response cap audited" audited '"egress.request"' 'tunnel exceeded max_response 1024'
+check "response cap audited as error, as for plain requests" audited '"egress.request"' '"decision":"error","reason":"tunnel exceeded max_response 1024'
 
 # --- per-sandbox connection limit: 4 relayed tunnels hold every slot; closing frees them
 timeout 60 python3 "$PEER" hold "$P_EG" localhost "$P_PEER" 4 "$W/ready" 30 >hold.out & HOLD=$!

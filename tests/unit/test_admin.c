@@ -1,7 +1,8 @@
 /*
  * Admin API and metrics registry: rendering, label cardinality limits and the "other" bucket,
  * label sanitising, exact sums across threads; admin_start's refusals; requests over a real
- * Unix socket (uid allow-list, method/path/size checks, readiness without a policy).
+ * Unix socket (uid allow-list, method/path/size checks, readiness without a policy, empty bodies
+ * to the decision point); the TCP listener's bearer token.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,7 +19,12 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/sha.h>
+
 #include "custos/admin.h"
+#include "custos/policy.h"
 #include "proxy/metrics.h"
 
 static char *render(void)
@@ -340,6 +346,147 @@ static void test_server_requests(void **state)
 	admin_stop(a);
 }
 
+/* ---- POST /v1/decide with a policy; the TCP listener's bearer token ---- */
+
+static const char decide_policy[] =
+        "version: 1\n"
+        "principals:\n"
+        "  alice: { match: { api_key_sha256: "
+        "\"0000000000000000000000000000000000000000000000000000000000000001\" } }\n"
+        "models:\n"
+        "  m1: { isolation: process }\n"
+        "rules:\n"
+        "  - id: chat\n"
+        "    effect: allow\n"
+        "    when: { direction: ingress, principal: alice, model: m1 }\n";
+
+static struct policy *policy_hook(void *arg)
+{
+	return policy_ref(arg);
+}
+
+/* An empty body (Content-Length: 0, a chunked body of only its last chunk, blanks) is a client
+ * error answered 400, never handed to libyaml as a NULL string (which aborted the process). */
+static void test_server_decide(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 16];
+	diag_list d;
+	policy *p = NULL;
+
+	(void)state;
+	diag_init(&d);
+	if (policy_parse("decide.yaml", decide_policy, sizeof(decide_policy) - 1, &p, &d) !=
+	    CUSTOS_OK)
+		diag_print(&d, stderr);
+	diag_free(&d);
+	assert_non_null(p);
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.max_body = 4096;
+	o.hooks.arg = p;
+	o.hooks.policy_get = policy_hook;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+
+	static const char cl0[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                          "application/json\r\nContent-Length: 0\r\n"
+	                          "Connection: close\r\n\r\n";
+	assert_int_equal(raw(cl0, sizeof(cl0) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char chunk0[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                             "application/json\r\nTransfer-Encoding: chunked\r\n"
+	                             "Connection: close\r\n\r\n0\r\n\r\n";
+	assert_int_equal(raw(chunk0, sizeof(chunk0) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char blank[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	                            "application/json\r\nContent-Length: 3\r\n"
+	                            "Connection: close\r\n\r\n \n ";
+	assert_int_equal(raw(blank, sizeof(blank) - 1, out, sizeof(out)), 400);
+	assert_non_null(strstr(out, "empty request"));
+	static const char ok[] =
+	        "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
+	        "application/json\r\nContent-Length: 56\r\n"
+	        "Connection: close\r\n\r\n"
+	        "{\"direction\":\"ingress\",\"principal\":\"alice\",\"model\":\"m1\"}";
+	assert_int_equal(raw(ok, sizeof(ok) - 1, out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "\"allow\":true"));
+	assert_int_equal(get("/healthz", out, sizeof(out)), 200);
+	admin_stop(a);
+	policy_unref(p);
+}
+
+/* Sends req to 127.0.0.1:port; returns the status code. */
+static unsigned raw_tcp(unsigned port, const char *req, char *out, size_t outsz)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	struct timeval tv = { 10, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+	size_t n = 0;
+	ssize_t r;
+	while (n < outsz - 1 && (r = recv(fd, out + n, outsz - 1 - n, 0)) > 0)
+		n += (size_t)r;
+	out[n] = '\0';
+	close(fd);
+	unsigned st = 0;
+	return sscanf(out, "HTTP/1.%*d %u", &st) == 1 ? st : 0;
+}
+
+/* The auth scheme is case-insensitive (RFC 9110 11.1); the token itself is not. */
+static void test_server_bearer(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 16];
+	static const char token[] = "s3cret-Token";
+	static const struct {
+		const char *auth;
+		unsigned status;
+	} cases[] = {
+		{ "Bearer s3cret-Token", 200 },
+		{ "bearer s3cret-Token", 200 },
+		{ "BEARER s3cret-Token", 200 },
+		{ "bEaReR s3cret-Token", 200 },
+		{ "Bearer s3cret-token", 401 },
+		{ "Bearer  s3cret-Token", 200 },
+		{ "Bearers3cret-Token", 401 },
+		{ "Basic s3cret-Token", 401 },
+		{ "Bear s3cret-Token", 401 },
+		{ "Bearer ", 401 },
+		{ "bearer", 401 },
+		{ "s3cret-Token", 401 },
+	};
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	o.tcp_address = "127.0.0.1:0";
+	SHA256((const unsigned char *)token, sizeof(token) - 1, o.token_sha256);
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	unsigned port = admin_tcp_port(a);
+	assert_true(port > 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char req[256];
+		snprintf(req, sizeof(req),
+		         "GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization: %s\r\n"
+		         "Connection: close\r\n\r\n",
+		         cases[i].auth);
+		unsigned st = raw_tcp(port, req, out, sizeof(out));
+		if (st != cases[i].status)
+			fail_msg("Authorization: %s -> %u, want %u", cases[i].auth, st,
+			         cases[i].status);
+	}
+	assert_int_equal(raw_tcp(port,
+	                         "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+	                         out, sizeof(out)),
+	                 401);
+	admin_stop(a);
+}
+
 /* ---- VM sandboxes in GET /v1/sandboxes (the vms_get hook; cli/vm_up.c fills it) ---- */
 
 static size_t vm_calls;
@@ -463,6 +610,7 @@ int main(void)
 		cmocka_unit_test(test_series_limit),    cmocka_unit_test(test_label_sanitised),
 		cmocka_unit_test(test_threads_exact),   cmocka_unit_test(test_start_refusals),
 		cmocka_unit_test(test_server_requests), cmocka_unit_test(test_server_vms),
+		cmocka_unit_test(test_server_decide),   cmocka_unit_test(test_server_bearer),
 	};
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -348,6 +348,25 @@ static void test_ydoc_tree(void **state)
 	diag_free(&d);
 }
 
+/* An empty text (NULL, 0: what an empty buf gives) parses to no root; libyaml asserts on a NULL
+ * input pointer, so ydoc_parse must never hand it one. */
+static void test_ydoc_empty(void **state)
+{
+	(void)state;
+	ydoc doc;
+	diag_list d;
+
+	diag_init(&d);
+	assert_int_equal(ydoc_parse(&doc, "e.yaml", NULL, 0, &d), CUSTOS_OK);
+	assert_null(doc.root);
+	assert_int_equal(d.errors, 0);
+	ydoc_free(&doc);
+	assert_int_equal(ydoc_parse(&doc, "e.yaml", "", 0, &d), CUSTOS_OK);
+	assert_null(doc.root);
+	ydoc_free(&doc);
+	diag_free(&d);
+}
+
 static void test_ydoc_refusals(void **state)
 {
 	(void)state;
@@ -614,6 +633,7 @@ int main(void)
 		cmocka_unit_test(test_time),
 		cmocka_unit_test_setup_teardown(test_file_load_modes, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_ydoc_tree),
+		cmocka_unit_test(test_ydoc_empty),
 		cmocka_unit_test(test_ydoc_refusals),
 		cmocka_unit_test(test_ydoc_schema),
 		cmocka_unit_test(test_diag_suggest),

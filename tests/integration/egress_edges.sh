@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The egress proxy at its edges, through custos up with raw sources and raw clients. Inside an
+# intercepted tunnel the Host field must name the CONNECT authority, and a ClientHello without
+# SNI is refused as in a plain tunnel.
+# On both forward paths (the loops and CUSTOS_EGRESS_FORWARD=threads) and inside an
+# intercepted tunnel: HEAD keeps the source's Content-Length; a 101, a bare LF, an obs-fold, no
+# status line and two Content-Length fields are refused with their own reason (in the answer
+# and the audit event); a response over max_response is audited as "error" whether its
+# Content-Length shows it or it is cut while streamed.
+# ';' in a path (path parameters) is refused, on both paths and inside a tunnel.
+set -u
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egedge curl openssl python3 timeout
+P_SRC=$(port); P_ICPT=$(port); P_DIRECT=$(port); P_IN=$(port); P_EG=$(port)
+cd "$W"
+PEER="$SRC/tests/integration/egress_edges_peer.py"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
+	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+	-keyout srv.key -out srv.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
+openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
+	-extfile srv.ext -out srv.crt 2>/dev/null
+"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+
+python3 "$PEER" server "$P_SRC" "$W/src.log" & PIDS+=($!)
+python3 "$PEER" server "$P_ICPT" "$W/icpt.log" srv.crt srv.key & PIDS+=($!)
+python3 "$PEER" server "$P_DIRECT" "$W/direct.log" srv.crt srv.key & PIDS+=($!)
+
+cat >custos.yaml <<EOY
+version: 1
+log: { level: info, format: json }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+models:
+  - { id: m1, upstream: { url: "http://127.0.0.1:9" } }
+data_sources:
+  - { id: web, url: "http://127.0.0.1:$P_SRC/", classification: internal, allow_private_addresses: true }
+  - { id: cap, url: "http://127.0.0.1:$P_SRC/cap/", classification: internal, allow_private_addresses: true, max_response: 1KiB }
+  - { id: icpt, url: "https://localhost:$P_ICPT/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
+  - { id: icap, url: "https://localhost:$P_ICPT/cap/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt", max_response: 1KiB }
+  - { id: direct, url: "https://localhost:$P_DIRECT/", classification: internal, allow_private_addresses: true }
+egress:
+  port: $P_EG
+  ca_dir: "$W/ca"
+  timeouts: { connect: 2s, read: 5s, idle: 5s }
+audit: { dir: "$W/audit" }
+policy: { file: "$W/policy.yaml" }
+EOY
+cat >policy.yaml <<EOY
+version: 1
+mode: enforce
+models:
+  m1: { isolation: process }
+data:
+  web: { url: "http://127.0.0.1:$P_SRC/", classification: internal }
+  cap: { url: "http://127.0.0.1:$P_SRC/cap/", classification: internal }
+  icpt: { url: "https://localhost:$P_ICPT/", classification: internal }
+  icap: { url: "https://localhost:$P_ICPT/cap/", classification: internal }
+  direct: { url: "https://localhost:$P_DIRECT/", classification: internal }
+rules:
+  - id: all
+    effect: allow
+    when: { direction: egress, data: [web, cap, icpt, icap, direct] }
+EOY
+chmod 600 custos.yaml policy.yaml
+
+events() { cat "$W"/audit/* 2>/dev/null | grep '"egress.request"' | sed 's/\\"/"/g'; }
+audited() { # audited TEXT...: an egress.request event holding every TEXT (the writer batches)
+	local ev t
+	for _ in $(seq 1 60); do
+		ev=$(events)
+		for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+		[ -n "$ev" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+# answer URL [curl args]: "STATUS|X-Custos-Reason" of the (last) answer
+answer() {
+	local u=$1
+	shift
+	curl -s -o /dev/null -D - --max-time 10 "$@" "$u" | tr -d '\r' |
+		awk '/^HTTP\//{s=$2; r=""} tolower($1)=="x-custos-reason:"{sub(/^[^:]*: /,""); r=$0} END{print s "|" r}'
+}
+
+start_up() {
+	"$BIN" up -c custos.yaml >"up-$1.log" 2>&1 &
+	UP=$!
+	PIDS+=($UP)
+	for _ in $(seq 1 100); do
+		(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_SRC) 2>/dev/null && break
+		sleep 0.1
+	done
+	kill -0 $UP 2>/dev/null || { cat "up-$1.log"; echo "FAIL - custos up did not start"; exit 1; }
+}
+stop_up() {
+	kill $UP
+	wait $UP
+	local rc=$?
+	PIDS=("${PIDS[@]/$UP}")
+	check "$1: custos up stops cleanly (exit $rc, no sanitizer report)" \
+		bash -c "[ $rc = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up-$1.log"
+	rm -rf "$W/audit"
+}
+
+# Inside an intercepted tunnel: the Host field against the CONNECT authority; the SNI rule.
+PX="127.0.0.1:$P_EG"
+T() { timeout 20 python3 "$PEER" tunnel "$PX" "$P_ICPT" "$W/ca/ca.crt" "$1"; }
+host_checks() {
+	local a h
+	a=$(T "GET /echo HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+	check "intercepted: Host evil.example refused ($a)" test "$a" = "HTTP/1.1 400 Bad Request | Host differs from the CONNECT authority"
+	check "intercepted: ... audited with the CONNECT host and the reason" \
+		audited '"kind":"intercepted"' '"host":"localhost"' '"reason":"Host differs from the CONNECT authority"'
+	for h in "localhost:1" "localhost" "127.0.0.1:$P_ICPT" "other.localhost:$P_ICPT"; do
+		a=$(T "GET /echo HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n")
+		check "intercepted: Host $h refused ($a)" test "$a" = "HTTP/1.1 400 Bad Request | Host differs from the CONNECT authority"
+	done
+	for h in "localhost:$P_ICPT:1" "a@localhost:$P_ICPT"; do # the parser's own refusal
+		a=$(T "GET /echo HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n")
+		check "intercepted: Host $h refused ($a)" bash -c "[[ '$a' == 'HTTP/1.1 400 Bad Request | '?* ]]"
+	done
+	check "intercepted: no refused Host reached the source" \
+		bash -c "! grep -q -i -e 'host: evil' -e 'host: other' -e 'host: 127' -e 'host: localhost:1 ' -e 'host: localhost |' $W/icpt.log"
+	for h in "localhost:$P_ICPT" "LOCALHOST:$P_ICPT" "localhost.:$P_ICPT"; do
+		a=$(T "GET /echo HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n")
+		check "intercepted: Host $h accepted ($a)" test "$a" = "HTTP/1.1 200 OK | "
+	done
+	a=$(T "GET /echo HTTP/1.0\r\n\r\n")
+	check "intercepted: HTTP/1.0 without Host accepted ($a)" test "$a" = "HTTP/1.1 200 OK | "
+	check "intercepted: ... the source got Host from the CONNECT authority" grep -qE "^GET /echo HTTP/1.1 \| Host: localhost:$P_ICPT( \||$)" "$W/icpt.log"
+	check "curl through the intercepted tunnel still works" \
+		test "$(curl -s --max-time 10 --cacert "$W/ca/ca.crt" -x "http://$PX" "https://localhost:$P_ICPT/hi")" = "ok /hi"
+
+	# A ClientHello without SNI for a named CONNECT host: refused on both kinds of tunnel.
+	a=$(timeout 20 python3 "$PEER" hello "$PX" localhost "$P_DIRECT" "$W/upca.crt")
+	check "tunnel: no SNI for a named host refused ($a)" test "$a" = refused
+	a=$(timeout 20 python3 "$PEER" hello "$PX" localhost "$P_ICPT" "$W/ca/ca.crt")
+	check "intercepted: no SNI for a named host refused as well ($a)" test "$a" = refused
+	local none="TLS SNI '(none)' does not match CONNECT host 'localhost'"
+	check "tunnel: ... audited" audited '"kind":"connect"' "$none"
+	check "intercepted: ... audited the same way" audited '"kind":"intercept-tunnel"' "$none"
+	check "... nothing reached the sources" bash -c "! grep -q '^GET / ' $W/icpt.log $W/direct.log"
+}
+
+# What a forward path (named by MODE) passes back and names when it refuses a response.
+response_checks() {
+	local m=$1 PX="http://127.0.0.1:$P_EG" a h p
+	h=$(curl -sI --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/size" | tr -d '\r')
+	check "$m: HEAD keeps the source's Content-Length (RFC 9110 8.6)" grep -qi '^Content-Length: 1234$' <<<"$h"
+	check "$m: HEAD answered 200" grep -q '^HTTP/1.1 200' <<<"$h"
+	check "$m: GET after HEAD on the same path still whole" \
+		test "$(curl -s --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/size" | wc -c)" = 1234
+	h=$(curl -s --max-time 10 -x "$PX" -I "http://127.0.0.1:$P_SRC/size" --next -s -i -x "$PX" "http://127.0.0.1:$P_SRC/size" | tr -d '\r')
+	check "$m: HEAD then GET on one connection" \
+		bash -c "[ \"\$(grep -c '^Content-Length: 1234$' <<<'$h')\" = 2 ] && grep -q 'a\{1234\}' <<<'$h'"
+
+	a=$(answer "http://127.0.0.1:$P_SRC/upgrade" -x "$PX" -H 'Connection: Upgrade' -H 'Upgrade: websocket')
+	check "$m: a 101 is refused as an upgrade ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	check "$m: the 101 audited with that reason" audited '"path":"/upgrade"' '"decision":"error","reason":"protocol upgrade refused'
+	for p in bare-lf fold no-status two-cl; do
+		a=$(answer "http://127.0.0.1:$P_SRC/$p" -x "$PX")
+		check "$m: /$p refused as a malformed head ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
+		check "$m: /$p audited as a malformed head" audited "\"path\":\"/$p\"" '"reason":"malformed response head: '
+	done
+
+	a=$(answer "http://127.0.0.1:$P_SRC/cap/len" -x "$PX")
+	check "$m: Content-Length over max_response -> 502 ($a)" test "$a" = "502|response of 5000 bytes exceeds max_response 1024"
+	check "$m: ... audited as error" audited '"path":"/cap/len"' '"decision":"error","reason":"response of 5000 bytes exceeds max_response 1024"'
+	for p in close chunk; do
+		curl -s -o /dev/null --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/cap/$p"
+		check "$m: /cap/$p streamed past max_response: cut (curl exit $?)" test $? -ne 0
+		check "$m: ... audited as error, as when the length shows it" \
+			audited "\"path\":\"/cap/$p\"" '"decision":"error","reason":"response exceeded max_response 1024; cut off"'
+	done
+}
+
+# The same inside an intercepted tunnel (always on a connection thread).
+icpt_response_checks() {
+	local a h C=(--cacert "$W/ca/ca.crt" -x "http://$PX")
+	h=$(curl -sI --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/size" | tr -d '\r')
+	check "intercepted: HEAD keeps the source's Content-Length" grep -qi '^Content-Length: 1234$' <<<"$h"
+	a=$(answer "https://localhost:$P_ICPT/bare-lf" "${C[@]}")
+	check "intercepted: a bare LF named ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
+	a=$(answer "https://localhost:$P_ICPT/upgrade" "${C[@]}")
+	check "intercepted: a 101 named ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	curl -s -o /dev/null --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/cap/chunk"
+	check "intercepted: streamed past max_response: cut (curl exit $?)" test $? -ne 0
+	check "intercepted: ... audited as error" audited '"kind":"intercepted"' '"path":"/cap/chunk"' '"decision":"error","reason":"response exceeded max_response 1024; cut off"'
+}
+
+# ';' in a path (path parameters), on a forward path named by MODE.
+param_checks() {
+	local m=$1 PX="http://127.0.0.1:$P_EG" a p
+	for p in '/x/..;/y' '/x;a=b' '/x/%3Bjsessionid' '/x/..%3b/y'; do
+		a=$(answer "http://127.0.0.1:$P_SRC$p" -x "$PX" --path-as-is)
+		check "$m: ';' in $p refused ($a)" bash -c "[[ '$a' == \"400|';' in the request path\"* ]]"
+	done
+	check "$m: ... audited as deny" audited '"path":"/x/..;/y"' "\"decision\":\"deny\",\"reason\":\"';' in the request path"
+	check "$m: ... none of them reached the source" bash -c "! grep -q -e '^GET [^ ?]*;' -e '^GET [^ ?]*%3[Bb]' $W/src.log"
+	check "$m: ';' in the query is fine" test "$(curl -s --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/q?a=1;b=2")" = "ok /q?a=1;b=2"
+}
+icpt_param_checks() {
+	local a
+	a=$(answer "https://localhost:$P_ICPT/x/..;/y" --cacert "$W/ca/ca.crt" -x "http://$PX" --path-as-is)
+	check "intercepted: ';' in the path refused ($a)" bash -c "[[ '$a' == \"400|';' in the request path\"* ]]"
+	check "intercepted: ... nothing reached the source" bash -c "! grep -q '^GET /x/\.\.;' $W/icpt.log"
+}
+
+start_up loops
+host_checks
+response_checks loops
+icpt_response_checks
+param_checks loops
+icpt_param_checks
+stop_up loops
+
+export CUSTOS_EGRESS_FORWARD=threads
+start_up threads
+response_checks threads
+param_checks threads
+stop_up threads
+
+if [ $FAILS -ne 0 ]; then
+	for f in up-loops.log up-threads.log; do
+		[ -f "$f" ] && { echo "--- $f (tail)"; grep -v '"egress.request' "$f" | tail -30 | cut -c1-400; }
+	done
+	echo "$FAILS check(s) failed"
+	exit 1
+fi
+echo "all egress edge checks passed"

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Helpers for egress_edges.sh: a raw HTTP/1.1 source whose answers are written byte by
+byte (odd and broken ones included), and a raw client inside an intercepted tunnel.
+
+server PORT LOG [CERT KEY]  source (TLS with CERT/KEY); every request head is appended to LOG
+    /size       200, Content-Length: 1234 (no body for HEAD)
+    /upgrade    101 Switching Protocols, then raw bytes
+    /bare-lf    a header line ended by a bare LF
+    /fold       an obs-fold continuation line
+    /no-status  a line that is no status line
+    /two-cl     two Content-Length fields
+    /cap/len    200 with Content-Length: 5000
+    /cap/close  5000 bytes, close-delimited
+    /cap/chunk  5000 bytes in 1000-byte chunks
+    /echo       200, the request head as the body
+    else        200 "ok PATH"
+tunnel PROXY PORT CA HEAD   CONNECT localhost:PORT through PROXY, TLS with SNI localhost
+    verified against CA, sends HEAD (\\r\\n escapes, origin-form) and prints the answer's
+    status line and X-Custos-Reason
+hello PROXY HOST PORT CA    CONNECT HOST:PORT, a TLS handshake without SNI; prints "refused"
+    or "handshake ok"
+"""
+import socket
+import ssl
+import sys
+import threading
+
+
+def recv_head(c, buf):
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(65536)
+        if not d:
+            return None, buf
+        buf += d
+    i = buf.index(b"\r\n\r\n") + 4
+    return buf[:i], buf[i:]
+
+
+def answer(c, head):
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    method, path = parts[0], parts[1] if len(parts) > 1 else b"/"
+    head_only = method == b"HEAD"
+
+    def send(body, extra=b""):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) +
+                  (b"" if head_only else body))
+
+    if path == b"/size":
+        send(b"a" * 1234)
+    elif path == b"/upgrade":
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\nRAW-FRAMES")
+        return False
+    elif path == b"/bare-lf":
+        c.sendall(b"HTTP/1.1 200 OK\r\nX-A: b\nX-Injected: c\r\nContent-Length: 2\r\n\r\nok")
+        return False
+    elif path == b"/fold":
+        c.sendall(b"HTTP/1.1 200 OK\r\nX-A: b\r\n X-Injected: c\r\nContent-Length: 2\r\n\r\nok")
+        return False
+    elif path == b"/no-status":
+        c.sendall(b"just bytes, no status line\r\n\r\n")
+        return False
+    elif path == b"/two-cl":
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello")
+        return False
+    elif path == b"/cap/len":
+        send(b"y" * 5000)
+    elif path == b"/cap/close":
+        c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 5000)
+        return False
+    elif path == b"/cap/chunk":
+        c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):
+            c.sendall(b"3e8\r\n" + b"c" * 1000 + b"\r\n")
+        c.sendall(b"0\r\n\r\n")
+    elif path == b"/echo":
+        send(head)
+    else:
+        send(b"ok " + path)
+    return True
+
+
+def serve(c, log):
+    buf = b""
+    try:
+        while True:
+            head, buf = recv_head(c, buf)
+            if head is None:
+                return
+            with open(log, "ab") as f:
+                f.write(head.split(b"\r\n\r\n")[0].replace(b"\r\n", b" | ") + b"\n")
+            if not answer(c, head):
+                return
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
+def server(port, log, cert=None, key=None):
+    ctx = None
+    if cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        if ctx:
+            try:
+                c = ctx.wrap_socket(c, server_side=True)
+            except (OSError, ssl.SSLError):
+                c.close()
+                continue
+        threading.Thread(target=serve, args=(c, log), daemon=True).start()
+
+
+def connect(proxy, host, port):
+    ph, pp = proxy.rsplit(":", 1)
+    s = socket.create_connection((ph, int(pp)), timeout=10)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port,
+                                                                 host.encode(), port))
+    head, _ = recv_head(s, b"")
+    if head is None or b" 200 " not in head.split(b"\r\n", 1)[0]:
+        raise SystemExit("CONNECT refused: %r" % head)
+    return s
+
+
+def tunnel(proxy, port, ca, head):
+    s = connect(proxy, "localhost", port)
+    ctx = ssl.create_default_context(cafile=ca)
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    t.sendall(head.encode().decode("unicode_escape").encode("latin-1"))
+    got, _ = recv_head(t, b"")
+    lines = (got or b"").decode("latin-1").split("\r\n")
+    reason = [x.split(":", 1)[1].strip() for x in lines if x.lower().startswith("x-custos-reason:")]
+    print(lines[0], "|", reason[0] if reason else "")
+
+
+def hello(proxy, host, port, ca):
+    s = connect(proxy, host, int(port))
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False  # no server_hostname: Python then sends no SNI
+    try:
+        t = ctx.wrap_socket(s)
+        t.sendall(b"GET / HTTP/1.1\r\nHost: %s:%s\r\n\r\n" % (host.encode(), port.encode()))
+        print("handshake ok" if t.recv(100) else "refused")
+    except (OSError, ssl.SSLError):
+        print("refused")
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "server":
+        server(int(sys.argv[2]), sys.argv[3], *sys.argv[4:6])
+    elif cmd == "tunnel":
+        tunnel(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif cmd == "hello":
+        hello(*sys.argv[2:6])
+
+
+if __name__ == "__main__":
+    main()
