@@ -462,6 +462,8 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 	det->index = p->n_detectors++;
 }
 
+static char *lower_dup(arena *a, span s);
+
 static bool hex32(const char *s, size_t len, uint8_t out[32])
 {
 	return len == 64 && num_parse_hex(span_of(s, len), out, 32) == CUSTOS_OK;
@@ -523,7 +525,16 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 				           mkeys[i], POLICY_MAX_GLOB);
 				continue;
 			}
-			*slots[i] = arena_strdup(&p->a, s, x->len);
+			if (i == 8 && x->len > POLICY_MAX_JWT_GROUP_BYTES)
+				ydoc_warn(doc, x, c->d, NULL,
+				          "principal '%s' can never match: the proxy keeps JWT "
+				          "groups "
+				          "of at most %d bytes",
+				          k->str, POLICY_MAX_JWT_GROUP_BYTES);
+			/* DNS names are case-insensitive: the pattern is lowered here, the
+			 * subject when matched */
+			*slots[i] = i == 1 ? lower_dup(&p->a, span_of(s, x->len))
+			                   : arena_strdup(&p->a, s, x->len);
 		}
 	}
 	ydoc_node *g = ydoc_map_get(v, "groups");

@@ -10,31 +10,92 @@
 
 /* ---------------------------------------------------------------------------------------------
  * Globs: '*' matches any run without '/', '**' any run, '?' one character other than '/'.
- * Simulated as an NFA over pattern positions (linear in the subject, no backtracking).
+ * Pattern and subject go by characters (UTF-8 sequences), simulated as an NFA over pattern
+ * positions (linear in the subject, no backtracking).
  */
 #define GLOB_MAX POLICY_MAX_GLOB
 
-bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+static int hexv(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Length of a UTF-8 sequence led by b (1 for ASCII or an invalid lead). */
+static size_t utf8_need(unsigned b)
+{
+	return b >= 0xc2 && b <= 0xdf   ? 2
+	       : b >= 0xe0 && b <= 0xef ? 3
+	       : b >= 0xf0 && b <= 0xf4 ? 4
+	                                : 1;
+}
+
+/* The byte a "%XX" at s[i] encodes, or -1. */
+static int pct_byte(const char *s, size_t n, size_t i)
+{
+	if (i + 2 >= n || s[i] != '%')
+		return -1;
+	int hi = hexv(s[i + 1]), lo = hexv(s[i + 2]);
+	return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* Bytes of the character at s[i]: one UTF-8 sequence (one byte when invalid); in a path, a
+ * run of %XX that spells one UTF-8 sequence, or one %XX. */
+static size_t char_len(const char *s, size_t n, size_t i, bool path)
+{
+	if (path && s[i] == '%') {
+		int b = pct_byte(s, n, i);
+		if (b < 0)
+			return 1;
+		size_t need = utf8_need((unsigned)b);
+		for (size_t k = 1; k < need; k++) {
+			int c = pct_byte(s, n, i + 3 * k);
+			if (c < 0 || (c & 0xc0) != 0x80)
+				return 3;
+		}
+		return 3 * need;
+	}
+	size_t need = utf8_need((unsigned char)s[i]);
+	if (i + need > n)
+		return 1;
+	for (size_t k = 1; k < need; k++)
+		if (((unsigned char)s[i + k] & 0xc0) != 0x80)
+			return 1;
+	return need;
+}
+
+bool policy_glob_match_in(const char *pat, size_t plen, const char *s, size_t slen, bool path)
 {
 	enum { T_LIT, T_ONE, T_SEG, T_ANY };
 	uint8_t kind[GLOB_MAX];
-	char lit[GLOB_MAX];
+	uint16_t lo[GLOB_MAX], ll[GLOB_MAX]; /* a literal character: pat[lo..lo+ll) */
 	size_t nt = 0;
-	for (size_t i = 0; i < plen; i++) {
-		if (nt == GLOB_MAX)
-			return false;
+	if (plen > GLOB_MAX)
+		return false;
+	for (size_t i = 0; i < plen;) {
 		if (pat[i] == '*') {
 			if (i + 1 < plen && pat[i + 1] == '*') {
 				kind[nt++] = T_ANY;
-				while (i + 1 < plen && pat[i + 1] == '*')
+				while (i < plen && pat[i] == '*')
 					i++;
-			} else
+			} else {
 				kind[nt++] = T_SEG;
+				i++;
+			}
 		} else if (pat[i] == '?') {
 			kind[nt++] = T_ONE;
+			i++;
 		} else {
+			size_t cl = char_len(pat, plen, i, path);
 			kind[nt] = T_LIT;
-			lit[nt++] = pat[i];
+			lo[nt] = (uint16_t)i;
+			ll[nt++] = (uint16_t)cl;
+			i += cl;
 		}
 	}
 	uint64_t cur[GLOB_MAX / 64 + 1], nxt[GLOB_MAX / 64 + 1];
@@ -46,8 +107,9 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 	for (size_t i = 0; i < nt; i++)
 		if (BIT(cur, i) && (kind[i] == T_SEG || kind[i] == T_ANY))
 			SETB(cur, i + 1);
-	for (size_t k = 0; k < slen; k++) {
-		char ch = s[k];
+	for (size_t k = 0; k < slen;) {
+		size_t cl = char_len(s, slen, k, path);
+		bool slash = cl == 1 && s[k] == '/';
 		bool any = false;
 		memset(nxt, 0, sizeof(nxt));
 		for (size_t i = 0; i < nt; i++) {
@@ -55,15 +117,15 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 				continue;
 			switch (kind[i]) {
 			case T_LIT:
-				if (lit[i] == ch)
+				if (ll[i] == cl && memcmp(pat + lo[i], s + k, cl) == 0)
 					SETB(nxt, i + 1), any = true;
 				break;
 			case T_ONE:
-				if (ch != '/')
+				if (!slash)
 					SETB(nxt, i + 1), any = true;
 				break;
 			case T_SEG:
-				if (ch != '/')
+				if (!slash)
 					SETB(nxt, i), any = true;
 				break;
 			default:
@@ -77,6 +139,7 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 			if (BIT(nxt, i) && (kind[i] == T_SEG || kind[i] == T_ANY))
 				SETB(nxt, i + 1);
 		memcpy(cur, nxt, sizeof(cur));
+		k += cl;
 	}
 	return BIT(cur, nt);
 #undef BIT
@@ -86,11 +149,13 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 /* ---------------------------------------------------------------------------------------------
  * Subjects
  */
+/* A fact the caller does not have (an empty span) matches no key, whatever the pattern: a
+ * glob such as "*" matches the empty string, and would otherwise take in every caller. */
 static bool any_glob(const char *pat, const span *v, size_t n)
 {
 	size_t pl = strlen(pat);
 	for (size_t i = 0; i < n; i++)
-		if (policy_glob_match(pat, pl, v[i].ptr, v[i].len))
+		if (v[i].len > 0 && policy_glob_match(pat, pl, v[i].ptr, v[i].len))
 			return true;
 	return false;
 }
@@ -99,8 +164,30 @@ static bool any_eq(const char *want, const span *v, size_t n, bool nocase)
 {
 	span w = span_cstr(want);
 	for (size_t i = 0; i < n; i++)
-		if (nocase ? span_case_eq(w, v[i]) : span_eq(w, v[i]))
+		if (v[i].len > 0 && (nocase ? span_case_eq(w, v[i]) : span_eq(w, v[i])))
 			return true;
+	return false;
+}
+
+static bool fact_eq(const char *want, span have)
+{
+	return have.len > 0 && span_eq(span_cstr(want), have);
+}
+
+/* The JWT groups the proxy keeps (policy.h: POLICY_MAX_JWT_GROUPS): the first ones of at most
+ * POLICY_MAX_JWT_GROUP_BYTES, longer ones skipped. */
+static bool jwt_group_held(const char *want, const policy_identity *id)
+{
+	span w = span_cstr(want);
+	size_t kept = 0;
+	for (size_t i = 0; i < id->n_jwt_groups && kept < POLICY_MAX_JWT_GROUPS; i++) {
+		span g = id->jwt_groups[i];
+		if (g.len > POLICY_MAX_JWT_GROUP_BYTES)
+			continue;
+		kept++;
+		if (g.len > 0 && span_eq(w, g))
+			return true;
+	}
 	return false;
 }
 
@@ -112,12 +199,13 @@ static bool principal_matches(const struct pmatch *m, const policy_identity *id)
 	if (m->san_uri && !any_glob(m->san_uri, id->san_uris, id->n_san_uris))
 		return false;
 	if (m->san_dns) {
+		/* DNS names compare case-insensitively: the pattern was lowered when compiled,
+		 * the subject is lowered into a buffer */
 		bool ok = false;
 		span pat = span_cstr(m->san_dns);
 		for (size_t i = 0; i < id->n_san_dns && !ok; i++) {
-			/* DNS names compare case-insensitively: lower the subject into a buffer */
 			char low[GLOB_MAX];
-			if (id->san_dns[i].len > sizeof(low))
+			if (id->san_dns[i].len == 0 || id->san_dns[i].len > sizeof(low))
 				continue;
 			for (size_t k = 0; k < id->san_dns[i].len; k++) {
 				char ch = id->san_dns[i].ptr[k];
@@ -130,16 +218,17 @@ static bool principal_matches(const struct pmatch *m, const policy_identity *id)
 	}
 	if (m->san_email && !any_eq(m->san_email, id->san_emails, id->n_san_emails, true))
 		return false;
-	if (m->cn && !span_eq(span_cstr(m->cn), id->subject_cn))
+	if (m->cn && !fact_eq(m->cn, id->subject_cn))
 		return false;
-	if (m->issuer && !span_eq(span_cstr(m->issuer), id->issuer_dn))
+	if (m->issuer && !fact_eq(m->issuer, id->issuer_dn))
 		return false;
-	if (m->jwt_iss && !span_eq(span_cstr(m->jwt_iss), id->jwt_iss))
+	if (m->jwt_iss && !fact_eq(m->jwt_iss, id->jwt_iss))
 		return false;
 	if (m->jwt_sub &&
-	    !policy_glob_match(m->jwt_sub, strlen(m->jwt_sub), id->jwt_sub.ptr, id->jwt_sub.len))
+	    (id->jwt_sub.len == 0 ||
+	     !policy_glob_match(m->jwt_sub, strlen(m->jwt_sub), id->jwt_sub.ptr, id->jwt_sub.len)))
 		return false;
-	if (m->jwt_group && !any_eq(m->jwt_group, id->jwt_groups, id->n_jwt_groups, false))
+	if (m->jwt_group && !jwt_group_held(m->jwt_group, id))
 		return false;
 	return true;
 }

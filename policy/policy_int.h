@@ -220,7 +220,14 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
                  buf *why);
 /* Globs longer than this are refused at compile time (the matcher keeps its state on the stack). */
 #define POLICY_MAX_GLOB 256
-bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
+/* Glob match ('*', '**', '?'): '?' and every step of a star take one UTF-8 character (an
+ * invalid byte counts as one). With path set, a percent-encoded UTF-8 sequence of a
+ * normalised path ("%C3%A9") is one character too. */
+bool policy_glob_match_in(const char *pat, size_t plen, const char *s, size_t slen, bool path);
+static inline bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+{
+	return policy_glob_match_in(pat, plen, s, slen, false);
+}
 /* The route id of req or UINT32_MAX. */
 uint32_t policy_route_of(const policy *p, const policy_request *req);
 

@@ -27,6 +27,12 @@
 #define POLICY_MAX_DETECTORS       64     /* built-in + custom */
 #define POLICY_MAX_CUSTOM_PATTERNS 32     /* patterns or keywords per custom detector */
 #define POLICY_MAX_TEST_CASES      10000
+/* JWT groups a caller's identity carries: the proxy keeps the first POLICY_MAX_JWT_GROUPS
+ * string entries of the `groups` claim that are at most POLICY_MAX_JWT_GROUP_BYTES long
+ * (longer ones are skipped); policy_match_principal applies the same cut, so `policy test`
+ * and `explain` predict the proxy. */
+#define POLICY_MAX_JWT_GROUPS      16
+#define POLICY_MAX_JWT_GROUP_BYTES 127
 
 /* Ordered scales. Comparisons (above/below/at_least/at_most) use the numeric order. */
 typedef enum policy_class {
@@ -145,7 +151,9 @@ typedef struct policy_identity {
 	size_t n_jwt_groups;
 } policy_identity;
 
-/* The first principal (file order) all of whose match keys hold for id, or NULL. */
+/* The first principal (file order) all of whose match keys hold for id, or NULL. A key over
+ * a fact the caller does not have (an empty span, no SAN of that kind, no API key) is false,
+ * whatever the pattern: `jwt_sub: "*"` never matches a caller without a JWT. */
 const policy_principal *policy_match_principal(const policy *p, const policy_identity *id);
 const policy_principal *policy_find_principal(const policy *p, span id);
 const policy_model *policy_find_model(const policy *p, span id);
