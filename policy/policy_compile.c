@@ -711,11 +711,19 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 		} else if (default_port(sch) == 0) {
 			ydoc_error(doc, u, c->d, NULL, "url scheme must be http or https");
 		} else {
-			ds->url = arena_strdup(&p->a, s, u->len);
-			ds->scheme = lower_dup(&p->a, sch);
-			ds->host = lower_dup(&p->a, host);
-			ds->port = port ? port : default_port(sch);
-			ds->path_prefix = arena_strdup(&p->a, path.ptr, path.len);
+			/* the prefix is spelled as request paths are when looked up */
+			char norm[POLICY_MAX_PATH];
+			size_t nl;
+			if (!ppath_normalize(path, false, norm, sizeof(norm), &nl, &why)) {
+				ydoc_error(doc, u, c->d, NULL,
+				           "bad url '%s': its path is ambiguous: %s", s, why);
+			} else {
+				ds->url = arena_strdup(&p->a, s, u->len);
+				ds->scheme = lower_dup(&p->a, sch);
+				ds->host = lower_dup(&p->a, host);
+				ds->port = port ? port : default_port(sch);
+				ds->path_prefix = arena_strdup(&p->a, norm, nl);
+			}
 		}
 	}
 	if (cl == NULL)
@@ -764,6 +772,14 @@ static const char *const when_keys[] = {
 	"time",
 };
 static const char *const ord_ops[] = { "is", "above", "below", "at_least", "at_most" };
+
+static bool u32_listed(uint32_t v, const uint32_t *a, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] == v)
+			return true;
+	return false;
+}
 
 static bool parse_ref_list(struct cc *c, const ydoc *doc, ydoc_node *n, const pmap *m,
                            const char *what, uint32_t **out, uint32_t *nout)
@@ -907,14 +923,32 @@ static bool parse_paths(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			ok = false;
 			continue;
 		}
-		if (pp->kind == PATH_GLOB && val->len > POLICY_MAX_GLOB) {
+		if (pp->kind != PATH_GLOB && strchr(s, '?') != NULL) {
+			ydoc_error(doc, val, c->d, "a query is not part of the path",
+			           "a path pattern has no '?'");
+			ok = false;
+			continue;
+		}
+		/* spelled as request paths are when matched (percent-decoding of unreserved
+		 * characters, one '/' between segments) */
+		char norm[POLICY_MAX_PATH];
+		size_t nl;
+		const char *why;
+		if (!ppath_normalize(span_of(s, val->len), pp->kind == PATH_GLOB, norm,
+		                     sizeof(norm), &nl, &why)) {
+			ydoc_error(doc, val, c->d, NULL, "path pattern '%s' is ambiguous: %s", s,
+			           why);
+			ok = false;
+			continue;
+		}
+		if (pp->kind == PATH_GLOB && nl > POLICY_MAX_GLOB) {
 			ydoc_error(doc, val, c->d, NULL, "glob longer than %d bytes",
 			           POLICY_MAX_GLOB);
 			ok = false;
 			continue;
 		}
-		pp->s = arena_strdup(&c->p->a, s, val->len);
-		pp->len = (uint32_t)val->len;
+		pp->s = arena_strdup(&c->p->a, norm, nl);
+		pp->len = (uint32_t)nl;
 	}
 	return ok;
 }
@@ -1220,9 +1254,10 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 	}
 	if ((n = ydoc_map_get(w, "route")) != NULL) {
 		const char **rl;
-		if (str_list(c, doc, n, &rl, &r->n_routes)) {
-			r->routes = arena_alloc(&p->a, sizeof(uint32_t) * r->n_routes);
-			for (uint32_t i = 0; i < r->n_routes; i++) {
+		uint32_t nr;
+		if (str_list(c, doc, n, &rl, &nr)) {
+			r->routes = arena_alloc(&p->a, sizeof(uint32_t) * nr);
+			for (uint32_t i = 0; i < nr; i++) {
 				const char *sp = strchr(rl[i], ' ');
 				char m[32];
 				size_t ml = sp ? (size_t)(sp - rl[i]) : 0;
@@ -1241,7 +1276,31 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 					           "bad method in route '%s'", rl[i]);
 					ok = false;
 				}
-				r->routes[i] = route_id(c, rl[i], strlen(rl[i]));
+				/* "METHOD /path" with the path spelled as requests' are */
+				char rt[POLICY_MAX_PATH + 32];
+				size_t nl;
+				const char *why;
+				memcpy(rt, rl[i], ml + 1);
+				if (strchr(sp + 1, '?') != NULL) {
+					ydoc_error(doc, list_item(n, i), c->d, NULL,
+					           "a route has no query ('?')");
+					ok = false;
+					continue;
+				}
+				if (!ppath_normalize(span_cstr(sp + 1), false, rt + ml + 1,
+				                     sizeof(rt) - ml - 1, &nl, &why)) {
+					ydoc_error(doc, list_item(n, i), c->d, NULL,
+					           "route '%s' is ambiguous: %s", rl[i], why);
+					ok = false;
+					continue;
+				}
+				uint32_t id = route_id(c, rt, ml + 1 + nl);
+				if (u32_listed(id, r->routes, r->n_routes)) {
+					ydoc_warn(doc, list_item(n, i), c->d, NULL,
+					          "'%s' listed twice", rl[i]);
+					continue;
+				}
+				r->routes[r->n_routes++] = id;
 			}
 		} else
 			ok = false;
@@ -1258,6 +1317,16 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 	if ((n = ydoc_map_get(w, "time")) != NULL) {
 		ok &= parse_times(c, doc, n, r);
 		r->present |= C_TIME;
+	}
+	if (r->present & C_ROUTE) {
+		/* A route is the ingress API route: it never holds on egress, so the rule is
+		 * an ingress rule (an egress GET to evil.example/v1/models is no route). */
+		if (!(r->present & C_DIRECTION))
+			ydoc_warn(doc, ydoc_map_get(w, "route"), c->d, "add 'direction: ingress'",
+			          "rule '%s' has a route and no direction: routes hold on ingress "
+			          "only, so it never applies to egress",
+			          r->id);
+		r->dirs &= 1;
 	}
 	return ok;
 }
@@ -1497,7 +1566,7 @@ static void check_rule(struct cc *c, const prule *r)
 		if (!any)
 			never_matches(c, r, "its methods and its routes' methods differ");
 	}
-	if ((r->present & C_ROUTE) && r->dirs == 2)
+	if ((r->present & C_ROUTE) && r->dirs == 0)
 		never_matches(c, r, "routes are matched on ingress only, and it is an egress rule");
 	if ((r->present & (C_DATA | C_CLASS)) && r->dirs == 1)
 		never_matches(c, r,
@@ -1556,7 +1625,7 @@ static void check_shadowing(struct cc *c)
 			continue;
 		for (uint32_t j = 0; j < p->n_rules && budget; j++, budget--) {
 			const prule *al = &p->rules[j];
-			if (al->effect != POLICY_ALLOW || (al->dirs & ~dn->dirs))
+			if (al->effect != POLICY_ALLOW || al->dirs == 0 || (al->dirs & ~dn->dirs))
 				continue;
 			if ((dn->present & C_PRINCIPAL) &&
 			    (!(al->present & C_PRINCIPAL) ||

@@ -4,6 +4,7 @@
  * the decision it explains.
  */
 #include <openssl/crypto.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy_int.h"
@@ -279,8 +280,13 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
 		port = span_case_eq(scheme, SPAN_LIT("https"))  ? 443
 		       : span_case_eq(scheme, SPAN_LIT("http")) ? 80
 		                                                : 0;
-	if (path.len == 0)
-		path = SPAN_LIT("/");
+	/* the same spelling as the prefixes, which were normalised when compiled */
+	char norm[POLICY_MAX_PATH];
+	size_t nl;
+	const char *why;
+	if (!ppath_normalize(path, false, norm, sizeof(norm), &nl, &why))
+		return NULL;
+	path = nl ? span_of(norm, nl) : SPAN_LIT("/");
 	for (uint32_t i = 0; i < p->n_data; i++) {
 		const policy_data_source *d = &p->data[i];
 		if (d->port != port || !span_case_eq(span_cstr(d->scheme), scheme) ||
@@ -386,6 +392,31 @@ static bool u32_in(uint32_t v, const uint32_t *a, uint32_t n)
 	return false;
 }
 
+void preq_init(struct preq *n, const policy_request *req)
+{
+	const char *why = NULL;
+	size_t len;
+	n->r = *req;
+	n->refused = NULL;
+	if (ppath_normalize(req->path, false, n->path, sizeof(n->path), &len, &why))
+		n->r.path = span_of(n->path, len);
+	else
+		n->refused = why;
+	if (req->route.len == 0 || n->refused)
+		return;
+	/* "METHOD /path": the path part is spelled as the compiled routes are */
+	const char *sp = memchr(req->route.ptr, ' ', req->route.len);
+	size_t ml = sp ? (size_t)(sp - req->route.ptr) : 0;
+	if (sp == NULL || ml + 1 >= sizeof(n->route) - POLICY_MAX_PATH)
+		return; /* not a route: matches none */
+	memcpy(n->route, req->route.ptr, ml + 1);
+	span rp = span_of(sp + 1, req->route.len - ml - 1);
+	if (!ppath_normalize(rp, false, n->route + ml + 1, sizeof(n->route) - ml - 1, &len, &why))
+		n->refused = why;
+	else
+		n->r.route = span_of(n->route, ml + 1 + len);
+}
+
 uint32_t policy_route_of(const policy *p, const policy_request *req)
 {
 	uint32_t id;
@@ -461,9 +492,12 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
                  buf *why)
 {
 	uint32_t pr = r->present;
-	if (!(r->dirs & (1u << (req->direction & 1))))
+	if (!(r->dirs & (1u << (req->direction & 1)))) {
+		if ((pr & C_ROUTE) && req->direction == POLICY_EGRESS)
+			FAIL("direction is egress, and a route holds on ingress only");
 		FAIL("direction is %s, rule wants %s", req->direction ? "egress" : "ingress",
 		     r->dirs == 1 ? "ingress" : "egress");
+	}
 	if (pr & C_PRINCIPAL) {
 		if (req->principal == NULL)
 			FAIL("no principal (unauthenticated), rule names principals");
@@ -484,6 +518,9 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 			FAIL("data source '%s' is not one of the rule's", req->data->id);
 	}
 	if (pr & C_ROUTE) {
+		/* the ingress API route: an egress call has none, whatever its method and path */
+		if (req->direction == POLICY_EGRESS)
+			FAIL("direction is egress, and a route holds on ingress only");
 		uint32_t rid = policy_route_of(p, req);
 		if (rid == UINT32_MAX || !u32_in(rid, r->routes, r->n_routes))
 			FAIL("route '%.*s%s%.*s' is not one of the rule's routes",
@@ -509,8 +546,8 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 			else if (pp->kind == PATH_PREFIX)
 				ok = path_prefix(pp->s, pp->len, req->path);
 			else
-				ok = policy_glob_match(pp->s, pp->len, req->path.ptr,
-				                       req->path.len);
+				ok = policy_glob_match_in(pp->s, pp->len, req->path.ptr,
+				                          req->path.len, true);
 		}
 		if (!ok)
 			FAIL("path '%.*s' matches none of the rule's path patterns",
@@ -646,9 +683,20 @@ static void merge_obligations(const prule *r, policy_decision *out)
 	}
 }
 
-void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out)
+void policy_evaluate_n(const policy *p, const struct preq *n, policy_decision *out,
+                       const char **all, size_t cap)
 {
+	const policy_request *req = &n->r;
 	memset(out, 0, sizeof(*out));
+	out->shadow = p->mode == POLICY_SHADOW || req->force_shadow;
+	if (n->refused) {
+		/* A path only a guess could match against the rules is no one's to allow. */
+		out->verdict = POLICY_DENY;
+		out->reason = "the request path is refused as ambiguous (see the policy "
+		              "reference: path normalisation)";
+		out->effect = out->shadow ? POLICY_ALLOW : POLICY_DENY;
+		return;
+	}
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	const struct dir_index *x = &p->idx[req->direction & 1];
 	const struct bucket *bk[6];
@@ -657,7 +705,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_principal[req->principal->index];
 	if (req->model)
 		bk[nb++] = &x->by_model[req->model->index];
-	if (p->n_routes) {
+	if (p->n_routes && req->direction == POLICY_INGRESS) {
 		uint32_t rid = policy_route_of(p, req);
 		if (rid != UINT32_MAX) {
 			bk[nb++] = &x->by_route[rid];
@@ -670,7 +718,10 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_data[req->data->index];
 	bk[nb++] = &x->wildcard;
 
-	const char *deny_ids[POLICY_MAX_DECISION_RULES];
+	/* Deny ids go to all[] when given (allow ids there are dropped once a deny matches). */
+	const char *deny_local[POLICY_MAX_DECISION_RULES];
+	const char **deny_ids = all ? all : deny_local;
+	size_t deny_cap = all ? cap : POLICY_MAX_DECISION_RULES;
 	size_t n_deny = 0, n_allow = 0;
 	const prule *first_deny = NULL;
 	for (size_t b = 0; b < nb; b++) {
@@ -683,7 +734,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 			if (!prule_match(p, r, req, now, NULL))
 				continue;
 			if (r->effect == POLICY_DENY) {
-				if (n_deny < POLICY_MAX_DECISION_RULES)
+				if (n_deny < deny_cap)
 					deny_ids[n_deny] = r->id;
 				if (first_deny == NULL)
 					first_deny = r;
@@ -691,6 +742,8 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 			} else {
 				if (n_allow < POLICY_MAX_DECISION_RULES)
 					out->rules[n_allow] = r->id;
+				if (all && n_allow < cap)
+					all[n_allow] = r->id;
 				n_allow++;
 				merge_obligations(r, out);
 			}
@@ -699,6 +752,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 	if (n_deny > 0) {
 		policy_decision keep = { 0 };
 		keep.n_considered = out->n_considered;
+		keep.shadow = out->shadow;
 		*out = keep;
 		out->verdict = POLICY_DENY;
 		out->n_rules_total = n_deny;
@@ -718,17 +772,24 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		out->default_deny = true;
 		out->reason = "no rule allows this request (default deny)";
 	}
-	out->shadow = p->mode == POLICY_SHADOW || req->force_shadow;
 	out->effect = out->shadow ? POLICY_ALLOW : out->verdict;
+}
+
+void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out)
+{
+	struct preq n;
+	preq_init(&n, req);
+	policy_evaluate_n(p, &n, out, NULL, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * Explain
  */
-custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
+static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
 {
+	const policy_request *req = &n->r;
 	policy_decision d;
-	policy_evaluate(p, req, &d);
+	policy_evaluate_n(p, n, &d, NULL, 0);
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	char ts[TM_RFC3339_LEN];
 	GUARD(buf_printf(out, "policy: %s (sha256 %s, mode %s)\n", p->name, p->hash,
@@ -743,6 +804,8 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 	                 req->method.ptr ? req->method.ptr : "", (int)req->path.len,
 	                 req->path.ptr ? req->path.ptr : "", (unsigned long long)req->body_size,
 	                 policy_class_name(req->taint), tm_rfc3339(now, ts)));
+	if (n->refused)
+		GUARD(buf_printf(out, "path refused: %s\n", n->refused));
 	GUARD(buf_printf(out, "decision: %s%s\n", d.effect == POLICY_ALLOW ? "allow" : "deny",
 	                 d.shadow
 	                         ? (d.verdict == POLICY_ALLOW ? " (shadow; enforcement would allow)"
@@ -777,6 +840,8 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 				        policy_action_name((policy_action)d.inspect_response[i])));
 		}
 	}
+	if (n->refused)
+		return CUSTOS_OK; /* no rule was asked */
 	uint32_t n_dir = 0;
 	for (uint32_t i = 0; i < p->n_rules; i++)
 		n_dir += (p->rules[i].dirs >> (req->direction & 1)) & 1;
@@ -794,4 +859,13 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 	if (n_dir == 0)
 		GUARD(buf_append_cstr(out, "  (no rules for this direction)\n"));
 	return CUSTOS_OK;
+}
+
+custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
+{
+	struct preq *n = xcalloc(1, sizeof(*n)); /* two paths' room: kept off the stack */
+	preq_init(n, req);
+	custos_err e = explain_n(p, n, out);
+	free(n);
+	return e;
 }

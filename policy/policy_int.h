@@ -228,7 +228,23 @@ static inline bool policy_glob_match(const char *pat, size_t plen, const char *s
 {
 	return policy_glob_match_in(pat, plen, s, slen, false);
 }
-/* The route id of req or UINT32_MAX. */
+/* Normalises a path (policy_evaluate in policy.h says how) into out[0..cap): true with
+ * *olen, or false with *why (static text: "it has a '..' segment"). glob: a '?' is a
+ * pattern character, not the start of a query. */
+bool ppath_normalize(span in, bool glob, char *out, size_t cap, size_t *olen, const char **why);
+/* A request with its path and route normalised, in storage that lives as long as it. */
+struct preq {
+	policy_request r;
+	const char *refused; /* why the path was refused, or NULL */
+	char path[POLICY_MAX_PATH];
+	char route[POLICY_MAX_PATH + 64];
+};
+void preq_init(struct preq *n, const policy_request *req);
+/* The route id of req (normalised) or UINT32_MAX. */
 uint32_t policy_route_of(const policy *p, const policy_request *req);
+/* policy_evaluate over a normalised request; all (cap entries, may be NULL) receives every
+ * deciding rule's id, not only the first POLICY_MAX_DECISION_RULES. */
+void policy_evaluate_n(const policy *p, const struct preq *n, policy_decision *out,
+                       const char **all, size_t cap);
 
 #endif

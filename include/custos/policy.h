@@ -27,6 +27,7 @@
 #define POLICY_MAX_DETECTORS       64     /* built-in + custom */
 #define POLICY_MAX_CUSTOM_PATTERNS 32     /* patterns or keywords per custom detector */
 #define POLICY_MAX_TEST_CASES      10000
+#define POLICY_MAX_PATH            8192 /* request path bytes, normalised (longer: refused) */
 /* JWT groups a caller's identity carries: the proxy keeps the first POLICY_MAX_JWT_GROUPS
  * string entries of the `groups` claim that are at most POLICY_MAX_JWT_GROUP_BYTES long
  * (longer ones are skipped); policy_match_principal applies the same cut, so `policy test`
@@ -159,7 +160,8 @@ const policy_principal *policy_find_principal(const policy *p, span id);
 const policy_model *policy_find_model(const policy *p, span id);
 const policy_data_source *policy_find_data_id(const policy *p, span id);
 /* The data source whose URL has this scheme, host (case-insensitive), exactly this port (0 =
- * the scheme's default) and the longest path prefix of path (on a segment boundary). */
+ * the scheme's default) and the longest path prefix of path (on a segment boundary), the path
+ * normalised first (see policy_evaluate); NULL also when the path is refused as ambiguous. */
 const policy_data_source *policy_find_data_source(const policy *p, span scheme, span host,
                                                   uint16_t port, span path);
 /* The same from an absolute URL ("https://host:8443/api/x?q"). */
@@ -257,7 +259,14 @@ typedef struct policy_decision {
 	bool has_inspect;                               /* any action set */
 } policy_decision;
 
-/* Evaluates req against p into *out (overwritten). Never allocates; safe from any thread. */
+/* Evaluates req against p into *out (overwritten). Never allocates; safe from any thread.
+ * The path (and a route's path) is normalised before any rule sees it: percent-encoded
+ * unreserved characters are decoded (RFC 3986 6.2.2.2), other percent-encodings written with
+ * upper-case hex, other bytes outside RFC 3986 pchar percent-encoded, runs of '/' collapsed,
+ * and the part from '?' on dropped. A path that cannot be normalised without guessing (a '.'
+ * or '..' segment, an encoded '/' or backslash, a backslash, a control character, a bad or
+ * NUL percent-encoding, a non-empty path not starting with '/', longer than POLICY_MAX_PATH)
+ * is denied whatever the rules (the reason names it). An empty path stays empty. */
 void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out);
 
 /* Explains the decision for req into out as text: the decision, the deciding rules, and for

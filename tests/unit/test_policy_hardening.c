@@ -51,6 +51,39 @@ static const diag_item *find_diag(const diag_list *d, diag_severity sev, const c
 	return NULL;
 }
 
+/* text must fail to compile with an error containing needle at line:col (0: any). Returns
+ * the hint of that error, copied into hint (may be NULL). */
+static void expect_error_at(const char *text, const char *needle, unsigned line, unsigned col,
+                            char *hint, size_t hn)
+{
+	diag_list d;
+	policy *p = parse(text, &d);
+	const diag_item *it = find_diag(&d, DIAG_ERROR, needle);
+	if (p != NULL || it == NULL) {
+		diag_print(&d, stderr);
+		policy_unref(p);
+		diag_free(&d);
+		fail_msg("expected an error containing '%s'", needle);
+	}
+	if (line) {
+		assert_int_equal(it->line, line);
+		assert_int_equal(it->col, col);
+	}
+	if (hint)
+		snprintf(hint, hn, "%s", it->hint ? it->hint : "");
+	diag_free(&d);
+}
+
+static policy_request request(policy_direction dir)
+{
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.direction = dir;
+	r.isolation = -1;
+	r.time_ns = 1800000000ull * 1000000000ull;
+	return r;
+}
+
 /* ---- 1. a key over a fact the caller does not have is false */
 static void test_missing_facts_never_match(void **state)
 {
@@ -92,6 +125,211 @@ static void test_missing_facts_never_match(void **state)
 	pr = policy_match_principal(p, &id);
 	assert_non_null(pr);
 	assert_string_equal(pr->id, "jwt-any");
+	policy_unref(p);
+}
+
+/* ---- 2. path spellings */
+static const char paths_policy[] =
+        "version: 1\n"
+        "models:\n  m: { isolation: vm }\n"
+        "data:\n"
+        "  hr: { url: \"https://hr.example:8443/api/\", classification: confidential }\n"
+        "  hr-admin: { url: \"https://hr.example:8443/api/admin\", classification: restricted }\n"
+        "  odd: { url: \"https://odd.example/d%61ta/\", classification: public }\n"
+        "rules:\n"
+        "  - { id: all-in, effect: allow, when: { direction: ingress } }\n"
+        "  - { id: chat, effect: allow, when: { route: \"POST /v1/chat\", model: m } }\n"
+        "  - { id: no-files, effect: deny, when: { direction: ingress, path: { prefix: "
+        "/v1/files } } }\n"
+        "  - { id: no-admin, effect: deny, when: { direction: egress, data: hr-admin } }\n"
+        "  - { id: hr-read, effect: allow, when: { direction: egress, data: [hr, odd] } }\n"
+        "  - { id: cafe, effect: deny, when: { direction: ingress, path: { glob: "
+        "\"/caf?/*\" } } }\n";
+
+static const char *ingress_path(const policy *p, const char *path, policy_decision *dec)
+{
+	policy_request r = request(POLICY_INGRESS);
+	r.method = SPAN_LIT("POST");
+	r.path = span_cstr(path);
+	policy_evaluate(p, &r, dec);
+	return dec->effect == POLICY_ALLOW ? "allow" : dec->n_rules ? dec->rules[0] : "refused";
+}
+
+static void test_path_spellings(void **state)
+{
+	(void)state;
+	policy *p = must(paths_policy);
+	policy_decision dec;
+	assert_string_equal(ingress_path(p, "/v1/files", &dec), "no-files");
+	/* decoded unreserved characters, collapsed slashes: the same path */
+	assert_string_equal(ingress_path(p, "/v1/%66iles", &dec), "no-files");
+	assert_string_equal(ingress_path(p, "/v1/fil%65s/x", &dec), "no-files");
+	assert_string_equal(ingress_path(p, "//v1/files", &dec), "no-files");
+	assert_string_equal(ingress_path(p, "/v1//files/", &dec), "no-files");
+	assert_string_equal(ingress_path(p, "/v1/files?x=/y", &dec), "no-files");
+	/* paths stay case-sensitive, and a reserved character stays encoded */
+	assert_string_equal(ingress_path(p, "/v1/FILES", &dec), "allow");
+	assert_string_equal(ingress_path(p, "/v1/files%3Bx", &dec), "allow");
+	/* ambiguous paths are refused (denied, no rule named) */
+	const char *refused[] = { "/v1/files%2Fx",  "/v1%2ffiles",      "/v1/./files",
+		                  "/v1/x/../files", "/v1/%2e%2E/files", "/v1/%2E/files",
+		                  "/v1\\files",     "/v1/%00",          "/v1/%zz",
+		                  "/v1/%4",         "v1/files" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(refused); i++) {
+		ingress_path(p, refused[i], &dec);
+		if (dec.effect != POLICY_DENY || dec.n_rules != 0 || dec.default_deny ||
+		    strstr(dec.reason, "ambiguous") == NULL)
+			fail_msg("path '%s' was not refused", refused[i]);
+	}
+	/* an over-long path is refused, not cut */
+	char *lng = xcalloc(1, POLICY_MAX_PATH + 8);
+	memset(lng, 'a', POLICY_MAX_PATH + 4);
+	lng[0] = '/';
+	ingress_path(p, lng, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	free(lng);
+	/* routes are looked up with the same spelling */
+	policy_request r = request(POLICY_INGRESS);
+	r.model = policy_find_model(p, SPAN_LIT("m"));
+	r.route = SPAN_LIT("POST /v1/%63hat");
+	r.path = SPAN_LIT("/v1/%63hat");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.n_rules_total, 2); /* all-in, chat */
+	r.route = SPAN_LIT("");
+	r.method = SPAN_LIT("POST");
+	r.path = SPAN_LIT("/v1//chat");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.n_rules_total, 2);
+	/* '?' is one character: "é" spelled %C3%A9 is one */
+	assert_string_equal(ingress_path(p, "/caf%C3%A9/menu", &dec), "cafe");
+	assert_string_equal(ingress_path(p, "/caf%c3%a9/menu", &dec), "cafe");
+	assert_string_equal(ingress_path(p, "/cafe/menu", &dec), "cafe");
+	assert_string_equal(ingress_path(p, "/cafes/menu", &dec), "allow");
+	policy_unref(p);
+}
+
+static void test_data_source_spellings(void **state)
+{
+	(void)state;
+	policy *p = must(paths_policy);
+	const policy_data_source *ds;
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/%61dmin/users"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "hr-admin");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api//admin/users"));
+	assert_string_equal(ds->id, "hr-admin");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443//api/admin"));
+	assert_string_equal(ds->id, "hr-admin");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/x"));
+	assert_string_equal(ds->id, "hr");
+	/* the catalogue's own URL is normalised too */
+	ds = policy_find_data_url(p, SPAN_LIT("https://odd.example/data/x"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "odd");
+	/* ambiguous: no source */
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/x/../admin")));
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api%2Fadmin")));
+	/* and the egress request over that path is denied whatever the source */
+	policy_request r = request(POLICY_EGRESS);
+	r.method = SPAN_LIT("GET");
+	r.path = SPAN_LIT("/api/%61dmin/users");
+	r.data = policy_find_data_url(p, SPAN_LIT("https://hr.example:8443/api/%61dmin/users"));
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "no-admin");
+	r.path = SPAN_LIT("/api/x%2F..%2Fadmin");
+	r.data = policy_find_data_id(p, SPAN_LIT("hr"));
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_non_null(strstr(dec.reason, "ambiguous"));
+	/* explain says why */
+	buf out;
+	buf_init(&out, 1 << 20);
+	assert_int_equal(policy_explain(p, &r, &out), CUSTOS_OK);
+	const char *txt;
+	assert_int_equal(buf_cstr(&out, &txt), CUSTOS_OK);
+	assert_non_null(strstr(txt, "path refused: it has an encoded '/'"));
+	assert_non_null(strstr(txt, "decision: deny"));
+	buf_free(&out);
+	policy_unref(p);
+}
+
+static void test_ambiguous_patterns_refused(void **state)
+{
+	(void)state;
+	const char *head = "version: 1\nrules:\n  - id: r\n    effect: deny\n    when: ";
+	char t[512];
+	snprintf(t, sizeof(t), "%s{ path: { prefix: /a/../b } }\n", head);
+	expect_error_at(t, "is ambiguous: it has a '.' or '..' segment", 5, 29, NULL, 0);
+	snprintf(t, sizeof(t), "%s{ path: \"/a%%2Fb\" }\n", head);
+	expect_error_at(t, "encoded '/'", 0, 0, NULL, 0);
+	snprintf(t, sizeof(t), "%s{ path: /a?b }\n", head);
+	expect_error_at(t, "no '?'", 0, 0, NULL, 0);
+	snprintf(t, sizeof(t), "%s{ direction: ingress, route: \"GET /x/./y\" }\n", head);
+	expect_error_at(t, "route 'GET /x/./y' is ambiguous", 0, 0, NULL, 0);
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://x/a/%2e%2e/b\", classification: "
+	                "public }\n",
+	                "its path is ambiguous", 3, 13, NULL, 0);
+	/* a pattern is stored in its normal form: "/v1/%66iles" is "/v1/files" */
+	policy *p =
+	        must("version: 1\nrules:\n"
+	             "  - { id: r, effect: deny, when: { path: { prefix: \"/v1/%66iles\" } } }\n");
+	policy_decision dec;
+	assert_string_equal(ingress_path(p, "/v1/files/1", &dec), "r");
+	policy_unref(p);
+}
+
+/* ---- 3. a route never holds on egress */
+static void test_route_is_ingress_only(void **state)
+{
+	(void)state;
+	diag_list d;
+	policy *p = parse("version: 1\nrules:\n"
+	                  "  - id: list-models\n    effect: allow\n"
+	                  "    when: { route: \"GET /v1/models\" }\n",
+	                  &d);
+	assert_non_null(p);
+	const diag_item *w = find_diag(&d, DIAG_WARNING, "has a route and no direction");
+	assert_non_null(w);
+	assert_int_equal(w->line, 5);
+	diag_free(&d);
+	policy_request r = request(POLICY_EGRESS);
+	r.method = SPAN_LIT("GET");
+	r.path = SPAN_LIT("/v1/models");
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_true(dec.default_deny);
+	r.route = SPAN_LIT("GET /v1/models"); /* even when a tool names it */
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	r.direction = POLICY_INGRESS;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	/* the matcher itself refuses a route on egress (explain's view) */
+	buf why;
+	buf_init(&why, 4096);
+	r.direction = POLICY_EGRESS;
+	assert_false(prule_match(p, &p->rules[0], &r, 1, &why));
+	const char *txt;
+	assert_int_equal(buf_cstr(&why, &txt), CUSTOS_OK);
+	assert_non_null(strstr(txt, "route holds on ingress only"));
+	buf_free(&why);
+	policy_unref(p);
+	/* an explicit egress rule with a route can never match */
+	p = parse("version: 1\nrules:\n  - id: e\n    effect: allow\n"
+	          "    when: { direction: egress, route: \"GET /x\" }\n",
+	          &d);
+	assert_non_null(p);
+	assert_non_null(find_diag(&d, DIAG_WARNING, "'e' can never match: routes are matched"));
+	assert_null(find_diag(&d, DIAG_WARNING, "no direction"));
+	diag_free(&d);
+	r = request(POLICY_EGRESS);
+	r.method = SPAN_LIT("GET");
+	r.path = SPAN_LIT("/x");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
 	policy_unref(p);
 }
 
@@ -202,6 +440,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_missing_facts_never_match),
+		cmocka_unit_test(test_path_spellings),
+		cmocka_unit_test(test_data_source_spellings),
+		cmocka_unit_test(test_ambiguous_patterns_refused),
+		cmocka_unit_test(test_route_is_ingress_only),
 		cmocka_unit_test(test_globs),
 		cmocka_unit_test(test_jwt_group_cap),
 	};
