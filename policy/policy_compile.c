@@ -1338,40 +1338,33 @@ static void parse_limits(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		                          "tokens_per_minute",   "tokens_per_hour",
 		                          "tokens_per_day",      "max_body",
 		                          "max_tokens" };
-	static const uint64_t win[] = { 1000000000ull, 60000000000ull, 3600000000000ull,
-		                        86400000000000ull };
 	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, lk, CUSTOS_ARRAY_LEN(lk), c->d);
 	r->has_limits = true;
-	bool have_req = false, have_tok = false;
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(lk); i++) {
 		ydoc_node *v = ydoc_map_get(n, lk[i]);
 		uint64_t x;
 		if (v == NULL)
 			continue;
 		if (i == 7) {
-			if (ydoc_size(doc, v, UINT64_MAX, &x, c->d))
+			/* 0 would read as "no limit" when merged: refused like every other 0 */
+			if (ydoc_size(doc, v, UINT64_MAX, &x, c->d)) {
+				if (x == 0)
+					ydoc_error(doc, v, c->d, "omit max_body for no limit",
+					           "max_body must be at least 1 byte");
 				r->limits.max_body_bytes = x;
+			}
 			continue;
 		}
 		if (!ydoc_u64(doc, v, 1, UINT64_MAX, &x, c->d))
 			continue;
-		if (i == 8) {
+		if (i == 8)
 			r->limits.max_tokens = x;
-		} else if (i < 4) {
-			if (have_req)
-				ydoc_error(doc, v, c->d, NULL, "one requests_per_* limit per rule");
-			have_req = true;
-			r->limits.requests = x;
-			r->limits.requests_window_ns = win[i];
-		} else {
-			if (have_tok)
-				ydoc_error(doc, v, c->d, NULL, "one tokens_per_* limit per rule");
-			have_tok = true;
-			r->limits.tokens = x;
-			r->limits.tokens_window_ns = win[i - 3];
-		}
+		else if (i < 4)
+			r->limits.requests_per[i] = x; /* every window given applies */
+		else
+			r->limits.tokens_per[i - 3] = x;
 	}
 }
 

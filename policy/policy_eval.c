@@ -640,6 +640,9 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 /* ---------------------------------------------------------------------------------------------
  * Decision
  */
+const uint64_t policy_window_ns[POLICY_WINDOWS] = { 1000000000ull, 60000000000ull, 3600000000000ull,
+	                                            86400000000000ull };
+
 static uint64_t min_limit(uint64_t a, uint64_t b)
 {
 	if (a == 0)
@@ -649,14 +652,17 @@ static uint64_t min_limit(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
-/* Merges rate limits by comparing rates (count per ns), keeping the stricter one. */
-static void merge_rate(uint64_t *cnt, uint64_t *win, uint64_t c2, uint64_t w2)
+/* The tightest of the per-window counts by rate (count per ns), for display. */
+static void tightest(const uint64_t per[POLICY_WINDOWS], uint64_t *cnt, uint64_t *win)
 {
-	if (c2 == 0)
-		return;
-	if (*cnt == 0 || (__uint128_t)c2 * *win < (__uint128_t)*cnt * w2) {
-		*cnt = c2;
-		*win = w2;
+	*cnt = 0;
+	*win = 0;
+	for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+		uint64_t c = per[w], ns = policy_window_ns[w];
+		if (c && (*cnt == 0 || (__uint128_t)c * *win < (__uint128_t)*cnt * ns)) {
+			*cnt = c;
+			*win = ns;
+		}
 	}
 }
 
@@ -664,10 +670,13 @@ static void merge_obligations(const prule *r, policy_decision *out)
 {
 	if (r->has_limits) {
 		policy_limits *l = &out->limits;
-		merge_rate(&l->requests, &l->requests_window_ns, r->limits.requests,
-		           r->limits.requests_window_ns);
-		merge_rate(&l->tokens, &l->tokens_window_ns, r->limits.tokens,
-		           r->limits.tokens_window_ns);
+		for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+			l->requests_per[w] =
+			        min_limit(l->requests_per[w], r->limits.requests_per[w]);
+			l->tokens_per[w] = min_limit(l->tokens_per[w], r->limits.tokens_per[w]);
+		}
+		tightest(l->requests_per, &l->requests, &l->requests_window_ns);
+		tightest(l->tokens_per, &l->tokens, &l->tokens_window_ns);
 		l->max_body_bytes = min_limit(l->max_body_bytes, r->limits.max_body_bytes);
 		l->max_tokens = min_limit(l->max_tokens, r->limits.max_tokens);
 	}
@@ -785,6 +794,20 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 /* ---------------------------------------------------------------------------------------------
  * Explain
  */
+/* "2/1s,100000/86400s", or "0" when no window has a limit. */
+static custos_err rates_text(buf *out, const uint64_t per[POLICY_WINDOWS])
+{
+	bool any = false;
+	for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+		if (per[w] == 0)
+			continue;
+		GUARD(buf_printf(out, "%s%llu/%llus", any ? "," : "", (unsigned long long)per[w],
+		                 (unsigned long long)(policy_window_ns[w] / 1000000000u)));
+		any = true;
+	}
+	return any ? CUSTOS_OK : buf_append_cstr(out, "0");
+}
+
 static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
 {
 	const policy_request *req = &n->r;
@@ -820,15 +843,14 @@ static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
 	GUARD(buf_printf(out, "%s\n", d.n_rules ? "" : " (none)"));
 	if (d.verdict == POLICY_ALLOW) {
 		const policy_limits *l = &d.limits;
-		GUARD(buf_printf(out,
-		                 "obligations: audit=%s max_body=%llu max_tokens=%llu "
-		                 "requests=%llu/%llus tokens=%llu/%llus\n",
-		                 policy_audit_level_name(d.audit),
-		                 (unsigned long long)l->max_body_bytes,
-		                 (unsigned long long)l->max_tokens, (unsigned long long)l->requests,
-		                 (unsigned long long)(l->requests_window_ns / 1000000000u),
-		                 (unsigned long long)l->tokens,
-		                 (unsigned long long)(l->tokens_window_ns / 1000000000u)));
+		GUARD(buf_printf(
+		        out, "obligations: audit=%s max_body=%llu max_tokens=%llu requests=",
+		        policy_audit_level_name(d.audit), (unsigned long long)l->max_body_bytes,
+		        (unsigned long long)l->max_tokens));
+		GUARD(rates_text(out, l->requests_per));
+		GUARD(buf_append_cstr(out, " tokens="));
+		GUARD(rates_text(out, l->tokens_per));
+		GUARD(buf_append_cstr(out, "\n"));
 		for (uint32_t i = 0; i < p->n_detectors; i++) {
 			if (d.inspect_prompt[i])
 				GUARD(buf_printf(

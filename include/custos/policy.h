@@ -232,8 +232,17 @@ typedef struct policy_request {
 } policy_request;
 
 /* Obligations merged over every matching allow rule (most restrictive limit, most severe
- * inspection action, highest audit level). 0 in a limit means "no limit". */
+ * inspection action, highest audit level). 0 in a limit means "no limit".
+ * Rates are kept per window: requests_per[w] / tokens_per[w] is the smallest count any
+ * matching rule sets for window w (POLICY_WINDOW_*), and every one of them applies (2 a
+ * second and 100000 a day: both hold). requests/requests_window_ns (tokens/..._ns) name the
+ * tightest of them by rate, for display. */
+enum { POLICY_WINDOW_SECOND = 0, POLICY_WINDOW_MINUTE, POLICY_WINDOW_HOUR, POLICY_WINDOW_DAY };
+#define POLICY_WINDOWS 4
+extern const uint64_t policy_window_ns[POLICY_WINDOWS]; /* 1 s, 60 s, 3600 s, 86400 s in ns */
 typedef struct policy_limits {
+	uint64_t requests_per[POLICY_WINDOWS];
+	uint64_t tokens_per[POLICY_WINDOWS]; /* [POLICY_WINDOW_SECOND] is always 0 */
 	uint64_t requests;
 	uint64_t requests_window_ns;
 	uint64_t tokens;

@@ -333,6 +333,54 @@ static void test_route_is_ingress_only(void **state)
 	policy_unref(p);
 }
 
+/* ---- 4, 17. limits */
+static void test_limits(void **state)
+{
+	(void)state;
+	expect_error_at("version: 1\nrules:\n  - id: r\n    effect: allow\n"
+	                "    limits: { max_body: 0 }\n",
+	                "max_body must be at least 1 byte", 5, 25, NULL, 0);
+	policy *p = must("version: 1\n"
+	                 "principals:\n  a: { match: { cert_cn: a } }\n"
+	                 "models:\n  m1: { isolation: vm }\n"
+	                 "rules:\n"
+	                 "  - id: per-second\n    effect: allow\n"
+	                 "    when: { direction: ingress, principal: a }\n"
+	                 "    limits: { requests_per_second: 2, tokens_per_hour: 500, max_body: "
+	                 "2KiB }\n"
+	                 "  - id: per-day\n    effect: allow\n"
+	                 "    when: { direction: ingress, model: m1 }\n"
+	                 "    limits: { requests_per_day: 100000, requests_per_minute: 90,"
+	                 " tokens_per_day: 1000, max_body: 1KiB }\n");
+	policy_request r = request(POLICY_INGRESS);
+	r.principal = policy_find_principal(p, SPAN_LIT("a"));
+	r.model = policy_find_model(p, SPAN_LIT("m1"));
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	/* every window's limit is kept, not only the lowest rate */
+	assert_int_equal(dec.limits.requests_per[POLICY_WINDOW_SECOND], 2);
+	assert_int_equal(dec.limits.requests_per[POLICY_WINDOW_MINUTE], 90);
+	assert_int_equal(dec.limits.requests_per[POLICY_WINDOW_HOUR], 0);
+	assert_int_equal(dec.limits.requests_per[POLICY_WINDOW_DAY], 100000);
+	assert_int_equal(dec.limits.tokens_per[POLICY_WINDOW_HOUR], 500);
+	assert_int_equal(dec.limits.tokens_per[POLICY_WINDOW_DAY], 1000);
+	/* the tightest by rate, for display: 1000 a day (0.7/min) */
+	assert_int_equal(dec.limits.requests, 100000);
+	assert_int_equal(dec.limits.requests_window_ns, 86400000000000ull);
+	assert_int_equal(dec.limits.tokens, 1000);
+	assert_int_equal(dec.limits.max_body_bytes, 1024);
+	buf out;
+	buf_init(&out, 1 << 20);
+	assert_int_equal(policy_explain(p, &r, &out), CUSTOS_OK);
+	const char *txt;
+	assert_int_equal(buf_cstr(&out, &txt), CUSTOS_OK);
+	assert_non_null(
+	        strstr(txt, "requests=2/1s,90/60s,100000/86400s tokens=500/3600s,1000/86400s"));
+	buf_free(&out);
+	policy_unref(p);
+}
+
 /* ---- 8, 16. globs */
 static void test_globs(void **state)
 {
@@ -444,6 +492,7 @@ int main(void)
 		cmocka_unit_test(test_data_source_spellings),
 		cmocka_unit_test(test_ambiguous_patterns_refused),
 		cmocka_unit_test(test_route_is_ingress_only),
+		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_globs),
 		cmocka_unit_test(test_jwt_group_cap),
 	};
