@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/inspect.h"
+#include "custos/lazylib.h"
 #include "policy_int.h"
 
 static const char *const builtin_detectors[POLICY_BUILTIN_DETECTORS] = {
@@ -97,12 +99,30 @@ struct cc {
 	const char **attr_names;
 	size_t cap_attrs;
 	uint32_t *attr_holders;
+	int hs_state; /* Hyperscan for pattern checks: 0 not tried, 1 loaded, -1 missing */
+	bool hs_warned;
 	/* ydoc positions for warnings after the rule pass */
 	const ydoc **rule_doc;
 	ydoc_node **rule_node;
 	const ydoc **model_doc;
 	ydoc_node **model_node;
+	const ydoc **data_doc;
+	ydoc_node **data_node;
+	const ydoc **det_doc;
+	ydoc_node **det_node;
+	/* principals' attributes: positions for the level check after the rule pass */
+	const ydoc **princ_doc;
+	ydoc_node **princ_attrs;
+	const char **attr_ordered_by; /* per attribute id: a rule comparing it in order */
+	const prule *cur_rule;        /* the rule being parsed */
 };
+
+/* Attribute id a is compared in order by the rule being parsed: its values must be levels. */
+static void attr_ordered(struct cc *c, uint32_t a)
+{
+	if (c->attr_ordered_by && a < c->p->n_attr_names && c->attr_ordered_by[a] == NULL)
+		c->attr_ordered_by[a] = c->cur_rule ? c->cur_rule->id : "?";
+}
 
 static char *dir_of(const char *path)
 {
@@ -398,10 +418,44 @@ static size_t count_map(struct cc *c, const char *key)
 	return n;
 }
 
-static void dup_error(struct cc *c, const ydoc *doc, ydoc_node *n, const char *what)
+/* A second definition: the error is at it, the hint names the first (ids are unique across
+ * all included files). */
+static void dup_error(struct cc *c, const ydoc *doc, ydoc_node *n, const char *what,
+                      const char *first_file, unsigned line, unsigned col)
 {
-	ydoc_error(doc, n, c->d, "ids must be unique across all included files",
-	           "duplicate %s id '%s'", what, n->str);
+	char hint[POLICY_MAX_NAME + 4096];
+	snprintf(hint, sizeof(hint), "first defined at %s:%u:%u", first_file, line, col);
+	ydoc_error(doc, n, c->d, hint, "duplicate %s id '%s'", what, n->str);
+}
+
+static const char *file_name(const ydoc *doc)
+{
+	return ((const struct cfile *)doc)->aname;
+}
+
+/* A custom pattern is compiled as the inspection engine will compile it, so that `policy
+ * check` refuses what the proxy would refuse at start, with the pattern's position. */
+static void check_pattern(struct cc *c, const ydoc *doc, ydoc_node *n, const char *det,
+                          const char *pattern)
+{
+	if (pattern[0] == '\0') {
+		ydoc_error(doc, n, c->d, NULL, "empty pattern");
+		return;
+	}
+	if (c->hs_state == 0)
+		c->hs_state = lazylib_hyperscan() == CUSTOS_OK ? 1 : -1;
+	if (c->hs_state < 0) {
+		if (!c->hs_warned)
+			ydoc_warn(doc, n, c->d, NULL,
+			          "detector patterns are not checked here: %s (the proxy compiles "
+			          "them at start)",
+			          err_msg());
+		c->hs_warned = true;
+		return;
+	}
+	if (inspect_pattern_check(pattern, NULL) != CUSTOS_OK)
+		ydoc_error(doc, n, c->d, "detector patterns use the Hyperscan (PCRE subset) syntax",
+		           "detector '%s': %s", det, err_msg());
 }
 
 static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v)
@@ -425,10 +479,17 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 	}
 	policy_detector *det = &p->detectors[p->n_detectors];
 	det->name = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->detector_ids, &p->a, det->name, k->len, p->n_detectors, NULL)) {
-		dup_error(c, doc, k, "detector");
+	uint32_t prev;
+	if (!pmap_put(&p->detector_ids, &p->a, det->name, k->len, p->n_detectors, &prev)) {
+		if (prev < POLICY_BUILTIN_DETECTORS) /* checked above; kept for safety */
+			ydoc_error(doc, k, c->d, NULL, "'%s' is a built-in detector", k->str);
+		else
+			dup_error(c, doc, k, "detector", file_name(c->det_doc[prev]),
+			          c->det_node[prev]->line, c->det_node[prev]->col);
 		return;
 	}
+	c->det_doc[p->n_detectors] = doc;
+	c->det_node[p->n_detectors] = k;
 	ydoc_node *pat = ydoc_map_get(v, "patterns"), *kw = ydoc_map_get(v, "keywords");
 	uint32_t n;
 	if (pat == NULL) {
@@ -439,14 +500,19 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 			ydoc_error(doc, pat, c->d, NULL, "more than %d patterns",
 			           POLICY_MAX_CUSTOM_PATTERNS);
 		for (size_t i = 0; i < n; i++)
-			if (det->patterns[i][0] == '\0')
-				ydoc_error(doc, list_item(pat, i), c->d, NULL, "empty pattern");
+			check_pattern(c, doc, list_item(pat, i), k->str, det->patterns[i]);
 	}
 	if (kw && str_list(c, doc, kw, (const char ***)&det->keywords, &n)) {
 		det->n_keywords = n;
 		if (n > POLICY_MAX_CUSTOM_PATTERNS)
 			ydoc_error(doc, kw, c->d, NULL, "more than %d keywords",
 			           POLICY_MAX_CUSTOM_PATTERNS);
+		for (size_t i = 0; i < n; i++) {
+			size_t kl = strlen(det->keywords[i]);
+			if (kl == 0 || kl > INSPECT_MAX_PATTERN_LEN)
+				ydoc_error(doc, list_item(kw, i), c->d, NULL,
+				           "a keyword is 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
+		}
 	}
 	ydoc_node *val = ydoc_map_get(v, "validator");
 	if (val) {
@@ -485,10 +551,13 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	pr->file = ((const struct cfile *)doc)->aname;
 	pr->line = k->line;
 	pr->col = k->col;
-	if (!pmap_put(&p->principal_ids, &p->a, pr->pub.id, k->len, p->n_principals, NULL)) {
-		dup_error(c, doc, k, "principal");
+	uint32_t prev;
+	if (!pmap_put(&p->principal_ids, &p->a, pr->pub.id, k->len, p->n_principals, &prev)) {
+		dup_error(c, doc, k, "principal", p->principals[prev].file,
+		          p->principals[prev].line, p->principals[prev].col);
 		return;
 	}
+	c->princ_doc[p->n_principals] = doc;
 	pr->pub.index = p->n_principals++;
 	ydoc_node *m = ydoc_map_get(v, "match");
 	if (m == NULL) {
@@ -551,6 +620,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	}
 	ydoc_node *at = ydoc_map_get(v, "attributes");
 	if (at && ydoc_expect(doc, at, YDOC_MAP, "a mapping", c->d)) {
+		c->princ_attrs[pr->pub.index] = at;
 		struct policy_attr *attrs = arena_alloc(&p->a, sizeof(*attrs) * (at->n + 1));
 		pr->attr_ids = arena_alloc(&p->a, sizeof(uint32_t) * (at->n + 1));
 		size_t n = 0;
@@ -586,8 +656,10 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_model *m = &p->models[p->n_models];
 	m->id = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->model_ids, &p->a, m->id, k->len, p->n_models, NULL)) {
-		dup_error(c, doc, k, "model");
+	uint32_t prev;
+	if (!pmap_put(&p->model_ids, &p->a, m->id, k->len, p->n_models, &prev)) {
+		dup_error(c, doc, k, "model", file_name(c->model_doc[prev]),
+		          c->model_node[prev]->line, c->model_node[prev]->col);
 		return;
 	}
 	c->model_doc[p->n_models] = doc;
@@ -691,10 +763,14 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_data_source *ds = &p->data[p->n_data];
 	ds->id = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->data_ids, &p->a, ds->id, k->len, p->n_data, NULL)) {
-		dup_error(c, doc, k, "data source");
+	uint32_t prev;
+	if (!pmap_put(&p->data_ids, &p->a, ds->id, k->len, p->n_data, &prev)) {
+		dup_error(c, doc, k, "data source", file_name(c->data_doc[prev]),
+		          c->data_node[prev]->line, c->data_node[prev]->col);
 		return;
 	}
+	c->data_doc[p->n_data] = doc;
+	c->data_node[p->n_data] = k;
 	ds->index = p->n_data++;
 	ydoc_node *u = ydoc_map_get(v, "url"), *cl = ydoc_map_get(v, "classification");
 	const char *s;
@@ -789,19 +865,24 @@ static bool parse_ref_list(struct cc *c, const ydoc *doc, ydoc_node *n, const pm
 	if (!str_list(c, doc, n, &names, &k))
 		return false;
 	uint32_t *ids = arena_alloc(&c->p->a, sizeof(uint32_t) * k);
+	uint32_t kept = 0;
 	bool ok = true;
 	for (uint32_t i = 0; i < k; i++) {
-		if (!pmap_get(m, names[i], strlen(names[i]), &ids[i])) {
+		uint32_t id;
+		if (!pmap_get(m, names[i], strlen(names[i]), &id)) {
 			unknown_ref(c, doc, list_item(n, i), what, m);
 			ok = false;
+			continue;
 		}
-		for (uint32_t j = 0; ok && j < i; j++)
-			if (ids[j] == ids[i])
-				ydoc_warn(doc, list_item(n, i), c->d, NULL, "'%s' listed twice",
-				          names[i]);
+		if (u32_listed(id, ids, kept)) {
+			/* kept once: a rule is filed and reported once */
+			ydoc_warn(doc, list_item(n, i), c->d, NULL, "'%s' listed twice", names[i]);
+			continue;
+		}
+		ids[kept++] = id;
 	}
 	*out = ids;
-	*nout = k;
+	*nout = kept;
 	return ok;
 }
 
@@ -853,6 +934,7 @@ static bool parse_ord(struct cc *c, const ydoc *doc, ydoc_node *n, bool classes,
 				return false;
 			}
 			o->attr = id;
+			attr_ordered(c, id);
 			return true;
 		}
 	}
@@ -1090,6 +1172,19 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	for (size_t i = 0; i < n->n; i++) {
 		ydoc_node *k = n->pairs[i].key, *v = n->pairs[i].value;
 		struct attr_cond *a = &r->attrs[i];
+		bool dup = false;
+		for (size_t j = 0; j < i && !dup; j++) {
+			if (strcmp(n->pairs[j].key->str, k->str) == 0) {
+				ydoc_error(doc, k, c->d, NULL,
+				           "duplicate key '%s' (first at line %u)", k->str,
+				           n->pairs[j].key->line);
+				dup = true;
+			}
+		}
+		if (dup) {
+			ok = false;
+			continue;
+		}
 		a->name = arena_strdup(&c->p->a, k->str, k->len);
 		if (!pmap_get(&c->p->attr_ids, k->str, k->len, &a->name_id)) {
 			ydoc_error(doc, k, c->d, NULL, "no principal has attribute '%s'", k->str);
@@ -1098,6 +1193,7 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		}
 		if (v->kind == YDOC_MAP) {
 			a->ordered = true;
+			attr_ordered(c, a->name_id);
 			ok &= parse_ord(c, doc, v, true, &a->ord);
 		} else {
 			const char **vals;
@@ -1196,16 +1292,23 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 	}
 	if ((n = ydoc_map_get(w, "principal.groups")) != NULL) {
 		const char **gl;
-		if (str_list(c, doc, n, &gl, &r->n_groups)) {
-			r->groups = arena_alloc(&p->a, sizeof(uint32_t) * r->n_groups);
-			for (uint32_t i = 0; i < r->n_groups; i++) {
+		uint32_t ng;
+		if (str_list(c, doc, n, &gl, &ng)) {
+			r->groups = arena_alloc(&p->a, sizeof(uint32_t) * ng);
+			for (uint32_t i = 0; i < ng; i++) {
 				uint32_t id;
 				if (!pmap_get(&p->group_ids, gl[i], strlen(gl[i]), &id)) {
 					ydoc_warn(doc, list_item(n, i), c->d, NULL,
 					          "no principal is in group '%s'", gl[i]);
 					id = UINT32_MAX;
 				}
-				r->groups[i] = id;
+				if (u32_listed(id, r->groups, r->n_groups)) {
+					if (id != UINT32_MAX)
+						ydoc_warn(doc, list_item(n, i), c->d, NULL,
+						          "'%s' listed twice", gl[i]);
+					continue;
+				}
+				r->groups[r->n_groups++] = id;
 			}
 		} else
 			ok = false;
@@ -1443,6 +1546,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	}
 	c->rule_doc[p->n_rules] = doc;
 	c->rule_node[p->n_rules] = n;
+	c->cur_rule = r;
 	r->index = p->n_rules++;
 	ydoc_node *v;
 	const char *s;
@@ -1644,6 +1748,35 @@ static void check_shadowing(struct cc *c)
 	}
 }
 
+/* An attribute some rule compares in order (above, at_most, ... or as a reference) must hold
+ * a classification level in every principal that has it: a misspelt level would make the
+ * comparison false, and a deny written over it would silently never fire. */
+static void check_attr_levels(struct cc *c)
+{
+	const policy *p = c->p;
+	for (uint32_t i = 0; i < p->n_principals; i++) {
+		const pprincipal *pr = &p->principals[i];
+		for (size_t k = 0; k < pr->pub.n_attrs; k++) {
+			const struct policy_attr *a = &pr->pub.attrs[k];
+			const char *by = c->attr_ordered_by[pr->attr_ids[k]];
+			if (by == NULL || a->level >= 0)
+				continue;
+			ydoc_node *v = ydoc_map_get(c->princ_attrs[i], a->name);
+			const char *g = diag_suggest(span_cstr(a->value), class_names, 4);
+			char hint[128];
+			if (g)
+				snprintf(hint, sizeof(hint), "did you mean '%s'?", g);
+			else
+				snprintf(hint, sizeof(hint),
+				         "one of: public, internal, confidential, restricted");
+			ydoc_error(c->princ_doc[i], v ? v : c->princ_attrs[i], c->d, hint,
+			           "attribute '%s' of principal '%s' is '%s', not a classification "
+			           "level, and rule '%s' compares it in order",
+			           a->name, pr->pub.id, a->value, by);
+		}
+	}
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Index: each rule goes into exactly one dimension (principal, model, route, data, or the
  * wildcard bucket) for each direction it applies to, so a request's candidates are the
@@ -1752,6 +1885,13 @@ static void cc_free(struct cc *c)
 	free(c->rule_node);
 	free(c->model_doc);
 	free(c->model_node);
+	free(c->data_doc);
+	free(c->data_node);
+	free(c->det_doc);
+	free(c->det_node);
+	free(c->princ_doc);
+	free(c->princ_attrs);
+	free(c->attr_ordered_by);
 	EVP_MD_CTX_free(c->sha);
 }
 
@@ -1820,10 +1960,18 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 			c.rule_node = xcalloc(nr + 1, sizeof(*c.rule_node));
 			c.model_doc = xcalloc(nm + 1, sizeof(*c.model_doc));
 			c.model_node = xcalloc(nm + 1, sizeof(*c.model_node));
+			c.data_doc = xcalloc(nda + 1, sizeof(*c.data_doc));
+			c.data_node = xcalloc(nda + 1, sizeof(*c.data_node));
+			c.det_doc = xcalloc(POLICY_MAX_DETECTORS + nd + 1, sizeof(*c.det_doc));
+			c.det_node = xcalloc(POLICY_MAX_DETECTORS + nd + 1, sizeof(*c.det_node));
+			c.princ_doc = xcalloc(np + 1, sizeof(*c.princ_doc));
+			c.princ_attrs = xcalloc(np + 1, sizeof(*c.princ_attrs));
 			pass_subjects(&c, "detectors", parse_detector);
 			pass_subjects(&c, "principals", parse_principal);
 			pass_subjects(&c, "models", parse_model);
 			pass_subjects(&c, "data", parse_data);
+			c.attr_ordered_by =
+			        xcalloc(p->n_attr_names + 1, sizeof(*c.attr_ordered_by));
 			for (size_t i = 0; i < c.n_files; i++) {
 				const ydoc *doc = &c.files[i].doc;
 				if (!c.files[i].parsed || doc->root == NULL ||
@@ -1836,6 +1984,7 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 				for (size_t j = 0; j < rl->n; j++)
 					parse_rule(&c, doc, rl->items[j]);
 			}
+			check_attr_levels(&c);
 			if (d->errors == errors0) {
 				if (p->n_rules == 0)
 					diag_add(d, DIAG_WARNING, name, 1, 1, NULL,

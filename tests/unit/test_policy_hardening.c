@@ -381,6 +381,85 @@ static void test_limits(void **state)
 	policy_unref(p);
 }
 
+/* ---- 5. detector patterns are compiled by check */
+static void test_detector_patterns_checked(void **state)
+{
+	(void)state;
+	if (lazylib_hyperscan() != CUSTOS_OK)
+		skip(); /* no libhs here: the check warns instead */
+	expect_error_at("version: 1\ndetectors:\n  bad: { patterns: ['(unclosed'] }\n",
+	                "detector 'bad': pattern: Missing close parenthesis", 3, 21, NULL, 0);
+	/* unused detectors too: the file is wrong either way */
+	expect_error_at("version: 1\ndetectors:\n  ok: { patterns: ['x[0-9]+'] }\n"
+	                "  un: { patterns: ['a', '[z-a]'] }\n",
+	                "detector 'un'", 4, 25, NULL, 0);
+	expect_error_at("version: 1\ndetectors:\n  e: { patterns: ['a*'] }\n", "empty text", 0, 0,
+	                NULL, 0);
+	policy_unref(must("version: 1\ndetectors:\n  emp: { patterns: ['\\bEMP-[0-9]{6}\\b'] }\n"));
+}
+
+/* ---- 6. an id listed twice counts once */
+static void test_duplicate_list_items(void **state)
+{
+	(void)state;
+	diag_list d;
+	policy *p =
+	        parse("version: 1\n"
+	              "principals:\n  a: { match: { cert_cn: a } }\n"
+	              "models:\n  m1: { isolation: vm }\n"
+	              "rules:\n"
+	              "  - { id: r1, effect: allow, when: { direction: ingress, principal: [a, "
+	              "a], model: m1 } }\n"
+	              "  - { id: r2, effect: allow, when: { direction: ingress, model: m1, "
+	              "route: [\"POST /x\", \"POST //x\"] } }\n"
+	              "  - { id: r3, effect: allow, when: { direction: ingress, model: [m1, m1], "
+	              "principal.groups: [g, g] } }\n",
+	              &d);
+	assert_non_null(p);
+	assert_non_null(find_diag(&d, DIAG_WARNING, "'a' listed twice"));
+	assert_non_null(find_diag(&d, DIAG_WARNING, "'POST //x' listed twice"));
+	assert_non_null(find_diag(&d, DIAG_WARNING, "'m1' listed twice"));
+	diag_free(&d);
+	policy_request r = request(POLICY_INGRESS);
+	r.principal = policy_find_principal(p, SPAN_LIT("a"));
+	r.model = policy_find_model(p, SPAN_LIT("m1"));
+	r.route = SPAN_LIT("POST /x");
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.n_rules_total, 2);
+	assert_string_not_equal(dec.rules[0], dec.rules[1]);
+	assert_int_equal(dec.n_considered, 3);
+	policy_unref(p);
+}
+
+/* ---- 7, 12. duplicates: refused, and where */
+static void test_duplicate_positions(void **state)
+{
+	(void)state;
+	char hint[512];
+	expect_error_at("version: 1\n"
+	                "principals:\n  a: { match: { cert_cn: a }, attributes: { c: internal } }\n"
+	                "rules:\n  - id: r\n    effect: deny\n"
+	                "    when: { principal.attributes: { c: public, c: internal } }\n",
+	                "duplicate key 'c' (first at line 7)", 7, 48, NULL, 0);
+	/* duplicate ids point to both places */
+	expect_error_at("version: 1\nprincipals:\n  a: { match: { cert_cn: a } }\n"
+	                "  a: { match: { cert_cn: b } }\n",
+	                "duplicate principal id 'a'", 4, 3, hint, sizeof(hint));
+	assert_string_equal(hint, "first defined at mem.yaml:3:3");
+	expect_error_at("version: 1\nmodels:\n  m: { isolation: vm }\n  m: { isolation: none }\n",
+	                "duplicate model id 'm'", 4, 3, hint, sizeof(hint));
+	assert_string_equal(hint, "first defined at mem.yaml:3:3");
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://a/\", classification: public }\n"
+	                "  d: { url: \"https://b/\", classification: public }\n",
+	                "duplicate data source id 'd'", 4, 3, hint, sizeof(hint));
+	assert_string_equal(hint, "first defined at mem.yaml:3:3");
+	expect_error_at("version: 1\ndetectors:\n  x: { patterns: [abc] }\n"
+	                "  x: { patterns: [abd] }\n",
+	                "duplicate detector id 'x'", 4, 3, hint, sizeof(hint));
+	assert_string_equal(hint, "first defined at mem.yaml:3:3");
+}
+
 /* ---- 8, 16. globs */
 static void test_globs(void **state)
 {
@@ -425,6 +504,37 @@ static void test_globs(void **state)
 	                              "gc",
 	                              4)); /* an invalid byte is one */
 	assert_true(policy_glob_match("\xc3\xa9*", 3, "\xc3\xa9t\xc3\xa9", 5));
+}
+
+/* ---- 10. a misspelt level in an attribute compared in order */
+static void test_attribute_levels(void **state)
+{
+	(void)state;
+	char hint[256];
+	expect_error_at("version: 1\n"
+	                "principals:\n"
+	                "  hr: { match: { cert_cn: hr }, attributes: { clearance: confidental } }\n"
+	                "  ok: { match: { cert_cn: ok }, attributes: { clearance: internal } }\n"
+	                "data:\n  d: { url: \"https://d/\", classification: restricted }\n"
+	                "rules:\n  - id: cover\n    effect: deny\n"
+	                "    when: { data.classification: { above: principal.attributes.clearance "
+	                "} }\n",
+	                "attribute 'clearance' of principal 'hr' is 'confidental'", 3, 58, hint,
+	                sizeof(hint));
+	assert_string_equal(hint, "did you mean 'confidential'?");
+	expect_error_at(
+	        "version: 1\n"
+	        "principals:\n"
+	        "  hr: { match: { cert_cn: hr }, attributes: { clearance: secret } }\n"
+	        "rules:\n  - id: r\n    effect: allow\n"
+	        "    when: { principal.attributes: { clearance: { at_least: internal } } }\n",
+	        "is 'secret', not a classification level, and rule 'r'", 3, 58, NULL, 0);
+	/* compared by equality only: any value */
+	policy_unref(must("version: 1\n"
+	                  "principals:\n"
+	                  "  hr: { match: { cert_cn: hr }, attributes: { team: payroll } }\n"
+	                  "rules:\n  - id: r\n    effect: allow\n"
+	                  "    when: { principal.attributes: { team: payroll } }\n"));
 }
 
 /* ---- 11. the proxy's JWT group cap, applied by the matcher */
@@ -493,7 +603,11 @@ int main(void)
 		cmocka_unit_test(test_ambiguous_patterns_refused),
 		cmocka_unit_test(test_route_is_ingress_only),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_detector_patterns_checked),
+		cmocka_unit_test(test_duplicate_list_items),
+		cmocka_unit_test(test_duplicate_positions),
 		cmocka_unit_test(test_globs),
+		cmocka_unit_test(test_attribute_levels),
 		cmocka_unit_test(test_jwt_group_cap),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
