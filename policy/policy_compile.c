@@ -87,7 +87,7 @@ struct cc {
 	diag_list *d;
 	struct cfile files[POLICY_MAX_FILES];
 	size_t n_files;
-	const char *stack[POLICY_MAX_INCLUDE_DEPTH + 2];
+	size_t stack[POLICY_MAX_INCLUDE_DEPTH + 2]; /* files[] being read, outermost first */
 	size_t depth;
 	EVP_MD_CTX *sha;
 	size_t cap_principals, cap_models, cap_data, cap_detectors, cap_rules;
@@ -281,12 +281,22 @@ static custos_err load_path(struct cc *c, const char *path, const ydoc *from, yd
 		return CUSTOS_ERR_NOTFOUND;
 	}
 	for (size_t i = 0; i < c->depth; i++) {
-		if (strcmp(c->stack[i], real) == 0) {
-			ydoc_error(from, at, c->d, NULL, "include cycle: '%s' includes itself",
-			           path);
-			free(real);
-			return CUSTOS_ERR_INVAL;
-		}
+		const struct cfile *open_f = &c->files[c->stack[i]];
+		if (open_f->real == NULL || strcmp(open_f->real, real) != 0)
+			continue;
+		/* the file that closes the cycle is the one including, the chain shows how */
+		char chain[1024];
+		size_t off = 0;
+		for (size_t j = i; j < c->depth && off < sizeof(chain); j++)
+			off += (size_t)snprintf(chain + off, sizeof(chain) - off, "%s -> ",
+			                        c->files[c->stack[j]].aname);
+		if (off < sizeof(chain))
+			snprintf(chain + off, sizeof(chain) - off, "%s", open_f->aname);
+		ydoc_error(from, at, c->d, NULL,
+		           "include cycle: '%s' includes '%s', which is already being read (%s)",
+		           from ? from->file : "?", path, chain);
+		free(real);
+		return CUSTOS_ERR_INVAL;
 	}
 	for (size_t i = 0; i < c->n_files; i++) {
 		if (c->files[i].real && strcmp(c->files[i].real, real) == 0) {
@@ -325,10 +335,9 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 		           POLICY_MAX_INCLUDE_DEPTH);
 		return CUSTOS_ERR_LIMIT;
 	}
-	/* hash: name length, name, content length, content */
-	uint64_t nl = strlen(name), tl = len;
-	EVP_DigestUpdate(c->sha, &nl, sizeof(nl));
-	EVP_DigestUpdate(c->sha, name, nl);
+	/* hash: each file's length and content, in the order read (the include lists, which
+	 * are content, fix the order): how a path is spelled never changes it */
+	uint64_t tl = len;
 	EVP_DigestUpdate(c->sha, &tl, sizeof(tl));
 	EVP_DigestUpdate(c->sha, text, len);
 
@@ -380,7 +389,7 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 	if (!ydoc_expect(doc, inc, YDOC_SEQ, "a list of files", c->d))
 		return CUSTOS_ERR_PARSE;
 	const char *dir = xstrdup(f->dir); /* f may move? no: fixed array; copy for clarity */
-	c->stack[c->depth++] = real ? real : "";
+	c->stack[c->depth++] = (size_t)(f - c->files);
 	for (size_t i = 0; i < inc->n; i++) {
 		const char *s;
 		if (!ydoc_str(doc, inc->items[i], &s, c->d))

@@ -3,6 +3,7 @@
 # - a `jwt_sub: "*"` principal does not take in callers without a JWT (a random API key is
 #   401, alice stays alice, an mTLS client is its own principal);
 # - "/v1/%66iles" and "//v1/files" meet `deny path: { prefix: /v1/files }`;
+# - the trail's policy_hash is the one `policy check` prints;
 # - limits over two windows both hold (2 a minute beside 100 an hour, a lower rate: the third
 #   request at once is 429, not one of a burst of 100).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -64,6 +65,10 @@ audit_grep '"principal":"alice"' | grep -q '"status":200' && ok "alice is alice 
 	fail "alice's events: $(audit_grep alice)"
 audit_grep '"auth":"mtls"' | grep -q '"principal":"analytics"' && ok "the mTLS client is analytics" ||
 	fail "mTLS client's events: $(audit_grep mtls)"
+# the trail's policy_hash is what `policy check` prints, however the path is spelled
+want=$(cd "$work" && "$bin" policy check ./policy.yaml 2>/dev/null | sed -n 's/.*sha256 \([0-9a-f]\{64\}\).*/\1/p')
+got=$(audit_grep '"policy_hash"' | head -1 | sed -n 's/.*"policy_hash":"\([0-9a-f]*\)".*/\1/p')
+check "audit policy_hash = policy check's" "$got" "$want"
 
 [ "$fails" -eq 0 ] || exit 1
 echo "proxy_policy_edges: ok"

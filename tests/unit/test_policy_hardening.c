@@ -506,6 +506,36 @@ static void test_globs(void **state)
 	assert_true(policy_glob_match("\xc3\xa9*", 3, "\xc3\xa9t\xc3\xa9", 5));
 }
 
+/* ---- 9. a FIFO is refused, not waited on */
+static void test_fifo_include(void **state)
+{
+	(void)state;
+	char fifo[512], top[512];
+	snprintf(fifo, sizeof(fifo), "%s/fifo.yaml", tmpdir);
+	snprintf(top, sizeof(top), "%s/top.yaml", tmpdir);
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	FILE *f = fopen(top, "w");
+	assert_non_null(f);
+	fputs("version: 1\ninclude: [fifo.yaml]\n", f);
+	fclose(f);
+	chmod(top, 0644);
+	alarm(20); /* a hang fails the test instead of the suite's timeout */
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_not_equal(policy_load(top, &p, &d), CUSTOS_OK);
+	const diag_item *it = find_diag(&d, DIAG_ERROR, "not a regular file");
+	assert_non_null(it);
+	assert_int_equal(it->line, 2);
+	diag_free(&d);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(fifo, &p, &d), CUSTOS_OK);
+	diag_free(&d);
+	alarm(0);
+	unlink(fifo);
+	unlink(top);
+}
+
 /* ---- 10. a misspelt level in an attribute compared in order */
 static void test_attribute_levels(void **state)
 {
@@ -581,6 +611,89 @@ static void test_jwt_group_cap(void **state)
 	policy_unref(p);
 }
 
+/* ---- 13, 18. files: the hash is the content's; the cycle names the including file */
+static void write_file(const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	chmod(path, 0644);
+}
+
+static void load_hash(const char *path, char out[65])
+{
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	if (policy_load(path, &p, &d) != CUSTOS_OK) {
+		diag_print(&d, stderr);
+		fail_msg("%s did not load", path);
+	}
+	snprintf(out, 65, "%s", policy_hash_hex(p));
+	policy_unref(p);
+	diag_free(&d);
+}
+
+static void test_files(void **state)
+{
+	(void)state;
+	write_file("main.yaml", "version: 1\ninclude: [inc.yaml]\n");
+	write_file("inc.yaml", "rules:\n  - { id: r, effect: allow }\n");
+	char a[600], b[600], h1[65], h2[65], h3[65];
+	snprintf(a, sizeof(a), "%s/main.yaml", tmpdir);
+	snprintf(b, sizeof(b), "%s/./main.yaml", tmpdir);
+	load_hash(a, h1);
+	load_hash(b, h2);
+	assert_string_equal(h1, h2);
+	char cwd[512];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(tmpdir), 0);
+	load_hash("main.yaml", h3);
+	assert_string_equal(h1, h3);
+	load_hash("./main.yaml", h3);
+	assert_string_equal(h1, h3);
+	assert_int_equal(chdir(cwd), 0);
+	/* text compiled under another name: the same hash */
+	const char *t = "version: 1\nrules: []\n";
+	diag_list d;
+	diag_init(&d);
+	policy *p1 = NULL, *p2 = NULL;
+	assert_int_equal(policy_parse("x.yaml", t, strlen(t), &p1, &d), CUSTOS_OK);
+	assert_int_equal(policy_parse("/etc/y.yaml", t, strlen(t), &p2, &d), CUSTOS_OK);
+	assert_string_equal(policy_hash_hex(p1), policy_hash_hex(p2));
+	policy_unref(p1);
+	policy_unref(p2);
+	diag_free(&d);
+	/* an included file's content is in it */
+	write_file("inc.yaml", "rules:\n  - { id: r2, effect: allow }\n");
+	load_hash(a, h2);
+	assert_string_not_equal(h1, h2);
+
+	/* cycle: the error is at b's include of a, and names b as the includer */
+	write_file("a.yaml", "version: 1\ninclude: [b.yaml]\n");
+	write_file("b.yaml", "rules: []\ninclude: [a.yaml]\n");
+	snprintf(a, sizeof(a), "%s/a.yaml", tmpdir);
+	diag_init(&d);
+	assert_int_not_equal(policy_load(a, &p1, &d), CUSTOS_OK);
+	const diag_item *it = find_diag(&d, DIAG_ERROR, "include cycle");
+	assert_non_null(it);
+	assert_non_null(strstr(it->file, "b.yaml"));
+	assert_int_equal(it->line, 2);
+	char want[1024];
+	snprintf(want, sizeof(want), "'%s/b.yaml' includes '%s/a.yaml'", tmpdir, tmpdir);
+	if (strstr(it->message, want) == NULL)
+		fail_msg("cycle message: %s", it->message);
+	diag_free(&d);
+	const char *names[] = { "main.yaml", "inc.yaml", "a.yaml", "b.yaml", "tests.yaml" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(names); i++) {
+		snprintf(a, sizeof(a), "%s/%s", tmpdir, names[i]);
+		unlink(a);
+	}
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -607,8 +720,10 @@ int main(void)
 		cmocka_unit_test(test_duplicate_list_items),
 		cmocka_unit_test(test_duplicate_positions),
 		cmocka_unit_test(test_globs),
+		cmocka_unit_test(test_fifo_include),
 		cmocka_unit_test(test_attribute_levels),
 		cmocka_unit_test(test_jwt_group_cap),
+		cmocka_unit_test(test_files),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
