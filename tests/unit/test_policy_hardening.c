@@ -694,6 +694,57 @@ static void test_files(void **state)
 	}
 }
 
+/* ---- 15. `policy test` compares the full set of deciding rules */
+static void test_runner_full_rule_set(void **state)
+{
+	(void)state;
+	char text[2048] = "version: 1\nrules:\n";
+	size_t off = strlen(text);
+	for (int i = 1; i <= 10; i++)
+		off += (size_t)snprintf(
+		        text + off, sizeof(text) - off,
+		        "  - { id: d%d, effect: deny, when: { direction: ingress } }\n", i);
+	policy *p = must(text);
+	write_file("tests.yaml",
+	           "cases:\n"
+	           "  - name: all ten\n    request: { direction: ingress }\n    expect: deny\n"
+	           "    rules: [d10, d9, d8, d7, d6, d5, d4, d3, d2, d1]\n"
+	           "  - name: eight of ten\n    request: { direction: ingress }\n"
+	           "    expect: deny\n    rules: [d1, d2, d3, d4, d5, d6, d7, d8]\n"
+	           "  - name: eleven\n    request: { direction: ingress }\n    expect: deny\n"
+	           "    rules: [d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d1]\n");
+	char path[512];
+	snprintf(path, sizeof(path), "%s/tests.yaml", tmpdir);
+	diag_list d;
+	diag_init(&d);
+	policy_test_result res;
+	char *report = NULL;
+	size_t rlen = 0;
+	FILE *f = open_memstream(&report, &rlen);
+	assert_non_null(f);
+	assert_int_equal(policy_run_tests(p, path, f, &res, &d), CUSTOS_OK);
+	fclose(f);
+	assert_int_equal(res.passed, 2);
+	assert_int_equal(res.failed, 1);
+	assert_non_null(strstr(report, "FAIL 'eight of ten'"));
+	assert_non_null(strstr(report, "deciding rules [d1,d2,d3,d4,d5,d6,d7,d8,d9,d10]"));
+	assert_non_null(find_diag(&d, DIAG_WARNING, "'d1' listed twice"));
+	free(report);
+	diag_free(&d);
+	/* an unknown rule id in a test is an error */
+	write_file("tests.yaml", "cases:\n  - name: typo\n    request: { direction: ingress }\n"
+	                         "    expect: deny\n    rules: [d11]\n");
+	diag_init(&d);
+	f = fopen("/dev/null", "w");
+	assert_int_not_equal(policy_run_tests(p, path, f, &res, &d), CUSTOS_OK);
+	fclose(f);
+	assert_non_null(find_diag(&d, DIAG_ERROR, "unknown rule 'd11'"));
+	diag_free(&d);
+	snprintf(path, sizeof(path), "%s/tests.yaml", tmpdir);
+	unlink(path);
+	policy_unref(p);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -724,6 +775,7 @@ int main(void)
 		cmocka_unit_test(test_attribute_levels),
 		cmocka_unit_test(test_jwt_group_cap),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_runner_full_rule_set),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
