@@ -39,14 +39,22 @@ custos_err file_load(const char *path, file_kind kind, size_t max, buf *out)
 	custos_err e;
 	int fd;
 
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer (a `policy check` or a
+	 * reload hung on it); the regular-file check refuses it right after, and clearing the
+	 * flag restores ordinary reads for the files that pass. */
 	do
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	while (fd == -1 && errno == EINTR);
 	if (fd == -1)
 		return err_sys("%s: open", path);
 	e = file_check_mode(fd, path, kind);
 	if (e != CUSTOS_OK)
 		goto out;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+		e = err_sys("%s: fcntl", path);
+		goto out;
+	}
 	for (;;) {
 		if (buf_used(out) >= max) {
 			/* One more byte tells "exactly max" from "over max". */

@@ -15,7 +15,28 @@ struct builder {
 	ydoc *doc;
 	diag_list *d;
 	yaml_parser_t parser;
+	const char *text; /* the input, for positions libyaml gives as byte offsets */
+	size_t len;
 };
+
+/* Line and column (1-based, columns in characters as libyaml counts them) of byte off. */
+static void text_pos(const char *text, size_t len, size_t off, unsigned *line, unsigned *col)
+{
+	unsigned l = 1, c = 1;
+	if (off > len)
+		off = len;
+	for (size_t i = 0; i < off; i++) {
+		unsigned char ch = (unsigned char)text[i];
+		if (ch == '\n' || (ch == '\r' && (i + 1 >= len || text[i + 1] != '\n'))) {
+			l++;
+			c = 1;
+		} else if ((ch & 0xc0) != 0x80 && ch != '\r') {
+			c++;
+		}
+	}
+	*line = l;
+	*col = c;
+}
 
 static void node_free(ydoc_node *n)
 {
@@ -74,12 +95,33 @@ static bool next_event(struct builder *b, yaml_event_t *ev)
 {
 	if (!yaml_parser_parse(&b->parser, ev)) {
 		const yaml_mark_t *m = &b->parser.problem_mark;
+		unsigned line = (unsigned)m->line + 1, col = (unsigned)m->column + 1;
 		char msg[512];
 		snprintf(msg, sizeof(msg), "YAML syntax: %s%s%s",
 		         b->parser.problem ? b->parser.problem : "error",
 		         b->parser.context ? " " : "", b->parser.context ? b->parser.context : "");
-		diag_add(b->d, DIAG_ERROR, b->doc->file, (unsigned)m->line + 1,
-		         (unsigned)m->column + 1, NULL, "%s", msg);
+		if (b->parser.error == YAML_READER_ERROR) {
+			/* the reader (NUL and control bytes, invalid UTF-8) gives a byte offset and
+			 * leaves the mark at 1:1 */
+			size_t off = b->parser.problem_offset;
+			int value = b->parser.problem_value;
+			if (b->parser.problem &&
+			    strncmp(b->parser.problem, "invalid trailing", 16) == 0 && off > 0 &&
+			    off <= b->len) {
+				/* point at the character, not at the byte that broke it */
+				do
+					off--;
+				while (off > 0 && ((unsigned char)b->text[off] & 0xc0) == 0x80);
+				value = (unsigned char)b->text[off];
+			}
+			text_pos(b->text, b->len, off, &line, &col);
+			if (value >= 0) {
+				size_t ml = strlen(msg);
+				snprintf(msg + ml, sizeof(msg) - ml, " (byte 0x%02X)",
+				         (unsigned)value & 0xffu);
+			}
+		}
+		diag_add(b->d, DIAG_ERROR, b->doc->file, line, col, NULL, "%s", msg);
 		return false;
 	}
 	return true;
@@ -225,7 +267,7 @@ static ydoc_node *build(struct builder *b, yaml_event_t *ev, int depth)
 custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len, diag_list *d)
 {
 	static const unsigned char empty_input[1];
-	struct builder b = { .doc = doc, .d = d };
+	struct builder b = { .doc = doc, .d = d, .text = text, .len = len };
 	yaml_event_t ev;
 	custos_err e = CUSTOS_ERR_PARSE;
 	int docs = 0;

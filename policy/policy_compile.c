@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/inspect.h"
+#include "custos/lazylib.h"
 #include "policy_int.h"
 
 static const char *const builtin_detectors[POLICY_BUILTIN_DETECTORS] = {
@@ -85,7 +87,7 @@ struct cc {
 	diag_list *d;
 	struct cfile files[POLICY_MAX_FILES];
 	size_t n_files;
-	const char *stack[POLICY_MAX_INCLUDE_DEPTH + 2];
+	size_t stack[POLICY_MAX_INCLUDE_DEPTH + 2]; /* files[] being read, outermost first */
 	size_t depth;
 	EVP_MD_CTX *sha;
 	size_t cap_principals, cap_models, cap_data, cap_detectors, cap_rules;
@@ -97,12 +99,30 @@ struct cc {
 	const char **attr_names;
 	size_t cap_attrs;
 	uint32_t *attr_holders;
+	int hs_state; /* Hyperscan for pattern checks: 0 not tried, 1 loaded, -1 missing */
+	bool hs_warned;
 	/* ydoc positions for warnings after the rule pass */
 	const ydoc **rule_doc;
 	ydoc_node **rule_node;
 	const ydoc **model_doc;
 	ydoc_node **model_node;
+	const ydoc **data_doc;
+	ydoc_node **data_node;
+	const ydoc **det_doc;
+	ydoc_node **det_node;
+	/* principals' attributes: positions for the level check after the rule pass */
+	const ydoc **princ_doc;
+	ydoc_node **princ_attrs;
+	const char **attr_ordered_by; /* per attribute id: a rule comparing it in order */
+	const prule *cur_rule;        /* the rule being parsed */
 };
+
+/* Attribute id a is compared in order by the rule being parsed: its values must be levels. */
+static void attr_ordered(struct cc *c, uint32_t a)
+{
+	if (c->attr_ordered_by && a < c->p->n_attr_names && c->attr_ordered_by[a] == NULL)
+		c->attr_ordered_by[a] = c->cur_rule ? c->cur_rule->id : "?";
+}
 
 static char *dir_of(const char *path)
 {
@@ -261,12 +281,22 @@ static custos_err load_path(struct cc *c, const char *path, const ydoc *from, yd
 		return CUSTOS_ERR_NOTFOUND;
 	}
 	for (size_t i = 0; i < c->depth; i++) {
-		if (strcmp(c->stack[i], real) == 0) {
-			ydoc_error(from, at, c->d, NULL, "include cycle: '%s' includes itself",
-			           path);
-			free(real);
-			return CUSTOS_ERR_INVAL;
-		}
+		const struct cfile *open_f = &c->files[c->stack[i]];
+		if (open_f->real == NULL || strcmp(open_f->real, real) != 0)
+			continue;
+		/* the file that closes the cycle is the one including, the chain shows how */
+		char chain[1024];
+		size_t off = 0;
+		for (size_t j = i; j < c->depth && off < sizeof(chain); j++)
+			off += (size_t)snprintf(chain + off, sizeof(chain) - off, "%s -> ",
+			                        c->files[c->stack[j]].aname);
+		if (off < sizeof(chain))
+			snprintf(chain + off, sizeof(chain) - off, "%s", open_f->aname);
+		ydoc_error(from, at, c->d, NULL,
+		           "include cycle: '%s' includes '%s', which is already being read (%s)",
+		           from ? from->file : "?", path, chain);
+		free(real);
+		return CUSTOS_ERR_INVAL;
 	}
 	for (size_t i = 0; i < c->n_files; i++) {
 		if (c->files[i].real && strcmp(c->files[i].real, real) == 0) {
@@ -305,10 +335,9 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 		           POLICY_MAX_INCLUDE_DEPTH);
 		return CUSTOS_ERR_LIMIT;
 	}
-	/* hash: name length, name, content length, content */
-	uint64_t nl = strlen(name), tl = len;
-	EVP_DigestUpdate(c->sha, &nl, sizeof(nl));
-	EVP_DigestUpdate(c->sha, name, nl);
+	/* hash: each file's length and content, in the order read (the include lists, which
+	 * are content, fix the order): how a path is spelled never changes it */
+	uint64_t tl = len;
 	EVP_DigestUpdate(c->sha, &tl, sizeof(tl));
 	EVP_DigestUpdate(c->sha, text, len);
 
@@ -360,7 +389,7 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 	if (!ydoc_expect(doc, inc, YDOC_SEQ, "a list of files", c->d))
 		return CUSTOS_ERR_PARSE;
 	const char *dir = xstrdup(f->dir); /* f may move? no: fixed array; copy for clarity */
-	c->stack[c->depth++] = real ? real : "";
+	c->stack[c->depth++] = (size_t)(f - c->files);
 	for (size_t i = 0; i < inc->n; i++) {
 		const char *s;
 		if (!ydoc_str(doc, inc->items[i], &s, c->d))
@@ -398,10 +427,44 @@ static size_t count_map(struct cc *c, const char *key)
 	return n;
 }
 
-static void dup_error(struct cc *c, const ydoc *doc, ydoc_node *n, const char *what)
+/* A second definition: the error is at it, the hint names the first (ids are unique across
+ * all included files). */
+static void dup_error(struct cc *c, const ydoc *doc, ydoc_node *n, const char *what,
+                      const char *first_file, unsigned line, unsigned col)
 {
-	ydoc_error(doc, n, c->d, "ids must be unique across all included files",
-	           "duplicate %s id '%s'", what, n->str);
+	char hint[POLICY_MAX_NAME + 4096];
+	snprintf(hint, sizeof(hint), "first defined at %s:%u:%u", first_file, line, col);
+	ydoc_error(doc, n, c->d, hint, "duplicate %s id '%s'", what, n->str);
+}
+
+static const char *file_name(const ydoc *doc)
+{
+	return ((const struct cfile *)doc)->aname;
+}
+
+/* A custom pattern is compiled as the inspection engine will compile it, so that `policy
+ * check` refuses what the proxy would refuse at start, with the pattern's position. */
+static void check_pattern(struct cc *c, const ydoc *doc, ydoc_node *n, const char *det,
+                          const char *pattern)
+{
+	if (pattern[0] == '\0') {
+		ydoc_error(doc, n, c->d, NULL, "empty pattern");
+		return;
+	}
+	if (c->hs_state == 0)
+		c->hs_state = lazylib_hyperscan() == CUSTOS_OK ? 1 : -1;
+	if (c->hs_state < 0) {
+		if (!c->hs_warned)
+			ydoc_warn(doc, n, c->d, NULL,
+			          "detector patterns are not checked here: %s (the proxy compiles "
+			          "them at start)",
+			          err_msg());
+		c->hs_warned = true;
+		return;
+	}
+	if (inspect_pattern_check(pattern, NULL) != CUSTOS_OK)
+		ydoc_error(doc, n, c->d, "detector patterns use the Hyperscan (PCRE subset) syntax",
+		           "detector '%s': %s", det, err_msg());
 }
 
 static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v)
@@ -425,10 +488,17 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 	}
 	policy_detector *det = &p->detectors[p->n_detectors];
 	det->name = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->detector_ids, &p->a, det->name, k->len, p->n_detectors, NULL)) {
-		dup_error(c, doc, k, "detector");
+	uint32_t prev;
+	if (!pmap_put(&p->detector_ids, &p->a, det->name, k->len, p->n_detectors, &prev)) {
+		if (prev < POLICY_BUILTIN_DETECTORS) /* checked above; kept for safety */
+			ydoc_error(doc, k, c->d, NULL, "'%s' is a built-in detector", k->str);
+		else
+			dup_error(c, doc, k, "detector", file_name(c->det_doc[prev]),
+			          c->det_node[prev]->line, c->det_node[prev]->col);
 		return;
 	}
+	c->det_doc[p->n_detectors] = doc;
+	c->det_node[p->n_detectors] = k;
 	ydoc_node *pat = ydoc_map_get(v, "patterns"), *kw = ydoc_map_get(v, "keywords");
 	uint32_t n;
 	if (pat == NULL) {
@@ -439,14 +509,19 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 			ydoc_error(doc, pat, c->d, NULL, "more than %d patterns",
 			           POLICY_MAX_CUSTOM_PATTERNS);
 		for (size_t i = 0; i < n; i++)
-			if (det->patterns[i][0] == '\0')
-				ydoc_error(doc, list_item(pat, i), c->d, NULL, "empty pattern");
+			check_pattern(c, doc, list_item(pat, i), k->str, det->patterns[i]);
 	}
 	if (kw && str_list(c, doc, kw, (const char ***)&det->keywords, &n)) {
 		det->n_keywords = n;
 		if (n > POLICY_MAX_CUSTOM_PATTERNS)
 			ydoc_error(doc, kw, c->d, NULL, "more than %d keywords",
 			           POLICY_MAX_CUSTOM_PATTERNS);
+		for (size_t i = 0; i < n; i++) {
+			size_t kl = strlen(det->keywords[i]);
+			if (kl == 0 || kl > INSPECT_MAX_PATTERN_LEN)
+				ydoc_error(doc, list_item(kw, i), c->d, NULL,
+				           "a keyword is 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
+		}
 	}
 	ydoc_node *val = ydoc_map_get(v, "validator");
 	if (val) {
@@ -461,6 +536,8 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 		det->description = arena_strdup(&p->a, s, desc->len);
 	det->index = p->n_detectors++;
 }
+
+static char *lower_dup(arena *a, span s);
 
 static bool hex32(const char *s, size_t len, uint8_t out[32])
 {
@@ -483,10 +560,13 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	pr->file = ((const struct cfile *)doc)->aname;
 	pr->line = k->line;
 	pr->col = k->col;
-	if (!pmap_put(&p->principal_ids, &p->a, pr->pub.id, k->len, p->n_principals, NULL)) {
-		dup_error(c, doc, k, "principal");
+	uint32_t prev;
+	if (!pmap_put(&p->principal_ids, &p->a, pr->pub.id, k->len, p->n_principals, &prev)) {
+		dup_error(c, doc, k, "principal", p->principals[prev].file,
+		          p->principals[prev].line, p->principals[prev].col);
 		return;
 	}
+	c->princ_doc[p->n_principals] = doc;
 	pr->pub.index = p->n_principals++;
 	ydoc_node *m = ydoc_map_get(v, "match");
 	if (m == NULL) {
@@ -523,7 +603,16 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 				           mkeys[i], POLICY_MAX_GLOB);
 				continue;
 			}
-			*slots[i] = arena_strdup(&p->a, s, x->len);
+			if (i == 8 && x->len > POLICY_MAX_JWT_GROUP_BYTES)
+				ydoc_warn(doc, x, c->d, NULL,
+				          "principal '%s' can never match: the proxy keeps JWT "
+				          "groups "
+				          "of at most %d bytes",
+				          k->str, POLICY_MAX_JWT_GROUP_BYTES);
+			/* DNS names are case-insensitive: the pattern is lowered here, the
+			 * subject when matched */
+			*slots[i] = i == 1 ? lower_dup(&p->a, span_of(s, x->len))
+			                   : arena_strdup(&p->a, s, x->len);
 		}
 	}
 	ydoc_node *g = ydoc_map_get(v, "groups");
@@ -540,6 +629,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	}
 	ydoc_node *at = ydoc_map_get(v, "attributes");
 	if (at && ydoc_expect(doc, at, YDOC_MAP, "a mapping", c->d)) {
+		c->princ_attrs[pr->pub.index] = at;
 		struct policy_attr *attrs = arena_alloc(&p->a, sizeof(*attrs) * (at->n + 1));
 		pr->attr_ids = arena_alloc(&p->a, sizeof(uint32_t) * (at->n + 1));
 		size_t n = 0;
@@ -575,8 +665,10 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_model *m = &p->models[p->n_models];
 	m->id = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->model_ids, &p->a, m->id, k->len, p->n_models, NULL)) {
-		dup_error(c, doc, k, "model");
+	uint32_t prev;
+	if (!pmap_put(&p->model_ids, &p->a, m->id, k->len, p->n_models, &prev)) {
+		dup_error(c, doc, k, "model", file_name(c->model_doc[prev]),
+		          c->model_node[prev]->line, c->model_node[prev]->col);
 		return;
 	}
 	c->model_doc[p->n_models] = doc;
@@ -680,10 +772,14 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_data_source *ds = &p->data[p->n_data];
 	ds->id = arena_strdup(&p->a, k->str, k->len);
-	if (!pmap_put(&p->data_ids, &p->a, ds->id, k->len, p->n_data, NULL)) {
-		dup_error(c, doc, k, "data source");
+	uint32_t prev;
+	if (!pmap_put(&p->data_ids, &p->a, ds->id, k->len, p->n_data, &prev)) {
+		dup_error(c, doc, k, "data source", file_name(c->data_doc[prev]),
+		          c->data_node[prev]->line, c->data_node[prev]->col);
 		return;
 	}
+	c->data_doc[p->n_data] = doc;
+	c->data_node[p->n_data] = k;
 	ds->index = p->n_data++;
 	ydoc_node *u = ydoc_map_get(v, "url"), *cl = ydoc_map_get(v, "classification");
 	const char *s;
@@ -700,11 +796,19 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 		} else if (default_port(sch) == 0) {
 			ydoc_error(doc, u, c->d, NULL, "url scheme must be http or https");
 		} else {
-			ds->url = arena_strdup(&p->a, s, u->len);
-			ds->scheme = lower_dup(&p->a, sch);
-			ds->host = lower_dup(&p->a, host);
-			ds->port = port ? port : default_port(sch);
-			ds->path_prefix = arena_strdup(&p->a, path.ptr, path.len);
+			/* the prefix is spelled as request paths are when looked up */
+			char norm[POLICY_MAX_PATH];
+			size_t nl;
+			if (!ppath_normalize(path, false, norm, sizeof(norm), &nl, &why)) {
+				ydoc_error(doc, u, c->d, NULL,
+				           "bad url '%s': its path is ambiguous: %s", s, why);
+			} else {
+				ds->url = arena_strdup(&p->a, s, u->len);
+				ds->scheme = lower_dup(&p->a, sch);
+				ds->host = lower_dup(&p->a, host);
+				ds->port = port ? port : default_port(sch);
+				ds->path_prefix = arena_strdup(&p->a, norm, nl);
+			}
 		}
 	}
 	if (cl == NULL)
@@ -754,6 +858,14 @@ static const char *const when_keys[] = {
 };
 static const char *const ord_ops[] = { "is", "above", "below", "at_least", "at_most" };
 
+static bool u32_listed(uint32_t v, const uint32_t *a, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] == v)
+			return true;
+	return false;
+}
+
 static bool parse_ref_list(struct cc *c, const ydoc *doc, ydoc_node *n, const pmap *m,
                            const char *what, uint32_t **out, uint32_t *nout)
 {
@@ -762,19 +874,24 @@ static bool parse_ref_list(struct cc *c, const ydoc *doc, ydoc_node *n, const pm
 	if (!str_list(c, doc, n, &names, &k))
 		return false;
 	uint32_t *ids = arena_alloc(&c->p->a, sizeof(uint32_t) * k);
+	uint32_t kept = 0;
 	bool ok = true;
 	for (uint32_t i = 0; i < k; i++) {
-		if (!pmap_get(m, names[i], strlen(names[i]), &ids[i])) {
+		uint32_t id;
+		if (!pmap_get(m, names[i], strlen(names[i]), &id)) {
 			unknown_ref(c, doc, list_item(n, i), what, m);
 			ok = false;
+			continue;
 		}
-		for (uint32_t j = 0; ok && j < i; j++)
-			if (ids[j] == ids[i])
-				ydoc_warn(doc, list_item(n, i), c->d, NULL, "'%s' listed twice",
-				          names[i]);
+		if (u32_listed(id, ids, kept)) {
+			/* kept once: a rule is filed and reported once */
+			ydoc_warn(doc, list_item(n, i), c->d, NULL, "'%s' listed twice", names[i]);
+			continue;
+		}
+		ids[kept++] = id;
 	}
 	*out = ids;
-	*nout = k;
+	*nout = kept;
 	return ok;
 }
 
@@ -826,6 +943,7 @@ static bool parse_ord(struct cc *c, const ydoc *doc, ydoc_node *n, bool classes,
 				return false;
 			}
 			o->attr = id;
+			attr_ordered(c, id);
 			return true;
 		}
 	}
@@ -896,14 +1014,32 @@ static bool parse_paths(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			ok = false;
 			continue;
 		}
-		if (pp->kind == PATH_GLOB && val->len > POLICY_MAX_GLOB) {
+		if (pp->kind != PATH_GLOB && strchr(s, '?') != NULL) {
+			ydoc_error(doc, val, c->d, "a query is not part of the path",
+			           "a path pattern has no '?'");
+			ok = false;
+			continue;
+		}
+		/* spelled as request paths are when matched (percent-decoding of unreserved
+		 * characters, one '/' between segments) */
+		char norm[POLICY_MAX_PATH];
+		size_t nl;
+		const char *why;
+		if (!ppath_normalize(span_of(s, val->len), pp->kind == PATH_GLOB, norm,
+		                     sizeof(norm), &nl, &why)) {
+			ydoc_error(doc, val, c->d, NULL, "path pattern '%s' is ambiguous: %s", s,
+			           why);
+			ok = false;
+			continue;
+		}
+		if (pp->kind == PATH_GLOB && nl > POLICY_MAX_GLOB) {
 			ydoc_error(doc, val, c->d, NULL, "glob longer than %d bytes",
 			           POLICY_MAX_GLOB);
 			ok = false;
 			continue;
 		}
-		pp->s = arena_strdup(&c->p->a, s, val->len);
-		pp->len = (uint32_t)val->len;
+		pp->s = arena_strdup(&c->p->a, norm, nl);
+		pp->len = (uint32_t)nl;
 	}
 	return ok;
 }
@@ -1045,6 +1181,19 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	for (size_t i = 0; i < n->n; i++) {
 		ydoc_node *k = n->pairs[i].key, *v = n->pairs[i].value;
 		struct attr_cond *a = &r->attrs[i];
+		bool dup = false;
+		for (size_t j = 0; j < i && !dup; j++) {
+			if (strcmp(n->pairs[j].key->str, k->str) == 0) {
+				ydoc_error(doc, k, c->d, NULL,
+				           "duplicate key '%s' (first at line %u)", k->str,
+				           n->pairs[j].key->line);
+				dup = true;
+			}
+		}
+		if (dup) {
+			ok = false;
+			continue;
+		}
 		a->name = arena_strdup(&c->p->a, k->str, k->len);
 		if (!pmap_get(&c->p->attr_ids, k->str, k->len, &a->name_id)) {
 			ydoc_error(doc, k, c->d, NULL, "no principal has attribute '%s'", k->str);
@@ -1053,6 +1202,7 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		}
 		if (v->kind == YDOC_MAP) {
 			a->ordered = true;
+			attr_ordered(c, a->name_id);
 			ok &= parse_ord(c, doc, v, true, &a->ord);
 		} else {
 			const char **vals;
@@ -1151,16 +1301,23 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 	}
 	if ((n = ydoc_map_get(w, "principal.groups")) != NULL) {
 		const char **gl;
-		if (str_list(c, doc, n, &gl, &r->n_groups)) {
-			r->groups = arena_alloc(&p->a, sizeof(uint32_t) * r->n_groups);
-			for (uint32_t i = 0; i < r->n_groups; i++) {
+		uint32_t ng;
+		if (str_list(c, doc, n, &gl, &ng)) {
+			r->groups = arena_alloc(&p->a, sizeof(uint32_t) * ng);
+			for (uint32_t i = 0; i < ng; i++) {
 				uint32_t id;
 				if (!pmap_get(&p->group_ids, gl[i], strlen(gl[i]), &id)) {
 					ydoc_warn(doc, list_item(n, i), c->d, NULL,
 					          "no principal is in group '%s'", gl[i]);
 					id = UINT32_MAX;
 				}
-				r->groups[i] = id;
+				if (u32_listed(id, r->groups, r->n_groups)) {
+					if (id != UINT32_MAX)
+						ydoc_warn(doc, list_item(n, i), c->d, NULL,
+						          "'%s' listed twice", gl[i]);
+					continue;
+				}
+				r->groups[r->n_groups++] = id;
 			}
 		} else
 			ok = false;
@@ -1209,9 +1366,10 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 	}
 	if ((n = ydoc_map_get(w, "route")) != NULL) {
 		const char **rl;
-		if (str_list(c, doc, n, &rl, &r->n_routes)) {
-			r->routes = arena_alloc(&p->a, sizeof(uint32_t) * r->n_routes);
-			for (uint32_t i = 0; i < r->n_routes; i++) {
+		uint32_t nr;
+		if (str_list(c, doc, n, &rl, &nr)) {
+			r->routes = arena_alloc(&p->a, sizeof(uint32_t) * nr);
+			for (uint32_t i = 0; i < nr; i++) {
 				const char *sp = strchr(rl[i], ' ');
 				char m[32];
 				size_t ml = sp ? (size_t)(sp - rl[i]) : 0;
@@ -1230,7 +1388,31 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 					           "bad method in route '%s'", rl[i]);
 					ok = false;
 				}
-				r->routes[i] = route_id(c, rl[i], strlen(rl[i]));
+				/* "METHOD /path" with the path spelled as requests' are */
+				char rt[POLICY_MAX_PATH + 32];
+				size_t nl;
+				const char *why;
+				memcpy(rt, rl[i], ml + 1);
+				if (strchr(sp + 1, '?') != NULL) {
+					ydoc_error(doc, list_item(n, i), c->d, NULL,
+					           "a route has no query ('?')");
+					ok = false;
+					continue;
+				}
+				if (!ppath_normalize(span_cstr(sp + 1), false, rt + ml + 1,
+				                     sizeof(rt) - ml - 1, &nl, &why)) {
+					ydoc_error(doc, list_item(n, i), c->d, NULL,
+					           "route '%s' is ambiguous: %s", rl[i], why);
+					ok = false;
+					continue;
+				}
+				uint32_t id = route_id(c, rt, ml + 1 + nl);
+				if (u32_listed(id, r->routes, r->n_routes)) {
+					ydoc_warn(doc, list_item(n, i), c->d, NULL,
+					          "'%s' listed twice", rl[i]);
+					continue;
+				}
+				r->routes[r->n_routes++] = id;
 			}
 		} else
 			ok = false;
@@ -1248,6 +1430,16 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 		ok &= parse_times(c, doc, n, r);
 		r->present |= C_TIME;
 	}
+	if (r->present & C_ROUTE) {
+		/* A route is the ingress API route: it never holds on egress, so the rule is
+		 * an ingress rule (an egress GET to evil.example/v1/models is no route). */
+		if (!(r->present & C_DIRECTION))
+			ydoc_warn(doc, ydoc_map_get(w, "route"), c->d, "add 'direction: ingress'",
+			          "rule '%s' has a route and no direction: routes hold on ingress "
+			          "only, so it never applies to egress",
+			          r->id);
+		r->dirs &= 1;
+	}
 	return ok;
 }
 
@@ -1258,40 +1450,33 @@ static void parse_limits(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		                          "tokens_per_minute",   "tokens_per_hour",
 		                          "tokens_per_day",      "max_body",
 		                          "max_tokens" };
-	static const uint64_t win[] = { 1000000000ull, 60000000000ull, 3600000000000ull,
-		                        86400000000000ull };
 	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, lk, CUSTOS_ARRAY_LEN(lk), c->d);
 	r->has_limits = true;
-	bool have_req = false, have_tok = false;
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(lk); i++) {
 		ydoc_node *v = ydoc_map_get(n, lk[i]);
 		uint64_t x;
 		if (v == NULL)
 			continue;
 		if (i == 7) {
-			if (ydoc_size(doc, v, UINT64_MAX, &x, c->d))
+			/* 0 would read as "no limit" when merged: refused like every other 0 */
+			if (ydoc_size(doc, v, UINT64_MAX, &x, c->d)) {
+				if (x == 0)
+					ydoc_error(doc, v, c->d, "omit max_body for no limit",
+					           "max_body must be at least 1 byte");
 				r->limits.max_body_bytes = x;
+			}
 			continue;
 		}
 		if (!ydoc_u64(doc, v, 1, UINT64_MAX, &x, c->d))
 			continue;
-		if (i == 8) {
+		if (i == 8)
 			r->limits.max_tokens = x;
-		} else if (i < 4) {
-			if (have_req)
-				ydoc_error(doc, v, c->d, NULL, "one requests_per_* limit per rule");
-			have_req = true;
-			r->limits.requests = x;
-			r->limits.requests_window_ns = win[i];
-		} else {
-			if (have_tok)
-				ydoc_error(doc, v, c->d, NULL, "one tokens_per_* limit per rule");
-			have_tok = true;
-			r->limits.tokens = x;
-			r->limits.tokens_window_ns = win[i - 3];
-		}
+		else if (i < 4)
+			r->limits.requests_per[i] = x; /* every window given applies */
+		else
+			r->limits.tokens_per[i - 3] = x;
 	}
 }
 
@@ -1370,6 +1555,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	}
 	c->rule_doc[p->n_rules] = doc;
 	c->rule_node[p->n_rules] = n;
+	c->cur_rule = r;
 	r->index = p->n_rules++;
 	ydoc_node *v;
 	const char *s;
@@ -1486,7 +1672,7 @@ static void check_rule(struct cc *c, const prule *r)
 		if (!any)
 			never_matches(c, r, "its methods and its routes' methods differ");
 	}
-	if ((r->present & C_ROUTE) && r->dirs == 2)
+	if ((r->present & C_ROUTE) && r->dirs == 0)
 		never_matches(c, r, "routes are matched on ingress only, and it is an egress rule");
 	if ((r->present & (C_DATA | C_CLASS)) && r->dirs == 1)
 		never_matches(c, r,
@@ -1545,7 +1731,7 @@ static void check_shadowing(struct cc *c)
 			continue;
 		for (uint32_t j = 0; j < p->n_rules && budget; j++, budget--) {
 			const prule *al = &p->rules[j];
-			if (al->effect != POLICY_ALLOW || (al->dirs & ~dn->dirs))
+			if (al->effect != POLICY_ALLOW || al->dirs == 0 || (al->dirs & ~dn->dirs))
 				continue;
 			if ((dn->present & C_PRINCIPAL) &&
 			    (!(al->present & C_PRINCIPAL) ||
@@ -1567,6 +1753,35 @@ static void check_shadowing(struct cc *c)
 			          "allow rule '%s' is shadowed by deny rule '%s' and never allows "
 			          "anything",
 			          al->id, dn->id);
+		}
+	}
+}
+
+/* An attribute some rule compares in order (above, at_most, ... or as a reference) must hold
+ * a classification level in every principal that has it: a misspelt level would make the
+ * comparison false, and a deny written over it would silently never fire. */
+static void check_attr_levels(struct cc *c)
+{
+	const policy *p = c->p;
+	for (uint32_t i = 0; i < p->n_principals; i++) {
+		const pprincipal *pr = &p->principals[i];
+		for (size_t k = 0; k < pr->pub.n_attrs; k++) {
+			const struct policy_attr *a = &pr->pub.attrs[k];
+			const char *by = c->attr_ordered_by[pr->attr_ids[k]];
+			if (by == NULL || a->level >= 0)
+				continue;
+			ydoc_node *v = ydoc_map_get(c->princ_attrs[i], a->name);
+			const char *g = diag_suggest(span_cstr(a->value), class_names, 4);
+			char hint[128];
+			if (g)
+				snprintf(hint, sizeof(hint), "did you mean '%s'?", g);
+			else
+				snprintf(hint, sizeof(hint),
+				         "one of: public, internal, confidential, restricted");
+			ydoc_error(c->princ_doc[i], v ? v : c->princ_attrs[i], c->d, hint,
+			           "attribute '%s' of principal '%s' is '%s', not a classification "
+			           "level, and rule '%s' compares it in order",
+			           a->name, pr->pub.id, a->value, by);
 		}
 	}
 }
@@ -1679,6 +1894,13 @@ static void cc_free(struct cc *c)
 	free(c->rule_node);
 	free(c->model_doc);
 	free(c->model_node);
+	free(c->data_doc);
+	free(c->data_node);
+	free(c->det_doc);
+	free(c->det_node);
+	free(c->princ_doc);
+	free(c->princ_attrs);
+	free(c->attr_ordered_by);
 	EVP_MD_CTX_free(c->sha);
 }
 
@@ -1747,10 +1969,18 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 			c.rule_node = xcalloc(nr + 1, sizeof(*c.rule_node));
 			c.model_doc = xcalloc(nm + 1, sizeof(*c.model_doc));
 			c.model_node = xcalloc(nm + 1, sizeof(*c.model_node));
+			c.data_doc = xcalloc(nda + 1, sizeof(*c.data_doc));
+			c.data_node = xcalloc(nda + 1, sizeof(*c.data_node));
+			c.det_doc = xcalloc(POLICY_MAX_DETECTORS + nd + 1, sizeof(*c.det_doc));
+			c.det_node = xcalloc(POLICY_MAX_DETECTORS + nd + 1, sizeof(*c.det_node));
+			c.princ_doc = xcalloc(np + 1, sizeof(*c.princ_doc));
+			c.princ_attrs = xcalloc(np + 1, sizeof(*c.princ_attrs));
 			pass_subjects(&c, "detectors", parse_detector);
 			pass_subjects(&c, "principals", parse_principal);
 			pass_subjects(&c, "models", parse_model);
 			pass_subjects(&c, "data", parse_data);
+			c.attr_ordered_by =
+			        xcalloc(p->n_attr_names + 1, sizeof(*c.attr_ordered_by));
 			for (size_t i = 0; i < c.n_files; i++) {
 				const ydoc *doc = &c.files[i].doc;
 				if (!c.files[i].parsed || doc->root == NULL ||
@@ -1763,6 +1993,7 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 				for (size_t j = 0; j < rl->n; j++)
 					parse_rule(&c, doc, rl->items[j]);
 			}
+			check_attr_levels(&c);
 			if (d->errors == errors0) {
 				if (p->n_rules == 0)
 					diag_add(d, DIAG_WARNING, name, 1, 1, NULL,

@@ -4,37 +4,99 @@
  * the decision it explains.
  */
 #include <openssl/crypto.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy_int.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Globs: '*' matches any run without '/', '**' any run, '?' one character other than '/'.
- * Simulated as an NFA over pattern positions (linear in the subject, no backtracking).
+ * Pattern and subject go by characters (UTF-8 sequences), simulated as an NFA over pattern
+ * positions (linear in the subject, no backtracking).
  */
 #define GLOB_MAX POLICY_MAX_GLOB
 
-bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+static int hexv(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Length of a UTF-8 sequence led by b (1 for ASCII or an invalid lead). */
+static size_t utf8_need(unsigned b)
+{
+	return b >= 0xc2 && b <= 0xdf   ? 2
+	       : b >= 0xe0 && b <= 0xef ? 3
+	       : b >= 0xf0 && b <= 0xf4 ? 4
+	                                : 1;
+}
+
+/* The byte a "%XX" at s[i] encodes, or -1. */
+static int pct_byte(const char *s, size_t n, size_t i)
+{
+	if (i + 2 >= n || s[i] != '%')
+		return -1;
+	int hi = hexv(s[i + 1]), lo = hexv(s[i + 2]);
+	return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* Bytes of the character at s[i]: one UTF-8 sequence (one byte when invalid); in a path, a
+ * run of %XX that spells one UTF-8 sequence, or one %XX. */
+static size_t char_len(const char *s, size_t n, size_t i, bool path)
+{
+	if (path && s[i] == '%') {
+		int b = pct_byte(s, n, i);
+		if (b < 0)
+			return 1;
+		size_t need = utf8_need((unsigned)b);
+		for (size_t k = 1; k < need; k++) {
+			int c = pct_byte(s, n, i + 3 * k);
+			if (c < 0 || (c & 0xc0) != 0x80)
+				return 3;
+		}
+		return 3 * need;
+	}
+	size_t need = utf8_need((unsigned char)s[i]);
+	if (i + need > n)
+		return 1;
+	for (size_t k = 1; k < need; k++)
+		if (((unsigned char)s[i + k] & 0xc0) != 0x80)
+			return 1;
+	return need;
+}
+
+bool policy_glob_match_in(const char *pat, size_t plen, const char *s, size_t slen, bool path)
 {
 	enum { T_LIT, T_ONE, T_SEG, T_ANY };
 	uint8_t kind[GLOB_MAX];
-	char lit[GLOB_MAX];
+	uint16_t lo[GLOB_MAX], ll[GLOB_MAX]; /* a literal character: pat[lo..lo+ll) */
 	size_t nt = 0;
-	for (size_t i = 0; i < plen; i++) {
-		if (nt == GLOB_MAX)
-			return false;
+	if (plen > GLOB_MAX)
+		return false;
+	for (size_t i = 0; i < plen;) {
 		if (pat[i] == '*') {
 			if (i + 1 < plen && pat[i + 1] == '*') {
 				kind[nt++] = T_ANY;
-				while (i + 1 < plen && pat[i + 1] == '*')
+				while (i < plen && pat[i] == '*')
 					i++;
-			} else
+			} else {
 				kind[nt++] = T_SEG;
+				i++;
+			}
 		} else if (pat[i] == '?') {
 			kind[nt++] = T_ONE;
+			i++;
 		} else {
+			size_t cl = char_len(pat, plen, i, path);
 			kind[nt] = T_LIT;
-			lit[nt++] = pat[i];
+			lo[nt] = (uint16_t)i;
+			ll[nt++] = (uint16_t)cl;
+			i += cl;
 		}
 	}
 	uint64_t cur[GLOB_MAX / 64 + 1], nxt[GLOB_MAX / 64 + 1];
@@ -46,8 +108,9 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 	for (size_t i = 0; i < nt; i++)
 		if (BIT(cur, i) && (kind[i] == T_SEG || kind[i] == T_ANY))
 			SETB(cur, i + 1);
-	for (size_t k = 0; k < slen; k++) {
-		char ch = s[k];
+	for (size_t k = 0; k < slen;) {
+		size_t cl = char_len(s, slen, k, path);
+		bool slash = cl == 1 && s[k] == '/';
 		bool any = false;
 		memset(nxt, 0, sizeof(nxt));
 		for (size_t i = 0; i < nt; i++) {
@@ -55,15 +118,15 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 				continue;
 			switch (kind[i]) {
 			case T_LIT:
-				if (lit[i] == ch)
+				if (ll[i] == cl && memcmp(pat + lo[i], s + k, cl) == 0)
 					SETB(nxt, i + 1), any = true;
 				break;
 			case T_ONE:
-				if (ch != '/')
+				if (!slash)
 					SETB(nxt, i + 1), any = true;
 				break;
 			case T_SEG:
-				if (ch != '/')
+				if (!slash)
 					SETB(nxt, i), any = true;
 				break;
 			default:
@@ -77,6 +140,7 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 			if (BIT(nxt, i) && (kind[i] == T_SEG || kind[i] == T_ANY))
 				SETB(nxt, i + 1);
 		memcpy(cur, nxt, sizeof(cur));
+		k += cl;
 	}
 	return BIT(cur, nt);
 #undef BIT
@@ -86,11 +150,13 @@ bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
 /* ---------------------------------------------------------------------------------------------
  * Subjects
  */
+/* A fact the caller does not have (an empty span) matches no key, whatever the pattern: a
+ * glob such as "*" matches the empty string, and would otherwise take in every caller. */
 static bool any_glob(const char *pat, const span *v, size_t n)
 {
 	size_t pl = strlen(pat);
 	for (size_t i = 0; i < n; i++)
-		if (policy_glob_match(pat, pl, v[i].ptr, v[i].len))
+		if (v[i].len > 0 && policy_glob_match(pat, pl, v[i].ptr, v[i].len))
 			return true;
 	return false;
 }
@@ -99,8 +165,30 @@ static bool any_eq(const char *want, const span *v, size_t n, bool nocase)
 {
 	span w = span_cstr(want);
 	for (size_t i = 0; i < n; i++)
-		if (nocase ? span_case_eq(w, v[i]) : span_eq(w, v[i]))
+		if (v[i].len > 0 && (nocase ? span_case_eq(w, v[i]) : span_eq(w, v[i])))
 			return true;
+	return false;
+}
+
+static bool fact_eq(const char *want, span have)
+{
+	return have.len > 0 && span_eq(span_cstr(want), have);
+}
+
+/* The JWT groups the proxy keeps (policy.h: POLICY_MAX_JWT_GROUPS): the first ones of at most
+ * POLICY_MAX_JWT_GROUP_BYTES, longer ones skipped. */
+static bool jwt_group_held(const char *want, const policy_identity *id)
+{
+	span w = span_cstr(want);
+	size_t kept = 0;
+	for (size_t i = 0; i < id->n_jwt_groups && kept < POLICY_MAX_JWT_GROUPS; i++) {
+		span g = id->jwt_groups[i];
+		if (g.len > POLICY_MAX_JWT_GROUP_BYTES)
+			continue;
+		kept++;
+		if (g.len > 0 && span_eq(w, g))
+			return true;
+	}
 	return false;
 }
 
@@ -116,12 +204,13 @@ static bool principal_matches(const struct pmatch *m, const policy_identity *id)
 	if (m->san_uri && !any_glob(m->san_uri, id->san_uris, id->n_san_uris))
 		return false;
 	if (m->san_dns) {
+		/* DNS names compare case-insensitively: the pattern was lowered when compiled,
+		 * the subject is lowered into a buffer */
 		bool ok = false;
 		span pat = span_cstr(m->san_dns);
 		for (size_t i = 0; i < id->n_san_dns && !ok; i++) {
-			/* DNS names compare case-insensitively: lower the subject into a buffer */
 			char low[GLOB_MAX];
-			if (id->san_dns[i].len > sizeof(low))
+			if (id->san_dns[i].len == 0 || id->san_dns[i].len > sizeof(low))
 				continue;
 			for (size_t k = 0; k < id->san_dns[i].len; k++) {
 				char ch = id->san_dns[i].ptr[k];
@@ -134,16 +223,17 @@ static bool principal_matches(const struct pmatch *m, const policy_identity *id)
 	}
 	if (m->san_email && !any_eq(m->san_email, id->san_emails, id->n_san_emails, true))
 		return false;
-	if (m->cn && !span_eq(span_cstr(m->cn), id->subject_cn))
+	if (m->cn && !fact_eq(m->cn, id->subject_cn))
 		return false;
-	if (m->issuer && !span_eq(span_cstr(m->issuer), id->issuer_dn))
+	if (m->issuer && !fact_eq(m->issuer, id->issuer_dn))
 		return false;
-	if (m->jwt_iss && !span_eq(span_cstr(m->jwt_iss), id->jwt_iss))
+	if (m->jwt_iss && !fact_eq(m->jwt_iss, id->jwt_iss))
 		return false;
 	if (m->jwt_sub &&
-	    !policy_glob_match(m->jwt_sub, strlen(m->jwt_sub), id->jwt_sub.ptr, id->jwt_sub.len))
+	    (id->jwt_sub.len == 0 ||
+	     !policy_glob_match(m->jwt_sub, strlen(m->jwt_sub), id->jwt_sub.ptr, id->jwt_sub.len)))
 		return false;
-	if (m->jwt_group && !any_eq(m->jwt_group, id->jwt_groups, id->n_jwt_groups, false))
+	if (m->jwt_group && !jwt_group_held(m->jwt_group, id))
 		return false;
 	return true;
 }
@@ -194,8 +284,13 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
 		port = span_case_eq(scheme, SPAN_LIT("https"))  ? 443
 		       : span_case_eq(scheme, SPAN_LIT("http")) ? 80
 		                                                : 0;
-	if (path.len == 0)
-		path = SPAN_LIT("/");
+	/* the same spelling as the prefixes, which were normalised when compiled */
+	char norm[POLICY_MAX_PATH];
+	size_t nl;
+	const char *why;
+	if (!ppath_normalize(path, false, norm, sizeof(norm), &nl, &why))
+		return NULL;
+	path = nl ? span_of(norm, nl) : SPAN_LIT("/");
 	for (uint32_t i = 0; i < p->n_data; i++) {
 		const policy_data_source *d = &p->data[i];
 		if (d->port != port || !span_case_eq(span_cstr(d->scheme), scheme) ||
@@ -301,6 +396,31 @@ static bool u32_in(uint32_t v, const uint32_t *a, uint32_t n)
 	return false;
 }
 
+void preq_init(struct preq *n, const policy_request *req)
+{
+	const char *why = NULL;
+	size_t len;
+	n->r = *req;
+	n->refused = NULL;
+	if (ppath_normalize(req->path, false, n->path, sizeof(n->path), &len, &why))
+		n->r.path = span_of(n->path, len);
+	else
+		n->refused = why;
+	if (req->route.len == 0 || n->refused)
+		return;
+	/* "METHOD /path": the path part is spelled as the compiled routes are */
+	const char *sp = memchr(req->route.ptr, ' ', req->route.len);
+	size_t ml = sp ? (size_t)(sp - req->route.ptr) : 0;
+	if (sp == NULL || ml + 1 >= sizeof(n->route) - POLICY_MAX_PATH)
+		return; /* not a route: matches none */
+	memcpy(n->route, req->route.ptr, ml + 1);
+	span rp = span_of(sp + 1, req->route.len - ml - 1);
+	if (!ppath_normalize(rp, false, n->route + ml + 1, sizeof(n->route) - ml - 1, &len, &why))
+		n->refused = why;
+	else
+		n->r.route = span_of(n->route, ml + 1 + len);
+}
+
 uint32_t policy_route_of(const policy *p, const policy_request *req)
 {
 	uint32_t id;
@@ -376,9 +496,12 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
                  buf *why)
 {
 	uint32_t pr = r->present;
-	if (!(r->dirs & (1u << (req->direction & 1))))
+	if (!(r->dirs & (1u << (req->direction & 1)))) {
+		if ((pr & C_ROUTE) && req->direction == POLICY_EGRESS)
+			FAIL("direction is egress, and a route holds on ingress only");
 		FAIL("direction is %s, rule wants %s", req->direction ? "egress" : "ingress",
 		     r->dirs == 1 ? "ingress" : "egress");
+	}
 	if (pr & C_PRINCIPAL) {
 		if (req->principal == NULL)
 			FAIL("no principal (unauthenticated), rule names principals");
@@ -399,6 +522,9 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 			FAIL("data source '%s' is not one of the rule's", req->data->id);
 	}
 	if (pr & C_ROUTE) {
+		/* the ingress API route: an egress call has none, whatever its method and path */
+		if (req->direction == POLICY_EGRESS)
+			FAIL("direction is egress, and a route holds on ingress only");
 		uint32_t rid = policy_route_of(p, req);
 		if (rid == UINT32_MAX || !u32_in(rid, r->routes, r->n_routes))
 			FAIL("route '%.*s%s%.*s' is not one of the rule's routes",
@@ -424,8 +550,8 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 			else if (pp->kind == PATH_PREFIX)
 				ok = path_prefix(pp->s, pp->len, req->path);
 			else
-				ok = policy_glob_match(pp->s, pp->len, req->path.ptr,
-				                       req->path.len);
+				ok = policy_glob_match_in(pp->s, pp->len, req->path.ptr,
+				                          req->path.len, true);
 		}
 		if (!ok)
 			FAIL("path '%.*s' matches none of the rule's path patterns",
@@ -518,6 +644,9 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 /* ---------------------------------------------------------------------------------------------
  * Decision
  */
+const uint64_t policy_window_ns[POLICY_WINDOWS] = { 1000000000ull, 60000000000ull, 3600000000000ull,
+	                                            86400000000000ull };
+
 static uint64_t min_limit(uint64_t a, uint64_t b)
 {
 	if (a == 0)
@@ -527,14 +656,17 @@ static uint64_t min_limit(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
-/* Merges rate limits by comparing rates (count per ns), keeping the stricter one. */
-static void merge_rate(uint64_t *cnt, uint64_t *win, uint64_t c2, uint64_t w2)
+/* The tightest of the per-window counts by rate (count per ns), for display. */
+static void tightest(const uint64_t per[POLICY_WINDOWS], uint64_t *cnt, uint64_t *win)
 {
-	if (c2 == 0)
-		return;
-	if (*cnt == 0 || (__uint128_t)c2 * *win < (__uint128_t)*cnt * w2) {
-		*cnt = c2;
-		*win = w2;
+	*cnt = 0;
+	*win = 0;
+	for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+		uint64_t c = per[w], ns = policy_window_ns[w];
+		if (c && (*cnt == 0 || (__uint128_t)c * *win < (__uint128_t)*cnt * ns)) {
+			*cnt = c;
+			*win = ns;
+		}
 	}
 }
 
@@ -542,10 +674,13 @@ static void merge_obligations(const prule *r, policy_decision *out)
 {
 	if (r->has_limits) {
 		policy_limits *l = &out->limits;
-		merge_rate(&l->requests, &l->requests_window_ns, r->limits.requests,
-		           r->limits.requests_window_ns);
-		merge_rate(&l->tokens, &l->tokens_window_ns, r->limits.tokens,
-		           r->limits.tokens_window_ns);
+		for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+			l->requests_per[w] =
+			        min_limit(l->requests_per[w], r->limits.requests_per[w]);
+			l->tokens_per[w] = min_limit(l->tokens_per[w], r->limits.tokens_per[w]);
+		}
+		tightest(l->requests_per, &l->requests, &l->requests_window_ns);
+		tightest(l->tokens_per, &l->tokens, &l->tokens_window_ns);
 		l->max_body_bytes = min_limit(l->max_body_bytes, r->limits.max_body_bytes);
 		l->max_tokens = min_limit(l->max_tokens, r->limits.max_tokens);
 	}
@@ -561,9 +696,20 @@ static void merge_obligations(const prule *r, policy_decision *out)
 	}
 }
 
-void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out)
+void policy_evaluate_n(const policy *p, const struct preq *n, policy_decision *out,
+                       const char **all, size_t cap)
 {
+	const policy_request *req = &n->r;
 	memset(out, 0, sizeof(*out));
+	out->shadow = p->mode == POLICY_SHADOW || req->force_shadow;
+	if (n->refused) {
+		/* A path only a guess could match against the rules is no one's to allow. */
+		out->verdict = POLICY_DENY;
+		out->reason = "the request path is refused as ambiguous (see the policy "
+		              "reference: path normalisation)";
+		out->effect = out->shadow ? POLICY_ALLOW : POLICY_DENY;
+		return;
+	}
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	const struct dir_index *x = &p->idx[req->direction & 1];
 	const struct bucket *bk[6];
@@ -572,7 +718,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_principal[req->principal->index];
 	if (req->model)
 		bk[nb++] = &x->by_model[req->model->index];
-	if (p->n_routes) {
+	if (p->n_routes && req->direction == POLICY_INGRESS) {
 		uint32_t rid = policy_route_of(p, req);
 		if (rid != UINT32_MAX) {
 			bk[nb++] = &x->by_route[rid];
@@ -585,7 +731,10 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		bk[nb++] = &x->by_data[req->data->index];
 	bk[nb++] = &x->wildcard;
 
-	const char *deny_ids[POLICY_MAX_DECISION_RULES];
+	/* Deny ids go to all[] when given (allow ids there are dropped once a deny matches). */
+	const char *deny_local[POLICY_MAX_DECISION_RULES];
+	const char **deny_ids = all ? all : deny_local;
+	size_t deny_cap = all ? cap : POLICY_MAX_DECISION_RULES;
 	size_t n_deny = 0, n_allow = 0;
 	const prule *first_deny = NULL;
 	for (size_t b = 0; b < nb; b++) {
@@ -598,7 +747,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 			if (!prule_match(p, r, req, now, NULL))
 				continue;
 			if (r->effect == POLICY_DENY) {
-				if (n_deny < POLICY_MAX_DECISION_RULES)
+				if (n_deny < deny_cap)
 					deny_ids[n_deny] = r->id;
 				if (first_deny == NULL)
 					first_deny = r;
@@ -606,6 +755,8 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 			} else {
 				if (n_allow < POLICY_MAX_DECISION_RULES)
 					out->rules[n_allow] = r->id;
+				if (all && n_allow < cap)
+					all[n_allow] = r->id;
 				n_allow++;
 				merge_obligations(r, out);
 			}
@@ -614,6 +765,7 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 	if (n_deny > 0) {
 		policy_decision keep = { 0 };
 		keep.n_considered = out->n_considered;
+		keep.shadow = out->shadow;
 		*out = keep;
 		out->verdict = POLICY_DENY;
 		out->n_rules_total = n_deny;
@@ -633,17 +785,38 @@ void policy_evaluate(const policy *p, const policy_request *req, policy_decision
 		out->default_deny = true;
 		out->reason = "no rule allows this request (default deny)";
 	}
-	out->shadow = p->mode == POLICY_SHADOW || req->force_shadow;
 	out->effect = out->shadow ? POLICY_ALLOW : out->verdict;
+}
+
+void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out)
+{
+	struct preq n;
+	preq_init(&n, req);
+	policy_evaluate_n(p, &n, out, NULL, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * Explain
  */
-custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
+/* "2/1s,100000/86400s", or "0" when no window has a limit. */
+static custos_err rates_text(buf *out, const uint64_t per[POLICY_WINDOWS])
 {
+	bool any = false;
+	for (size_t w = 0; w < POLICY_WINDOWS; w++) {
+		if (per[w] == 0)
+			continue;
+		GUARD(buf_printf(out, "%s%llu/%llus", any ? "," : "", (unsigned long long)per[w],
+		                 (unsigned long long)(policy_window_ns[w] / 1000000000u)));
+		any = true;
+	}
+	return any ? CUSTOS_OK : buf_append_cstr(out, "0");
+}
+
+static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
+{
+	const policy_request *req = &n->r;
 	policy_decision d;
-	policy_evaluate(p, req, &d);
+	policy_evaluate_n(p, n, &d, NULL, 0);
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
 	char ts[TM_RFC3339_LEN];
 	GUARD(buf_printf(out, "policy: %s (sha256 %s, mode %s)\n", p->name, p->hash,
@@ -658,6 +831,8 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 	                 req->method.ptr ? req->method.ptr : "", (int)req->path.len,
 	                 req->path.ptr ? req->path.ptr : "", (unsigned long long)req->body_size,
 	                 policy_class_name(req->taint), tm_rfc3339(now, ts)));
+	if (n->refused)
+		GUARD(buf_printf(out, "path refused: %s\n", n->refused));
 	GUARD(buf_printf(out, "decision: %s%s\n", d.effect == POLICY_ALLOW ? "allow" : "deny",
 	                 d.shadow
 	                         ? (d.verdict == POLICY_ALLOW ? " (shadow; enforcement would allow)"
@@ -672,15 +847,14 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 	GUARD(buf_printf(out, "%s\n", d.n_rules ? "" : " (none)"));
 	if (d.verdict == POLICY_ALLOW) {
 		const policy_limits *l = &d.limits;
-		GUARD(buf_printf(out,
-		                 "obligations: audit=%s max_body=%llu max_tokens=%llu "
-		                 "requests=%llu/%llus tokens=%llu/%llus\n",
-		                 policy_audit_level_name(d.audit),
-		                 (unsigned long long)l->max_body_bytes,
-		                 (unsigned long long)l->max_tokens, (unsigned long long)l->requests,
-		                 (unsigned long long)(l->requests_window_ns / 1000000000u),
-		                 (unsigned long long)l->tokens,
-		                 (unsigned long long)(l->tokens_window_ns / 1000000000u)));
+		GUARD(buf_printf(
+		        out, "obligations: audit=%s max_body=%llu max_tokens=%llu requests=",
+		        policy_audit_level_name(d.audit), (unsigned long long)l->max_body_bytes,
+		        (unsigned long long)l->max_tokens));
+		GUARD(rates_text(out, l->requests_per));
+		GUARD(buf_append_cstr(out, " tokens="));
+		GUARD(rates_text(out, l->tokens_per));
+		GUARD(buf_append_cstr(out, "\n"));
 		for (uint32_t i = 0; i < p->n_detectors; i++) {
 			if (d.inspect_prompt[i])
 				GUARD(buf_printf(
@@ -692,6 +866,8 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 				        policy_action_name((policy_action)d.inspect_response[i])));
 		}
 	}
+	if (n->refused)
+		return CUSTOS_OK; /* no rule was asked */
 	uint32_t n_dir = 0;
 	for (uint32_t i = 0; i < p->n_rules; i++)
 		n_dir += (p->rules[i].dirs >> (req->direction & 1)) & 1;
@@ -709,4 +885,13 @@ custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
 	if (n_dir == 0)
 		GUARD(buf_append_cstr(out, "  (no rules for this direction)\n"));
 	return CUSTOS_OK;
+}
+
+custos_err policy_explain(const policy *p, const policy_request *req, buf *out)
+{
+	struct preq *n = xcalloc(1, sizeof(*n)); /* two paths' room: kept off the stack */
+	preq_init(n, req);
+	custos_err e = explain_n(p, n, out);
+	free(n);
+	return e;
 }

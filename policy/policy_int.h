@@ -220,8 +220,31 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
                  buf *why);
 /* Globs longer than this are refused at compile time (the matcher keeps its state on the stack). */
 #define POLICY_MAX_GLOB 256
-bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
-/* The route id of req or UINT32_MAX. */
+/* Glob match ('*', '**', '?'): '?' and every step of a star take one UTF-8 character (an
+ * invalid byte counts as one). With path set, a percent-encoded UTF-8 sequence of a
+ * normalised path ("%C3%A9") is one character too. */
+bool policy_glob_match_in(const char *pat, size_t plen, const char *s, size_t slen, bool path);
+static inline bool policy_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+{
+	return policy_glob_match_in(pat, plen, s, slen, false);
+}
+/* Normalises a path (policy_evaluate in policy.h says how) into out[0..cap): true with
+ * *olen, or false with *why (static text: "it has a '..' segment"). glob: a '?' is a
+ * pattern character, not the start of a query. */
+bool ppath_normalize(span in, bool glob, char *out, size_t cap, size_t *olen, const char **why);
+/* A request with its path and route normalised, in storage that lives as long as it. */
+struct preq {
+	policy_request r;
+	const char *refused; /* why the path was refused, or NULL */
+	char path[POLICY_MAX_PATH];
+	char route[POLICY_MAX_PATH + 64];
+};
+void preq_init(struct preq *n, const policy_request *req);
+/* The route id of req (normalised) or UINT32_MAX. */
 uint32_t policy_route_of(const policy *p, const policy_request *req);
+/* policy_evaluate over a normalised request; all (cap entries, may be NULL) receives every
+ * deciding rule's id, not only the first POLICY_MAX_DECISION_RULES. */
+void policy_evaluate_n(const policy *p, const struct preq *n, policy_decision *out,
+                       const char **all, size_t cap);
 
 #endif

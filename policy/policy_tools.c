@@ -242,14 +242,26 @@ static const char *effect_word(policy_effect e)
 	return e == POLICY_ALLOW ? "allow" : "deny";
 }
 
-static void rules_text(const policy_decision *dec, char *out, size_t n)
+/* Every deciding rule's id, comma-separated ("none" when none); cut short with "..." when
+ * out is full. */
+static void rules_text(const char *const *ids, size_t n_ids, char *out, size_t n)
 {
 	size_t off = 0;
 	out[0] = '\0';
-	for (size_t i = 0; i < dec->n_rules && off < n; i++)
-		off += (size_t)snprintf(out + off, n - off, "%s%s", i ? "," : "", dec->rules[i]);
-	if (dec->n_rules == 0)
+	for (size_t i = 0; i < n_ids && off < n; i++)
+		off += (size_t)snprintf(out + off, n - off, "%s%s", i ? "," : "", ids[i]);
+	if (off >= n && n > 4)
+		memcpy(out + n - 4, "...", 4);
+	if (n_ids == 0)
 		snprintf(out, n, "none");
+}
+
+static bool id_in(const char *id, const char *const *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ids[i], id) == 0)
+			return true;
+	return false;
 }
 
 /* Appends to a failure note; a full note is cut short, which is harmless. */
@@ -357,6 +369,10 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 	}
 	buf why;
 	buf_init(&why, 64 * 1024);
+	/* the full set of deciding rules, not only the first POLICY_MAX_DECISION_RULES */
+	size_t cap = p->n_rules ? p->n_rules : 1;
+	const char **all = xcalloc(cap, sizeof(*all));
+	struct preq *nreq = xcalloc(1, sizeof(*nreq));
 	for (size_t i = 0; i < cases->n; i++) {
 		ydoc_node *c = cases->items[i];
 		size_t ce = d->errors;
@@ -387,7 +403,9 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 			continue;
 		}
 		policy_decision dec;
-		policy_evaluate(p, &req, &dec);
+		preq_init(nreq, &req);
+		policy_evaluate_n(p, nreq, &dec, all, cap);
+		size_t n_all = dec.n_rules_total < cap ? dec.n_rules_total : cap;
 		buf_reset(&why);
 		bool pass = (int)dec.effect == want;
 		if (!pass)
@@ -398,29 +416,49 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 			pass = false;
 		}
 		if (rl) {
-			const char *ids[POLICY_MAX_DECISION_RULES * 4];
+			/* exactly these deciding rules: the same set as the full one */
+			ydoc_node *one[1] = { rl };
+			ydoc_node **items = NULL;
 			size_t n = 0;
-			ydoc_node *items[POLICY_MAX_DECISION_RULES * 4];
-			if (rl->kind == YDOC_SCALAR)
-				items[n++] = rl;
-			else if (rl->kind == YDOC_SEQ && rl->n <= CUSTOS_ARRAY_LEN(items))
-				for (size_t j = 0; j < rl->n; j++)
-					items[n++] = rl->items[j];
-			else
-				ydoc_error(&doc, rl, d, NULL, "rules: a list of at most %zu ids",
-				           CUSTOS_ARRAY_LEN(items));
-			bool same = n == dec.n_rules;
-			for (size_t j = 0; j < n; j++) {
-				if (!ydoc_str(&doc, items[j], &ids[j], d))
-					same = false;
-				bool found = false;
-				for (size_t q = 0; q < dec.n_rules && !found; q++)
-					found = strcmp(dec.rules[q], ids[j] ? ids[j] : "") == 0;
-				same &= found;
+			if (rl->kind == YDOC_SCALAR) {
+				items = one;
+				n = 1;
+			} else if (rl->kind == YDOC_SEQ && rl->n <= POLICY_MAX_LIST) {
+				items = rl->items;
+				n = rl->n;
+			} else {
+				ydoc_error(&doc, rl, d, NULL, "rules: a list of at most %d ids",
+				           POLICY_MAX_LIST);
 			}
+			bool same = true;
+			size_t distinct = 0;
+			for (size_t j = 0; j < n; j++) {
+				const char *id;
+				if (!ydoc_str(&doc, items[j], &id, d)) {
+					same = false;
+					continue;
+				}
+				bool again = false;
+				for (size_t q = 0; q < j && !again; q++)
+					again = items[q]->kind == YDOC_SCALAR &&
+					        strcmp(items[q]->str, id) == 0;
+				if (again) {
+					ydoc_warn(&doc, items[j], d, NULL, "'%s' listed twice", id);
+					continue;
+				}
+				bool known = false;
+				for (uint32_t q = 0; q < p->n_rules && !known; q++)
+					known = strcmp(p->rules[q].id, id) == 0;
+				if (!known)
+					ydoc_error(&doc, items[j], d, NULL, "unknown rule '%s'",
+					           id);
+				distinct++;
+				same &= id_in(id, all, n_all);
+			}
+			same &= distinct == n_all;
 			if (!same) {
 				char got[1024];
-				rules_text(&dec, got, sizeof(got));
+				rules_text(all, n_all, got, sizeof(got));
 				note(&why, " deciding rules [%s], expected [", got);
 				for (size_t j = 0; j < n; j++)
 					note(&why, "%s%s", j ? "," : "",
@@ -439,13 +477,15 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 		} else {
 			res->failed++;
 			char got[1024];
-			rules_text(&dec, got, sizeof(got));
+			rules_text(all, n_all, got, sizeof(got));
 			span w = buf_span(&why);
 			fprintf(f, "%s:%u:%u: FAIL '%s':%.*s decision %s by [%s]: %s\n", doc.file,
 			        c->line, c->col, name, (int)w.len, w.ptr, effect_word(dec.effect),
 			        got, dec.reason);
 		}
 	}
+	free(nreq);
+	free(all);
 	buf_free(&why);
 	ydoc_free(&doc);
 	if (d->errors != e0)

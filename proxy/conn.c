@@ -372,7 +372,7 @@ static void charge_tokens(conn *c)
 	}
 	uint64_t used = r->usage.total_tokens ? r->usage.total_tokens
 	                                      : r->usage.prompt_tokens + r->usage.completion_tokens;
-	limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_ns, tm_mono_ns());
+	limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_per, tm_mono_ns());
 }
 
 static void conn_audit(conn *c, const char *type, const char *decision, const char *reason)
@@ -1043,9 +1043,8 @@ static void on_request_body_done(conn *c)
 		ost = 403;
 		owhy = "max_tokens above the policy's limit";
 	} else if (r->dec.rate || r->dec.tokens) {
-		limit_result lr =
-		        limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate, r->dec.rate_ns,
-		                      r->dec.tokens, r->dec.tokens_ns, t1, &retry_ns);
+		limit_result lr = limiter_check(c->w->srv->lim, r->dec.principal, r->dec.rate_per,
+		                                r->dec.tokens_per, t1, &retry_ns);
 		if (lr != LIMIT_OK) {
 			ost = 429;
 			owhy = lr == LIMIT_RATE ? "request rate limit exceeded"

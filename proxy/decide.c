@@ -181,6 +181,9 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	out->rate_ns = d.limits.requests_window_ns;
 	out->tokens = d.limits.tokens;
 	out->tokens_ns = d.limits.tokens_window_ns;
+	_Static_assert(LIMIT_WINDOWS == POLICY_WINDOWS, "limit windows differ");
+	memcpy(out->rate_per, d.limits.requests_per, sizeof(out->rate_per));
+	memcpy(out->tokens_per, d.limits.tokens_per, sizeof(out->tokens_per));
 	out->has_inspect = d.has_inspect && dp->eng != NULL;
 	memcpy(out->insp_prompt, d.inspect_prompt, sizeof(out->insp_prompt));
 	memcpy(out->insp_response, d.inspect_response, sizeof(out->insp_response));

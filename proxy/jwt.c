@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/policy.h"
 #include "json.h"
 #include "proxy_int.h"
 
@@ -403,9 +404,13 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		jsonr_iter it;
 		jsonr_val g;
 		jsonr_iter_init(&it, v);
+		/* the cut the policy applies too (policy.h, POLICY_MAX_JWT_GROUPS), so that
+		 * `policy test` predicts which groups a caller has */
+		_Static_assert(CUSTOS_ARRAY_LEN(id->jwt_groups) == POLICY_MAX_JWT_GROUPS,
+		               "JWT group caps differ");
 		while (jsonr_arr_next(&it, &g) &&
 		       id->n_jwt_groups < CUSTOS_ARRAY_LEN(id->jwt_groups)) {
-			char gs[128];
+			char gs[POLICY_MAX_JWT_GROUP_BYTES + 1];
 			if (g.type == JSONR_STRING &&
 			    jsonr_unescape_cstr(g.str, gs, sizeof(gs)) == CUSTOS_OK)
 				id->jwt_groups[id->n_jwt_groups++] = xstrdup(gs);

@@ -140,15 +140,18 @@ struct limiter;
 custos_err limiter_new(struct limiter **out) CUSTOS_WUR;
 void limiter_free(struct limiter *l);
 typedef enum limit_result { LIMIT_OK = 0, LIMIT_RATE, LIMIT_TOKENS } limit_result;
-/* Takes one request from the principal's bucket and checks its token budget. Refused:
- * *retry_ns is how long until a request would pass (the bucket refilled to one request, or
- * the budget's window over). */
-limit_result limiter_check(struct limiter *l, const char *key, uint64_t rate, uint64_t rate_ns,
-                           uint64_t tokens, uint64_t tokens_ns, uint64_t now_ns,
+/* Windows of the limits: a second, a minute, an hour, a day (policy.h, POLICY_WINDOW_*). */
+#define LIMIT_WINDOWS 4
+/* Checks every limit at once: rate[w] requests (a bucket refilled over window w) and tokens[w]
+ * tokens charged in the current window w, for each w whose count is not 0. Passed: one request
+ * is taken from every bucket. Refused: nothing is taken, and *retry_ns is how long until a
+ * request would pass (every bucket refilled to one request, every spent budget's window over). */
+limit_result limiter_check(struct limiter *l, const char *key, const uint64_t rate[LIMIT_WINDOWS],
+                           const uint64_t tokens[LIMIT_WINDOWS], uint64_t now_ns,
                            uint64_t *retry_ns);
-/* Charges used tokens to the principal's budget window. */
-void limiter_charge(struct limiter *l, const char *key, uint64_t tokens, uint64_t tokens_ns,
-                    uint64_t now_ns);
+/* Charges used tokens to each of the principal's budget windows that has a limit. */
+void limiter_charge(struct limiter *l, const char *key, uint64_t used,
+                    const uint64_t tokens[LIMIT_WINDOWS], uint64_t now_ns);
 
 /* ---- policy (decide.c) ---- */
 typedef struct decide_in {
@@ -167,7 +170,8 @@ typedef struct decide_out {
 	const char *reason;
 	char rules[256]; /* comma-separated rule ids */
 	uint64_t max_body, max_tokens;
-	uint64_t rate, rate_ns, tokens, tokens_ns;
+	uint64_t rate, rate_ns, tokens, tokens_ns;                   /* the tightest, for display */
+	uint64_t rate_per[LIMIT_WINDOWS], tokens_per[LIMIT_WINDOWS]; /* every one applies */
 	char policy_hash[65];
 	/* content inspection (ingress_inspect.c): per-detector actions, the policy's engine */
 	bool has_inspect;

@@ -27,6 +27,13 @@
 #define POLICY_MAX_DETECTORS       64     /* built-in + custom */
 #define POLICY_MAX_CUSTOM_PATTERNS 32     /* patterns or keywords per custom detector */
 #define POLICY_MAX_TEST_CASES      10000
+#define POLICY_MAX_PATH            8192 /* request path bytes, normalised (longer: refused) */
+/* JWT groups a caller's identity carries: the proxy keeps the first POLICY_MAX_JWT_GROUPS
+ * string entries of the `groups` claim that are at most POLICY_MAX_JWT_GROUP_BYTES long
+ * (longer ones are skipped); policy_match_principal applies the same cut, so `policy test`
+ * and `explain` predict the proxy. */
+#define POLICY_MAX_JWT_GROUPS      16
+#define POLICY_MAX_JWT_GROUP_BYTES 127
 
 /* Ordered scales. Comparisons (above/below/at_least/at_most) use the numeric order. */
 typedef enum policy_class {
@@ -153,13 +160,16 @@ typedef struct policy_identity {
 #define POLICY_BEARER_JWT     0x2u /* the principal's match has jwt_iss, jwt_sub or jwt_group */
 
 /* The first principal (file order) all of whose match keys hold for id, and that id's bearer
- * credential names (see POLICY_BEARER_*), or NULL. */
+ * credential names (see POLICY_BEARER_*), or NULL. A key over a fact the caller does not
+ * have (an empty span, no SAN of that kind, no API key) is false, whatever the pattern:
+ * `jwt_sub: "*"` never matches a caller without a JWT. */
 const policy_principal *policy_match_principal(const policy *p, const policy_identity *id);
 const policy_principal *policy_find_principal(const policy *p, span id);
 const policy_model *policy_find_model(const policy *p, span id);
 const policy_data_source *policy_find_data_id(const policy *p, span id);
 /* The data source whose URL has this scheme, host (case-insensitive), exactly this port (0 =
- * the scheme's default) and the longest path prefix of path (on a segment boundary). */
+ * the scheme's default) and the longest path prefix of path (on a segment boundary), the path
+ * normalised first (see policy_evaluate); NULL also when the path is refused as ambiguous. */
 const policy_data_source *policy_find_data_source(const policy *p, span scheme, span host,
                                                   uint16_t port, span path);
 /* The same from an absolute URL ("https://host:8443/api/x?q"). */
@@ -230,8 +240,17 @@ typedef struct policy_request {
 } policy_request;
 
 /* Obligations merged over every matching allow rule (most restrictive limit, most severe
- * inspection action, highest audit level). 0 in a limit means "no limit". */
+ * inspection action, highest audit level). 0 in a limit means "no limit".
+ * Rates are kept per window: requests_per[w] / tokens_per[w] is the smallest count any
+ * matching rule sets for window w (POLICY_WINDOW_*), and every one of them applies (2 a
+ * second and 100000 a day: both hold). requests/requests_window_ns (tokens/..._ns) name the
+ * tightest of them by rate, for display. */
+enum { POLICY_WINDOW_SECOND = 0, POLICY_WINDOW_MINUTE, POLICY_WINDOW_HOUR, POLICY_WINDOW_DAY };
+#define POLICY_WINDOWS 4
+extern const uint64_t policy_window_ns[POLICY_WINDOWS]; /* 1 s, 60 s, 3600 s, 86400 s in ns */
 typedef struct policy_limits {
+	uint64_t requests_per[POLICY_WINDOWS];
+	uint64_t tokens_per[POLICY_WINDOWS]; /* [POLICY_WINDOW_SECOND] is always 0 */
 	uint64_t requests;
 	uint64_t requests_window_ns;
 	uint64_t tokens;
@@ -257,7 +276,14 @@ typedef struct policy_decision {
 	bool has_inspect;                               /* any action set */
 } policy_decision;
 
-/* Evaluates req against p into *out (overwritten). Never allocates; safe from any thread. */
+/* Evaluates req against p into *out (overwritten). Never allocates; safe from any thread.
+ * The path (and a route's path) is normalised before any rule sees it: percent-encoded
+ * unreserved characters are decoded (RFC 3986 6.2.2.2), other percent-encodings written with
+ * upper-case hex, other bytes outside RFC 3986 pchar percent-encoded, runs of '/' collapsed,
+ * and the part from '?' on dropped. A path that cannot be normalised without guessing (a '.'
+ * or '..' segment, an encoded '/' or backslash, a backslash, a control character, a bad or
+ * NUL percent-encoding, a non-empty path not starting with '/', longer than POLICY_MAX_PATH)
+ * is denied whatever the rules (the reason names it). An empty path stays empty. */
 void policy_evaluate(const policy *p, const policy_request *req, policy_decision *out);
 
 /* Explains the decision for req into out as text: the decision, the deciding rules, and for

@@ -34,6 +34,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			r.principal = policy_match_principal(p, &id);
 			r.data = policy_find_data_url(p, SPAN_LIT("https://wiki.corp.example/a/b"));
 			policy_evaluate(p, &r, &dec);
+			/* the input's head as a path and as identity facts: the path normaliser,
+			 * path globs and identity globs see hostile bytes too */
+			span raw = span_of((const char *)data, size < 512 ? size : 512);
+			id.jwt_sub = raw;
+			id.san_dns = &raw;
+			id.n_san_dns = 1;
+			(void)policy_match_principal(p, &id);
+			r.path = raw;
+			policy_evaluate(p, &r, &dec);
+			(void)policy_find_data_source(p, SPAN_LIT("https"),
+			                              SPAN_LIT("wiki.corp.example"), 0, raw);
+			r.path = SPAN_LIT("/v1/chat/completions");
 		}
 		buf out;
 		buf_init(&out, 1 << 20);

@@ -302,6 +302,14 @@ static void test_file_load_modes(void **state)
 	buf_reset(&b);
 	assert_int_equal(file_load("/nonexistent/x", FILE_ANY, 100, &b), CUSTOS_ERR_SYS);
 	assert_int_equal(file_load(tmpdir, FILE_ANY, 100, &b), CUSTOS_ERR_INVAL);
+	/* A FIFO is refused at once: opening it must not wait for a writer. */
+	snprintf(p, sizeof(p), "%s/fifo", tmpdir);
+	assert_int_equal(mkfifo(p, 0644), 0);
+	alarm(20); /* a hang fails here, not at the suite's timeout */
+	assert_int_equal(file_load(p, FILE_CONFIG, 100, &b), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "not a regular file"));
+	alarm(0);
+	unlink(p);
 	buf_free(&b);
 
 	snprintf(p, sizeof(p), "%s/atomic", tmpdir);
@@ -390,6 +398,23 @@ static void test_ydoc_refusals(void **state)
 	/* Syntax error carries a position. */
 	assert_true(parse_errors("a: [1, 2\nb: 3\n", &d, &doc) > 0);
 	assert_true(d.items[0].line > 0);
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* Bytes the reader refuses (NUL, control, invalid UTF-8) at their own line:col. */
+	static const char nul[] = "a: 1\nb: \"x\0y\"\n";
+	diag_init(&d);
+	assert_int_not_equal(ydoc_parse(&doc, "t.yaml", nul, sizeof(nul) - 1, &d), CUSTOS_OK);
+	assert_int_equal(d.items[0].line, 2);
+	assert_int_equal(d.items[0].col, 6);
+	assert_non_null(strstr(d.items[0].message, "(byte 0x00)"));
+	ydoc_free(&doc);
+	diag_free(&d);
+	static const char bad8[] = "a: 1\nb: \"\xc3\xa9\xe9x\"\n";
+	diag_init(&d);
+	assert_int_not_equal(ydoc_parse(&doc, "t.yaml", bad8, sizeof(bad8) - 1, &d), CUSTOS_OK);
+	assert_int_equal(d.items[0].line, 2);
+	assert_int_equal(d.items[0].col, 6); /* "é" is one column, the bad 0xE9 the next */
+	assert_non_null(strstr(d.items[0].message, "(byte 0xE9)"));
 	ydoc_free(&doc);
 	diag_free(&d);
 	/* Depth bound. */

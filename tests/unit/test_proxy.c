@@ -62,6 +62,26 @@ static void test_timer_order(void **state)
 }
 
 /* ---- limits ---- */
+enum { SEC = 0, MIN = 1, HOUR = 2, DAY = 3 };
+
+/* One request limit (count per window rw) and one token budget (per window tw); 0 = none. */
+static limit_result check1(struct limiter *l, const char *key, uint64_t rate, int rw,
+                           uint64_t tokens, int tw, uint64_t now, uint64_t *retry)
+{
+	uint64_t r[LIMIT_WINDOWS] = { 0 }, t[LIMIT_WINDOWS] = { 0 };
+	r[rw] = rate;
+	t[tw] = tokens;
+	return limiter_check(l, key, r, t, now, retry);
+}
+
+static void charge1(struct limiter *l, const char *key, uint64_t used, uint64_t tokens, int tw,
+                    uint64_t now)
+{
+	uint64_t t[LIMIT_WINDOWS] = { 0 };
+	t[tw] = tokens;
+	limiter_charge(l, key, used, t, now);
+}
+
 static void test_rate_limit(void **state)
 {
 	struct limiter *l;
@@ -69,21 +89,46 @@ static void test_rate_limit(void **state)
 
 	assert_int_equal(limiter_new(&l), CUSTOS_OK);
 	/* 2 requests per second: the third at once is refused, one more after half a second. */
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "alice", 2, SEC, 0, 0, t, &retry), LIMIT_OK);
 	assert_int_equal(retry, 0);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t, &retry), LIMIT_RATE);
+	assert_int_equal(check1(l, "alice", 2, SEC, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "alice", 2, SEC, 0, 0, t, &retry), LIMIT_RATE);
 	/* an empty bucket of 2 a second holds one request again after half a second */
 	assert_true(retry > NS / 2 - 1000 && retry <= NS / 2 + 1000);
-	assert_int_equal(limiter_check(l, "bob", 2, NS, 0, 0, t, &retry),
-	                 LIMIT_OK); /* per principal */
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2, &retry), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "alice", 2, NS, 0, 0, t + NS / 2, &retry), LIMIT_RATE);
+	assert_int_equal(check1(l, "bob", 2, SEC, 0, 0, t, &retry), LIMIT_OK); /* per principal */
+	assert_int_equal(check1(l, "alice", 2, SEC, 0, 0, t + NS / 2, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "alice", 2, SEC, 0, 0, t + NS / 2, &retry), LIMIT_RATE);
 	/* 2 a minute: the wait is 30 s, not a fixed second */
-	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t, &retry), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t, &retry), LIMIT_OK);
-	assert_int_equal(limiter_check(l, "carol", 2, 60 * NS, 0, 0, t + NS, &retry), LIMIT_RATE);
+	assert_int_equal(check1(l, "carol", 2, MIN, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "carol", 2, MIN, 0, 0, t, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "carol", 2, MIN, 0, 0, t + NS, &retry), LIMIT_RATE);
 	assert_true(retry > 28 * NS && retry <= 29 * NS + 1000);
+	limiter_free(l);
+}
+
+/* Limits over different windows all hold: 2 a second and 3 a minute is no burst of 100000 a
+ * day, and the day's limit still counts what the second's allowed. */
+static void test_rate_limit_windows(void **state)
+{
+	struct limiter *l;
+	uint64_t t = 1000 * NS, retry;
+	uint64_t rate[LIMIT_WINDOWS] = { [SEC] = 2, [MIN] = 3, [DAY] = 100000 };
+	uint64_t none[LIMIT_WINDOWS] = { 0 };
+
+	assert_int_equal(limiter_new(&l), CUSTOS_OK);
+	assert_int_equal(limiter_check(l, "a", rate, none, t, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "a", rate, none, t, &retry), LIMIT_OK);
+	/* the second's bucket is empty */
+	assert_int_equal(limiter_check(l, "a", rate, none, t, &retry), LIMIT_RATE);
+	assert_true(retry <= NS / 2 + 1000);
+	/* a second later the minute's bucket (3) has one left, then none */
+	assert_int_equal(limiter_check(l, "a", rate, none, t + NS, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "a", rate, none, t + 2 * NS, &retry), LIMIT_RATE);
+	assert_true(retry > 15 * NS); /* the minute's bucket needs ~18 s for one request */
+	/* a refused request took nothing from the other buckets: after the minute refills, two
+	 * pass again (the second's bucket is full) */
+	assert_int_equal(limiter_check(l, "a", rate, none, t + 62 * NS, &retry), LIMIT_OK);
+	assert_int_equal(limiter_check(l, "a", rate, none, t + 62 * NS, &retry), LIMIT_OK);
 	limiter_free(l);
 }
 
@@ -93,14 +138,23 @@ static void test_token_budget(void **state)
 	uint64_t t = 1000 * NS, hour = 3600 * NS, retry;
 
 	assert_int_equal(limiter_new(&l), CUSTOS_OK);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t, &retry), LIMIT_OK);
-	limiter_charge(l, "alice", 13, hour, t);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 1, &retry), LIMIT_OK);
-	limiter_charge(l, "alice", 13, hour, t + 1);
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + 2, &retry), LIMIT_TOKENS);
+	assert_int_equal(check1(l, "alice", 0, 0, 20, HOUR, t, &retry), LIMIT_OK);
+	charge1(l, "alice", 13, 20, HOUR, t);
+	assert_int_equal(check1(l, "alice", 0, 0, 20, HOUR, t + 1, &retry), LIMIT_OK);
+	charge1(l, "alice", 13, 20, HOUR, t + 1);
+	assert_int_equal(check1(l, "alice", 0, 0, 20, HOUR, t + 2, &retry), LIMIT_TOKENS);
 	assert_int_equal(retry, hour - 2); /* until the window that began at t ends */
 	/* A new window starts afresh. */
-	assert_int_equal(limiter_check(l, "alice", 0, 0, 20, hour, t + hour + 2, &retry), LIMIT_OK);
+	assert_int_equal(check1(l, "alice", 0, 0, 20, HOUR, t + hour + 2, &retry), LIMIT_OK);
+	/* a day's budget beside the hour's: both count every charge */
+	uint64_t rate[LIMIT_WINDOWS] = { 0 }, tok[LIMIT_WINDOWS] = { [HOUR] = 20, [DAY] = 30 };
+	assert_int_equal(limiter_check(l, "bob", rate, tok, t, &retry), LIMIT_OK);
+	limiter_charge(l, "bob", 19, tok, t);
+	assert_int_equal(limiter_check(l, "bob", rate, tok, t + hour, &retry), LIMIT_OK);
+	limiter_charge(l, "bob", 19, tok, t + hour);
+	/* a fresh hour, but the day's 30 is spent: refused until the day ends */
+	assert_int_equal(limiter_check(l, "bob", rate, tok, t + 2 * hour, &retry), LIMIT_TOKENS);
+	assert_int_equal(retry, 24 * hour - 2 * hour);
 	limiter_free(l);
 }
 
@@ -511,6 +565,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timer_order),
 		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_rate_limit_windows),
 		cmocka_unit_test(test_token_budget),
 		cmocka_unit_test(test_api_key),
 		cmocka_unit_test_setup_teardown(test_jwt, jwt_setup, jwt_teardown),
