@@ -37,6 +37,11 @@ static bool pchar_plain(unsigned c)
 		return false;                                                                      \
 	} while (0)
 
+bool policy_path_normalize(span in, char *out, size_t cap, size_t *olen, const char **why)
+{
+	return ppath_normalize(in, false, out, cap, olen, why);
+}
+
 bool ppath_normalize(span in, bool glob, char *out, size_t cap, size_t *olen, const char **why)
 {
 	static const char hex[] = "0123456789ABCDEF";

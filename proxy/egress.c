@@ -497,6 +497,20 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		nq.len = (size_t)(q - path.ptr);
 
 	r->decision = "deny";
+	/* Sources are picked on the path as the policy sees it (policy_path_normalize): a second
+	 * spelling (%61dmin, //) must not pick another source's connection options (CA,
+	 * interception) than the one the policy judges. */
+	char normbuf[POLICY_MAX_PATH];
+	if (!connect_only && nq.len) {
+		size_t nl = 0;
+		const char *why = NULL;
+		if (!policy_path_normalize(nq, normbuf, sizeof(normbuf), &nl, &why)) {
+			set_reason(r, "ambiguous request path: %s",
+			           why ? why : "cannot be normalised");
+			return 400;
+		}
+		nq = span_of(normbuf, nl);
+	}
 	/* The longest matching path prefix wins (as in policy_find_data_source); a tunnel
 	 * without a path takes the first source on host:port. */
 	size_t best = 0;

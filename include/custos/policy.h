@@ -174,6 +174,11 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
                                                   uint16_t port, span path);
 /* The same from an absolute URL ("https://host:8443/api/x?q"). */
 const policy_data_source *policy_find_data_url(const policy *p, span url);
+/* A request path as every rule and data source sees it (the one normaliser, so that whatever
+ * picks a data source elsewhere agrees with the policy): unreserved %XX decoded, runs of '/'
+ * collapsed, the query dropped. False (with *why) for a path that cannot be normalised
+ * without guessing (dot segments, %2F, control characters...) or over cap bytes. */
+bool policy_path_normalize(span in, char *out, size_t cap, size_t *olen, const char **why);
 
 /* ---------------------------------------------------------------------------------------------
  * Detectors the policy names in inspect: obligations. Indices 0..POLICY_BUILTIN_DETECTORS-1

@@ -25,6 +25,7 @@ models:
     upstream: { url: "http://127.0.0.1:$P_MODEL" }
 data_sources:
   - { id: web, url: "http://localhost:$P_HTTP/", classification: internal, allow_private_addresses: true }
+  - { id: web-admin, url: "http://localhost:$P_HTTP/admin/", classification: restricted, allow_private_addresses: true }
 egress:
   port: $P_EG
 audit:
@@ -46,6 +47,7 @@ models:
   m1: { isolation: none }
 data:
   web: { url: "http://localhost:$P_HTTP/", classification: internal }
+  web-admin: { url: "http://localhost:$P_HTTP/admin/", classification: restricted }
   nothing: { url: "http://localhost:1/", classification: public }
 rules:
   - id: read
@@ -78,6 +80,16 @@ wait_status() {
 ctl() { "$BIN" ctl --socket "$W/admin.sock" "$@"; }
 
 check "egress allowed at start" test "$(wait_status 200)" = 200
+# A second spelling of a path picks the data source the policy judges (web-admin, refused),
+# not the one its raw bytes would (web).
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/%61dmin/x")
+check "/%61dmin/x refused ($code)" test "$code" = 403
+for i in $(seq 1 50); do # the event is durable within the batch window
+	ev=$(cat "$W"/audit/*.jsonl 2>/dev/null | grep '"egress.request"' | grep '%61dmin' | tail -1)
+	[ -n "$ev" ] && break
+	sleep 0.1
+done
+check "... and recorded against web-admin" grep -q '"data_source":"web-admin"' <<<"$ev"
 write_policy no
 ctl policy reload >ctl.out 2>&1 || { cat ctl.out; bad "ctl policy reload failed"; }
 check "admin-API reload revokes the source for egress (403)" test "$(status)" = 403
