@@ -504,7 +504,9 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		GUARD(sse_finish(ip, s, TOOL_NONE));
 		return buf_append_span(&ip->out, ev->raw);
 	}
-	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK ||
+	/* Anything but a chunk with choices (the responses API's events, Anthropic-style
+	 * content_block_delta, an error object...) is inspected whole: every string value. */
+	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
 	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools) != CUSTOS_OK) {
 		buf_reset(&ip->tmp);
 		custos_err e = block_redact(ip, s, ev->data, &ip->tmp);

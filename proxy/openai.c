@@ -512,8 +512,10 @@ custos_err openai_chunk_parse(span json, openai_chunk *c)
 	jsonr_val ch, us;
 	uint32_t got = 0;
 	c->ndeltas = 0;
+	c->has_choices = false;
 	memset(&c->usage, 0, sizeof(c->usage));
 	GUARD(top_fields(json, &ch, &us, &got));
+	c->has_choices = (got & 1) && ch.type == JSONR_ARRAY;
 	if (got & 1)
 		GUARD(read_choices(ch, "delta", c->deltas, &c->ndeltas));
 	return (got & 2) ? read_usage(us, &c->usage) : CUSTOS_OK;

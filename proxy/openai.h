@@ -105,6 +105,7 @@ typedef struct openai_delta {
 typedef struct openai_chunk {
 	openai_delta deltas[OPENAI_MAX_CHOICES];
 	size_t ndeltas;
+	bool has_choices; /* a "choices" array is there (it may be empty: a usage chunk) */
 	openai_usage usage;
 } openai_chunk;
 

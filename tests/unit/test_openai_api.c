@@ -354,8 +354,13 @@ static void test_usage_and_chunks(void **state)
 	                   "\"total_tokens\":11}}";
 	assert_int_equal(openai_chunk_parse(span_of(last, strlen(last)), &c), CUSTOS_OK);
 	assert_int_equal(c.ndeltas, 0);
+	assert_true(c.has_choices);
 	assert_true(c.usage.present);
 	assert_int_equal(c.usage.total_tokens, 11);
+	/* no choices: not a chunk the proxy can take apart (inspected whole) */
+	assert_int_equal(openai_chunk_parse(SPAN_LIT("{\"type\":\"x\",\"delta\":\"t\"}"), &c),
+	                 CUSTOS_OK);
+	assert_false(c.has_choices);
 	const char *fin = "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}";
 	assert_int_equal(openai_chunk_parse(span_of(fin, strlen(fin)), &c), CUSTOS_OK);
 	assert_true(span_eq_cstr(c.deltas[0].finish_reason, "stop"));

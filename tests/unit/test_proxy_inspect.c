@@ -290,6 +290,44 @@ static void test_sse_deny_midstream(void **state)
 	buf_free(&text);
 }
 
+/* Data events that are not chunks with choices (the responses API, Anthropic-style events,
+ * an error object) are inspected as a whole: every string value. */
+static void test_sse_not_a_chunk(void **state)
+{
+	(void)state;
+	static const char *const evs[] = {
+		"{\"type\":\"response.output_text.delta\",\"delta\":\"card 4111 1111 1111 1111 "
+		"ok\"}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+		"\"text\":\"card 4111 1111 1111 1111 ok\"}}",
+		"{\"error\":{\"message\":\"card 4111 1111 1111 1111 ok\"}}",
+		"{\"usage\":{\"prompt_tokens\":1},\"text\":\"card 4111 1111 1111 1111 ok\"}",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(evs); i++) {
+		buf body, client;
+		buf_init(&body, 1 << 16);
+		buf_init(&client, 1 << 20);
+		assert_int_equal(buf_printf(&body, "data: %s\n\ndata: [DONE]\n\n", evs[i]),
+		                 CUSTOS_OK);
+		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+		assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+		                       "card [REDACTED:PAYMENT_CARD] ok", 31));
+		/* a deny detector in such an event ends the stream */
+		buf_reset(&body);
+		buf_reset(&client);
+		assert_int_equal(
+		        buf_printf(&body,
+		                   "data: {\"type\":\"x\",\"delta\":\"AKIAIOSFODNN7EXAMPLE\"}\n\n"),
+		        CUSTOS_OK);
+		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
+		                 CUSTOS_ERR_DENIED);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		buf_free(&body);
+		buf_free(&client);
+	}
+}
+
 static void test_sse_finish_without_content(void **state)
 {
 	(void)state;
@@ -682,6 +720,7 @@ int main(void)
 		cmocka_unit_test(test_sse_deny_midstream),
 		cmocka_unit_test(test_sse_card_every_split),
 		cmocka_unit_test(test_sse_finish_without_content),
+		cmocka_unit_test(test_sse_not_a_chunk),
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_json_response),
