@@ -21,6 +21,7 @@ typedef struct jctx {
 	inspect_summary *sum;
 	buf *out;
 	size_t copied; /* raw bytes before this are in out */
+	bool embedded; /* a JSON document inside a string: numbers are content too */
 	buf text;      /* the unescaped value */
 	uint32_t *map; /* map[k]: raw offset of the escape that produced text byte k */
 	size_t map_cap;
@@ -356,6 +357,111 @@ static custos_err inspect_value(jctx *c)
 	return CUSTOS_OK;
 }
 
+static custos_err parse_doc(jctx *c);
+
+/* Merges a scan's counts into the walk's summary; DENIED when a deny detector fired. */
+static custos_err sum_merge(jctx *c, const inspect_summary *s)
+{
+	for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++)
+		c->sum->count[d] += s->count[d];
+	c->sum->total += s->total;
+	if (s->worst > c->sum->worst)
+		c->sum->worst = s->worst;
+	if (c->sum->deny_detector < 0)
+		c->sum->deny_detector = s->deny_detector;
+	c->sum->redacted = c->sum->redacted || s->redacted;
+	if (c->sum->deny_detector >= 0)
+		return err_set(CUSTOS_ERR_DENIED, "inspection: %s found",
+		               c->e->name[c->sum->deny_detector]);
+	return CUSTOS_OK;
+}
+
+/* A string value whose text is itself a JSON object or array (tool-call arguments, a JSON
+ * document pasted into a prompt) is walked as JSON: its escapes are decoded, its numbers
+ * inspected, and, when something is masked, the string is rewritten as the escaped
+ * redacted document (so both levels stay valid). *done is false when the text is not JSON. */
+static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
+{
+	span t = buf_span(&c->text);
+	size_t k = 0;
+
+	*done = false;
+	while (k < t.len &&
+	       (t.ptr[k] == ' ' || t.ptr[k] == '\t' || t.ptr[k] == '\n' || t.ptr[k] == '\r'))
+		k++;
+	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '['))
+		return CUSTOS_OK;
+	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = c->depth };
+	if (parse_doc(&v) != CUSTOS_OK)
+		return CUSTOS_OK; /* not JSON: inspected as text */
+	*done = true;
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	buf inner;
+	buf_init(&inner, INSPECT_JSON_MAX_BODY);
+	jctx n = { .p = (const uint8_t *)t.ptr,
+		   .n = t.len,
+		   .depth = c->depth,
+		   .embedded = true,
+		   .e = c->e,
+		   .s = c->s,
+		   .prof = c->prof,
+		   .sum = &sum,
+		   .out = &inner };
+	buf_init(&n.text, INSPECT_JSON_MAX_BODY);
+	custos_err r = parse_doc(&n);
+	if (r == CUSTOS_OK)
+		r = buf_append(&inner, n.p + n.copied, n.n - n.copied);
+	if (r == CUSTOS_OK || r == CUSTOS_ERR_DENIED) {
+		custos_err m = sum_merge(c, &sum);
+		if (r == CUSTOS_OK)
+			r = m;
+	}
+	if (r == CUSTOS_OK && sum.redacted) {
+		r = buf_append(c->out, c->p + c->copied, str_at + 1 - c->copied);
+		if (r == CUSTOS_OK)
+			r = json_escape(c->out, buf_span(&inner));
+		c->copied = c->i - 1; /* the closing quote */
+	}
+	buf_free(&n.text);
+	free(n.map);
+	inspect_findings_free(&n.found);
+	buf_free(&inner);
+	return r;
+}
+
+/* A number inside an embedded document (raw bytes [at, c->i)): inspected as text; when a
+ * REDACT finding touches it, the whole number becomes the mask as a string. */
+static custos_err inspect_number(jctx *c, size_t at)
+{
+	inspect_stream st;
+	c->found.n = 0;
+	custos_err r = inspect_stream_init(&st, c->e, c->prof);
+	st.collect = &c->found;
+	st.borrow = true;
+	if (r == CUSTOS_OK)
+		r = inspect_stream_feed_int(&st, c->s, span_of((const char *)c->p + at, c->i - at));
+	if (r == CUSTOS_OK)
+		r = inspect_stream_finish_int(&st, c->s);
+	inspect_summary sum = st.sum;
+	inspect_stream_fini(&st);
+	GUARD(r);
+	GUARD(sum_merge(c, &sum));
+	for (size_t k = 0; k < c->found.n; k++) {
+		const inspect_finding *f = &c->found.items[k];
+		if (f->action != INSPECT_ACT_REDACT)
+			continue;
+		GUARD(buf_append(c->out, c->p + c->copied, at - c->copied));
+		GUARD(buf_append(c->out, "\"", 1));
+		GUARD(buf_append(c->out, c->e->mask[f->detector], c->e->mask_len[f->detector]));
+		GUARD(buf_append(c->out, "\"", 1));
+		c->copied = c->i;
+		c->sum->redacted = true;
+		break;
+	}
+	return CUSTOS_OK;
+}
+
 static custos_err parse_value(jctx *c)
 {
 	skip_ws(c);
@@ -402,8 +508,12 @@ static custos_err parse_value(jctx *c)
 		}
 	}
 	if (b == '"') {
+		size_t at = c->i;
+		bool done = false;
 		GUARD(parse_string(c, true));
-		if (c->e != NULL)
+		if (c->e != NULL && c->depth < INSPECT_JSON_MAX_DEPTH)
+			GUARD(inspect_embedded(c, at, &done));
+		if (c->e != NULL && !done)
 			GUARD(inspect_value(c));
 		return CUSTOS_OK;
 	}
@@ -413,7 +523,11 @@ static custos_err parse_value(jctx *c)
 		return parse_lit(c, "false");
 	if (b == 'n')
 		return parse_lit(c, "null");
-	return parse_number(c);
+	size_t at = c->i;
+	GUARD(parse_number(c));
+	if (c->e != NULL && c->embedded)
+		GUARD(inspect_number(c, at));
+	return CUSTOS_OK;
 }
 
 static custos_err parse_doc(jctx *c)

@@ -35,6 +35,11 @@ typedef struct slot {
 	uint32_t choice, tool;
 	inspect_stream *st;
 	bool done;
+	/* Tool calls: the arguments are a JSON text in pieces. An escape cut at a piece's end
+	 * waits in pend; q_in / q_esc follow the released text's strings (mask quoting). */
+	char pend[12];
+	uint8_t npend;
+	bool q_in, q_esc;
 } slot;
 
 typedef enum resp_mode {
@@ -387,9 +392,186 @@ static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, boo
 	sl->choice = choice;
 	sl->tool = tool;
 	sl->done = false;
+	sl->npend = 0;
+	sl->q_in = sl->q_esc = false;
 	ip->nsl++;
 	*out = sl;
 	return CUSTOS_OK;
+}
+
+static int hexv(char x)
+{
+	if (x >= '0' && x <= '9')
+		return x - '0';
+	if (x >= 'a' && x <= 'f')
+		return x - 'a' + 10;
+	if (x >= 'A' && x <= 'F')
+		return x - 'A' + 10;
+	return -1;
+}
+
+/* The value of \uXXXX at p (6 bytes), or -1. */
+static long u_escape(const char *p)
+{
+	if (p[0] != '\\' || p[1] != 'u')
+		return -1;
+	long v = 0;
+	for (int k = 2; k < 6; k++) {
+		int h = hexv(p[k]);
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+/* Tool-call arguments are a JSON text that arrives in pieces: the escapes inside it that
+ * stand for a plain character (\u0034, \/) are written as that character, so detectors see
+ * what the tool will read and the JSON means the same. Quotes, backslashes and control
+ * characters stay escaped. An escape cut at the end of a piece waits for the next (or fin). */
+static custos_err args_decode(slot *sl, span in, bool fin, buf *out)
+{
+	const char *p;
+	size_t len;
+	buf joined;
+	bool own = false;
+
+	if (sl->npend > 0) {
+		buf_init(&joined, sl->npend + in.len + 1);
+		own = true;
+		custos_err e = buf_append(&joined, sl->pend, sl->npend);
+		if (e == CUSTOS_OK)
+			e = buf_append_span(&joined, in);
+		if (e != CUSTOS_OK) {
+			buf_free(&joined);
+			return e;
+		}
+		p = (const char *)buf_ptr(&joined);
+		len = buf_used(&joined);
+	} else {
+		p = in.ptr;
+		len = in.len;
+	}
+	sl->npend = 0;
+	custos_err e = CUSTOS_OK;
+	size_t i = 0;
+	while (i < len && e == CUSTOS_OK) {
+		size_t run = i;
+		while (run < len && p[run] != '\\')
+			run++;
+		e = buf_append(out, p + i, run - i);
+		i = run;
+		if (i >= len || e != CUSTOS_OK)
+			break;
+		size_t left = len - i;
+		if (left < 2 || (p[i + 1] == 'u' && left < 6)) {
+			if (fin)
+				e = buf_append(out, p + i, left);
+			else
+				memcpy(sl->pend, p + i, left), sl->npend = (uint8_t)left;
+			break;
+		}
+		if (p[i + 1] == '/') {
+			e = buf_append(out, "/", 1);
+			i += 2;
+			continue;
+		}
+		if (p[i + 1] != 'u') {
+			e = buf_append(out, p + i, 2);
+			i += 2;
+			continue;
+		}
+		long u = u_escape(p + i);
+		size_t used = 6;
+		if (u >= 0xD800 && u <= 0xDBFF) {
+			if (left < 12 && !fin) {
+				memcpy(sl->pend, p + i, left);
+				sl->npend = (uint8_t)left;
+				break;
+			}
+			long lo = left >= 12 ? u_escape(p + i + 6) : -1;
+			if (lo >= 0xDC00 && lo <= 0xDFFF) {
+				u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+				used = 12;
+			} else {
+				u = -1;
+			}
+		}
+		if (u < 0x20 || u == '"' || u == '\\' || (u >= 0xD800 && u <= 0xDFFF)) {
+			e = buf_append(out, p + i, used); /* kept as it was */
+		} else {
+			char o[4];
+			size_t ol;
+			unsigned cp = (unsigned)u;
+			if (cp < 0x80) {
+				o[0] = (char)cp, ol = 1;
+			} else if (cp < 0x800) {
+				o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3F)),
+				ol = 2;
+			} else if (cp < 0x10000) {
+				o[0] = (char)(0xE0 | cp >> 12),
+				o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+				o[2] = (char)(0x80 | (cp & 0x3F)), ol = 3;
+			} else {
+				o[0] = (char)(0xF0 | cp >> 18),
+				o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+				o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+				o[3] = (char)(0x80 | (cp & 0x3F));
+				ol = 4;
+			}
+			e = buf_append(out, o, ol);
+		}
+		i += used;
+	}
+	if (own)
+		buf_free(&joined);
+	return e;
+}
+
+/* Released arguments text dst[at..]: a mask outside a JSON string (a number was masked)
+ * is written as a string, so the arguments stay valid JSON. */
+static custos_err args_quote_masks(slot *sl, buf *dst, size_t at)
+{
+	static const char mk[] = "[REDACTED:";
+	buf t;
+	size_t n = buf_used(dst) - at;
+
+	if (n == 0)
+		return CUSTOS_OK;
+	buf_init(&t, 2 * n + 2);
+	custos_err e = buf_append(&t, buf_ptr(dst) + at, n);
+	const char *p = (const char *)buf_ptr(&t);
+	dst->len = at;
+	for (size_t i = 0; i < n && e == CUSTOS_OK; i++) {
+		char x = p[i];
+		if (sl->q_in) {
+			if (sl->q_esc)
+				sl->q_esc = false;
+			else if (x == '\\')
+				sl->q_esc = true;
+			else if (x == '"')
+				sl->q_in = false;
+		} else if (x == '"') {
+			sl->q_in = true;
+		} else if (x == '[' && n - i >= sizeof(mk) - 1 &&
+		           memcmp(p + i, mk, sizeof(mk) - 1) == 0) {
+			const char *end = memchr(p + i, ']', n - i);
+			if (end != NULL) {
+				size_t ml = (size_t)(end - (p + i)) + 1;
+				e = buf_append(dst, "\"", 1);
+				if (e == CUSTOS_OK)
+					e = buf_append(dst, p + i, ml);
+				if (e == CUSTOS_OK)
+					e = buf_append(dst, "\"", 1);
+				i += ml - 1;
+				continue;
+			}
+		}
+		if (e == CUSTOS_OK)
+			e = buf_append(dst, &x, 1);
+	}
+	buf_free(&t);
+	return e;
 }
 
 /* Feeds text (escaped JSON string contents when `escaped`) and, when fin, finishes the slot;
@@ -401,18 +583,30 @@ static custos_err slot_feed(ingress_insp *ip, inspect_scratch *s, slot *sl, span
 
 	ENSURE(!sl->done || text.len == 0, CUSTOS_ERR_PARSE,
 	       "inspect: stream text after its finish_reason");
-	if (text.len > 0) {
+	size_t at = buf_used(dst);
+	if (text.len > 0 || (sl->tool != TOOL_NONE && fin && sl->npend > 0)) {
 		buf_reset(&ip->text);
 		if (escaped)
 			GUARD(jsonr_unescape(text, &ip->text));
 		else
 			GUARD(buf_append_span(&ip->text, text));
-		e = inspect_stream_feed(sl->st, s, buf_span(&ip->text), dst);
+		span t = buf_span(&ip->text);
+		buf dec;
+		buf_init(&dec, SSE_MAX_EVENT_BYTES + sizeof(sl->pend));
+		if (sl->tool != TOOL_NONE) {
+			e = args_decode(sl, t, fin, &dec);
+			t = buf_span(&dec);
+		}
+		if (e == CUSTOS_OK && t.len > 0)
+			e = inspect_stream_feed(sl->st, s, t, dst);
+		buf_free(&dec);
 	}
 	if (e == CUSTOS_OK && fin && !sl->done) {
 		sl->done = true;
 		e = inspect_stream_finish(sl->st, s, dst);
 	}
+	if (e == CUSTOS_OK && sl->tool != TOOL_NONE)
+		e = args_quote_masks(sl, dst, at);
 	if (e == CUSTOS_ERR_DENIED)
 		return sse_deny(ip, inspect_stream_summary(sl->st)->deny_detector);
 	return e;

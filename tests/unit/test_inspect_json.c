@@ -122,6 +122,44 @@ static void test_tool_call_arguments(void **state)
 }
 
 /* Content parts, keys not inspected, numbers not inspected, nothing found = identical. */
+/* JSON inside a string is walked as JSON: its escapes are decoded (a digit written \\u0034
+ * inside the arguments is a digit), a number is inspected and masked as a string, and the
+ * arguments stay a valid JSON document. Legacy function_call.arguments the same. */
+static void test_arguments_inner_json(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	inspect_summary sum;
+	/* \\u0034111... : a card once the inner document is unescaped */
+	const char *esc = "{\"function_call\":{\"name\":\"f\",\"arguments\":"
+	                  "\"{\\\"c\\\":\\\"\\\\u0034111 1111 1111 1111\\\"}\"}}";
+	char *r = redact_json(&p, esc, CUSTOS_OK, &sum);
+	assert_true(ti_json_ok(r));
+	assert_null(strstr(r, "1111"));
+	assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+	free(r);
+	/* a card as a JSON number inside the arguments: masked as a string */
+	const char *num = "{\"tool_calls\":[{\"function\":{\"arguments\":"
+	                  "\"{\\\"n\\\":4111111111111111,\\\"k\\\":[1,2.5]}\"}}]}";
+	r = redact_json(&p, num, CUSTOS_OK, &sum);
+	assert_true(ti_json_ok(r));
+	assert_string_equal(
+	        r, "{\"tool_calls\":[{\"function\":{\"arguments\":"
+	           "\"{\\\"n\\\":\\\"[REDACTED:PAYMENT_CARD]\\\",\\\"k\\\":[1,2.5]}\"}}]}");
+	free(r);
+	/* deny through the inner escape */
+	inspect_profile d = ti_profile(INSPECT_ACT_DENY);
+	r = redact_json(&d, esc, CUSTOS_ERR_DENIED, &sum);
+	assert_int_equal(sum.deny_detector, INSPECT_PAYMENT_CARD);
+	free(r);
+	/* negative: a string that only looks like JSON is text; nothing found, nothing changed */
+	const char *txt = "{\"a\":\"{not json 4111\",\"b\":\"[1,2]\"}";
+	r = redact_json(&p, txt, CUSTOS_OK, &sum);
+	assert_string_equal(r, txt);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 static void test_structure_untouched(void **state)
 {
 	(void)state;
@@ -261,6 +299,7 @@ int main(void)
 		cmocka_unit_test(test_chat_request),
 		cmocka_unit_test(test_escaped_value),
 		cmocka_unit_test(test_tool_call_arguments),
+		cmocka_unit_test(test_arguments_inner_json),
 		cmocka_unit_test(test_structure_untouched),
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),

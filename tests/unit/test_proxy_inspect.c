@@ -393,6 +393,42 @@ static void tool_event(buf *b, const char *args, bool fin)
 	buf_free(&esc);
 }
 
+/* Joins the tool-call arguments the client got (choice 0, tool 0). */
+static void client_args(span client, buf *args)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	const char *q = client.ptr;
+	size_t n = client.len;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, q, n, &ev, &have);
+		assert_true(k >= 0);
+		jsonr_val root, ch, c, d, tcs, tc, fn, a;
+		if (have && ev.has_data && !ev.done) {
+			assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+			jsonr_iter it;
+			assert_true(jsonr_obj_get(root, "choices", &ch));
+			jsonr_iter_init(&it, ch);
+			assert_true(jsonr_arr_next(&it, &c));
+			if (jsonr_obj_get(c, "delta", &d) && jsonr_obj_get(d, "tool_calls", &tcs)) {
+				jsonr_iter it2;
+				jsonr_iter_init(&it2, tcs);
+				assert_true(jsonr_arr_next(&it2, &tc));
+				assert_true(jsonr_obj_get(tc, "function", &fn));
+				assert_true(jsonr_obj_get(fn, "arguments", &a));
+				assert_int_equal(jsonr_unescape(a.str, args), CUSTOS_OK);
+			}
+		}
+		q += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+}
+
 /* Tool-call arguments streamed in fragments: reassembled and redacted like content. */
 static void test_sse_tool_call_args(void **state)
 {
@@ -411,39 +447,7 @@ static void test_sse_tool_call_args(void **state)
 		buf_reset(&args);
 		assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
 		assert_null(memmem(buf_ptr(&client), buf_used(&client), "4111", 4));
-		/* join the arguments the client got */
-		sse_parser p;
-		sse_parser_init(&p, 0);
-		const char *q = (const char *)buf_ptr(&client);
-		size_t n = buf_used(&client);
-		while (n > 0) {
-			sse_event ev;
-			bool have = false;
-			ssize_t k = sse_parse(&p, q, n, &ev, &have);
-			assert_true(k >= 0);
-			jsonr_val root, ch, c, d, tcs, tc, fn, a;
-			if (have && ev.has_data && !ev.done) {
-				assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
-				jsonr_iter it;
-				assert_true(jsonr_obj_get(root, "choices", &ch));
-				jsonr_iter_init(&it, ch);
-				assert_true(jsonr_arr_next(&it, &c));
-				if (jsonr_obj_get(c, "delta", &d) &&
-				    jsonr_obj_get(d, "tool_calls", &tcs)) {
-					jsonr_iter it2;
-					jsonr_iter_init(&it2, tcs);
-					assert_true(jsonr_arr_next(&it2, &tc));
-					assert_true(jsonr_obj_get(tc, "function", &fn));
-					assert_true(jsonr_obj_get(fn, "arguments", &a));
-					assert_int_equal(jsonr_unescape(a.str, &args), CUSTOS_OK);
-				}
-			}
-			q += k;
-			n -= (size_t)k;
-			if (k == 0 && !have)
-				break;
-		}
-		sse_parser_free(&p);
+		client_args(buf_span(&client), &args);
 		const char *want = "{\"card\": \"[REDACTED:PAYMENT_CARD]\"}";
 		assert_int_equal(buf_used(&args), strlen(want));
 		assert_memory_equal(buf_ptr(&args), want, strlen(want));
@@ -451,6 +455,46 @@ static void test_sse_tool_call_args(void **state)
 	buf_free(&body);
 	buf_free(&client);
 	buf_free(&args);
+}
+
+/* Streamed arguments are a JSON text in pieces: escapes inside it are decoded (a \u0034 is a
+ * 4) before detection, and a number masked outside a string becomes a string, so the joined
+ * arguments stay valid JSON. */
+static void test_sse_tool_args_escaped(void **state)
+{
+	(void)state;
+	static const char *const cases[][4] = {
+		{ "{\"card\": \"\\u003", "4111 11", "11 1111 1", "111\"}" },
+		{ "{\"n\": 41111", "11111", "111111", "}" },
+		{ "{\"n\": \"\\\\u0034\", \"c\": \"\\ud83d", "\\ude00 4111 1111 ", "1111 1111",
+		  "\"}" },
+	};
+	static const char *const want[] = {
+		"{\"card\": \"[REDACTED:PAYMENT_CARD]\"}",
+		"{\"n\": \"[REDACTED:PAYMENT_CARD]\"}",
+		"{\"n\": \"\\\\u0034\", \"c\": \"\xf0\x9f\x98\x80 [REDACTED:PAYMENT_CARD]\"}",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		buf body, client, args;
+		buf_init(&body, 1 << 16);
+		buf_init(&client, 1 << 20);
+		buf_init(&args, 4096);
+		for (size_t k = 0; k < 4; k++)
+			tool_event(&body, cases[i][k], k == 3);
+		assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+		span b = buf_span(&body);
+		for (size_t cut = 0; cut <= b.len; cut += 5) {
+			buf_reset(&client);
+			buf_reset(&args);
+			assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
+			client_args(buf_span(&client), &args);
+			assert_int_equal(buf_used(&args), strlen(want[i]));
+			assert_memory_equal(buf_ptr(&args), want[i], strlen(want[i]));
+		}
+		buf_free(&body);
+		buf_free(&client);
+		buf_free(&args);
+	}
 }
 
 static void test_response_encoded_refused(void **state)
@@ -723,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_sse_not_a_chunk),
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
+		cmocka_unit_test(test_sse_tool_args_escaped),
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_egress_raw),
 		cmocka_unit_test(test_egress_wanted),
