@@ -71,8 +71,10 @@ typedef struct req {
 	bool client_http10;
 	http1_body bdec;
 	buf body;
-	buf uphead; /* upstream request head without its final CRLF */
-	buf upout;  /* bytes of the current upstream attempt still to send */
+	buf uphead;     /* upstream request head without its final CRLF */
+	buf accept_enc; /* the client's Accept-Encoding fields, written after the decision */
+	bool encoded;   /* the request body has a Content-Encoding other than identity */
+	buf upout;      /* bytes of the current upstream attempt still to send */
 	uint64_t up_sent;
 	bool has_oa;
 	openai_request oa;
@@ -260,6 +262,7 @@ static void req_reset(worker *w, req *r)
 	buf_free(&r->body);
 	buf_give_block(w, &r->uphead);
 	buf_give_block(w, &r->upout);
+	buf_free(&r->accept_enc);
 	free(r->uscan);
 	buf_free(&r->held);
 	if (r->has_oa)
@@ -825,9 +828,9 @@ static const char *authenticate(conn *c, const http1_head *h)
 static custos_err build_uphead(conn *c, const http1_head *h)
 {
 	req *r = &c->r;
-	static const span drop[] = { SPAN_LIT("Authorization"), SPAN_LIT("Expect"),
-		                     SPAN_LIT("X-Request-Id"), SPAN_LIT("Content-Length"),
-		                     SPAN_LIT("X-Forwarded-For") };
+	static const span drop[] = { SPAN_LIT("Authorization"),   SPAN_LIT("Expect"),
+		                     SPAN_LIT("X-Request-Id"),    SPAN_LIT("Content-Length"),
+		                     SPAN_LIT("X-Forwarded-For"), SPAN_LIT("Accept-Encoding") };
 	http1_header add[2] = {
 		{ SPAN_LIT("X-Request-Id"), span_cstr(r->id) },
 		{ SPAN_LIT("X-Forwarded-For"), c->remote_ip },
@@ -839,6 +842,14 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 		.add = add,
 		.nadd = c->remote_ip.len ? 2 : 1, /* no address to forward from a Unix socket */
 	};
+	/* Accept-Encoding waits for the decision: with responses inspected the upstream is
+	 * asked for identity (a compressed answer could not be inspected). */
+	r->encoded = ingress_inspect_encoded(h);
+	buf_init(&r->accept_enc, HTTP1_MAX_HEAD_BYTES);
+	for (size_t i = 0; i < h->nhdrs; i++)
+		if (span_case_eq(h->hdrs[i].name, SPAN_LIT("Accept-Encoding")))
+			GUARD(buf_printf(&r->accept_enc, "Accept-Encoding: %.*s\r\n",
+			                 (int)h->hdrs[i].value.len, h->hdrs[i].value.ptr));
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
 	buf_take_block(c->w, &r->uphead);
 	GUARD(http1_write_request_head(&r->uphead, h, &wo));
@@ -1099,7 +1110,10 @@ static void on_request_body_done(conn *c)
 			return;
 		}
 	}
-	if (buf_append_cstr(&r->uphead, "\r\n") != CUSTOS_OK) {
+	if (buf_append_span(&r->uphead, ingress_inspect_response_on(r->insp)
+	                                        ? SPAN_LIT("Accept-Encoding: identity\r\n")
+	                                        : buf_span(&r->accept_enc)) != CUSTOS_OK ||
+	    buf_append_cstr(&r->uphead, "\r\n") != CUSTOS_OK) {
 		conn_reject(c, 431, "request head too large to forward", false);
 		return;
 	}

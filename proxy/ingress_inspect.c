@@ -245,6 +245,39 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 /* ---------------------------------------------------------------------------------------------
  * responses
  */
+bool ingress_inspect_encoded(const http1_head *h)
+{
+	for (size_t i = 0; i < h->nhdrs; i++) {
+		if (!span_case_eq(h->hdrs[i].name, SPAN_LIT("Content-Encoding")))
+			continue;
+		span v = h->hdrs[i].value;
+		while (v.len > 0) {
+			const char *comma = memchr(v.ptr, ',', v.len);
+			size_t l = comma ? (size_t)(comma - v.ptr) : v.len;
+			span el = span_trim(span_of(v.ptr, l));
+			if (el.len > 0 && !span_case_eq(el, SPAN_LIT("identity")))
+				return true;
+			v = comma ? span_of(comma + 1, v.len - l - 1) : span_of("", 0);
+		}
+	}
+	return false;
+}
+
+bool ingress_inspect_prompt_wanted(const decide_out *dec)
+{
+	if (!dec->has_inspect || dec->insp_engine == NULL)
+		return false;
+	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
+		if (dec->insp_prompt[i] != INSPECT_ACT_NONE)
+			return true;
+	return false;
+}
+
+bool ingress_inspect_response_on(const ingress_insp *ip)
+{
+	return ip != NULL && ip->response_on && !ip->shadow;
+}
+
 bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 {
 	span v;
@@ -252,7 +285,7 @@ bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 	if (ip == NULL || !ip->response_on || ip->shadow || h->framing == HTTP1_BODY_NONE ||
 	    h->framing == HTTP1_BODY_TUNNEL)
 		return false;
-	if (http1_header_get(h, SPAN_LIT("Content-Encoding"), &v) && !span_eq_cstr(v, "identity")) {
+	if (ingress_inspect_encoded(h)) {
 		ip->mode = RM_BLOCK;
 		return true;
 	}

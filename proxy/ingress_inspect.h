@@ -27,6 +27,15 @@ typedef struct ingress_insp ingress_insp;
 unsigned ingress_inspect_request(ingress_insp **ip, const decide_out *dec, bool has_oa,
                                  const openai_request *oa, buf *body, const char **why);
 
+/* Whether any Content-Encoding field of h (any field, any list element) names a coding
+ * other than identity: such a body cannot be inspected. */
+bool ingress_inspect_encoded(const http1_head *h);
+/* Whether the decision asks for prompt inspection (a request body custos must read). */
+bool ingress_inspect_prompt_wanted(const decide_out *dec);
+/* Whether responses of this request are inspected (not in shadow mode): the upstream is
+ * then asked for an uncompressed answer. */
+bool ingress_inspect_response_on(const ingress_insp *ip);
+
 /* Egress data sources: every response body is inspected as one byte stream (no SSE or JSON
  * handling). Call before ingress_inspect_response_begin. */
 void ingress_inspect_response_raw(ingress_insp *ip);

@@ -509,6 +509,28 @@ static void test_response_encoded_refused(void **state)
 	assert_int_equal(out.len, 0);
 	free(h);
 	ingress_inspect_free(ip);
+	/* identity first, gzip in a second field or a list: still refused */
+	static const char *const enc2[][2] = { { "identity", "gzip" },
+		                               { "identity, gzip", NULL },
+		                               { "Identity", " br " } };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(enc2); i++) {
+		ip = new_insp(false);
+		h = resp_head("text/event-stream", enc2[i][0]);
+		if (enc2[i][1])
+			h->hdrs[h->nhdrs++] = (http1_header){ SPAN_LIT("content-encoding"),
+				                              span_cstr(enc2[i][1]) };
+		assert_true(ingress_inspect_encoded(h));
+		assert_true(ingress_inspect_response_begin(ip, h));
+		assert_int_equal(ingress_inspect_response_data(ip, SPAN_LIT("data: x\n\n"), &out),
+		                 CUSTOS_ERR_DENIED);
+		assert_int_equal(out.len, 0);
+		free(h);
+		ingress_inspect_free(ip);
+	}
+	/* negative: identity only (any case, listed twice) is not an encoding */
+	h = resp_head("text/event-stream", "identity, IDENTITY");
+	assert_false(ingress_inspect_encoded(h));
+	free(h);
 	/* shadow mode: responses are not rewritten */
 	ip = new_insp(true);
 	h = resp_head("text/event-stream", NULL);
