@@ -293,13 +293,19 @@ bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 		ip->mode = RM_RAW;
 		return true;
 	}
-	if (http1_header_get(h, SPAN_LIT("Content-Type"), &v) &&
-	    span_starts_with(v, SPAN_LIT("text/event-stream"))) {
+	/* The media type without parameters, in any case (RFC 9110 §8.3.1). */
+	span mt = span_of("", 0);
+	if (http1_header_get(h, SPAN_LIT("Content-Type"), &v)) {
+		const char *semi = memchr(v.ptr, ';', v.len);
+		mt = span_trim(semi ? span_of(v.ptr, (size_t)(semi - v.ptr)) : v);
+	}
+	if (span_case_eq(mt, SPAN_LIT("text/event-stream"))) {
 		ip->mode = RM_SSE;
 		sse_parser_init(&ip->sse, 0);
 		ip->sse_init = true;
-	} else if (http1_header_get(h, SPAN_LIT("Content-Type"), &v) &&
-	           span_starts_with(v, SPAN_LIT("application/json"))) {
+	} else if (span_case_eq(mt, SPAN_LIT("application/json")) ||
+	           (mt.len > 5 &&
+	            span_case_eq(span_of(mt.ptr + mt.len - 5, 5), SPAN_LIT("+json")))) {
 		ip->mode = RM_JSON;
 	} else {
 		ip->mode = RM_RAW;
@@ -666,10 +672,17 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 	inspect_summary sum;
 	inspect_summary_init(&sum);
 	custos_err e = inspect_json_redact(ip->eng, s, &ip->response, data, out, &sum);
-	if (e == CUSTOS_ERR_PARSE) {
+	if (e == CUSTOS_ERR_PARSE) { /* as text, its JSON escapes decoded (args_decode) */
+		slot tmp = { 0 };
+		buf dec;
+		buf_init(&dec, INSP_OUT_MAX);
 		buf_reset(out);
 		inspect_summary_init(&sum);
-		e = inspect_redact_text(ip->eng, s, &ip->response, data, out, &sum);
+		e = args_decode(&tmp, data, true, &dec);
+		if (e == CUSTOS_OK)
+			e = inspect_redact_text(ip->eng, s, &ip->response, buf_span(&dec), out,
+			                        &sum);
+		buf_free(&dec);
 	}
 	sum_add(&ip->rsum, &sum);
 	if (e == CUSTOS_ERR_DENIED)
@@ -812,8 +825,17 @@ static custos_err raw_feed(ingress_insp *ip, inspect_scratch *s, span in, bool f
 	GUARD(slot_get(ip, 0, TOOL_NONE, true, &sl));
 	if (sl->done)
 		return CUSTOS_OK;
-	if (in.len)
+	buf dec;
+	buf_init(&dec, INSP_OUT_MAX + sizeof(sl->pend));
+	if (!ip->raw_only && (in.len || sl->npend)) {
+		/* A model's answer under another media type may still be JSON or SSE: its escapes
+		 * that stand for plain characters are decoded before detection (and so sent). */
+		e = args_decode(sl, in, fin, &dec);
+		in = buf_span(&dec);
+	}
+	if (e == CUSTOS_OK && in.len)
 		e = inspect_stream_feed(sl->st, s, in, &ip->out);
+	buf_free(&dec);
 	if (e == CUSTOS_OK && fin) {
 		sl->done = true;
 		e = inspect_stream_finish(sl->st, s, &ip->out);
@@ -864,6 +886,9 @@ static custos_err json_end(ingress_insp *ip, inspect_scratch *s)
 	span body = buf_span(&ip->hold);
 	jsonr_val root, ch;
 	custos_err e;
+
+	if (body.len >= 3 && memcmp(body.ptr, "\xef\xbb\xbf", 3) == 0) /* a BOM: dropped */
+		body = span_of(body.ptr + 3, body.len - 3);
 
 	if (jsonr_parse(body, NULL, &root) == CUSTOS_OK && jsonr_obj_get(root, "choices", &ch) &&
 	    ch.type == JSONR_ARRAY) {

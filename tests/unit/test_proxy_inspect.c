@@ -606,10 +606,11 @@ static void test_json_response(void **state)
 }
 
 /* Egress: raw mode, one byte stream whatever the content type (no JSON hold, no SSE). */
-static custos_err run_raw(const char *ctype, span body, size_t cut, buf *client)
+static custos_err run_typed(const char *ctype, bool egress, span body, size_t cut, buf *client)
 {
 	ingress_insp *ip = new_insp(false);
-	ingress_inspect_response_raw(ip);
+	if (egress)
+		ingress_inspect_response_raw(ip);
 	http1_head *h = resp_head(ctype, NULL);
 	assert_true(ingress_inspect_response_begin(ip, h));
 	free(h);
@@ -627,6 +628,71 @@ static custos_err run_raw(const char *ctype, span body, size_t cut, buf *client)
 	}
 	ingress_inspect_free(ip);
 	return e;
+}
+
+static custos_err run_raw(const char *ctype, span body, size_t cut, buf *client)
+{
+	return run_typed(ctype, true, body, cut, client);
+}
+
+/* Media types match in any case and with parameters (RFC 9110); a JSON body may start with
+ * a BOM; under any other type the bytes still have their JSON escapes decoded. */
+static void test_media_types(void **state)
+{
+	(void)state;
+	static const char *const sse_types[] = { "Text/Event-Stream",
+		                                 "TEXT/EVENT-STREAM; charset=utf-8",
+		                                 " text/event-stream ;x=y" };
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	/* \u0034 in an escaped content only a chunk parser (or an escape decoder) reads */
+	assert_int_equal(buf_append_cstr(&body,
+	                                 "data: {\"choices\":[{\"index\":0,\"delta\":"
+	                                 "{\"content\":\"c \\u00341\"}}]}\n\n"
+	                                 "data: {\"choices\":[{\"index\":0,\"delta\":"
+	                                 "{\"content\":\"11 1111 1111 1111 ok\"},"
+	                                 "\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"),
+	                 CUSTOS_OK);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sse_types); i++) {
+		buf_reset(&client);
+		assert_int_equal(run_typed(sse_types[i], false, buf_span(&body), 7, &client),
+		                 CUSTOS_OK);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+		assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "[REDACTED:", 10));
+	}
+	static const char *const json_types[] = { "Application/JSON",
+		                                  "application/json;charset=UTF-8",
+		                                  "application/vnd.x+json" };
+	static const char *const jbodies[] = {
+		"{\"choices\":[{\"message\":{\"content\":\"c \\u0034111111111111111\"}}]}",
+		"\xef\xbb\xbf{\"choices\":[{\"message\":{\"content\":\"c "
+		"\\u0034111111111111111\"}}]}",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(json_types); i++)
+		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(jbodies); j++) {
+			buf_reset(&client);
+			span b = span_cstr(jbodies[j]);
+			assert_int_equal(run_typed(json_types[i], false, b, 5, &client), CUSTOS_OK);
+			assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+			assert_true(inspect_json_valid(buf_span(&client)));
+		}
+	/* another type: raw bytes, JSON escapes decoded before detection */
+	for (size_t j = 0; j < CUSTOS_ARRAY_LEN(jbodies); j++) {
+		buf_reset(&client);
+		assert_int_equal(run_typed("application/octet-stream", false, span_cstr(jbodies[j]),
+		                           9, &client),
+		                 CUSTOS_OK);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	}
+	/* negative: egress raw mode keeps the bytes as they are (no escape decoding) */
+	buf_reset(&client);
+	assert_int_equal(
+	        run_typed("application/octet-stream", true, SPAN_LIT("a \\u0041 b"), 3, &client),
+	        CUSTOS_OK);
+	assert_memory_equal(buf_ptr(&client), "a \\u0041 b", buf_used(&client));
+	buf_free(&body);
+	buf_free(&client);
 }
 
 static void test_egress_raw(void **state)
@@ -791,6 +857,7 @@ int main(void)
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_sse_tool_args_escaped),
 		cmocka_unit_test(test_json_response),
+		cmocka_unit_test(test_media_types),
 		cmocka_unit_test(test_egress_raw),
 		cmocka_unit_test(test_egress_wanted),
 	};
