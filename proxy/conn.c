@@ -1080,6 +1080,12 @@ static void on_request_body_done(conn *c)
 	/* Content inspection of the prompt (redaction rewrites r->body). */
 	if (r->dec.has_inspect) {
 		const char *iwhy = NULL;
+		if (r->encoded && !r->dec.shadow && ingress_inspect_prompt_wanted(&r->dec)) {
+			conn_reject(c, 415,
+			            "request body with a Content-Encoding cannot be inspected",
+			            false);
+			return;
+		}
 		unsigned ist = ingress_inspect_request(&r->insp, &r->dec, r->has_oa, &r->oa,
 		                                       &r->body, &iwhy);
 		if (ist != 0) {

@@ -144,6 +144,8 @@ static const char *det_name(const ingress_insp *ip, int id)
 	return n ? n : "a detector";
 }
 
+static custos_err args_decode(slot *sl, span in, bool fin, buf *out);
+
 /* Whether a request asks for logprobs (chat: "logprobs": true, completions: a number; or
  * top_logprobs): their token texts would carry a value past a stream's redaction. */
 static bool asks_logprobs(span body)
@@ -204,12 +206,24 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 	uint64_t t0 = tm_mono_ns();
 	buf out;
 	buf_init(&out, INSP_PROMPT_MAX);
-	custos_err e =
-	        inspect_json_redact(ip->eng, s, &ip->prompt, buf_span(body), &out, &ip->psum);
-	if (e == CUSTOS_ERR_PARSE && !has_oa) { /* not JSON (not an OpenAI path): as text */
+	span in = buf_span(body);
+	size_t bom = !has_oa && in.len >= 3 && memcmp(in.ptr, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+	custos_err e = buf_append(&out, in.ptr, bom); /* a BOM before JSON is kept as it was */
+	if (e == CUSTOS_OK)
+		e = inspect_json_redact(ip->eng, s, &ip->prompt,
+		                        span_of(in.ptr + bom, in.len - bom), &out, &ip->psum);
+	if (e == CUSTOS_ERR_PARSE && !has_oa) {
+		/* not JSON (not an OpenAI path): as text, its JSON escapes decoded first */
+		slot tmp = { 0 };
+		buf plain;
+		buf_init(&plain, INSP_PROMPT_MAX);
 		buf_reset(&out);
 		inspect_summary_init(&ip->psum);
-		e = inspect_redact_text(ip->eng, s, &ip->prompt, buf_span(body), &out, &ip->psum);
+		e = args_decode(&tmp, in, true, &plain);
+		if (e == CUSTOS_OK)
+			e = inspect_redact_text(ip->eng, s, &ip->prompt, buf_span(&plain), &out,
+			                        &ip->psum);
+		buf_free(&plain);
 	}
 	ip->t_ns += tm_mono_ns() - t0;
 	if (e == CUSTOS_OK && ip->psum.redacted && !ip->shadow) {

@@ -147,6 +147,13 @@ line=$(audit_of "$deny_id")
 echo "$line" | grep -q '"status":403' && echo "$line" | grep -q '"type":"us_ssn","count":1' &&
 	ok "audit: 403 with us_ssn:1" || fail "audit of the prompt deny: $line"
 
+# -- a prompt with a Content-Encoding cannot be inspected: 415, never reaches the model
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"hello"}]}'
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H 'Content-Encoding: identity, gzip' -d "$body" "$plain/v1/chat/completions")
+check "encoded prompt -> 415" "$code" 415
+check "encoded prompt never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+
 # -- a `log` action: the text goes through unchanged, the finding is audited
 body='{"model":"test-model","messages":[{"role":"user","content":"host 10.1.2.3 is up"}]}'
 "${C[@]}" -D "$work/log.hdr" -o "$work/log.json" -d "$body" "$plain/v1/chat/completions"

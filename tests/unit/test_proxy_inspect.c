@@ -837,6 +837,31 @@ static void test_prompt(void **state)
 	assert_int_equal(buf_used(&body), strlen("plain [REDACTED:EMAIL] text"));
 	ingress_inspect_free(ip);
 	ip = NULL;
+	/* not an OpenAI path, JSON after a BOM: walked as JSON (escapes decoded), BOM kept */
+	static const char *const bom_bodies[] = {
+		"\xef\xbb\xbf{\"q\":\"ssn 123\\u002d45-6789\"}",
+		"not json: ssn 123\\u002d45-6789",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bom_bodies); i++) {
+		buf_reset(&body);
+		assert_int_equal(buf_append_cstr(&body, bom_bodies[i]), CUSTOS_OK);
+		assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 403);
+		ingress_inspect_free(ip);
+		ip = NULL;
+	}
+	buf_reset(&body);
+	assert_int_equal(buf_append_cstr(&body, "\xef\xbb\xbf{\"q\":\"to bob\\u0040example.com\"}"),
+	                 CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 0);
+	want = "\xef\xbb\xbf{\"q\":\"to [REDACTED:EMAIL]\"}";
+	assert_int_equal(buf_used(&body), strlen(want));
+	assert_memory_equal(buf_ptr(&body), want, strlen(want));
+	ingress_inspect_free(ip);
+	ip = NULL;
+	/* which decisions read the prompt */
+	assert_true(ingress_inspect_prompt_wanted(&d));
+	memset(d.insp_prompt, 0, sizeof(d.insp_prompt));
+	assert_false(ingress_inspect_prompt_wanted(&d));
 	/* no inspection in the decision: nothing made */
 	d.has_inspect = false;
 	assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 0);
