@@ -156,6 +156,10 @@ static bool asks_logprobs(span body)
 		return false; /* the caller parsed it already */
 	if (jsonr_obj_get(root, "logprobs", &v) && v.type != JSONR_NULL && v.type != JSONR_FALSE)
 		return true;
+	/* llama.cpp's name for them */
+	if (jsonr_obj_get(root, "n_probs", &v) && v.type != JSONR_NULL &&
+	    !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0'))
+		return true;
 	return jsonr_obj_get(root, "top_logprobs", &v) && v.type != JSONR_NULL &&
 	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
 }
@@ -710,12 +714,14 @@ typedef struct targ {
 	span args; /* escaped */
 } targ;
 
-static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n)
+static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, span *lp,
+                                    size_t *nlp)
 {
-	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx;
+	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx, l;
 	jsonr_iter it, it2;
 
 	*n = 0;
+	*nlp = 0;
 	GUARD(jsonr_parse(data, NULL, &root));
 	if (!jsonr_obj_get(root, "choices", &ch) || ch.type != JSONR_ARRAY)
 		return CUSTOS_OK;
@@ -724,6 +730,12 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n)
 		uint64_t ci = pos, ti;
 		if (jsonr_obj_get(c, "index", &idx))
 			GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ci));
+		/* logprobs carry the token texts past the streams: dropped (written null) */
+		if (jsonr_obj_get(c, "logprobs", &l) && l.type != JSONR_NULL) {
+			ENSURE(*nlp < OPENAI_MAX_CHOICES, CUSTOS_ERR_LIMIT,
+			       "inspect: too many choices");
+			lp[(*nlp)++] = l.raw;
+		}
 		if (!jsonr_obj_get(c, "delta", &delta) ||
 		    !jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
 			continue;
@@ -749,7 +761,8 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	jsonr_edit edits[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
 	size_t off[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS],
 	        len[OPENAI_MAX_CHOICES + INSP_MAX_STREAMS];
-	size_t ne = 0, ntools = 0;
+	span lps[OPENAI_MAX_CHOICES];
+	size_t ne = 0, ntools = 0, nlp = 0;
 	slot *sl;
 
 	if (!ev->has_data) /* comments (keep-alives), id/retry only */
@@ -761,13 +774,33 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	/* Anything but a chunk with choices (the responses API's events, Anthropic-style
 	 * content_block_delta, an error object...) is inspected whole: every string value. */
 	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
-	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools) != CUSTOS_OK) {
+	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp) != CUSTOS_OK) {
 		buf_reset(&ip->tmp);
 		custos_err e = block_redact(ip, s, ev->data, &ip->tmp);
 		if (e == CUSTOS_ERR_DENIED)
 			return sse_deny(ip, ip->rsum.deny_detector);
 		GUARD(e);
 		return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+	}
+	if (nlp > 0) { /* the same event with each choice's logprobs written null */
+		buf stripped;
+		buf_init(&stripped, SSE_MAX_EVENT_BYTES + 4 * OPENAI_MAX_CHOICES);
+		const char *at = ev->data.ptr;
+		custos_err e = CUSTOS_OK;
+		for (size_t i = 0; i < nlp && e == CUSTOS_OK; i++) {
+			e = buf_append(&stripped, at, (size_t)(lps[i].ptr - at));
+			if (e == CUSTOS_OK)
+				e = buf_append_cstr(&stripped, "null");
+			at = lps[i].ptr + lps[i].len;
+		}
+		if (e == CUSTOS_OK)
+			e = buf_append(&stripped, at, (size_t)(ev->data.ptr + ev->data.len - at));
+		sse_event ev2 = *ev;
+		ev2.data = buf_span(&stripped);
+		if (e == CUSTOS_OK)
+			e = sse_event_out(ip, s, &ev2);
+		buf_free(&stripped);
+		return e;
 	}
 	sse_template(ip, ev->data);
 	buf_reset(&ip->rel);

@@ -328,6 +328,29 @@ static void test_sse_not_a_chunk(void **state)
 	}
 }
 
+/* logprobs in a chunk carry the token texts past the content stream: they are dropped. */
+static void test_sse_logprobs_dropped(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	assert_int_equal(
+	        buf_append_cstr(&body,
+	                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+	                        "\"4111\"},\"logprobs\":{\"content\":[{\"token\":\"4111\"}]}}]}\n\n"
+	                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+	                        "\" 1111 1111 1111\"},\"logprobs\":{\"content\":[{\"token\":"
+	                        "\" 1111 1111 1111\"}]},\"finish_reason\":\"stop\"}]}\n\n"
+	                        "data: [DONE]\n\n"),
+	        CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "\"logprobs\":null", 15));
+	buf_free(&body);
+	buf_free(&client);
+}
+
 static void test_sse_finish_without_content(void **state)
 {
 	(void)state;
@@ -785,8 +808,14 @@ static void test_prompt(void **state)
 	ingress_inspect_free(ip);
 	ip = NULL;
 	buf_reset(&body);
-	assert_int_equal(buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0}"),
-	                 CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, "{\"prompt\":\"x\",\"n_probs\":5}"), CUSTOS_OK);
+	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
+	ingress_inspect_free(ip);
+	ip = NULL;
+	buf_reset(&body);
+	assert_int_equal(
+	        buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0,\"n_probs\":0}"),
+	        CUSTOS_OK);
 	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
 	ingress_inspect_free(ip);
 	ip = NULL;
@@ -878,6 +907,7 @@ int main(void)
 		cmocka_unit_test(test_sse_card_every_split),
 		cmocka_unit_test(test_sse_finish_without_content),
 		cmocka_unit_test(test_sse_not_a_chunk),
+		cmocka_unit_test(test_sse_logprobs_dropped),
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_sse_tool_args_escaped),
