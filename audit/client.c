@@ -586,10 +586,14 @@ custos_err audit_flush(audit_writer *w)
 		pthread_cond_signal(&w->cv_data);
 	} else if (w->durable_gen < target && w->linger_ns > 0 && !w->dead) {
 		/* Shipped, but the writer may hold it until its deadline: ask for the commit now
-		 * (a message with no records; whole messages never interleave on the socket). */
+		 * (a message with no records; whole messages never interleave on the socket).
+		 * Never blocking: a full socket means either a writer that reads on and commits
+		 * by its deadline anyway, or one failing with a full backlog that reads nothing
+		 * until the disk recovers; then only its error report, below, ends the wait. */
 		struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
 		pthread_mutex_unlock(&w->mu);
-		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL) == -1 && errno == EINTR)
+		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL | MSG_DONTWAIT) == -1 &&
+		       errno == EINTR)
 			;
 		pthread_mutex_lock(&w->mu);
 	}
