@@ -3,6 +3,7 @@
  * CEF / LEEF / RFC 5424 renderings with their escaping rules. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -841,6 +842,19 @@ static int client_socket(void)
 	return found;
 }
 
+/* Fills what room the client's socket has left with commit requests (messages of no records,
+ * as audit_flush sends), while the writer reads nothing. */
+static void socket_fill(void)
+{
+	int fd = client_socket(), i = 0;
+	struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
+
+	while (i < 100000 && send(fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(h))
+		i++;
+	assert_true(i < 100000);
+	assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 #define BACKLOG_EVENTS 1200 /* of ~7 KiB: 8 MiB, past the writer's 4 MiB backlog and the socket */
 
 /* Brings a batch-mode writer into the state of the audit_diskfull hang: the disk refuses
@@ -896,15 +910,7 @@ static pid_t writer_stuck_full(const char *dir, audit_writer **out)
 		seen = stuck ? seen + 1 : 0;
 		usleep(100 * 1000);
 	}
-	/* Fill what room the socket has left (the sender's large messages may wait where a
-	 * header would still fit) with commit requests, messages of no records. */
-	int fd = client_socket();
-	struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
-	int i = 0;
-	while (i < 100000 && send(fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(h))
-		i++;
-	assert_true(i < 100000);
-	assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+	socket_fill(); /* the sender's large messages may wait where a header still fits */
 	*out = w;
 	return wp;
 }
@@ -963,6 +969,117 @@ static void test_stop_writer_full_backlog(void **state)
 	assert_int_equal(audit_verify(paths, 1, NULL, 0, true, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+#define LEADERS 96 /* sync producers with a 64 KiB batch each: 6 MiB in flight */
+static char leader_pad[7001];
+
+struct leader_job {
+	audit_writer *w;
+	custos_err e;
+};
+
+/* Fills a batch with records of ~7 KiB (as many as it takes); returns how many. */
+static size_t big_batch(audit_batch *b)
+{
+	audit_rec r;
+	size_t n = 0;
+
+	memset(leader_pad, 'p', sizeof(leader_pad) - 1);
+	for (;;) {
+		audit_rec_begin(&r, "request");
+		audit_rec_cstr(&r, "reason", leader_pad);
+		if (audit_rec_end(&r) != CUSTOS_OK || audit_batch_add(b, &r) != CUSTOS_OK)
+			return n;
+		n++;
+	}
+}
+
+static void *leader_submit(void *arg)
+{
+	struct leader_job *j = arg;
+	audit_batch b;
+
+	audit_batch_init(&b);
+	(void)big_batch(&b);
+	j->e = audit_submit_batch(j->w, &b, NULL);
+	audit_batch_free(&b);
+	return NULL;
+}
+
+/* Sync mode: the first producer to find nobody sending ships the group itself, and sent it with
+ * a blocking sendmsg. With the writer failing on a full backlog that producer (a proxy worker,
+ * on the request path) waited for good instead of failing closed. Here the socket is full
+ * when the leader starts, and the other producers' batches (6 MiB) take the writer past its
+ * backlog bound: every producer must get the error, and once the disk takes writes again
+ * every record is written. */
+static void test_sync_leader_writer_full_backlog(void **state)
+{
+	char dir[] = "/tmp/test_audit_lXXXXXX", path[256], name[64];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+	audit_batch probe;
+	audit_stats st;
+	struct stat fs;
+	pthread_t tid[LEADERS];
+	struct leader_job jobs[LEADERS];
+
+	audit_batch_init(&probe);
+	size_t per = big_batch(&probe);
+	audit_batch_free(&probe);
+	assert_true(per > 0);
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.durability = AUDIT_DURABILITY_SYNC;
+	o.checkpoint_ns = 0;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	submit_n(w, 5);
+	audit_file_name(1, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &fs), 0);
+	pid_t wp = (pid_t)audit_writer_pid(w);
+	struct rlimit lim = { (rlim_t)fs.st_size, RLIM_INFINITY };
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	assert_int_equal(kill(wp, SIGSTOP), 0);
+	socket_fill();
+	for (int i = 0; i < LEADERS; i++) {
+		jobs[i] = (struct leader_job){ w, CUSTOS_OK };
+		assert_int_equal(pthread_create(&tid[i], NULL, leader_submit, &jobs[i]), 0);
+	}
+	/* Every batch queued (one of them taken by the leader) before the writer runs again. */
+	audit_writer_stats(w, &st);
+	for (int i = 0; i < 3000 && st.submitted < 5 + LEADERS * per; i++) {
+		usleep(10 * 1000);
+		audit_writer_stats(w, &st);
+	}
+	assert_int_equal(st.submitted, 5 + LEADERS * per);
+	assert_int_equal(kill(wp, SIGCONT), 0);
+	watchdog(60);
+	for (int i = 0; i < LEADERS; i++) {
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+		assert_int_equal(jobs[i].e, CUSTOS_ERR_IO);
+	}
+	assert_int_equal(audit_flush(w), CUSTOS_ERR_IO);
+	alarm(0);
+	lim.rlim_cur = RLIM_INFINITY;
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int i = 0; i < 1000 && !audit_writer_ok(w); i++)
+		usleep(10 * 1000);
+	assert_true(audit_writer_ok(w));
+	watchdog(30);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	alarm(0);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_true(r.sealed);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5 + LEADERS * per);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
@@ -1112,6 +1229,7 @@ int main(void)
 		cmocka_unit_test(test_checkpoint_write_failure),
 		cmocka_unit_test(test_flush_writer_full_backlog),
 		cmocka_unit_test(test_stop_writer_full_backlog),
+		cmocka_unit_test(test_sync_leader_writer_full_backlog),
 		cmocka_unit_test(test_verify_format1),
 		cmocka_unit_test(test_writer_anchor),
 	};
