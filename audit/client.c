@@ -45,6 +45,11 @@ struct audit_writer {
 	uint64_t linger_ns;  /* batch mode: how long the sender lets a group fill */
 	size_t group_events; /* ... or until it holds this many events */
 	buf lead;            /* the sync leader's send buffer (used under in_send) */
+	/* A sync leader's group the socket had no room for: the sender thread sends the rest of
+	 * w->lead from lead_at (in_send passes to it with the group). */
+	bool lead_handoff;
+	size_t lead_at;
+	uint64_t lead_gen, lead_first_ns;
 	uint64_t submitted, denied_full, failed, last_alert;
 	char fail_msg[200];
 	pthread_t sender, acker;
@@ -84,14 +89,18 @@ static bool group_full(const audit_writer *w)
 	return w->pending_events >= w->group_events || buf_used(&w->pending) >= COALESCE_BYTES;
 }
 
-/* Ships one group as messages cut on record boundaries, all tagged gen, the last one flagged.
- * Only the holder of w->in_send calls it, so generations never interleave on the socket.
- * Returns false when the writer is gone (and marks the handle dead). */
-static bool send_group(audit_writer *w, buf *sending, uint64_t gen, uint64_t first_ns)
+/* Ships one group, from byte *at of *sending, as messages cut on record boundaries, all tagged
+ * gen, the last one flagged. Only the holder of w->in_send calls it, so generations never
+ * interleave on the socket. Returns CUSTOS_OK once all is sent (*sending emptied);
+ * CUSTOS_ERR_AGAIN only with MSG_DONTWAIT in flags, when the socket is full: *at is then where
+ * the rest begins, kept in *sending; CUSTOS_ERR_IO when the writer is gone (the handle is then
+ * dead). */
+static custos_err send_group(audit_writer *w, buf *sending, size_t *at, uint64_t gen,
+                             uint64_t first_ns, int flags)
 {
 	uint8_t hdrbuf[sizeof(struct audit_msg_hdr)];
 	span s = buf_span(sending);
-	size_t i = 0;
+	size_t i = *at;
 	bool ok = true;
 
 	while (i < s.len && ok) {
@@ -113,8 +122,13 @@ static bool send_group(audit_writer *w, buf *sending, uint64_t gen, uint64_t fir
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
 		ssize_t r;
 		do
-			r = sendmsg(w->sock, &mh, MSG_NOSIGNAL);
+			r = sendmsg(w->sock, &mh, MSG_NOSIGNAL | flags);
 		while (r == -1 && errno == EINTR);
+		if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    (flags & MSG_DONTWAIT)) {
+			*at = st;
+			return err_set(CUSTOS_ERR_AGAIN, "audit: the socket to the writer is full");
+		}
 		if (r == -1) {
 			log_error("audit: sending to the writer: %s", strerror(errno));
 			ok = false;
@@ -128,8 +142,9 @@ static bool send_group(audit_writer *w, buf *sending, uint64_t gen, uint64_t fir
 		pthread_cond_broadcast(&w->cv_durable);
 		pthread_cond_broadcast(&w->cv_room);
 		pthread_mutex_unlock(&w->mu);
+		return err_set(CUSTOS_ERR_IO, "audit: the writer is gone");
 	}
-	return ok;
+	return CUSTOS_OK;
 }
 
 /* With w->mu held and w->in_send taken: moves the queue into *sending; returns its gen and
@@ -166,10 +181,26 @@ static void *sender_main(void *arg)
 	buf_init(&sending, SIZE_MAX);
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		while ((w->pending_events == 0 || w->in_send) && !w->stopping && !w->dead)
+		while (!w->lead_handoff && (w->pending_events == 0 || w->in_send) && !w->stopping &&
+		       !w->dead)
 			pthread_cond_wait(&w->cv_data, &w->mu);
-		while (w->in_send && !w->dead)
+		while (w->in_send && !w->lead_handoff && !w->dead)
 			pthread_cond_wait(&w->cv_data, &w->mu);
+		if (w->lead_handoff && !w->dead) {
+			/* The rest of a sync leader's group; in_send came with it. */
+			size_t at = w->lead_at;
+			w->lead_handoff = false;
+			pthread_mutex_unlock(&w->mu);
+			custos_err se =
+			        send_group(w, &w->lead, &at, w->lead_gen, w->lead_first_ns, 0);
+			pthread_mutex_lock(&w->mu);
+			w->in_send = false;
+			pthread_cond_broadcast(&w->cv_data);
+			pthread_mutex_unlock(&w->mu);
+			if (se != CUSTOS_OK)
+				break;
+			continue;
+		}
 		if (w->dead || (w->pending_events == 0 && w->stopping)) {
 			pthread_mutex_unlock(&w->mu);
 			break;
@@ -193,14 +224,15 @@ static void *sender_main(void *arg)
 		}
 		w->in_send = true;
 		uint64_t first_ns;
+		size_t at = 0;
 		uint64_t gen = take_group(w, &sending, &first_ns);
 		pthread_mutex_unlock(&w->mu);
-		bool ok = send_group(w, &sending, gen, first_ns);
+		custos_err se = send_group(w, &sending, &at, gen, first_ns, 0);
 		pthread_mutex_lock(&w->mu);
 		w->in_send = false;
 		pthread_cond_broadcast(&w->cv_data);
 		pthread_mutex_unlock(&w->mu);
-		if (!ok)
+		if (se != CUSTOS_OK)
 			break;
 	}
 	if (!w->dead) {
@@ -508,16 +540,27 @@ static custos_err submit_records(audit_writer *w, span framed, span one, size_t 
 	if (w->o.durability == AUDIT_DURABILITY_SYNC && !w->in_send) {
 		/* Group commit without a thread hop: the first producer to find nobody sending
 		 * ships the group itself (it waits for durability anyway); a few rounds at most,
-		 * then the sender thread takes over. */
+		 * then the sender thread takes over. The leader never waits for room in the
+		 * socket: a writer failing with a full backlog reads nothing until the disk
+		 * recovers, and the producer must hear the failure instead. What does not fit goes
+		 * to the sender thread (audit_writer_stop can cut its wait). */
 		for (int round = 0; round < 4 && w->pending_events > 0 && !w->dead; round++) {
 			w->in_send = true;
 			uint64_t first_ns;
+			size_t at = 0;
 			uint64_t g = take_group(w, &w->lead, &first_ns);
 			pthread_mutex_unlock(&w->mu);
-			bool ok = send_group(w, &w->lead, g, first_ns);
+			custos_err se = send_group(w, &w->lead, &at, g, first_ns, MSG_DONTWAIT);
 			pthread_mutex_lock(&w->mu);
+			if (se == CUSTOS_ERR_AGAIN) {
+				w->lead_at = at;
+				w->lead_gen = g;
+				w->lead_first_ns = first_ns;
+				w->lead_handoff = true; /* in_send stays set: the sender's now */
+				break;
+			}
 			w->in_send = false;
-			if (!ok)
+			if (se != CUSTOS_OK)
 				break;
 		}
 		pthread_cond_broadcast(&w->cv_data);
@@ -586,10 +629,14 @@ custos_err audit_flush(audit_writer *w)
 		pthread_cond_signal(&w->cv_data);
 	} else if (w->durable_gen < target && w->linger_ns > 0 && !w->dead) {
 		/* Shipped, but the writer may hold it until its deadline: ask for the commit now
-		 * (a message with no records; whole messages never interleave on the socket). */
+		 * (a message with no records; whole messages never interleave on the socket).
+		 * Never blocking: a full socket means either a writer that reads on and commits
+		 * by its deadline anyway, or one failing with a full backlog that reads nothing
+		 * until the disk recovers; then only its error report, below, ends the wait. */
 		struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
 		pthread_mutex_unlock(&w->mu);
-		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL) == -1 && errno == EINTR)
+		while (send(w->sock, &h, sizeof(h), MSG_NOSIGNAL | MSG_DONTWAIT) == -1 &&
+		       errno == EINTR)
 			;
 		pthread_mutex_lock(&w->mu);
 	}

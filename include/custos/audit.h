@@ -240,7 +240,8 @@ custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted)
 /* False once the writer reported a failure or went away (a lock-free read for the request
  * path; audit_writer_stats has the details). */
 bool audit_writer_ok(audit_writer *w);
-/* Waits until every event accepted so far is durable; CUSTOS_ERR_IO if the writer fails. */
+/* Waits until every event accepted so far is durable; CUSTOS_ERR_IO as soon as the writer
+ * reports a failure (also one that reads nothing more: its backlog full on a refusing disk). */
 custos_err audit_flush(audit_writer *w) CUSTOS_WUR;
 void audit_writer_stats(audit_writer *w, audit_stats *s);
 /* Events the sink at index i has not yet delivered (durable head minus its cursor). */

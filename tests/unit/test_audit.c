@@ -1,6 +1,9 @@
 /* Unit tests of the audit module: event builder limits, the JSON scanner, line framing and
  * the hash chain, body checks at the trust boundary, keys and checkpoint signatures, and the
  * CEF / LEEF / RFC 5424 renderings with their escaping rules. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -760,6 +765,326 @@ static void test_checkpoint_write_failure(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void watchdog_fired(int sig)
+{
+	static const char m[] =
+	        "watchdog: the audit client blocked on a writer that cannot write\n";
+
+	(void)sig;
+	(void)!write(2, m, sizeof(m) - 1);
+	_exit(1);
+}
+
+/* Arms a watchdog: the process fails (instead of hanging the test run) if the call it guards
+ * has not returned within s seconds. alarm(0) disarms it. */
+static void watchdog(unsigned s)
+{
+	signal(SIGALRM, watchdog_fired);
+	alarm(s);
+}
+
+/* Whether this process's sender thread (custos-asend) sleeps in sendmsg: the socket has no
+ * room for its next message (a sender that can go on never sleeps there). */
+static bool sender_blocked(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	bool blocked = false;
+
+	assert_non_null(d);
+	while (!blocked && (de = readdir(d)) != NULL) {
+		char path[300], text[256];
+		long nr = -1;
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		bool sender = fgets(text, sizeof(text), f) != NULL &&
+		              strncmp(text, "custos-asend", 12) == 0;
+		fclose(f);
+		if (!sender)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/syscall", de->d_name);
+		f = fopen(path, "r");
+		if (f != NULL && fscanf(f, "%ld", &nr) == 1 && nr == SYS_sendmsg) {
+			char state = '?';
+			fclose(f);
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+			f = fopen(path, "r");
+			/* pid (comm) state: the comm has no ')' (custos-asend). */
+			if (f != NULL && fscanf(f, "%*d (%*[^)]) %c", &state) == 1)
+				blocked = state == 'S';
+		}
+		if (f != NULL)
+			fclose(f);
+	}
+	closedir(d);
+	return blocked;
+}
+
+/* The client's end of its socket to the writer: this process's one SEQPACKET socket. */
+static int client_socket(void)
+{
+	int found = -1;
+
+	for (int fd = 3; fd < 1024; fd++) {
+		int type = 0;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+		    type == SOCK_SEQPACKET) {
+			assert_int_equal(found, -1);
+			found = fd;
+		}
+	}
+	assert_int_not_equal(found, -1);
+	return found;
+}
+
+/* Fills what room the client's socket has left with commit requests (messages of no records,
+ * as audit_flush sends), while the writer reads nothing. */
+static void socket_fill(void)
+{
+	int fd = client_socket(), i = 0;
+	struct audit_msg_hdr h = { AUDIT_MSG_BATCH, 0, 0, 0 };
+
+	while (i < 100000 && send(fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(h))
+		i++;
+	assert_true(i < 100000);
+	assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+#define BACKLOG_EVENTS 1200 /* of ~7 KiB: 8 MiB, past the writer's 4 MiB backlog and the socket */
+
+/* Brings a batch-mode writer into the state of the audit_diskfull hang: the disk refuses
+ * (RLIMIT_FSIZE stands in for it), the writer holds a full backlog and reads nothing more, the
+ * sender sits in sendmsg with the rest of its last group, the queue is empty and the socket
+ * takes no message at all. Returns the writer's pid with the file size limit set; 5 events
+ * are durable before it. */
+static pid_t writer_stuck_full(const char *dir, audit_writer **out)
+{
+	char path[256], name[64];
+	static char pad[7001];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	audit_stats st;
+	struct stat fs;
+
+	memset(pad, 'p', sizeof(pad) - 1);
+	audit_options_default(&o);
+	o.dir = dir;
+	o.batch_window_ns = 1000000000ull; /* linger 500 ms: audit_flush asks for the commit */
+	o.checkpoint_ns = 0;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	submit_n(w, 5);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	audit_file_name(1, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &fs), 0);
+	pid_t wp = (pid_t)audit_writer_pid(w);
+	struct rlimit lim = { (rlim_t)fs.st_size, RLIM_INFINITY };
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	/* With the writer stopped, the sender fills the socket and blocks inside one group; the
+	 * rest waits in the queue. Once it runs, the writer fails its first commit, reads on up to
+	 * its backlog bound and stops reading, while the sender ships the whole queue as its last
+	 * group: the queue is empty, the socket full. */
+	assert_int_equal(kill(wp, SIGSTOP), 0);
+	for (int i = 0; i < BACKLOG_EVENTS; i++) {
+		audit_event_begin(&ev, "request");
+		audit_event_cstr(&ev, "reason", pad);
+		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+		assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	}
+	assert_int_equal(kill(wp, SIGCONT), 0);
+	/* The writer reaches its bound: the sender stays asleep in sendmsg (a writer with room
+	 * reads within milliseconds; seen asleep for 300 ms, it has none). */
+	for (int i = 0, seen = 0; seen < 4; i++) {
+		audit_writer_stats(w, &st);
+		if (i == 300)
+			fail_msg("no stuck writer: queued %zu, writer %s, sender %s", st.queued,
+			         audit_writer_ok(w) ? "ok" : "failing",
+			         sender_blocked() ? "blocked" : "running");
+		bool stuck = st.queued == 0 && !audit_writer_ok(w) && sender_blocked();
+		seen = stuck ? seen + 1 : 0;
+		usleep(100 * 1000);
+	}
+	socket_fill(); /* the sender's large messages may wait where a header still fits */
+	*out = w;
+	return wp;
+}
+
+/* The audit_diskfull hang: audit_flush asked a lingering writer for the commit with a send()
+ * that blocked for good, since a failing writer with a full backlog reads nothing. The flush
+ * must fail closed instead; once the disk takes writes again the writer commits its backlog,
+ * the client ships the rest, and every accepted event is in the log. */
+static void test_flush_writer_full_backlog(void **state)
+{
+	char dir[] = "/tmp/test_audit_bXXXXXX";
+	audit_writer *w = NULL;
+	audit_verify_result r;
+
+	assert_non_null(mkdtemp(dir));
+	pid_t wp = writer_stuck_full(dir, &w);
+	watchdog(30);
+	assert_int_equal(audit_flush(w), CUSTOS_ERR_IO);
+	alarm(0);
+	/* Space comes back: the retry (every 500 ms) commits the backlog. */
+	struct rlimit lim = { RLIM_INFINITY, RLIM_INFINITY };
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int i = 0; i < 1000 && !audit_writer_ok(w); i++)
+		usleep(10 * 1000);
+	assert_true(audit_writer_ok(w));
+	watchdog(30);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	alarm(0);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_true(r.sealed);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5 + BACKLOG_EVENTS);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* The disk never recovers: flush and stop both return with the error (stop names the last
+ * durable seq), the log stays intact at what was durable. */
+static void test_stop_writer_full_backlog(void **state)
+{
+	char dir[] = "/tmp/test_audit_sXXXXXX";
+	audit_writer *w = NULL;
+	audit_verify_result r;
+
+	assert_non_null(mkdtemp(dir));
+	(void)writer_stuck_full(dir, &w);
+	watchdog(30);
+	assert_int_equal(audit_flush(w), CUSTOS_ERR_IO);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_ERR_IO);
+	alarm(0);
+	assert_non_null(strstr(err_msg(), "stopped while failing"));
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, true, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+#define LEADERS 96 /* sync producers with a 64 KiB batch each: 6 MiB in flight */
+static char leader_pad[7001];
+
+struct leader_job {
+	audit_writer *w;
+	custos_err e;
+};
+
+/* Fills a batch with records of ~7 KiB (as many as it takes); returns how many. */
+static size_t big_batch(audit_batch *b)
+{
+	audit_rec r;
+	size_t n = 0;
+
+	memset(leader_pad, 'p', sizeof(leader_pad) - 1);
+	for (;;) {
+		audit_rec_begin(&r, "request");
+		audit_rec_cstr(&r, "reason", leader_pad);
+		if (audit_rec_end(&r) != CUSTOS_OK || audit_batch_add(b, &r) != CUSTOS_OK)
+			return n;
+		n++;
+	}
+}
+
+static void *leader_submit(void *arg)
+{
+	struct leader_job *j = arg;
+	audit_batch b;
+
+	audit_batch_init(&b);
+	(void)big_batch(&b);
+	j->e = audit_submit_batch(j->w, &b, NULL);
+	audit_batch_free(&b);
+	return NULL;
+}
+
+/* Sync mode: the first producer to find nobody sending ships the group itself, and sent it with
+ * a blocking sendmsg. With the writer failing on a full backlog that producer (a proxy worker,
+ * on the request path) waited for good instead of failing closed. Here the socket is full
+ * when the leader starts, and the other producers' batches (6 MiB) take the writer past its
+ * backlog bound: every producer must get the error, and once the disk takes writes again
+ * every record is written. */
+static void test_sync_leader_writer_full_backlog(void **state)
+{
+	char dir[] = "/tmp/test_audit_lXXXXXX", path[256], name[64];
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+	audit_batch probe;
+	audit_stats st;
+	struct stat fs;
+	pthread_t tid[LEADERS];
+	struct leader_job jobs[LEADERS];
+
+	audit_batch_init(&probe);
+	size_t per = big_batch(&probe);
+	audit_batch_free(&probe);
+	assert_true(per > 0);
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.durability = AUDIT_DURABILITY_SYNC;
+	o.checkpoint_ns = 0;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	submit_n(w, 5);
+	audit_file_name(1, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &fs), 0);
+	pid_t wp = (pid_t)audit_writer_pid(w);
+	struct rlimit lim = { (rlim_t)fs.st_size, RLIM_INFINITY };
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	assert_int_equal(kill(wp, SIGSTOP), 0);
+	socket_fill();
+	for (int i = 0; i < LEADERS; i++) {
+		jobs[i] = (struct leader_job){ w, CUSTOS_OK };
+		assert_int_equal(pthread_create(&tid[i], NULL, leader_submit, &jobs[i]), 0);
+	}
+	/* Every batch queued (one of them taken by the leader) before the writer runs again. */
+	audit_writer_stats(w, &st);
+	for (int i = 0; i < 3000 && st.submitted < 5 + LEADERS * per; i++) {
+		usleep(10 * 1000);
+		audit_writer_stats(w, &st);
+	}
+	assert_int_equal(st.submitted, 5 + LEADERS * per);
+	assert_int_equal(kill(wp, SIGCONT), 0);
+	watchdog(60);
+	for (int i = 0; i < LEADERS; i++) {
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+		assert_int_equal(jobs[i].e, CUSTOS_ERR_IO);
+	}
+	assert_int_equal(audit_flush(w), CUSTOS_ERR_IO);
+	alarm(0);
+	lim.rlim_cur = RLIM_INFINITY;
+	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
+	for (int i = 0; i < 1000 && !audit_writer_ok(w); i++)
+		usleep(10 * 1000);
+	assert_true(audit_writer_ok(w));
+	watchdog(30);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	alarm(0);
+	const char *paths[] = { dir };
+	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_true(r.sealed);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5 + LEADERS * per);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* A log written before checkpoint format 2: its format 1 signatures still verify, but a
  * format 1 shutdown checkpoint is no seal (its reason was never signed). */
 static void test_verify_format1(void **state)
@@ -902,6 +1227,9 @@ int main(void)
 		cmocka_unit_test(test_queue_full_deny),
 		cmocka_unit_test(test_batch_group_commit),
 		cmocka_unit_test(test_checkpoint_write_failure),
+		cmocka_unit_test(test_flush_writer_full_backlog),
+		cmocka_unit_test(test_stop_writer_full_backlog),
+		cmocka_unit_test(test_sync_leader_writer_full_backlog),
 		cmocka_unit_test(test_verify_format1),
 		cmocka_unit_test(test_writer_anchor),
 	};
