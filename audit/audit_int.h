@@ -96,6 +96,7 @@ void audit_reader_close(audit_reader *r);
  * DIR/audit.head.accept, same line, is the operator's acceptance of a head below it
  * (custos audit accept-head), consumed by the next start. */
 #define AUDIT_ANCHOR_FILE   "audit.head"
+#define AUDIT_ANCHOR_MIN_NS 1000000000ull /* audit.head written at most once a second */
 #define AUDIT_ACCEPT_FILE   "audit.head.accept"
 #define AUDIT_ANCHOR_DOMAIN "custos-audit-head/1"
 #define AUDIT_MAX_CURSORS   AUDIT_MAX_SINKS

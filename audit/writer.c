@@ -52,6 +52,7 @@ struct wstate {
 	 * to be written to DIR/audit.head once the producers have their acknowledgement). */
 	audit_anchor anchor, anchor_durable;
 	bool anchor_due, anchor_ready;
+	uint64_t anchor_last; /* when audit.head was last written (mono ns) */
 	char prev_key_id[17]; /* key_id of the anchor found at start ("" if none) */
 };
 
@@ -192,10 +193,16 @@ static custos_err commit(struct wstate *w)
 /* Records the last durable checkpoint in DIR/audit.head (two fsyncs: after the ack, off the
  * producers' path). The records are durable whatever happens here; a failed anchor only lags
  * (the next checkpoint writes it again), so it is logged, not failed closed. */
-static void anchor_flush(struct wstate *w)
+static void anchor_flush(struct wstate *w, bool force)
 {
 	if (!w->anchor_ready)
 		return;
+	/* At most once a second (checkpoints can come a hundred times a second at the default
+	 * every_events under load, each anchor two fsyncs); start and shutdown always write it. */
+	uint64_t now = tm_mono_ns();
+	if (!force && w->anchor_last && now - w->anchor_last < AUDIT_ANCHOR_MIN_NS)
+		return;
+	w->anchor_last = now;
 	w->anchor_ready = false;
 	if (audit_anchor_write(w->dirfd, AUDIT_ANCHOR_FILE, &w->anchor_durable) != CUSTOS_OK)
 		log_error("audit: %s/" AUDIT_ANCHOR_FILE ": %s", w->o->dir, err_msg());
@@ -610,7 +617,7 @@ static custos_err writer_setup(struct wstate *w)
 		e = commit(w);
 	if (e != CUSTOS_OK)
 		goto out;
-	anchor_flush(w);
+	anchor_flush(w, true);
 	if (sn->accepted)
 		accepted_done(w, sn, head_seq);
 	if (w->o->confine != NULL)
@@ -771,7 +778,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		if (buf_used(&w.pending) > 0) {
 			if (process_pending(&w, sock) == CUSTOS_OK) {
 				w.due = UINT64_MAX;
-				anchor_flush(&w);
+				anchor_flush(&w, false);
 			} else {
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
 				if (!open)
@@ -786,7 +793,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 			if (ce == CUSTOS_OK) {
 				if (w.failing)
 					writing_again(&w, sock);
-				anchor_flush(&w);
+				anchor_flush(&w, false);
 			} else {
 				writing_failed(&w, sock, ce);
 				next_retry = tm_mono_ns() + WRITER_RETRY_NS;
@@ -799,7 +806,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd)
 		else
 			log_error("audit: sealing the log: %s", err_msg());
 	}
-	anchor_flush(&w);
+	anchor_flush(&w, true);
 out:
 	free(msg);
 	buf_free(&w.out);
