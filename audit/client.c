@@ -170,6 +170,15 @@ void audit_sched_batch(void)
 		log_debug("audit: SCHED_BATCH: %s", strerror(errno));
 }
 
+/* The sender's group is out (or failed): wakes whoever waits for the socket. */
+static void send_finished(struct audit_writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->in_send = false;
+	pthread_cond_broadcast(&w->cv_data);
+	pthread_mutex_unlock(&w->mu);
+}
+
 static void *sender_main(void *arg)
 {
 	audit_writer *w = arg;
@@ -193,10 +202,7 @@ static void *sender_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			custos_err se =
 			        send_group(w, &w->lead, &at, w->lead_gen, w->lead_first_ns, 0);
-			pthread_mutex_lock(&w->mu);
-			w->in_send = false;
-			pthread_cond_broadcast(&w->cv_data);
-			pthread_mutex_unlock(&w->mu);
+			send_finished(w);
 			if (se != CUSTOS_OK)
 				break;
 			continue;
@@ -228,10 +234,7 @@ static void *sender_main(void *arg)
 		uint64_t gen = take_group(w, &sending, &first_ns);
 		pthread_mutex_unlock(&w->mu);
 		custos_err se = send_group(w, &sending, &at, gen, first_ns, 0);
-		pthread_mutex_lock(&w->mu);
-		w->in_send = false;
-		pthread_cond_broadcast(&w->cv_data);
-		pthread_mutex_unlock(&w->mu);
+		send_finished(w);
 		if (se != CUSTOS_OK)
 			break;
 	}

@@ -110,6 +110,23 @@ size_t audit_reader_partial(const audit_reader *r)
 	return buf_used(&r->b);
 }
 
+/* Appends the next chunk of the file to r->b: CUSTOS_ERR_NOTFOUND at its end. */
+static custos_err read_chunk(audit_reader *r)
+{
+	for (;;) {
+		GUARD(buf_reserve(&r->b, AUDIT_READ_CHUNK));
+		ssize_t got = read(r->fd, buf_tail(&r->b), AUDIT_READ_CHUNK);
+		if (got == -1 && errno == EINTR)
+			continue;
+		if (got == -1)
+			return err_sys("read");
+		if (got == 0)
+			return CUSTOS_ERR_NOTFOUND;
+		buf_commit(&r->b, (size_t)got);
+		return CUSTOS_OK;
+	}
+}
+
 custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off)
 {
 	for (;;) {
@@ -127,15 +144,7 @@ custos_err audit_reader_next(audit_reader *r, span *line, uint64_t *line_off)
 		ENSURE(s.len <= AUDIT_MAX_LINE, CUSTOS_ERR_LIMIT,
 		       "record at offset %llu longer than %d bytes", (unsigned long long)r->off,
 		       AUDIT_MAX_LINE);
-		GUARD(buf_reserve(&r->b, AUDIT_READ_CHUNK));
-		ssize_t got = read(r->fd, buf_tail(&r->b), AUDIT_READ_CHUNK);
-		if (got == -1 && errno == EINTR)
-			continue;
-		if (got == -1)
-			return err_sys("read");
-		if (got == 0)
-			return CUSTOS_ERR_NOTFOUND;
-		buf_commit(&r->b, (size_t)got);
+		GUARD(read_chunk(r));
 	}
 }
 
@@ -153,15 +162,7 @@ custos_err audit_reader_skip_line(audit_reader *r)
 		}
 		r->off += s.len;
 		buf_reset(&r->b);
-		GUARD(buf_reserve(&r->b, AUDIT_READ_CHUNK));
-		ssize_t got = read(r->fd, buf_tail(&r->b), AUDIT_READ_CHUNK);
-		if (got == -1 && errno == EINTR)
-			continue;
-		if (got == -1)
-			return err_sys("read");
-		if (got == 0)
-			return CUSTOS_ERR_NOTFOUND;
-		buf_commit(&r->b, (size_t)got);
+		GUARD(read_chunk(r));
 	}
 }
 

@@ -171,24 +171,13 @@ custos_err num_parse_duration(span s, uint64_t max_ns, uint64_t *out_ns)
 	return parse_with_units(s, units, CUSTOS_ARRAY_LEN(units), max_ns, "duration", out_ns);
 }
 
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen)
 {
 	ENSURE(s.len == outlen * 2, CUSTOS_ERR_INVAL, "expected %zu hex digits, got %zu",
 	       outlen * 2, s.len);
 	for (size_t i = 0; i < outlen; i++) {
-		int hi = hexval((unsigned char)s.ptr[2 * i]);
-		int lo = hexval((unsigned char)s.ptr[2 * i + 1]);
+		int hi = num_hex_digit((unsigned char)s.ptr[2 * i]);
+		int lo = num_hex_digit((unsigned char)s.ptr[2 * i + 1]);
 		ENSURE(hi >= 0 && lo >= 0, CUSTOS_ERR_INVAL, "not a hex digit at %zu",
 		       hi < 0 ? 2 * i : 2 * i + 1);
 		out[i] = (uint8_t)(hi << 4 | lo);

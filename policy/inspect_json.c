@@ -43,24 +43,13 @@ static void skip_ws(jctx *c)
 	}
 }
 
-static int hexval(uint8_t b)
-{
-	if (b >= '0' && b <= '9')
-		return b - '0';
-	if (b >= 'a' && b <= 'f')
-		return b - 'a' + 10;
-	if (b >= 'A' && b <= 'F')
-		return b - 'A' + 10;
-	return -1;
-}
-
 static bool read_u4(jctx *c, size_t at, unsigned *out)
 {
 	if (at + 4 > c->n)
 		return false;
 	unsigned v = 0;
 	for (size_t k = 0; k < 4; k++) {
-		int h = hexval(c->p[at + k]);
+		int h = num_hex_digit((unsigned char)c->p[at + k]);
 		if (h < 0)
 			return false;
 		v = v << 4 | (unsigned)h;

@@ -16,17 +16,6 @@
  */
 #define GLOB_MAX POLICY_MAX_GLOB
 
-static int hexv(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Length of a UTF-8 sequence led by b (1 for ASCII or an invalid lead). */
 static size_t utf8_need(unsigned b)
 {
@@ -41,7 +30,8 @@ static int pct_byte(const char *s, size_t n, size_t i)
 {
 	if (i + 2 >= n || s[i] != '%')
 		return -1;
-	int hi = hexv(s[i + 1]), lo = hexv(s[i + 2]);
+	int hi = num_hex_digit((unsigned char)s[i + 1]),
+	    lo = num_hex_digit((unsigned char)s[i + 2]);
 	return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 

@@ -5,17 +5,6 @@
  */
 #include "policy_int.h"
 
-static int hex_digit(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~" */
 static bool unreserved(unsigned c)
 {
@@ -69,8 +58,8 @@ bool ppath_normalize(span in, bool glob, char *out, size_t cap, size_t *olen, co
 				break;
 			}
 			if (c == '%') {
-				int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
-				int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+				int hi = i + 2 < n ? num_hex_digit(s[i + 1]) : -1;
+				int lo = i + 2 < n ? num_hex_digit(s[i + 2]) : -1;
 				if (hi < 0 || lo < 0)
 					REFUSE("it has a '%' that is not followed by two hex "
 					       "digits");

@@ -926,15 +926,6 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 /* ---------------------------------------------------------------------------------------------
  * body, policy, route
  */
-static int hex_val(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
-		return (ch | 0x20) - 'a' + 10;
-	return -1;
-}
-
 /* Path prefix match on whole segments: "/v1/embeddings" matches "/v1/embeddings",
  * "/v1/embeddings/x" and "/v1/embeddings?q", not "/v1/embeddingsx". A percent-encoded
  * unreserved character in the request ("%65") counts as the character (RFC 3986 6.2.2.2), so a
@@ -945,8 +936,10 @@ static bool path_prefix_match(const char *path, const char *prefix)
 
 	for (const char *q = prefix; *q; q++) {
 		char ch = *p;
-		if (ch == '%' && hex_val(p[1]) >= 0 && hex_val(p[2]) >= 0) {
-			int v = hex_val(p[1]) * 16 + hex_val(p[2]);
+		int hi = ch == '%' ? num_hex_digit((unsigned char)p[1]) : -1;
+		int lo = hi >= 0 ? num_hex_digit((unsigned char)p[2]) : -1;
+		if (lo >= 0) {
+			int v = hi * 16 + lo;
 			bool unreserved = (v >= 'a' && v <= 'z') || (v >= 'A' && v <= 'Z') ||
 			                  (v >= '0' && v <= '9') || v == '-' || v == '.' ||
 			                  v == '_' || v == '~';

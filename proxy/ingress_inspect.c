@@ -456,17 +456,6 @@ static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, boo
 	return CUSTOS_OK;
 }
 
-static int hexv(char x)
-{
-	if (x >= '0' && x <= '9')
-		return x - '0';
-	if (x >= 'a' && x <= 'f')
-		return x - 'a' + 10;
-	if (x >= 'A' && x <= 'F')
-		return x - 'A' + 10;
-	return -1;
-}
-
 /* The value of \uXXXX at p (6 bytes), or -1. */
 static long u_escape(const char *p)
 {
@@ -474,7 +463,7 @@ static long u_escape(const char *p)
 		return -1;
 	long v = 0;
 	for (int k = 2; k < 6; k++) {
-		int h = hexv(p[k]);
+		int h = num_hex_digit((unsigned char)p[k]);
 		if (h < 0)
 			return -1;
 		v = v << 4 | h;

@@ -217,6 +217,17 @@ custos_err num_parse_duration(span s, uint64_t max_ns, uint64_t *out_ns) CUSTOS_
  * (604800000000000 ns -> "7d", 1073741824 -> "1GiB", 1500 ms -> "1500ms"); size >= 24. */
 void num_format_duration(uint64_t ns, char *out, size_t size);
 void num_format_size(uint64_t bytes, char *out, size_t size);
+/* The value of one hexadecimal digit (either case), or -1. */
+static inline int num_hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 /* Parses one hexadecimal string of exactly outlen*2 digits into out. */
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen) CUSTOS_WUR;
 /* Writes 2*n lowercase hex digits and a NUL into out (size >= 2*n+1). */
