@@ -159,16 +159,8 @@ custos_err num_parse_size(span s, uint64_t max, uint64_t *out)
 
 custos_err num_parse_duration(span s, uint64_t max_ns, uint64_t *out_ns)
 {
-	static const struct unit units[] = {
-		{ "ns", 1 },
-		{ "us", 1000 },
-		{ "ms", 1000000 },
-		{ "s", 1000000000ull },
-		{ "m", 60ull * 1000000000ull },
-		{ "h", 3600ull * 1000000000ull },
-		{ "d", 86400ull * 1000000000ull },
-	};
-	return parse_with_units(s, units, CUSTOS_ARRAY_LEN(units), max_ns, "duration", out_ns);
+	return parse_with_units(s, duration_units, CUSTOS_ARRAY_LEN(duration_units), max_ns,
+	                        "duration", out_ns);
 }
 
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen)
