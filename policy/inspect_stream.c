@@ -72,11 +72,42 @@ static custos_err candidate(inspect_stream *st, const inspect_expr *x, uint64_t 
 
 static custos_err region_close(inspect_stream *st, inspect_region *r, uint64_t end)
 {
+	bool cont = r->cont;
 	r->open = false;
+	r->cont = false;
 	r->end = end;
 	if (end <= r->start)
 		return CUSTOS_OK;
+	if (cont) /* the tail of an accepted value (a JWT longer than the maximum) */
+		return pend_add(st, r->start, (size_t)(end - r->start),
+		                st->e->expr[r->expr].detector, r->cont_conf);
 	return candidate(st, &st->e->expr[r->expr], r->start, end);
+}
+
+/* A class region at its maximum whose value goes on (the next byte is in the class): the piece
+ * so far is validated (or, once accepted, masked as a continuation) and the region goes on
+ * from the cut, so that a value longer than the maximum (a 30 KiB JWT) is masked whole, never
+ * released in pieces. A piece the validator does not accept closes the region as before. */
+static custos_err region_piece(inspect_stream *st, inspect_region *r, const inspect_expr *x)
+{
+	if (r->cont) {
+		GUARD(pend_add(st, r->start, (size_t)(r->scan - r->start), x->detector,
+		               r->cont_conf));
+		r->start = r->scan;
+		return CUSTOS_OK;
+	}
+	size_t n0 = st->n_pend;
+	GUARD(candidate(st, x, r->start, r->scan));
+	const inspect_finding *last = st->n_pend > n0 ? &st->pend[st->n_pend - 1] : NULL;
+	if (last && last->offset + last->length == r->scan) {
+		r->cont = true;
+		r->cont_conf = last->confidence;
+		r->start = r->scan;
+		return CUSTOS_OK;
+	}
+	r->open = false; /* validated above: closed as region_close would */
+	r->end = r->scan;
+	return CUSTOS_OK;
 }
 
 /* Extends an open region over the bytes up to `upto`: it closes at the first byte outside its
@@ -95,21 +126,27 @@ static custos_err region_advance(inspect_stream *st, inspect_region *r, uint64_t
 		r->scan = upto;
 		return CUSTOS_OK;
 	}
-	uint64_t lim = r->start + x->max;
-	if (lim > upto)
-		lim = upto;
-	const uint8_t *p = win_at(st, r->scan);
-	while (r->scan < lim) {
-		if (!det_class_has(x->cls, *p))
+	for (;;) {
+		uint64_t lim = r->start + x->max;
+		if (lim > upto)
+			lim = upto;
+		const uint8_t *p = win_at(st, r->scan);
+		while (r->scan < lim) {
+			if (!det_class_has(x->cls, *p))
+				return region_close(st, r, r->scan);
+			r->scan++;
+			p++;
+		}
+		/* At its maximum length the region ends once the byte after it is known:
+		 * validators look at it, and a block scan always has it (found by fuzz_inspect). */
+		if (!(r->scan >= r->start + x->max && r->scan < st->total))
+			return CUSTOS_OK;
+		if (!det_class_has(x->cls, (uint8_t)byte_at(st, r->scan)))
 			return region_close(st, r, r->scan);
-		r->scan++;
-		p++;
+		GUARD(region_piece(st, r, x));
+		if (!r->open)
+			return CUSTOS_OK;
 	}
-	/* At its maximum length the region closes once the byte after it is known: validators
-	 * look at it, and a block scan always has it (found by fuzz_inspect). */
-	if (r->scan >= r->start + x->max && r->scan < st->total)
-		return region_close(st, r, r->scan);
-	return CUSTOS_OK;
 }
 
 static custos_err ctx_add(inspect_stream *st, unsigned det, uint64_t end)
@@ -166,6 +203,7 @@ static custos_err on_expr(inspect_stream *st, unsigned id, uint64_t from, uint64
 			       det_class_has(x->back_cls, (uint8_t)byte_at(st, start - 1)))
 				start--;
 			r->open = true;
+			r->cont = false;
 			r->expr = id;
 			r->start = start;
 			r->scan = to;

@@ -13,6 +13,9 @@ typedef struct inspect_region {
 	uint64_t start; /* absolute offset of the value */
 	uint64_t scan;  /* bytes before this are known to be inside */
 	uint64_t end;   /* where the last closed region ended: anchors before it belong to it */
+	bool cont;      /* a value that outran the region's maximum and was accepted: the rest of
+	                   it is masked as the same finding, piece by piece, unvalidated */
+	uint8_t cont_conf;
 } inspect_region;
 
 typedef struct inspect_ctx_hit {

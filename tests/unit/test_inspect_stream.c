@@ -258,6 +258,36 @@ static void test_private_key_stream(void **state)
 	buf_free(&big);
 }
 
+/* A JWT longer than the region's maximum (30 KiB of claims) is masked whole, in any pieces:
+ * nothing of its payload or signature is released. */
+static void test_long_jwt_stream(void **state)
+{
+	(void)state;
+	inspect_profile p = { 0 };
+	inspect_profile_set(&p, INSPECT_JWT, INSPECT_ACT_REDACT);
+	buf big;
+	buf_init(&big, 1u << 20);
+	assert_int_equal(buf_append_cstr(&big, "tok eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ"),
+	                 CUSTOS_OK);
+	for (int i = 0; i < 3000; i++)
+		assert_int_equal(buf_append_cstr(&big, "QUFBQUFB"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&big, "In0.U0lHTkFUVVJFX1NJR05BVFVSRV9TSUdOQVRVUkU end"),
+	                 CUSTOS_OK);
+	static const size_t chunks[][2] = { { 1000, 1000 }, { 7, 4093 }, { 65536, 65536 } };
+	for (size_t c = 0; c < 3; c++) {
+		inspect_summary sum;
+		char *got = ti_stream(&p, (const char *)buf_ptr(&big), buf_used(&big), chunks[c], 2,
+		                      &sum);
+		assert_null(strstr(got, "QUFB"));
+		assert_null(strstr(got, "U0lH"));
+		assert_non_null(strstr(got, "tok [REDACTED:JWT]"));
+		assert_non_null(strstr(got, " end"));
+		assert_true(sum.count[INSPECT_JWT] >= 2);
+		free(got);
+	}
+	buf_free(&big);
+}
+
 /* Egress bodies are raw bytes: NULs and invalid UTF-8 pass through, values are still found. */
 static void test_egress_raw(void **state)
 {
@@ -389,6 +419,7 @@ int main(void)
 		cmocka_unit_test(test_deny_mid_stream),
 		cmocka_unit_test(test_log_only),
 		cmocka_unit_test(test_private_key_stream),
+		cmocka_unit_test(test_long_jwt_stream),
 		cmocka_unit_test(test_egress_raw),
 		cmocka_unit_test(test_long_custom_match),
 		cmocka_unit_test(test_region_split_regression),
