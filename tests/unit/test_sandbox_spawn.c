@@ -94,6 +94,15 @@ static void on_event(const sandbox_event *ev, void *arg)
 		        sandbox_listen_inside(ev->sandbox, r->listen_port, 8, &r->listen_fd);
 }
 
+/* Options whose events go to r (cleared first). */
+static void recorded_opts(sandbox_opts *o, struct rec *r)
+{
+	rec_init(r);
+	sandbox_opts_init(o);
+	o->on_event = on_event;
+	o->arg = r;
+}
+
 static const char *fixture(void)
 {
 	static char path[1024];
@@ -236,10 +245,7 @@ static void exit_status(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	static const char *const a3[] = { "/bin/sh", "-c", "exit 3", NULL };
 	sandbox *sb = spawn(&p, a3, &o);
 	assert_int_equal(sandbox_generation(sb), 1);
@@ -401,10 +407,7 @@ static int link_between_instances(bool old_kernel)
 		                  { .src = models, .dst = "/models" } };
 	p.binds = binds;
 	p.n_binds = 3;
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	o.restart.max_restarts = 2;
 	o.restart.backoff_initial_ms = 10;
 	o.restart.backoff_max_ms = 10;
@@ -457,10 +460,7 @@ static void violation_audited(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	static const char *const a[] = { "/opt/escape", "--ioctl", "/dev/null", NULL };
 	sandbox *sb = spawn(&p, a, &o);
 	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
@@ -480,10 +480,7 @@ static void violation_flood(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	static const char *const a[] = { "/opt/escape", "--violations", "2000", NULL };
 	sandbox *sb = spawn(&p, a, &o);
 	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
@@ -510,10 +507,7 @@ static void violation_flood_throttled(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	static const char *const a[] = { "/opt/escape", "--flood", "2", NULL };
 	assert_int_equal(getrusage(RUSAGE_SELF, &before), 0);
 	uint64_t t0 = tm_mono_ns();
@@ -738,10 +732,7 @@ static void restart_backoff(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	o.restart.max_restarts = 2;
 	o.restart.backoff_initial_ms = 10;
 	o.restart.backoff_max_ms = 15;
@@ -782,10 +773,7 @@ static void stop_term_then_kill(void **state)
 	(void)state;
 	NEED();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	o.restart.max_restarts = UINT32_MAX; /* stop must also end supervision */
 	static const char *const a[] = { "/bin/sleep", "100", NULL };
 	sandbox *sb = spawn(&p, a, &o);
@@ -837,10 +825,7 @@ static void model_server_inside(void **state)
 	if (access(model_server(), X_OK) != 0)
 		skip();
 	profile(&p);
-	rec_init(&r);
-	sandbox_opts_init(&o);
-	o.on_event = on_event;
-	o.arg = &r;
+	recorded_opts(&o, &r);
 	static const char *const a[] = { "/opt/model-server", "--listen", "127.0.0.1:8000", NULL };
 	sandbox *sb = spawn(&p, a, &o);
 	assert_int_equal(sandbox_wait_ready(sb, 8000, "/health", 60000), CUSTOS_OK);
