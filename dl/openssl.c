@@ -141,6 +141,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(RAND_bytes)                                                                              \
 	X(SHA256)                                                                                  \
 	X(SSL_CTX_add_client_CA)                                                                   \
+	X(SSL_CTX_callback_ctrl)                                                                   \
 	X(SSL_CTX_check_private_key)                                                               \
 	X(SSL_CTX_ctrl)                                                                            \
 	X(SSL_CTX_free)                                                                            \
@@ -175,6 +176,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get0_param)                                                                          \
 	X(SSL_get1_peer_certificate)                                                               \
 	X(SSL_get_error)                                                                           \
+	X(SSL_get_ex_data)                                                                         \
 	X(SSL_get_rbio)                                                                            \
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
@@ -186,6 +188,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_set_accept_state)                                                                    \
 	X(SSL_set_bio)                                                                             \
 	X(SSL_set_connect_state)                                                                   \
+	X(SSL_set_ex_data)                                                                         \
 	X(SSL_set_fd)                                                                              \
 	X(SSL_shutdown)                                                                            \
 	X(SSL_write)                                                                               \

@@ -957,10 +957,38 @@ static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 	return false;
 }
 
+/* The SNI rule of a tunnel (sni_matches) inside an intercepted one, applied by the minted
+ * context's ClientHello callback (mint_ssl_set_hello_check): a refusal fails the handshake with
+ * an unrecognized_name alert before custos' certificate is sent. */
+typedef struct sni_check {
+	const ssrf_host *host;
+	erec *r;
+	bool ran, refused, has;
+} sni_check;
+
+static bool intercept_sni(void *arg, const char *sn)
+{
+	sni_check *k = arg;
+	char name[TLSEXT_MAXLEN_host_name + 2] = ""; /* OpenSSL refuses longer names */
+	k->ran = true;
+	k->has = sn != NULL;
+	if (sn) {
+		snprintf(name, sizeof(name), "%s", sn);
+		size_t sl = strlen(name);
+		if (sl && name[sl - 1] == '.')
+			name[sl - 1] = '\0';
+	}
+	snprintf(k->r->sni, sizeof(k->r->sni), "%s", name); /* for the audit event */
+	k->refused = !sni_matches(k->host, k->has, name);
+	return !k->refused;
+}
+
 static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *host, uint16_t port)
 {
 	SSL_CTX *ctx = NULL;
 	SSL *ssl = NULL;
+	sni_check k = { .host = host, .r = r };
+	const mint_hello_check hc = { intercept_sni, &k };
 	(void)src;
 	if (buf_used(&c->in)) {
 		r->status = 400;
@@ -978,37 +1006,29 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 	}
 	ssl = SSL_new(ctx);
 	SSL_CTX_free(ctx); /* the SSL keeps its own reference */
-	if (ssl == NULL || SSL_set_fd(ssl, c->cfd) != 1 || SSL_accept(ssl) != 1) {
+	bool shook = ssl != NULL && mint_ssl_set_hello_check(ssl, &hc) == CUSTOS_OK &&
+	             SSL_set_fd(ssl, c->cfd) == 1 && SSL_accept(ssl) == 1;
+	if (!shook || !k.ran) { /* a handshake without the SNI check never goes on */
 		unsigned long oe = ERR_peek_error();
 		char eb[160] = "";
 		if (oe)
 			ERR_error_string_n(oe, eb, sizeof(eb));
+		else if (shook)
+			snprintf(eb, sizeof(eb), "the SNI check did not run");
 		ERR_clear_error();
 		r->status = 403;
-		r->decision = "error";
-		snprintf(r->reason, sizeof(r->reason),
-		         "client TLS handshake with the interception certificate failed (does the "
-		         "sandbox trust the custos CA?): %s",
-		         eb);
-		SSL_free(ssl);
-		egress_audit(c->s, c->l, r);
-		return;
-	}
-	/* The SNI rule of a tunnel (sni_matches): a named host must be sent, an IP literal may be
-	 * left out. OpenSSL parsed the ClientHello; a refusal closes the connection. */
-	const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	if (sn) {
-		snprintf(r->sni, sizeof(r->sni), "%s", sn);
-		size_t sl = strlen(r->sni);
-		if (sl && r->sni[sl - 1] == '.')
-			r->sni[sl - 1] = '\0';
-	}
-	if (!sni_matches(host, sn != NULL, r->sni)) {
-		r->status = 403;
-		r->decision = "deny";
-		snprintf(r->reason, sizeof(r->reason),
-		         "TLS SNI '%s' does not match CONNECT host '%s'", sn ? r->sni : "(none)",
-		         host->name);
+		if (k.refused) { /* the alert went out; the client saw no certificate */
+			r->decision = "deny";
+			snprintf(r->reason, sizeof(r->reason),
+			         "TLS SNI '%s' does not match CONNECT host '%s'",
+			         k.has ? r->sni : "(none)", host->name);
+		} else {
+			r->decision = "error";
+			snprintf(r->reason, sizeof(r->reason),
+			         "client TLS handshake with the interception certificate failed "
+			         "(does the sandbox trust the custos CA?): %s",
+			         eb);
+		}
 		SSL_free(ssl);
 		egress_audit(c->s, c->l, r);
 		return;

@@ -270,6 +270,38 @@ void mint_free(mint *m)
 	free(m);
 }
 
+/* The SSL ex_data slot holding a connection's mint_hello_check (one per process). */
+static int hello_idx = -1;
+static pthread_once_t hello_once = PTHREAD_ONCE_INIT;
+
+static void hello_idx_init(void)
+{
+	hello_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+custos_err mint_ssl_set_hello_check(SSL *ssl, const mint_hello_check *hc)
+{
+	pthread_once(&hello_once, hello_idx_init);
+	if (hello_idx < 0 || SSL_set_ex_data(ssl, hello_idx, (void *)hc) != 1)
+		return ossl_err("attaching the ClientHello check");
+	return CUSTOS_OK;
+}
+
+/* OpenSSL (3.0 and later) calls the servername callback for every ClientHello, with or without
+ * a server_name extension. The context is shared by every connection to its host; what a
+ * connection expects comes from its own ex_data. */
+static int hello_servername(SSL *ssl, int *al, void *arg)
+{
+	(void)arg;
+	pthread_once(&hello_once, hello_idx_init);
+	const mint_hello_check *hc = hello_idx >= 0 ? SSL_get_ex_data(ssl, hello_idx) : NULL;
+	if (hc == NULL || !hc->check(hc->arg, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name))) {
+		*al = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
 static uint32_t host_hash(const char *s)
 {
 	uint32_t h = 2166136261u;
@@ -314,6 +346,7 @@ static custos_err mint_leaf(mint *m, const char *host, SSL_CTX **out)
 		goto out;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_tlsext_servername_callback(ctx, hello_servername);
 	*out = ctx;
 out:
 	X509_free(x);

@@ -31,6 +31,18 @@ void mint_free(mint *m);
  * brackets) signed by the CA, from the cache or minted now. The caller owns one reference
  * (SSL_CTX_free). Thread-safe. */
 custos_err mint_ctx_for(mint *m, const char *host, SSL_CTX **out) CUSTOS_WUR;
+/* The ClientHello check of one connection on a minted context: check(arg, sni) runs while
+ * OpenSSL reads the client's ClientHello (before any certificate is sent), sni being the
+ * server name the client sent, NULL when it sent none. false fails the handshake with a fatal
+ * unrecognized_name alert, as a plain tunnel does. */
+typedef struct mint_hello_check {
+	bool (*check)(void *arg, const char *sni);
+	void *arg;
+} mint_hello_check;
+/* Attaches hc (the caller's, alive until the handshake is over) to ssl, made from a
+ * mint_ctx_for context. A handshake on a minted context without one fails (fail closed).
+ * CUSTOS_ERR_CRYPTO when OpenSSL refuses. */
+custos_err mint_ssl_set_hello_check(SSL *ssl, const mint_hello_check *hc) CUSTOS_WUR;
 /* Counters for tests and the admin API. */
 void mint_stats(mint *m, uint64_t *minted, uint64_t *hits, size_t *cached);
 

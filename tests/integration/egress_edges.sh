@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The egress proxy at its edges, through custos up with raw sources and raw clients. Inside an
-# intercepted tunnel the Host field must name the CONNECT authority, and a ClientHello without
-# SNI is refused as in a plain tunnel.
+# intercepted tunnel the Host field must name the CONNECT authority, and a wrong or missing SNI
+# is refused with an unrecognized_name alert during the handshake, as in a plain tunnel.
 # On both forward paths (the loops and CUSTOS_EGRESS_FORWARD=threads) and inside an
 # intercepted tunnel: HEAD keeps the source's Content-Length; a 101, a bare LF, an obs-fold, no
 # status line and two Content-Length fields are refused with their own reason (in the answer
@@ -39,6 +39,7 @@ data_sources:
   - { id: web, url: "http://127.0.0.1:$P_SRC/", classification: internal, allow_private_addresses: true }
   - { id: cap, url: "http://127.0.0.1:$P_SRC/cap/", classification: internal, allow_private_addresses: true, max_response: 1KiB }
   - { id: icpt, url: "https://localhost:$P_ICPT/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
+  - { id: icptip, url: "https://127.0.0.1:$P_ICPT/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
   - { id: icap, url: "https://localhost:$P_ICPT/cap/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt", max_response: 1KiB }
   - { id: direct, url: "https://localhost:$P_DIRECT/", classification: internal, allow_private_addresses: true }
 egress:
@@ -57,12 +58,13 @@ data:
   web: { url: "http://127.0.0.1:$P_SRC/", classification: internal }
   cap: { url: "http://127.0.0.1:$P_SRC/cap/", classification: internal }
   icpt: { url: "https://localhost:$P_ICPT/", classification: internal }
+  icptip: { url: "https://127.0.0.1:$P_ICPT/", classification: internal }
   icap: { url: "https://localhost:$P_ICPT/cap/", classification: internal }
   direct: { url: "https://localhost:$P_DIRECT/", classification: internal }
 rules:
   - id: all
     effect: allow
-    when: { direction: egress, data: [web, cap, icpt, icap, direct] }
+    when: { direction: egress, data: [web, cap, icpt, icptip, icap, direct] }
 EOY
 chmod 600 custos.yaml policy.yaml
 
@@ -108,6 +110,15 @@ stop_up() {
 # Inside an intercepted tunnel: the Host field against the CONNECT authority; the SNI rule.
 PX="127.0.0.1:$P_EG"
 T() { timeout 20 python3 "$PEER" tunnel "$PX" "$P_ICPT" "$W/ca/ca.crt" "$1"; }
+# sclient HOST PORT CA PATH [S_CLIENT ARGS]: GET PATH with openssl s_client through a tunnel
+# to HOST:PORT (the SNI is HOST unless ARGS say otherwise); prints what s_client says.
+sclient() {
+	local h=$1 p=$2 ca=$3 path=$4
+	shift 4
+	printf 'GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$path" "$h" "$p" |
+		timeout 20 openssl s_client -proxy "$PX" -connect "$h:$p" -CAfile "$ca" \
+			-verify_return_error -ign_eof "$@" 2>&1
+}
 host_checks() {
 	local a h
 	a=$(T "GET /echo HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
@@ -134,15 +145,39 @@ host_checks() {
 	check "curl through the intercepted tunnel still works" \
 		test "$(curl -s --max-time 10 --cacert "$W/ca/ca.crt" -x "http://$PX" "https://localhost:$P_ICPT/hi")" = "ok /hi"
 
-	# A ClientHello without SNI for a named CONNECT host: refused on both kinds of tunnel.
-	a=$(timeout 20 python3 "$PEER" hello "$PX" localhost "$P_DIRECT" "$W/upca.crt")
-	check "tunnel: no SNI for a named host refused ($a)" test "$a" = refused
-	a=$(timeout 20 python3 "$PEER" hello "$PX" localhost "$P_ICPT" "$W/ca/ca.crt")
-	check "intercepted: no SNI for a named host refused as well ($a)" test "$a" = refused
+	# The SNI rule, with openssl s_client through the proxy (CONNECT localhost:PORT): a wrong
+	# or missing SNI is refused during the handshake with a fatal unrecognized_name alert (the
+	# client sees no certificate), by a plain and an intercepted tunnel alike, and audited with
+	# the SNI seen; the right one goes through.
+	local kind port ca sni out
+	for kind in tunnel intercepted; do
+		if [ $kind = tunnel ]; then port=$P_DIRECT ca=$W/upca.crt; else port=$P_ICPT ca=$W/ca/ca.crt; fi
+		for sni in -servername=wrong.example -noservername; do
+			out=$(sclient localhost "$port" "$ca" /sni-refused ${sni/=/ })
+			check "$kind: $sni refused with an unrecognized_name alert ($(grep -o 'SSL alert number [0-9]*' <<<"$out"))" \
+				grep -q 'tlsv1 unrecognized name.*SSL alert number 112' <<<"$out"
+			check "$kind: ... before any certificate" grep -q '^no peer certificate available' <<<"$out"
+			check "$kind: ... and no answer" bash -c '! grep -q "^HTTP/" <<<"$1"' _ "$out"
+		done
+		out=$(sclient localhost "$port" "$ca" /sni-right)
+		check "$kind: the right SNI goes through ($(grep -m1 '^HTTP/' <<<"$out"))" grep -q '^HTTP/1.1 200 OK' <<<"$out"
+		check "$kind: ... verified" grep -q '^Verify return code: 0 (ok)' <<<"$out"
+	done
+	local wrong="TLS SNI 'wrong.example' does not match CONNECT host 'localhost'"
 	local none="TLS SNI '(none)' does not match CONNECT host 'localhost'"
-	check "tunnel: ... audited" audited '"kind":"connect"' "$none"
-	check "intercepted: ... audited the same way" audited '"kind":"intercept-tunnel"' "$none"
-	check "... nothing reached the sources" bash -c "! grep -q '^GET / ' $W/icpt.log $W/direct.log"
+	check "tunnel: the wrong SNI audited" audited '"kind":"connect"' '"sni":"wrong.example"' '"decision":"deny"' "$wrong"
+	check "tunnel: no SNI audited" audited '"kind":"connect"' '"decision":"deny"' "$none"
+	check "intercepted: the wrong SNI audited the same way" audited '"kind":"intercept-tunnel"' '"sni":"wrong.example"' '"decision":"deny"' "$wrong"
+	check "intercepted: no SNI audited the same way" audited '"kind":"intercept-tunnel"' '"decision":"deny"' "$none"
+	# An address takes no SNI (RFC 6066 has none for addresses), or its own spelling.
+	out=$(sclient 127.0.0.1 "$P_ICPT" "$W/ca/ca.crt" /sni-right-ip -noservername)
+	check "intercepted 127.0.0.1: no SNI goes through ($(grep -m1 '^HTTP/' <<<"$out"))" grep -q '^HTTP/1.1 200 OK' <<<"$out"
+	out=$(sclient 127.0.0.1 "$P_ICPT" "$W/ca/ca.crt" /sni-refused -servername wrong.example)
+	check "intercepted 127.0.0.1: a name as SNI refused with the alert" \
+		grep -q 'tlsv1 unrecognized name.*SSL alert number 112' <<<"$out"
+	check "... audited" audited '"kind":"intercept-tunnel"' '"host":"127.0.0.1"' "TLS SNI 'wrong.example' does not match CONNECT host '127.0.0.1'"
+	check "... no refused request reached the sources" bash -c "! grep -q '^GET /sni-refused' $W/icpt.log $W/direct.log"
+	check "... the right ones did" bash -c "grep -q '^GET /sni-right ' $W/icpt.log && grep -q '^GET /sni-right-ip ' $W/icpt.log && grep -q '^GET /sni-right ' $W/direct.log"
 }
 
 # What a forward path (named by MODE) passes back and names when it refuses a response.

@@ -17,8 +17,6 @@ server PORT LOG [CERT KEY]  source (TLS with CERT/KEY); every request head is ap
 tunnel PROXY PORT CA HEAD   CONNECT localhost:PORT through PROXY, TLS with SNI localhost
     verified against CA, sends HEAD (\\r\\n escapes, origin-form) and prints the answer's
     status line and X-Custos-Reason
-hello PROXY HOST PORT CA    CONNECT HOST:PORT, a TLS handshake without SNI; prints "refused"
-    or "handshake ok"
 """
 import socket
 import ssl
@@ -140,26 +138,12 @@ def tunnel(proxy, port, ca, head):
     print(lines[0], "|", reason[0] if reason else "")
 
 
-def hello(proxy, host, port, ca):
-    s = connect(proxy, host, int(port))
-    ctx = ssl.create_default_context(cafile=ca)
-    ctx.check_hostname = False  # no server_hostname: Python then sends no SNI
-    try:
-        t = ctx.wrap_socket(s)
-        t.sendall(b"GET / HTTP/1.1\r\nHost: %s:%s\r\n\r\n" % (host.encode(), port.encode()))
-        print("handshake ok" if t.recv(100) else "refused")
-    except (OSError, ssl.SSLError):
-        print("refused")
-
-
 def main():
     cmd = sys.argv[1]
     if cmd == "server":
         server(int(sys.argv[2]), sys.argv[3], *sys.argv[4:6])
     elif cmd == "tunnel":
         tunnel(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
-    elif cmd == "hello":
-        hello(*sys.argv[2:6])
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 /*
  * Interception CA tests: `ca init` writes a 0600 key and refuses to overwrite; a CA whose key
  * is readable by others is refused; minted leaves verify against the CA for their host only
- * (DNS and IP SANs), are cached, and the cache stays bounded.
+ * (DNS and IP SANs), are cached, and the cache stays bounded; the ClientHello check a
+ * connection attaches to a minted context runs during the handshake, and a refusal (or no
+ * check at all) ends it with an unrecognized_name alert before the certificate is sent.
  */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -155,12 +160,117 @@ static void test_mint_and_cache(void **st)
 	mint_free(m);
 }
 
+typedef struct hello_rec {
+	const char *want;
+	int calls;
+	bool had;
+} hello_rec;
+
+static bool expect_name(void *arg, const char *sni)
+{
+	hello_rec *h = arg;
+	h->calls++;
+	h->had = sni != NULL;
+	return sni != NULL && strcmp(sni, h->want) == 0;
+}
+
+/* A handshake over a non-blocking socketpair between a client that sends sni (NULL: none) and a
+ * server on ctx with hc attached (NULL: none). Returns true when both ends finished; otherwise
+ * *reason is the client's OpenSSL error reason. *cert: the client saw a server certificate. */
+static bool handshake(SSL_CTX *ctx, const mint_hello_check *hc, const char *sni, int *reason,
+                      bool *cert)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(cctx);
+	SSL *c = SSL_new(cctx), *s = SSL_new(ctx);
+	assert_non_null(c);
+	assert_non_null(s);
+	assert_int_equal(SSL_set_fd(c, sv[0]), 1);
+	assert_int_equal(SSL_set_fd(s, sv[1]), 1);
+	if (sni)
+		assert_int_equal(SSL_set_tlsext_host_name(c, sni), 1);
+	if (hc)
+		assert_int_equal(mint_ssl_set_hello_check(s, hc), CUSTOS_OK);
+	SSL_set_connect_state(c);
+	SSL_set_accept_state(s);
+	int rc = 0, rs = 0;
+	*reason = 0;
+	for (int i = 0; i < 100 && (rc != 1 || rs != 1); i++) {
+		if (rc != 1) {
+			rc = SSL_do_handshake(c);
+			if (rc != 1 && SSL_get_error(c, rc) != SSL_ERROR_WANT_READ) {
+				*reason = ERR_GET_REASON(ERR_peek_last_error());
+				break;
+			}
+		}
+		if (rs != 1) {
+			rs = SSL_do_handshake(s);
+			if (rs != 1 && SSL_get_error(s, rs) != SSL_ERROR_WANT_READ)
+				rs = -2; /* the server failed: the client reads its alert next */
+		}
+		ERR_clear_error();
+	}
+	X509 *peer = SSL_get1_peer_certificate(c);
+	*cert = peer != NULL;
+	X509_free(peer);
+	ERR_clear_error();
+	SSL_free(c);
+	SSL_free(s);
+	SSL_CTX_free(cctx);
+	close(sv[0]);
+	close(sv[1]);
+	return rc == 1 && rs == 1;
+}
+
+static void test_hello_check(void **st)
+{
+	char p[160];
+	mint *m = NULL;
+	SSL_CTX *ctx = NULL;
+	int reason;
+	bool cert;
+	(void)st;
+	snprintf(p, sizeof(p), "%s/ca", dir);
+	assert_int_equal(mint_open(p, 3600ull * 1000000000ull, 0, &m), CUSTOS_OK);
+	assert_int_equal(mint_ctx_for(m, "wiki.example", &ctx), CUSTOS_OK);
+	hello_rec h = { .want = "wiki.example" };
+	const mint_hello_check hc = { expect_name, &h };
+
+	assert_true(handshake(ctx, &hc, "wiki.example", &reason, &cert));
+	assert_true(cert);
+	assert_int_equal(h.calls, 1);
+	assert_true(h.had);
+
+	h.calls = 0;
+	assert_false(handshake(ctx, &hc, "evil.example", &reason, &cert));
+	assert_int_equal(reason, SSL_R_TLSV1_UNRECOGNIZED_NAME);
+	assert_false(cert); /* refused before the certificate went out */
+	assert_int_equal(h.calls, 1);
+
+	h.calls = 0; /* no SNI: the check still runs, with NULL */
+	assert_false(handshake(ctx, &hc, NULL, &reason, &cert));
+	assert_int_equal(reason, SSL_R_TLSV1_UNRECOGNIZED_NAME);
+	assert_int_equal(h.calls, 1);
+	assert_false(h.had);
+
+	/* a connection without a check on a minted context: refused (fail closed) */
+	assert_false(handshake(ctx, NULL, "wiki.example", &reason, &cert));
+	assert_int_equal(reason, SSL_R_TLSV1_UNRECOGNIZED_NAME);
+	assert_false(cert);
+
+	SSL_CTX_free(ctx);
+	mint_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_init_modes),
 		cmocka_unit_test(test_key_mode_refused),
 		cmocka_unit_test(test_mint_and_cache),
+		cmocka_unit_test(test_hello_check),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
