@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Integration test of the model-server TEST FIXTURE itself (tests/fixtures/model-server): the
-# endpoints, echo and canned replies, SSE streaming, HTTP/1.1 framing and a clean SIGTERM exit,
-# over TCP and a Unix socket. Exit 0 all passed, 1 a failure, 77 skipped (reason printed).
+# endpoints, echo and canned replies, SSE streaming, HTTP/1.1 framing, the request and head logs
+# and a clean SIGTERM exit, over TCP and a Unix socket. Exit 0 all passed, 1 a failure, 77 skipped (reason printed).
 set -euo pipefail
 
 BIN="${CUSTOS_FIXTURES:?CUSTOS_FIXTURES is not set}/model-server/model-server"
@@ -106,7 +106,8 @@ fi
 
 # --- TCP, echo mode
 TOKENS=5
-start_server --tokens "$TOKENS" --model-id alpha --model-id beta --log "$WORK/requests.log"
+start_server --tokens "$TOKENS" --model-id alpha --model-id beta --log "$WORK/requests.log" \
+	--log-headers "$WORK/heads.log"
 
 fetch -o "$WORK/health" "$URL/health"
 check "GET /health is ok" test "$(cat "$WORK/health")" = ok
@@ -217,6 +218,13 @@ check "chunked request body with Expect: 100-continue" pyassert \
 fetch -v -o /dev/null -o /dev/null "$URL/health" "$URL/health" 2>"$WORK/ka.txt"
 check "keep-alive connection is reused" grep -qi 're-using existing connection' "$WORK/ka.txt"
 check "the log records each request" grep -qx 'POST /v1/chat/completions 55' "$WORK/requests.log"
+# --log-headers: every head on one line, fields as received, whatever the request became.
+fetch -o /dev/null -H 'Accept-Encoding: gzip, br' -H 'X-Fixture-Probe: one' "$URL/health"
+fetch -o /dev/null -H 'X-Fixture-Probe: two' "$URL/v1/nothing"
+check "the head log records the fields as received" \
+	grep -qE '^GET /health HTTP/1.1 \| Host: 127.0.0.1:[0-9]+ \| .*\| Accept-Encoding: gzip, br \| X-Fixture-Probe: one$' "$WORK/heads.log"
+check "... of a request answered 404 too" grep -qE '^GET /v1/nothing HTTP/1.1 \| .*X-Fixture-Probe: two$' "$WORK/heads.log"
+check "... one line per request" test "$(grep -c '^' "$WORK/heads.log")" = "$(grep -c '^' "$WORK/requests.log")"
 stop_and_check "SIGTERM ends the TCP fixture cleanly"
 
 # --- Unix socket, canned mode, a pool of two worker threads

@@ -5,7 +5,9 @@
 # reached it); an e-mail written with \u0040 is still caught; a prompt deny is 403 and never
 # reaches the model; a response deny mid-stream ends the stream with an error event and
 # [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; the audit
-# trail has finding types and counts and none of the values.
+# trail has finding types and counts and none of the values. While responses are inspected the
+# model is asked for Accept-Encoding: identity (the fixture's head log shows what reached it);
+# otherwise it gets the client's own Accept-Encoding.
 . "$(dirname "$0")/proxy_lib.bash"
 
 CARD="4111 1111 1111 1111"
@@ -18,7 +20,7 @@ start_fixture card --mode canned --canned "$CARD_TEXT" --tokens 4
 card_port=$FX_PORT
 start_fixture deny --mode canned --canned "$DENY_TEXT" --tokens 8
 deny_port=$FX_PORT
-start_fixture echo --tokens 4 --log "$work/echo.requests"
+start_fixture echo --tokens 4 --log "$work/echo.requests" --log-headers "$work/echo.heads"
 echo_port=$FX_PORT
 
 cat >"$work/policy.yaml" <<POL
@@ -29,6 +31,7 @@ models:
   test-model: { isolation: none }
   card-model: { isolation: none }
   deny-model: { isolation: none }
+  plain-model: { isolation: none }
 rules:
   - id: chat-inspected
     effect: allow
@@ -40,12 +43,21 @@ rules:
     inspect:
       prompt: { email: redact, us_ssn: deny, ipv4: log }
       response: { payment_card: redact, email: redact, aws_access_key: deny }
+  - id: chat-plain
+    effect: allow
+    when:
+      direction: ingress
+      principal: alice
+      route: "POST /v1/chat/completions"
+      model: plain-model
 POL
 chmod 644 "$work/policy.yaml"
 EXTRA_MODELS="  - id: card-model
     upstream: { url: \"http://127.0.0.1:$card_port/\" }
   - id: deny-model
-    upstream: { url: \"http://127.0.0.1:$deny_port/\" }"
+    upstream: { url: \"http://127.0.0.1:$deny_port/\" }
+  - id: plain-model
+    upstream: { url: \"http://127.0.0.1:$echo_port/\" }"
 write_config "$work/custos.yaml" "$echo_port"
 start_custos "$work/custos.yaml"
 plain="http://127.0.0.1:$PORT2"
@@ -187,6 +199,27 @@ grep -q 'more text follows' "$work/rd.sse" && fail "text after the deny reached 
 line=$(audit_of "$(rid "$work/rd.hdr")")
 echo "$line" | grep -q '"decision":"deny"' && echo "$line" | grep -q '"type":"aws_access_key","count":1' &&
 	ok "audit: deny with aws_access_key:1" || fail "audit of the response deny: $line"
+
+# -- Accept-Encoding upstream: identity while the response is inspected (a compressed answer
+# could not be read), the client's own value (or none) otherwise. One field either way.
+# ae MODEL PROBE [curl args]: the Accept-Encoding fields the model saw for the request tagged
+# PROBE, joined by ";" ("" when none).
+ae() {
+	local m=$1 probe=$2
+	shift 2
+	"${C[@]}" -o /dev/null -H "X-Probe: $probe" "$@" \
+		-d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" \
+		"$plain/v1/chat/completions"
+	grep -F "| X-Probe: $probe" "$work/echo.heads" | tr '|' '\n' | sed -n 's/^ *\(Accept-Encoding: .*[^ ]\) *$/\1/Ip' |
+		paste -sd ';'
+}
+check "inspected response: identity asked upstream for a gzip client" \
+	"$(ae test-model ae-insp-gzip -H 'Accept-Encoding: gzip, br')" "Accept-Encoding: identity"
+check "inspected response: identity asked upstream when the client asked nothing" \
+	"$(ae test-model ae-insp-none)" "Accept-Encoding: identity"
+check "response not inspected: the client's Accept-Encoding passed on" \
+	"$(ae plain-model ae-plain-gzip -H 'Accept-Encoding: gzip, br')" "Accept-Encoding: gzip, br"
+check "response not inspected: none when the client sent none" "$(ae plain-model ae-plain-none)" ""
 
 # -- the proxy keeps serving after a deny
 code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$(printf "$stream" card-model)" "$plain/v1/chat/completions")
