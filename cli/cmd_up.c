@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1454,6 +1455,32 @@ static custos_err proxy_confine(const custos_config *cfg, const char *path, bool
 	return CUSTOS_OK;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (CMake CUSTOS_TEST_HOOKS: Debug builds; a release build has none of this,
+ * docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_PROXY_REFUSED_CALLS=N makes the confined
+ * proxy call ptrace (always denied) N times in a row before it serves, each one held by its
+ * filter and refused by the supervisor, so that tests can drive the supervisor's refusal
+ * budget and flood limit (tests/integration/privsep_flood.sh). */
+static void test_hook_refused_calls(void)
+{
+	const char *v = getenv("CUSTOS_TEST_PROXY_REFUSED_CALLS");
+	uint64_t n = 0, refused = 0;
+
+	if (v == NULL)
+		return;
+	if (num_parse_u64(span_cstr(v), 1, 10000000, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_PROXY_REFUSED_CALLS=%s: %s", v, err_msg());
+		return;
+	}
+	log_warn("up: test hook: the proxy calls ptrace %llu time(s)", (unsigned long long)n);
+	for (uint64_t i = 0; i < n; i++) /* pid 0: nothing to read, were it ever run */
+		if (syscall(SYS_ptrace, PTRACE_PEEKDATA, 0, NULL, NULL) == -1 && errno == EPERM)
+			refused++;
+	log_warn("up: test hook: %llu of %llu ptrace call(s) failed with EPERM",
+	         (unsigned long long)refused, (unsigned long long)n);
+}
+#endif
+
 static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 {
 	int efds[PSX_MAX_MODELS];
@@ -1543,6 +1570,9 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	if (e == CUSTOS_OK) {
 		for (size_t i = 0; i < PROXY_MAX_LISTENERS && proxy_bound_port(srv, i); i++)
 			log_info("up: listener %zu on port %u", i + 1, proxy_bound_port(srv, i));
+#ifdef CUSTOS_TEST_HOOKS
+		test_hook_refused_calls();
+#endif
 		e = proxy_run(srv, reload_cb, uc);
 	} else {
 		log_error("up: proxy: %s", err_msg());
