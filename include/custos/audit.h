@@ -79,8 +79,12 @@ typedef struct audit_sink_options {
 	uint64_t replay_window_ns;
 } audit_sink_options;
 
-/* A hook run in the writer process after it has opened its files and key and before it
- * serves events: the place for the sandbox module's self-confinement. Nonzero fails start. */
+/* A hook run in a forked audit process, single-threaded, once it holds everything it reads
+ * only at start: the place for the sandbox module's confinement (custos up narrows each to its
+ * own Landlock view). The writer runs it after it has opened its files and key and before it
+ * serves events, with its descriptor of the log directory; the shipper once every sink is set
+ * up (CA, client certificate and key, token file loaded) and before any sink runs, with -1.
+ * An error fails audit_writer_start. */
 typedef custos_err (*audit_confine_fn)(void *arg, int log_dir_fd);
 
 typedef struct audit_options {
@@ -101,8 +105,10 @@ typedef struct audit_options {
 	const char *public_key;
 	const audit_sink_options *sinks;
 	size_t n_sinks;
-	audit_confine_fn confine;
+	audit_confine_fn confine; /* in the writer; NULL: none */
 	void *confine_arg;
+	audit_confine_fn confine_shipper; /* in the shipper (with sinks); NULL: none */
+	void *confine_shipper_arg;
 } audit_options;
 
 /* Fills o with the defaults (batch, 10 ms window, 65536 events, block, 64 MiB / 24 h rotation,
