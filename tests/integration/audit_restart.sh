@@ -38,7 +38,7 @@ verify_cut() {
 	shift
 	out=$(verify "$@") || rc=$?
 	[ "$rc" -eq 1 ] || fail "$what: verify exit $rc, expected 1: $out"
-	echo "$out" | grep -q "below the last signed checkpoint recorded in $T/case/audit.head (seq [0-9]*, hash [0-9a-f]\{16\}\.\.\., in audit-[0-9]\{20\}\.jsonl): the log was truncated or its newest files were removed" ||
+	grep -q "below the last signed checkpoint recorded in $T/case/audit.head (seq [0-9]*, hash [0-9a-f]\{16\}\.\.\., in audit-[0-9]\{20\}\.jsonl): the log was truncated or its newest files were removed" <<<"$out" ||
 		fail "$what: $out"
 	echo "$what: verify: $(echo "$out" | sed -n 2p | sed 's/.*: the log ends/the log ends/')"
 }
@@ -47,7 +47,7 @@ verify_cut() {
 #    are checked without it (the output says so); a second run cut back to the first run's
 #    shutdown seal ends sealed, and only audit.head shows that it was cut.
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log") || fail "clean log: $out"
-echo "$out" | grep -q "sealed by a shutdown checkpoint; reaches audit.head (seq $head_seq)" ||
+grep -q "sealed by a shutdown checkpoint; reaches audit.head (seq $head_seq)" <<<"$out" ||
 	fail "clean log: $out"
 "$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log"/audit-*.jsonl | grep -q "; no audit.head checked" ||
 	fail "files one by one"
@@ -58,14 +58,14 @@ n=$(grep -n "^{\"v\":1,\"seq\":$last_seq," "$LAST" | cut -d: -f1)
 [ -n "$n" ] || fail "the first run's seal (seq $last_seq) is not in the last file"
 sed -i "$((n + 1)),\$d" "$LAST"
 out=$(verify --no-head) || fail "a run cut back to the previous seal, --no-head: $out"
-echo "$out" | grep -q "sealed by a shutdown checkpoint; no audit.head checked" || fail "no-head: $out"
+grep -q "sealed by a shutdown checkpoint; no audit.head checked" <<<"$out" || fail "no-head: $out"
 verify_cut "second run cut back to the first run's seal"
 # A copy of audit.head kept elsewhere (or taken off-host) is checked with --head.
 cp "$T/case/audit.head" "$T/head.copy"
 rm "$T/case/audit.head"
 verify >/dev/null || fail "without audit.head the cut log verified"
 out=$(verify --head "$T/head.copy") && fail "--head: the cut log passed: $out"
-echo "$out" | grep -q "below the last signed checkpoint recorded in $T/head.copy (seq" || fail "--head: $out"
+grep -q "below the last signed checkpoint recorded in $T/head.copy (seq" <<<"$out" || fail "--head: $out"
 echo "copy of audit.head given with --head: caught"
 rc=0
 verify --head "$T/no-such-head" >/dev/null 2>"$T/err" || rc=$?
@@ -74,7 +74,7 @@ verify --head "$T/no-such-head" >/dev/null 2>"$T/err" || rc=$?
 fresh
 echo "custos-audit-head/1 $head_seq xyz" >"$T/case/audit.head"
 out=$(verify) && fail "a damaged audit.head passed: $out"
-echo "$out" | grep -q "^problem: $T/case/audit.head: malformed: how far the log once reached cannot be checked (--no-head verifies without it)" ||
+grep -q "^problem: $T/case/audit.head: malformed: how far the log once reached cannot be checked (--no-head verifies without it)" <<<"$out" ||
 	fail "damaged head: $out"
 verify --no-head >/dev/null || fail "--no-head with a damaged audit.head"
 echo "damaged audit.head: $(echo "$out" | sed -n 2p)"
@@ -82,7 +82,7 @@ echo "damaged audit.head: $(echo "$out" | sed -n 2p)"
 fresh
 sed -i "s/^\(custos-audit-head\/1 [0-9]* \)[0-9a-f]\{64\}/\1$(printf 'f%.0s' $(seq 64))/" "$T/case/audit.head"
 out=$(verify) && fail "a head with another hash passed: $out"
-echo "$out" | grep -q "seq $head_seq: the record at seq $head_seq has hash [0-9a-f]\{16\}\.\.\., but $T/case/audit.head recorded the signed checkpoint there as ffffffffffffffff" ||
+grep -q "seq $head_seq: the record at seq $head_seq has hash [0-9a-f]\{16\}\.\.\., but $T/case/audit.head recorded the signed checkpoint there as ffffffffffffffff" <<<"$out" ||
 	fail "other hash: $out"
 
 # 1. A junk line longer than the reader's 1 MiB chunk in the middle of the last file, with
@@ -137,7 +137,7 @@ grep -q "below the last signed checkpoint recorded in audit.head" "$T/err" ||
 	fail "removed file: $(cat "$T/err")"
 verify_cut "newest file removed" --live
 out=$("$CUSTOS_BIN" audit accept-head "$T/case") || fail "accept-head: $out"
-echo "$out" | grep -q "accepted the log head at seq" || fail "accept-head said: $out"
+grep -q "accepted the log head at seq" <<<"$out" || fail "accept-head said: $out"
 [ -f "$T/case/audit.head.accept" ] || fail "no acceptance written"
 # Accepted is not restored: until the next start records the acceptance, the log is still cut.
 verify_cut "newest file removed, accepted, not yet restarted" --live
@@ -147,7 +147,7 @@ grep -h '"type":"recovery"' "$T/case"/audit-*.jsonl | tail -1 |
 	grep -q 'the operator accepted the head at seq [0-9]* (custos audit accept-head): the log ends at seq' ||
 	fail "no recovery event naming the acceptance"
 out=$(verify) || fail "after the accepted restart: $out"
-echo "$out" | grep -q "reaches audit.head (seq $(awk '{print $2}' "$T/case/audit.head"))" ||
+grep -q "reaches audit.head (seq $(awk '{print $2}' "$T/case/audit.head"))" <<<"$out" ||
 	fail "after the accepted restart: $out"
 "$CUSTOS_BIN" audit accept-head "$T/case" | grep -q "nothing to accept" || fail "accepted twice"
 echo "newest file removed: refused, accepted by the operator, recorded"
@@ -185,13 +185,13 @@ grep -h '"type":"audit.start"' "$T/case"/audit-*.jsonl | tail -1 | grep -q '"pre
 	fail "the key change is not in the trail"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" --pubkey "$T/keys2/audit.pub" "$T/case") ||
 	fail "two keys: $out"
-echo "$out" | grep -q "sealed by a shutdown checkpoint" || fail "two keys: $out"
+grep -q "sealed by a shutdown checkpoint" <<<"$out" || fail "two keys: $out"
 [ "$(echo "$out" | grep -c '^  key [0-9a-f]\{16\} (.*): [0-9]* checkpoints, signed heads seq')" = 2 ] ||
 	fail "ranges per key: $out"
 cat "$PUB" "$T/keys2/audit.pub" >"$T/ring.pem"
 "$CUSTOS_BIN" audit verify --pubkey "$T/ring.pem" "$T/case" >/dev/null || fail "keyring"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") && fail "old key alone passed"
-echo "$out" | grep -q "signed by another key" || fail "old key alone: $out"
+grep -q "signed by another key" <<<"$out" || fail "old key alone: $out"
 echo "key rotation by restart:"
 "$CUSTOS_BIN" audit verify --pubkey "$T/ring.pem" "$T/case" | sed 's/^/  /'
 echo "PASS"

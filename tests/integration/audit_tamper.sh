@@ -28,7 +28,7 @@ nfiles=$(ls "$T/log"/audit-*.jsonl | wc -l)
 [ "$nfiles" -ge 3 ] || fail "expected rotation into >= 3 files, got $nfiles"
 PUB="$T/keys/audit.pub"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log") || fail "untouched log: $out"
-echo "$out" | grep -q "^OK: 30[0-9][0-9] records verified" || fail "unexpected: $out"
+grep -q "^OK: 30[0-9][0-9] records verified" <<<"$out" || fail "unexpected: $out"
 echo "untouched: $out"
 # Files given one by one verify the same as the directory.
 "$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log"/audit-*.jsonl >/dev/null || fail "file list"
@@ -36,7 +36,7 @@ echo "untouched: $out"
 if out=$("$CUSTOS_BIN" audit verify --pubkey "$T/other/audit.pub" "$T/log"); then
 	fail "verified with another key"
 fi
-echo "$out" | grep -q "signed by another key" || fail "wrong key: $out"
+grep -q "signed by another key" <<<"$out" || fail "wrong key: $out"
 
 F1=$(ls "$T/log"/audit-*.jsonl | sed -n 1p)
 F2=$(ls "$T/log"/audit-*.jsonl | sed -n 2p)
@@ -47,9 +47,9 @@ expect() {
 	shift 4
 	out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$@" "$T/case") || rc=$?
 	[ "$rc" -eq 1 ] || fail "$name: verify exit $rc, expected 1: $out"
-	echo "$out" | grep -q "first bad record: .*$file:$line seq" ||
+	grep -q "first bad record: .*$file:$line seq" <<<"$out" ||
 		fail "$name: wrong location (want $file:$line): $out"
-	echo "$out" | grep -q "$what" || fail "$name: wrong reason (want '$what'): $out"
+	grep -q "$what" <<<"$out" || fail "$name: wrong reason (want '$what'): $out"
 	echo "$name: caught: $(echo "$out" | tail -1)"
 }
 fresh() { rm -rf "$T/case"; cp -a "$T/log" "$T/case"; }
@@ -106,7 +106,7 @@ for i, l in enumerate(lines):
 open(p, 'wb').write(b'\n'.join(lines) + b'\n')
 PY
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") && fail "re-chained rewrite passed: $out"
-echo "$out" | grep -q "checkpoint signature does not verify\|signed head differs" ||
+grep -q "checkpoint signature does not verify\|signed head differs" <<<"$out" ||
 	fail "re-chain: $out"
 echo "re-chained rewrite: caught: $(echo "$out" | tail -1)"
 
@@ -126,8 +126,8 @@ expect "truncate the tail" "$(basename "$LAST")" $((n - 2)) \
 	"below the last signed checkpoint recorded in $T/case/audit.head (seq $hs,"
 # Without audit.head (a copy taken without it) only the missing seal shows the truncation.
 out=$("$CUSTOS_BIN" audit verify --no-head --pubkey "$PUB" "$T/case") && fail "tail truncation passed"
-echo "$out" | grep -q "without a shutdown checkpoint" || fail "tail truncation: $out"
-echo "$out" | grep -q "after the last signed checkpoint (seq [0-9]*)" || fail "how far: $out"
+grep -q "without a shutdown checkpoint" <<<"$out" || fail "tail truncation: $out"
+grep -q "after the last signed checkpoint (seq [0-9]*)" <<<"$out" || fail "how far: $out"
 echo "truncate the tail, --no-head: caught: $(echo "$out" | sed -n 2p)"
 # --live accepts an unsealed end (a running or crashed writer) and says how far it is signed,
 # but not an end below audit.head.
@@ -156,8 +156,8 @@ expect "empty last file" "$(basename "$LAST")" "$n" "below the last signed check
 expect "empty last file, --no-head" "$(basename "$LAST")" "$n" "without a shutdown checkpoint" --no-head
 # Without --pubkey no signature was checked, so none is claimed.
 out=$("$CUSTOS_BIN" audit verify --no-head "$T/case") && fail "unsealed, no key: passed"
-echo "$out" | grep -q "signatures were not checked" || fail "no-key unsealed: $out"
-echo "$out" | grep -q "last signed checkpoint" && fail "no-key unsealed claims signatures: $out"
+grep -q "signatures were not checked" <<<"$out" || fail "no-key unsealed: $out"
+grep -q "last signed checkpoint" <<<"$out" && fail "no-key unsealed claims signatures: $out"
 
 fresh # 6e. raw invalid UTF-8 in a record (its hash recomputed): not valid JSON
 sed -i '50s/"decision":"allow"/"decision":"all\xffw"/' "$T/case/$f1"
