@@ -931,6 +931,11 @@ int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd)
 			e = err_wrap(e, "audit sink %s",
 			             o->sinks[inited].name ? o->sinks[inited].name : "(unnamed)");
 	}
+	/* Nothing read from here on but the log, the cursors and what a connection reads (the
+	 * trust store, the resolver's files): the caller's narrower view goes on now. */
+	if (e == CUSTOS_OK && o->confine_shipper != NULL &&
+	    (e = o->confine_shipper(o->confine_shipper_arg, -1)) != CUSTOS_OK)
+		e = err_wrap(e, "audit shipper: confine");
 	while (e == CUSTOS_OK && started < o->n_sinks) {
 		if (pthread_create(&tid[started], NULL, sink_main, &sinks[started]) != 0)
 			e = err_set(CUSTOS_ERR_SYS, "audit sink %s: pthread_create",

@@ -1,9 +1,13 @@
 /*
  * Offline verification: walks the files in chain order and checks every record's framing,
  * seq, link to its predecessor and hash, and every checkpoint's Ed25519 signature; stops at
- * the first problem and says where it is and what is wrong.
+ * the first problem and says where it is and what is wrong. The trail must also reach each
+ * anchor it is checked against (DIR/audit.head, the writer's last durable checkpoint): a log cut
+ * back below it, or whose newest files were removed, is not intact though what is left chains.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,9 +33,18 @@ static void bad(audit_verify_result *r, const char *file, uint64_t line, uint64_
 	va_end(ap);
 }
 
+/* An anchor the trail must reach: the record at a.seq, with a.hash, in the file a.file. */
+struct vhead {
+	audit_anchor a;
+	char path[PATH_MAX]; /* where it was read, for the report */
+	bool reached;
+};
+
 struct vstate {
 	EVP_PKEY *keys[AUDIT_VERIFY_MAX_KEYS];
 	size_t nkeys;
+	struct vhead *heads;
+	size_t nheads;
 	bool started;
 	uint64_t seq;
 	char head[AUDIT_HASH_HEX + 1];
@@ -127,6 +140,29 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 	*seal = v2 && shutdown;
 }
 
+/* The record l is where an anchor points: it must be the record the anchor recorded. */
+static void check_heads(struct vstate *v, audit_verify_result *r, const audit_line *l,
+                        const char *file, const char *base, uint64_t ln)
+{
+	for (size_t i = 0; i < v->nheads && r->ok; i++) {
+		struct vhead *hd = &v->heads[i];
+		if (hd->a.seq != l->seq)
+			continue;
+		if (CRYPTO_memcmp(l->hash, hd->a.hash, AUDIT_HASH_HEX) != 0)
+			bad(r, file, ln, l->seq,
+			    "the record at seq %llu has hash %.16s..., but %s recorded the signed "
+			    "checkpoint there as %.16s... (in %s): the log was rewritten",
+			    (unsigned long long)l->seq, l->hash, hd->path, hd->a.hash, hd->a.file);
+		else if (strcmp(base, hd->a.file) != 0)
+			bad(r, file, ln, l->seq,
+			    "the record at seq %llu is in %s, but %s says it is in %s: files were "
+			    "renamed or records moved",
+			    (unsigned long long)l->seq, base, hd->path, hd->a.file);
+		else
+			hd->reached = true;
+	}
+}
+
 static custos_err verify_file(struct vstate *v, const char *file, bool is_last, bool live,
                               audit_verify_result *r)
 {
@@ -219,6 +255,9 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 			bad(r, file, ln, l.seq, "hash mismatch: the record was modified");
 			break;
 		}
+		check_heads(v, r, &l, file, base, ln);
+		if (!r->ok)
+			break;
 		span t;
 		v->last_sealed = false;
 		v->last_v1_shutdown = false;
@@ -256,20 +295,92 @@ static custos_err load_keys(struct vstate *v, const char *const *pubkeys, size_t
 	return CUSTOS_OK;
 }
 
-custos_err audit_verify(const char *const *paths, size_t n, const char *const *pubkeys, size_t npub,
-                        bool live, audit_verify_result *r)
+/* Reads the anchor at path into v's list. A directory's audit.head may be absent (present:
+ * false); a damaged one fails verification (r), as the writer refuses it at start: how far the
+ * log reached is then unknown. Anything else that stops the read is an error. */
+static custos_err head_load(struct vstate *v, const char *path, bool *present,
+                            audit_verify_result *r)
 {
+	struct vhead *hd = &v->heads[v->nheads];
+	custos_err e;
+
+	*present = false;
+	ENSURE(strlen(path) < sizeof(hd->path), CUSTOS_ERR_LIMIT, "%s: path too long", path);
+	memcpy(hd->path, path, strlen(path) + 1);
+	e = audit_anchor_read(AT_FDCWD, path, &hd->a, present);
+	if (e == CUSTOS_ERR_PARSE) {
+		/* The message names the file, which the report names already. */
+		const char *why = err_msg();
+		size_t pl = strlen(path);
+		if (strncmp(why, path, pl) == 0 && strncmp(why + pl, ": ", 2) == 0)
+			why += pl + 2;
+		bad(r, path, 0, 0,
+		    "%s: how far the log once reached cannot be checked (--no-head verifies "
+		    "without it)",
+		    why);
+		return CUSTOS_OK;
+	}
+	GUARD(e);
+	if (*present)
+		v->nheads++;
+	return CUSTOS_OK;
+}
+
+/* The anchors not reached: the trail ends before them. */
+static void check_heads_reached(struct vstate *v, audit_verify_result *r, const char *lf)
+{
+	for (size_t i = 0; i < v->nheads && r->ok; i++) {
+		const struct vhead *hd = &v->heads[i];
+		if (hd->reached) {
+			if (hd->a.seq > r->head_seq)
+				r->head_seq = hd->a.seq;
+			continue;
+		}
+		/* The walk started at genesis and stopped at no gap: the anchor lies past it. */
+		bad(r, lf, v->last_line, r->last_seq,
+		    "the log ends at seq %llu (%s), below the last signed checkpoint recorded in "
+		    "%s "
+		    "(seq %llu, hash %.16s..., in %s): the log was truncated or its newest files "
+		    "were removed (--no-head verifies without it)",
+		    (unsigned long long)r->last_seq, strrchr(lf, '/') ? strrchr(lf, '/') + 1 : lf,
+		    hd->path, (unsigned long long)hd->a.seq, hd->a.hash, hd->a.file);
+	}
+	r->heads = v->nheads;
+}
+
+custos_err audit_verify(const char *const *paths, size_t n, const audit_verify_options *o,
+                        audit_verify_result *r)
+{
+	static const audit_verify_options none;
 	struct vstate v;
 	char **files = NULL;
 	size_t nf = 0, cap = 0;
+	bool present;
 	custos_err e = CUSTOS_OK;
 
 	memset(r, 0, sizeof(*r));
 	memset(&v, 0, sizeof(v));
 	r->ok = true;
-	e = load_keys(&v, pubkeys, npub, r);
+	if (o == NULL)
+		o = &none;
+	bool live = o->live;
+	e = load_keys(&v, o->pubkeys, o->npub, r);
 	if (e != CUSTOS_OK)
 		goto out;
+	v.heads = xcalloc(n + 1, sizeof(*v.heads));
+	if (o->head != NULL) {
+		/* Given by the operator, maybe through a link: read where it leads. */
+		char real[PATH_MAX];
+		if (realpath(o->head, real) == NULL) {
+			e = err_sys("%s", o->head);
+			goto out;
+		}
+		e = head_load(&v, real, &present, r);
+		if (e == CUSTOS_OK && !present)
+			e = err_set(CUSTOS_ERR_NOTFOUND, "%s: no such file", o->head);
+		if (e != CUSTOS_OK || !r->ok)
+			goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
 		char **sub = NULL;
@@ -277,6 +388,19 @@ custos_err audit_verify(const char *const *paths, size_t n, const char *const *p
 		if (stat(paths[i], &st) == -1) {
 			e = err_sys("%s", paths[i]);
 			goto out;
+		}
+		if (S_ISDIR(st.st_mode) && !o->no_head) {
+			/* Before the files: the writer replaces audit.head only once the record it
+			 * names is durable, so a running log read afterwards holds it. */
+			char hp[PATH_MAX];
+			if ((size_t)snprintf(hp, sizeof(hp), "%s/" AUDIT_ANCHOR_FILE, paths[i]) >=
+			    sizeof(hp)) {
+				e = err_set(CUSTOS_ERR_LIMIT, "%s: path too long", paths[i]);
+				goto out;
+			}
+			e = head_load(&v, hp, &present, r);
+			if (e != CUSTOS_OK || !r->ok)
+				goto out;
 		}
 		if (S_ISDIR(st.st_mode)) {
 			e = audit_list_files(paths[i], &sub, &ns);
@@ -313,10 +437,14 @@ custos_err audit_verify(const char *const *paths, size_t n, const char *const *p
 	if (r->ok && r->events == 0)
 		bad(r, files[0], 0, 0, "no records");
 	r->sealed = v.last_sealed;
-	if (!r->ok || v.last_sealed || live)
-		goto out;
 	/* The location is the last record's, wherever it is (the last file may be empty). */
 	const char *lf = v.last_file != NULL ? v.last_file : files[nf - 1];
+	/* Before the seal: an anchor not reached says for certain that the log was cut, and
+	 * --live (a running writer has no seal) still checks it. */
+	if (r->ok)
+		check_heads_reached(&v, r, lf);
+	if (!r->ok || v.last_sealed || live)
+		goto out;
 	if (v.last_v1_shutdown)
 		bad(r, lf, v.last_line, r->last_seq,
 		    "the log ends at seq %llu with a shutdown checkpoint in the old format "
@@ -341,6 +469,7 @@ custos_err audit_verify(const char *const *paths, size_t n, const char *const *p
 		    (unsigned long long)r->signed_seq);
 out:
 	audit_paths_free(files, nf);
+	free(v.heads);
 	for (size_t i = 0; i < v.nkeys; i++)
 		EVP_PKEY_free(v.keys[i]);
 	return e;

@@ -59,16 +59,20 @@ int cmd_audit_verify(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "pubkey", required_argument, NULL, 'k' },
 		{ "live", no_argument, NULL, 'l' },
+		{ "head", required_argument, NULL, 'H' },
+		{ "no-head", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *pubs[AUDIT_VERIFY_MAX_KEYS];
 	const char **paths = NULL;
 	size_t npub = 0, npaths = 0;
-	bool live = false, operands_only = false;
+	bool operands_only = false;
 	char *operand = NULL;
 	int c, rc = CLI_USAGE;
+	audit_verify_options vo;
 	audit_verify_result r;
 
+	memset(&vo, 0, sizeof(vo));
 	paths = xcalloc((size_t)argc, sizeof(char *));
 	optind = 1;
 	while ((c = next_arg(argc, argv, opts, &operands_only, &operand)) != -1) {
@@ -77,22 +81,32 @@ int cmd_audit_verify(int argc, char **argv)
 		else if (c == 'k' && npub < AUDIT_VERIFY_MAX_KEYS)
 			pubs[npub++] = optarg;
 		else if (c == 'l')
-			live = true;
+			vo.live = true;
+		else if (c == 'H' && vo.head == NULL)
+			vo.head = optarg;
+		else if (c == 'N')
+			vo.no_head = true;
 		else
 			goto out;
 	}
 	if (npaths == 0)
 		goto out;
 	rc = CLI_FAIL;
-	if (audit_verify(paths, npaths, pubs, npub, live, &r) != CUSTOS_OK) {
+	vo.pubkeys = pubs;
+	vo.npub = npub;
+	if (audit_verify(paths, npaths, &vo, &r) != CUSTOS_OK) {
 		fprintf(stderr, "custos: %s\n", err_msg());
 		goto out;
 	}
 	if (!r.ok) {
 		printf("FAILED after %llu verified records in %llu files\n",
 		       (unsigned long long)r.events, (unsigned long long)r.files);
-		printf("first bad record: %s:%llu seq %llu: %s\n", r.bad_file,
-		       (unsigned long long)r.bad_line, (unsigned long long)r.bad_seq, r.what);
+		if (r.bad_line == 0) /* not at a record: a damaged anchor, no files */
+			printf("problem: %s: %s\n", r.bad_file, r.what);
+		else
+			printf("first bad record: %s:%llu seq %llu: %s\n", r.bad_file,
+			       (unsigned long long)r.bad_line, (unsigned long long)r.bad_seq,
+			       r.what);
 		print_keys(&r);
 		goto out;
 	}
@@ -106,8 +120,12 @@ int cmd_audit_verify(int argc, char **argv)
 		       (unsigned long long)r.v1_checkpoints);
 	if (npub)
 		printf(", signed through seq %llu", (unsigned long long)r.signed_seq);
-	printf("; %s\n", r.sealed ? "sealed by a shutdown checkpoint"
-	                          : (r.torn_tail ? "open (incomplete last record)" : "open"));
+	printf("; %s", r.sealed ? "sealed by a shutdown checkpoint"
+	                        : (r.torn_tail ? "open (incomplete last record)" : "open"));
+	if (r.heads > 0)
+		printf("; reaches audit.head (seq %llu)\n", (unsigned long long)r.head_seq);
+	else
+		printf("; no audit.head checked\n");
 	print_keys(&r);
 	rc = CLI_OK;
 out:

@@ -447,15 +447,32 @@ static void log_sink(const audit_sink_options *k)
 		         (unsigned)k->port, fmts[k->format]);
 }
 
+struct child_views;
+static struct child_views *child_views_new(const custos_config *cfg);
+static custos_err confine_writer(void *arg, int log_dir_fd);
+static custos_err confine_shipper(void *arg, int log_dir_fd);
+
 /* Starts an audit writer for the audit: section; with_sinks also the shipper with every
- * configured sink (a sink that cannot be set up fails the start, naming it). */
-static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, audit_writer **out)
+ * configured sink (a sink that cannot be set up fails the start, naming it). narrow: each of
+ * them narrows itself to its own Landlock view (child_views_new). */
+static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, bool narrow,
+                                    audit_writer **out)
 {
 	cli_audit_opts *ao = xcalloc(1, sizeof(*ao));
 	custos_err e = cli_audit_options(cfg, with_sinks, ao);
+	/* Read by the writer and the shipper in their copy of this memory (both are forked in
+	 * audit_writer_start): freed here once they run. */
+	struct child_views *views = narrow ? child_views_new(cfg) : NULL;
 
+	if (views != NULL) {
+		ao->o.confine = confine_writer;
+		ao->o.confine_arg = views;
+		ao->o.confine_shipper = confine_shipper;
+		ao->o.confine_shipper_arg = views;
+	}
 	if (e == CUSTOS_OK)
 		e = audit_writer_start(&ao->o, out);
+	free(views);
 	for (size_t i = 0; e == CUSTOS_OK && i < ao->o.n_sinks; i++)
 		log_sink(&ao->sinks[i]);
 	free(ao);
@@ -1239,7 +1256,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 		 * separation keeps out of the supervisor. The events are durable, and the next
 		 * `custos up` (systemd restarts it) delivers them from each sink's cursor. */
 		audit_writer *aw = NULL;
-		if (audit_from_config(cfg, false, &aw) != CUSTOS_OK)
+		if (audit_from_config(cfg, false, cfg->proxy.self_sandbox, &aw) != CUSTOS_OK)
 			log_error("up: supervisor audit writer: %s", err_msg());
 		pthread_mutex_lock(&S.aw_mu);
 		S.aw = aw;
@@ -1313,16 +1330,17 @@ struct proxy_view {
 	char rw_store[VIEW_MAX][CFG_MAX_PATH_LEN];
 };
 
+/* System paths a TLS client and a resolver read: the trust store, the resolver's files and
+ * the libraries glibc may load for a lookup (NSS modules). */
+static const char *const view_sys_ro[] = { "/usr",          "/etc/ssl",          "/etc/resolv.conf",
+	                                   "/etc/hosts",    "/etc/gai.conf",     "/etc/host.conf",
+	                                   "/etc/services", "/etc/nsswitch.conf" };
+
 /* What the confined proxy may still open: read what a reload reads (custos.yaml, the policy
  * and its directory, certificates, keys, CA bundles, JWKS, API key file, the system trust
  * store and resolver files); write its audit directory, log file and sockets' directories. */
 static void proxy_view(const custos_config *cfg, const char *path, struct proxy_view *v)
 {
-	static const char *const sys_ro[] = {
-		"/usr",          "/etc/ssl",           "/etc/resolv.conf",
-		"/etc/hosts",    "/etc/gai.conf",      "/etc/host.conf",
-		"/etc/services", "/etc/nsswitch.conf", "/sys/devices/system/cpu"
-	};
 	char abs[CFG_MAX_PATH_LEN];
 
 	memset(v, 0, sizeof(*v));
@@ -1334,9 +1352,11 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	}
 #define RO(p, d) view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, (p), (d))
 #define RW(p, d) view_add(v->rw, &v->nrw, VIEW_MAX, v->rw_store, (p), (d))
-	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sys_ro); i++)
-		if (access(sys_ro[i], F_OK) == 0)
-			RO(sys_ro[i], true);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
+		if (access(view_sys_ro[i], F_OK) == 0)
+			RO(view_sys_ro[i], true);
+	if (access("/sys/devices/system/cpu", F_OK) == 0)
+		RO("/sys/devices/system/cpu", true);
 	RO(path, false);
 	RO(cfg->policy.file, false);
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
@@ -1374,6 +1394,47 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		RW(cfg->admin.socket, false);
 #undef RO
 #undef RW
+}
+
+/* The narrower views of the audit processes (docs/SANDBOX.md, "Privilege separation"). The
+ * writer touches only its log directory once it serves. The shipper reads the log and replaces
+ * its cursor files there, and reads what a TLS connection and a name lookup may still read
+ * after its start (the system trust store, the resolver's files, libraries under /usr); its
+ * CA, client certificate, key and token were loaded before it narrows. Neither reads
+ * custos.yaml, the policy, the listeners' keys, the signing key or the egress CA. */
+struct child_views {
+	struct proxy_view writer, shipper;
+};
+
+static struct child_views *child_views_new(const custos_config *cfg)
+{
+	struct child_views *c = xcalloc(1, sizeof(*c));
+	struct proxy_view *w = &c->writer, *h = &c->shipper;
+
+	view_add(w->rw, &w->nrw, VIEW_MAX, w->rw_store, cfg->audit.dir, true);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
+		if (access(view_sys_ro[i], F_OK) == 0)
+			view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, view_sys_ro[i], true);
+	view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, cfg->audit.dir, true);
+	return c;
+}
+
+static custos_err confine_view(const struct proxy_view *v, const char *who)
+{
+	custos_err e = sandbox_landlock_narrow(v->ro, v->nro, v->rw, v->nrw, false);
+	return e == CUSTOS_OK ? CUSTOS_OK : err_wrap(e, "%s", who);
+}
+
+static custos_err confine_writer(void *arg, int log_dir_fd)
+{
+	(void)log_dir_fd;
+	return confine_view(&((const struct child_views *)arg)->writer, "audit writer");
+}
+
+static custos_err confine_shipper(void *arg, int log_dir_fd)
+{
+	(void)log_dir_fd;
+	return confine_view(&((const struct child_views *)arg)->shipper, "audit shipper");
 }
 
 /* The user the proxy runs as: proxy.user (the packaged custos.yaml says `custos`), else
@@ -1538,7 +1599,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
 		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
 	if (e == CUSTOS_OK)
-		e = audit_from_config(cfg, true, &aw);
+		e = audit_from_config(cfg, true, cfg->proxy.self_sandbox, &aw);
 	if (e == CUSTOS_OK) {
 		uc->audit = aw;
 		proxy_set_audit(srv, aw, uc->audit_batch,

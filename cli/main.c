@@ -31,8 +31,10 @@ static const struct cli_command commands[] = {
 	  "boot a model-server VM (libvirt), check QEMU's seccomp, bridge its channel" },
 	{ "audit", "keygen", cmd_audit_keygen, "DIR",
 	  "create the Ed25519 key pair that signs audit checkpoints (DIR/audit.key, audit.pub)" },
-	{ "audit", "verify", cmd_audit_verify, "[--pubkey FILE]... [--live] PATH...",
-	  "check the audit chain and signatures (every key used: --pubkey per key or keyring)" },
+	{ "audit", "verify", cmd_audit_verify,
+	  "[--pubkey FILE]... [--live] [--no-head] [--head FILE] PATH...",
+	  "check the audit chain, signatures (--pubkey per key or keyring) and that it reaches "
+	  "audit.head" },
 	{ "audit", "accept-head", cmd_audit_accept_head, "DIR",
 	  "accept a log head below its last recorded checkpoint or a sink cursor (then start)" },
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",

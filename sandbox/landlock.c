@@ -229,3 +229,13 @@ custos_err sb_landlock_apply_paths(const char *const *ro, size_t n_ro, const cha
 	sb_landlock_free(&l);
 	return e;
 }
+
+custos_err sandbox_landlock_narrow(const char *const *read_paths, size_t n_read_paths,
+                                   const char *const *write_paths, size_t n_write_paths,
+                                   bool required)
+{
+	ENSURE(n_read_paths <= SANDBOX_MAX_BINDS && n_write_paths <= SANDBOX_MAX_BINDS,
+	       CUSTOS_ERR_LIMIT, "landlock: too many paths");
+	return sb_landlock_apply_paths(read_paths, n_read_paths, write_paths, n_write_paths,
+	                               required);
+}

@@ -556,8 +556,9 @@ int sb_seccomp_load_listener(const sb_filter *f)
 /* The self-restricted proxy's own allow-list: a threaded network server that reads its
  * configuration, certificates and policy again on reload, writes its log, and forks its audit
  * writer (clone is flag-filtered: no namespaces). Nothing to execute, no identity or
- * capability changes, no process control beyond its own children, no Landlock or seccomp
- * changes once in place. */
+ * capability changes, no process control beyond its own children, no seccomp changes once in
+ * place. Landlock only narrows (a layer never widens what an earlier one refused): the audit
+ * writer and the shipper add their own, narrower view after the fork. */
 static const char *const allow_self[] = {
 	/* files */
 	"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "open",
@@ -576,6 +577,8 @@ static const char *const allow_self[] = {
 	"set_tid_address", "set_robust_list", "get_robust_list", "rseq", "prctl", "arch_prctl",
 	"sched_yield", "sched_getaffinity", "getrlimit", "prlimit64", "getrusage", "sysinfo",
 	"uname", "capget", "futex", "futex_waitv", "futex_wake", "futex_wait",
+	/* a further, narrower Landlock layer (sandbox_landlock_narrow) */
+	"landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
 	/* signals and time */
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending",
 	"restart_syscall", "sigaltstack", "clock_gettime", "clock_getres", "clock_nanosleep",

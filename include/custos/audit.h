@@ -79,8 +79,12 @@ typedef struct audit_sink_options {
 	uint64_t replay_window_ns;
 } audit_sink_options;
 
-/* A hook run in the writer process after it has opened its files and key and before it
- * serves events: the place for the sandbox module's self-confinement. Nonzero fails start. */
+/* A hook run in a forked audit process, single-threaded, once it holds everything it reads
+ * only at start: the place for the sandbox module's confinement (custos up narrows each to its
+ * own Landlock view). The writer runs it after it has opened its files and key and before it
+ * serves events, with its descriptor of the log directory; the shipper once every sink is set
+ * up (CA, client certificate and key, token file loaded) and before any sink runs, with -1.
+ * An error fails audit_writer_start. */
 typedef custos_err (*audit_confine_fn)(void *arg, int log_dir_fd);
 
 typedef struct audit_options {
@@ -101,8 +105,10 @@ typedef struct audit_options {
 	const char *public_key;
 	const audit_sink_options *sinks;
 	size_t n_sinks;
-	audit_confine_fn confine;
+	audit_confine_fn confine; /* in the writer; NULL: none */
 	void *confine_arg;
+	audit_confine_fn confine_shipper; /* in the shipper (with sinks); NULL: none */
+	void *confine_shipper_arg;
 } audit_options;
 
 /* Fills o with the defaults (batch, 10 ms window, 65536 events, block, 64 MiB / 24 h rotation,
@@ -293,22 +299,41 @@ typedef struct audit_verify_result {
 	bool sealed;             /* the log ends with a shutdown checkpoint */
 	bool torn_tail;          /* (live) the last file ends inside a record */
 	uint64_t v1_checkpoints; /* with a format 1 signature (head only; never a seal) */
+	size_t heads;            /* anchors checked (audit.head of each directory, --head) */
+	uint64_t head_seq;       /* the highest seq among them (the trail reaches it) */
 	audit_verify_key keys[AUDIT_VERIFY_MAX_KEYS]; /* the keys given, in order */
 	size_t n_keys;
-	/* First problem: where and what. */
+	/* First problem: where and what (bad_line 0: not at a record, e.g. a damaged anchor:
+	 * bad_file names the file). */
 	char bad_file[512];
 	uint64_t bad_line, bad_seq;
 	char what[512];
 } audit_verify_result;
 
-/* Verifies files or directories (a directory means its audit-*.jsonl files in order).
- * pubkeys[npub]: PEM files of public keys, each holding one key or several (a keyring); each
- * checkpoint is verified with the key its key_id names (after a key rotation the log holds
- * both). npub 0: check the chain only. live: accept a log whose writer is still running or
- * crashed (unsealed end, incomplete last record). CUSTOS_OK with r->ok set or cleared; an
- * error only when the arguments are unusable. */
-custos_err audit_verify(const char *const *paths, size_t n, const char *const *pubkeys, size_t npub,
-                        bool live, audit_verify_result *r) CUSTOS_WUR;
+typedef struct audit_verify_options {
+	/* PEM files of public keys, each holding one key or several (a keyring); each checkpoint
+	 * is verified with the key its key_id names (after a key rotation the log holds both).
+	 * npub 0: check the chain only. */
+	const char *const *pubkeys;
+	size_t npub;
+	/* Accept a log whose writer is still running or crashed (unsealed end, incomplete last
+	 * record). */
+	bool live;
+	/* The anchors the trail must reach (docs/AUDIT.md, section 5): by default DIR/audit.head
+	 * of each directory given, read before its files; no_head skips them (a copy whose
+	 * audit.head was taken at another time). head: one more anchor file, a copy of an
+	 * audit.head (also for files given one by one); NULL: none. */
+	bool no_head;
+	const char *head;
+} audit_verify_options;
+
+/* Verifies files or directories (a directory means its audit-*.jsonl files in order) with the
+ * options o (NULL: defaults). Each anchor checked must be reached: the record at its seq,
+ * with its hash, in the file it names; a damaged anchor fails verification. CUSTOS_OK with
+ * r->ok set or cleared; an error only when the arguments are unusable (an unreadable key,
+ * path or anchor, a --head file that does not exist). */
+custos_err audit_verify(const char *const *paths, size_t n, const audit_verify_options *o,
+                        audit_verify_result *r) CUSTOS_WUR;
 
 typedef struct audit_render_ctx {
 	const char *hostname; /* RFC 5424 HOSTNAME; NULL: "-" */

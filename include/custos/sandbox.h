@@ -382,6 +382,18 @@ typedef struct sandbox_violation {
  * caller was gone before it could be read; SYS when the listener fails. */
 custos_err sandbox_self_violation(int notify_fd, sandbox_violation *v) CUSTOS_WUR;
 
+/* A further Landlock layer for the calling thread and the children it forks afterwards, for a
+ * process that needs less than the view it inherited (custos up's audit writer and shipper,
+ * forked from the confined proxy). Layers stack: what an earlier one refused stays refused;
+ * this one leaves the file system below read_paths read-only and below write_paths
+ * read-write, nothing else, and does not restrict the network. Binds the calling thread only:
+ * call it while the process has one thread (not checked: /proc may be outside the view).
+ * Needs NO_NEW_PRIVS. Without Landlock in the kernel: CUSTOS_ERR_UNSUPPORTED when required,
+ * else CUSTOS_OK and nothing done. Any other failure is an error (the caller must not go on). */
+custos_err sandbox_landlock_narrow(const char *const *read_paths, size_t n_read_paths,
+                                   const char *const *write_paths, size_t n_write_paths,
+                                   bool required) CUSTOS_WUR;
+
 /* Landlock ABI version of this kernel (0 when absent). */
 int sandbox_landlock_abi(void);
 

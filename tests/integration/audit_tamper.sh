@@ -28,7 +28,7 @@ nfiles=$(ls "$T/log"/audit-*.jsonl | wc -l)
 [ "$nfiles" -ge 3 ] || fail "expected rotation into >= 3 files, got $nfiles"
 PUB="$T/keys/audit.pub"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log") || fail "untouched log: $out"
-echo "$out" | grep -q "^OK: 30[0-9][0-9] records verified" || fail "unexpected: $out"
+grep -q "^OK: 30[0-9][0-9] records verified" <<<"$out" || fail "unexpected: $out"
 echo "untouched: $out"
 # Files given one by one verify the same as the directory.
 "$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log"/audit-*.jsonl >/dev/null || fail "file list"
@@ -36,18 +36,20 @@ echo "untouched: $out"
 if out=$("$CUSTOS_BIN" audit verify --pubkey "$T/other/audit.pub" "$T/log"); then
 	fail "verified with another key"
 fi
-echo "$out" | grep -q "signed by another key" || fail "wrong key: $out"
+grep -q "signed by another key" <<<"$out" || fail "wrong key: $out"
 
 F1=$(ls "$T/log"/audit-*.jsonl | sed -n 1p)
 F2=$(ls "$T/log"/audit-*.jsonl | sed -n 2p)
-# expect NAME FILE-PATTERN LINE WHAT -- runs verify on $T/case and checks the report.
+# expect NAME FILE-PATTERN LINE WHAT [OPTION...] -- runs verify (with the options) on $T/case
+# and checks the report.
 expect() {
 	local name=$1 file=$2 line=$3 what=$4 out rc=0
-	out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") || rc=$?
+	shift 4
+	out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$@" "$T/case") || rc=$?
 	[ "$rc" -eq 1 ] || fail "$name: verify exit $rc, expected 1: $out"
-	echo "$out" | grep -q "first bad record: .*$file:$line seq" ||
+	grep -q "first bad record: .*$file:$line seq" <<<"$out" ||
 		fail "$name: wrong location (want $file:$line): $out"
-	echo "$out" | grep -q "$what" || fail "$name: wrong reason (want '$what'): $out"
+	grep -q "$what" <<<"$out" || fail "$name: wrong reason (want '$what'): $out"
 	echo "$name: caught: $(echo "$out" | tail -1)"
 }
 fresh() { rm -rf "$T/case"; cp -a "$T/log" "$T/case"; }
@@ -104,7 +106,7 @@ for i, l in enumerate(lines):
 open(p, 'wb').write(b'\n'.join(lines) + b'\n')
 PY
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") && fail "re-chained rewrite passed: $out"
-echo "$out" | grep -q "checkpoint signature does not verify\|signed head differs" ||
+grep -q "checkpoint signature does not verify\|signed head differs" <<<"$out" ||
 	fail "re-chain: $out"
 echo "re-chained rewrite: caught: $(echo "$out" | tail -1)"
 
@@ -114,17 +116,24 @@ truncate -s -40 "$LAST"
 n=$(wc -l <"$LAST")
 expect "truncate inside a record" "$(basename "$LAST")" $((n + 1)) "ends inside a record"
 
-fresh # 6b. truncated at a record boundary: the shutdown seal is gone
+fresh # 6b. truncated at a record boundary: the shutdown seal is gone, and audit.head names it
 LAST=$(ls "$T/case"/audit-*.jsonl | tail -1)
+n=$(wc -l <"$LAST")
 sed -i '$d' "$LAST"
 sed -i '$d' "$LAST"
-out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") && fail "tail truncation passed"
-echo "$out" | grep -q "without a shutdown checkpoint" || fail "tail truncation: $out"
-echo "$out" | grep -q "after the last signed checkpoint (seq [0-9]*)" || fail "how far: $out"
-echo "truncate the tail: caught: $(echo "$out" | tail -1)"
-# --live accepts an unsealed end (a running or crashed writer) and says how far it is signed.
-"$CUSTOS_BIN" audit verify --live --pubkey "$PUB" "$T/case" | grep -q "signed through seq" ||
+hs=$(awk '{print $2}' "$T/case/audit.head")
+expect "truncate the tail" "$(basename "$LAST")" $((n - 2)) \
+	"below the last signed checkpoint recorded in $T/case/audit.head (seq $hs,"
+# Without audit.head (a copy taken without it) only the missing seal shows the truncation.
+out=$("$CUSTOS_BIN" audit verify --no-head --pubkey "$PUB" "$T/case") && fail "tail truncation passed"
+grep -q "without a shutdown checkpoint" <<<"$out" || fail "tail truncation: $out"
+grep -q "after the last signed checkpoint (seq [0-9]*)" <<<"$out" || fail "how far: $out"
+echo "truncate the tail, --no-head: caught: $(echo "$out" | sed -n 2p)"
+# --live accepts an unsealed end (a running or crashed writer) and says how far it is signed,
+# but not an end below audit.head.
+"$CUSTOS_BIN" audit verify --live --no-head --pubkey "$PUB" "$T/case" | grep -q "signed through seq" ||
 	fail "--live on an unsealed log"
+expect "truncate the tail, --live" "$(basename "$LAST")" $((n - 2)) "below the last signed checkpoint" --live
 
 fresh # 6c. a forged seal: the log cut after a signed interval checkpoint whose reason is then
 #     changed to "shutdown" and its hash recomputed. The signature covers the reason.
@@ -143,11 +152,12 @@ sed -i '$d' "$LAST"
 n=$(wc -l <"$LAST")
 s=$(tail -1 "$LAST" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
 touch "$T/case/$(printf 'audit-%020d.jsonl' $((s + 1)))"
-expect "empty last file" "$(basename "$LAST")" "$n" "without a shutdown checkpoint"
+expect "empty last file" "$(basename "$LAST")" "$n" "below the last signed checkpoint"
+expect "empty last file, --no-head" "$(basename "$LAST")" "$n" "without a shutdown checkpoint" --no-head
 # Without --pubkey no signature was checked, so none is claimed.
-out=$("$CUSTOS_BIN" audit verify "$T/case") && fail "unsealed, no key: passed"
-echo "$out" | grep -q "signatures were not checked" || fail "no-key unsealed: $out"
-echo "$out" | grep -q "last signed checkpoint" && fail "no-key unsealed claims signatures: $out"
+out=$("$CUSTOS_BIN" audit verify --no-head "$T/case") && fail "unsealed, no key: passed"
+grep -q "signatures were not checked" <<<"$out" || fail "no-key unsealed: $out"
+grep -q "last signed checkpoint" <<<"$out" && fail "no-key unsealed claims signatures: $out"
 
 fresh # 6e. raw invalid UTF-8 in a record (its hash recomputed): not valid JSON
 sed -i '50s/"decision":"allow"/"decision":"all\xffw"/' "$T/case/$f1"

@@ -7,6 +7,7 @@
 # arrive; rsyslog is stopped while requests go on and restarted: nothing may be lost (every
 # seq of the verified log, in order); then custos is restarted while rsyslog is down, and
 # delivery resumes from the cursor. `custos ctl audit-status` names the sinks with their lag.
+# The shipper narrows itself to its own Landlock view: it cannot open the proxy's policy file.
 # A sink that cannot be set up (an unreadable CA, a token file readable by others) stops
 # `custos up` at start, naming the sink.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -260,6 +261,41 @@ start_rsyslog
 send 5
 wait_lag0 60 && ok "rsyslog back: the sink caught up" || fail "after the outage: $(cat "$work/status.json")"
 r=$(complete "$work/rs/out.log") && ok "rsyslog across its outage: $r" || fail "rsyslog: $r"
+
+# -- the shipper narrows itself to its own Landlock view: the log directory, the trust store and
+#    the resolver's files, not the proxy's files. A link in the log directory, named as the next
+#    file the rsys sink opens, leads to the policy, which the proxy's view holds and the
+#    shipper's user may read: the kernel must refuse the shipper's open (EACCES). Under the
+#    proxy's view the shipper would read the policy as a log file.
+ABI=$(sed -n 's/.*proxy confined: .*landlock abi \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
+if [ "${ABI:-0}" -gt 0 ] && [ -n "$ship" ]; then
+	su=$(awk '/^Uid:/ {print $2}' "/proc/$ship/status")
+	sg=$(awk '/^Gid:/ {print $2}' "/proc/$ship/status")
+	setpriv --reuid="$su" --regid="$sg" --clear-groups cat "$work/policy.yaml" >/dev/null &&
+		ok "the shipper's user ($su) may read the policy by its file mode" ||
+		fail "the policy is not readable by uid $su: the check below would prove nothing"
+	retries() { grep -c "audit sink rsys: .*retrying" "$work/custos.log" || true; }
+	n0=$(retries)
+	stop_rsyslog
+	# The sink has seen the connection close (it logs the retry): its cursor stays until it
+	# connects again, and then it opens the file holding cursor + 1.
+	for _ in $(seq 300); do [ "$(retries)" -gt "$n0" ] && break; sleep 0.1; done
+	[ "$(retries)" -gt "$n0" ] || fail "the rsys sink did not notice rsyslog stopping"
+	cur=$(cat "$work/audit/cursor.rsys")
+	link="$work/audit/$(printf 'audit-%020d.jsonl' $((cur + 1)))"
+	ln -s "$work/policy.yaml" "$link"
+	start_rsyslog
+	denied="audit sink rsys: $link: open: Permission denied"
+	for _ in $(seq 300); do grep -qF "$denied" "$work/custos.log" && break; sleep 0.1; done
+	grep -qF "$denied" "$work/custos.log" &&
+		ok "the shipper cannot open the proxy's policy file (Landlock, landlock abi $ABI): $denied" ||
+		fail "the shipper's open of the policy was not refused: $(grep 'audit sink rsys' "$work/custos.log" | tail -3)"
+	rm "$link"
+	wait_lag0 60 && ok "the link removed: the sink delivers again" ||
+		fail "after the link: $(cat "$work/status.json")"
+else
+	echo "ok   - # SKIP the shipper's Landlock view: the kernel has no Landlock"
+fi
 
 # -- custos restarted while rsyslog is down: delivery resumes from the cursor.
 stop_rsyslog

@@ -519,7 +519,7 @@ static void test_writer_roundtrip(void **state)
 	assert_true(st.durable_seq >= 52);
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_int_equal(r.events, 53); /* start + checkpoint + 50 + shutdown checkpoint */
 	assert_true(r.sealed);
@@ -575,7 +575,7 @@ static void test_writer_refuses_forged_body(void **state)
 	assert_int_equal(count_in_dir(dir, "\"type\":\"audit.invalid\""), 2);
 	assert_int_equal(count_in_dir(dir, "\"sig\":\"00\""), 0);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -755,7 +755,7 @@ static void test_checkpoint_write_failure(void **state)
 	assert_int_equal(audit_flush(w), CUSTOS_OK);
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_true(r.sealed);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 10);
@@ -941,7 +941,7 @@ static void test_flush_writer_full_backlog(void **state)
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	alarm(0);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_true(r.sealed);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5 + BACKLOG_EVENTS);
@@ -966,7 +966,8 @@ static void test_stop_writer_full_backlog(void **state)
 	alarm(0);
 	assert_non_null(strstr(err_msg(), "stopped while failing"));
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, true, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, &(audit_verify_options){ .live = true }, &r),
+	                 CUSTOS_OK);
 	assert_true(r.ok);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5);
 	char cmd[256];
@@ -1076,7 +1077,7 @@ static void test_sync_leader_writer_full_backlog(void **state)
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	alarm(0);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	assert_true(r.sealed);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 5 + LEADERS * per);
@@ -1116,12 +1117,18 @@ static void test_verify_format1(void **state)
 	buf_free(&b);
 	snprintf(path, sizeof(path), "%s/audit.pub", dir);
 	const char *paths[] = { dir }, *keys[] = { path };
-	assert_int_equal(audit_verify(paths, 1, keys, 1, false, &r), CUSTOS_OK);
+	assert_int_equal(
+	        audit_verify(paths, 1, &(audit_verify_options){ .pubkeys = keys, .npub = 1 }, &r),
+	        CUSTOS_OK);
 	assert_false(r.ok);
 	assert_false(r.sealed);
 	assert_int_equal(r.bad_line, 2);
 	assert_non_null(strstr(r.what, "old format"));
-	assert_int_equal(audit_verify(paths, 1, keys, 1, true, &r), CUSTOS_OK);
+	assert_int_equal(
+	        audit_verify(paths, 1,
+	                     &(audit_verify_options){ .pubkeys = keys, .npub = 1, .live = true },
+	                     &r),
+	        CUSTOS_OK);
 	assert_true(r.ok);
 	assert_int_equal(r.v1_checkpoints, 1);
 	assert_int_equal(r.n_keys, 1);
@@ -1198,10 +1205,134 @@ static void test_writer_anchor(void **state)
 	assert_int_equal(audit_accept_head(dir, report, sizeof(report)), CUSTOS_OK);
 	assert_non_null(strstr(report, "nothing to accept"));
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &r), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
 	assert_true(r.ok);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Cuts the log file path back to its first n lines. */
+static void cut_lines(const char *path, int n)
+{
+	FILE *f = fopen(path, "r");
+	long off = 0;
+	int c, lines = 0;
+	assert_non_null(f);
+	while (lines < n && (c = fgetc(f)) != EOF) {
+		off++;
+		if (c == '\n')
+			lines++;
+	}
+	fclose(f);
+	assert_int_equal(lines, n);
+	assert_int_equal(truncate(path, off), 0);
+}
+
+/* audit_verify checks that the trail reaches DIR/audit.head: a second run cut back to the first
+ * run's shutdown seal chains and ends sealed, and only the anchor shows the cut; a damaged
+ * anchor fails; no_head ignores it; head names a copy kept elsewhere. */
+static void test_verify_anchor(void **state)
+{
+	char dir[] = "/tmp/test_audit_vaXXXXXX", path[256], head[256], copy[256];
+	const char *paths[] = { dir };
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_verify_result r;
+	audit_verify_options vo;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.checkpoint_events = 10;
+	for (int run = 0; run < 2; run++) {
+		assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+		submit_n(w, run == 0 ? 25 : 5);
+		assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	}
+	/* run 1: seq 1..30 (sealed at 30); run 2: audit.start, start, 5, seal: 31..38 */
+	memset(&vo, 0, sizeof(vo));
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_int_equal(r.heads, 1);
+	assert_int_equal(r.head_seq, 38);
+	snprintf(path, sizeof(path), "%s/audit-00000000000000000001.jsonl", dir);
+	snprintf(head, sizeof(head), "%s/audit.head", dir);
+	cut_lines(path, 30);
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	assert_int_equal(r.bad_seq, 30);
+	assert_int_equal(r.bad_line, 30);
+	assert_non_null(strstr(r.what, "below the last signed checkpoint recorded in"));
+	assert_non_null(strstr(r.what, "(seq 38, hash "));
+	vo.live = true; /* a running writer has no seal, but never an end below its anchor */
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	vo.live = false;
+	vo.no_head = true;
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	assert_true(r.sealed);
+	assert_int_equal(r.heads, 0);
+	/* The anchor kept elsewhere (here: moved out of the directory). */
+	snprintf(copy, sizeof(copy), "%s.copy", dir);
+	assert_int_equal(rename(head, copy), 0);
+	memset(&vo, 0, sizeof(vo));
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	vo.head = copy;
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	assert_non_null(strstr(r.what, copy));
+	vo.head = "/nonexistent/audit.head";
+	assert_int_not_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	/* A damaged anchor fails verification, naming it; no_head verifies without it. */
+	FILE *f = fopen(head, "w");
+	assert_non_null(f);
+	fputs("custos-audit-head/1 30\n", f);
+	fclose(f);
+	memset(&vo, 0, sizeof(vo));
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	assert_int_equal(r.bad_line, 0);
+	assert_string_equal(r.bad_file, head);
+	assert_non_null(strstr(r.what, "malformed"));
+	vo.no_head = true;
+	assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+	assert_true(r.ok);
+	/* An anchor at seq 30 (the last record now): with its hash and file it is reached; with
+	 * another hash the log was rewritten; in another file, records were moved. */
+	static char line[AUDIT_MAX_LINE + 2];
+	f = fopen(path, "r");
+	assert_non_null(f);
+	for (int i = 0; i < 30; i++)
+		assert_non_null(fgets(line, sizeof(line), f));
+	fclose(f);
+	const char *hash = line + strlen(line) - 3 - AUDIT_HASH_HEX; /* ...,"hash":"<H>"}\n */
+	for (size_t i = 0; i < 3; i++) {
+		char body[256];
+		snprintf(body, sizeof(body), "custos-audit-head/1 30 %.64s %s -\n", hash,
+		         i == 2 ? "audit-00000000000000000030.jsonl"
+		                : "audit-00000000000000000001.jsonl");
+		if (i == 1) /* the hash's last digit changed */
+			body[23 + 63] = hash[63] == 'a' ? 'b' : 'a';
+		f = fopen(head, "w");
+		assert_non_null(f);
+		fputs(body, f);
+		fclose(f);
+		memset(&vo, 0, sizeof(vo));
+		assert_int_equal(audit_verify(paths, 1, &vo, &r), CUSTOS_OK);
+		assert_int_equal(r.ok, i == 0);
+		if (i == 0)
+			assert_int_equal(r.head_seq, 30);
+		else
+			assert_non_null(
+			        strstr(r.what, i == 1 ? "the log was rewritten"
+			                              : "files were renamed or records moved"));
+	}
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir, copy);
 	assert_int_equal(system(cmd), 0);
 }
 
@@ -1232,6 +1363,7 @@ int main(void)
 		cmocka_unit_test(test_sync_leader_writer_full_backlog),
 		cmocka_unit_test(test_verify_format1),
 		cmocka_unit_test(test_writer_anchor),
+		cmocka_unit_test(test_verify_anchor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -398,7 +398,7 @@ static void test_rec_writer(void **state)
 	                                   "\"prev\":"),
 	                 1);
 	const char *paths[] = { dir };
-	assert_int_equal(audit_verify(paths, 1, NULL, 0, false, &vr), CUSTOS_OK);
+	assert_int_equal(audit_verify(paths, 1, NULL, &vr), CUSTOS_OK);
 	assert_true(vr.ok);
 	assert_int_equal(vr.events, 2 + 104 + 1);
 	rm_rf(dir);

@@ -546,6 +546,79 @@ static void self_restrict(void **state)
 	}
 }
 
+/* sandbox_landlock_narrow in a child confined as the proxy is (Landlock and its seccomp filter,
+ * which must let the narrowing through): the narrower layer refuses what the proxy's view
+ * allowed, keeps what it names, and cannot widen the first layer. Exit codes name the check. */
+static int narrow_child(const char *t)
+{
+	char keys[256], log[256], extra[256], p[300], q[300];
+	snprintf(keys, sizeof(keys), "%s/keys", t);
+	snprintf(log, sizeof(log), "%s/log", t);
+	snprintf(extra, sizeof(extra), "%s/extra", t);
+	const char *ro[] = { "/usr", keys }, *rw[] = { log };
+	sandbox_self_opts o;
+	memset(&o, 0, sizeof(o));
+	o.read_paths = ro;
+	o.n_read_paths = 2;
+	o.write_paths = rw;
+	o.n_write_paths = 1;
+	if (sandbox_self_restrict(&o) != CUSTOS_OK)
+		return 10;
+	snprintf(p, sizeof(p), "%s/key", keys);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 11; /* the first layer (the proxy's view) reads it */
+	close(fd);
+	const char *nrw[] = { log, extra };
+	if (sandbox_landlock_narrow(NULL, 0, nrw, 2, true) != CUSTOS_OK)
+		return 12;
+	if (open(p, O_RDONLY | O_CLOEXEC) != -1 || errno != EACCES)
+		return 13; /* the proxy's file is out of the narrower view */
+	if (open("/usr/bin/env", O_RDONLY | O_CLOEXEC) != -1 || errno != EACCES)
+		return 14;
+	snprintf(p, sizeof(p), "%s/cursor.tmp", log);
+	snprintf(q, sizeof(q), "%s/cursor", log);
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return 15;
+	close(fd);
+	if (rename(p, q) != 0)
+		return 16; /* a cursor replaced by rename, as the shipper does */
+	snprintf(p, sizeof(p), "%s/f", extra);
+	if (open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) != -1 || errno != EACCES)
+		return 17; /* named by the second layer only: the first still refuses */
+	return 0;
+}
+
+static void landlock_narrow(void **state)
+{
+	char t[] = "/tmp/test_sb_narrowXXXXXX", p[300];
+	(void)state;
+	if (sandbox_landlock_abi() <= 0)
+		skip();
+	assert_non_null(mkdtemp(t));
+	static const char *const sub[] = { "keys", "log", "extra" };
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", t, sub[i]);
+		assert_int_equal(mkdir(p, 0700), 0);
+	}
+	snprintf(p, sizeof(p), "%s/keys/key", t);
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_int_not_equal(pid, -1);
+	if (pid == 0)
+		_exit(narrow_child(t)); /* _exit: LSan cannot run under the filter */
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	snprintf(p, sizeof(p), "rm -rf %s", t);
+	assert_int_equal(system(p), 0);
+}
+
 /* notify_fd: the filter holds an unlisted call and reports it on a listener that the child
  * hands over (as the proxy hands its own to the supervisor); sandbox_self_violation names the
  * call and kills the caller before it runs on, or, for an always-denied call, answers EPERM
@@ -756,7 +829,7 @@ int main(void)
 		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
 		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
 		cmocka_unit_test(self_restrict_notify),  cmocka_unit_test(self_restrict_ids),
-		cmocka_unit_test(from_config),
+		cmocka_unit_test(from_config),           cmocka_unit_test(landlock_narrow),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
