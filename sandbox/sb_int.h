@@ -72,6 +72,9 @@ custos_err sb_devices_plan(const sandbox_profile *p, sb_mounts *m) CUSTOS_WUR;
 custos_err sb_plan_add(sb_mounts *m, sb_op_kind k, const char *src, const char *dst,
                        mode_t mode) CUSTOS_WUR;
 sb_op *sb_plan_last(sb_mounts *m);
+/* Opens path (O_PATH) following no symbolic link on the way, magic links included; the fd or
+ * -errno (-ELOOP for a link). System calls only. */
+int sb_open_nofollow(const char *path);
 /* Child: executes the plan and pivots into the new root. Returns 0 or errno with *step set. */
 int sb_mounts_apply(const sb_mounts *m, const char **step);
 
