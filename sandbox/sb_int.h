@@ -87,6 +87,7 @@ typedef struct sb_landlock_rule {
 typedef struct sb_landlock {
 	bool enabled;
 	bool required;
+	bool no_links; /* a sandbox's: rule paths are opened following no symbolic link */
 	int abi;
 	sb_landlock_rule *rules;
 	size_t n, cap;

@@ -653,6 +653,55 @@ static void bind_target_race(void **state)
 	}
 }
 
+/* Landlock grants a writable bind's target read-write. Where that bind is optional and its
+ * source missing, nothing is mounted there, and a link the sandbox left at that path (in a
+ * writable bind around it) carried the grant to where it points: /proc, whose files Landlock
+ * otherwise keeps the sandbox from writing. Such a start is refused. */
+static void landlock_rule_link(void **state)
+{
+	struct link_dirs d;
+	sandbox_profile p;
+	int st;
+	(void)state;
+	NEED();
+	if (sandbox_landlock_abi() < 1)
+		skip();
+	assert_int_equal(link_dirs_make(&d), 0);
+	profile(&p);
+	sandbox_bind binds[3] = { fixture_binds[0],
+		                  { .src = d.data, .dst = "/data", .writable = true },
+		                  { .src = "/nonexistent-custos-test",
+		                    .dst = "/data/x",
+		                    .writable = true,
+		                    .optional = true } };
+	p.binds = binds;
+	p.n_binds = 2;
+	/* Landlock keeps /proc read-only here; the sandbox leaves its link. */
+	static const char *const plant[] = { "/bin/sh", "-c",
+		                             "! echo x 2>/dev/null >/proc/self/comm && "
+		                             "ln -s /proc /data/x",
+		                             NULL };
+	sandbox *sb = spawn(&p, plant, NULL);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	/* With the optional bind: refused, the link named. */
+	p.n_binds = 3;
+	static const char *const write_proc[] = { "/bin/sh", "-c", "echo x >/proc/self/comm",
+		                                  NULL };
+	sb = NULL;
+	custos_err e = sandbox_spawn(&p, write_proc, NULL, &sb);
+	if (e == CUSTOS_OK) {
+		assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+		sandbox_free(sb);
+		fail_msg("started with the link; the command exited %d (0: it wrote /proc)",
+		         WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	}
+	assert_non_null(strstr(err_msg(), "landlock: rule path /data/x"));
+	link_dirs_remove(&d);
+}
+
 static void violation_audited(void **state)
 {
 	sandbox_profile p;
@@ -1177,6 +1226,7 @@ int main(void)
 		cmocka_unit_test(mount_attrs_fallback),
 		cmocka_unit_test(bind_link_made_inside),
 		cmocka_unit_test(bind_target_race),
+		cmocka_unit_test(landlock_rule_link),
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
