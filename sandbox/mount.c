@@ -5,10 +5,11 @@
  * host root and pivots again. Every mount point is reached from /newroot's fd without following
  * a symbolic link, made relative to its parent's fd where missing, and mounted onto by fd (see
  * "Symbolic links are followed nowhere" below). A bind's flags (read-only, nosuid, nodev,
- * noexec) are added with mount_setattr (Linux 5.12), which only sets what it is given, so the
- * source's locked flags stay as a user namespace requires; the /dev nodes get theirs in one
- * recursive call. Where mount_setattr is missing, read-only bind remounts repeat the source's
- * locked flags (nosuid, nodev, noexec, atime).
+ * noexec) are added to every mount of its tree (the source's and those below it) with
+ * mount_setattr (Linux 5.12), which only sets what it is given, so the source's locked flags
+ * stay as a user namespace requires; the /dev nodes get theirs in one recursive call. Where
+ * mount_setattr is missing, bind remounts of each mount (found in mountinfo) repeat its locked
+ * flags (nosuid, nodev, noexec, atime).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -566,9 +567,10 @@ typedef struct sb_attrs {
 } sb_attrs;
 
 /* Bind-mounts the tree at the fd src (with what is mounted below it) onto the fd to, with
- * attributes a: open_tree + mount_setattr on the detached copy + move_mount (Linux 5.2, 5.12),
- * else mount(2) through the fds' /proc links. *done: the attributes are set (else the caller
- * remounts once it holds the new mount). 0 or an errno. */
+ * attributes a on every mount of the tree: open_tree + mount_setattr on the detached copy +
+ * move_mount (Linux 5.2, 5.12), else mount(2) through the fds' /proc links. *done: the
+ * attributes are set (else the caller remounts the tree once it is attached: remount_tree).
+ * 0 or an errno. */
 static int bind_fd(int src, int to, const sb_attrs *a, bool *done)
 {
 	int r = 0;
@@ -578,7 +580,9 @@ static int bind_fd(int src, int to, const sb_attrs *a, bool *done)
 	                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
 	if (tree >= 0) {
 		if (a->set) {
-			r = add_attrs((int)tree, a->ro, a->dev, a->exec, false);
+			/* The whole tree: a mount below the source (/sys/fs/cgroup below /sys)
+			 * would otherwise keep its own rw, suid, dev. */
+			r = add_attrs((int)tree, a->ro, a->dev, a->exec, true);
 			*done = r == 0;
 			if (r == ENOSYS)
 				r = 0;
@@ -597,6 +601,137 @@ static int bind_fd(int src, int to, const sb_attrs *a, bool *done)
 	if (mount(from, onto, NULL, MS_BIND | MS_REC, NULL) == -1)
 		return errno;
 	return 0;
+}
+
+/* The id of the mount fd is in (/proc/self/fdinfo: statx has it from Linux 5.8 only), or -1. */
+static long fd_mnt_id(int fd)
+{
+	char at[64], text[512];
+	snprintf(at, sizeof(at), "/oldroot/proc/self/fdinfo/%d", fd);
+	int f = open(at, O_RDONLY | O_CLOEXEC);
+	if (f == -1)
+		return -1;
+	ssize_t n = read(f, text, sizeof(text) - 1);
+	close(f);
+	if (n <= 0)
+		return -1;
+	text[n] = '\0';
+	const char *m = strstr(text, "\nmnt_id:");
+	if (m == NULL)
+		return -1;
+	m += strlen("\nmnt_id:");
+	while (*m == ' ' || *m == '\t')
+		m++;
+	long id = -1;
+	for (; *m >= '0' && *m <= '9' && id < (1L << 40); m++)
+		id = (id < 0 ? 0 : id * 10) + (*m - '0');
+	return id;
+}
+
+/* One line of mountinfo ("ID PARENT MAJ:MIN ROOT MOUNT-POINT ..."): its id and its mount point
+ * unescaped (\ooo) into mp. False for a line that does not parse or does not fit. */
+static bool mountinfo_line(const char *line, long *id, char *mp, size_t mpsz)
+{
+	*id = 0;
+	for (; *line >= '0' && *line <= '9' && *id < (1L << 40); line++)
+		*id = *id * 10 + (*line - '0');
+	for (int field = 1; field < 4; field++) {
+		line = strchr(line + 1, ' ');
+		if (line == NULL)
+			return false;
+	}
+	line++; /* at the mount point */
+	size_t n = 0;
+	while (*line && *line != ' ') {
+		char c = *line++;
+		if (c == '\\' && line[0] >= '0' && line[0] <= '3' && line[1] >= '0' &&
+		    line[1] <= '7' && line[2] >= '0' && line[2] <= '7') {
+			c = (char)(((line[0] - '0') << 6) | ((line[1] - '0') << 3) |
+			           (line[2] - '0'));
+			line += 3;
+		}
+		if (n + 1 >= mpsz)
+			return false;
+		mp[n++] = c;
+	}
+	mp[n] = '\0';
+	return n > 0;
+}
+
+/* One mountinfo line: when its mount is below path (below the root) and is what a lookup of
+ * its mount point finds there (not a mount hidden under another), it is remounted. */
+static int remount_if_below(int root, const char *line, const char *path, size_t plen, bool ro,
+                            bool dev, bool exec)
+{
+	char mp[SANDBOX_PATH_MAX + 64];
+	long id;
+	size_t nr = strlen(SB_NEWROOT), link;
+
+	if (!mountinfo_line(line, &id, mp, sizeof(mp)))
+		return strlen(line) >= sizeof(mp) ? ENAMETOOLONG : 0;
+	if (strncmp(mp, SB_NEWROOT, nr) != 0 || strncmp(mp + nr, path, plen) != 0 ||
+	    mp[nr + plen] != '/')
+		return 0;
+	snprintf(step_buf, sizeof(step_buf), "remount of %s (a mount below %.*s)", mp + nr,
+	         (int)plen, path);
+	int fd = walk_below(root, mp + nr, SB_MAKE_NONE, 0, &link);
+	/* Hidden below another mount, or out of reach (/sys/kernel/debug is root's, 0700): the
+	 * lookup runs as the sandbox's user, with more rights than its command, which cannot
+	 * reach that mount either. */
+	if (fd == -ENOENT || fd == -EACCES)
+		return 0;
+	if (fd < 0)
+		return -fd;
+	int r = fd_mnt_id(fd) == id ? remount_flags(fd, ro, dev, exec) : 0;
+	close(fd);
+	return r;
+}
+
+/* Without mount_setattr: the remounts a bind's tree needs, of its own mount (fd, at path below
+ * the root) and of every mount below it that the sandbox can reach, found in
+ * /proc/self/mountinfo. 0 or an errno. */
+static int remount_tree(int root, const char *path, int fd, bool ro, bool dev, bool exec,
+                        const char **step)
+{
+	static char chunk[4096], line[2 * SANDBOX_PATH_MAX + 512];
+	size_t plen = strlen(path), ll = 0;
+	bool overlong = false;
+
+	while (plen > 0 && path[plen - 1] == '/')
+		plen--;
+	int r = remount_flags(fd, ro, dev, exec);
+	if (r)
+		return r;
+	int mi = open("/oldroot/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (mi == -1)
+		return errno;
+	while (r == 0) {
+		ssize_t n = read(mi, chunk, sizeof(chunk));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n == 0 ? 0 : errno;
+			break;
+		}
+		for (ssize_t i = 0; i < n && r == 0; i++) {
+			if (chunk[i] != '\n') {
+				if (ll + 1 < sizeof(line))
+					line[ll++] = chunk[i];
+				else
+					overlong = true;
+				continue;
+			}
+			line[ll] = '\0';
+			r = overlong ? ENAMETOOLONG
+			             : remount_if_below(root, line, path, plen, ro, dev, exec);
+			if (r && !overlong)
+				*step = step_buf;
+			ll = 0;
+			overlong = false;
+		}
+	}
+	close(mi);
+	return r;
 }
 
 /* Looks path up again from the root and checks that what is there now is want (the root of
@@ -679,7 +814,7 @@ static int do_bind(int root, const sb_op *op, const char **step)
 	int fd = check_mounted(root, below(op), &st, "bind target", step);
 	if (fd < 0)
 		return -fd;
-	r = done ? 0 : remount_flags(fd, op->ro, op->dev, op->exec);
+	r = done ? 0 : remount_tree(root, below(op), fd, op->ro, op->dev, op->exec, step);
 	close(fd);
 	return r;
 }
@@ -743,7 +878,7 @@ static int do_ro(int root, const sb_op *op, const char **step)
 	int fd = check_mounted(root, below(op), &st, "mount point", step);
 	if (fd < 0)
 		return -fd;
-	r = done ? 0 : remount_flags(fd, true, false, true);
+	r = done ? 0 : remount_tree(root, below(op), fd, true, false, true, step);
 	close(fd);
 	return r;
 }

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -326,32 +328,56 @@ static void leave_init_inline(void **state)
  * sandbox falls back to remounts; then openat2, open_tree and move_mount too (a kernel before
  * 5.2: component walks, mount(2) and remounts through /proc/self/fd, tmpfs and proc moved
  * with MS_MOVE), with mount points that must be made, a file's and a directory's; the command
- * checks the flags and the mounts it sees. */
+ * checks the flags and the mounts it sees. A bind's flags cover the mounts below its source
+ * too: every mount below the read-only /sys that the command can reach (sysfs: /sys/fs/cgroup...
+ * kept rw, suid and dev before), and as root a tmpfs mounted below a bound directory,
+ * read-only and writable. */
 static void mount_attrs_fallback(void **state)
 {
 	(void)state;
 	NEED();
-	static const char *const check[] = {
-		"/bin/sh", "-c",
-		"grep -q ' /usr ro,nosuid,nodev' /proc/self/mountinfo && "
-		"grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
-		"grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
-		"grep -q ' /dev ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"grep -q ' /dev/shm rw,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo && "
-		"grep -q ' /srv/a/b/share ro,nosuid,nodev' /proc/self/mountinfo && "
-		"grep -q ' /opt/f/x/hostname ro,nosuid,nodev,relatime' /proc/self/mountinfo && "
-		"grep -q ' /tmp rw,nosuid,nodev,relatime - tmpfs' /proc/self/mountinfo && "
-		"test -r /srv/a/b/share && test -f /opt/f/x/hostname && test -r /proc/self/status",
-		NULL
-	};
+	bool root = geteuid() == 0;
+	char sub[] = "/tmp/custos-sb-sub.XXXXXX", inner[48];
+	assert_non_null(mkdtemp(sub));
+	assert_int_equal(chmod(sub, 0755), 0);
+	snprintf(inner, sizeof(inner), "%s/inner", sub);
+	assert_int_equal(mkdir(inner, 0755), 0);
+	static char script[2048];
+	snprintf(script, sizeof(script), "%s%s",
+	         "grep -q ' /usr ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /dev ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /dev/shm rw,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo && "
+	         "grep -q ' /srv/a/b/share ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /opt/f/x/hostname ro,nosuid,nodev,relatime' /proc/self/mountinfo && "
+	         "grep -q ' /tmp rw,nosuid,nodev,relatime - tmpfs' /proc/self/mountinfo && "
+	         "test -r /srv/a/b/share && test -f /opt/f/x/hostname && test -r /proc/self/status "
+	         "&& test -d /sys/class && while read -r id parent dev r mp opts rest; do "
+	         "case $mp in /sys|/sys/*) test -e $mp || continue; "
+	         "case $opts in ro,nosuid,nodev,noexec*) ;; "
+	         "*) echo \"$mp $opts\" >&2; exit 1 ;; esac ;; esac; done </proc/self/mountinfo",
+	         root ? " && grep -q ' /srv/sub/inner ro,nosuid,nodev,relatime - tmpfs' "
+	                "/proc/self/mountinfo && "
+	                "grep -q ' /srv/subw/inner rw,nosuid,nodev,relatime - tmpfs' "
+	                "/proc/self/mountinfo && ! touch /srv/sub/inner/x 2>/dev/null && "
+	                "touch /srv/subw/inner/x"
+	              : "");
+	const char *const check[] = { "/bin/sh", "-c", script, NULL };
 	static const char *const calls[] = { "mount_setattr", "openat2", "open_tree",
 		                             "move_mount" };
 	for (int without = 0; without < 3; without++) {
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
+			/* As root, a tmpfs below the bound directory, in a mount namespace of this
+			 * process's own (the host never sees it). */
+			if (root && (unshare(CLONE_NEWNS) == -1 ||
+			             mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+			             mount("tmpfs", inner, "tmpfs", 0, "mode=0777,size=1m") == -1))
+				_exit(89);
 			scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
 			for (size_t i = 0; f && i < (without == 2 ? 4u : (unsigned)without); i++)
 				if (seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS),
@@ -364,17 +390,22 @@ static void mount_attrs_fallback(void **state)
 			seccomp_release(f);
 			sandbox_profile p;
 			profile(&p);
-			sandbox_bind binds[3] = {
+			p.sys_ro = true;
+			sandbox_bind binds[5] = {
 				fixture_binds[0],
 				{ .src = "/usr/share", .dst = "/srv/a/b/share" },
 				{ .src = "/etc/hostname", .dst = "/opt/f/x/hostname" },
+				{ .src = sub, .dst = "/srv/sub" },
+				{ .src = sub, .dst = "/srv/subw", .writable = true },
 			};
 			p.binds = binds;
-			p.n_binds = 3;
+			p.n_binds = root ? 5 : 3;
 			sandbox *sb = NULL;
 			int st = 0;
-			if (sandbox_spawn(&p, check, NULL, &sb) != CUSTOS_OK)
+			if (sandbox_spawn(&p, check, NULL, &sb) != CUSTOS_OK) {
+				fprintf(stderr, "spawn: %s\n", err_msg());
 				_exit(91);
+			}
 			if (sandbox_wait(sb, &st) != CUSTOS_OK)
 				_exit(92);
 			sandbox_free(sb);
@@ -383,8 +414,13 @@ static void mount_attrs_fallback(void **state)
 		int st = 0;
 		assert_int_equal(waitpid(pid, &st, 0), pid);
 		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
+		if (WEXITSTATUS(st) != 0)
+			fail_msg("without %d of mount_setattr, openat2, open_tree, move_mount: "
+			         "exit %d",
+			         without == 2 ? 4 : without, WEXITSTATUS(st));
 	}
+	assert_int_equal(rmdir(inner), 0);
+	assert_int_equal(rmdir(sub), 0);
 }
 
 /* In a forked process: a sandbox whose writable bind holds the source of another bind; its
