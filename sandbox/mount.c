@@ -211,6 +211,15 @@ static custos_err plan_usr(sb_mounts *m)
 	return CUSTOS_OK;
 }
 
+/* True when path is dir or below it ("/a/b" and "/a"; not "/ab"). */
+static bool path_at_or_below(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
 custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 {
 	char text[256];
@@ -292,6 +301,14 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 		op->exec = true;
 	}
 
+	/* A mount point at or below an earlier bind lies in a host directory that others may
+	 * write while the child mounts (the sandbox's last instance is gone, but another
+	 * sandbox or process may share that directory): the child looks it up again once
+	 * mounted. Everywhere else (the new root's tmpfs, /dev, /proc) only the child writes. */
+	for (size_t i = 0; i < m->n; i++)
+		for (size_t j = 0; j < i && !m->ops[i].verify; j++)
+			m->ops[i].verify = m->ops[j].kind == SB_OP_BIND &&
+			                   path_at_or_below(m->ops[i].dst, m->ops[j].dst);
 	return CUSTOS_OK;
 }
 
@@ -399,6 +416,66 @@ typedef enum sb_make {
 	SB_MAKE_FILE, /* the directories on the way and an empty file (mode) */
 } sb_make;
 
+/* One step of walk_below: opens the name p[0..n) in the directory dir without following a
+ * link, making it as make says where it is missing (a directory on the way when not last);
+ * missing: it was just found missing (make it first). The fd or -errno: -ELOOP for a link,
+ * -ENOTDIR where a directory is wanted. */
+static int step_in(int dir, const char *p, size_t n, bool last, sb_make make, mode_t mode,
+                   bool missing)
+{
+	char comp[NAME_MAX + 1];
+	struct stat st;
+	bool want_dir = !last || make == SB_MAKE_DIR;
+
+	if (n == 0 || n > NAME_MAX)
+		return n ? -ENAMETOOLONG : -ENOENT;
+	if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+		return -EINVAL;
+	memcpy(comp, p, n);
+	comp[n] = '\0';
+	/* Open it; where it is missing, make it and open it again (another try covers a name
+	 * removed in between; O_EXCL and mkdirat follow no link). O_DIRECTORY | O_NOFOLLOW fails
+	 * on a link with ENOTDIR; without O_DIRECTORY, fstat tells. */
+	int fd = -1, err = ENOENT;
+	for (int tries = 0; tries < 3; tries++) {
+		if (!missing || tries > 0) {
+			fd = openat(dir, comp,
+			            O_PATH | O_NOFOLLOW | O_CLOEXEC | (want_dir ? O_DIRECTORY : 0));
+			if (fd != -1)
+				break;
+			err = errno;
+			if (err != ENOENT || make == SB_MAKE_NONE)
+				break;
+		}
+		if (last && make == SB_MAKE_FILE) {
+			fd = openat(dir, comp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			            mode);
+			if (fd != -1)
+				return fd; /* a new regular file */
+			err = errno;
+			if (err != EEXIST)
+				break;
+		} else if (mkdirat(dir, comp, last ? mode : 0755) == -1 && errno != EEXIST) {
+			err = errno;
+			break;
+		}
+	}
+	if (fd == -1) {
+		if (err == ENOTDIR && fstatat(dir, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISLNK(st.st_mode))
+			err = ELOOP;
+		return -err;
+	}
+	if (!want_dir) {
+		err = fstat(fd, &st) == -1 ? errno : S_ISLNK(st.st_mode) ? ELOOP : 0;
+		if (err) {
+			close(fd);
+			return -err;
+		}
+	}
+	return fd;
+}
+
 /* Opens path ("/a/b", below the directory root) without following any symbolic link and
  * without leaving root, making what is missing as make says, each directory or file relative
  * to its parent's fd. "." and ".." are refused (the profile's validation refuses ".." already).
@@ -407,13 +484,13 @@ typedef enum sb_make {
 static int walk_below(int root, const char *path, sb_make make, mode_t mode, size_t *link)
 {
 	const char *rel = path;
-	struct stat st;
+	int fd;
 
 	*link = 0;
 	while (*rel == '/')
 		rel++;
 	if (*rel == '\0') {
-		int fd = fcntl(root, F_DUPFD_CLOEXEC, 0);
+		fd = fcntl(root, F_DUPFD_CLOEXEC, 0);
 		return fd == -1 ? -errno : fd;
 	}
 #ifdef SYS_openat2
@@ -425,69 +502,50 @@ static int walk_below(int root, const char *path, sb_make make, mode_t mode, siz
 	long r = syscall(SYS_openat2, root, rel, &how, sizeof(how));
 	if (r >= 0)
 		return (int)r;
-	if (errno != ENOSYS && errno != ELOOP && errno != EAGAIN &&
-	    !(errno == ENOENT && make != SB_MAKE_NONE))
-		return -errno;
+	int err = errno;
+	if (err != ENOSYS && err != ELOOP && err != EAGAIN &&
+	    !(err == ENOENT && make != SB_MAKE_NONE))
+		return -err;
+	/* Missing: most often the last name only (/dev/null, /proc), whose parent is one more
+	 * call; the walk below is for the rest. */
+	const char *leaf = strrchr(rel, '/');
+	char parent[SANDBOX_PATH_MAX + 16];
+	if (err == ENOENT &&
+	    (leaf == NULL || (leaf[1] != '\0' && (size_t)(leaf - rel) < sizeof(parent)))) {
+		int dir = root;
+		if (leaf) {
+			memcpy(parent, rel, (size_t)(leaf - rel));
+			parent[leaf - rel] = '\0';
+			how.flags = O_PATH | O_CLOEXEC | O_DIRECTORY;
+			r = syscall(SYS_openat2, root, parent, &how, sizeof(how));
+			dir = r >= 0 ? (int)r : -1;
+		}
+		if (dir != -1) {
+			const char *name = leaf ? leaf + 1 : rel;
+			fd = step_in(dir, name, strlen(name), true, make, mode, true);
+			if (dir != root)
+				close(dir);
+			if (fd == -ELOOP)
+				*link = strlen(path);
+			return fd;
+		}
+	}
 #endif
-	char comp[NAME_MAX + 1];
 	int cur = fcntl(root, F_DUPFD_CLOEXEC, 0);
 	if (cur == -1)
 		return -errno;
 	for (const char *p = rel;;) {
 		const char *end = strchrnul(p, '/'), *next_p = end;
-		size_t n = (size_t)(end - p);
 		while (*next_p == '/')
 			next_p++;
 		bool last = *next_p == '\0';
-		int err = 0;
-		if (n > NAME_MAX)
-			err = ENAMETOOLONG;
-		else if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
-			err = EINVAL;
-		if (err) {
-			close(cur);
-			return -err;
-		}
-		memcpy(comp, p, n);
-		comp[n] = '\0';
-		/* Open it; where it is missing, make it and open it again (a second try covers a
-		 * name removed in between; O_EXCL and mkdirat follow no link). */
-		int next = -1;
-		for (int tries = 0; tries < 3; tries++) {
-			next = openat(cur, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-			if (next != -1 || errno != ENOENT || make == SB_MAKE_NONE)
-				break;
-			if (last && make == SB_MAKE_FILE) {
-				next = openat(cur, comp,
-				              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				              mode);
-				if (next != -1 || errno != EEXIST)
-					break;
-			} else if (mkdirat(cur, comp, last && make == SB_MAKE_DIR ? mode : 0755) ==
-			                   -1 &&
-			           errno != EEXIST) {
-				break;
-			}
-		}
-		err = next == -1 ? errno : 0;
+		fd = step_in(cur, p, (size_t)(end - p), last, make, mode, false);
 		close(cur);
-		if (next == -1)
-			return -err;
-		if (fstat(next, &st) == -1)
-			err = errno;
-		else if (S_ISLNK(st.st_mode))
-			err = ELOOP;
-		else if (!S_ISDIR(st.st_mode) && (!last || make == SB_MAKE_DIR))
-			err = ENOTDIR;
-		if (err) {
-			if (err == ELOOP)
-				*link = (size_t)(end - path);
-			close(next);
-			return -err;
-		}
-		if (last)
-			return next;
-		cur = next;
+		if (fd == -ELOOP)
+			*link = (size_t)(end - path);
+		if (fd < 0 || last)
+			return fd;
+		cur = fd;
 		p = next_p;
 	}
 }
@@ -811,6 +869,8 @@ static int do_bind(int root, const sb_op *op, const char **step)
 	close(src);
 	if (r)
 		return r;
+	if (!op->verify && done)
+		return 0;
 	int fd = check_mounted(root, below(op), &st, "bind target", step);
 	if (fd < 0)
 		return -fd;
@@ -830,22 +890,20 @@ static int do_fs(int root, const sb_op *op, const char *type, unsigned long flag
 	int to = open_target(root, below(op), SB_MAKE_DIR, mode, "mount point", step);
 	if (to < 0)
 		return -to;
-	int r = 0, sfd = -1;
+	int r = 0;
 	if (mount(type, SB_STAGE, type, flags, data) == -1 ||
-	    (sfd = open(SB_STAGE, O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1 || fstat(sfd, &st) == -1)
+	    (op->verify && stat(SB_STAGE, &st) == -1))
 		r = errno;
-	else if (syscall(SYS_move_mount, sfd, "", to, "",
-	                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == -1) {
+	else if (syscall(SYS_move_mount, AT_FDCWD, SB_STAGE, to, "", MOVE_MOUNT_T_EMPTY_PATH) ==
+	         -1) {
 		r = errno;
 		if (r == ENOSYS) {
 			fd_path(onto, sizeof(onto), to);
 			r = mount(SB_STAGE, onto, NULL, MS_MOVE, NULL) == -1 ? errno : 0;
 		}
 	}
-	if (sfd != -1)
-		close(sfd);
 	close(to);
-	if (r)
+	if (r || !op->verify)
 		return r;
 	int fd = check_mounted(root, below(op), &st, "mount point", step);
 	if (fd < 0)
@@ -875,6 +933,8 @@ static int do_ro(int root, const sb_op *op, const char **step)
 	close(at);
 	if (r)
 		return r;
+	if (!op->verify && done)
+		return 0;
 	int fd = check_mounted(root, below(op), &st, "mount point", step);
 	if (fd < 0)
 		return -fd;
@@ -922,27 +982,27 @@ static int do_entry(int root, const sb_op *op, const char **step)
 {
 	char parent[SANDBOX_PATH_MAX + 16];
 	const char *path = below(op), *slash = strrchr(path, '/');
-	size_t n = (size_t)(slash - path);
 
-	if (slash == NULL || n >= sizeof(parent) || slash[1] == '\0')
+	if (slash == NULL || (size_t)(slash - path) >= sizeof(parent) || slash[1] == '\0')
 		return EINVAL;
+	size_t n = (size_t)(slash - path);
 	memcpy(parent, path, n);
 	parent[n] = '\0';
-	int dir = open_target(root, parent, SB_MAKE_DIR, 0755, "mount point", step);
+	int dir = n == 0 ? root : open_target(root, parent, SB_MAKE_DIR, 0755, "mount point", step);
 	if (dir < 0)
 		return -dir;
-	int r = 0;
+	int r = 0, fd = -1;
 	if (op->kind == SB_OP_SYMLINK) {
 		if (symlinkat(op->src, dir, slash + 1) == -1 && errno != EEXIST)
 			r = errno;
-		close(dir);
-		return r;
+	} else {
+		fd = openat(dir, slash + 1, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		            op->mode);
+		r = fd == -1 ? errno : 0;
 	}
-	int fd = openat(dir, slash + 1, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-	                op->mode);
-	r = fd == -1 ? errno : 0;
-	close(dir);
-	size_t len = strlen(op->src), off = 0;
+	if (dir != root)
+		close(dir);
+	size_t len = op->kind == SB_OP_FILE ? strlen(op->src) : 0, off = 0;
 	while (r == 0 && off < len) {
 		ssize_t w = write(fd, op->src + off, len - off);
 		if (w == -1 && errno == EINTR)

@@ -55,6 +55,8 @@ typedef struct sb_op {
 	bool exec;       /* BIND/TMPFS: exec allowed */
 	bool must;       /* BIND: the source must exist (otherwise skipped) */
 	bool attr_later; /* BIND: nosuid+noexec come from a later SB_OP_ATTRS over its tree */
+	bool verify;     /* dst is at or below an earlier bind (a host directory): looked up again
+	                  * once mounted */
 	mode_t mode;
 } sb_op;
 
