@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -85,6 +86,7 @@ custos_err sb_landlock_plan(const sandbox_profile *p, sb_landlock *l)
 	if (!p->landlock)
 		return CUSTOS_OK;
 	l->enabled = true;
+	l->no_links = true;
 	l->required = p->landlock_required;
 	l->abi = sandbox_landlock_abi();
 	ENSURE(l->abi > 0 || !l->required, CUSTOS_ERR_UNSUPPORTED,
@@ -119,6 +121,10 @@ void sb_landlock_free(sb_landlock *l)
 	memset(l, 0, sizeof(*l));
 }
 
+/* The step that names a refused rule path (the child is single-threaded and ends at its first
+ * failure: one static buffer). */
+static char rule_step[SANDBOX_PATH_MAX + 128];
+
 /* Runs in the child: system calls only. */
 int sb_landlock_apply(const sb_landlock *l, const char **step)
 {
@@ -144,14 +150,29 @@ int sb_landlock_apply(const sb_landlock *l, const char **step)
 		return errno;
 	for (size_t i = 0; i < l->n; i++) {
 		struct sb_ll_path_beneath pb;
-		int pfd = open(l->rules[i].path, O_PATH | O_CLOEXEC);
-		if (pfd == -1) {
-			if (errno == ENOENT)
+		/* In a sandbox no link is followed: a rule's path is a mount point (or nothing: an
+		 * optional bind whose source was missing), and a link there, which the sandbox may
+		 * have left in a writable bind, would carry the rule's rights to where it points
+		 * (/proc). The proxy's own paths are the administrator's: followed. */
+		int pfd = l->no_links ? sb_open_nofollow(l->rules[i].path)
+		                      : open(l->rules[i].path, O_PATH | O_CLOEXEC);
+		if (pfd == -1)
+			pfd = -errno;
+		if (pfd < 0) {
+			if (pfd == -ENOENT)
 				continue;
-			*step = "landlock: open rule path";
-			err = errno;
+			if (pfd == -ELOOP && l->no_links) {
+				snprintf(rule_step, sizeof(rule_step),
+				         "landlock: rule path %s (a symbolic link on the way, "
+				         "which custos "
+				         "does not follow: the sandbox may have made it)",
+				         l->rules[i].path);
+				*step = rule_step;
+			} else {
+				*step = "landlock: open rule path";
+			}
 			close(rfd);
-			return err;
+			return -pfd;
 		}
 		pb.allowed_access = l->rules[i].access & fsmask;
 		pb.parent_fd = pfd;

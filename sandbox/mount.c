@@ -2,11 +2,14 @@
  * Mounts: the new root is a tmpfs reached by pivot_root, built from a plan the parent prepared.
  * As bubblewrap does, the child first pivots into a tmpfs over /tmp (private to its mount
  * namespace) with the host root at /oldroot, builds /newroot from /oldroot sources, drops the
- * host root and pivots again. A bind's flags (read-only, nosuid, nodev, noexec) are added with
+ * host root and pivots again. Every mount point is reached from /newroot's fd without following
+ * a symbolic link, made relative to its parent's fd where missing, and mounted onto by fd (see
+ * "Symbolic links are followed nowhere" below). A bind's flags (read-only, nosuid, nodev,
+ * noexec) are added to every mount of its tree (the source's and those below it) with
  * mount_setattr (Linux 5.12), which only sets what it is given, so the source's locked flags
  * stay as a user namespace requires; the /dev nodes get theirs in one recursive call. Where
- * mount_setattr is missing, read-only bind remounts repeat the source's locked flags (nosuid,
- * nodev, noexec, atime).
+ * mount_setattr is missing, bind remounts of each mount (found in mountinfo) repeat its locked
+ * flags (nosuid, nodev, noexec, atime).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -208,6 +211,15 @@ static custos_err plan_usr(sb_mounts *m)
 	return CUSTOS_OK;
 }
 
+/* True when path is dir or below it ("/a/b" and "/a"; not "/ab"). */
+static bool path_at_or_below(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
 custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 {
 	char text[256];
@@ -289,133 +301,69 @@ custos_err sb_mounts_plan(const sandbox_profile *p, sb_mounts *m)
 		op->exec = true;
 	}
 
+	/* A mount point at or below an earlier bind lies in a host directory that others may
+	 * write while the child mounts (the sandbox's last instance is gone, but another
+	 * sandbox or process may share that directory): the child looks it up again once
+	 * mounted. Everywhere else (the new root's tmpfs, /dev, /proc) only the child writes. */
+	for (size_t i = 0; i < m->n; i++)
+		for (size_t j = 0; j < i && !m->ops[i].verify; j++)
+			m->ops[i].verify = m->ops[j].kind == SB_OP_BIND &&
+			                   path_at_or_below(m->ops[i].dst, m->ops[j].dst);
 	return CUSTOS_OK;
 }
 
 /* ------------------------------------------------------------------ child side: syscalls only */
 
-/* Makes path and its missing parents. The path itself is tried first and the walk goes up
- * only while the kernel answers ENOENT, so an op whose parent exists costs one mkdir, not one
- * per component (most targets' parents exist: /newroot/etc, /newroot/dev ...). */
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[SANDBOX_PATH_MAX + 16];
-	size_t n = strlen(path), end = n;
+/* The new root while it is built, and where a tmpfs or proc is mounted before it is moved onto
+ * its mount point: both in the first pivot's tmpfs, which nothing but this process reaches. */
+#define SB_NEWROOT "/newroot"
+#define SB_STAGE   "/stage"
 
-	if (n == 0 || n >= sizeof(tmp))
-		return n ? ENAMETOOLONG : ENOENT;
-	memcpy(tmp, path, n + 1);
-	for (;;) {
-		if (mkdir(tmp, end == n ? mode : 0755) == 0 || errno == EEXIST)
-			break;
-		if (errno != ENOENT)
-			return errno;
-		char *slash = strrchr(tmp, '/');
-		if (slash == NULL || slash == tmp)
-			return ENOENT;
-		*slash = '\0';
-		end = (size_t)(slash - tmp);
-	}
-	/* Back down: each cut was a '/', the next '\0' ends the next directory. */
-	while (end < n) {
-		tmp[end] = '/';
-		end += strlen(tmp + end);
-		if (mkdir(tmp, end == n ? mode : 0755) == -1 && errno != EEXIST)
-			return errno;
-	}
-	return 0;
+/* Symbolic links are followed nowhere below the new root while it is built: a sandbox that can
+ * write a bound host directory (scratch_dir, a writable bind) may have left one there, to
+ * /oldroot/... or ../../oldroot/..., and a mkdir or mount that followed it would act on the
+ * host. So every mount point is reached from the new root's directory fd without following
+ * links (one openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS where it is all there, else openat
+ * O_NOFOLLOW name by name), what is missing made with mkdirat/openat relative to its parent's
+ * fd, the mount made onto the fd, and the result looked up again: a directory moved or
+ * replaced meanwhile fails the start rather than leave the mount elsewhere. */
+
+/* Step names with a path, built in the child (no allocation: one static buffer; the child is
+ * single-threaded and ends at its first failure). */
+static char step_buf[2 * SANDBOX_PATH_MAX + 192];
+
+static const char *link_refused(const char *what, const char *path)
+{
+	snprintf(step_buf, sizeof(step_buf),
+	         "%s %s (a symbolic link on the way, which custos does not follow: the sandbox "
+	         "may have made it)",
+	         what, path);
+	return step_buf;
 }
 
-static int parent_dir(const char *path)
+/* The refusal of a mount point whose component path[0..len) is a symbolic link. */
+static const char *target_link(const char *what, const char *path, size_t len)
 {
-	char tmp[SANDBOX_PATH_MAX + 16];
-	size_t n = strlen(path);
-
-	if (n >= sizeof(tmp))
-		return ENAMETOOLONG;
-	memcpy(tmp, path, n + 1);
-	char *slash = strrchr(tmp, '/');
-	if (slash == NULL || slash == tmp)
-		return 0;
-	*slash = '\0';
-	return mkdir_p(tmp, 0755);
+	snprintf(step_buf, sizeof(step_buf),
+	         "%s %s: %.*s is a symbolic link, which custos does not follow in a mount point "
+	         "(the sandbox may have made it)",
+	         what, path, (int)len, path);
+	return step_buf;
 }
 
-/* A mount point file: created first, its parents only when that fails with ENOENT. */
-static int make_file(const char *path, int flags, mode_t mode)
+static const char *target_moved(const char *what, const char *path)
 {
-	int fd = open(path, flags, mode);
-	if (fd == -1 && errno == ENOENT) {
-		int r = parent_dir(path);
-		if (r)
-			return -r;
-		fd = open(path, flags, mode);
-	}
-	return fd == -1 ? -errno : fd;
-}
-
-/* Flags a remount in a user namespace must repeat: the ones locked on the source. */
-static unsigned long locked_flags(const char *path)
-{
-	struct statvfs sv;
-	unsigned long f = 0;
-
-	if (statvfs(path, &sv) == -1)
-		return 0;
-	if (sv.f_flag & ST_NOSUID)
-		f |= MS_NOSUID;
-	if (sv.f_flag & ST_NODEV)
-		f |= MS_NODEV;
-	if (sv.f_flag & ST_NOEXEC)
-		f |= MS_NOEXEC;
-	if (sv.f_flag & ST_NOATIME)
-		f |= MS_NOATIME;
-	if (sv.f_flag & ST_NODIRATIME)
-		f |= MS_NODIRATIME;
-	if (sv.f_flag & ST_RELATIME)
-		f |= MS_RELATIME;
-	if (sv.f_flag & ST_RDONLY)
-		f |= MS_RDONLY;
-	return f;
-}
-
-/* Adds attributes to the mount at path (and with rec those below it); never clears one. 0, an
- * errno, or ENOSYS where mount_setattr is missing (kernel or C library): remount instead. */
-static int add_attrs(const char *path, bool ro, bool dev, bool exec, bool rec)
-{
-#ifdef MOUNT_ATTR_RDONLY
-	struct mount_attr a;
-	memset(&a, 0, sizeof(a));
-	a.attr_set = MOUNT_ATTR_NOSUID | (ro ? MOUNT_ATTR_RDONLY : 0) |
-	             (dev ? 0 : MOUNT_ATTR_NODEV) | (exec ? 0 : MOUNT_ATTR_NOEXEC);
-	if (mount_setattr(AT_FDCWD, path, rec ? AT_RECURSIVE : 0, &a, sizeof(a)) == 0)
-		return 0;
-	return errno == ENOSYS ? ENOSYS : errno;
-#else
-	(void)path, (void)ro, (void)dev, (void)exec, (void)rec;
-	return ENOSYS;
-#endif
-}
-
-/* The remount the attributes need without mount_setattr. */
-static int remount_flags(const char *path, bool ro, bool dev, bool exec)
-{
-	unsigned long f = locked_flags(path) | MS_NOSUID;
-	if (!dev)
-		f |= MS_NODEV;
-	if (!exec)
-		f |= MS_NOEXEC;
-	if (ro)
-		f |= MS_RDONLY;
-	if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
-		return errno;
-	return 0;
+	snprintf(step_buf, sizeof(step_buf),
+	         "%s %s: moved or replaced while custos mounted it (a directory on the way is "
+	         "writable by others)",
+	         what, path);
+	return step_buf;
 }
 
 /* Opens path (O_PATH) without following any symbolic link on the way, magic links included:
  * openat2 RESOLVE_NO_SYMLINKS (Linux 5.6), else a walk component by component with
  * O_NOFOLLOW. The fd or -errno; -ELOOP for a link. */
-static int open_nofollow(const char *path)
+int sb_open_nofollow(const char *path)
 {
 #ifdef SYS_openat2
 	struct open_how how;
@@ -461,49 +409,431 @@ static int open_nofollow(const char *path)
 	}
 }
 
-/* Bind-mounts the tree at the O_PATH fd src (with what is mounted below it) on dst, which is
- * opened without following links too: open_tree + move_mount (Linux 5.2), else mount(2)
- * through the fd's /proc link (the host's /proc, at /oldroot/proc while the root is built). */
-static int mount_fd(int src, const char *dst)
+/* What walk_below makes where the path ends in nothing. */
+typedef enum sb_make {
+	SB_MAKE_NONE, /* nothing: -ENOENT */
+	SB_MAKE_DIR,  /* the directories on the way (0755) and the last one (mode) */
+	SB_MAKE_FILE, /* the directories on the way and an empty file (mode) */
+} sb_make;
+
+/* One step of walk_below: opens the name p[0..n) in the directory dir without following a
+ * link, making it as make says where it is missing (a directory on the way when not last);
+ * missing: it was just found missing (make it first). The fd or -errno: -ELOOP for a link,
+ * -ENOTDIR where a directory is wanted. */
+static int step_in(int dir, const char *p, size_t n, bool last, sb_make make, mode_t mode,
+                   bool missing)
 {
-	int to = open_nofollow(dst);
-	if (to < 0)
-		return -to;
+	char comp[NAME_MAX + 1];
+	struct stat st;
+	bool want_dir = !last || make == SB_MAKE_DIR;
+
+	if (n == 0 || n > NAME_MAX)
+		return n ? -ENAMETOOLONG : -ENOENT;
+	if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+		return -EINVAL;
+	memcpy(comp, p, n);
+	comp[n] = '\0';
+	/* Open it; where it is missing, make it and open it again (another try covers a name
+	 * removed in between; O_EXCL and mkdirat follow no link). O_DIRECTORY | O_NOFOLLOW fails
+	 * on a link with ENOTDIR; without O_DIRECTORY, fstat tells. */
+	int fd = -1, err = ENOENT;
+	for (int tries = 0; tries < 3; tries++) {
+		if (!missing || tries > 0) {
+			fd = openat(dir, comp,
+			            O_PATH | O_NOFOLLOW | O_CLOEXEC | (want_dir ? O_DIRECTORY : 0));
+			if (fd != -1)
+				break;
+			err = errno;
+			if (err != ENOENT || make == SB_MAKE_NONE)
+				break;
+		}
+		if (last && make == SB_MAKE_FILE) {
+			fd = openat(dir, comp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			            mode);
+			if (fd != -1)
+				return fd; /* a new regular file */
+			err = errno;
+			if (err != EEXIST)
+				break;
+		} else if (mkdirat(dir, comp, last ? mode : 0755) == -1 && errno != EEXIST) {
+			err = errno;
+			break;
+		}
+	}
+	if (fd == -1) {
+		if (err == ENOTDIR && fstatat(dir, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISLNK(st.st_mode))
+			err = ELOOP;
+		return -err;
+	}
+	if (!want_dir) {
+		err = fstat(fd, &st) == -1 ? errno : S_ISLNK(st.st_mode) ? ELOOP : 0;
+		if (err) {
+			close(fd);
+			return -err;
+		}
+	}
+	return fd;
+}
+
+/* Opens path ("/a/b", below the directory root) without following any symbolic link and
+ * without leaving root, making what is missing as make says, each directory or file relative
+ * to its parent's fd. "." and ".." are refused (the profile's validation refuses ".." already).
+ * Returns an fd (O_PATH; O_WRONLY for a file it made) or -errno; -ELOOP with *link the length
+ * of path's prefix that is a link, 0 when none was found (a race: a new look finds it). */
+static int walk_below(int root, const char *path, sb_make make, mode_t mode, size_t *link)
+{
+	const char *rel = path;
+	int fd;
+
+	*link = 0;
+	while (*rel == '/')
+		rel++;
+	if (*rel == '\0') {
+		fd = fcntl(root, F_DUPFD_CLOEXEC, 0);
+		return fd == -1 ? -errno : fd;
+	}
+#ifdef SYS_openat2
+	/* One call where the path is there already (most mount points: /etc/passwd, /dev/null). */
+	struct open_how how;
+	memset(&how, 0, sizeof(how));
+	how.flags = O_PATH | O_CLOEXEC | (make == SB_MAKE_DIR ? O_DIRECTORY : 0);
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+	long r = syscall(SYS_openat2, root, rel, &how, sizeof(how));
+	if (r >= 0)
+		return (int)r;
+	int err = errno;
+	if (err != ENOSYS && err != ELOOP && err != EAGAIN &&
+	    !(err == ENOENT && make != SB_MAKE_NONE))
+		return -err;
+	/* Missing: most often the last name only (/dev/null, /proc), whose parent is one more
+	 * call; the walk below is for the rest. */
+	const char *leaf = strrchr(rel, '/');
+	char parent[SANDBOX_PATH_MAX + 16];
+	if (err == ENOENT &&
+	    (leaf == NULL || (leaf[1] != '\0' && (size_t)(leaf - rel) < sizeof(parent)))) {
+		int dir = root;
+		if (leaf) {
+			memcpy(parent, rel, (size_t)(leaf - rel));
+			parent[leaf - rel] = '\0';
+			how.flags = O_PATH | O_CLOEXEC | O_DIRECTORY;
+			r = syscall(SYS_openat2, root, parent, &how, sizeof(how));
+			dir = r >= 0 ? (int)r : -1;
+		}
+		if (dir != -1) {
+			const char *name = leaf ? leaf + 1 : rel;
+			fd = step_in(dir, name, strlen(name), true, make, mode, true);
+			if (dir != root)
+				close(dir);
+			if (fd == -ELOOP)
+				*link = strlen(path);
+			return fd;
+		}
+	}
+#endif
+	int cur = fcntl(root, F_DUPFD_CLOEXEC, 0);
+	if (cur == -1)
+		return -errno;
+	for (const char *p = rel;;) {
+		const char *end = strchrnul(p, '/'), *next_p = end;
+		while (*next_p == '/')
+			next_p++;
+		bool last = *next_p == '\0';
+		fd = step_in(cur, p, (size_t)(end - p), last, make, mode, false);
+		close(cur);
+		if (fd == -ELOOP)
+			*link = (size_t)(end - path);
+		if (fd < 0 || last)
+			return fd;
+		cur = fd;
+		p = next_p;
+	}
+}
+
+/* "/oldroot/proc/self/fd/N": how mount(2) reaches what an fd holds where the new mount API is
+ * missing (the host's /proc, at /oldroot/proc while the root is built). */
+static void fd_path(char *out, size_t n, int fd)
+{
+	snprintf(out, n, "/oldroot/proc/self/fd/%d", fd);
+}
+
+/* Flags a remount in a user namespace must repeat: the ones locked on the mount fd is in. */
+static unsigned long locked_flags(int fd)
+{
+	struct statvfs sv;
+	unsigned long f = 0;
+
+	if (fstatvfs(fd, &sv) == -1)
+		return 0;
+	if (sv.f_flag & ST_NOSUID)
+		f |= MS_NOSUID;
+	if (sv.f_flag & ST_NODEV)
+		f |= MS_NODEV;
+	if (sv.f_flag & ST_NOEXEC)
+		f |= MS_NOEXEC;
+	if (sv.f_flag & ST_NOATIME)
+		f |= MS_NOATIME;
+	if (sv.f_flag & ST_NODIRATIME)
+		f |= MS_NODIRATIME;
+	if (sv.f_flag & ST_RELATIME)
+		f |= MS_RELATIME;
+	if (sv.f_flag & ST_RDONLY)
+		f |= MS_RDONLY;
+	return f;
+}
+
+/* Adds attributes to the mount fd is the root of, attached or not (and with rec those below
+ * it); never clears one. 0, an errno, or ENOSYS where mount_setattr is missing (kernel or C
+ * library): remount instead. */
+static int add_attrs(int fd, bool ro, bool dev, bool exec, bool rec)
+{
+#ifdef MOUNT_ATTR_RDONLY
+	struct mount_attr a;
+	memset(&a, 0, sizeof(a));
+	a.attr_set = MOUNT_ATTR_NOSUID | (ro ? MOUNT_ATTR_RDONLY : 0) |
+	             (dev ? 0 : MOUNT_ATTR_NODEV) | (exec ? 0 : MOUNT_ATTR_NOEXEC);
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | (rec ? AT_RECURSIVE : 0), &a, sizeof(a)) == 0)
+		return 0;
+	return errno == ENOSYS ? ENOSYS : errno;
+#else
+	(void)fd, (void)ro, (void)dev, (void)exec, (void)rec;
+	return ENOSYS;
+#endif
+}
+
+/* The remount the attributes need without mount_setattr, of the mount fd is the root of. */
+static int remount_flags(int fd, bool ro, bool dev, bool exec)
+{
+	char at[64];
+	unsigned long f = locked_flags(fd) | MS_NOSUID;
+	if (!dev)
+		f |= MS_NODEV;
+	if (!exec)
+		f |= MS_NOEXEC;
+	if (ro)
+		f |= MS_RDONLY;
+	fd_path(at, sizeof(at), fd);
+	if (mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
+		return errno;
+	return 0;
+}
+
+/* The attributes one mount gets. */
+typedef struct sb_attrs {
+	bool set; /* false: none now (a later SB_OP_ATTRS adds them) */
+	bool ro, dev, exec;
+} sb_attrs;
+
+/* Bind-mounts the tree at the fd src (with what is mounted below it) onto the fd to, with
+ * attributes a on every mount of the tree: open_tree + mount_setattr on the detached copy +
+ * move_mount (Linux 5.2, 5.12), else mount(2) through the fds' /proc links. *done: the
+ * attributes are set (else the caller remounts the tree once it is attached: remount_tree).
+ * 0 or an errno. */
+static int bind_fd(int src, int to, const sb_attrs *a, bool *done)
+{
 	int r = 0;
+
+	*done = !a->set;
 	long tree = syscall(SYS_open_tree, src, "",
 	                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
 	if (tree >= 0) {
-		if (syscall(SYS_move_mount, (int)tree, "", to, "",
-		            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == -1)
+		if (a->set) {
+			/* The whole tree: a mount below the source (/sys/fs/cgroup below /sys)
+			 * would otherwise keep its own rw, suid, dev. */
+			r = add_attrs((int)tree, a->ro, a->dev, a->exec, true);
+			*done = r == 0;
+			if (r == ENOSYS)
+				r = 0;
+		}
+		if (r == 0 && syscall(SYS_move_mount, (int)tree, "", to, "",
+		                      MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == -1)
 			r = errno;
 		close((int)tree);
-	} else if (errno == ENOSYS) {
-		char from[64], onto[64];
-		snprintf(from, sizeof(from), "/oldroot/proc/self/fd/%d", src);
-		snprintf(onto, sizeof(onto), "/oldroot/proc/self/fd/%d", to);
-		if (mount(from, onto, NULL, MS_BIND | MS_REC, NULL) == -1)
-			r = errno;
-	} else {
-		r = errno;
+		return r;
 	}
-	close(to);
+	if (errno != ENOSYS)
+		return errno;
+	char from[64], onto[64];
+	fd_path(from, sizeof(from), src);
+	fd_path(onto, sizeof(onto), to);
+	if (mount(from, onto, NULL, MS_BIND | MS_REC, NULL) == -1)
+		return errno;
+	return 0;
+}
+
+/* The id of the mount fd is in (/proc/self/fdinfo: statx has it from Linux 5.8 only), or -1. */
+static long fd_mnt_id(int fd)
+{
+	char at[64], text[512];
+	snprintf(at, sizeof(at), "/oldroot/proc/self/fdinfo/%d", fd);
+	int f = open(at, O_RDONLY | O_CLOEXEC);
+	if (f == -1)
+		return -1;
+	ssize_t n = read(f, text, sizeof(text) - 1);
+	close(f);
+	if (n <= 0)
+		return -1;
+	text[n] = '\0';
+	const char *m = strstr(text, "\nmnt_id:");
+	if (m == NULL)
+		return -1;
+	m += strlen("\nmnt_id:");
+	while (*m == ' ' || *m == '\t')
+		m++;
+	long id = -1;
+	for (; *m >= '0' && *m <= '9' && id < (1L << 40); m++)
+		id = (id < 0 ? 0 : id * 10) + (*m - '0');
+	return id;
+}
+
+/* One line of mountinfo ("ID PARENT MAJ:MIN ROOT MOUNT-POINT ..."): its id and its mount point
+ * unescaped (\ooo) into mp. False for a line that does not parse or does not fit. */
+static bool mountinfo_line(const char *line, long *id, char *mp, size_t mpsz)
+{
+	*id = 0;
+	for (; *line >= '0' && *line <= '9' && *id < (1L << 40); line++)
+		*id = *id * 10 + (*line - '0');
+	for (int field = 1; field < 4; field++) {
+		line = strchr(line + 1, ' ');
+		if (line == NULL)
+			return false;
+	}
+	line++; /* at the mount point */
+	size_t n = 0;
+	while (*line && *line != ' ') {
+		char c = *line++;
+		if (c == '\\' && line[0] >= '0' && line[0] <= '3' && line[1] >= '0' &&
+		    line[1] <= '7' && line[2] >= '0' && line[2] <= '7') {
+			c = (char)(((line[0] - '0') << 6) | ((line[1] - '0') << 3) |
+			           (line[2] - '0'));
+			line += 3;
+		}
+		if (n + 1 >= mpsz)
+			return false;
+		mp[n++] = c;
+	}
+	mp[n] = '\0';
+	return n > 0;
+}
+
+/* One mountinfo line: when its mount is below path (below the root) and is what a lookup of
+ * its mount point finds there (not a mount hidden under another), it is remounted. */
+static int remount_if_below(int root, const char *line, const char *path, size_t plen, bool ro,
+                            bool dev, bool exec)
+{
+	char mp[SANDBOX_PATH_MAX + 64];
+	long id;
+	size_t nr = strlen(SB_NEWROOT), link;
+
+	if (!mountinfo_line(line, &id, mp, sizeof(mp)))
+		return strlen(line) >= sizeof(mp) ? ENAMETOOLONG : 0;
+	if (strncmp(mp, SB_NEWROOT, nr) != 0 || strncmp(mp + nr, path, plen) != 0 ||
+	    mp[nr + plen] != '/')
+		return 0;
+	snprintf(step_buf, sizeof(step_buf), "remount of %s (a mount below %.*s)", mp + nr,
+	         (int)plen, path);
+	int fd = walk_below(root, mp + nr, SB_MAKE_NONE, 0, &link);
+	/* Hidden below another mount, or out of reach (/sys/kernel/debug is root's, 0700): the
+	 * lookup runs as the sandbox's user, with more rights than its command, which cannot
+	 * reach that mount either. */
+	if (fd == -ENOENT || fd == -EACCES)
+		return 0;
+	if (fd < 0)
+		return -fd;
+	int r = fd_mnt_id(fd) == id ? remount_flags(fd, ro, dev, exec) : 0;
+	close(fd);
 	return r;
 }
 
-/* Step names for a refused link: built in the child (no allocation: one static buffer, the
- * child is single-threaded and ends at its first failure). */
-static char link_step[SANDBOX_PATH_MAX + 160];
-
-static const char *link_refused(const char *what, const char *path)
+/* Without mount_setattr: the remounts a bind's tree needs, of its own mount (fd, at path below
+ * the root) and of every mount below it that the sandbox can reach, found in
+ * /proc/self/mountinfo. 0 or an errno. */
+static int remount_tree(int root, const char *path, int fd, bool ro, bool dev, bool exec,
+                        const char **step)
 {
-	snprintf(link_step, sizeof(link_step),
-	         "%s %s (a symbolic link on the way, which custos does not follow: the sandbox "
-	         "may have made it)",
-	         what, path);
-	return link_step;
+	static char chunk[4096], line[2 * SANDBOX_PATH_MAX + 512];
+	size_t plen = strlen(path), ll = 0;
+	bool overlong = false;
+
+	while (plen > 0 && path[plen - 1] == '/')
+		plen--;
+	int r = remount_flags(fd, ro, dev, exec);
+	if (r)
+		return r;
+	int mi = open("/oldroot/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (mi == -1)
+		return errno;
+	while (r == 0) {
+		ssize_t n = read(mi, chunk, sizeof(chunk));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n == 0 ? 0 : errno;
+			break;
+		}
+		for (ssize_t i = 0; i < n && r == 0; i++) {
+			if (chunk[i] != '\n') {
+				if (ll + 1 < sizeof(line))
+					line[ll++] = chunk[i];
+				else
+					overlong = true;
+				continue;
+			}
+			line[ll] = '\0';
+			r = overlong ? ENAMETOOLONG
+			             : remount_if_below(root, line, path, plen, ro, dev, exec);
+			if (r && !overlong)
+				*step = step_buf;
+			ll = 0;
+			overlong = false;
+		}
+	}
+	close(mi);
+	return r;
 }
 
-static int do_bind(const sb_op *op, const char **step)
+/* Looks path up again from the root and checks that what is there now is want (the root of
+ * the mount just made: same device and inode). The fd of the mount, or -errno; -ESTALE where
+ * something else is there (*step says so). */
+static int check_mounted(int root, const char *path, const struct stat *want, const char *what,
+                         const char **step)
+{
+	struct stat st;
+	size_t link;
+	int fd = walk_below(root, path, SB_MAKE_NONE, 0, &link);
+	if (fd < 0) {
+		*step = fd == -ELOOP ? target_link(what, path, link ? link : strlen(path))
+		                     : target_moved(what, path);
+		return fd;
+	}
+	if (fstat(fd, &st) == -1 || st.st_dev != want->st_dev || st.st_ino != want->st_ino) {
+		close(fd);
+		*step = target_moved(what, path);
+		return -ESTALE;
+	}
+	return fd;
+}
+
+/* The mount point path (below root) opened as walk_below makes it; -errno with *step set. */
+static int open_target(int root, const char *path, sb_make make, mode_t mode, const char *what,
+                       const char **step)
+{
+	size_t link;
+	int fd = walk_below(root, path, make, mode, &link);
+	if (fd == -ELOOP && link == 0) /* the fast path met it: walk again to name it */
+		fd = walk_below(root, path, make, mode, &link);
+	if (fd == -ELOOP)
+		*step = link ? target_link(what, path, link) : link_refused(what, path);
+	return fd;
+}
+
+/* The path of op's destination below the new root ("/etc/passwd"). */
+static const char *below(const sb_op *op)
+{
+	return op->dst + strlen(SB_NEWROOT);
+}
+
+static int do_bind(int root, const sb_op *op, const char **step)
 {
 	struct stat st;
 
@@ -511,7 +841,7 @@ static int do_bind(const sb_op *op, const char **step)
 	 * parent resolved the links only root could have made (resolve_source); any link found
 	 * now appeared since, in a place others can write: refused. */
 	*step = op->src;
-	int src = open_nofollow(op->src);
+	int src = sb_open_nofollow(op->src);
 	if (src < 0) {
 		if (src == -ENOENT && !op->must)
 			return 0;
@@ -525,125 +855,192 @@ static int do_bind(const sb_op *op, const char **step)
 		return r;
 	}
 	*step = op->dst;
-	if (S_ISDIR(st.st_mode)) {
-		int r = mkdir_p(op->dst, 0755);
-		if (r) {
-			close(src);
-			return r;
-		}
-	} else {
-		int fd = make_file(op->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
-		if (fd < 0 && fd != -EEXIST) {
-			close(src);
-			return -fd;
-		}
-		if (fd >= 0)
-			close(fd);
+	bool dir = S_ISDIR(st.st_mode);
+	int to = open_target(root, below(op), dir ? SB_MAKE_DIR : SB_MAKE_FILE, dir ? 0755 : 0444,
+	                     "bind target", step);
+	if (to < 0) {
+		close(src);
+		return -to;
 	}
-	int r = mount_fd(src, op->dst);
+	sb_attrs a = { .set = !op->attr_later, .ro = op->ro, .dev = op->dev, .exec = op->exec };
+	bool done;
+	int r = bind_fd(src, to, &a, &done);
+	close(to);
 	close(src);
-	if (r == ELOOP)
-		*step = link_refused("bind target", op->dst + strlen("/newroot"));
 	if (r)
 		return r;
-	if (op->attr_later)
+	if (!op->verify && done)
 		return 0;
-	r = add_attrs(op->dst, op->ro, op->dev, op->exec, false);
-	return r == ENOSYS ? remount_flags(op->dst, op->ro, op->dev, op->exec) : r;
+	int fd = check_mounted(root, below(op), &st, "bind target", step);
+	if (fd < 0)
+		return -fd;
+	r = done ? 0 : remount_tree(root, below(op), fd, op->ro, op->dev, op->exec, step);
+	close(fd);
+	return r;
+}
+
+/* A new tmpfs or proc on op's destination: mounted on the stage, then moved onto the mount
+ * point's fd. */
+static int do_fs(int root, const sb_op *op, const char *type, unsigned long flags, const char *data,
+                 mode_t mode, const char **step)
+{
+	struct stat st;
+	char onto[64];
+
+	int to = open_target(root, below(op), SB_MAKE_DIR, mode, "mount point", step);
+	if (to < 0)
+		return -to;
+	int r = 0;
+	if (mount(type, SB_STAGE, type, flags, data) == -1 ||
+	    (op->verify && stat(SB_STAGE, &st) == -1))
+		r = errno;
+	else if (syscall(SYS_move_mount, AT_FDCWD, SB_STAGE, to, "", MOVE_MOUNT_T_EMPTY_PATH) ==
+	         -1) {
+		r = errno;
+		if (r == ENOSYS) {
+			fd_path(onto, sizeof(onto), to);
+			r = mount(SB_STAGE, onto, NULL, MS_MOVE, NULL) == -1 ? errno : 0;
+		}
+	}
+	close(to);
+	if (r || !op->verify)
+		return r;
+	int fd = check_mounted(root, below(op), &st, "mount point", step);
+	if (fd < 0)
+		return -fd;
+	close(fd);
+	return 0;
+}
+
+/* SB_OP_RO: dst bound on itself read-only (nosuid, nodev), when it exists. */
+static int do_ro(int root, const sb_op *op, const char **step)
+{
+	struct stat st;
+	size_t link;
+
+	int at = walk_below(root, below(op), SB_MAKE_NONE, 0, &link);
+	if (at == -ENOENT)
+		return 0;
+	if (at < 0) {
+		if (at == -ELOOP)
+			*step = target_link("mount point", below(op),
+			                    link ? link : strlen(below(op)));
+		return -at;
+	}
+	sb_attrs a = { .set = true, .ro = true, .dev = false, .exec = true };
+	bool done = false;
+	int r = fstat(at, &st) == -1 ? errno : bind_fd(at, at, &a, &done);
+	close(at);
+	if (r)
+		return r;
+	if (!op->verify && done)
+		return 0;
+	int fd = check_mounted(root, below(op), &st, "mount point", step);
+	if (fd < 0)
+		return -fd;
+	r = done ? 0 : remount_tree(root, below(op), fd, true, false, true, step);
+	close(fd);
+	return r;
 }
 
 /* SB_OP_ATTRS: nosuid+noexec over dst's tree at once, and with ro dst's own mount read-only;
  * without mount_setattr, the binds that waited for it (attr_later, listed before it) are
  * remounted one by one. */
-static int do_attrs(const sb_mounts *m, size_t at)
+static int do_attrs(int root, const sb_mounts *m, size_t at, const char **step)
 {
 	const sb_op *op = &m->ops[at];
-	int r = add_attrs(op->dst, false, true, false, true);
+	size_t link;
+	int fd = walk_below(root, below(op), SB_MAKE_NONE, 0, &link);
+	if (fd < 0)
+		return -fd;
+	int r = add_attrs(fd, false, true, false, true);
 	if (r == 0 && op->ro)
-		r = add_attrs(op->dst, true, true, false, false);
-	if (r != ENOSYS)
+		r = add_attrs(fd, true, true, false, false);
+	if (r != ENOSYS) {
+		close(fd);
 		return r;
-	if (op->ro && (r = remount_flags(op->dst, true, false, false)) != 0)
-		return r;
-	for (size_t i = 0; i < at; i++) {
-		const sb_op *b = &m->ops[i];
-		struct stat st;
-		if (b->kind != SB_OP_BIND || !b->attr_later || lstat(b->dst, &st) == -1)
-			continue;
-		if ((r = remount_flags(b->dst, b->ro, b->dev, b->exec)) != 0)
-			return r;
 	}
-	return 0;
+	r = op->ro ? remount_flags(fd, true, false, false) : 0;
+	close(fd);
+	for (size_t i = 0; r == 0 && i < at; i++) {
+		const sb_op *b = &m->ops[i];
+		if (b->kind != SB_OP_BIND || !b->attr_later)
+			continue;
+		*step = b->dst;
+		if ((fd = walk_below(root, below(b), SB_MAKE_NONE, 0, &link)) == -ENOENT)
+			continue; /* an optional node that was not there */
+		if (fd < 0)
+			return -fd;
+		r = remount_flags(fd, b->ro, b->dev, b->exec);
+		close(fd);
+	}
+	return r;
 }
 
-static int do_op(const sb_op *op, const char **step)
+/* SB_OP_FILE and SB_OP_SYMLINK: made in their parent directory's fd. */
+static int do_entry(int root, const sb_op *op, const char **step)
 {
-	int r, fd;
+	char parent[SANDBOX_PATH_MAX + 16];
+	const char *path = below(op), *slash = strrchr(path, '/');
+
+	if (slash == NULL || (size_t)(slash - path) >= sizeof(parent) || slash[1] == '\0')
+		return EINVAL;
+	size_t n = (size_t)(slash - path);
+	memcpy(parent, path, n);
+	parent[n] = '\0';
+	int dir = n == 0 ? root : open_target(root, parent, SB_MAKE_DIR, 0755, "mount point", step);
+	if (dir < 0)
+		return -dir;
+	int r = 0, fd = -1;
+	if (op->kind == SB_OP_SYMLINK) {
+		if (symlinkat(op->src, dir, slash + 1) == -1 && errno != EEXIST)
+			r = errno;
+	} else {
+		fd = openat(dir, slash + 1, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		            op->mode);
+		r = fd == -1 ? errno : 0;
+	}
+	if (dir != root)
+		close(dir);
+	size_t len = op->kind == SB_OP_FILE ? strlen(op->src) : 0, off = 0;
+	while (r == 0 && off < len) {
+		ssize_t w = write(fd, op->src + off, len - off);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			r = w == -1 ? errno : EIO;
+		else
+			off += (size_t)w;
+	}
+	if (fd != -1)
+		close(fd);
+	return r;
+}
+
+static int do_op(int root, const sb_op *op, const char **step)
+{
+	int fd;
 
 	*step = op->dst;
 	switch (op->kind) {
 	case SB_OP_DIR:
-		return mkdir_p(op->dst, op->mode);
-	case SB_OP_BIND:
-		return do_bind(op, step);
-	case SB_OP_TMPFS: {
-		if ((r = mkdir_p(op->dst, 0755)) != 0)
-			return r;
-		unsigned long f = MS_NOSUID | MS_NODEV | (op->exec ? 0 : MS_NOEXEC);
-		if (mount("tmpfs", op->dst, "tmpfs", f, op->src) == -1)
-			return errno;
-		return 0;
-	}
-	case SB_OP_SYMLINK:
-		if (symlink(op->src, op->dst) == 0 || errno == EEXIST)
-			return 0;
-		if (errno != ENOENT)
-			return errno;
-		if ((r = parent_dir(op->dst)) != 0)
-			return r;
-		if (symlink(op->src, op->dst) == -1 && errno != EEXIST)
-			return errno;
-		return 0;
-	case SB_OP_FILE: {
-		fd = make_file(op->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		               op->mode);
+		fd = open_target(root, below(op), SB_MAKE_DIR, op->mode, "mount point", step);
 		if (fd < 0)
 			return -fd;
-		size_t len = strlen(op->src), off = 0;
-		while (off < len) {
-			ssize_t w = write(fd, op->src + off, len - off);
-			if (w == -1 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				r = errno ? errno : EIO;
-				close(fd);
-				return r;
-			}
-			off += (size_t)w;
-		}
 		close(fd);
 		return 0;
-	}
+	case SB_OP_BIND:
+		return do_bind(root, op, step);
+	case SB_OP_TMPFS:
+		return do_fs(root, op, "tmpfs", MS_NOSUID | MS_NODEV | (op->exec ? 0 : MS_NOEXEC),
+		             op->src, 0755, step);
+	case SB_OP_SYMLINK:
+	case SB_OP_FILE:
+		return do_entry(root, op, step);
 	case SB_OP_PROC:
-		if ((r = mkdir_p(op->dst, 0555)) != 0)
-			return r;
-		if (mount("proc", op->dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == -1)
-			return errno;
-		return 0;
-	case SB_OP_RO: {
-		struct stat st;
-		if (lstat(op->dst, &st) == -1)
-			return 0;
-		if (mount(op->dst, op->dst, NULL, MS_BIND | MS_REC, NULL) == -1)
-			return errno;
-		r = add_attrs(op->dst, true, false, true, false);
-		if (r != ENOSYS)
-			return r;
-		unsigned long f = locked_flags(op->dst) | MS_RDONLY | MS_NOSUID | MS_NODEV;
-		if (mount(NULL, op->dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) == -1)
-			return errno;
-		return 0;
-	}
+		return do_fs(root, op, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555, step);
+	case SB_OP_RO:
+		return do_ro(root, op, step);
 	case SB_OP_ATTRS:
 		return EINVAL; /* sb_mounts_apply runs it: it needs the ops before it */
 	}
@@ -652,7 +1049,7 @@ static int do_op(const sb_op *op, const char **step)
 
 int sb_mounts_apply(const sb_mounts *m, const char **step)
 {
-	int r;
+	int r = 0;
 
 	*step = "make / a slave mount";
 	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) == -1)
@@ -661,30 +1058,35 @@ int sb_mounts_apply(const sb_mounts *m, const char **step)
 	if (mount("tmpfs", SB_BASE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") == -1)
 		return errno;
 	*step = "first pivot_root";
-	if (chdir(SB_BASE) == -1 || mkdir("newroot", 0755) == -1 || mkdir("oldroot", 0755) == -1)
+	if (chdir(SB_BASE) == -1 || mkdir("newroot", 0755) == -1 || mkdir("oldroot", 0755) == -1 ||
+	    mkdir("stage", 0700) == -1)
 		return errno;
 	if (syscall(SYS_pivot_root, SB_BASE, SB_BASE "/oldroot") == -1)
 		return errno;
 	if (chdir("/") == -1)
 		return errno;
 	*step = "tmpfs for the new root";
-	if (mount("tmpfs", "/newroot", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") == -1)
+	if (mount("tmpfs", SB_NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") == -1)
 		return errno;
-	for (size_t i = 0; i < m->n; i++) {
+	int root = open(SB_NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root == -1)
+		return errno;
+	for (size_t i = 0; i < m->n && r == 0; i++) {
 		if (m->ops[i].kind == SB_OP_ATTRS) {
 			*step = m->ops[i].dst;
-			r = do_attrs(m, i);
+			r = do_attrs(root, m, i, step);
 		} else {
-			r = do_op(&m->ops[i], step);
+			r = do_op(root, &m->ops[i], step);
 		}
-		if (r != 0)
-			return r;
 	}
+	close(root);
+	if (r != 0)
+		return r;
 	*step = "detach the host root";
 	if (umount2("/oldroot", MNT_DETACH) == -1)
 		return errno;
 	*step = "second pivot_root";
-	if (chdir("/newroot") == -1)
+	if (chdir(SB_NEWROOT) == -1)
 		return errno;
 	if (syscall(SYS_pivot_root, ".", ".") == -1)
 		return errno;

@@ -55,6 +55,8 @@ typedef struct sb_op {
 	bool exec;       /* BIND/TMPFS: exec allowed */
 	bool must;       /* BIND: the source must exist (otherwise skipped) */
 	bool attr_later; /* BIND: nosuid+noexec come from a later SB_OP_ATTRS over its tree */
+	bool verify;     /* dst is at or below an earlier bind (a host directory): looked up again
+	                  * once mounted */
 	mode_t mode;
 } sb_op;
 
@@ -72,6 +74,9 @@ custos_err sb_devices_plan(const sandbox_profile *p, sb_mounts *m) CUSTOS_WUR;
 custos_err sb_plan_add(sb_mounts *m, sb_op_kind k, const char *src, const char *dst,
                        mode_t mode) CUSTOS_WUR;
 sb_op *sb_plan_last(sb_mounts *m);
+/* Opens path (O_PATH) following no symbolic link on the way, magic links included; the fd or
+ * -errno (-ELOOP for a link). System calls only. */
+int sb_open_nofollow(const char *path);
 /* Child: executes the plan and pivots into the new root. Returns 0 or errno with *step set. */
 int sb_mounts_apply(const sb_mounts *m, const char **step);
 
@@ -84,6 +89,7 @@ typedef struct sb_landlock_rule {
 typedef struct sb_landlock {
 	bool enabled;
 	bool required;
+	bool no_links; /* a sandbox's: rule paths are opened following no symbolic link */
 	int abi;
 	sb_landlock_rule *rules;
 	size_t n, cap;

@@ -5,10 +5,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/seccomp.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -322,43 +325,87 @@ static void leave_init_inline(void **state)
 
 /* Mount attributes with and without mount_setattr: the same flags either way. A forked child
  * answers mount_setattr with ENOSYS (its seccomp filter, which the sandbox inherits), so the
- * sandbox falls back to remounts; the command checks the flags it sees. */
+ * sandbox falls back to remounts; then openat2, open_tree and move_mount too (a kernel before
+ * 5.2: component walks, mount(2) and remounts through /proc/self/fd, tmpfs and proc moved
+ * with MS_MOVE), with mount points that must be made, a file's and a directory's; the command
+ * checks the flags and the mounts it sees. A bind's flags cover the mounts below its source
+ * too: every mount below the read-only /sys that the command can reach (sysfs: /sys/fs/cgroup...
+ * kept rw, suid and dev before), and as root a tmpfs mounted below a bound directory,
+ * read-only and writable. */
 static void mount_attrs_fallback(void **state)
 {
 	(void)state;
 	NEED();
-	static const char *const check[] = {
-		"/bin/sh", "-c",
-		"grep -q ' /usr ro,nosuid,nodev' /proc/self/mountinfo && "
-		"grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
-		"grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
-		"grep -q ' /dev ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"grep -q ' /dev/shm rw,nosuid,nodev,noexec' /proc/self/mountinfo && "
-		"! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo",
-		NULL
-	};
-	for (int without = 0; without < 2; without++) {
+	bool root = geteuid() == 0;
+	char sub[] = "/tmp/custos-sb-sub.XXXXXX", inner[48];
+	assert_non_null(mkdtemp(sub));
+	assert_int_equal(chmod(sub, 0755), 0);
+	snprintf(inner, sizeof(inner), "%s/inner", sub);
+	assert_int_equal(mkdir(inner, 0755), 0);
+	static char script[2048];
+	snprintf(script, sizeof(script), "%s%s",
+	         "grep -q ' /usr ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /dev/null rw,nosuid,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /etc/ld.so.cache ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /proc/sys ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /dev ro,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "grep -q ' /dev/shm rw,nosuid,nodev,noexec' /proc/self/mountinfo && "
+	         "! grep -q ' /dev/null [^ ]*nodev' /proc/self/mountinfo && "
+	         "grep -q ' /srv/a/b/share ro,nosuid,nodev' /proc/self/mountinfo && "
+	         "grep -q ' /opt/f/x/hostname ro,nosuid,nodev,relatime' /proc/self/mountinfo && "
+	         "grep -q ' /tmp rw,nosuid,nodev,relatime - tmpfs' /proc/self/mountinfo && "
+	         "test -r /srv/a/b/share && test -f /opt/f/x/hostname && test -r /proc/self/status "
+	         "&& test -d /sys/class && while read -r id parent dev r mp opts rest; do "
+	         "case $mp in /sys|/sys/*) test -e $mp || continue; "
+	         "case $opts in ro,nosuid,nodev,noexec*) ;; "
+	         "*) echo \"$mp $opts\" >&2; exit 1 ;; esac ;; esac; done </proc/self/mountinfo",
+	         root ? " && grep -q ' /srv/sub/inner ro,nosuid,nodev,relatime - tmpfs' "
+	                "/proc/self/mountinfo && "
+	                "grep -q ' /srv/subw/inner rw,nosuid,nodev,relatime - tmpfs' "
+	                "/proc/self/mountinfo && ! touch /srv/sub/inner/x 2>/dev/null && "
+	                "touch /srv/subw/inner/x"
+	              : "");
+	const char *const check[] = { "/bin/sh", "-c", script, NULL };
+	static const char *const calls[] = { "mount_setattr", "openat2", "open_tree",
+		                             "move_mount" };
+	for (int without = 0; without < 3; without++) {
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
-			if (without) {
-				scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
-				if (f == NULL ||
-				    seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS),
-				                     seccomp_syscall_resolve_name("mount_setattr"),
-				                     0) != 0 ||
-				    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-				    seccomp_load(f) != 0)
+			/* As root, a tmpfs below the bound directory, in a mount namespace of this
+			 * process's own (the host never sees it). */
+			if (root && (unshare(CLONE_NEWNS) == -1 ||
+			             mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+			             mount("tmpfs", inner, "tmpfs", 0, "mode=0777,size=1m") == -1))
+				_exit(89);
+			scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
+			for (size_t i = 0; f && i < (without == 2 ? 4u : (unsigned)without); i++)
+				if (seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS),
+				                     seccomp_syscall_resolve_name(calls[i]),
+				                     0) != 0)
 					_exit(90);
-				seccomp_release(f);
-			}
+			if (without && (f == NULL || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+			                seccomp_load(f) != 0))
+				_exit(90);
+			seccomp_release(f);
 			sandbox_profile p;
 			profile(&p);
+			p.sys_ro = true;
+			sandbox_bind binds[5] = {
+				fixture_binds[0],
+				{ .src = "/usr/share", .dst = "/srv/a/b/share" },
+				{ .src = "/etc/hostname", .dst = "/opt/f/x/hostname" },
+				{ .src = sub, .dst = "/srv/sub" },
+				{ .src = sub, .dst = "/srv/subw", .writable = true },
+			};
+			p.binds = binds;
+			p.n_binds = root ? 5 : 3;
 			sandbox *sb = NULL;
 			int st = 0;
-			if (sandbox_spawn(&p, check, NULL, &sb) != CUSTOS_OK)
+			if (sandbox_spawn(&p, check, NULL, &sb) != CUSTOS_OK) {
+				fprintf(stderr, "spawn: %s\n", err_msg());
 				_exit(91);
+			}
 			if (sandbox_wait(sb, &st) != CUSTOS_OK)
 				_exit(92);
 			sandbox_free(sb);
@@ -367,8 +414,13 @@ static void mount_attrs_fallback(void **state)
 		int st = 0;
 		assert_int_equal(waitpid(pid, &st, 0), pid);
 		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
+		if (WEXITSTATUS(st) != 0)
+			fail_msg("without %d of mount_setattr, openat2, open_tree, move_mount: "
+			         "exit %d",
+			         without == 2 ? 4 : without, WEXITSTATUS(st));
 	}
+	assert_int_equal(rmdir(inner), 0);
+	assert_int_equal(rmdir(sub), 0);
 }
 
 /* In a forked process: a sandbox whose writable bind holds the source of another bind; its
@@ -449,6 +501,241 @@ static void bind_link_made_inside(void **state)
 		assert_true(WIFEXITED(st));
 		assert_int_equal(WEXITSTATUS(st), 0);
 	}
+}
+
+/* ---- mount points and symbolic links: nothing followed below the new root while it is built */
+
+/* A temporary directory with data/ (writable by anyone: the sandbox's writable bind),
+ * outside/ (writable by anyone: where a followed link would lead custos) and src/ with a file
+ * (a bind source). 0 or a code. */
+struct link_dirs {
+	char top[40], data[64], outside[64], src[64], file[72];
+};
+
+static int link_dirs_make(struct link_dirs *d)
+{
+	snprintf(d->top, sizeof(d->top), "/tmp/custos-sb-target.XXXXXX");
+	if (mkdtemp(d->top) == NULL || chmod(d->top, 0755) == -1)
+		return 40;
+	snprintf(d->data, sizeof(d->data), "%s/data", d->top);
+	snprintf(d->outside, sizeof(d->outside), "%s/outside", d->top);
+	snprintf(d->src, sizeof(d->src), "%s/src", d->top);
+	snprintf(d->file, sizeof(d->file), "%s/src/f", d->top);
+	if (mkdir(d->data, 0777) == -1 || chmod(d->data, 0777) == -1 ||
+	    mkdir(d->outside, 0777) == -1 || chmod(d->outside, 0777) == -1 ||
+	    mkdir(d->src, 0755) == -1)
+		return 41;
+	int fd = open(d->file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd == -1)
+		return 42;
+	close(fd);
+	return 0;
+}
+
+static void link_dirs_remove(const struct link_dirs *d)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->top);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", d->top);
+}
+
+/* Entries in dir, "." and ".." aside (-1 when it cannot be read). */
+static int dir_entries(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "exit $(ls -A '%s' | wc -l)", dir);
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The race the fd walk closes: custos makes a bind target's directories below a writable bind,
+ * and between two of its steps something else (another sandbox sharing the directory, a
+ * process of the same user) replaces a directory it made with a link to the host
+ * (/oldroot/...). Made deterministic with a seccomp user notification: this process's filter
+ * (the sandbox's child inherits it) holds every mkdir and mkdirat; the thread below lets each
+ * go on, and before the one that makes the target's last directory ("race-leaf") it swaps
+ * data/a for the link. Followed, that mkdir would make outside/race-leaf on the host. */
+struct race {
+	int listener;
+	char data[64];
+	char link_to[80];
+	bool swapped;
+};
+
+/* The path argument of a held mkdir / mkdirat, read from the caller's memory (root reads it:
+ * the child is not dumpable by then). */
+static bool held_path(const struct seccomp_notif *req, char *out, size_t outsz)
+{
+	char mem[64];
+	bool at = req->data.nr == seccomp_syscall_resolve_name("mkdirat");
+	snprintf(mem, sizeof(mem), "/proc/%u/mem", req->pid);
+	int fd = open(mem, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return false;
+	ssize_t n = pread(fd, out, outsz - 1, (off_t)req->data.args[at ? 1 : 0]);
+	close(fd);
+	if (n <= 0)
+		return false;
+	out[n] = '\0';
+	return true;
+}
+
+static void *race_thread(void *arg)
+{
+	struct race *rc = arg;
+	struct seccomp_notif *req = NULL;
+	struct seccomp_notif_resp *resp = NULL;
+	char path[256], a[96], moved[104];
+
+	if (seccomp_notify_alloc(&req, &resp) != 0)
+		return NULL;
+	snprintf(a, sizeof(a), "%s/a", rc->data);
+	snprintf(moved, sizeof(moved), "%s/a.moved", rc->data);
+	for (;;) {
+		memset(req, 0, sizeof(*req));
+		if (seccomp_notify_receive(rc->listener, req) != 0)
+			break;
+		size_t n;
+		if (!rc->swapped && held_path(req, path, sizeof(path)) && (n = strlen(path)) >= 9 &&
+		    strcmp(path + n - 9, "race-leaf") == 0) {
+			/* custos made data/a and holds it (or its path): swap it now. */
+			if (rename(a, moved) == 0 && symlink(rc->link_to, a) == 0)
+				rc->swapped = true;
+		}
+		memset(resp, 0, sizeof(*resp));
+		resp->id = req->id;
+		resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+		if (seccomp_notify_respond(rc->listener, resp) != 0)
+			break;
+	}
+	seccomp_notify_free(req, resp);
+	return NULL;
+}
+
+/* In a forked process (the filter stays): 0 when the start was refused naming the link and
+ * nothing was made outside; else a code naming the step. */
+static int target_race(bool old_kernel)
+{
+	struct link_dirs d;
+	static struct race rc;
+	pthread_t t;
+	int code = link_dirs_make(&d);
+	if (code)
+		return code;
+	memset(&rc, 0, sizeof(rc));
+	snprintf(rc.data, sizeof(rc.data), "%s", d.data);
+	snprintf(rc.link_to, sizeof(rc.link_to), "/oldroot%s", d.outside);
+	scmp_filter_ctx f = seccomp_init(SCMP_ACT_ALLOW);
+	if (f == NULL ||
+	    seccomp_rule_add(f, SCMP_ACT_NOTIFY, seccomp_syscall_resolve_name("mkdir"), 0) != 0 ||
+	    seccomp_rule_add(f, SCMP_ACT_NOTIFY, seccomp_syscall_resolve_name("mkdirat"), 0) != 0)
+		return 43;
+	static const int nrs[] = { 437 /* openat2 */, 428 /* open_tree */, 429 /* move_mount */,
+		                   442 /* mount_setattr */ };
+	for (size_t i = 0; old_kernel && i < sizeof(nrs) / sizeof(nrs[0]); i++)
+		if (seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), nrs[i], 0) != 0)
+			return 44;
+	/* This thread only: the one below answers and must not wait on itself. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || seccomp_load(f) != 0 ||
+	    (rc.listener = seccomp_notify_fd(f)) < 0)
+		return 45;
+	seccomp_release(f);
+	if (pthread_create(&t, NULL, race_thread, &rc) != 0)
+		return 46;
+
+	sandbox_profile p;
+	profile(&p);
+	sandbox_bind binds[3] = { fixture_binds[0],
+		                  { .src = d.data, .dst = "/data", .writable = true },
+		                  { .src = d.src, .dst = "/data/a/race-leaf" } };
+	p.binds = binds;
+	p.n_binds = 3;
+	static const char *const a[] = { "/bin/true", NULL };
+	sandbox *sb = NULL;
+	custos_err e = sandbox_spawn(&p, a, NULL, &sb);
+	if (!rc.swapped)
+		code = 47; /* the race did not happen: the test proves nothing */
+	else if (dir_entries(d.outside) != 0)
+		code = 48; /* custos made something outside */
+	else if (e == CUSTOS_OK)
+		code = 49;
+	else if (strstr(err_msg(), "/data/a is a symbolic link") == NULL)
+		code = 50;
+	if (code)
+		fprintf(stderr, "target_race(%d): code %d, spawn: %s\n", old_kernel, code,
+		        e == CUSTOS_OK ? "ok" : err_msg());
+	sandbox_free(sb);
+	link_dirs_remove(&d);
+	return code;
+}
+
+static void bind_target_race(void **state)
+{
+	(void)state;
+	NEED();
+	if (geteuid() != 0)
+		skip(); /* reading the held call's path needs CAP_SYS_PTRACE over the child */
+	for (int old_kernel = 0; old_kernel < 2; old_kernel++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(target_race(old_kernel));
+		int st = 0;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+}
+
+/* Landlock grants a writable bind's target read-write. Where that bind is optional and its
+ * source missing, nothing is mounted there, and a link the sandbox left at that path (in a
+ * writable bind around it) carried the grant to where it points: /proc, whose files Landlock
+ * otherwise keeps the sandbox from writing. Such a start is refused. */
+static void landlock_rule_link(void **state)
+{
+	struct link_dirs d;
+	sandbox_profile p;
+	int st;
+	(void)state;
+	NEED();
+	if (sandbox_landlock_abi() < 1)
+		skip();
+	assert_int_equal(link_dirs_make(&d), 0);
+	profile(&p);
+	sandbox_bind binds[3] = { fixture_binds[0],
+		                  { .src = d.data, .dst = "/data", .writable = true },
+		                  { .src = "/nonexistent-custos-test",
+		                    .dst = "/data/x",
+		                    .writable = true,
+		                    .optional = true } };
+	p.binds = binds;
+	p.n_binds = 2;
+	/* Landlock keeps /proc read-only here; the sandbox leaves its link. */
+	static const char *const plant[] = { "/bin/sh", "-c",
+		                             "! echo x 2>/dev/null >/proc/self/comm && "
+		                             "ln -s /proc /data/x",
+		                             NULL };
+	sandbox *sb = spawn(&p, plant, NULL);
+	assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	sandbox_free(sb);
+	/* With the optional bind: refused, the link named. */
+	p.n_binds = 3;
+	static const char *const write_proc[] = { "/bin/sh", "-c", "echo x >/proc/self/comm",
+		                                  NULL };
+	sb = NULL;
+	custos_err e = sandbox_spawn(&p, write_proc, NULL, &sb);
+	if (e == CUSTOS_OK) {
+		assert_int_equal(sandbox_wait(sb, &st), CUSTOS_OK);
+		sandbox_free(sb);
+		fail_msg("started with the link; the command exited %d (0: it wrote /proc)",
+		         WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	}
+	assert_non_null(strstr(err_msg(), "landlock: rule path /data/x"));
+	link_dirs_remove(&d);
 }
 
 static void violation_audited(void **state)
@@ -974,6 +1261,8 @@ int main(void)
 		cmocka_unit_test(leave_init_inline),
 		cmocka_unit_test(mount_attrs_fallback),
 		cmocka_unit_test(bind_link_made_inside),
+		cmocka_unit_test(bind_target_race),
+		cmocka_unit_test(landlock_rule_link),
 		cmocka_unit_test(violation_audited),
 		cmocka_unit_test(spawn_failures),
 		cmocka_unit_test(violation_flood),
