@@ -37,6 +37,9 @@ struct audit_writer {
 	pthread_cond_t cv_data, cv_room, cv_durable;
 	buf pending;
 	size_t pending_events;
+	/* deny mode: queue slots held for events not yet submitted (audit_reserve); the queue
+	 * admits new work only while pending_events + reserved stays within queue_events */
+	size_t reserved;
 	uint64_t cur_gen, durable_gen, durable_seq;
 	bool failing, dead, stopping;
 	bool in_send;        /* one thread at a time ships a group (the sender, or a sync leader) */
@@ -492,13 +495,57 @@ int audit_writer_pid(const audit_writer *w)
 	return (int)w->pid;
 }
 
+/* With w->mu held: counts n events refused for a full queue (deny mode), alerts at most once
+ * a second, and sets the error. */
+static custos_err deny_full(audit_writer *w, size_t n)
+{
+	w->denied_full += n;
+	uint64_t now = tm_mono_ns();
+	if (now - w->last_alert > 1000000000ull) {
+		w->last_alert = now;
+		log_error("audit: queue full (%zu events): denying requests (%llu so far)",
+		          w->o.queue_events, (unsigned long long)w->denied_full);
+	}
+	return err_set(CUSTOS_ERR_AGAIN, "audit: queue full");
+}
+
+custos_err audit_reserve(audit_writer *w, bool *held)
+{
+	custos_err e = CUSTOS_OK;
+
+	*held = false;
+	if (w->o.on_full != AUDIT_ON_FULL_DENY)
+		return CUSTOS_OK; /* block mode: a submit waits for room instead */
+	pthread_mutex_lock(&w->mu);
+	if (w->pending_events + w->reserved < w->o.queue_events) {
+		w->reserved++;
+		*held = true;
+	} else {
+		e = deny_full(w, 1);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return e;
+}
+
+void audit_unreserve(audit_writer *w, size_t n)
+{
+	if (n == 0)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->reserved -= n <= w->reserved ? n : w->reserved;
+	pthread_mutex_unlock(&w->mu);
+}
+
 /* Queues n records (framed: u32 length + bytes each) in one hand-off. The bytes are either
- * `framed` as they are, or one record `one` that this function frames. */
-static custos_err submit_records(audit_writer *w, span framed, span one, size_t n)
+ * `framed` as they are, or one record `one` that this function frames. `held` of the n hold a
+ * slot taken by audit_reserve: their room is already counted, and the slots are given back
+ * whether the records are queued or refused. */
+static custos_err submit_records(audit_writer *w, span framed, span one, size_t n, size_t held)
 {
 	custos_err e = CUSTOS_OK;
 
 	pthread_mutex_lock(&w->mu);
+	w->reserved -= held <= w->reserved ? held : w->reserved;
 	for (;;) {
 		if (w->dead || w->failing || w->stopping) {
 			w->failed += n;
@@ -506,19 +553,13 @@ static custos_err submit_records(audit_writer *w, span framed, span one, size_t 
 			            w->dead ? "writer gone" : w->fail_msg);
 			goto out;
 		}
-		/* Room for all n, or an empty queue for a batch larger than the queue. */
-		if (w->pending_events + n <= w->o.queue_events || w->pending_events == 0)
+		/* Room for all n beside the slots others hold, or an empty queue (no slot held)
+		 * for a batch larger than the queue; records that held a slot have their room. */
+		if (w->pending_events + w->reserved + (n - held) <= w->o.queue_events ||
+		    (w->pending_events == 0 && w->reserved == 0) || held == n)
 			break;
 		if (w->o.on_full == AUDIT_ON_FULL_DENY) {
-			w->denied_full += n;
-			uint64_t now = tm_mono_ns();
-			if (now - w->last_alert > 1000000000ull) {
-				w->last_alert = now;
-				log_error("audit: queue full (%zu events): denying requests "
-				          "(%llu so far)",
-				          w->o.queue_events, (unsigned long long)w->denied_full);
-			}
-			e = err_set(CUSTOS_ERR_AGAIN, "audit: queue full");
+			e = deny_full(w, n);
 			goto out;
 		}
 		pthread_cond_wait(&w->cv_room, &w->mu);
@@ -590,29 +631,39 @@ custos_err audit_submit(audit_writer *w, const audit_event *ev)
 	       "audit: event not finished with audit_event_end");
 	ENSURE(body.len > 0 && body.len <= AUDIT_MAX_EVENT, CUSTOS_ERR_LIMIT,
 	       "audit: event over %d bytes", AUDIT_MAX_EVENT);
-	return submit_records(w, span_of("", 0), body, 1);
+	return submit_records(w, span_of("", 0), body, 1, 0);
 }
 
 custos_err audit_submit_rec(audit_writer *w, const audit_rec *r)
 {
 	ENSURE(r->ended && r->err == CUSTOS_OK && r->len > 0, CUSTOS_ERR_INVAL,
 	       "audit: record not finished with audit_rec_end");
-	return submit_records(w, span_of("", 0), audit_rec_bytes(r), 1);
+	return submit_records(w, span_of("", 0), audit_rec_bytes(r), 1, 0);
+}
+
+custos_err audit_submit_rec_held(audit_writer *w, const audit_rec *r)
+{
+	if (!(r->ended && r->err == CUSTOS_OK && r->len > 0)) {
+		audit_unreserve(w, 1);
+		return err_set(CUSTOS_ERR_INVAL, "audit: record not finished with audit_rec_end");
+	}
+	return submit_records(w, span_of("", 0), audit_rec_bytes(r), 1, 1);
 }
 
 custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted)
 {
-	size_t n = b->n;
+	size_t n = b->n, held = b->held <= b->n ? b->held : b->n;
 	custos_err e = CUSTOS_OK;
 
 	if (accepted)
 		*accepted = 0;
 	if (n > 0)
-		e = submit_records(w, buf_span(&b->b), span_of("", 0), n);
+		e = submit_records(w, buf_span(&b->b), span_of("", 0), n, held);
 	if (e == CUSTOS_OK && accepted)
 		*accepted = n;
 	buf_reset(&b->b);
 	b->n = 0;
+	b->held = 0;
 	return e;
 }
 

@@ -303,6 +303,7 @@ void audit_batch_init(audit_batch *b)
 {
 	buf_init(&b->b, AUDIT_MSG_MAX);
 	b->n = 0;
+	b->held = 0;
 }
 
 void audit_batch_free(audit_batch *b)

@@ -108,6 +108,7 @@ typedef struct req {
 	ingress_insp *insp;     /* content inspection (ingress_inspect.c), NULL when none */
 	unsigned attempts;
 	bool audited;
+	bool audit_held; /* holds a queue slot for its event (audit_reserve: on_full deny) */
 	bool active;
 	uint64_t egress_token; /* the model's egress calls are attributed to this request */
 } req;
@@ -257,6 +258,8 @@ void conn_buf_cache_free(worker *w)
 
 static void req_reset(worker *w, req *r)
 {
+	if (r->audit_held) /* ended without its event (conn_audit gives the slot to the event) */
+		audit_unreserve(w->srv->audit, 1);
 	egress_ingress_end(r->egress_token);
 	free(r->path);
 	buf_free(&r->body);
@@ -429,7 +432,9 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		        r->t_up_start ? (r->t_up_done ? r->t_up_done : now) - r->t_up_start : 0,
 		.t_total = r->t_start ? now - r->t_start : 0,
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
+		.held = r->audit_held,
 	};
+	r->audit_held = false; /* emit_event gives the slot back, whatever happens to the event */
 	if (r->insp)
 		ingress_inspect_audit(r->insp, &e.findings, &e.nfindings, &e.inspect, &e.t_inspect);
 	metrics_request(decision, e.path, e.model, span_cstr(e.principal), e.t_total, e.t_policy,
@@ -463,7 +468,9 @@ static void conn_refuse(conn *c, unsigned status, const char *reason, bool close
 	             : status == 403 ? "permission_denied"
 	             : status == 429 ? "rate_limit_exceeded"
 	             : client_fault  ? "invalid_request_error"
-	                             : "upstream_error");
+	             /* custos' own refusal for its trail (unavailable, queue full) */
+	             : strncmp(reason, "audit ", 6) == 0 ? "audit_unavailable"
+	                                                 : "upstream_error");
 	json_kv_cstr(&jw, "request_id", r->id);
 	json_obj_end(&jw);
 	json_obj_end(&jw);
@@ -1067,6 +1074,13 @@ static void on_request_body_done(conn *c)
 	}
 	if (!emit_ready(c->w->srv->audit, c->w->srv->audit_fail_open)) {
 		conn_reject(c, 503, "audit trail unavailable: request refused (fail closed)",
+		            false);
+		return;
+	}
+	/* on_full: deny: the request's event gets its queue slot now, or the request is refused
+	 * (its event is written when it ends, and must not be the one a full queue refuses). */
+	if (c->w->srv->audit && audit_reserve(c->w->srv->audit, &r->audit_held) != CUSTOS_OK) {
+		conn_reject(c, 503, "audit queue full: request refused (audit.on_full: deny)",
 		            false);
 		return;
 	}

@@ -116,7 +116,8 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 	return audit_rec_end(ev);
 }
 
-static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev);
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev,
+                              bool held);
 
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
 {
@@ -130,9 +131,14 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 		log_warn("audit: event for request %s over %d bytes: written with its long members "
 		         "cut (\"truncated\":true)",
 		         r->request_id, AUDIT_MAX_EVENT);
-		GUARD(build_event(ev, r, true));
+		custos_err e = build_event(ev, r, true);
+		if (e != CUSTOS_OK) {
+			if (w && r->held)
+				audit_unreserve(w, 1);
+			return e;
+		}
 	}
-	return emit_submit(w, b, ev);
+	return emit_submit(w, b, ev, r->held);
 }
 
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
@@ -150,11 +156,16 @@ custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const c
 	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
 	audit_rec_u64(ev, "count", count);
 	GUARD(audit_rec_end(ev));
-	return emit_submit(w, b, ev);
+	return emit_submit(w, b, ev, false);
 }
 
-/* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. */
-static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev)
+/* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. held: ev
+ * already holds a queue slot (audit_reserve, an admitted request's event). In deny mode every
+ * event kept in a batch holds one, taken here when it has none, so that a full queue refuses
+ * only events that never held a slot and a batch is never refused for the events in it that
+ * had one. */
+static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev,
+                              bool held)
 {
 	if (w == NULL) {
 		buf body;
@@ -167,8 +178,13 @@ static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audi
 		buf_free(&body);
 		return e;
 	}
-	if (b == NULL)
+	if (b == NULL) {
+		if (held)
+			return audit_submit_rec_held(w, ev);
 		return audit_submit_rec(w, ev);
+	}
+	if (!held)
+		GUARD(audit_reserve(w, &held));
 	if (b->b.n >= EMIT_BATCH)
 		emit_flush(w, b);
 	custos_err e = audit_batch_add(&b->b, ev);
@@ -176,6 +192,10 @@ static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audi
 		emit_flush(w, b);
 		e = audit_batch_add(&b->b, ev);
 	}
+	if (e == CUSTOS_OK && held)
+		b->b.held++;
+	else if (held)
+		audit_unreserve(w, 1);
 	return e;
 }
 

@@ -216,6 +216,7 @@ typedef struct emit_rec {
 	size_t nfindings;
 	const char *inspect; /* "prompt:redact response:log", or NULL */
 	uint64_t t_inspect;
+	bool held; /* the request holds a queue slot for this event (audit_reserve, deny mode) */
 } emit_rec;
 
 /* Submits one event; a refused submit is returned (callers fail closed with 503). */

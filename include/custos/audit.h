@@ -195,8 +195,9 @@ custos_err audit_rec_render(span rec, buf *out) CUSTOS_WUR;
 /* A producer's batch of finished records, handed to the queue in one piece (one lock, one
  * copy) by audit_submit_batch. Owned by the caller; audit_batch_free releases it. */
 typedef struct audit_batch {
-	buf b;    /* u32 length + record, per record: the queue's framing */
-	size_t n; /* records held */
+	buf b;       /* u32 length + record, per record: the queue's framing */
+	size_t n;    /* records held */
+	size_t held; /* of them, records whose queue slot audit_reserve took (the caller counts) */
 } audit_batch;
 void audit_batch_init(audit_batch *b);
 void audit_batch_free(audit_batch *b);
@@ -243,6 +244,16 @@ custos_err audit_submit_rec(audit_writer *w, const audit_rec *r) CUSTOS_WUR;
  * them (a batch larger than the queue waits for an empty queue). Sync mode returns once
  * all are durable. *accepted (may be NULL) receives how many were queued. */
 custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted) CUSTOS_WUR;
+/* Deny mode (on_full: deny) only: takes one queue slot for an event to be submitted later (a
+ * request admitted now whose event is written when it ends), so that an admitted request's
+ * event is never refused for a full queue. CUSTOS_ERR_AGAIN when the queue and the slots held
+ * fill it (the caller refuses the request: 503); *held tells whether a slot was taken (never
+ * in block mode, where a submit waits for room instead). A taken slot is given back by the
+ * submit that carries the event (audit_batch.held) or by audit_unreserve. */
+custos_err audit_reserve(audit_writer *w, bool *held) CUSTOS_WUR;
+void audit_unreserve(audit_writer *w, size_t n);
+/* audit_submit_rec for a record that holds a slot (gives it back, queued or refused). */
+custos_err audit_submit_rec_held(audit_writer *w, const audit_rec *r) CUSTOS_WUR;
 /* False once the writer reported a failure or went away (a lock-free read for the request
  * path; audit_writer_stats has the details). */
 bool audit_writer_ok(audit_writer *w);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # audit_on_write_error: what `custos up` does when its audit writer cannot write (here: the
 # writer process is killed). audit.on_write_error: deny (the default) refuses requests with
-# 503 (fail closed); continue serves them and logs a warning (at most every 10 s).
+# 503 (fail closed); continue serves them and logs a warning (at most every 10 s). And
+# audit.on_full: deny with the writer stopped (SIGSTOP): once the queue is full new requests
+# get 503, and every request that was served has its event in the trail.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -12,13 +14,18 @@ status() {
 	curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $ALICE" \
 		-d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"
 }
-# kill_writer: SIGKILL to the proxy's audit writer (custos-audit, a child of the proxy).
-kill_writer() {
-	local proxy p w=""
+# writer_pid: the proxy's audit writer (custos-audit, a child of the proxy).
+writer_pid() {
+	local proxy p
 	proxy=$(sed -n 's/.*proxy pid \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
 	for p in $(pgrep -P "$proxy"); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = custos-audit ] && w=$p
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = custos-audit ] && echo "$p"
 	done
+}
+# kill_writer: SIGKILL to the writer.
+kill_writer() {
+	local w
+	w=$(writer_pid)
 	[ -n "$w" ] || { fail "no audit writer under the proxy"; return 1; }
 	kill -KILL "$w"
 	sleep 0.5
@@ -43,6 +50,50 @@ for mode in deny continue; do
 	wait "$CU_PID" 2>/dev/null
 	mv "$work/custos.log" "$work/custos.$mode.log"
 done
+
+# on_full: deny. The writer is stopped, so the queue fills once the socket to it is full; a
+# request admitted before that keeps its queue slot and its event is written after SIGCONT.
+AUDIT_YAML=$'  on_full: deny\n  queue_size: 16' WORKERS=1 write_config "$work/custos.yaml" "$FX_PORT"
+rm -rf "$work/audit"
+start_custos "$work/custos.yaml"
+check "on_full deny: allowed while the writer runs" "$(status)" 200
+w=$(writer_pid)
+if [ -z "$w" ]; then
+	fail "on_full deny: no audit writer under the proxy"
+else
+	kill -STOP "$w"
+	# 3000 requests on one kept connection (one curl, the URLs in turn); the socket to the
+	# stopped writer takes some hundreds of events, the queue 16 more.
+	urls=()
+	for _ in $(seq 3000); do urls+=("http://127.0.0.1:$PORT2/v1/chat/completions"); done
+	curl -sS --max-time 120 -H "Authorization: Bearer $ALICE" -d "$chat" \
+		-w '\n%{http_code}\n' "${urls[@]}" >"$work/full.out" 2>&1
+	n200=$(grep -cx 200 "$work/full.out" || true)
+	n503=$(grep -cx 503 "$work/full.out" || true)
+	echo "on_full deny: $n200 served, $n503 refused while the writer was stopped"
+	[ "$n503" -gt 0 ] && ok "on_full deny: requests refused with 503 once the queue is full" ||
+		fail "on_full deny: no request refused with the writer stopped ($n200 served)"
+	[ $((n200 + n503)) -eq 3000 ] && ok "on_full deny: every request answered 200 or 503" ||
+		fail "on_full deny: $n200 + $n503 answers of 3000"
+	grep -q '"type":"audit_unavailable"' "$work/full.out" &&
+		grep -q 'audit queue full: request refused (audit.on_full: deny)' "$work/full.out" &&
+		ok "on_full deny: the 503 names the full audit queue" ||
+		fail "on_full deny: the 503 does not name the audit queue"
+	grep -q 'audit: queue full (16 events): denying requests' "$work/custos.log" &&
+		ok "on_full deny: the refusal is logged" || fail "on_full deny: not logged"
+	kill -CONT "$w"
+	# The queue drains: no slot stays taken (every later request is served).
+	ok20=0
+	for _ in $(seq 20); do [ "$(status)" = 200 ] && ok20=$((ok20 + 1)); done
+	check "on_full deny: served again once the writer runs" "$ok20" 20
+	kill -TERM "$CU_PID"
+	wait "$CU_PID" 2>/dev/null
+	# Every request served has its event: the first, the n200 and the 20 after.
+	served=$(cat "$work"/audit/*.jsonl | grep '"type":"http.request"' | grep -c '"status":200' || true)
+	check "on_full deny: an event for every request served" "$served" $((n200 + 21))
+	"$bin" audit verify "$work/audit" >"$work/verify.out" 2>&1 && ok "on_full deny: the trail verifies" ||
+		{ cat "$work/verify.out"; fail "on_full deny: the trail does not verify"; }
+fi
 
 [ "$fails" -eq 0 ] || exit 1
 echo "PASS"

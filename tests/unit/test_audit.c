@@ -623,6 +623,86 @@ static void test_queue_full_deny(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Deny mode, slots (audit_reserve): with the writer stopped, slots are taken until they fill
+ * the queue; an unreserved submit is then refused, while batches and a record whose events
+ * hold slots are queued; a slot given back (audit_unreserve) can be taken again, and all are
+ * free once the queue drains; block mode takes none. Every held event reaches the log. */
+static void test_queue_reserve(void **state)
+{
+	char dir[] = "/tmp/test_audit_rXXXXXX";
+	audit_options o;
+	audit_writer *w = NULL;
+	audit_event ev;
+	audit_rec r;
+	audit_batch b;
+	bool held = false;
+
+	assert_non_null(mkdtemp(dir));
+	audit_options_default(&o);
+	o.dir = dir;
+	o.queue_events = 8;
+	o.on_full = AUDIT_ON_FULL_DENY;
+	char cmd[256];
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(kill(audit_writer_pid(w), SIGSTOP), 0);
+	/* Slots first: as many as the queue holds, then none. */
+	int slots = 0;
+	for (int i = 0; i < 100000 && audit_reserve(w, &held) == CUSTOS_OK; i++) {
+		assert_true(held);
+		slots++;
+	}
+	assert_int_equal(slots, 8);
+	/* An unreserved event has no room beside 8 held slots, even with the queue empty. */
+	audit_event_begin(&ev, "request");
+	assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_ERR_AGAIN);
+	/* One slot given back: one slot to take again. */
+	audit_unreserve(w, 1);
+	assert_int_equal(audit_reserve(w, &held), CUSTOS_OK);
+	assert_true(held);
+	assert_int_equal(audit_reserve(w, &held), CUSTOS_ERR_AGAIN);
+	/* The 8 held events, in batches of 4 and as one record: queued whatever the socket says. */
+	audit_batch_init(&b);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3 + round; i++) {
+			audit_rec_begin(&r, "held");
+			assert_int_equal(audit_rec_end(&r), CUSTOS_OK);
+			assert_int_equal(audit_batch_add(&b, &r), CUSTOS_OK);
+		}
+		b.held = b.n;
+		size_t acc = 0;
+		assert_int_equal(audit_submit_batch(w, &b, &acc), CUSTOS_OK);
+		assert_int_equal(acc, 3 + round);
+		assert_int_equal(b.held, 0);
+	}
+	audit_rec_begin(&r, "held");
+	assert_int_equal(audit_rec_end(&r), CUSTOS_OK);
+	assert_int_equal(audit_submit_rec_held(w, &r), CUSTOS_OK);
+	audit_batch_free(&b);
+	assert_int_equal(kill(audit_writer_pid(w), SIGCONT), 0);
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	/* Drained: every slot is free again. */
+	for (slots = 0; slots < 100 && audit_reserve(w, &held) == CUSTOS_OK; slots++)
+		;
+	assert_int_equal(slots, 8);
+	audit_unreserve(w, 8);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"held\""), 8);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+
+	/* Block mode: no slot is ever taken. */
+	memcpy(dir + sizeof(dir) - 7, "XXXXXX", 6);
+	assert_non_null(mkdtemp(dir));
+	o.on_full = AUDIT_ON_FULL_BLOCK;
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_int_equal(audit_reserve(w, &held), CUSTOS_OK);
+	assert_false(held);
+	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -1356,6 +1436,7 @@ int main(void)
 		cmocka_unit_test(test_writer_roundtrip),
 		cmocka_unit_test(test_writer_refuses_forged_body),
 		cmocka_unit_test(test_queue_full_deny),
+		cmocka_unit_test(test_queue_reserve),
 		cmocka_unit_test(test_batch_group_commit),
 		cmocka_unit_test(test_checkpoint_write_failure),
 		cmocka_unit_test(test_flush_writer_full_backlog),
