@@ -52,6 +52,10 @@ struct up_ctx {
 	egress_server *eg;
 	bool audit_batch;
 	proxy_server *srv; /* for the admin API's hooks */
+	/* The configuration `up` started with (cmd_up's, outlives proxy_run): what a reload may
+	 * not change (config_reload_check) and whether SIGHUP reloads at all. */
+	const custos_config *start;
+	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
 };
 
 static char *dup_or_null(const char *s)
@@ -302,7 +306,11 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return e;
 	}
 	diag_free(&d);
-	e = map_config(cfg, o);
+	e = config_reload_check(uc->start, cfg);
+	if (e == CUSTOS_OK)
+		e = map_config(cfg, o);
+	else
+		memset(o, 0, sizeof(*o));
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	config_free(cfg);
@@ -311,26 +319,39 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	return e;
 }
 
-/* The egress proxy's policy follows the ingress proxy's, and only once that reload was applied:
- * a refused reload (bad custos.yaml, bad policy, bad certificate) changes neither. */
-static void egress_follow(struct up_ctx *u)
+/* The egress proxy's policy follows the ingress proxy's (the same file, policy.file of the
+ * reload), and only once that reload was applied: a refused reload (bad custos.yaml, bad
+ * policy, bad certificate) changes neither. */
+static void egress_follow(struct up_ctx *u, const char *policy_file)
 {
-	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
+	if (u->eg && egress_reload_policy(u->eg, policy_file) != CUSTOS_OK)
 		log_error("up: egress policy not reloaded, the previous one stays in force: %s",
 		          err_msg());
 }
 
 static void reloaded_cb(void *arg)
 {
-	egress_follow(arg);
+	struct up_ctx *u = arg;
+	egress_follow(u, u->sighup_policy);
 }
 
 static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
+	free(u->sighup_policy);
+	u->sighup_policy = NULL;
+	/* Refused like any other reload, so that it is logged and audited (policy.reload). */
+	if (!u->start->policy.reload_on_sighup) {
+		memset(o, 0, sizeof(*o));
+		return err_set(CUSTOS_ERR_DENIED,
+		               "reload: SIGHUP does not reload: policy.reload_on_sighup is false "
+		               "(reload through the admin API, or restart custos)");
+	}
 	log_info("up: SIGHUP: reloading %s", u->path);
 	custos_err e = load_options(u, o);
 	o->reloaded = reloaded_cb;
+	if (e == CUSTOS_OK)
+		u->sighup_policy = dup_or_null(o->policy_file);
 	return e;
 }
 
@@ -360,10 +381,14 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 			return e;
 		}
 	}
-	GUARD(proxy_reload(u->srv, &o));
-	egress_follow(u); /* as SIGHUP does */
-	log_info("up: admin API: reloaded");
-	return CUSTOS_OK;
+	char *policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
+	custos_err e = proxy_reload(u->srv, &o);
+	if (e == CUSTOS_OK) {
+		egress_follow(u, policy_file); /* as SIGHUP does */
+		log_info("up: admin API: reloaded");
+	}
+	free(policy_file);
+	return e;
 }
 
 /* Taint for GET /v1/sandboxes: what the model's sandbox has read through egress. */
@@ -1476,6 +1501,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	}
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
 	uc->path = path;
+	uc->start = cfg;
 	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
 	memset(&o, 0, sizeof(o));
 	psx_proxy_init(S.sock, cfg);
@@ -1555,6 +1581,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
+	free(uc->sighup_policy);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
 	if (ae != CUSTOS_OK)
