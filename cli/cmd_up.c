@@ -596,6 +596,10 @@ struct sup_model {
 	uint32_t vm_generation;
 	psx_vm_info vm_info; /* last sent */
 	bool vm_info_sent;
+	/* The process sandbox's stdout and stderr: a pipe whose lines become log lines. */
+	int out_w; /* its write end, kept for restarts; -1: none */
+	pthread_t out_th;
+	bool out_started;
 };
 
 static struct {
@@ -742,6 +746,77 @@ static void on_vm_egress(void *arg, int fd)
 	sup_egress_fd(x, x->vm_generation, fd);
 }
 
+#define SUP_OUTPUT_LINE 2048 /* a longer line of a model server's output is logged in pieces */
+
+struct sup_output {
+	char *id;
+	int fd; /* the read end; closed by the thread */
+};
+
+/* A model server writes to its stdout and stderr what it likes; custos' stderr carries log
+ * lines only (JSON lines for a shipper), so each of its lines becomes one log line naming the
+ * model, control characters replaced (no terminal escapes reach a terminal custos logs to). */
+static void *sup_output_main(void *arg)
+{
+	struct sup_output *o = arg;
+	char line[SUP_OUTPUT_LINE + 1];
+	size_t n = 0;
+
+	proc_name_self("custos-sb-out");
+	for (;;) {
+		char chunk[4096];
+		ssize_t r = read(o->fd, chunk, sizeof(chunk));
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++) {
+			unsigned char c = (unsigned char)chunk[i];
+			if (c != '\n') {
+				line[n++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+				if (n < SUP_OUTPUT_LINE)
+					continue;
+			}
+			line[n] = '\0';
+			if (n > 0)
+				log_info("sandbox %s: output: %s", o->id, line);
+			n = 0;
+		}
+	}
+	if (n > 0) {
+		line[n] = '\0';
+		log_info("sandbox %s: output: %s", o->id, line);
+	}
+	close(o->fd);
+	free(o->id);
+	free(o);
+	return NULL;
+}
+
+/* The pipe and thread for x's output: x->out_w is given to the sandbox as stdout and stderr. */
+static custos_err sup_output_start(struct sup_model *x)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return err_sys("model %s: output pipe", x->id);
+	struct sup_output *o = xcalloc(1, sizeof(*o));
+	o->id = xstrdup(x->id);
+	o->fd = p[0];
+	int r = pthread_create(&x->out_th, NULL, sup_output_main, o);
+	if (r != 0) {
+		close(p[0]);
+		close(p[1]);
+		free(o->id);
+		free(o);
+		errno = r;
+		return err_sys("model %s: output thread", x->id);
+	}
+	x->out_started = true;
+	x->out_w = p[1];
+	return CUSTOS_OK;
+}
+
 static void stop_sandboxes(void)
 {
 	for (size_t i = 0; i < S.n; i++) {
@@ -752,6 +827,13 @@ static void stop_sandboxes(void)
 		x->sb = NULL;
 		cli_vm_stop(x->vm);
 		x->vm = NULL;
+		/* Its processes are gone: the reader sees the end once this copy is closed. */
+		if (x->out_w >= 0)
+			close(x->out_w);
+		x->out_w = -1;
+		if (x->out_started)
+			pthread_join(x->out_th, NULL);
+		x->out_started = false;
 	}
 }
 
@@ -776,6 +858,7 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		struct sup_model *x = &S.m[S.n++];
 		x->id = xstrdup(m->id);
 		x->cfg_index = i;
+		x->out_w = -1;
 		x->port = m->sandbox.port ? m->sandbox.port : 8000;
 		x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
 		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
@@ -810,6 +893,9 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		so.arg = x;
 		so.restart.max_restarts = UINT32_MAX;
 		so.stdin_fd = devnull;
+		if (e == CUSTOS_OK)
+			e = sup_output_start(x);
+		so.stdout_fd = so.stderr_fd = x->out_w;
 		if (m->sandbox.restart_initial_ns)
 			so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
 		if (m->sandbox.restart_max_ns)
@@ -1591,6 +1677,53 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	return e == CUSTOS_OK && ae == CUSTOS_OK && !lost ? CLI_OK : CLI_FAIL;
 }
 
+/* A usage error of `up`: a log line when the log is JSON (a daemon's stderr goes to a shipper). */
+static int up_usage(void)
+{
+	if (!log_is_json())
+		return cli_usage(NULL, "up", false);
+	log_error("usage: custos up -c FILE");
+	return CLI_USAGE;
+}
+
+/* Reads custos.yaml and sets the log up: the command line's level and format, else the file's
+ * (its log: section alone when the rest has errors, so that those are reported in the format
+ * it asks for), else the defaults; then every diagnostic is a log line. *cfg is NULL when the
+ * file has errors (reported). */
+static custos_err up_load(const char *path, custos_config **cfg)
+{
+	const cli_log_flags *lf = cli_log_flags_get();
+	cfg_log fl = { .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+	diag_list d;
+
+	diag_init(&d);
+	custos_err e = config_load(path, cfg, &d);
+	if (*cfg != NULL)
+		fl = (*cfg)->log;
+	else if (config_load_log(path, &fl) != CUSTOS_OK)
+		fl = (cfg_log){ .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+	/* The command line wins over the file, as with every daemon: `custos --log-level debug
+	 * up` debugs whatever log.level says. */
+	log_setup(lf->level_set ? lf->level : fl.level, lf->format_set ? lf->format : fl.format);
+	custos_err le = fl.file ? log_open_file(fl.file) : CUSTOS_OK;
+	char why[512] = "";
+	if (le != CUSTOS_OK)
+		snprintf(why, sizeof(why), "%s", err_msg());
+	diag_log(&d); /* in the log file when there is one: the lines after these go there too */
+	diag_free(&d);
+	if (e != CUSTOS_OK) {
+		log_error("up: %s: configuration has errors", path);
+		return e;
+	}
+	if (le != CUSTOS_OK) {
+		log_error("up: %s", why);
+		config_free(*cfg);
+		*cfg = NULL;
+		return le;
+	}
+	return CUSTOS_OK;
+}
+
 int cmd_up(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -1601,38 +1734,19 @@ int cmd_up(int argc, char **argv)
 	int ch;
 
 	optind = 1;
+	if (log_is_json())
+		opterr = 0; /* getopt's own message would be raw text: the usage line says it */
 	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
-		if (ch != 'c') {
-			cli_usage(NULL, "up", false);
-			return CLI_USAGE;
-		}
+		if (ch != 'c')
+			return up_usage();
 		path = optarg;
 	}
-	if (path == NULL || optind != argc) {
-		cli_usage(NULL, "up", false);
-		return CLI_USAGE;
-	}
+	if (path == NULL || optind != argc)
+		return up_usage();
 
 	custos_config *cfg = NULL;
-	diag_list d;
-	diag_init(&d);
-	custos_err e = config_load(path, &cfg, &d);
-	diag_print(&d, stderr);
-	diag_free(&d);
-	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos up: %s: configuration has errors\n", path);
+	if (up_load(path, &cfg) != CUSTOS_OK)
 		return CLI_FAIL;
-	}
-	/* The command line wins over the file, as with every daemon: `custos --log-level debug
-	 * up` debugs whatever log.level says. */
-	const cli_log_flags *lf = cli_log_flags_get();
-	log_setup(lf->level_set ? lf->level : cfg->log.level,
-	          lf->format_set ? lf->format : cfg->log.format);
-	if (cfg->log.file != NULL && log_open_file(cfg->log.file) != CUSTOS_OK) {
-		fprintf(stderr, "custos up: %s\n", err_msg());
-		config_free(cfg);
-		return CLI_FAIL;
-	}
 
 	/* Signals are read from a signalfd by the supervisor; blocked before any thread or
 	 * child exists so that every one inherits the mask (the proxy's proxy_run waits for
@@ -1647,7 +1761,7 @@ int cmd_up(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &set, &old);
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
-		fprintf(stderr, "custos up: socketpair: %s\n", strerror(errno));
+		log_error("up: socketpair: %s", strerror(errno));
 		config_free(cfg);
 		return CLI_FAIL;
 	}
@@ -1655,7 +1769,7 @@ int cmd_up(int argc, char **argv)
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == -1) {
-		fprintf(stderr, "custos up: fork: %s\n", strerror(errno));
+		log_error("up: fork: %s", strerror(errno));
 		close(sp[0]);
 		close(sp[1]);
 		config_free(cfg);

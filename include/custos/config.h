@@ -466,6 +466,10 @@ custos_err config_load(const char *path, custos_config **out, diag_list *d) CUST
 /* Same from memory: text[len] named `name` in messages (fuzzing, tests, reload over a socket). */
 custos_err config_parse(const char *name, const char *text, size_t len, custos_config **out,
                         diag_list *d) CUSTOS_WUR;
+/* The log: section of path alone (level and format; file left NULL), read even when the rest
+ * of the file has errors, so that `up` can report them in the format the file asks for.
+ * CUSTOS_OK when path is YAML whose log: section is valid; *out is unchanged otherwise. */
+custos_err config_load_log(const char *path, cfg_log *out) CUSTOS_WUR;
 /* Whether next may replace running on a reload (SIGHUP or the admin API): CUSTOS_OK, or
  * CUSTOS_ERR_INVAL when next changes a setting `custos up` reads at start only (log, workers,
  * limits.timeouts.shutdown, a sandboxed model's sandbox and profile, data_sources, egress,

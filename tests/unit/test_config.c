@@ -838,6 +838,51 @@ static void test_reload_check(void **state)
 	config_free(running);
 }
 
+/* The log: section alone, from a file whose other sections have errors: what `up` reports those
+ * errors in. A bad log: section or a file that is not YAML gives nothing. */
+static void test_load_log_section(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/custos-test-config-log-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct {
+		const char *text;
+		bool ok;
+		log_format format;
+		log_level level;
+	} cases[] = {
+		{ "version: 1\nlog: {format: json, level: warn, file: /x.log}\nlisteners: 3\n",
+		  true, LOG_FMT_JSON, LOG_LVL_WARN },
+		{ "version: 7\nbogus: 1\nlog: {format: text}\n", true, LOG_FMT_TEXT, LOG_LVL_INFO },
+		{ "version: 1\n", true, LOG_FMT_AUTO, LOG_LVL_INFO },
+		{ "version: 1\nlog: {format: xml}\n", false, 0, 0 },
+		{ "version: 1\nlog: {format: json, colour: true}\n", false, 0, 0 },
+		{ "version: 1\nlog: {format: json\n", false, 0, 0 },
+		{ "- a list\n", false, 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(cases[i].text, f);
+		fclose(f);
+		assert_int_equal(chmod(path, 0600), 0);
+		cfg_log log = { .level = LOG_LVL_DEBUG, .format = LOG_FMT_TEXT, .file = NULL };
+		custos_err e = config_load_log(path, &log);
+		if (!cases[i].ok) {
+			assert_int_not_equal(e, CUSTOS_OK);
+			assert_int_equal(log.format, LOG_FMT_TEXT); /* unchanged */
+			continue;
+		}
+		assert_int_equal(e, CUSTOS_OK);
+		assert_int_equal(log.format, cases[i].format);
+		assert_int_equal(log.level, cases[i].level);
+		assert_null(log.file);
+	}
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -855,6 +900,7 @@ int main(void)
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
 		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_load_log_section),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
