@@ -43,6 +43,11 @@ void cli_error(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
+/* custos config check --host (cli/config_host.c): adds to d what `custos up` would refuse on
+ * this host (files it cannot read or write as the user that opens them, modes, directories,
+ * proxy.user), at the setting's file:line:col; creates and changes nothing. */
+struct custos_config;
+void cli_config_host_check(const struct custos_config *cfg, diag_list *d);
 int cmd_policy_check(int argc, char **argv);
 int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);

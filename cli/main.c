@@ -15,8 +15,9 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ NULL, "up", cmd_up, "-c FILE",
 	  "run the proxy configured in custos.yaml in the foreground (SIGHUP reloads)" },
-	{ "config", "check", cmd_config_check, "FILE",
-	  "validate custos.yaml; print every error as file:line:col" },
+	{ "config", "check", cmd_config_check, "[--host] FILE",
+	  "validate custos.yaml; print every error as file:line:col (--host: also what up would "
+	  "refuse on this host: files, modes, directories, proxy.user)" },
 	{ "policy", "check", cmd_policy_check, "FILE",
 	  "validate policy.yaml: errors and warnings as file:line:col" },
 	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",

@@ -1641,6 +1641,11 @@ custos_err config_load(const char *path, custos_config **out, diag_list *d)
 	return finish(&doc, out, d);
 }
 
+bool config_where(const custos_config *cfg, const char *value, unsigned *line, unsigned *col)
+{
+	return cfg_arena_where(cfg->arena_, value, line, col);
+}
+
 custos_err config_load_log(const char *path, cfg_log *out)
 {
 	ydoc doc;

@@ -466,6 +466,9 @@ custos_err config_load(const char *path, custos_config **out, diag_list *d) CUST
 /* Same from memory: text[len] named `name` in messages (fuzzing, tests, reload over a socket). */
 custos_err config_parse(const char *name, const char *text, size_t len, custos_config **out,
                         diag_list *d) CUSTOS_WUR;
+/* Where a string setting of cfg was written: value is the pointer taken from cfg (not an equal
+ * string); false for a default value, which was written nowhere. */
+bool config_where(const custos_config *cfg, const char *value, unsigned *line, unsigned *col);
 /* The log: section of path alone (level and format; file left NULL), read even when the rest
  * of the file has errors, so that `up` can report them in the format the file asks for.
  * CUSTOS_OK when path is YAML whose log: section is valid; *out is unchanged otherwise. */

@@ -883,6 +883,26 @@ static void test_load_log_section(void **state)
 	unlink(path);
 }
 
+/* config_where: the position a string setting was written at, by the pointer the config holds;
+ * nothing for a default or an equal string held elsewhere. */
+static void test_where(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\naudit:\n  signing_key: /k/audit.key\n"
+	                              "  sinks: [{id: s, type: syslog, address: \"h:1\", "
+	                              "tls: {ca: /ca.crt}}]\n");
+	unsigned line = 0, col = 0;
+	assert_true(config_where(cfg, cfg->audit.signing_key, &line, &col));
+	assert_int_equal(line, 3);
+	assert_int_equal(col, 16);
+	assert_true(config_where(cfg, cfg->audit.sinks[0].tls.ca, &line, &col));
+	assert_int_equal(line, 4);
+	assert_false(config_where(cfg, cfg->audit.dir, &line, &col)); /* the default */
+	assert_false(config_where(cfg, "/k/audit.key", &line, &col)); /* not the config's */
+	assert_false(config_where(cfg, NULL, &line, &col));
+	config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -901,6 +921,7 @@ int main(void)
 		cmocka_unit_test(test_limits_and_file_mode),
 		cmocka_unit_test(test_reload_check),
 		cmocka_unit_test(test_load_log_section),
+		cmocka_unit_test(test_where),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
