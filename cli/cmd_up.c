@@ -210,6 +210,10 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			o->jwt.audiences[o->jwt.n_audiences++] =
 			        xstrdup(cfg->auth.jwt.audiences[i]);
 		o->jwt.leeway_s = cfg->auth.jwt.leeway_ns / NS_PER_S;
+		o->jwt.algorithms =
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_RS256) ? PROXY_JWT_RS256 : 0) |
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_ES256) ? PROXY_JWT_ES256 : 0) |
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_EDDSA) ? PROXY_JWT_EDDSA : 0);
 		o->jwt.principal_claim = dup_or_null(cfg->auth.jwt.principal_claim);
 	}
 	ENSURE(cfg->n_models <= PROXY_MAX_UPSTREAMS, CUSTOS_ERR_LIMIT, "more than %d models",
