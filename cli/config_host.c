@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,9 +26,8 @@
 struct hc_ctx {
 	const custos_config *cfg;
 	diag_list *d;
-	char who[96];  /* "" as the invoking user; " (as proxy.user custos, uid 999)" */
-	bool as_proxy; /* this pass runs as the proxy's user */
-	bool switched; /* ... who is another user than the invoking one */
+	char who[96];  /* "" as the invoking user; " by proxy.user custos (uid 999)" */
+	bool switched; /* the proxy's pass runs as another user than the invoking one */
 };
 
 static void report(struct hc_ctx *x, diag_severity sev, const char *at, const char *hint,
@@ -56,11 +54,10 @@ static void check_read(struct hc_ctx *x, diag_severity sev, const char *setting,
                        const char *at, file_kind kind, bool check_mode, const char *when)
 {
 	struct stat st;
-	char hint[160];
+	const char *hint = when;
 
 	if (path == NULL)
 		return;
-	snprintf(hint, sizeof(hint), "%s", when);
 	if (stat(path, &st) == -1) {
 		report(x, sev, at, hint, "%s '%s': %s%s", setting, path, strerror(errno), x->who);
 		return;
@@ -513,11 +510,10 @@ void cli_config_host_check(const custos_config *cfg, diag_list *d)
 	}
 	pass_invoker(&x);
 	if (pw == NULL) {
-		x.as_proxy = true;
 		pass_proxy(&x);
 		return;
 	}
-	x.as_proxy = x.switched = true;
+	x.switched = true;
 	snprintf(x.who, sizeof(x.who), " by proxy.user %s (uid %u)", cfg->proxy.user,
 	         (unsigned)pw->pw_uid);
 	pass_proxy_as(&x, pw->pw_uid, pw->pw_gid);
