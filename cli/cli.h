@@ -34,10 +34,20 @@ typedef struct cli_log_flags {
 	log_format format;          /* LOG_FMT_AUTO unless given */
 } cli_log_flags;
 const cli_log_flags *cli_log_flags_get(void);
+/* Whether --log-format json was given: command-line problems (cli_error, a usage line) are
+ * then one JSON log line each on stderr, so that a log shipper reads every line custos writes. */
+bool cli_stderr_json(void);
+/* Reports a command-line problem: "custos: MSG" on stderr, or a JSON log line (cli_stderr_json). */
+void cli_error(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
 
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
+/* custos config check --host (cli/config_host.c): adds to d what `custos up` would refuse on
+ * this host (files it cannot read or write as the user that opens them, modes, directories,
+ * proxy.user), at the setting's file:line:col; creates and changes nothing. */
+struct custos_config;
+void cli_config_host_check(const struct custos_config *cfg, diag_list *d);
 int cmd_policy_check(int argc, char **argv);
 int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);

@@ -1,4 +1,6 @@
-/* custos config check: validate custos.yaml and report every problem (exit 0 ok, 1 errors). */
+/* custos config check [--host] FILE: validate custos.yaml and report every problem (exit 0 ok, 1
+ * errors); --host also finds what `custos up` would refuse on this host (cli/config_host.c). */
+#include <getopt.h>
 #include <stdio.h>
 
 #include "cli.h"
@@ -6,27 +8,44 @@
 
 int cmd_config_check(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "host", no_argument, NULL, 'H' },
+		{ NULL, 0, NULL, 0 },
+	};
 	custos_config *cfg = NULL;
+	bool host = false;
 	diag_list d;
+	int ch;
 
-	if (argc != 2) {
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (ch != 'H') {
+			cli_usage("config", "check", false);
+			return CLI_USAGE;
+		}
+		host = true;
+	}
+	if (optind + 1 != argc) {
 		cli_usage("config", "check", false);
 		return CLI_USAGE;
 	}
+	const char *path = argv[optind];
 	diag_init(&d);
-	custos_err e = config_load(argv[1], &cfg, &d);
+	custos_err e = config_load(path, &cfg, &d);
+	if (e == CUSTOS_OK && host)
+		cli_config_host_check(cfg, &d);
 	diag_print(&d, stderr);
 	if (e == CUSTOS_OK && d.errors == 0) {
 		printf("%s: ok: %zu listener(s), %zu model(s), %zu sandbox profile(s), "
-		       "%zu data source(s), %zu audit sink(s)%s\n",
-		       argv[1], cfg->n_listeners, cfg->n_models, cfg->n_profiles,
-		       cfg->n_data_sources, cfg->audit.n_sinks,
-		       d.warnings ? "; see the warnings above" : "");
+		       "%zu data source(s), %zu audit sink(s)%s%s\n",
+		       path, cfg->n_listeners, cfg->n_models, cfg->n_profiles, cfg->n_data_sources,
+		       cfg->audit.n_sinks, d.warnings ? "; see the warnings above" : "",
+		       host ? "" : " (files not opened: --host checks them on this host)");
 		config_free(cfg);
 		diag_free(&d);
 		return CLI_OK;
 	}
-	fprintf(stderr, "%s: %zu error(s)\n", argv[1], d.errors ? d.errors : 1);
+	fprintf(stderr, "%s: %zu error(s)\n", path, d.errors ? d.errors : 1);
 	config_free(cfg);
 	diag_free(&d);
 	return CLI_FAIL;

@@ -53,6 +53,10 @@ struct up_ctx {
 	egress_server *eg;
 	bool audit_batch;
 	proxy_server *srv; /* for the admin API's hooks */
+	/* The configuration `up` started with (cmd_up's, outlives proxy_run): what a reload may
+	 * not change (config_reload_check) and whether SIGHUP reloads at all. */
+	const custos_config *start;
+	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
 };
 
 static char *dup_or_null(const char *s)
@@ -207,6 +211,10 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			o->jwt.audiences[o->jwt.n_audiences++] =
 			        xstrdup(cfg->auth.jwt.audiences[i]);
 		o->jwt.leeway_s = cfg->auth.jwt.leeway_ns / NS_PER_S;
+		o->jwt.algorithms =
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_RS256) ? PROXY_JWT_RS256 : 0) |
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_ES256) ? PROXY_JWT_ES256 : 0) |
+		        ((cfg->auth.jwt.algorithms & CFG_JWT_EDDSA) ? PROXY_JWT_EDDSA : 0);
 		o->jwt.principal_claim = dup_or_null(cfg->auth.jwt.principal_claim);
 	}
 	ENSURE(cfg->n_models <= PROXY_MAX_UPSTREAMS, CUSTOS_ERR_LIMIT, "more than %d models",
@@ -303,7 +311,11 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return e;
 	}
 	diag_free(&d);
-	e = map_config(cfg, o);
+	e = config_reload_check(uc->start, cfg);
+	if (e == CUSTOS_OK)
+		e = map_config(cfg, o);
+	else
+		memset(o, 0, sizeof(*o));
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	config_free(cfg);
@@ -312,26 +324,39 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	return e;
 }
 
-/* The egress proxy's policy follows the ingress proxy's, and only once that reload was applied:
- * a refused reload (bad custos.yaml, bad policy, bad certificate) changes neither. */
-static void egress_follow(struct up_ctx *u)
+/* The egress proxy's policy follows the ingress proxy's (the same file, policy.file of the
+ * reload), and only once that reload was applied: a refused reload (bad custos.yaml, bad
+ * policy, bad certificate) changes neither. */
+static void egress_follow(struct up_ctx *u, const char *policy_file)
 {
-	if (u->eg && egress_reload_policy(u->eg) != CUSTOS_OK)
+	if (u->eg && egress_reload_policy(u->eg, policy_file) != CUSTOS_OK)
 		log_error("up: egress policy not reloaded, the previous one stays in force: %s",
 		          err_msg());
 }
 
 static void reloaded_cb(void *arg)
 {
-	egress_follow(arg);
+	struct up_ctx *u = arg;
+	egress_follow(u, u->sighup_policy);
 }
 
 static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
+	free(u->sighup_policy);
+	u->sighup_policy = NULL;
+	/* Refused like any other reload, so that it is logged and audited (policy.reload). */
+	if (!u->start->policy.reload_on_sighup) {
+		memset(o, 0, sizeof(*o));
+		return err_set(CUSTOS_ERR_DENIED,
+		               "reload: SIGHUP does not reload: policy.reload_on_sighup is false "
+		               "(reload through the admin API, or restart custos)");
+	}
 	log_info("up: SIGHUP: reloading %s", u->path);
 	custos_err e = load_options(u, o);
 	o->reloaded = reloaded_cb;
+	if (e == CUSTOS_OK)
+		u->sighup_policy = dup_or_null(o->policy_file);
 	return e;
 }
 
@@ -361,10 +386,14 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 			return e;
 		}
 	}
-	GUARD(proxy_reload(u->srv, &o));
-	egress_follow(u); /* as SIGHUP does */
-	log_info("up: admin API: reloaded");
-	return CUSTOS_OK;
+	char *policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
+	custos_err e = proxy_reload(u->srv, &o);
+	if (e == CUSTOS_OK) {
+		egress_follow(u, policy_file); /* as SIGHUP does */
+		log_info("up: admin API: reloaded");
+	}
+	free(policy_file);
+	return e;
 }
 
 /* Taint for GET /v1/sandboxes: what the model's sandbox has read through egress. */
@@ -589,6 +618,10 @@ struct sup_model {
 	uint32_t vm_generation;
 	psx_vm_info vm_info; /* last sent */
 	bool vm_info_sent;
+	/* The process sandbox's stdout and stderr: a pipe whose lines become log lines. */
+	int out_w; /* its write end, kept for restarts; -1: none */
+	pthread_t out_th;
+	bool out_started;
 };
 
 static struct {
@@ -735,6 +768,77 @@ static void on_vm_egress(void *arg, int fd)
 	sup_egress_fd(x, x->vm_generation, fd);
 }
 
+#define SUP_OUTPUT_LINE 2048 /* a longer line of a model server's output is logged in pieces */
+
+struct sup_output {
+	char *id;
+	int fd; /* the read end; closed by the thread */
+};
+
+/* A model server writes to its stdout and stderr what it likes; custos' stderr carries log
+ * lines only (JSON lines for a shipper), so each of its lines becomes one log line naming the
+ * model, control characters replaced (no terminal escapes reach a terminal custos logs to). */
+static void *sup_output_main(void *arg)
+{
+	struct sup_output *o = arg;
+	char line[SUP_OUTPUT_LINE + 1];
+	size_t n = 0;
+
+	proc_name_self("custos-sb-out");
+	for (;;) {
+		char chunk[4096];
+		ssize_t r = read(o->fd, chunk, sizeof(chunk));
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++) {
+			unsigned char c = (unsigned char)chunk[i];
+			if (c != '\n') {
+				line[n++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+				if (n < SUP_OUTPUT_LINE)
+					continue;
+			}
+			line[n] = '\0';
+			if (n > 0)
+				log_info("sandbox %s: output: %s", o->id, line);
+			n = 0;
+		}
+	}
+	if (n > 0) {
+		line[n] = '\0';
+		log_info("sandbox %s: output: %s", o->id, line);
+	}
+	close(o->fd);
+	free(o->id);
+	free(o);
+	return NULL;
+}
+
+/* The pipe and thread for x's output: x->out_w is given to the sandbox as stdout and stderr. */
+static custos_err sup_output_start(struct sup_model *x)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return err_sys("model %s: output pipe", x->id);
+	struct sup_output *o = xcalloc(1, sizeof(*o));
+	o->id = xstrdup(x->id);
+	o->fd = p[0];
+	int r = pthread_create(&x->out_th, NULL, sup_output_main, o);
+	if (r != 0) {
+		close(p[0]);
+		close(p[1]);
+		free(o->id);
+		free(o);
+		errno = r;
+		return err_sys("model %s: output thread", x->id);
+	}
+	x->out_started = true;
+	x->out_w = p[1];
+	return CUSTOS_OK;
+}
+
 static void stop_sandboxes(void)
 {
 	for (size_t i = 0; i < S.n; i++) {
@@ -745,6 +849,13 @@ static void stop_sandboxes(void)
 		x->sb = NULL;
 		cli_vm_stop(x->vm);
 		x->vm = NULL;
+		/* Its processes are gone: the reader sees the end once this copy is closed. */
+		if (x->out_w >= 0)
+			close(x->out_w);
+		x->out_w = -1;
+		if (x->out_started)
+			pthread_join(x->out_th, NULL);
+		x->out_started = false;
 	}
 }
 
@@ -769,6 +880,7 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		struct sup_model *x = &S.m[S.n++];
 		x->id = xstrdup(m->id);
 		x->cfg_index = i;
+		x->out_w = -1;
 		x->port = m->sandbox.port ? m->sandbox.port : 8000;
 		x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
 		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
@@ -803,6 +915,9 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		so.arg = x;
 		so.restart.max_restarts = UINT32_MAX;
 		so.stdin_fd = devnull;
+		if (e == CUSTOS_OK)
+			e = sup_output_start(x);
+		so.stdout_fd = so.stderr_fd = x->out_w;
 		if (m->sandbox.restart_initial_ns)
 			so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
 		if (m->sandbox.restart_max_ns)
@@ -1564,6 +1679,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	}
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
 	uc->path = path;
+	uc->start = cfg;
 	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
 	memset(&o, 0, sizeof(o));
 	psx_proxy_init(S.sock, cfg);
@@ -1646,6 +1762,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
+	free(uc->sighup_policy);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
 	if (ae != CUSTOS_OK)
@@ -1653,6 +1770,53 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	if (e != CUSTOS_OK && e != CUSTOS_ERR_CLOSED)
 		log_error("up: %s", err_msg());
 	return e == CUSTOS_OK && ae == CUSTOS_OK && !lost ? CLI_OK : CLI_FAIL;
+}
+
+/* A usage error of `up`: a log line when the log is JSON (a daemon's stderr goes to a shipper). */
+static int up_usage(void)
+{
+	if (!log_is_json())
+		return cli_usage(NULL, "up", false);
+	log_error("usage: custos up -c FILE");
+	return CLI_USAGE;
+}
+
+/* Reads custos.yaml and sets the log up: the command line's level and format, else the file's
+ * (its log: section alone when the rest has errors, so that those are reported in the format
+ * it asks for), else the defaults; then every diagnostic is a log line. *cfg is NULL when the
+ * file has errors (reported). */
+static custos_err up_load(const char *path, custos_config **cfg)
+{
+	const cli_log_flags *lf = cli_log_flags_get();
+	cfg_log fl = { .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+	diag_list d;
+
+	diag_init(&d);
+	custos_err e = config_load(path, cfg, &d);
+	if (*cfg != NULL)
+		fl = (*cfg)->log;
+	else if (config_load_log(path, &fl) != CUSTOS_OK)
+		fl = (cfg_log){ .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+	/* The command line wins over the file, as with every daemon: `custos --log-level debug
+	 * up` debugs whatever log.level says. */
+	log_setup(lf->level_set ? lf->level : fl.level, lf->format_set ? lf->format : fl.format);
+	custos_err le = fl.file ? log_open_file(fl.file) : CUSTOS_OK;
+	char why[512] = "";
+	if (le != CUSTOS_OK)
+		snprintf(why, sizeof(why), "%s", err_msg());
+	diag_log(&d); /* in the log file when there is one: the lines after these go there too */
+	diag_free(&d);
+	if (e != CUSTOS_OK) {
+		log_error("up: %s: configuration has errors", path);
+		return e;
+	}
+	if (le != CUSTOS_OK) {
+		log_error("up: %s", why);
+		config_free(*cfg);
+		*cfg = NULL;
+		return le;
+	}
+	return CUSTOS_OK;
 }
 
 int cmd_up(int argc, char **argv)
@@ -1665,38 +1829,19 @@ int cmd_up(int argc, char **argv)
 	int ch;
 
 	optind = 1;
+	if (log_is_json())
+		opterr = 0; /* getopt's own message would be raw text: the usage line says it */
 	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
-		if (ch != 'c') {
-			cli_usage(NULL, "up", false);
-			return CLI_USAGE;
-		}
+		if (ch != 'c')
+			return up_usage();
 		path = optarg;
 	}
-	if (path == NULL || optind != argc) {
-		cli_usage(NULL, "up", false);
-		return CLI_USAGE;
-	}
+	if (path == NULL || optind != argc)
+		return up_usage();
 
 	custos_config *cfg = NULL;
-	diag_list d;
-	diag_init(&d);
-	custos_err e = config_load(path, &cfg, &d);
-	diag_print(&d, stderr);
-	diag_free(&d);
-	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos up: %s: configuration has errors\n", path);
+	if (up_load(path, &cfg) != CUSTOS_OK)
 		return CLI_FAIL;
-	}
-	/* The command line wins over the file, as with every daemon: `custos --log-level debug
-	 * up` debugs whatever log.level says. */
-	const cli_log_flags *lf = cli_log_flags_get();
-	log_setup(lf->level_set ? lf->level : cfg->log.level,
-	          lf->format_set ? lf->format : cfg->log.format);
-	if (cfg->log.file != NULL && log_open_file(cfg->log.file) != CUSTOS_OK) {
-		fprintf(stderr, "custos up: %s\n", err_msg());
-		config_free(cfg);
-		return CLI_FAIL;
-	}
 
 	/* Signals are read from a signalfd by the supervisor; blocked before any thread or
 	 * child exists so that every one inherits the mask (the proxy's proxy_run waits for
@@ -1711,7 +1856,7 @@ int cmd_up(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &set, &old);
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
-		fprintf(stderr, "custos up: socketpair: %s\n", strerror(errno));
+		log_error("up: socketpair: %s", strerror(errno));
 		config_free(cfg);
 		return CLI_FAIL;
 	}
@@ -1719,7 +1864,7 @@ int cmd_up(int argc, char **argv)
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == -1) {
-		fprintf(stderr, "custos up: fork: %s\n", strerror(errno));
+		log_error("up: fork: %s", strerror(errno));
 		close(sp[0]);
 		close(sp[1]);
 		config_free(cfg);

@@ -4,6 +4,7 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,8 +15,9 @@ static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
 	{ NULL, "up", cmd_up, "-c FILE",
 	  "run the proxy configured in custos.yaml in the foreground (SIGHUP reloads)" },
-	{ "config", "check", cmd_config_check, "FILE",
-	  "validate custos.yaml; print every error as file:line:col" },
+	{ "config", "check", cmd_config_check, "[--host] FILE",
+	  "validate custos.yaml; print every error as file:line:col (--host: also what up would "
+	  "refuse on this host: files, modes, directories, proxy.user)" },
 	{ "policy", "check", cmd_policy_check, "FILE",
 	  "validate policy.yaml: errors and warnings as file:line:col" },
 	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",
@@ -56,6 +58,33 @@ bool cli_wants_help(int argc, char **argv)
 	return false;
 }
 
+/* The global log flags as given; `up` lets them win over custos.yaml's log: section. */
+static cli_log_flags log_flags = { .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
+
+const cli_log_flags *cli_log_flags_get(void)
+{
+	return &log_flags;
+}
+
+bool cli_stderr_json(void)
+{
+	return log_flags.format_set && log_flags.format == LOG_FMT_JSON;
+}
+
+void cli_error(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cli_stderr_json())
+		log_error("%s", msg);
+	else
+		fprintf(stderr, "custos: %s\n", msg);
+}
+
 int cli_usage(const char *group, const char *name, bool to_stdout)
 {
 	FILE *f = to_stdout ? stdout : stderr;
@@ -65,15 +94,27 @@ int cli_usage(const char *group, const char *name, bool to_stdout)
 		if (strcmp(c->name, name) != 0 || (group == NULL) != (c->group == NULL) ||
 		    (group && strcmp(group, c->group) != 0))
 			continue;
-		fprintf(f, "usage: custos %s%s%s %s\n  %s\n", c->group ? c->group : "",
-		        c->group ? " " : "", c->name, c->usage, c->summary);
+		if (!to_stdout && cli_stderr_json())
+			log_error("usage: custos %s%s%s %s (%s)", c->group ? c->group : "",
+			          c->group ? " " : "", c->name, c->usage, c->summary);
+		else
+			fprintf(f, "usage: custos %s%s%s %s\n  %s\n", c->group ? c->group : "",
+			        c->group ? " " : "", c->name, c->usage, c->summary);
 		return to_stdout ? CLI_OK : CLI_USAGE;
 	}
 	return CLI_USAGE;
 }
 
+#define GLOBAL_USAGE "usage: custos [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]"
+
+/* The help on stdout; on stderr (a usage error) one JSON log line instead with --log-format
+ * json. */
 static void print_help(FILE *f)
 {
+	if (f == stderr && cli_stderr_json()) {
+		log_error(GLOBAL_USAGE " ('custos --help' lists the commands)");
+		return;
+	}
 	fprintf(f, "usage: custos [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n"
 	           "\n"
 	           "custos: a security and governance enforcement proxy for AI data access.\n"
@@ -95,6 +136,11 @@ static void print_help(FILE *f)
 
 static void print_group_help(FILE *f, const char *group)
 {
+	if (f == stderr && cli_stderr_json()) {
+		log_error("usage: custos %s SUBCOMMAND [ARGS] ('custos %s --help' lists them)",
+		          group, group);
+		return;
+	}
 	fprintf(f, "usage: custos %s SUBCOMMAND [ARGS]\n\nsubcommands:\n", group);
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
@@ -111,14 +157,6 @@ static bool is_group(const char *s)
 	return false;
 }
 
-/* The global log flags as given; `up` lets them win over custos.yaml's log: section. */
-static cli_log_flags log_flags = { .level = LOG_LVL_INFO, .format = LOG_FMT_AUTO };
-
-const cli_log_flags *cli_log_flags_get(void)
-{
-	return &log_flags;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -128,39 +166,69 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	cli_log_flags *lf = &log_flags;
+	char bad[512] = ""; /* the first problem, reported once the format is known */
+	bool help = false;
 	int c;
 
 	signal(SIGPIPE, SIG_IGN);
-	/* '+' stops at the first non-option: the command's own options are its business. */
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	/* '+' stops at the first non-option: the command's own options are its business. ':' and
+	 * opterr 0: getopt reports nothing itself, so that --log-format json (wherever it stands)
+	 * decides how the problem is written. */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (log_level_parse(span_cstr(optarg), &lf->level) != CUSTOS_OK) {
-				fprintf(stderr, "custos: %s\n", err_msg());
-				return CLI_USAGE;
+				if (!bad[0])
+					snprintf(bad, sizeof(bad), "%s", err_msg());
+				break;
 			}
 			lf->level_set = true;
 			break;
 		case 'f':
-			if (strcmp(optarg, "text") == 0)
+			if (strcmp(optarg, "text") == 0) {
 				lf->format = LOG_FMT_TEXT;
-			else if (strcmp(optarg, "json") == 0)
+			} else if (strcmp(optarg, "json") == 0) {
 				lf->format = LOG_FMT_JSON;
-			else {
-				fprintf(stderr, "custos: --log-format must be text or json\n");
-				return CLI_USAGE;
+			} else {
+				if (!bad[0])
+					snprintf(bad, sizeof(bad),
+					         "--log-format must be text or json, not '%s'",
+					         optarg);
+				break;
 			}
 			lf->format_set = true;
 			break;
 		case 'h':
-			print_help(stdout);
-			return CLI_OK;
+			help = true;
+			break;
+		case ':':
+			if (!bad[0])
+				snprintf(bad, sizeof(bad), "option '%s' needs a value",
+				         argv[optind - 1]);
+			break;
 		default:
-			print_help(stderr);
-			return CLI_USAGE;
+			if (bad[0])
+				break;
+			if (optopt) /* a short option; 0 for a long one, then it is the last word */
+				snprintf(bad, sizeof(bad), "unknown option '-%c'", optopt);
+			else
+				snprintf(bad, sizeof(bad), "unknown option '%s'", argv[optind - 1]);
+			break;
 		}
 	}
 	log_setup(lf->level, lf->format);
+	/* The commands' own getopt loops: silent in JSON mode (their usage line is a JSON line). */
+	opterr = cli_stderr_json() ? 0 : 1;
+	if (bad[0]) {
+		cli_error("%s", bad);
+		print_help(stderr);
+		return CLI_USAGE;
+	}
+	if (help) {
+		print_help(stdout);
+		return CLI_OK;
+	}
 	if (optind >= argc) {
 		print_help(stderr);
 		return CLI_USAGE;
@@ -194,8 +262,7 @@ int main(int argc, char **argv)
 			return cli_usage(group, name, true);
 		return cmd->fn(sub_argc, sub_argv);
 	}
-	fprintf(stderr, "custos: unknown command '%s%s%s'\n", group ? group : "", group ? " " : "",
-	        name);
+	cli_error("unknown command '%s%s%s'", group ? group : "", group ? " " : "", name);
 	if (group)
 		print_group_help(stderr, group);
 	else

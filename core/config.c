@@ -1641,6 +1641,35 @@ custos_err config_load(const char *path, custos_config **out, diag_list *d)
 	return finish(&doc, out, d);
 }
 
+bool config_where(const custos_config *cfg, const char *value, unsigned *line, unsigned *col)
+{
+	return cfg_arena_where(cfg->arena_, value, line, col);
+}
+
+custos_err config_load_log(const char *path, cfg_log *out)
+{
+	ydoc doc;
+	diag_list d;
+
+	diag_init(&d);
+	custos_err e = ydoc_load(&doc, path, CFG_MAX_FILE_BYTES, &d);
+	if (e == CUSTOS_OK && (doc.root == NULL || doc.root->kind != YDOC_MAP))
+		e = err_set(CUSTOS_ERR_PARSE, "%s: not a mapping", path);
+	if (e == CUSTOS_OK) {
+		cfg_ctx c = { .doc = &doc, .d = &d, .a = cfg_arena_new() };
+		cfg_log log;
+		parse_log(&c, doc.root, &log);
+		if (d.errors == 0)
+			*out = (cfg_log){ .level = log.level, .format = log.format, .file = NULL };
+		else
+			e = err_set(CUSTOS_ERR_PARSE, "%s: the log section has errors", path);
+		cfg_arena_free(c.a);
+	}
+	ydoc_free(&doc);
+	diag_free(&d);
+	return e;
+}
+
 void config_free(custos_config *cfg)
 {
 	if (cfg == NULL)

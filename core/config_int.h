@@ -18,6 +18,8 @@ void cfg_arena_free(cfg_arena *a);
 /* Zeroed memory for n elements of size; aborts on exhaustion (sizes are bounded by limits). */
 void *cfg_alloc(cfg_arena *a, size_t n, size_t size);
 char *cfg_strdup(cfg_arena *a, const char *s);
+/* Where string s (a pointer the arena holds, from a cfg_str* getter) was written. */
+bool cfg_arena_where(const cfg_arena *a, const char *s, unsigned *line, unsigned *col);
 
 /* The value under key (marked used), NULL when absent. */
 ydoc_node *cfg_get(ydoc_node *map, const char *key);

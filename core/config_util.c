@@ -20,8 +20,16 @@ struct arena_block {
 	alignas(max_align_t) unsigned char data[];
 };
 
+/* Where a string of the config was written (config_where): keyed by the string's address. */
+struct cfg_pos {
+	const char *s;
+	unsigned line, col;
+};
+
 struct cfg_arena {
 	struct arena_block *head;
+	struct cfg_pos *pos;
+	size_t npos, cap;
 };
 
 cfg_arena *cfg_arena_new(void)
@@ -38,7 +46,33 @@ void cfg_arena_free(cfg_arena *a)
 		OPENSSL_cleanse(b->data, b->size); /* digests and paths: wipe all, it is cheap */
 		free(b);
 	}
+	free(a->pos);
 	free(a);
+}
+
+static void note_pos(cfg_arena *a, const char *s, const ydoc_node *n)
+{
+	if (a->npos == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		struct cfg_pos *p = realloc(a->pos, cap * sizeof(*p));
+		if (p == NULL)
+			return; /* a position is a convenience: messages then name the file only */
+		a->pos = p;
+		a->cap = cap;
+	}
+	a->pos[a->npos++] = (struct cfg_pos){ .s = s, .line = n->line, .col = n->col };
+}
+
+bool cfg_arena_where(const cfg_arena *a, const char *s, unsigned *line, unsigned *col)
+{
+	for (size_t i = 0; a && s && i < a->npos; i++) {
+		if (a->pos[i].s == s) {
+			*line = a->pos[i].line;
+			*col = a->pos[i].col;
+			return true;
+		}
+	}
+	return false;
 }
 
 void *cfg_alloc(cfg_arena *a, size_t n, size_t size)
@@ -136,6 +170,7 @@ bool cfg_str_node(cfg_ctx *c, ydoc_node *node, char **out)
 		return false;
 	}
 	*out = cfg_strdup(c->a, s);
+	note_pos(c->a, *out, node);
 	return true;
 }
 

@@ -102,10 +102,8 @@ void cleanup_freep(void *p)
 
 static void oom_abort(void)
 {
-	static const char msg[] = "custos: out of memory\n";
 	/* Nothing sensible can continue: write without allocating and stop. */
-	if (fwrite(msg, 1, sizeof(msg) - 1, stderr) == 0)
-		abort();
+	log_out_of_memory();
 	abort();
 }
 

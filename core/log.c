@@ -79,6 +79,27 @@ log_level log_get_level(void)
 	return cur_level;
 }
 
+bool log_is_json(void)
+{
+	pthread_mutex_lock(&log_lock);
+	bool json = cur_format == LOG_FMT_JSON || (cur_format == LOG_FMT_AUTO && !isatty(log_fd));
+	pthread_mutex_unlock(&log_lock);
+	return json;
+}
+
+void log_out_of_memory(void)
+{
+	static const char text[] = "custos: out of memory\n";
+	static const char json[] = "{\"level\":\"error\",\"msg\":\"custos: out of memory\"}\n";
+	int fd = log_fd;
+	bool j = cur_format == LOG_FMT_JSON || (cur_format == LOG_FMT_AUTO && !isatty(fd));
+
+	if (file_write_all(fd, j ? json : text, j ? sizeof(json) - 1 : sizeof(text) - 1) !=
+	    CUSTOS_OK) {
+		/* nothing is left to report it with */
+	}
+}
+
 custos_err log_level_parse(span s, log_level *out)
 {
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(level_names); i++) {

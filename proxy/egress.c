@@ -991,18 +991,19 @@ void egress_free(egress_server *s)
 	free(s);
 }
 
-custos_err egress_reload_policy(egress_server *s)
+custos_err egress_reload_policy(egress_server *s, const char *policy_file)
 {
-	if (s->store == NULL || s->o.policy_file == NULL)
+	const char *file = policy_file ? policy_file : s->o.policy_file;
+
+	if (s->store == NULL || file == NULL)
 		return CUSTOS_OK;
 	diag_list d;
 	diag_init(&d);
-	custos_err e = policy_store_reload(s->store, s->o.policy_file, &d);
+	custos_err e = policy_store_reload(s->store, file, &d);
 	if (e != CUSTOS_OK) {
 		diag_log(&d);
 		e = d.errors ? diag_err(e, &d, "egress policy (the policy in force stays)")
-		             : err_wrap(e, "egress policy %s (the policy in force stays)",
-		                        s->o.policy_file);
+		             : err_wrap(e, "egress policy %s (the policy in force stays)", file);
 	}
 	diag_free(&d);
 	return e;

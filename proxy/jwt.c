@@ -329,6 +329,11 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		want = JWK_EDDSA;
 	else
 		return err_set(CUSTOS_ERR_DENIED, "jwt: alg %s not accepted", alg);
+	static const unsigned bit[] = { [JWK_RS256] = PROXY_JWT_RS256,
+		                        [JWK_ES256] = PROXY_JWT_ES256,
+		                        [JWK_EDDSA] = PROXY_JWT_EDDSA };
+	if (o->algorithms && !(o->algorithms & bit[want]))
+		return err_set(CUSTOS_ERR_DENIED, "jwt: alg %s is not in auth.jwt.algorithms", alg);
 
 	/* Signature first: nothing in the claims is read before it verifies. */
 	span signing_input = span_of(token.ptr, (size_t)(d2 - token.ptr));

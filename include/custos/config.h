@@ -466,6 +466,19 @@ custos_err config_load(const char *path, custos_config **out, diag_list *d) CUST
 /* Same from memory: text[len] named `name` in messages (fuzzing, tests, reload over a socket). */
 custos_err config_parse(const char *name, const char *text, size_t len, custos_config **out,
                         diag_list *d) CUSTOS_WUR;
+/* Where a string setting of cfg was written: value is the pointer taken from cfg (not an equal
+ * string); false for a default value, which was written nowhere. */
+bool config_where(const custos_config *cfg, const char *value, unsigned *line, unsigned *col);
+/* The log: section of path alone (level and format; file left NULL), read even when the rest
+ * of the file has errors, so that `up` can report them in the format the file asks for.
+ * CUSTOS_OK when path is YAML whose log: section is valid; *out is unchanged otherwise. */
+custos_err config_load_log(const char *path, cfg_log *out) CUSTOS_WUR;
+/* Whether next may replace running on a reload (SIGHUP or the admin API): CUSTOS_OK, or
+ * CUSTOS_ERR_INVAL when next changes a setting `custos up` reads at start only (log, workers,
+ * limits.timeouts.shutdown, a sandboxed model's sandbox and profile, data_sources, egress,
+ * audit, admin, policy.reload_on_sighup, proxy); err_msg then names the first such setting.
+ * Listeners are checked by proxy_reload (proxy.h). Neither config is changed. */
+custos_err config_reload_check(const custos_config *running, const custos_config *next) CUSTOS_WUR;
 /* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
 /* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp

@@ -192,6 +192,12 @@ custos_err log_open_file(const char *path) CUSTOS_WUR;
  * Async-signal-unsafe: call it from the event loop, not from the handler. */
 custos_err log_reopen(void) CUSTOS_WUR;
 log_level log_get_level(void);
+/* Whether lines are written as JSON now (json, or auto on something that is not a terminal):
+ * what else writes to the log's stream must then be JSON lines too. */
+bool log_is_json(void);
+/* Writes "out of memory" as one line in the log's format without allocating or locking (the
+ * last word before abort). */
+void log_out_of_memory(void);
 /* Parses "error|warn|info|debug"; CUSTOS_ERR_INVAL otherwise. */
 custos_err log_level_parse(span s, log_level *out) CUSTOS_WUR;
 void log_msg(log_level level, const char *fmt, ...) CUSTOS_PRINTF(2, 3);

@@ -94,9 +94,10 @@ custos_err egress_start(egress_server *s) CUSTOS_WUR;
 /* Stops accepting, shuts open connections down and waits for their threads. */
 void egress_stop(egress_server *s);
 void egress_free(egress_server *s);
-/* Re-reads the policy file; on any error the policy in force stays (message in err_msg).
- * Decisions in progress keep the policy they started with. */
-custos_err egress_reload_policy(egress_server *s) CUSTOS_WUR;
+/* Reads the policy from policy_file (NULL: the options' policy_file), the file a reload of
+ * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
+ * in progress keep the policy they started with. */
+custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
 /* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted
  * sandbox's new netns; the accept thread switches within its poll interval and closes the old
  * one. The listener's taint starts over (the new instance has read nothing). */

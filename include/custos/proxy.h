@@ -94,8 +94,12 @@ typedef struct proxy_api_key {
 	uint8_t sha256[32]; /* SHA-256 of the key; the key itself is never held */
 } proxy_api_key;
 
+/* proxy_jwt_opts.algorithms bits. */
+enum { PROXY_JWT_RS256 = 1u << 0, PROXY_JWT_ES256 = 1u << 1, PROXY_JWT_EDDSA = 1u << 2 };
+
 typedef struct proxy_jwt_opts {
 	char *jwks_file;                   /* NULL: JWT off */
+	unsigned algorithms;               /* PROXY_JWT_* accepted in a token's alg; 0: all three */
 	char *issuers[PROXY_JWT_MAX_LIST]; /* `iss` must be one of them; none: not checked */
 	size_t n_issuers;
 	char *audiences[PROXY_JWT_MAX_LIST]; /* `aud` must hold one of them; none: not checked */

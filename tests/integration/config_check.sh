@@ -89,6 +89,147 @@ expect group-writable "$work/group-writable.yaml" 1 "writable by group or others
 
 expect missing-file "$work/nonexistent.yaml" 1 "nonexistent.yaml"
 
+# ---- --host: the files, as the user that opens them
+h="$work/host"
+mkdir -p "$h/tls" "$h/keys" "$h/log" "$h/run"
+printf 'version: 1\n' >"$h/policy.yaml"
+for x in tls/srv.crt tls/srv.key tls/siem-ca.crt keys/audit.key; do
+	printf 'not parsed by the check\n' >"$h/$x"
+done
+printf 'token\n' >"$h/hec.token"
+chmod 600 "$h/tls/srv.key" "$h/keys/audit.key" "$h/hec.token"
+chmod 644 "$h/policy.yaml" "$h/tls/srv.crt" "$h/tls/siem-ca.crt"
+# host_config FILE [EXTRA_YAML]: a config naming the files above (the audit dir does not exist
+# yet: `up` would make it).
+host_config() {
+	cat >"$1" <<CFG
+version: 1
+listeners:
+  - id: tls
+    address: "127.0.0.1:8443"
+    tls: { cert: $h/tls/srv.crt, key: $h/tls/srv.key }
+  - id: sock
+    address: "unix:$h/run/custos.sock"
+auth:
+  api_keys: [{ id: a, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }]
+log:
+  file: $h/log/custos.log
+audit:
+  dir: $h/audit
+  signing_key: $h/keys/audit.key
+  sinks:
+    - { id: siem, type: syslog, address: "127.0.0.1:6514", tls: { ca: $h/tls/siem-ca.crt } }
+    - id: splunk
+      type: http
+      http:
+        url: "https://127.0.0.1:8088/services/collector/event"
+        token_file: $h/hec.token
+admin:
+  socket: $h/run/admin.sock
+policy:
+  file: $h/policy.yaml
+${2:-}
+CFG
+	chmod 600 "$1"
+}
+# snapshot: every path under $h with its size, change times, mode and owner (not the access
+# times: reading a directory is no change).
+snapshot() { find "$h" -printf '%p %s %T@ %C@ %m %u %g\n' | sort; }
+# line_of FILE TEXT: the number of the first line of FILE holding TEXT.
+line_of() { grep -nF -- "$2" "$1" | head -1 | cut -d: -f1; }
+# host NAME FILE RC PATTERN...: as expect, with --host; and nothing under $h changed.
+host() {
+	local name=$1 file=$2 rc=$3 before out got
+	shift 3
+	before=$(snapshot)
+	out=$("$bin" config check --host "$file" 2>&1)
+	got=$?
+	if [ "$got" -ne "$rc" ]; then
+		echo "FAIL $name: exit $got, expected $rc"
+		echo "$out"
+		fail=1
+		return
+	fi
+	for pat in "$@"; do
+		if ! grep -Eq -- "$pat" <<<"$out"; then
+			echo "FAIL $name: output lacks /$pat/"
+			echo "$out"
+			fail=1
+			return
+		fi
+	done
+	if [ "$before" != "$(snapshot)" ]; then
+		echo "FAIL $name: the check changed files:"
+		diff <(echo "$before") <(snapshot)
+		fail=1
+		return
+	fi
+	echo "ok   $name (nothing under the checked paths changed)"
+}
+
+f="$work/host-good.yaml"
+host_config "$f"
+host host-good "$f" 0 ': ok: 2 listener'
+[ -e "$h/audit" ] && { echo "FAIL host-good: the check made the audit dir"; fail=1; }
+[ -e "$h/log/custos.log" ] && { echo "FAIL host-good: the check made the log file"; fail=1; }
+host host-example "$work/example.yaml" 1 \
+	"^$work/example.yaml:[0-9]+:[0-9]+: error: policy.file '/etc/custos/policy.yaml': No such file"
+
+# Each problem at the setting's position; without --host none of them is seen.
+chmod 644 "$h/tls/srv.key"
+host host-key-mode "$f" 1 \
+	"^$f:$(line_of "$f" "key: $h/tls/srv.key"):[0-9]+: error: listeners\[0\] \(tls\).tls key: .*srv.key: refusing a key file accessible by group or others"
+expect without-host "$f" 0 ': ok: 2 listener.*files not opened: --host checks them'
+chmod 600 "$h/tls/srv.key"
+mv "$h/tls/siem-ca.crt" "$h/tls/siem-ca.moved"
+host host-sink-ca "$f" 1 \
+	"^$f:$(line_of "$f" "ca: $h/tls/siem-ca.crt"):[0-9]+: error: audit.sinks\[0\] \(siem\).tls.ca '$h/tls/siem-ca.crt': No such file or directory"
+mv "$h/tls/siem-ca.moved" "$h/tls/siem-ca.crt"
+rmdir "$h/log" "$h/run"
+host host-missing-dirs "$f" 1 \
+	"^$f:$(line_of "$f" "file: $h/log"):[0-9]+: error: log.file '$h/log/custos.log': its directory $h/log: No such file" \
+	"^$f:$(line_of "$f" "unix:$h/run"):[0-9]+: error: listeners\[1\] \(sock\).address" \
+	"^$f:$(line_of "$f" "socket: $h/run"):[0-9]+: warning: admin.socket"
+mkdir "$h/log" "$h/run"
+f2="$work/host-audit.yaml"
+host_config "$f2"
+sed -i "s|  dir: $h/audit|  dir: $h/nowhere/audit|" "$f2"
+host host-audit-dir-unmakeable "$f2" 1 \
+	"^$f2:$(line_of "$f2" "dir: $h/nowhere"):[0-9]+: error: audit.dir '$h/nowhere/audit': its directory $h/nowhere: No such file"
+
+if [ "$(id -u)" -eq 0 ] && getent passwd nobody >/dev/null; then
+	# As root with proxy.user: what the proxy opens after the drop is checked as that user.
+	chmod 755 "$work" "$h" "$h/tls" "$h/keys"
+	mkdir -p "$h/audit"
+	chown nobody "$h/audit" "$h/keys/audit.key" "$h/hec.token"
+	f="$work/host-nobody.yaml"
+	host_config "$f" "proxy: { user: nobody }"
+	host host-nobody-good "$f" 0 ': ok: 2 listener'
+	chown root "$h/hec.token"
+	host host-nobody-token "$f" 1 \
+		"^$f:$(line_of "$f" "token_file: "):[0-9]+: error: audit.sinks\[1\] \(splunk\).http.token_file '$h/hec.token': cannot be read by proxy.user nobody \(uid [0-9]+\): Permission denied"
+	chown nobody "$h/hec.token"
+	chown root "$h/audit"
+	chmod 700 "$h/audit"
+	host host-nobody-audit-dir "$f" 1 \
+		"^$f:$(line_of "$f" "dir: $h/audit"):[0-9]+: error: audit.dir '$h/audit': cannot be written by proxy.user nobody"
+	chown nobody "$h/audit"
+	printf '12\n' >"$h/audit/cursor.splunk"
+	chmod 600 "$h/audit/cursor.splunk"
+	host host-nobody-cursor "$f" 1 \
+		"^$f:$(line_of "$f" "id: splunk"):[0-9]+: error: audit.dir: $h/audit/cursor.splunk cannot be read and written by proxy.user nobody"
+	chown nobody "$h/audit/cursor.splunk"
+	chmod 600 "$h/policy.yaml"
+	host host-nobody-reload "$f" 0 \
+		"^$f:$(line_of "$f" "file: $h/policy.yaml"):[0-9]+: warning: policy.file '$h/policy.yaml': cannot be read by proxy.user nobody.*a reload reads it again"
+	chmod 644 "$h/policy.yaml"
+	host_config "$work/host-nouser.yaml" "proxy: { user: custos-no-such-user }"
+	host host-no-user "$work/host-nouser.yaml" 1 \
+		"error: proxy.user: no user named custos-no-such-user"
+else
+	echo "ok   # SKIP the proxy.user checks: they need root and a user nobody"
+fi
+
 "$bin" config check >/dev/null 2>&1
 rc=$?
 if [ "$rc" -ne 2 ]; then

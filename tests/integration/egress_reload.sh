@@ -3,7 +3,9 @@
 # - the admin API's POST /v1/policy (custos ctl policy reload) revokes a data source for the
 #   egress proxy too, as SIGHUP does;
 # - a SIGHUP refused for a broken custos.yaml changes neither the ingress nor the egress policy,
-#   even when the policy file beside it changed.
+#   even when the policy file beside it changed;
+# - a reload that names another policy file (policy.file) moves the egress proxy to that file
+#   too, not only the ingress proxy.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-reload curl python3
@@ -106,6 +108,15 @@ for i in $(seq 1 50); do
 done
 check "the broken reload was refused" grep -q "reload failed" up.log
 check "egress policy unchanged by the refused reload (still 200)" test "$(status)" = 200
+# policy.file names another file: the egress proxy follows it (the old file still allows).
+write_policy no
+mv policy.yaml policy2.yaml
+write_policy yes
+write_config
+sed -i "s|file: \"$W/policy.yaml\"|file: \"$W/policy2.yaml\"|" custos.yaml
+grep -q "policy2.yaml" custos.yaml || bad "policy.file not rewritten"
+kill -HUP "$UP"
+check "a reload naming another policy file moves egress to it (403)" test "$(wait_status 403)" = 403
 kill "$UP"
 wait "$UP" 2>/dev/null
 [ "$FAILS" -eq 0 ]

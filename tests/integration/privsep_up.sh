@@ -181,6 +181,21 @@ if [ "${ABI:-0}" -gt 0 ]; then
 else
 	echo "ok   - # SKIP Landlock checks: the kernel has no Landlock"
 fi
+# The sandbox runs as the supervisor started it: a reload that changes its profile or command
+# is refused, naming the setting, and the sandbox keeps running.
+NF=$(grep -c 'reload failed' up.log)
+sed -i 's/limits: { memory: 1GiB, pids: 64 }/limits: { memory: 2GiB, pids: 64 }/' custos.yaml
+kill -HUP "$SUP"
+for i in $(seq 1 50); do [ "$(grep -c 'reload failed' up.log)" -gt "$NF" ] && break; sleep 0.1; done
+check "a reload changing the sandbox profile is refused, naming the setting" \
+	grep -q 'reload failed.*reload: sandbox_profiles.fx.limits.memory (1GiB -> 2GiB) changed' up.log
+sed -i 's/limits: { memory: 2GiB, pids: 64 }/limits: { memory: 1GiB, pids: 64 }/; s/ASAN_OPTIONS: "detect_leaks=0"/ASAN_OPTIONS: "detect_leaks=0", X: "1"/' custos.yaml
+kill -HUP "$SUP"
+for i in $(seq 1 50); do [ "$(grep -c 'reload failed' up.log)" -gt "$((NF + 1))" ] && break; sleep 0.1; done
+check "a reload changing the sandboxed model's env is refused, naming the setting" \
+	grep -q 'reload failed.*reload: models\[0\] (m1).sandbox.env changed' up.log
+check "the sandbox keeps serving" grep -q '200 hello from hr' <<<"$(chat after refused reloads)"
+cp custos.yaml.orig custos.yaml
 
 kill -9 "$SUP"
 check "kill -9 of the supervisor stops the proxy" gone "$PX" 30

@@ -2,7 +2,10 @@
 # SIGHUP reload through the real binary: a new policy takes effect on the same process and on
 # existing keep-alive connections; a broken policy or config is refused, the old state stays
 # in force and the log says why; a certificate swap is served to new handshakes; a changed
-# listener list (an address, TLS added or removed) is refused and every listener keeps serving.
+# listener list (an address, TLS added or removed) is refused and every listener keeps serving;
+# so is a change of any setting read at start only (workers, log, audit, admin, proxy, egress,
+# data sources, the shutdown timeout), by SIGHUP or the admin API, named in the log and the
+# audit trail; with policy.reload_on_sighup false SIGHUP is refused and the admin API reloads.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -98,4 +101,83 @@ listeners_change "tls added to the plain listener" \
 	"s|(address: \"127\.0\.0\.1:$PORT2\"\n)|\$1    tls: { cert: $work/tls/srv.crt, key: $work/tls/srv.key }\n|"
 listeners_change "tls removed from the TLS listener" "s/    tls:\n(      .*\n|\n)+//"
 check "no reload applied meanwhile" "$(reloads 'reloaded')" 2
+
+# A setting read at start only is refused the same way, naming the setting: never applied
+# halfway with the change silently dropped.
+# start_only NAME PERL_EXPR SETTING: rewrites the config, SIGHUP, expects a refusal naming SETTING.
+start_only() {
+	cp "$work/custos.yaml.good" "$work/custos.yaml"
+	perl -0pi -e "$2" "$work/custos.yaml"
+	cmp -s "$work/custos.yaml" "$work/custos.yaml.good" && { fail "$1: config not rewritten"; return; }
+	n=$((n + 1))
+	kill -HUP "$CU_PID"
+	for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge "$n" ] && break; sleep 0.1; done
+	check "$1: reload refused" "$(reloads 'reload failed')" "$n"
+	local why
+	why=$(grep 'reload failed' "$work/custos.log" | tail -1)
+	case $why in
+	*"reload: $3"*" changed: custos reads it at start only (restart custos to change it)"*)
+		ok "$1: the reason names $3" ;;
+	*) fail "$1: reason: $why" ;;
+	esac
+	check "$1: still serving" "$(bob)" 200
+}
+start_only "workers" 's/^workers: 2$/workers: 3/m' "workers (2 -> 3)"
+start_only "log level" 's/\z/log: { level: warn }\n/' "log.level (info -> warn)"
+start_only "shutdown timeout" 's/shutdown: 5s/shutdown: 6s/' "limits.timeouts.shutdown (5s -> 6s)"
+start_only "audit durability" 's/^audit:\n/audit:\n  durability: sync\n/m' "audit.durability"
+start_only "audit sink added" \
+	's/^audit:\n/audit:\n  sinks: [{ id: siem, type: syslog, address: "127.0.0.1:6514" }]\n/m' \
+	"audit.sinks (0 -> 1 sinks)"
+start_only "admin socket" 's/admin\.sock/admin2.sock/' "admin.socket"
+start_only "proxy user" 's/\z/proxy: { user: nobody }\n/' "proxy.user (unset -> nobody)"
+start_only "data source added" \
+	's/\z/data_sources: [{ id: hr, url: "https:\/\/hr.example\/", classification: internal }]\n/' \
+	"data_sources (0 -> 1 sources)"
+start_only "egress port" 's/\z/egress: { port: 3129 }\n/' "egress.port (3128 -> 3129)"
+start_only "reload_on_sighup" 's/^policy:\n/policy:\n  reload_on_sighup: false\n/m' \
+	"policy.reload_on_sighup"
+check "no reload applied meanwhile" "$(reloads 'reloaded')" 2
+
+# The admin API's reload refuses the same change, with the same reason.
+cp "$work/custos.yaml.good" "$work/custos.yaml"
+sed -i 's/^workers: 2$/workers: 3/' "$work/custos.yaml"
+out=$("$bin" ctl --socket "$work/admin.sock" policy reload 2>&1)
+rc=$?
+check "admin API reload with workers changed: refused (exit)" "$rc" 1
+grep -q 'reload: workers (2 -> 3) changed: custos reads it at start only' <<<"$out" &&
+	ok "admin API: the reason names workers" || fail "admin API: $out"
+check "admin API: still serving" "$(bob)" 200
+# Both triggers' refusals are in the audit trail with their reason.
+for t in sighup admin; do
+	for _ in $(seq 50); do
+		audit_grep '"type":"policy.reload"' | grep "\"trigger\":\"$t\"" | grep -q '"outcome":"refused".*"reason":"reload: workers (2 -> 3) changed' && break
+		sleep 0.1
+	done
+	audit_grep '"type":"policy.reload"' | grep "\"trigger\":\"$t\"" |
+		grep -q '"outcome":"refused".*"reason":"reload: workers (2 -> 3) changed' &&
+		ok "audit: a refused $t reload names workers" || fail "audit: no refused $t reload naming workers"
+done
+cp "$work/custos.yaml.good" "$work/custos.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 3 ] && break; sleep 0.1; done
+check "the good config reloads again" "$(reloads 'reloaded')" 3
+
+# policy.reload_on_sighup: false, from the start: SIGHUP reloads nothing (refused, logged,
+# audited); the admin API still reloads.
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+perl -0pi -e 's/^policy:\n/policy:\n  reload_on_sighup: false\n/m' "$work/custos.yaml"
+start_custos "$work/custos.yaml"
+check "reload_on_sighup false: bob before" "$(bob)" 200
+sed -i 's/principal: \[alice, bob, analytics, sso\]/principal: [alice, analytics, sso]/' "$work/policy.yaml"
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+grep 'reload failed' "$work/custos.log" | grep -q 'policy.reload_on_sighup is false' &&
+	ok "reload_on_sighup false: SIGHUP refused, naming the setting" ||
+	fail "reload_on_sighup false: $(grep 'reload failed' "$work/custos.log")"
+check "reload_on_sighup false: the policy in force is unchanged (bob)" "$(bob)" 200
+"$bin" ctl --socket "$work/admin.sock" policy reload >/dev/null 2>&1
+check "reload_on_sighup false: the admin API reloads (exit)" "$?" 0
+check "reload_on_sighup false: the admin API's policy is in force (bob)" "$(bob)" 403
 [ "$fails" -eq 0 ]

@@ -2,7 +2,9 @@
 # A sandboxed model through `custos up`: the model-server TEST FIXTURE runs in a process
 # sandbox (own network namespace with loopback only); custos reaches it through a socket made
 # inside that namespace, with no port on the host. A chat completion and a stream go through;
-# the host cannot reach the model's port directly.
+# the host cannot reach the model's port directly. What the model server writes to its stdout
+# and stderr becomes log lines naming the model (JSON lines here: every line of custos' stderr
+# parses), control characters replaced.
 . "$(dirname "$0")/proxy_lib.bash"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root for the process sandbox in this test"
@@ -13,12 +15,25 @@ mport=18000
 EXTRA_MODELS="" write_policy "$work/policy.yaml"
 write_config "$work/custos.yaml" 1
 # Replace the plain-upstream model by a sandboxed one.
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
+# The model server runs under a wrapper that writes to stdout and stderr first.
+# (a directory of its own: $work is 0700, which the sandbox's root cannot enter)
+fxw=$(mktemp -d /tmp/custos-fxw.XXXXXX)
+chmod 755 "$fxw"
+trap 'cleanup; rm -rf "$fxw"' EXIT
+cat >"$fxw/model.sh" <<'SH'
+#!/bin/sh
+echo "hello from the model on stdout"
+printf 'a terminal escape \033[31m on stderr\n' >&2
+exec "$@"
+SH
+chmod 755 "$fxw/model.sh"
+perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
 cat >>"$work/custos.yaml" <<CFG
 sandbox_profiles:
   fx:
     binds:
       - { src: $(dirname "$fixture"), dst: /opt/fx }
+      - { src: $fxw, dst: /opt/fxw }
     limits: { memory: 1GiB, pids: 64 }
 CFG
 grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; }
@@ -26,7 +41,7 @@ grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; 
 # custos' own stdin is a file here (a background job's would be /dev/null already): the
 # model server must not get it.
 echo marker >"$work/stdin"
-CUSTOS_STDIN="$work/stdin" start_custos "$work/custos.yaml"
+CUSTOS_STDIN="$work/stdin" LOG_FORMAT=json start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20)
 url="https://localhost:$PORT/v1/chat/completions"
 code=$("${C[@]}" -o "$work/out" -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
@@ -48,5 +63,17 @@ if [ -n "$mpid" ]; then
 	check "the model server's stdin" "$(readlink "/proc/$mpid/fd/0")" /dev/null
 else
 	fail "model server process not found"
+fi
+# The model server's output: log lines naming it, JSON like every other line.
+grep -q '"msg":"sandbox test-model: output: hello from the model on stdout"' "$work/custos.log" &&
+	ok "the model's stdout is a log line naming it" || fail "no stdout line: $(grep -v '^{' "$work/custos.log" | head -3)"
+grep -q '"msg":"sandbox test-model: output: a terminal escape ?\[31m on stderr"' "$work/custos.log" &&
+	ok "the model's stderr is a log line, its escape character replaced" || fail "no stderr line"
+if command -v python3 >/dev/null; then
+	bad=$(python3 -c 'import json, sys
+for i, l in enumerate(open(sys.argv[1]), 1):
+    try: json.loads(l)
+    except Exception: print("line %d: %r" % (i, l)); sys.exit(1)' "$work/custos.log") &&
+		ok "every line custos wrote to stderr is JSON" || fail "not JSON: $bad"
 fi
 [ "$fails" -eq 0 ]

@@ -125,6 +125,14 @@ tampered="${t%%.*}.$(printf '%s' "${good/user-1/admin}" | b64url).${t##*.}"
 check "JWT with altered claims -> 401" "$(bearer "$tampered")" 401
 check "JWT alg none -> 401" "$(bearer "$(jwt none r1 "$k/rsa.key" "$good").")" 401
 check "JWT RS256 header on an EC key id -> 401" "$(bearer "$(jwt RS256 e1 "$k/rsa.key" "$good")")" 401
+# auth.jwt.algorithms is enforced (and reloaded): RS256 left out, a valid RS256 token is refused.
+sed -i 's/^    leeway: 5s$/    leeway: 5s\n    algorithms: [ES256, EdDSA]/' "$work/custos.yaml"
+grep -q 'algorithms: \[ES256, EdDSA\]' "$work/custos.yaml" || fail "algorithms not written"
+n=$(grep -c 'proxy: reloaded' "$work/custos.log")
+kill -HUP "$CU_PID"
+for _ in $(seq 50); do [ "$(grep -c 'proxy: reloaded' "$work/custos.log")" -gt "$n" ] && break; sleep 0.1; done
+check "JWT RS256 valid but not in auth.jwt.algorithms -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$good")")" 401
+check "JWT ES256 (listed) still valid" "$(bearer "$(jwt ES256 e1 "$k/ec.key" "$good")")" 200
 
 kill -TERM "$CU_PID"
 wait "$CU_PID"

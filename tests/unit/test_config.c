@@ -727,6 +727,182 @@ static void test_limits_and_file_mode(void **state)
 	config_free(NULL);
 }
 
+/* A reload's config against the running one: what `up` reads at start only is refused, naming
+ * the setting; what a reload applies passes. Each case edits one thing of a full config. */
+static const char reload_base[] =
+        "version: 1\n"
+        "log: {level: info, format: json}\n"
+        "workers: 2\n"
+        "limits: {body_max: 1MiB, timeouts: {shutdown: 5s, upstream_read: 10s}}\n"
+        "listeners: [{id: l, address: \"127.0.0.1:8080\"}]\n"
+        "auth: {api_keys: [{id: a, sha256: "
+        "\"0000000000000000000000000000000000000000000000000000000000000000\"}]}\n"
+        "sandbox_profiles: {p: {limits: {memory: 1GiB}, binds: [{src: /data}]}, q: {}}\n"
+        "models:\n"
+        "  - {id: plain, upstream: {url: \"http://127.0.0.1:9000\"}}\n"
+        "  - {id: boxed, sandbox: {profile: p, command: [/srv/model, --port, \"8000\"]}}\n"
+        "routes: [{path: /v1/embeddings, model: plain}]\n"
+        "data_sources: [{id: hr, url: \"https://hr.example/api\", classification: "
+        "confidential}]\n"
+        "egress: {port: 3128}\n"
+        "audit: {dir: /var/lib/custos/audit, durability: batch, sinks: [{id: siem, type: "
+        "syslog, address: \"127.0.0.1:6514\"}]}\n"
+        "admin: {socket: /run/custos/admin.sock, max_body: 1MiB}\n"
+        "policy: {file: /etc/custos/policy.yaml}\n"
+        "proxy: {user: custos}\n";
+
+/* reload_base with its first `from` replaced by `to` (the caller frees). */
+static char *reload_edit(const char *from, const char *to)
+{
+	const char *at = strstr(reload_base, from);
+	if (at == NULL)
+		fail_msg("'%s' is not in the base config", from);
+	size_t pre = (size_t)(at - reload_base), n = strlen(reload_base) + strlen(to) + 1;
+	char *out = malloc(n);
+	assert_non_null(out);
+	snprintf(out, n, "%.*s%s%s", (int)pre, reload_base, to, at + strlen(from));
+	return out;
+}
+
+static void test_reload_check(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *from, *to, *named; /* named NULL: the reload applies it */
+	} cases[] = {
+		{ "workers: 2", "workers: 4", "workers (2 -> 4)" },
+		{ "workers: 2", "workers: 0", "workers (2 -> 0)" },
+		{ "level: info", "level: debug", "log.level (info -> debug)" },
+		{ "format: json}", "format: text}", "log.format (json -> text)" },
+		{ "format: json}", "format: json, file: /var/log/custos/custos.log}", "log.file" },
+		{ "shutdown: 5s", "shutdown: 60s", "limits.timeouts.shutdown (5s -> 1m)" },
+		{ "memory: 1GiB", "memory: 2GiB",
+		  "sandbox_profiles.p.limits.memory (1GiB -> 2GiB)" },
+		{ "src: /data}", "src: /data, rw: true}", "sandbox_profiles.p.binds" },
+		{ "profile: p,", "profile: q,", "models[1] (boxed).sandbox.profile (p -> q)" },
+		{ "--port, \"8000\"", "--port, \"8001\"", "models[1] (boxed).sandbox.command" },
+		{ "  - {id: boxed", "  - {id: boxed2", "models[1] (boxed2).sandbox" },
+		{ "\"https://hr.example/api\"", "\"https://hr.example/v2\"",
+		  "data_sources[0] (hr).url" },
+		{ "classification: confidential}]",
+		  "classification: internal}, {id: w, url: "
+		  "\"https://w.example/\", classification: public}]",
+		  "data_sources (1 -> 2" },
+		{ "port: 3128", "port: 3129", "egress.port (3128 -> 3129)" },
+		{ "dir: /var/lib/custos/audit", "dir: /srv/audit", "audit.dir" },
+		{ "durability: batch", "durability: sync", "audit.durability" },
+		{ "address: \"127.0.0.1:6514\"", "address: \"127.0.0.1:6515\"",
+		  "audit.sinks[0] (siem).address" },
+		{ "sinks: [{id: siem, type: syslog, address: \"127.0.0.1:6514\"}]", "sinks: []",
+		  "audit.sinks (1 -> 0 sinks)" },
+		{ "socket: /run/custos/admin.sock", "socket: /run/custos/a.sock", "admin.socket" },
+		{ "max_body: 1MiB}\npolicy", "max_body: 2MiB}\npolicy", "admin.max_body" },
+		{ "file: /etc/custos/policy.yaml}",
+		  "file: /etc/custos/policy.yaml, "
+		  "reload_on_sighup: false}",
+		  "policy.reload_on_sighup" },
+		{ "user: custos", "user: nobody", "proxy.user (custos -> nobody)" },
+		{ "user: custos", "user: custos, self_sandbox: false", "proxy.self_sandbox" },
+		/* Applied by a reload: limits, auth, plain models, routes, the policy file. */
+		{ "body_max: 1MiB", "body_max: 2MiB", NULL },
+		{ "upstream_read: 10s", "upstream_read: 20s", NULL },
+		{ "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+		  "\"1111111111111111111111111111111111111111111111111111111111111111\"", NULL },
+		{ "http://127.0.0.1:9000", "http://127.0.0.1:9001", NULL },
+		{ "path: /v1/embeddings", "path: /v1/audio", NULL },
+		{ "file: /etc/custos/policy.yaml", "file: /etc/custos/policy2.yaml", NULL },
+		{ "q: {}", "q: {limits: {pids: 7}}", NULL }, /* a profile no model uses */
+	};
+	custos_config *running = parse_ok(reload_base);
+	custos_config *same = parse_ok(reload_base);
+	assert_int_equal(config_reload_check(running, same), CUSTOS_OK);
+	config_free(same);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = reload_edit(cases[i].from, cases[i].to);
+		custos_config *next = parse_ok(text);
+		custos_err e = config_reload_check(running, next);
+		if (cases[i].named == NULL) {
+			if (e != CUSTOS_OK)
+				fail_msg("case %zu refused: %s", i, err_msg());
+		} else {
+			if (e == CUSTOS_OK)
+				fail_msg("case %zu (%s) not refused", i, cases[i].named);
+			if (strstr(err_msg(), cases[i].named) == NULL ||
+			    strstr(err_msg(), "restart custos") == NULL)
+				fail_msg("case %zu: '%s' does not name %s", i, err_msg(),
+				         cases[i].named);
+		}
+		config_free(next);
+		free(text);
+	}
+	config_free(running);
+}
+
+/* The log: section alone, from a file whose other sections have errors: what `up` reports those
+ * errors in. A bad log: section or a file that is not YAML gives nothing. */
+static void test_load_log_section(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/custos-test-config-log-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct {
+		const char *text;
+		bool ok;
+		log_format format;
+		log_level level;
+	} cases[] = {
+		{ "version: 1\nlog: {format: json, level: warn, file: /x.log}\nlisteners: 3\n",
+		  true, LOG_FMT_JSON, LOG_LVL_WARN },
+		{ "version: 7\nbogus: 1\nlog: {format: text}\n", true, LOG_FMT_TEXT, LOG_LVL_INFO },
+		{ "version: 1\n", true, LOG_FMT_AUTO, LOG_LVL_INFO },
+		{ "version: 1\nlog: {format: xml}\n", false, 0, 0 },
+		{ "version: 1\nlog: {format: json, colour: true}\n", false, 0, 0 },
+		{ "version: 1\nlog: {format: json\n", false, 0, 0 },
+		{ "- a list\n", false, 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(cases[i].text, f);
+		fclose(f);
+		assert_int_equal(chmod(path, 0600), 0);
+		cfg_log log = { .level = LOG_LVL_DEBUG, .format = LOG_FMT_TEXT, .file = NULL };
+		custos_err e = config_load_log(path, &log);
+		if (!cases[i].ok) {
+			assert_int_not_equal(e, CUSTOS_OK);
+			assert_int_equal(log.format, LOG_FMT_TEXT); /* unchanged */
+			continue;
+		}
+		assert_int_equal(e, CUSTOS_OK);
+		assert_int_equal(log.format, cases[i].format);
+		assert_int_equal(log.level, cases[i].level);
+		assert_null(log.file);
+	}
+	unlink(path);
+}
+
+/* config_where: the position a string setting was written at, by the pointer the config holds;
+ * nothing for a default or an equal string held elsewhere. */
+static void test_where(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok("version: 1\naudit:\n  signing_key: /k/audit.key\n"
+	                              "  sinks: [{id: s, type: syslog, address: \"h:1\", "
+	                              "tls: {ca: /ca.crt}}]\n");
+	unsigned line = 0, col = 0;
+	assert_true(config_where(cfg, cfg->audit.signing_key, &line, &col));
+	assert_int_equal(line, 3);
+	assert_int_equal(col, 16);
+	assert_true(config_where(cfg, cfg->audit.sinks[0].tls.ca, &line, &col));
+	assert_int_equal(line, 4);
+	assert_false(config_where(cfg, cfg->audit.dir, &line, &col)); /* the default */
+	assert_false(config_where(cfg, "/k/audit.key", &line, &col)); /* not the config's */
+	assert_false(config_where(cfg, NULL, &line, &col));
+	config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -743,6 +919,9 @@ int main(void)
 		cmocka_unit_test(test_models_and_profiles),
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
+		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_load_log_section),
+		cmocka_unit_test(test_where),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

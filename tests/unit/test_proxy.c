@@ -271,14 +271,16 @@ static void make_token(const char *claims, bool corrupt, buf *tok)
 	b64url(sig, sl, tok);
 }
 
-static custos_err verify(const char *claims, bool corrupt, ident *id)
+/* An EdDSA token with claims, verified with the algorithms accepted (0: all). */
+static custos_err verify_algs(const char *claims, bool corrupt, unsigned algorithms, ident *id)
 {
 	struct jwks *k;
 	proxy_jwt_opts o = { .issuers = { "https://other-iss", "https://iss" },
 		             .n_issuers = 2,
 		             .audiences = { "custos" },
 		             .n_audiences = 1,
-		             .leeway_s = 5 };
+		             .leeway_s = 5,
+		             .algorithms = algorithms };
 	buf tok;
 
 	assert_int_equal(jwks_load(jwks_path, &k), CUSTOS_OK);
@@ -287,6 +289,11 @@ static custos_err verify(const char *claims, bool corrupt, ident *id)
 	buf_free(&tok);
 	jwks_free(k);
 	return e;
+}
+
+static custos_err verify(const char *claims, bool corrupt, ident *id)
+{
+	return verify_algs(claims, corrupt, 0, id);
 }
 
 static void test_jwt(void **state)
@@ -300,6 +307,14 @@ static void test_jwt(void **state)
 	        CUSTOS_OK);
 	assert_string_equal(id.jwt_sub, "u1");
 	assert_int_equal(id.n_jwt_groups, 1);
+	ident_free(&id);
+	/* auth.jwt.algorithms: an EdDSA token only where EdDSA is listed */
+	const char *ok = "{\"iss\":\"https://iss\",\"sub\":\"u\",\"aud\":\"custos\","
+	                 "\"exp\":1000100}";
+	assert_int_equal(verify_algs(ok, false, PROXY_JWT_RS256 | PROXY_JWT_ES256, &id),
+	                 CUSTOS_ERR_DENIED);
+	assert_non_null(strstr(err_msg(), "not in auth.jwt.algorithms"));
+	assert_int_equal(verify_algs(ok, false, PROXY_JWT_EDDSA, &id), CUSTOS_OK);
 	ident_free(&id);
 	/* leeway: expired 3 s ago is still accepted with 5 s of leeway, 10 s ago is not */
 	assert_int_equal(

@@ -1,0 +1,520 @@
+/*
+ * custos config check --host: what `custos up` would refuse on this host, found without starting
+ * it and without creating or changing any file (stat, access and read-only opens only). Each file
+ * is checked as the user that opens it: the invoking user for what `up` opens before the proxy
+ * drops privileges, proxy.user (in a child that becomes that user) for what the proxy and its
+ * children open afterwards and for what every reload reads again.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "custos/audit.h"
+#include "custos/config.h"
+
+#define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
+
+struct hc_ctx {
+	const custos_config *cfg;
+	diag_list *d;
+	char who[96];  /* "" as the invoking user; " by proxy.user custos (uid 999)" */
+	bool switched; /* the proxy's pass runs as another user than the invoking one */
+};
+
+static void report(struct hc_ctx *x, diag_severity sev, const char *at, const char *hint,
+                   const char *fmt, ...) CUSTOS_PRINTF(5, 6);
+static void report(struct hc_ctx *x, diag_severity sev, const char *at, const char *hint,
+                   const char *fmt, ...)
+{
+	char msg[1024];
+	unsigned line = 0, col = 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (at == NULL || !config_where(x->cfg, at, &line, &col))
+		line = col = 0; /* a default: written nowhere, the message names the setting */
+	diag_add(x->d, sev, x->cfg->source, line, col, hint, "%s", msg);
+}
+
+/* A file opened for reading: it exists, is a regular file (nothing else is opened: a device
+ * or FIFO could react to an open), opens read-only and, with check_mode, passes the mode rule
+ * `up` applies (key files: no access by group or others). */
+static void check_read(struct hc_ctx *x, diag_severity sev, const char *setting, const char *path,
+                       const char *at, file_kind kind, bool check_mode, const char *when)
+{
+	struct stat st;
+	const char *hint = when;
+
+	if (path == NULL)
+		return;
+	if (stat(path, &st) == -1) {
+		report(x, sev, at, hint, "%s '%s': %s%s", setting, path, strerror(errno), x->who);
+		return;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		report(x, sev, at, hint, "%s '%s': not a regular file", setting, path);
+		return;
+	}
+	int fd;
+	do
+		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	while (fd == -1 && errno == EINTR);
+	if (fd == -1) {
+		report(x, sev, at, hint, "%s '%s': cannot be read%s: %s", setting, path, x->who,
+		       strerror(errno));
+		return;
+	}
+	if (check_mode && file_check_mode(fd, path, kind) != CUSTOS_OK)
+		report(x, sev, at, hint, "%s: %s", setting, err_msg());
+	close(fd);
+}
+
+/* The directory holding path (path cut at its last '/'; "." for a bare name). */
+static void dir_of(const char *path, char *out, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		snprintf(out, size, ".");
+	else if (slash == path)
+		snprintf(out, size, "/");
+	else
+		snprintf(out, size, "%.*s", (int)(slash - path), path);
+}
+
+/* A directory something is created in (a socket, a file, a directory): it must exist and be
+ * writable. Returns whether it is. */
+static bool check_parent(struct hc_ctx *x, diag_severity sev, const char *setting, const char *path,
+                         const char *at, const char *what, const char *hint)
+{
+	char dir[CFG_MAX_PATH_LEN];
+	struct stat st;
+
+	dir_of(path, dir, sizeof(dir));
+	if (stat(dir, &st) == -1) {
+		report(x, sev, at, hint, "%s '%s': its directory %s: %s%s", setting, path, dir,
+		       strerror(errno), x->who);
+		return false;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		report(x, sev, at, hint, "%s '%s': %s is not a directory", setting, path, dir);
+		return false;
+	}
+	if (access(dir, W_OK | X_OK) == -1) {
+		report(x, sev, at, hint, "%s '%s': %s cannot be made in %s%s: %s", setting, path,
+		       what, dir, x->who, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* A file appended to and created when missing (log.file). */
+static void check_append(struct hc_ctx *x, diag_severity sev, const char *setting, const char *path,
+                         const char *at, const char *hint)
+{
+	struct stat st;
+
+	if (path == NULL)
+		return;
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT)
+			check_parent(x, sev, setting, path, at, "the file", hint);
+		else
+			report(x, sev, at, hint, "%s '%s': %s%s", setting, path, strerror(errno),
+			       x->who);
+		return;
+	}
+	if (!S_ISREG(st.st_mode))
+		report(x, sev, at, hint, "%s '%s': not a regular file", setting, path);
+	else if (access(path, W_OK) == -1)
+		report(x, sev, at, hint, "%s '%s': cannot be written%s: %s", setting, path, x->who,
+		       strerror(errno));
+}
+
+/* A file of the audit directory the proxy's writer or shipper opens, when it is there. */
+static void check_in_dir(struct hc_ctx *x, const char *dir, const char *name, int mode,
+                         const char *at)
+{
+	char path[CFG_MAX_PATH_LEN + 64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (lstat(path, &st) == -1 && errno == ENOENT)
+		return;
+	if (access(path, mode) == -1)
+		report(x, DIAG_ERROR, at, "the audit writer and the SIEM shipper run as proxy.user",
+		       "audit.dir: %s cannot be %s%s: %s", path,
+		       mode & W_OK ? "read and written" : "read", x->who, strerror(errno));
+}
+
+/* audit.dir as the proxy's writer and shipper use it: a directory they write, with the lock,
+ * the head, the sinks' cursors and the log files in it (the newest one appended to). */
+static void check_audit_dir(struct hc_ctx *x)
+{
+	const cfg_audit *a = &x->cfg->audit;
+	struct stat st;
+	const char *hint = "the audit writer (the proxy's child) writes it as proxy.user";
+
+	if (stat(a->dir, &st) == -1) {
+		if (errno != ENOENT)
+			report(x, DIAG_ERROR, a->dir, hint, "audit.dir '%s': %s%s", a->dir,
+			       strerror(errno), x->who);
+		return; /* missing: `up` makes it (the invoking user's pass checked where) */
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		report(x, DIAG_ERROR, a->dir, NULL, "audit.dir '%s': not a directory", a->dir);
+		return;
+	}
+	if (access(a->dir, R_OK | W_OK | X_OK) == -1) {
+		report(x, DIAG_ERROR, a->dir, hint, "audit.dir '%s': cannot be written%s: %s",
+		       a->dir, x->who, strerror(errno));
+		return;
+	}
+	check_in_dir(x, a->dir, "audit.lock", R_OK | W_OK, a->dir);
+	check_in_dir(x, a->dir, "audit.head", R_OK | W_OK, a->dir);
+	for (size_t i = 0; i < a->n_sinks; i++) {
+		char name[CFG_MAX_ID_LEN + 16];
+		snprintf(name, sizeof(name), "cursor.%s", a->sinks[i].id);
+		check_in_dir(x, a->dir, name, R_OK | W_OK, a->sinks[i].id);
+	}
+	char **files = NULL;
+	size_t n = 0;
+	if (audit_list_files(a->dir, &files, &n) != CUSTOS_OK) {
+		report(x, DIAG_ERROR, a->dir, hint, "audit.dir: %s", err_msg());
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *slash = strrchr(files[i], '/');
+		check_in_dir(x, a->dir, slash ? slash + 1 : files[i],
+		             i + 1 == n ? R_OK | W_OK : R_OK, a->dir);
+	}
+	audit_paths_free(files, n);
+}
+
+/* What `up` opens before the proxy changes user: as the invoking user (root under systemd). */
+static void pass_invoker(struct hc_ctx *x)
+{
+	const custos_config *cfg = x->cfg;
+	const char *start = "custos up opens it at start";
+	char name[160];
+
+	check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file, FILE_CONFIG,
+	           true, start);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_listener *l = &cfg->listeners[i];
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
+			         l->id);
+			check_read(x, DIAG_ERROR, name, l->tls.certs[k].cert, l->tls.certs[k].cert,
+			           FILE_ANY, true, start);
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
+			check_read(x, DIAG_ERROR, name, l->tls.certs[k].key, l->tls.certs[k].key,
+			           FILE_SECRET, true, start);
+		}
+		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
+		if (l->tls.enabled)
+			check_read(x, DIAG_ERROR, name, l->tls.client_ca, l->tls.client_ca,
+			           FILE_ANY, true, start);
+		snprintf(name, sizeof(name), "listeners[%zu] (%s).address", i, l->id);
+		if (l->addr.kind == CFG_ADDR_UNIX)
+			check_parent(x, DIAG_ERROR, name, l->addr.path, l->address, "the socket",
+			             "custos up binds it at start");
+	}
+	check_read(x, DIAG_ERROR, "auth.api_keys_file", cfg->auth.api_keys_file,
+	           cfg->auth.api_keys_file, FILE_CONFIG, true, start);
+	if (cfg->auth.jwt.enabled)
+		check_read(x, DIAG_ERROR, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
+		           cfg->auth.jwt.jwks_file, FILE_CONFIG, true, start);
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
+		         cfg->models[i].id);
+		check_read(x, DIAG_ERROR, name, cfg->models[i].upstream.ca_file,
+		           cfg->models[i].upstream.ca_file, FILE_ANY, true, start);
+	}
+	check_append(x, DIAG_ERROR, "log.file", cfg->log.file, cfg->log.file,
+	             "custos up opens it (appending) at start");
+	if (cfg->admin.enabled)
+		check_parent(x, DIAG_WARNING, "admin.socket", cfg->admin.socket, cfg->admin.socket,
+		             "the socket", "custos up would run without its admin API");
+	/* The audit directory is made at start when missing (then given to proxy.user). */
+	struct stat st;
+	if (stat(cfg->audit.dir, &st) == -1 && errno == ENOENT)
+		check_parent(x, DIAG_ERROR, "audit.dir", cfg->audit.dir, cfg->audit.dir,
+		             "the directory", "custos up makes it at start");
+	/* What the supervisor mounts into a sandbox must be there. */
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->sandbox.type == CFG_SANDBOX_NONE || m->sandbox.profile == NULL)
+			continue;
+		const cfg_profile *p = &cfg->profiles[m->sandbox.profile_index];
+		for (size_t k = 0; k < p->n_binds; k++)
+			if (stat(p->binds[k].src, &st) == -1)
+				report(x, DIAG_ERROR, p->binds[k].src,
+				       "the sandbox binds it at start",
+				       "sandbox_profiles.%s.binds[%zu].src '%s': %s", p->id, k,
+				       p->binds[k].src, strerror(errno));
+		if (p->scratch.type == CFG_SCRATCH_DIR && p->scratch.path &&
+		    (stat(p->scratch.path, &st) == -1 || !S_ISDIR(st.st_mode)))
+			report(x, DIAG_ERROR, p->scratch.path, NULL,
+			       "sandbox_profiles.%s.scratch.path '%s': not a directory", p->id,
+			       p->scratch.path);
+		const char *images[] = { p->vm.kernel, p->vm.initrd, p->vm.disk };
+		const char *keys[] = { "kernel", "initrd", "disk" };
+		for (size_t k = 0; p->vm.enabled && k < 3; k++)
+			if (images[k] && stat(images[k], &st) == -1)
+				report(x, DIAG_ERROR, images[k], "the VM boots from it",
+				       "sandbox_profiles.%s.vm.%s '%s': %s", p->id, keys[k],
+				       images[k], strerror(errno));
+	}
+}
+
+/* What the proxy and its children (audit writer, SIEM shipper, egress proxy) open once it has
+ * changed user, and, as warnings, what every reload reads again as that user. */
+static void pass_proxy(struct hc_ctx *x)
+{
+	const custos_config *cfg = x->cfg;
+	const cfg_audit *a = &cfg->audit;
+	const char *start = "the proxy (or its child) opens it at start as proxy.user";
+	char name[160];
+
+	check_audit_dir(x);
+	check_read(x, DIAG_ERROR, "audit.signing_key", a->signing_key, a->signing_key, FILE_SECRET,
+	           true, start);
+	check_read(x, DIAG_ERROR, "audit.public_key", a->public_key, a->public_key, FILE_ANY, true,
+	           start);
+	for (size_t i = 0; i < a->n_sinks; i++) {
+		const cfg_sink *k = &a->sinks[i];
+		const char *hint = "the SIEM shipper reads it at start as proxy.user";
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.ca", i, k->id);
+		check_read(x, DIAG_ERROR, name, k->tls.ca, k->tls.ca, FILE_ANY, true, hint);
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.cert", i, k->id);
+		check_read(x, DIAG_ERROR, name, k->tls.cert, k->tls.cert, FILE_ANY, true, hint);
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.key", i, k->id);
+		check_read(x, DIAG_ERROR, name, k->tls.key, k->tls.key, FILE_SECRET, true, hint);
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).http.token_file", i, k->id);
+		check_read(x, DIAG_ERROR, name, k->http.token_file, k->http.token_file, FILE_SECRET,
+		           true, hint);
+	}
+	if (cfg->egress.enabled) {
+		bool intercept = false;
+		for (size_t i = 0; i < cfg->n_data_sources; i++) {
+			const cfg_data_source *s = &cfg->data_sources[i];
+			intercept = intercept || s->intercept;
+			snprintf(name, sizeof(name), "data_sources[%zu] (%s).ca_file", i, s->id);
+			check_read(x, DIAG_ERROR, name, s->ca_file, s->ca_file, FILE_ANY, true,
+			           start);
+		}
+		if (intercept && cfg->egress.ca_dir) {
+			char p[CFG_MAX_PATH_LEN + 16];
+			snprintf(p, sizeof(p), "%s/ca.key", cfg->egress.ca_dir);
+			check_read(x, DIAG_ERROR, "egress.ca_dir", p, cfg->egress.ca_dir,
+			           FILE_SECRET, true, start);
+			snprintf(p, sizeof(p), "%s/ca.crt", cfg->egress.ca_dir);
+			check_read(x, DIAG_ERROR, "egress.ca_dir", p, cfg->egress.ca_dir,
+			           FILE_CONFIG, true, start);
+		}
+	}
+	if (!x->switched)
+		return; /* the files below were checked by the invoking user's pass */
+	const char *reload = "a reload reads it again as proxy.user and would fail";
+	check_read(x, DIAG_WARNING, "the configuration file", cfg->source, NULL, FILE_ANY, false,
+	           reload);
+	check_read(x, DIAG_WARNING, "policy.file", cfg->policy.file, cfg->policy.file, FILE_ANY,
+	           false, reload);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_listener *l = &cfg->listeners[i];
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
+			         l->id);
+			check_read(x, DIAG_WARNING, name, l->tls.certs[k].cert,
+			           l->tls.certs[k].cert, FILE_ANY, false, reload);
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
+			check_read(x, DIAG_WARNING, name, l->tls.certs[k].key, l->tls.certs[k].key,
+			           FILE_ANY, false, reload);
+		}
+		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
+		if (l->tls.enabled)
+			check_read(x, DIAG_WARNING, name, l->tls.client_ca, l->tls.client_ca,
+			           FILE_ANY, false, reload);
+	}
+	check_read(x, DIAG_WARNING, "auth.api_keys_file", cfg->auth.api_keys_file,
+	           cfg->auth.api_keys_file, FILE_ANY, false, reload);
+	if (cfg->auth.jwt.enabled)
+		check_read(x, DIAG_WARNING, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
+		           cfg->auth.jwt.jwks_file, FILE_ANY, false, reload);
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
+		         cfg->models[i].id);
+		check_read(x, DIAG_WARNING, name, cfg->models[i].upstream.ca_file,
+		           cfg->models[i].upstream.ca_file, FILE_ANY, false, reload);
+	}
+	struct stat st;
+	if (cfg->log.file && stat(cfg->log.file, &st) == 0 && access(cfg->log.file, W_OK) == -1)
+		report(x, DIAG_WARNING, cfg->log.file, "SIGUSR1 makes the proxy reopen it",
+		       "log.file '%s': cannot be written%s: %s", cfg->log.file, x->who,
+		       strerror(errno));
+}
+
+/* Copies s into out with the record separators (0x1e, 0x1f) replaced: a path may hold any byte. */
+static void clean(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+
+	for (; s && *s && n + 1 < size; s++)
+		out[n++] = *s == '\x1e' || *s == '\x1f' ? '?' : *s;
+	out[n] = '\0';
+}
+
+/* Writes d's items to fd as records: severity, line, col, message and hint separated by 0x1f,
+ * each record ended by 0x1e. */
+static void send_items(int fd, const diag_list *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		const diag_item *it = &d->items[i];
+		char msg[1100], hint[400], rec[1600];
+		clean(it->message, msg, sizeof(msg));
+		clean(it->hint, hint, sizeof(hint));
+		int n = snprintf(rec, sizeof(rec), "%c%u\x1f%u\x1f%s\x1f%s\x1e",
+		                 it->severity == DIAG_ERROR ? 'E' : 'W', it->line, it->col, msg,
+		                 hint);
+		if (n > 0 && (size_t)n < sizeof(rec) &&
+		    file_write_all(fd, rec, (size_t)n) != CUSTOS_OK)
+			return;
+	}
+}
+
+/* Adds the records of send_items in b[0..len) to d. */
+static void take_items(struct hc_ctx *x, char *b, size_t len)
+{
+	char *p = b, *end = b + len;
+
+	while (p < end) {
+		char *rs = memchr(p, '\x1e', (size_t)(end - p));
+		if (rs == NULL)
+			break;
+		*rs = '\0';
+		char *f[4] = { p, NULL, NULL, NULL }; /* severity and line, col, message, hint */
+		for (int k = 1; k < 4 && f[k - 1]; k++) {
+			char *us = strchr(f[k - 1], '\x1f');
+			if (us) {
+				*us = '\0';
+				f[k] = us + 1;
+			}
+		}
+		if (f[3] && (f[0][0] == 'E' || f[0][0] == 'W')) {
+			uint64_t line = 0, col = 0;
+			if (num_parse_u64(span_cstr(f[0] + 1), 0, UINT32_MAX, &line) != CUSTOS_OK ||
+			    num_parse_u64(span_cstr(f[1]), 0, UINT32_MAX, &col) != CUSTOS_OK)
+				line = col = 0;
+			diag_add(x->d, f[0][0] == 'E' ? DIAG_ERROR : DIAG_WARNING, x->cfg->source,
+			         (unsigned)line, (unsigned)col, f[3][0] ? f[3] : NULL, "%s", f[2]);
+		}
+		p = rs + 1;
+	}
+}
+
+/* Runs pass_proxy in a child that has become uid/gid (its primary group, no supplementary
+ * groups: as `up` makes the proxy), its findings sent back over a pipe. */
+static void pass_proxy_as(struct hc_ctx *x, uid_t uid, gid_t gid)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		report(x, DIAG_ERROR, x->cfg->proxy.user, NULL,
+		       "cannot check the files as proxy.user: pipe: %s", strerror(errno));
+		return;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		if (setgroups(0, NULL) == -1 || setgid(gid) == -1 || setuid(uid) == -1 ||
+		    getuid() != uid || geteuid() != uid || getegid() != gid)
+			_exit(1);
+		diag_list d;
+		diag_init(&d);
+		struct hc_ctx cx = *x;
+		cx.d = &d;
+		pass_proxy(&cx);
+		send_items(p[1], &d);
+		_exit(0); /* nothing of the parent's (buffers, sanitizers' exit checks) runs */
+	}
+	close(p[1]);
+	if (pid == -1) {
+		close(p[0]);
+		report(x, DIAG_ERROR, x->cfg->proxy.user, NULL,
+		       "cannot check the files as proxy.user: fork: %s", strerror(errno));
+		return;
+	}
+	buf b;
+	buf_init(&b, HC_REPORT_MAX);
+	custos_err e = CUSTOS_OK;
+	for (;;) {
+		if ((e = buf_reserve(&b, 4096)) != CUSTOS_OK)
+			break;
+		ssize_t r = read(p[0], buf_tail(&b), 4096);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		buf_commit(&b, (size_t)r);
+	}
+	close(p[0]);
+	int status = 0;
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || e != CUSTOS_OK)
+		report(x, DIAG_ERROR, x->cfg->proxy.user, NULL,
+		       "cannot check the files as proxy.user %s: the check could not become "
+		       "that user",
+		       x->cfg->proxy.user);
+	else
+		take_items(x, (char *)buf_ptr(&b), buf_used(&b));
+	buf_free(&b);
+}
+
+void cli_config_host_check(const custos_config *cfg, diag_list *d)
+{
+	struct hc_ctx x = { .cfg = cfg, .d = d };
+	struct passwd *pw = NULL;
+
+	if (cfg->proxy.user && cfg->proxy.self_sandbox) {
+		errno = 0;
+		pw = getpwnam(cfg->proxy.user);
+		if (pw == NULL) {
+			report(&x, DIAG_ERROR, cfg->proxy.user, "custos up refuses to start",
+			       "proxy.user: no user named %s on this host", cfg->proxy.user);
+		} else if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+			report(&x, DIAG_WARNING, cfg->proxy.user,
+			       "run the check as root to check them as that user",
+			       "proxy.user %s: this check runs as uid %u, not as root, and checks "
+			       "the "
+			       "files as itself; custos up started like this could not change user "
+			       "and refuses to start",
+			       cfg->proxy.user, (unsigned)geteuid());
+			pw = NULL;
+		} else if (pw->pw_uid == geteuid()) {
+			pw = NULL; /* the proxy keeps the invoking user */
+		}
+	}
+	pass_invoker(&x);
+	if (pw == NULL) {
+		pass_proxy(&x);
+		return;
+	}
+	x.switched = true;
+	snprintf(x.who, sizeof(x.who), " by proxy.user %s (uid %u)", cfg->proxy.user,
+	         (unsigned)pw->pw_uid);
+	pass_proxy_as(&x, pw->pw_uid, pw->pw_gid);
+}
