@@ -395,6 +395,8 @@ static uint64_t stable_point(const inspect_stream *st, bool final)
 	}
 	if (S <= st->cursor)
 		return st->cursor;
+	if (final)
+		return S; /* the end: an unfinished sequence there is bytes like any other */
 	uint64_t i = S - 1;
 	while (i > st->cursor && i + 3 > S && (byte_at(st, i) & 0xC0) == 0x80)
 		i--;
