@@ -26,6 +26,9 @@
 #define INSPECT_JSON_MAX_DEPTH    64          /* nesting of a JSON body */
 #define INSPECT_JSON_MAX_BODY     (32u << 20) /* bytes of a JSON body */
 #define INSPECT_MASK_MAX          (INSPECT_NAME_MAX + 16) /* "[REDACTED:NAME]" */
+/* Invisible characters in a row the normalised view drops; more stay in it as they are (and
+ * break the value they sit in), so that a stream's held-back text stays bounded. */
+#define INSPECT_MAX_INVISIBLE_RUN 8
 
 /* Built-in detectors. Their ids are fixed: custom detectors follow at INSPECT_BUILTIN_COUNT in
  * definition order, so a policy compiler can map names to ids without an engine. */

@@ -134,6 +134,19 @@ code=$("${C[@]}" -o "$work/esc.json" -w '%{http_code}' -d "$body" "$plain/v1/cha
 check "escaped e-mail: status" "$code" 200
 check "escaped e-mail caught" "$(json_content "$work/esc.json")" "write to [REDACTED:EMAIL] now"
 
+# -- Unicode obfuscation in the prompt: an e-mail with a fullwidth @ (as a JSON escape) and a
+# fullwidth dot (raw UTF-8) is masked in what reaches the model; an SSN with non-breaking
+# hyphens is denied like an ASCII one
+body=$'{"model":"test-model","messages":[{"role":"user","content":"write to carol\\uff20example\xef\xbc\x8eorg now"}]}'
+code=$("${C[@]}" -o "$work/uni.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "fullwidth e-mail: status" "$code" 200
+check "fullwidth e-mail caught" "$(json_content "$work/uni.json")" "write to [REDACTED:EMAIL] now"
+before=$(wc -l <"$work/echo.requests")
+body=$'{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123\xe2\x80\x9145\xe2\x80\x916789"}]}'
+code=$("${C[@]}" -o "$work/unideny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN with non-breaking hyphens -> 403" "$code" 403
+check "denied obfuscated prompt never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+
 # -- a prompt deny: 403, audited, never reaches the model
 before=$(wc -l <"$work/echo.requests")
 body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45-6789"}]}'
@@ -170,6 +183,21 @@ check "JSON response redacted" "$(json_content "$work/resp.json")" "pay with [RE
 sbody="{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"pay with $CARD today\"}]}"
 "${C[@]}" -N -o "$work/echo.sse" -d "$sbody" "$plain/v1/chat/completions"
 check "echoed stream redacted" "$(sse_text "$work/echo.sse")" "pay with [REDACTED:PAYMENT_CARD] today"
+
+# -- a card in fullwidth digits with no-break spaces and zero-width spaces, echoed back as a
+# stream (four events, so the number spans them) and as JSON: masked whole, valid UTF-8 JSON
+FWCARD=$'\xef\xbc\x94\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xc2\xa0\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xc2\xa01111\xc2\xa01\\u200b1\\u200b1\\u200b1'
+sbody="{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"pay with $FWCARD today\"}]}"
+curl -sS -N --max-time 10 -o "$work/unidirect.sse" -d "$sbody" "http://127.0.0.1:$echo_port/v1/chat/completions"
+check "fixture echoes the obfuscated card over several events" \
+	"$(grep -c $'\xef\xbc\x91' "$work/unidirect.sse" | awk '{print ($1 >= 2) ? "yes" : "no"}')" yes
+"${C[@]}" -N -o "$work/uni.sse" -d "$sbody" "$plain/v1/chat/completions"
+check "obfuscated card in a stream: redacted" "$(sse_text "$work/uni.sse")" "pay with [REDACTED:PAYMENT_CARD] today"
+check "obfuscated card in a stream: every event is JSON" "$(sse_bad "$work/uni.sse")" 0
+grep -q -e $'\xef\xbc\x91' -e '1111' -e 'uff11' "$work/uni.sse" && fail "a digit of the card reached the client" ||
+	ok "no digit of the card in the stream"
+"${C[@]}" -o "$work/uni-resp.json" -d "${sbody/\"stream\":true,/}" "$plain/v1/chat/completions"
+check "obfuscated card in a JSON response: redacted" "$(json_content "$work/uni-resp.json")" "pay with [REDACTED:PAYMENT_CARD] today"
 
 # -- a response deny mid-stream: error event, then [DONE]; nothing of the key
 "${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \
