@@ -355,7 +355,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 }
 
 /* Order: start ascending, longer first, then confidence, then detector id (deterministic). */
-static int finding_cmp(const void *a, const void *b)
+int inspect_finding_cmp(const void *a, const void *b)
 {
 	const inspect_finding *x = a, *y = b;
 	if (x->offset != y->offset)
@@ -411,7 +411,7 @@ static void kept_prune(inspect_stream *st, uint64_t off)
 static custos_err resolve(inspect_stream *st, uint64_t S)
 {
 	if (st->n_pend > 1)
-		qsort(st->pend, st->n_pend, sizeof(*st->pend), finding_cmp);
+		qsort(st->pend, st->n_pend, sizeof(*st->pend), inspect_finding_cmp);
 	size_t i = 0;
 	for (; i < st->n_pend && st->pend[i].offset < S; i++) {
 		const inspect_finding *f = &st->pend[i];

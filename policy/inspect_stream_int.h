@@ -73,6 +73,8 @@ struct inspect_stream {
 	bool finished, denied;
 };
 
+/* qsort order of findings: start, longer first, confidence, detector id (deterministic). */
+int inspect_finding_cmp(const void *a, const void *b);
 custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
                                const inspect_profile *p) CUSTOS_WUR;
 void inspect_stream_fini(inspect_stream *st);

@@ -25,6 +25,7 @@
 #define INSPECT_MAX_TEXT          (64u << 20) /* bytes one feed or block scan accepts */
 #define INSPECT_JSON_MAX_DEPTH    64          /* nesting of a JSON body */
 #define INSPECT_JSON_MAX_BODY     (32u << 20) /* bytes of a JSON body */
+#define INSPECT_JSON_MAX_FINDINGS (1 << 20)   /* findings and masks in one JSON body */
 #define INSPECT_MASK_MAX          (INSPECT_NAME_MAX + 16) /* "[REDACTED:NAME]" */
 /* Invisible characters in a row the normalised view drops; more stay in it as they are (and
  * break the value they sit in), so that a stream's held-back text stays bounded. */
