@@ -125,6 +125,9 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);
 /* 1 for the lead bytes of sequences inspect_norm_class may change; 0 for every other byte. */
 extern const uint8_t inspect_norm_lead[256];
 extern const size_t inspect_norm_n_digit_blocks; /* blocks of ten Nd digits mapped (tests) */
+/* The first offset at or after i whose byte is such a lead byte, or n (SSSE3 when the CPU has
+ * it: 16 bytes a step, ASCII and non-ASCII text alike). */
+size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i);
 
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];

@@ -5,6 +5,11 @@
  * digits of every script), and which it keeps. Per character, no state: the stream
  * (inspect_stream.c) applies it and keeps the map back to the original bytes.
  */
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "inspect_int.h"
 
 /* The zero of every block of ten Unicode decimal digits (general category Nd, Unicode 15.1)
@@ -115,4 +120,75 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
 		return 0;
 	*cp = v;
 	return len;
+}
+
+#if defined(__x86_64__)
+/* The lead bytes of inspect_norm_lead as two nibble tables (pshufb): a bit per high nibble
+ * C, D, E, F, set in the low-nibble table for the leads of that row (C2 CC CD, D8 D9 DB DF,
+ * E0-E3 EA EF, F0 F3). SSSE3 is what Hyperscan needs too. Bit k of the result: byte k is one. */
+__attribute__((target("ssse3"))) static inline unsigned leads16(__m128i v)
+{
+	const __m128i hi = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8);
+	const __m128i lo = _mm_setr_epi8(12, 4, 5, 12, 0, 0, 0, 0, 2, 2, 4, 2, 1, 1, 0, 6);
+	const __m128i nib = _mm_set1_epi8(0x0F);
+	__m128i h = _mm_shuffle_epi8(hi, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
+	__m128i l = _mm_shuffle_epi8(lo, _mm_and_si128(v, nib));
+	return ~(unsigned)_mm_movemask_epi8(
+	               _mm_cmpeq_epi8(_mm_and_si128(h, l), _mm_setzero_si128())) &
+	       0xFFFFu;
+}
+
+/* ASCII 64 bytes a step (one OR and a sign test), other text 16 bytes a step. */
+__attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size_t n, size_t i)
+{
+#define LD(k) _mm_loadu_si128((const __m128i *)(const void *)(p + i + (k)))
+	while (i + 64 <= n) {
+		__m128i a = LD(0), b = LD(16), c = LD(32), d = LD(48);
+		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0) {
+			unsigned m;
+			if ((m = leads16(a)) != 0)
+				return i + (size_t)__builtin_ctz(m);
+			if ((m = leads16(b)) != 0)
+				return i + 16 + (size_t)__builtin_ctz(m);
+			if ((m = leads16(c)) != 0)
+				return i + 32 + (size_t)__builtin_ctz(m);
+			if ((m = leads16(d)) != 0)
+				return i + 48 + (size_t)__builtin_ctz(m);
+		}
+		i += 64;
+	}
+	while (i + 16 <= n) {
+		unsigned m = leads16(LD(0));
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+		i += 16;
+	}
+#undef LD
+	return i;
+}
+#endif
+
+size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i)
+{
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("ssse3")) {
+		i = skip_ssse3(p, n, i);
+		if (i + 16 <= n)
+			return i;
+	}
+#endif
+	while (i + 8 <= n) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		if (w & UINT64_C(0x8080808080808080)) {
+			for (size_t e = i + 8; i < e; i++)
+				if (inspect_norm_lead[p[i]])
+					return i;
+		} else {
+			i += 8;
+		}
+	}
+	while (i < n && !inspect_norm_lead[p[i]])
+		i++;
+	return i;
 }

@@ -20,9 +20,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <emmintrin.h>
-#endif
 
 #include "inspect_int.h"
 #include "inspect_stream_int.h"
@@ -555,52 +552,31 @@ static void win_trim(inspect_stream *st)
  */
 
 /* Offset of the first character at or after `at` that the view changes (dropped, or made
- * ASCII), or of a UTF-8 sequence that the end of p cuts; n when there is none. *run follows the
- * invisible characters dropped in a row. The common case, ASCII text, goes 8 bytes at a time. */
-static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run)
+ * ASCII: *len and *cls say how long it is and what it becomes), or of a UTF-8 sequence that
+ * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
+ * invisible characters dropped in a row. */
+static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, size_t *len, int *cls)
 {
 	size_t i = at;
+	uint32_t cp;
+	*len = INSPECT_NORM_SHORT;
 	for (;;) {
 		size_t a = i;
-#if defined(__x86_64__)
-		while (i + 64 <= n) { /* SSE2 is part of x86-64 */
-			__m128i v = _mm_or_si128(
-			        _mm_or_si128(
-			                _mm_loadu_si128((const __m128i *)(const void *)(p + i)),
-			                _mm_loadu_si128(
-			                        (const __m128i *)(const void *)(p + i + 16))),
-			        _mm_or_si128(_mm_loadu_si128(
-			                             (const __m128i *)(const void *)(p + i + 32)),
-			                     _mm_loadu_si128(
-			                             (const __m128i *)(const void *)(p + i + 48))));
-			if (_mm_movemask_epi8(v) != 0)
-				break;
-			i += 64;
-		}
-#endif
-		while (i + 8 <= n) {
-			uint64_t w;
-			memcpy(&w, p + i, 8);
-			if (w & UINT64_C(0x8080808080808080))
-				break;
-			i += 8;
-		}
-		while (i < n && p[i] < 0x80)
-			i++;
+		i = inspect_norm_skip(p, n, i);
 		if (i > a)
-			*run = 0;
-		if (i >= n)
+			*run = 0; /* skipped bytes are characters kept as they are */
+		if (i >= n) {
+			/* a sequence cut by the end waits for the next fragment, whatever it is */
+			for (size_t k = 1; k <= 3 && k <= n - at; k++) {
+				uint8_t b = p[n - k];
+				if ((b & 0xC0) == 0x80)
+					continue;
+				if (b >= 0xC2 &&
+				    inspect_norm_decode(p + n - k, k, &cp) == INSPECT_NORM_SHORT)
+					return n - k;
+				break;
+			}
 			return n;
-		uint32_t cp;
-		if (!inspect_norm_lead[p[i]]) {
-			/* never changed: one byte at a time (its continuation bytes are not leads
-			 * either), unless it is a sequence the end of p cuts */
-			if (p[i] >= 0xC2 && n - i < 4 &&
-			    inspect_norm_decode(p + i, n - i, &cp) == INSPECT_NORM_SHORT)
-				return i;
-			i++;
-			*run = 0;
-			continue;
 		}
 		size_t l = inspect_norm_decode(p + i, n - i, &cp);
 		if (l == INSPECT_NORM_SHORT)
@@ -620,53 +596,80 @@ static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run)
 			i += l; /* past the limit: kept, and the run goes on */
 			continue;
 		}
+		*len = l;
+		*cls = c;
 		return i;
 	}
 }
 
-/* Text bytes that are their own view. */
-static custos_err view_put(inspect_stream *st, const uint8_t *p, size_t n)
+/* Room for n more edits. */
+static custos_err ed_room(inspect_stream *st, size_t n)
 {
-	if (n == 0)
+	if (st->cap_ed - st->n_ed >= n)
 		return CUSTOS_OK;
-	GUARD(buf_append(&st->win, p, n));
-	st->total += n;
-	st->ototal += n;
+	size_t nc = st->cap_ed ? st->cap_ed : 64;
+	while (nc - st->n_ed < n)
+		nc *= 2;
+	inspect_edit *q = realloc(st->ed, nc * sizeof(*q));
+	ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+	st->ed = q;
+	st->cap_ed = nc;
 	return CUSTOS_OK;
 }
 
-/* A character the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes. */
-static custos_err view_edit(inspect_stream *st, const uint8_t *p, size_t l, int c)
+/* Appends view bytes to a window tail reserved by norm_append. */
+typedef struct vw {
+	inspect_stream *st;
+	uint8_t *w;
+	size_t n;
+} vw;
+
+/* Text bytes that are their own view. */
+static void vw_put(vw *v, const uint8_t *p, size_t n)
 {
-	if (st->n_ed == st->cap_ed) {
-		size_t nc = st->cap_ed ? st->cap_ed * 2 : 64;
-		inspect_edit *q = realloc(st->ed, nc * sizeof(*q));
-		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
-		st->ed = q;
-		st->cap_ed = nc;
+	if (n == 0)
+		return;
+	memcpy(v->w + v->n, p, n);
+	v->n += n;
+	v->st->ototal += n;
+}
+
+/* A character p[0..l) the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes;
+ * or, past the invisible-run limit, a character kept (c is INSPECT_NORM_KEEP). */
+static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
+{
+	inspect_stream *st = v->st;
+	if (c == INSPECT_NORM_KEEP ||
+	    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
+		vw_put(v, p, l);
+		if (c == INSPECT_NORM_KEEP)
+			st->inv_run = 0;
+		return;
 	}
-	inspect_edit *e = &st->ed[st->n_ed++];
-	*e = (inspect_edit){ .n_off = st->total,
-		             .o_off = st->ototal,
-		             .n_len = c == INSPECT_NORM_DROP ? 0 : 1,
-		             .o_len = (uint8_t)l };
+	inspect_edit *e = &st->ed[st->n_ed++]; /* room made by norm_append */
+	e->n_off = st->total + v->n;
+	e->o_off = st->ototal;
+	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
+	e->o_len = (uint8_t)l;
 	memcpy(e->o, p, l);
 	st->ototal += l;
 	if (c == INSPECT_NORM_DROP) {
 		st->inv_run++;
-		return CUSTOS_OK;
+		return;
 	}
 	st->inv_run = 0;
-	uint8_t b = (uint8_t)c;
-	GUARD(buf_append(&st->win, &b, 1));
-	st->total++;
-	return CUSTOS_OK;
+	v->w[v->n++] = (uint8_t)c;
 }
 
 /* Appends the view of p[0..n) to the window, recording the edits. A sequence cut by the end of
  * p waits for the next fragment, unless `final` (then it is bytes like any other). */
 static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bool final)
 {
+	/* the view is never longer than the text (plus a sequence held from the last fragment),
+	 * and every edit takes at least two bytes of text */
+	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
+	GUARD(ed_room(st, n / 2 + 2));
+	vw v = { .st = st, .w = buf_tail(&st->win) };
 	size_t i = 0;
 	uint32_t cp;
 	if (st->n_upend > 0) {
@@ -687,31 +690,24 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 		if (l == 0 || l == INSPECT_NORM_SHORT) {
 			/* not UTF-8 after all: bytes like any other (its continuation bytes are not
 			 * leads) */
-			GUARD(view_put(st, seq, k));
+			vw_put(&v, seq, k);
 			st->inv_run = 0;
 		} else {
-			int c = inspect_norm_class(cp);
-			if (c == INSPECT_NORM_KEEP ||
-			    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
-				GUARD(view_put(st, seq, l));
-				if (c == INSPECT_NORM_KEEP)
-					st->inv_run = 0;
-			} else {
-				GUARD(view_edit(st, seq, l, c));
-			}
+			vw_char(&v, seq, l, inspect_norm_class(cp));
 			i = l - k;
 		}
 	}
 	while (i < n) {
-		size_t j = norm_plain(p, n, i, &st->inv_run);
-		GUARD(view_put(st, p + i, j - i));
+		size_t l;
+		int c = INSPECT_NORM_KEEP;
+		size_t j = norm_plain(p, n, i, &st->inv_run, &l, &c);
+		vw_put(&v, p + i, j - i);
 		i = j;
 		if (i >= n)
 			break;
-		size_t l = inspect_norm_decode(p + i, n - i, &cp);
 		if (l == INSPECT_NORM_SHORT) {
 			if (final) {
-				GUARD(view_put(st, p + i, n - i));
+				vw_put(&v, p + i, n - i);
 				st->inv_run = 0;
 			} else {
 				memcpy(st->upend, p + i, n - i);
@@ -719,9 +715,11 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			}
 			break;
 		}
-		GUARD(view_edit(st, p + i, l, inspect_norm_class(cp)));
+		vw_char(&v, p + i, l, c);
 		i += l;
 	}
+	buf_commit(&st->win, v.n);
+	st->total += v.n;
 	return CUSTOS_OK;
 }
 
@@ -816,7 +814,9 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	const uint8_t *p = (const uint8_t *)text.ptr;
 	uint64_t from = st->total;
 	uint8_t run = st->inv_run;
-	if (st->n_upend == 0 && norm_plain(p, text.len, 0, &st->inv_run) == text.len) {
+	size_t l;
+	int c;
+	if (st->n_upend == 0 && norm_plain(p, text.len, 0, &st->inv_run, &l, &c) == text.len) {
 		/* The text is its own view (ASCII, or nothing the view changes). */
 		if (st->borrow && st->total == 0) {
 			/* A block scan: the caller's text stays put for the whole call, no copy. */

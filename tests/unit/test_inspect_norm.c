@@ -431,6 +431,27 @@ static void test_norm_classes(void **state)
 			fail();
 		}
 	}
+	/* the vector search for lead bytes agrees with the table: every byte value at every
+	 * position of texts of 1..140 bytes, in ASCII and in non-ASCII (Latin) surroundings */
+	uint8_t t[160];
+	for (int fill = 0; fill < 2; fill++) {
+		for (size_t len = 1; len <= 140; len++) {
+			for (size_t k = 0; k < len; k++)
+				t[k] = fill ? (k % 2 ? 0xA9 : 0xC3) : (uint8_t)('a' + k % 26);
+			for (unsigned b = 0; b < 256; b++) {
+				for (size_t at = 0; at < len; at += 1 + at / 8) {
+					uint8_t keep = t[at];
+					t[at] = (uint8_t)b;
+					size_t want = len;
+					for (size_t k = 0; k < len && want == len; k++)
+						if (inspect_norm_lead[t[k]])
+							want = k;
+					assert_int_equal(inspect_norm_skip(t, len, 0), want);
+					t[at] = keep;
+				}
+			}
+		}
+	}
 	/* the decoder refuses what is not UTF-8, and says when the end cuts a sequence */
 	uint32_t cp;
 	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xc0\xaf", 2, &cp), 0);
