@@ -762,7 +762,7 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	if (jsonr_parse(ev->data, NULL, &root) != CUSTOS_OK || root.type != JSONR_OBJECT)
 		return CUSTOS_OK; /* inspected whole, as text if need be */
 	uint32_t got = jsonr_obj_pick(root, names, CUSTOS_ARRAY_LEN(names), v);
-	if (!(got & 1) || v[0].type != JSONR_STRING)
+	if (!(got & 1) || v[0].type != JSONR_STRING || v[0].raw.len > RESP_POS_MAX)
 		return CUSTOS_OK;
 	for (size_t k = 2; k <= 5; k++) {
 		span r = got & (1u << k) ? v[k].raw : span_of("", 0);

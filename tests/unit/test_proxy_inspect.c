@@ -513,6 +513,19 @@ static void test_sse_responses_parts(void **state)
 	assert_true(v.error);
 	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
 	assert_null(memmem(buf_ptr(&client), buf_used(&client), "and more", 8));
+	/* a delta event with an outlandish type (2,000 bytes) is not followed as a part: it is
+	 * inspected whole, like any other event */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"type\":\""), CUSTOS_OK);
+	for (int k = 0; k < 2000; k++)
+		assert_int_equal(buf_append_cstr(&body, "x"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, ".delta\",\"delta\":\"card 4111 1111 1111 1111 "
+	                                        "ok\"}\n\n"),
+	                 CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"delta\":\"card [REDACTED:PAYMENT_CARD] ok\"", 41));
 	/* token logprobs would carry the digits past the stream: written [] */
 	buf_reset(&body);
 	buf_reset(&client);
