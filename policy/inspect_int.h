@@ -112,6 +112,23 @@ custos_err det_numeric_finish(det_numeric *st, unsigned want, uint64_t total,
                                                  uint64_t to),
                               void *ctx) CUSTOS_WUR;
 
+/* Unicode normalisation (inspect_norm.c): detectors see a view of the text in which invisible
+ * characters are dropped and some characters become one ASCII byte (docs/INSPECTION.md). */
+#define INSPECT_NORM_KEEP  (-1)         /* inspect_norm_class: the character stays as it is */
+#define INSPECT_NORM_DROP  0            /* ...it is dropped (else: the ASCII byte it becomes) */
+#define INSPECT_NORM_SHORT ((size_t)-1) /* inspect_norm_decode: valid so far, cut by the end */
+/* What the view makes of code point cp: KEEP, DROP, or the ASCII byte (0x20..0x7E). */
+int inspect_norm_class(uint32_t cp);
+/* Decodes the UTF-8 sequence at p[0..n): its length with *cp, 0 when it is not valid UTF-8
+ * (overlong, surrogate, over U+10FFFF, a stray byte), INSPECT_NORM_SHORT when n ends it early. */
+size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);
+/* 1 for the lead bytes of sequences inspect_norm_class may change; 0 for every other byte. */
+extern const uint8_t inspect_norm_lead[256];
+extern const size_t inspect_norm_n_digit_blocks; /* blocks of ten Nd digits mapped (tests) */
+/* The first offset at or after i whose byte is such a lead byte, or n (SSSE3 when the CPU has
+ * it: 16 bytes a step, ASCII and non-ASCII text alike). */
+size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i);
+
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];
 extern const size_t det_builtin_n_specs;

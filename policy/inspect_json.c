@@ -1,14 +1,29 @@
 /*
  * JSON-aware inspection of request bodies: a strict, depth-bounded RFC 8259 walker that
  * unescapes each string value (keys are structure, not content), inspects it as its own text,
- * and rewrites only the escaped bytes a REDACT finding covers. Kept here, not in proxy/json.c,
- * because policy sits below proxy in the dependency order (docs/INSPECTION.md).
+ * and rewrites only the escaped bytes a REDACT finding covers. The text values a model reads
+ * one after the other (the `content`, `text`, `input`... members: message contents, content
+ * parts) are also inspected joined, in order, so that a value split over two of them is found;
+ * each piece is masked in its own string. Kept here, not in proxy/json.c, because policy sits
+ * below proxy in the dependency order (docs/INSPECTION.md).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "inspect_int.h"
 #include "inspect_stream_int.h"
+
+/* A rewrite of raw bytes [from, to): a mask, or (det < 0) rep bytes [rep_at, + rep_len). */
+typedef struct jedit {
+	size_t from, to;
+	size_t rep_at, rep_len;
+	int det;
+} jedit;
+
+/* A text value in the joined text: its string's opening quote, where its text starts. */
+typedef struct jpart {
+	size_t raw, at;
+} jpart;
 
 typedef struct jctx {
 	const uint8_t *p;
@@ -19,14 +34,24 @@ typedef struct jctx {
 	inspect_scratch *s;
 	const inspect_profile *prof;
 	inspect_summary *sum;
-	buf *out;
-	size_t copied; /* raw bytes before this are in out */
 	bool embedded; /* a JSON document inside a string: numbers are content too */
 	buf text;      /* the unescaped value */
 	uint32_t *map; /* map[k]: raw offset of the escape that produced text byte k */
 	size_t map_cap;
 	inspect_findings found;
+	jedit *ed; /* rewrites, written out at the end in raw order */
+	size_t n_ed, cap_ed;
+	buf rep;     /* replacement bytes of rewritten strings and numbers */
+	buf joined;  /* the text values a model reads in order, joined */
+	jpart *part; /* where each of them is */
+	size_t n_part, cap_part;
 } jctx;
+
+/* Member names whose string values (directly, or in arrays under them) a model reads as text,
+ * in order: chat messages and content parts, the responses API's input and instructions,
+ * completions' prompt, Anthropic's system, tool outputs. */
+static const char *const join_keys[] = { "content",      "text",   "input", "prompt",
+	                                 "instructions", "system", "output" };
 
 static custos_err jerr(const jctx *c, const char *what)
 {
@@ -294,59 +319,45 @@ static size_t raw_end(const jctx *c, size_t b)
 	return c->map[k];
 }
 
-/* Inspects the string value just parsed (whose raw bytes end before c->i). */
-static custos_err inspect_value(jctx *c)
+/* A rewrite of raw bytes [from, to): the mask of det, or, det < 0, bytes rep[rep_at..]. */
+static custos_err edit_add(jctx *c, size_t from, size_t to, int det, size_t rep_at)
 {
-	size_t n = buf_used(&c->text);
-	if (n == 0)
-		return CUSTOS_OK;
+	if (c->n_ed == c->cap_ed) {
+		size_t nc = c->cap_ed ? c->cap_ed * 2 : 16;
+		ENSURE(nc <= INSPECT_JSON_MAX_FINDINGS, CUSTOS_ERR_LIMIT,
+		       "JSON body: more than %d values to mask", INSPECT_JSON_MAX_FINDINGS);
+		jedit *q = realloc(c->ed, nc * sizeof(*q));
+		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		c->ed = q;
+		c->cap_ed = nc;
+	}
+	c->ed[c->n_ed++] = (jedit){ .from = from,
+		                    .to = to,
+		                    .det = det,
+		                    .rep_at = rep_at,
+		                    .rep_len = det < 0 ? buf_used(&c->rep) - rep_at : 0 };
+	return CUSTOS_OK;
+}
+
+/* Scans text as one block and collects its findings (original offsets) in c->found; the
+ * scan's own summary goes to *sum when sum is not NULL. */
+static custos_err scan_text(jctx *c, span text, bool joined, inspect_summary *sum)
+{
 	inspect_stream st;
 	c->found.n = 0;
 	custos_err r = inspect_stream_init(&st, c->e, c->prof);
 	st.collect = &c->found;
-	st.borrow = true; /* c->text does not change during the scan */
+	st.borrow = true; /* the text does not change during the scan */
+	st.drop_open_any = joined;
 	if (r == CUSTOS_OK)
-		r = inspect_stream_feed_int(&st, c->s, buf_span(&c->text));
+		r = inspect_stream_feed_int(&st, c->s, text);
 	if (r == CUSTOS_OK)
 		r = inspect_stream_finish_int(&st, c->s);
-	for (unsigned d = 0; d < INSPECT_MAX_DETECTORS; d++)
-		c->sum->count[d] += st.sum.count[d];
-	c->sum->total += st.sum.total;
-	if (st.sum.worst > c->sum->worst)
-		c->sum->worst = st.sum.worst;
-	if (c->sum->deny_detector < 0)
-		c->sum->deny_detector = st.sum.deny_detector;
+	if (sum != NULL)
+		*sum = st.sum;
 	inspect_stream_fini(&st);
-	GUARD(r);
-	if (c->sum->deny_detector >= 0)
-		return err_set(CUSTOS_ERR_DENIED, "inspection: %s found",
-		               c->e->name[c->sum->deny_detector]);
-	/* Findings come sorted by offset; a mask that overlaps the previous one merges into it.
-	 * An escape is replaced whole when a mask covers any byte it produced. */
-	size_t cursor = 0; /* text bytes before this are decided */
-	for (size_t k = 0; k < c->found.n; k++) {
-		const inspect_finding *f = &c->found.items[k];
-		if (f->action != INSPECT_ACT_REDACT)
-			continue;
-		size_t a = (size_t)f->offset, b = a + f->length;
-		if (b <= cursor)
-			continue;
-		size_t re = raw_end(c, b);
-		if (a >= cursor) {
-			size_t rs = c->map[a] > c->copied ? c->map[a] : c->copied;
-			GUARD(buf_append(c->out, c->p + c->copied, rs - c->copied));
-			GUARD(buf_append(c->out, c->e->mask[f->detector],
-			                 c->e->mask_len[f->detector]));
-			c->sum->redacted = true;
-		}
-		if (re > c->copied)
-			c->copied = re;
-		cursor = b;
-	}
-	return CUSTOS_OK;
+	return r;
 }
-
-static custos_err parse_doc(jctx *c);
 
 /* Merges a scan's counts into the walk's summary; DENIED when a deny detector fired. */
 static custos_err sum_merge(jctx *c, const inspect_summary *s)
@@ -364,6 +375,68 @@ static custos_err sum_merge(jctx *c, const inspect_summary *s)
 		               c->e->name[c->sum->deny_detector]);
 	return CUSTOS_OK;
 }
+
+/* Inspects the string value just parsed on its own (one that is not joined). An escape is
+ * replaced whole when a mask covers any byte it produced. */
+static custos_err inspect_value(jctx *c)
+{
+	if (buf_used(&c->text) == 0)
+		return CUSTOS_OK;
+	inspect_summary sum;
+	GUARD(scan_text(c, buf_span(&c->text), false, &sum));
+	GUARD(sum_merge(c, &sum));
+	for (size_t k = 0; k < c->found.n; k++) {
+		const inspect_finding *f = &c->found.items[k];
+		if (f->action != INSPECT_ACT_REDACT)
+			continue;
+		size_t a = (size_t)f->offset, b = a + f->length;
+		GUARD(edit_add(c, c->map[a], raw_end(c, b), f->detector, 0));
+	}
+	return CUSTOS_OK;
+}
+
+/* A text value the model reads in order with the others: its text goes to the joined text. */
+static custos_err join_add(jctx *c, size_t str_at)
+{
+	if (buf_used(&c->text) == 0)
+		return CUSTOS_OK; /* nothing to join: "" between two parts changes nothing */
+	if (c->n_part == c->cap_part) {
+		size_t nc = c->cap_part ? c->cap_part * 2 : 16;
+		jpart *q = realloc(c->part, nc * sizeof(*q));
+		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		c->part = q;
+		c->cap_part = nc;
+	}
+	c->part[c->n_part++] = (jpart){ .raw = str_at, .at = buf_used(&c->joined) };
+	return buf_append_span(&c->joined, buf_span(&c->text));
+}
+
+/* Whether a member name (raw bytes of the key, escapes and all) is one of join_keys. */
+static bool key_joins(const jctx *c, size_t at, size_t end)
+{
+	char k[16];
+	size_t n = 0;
+	for (size_t i = at; i < end; n++) {
+		if (n == sizeof(k))
+			return false;
+		unsigned u;
+		if (c->p[i] != '\\') {
+			k[n] = (char)c->p[i++];
+		} else if (c->p[i + 1] == 'u' && read_u4((jctx *)c, i + 2, &u) && u < 0x80) {
+			k[n] = (char)u; /* "\u0074ext" is "text" to the server that reads it */
+			i += 6;
+		} else {
+			return false; /* no join key has any other escape */
+		}
+	}
+	for (size_t j = 0; j < CUSTOS_ARRAY_LEN(join_keys); j++)
+		if (strlen(join_keys[j]) == n && memcmp(join_keys[j], k, n) == 0)
+			return true;
+	return false;
+}
+
+static custos_err parse_doc(jctx *c);
+static custos_err json_redact_doc(jctx *c, buf *out);
 
 /* A string value whose text is itself a JSON object or array (tool-call arguments, a JSON
  * document pasted into a prompt) is walked as JSON: its escapes are decoded, its numbers
@@ -395,26 +468,19 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
 		   .e = c->e,
 		   .s = c->s,
 		   .prof = c->prof,
-		   .sum = &sum,
-		   .out = &inner };
-	buf_init(&n.text, INSPECT_JSON_MAX_BODY);
-	custos_err r = parse_doc(&n);
-	if (r == CUSTOS_OK)
-		r = buf_append(&inner, n.p + n.copied, n.n - n.copied);
+		   .sum = &sum };
+	custos_err r = json_redact_doc(&n, &inner);
 	if (r == CUSTOS_OK || r == CUSTOS_ERR_DENIED) {
 		custos_err m = sum_merge(c, &sum);
 		if (r == CUSTOS_OK)
 			r = m;
 	}
 	if (r == CUSTOS_OK && sum.redacted) {
-		r = buf_append(c->out, c->p + c->copied, str_at + 1 - c->copied);
+		size_t at = buf_used(&c->rep);
+		r = json_escape(&c->rep, buf_span(&inner));
 		if (r == CUSTOS_OK)
-			r = json_escape(c->out, buf_span(&inner));
-		c->copied = c->i - 1; /* the closing quote */
+			r = edit_add(c, str_at + 1, c->i - 1, -1, at); /* inside the quotes */
 	}
-	buf_free(&n.text);
-	free(n.map);
-	inspect_findings_free(&n.found);
 	buf_free(&inner);
 	return r;
 }
@@ -423,35 +489,24 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
  * REDACT finding touches it, the whole number becomes the mask as a string. */
 static custos_err inspect_number(jctx *c, size_t at)
 {
-	inspect_stream st;
-	c->found.n = 0;
-	custos_err r = inspect_stream_init(&st, c->e, c->prof);
-	st.collect = &c->found;
-	st.borrow = true;
-	if (r == CUSTOS_OK)
-		r = inspect_stream_feed_int(&st, c->s, span_of((const char *)c->p + at, c->i - at));
-	if (r == CUSTOS_OK)
-		r = inspect_stream_finish_int(&st, c->s);
-	inspect_summary sum = st.sum;
-	inspect_stream_fini(&st);
-	GUARD(r);
+	inspect_summary sum;
+	GUARD(scan_text(c, span_of((const char *)c->p + at, c->i - at), false, &sum));
 	GUARD(sum_merge(c, &sum));
 	for (size_t k = 0; k < c->found.n; k++) {
 		const inspect_finding *f = &c->found.items[k];
 		if (f->action != INSPECT_ACT_REDACT)
 			continue;
-		GUARD(buf_append(c->out, c->p + c->copied, at - c->copied));
-		GUARD(buf_append(c->out, "\"", 1));
-		GUARD(buf_append(c->out, c->e->mask[f->detector], c->e->mask_len[f->detector]));
-		GUARD(buf_append(c->out, "\"", 1));
-		c->copied = c->i;
-		c->sum->redacted = true;
-		break;
+		size_t r = buf_used(&c->rep);
+		GUARD(buf_append(&c->rep, "\"", 1));
+		GUARD(buf_append(&c->rep, c->e->mask[f->detector], c->e->mask_len[f->detector]));
+		GUARD(buf_append(&c->rep, "\"", 1));
+		return edit_add(c, at, c->i, -1, r);
 	}
 	return CUSTOS_OK;
 }
 
-static custos_err parse_value(jctx *c)
+/* `join`: a string here is a text value read in order (it sits under one of join_keys). */
+static custos_err parse_value(jctx *c, bool join)
 {
 	skip_ws(c);
 	if (c->i >= c->n)
@@ -470,17 +525,20 @@ static custos_err parse_value(jctx *c)
 			return CUSTOS_OK;
 		}
 		for (;;) {
+			bool member_joins = join; /* array elements are read as the array is */
 			if (b == '{') {
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != '"')
 					return jerr(c, "expected a key");
+				size_t key_at = c->i + 1;
 				GUARD(parse_string(c, false));
+				member_joins = c->e != NULL && key_joins(c, key_at, c->i - 1);
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != ':')
 					return jerr(c, "expected ':'");
 				c->i++;
 			}
-			GUARD(parse_value(c));
+			GUARD(parse_value(c, member_joins));
 			skip_ws(c);
 			if (c->i >= c->n)
 				return jerr(c, "unexpected end");
@@ -503,7 +561,7 @@ static custos_err parse_value(jctx *c)
 		if (c->e != NULL && c->depth < INSPECT_JSON_MAX_DEPTH)
 			GUARD(inspect_embedded(c, at, &done));
 		if (c->e != NULL && !done)
-			GUARD(inspect_value(c));
+			GUARD(join ? join_add(c, at) : inspect_value(c));
 		return CUSTOS_OK;
 	}
 	if (b == 't')
@@ -521,11 +579,226 @@ static custos_err parse_value(jctx *c)
 
 static custos_err parse_doc(jctx *c)
 {
-	GUARD(parse_value(c));
+	GUARD(parse_value(c, false));
 	skip_ws(c);
 	if (c->i != c->n)
 		return jerr(c, "trailing data");
 	return CUSTOS_OK;
+}
+
+static custos_err findings_add(inspect_findings *all, const inspect_finding *f, uint64_t shift)
+{
+	if (all->n == all->cap) {
+		size_t nc = all->cap ? all->cap * 2 : 16;
+		ENSURE(nc <= INSPECT_JSON_MAX_FINDINGS, CUSTOS_ERR_LIMIT,
+		       "JSON body: more than %d findings", INSPECT_JSON_MAX_FINDINGS);
+		inspect_finding *q = realloc(all->items, nc * sizeof(*q));
+		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		all->items = q;
+		all->cap = nc;
+	}
+	all->items[all->n] = *f;
+	all->items[all->n++].offset += shift;
+	return CUSTOS_OK;
+}
+
+/* Masks [a, b) of the joined text: one mask per text value it touches, each over the escapes
+ * of its own piece. *mapped is the part whose map c->text / c->map hold (re-read on demand). */
+static custos_err join_mask(jctx *c, size_t a, size_t b, unsigned det, size_t *mapped)
+{
+	size_t k = 0, hi = c->n_part; /* the part holding a: the last one starting at or before */
+	while (k + 1 < hi) {
+		size_t mid = (k + hi) / 2;
+		if (c->part[mid].at <= a)
+			k = mid;
+		else
+			hi = mid;
+	}
+	for (; k < c->n_part && c->part[k].at < b; k++) {
+		size_t from = c->part[k].at,
+		       to = k + 1 < c->n_part ? c->part[k + 1].at : buf_used(&c->joined);
+		size_t la = (a > from ? a : from) - from, lb = (b < to ? b : to) - from;
+		if (la >= lb)
+			continue;
+		if (*mapped != k) {
+			c->i = c->part[k].raw;
+			GUARD(parse_string(c, true)); /* its text and map again */
+			ENSURE(buf_used(&c->text) == to - from, CUSTOS_ERR_INTERNAL,
+			       "inspect: a joined value reads differently");
+			*mapped = k;
+		}
+		GUARD(edit_add(c, c->map[la], raw_end(c, lb), (int)det, 0));
+	}
+	return CUSTOS_OK;
+}
+
+/* Whether joined-text offset x is where a text value starts (a join), after the first. */
+static bool is_join(const jctx *c, uint64_t x)
+{
+	size_t lo = 1, hi = c->n_part;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (c->part[mid].at < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < c->n_part && c->part[lo].at == x;
+}
+
+static bool is_letter(int b)
+{
+	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z');
+}
+
+/* A finding of the joined text that is an e-mail address found whole at the end of one text,
+ * run on into a word of the next: "bob@example.com" then "Thanks" reads
+ * "bob@example.comThanks" (a domain runs over letters). The address alone is kept, not its
+ * run-on: the next message's first word is not masked. Only for e-mail: a token, a JWT or a
+ * key block whose first piece is valid alone may go on in the next text, and is masked there.
+ * (A word glued before an address is masked with it: the address's start, a name, could be
+ * what the first text holds.) pv[0..n) are the findings of the texts alone, sorted. */
+static bool run_on(const jctx *c, const inspect_finding *pv, size_t n, const inspect_finding *f)
+{
+	const uint8_t *j = buf_ptr(&c->joined);
+	uint64_t fend = f->offset + f->length;
+	if (f->detector != INSPECT_EMAIL)
+		return false;
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (pv[mid].offset < f->offset)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t k = lo; k < n && pv[k].offset < fend; k++) {
+		uint64_t pend = pv[k].offset + pv[k].length;
+		if (pv[k].detector != f->detector)
+			continue;
+		if (pv[k].offset == f->offset && pend < fend && is_join(c, pend) &&
+		    is_letter(j[pend]))
+			return true;
+	}
+	return false;
+}
+
+/* The text values of the document, each alone and all joined in order: a value split over
+ * two of them is found in the joined text, one that ends where its string ends is found alone
+ * (the text after it, in the next string, could hide it). Findings of both are resolved
+ * together as in one text (inside a stronger one: dropped), counted, and masked piece by
+ * piece. */
+static custos_err join_pass(jctx *c)
+{
+	if (c->n_part == 0)
+		return CUSTOS_OK;
+	inspect_findings all = { 0 }, kept = { 0 };
+	span jt = buf_span(&c->joined);
+	custos_err r = CUSTOS_OK;
+	for (size_t k = 0; k < c->n_part && r == CUSTOS_OK; k++) {
+		size_t from = c->part[k].at, to = k + 1 < c->n_part ? c->part[k + 1].at : jt.len;
+		r = scan_text(c, span_of(jt.ptr + from, to - from), false, NULL);
+		for (size_t f = 0; f < c->found.n && r == CUSTOS_OK; f++)
+			r = findings_add(&all, &c->found.items[f], from);
+	}
+	if (r == CUSTOS_OK && c->n_part > 1) {
+		size_t n_pv = all.n;
+		if (n_pv > 1)
+			qsort(all.items, n_pv, sizeof(*all.items), inspect_finding_cmp);
+		r = scan_text(c, jt, true, NULL);
+		for (size_t f = 0; f < c->found.n && r == CUSTOS_OK; f++)
+			if (!run_on(c, all.items, n_pv, &c->found.items[f]))
+				r = findings_add(&all, &c->found.items[f], 0);
+	}
+	if (r == CUSTOS_OK && all.n > 1)
+		qsort(all.items, all.n, sizeof(*all.items), inspect_finding_cmp);
+	size_t mapped = SIZE_MAX;
+	for (size_t i = 0; i < all.n && r == CUSTOS_OK; i++) {
+		const inspect_finding *f = &all.items[i];
+		uint64_t fend = f->offset + f->length;
+		size_t j = 0;
+		bool inside = false;
+		for (size_t q = 0; q < kept.n; q++) { /* those that end before f cannot hold it */
+			const inspect_finding *h = &kept.items[q];
+			if (h->offset + h->length <= f->offset)
+				continue;
+			kept.items[j++] = *h;
+			inside = inside ||
+			         (h->offset <= f->offset && h->offset + h->length >= fend &&
+			          h->confidence >= f->confidence);
+		}
+		kept.n = j;
+		if (inside)
+			continue;
+		r = findings_add(&kept, f, 0);
+		if (r != CUSTOS_OK)
+			break;
+		c->sum->count[f->detector]++;
+		c->sum->total++;
+		if (f->action > c->sum->worst)
+			c->sum->worst = f->action;
+		if (f->action == INSPECT_ACT_DENY && c->sum->deny_detector < 0)
+			c->sum->deny_detector = f->detector;
+		if (f->action == INSPECT_ACT_REDACT)
+			r = join_mask(c, (size_t)f->offset, (size_t)fend, f->detector, &mapped);
+	}
+	inspect_findings_free(&all);
+	inspect_findings_free(&kept);
+	GUARD(r);
+	if (c->sum->deny_detector >= 0)
+		return err_set(CUSTOS_ERR_DENIED, "inspection: %s found",
+		               c->e->name[c->sum->deny_detector]);
+	return CUSTOS_OK;
+}
+
+static int jedit_cmp(const void *a, const void *b)
+{
+	const jedit *x = a, *y = b;
+	if (x->from != y->from)
+		return x->from < y->from ? -1 : 1;
+	if (x->to != y->to)
+		return x->to > y->to ? -1 : 1;
+	return x->det - y->det;
+}
+
+/* Walks the document, inspects it (alone and joined), and writes it with its rewrites to out:
+ * a rewrite that overlaps the one before merges into it (one mask, typed by the first). */
+static custos_err json_redact_doc(jctx *c, buf *out)
+{
+	buf_init(&c->text, INSPECT_JSON_MAX_BODY);
+	buf_init(&c->rep, 2 * INSPECT_JSON_MAX_BODY);
+	buf_init(&c->joined, INSPECT_JSON_MAX_BODY);
+	custos_err r = parse_doc(c);
+	if (r == CUSTOS_OK)
+		r = join_pass(c);
+	if (r == CUSTOS_OK && c->n_ed > 1)
+		qsort(c->ed, c->n_ed, sizeof(*c->ed), jedit_cmp);
+	size_t cursor = 0;
+	for (size_t k = 0; k < c->n_ed && r == CUSTOS_OK; k++) {
+		const jedit *x = &c->ed[k];
+		if (x->from < cursor) {
+			if (x->to > cursor)
+				cursor = x->to;
+			continue;
+		}
+		r = buf_append(out, c->p + cursor, x->from - cursor);
+		if (r == CUSTOS_OK && x->det >= 0)
+			r = buf_append(out, c->e->mask[x->det], c->e->mask_len[x->det]);
+		else if (r == CUSTOS_OK)
+			r = buf_append(out, buf_ptr(&c->rep) + x->rep_at, x->rep_len);
+		cursor = x->to;
+		c->sum->redacted = true;
+	}
+	if (r == CUSTOS_OK)
+		r = buf_append(out, c->p + cursor, c->n - cursor);
+	buf_free(&c->text);
+	buf_free(&c->rep);
+	buf_free(&c->joined);
+	free(c->map);
+	free(c->ed);
+	free(c->part);
+	inspect_findings_free(&c->found);
+	return r;
 }
 
 bool inspect_json_valid(span body)
@@ -545,19 +818,8 @@ custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
 	inspect_summary_init(sum);
 	ENSURE(body.len <= INSPECT_JSON_MAX_BODY, CUSTOS_ERR_LIMIT, "JSON body over %u bytes",
 	       INSPECT_JSON_MAX_BODY);
-	jctx c = { .p = (const uint8_t *)body.ptr,
-		   .n = body.len,
-		   .e = e,
-		   .s = s,
-		   .prof = p,
-		   .sum = sum,
-		   .out = out };
-	buf_init(&c.text, INSPECT_JSON_MAX_BODY);
-	custos_err r = parse_doc(&c);
-	if (r == CUSTOS_OK)
-		r = buf_append(out, c.p + c.copied, c.n - c.copied);
-	buf_free(&c.text);
-	free(c.map);
-	inspect_findings_free(&c.found);
-	return r;
+	jctx c = {
+		.p = (const uint8_t *)body.ptr, .n = body.len, .e = e, .s = s, .prof = p, .sum = sum
+	};
+	return json_redact_doc(&c, out);
 }

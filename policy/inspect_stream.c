@@ -11,6 +11,12 @@
  * S = min(total - holdback, start of each open region), moved back to a UTF-8 boundary.
  * Anchors inside a region already seen belong to it, so the same text gives the same findings
  * however it is split.
+ *
+ * Detectors see a normalised view of the text (inspect_norm.c): invisible characters dropped,
+ * Unicode spaces, digits and fullwidth forms as ASCII. Every offset here is in the view; a list
+ * of edits (one per changed character) maps them back, so released text is the original text
+ * and a mask replaces the original characters of its value, whole. A fragment that is ASCII,
+ * or has no character the view changes, is its own view: no copy, no edit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +24,8 @@
 #include "inspect_int.h"
 #include "inspect_stream_int.h"
 
-#define WIN_SLACK 2 /* bytes kept before the oldest possible candidate: its prev byte, and one */
+#define WIN_SLACK  2 /* bytes kept before the oldest possible candidate: its prev byte, and one */
+#define NORM_SLICE (64u * 1024u) /* text normalised, scanned and released at a time */
 
 static int byte_at(const inspect_stream *st, uint64_t off)
 {
@@ -32,10 +39,106 @@ static const uint8_t *win_at(const inspect_stream *st, uint64_t off)
 	return st->wp + (off - st->base);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The map from view offsets back to the original text.
+ */
+
+/* Index of the last live edit whose view offset is at or before x, or SIZE_MAX. */
+static size_t ed_last(const inspect_stream *st, uint64_t x)
+{
+	size_t lo = st->ed_head, hi = st->n_ed;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->ed[mid].n_off <= x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > st->ed_head ? lo - 1 : SIZE_MAX;
+}
+
+/* Text offset where the character that makes view byte x starts (x == total: the end). */
+static uint64_t o_start(const inspect_stream *st, uint64_t x)
+{
+	size_t i = st->ed_head == st->n_ed ? SIZE_MAX : ed_last(st, x);
+	if (i == SIZE_MAX)
+		return st->ed_ob + (x > st->ed_nb ? x - st->ed_nb : 0);
+	const inspect_edit *e = &st->ed[i];
+	if (x < e->n_off + e->n_len)
+		return e->o_off;
+	return e->o_off + e->o_len + (x - e->n_off - e->n_len);
+}
+
+/* Text offset where the character that makes view byte x - 1 ends (x > 0). */
+static uint64_t o_end(const inspect_stream *st, uint64_t x)
+{
+	size_t i = st->ed_head == st->n_ed ? SIZE_MAX : ed_last(st, x - 1);
+	if (i != SIZE_MAX && x - 1 < st->ed[i].n_off + st->ed[i].n_len)
+		return st->ed[i].o_off + st->ed[i].o_len;
+	return o_start(st, x - 1) + 1;
+}
+
+/* Releases the original text up to text offset `to` (to out in release mode): the view's bytes
+ * between edits, each edit's own bytes. `to` and the cursor are character boundaries. */
+static custos_err emit_to(inspect_stream *st, uint64_t to)
+{
+	if (to <= st->ocursor)
+		return CUSTOS_OK;
+	if (st->out == NULL) {
+		st->ocursor = to;
+		return CUSTOS_OK;
+	}
+	/* first live edit at or after the cursor */
+	size_t lo = st->ed_head, hi = st->n_ed;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->ed[mid].o_off < st->ocursor)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; st->ocursor < to;) {
+		uint64_t run = i < st->n_ed && st->ed[i].o_off < to ? st->ed[i].o_off : to;
+		if (run > st->ocursor) {
+			/* identity: view offset = text offset shifted as after the edit before */
+			uint64_t v = i > st->ed_head ? st->ed[i - 1].n_off + st->ed[i - 1].n_len +
+			                                       (st->ocursor - st->ed[i - 1].o_off -
+			                                        st->ed[i - 1].o_len)
+			                             : st->ed_nb + (st->ocursor - st->ed_ob);
+			ENSURE(v >= st->base && v + (run - st->ocursor) <= st->total,
+			       CUSTOS_ERR_INTERNAL, "inspect: release outside the window");
+			GUARD(buf_append(st->out, st->wp + (v - st->base),
+			                 (size_t)(run - st->ocursor)));
+			st->ocursor = run;
+		}
+		if (st->ocursor < to) {
+			ENSURE(i < st->n_ed && st->ed[i].o_off == st->ocursor, CUSTOS_ERR_INTERNAL,
+			       "inspect: release inside a character");
+			GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
+			st->ocursor += st->ed[i].o_len;
+			i++;
+		}
+	}
+	return CUSTOS_OK;
+}
+
 static custos_err pend_add(inspect_stream *st, uint64_t off, size_t len, unsigned det, uint8_t conf)
 {
 	ENSURE(st->n_pend < INSPECT_MAX_FINDINGS, CUSTOS_ERR_LIMIT,
 	       "inspect: more than %d findings pending", INSPECT_MAX_FINDINGS);
+	/* Whole characters: a custom pattern may match part of a UTF-8 sequence (the view holds
+	 * only whole ones: an unfinished sequence waits for its next fragment). */
+	uint64_t end = off + len;
+	for (int k = 0; k < 3 && off > st->base && (byte_at(st, off) & 0xC0) == 0x80 &&
+	                byte_at(st, off - 1) >= 0x80;
+	     k++)
+		off--;
+	for (int k = 0; k < 3 && end < st->total && byte_at(st, end - 1) >= 0x80 &&
+	                (byte_at(st, end) & 0xC0) == 0x80;
+	     k++)
+		end++;
+	ENSURE(end - off <= UINT32_MAX, CUSTOS_ERR_LIMIT, "inspect: finding too long");
+	len = (size_t)(end - off);
 	if (st->n_pend == st->cap_pend) {
 		size_t nc = st->cap_pend ? st->cap_pend * 2 : 16;
 		inspect_finding *p = realloc(st->pend, nc * sizeof(*p));
@@ -249,7 +352,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 }
 
 /* Order: start ascending, longer first, then confidence, then detector id (deterministic). */
-static int finding_cmp(const void *a, const void *b)
+int inspect_finding_cmp(const void *a, const void *b)
 {
 	const inspect_finding *x = a, *y = b;
 	if (x->offset != y->offset)
@@ -260,13 +363,6 @@ static int finding_cmp(const void *a, const void *b)
 	if (x->confidence != y->confidence)
 		return x->confidence > y->confidence ? -1 : 1;
 	return (int)x->detector - (int)y->detector;
-}
-
-static custos_err emit_range(inspect_stream *st, uint64_t from, uint64_t to)
-{
-	if (to <= from)
-		return CUSTOS_OK;
-	return buf_append(st->out, win_at(st, from), (size_t)(to - from));
 }
 
 static custos_err collect_add(inspect_findings *c, const inspect_finding *f)
@@ -312,7 +408,7 @@ static void kept_prune(inspect_stream *st, uint64_t off)
 static custos_err resolve(inspect_stream *st, uint64_t S)
 {
 	if (st->n_pend > 1)
-		qsort(st->pend, st->n_pend, sizeof(*st->pend), finding_cmp);
+		qsort(st->pend, st->n_pend, sizeof(*st->pend), inspect_finding_cmp);
 	size_t i = 0;
 	for (; i < st->n_pend && st->pend[i].offset < S; i++) {
 		const inspect_finding *f = &st->pend[i];
@@ -333,8 +429,16 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		st->sum.total++;
 		if (f->action > st->sum.worst)
 			st->sum.worst = f->action;
-		if (st->collect != NULL)
-			GUARD(collect_add(st->collect, f));
+		if (st->collect != NULL) {
+			/* the caller gets the original text's offsets */
+			inspect_finding o = *f;
+			o.offset = o_start(st, f->offset);
+			uint64_t oe = o_end(st, fend);
+			ENSURE(oe > o.offset && oe - o.offset <= UINT32_MAX, CUSTOS_ERR_INTERNAL,
+			       "inspect: finding maps outside the text");
+			o.length = (uint32_t)(oe - o.offset);
+			GUARD(collect_add(st->collect, &o));
+		}
 		if (f->action == INSPECT_ACT_DENY && st->sum.deny_detector < 0)
 			st->sum.deny_detector = f->detector;
 		if (st->out == NULL)
@@ -348,14 +452,17 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		if (f->offset >= st->cursor || (fend > st->cursor && st->cursor != st->mask_end)) {
 			/* A finding that starts in released text (only a custom pattern longer
 			 * than its hold-back can) is masked from the cursor on. */
-			GUARD(emit_range(st, st->cursor, f->offset));
+			if (f->offset >= st->cursor)
+				GUARD(emit_to(st, o_start(st, f->offset)));
 			GUARD(buf_append(st->out, st->e->mask[f->detector],
 			                 st->e->mask_len[f->detector]));
 			st->cursor = fend;
+			st->ocursor = o_end(st, fend);
 			st->mask_end = fend;
 			st->sum.redacted = true;
 		} else if (fend > st->cursor) {
 			st->cursor = fend; /* overlaps the mask just written: merged into it */
+			st->ocursor = o_end(st, fend);
 			st->mask_end = fend;
 		}
 	}
@@ -369,8 +476,7 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		st->n_pend -= i;
 	}
 	if (st->cursor < S) {
-		if (st->out != NULL)
-			GUARD(emit_range(st, st->cursor, S));
+		GUARD(emit_to(st, o_start(st, S)));
 		st->cursor = S;
 	}
 	kept_prune(st, S);
@@ -395,6 +501,8 @@ static uint64_t stable_point(const inspect_stream *st, bool final)
 	}
 	if (S <= st->cursor)
 		return st->cursor;
+	if (final)
+		return S; /* the end: an unfinished sequence there is bytes like any other */
 	uint64_t i = S - 1;
 	while (i > st->cursor && i + 3 > S && (byte_at(st, i) & 0xC0) == 0x80)
 		i--;
@@ -420,6 +528,199 @@ static void win_trim(inspect_stream *st)
 		st->base = keep;
 		st->wp = buf_ptr(&st->win);
 	}
+	/* Edits no offset still to be mapped or released can reach: before the window and
+	 * before the released text. */
+	while (st->ed_head < st->n_ed) {
+		const inspect_edit *e = &st->ed[st->ed_head];
+		if (e->n_off + e->n_len > st->base || e->o_off + e->o_len > st->ocursor)
+			break;
+		st->ed_nb = e->n_off + e->n_len;
+		st->ed_ob = e->o_off + e->o_len;
+		st->ed_head++;
+	}
+	if (st->ed_head == st->n_ed) {
+		st->ed_head = st->n_ed = 0;
+	} else if (st->ed_head >= 1024 && st->ed_head * 2 >= st->n_ed) {
+		memmove(st->ed, st->ed + st->ed_head, (st->n_ed - st->ed_head) * sizeof(*st->ed));
+		st->n_ed -= st->ed_head;
+		st->ed_head = 0;
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The normalised view.
+ */
+
+/* Offset of the first character at or after `at` that the view changes (dropped, or made
+ * ASCII: *len and *cls say how long it is and what it becomes), or of a UTF-8 sequence that
+ * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
+ * invisible characters dropped in a row. */
+static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, size_t *len, int *cls)
+{
+	size_t i = at;
+	uint32_t cp;
+	*len = INSPECT_NORM_SHORT;
+	for (;;) {
+		size_t a = i;
+		i = inspect_norm_skip(p, n, i);
+		if (i > a)
+			*run = 0; /* skipped bytes are characters kept as they are */
+		if (i >= n) {
+			/* a sequence cut by the end waits for the next fragment, whatever it is */
+			for (size_t k = 1; k <= 3 && k <= n - at; k++) {
+				uint8_t b = p[n - k];
+				if ((b & 0xC0) == 0x80)
+					continue;
+				if (b >= 0xC2 &&
+				    inspect_norm_decode(p + n - k, k, &cp) == INSPECT_NORM_SHORT)
+					return n - k;
+				break;
+			}
+			return n;
+		}
+		size_t l = inspect_norm_decode(p + i, n - i, &cp);
+		if (l == INSPECT_NORM_SHORT)
+			return i;
+		if (l == 0) { /* not UTF-8: a byte like any other */
+			i++;
+			*run = 0;
+			continue;
+		}
+		int c = inspect_norm_class(cp);
+		if (c == INSPECT_NORM_KEEP) {
+			i += l;
+			*run = 0;
+			continue;
+		}
+		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN) {
+			i += l; /* past the limit: kept, and the run goes on */
+			continue;
+		}
+		*len = l;
+		*cls = c;
+		return i;
+	}
+}
+
+/* Room for n more edits. */
+static custos_err ed_room(inspect_stream *st, size_t n)
+{
+	if (st->cap_ed - st->n_ed >= n)
+		return CUSTOS_OK;
+	size_t nc = st->cap_ed ? st->cap_ed : 64;
+	while (nc - st->n_ed < n)
+		nc *= 2;
+	inspect_edit *q = realloc(st->ed, nc * sizeof(*q));
+	ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+	st->ed = q;
+	st->cap_ed = nc;
+	return CUSTOS_OK;
+}
+
+/* Appends view bytes to a window tail reserved by norm_append. */
+typedef struct vw {
+	inspect_stream *st;
+	uint8_t *w;
+	size_t n;
+} vw;
+
+/* Text bytes that are their own view. */
+static void vw_put(vw *v, const uint8_t *p, size_t n)
+{
+	if (n == 0)
+		return;
+	memcpy(v->w + v->n, p, n);
+	v->n += n;
+	v->st->ototal += n;
+}
+
+/* A character p[0..l) the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes;
+ * or, past the invisible-run limit, a character kept (c is INSPECT_NORM_KEEP). */
+static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
+{
+	inspect_stream *st = v->st;
+	if (c == INSPECT_NORM_KEEP ||
+	    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
+		vw_put(v, p, l);
+		if (c == INSPECT_NORM_KEEP)
+			st->inv_run = 0;
+		return;
+	}
+	inspect_edit *e = &st->ed[st->n_ed++]; /* room made by norm_append */
+	e->n_off = st->total + v->n;
+	e->o_off = st->ototal;
+	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
+	e->o_len = (uint8_t)l;
+	memcpy(e->o, p, l);
+	st->ototal += l;
+	if (c == INSPECT_NORM_DROP) {
+		st->inv_run++;
+		return;
+	}
+	st->inv_run = 0;
+	v->w[v->n++] = (uint8_t)c;
+}
+
+/* Appends the view of p[0..n) to the window, recording the edits. A sequence cut by the end of
+ * p waits for the next fragment, unless `final` (then it is bytes like any other). */
+static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bool final)
+{
+	/* the view is never longer than the text (plus a sequence held from the last fragment),
+	 * and every edit takes at least two bytes of text */
+	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
+	GUARD(ed_room(st, n / 2 + 2));
+	vw v = { .st = st, .w = buf_tail(&st->win) };
+	size_t i = 0;
+	uint32_t cp;
+	if (st->n_upend > 0) {
+		/* the sequence the last fragment ended in, with the bytes that finish it */
+		uint8_t seq[8];
+		size_t k = st->n_upend, take = n < 4 ? n : 4;
+		memcpy(seq, st->upend, k);
+		if (take > 0)
+			memcpy(seq + k, p, take);
+		size_t l = inspect_norm_decode(seq, k + take, &cp);
+		if (l == INSPECT_NORM_SHORT && !final) {
+			if (n > 0)
+				memcpy(st->upend + k, p, n); /* still cut: n < 4 - k */
+			st->n_upend = (uint8_t)(k + n);
+			return CUSTOS_OK;
+		}
+		st->n_upend = 0;
+		if (l == 0 || l == INSPECT_NORM_SHORT) {
+			/* not UTF-8 after all: bytes like any other (its continuation bytes are not
+			 * leads) */
+			vw_put(&v, seq, k);
+			st->inv_run = 0;
+		} else {
+			vw_char(&v, seq, l, inspect_norm_class(cp));
+			i = l - k;
+		}
+	}
+	while (i < n) {
+		size_t l;
+		int c = INSPECT_NORM_KEEP;
+		size_t j = norm_plain(p, n, i, &st->inv_run, &l, &c);
+		vw_put(&v, p + i, j - i);
+		i = j;
+		if (i >= n)
+			break;
+		if (l == INSPECT_NORM_SHORT) {
+			if (final) {
+				vw_put(&v, p + i, n - i);
+				st->inv_run = 0;
+			} else {
+				memcpy(st->upend, p + i, n - i);
+				st->n_upend = (uint8_t)(n - i);
+			}
+			break;
+		}
+		vw_char(&v, p + i, l, c);
+		i += l;
+	}
+	buf_commit(&st->win, v.n);
+	st->total += v.n;
+	return CUSTOS_OK;
 }
 
 custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
@@ -441,7 +742,7 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 			st->wmax = e->expr[i].width;
 	inspect_summary_init(&st->sum);
 	st->mask_end = UINT64_MAX;
-	buf_init(&st->win, (size_t)INSPECT_MAX_TEXT + 2 * 16384 + 4096);
+	buf_init(&st->win, (size_t)INSPECT_MAX_TEXT + 2 * 16384 + 4096 + 8);
 	if (st->active && e->db != NULL && hs_open_stream(e->db, 0, &st->hs) != HS_SUCCESS)
 		return err_set(CUSTOS_ERR_NOMEM, "inspect: cannot open a Hyperscan stream");
 	return CUSTOS_OK;
@@ -458,6 +759,9 @@ void inspect_stream_fini(inspect_stream *st)
 	free(st->ctx);
 	st->ctx = NULL;
 	st->n_ctx = 0;
+	free(st->ed);
+	st->ed = NULL;
+	st->n_ed = st->ed_head = st->cap_ed = 0;
 	st->pend = st->kept = NULL;
 	st->n_pend = st->n_kept = 0;
 }
@@ -471,34 +775,24 @@ static custos_err scan_result(inspect_stream *st, hs_error_t rc)
 	return CUSTOS_OK;
 }
 
-custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span text)
+/* Runs the detectors over the view bytes [from, total) just added, then releases what no
+ * detector can still claim. */
+static custos_err view_scan(inspect_stream *st, inspect_scratch *s, uint64_t from)
 {
-	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
-	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
-	ENSURE(text.len <= INSPECT_MAX_TEXT, CUSTOS_ERR_LIMIT, "inspect: fragment over %u bytes",
-	       INSPECT_MAX_TEXT);
-	if (text.len == 0)
-		return CUSTOS_OK;
-	if (st->borrow && st->total == 0) {
-		/* A block scan: the caller's text stays put for the whole call, no copy. */
-		st->borrowed = true;
-		st->wp = (const uint8_t *)text.ptr;
-	} else {
-		ENSURE(!st->borrowed, CUSTOS_ERR_INTERNAL, "inspect: second feed of a block scan");
-		GUARD(buf_append(&st->win, text.ptr, text.len));
+	if (!st->borrowed)
 		st->wp = buf_ptr(&st->win);
-	}
-	st->total += text.len;
-	if (st->active) {
+	if (st->active && st->total > from) {
 		ENSURE(s != NULL && (st->hs == NULL || s->hs != NULL), CUSTOS_ERR_INVAL,
 		       "inspect: no scratch");
+		const uint8_t *p = win_at(st, from);
+		size_t n = (size_t)(st->total - from);
 		st->cb_err = CUSTOS_OK;
 		if (st->hs != NULL)
-			GUARD(scan_result(st, hs_scan_stream(st->hs, text.ptr, (unsigned)text.len,
+			GUARD(scan_result(st, hs_scan_stream(st->hs, (const char *)p, (unsigned)n,
 			                                     0, s->hs, on_match, st)));
 		if (st->scan_want != 0)
-			GUARD(det_numeric_scan(&st->num, st->scan_want, (const uint8_t *)text.ptr,
-			                       text.len, st->total - text.len, on_numeric, st));
+			GUARD(det_numeric_scan(&st->num, st->scan_want, p, n, from, on_numeric,
+			                       st));
 		for (unsigned d = 0; d < INSPECT_BUILTIN_COUNT; d++)
 			if (st->reg[d].open)
 				GUARD(region_advance(st, &st->reg[d], st->total));
@@ -508,10 +802,55 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	return CUSTOS_OK;
 }
 
+custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span text)
+{
+	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
+	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
+	ENSURE(text.len <= INSPECT_MAX_TEXT, CUSTOS_ERR_LIMIT, "inspect: fragment over %u bytes",
+	       INSPECT_MAX_TEXT);
+	if (text.len == 0)
+		return CUSTOS_OK;
+	ENSURE(!st->borrowed, CUSTOS_ERR_INTERNAL, "inspect: second feed of a block scan");
+	const uint8_t *p = (const uint8_t *)text.ptr;
+	uint64_t from = st->total;
+	uint8_t run = st->inv_run;
+	size_t l;
+	int c;
+	if (st->n_upend == 0 && norm_plain(p, text.len, 0, &st->inv_run, &l, &c) == text.len) {
+		/* The text is its own view (ASCII, or nothing the view changes). */
+		if (st->borrow && st->total == 0) {
+			/* A block scan: the caller's text stays put for the whole call, no copy. */
+			st->borrowed = true;
+			st->wp = p;
+		} else {
+			GUARD(buf_append(&st->win, p, text.len));
+		}
+		st->total += text.len;
+		st->ototal += text.len;
+		return view_scan(st, s, from);
+	}
+	/* In slices, so that the edits and the window stay bounded for a large block. */
+	st->inv_run = run;
+	for (size_t at = 0; at < text.len;) {
+		size_t n = text.len - at < NORM_SLICE ? text.len - at : NORM_SLICE;
+		from = st->total;
+		GUARD(norm_append(st, p + at, n, st->borrow && at + n == text.len));
+		GUARD(view_scan(st, s, from));
+		at += n;
+	}
+	return CUSTOS_OK;
+}
+
 custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 {
 	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
 	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
+	if (st->n_upend > 0) {
+		/* a sequence the text ended in: bytes like any other */
+		uint64_t from = st->total;
+		GUARD(norm_append(st, NULL, 0, true));
+		GUARD(view_scan(st, s, from));
+	}
 	st->finished = true;
 	if (st->active) {
 		ENSURE(s != NULL && (st->hs == NULL || s->hs != NULL), CUSTOS_ERR_INVAL,
@@ -529,6 +868,8 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 			inspect_region *r = &st->reg[d];
 			if (r->open)
 				GUARD(region_advance(st, r, st->total));
+			if (r->open && st->drop_open_any && st->e->expr[r->expr].cls == CLS_ANY)
+				r->open = false; /* unterminated: left to the texts scanned alone */
 			if (r->open)
 				GUARD(region_close(st, r, st->total));
 		}
@@ -575,7 +916,7 @@ custos_err inspect_stream_finish(inspect_stream *st, inspect_scratch *s, buf *ou
 
 size_t inspect_stream_held(const inspect_stream *st)
 {
-	return (size_t)(st->total - st->cursor);
+	return (size_t)(st->ototal + st->n_upend - st->ocursor);
 }
 
 const inspect_summary *inspect_stream_summary(const inspect_stream *st)

@@ -18,6 +18,16 @@ typedef struct inspect_region {
 	uint8_t cont_conf;
 } inspect_region;
 
+/* One character the normalised view changed: dropped (n_len 0) or written as one ASCII byte
+ * (n_len 1). Between edits the view and the original text are the same bytes. */
+typedef struct inspect_edit {
+	uint64_t n_off; /* where its byte is in the view (dropped: where it would be) */
+	uint64_t o_off; /* where the character is in the original text */
+	uint8_t n_len;
+	uint8_t o_len; /* 2..4 */
+	uint8_t o[4];  /* the original bytes, written back when the text is released */
+} inspect_edit;
+
 typedef struct inspect_ctx_hit {
 	uint64_t end; /* where a context keyword ended */
 	unsigned det;
@@ -30,16 +40,27 @@ struct inspect_stream {
 	unsigned scan_want; /* the C scanner's anchors whose detectors apply (det_scan_anchor) */
 	det_numeric num;
 	hs_stream_t *hs;
-	buf win;           /* bytes [base, total) when copied */
-	const uint8_t *wp; /* bytes [base, total): win's, or the caller's (borrowed) */
-	bool borrow;       /* block scan: the first feed's text is used in place... */
-	bool borrowed;     /* ...and was */
+	/* Offsets below are in the normalised view detectors see (equal to the text's own while
+	 * no character was changed); the edits map them back to the original text. */
+	buf win;            /* view bytes [base, total) when copied */
+	const uint8_t *wp;  /* view bytes [base, total): win's, or the caller's (borrowed) */
+	bool borrow;        /* block scan: the first feed's text is used in place... */
+	bool borrowed;      /* ...and was */
+	bool drop_open_any; /* finish drops an unterminated CLS_ANY region (joined JSON text) */
 	uint64_t base;
-	uint64_t total;    /* bytes fed */
-	uint64_t cursor;   /* bytes before this were released (or masked) */
+	uint64_t total;    /* view bytes */
+	uint64_t cursor;   /* view bytes before this were released (or masked) */
 	uint64_t mask_end; /* cursor right after the last mask written */
-	size_t hold;       /* the profile's hold-back */
-	uint32_t wmax;     /* widest expression of the engine (window kept for validators) */
+	inspect_edit *ed;  /* live edits: ed[ed_head .. n_ed), in text order */
+	size_t ed_head, n_ed, cap_ed;
+	uint64_t ed_nb, ed_ob; /* view / text offsets where identity resumes after pruned edits */
+	uint64_t ototal;       /* text bytes taken into the view */
+	uint64_t ocursor;      /* text bytes released (or masked): the view's cursor, mapped */
+	uint8_t upend[4];      /* an unfinished UTF-8 sequence waiting for the next fragment */
+	uint8_t n_upend;
+	uint8_t inv_run; /* invisible characters dropped in a row */
+	size_t hold;     /* the profile's hold-back */
+	uint32_t wmax;   /* widest expression of the engine (window kept for validators) */
 	inspect_region reg[INSPECT_MAX_DETECTORS]; /* only built-ins have regions */
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;
@@ -52,6 +73,8 @@ struct inspect_stream {
 	bool finished, denied;
 };
 
+/* qsort order of findings: start, longer first, confidence, detector id (deterministic). */
+int inspect_finding_cmp(const void *a, const void *b);
 custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
                                const inspect_profile *p) CUSTOS_WUR;
 void inspect_stream_fini(inspect_stream *st);

@@ -27,10 +27,13 @@ _Static_assert(sizeof(((decide_out *)0)->insp_response) == INSPECT_MAX_DETECTORS
 #define INSP_OUT_MAX     (8u * 1024u * 1024u) /* client bytes made from one piece of body */
 #define INSP_PROMPT_MAX  (INSPECT_JSON_MAX_BODY + INSPECT_JSON_MAX_BODY / 2)
 
-#define INSP_MAX_STREAMS 128u       /* content and tool-call streams of one response */
-#define TOOL_NONE        UINT32_MAX /* a slot for a choice's content, not a tool call */
+#define INSP_MAX_STREAMS 128u             /* content and tool-call streams of one response */
+#define TOOL_NONE        UINT32_MAX       /* a slot for a choice's content, not a tool call */
+#define RESP_CHOICE      (UINT32_MAX - 1) /* a slot for delta events (the responses API) */
+#define RESP_POS_MAX     192u             /* bytes of a delta event's item id and indices */
 
-/* One inspect_stream: a choice's delta.content, or one of its tool calls' arguments. */
+/* One inspect_stream: a choice's delta.content, one of its tool calls' arguments, or the
+ * deltas of one part of a responses-API stream. */
 typedef struct slot {
 	uint32_t choice, tool;
 	inspect_stream *st;
@@ -40,6 +43,15 @@ typedef struct slot {
 	char pend[12];
 	uint8_t npend;
 	bool q_in, q_esc;
+	/* Delta events (choice RESP_CHOICE): which part of the response (item id, output,
+	 * content and summary index as raw JSON) and which delta type; the last event, the
+	 * template of one more that carries the held-back tail at the part's end. */
+	bool resp;
+	char pos[RESP_POS_MAX];
+	size_t pos_len;
+	buf dtype;        /* the delta event's "type" (raw JSON) */
+	buf last, etyp;   /* its data and SSE event type */
+	size_t dat, dlen; /* where its "delta" string's contents are in last */
 } slot;
 
 typedef enum resp_mode {
@@ -429,18 +441,25 @@ static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, sp
 	return e;
 }
 
+static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slot **out);
+
 /* The stream of (choice, tool); made when `create`, else *out is NULL when there is none. */
 static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, bool create,
                            slot **out)
 {
 	*out = NULL;
 	for (size_t i = 0; i < ip->nsl; i++)
-		if (ip->sl[i].choice == choice && ip->sl[i].tool == tool) {
+		if (!ip->sl[i].resp && ip->sl[i].choice == choice && ip->sl[i].tool == tool) {
 			*out = &ip->sl[i];
 			return CUSTOS_OK;
 		}
 	if (!create)
 		return CUSTOS_OK;
+	return slot_new(ip, choice, tool, out);
+}
+
+static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slot **out)
+{
 	ENSURE(ip->nsl < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
 	       "inspect: more than %u content and tool-call streams in one response",
 	       INSP_MAX_STREAMS);
@@ -451,6 +470,11 @@ static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, boo
 	sl->done = false;
 	sl->npend = 0;
 	sl->q_in = sl->q_esc = false;
+	sl->resp = false;
+	sl->pos_len = 0;
+	buf_init(&sl->dtype, 1024);
+	buf_init(&sl->last, SSE_MAX_EVENT_BYTES);
+	buf_init(&sl->etyp, SSE_MAX_EVENT_BYTES);
 	ip->nsl++;
 	*out = sl;
 	return CUSTOS_OK;
@@ -658,19 +682,154 @@ static custos_err slot_feed(ingress_insp *ip, inspect_scratch *s, slot *sl, span
 	return e;
 }
 
-/* Finishes the open streams of one choice (or all, choice == TOOL_NONE) that had no text in
- * the current event: their tails go out as synthetic events, before it. */
+/* The delta event that carries a responses-API part's held-back tail: its last delta event
+ * again, with "delta" replaced by the tail. */
+static custos_err resp_synth(ingress_insp *ip, slot *sl, span text)
+{
+	if (text.len == 0)
+		return CUSTOS_OK;
+	jsonr_edit ed = { .at = span_of((const char *)buf_ptr(&sl->last) + sl->dat, sl->dlen),
+		          .text = text };
+	buf_reset(&ip->tmp);
+	GUARD(jsonr_rewrite(buf_span(&sl->last), &ed, 1, &ip->tmp));
+	return sse_write_event(&ip->out, buf_span(&sl->etyp), buf_span(&ip->tmp));
+}
+
+/* Finishes one open stream: its held-back tail goes out in a synthetic event. */
+static custos_err slot_finish(ingress_insp *ip, inspect_scratch *s, slot *sl)
+{
+	buf_reset(&ip->tail);
+	GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
+	if (sl->resp)
+		return resp_synth(ip, sl, buf_span(&ip->tail));
+	return sse_synth(ip, sl->choice, sl->tool, buf_span(&ip->tail));
+}
+
+/* Finishes the open streams of one choice (or all, choice == TOOL_NONE, delta-event parts
+ * included) that had no text in the current event: their tails go out as synthetic events,
+ * before it. */
 static custos_err sse_finish(ingress_insp *ip, inspect_scratch *s, uint32_t choice)
 {
 	for (size_t i = 0; i < ip->nsl; i++) {
 		slot *sl = &ip->sl[i];
-		if (sl->done || (choice != TOOL_NONE && sl->choice != choice))
+		if (sl->done || (choice != TOOL_NONE && (sl->resp || sl->choice != choice)))
 			continue;
-		buf_reset(&ip->tail);
-		GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
-		GUARD(sse_synth(ip, sl->choice, sl->tool, buf_span(&ip->tail)));
+		GUARD(slot_finish(ip, s, sl));
 	}
 	return CUSTOS_OK;
+}
+
+/* Finishes the open delta-event parts at pos[0..n) (NULL: all of them). */
+static custos_err resp_done(ingress_insp *ip, inspect_scratch *s, const char *pos, size_t n)
+{
+	for (size_t i = 0; i < ip->nsl; i++) {
+		slot *sl = &ip->sl[i];
+		if (!sl->resp || sl->done ||
+		    (pos != NULL && (sl->pos_len != n || memcmp(sl->pos, pos, n) != 0)))
+			continue;
+		GUARD(slot_finish(ip, s, sl));
+	}
+	return CUSTOS_OK;
+}
+
+static bool str_ends(span s, const char *lit)
+{
+	size_t l = strlen(lit);
+	return s.len >= l && memcmp(s.ptr + s.len - l, lit, l) == 0;
+}
+
+static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev);
+
+/* The responses API streams text as events such as {"type":"response.output_text.delta",
+ * "item_id":..,"output_index":..,"content_index":..,"delta":".."}: every event whose type ends
+ * in ".delta" and whose "delta" is a string feeds the stream of its part (item id and indices)
+ * and type, as chunks do, so a value split over events is reassembled; the event goes out with
+ * "delta" replaced by what is released. A ".done" event of the same part (or a terminal event,
+ * [DONE], the end of the body) finishes it: the held-back tail goes out first, in one more
+ * delta event. "Arguments" deltas are JSON text in pieces, as tool-call arguments are.
+ * *handled: the event was such a delta and has been written. */
+static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                             bool *handled)
+{
+	static const char *const names[] = { "type",         "delta",         "item_id",
+		                             "output_index", "content_index", "summary_index",
+		                             "logprobs" };
+	jsonr_val root, v[7];
+	char pos[RESP_POS_MAX];
+	size_t n = 0;
+
+	*handled = false;
+	if (jsonr_parse(ev->data, NULL, &root) != CUSTOS_OK || root.type != JSONR_OBJECT)
+		return CUSTOS_OK; /* inspected whole, as text if need be */
+	uint32_t got = jsonr_obj_pick(root, names, CUSTOS_ARRAY_LEN(names), v);
+	if (!(got & 1) || v[0].type != JSONR_STRING || v[0].raw.len > RESP_POS_MAX)
+		return CUSTOS_OK;
+	for (size_t k = 2; k <= 5; k++) {
+		span r = got & (1u << k) ? v[k].raw : span_of("", 0);
+		if (n + r.len + 1 > sizeof(pos))
+			return CUSTOS_OK; /* not a part this proxy follows: inspected whole */
+		memcpy(pos + n, r.ptr, r.len);
+		n += r.len;
+		pos[n++] = '\x1f';
+	}
+	span type = v[0].str;
+	if (!str_ends(type, ".delta") || !(got & 2) || v[1].type != JSONR_STRING) {
+		if (str_ends(type, ".done"))
+			return resp_done(ip, s, pos, n);
+		if (jsonr_str_eq(type, "response.completed") ||
+		    jsonr_str_eq(type, "response.failed") ||
+		    jsonr_str_eq(type, "response.incomplete") ||
+		    jsonr_str_eq(type, "response.done") || jsonr_str_eq(type, "error"))
+			return resp_done(ip, s, NULL, 0);
+		return CUSTOS_OK;
+	}
+	if ((got & 64) && !span_eq_cstr(v[6].raw, "[]") && !span_eq_cstr(v[6].raw, "null")) {
+		/* token logprobs carry the text past the stream: written [] (as chunks' are null) */
+		buf stripped;
+		buf_init(&stripped, SSE_MAX_EVENT_BYTES + 4);
+		const char *d = ev->data.ptr;
+		size_t at = (size_t)(v[6].raw.ptr - d);
+		custos_err e = buf_append(&stripped, d, at);
+		if (e == CUSTOS_OK)
+			e = buf_append_cstr(&stripped, "[]");
+		if (e == CUSTOS_OK)
+			e = buf_append(&stripped, d + at + v[6].raw.len,
+			               ev->data.len - at - v[6].raw.len);
+		sse_event ev2 = *ev;
+		ev2.data = buf_span(&stripped);
+		if (e == CUSTOS_OK)
+			e = sse_event_out(ip, s, &ev2);
+		buf_free(&stripped);
+		*handled = true;
+		return e;
+	}
+	slot *sl = NULL;
+	for (size_t i = 0; i < ip->nsl && sl == NULL; i++)
+		if (ip->sl[i].resp && ip->sl[i].pos_len == n &&
+		    memcmp(ip->sl[i].pos, pos, n) == 0 &&
+		    span_eq(buf_span(&ip->sl[i].dtype), v[0].raw))
+			sl = &ip->sl[i];
+	if (sl == NULL) {
+		bool args = memmem(type.ptr, type.len, "arguments", 9) != NULL;
+		GUARD(slot_new(ip, RESP_CHOICE, args ? 0 : TOOL_NONE, &sl));
+		sl->resp = true;
+		memcpy(sl->pos, pos, n);
+		sl->pos_len = n;
+		GUARD(buf_append_span(&sl->dtype, v[0].raw));
+	}
+	buf_reset(&sl->last);
+	buf_reset(&sl->etyp);
+	GUARD(buf_append_span(&sl->last, ev->data));
+	GUARD(buf_append_span(&sl->etyp, ev->type));
+	sl->dat = (size_t)(v[1].str.ptr - ev->data.ptr);
+	sl->dlen = v[1].str.len;
+	buf_reset(&ip->rel);
+	GUARD(slot_feed(ip, s, sl, v[1].str, true, false, &ip->rel));
+	jsonr_edit ed = { .at = v[1].str, .text = buf_span(&ip->rel) };
+	buf_reset(&ip->tmp);
+	GUARD(jsonr_rewrite(ev->data, &ed, 1, &ip->tmp));
+	*handled = true;
+	return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
 }
 
 /* Whole-text fallback for data that is no chunk (an error object...): every string value. */
@@ -760,10 +919,15 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		GUARD(sse_finish(ip, s, TOOL_NONE));
 		return buf_append_span(&ip->out, ev->raw);
 	}
-	/* Anything but a chunk with choices (the responses API's events, Anthropic-style
-	 * content_block_delta, an error object...) is inspected whole: every string value. */
+	/* Anything but a chunk with choices is a responses-API delta (streamed per part, above),
+	 * or is inspected whole: every string value (Anthropic-style content_block_delta, an
+	 * error object, the responses API's other events...). */
 	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
 	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp) != CUSTOS_OK) {
+		bool handled = false;
+		GUARD(resp_event(ip, s, ev, &handled));
+		if (handled)
+			return CUSTOS_OK;
 		buf_reset(&ip->tmp);
 		custos_err e = block_redact(ip, s, ev->data, &ip->tmp);
 		if (e == CUSTOS_ERR_DENIED)
@@ -1037,8 +1201,12 @@ void ingress_inspect_free(ingress_insp *ip)
 {
 	if (ip == NULL)
 		return;
-	for (size_t i = 0; i < ip->nsl; i++)
+	for (size_t i = 0; i < ip->nsl; i++) {
 		inspect_stream_free(ip->sl[i].st);
+		buf_free(&ip->sl[i].dtype);
+		buf_free(&ip->sl[i].last);
+		buf_free(&ip->sl[i].etyp);
+	}
 	if (ip->sse_init)
 		sse_parser_free(&ip->sse);
 	buf_free(&ip->tmpl);

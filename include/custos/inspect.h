@@ -4,7 +4,9 @@
  * policy.yaml), one Hyperscan database per policy scanned in streaming mode, redaction with
  * typed masks, a JSON-aware pass over OpenAI request bodies, and a per-stream inspector for
  * SSE deltas and egress bodies that holds back only what a detector could still claim.
- * docs/INSPECTION.md describes each detector and the streaming contract.
+ * Detectors see a normalised view of the text (Unicode spaces, invisible characters, fullwidth
+ * forms, other scripts' digits); offsets and masks are always those of the original text.
+ * docs/INSPECTION.md describes each detector, the normalised view and the streaming contract.
  */
 #ifndef CUSTOS_INSPECT_H
 #define CUSTOS_INSPECT_H
@@ -25,7 +27,11 @@
 #define INSPECT_MAX_TEXT          (64u << 20) /* bytes one feed or block scan accepts */
 #define INSPECT_JSON_MAX_DEPTH    64          /* nesting of a JSON body */
 #define INSPECT_JSON_MAX_BODY     (32u << 20) /* bytes of a JSON body */
+#define INSPECT_JSON_MAX_FINDINGS (1 << 20)   /* findings and masks in one JSON body */
 #define INSPECT_MASK_MAX          (INSPECT_NAME_MAX + 16) /* "[REDACTED:NAME]" */
+/* Invisible characters in a row the normalised view drops; more stay in it as they are (and
+ * break the value they sit in), so that a stream's held-back text stays bounded. */
+#define INSPECT_MAX_INVISIBLE_RUN 8
 
 /* Built-in detectors. Their ids are fixed: custom detectors follow at INSPECT_BUILTIN_COUNT in
  * definition order, so a policy compiler can map names to ids without an engine. */
@@ -218,11 +224,15 @@ custos_err inspect_redact_text(const inspect_engine *e, inspect_scratch *s,
  * JSON-aware redaction of a request body (OpenAI chat/completions/embeddings/responses shapes
  * and anything else): every string VALUE is unescaped, inspected as its own text, and findings
  * are mapped back to the raw escaped bytes; keys, numbers and structure are never inspected.
+ * The text values a model reads in order (under content, text, input, prompt, instructions,
+ * system, output) are also inspected joined, so a value split over two of them is found; each
+ * piece is masked in its own string.
  * A REDACT span is replaced by "[REDACTED:TYPE]" (escape sequences it covers are replaced
  * whole), everything else is copied byte for byte, so out is valid JSON.
  * Returns CUSTOS_OK with the new body in out (identical when sum->redacted is false; the
  * caller fixes Content-Length), CUSTOS_ERR_DENIED on a DENY finding, CUSTOS_ERR_PARSE for a
- * body that is not valid JSON, CUSTOS_ERR_LIMIT past INSPECT_JSON_MAX_BODY / _DEPTH.
+ * body that is not valid JSON, CUSTOS_ERR_LIMIT past INSPECT_JSON_MAX_BODY / _DEPTH /
+ * _FINDINGS.
  */
 custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
                                const inspect_profile *p, span body, buf *out,
@@ -233,9 +243,10 @@ bool inspect_json_valid(span body);
 /* ---------------------------------------------------------------------------------------------
  * Streams (SSE delta.content fragments of one choice, or an egress body in chunks). Text fed
  * in is reassembled; the caller gets back only text no detector can still claim, with REDACT
- * findings masked, cut on UTF-8 character boundaries. A held-back tail is at most the profile's
- * hold-back, or longer while a token-like value (JWT, private key block, API token) is still
- * open. Not thread-safe: one stream is used by one thread at a time, with that thread's
+ * findings masked, cut on UTF-8 character boundaries. Fragments may be cut anywhere, inside a
+ * UTF-8 sequence too. A held-back tail is at most the profile's hold-back (in bytes of the
+ * normalised view), or longer while a token-like value (JWT, private key block, API token) is
+ * still open. Not thread-safe: one stream is used by one thread at a time, with that thread's
  * scratch.
  */
 typedef struct inspect_stream inspect_stream;

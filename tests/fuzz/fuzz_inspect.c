@@ -4,7 +4,10 @@
  * block scan (the same text split at a fuzzer-chosen offset in 1..8-byte fragments must be
  * released exactly as block redaction produces it), and the C scanner of the digit, dot,
  * colon and dash anchors against Hyperscan running their patterns (the same reports, in
- * fuzzer-chosen fragments, with a fuzzer-chosen instruction set).
+ * fuzzer-chosen fragments, with a fuzzer-chosen instruction set). Text that is valid UTF-8
+ * stays valid UTF-8 when redacted, and every finding covers whole characters of it (the
+ * normalised view maps back to the original text); the stream check covers splits inside
+ * UTF-8 sequences.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +175,42 @@ static void check_stream(span in, size_t split, size_t frag)
 	buf_free(&got);
 }
 
+static bool utf8_valid(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = inspect_norm_decode(p + i, n - i, &cp);
+		if (l == 0 || l == INSPECT_NORM_SHORT)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+/* Valid UTF-8 in, valid UTF-8 out; findings within the text, on character boundaries. */
+static void check_utf8(span in)
+{
+	const uint8_t *p = (const uint8_t *)in.ptr;
+	if (!utf8_valid(p, in.len))
+		return;
+	buf out;
+	buf_init(&out, 4 * in.len + 4096);
+	if (inspect_redact_text(eng, scr, &prof, in, &out, NULL) != CUSTOS_OK ||
+	    !utf8_valid(buf_ptr(&out), buf_used(&out)))
+		abort();
+	buf_free(&out);
+	inspect_findings f = { 0 };
+	if (inspect_scan(eng, scr, &prof, in, &f) != CUSTOS_OK)
+		abort();
+	for (size_t k = 0; k < f.n; k++) {
+		uint64_t a = f.items[k].offset, b = a + f.items[k].length;
+		if (f.items[k].length == 0 || b > in.len || (p[a] & 0xC0) == 0x80 ||
+		    (b < in.len && (p[b] & 0xC0) == 0x80))
+			abort();
+	}
+	inspect_findings_free(&f);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -185,6 +224,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	span in = span_of((const char *)data + 2, size - 2);
 	check_json(in);
 	check_stream(in, split, frag);
+	check_utf8(in);
 	/* Fragment sizes for the scanner from the same byte: small, or around its 64-byte blocks;
 	 * the instruction set from the high bits of the split byte. */
 	size_t sfrag = data[1] & 0x80 ? 57 + data[1] % 16 : frag;

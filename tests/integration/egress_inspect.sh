@@ -139,6 +139,20 @@ got=$(curl -s -x "$PX" "http://localhost:$P_D/redact/pii-split"); rc=$?
 check "split: complete (exit $rc)" test $rc = 0
 check "split: every value caught across chunk boundaries" test "$got" = "$EXPECT_RED"
 
+# --- Unicode obfuscation (fullwidth @ and dot, no-break spaces, zero-width characters), the
+# body in 3-byte chunks that cut through UTF-8 sequences: the same masks, the rest unchanged
+curl -s -o uni.direct "http://localhost:$P_D/plain/pii-uni-split"
+check "fixture: the obfuscated values are there, in Unicode" \
+	bash -c "grep -q \$'jane.doe\xef\xbc\xa0example' uni.direct && grep -q \$'4111\xc2\xa01111' uni.direct && ! grep -q '$MAIL' uni.direct"
+check "fixture: a 3-byte chunk boundary falls inside a UTF-8 sequence" \
+	python3 -c "import sys; b=open('uni.direct','rb').read(); sys.exit(not any(0x80 <= b[i] < 0xC0 for i in range(0, len(b), 3)))"
+got=$(curl -s -x "$PX" "http://localhost:$P_D/redact/pii-uni-split"); rc=$?
+check "unicode split: complete (exit $rc)" test $rc = 0
+check "unicode split: every obfuscated value masked, whole characters" test "$got" = "$EXPECT_RED"
+ev=$(event /redact/pii-uni-split)
+check "unicode split: audited with the findings" \
+	bash -c "echo '$ev' | grep -q '\"type\":\"email\",\"count\":1' && echo '$ev' | grep -q '\"type\":\"aws_access_key\",\"count\":1'"
+
 # --- deny: the value comes early, nothing had been sent: a 403
 code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii")
 check "deny: 403 before any byte of the response" test "$code" = 403

@@ -16,6 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PII = (b"record 17\nmail: jane.doe@example.com\ncard: 4111 1111 1111 1111\n"
        b"key: AKIAIOSFODNN7EXAMPLE\nend of record\n")
+# The same values obfuscated: fullwidth @ and dot, no-break spaces, zero-width characters.
+PII_UNI = ("record 17\nmail: jane.doe\uff20example\uff0ecom\n"
+           "card: 4111\u00a01111\u202f1111\u00a01111\n"
+           "key: AKIA\u200bIOSF\u2060ODNN7EXAMPLE\nend of record\n").encode()
 
 
 class Data(BaseHTTPRequestHandler):
@@ -63,7 +67,7 @@ class Data(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def send_pii(self):
-        body = PII
+        body = PII_UNI if "uni" in self.path else PII
         if "late" in self.path:  # the value after more than the proxy buffers
             body = b"filler line, nothing to see\n" * 10000 + PII
         if "gzip" in self.path:  # an encoding the proxy cannot inspect

@@ -4,10 +4,13 @@
 # redacted prompt reaches the model as valid JSON without the value (echo mode shows what
 # reached it); an e-mail written with \u0040 is still caught; a prompt deny is 403 and never
 # reaches the model; a response deny mid-stream ends the stream with an error event and
-# [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; the audit
-# trail has finding types and counts and none of the values. While responses are inspected the
-# model is asked for Accept-Encoding: identity (the fixture's head log shows what reached it);
-# otherwise it gets the client's own Accept-Encoding.
+# [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; values
+# written with Unicode look-alikes (fullwidth, no-break and zero-width characters) are caught
+# in prompts and responses; a value split over two content parts or two messages is caught; a
+# responses-API stream (responses_upstream.py) with values split over its delta events is
+# redacted; the audit trail has finding types and counts and none of the values. While
+# responses are inspected the model is asked for Accept-Encoding: identity (the fixture's head
+# log shows what reached it); otherwise it gets the client's own Accept-Encoding.
 . "$(dirname "$0")/proxy_lib.bash"
 
 CARD="4111 1111 1111 1111"
@@ -22,6 +25,17 @@ start_fixture deny --mode canned --canned "$DENY_TEXT" --tokens 8
 deny_port=$FX_PORT
 start_fixture echo --tokens 4 --log "$work/echo.requests" --log-headers "$work/echo.heads"
 echo_port=$FX_PORT
+# the responses API (its own fixture): a card and an e-mail with a fullwidth @, each split over
+# output_text.delta events
+RESP_TEXT=$'Card 4111 1111 1111 1111, mail jane.doe\xef\xbc\xa0example.com.'
+python3 "$(dirname "$0")/responses_upstream.py" "$work/resp.port" "$RESP_TEXT" 8 2>"$work/resp.err" &
+pids+=($!)
+for _ in $(seq 100); do
+	[ -s "$work/resp.port" ] && break
+	sleep 0.05
+done
+[ -s "$work/resp.port" ] || skip "responses upstream did not start: $(cat "$work/resp.err")"
+resp_port=$(cat "$work/resp.port")
 
 cat >"$work/policy.yaml" <<POL
 version: 1
@@ -32,6 +46,7 @@ models:
   card-model: { isolation: none }
   deny-model: { isolation: none }
   plain-model: { isolation: none }
+  resp-model: { isolation: none }
 rules:
   - id: chat-inspected
     effect: allow
@@ -50,6 +65,15 @@ rules:
       principal: alice
       route: "POST /v1/chat/completions"
       model: plain-model
+  - id: responses-inspected
+    effect: allow
+    when:
+      direction: ingress
+      principal: alice
+      route: "POST /v1/responses"
+      model: resp-model
+    inspect:
+      response: { payment_card: redact, email: redact, aws_access_key: deny }
 POL
 chmod 644 "$work/policy.yaml"
 EXTRA_MODELS="  - id: card-model
@@ -57,7 +81,9 @@ EXTRA_MODELS="  - id: card-model
   - id: deny-model
     upstream: { url: \"http://127.0.0.1:$deny_port/\" }
   - id: plain-model
-    upstream: { url: \"http://127.0.0.1:$echo_port/\" }"
+    upstream: { url: \"http://127.0.0.1:$echo_port/\" }
+  - id: resp-model
+    upstream: { url: \"http://127.0.0.1:$resp_port/\" }"
 write_config "$work/custos.yaml" "$echo_port"
 start_custos "$work/custos.yaml"
 plain="http://127.0.0.1:$PORT2"
@@ -146,6 +172,19 @@ code=$("${C[@]}" -o "$work/esc.json" -w '%{http_code}' -d "$body" "$plain/v1/cha
 check "escaped e-mail: status" "$code" 200
 check "escaped e-mail caught" "$(json_content "$work/esc.json")" "write to [REDACTED:EMAIL] now"
 
+# -- Unicode obfuscation in the prompt: an e-mail with a fullwidth @ (as a JSON escape) and a
+# fullwidth dot (raw UTF-8) is masked in what reaches the model; an SSN with non-breaking
+# hyphens is denied like an ASCII one
+body=$'{"model":"test-model","messages":[{"role":"user","content":"write to carol\\uff20example\xef\xbc\x8eorg now"}]}'
+code=$("${C[@]}" -o "$work/uni.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "fullwidth e-mail: status" "$code" 200
+check "fullwidth e-mail caught" "$(json_content "$work/uni.json")" "write to [REDACTED:EMAIL] now"
+before=$(wc -l <"$work/echo.requests")
+body=$'{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123\xe2\x80\x9145\xe2\x80\x916789"}]}'
+code=$("${C[@]}" -o "$work/unideny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN with non-breaking hyphens -> 403" "$code" 403
+check "denied obfuscated prompt never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+
 # -- a prompt deny: 403, audited, never reaches the model
 before=$(wc -l <"$work/echo.requests")
 body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45-6789"}]}'
@@ -182,6 +221,64 @@ check "JSON response redacted" "$(json_content "$work/resp.json")" "pay with [RE
 sbody="{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"pay with $CARD today\"}]}"
 "${C[@]}" -N -o "$work/echo.sse" -d "$sbody" "$plain/v1/chat/completions"
 check "echoed stream redacted" "$(sse_text "$work/echo.sse")" "pay with [REDACTED:PAYMENT_CARD] today"
+
+# -- a card in fullwidth digits with no-break spaces and zero-width spaces, echoed back as a
+# stream (four events, so the number spans them) and as JSON: masked whole, valid UTF-8 JSON
+FWCARD=$'\xef\xbc\x94\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xc2\xa0\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xef\xbc\x91\xc2\xa01111\xc2\xa01\\u200b1\\u200b1\\u200b1'
+sbody="{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"pay with $FWCARD today\"}]}"
+curl -sS -N --max-time 10 -o "$work/unidirect.sse" -d "$sbody" "http://127.0.0.1:$echo_port/v1/chat/completions"
+check "fixture echoes the obfuscated card over several events" \
+	"$(grep -c $'\xef\xbc\x91' "$work/unidirect.sse" | awk '{print ($1 >= 2) ? "yes" : "no"}')" yes
+"${C[@]}" -N -o "$work/uni.sse" -d "$sbody" "$plain/v1/chat/completions"
+check "obfuscated card in a stream: redacted" "$(sse_text "$work/uni.sse")" "pay with [REDACTED:PAYMENT_CARD] today"
+check "obfuscated card in a stream: every event is JSON" "$(sse_bad "$work/uni.sse")" 0
+grep -q -e $'\xef\xbc\x91' -e '1111' -e 'uff11' "$work/uni.sse" && fail "a digit of the card reached the client" ||
+	ok "no digit of the card in the stream"
+"${C[@]}" -o "$work/uni-resp.json" -d "${sbody/\"stream\":true,/}" "$plain/v1/chat/completions"
+check "obfuscated card in a JSON response: redacted" "$(json_content "$work/uni-resp.json")" "pay with [REDACTED:PAYMENT_CARD] today"
+
+# -- the responses API: text streamed as output_text.delta events (not chat chunks); the card
+# and the e-mail are each split over events (the fixture, directly), and reach the client
+# masked: the deltas, the .done events that repeat the text, response.completed
+# resp_deltas FILE: the output_text.delta texts joined; resp_done FILE: output_text.done's text.
+resp_deltas() {
+	perl -MJSON::PP -ne 'binmode STDOUT, ":utf8"; next unless s/^data: //; chomp;
+		my $j = decode_json($_); print $j->{delta} if $j->{type} eq "response.output_text.delta"' "$1"
+}
+resp_done() {
+	perl -MJSON::PP -ne 'binmode STDOUT, ":utf8"; next unless s/^data: //; chomp;
+		my $j = decode_json($_); print $j->{text} if $j->{type} eq "response.output_text.done"' "$1"
+}
+rbody='{"model":"resp-model","stream":true,"input":"go"}'
+curl -sS -N --max-time 10 -o "$work/resp-direct.sse" -d "$rbody" "http://127.0.0.1:$resp_port/v1/responses"
+check "responses fixture: the deltas hold the text" "$(resp_deltas "$work/resp-direct.sse")" "$RESP_TEXT"
+check "responses fixture: no single delta holds the card" \
+	"$(perl -MJSON::PP -ne 'next unless s/^data: //; my $j = decode_json($_); print "x\n" if ($j->{delta} // "") =~ /4111 1111/' "$work/resp-direct.sse" | wc -l)" 0
+"${C[@]}" -N -D "$work/resp.hdr" -o "$work/resp.sse" -d "$rbody" "$plain/v1/responses"
+want='Card [REDACTED:PAYMENT_CARD], mail [REDACTED:EMAIL].'
+check "responses stream through custos: deltas" "$(resp_deltas "$work/resp.sse")" "$want"
+check "responses stream through custos: output_text.done" "$(resp_done "$work/resp.sse")" "$want"
+check "responses stream through custos: every event is JSON" "$(sse_bad "$work/resp.sse")" 0
+grep -q -e '4111' -e '1111' -e 'jane' -e 'uff20' "$work/resp.sse" && fail "a piece of a value reached the client" ||
+	ok "no piece of the card or the e-mail in the stream"
+tail -n 3 "$work/resp.sse" | grep -q '"type": *"response.completed"' && ok "response.completed still ends the stream" ||
+	fail "stream end: $(tail -n 3 "$work/resp.sse")"
+line=$(audit_of "$(rid "$work/resp.hdr")")
+echo "$line" | grep -q '"type":"payment_card"' && echo "$line" | grep -q '"type":"email"' &&
+	ok "audit: the responses stream's findings" || fail "audit of the responses stream: $line"
+
+# -- a value split over two text parts of one message reaches the model masked in both (the
+# echo fixture concatenates parts); an SSN split over two messages is denied
+body='{"model":"test-model","messages":[{"role":"user","content":[{"type":"text","text":"mail jane.doe"},{"type":"text","text":"@example.com now"}]}]}'
+code=$("${C[@]}" -o "$work/parts.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "e-mail over two content parts: status" "$code" 200
+check "e-mail over two content parts: each piece masked" "$(json_content "$work/parts.json")" \
+	"mail [REDACTED:EMAIL][REDACTED:EMAIL] now"
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45"},{"role":"user","content":"-6789, ok?"}]}'
+code=$("${C[@]}" -o "$work/split-deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN over two messages -> 403" "$code" 403
+check "split SSN never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
 
 # -- a response deny mid-stream: error event, then [DONE]; nothing of the key
 "${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \
@@ -273,7 +370,7 @@ perl -MJSON::PP -ne 'my $j = eval { decode_json($_) } or next;
 			print "$k=$v\n" } }
 	walk($j, "")' "$work"/audit/*.jsonl >"$work/audit.strings"
 [ -s "$work/audit.strings" ] && ok "audit strings extracted ($(wc -l <"$work/audit.strings"))" || fail "no audit strings"
-for v in "$CARD" 4111 bob@example.com carol 123-45-6789 "$KEY" 10.1.2.3 EMP-004211; do
+for v in "$CARD" 4111 bob@example.com carol jane 123-45-6789 "$KEY" 10.1.2.3 EMP-004211; do
 	n=$(grep -c -- "$v" "$work/audit.strings")
 	check "audit trail free of '$v'" "$n" 0
 done

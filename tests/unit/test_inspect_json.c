@@ -1,7 +1,9 @@
 /*
  * JSON-aware redaction of OpenAI request bodies: string values are inspected after
  * unescaping, keys and structure never; masks keep the body valid JSON (checked by an
- * independent validator) and escapes outside a mask are kept byte for byte.
+ * independent validator) and escapes outside a mask are kept byte for byte. Text values
+ * (contents, parts, input...) are also inspected joined: a value split over two of them is
+ * masked piece by piece.
  */
 #include "test_inspect_util.h"
 
@@ -293,6 +295,220 @@ static void test_many_values(void **state)
 	buf_free(&b);
 }
 
+/* The body of a chat request whose user message has the text parts a and b, or (as_messages)
+ * two user messages a and b; malloc'd. */
+static char *two_parts(const char *a, const char *b, bool as_messages)
+{
+	buf x;
+	buf_init(&x, 1u << 16);
+	if (as_messages)
+		assert_int_equal(
+		        buf_printf(&x,
+		                   "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+		                   "\"content\":\"%s\"},{\"role\":\"user\",\"content\":\"%s\"}]}",
+		                   a, b),
+		        CUSTOS_OK);
+	else
+		assert_int_equal(
+		        buf_printf(&x,
+		                   "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+		                   "[{\"type\":\"text\",\"text\":\"%s\"},{\"type\":\"image_url\","
+		                   "\"image_url\":{\"url\":\"https://x.example/4111.png\"}},"
+		                   "{\"type\":\"text\",\"text\":\"%s\"}]}]}",
+		                   a, b),
+		        CUSTOS_OK);
+	char *r = ti_dup(&x);
+	buf_free(&x);
+	return r;
+}
+
+/* A value split over two text parts of one message, or over two messages, at every offset: the
+ * joined text finds it, each piece is masked in its own string (nothing of it is left), it is
+ * counted once, and the body stays valid JSON. */
+static void test_split_over_parts(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		unsigned det;
+		const char *value;
+	} vals[] = {
+		{ INSPECT_PAYMENT_CARD, "4111 1111 1111 1111" },
+		{ INSPECT_PAYMENT_CARD, "4111-1111-1111-1111" },
+		{ INSPECT_US_SSN, "123-45-6789" },
+		{ INSPECT_EMAIL, "jane.doe@example.com" },
+		{ INSPECT_AWS_ACCESS_KEY, "AKIAIOSFODNN7EXAMPLE" },
+		{ INSPECT_PHONE, "+1 415 555 2671" },
+		{ INSPECT_IBAN, "DE89 3704 0044 0532 0130 00" },
+		{ INSPECT_GITHUB_TOKEN, "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A" },
+	};
+	char mask[64];
+	for (size_t v = 0; v < CUSTOS_ARRAY_LEN(vals); v++) {
+		const char *val = vals[v].value;
+		size_t n = strlen(val);
+		size_t m = (size_t)snprintf(mask, sizeof(mask), "[REDACTED:");
+		for (const char *c = inspect_engine_detector_name(E, vals[v].det); *c; c++)
+			mask[m++] = *c >= 'a' && *c <= 'z' ? (char)(*c - 32) : *c;
+		snprintf(mask + m, sizeof(mask) - m, "]");
+		for (int msgs = 0; msgs <= 1; msgs++) {
+			for (size_t k = 1; k < n; k++) {
+				char a[128], b[128];
+				snprintf(a, sizeof(a), "pay %.*s", (int)k, val);
+				snprintf(b, sizeof(b), "%s today.", val + k);
+				char *body = two_parts(a, b, msgs);
+				inspect_summary sum;
+				char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+				char wa[128], wb[128];
+				snprintf(wa, sizeof(wa), "\"pay %s\"", mask);
+				snprintf(wb, sizeof(wb), "\"%s today.\"", mask);
+				bool ok = strstr(r, wa) != NULL && strstr(r, wb) != NULL &&
+				          sum.count[vals[v].det] == 1;
+				/* the documented exception: the first piece is a whole e-mail address
+				 * already and the rest starts with a letter (a run-on) */
+				bool run_on = vals[v].det == INSPECT_EMAIL && k == n - 1;
+				if (run_on) {
+					snprintf(wb, sizeof(wb), "\"%s today.\"", val + k);
+					ok = strstr(r, wa) != NULL && strstr(r, wb) != NULL;
+				}
+				if (!ok)
+					fprintf(stderr, "%s split %zu (%s):\n  %s\n", val, k,
+					        msgs ? "messages" : "parts", r);
+				assert_true(ok);
+				assert_true(ti_json_ok(r));
+				if (!msgs) /* a URL is not text: not joined, not masked */
+					assert_non_null(strstr(r, "4111.png"));
+				free(r);
+				free(body);
+			}
+		}
+	}
+}
+
+/* What joins: text parts as they are, with nothing between (the model reads them so): the
+ * group separator may end the first part, start the second, or be missing; three parts; the
+ * responses API's input items; escapes inside the pieces, replaced whole. */
+static void test_join_shapes(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+	} cases[] = {
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+		  "\"4111 "
+		  "1111 \"},{\"type\":\"text\",\"text\":\"1111 1111\"}]}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\""
+		  "[REDACTED:PAYMENT_CARD]\"},{\"type\":\"text\",\"text\":\"[REDACTED:PAYMENT_CARD]"
+		  "\"}"
+		  "]}]}" },
+		{ "[{\"content\":\"card 4111 1111\"},{\"content\":\"11111111 ok\"}]",
+		  "[{\"content\":\"card "
+		  "[REDACTED:PAYMENT_CARD]\"},{\"content\":\"[REDACTED:PAYMENT_"
+		  "CARD] ok\"}]" },
+		{ "{\"messages\":[{\"role\":\"system\",\"content\":\"call 020 "
+		  "\"},{\"role\":\"user\","
+		  "\"content\":\"7946 \"},{\"role\":\"assistant\",\"content\":\"0958 now\"}]}",
+		  "{\"messages\":[{\"role\":\"system\",\"content\":\"call [REDACTED:PHONE]\"},"
+		  "{\"role\":\"user\",\"content\":\"[REDACTED:PHONE]\"},{\"role\":\"assistant\","
+		  "\"content\":\"[REDACTED:PHONE] now\"}]}" },
+		{ "{\"model\":\"m\",\"instructions\":\"id AKIAIOSF\",\"input\":[{\"role\":\"user\","
+		  "\"content\":[{\"type\":\"input_text\",\"text\":\"ODNN7EXAMPLE is mine\"}]}]}",
+		  "{\"model\":\"m\",\"instructions\":\"id [REDACTED:AWS_ACCESS_KEY]\",\"input\":[{"
+		  "\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"[REDACTED:"
+		  "AWS_"
+		  "ACCESS_KEY] is mine\"}]}]}" },
+		{ "{\"prompt\":[\"mail jane\\u002edoe\",\"\\u0040example.com\"]}",
+		  "{\"prompt\":[\"mail [REDACTED:EMAIL]\",\"[REDACTED:EMAIL]\"]}" },
+		/* a key block split with its END in the second message */
+		{ "[{\"content\":\"-----BEGIN PRIVATE KEY-----\\nMIIE\"},{\"content\":\"vQIBADAN\\n"
+		  "-----END PRIVATE KEY-----\\nthanks\"}]",
+		  "[{\"content\":\"[REDACTED:PRIVATE_KEY]\"},{\"content\":\"[REDACTED:PRIVATE_KEY]"
+		  "\\n"
+		  "thanks\"}]" },
+		/* a JWT cut inside its signature */
+		{ "[{\"text\":\"tok "
+		  "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+		  "dozjgNryP4J3\"},{\"text\":\"jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end\"}]",
+		  "[{\"text\":\"tok [REDACTED:JWT]\"},{\"text\":\"[REDACTED:JWT] end\"}]" },
+		/* a word glued before a value is masked with it (the model reads "Hibob@...") */
+		{ "[{\"content\":\"Hi\"},{\"content\":\"bob@example.com wrote\"}]",
+		  "[{\"content\":\"[REDACTED:EMAIL]\"},{\"content\":\"[REDACTED:EMAIL] wrote\"}]" },
+		/* a member name written with an escape is still the member a server reads */
+		{ "[{\"t\\u0065xt\":\"123-45\"},{\"text\":\"-6789 ok\"}]",
+		  "[{\"t\\u0065xt\":\"[REDACTED:US_SSN]\"},{\"text\":\"[REDACTED:US_SSN] ok\"}]" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.total, 1);
+		assert_true(ti_json_ok(r));
+		free(r);
+	}
+	/* a deny split over two messages is a deny */
+	inspect_profile d = ti_profile(INSPECT_ACT_REDACT);
+	inspect_profile_set(&d, INSPECT_US_SSN, INSPECT_ACT_DENY);
+	inspect_summary sum;
+	char *r = redact_json(&d, "[{\"content\":\"ssn 123-4\"},{\"content\":\"5-6789\"}]",
+	                      CUSTOS_ERR_DENIED, &sum);
+	assert_int_equal(sum.deny_detector, INSPECT_US_SSN);
+	free(r);
+}
+
+/* Negative cases: values that are whole in their own text are found there and the next text
+ * is left alone (an SSN before a word, an e-mail address run on into the next message's first
+ * word, an unterminated key block before a normal message); members that are not text (ids,
+ * names, URLs, tool-call arguments) are not joined with the text; nothing found, nothing
+ * changed. */
+static void test_join_negatives(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+		unsigned total;
+	} cases[] = {
+		{ "[{\"content\":\"ssn 123-45-6789\"},{\"content\":\"Thanks\"}]",
+		  "[{\"content\":\"ssn [REDACTED:US_SSN]\"},{\"content\":\"Thanks\"}]", 1 },
+		{ "[{\"content\":\"mail bob@example.com\"},{\"content\":\"Thanks, Bob\"}]",
+		  "[{\"content\":\"mail [REDACTED:EMAIL]\"},{\"content\":\"Thanks, Bob\"}]", 1 },
+		{ "[{\"content\":\"4111 1111 1111 1111\"},{\"content\":\" 2 more\"}]",
+		  "[{\"content\":\"[REDACTED:PAYMENT_CARD]\"},{\"content\":\" 2 more\"}]", 1 },
+		{ "[{\"content\":\"-----BEGIN PRIVATE KEY-----\\nMIIE\"},{\"content\":\"what is "
+		  "this?\"}]",
+		  "[{\"content\":\"[REDACTED:PRIVATE_KEY]\"},{\"content\":\"what is this?\"}]", 1 },
+		/* halves in members that are not text: not joined, not found */
+		{ "[{\"content\":\"4111 1111\"},{\"name\":\"1111 1111\"}]",
+		  "[{\"content\":\"4111 1111\"},{\"name\":\"1111 1111\"}]", 0 },
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"4111 "
+		  "1111\"},{\"role\":\"assistant\","
+		  "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":"
+		  "\\\"1111 "
+		  "1111\\\"}\"}}]}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":\"4111 "
+		  "1111\"},{\"role\":\"assistant\","
+		  "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":"
+		  "\\\"1111 "
+		  "1111\\\"}\"}}]}]}",
+		  0 },
+		/* two halves that make no valid value */
+		{ "[{\"content\":\"4111 1111\"},{\"content\":\"1111 1112\"}]",
+		  "[{\"content\":\"4111 1111\"},{\"content\":\"1111 1112\"}]", 0 },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.total, cases[i].total);
+		assert_true(ti_json_ok(r));
+		free(r);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +520,9 @@ int main(void)
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_many_values),
+		cmocka_unit_test(test_split_over_parts),
+		cmocka_unit_test(test_join_shapes),
+		cmocka_unit_test(test_join_negatives),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }

@@ -391,6 +391,30 @@ static void test_region_split_regression(void **state)
 	}
 }
 
+/* A text that ends inside a UTF-8 sequence (a truncated egress body) loses no byte: the end
+ * releases the unfinished sequence as it is, in a block and in a stream cut anywhere. */
+static void test_unfinished_sequence_at_end(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const char *const texts[] = { "mail a@example.com \xef\xbc", "x \xe6\x9d",
+		                             "\xf0\x9f\x98", "card 4111 1111 1111 1111\xc3" };
+	static const char *const want[] = { "mail [REDACTED:EMAIL] \xef\xbc", "x \xe6\x9d",
+		                            "\xf0\x9f\x98", "card [REDACTED:PAYMENT_CARD]\xc3" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(texts); i++) {
+		size_t n = strlen(texts[i]);
+		char *r = ti_redact(&p, texts[i], n, NULL);
+		assert_string_equal(r, want[i]);
+		free(r);
+		for (size_t k = 1; k <= n; k++) {
+			size_t sizes[] = { k };
+			r = ti_stream(&p, texts[i], n, sizes, 1, NULL);
+			assert_string_equal(r, want[i]);
+			free(r);
+		}
+	}
+}
+
 /* A profile with nothing applied releases everything at once. */
 static void test_inactive_passthrough(void **state)
 {
@@ -424,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_long_custom_match),
 		cmocka_unit_test(test_region_split_regression),
 		cmocka_unit_test(test_inactive_passthrough),
+		cmocka_unit_test(test_unfinished_sequence_at_end),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }

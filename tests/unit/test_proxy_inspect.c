@@ -5,9 +5,11 @@
  * mid-stream ends with an error event and [DONE]; a finish without a content field gets the
  * held-back tail in an event before it; prompts are redacted as JSON (escapes included),
  * denied, or refused when unreadable; JSON responses; content-encoded responses are refused;
- * the audit summary has types and counts. Egress data (raw byte-stream mode): a card split at
- * every offset is redacted whatever the content type, a deny releases nothing of the value,
- * and which decisions ask for response inspection. Negative cases first in each group.
+ * the audit summary has types and counts; responses-API delta events are streamed per part
+ * (a card over four events cut at every byte offset, parts, arguments, deny, logprobs).
+ * Egress data (raw byte-stream mode): a card split at every offset (written with Unicode
+ * look-alikes too) is redacted whatever the content type, a deny releases nothing of the
+ * value, and which decisions ask for response inspection. Negative cases first in each group.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -326,6 +328,218 @@ static void test_sse_not_a_chunk(void **state)
 		buf_free(&body);
 		buf_free(&client);
 	}
+}
+
+/* One responses-API event: `event: TYPE` and its data with item id, indices and "delta" (or,
+ * for a ".done" event, "text"); cidx < 0: no content_index. */
+static void resp_ev(buf *b, const char *type, const char *item, int cidx, const char *field,
+                    const char *value)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(value)), CUSTOS_OK);
+	char ci[32] = "";
+	if (cidx >= 0)
+		snprintf(ci, sizeof(ci), ",\"content_index\":%d", cidx);
+	static int seq;
+	assert_int_equal(buf_printf(b,
+	                            "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,"
+	                            "\"item_id\":\"%s\",\"output_index\":0%s,\"%s\":\"%.*s\"}\n\n",
+	                            type, type, ++seq, item, ci, field, (int)buf_used(&esc),
+	                            (const char *)buf_ptr(&esc)),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+/* What a responses-API client reads: per (type, item, content index) the deltas joined, every
+ * data event JSON, the order of events kept; the ".done" events' text. */
+typedef struct resp_view {
+	char text[2][256]; /* output_text deltas of content index 0 and 1 */
+	char args[256];    /* function_call_arguments deltas */
+	char done[256];    /* output_text.done text of content index 0 */
+	bool tail_before_done, completed, error;
+} resp_view;
+
+static void resp_read(span sse, resp_view *v)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	memset(v, 0, sizeof(*v));
+	v->tail_before_done = true;
+	bool done_seen = false;
+	const char *s = sse.ptr;
+	size_t n = sse.len;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, s, n, &ev, &have);
+		assert_true(k >= 0);
+		if (have && ev.has_data && !ev.done) {
+			static const char *const names[] = { "type", "delta", "content_index",
+				                             "text", "error" };
+			jsonr_val root, f[5];
+			assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+			uint32_t got = jsonr_obj_pick(root, names, 5, f);
+			buf t;
+			buf_init(&t, 4096);
+			if (got & 16) {
+				v->error = true;
+			} else if (jsonr_str_eq(f[0].str, "response.output_text.delta") ||
+			           jsonr_str_eq(f[0].str,
+			                        "response.function_call_arguments.delta")) {
+				assert_true(
+				        span_eq(ev.type, f[0].str)); /* the event line is kept */
+				assert_int_equal(jsonr_unescape(f[1].str, &t), CUSTOS_OK);
+				char *dst = jsonr_str_eq(f[0].str, "response.output_text.delta")
+				                    ? v->text[f[2].raw.ptr[0] == '1']
+				                    : v->args;
+				size_t cur = strlen(dst), m = buf_used(&t);
+				if (m > 255 - cur)
+					m = 255 - cur;
+				if (m > 0)
+					memcpy(dst + cur, buf_ptr(&t), m);
+				dst[cur + m] = '\0';
+				if (done_seen)
+					v->tail_before_done = false;
+			} else if (jsonr_str_eq(f[0].str, "response.output_text.done") &&
+			           f[2].raw.ptr[0] == '0') {
+				assert_int_equal(jsonr_unescape(f[3].str, &t), CUSTOS_OK);
+				snprintf(v->done, sizeof(v->done), "%.*s", (int)buf_used(&t),
+				         (const char *)buf_ptr(&t));
+				done_seen = true;
+			} else if (jsonr_str_eq(f[0].str, "response.completed")) {
+				v->completed = true;
+			}
+			buf_free(&t);
+		}
+		s += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+}
+
+/* The responses API: a card split over four output_text.delta events (as a model streams it),
+ * fed to the proxy cut at every byte offset and byte by byte: each event's delta is replaced
+ * by what is released, the held-back tail comes in one more delta event before the ".done"
+ * event, and the ".done" text (the whole text again) is masked too. */
+static void test_sse_responses_split(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	assert_int_equal(buf_append_cstr(&body, "event: response.created\ndata: {\"type\":"
+	                                        "\"response.created\",\"response\":{\"id\":"
+	                                        "\"resp_1\"}}\n\n"),
+	                 CUSTOS_OK);
+	const char *parts[] = { "Card 4", "111 11", "11 111", "1 1111." };
+	for (size_t i = 0; i < 4; i++)
+		resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta", parts[i]);
+	resp_ev(&body, "response.output_text.done", "msg_1", 0, "text",
+	        "Card 4111 1111 1111 1111.");
+	assert_int_equal(buf_append_cstr(&body, "event: response.completed\ndata: {\"type\":"
+	                                        "\"response.completed\",\"response\":{\"id\":"
+	                                        "\"resp_1\",\"status\":\"completed\"}}\n\n"),
+	                 CUSTOS_OK);
+	span b = buf_span(&body);
+	size_t *cuts = calloc(b.len, sizeof(size_t));
+	assert_non_null(cuts);
+	for (size_t i = 0; i < b.len; i++)
+		cuts[i] = i + 1;
+	for (size_t cut = 0; cut <= b.len + 1; cut++) {
+		buf_reset(&client);
+		if (cut <= b.len)
+			assert_int_equal(run_stream(b, &cut, 1, &client, NULL), CUSTOS_OK);
+		else /* byte by byte */
+			assert_int_equal(run_stream(b, cuts, b.len - 1, &client, NULL), CUSTOS_OK);
+		resp_view v;
+		resp_read(buf_span(&client), &v);
+		assert_string_equal(v.text[0], "Card [REDACTED:PAYMENT_CARD].");
+		assert_string_equal(v.done, "Card [REDACTED:PAYMENT_CARD].");
+		assert_true(v.tail_before_done);
+		assert_true(v.completed);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "1 1", 3));
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "111", 3));
+	}
+	free(cuts);
+	buf_free(&body);
+	buf_free(&client);
+}
+
+/* Parts are streams of their own: two content parts interleaved, function-call arguments (JSON
+ * in pieces, masks quoted where they stand for a number), a deny mid-part, token logprobs
+ * written []; a stream without [DONE] or terminal event is finished at the end of the body.
+ * Negative: a value whose halves are in two different parts is two texts (not joined). */
+static void test_sse_responses_parts(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta", "one 5555 5555 ");
+	resp_ev(&body, "response.output_text.delta", "msg_1", 1, "delta", "two 4111 11");
+	resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta", "5555 4444 end");
+	resp_ev(&body, "response.output_text.delta", "msg_1", 1, "delta", "11 1111 1111 end");
+	resp_ev(&body, "response.function_call_arguments.delta", "fc_1", -1, "delta",
+	        "{\"n\":4111111");
+	resp_ev(&body, "response.function_call_arguments.delta", "fc_1", -1, "delta",
+	        "111111111,\"ok\":true}");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	resp_view v;
+	resp_read(buf_span(&client), &v);
+	assert_string_equal(v.text[0], "one [REDACTED:PAYMENT_CARD] end");
+	assert_string_equal(v.text[1], "two [REDACTED:PAYMENT_CARD] end");
+	assert_string_equal(v.args, "{\"n\":\"[REDACTED:PAYMENT_CARD]\",\"ok\":true}");
+	/* halves in two parts: two texts, neither holds a value */
+	buf_reset(&body);
+	buf_reset(&client);
+	resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta", "4111 1111");
+	resp_ev(&body, "response.output_text.delta", "msg_1", 1, "delta", " 1111 1111");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	resp_read(buf_span(&client), &v);
+	assert_string_equal(v.text[0], "4111 1111");
+	assert_string_equal(v.text[1], " 1111 1111");
+	/* a deny in a part: an error event and [DONE], nothing of the key */
+	buf_reset(&body);
+	buf_reset(&client);
+	resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta",
+	        "Fine so far. Key AKIAIO");
+	resp_ev(&body, "response.output_text.delta", "msg_1", 0, "delta",
+	        "SFODNN7EXAMPLE and more");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	resp_read(buf_span(&client), &v);
+	assert_true(v.error);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "and more", 8));
+	/* a delta event with an outlandish type (2,000 bytes) is not followed as a part: it is
+	 * inspected whole, like any other event */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"type\":\""), CUSTOS_OK);
+	for (int k = 0; k < 2000; k++)
+		assert_int_equal(buf_append_cstr(&body, "x"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, ".delta\",\"delta\":\"card 4111 1111 1111 1111 "
+	                                        "ok\"}\n\n"),
+	                 CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"delta\":\"card [REDACTED:PAYMENT_CARD] ok\"", 41));
+	/* token logprobs would carry the digits past the stream: written [] */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(
+	        buf_append_cstr(&body, "data: {\"type\":\"response.output_text.delta\",\"item_id\":"
+	                               "\"m\",\"output_index\":0,\"content_index\":0,\"delta\":"
+	                               "\"4111 1111 1111 1111\",\"logprobs\":[{\"token\":"
+	                               "\"4111\"}]}\n\n"),
+	        CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "4111", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "\"logprobs\":[]", 13));
+	buf_free(&body);
+	buf_free(&client);
 }
 
 /* logprobs in a chunk carry the token texts past the content stream: they are dropped. */
@@ -766,6 +980,30 @@ static void test_egress_raw(void **state)
 	buf_free(&client);
 }
 
+/* Egress bytes with a card in fullwidth digits, no-break and zero-width spaces, cut at every
+ * offset (inside UTF-8 sequences too): the mask replaces exactly the original characters. */
+static void test_egress_raw_unicode(void **state)
+{
+	(void)state;
+	static const char body[] = "{\"note\":\"card \xef\xbc\x94\xef\xbc\x91\xef\xbc\x91"
+	                           "\xef\xbc\x91\xc2\xa0"
+	                           "1111\xe2\x80\x8b 1111\xe2\x80\xaf"
+	                           "1111 on file \xe6\x9d\xb1\"}";
+	static const char want[] = "{\"note\":\"card [REDACTED:PAYMENT_CARD] on file "
+	                           "\xe6\x9d\xb1\"}";
+	buf client;
+	buf_init(&client, 4096);
+	for (size_t cut = 0; cut < sizeof(body); cut++) {
+		buf_reset(&client);
+		assert_int_equal(
+		        run_raw("application/json", span_of(body, sizeof(body) - 1), cut, &client),
+		        CUSTOS_OK);
+		assert_int_equal(buf_used(&client), sizeof(want) - 1);
+		assert_memory_equal(buf_ptr(&client), want, sizeof(want) - 1);
+	}
+	buf_free(&client);
+}
+
 /* Which egress decisions ask for response inspection. */
 static void test_egress_wanted(void **state)
 {
@@ -907,6 +1145,8 @@ int main(void)
 		cmocka_unit_test(test_sse_card_every_split),
 		cmocka_unit_test(test_sse_finish_without_content),
 		cmocka_unit_test(test_sse_not_a_chunk),
+		cmocka_unit_test(test_sse_responses_split),
+		cmocka_unit_test(test_sse_responses_parts),
 		cmocka_unit_test(test_sse_logprobs_dropped),
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
@@ -914,6 +1154,7 @@ int main(void)
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_media_types),
 		cmocka_unit_test(test_egress_raw),
+		cmocka_unit_test(test_egress_raw_unicode),
 		cmocka_unit_test(test_egress_wanted),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

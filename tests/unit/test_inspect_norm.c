@@ -1,0 +1,573 @@
+/*
+ * Unicode obfuscation: values written with Unicode spaces, invisible characters between their
+ * characters, fullwidth forms, other scripts' decimal digits or tag characters are found in the
+ * normalised view, and their masks replace exactly the original characters (whole UTF-8
+ * sequences; the output stays valid UTF-8), in block scans, in streams split at every byte
+ * (inside UTF-8 sequences too), and in JSON bodies (raw UTF-8 and \uXXXX escapes). Negative
+ * cases: what the view does not change, a run of invisible characters past the limit, and a
+ * million of them in a stream (memory stays bounded, the text comes out whole).
+ */
+#include "test_inspect_util.h"
+
+#include "policy/inspect_int.h"
+
+/* Strict UTF-8 check (no overlongs, surrogates or values past U+10FFFF). */
+static bool utf8_ok(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = inspect_norm_decode(p + i, n - i, &cp);
+		if (l == 0 || l == INSPECT_NORM_SHORT)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+typedef struct obf_case {
+	unsigned det;
+	const char *pre, *value, *post; /* the text is pre + value + post */
+} obf_case;
+
+#define NBSP    "\xc2\xa0"     /* U+00A0 */
+#define NNBSP   "\xe2\x80\xaf" /* U+202F narrow no-break space */
+#define FIGSP   "\xe2\x80\x87" /* U+2007 figure space */
+#define IDSP    "\xe3\x80\x80" /* U+3000 ideographic space */
+#define ZWSP    "\xe2\x80\x8b" /* U+200B */
+#define ZWNJ    "\xe2\x80\x8c" /* U+200C */
+#define ZWJ     "\xe2\x80\x8d" /* U+200D */
+#define WJ      "\xe2\x81\xa0" /* U+2060 */
+#define BOM     "\xef\xbb\xbf" /* U+FEFF */
+#define SHY     "\xc2\xad"     /* U+00AD soft hyphen */
+#define CLL     "\xcc\xb2"     /* U+0332 combining low line */
+#define NBH     "\xe2\x80\x91" /* U+2011 non-breaking hyphen */
+#define FW_AT   "\xef\xbc\xa0" /* U+FF20 fullwidth @ */
+#define FW_DOT  "\xef\xbc\x8e" /* U+FF0E fullwidth . */
+#define FW_HY   "\xef\xbc\x8d" /* U+FF0D fullwidth - */
+#define FW0     "\xef\xbc\x90" /* U+FF10 */
+#define FW1     "\xef\xbc\x91"
+#define FW4     "\xef\xbc\x94"
+#define AR1     "\xd9\xa1" /* U+0661 Arabic-Indic one */
+#define AR4     "\xd9\xa4"
+#define DV1     "\xe0\xa5\xa7" /* U+0967 Devanagari one */
+#define DV4     "\xe0\xa5\xaa"
+#define MB1     "\xf0\x9d\x9f\x8f" /* U+1D7CF mathematical bold one */
+#define MB4     "\xf0\x9d\x9f\x92"
+
+#define FW_CARD FW4 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1
+#define AR_CARD AR4 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1
+#define DV_CARD DV4 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1
+#define MB_CARD MB4 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1 MB1
+/* AKIAIOSFODNN7EXAMPLE in tag characters (U+E0041...): invisible, read by models */
+static const char tag_key[] = "\xf3\xa0\x81\x81\xf3\xa0\x81\x8b\xf3\xa0\x81\x89\xf3\xa0\x81\x81"
+                              "\xf3\xa0\x81\x89\xf3\xa0\x81\x8f\xf3\xa0\x81\x93\xf3\xa0\x81\x86"
+                              "\xf3\xa0\x81\x8f\xf3\xa0\x81\x84\xf3\xa0\x81\x8e\xf3\xa0\x81\x8e"
+                              "\xf3\xa0\x80\xb7\xf3\xa0\x81\x85\xf3\xa0\x81\x98\xf3\xa0\x81\x81"
+                              "\xf3\xa0\x81\x8d\xf3\xa0\x81\x90\xf3\xa0\x81\x8c\xf3\xa0\x81\x85";
+
+static const obf_case obf[] = {
+	{ INSPECT_PAYMENT_CARD, "card ", "4111" NBSP "1111" NBSP "1111" NBSP "1111", " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", "4111" NNBSP "1111" NNBSP "1111" NNBSP "1111", "." },
+	{ INSPECT_PAYMENT_CARD, "card ", "4111" FIGSP "1111" FIGSP "1111" FIGSP "1111", "" },
+	{ INSPECT_PAYMENT_CARD, "card ", "4111" IDSP "1111" IDSP "1111" IDSP "1111", " x" },
+	{ INSPECT_PAYMENT_CARD, "card ",
+	  "4" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP
+	  "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1",
+	  " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", "4111" SHY "1111" WJ "1111" BOM "1111", "" },
+	{ INSPECT_PAYMENT_CARD, "c ", "4111 " ZWNJ ZWJ "1111 1111 " BOM WJ ZWSP "1111", " ok" },
+	{ INSPECT_PAYMENT_CARD, "c ", "4" CLL "1" CLL "1" CLL "1" CLL " 1111 1111 1111", " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", FW_CARD, " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", AR_CARD, " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", DV_CARD, " ok" },
+	{ INSPECT_PAYMENT_CARD, "card ", MB_CARD, " ok" },
+	{ INSPECT_US_SSN, "ssn ", "123" FW_HY "45" FW_HY "6789", " ok" },
+	{ INSPECT_US_SSN, "ssn ", "123" NBH "45" NBH "6789", "." },
+	{ INSPECT_US_SSN, "ssn ", "1" ZWSP "2" ZWSP "3-4" ZWSP "5-6" ZWSP "789", " ok" },
+	{ INSPECT_US_SSN, "ssn ", "078" NBSP "05" NBSP "1120", " ok" },
+	{ INSPECT_PHONE, "call ", "+1" NBSP "415" NBSP "555" NBSP "2671", " now" },
+	{ INSPECT_PHONE, "call ", "+44" NNBSP "20" NNBSP "7946" NNBSP "0958", " now" },
+	{ INSPECT_PHONE, "call ", "\xef\xbc\x8b" FW1 " 415 555 2671", " now" },
+	{ INSPECT_EMAIL, "mail ", "jane.doe" FW_AT "example.com", " now" },
+	{ INSPECT_EMAIL, "mail ", "jane.doe@example" FW_DOT "com", " now" },
+	{ INSPECT_EMAIL, "mail ", "jane" ZWSP ".doe@" ZWSP "example.com", " now" },
+	{ INSPECT_EMAIL, "mail ",
+	  "\xef\xbd\x8a\xef\xbd\x81\xef\xbd\x8e\xef\xbd\x85" FW_AT
+	  "\xef\xbd\x85\xef\xbd\x98\xef\xbd\x81\xef\xbd\x8d\xef\xbd\x90\xef\xbd\x8c\xef\xbd"
+	  "\x85" FW_DOT "\xef\xbd\x83\xef\xbd\x8f\xef\xbd\x8d",
+	  " now" },
+	{ INSPECT_AWS_ACCESS_KEY, "id ", "AKIA" ZWSP "IOSF" ZWSP "ODNN" ZWSP "7EXA" ZWSP "MPLE",
+	  "," },
+	{ INSPECT_AWS_ACCESS_KEY, "id ", tag_key, " ok" },
+	{ INSPECT_GITHUB_TOKEN, "token ", "ghp_aB3dE5fG7h" SHY "J9kL1mN3pQ5r" SHY "S7tU9vW1xY3z5A",
+	  " used" },
+	{ INSPECT_STRIPE_KEY, "stripe ", "sk_live_4eC39Hq" ZWJ "LyjWDarjtT1zdp7dc", "!" },
+};
+
+/* "[REDACTED:NAME]" of a detector (the engine's rule: upper case, '_' for the rest). */
+static const char *mask_of(unsigned det)
+{
+	static char m[300];
+	const char *nm = inspect_engine_detector_name(E, det);
+	size_t k = (size_t)snprintf(m, sizeof(m), "[REDACTED:");
+	for (; *nm && k + 2 < sizeof(m); nm++)
+		m[k++] = (*nm >= 'a' && *nm <= 'z') ? (char)(*nm - 32) : *nm == '-' ? '_' : *nm;
+	m[k++] = ']';
+	m[k] = '\0';
+	return m;
+}
+
+static char *join3(const obf_case *c, size_t *n)
+{
+	size_t a = strlen(c->pre), b = strlen(c->value), d = strlen(c->post);
+	char *t = malloc(a + b + d + 1);
+	assert_non_null(t);
+	memcpy(t, c->pre, a);
+	memcpy(t + a, c->value, b);
+	memcpy(t + a + b, c->post, d + 1);
+	*n = a + b + d;
+	return t;
+}
+
+/* Each value is found, the finding covers exactly its original bytes, and the mask replaces
+ * them (the text around is left byte for byte, valid UTF-8). */
+static void test_obfuscated_found(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(obf); i++) {
+		const obf_case *c = &obf[i];
+		size_t n;
+		char *t = join3(c, &n);
+		inspect_findings f = { 0 };
+		assert_int_equal(inspect_scan(E, S, &p, span_of(t, n), &f), CUSTOS_OK);
+		bool found = false;
+		for (size_t k = 0; k < f.n; k++)
+			found = found || (f.items[k].detector == c->det &&
+			                  f.items[k].offset == strlen(c->pre) &&
+			                  f.items[k].length == strlen(c->value));
+		if (!found) {
+			fprintf(stderr, "case %zu (%s): not found exactly; got:\n", i,
+			        inspect_engine_detector_name(E, c->det));
+			for (size_t k = 0; k < f.n; k++)
+				fprintf(stderr, "  %s @%llu+%u\n",
+				        inspect_engine_detector_name(E, f.items[k].detector),
+				        (unsigned long long)f.items[k].offset, f.items[k].length);
+		}
+		assert_true(found);
+		inspect_findings_free(&f);
+		char want[512];
+		snprintf(want, sizeof(want), "%s%s%s", c->pre, mask_of(c->det), c->post);
+		inspect_summary sum;
+		char *r = ti_redact(&p, t, n, &sum);
+		assert_string_equal(r, want);
+		assert_true(utf8_ok((const uint8_t *)r, strlen(r)));
+		assert_int_equal(sum.count[c->det], 1);
+		free(r);
+		free(t);
+	}
+}
+
+/* Every case streamed with a split at every byte offset (inside UTF-8 sequences too) and in
+ * 1..4-byte fragments: the stream releases exactly what block redaction gives, never the value,
+ * and never ends a release inside a character (ti_stream checks). */
+static void test_obfuscated_split_every_offset(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(obf); i++) {
+		size_t n;
+		char *t = join3(&obf[i], &n);
+		inspect_summary bs, ss;
+		char *want = ti_redact(&p, t, n, &bs);
+		assert_null(strstr(want, obf[i].value));
+		for (size_t k = 0; k <= n; k++) {
+			size_t sizes[2] = { k, n - k + 1 };
+			char *got = ti_stream(&p, t, n, k == 0 ? sizes + 1 : sizes, k == 0 ? 1 : 2,
+			                      &ss);
+			if (strcmp(got, want) != 0)
+				fprintf(stderr, "case %zu split %zu:\n  want %s\n  got  %s\n", i, k,
+				        want, got);
+			assert_string_equal(got, want);
+			assert_int_equal(ss.total, bs.total);
+			free(got);
+		}
+		uint32_t seed = 0x51ed270bu + (uint32_t)i;
+		for (int run = 0; run < 8; run++) {
+			size_t sizes[64];
+			for (size_t k = 0; k < 64; k++)
+				sizes[k] = 1 + ti_rand(&seed) % 4;
+			char *got = ti_stream(&p, t, n, sizes, 64, &ss);
+			assert_string_equal(got, want);
+			free(got);
+		}
+		free(want);
+		free(t);
+	}
+}
+
+/* Negative cases: what the view does not change stays unfound, text without a value passes
+ * byte for byte (accents, CJK, emoji, ZWJ sequences), and invalid UTF-8 is bytes. */
+static void test_not_normalised(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const char *const misses[] = {
+		/* superscript and circled digits are not decimal digits (No, not Nd) */
+		"card \xe2\x81\xb4\xc2\xb9\xc2\xb9\xc2\xb9 \xc2\xb9\xc2\xb9\xc2\xb9\xc2\xb9 "
+		"\xc2\xb9\xc2\xb9\xc2\xb9\xc2\xb9 \xc2\xb9\xc2\xb9\xc2\xb9\xc2\xb9",
+		"card \xe2\x91\xa3\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0"
+		"\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0\xe2\x91"
+		"\xa0"
+		"\xe2\x91\xa0\xe2\x91\xa0\xe2\x91\xa0",
+		/* a fullwidth card that fails Luhn */
+		"card " FW4 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW0,
+		/* mixed separators stay refused, as in ASCII */
+		"card 4111" NBSP "1111-1111 1111",
+		/* an em dash is punctuation, not a hyphen */
+		"ssn 123\xe2\x80\x94"
+		"45\xe2\x80\x94"
+		"6789",
+		/* a value glued to a fullwidth letter is glued */
+		"x\xef\xbd\x98"
+		"4111111111111111",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(misses); i++) {
+		inspect_summary sum;
+		char *r = ti_redact(&p, misses[i], strlen(misses[i]), &sum);
+		if (sum.total != 0)
+			fprintf(stderr, "miss case %zu found: %s\n", i, r);
+		assert_int_equal(sum.total, 0);
+		assert_string_equal(r, misses[i]);
+		free(r);
+	}
+	const char *clean =
+	        "caf\xc3\xa9 na\xc3\xafve \xe6\x9d\xb1\xe4\xba\xac "
+	        "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 "
+	        "e\xcc\x81 \xef\xbc\xa1\xef\xbc\xa2 \xd9\xa1\xd9\xa2 " NBSP "ok" ZWSP;
+	inspect_summary sum;
+	char *r = ti_redact(&p, clean, strlen(clean), &sum);
+	assert_string_equal(r, clean);
+	assert_int_equal(sum.total, 0);
+	free(r);
+	size_t sizes[] = { 1, 2, 3 };
+	r = ti_stream(&p, clean, strlen(clean), sizes, 3, &sum);
+	assert_string_equal(r, clean);
+	free(r);
+	/* invalid UTF-8 (a lead without its continuation, an overlong, a lone surrogate) around
+	 * obfuscated values: bytes like any other, kept as they were */
+	const char bad[] = "\xe2\x80 \xc0\xaf \xed\xa0\x80 card " FW_CARD " \xef\xbc";
+	const char want[] = "\xe2\x80 \xc0\xaf \xed\xa0\x80 card [REDACTED:PAYMENT_CARD] \xef\xbc";
+	r = ti_redact(&p, bad, sizeof(bad) - 1, &sum);
+	assert_string_equal(r, want);
+	free(r);
+	for (size_t k = 1; k <= 5; k++) {
+		size_t one[] = { k };
+		r = ti_stream(&p, bad, sizeof(bad) - 1, one, 1, &sum);
+		assert_string_equal(r, want);
+		free(r);
+	}
+}
+
+/* The limit on invisible characters in a row: up to INSPECT_MAX_INVISIBLE_RUN between two
+ * characters of a value are dropped; one more and they stay, and break the value (a documented
+ * limit: the price of a bounded hold-back). */
+static void test_invisible_run_limit(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	for (int extra = 0; extra <= 1; extra++) {
+		buf b;
+		buf_init(&b, 4096);
+		assert_int_equal(buf_append_cstr(&b, "card 4111"), CUSTOS_OK);
+		for (int k = 0; k < INSPECT_MAX_INVISIBLE_RUN + extra; k++)
+			assert_int_equal(buf_append_cstr(&b, k % 2 ? ZWSP : WJ), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, " 1111 1111 1111 ok"), CUSTOS_OK);
+		inspect_summary sum;
+		char *r = ti_redact(&p, (const char *)buf_ptr(&b), buf_used(&b), &sum);
+		if (extra == 0) {
+			assert_string_equal(r, "card [REDACTED:PAYMENT_CARD] ok");
+			assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+		} else {
+			assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 0);
+			assert_int_equal(strlen(r), buf_used(&b));
+		}
+		size_t sizes[] = { 2 };
+		char *s = ti_stream(&p, (const char *)buf_ptr(&b), buf_used(&b), sizes, 1, NULL);
+		assert_string_equal(s, r);
+		free(s);
+		free(r);
+		buf_free(&b);
+	}
+}
+
+/* A million zero-width spaces between two values, streamed in 4093-byte pieces (cut inside
+ * characters): what the stream holds stays bounded, every byte comes out, both values are
+ * masked. */
+static void test_million_invisible(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	size_t hold = inspect_profile_holdback(E, &p);
+	const size_t runs = 1000000;
+	const char *head = "card 4111 1111 1111 1111 then ", *tail = " ssn 123-45-6789 end";
+	buf text;
+	buf_init(&text, 4u << 20);
+	assert_int_equal(buf_append_cstr(&text, head), CUSTOS_OK);
+	for (size_t k = 0; k < runs; k++)
+		assert_int_equal(buf_append(&text, ZWSP, 3), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&text, tail), CUSTOS_OK);
+	inspect_stream *st;
+	assert_int_equal(inspect_stream_new(E, &p, &st), CUSTOS_OK);
+	buf out;
+	buf_init(&out, 4u << 20);
+	const char *t = (const char *)buf_ptr(&text);
+	size_t n = buf_used(&text), most = 0;
+	for (size_t at = 0; at < n; at += 4093) {
+		size_t len = n - at < 4093 ? n - at : 4093;
+		assert_int_equal(inspect_stream_feed(st, S, span_of(t + at, len), &out), CUSTOS_OK);
+		if (inspect_stream_held(st) > most)
+			most = inspect_stream_held(st);
+	}
+	assert_int_equal(inspect_stream_finish(st, S, &out), CUSTOS_OK);
+	/* past the run limit each invisible character is a 3-byte character of the view */
+	assert_true(most <= 3 * hold + 3 * INSPECT_MAX_INVISIBLE_RUN + 4093);
+	const char *o = (const char *)buf_ptr(&out);
+	size_t on = buf_used(&out);
+	const char *h2 = "card [REDACTED:PAYMENT_CARD] then ", *t2 = " ssn [REDACTED:US_SSN] end";
+	assert_int_equal(on, strlen(h2) + 3 * runs + strlen(t2));
+	assert_memory_equal(o, h2, strlen(h2));
+	assert_memory_equal(o + on - strlen(t2), t2, strlen(t2));
+	assert_memory_equal(o + strlen(h2), t + strlen(head), 3 * runs);
+	inspect_stream_free(st);
+	buf_free(&out);
+	buf_free(&text);
+}
+
+/* The character classes at their edges, and every decimal digit of every script mapped. */
+static void test_norm_classes(void **state)
+{
+	(void)state;
+	static const uint32_t zeros[] = {
+		0x0660,  0x06F0,  0x07C0,  0x0966,  0x09E6,  0x0A66,  0x0AE6,  0x0B66,  0x0BE6,
+		0x0C66,  0x0CE6,  0x0D66,  0x0DE6,  0x0E50,  0x0ED0,  0x0F20,  0x1040,  0x1090,
+		0x17E0,  0x1810,  0x1946,  0x19D0,  0x1A80,  0x1A90,  0x1B50,  0x1BB0,  0x1C40,
+		0x1C50,  0xA620,  0xA8D0,  0xA900,  0xA9D0,  0xA9F0,  0xAA50,  0xABF0,  0xFF10,
+		0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0,
+		0x11650, 0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x11F50,
+		0x16A60, 0x16AC0, 0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140,
+		0x1E2F0, 0x1E4F0, 0x1E950, 0x1FBF0,
+	};
+	assert_int_equal(inspect_norm_n_digit_blocks, CUSTOS_ARRAY_LEN(zeros));
+	for (size_t b = 0; b < CUSTOS_ARRAY_LEN(zeros); b++)
+		for (uint32_t d = 0; d < 10; d++)
+			assert_int_equal(inspect_norm_class(zeros[b] + d), '0' + (int)d);
+	static const struct {
+		uint32_t cp;
+		int want;
+	} edges[] = {
+		{ 'a', INSPECT_NORM_KEEP },
+		{ 0x00A0, ' ' },
+		{ 0x00AD, INSPECT_NORM_DROP },
+		{ 0x00B2, INSPECT_NORM_KEEP }, /* superscript two */
+		{ 0x0300, INSPECT_NORM_DROP },
+		{ 0x036F, INSPECT_NORM_DROP },
+		{ 0x0370, INSPECT_NORM_KEEP },
+		{ 0x065F, INSPECT_NORM_KEEP },
+		{ 0x066A, INSPECT_NORM_KEEP },
+		{ 0x19DA, INSPECT_NORM_KEEP }, /* No, not Nd */
+		{ 0x1FFF, INSPECT_NORM_KEEP },
+		{ 0x2000, ' ' },
+		{ 0x200A, ' ' },
+		{ 0x200B, INSPECT_NORM_DROP },
+		{ 0x200F, INSPECT_NORM_DROP },
+		{ 0x2010, '-' },
+		{ 0x2013, '-' },
+		{ 0x2014, INSPECT_NORM_KEEP },
+		{ 0x2029, INSPECT_NORM_KEEP },
+		{ 0x202A, INSPECT_NORM_DROP },
+		{ 0x202F, ' ' },
+		{ 0x205F, ' ' },
+		{ 0x2060, INSPECT_NORM_DROP },
+		{ 0x206F, INSPECT_NORM_DROP },
+		{ 0x2070, INSPECT_NORM_KEEP },
+		{ 0x20E3, INSPECT_NORM_DROP },
+		{ 0x2212, '-' },
+		{ 0x2460, INSPECT_NORM_KEEP }, /* circled one */
+		{ 0x3000, ' ' },
+		{ 0xFE0F, INSPECT_NORM_DROP },
+		{ 0xFEFF, INSPECT_NORM_DROP },
+		{ 0xFF00, INSPECT_NORM_KEEP },
+		{ 0xFF01, '!' },
+		{ 0xFF20, '@' },
+		{ 0xFF5E, '~' },
+		{ 0xFF5F, INSPECT_NORM_KEEP },
+		{ 0xE0001, INSPECT_NORM_DROP },
+		{ 0xE0020, ' ' },
+		{ 0xE0041, 'A' },
+		{ 0xE007E, '~' },
+		{ 0xE007F, INSPECT_NORM_DROP },
+		{ 0xE0100, INSPECT_NORM_DROP },
+		{ 0xE01EF, INSPECT_NORM_DROP },
+		{ 0xE01F0, INSPECT_NORM_KEEP },
+		{ 0x1F600, INSPECT_NORM_KEEP },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(edges); i++) {
+		if (inspect_norm_class(edges[i].cp) != edges[i].want)
+			fprintf(stderr, "U+%04X: %d, want %d\n", (unsigned)edges[i].cp,
+			        inspect_norm_class(edges[i].cp), edges[i].want);
+		assert_int_equal(inspect_norm_class(edges[i].cp), edges[i].want);
+	}
+	/* the lead table covers every character the view changes */
+	for (uint32_t cp = 0x80; cp <= 0x10FFFF; cp++) {
+		if (cp >= 0xD800 && cp <= 0xDFFF)
+			continue;
+		uint8_t lead = cp < 0x800     ? (uint8_t)(0xC0 | cp >> 6)
+		               : cp < 0x10000 ? (uint8_t)(0xE0 | cp >> 12)
+		                              : (uint8_t)(0xF0 | cp >> 18);
+		if (inspect_norm_class(cp) != INSPECT_NORM_KEEP && !inspect_norm_lead[lead]) {
+			fprintf(stderr, "U+%04X changes but lead %02x is not marked\n",
+			        (unsigned)cp, lead);
+			fail();
+		}
+	}
+	/* the vector search for lead bytes agrees with the table: every byte value at every
+	 * position of texts of 1..140 bytes, in ASCII and in non-ASCII (Latin) surroundings */
+	uint8_t t[160];
+	for (int fill = 0; fill < 2; fill++) {
+		for (size_t len = 1; len <= 140; len++) {
+			for (size_t k = 0; k < len; k++)
+				t[k] = fill ? (k % 2 ? 0xA9 : 0xC3) : (uint8_t)('a' + k % 26);
+			for (unsigned b = 0; b < 256; b++) {
+				for (size_t at = 0; at < len; at += 1 + at / 8) {
+					uint8_t keep = t[at];
+					t[at] = (uint8_t)b;
+					size_t want = len;
+					for (size_t k = 0; k < len && want == len; k++)
+						if (inspect_norm_lead[t[k]])
+							want = k;
+					assert_int_equal(inspect_norm_skip(t, len, 0), want);
+					t[at] = keep;
+				}
+			}
+		}
+	}
+	/* the decoder refuses what is not UTF-8, and says when the end cuts a sequence */
+	uint32_t cp;
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xc0\xaf", 2, &cp), 0);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xe0\x80\x80", 3, &cp), 0);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xed\xa0\x80", 3, &cp), 0);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xf4\x90\x80\x80", 4, &cp), 0);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xe2\x80", 2, &cp),
+	                 INSPECT_NORM_SHORT);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xed\xa0", 2, &cp), 0);
+	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xf0\x9d\x9f\x8f", 4, &cp), 4);
+	assert_int_equal(cp, 0x1D7CF);
+}
+
+/* A custom pattern that ends inside a multi-byte character (its first byte): the finding is
+ * widened to the whole character, so the mask never leaves half a UTF-8 sequence behind. */
+static void test_mask_whole_characters(void **state)
+{
+	(void)state;
+	static const char *const pats[] = { "ID-[0-9]{2}\\xe6" };
+	inspect_custom_def d = { .name = "part", .patterns = pats, .n_patterns = 1 };
+	inspect_engine_opts o = { .custom = &d, .n_custom = 1 };
+	inspect_engine *e;
+	inspect_scratch *s;
+	assert_int_equal(inspect_engine_new(&o, &e), CUSTOS_OK);
+	assert_int_equal(inspect_scratch_new(e, &s), CUSTOS_OK);
+	inspect_profile p = { 0 };
+	inspect_profile_set(&p, INSPECT_BUILTIN_COUNT, INSPECT_ACT_REDACT);
+	const char *t = "x ID-42\xe6\x9d\xb1\xe4\xba\xac y";
+	const char *want = "x [REDACTED:PART]\xe4\xba\xac y";
+	buf out;
+	buf_init(&out, 4096);
+	assert_int_equal(inspect_redact_text(e, s, &p, span_cstr(t), &out, NULL), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), want));
+	size_t n = strlen(t);
+	for (size_t k = 1; k < n; k++) {
+		inspect_stream *st;
+		assert_int_equal(inspect_stream_new(e, &p, &st), CUSTOS_OK);
+		buf_reset(&out);
+		assert_int_equal(inspect_stream_feed(st, s, span_of(t, k), &out), CUSTOS_OK);
+		assert_int_equal(inspect_stream_feed(st, s, span_of(t + k, n - k), &out),
+		                 CUSTOS_OK);
+		assert_int_equal(inspect_stream_finish(st, s, &out), CUSTOS_OK);
+		assert_true(span_eq_cstr(buf_span(&out), want));
+		inspect_stream_free(st);
+	}
+	inspect_findings f = { 0 };
+	assert_int_equal(inspect_scan(e, s, &p, span_cstr(t), &f), CUSTOS_OK);
+	assert_int_equal(f.n, 1);
+	assert_int_equal(f.items[0].offset, 2);
+	assert_int_equal(f.items[0].length, 8);
+	inspect_findings_free(&f);
+	buf_free(&out);
+	inspect_scratch_free(s);
+	inspect_engine_free(e);
+}
+
+/* JSON bodies: the same characters as raw UTF-8 or as \uXXXX escapes (surrogate pairs too)
+ * are found; the escapes a mask covers are replaced whole, the ones next to it kept; the body
+ * stays valid JSON. */
+static void test_json_obfuscated(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+	} cases[] = {
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"card 4111" NBSP "1111" NBSP
+		  "1111" NBSP "1111 ok\"}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":\"card [REDACTED:PAYMENT_CARD] "
+		  "ok\"}]}" },
+		{ "{\"content\":\"card 4111\\u00a01111\\u202f1111\\u20071111 ok\"}",
+		  "{\"content\":\"card [REDACTED:PAYMENT_CARD] ok\"}" },
+		{ "{\"content\":\"card \\uff14\\uff11\\uff11\\uff11 \\uff11\\uff11\\uff11\\uff11 "
+		  "\\uff11\\uff11\\uff11\\uff11 \\uff11\\uff11\\uff11\\uff11\\u200b ok\"}",
+		  "{\"content\":\"card [REDACTED:PAYMENT_CARD]\\u200b ok\"}" },
+		{ "{\"content\":\"4\\u200b1\\u200c1\\u200d1\\u20601\\ufeff1\\u00ad1111111111 x\"}",
+		  "{\"content\":\"[REDACTED:PAYMENT_CARD] x\"}" },
+		{ "{\"content\":\"mail jane\\uff20example\\uff0ecom\"}",
+		  "{\"content\":\"mail [REDACTED:EMAIL]\"}" },
+		{ "{\"content\":\"\\ud835\\udfd2\\ud835\\udfcf\\ud835\\udfcf\\ud835\\udfcf"
+		  "111111111111 \\ud835\\udfcf\"}",
+		  "{\"content\":\"[REDACTED:PAYMENT_CARD] \\ud835\\udfcf\"}" },
+		{ "{\"content\":\"ssn 123\\u201145\\u20116789\"}",
+		  "{\"content\":\"ssn [REDACTED:US_SSN]\"}" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		buf out;
+		buf_init(&out, 1u << 20);
+		inspect_summary sum;
+		assert_true(ti_json_ok(cases[i].body));
+		assert_int_equal(
+		        inspect_json_redact(E, S, &p, span_cstr(cases[i].body), &out, &sum),
+		        CUSTOS_OK);
+		char *r = ti_dup(&out);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu: %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_true(ti_json_ok(r));
+		assert_true(utf8_ok((const uint8_t *)r, strlen(r)));
+		assert_int_equal(sum.total, 1);
+		free(r);
+		buf_free(&out);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_obfuscated_found),
+		cmocka_unit_test(test_obfuscated_split_every_offset),
+		cmocka_unit_test(test_not_normalised),
+		cmocka_unit_test(test_invisible_run_limit),
+		cmocka_unit_test(test_million_invisible),
+		cmocka_unit_test(test_norm_classes),
+		cmocka_unit_test(test_mask_whole_characters),
+		cmocka_unit_test(test_json_obfuscated),
+	};
+	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
+}
