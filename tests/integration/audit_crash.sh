@@ -50,9 +50,9 @@ LAST=$(ls "$T/log"/audit-*.jsonl | tail -1)
 size_before=$(stat -c %s "$LAST")
 printf '{"v":1,"seq":%d,"time":"2026-11-27T02:00:00.0000' $((n + 1)) >>"$LAST"
 out=$("$CUSTOS_BIN" audit verify --live --pubkey "$PUB" "$T/log") || fail "torn, live: $out"
-echo "$out" | grep -q "incomplete last record" || fail "torn tail not reported: $out"
+grep -q "incomplete last record" <<<"$out" || fail "torn tail not reported: $out"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/log") && fail "torn tail passed: $out"
-echo "$out" | grep -q "ends inside a record" || fail "torn tail: $out"
+grep -q "ends inside a record" <<<"$out" || fail "torn tail: $out"
 
 # Restart: recovery cuts the torn record, says so in a recovery event, and the chain goes on.
 "$LOAD" "$T/log" --key "$T/keys/audit.key" --events 500 --threads 2 >/dev/null

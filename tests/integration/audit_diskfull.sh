@@ -33,7 +33,7 @@ unshare -m bash -euc '
 			fail "$mode: no alert logged: $(cat "$T/$mode.err")"
 		out=$("$CUSTOS_BIN" audit verify --live --pubkey "$T/keys/audit.pub" "$T/mnt/$mode") ||
 			fail "$mode: log not intact: $out"
-		echo "$out" | grep -q "incomplete" && fail "$mode: torn record left: $out"
+		grep -q "incomplete" <<<"$out" && fail "$mode: torn record left: $out"
 		echo "$mode: $out"
 		accepted=$(sed -n "s/.*accepted=\([0-9]*\).*/\1/p" "$T/$mode.out")
 		inlog=$(grep -c "\"type\":\"request\"" "$T/mnt/$mode"/audit-*.jsonl || true)

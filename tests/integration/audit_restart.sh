@@ -109,7 +109,7 @@ fresh
 LAST=$(ls "$T/case"/audit-*.jsonl | tail -1)
 head -c $((2 * 1024 * 1024)) /dev/zero >>"$LAST"
 restart || fail "torn tail of zeros: $(cat "$T/err")"
-grep -h '"type":"recovery"' "$T/case"/audit-*.jsonl | grep -q '"cut_bytes":2097152' ||
+grep -h '"type":"recovery"' "$T/case"/audit-*.jsonl | grep -c '"cut_bytes":2097152' >/dev/null ||
 	fail "no recovery event for 2 MiB of zeros"
 out=$(verify) || fail "after cutting zeros: $out"
 echo "2 MiB of zeros at the end: cut"

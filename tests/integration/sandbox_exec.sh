@@ -136,7 +136,7 @@ check "debug log shows the profile hash" 1 \
 # own (so that the cgroups can go as soon as the command's status is known); nothing is left
 # behind, also when the command leaves a process running.
 cgroup_of() { grep -E '^[0-9]+:pids:' "/proc/$1/cgroup" | cut -d: -f3; }
-if [ "$(id -u)" = 0 ] && "$C" --log-level debug sandbox exec -- /bin/true 2>&1 | grep -q 'cgroup v1'; then
+if [ "$(id -u)" = 0 ] && grep -q 'cgroup v1' <<<"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1)"; then
 	"$C" sandbox exec -- /bin/sleep 3 >/dev/null 2>&1 &
 	exec_pid=$!
 	cmd=""

@@ -348,7 +348,7 @@ chat() {
 		-d '{"model":"vm-model","messages":[{"role":"user","content":"hello VM"}]}'
 }
 reply=$(chat) || fail "chat completion through custos failed"
-echo "$reply" | grep -q '"content":"Hello from inside the VM."' ||
+grep -q '"content":"Hello from inside the VM."' <<<"$reply" ||
 	fail "unexpected reply: $reply"
 echo "ok - chat completion through custos' ingress, answered from inside the VM"
 code=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 30 \
