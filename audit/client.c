@@ -55,6 +55,8 @@ struct audit_writer {
 	uint64_t lead_gen, lead_first_ns;
 	uint64_t submitted, denied_full, failed, last_alert;
 	char fail_msg[200];
+	/* the writer's current failure (acker): since when, and `failed` when it began */
+	uint64_t fail_since_ns, failed_at_fail;
 	pthread_t sender, acker;
 	bool threads;
 	atomic_bool healthy; /* !(failing || dead), for audit_writer_ok without the lock */
@@ -250,6 +252,39 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
+/* With w->mu held, when the writer reports it writes again after a failure: queues one
+ * trail.outage event (how long the trail could not be written, why, and how many events were
+ * refused meanwhile: each request refused with 503 and each other event lost), ahead of the
+ * room check (one event, never waiting: the acker must go on reading acknowledgements), so
+ * that the trail itself says where it has a gap. */
+static void queue_outage(audit_writer *w)
+{
+	audit_rec rec;
+
+	audit_rec_begin(&rec, "trail.outage");
+	audit_rec_cstr(&rec, "reason", w->fail_msg);
+	audit_rec_u64(&rec, "outage_ms", (tm_mono_ns() - w->fail_since_ns) / 1000000ull);
+	audit_rec_u64(&rec, "events_refused", w->failed - w->failed_at_fail);
+	if (audit_rec_end(&rec) != CUSTOS_OK) {
+		log_error("audit: trail.outage event: %s", err_msg());
+		return;
+	}
+	span b = audit_rec_bytes(&rec);
+	uint32_t len = (uint32_t)b.len;
+	if (buf_reserve(&w->pending, 4 + b.len) != CUSTOS_OK) {
+		log_error("audit: trail.outage event: %s", err_msg());
+		return;
+	}
+	memcpy(buf_tail(&w->pending), &len, 4);
+	memcpy(buf_tail(&w->pending) + 4, b.ptr, b.len);
+	buf_commit(&w->pending, 4 + b.len);
+	if (w->pending_events++ == 0 && w->linger_ns > 0)
+		w->first_ns = tm_mono_ns();
+	w->submitted++;
+	if (!w->in_send)
+		pthread_cond_signal(&w->cv_data);
+}
+
 static void *acker_main(void *arg)
 {
 	audit_writer *w = arg;
@@ -275,12 +310,17 @@ static void *acker_main(void *arg)
 				w->durable_gen = a.gen;
 			if (a.seq > w->durable_seq)
 				w->durable_seq = a.seq;
+			if (w->failing && !w->stopping)
+				queue_outage(w);
 			w->failing = false;
 			health_update(w);
 		} else {
 			a.msg[sizeof(a.msg) - 1] = '\0';
-			if (!w->failing)
+			if (!w->failing) {
 				log_error("audit: writer failing, denying requests: %s", a.msg);
+				w->fail_since_ns = tm_mono_ns();
+				w->failed_at_fail = w->failed;
+			}
 			snprintf(w->fail_msg, sizeof(w->fail_msg), "%s", a.msg);
 			w->failing = true;
 			health_update(w);

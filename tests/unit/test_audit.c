@@ -825,6 +825,13 @@ static void test_checkpoint_write_failure(void **state)
 	assert_false(audit_writer_ok(w));
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal((uint64_t)st.st_size, (uint64_t)lim.rlim_cur); /* nothing torn */
+	/* Events submitted meanwhile are refused (the proxy answers 503), and counted. */
+	for (int i = 0; i < 3; i++) {
+		audit_event ev;
+		audit_event_begin(&ev, "request");
+		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+		assert_int_equal(audit_submit(w, &ev), CUSTOS_ERR_IO);
+	}
 	/* The disk takes writes again: the retry (every 500 ms) succeeds. */
 	lim.rlim_cur = RLIM_INFINITY;
 	assert_int_equal(prlimit(wp, RLIMIT_FSIZE, &lim, NULL), 0);
@@ -840,6 +847,9 @@ static void test_checkpoint_write_failure(void **state)
 	assert_true(r.sealed);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), 10);
 	assert_true(count_in_dir(dir, "\"reason\":\"interval\"") >= 1);
+	/* The trail says where its gap is: one trail.outage, with the 3 refused events. */
+	assert_int_equal(count_in_dir(dir, "\"type\":\"trail.outage\""), 1);
+	assert_int_equal(count_in_dir(dir, "\"events_refused\":3,"), 1);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
