@@ -39,7 +39,7 @@
 #define CFG_MAX_HEADER_COUNT    100
 #define CFG_MAX_REQUEST_LINE    (8u << 10)
 #define CFG_MAX_BODY            (1ull << 30)
-#define CFG_MAX_JSON_DEPTH      128
+#define CFG_MAX_JSON_DEPTH      64 /* the proxy's JSON reader (JSONR_MAX_DEPTH) */
 #define CFG_MAX_CONNECTIONS     1000000
 #define CFG_MAX_TIMEOUT_NS      (3600ull * 1000000000ull) /* any single timeout: 1 h */
 #define CFG_MAX_SHUTDOWN_NS     (600ull * 1000000000ull)

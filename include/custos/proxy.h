@@ -133,6 +133,7 @@ typedef struct proxy_options {
 	uint64_t max_head_bytes;       /* request line + header fields; 0: the codec's 32 KiB */
 	uint64_t max_headers;          /* header fields per request; 0: the codec's 100 */
 	uint64_t max_request_line;     /* request line; 0: the codec's 8 KiB */
+	unsigned max_json_depth;       /* nesting of /v1/ JSON request bodies; 0: the reader's 64 */
 	uint64_t header_timeout_ns;    /* request head must arrive within; 0: 10 s */
 	uint64_t body_timeout_ns;      /* between request body bytes; 0: 60 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */
