@@ -276,13 +276,11 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 		                             "algorithms", "leeway",  "principal_claim" };
 	static const char *const mkeys[] = { "enabled", "identity" };
 	static const char *const algs[] = { "RS256", "ES256", "EdDSA" };
-	static const char *const idents[] = { "san_uri", "san_dns", "san_email", "cn" };
 	ydoc_node *m = CFG_SECTION(c, root, "auth", keys);
 
 	a->jwt.algorithms = CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA;
 	a->jwt.leeway_ns = SEC(30);
 	a->jwt.principal_claim = cfg_strdup(c->a, "sub");
-	a->mtls.identity = CFG_MTLS_SAN_URI;
 	if (m == NULL)
 		return;
 	ydoc_node *s = cfg_seq(c, m, "api_keys", CFG_MAX_API_KEYS);
@@ -338,7 +336,16 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 	if (mt) {
 		a->mtls.enabled = true;
 		cfg_bool(c, mt, "enabled", &a->mtls.enabled);
-		CFG_ENUM(c, mt, "identity", idents, a->mtls.identity);
+		/* Which certificate field names a caller is the policy's choice, per principal;
+		 * a second, global choice here was never applied, so it is refused, not ignored. */
+		ydoc_node *idn = ydoc_map_get(mt, "identity");
+		if (idn)
+			ydoc_error(
+			        c->doc, idn, c->d,
+			        "match a principal on cert_san_uri, cert_san_dns, cert_san_email, "
+			        "cert_cn or cert_issuer in the policy (docs/POLICY.md, section 3)",
+			        "'auth.mtls.identity' is not supported: the policy's principals "
+			        "choose which certificate field names a caller");
 	}
 }
 

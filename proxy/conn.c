@@ -1931,7 +1931,10 @@ static void conn_drive(conn *c)
 			}
 			c->t_tls = tm_mono_ns() - c->t_accept;
 			metrics_inc(METRICS_TLS_OK);
-			ident_from_cert(&c->id, c->s.ssl);
+			/* The handshake verified the certificate either way (client_auth); whether
+			 * it names the caller is the state's in force now (auth.mtls.enabled). */
+			if (!worker_state(c->w)->o.ignore_client_certs)
+				ident_from_cert(&c->id, c->s.ssl);
 			c->st = CS_HEAD;
 			progress = true;
 			break;

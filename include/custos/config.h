@@ -134,12 +134,6 @@ typedef struct cfg_api_key {
 } cfg_api_key;
 
 enum { CFG_JWT_RS256 = 1u << 0, CFG_JWT_ES256 = 1u << 1, CFG_JWT_EDDSA = 1u << 2 };
-typedef enum cfg_mtls_identity {
-	CFG_MTLS_SAN_URI = 0,
-	CFG_MTLS_SAN_DNS,
-	CFG_MTLS_SAN_EMAIL,
-	CFG_MTLS_CN
-} cfg_mtls_identity;
 
 typedef struct cfg_auth {
 	cfg_api_key *api_keys;
@@ -157,8 +151,10 @@ typedef struct cfg_auth {
 		char *principal_claim; /* default "sub" */
 	} jwt;
 	struct {
-		bool enabled; /* default true when any listener requests client certs */
-		cfg_mtls_identity identity; /* default san_uri */
+		/* Whether a verified client certificate names the caller (default true when any
+		 * listener requests client certificates); false: certificates only gate the
+		 * handshake, callers need an API key or a JWT. */
+		bool enabled;
 	} mtls;
 } cfg_auth;
 

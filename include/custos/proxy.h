@@ -124,9 +124,11 @@ typedef struct proxy_options {
 	proxy_api_key *api_keys; /* owned */
 	size_t napi_keys;
 	proxy_jwt_opts jwt;
-	bool allow_anonymous; /* requests without credentials reach policy as "anonymous" */
-	char *policy_file;    /* policy.yaml; NULL: allow all (tests only, logged loudly) */
-	uint64_t max_body;    /* 0: PROXY_BODY_DEFAULT */
+	bool allow_anonymous;     /* requests without credentials reach policy as "anonymous" */
+	bool ignore_client_certs; /* auth.mtls.enabled false: a verified client certificate
+	                             (still checked in the handshake) names no caller */
+	char *policy_file;        /* policy.yaml; NULL: allow all (tests only, logged loudly) */
+	uint64_t max_body;        /* 0: PROXY_BODY_DEFAULT */
 	/* Called (with proxy_run's arg) once a SIGHUP reload of these options has been applied,
 	 * for state kept outside the proxy that must change with it (the egress policy). */
 	void (*reloaded)(void *arg);

@@ -205,6 +205,24 @@ static void test_required_and_types(void **state)
 	expect_error("version: [1\n", "YAML syntax");
 }
 
+static void test_mtls(void **state)
+{
+	(void)state;
+	diag_list d;
+	custos_config *cfg =
+	        parse_ok("version: 1\nauth: {api_keys_file: /k, mtls: {enabled: false}}\n");
+	assert_false(cfg->auth.mtls.enabled);
+	config_free(cfg);
+	/* No global certificate field: the policy's matchers choose, so the key is refused with
+	 * its position and the replacement, never accepted and ignored. */
+	const diag_item *it = parse_fail("version: 1\nauth:\n  mtls:\n    identity: cn\n", &d,
+	                                 "'auth.mtls.identity' is not supported");
+	assert_int_equal(it->line, 4);
+	assert_int_equal(it->col, 15);
+	assert_non_null(strstr(it->hint, "cert_cn"));
+	diag_free(&d);
+}
+
 static void test_all_errors_collected(void **state)
 {
 	(void)state;
@@ -913,6 +931,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_key_position_and_hint),
 		cmocka_unit_test(test_required_and_types),
 		cmocka_unit_test(test_all_errors_collected),
+		cmocka_unit_test(test_mtls),
 		cmocka_unit_test(test_listener_rules),
 		cmocka_unit_test(test_listener_ciphers),
 		cmocka_unit_test(test_routes),
