@@ -440,10 +440,15 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 	    (cfg_get(m, "ca_file") || cfg_get(m, "server_name") || cfg_get(m, "tls_verify")))
 		ydoc_warn(c->doc, m, c->d, NULL,
 		          "tls_verify, ca_file and server_name apply only to https:// upstreams");
-	if (u->kind == CFG_UPSTREAM_HTTPS && !u->tls_verify)
-		ydoc_warn(c->doc, cfg_get(m, "tls_verify"), c->d, NULL,
-		          "certificate verification is off for model '%s'",
-		          mod->id ? mod->id : "?");
+	/* The proxy verifies every upstream certificate; a switch that claimed to turn that off
+	 * would be a setting not in force, so only its one true value is accepted. */
+	if (!u->tls_verify)
+		ydoc_error(c->doc, cfg_get(m, "tls_verify"), c->d,
+		           "give the upstream's CA in ca_file (and the name its certificate holds "
+		           "in server_name)",
+		           "'tls_verify: false' is not supported for model '%s': custos always "
+		           "verifies upstream certificates",
+		           mod->id ? mod->id : "?");
 	cfg_u64(c, m, "pool_size", 0, CFG_MAX_POOL_SIZE, &u->pool_size);
 	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
 	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &u->connect_timeout_ns);

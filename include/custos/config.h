@@ -174,7 +174,7 @@ typedef struct cfg_upstream {
 	char *host;         /* http/https */
 	uint16_t port;      /* http/https (default 80/443) */
 	char *path;         /* unix: socket path; http/https: base path ("/" default) */
-	bool tls_verify;    /* https: default true */
+	bool tls_verify;    /* always true: false is refused (upstreams are always verified) */
 	char *ca_file;      /* https: NULL = system store */
 	char *server_name;  /* https: SNI/verify name; default host */
 	uint64_t pool_size; /* keep-alive connections kept; default 64 */

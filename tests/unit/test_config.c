@@ -193,6 +193,10 @@ static void test_required_and_types(void **state)
 	expect_error("version: 1\npolicy: {reload_on_sighup: yes}\n", "not a boolean");
 	expect_error("version: 1\nlimits: {header_bytes: 1MiB}\n", "'header_bytes'");
 	expect_error("version: 1\nlimits: {header_count: 100000}\n", "out of range");
+	/* Upstream certificates are always verified: a switch claiming otherwise is refused. */
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"https://h/\", tls_verify: "
+	             "false}}]\n",
+	             "'tls_verify: false' is not supported");
 	/* The proxy's JSON reader nests 64 deep at most: more would be a setting not in force. */
 	expect_error("version: 1\nlimits: {json_depth: 65}\n", "'json_depth': 65 is out of range");
 	expect_error("version: 1\nlimits: {timeouts: {client_idle: 10 parsecs}}\n",
