@@ -503,8 +503,6 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *m = CFG_SECTION(c, mm, "sandbox", keys);
 
 	sb->port = 8000;
-	sb->health.timeout_ns = SEC(2);
-	sb->health.interval_ns = SEC(10);
 	sb->health.start_timeout_ns = SEC(120);
 	sb->restart_initial_ns = SEC(1);
 	sb->restart_max_ns = SEC(60);
@@ -529,8 +527,20 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
 	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
 		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
-	cfg_dur(c, h, "timeout", MS(10), SEC(300), &sb->health.timeout_ns);
-	cfg_dur(c, h, "interval", MS(100), SEC(3600), &sb->health.interval_ns);
+	/* Nothing applies a per-probe timeout or a probe interval (readiness is polled with
+	 * built-in timings until start_timeout; a running server is not probed again): refused,
+	 * so that no one relies on a liveness check that does not exist. */
+	static const char *const unsupported[] = { "timeout", "interval" };
+	for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+		ydoc_node *un = cfg_get(h, unsupported[i]);
+		if (un)
+			ydoc_error(
+			        c->doc, un, c->d,
+			        "remove it; health.path and health.start_timeout are what is used",
+			        "'health.%s' is not supported: custos polls readiness until "
+			        "health.start_timeout and does not probe a running server",
+			        unsupported[i]);
+	}
 	cfg_dur(c, h, "start_timeout", SEC(1), SEC(3600), &sb->health.start_timeout_ns);
 	ydoc_node *r = CFG_SECTION(c, m, "restart", rkeys);
 	cfg_dur(c, r, "initial", MS(10), SEC(3600), &sb->restart_initial_ns);

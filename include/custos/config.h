@@ -198,8 +198,7 @@ typedef struct cfg_model_sandbox {
 	char *workdir;
 	uint16_t port; /* where the model server listens inside; default 8000 */
 	struct {
-		char *path; /* NULL: ready on TCP connect */
-		uint64_t timeout_ns, interval_ns;
+		char *path;                /* NULL: ready on TCP connect */
 		uint64_t start_timeout_ns; /* give up waiting for first readiness */
 	} health;
 	uint64_t restart_initial_ns, restart_max_ns; /* exponential backoff */

@@ -197,6 +197,13 @@ static void test_required_and_types(void **state)
 	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"https://h/\", tls_verify: "
 	             "false}}]\n",
 	             "'tls_verify: false' is not supported");
+	/* No per-probe timeout or probe interval exists: refused, never accepted and ignored. */
+	expect_error(
+	        "version: 1\nmodels: [{id: m, sandbox: {type: none, health: {interval: 5s}}}]\n",
+	        "'health.interval' is not supported");
+	expect_error(
+	        "version: 1\nmodels: [{id: m, sandbox: {type: none, health: {timeout: 1s}}}]\n",
+	        "'health.timeout' is not supported");
 	/* The proxy's JSON reader nests 64 deep at most: more would be a setting not in force. */
 	expect_error("version: 1\nlimits: {json_depth: 65}\n", "'json_depth': 65 is out of range");
 	expect_error("version: 1\nlimits: {timeouts: {client_idle: 10 parsecs}}\n",
