@@ -287,6 +287,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 	o->max_head_bytes = cfg->limits.header_bytes;
 	o->max_headers = cfg->limits.header_count;
 	o->max_request_line = cfg->limits.request_line;
+	o->max_json_depth = (unsigned)cfg->limits.json_depth;
+	o->ignore_client_certs = !cfg->auth.mtls.enabled;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;
 	o->keepalive_timeout_ns = cfg->limits.client_idle_timeout_ns;

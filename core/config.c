@@ -276,13 +276,11 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 		                             "algorithms", "leeway",  "principal_claim" };
 	static const char *const mkeys[] = { "enabled", "identity" };
 	static const char *const algs[] = { "RS256", "ES256", "EdDSA" };
-	static const char *const idents[] = { "san_uri", "san_dns", "san_email", "cn" };
 	ydoc_node *m = CFG_SECTION(c, root, "auth", keys);
 
 	a->jwt.algorithms = CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA;
 	a->jwt.leeway_ns = SEC(30);
 	a->jwt.principal_claim = cfg_strdup(c->a, "sub");
-	a->mtls.identity = CFG_MTLS_SAN_URI;
 	if (m == NULL)
 		return;
 	ydoc_node *s = cfg_seq(c, m, "api_keys", CFG_MAX_API_KEYS);
@@ -338,7 +336,16 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 	if (mt) {
 		a->mtls.enabled = true;
 		cfg_bool(c, mt, "enabled", &a->mtls.enabled);
-		CFG_ENUM(c, mt, "identity", idents, a->mtls.identity);
+		/* Which certificate field names a caller is the policy's choice, per principal;
+		 * a second, global choice here was never applied, so it is refused, not ignored. */
+		ydoc_node *idn = ydoc_map_get(mt, "identity");
+		if (idn)
+			ydoc_error(
+			        c->doc, idn, c->d,
+			        "match a principal on cert_san_uri, cert_san_dns, cert_san_email, "
+			        "cert_cn or cert_issuer in the policy (docs/POLICY.md, section 3)",
+			        "'auth.mtls.identity' is not supported: the policy's principals "
+			        "choose which certificate field names a caller");
 	}
 }
 
@@ -433,10 +440,15 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 	    (cfg_get(m, "ca_file") || cfg_get(m, "server_name") || cfg_get(m, "tls_verify")))
 		ydoc_warn(c->doc, m, c->d, NULL,
 		          "tls_verify, ca_file and server_name apply only to https:// upstreams");
-	if (u->kind == CFG_UPSTREAM_HTTPS && !u->tls_verify)
-		ydoc_warn(c->doc, cfg_get(m, "tls_verify"), c->d, NULL,
-		          "certificate verification is off for model '%s'",
-		          mod->id ? mod->id : "?");
+	/* The proxy verifies every upstream certificate; a switch that claimed to turn that off
+	 * would be a setting not in force, so only its one true value is accepted. */
+	if (!u->tls_verify)
+		ydoc_error(c->doc, cfg_get(m, "tls_verify"), c->d,
+		           "give the upstream's CA in ca_file (and the name its certificate holds "
+		           "in server_name)",
+		           "'tls_verify: false' is not supported for model '%s': custos always "
+		           "verifies upstream certificates",
+		           mod->id ? mod->id : "?");
 	cfg_u64(c, m, "pool_size", 0, CFG_MAX_POOL_SIZE, &u->pool_size);
 	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
 	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &u->connect_timeout_ns);
@@ -491,8 +503,6 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *m = CFG_SECTION(c, mm, "sandbox", keys);
 
 	sb->port = 8000;
-	sb->health.timeout_ns = SEC(2);
-	sb->health.interval_ns = SEC(10);
 	sb->health.start_timeout_ns = SEC(120);
 	sb->restart_initial_ns = SEC(1);
 	sb->restart_max_ns = SEC(60);
@@ -517,8 +527,20 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
 	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
 		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
-	cfg_dur(c, h, "timeout", MS(10), SEC(300), &sb->health.timeout_ns);
-	cfg_dur(c, h, "interval", MS(100), SEC(3600), &sb->health.interval_ns);
+	/* Nothing applies a per-probe timeout or a probe interval (readiness is polled with
+	 * built-in timings until start_timeout; a running server is not probed again): refused,
+	 * so that no one relies on a liveness check that does not exist. */
+	static const char *const unsupported[] = { "timeout", "interval" };
+	for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+		ydoc_node *un = cfg_get(h, unsupported[i]);
+		if (un)
+			ydoc_error(
+			        c->doc, un, c->d,
+			        "remove it; health.path and health.start_timeout are what is used",
+			        "'health.%s' is not supported: custos polls readiness until "
+			        "health.start_timeout and does not probe a running server",
+			        unsupported[i]);
+	}
 	cfg_dur(c, h, "start_timeout", SEC(1), SEC(3600), &sb->health.start_timeout_ns);
 	ydoc_node *r = CFG_SECTION(c, m, "restart", rkeys);
 	cfg_dur(c, r, "initial", MS(10), SEC(3600), &sb->restart_initial_ns);

@@ -312,8 +312,6 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		SAME_STR(p, "workdir", x->workdir, y->workdir);
 		SAME_NUM(p, "port", x->port, y->port);
 		SAME_STR(p, "health.path", x->health.path, y->health.path);
-		SAME_DUR(p, "health.timeout", x->health.timeout_ns, y->health.timeout_ns);
-		SAME_DUR(p, "health.interval", x->health.interval_ns, y->health.interval_ns);
 		SAME_DUR(p, "health.start_timeout", x->health.start_timeout_ns,
 		         y->health.start_timeout_ns);
 		SAME_DUR(p, "restart.initial", x->restart_initial_ns, y->restart_initial_ns);

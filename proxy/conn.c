@@ -984,7 +984,8 @@ static void on_request_body_done(conn *c)
 
 	/* OpenAI fields from JSON bodies (bounded size and depth). */
 	if (body.len > 0 && strncmp(r->path, "/v1/", 4) == 0) {
-		if (openai_request_parse(body, NULL, &r->oa) != CUSTOS_OK) {
+		jsonr_limits jl = { .max_depth = o->max_json_depth };
+		if (openai_request_parse(body, &jl, &r->oa) != CUSTOS_OK) {
 			char why[160];
 			snprintf(why, sizeof(why), "request body is not valid JSON: %s", err_msg());
 			conn_reject(c, 400, why, false);
@@ -1930,7 +1931,10 @@ static void conn_drive(conn *c)
 			}
 			c->t_tls = tm_mono_ns() - c->t_accept;
 			metrics_inc(METRICS_TLS_OK);
-			ident_from_cert(&c->id, c->s.ssl);
+			/* The handshake verified the certificate either way (client_auth); whether
+			 * it names the caller is the state's in force now (auth.mtls.enabled). */
+			if (!worker_state(c->w)->o.ignore_client_certs)
+				ident_from_cert(&c->id, c->s.ssl);
 			c->st = CS_HEAD;
 			progress = true;
 			break;

@@ -177,6 +177,14 @@ static custos_err verr(vctx *v, custos_err e, const char *what)
 	return err_set(e, "JSON: %s at byte %zu", what, v->i);
 }
 
+/* The limit in force is named, so that a client (and the audit trail) can tell it from a
+ * grammar error: it may be custos.yaml's limits.json_depth, lower than the reader's own. */
+static custos_err verr_depth(vctx *v)
+{
+	return err_set(CUSTOS_ERR_LIMIT, "JSON: nested deeper than %u at byte %zu", v->max_depth,
+	               v->i);
+}
+
 static void skip_ws(vctx *v)
 {
 	while (v->i < v->n) {
@@ -404,7 +412,7 @@ static custos_err v_value(vctx *v, unsigned depth)
 		return v_literal(v, "null", 4);
 	case '[': {
 		if (depth >= v->max_depth)
-			return verr(v, CUSTOS_ERR_LIMIT, "nesting too deep");
+			return verr_depth(v);
 		v->i++;
 		skip_ws(v);
 		if (v->i < v->n && v->s[v->i] == ']') {
@@ -427,7 +435,7 @@ static custos_err v_value(vctx *v, unsigned depth)
 	}
 	case '{': {
 		if (depth >= v->max_depth)
-			return verr(v, CUSTOS_ERR_LIMIT, "nesting too deep");
+			return verr_depth(v);
 		size_t at = v->i, from = v->nkeys, members = 0;
 		v->i++;
 		skip_ws(v);

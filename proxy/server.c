@@ -138,6 +138,10 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 		goto fail;
 	}
 	st->max_body = o->max_body ? o->max_body : PROXY_BODY_DEFAULT;
+	if (o->max_json_depth > JSONR_MAX_DEPTH) {
+		e = err_set(CUSTOS_ERR_LIMIT, "proxy: max_json_depth above %u", JSONR_MAX_DEPTH);
+		goto fail;
+	}
 	/* Content-Length is checked against max_body after authentication (on_head), so that
 	 * the 413 names who sent it; the codec's own ceiling stays as the last bound. */
 	st->hlim.max_head_bytes = (size_t)o->max_head_bytes;

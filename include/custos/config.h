@@ -39,7 +39,7 @@
 #define CFG_MAX_HEADER_COUNT    100
 #define CFG_MAX_REQUEST_LINE    (8u << 10)
 #define CFG_MAX_BODY            (1ull << 30)
-#define CFG_MAX_JSON_DEPTH      128
+#define CFG_MAX_JSON_DEPTH      64 /* the proxy's JSON reader (JSONR_MAX_DEPTH) */
 #define CFG_MAX_CONNECTIONS     1000000
 #define CFG_MAX_TIMEOUT_NS      (3600ull * 1000000000ull) /* any single timeout: 1 h */
 #define CFG_MAX_SHUTDOWN_NS     (600ull * 1000000000ull)
@@ -134,12 +134,6 @@ typedef struct cfg_api_key {
 } cfg_api_key;
 
 enum { CFG_JWT_RS256 = 1u << 0, CFG_JWT_ES256 = 1u << 1, CFG_JWT_EDDSA = 1u << 2 };
-typedef enum cfg_mtls_identity {
-	CFG_MTLS_SAN_URI = 0,
-	CFG_MTLS_SAN_DNS,
-	CFG_MTLS_SAN_EMAIL,
-	CFG_MTLS_CN
-} cfg_mtls_identity;
 
 typedef struct cfg_auth {
 	cfg_api_key *api_keys;
@@ -157,8 +151,10 @@ typedef struct cfg_auth {
 		char *principal_claim; /* default "sub" */
 	} jwt;
 	struct {
-		bool enabled; /* default true when any listener requests client certs */
-		cfg_mtls_identity identity; /* default san_uri */
+		/* Whether a verified client certificate names the caller (default true when any
+		 * listener requests client certificates); false: certificates only gate the
+		 * handshake, callers need an API key or a JWT. */
+		bool enabled;
 	} mtls;
 } cfg_auth;
 
@@ -178,7 +174,7 @@ typedef struct cfg_upstream {
 	char *host;         /* http/https */
 	uint16_t port;      /* http/https (default 80/443) */
 	char *path;         /* unix: socket path; http/https: base path ("/" default) */
-	bool tls_verify;    /* https: default true */
+	bool tls_verify;    /* always true: false is refused (upstreams are always verified) */
 	char *ca_file;      /* https: NULL = system store */
 	char *server_name;  /* https: SNI/verify name; default host */
 	uint64_t pool_size; /* keep-alive connections kept; default 64 */
@@ -202,8 +198,7 @@ typedef struct cfg_model_sandbox {
 	char *workdir;
 	uint16_t port; /* where the model server listens inside; default 8000 */
 	struct {
-		char *path; /* NULL: ready on TCP connect */
-		uint64_t timeout_ns, interval_ns;
+		char *path;                /* NULL: ready on TCP connect */
 		uint64_t start_timeout_ns; /* give up waiting for first readiness */
 	} health;
 	uint64_t restart_initial_ns, restart_max_ns; /* exponential backoff */

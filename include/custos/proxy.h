@@ -124,15 +124,18 @@ typedef struct proxy_options {
 	proxy_api_key *api_keys; /* owned */
 	size_t napi_keys;
 	proxy_jwt_opts jwt;
-	bool allow_anonymous; /* requests without credentials reach policy as "anonymous" */
-	char *policy_file;    /* policy.yaml; NULL: allow all (tests only, logged loudly) */
-	uint64_t max_body;    /* 0: PROXY_BODY_DEFAULT */
+	bool allow_anonymous;     /* requests without credentials reach policy as "anonymous" */
+	bool ignore_client_certs; /* auth.mtls.enabled false: a verified client certificate
+	                             (still checked in the handshake) names no caller */
+	char *policy_file;        /* policy.yaml; NULL: allow all (tests only, logged loudly) */
+	uint64_t max_body;        /* 0: PROXY_BODY_DEFAULT */
 	/* Called (with proxy_run's arg) once a SIGHUP reload of these options has been applied,
 	 * for state kept outside the proxy that must change with it (the egress policy). */
 	void (*reloaded)(void *arg);
 	uint64_t max_head_bytes;       /* request line + header fields; 0: the codec's 32 KiB */
 	uint64_t max_headers;          /* header fields per request; 0: the codec's 100 */
 	uint64_t max_request_line;     /* request line; 0: the codec's 8 KiB */
+	unsigned max_json_depth;       /* nesting of /v1/ JSON request bodies; 0: the reader's 64 */
 	uint64_t header_timeout_ns;    /* request head must arrive within; 0: 10 s */
 	uint64_t body_timeout_ns;      /* between request body bytes; 0: 60 s */
 	uint64_t keepalive_timeout_ns; /* idle client keep-alive; 0: 60 s */

@@ -5,7 +5,8 @@
 # broken before any byte reached the client becomes a 502, one broken later a truncated
 # message; HTTP/1.0 keep-alive is announced when kept; codec refusals (501, 505) are the
 # client's (http.reject, invalid_request_error); limits.header_bytes, header_count and
-# request_line from custos.yaml are enforced (431, 431, 414).
+# request_line from custos.yaml are enforced (431, 431, 414), and limits.json_depth bounds
+# the nesting of a /v1/ JSON body (400, audited).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -38,6 +39,7 @@ chmod 644 "$work/policy.yaml"
 EXTRA_LIMITS="  header_bytes: 2KiB
   header_count: 10
   request_line: 512
+  json_depth: 8
 " write_config "$work/custos.yaml" "$(cat "$work/raw.port")"
 start_custos "$work/custos.yaml"
 
@@ -115,6 +117,21 @@ check "a 512-byte request line (request_line 512) passes" "$(statuses <<<"$ans")
 ans=$(send '%s\r\nHost: t\r\n%s\r\nConnection: close\r\n\r\n' "$(line 513)" "$A")
 check "a 513-byte request line -> 414" "$(statuses <<<"$ans")" 414
 
+# ---- limits.json_depth 8: eight nested arrays and objects pass, nine are refused with 400
+nested() { # N: a chat body whose "metadata" value makes the whole body N levels deep
+	local i open="" close=""
+	for ((i = 2; i <= $1; i++)); do open+='['; close+=']'; done
+	printf '{"model":"test-model","messages":[{"role":"user","content":"hi"}],"metadata":%s1%s}' "$open" "$close"
+}
+body=$(nested 8)
+ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "$A" ${#body} "$body")
+check "a body 8 levels deep (json_depth 8) passes" "$(statuses <<<"$ans")" 200
+body=$(nested 9)
+ans=$(send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "$A" ${#body} "$body")
+check "a body 9 levels deep -> 400" "$(statuses <<<"$ans")" 400
+deep_id=$(field X-Request-Id <<<"$ans")
+check "the 400 blames the request" "$(grep -o '"type":"[a-z_]*"' <<<"$ans")" '"type":"invalid_request_error"'
+
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 
@@ -126,5 +143,7 @@ ev() { audit_grep "\"request_id\":\"$1\""; }
 	ok "malformed later chunk audited with the 200 sent" || fail "truncation not audited: $(ev "$late_id")"
 check "501/505 audited as http.reject / deny" \
 	"$(audit_grep '"status":50[15]' | grep -c '"type":"http.reject".*"decision":"deny"')" 2
+[ -n "$(ev "$deep_id" | grep '"status":400' | grep 'nested deeper than 8')" ] &&
+	ok "the too-deep body audited as the 400 sent" || fail "too-deep body not audited: $(ev "$deep_id")"
 check "431/414 audited" "$(audit_grep '"status":4(31|14)' | wc -l | tr -d ' ')" 3
 [ "$fails" -eq 0 ]

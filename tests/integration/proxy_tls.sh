@@ -2,7 +2,8 @@
 # TLS and identity through the real binary with openssl s_client and curl: TLS 1.2 and 1.3,
 # older versions and weak suites refused, ECDSA and RSA certificates, ALPN http/1.1 (h2-only
 # refused), session resumption with tickets, mTLS optional and required (SAN URI identity,
-# untrusted client certificates refused), JWT (RS256, ES256, EdDSA valid; expired, not yet
+# untrusted client certificates refused; auth.mtls.enabled: false makes a certificate
+# name no one), JWT (RS256, ES256, EdDSA valid; expired, not yet
 # valid, wrong audience, wrong issuer, bad signature, alg none refused with 401); two certificates
 # of one key type on a listener refused at start.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -153,6 +154,25 @@ check "required mTLS: certificate -> 200" "$("${C[@]}" --cert "$work/tls/cli.crt
 check "required mTLS: certificate and API key -> 200 (key names the principal)" "$("${C[@]}" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H "Authorization: Bearer $ALICE" -d "$chat" "$url")" 200
 kill -TERM "$CU_PID"
 wait "$CU_PID"
+
+# ---- auth.mtls.enabled: false: the certificate is still required and verified in the
+# handshake, but names no one: a request needs a bearer credential.
+CLIENT_AUTH=required AUTH_YAML="auth:
+  mtls:
+    enabled: false" EXTRA_CERTS="" write_config "$work/custos4.yaml" "$FX_PORT"
+start_custos "$work/custos4.yaml"
+url="https://localhost:$PORT/v1/chat/completions"
+check "mtls off: no certificate -> handshake still refused" "$("${C[@]}" -H "Authorization: Bearer $ALICE" -d "$chat" "$url" 2>/dev/null)" 000
+check "mtls off: certificate alone -> 401" "$("${C[@]}" -D "$work/off.hdr" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -d "$chat" "$url")" 401
+off_id=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$work/off.hdr" | tr -d '\r')
+check "mtls off: certificate and alice's API key -> 200" "$("${C[@]}" -D "$work/off2.hdr" --cert "$work/tls/cli.crt" --key "$work/tls/cli.key" -H "Authorization: Bearer $ALICE" -d "$chat" "$url")" 200
+off2_id=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$work/off2.hdr" | tr -d '\r')
+kill -TERM "$CU_PID"
+wait "$CU_PID"
+check "mtls off: the 401 names no certificate identity" \
+	"$(audit_grep "\"request_id\":\"$off_id\".*\"principal\":\"anonymous\".*\"status\":401" | grep -vc 'analytics')" 1
+check "mtls off: the 200 is alice by api_key" \
+	"$(audit_grep "\"request_id\":\"$off2_id\".*\"principal\":\"alice\",\"auth\":\"api_key\".*\"status\":200" | wc -l | tr -d ' ')" 1
 
 # ---- two certificates of one key type on a listener: OpenSSL would keep only the second;
 # custos refuses to start and names both files.

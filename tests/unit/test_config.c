@@ -193,6 +193,19 @@ static void test_required_and_types(void **state)
 	expect_error("version: 1\npolicy: {reload_on_sighup: yes}\n", "not a boolean");
 	expect_error("version: 1\nlimits: {header_bytes: 1MiB}\n", "'header_bytes'");
 	expect_error("version: 1\nlimits: {header_count: 100000}\n", "out of range");
+	/* Upstream certificates are always verified: a switch claiming otherwise is refused. */
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"https://h/\", tls_verify: "
+	             "false}}]\n",
+	             "'tls_verify: false' is not supported");
+	/* No per-probe timeout or probe interval exists: refused, never accepted and ignored. */
+	expect_error(
+	        "version: 1\nmodels: [{id: m, sandbox: {type: none, health: {interval: 5s}}}]\n",
+	        "'health.interval' is not supported");
+	expect_error(
+	        "version: 1\nmodels: [{id: m, sandbox: {type: none, health: {timeout: 1s}}}]\n",
+	        "'health.timeout' is not supported");
+	/* The proxy's JSON reader nests 64 deep at most: more would be a setting not in force. */
+	expect_error("version: 1\nlimits: {json_depth: 65}\n", "'json_depth': 65 is out of range");
 	expect_error("version: 1\nlimits: {timeouts: {client_idle: 10 parsecs}}\n",
 	             "'client_idle'");
 	expect_error("version: 1\naudit: {batch_window: 5s}\n", "'batch_window'");
@@ -201,6 +214,24 @@ static void test_required_and_types(void **state)
 	expect_error("", "empty");
 	expect_error("- 1\n", "must be a mapping");
 	expect_error("version: [1\n", "YAML syntax");
+}
+
+static void test_mtls(void **state)
+{
+	(void)state;
+	diag_list d;
+	custos_config *cfg =
+	        parse_ok("version: 1\nauth: {api_keys_file: /k, mtls: {enabled: false}}\n");
+	assert_false(cfg->auth.mtls.enabled);
+	config_free(cfg);
+	/* No global certificate field: the policy's matchers choose, so the key is refused with
+	 * its position and the replacement, never accepted and ignored. */
+	const diag_item *it = parse_fail("version: 1\nauth:\n  mtls:\n    identity: cn\n", &d,
+	                                 "'auth.mtls.identity' is not supported");
+	assert_int_equal(it->line, 4);
+	assert_int_equal(it->col, 15);
+	assert_non_null(strstr(it->hint, "cert_cn"));
+	diag_free(&d);
 }
 
 static void test_all_errors_collected(void **state)
@@ -911,6 +942,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_key_position_and_hint),
 		cmocka_unit_test(test_required_and_types),
 		cmocka_unit_test(test_all_errors_collected),
+		cmocka_unit_test(test_mtls),
 		cmocka_unit_test(test_listener_rules),
 		cmocka_unit_test(test_listener_ciphers),
 		cmocka_unit_test(test_routes),
