@@ -1567,8 +1567,11 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	ydoc_node *auth = ydoc_map_get(root, "auth");
 	if (any_mtls && ydoc_map_get(auth, "mtls") == NULL)
 		cfg->auth.mtls.enabled = true;
+	/* Certificates identify nobody unless a listener asks for them: an auth.mtls block
+	 * alone authenticates nothing. */
 	if (cfg->n_listeners && cfg->n_models && cfg->auth.n_api_keys == 0 &&
-	    cfg->auth.api_keys_file == NULL && !cfg->auth.jwt.enabled && !cfg->auth.mtls.enabled)
+	    cfg->auth.api_keys_file == NULL && !cfg->auth.jwt.enabled &&
+	    !(cfg->auth.mtls.enabled && any_mtls))
 		ydoc_warn(c->doc, auth ? auth : root, c->d,
 		          "add auth.api_keys, auth.jwt, or client certificates on a listener",
 		          "no authentication method is configured: every request will be 401");

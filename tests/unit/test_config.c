@@ -719,6 +719,23 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(d.warnings, 2);
 	config_free(cfg);
 	diag_free(&d);
+	/* No way to authenticate: an auth.mtls block without a listener asking for certificates
+	 * authenticates nobody, and is warned about like no auth at all. */
+	static const char *const no_auth[] = {
+		"version: 1\nlisteners: [{id: a, address: \"127.0.0.1:1\"}]\nmodels: [{id: m, "
+		"upstream: {url: \"http://127.0.0.1:2/\"}}]\n",
+		"version: 1\nlisteners: [{id: a, address: \"127.0.0.1:1\"}]\nmodels: [{id: m, "
+		"upstream: {url: \"http://127.0.0.1:2/\"}}]\nauth: {mtls: {enabled: true}}\n",
+	};
+	for (size_t i = 0; i < sizeof(no_auth) / sizeof(no_auth[0]); i++) {
+		diag_init(&d);
+		assert_int_equal(config_parse("t.yaml", no_auth[i], strlen(no_auth[i]), &cfg, &d),
+		                 CUSTOS_OK);
+		assert_int_equal(d.warnings, 1);
+		assert_non_null(strstr(d.items[0].message, "no authentication method"));
+		config_free(cfg);
+		diag_free(&d);
+	}
 }
 
 static void test_limits_and_file_mode(void **state)
