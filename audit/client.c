@@ -57,6 +57,9 @@ struct audit_writer {
 	char fail_msg[200];
 	/* the writer's current failure (acker): since when, and `failed` when it began */
 	uint64_t fail_since_ns, failed_at_fail;
+	/* deny mode: requests refused a slot and events lost for a full queue, the counts the
+	 * last trail.queue_full event reported, and when the first unreported refusal came */
+	uint64_t full_requests, full_events, rep_requests, rep_events, full_since_ns;
 	pthread_t sender, acker;
 	bool threads;
 	atomic_bool healthy; /* !(failing || dead), for audit_writer_ok without the lock */
@@ -257,6 +260,8 @@ static void *sender_main(void *arg)
  * refused meanwhile: each request refused with 503 and each other event lost), ahead of the
  * room check (one event, never waiting: the acker must go on reading acknowledgements), so
  * that the trail itself says where it has a gap. */
+static void queue_own(audit_writer *w, audit_rec *rec);
+
 static void queue_outage(audit_writer *w)
 {
 	audit_rec rec;
@@ -265,14 +270,38 @@ static void queue_outage(audit_writer *w)
 	audit_rec_cstr(&rec, "reason", w->fail_msg);
 	audit_rec_u64(&rec, "outage_ms", (tm_mono_ns() - w->fail_since_ns) / 1000000ull);
 	audit_rec_u64(&rec, "events_refused", w->failed - w->failed_at_fail);
-	if (audit_rec_end(&rec) != CUSTOS_OK) {
-		log_error("audit: trail.outage event: %s", err_msg());
+	queue_own(w, &rec);
+}
+
+/* With w->mu held, in deny mode, when the queue takes events again after refusing some: one
+ * trail.queue_full event (requests refused with 503 for want of a slot, events lost, and for
+ * how long), ahead of what is being queued. */
+static void queue_full_report(audit_writer *w)
+{
+	audit_rec rec;
+
+	audit_rec_begin(&rec, "trail.queue_full");
+	audit_rec_u64(&rec, "queue_size", w->o.queue_events);
+	audit_rec_u64(&rec, "requests_refused", w->full_requests - w->rep_requests);
+	audit_rec_u64(&rec, "events_refused", w->full_events - w->rep_events);
+	audit_rec_u64(&rec, "outage_ms", (tm_mono_ns() - w->full_since_ns) / 1000000ull);
+	w->rep_requests = w->full_requests;
+	w->rep_events = w->full_events;
+	queue_own(w, &rec);
+}
+
+/* With w->mu held: queues one event of the client's own, whatever the room (one event; the
+ * caller must not wait). */
+static void queue_own(audit_writer *w, audit_rec *rec)
+{
+	if (audit_rec_end(rec) != CUSTOS_OK) {
+		log_error("audit: the client's own event: %s", err_msg());
 		return;
 	}
-	span b = audit_rec_bytes(&rec);
+	span b = audit_rec_bytes(rec);
 	uint32_t len = (uint32_t)b.len;
 	if (buf_reserve(&w->pending, 4 + b.len) != CUSTOS_OK) {
-		log_error("audit: trail.outage event: %s", err_msg());
+		log_error("audit: the client's own event: %s", err_msg());
 		return;
 	}
 	memcpy(buf_tail(&w->pending), &len, 4);
@@ -537,8 +566,14 @@ int audit_writer_pid(const audit_writer *w)
 
 /* With w->mu held: counts n events refused for a full queue (deny mode), alerts at most once
  * a second, and sets the error. */
-static custos_err deny_full(audit_writer *w, size_t n)
+static custos_err deny_full(audit_writer *w, size_t n, bool requests)
 {
+	if (w->full_requests == w->rep_requests && w->full_events == w->rep_events)
+		w->full_since_ns = tm_mono_ns();
+	if (requests)
+		w->full_requests += n;
+	else
+		w->full_events += n;
 	w->denied_full += n;
 	uint64_t now = tm_mono_ns();
 	if (now - w->last_alert > 1000000000ull) {
@@ -549,7 +584,7 @@ static custos_err deny_full(audit_writer *w, size_t n)
 	return err_set(CUSTOS_ERR_AGAIN, "audit: queue full");
 }
 
-custos_err audit_reserve(audit_writer *w, bool *held)
+static custos_err reserve(audit_writer *w, bool *held, bool request)
 {
 	custos_err e = CUSTOS_OK;
 
@@ -561,10 +596,20 @@ custos_err audit_reserve(audit_writer *w, bool *held)
 		w->reserved++;
 		*held = true;
 	} else {
-		e = deny_full(w, 1);
+		e = deny_full(w, 1, request);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return e;
+}
+
+custos_err audit_reserve(audit_writer *w, bool *held)
+{
+	return reserve(w, held, true);
+}
+
+custos_err audit_reserve_event(audit_writer *w, bool *held)
+{
+	return reserve(w, held, false);
 }
 
 void audit_unreserve(audit_writer *w, size_t n)
@@ -599,11 +644,13 @@ static custos_err submit_records(audit_writer *w, span framed, span one, size_t 
 		    (w->pending_events == 0 && w->reserved == 0) || held == n)
 			break;
 		if (w->o.on_full == AUDIT_ON_FULL_DENY) {
-			e = deny_full(w, n);
+			e = deny_full(w, n, false);
 			goto out;
 		}
 		pthread_cond_wait(&w->cv_room, &w->mu);
 	}
+	if (w->full_requests != w->rep_requests || w->full_events != w->rep_events)
+		queue_full_report(w);
 	if (one.len > 0) {
 		uint32_t len = (uint32_t)one.len;
 		e = buf_reserve(&w->pending, 4 + one.len);

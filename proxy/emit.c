@@ -184,7 +184,7 @@ static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audi
 		return audit_submit_rec(w, ev);
 	}
 	if (!held)
-		GUARD(audit_reserve(w, &held));
+		GUARD(audit_reserve_event(w, &held));
 	if (b->b.n >= EMIT_BATCH)
 		emit_flush(w, b);
 	custos_err e = audit_batch_add(&b->b, ev);

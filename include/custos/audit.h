@@ -251,6 +251,10 @@ custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted)
  * in block mode, where a submit waits for room instead). A taken slot is given back by the
  * submit that carries the event (audit_batch.held) or by audit_unreserve. */
 custos_err audit_reserve(audit_writer *w, bool *held) CUSTOS_WUR;
+/* As audit_reserve, for an event that has no slot yet (a refusal's): a refusal counts as an
+ * event lost rather than a request refused in the trail.queue_full event that reports them
+ * once the queue takes events again. */
+custos_err audit_reserve_event(audit_writer *w, bool *held) CUSTOS_WUR;
 void audit_unreserve(audit_writer *w, size_t n);
 /* audit_submit_rec for a record that holds a slot (gives it back, queued or refused). */
 custos_err audit_submit_rec_held(audit_writer *w, const audit_rec *r) CUSTOS_WUR;

@@ -3,7 +3,8 @@
 # writer process is killed). audit.on_write_error: deny (the default) refuses requests with
 # 503 (fail closed); continue serves them and logs a warning (at most every 10 s). And
 # audit.on_full: deny with the writer stopped (SIGSTOP): once the queue is full new requests
-# get 503, and every request that was served has its event in the trail.
+# get 503, every request that was served has its event in the trail, and trail.queue_full
+# events count the refused requests and their lost events.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -91,6 +92,12 @@ else
 	# Every request served has its event: the first, the n200 and the 20 after.
 	served=$(cat "$work"/audit/*.jsonl | grep '"type":"http.request"' | grep -c '"status":200' || true)
 	check "on_full deny: an event for every request served" "$served" $((n200 + 21))
+	# The gap is in the trail: trail.queue_full events count the requests refused (a 503
+	# each) and the events lost (those 503s' own events), once the queue took events again.
+	sum() { cat "$work"/audit/*.jsonl | grep '"type":"trail.queue_full"' |
+		sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" | awk '{s += $1} END {print s + 0}'; }
+	check "on_full deny: trail.queue_full counts the requests refused" "$(sum requests_refused)" "$n503"
+	check "on_full deny: and their events lost" "$(sum events_refused)" "$n503"
 	"$bin" audit verify "$work/audit" >"$work/verify.out" 2>&1 && ok "on_full deny: the trail verifies" ||
 		{ cat "$work/verify.out"; fail "on_full deny: the trail does not verify"; }
 fi

@@ -546,6 +546,31 @@ static size_t count_in_dir(const char *dir, const char *needle)
 	return hits;
 }
 
+/* The sum of the integer member `key` over the events of type `type` in dir's log files. */
+static uint64_t sum_in_dir(const char *dir, const char *type, const char *key)
+{
+	char **paths = NULL, t[96], k[96];
+	size_t n = 0;
+	uint64_t sum = 0;
+
+	snprintf(t, sizeof(t), "\"type\":\"%s\"", type);
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	assert_int_equal(audit_list_files(dir, &paths, &n), CUSTOS_OK);
+	for (size_t i = 0; i < n; i++) {
+		FILE *f = fopen(paths[i], "r");
+		char line[AUDIT_MAX_LINE + 2];
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f) != NULL) {
+			const char *at = strstr(line, t) ? strstr(line, k) : NULL;
+			if (at != NULL)
+				sum += strtoull(at + strlen(k), NULL, 10);
+		}
+		fclose(f);
+	}
+	audit_paths_free(paths, n);
+	return sum;
+}
+
 /* A compromised worker hands the writer a forged checkpoint: the writer refuses to frame it
  * and records an audit.invalid event instead (never a silent drop). */
 static void test_writer_refuses_forged_body(void **state)
@@ -616,8 +641,18 @@ static void test_queue_full_deny(void **state)
 	assert_int_equal(st.denied_full, again);
 	assert_int_equal(kill(audit_writer_pid(w), SIGCONT), 0);
 	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	/* The next event queued after the refusals is preceded by their report. */
+	audit_event_begin(&ev, "request");
+	assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+	assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+	ok++;
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	assert_int_equal(count_in_dir(dir, "\"type\":\"request\""), ok);
+	/* Every refused event is counted once in the reports (one each time the queue took
+	 * events again), and no request was refused (no slot was asked for). */
+	assert_true(count_in_dir(dir, "\"type\":\"trail.queue_full\"") >= 1);
+	assert_int_equal(sum_in_dir(dir, "trail.queue_full", "events_refused"), again);
+	assert_int_equal(sum_in_dir(dir, "trail.queue_full", "requests_refused"), 0);
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
