@@ -373,24 +373,36 @@ static int udp_open(const struct sockaddr_storage *srv, socklen_t sl)
 	return fd;
 }
 
+/* Every question of this try still waiting fails; why is "what: strerror(err)", either part
+ * left out when empty (err 0). */
+static void fail_waiting(dq *qs, size_t nq, const char *what, int err)
+{
+	for (size_t i = 0; i < nq; i++)
+		if (qs[i].st == DQ_WAIT) {
+			qs[i].st = DQ_FAIL;
+			snprintf(qs[i].why, sizeof(qs[i].why), "%s%s%s", what,
+			         what[0] && err ? ": " : "", err ? strerror(err) : "");
+		}
+}
+
 /* Both questions over UDP to one server within one try's time. */
 static void ask_udp(const edns *d, size_t si, const char *name, dq *qs, size_t nq)
 {
 	uint8_t m[DNS_UDP_MAX + 1];
 	int fd = udp_open(&d->srv[si], d->len[si]);
 	if (fd == -1) {
-		for (size_t i = 0; i < nq; i++)
-			if (qs[i].st == DQ_WAIT) {
-				qs[i].st = DQ_FAIL;
-				snprintf(qs[i].why, sizeof(qs[i].why), "socket: %s",
-				         strerror(errno));
-			}
+		fail_waiting(qs, nq, "socket", errno);
 		return;
 	}
 	for (size_t i = 0; i < nq; i++)
 		if (qs[i].st == DQ_WAIT && send(fd, qs[i].q, qs[i].qlen, MSG_NOSIGNAL) == -1) {
-			qs[i].st = DQ_FAIL;
-			snprintf(qs[i].why, sizeof(qs[i].why), "send: %s", strerror(errno));
+			/* The error can be an earlier question's: ECONNREFUSED is the ICMP port
+			 * unreachable the first question brought back. Taken by this send, it
+			 * leaves the socket nothing to wake the wait below with, so the questions
+			 * already sent would wait out the whole timeout for answers that cannot
+			 * come: the server fails this try at once, all questions together. */
+			fail_waiting(qs, nq, "send", errno);
+			break;
 		}
 	uint64_t deadline = tm_mono_ns() + d->try_ns;
 	for (;;) {
@@ -400,23 +412,14 @@ static void ask_udp(const edns *d, size_t si, const char *name, dq *qs, size_t n
 		if (waiting == 0)
 			break;
 		if (wait_fd(fd, POLLIN, deadline) <= 0) {
-			for (size_t i = 0; i < nq; i++)
-				if (qs[i].st == DQ_WAIT) {
-					qs[i].st = DQ_FAIL;
-					snprintf(qs[i].why, sizeof(qs[i].why), "timed out");
-				}
+			fail_waiting(qs, nq, "timed out", 0);
 			break;
 		}
 		ssize_t r = recv(fd, m, sizeof(m), 0);
 		if (r == -1) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			for (size_t i = 0; i < nq; i++) /* e.g. ECONNREFUSED: nobody there */
-				if (qs[i].st == DQ_WAIT) {
-					qs[i].st = DQ_FAIL;
-					snprintf(qs[i].why, sizeof(qs[i].why), "%s",
-					         strerror(errno));
-				}
+			fail_waiting(qs, nq, "", errno); /* e.g. ECONNREFUSED: nobody there */
 			break;
 		}
 		if ((size_t)r > DNS_UDP_MAX)

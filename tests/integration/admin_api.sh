@@ -56,6 +56,10 @@ check "bob chat" "$("${P[@]}" -H "Authorization: Bearer $BOB")" 403
 curl -sS --max-time 20 -o /dev/null --cacert "$work/tls/ca.crt" -H "Authorization: Bearer $ALICE" \
 	-d "$chat" "https://localhost:$PORT/v1/chat/completions"
 
+# The fsync figures below come with the writer's acknowledgements: wait until a commit has been
+# acknowledged (a slow disk under parallel builds can hold the first one back).
+durable() { ctl audit-status | grep -q '"durable_seq":[1-9]'; }
+wait_until 60 durable || fail "no audit commit acknowledged"
 "${U[@]}" http://admin/metrics >"$work/metrics.txt"
 grep -q '^custos_requests_total{decision="allow",route="/v1/chat/completions",model="test-model",principal="alice"} 2$' "$work/metrics.txt" &&
 	ok "metrics count alice's requests" || fail "alice's requests missing from metrics"
@@ -123,24 +127,26 @@ echo "$out" | grep -q '"allow":false' && ok "decide: bob denied" || fail "decide
 out=$(ctl decide '{"direction":"sideways"}' 2>&1)
 echo "$out" | grep -q '"errors"' && ok "decide: bad context answered with its errors" || fail "decide bad: $out"
 
-# Slow client: sends the request head one byte per second; it is cut off after the admin
+# Slow client: sends the request head one byte every half second; it is cut off after the admin
 # timeout (10 s) while other requests are answered at once.
-python3 - "$work/admin.sock" >"$work/slow.out" 2>&1 <<'PY' &
+python3 - "$work/admin.sock" "$work/slow.started" >"$work/slow.out" 2>&1 <<'PY' &
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 req = b"GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n"
 t0 = time.time()
 try:
-    for b in req:
+    for i, b in enumerate(req):
         s.send(bytes([b]))
+        if i == 0:
+            open(sys.argv[2], "w").close()  # connected and begun: the others' turn
         time.sleep(0.5)
     print("slow client finished its request: not cut off", s.recv(100))
 except (BrokenPipeError, ConnectionResetError) as e:
     print("cut off after %.0f s" % (time.time() - t0))
 PY
 slow=$!
-sleep 1
+wait_until 60 test -e "$work/slow.started" || fail "the slow client did not begin"
 check "others served during the slow client" "$(code "${U[@]}" http://admin/healthz)" 200
 wait "$slow"
 grep -q '^cut off' "$work/slow.out" && ok "slow client timed out ($(cat "$work/slow.out"))" || fail "slow client: $(cat "$work/slow.out")"

@@ -44,9 +44,9 @@ check "ready with the sandbox running" "$(ctl ready >/dev/null; echo $?)" 0
 check "chat before the restart" "$(chat)" 200
 out=$(ctl restart test-model)
 echo "$out" | grep -q '"result":"restarting"' && ok "restart accepted" || fail "restart: $out"
-for _ in $(seq 100); do [ "$(gen)" = 2 ] && ctl sandboxes | grep -q '"state":"running"' && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(gen)" = 2 ] && ctl sandboxes | grep -q '"state":"running"' && break; sleep 0.1; done
 check "generation after the restart" "$(gen)" 2
-for _ in $(seq 100); do [ "$(chat)" = 200 ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(chat)" = 200 ] && break; sleep 0.1; done
 check "chat after the restart" "$(chat)" 200
 ctl metrics | grep -q '^custos_sandbox_restarts_total{sandbox="test-model"} [1-9]' && ok "restart counted in metrics" || fail "restart not counted"
 ctl metrics | grep -q '^custos_sandbox_up{sandbox="test-model"} 1$' && ok "sandbox up gauge" || fail "sandbox_up"

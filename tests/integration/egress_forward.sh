@@ -8,10 +8,11 @@
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egfwd curl python3 timeout
-P_SRC=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 PEER="$SRC/tests/integration/egress_forward_peer.py"
-python3 "$PEER" server "$P_SRC" "$W/src" & PIDS+=($!)
+python3 "$PEER" server 0 "$W/src" & PIDS+=($!) # binds port 0 and says which: nobody can take it
+P_SRC=$(eg_port_file "$W/src.port") || exit 1
+P_IN=$(port); P_EG=$(port)
 
 cat >custos.yaml <<EOY
 version: 1
@@ -25,7 +26,7 @@ data_sources:
 egress:
   port: $P_EG
   max_connections_per_sandbox: 128
-  timeouts: { connect: 2s, read: 2s, idle: 5s }
+  timeouts: { connect: 2s, read: 5s, idle: 5s }
 audit: { dir: "$W/audit" }
 policy: { file: "$W/policy.yaml" }
 EOY
@@ -44,11 +45,7 @@ EOY
 chmod 600 custos.yaml policy.yaml
 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
 PIDS+=($UP)
-for _ in $(seq 1 100); do
-	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_SRC) 2>/dev/null && break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+eg_up "$UP" up.log "$P_EG" "$P_SRC"
 
 events() { cat "$W"/audit/* 2>/dev/null | sed 's/\\"/"/g'; }
 count() { # count TEXT...: events holding every TEXT
@@ -56,27 +53,24 @@ count() { # count TEXT...: events holding every TEXT
 	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
 	[ -n "$ev" ] && wc -l <<<"$ev" || echo 0
 }
-audited() { # audited TEXT...: an event holding every TEXT, waiting for the batch writer
-	for _ in $(seq 1 60); do
-		[ "$(count "$@")" -gt 0 ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
+at_least() { [ "$(count "${@:2}")" -ge "$1" ]; } # at_least N TEXT...: N such events or more
+audited() { eg_wait 30 at_least 1 "$@"; } # audited TEXT...: one, waiting for the batch writer
 PY() { timeout 60 python3 "$PEER" "$@"; }
 
 out=$(PY pipeline "$P_EG" "$P_SRC" 3)
 check "pipelined requests answered in order ($out)" test "$out" = "200:r0 200:r1 200:r2"
 check "each pipelined request audited (decision and completion)" bash -c \
-	"$(declare -f events count audited); W=$W; audited '\"egress.request\"' '/echo/r2' '\"decision\":\"allow\"' && audited '\"egress.decision\"' '/echo/r2'"
+	"$(declare -f events count at_least eg_wait audited); W=$W; audited '\"egress.request\"' '/echo/r2' '\"decision\":\"allow\"' && audited '\"egress.decision\"' '/echo/r2'"
 
 out=$(PY many "$P_EG" "$P_SRC" 40 25)
 check "40 keep-alive connections x 25 requests at once, every answer right ($out)" test "${out%% *}" = 0
-sleep 1.5
+# The batch writer has them all once 1000 are there (or it never will: then count what there is).
+eg_wait 60 at_least 1000 '"egress.request"' '"path":"/echo/c'
+eg_wait 60 at_least 1000 '"egress.decision"' '"path":"/echo/c'
 check "1000 completions audited" test "$(count '"egress.request"' '"path":"/echo/c')" -eq 1000
 check "1000 decisions audited" test "$(count '"egress.decision"' '"path":"/echo/c')" -eq 1000
 
-# The client reads nothing for 1 s once the source has begun, then everything (inside the 2 s
+# The client reads nothing for 1 s once the source has begun, then everything (inside the 5 s
 # read timeout: no progress either way for that long cuts a transfer off, by design).
 out=$(PY flood "$P_EG" "$P_SRC" $((48 << 20)) 1 "$W/src")
 sent_paused=$(sed -n 1p <<<"$out"); got=$(sed -n 2p <<<"$out")
@@ -109,7 +103,7 @@ check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
 # --- fail closed on the loops (audit durability batch): the writer dies, nothing goes upstream
 "$BIN" up -c custos.yaml >up2.log 2>&1 & UP=$!
 PIDS+=($UP)
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && break; sleep 0.1; done
+eg_up "$UP" up2.log "$P_EG"
 st=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/echo/before")
 check "allowed while the audit trail works ($st)" test "$st" = 200
 # The audit writer is the process of custos up's tree (supervisor -> proxy -> writer) that
@@ -125,7 +119,9 @@ if [ -z "$WRITER" ]; then
 	bad "found the audit writer process"
 else
 	kill -9 "$WRITER"
-	sleep 0.5
+	# With durability batch a request does not wait for its event: one sent before the proxy
+	# has noticed the writer's end is let through. Wait until it says so (not a fixed time).
+	eg_wait 60 grep -Eq 'the writer process went away|sending to the writer' up2.log
 	hdr=$(curl -s -o /dev/null -D - -x "http://127.0.0.1:$P_EG" "http://localhost:$P_SRC/echo/after" | tr -d '\r')
 	check "refused with 503 once the writer is gone" grep -q '^HTTP/1.1 503' <<<"$hdr"
 	check "the 503 says why" grep -q '^X-Custos-Reason: audit trail unavailable' <<<"$hdr"

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Helpers for egress_forward.sh: a raw HTTP/1.1 source and raw forward-proxy clients.
 
-server PORT STATE        source: /echo/X (body "X", keep-alive), /big/N (N bytes, counted in
-                         STATE.sent), /len (the request body's length), /slow (head after 4 s); every
-                         path logged to STATE.log
+server PORT STATE        source on PORT (0: any free one; the port it listens on is written
+                         to STATE.port): /echo/X (body "X", keep-alive), /big/N (N bytes,
+                         counted in STATE.sent), /len (the request body's length), /slow (no
+                         answer: waits until the client gives up and closes); every path
+                         logged to STATE.log
 pipeline PROXY PORT N    N absolute-URI GETs in one write on one connection; prints the bodies
 flood PROXY PORT N PAUSE STATE  GET /big/N, read nothing for PAUSE s; prints bytes the source
                          had sent by then, then the bytes received
@@ -65,8 +67,23 @@ def read_response(s, buf=b""):
 
 
 def bump(path, k):
-    with open(path, "w") as f:
+    """Writes k to path as one step: a reader never sees the file empty or half written."""
+    with open(path + ".tmp", "w") as f:
         f.write(str(k))
+    os.replace(path + ".tmp", path)
+
+
+def read_body(c, buf, n):
+    """Reads until buf holds n bytes; returns them as a bytearray (appending to bytes copies
+    everything so far on every recv: quadratic in a 4 MiB body, and slow enough on a loaded
+    machine that the proxy's read timeout ran out before the response)."""
+    acc = bytearray(buf)
+    while len(acc) < n:
+        d = c.recv(65536)
+        if not d:
+            raise EOFError("closed in body")
+        acc += d
+    return acc
 
 
 def serve_conn(c, state):
@@ -94,30 +111,28 @@ def serve_conn(c, state):
                       for ln in head.split("\r\n")[1:] if ":" in ln}
                 if "content-length" in hl:
                     n = int(hl["content-length"])
-                    while len(buf) < n:
-                        d = c.recv(65536)
-                        if not d:
-                            raise EOFError("closed in body")
-                        buf += d
-                    got, buf = n, buf[n:]
+                    got, buf = n, bytes(read_body(c, buf, n)[n:])
                 else:
                     got = 0
                     while True:
                         while b"\r\n" not in buf:
-                            buf += c.recv(65536)
+                            d = c.recv(65536)
+                            if not d:
+                                raise EOFError("closed in chunk size")
+                            buf += d
                         line, buf = buf.split(b"\r\n", 1)
                         n = int(line.split(b";")[0], 16)
-                        while len(buf) < n + 2:
-                            buf += c.recv(65536)
+                        acc = read_body(c, buf, n + 2)
                         got += n
-                        buf = buf[n + 2:]
+                        buf = bytes(acc[n + 2:])
                         if n == 0:
                             break
                 body = str(got).encode()
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            elif path == "/slow":
-                time.sleep(4)
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            elif path == "/slow":  # silent until the client (the proxy, timing out) closes
+                c.settimeout(120)
+                while c.recv(65536):
+                    pass
             else:
                 c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     except (OSError, EOFError):
@@ -131,6 +146,7 @@ def server(port, state):
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", port))
     ls.listen(256)
+    bump(state + ".port", ls.getsockname()[1])
     while True:
         c, _ = ls.accept()
         threading.Thread(target=serve_conn, args=(c, state), daemon=True).start()

@@ -2,7 +2,8 @@
 #   . "$CUSTOS_SRC/tests/integration/egress_lib.bash"; eg_init NAME TOOL...
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
-# check (counting failures in FAILS) and port (a free loopback TCP port).
+# check (counting failures in FAILS), port (a free loopback TCP port) and the waits below
+# (eg_wait, eg_listening, eg_port_file, eg_up).
 eg_init() {
 	local name=$1 t
 	shift
@@ -29,5 +30,55 @@ check() { # check DESC COND...
 	shift
 	if "$@"; then ok "$d"; else bad "$d"; fi
 }
-# A free port: ask the kernel, keep it (small race, acceptable on a test machine).
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port: ask the kernel, never one this test was given before (the kernel may hand the
+# same port out twice in a row: two servers on one port is a confusing failure). Someone else
+# may still take it before it is bound: a peer that can, binds port 0 and reports its port.
+port() {
+	local p
+	for _ in 1 2 3 4 5 6 7 8; do
+		p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+		grep -qx "$p" "$W/.ports" 2>/dev/null && continue
+		echo "$p" >>"$W/.ports"
+		echo "$p"
+		return 0
+	done
+	return 1
+}
+# eg_wait SECS CMD...: runs CMD until it succeeds (0) or SECS seconds pass (1). Waits are for
+# real conditions, bounded generously: under ASan on a loaded two-core machine, starting custos
+# up alone has taken 7 s.
+eg_wait() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
+# eg_listening PORT...: every PORT on 127.0.0.1 accepts a TCP connection now.
+eg_listening() {
+	local p
+	for p in "$@"; do
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || return 1
+	done
+}
+# eg_port_file FILE: waits for a peer to write the port it bound into FILE; prints it.
+eg_port_file() {
+	eg_wait 60 test -s "$1" || { echo "FAIL - no port in $1: the peer did not start" >&2; return 1; }
+	cat "$1"
+}
+# eg_up PID LOG PORT...: waits until custos up (PID, its log in LOG) and every peer accept on
+# their PORTs; ends the test (exit 1, with the log) when custos exits or 120 s pass first.
+eg_up() {
+	local pid=$1 log=$2
+	shift 2
+	local end=$((SECONDS + 120))
+	until eg_listening "$@"; do
+		if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$end" ]; then
+			cat "$log"
+			echo "FAIL - custos up (pid $pid) or a peer did not come up on ports $*"
+			exit 1
+		fi
+		sleep 0.1
+	done
+}

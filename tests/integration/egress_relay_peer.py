@@ -2,7 +2,9 @@
 """Fixture for egress_relay.sh: both ends of a CONNECT tunnel through custos, with raw bytes
 after a real-looking TLS ClientHello (custos checks its SNI, then relays opaque bytes).
 
-  egress_relay_peer.py server PORT STATE     upstream: counts connections in STATE.conns; after
+  egress_relay_peer.py server PORT STATE     upstream on PORT (0: any free one), the port it
+                                             listens on written to STATE.port; counts
+                                             connections in STATE.conns; after
                                              the ClientHello a command byte says what to do:
                                              S sink to EOF, answer "got N", close
                                              F<8-byte n> send n bytes (progress in STATE.sent)
@@ -111,6 +113,9 @@ def server(port, state):
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", port))
     ls.listen(64)
+    with open(state + ".port.tmp", "w") as f:
+        f.write(str(ls.getsockname()[1]))
+    os.replace(state + ".port.tmp", state + ".port")
     while True:
         c, _ = ls.accept()
         bump(state + ".conns")

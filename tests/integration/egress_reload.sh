@@ -62,21 +62,15 @@ write_config
 write_policy yes
 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
 PIDS+=($UP)
-for i in $(seq 1 100); do
-	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && [ -S "$W/admin.sock" ] && break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+eg_up "$UP" up.log "$P_EG" "$P_HTTP"
+eg_wait 60 test -S "$W/admin.sock" || bad "no admin socket"
 status() { curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/x"; }
-# wait_status WANT: the egress answer, polled briefly (a reload takes effect at once, but the
-# SIGHUP is handled asynchronously)
+# wait_status WANT: the egress answer, polled until it is WANT or 60 s pass (a reload takes
+# effect at once, but the SIGHUP is handled asynchronously, and slowly on a loaded machine)
 wait_status() {
-	local i s
-	for i in $(seq 1 50); do
-		s=$(status)
-		[ "$s" = "$1" ] && break
-		sleep 0.1
-	done
+	local s
+	is_status() { s=$(status); [ "$s" = "$1" ]; }
+	eg_wait 60 is_status "$1"
 	echo "$s"
 }
 ctl() { "$BIN" ctl --socket "$W/admin.sock" "$@"; }
@@ -86,11 +80,11 @@ check "egress allowed at start" test "$(wait_status 200)" = 200
 # not the one its raw bytes would (web).
 code=$(curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/%61dmin/x")
 check "/%61dmin/x refused ($code)" test "$code" = 403
-for i in $(seq 1 50); do # the event is durable within the batch window
+recorded() { # the event is durable within the batch window
 	ev=$(cat "$W"/audit/*.jsonl 2>/dev/null | grep '"egress.request"' | grep '%61dmin' | tail -1)
-	[ -n "$ev" ] && break
-	sleep 0.1
-done
+	[ -n "$ev" ]
+}
+eg_wait 30 recorded
 check "... and recorded against web-admin" grep -q '"data_source":"web-admin"' <<<"$ev"
 write_policy no
 ctl policy reload >ctl.out 2>&1 || { cat ctl.out; bad "ctl policy reload failed"; }
@@ -102,10 +96,7 @@ check "SIGHUP reload restores it (200)" test "$(wait_status 200)" = 200
 write_policy no
 write_config "bogus_key: 1"
 kill -HUP "$UP"
-for i in $(seq 1 50); do
-	grep -q "reload failed" up.log && break
-	sleep 0.1
-done
+eg_wait 60 grep -q "reload failed" up.log
 check "the broken reload was refused" grep -q "reload failed" up.log
 check "egress policy unchanged by the refused reload (still 200)" test "$(status)" = 200
 # policy.file names another file: the egress proxy follows it (the old file still allows).

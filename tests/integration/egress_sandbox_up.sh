@@ -87,28 +87,25 @@ echo "reply: $OUT" | cut -c1-300
 check "the sandboxed model read hr through custos for alice" grep -q '200 hello from hr /employees' <<<"$OUT"
 events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
 EV=""
-for _ in $(seq 1 40); do # the audit writer batches: wait for the event
-	EV=$(events | grep '"decision":"allow"' | tail -1)
-	[ -n "$EV" ] && break
-	sleep 0.05
-done
+allowed() { EV=$(events | grep '"decision":"allow"' | tail -1); [ -n "$EV" ]; }
+eg_wait 30 allowed # the audit writer batches: wait for the event
 check "egress event: model m1 in its sandbox" grep -q '"model":"m1","sandbox":"fx"' <<<"$EV"
 check "egress event: ingress request id and principal alice" \
 	grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 check "egress event: taint raised to confidential" grep -q '"taint":2' <<<"$EV"
-SB=$(curl -s --max-time 5 --unix-socket "$W/admin.sock" http://localhost/v1/sandboxes)
+SB=$(curl -s --max-time 20 --unix-socket "$W/admin.sock" http://localhost/v1/sandboxes)
 check "admin API: the sandbox's taint is confidential" grep -q '"id":"m1".*"taint":"confidential"' <<<"$SB"
 # The model crashes; the supervisor restarts it in a new netns, and the listener follows.
 SPID=$(grep -o 'sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | head -1)
 kill -9 "$SPID"
 OUT=""
-for i in $(seq 1 100); do
-	grep -q 'egress: listener 0 for model m1 replaced' up.log && OUT=$(curl -s --max-time 5 \
+answered_again() {
+	grep -q 'egress: listener 0 for model m1 replaced' up.log && OUT=$(curl -s --max-time 20 \
 		-H "Authorization: Bearer $KEY" -d '{"model":"m1","messages":[{"role":"user","content":"again"}]}' \
 		"http://127.0.0.1:$P_IN/v1/chat/completions")
-	grep -q '200 hello from hr' <<<"$OUT" && break
-	sleep 0.2
-done
+	grep -q '200 hello from hr' <<<"$OUT"
+}
+eg_wait 90 answered_again
 check "after the sandbox restarted, its new instance reads through a new egress listener" \
 	grep -q '200 hello from hr /employees' <<<"$OUT"
 kill $UP; wait $UP

@@ -22,20 +22,13 @@ while True:
     print(msg.replace("\n", " | "), flush=True)
 PY
 pids+=($!)
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$sock"
 
 chmod 600 "$work/custos.yaml"
 NOTIFY_SOCKET="$sock" WATCHDOG_USEC=400000 "$bin" up -c "$work/custos.yaml" 2>"$work/custos.log" &
 CU_PID=$!
 pids+=("$CU_PID")
-wait_for() { # wait_for FILE PATTERN
-	local i
-	for i in $(seq 200); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	return 1
-}
+wait_for() { wait_until 60 grep -q "$2" "$1" 2>/dev/null; } # wait_for FILE PATTERN
 wait_for "$work/notify.txt" 'READY=1' && ok "READY=1 once serving" || fail "no READY=1: $(cat "$work/notify.txt")"
 grep -q 'STATUS=serving 2 listener' "$work/notify.txt" && ok "STATUS= line" || fail "no STATUS line"
 wait_for "$work/notify.txt" 'WATCHDOG=1' && ok "watchdog pinged" || fail "no WATCHDOG=1"
@@ -45,6 +38,9 @@ wait_for "$work/custos-file.log" 'worker(s) serving' && ok "log lines go to log.
 kill -HUP "$CU_PID"
 wait_for "$work/notify.txt" 'RELOADING=1' && ok "RELOADING=1 on SIGHUP" || fail "no RELOADING=1"
 wait_for "$work/custos-file.log" 'reloaded (generation' && ok "reload done" || fail "no reload"
+# READY=1 is sent after the "reloaded" line is logged, and read by python after that: wait for it
+ready_twice() { [ "$(grep -c 'READY=1' "$work/notify.txt")" -ge 2 ]; }
+wait_until 60 ready_twice
 n=$(grep -c 'READY=1' "$work/notify.txt")
 [ "$n" -ge 2 ] && ok "READY=1 again after the reload" || fail "READY=1 count $n"
 

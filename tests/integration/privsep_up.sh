@@ -155,7 +155,7 @@ OUT=$(chat "who works here?")
 echo "reply: $OUT" | cut -c1-200
 check "ingress to the sandboxed model, and its egress read of hr through custos, work" \
 	grep -q '200 hello from hr /employees' <<<"$OUT"
-SB=$(curl -s --max-time 5 --unix-socket "$W/admin.sock" http://localhost/v1/sandboxes)
+SB=$(curl -s --max-time 20 --unix-socket "$W/admin.sock" http://localhost/v1/sandboxes)
 check "admin API reports the sandbox across the split: $SB" \
 	grep -q "\"id\":\"m1\",\"state\":\"running\",\"kind\":\"process\",\"pid\":$SBX,\"generation\":1," <<<"$SB"
 check "admin API reports the taint the egress proxy saw" grep -q '"taint":"confidential"' <<<"$SB"
@@ -170,13 +170,13 @@ if [ "${ABI:-0}" -gt 0 ]; then
 		setpriv --reuid=65534 --regid=65534 --clear-groups cat "$OUTSIDE/policy.yaml" >/dev/null
 	sed -i "s|file: \"$W/policy.yaml\"|file: \"$OUTSIDE/policy.yaml\"|" custos.yaml
 	kill -HUP "$SUP"
-	for i in $(seq 1 50); do grep -q 'reload failed' up.log && break; sleep 0.1; done
+	for i in $(seq 1 600); do grep -q 'reload failed' up.log && break; sleep 0.1; done
 	check "reload naming a policy outside the view fails with EACCES (Landlock)" \
 		grep -q "reload failed.*$OUTSIDE/policy.yaml.*Permission denied" up.log
 	check "the policy in force keeps serving" grep -q '200 hello from hr' <<<"$(chat again)"
 	cp custos.yaml.orig custos.yaml
 	kill -HUP "$SUP"
-	for i in $(seq 1 50); do grep -q 'proxy: reloaded' up.log && break; sleep 0.1; done
+	for i in $(seq 1 600); do grep -q 'proxy: reloaded' up.log && break; sleep 0.1; done
 	check "a reload inside the view works (SIGHUP forwarded by the supervisor)" grep -q 'proxy: reloaded' up.log
 else
 	echo "ok   - # SKIP Landlock checks: the kernel has no Landlock"

@@ -18,11 +18,13 @@ chat='{"model":"test-model","messages":[{"role":"user","content":"give me a lot"
 curl -sS -o /dev/null --cacert "$work/tls/ca.crt" -H "Authorization: Bearer $ALICE" -d "$chat" \
 	"https://localhost:$PORT/v1/chat/completions"
 before=$(rss)
-# A client that reads at 1 MiB/s: the 8 MiB reply takes ~8 s to drain; we look after 3 s.
+# A client that reads at 1 MiB/s: the 8 MiB reply takes ~8 s to drain; we look once it has
+# 2 MiB (the transfer well under way, most of it still to come), not after a fixed time.
 curl -sS --limit-rate 1M -o "$work/slow.out" --cacert "$work/tls/ca.crt" \
 	-H "Authorization: Bearer $ALICE" -d "$chat" "https://localhost:$PORT/v1/chat/completions" &
 slow=$!
-sleep 3
+has_2m() { [ "$(stat -c %s "$work/slow.out" 2>/dev/null || echo 0)" -ge $((2 << 20)) ]; }
+wait_until 120 has_2m || fail "the slow download did not get going"
 during=$(rss)
 grow=$(((during - before) / 1024))
 echo "custos RSS before ${before} KiB, during the slow download ${during} KiB (+${grow} MiB)"

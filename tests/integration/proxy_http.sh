@@ -89,8 +89,9 @@ got=$(
 			printf 'X-Slow-%d: y\r\n' "$i"
 		done
 	} >&3 2>/dev/null &
-	# 6 s to answer while the trickle would go on for 15 s
-	timeout 6 cat <&3 | head -1 | cut -d' ' -f2
+	# 12 s to answer (2 s due, the rest slack for a loaded machine) while the trickle would go
+	# on for 15 s
+	timeout 12 cat <&3 | head -1 | cut -d' ' -f2
 )
 check "trickled head -> 408 at the head deadline" "$got" 408
 
@@ -134,13 +135,18 @@ done
 	-d '{"model":"slow-model","stream":true,"messages":[{"role":"user","content":"drain me"}]}' \
 	"$base/v1/chat/completions" &
 bg=$!
-sleep 0.5
+# SIGTERM once the stream is in flight (its first event is out), not after a fixed time
+wait_until 60 grep -q '^data: ' "$work/drain.out" || fail "the stream to drain did not begin"
 kill -TERM "$CU_PID"
-sleep 0.3
-if curl -sS --max-time 2 -o /dev/null "$plain/v1/models" 2>/dev/null; then
-	fail "a new connection was accepted after SIGTERM"
-else
+# Each worker closes its listener when it wakes up to drain: wait until none accepts (one still
+# accepted is served, which is harmless), then custos must still be running (draining), not
+# refusing because it is gone.
+refused() { ! curl -sS --max-time 5 -o /dev/null "$plain/v1/models" 2>/dev/null; }
+running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+if wait_until 60 refused && running "$CU_PID"; then
 	ok "new connections refused while draining"
+else
+	fail "new connections accepted after SIGTERM until custos was gone"
 fi
 wait "$bg"
 check "in-flight stream finished during drain" "$(grep -c '^data: \[DONE\]' "$work/drain.out")" 1

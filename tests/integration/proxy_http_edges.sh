@@ -13,10 +13,7 @@ command -v python3 >/dev/null || skip "python3 not installed"
 make_pki
 python3 "$(dirname "$0")/raw_upstream.py" "$work/raw.port" "$work/raw.log" 2>"$work/raw.err" &
 pids+=($!)
-for i in $(seq 100); do
-	[ -s "$work/raw.port" ] && break
-	sleep 0.05
-done
+wait_until 60 test -s "$work/raw.port"
 [ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
 
 cat >"$work/policy.yaml" <<POL

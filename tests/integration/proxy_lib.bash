@@ -36,6 +36,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# wait_until SECS CMD...: runs CMD until it succeeds (0) or SECS seconds pass (1). For waiting on
+# a real condition (a log line, an audit event, a file) with a bound that holds under ASan on a
+# loaded two-core machine, where starting custos alone has taken 7 s.
+wait_until() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.05
+	done
+}
+
 ok() { echo "ok   $*"; }
 fail() {
 	echo "FAIL $*"
@@ -90,11 +102,7 @@ start_fixture() {
 	"$fixture" --listen 127.0.0.1:0 --port-file "$work/$name.port" --model-id test-model "$@" \
 		>"$work/$name.log" 2>&1 &
 	pids+=($!)
-	local i
-	for i in $(seq 100); do
-		[ -s "$work/$name.port" ] && break
-		sleep 0.05
-	done
+	wait_until 60 test -s "$work/$name.port"
 	FX_PORT=$(cat "$work/$name.port" 2>/dev/null)
 	[ -n "$FX_PORT" ] || { cat "$work/$name.log"; skip "model-server fixture did not start"; }
 }
@@ -107,8 +115,8 @@ start_custos() {
 	CU_PID=$!
 	pids+=("$CU_PID")
 	PORT="" PORT2=""
-	local i
-	for i in $(seq 200); do
+	local end=$((SECONDS + 120))
+	while [ "$SECONDS" -lt "$end" ]; do
 		PORT=$(sed -n 's/.*listener 1 on port \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
 		PORT2=$(sed -n 's/.*listener 2 on port \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
 		[ -n "$PORT" ] && grep -q 'worker(s) serving' "$work/custos.log" && return 0

@@ -17,7 +17,7 @@ cp "$work/policy.yaml" "$work/policy.yaml.good"
 count() { grep -c "$1" "$work/custos.log"; }
 hup() { # hup PATTERN N: SIGHUP, wait until PATTERN was logged N times
 	kill -HUP "$CU_PID"
-	for _ in $(seq 100); do [ "$(count "$1")" -ge "$2" ] && break; sleep 0.1; done
+	for _ in $(seq 600); do [ "$(count "$1")" -ge "$2" ] && break; sleep 0.1; done
 	check "SIGHUP $2: '$1' logged" "$(count "$1")" "$2"
 }
 # The message of the last "reload failed" line (decoded: the line must be JSON).

@@ -21,11 +21,7 @@ upstream() {
 	python3 "$src/tests/integration/retry_upstream.py" "$work/$name.port" "$work/$name.req" "$@" \
 		>"$work/$name.out" 2>&1 &
 	pids+=($!)
-	local i
-	for i in $(seq 100); do
-		[ -s "$work/$name.port" ] && break
-		sleep 0.05
-	done
+	wait_until 60 test -s "$work/$name.port"
 	UP_PORT=$(cat "$work/$name.port" 2>/dev/null)
 	[ -n "$UP_PORT" ] || { cat "$work/$name.out"; skip "retry_upstream.py did not start"; }
 }
@@ -134,7 +130,7 @@ check "... one connection only" "$(has big 'conn 2')" 0
 head -c 7340032 /dev/zero | tr '\0' 'b' >"$work/early.body"
 code=$(curl "${A[@]}" -o /dev/null -w '%{http_code}' --data-binary @"$work/early.body" "$base/early/up")
 check "upstream answers 413 before reading a 7 MiB body" "$code" 413
-for i in $(seq 100); do
+for i in $(seq 600); do
 	[ "$(has early '^drain')" -gt 0 ] && break
 	sleep 0.1
 done

@@ -119,13 +119,13 @@ check "unknown model on a chat path -> 404" "$(status -d '{"model":"nope","messa
 reloads() { grep -c "$1" "$work/custos.log"; }
 sed -i 's|    model: text-embedding-3-small|    model: text-embedding-4|' "$work/custos.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
 check "reload with an unknown route model fails" "$(reloads 'reload failed')" 1
 check "... the path route stays in force" "$(status -d '{"model":"test-model","input":"again"}' "$base/v1/embeddings")" 200
 check "... (the embedding server answered)" "$(count 'POST /v1/embeddings' embed)" 2
 sed -i '/^routes:/,$d' "$work/custos.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
 check "reload without routes" "$(reloads 'reloaded')" 1
 check "POST /v1/embeddings now goes by model (test-model's server)" "$(status -d '{"model":"test-model","input":"by model"}' "$base/v1/embeddings")" 200
 check "... served by test-model's server" "$(count 'POST /v1/embeddings' chat)" 1

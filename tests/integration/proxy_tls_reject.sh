@@ -55,23 +55,28 @@ sleep 0.2
 sc -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'
 sleep 0.2
 # A TCP probe that sends nothing, closed or left open past client_header (1 s): no event. A
-# handshake that starts (a TLS record header) and stalls: one.
+# handshake that starts (a TLS record header) and stalls: one. Both are held open until custos
+# closes them (a client that gave up first, on a loaded machine, would be another case).
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
-(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && sleep 2) 2>/dev/null &
-(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf '\x16\x03\x01\x02\x00' >&3 && sleep 2) 2>/dev/null &
-sleep 2.3
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && timeout 60 cat <&3 >/dev/null) 2>/dev/null &
+silent=$!
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf '\x16\x03\x01\x02\x00' >&3 && timeout 60 cat <&3 >/dev/null) 2>/dev/null &
+stall=$!
+wait "$silent" "$stall"
 check "a valid handshake still serves" "$("${C[@]}" -H "Authorization: Bearer $ALICE" "$url")" 200
 for r in "client certificate: self-signed certificate" "client certificate: certificate has expired" \
 	"no application protocol" "http request" "unsupported protocol" "handshake not completed in time"; do
-	grep -q "info: tls: handshake with 127.0.0.1:[0-9]* failed: $r" "$work/custos.log" &&
+	wait_until 30 grep -q "info: tls: handshake with 127.0.0.1:[0-9]* failed: $r" "$work/custos.log" &&
 		ok "logged at info: $r" || fail "no info log line with '$r'"
 done
 
-# A flood: 40 plain-HTTP connections to the TLS port at once.
+# A flood: 40 plain-HTTP connections to the TLS port at once, each read until custos closes it.
+flood=()
 for i in $(seq 40); do
-	(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET / HTTP/1.1\r\n\r\n' >&3 && timeout 2 cat <&3 >/dev/null) 2>/dev/null &
+	(exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET / HTTP/1.1\r\n\r\n' >&3 && timeout 60 cat <&3 >/dev/null) 2>/dev/null &
+	flood+=($!)
 done
-sleep 2.5
+wait "${flood[@]}" # all answered: each is counted (a sum still pending is written at shutdown)
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 

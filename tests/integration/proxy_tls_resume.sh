@@ -87,7 +87,7 @@ refused() {
 reloads() { grep -c 'proxy: reloaded' "$work/custos.log"; }
 hup() { # hup N: SIGHUP, wait for the Nth "reloaded"
 	kill -HUP "$CU_PID"
-	for _ in $(seq 100); do [ "$(reloads)" -ge "$1" ] && break; sleep 0.1; done
+	for _ in $(seq 600); do [ "$(reloads)" -ge "$1" ] && break; sleep 0.1; done
 	check "reload $1 applied" "$(reloads)" "$1"
 }
 

@@ -8,7 +8,7 @@ make_pki
 "$fixture" --unix "$work/model.sock" --port-file "$work/m.port" --model-id test-model --tokens 3 \
 	>"$work/model.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ -S "$work/model.sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$work/model.sock"
 [ -S "$work/model.sock" ] || skip "fixture did not listen on a Unix socket"
 write_policy "$work/policy.yaml"
 write_config "$work/custos.yaml" 1

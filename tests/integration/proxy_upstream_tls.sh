@@ -12,7 +12,8 @@ up_port=$(free_port)
 (cd "$work/www" && exec openssl s_server -quiet -accept "127.0.0.1:$up_port" \
 	-cert "$work/tls/srv.crt" -key "$work/tls/srv.key" -WWW) >"$work/s_server.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$up_port") 2>/dev/null && break; sleep 0.05; done
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$up_port") 2>/dev/null; }
+wait_until 60 listening
 
 write_policy "$work/policy.yaml"
 write_config "$work/custos.yaml" 1

@@ -2,11 +2,13 @@
  * The egress resolver against a scripted UDP server on loopback: answers with the wrong ID or
  * to another question are ignored (a spoofed 169.254.169.254 never counts), a well-formed
  * answer is taken, a compression loop or an answer of the wrong size is refused, a server
- * that says nothing times out; server strings parsed strictly.
+ * that says nothing times out, a refused one is passed over at once; server strings parsed
+ * strictly.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
@@ -157,6 +159,53 @@ static void test_silent_server_times_out(void **st)
 	assert_non_null(strstr(err_msg(), "timed out"));
 }
 
+/* A UDP port nobody listens on (bound for a moment to get it, then closed). */
+static void dead_server(char *addr, size_t an)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	snprintf(addr, an, "127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
+/* A server that refuses (ICMP port unreachable) is passed over without waiting for the try's
+ * timeout: its refusal of the first question shows up as the error of the second question's
+ * send, and the first question must not then wait for an answer that cannot come. With a try
+ * timeout of an hour, waiting is a hang; the alarm is only a watchdog for that. */
+static void test_refused_server_passed_over_at_once(void **st)
+{
+	(void)st;
+	fake f;
+	char dead[64], live[64];
+	char *servers[2] = { dead, live };
+	edns *d = NULL;
+	ssrf_host h;
+	ssrf_target t;
+	alarm(120);
+	dead_server(dead, sizeof(dead));
+	fake_start(&f, SPOOF_THEN_GOOD, live, sizeof(live));
+	assert_int_equal(ssrf_parse_host(span_cstr("data.custos.test"), &h), CUSTOS_OK);
+	assert_int_equal(edns_new(servers, 2, 3600 * NS_PER_S, &d), CUSTOS_OK);
+	for (int i = 0; i < 20; i++) { /* every lookup asks the dead server first */
+		assert_int_equal(ssrf_resolve_via(&h, 80, true, edns_lookup, d, &t), CUSTOS_OK);
+		assert_int_equal(t.n, 1);
+	}
+	edns_free(d);
+	/* Only the dead server: "no DNS server answered", refused, not timed out. */
+	assert_int_equal(edns_new(servers, 1, 3600 * NS_PER_S, &d), CUSTOS_OK);
+	assert_int_equal(ssrf_resolve_via(&h, 80, true, edns_lookup, d, &t), CUSTOS_ERR_IO);
+	assert_non_null(strstr(err_msg(), "no DNS server answered"));
+	assert_non_null(strstr(err_msg(), "refused"));
+	edns_free(d);
+	fake_stop(&f);
+	alarm(0);
+}
+
 static void test_server_strings(void **st)
 {
 	(void)st;
@@ -184,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_spoofed_answers_ignored),
 		cmocka_unit_test(test_malformed_refused),
 		cmocka_unit_test(test_silent_server_times_out),
+		cmocka_unit_test(test_refused_server_passed_over_at_once),
 		cmocka_unit_test(test_server_strings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
