@@ -202,6 +202,26 @@ static void check_audit_dir(struct hc_ctx *x)
 	audit_paths_free(files, n);
 }
 
+/* The API-key file, the JWKS and the upstreams' CA files: read at start (sev DIAG_ERROR, the
+ * key files' mode checked as configuration) and again by a reload (DIAG_WARNING). */
+static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_severity sev,
+                             file_kind key_kind, bool check_mode, const char *when)
+{
+	char name[160];
+
+	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
+	           key_kind, check_mode, when);
+	if (cfg->auth.jwt.enabled)
+		check_read(x, sev, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
+		           cfg->auth.jwt.jwks_file, key_kind, check_mode, when);
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
+		         cfg->models[i].id);
+		check_read(x, sev, name, cfg->models[i].upstream.ca_file,
+		           cfg->models[i].upstream.ca_file, FILE_ANY, check_mode, when);
+	}
+}
+
 /* What `up` opens before the proxy changes user: as the invoking user (root under systemd). */
 static void pass_invoker(struct hc_ctx *x)
 {
@@ -231,17 +251,7 @@ static void pass_invoker(struct hc_ctx *x)
 			check_parent(x, DIAG_ERROR, name, l->addr.path, l->address, "the socket",
 			             "custos up binds it at start");
 	}
-	check_read(x, DIAG_ERROR, "auth.api_keys_file", cfg->auth.api_keys_file,
-	           cfg->auth.api_keys_file, FILE_CONFIG, true, start);
-	if (cfg->auth.jwt.enabled)
-		check_read(x, DIAG_ERROR, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
-		           cfg->auth.jwt.jwks_file, FILE_CONFIG, true, start);
-	for (size_t i = 0; i < cfg->n_models; i++) {
-		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
-		         cfg->models[i].id);
-		check_read(x, DIAG_ERROR, name, cfg->models[i].upstream.ca_file,
-		           cfg->models[i].upstream.ca_file, FILE_ANY, true, start);
-	}
+	check_auth_files(x, cfg, DIAG_ERROR, FILE_CONFIG, true, start);
 	check_append(x, DIAG_ERROR, "log.file", cfg->log.file, cfg->log.file,
 	             "custos up opens it (appending) at start");
 	if (cfg->admin.enabled)
@@ -348,17 +358,7 @@ static void pass_proxy(struct hc_ctx *x)
 			check_read(x, DIAG_WARNING, name, l->tls.client_ca, l->tls.client_ca,
 			           FILE_ANY, false, reload);
 	}
-	check_read(x, DIAG_WARNING, "auth.api_keys_file", cfg->auth.api_keys_file,
-	           cfg->auth.api_keys_file, FILE_ANY, false, reload);
-	if (cfg->auth.jwt.enabled)
-		check_read(x, DIAG_WARNING, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
-		           cfg->auth.jwt.jwks_file, FILE_ANY, false, reload);
-	for (size_t i = 0; i < cfg->n_models; i++) {
-		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
-		         cfg->models[i].id);
-		check_read(x, DIAG_WARNING, name, cfg->models[i].upstream.ca_file,
-		           cfg->models[i].upstream.ca_file, FILE_ANY, false, reload);
-	}
+	check_auth_files(x, cfg, DIAG_WARNING, FILE_ANY, false, reload);
 	struct stat st;
 	if (cfg->log.file && stat(cfg->log.file, &st) == 0 && access(cfg->log.file, W_OK) == -1)
 		report(x, DIAG_WARNING, cfg->log.file, "SIGUSR1 makes the proxy reopen it",
