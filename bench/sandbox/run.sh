@@ -44,7 +44,7 @@ cc -O2 -o "$OUT/alternate" bench/sandbox/alternate.c
 # The library path `custos up` takes: no custos process start per sandbox.
 cc -O2 -D_GNU_SOURCE -I include -o "$OUT/spawn_loop" bench/sandbox/spawn_loop.c \
 	"$REL/sandbox/libcustos_sandbox.a" "$REL/core/libcustos_core.a" \
-	-lseccomp -lcap -lyaml -lcrypto -lpthread
+	-lseccomp -lcap -lyaml -lssl -lcrypto -lpthread
 chmod 755 "$OUT" "$OUT/syscall_loop"
 
 BWRAP=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/bin /bin
