@@ -59,8 +59,18 @@ check() {
 }
 
 # free_port: a loopback TCP port nobody listens on right now.
+# free_port: a port free now, never one this test was given before (the kernel may hand out a
+# port again once its probe socket is closed: two listeners of one config would then collide).
 free_port() {
-	perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'
+	local p
+	for _ in $(seq 20); do
+		p=$(perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport')
+		grep -qx "$p" "$work/.ports" 2>/dev/null && continue
+		echo "$p" >>"$work/.ports"
+		echo "$p"
+		return 0
+	done
+	return 1
 }
 
 sha256hex() { printf '%s' "$1" | openssl dgst -sha256 -r | cut -d' ' -f1; }
