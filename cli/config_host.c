@@ -202,12 +202,31 @@ static void check_audit_dir(struct hc_ctx *x)
 	audit_paths_free(files, n);
 }
 
-/* The API-key file, the JWKS and the upstreams' CA files: read at start (sev DIAG_ERROR, the
- * key files' mode checked as configuration) and again by a reload (DIAG_WARNING). */
+/* The listeners' certificates, keys and client CAs, the API-key file, the JWKS and the
+ * upstreams' CA files: read at start (sev DIAG_ERROR, the modes checked: configuration files as
+ * such, TLS keys as secrets) and again by a reload (DIAG_WARNING). */
 static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_severity sev,
-                             file_kind key_kind, bool check_mode, const char *when)
+                             file_kind key_kind, file_kind secret_kind, bool check_mode,
+                             const char *when)
 {
 	char name[160];
+
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_listener *l = &cfg->listeners[i];
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
+			         l->id);
+			check_read(x, sev, name, l->tls.certs[k].cert, l->tls.certs[k].cert,
+			           FILE_ANY, check_mode, when);
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
+			check_read(x, sev, name, l->tls.certs[k].key, l->tls.certs[k].key,
+			           secret_kind, check_mode, when);
+		}
+		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
+		if (l->tls.enabled)
+			check_read(x, sev, name, l->tls.client_ca, l->tls.client_ca, FILE_ANY,
+			           check_mode, when);
+	}
 
 	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
 	           key_kind, check_mode, when);
@@ -233,25 +252,12 @@ static void pass_invoker(struct hc_ctx *x)
 	           true, start);
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const cfg_listener *l = &cfg->listeners[i];
-		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
-			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
-			         l->id);
-			check_read(x, DIAG_ERROR, name, l->tls.certs[k].cert, l->tls.certs[k].cert,
-			           FILE_ANY, true, start);
-			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
-			check_read(x, DIAG_ERROR, name, l->tls.certs[k].key, l->tls.certs[k].key,
-			           FILE_SECRET, true, start);
-		}
-		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
-		if (l->tls.enabled)
-			check_read(x, DIAG_ERROR, name, l->tls.client_ca, l->tls.client_ca,
-			           FILE_ANY, true, start);
 		snprintf(name, sizeof(name), "listeners[%zu] (%s).address", i, l->id);
 		if (l->addr.kind == CFG_ADDR_UNIX)
 			check_parent(x, DIAG_ERROR, name, l->addr.path, l->address, "the socket",
 			             "custos up binds it at start");
 	}
-	check_auth_files(x, cfg, DIAG_ERROR, FILE_CONFIG, true, start);
+	check_auth_files(x, cfg, DIAG_ERROR, FILE_CONFIG, FILE_SECRET, true, start);
 	check_append(x, DIAG_ERROR, "log.file", cfg->log.file, cfg->log.file,
 	             "custos up opens it (appending) at start");
 	if (cfg->admin.enabled)
@@ -342,23 +348,7 @@ static void pass_proxy(struct hc_ctx *x)
 	           reload);
 	check_read(x, DIAG_WARNING, "policy.file", cfg->policy.file, cfg->policy.file, FILE_ANY,
 	           false, reload);
-	for (size_t i = 0; i < cfg->n_listeners; i++) {
-		const cfg_listener *l = &cfg->listeners[i];
-		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
-			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
-			         l->id);
-			check_read(x, DIAG_WARNING, name, l->tls.certs[k].cert,
-			           l->tls.certs[k].cert, FILE_ANY, false, reload);
-			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
-			check_read(x, DIAG_WARNING, name, l->tls.certs[k].key, l->tls.certs[k].key,
-			           FILE_ANY, false, reload);
-		}
-		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
-		if (l->tls.enabled)
-			check_read(x, DIAG_WARNING, name, l->tls.client_ca, l->tls.client_ca,
-			           FILE_ANY, false, reload);
-	}
-	check_auth_files(x, cfg, DIAG_WARNING, FILE_ANY, false, reload);
+	check_auth_files(x, cfg, DIAG_WARNING, FILE_ANY, FILE_ANY, false, reload);
 	struct stat st;
 	if (cfg->log.file && stat(cfg->log.file, &st) == 0 && access(cfg->log.file, W_OK) == -1)
 		report(x, DIAG_WARNING, cfg->log.file, "SIGUSR1 makes the proxy reopen it",
