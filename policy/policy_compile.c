@@ -1482,20 +1482,23 @@ static void parse_limits(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 
 static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 {
-	static const char *const ik[] = { "prompt", "response" };
+	/* "request" is the egress name of the prompt direction (the body the model sends to a
+	 * data source): the same slot, merged with "prompt" when both are given. */
+	static const char *const ik[] = { "prompt", "response", "request" };
 	static const char *const acts[] = { "log", "redact", "deny" };
 	policy *p = c->p;
-	if (!ydoc_expect(doc, n, YDOC_MAP, "{ prompt: {...}, response: {...} }", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "{ prompt: {...}, request: {...}, response: {...} }",
+	                 c->d))
 		return;
-	(void)ydoc_check_keys(doc, n, ik, 2, c->d);
+	(void)ydoc_check_keys(doc, n, ik, CUSTOS_ARRAY_LEN(ik), c->d);
 	size_t total = 0;
-	for (int w = 0; w < 2; w++) {
+	for (int w = 0; w < 3; w++) {
 		ydoc_node *m = ydoc_map_get(n, ik[w]);
 		if (m && m->kind == YDOC_MAP)
 			total += m->n;
 	}
 	r->inspect = arena_alloc(&p->a, sizeof(*r->inspect) * (total + 1));
-	for (int w = 0; w < 2; w++) {
+	for (int w = 0; w < 3; w++) {
 		ydoc_node *m = ydoc_map_get(n, ik[w]);
 		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "a mapping detector: action", c->d))
 			continue;
@@ -1513,13 +1516,13 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 			}
 			if (!ydoc_enum(doc, m->pairs[i].value, acts, 3, &act, c->d))
 				continue;
-			if (w)
+			if (w == 1)
 				p->detectors[det].used_response = true;
 			else
 				p->detectors[det].used_prompt = true;
 			r->inspect[r->n_inspect++] =
 			        (policy_inspect_item){ .detector = (uint8_t)det,
-				                       .response = (uint8_t)w,
+				                       .response = (uint8_t)(w == 1),
 				                       .action = (uint8_t)(act + 1) };
 		}
 	}
