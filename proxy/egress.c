@@ -19,7 +19,6 @@
 #include "custos/audit.h"
 #include "custos/policy.h"
 #include "egress_int.h"
-#include "ingress_inspect.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Options
@@ -281,7 +280,7 @@ custos_err egress_audit_decision(egress_server *s, const elistener *l, const ere
 	return e;
 }
 
-void egress_audit(egress_server *s, const elistener *l, const erec *r)
+void egress_audit(egress_server *s, const elistener *l, erec *r)
 {
 	audit_rec ev;
 	audit_duration d[2];
@@ -316,12 +315,8 @@ void egress_audit(egress_server *s, const elistener *l, const erec *r)
 	size_t nf = 0;
 	const char *insp = NULL;
 	uint64_t insp_ns = 0;
-	if (r->ip) { /* response inspection: outcome, findings (types and counts only) */
-		ingress_inspect_outcome(r->ip, &decision, &reason);
-		ingress_inspect_audit(r->ip, &f, &nf, &insp, &insp_ns);
-		if (insp && strncmp(insp, "prompt:off ", 11) == 0)
-			insp += 11; /* egress request bodies are not inspected */
-	}
+	/* content inspection: outcome, findings (types and counts only) */
+	egress_inspect_audit(r, &decision, &reason, &f, &nf, &insp, &insp_ns);
 	audit_rec_cstr(&ev, "decision", decision);
 	if (reason)
 		audit_rec_cstr(&ev, "reason", reason);

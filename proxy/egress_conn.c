@@ -20,7 +20,6 @@
 #include <openssl/x509v3.h>
 
 #include "egress_int.h"
-#include "ingress_inspect.h"
 
 #define EIO_CHUNK      (64u * 1024)
 #define EIN_MAX        (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
@@ -43,9 +42,10 @@ typedef struct econn {
 	char ukey[SSRF_MAX_HOST + 32];
 	char uaddr[64];
 	char remote[64];
-	buf in;  /* client bytes */
-	buf uin; /* upstream bytes */
-	buf out; /* heads being written */
+	buf in;        /* client bytes */
+	buf uin;       /* upstream bytes */
+	buf out;       /* heads being written */
+	buf qin, qout; /* a request body read whole for inspection, and what goes upstream */
 } econn;
 
 static void ignore(custos_err e)
@@ -379,6 +379,35 @@ static void req_done(econn *c, erec *r)
  * port, a Host without a port meaning 443. Policy and audit see the CONNECT host, so any other
  * name (another vhost on the same address) would reach the source unchecked. An absent Host
  * (HTTP/1.0) is written from the CONNECT authority. */
+/* Reads the rest of a request body (bd) from the client into c->qin, at most
+ * EGRESS_INSPECT_BODY_MAX bytes: 0, the status to answer with r->reason (413 past the limit,
+ * the parser's status for a malformed body), or -1 when the client went away. */
+static int read_body(econn *c, eio cli, http1_body *bd, erec *r)
+{
+	buf_reset(&c->qin);
+	while (!http1_body_done(bd)) {
+		span d = { NULL, 0 };
+		bool done = false;
+		ssize_t k = http1_body_decode(bd, (const char *)buf_ptr(&c->in), buf_used(&c->in),
+		                              &d, &done);
+		if (k < 0) {
+			snprintf(r->reason, sizeof(r->reason), "request body: %s", bd->err.reason);
+			r->decision = "deny";
+			return (int)bd->err.status;
+		}
+		if (d.len && buf_append(&c->qin, d.ptr, d.len) != CUSTOS_OK) {
+			egress_inspect_request_too_large(r);
+			return 413;
+		}
+		buf_consume(&c->in, (size_t)k);
+		if (done)
+			break;
+		if (k == 0 && read_more(cli, &c->in) <= 0)
+			return -1;
+	}
+	return 0;
+}
+
 static bool tunnel_host_ok(span hv, const ssrf_host *ih, uint16_t iport)
 {
 	span hs;
@@ -478,13 +507,23 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		goto reject;
 	}
 
+	/* A body the rule inspects is read whole and decided before anything goes upstream. */
+	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(&r);
+	egress_body_kind qkind = qinsp ? egress_body_kind_of(h) : EBODY_RAW;
+	if (qinsp) {
+		r.status = egress_inspect_request_begin(&r, h);
+		if (r.status)
+			goto reject;
+	}
+
 	/* The upstream head, written while the spans into c->in are valid. */
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
 		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
 	http1_write_opts wo = {
-		.framing = h->framing == HTTP1_BODY_CHUNKED  ? HTTP1_BODY_CHUNKED
-		           : h->framing == HTTP1_BODY_LENGTH ? HTTP1_BODY_LENGTH
-		                                             : HTTP1_BODY_NONE,
+		.framing = qinsp ? HTTP1_BODY_NONE /* length added below */
+		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
+		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
+		                                              : HTTP1_BODY_NONE,
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
@@ -509,9 +548,34 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	http1_body_init(&bd, h, &lim);
 	buf_consume(&c->in, hl); /* h's spans are stale from here */
 
+	if (qinsp) {
+		if (expect && eio_write(cli, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+			goto fail_close;
+		expect = false;
+		int st = read_body(c, cli, &bd, &r);
+		if (st < 0)
+			goto fail_close;
+		if (st == 0)
+			st = (int)egress_inspect_request(&r, qkind, buf_span(&c->qin), &c->qout);
+		buf_free(&c->qin);
+		if (st == 0 && egress_head_set_length(&c->out, buf_used(&c->qout)) != CUSTOS_OK) {
+			snprintf(r.reason, sizeof(r.reason), "request head too large to forward");
+			r.decision = "error";
+			st = 400;
+		}
+		if (st) {
+			buf_free(&c->qout);
+			r.status = (unsigned)st;
+			reply(c, cli, r.status, r.reason, true);
+			req_done(c, &r);
+			return false;
+		}
+		rqf = HTTP1_BODY_NONE; /* the body goes out with the head */
+	}
+
 	/* A kept upstream connection may have been closed by the source while idle: a bodyless
 	 * request that finds it dead before any response byte is sent once more on a new one. */
-	bool can_retry = reuse && rqf == HTTP1_BODY_NONE;
+	bool can_retry = reuse && rqf == HTTP1_BODY_NONE && !qinsp;
 again:
 	r.status = up_get(c, &r, src, &host, port, &tgt);
 	if (r.status) {
@@ -526,12 +590,18 @@ again:
 	if (expect && eio_write(cli, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
 		goto fail_close;
 	expect = false;
-	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0) {
+	if (eio_write(up, buf_ptr(&c->out), buf_used(&c->out)) != 0 ||
+	    (qinsp && eio_write(up, buf_ptr(&c->qout), buf_used(&c->qout)) != 0)) {
+		buf_free(&c->qout);
 		if (can_retry)
 			goto retry;
 		snprintf(r.reason, sizeof(r.reason),
 		         "upstream connection failed while the request was sent");
 		goto up_fail;
+	}
+	if (qinsp) {
+		r.bytes_up += buf_used(&c->qout);
+		buf_free(&c->qout);
 	}
 	/* Request body. */
 	while (rqf != HTTP1_BODY_NONE && !http1_body_done(&bd)) {
@@ -616,7 +686,7 @@ again:
 		r.status = 502;
 		goto up_fail_reason;
 	}
-	bool insp = iop > 0 && ingress_inspect_response_begin(r.ip, rh);
+	bool insp = iop > 0 && egress_inspect_response_begin(&r, rh);
 	bool sent = false, released = false;
 	custos_err ie = CUSTOS_OK;
 	http1_framing rf = rh->framing;
@@ -661,7 +731,7 @@ again:
 			r.bytes_down += d.len;
 			span o = d;
 			if (insp) {
-				ie = ingress_inspect_response_data(r.ip, d, &o);
+				ie = egress_inspect_response_data(&r, d, &o);
 				if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
 					goto insp_failed;
 			}
@@ -695,7 +765,7 @@ again:
 	}
 	if (insp) { /* the held-back tail */
 		span o;
-		ie = ingress_inspect_response_end(r.ip, &o);
+		ie = egress_inspect_response_end(&r, &o);
 		if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
 			goto insp_failed;
 		if (o.len && !out_body(c, cli, cf, o, &sent))
@@ -753,7 +823,9 @@ truncated:
 	return false;
 insp_failed:
 	log_error("egress: response inspection: %s", err_msg());
-	snprintf(r.reason, sizeof(r.reason), "content inspection failed; response cut off");
+	snprintf(r.reason, sizeof(r.reason), "%s",
+	         egress_inspect_fail_reason(&r) ? egress_inspect_fail_reason(&r)
+	                                        : "content inspection failed; response cut off");
 	r.decision = "error";
 	if (!sent) { /* the head is still held: answer instead of the source */
 		r.status = 502;
@@ -767,7 +839,7 @@ insp_denied:
 	up_close(c);
 	{
 		const char *dec = "deny", *why = "response denied by content inspection";
-		ingress_inspect_outcome(r.ip, &dec, &why);
+		egress_inspect_outcome(&r, &dec, &why);
 		snprintf(r.reason, sizeof(r.reason), "%s", why);
 	}
 	r.decision = "deny";
@@ -1142,11 +1214,17 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 	buf_init(&c.in, EIN_MAX);
 	buf_init(&c.uin, EUP_MAX);
 	buf_init(&c.out, EOUT_MAX);
+	buf_init(&c.qin, EGRESS_INSPECT_BODY_MAX);
+	buf_init(&c.qout, EGRESS_INSPECT_QOUT_MAX);
 	if (npre && buf_append(&c.in, pre, npre) != CUSTOS_OK) { /* bounded by EIN_MAX */
 		close(fd);
 		buf_free(&c.in);
 		buf_free(&c.uin);
 		buf_free(&c.out);
+		buf_free(&c.qin);
+		buf_free(&c.qout);
+		buf_free(&c.qin);
+		buf_free(&c.qout);
 		return false;
 	}
 	set_timeouts(fd, s->o.idle_timeout_ns, s->o.read_timeout_ns);
@@ -1218,6 +1296,8 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 	buf_free(&c.in);
 	buf_free(&c.uin);
 	buf_free(&c.out);
+	buf_free(&c.qin);
+	buf_free(&c.qout);
 	(void)ignore;
 	return handed;
 }

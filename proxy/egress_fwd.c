@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "egress_int.h"
-#include "ingress_inspect.h"
 #include "loop.h"
 
 #define FIO_CHUNK    (64u * 1024)
@@ -55,7 +54,7 @@ typedef struct fup {
 	char addr[64];
 } fup;
 
-enum { FS_HEAD, FS_RESOLVE, FS_CONNECT, FS_UP, FS_DRAIN, FS_CLOSED };
+enum { FS_HEAD, FS_QBODY, FS_RESOLVE, FS_CONNECT, FS_UP, FS_DRAIN, FS_CLOSED };
 
 struct fconn {
 	floop *lp;
@@ -90,6 +89,9 @@ struct fconn {
 	bool qbody, bdone, expect;
 	http1_framing qf;
 	http1_body qb;
+	/* FS_QBODY: a body the rule inspects, read whole first (egress_inspect_request) */
+	egress_body_kind qkind;
+	buf qin, qout;
 	/* response inspection: head held back until the inspector releases bytes */
 	bool insp, released, sent;
 	char key[FKEY_MAX];
@@ -215,6 +217,8 @@ static void fc_free(void *p)
 	fconn *c = p;
 	buf_free(&c->in);
 	buf_free(&c->uout);
+	buf_free(&c->qin);
+	buf_free(&c->qout);
 	buf_free(&c->uin);
 	buf_free(&c->out);
 	free(c);
@@ -249,6 +253,16 @@ static void up_unkeep(fconn *c)
 	}
 }
 
+/* c->uout back to its bound after a request that carried an inspected body in it. */
+static void uout_shrink(fconn *c)
+{
+	if (c->uout.max != FUOUT_MAX) {
+		buf_free(&c->uout);
+		c->uout.max = FUOUT_MAX;
+		c->uoff = 0;
+	}
+}
+
 static void req_done(fconn *c)
 {
 	if (!c->in_req)
@@ -256,6 +270,7 @@ static void req_done(fconn *c)
 	c->in_req = false;
 	egress_audit(c->s, c->l, &c->r);
 	egress_inspect_release(&c->r);
+	uout_shrink(c);
 }
 
 static void fc_close(fconn *c, const char *why)
@@ -538,6 +553,8 @@ static bool fc_connect_check(fconn *c)
 	return true;
 }
 
+static void fc_go(fconn *c);
+
 /* A new request head of hl bytes at the start of c->in. */
 static void fc_request(fconn *c, size_t hl)
 {
@@ -598,16 +615,29 @@ static void fc_request(fconn *c, size_t hl)
 		fc_reject(c, hl);
 		return;
 	}
+	/* A body the rule inspects is read whole (FS_QBODY) and decided before anything goes
+	 * upstream; it then goes out with its own Content-Length. */
+	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(r);
+	if (qinsp) {
+		r->status = egress_inspect_request_begin(r, h);
+		if (r->status) {
+			fc_reject(c, hl);
+			return;
+		}
+		c->qkind = egress_body_kind_of(h);
+	}
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
 		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
 	http1_write_opts wo = {
-		.framing = h->framing == HTTP1_BODY_CHUNKED  ? HTTP1_BODY_CHUNKED
-		           : h->framing == HTTP1_BODY_LENGTH ? HTTP1_BODY_LENGTH
-		                                             : HTTP1_BODY_NONE,
+		.framing = qinsp ? HTTP1_BODY_NONE /* length added later */
+		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
+		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
+		                                              : HTTP1_BODY_NONE,
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 	};
+	uout_shrink(c);
 	buf_reset(&c->uout);
 	if (http1_write_request_head(&c->uout, h, &wo) != CUSTOS_OK) {
 		r->status = 400;
@@ -630,6 +660,27 @@ static void fc_request(fconn *c, size_t hl)
 	c->rhead = false;
 	http1_parser_init_response(&c->rp, NULL, c->meth);
 	key_make(c->key, c->host.name, port, c->src, s);
+	if (qinsp && !c->bdone) {
+		c->st = FS_QBODY;
+		buf_reset(&c->qin);
+		if (c->expect) { /* answered by custos: the body is read before any upstream */
+			c->expect = false;
+			if (buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != CUSTOS_OK)
+				buf_reset(&c->out);
+		}
+		c->last = c->lp->loop.now;
+		fc_arm(c);
+		return;
+	}
+	fc_go(c);
+}
+
+/* The request is decided, its head (and an inspected body) in c->uout: on the kept upstream
+ * connection to this destination, else resolved and connected. */
+static void fc_go(fconn *c)
+{
+	egress_server *s = c->s;
+	erec *r = &c->r;
 	fup *u = c->kept && strcmp(c->kept->key, c->key) == 0 ? c->kept : NULL;
 	if (u == NULL)
 		up_unkeep(c); /* another destination: a new connection */
@@ -719,7 +770,7 @@ static bool fc_response_head(fconn *c, size_t rhl)
 		fc_up_fail(c, NULL);
 		return false;
 	}
-	c->insp = iop > 0 && ingress_inspect_response_begin(r->ip, rh);
+	c->insp = iop > 0 && egress_inspect_response_begin(r, rh);
 	c->rf = rh->framing;
 	c->cf = c->insp || c->rf == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : c->rf;
 	http1_write_opts ro = { .framing = c->cf,
@@ -747,7 +798,9 @@ static bool fc_response_head(fconn *c, size_t rhl)
 static void fc_insp_failed(fconn *c)
 {
 	log_error("egress: response inspection: %s", err_msg());
-	snprintf(c->r.reason, sizeof(c->r.reason), "content inspection failed; response cut off");
+	const char *why = egress_inspect_fail_reason(&c->r);
+	snprintf(c->r.reason, sizeof(c->r.reason), "%s",
+	         why ? why : "content inspection failed; response cut off");
 	c->r.decision = "error";
 	if (c->sent) {
 		fc_close(c, NULL);
@@ -766,7 +819,7 @@ static void fc_insp_failed(fconn *c)
 static void fc_insp_denied(fconn *c)
 {
 	const char *dec = "deny", *why = "response denied by content inspection";
-	ingress_inspect_outcome(c->r.ip, &dec, &why);
+	egress_inspect_outcome(&c->r, &dec, &why);
 	snprintf(c->r.reason, sizeof(c->r.reason), "%s", why);
 	c->r.decision = "deny";
 	up_drop(c->lp, c->up);
@@ -784,7 +837,7 @@ static void fc_body_done(fconn *c)
 {
 	if (c->insp) { /* the held-back tail */
 		span o = { NULL, 0 };
-		custos_err ie = ingress_inspect_response_end(c->r.ip, &o);
+		custos_err ie = egress_inspect_response_end(&c->r, &o);
 		if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
 			fc_insp_failed(c);
 			return;
@@ -922,6 +975,102 @@ static bool fc_body_pump(fconn *c, bool *progress)
 	return true;
 }
 
+/* FS_QBODY done: the whole body in c->qin is inspected; it goes out behind the head, or the
+ * request is answered here (nothing went upstream). */
+static void fc_qbody_done(fconn *c)
+{
+	erec *r = &c->r;
+	unsigned st = egress_inspect_request(r, c->qkind, buf_span(&c->qin), &c->qout);
+	buf_free(&c->qin);
+	if (st == 0) {
+		c->uout.max = FUOUT_MAX + EGRESS_INSPECT_QOUT_MAX; /* until req_done */
+		if (egress_head_set_length(&c->uout, buf_used(&c->qout)) != CUSTOS_OK ||
+		    buf_append_span(&c->uout, buf_span(&c->qout)) != CUSTOS_OK) {
+			snprintf(r->reason, sizeof(r->reason), "request too large to forward");
+			r->decision = "error";
+			st = 500;
+		}
+	}
+	size_t n = buf_used(&c->qout);
+	buf_free(&c->qout);
+	if (st) {
+		r->status = st;
+		fc_reply(c, st, r->reason, true);
+		fc_finish(c);
+		return;
+	}
+	r->bytes_up = n;
+	c->bdone = true;
+	fc_go(c);
+}
+
+/* FS_QBODY: the request body read whole into c->qin (at most EGRESS_INSPECT_BODY_MAX) before
+ * anything goes upstream; a 100 Continue goes out first. */
+static bool fc_qbody(fconn *c)
+{
+	bool progress = false;
+	if (!fc_flush(c, &progress))
+		return true;
+	for (;;) {
+		if (buf_used(&c->in)) {
+			span d = { NULL, 0 };
+			bool done = false;
+			ssize_t k = http1_body_decode(&c->qb, (const char *)buf_ptr(&c->in),
+			                              buf_used(&c->in), &d, &done);
+			if (k < 0) {
+				c->r.status = c->qb.err.status;
+				snprintf(c->r.reason, sizeof(c->r.reason), "request body: %s",
+				         c->qb.err.reason);
+				c->r.decision = "deny";
+				fc_reply(c, c->r.status, c->r.reason, true);
+				fc_finish(c);
+				return true;
+			}
+			if (d.len && buf_append(&c->qin, d.ptr, d.len) != CUSTOS_OK) {
+				egress_inspect_request_too_large(&c->r);
+				c->r.status = 413;
+				fc_reply(c, 413, c->r.reason, true);
+				fc_finish(c);
+				return true;
+			}
+			buf_consume(&c->in, (size_t)k);
+			if (done) {
+				fc_qbody_done(c);
+				return true;
+			}
+			if (k) {
+				progress = true;
+				continue;
+			}
+		}
+		if (!c->rd)
+			return progress;
+		size_t room = c->in.max - buf_used(&c->in);
+		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
+		if (want == 0 || buf_reserve(&c->in, want) != CUSTOS_OK) {
+			fc_close(c, "request buffer");
+			return true;
+		}
+		ssize_t n;
+		do
+			n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
+		while (n == -1 && errno == EINTR);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->rd = false;
+			return progress;
+		}
+		if (n <= 0) {
+			fc_close(c, "client went away");
+			return true;
+		}
+		buf_commit(&c->in, (size_t)n);
+		c->last = c->lp->loop.now;
+		progress = true;
+		if ((size_t)n < want && !c->hup)
+			c->rd = false;
+	}
+}
+
 /* FS_UP: request head out, response in, body through. */
 static bool fc_up(fconn *c)
 {
@@ -1037,8 +1186,7 @@ static bool fc_up(fconn *c)
 				c->r.bytes_down += d.len;
 				if (c->insp) {
 					span o = { NULL, 0 };
-					custos_err ie =
-					        ingress_inspect_response_data(c->r.ip, d, &o);
+					custos_err ie = egress_inspect_response_data(&c->r, d, &o);
 					if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
 						fc_insp_failed(c);
 						return true;
@@ -1199,6 +1347,9 @@ static void fc_drive(fconn *c)
 		case FS_HEAD:
 			progress = fc_head(c);
 			break;
+		case FS_QBODY:
+			progress = fc_qbody(c);
+			break;
 		case FS_CONNECT:
 			progress = fc_connect_check(c);
 			break;
@@ -1258,6 +1409,9 @@ static void fc_timer(ev_loop *el, void *obj)
 		return;
 	case FS_DRAIN:
 		fc_close(c, "client send timed out");
+		return;
+	case FS_QBODY:
+		fc_close(c, "client read timed out in the request body");
 		return;
 	default:
 		fc_close(c, NULL);
@@ -1508,6 +1662,8 @@ bool egress_fwd_add(egress_server *s, elistener *l, int fd, const char *remote)
 	buf_init(&c->uout, FUOUT_MAX);
 	buf_init(&c->uin, FUP_MAX);
 	buf_init(&c->out, FOUT_MAX);
+	buf_init(&c->qin, EGRESS_INSPECT_BODY_MAX);
+	buf_init(&c->qout, EGRESS_INSPECT_QOUT_MAX);
 	pthread_mutex_lock(&lp->mu);
 	bool ok = !lp->closed;
 	if (ok) {

@@ -1,10 +1,13 @@
 /*
- * Content inspection of egress responses: data a source returns to the sandbox goes through
- * the same engine and streaming inspector as model responses (ingress_inspect.c), when the
- * rule that allowed the request asks for it (inspect: response:). The engine is compiled from
- * the egress policy on first need and again after a reload brings another policy; requests
- * hold a reference to the engine they started with. docs/EGRESS.md "Content inspection".
+ * Content inspection on egress: what a source returns to the sandbox (inspect: response:) and
+ * what the model sends to a source in a request body (inspect: request:, the egress name of
+ * prompt:). Bodies under a JSON media type are inspected on their decoded string values
+ * (policy/inspect_json.c) with keys and numbers as sent; NDJSON line by line; anything else as
+ * one byte stream (ingress_inspect.c's raw mode). The engine is compiled from the egress
+ * policy on first need and again after a reload brings another policy; requests hold a
+ * reference to the engine they started with. docs/EGRESS.md "Content inspection".
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,30 @@ struct eeng {
 	policy *p; /* the policy it was compiled from (a reference: the pointer stays unique) */
 	uint64_t id;
 	atomic_uint refs;
+};
+
+/* Response modes of the egress inspector itself (raw and encoded bodies go to r->ip). */
+typedef enum emode {
+	EM_NONE = 0,
+	EM_STREAM, /* ingress_inspect.c raw mode (r->ip), content-encoded bodies refused there */
+	EM_JSON,   /* held whole (at most EGRESS_INSPECT_BODY_MAX), decided at the end */
+	EM_NDJSON, /* one JSON document per line, each decided when its line is complete */
+} emode;
+
+/* Per-request state of what this file inspects itself (r->ei). */
+struct einsp {
+	inspect_profile req, resp;
+	bool req_on, resp_on, req_done;
+	emode mode;
+	inspect_summary qsum, rsum; /* request body; JSON / NDJSON response */
+	bool denied;                /* the response was denied */
+	char why[192];              /* denial reason (detector names, never values) */
+	char fail[192];             /* why the response could not be inspected, or "" */
+	buf hold;                   /* EM_JSON: the body; EM_NDJSON: the current line */
+	buf out, tmp;
+	uint64_t t_ns;
+	char summary[96];
+	audit_finding f[INSPECT_MAX_DETECTORS];
 };
 
 /* Engine ids for the per-thread scratch: a space of their own (decide.c counts from 1). */
@@ -60,14 +87,282 @@ static struct eeng *eng_get(egress_server *s, policy *p)
 	return e;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Per-thread scratch for this file's scans (ingress_inspect.c keeps its own), remade when a
+ * request uses another engine (after a reload).
+ */
+typedef struct escratch {
+	inspect_scratch *s;
+	uint64_t eng_id;
+} escratch;
+
+static pthread_key_t escr_key;
+static pthread_once_t escr_once = PTHREAD_ONCE_INIT;
+static bool escr_key_ok;
+
+static void escr_destroy(void *p)
+{
+	escratch *t = p;
+	inspect_scratch_free(t->s);
+	free(t);
+}
+
+static void escr_init(void)
+{
+	escr_key_ok = pthread_key_create(&escr_key, escr_destroy) == 0;
+}
+
+static custos_err scratch_get(const struct eeng *e, inspect_scratch **out)
+{
+	ENSURE(pthread_once(&escr_once, escr_init) == 0 && escr_key_ok, CUSTOS_ERR_INTERNAL,
+	       "egress inspect: no thread key for scratch");
+	escratch *t = pthread_getspecific(escr_key);
+	if (t == NULL) {
+		t = xcalloc(1, sizeof(*t));
+		if (pthread_setspecific(escr_key, t) != 0) {
+			free(t);
+			return err_set(CUSTOS_ERR_INTERNAL, "egress inspect: cannot keep scratch");
+		}
+	}
+	if (t->s == NULL || t->eng_id != e->id) {
+		inspect_scratch_free(t->s);
+		t->s = NULL;
+		GUARD(inspect_scratch_new(e->eng, &t->s));
+		t->eng_id = e->id;
+	}
+	*out = t->s;
+	return CUSTOS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Media types
+ */
+egress_body_kind egress_body_kind_of(const http1_head *h)
+{
+	span v;
+	if (ingress_inspect_encoded(h))
+		return EBODY_ENCODED;
+	if (!http1_header_get(h, SPAN_LIT("Content-Type"), &v))
+		return EBODY_RAW;
+	/* The media type without parameters, in any case (RFC 9110 8.3.1). */
+	const char *semi = memchr(v.ptr, ';', v.len);
+	span mt = span_trim(semi ? span_of(v.ptr, (size_t)(semi - v.ptr)) : v);
+	if (span_case_eq(mt, SPAN_LIT("application/json")) ||
+	    (mt.len > 5 && span_case_eq(span_of(mt.ptr + mt.len - 5, 5), SPAN_LIT("+json"))))
+		return EBODY_JSON;
+	static const span nd[] = {
+		SPAN_LIT("application/x-ndjson"),  SPAN_LIT("application/ndjson"),
+		SPAN_LIT("application/jsonl"),     SPAN_LIT("application/x-jsonl"),
+		SPAN_LIT("application/jsonlines"), SPAN_LIT("application/x-jsonlines")
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nd); i++)
+		if (span_case_eq(mt, nd[i]))
+			return EBODY_NDJSON;
+	return EBODY_RAW;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * JSON documents: string values decoded (inspect_json_redact), then keys and numbers as sent
+ * (a card number written as a JSON number, a token used as a member name), which the JSON pass
+ * leaves alone. A number that must be redacted becomes the mask as a string, so the document
+ * stays valid JSON.
+ */
+static void mask_of(const inspect_engine *e, unsigned det, char *m, size_t mn)
+{
+	const char *name = inspect_engine_detector_name(e, det);
+	size_t n = (size_t)snprintf(m, mn, "[REDACTED:");
+	for (const char *p = name ? name : "?"; *p && n + 2 < mn; p++) {
+		char c = *p;
+		if (c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 'A');
+		else if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			c = '_';
+		m[n++] = c;
+	}
+	m[n++] = ']';
+	m[n] = '\0';
+}
+
+typedef enum { JT_KEY = 1, JT_NUM } jtok_kind;
+
+/* The next key or number token of the valid JSON text t at or after *at: 1 with [*s, *e)
+ * (a key without its quotes), 0 when there is none. */
+static int next_token(span t, size_t *at, size_t *s, size_t *e, jtok_kind *k)
+{
+	size_t i = *at;
+	while (i < t.len) {
+		char c = t.ptr[i];
+		if (c == '"') {
+			size_t j = i + 1;
+			while (j < t.len && t.ptr[j] != '"')
+				j += t.ptr[j] == '\\' ? 2 : 1;
+			size_t q = j + 1; /* after the closing quote */
+			while (q < t.len && (t.ptr[q] == ' ' || t.ptr[q] == '\t' ||
+			                     t.ptr[q] == '\n' || t.ptr[q] == '\r'))
+				q++;
+			if (q < t.len && t.ptr[q] == ':') {
+				*s = i + 1;
+				*e = j;
+				*k = JT_KEY;
+				*at = j + 1;
+				return 1;
+			}
+			i = j + 1;
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			size_t j = i;
+			while (j < t.len &&
+			       (t.ptr[j] == '-' || t.ptr[j] == '+' || t.ptr[j] == '.' ||
+			        t.ptr[j] == 'e' || t.ptr[j] == 'E' ||
+			        (t.ptr[j] >= '0' && t.ptr[j] <= '9')))
+				j++;
+			*s = i;
+			*e = j;
+			*k = JT_NUM;
+			*at = j;
+			return 1;
+		} else {
+			i++;
+		}
+	}
+	*at = i;
+	return 0;
+}
+
+static void sum_count(inspect_summary *sum, const inspect_finding *f)
+{
+	if (f->detector < INSPECT_MAX_DETECTORS)
+		sum->count[f->detector]++;
+	sum->total++;
+	if (f->action > sum->worst)
+		sum->worst = f->action;
+}
+
+/* Keys and numbers of the valid JSON text t, as sent: appends t with their REDACT findings
+ * masked to out. CUSTOS_ERR_DENIED (sum->deny_detector) on a DENY finding among them. */
+static custos_err json_tokens(const inspect_engine *en, inspect_scratch *s,
+                              const inspect_profile *p, span t, buf *out, inspect_summary *sum)
+{
+	inspect_findings fs = { 0 };
+	custos_err e = inspect_scan(en, s, p, t, &fs);
+	size_t at = 0, copied = 0, ts = 0, te = 0, done_num = SIZE_MAX;
+	jtok_kind tk = JT_KEY;
+	bool have = false;
+	char m[INSPECT_MASK_MAX + 2];
+
+	for (size_t i = 0; e == CUSTOS_OK && i < fs.n; i++) {
+		const inspect_finding *f = &fs.items[i];
+		size_t fo = (size_t)f->offset, fe = fo + f->length;
+		while (!have || te <= fo) {
+			if (!next_token(t, &at, &ts, &te, &tk))
+				break;
+			have = true;
+		}
+		if (!have || te <= fo || ts >= fe)
+			continue; /* inside a string value (the JSON pass decided it) or structure */
+		sum_count(sum, f);
+		if (f->action == INSPECT_ACT_DENY) {
+			sum->deny_detector = f->detector;
+			e = CUSTOS_ERR_DENIED;
+			break;
+		}
+		if (f->action != INSPECT_ACT_REDACT)
+			continue;
+		mask_of(en, f->detector, m, sizeof(m) - 2);
+		if (tk == JT_NUM) { /* the whole number becomes the mask, as a string */
+			if (done_num == ts)
+				continue;
+			done_num = ts;
+			e = buf_append(out, t.ptr + copied, ts - copied);
+			if (e == CUSTOS_OK)
+				e = buf_printf(out, "\"%s\"", m);
+			copied = te;
+		} else { /* inside the key's quotes: the mask is JSON-safe */
+			size_t ms = fo > ts ? fo : ts, me = fe < te ? fe : te;
+			if (ms < copied)
+				ms = copied;
+			if (me <= ms)
+				continue;
+			e = buf_append(out, t.ptr + copied, ms - copied);
+			if (e == CUSTOS_OK)
+				e = buf_append_cstr(out, m);
+			copied = me;
+		}
+		sum->redacted = true;
+	}
+	if (e == CUSTOS_OK)
+		e = buf_append(out, t.ptr + copied, t.len - copied);
+	inspect_findings_free(&fs);
+	return e;
+}
+
+static void sum_add(inspect_summary *into, const inspect_summary *s)
+{
+	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
+		into->count[i] += s->count[i];
+	into->total += s->total;
+	if (s->worst > into->worst)
+		into->worst = s->worst;
+	if (s->deny_detector >= 0)
+		into->deny_detector = s->deny_detector;
+	into->redacted |= s->redacted;
+}
+
+static bool all_space(span t)
+{
+	for (size_t i = 0; i < t.len; i++)
+		if (t.ptr[i] != ' ' && t.ptr[i] != '\t' && t.ptr[i] != '\n' && t.ptr[i] != '\r')
+			return false;
+	return true;
+}
+
+/* One JSON document: appends it, inspected, to out and adds its findings to sum. CUSTOS_OK;
+ * CUSTOS_ERR_DENIED; CUSTOS_ERR_PARSE (not valid JSON) or _LIMIT (depth, findings): the
+ * caller fails closed. A document of white space alone passes as it is. */
+custos_err egress_inspect_json_doc(const inspect_engine *en, inspect_scratch *s,
+                                   const inspect_profile *p, span doc, buf *tmp, buf *out,
+                                   inspect_summary *sum)
+{
+	inspect_summary one;
+	if (doc.len >= 3 && memcmp(doc.ptr, "\xef\xbb\xbf", 3) == 0) { /* a BOM: kept */
+		GUARD(buf_append(out, doc.ptr, 3));
+		doc = span_of(doc.ptr + 3, doc.len - 3);
+	}
+	if (all_space(doc))
+		return buf_append_span(out, doc);
+	buf_reset(tmp);
+	custos_err e = inspect_json_redact(en, s, p, doc, tmp, &one);
+	if (e == CUSTOS_OK || e == CUSTOS_ERR_DENIED)
+		sum_add(sum, &one);
+	if (e != CUSTOS_OK)
+		return e;
+	inspect_summary_init(&one);
+	size_t mark = buf_used(out);
+	e = json_tokens(en, s, p, buf_span(tmp), out, &one);
+	sum_add(sum, &one);
+	if (e == CUSTOS_OK && one.redacted &&
+	    !inspect_json_valid(span_of((const char *)buf_ptr(out) + mark, buf_used(out) - mark)))
+		e = err_set(CUSTOS_ERR_PARSE, "a mask in a member name would break the document");
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decision and state
+ */
+static bool any_action(const uint8_t a[POLICY_MAX_DETECTORS])
+{
+	for (size_t i = 0; i < POLICY_MAX_DETECTORS; i++)
+		if (a[i])
+			return true;
+	return false;
+}
+
+static struct einsp *ei_get(erec *r);
+
 bool egress_inspect_wanted(const policy_decision *d)
 {
 	if (d->shadow || !d->has_inspect)
 		return false;
-	for (size_t i = 0; i < POLICY_MAX_DETECTORS; i++)
-		if (d->inspect_response[i])
-			return true;
-	return false;
+	return any_action(d->inspect_response) || any_action(d->inspect_prompt);
 }
 
 bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d, erec *r,
@@ -77,8 +372,9 @@ bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d
 		return false;
 	if (tunnel) {
 		snprintf(r->reason, sizeof(r->reason),
-		         "policy: the rule asks for response inspection, which needs TLS "
+		         "policy: the rule asks for %s inspection, which needs TLS "
 		         "interception (intercept: true on data source %s)",
+		         any_action(d->inspect_response) ? "response" : "request body",
 		         r->source ? r->source : "?");
 		return true;
 	}
@@ -92,13 +388,34 @@ bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d
 	egress_eng_unref(r->eng); /* a second decision on the same request (not expected) */
 	r->eng = e;
 	memcpy(r->insp_response, d->inspect_response, sizeof(r->insp_response));
+	memcpy(r->insp_request, d->inspect_prompt, sizeof(r->insp_request));
+	(void)ei_get(r);
 	return false;
+}
+
+static struct einsp *ei_get(erec *r)
+{
+	if (r->ei == NULL) {
+		struct einsp *ei = xcalloc(1, sizeof(*ei));
+		inspect_profile_from_actions(&ei->req, r->insp_request);
+		inspect_profile_from_actions(&ei->resp, r->insp_response);
+		ei->req_on = inspect_profile_active(&ei->req);
+		ei->resp_on = inspect_profile_active(&ei->resp);
+		inspect_summary_init(&ei->qsum);
+		inspect_summary_init(&ei->rsum);
+		buf_init(&ei->hold, EGRESS_INSPECT_BODY_MAX);
+		buf_init(&ei->out, EGRESS_INSPECT_BODY_MAX + INSPECT_JSON_MAX_BODY);
+		buf_init(&ei->tmp, INSPECT_JSON_MAX_BODY);
+		r->ei = ei;
+	}
+	return r->ei;
 }
 
 int egress_inspect_open(erec *r)
 {
-	if (r->eng == NULL)
+	if (r->eng == NULL || !any_action(r->insp_response))
 		return 0;
+	(void)ei_get(r);
 	if (r->ip == NULL) {
 		decide_out dec;
 		const char *why = NULL;
@@ -109,8 +426,8 @@ int egress_inspect_open(erec *r)
 		dec.insp_engine = r->eng->eng;
 		dec.insp_engine_id = r->eng->id;
 		buf_init(&none, 1);
-		/* Request bodies are not inspected on egress: an empty body opens response state
-		 * only. */
+		/* The request body is inspected here (egress_inspect_request): an empty body opens
+		 * the raw response stream only. */
 		unsigned st = ingress_inspect_request(&r->ip, &dec, false, NULL, &none, &why);
 		buf_free(&none);
 		if (st != 0 || r->ip == NULL)
@@ -120,10 +437,343 @@ int egress_inspect_open(erec *r)
 	return 1;
 }
 
+bool egress_inspect_response_begin(erec *r, const http1_head *h)
+{
+	struct einsp *ei = r->ei;
+	if (ei == NULL || r->ip == NULL || !ei->resp_on)
+		return false;
+	ei->mode = EM_NONE;
+	if (h->framing == HTTP1_BODY_NONE || h->framing == HTTP1_BODY_TUNNEL)
+		return false;
+	egress_body_kind k = egress_body_kind_of(h);
+	if (k == EBODY_JSON || k == EBODY_NDJSON) {
+		ei->mode = k == EBODY_JSON ? EM_JSON : EM_NDJSON;
+		buf_reset(&ei->hold);
+		return true;
+	}
+	if (!ingress_inspect_response_begin(r->ip, h))
+		return false;
+	ei->mode = EM_STREAM;
+	return true;
+}
+
+static custos_err resp_denied(struct einsp *ei, const struct eeng *en)
+{
+	const char *n = inspect_engine_detector_name(en->eng, (unsigned)ei->rsum.deny_detector);
+	ei->denied = true;
+	snprintf(ei->why, sizeof(ei->why), "response denied by content inspection: %s detected",
+	         n ? n : "?");
+	return CUSTOS_ERR_DENIED;
+}
+
+/* A JSON document of the response failed to inspect: the reason for the caller's 502. */
+static custos_err resp_failed(struct einsp *ei, custos_err e, const char *what)
+{
+	snprintf(ei->fail, sizeof(ei->fail),
+	         "%s response %s: %s; refused, it cannot be inspected (fail closed)", what,
+	         e == CUSTOS_ERR_PARSE ? "is not valid JSON" : "is past an inspection limit",
+	         err_msg());
+	return e;
+}
+
+/* EM_NDJSON: every complete line in ei->hold (the rest stays for the next piece, or all of
+ * it at the end) inspected into ei->out. */
+static custos_err ndjson_lines(erec *r, struct einsp *ei, inspect_scratch *s, bool fin)
+{
+	span h = buf_span(&ei->hold);
+	size_t at = 0;
+	custos_err e = CUSTOS_OK;
+	while (at < h.len) {
+		const char *nl = memchr(h.ptr + at, '\n', h.len - at);
+		if (nl == NULL && !fin)
+			break;
+		size_t end = nl ? (size_t)(nl - h.ptr) : h.len;
+		e = egress_inspect_json_doc(r->eng->eng, s, &ei->resp,
+		                            span_of(h.ptr + at, end - at), &ei->tmp, &ei->out,
+		                            &ei->rsum);
+		if (e == CUSTOS_OK && nl)
+			e = buf_append_byte(&ei->out, '\n');
+		if (e != CUSTOS_OK)
+			break;
+		at = nl ? end + 1 : end;
+	}
+	buf_consume(&ei->hold, at);
+	return e;
+}
+
+custos_err egress_inspect_response_data(erec *r, span in, span *out)
+{
+	struct einsp *ei = r->ei;
+	inspect_scratch *s;
+	custos_err e;
+
+	*out = span_of("", 0);
+	if (ei->mode == EM_STREAM)
+		return ingress_inspect_response_data(r->ip, in, out);
+	if (ei->denied)
+		return CUSTOS_ERR_DENIED;
+	buf_reset(&ei->out);
+	e = buf_append_span(&ei->hold, in);
+	if (e == CUSTOS_ERR_LIMIT) {
+		snprintf(ei->fail, sizeof(ei->fail),
+		         "JSON response %s over %u bytes: refused, it cannot be inspected whole "
+		         "(fail closed)",
+		         ei->mode == EM_JSON ? "body" : "line", EGRESS_INSPECT_BODY_MAX);
+		return e;
+	}
+	if (e != CUSTOS_OK || ei->mode == EM_JSON) /* held until the end */
+		return e;
+	GUARD(scratch_get(r->eng, &s));
+	uint64_t t0 = tm_mono_ns();
+	e = ndjson_lines(r, ei, s, false);
+	ei->t_ns += tm_mono_ns() - t0;
+	if (e == CUSTOS_ERR_DENIED)
+		return resp_denied(ei, r->eng);
+	if (e != CUSTOS_OK)
+		return resp_failed(ei, e, "NDJSON line of the");
+	*out = buf_span(&ei->out);
+	return CUSTOS_OK;
+}
+
+custos_err egress_inspect_response_end(erec *r, span *out)
+{
+	struct einsp *ei = r->ei;
+	inspect_scratch *s;
+	custos_err e;
+
+	*out = span_of("", 0);
+	if (ei->mode == EM_STREAM)
+		return ingress_inspect_response_end(r->ip, out);
+	if (ei->denied)
+		return CUSTOS_ERR_DENIED;
+	buf_reset(&ei->out);
+	GUARD(scratch_get(r->eng, &s));
+	uint64_t t0 = tm_mono_ns();
+	if (ei->mode == EM_JSON) {
+		e = egress_inspect_json_doc(r->eng->eng, s, &ei->resp, buf_span(&ei->hold),
+		                            &ei->tmp, &ei->out, &ei->rsum);
+		buf_reset(&ei->hold);
+	} else {
+		e = ndjson_lines(r, ei, s, true);
+	}
+	ei->t_ns += tm_mono_ns() - t0;
+	if (e == CUSTOS_ERR_DENIED)
+		return resp_denied(ei, r->eng);
+	if (e != CUSTOS_OK)
+		return resp_failed(ei, e, ei->mode == EM_JSON ? "JSON" : "NDJSON line of the");
+	*out = buf_span(&ei->out);
+	return CUSTOS_OK;
+}
+
+const char *egress_inspect_fail_reason(const erec *r)
+{
+	return r->ei && r->ei->fail[0] ? r->ei->fail : NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Request bodies
+ */
+bool egress_inspect_request_wanted(const erec *r)
+{
+	return r->eng != NULL && any_action(r->insp_request);
+}
+
+unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
+{
+	if (egress_body_kind_of(h) == EBODY_ENCODED) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body with a content-encoding cannot be inspected (fail closed)");
+		r->decision = "deny";
+		return 415;
+	}
+	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > EGRESS_INSPECT_BODY_MAX) {
+		egress_inspect_request_too_large(r);
+		return 413;
+	}
+	return 0;
+}
+
+custos_err egress_head_set_length(buf *head, uint64_t n)
+{
+	size_t u = buf_used(head);
+	ENSURE(u >= 4 && memcmp(buf_ptr(head) + u - 4, "\r\n\r\n", 4) == 0, CUSTOS_ERR_INVAL,
+	       "request head without its empty line");
+	head->len -= 2; /* the empty line, written again after the field */
+	custos_err e = buf_printf(head, "Content-Length: %llu\r\n\r\n", (unsigned long long)n);
+	if (e != CUSTOS_OK)
+		GUARD(buf_append(head, "\r\n", 2)); /* the head as it was */
+	return e;
+}
+
+void egress_inspect_request_too_large(erec *r)
+{
+	snprintf(r->reason, sizeof(r->reason),
+	         "request body over %u bytes cannot be inspected (fail closed)",
+	         EGRESS_INSPECT_BODY_MAX);
+	r->decision = "deny";
+}
+
+unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out)
+{
+	struct einsp *ei = ei_get(r);
+	inspect_scratch *s;
+	custos_err e;
+
+	ei->req_done = true;
+	buf_reset(out);
+	e = scratch_get(r->eng, &s);
+	if (e != CUSTOS_OK)
+		goto fail;
+	uint64_t t0 = tm_mono_ns();
+	if (k == EBODY_JSON) {
+		e = egress_inspect_json_doc(r->eng->eng, s, &ei->req, body, &ei->tmp, out,
+		                            &ei->qsum);
+	} else if (k == EBODY_NDJSON) {
+		size_t at = 0;
+		while (e == CUSTOS_OK && at < body.len) {
+			const char *nl = memchr(body.ptr + at, '\n', body.len - at);
+			size_t end = nl ? (size_t)(nl - body.ptr) : body.len;
+			e = egress_inspect_json_doc(r->eng->eng, s, &ei->req,
+			                            span_of(body.ptr + at, end - at), &ei->tmp, out,
+			                            &ei->qsum);
+			if (e == CUSTOS_OK && nl)
+				e = buf_append_byte(out, '\n');
+			at = nl ? end + 1 : end;
+		}
+	} else {
+		inspect_summary one;
+		e = inspect_redact_text(r->eng->eng, s, &ei->req, body, out, &one);
+		sum_add(&ei->qsum, &one);
+	}
+	ei->t_ns += tm_mono_ns() - t0;
+	if (e == CUSTOS_OK)
+		return 0;
+	if (e == CUSTOS_ERR_DENIED) {
+		const char *n =
+		        inspect_engine_detector_name(r->eng->eng, (unsigned)ei->qsum.deny_detector);
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body denied by content inspection: %s detected", n ? n : "?");
+		r->decision = "deny";
+		return 403;
+	}
+	if (k != EBODY_RAW && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under a JSON media type %s: %s; refused, it cannot be "
+		         "inspected (fail closed)",
+		         e == CUSTOS_ERR_PARSE ? "is not valid JSON"
+		                               : "is past an inspection limit",
+		         err_msg());
+		r->decision = "deny";
+		return 400;
+	}
+fail:
+	log_error("egress: request inspection: %s", err_msg());
+	snprintf(r->reason, sizeof(r->reason), "content inspection failed");
+	r->decision = "error";
+	return 500;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Audit
+ */
+void egress_inspect_audit(erec *r, const char **decision, const char **reason,
+                          const audit_finding **f, size_t *nf, const char **summary, uint64_t *ns)
+{
+	struct einsp *ei = r->ei;
+	const audit_finding *rf = NULL;
+	size_t nrf = 0;
+	const char *rs = NULL;
+	uint64_t rns = 0;
+
+	*f = NULL;
+	*nf = 0;
+	*summary = NULL;
+	*ns = 0;
+	if (ei == NULL && r->ip == NULL)
+		return;
+	bool stream = r->ip && (ei == NULL || ei->mode == EM_STREAM);
+	if (r->ip) {
+		ingress_inspect_outcome(r->ip, decision, reason);
+		ingress_inspect_audit(r->ip, &rf, &nrf, &rs, &rns);
+	}
+	if (ei == NULL) { /* not expected: the raw stream alone */
+		if (rs && strncmp(rs, "prompt:off ", 11) == 0)
+			rs += 11;
+		*f = rf;
+		*nf = nrf;
+		*summary = rs;
+		*ns = rns;
+		return;
+	}
+	if (ei->denied) {
+		*decision = "deny";
+		*reason = ei->why;
+	}
+	/* Findings: the raw stream's (by name) and this file's (request, JSON response). */
+	size_t k = 0;
+	for (size_t i = 0; stream && i < nrf && k < INSPECT_MAX_DETECTORS; i++)
+		ei->f[k++] = rf[i];
+	unsigned nd = inspect_engine_detector_count(r->eng->eng);
+	for (unsigned d = 0; d < nd && d < INSPECT_MAX_DETECTORS; d++) {
+		uint64_t c = (uint64_t)ei->qsum.count[d] + ei->rsum.count[d];
+		if (c == 0)
+			continue;
+		const char *name = inspect_engine_detector_name(r->eng->eng, d);
+		size_t j = 0;
+		while (j < k && strcmp(ei->f[j].type, name) != 0)
+			j++;
+		if (j < k) {
+			ei->f[j].count += c;
+		} else if (k < INSPECT_MAX_DETECTORS) {
+			ei->f[k].type = name;
+			ei->f[k].count = c;
+			k++;
+		}
+	}
+	*f = ei->f;
+	*nf = k;
+	*ns = ei->t_ns + (stream ? rns : 0);
+	/* "request:ACTION response:ACTION", each "off" when the rule does not inspect it. */
+	const char *resp = "off";
+	if (ei->resp_on) {
+		if (stream && rs && strstr(rs, "response:"))
+			resp = strstr(rs, "response:") + 9;
+		else
+			resp = ei->denied ? "deny"
+			                  : inspect_action_name((inspect_action)ei->rsum.worst);
+	}
+	const char *req = "off";
+	if (ei->req_on)
+		req = ei->req_done ? inspect_action_name((inspect_action)ei->qsum.worst) : "none";
+	if (ei->req_on)
+		snprintf(ei->summary, sizeof(ei->summary), "request:%s response:%s", req, resp);
+	else
+		snprintf(ei->summary, sizeof(ei->summary), "response:%s", resp);
+	*summary = ei->summary;
+}
+
+void egress_inspect_outcome(erec *r, const char **decision, const char **reason)
+{
+	if (r->ei && r->ei->denied) {
+		*decision = "deny";
+		*reason = r->ei->why;
+		return;
+	}
+	if (r->ip)
+		ingress_inspect_outcome(r->ip, decision, reason);
+}
+
 void egress_inspect_release(erec *r)
 {
 	ingress_inspect_free(r->ip);
 	r->ip = NULL;
+	if (r->ei) {
+		buf_free(&r->ei->hold);
+		buf_free(&r->ei->out);
+		buf_free(&r->ei->tmp);
+		free(r->ei);
+		r->ei = NULL;
+	}
 	egress_eng_unref(r->eng);
 	r->eng = NULL;
 }

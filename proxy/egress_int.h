@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "custos/audit.h"
 #include "custos/egress.h"
 #include "http1.h"
 #include "mint.h"
@@ -22,7 +23,12 @@ struct policy;
 struct econn;
 struct eeng;
 struct ingress_insp;
+struct einsp;
 struct policy_decision;
+struct inspect_engine;
+struct inspect_scratch;
+struct inspect_profile;
+struct inspect_summary;
 typedef struct erelay erelay;
 typedef struct edns edns;
 typedef struct efwd efwd;
@@ -91,16 +97,18 @@ typedef struct erec {
 	char ingress_id[EGRESS_ID_MAX];
 	char principal[EGRESS_PRINCIPAL_MAX];
 	uint64_t t_start;
-	/* response inspection (egress_inspect.c): engine reference, the rule's actions, state */
+	/* content inspection (egress_inspect.c): engine reference, the rule's actions, state */
 	struct eeng *eng;
 	uint8_t insp_response[64];
-	struct ingress_insp *ip;
+	uint8_t insp_request[64];
+	struct ingress_insp *ip; /* raw response stream */
+	struct einsp *ei;        /* request body, JSON responses, the audit summary */
 } erec;
 
 /* egress.c */
 void erec_init(erec *r, const char *kind);
 /* The call's completion record (egress.request): after the call, or alone for a refusal. */
-void egress_audit(egress_server *s, const elistener *l, const erec *r);
+void egress_audit(egress_server *s, const elistener *l, erec *r);
 /* The decision record (egress.decision) of an allowed call, submitted before anything is sent
  * upstream. CUSTOS_OK once the audit client accepted it (batch: queued; sync: durable);
  * anything else means the call must be refused with 503 (fail closed, docs/EGRESS.md). */
@@ -135,16 +143,68 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
 #define EGRESS_DECISION_CAP "error"
 
 /* egress_inspect.c */
-/* Whether a decision asks for response inspection (never in shadow mode). */
+/* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
+ * (application/x-ndjson, jsonl...), content-encoded (cannot be inspected), or raw bytes. */
+typedef enum egress_body_kind {
+	EBODY_RAW = 0,
+	EBODY_JSON,
+	EBODY_NDJSON,
+	EBODY_ENCODED,
+} egress_body_kind;
+egress_body_kind egress_body_kind_of(const http1_head *h);
+/* Whether a decision asks for response or request-body inspection (never in shadow mode). */
 bool egress_inspect_wanted(const struct policy_decision *d);
-/* After an allowing decision of p: takes the engine and the rule's response actions into r
- * when the rule asks for inspection. Returns true when the request must be refused instead
- * (r->reason set): a tunnel that is not intercepted cannot be inspected, or the engine cannot
- * be compiled (fail closed). */
+/* After an allowing decision of p: takes the engine and the rule's response and request
+ * actions into r when the rule asks for inspection. Returns true when the request must be
+ * refused instead (r->reason set): a tunnel that is not intercepted cannot be inspected, or
+ * the engine cannot be compiled (fail closed). */
 bool egress_inspect_decide(egress_server *s, struct policy *p, const struct policy_decision *d,
                            erec *r, bool tunnel);
-/* Opens the response inspection state of r: 0 none asked, 1 open (r->ip), -1 failed. */
+/* Opens the response inspection state of r: 0 none asked, 1 open, -1 failed. */
 int egress_inspect_open(erec *r);
+/* Response head: true when the body is inspected (and so rewritten: re-frame it chunked). */
+bool egress_inspect_response_begin(erec *r, const http1_head *h);
+/* A piece of decoded response body: *out (owned by r, valid until the next call) is what the
+ * client gets instead. CUSTOS_OK; CUSTOS_ERR_DENIED (a deny detector fired: end the
+ * response, egress_inspect_outcome names it); another error: inspection failed (the reason
+ * from egress_inspect_fail_reason when there is one): fail closed. */
+custos_err egress_inspect_response_data(erec *r, span in, span *out) CUSTOS_WUR;
+/* End of the response body: what was held back (a whole JSON body). Same returns. */
+custos_err egress_inspect_response_end(erec *r, span *out) CUSTOS_WUR;
+/* Why the response could not be inspected (invalid JSON under a JSON media type, a body past
+ * EGRESS_INSPECT_BODY_MAX), or NULL. */
+const char *egress_inspect_fail_reason(const erec *r);
+/* When the response was denied: overrides decision and reason. */
+void egress_inspect_outcome(erec *r, const char **decision, const char **reason);
+/* Whether the rule inspects the request body (the body is then read whole first). */
+bool egress_inspect_request_wanted(const erec *r);
+/* Request head, before its body is read: 0, or the status to answer with r->reason (415 for
+ * a content-encoded body, 413 for a Content-Length past EGRESS_INSPECT_BODY_MAX). */
+unsigned egress_inspect_request_begin(erec *r, const http1_head *h);
+/* r->reason and decision for a body that grew past EGRESS_INSPECT_BODY_MAX (answer 413). */
+void egress_inspect_request_too_large(erec *r);
+/* The whole decoded request body of kind k: 0 with what goes upstream in out (masks in place;
+ * the caller writes its Content-Length), or the status to answer with r->reason set: 403
+ * denied (the reason names the detector, never the value), 400 invalid JSON under a JSON
+ * media type, 500 internal. */
+unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out);
+/* What an inspected request body may grow to with its masks (EGRESS_INSPECT_BODY_MAX in). */
+#define EGRESS_INSPECT_QOUT_MAX (4u * EGRESS_INSPECT_BODY_MAX)
+/* A request head written without framing fields (it ends in an empty line): the empty line
+ * replaced by "Content-Length: n" and the empty line. CUSTOS_ERR_INVAL when head does not end
+ * so, CUSTOS_ERR_LIMIT past its buffer's maximum. */
+custos_err egress_head_set_length(buf *head, uint64_t n) CUSTOS_WUR;
+/* For the completion event: decision and reason overridden when denied, findings (types and
+ * counts), the summary ("request:redact response:log") and inspection time. Owned by r. */
+void egress_inspect_audit(erec *r, const char **decision, const char **reason,
+                          const audit_finding **f, size_t *nf, const char **summary, uint64_t *ns);
+/* One JSON document: string values decoded and inspected, keys and numbers as sent; appended
+ * to out with REDACT findings masked (a number becomes the mask as a string), findings added
+ * to sum. tmp is scratch. CUSTOS_OK, CUSTOS_ERR_DENIED, CUSTOS_ERR_PARSE (not valid JSON),
+ * CUSTOS_ERR_LIMIT. White space alone passes unchanged; a leading BOM is kept. */
+custos_err egress_inspect_json_doc(const struct inspect_engine *e, struct inspect_scratch *s,
+                                   const struct inspect_profile *p, span doc, buf *tmp, buf *out,
+                                   struct inspect_summary *sum) CUSTOS_WUR;
 /* Frees r's inspection state and drops its engine reference (end of every request). */
 void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);

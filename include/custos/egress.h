@@ -11,13 +11,16 @@
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6); options may lower them. */
-#define EGRESS_MAX_SOURCES       4096
-#define EGRESS_MAX_LISTENERS     256
-#define EGRESS_MAX_CONNS         65536          /* per listener, hard ceiling */
-#define EGRESS_MAX_REQUEST_BODY  (64u << 20)    /* request body a model may send */
-#define EGRESS_DEFAULT_RESPONSE  (100ull << 20) /* response body cap when none is set */
-#define EGRESS_MAX_INFLIGHT      65536          /* registered in-flight ingress requests */
-#define EGRESS_ID_MAX            128            /* model, sandbox, request ids */
+#define EGRESS_MAX_SOURCES      4096
+#define EGRESS_MAX_LISTENERS    256
+#define EGRESS_MAX_CONNS        65536          /* per listener, hard ceiling */
+#define EGRESS_MAX_REQUEST_BODY (64u << 20)    /* request body a model may send */
+#define EGRESS_DEFAULT_RESPONSE (100ull << 20) /* response body cap when none is set */
+/* Bytes held for content inspection: a request body the rule inspects, a JSON response body,
+ * one NDJSON line. Past it: 413 (request) or 502 (response), fail closed (docs/EGRESS.md). */
+#define EGRESS_INSPECT_BODY_MAX  (8u << 20)
+#define EGRESS_MAX_INFLIGHT      65536 /* registered in-flight ingress requests */
+#define EGRESS_ID_MAX            128   /* model, sandbox, request ids */
 #define EGRESS_PRINCIPAL_MAX     256
 #define EGRESS_MAX_FWD_LOOPS     16                    /* forward event loops, ceiling */
 #define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */

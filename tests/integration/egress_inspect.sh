@@ -5,7 +5,11 @@
 # complete), deny (a 403 before any byte, or a cut-off transfer when the value comes late), log
 # (body unchanged, findings audited); values split over many 3-byte chunks; the same inside
 # intercepted HTTPS; a CONNECT tunnel that cannot be inspected is refused; the audit trail
-# holds types and counts, never a value.
+# holds types and counts, never a value. JSON responses (application/json, NDJSON) inspected on
+# their decoded values (JSON escapes), whole or line by line, invalid or oversized JSON refused
+# with 502. Request bodies (inspect: request:): deny (403, the source sees nothing), redact (the
+# source gets the masks with a fixed Content-Length), chunked, Expect: 100-continue, over the
+# limit (413), invalid JSON (400), inside intercepted HTTPS; policy check of bad values.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egins curl openssl python3 timeout
@@ -22,8 +26,8 @@ openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days
 "$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
 
 FX="$SRC/tests/integration/egress_upstream.py"
-python3 "$FX" data "$P_D" data & PIDS+=($!)
-python3 "$FX" data "$P_T" tls srv.crt srv.key & PIDS+=($!)
+EGRESS_SINK="$W/sink.txt" python3 "$FX" data "$P_D" data & PIDS+=($!)
+EGRESS_SINK="$W/sink_tls.txt" python3 "$FX" data "$P_T" tls srv.crt srv.key & PIDS+=($!)
 
 cat >custos.yaml <<EOY
 version: 1
@@ -39,6 +43,8 @@ data_sources:
   - { id: den, url: "http://localhost:$P_D/deny/", classification: internal, allow_private_addresses: true }
   - { id: lg, url: "http://localhost:$P_D/log/", classification: internal, allow_private_addresses: true }
   - { id: plain, url: "http://localhost:$P_D/plain/", classification: internal, allow_private_addresses: true }
+  - { id: upd, url: "http://localhost:$P_D/up-deny/", classification: internal, allow_private_addresses: true }
+  - { id: upr, url: "http://localhost:$P_D/up-redact/", classification: internal, allow_private_addresses: true }
   - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
   - { id: tun, url: "https://127.0.0.1:$P_T/", classification: internal, allow_private_addresses: true }
 egress:
@@ -60,6 +66,8 @@ data:
   den: { url: "http://localhost:$P_D/deny/", classification: internal }
   lg: { url: "http://localhost:$P_D/log/", classification: internal }
   plain: { url: "http://localhost:$P_D/plain/", classification: internal }
+  upd: { url: "http://localhost:$P_D/up-deny/", classification: internal }
+  upr: { url: "http://localhost:$P_D/up-redact/", classification: internal }
   icpt: { url: "https://localhost:$P_T/", classification: internal }
   tun: { url: "https://127.0.0.1:$P_T/", classification: internal }
 rules:
@@ -86,6 +94,16 @@ rules:
     when: { direction: egress, data: tun, method: CONNECT }
     inspect:
       response: { email: redact }
+  - id: upload-denied
+    effect: allow
+    when: { direction: egress, data: [upd, icpt], method: [POST, PUT] }
+    inspect:
+      request: { aws_access_key: deny, email: redact }
+  - id: upload-redacted
+    effect: allow
+    when: { direction: egress, data: upr, method: POST }
+    inspect:
+      request: { email: redact, payment_card: redact, aws_access_key: redact }
 EOY
 chmod 600 custos.yaml policy.yaml
 
@@ -201,6 +219,110 @@ hdr=$(curl -s -o /dev/null -D - --cacert upca.crt -x "$PX" "https://127.0.0.1:$P
 check "CONNECT without interception under inspect: response: refused" \
 	bash -c "echo '$hdr' | grep -qi '^x-custos-reason: .*interception'"
 check "CONNECT refused: curl gets no body (code $code)" bash -c "[ '$code' != 200 ]"
+
+# --- JSON responses: the values written with JSON escapes are found in the decoded strings,
+# the masks replace the escaped bytes, the card written as a number too; valid JSON comes out
+EXPECT_JSON='{"id":17,"mail":"[REDACTED:EMAIL]","card":"[REDACTED:PAYMENT_CARD]","url":"https:\/\/x.example\/r\/17","num":"[REDACTED:PAYMENT_CARD]","key":"[REDACTED:AWS_ACCESS_KEY]"}'
+direct=$(curl -s "http://localhost:$P_D/plain/pii-jsonesc")
+check "fixture: the JSON body carries the values behind escapes" \
+	bash -c "[[ '$direct' == *'jane.doe\\u0040example.com'* && '$direct' == *'4111\\u00201111'* && '$direct' == *'AKIA\\u0049OSF'* ]]"
+for p in pii-jsonesc pii-jsonesc-split; do
+	got=$(curl -s -x "$PX" -D hdr.txt "http://localhost:$P_D/redact/$p"); rc=$?
+	check "JSON $p: complete (exit $rc)" test $rc = 0
+	check "JSON $p: escaped values masked, the rest as sent" test "$got" = "$EXPECT_JSON"
+	check "JSON $p: the result is JSON" python3 -c "import json,sys; json.loads(sys.argv[1])" "$got"
+done
+ev=$(event /redact/pii-jsonesc)
+check "JSON: audited with the findings (two cards: the string and the number)" \
+	bash -c "echo '$ev' | grep -q '\"type\":\"email\",\"count\":1' && echo '$ev' | grep -q '\"type\":\"payment_card\",\"count\":2' && echo '$ev' | grep -q '\"inspect\":\"response:redact\"'"
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/deny/pii-jsonesc-split")
+check "JSON deny: the escaped key found, 403 before any byte (code $code)" test "$code" = 403
+check "JSON deny: nothing of the body, the reason names the detector" \
+	bash -c "! grep -q -e AKIA -e jane body.txt && grep -qi '^x-custos-reason: .*aws_access_key' hdr.txt"
+# NDJSON: line by line (the first lines go out before the last arrives)
+got=$(curl -s -x "$PX" "http://localhost:$P_D/redact/pii-ndjson-split"); rc=$?
+check "NDJSON: every line's escaped values masked (exit $rc)" test "$got" = "$(printf '%s\n' \
+	'{"n":1,"mail":"[REDACTED:EMAIL]"}' '{"n":2,"card":"[REDACTED:PAYMENT_CARD]"}' \
+	'{"n":3,"key":"[REDACTED:AWS_ACCESS_KEY]"}')"
+curl -s -o body.txt -x "$PX" "http://localhost:$P_D/deny/pii-ndjson-split"; rc=$?
+check "NDJSON deny on the third line: cut (curl exit $rc), key withheld, earlier lines masked" \
+	bash -c "[ $rc -ne 0 ] && ! grep -q -e AKIA -e 'jane' body.txt && grep -q 'REDACTED:EMAIL' body.txt"
+# invalid or oversized JSON under a JSON media type: refused (fail closed), never passed raw
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/redact/pii-jsonbad")
+check "invalid JSON: 502, nothing of the body (code $code)" \
+	bash -c "[ $code = 502 ] && ! grep -q -e jane -e AKIA body.txt && grep -qi '^x-custos-reason: .*not valid JSON' hdr.txt"
+ev=$(event /redact/pii-jsonbad)
+check "invalid JSON: audited as error with the reason" \
+	bash -c "echo '$ev' | grep -q '\"decision\":\"error\"' && echo '$ev' | grep -q 'not valid JSON'"
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/redact/pii-jsonbig")
+check "JSON past the inspection limit: 502 (code $code), reason names the limit" \
+	bash -c "[ $code = 502 ] && grep -qi '^x-custos-reason: .*over 8388608 bytes' hdr.txt"
+
+# --- request bodies (inspect: request:): what the model sends to a source
+: >sink.txt
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" -H 'Content-Type: text/plain' \
+	--data-binary "exfil: $AKEY" "http://localhost:$P_D/up-deny/echo")
+check "request deny: 403 (code $code), the reason names the detector" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request body denied .*aws_access_key' hdr.txt"
+ev=$(event /up-deny/echo)
+check "request deny: audited as deny with the finding kind, no value" \
+	bash -c "echo '$ev' | grep -q '\"decision\":\"deny\"' && echo '$ev' | grep -q '\"type\":\"aws_access_key\",\"count\":1' && echo '$ev' | grep -q '\"inspect\":\"request:deny response:off\"' && ! echo '$ev' | grep -q AKIA"
+# the same key JSON-escaped, chunked, with Expect: 100-continue
+code=$(printf '{"note":"AKIA\\u0049OSFODNN7EXAMPLE"}' | curl -s -o body.txt -w '%{http_code}' -x "$PX" \
+	-H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' -H 'Expect: 100-continue' \
+	--data-binary @- "http://localhost:$P_D/up-deny/echo-chunked")
+check "request deny: an escaped key in a chunked JSON body, 403 (code $code)" test "$code" = 403
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -X PUT -H 'Content-Type: text/plain' \
+	--data-binary "put: $AKEY" "http://localhost:$P_D/up-deny/echo-put")
+check "request deny: PUT too (code $code)" test "$code" = 403
+check "request deny: the source never saw a denied body" bash -c "! grep -q -e AKIA -e up-deny sink.txt"
+
+got=$(printf '{"to":"jane.doe\\u0040example.com","card":"4111 1111 1111 1111","n":4111111111111111}' |
+	curl -s -D hdr.txt -x "$PX" -H 'Content-Type: application/json' --data-binary @- \
+	"http://localhost:$P_D/up-redact/echo-json")
+want='{"to":"[REDACTED:EMAIL]","card":"[REDACTED:PAYMENT_CARD]","n":"[REDACTED:PAYMENT_CARD]"}'
+check "request redact: the source got the masks (escaped e-mail, card string and number)" test "$got" = "$want"
+check "request redact: Content-Length fixed to the rewritten body" \
+	grep -qi "^x-got-length: ${#want}"$'\r' hdr.txt
+got=$(printf 'mail jane.doe@example.com key %s end' "$AKEY" | curl -s -D hdr.txt -x "$PX" \
+	-H 'Content-Type: text/plain' -H 'Transfer-Encoding: chunked' --data-binary @- \
+	"http://localhost:$P_D/up-redact/echo-chunked")
+want='mail [REDACTED:EMAIL] key [REDACTED:AWS_ACCESS_KEY] end'
+check "request redact, chunked: re-sent with a Content-Length, masks in place" \
+	bash -c "[ '$got' = '$want' ] && grep -qi '^x-got-chunked: no' hdr.txt && grep -qi '^x-got-length: ${#want}'$'\r' hdr.txt"
+ev=$(event /up-redact/echo-chunked)
+check "request redact: audited with request:redact and the kinds" \
+	bash -c "echo '$ev' | grep -q '\"inspect\":\"request:redact response:off\"' && echo '$ev' | grep -q '\"type\":\"email\",\"count\":1' && echo '$ev' | grep -q '\"decision\":\"allow\"'"
+head -c 300000 /dev/zero | tr '\0' 'a' >clean.bin
+check "request: a clean 300 KB body passes unchanged" \
+	test "$(curl -s -x "$PX" -H 'Content-Type: text/plain' --data-binary @clean.bin "http://localhost:$P_D/up-redact/echo" | md5sum)" = "$(md5sum <clean.bin)"
+code=$(printf '{"to": jane.doe@example.com' | curl -s -o /dev/null -w '%{http_code}' -x "$PX" \
+	-H 'Content-Type: application/json' --data-binary @- "http://localhost:$P_D/up-redact/echo-bad")
+check "request: invalid JSON under application/json refused with 400 (code $code)" test "$code" = 400
+head -c $((9 << 20)) /dev/zero | tr '\0' 'b' >big.bin
+code=$(curl -s -o /dev/null -D hdr.txt -w '%{http_code}' -x "$PX" --data-binary @big.bin "http://localhost:$P_D/up-redact/echo-big")
+check "request over the inspection limit (Content-Length): 413 (code $code)" \
+	bash -c "[ $code = 413 ] && grep -qi '^x-custos-reason: .*over 8388608 bytes' hdr.txt"
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -H 'Transfer-Encoding: chunked' \
+	--data-binary @big.bin "http://localhost:$P_D/up-redact/echo-bigchunked")
+check "request over the inspection limit (chunked): 413 (code $code)" test "$code" = 413
+check "request: the source saw no e-mail, no key, nothing refused" \
+	bash -c "! grep -q -e jane -e AKIA -e echo-bad -e echo-big sink.txt && grep -q 'REDACTED:EMAIL' sink.txt"
+# intercepted HTTPS (the connection-thread path)
+: >sink_tls.txt
+code=$(curl -s -o body.txt -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: text/plain' \
+	--data-binary "exfil: $AKEY" "https://localhost:$P_T/echo-deny")
+check "intercepted request deny: 403 (code $code)" test "$code" = 403
+got=$(curl -s -D hdr.txt --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: application/json' \
+	-H 'Transfer-Encoding: chunked' --data-binary '{"m":"jane.doe\u0040example.com"}' "https://localhost:$P_T/echo-redact")
+check "intercepted request redact: masks, Content-Length fixed" \
+	bash -c "[ '$got' = '{\"m\":\"[REDACTED:EMAIL]\"}' ] && grep -qi '^x-got-length: 24' hdr.txt"
+check "intercepted: the source never saw the key or the address" bash -c "! grep -q -e AKIA -e jane sink_tls.txt"
+# policy check: the request direction's values are checked at file:line:col
+sed 's/request: { email: redact, payment_card: redact, aws_access_key: redact }/request: { email: block, payment_crd: redact }/' policy.yaml >bad.yaml
+out=$("$BIN" policy check bad.yaml 2>&1); rc=$?
+check "policy check: bad request: values are errors at file:line:col (exit $rc)" \
+	bash -c "[ $rc = 1 ] && echo '$out' | grep -q 'bad.yaml:[0-9]*:[0-9]*: error:.*block' && echo '$out' | grep -q 'bad.yaml:[0-9]*:[0-9]*: error:.*payment_crd'"
 
 # --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
 sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml

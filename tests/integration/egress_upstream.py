@@ -3,10 +3,13 @@
 data source through the egress proxy while it answers a chat request.
 
   egress_upstream.py data PORT NAME [CERT KEY]   data source; TLS when CERT/KEY are given
+                                                 (EGRESS_SINK=FILE: every request body it
+                                                 receives is appended to FILE)
   egress_upstream.py model PORT PROXY URL        model server: POST /v1/chat/completions fetches
                                                  URL through PROXY and returns it as the reply
 """
 import json
+import os
 import ssl
 import sys
 import time
@@ -20,6 +23,15 @@ PII = (b"record 17\nmail: jane.doe@example.com\ncard: 4111 1111 1111 1111\n"
 PII_UNI = ("record 17\nmail: jane.doe\uff20example\uff0ecom\n"
            "card: 4111\u00a01111\u202f1111\u00a01111\n"
            "key: AKIA\u200bIOSF\u2060ODNN7EXAMPLE\nend of record\n").encode()
+# The same values in JSON, written with escapes (\u0040 for @, \u0020 spaces, \/ slashes), the
+# card once more as a number; NDJSON: one such object per line.
+PII_JSON_ESC = (b'{"id":17,"mail":"jane.doe\\u0040example.com",'
+                b'"card":"4111\\u00201111\\u00201111\\u00201111",'
+                b'"url":"https:\\/\\/x.example\\/r\\/17","num":4111111111111111,'
+                b'"key":"AKIA\\u0049OSFODNN7EXAMPLE"}')
+PII_NDJSON = (b'{"n":1,"mail":"jane.doe\\u0040example.com"}\n'
+              b'{"n":2,"card":"4111\\u00201111\\u00201111\\u00201111"}\n'
+              b'{"n":3,"key":"AKIA\\u0049OSFODNN7EXAMPLE"}\n')
 
 
 class Data(BaseHTTPRequestHandler):
@@ -68,13 +80,22 @@ class Data(BaseHTTPRequestHandler):
 
     def send_pii(self):
         body = PII_UNI if "uni" in self.path else PII
+        ctype = "application/json" if "json" in self.path else "text/plain"
         if "late" in self.path:  # the value after more than the proxy buffers
             body = b"filler line, nothing to see\n" * 10000 + PII
+        if "jsonesc" in self.path:
+            body = PII_JSON_ESC
+        if "ndjson" in self.path:
+            body, ctype = PII_NDJSON, "application/x-ndjson"
+        if "jsonbad" in self.path:  # not JSON, under a JSON media type
+            body = b'{"mail": jane.doe@example.com, "key": "AKIAIOSFODNN7EXAMPLE"'
+        if "jsonbig" in self.path:  # a JSON body past what the proxy holds to inspect
+            body = b'["' + b"x" * (9 << 20) + b'"]'
         if "gzip" in self.path:  # an encoding the proxy cannot inspect
             self.send_body(200, body, extra={"Content-Encoding": "gzip"})
         elif "split" in self.path:  # every value cut over many 3-byte chunks
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", ctype)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
@@ -85,12 +106,36 @@ class Data(BaseHTTPRequestHandler):
                 time.sleep(0.002)
             self.wfile.write(b"0\r\n\r\n")
         else:
-            self.send_body(200, body, "application/json" if "json" in self.path else "text/plain")
+            self.send_body(200, body, ctype)
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                n = int(self.rfile.readline().split(b";")[0], 16)
+                if n == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(n)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
 
     def do_POST(self):
-        n = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(n)
+        body = self.read_body()
+        sink = os.environ.get("EGRESS_SINK")
+        if sink:
+            with open(sink, "ab") as f:
+                f.write(b"%s %s\n%s\n--\n" % (self.command.encode(), self.path.encode(), body))
+        if "/echo" in self.path:  # the body as received, and how it was framed
+            te = self.headers.get("Transfer-Encoding", "")
+            self.send_body(200, body, extra={
+                "X-Got-Length": self.headers.get("Content-Length", "none"),
+                "X-Got-Chunked": "yes" if te.lower() == "chunked" else "no"})
+            return
         self.send_body(200, b"posted " + str(len(body)).encode() + b"\n")
+
+    do_PUT = do_POST
 
 
 class Model(BaseHTTPRequestHandler):

@@ -1004,7 +1004,8 @@ static void test_egress_raw_unicode(void **state)
 	buf_free(&client);
 }
 
-/* Which egress decisions ask for response inspection. */
+/* Which egress decisions ask for inspection (response, or the request body: the prompt side,
+ * written request: on egress rules). */
 static void test_egress_wanted(void **state)
 {
 	(void)state;
@@ -1012,8 +1013,10 @@ static void test_egress_wanted(void **state)
 	memset(&d, 0, sizeof(d));
 	assert_false(egress_inspect_wanted(&d)); /* nothing asked */
 	d.has_inspect = true;
+	assert_false(egress_inspect_wanted(&d)); /* no detector */
 	d.inspect_prompt[INSPECT_EMAIL] = POLICY_ACT_REDACT;
-	assert_false(egress_inspect_wanted(&d)); /* prompt side only */
+	assert_true(egress_inspect_wanted(&d)); /* request bodies */
+	d.inspect_prompt[INSPECT_EMAIL] = 0;
 	d.inspect_response[INSPECT_EMAIL] = POLICY_ACT_LOG;
 	assert_true(egress_inspect_wanted(&d));
 	d.shadow = true;

@@ -1,0 +1,222 @@
+/*
+ * Egress content inspection helpers (proxy/egress_inspect.c): JSON documents inspected on
+ * their decoded string values with masks on the escaped bytes, keys and numbers as sent; the
+ * media types that select JSON and NDJSON; the Content-Length written behind an inspected
+ * request head. The end-to-end behaviour is tests/integration/egress_inspect.sh.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "custos/inspect.h"
+#include "proxy/egress_int.h"
+
+static inspect_engine *eng;
+static inspect_scratch *scr;
+static inspect_profile prof;
+
+static int setup(void **state)
+{
+	(void)state;
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	if (inspect_engine_new(&o, &eng) != CUSTOS_OK ||
+	    inspect_scratch_new(eng, &scr) != CUSTOS_OK)
+		return -1;
+	memset(&prof, 0, sizeof(prof));
+	inspect_profile_set(&prof, INSPECT_PAYMENT_CARD, INSPECT_ACT_REDACT);
+	inspect_profile_set(&prof, INSPECT_EMAIL, INSPECT_ACT_REDACT);
+	inspect_profile_set(&prof, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_DENY);
+	inspect_profile_set(&prof, INSPECT_IPV4, INSPECT_ACT_LOG);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	inspect_scratch_free(scr);
+	inspect_engine_free(eng);
+	return 0;
+}
+
+/* Runs one document; *out gets the result as a C string (caller frees). */
+static custos_err run(const char *doc, char **out, inspect_summary *sum)
+{
+	buf tmp, o;
+	buf_init(&tmp, 1 << 20);
+	buf_init(&o, 1 << 20);
+	inspect_summary_init(sum);
+	custos_err e = egress_inspect_json_doc(eng, scr, &prof, span_cstr(doc), &tmp, &o, sum);
+	*out = span_dup(buf_span(&o));
+	buf_free(&tmp);
+	buf_free(&o);
+	return e;
+}
+
+/* Values written with JSON escapes are found in their decoded form; the masks replace the
+ * escaped bytes and the document stays valid. */
+static void test_json_escapes(void **state)
+{
+	(void)state;
+	static const char *const docs[] = {
+		"{\"c\":\"\\u0034111111111111111\"}",
+		"{\"c\":\"4111\\u00201111\\u00201111\\u00201111\"}",
+		"[\"card: 4111\\u002d1111-1111\\u002D1111 ok\"]",
+		"{\"u\":\"mailto:jane.doe\\u0040example\\u002ecom\"}",
+		"{\"u\":\"https:\\/\\/x\\/jane.doe@example.com\\/\"}",
+		"{\"a\":{\"b\":[1,2,{\"c\":\"x \\u0034\\u0031\\u0031\\u0031111111111111 y\"}]}}",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(docs); i++) {
+		char *out;
+		inspect_summary sum;
+		assert_int_equal(run(docs[i], &out, &sum), CUSTOS_OK);
+		assert_true(sum.redacted);
+		assert_int_equal(sum.total, 1);
+		assert_non_null(strstr(out, "[REDACTED:"));
+		assert_null(strstr(out, "1111"));
+		assert_null(strstr(out, "jane"));
+		assert_null(strstr(out, "\\u0034"));
+		assert_true(inspect_json_valid(span_cstr(out)));
+		free(out);
+	}
+}
+
+/* A deny detector behind an escape denies; its id is reported, never the value. */
+static void test_json_deny(void **state)
+{
+	(void)state;
+	char *out;
+	inspect_summary sum;
+	assert_int_equal(run("{\"k\":\"AKIA\\u0049OSFODNN7EXAMPLE\"}", &out, &sum),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(sum.deny_detector, INSPECT_AWS_ACCESS_KEY);
+	free(out);
+	/* as a member name too (keys are inspected as sent) */
+	assert_int_equal(run("{\"AKIAIOSFODNN7EXAMPLE\":true}", &out, &sum), CUSTOS_ERR_DENIED);
+	free(out);
+}
+
+/* Keys and numbers, which the JSON pass leaves alone, are inspected as sent: a number becomes
+ * the mask as a string, a key gets the mask inside its quotes. */
+static void test_json_keys_numbers(void **state)
+{
+	(void)state;
+	char *out;
+	inspect_summary sum;
+	assert_int_equal(run("{\"card\": 4111111111111111, \"n\": 7}", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, "{\"card\": \"[REDACTED:PAYMENT_CARD]\", \"n\": 7}");
+	assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+	free(out);
+	assert_int_equal(run("{\"jane.doe@example.com\" : [1]}", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, "{\"[REDACTED:EMAIL]\" : [1]}");
+	free(out);
+	/* logged, not changed; counted once although both passes see the string value */
+	assert_int_equal(run("{\"ip\":\"10.1.2.3\",\"x\":\"y\"}", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, "{\"ip\":\"10.1.2.3\",\"x\":\"y\"}");
+	assert_int_equal(sum.count[INSPECT_IPV4], 1);
+	assert_false(sum.redacted);
+	free(out);
+}
+
+/* Negative: not JSON is an error the caller fails closed on; white space alone and a BOM are
+ * passed as they are. */
+static void test_json_invalid(void **state)
+{
+	(void)state;
+	static const char *const bad[] = { "{\"a\":", "{'a':1}", "4111 1111 1111 1111",
+		                           "{\"a\":1} x", "\"\\u00zz\"" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		char *out;
+		inspect_summary sum;
+		assert_int_equal(run(bad[i], &out, &sum), CUSTOS_ERR_PARSE);
+		free(out);
+	}
+	char *out;
+	inspect_summary sum;
+	assert_int_equal(run(" \r\n", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, " \r\n");
+	free(out);
+	assert_int_equal(run("\xef\xbb\xbf{\"c\":\"4111111111111111\"}", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, "\xef\xbb\xbf{\"c\":\"[REDACTED:PAYMENT_CARD]\"}");
+	free(out);
+}
+
+static http1_head *head(const char *ctype, const char *encoding)
+{
+	http1_head *h = calloc(1, sizeof(*h));
+	assert_non_null(h);
+	h->version = 11;
+	h->framing = HTTP1_BODY_LENGTH;
+	if (ctype)
+		h->hdrs[h->nhdrs++] = (http1_header){ SPAN_LIT("Content-Type"), span_cstr(ctype) };
+	if (encoding)
+		h->hdrs[h->nhdrs++] =
+		        (http1_header){ SPAN_LIT("Content-Encoding"), span_cstr(encoding) };
+	return h;
+}
+
+static void test_body_kind(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *ct, *enc;
+		egress_body_kind k;
+	} cases[] = {
+		{ "application/json", NULL, EBODY_JSON },
+		{ "Application/JSON; charset=utf-8", NULL, EBODY_JSON },
+		{ "application/problem+json", NULL, EBODY_JSON },
+		{ "application/x-ndjson", NULL, EBODY_NDJSON },
+		{ "application/jsonl", NULL, EBODY_NDJSON },
+		{ "text/plain", NULL, EBODY_RAW },
+		{ "application/jsonx", NULL, EBODY_RAW },
+		{ "json", NULL, EBODY_RAW },
+		{ NULL, NULL, EBODY_RAW },
+		{ "application/json", "gzip", EBODY_ENCODED },
+		{ "application/json", "identity", EBODY_JSON },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		http1_head *h = head(cases[i].ct, cases[i].enc);
+		assert_int_equal(egress_body_kind_of(h), cases[i].k);
+		free(h);
+	}
+}
+
+static void test_head_set_length(void **state)
+{
+	(void)state;
+	buf b;
+	buf_init(&b, 64);
+	assert_int_equal(buf_append_cstr(&b, "POST /x HTTP/1.1\r\nHost: a\r\n\r\n"), CUSTOS_OK);
+	assert_int_equal(egress_head_set_length(&b, 12345), CUSTOS_OK);
+	assert_memory_equal(buf_ptr(&b),
+	                    "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 12345\r\n\r\n",
+	                    buf_used(&b));
+	/* negative: no empty line at the end; no room (the head is left as it was) */
+	buf_reset(&b);
+	assert_int_equal(buf_append_cstr(&b, "POST /x HTTP/1.1\r\nHost: a\r\n"), CUSTOS_OK);
+	assert_int_equal(egress_head_set_length(&b, 1), CUSTOS_ERR_INVAL);
+	buf_reset(&b);
+	assert_int_equal(
+	        buf_append_cstr(&b, "POST /xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx HTTP/1.1\r\n\r\n"),
+	        CUSTOS_OK);
+	size_t n = buf_used(&b);
+	assert_int_not_equal(egress_head_set_length(&b, 1), CUSTOS_OK);
+	assert_int_equal(buf_used(&b), n);
+	assert_memory_equal(buf_ptr(&b) + n - 4, "\r\n\r\n", 4);
+	buf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_json_escapes),      cmocka_unit_test(test_json_deny),
+		cmocka_unit_test(test_json_keys_numbers), cmocka_unit_test(test_json_invalid),
+		cmocka_unit_test(test_body_kind),         cmocka_unit_test(test_head_set_length),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
