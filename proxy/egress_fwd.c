@@ -271,6 +271,10 @@ static void req_done(fconn *c)
 	egress_audit(c->s, c->l, &c->r);
 	egress_inspect_release(&c->r);
 	uout_shrink(c);
+	if (c->out.max != FOUT_MAX && buf_used(&c->out) == 0) { /* grown by out_inspected */
+		buf_free(&c->out);
+		c->out.max = FOUT_MAX;
+	}
 }
 
 static void fc_close(fconn *c, const char *why)
@@ -554,6 +558,7 @@ static bool fc_connect_check(fconn *c)
 }
 
 static void fc_go(fconn *c);
+static void fc_qbody_done(fconn *c);
 
 /* A new request head of hl bytes at the start of c->in. */
 static void fc_request(fconn *c, size_t hl)
@@ -660,7 +665,12 @@ static void fc_request(fconn *c, size_t hl)
 	c->rhead = false;
 	http1_parser_init_response(&c->rp, NULL, c->meth);
 	key_make(c->key, c->host.name, port, c->src, s);
-	if (qinsp && !c->bdone) {
+	if (qinsp && c->bdone) { /* an empty body: sent with its Content-Length: 0 */
+		buf_reset(&c->qin);
+		fc_qbody_done(c);
+		return;
+	}
+	if (qinsp) {
 		c->st = FS_QBODY;
 		buf_reset(&c->qin);
 		if (c->expect) { /* answered by custos: the body is read before any upstream */
@@ -794,6 +804,17 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	return true;
 }
 
+/* Inspected body bytes for the client, chunked. A whole JSON body (or NDJSON line) is
+ * released at once, up to EGRESS_INSPECT_BODY_MAX and its masks: c->out grows to take it
+ * (the upstream is not read meanwhile) and goes back to its bound after the request. */
+static custos_err out_inspected(fconn *c, span o)
+{
+	size_t need = buf_used(&c->out) + o.len + 2 * HTTP1_CHUNK_HDR_MAX + 64;
+	if (need > c->out.max)
+		c->out.max = need;
+	return http1_chunk_append(&c->out, o);
+}
+
 /* Inspection failed (not a finding): a 502 while nothing went out, else the transfer is cut. */
 static void fc_insp_failed(fconn *c)
 {
@@ -842,7 +863,7 @@ static void fc_body_done(fconn *c)
 			fc_insp_failed(c);
 			return;
 		}
-		if (o.len && http1_chunk_append(&c->out, o) != CUSTOS_OK) {
+		if (o.len && out_inspected(c, o) != CUSTOS_OK) {
 			fc_close(c, "response buffer");
 			return;
 		}
@@ -1193,7 +1214,7 @@ static bool fc_up(fconn *c)
 					}
 					if (o.len) {
 						c->released = true;
-						if (http1_chunk_append(&c->out, o) != CUSTOS_OK) {
+						if (out_inspected(c, o) != CUSTOS_OK) {
 							fc_close(c, "response buffer");
 							return true;
 						}

@@ -239,6 +239,13 @@ code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localho
 check "JSON deny: the escaped key found, 403 before any byte (code $code)" test "$code" = 403
 check "JSON deny: nothing of the body, the reason names the detector" \
 	bash -c "! grep -q -e AKIA -e jane body.txt && grep -qi '^x-custos-reason: .*aws_access_key' hdr.txt"
+# a JSON body larger than the proxy's client buffer goes out whole once decided
+curl -s -o large.json -x "$PX" "http://localhost:$P_D/redact/pii-jsonlarge"; rc=$?
+check "JSON 1 MB: complete (exit $rc), the escaped value at its end masked, all rows there" \
+	python3 -c "import json,sys; d=json.load(open('large.json')); sys.exit(not (d['mail'] == '[REDACTED:EMAIL]' and len(d['rows']) == 40000))"
+curl -s -o large.json --cacert "$W/ca/ca.crt" -x "$PX" "https://localhost:$P_T/pii-jsonlarge"; rc=$?
+check "JSON 1 MB, intercepted HTTPS: complete (exit $rc), masked" \
+	python3 -c "import json,sys; d=json.load(open('large.json')); sys.exit(not (d['mail'] == '[REDACTED:EMAIL]' and len(d['rows']) == 40000))"
 # NDJSON: line by line (the first lines go out before the last arrives)
 got=$(curl -s -x "$PX" "http://localhost:$P_D/redact/pii-ndjson-split"); rc=$?
 check "NDJSON: every line's escaped values masked (exit $rc)" test "$got" = "$(printf '%s\n' \
@@ -296,6 +303,8 @@ check "request redact: audited with request:redact and the kinds" \
 head -c 300000 /dev/zero | tr '\0' 'a' >clean.bin
 check "request: a clean 300 KB body passes unchanged" \
 	test "$(curl -s -x "$PX" -H 'Content-Type: text/plain' --data-binary @clean.bin "http://localhost:$P_D/up-redact/echo" | md5sum)" = "$(md5sum <clean.bin)"
+got=$(curl -s -D hdr.txt -x "$PX" -H 'Content-Type: application/json' --data-binary '' "http://localhost:$P_D/up-redact/echo-empty")
+check "request: an empty body goes with Content-Length: 0" grep -qi '^x-got-length: 0'$'\r' hdr.txt
 code=$(printf '{"to": jane.doe@example.com' | curl -s -o /dev/null -w '%{http_code}' -x "$PX" \
 	-H 'Content-Type: application/json' --data-binary @- "http://localhost:$P_D/up-redact/echo-bad")
 check "request: invalid JSON under application/json refused with 400 (code $code)" test "$code" = 400
