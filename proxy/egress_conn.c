@@ -372,6 +372,8 @@ static void req_done(econn *c, erec *r)
 {
 	egress_audit(c->s, c->l, r);
 	egress_inspect_release(r);
+	buf_free(&c->qin); /* an inspected request body, whatever path ended the request */
+	buf_free(&c->qout);
 }
 
 /* Inside an intercepted tunnel the Host field must name the CONNECT authority, as the plain
