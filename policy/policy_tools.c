@@ -280,8 +280,8 @@ static void note(buf *b, const char *fmt, ...)
 static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
                               const policy_decision *dec, buf *why, diag_list *d)
 {
-	static const char *const keys[] = { "audit", "max_body", "max_tokens", "prompt",
-		                            "response" };
+	static const char *const keys[] = { "audit",  "max_body", "max_tokens",
+		                            "prompt", "response", "request" };
 	if (!ydoc_expect(doc, ob, YDOC_MAP, "a mapping", d) ||
 	    !ydoc_check_keys(doc, ob, keys, CUSTOS_ARRAY_LEN(keys), d))
 		return false;
@@ -308,8 +308,11 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 		ok = false;
 	}
 	static const char *const acts[] = { "none", "log", "redact", "deny" };
-	for (int w = 0; w < 2; w++) {
-		ydoc_node *m = ydoc_map_get(ob, w ? "response" : "prompt");
+	/* "request" is the egress name of the prompt slot (policy_compile.c parse_inspect). */
+	static const char *const dirs[] = { "prompt", "response", "request" };
+	for (int k3 = 0; k3 < 3; k3++) {
+		int w = k3 == 1;
+		ydoc_node *m = ydoc_map_get(ob, dirs[k3]);
 		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "detector: action", d))
 			continue;
 		for (size_t i = 0; i < m->n; i++) {
@@ -323,8 +326,8 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 				continue;
 			uint8_t got = w ? dec->inspect_response[det] : dec->inspect_prompt[det];
 			if (got != x) {
-				note(why, " %s %s: %s (want %s);", w ? "response" : "prompt",
-				     k->str, acts[got], acts[x]);
+				note(why, " %s %s: %s (want %s);", dirs[k3], k->str, acts[got],
+				     acts[x]);
 				ok = false;
 			}
 		}

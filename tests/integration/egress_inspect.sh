@@ -332,6 +332,23 @@ sed 's/request: { email: redact, payment_card: redact, aws_access_key: redact }/
 out=$("$BIN" policy check bad.yaml 2>&1); rc=$?
 check "policy check: bad request: values are errors at file:line:col (exit $rc)" \
 	bash -c "[ $rc = 1 ] && echo '$out' | grep -q 'bad.yaml:[0-9]*:[0-9]*: error:.*block' && echo '$out' | grep -q 'bad.yaml:[0-9]*:[0-9]*: error:.*payment_crd'"
+cat >cases.yaml <<'EOY'
+cases:
+  - name: uploads to upd are inspected
+    request: { direction: egress, model: m1, data: upd, method: POST }
+    expect: allow
+    obligations:
+      request: { aws_access_key: deny, email: redact, payment_card: none }
+      response: { email: none }
+  - name: a wrong expectation fails
+    request: { direction: egress, model: m1, data: upd, method: POST }
+    expect: allow
+    obligations:
+      request: { email: deny }
+EOY
+out=$("$BIN" policy test policy.yaml cases.yaml 2>&1); rc=$?
+check "policy test: request: obligations compared (exit $rc)" \
+	bash -c "[ $rc = 1 ] && echo '$out' | grep -q '1 passed, 1 failed' && echo '$out' | grep -q 'request email: redact (want deny)'"
 
 # --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
 sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml
