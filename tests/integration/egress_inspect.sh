@@ -9,7 +9,9 @@
 # their decoded values (JSON escapes), whole or line by line, invalid or oversized JSON refused
 # with 502. Request bodies (inspect: request:): deny (403, the source sees nothing), redact (the
 # source gets the masks with a fixed Content-Length), chunked, Expect: 100-continue, over the
-# limit (413), invalid JSON (400), inside intercepted HTTPS; policy check of bad values.
+# limit (413), invalid JSON (400), inside intercepted HTTPS; policy check of bad values. With
+# CUSTOS_EGRESS_FORWARD=threads set by the caller (egress_inspect_threads.sh) the same checks
+# run on the thread path.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egins curl openssl python3 timeout
