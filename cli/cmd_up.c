@@ -1514,8 +1514,10 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 }
 
 /* The narrower views of the audit processes (docs/SANDBOX.md, "Privilege separation"). The
- * writer touches only its log directory once it serves. The shipper reads the log and replaces
- * its cursor files there, and reads what a TLS connection and a name lookup may still read
+ * writer touches only its log directory once it serves. The shipper reads the log and writes
+ * only its cursor files, in DIR/ship (which the writer made before the shipper started: a
+ * shipper cannot create, rename, remove or truncate a file of the trail), and reads what a
+ * TLS connection and a name lookup may still read
  * after its start (the system trust store, the resolver's files, libraries under /usr); its
  * CA, client certificate, key and token were loaded before it narrows. Neither reads
  * custos.yaml, the policy, the listeners' keys, the signing key or the egress CA. */
@@ -1532,7 +1534,10 @@ static struct child_views *child_views_new(const custos_config *cfg)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
 		if (access(view_sys_ro[i], F_OK) == 0)
 			view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, view_sys_ro[i], true);
-	view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, cfg->audit.dir, true);
+	view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, cfg->audit.dir, true);
+	char ship[CFG_MAX_PATH_LEN];
+	if ((size_t)snprintf(ship, sizeof(ship), "%s/ship", cfg->audit.dir) < sizeof(ship))
+		view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, ship, true);
 	return c;
 }
 
@@ -1548,10 +1553,52 @@ static custos_err confine_writer(void *arg, int log_dir_fd)
 	return confine_view(&((const struct child_views *)arg)->writer, "audit writer");
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SHIPPER_PROBE=DIR makes
+ * the confined shipper try what it must not do to the trail in DIR (create probe.created,
+ * truncate probe.victim, rename it) and what it must (replace DIR/ship/probe by
+ * rename), logging each outcome (tests/integration/audit_ship_confine.sh). */
+static void test_hook_shipper_probe(void)
+{
+	const char *dir = getenv("CUSTOS_TEST_SHIPPER_PROBE");
+	char a[CFG_MAX_PATH_LEN], b[CFG_MAX_PATH_LEN];
+	int fd;
+
+	if (dir == NULL || strlen(dir) > CFG_MAX_PATH_LEN - 32)
+		return;
+	snprintf(a, sizeof(a), "%s/probe.created", dir);
+	fd = open(a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	log_warn("audit shipper: test hook: create %s: %s", a, fd == -1 ? strerror(errno) : "done");
+	if (fd != -1)
+		close(fd);
+	snprintf(a, sizeof(a), "%s/probe.victim", dir);
+	snprintf(b, sizeof(b), "%s/probe.renamed", dir);
+	fd = open(a, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	log_warn("audit shipper: test hook: truncate %s: %s", a,
+	         fd == -1 ? strerror(errno) : "done");
+	if (fd != -1)
+		close(fd);
+	log_warn("audit shipper: test hook: rename %s: %s", a,
+	         rename(a, b) == -1 ? strerror(errno) : "done");
+	snprintf(a, sizeof(a), "%s/ship/probe.tmp", dir);
+	snprintf(b, sizeof(b), "%s/ship/probe", dir);
+	fd = open(a, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd != -1)
+		close(fd);
+	log_warn("audit shipper: test hook: replace %s: %s", b,
+	         fd == -1 || rename(a, b) == -1 ? strerror(errno) : "done");
+}
+#endif
+
 static custos_err confine_shipper(void *arg, int log_dir_fd)
 {
 	(void)log_dir_fd;
-	return confine_view(&((const struct child_views *)arg)->shipper, "audit shipper");
+	custos_err e = confine_view(&((const struct child_views *)arg)->shipper, "audit shipper");
+#ifdef CUSTOS_TEST_HOOKS
+	if (e == CUSTOS_OK)
+		test_hook_shipper_probe();
+#endif
+	return e;
 }
 
 /* The user the proxy runs as: proxy.user (the packaged custos.yaml says `custos`), else

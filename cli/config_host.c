@@ -158,8 +158,9 @@ static void check_in_dir(struct hc_ctx *x, const char *dir, const char *name, in
 		       mode & W_OK ? "read and written" : "read", x->who, strerror(errno));
 }
 
-/* audit.dir as the proxy's writer and shipper use it: a directory they write, with the lock,
- * the head, the sinks' cursors and the log files in it (the newest one appended to). */
+/* audit.dir as the proxy's writer and shipper use it: a directory the writer writes, with the
+ * lock, the head and the log files in it (the newest one appended to), and ship/ with the
+ * sinks' cursors, which the shipper writes. */
 static void check_audit_dir(struct hc_ctx *x)
 {
 	const cfg_audit *a = &x->cfg->audit;
@@ -183,10 +184,14 @@ static void check_audit_dir(struct hc_ctx *x)
 	}
 	check_in_dir(x, a->dir, "audit.lock", R_OK | W_OK, a->dir);
 	check_in_dir(x, a->dir, "audit.head", R_OK | W_OK, a->dir);
+	/* The sinks' cursors: in ship/ (an older custos' cursor.<id> in the directory itself is
+	 * moved there by the writer at start, so it is checked too). */
+	check_in_dir(x, a->dir, "ship", R_OK | W_OK | X_OK, a->dir);
 	for (size_t i = 0; i < a->n_sinks; i++) {
 		char name[CFG_MAX_ID_LEN + 16];
-		snprintf(name, sizeof(name), "cursor.%s", a->sinks[i].id);
+		snprintf(name, sizeof(name), "ship/cursor.%s", a->sinks[i].id);
 		check_in_dir(x, a->dir, name, R_OK | W_OK, a->sinks[i].id);
+		check_in_dir(x, a->dir, name + 5, R_OK | W_OK, a->sinks[i].id);
 	}
 	char **files = NULL;
 	size_t n = 0;

@@ -219,6 +219,19 @@ if [ "$(id -u)" -eq 0 ] && getent passwd nobody >/dev/null; then
 	host host-nobody-cursor "$f" 1 \
 		"^$f:$(line_of "$f" "id: splunk"):[0-9]+: error: audit.dir: $h/audit/cursor.splunk cannot be read and written by proxy.user nobody"
 	chown nobody "$h/audit/cursor.splunk"
+	# The cursors now live in ship/, the shipper's one writable directory.
+	mv "$h/audit/cursor.splunk" "$h/audit/cursor.splunk.old"
+	mkdir -p "$h/audit/ship"
+	chmod 700 "$h/audit/ship"
+	host host-nobody-ship-dir "$f" 1 \
+		"^$f:$(line_of "$f" "dir: $h/audit"):[0-9]+: error: audit.dir: $h/audit/ship cannot be read and written by proxy.user nobody"
+	chown nobody "$h/audit/ship"
+	printf '12\n' >"$h/audit/ship/cursor.splunk"
+	chmod 600 "$h/audit/ship/cursor.splunk"
+	host host-nobody-ship-cursor "$f" 1 \
+		"^$f:$(line_of "$f" "id: splunk"):[0-9]+: error: audit.dir: $h/audit/ship/cursor.splunk cannot be read and written by proxy.user nobody"
+	chown nobody "$h/audit/ship/cursor.splunk"
+	rm "$h/audit/cursor.splunk.old"
 	chmod 600 "$h/policy.yaml"
 	host host-nobody-reload "$f" 0 \
 		"^$f:$(line_of "$f" "file: $h/policy.yaml"):[0-9]+: warning: policy.file '$h/policy.yaml': cannot be read by proxy.user nobody.*a reload reads it again"
