@@ -298,6 +298,29 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 	return CUSTOS_OK;
 }
 
+/* A setting the command line overrides (--log-level, --log-format) is not custos.yaml's to
+ * change: a reload whose file changes only it is no change to refuse. The command line keeps
+ * winning, as at start, and the log says that the file's new value is not applied. */
+static void reload_cli_overrides(const custos_config *start, custos_config *next)
+{
+	static const char *const lvls[] = { "error", "warn", "info", "debug" };
+	static const char *const fmts[] = { "auto", "text", "json" };
+	const cli_log_flags *lf = cli_log_flags_get();
+
+	if (lf->level_set && next->log.level != start->log.level) {
+		log_warn("up: reload: log.level changed in the file (%s -> %s): not applied, "
+		         "--log-level %s on the command line wins",
+		         lvls[start->log.level], lvls[next->log.level], lvls[lf->level]);
+		next->log.level = start->log.level;
+	}
+	if (lf->format_set && next->log.format != start->log.format) {
+		log_warn("up: reload: log.format changed in the file (%s -> %s): not applied, "
+		         "--log-format %s on the command line wins",
+		         fmts[start->log.format], fmts[next->log.format], fmts[lf->format]);
+		next->log.format = start->log.format;
+	}
+}
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -313,6 +336,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return e;
 	}
 	diag_free(&d);
+	reload_cli_overrides(uc->start, cfg);
 	e = config_reload_check(uc->start, cfg);
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, o);
