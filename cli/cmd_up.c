@@ -57,6 +57,11 @@ struct up_ctx {
 	 * not change (config_reload_check) and whether SIGHUP reloads at all. */
 	const custos_config *start;
 	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
+	/* One reload at a time, from reading custos.yaml to the egress proxy following: a SIGHUP
+	 * reload (held from reload_cb to reloaded_cb) and the admin API's, or two of the admin
+	 * API's, would otherwise interleave and leave the egress proxy on the other's policy
+	 * file. The second waits (logged). */
+	pthread_mutex_t reload_mu;
 };
 
 static char *dup_or_null(const char *s)
@@ -360,17 +365,61 @@ static void egress_follow(struct up_ctx *u, const char *policy_file)
 		          err_msg());
 }
 
-static void reloaded_cb(void *arg)
+/* Takes the reload lock, saying so when another reload holds it. */
+static void reload_lock(struct up_ctx *u, const char *who)
+{
+	if (pthread_mutex_trylock(&u->reload_mu) == 0)
+		return;
+	log_info("up: %s: another reload is in progress; this one waits for it", who);
+	pthread_mutex_lock(&u->reload_mu);
+}
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_RELOAD_HOLD=FIFO holds a
+ * SIGHUP reload between the ingress proxy's swap and the egress proxy following, until a line
+ * is written to FIFO: another reload can then be started in that window
+ * (tests/integration/ops_reload_serial.sh). */
+static void test_hook_reload_hold(void)
+{
+	const char *fifo = getenv("CUSTOS_TEST_RELOAD_HOLD");
+	char c;
+
+	if (fifo == NULL)
+		return;
+	log_warn("up: test hook: SIGHUP reload applied to the ingress proxy; the egress proxy "
+	         "follows once %s is written",
+	         fifo);
+	int fd = open(fifo, O_RDONLY | O_CLOEXEC);
+	if (fd == -1) {
+		log_error("up: test hook: %s: %s", fifo, strerror(errno));
+		return;
+	}
+	while (read(fd, &c, 1) == -1 && errno == EINTR)
+		;
+	close(fd);
+	log_warn("up: test hook: SIGHUP reload released");
+}
+#endif
+
+/* The end of a SIGHUP reload (proxy_run, its thread): the egress proxy follows an applied
+ * one; the reload lock taken in reload_cb is released either way. */
+static void reloaded_cb(void *arg, bool applied)
 {
 	struct up_ctx *u = arg;
-	egress_follow(u, u->sighup_policy);
+	if (applied) {
+#ifdef CUSTOS_TEST_HOOKS
+		test_hook_reload_hold();
+#endif
+		egress_follow(u, u->sighup_policy);
+	}
+	free(u->sighup_policy);
+	u->sighup_policy = NULL;
+	pthread_mutex_unlock(&u->reload_mu);
 }
 
 static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
-	free(u->sighup_policy);
-	u->sighup_policy = NULL;
 	/* Refused like any other reload, so that it is logged and audited (policy.reload). */
 	if (!u->start->policy.reload_on_sighup) {
 		memset(o, 0, sizeof(*o));
@@ -378,9 +427,10 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 		               "reload: SIGHUP does not reload: policy.reload_on_sighup is false "
 		               "(reload through the admin API, or restart custos)");
 	}
+	reload_lock(u, "SIGHUP");
 	log_info("up: SIGHUP: reloading %s", u->path);
 	custos_err e = load_options(u, o);
-	o->reloaded = reloaded_cb;
+	o->reloaded = reloaded_cb; /* set on failure too: it releases the lock */
 	if (e == CUSTOS_OK)
 		u->sighup_policy = dup_or_null(o->policy_file);
 	return e;
@@ -399,26 +449,30 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 {
 	struct up_ctx *u = arg;
 	proxy_options o;
+	char *policy_file = NULL;
 
+	reload_lock(u, "admin API");
 	log_info("up: admin API: reloading %s", u->path);
-	GUARD(load_options(u, &o));
-	if (o.policy_file) {
+	custos_err e = load_options(u, &o);
+	if (e == CUSTOS_OK && o.policy_file) {
 		policy *p = NULL;
-		custos_err e = policy_load(o.policy_file, &p, d);
+		e = policy_load(o.policy_file, &p, d);
 		policy_unref(p);
 		if (e != CUSTOS_OK) {
 			e = diag_err(e, d, "policy has errors, the policy in force is unchanged");
 			proxy_options_free(&o);
-			return e;
 		}
 	}
-	char *policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
-	custos_err e = proxy_reload(u->srv, &o);
+	if (e == CUSTOS_OK) {
+		policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
+		e = proxy_reload(u->srv, &o);
+	}
 	if (e == CUSTOS_OK) {
 		egress_follow(u, policy_file); /* as SIGHUP does */
 		log_info("up: admin API: reloaded");
 	}
 	free(policy_file);
+	pthread_mutex_unlock(&u->reload_mu);
 	return e;
 }
 
@@ -1836,6 +1890,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		evm[i] = i < cfg->n_models && cfg->models[i].sandbox.type == CFG_SANDBOX_VM;
 	}
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
+	pthread_mutex_init(&uc->reload_mu, NULL);
 	uc->path = path;
 	uc->start = cfg;
 	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
@@ -1921,6 +1976,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
 	free(uc->sighup_policy);
+	pthread_mutex_destroy(&uc->reload_mu);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
 	if (ae != CUSTOS_OK)

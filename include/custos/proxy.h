@@ -129,9 +129,11 @@ typedef struct proxy_options {
 	                             (still checked in the handshake) names no caller */
 	char *policy_file;        /* policy.yaml; NULL: allow all (tests only, logged loudly) */
 	uint64_t max_body;        /* 0: PROXY_BODY_DEFAULT */
-	/* Called (with proxy_run's arg) once a SIGHUP reload of these options has been applied,
-	 * for state kept outside the proxy that must change with it (the egress policy). */
-	void (*reloaded)(void *arg);
+	/* Called (with proxy_run's arg) once a SIGHUP reload whose callback set it has ended,
+	 * whatever its outcome (applied: the options were swapped in), for state kept outside
+	 * the proxy that must change with it (the egress policy) and for the caller to end what
+	 * it began in the callback (custos up serialises reloads). */
+	void (*reloaded)(void *arg, bool applied);
 	uint64_t max_head_bytes;       /* request line + header fields; 0: the codec's 32 KiB */
 	uint64_t max_headers;          /* header fields per request; 0: the codec's 100 */
 	uint64_t max_request_line;     /* request line; 0: the codec's 8 KiB */
