@@ -172,6 +172,10 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg) CUSTOS_
  * state stays (message in err_msg). Listeners and worker count are fixed at create time. */
 custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
 
+/* Loads the JWKS file at path as the proxy does (auth.jwt.jwks_file) and drops it: CUSTOS_OK
+ * when it holds at least one usable signing key, else why not in err_msg (config check). */
+custos_err proxy_jwks_check(const char *path) CUSTOS_WUR;
+
 /* The port the first TCP listener got (for address ":0" in tests); 0 when none. */
 unsigned proxy_bound_port(const proxy_server *s, size_t listener);
 
