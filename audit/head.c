@@ -532,7 +532,7 @@ custos_err audit_ship_prepare(int dirfd, const char *dir)
 		close(sfd);
 		return e;
 	}
-	int lfd = dup(dirfd); /* fdopendir owns what it is given */
+	int lfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0); /* fdopendir owns what it is given */
 	DIR *d = lfd == -1 ? NULL : fdopendir(lfd);
 	if (d == NULL) {
 		e = err_sys("%s: opendir", dir);
@@ -546,10 +546,8 @@ custos_err audit_ship_prepare(int dirfd, const char *dir)
 		const char *nm = de->d_name;
 		if (strncmp(nm, "cursor.", 7) != 0 || nm[7] == '\0')
 			continue;
-		if (strstr(nm, ".tmp") != NULL) { /* an older shipper's unfinished replacement */
-			(void)unlinkat(dirfd, nm, 0);
-			continue;
-		}
+		if (strstr(nm, ".tmp") != NULL)
+			continue; /* an older shipper's unfinished replacement: left as it is */
 		e = ship_migrate(dirfd, sfd, dir, nm);
 		moved = true;
 	}
