@@ -100,6 +100,9 @@ void audit_reader_close(audit_reader *r);
 #define AUDIT_ACCEPT_FILE   "audit.head.accept"
 #define AUDIT_ANCHOR_DOMAIN "custos-audit-head/1"
 #define AUDIT_MAX_CURSORS   AUDIT_MAX_SINKS
+/* The sinks' cursors live in DIR/ship/cursor.<name>: the one directory the shipper writes
+ * (its Landlock view holds DIR read-only). */
+#define AUDIT_SHIP_DIR "ship"
 
 typedef struct audit_anchor {
 	uint64_t seq;
@@ -156,7 +159,7 @@ struct audit_head_check {
 custos_err audit_anchor_load(int dirfd, audit_anchor *a, bool *anchored, char *damage,
                              size_t damagesz) CUSTOS_WUR;
 /* Compares the scanned head with the anchor a (when anchored) and with every cursor.* file in
- * dir: a damaged anchor, a head below the anchor, another hash at the anchor's seq, or a
+ * dir/ship (c->cursors: their names there): a damaged anchor, a head below the anchor, another hash at the anchor's seq, or a
  * cursor past the head is a problem, described in c->problem. */
 custos_err audit_head_check(const char *dir, const struct audit_log_scan *s, const audit_anchor *a,
                             bool anchored, const char *anchor_damage,
@@ -243,7 +246,12 @@ struct audit_ship_ready {
  * every sink is set up (or one failed) it writes a struct audit_ship_ready to ready_fd and
  * closes it. Returns the exit status for _exit. */
 int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd);
-/* Reads the cursor of sink name in dir (0 when none). */
+/* Makes DIR/ship (0700, given to DIR's owner when run as root) and moves every cursor.<name>
+ * an older custos left in DIR itself there (when ship/ has none of that name; else the old
+ * one is removed), so that the shipper resumes from it. Run by the writer under its lock,
+ * before the head check and before the shipper starts. */
+custos_err audit_ship_prepare(int dirfd, const char *dir) CUSTOS_WUR;
+/* Reads the cursor of sink name in dir (DIR/ship/cursor.<name>; 0 when none). */
 custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq) CUSTOS_WUR;
 
 #endif

@@ -458,9 +458,14 @@ custos_err audit_head_check(const char *dir, const struct audit_log_scan *s, con
 		}
 	}
 	/* A sink's cursor is a second witness: it says how far the log once reached. */
-	d = opendir(dir);
+	char sdir[4096];
+	ENSURE((size_t)snprintf(sdir, sizeof(sdir), "%s/" AUDIT_SHIP_DIR, dir) < sizeof(sdir),
+	       CUSTOS_ERR_LIMIT, "path too long");
+	d = opendir(sdir);
+	if (d == NULL && errno == ENOENT)
+		return CUSTOS_OK; /* no sink ever ran (audit_ship_prepare makes it) */
 	if (d == NULL)
-		return err_sys("%s: opendir", dir);
+		return err_sys("%s: opendir", sdir);
 	while ((de = readdir(d)) != NULL) {
 		uint64_t cur;
 		const char *nm = de->d_name;
@@ -474,14 +479,83 @@ custos_err audit_head_check(const char *dir, const struct audit_log_scan *s, con
 			snprintf(c->cursors[c->n_cursors], sizeof(c->cursors[0]), "%s", nm);
 			c->n_cursors++;
 			audit_note_add(c->problem, sizeof(c->problem),
-			               "%s says seq %llu was delivered to a SIEM, past the head "
-			               "(seq %llu)",
+			               AUDIT_SHIP_DIR "/%s says seq %llu was delivered to a SIEM, "
+			                              "past the head "
+			                              "(seq %llu)",
 			               nm, (unsigned long long)cur,
 			               (unsigned long long)(s->found ? s->seq : 0));
 		}
 	}
 	closedir(d);
 	return CUSTOS_OK;
+}
+
+/* ---- the shipper's directory */
+
+/* Moves the cursor file name (in dirfd) into ship/ (sfd) unless one is there already. */
+static custos_err ship_migrate(int dirfd, int sfd, const char *dir, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		/* ship/ is what the shipper wrote since: the old file is stale. */
+		if (unlinkat(dirfd, name, 0) == -1)
+			return err_sys("%s/%s: unlink", dir, name);
+		log_warn("audit: %s/%s removed: %s/" AUDIT_SHIP_DIR "/%s is the sink's cursor", dir,
+		         name, dir, name);
+		return CUSTOS_OK;
+	}
+	if (errno != ENOENT)
+		return err_sys("%s/" AUDIT_SHIP_DIR "/%s: stat", dir, name);
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return err_sys("%s/%s: stat", dir, name);
+	ENSURE(S_ISREG(st.st_mode), CUSTOS_ERR_INVAL, "%s/%s: not a regular file", dir, name);
+	if (renameat(dirfd, name, sfd, name) == -1)
+		return err_sys("rename %s/%s -> %s/" AUDIT_SHIP_DIR "/%s", dir, name, dir, name);
+	log_info("audit: %s/%s moved to %s/" AUDIT_SHIP_DIR "/%s (the shipper writes only there)",
+	         dir, name, dir, name);
+	return CUSTOS_OK;
+}
+
+custos_err audit_ship_prepare(int dirfd, const char *dir)
+{
+	custos_err e = CUSTOS_OK;
+	bool moved = false;
+	struct dirent *de;
+
+	if (mkdirat(dirfd, AUDIT_SHIP_DIR, 0700) == -1 && errno != EEXIST)
+		return err_sys("%s/" AUDIT_SHIP_DIR ": mkdir", dir);
+	int sfd = openat(dirfd, AUDIT_SHIP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd == -1)
+		return err_sys("%s/" AUDIT_SHIP_DIR ": open", dir);
+	if ((e = audit_own_as_dir(dirfd, sfd, AUDIT_SHIP_DIR)) != CUSTOS_OK) {
+		close(sfd);
+		return e;
+	}
+	int lfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0); /* fdopendir owns what it is given */
+	DIR *d = lfd == -1 ? NULL : fdopendir(lfd);
+	if (d == NULL) {
+		e = err_sys("%s: opendir", dir);
+		if (lfd != -1)
+			close(lfd);
+		close(sfd);
+		return e;
+	}
+	rewinddir(d);
+	while (e == CUSTOS_OK && (de = readdir(d)) != NULL) {
+		const char *nm = de->d_name;
+		if (strncmp(nm, "cursor.", 7) != 0 || nm[7] == '\0')
+			continue;
+		if (strstr(nm, ".tmp") != NULL)
+			continue; /* an older shipper's unfinished replacement: left as it is */
+		e = ship_migrate(dirfd, sfd, dir, nm);
+		moved = true;
+	}
+	closedir(d);
+	if (e == CUSTOS_OK && moved && (fsync(sfd) == -1 || fsync(dirfd) == -1))
+		e = err_sys("%s: directory fsync", dir);
+	close(sfd);
+	return e;
 }
 
 /* ---- the operator's acceptance */
@@ -512,6 +586,10 @@ custos_err audit_accept_head(const char *dir, char *report, size_t reportsz)
 		            dir);
 		goto out_lock;
 	}
+	/* An older custos' cursors are checked where the next start will look for them. */
+	e = audit_ship_prepare(dirfd, dir);
+	if (e != CUSTOS_OK)
+		goto out_lock;
 	e = audit_anchor_load(dirfd, &a, &anchored, damage, sizeof(damage));
 	if (e != CUSTOS_OK)
 		goto out_lock;

@@ -93,7 +93,8 @@ custos_err audit_cursor_read(const char *dir, const char *name, uint64_t *seq)
 	custos_err e;
 
 	*seq = 0;
-	ENSURE((size_t)snprintf(path, sizeof(path), "%s/cursor.%s", dir, name) < sizeof(path),
+	ENSURE((size_t)snprintf(path, sizeof(path), "%s/" AUDIT_SHIP_DIR "/cursor.%s", dir, name) <
+	               sizeof(path),
 	       CUSTOS_ERR_LIMIT, "path too long");
 	if (access(path, F_OK) == -1)
 		return CUSTOS_OK;
@@ -828,7 +829,8 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 		snprintf(s->channel, sizeof(s->channel), "%.8s-%.4s-%.4s-%.4s-%.12s", hx, hx + 8,
 		         hx + 12, hx + 16, hx + 20);
 	}
-	ENSURE((size_t)snprintf(s->cursor_path, sizeof(s->cursor_path), "%s/cursor.%s", o->dir,
+	ENSURE((size_t)snprintf(s->cursor_path, sizeof(s->cursor_path),
+	                        "%s/" AUDIT_SHIP_DIR "/cursor.%s", o->dir,
 	                        so->name) < sizeof(s->cursor_path),
 	       CUSTOS_ERR_LIMIT, "path too long");
 	GUARD(audit_cursor_read(o->dir, so->name, &s->cursor));
@@ -932,7 +934,8 @@ int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd)
 			             o->sinks[inited].name ? o->sinks[inited].name : "(unnamed)");
 	}
 	/* Nothing read from here on but the log, the cursors and what a connection reads (the
-	 * trust store, the resolver's files): the caller's narrower view goes on now. */
+	 * trust store, the resolver's files), nothing written but the cursors in DIR/ship: the
+	 * caller's narrower view goes on now. */
 	if (e == CUSTOS_OK && o->confine_shipper != NULL &&
 	    (e = o->confine_shipper(o->confine_shipper_arg, -1)) != CUSTOS_OK)
 		e = err_wrap(e, "audit shipper: confine");

@@ -502,15 +502,22 @@ static void accepted_done(struct wstate *w, const struct start_note *sn, uint64_
 	char v[32];
 	int n = snprintf(v, sizeof(v), "%llu\n", (unsigned long long)head_seq);
 
-	for (size_t i = 0; i < sn->check.n_cursors; i++) {
-		if (audit_file_write_at(w->dirfd, sn->check.cursors[i], v, (size_t)n, 0600) !=
-		    CUSTOS_OK)
+	int sfd = sn->check.n_cursors == 0
+	                  ? -1
+	                  : openat(w->dirfd, AUDIT_SHIP_DIR,
+	                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sn->check.n_cursors > 0 && sfd == -1)
+		log_error("audit: %s/" AUDIT_SHIP_DIR ": open: %s", w->o->dir, strerror(errno));
+	for (size_t i = 0; sfd != -1 && i < sn->check.n_cursors; i++) {
+		if (audit_file_write_at(sfd, sn->check.cursors[i], v, (size_t)n, 0600) != CUSTOS_OK)
 			log_error("audit: %s", err_msg());
 		else
-			log_warn("audit: %s/%s moved back to seq %llu (accepted head): the sink "
-			         "resends from there",
+			log_warn("audit: %s/" AUDIT_SHIP_DIR "/%s moved back to seq %llu (accepted "
+			         "head): the sink resends from there",
 			         w->o->dir, sn->check.cursors[i], (unsigned long long)head_seq);
 	}
+	if (sfd != -1)
+		close(sfd);
 	if (unlinkat(w->dirfd, AUDIT_ACCEPT_FILE, 0) == -1 && errno != ENOENT)
 		log_error("audit: %s/" AUDIT_ACCEPT_FILE ": unlink: %s", w->o->dir,
 		          strerror(errno));
@@ -582,6 +589,9 @@ static custos_err writer_setup(struct wstate *w)
 		struct timespec ts = { 0, 50 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
+	/* The cursors an older custos kept in the directory itself move to ship/ before they
+	 * are checked, and before the shipper (which may write only there) starts. */
+	GUARD(audit_ship_prepare(w->dirfd, w->o->dir));
 	memcpy(w->head, AUDIT_GENESIS_PREV, sizeof(w->head));
 	sn = calloc(1, sizeof(*sn));
 	if (sn == NULL)

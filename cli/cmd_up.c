@@ -57,6 +57,11 @@ struct up_ctx {
 	 * not change (config_reload_check) and whether SIGHUP reloads at all. */
 	const custos_config *start;
 	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
+	/* One reload at a time, from reading custos.yaml to the egress proxy following: a SIGHUP
+	 * reload (held from reload_cb to reloaded_cb) and the admin API's, or two of the admin
+	 * API's, would otherwise interleave and leave the egress proxy on the other's policy
+	 * file. The second waits (logged). */
+	pthread_mutex_t reload_mu;
 };
 
 static char *dup_or_null(const char *s)
@@ -298,6 +303,29 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 	return CUSTOS_OK;
 }
 
+/* A setting the command line overrides (--log-level, --log-format) is not custos.yaml's to
+ * change: a reload whose file changes only it is no change to refuse. The command line keeps
+ * winning, as at start, and the log says that the file's new value is not applied. */
+static void reload_cli_overrides(const custos_config *start, custos_config *next)
+{
+	static const char *const lvls[] = { "error", "warn", "info", "debug" };
+	static const char *const fmts[] = { "auto", "text", "json" };
+	const cli_log_flags *lf = cli_log_flags_get();
+
+	if (lf->level_set && next->log.level != start->log.level) {
+		log_warn("up: reload: log.level changed in the file (%s -> %s): not applied, "
+		         "--log-level %s on the command line wins",
+		         lvls[start->log.level], lvls[next->log.level], lvls[lf->level]);
+		next->log.level = start->log.level;
+	}
+	if (lf->format_set && next->log.format != start->log.format) {
+		log_warn("up: reload: log.format changed in the file (%s -> %s): not applied, "
+		         "--log-format %s on the command line wins",
+		         fmts[start->log.format], fmts[next->log.format], fmts[lf->format]);
+		next->log.format = start->log.format;
+	}
+}
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -313,6 +341,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		return e;
 	}
 	diag_free(&d);
+	reload_cli_overrides(uc->start, cfg);
 	e = config_reload_check(uc->start, cfg);
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, o);
@@ -336,17 +365,61 @@ static void egress_follow(struct up_ctx *u, const char *policy_file)
 		          err_msg());
 }
 
-static void reloaded_cb(void *arg)
+/* Takes the reload lock, saying so when another reload holds it. */
+static void reload_lock(struct up_ctx *u, const char *who)
+{
+	if (pthread_mutex_trylock(&u->reload_mu) == 0)
+		return;
+	log_info("up: %s: another reload is in progress; this one waits for it", who);
+	pthread_mutex_lock(&u->reload_mu);
+}
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_RELOAD_HOLD=FIFO holds a
+ * SIGHUP reload between the ingress proxy's swap and the egress proxy following, until a line
+ * is written to FIFO: another reload can then be started in that window
+ * (tests/integration/ops_reload_serial.sh). */
+static void test_hook_reload_hold(void)
+{
+	const char *fifo = getenv("CUSTOS_TEST_RELOAD_HOLD");
+	char c;
+
+	if (fifo == NULL)
+		return;
+	log_warn("up: test hook: SIGHUP reload applied to the ingress proxy; the egress proxy "
+	         "follows once %s is written",
+	         fifo);
+	int fd = open(fifo, O_RDONLY | O_CLOEXEC);
+	if (fd == -1) {
+		log_error("up: test hook: %s: %s", fifo, strerror(errno));
+		return;
+	}
+	while (read(fd, &c, 1) == -1 && errno == EINTR)
+		;
+	close(fd);
+	log_warn("up: test hook: SIGHUP reload released");
+}
+#endif
+
+/* The end of a SIGHUP reload (proxy_run, its thread): the egress proxy follows an applied
+ * one; the reload lock taken in reload_cb is released either way. */
+static void reloaded_cb(void *arg, bool applied)
 {
 	struct up_ctx *u = arg;
-	egress_follow(u, u->sighup_policy);
+	if (applied) {
+#ifdef CUSTOS_TEST_HOOKS
+		test_hook_reload_hold();
+#endif
+		egress_follow(u, u->sighup_policy);
+	}
+	free(u->sighup_policy);
+	u->sighup_policy = NULL;
+	pthread_mutex_unlock(&u->reload_mu);
 }
 
 static custos_err reload_cb(void *arg, proxy_options *o)
 {
 	struct up_ctx *u = arg;
-	free(u->sighup_policy);
-	u->sighup_policy = NULL;
 	/* Refused like any other reload, so that it is logged and audited (policy.reload). */
 	if (!u->start->policy.reload_on_sighup) {
 		memset(o, 0, sizeof(*o));
@@ -354,9 +427,10 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 		               "reload: SIGHUP does not reload: policy.reload_on_sighup is false "
 		               "(reload through the admin API, or restart custos)");
 	}
+	reload_lock(u, "SIGHUP");
 	log_info("up: SIGHUP: reloading %s", u->path);
 	custos_err e = load_options(u, o);
-	o->reloaded = reloaded_cb;
+	o->reloaded = reloaded_cb; /* set on failure too: it releases the lock */
 	if (e == CUSTOS_OK)
 		u->sighup_policy = dup_or_null(o->policy_file);
 	return e;
@@ -375,26 +449,30 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 {
 	struct up_ctx *u = arg;
 	proxy_options o;
+	char *policy_file = NULL;
 
+	reload_lock(u, "admin API");
 	log_info("up: admin API: reloading %s", u->path);
-	GUARD(load_options(u, &o));
-	if (o.policy_file) {
+	custos_err e = load_options(u, &o);
+	if (e == CUSTOS_OK && o.policy_file) {
 		policy *p = NULL;
-		custos_err e = policy_load(o.policy_file, &p, d);
+		e = policy_load(o.policy_file, &p, d);
 		policy_unref(p);
 		if (e != CUSTOS_OK) {
 			e = diag_err(e, d, "policy has errors, the policy in force is unchanged");
 			proxy_options_free(&o);
-			return e;
 		}
 	}
-	char *policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
-	custos_err e = proxy_reload(u->srv, &o);
+	if (e == CUSTOS_OK) {
+		policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
+		e = proxy_reload(u->srv, &o);
+	}
 	if (e == CUSTOS_OK) {
 		egress_follow(u, policy_file); /* as SIGHUP does */
 		log_info("up: admin API: reloaded");
 	}
 	free(policy_file);
+	pthread_mutex_unlock(&u->reload_mu);
 	return e;
 }
 
@@ -1439,6 +1517,89 @@ static void view_add_one(const char **list, size_t *n, size_t max, char (*store)
 	list[(*n)++] = d;
 }
 
+/* The trust store OpenSSL is pointed to through custos' environment (SSL_CERT_FILE, a file;
+ * SSL_CERT_DIR, directories separated by ':'), as OpenSSL reads it: checked once at start
+ * (trust_env_check) and then added as it is (a file as a file, a directory as a directory,
+ * with where a link leads) to the views that verify peers: the proxy's (upstreams, egress
+ * sources, a reload's new contexts; a hashed directory is read at each handshake) and the
+ * shipper's (its TLS sinks). */
+static void view_add_trust_env(const char **list, size_t *n, size_t max,
+                               char (*store)[CFG_MAX_PATH_LEN])
+{
+	const char *f = getenv("SSL_CERT_FILE"), *d = getenv("SSL_CERT_DIR");
+	char one[CFG_MAX_PATH_LEN];
+
+	if (f != NULL && f[0] != '\0') {
+		view_add_one(list, n, max, store, f, true); /* true: the path as it is */
+		if (realpath(f, one) != NULL && strcmp(one, f) != 0)
+			view_add_one(list, n, max, store, one, true);
+	}
+	for (const char *p = d; p != NULL && *p != '\0';) {
+		const char *c = strchr(p, ':');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		if (l > 0 && l < sizeof(one)) {
+			memcpy(one, p, l);
+			one[l] = '\0';
+			view_add(list, n, max, store, one, true);
+		}
+		p = c ? c + 1 : NULL;
+	}
+}
+
+/* SSL_CERT_FILE and SSL_CERT_DIR, when set, must name what OpenSSL will read there (a
+ * regular file; directories), absolute: the confined processes can read nothing else, so a
+ * missing one is refused at start rather than a peer failing verification later. */
+static custos_err trust_env_check(void)
+{
+	const char *f = getenv("SSL_CERT_FILE"), *d = getenv("SSL_CERT_DIR");
+	struct stat st;
+
+	if (f != NULL) {
+		ENSURE(f[0] == '/', CUSTOS_ERR_INVAL,
+		       "SSL_CERT_FILE='%s': not an absolute path (the trust store OpenSSL reads "
+		       "from custos' environment)",
+		       f);
+		if (stat(f, &st) == -1)
+			return err_sys(
+			        "SSL_CERT_FILE=%s (the trust store OpenSSL reads from custos' "
+			        "environment)",
+			        f);
+		ENSURE(S_ISREG(st.st_mode), CUSTOS_ERR_INVAL,
+		       "SSL_CERT_FILE=%s: not a regular file (a PEM bundle of CA certificates)", f);
+		if (access(f, R_OK) == -1)
+			return err_sys("SSL_CERT_FILE=%s", f);
+	}
+	for (const char *p = d; p != NULL && *p != '\0';) {
+		const char *c = strchr(p, ':');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		char one[CFG_MAX_PATH_LEN];
+		ENSURE(l < sizeof(one), CUSTOS_ERR_LIMIT, "SSL_CERT_DIR: a path is too long");
+		memcpy(one, p, l);
+		one[l] = '\0';
+		p = c ? c + 1 : NULL;
+		if (l == 0)
+			continue; /* OpenSSL skips an empty entry too */
+		ENSURE(one[0] == '/', CUSTOS_ERR_INVAL,
+		       "SSL_CERT_DIR entry '%s': not an absolute path (the trust store OpenSSL "
+		       "reads from custos' environment)",
+		       one);
+		if (stat(one, &st) == -1)
+			return err_sys("SSL_CERT_DIR entry %s (the trust store OpenSSL reads from "
+			               "custos' environment)",
+			               one);
+		ENSURE(S_ISDIR(st.st_mode), CUSTOS_ERR_INVAL,
+		       "SSL_CERT_DIR entry %s: not a directory (hashed CA certificates)", one);
+		if (access(one, R_OK | X_OK) == -1)
+			return err_sys("SSL_CERT_DIR entry %s", one);
+	}
+	if (f != NULL || d != NULL)
+		log_info("up: trust store from the environment (%s%s%s%s%s): read-only in the "
+		         "proxy's and the audit shipper's Landlock views",
+		         f ? "SSL_CERT_FILE=" : "", f ? f : "", f && d ? ", " : "",
+		         d ? "SSL_CERT_DIR=" : "", d ? d : "");
+	return CUSTOS_OK;
+}
+
 #define VIEW_MAX 64 /* SANDBOX_MAX_BINDS */
 struct proxy_view {
 	const char *ro[VIEW_MAX], *rw[VIEW_MAX];
@@ -1472,6 +1633,7 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
 		if (access(view_sys_ro[i], F_OK) == 0)
 			RO(view_sys_ro[i], true);
+	view_add_trust_env(v->ro, &v->nro, VIEW_MAX, v->ro_store);
 	if (access("/sys/devices/system/cpu", F_OK) == 0)
 		RO("/sys/devices/system/cpu", true);
 	RO(path, false);
@@ -1514,8 +1676,10 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 }
 
 /* The narrower views of the audit processes (docs/SANDBOX.md, "Privilege separation"). The
- * writer touches only its log directory once it serves. The shipper reads the log and replaces
- * its cursor files there, and reads what a TLS connection and a name lookup may still read
+ * writer touches only its log directory once it serves. The shipper reads the log and writes
+ * only its cursor files, in DIR/ship (which the writer made before the shipper started: a
+ * shipper cannot create, rename, remove or truncate a file of the trail), and reads what a
+ * TLS connection and a name lookup may still read
  * after its start (the system trust store, the resolver's files, libraries under /usr); its
  * CA, client certificate, key and token were loaded before it narrows. Neither reads
  * custos.yaml, the policy, the listeners' keys, the signing key or the egress CA. */
@@ -1532,7 +1696,11 @@ static struct child_views *child_views_new(const custos_config *cfg)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
 		if (access(view_sys_ro[i], F_OK) == 0)
 			view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, view_sys_ro[i], true);
-	view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, cfg->audit.dir, true);
+	view_add_trust_env(h->ro, &h->nro, VIEW_MAX, h->ro_store);
+	view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, cfg->audit.dir, true);
+	char ship[CFG_MAX_PATH_LEN];
+	if ((size_t)snprintf(ship, sizeof(ship), "%s/ship", cfg->audit.dir) < sizeof(ship))
+		view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, ship, true);
 	return c;
 }
 
@@ -1548,10 +1716,52 @@ static custos_err confine_writer(void *arg, int log_dir_fd)
 	return confine_view(&((const struct child_views *)arg)->writer, "audit writer");
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SHIPPER_PROBE=DIR makes
+ * the confined shipper try what it must not do to the trail in DIR (create probe.created,
+ * truncate probe.victim, rename it) and what it must (replace DIR/ship/probe by
+ * rename), logging each outcome (tests/integration/audit_ship_confine.sh). */
+static void test_hook_shipper_probe(void)
+{
+	const char *dir = getenv("CUSTOS_TEST_SHIPPER_PROBE");
+	char a[CFG_MAX_PATH_LEN], b[CFG_MAX_PATH_LEN];
+	int fd;
+
+	if (dir == NULL || strlen(dir) > CFG_MAX_PATH_LEN - 32)
+		return;
+	snprintf(a, sizeof(a), "%s/probe.created", dir);
+	fd = open(a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	log_warn("audit shipper: test hook: create %s: %s", a, fd == -1 ? strerror(errno) : "done");
+	if (fd != -1)
+		close(fd);
+	snprintf(a, sizeof(a), "%s/probe.victim", dir);
+	snprintf(b, sizeof(b), "%s/probe.renamed", dir);
+	fd = open(a, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	log_warn("audit shipper: test hook: truncate %s: %s", a,
+	         fd == -1 ? strerror(errno) : "done");
+	if (fd != -1)
+		close(fd);
+	log_warn("audit shipper: test hook: rename %s: %s", a,
+	         rename(a, b) == -1 ? strerror(errno) : "done");
+	snprintf(a, sizeof(a), "%s/ship/probe.tmp", dir);
+	snprintf(b, sizeof(b), "%s/ship/probe", dir);
+	fd = open(a, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd != -1)
+		close(fd);
+	log_warn("audit shipper: test hook: replace %s: %s", b,
+	         fd == -1 || rename(a, b) == -1 ? strerror(errno) : "done");
+}
+#endif
+
 static custos_err confine_shipper(void *arg, int log_dir_fd)
 {
 	(void)log_dir_fd;
-	return confine_view(&((const struct child_views *)arg)->shipper, "audit shipper");
+	custos_err e = confine_view(&((const struct child_views *)arg)->shipper, "audit shipper");
+#ifdef CUSTOS_TEST_HOOKS
+	if (e == CUSTOS_OK)
+		test_hook_shipper_probe();
+#endif
+	return e;
 }
 
 /* The user the proxy runs as: proxy.user (the packaged custos.yaml says `custos`), else
@@ -1680,6 +1890,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		evm[i] = i < cfg->n_models && cfg->models[i].sandbox.type == CFG_SANDBOX_VM;
 	}
 	struct up_ctx *uc = xcalloc(1, sizeof(*uc));
+	pthread_mutex_init(&uc->reload_mu, NULL);
 	uc->path = path;
 	uc->start = cfg;
 	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
@@ -1765,6 +1976,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
 	free(uc->sighup_policy);
+	pthread_mutex_destroy(&uc->reload_mu);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
 	if (ae != CUSTOS_OK)
@@ -1844,6 +2056,11 @@ int cmd_up(int argc, char **argv)
 	custos_config *cfg = NULL;
 	if (up_load(path, &cfg) != CUSTOS_OK)
 		return CLI_FAIL;
+	if (trust_env_check() != CUSTOS_OK) {
+		log_error("up: %s", err_msg());
+		config_free(cfg);
+		return CLI_FAIL;
+	}
 
 	/* Signals are read from a signalfd by the supervisor; blocked before any thread or
 	 * child exists so that every one inherits the mask (the proxy's proxy_run waits for

@@ -17,11 +17,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "cli.h"
 #include "custos/audit.h"
 #include "custos/config.h"
+#include "custos/proxy.h"
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
+#define HC_PEM_MAX    (1u << 20) /* a certificate, key or CA bundle read by the TLS checks */
 
 struct hc_ctx {
 	const custos_config *cfg;
@@ -50,21 +56,22 @@ static void report(struct hc_ctx *x, diag_severity sev, const char *at, const ch
 /* A file opened for reading: it exists, is a regular file (nothing else is opened: a device
  * or FIFO could react to an open), opens read-only and, with check_mode, passes the mode rule
  * `up` applies (key files: no access by group or others). */
-static void check_read(struct hc_ctx *x, diag_severity sev, const char *setting, const char *path,
+static bool check_read(struct hc_ctx *x, diag_severity sev, const char *setting, const char *path,
                        const char *at, file_kind kind, bool check_mode, const char *when)
 {
 	struct stat st;
 	const char *hint = when;
+	bool ok = true;
 
 	if (path == NULL)
-		return;
+		return false;
 	if (stat(path, &st) == -1) {
 		report(x, sev, at, hint, "%s '%s': %s%s", setting, path, strerror(errno), x->who);
-		return;
+		return false;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		report(x, sev, at, hint, "%s '%s': not a regular file", setting, path);
-		return;
+		return false;
 	}
 	int fd;
 	do
@@ -73,11 +80,14 @@ static void check_read(struct hc_ctx *x, diag_severity sev, const char *setting,
 	if (fd == -1) {
 		report(x, sev, at, hint, "%s '%s': cannot be read%s: %s", setting, path, x->who,
 		       strerror(errno));
-		return;
+		return false;
 	}
-	if (check_mode && file_check_mode(fd, path, kind) != CUSTOS_OK)
+	if (check_mode && file_check_mode(fd, path, kind) != CUSTOS_OK) {
 		report(x, sev, at, hint, "%s: %s", setting, err_msg());
+		ok = false;
+	}
 	close(fd);
+	return ok;
 }
 
 /* The directory holding path (path cut at its last '/'; "." for a bare name). */
@@ -158,8 +168,9 @@ static void check_in_dir(struct hc_ctx *x, const char *dir, const char *name, in
 		       mode & W_OK ? "read and written" : "read", x->who, strerror(errno));
 }
 
-/* audit.dir as the proxy's writer and shipper use it: a directory they write, with the lock,
- * the head, the sinks' cursors and the log files in it (the newest one appended to). */
+/* audit.dir as the proxy's writer and shipper use it: a directory the writer writes, with the
+ * lock, the head and the log files in it (the newest one appended to), and ship/ with the
+ * sinks' cursors, which the shipper writes. */
 static void check_audit_dir(struct hc_ctx *x)
 {
 	const cfg_audit *a = &x->cfg->audit;
@@ -183,10 +194,14 @@ static void check_audit_dir(struct hc_ctx *x)
 	}
 	check_in_dir(x, a->dir, "audit.lock", R_OK | W_OK, a->dir);
 	check_in_dir(x, a->dir, "audit.head", R_OK | W_OK, a->dir);
+	/* The sinks' cursors: in ship/ (an older custos' cursor.<id> in the directory itself is
+	 * moved there by the writer at start, so it is checked too). */
+	check_in_dir(x, a->dir, "ship", R_OK | W_OK | X_OK, a->dir);
 	for (size_t i = 0; i < a->n_sinks; i++) {
 		char name[CFG_MAX_ID_LEN + 16];
-		snprintf(name, sizeof(name), "cursor.%s", a->sinks[i].id);
+		snprintf(name, sizeof(name), "ship/cursor.%s", a->sinks[i].id);
 		check_in_dir(x, a->dir, name, R_OK | W_OK, a->sinks[i].id);
+		check_in_dir(x, a->dir, name + 5, R_OK | W_OK, a->sinks[i].id);
 	}
 	char **files = NULL;
 	size_t n = 0;
@@ -200,6 +215,150 @@ static void check_audit_dir(struct hc_ctx *x)
 		             i + 1 == n ? R_OK | W_OK : R_OK, a->dir);
 	}
 	audit_paths_free(files, n);
+}
+
+/* ---- what the files hold: parsed with OpenSSL, read-only, nothing else opened */
+
+/* The reason OpenSSL gave last (its queue cleared), or what when it gave none. */
+static const char *ossl_why(char *out, size_t n, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (e == 0)
+		snprintf(out, n, "%s", what);
+	else
+		ERR_error_string_n(e, out, n);
+	ERR_clear_error();
+	return out;
+}
+
+/* A key protected by a passphrase is not asked for one (custos reads unencrypted keys). */
+static int no_passphrase(char *b, int size, int rwflag, void *u)
+{
+	(void)b;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* path's bytes in b, or false when it cannot be read (check_read reported why). */
+static bool pem_read(const char *path, buf *b)
+{
+	buf_init(b, HC_PEM_MAX);
+	if (path != NULL && file_load(path, FILE_ANY, HC_PEM_MAX, b) == CUSTOS_OK)
+		return true;
+	buf_free_secret(b);
+	return false;
+}
+
+/* An ASN1 time as "2026-11-27 20:30:00 UTC" (UTCTime or GeneralizedTime, as certificates
+ * write them), else its raw text. */
+static void asn1_time_text(const ASN1_TIME *t, char *out, size_t n)
+{
+	const char *s = (const char *)ASN1_STRING_get0_data(t);
+	int len = ASN1_STRING_length(t);
+	int y = len == 13 ? 2 : 4; /* YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ */
+
+	if (s == NULL || (len != 13 && len != 15) || s[len - 1] != 'Z') {
+		snprintf(out, n, "%.*s", s ? (len > 32 ? 32 : len) : 0, s ? s : "");
+		return;
+	}
+	snprintf(out, n, "%s%.*s-%.2s-%.2s %.2s:%.2s:%.2s UTC",
+	         len == 13 ? (s[0] >= '5' ? "19" : "20") : "", y, s, s + y, s + y + 2, s + y + 4,
+	         s + y + 6, s + y + 8);
+}
+
+/* A certificate's validity now: not yet valid or expired is reported. */
+static void check_validity(struct hc_ctx *x, diag_severity sev, const char *setting,
+                           const char *path, X509 *c, const char *hint)
+{
+	char when[48];
+
+	if (X509_cmp_current_time(X509_get0_notBefore(c)) >= 0) {
+		asn1_time_text(X509_get0_notBefore(c), when, sizeof(when));
+		report(x, sev, path, hint, "%s '%s': not valid yet (not before %s)", setting, path,
+		       when);
+	}
+	if (X509_cmp_current_time(X509_get0_notAfter(c)) <= 0) {
+		asn1_time_text(X509_get0_notAfter(c), when, sizeof(when));
+		report(x, sev, path, hint, "%s '%s': expired (not after %s)", setting, path, when);
+	}
+}
+
+/* A listener's certificate (PEM, the leaf first, its validity) and key (PEM, unencrypted,
+ * the certificate's): what the proxy's TLS setup would refuse at start, or serve expired. */
+static void check_cert_key(struct hc_ctx *x, diag_severity sev, const char *csetting,
+                           const char *cert, const char *ksetting, const char *key,
+                           const char *hint)
+{
+	char why[256];
+	buf cb, kb;
+	X509 *leaf = NULL;
+	EVP_PKEY *pk = NULL;
+
+	if (pem_read(cert, &cb)) {
+		BIO *bio = BIO_new_mem_buf(buf_ptr(&cb), (int)buf_used(&cb));
+		leaf = bio ? PEM_read_bio_X509(bio, NULL, no_passphrase, NULL) : NULL;
+		BIO_free(bio);
+		buf_free(&cb);
+		if (leaf == NULL)
+			report(x, sev, cert, hint, "%s '%s': no PEM certificate in it: %s",
+			       csetting, cert,
+			       ossl_why(why, sizeof(why), "no BEGIN CERTIFICATE block"));
+		else
+			check_validity(x, sev, csetting, cert, leaf, hint);
+	}
+	if (pem_read(key, &kb)) {
+		BIO *bio = BIO_new_mem_buf(buf_ptr(&kb), (int)buf_used(&kb));
+		pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
+		BIO_free(bio);
+		buf_free_secret(&kb);
+		if (pk == NULL)
+			report(x, sev, key, hint,
+			       "%s '%s': no usable PEM private key in it (custos reads unencrypted "
+			       "keys): %s",
+			       ksetting, key,
+			       ossl_why(why, sizeof(why), "no BEGIN PRIVATE KEY block"));
+	}
+	if (leaf != NULL && pk != NULL && X509_check_private_key(leaf, pk) != 1) {
+		ERR_clear_error();
+		report(x, sev, key, hint, "%s '%s': does not match the certificate %s", ksetting,
+		       key, cert);
+	}
+	X509_free(leaf);
+	EVP_PKEY_free(pk);
+}
+
+/* A CA bundle: PEM that holds at least one certificate (a file of keys or of nothing verifies
+ * no peer). */
+static void check_ca_bundle(struct hc_ctx *x, diag_severity sev, const char *setting,
+                            const char *path, const char *hint)
+{
+	char why[256];
+	buf b;
+
+	if (!pem_read(path, &b))
+		return;
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos =
+	        bio ? PEM_X509_INFO_read_bio(bio, NULL, no_passphrase, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	int certs = 0;
+	for (int i = 0; infos != NULL && i < sk_X509_INFO_num(infos); i++)
+		if (sk_X509_INFO_value(infos, i)->x509 != NULL)
+			certs++;
+	if (infos == NULL)
+		report(x, sev, path, hint, "%s '%s': not a PEM CA bundle: %s", setting, path,
+		       ossl_why(why, sizeof(why), "unreadable PEM"));
+	else if (certs == 0)
+		report(x, sev, path, hint,
+		       "%s '%s': no certificate in it (a CA bundle holds PEM "
+		       "BEGIN CERTIFICATE blocks)",
+		       setting, path);
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	ERR_clear_error();
 }
 
 /* The listeners' certificates, keys and client CAs, the API-key file, the JWKS and the
@@ -221,23 +380,37 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls key", i, l->id);
 			check_read(x, sev, name, l->tls.certs[k].key, l->tls.certs[k].key,
 			           secret_kind, check_mode, when);
+			if (check_mode) { /* the start's pass: what the files hold, once */
+				char cname[160];
+				snprintf(cname, sizeof(cname),
+				         "listeners[%zu] (%s).tls certificate", i, l->id);
+				check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
+				               l->tls.certs[k].key, when);
+			}
 		}
 		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
-		if (l->tls.enabled)
+		if (l->tls.enabled) {
 			check_read(x, sev, name, l->tls.client_ca, l->tls.client_ca, FILE_ANY,
 			           check_mode, when);
+			if (check_mode)
+				check_ca_bundle(x, sev, name, l->tls.client_ca, when);
+		}
 	}
 
 	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
 	           key_kind, check_mode, when);
-	if (cfg->auth.jwt.enabled)
-		check_read(x, sev, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
-		           cfg->auth.jwt.jwks_file, key_kind, check_mode, when);
+	if (cfg->auth.jwt.enabled &&
+	    check_read(x, sev, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
+	               cfg->auth.jwt.jwks_file, key_kind, check_mode, when) &&
+	    check_mode && proxy_jwks_check(cfg->auth.jwt.jwks_file) != CUSTOS_OK)
+		report(x, sev, cfg->auth.jwt.jwks_file, when, "auth.jwt.jwks_file: %s", err_msg());
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.ca_file", i,
 		         cfg->models[i].id);
 		check_read(x, sev, name, cfg->models[i].upstream.ca_file,
 		           cfg->models[i].upstream.ca_file, FILE_ANY, check_mode, when);
+		if (check_mode)
+			check_ca_bundle(x, sev, name, cfg->models[i].upstream.ca_file, when);
 	}
 }
 
@@ -314,10 +487,16 @@ static void pass_proxy(struct hc_ctx *x)
 		const char *hint = "the SIEM shipper reads it at start as proxy.user";
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.ca", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.ca, k->tls.ca, FILE_ANY, true, hint);
+		check_ca_bundle(x, DIAG_ERROR, name, k->tls.ca, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.cert", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.cert, k->tls.cert, FILE_ANY, true, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.key", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.key, k->tls.key, FILE_SECRET, true, hint);
+		if (k->tls.cert != NULL && k->tls.key != NULL) {
+			char cname[160];
+			snprintf(cname, sizeof(cname), "audit.sinks[%zu] (%s).tls.cert", i, k->id);
+			check_cert_key(x, DIAG_ERROR, cname, k->tls.cert, name, k->tls.key, hint);
+		}
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).http.token_file", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->http.token_file, k->http.token_file, FILE_SECRET,
 		           true, hint);
@@ -330,6 +509,7 @@ static void pass_proxy(struct hc_ctx *x)
 			snprintf(name, sizeof(name), "data_sources[%zu] (%s).ca_file", i, s->id);
 			check_read(x, DIAG_ERROR, name, s->ca_file, s->ca_file, FILE_ANY, true,
 			           start);
+			check_ca_bundle(x, DIAG_ERROR, name, s->ca_file, start);
 		}
 		if (intercept && cfg->egress.ca_dir) {
 			char p[CFG_MAX_PATH_LEN + 16];

@@ -237,6 +237,14 @@ fail:
 	return e;
 }
 
+custos_err proxy_jwks_check(const char *path)
+{
+	struct jwks *ks = NULL;
+	custos_err e = jwks_load(path, &ks);
+	jwks_free(ks);
+	return e;
+}
+
 static bool verify_sig(const struct jwk *k, span signing_input, const uint8_t *sig, size_t siglen)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();

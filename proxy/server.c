@@ -640,13 +640,13 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 			notify_status(s, "RELOADING=1");
 			policy_hash_in_force(s, old_hash);
 			custos_err re = reload(arg, &o);
-			void (*after)(void *) = o.reloaded;
+			void (*after)(void *, bool) = o.reloaded;
 			if (re == CUSTOS_OK)
 				re = proxy_reload(s, &o);
 			else
 				proxy_options_free(&o);
-			if (re == CUSTOS_OK && after)
-				after(arg);
+			if (after)
+				after(arg, re == CUSTOS_OK);
 			metrics_inc(re == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
 			                            : METRICS_POLICY_RELOAD_FAILED);
 			if (re == CUSTOS_OK)

@@ -129,9 +129,11 @@ typedef struct proxy_options {
 	                             (still checked in the handshake) names no caller */
 	char *policy_file;        /* policy.yaml; NULL: allow all (tests only, logged loudly) */
 	uint64_t max_body;        /* 0: PROXY_BODY_DEFAULT */
-	/* Called (with proxy_run's arg) once a SIGHUP reload of these options has been applied,
-	 * for state kept outside the proxy that must change with it (the egress policy). */
-	void (*reloaded)(void *arg);
+	/* Called (with proxy_run's arg) once a SIGHUP reload whose callback set it has ended,
+	 * whatever its outcome (applied: the options were swapped in), for state kept outside
+	 * the proxy that must change with it (the egress policy) and for the caller to end what
+	 * it began in the callback (custos up serialises reloads). */
+	void (*reloaded)(void *arg, bool applied);
 	uint64_t max_head_bytes;       /* request line + header fields; 0: the codec's 32 KiB */
 	uint64_t max_headers;          /* header fields per request; 0: the codec's 100 */
 	uint64_t max_request_line;     /* request line; 0: the codec's 8 KiB */
@@ -169,6 +171,10 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg) CUSTOS_
 /* Builds a new state from o (taking over its contents) and swaps it in; on failure the old
  * state stays (message in err_msg). Listeners and worker count are fixed at create time. */
 custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
+
+/* Loads the JWKS file at path as the proxy does (auth.jwt.jwks_file) and drops it: CUSTOS_OK
+ * when it holds at least one usable signing key, else why not in err_msg (config check). */
+custos_err proxy_jwks_check(const char *path) CUSTOS_WUR;
 
 /* The port the first TCP listener got (for address ":0" in tests); 0 when none. */
 unsigned proxy_bound_port(const proxy_server *s, size_t listener);

@@ -153,17 +153,32 @@ grep -q "reaches audit.head (seq $(awk '{print $2}' "$T/case/audit.head"))" <<<"
 echo "newest file removed: refused, accepted by the operator, recorded"
 
 # 5. A SIEM cursor past the head (the log cut back, or a cursor from another log): refused;
-#    once accepted, the cursor moves back so the sink resends instead of skipping.
+#    once accepted, the cursor moves back so the sink resends instead of skipping. The cursor
+#    is written where an older custos kept it (the directory itself): the writer moves it to
+#    ship/ first, so it is checked all the same.
 fresh
 echo $((last_seq + 40)) >"$T/case/cursor.siem"
 restart && fail "a restart accepted a cursor past the head"
-grep -q "cursor.siem says seq $((last_seq + 40)) was delivered to a SIEM, past the head" "$T/err" ||
+grep -q "ship/cursor.siem says seq $((last_seq + 40)) was delivered to a SIEM, past the head" "$T/err" ||
 	fail "cursor: $(cat "$T/err")"
+[ ! -e "$T/case/cursor.siem" ] && [ -f "$T/case/ship/cursor.siem" ] ||
+	fail "the old cursor was not moved to ship/: $(ls -R "$T/case")"
 "$CUSTOS_BIN" audit accept-head "$T/case" >/dev/null
 restart || fail "restart after accepting the cursor: $(cat "$T/err")"
-[ "$(cat "$T/case/cursor.siem")" = "$last_seq" ] ||
-	fail "cursor not moved back to $last_seq: $(cat "$T/case/cursor.siem")"
-echo "cursor past the head: refused, then moved back to $last_seq"
+[ "$(cat "$T/case/ship/cursor.siem")" = "$last_seq" ] ||
+	fail "cursor not moved back to $last_seq: $(cat "$T/case/ship/cursor.siem")"
+echo "cursor past the head (an old layout's, moved to ship/): refused, then moved back to $last_seq"
+
+# 5b. accept-head itself looks where the writer will: an old layout's cursor past the head is
+#     moved to ship/ and accepted in one go.
+fresh
+echo $((last_seq + 7)) >"$T/case/cursor.siem"
+"$CUSTOS_BIN" audit accept-head "$T/case" | grep -q "nothing to accept" &&
+	fail "accept-head did not see the old layout's cursor"
+restart || fail "restart after accepting the old layout's cursor: $(cat "$T/err")"
+[ "$(cat "$T/case/ship/cursor.siem")" = "$last_seq" ] ||
+	fail "old layout's cursor not moved back to $last_seq: $(ls -R "$T/case")"
+echo "accept-head moves an old layout's cursor to ship/ before checking it"
 
 # 6. Retention: the files up to the anchor's record removed (a crash just after a rotation, then
 #    the sealed files archived away), the log going on past it: not a truncation.

@@ -250,7 +250,7 @@ ctl metrics | grep -q '^custos_audit_sink_lag_events{sink="rsys"} 0$' &&
 	ok "metrics: lag per sink id" || fail "no custos_audit_sink_lag_events for rsys"
 [ "$(grep -c '"type":"http.request"' "$work/rs/out.log")" -ge 20 ] &&
 	ok "rsyslog received the request events" || fail "request events missing in rsyslog"
-[ -f "$work/audit/cursor.rsys" ] && ok "cursor.rsys written" || fail "no cursor file"
+[ -f "$work/audit/ship/cursor.rsys" ] && ok "ship/cursor.rsys written" || fail "no cursor file"
 
 # -- rsyslog down while requests go on, then back: nothing lost.
 stop_rsyslog
@@ -281,7 +281,7 @@ if [ "${ABI:-0}" -gt 0 ] && [ -n "$ship" ]; then
 	# connects again, and then it opens the file holding cursor + 1.
 	for _ in $(seq 300); do [ "$(retries)" -gt "$n0" ] && break; sleep 0.1; done
 	[ "$(retries)" -gt "$n0" ] || fail "the rsys sink did not notice rsyslog stopping"
-	cur=$(cat "$work/audit/cursor.rsys")
+	cur=$(cat "$work/audit/ship/cursor.rsys")
 	link="$work/audit/$(printf 'audit-%020d.jsonl' $((cur + 1)))"
 	ln -s "$work/policy.yaml" "$link"
 	start_rsyslog
@@ -302,8 +302,8 @@ stop_rsyslog
 send 10
 kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null
-[ "$(cat "$work/audit/cursor.rsys")" -lt "$(last_seq)" ] &&
-	ok "custos stopped with undelivered events (cursor $(cat "$work/audit/cursor.rsys") < $(last_seq))" ||
+[ "$(cat "$work/audit/ship/cursor.rsys")" -lt "$(last_seq)" ] &&
+	ok "custos stopped with undelivered events (cursor $(cat "$work/audit/ship/cursor.rsys") < $(last_seq))" ||
 	fail "nothing was left to resume"
 mv "$work/custos.log" "$work/custos.1.log"
 start_rsyslog

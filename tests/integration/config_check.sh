@@ -2,7 +2,10 @@
 # `custos config check` through the real binary: the example passes; a misspelled key, a wrong
 # type, a missing required key, an out-of-range value, cipher strings OpenSSL refuses and a
 # group-writable file each fail with exit 1 and a message naming file:line:col; several errors
-# are all reported; usage is exit 2.
+# are all reported; usage is exit 2. With --host, the files it names as the user that opens
+# them, and what they hold (certificates not PEM, expired or not yet valid, keys not PEM or not
+# the certificate's, CA files without a certificate, a JWKS without a usable key), each at the
+# setting's file:line, with nothing under the checked paths changed.
 set -u
 bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
 src=${CUSTOS_SRC:?CUSTOS_SRC not set}
@@ -93,9 +96,44 @@ expect missing-file "$work/nonexistent.yaml" 1 "nonexistent.yaml"
 h="$work/host"
 mkdir -p "$h/tls" "$h/keys" "$h/log" "$h/run"
 printf 'version: 1\n' >"$h/policy.yaml"
-for x in tls/srv.crt tls/srv.key tls/siem-ca.crt keys/audit.key; do
-	printf 'not parsed by the check\n' >"$h/$x"
-done
+# Real PEM: the check parses the listeners' certificates and keys and the CA bundles (out of
+# $h, whose snapshot must not change: made in $work/pki and copied in).
+pki="$work/pki"
+mkdir -p "$pki/db"
+(
+	cd "$pki" || exit 1
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+		-subj "/CN=check CA" -keyout ca.key -out ca.crt
+	for n in srv other; do
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+			-keyout $n.key -out $n.csr
+	done
+	openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -out srv.crt
+	# An expired and a not-yet-valid certificate for srv.key (openssl ca sets both dates).
+	: >db/index.txt
+	echo 01 >db/serial
+	cat >ca.cnf <<CNF
+[ca]
+default_ca = d
+[d]
+database = $pki/db/index.txt
+new_certs_dir = $pki/db
+serial = $pki/db/serial
+default_md = sha256
+policy = p
+unique_subject = no
+[p]
+commonName = supplied
+CNF
+	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in srv.csr -notext \
+		-startdate 200101000000Z -enddate 200201000000Z -out expired.crt
+	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in srv.csr -notext \
+		-startdate 20990101000000Z -enddate 20991231000000Z -out future.crt
+) >"$work/pki.log" 2>&1 || { cat "$work/pki.log"; echo "FAIL could not make the test PKI"; exit 1; }
+cp "$pki/srv.crt" "$h/tls/srv.crt"
+cp "$pki/srv.key" "$h/tls/srv.key"
+cp "$pki/ca.crt" "$h/tls/siem-ca.crt"
+printf 'not parsed by the check\n' >"$h/keys/audit.key"
 printf 'token\n' >"$h/hec.token"
 chmod 600 "$h/tls/srv.key" "$h/keys/audit.key" "$h/hec.token"
 chmod 644 "$h/policy.yaml" "$h/tls/srv.crt" "$h/tls/siem-ca.crt"
@@ -185,6 +223,41 @@ mv "$h/tls/siem-ca.crt" "$h/tls/siem-ca.moved"
 host host-sink-ca "$f" 1 \
 	"^$f:$(line_of "$f" "ca: $h/tls/siem-ca.crt"):[0-9]+: error: audit.sinks\[0\] \(siem\).tls.ca '$h/tls/siem-ca.crt': No such file or directory"
 mv "$h/tls/siem-ca.moved" "$h/tls/siem-ca.crt"
+# What the files hold (parsed with OpenSSL, nothing written), at the setting's position.
+keyline=$(line_of "$f" "key: $h/tls/srv.key")
+printf 'not a certificate\n' >"$h/tls/srv.crt"
+host host-cert-not-pem "$f" 1 \
+	"^$f:$keyline:[0-9]+: error: listeners\[0\] \(tls\).tls certificate '$h/tls/srv.crt': no PEM certificate in it"
+cp "$pki/expired.crt" "$h/tls/srv.crt"
+host host-cert-expired "$f" 1 \
+	"^$f:$keyline:[0-9]+: error: listeners\[0\] \(tls\).tls certificate '$h/tls/srv.crt': expired \(not after 2020-02-01 00:00:00 UTC\)"
+cp "$pki/future.crt" "$h/tls/srv.crt"
+host host-cert-not-yet-valid "$f" 1 \
+	"^$f:$keyline:[0-9]+: error: listeners\[0\] \(tls\).tls certificate '$h/tls/srv.crt': not valid yet \(not before 2099-01-01 00:00:00 UTC\)"
+cp "$pki/srv.crt" "$h/tls/srv.crt"
+cp "$pki/other.key" "$h/tls/srv.key"
+host host-key-mismatch "$f" 1 \
+	"^$f:$keyline:[0-9]+: error: listeners\[0\] \(tls\).tls key '$h/tls/srv.key': does not match the certificate $h/tls/srv.crt"
+printf -- '-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n' >"$h/tls/srv.key"
+host host-key-not-pem "$f" 1 \
+	"^$f:$keyline:[0-9]+: error: listeners\[0\] \(tls\).tls key '$h/tls/srv.key': no usable PEM private key in it"
+cp "$pki/srv.key" "$h/tls/srv.key"
+cp "$pki/ca.key" "$h/tls/siem-ca.crt"
+host host-ca-no-cert "$f" 1 \
+	"^$f:$(line_of "$f" "ca: $h/tls/siem-ca.crt"):[0-9]+: error: audit.sinks\[0\] \(siem\).tls.ca '$h/tls/siem-ca.crt': no certificate in it"
+cp "$pki/ca.crt" "$h/tls/siem-ca.crt"
+host host-good-again "$f" 0 ': ok: 2 listener'
+# A JWKS the proxy would refuse at start: no usable signing key (only an encryption key).
+fj="$work/host-jwt.yaml"
+host_config "$fj"
+sed -i "s|^  api_keys: \(.*\)|  api_keys: \1\n  jwt: { jwks_file: $h/jwks.json, issuers: [\"https://issuer.test\"], audiences: [custos] }|" "$fj"
+printf '{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]}\n' >"$h/jwks.json"
+chmod 644 "$h/jwks.json"
+host host-jwks-no-key "$fj" 1 \
+	"^$fj:$(line_of "$fj" "jwks_file: $h/jwks.json"):[0-9]+: error: auth.jwt.jwks_file: jwks $h/jwks.json: no usable signing key"
+printf '{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}\n' >"$h/jwks.json"
+host host-jwks-good "$fj" 0 ': ok: 2 listener'
+rm "$h/jwks.json"
 rmdir "$h/log" "$h/run"
 host host-missing-dirs "$f" 1 \
 	"^$f:$(line_of "$f" "file: $h/log"):[0-9]+: error: log.file '$h/log/custos.log': its directory $h/log: No such file" \
@@ -219,6 +292,19 @@ if [ "$(id -u)" -eq 0 ] && getent passwd nobody >/dev/null; then
 	host host-nobody-cursor "$f" 1 \
 		"^$f:$(line_of "$f" "id: splunk"):[0-9]+: error: audit.dir: $h/audit/cursor.splunk cannot be read and written by proxy.user nobody"
 	chown nobody "$h/audit/cursor.splunk"
+	# The cursors now live in ship/, the shipper's one writable directory.
+	mv "$h/audit/cursor.splunk" "$h/audit/cursor.splunk.old"
+	mkdir -p "$h/audit/ship"
+	chmod 700 "$h/audit/ship"
+	host host-nobody-ship-dir "$f" 1 \
+		"^$f:$(line_of "$f" "dir: $h/audit"):[0-9]+: error: audit.dir: $h/audit/ship cannot be read and written by proxy.user nobody"
+	chown nobody "$h/audit/ship"
+	printf '12\n' >"$h/audit/ship/cursor.splunk"
+	chmod 600 "$h/audit/ship/cursor.splunk"
+	host host-nobody-ship-cursor "$f" 1 \
+		"^$f:$(line_of "$f" "id: splunk"):[0-9]+: error: audit.dir: $h/audit/ship/cursor.splunk cannot be read and written by proxy.user nobody"
+	chown nobody "$h/audit/ship/cursor.splunk"
+	rm "$h/audit/cursor.splunk.old"
 	chmod 600 "$h/policy.yaml"
 	host host-nobody-reload "$f" 0 \
 		"^$f:$(line_of "$f" "file: $h/policy.yaml"):[0-9]+: warning: policy.file '$h/policy.yaml': cannot be read by proxy.user nobody.*a reload reads it again"
