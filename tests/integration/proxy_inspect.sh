@@ -6,7 +6,8 @@
 # reaches the model; a response deny mid-stream ends the stream with an error event and
 # [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; values
 # written with Unicode look-alikes (fullwidth, no-break and zero-width characters) are caught
-# in prompts and responses; a value split over two content parts or two messages is caught; a
+# in prompts and responses; a value split over two content parts or two messages, or between a
+# message and a tool call's arguments, is caught; a
 # responses-API stream (responses_upstream.py) with values split over its delta events is
 # redacted; parts of a stream (parts_upstream.py: two chat choices, reasoning_content and two
 # tool calls interleaved; Anthropic-style content blocks; llama.cpp /completion events) each
@@ -373,6 +374,19 @@ body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-
 code=$("${C[@]}" -o "$work/split-deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
 check "SSN over two messages -> 403" "$code" 403
 check "split SSN never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+# tool-call arguments join the text values: an SSN with its last group in a tool call's
+# arguments is denied; an e-mail address split so has its piece in the text masked (the echo
+# shows the text values)
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"s\":\"-6789\"}"}}]}]}'
+code=$("${C[@]}" -o "$work/args-deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN split into tool-call arguments -> 403" "$code" 403
+check "SSN split into arguments never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+body='{"model":"test-model","messages":[{"role":"user","content":"mail jane.doe"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"send","arguments":"{\"to\":\"@example.com\"}"}}]}]}'
+code=$("${C[@]}" -o "$work/args.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "e-mail split into tool-call arguments: status" "$code" 200
+check "e-mail split into tool-call arguments: the text's piece masked" "$(json_content "$work/args.json")" \
+	"mail [REDACTED:EMAIL]"
 
 # -- a response deny mid-stream: error event, then [DONE]; nothing of the key
 "${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \
