@@ -866,6 +866,28 @@ static bool member_str(span json, const char *k0, const char *k1, span *out)
 	return true;
 }
 
+/* Whether v holds a string value other than those starting at skip[0..n) (at any depth). */
+static bool other_strings(jsonr_val v, const char *const *skip, size_t n)
+{
+	jsonr_iter it;
+	jsonr_val x;
+	span k;
+
+	if (v.type == JSONR_STRING) {
+		for (size_t i = 0; i < n; i++)
+			if (v.str.ptr == skip[i])
+				return false;
+		return true;
+	}
+	if (v.type != JSONR_OBJECT && v.type != JSONR_ARRAY)
+		return false;
+	jsonr_iter_init(&it, v);
+	while (v.type == JSONR_OBJECT ? jsonr_obj_next(&it, &k, &x) : jsonr_arr_next(&it, &x))
+		if (other_strings(x, skip, n))
+			return true;
+	return false;
+}
+
 /* Streams that are neither chat chunks nor responses-API deltas, each part a stream of its
  * own like a choice's content:
  * - Anthropic-style events {"type":"content_block_delta","index":N,"delta":{"type":
@@ -888,6 +910,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	jsonr_val root, v[5], d[4];
 	char pos[RESP_POS_MAX];
 	const char *k0, *k1 = NULL;
+	const char *known[3] = { NULL, NULL, NULL }; /* the streamed string, the event's types */
 	span str, dtype;
 	bool fin = false, args = false;
 
@@ -920,6 +943,8 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 			return CUSTOS_OK; /* citations, signatures...: inspected whole */
 		str = d[k].str;
 		dtype = d[0].raw;
+		known[1] = v[0].str.ptr;
+		known[2] = d[0].str.ptr;
 		k0 = "delta";
 		k1 = dnames[k];
 		args = k == 3;
@@ -950,31 +975,35 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	*handled = true;
 	buf_reset(&ip->rel);
 	GUARD(slot_feed(ip, s, sl, str, true, fin, &ip->rel));
-	/* the rest of the event, the streamed string blanked, inspected whole */
+	/* The rest of the event, the streamed string blanked, is inspected whole when it holds a
+	 * string other than the streamed one and the event's types (most events hold none). */
 	buf blank, red;
 	buf_init(&blank, SSE_MAX_EVENT_BYTES);
 	buf_init(&red, INSP_OUT_MAX);
-	jsonr_edit ed = { .at = str, .text = span_of("", 0) };
-	span at;
-	custos_err e = jsonr_rewrite(ev->data, &ed, 1, &blank);
-	if (e == CUSTOS_OK)
-		e = block_redact(ip, s, buf_span(&blank), &red);
-	if (e == CUSTOS_ERR_DENIED) {
-		e = sse_deny(ip, ip->rsum.deny_detector);
-	} else if (e == CUSTOS_OK) {
-		if (!member_str(buf_span(&red), k0, k1, &at) || at.len != 0)
+	span base = ev->data, at = str;
+	custos_err e = CUSTOS_OK;
+	known[0] = str.ptr;
+	if (other_strings(root, known, CUSTOS_ARRAY_LEN(known))) {
+		jsonr_edit blanked = { .at = str, .text = span_of("", 0) };
+		e = jsonr_rewrite(ev->data, &blanked, 1, &blank);
+		if (e == CUSTOS_OK)
+			e = block_redact(ip, s, buf_span(&blank), &red);
+		if (e == CUSTOS_ERR_DENIED)
+			e = sse_deny(ip, ip->rsum.deny_detector);
+		base = buf_span(&red);
+		if (e == CUSTOS_OK && (!member_str(base, k0, k1, &at) || at.len != 0))
 			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
 	}
 	if (e == CUSTOS_OK) {
-		ed = (jsonr_edit){ .at = at, .text = buf_span(&ip->rel) };
+		jsonr_edit ed = { .at = at, .text = buf_span(&ip->rel) };
 		buf_reset(&ip->tmp);
-		e = jsonr_rewrite(buf_span(&red), &ed, 1, &ip->tmp);
+		e = jsonr_rewrite(base, &ed, 1, &ip->tmp);
 	}
 	if (e == CUSTOS_OK) { /* the template of the event that carries the tail */
 		buf_reset(&sl->last);
 		buf_reset(&sl->etyp);
-		sl->dat = (size_t)(at.ptr - (const char *)buf_ptr(&red));
-		sl->dlen = buf_used(&ip->tmp) - buf_used(&red);
+		sl->dat = (size_t)(at.ptr - base.ptr);
+		sl->dlen = buf_used(&ip->tmp) + at.len - base.len;
 		e = buf_append_span(&sl->last, buf_span(&ip->tmp));
 		if (e == CUSTOS_OK)
 			e = buf_append_span(&sl->etyp, ev->type);

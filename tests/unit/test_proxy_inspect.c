@@ -1053,7 +1053,8 @@ static void check_llama(span c)
 }
 
 /* llama.cpp /completion events ({"content":..,"stop":..}): joined like chunks, the tail in
- * the stop event (or one more event when the body ends without it); deny. */
+ * the stop event (or one more event when the body ends without it); the rest of an event
+ * inspected whole; deny. */
 static void test_sse_llama_completion(void **state)
 {
 	(void)state;
@@ -1072,6 +1073,19 @@ static void test_sse_llama_completion(void **state)
 	llama_ev(&body, " 1111 1111.", false);
 	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
 	check_llama(buf_span(&client));
+	/* the rest of an event (the last one repeats the prompt and settings) is inspected whole,
+	 * the streamed content apart */
+	buf_reset(&body);
+	buf_reset(&client);
+	llama_ev(&body, "Card 4111 1111", false);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"index\":0,\"content\":\" 1111 1111.\","
+	                                        "\"stop\":true,\"prompt\":\"my card 5555 5555 "
+	                                        "5555 4444\"}\n\n"),
+	                 CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	check_llama(buf_span(&client));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"prompt\":\"my card [REDACTED:PAYMENT_CARD]\"", 41));
 	/* deny */
 	buf_reset(&body);
 	buf_reset(&client);
