@@ -174,12 +174,14 @@ static bool asks_logprobs(span body)
 	jsonr_val root, v;
 
 	if (jsonr_parse(body, NULL, &root) != CUSTOS_OK)
-		return false; /* the caller parsed it already */
+		return false; /* not JSON: nothing asked */
 	if (jsonr_obj_get(root, "logprobs", &v) && v.type != JSONR_NULL && v.type != JSONR_FALSE)
 		return true;
-	/* llama.cpp's name for them */
+	/* llama.cpp's name for them; its token ids spell the text as well */
 	if (jsonr_obj_get(root, "n_probs", &v) && v.type != JSONR_NULL &&
 	    !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0'))
+		return true;
+	if (jsonr_obj_get(root, "return_tokens", &v) && v.type == JSONR_TRUE)
 		return true;
 	return jsonr_obj_get(root, "top_logprobs", &v) && v.type != JSONR_NULL &&
 	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
@@ -212,7 +214,8 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 	inspect_profile_from_actions(&ip->response, dec->insp_response);
 	ip->prompt_on = inspect_profile_active(&ip->prompt);
 	ip->response_on = inspect_profile_active(&ip->response);
-	if (ip->response_on && !ip->shadow && has_oa && asks_logprobs(buf_span(body))) {
+	/* any path: llama.cpp's /completion is not under /v1/ */
+	if (ip->response_on && !ip->shadow && asks_logprobs(buf_span(body))) {
 		*why = "logprobs cannot be returned while responses are inspected";
 		return 400;
 	}
@@ -888,6 +891,40 @@ static bool other_strings(jsonr_val v, const char *const *skip, size_t n)
 	return false;
 }
 
+static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                             bool *handled);
+
+/* The event with the values at strip[0..n) (raw spans in ev->data, any order) written [],
+ * then handled as a delta event. */
+static custos_err llama_strip(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                              jsonr_edit *strip, size_t n, bool *handled)
+{
+	for (size_t i = 1; i < n; i++) /* document order */
+		for (size_t j = i; j > 0 && strip[j].at.ptr < strip[j - 1].at.ptr; j--) {
+			jsonr_edit t = strip[j];
+			strip[j] = strip[j - 1];
+			strip[j - 1] = t;
+		}
+	buf stripped;
+	buf_init(&stripped, SSE_MAX_EVENT_BYTES);
+	const char *at = ev->data.ptr;
+	custos_err e = CUSTOS_OK;
+	for (size_t i = 0; i < n && e == CUSTOS_OK; i++) {
+		e = buf_append(&stripped, at, (size_t)(strip[i].at.ptr - at));
+		if (e == CUSTOS_OK)
+			e = buf_append_cstr(&stripped, "[]");
+		at = strip[i].at.ptr + strip[i].at.len;
+	}
+	if (e == CUSTOS_OK)
+		e = buf_append(&stripped, at, (size_t)(ev->data.ptr + ev->data.len - at));
+	sse_event ev2 = *ev;
+	ev2.data = buf_span(&stripped);
+	if (e == CUSTOS_OK)
+		e = part_event(ip, s, &ev2, handled);
+	buf_free(&stripped);
+	return e;
+}
+
 /* Streams that are neither chat chunks nor responses-API deltas, each part a stream of its
  * own like a choice's content:
  * - Anthropic-style events {"type":"content_block_delta","index":N,"delta":{"type":
@@ -903,11 +940,13 @@ static bool other_strings(jsonr_val v, const char *const *skip, size_t n)
 static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
                              bool *handled)
 {
-	static const char *const names[] = { "type", "index", "delta", "content", "stop" };
+	static const char *const names[] = { "type",    "index", "delta",
+		                             "content", "stop",  "completion_probabilities",
+		                             "probs",   "tokens" };
 	static const char *const dnames[] = { "type", "text", "thinking", "partial_json" };
 	static const char *const dtypes[] = { "", "text_delta", "thinking_delta",
 		                              "input_json_delta" };
-	jsonr_val root, v[5], d[4];
+	jsonr_val root, v[8], d[4];
 	char pos[RESP_POS_MAX];
 	const char *k0, *k1 = NULL;
 	const char *known[3] = { NULL, NULL, NULL }; /* the streamed string, the event's types */
@@ -918,7 +957,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	if (jsonr_parse(ev->data, NULL, &root) != CUSTOS_OK || root.type != JSONR_OBJECT)
 		return CUSTOS_OK;
 	uint32_t got = jsonr_obj_pick(root, names, CUSTOS_ARRAY_LEN(names), v);
-	span idx = (got & 2) ? v[1].raw : span_of("", 0);
+	span idx = (got & 2) ? v[1].raw : SPAN_LIT("0"); /* one stream: index 0 */
 	if (idx.len + 2 > sizeof(pos))
 		return CUSTOS_OK; /* not a part this proxy follows: inspected whole */
 	pos[1] = '\x1f';
@@ -950,6 +989,16 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		args = k == 3;
 	} else if (!(got & 1) && (got & 8) && v[3].type == JSONR_STRING && (got & 16) &&
 	           (v[4].type == JSONR_TRUE || v[4].type == JSONR_FALSE)) {
+		/* token probabilities and ids carry the text past the stream (as logprobs do):
+		 * written [] */
+		jsonr_edit strip[3];
+		size_t ns = 0;
+		for (unsigned k = 5; k < 8; k++)
+			if ((got & (1u << k)) && !span_eq_cstr(v[k].raw, "[]") &&
+			    !span_eq_cstr(v[k].raw, "null"))
+				strip[ns++] = (jsonr_edit){ .at = v[k].raw };
+		if (ns > 0)
+			return llama_strip(ip, s, ev, strip, ns, handled);
 		pos[0] = 'L';
 		str = v[3].str;
 		dtype = SPAN_LIT("content");

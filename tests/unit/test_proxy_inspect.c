@@ -1086,6 +1086,19 @@ static void test_sse_llama_completion(void **state)
 	check_llama(buf_span(&client));
 	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
 	                       "\"prompt\":\"my card [REDACTED:PAYMENT_CARD]\"", 41));
+	/* token probabilities and ids that come anyway are written [] */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"content\":\"Card 4111 1111\",\"tokens\":"
+	                                        "[19,4111],\"stop\":false,"
+	                                        "\"completion_probabilities\":[{\"content\":"
+	                                        "\"4111\",\"probs\":[]}]}\n\n"),
+	                 CUSTOS_OK);
+	llama_ev(&body, " 1111 1111.", true);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	check_llama(buf_span(&client));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"tokens\":[],\"stop\":false,\"completion_probabilities\":[]", 54));
 	/* deny */
 	buf_reset(&body);
 	buf_reset(&client);
@@ -1414,10 +1427,21 @@ static void test_prompt(void **state)
 	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
 	ingress_inspect_free(ip);
 	ip = NULL;
+	/* llama.cpp's /completion (not an OpenAI path): n_probs, and token ids */
+	static const char *const llama_asks[] = { "{\"prompt\":\"x\",\"n_probs\":3}",
+		                                  "{\"prompt\":\"x\",\"return_tokens\":true}" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(llama_asks); i++) {
+		buf_reset(&body);
+		assert_int_equal(buf_append_cstr(&body, llama_asks[i]), CUSTOS_OK);
+		assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 400);
+		ingress_inspect_free(ip);
+		ip = NULL;
+	}
 	buf_reset(&body);
-	assert_int_equal(
-	        buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0,\"n_probs\":0}"),
-	        CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body,
+	                                 "{\"logprobs\":false,\"top_logprobs\":0,\"n_probs\":0,"
+	                                 "\"return_tokens\":false}"),
+	                 CUSTOS_OK);
 	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
 	ingress_inspect_free(ip);
 	ip = NULL;
