@@ -978,6 +978,9 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		unsigned k = 1;
 		while (k < CUSTOS_ARRAY_LEN(dtypes) && !jsonr_str_eq(d[0].str, dtypes[k]))
 			k++;
+		/* A thinking block's signature comes after its text: the text's tail goes first. */
+		if (jsonr_str_eq(d[0].str, "signature_delta"))
+			return resp_done(ip, s, pos, idx.len + 2);
 		if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) || d[k].type != JSONR_STRING)
 			return CUSTOS_OK; /* citations, signatures...: inspected whole */
 		str = d[k].str;

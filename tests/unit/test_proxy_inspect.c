@@ -9,7 +9,8 @@
  * (a card over four events cut at every byte offset, parts, arguments, deny, logprobs).
  * Parts of a stream, each its own joined text, with other parts' events between them: chat
  * choices, reasoning, refusals and tool calls interleaved; Anthropic-style content blocks
- * (text, thinking, partial_json; the tail before content_block_stop); llama.cpp /completion
+ * (text, thinking, partial_json; the tail before content_block_stop, a thinking block's before
+ * its signature); llama.cpp /completion
  * events; cut at every byte offset; values split between two parts are not joined.
  * Egress data (raw byte-stream mode): a card split at every offset (written with Unicode
  * look-alikes too) is redacted whatever the content type, a deny releases nothing of the
@@ -969,6 +970,11 @@ static void check_anth(span c)
 	assert_part(c, SEL_ANTH, 2, 0, "partial_json", "{\"n\":\"[REDACTED:PAYMENT_CARD]\"}");
 	assert_null(memmem(c.ptr, c.len, "1111", 4));
 	assert_null(memmem(c.ptr, c.len, "1 1", 3));
+	/* a thinking block's tail comes before its signature, unchanged (block 0, the thinking,
+	 * is the only part before it) */
+	const char *sig = memmem(c.ptr, c.len, "\"signature\":\"EqQBCgIYAhIM\"", 26);
+	assert_non_null(sig);
+	assert_non_null(memmem(c.ptr, (size_t)(sig - c.ptr), "[REDACTED:PAYMENT_CARD]", 23));
 	/* each block's tail comes before its content_block_stop */
 	const char *stop = memmem(c.ptr, c.len, "\"content_block_stop\",\"index\":1", 30);
 	const char *tail = memmem(c.ptr, c.len, "[REDACTED:PAYMENT_CARD].", 24);
@@ -996,6 +1002,7 @@ static void test_sse_anthropic(void **state)
 	anth_delta(&body, 0, "thinking_delta", "thinking", "hm 4111 1111 ");
 	anth_ev(&body, "ping", "{\"type\":\"ping\"}");
 	anth_delta(&body, 0, "thinking_delta", "thinking", "1111 1111");
+	anth_delta(&body, 0, "signature_delta", "signature", "EqQBCgIYAhIM");
 	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
 	anth_delta(&body, 1, "text_delta", "text", "Card 4");
 	anth_delta(&body, 2, "input_json_delta", "partial_json", "{\"n\":41111111");
