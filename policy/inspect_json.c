@@ -3,8 +3,9 @@
  * unescapes each string value (keys are structure, not content), inspects it as its own text,
  * and rewrites only the escaped bytes a REDACT finding covers. The text values a model reads
  * one after the other (the `content`, `text`, `input`... members: message contents, content
- * parts) are also inspected joined, in order, so that a value split over two of them is found;
- * each piece is masked in its own string. Kept here, not in proxy/json.c, because policy sits
+ * parts; the string values of tool-call `arguments`, JSON inside a string) are also inspected
+ * joined, in order, so that a value split over two of them is found; each piece is masked in
+ * its own string. Kept here, not in proxy/json.c, because policy sits
  * below proxy in the dependency order (docs/INSPECTION.md).
  */
 #include <stdlib.h>
@@ -20,12 +21,15 @@ typedef struct jedit {
 	int det;
 } jedit;
 
-/* A text value in the joined text: its string's opening quote, where its text starts. */
+/* A text value in the joined text: its string's opening quote, where its text starts; for a
+ * string value of a JSON document inside that string (tool-call arguments), `inner` is that
+ * value's opening quote in the string's text (SIZE_MAX: the string itself is the value). */
 typedef struct jpart {
-	size_t raw, at;
+	size_t raw, at, inner;
 } jpart;
 
-typedef struct jctx {
+typedef struct jctx jctx;
+struct jctx {
 	const uint8_t *p;
 	size_t n, i;
 	int depth;
@@ -45,13 +49,20 @@ typedef struct jctx {
 	buf joined;  /* the text values a model reads in order, joined */
 	jpart *part; /* where each of them is */
 	size_t n_part, cap_part;
-} jctx;
+	/* A document inside a string of `host` (at host_str) whose text values join the host's:
+	 * its string values go to the host's joined text, not its own. */
+	jctx *host;
+	size_t host_str;
+};
 
 /* Member names whose string values (directly, or in arrays under them) a model reads as text,
  * in order: chat messages and content parts, the responses API's input and instructions,
  * completions' prompt, Anthropic's system, tool outputs. */
 static const char *const join_keys[] = { "content",      "text",   "input", "prompt",
 	                                 "instructions", "system", "output" };
+/* Member names under which every string value, at any depth, is such a text: tool-call
+ * arguments (a JSON text the model wrote, or an object where an API sends one). */
+static const char *const join_all_keys[] = { "arguments" };
 
 static custos_err jerr(const jctx *c, const char *what)
 {
@@ -395,24 +406,28 @@ static custos_err inspect_value(jctx *c)
 	return CUSTOS_OK;
 }
 
-/* A text value the model reads in order with the others: its text goes to the joined text. */
+/* A text value the model reads in order with the others: its text goes to the joined text
+ * (the host's, for a value of a document inside a host's string). */
 static custos_err join_add(jctx *c, size_t str_at)
 {
+	jctx *h = c->host != NULL ? c->host : c;
 	if (buf_used(&c->text) == 0)
 		return CUSTOS_OK; /* nothing to join: "" between two parts changes nothing */
-	if (c->n_part == c->cap_part) {
-		size_t nc = c->cap_part ? c->cap_part * 2 : 16;
-		jpart *q = realloc(c->part, nc * sizeof(*q));
+	if (h->n_part == h->cap_part) {
+		size_t nc = h->cap_part ? h->cap_part * 2 : 16;
+		jpart *q = realloc(h->part, nc * sizeof(*q));
 		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
-		c->part = q;
-		c->cap_part = nc;
+		h->part = q;
+		h->cap_part = nc;
 	}
-	c->part[c->n_part++] = (jpart){ .raw = str_at, .at = buf_used(&c->joined) };
-	return buf_append_span(&c->joined, buf_span(&c->text));
+	h->part[h->n_part++] = (jpart){ .raw = c->host != NULL ? c->host_str : str_at,
+		                        .at = buf_used(&h->joined),
+		                        .inner = c->host != NULL ? str_at : SIZE_MAX };
+	return buf_append_span(&h->joined, buf_span(&c->text));
 }
 
-/* Whether a member name (raw bytes of the key, escapes and all) is one of join_keys. */
-static bool key_joins(const jctx *c, size_t at, size_t end)
+/* Whether a member name (raw bytes of the key, escapes and all) is one of keys[0..nk). */
+static bool key_in(const jctx *c, size_t at, size_t end, const char *const *keys, size_t nk)
 {
 	char k[16];
 	size_t n = 0;
@@ -429,20 +444,23 @@ static bool key_joins(const jctx *c, size_t at, size_t end)
 			return false; /* no join key has any other escape */
 		}
 	}
-	for (size_t j = 0; j < CUSTOS_ARRAY_LEN(join_keys); j++)
-		if (strlen(join_keys[j]) == n && memcmp(join_keys[j], k, n) == 0)
+	for (size_t j = 0; j < nk; j++)
+		if (strlen(keys[j]) == n && memcmp(keys[j], k, n) == 0)
 			return true;
 	return false;
 }
 
 static custos_err parse_doc(jctx *c);
-static custos_err json_redact_doc(jctx *c, buf *out);
+static custos_err json_walk(jctx *c);
+static void json_ctx_free(jctx *c);
 
 /* A string value whose text is itself a JSON object or array (tool-call arguments, a JSON
  * document pasted into a prompt) is walked as JSON: its escapes are decoded, its numbers
- * inspected, and, when something is masked, the string is rewritten as the escaped
- * redacted document (so both levels stay valid). *done is false when the text is not JSON. */
-static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
+ * inspected. Its rewrites (masks, a masked number written as a string) are carried over to
+ * the string's own bytes, escaped, so both levels stay valid and everything else stays byte
+ * for byte. When the string is a text value (`joins`), the document's string values join
+ * the text values of this one in its place. *done is false when the text is not JSON. */
+static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *done)
 {
 	span t = buf_span(&c->text);
 	size_t k = 0;
@@ -459,8 +477,6 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
 	*done = true;
 	inspect_summary sum;
 	inspect_summary_init(&sum);
-	buf inner;
-	buf_init(&inner, INSPECT_JSON_MAX_BODY);
 	jctx n = { .p = (const uint8_t *)t.ptr,
 		   .n = t.len,
 		   .depth = c->depth,
@@ -468,20 +484,31 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool *done)
 		   .e = c->e,
 		   .s = c->s,
 		   .prof = c->prof,
-		   .sum = &sum };
-	custos_err r = json_redact_doc(&n, &inner);
+		   .sum = &sum,
+		   .host = joins ? c : NULL,
+		   .host_str = str_at };
+	custos_err r = json_walk(&n);
 	if (r == CUSTOS_OK || r == CUSTOS_ERR_DENIED) {
 		custos_err m = sum_merge(c, &sum);
 		if (r == CUSTOS_OK)
 			r = m;
 	}
-	if (r == CUSTOS_OK && sum.redacted) {
+	/* c->map still maps the string's text (n has buffers of its own): a rewrite of text
+	 * bytes [from, to) is one of the string's escapes that produced them */
+	for (size_t e = 0; e < n.n_ed && r == CUSTOS_OK; e++) {
+		const jedit *x = &n.ed[e];
+		size_t from = c->map[x->from], to = raw_end(c, x->to);
+		if (x->det >= 0) {
+			r = edit_add(c, from, to, x->det, 0);
+			continue;
+		}
 		size_t at = buf_used(&c->rep);
-		r = json_escape(&c->rep, buf_span(&inner));
+		r = json_escape(&c->rep,
+		                span_of((const char *)buf_ptr(&n.rep) + x->rep_at, x->rep_len));
 		if (r == CUSTOS_OK)
-			r = edit_add(c, str_at + 1, c->i - 1, -1, at); /* inside the quotes */
+			r = edit_add(c, from, to, -1, at);
 	}
-	buf_free(&inner);
+	json_ctx_free(&n);
 	return r;
 }
 
@@ -505,8 +532,9 @@ static custos_err inspect_number(jctx *c, size_t at)
 	return CUSTOS_OK;
 }
 
-/* `join`: a string here is a text value read in order (it sits under one of join_keys). */
-static custos_err parse_value(jctx *c, bool join)
+/* `join`: a string here is a text value read in order (it sits under one of join_keys);
+ * `all`: so is every string value under it (it sits under one of join_all_keys). */
+static custos_err parse_value(jctx *c, bool join, bool all)
 {
 	skip_ws(c);
 	if (c->i >= c->n)
@@ -525,20 +553,26 @@ static custos_err parse_value(jctx *c, bool join)
 			return CUSTOS_OK;
 		}
 		for (;;) {
-			bool member_joins = join; /* array elements are read as the array is */
+			/* array elements are read as the array is */
+			bool member_joins = join, member_all = all;
 			if (b == '{') {
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != '"')
 					return jerr(c, "expected a key");
 				size_t key_at = c->i + 1;
 				GUARD(parse_string(c, false));
-				member_joins = c->e != NULL && key_joins(c, key_at, c->i - 1);
+				member_all = all || (c->e != NULL &&
+				                     key_in(c, key_at, c->i - 1, join_all_keys,
+				                            CUSTOS_ARRAY_LEN(join_all_keys)));
+				member_joins = member_all || (c->e != NULL &&
+				                              key_in(c, key_at, c->i - 1, join_keys,
+				                                     CUSTOS_ARRAY_LEN(join_keys)));
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != ':')
 					return jerr(c, "expected ':'");
 				c->i++;
 			}
-			GUARD(parse_value(c, member_joins));
+			GUARD(parse_value(c, member_joins, member_all));
 			skip_ws(c);
 			if (c->i >= c->n)
 				return jerr(c, "unexpected end");
@@ -558,10 +592,12 @@ static custos_err parse_value(jctx *c, bool join)
 		size_t at = c->i;
 		bool done = false;
 		GUARD(parse_string(c, true));
+		/* in a document whose text values join its host's, every string value does */
+		bool joins = join || c->host != NULL;
 		if (c->e != NULL && c->depth < INSPECT_JSON_MAX_DEPTH)
-			GUARD(inspect_embedded(c, at, &done));
+			GUARD(inspect_embedded(c, at, joins, &done));
 		if (c->e != NULL && !done)
-			GUARD(join ? join_add(c, at) : inspect_value(c));
+			GUARD(joins ? join_add(c, at) : inspect_value(c));
 		return CUSTOS_OK;
 	}
 	if (b == 't')
@@ -579,7 +615,7 @@ static custos_err parse_value(jctx *c, bool join)
 
 static custos_err parse_doc(jctx *c)
 {
-	GUARD(parse_value(c, false));
+	GUARD(parse_value(c, false, false));
 	skip_ws(c);
 	if (c->i != c->n)
 		return jerr(c, "trailing data");
@@ -603,8 +639,9 @@ static custos_err findings_add(inspect_findings *all, const inspect_finding *f, 
 }
 
 /* Masks [a, b) of the joined text: one mask per text value it touches, each over the escapes
- * of its own piece. *mapped is the part whose map c->text / c->map hold (re-read on demand). */
-static custos_err join_mask(jctx *c, size_t a, size_t b, unsigned det, size_t *mapped)
+ * of its own piece. *mapped is the part whose map c->text / c->map hold (re-read on demand),
+ * with, for a value inside a document in that string, the value's own text and map in sub. */
+static custos_err join_mask(jctx *c, size_t a, size_t b, unsigned det, size_t *mapped, jctx *sub)
 {
 	size_t k = 0, hi = c->n_part; /* the part holding a: the last one starting at or before */
 	while (k + 1 < hi) {
@@ -620,12 +657,24 @@ static custos_err join_mask(jctx *c, size_t a, size_t b, unsigned det, size_t *m
 		size_t la = (a > from ? a : from) - from, lb = (b < to ? b : to) - from;
 		if (la >= lb)
 			continue;
+		size_t inner = c->part[k].inner;
 		if (*mapped != k) {
 			c->i = c->part[k].raw;
 			GUARD(parse_string(c, true)); /* its text and map again */
-			ENSURE(buf_used(&c->text) == to - from, CUSTOS_ERR_INTERNAL,
-			       "inspect: a joined value reads differently");
+			if (inner != SIZE_MAX) {
+				sub->p = buf_ptr(&c->text);
+				sub->n = buf_used(&c->text);
+				sub->i = inner;
+				GUARD(parse_string(sub, true));
+			}
+			ENSURE(buf_used(inner != SIZE_MAX ? &sub->text : &c->text) == to - from,
+			       CUSTOS_ERR_INTERNAL, "inspect: a joined value reads differently");
 			*mapped = k;
+		}
+		if (inner != SIZE_MAX) { /* through the value's escapes, then the string's */
+			size_t ta = sub->map[la], tb = raw_end(sub, lb);
+			GUARD(edit_add(c, c->map[ta], raw_end(c, tb), (int)det, 0));
+			continue;
 		}
 		GUARD(edit_add(c, c->map[la], raw_end(c, lb), (int)det, 0));
 	}
@@ -657,13 +706,13 @@ static bool is_letter(int b)
  * run-on: the next message's first word is not masked. Only for e-mail: a token, a JWT or a
  * key block whose first piece is valid alone may go on in the next text, and is masked there.
  * (A word glued before an address is masked with it: the address's start, a name, could be
- * what the first text holds.) pv[0..n) are the findings of the texts alone, sorted. */
+ * what the first text holds.) Nor is a finding that starts with a value found whole in one
+ * text, glued to a value found whole at the start of the next. pv[0..n) are the findings of
+ * the texts alone, sorted. */
 static bool run_on(const jctx *c, const inspect_finding *pv, size_t n, const inspect_finding *f)
 {
 	const uint8_t *j = buf_ptr(&c->joined);
 	uint64_t fend = f->offset + f->length;
-	if (f->detector != INSPECT_EMAIL)
-		return false;
 	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
@@ -672,6 +721,19 @@ static bool run_on(const jctx *c, const inspect_finding *pv, size_t n, const ins
 		else
 			hi = mid;
 	}
+	/* Two values, each whole in its own text, glued where the texts join (a card, then an
+	 * address in the next value of tool-call arguments: "4242...4242a@b.example.com"): two
+	 * values, each found and masked alone (the second with its own run-on rule), not one. */
+	for (size_t g = lo; g < n && pv[g].offset == f->offset; g++) {
+		uint64_t x = pv[g].offset + pv[g].length;
+		if (x >= fend || !is_join(c, x))
+			continue;
+		for (size_t h = g + 1; h < n && pv[h].offset <= x; h++)
+			if (pv[h].offset == x)
+				return true;
+	}
+	if (f->detector != INSPECT_EMAIL)
+		return false;
 	for (size_t k = lo; k < n && pv[k].offset < fend; k++) {
 		uint64_t pend = pv[k].offset + pv[k].length;
 		if (pv[k].detector != f->detector)
@@ -713,6 +775,8 @@ static custos_err join_pass(jctx *c)
 	if (r == CUSTOS_OK && all.n > 1)
 		qsort(all.items, all.n, sizeof(*all.items), inspect_finding_cmp);
 	size_t mapped = SIZE_MAX;
+	jctx sub = { .e = c->e };
+	buf_init(&sub.text, INSPECT_JSON_MAX_BODY);
 	for (size_t i = 0; i < all.n && r == CUSTOS_OK; i++) {
 		const inspect_finding *f = &all.items[i];
 		uint64_t fend = f->offset + f->length;
@@ -740,8 +804,11 @@ static custos_err join_pass(jctx *c)
 		if (f->action == INSPECT_ACT_DENY && c->sum->deny_detector < 0)
 			c->sum->deny_detector = f->detector;
 		if (f->action == INSPECT_ACT_REDACT)
-			r = join_mask(c, (size_t)f->offset, (size_t)fend, f->detector, &mapped);
+			r = join_mask(c, (size_t)f->offset, (size_t)fend, f->detector, &mapped,
+			              &sub);
 	}
+	buf_free(&sub.text);
+	free(sub.map);
 	inspect_findings_free(&all);
 	inspect_findings_free(&kept);
 	GUARD(r);
@@ -761,9 +828,8 @@ static int jedit_cmp(const void *a, const void *b)
 	return x->det - y->det;
 }
 
-/* Walks the document, inspects it (alone and joined), and writes it with its rewrites to out:
- * a rewrite that overlaps the one before merges into it (one mask, typed by the first). */
-static custos_err json_redact_doc(jctx *c, buf *out)
+/* Walks the document and inspects it (alone and joined): its rewrites, sorted, in c->ed. */
+static custos_err json_walk(jctx *c)
 {
 	buf_init(&c->text, INSPECT_JSON_MAX_BODY);
 	buf_init(&c->rep, 2 * INSPECT_JSON_MAX_BODY);
@@ -773,6 +839,25 @@ static custos_err json_redact_doc(jctx *c, buf *out)
 		r = join_pass(c);
 	if (r == CUSTOS_OK && c->n_ed > 1)
 		qsort(c->ed, c->n_ed, sizeof(*c->ed), jedit_cmp);
+	return r;
+}
+
+static void json_ctx_free(jctx *c)
+{
+	buf_free(&c->text);
+	buf_free(&c->rep);
+	buf_free(&c->joined);
+	free(c->map);
+	free(c->ed);
+	free(c->part);
+	inspect_findings_free(&c->found);
+}
+
+/* Walks the document, inspects it (alone and joined), and writes it with its rewrites to out:
+ * a rewrite that overlaps the one before merges into it (one mask, typed by the first). */
+static custos_err json_redact_doc(jctx *c, buf *out)
+{
+	custos_err r = json_walk(c);
 	size_t cursor = 0;
 	for (size_t k = 0; k < c->n_ed && r == CUSTOS_OK; k++) {
 		const jedit *x = &c->ed[k];
@@ -791,13 +876,7 @@ static custos_err json_redact_doc(jctx *c, buf *out)
 	}
 	if (r == CUSTOS_OK)
 		r = buf_append(out, c->p + cursor, c->n - cursor);
-	buf_free(&c->text);
-	buf_free(&c->rep);
-	buf_free(&c->joined);
-	free(c->map);
-	free(c->ed);
-	free(c->part);
-	inspect_findings_free(&c->found);
+	json_ctx_free(c);
 	return r;
 }
 

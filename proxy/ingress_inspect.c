@@ -1,7 +1,9 @@
 /*
  * Content inspection on the ingress path: the prompt (request body, JSON-aware) before it goes
- * upstream, and the response on its way to the client: SSE delta.content reassembled per
- * choice through an inspect_stream (bounded hold-back, re-emitted as valid chunk events), a
+ * upstream, and the response on its way to the client: SSE streams reassembled per part (a
+ * choice's content, reasoning or refusal, a tool call's arguments, a responses-API part, an
+ * Anthropic-style content block, a llama.cpp /completion stream) through an inspect_stream
+ * each (bounded hold-back, re-emitted as valid events), a
  * non-streamed JSON body held whole and its choices[].message.content redacted, any other body
  * through a byte stream. Findings are counted for the audit event; values are never kept.
  */
@@ -32,10 +34,17 @@ _Static_assert(sizeof(((decide_out *)0)->insp_response) == INSPECT_MAX_DETECTORS
 #define RESP_CHOICE      (UINT32_MAX - 1) /* a slot for delta events (the responses API) */
 #define RESP_POS_MAX     192u             /* bytes of a delta event's item id and indices */
 
+/* The string members of a chat chunk's choices[].delta that are text a model wrote, each a
+ * stream of its own per choice: the answer (content, or a completion's text), and what
+ * reasoning models and refusals stream beside it. */
+static const char *const chat_fields[] = { "content", "reasoning_content", "reasoning", "refusal" };
+#define F_CONTENT 0u
+
 /* One inspect_stream: a choice's delta.content, one of its tool calls' arguments, or the
  * deltas of one part of a responses-API stream. */
 typedef struct slot {
 	uint32_t choice, tool;
+	uint8_t field; /* chat chunks: which delta member of the choice (chat_fields) */
 	inspect_stream *st;
 	bool done;
 	/* Tool calls: the arguments are a JSON text in pieces. An escape cut at a piece's end
@@ -165,12 +174,14 @@ static bool asks_logprobs(span body)
 	jsonr_val root, v;
 
 	if (jsonr_parse(body, NULL, &root) != CUSTOS_OK)
-		return false; /* the caller parsed it already */
+		return false; /* not JSON: nothing asked */
 	if (jsonr_obj_get(root, "logprobs", &v) && v.type != JSONR_NULL && v.type != JSONR_FALSE)
 		return true;
-	/* llama.cpp's name for them */
+	/* llama.cpp's name for them; its token ids spell the text as well */
 	if (jsonr_obj_get(root, "n_probs", &v) && v.type != JSONR_NULL &&
 	    !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0'))
+		return true;
+	if (jsonr_obj_get(root, "return_tokens", &v) && v.type == JSONR_TRUE)
 		return true;
 	return jsonr_obj_get(root, "top_logprobs", &v) && v.type != JSONR_NULL &&
 	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
@@ -203,7 +214,8 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 	inspect_profile_from_actions(&ip->response, dec->insp_response);
 	ip->prompt_on = inspect_profile_active(&ip->prompt);
 	ip->response_on = inspect_profile_active(&ip->response);
-	if (ip->response_on && !ip->shadow && has_oa && asks_logprobs(buf_span(body))) {
+	/* any path: llama.cpp's /completion is not under /v1/ */
+	if (ip->response_on && !ip->shadow && asks_logprobs(buf_span(body))) {
 		*why = "logprobs cannot be returned while responses are inspected";
 		return 400;
 	}
@@ -407,7 +419,8 @@ static void sse_template(ingress_insp *ip, span data)
 
 /* An extra chunk event carrying text for one choice's content or tool call (a held-back
  * tail), written to ip->out. */
-static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, span text)
+static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, unsigned field,
+                            span text)
 {
 	buf j;
 
@@ -426,15 +439,17 @@ static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, sp
 		        &j,
 		        "\"delta\":{\"tool_calls\":[{\"index\":%u,\"function\":{\"arguments\":\"",
 		        tool);
+	else if (e == CUSTOS_OK && ip->text_completion && field == F_CONTENT)
+		e = buf_append_cstr(&j, "\"text\":\"");
 	else if (e == CUSTOS_OK)
-		e = buf_append_cstr(&j, ip->text_completion ? "\"text\":\""
-		                                            : "\"delta\":{\"content\":\"");
+		e = buf_printf(&j, "\"delta\":{\"%s\":\"", chat_fields[field]);
 	if (e == CUSTOS_OK)
 		e = json_escape(&j, text);
 	if (e == CUSTOS_OK)
-		e = buf_append_cstr(&j, tool != TOOL_NONE     ? "\"}}]},\"finish_reason\":null}]}"
-		                        : ip->text_completion ? "\",\"finish_reason\":null}]}"
-		                                              : "\"},\"finish_reason\":null}]}");
+		e = buf_append_cstr(&j, tool != TOOL_NONE ? "\"}}]},\"finish_reason\":null}]}"
+		                        : ip->text_completion && field == F_CONTENT
+		                                ? "\",\"finish_reason\":null}]}"
+		                                : "\"},\"finish_reason\":null}]}");
 	if (e == CUSTOS_OK)
 		e = sse_write_event(&ip->out, span_of("", 0), buf_span(&j));
 	buf_free(&j);
@@ -443,19 +458,23 @@ static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, sp
 
 static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slot **out);
 
-/* The stream of (choice, tool); made when `create`, else *out is NULL when there is none. */
-static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, bool create,
-                           slot **out)
+/* The stream of (choice, tool, field); made when `create`, else *out is NULL when there is
+ * none. */
+static custos_err slot_get(ingress_insp *ip, uint32_t choice, uint32_t tool, unsigned field,
+                           bool create, slot **out)
 {
 	*out = NULL;
 	for (size_t i = 0; i < ip->nsl; i++)
-		if (!ip->sl[i].resp && ip->sl[i].choice == choice && ip->sl[i].tool == tool) {
+		if (!ip->sl[i].resp && ip->sl[i].choice == choice && ip->sl[i].tool == tool &&
+		    ip->sl[i].field == field) {
 			*out = &ip->sl[i];
 			return CUSTOS_OK;
 		}
 	if (!create)
 		return CUSTOS_OK;
-	return slot_new(ip, choice, tool, out);
+	GUARD(slot_new(ip, choice, tool, out));
+	(*out)->field = (uint8_t)field;
+	return CUSTOS_OK;
 }
 
 static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slot **out)
@@ -467,6 +486,7 @@ static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slo
 	GUARD(inspect_stream_new(ip->eng, &ip->response, &sl->st));
 	sl->choice = choice;
 	sl->tool = tool;
+	sl->field = F_CONTENT;
 	sl->done = false;
 	sl->npend = 0;
 	sl->q_in = sl->q_esc = false;
@@ -702,7 +722,7 @@ static custos_err slot_finish(ingress_insp *ip, inspect_scratch *s, slot *sl)
 	GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
 	if (sl->resp)
 		return resp_synth(ip, sl, buf_span(&ip->tail));
-	return sse_synth(ip, sl->choice, sl->tool, buf_span(&ip->tail));
+	return sse_synth(ip, sl->choice, sl->tool, sl->field, buf_span(&ip->tail));
 }
 
 /* Finishes the open streams of one choice (or all, choice == TOOL_NONE, delta-event parts
@@ -832,6 +852,221 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
 }
 
+static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out);
+
+/* The string at path (one or two member names) of a JSON object, or false. */
+static bool member_str(span json, const char *k0, const char *k1, span *out)
+{
+	jsonr_val root, v;
+
+	if (jsonr_parse(json, NULL, &root) != CUSTOS_OK || !jsonr_obj_get(root, k0, &v))
+		return false;
+	if (k1 != NULL && !jsonr_obj_get(v, k1, &v))
+		return false;
+	if (v.type != JSONR_STRING)
+		return false;
+	*out = v.str;
+	return true;
+}
+
+/* Whether v holds a string value other than those starting at skip[0..n) (at any depth). */
+static bool other_strings(jsonr_val v, const char *const *skip, size_t n)
+{
+	jsonr_iter it;
+	jsonr_val x;
+	span k;
+
+	if (v.type == JSONR_STRING) {
+		for (size_t i = 0; i < n; i++)
+			if (v.str.ptr == skip[i])
+				return false;
+		return true;
+	}
+	if (v.type != JSONR_OBJECT && v.type != JSONR_ARRAY)
+		return false;
+	jsonr_iter_init(&it, v);
+	while (v.type == JSONR_OBJECT ? jsonr_obj_next(&it, &k, &x) : jsonr_arr_next(&it, &x))
+		if (other_strings(x, skip, n))
+			return true;
+	return false;
+}
+
+static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                             bool *handled);
+
+/* The event with the values at strip[0..n) (raw spans in ev->data, any order) written [],
+ * then handled as a delta event. */
+static custos_err llama_strip(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                              jsonr_edit *strip, size_t n, bool *handled)
+{
+	for (size_t i = 1; i < n; i++) /* document order */
+		for (size_t j = i; j > 0 && strip[j].at.ptr < strip[j - 1].at.ptr; j--) {
+			jsonr_edit t = strip[j];
+			strip[j] = strip[j - 1];
+			strip[j - 1] = t;
+		}
+	buf stripped;
+	buf_init(&stripped, SSE_MAX_EVENT_BYTES);
+	const char *at = ev->data.ptr;
+	custos_err e = CUSTOS_OK;
+	for (size_t i = 0; i < n && e == CUSTOS_OK; i++) {
+		e = buf_append(&stripped, at, (size_t)(strip[i].at.ptr - at));
+		if (e == CUSTOS_OK)
+			e = buf_append_cstr(&stripped, "[]");
+		at = strip[i].at.ptr + strip[i].at.len;
+	}
+	if (e == CUSTOS_OK)
+		e = buf_append(&stripped, at, (size_t)(ev->data.ptr + ev->data.len - at));
+	sse_event ev2 = *ev;
+	ev2.data = buf_span(&stripped);
+	if (e == CUSTOS_OK)
+		e = part_event(ip, s, &ev2, handled);
+	buf_free(&stripped);
+	return e;
+}
+
+/* Streams that are neither chat chunks nor responses-API deltas, each part a stream of its
+ * own like a choice's content:
+ * - Anthropic-style events {"type":"content_block_delta","index":N,"delta":{"type":
+ *   "text_delta","text":..}} (also thinking_delta / thinking, and input_json_delta /
+ *   partial_json, JSON in pieces like tool-call arguments): one stream per block index and
+ *   delta type; content_block_stop of the block (message_stop, error, [DONE], the end of the
+ *   body) finishes it, its tail in one more delta event before.
+ * - llama.cpp /completion events {"content":..,"stop":false,..}: one stream per "index"; the
+ *   event with "stop": true finishes it (its tail goes in that event's content).
+ * The streamed string is replaced by what is released; the rest of the event (the final
+ * llama.cpp event's settings, an unknown member) is inspected whole as before, with the
+ * streamed string blanked. *handled: the event was such a delta and has been written. */
+static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
+                             bool *handled)
+{
+	static const char *const names[] = { "type",    "index", "delta",
+		                             "content", "stop",  "completion_probabilities",
+		                             "probs",   "tokens" };
+	static const char *const dnames[] = { "type", "text", "thinking", "partial_json" };
+	static const char *const dtypes[] = { "", "text_delta", "thinking_delta",
+		                              "input_json_delta" };
+	jsonr_val root, v[8], d[4];
+	char pos[RESP_POS_MAX];
+	const char *k0, *k1 = NULL;
+	const char *known[3] = { NULL, NULL, NULL }; /* the streamed string, the event's types */
+	span str, dtype;
+	bool fin = false, args = false;
+
+	*handled = false;
+	if (jsonr_parse(ev->data, NULL, &root) != CUSTOS_OK || root.type != JSONR_OBJECT)
+		return CUSTOS_OK;
+	uint32_t got = jsonr_obj_pick(root, names, CUSTOS_ARRAY_LEN(names), v);
+	span idx = (got & 2) ? v[1].raw : SPAN_LIT("0"); /* one stream: index 0 */
+	if (idx.len + 2 > sizeof(pos))
+		return CUSTOS_OK; /* not a part this proxy follows: inspected whole */
+	pos[1] = '\x1f';
+	memcpy(pos + 2, idx.ptr, idx.len);
+	if ((got & 1) && v[0].type == JSONR_STRING) {
+		span type = v[0].str;
+		pos[0] = 'A';
+		if (jsonr_str_eq(type, "content_block_stop"))
+			return resp_done(ip, s, pos, idx.len + 2);
+		if (jsonr_str_eq(type, "message_stop"))
+			return resp_done(ip, s, NULL, 0);
+		if (!jsonr_str_eq(type, "content_block_delta") || !(got & 4) ||
+		    v[2].type != JSONR_OBJECT)
+			return CUSTOS_OK;
+		uint32_t dg = jsonr_obj_pick(v[2], dnames, CUSTOS_ARRAY_LEN(dnames), d);
+		if (!(dg & 1) || d[0].type != JSONR_STRING)
+			return CUSTOS_OK;
+		unsigned k = 1;
+		while (k < CUSTOS_ARRAY_LEN(dtypes) && !jsonr_str_eq(d[0].str, dtypes[k]))
+			k++;
+		/* A thinking block's signature comes after its text: the text's tail goes first. */
+		if (jsonr_str_eq(d[0].str, "signature_delta"))
+			return resp_done(ip, s, pos, idx.len + 2);
+		if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) || d[k].type != JSONR_STRING)
+			return CUSTOS_OK; /* citations, signatures...: inspected whole */
+		str = d[k].str;
+		dtype = d[0].raw;
+		known[1] = v[0].str.ptr;
+		known[2] = d[0].str.ptr;
+		k0 = "delta";
+		k1 = dnames[k];
+		args = k == 3;
+	} else if (!(got & 1) && (got & 8) && v[3].type == JSONR_STRING && (got & 16) &&
+	           (v[4].type == JSONR_TRUE || v[4].type == JSONR_FALSE)) {
+		/* token probabilities and ids carry the text past the stream (as logprobs do):
+		 * written [] */
+		jsonr_edit strip[3];
+		size_t ns = 0;
+		for (unsigned k = 5; k < 8; k++)
+			if ((got & (1u << k)) && !span_eq_cstr(v[k].raw, "[]") &&
+			    !span_eq_cstr(v[k].raw, "null"))
+				strip[ns++] = (jsonr_edit){ .at = v[k].raw };
+		if (ns > 0)
+			return llama_strip(ip, s, ev, strip, ns, handled);
+		pos[0] = 'L';
+		str = v[3].str;
+		dtype = SPAN_LIT("content");
+		k0 = "content";
+		fin = v[4].type == JSONR_TRUE;
+	} else {
+		return CUSTOS_OK;
+	}
+	size_t n = idx.len + 2;
+	slot *sl = NULL;
+	for (size_t i = 0; i < ip->nsl && sl == NULL; i++)
+		if (ip->sl[i].resp && ip->sl[i].pos_len == n &&
+		    memcmp(ip->sl[i].pos, pos, n) == 0 &&
+		    span_eq(buf_span(&ip->sl[i].dtype), dtype))
+			sl = &ip->sl[i];
+	if (sl == NULL) {
+		GUARD(slot_new(ip, RESP_CHOICE, args ? 0 : TOOL_NONE, &sl));
+		sl->resp = true;
+		memcpy(sl->pos, pos, n);
+		sl->pos_len = n;
+		GUARD(buf_append_span(&sl->dtype, dtype));
+	}
+	*handled = true;
+	buf_reset(&ip->rel);
+	GUARD(slot_feed(ip, s, sl, str, true, fin, &ip->rel));
+	/* The rest of the event, the streamed string blanked, is inspected whole when it holds a
+	 * string other than the streamed one and the event's types (most events hold none). */
+	buf blank, red;
+	buf_init(&blank, SSE_MAX_EVENT_BYTES);
+	buf_init(&red, INSP_OUT_MAX);
+	span base = ev->data, at = str;
+	custos_err e = CUSTOS_OK;
+	known[0] = str.ptr;
+	if (other_strings(root, known, CUSTOS_ARRAY_LEN(known))) {
+		jsonr_edit blanked = { .at = str, .text = span_of("", 0) };
+		e = jsonr_rewrite(ev->data, &blanked, 1, &blank);
+		if (e == CUSTOS_OK)
+			e = block_redact(ip, s, buf_span(&blank), &red);
+		if (e == CUSTOS_ERR_DENIED)
+			e = sse_deny(ip, ip->rsum.deny_detector);
+		base = buf_span(&red);
+		if (e == CUSTOS_OK && (!member_str(base, k0, k1, &at) || at.len != 0))
+			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
+	}
+	if (e == CUSTOS_OK) {
+		jsonr_edit ed = { .at = at, .text = buf_span(&ip->rel) };
+		buf_reset(&ip->tmp);
+		e = jsonr_rewrite(base, &ed, 1, &ip->tmp);
+	}
+	if (e == CUSTOS_OK) { /* the template of the event that carries the tail */
+		buf_reset(&sl->last);
+		buf_reset(&sl->etyp);
+		sl->dat = (size_t)(at.ptr - base.ptr);
+		sl->dlen = buf_used(&ip->tmp) + at.len - base.len;
+		e = buf_append_span(&sl->last, buf_span(&ip->tmp));
+		if (e == CUSTOS_OK)
+			e = buf_append_span(&sl->etyp, ev->type);
+	}
+	if (e == CUSTOS_OK)
+		e = sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+	buf_free(&blank);
+	buf_free(&red);
+	return e;
+}
+
 /* Whole-text fallback for data that is no chunk (an error object...): every string value. */
 static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out)
 {
@@ -856,9 +1091,11 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 	return e;
 }
 
-/* choices[].delta.tool_calls[].function.arguments of a chunk (validated JSON). */
+/* The texts of a chunk besides choices[].delta.content (validated JSON): each choice's
+ * delta.tool_calls[].function.arguments and its other chat_fields. */
 typedef struct targ {
-	uint32_t choice, tool;
+	uint32_t choice, tool; /* tool TOOL_NONE: field of the delta */
+	unsigned field;
 	span args; /* escaped */
 } targ;
 
@@ -884,8 +1121,18 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			       "inspect: too many choices");
 			lp[(*nlp)++] = l.raw;
 		}
-		if (!jsonr_obj_get(c, "delta", &delta) ||
-		    !jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
+		if (!jsonr_obj_get(c, "delta", &delta))
+			continue;
+		jsonr_val fv[CUSTOS_ARRAY_LEN(chat_fields)];
+		uint32_t got =
+		        jsonr_obj_pick(delta, chat_fields, CUSTOS_ARRAY_LEN(chat_fields), fv);
+		for (unsigned f = F_CONTENT + 1; f < CUSTOS_ARRAY_LEN(chat_fields); f++) {
+			if (!(got & (1u << f)) || fv[f].type != JSONR_STRING)
+				continue;
+			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f, fv[f].str };
+		}
+		if (!jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
 			continue;
 		jsonr_iter_init(&it2, tcs);
 		for (uint64_t tpos = 0; jsonr_arr_next(&it2, &tc); tpos++) {
@@ -896,7 +1143,7 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			    !jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
-			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, a.str };
 		}
 	}
 	return CUSTOS_OK;
@@ -925,7 +1172,9 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
 	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp) != CUSTOS_OK) {
 		bool handled = false;
-		GUARD(resp_event(ip, s, ev, &handled));
+		GUARD(part_event(ip, s, ev, &handled));
+		if (!handled)
+			GUARD(resp_event(ip, s, ev, &handled));
 		if (handled)
 			return CUSTOS_OK;
 		buf_reset(&ip->tmp);
@@ -969,8 +1218,8 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		for (size_t k = 0; k < ck.ndeltas; k++)
 			fin = fin ||
 			      (ck.deltas[k].choice == choice && ck.deltas[k].finish_reason.len);
-		GUARD(slot_get(ip, choice, tool ? tools[i - ck.ndeltas].tool : TOOL_NONE, true,
-		               &sl));
+		GUARD(slot_get(ip, choice, tool ? tools[i - ck.ndeltas].tool : TOOL_NONE,
+		               tool ? tools[i - ck.ndeltas].field : F_CONTENT, true, &sl));
 		size_t at = buf_used(&ip->rel);
 		GUARD(slot_feed(ip, s, sl, text, true, fin, &ip->rel));
 		edits[ne].at = text;
@@ -1022,7 +1271,7 @@ static custos_err raw_feed(ingress_insp *ip, inspect_scratch *s, span in, bool f
 	slot *sl;
 	custos_err e = CUSTOS_OK;
 
-	GUARD(slot_get(ip, 0, TOOL_NONE, true, &sl));
+	GUARD(slot_get(ip, 0, TOOL_NONE, F_CONTENT, true, &sl));
 	if (sl->done)
 		return CUSTOS_OK;
 	buf dec;

@@ -6,9 +6,13 @@
 # reaches the model; a response deny mid-stream ends the stream with an error event and
 # [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; values
 # written with Unicode look-alikes (fullwidth, no-break and zero-width characters) are caught
-# in prompts and responses; a value split over two content parts or two messages is caught; a
+# in prompts and responses; a value split over two content parts or two messages, or between a
+# message and a tool call's arguments, is caught; a
 # responses-API stream (responses_upstream.py) with values split over its delta events is
-# redacted; the audit trail has finding types and counts and none of the values. While
+# redacted; parts of a stream (parts_upstream.py: two chat choices, reasoning_content and two
+# tool calls interleaved; Anthropic-style content blocks; llama.cpp /completion events) each
+# have a card split over their events masked, and a key split so is denied; the audit trail
+# has finding types and counts and none of the values. While
 # responses are inspected the model is asked for Accept-Encoding: identity (the fixture's head
 # log shows what reached it); otherwise it gets the client's own Accept-Encoding.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -36,6 +40,18 @@ for _ in $(seq 100); do
 done
 [ -s "$work/resp.port" ] || skip "responses upstream did not start: $(cat "$work/resp.err")"
 resp_port=$(cat "$work/resp.port")
+# chat chunks with parts interleaved (choices, reasoning, tool calls), Anthropic-style events
+# and llama.cpp /completion events (its own fixture): each value split over a part's events
+# (the key split too: "The key is ", "AKIAIOSFODN", "N7EXAMPLE, ", "more text")
+python3 "$(dirname "$0")/parts_upstream.py" "$work/parts.port" "$CARD_TEXT" "The key is $KEY, more text" 4 \
+	2>"$work/parts.err" &
+pids+=($!)
+for _ in $(seq 100); do
+	[ -s "$work/parts.port" ] && break
+	sleep 0.05
+done
+[ -s "$work/parts.port" ] || skip "parts upstream did not start: $(cat "$work/parts.err")"
+parts_port=$(cat "$work/parts.port")
 
 cat >"$work/policy.yaml" <<POL
 version: 1
@@ -47,6 +63,7 @@ models:
   deny-model: { isolation: none }
   plain-model: { isolation: none }
   resp-model: { isolation: none }
+  parts-model: { isolation: none }
 rules:
   - id: chat-inspected
     effect: allow
@@ -54,7 +71,7 @@ rules:
       direction: ingress
       principal: alice
       route: "POST /v1/chat/completions"
-      model: [test-model, card-model, deny-model]
+      model: [test-model, card-model, deny-model, parts-model]
     inspect:
       prompt: { email: redact, us_ssn: deny, ipv4: log }
       response: { payment_card: redact, email: redact, aws_access_key: deny }
@@ -74,6 +91,15 @@ rules:
       model: resp-model
     inspect:
       response: { payment_card: redact, email: redact, aws_access_key: deny }
+  - id: parts-inspected
+    effect: allow
+    when:
+      direction: ingress
+      principal: alice
+      route: ["POST /v1/messages", "POST /completion"]
+      model: parts-model
+    inspect:
+      response: { payment_card: redact, aws_access_key: deny }
 POL
 chmod 644 "$work/policy.yaml"
 EXTRA_MODELS="  - id: card-model
@@ -83,7 +109,12 @@ EXTRA_MODELS="  - id: card-model
   - id: plain-model
     upstream: { url: \"http://127.0.0.1:$echo_port/\" }
   - id: resp-model
-    upstream: { url: \"http://127.0.0.1:$resp_port/\" }"
+    upstream: { url: \"http://127.0.0.1:$resp_port/\" }
+  - id: parts-model
+    upstream: { url: \"http://127.0.0.1:$parts_port/\" }
+routes:
+  - path: /completion
+    model: parts-model"
 write_config "$work/custos.yaml" "$echo_port"
 start_custos "$work/custos.yaml"
 plain="http://127.0.0.1:$PORT2"
@@ -267,6 +298,70 @@ line=$(audit_of "$(rid "$work/resp.hdr")")
 echo "$line" | grep -q '"type":"payment_card"' && echo "$line" | grep -q '"type":"email"' &&
 	ok "audit: the responses stream's findings" || fail "audit of the responses stream: $line"
 
+# -- parts of a stream, each its own joined text: a card split over the events of one part is
+# masked in every part, with other parts' events between them; the fixture, directly, splits it
+# part_text FILE KIND N FIELD: the text of one part the client got, joined (KIND chat: choice N's
+# delta FIELD, or tool call FIELD=args:T's arguments; anth: block N's delta FIELD; llama: content).
+part_text() {
+	perl -MJSON::PP -e 'my ($kind, $n, $field) = @ARGV[1..3]; open(my $f, "<", $ARGV[0]) or die;
+		while (<$f>) { next unless s/^data: //; chomp; s/\r$//; next if $_ eq "[DONE]";
+		my $j = decode_json($_);
+		if ($kind eq "chat") { for my $c (@{$j->{choices} || []}) { next unless $c->{index} == $n;
+			if ($field =~ /^args:(\d+)$/) { my $t = $1;
+				for my $tc (@{$c->{delta}{tool_calls} || []}) {
+					print $tc->{function}{arguments} if $tc->{index} == $t } }
+			elsif (defined $c->{delta}{$field}) { print $c->{delta}{$field} } } }
+		elsif ($kind eq "anth") { print $j->{delta}{$field}
+			if ($j->{type} // "") eq "content_block_delta" && $j->{index} == $n }
+		elsif (defined $j->{content}) { print $j->{content} } }' "$@"
+}
+MASKED='Card [REDACTED:PAYMENT_CARD].'
+MASKED_ARGS='{"card": "Card [REDACTED:PAYMENT_CARD]."}'
+pbody='{"model":"parts-model","stream":true,"messages":[{"role":"user","content":"go"}]}'
+curl -sS -N --max-time 10 -o "$work/parts-direct.sse" -d "$pbody" "http://127.0.0.1:$parts_port/v1/chat/completions"
+check "parts fixture: choice 0 content" "$(part_text "$work/parts-direct.sse" chat 0 content)" "$CARD_TEXT"
+grep -q "$CARD" "$work/parts-direct.sse" && fail "a fixture event holds the whole card" ||
+	ok "no fixture event holds the whole card"
+"${C[@]}" -N -D "$work/parts.hdr" -o "$work/parts.sse" -d "$pbody" "$plain/v1/chat/completions"
+check "chat parts: every event is JSON" "$(sse_bad "$work/parts.sse")" 0
+check "chat parts: choice 0 content" "$(part_text "$work/parts.sse" chat 0 content)" "$MASKED"
+check "chat parts: choice 1 content" "$(part_text "$work/parts.sse" chat 1 content)" "$MASKED"
+check "chat parts: choice 0 reasoning_content" \
+	"$(part_text "$work/parts.sse" chat 0 reasoning_content)" "$MASKED"
+check "chat parts: tool call 0 arguments" "$(part_text "$work/parts.sse" chat 0 args:0)" "$MASKED_ARGS"
+check "chat parts: tool call 1 arguments" "$(part_text "$work/parts.sse" chat 0 args:1)" "$MASKED_ARGS"
+grep -q -e '4111' -e '1111' "$work/parts.sse" && fail "chat parts: a piece of the card reached the client" ||
+	ok "chat parts: no piece of the card in the stream"
+line=$(audit_of "$(rid "$work/parts.hdr")")
+echo "$line" | grep -q '"type":"payment_card","count":5' && ok "audit: payment_card:5 for the five parts" ||
+	fail "audit of the chat parts: $line"
+abody='{"model":"parts-model","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"go"}]}'
+"${C[@]}" -N -o "$work/anth.sse" -d "$abody" "$plain/v1/messages"
+check "anthropic: every event is JSON" "$(sse_bad "$work/anth.sse")" 0
+check "anthropic: thinking block" "$(part_text "$work/anth.sse" anth 0 thinking)" "$MASKED"
+check "anthropic: text block" "$(part_text "$work/anth.sse" anth 1 text)" "$MASKED"
+check "anthropic: tool_use input_json" "$(part_text "$work/anth.sse" anth 2 partial_json)" "$MASKED_ARGS"
+grep -q -e '4111' -e '1111' "$work/anth.sse" && fail "anthropic: a piece of the card reached the client" ||
+	ok "anthropic: no piece of the card in the stream"
+tail -n 3 "$work/anth.sse" | grep -q 'message_stop' && ok "anthropic: message_stop still ends the stream" ||
+	fail "anthropic stream end: $(tail -n 3 "$work/anth.sse")"
+"${C[@]}" -N -o "$work/anth-deny.sse" -d "${abody/go/deny}" "$plain/v1/messages"
+grep -q '"code":"content_denied"' "$work/anth-deny.sse" && ok "anthropic: deny ends the stream" ||
+	fail "anthropic deny: $(cat "$work/anth-deny.sse")"
+grep -q -e 'AKIA' -e 'N7EX' -e 'more text' "$work/anth-deny.sse" &&
+	fail "anthropic: key fragment or later text reached the client" || ok "anthropic: no key fragment"
+lbody='{"prompt":"go","stream":true,"n_predict":16}'
+"${C[@]}" -N -o "$work/llama.sse" -d "$lbody" "$plain/completion"
+check "llama.cpp /completion: every event is JSON" "$(sse_bad "$work/llama.sse")" 0
+check "llama.cpp /completion: content" "$(part_text "$work/llama.sse" llama 0 content)" "$MASKED"
+grep -q -e '4111' -e '1111' "$work/llama.sse" && fail "llama.cpp: a piece of the card reached the client" ||
+	ok "llama.cpp: no piece of the card in the stream"
+"${C[@]}" -N -o "$work/llama-deny.sse" -d "${lbody/go/deny}" "$plain/completion"
+grep -q '"code":"content_denied"' "$work/llama-deny.sse" && ok "llama.cpp: deny ends the stream" ||
+	fail "llama.cpp deny: $(cat "$work/llama-deny.sse")"
+grep -q -e 'AKIA' -e 'N7EX' -e 'more text' "$work/llama-deny.sse" && fail "llama.cpp: key or later text reached the client" ||
+	ok "llama.cpp: nothing of the key, nothing after it"
+
 # -- a value split over two text parts of one message reaches the model masked in both (the
 # echo fixture concatenates parts); an SSN split over two messages is denied
 body='{"model":"test-model","messages":[{"role":"user","content":[{"type":"text","text":"mail jane.doe"},{"type":"text","text":"@example.com now"}]}]}'
@@ -279,6 +374,19 @@ body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-
 code=$("${C[@]}" -o "$work/split-deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
 check "SSN over two messages -> 403" "$code" 403
 check "split SSN never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+# tool-call arguments join the text values: an SSN with its last group in a tool call's
+# arguments is denied; an e-mail address split so has its piece in the text masked (the echo
+# shows the text values)
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"my ssn is 123-45"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"s\":\"-6789\"}"}}]}]}'
+code=$("${C[@]}" -o "$work/args-deny.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN split into tool-call arguments -> 403" "$code" 403
+check "SSN split into arguments never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
+body='{"model":"test-model","messages":[{"role":"user","content":"mail jane.doe"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"send","arguments":"{\"to\":\"@example.com\"}"}}]}]}'
+code=$("${C[@]}" -o "$work/args.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "e-mail split into tool-call arguments: status" "$code" 200
+check "e-mail split into tool-call arguments: the text's piece masked" "$(json_content "$work/args.json")" \
+	"mail [REDACTED:EMAIL]"
 
 # -- a response deny mid-stream: error event, then [DONE]; nothing of the key
 "${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \

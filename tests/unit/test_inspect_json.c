@@ -2,8 +2,8 @@
  * JSON-aware redaction of OpenAI request bodies: string values are inspected after
  * unescaping, keys and structure never; masks keep the body valid JSON (checked by an
  * independent validator) and escapes outside a mask are kept byte for byte. Text values
- * (contents, parts, input...) are also inspected joined: a value split over two of them is
- * masked piece by piece.
+ * (contents, parts, input..., and the string values of tool-call arguments) are also
+ * inspected joined: a value split over two of them is masked piece by piece.
  */
 #include "test_inspect_util.h"
 
@@ -482,17 +482,11 @@ static void test_join_negatives(void **state)
 		/* halves in members that are not text: not joined, not found */
 		{ "[{\"content\":\"4111 1111\"},{\"name\":\"1111 1111\"}]",
 		  "[{\"content\":\"4111 1111\"},{\"name\":\"1111 1111\"}]", 0 },
-		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"4111 "
-		  "1111\"},{\"role\":\"assistant\","
-		  "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":"
-		  "\\\"1111 "
-		  "1111\\\"}\"}}]}]}",
-		  "{\"messages\":[{\"role\":\"user\",\"content\":\"4111 "
-		  "1111\"},{\"role\":\"assistant\","
-		  "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":"
-		  "\\\"1111 "
-		  "1111\\\"}\"}}]}]}",
-		  0 },
+		{ "[{\"content\":\"4111 1111\"},{\"tool_calls\":[{\"id\":\"1111 1111\"}]}]",
+		  "[{\"content\":\"4111 1111\"},{\"tool_calls\":[{\"id\":\"1111 1111\"}]}]", 0 },
+		/* the member names of tool-call arguments are structure, not text */
+		{ "[{\"content\":\"4111 1111\"},{\"arguments\":\"{\\\"1111 1111\\\":1}\"}]",
+		  "[{\"content\":\"4111 1111\"},{\"arguments\":\"{\\\"1111 1111\\\":1}\"}]", 0 },
 		/* two halves that make no valid value */
 		{ "[{\"content\":\"4111 1111\"},{\"content\":\"1111 1112\"}]",
 		  "[{\"content\":\"4111 1111\"},{\"content\":\"1111 1112\"}]", 0 },
@@ -509,6 +503,72 @@ static void test_join_negatives(void **state)
 	}
 }
 
+/* Tool-call arguments join the text values: a value with one piece in a message's text and
+ * the other in a string of the arguments (JSON inside a string, escapes of both levels
+ * decoded; a plain string; an object, as some APIs send it), or in two values of one
+ * arguments document, is found and each piece masked in its own string, both levels staying
+ * valid JSON and every other byte unchanged; a masked number and a joined mask in the same
+ * arguments; a deny. The arguments of test_join_negatives are the ones that do not join. */
+static void test_join_arguments(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const char *const pre = "{\"messages\":[{\"role\":\"user\",\"content\":\"pay 4111 "
+	                               "1111\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+	                               "\"function\":{\"name\":\"f\",\"arguments\":";
+	static const struct {
+		const char *args, *want, *post;
+	} cases[] = {
+		{ "\"{\\\"x\\\":\\\" 1111 1111\\\"}\"",
+		  "\"{\\\"x\\\":\\\"[REDACTED:PAYMENT_CARD]\\\"}\"", "" },
+		/* a digit written \\u0031 in the arguments, \u0020 in the body */
+		{ "\"{\\\"x\\\":\\\"\\\\u0020\\\\u0031111\\u00201111\\\", "
+		  "\\\"y\\\":\\\"\\\\n\\\"}\"",
+		  "\"{\\\"x\\\":\\\"[REDACTED:PAYMENT_CARD]\\\", \\\"y\\\":\\\"\\\\n\\\"}\"", "" },
+		{ "\" 1111 1111\"", "\"[REDACTED:PAYMENT_CARD]\"", "" },
+		{ "{\"x\":[\" 1111 1111\"]}", "{\"x\":[\"[REDACTED:PAYMENT_CARD]\"]}", "" },
+		/* two values of the arguments, and the text after them */
+		{ "\"{\\\"a\\\":\\\" 1111\\\",\\\"b\\\":\\\" 1111\\\"}\"",
+		  "\"{\\\"a\\\":\\\"[REDACTED:PAYMENT_CARD]\\\",\\\"b\\\":\\\"[REDACTED:PAYMENT_"
+		  "CARD]\\\"}\"",
+		  "" },
+		{ "\"{\\\"a\\\":\\\" 1111\\\",\\\"n\\\":5555555555554444}\"",
+		  "\"{\\\"a\\\":\\\"[REDACTED:PAYMENT_CARD]\\\",\\\"n\\\":\\\"[REDACTED:PAYMENT_"
+		  "CARD]\\\"}\"",
+		  " 1111" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		char body[1024], want[1024];
+		const char *post = cases[i].post;
+		snprintf(body, sizeof(body),
+		         "%s%s}}]},{\"role\":\"tool\",\"content\":\"%s done\"}]}", pre,
+		         cases[i].args, post);
+		snprintf(want, sizeof(want),
+		         "{\"messages\":[{\"role\":\"user\",\"content\":\"pay "
+		         "[REDACTED:PAYMENT_CARD]\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+		         "\"function\":{\"name\":\"f\",\"arguments\":%s}}]},{\"role\":\"tool\","
+		         "\"content\":\"%s done\"}]}",
+		         cases[i].want, *post ? "[REDACTED:PAYMENT_CARD]" : "");
+		inspect_summary sum;
+		char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+		if (strcmp(r, want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, want);
+		assert_true(ti_json_ok(r));
+		assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], i == 5 ? 2 : 1);
+		free(r);
+	}
+	/* an SSN split between a message and the arguments: denied */
+	inspect_profile d = ti_profile(INSPECT_ACT_DENY);
+	inspect_summary sum;
+	char *r = redact_json(&d,
+	                      "[{\"content\":\"ssn 123-45\"},{\"tool_calls\":[{\"function\":{"
+	                      "\"arguments\":\"{\\\"s\\\":\\\"-6789\\\"}\"}}]}]",
+	                      CUSTOS_ERR_DENIED, &sum);
+	assert_int_equal(sum.deny_detector, INSPECT_US_SSN);
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -516,6 +576,7 @@ int main(void)
 		cmocka_unit_test(test_escaped_value),
 		cmocka_unit_test(test_tool_call_arguments),
 		cmocka_unit_test(test_arguments_inner_json),
+		cmocka_unit_test(test_join_arguments),
 		cmocka_unit_test(test_structure_untouched),
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),

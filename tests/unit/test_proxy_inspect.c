@@ -7,6 +7,11 @@
  * denied, or refused when unreadable; JSON responses; content-encoded responses are refused;
  * the audit summary has types and counts; responses-API delta events are streamed per part
  * (a card over four events cut at every byte offset, parts, arguments, deny, logprobs).
+ * Parts of a stream, each its own joined text, with other parts' events between them: chat
+ * choices, reasoning, refusals and tool calls interleaved; Anthropic-style content blocks
+ * (text, thinking, partial_json; the tail before content_block_stop, a thinking block's before
+ * its signature); llama.cpp /completion
+ * events; cut at every byte offset; values split between two parts are not joined.
  * Egress data (raw byte-stream mode): a card split at every offset (written with Unicode
  * look-alikes too) is redacted whatever the content type, a deny releases nothing of the
  * value, and which decisions ask for response inspection. Negative cases first in each group.
@@ -734,6 +739,385 @@ static void test_sse_tool_args_escaped(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Parts of a stream: each its own joined text.
+ */
+enum { SEL_CHAT, SEL_ANTH, SEL_LLAMA };
+
+/* What the client reads of one part: kind SEL_CHAT, choices[index == idx].delta[field] (field
+ * "args": tool_calls[index == tool].function.arguments); SEL_ANTH, content_block_delta events
+ * of block idx, delta[field]; SEL_LLAMA, every event's content (index idx). Every data event
+ * must be JSON or [DONE]; *error is set when one is an error object. */
+static void part_text(span sse, int kind, uint32_t idx, uint32_t tool, const char *field, buf *out,
+                      bool *error)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	const char *q = sse.ptr;
+	size_t n = sse.len;
+	if (error)
+		*error = false;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, q, n, &ev, &have);
+		assert_true(k >= 0);
+		jsonr_val root, v, c, d, x, tc, fn, a;
+		uint64_t i;
+		if (have && ev.has_data && !ev.done) {
+			assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+			if (jsonr_obj_get(root, "error", &v) && error)
+				*error = true;
+			if (kind == SEL_CHAT && jsonr_obj_get(root, "choices", &v)) {
+				jsonr_iter it;
+				jsonr_iter_init(&it, v);
+				while (jsonr_arr_next(&it, &c)) {
+					assert_true(jsonr_obj_get(c, "index", &x));
+					assert_int_equal(jsonr_u64(x, 1000, &i), CUSTOS_OK);
+					if (i != idx || !jsonr_obj_get(c, "delta", &d))
+						continue;
+					if (strcmp(field, "args") != 0) {
+						if (jsonr_obj_get(d, field, &x) &&
+						    x.type == JSONR_STRING)
+							assert_int_equal(jsonr_unescape(x.str, out),
+							                 CUSTOS_OK);
+						continue;
+					}
+					if (!jsonr_obj_get(d, "tool_calls", &x))
+						continue;
+					jsonr_iter it2;
+					jsonr_iter_init(&it2, x);
+					while (jsonr_arr_next(&it2, &tc)) {
+						assert_true(jsonr_obj_get(tc, "index", &a));
+						assert_int_equal(jsonr_u64(a, 1000, &i), CUSTOS_OK);
+						if (i == tool &&
+						    jsonr_obj_get(tc, "function", &fn) &&
+						    jsonr_obj_get(fn, "arguments", &a))
+							assert_int_equal(jsonr_unescape(a.str, out),
+							                 CUSTOS_OK);
+					}
+				}
+			} else if (kind == SEL_ANTH && jsonr_obj_get(root, "type", &v) &&
+			           jsonr_str_eq(v.str, "content_block_delta")) {
+				assert_true(jsonr_obj_get(root, "index", &x));
+				assert_int_equal(jsonr_u64(x, 1000, &i), CUSTOS_OK);
+				if (i == idx && jsonr_obj_get(root, "delta", &d) &&
+				    jsonr_obj_get(d, field, &x))
+					assert_int_equal(jsonr_unescape(x.str, out), CUSTOS_OK);
+			} else if (kind == SEL_LLAMA && jsonr_obj_get(root, "content", &v)) {
+				i = 0;
+				if (jsonr_obj_get(root, "index", &x))
+					assert_int_equal(jsonr_u64(x, 1000, &i), CUSTOS_OK);
+				if (i == idx)
+					assert_int_equal(jsonr_unescape(v.str, out), CUSTOS_OK);
+			}
+		}
+		q += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+}
+
+static void assert_part(span sse, int kind, uint32_t idx, uint32_t tool, const char *field,
+                        const char *want)
+{
+	buf t;
+	buf_init(&t, 1 << 16);
+	part_text(sse, kind, idx, tool, field, &t, NULL);
+	assert_int_equal(buf_append(&t, "", 1), CUSTOS_OK);
+	assert_string_equal((const char *)buf_ptr(&t), want);
+	buf_free(&t);
+}
+
+/* A chat chunk for choice `choice` whose delta is `delta` (raw JSON); fin: finish_reason. */
+static void chat_ev(buf *b, unsigned choice, const char *delta, const char *fin)
+{
+	assert_int_equal(buf_printf(b,
+	                            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	                            "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":%u,"
+	                            "\"delta\":%s,\"finish_reason\":%s}]}\n\n",
+	                            choice, delta, fin ? fin : "null"),
+	                 CUSTOS_OK);
+}
+
+static void tool_ev(buf *b, unsigned choice, unsigned tool, const char *args)
+{
+	buf esc, d;
+	buf_init(&esc, 4096);
+	buf_init(&d, 8192);
+	assert_int_equal(json_escape(&esc, span_cstr(args)), CUSTOS_OK);
+	assert_int_equal(buf_printf(&d,
+	                            "{\"tool_calls\":[{\"index\":%u,\"function\":{\"arguments\":"
+	                            "\"%.*s\"}}]}",
+	                            tool, (int)buf_used(&esc), (const char *)buf_ptr(&esc)),
+	                 CUSTOS_OK);
+	assert_int_equal(buf_append(&d, "", 1), CUSTOS_OK);
+	chat_ev(b, choice, (const char *)buf_ptr(&d), NULL);
+	buf_free(&esc);
+	buf_free(&d);
+}
+
+/* Runs body cut at every byte offset (one cut) and byte by byte; check(client) each time. */
+static void every_cut(span b, custos_err want, void (*check)(span client))
+{
+	buf client;
+	buf_init(&client, 1 << 20);
+	size_t *cuts = calloc(b.len + 1, sizeof(size_t));
+	assert_non_null(cuts);
+	for (size_t i = 0; i < b.len; i++)
+		cuts[i] = i + 1;
+	for (size_t cut = 0; cut <= b.len + 1; cut++) {
+		buf_reset(&client);
+		if (cut <= b.len)
+			assert_int_equal(run_stream(b, &cut, 1, &client, NULL), want);
+		else
+			assert_int_equal(run_stream(b, cuts, b.len - 1, &client, NULL), want);
+		check(buf_span(&client));
+	}
+	free(cuts);
+	buf_free(&client);
+}
+
+static void check_chat_parts(span c)
+{
+	assert_part(c, SEL_CHAT, 0, 0, "content", "zero [REDACTED:PAYMENT_CARD] end");
+	assert_part(c, SEL_CHAT, 1, 0, "content", "one [REDACTED:PAYMENT_CARD] end");
+	assert_part(c, SEL_CHAT, 0, 0, "reasoning_content", "think [REDACTED:PAYMENT_CARD].");
+	assert_part(c, SEL_CHAT, 1, 0, "refusal", "no [REDACTED:PAYMENT_CARD]");
+	assert_part(c, SEL_CHAT, 0, 0, "args", "{\"a\":\"[REDACTED:PAYMENT_CARD]\"}");
+	assert_part(c, SEL_CHAT, 0, 1, "args", "{\"b\":\"[REDACTED:PAYMENT_CARD]\"}");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	assert_null(memmem(c.ptr, c.len, "5555", 4));
+}
+
+/* Chat chunks: each choice's content, reasoning and refusal, and each tool call's arguments,
+ * is a stream of its own, joined across events even when other parts' events come between
+ * (two choices and two tool calls interleaved), cut at every byte offset. Negative: halves of
+ * a card in two choices, or in a choice's content and its reasoning, are two texts. */
+static void test_sse_chat_parts(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	chat_ev(&body, 0, "{\"role\":\"assistant\",\"reasoning_content\":\"think 4111 11\"}", NULL);
+	chat_ev(&body, 1, "{\"role\":\"assistant\",\"content\":\"one 4111 11\"}", NULL);
+	chat_ev(&body, 0, "{\"content\":\"zero 5555 55\"}", NULL);
+	chat_ev(&body, 1, "{\"content\":\"11 1111 1111 end\"}", NULL);
+	chat_ev(&body, 0, "{\"reasoning_content\":\"11 1111 1111.\"}", NULL);
+	chat_ev(&body, 0, "{\"content\":\"55 5555 4444 end\"}", NULL);
+	tool_ev(&body, 0, 0, "{\"a\":\"4111 1111");
+	tool_ev(&body, 0, 1, "{\"b\":\"5555 5555");
+	chat_ev(&body, 1, "{\"refusal\":\"no 4111 1111 \"}", NULL);
+	tool_ev(&body, 0, 0, " 1111 1111\"}");
+	chat_ev(&body, 1, "{\"refusal\":\"1111 1111\"}", "\"stop\"");
+	tool_ev(&body, 0, 1, " 5555 4444\"}");
+	chat_ev(&body, 0, "{}", "\"tool_calls\"");
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	every_cut(buf_span(&body), CUSTOS_OK, check_chat_parts);
+	/* halves in two choices, or in content and reasoning: not joined */
+	buf_reset(&body);
+	chat_ev(&body, 0, "{\"content\":\"4111 1111\"}", NULL);
+	chat_ev(&body, 1, "{\"content\":\" 1111 1111\"}", NULL);
+	chat_ev(&body, 0, "{\"reasoning_content\":\" 1111 1111\"}", NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "4111 1111");
+	assert_part(buf_span(&client), SEL_CHAT, 1, 0, "content", " 1111 1111");
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "reasoning_content", " 1111 1111");
+	/* a deny in reasoning ends the stream, nothing of the key out */
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0, "{\"reasoning\":\"fine so far, AKIAIOSF\"}", NULL);
+	chat_ev(&body, 0, "{\"reasoning\":\"ODNN7EXAMPLE more\"}", NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	bool err;
+	buf t;
+	buf_init(&t, 4096);
+	part_text(buf_span(&client), SEL_CHAT, 0, 0, "reasoning", &t, &err);
+	assert_true(err);
+	buf_free(&t);
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void anth_ev(buf *b, const char *type, const char *json)
+{
+	assert_int_equal(buf_printf(b, "event: %s\ndata: %s\n\n", type, json), CUSTOS_OK);
+}
+
+static void anth_delta(buf *b, unsigned idx, const char *dtype, const char *field, const char *text)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(text)), CUSTOS_OK);
+	assert_int_equal(buf_printf(b,
+	                            "event: content_block_delta\ndata: {\"type\":"
+	                            "\"content_block_delta\",\"index\":%u,\"delta\":{\"type\":"
+	                            "\"%s\",\"%s\":\"%.*s\"}}\n\n",
+	                            idx, dtype, field, (int)buf_used(&esc),
+	                            (const char *)buf_ptr(&esc)),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+static void check_anth(span c)
+{
+	assert_part(c, SEL_ANTH, 0, 0, "thinking", "hm [REDACTED:PAYMENT_CARD]");
+	assert_part(c, SEL_ANTH, 1, 0, "text", "Card [REDACTED:PAYMENT_CARD].");
+	assert_part(c, SEL_ANTH, 2, 0, "partial_json", "{\"n\":\"[REDACTED:PAYMENT_CARD]\"}");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	assert_null(memmem(c.ptr, c.len, "1 1", 3));
+	/* a thinking block's tail comes before its signature, unchanged (block 0, the thinking,
+	 * is the only part before it) */
+	const char *sig = memmem(c.ptr, c.len, "\"signature\":\"EqQBCgIYAhIM\"", 26);
+	assert_non_null(sig);
+	assert_non_null(memmem(c.ptr, (size_t)(sig - c.ptr), "[REDACTED:PAYMENT_CARD]", 23));
+	/* each block's tail comes before its content_block_stop */
+	const char *stop = memmem(c.ptr, c.len, "\"content_block_stop\",\"index\":1", 30);
+	const char *tail = memmem(c.ptr, c.len, "[REDACTED:PAYMENT_CARD].", 24);
+	assert_non_null(stop);
+	assert_non_null(tail);
+	assert_true(tail < stop);
+	assert_non_null(memmem(c.ptr, c.len, "event: message_stop", 19));
+}
+
+/* Anthropic-style streams: each content block (index) is a stream of its own (text,
+ * thinking, input_json partial_json as JSON in pieces), joined across events, interleaved
+ * blocks included; a block's tail goes out in one more delta event before its
+ * content_block_stop. Negative: halves in two blocks are two texts. Deny mid-block. */
+static void test_sse_anthropic(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	anth_ev(&body, "message_start",
+	        "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"content\":[]}}");
+	anth_ev(&body, "content_block_start",
+	        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+	        "\"thinking\",\"thinking\":\"\"}}");
+	anth_delta(&body, 0, "thinking_delta", "thinking", "hm 4111 1111 ");
+	anth_ev(&body, "ping", "{\"type\":\"ping\"}");
+	anth_delta(&body, 0, "thinking_delta", "thinking", "1111 1111");
+	anth_delta(&body, 0, "signature_delta", "signature", "EqQBCgIYAhIM");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
+	anth_delta(&body, 1, "text_delta", "text", "Card 4");
+	anth_delta(&body, 2, "input_json_delta", "partial_json", "{\"n\":41111111");
+	anth_delta(&body, 1, "text_delta", "text", "111 11");
+	anth_delta(&body, 2, "input_json_delta", "partial_json", "11111111}");
+	anth_delta(&body, 1, "text_delta", "text", "11 111");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":2}");
+	anth_delta(&body, 1, "text_delta", "text", "1 1111.");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}");
+	anth_ev(&body, "message_delta",
+	        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	every_cut(buf_span(&body), CUSTOS_OK, check_anth);
+	/* halves in two blocks: two texts */
+	buf_reset(&body);
+	anth_delta(&body, 0, "text_delta", "text", "4111 1111");
+	anth_delta(&body, 1, "text_delta", "text", " 1111 1111");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_ANTH, 0, 0, "text", "4111 1111");
+	assert_part(buf_span(&client), SEL_ANTH, 1, 0, "text", " 1111 1111");
+	/* deny: an error event and [DONE], nothing of the key */
+	buf_reset(&body);
+	buf_reset(&client);
+	anth_delta(&body, 0, "text_delta", "text", "Key AKIAIO");
+	anth_delta(&body, 0, "text_delta", "text", "SFODNN7EXAMPLE and more");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "and more", 8));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void llama_ev(buf *b, const char *content, bool stop)
+{
+	buf esc;
+	buf_init(&esc, 4096);
+	assert_int_equal(json_escape(&esc, span_cstr(content)), CUSTOS_OK);
+	assert_int_equal(buf_printf(b,
+	                            "data: {\"index\":0,\"content\":\"%.*s\",\"tokens\":[],"
+	                            "\"stop\":%s,\"id_slot\":0,\"tokens_predicted\":3%s}\n\n",
+	                            (int)buf_used(&esc), (const char *)buf_ptr(&esc),
+	                            stop ? "true" : "false",
+	                            stop ? ",\"model\":\"m\",\"stopping_word\":\"\"" : ""),
+	                 CUSTOS_OK);
+	buf_free(&esc);
+}
+
+static void check_llama(span c)
+{
+	assert_part(c, SEL_LLAMA, 0, 0, "content", "Card [REDACTED:PAYMENT_CARD].");
+	assert_null(memmem(c.ptr, c.len, "1 1", 3));
+	assert_null(memmem(c.ptr, c.len, "111", 3));
+}
+
+/* llama.cpp /completion events ({"content":..,"stop":..}): joined like chunks, the tail in
+ * the stop event (or one more event when the body ends without it); the rest of an event
+ * inspected whole; deny. */
+static void test_sse_llama_completion(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	llama_ev(&body, "Card 4", false);
+	llama_ev(&body, "111 11", false);
+	llama_ev(&body, "11 111", false);
+	llama_ev(&body, "1 1111.", false);
+	llama_ev(&body, "", true);
+	every_cut(buf_span(&body), CUSTOS_OK, check_llama);
+	/* no stop event: the tail comes at the end of the body */
+	buf_reset(&body);
+	llama_ev(&body, "Card 4111 1111", false);
+	llama_ev(&body, " 1111 1111.", false);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	check_llama(buf_span(&client));
+	/* the rest of an event (the last one repeats the prompt and settings) is inspected whole,
+	 * the streamed content apart */
+	buf_reset(&body);
+	buf_reset(&client);
+	llama_ev(&body, "Card 4111 1111", false);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"index\":0,\"content\":\" 1111 1111.\","
+	                                        "\"stop\":true,\"prompt\":\"my card 5555 5555 "
+	                                        "5555 4444\"}\n\n"),
+	                 CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	check_llama(buf_span(&client));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"prompt\":\"my card [REDACTED:PAYMENT_CARD]\"", 41));
+	/* token probabilities and ids that come anyway are written [] */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"content\":\"Card 4111 1111\",\"tokens\":"
+	                                        "[19,4111],\"stop\":false,"
+	                                        "\"completion_probabilities\":[{\"content\":"
+	                                        "\"4111\",\"probs\":[]}]}\n\n"),
+	                 CUSTOS_OK);
+	llama_ev(&body, " 1111 1111.", true);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	check_llama(buf_span(&client));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"tokens\":[],\"stop\":false,\"completion_probabilities\":[]", 54));
+	/* deny */
+	buf_reset(&body);
+	buf_reset(&client);
+	llama_ev(&body, "Key AKIAIO", false);
+	llama_ev(&body, "SFODNN7EXAMPLE and more", false);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
 static void test_response_encoded_refused(void **state)
 {
 	(void)state;
@@ -1053,10 +1437,21 @@ static void test_prompt(void **state)
 	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 400);
 	ingress_inspect_free(ip);
 	ip = NULL;
+	/* llama.cpp's /completion (not an OpenAI path): n_probs, and token ids */
+	static const char *const llama_asks[] = { "{\"prompt\":\"x\",\"n_probs\":3}",
+		                                  "{\"prompt\":\"x\",\"return_tokens\":true}" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(llama_asks); i++) {
+		buf_reset(&body);
+		assert_int_equal(buf_append_cstr(&body, llama_asks[i]), CUSTOS_OK);
+		assert_int_equal(ingress_inspect_request(&ip, &d, false, NULL, &body, &why), 400);
+		ingress_inspect_free(ip);
+		ip = NULL;
+	}
 	buf_reset(&body);
-	assert_int_equal(
-	        buf_append_cstr(&body, "{\"logprobs\":false,\"top_logprobs\":0,\"n_probs\":0}"),
-	        CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body,
+	                                 "{\"logprobs\":false,\"top_logprobs\":0,\"n_probs\":0,"
+	                                 "\"return_tokens\":false}"),
+	                 CUSTOS_OK);
 	assert_int_equal(ingress_inspect_request(&ip, &d, true, &oa, &body, &why), 0);
 	ingress_inspect_free(ip);
 	ip = NULL;
@@ -1154,6 +1549,9 @@ int main(void)
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_sse_tool_args_escaped),
+		cmocka_unit_test(test_sse_chat_parts),
+		cmocka_unit_test(test_sse_anthropic),
+		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_media_types),
 		cmocka_unit_test(test_egress_raw),
