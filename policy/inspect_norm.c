@@ -52,6 +52,72 @@ static int digit_of(uint32_t cp)
 	return -1;
 }
 
+/* Single characters that read as one ASCII letter, digit or punctuation mark and are not
+ * decimal digits (category No, So, Lu/Ll of other blocks): superscript and subscript digits and
+ * letters, circled, parenthesised and full-stop digits and letters, mathematical alphanumeric
+ * letters, letter-like symbols and Roman numerals of one letter, and look-alike punctuation. A
+ * character that stands for two (circled ten U+2469, the fraction ½) is kept: a view byte is
+ * one character. */
+static const struct lookalike {
+	uint32_t from, to; /* code points from..to... */
+	uint8_t first;     /* ...become first, first + 1, ... (in order), or first only */
+	uint8_t same;      /* (all of them the same letter) */
+} lookalike[] = {
+	{ 0x00B2, 0x00B3, '2', 0 },   { 0x00B7, 0x00B7, '.', 0 },   { 0x00B9, 0x00B9, '1', 0 },
+	{ 0x2024, 0x2024, '.', 0 },   { 0x2027, 0x2027, '.', 0 },   { 0x2043, 0x2043, '-', 0 },
+	{ 0x2070, 0x2070, '0', 0 },   { 0x2071, 0x2071, 'i', 0 },   { 0x2074, 0x2079, '4', 0 },
+	{ 0x207A, 0x207A, '+', 0 },   { 0x207B, 0x207B, '-', 0 },   { 0x207F, 0x207F, 'n', 0 },
+	{ 0x2080, 0x2089, '0', 0 },   { 0x208A, 0x208A, '+', 0 },   { 0x208B, 0x208B, '-', 0 },
+	{ 0x2090, 0x2090, 'a', 0 },   { 0x2091, 0x2091, 'e', 0 },   { 0x2092, 0x2092, 'o', 0 },
+	{ 0x2093, 0x2093, 'x', 0 },   { 0x2095, 0x2095, 'h', 0 },   { 0x2096, 0x2099, 'k', 0 },
+	{ 0x209A, 0x209A, 'p', 0 },   { 0x209B, 0x209C, 's', 0 },   { 0x2102, 0x2102, 'C', 0 },
+	{ 0x210A, 0x210A, 'g', 0 },   { 0x210B, 0x210D, 'H', 1 },   { 0x210E, 0x210E, 'h', 0 },
+	{ 0x2110, 0x2111, 'I', 1 },   { 0x2112, 0x2112, 'L', 0 },   { 0x2113, 0x2113, 'l', 0 },
+	{ 0x2115, 0x2115, 'N', 0 },   { 0x2119, 0x2119, 'P', 0 },   { 0x211A, 0x211A, 'Q', 0 },
+	{ 0x211B, 0x211D, 'R', 1 },   { 0x2124, 0x2124, 'Z', 0 },   { 0x2128, 0x2128, 'Z', 0 },
+	{ 0x212A, 0x212A, 'K', 0 },   { 0x212C, 0x212C, 'B', 0 },   { 0x212D, 0x212D, 'C', 0 },
+	{ 0x212F, 0x212F, 'e', 0 },   { 0x2130, 0x2130, 'E', 0 },   { 0x2131, 0x2131, 'F', 0 },
+	{ 0x2133, 0x2133, 'M', 0 },   { 0x2134, 0x2134, 'o', 0 },   { 0x2139, 0x2139, 'i', 0 },
+	{ 0x2145, 0x2145, 'D', 0 },   { 0x2146, 0x2146, 'd', 0 },   { 0x2147, 0x2147, 'e', 0 },
+	{ 0x2148, 0x2148, 'i', 0 },   { 0x2149, 0x2149, 'j', 0 },   { 0x2160, 0x2160, 'I', 0 },
+	{ 0x2164, 0x2164, 'V', 0 },   { 0x2169, 0x2169, 'X', 0 },   { 0x216C, 0x216C, 'L', 0 },
+	{ 0x216D, 0x216D, 'C', 0 },   { 0x216E, 0x216E, 'D', 0 },   { 0x216F, 0x216F, 'M', 0 },
+	{ 0x2170, 0x2170, 'i', 0 },   { 0x2174, 0x2174, 'v', 0 },   { 0x2179, 0x2179, 'x', 0 },
+	{ 0x217C, 0x217C, 'l', 0 },   { 0x217D, 0x217D, 'c', 0 },   { 0x217E, 0x217E, 'd', 0 },
+	{ 0x217F, 0x217F, 'm', 0 },   { 0x2219, 0x2219, '.', 0 },   { 0x2460, 0x2468, '1', 0 },
+	{ 0x2474, 0x247C, '1', 0 },   { 0x2488, 0x2490, '1', 0 },   { 0x249C, 0x24B5, 'a', 0 },
+	{ 0x24B6, 0x24CF, 'A', 0 },   { 0x24D0, 0x24E9, 'a', 0 },   { 0x24EA, 0x24EA, '0', 0 },
+	{ 0x24F5, 0x24FD, '1', 0 },   { 0x24FF, 0x24FF, '0', 0 },   { 0x2776, 0x277E, '1', 0 },
+	{ 0x2780, 0x2788, '1', 0 },   { 0x278A, 0x2792, '1', 0 },   { 0x30FB, 0x30FB, '.', 0 },
+	{ 0xFE52, 0xFE52, '.', 0 },   { 0xFE62, 0xFE62, '+', 0 },   { 0xFE63, 0xFE63, '-', 0 },
+	{ 0xFE6B, 0xFE6B, '@', 0 },   { 0xFF65, 0xFF65, '.', 0 },   { 0x1D6A4, 0x1D6A4, 'i', 0 },
+	{ 0x1D6A5, 0x1D6A5, 'j', 0 }, { 0x1F100, 0x1F100, '0', 0 }, { 0x1F101, 0x1F10A, '0', 0 },
+	{ 0x1F10B, 0x1F10C, '0', 1 }, { 0x1F110, 0x1F129, 'A', 0 }, { 0x1F130, 0x1F149, 'A', 0 },
+	{ 0x1F150, 0x1F169, 'A', 0 }, { 0x1F170, 0x1F189, 'A', 0 },
+};
+
+static int lookalike_of(uint32_t cp)
+{
+	/* Mathematical alphanumeric letters: 13 styles of A-Z a-z from U+1D400 (the holes of
+	 * the block are unassigned; their letter-like symbols are in the table). */
+	if (cp >= 0x1D400 && cp < 0x1D400 + 13 * 52) {
+		uint32_t k = (cp - 0x1D400) % 52;
+		return k < 26 ? 'A' + (int)k : 'a' + (int)(k - 26);
+	}
+	size_t lo = 0, hi = CUSTOS_ARRAY_LEN(lookalike);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (lookalike[mid].to < cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < CUSTOS_ARRAY_LEN(lookalike) && cp >= lookalike[lo].from)
+		return lookalike[lo].first +
+		       (lookalike[lo].same ? 0 : (int)(cp - lookalike[lo].from));
+	return INSPECT_NORM_KEEP;
+}
+
 int inspect_norm_class(uint32_t cp)
 {
 	if (cp < 0x80)
@@ -83,7 +149,7 @@ int inspect_norm_class(uint32_t cp)
 	int d = digit_of(cp);
 	if (d >= 0)
 		return '0' + d;
-	return INSPECT_NORM_KEEP;
+	return lookalike_of(cp);
 }
 
 size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
