@@ -66,7 +66,7 @@ static uint64_t o_start(const inspect_stream *st, uint64_t x)
 	const inspect_edit *e = &st->ed[i];
 	if (x < e->n_off + e->n_len)
 		return e->o_off;
-	return e->o_off + e->o_len + (x - e->n_off - e->n_len);
+	return e->o_off + inspect_edit_olen(e) + (x - e->n_off - e->n_len);
 }
 
 /* Text offset where the character that makes view byte x - 1 ends (x > 0). */
@@ -74,7 +74,7 @@ static uint64_t o_end(const inspect_stream *st, uint64_t x)
 {
 	size_t i = st->ed_head == st->n_ed ? SIZE_MAX : ed_last(st, x - 1);
 	if (i != SIZE_MAX && x - 1 < st->ed[i].n_off + st->ed[i].n_len)
-		return st->ed[i].o_off + st->ed[i].o_len;
+		return st->ed[i].o_off + inspect_edit_olen(&st->ed[i]);
 	return o_start(st, x - 1) + 1;
 }
 
@@ -103,7 +103,7 @@ static custos_err emit_to(inspect_stream *st, uint64_t to)
 			/* identity: view offset = text offset shifted as after the edit before */
 			uint64_t v = i > st->ed_head ? st->ed[i - 1].n_off + st->ed[i - 1].n_len +
 			                                       (st->ocursor - st->ed[i - 1].o_off -
-			                                        st->ed[i - 1].o_len)
+			                                        inspect_edit_olen(&st->ed[i - 1]))
 			                             : st->ed_nb + (st->ocursor - st->ed_ob);
 			ENSURE(v >= st->base && v + (run - st->ocursor) <= st->total,
 			       CUSTOS_ERR_INTERNAL, "inspect: release outside the window");
@@ -114,8 +114,9 @@ static custos_err emit_to(inspect_stream *st, uint64_t to)
 		if (st->ocursor < to) {
 			ENSURE(i < st->n_ed && st->ed[i].o_off == st->ocursor, CUSTOS_ERR_INTERNAL,
 			       "inspect: release inside a character");
-			GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
-			st->ocursor += st->ed[i].o_len;
+			for (unsigned k = 0; k < st->ed[i].rep; k++)
+				GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
+			st->ocursor += inspect_edit_olen(&st->ed[i]);
 			i++;
 		}
 	}
@@ -532,10 +533,10 @@ static void win_trim(inspect_stream *st)
 	 * before the released text. */
 	while (st->ed_head < st->n_ed) {
 		const inspect_edit *e = &st->ed[st->ed_head];
-		if (e->n_off + e->n_len > st->base || e->o_off + e->o_len > st->ocursor)
+		if (e->n_off + e->n_len > st->base || e->o_off + inspect_edit_olen(e) > st->ocursor)
 			break;
 		st->ed_nb = e->n_off + e->n_len;
-		st->ed_ob = e->o_off + e->o_len;
+		st->ed_ob = e->o_off + inspect_edit_olen(e);
 		st->ed_head++;
 	}
 	if (st->ed_head == st->n_ed) {
@@ -551,11 +552,21 @@ static void win_trim(inspect_stream *st)
  * The normalised view.
  */
 
+/* The last live edit, when it drops a character (it may be repeated), or NULL. */
+static const inspect_edit *ed_tail_drop(const inspect_stream *st)
+{
+	if (st->n_ed == st->ed_head || st->ed[st->n_ed - 1].n_len != 0)
+		return NULL;
+	return &st->ed[st->n_ed - 1];
+}
+
 /* Offset of the first character at or after `at` that the view changes (dropped, or made
  * ASCII: *len and *cls say how long it is and what it becomes), or of a UTF-8 sequence that
  * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
- * invisible characters dropped in a row. */
-static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, size_t *len, int *cls)
+ * edits of invisible characters dropped in a row; past the limit, an invisible character at
+ * `at` that repeats the dropped one before it (`tail`) is returned too (vw_char decides). */
+static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run,
+                         const inspect_edit *tail, size_t *len, int *cls)
 {
 	size_t i = at;
 	uint32_t cp;
@@ -592,7 +603,9 @@ static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, si
 			*run = 0;
 			continue;
 		}
-		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN) {
+		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN &&
+		    !(i == at && tail != NULL && tail->o_len == l &&
+		      memcmp(tail->o, p + i, l) == 0)) {
 			i += l; /* past the limit: kept, and the run goes on */
 			continue;
 		}
@@ -635,10 +648,23 @@ static void vw_put(vw *v, const uint8_t *p, size_t n)
 }
 
 /* A character p[0..l) the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes;
- * or, past the invisible-run limit, a character kept (c is INSPECT_NORM_KEEP). */
+ * or a character kept (c is INSPECT_NORM_KEEP). A dropped character that repeats the one
+ * dropped right before it (none of it released yet) adds to its edit: a run of one invisible
+ * character costs one edit however long it is, up to UINT16_MAX. Past the limit of edits in a
+ * run, an invisible character is kept in the view. */
 static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 {
 	inspect_stream *st = v->st;
+	if (c == INSPECT_NORM_DROP) {
+		inspect_edit *t = st->n_ed > st->ed_head ? &st->ed[st->n_ed - 1] : NULL;
+		if (t != NULL && t->n_len == 0 && t->n_off == st->total + v->n && t->o_len == l &&
+		    t->rep < UINT16_MAX && t->o_off >= st->ocursor &&
+		    t->o_off + inspect_edit_olen(t) == st->ototal && memcmp(t->o, p, l) == 0) {
+			t->rep++;
+			st->ototal += l;
+			return;
+		}
+	}
 	if (c == INSPECT_NORM_KEEP ||
 	    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
 		vw_put(v, p, l);
@@ -651,6 +677,7 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 	e->o_off = st->ototal;
 	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
 	e->o_len = (uint8_t)l;
+	e->rep = 1;
 	memcpy(e->o, p, l);
 	st->ototal += l;
 	if (c == INSPECT_NORM_DROP) {
@@ -700,7 +727,7 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 	while (i < n) {
 		size_t l;
 		int c = INSPECT_NORM_KEEP;
-		size_t j = norm_plain(p, n, i, &st->inv_run, &l, &c);
+		size_t j = norm_plain(p, n, i, &st->inv_run, ed_tail_drop(st), &l, &c);
 		vw_put(&v, p + i, j - i);
 		i = j;
 		if (i >= n)
@@ -816,7 +843,8 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	uint8_t run = st->inv_run;
 	size_t l;
 	int c;
-	if (st->n_upend == 0 && norm_plain(p, text.len, 0, &st->inv_run, &l, &c) == text.len) {
+	if (st->n_upend == 0 &&
+	    norm_plain(p, text.len, 0, &st->inv_run, ed_tail_drop(st), &l, &c) == text.len) {
 		/* The text is its own view (ASCII, or nothing the view changes). */
 		if (st->borrow && st->total == 0) {
 			/* A block scan: the caller's text stays put for the whole call, no copy. */

@@ -10,6 +10,7 @@
 #include "test_inspect_util.h"
 
 #include "policy/inspect_int.h"
+#include "policy/inspect_stream_int.h"
 
 /* Strict UTF-8 check (no overlongs, surrogates or values past U+10FFFF). */
 static bool utf8_ok(const uint8_t *p, size_t n)
@@ -99,6 +100,12 @@ static const obf_case obf[] = {
 	  "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1" ZWSP "1",
 	  " ok" },
 	{ INSPECT_PAYMENT_CARD, "card ", "4111" SHY "1111" WJ "1111" BOM "1111", "" },
+	{ INSPECT_PAYMENT_CARD, "card ",
+	  "4111" ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP ZWSP
+	          ZWSP ZWSP ZWSP ZWSP "1111 1111 1111",
+	  " ok" },
+	{ INSPECT_EMAIL, "mail ",
+	  "jane" CLL CLL CLL CLL CLL CLL CLL CLL CLL CLL CLL CLL "@example.com", " now" },
 	{ INSPECT_PAYMENT_CARD, "c ", "4111 " ZWNJ ZWJ "1111 1111 " BOM WJ ZWSP "1111", " ok" },
 	{ INSPECT_PAYMENT_CARD, "c ", "4" CLL "1" CLL "1" CLL "1" CLL " 1111 1111 1111", " ok" },
 	{ INSPECT_PAYMENT_CARD, "card ", FW_CARD, " ok" },
@@ -306,9 +313,9 @@ static void test_not_normalised(void **state)
 	}
 }
 
-/* The limit on invisible characters in a row: up to INSPECT_MAX_INVISIBLE_RUN between two
- * characters of a value are dropped; one more and they stay, and break the value (a documented
- * limit: the price of a bounded hold-back). */
+/* The limit on invisible characters in a row: up to INSPECT_MAX_INVISIBLE_RUN changes of
+ * character (here WJ and ZWSP in turn) between two characters of a value are dropped; one more
+ * and they stay, and break the value (a documented limit: the price of a bounded hold-back). */
 static void test_invisible_run_limit(void **state)
 {
 	(void)state;
@@ -338,9 +345,57 @@ static void test_invisible_run_limit(void **state)
 	}
 }
 
-/* A million zero-width spaces between two values, streamed in 4093-byte pieces (cut inside
- * characters): what the stream holds stays bounded, every byte comes out, both values are
- * masked. */
+/* One invisible character repeated any number of times in a row is one edit: a card with 9,
+ * 20, 1000 or 70000 zero-width spaces between its groups is found and masked whole, in a block
+ * and streamed in 2-byte and 4093-byte pieces; up to INSPECT_MAX_INVISIBLE_RUN runs of
+ * UINT16_MAX are dropped, one character more breaks the value. */
+static void test_invisible_repeated(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const size_t runs[] = { 9,
+		                       20,
+		                       1000,
+		                       70000,
+		                       (size_t)INSPECT_MAX_INVISIBLE_RUN * UINT16_MAX,
+		                       (size_t)INSPECT_MAX_INVISIBLE_RUN * UINT16_MAX + 1 };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(runs); i++) {
+		buf b;
+		buf_init(&b, 4u << 20);
+		assert_int_equal(buf_append_cstr(&b, "card 4111"), CUSTOS_OK);
+		for (size_t k = 0; k < runs[i]; k++)
+			assert_int_equal(buf_append(&b, ZWSP, 3), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, " 1111 1111 1111 ok"), CUSTOS_OK);
+		const char *t = (const char *)buf_ptr(&b);
+		size_t n = buf_used(&b);
+		bool found = i + 1 < CUSTOS_ARRAY_LEN(runs);
+		inspect_findings f = { 0 };
+		assert_int_equal(inspect_scan(E, S, &p, span_of(t, n), &f), CUSTOS_OK);
+		assert_int_equal(f.n, found ? 1 : 0);
+		if (found) {
+			assert_int_equal(f.items[0].detector, INSPECT_PAYMENT_CARD);
+			assert_int_equal(f.items[0].offset, 5);
+			assert_int_equal(f.items[0].length, n - 5 - 3);
+		}
+		inspect_findings_free(&f);
+		inspect_summary sum;
+		char *r = ti_redact(&p, t, n, &sum);
+		if (found)
+			assert_string_equal(r, "card [REDACTED:PAYMENT_CARD] ok");
+		else
+			assert_int_equal(strlen(r), n);
+		size_t two[] = { 2 }, big[] = { 4093 };
+		char *s1 = ti_stream(&p, t, n, runs[i] > 100000 ? big : two, 1, NULL);
+		assert_string_equal(s1, r);
+		free(s1);
+		free(r);
+		buf_free(&b);
+	}
+}
+
+/* A million zero-width spaces between two values and inside a third, streamed in 4093-byte
+ * pieces (cut inside characters): the memory the stream holds (window and edits) stays bounded,
+ * every byte comes out, the values are masked. */
 static void test_million_invisible(void **state)
 {
 	(void)state;
@@ -349,29 +404,39 @@ static void test_million_invisible(void **state)
 	const size_t runs = 1000000;
 	const char *head = "card 4111 1111 1111 1111 then ", *tail = " ssn 123-45-6789 end";
 	buf text;
-	buf_init(&text, 4u << 20);
+	buf_init(&text, 8u << 20);
 	assert_int_equal(buf_append_cstr(&text, head), CUSTOS_OK);
 	for (size_t k = 0; k < runs; k++)
 		assert_int_equal(buf_append(&text, ZWSP, 3), CUSTOS_OK);
 	assert_int_equal(buf_append_cstr(&text, tail), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&text, " and 5500"), CUSTOS_OK);
+	for (size_t k = 0; k < runs / 3; k++)
+		assert_int_equal(buf_append(&text, ZWSP, 3), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&text, " 0000 0000 0004 ok"), CUSTOS_OK);
 	inspect_stream *st;
 	assert_int_equal(inspect_stream_new(E, &p, &st), CUSTOS_OK);
 	buf out;
-	buf_init(&out, 4u << 20);
+	buf_init(&out, 8u << 20);
 	const char *t = (const char *)buf_ptr(&text);
-	size_t n = buf_used(&text), most = 0;
+	size_t n = buf_used(&text), most_ed = 0, most_win = 0;
 	for (size_t at = 0; at < n; at += 4093) {
 		size_t len = n - at < 4093 ? n - at : 4093;
 		assert_int_equal(inspect_stream_feed(st, S, span_of(t + at, len), &out), CUSTOS_OK);
-		if (inspect_stream_held(st) > most)
-			most = inspect_stream_held(st);
+		if (st->n_ed - st->ed_head > most_ed)
+			most_ed = st->n_ed - st->ed_head;
+		if (buf_used(&st->win) > most_win)
+			most_win = buf_used(&st->win);
 	}
 	assert_int_equal(inspect_stream_finish(st, S, &out), CUSTOS_OK);
-	/* past the run limit each invisible character is a 3-byte character of the view */
-	assert_true(most <= 3 * hold + 3 * INSPECT_MAX_INVISIBLE_RUN + 4093);
+	/* a run of one character is one edit per UINT16_MAX of it; past the limit of edits in a
+	 * run each invisible character is a 3-byte character of the view */
+	assert_true(most_ed <= hold + INSPECT_MAX_INVISIBLE_RUN + 1);
+	assert_true(st->cap_ed <= 4096);
+	assert_true(most_win <= 3 * hold + 3 * INSPECT_MAX_INVISIBLE_RUN + 2 * 4093);
 	const char *o = (const char *)buf_ptr(&out);
 	size_t on = buf_used(&out);
-	const char *h2 = "card [REDACTED:PAYMENT_CARD] then ", *t2 = " ssn [REDACTED:US_SSN] end";
+	const char *h2 = "card [REDACTED:PAYMENT_CARD] then ",
+	           *t2 = " ssn [REDACTED:US_SSN] end and [REDACTED:PAYMENT_CARD] ok";
 	assert_int_equal(on, strlen(h2) + 3 * runs + strlen(t2));
 	assert_memory_equal(o, h2, strlen(h2));
 	assert_memory_equal(o + on - strlen(t2), t2, strlen(t2));
@@ -625,6 +690,7 @@ int main(void)
 		cmocka_unit_test(test_obfuscated_split_every_offset),
 		cmocka_unit_test(test_not_normalised),
 		cmocka_unit_test(test_invisible_run_limit),
+		cmocka_unit_test(test_invisible_repeated),
 		cmocka_unit_test(test_million_invisible),
 		cmocka_unit_test(test_norm_classes),
 		cmocka_unit_test(test_mask_whole_characters),
