@@ -152,6 +152,119 @@ int inspect_norm_class(uint32_t cp)
 	return lookalike_of(cp);
 }
 
+/* Cyrillic and Greek letters that look like a Latin letter (or Cyrillic Ze like 3), sorted.
+ * They are mapped only inside a word that also holds a Latin letter or a digit (see
+ * inspect_norm_word). */
+#define C(cp, to) [(cp)-0x0370] = (to)
+static const uint8_t confusable[0x0530 - 0x0370] = {
+	C(0x037F, 'J'), C(0x0391, 'A'), C(0x0392, 'B'), C(0x0395, 'E'), C(0x0396, 'Z'),
+	C(0x0397, 'H'), C(0x0399, 'I'), C(0x039A, 'K'), C(0x039C, 'M'), C(0x039D, 'N'),
+	C(0x039F, 'O'), C(0x03A1, 'P'), C(0x03A4, 'T'), C(0x03A5, 'Y'), C(0x03A7, 'X'),
+	C(0x03B1, 'a'), C(0x03B9, 'i'), C(0x03BA, 'k'), C(0x03BD, 'v'), C(0x03BF, 'o'),
+	C(0x03C1, 'p'), C(0x03C5, 'u'), C(0x03D2, 'Y'), C(0x03F2, 'c'), C(0x03F3, 'j'),
+	C(0x03F9, 'C'), C(0x0405, 'S'), C(0x0406, 'I'), C(0x0408, 'J'), C(0x0410, 'A'),
+	C(0x0412, 'B'), C(0x0415, 'E'), C(0x0417, '3'), C(0x041A, 'K'), C(0x041C, 'M'),
+	C(0x041D, 'H'), C(0x041E, 'O'), C(0x0420, 'P'), C(0x0421, 'C'), C(0x0422, 'T'),
+	C(0x0423, 'Y'), C(0x0425, 'X'), C(0x0430, 'a'), C(0x0435, 'e'), C(0x043E, 'o'),
+	C(0x0440, 'p'), C(0x0441, 'c'), C(0x0443, 'y'), C(0x0445, 'x'), C(0x0455, 's'),
+	C(0x0456, 'i'), C(0x0458, 'j'), C(0x04AE, 'Y'), C(0x04AF, 'y'), C(0x04BB, 'h'),
+	C(0x04C0, 'I'), C(0x04CF, 'l'), C(0x0501, 'd'), C(0x051A, 'Q'), C(0x051B, 'q'),
+	C(0x051C, 'W'), C(0x051D, 'w')
+};
+#undef C
+const size_t inspect_norm_n_confusables = 62;
+
+int inspect_norm_confusable(uint32_t cp)
+{
+	return cp >= 0x0370 && cp < 0x0530 ? confusable[cp - 0x0370] : 0;
+}
+
+/* ASCII bytes that belong to a word for the look-alike rule: letters, digits, and the
+ * punctuation inside addresses, tokens and base64 (._-@+/=%). */
+static inline bool word_ascii(uint8_t b)
+{
+	return (uint8_t)((b | 0x20) - 'a') < 26 || (uint8_t)(b - '0') < 10 || b == '.' ||
+	       b == '_' || b == '-' || b == '@' || b == '+' || b == '/' || b == '=' || b == '%';
+}
+
+int inspect_norm_word(uint32_t cp)
+{
+	if (cp >= 0x0370 && cp < 0x0530) /* Greek and Cyrillic: the view keeps them all */
+		return confusable[cp - 0x0370] ? INSPECT_WORD_LOOKALIKE : INSPECT_WORD_SCRIPT;
+	int c = cp < 0x80 ? (int)cp : inspect_norm_class(cp);
+	if (c == INSPECT_NORM_DROP)
+		return INSPECT_WORD_JOIN;
+	if (c > 0)
+		return (uint8_t)((c | 0x20) - 'a') < 26 || (uint8_t)(c - '0') < 10
+		               ? INSPECT_WORD_LATIN
+		       : word_ascii((uint8_t)c) ? INSPECT_WORD_JOIN
+		                                : INSPECT_WORD_BREAK;
+	return INSPECT_WORD_BREAK;
+}
+
+/* Accumulates one character's word class; false when it breaks the word. */
+static bool word_add(inspect_norm_wordinfo *w, int k)
+{
+	if (k == INSPECT_WORD_BREAK)
+		return false;
+	w->latin = w->latin || k == INSPECT_WORD_LATIN;
+	w->lookalike = w->lookalike || k == INSPECT_WORD_LOOKALIKE;
+	return true;
+}
+
+void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i, inspect_norm_wordinfo *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->start = w->end = i;
+	uint32_t cp;
+	/* forward from i */
+	size_t j = i;
+	while (j < n) {
+		size_t l = inspect_norm_decode(p + j, n - j, &cp);
+		if (l == INSPECT_NORM_SHORT) {
+			w->cut = true; /* a character the end cuts: the word may go on */
+			j = n;
+			break;
+		}
+		if (l == 0 || !word_add(w, inspect_norm_word(cp)))
+			break;
+		j += l;
+	}
+	w->end = j;
+	w->open_end = j == n;
+	if (j == i)
+		return; /* i is not in a word */
+	/* back from i, to lo at most */
+	size_t k = i;
+	while (k > lo) {
+		size_t b = k - 1;
+		while (b > lo && k - b < 4 && (p[b] & 0xC0) == 0x80)
+			b--;
+		if (inspect_norm_decode(p + b, k - b, &cp) != k - b ||
+		    !word_add(w, inspect_norm_word(cp)))
+			break;
+		k = b;
+	}
+	w->start = k;
+	w->open_start = k == lo;
+}
+
+/* Whether p[i] may start a look-alike that needs a look at its word: a Greek or Cyrillic lead
+ * byte (CE..D4; CD is a lead already) with an ASCII byte of a word right before it or right
+ * after its character. A word that mixes scripts has such a pair or a lead byte (a character
+ * the view changes) where its Greek or Cyrillic part meets the rest, so every such word is
+ * looked at, in a block or in a fragment that holds both parts. */
+static inline bool cg_lead(uint8_t b)
+{
+	return (uint8_t)(b - 0xCE) <= 6;
+}
+
+bool inspect_norm_stop(const uint8_t *p, size_t n, size_t i)
+{
+	return inspect_norm_lead[p[i]] || (cg_lead(p[i]) && ((i > 0 && word_ascii(p[i - 1])) ||
+	                                                     (i + 2 < n && word_ascii(p[i + 2]))));
+}
+
 size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
 {
 	uint8_t b = p[0];
@@ -204,6 +317,43 @@ __attribute__((target("ssse3"))) static inline unsigned leads16(__m128i v)
 	       0xFFFFu;
 }
 
+/* ASCII bytes of a word (word_ascii) as two nibble tables: a bit per high nibble 2..7, set in
+ * the low-nibble table where that row holds one. */
+__attribute__((target("ssse3"))) static inline unsigned word16(__m128i v)
+{
+	const __m128i hi = _mm_setr_epi8(0, 0, 1, 2, 4, 8, 16, 32, 0, 0, 0, 0, 0, 0, 0, 0);
+	const __m128i lo =
+	        _mm_setr_epi8(46, 62, 62, 62, 62, 63, 62, 62, 62, 62, 60, 21, 20, 23, 21, 29);
+	const __m128i nib = _mm_set1_epi8(0x0F);
+	__m128i h = _mm_shuffle_epi8(hi, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
+	__m128i l = _mm_shuffle_epi8(lo, _mm_and_si128(v, nib));
+	return ~(unsigned)_mm_movemask_epi8(
+	               _mm_cmpeq_epi8(_mm_and_si128(h, l), _mm_setzero_si128())) &
+	       0xFFFFu;
+}
+
+/* inspect_norm_stop for the 16 bytes v = p[j..j+16): lead bytes, and Greek or Cyrillic leads
+ * next to an ASCII byte of a word (bytes j-1 and j+17 read when they exist). */
+__attribute__((target("ssse3"))) static inline unsigned stop16(const uint8_t *p, size_t n, size_t j,
+                                                               __m128i v)
+{
+	unsigned m = leads16(v);
+	__m128i t = _mm_sub_epi8(v, _mm_set1_epi8((char)0xCE));
+	unsigned cg =
+	        (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(6)), t));
+	if (cg == 0)
+		return m;
+	if (j >= 1 && j + 18 <= n) {
+		unsigned w = word16(_mm_loadu_si128((const __m128i *)(const void *)(p + j - 1))) |
+		             word16(_mm_loadu_si128((const __m128i *)(const void *)(p + j + 2)));
+		return m | (cg & w);
+	}
+	for (unsigned k = 0; k < 16; k++)
+		if ((cg >> k & 1u) && inspect_norm_stop(p, n, j + k))
+			m |= 1u << k;
+	return m;
+}
+
 /* ASCII 64 bytes a step (one OR and a sign test), other text 16 bytes a step. */
 __attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size_t n, size_t i)
 {
@@ -212,19 +362,19 @@ __attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size
 		__m128i a = LD(0), b = LD(16), c = LD(32), d = LD(48);
 		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0) {
 			unsigned m;
-			if ((m = leads16(a)) != 0)
+			if ((m = stop16(p, n, i, a)) != 0)
 				return i + (size_t)__builtin_ctz(m);
-			if ((m = leads16(b)) != 0)
+			if ((m = stop16(p, n, i + 16, b)) != 0)
 				return i + 16 + (size_t)__builtin_ctz(m);
-			if ((m = leads16(c)) != 0)
+			if ((m = stop16(p, n, i + 32, c)) != 0)
 				return i + 32 + (size_t)__builtin_ctz(m);
-			if ((m = leads16(d)) != 0)
+			if ((m = stop16(p, n, i + 48, d)) != 0)
 				return i + 48 + (size_t)__builtin_ctz(m);
 		}
 		i += 64;
 	}
 	while (i + 16 <= n) {
-		unsigned m = leads16(LD(0));
+		unsigned m = stop16(p, n, i, LD(0));
 		if (m != 0)
 			return i + (size_t)__builtin_ctz(m);
 		i += 16;
@@ -248,13 +398,13 @@ size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i)
 		memcpy(&w, p + i, 8);
 		if (w & UINT64_C(0x8080808080808080)) {
 			for (size_t e = i + 8; i < e; i++)
-				if (inspect_norm_lead[p[i]])
+				if (inspect_norm_stop(p, n, i))
 					return i;
 		} else {
 			i += 8;
 		}
 	}
-	while (i < n && !inspect_norm_lead[p[i]])
+	while (i < n && !inspect_norm_stop(p, n, i))
 		i++;
 	return i;
 }

@@ -565,17 +565,36 @@ static const inspect_edit *ed_tail_drop(const inspect_stream *st)
  * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
  * edits of invisible characters dropped in a row; past the limit, an invisible character at
  * `at` that repeats the dropped one before it (`tail`) is returned too (vw_char decides). */
-static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run,
+static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t at, uint8_t *run,
                          const inspect_edit *tail, size_t *len, int *cls)
 {
 	size_t i = at;
 	uint32_t cp;
 	*len = INSPECT_NORM_SHORT;
+	bool look = at == st->w_lo && st->w_open && st->w_latin && at >= st->w_end;
 	for (;;) {
 		size_t a = i;
-		i = inspect_norm_skip(p, n, i);
+		if (!look && !(st->w_map && i < st->w_end))
+			i = inspect_norm_skip(p, n, i);
 		if (i > a)
 			*run = 0; /* skipped bytes are characters kept as they are */
+		if (i < n && (look || i >= st->w_end)) {
+			/* a stop, or the start of a fragment that goes on with a mixed word: the
+			 * look-alikes of the word around it are mapped when it holds a Latin letter or
+			 * digit (here or, when it goes on from the last fragment, there) */
+			look = false;
+			inspect_norm_wordinfo w;
+			inspect_norm_word_at(p, n, st->w_lo, i, &w);
+			if (w.end > i) {
+				st->w_end = w.end;
+				st->w_map = w.latin || (w.open_start && st->w_open && st->w_latin);
+				if (st->w_map && w.lookalike && w.start < i) {
+					i = w.start > at ? w.start
+					                 : at; /* walk it from its start */
+					continue;
+				}
+			}
+		}
 		if (i >= n) {
 			/* a sequence cut by the end waits for the next fragment, whatever it is */
 			for (size_t k = 1; k <= 3 && k <= n - at; k++) {
@@ -598,6 +617,11 @@ static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run,
 			continue;
 		}
 		int c = inspect_norm_class(cp);
+		if (c == INSPECT_NORM_KEEP && st->w_map && i < st->w_end) {
+			int m = inspect_norm_confusable(cp);
+			if (m != 0)
+				c = m;
+		}
 		if (c == INSPECT_NORM_KEEP) {
 			i += l;
 			*run = 0;
@@ -688,10 +712,91 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 	v->w[v->n++] = (uint8_t)c;
 }
 
+/* The start of the character before offset u of p[lo..u), or u when there is none or it is not
+ * UTF-8 (with its code point in *cp). */
+static size_t char_before(const uint8_t *p, size_t lo, size_t u, uint32_t *cp)
+{
+	if (u == lo)
+		return u;
+	size_t b = u - 1;
+	while (b > lo && u - b < 4 && (p[b] & 0xC0) == 0x80)
+		b--;
+	return inspect_norm_decode(p + b, u - b, cp) == u - b ? b : u;
+}
+
+/* Where the end of p[lo..n) that must wait for the next fragment starts (n: none): the rest of
+ * a word that goes on to the end, holds a look-alike (or ends in a cut Greek or Cyrillic
+ * character) and no Latin letter or digit yet, from its first look-alike. */
+static size_t word_hold_at(const inspect_stream *st, const uint8_t *p, size_t n, size_t lo)
+{
+	size_t u = n;
+	bool cut_cg = false;
+	uint32_t cp;
+	for (size_t k = 1; k <= 3 && k <= n - lo; k++) {
+		uint8_t b = p[n - k];
+		if ((b & 0xC0) == 0x80)
+			continue;
+		if (b >= 0xC2 && inspect_norm_decode(p + n - k, k, &cp) == INSPECT_NORM_SHORT) {
+			u = n - k;
+			cut_cg = b >= 0xCD && b <= 0xD4;
+		}
+		break;
+	}
+	size_t b = char_before(p, lo, u, &cp);
+	inspect_norm_wordinfo w = { .start = u, .end = u, .open_start = u == lo };
+	if (b < u && inspect_norm_word(cp) != INSPECT_WORD_BREAK)
+		inspect_norm_word_at(p, u, lo, b, &w);
+	else if (u > lo)
+		w.open_start = false; /* the cut character starts a word */
+	if (w.latin || (w.open_start && st->w_open && st->w_latin) || (!w.lookalike && !cut_cg))
+		return n;
+	size_t h = u;
+	for (size_t i = w.start; i < u;) {
+		size_t l = inspect_norm_decode(p + i, u - i, &cp);
+		if (inspect_norm_word(cp) == INSPECT_WORD_LOOKALIKE) {
+			h = i;
+			break;
+		}
+		i += l;
+	}
+	return n - h <= INSPECT_WORD_HOLD ? h : n;
+}
+
+/* The word state after p[lo..u) was taken into the view. */
+static void word_carry(inspect_stream *st, const uint8_t *p, size_t lo, size_t u)
+{
+	uint32_t cp;
+	if (u == lo)
+		return;
+	size_t b = char_before(p, lo, u, &cp);
+	if (b == u || inspect_norm_word(cp) == INSPECT_WORD_BREAK) {
+		st->w_open = st->w_latin = false;
+		return;
+	}
+	inspect_norm_wordinfo w;
+	inspect_norm_word_at(p, u, lo, b, &w);
+	st->w_latin = w.latin || (w.open_start && st->w_open && st->w_latin);
+	st->w_open = true;
+}
+
 /* Appends the view of p[0..n) to the window, recording the edits. A sequence cut by the end of
- * p waits for the next fragment, unless `final` (then it is bytes like any other). */
+ * p waits for the next fragment, unless `final` (then it is bytes like any other); so does the
+ * end of a word whose look-alikes are not decided yet (word_hold_at). */
 static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bool final)
 {
+	if (st->n_wpend > 0) {
+		/* the word the last fragment ended in goes first */
+		size_t k = st->n_wpend;
+		uint8_t *q = malloc(k + n);
+		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		memcpy(q, st->wpend, k);
+		if (n > 0)
+			memcpy(q + k, p, n);
+		st->n_wpend = 0;
+		custos_err r = norm_append(st, q, k + n, final);
+		free(q);
+		return r;
+	}
 	/* the view is never longer than the text (plus a sequence held from the last fragment),
 	 * and every edit takes at least two bytes of text */
 	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
@@ -719,31 +824,51 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			 * leads) */
 			vw_put(&v, seq, k);
 			st->inv_run = 0;
+			st->w_open = st->w_latin = false;
 		} else {
-			vw_char(&v, seq, l, inspect_norm_class(cp));
+			int c = inspect_norm_class(cp), wc = inspect_norm_word(cp);
+			/* a look-alike here ends a word that held a Latin letter (else it waited
+			 * in wpend, not here) */
+			if (wc == INSPECT_WORD_LOOKALIKE && st->w_open && st->w_latin)
+				c = inspect_norm_confusable(cp);
+			vw_char(&v, seq, l, c);
 			i = l - k;
+			st->w_latin = wc != INSPECT_WORD_BREAK &&
+			              ((st->w_open && st->w_latin) || wc == INSPECT_WORD_LATIN);
+			st->w_open = wc != INSPECT_WORD_BREAK;
 		}
 	}
-	while (i < n) {
+	size_t lo = i, cut = final ? n : word_hold_at(st, p, n, lo);
+	st->w_lo = lo;
+	st->w_end = lo;
+	st->w_map = false;
+	size_t done = cut;
+	while (i < cut) {
 		size_t l;
 		int c = INSPECT_NORM_KEEP;
-		size_t j = norm_plain(p, n, i, &st->inv_run, ed_tail_drop(st), &l, &c);
+		size_t j = norm_plain(st, p, cut, i, &st->inv_run, ed_tail_drop(st), &l, &c);
 		vw_put(&v, p + i, j - i);
 		i = j;
-		if (i >= n)
+		if (i >= cut)
 			break;
 		if (l == INSPECT_NORM_SHORT) {
 			if (final) {
-				vw_put(&v, p + i, n - i);
+				vw_put(&v, p + i, cut - i);
 				st->inv_run = 0;
 			} else {
-				memcpy(st->upend, p + i, n - i);
-				st->n_upend = (uint8_t)(n - i);
+				memcpy(st->upend, p + i, cut - i);
+				st->n_upend = (uint8_t)(cut - i);
+				done = i;
 			}
 			break;
 		}
 		vw_char(&v, p + i, l, c);
 		i += l;
+	}
+	word_carry(st, p, lo, done);
+	if (cut < n) {
+		memcpy(st->wpend, p + cut, n - cut);
+		st->n_wpend = (uint8_t)(n - cut);
 	}
 	buf_commit(&st->win, v.n);
 	st->total += v.n;
@@ -843,8 +968,12 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	uint8_t run = st->inv_run;
 	size_t l;
 	int c;
-	if (st->n_upend == 0 &&
-	    norm_plain(p, text.len, 0, &st->inv_run, ed_tail_drop(st), &l, &c) == text.len) {
+	st->w_lo = st->w_end = 0;
+	st->w_map = false;
+	if (st->n_upend == 0 && st->n_wpend == 0 &&
+	    (st->borrow || word_hold_at(st, p, text.len, 0) == text.len) &&
+	    norm_plain(st, p, text.len, 0, &st->inv_run, ed_tail_drop(st), &l, &c) == text.len) {
+		word_carry(st, p, 0, text.len);
 		/* The text is its own view (ASCII, or nothing the view changes). */
 		if (st->borrow && st->total == 0) {
 			/* A block scan: the caller's text stays put for the whole call, no copy. */
@@ -873,8 +1002,8 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 {
 	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
 	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
-	if (st->n_upend > 0) {
-		/* a sequence the text ended in: bytes like any other */
+	if (st->n_upend > 0 || st->n_wpend > 0) {
+		/* a sequence or a word the text ended in: decided now */
 		uint64_t from = st->total;
 		GUARD(norm_append(st, NULL, 0, true));
 		GUARD(view_scan(st, s, from));
@@ -944,7 +1073,7 @@ custos_err inspect_stream_finish(inspect_stream *st, inspect_scratch *s, buf *ou
 
 size_t inspect_stream_held(const inspect_stream *st)
 {
-	return (size_t)(st->ototal + st->n_upend - st->ocursor);
+	return (size_t)(st->ototal + st->n_upend + st->n_wpend - st->ocursor);
 }
 
 const inspect_summary *inspect_stream_summary(const inspect_stream *st)

@@ -67,8 +67,17 @@ struct inspect_stream {
 	uint8_t upend[4];      /* an unfinished UTF-8 sequence waiting for the next fragment */
 	uint8_t n_upend;
 	uint8_t inv_run; /* edits of invisible characters dropped in a row */
-	size_t hold;     /* the profile's hold-back */
-	uint32_t wmax;   /* widest expression of the engine (window kept for validators) */
+	/* The look-alike rule (inspect_norm_word_at): the text before the fragment ends inside a
+	 * word (w_open) that holds a Latin letter or digit (w_latin); in the fragment being
+	 * normalised (from w_lo), the word decided last ends at w_end, its look-alikes mapped when
+	 * w_map. The end of a word not yet decided (look-alikes, no Latin letter yet) waits for the
+	 * next fragment in wpend (INSPECT_WORD_HOLD bytes at most; a longer one is kept as it is). */
+	bool w_open, w_latin, w_map;
+	size_t w_lo, w_end;
+	uint8_t wpend[INSPECT_WORD_HOLD];
+	uint8_t n_wpend;
+	size_t hold;   /* the profile's hold-back */
+	uint32_t wmax; /* widest expression of the engine (window kept for validators) */
 	inspect_region reg[INSPECT_MAX_DETECTORS]; /* only built-ins have regions */
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;

@@ -33,6 +33,9 @@
  * drops; more stay in it as they are (and break the value they sit in), so that the edits a
  * stream holds back stay bounded. */
 #define INSPECT_MAX_INVISIBLE_RUN 8
+/* Bytes of a word a stream holds back to decide whether its Cyrillic or Greek look-alike letters
+ * are mapped (the word mixes scripts); a longer undecided word is taken as it is. */
+#define INSPECT_WORD_HOLD 64
 
 /* Built-in detectors. Their ids are fixed: custom detectors follow at INSPECT_BUILTIN_COUNT in
  * definition order, so a policy compiler can map names to ids without an engine. */

@@ -79,6 +79,16 @@ typedef struct obf_case {
 #define DSK     "\xf0\x9d\x95\x82"
 #define CAPI    "\xe2\x85\xa0" /* U+2160 Roman numeral one */
 
+#define CY_A    "\xd0\x90" /* U+0410 Cyrillic capital A */
+#define CY_K    "\xd0\x9a" /* U+041A Cyrillic capital Ka */
+#define CY_I    "\xd0\x86" /* U+0406 Cyrillic capital Byelorussian-Ukrainian I */
+#define CY_a    "\xd0\xb0" /* U+0430 Cyrillic small a */
+#define CY_e    "\xd0\xb5" /* U+0435 Cyrillic small ie */
+#define CY_o    "\xd0\xbe" /* U+043E Cyrillic small o */
+#define CY_s    "\xd1\x81" /* U+0441 Cyrillic small es */
+#define GR_B    "\xce\x92" /* U+0392 Greek capital Beta */
+#define GR_E    "\xce\x95" /* U+0395 Greek capital Epsilon */
+
 #define FW_CARD FW4 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1
 #define AR_CARD AR4 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1 AR1
 #define DV_CARD DV4 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1 "-" DV1 DV1 DV1 DV1
@@ -128,6 +138,16 @@ static const obf_case obf[] = {
 	{ INSPECT_EMAIL, "mail ", "jane" MIDDOT "doe@example" MIDDOT "com", " now" },
 	{ INSPECT_EMAIL, "mail ", "jane" HYPHPT "doe" SMALLAT "example" ONEDOT "com", " now" },
 	{ INSPECT_AWS_ACCESS_KEY, "id ", DSA DSK CAPI "AIOSFODNN7EXAMPLE", " ok" },
+	{ INSPECT_EMAIL, "mail ", "j" CY_a "n" CY_e "@" CY_e "x" CY_a "mple.com", " now" },
+	{ INSPECT_EMAIL, "mail ", "jane@example." CY_s CY_o "m", " now" },
+	{ INSPECT_AWS_ACCESS_KEY, "id ", CY_A CY_K CY_I CY_A "IOSFODNN7EXAMPLE", " ok" },
+	{ INSPECT_AWS_ACCESS_KEY, "id ", CY_A CY_K CY_I CY_A ZWSP "IOSFODNN7EXAMPLE", " ok" },
+	{ INSPECT_IBAN, "iban ", GR_B GR_E "71 0961 2345 6769", " ok" },
+	{ INSPECT_JWT, "jwt ",
+	  CY_e "yJhbGciOiJIUzI1NiJ9." CY_e
+	       "yJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6y"
+	       "JV_adQssw5c",
+	  " ok" },
 	{ INSPECT_US_SSN, "ssn ", "123" FW_HY "45" FW_HY "6789", " ok" },
 	{ INSPECT_US_SSN, "ssn ", "123" NBH "45" NBH "6789", "." },
 	{ INSPECT_US_SSN, "ssn ", "1" ZWSP "2" ZWSP "3-4" ZWSP "5-6" ZWSP "789", " ok" },
@@ -446,6 +466,184 @@ static void test_million_invisible(void **state)
 	buf_free(&text);
 }
 
+/* Cyrillic and Greek prose is left alone: its look-alike letters are mapped only in a word that
+ * also holds a Latin letter or digit, so capitals in words of their own (a country code and an
+ * AWS prefix written apart from the digits) stay as they are, nothing is found but the Latin
+ * address, the text comes out byte for byte, in a block and split at every offset; a block of
+ * it makes no edit, and prose without ASCII next to its letters does not stop the search. */
+static void test_script_prose(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{ "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\x21\x20\xd0\xad\xd1\x82\xd0\xbe"
+		  "\x20\xd0\xbe\xd0\xb1\xd1\x8b\xd1\x87\xd0\xbd\xd1\x8b\xd0\xb9\x20\xd1\x82\xd0\xb5"
+		  "\xd0\xba\xd1\x81\xd1\x82\x20\xd0\xbd\xd0\xb0\x20\xd1\x80\xd1\x83\xd1\x81\xd1\x81"
+		  "\xd0\xba\xd0\xbe\xd0\xbc\x20\xd1\x8f\xd0\xb7\xd1\x8b\xd0\xba\xd0\xb5\x2c\x20\xd0"
+		  "\xb1\xd0\xb5\xd0\xb7\x20\xd1\x81\xd0\xb5\xd0\xba\xd1\x80\xd0\xb5\xd1\x82\xd0\xbe"
+		  "\xd0\xb2\x2e\x20\xd0\x9d\xd0\xbe\xd0\xbc\xd0\xb5\xd1\x80\x20\xd0\xb7\xd0\xb0\xd0"
+		  "\xba\xd0\xb0\xd0\xb7\xd0\xb0\x3a\x20\x31\x32\x33\x34\x35\x2e\x20\xd0\x92\xd1\x81"
+		  "\xd1\x82\xd1\x80\xd0\xb5\xd1\x87\xd0\xb0\x20\xd0\xb2\x20\x31\x30\x3a\x33\x30\x2c"
+		  "\x20\xd0\xba\xd0\xb0\xd0\xb1\xd0\xb8\xd0\xbd\xd0\xb5\xd1\x82\x20\x35\xd0\x91\x2c"
+		  "\x20\xd1\x8d\xd1\x82\xd0\xb0\xd0\xb6\x20\x33\x2d\xd0\xb9\x2e\x20\xd0\x9a\xd1\x82"
+		  "\xd0\xbe\x2d\xd1\x82\xd0\xbe\x20\xd0\xb8\xd0\xb7\x2d\xd0\xb7\xd0\xb0\x20\xd0\xb4"
+		  "\xd0\xbe\xd0\xb6\xd0\xb4\xd1\x8f\x20\xd0\xbe\xd0\xbf\xd0\xbe\xd0\xb7\xd0\xb4\xd0"
+		  "\xb0\xd0\xbb\x2e\x20\xd0\x92\xd0\x95\x20\x37\x31\x30\x39\x20\x36\x31\x32\x33\x20"
+		  "\x34\x35\x36\x37\x20\x36\x39\x20\xe2\x80\x94\x20\xd1\x8d\xd1\x82\xd0\xbe\x20\xd0"
+		  "\xbd\xd0\xb5\x20\x49\x42\x41\x4e\x2c\x20\xd0\x90\xd0\x9a\xd0\x86\xd0\x90\x20\xd0"
+		  "\x9e\xd0\x85\x46\xd0\x9e\x20\xd1\x82\xd0\xbe\xd0\xb6\xd0\xb5\x20\xd0\xbd\xd0\xb5"
+		  "\x20\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\x2e\x20\xd0\x9f\xd0\xb8\xd1\x88\xd0\xb8\xd1"
+		  "\x82\xd0\xb5\x20\xd0\xbd\xd0\xb0\x20\x6a\x61\x6e\x65\x40\x65\x78\x61\x6d\x70\x6c"
+		  "\x65\x2e\x63\x6f\x6d\x2c\x20\xd0\x9e\xd0\x9a\x3f",
+		  "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\x21\x20\xd0\xad\xd1\x82\xd0\xbe"
+		  "\x20\xd0\xbe\xd0\xb1\xd1\x8b\xd1\x87\xd0\xbd\xd1\x8b\xd0\xb9\x20\xd1\x82\xd0\xb5"
+		  "\xd0\xba\xd1\x81\xd1\x82\x20\xd0\xbd\xd0\xb0\x20\xd1\x80\xd1\x83\xd1\x81\xd1\x81"
+		  "\xd0\xba\xd0\xbe\xd0\xbc\x20\xd1\x8f\xd0\xb7\xd1\x8b\xd0\xba\xd0\xb5\x2c\x20\xd0"
+		  "\xb1\xd0\xb5\xd0\xb7\x20\xd1\x81\xd0\xb5\xd0\xba\xd1\x80\xd0\xb5\xd1\x82\xd0\xbe"
+		  "\xd0\xb2\x2e\x20\xd0\x9d\xd0\xbe\xd0\xbc\xd0\xb5\xd1\x80\x20\xd0\xb7\xd0\xb0\xd0"
+		  "\xba\xd0\xb0\xd0\xb7\xd0\xb0\x3a\x20\x31\x32\x33\x34\x35\x2e\x20\xd0\x92\xd1\x81"
+		  "\xd1\x82\xd1\x80\xd0\xb5\xd1\x87\xd0\xb0\x20\xd0\xb2\x20\x31\x30\x3a\x33\x30\x2c"
+		  "\x20\xd0\xba\xd0\xb0\xd0\xb1\xd0\xb8\xd0\xbd\xd0\xb5\xd1\x82\x20\x35\xd0\x91\x2c"
+		  "\x20\xd1\x8d\xd1\x82\xd0\xb0\xd0\xb6\x20\x33\x2d\xd0\xb9\x2e\x20\xd0\x9a\xd1\x82"
+		  "\xd0\xbe\x2d\xd1\x82\xd0\xbe\x20\xd0\xb8\xd0\xb7\x2d\xd0\xb7\xd0\xb0\x20\xd0\xb4"
+		  "\xd0\xbe\xd0\xb6\xd0\xb4\xd1\x8f\x20\xd0\xbe\xd0\xbf\xd0\xbe\xd0\xb7\xd0\xb4\xd0"
+		  "\xb0\xd0\xbb\x2e\x20\xd0\x92\xd0\x95\x20\x37\x31\x30\x39\x20\x36\x31\x32\x33\x20"
+		  "\x34\x35\x36\x37\x20\x36\x39\x20\xe2\x80\x94\x20\xd1\x8d\xd1\x82\xd0\xbe\x20\xd0"
+		  "\xbd\xd0\xb5\x20\x49\x42\x41\x4e\x2c\x20\xd0\x90\xd0\x9a\xd0\x86\xd0\x90\x20\xd0"
+		  "\x9e\xd0\x85\x46\xd0\x9e\x20\xd1\x82\xd0\xbe\xd0\xb6\xd0\xb5\x20\xd0\xbd\xd0\xb5"
+		  "\x20\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\x2e\x20\xd0\x9f\xd0\xb8\xd1\x88\xd0\xb8\xd1"
+		  "\x82\xd0\xb5\x20\xd0\xbd\xd0\xb0\x20\x5b\x52\x45\x44\x41\x43\x54\x45\x44\x3a\x45"
+		  "\x4d\x41\x49\x4c\x5d\x2c\x20\xd0\x9e\xd0\x9a\x3f" },
+		{ "\xce\x9a\xce\xb1\xce\xbb\xce\xb7\xce\xbc\xce\xad\xcf\x81\xce\xb1\x21\x20\xce\x91"
+		  "\xcf\x85\xcf\x84\xcf\x8c\x20\xce\xb5\xce\xaf\xce\xbd\xce\xb1\xce\xb9\x20\xce\xad"
+		  "\xce\xbd\xce\xb1\x20\xce\xb1\xcf\x80\xce\xbb\xcf\x8c\x20\xce\xba\xce\xb5\xce\xaf"
+		  "\xce\xbc\xce\xb5\xce\xbd\xce\xbf\x20\xcf\x83\xcf\x84\xce\xb1\x20\xce\xb5\xce\xbb"
+		  "\xce\xbb\xce\xb7\xce\xbd\xce\xb9\xce\xba\xce\xac\x2e\x20\xce\x9f\xce\x9a\x2c\x20"
+		  "\xcf\x84\xce\xb1\x20\xce\xbb\xce\xad\xce\xbc\xce\xb5\x20\xcf\x83\xcf\x84\xce\xb9"
+		  "\xcf\x82\x20\x31\x30\x2e\x20\xce\x91\xce\x92\xce\x93\x2d\xce\x95\xce\x96\xce\x97"
+		  "\x2c\x20\xce\xa1\x2e\xce\xa4\x2e\xce\xa7\x2e",
+		  NULL },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		const char *t = cases[i].text, *want = cases[i].want ? cases[i].want : t;
+		size_t n = strlen(t);
+		inspect_summary sum;
+		char *r = ti_redact(&p, t, n, &sum);
+		assert_string_equal(r, want);
+		assert_int_equal(sum.total, cases[i].want ? 1 : 0);
+		free(r);
+		for (size_t k = 0; k <= n; k++) {
+			size_t sizes[2] = { k, n - k + 1 };
+			r = ti_stream(&p, t, n, k == 0 ? sizes + 1 : sizes, k == 0 ? 1 : 2, &sum);
+			assert_string_equal(r, want);
+			free(r);
+		}
+		inspect_stream *st;
+		assert_int_equal(inspect_stream_new(E, &p, &st), CUSTOS_OK);
+		buf out;
+		buf_init(&out, 1u << 16);
+		assert_int_equal(inspect_stream_feed(st, S, span_of(t, n), &out), CUSTOS_OK);
+		if (cases[i].want == NULL)
+			assert_int_equal(st->n_ed, 0);
+		assert_int_equal(inspect_stream_finish(st, S, &out), CUSTOS_OK);
+		inspect_stream_free(st);
+		buf_free(&out);
+	}
+	const char *plain = "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\x2c\x20\xd0\xba\xd0"
+	                    "\xb0\xd0\xba\x20\xd0\xb4\xd0\xb5\xd0\xbb\xd0\xb0\x20\xd1\x83\x20\xd0"
+	                    "\xb2\xd0\xb0\xd1\x81\x20\xd1\x81\xd0\xb5\xd0\xb3\xd0\xbe\xd0\xb4\xd0"
+	                    "\xbd\xd1\x8f\x20\xd1\x83\xd1\x82\xd1\x80\xd0\xbe\xd0\xbc";
+	assert_int_equal(inspect_norm_skip((const uint8_t *)plain, strlen(plain), 0),
+	                 strlen(plain));
+	/* the look-alikes themselves, and letters that are not */
+	assert_int_equal(inspect_norm_confusable(0x0410), 'A');
+	assert_int_equal(inspect_norm_confusable(0x0411), 0);
+	assert_int_equal(inspect_norm_confusable(0x0430), 'a');
+	assert_int_equal(inspect_norm_confusable(0x03BF), 'o');
+	assert_int_equal(inspect_norm_confusable(0x052F), 0);
+	assert_int_equal(inspect_norm_confusable('A'), 0);
+	assert_int_equal(inspect_norm_class(0x0410), INSPECT_NORM_KEEP);
+	assert_int_equal(inspect_norm_word(0x0410), INSPECT_WORD_LOOKALIKE);
+	assert_int_equal(inspect_norm_word(0x0411), INSPECT_WORD_SCRIPT);
+	assert_int_equal(inspect_norm_word(0xFF41), INSPECT_WORD_LATIN);
+	assert_int_equal(inspect_norm_word(0x200B), INSPECT_WORD_JOIN);
+	assert_int_equal(inspect_norm_word(0x00E9), INSPECT_WORD_BREAK);
+}
+
+/* Random text of Latin, Cyrillic and Greek look-alikes, digits, word punctuation, spaces and
+ * characters the view changes, with values written in look-alikes here and there, streamed in
+ * random 1..7-byte fragments: the stream releases exactly what block redaction gives (a word's
+ * look-alikes are decided the same way however the text is split). */
+static void test_script_random_splits(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const char *const atoms[] = {
+		"a",
+		"K",
+		"n",
+		"1",
+		"7",
+		".",
+		"@",
+		"-",
+		" ",
+		" ",
+		CY_A,
+		CY_K,
+		CY_I,
+		CY_a,
+		CY_e,
+		CY_o,
+		CY_s,
+		GR_B,
+		GR_E,
+		ZWSP,
+		NBSP,
+		FW_AT,
+		MB1,
+		"\xd0\x91" /* Б */,
+		"\xc3\xa9" /* é */,
+		CIR1,
+		SUP1,
+		"j" CY_a "ne@ex" CY_a "mple.com",
+		CY_A CY_K CY_I CY_A "IOSFODNN7EXAMPLE",
+		GR_B GR_E "71 0961 2345 6769",
+	};
+	uint32_t seed = 0x5c1a7e5u;
+	char t[2048];
+	for (int round = 0; round < 300; round++) {
+		size_t n = 0;
+		size_t parts = 1 + ti_rand(&seed) % 60;
+		for (size_t k = 0; k < parts; k++) {
+			const char *a = atoms[ti_rand(&seed) % CUSTOS_ARRAY_LEN(atoms)];
+			size_t l = strlen(a);
+			if (n + l >= sizeof(t))
+				break;
+			memcpy(t + n, a, l);
+			n += l;
+		}
+		t[n] = '\0';
+		inspect_summary bs, ss;
+		char *want = ti_redact(&p, t, n, &bs);
+		for (int run = 0; run < 4; run++) {
+			size_t sizes[64];
+			for (size_t k = 0; k < 64; k++)
+				sizes[k] = 1 + ti_rand(&seed) % 7;
+			char *got = ti_stream(&p, t, n, sizes, 64, &ss);
+			if (strcmp(got, want) != 0)
+				fprintf(stderr, "round %d:\n  text %s\n  want %s\n  got  %s\n",
+				        round, t, want, got);
+			assert_string_equal(got, want);
+			assert_int_equal(ss.total, bs.total);
+			free(got);
+		}
+		free(want);
+	}
+}
+
 /* The character classes at their edges, and every decimal digit of every script mapped. */
 static void test_norm_classes(void **state)
 {
@@ -557,20 +755,26 @@ static void test_norm_classes(void **state)
 			fail();
 		}
 	}
-	/* the vector search for lead bytes agrees with the table: every byte value at every
-	 * position of texts of 1..140 bytes, in ASCII and in non-ASCII (Latin) surroundings */
+	/* the vector search agrees with inspect_norm_stop (a lead byte, or a Greek or Cyrillic
+	 * character next to an ASCII byte of a word): every byte value at every position of
+	 * texts of 1..140 bytes, in ASCII, Latin, Cyrillic and mixed surroundings */
 	uint8_t t[160];
-	for (int fill = 0; fill < 2; fill++) {
+	for (int fill = 0; fill < 4; fill++) {
 		for (size_t len = 1; len <= 140; len++) {
 			for (size_t k = 0; k < len; k++)
-				t[k] = fill ? (k % 2 ? 0xA9 : 0xC3) : (uint8_t)('a' + k % 26);
+				t[k] = fill == 0   ? (uint8_t)('a' + k % 26)
+				       : fill == 1 ? (k % 2 ? 0xA9 : 0xC3)
+				       : fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
+				                   : (k % 5 == 4 ? ' '
+				                      : k % 2    ? 0x80
+				                                 : 0xD1);
 			for (unsigned b = 0; b < 256; b++) {
 				for (size_t at = 0; at < len; at += 1 + at / 8) {
 					uint8_t keep = t[at];
 					t[at] = (uint8_t)b;
 					size_t want = len;
 					for (size_t k = 0; k < len && want == len; k++)
-						if (inspect_norm_lead[t[k]])
+						if (inspect_norm_stop(t, len, k))
 							want = k;
 					assert_int_equal(inspect_norm_skip(t, len, 0), want);
 					t[at] = keep;
@@ -660,6 +864,10 @@ static void test_json_obfuscated(void **state)
 		{ "{\"content\":\"\\ud835\\udfd2\\ud835\\udfcf\\ud835\\udfcf\\ud835\\udfcf"
 		  "111111111111 \\ud835\\udfcf\"}",
 		  "{\"content\":\"[REDACTED:PAYMENT_CARD] \\ud835\\udfcf\"}" },
+		{ "{\"content\":\"id \\u0410\\u041a\\u0406\\u0410IOSFODNN7EXAMPLE\"}",
+		  "{\"content\":\"id [REDACTED:AWS_ACCESS_KEY]\"}" },
+		{ "{\"content\":\"card \\u2074\\u00b9\\u00b9\\u00b9 1111 1111 \\u2460111 x\"}",
+		  "{\"content\":\"card [REDACTED:PAYMENT_CARD] x\"}" },
 		{ "{\"content\":\"ssn 123\\u201145\\u20116789\"}",
 		  "{\"content\":\"ssn [REDACTED:US_SSN]\"}" },
 	};
@@ -692,6 +900,8 @@ int main(void)
 		cmocka_unit_test(test_invisible_run_limit),
 		cmocka_unit_test(test_invisible_repeated),
 		cmocka_unit_test(test_million_invisible),
+		cmocka_unit_test(test_script_prose),
+		cmocka_unit_test(test_script_random_splits),
 		cmocka_unit_test(test_norm_classes),
 		cmocka_unit_test(test_mask_whole_characters),
 		cmocka_unit_test(test_json_obfuscated),
