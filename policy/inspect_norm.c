@@ -120,7 +120,7 @@ static int lookalike_of(uint32_t cp)
 
 int inspect_norm_class(uint32_t cp)
 {
-	if (cp < 0x80)
+	if (cp < 0x80 || (cp >= 0x0370 && cp < 0x0530)) /* ASCII, Greek and Cyrillic: kept */
 		return INSPECT_NORM_KEEP;
 	/* Invisible: format characters (zero-width, bidi controls, word joiner, BOM, soft
 	 * hyphen, tag controls), variation selectors, and combining marks (a combining low
@@ -181,10 +181,21 @@ int inspect_norm_confusable(uint32_t cp)
 
 /* ASCII bytes that belong to a word for the look-alike rule: letters, digits, and the
  * punctuation inside addresses, tokens and base64 (._-@+/=%). */
+static const uint8_t word_tab[256] = {
+	['%'] = 1, ['+'] = 1, ['-'] = 3, ['.'] = 3, ['/'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+	['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['='] = 1,
+	['@'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1,
+	['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+	['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+	['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+	['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+	['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1
+};
+
 static inline bool word_ascii(uint8_t b)
 {
-	return (uint8_t)((b | 0x20) - 'a') < 26 || (uint8_t)(b - '0') < 10 || b == '.' ||
-	       b == '_' || b == '-' || b == '@' || b == '+' || b == '/' || b == '=' || b == '%';
+	return word_tab[b] & 1u;
 }
 
 int inspect_norm_word(uint32_t cp)
@@ -212,21 +223,54 @@ static bool word_add(inspect_norm_wordinfo *w, int k)
 	return true;
 }
 
+static inline int word_ascii_class(uint8_t b)
+{
+	if ((uint8_t)((b | 0x20) - 'a') < 26 || (uint8_t)(b - '0') < 10)
+		return INSPECT_WORD_LATIN;
+	return word_ascii(b) ? INSPECT_WORD_JOIN : INSPECT_WORD_BREAK;
+}
+
+static inline bool cg_lead(uint8_t b)
+{
+	return (uint8_t)(b - 0xCE) <= 6;
+}
+
+/* The word class of the character at p[j] (ASCII and two-byte Greek and Cyrillic without a
+ * call), its length in *len (INSPECT_NORM_SHORT: cut by the end), or -1: not UTF-8. */
+static inline int word_class_at(const uint8_t *p, size_t n, size_t j, size_t *len)
+{
+	uint8_t b = p[j];
+	if (b < 0x80) {
+		*len = 1;
+		return word_ascii_class(b);
+	}
+	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80) {
+		*len = 2;
+		return confusable[((uint32_t)(b & 0x1F) << 6 | (p[j + 1] & 0x3Fu)) - 0x0370]
+		               ? INSPECT_WORD_LOOKALIKE
+		               : INSPECT_WORD_SCRIPT;
+	}
+	uint32_t cp;
+	*len = inspect_norm_decode(p + j, n - j, &cp);
+	if (*len == INSPECT_NORM_SHORT)
+		return INSPECT_WORD_BREAK;
+	return *len == 0 ? -1 : inspect_norm_word(cp);
+}
+
 void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i, inspect_norm_wordinfo *w)
 {
 	memset(w, 0, sizeof(*w));
 	w->start = w->end = i;
-	uint32_t cp;
 	/* forward from i */
-	size_t j = i;
+	size_t j = i, l;
 	while (j < n) {
-		size_t l = inspect_norm_decode(p + j, n - j, &cp);
+		int k = word_class_at(p, n, j, &l);
 		if (l == INSPECT_NORM_SHORT) {
 			w->cut = true; /* a character the end cuts: the word may go on */
 			j = n;
 			break;
 		}
-		if (l == 0 || !word_add(w, inspect_norm_word(cp)))
+		if (k < 0 || !word_add(w, k))
 			break;
 		j += l;
 	}
@@ -240,8 +284,8 @@ void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i, inspe
 		size_t b = k - 1;
 		while (b > lo && k - b < 4 && (p[b] & 0xC0) == 0x80)
 			b--;
-		if (inspect_norm_decode(p + b, k - b, &cp) != k - b ||
-		    !word_add(w, inspect_norm_word(cp)))
+		int c = word_class_at(p, k, b, &l);
+		if (c < 0 || l != k - b || !word_add(w, c))
 			break;
 		k = b;
 	}
@@ -251,18 +295,22 @@ void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i, inspe
 
 /* Whether p[i] may start a look-alike that needs a look at its word: a Greek or Cyrillic lead
  * byte (CE..D4; CD is a lead already) with an ASCII byte of a word right before it or right
- * after its character. A word that mixes scripts has such a pair or a lead byte (a character
- * the view changes) where its Greek or Cyrillic part meets the rest, so every such word is
- * looked at, in a block or in a fragment that holds both parts. */
-static inline bool cg_lead(uint8_t b)
+ * after its character, but for a '.' or '-' with no ASCII byte of a word beyond it (a full stop
+ * or a hyphen between Cyrillic words). A word that mixes scripts has such a pair or a lead byte
+ * (a character the view changes) where its Greek or Cyrillic part meets the rest: the run of
+ * ASCII next to it is one Latin letter or digit, or has a second ASCII byte of a word beyond
+ * its '.' or '-'. So every such word is looked at, in a block or in a fragment that holds both
+ * parts (a fragment that holds one is decided by the word state). */
+static inline bool joiner_ok(const uint8_t *p, size_t n, size_t x, size_t y)
 {
-	return (uint8_t)(b - 0xCE) <= 6;
+	return word_ascii(p[x]) && ((p[x] != '.' && p[x] != '-') || (y < n && word_ascii(p[y])));
 }
 
 bool inspect_norm_stop(const uint8_t *p, size_t n, size_t i)
 {
-	return inspect_norm_lead[p[i]] || (cg_lead(p[i]) && ((i > 0 && word_ascii(p[i - 1])) ||
-	                                                     (i + 2 < n && word_ascii(p[i + 2]))));
+	return inspect_norm_lead[p[i]] ||
+	       (cg_lead(p[i]) && ((i >= 1 && joiner_ok(p, n, i - 1, i >= 2 ? i - 2 : n)) ||
+	                          (i + 2 < n && joiner_ok(p, n, i + 2, i + 3))));
 }
 
 size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
@@ -304,17 +352,21 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
 #if defined(__x86_64__)
 /* The lead bytes of inspect_norm_lead as two nibble tables (pshufb): a bit per high nibble
  * C, D, E, F, set in the low-nibble table for the leads of that row (C2 CC CD, D8 D9 DB DF,
- * E0-E3 EA EF, F0 F3). SSSE3 is what Hyperscan needs too. Bit k of the result: byte k is one. */
-__attribute__((target("ssse3"))) static inline unsigned leads16(__m128i v)
+ * E0-E3 EA EF, F0 F3); and two more bits for the Greek and Cyrillic leads of rows C and D (CE
+ * CF, D0-D4). SSSE3 is what Hyperscan needs too. Bit k of *lead, *cg: byte k is one. */
+__attribute__((target("ssse3"))) static inline void leads16(__m128i v, unsigned *lead, unsigned *cg)
 {
-	const __m128i hi = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8);
-	const __m128i lo = _mm_setr_epi8(12, 4, 5, 12, 0, 0, 0, 0, 2, 2, 4, 2, 1, 1, 0, 6);
+	const __m128i hi = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 4, 8);
+	const __m128i lo = _mm_setr_epi8(44, 36, 37, 44, 32, 0, 0, 0, 2, 2, 4, 2, 1, 1, 16, 22);
 	const __m128i nib = _mm_set1_epi8(0x0F);
 	__m128i h = _mm_shuffle_epi8(hi, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
-	__m128i l = _mm_shuffle_epi8(lo, _mm_and_si128(v, nib));
-	return ~(unsigned)_mm_movemask_epi8(
-	               _mm_cmpeq_epi8(_mm_and_si128(h, l), _mm_setzero_si128())) &
-	       0xFFFFu;
+	__m128i t = _mm_and_si128(h, _mm_shuffle_epi8(lo, _mm_and_si128(v, nib)));
+	*lead = ~(unsigned)_mm_movemask_epi8(
+	                _mm_cmpeq_epi8(_mm_and_si128(t, nib), _mm_setzero_si128())) &
+	        0xFFFFu;
+	*cg = ~(unsigned)_mm_movemask_epi8(
+	              _mm_cmpeq_epi8(_mm_and_si128(t, _mm_set1_epi8(0x30)), _mm_setzero_si128())) &
+	      0xFFFFu;
 }
 
 /* ASCII bytes of a word (word_ascii) as two nibble tables: a bit per high nibble 2..7, set in
@@ -337,16 +389,23 @@ __attribute__((target("ssse3"))) static inline unsigned word16(__m128i v)
 __attribute__((target("ssse3"))) static inline unsigned stop16(const uint8_t *p, size_t n, size_t j,
                                                                __m128i v)
 {
-	unsigned m = leads16(v);
-	__m128i t = _mm_sub_epi8(v, _mm_set1_epi8((char)0xCE));
-	unsigned cg =
-	        (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(6)), t));
+	unsigned m, cg;
+	leads16(v, &m, &cg);
 	if (cg == 0)
 		return m;
-	if (j >= 1 && j + 18 <= n) {
-		unsigned w = word16(_mm_loadu_si128((const __m128i *)(const void *)(p + j - 1))) |
-		             word16(_mm_loadu_si128((const __m128i *)(const void *)(p + j + 2)));
-		return m | (cg & w);
+	if (j >= 2 && j + 19 <= n) {
+#define LDJ(k) _mm_loadu_si128((const __m128i *)(const void *)(p + j + (k)))
+		__m128i b1 = LDJ(-1), a2 = LDJ(2);
+		unsigned dd1 = (unsigned)_mm_movemask_epi8(
+		        _mm_or_si128(_mm_cmpeq_epi8(b1, _mm_set1_epi8('.')),
+		                     _mm_cmpeq_epi8(b1, _mm_set1_epi8('-'))));
+		unsigned dd2 = (unsigned)_mm_movemask_epi8(
+		        _mm_or_si128(_mm_cmpeq_epi8(a2, _mm_set1_epi8('.')),
+		                     _mm_cmpeq_epi8(a2, _mm_set1_epi8('-'))));
+		unsigned before = word16(b1) & (~dd1 | word16(LDJ(-2)));
+		unsigned after = word16(a2) & (~dd2 | word16(LDJ(3)));
+#undef LDJ
+		return m | (cg & (before | after));
 	}
 	for (unsigned k = 0; k < 16; k++)
 		if ((cg >> k & 1u) && inspect_norm_stop(p, n, j + k))
@@ -354,25 +413,64 @@ __attribute__((target("ssse3"))) static inline unsigned stop16(const uint8_t *p,
 	return m;
 }
 
-/* ASCII 64 bytes a step (one OR and a sign test), other text 16 bytes a step. */
+__attribute__((target("ssse3"))) static inline unsigned dd16(__m128i v)
+{
+	return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')),
+	                                                _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
+}
+
+static inline bool is_dd(uint8_t b)
+{
+	return word_tab[b] & 2u;
+}
+
+/* ASCII 64 bytes a step (one OR and a sign test), other text 64 bytes a step as bit masks (lead
+ * bytes; Greek and Cyrillic leads, ASCII word bytes, '.' and '-' for inspect_norm_stop, the
+ * bytes around the 64 read one by one). */
 __attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size_t n, size_t i)
 {
 #define LD(k) _mm_loadu_si128((const __m128i *)(const void *)(p + i + (k)))
+#define M4(f) ((uint64_t)f(a) | (uint64_t)f(b) << 16 | (uint64_t)f(c) << 32 | (uint64_t)f(d) << 48)
 	while (i + 64 <= n) {
 		__m128i a = LD(0), b = LD(16), c = LD(32), d = LD(48);
 		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0) {
-			unsigned m;
-			if ((m = stop16(p, n, i, a)) != 0)
-				return i + (size_t)__builtin_ctz(m);
-			if ((m = stop16(p, n, i + 16, b)) != 0)
-				return i + 16 + (size_t)__builtin_ctz(m);
-			if ((m = stop16(p, n, i + 32, c)) != 0)
-				return i + 32 + (size_t)__builtin_ctz(m);
-			if ((m = stop16(p, n, i + 48, d)) != 0)
-				return i + 48 + (size_t)__builtin_ctz(m);
+			unsigned l[4], g[4];
+			leads16(a, &l[0], &g[0]);
+			leads16(b, &l[1], &g[1]);
+			leads16(c, &l[2], &g[2]);
+			leads16(d, &l[3], &g[3]);
+			uint64_t m = (uint64_t)l[0] | (uint64_t)l[1] << 16 | (uint64_t)l[2] << 32 |
+			             (uint64_t)l[3] << 48;
+			uint64_t cg = (uint64_t)g[0] | (uint64_t)g[1] << 16 | (uint64_t)g[2] << 32 |
+			              (uint64_t)g[3] << 48;
+			if (cg != 0) {
+				uint64_t w = M4(word16);
+				uint64_t w1 = i >= 1 && word_ascii(p[i - 1]),
+				         x0 = i + 64 < n && word_ascii(p[i + 64]),
+				         x1 = i + 65 < n && word_ascii(p[i + 65]);
+				uint64_t wb = w << 1 | w1, wa = w >> 2 | x0 << 62 | x1 << 63;
+				if ((cg & (wb | wa)) != 0) {
+					/* a '.' or '-' counts with a word byte beyond it */
+					uint64_t dd = M4(dd16);
+					uint64_t d1 = i >= 1 && is_dd(p[i - 1]),
+					         w2 = i >= 2 && word_ascii(p[i - 2]),
+					         e0 = i + 64 < n && is_dd(p[i + 64]),
+					         e1 = i + 65 < n && is_dd(p[i + 65]),
+					         x2 = i + 66 < n && word_ascii(p[i + 66]);
+					uint64_t before =
+					        wb & ~((dd << 1 | d1) & ~(w << 2 | w1 << 1 | w2));
+					uint64_t after =
+					        wa & ~((dd >> 2 | e0 << 62 | e1 << 63) &
+					               ~(w >> 3 | x0 << 61 | x1 << 62 | x2 << 63));
+					m |= cg & (before | after);
+				}
+			}
+			if (m != 0)
+				return i + (size_t)__builtin_ctzll(m);
 		}
 		i += 64;
 	}
+#undef M4
 	while (i + 16 <= n) {
 		unsigned m = stop16(p, n, i, LD(0));
 		if (m != 0)

@@ -782,6 +782,31 @@ static void test_norm_classes(void **state)
 			}
 		}
 	}
+	/* and at every position around the 64-byte steps (the bytes around a step are read one
+	 * by one), in Cyrillic and mixed fills, with an ASCII word byte or '.' next to it */
+	static const size_t lens[] = { 64, 65, 66, 67, 129, 131 };
+	for (int fill = 2; fill < 4; fill++) {
+		for (size_t li = 0; li < CUSTOS_ARRAY_LEN(lens); li++) {
+			size_t len = lens[li];
+			for (size_t k = 0; k < len; k++)
+				t[k] = fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
+				                 : (k % 5 == 4 ? '.'
+				                    : k % 2    ? 0x80
+				                               : 0xD1);
+			for (unsigned b = 0; b < 256; b += (b < 0x80 ? 1 : 7)) {
+				for (size_t at = 0; at < len; at++) {
+					uint8_t keep = t[at];
+					t[at] = (uint8_t)b;
+					size_t want = len;
+					for (size_t k = 0; k < len && want == len; k++)
+						if (inspect_norm_stop(t, len, k))
+							want = k;
+					assert_int_equal(inspect_norm_skip(t, len, 0), want);
+					t[at] = keep;
+				}
+			}
+		}
+	}
 	/* the decoder refuses what is not UTF-8, and says when the end cuts a sequence */
 	uint32_t cp;
 	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xc0\xaf", 2, &cp), 0);
