@@ -126,7 +126,7 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);
 extern const uint8_t inspect_norm_lead[256];
 extern const size_t inspect_norm_n_digit_blocks; /* blocks of ten Nd digits mapped (tests) */
 /* The first offset at or after i where inspect_norm_stop holds, or n (SSSE3 when the CPU has
- * it: 64 bytes a step in ASCII, 16 in other text). */
+ * it: 64 bytes a step, ASCII with one test, other text as bit masks). */
 size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i);
 
 /* The look-alike letters of other scripts (Cyrillic, Greek) are mapped only inside a word that
