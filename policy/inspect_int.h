@@ -125,9 +125,39 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);
 /* 1 for the lead bytes of sequences inspect_norm_class may change; 0 for every other byte. */
 extern const uint8_t inspect_norm_lead[256];
 extern const size_t inspect_norm_n_digit_blocks; /* blocks of ten Nd digits mapped (tests) */
-/* The first offset at or after i whose byte is such a lead byte, or n (SSSE3 when the CPU has
- * it: 16 bytes a step, ASCII and non-ASCII text alike). */
+/* The first offset at or after i where inspect_norm_stop holds, or n (SSSE3 when the CPU has
+ * it: 64 bytes a step, ASCII with one test, other text as bit masks). */
 size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i);
+
+/* The look-alike letters of other scripts (Cyrillic, Greek) are mapped only inside a word that
+ * also holds a Latin letter or a digit: a word is a run of ASCII letters, digits and ._-@+/=%,
+ * Greek and Cyrillic letters, characters the view drops, and characters it makes one of those
+ * ASCII bytes. Plain Cyrillic or Greek text is left as it is. */
+enum inspect_norm_wordclass {
+	INSPECT_WORD_BREAK = 0, /* ends a word */
+	INSPECT_WORD_LATIN,     /* an ASCII letter or digit in the view */
+	INSPECT_WORD_JOIN,      /* ._-@+/=% in the view, or dropped */
+	INSPECT_WORD_LOOKALIKE, /* a Cyrillic or Greek letter that looks like a Latin one */
+	INSPECT_WORD_SCRIPT,    /* another Greek or Cyrillic letter (U+0370..U+052F) */
+};
+/* The ASCII letter (or digit) a look-alike stands for in a mixed word, or 0. */
+int inspect_norm_confusable(uint32_t cp);
+extern const size_t inspect_norm_n_confusables;
+int inspect_norm_word(uint32_t cp); /* enum inspect_norm_wordclass of a code point */
+typedef struct inspect_norm_wordinfo {
+	size_t start, end; /* the word around an offset (start == end: not in one) */
+	bool latin;        /* it holds a Latin letter or digit */
+	bool lookalike;    /* it holds a look-alike */
+	bool open_start;   /* it reaches back to the lower bound (may go on before it) */
+	bool open_end;     /* it reaches the end of the text (may go on after it) */
+	bool cut;          /* it ends in a UTF-8 sequence the end of the text cuts */
+} inspect_norm_wordinfo;
+/* The word of p[lo..n) around the character at offset i (a character boundary). */
+void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i,
+                          inspect_norm_wordinfo *w);
+/* Whether inspect_norm_skip stops at p[i]: a lead byte, or a Greek or Cyrillic character next
+ * to an ASCII byte of a word (a word that may mix scripts). */
+bool inspect_norm_stop(const uint8_t *p, size_t n, size_t i);
 
 /* The built-in table (detect_builtin.c). */
 extern const det_spec det_builtin_specs[];

@@ -52,9 +52,75 @@ static int digit_of(uint32_t cp)
 	return -1;
 }
 
+/* Single characters that read as one ASCII letter, digit or punctuation mark and are not
+ * decimal digits (category No, So, Lu/Ll of other blocks): superscript and subscript digits and
+ * letters, circled, parenthesised and full-stop digits and letters, mathematical alphanumeric
+ * letters, letter-like symbols and Roman numerals of one letter, and look-alike punctuation. A
+ * character that stands for two (circled ten U+2469, the fraction ½) is kept: a view byte is
+ * one character. */
+static const struct lookalike {
+	uint32_t from, to; /* code points from..to... */
+	uint8_t first;     /* ...become first, first + 1, ... (in order), or first only */
+	uint8_t same;      /* (all of them the same letter) */
+} lookalike[] = {
+	{ 0x00B2, 0x00B3, '2', 0 },   { 0x00B7, 0x00B7, '.', 0 },   { 0x00B9, 0x00B9, '1', 0 },
+	{ 0x2024, 0x2024, '.', 0 },   { 0x2027, 0x2027, '.', 0 },   { 0x2043, 0x2043, '-', 0 },
+	{ 0x2070, 0x2070, '0', 0 },   { 0x2071, 0x2071, 'i', 0 },   { 0x2074, 0x2079, '4', 0 },
+	{ 0x207A, 0x207A, '+', 0 },   { 0x207B, 0x207B, '-', 0 },   { 0x207F, 0x207F, 'n', 0 },
+	{ 0x2080, 0x2089, '0', 0 },   { 0x208A, 0x208A, '+', 0 },   { 0x208B, 0x208B, '-', 0 },
+	{ 0x2090, 0x2090, 'a', 0 },   { 0x2091, 0x2091, 'e', 0 },   { 0x2092, 0x2092, 'o', 0 },
+	{ 0x2093, 0x2093, 'x', 0 },   { 0x2095, 0x2095, 'h', 0 },   { 0x2096, 0x2099, 'k', 0 },
+	{ 0x209A, 0x209A, 'p', 0 },   { 0x209B, 0x209C, 's', 0 },   { 0x2102, 0x2102, 'C', 0 },
+	{ 0x210A, 0x210A, 'g', 0 },   { 0x210B, 0x210D, 'H', 1 },   { 0x210E, 0x210E, 'h', 0 },
+	{ 0x2110, 0x2111, 'I', 1 },   { 0x2112, 0x2112, 'L', 0 },   { 0x2113, 0x2113, 'l', 0 },
+	{ 0x2115, 0x2115, 'N', 0 },   { 0x2119, 0x2119, 'P', 0 },   { 0x211A, 0x211A, 'Q', 0 },
+	{ 0x211B, 0x211D, 'R', 1 },   { 0x2124, 0x2124, 'Z', 0 },   { 0x2128, 0x2128, 'Z', 0 },
+	{ 0x212A, 0x212A, 'K', 0 },   { 0x212C, 0x212C, 'B', 0 },   { 0x212D, 0x212D, 'C', 0 },
+	{ 0x212F, 0x212F, 'e', 0 },   { 0x2130, 0x2130, 'E', 0 },   { 0x2131, 0x2131, 'F', 0 },
+	{ 0x2133, 0x2133, 'M', 0 },   { 0x2134, 0x2134, 'o', 0 },   { 0x2139, 0x2139, 'i', 0 },
+	{ 0x2145, 0x2145, 'D', 0 },   { 0x2146, 0x2146, 'd', 0 },   { 0x2147, 0x2147, 'e', 0 },
+	{ 0x2148, 0x2148, 'i', 0 },   { 0x2149, 0x2149, 'j', 0 },   { 0x2160, 0x2160, 'I', 0 },
+	{ 0x2164, 0x2164, 'V', 0 },   { 0x2169, 0x2169, 'X', 0 },   { 0x216C, 0x216C, 'L', 0 },
+	{ 0x216D, 0x216D, 'C', 0 },   { 0x216E, 0x216E, 'D', 0 },   { 0x216F, 0x216F, 'M', 0 },
+	{ 0x2170, 0x2170, 'i', 0 },   { 0x2174, 0x2174, 'v', 0 },   { 0x2179, 0x2179, 'x', 0 },
+	{ 0x217C, 0x217C, 'l', 0 },   { 0x217D, 0x217D, 'c', 0 },   { 0x217E, 0x217E, 'd', 0 },
+	{ 0x217F, 0x217F, 'm', 0 },   { 0x2219, 0x2219, '.', 0 },   { 0x2460, 0x2468, '1', 0 },
+	{ 0x2474, 0x247C, '1', 0 },   { 0x2488, 0x2490, '1', 0 },   { 0x249C, 0x24B5, 'a', 0 },
+	{ 0x24B6, 0x24CF, 'A', 0 },   { 0x24D0, 0x24E9, 'a', 0 },   { 0x24EA, 0x24EA, '0', 0 },
+	{ 0x24F5, 0x24FD, '1', 0 },   { 0x24FF, 0x24FF, '0', 0 },   { 0x2776, 0x277E, '1', 0 },
+	{ 0x2780, 0x2788, '1', 0 },   { 0x278A, 0x2792, '1', 0 },   { 0x30FB, 0x30FB, '.', 0 },
+	{ 0xFE52, 0xFE52, '.', 0 },   { 0xFE62, 0xFE62, '+', 0 },   { 0xFE63, 0xFE63, '-', 0 },
+	{ 0xFE6B, 0xFE6B, '@', 0 },   { 0xFF65, 0xFF65, '.', 0 },   { 0x1D6A4, 0x1D6A4, 'i', 0 },
+	{ 0x1D6A5, 0x1D6A5, 'j', 0 }, { 0x1F100, 0x1F100, '0', 0 }, { 0x1F101, 0x1F10A, '0', 0 },
+	{ 0x1F10B, 0x1F10C, '0', 1 }, { 0x1F110, 0x1F129, 'A', 0 }, { 0x1F130, 0x1F149, 'A', 0 },
+	{ 0x1F150, 0x1F169, 'A', 0 }, { 0x1F170, 0x1F189, 'A', 0 },
+};
+
+static int lookalike_of(uint32_t cp)
+{
+	/* Mathematical alphanumeric letters: 13 styles of A-Z a-z from U+1D400 (the holes of
+	 * the block are unassigned; their letter-like symbols are in the table). */
+	if (cp >= 0x1D400 && cp < 0x1D400 + 13 * 52) {
+		uint32_t k = (cp - 0x1D400) % 52;
+		return k < 26 ? 'A' + (int)k : 'a' + (int)(k - 26);
+	}
+	size_t lo = 0, hi = CUSTOS_ARRAY_LEN(lookalike);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (lookalike[mid].to < cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < CUSTOS_ARRAY_LEN(lookalike) && cp >= lookalike[lo].from)
+		return lookalike[lo].first +
+		       (lookalike[lo].same ? 0 : (int)(cp - lookalike[lo].from));
+	return INSPECT_NORM_KEEP;
+}
+
 int inspect_norm_class(uint32_t cp)
 {
-	if (cp < 0x80)
+	if (cp < 0x80 || (cp >= 0x0370 && cp < 0x0530)) /* ASCII, Greek and Cyrillic: kept */
 		return INSPECT_NORM_KEEP;
 	/* Invisible: format characters (zero-width, bidi controls, word joiner, BOM, soft
 	 * hyphen, tag controls), variation selectors, and combining marks (a combining low
@@ -83,7 +149,168 @@ int inspect_norm_class(uint32_t cp)
 	int d = digit_of(cp);
 	if (d >= 0)
 		return '0' + d;
-	return INSPECT_NORM_KEEP;
+	return lookalike_of(cp);
+}
+
+/* Cyrillic and Greek letters that look like a Latin letter (or Cyrillic Ze like 3), sorted.
+ * They are mapped only inside a word that also holds a Latin letter or a digit (see
+ * inspect_norm_word). */
+#define C(cp, to) [(cp)-0x0370] = (to)
+static const uint8_t confusable[0x0530 - 0x0370] = {
+	C(0x037F, 'J'), C(0x0391, 'A'), C(0x0392, 'B'), C(0x0395, 'E'), C(0x0396, 'Z'),
+	C(0x0397, 'H'), C(0x0399, 'I'), C(0x039A, 'K'), C(0x039C, 'M'), C(0x039D, 'N'),
+	C(0x039F, 'O'), C(0x03A1, 'P'), C(0x03A4, 'T'), C(0x03A5, 'Y'), C(0x03A7, 'X'),
+	C(0x03B1, 'a'), C(0x03B9, 'i'), C(0x03BA, 'k'), C(0x03BD, 'v'), C(0x03BF, 'o'),
+	C(0x03C1, 'p'), C(0x03C5, 'u'), C(0x03D2, 'Y'), C(0x03F2, 'c'), C(0x03F3, 'j'),
+	C(0x03F9, 'C'), C(0x0405, 'S'), C(0x0406, 'I'), C(0x0408, 'J'), C(0x0410, 'A'),
+	C(0x0412, 'B'), C(0x0415, 'E'), C(0x0417, '3'), C(0x041A, 'K'), C(0x041C, 'M'),
+	C(0x041D, 'H'), C(0x041E, 'O'), C(0x0420, 'P'), C(0x0421, 'C'), C(0x0422, 'T'),
+	C(0x0423, 'Y'), C(0x0425, 'X'), C(0x0430, 'a'), C(0x0435, 'e'), C(0x043E, 'o'),
+	C(0x0440, 'p'), C(0x0441, 'c'), C(0x0443, 'y'), C(0x0445, 'x'), C(0x0455, 's'),
+	C(0x0456, 'i'), C(0x0458, 'j'), C(0x04AE, 'Y'), C(0x04AF, 'y'), C(0x04BB, 'h'),
+	C(0x04C0, 'I'), C(0x04CF, 'l'), C(0x0501, 'd'), C(0x051A, 'Q'), C(0x051B, 'q'),
+	C(0x051C, 'W'), C(0x051D, 'w')
+};
+#undef C
+const size_t inspect_norm_n_confusables = 62;
+
+int inspect_norm_confusable(uint32_t cp)
+{
+	return cp >= 0x0370 && cp < 0x0530 ? confusable[cp - 0x0370] : 0;
+}
+
+/* ASCII bytes that belong to a word for the look-alike rule: letters, digits, and the
+ * punctuation inside addresses, tokens and base64 (._-@+/=%). */
+static const uint8_t word_tab[256] = {
+	['%'] = 1, ['+'] = 1, ['-'] = 3, ['.'] = 3, ['/'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+	['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['='] = 1,
+	['@'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1,
+	['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+	['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+	['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+	['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+	['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1
+};
+
+static inline bool word_ascii(uint8_t b)
+{
+	return word_tab[b] & 1u;
+}
+
+int inspect_norm_word(uint32_t cp)
+{
+	if (cp >= 0x0370 && cp < 0x0530) /* Greek and Cyrillic: the view keeps them all */
+		return confusable[cp - 0x0370] ? INSPECT_WORD_LOOKALIKE : INSPECT_WORD_SCRIPT;
+	int c = cp < 0x80 ? (int)cp : inspect_norm_class(cp);
+	if (c == INSPECT_NORM_DROP)
+		return INSPECT_WORD_JOIN;
+	if (c > 0)
+		return (uint8_t)((c | 0x20) - 'a') < 26 || (uint8_t)(c - '0') < 10
+		               ? INSPECT_WORD_LATIN
+		       : word_ascii((uint8_t)c) ? INSPECT_WORD_JOIN
+		                                : INSPECT_WORD_BREAK;
+	return INSPECT_WORD_BREAK;
+}
+
+/* Accumulates one character's word class; false when it breaks the word. */
+static bool word_add(inspect_norm_wordinfo *w, int k)
+{
+	if (k == INSPECT_WORD_BREAK)
+		return false;
+	w->latin = w->latin || k == INSPECT_WORD_LATIN;
+	w->lookalike = w->lookalike || k == INSPECT_WORD_LOOKALIKE;
+	return true;
+}
+
+static inline int word_ascii_class(uint8_t b)
+{
+	if ((uint8_t)((b | 0x20) - 'a') < 26 || (uint8_t)(b - '0') < 10)
+		return INSPECT_WORD_LATIN;
+	return word_ascii(b) ? INSPECT_WORD_JOIN : INSPECT_WORD_BREAK;
+}
+
+static inline bool cg_lead(uint8_t b)
+{
+	return (uint8_t)(b - 0xCE) <= 6;
+}
+
+/* The word class of the character at p[j] (ASCII and two-byte Greek and Cyrillic without a
+ * call), its length in *len (INSPECT_NORM_SHORT: cut by the end), or -1: not UTF-8. */
+static inline int word_class_at(const uint8_t *p, size_t n, size_t j, size_t *len)
+{
+	uint8_t b = p[j];
+	if (b < 0x80) {
+		*len = 1;
+		return word_ascii_class(b);
+	}
+	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80) {
+		*len = 2;
+		return confusable[((uint32_t)(b & 0x1F) << 6 | (p[j + 1] & 0x3Fu)) - 0x0370]
+		               ? INSPECT_WORD_LOOKALIKE
+		               : INSPECT_WORD_SCRIPT;
+	}
+	uint32_t cp;
+	*len = inspect_norm_decode(p + j, n - j, &cp);
+	if (*len == INSPECT_NORM_SHORT)
+		return INSPECT_WORD_BREAK;
+	return *len == 0 ? -1 : inspect_norm_word(cp);
+}
+
+void inspect_norm_word_at(const uint8_t *p, size_t n, size_t lo, size_t i, inspect_norm_wordinfo *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->start = w->end = i;
+	/* forward from i */
+	size_t j = i, l;
+	while (j < n) {
+		int k = word_class_at(p, n, j, &l);
+		if (l == INSPECT_NORM_SHORT) {
+			w->cut = true; /* a character the end cuts: the word may go on */
+			j = n;
+			break;
+		}
+		if (k < 0 || !word_add(w, k))
+			break;
+		j += l;
+	}
+	w->end = j;
+	w->open_end = j == n;
+	if (j == i)
+		return; /* i is not in a word */
+	/* back from i, to lo at most */
+	size_t k = i;
+	while (k > lo) {
+		size_t b = k - 1;
+		while (b > lo && k - b < 4 && (p[b] & 0xC0) == 0x80)
+			b--;
+		int c = word_class_at(p, k, b, &l);
+		if (c < 0 || l != k - b || !word_add(w, c))
+			break;
+		k = b;
+	}
+	w->start = k;
+	w->open_start = k == lo;
+}
+
+/* Whether p[i] may start a look-alike that needs a look at its word: a Greek or Cyrillic lead
+ * byte (CE..D4; CD is a lead already) with an ASCII byte of a word right before it or right
+ * after its character, but for a '.' or '-' with no ASCII byte of a word beyond it (a full stop
+ * or a hyphen between Cyrillic words). A word that mixes scripts has such a pair or a lead byte
+ * (a character the view changes) where its Greek or Cyrillic part meets the rest: the run of
+ * ASCII next to it is one Latin letter or digit, or has a second ASCII byte of a word beyond
+ * its '.' or '-'. So every such word is looked at, in a block or in a fragment that holds both
+ * parts (a fragment that holds one is decided by the word state). */
+static inline bool joiner_ok(const uint8_t *p, size_t n, size_t x, size_t y)
+{
+	return word_ascii(p[x]) && ((p[x] != '.' && p[x] != '-') || (y < n && word_ascii(p[y])));
+}
+
+bool inspect_norm_stop(const uint8_t *p, size_t n, size_t i)
+{
+	return inspect_norm_lead[p[i]] ||
+	       (cg_lead(p[i]) && ((i >= 1 && joiner_ok(p, n, i - 1, i >= 2 ? i - 2 : n)) ||
+	                          (i + 2 < n && joiner_ok(p, n, i + 2, i + 3))));
 }
 
 size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
@@ -125,11 +352,30 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp)
 #if defined(__x86_64__)
 /* The lead bytes of inspect_norm_lead as two nibble tables (pshufb): a bit per high nibble
  * C, D, E, F, set in the low-nibble table for the leads of that row (C2 CC CD, D8 D9 DB DF,
- * E0-E3 EA EF, F0 F3). SSSE3 is what Hyperscan needs too. Bit k of the result: byte k is one. */
-__attribute__((target("ssse3"))) static inline unsigned leads16(__m128i v)
+ * E0-E3 EA EF, F0 F3); and two more bits for the Greek and Cyrillic leads of rows C and D (CE
+ * CF, D0-D4). SSSE3 is what Hyperscan needs too. Bit k of *lead, *cg: byte k is one. */
+__attribute__((target("ssse3"))) static inline void leads16(__m128i v, unsigned *lead, unsigned *cg)
 {
-	const __m128i hi = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8);
-	const __m128i lo = _mm_setr_epi8(12, 4, 5, 12, 0, 0, 0, 0, 2, 2, 4, 2, 1, 1, 0, 6);
+	const __m128i hi = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 4, 8);
+	const __m128i lo = _mm_setr_epi8(44, 36, 37, 44, 32, 0, 0, 0, 2, 2, 4, 2, 1, 1, 16, 22);
+	const __m128i nib = _mm_set1_epi8(0x0F);
+	__m128i h = _mm_shuffle_epi8(hi, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
+	__m128i t = _mm_and_si128(h, _mm_shuffle_epi8(lo, _mm_and_si128(v, nib)));
+	*lead = ~(unsigned)_mm_movemask_epi8(
+	                _mm_cmpeq_epi8(_mm_and_si128(t, nib), _mm_setzero_si128())) &
+	        0xFFFFu;
+	*cg = ~(unsigned)_mm_movemask_epi8(
+	              _mm_cmpeq_epi8(_mm_and_si128(t, _mm_set1_epi8(0x30)), _mm_setzero_si128())) &
+	      0xFFFFu;
+}
+
+/* ASCII bytes of a word (word_ascii) as two nibble tables: a bit per high nibble 2..7, set in
+ * the low-nibble table where that row holds one. */
+__attribute__((target("ssse3"))) static inline unsigned word16(__m128i v)
+{
+	const __m128i hi = _mm_setr_epi8(0, 0, 1, 2, 4, 8, 16, 32, 0, 0, 0, 0, 0, 0, 0, 0);
+	const __m128i lo =
+	        _mm_setr_epi8(46, 62, 62, 62, 62, 63, 62, 62, 62, 62, 60, 21, 20, 23, 21, 29);
 	const __m128i nib = _mm_set1_epi8(0x0F);
 	__m128i h = _mm_shuffle_epi8(hi, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
 	__m128i l = _mm_shuffle_epi8(lo, _mm_and_si128(v, nib));
@@ -138,27 +384,95 @@ __attribute__((target("ssse3"))) static inline unsigned leads16(__m128i v)
 	       0xFFFFu;
 }
 
-/* ASCII 64 bytes a step (one OR and a sign test), other text 16 bytes a step. */
+/* inspect_norm_stop for the 16 bytes v = p[j..j+16): lead bytes, and Greek or Cyrillic leads
+ * next to an ASCII byte of a word (bytes j-1 and j+17 read when they exist). */
+__attribute__((target("ssse3"))) static inline unsigned stop16(const uint8_t *p, size_t n, size_t j,
+                                                               __m128i v)
+{
+	unsigned m, cg;
+	leads16(v, &m, &cg);
+	if (cg == 0)
+		return m;
+	if (j >= 2 && j + 19 <= n) {
+#define LDJ(k) _mm_loadu_si128((const __m128i *)(const void *)(p + j + (k)))
+		__m128i b1 = LDJ(-1), a2 = LDJ(2);
+		unsigned dd1 = (unsigned)_mm_movemask_epi8(
+		        _mm_or_si128(_mm_cmpeq_epi8(b1, _mm_set1_epi8('.')),
+		                     _mm_cmpeq_epi8(b1, _mm_set1_epi8('-'))));
+		unsigned dd2 = (unsigned)_mm_movemask_epi8(
+		        _mm_or_si128(_mm_cmpeq_epi8(a2, _mm_set1_epi8('.')),
+		                     _mm_cmpeq_epi8(a2, _mm_set1_epi8('-'))));
+		unsigned before = word16(b1) & (~dd1 | word16(LDJ(-2)));
+		unsigned after = word16(a2) & (~dd2 | word16(LDJ(3)));
+#undef LDJ
+		return m | (cg & (before | after));
+	}
+	for (unsigned k = 0; k < 16; k++)
+		if ((cg >> k & 1u) && inspect_norm_stop(p, n, j + k))
+			m |= 1u << k;
+	return m;
+}
+
+__attribute__((target("ssse3"))) static inline unsigned dd16(__m128i v)
+{
+	return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')),
+	                                                _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
+}
+
+static inline bool is_dd(uint8_t b)
+{
+	return word_tab[b] & 2u;
+}
+
+/* ASCII 64 bytes a step (one OR and a sign test), other text 64 bytes a step as bit masks (lead
+ * bytes; Greek and Cyrillic leads, ASCII word bytes, '.' and '-' for inspect_norm_stop, the
+ * bytes around the 64 read one by one). */
 __attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size_t n, size_t i)
 {
 #define LD(k) _mm_loadu_si128((const __m128i *)(const void *)(p + i + (k)))
+#define M4(f) ((uint64_t)f(a) | (uint64_t)f(b) << 16 | (uint64_t)f(c) << 32 | (uint64_t)f(d) << 48)
 	while (i + 64 <= n) {
 		__m128i a = LD(0), b = LD(16), c = LD(32), d = LD(48);
 		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0) {
-			unsigned m;
-			if ((m = leads16(a)) != 0)
-				return i + (size_t)__builtin_ctz(m);
-			if ((m = leads16(b)) != 0)
-				return i + 16 + (size_t)__builtin_ctz(m);
-			if ((m = leads16(c)) != 0)
-				return i + 32 + (size_t)__builtin_ctz(m);
-			if ((m = leads16(d)) != 0)
-				return i + 48 + (size_t)__builtin_ctz(m);
+			unsigned l[4], g[4];
+			leads16(a, &l[0], &g[0]);
+			leads16(b, &l[1], &g[1]);
+			leads16(c, &l[2], &g[2]);
+			leads16(d, &l[3], &g[3]);
+			uint64_t m = (uint64_t)l[0] | (uint64_t)l[1] << 16 | (uint64_t)l[2] << 32 |
+			             (uint64_t)l[3] << 48;
+			uint64_t cg = (uint64_t)g[0] | (uint64_t)g[1] << 16 | (uint64_t)g[2] << 32 |
+			              (uint64_t)g[3] << 48;
+			if (cg != 0) {
+				uint64_t w = M4(word16);
+				uint64_t w1 = i >= 1 && word_ascii(p[i - 1]),
+				         x0 = i + 64 < n && word_ascii(p[i + 64]),
+				         x1 = i + 65 < n && word_ascii(p[i + 65]);
+				uint64_t wb = w << 1 | w1, wa = w >> 2 | x0 << 62 | x1 << 63;
+				if ((cg & (wb | wa)) != 0) {
+					/* a '.' or '-' counts with a word byte beyond it */
+					uint64_t dd = M4(dd16);
+					uint64_t d1 = i >= 1 && is_dd(p[i - 1]),
+					         w2 = i >= 2 && word_ascii(p[i - 2]),
+					         e0 = i + 64 < n && is_dd(p[i + 64]),
+					         e1 = i + 65 < n && is_dd(p[i + 65]),
+					         x2 = i + 66 < n && word_ascii(p[i + 66]);
+					uint64_t before =
+					        wb & ~((dd << 1 | d1) & ~(w << 2 | w1 << 1 | w2));
+					uint64_t after =
+					        wa & ~((dd >> 2 | e0 << 62 | e1 << 63) &
+					               ~(w >> 3 | x0 << 61 | x1 << 62 | x2 << 63));
+					m |= cg & (before | after);
+				}
+			}
+			if (m != 0)
+				return i + (size_t)__builtin_ctzll(m);
 		}
 		i += 64;
 	}
+#undef M4
 	while (i + 16 <= n) {
-		unsigned m = leads16(LD(0));
+		unsigned m = stop16(p, n, i, LD(0));
 		if (m != 0)
 			return i + (size_t)__builtin_ctz(m);
 		i += 16;
@@ -182,13 +496,13 @@ size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i)
 		memcpy(&w, p + i, 8);
 		if (w & UINT64_C(0x8080808080808080)) {
 			for (size_t e = i + 8; i < e; i++)
-				if (inspect_norm_lead[p[i]])
+				if (inspect_norm_stop(p, n, i))
 					return i;
 		} else {
 			i += 8;
 		}
 	}
-	while (i < n && !inspect_norm_lead[p[i]])
+	while (i < n && !inspect_norm_stop(p, n, i))
 		i++;
 	return i;
 }

@@ -66,7 +66,7 @@ static uint64_t o_start(const inspect_stream *st, uint64_t x)
 	const inspect_edit *e = &st->ed[i];
 	if (x < e->n_off + e->n_len)
 		return e->o_off;
-	return e->o_off + e->o_len + (x - e->n_off - e->n_len);
+	return e->o_off + inspect_edit_olen(e) + (x - e->n_off - e->n_len);
 }
 
 /* Text offset where the character that makes view byte x - 1 ends (x > 0). */
@@ -74,7 +74,7 @@ static uint64_t o_end(const inspect_stream *st, uint64_t x)
 {
 	size_t i = st->ed_head == st->n_ed ? SIZE_MAX : ed_last(st, x - 1);
 	if (i != SIZE_MAX && x - 1 < st->ed[i].n_off + st->ed[i].n_len)
-		return st->ed[i].o_off + st->ed[i].o_len;
+		return st->ed[i].o_off + inspect_edit_olen(&st->ed[i]);
 	return o_start(st, x - 1) + 1;
 }
 
@@ -103,7 +103,7 @@ static custos_err emit_to(inspect_stream *st, uint64_t to)
 			/* identity: view offset = text offset shifted as after the edit before */
 			uint64_t v = i > st->ed_head ? st->ed[i - 1].n_off + st->ed[i - 1].n_len +
 			                                       (st->ocursor - st->ed[i - 1].o_off -
-			                                        st->ed[i - 1].o_len)
+			                                        inspect_edit_olen(&st->ed[i - 1]))
 			                             : st->ed_nb + (st->ocursor - st->ed_ob);
 			ENSURE(v >= st->base && v + (run - st->ocursor) <= st->total,
 			       CUSTOS_ERR_INTERNAL, "inspect: release outside the window");
@@ -114,8 +114,9 @@ static custos_err emit_to(inspect_stream *st, uint64_t to)
 		if (st->ocursor < to) {
 			ENSURE(i < st->n_ed && st->ed[i].o_off == st->ocursor, CUSTOS_ERR_INTERNAL,
 			       "inspect: release inside a character");
-			GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
-			st->ocursor += st->ed[i].o_len;
+			for (unsigned k = 0; k < st->ed[i].rep; k++)
+				GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
+			st->ocursor += inspect_edit_olen(&st->ed[i]);
 			i++;
 		}
 	}
@@ -532,10 +533,10 @@ static void win_trim(inspect_stream *st)
 	 * before the released text. */
 	while (st->ed_head < st->n_ed) {
 		const inspect_edit *e = &st->ed[st->ed_head];
-		if (e->n_off + e->n_len > st->base || e->o_off + e->o_len > st->ocursor)
+		if (e->n_off + e->n_len > st->base || e->o_off + inspect_edit_olen(e) > st->ocursor)
 			break;
 		st->ed_nb = e->n_off + e->n_len;
-		st->ed_ob = e->o_off + e->o_len;
+		st->ed_ob = e->o_off + inspect_edit_olen(e);
 		st->ed_head++;
 	}
 	if (st->ed_head == st->n_ed) {
@@ -551,20 +552,49 @@ static void win_trim(inspect_stream *st)
  * The normalised view.
  */
 
+/* The last live edit, when it drops a character (it may be repeated), or NULL. */
+static const inspect_edit *ed_tail_drop(const inspect_stream *st)
+{
+	if (st->n_ed == st->ed_head || st->ed[st->n_ed - 1].n_len != 0)
+		return NULL;
+	return &st->ed[st->n_ed - 1];
+}
+
 /* Offset of the first character at or after `at` that the view changes (dropped, or made
  * ASCII: *len and *cls say how long it is and what it becomes), or of a UTF-8 sequence that
  * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
- * invisible characters dropped in a row. */
-static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, size_t *len, int *cls)
+ * edits of invisible characters dropped in a row; past the limit, an invisible character at
+ * `at` that repeats the dropped one before it (`tail`) is returned too (vw_char decides). */
+static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t at, uint8_t *run,
+                         const inspect_edit *tail, size_t *len, int *cls)
 {
 	size_t i = at;
 	uint32_t cp;
 	*len = INSPECT_NORM_SHORT;
+	bool look = at == st->w_lo && st->w_open && st->w_latin && at >= st->w_end;
 	for (;;) {
 		size_t a = i;
-		i = inspect_norm_skip(p, n, i);
+		if (!look && !(st->w_map && i < st->w_end))
+			i = inspect_norm_skip(p, n, i);
 		if (i > a)
 			*run = 0; /* skipped bytes are characters kept as they are */
+		if (i < n && (look || i >= st->w_end)) {
+			/* a stop, or the start of a fragment that goes on with a mixed word: the
+			 * look-alikes of the word around it are mapped when it holds a Latin letter or
+			 * digit (here or, when it goes on from the last fragment, there) */
+			look = false;
+			inspect_norm_wordinfo w;
+			inspect_norm_word_at(p, n, st->w_lo, i, &w);
+			if (w.end > i) {
+				st->w_end = w.end;
+				st->w_map = w.latin || (w.open_start && st->w_open && st->w_latin);
+				if (st->w_map && w.lookalike && w.start < i) {
+					i = w.start > at ? w.start
+					                 : at; /* walk it from its start */
+					continue;
+				}
+			}
+		}
 		if (i >= n) {
 			/* a sequence cut by the end waits for the next fragment, whatever it is */
 			for (size_t k = 1; k <= 3 && k <= n - at; k++) {
@@ -587,12 +617,19 @@ static size_t norm_plain(const uint8_t *p, size_t n, size_t at, uint8_t *run, si
 			continue;
 		}
 		int c = inspect_norm_class(cp);
+		if (c == INSPECT_NORM_KEEP && st->w_map && i < st->w_end) {
+			int m = inspect_norm_confusable(cp);
+			if (m != 0)
+				c = m;
+		}
 		if (c == INSPECT_NORM_KEEP) {
 			i += l;
 			*run = 0;
 			continue;
 		}
-		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN) {
+		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN &&
+		    !(i == at && tail != NULL && tail->o_len == l &&
+		      memcmp(tail->o, p + i, l) == 0)) {
 			i += l; /* past the limit: kept, and the run goes on */
 			continue;
 		}
@@ -635,10 +672,23 @@ static void vw_put(vw *v, const uint8_t *p, size_t n)
 }
 
 /* A character p[0..l) the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes;
- * or, past the invisible-run limit, a character kept (c is INSPECT_NORM_KEEP). */
+ * or a character kept (c is INSPECT_NORM_KEEP). A dropped character that repeats the one
+ * dropped right before it (none of it released yet) adds to its edit: a run of one invisible
+ * character costs one edit however long it is, up to UINT16_MAX. Past the limit of edits in a
+ * run, an invisible character is kept in the view. */
 static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 {
 	inspect_stream *st = v->st;
+	if (c == INSPECT_NORM_DROP) {
+		inspect_edit *t = st->n_ed > st->ed_head ? &st->ed[st->n_ed - 1] : NULL;
+		if (t != NULL && t->n_len == 0 && t->n_off == st->total + v->n && t->o_len == l &&
+		    t->rep < UINT16_MAX && t->o_off >= st->ocursor &&
+		    t->o_off + inspect_edit_olen(t) == st->ototal && memcmp(t->o, p, l) == 0) {
+			t->rep++;
+			st->ototal += l;
+			return;
+		}
+	}
 	if (c == INSPECT_NORM_KEEP ||
 	    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
 		vw_put(v, p, l);
@@ -651,6 +701,7 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 	e->o_off = st->ototal;
 	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
 	e->o_len = (uint8_t)l;
+	e->rep = 1;
 	memcpy(e->o, p, l);
 	st->ototal += l;
 	if (c == INSPECT_NORM_DROP) {
@@ -661,10 +712,91 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 	v->w[v->n++] = (uint8_t)c;
 }
 
+/* The start of the character before offset u of p[lo..u), or u when there is none or it is not
+ * UTF-8 (with its code point in *cp). */
+static size_t char_before(const uint8_t *p, size_t lo, size_t u, uint32_t *cp)
+{
+	if (u == lo)
+		return u;
+	size_t b = u - 1;
+	while (b > lo && u - b < 4 && (p[b] & 0xC0) == 0x80)
+		b--;
+	return inspect_norm_decode(p + b, u - b, cp) == u - b ? b : u;
+}
+
+/* Where the end of p[lo..n) that must wait for the next fragment starts (n: none): the rest of
+ * a word that goes on to the end, holds a look-alike (or ends in a cut Greek or Cyrillic
+ * character) and no Latin letter or digit yet, from its first look-alike. */
+static size_t word_hold_at(const inspect_stream *st, const uint8_t *p, size_t n, size_t lo)
+{
+	size_t u = n;
+	bool cut_cg = false;
+	uint32_t cp;
+	for (size_t k = 1; k <= 3 && k <= n - lo; k++) {
+		uint8_t b = p[n - k];
+		if ((b & 0xC0) == 0x80)
+			continue;
+		if (b >= 0xC2 && inspect_norm_decode(p + n - k, k, &cp) == INSPECT_NORM_SHORT) {
+			u = n - k;
+			cut_cg = b >= 0xCD && b <= 0xD4;
+		}
+		break;
+	}
+	size_t b = char_before(p, lo, u, &cp);
+	inspect_norm_wordinfo w = { .start = u, .end = u, .open_start = u == lo };
+	if (b < u && inspect_norm_word(cp) != INSPECT_WORD_BREAK)
+		inspect_norm_word_at(p, u, lo, b, &w);
+	else if (u > lo)
+		w.open_start = false; /* the cut character starts a word */
+	if (w.latin || (w.open_start && st->w_open && st->w_latin) || (!w.lookalike && !cut_cg))
+		return n;
+	size_t h = u;
+	for (size_t i = w.start; i < u;) {
+		size_t l = inspect_norm_decode(p + i, u - i, &cp);
+		if (inspect_norm_word(cp) == INSPECT_WORD_LOOKALIKE) {
+			h = i;
+			break;
+		}
+		i += l;
+	}
+	return n - h <= INSPECT_WORD_HOLD ? h : n;
+}
+
+/* The word state after p[lo..u) was taken into the view. */
+static void word_carry(inspect_stream *st, const uint8_t *p, size_t lo, size_t u)
+{
+	uint32_t cp;
+	if (u == lo)
+		return;
+	size_t b = char_before(p, lo, u, &cp);
+	if (b == u || inspect_norm_word(cp) == INSPECT_WORD_BREAK) {
+		st->w_open = st->w_latin = false;
+		return;
+	}
+	inspect_norm_wordinfo w;
+	inspect_norm_word_at(p, u, lo, b, &w);
+	st->w_latin = w.latin || (w.open_start && st->w_open && st->w_latin);
+	st->w_open = true;
+}
+
 /* Appends the view of p[0..n) to the window, recording the edits. A sequence cut by the end of
- * p waits for the next fragment, unless `final` (then it is bytes like any other). */
+ * p waits for the next fragment, unless `final` (then it is bytes like any other); so does the
+ * end of a word whose look-alikes are not decided yet (word_hold_at). */
 static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bool final)
 {
+	if (st->n_wpend > 0) {
+		/* the word the last fragment ended in goes first */
+		size_t k = st->n_wpend;
+		uint8_t *q = malloc(k + n);
+		ENSURE(q != NULL, CUSTOS_ERR_NOMEM, "inspect: out of memory");
+		memcpy(q, st->wpend, k);
+		if (n > 0)
+			memcpy(q + k, p, n);
+		st->n_wpend = 0;
+		custos_err r = norm_append(st, q, k + n, final);
+		free(q);
+		return r;
+	}
 	/* the view is never longer than the text (plus a sequence held from the last fragment),
 	 * and every edit takes at least two bytes of text */
 	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
@@ -692,31 +824,51 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			 * leads) */
 			vw_put(&v, seq, k);
 			st->inv_run = 0;
+			st->w_open = st->w_latin = false;
 		} else {
-			vw_char(&v, seq, l, inspect_norm_class(cp));
+			int c = inspect_norm_class(cp), wc = inspect_norm_word(cp);
+			/* a look-alike here ends a word that held a Latin letter (else it waited
+			 * in wpend, not here) */
+			if (wc == INSPECT_WORD_LOOKALIKE && st->w_open && st->w_latin)
+				c = inspect_norm_confusable(cp);
+			vw_char(&v, seq, l, c);
 			i = l - k;
+			st->w_latin = wc != INSPECT_WORD_BREAK &&
+			              ((st->w_open && st->w_latin) || wc == INSPECT_WORD_LATIN);
+			st->w_open = wc != INSPECT_WORD_BREAK;
 		}
 	}
-	while (i < n) {
+	size_t lo = i, cut = final ? n : word_hold_at(st, p, n, lo);
+	st->w_lo = lo;
+	st->w_end = lo;
+	st->w_map = false;
+	size_t done = cut;
+	while (i < cut) {
 		size_t l;
 		int c = INSPECT_NORM_KEEP;
-		size_t j = norm_plain(p, n, i, &st->inv_run, &l, &c);
+		size_t j = norm_plain(st, p, cut, i, &st->inv_run, ed_tail_drop(st), &l, &c);
 		vw_put(&v, p + i, j - i);
 		i = j;
-		if (i >= n)
+		if (i >= cut)
 			break;
 		if (l == INSPECT_NORM_SHORT) {
 			if (final) {
-				vw_put(&v, p + i, n - i);
+				vw_put(&v, p + i, cut - i);
 				st->inv_run = 0;
 			} else {
-				memcpy(st->upend, p + i, n - i);
-				st->n_upend = (uint8_t)(n - i);
+				memcpy(st->upend, p + i, cut - i);
+				st->n_upend = (uint8_t)(cut - i);
+				done = i;
 			}
 			break;
 		}
 		vw_char(&v, p + i, l, c);
 		i += l;
+	}
+	word_carry(st, p, lo, done);
+	if (cut < n) {
+		memcpy(st->wpend, p + cut, n - cut);
+		st->n_wpend = (uint8_t)(n - cut);
 	}
 	buf_commit(&st->win, v.n);
 	st->total += v.n;
@@ -816,7 +968,12 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	uint8_t run = st->inv_run;
 	size_t l;
 	int c;
-	if (st->n_upend == 0 && norm_plain(p, text.len, 0, &st->inv_run, &l, &c) == text.len) {
+	st->w_lo = st->w_end = 0;
+	st->w_map = false;
+	if (st->n_upend == 0 && st->n_wpend == 0 &&
+	    (st->borrow || word_hold_at(st, p, text.len, 0) == text.len) &&
+	    norm_plain(st, p, text.len, 0, &st->inv_run, ed_tail_drop(st), &l, &c) == text.len) {
+		word_carry(st, p, 0, text.len);
 		/* The text is its own view (ASCII, or nothing the view changes). */
 		if (st->borrow && st->total == 0) {
 			/* A block scan: the caller's text stays put for the whole call, no copy. */
@@ -845,8 +1002,8 @@ custos_err inspect_stream_finish_int(inspect_stream *st, inspect_scratch *s)
 {
 	ENSURE(!st->denied, CUSTOS_ERR_DENIED, "inspection: stream was denied");
 	ENSURE(!st->finished, CUSTOS_ERR_INVAL, "inspect: stream already finished");
-	if (st->n_upend > 0) {
-		/* a sequence the text ended in: bytes like any other */
+	if (st->n_upend > 0 || st->n_wpend > 0) {
+		/* a sequence or a word the text ended in: decided now */
 		uint64_t from = st->total;
 		GUARD(norm_append(st, NULL, 0, true));
 		GUARD(view_scan(st, s, from));
@@ -916,7 +1073,7 @@ custos_err inspect_stream_finish(inspect_stream *st, inspect_scratch *s, buf *ou
 
 size_t inspect_stream_held(const inspect_stream *st)
 {
-	return (size_t)(st->ototal + st->n_upend - st->ocursor);
+	return (size_t)(st->ototal + st->n_upend + st->n_wpend - st->ocursor);
 }
 
 const inspect_summary *inspect_stream_summary(const inspect_stream *st)

@@ -19,14 +19,22 @@ typedef struct inspect_region {
 } inspect_region;
 
 /* One character the normalised view changed: dropped (n_len 0) or written as one ASCII byte
- * (n_len 1). Between edits the view and the original text are the same bytes. */
+ * (n_len 1); a dropped character repeated in a row is one edit (rep). Between edits the view and
+ * the original text are the same bytes. */
 typedef struct inspect_edit {
 	uint64_t n_off; /* where its byte is in the view (dropped: where it would be) */
 	uint64_t o_off; /* where the character is in the original text */
 	uint8_t n_len;
 	uint8_t o_len; /* 2..4 */
-	uint8_t o[4];  /* the original bytes, written back when the text is released */
+	uint8_t o[4];  /* the original bytes, written back when the text is released... */
+	uint16_t rep;  /* ...this many times (1 but for a dropped character) */
 } inspect_edit;
+
+/* Bytes of original text an edit stands for. */
+static inline uint64_t inspect_edit_olen(const inspect_edit *e)
+{
+	return (uint64_t)e->o_len * e->rep;
+}
 
 typedef struct inspect_ctx_hit {
 	uint64_t end; /* where a context keyword ended */
@@ -58,9 +66,18 @@ struct inspect_stream {
 	uint64_t ocursor;      /* text bytes released (or masked): the view's cursor, mapped */
 	uint8_t upend[4];      /* an unfinished UTF-8 sequence waiting for the next fragment */
 	uint8_t n_upend;
-	uint8_t inv_run; /* invisible characters dropped in a row */
-	size_t hold;     /* the profile's hold-back */
-	uint32_t wmax;   /* widest expression of the engine (window kept for validators) */
+	uint8_t inv_run; /* edits of invisible characters dropped in a row */
+	/* The look-alike rule (inspect_norm_word_at): the text before the fragment ends inside a
+	 * word (w_open) that holds a Latin letter or digit (w_latin); in the fragment being
+	 * normalised (from w_lo), the word decided last ends at w_end, its look-alikes mapped when
+	 * w_map. The end of a word not yet decided (look-alikes, no Latin letter yet) waits for the
+	 * next fragment in wpend (INSPECT_WORD_HOLD bytes at most; a longer one is kept as it is). */
+	bool w_open, w_latin, w_map;
+	size_t w_lo, w_end;
+	uint8_t wpend[INSPECT_WORD_HOLD];
+	uint8_t n_wpend;
+	size_t hold;   /* the profile's hold-back */
+	uint32_t wmax; /* widest expression of the engine (window kept for validators) */
 	inspect_region reg[INSPECT_MAX_DETECTORS]; /* only built-ins have regions */
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;

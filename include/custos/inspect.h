@@ -29,9 +29,13 @@
 #define INSPECT_JSON_MAX_BODY     (32u << 20) /* bytes of a JSON body */
 #define INSPECT_JSON_MAX_FINDINGS (1 << 20)   /* findings and masks in one JSON body */
 #define INSPECT_MASK_MAX          (INSPECT_NAME_MAX + 16) /* "[REDACTED:NAME]" */
-/* Invisible characters in a row the normalised view drops; more stay in it as they are (and
- * break the value they sit in), so that a stream's held-back text stays bounded. */
+/* Runs of one invisible character (each up to 65535 long, one edit) in a row the normalised view
+ * drops; more stay in it as they are (and break the value they sit in), so that the edits a
+ * stream holds back stay bounded. */
 #define INSPECT_MAX_INVISIBLE_RUN 8
+/* Bytes of a word a stream holds back to decide whether its Cyrillic or Greek look-alike letters
+ * are mapped (the word mixes scripts); a longer undecided word is taken as it is. */
+#define INSPECT_WORD_HOLD 64
 
 /* Built-in detectors. Their ids are fixed: custom detectors follow at INSPECT_BUILTIN_COUNT in
  * definition order, so a policy compiler can map names to ids without an engine. */
