@@ -19,7 +19,7 @@ admin:
   socket: $work/admin.sock
 CFG
 start_custos "$work/custos.yaml"
-for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
 hash_now() { ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
 
