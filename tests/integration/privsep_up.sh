@@ -245,7 +245,10 @@ if [ "${CUSTOS_TEST_HOOKS:-0}" = 1 ]; then
 	# child: a child of the proxy under its filter, as its audit writer is).
 	execve_in() {
 		CUSTOS_TEST_PROXY_EXECVE=$1 start_up hooked
-		check "a call outside the filter in $2 ends the proxy" gone "$PX" 30
+		gone "$PX" 30
+		local g=$?
+		check "a call outside the filter in $2 ends the proxy" test "$g" -eq 0
+		[ "$g" -eq 0 ] || kill -TERM "$SUP" # it did not end: stop it, not wait for it forever
 		wait "$UP"
 		local rc=$?
 		check "... and custos up, with a failure status ($rc)" test "$rc" -ne 0
