@@ -36,7 +36,7 @@ check "one request before the load" "$(curl -sS -o /dev/null -w '%{http_code}' -
 # for ASan on a loaded machine, and not what is checked here (errors and non-2xx answers).
 wrk -t1 -c8 -d10s --timeout 30s -s "$work/post.lua" "$url" >"$work/wrk.out" 2>&1 &
 wrk_pid=$!
-sleep 1
+sleep 1 # the reloads are spread over the 10 s load (the thing tested), one a second
 prev=$(hash_now)
 reloaded=0
 for i in 1 2 3 4 5; do
