@@ -1131,7 +1131,8 @@ static void sup_take_listener(psx_msg *m)
  * failed with EPERM and the caller runs on, as a library probing one must be able to. Each is
  * logged and audited (privsep / proxy_call_refused), at most SUP_REFUSED_BURST a second; the
  * rest of that second is summed into one event (syscall "*", `count`) once the second is over
- * (sup_refused_flush, from the supervisor's loop), so the trail stays complete in number. */
+ * (sup_refused_flush, from the supervisor's loop) or the proxy ends, whichever comes first, so
+ * the trail stays complete in number. */
 #define SUP_REFUSED_BURST 20
 /* More refused calls than this in one second is no library probing a feature: the proxy is
  * looping on calls it can never make (and making the supervisor answer each). It is stopped
@@ -1139,6 +1140,7 @@ static void sup_take_listener(psx_msg *m)
 #define SUP_REFUSED_FLOOD 1000
 static struct {
 	uint64_t window_ns, in_window, suppressed, all_in_window;
+	uint64_t window_len; /* NS_PER_S (0 until the first call); test builds may stretch it */
 } R;
 
 static void refused_event(const sandbox_violation *v, uint64_t count)
@@ -1159,9 +1161,10 @@ static void refused_event(const sandbox_violation *v, uint64_t count)
 		cli_privsep_audit(&ev);
 }
 
-static void sup_refused_flush(void)
+/* force: now, even before the window is over (the proxy drained: its writer ends soon). */
+static void sup_refused_flush(bool force)
 {
-	if (R.suppressed && tm_mono_ns() - R.window_ns >= NS_PER_S) {
+	if (R.suppressed && (force || tm_mono_ns() - R.window_ns >= R.window_len)) {
 		log_warn("up: %llu more call(s) custos never allows refused in one second",
 		         (unsigned long long)R.suppressed);
 		refused_event(NULL, R.suppressed);
@@ -1169,11 +1172,38 @@ static void sup_refused_flush(void)
 	}
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_REFUSED_WINDOW_S=N makes
+ * the supervisor's "second" for refused calls last N seconds, so that a test can put 1000 or
+ * 1001 calls in one window whatever the speed of the machine (tests/integration/
+ * privsep_flood.sh). */
+static uint64_t test_hook_refused_window(void)
+{
+	const char *v = getenv("CUSTOS_TEST_REFUSED_WINDOW_S");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return NS_PER_S;
+	if (num_parse_u64(span_cstr(v), 1, 86400, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_REFUSED_WINDOW_S=%s: %s", v, err_msg());
+		return NS_PER_S;
+	}
+	log_warn("up: test hook: the window for refused calls lasts %llu s", (unsigned long long)n);
+	return n * NS_PER_S;
+}
+#endif
+
 static void sup_refused(const sandbox_violation *v, bool proxy)
 {
-	sup_refused_flush();
+	if (R.window_len == 0) {
+		R.window_len = NS_PER_S;
+#ifdef CUSTOS_TEST_HOOKS
+		R.window_len = test_hook_refused_window();
+#endif
+	}
+	sup_refused_flush(false);
 	uint64_t now = tm_mono_ns();
-	if (now - R.window_ns >= NS_PER_S) {
+	if (now - R.window_ns >= R.window_len) {
 		R.window_ns = now;
 		R.in_window = 0;
 		R.all_in_window = 0;
@@ -1351,7 +1381,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 			break;
 		}
 		sup_vm_poll();
-		sup_refused_flush();
+		sup_refused_flush(false);
 		if (r > 0 && S.notify_fd >= 0 && pf[2].revents) {
 			if (pf[2].revents & POLLIN) {
 				sup_violation();
@@ -1421,6 +1451,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 				/* Its requests are done: the sandboxes' stop events still reach
 				 * its audit writer, then it may go. */
 				log_info("up: the proxy drained; stopping the sandboxes");
+				sup_refused_flush(true); /* its writer ends with it */
 				stop_sandboxes();
 				drained = true;
 				psx_hdr h = { .type = PSX_BYE };
@@ -1456,6 +1487,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 		pthread_mutex_lock(&S.aw_mu);
 		S.aw = aw;
 		pthread_mutex_unlock(&S.aw_mu);
+		sup_refused_flush(true);
 		audit_proxy_exit(status, drained ? "after draining" : "unexpectedly");
 		stop_sandboxes();
 		pthread_mutex_lock(&S.aw_mu);
@@ -1867,6 +1899,36 @@ static void test_hook_refused_calls(void)
 	log_warn("up: test hook: %llu of %llu ptrace call(s) failed with EPERM",
 	         (unsigned long long)refused, (unsigned long long)n);
 }
+
+/* CUSTOS_TEST_PROXY_EXECVE=proxy|child: the confined proxy's main thread (proxy), or a child
+ * it forks under the same filter (child, named custos-test), calls execve before the proxy
+ * serves: a call outside the filter, as a compromised proxy spawning a shell makes, which the
+ * supervisor names and answers by killing the proxy (tests/integration/privsep_up.sh). */
+static void test_hook_execve(void)
+{
+	const char *v = getenv("CUSTOS_TEST_PROXY_EXECVE");
+	char *const argv[] = { (char *)"/bin/true", NULL };
+
+	if (v == NULL)
+		return;
+	if (strcmp(v, "proxy") == 0) {
+		log_warn("up: test hook: the proxy calls execve");
+		execve(argv[0], argv, environ);
+		log_error("up: test hook: execve returned: %s", strerror(errno));
+	} else if (strcmp(v, "child") == 0) {
+		log_warn("up: test hook: a child of the proxy calls execve");
+		pid_t pid = fork();
+		if (pid == 0) {
+			proc_name_self("custos-test");
+			execve(argv[0], argv, environ);
+			_exit(127);
+		}
+		if (pid == -1)
+			log_error("up: test hook: fork: %s", strerror(errno));
+	} else {
+		log_error("up: test hook: CUSTOS_TEST_PROXY_EXECVE=%s: want proxy or child", v);
+	}
+}
 #endif
 
 static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
@@ -1962,6 +2024,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 			log_info("up: listener %zu on port %u", i + 1, proxy_bound_port(srv, i));
 #ifdef CUSTOS_TEST_HOOKS
 		test_hook_refused_calls();
+		test_hook_execve();
 #endif
 		e = proxy_run(srv, reload_cb, uc);
 	} else {

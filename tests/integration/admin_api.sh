@@ -28,7 +28,7 @@ admin:
     token_sha256: "$(sha256hex "$TOKEN")"
 CFG
 start_custos "$work/custos.yaml"
-for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 [ -S "$work/admin.sock" ] || { fail "admin socket not created"; exit 1; }
 check "socket mode" "$(stat -c %a "$work/admin.sock")" 660
 

@@ -19,7 +19,7 @@ admin:
   socket: $work/admin.sock
 CFG
 start_custos "$work/custos.yaml"
-for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
 hash_now() { ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
 
@@ -36,7 +36,7 @@ check "one request before the load" "$(curl -sS -o /dev/null -w '%{http_code}' -
 # for ASan on a loaded machine, and not what is checked here (errors and non-2xx answers).
 wrk -t1 -c8 -d10s --timeout 30s -s "$work/post.lua" "$url" >"$work/wrk.out" 2>&1 &
 wrk_pid=$!
-sleep 1
+sleep 1 # the reloads are spread over the 10 s load (the thing tested), one a second
 prev=$(hash_now)
 reloaded=0
 for i in 1 2 3 4 5; do

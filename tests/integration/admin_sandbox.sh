@@ -30,7 +30,7 @@ url="https://localhost:$PORT/v1/chat/completions"
 code=$("${C[@]}" -o "$work/out" -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
 	-d '{"model":"test-model","messages":[{"role":"user","content":"inside the sandbox"}]}' "$url")
 check "chat with the sandboxed model" "$code" 200
-for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.05; done
+wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}')
 chat() { "${C[@]}" -H "Authorization: Bearer $ALICE" -d '{"model":"test-model","messages":[{"role":"user","content":"hi"}]}' "https://localhost:$PORT/v1/chat/completions"; }

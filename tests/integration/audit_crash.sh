@@ -63,6 +63,7 @@ echo "after recovery: $out"
 [ "$(stat -c %s "$LAST")" -ge "$size_before" ] || fail "recovery cut complete records"
 
 # A second kill -9, then a clean restart: an unclean end without a torn record is recorded too.
+n0=$(cat "$T/log"/audit-*.jsonl | wc -l)
 "$LOAD" "$T/log" --key "$T/keys/audit.key" --forever --threads 2 >"$T/load.out" 2>&1 &
 LP=$!
 for _ in $(seq 100); do
@@ -70,7 +71,12 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 WP=$(sed -n 's/^writer_pid=//p' "$T/load.out")
-sleep 0.5
+# Killed once it has written (1000 records more), not after a fixed time.
+for _ in $(seq 600); do
+	[ "$(cat "$T/log"/audit-*.jsonl | wc -l)" -gt $((n0 + 1000)) ] && break
+	sleep 0.1
+done
+[ "$(cat "$T/log"/audit-*.jsonl | wc -l)" -gt $((n0 + 1000)) ] || fail "the second load wrote fewer than 1000 records in 60 s"
 kill -9 "$WP" "$LP"
 wait "$LP" 2>/dev/null || true
 LP=""

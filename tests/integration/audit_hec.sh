@@ -78,7 +78,7 @@ srv.serve_forever()
 PY
 python3 "$T/hec.py" "$T/events" "$T/port" s3cret 3 2>"$T/hec.err" &
 SP=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
 PORT=$(cat "$T/port")
 "$CUSTOS_BIN" audit keygen "$T/keys" >/dev/null
 "$LOAD" "$T/log" --key "$T/keys/audit.key" --threads 2 --events 20000 --sink hec \
@@ -125,7 +125,7 @@ rm -f "$T/port" "$T/events"
 python3 "$T/hec.py" "$T/events" "$T/port" s3cret 0 "$T/server.pem" "$T/server.key" \
 	2>"$T/hec.err" &
 SP=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
 "$LOAD" "$T/log3" --events 2000 --sink hec --port "$(cat "$T/port")" --token s3cret \
 	--ca "$T/ca.pem" --wait-sink 60 --drain-s 10 >"$T/load3.out" 2>"$T/load3.err" ||
 	fail "HTTPS: $(cat "$T/load3.err")"

@@ -73,10 +73,14 @@ start_rsyslog
 	--sink tls --port "$PORT" --ca "$T/ca.pem" --wait-sink 60 --drain-s 30 \
 	>"$T/load.out" 2>"$T/load.err" &
 LP=$!
-sleep 2.5
+# rsyslog goes down once events flow (1000 arrived), not after a fixed time: a slow start would
+# otherwise stop it before the sink ever connected.
+arrived() { [ "$(wc -l 2>/dev/null <"$T/rs/out.log" || echo 0)" -ge "$1" ]; }
+for _ in $(seq 600); do arrived 1000 && break; sleep 0.1; done
+arrived 1000 || fail "fewer than 1000 events reached rsyslog in 60 s"
 stop_rsyslog
 echo "rsyslog stopped at $(wc -l <"$T/rs/out.log") messages"
-sleep 3
+sleep 3 # the outage under test: the load writes on while rsyslog is down
 start_rsyslog
 echo "rsyslog restarted"
 wait "$LP" || fail "load driver failed: $(cat "$T/load.err")"

@@ -76,7 +76,7 @@ for fmt in json cef; do
 	rm -f "$T/port" "$T/seqs"
 	python3 "$T/rx.py" "$T/seqs" "$T/port" $fmt 2>"$T/rx.err" &
 	SP=$!
-	for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+	for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
 	rm -rf "$T/log"
 	"$LOAD" "$T/log" --threads 2 --events 12000 --rotate-bytes 300000 --sink tcp --format $fmt --port "$(cat "$T/port")" \
 		--wait-sink 60 --drain-s 20 >"$T/load.out" 2>"$T/load.err" ||

@@ -148,7 +148,7 @@ printf 'hec-s3cret\n' >"$work/hec.token"
 chmod 600 "$work/hec.token"
 python3 "$work/hec.py" "$work/hec.seqs" "$work/hec.port" hec-s3cret 2>"$work/hec.err" &
 pids+=($!)
-for _ in $(seq 50); do [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] && break; sleep 0.1; done
 [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] || { fail "receivers did not start"; exit 1; }
 
 sinks_yaml() { # sinks_yaml CA TOKEN_FILE

@@ -69,16 +69,15 @@ EOY
 chmod 600 custos.yaml policy.yaml
 
 events() { cat "$W"/audit/* 2>/dev/null | grep '"egress.request"' | sed 's/\\"/"/g'; }
-audited() { # audited TEXT...: an egress.request event holding every TEXT (the writer batches)
+# audited TEXT...: an egress.request event holding every TEXT, waited for (30 s: the writer
+# batches)
+audited_now() {
 	local ev t
-	for _ in $(seq 1 60); do
-		ev=$(events)
-		for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
-		[ -n "$ev" ] && return 0
-		sleep 0.05
-	done
-	return 1
+	ev=$(events)
+	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+	[ -n "$ev" ]
 }
+audited() { eg_wait 30 audited_now "$@"; }
 # answer URL [curl args]: "STATUS|X-Custos-Reason" of the (last) answer
 answer() {
 	local u=$1
@@ -91,11 +90,7 @@ start_up() {
 	"$BIN" up -c custos.yaml >"up-$1.log" 2>&1 &
 	UP=$!
 	PIDS+=($UP)
-	for _ in $(seq 1 100); do
-		(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_SRC) 2>/dev/null && break
-		sleep 0.1
-	done
-	kill -0 $UP 2>/dev/null || { cat "up-$1.log"; echo "FAIL - custos up did not start"; exit 1; }
+	eg_up $UP "up-$1.log" "$P_EG" "$P_SRC"
 }
 stop_up() {
 	kill $UP

@@ -143,12 +143,7 @@ chmod 600 custos.yaml policy.yaml
 
 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
 PIDS+=($UP)
-for i in $(seq 1 100); do
-	(exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null &&
-		(exec 3<>/dev/tcp/127.0.0.1/$P_TLS) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_MODEL) 2>/dev/null && break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { cat up.log; echo "FAIL - custos up did not start"; exit 1; }
+eg_up $UP up.log "$P_EG" "$P_IN" "$P_TLS" "$P_MODEL"
 
 PX="http://127.0.0.1:$P_EG"
 # Audit events: the writer's files when the audit module writes them, else the log lines.
@@ -163,22 +158,20 @@ raw() {
 	timeout 5 cat <&3 | tr -d '\r'
 	exec 3<&-
 }
-# The audit writer batches: an event may land a few milliseconds after the response.
-audited() {
-	for _ in $(seq 1 40); do
-		events | grep -F "$1" | grep -q "\"decision\":\"$2\"" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-# settle: waits until the number of egress events stops growing (before counting them)
-settle() { local a b; b=$(events | wc -l); for _ in $(seq 1 40); do sleep 0.1; a=$(events | wc -l); [ "$a" = "$b" ] && return; b=$a; done; }
+# The audit writer batches: an event may land a while after the response.
+# audited TEXT DECISION: waits (30 s) for an egress event holding TEXT with that decision.
+audited_now() { events | grep -F "$1" | grep -q "\"decision\":\"$2\""; }
+audited() { eg_wait 30 audited_now "$1" "$2"; }
+# events_reach N REGEX: waits (30 s) until at least N egress events match REGEX (before
+# counting them, or before checking that some event is absent).
+events_at_least() { [ "$(events | grep -c -- "$2")" -ge "$1" ]; }
+events_reach() { eg_wait 30 events_at_least "$1" "$2"; }
 
 # --- plain HTTP
 check "allowed source: 200 with the source's body" \
 	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/hello")" = "hello from plain /hello"
-check "allowed source audited as allow with data source and classification" \
-	bash -c "$(declare -f events audited); W=$W; audited '\"path\":\"/hello\"' allow && events | grep -F '/hello' | grep -q '\"data_source\":\"web\",\"classification\":\"internal\"'"
+hello_audited() { audited_now '"path":"/hello"' allow && events | grep -F '/hello' | grep -q '"data_source":"web","classification":"internal"'; }
+check "allowed source audited as allow with data source and classification" eg_wait 30 hello_audited
 check "method outside the rule (POST) denied 403" test "$(status "http://localhost:$P_HTTP/x" -d a=b)" = 403
 check "unknown host denied 403 with reason" \
 	bash -c "[ \"\$(curl -s -o /dev/null -D - -x $PX http://unknown.example/ | tr -d '\r' | sed -n 's/^X-Custos-Reason: //p')\" = 'no data source for http://unknown.example:80' ]"
@@ -188,7 +181,8 @@ R=$(curl -s -D - -o /dev/null -x "$PX" "http://localhost:$P_HTTP/redirect" | tr 
 check "3xx passed back to the client" grep -q '^HTTP/1.1 302' <<<"$R"
 check "Location unchanged (metadata URL not fetched by custos)" \
 	grep -q '^Location: http://169.254.169.254/latest/meta-data/' <<<"$R"
-settle
+# The redirect's own event is written after any fetch custos would have made for it.
+check "the redirect audited" audited '"path":"/redirect"' allow
 check "no egress event for the redirect target" bash -c "! ( $(declare -f events); W=$W; events | grep -q '\"host\":\"169.254.169.254\",\"port\":80,\"path\":\"/latest' )"
 check "proxy headers are not forwarded" \
 	bash -c "! curl -s -x $PX -H 'X-Custos-Request-Id: abc' -H 'Proxy-Authorization: Basic eDp5' http://localhost:$P_HTTP/echo-headers | grep -qi -e proxy-authorization -e x-custos-request-id"
@@ -247,11 +241,10 @@ exec 3<>/dev/tcp/127.0.0.1/$P_EG
 printf 'CONNECT 2130706433:%s HTTP/1.1\r\nHost: 2130706433:%s\r\n\r\n' $P_TLS $P_TLS >&3
 check "non-canonical literal in CONNECT -> 403" bash -c "timeout 5 head -1 <&3 | grep -q ' 403 '"
 exec 3<&-
-settle
+events_reach 22 '"reason":"SSRF: '
 N_SSRF=$(events | grep -c '"reason":"SSRF: ')
 check "every SSRF denial audited ($N_SSRF events)" test "$N_SSRF" -ge 22
-settle
-check "every non-canonical literal audited" test "$(events | grep -c 'non-canonical IPv4 literal')" -ge 8
+check "every non-canonical literal audited" events_reach 8 'non-canonical IPv4 literal'
 
 # --- TLS without interception: CONNECT decided on host:port, SNI must match
 check "CONNECT tunnel to an allowed TLS source (client verifies the source's cert)" \
@@ -263,13 +256,10 @@ timeout 10 openssl s_client -proxy 127.0.0.1:$P_EG -connect localhost:$P_TLS -se
 	-CAfile upca.crt </dev/null >sni.out 2>&1
 check "SNI different from the CONNECT host: handshake refused (alert unrecognized_name)" \
 	bash -c "grep -q 'no peer certificate available' sni.out && grep -q 'unrecognized name' sni.out"
-settle
-check "SNI mismatch audited" \
-	bash -c "$(declare -f events); W=$W; events | grep -q \"TLS SNI 'evil.example' does not match CONNECT host 'localhost'\""
+check "SNI mismatch audited" events_reach 1 "TLS SNI 'evil.example' does not match CONNECT host 'localhost'"
 check "CONNECT to an unknown port -> 403" test "$(curl -s -o /dev/null -w '%{http_connect}' -x "$PX" -p "http://localhost:$P_CLOSED/")" = 403
-settle
 check "CONNECT port and scheme confusion audited" \
-	bash -c "$(declare -f events); W=$W; [ \$(events | grep '\"kind\":\"connect\"' | grep -c 'is not a data source.s port on localhost') -ge 2 ]"
+	events_reach 2 '"kind":"connect".*is not a data source.s port on localhost'
 
 # --- TLS interception: custos' CA in the client's trust store
 check "intercepted: allowed path readable with the custos CA" \
@@ -284,9 +274,8 @@ check "intercepted requests audited with kind intercepted" audited '"kind":"inte
 check "intercepted denial audited with its reason" audited '"kind":"intercepted","method":"GET","scheme":"https","host":"localhost","port":'"$P_ICPT"',"path":"/private"' deny
 curl -s -o /dev/null --cacert upca.crt -x "$PX" "https://localhost:$P_ICPT/api/x"
 check "intercepted: a client without the custos CA refuses the leaf (curl exit 60)" test $? = 60
-settle
-check "sandbox taint raised to confidential after the read" \
-	bash -c "$(declare -f events); W=$W; events | tail -1 | grep -q '\"taint\":2'"
+# Only tls-icpt is confidential so far: no event carries taint 2 (confidential) before its read.
+check "sandbox taint raised to confidential after the read" events_reach 1 '"taint":2'
 
 # --- certificate errors upstream: 502 with the reason, audited
 R=$(curl -s -D - -o /dev/null --cacert "$W/ca/ca.crt" -x "$PX" "https://localhost:$P_SELF/" | tr -d '\r')
@@ -299,19 +288,19 @@ check "response above max_response -> 502" test "$(status "http://127.0.0.1:$P_H
 check "response cap audited" audited 'exceeds max_response 1024' error
 check "a source that does not answer within its timeout -> 502" \
 	test "$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_HTTP/hang")" = 502
-settle
 check "timeout audited against the slow source" \
-	bash -c "$(declare -f events); W=$W; events | grep '\"path\":\"/hang\"' | grep -q '\"data_source\":\"slow\".*\"decision\":\"error\"'"
+	events_reach 1 '"path":"/hang".*"data_source":"slow".*"decision":"error"'
 exec 5<>/dev/tcp/127.0.0.1/$P_EG 6<>/dev/tcp/127.0.0.1/$P_EG 7<>/dev/tcp/127.0.0.1/$P_EG 8<>/dev/tcp/127.0.0.1/$P_EG
 FDS=()
 for i in $(seq 1 12); do exec {fd}<>/dev/tcp/127.0.0.1/$P_EG; FDS+=($fd); done
-sleep 0.3
-check "connection 17 from one sandbox -> 503" test "$(status "http://localhost:$P_HTTP/")" = 503
+# The 16 connections count once custos has accepted them: until then a 17th may still pass.
+status_is() { [ "$(status "http://localhost:$P_HTTP/")" = "$1" ]; }
+check "connection 17 from one sandbox -> 503" eg_wait 30 status_is 503
 check "connection limit audited" audited 'too many connections from this sandbox' deny
 exec 5<&- 6<&- 7<&- 8<&-
 for fd in "${FDS[@]}"; do exec {fd}<&-; done
-sleep 0.3
-check "below the limit again -> 200" test "$(status "http://localhost:$P_HTTP/")" = 200
+# ... and stop counting once custos has seen them closed.
+check "below the limit again -> 200" eg_wait 30 status_is 200
 
 # --- request-scoped egress: attribution to the ingress request and its principal
 check "hr denied to the model alone (no end user in flight)" test "$(status "http://localhost:$P_HR/employees")" = 403
@@ -319,7 +308,8 @@ OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json
 	-d '{"model":"m1","messages":[{"role":"user","content":"who works here?"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")
 check "ingress request answered with the hr data the model read" grep -q 'hello from hr /employees' <<<"$OUT"
-settle
+HR_ALLOW='"host":"localhost","port":'"$P_HR"'.*"decision":"allow"'
+check "the model's read of hr audited" events_reach 1 "$HR_ALLOW"
 EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "egress event carries the ingress request id" grep -q '"ingress_request_id":"[0-9a-zA-Z-]\{8,\}"' <<<"$EV"
 check "egress event carries the principal (alice)" grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
@@ -329,7 +319,7 @@ check "the ingress event has the same request id" \
 OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
 	-d '{"model":"m1","messages":[{"role":"user","content":"forward-request-id please"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")
-settle
+check "the model's second read of hr audited" events_reach 2 "$HR_ALLOW"
 EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "a model forwarding X-Custos-Request-Id is attributed by header" \
 	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
@@ -337,13 +327,14 @@ check "a model forwarding X-Custos-Request-Id is attributed by header" \
 # --- SIGHUP reloads the egress policy; a broken policy never replaces the one in force
 sed -i 's/data: \[web, capped, slow, self-signed\], method: \[GET, HEAD\]/data: [capped, slow, self-signed], method: [GET, HEAD]/' policy.yaml
 kill -HUP $UP
-for i in $(seq 1 50); do [ "$(status "http://localhost:$P_HTTP/r")" = 403 ] && break; sleep 0.1; done
-check "SIGHUP: the new egress policy is in force (web no longer readable)" \
-	test "$(status "http://localhost:$P_HTTP/r")" = 403
+web_status_is() { [ "$(status "http://localhost:$P_HTTP/r")" = "$1" ]; }
+check "SIGHUP: the new egress policy is in force (web no longer readable)" eg_wait 60 web_status_is 403
 cp policy.yaml policy.good
 printf 'rules: [ { id: broken\n' >>policy.yaml
+NF=$(grep -c 'reload failed' up.log)
 kill -HUP $UP
-sleep 0.5
+failed_reloads_above() { [ "$(grep -c 'reload failed' up.log)" -gt "$1" ]; }
+check "SIGHUP with a broken policy: the reload fails (log)" eg_wait 60 failed_reloads_above "$NF"
 check "SIGHUP with a broken policy: the policy in force stays" \
 	test "$(status "http://localhost:$P_HTTP/r")" = 403 -a "$(status "http://127.0.0.1:$P_HTTP/big")" = 502
 cp policy.good policy.yaml

@@ -140,7 +140,9 @@ else
 	check "the 503 says why" grep -q '^X-Custos-Reason: audit trail unavailable' <<<"$hdr"
 	st=$(PY connect "$P_EG" localhost "$P_PEER")
 	check "CONNECT refused with 503 once the writer is gone ($st)" test "$st" = 503
-	sleep 0.3
+	# Counted once custos has decided on both (a refusal logged for each), not after a fixed time.
+	refusals_logged() { [ "$(grep -c 'refused, call not made (fail closed)' up.log)" -ge 2 ]; }
+	eg_wait 30 refusals_logged || bad "custos logged fewer than 2 refusals (plain, CONNECT) within 30 s"
 	check "nothing reached the source: no request, no connection" \
 		test "$(cat "$W/peer.reqs" 2>/dev/null || echo 0)" = "$reqs0" -a "$(cat "$W/peer.conns" 2>/dev/null || echo 0)" = "$conns0"
 	check "the refusal is in the log" grep -q 'refused, call not made (fail closed)' up.log

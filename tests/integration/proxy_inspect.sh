@@ -34,10 +34,7 @@ echo_port=$FX_PORT
 RESP_TEXT=$'Card 4111 1111 1111 1111, mail jane.doe\xef\xbc\xa0example.com.'
 python3 "$(dirname "$0")/responses_upstream.py" "$work/resp.port" "$RESP_TEXT" 8 2>"$work/resp.err" &
 pids+=($!)
-for _ in $(seq 100); do
-	[ -s "$work/resp.port" ] && break
-	sleep 0.05
-done
+wait_until 60 test -s "$work/resp.port"
 [ -s "$work/resp.port" ] || skip "responses upstream did not start: $(cat "$work/resp.err")"
 resp_port=$(cat "$work/resp.port")
 # chat chunks with parts interleaved (choices, reasoning, tool calls), Anthropic-style events
@@ -138,12 +135,9 @@ json_content() {
 rid() { sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$1" | tr -d '\r'; }
 # audit_of ID: the audit line of one request (waits for it to be written).
 audit_of() {
-	local i
-	for i in $(seq 100); do
-		audit_grep "\"request_id\":\"$1\"" && return 0
-		sleep 0.05
-	done
-	return 1
+	wait_until 30 audit_grep "\"request_id\":\"$1\"" >/dev/null ||
+		{ echo "no audit event for request $1 after 30 s" >&2; return 1; }
+	audit_grep "\"request_id\":\"$1\""
 }
 
 stream='{"model":"%s","stream":true,"messages":[{"role":"user","content":"go"}]}'
@@ -442,7 +436,7 @@ detectors:
 POL
 sed -i 's/prompt: { email: redact,/prompt: { twice: redact, email: redact,/' "$work/policy.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+wait_log 'reload failed' 1
 check "reload with a refused detector pattern fails" "$(reloads 'reload failed')" 1
 grep 'reload failed' "$work/custos.log" | grep -q 'twice' && ok "the failure names the detector" ||
 	fail "reload failure: $(grep 'reload failed' "$work/custos.log")"
@@ -457,7 +451,7 @@ detectors:
 POL
 sed -i 's/prompt: { email: redact,/prompt: { employee_id: redact, email: deny,/' "$work/policy.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+wait_log 'reloaded' 1
 check "reload with a custom detector" "$(reloads 'reloaded')" 1
 code=$("${C[@]}" -o /dev/null -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
 check "after reload: e-mail now denied" "$code" 403

@@ -48,6 +48,12 @@ wait_until() {
 	done
 }
 
+# log_lines_reach TEXT N: custos.log has at least N lines matching TEXT (grep).
+log_lines_reach() { [ "$(grep -c -- "$1" "$work/custos.log")" -ge "$2" ]; }
+# wait_log TEXT N: waits (60 s) until custos.log has N lines matching TEXT; a FAIL naming them
+# when it does not.
+wait_log() { wait_until 60 log_lines_reach "$1" "$2" || fail "custos.log: fewer than $2 line(s) '$1' after 60 s"; }
+
 ok() { echo "ok   $*"; }
 fail() {
 	echo "FAIL $*"

@@ -23,7 +23,7 @@ check "bob before reload" "$(bob)" 403
 # Allow bob too, then SIGHUP.
 sed -i 's/principal: \[alice, analytics, sso\]/principal: [alice, bob, analytics, sso]/' "$work/policy.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 1 ] && break; sleep 0.1; done
+wait_log 'reloaded' 1
 check "reload logged" "$(reloads 'reloaded')" 1
 check "bob after reload" "$(bob)" 200
 
@@ -31,7 +31,7 @@ check "bob after reload" "$(bob)" 200
 cp "$work/policy.yaml" "$work/policy.yaml.good"
 printf 'version: 1\nrules:\n  - id: x\n    effect: maybe\n' >"$work/policy.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+wait_log 'reload failed' 1
 check "failed reload logged" "$(reloads 'reload failed')" 1
 grep 'reload failed' "$work/custos.log" | grep -q 'policy' && ok "failure names the policy" || fail "failure reason missing"
 check "bob after failed reload (old policy kept)" "$(bob)" 200
@@ -40,7 +40,7 @@ check "bob after failed reload (old policy kept)" "$(bob)" 200
 cp "$work/custos.yaml" "$work/custos.yaml.good"
 printf 'version: 1\nlisteners: 3\n' >"$work/custos.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 2 ] && break; sleep 0.1; done
+wait_log 'reload failed' 2
 check "failed config reload logged" "$(reloads 'reload failed')" 2
 check "still serving after a bad config" "$(bob)" 200
 kill -0 "$CU_PID" && ok "process still running"
@@ -66,7 +66,7 @@ old_serial=$(serial)
 ) >/dev/null 2>&1
 new_file_serial=$(openssl x509 -noout -serial -in "$work/tls/srv.crt")
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 2 ] && break; sleep 0.1; done
+wait_log 'reloaded' 2
 check "reload after the certificate swap" "$(reloads 'reloaded')" 2
 got=$(serial)
 if [ -n "$old_serial" ] && [ "$got" = "$new_file_serial" ] && [ "$got" != "$old_serial" ]; then
@@ -89,7 +89,7 @@ listeners_change() {
 	cmp -s "$work/custos.yaml" "$work/custos.yaml.good" && { fail "$1: config not rewritten"; return; }
 	n=$((n + 1))
 	kill -HUP "$CU_PID"
-	for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge "$n" ] && break; sleep 0.1; done
+	wait_log 'reload failed' "$n"
 	check "$1: reload refused" "$(reloads 'reload failed')" "$n"
 	grep 'reload failed' "$work/custos.log" | tail -1 | grep -q 'listener' &&
 		ok "$1: the reason names the listener" || fail "$1: reason: $(grep 'reload failed' "$work/custos.log" | tail -1)"
@@ -111,7 +111,7 @@ start_only() {
 	cmp -s "$work/custos.yaml" "$work/custos.yaml.good" && { fail "$1: config not rewritten"; return; }
 	n=$((n + 1))
 	kill -HUP "$CU_PID"
-	for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge "$n" ] && break; sleep 0.1; done
+	wait_log 'reload failed' "$n"
 	check "$1: reload refused" "$(reloads 'reload failed')" "$n"
 	local why
 	why=$(grep 'reload failed' "$work/custos.log" | tail -1)
@@ -150,17 +150,16 @@ grep -q 'reload: workers (2 -> 3) changed: custos reads it at start only' <<<"$o
 check "admin API: still serving" "$(bob)" 200
 # Both triggers' refusals are in the audit trail with their reason.
 for t in sighup admin; do
-	for _ in $(seq 50); do
-		audit_grep '"type":"policy.reload"' | grep "\"trigger\":\"$t\"" | grep -q '"outcome":"refused".*"reason":"reload: workers (2 -> 3) changed' && break
-		sleep 0.1
-	done
-	audit_grep '"type":"policy.reload"' | grep "\"trigger\":\"$t\"" |
-		grep -q '"outcome":"refused".*"reason":"reload: workers (2 -> 3) changed' &&
+	refused_reload_audited() {
+		audit_grep '"type":"policy.reload"' | grep "\"trigger\":\"$1\"" |
+			grep -q '"outcome":"refused".*"reason":"reload: workers (2 -> 3) changed'
+	}
+	wait_until 30 refused_reload_audited "$t" &&
 		ok "audit: a refused $t reload names workers" || fail "audit: no refused $t reload naming workers"
 done
 cp "$work/custos.yaml.good" "$work/custos.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reloaded')" -ge 3 ] && break; sleep 0.1; done
+wait_log 'reloaded' 3
 check "the good config reloads again" "$(reloads 'reloaded')" 3
 
 # policy.reload_on_sighup: false, from the start: SIGHUP reloads nothing (refused, logged,
@@ -172,7 +171,7 @@ start_custos "$work/custos.yaml"
 check "reload_on_sighup false: bob before" "$(bob)" 200
 sed -i 's/principal: \[alice, bob, analytics, sso\]/principal: [alice, analytics, sso]/' "$work/policy.yaml"
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(reloads 'reload failed')" -ge 1 ] && break; sleep 0.1; done
+wait_log 'reload failed' 1
 grep 'reload failed' "$work/custos.log" | grep -q 'policy.reload_on_sighup is false' &&
 	ok "reload_on_sighup false: SIGHUP refused, naming the setting" ||
 	fail "reload_on_sighup false: $(grep 'reload failed' "$work/custos.log")"

@@ -131,7 +131,7 @@ sed -i 's/^    leeway: 5s$/    leeway: 5s\n    algorithms: [ES256, EdDSA]/' "$wo
 grep -q 'algorithms: \[ES256, EdDSA\]' "$work/custos.yaml" || fail "algorithms not written"
 n=$(grep -c 'proxy: reloaded' "$work/custos.log")
 kill -HUP "$CU_PID"
-for _ in $(seq 50); do [ "$(grep -c 'proxy: reloaded' "$work/custos.log")" -gt "$n" ] && break; sleep 0.1; done
+wait_log 'proxy: reloaded' "$((n + 1))"
 check "JWT RS256 valid but not in auth.jwt.algorithms -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$good")")" 401
 check "JWT ES256 (listed) still valid" "$(bearer "$(jwt ES256 e1 "$k/ec.key" "$good")")" 200
 

@@ -40,20 +40,23 @@ sc() { timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localh
 url="https://localhost:$PORT/v1/models"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 10 -o /dev/null -w '%{http_code}')
 
+# rejected REASON: waits for custos to have logged the failed handshake (one at a time, so
+# that each is its own event).
+rejected() { wait_log "info: tls: handshake with 127.0.0.1:[0-9]* failed: $1" 1; }
 check "untrusted client certificate refused" "$("${C[@]}" --cert "$work/tls/rogue.crt" --key "$work/tls/rogue.key" "$url" 2>/dev/null)" 000
-sleep 0.2
+rejected "client certificate: self-signed certificate"
 check "expired client certificate refused" "$("${C[@]}" --cert "$work/tls/expired.crt" --key "$work/tls/expired.key" "$url" 2>/dev/null)" 000
-sleep 0.2
+rejected "client certificate: certificate has expired"
 sc -alpn h2
-sleep 0.2
+rejected "no application protocol"
 got=$(
 	exec 3<>"/dev/tcp/127.0.0.1/$PORT"
 	printf 'GET / HTTP/1.1\r\nHost: t\r\n\r\n' >&3
 	timeout 5 cat <&3 | head -c 100 | wc -c
 )
-sleep 0.2
+rejected "http request"
 sc -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'
-sleep 0.2
+rejected "unsupported protocol"
 # A TCP probe that sends nothing, closed or left open past client_header (1 s): no event. A
 # handshake that starts (a TLS record header) and stalls: one. Both are held open until custos
 # closes them (a client that gave up first, on a loaded machine, would be another case).
@@ -97,7 +100,7 @@ CLIENT_AUTH=required write_config "$work/custos2.yaml" "$FX_PORT"
 start_custos "$work/custos2.yaml"
 url="https://localhost:$PORT/v1/models"
 check "required mTLS, no certificate: refused" "$("${C[@]}" -H "Authorization: Bearer $ALICE" "$url" 2>/dev/null)" 000
-sleep 0.3
+rejected ".*peer did not return a certificate"
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 [ -n "$(ev | grep 'peer did not return a certificate')" ] && ok "tls.reject audited: no certificate" || fail "no event for a missing certificate: $(ev | tail -2)"
