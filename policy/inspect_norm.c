@@ -244,13 +244,12 @@ static inline int word_class_at(const uint8_t *p, size_t n, size_t j, size_t *le
 		*len = 1;
 		return word_ascii_class(b);
 	}
-	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80) {
+	uint32_t cp = (uint32_t)(b & 0x1F) << 6 | (j + 1 < n ? p[j + 1] & 0x3Fu : 0);
+	/* D4 leads the end of Cyrillic and the start of Armenian (from U+0530): not in the table */
+	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80 && cp < 0x0530) {
 		*len = 2;
-		return confusable[((uint32_t)(b & 0x1F) << 6 | (p[j + 1] & 0x3Fu)) - 0x0370]
-		               ? INSPECT_WORD_LOOKALIKE
-		               : INSPECT_WORD_SCRIPT;
+		return confusable[cp - 0x0370] ? INSPECT_WORD_LOOKALIKE : INSPECT_WORD_SCRIPT;
 	}
-	uint32_t cp;
 	*len = inspect_norm_decode(p + j, n - j, &cp);
 	if (*len == INSPECT_NORM_SHORT)
 		return INSPECT_WORD_BREAK;
