@@ -125,9 +125,12 @@ size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);
 /* 1 for the lead bytes of sequences inspect_norm_class may change; 0 for every other byte. */
 extern const uint8_t inspect_norm_lead[256];
 extern const size_t inspect_norm_n_digit_blocks; /* blocks of ten Nd digits mapped (tests) */
-/* The first offset at or after i where inspect_norm_stop holds, or n (SSSE3 when the CPU has
- * it: 64 bytes a step, ASCII with one test, other text as bit masks). */
+/* The first offset at or after i where inspect_norm_stop holds, or n (AVX2 or SSSE3 when the
+ * CPU has it: 64-byte windows, ASCII with one test, other text as bit masks). */
 size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i);
+/* Which code inspect_norm_skip uses: 0 the best the CPU has (the default), 1 plain C, 2 SSSE3
+ * at most, 3 AVX2 at most (lowered to what the CPU has). For tests; set before any scan. */
+extern unsigned inspect_norm_isa;
 
 /* The look-alike letters of other scripts (Cyrillic, Greek) are mapped only inside a word that
  * also holds a Latin letter or a digit: a word is a run of ASCII letters, digits and ._-@+/=%,

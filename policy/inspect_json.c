@@ -700,10 +700,46 @@ static bool is_letter(int b)
 	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z');
 }
 
+/* Whether t[0..n) reads as a top-level domain an address is likely cut inside: two letters (a
+ * country code), or one of the common generic ones. Any case. */
+static bool tld_plausible(const uint8_t *t, size_t n)
+{
+	static const char *const gtld[] = { "com",  "net", "org", "edu", "gov", "mil", "int",
+		                            "info", "biz", "io",  "ai",  "dev", "app", "co" };
+	for (size_t i = 0; i < n; i++)
+		if (!is_letter(t[i]))
+			return false;
+	if (n == 2)
+		return true;
+	for (size_t g = 0; g < CUSTOS_ARRAY_LEN(gtld); g++) {
+		size_t l = strlen(gtld[g]), i = 0;
+		while (i < n && l == n && (t[i] | 0x20) == gtld[g][i])
+			i++;
+		if (l == n && i == n)
+			return true;
+	}
+	return false;
+}
+
+/* Whether joined finding f, which goes on past pend (a join: the end of an address found in
+ * the text before it, followed by a letter), continues that address's last label into a
+ * plausible top-level domain ("example.co" + "m", "example.in" + "fo.uk"): the address was cut
+ * inside its domain, not run on into a word ("example.com" + "Thanks"). */
+static bool tld_cut(const uint8_t *j, const inspect_finding *f, uint64_t pend)
+{
+	uint64_t a = pend, b = pend, fend = f->offset + f->length;
+	while (a > f->offset && j[a - 1] != '.' && j[a - 1] != '@')
+		a--;
+	while (b < fend && j[b] != '.')
+		b++;
+	return a > f->offset && j[a - 1] == '.' && tld_plausible(j + a, (size_t)(b - a));
+}
+
 /* A finding of the joined text that is an e-mail address found whole at the end of one text,
  * run on into a word of the next: "bob@example.com" then "Thanks" reads
  * "bob@example.comThanks" (a domain runs over letters). The address alone is kept, not its
- * run-on: the next message's first word is not masked. Only for e-mail: a token, a JWT or a
+ * run-on: the next message's first word is not masked. But for an address cut inside its
+ * top-level domain ("bob@example.co" + "m": tld_cut), which is the joined one. Only for e-mail: a token, a JWT or a
  * key block whose first piece is valid alone may go on in the next text, and is masked there.
  * (A word glued before an address is masked with it: the address's start, a name, could be
  * what the first text holds.) Nor is a finding that starts with a value found whole in one
@@ -739,7 +775,7 @@ static bool run_on(const jctx *c, const inspect_finding *pv, size_t n, const ins
 		if (pv[k].detector != f->detector)
 			continue;
 		if (pv[k].offset == f->offset && pend < fend && is_join(c, pend) &&
-		    is_letter(j[pend]))
+		    is_letter(j[pend]) && !tld_cut(j, f, pend))
 			return true;
 	}
 	return false;

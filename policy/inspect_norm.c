@@ -182,7 +182,7 @@ int inspect_norm_confusable(uint32_t cp)
 /* ASCII bytes that belong to a word for the look-alike rule: letters, digits, and the
  * punctuation inside addresses, tokens and base64 (._-@+/=%). */
 static const uint8_t word_tab[256] = {
-	['%'] = 1, ['+'] = 1, ['-'] = 3, ['.'] = 3, ['/'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+	['%'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['/'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
 	['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['='] = 1,
 	['@'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
 	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1,
@@ -244,13 +244,12 @@ static inline int word_class_at(const uint8_t *p, size_t n, size_t j, size_t *le
 		*len = 1;
 		return word_ascii_class(b);
 	}
-	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80) {
+	uint32_t cp = (uint32_t)(b & 0x1F) << 6 | (j + 1 < n ? p[j + 1] & 0x3Fu : 0);
+	/* D4 leads the end of Cyrillic and the start of Armenian (from U+0530): not in the table */
+	if (cg_lead(b) && j + 1 < n && (p[j + 1] & 0xC0) == 0x80 && cp < 0x0530) {
 		*len = 2;
-		return confusable[((uint32_t)(b & 0x1F) << 6 | (p[j + 1] & 0x3Fu)) - 0x0370]
-		               ? INSPECT_WORD_LOOKALIKE
-		               : INSPECT_WORD_SCRIPT;
+		return confusable[cp - 0x0370] ? INSPECT_WORD_LOOKALIKE : INSPECT_WORD_SCRIPT;
 	}
-	uint32_t cp;
 	*len = inspect_norm_decode(p + j, n - j, &cp);
 	if (*len == INSPECT_NORM_SHORT)
 		return INSPECT_WORD_BREAK;
@@ -419,75 +418,179 @@ __attribute__((target("ssse3"))) static inline unsigned dd16(__m128i v)
 	                                                _mm_cmpeq_epi8(v, _mm_set1_epi8('-'))));
 }
 
-static inline bool is_dd(uint8_t b)
+/* The 64-byte steps of the search look at a window of 64 bytes, p[b..b+64), as bit masks (bit k:
+ * byte b+k): lead bytes m, Greek and Cyrillic leads cg, ASCII bytes of a word w, and '.' and '-'
+ * dd. inspect_norm_stop at b+k reads bytes b+k-2..b+k+3, so the window decides positions 2..60
+ * (WIN_DECIDED) from its own bytes: no byte around it is read one by one, and a window moves
+ * on by 59 (by 62 over ASCII, which holds no stop). */
+#define WIN_DECIDED (((UINT64_C(1) << 61) - 1) & ~UINT64_C(3))
+#define WIN_STEP    59
+
+/* Whether a Greek or Cyrillic lead at a decided position has an ASCII word byte right before it
+ * or right after its pair: then win_stops has to look at the '.' and '-' among them. */
+static inline bool win_near(uint64_t cg, uint64_t w)
 {
-	return word_tab[b] & 2u;
+	return (cg & (w << 1 | w >> 2) & WIN_DECIDED) != 0;
 }
 
-/* ASCII 64 bytes a step (one OR and a sign test), other text 64 bytes a step as bit masks (lead
- * bytes; Greek and Cyrillic leads, ASCII word bytes, '.' and '-' for inspect_norm_stop, the
- * bytes around the 64 read one by one). */
-__attribute__((target("ssse3"))) static size_t skip_ssse3(const uint8_t *p, size_t n, size_t i)
+/* The Greek and Cyrillic leads that stop the search: an ASCII word byte right before (a '.' or
+ * '-' only with another word byte before it) or right after the pair (a '.' or '-' only with
+ * another word byte after it). */
+static inline uint64_t win_stops(uint64_t cg, uint64_t w, uint64_t dd)
 {
-#define LD(k) _mm_loadu_si128((const __m128i *)(const void *)(p + i + (k)))
+	uint64_t before = w << 1 & ~(dd << 1 & ~(w << 2));
+	uint64_t after = w >> 2 & ~(dd >> 2 & ~(w >> 3));
+	return cg & (before | after) & WIN_DECIDED;
+}
+
+/* Positions i..1 (before the first window), one by one. */
+static inline bool head_stop(const uint8_t *p, size_t n, size_t *i)
+{
+	for (; *i < 2 && *i < n; (*i)++)
+		if (inspect_norm_stop(p, n, *i))
+			return true;
+	return false;
+}
+
+/* The 64-byte windows with SSSE3 (four vectors, two nibble look-ups each for the leads and the
+ * word bytes), while a whole window is left; *found: i is a stop. */
+__attribute__((target("ssse3"))) static size_t win_ssse3(const uint8_t *p, size_t n, size_t i,
+                                                         bool *found)
+{
+	*found = head_stop(p, n, &i);
+	if (*found)
+		return i;
+	while (i + 62 <= n) {
+		const uint8_t *q = p + i - 2;
+#define LD(k) _mm_loadu_si128((const __m128i *)(const void *)(q + (k)))
 #define M4(f) ((uint64_t)f(a) | (uint64_t)f(b) << 16 | (uint64_t)f(c) << 32 | (uint64_t)f(d) << 48)
-	while (i + 64 <= n) {
 		__m128i a = LD(0), b = LD(16), c = LD(32), d = LD(48);
-		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) != 0) {
-			unsigned l[4], g[4];
-			leads16(a, &l[0], &g[0]);
-			leads16(b, &l[1], &g[1]);
-			leads16(c, &l[2], &g[2]);
-			leads16(d, &l[3], &g[3]);
-			uint64_t m = (uint64_t)l[0] | (uint64_t)l[1] << 16 | (uint64_t)l[2] << 32 |
-			             (uint64_t)l[3] << 48;
-			uint64_t cg = (uint64_t)g[0] | (uint64_t)g[1] << 16 | (uint64_t)g[2] << 32 |
-			              (uint64_t)g[3] << 48;
-			if (cg != 0) {
-				uint64_t w = M4(word16);
-				uint64_t w1 = i >= 1 && word_ascii(p[i - 1]),
-				         x0 = i + 64 < n && word_ascii(p[i + 64]),
-				         x1 = i + 65 < n && word_ascii(p[i + 65]);
-				uint64_t wb = w << 1 | w1, wa = w >> 2 | x0 << 62 | x1 << 63;
-				if ((cg & (wb | wa)) != 0) {
-					/* a '.' or '-' counts with a word byte beyond it */
-					uint64_t dd = M4(dd16);
-					uint64_t d1 = i >= 1 && is_dd(p[i - 1]),
-					         w2 = i >= 2 && word_ascii(p[i - 2]),
-					         e0 = i + 64 < n && is_dd(p[i + 64]),
-					         e1 = i + 65 < n && is_dd(p[i + 65]),
-					         x2 = i + 66 < n && word_ascii(p[i + 66]);
-					uint64_t before =
-					        wb & ~((dd << 1 | d1) & ~(w << 2 | w1 << 1 | w2));
-					uint64_t after =
-					        wa & ~((dd >> 2 | e0 << 62 | e1 << 63) &
-					               ~(w >> 3 | x0 << 61 | x1 << 62 | x2 << 63));
-					m |= cg & (before | after);
-				}
-			}
-			if (m != 0)
-				return i + (size_t)__builtin_ctzll(m);
+		if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) == 0) {
+			i += 62;
+			continue;
 		}
-		i += 64;
-	}
+		unsigned l[4], g[4];
+		leads16(a, &l[0], &g[0]);
+		leads16(b, &l[1], &g[1]);
+		leads16(c, &l[2], &g[2]);
+		leads16(d, &l[3], &g[3]);
+		uint64_t m = ((uint64_t)l[0] | (uint64_t)l[1] << 16 | (uint64_t)l[2] << 32 |
+		              (uint64_t)l[3] << 48) &
+		             WIN_DECIDED;
+		uint64_t cg = (uint64_t)g[0] | (uint64_t)g[1] << 16 | (uint64_t)g[2] << 32 |
+		              (uint64_t)g[3] << 48;
+		if (cg != 0) {
+			uint64_t w = M4(word16);
+			if (win_near(cg, w))
+				m |= win_stops(cg, w, M4(dd16));
+		}
 #undef M4
+#undef LD
+		if (m != 0) {
+			*found = true;
+			return i - 2 + (size_t)__builtin_ctzll(m);
+		}
+		i += WIN_STEP;
+	}
+	return i;
+}
+
+/* The last bytes, 16 a step (stop16 reads the bytes around them); *found: i is a stop. */
+__attribute__((target("ssse3"))) static size_t tail_ssse3(const uint8_t *p, size_t n, size_t i,
+                                                          bool *found)
+{
 	while (i + 16 <= n) {
-		unsigned m = stop16(p, n, i, LD(0));
-		if (m != 0)
+		unsigned m =
+		        stop16(p, n, i, _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
+		if (m != 0) {
+			*found = true;
 			return i + (size_t)__builtin_ctz(m);
+		}
 		i += 16;
 	}
-#undef LD
+	return i;
+}
+
+/* The masks of 32 bytes (bit k: byte k) from one pair of nibble indices: lead bytes and Greek and
+ * Cyrillic leads (the tables of leads16), ASCII bytes of a word (those of word16). */
+__attribute__((target("avx2"))) static inline void class32(__m256i v, uint32_t *lead, uint32_t *cg,
+                                                           uint32_t *word)
+{
+	const __m256i lhi = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 4, 8, 0, 0,
+	                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 4, 8);
+	const __m256i llo = _mm256_setr_epi8(44, 36, 37, 44, 32, 0, 0, 0, 2, 2, 4, 2, 1, 1, 16, 22,
+	                                     44, 36, 37, 44, 32, 0, 0, 0, 2, 2, 4, 2, 1, 1, 16, 22);
+	const __m256i whi = _mm256_setr_epi8(0, 0, 1, 2, 4, 8, 16, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	                                     1, 2, 4, 8, 16, 32, 0, 0, 0, 0, 0, 0, 0, 0);
+	const __m256i wlo =
+	        _mm256_setr_epi8(46, 62, 62, 62, 62, 63, 62, 62, 62, 62, 60, 21, 20, 23, 21, 29, 46,
+	                         62, 62, 62, 62, 63, 62, 62, 62, 62, 60, 21, 20, 23, 21, 29);
+	const __m256i nib = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
+	__m256i h = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib), l = _mm256_and_si256(v, nib);
+	__m256i t = _mm256_and_si256(_mm256_shuffle_epi8(lhi, h), _mm256_shuffle_epi8(llo, l));
+	__m256i u = _mm256_and_si256(_mm256_shuffle_epi8(whi, h), _mm256_shuffle_epi8(wlo, l));
+	*lead = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(t, nib), zero));
+	*cg = ~(uint32_t)_mm256_movemask_epi8(
+	        _mm256_cmpeq_epi8(_mm256_and_si256(t, _mm256_set1_epi8(0x30)), zero));
+	*word = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(u, zero));
+}
+
+__attribute__((target("avx2"))) static inline uint32_t dd32(__m256i v)
+{
+	return (uint32_t)_mm256_movemask_epi8(
+	        _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('.')),
+	                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8('-'))));
+}
+
+/* win_ssse3 with AVX2: two 32-byte vectors, the lead and word masks from one pair of nibble
+ * indices each. */
+__attribute__((target("avx2"))) static size_t win_avx2(const uint8_t *p, size_t n, size_t i,
+                                                       bool *found)
+{
+	*found = head_stop(p, n, &i);
+	if (*found)
+		return i;
+	while (i + 62 <= n) {
+		const uint8_t *q = p + i - 2;
+		__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)q),
+		        b = _mm256_loadu_si256((const __m256i *)(const void *)(q + 32));
+		if (_mm256_movemask_epi8(_mm256_or_si256(a, b)) == 0) {
+			i += 62;
+			continue;
+		}
+		uint32_t la, lb, ga, gb, wa, wb;
+		class32(a, &la, &ga, &wa);
+		class32(b, &lb, &gb, &wb);
+		uint64_t m = ((uint64_t)la | (uint64_t)lb << 32) & WIN_DECIDED;
+		uint64_t cg = (uint64_t)ga | (uint64_t)gb << 32;
+		uint64_t w = (uint64_t)wa | (uint64_t)wb << 32;
+		if (cg != 0 && win_near(cg, w))
+			m |= win_stops(cg, w, (uint64_t)dd32(a) | (uint64_t)dd32(b) << 32);
+		if (m != 0) {
+			*found = true;
+			return i - 2 + (size_t)__builtin_ctzll(m);
+		}
+		i += WIN_STEP;
+	}
 	return i;
 }
 #endif
 
+unsigned inspect_norm_isa;
+
 size_t inspect_norm_skip(const uint8_t *p, size_t n, size_t i)
 {
 #if defined(__x86_64__)
-	if (__builtin_cpu_supports("ssse3")) {
-		i = skip_ssse3(p, n, i);
-		if (i + 16 <= n)
+	unsigned isa = inspect_norm_isa;
+	if ((isa == 0 || isa >= 2) && __builtin_cpu_supports("ssse3")) {
+		bool found;
+		if ((isa == 0 || isa >= 3) && __builtin_cpu_supports("avx2"))
+			i = win_avx2(p, n, i, &found);
+		else
+			i = win_ssse3(p, n, i, &found);
+		if (!found)
+			i = tail_ssse3(p, n, i, &found);
+		if (found || i == n)
 			return i;
 	}
 #endif

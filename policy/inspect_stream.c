@@ -578,13 +578,27 @@ static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t 
 			i = inspect_norm_skip(p, n, i);
 		if (i > a)
 			*run = 0; /* skipped bytes are characters kept as they are */
+		size_t l = 0;
+		int c = 0;
+		bool kept = false; /* l and c hold the character at i, one the view keeps */
 		if (i < n && (look || i >= st->w_end)) {
 			/* a stop, or the start of a fragment that goes on with a mixed word: the
 			 * look-alikes of the word around it are mapped when it holds a Latin letter or
-			 * digit (here or, when it goes on from the last fragment, there) */
+			 * digit (here or, when it goes on from the last fragment, there). A character
+			 * the view keeps that is not ASCII, Greek or Cyrillic is in no word (the most
+			 * common stop in prose: a quote mark or a dash): no look. */
 			look = false;
-			inspect_norm_wordinfo w;
-			inspect_norm_word_at(p, n, st->w_lo, i, &w);
+			if (p[i] >= 0x80) {
+				l = inspect_norm_decode(p + i, n - i, &cp);
+				if (l != 0 && l != INSPECT_NORM_SHORT &&
+				    (cp < 0x0370 || cp >= 0x0530)) {
+					c = inspect_norm_class(cp);
+					kept = c == INSPECT_NORM_KEEP;
+				}
+			}
+			inspect_norm_wordinfo w = { .end = i };
+			if (!kept)
+				inspect_norm_word_at(p, n, st->w_lo, i, &w);
 			if (w.end > i) {
 				st->w_end = w.end;
 				st->w_map = w.latin || (w.open_start && st->w_open && st->w_latin);
@@ -608,15 +622,17 @@ static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t 
 			}
 			return n;
 		}
-		size_t l = inspect_norm_decode(p + i, n - i, &cp);
-		if (l == INSPECT_NORM_SHORT)
-			return i;
-		if (l == 0) { /* not UTF-8: a byte like any other */
-			i++;
-			*run = 0;
-			continue;
+		if (!kept) {
+			l = inspect_norm_decode(p + i, n - i, &cp);
+			if (l == INSPECT_NORM_SHORT)
+				return i;
+			if (l == 0) { /* not UTF-8: a byte like any other */
+				i++;
+				*run = 0;
+				continue;
+			}
+			c = inspect_norm_class(cp);
 		}
-		int c = inspect_norm_class(cp);
 		if (c == INSPECT_NORM_KEEP && st->w_map && i < st->w_end) {
 			int m = inspect_norm_confusable(cp);
 			if (m != 0)

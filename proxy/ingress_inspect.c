@@ -1,7 +1,8 @@
 /*
  * Content inspection on the ingress path: the prompt (request body, JSON-aware) before it goes
  * upstream, and the response on its way to the client: SSE streams reassembled per part (a
- * choice's content, reasoning or refusal, a tool call's arguments, a responses-API part, an
+ * choice's content (a string or text parts), reasoning, refusal or audio transcript, a tool
+ * call's arguments (its name inspected whole), a responses-API part, an
  * Anthropic-style content block, a llama.cpp /completion stream) through an inspect_stream
  * each (bounded hold-back, re-emitted as valid events), a
  * non-streamed JSON body held whole and its choices[].message.content redacted, any other body
@@ -39,12 +40,15 @@ _Static_assert(sizeof(((decide_out *)0)->insp_response) == INSPECT_MAX_DETECTORS
  * reasoning models and refusals stream beside it. */
 static const char *const chat_fields[] = { "content", "reasoning_content", "reasoning", "refusal" };
 #define F_CONTENT 0u
+/* A choice's delta.audio.transcript (the text of an audio answer): a part of its own. */
+#define F_TRANSCRIPT ((unsigned)CUSTOS_ARRAY_LEN(chat_fields))
 
 /* One inspect_stream: a choice's delta.content, one of its tool calls' arguments, or the
  * deltas of one part of a responses-API stream. */
 typedef struct slot {
 	uint32_t choice, tool;
 	uint8_t field; /* chat chunks: which delta member of the choice (chat_fields) */
+	bool parts;    /* chat content streamed as an array of parts (the tail goes out so) */
 	inspect_stream *st;
 	bool done;
 	/* Tool calls: the arguments are a JSON text in pieces. An escape cut at a piece's end
@@ -420,7 +424,7 @@ static void sse_template(ingress_insp *ip, span data)
 /* An extra chunk event carrying text for one choice's content or tool call (a held-back
  * tail), written to ip->out. */
 static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, unsigned field,
-                            span text)
+                            bool parts, span text)
 {
 	buf j;
 
@@ -441,12 +445,18 @@ static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, un
 		        tool);
 	else if (e == CUSTOS_OK && ip->text_completion && field == F_CONTENT)
 		e = buf_append_cstr(&j, "\"text\":\"");
+	else if (e == CUSTOS_OK && field == F_TRANSCRIPT)
+		e = buf_append_cstr(&j, "\"delta\":{\"audio\":{\"transcript\":\"");
+	else if (e == CUSTOS_OK && parts)
+		e = buf_append_cstr(&j, "\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"");
 	else if (e == CUSTOS_OK)
 		e = buf_printf(&j, "\"delta\":{\"%s\":\"", chat_fields[field]);
 	if (e == CUSTOS_OK)
 		e = json_escape(&j, text);
 	if (e == CUSTOS_OK)
-		e = buf_append_cstr(&j, tool != TOOL_NONE ? "\"}}]},\"finish_reason\":null}]}"
+		e = buf_append_cstr(&j, tool != TOOL_NONE       ? "\"}}]},\"finish_reason\":null}]}"
+		                        : field == F_TRANSCRIPT ? "\"}},\"finish_reason\":null}]}"
+		                        : parts                 ? "\"}]},\"finish_reason\":null}]}"
 		                        : ip->text_completion && field == F_CONTENT
 		                                ? "\",\"finish_reason\":null}]}"
 		                                : "\"},\"finish_reason\":null}]}");
@@ -487,6 +497,7 @@ static custos_err slot_new(ingress_insp *ip, uint32_t choice, uint32_t tool, slo
 	sl->choice = choice;
 	sl->tool = tool;
 	sl->field = F_CONTENT;
+	sl->parts = false;
 	sl->done = false;
 	sl->npend = 0;
 	sl->q_in = sl->q_esc = false;
@@ -722,7 +733,7 @@ static custos_err slot_finish(ingress_insp *ip, inspect_scratch *s, slot *sl)
 	GUARD(slot_feed(ip, s, sl, span_of("", 0), false, true, &ip->tail));
 	if (sl->resp)
 		return resp_synth(ip, sl, buf_span(&ip->tail));
-	return sse_synth(ip, sl->choice, sl->tool, sl->field, buf_span(&ip->tail));
+	return sse_synth(ip, sl->choice, sl->tool, sl->field, sl->parts, buf_span(&ip->tail));
 }
 
 /* Finishes the open streams of one choice (or all, choice == TOOL_NONE, delta-event parts
@@ -1091,18 +1102,49 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 	return e;
 }
 
-/* The texts of a chunk besides choices[].delta.content (validated JSON): each choice's
- * delta.tool_calls[].function.arguments and its other chat_fields. */
+/* The texts of a chunk besides a choices[].delta.content string (validated JSON): each
+ * choice's delta.tool_calls[].function.arguments and its other chat_fields, the text parts of
+ * a delta.content array, delta.audio.transcript, and tool-call function names. */
 typedef struct targ {
 	uint32_t choice, tool; /* tool TOOL_NONE: field of the delta */
 	unsigned field;
-	span args; /* escaped */
+	bool parts; /* a text part of a delta.content array (the choice's content stream) */
+	bool whole; /* a tool call's function.name: inspected whole, in this event */
+	span args;  /* escaped */
 } targ;
+
+/* The text parts of choice ci's delta.content array, in order. An array that holds anything
+ * but objects whose strings are a "type" and a "text" (an image, a refusal part...) is
+ * CUSTOS_ERR_PARSE: the event is then inspected whole, every string value. */
+static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max, size_t *n)
+{
+	static const char *const names[] = { "type", "text" };
+	jsonr_iter it;
+	jsonr_val part, f[2];
+
+	jsonr_iter_init(&it, arr);
+	while (jsonr_arr_next(&it, &part)) {
+		if (part.type != JSONR_OBJECT)
+			return err_set(CUSTOS_ERR_PARSE, "inspect: a content part not an object");
+		uint32_t got = jsonr_obj_pick(part, names, 2, f);
+		const char *known[2] = {
+			(got & 1) && f[0].type == JSONR_STRING ? f[0].str.ptr : NULL,
+			(got & 2) && f[1].type == JSONR_STRING ? f[1].str.ptr : NULL
+		};
+		if (other_strings(part, known, 2))
+			return err_set(CUSTOS_ERR_PARSE, "inspect: a content part not text");
+		if (known[1] == NULL)
+			continue;
+		ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many content parts in a chunk");
+		t[(*n)++] = (targ){ ci, TOOL_NONE, F_CONTENT, true, false, f[1].str };
+	}
+	return CUSTOS_OK;
+}
 
 static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, span *lp,
                                     size_t *nlp)
 {
-	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx, l;
+	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx, l, au;
 	jsonr_iter it, it2;
 
 	*n = 0;
@@ -1130,7 +1172,15 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			if (!(got & (1u << f)) || fv[f].type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
-			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f, fv[f].str };
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f, false, false, fv[f].str };
+		}
+		if ((got & 1) && fv[F_CONTENT].type == JSONR_ARRAY)
+			GUARD(collect_parts((uint32_t)ci, fv[F_CONTENT], t, max, n));
+		if (jsonr_obj_get(delta, "audio", &au) && jsonr_obj_get(au, "transcript", &a) &&
+		    a.type == JSONR_STRING) {
+			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, F_TRANSCRIPT,
+				            false,        false,     a.str };
 		}
 		if (!jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
 			continue;
@@ -1139,14 +1189,41 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			ti = tpos;
 			if (jsonr_obj_get(tc, "index", &idx))
 				GUARD(jsonr_u64(idx, UINT32_MAX - 1, &ti));
-			if (!jsonr_obj_get(tc, "function", &fn) ||
-			    !jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
+			if (!jsonr_obj_get(tc, "function", &fn))
+				continue;
+			if (jsonr_obj_get(fn, "name", &a) && a.type == JSONR_STRING) {
+				ENSURE(*n < max, CUSTOS_ERR_LIMIT,
+				       "inspect: too many tool-call deltas");
+				t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
+					            false,        true,         a.str };
+			}
+			if (!jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
-			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
+				            false,        false,        a.str };
 		}
 	}
 	return CUSTOS_OK;
+}
+
+/* A string of a chunk inspected whole, in its event (a tool call's name): escaped, redacted
+ * text appended to dst. DENIED: the closing events are in ip->out. */
+static custos_err whole_text(ingress_insp *ip, inspect_scratch *s, span escaped, buf *dst)
+{
+	inspect_summary sum;
+
+	buf_reset(&ip->text);
+	GUARD(jsonr_unescape(escaped, &ip->text));
+	inspect_summary_init(&sum);
+	custos_err e =
+	        inspect_redact_text(ip->eng, s, &ip->response, buf_span(&ip->text), dst, &sum);
+	sum_add(&ip->rsum, &sum);
+	if (e == CUSTOS_ERR_DENIED) {
+		ip->rsum.deny_detector = sum.deny_detector;
+		return sse_deny(ip, sum.deny_detector);
+	}
+	return e;
 }
 
 static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev)
@@ -1206,22 +1283,38 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	}
 	sse_template(ip, ev->data);
 	buf_reset(&ip->rel);
-	/* Content, then tool-call arguments; a stream whose choice finishes here is finished
-	 * right after its text, so its tail stays in this event. */
-	for (size_t i = 0; i < ck.ndeltas + ntools; i++) {
-		bool tool = i >= ck.ndeltas;
-		uint32_t choice = tool ? tools[i - ck.ndeltas].choice : ck.deltas[i].choice;
-		span text = tool ? tools[i - ck.ndeltas].args : ck.deltas[i].content;
-		if (!tool && !ck.deltas[i].has_content)
+	/* Content, then the other texts; a stream whose choice finishes here is finished right
+	 * after its last text in this event, so its tail stays in this event. */
+	size_t nall = ck.ndeltas + ntools;
+	for (size_t i = 0; i < nall; i++) {
+		const targ *t = i >= ck.ndeltas ? &tools[i - ck.ndeltas] : NULL;
+		uint32_t choice = t ? t->choice : ck.deltas[i].choice;
+		span text = t ? t->args : ck.deltas[i].content;
+		if (t == NULL && !ck.deltas[i].has_content)
 			continue;
-		bool fin = false;
-		for (size_t k = 0; k < ck.ndeltas; k++)
-			fin = fin ||
-			      (ck.deltas[k].choice == choice && ck.deltas[k].finish_reason.len);
-		GUARD(slot_get(ip, choice, tool ? tools[i - ck.ndeltas].tool : TOOL_NONE,
-		               tool ? tools[i - ck.ndeltas].field : F_CONTENT, true, &sl));
 		size_t at = buf_used(&ip->rel);
-		GUARD(slot_feed(ip, s, sl, text, true, fin, &ip->rel));
+		if (t != NULL && t->whole) {
+			GUARD(whole_text(ip, s, text, &ip->rel));
+		} else {
+			uint32_t tool = t ? t->tool : TOOL_NONE;
+			unsigned field = t ? t->field : F_CONTENT;
+			bool fin = false;
+			for (size_t k = 0; k < ck.ndeltas; k++)
+				fin = fin || (ck.deltas[k].choice == choice &&
+				              ck.deltas[k].finish_reason.len);
+			for (size_t j = i + 1; j < nall && fin; j++) { /* not its last text here */
+				const targ *u = j >= ck.ndeltas ? &tools[j - ck.ndeltas] : NULL;
+				fin = u ? u->whole || u->choice != choice || u->tool != tool ||
+				                      u->field != field
+				        : !ck.deltas[j].has_content ||
+				                      ck.deltas[j].choice != choice ||
+				                      tool != TOOL_NONE || field != F_CONTENT;
+			}
+			GUARD(slot_get(ip, choice, tool, field, true, &sl));
+			if (tool == TOOL_NONE && field == F_CONTENT)
+				sl->parts = t != NULL && t->parts;
+			GUARD(slot_feed(ip, s, sl, text, true, fin, &ip->rel));
+		}
 		edits[ne].at = text;
 		off[ne] = at;
 		len[ne] = buf_used(&ip->rel) - at;

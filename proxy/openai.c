@@ -499,8 +499,13 @@ static custos_err read_choices(jsonr_val ch, const char *inner, openai_delta *ou
 		}
 		if (!found || is_null(v))
 			continue;
+		if (v.type == JSONR_ARRAY) { /* parts, as some servers stream content */
+			o->parts = v.raw;
+			o->has_parts = true;
+			continue;
+		}
 		ENSURE(v.type == JSONR_STRING, CUSTOS_ERR_PARSE,
-		       "OpenAI response: content not a string");
+		       "OpenAI response: content not a string or an array of parts");
 		o->content = v.str;
 		o->has_content = true;
 	}

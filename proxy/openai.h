@@ -99,6 +99,8 @@ typedef struct openai_delta {
 	uint32_t choice; /* choices[].index (or position when index is absent) */
 	span content;    /* escaped contents of choices[].delta.content; empty when none */
 	bool has_content;
+	bool has_parts; /* content is an array (of parts): raw JSON in parts, has_content false */
+	span parts;
 	span finish_reason; /* escaped; empty when null or absent */
 } openai_delta;
 

@@ -8,9 +8,10 @@ on its own, chunked:
 
 TEXT (or DENY_TEXT when the request body holds "deny") is cut into TOKENS pieces of roughly
 equal byte length (cuts moved to UTF-8 boundaries).
-- /v1/chat/completions: chat chunks with two choices; choice 0 streams the text as its
+- /v1/chat/completions: chat chunks with three choices; choice 0 streams the text as its
   reasoning_content and its content, and the JSON {"card": TEXT} as the arguments of two tool
-  calls (index 0 and 1); choice 1 streams the text as content. Round robin over all parts,
+  calls (index 0 and 1); choice 1 streams the text as content and as its audio transcript;
+  choice 2 as content given as arrays of text parts. Round robin over all parts,
   then finish_reason for each choice and [DONE].
 - /v1/messages: Anthropic-style events: a thinking block (index 0), a text block (1) and a
   tool_use block (2, input_json_delta of {"card": TEXT}); the deltas of blocks 1 and 2
@@ -53,12 +54,15 @@ def chat(text):
         [chunk(0, {"reasoning_content": p}) for p in pieces(text)],
         [chunk(1, {"content": p}) for p in pieces(text)],
         [chunk(0, {"content": p}) for p in pieces(text)],
+        [chunk(2, {"content": [{"type": "text", "text": p}]}) for p in pieces(text)],
+        [chunk(1, {"audio": {"id": "au_1", "transcript": p}}) for p in pieces(text)],
     ] + [[chunk(0, {"tool_calls": [{"index": t, "function": {"arguments": p}}]})
           for p in pieces(args)] for t in (0, 1)]
     for k in range(TOKENS):
         for p in parts:
             yield p[k]
     yield chunk(1, {}, "stop")
+    yield chunk(2, {}, "stop")
     yield chunk(0, {}, "tool_calls")
     yield b"data: [DONE]\n\n"
 

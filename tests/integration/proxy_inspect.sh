@@ -9,8 +9,8 @@
 # in prompts and responses; a value split over two content parts or two messages, or between a
 # message and a tool call's arguments, is caught; a
 # responses-API stream (responses_upstream.py) with values split over its delta events is
-# redacted; parts of a stream (parts_upstream.py: two chat choices, reasoning_content and two
-# tool calls interleaved; Anthropic-style content blocks; llama.cpp /completion events) each
+# redacted; parts of a stream (parts_upstream.py: three chat choices, reasoning_content, an
+# audio transcript, content as text parts and two tool calls interleaved; Anthropic-style content blocks; llama.cpp /completion events) each
 # have a card split over their events masked, and a key split so is denied; the audit trail
 # has finding types and counts and none of the values. While
 # responses are inspected the model is asked for Accept-Encoding: identity (the fixture's head
@@ -304,6 +304,9 @@ part_text() {
 			if ($field =~ /^args:(\d+)$/) { my $t = $1;
 				for my $tc (@{$c->{delta}{tool_calls} || []}) {
 					print $tc->{function}{arguments} if $tc->{index} == $t } }
+			elsif ($field eq "transcript") { print $c->{delta}{audio}{transcript} // "" }
+			elsif (ref $c->{delta}{$field} eq "ARRAY") {
+				print $_->{text} for @{$c->{delta}{$field}} }
 			elsif (defined $c->{delta}{$field}) { print $c->{delta}{$field} } } }
 		elsif ($kind eq "anth") { print $j->{delta}{$field}
 			if ($j->{type} // "") eq "content_block_delta" && $j->{index} == $n }
@@ -320,6 +323,8 @@ grep -q "$CARD" "$work/parts-direct.sse" && fail "a fixture event holds the whol
 check "chat parts: every event is JSON" "$(sse_bad "$work/parts.sse")" 0
 check "chat parts: choice 0 content" "$(part_text "$work/parts.sse" chat 0 content)" "$MASKED"
 check "chat parts: choice 1 content" "$(part_text "$work/parts.sse" chat 1 content)" "$MASKED"
+check "chat parts: choice 1 audio transcript" "$(part_text "$work/parts.sse" chat 1 transcript)" "$MASKED"
+check "chat parts: choice 2 content as text parts" "$(part_text "$work/parts.sse" chat 2 content)" "$MASKED"
 check "chat parts: choice 0 reasoning_content" \
 	"$(part_text "$work/parts.sse" chat 0 reasoning_content)" "$MASKED"
 check "chat parts: tool call 0 arguments" "$(part_text "$work/parts.sse" chat 0 args:0)" "$MASKED_ARGS"
@@ -327,7 +332,7 @@ check "chat parts: tool call 1 arguments" "$(part_text "$work/parts.sse" chat 0 
 grep -q -e '4111' -e '1111' "$work/parts.sse" && fail "chat parts: a piece of the card reached the client" ||
 	ok "chat parts: no piece of the card in the stream"
 line=$(audit_of "$(rid "$work/parts.hdr")")
-echo "$line" | grep -q '"type":"payment_card","count":5' && ok "audit: payment_card:5 for the five parts" ||
+echo "$line" | grep -q '"type":"payment_card","count":7' && ok "audit: payment_card:7 for the seven parts" ||
 	fail "audit of the chat parts: $line"
 abody='{"model":"parts-model","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"go"}]}'
 "${C[@]}" -N -o "$work/anth.sse" -d "$abody" "$plain/v1/messages"

@@ -570,6 +570,29 @@ static void test_script_prose(void **state)
 	assert_int_equal(inspect_norm_word(0xFF41), INSPECT_WORD_LATIN);
 	assert_int_equal(inspect_norm_word(0x200B), INSPECT_WORD_JOIN);
 	assert_int_equal(inspect_norm_word(0x00E9), INSPECT_WORD_BREAK);
+	/* Armenian (U+0530..U+058F) shares the lead byte D4 with the end of Cyrillic: it is no
+	 * Greek or Cyrillic letter, so it ends a word (fuzz_inspect found it read past the table
+	 * of look-alikes) */
+	static const char arm[] = "a\xd4\xb1" CY_a "b1 \xd4\xbf\xd5\xa1" CY_e "x9";
+	size_t an = sizeof(arm) - 1;
+	inspect_norm_wordinfo wi;
+	inspect_norm_word_at((const uint8_t *)arm, an, 0, 0, &wi);
+	assert_int_equal(wi.end, 1);
+	inspect_norm_word_at((const uint8_t *)arm, an, 0, 3, &wi);
+	assert_int_equal(wi.start, 3);
+	assert_int_equal(wi.end, 7);
+	assert_true(wi.latin && wi.lookalike);
+	inspect_norm_word_at((const uint8_t *)arm, an, 0, 8, &wi);
+	assert_int_equal(wi.end, 8);
+	assert_int_equal(inspect_norm_word(0x0531), INSPECT_WORD_BREAK);
+	assert_int_equal(inspect_norm_word(0x053F), INSPECT_WORD_BREAK);
+	inspect_summary asum;
+	char *ar = ti_redact(&p, arm, an, &asum);
+	assert_string_equal(ar, arm);
+	free(ar);
+	/* quote marks and dashes the view keeps are in no word (a stream takes no look there) */
+	assert_int_equal(inspect_norm_word(0x00AB), INSPECT_WORD_BREAK);
+	assert_int_equal(inspect_norm_word(0x2014), INSPECT_WORD_BREAK);
 }
 
 /* Random text of Latin, Cyrillic and Greek look-alikes, digits, word punctuation, spaces and
@@ -606,6 +629,8 @@ static void test_script_random_splits(void **state)
 		MB1,
 		"\xd0\x91" /* Б */,
 		"\xc3\xa9" /* é */,
+		"\xc2\xab" /* « */,
+		"\xe2\x80\x94" /* — */,
 		CIR1,
 		SUP1,
 		"j" CY_a "ne@ex" CY_a "mple.com",
@@ -628,6 +653,13 @@ static void test_script_random_splits(void **state)
 		t[n] = '\0';
 		inspect_summary bs, ss;
 		char *want = ti_redact(&p, t, n, &bs);
+		for (unsigned isa = 1; isa <= 3; isa++) { /* each code path of the search */
+			inspect_norm_isa = isa;
+			char *got = ti_redact(&p, t, n, &ss);
+			assert_string_equal(got, want);
+			free(got);
+		}
+		inspect_norm_isa = 0;
 		for (int run = 0; run < 4; run++) {
 			size_t sizes[64];
 			for (size_t k = 0; k < 64; k++)
@@ -757,56 +789,111 @@ static void test_norm_classes(void **state)
 	}
 	/* the vector search agrees with inspect_norm_stop (a lead byte, or a Greek or Cyrillic
 	 * character next to an ASCII byte of a word): every byte value at every position of
-	 * texts of 1..140 bytes, in ASCII, Latin, Cyrillic and mixed surroundings */
+	 * texts of 1..140 bytes, in ASCII, Latin, Cyrillic and mixed surroundings, with each
+	 * vector path (AVX2, SSSE3 at every third length: lowered to what the CPU has; plain C
+	 * below) */
 	uint8_t t[160];
-	for (int fill = 0; fill < 4; fill++) {
-		for (size_t len = 1; len <= 140; len++) {
-			for (size_t k = 0; k < len; k++)
-				t[k] = fill == 0   ? (uint8_t)('a' + k % 26)
-				       : fill == 1 ? (k % 2 ? 0xA9 : 0xC3)
-				       : fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
-				                   : (k % 5 == 4 ? ' '
-				                      : k % 2    ? 0x80
-				                                 : 0xD1);
-			for (unsigned b = 0; b < 256; b++) {
-				for (size_t at = 0; at < len; at += 1 + at / 8) {
-					uint8_t keep = t[at];
-					t[at] = (uint8_t)b;
-					size_t want = len;
-					for (size_t k = 0; k < len && want == len; k++)
-						if (inspect_norm_stop(t, len, k))
-							want = k;
-					assert_int_equal(inspect_norm_skip(t, len, 0), want);
-					t[at] = keep;
+	for (unsigned isa = 2; isa <= 3; isa++) {
+		inspect_norm_isa = isa;
+		for (int fill = 0; fill < 4; fill++) {
+			for (size_t len = 1; len <= 140; len += isa == 3 ? 1 : 3) {
+				for (size_t k = 0; k < len; k++)
+					t[k] = fill == 0   ? (uint8_t)('a' + k % 26)
+					       : fill == 1 ? (k % 2 ? 0xA9 : 0xC3)
+					       : fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
+					                   : (k % 5 == 4 ? ' '
+					                      : k % 2    ? 0x80
+					                                 : 0xD1);
+				for (unsigned b = 0; b < 256; b++) {
+					for (size_t at = 0; at < len; at += 1 + at / 8) {
+						uint8_t keep = t[at];
+						t[at] = (uint8_t)b;
+						size_t want = len;
+						for (size_t k = 0; k < len && want == len; k++)
+							if (inspect_norm_stop(t, len, k))
+								want = k;
+						assert_int_equal(inspect_norm_skip(t, len, 0),
+						                 want);
+						t[at] = keep;
+					}
 				}
 			}
 		}
 	}
-	/* and at every position around the 64-byte steps (the bytes around a step are read one
-	 * by one), in Cyrillic and mixed fills, with an ASCII word byte or '.' next to it */
+	/* and at every position around the 64-byte windows (each decides bytes 2..60 of its 64,
+	 * and steps by 59 or by 62), in Cyrillic and mixed fills, with an ASCII word byte or '.'
+	 * next to it, from every start offset of the first 70 */
 	static const size_t lens[] = { 64, 65, 66, 67, 129, 131 };
-	for (int fill = 2; fill < 4; fill++) {
-		for (size_t li = 0; li < CUSTOS_ARRAY_LEN(lens); li++) {
-			size_t len = lens[li];
-			for (size_t k = 0; k < len; k++)
-				t[k] = fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
-				                 : (k % 5 == 4 ? '.'
-				                    : k % 2    ? 0x80
-				                               : 0xD1);
-			for (unsigned b = 0; b < 256; b += (b < 0x80 ? 1 : 7)) {
-				for (size_t at = 0; at < len; at++) {
-					uint8_t keep = t[at];
-					t[at] = (uint8_t)b;
-					size_t want = len;
-					for (size_t k = 0; k < len && want == len; k++)
-						if (inspect_norm_stop(t, len, k))
-							want = k;
-					assert_int_equal(inspect_norm_skip(t, len, 0), want);
-					t[at] = keep;
+	for (unsigned isa = 2; isa <= 3; isa++) {
+		inspect_norm_isa = isa;
+		for (int fill = 2; fill < 4; fill++) {
+			for (size_t li = 0; li < CUSTOS_ARRAY_LEN(lens); li++) {
+				size_t len = lens[li];
+				for (size_t k = 0; k < len; k++)
+					t[k] = fill == 2 ? (k % 2 ? 0xB0 : 0xD0)
+					                 : (k % 5 == 4 ? '.'
+					                    : k % 2    ? 0x80
+					                               : 0xD1);
+				for (unsigned b = 0; b < 256; b += (b < 0x80 ? 1 : 7)) {
+					for (size_t at = 0; at < len; at++) {
+						uint8_t keep = t[at];
+						t[at] = (uint8_t)b;
+						size_t want = len;
+						for (size_t from = len; from-- > 0;) {
+							if (inspect_norm_stop(t, len, from))
+								want = from;
+							if (from < 70 &&
+							    (from % 7 == 0 || at - from < 4))
+								assert_int_equal(
+								        inspect_norm_skip(t, len,
+								                          from),
+								        want);
+						}
+						assert_int_equal(inspect_norm_skip(t, len, 0),
+						                 want);
+						t[at] = keep;
+					}
 				}
 			}
 		}
 	}
+	/* random mixed texts (ASCII word bytes, '.', '-', spaces, Cyrillic and Greek letters,
+	 * characters the view changes or keeps, stray bytes) of up to 400 bytes: every stop from
+	 * every start, with each code path, is the first offset where inspect_norm_stop holds */
+	static const char *const bits[] = { "a",        "Z",        "7",
+		                            ".",        "-",        "_",
+		                            "@",        " ",        ",",
+		                            "\xd0\xb0", "\xd0\x91", "\xce\xbf",
+		                            "\xcf\x80", "\xc2\xab", "\xe2\x80\x94",
+		                            "\xc2\xa0", "\xc3\xa9", "\xe4\xb8\xad",
+		                            "\x80",     "\xd0" };
+	uint32_t seed = 0x6b1d5u;
+	size_t next[400];
+	uint8_t r[400];
+	for (int round = 0; round < 250; round++) {
+		size_t len = 0, parts = ti_rand(&seed) % 200;
+		for (size_t k = 0; k < parts; k++) {
+			const char *a = bits[ti_rand(&seed) % CUSTOS_ARRAY_LEN(bits)];
+			size_t l = strlen(a);
+			if (len + l > sizeof(r))
+				break;
+			memcpy(r + len, a, l);
+			len += l;
+		}
+		size_t want = len;
+		for (size_t from = len; from-- > 0;) {
+			if (inspect_norm_stop(r, len, from))
+				want = from;
+			next[from] = want;
+		}
+		for (unsigned isa = 1; isa <= 3; isa++) {
+			inspect_norm_isa = isa;
+			for (size_t from = 0; from < len; from += isa == 1 ? 5 : 1)
+				assert_int_equal(inspect_norm_skip(r, len, from), next[from]);
+			assert_int_equal(inspect_norm_skip(r, len, len), len);
+		}
+	}
+	inspect_norm_isa = 0;
 	/* the decoder refuses what is not UTF-8, and says when the end cuts a sequence */
 	uint32_t cp;
 	assert_int_equal(inspect_norm_decode((const uint8_t *)"\xc0\xaf", 2, &cp), 0);

@@ -367,6 +367,13 @@ static void test_usage_and_chunks(void **state)
 	const char *compl = "{\"choices\":[{\"text\":\"abc\",\"index\":0}]}";
 	assert_int_equal(openai_chunk_parse(span_of(compl, strlen(compl )), &c), CUSTOS_OK);
 	assert_true(span_eq_cstr(c.deltas[0].content, "abc"));
+	/* content as an array of parts: its raw JSON, no string content */
+	const char *parts = "{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":"
+	                    "\"text\",\"text\":\"a\"}]}}]}";
+	assert_int_equal(openai_chunk_parse(span_of(parts, strlen(parts)), &c), CUSTOS_OK);
+	assert_false(c.deltas[0].has_content);
+	assert_true(c.deltas[0].has_parts);
+	assert_true(span_eq_cstr(c.deltas[0].parts, "[{\"type\":\"text\",\"text\":\"a\"}]"));
 	assert_int_equal(openai_chunk_parse(SPAN_LIT("{\"choices\":{}}"), &c), CUSTOS_ERR_PARSE);
 	assert_int_equal(
 	        openai_chunk_parse(SPAN_LIT("{\"choices\":[{\"delta\":{\"content\":1}}]}"), &c),

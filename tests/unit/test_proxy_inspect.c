@@ -8,7 +8,8 @@
  * the audit summary has types and counts; responses-API delta events are streamed per part
  * (a card over four events cut at every byte offset, parts, arguments, deny, logprobs).
  * Parts of a stream, each its own joined text, with other parts' events between them: chat
- * choices, reasoning, refusals and tool calls interleaved; Anthropic-style content blocks
+ * choices, reasoning, refusals and tool calls interleaved; content as arrays of text parts,
+ * audio transcripts and tool names (whole per event); Anthropic-style content blocks
  * (text, thinking, partial_json; the tail before content_block_stop, a thinking block's before
  * its signature); llama.cpp /completion
  * events; cut at every byte offset; values split between two parts are not joined.
@@ -308,6 +309,10 @@ static void test_sse_not_a_chunk(void **state)
 		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
 		"\"text\":\"card 4111 1111 1111 1111 ok\"}}",
 		"{\"error\":{\"message\":\"card 4111 1111 1111 1111 ok\"}}",
+		/* Anthropic citations: the cited text whole, in its event */
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"citations_delta\",\"citation\":{\"type\":\"char_location\",\"cited_text\":"
+		"\"card 4111 1111 1111 1111 ok\",\"document_index\":0,\"start_char_index\":0}}}",
 		"{\"usage\":{\"prompt_tokens\":1},\"text\":\"card 4111 1111 1111 1111 ok\"}",
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(evs); i++) {
@@ -744,8 +749,9 @@ static void test_sse_tool_args_escaped(void **state)
  */
 enum { SEL_CHAT, SEL_ANTH, SEL_LLAMA };
 
-/* What the client reads of one part: kind SEL_CHAT, choices[index == idx].delta[field] (field
- * "args": tool_calls[index == tool].function.arguments); SEL_ANTH, content_block_delta events
+/* What the client reads of one part: kind SEL_CHAT, choices[index == idx].delta[field] (a
+ * string, or the texts of an array of parts; field "args": tool_calls[index == tool].function
+ * .arguments, "name": its function.name, "transcript": delta.audio.transcript); SEL_ANTH, content_block_delta events
  * of block idx, delta[field]; SEL_LLAMA, every event's content (index idx). Every data event
  * must be JSON or [DONE]; *error is set when one is an error object. */
 static void part_text(span sse, int kind, uint32_t idx, uint32_t tool, const char *field, buf *out,
@@ -776,11 +782,31 @@ static void part_text(span sse, int kind, uint32_t idx, uint32_t tool, const cha
 					assert_int_equal(jsonr_u64(x, 1000, &i), CUSTOS_OK);
 					if (i != idx || !jsonr_obj_get(c, "delta", &d))
 						continue;
-					if (strcmp(field, "args") != 0) {
+					if (strcmp(field, "transcript") == 0 &&
+					    jsonr_obj_get(d, "audio", &x) &&
+					    jsonr_obj_get(x, "transcript", &x))
+						assert_int_equal(jsonr_unescape(x.str, out),
+						                 CUSTOS_OK);
+					if (strcmp(field, "args") != 0 &&
+					    strcmp(field, "name") != 0) {
 						if (jsonr_obj_get(d, field, &x) &&
 						    x.type == JSONR_STRING)
 							assert_int_equal(jsonr_unescape(x.str, out),
 							                 CUSTOS_OK);
+						jsonr_iter ip2;
+						jsonr_val part, pt;
+						if (jsonr_obj_get(d, field, &x) &&
+						    x.type == JSONR_ARRAY) { /* parts */
+							jsonr_iter_init(&ip2, x);
+							while (jsonr_arr_next(&ip2, &part))
+								if (jsonr_obj_get(part, "text",
+								                  &pt))
+									assert_int_equal(
+									        jsonr_unescape(
+									                pt.str,
+									                out),
+									        CUSTOS_OK);
+						}
 						continue;
 					}
 					if (!jsonr_obj_get(d, "tool_calls", &x))
@@ -792,7 +818,11 @@ static void part_text(span sse, int kind, uint32_t idx, uint32_t tool, const cha
 						assert_int_equal(jsonr_u64(a, 1000, &i), CUSTOS_OK);
 						if (i == tool &&
 						    jsonr_obj_get(tc, "function", &fn) &&
-						    jsonr_obj_get(fn, "arguments", &a))
+						    jsonr_obj_get(fn,
+						                  strcmp(field, "name") == 0
+						                          ? "name"
+						                          : "arguments",
+						                  &a))
 							assert_int_equal(jsonr_unescape(a.str, out),
 							                 CUSTOS_OK);
 					}
@@ -939,6 +969,103 @@ static void test_sse_chat_parts(void **state)
 	part_text(buf_span(&client), SEL_CHAT, 0, 0, "reasoning", &t, &err);
 	assert_true(err);
 	buf_free(&t);
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void check_chat_more(span c)
+{
+	assert_part(c, SEL_CHAT, 0, 0, "content", "Card [REDACTED:PAYMENT_CARD] end");
+	assert_part(c, SEL_CHAT, 1, 0, "content", "one [REDACTED:PAYMENT_CARD] two");
+	assert_part(c, SEL_CHAT, 1, 0, "transcript", "say [REDACTED:PAYMENT_CARD] ok");
+	assert_part(c, SEL_CHAT, 0, 0, "name", "get [REDACTED:PAYMENT_CARD]");
+	assert_part(c, SEL_CHAT, 0, 1, "name", "plain_name");
+	assert_part(c, SEL_CHAT, 0, 0, "args", "{}");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	/* the audio itself is not text: passed as it is */
+	assert_non_null(memmem(c.ptr, c.len, "\"data\":\"UklGRg==\"", 17));
+	/* choice 0's tail goes out as a part, before its finish event */
+	static const char t0[] = "[{\"type\":\"text\",\"text\":\"Card [REDACTED",
+	                  s0[] = "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}";
+	const char *tail = memmem(c.ptr, c.len, t0, sizeof(t0) - 1);
+	const char *stop = memmem(c.ptr, c.len, s0, sizeof(s0) - 1);
+	assert_non_null(tail);
+	assert_non_null(stop);
+	assert_true(tail < stop);
+}
+
+/* Chat chunks with more text members: a delta.content given as an array of text parts (several
+ * in one event) is the choice's content stream, joined across events and parts, its tail sent
+ * as a text part; delta.audio.transcript is a part of its own per choice; a tool call's
+ * function.name is inspected whole in each event; cut at every byte offset. Negative: a name
+ * is not joined across events; a content array with a part that is not text is inspected
+ * whole, in its event. Deny in a transcript and in a name. */
+static void test_sse_chat_more_members(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	chat_ev(&body, 0,
+	        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Card "
+	        "4111 \"},{\"type\":\"text\",\"text\":\"11\"}]}",
+	        NULL);
+	chat_ev(&body, 1,
+	        "{\"audio\":{\"id\":\"au_1\",\"data\":\"UklGRg==\",\"transcript\":\"say 4111 "
+	        "1111\"}}",
+	        NULL);
+	chat_ev(&body, 1, "{\"content\":[{\"type\":\"text\",\"text\":\"one 4111 1111 1\"}]}", NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\"11 1111\"}]}", NULL);
+	chat_ev(&body, 0,
+	        "{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":"
+	        "\"get 4111 1111 1111 1111\",\"arguments\":\"\"}},{\"index\":1,\"function\":{"
+	        "\"name\":\"plain_name\"}}]}",
+	        NULL);
+	chat_ev(&body, 1, "{\"audio\":{\"transcript\":\" 1111 1111 ok\"}}", NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\" 1111 end\"}]}", NULL);
+	tool_ev(&body, 0, 0, "{}");
+	chat_ev(&body, 1,
+	        "{\"content\":[{\"type\":\"text\",\"text\":\"111 \"},{\"type\":\"text\","
+	        "\"text\":\"1111 two\"}]}",
+	        "\"stop\"");
+	chat_ev(&body, 0, "{}", "\"stop\"");
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	every_cut(buf_span(&body), CUSTOS_OK, check_chat_more);
+	/* a name split over two events: each inspected alone, not joined */
+	buf_reset(&body);
+	chat_ev(&body, 0, "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"4111 1111\"}}]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\" 1111 1111\"}}]}",
+	        "\"tool_calls\"");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name", "4111 1111 1111 1111");
+	/* a content array with an image part: the event inspected whole (every string) */
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0,
+	        "{\"content\":[{\"type\":\"text\",\"text\":\"a 4111 1111 1111 1111\"},{\"type\":"
+	        "\"image_url\",\"image_url\":{\"url\":\"https://x.example/4111111111111111\"}}]}",
+	        "\"stop\"");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "a [REDACTED:PAYMENT_CARD]");
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	/* deny in a transcript split over events, and in a name */
+	static const char *const deny[][2] = {
+		{ "{\"audio\":{\"transcript\":\"key AKIAIOSF\"}}",
+		  "{\"audio\":{\"transcript\":\"ODNN7EXAMPLE more\"}}" },
+		{ "{\"content\":\"fine\"}", "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":"
+		                            "\"AKIAIOSFODNN7EXAMPLE\"}}]}" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(deny); i++) {
+		buf_reset(&body);
+		buf_reset(&client);
+		chat_ev(&body, 0, deny[i][0], NULL);
+		chat_ev(&body, 0, deny[i][1], NULL);
+		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
+		                 CUSTOS_ERR_DENIED);
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	}
 	buf_free(&body);
 	buf_free(&client);
 }
@@ -1550,6 +1677,7 @@ int main(void)
 		cmocka_unit_test(test_sse_tool_call_args),
 		cmocka_unit_test(test_sse_tool_args_escaped),
 		cmocka_unit_test(test_sse_chat_parts),
+		cmocka_unit_test(test_sse_chat_more_members),
 		cmocka_unit_test(test_sse_anthropic),
 		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
