@@ -123,7 +123,9 @@ start_only() {
 	check "$1: still serving" "$(bob)" 200
 }
 start_only "workers" 's/^workers: 2$/workers: 3/m' "workers (2 -> 3)"
-start_only "log level" 's/\z/log: { level: warn }\n/' "log.level (info -> warn)"
+# log.level is not used here: this custos runs with --log-level, which wins over the file
+# (a reload changing only that is accepted; tests/integration/ops_reload_overrides.sh).
+start_only "log file" "s/\\z/log: { file: \\/tmp\\/custos-reload-other.log }\\n/" "log.file (unset -> /tmp/custos-reload-other.log)"
 start_only "shutdown timeout" 's/shutdown: 5s/shutdown: 6s/' "limits.timeouts.shutdown (5s -> 6s)"
 start_only "audit durability" 's/^audit:\n/audit:\n  durability: sync\n/m' "audit.durability"
 start_only "audit sink added" \
