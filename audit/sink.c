@@ -808,6 +808,9 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	buf_init(&s->token, 0);
 	ENSURE(so->name != NULL && so->name[0] != '\0' && strchr(so->name, '/') == NULL,
 	       CUSTOS_ERR_INVAL, "a sink needs a name without '/'");
+	/* cursor.<name>.tmp* is a replacement being written, skipped by the head check. */
+	ENSURE(strstr(so->name, ".tmp") == NULL, CUSTOS_ERR_INVAL,
+	       "a sink name holds no '.tmp' (it names the cursor file)");
 	if (so->unix_path != NULL) {
 		ENSURE(so->kind == AUDIT_SINK_SYSLOG_TCP, CUSTOS_ERR_INVAL,
 		       "a unix socket carries plain syslog only (no TLS, no HEC)");

@@ -88,6 +88,11 @@ expect bad-ciphers "$f" 1 "^$f:$line:16: error: ciphers 'NOPE-CIPHER'" \
 f=$(copy several 's/^  durability: batch/  durabilty: batch/; s/^  header_count: 100/  header_count: lots/; s/^  json_depth: 64/  json_depth: 1000/')
 expect all-errors "$f" 1 "durabilty" "header_count" "json_depth" ": 3 error\(s\)"
 
+# A sink id naming a cursor the head check would skip as a replacement being written.
+f=$(copy sink-id-tmp 's/^    - id: splunk/    - id: splunk.tmp1/')
+line=$(grep -n 'id: splunk.tmp1' "$f" | cut -d: -f1)
+expect sink-id-tmp "$f" 1 "^$f:$line:11: error: a sink id names its cursor file \\(cursor.<id>\\): no '.tmp' in it"
+
 cp "$example" "$work/group-writable.yaml"
 chmod 0664 "$work/group-writable.yaml"
 expect group-writable "$work/group-writable.yaml" 1 "writable by group or others"
