@@ -1145,6 +1145,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	/* Read completely: the deadline is for reading, not for the answer (a reload may wait
+	 * for another one); a dead client's write fails, and the inactivity timeout goes on. */
+	watch_set(s, c, false);
 	if (rq->too_big)
 		return respond_error(c, 413, "request body too large");
 	return dispatch(s, c, rq);
