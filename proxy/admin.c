@@ -605,7 +605,7 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 			uint64_t lag;
 			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
 				continue; /* an unreadable cursor: no sample rather than a wrong one */
-			/* sink ids are [A-Za-z0-9._-]: nothing to escape in a label value */
+			/* sink ids are config ids ([A-Za-z0-9._:-]): nothing to escape in a label */
 			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%s\"} %llu\n",
 			                 audit_sink_name(s->audit, i), (unsigned long long)lag));
 		}
