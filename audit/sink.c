@@ -55,6 +55,7 @@ struct sink {
 	const audit_options *o;
 	const audit_sink_options *so;
 	char cursor_path[4096];
+	int ship_fd; /* DIR/ship, fsynced after each cursor rename */
 	char host[256];
 	char peer[300];  /* host:port or unix:/path, for the log */
 	uint64_t cursor; /* persisted: every seq <= cursor is delivered */
@@ -117,7 +118,12 @@ static custos_err cursor_write(struct sink *s, uint64_t seq)
 {
 	char v[32];
 	int n = snprintf(v, sizeof(v), "%llu\n", (unsigned long long)seq);
+	/* The file is fsynced before its rename (file_write_atomic), the directory after: a
+	 * power cut then finds the new cursor, never an older one (a resend of what the SIEM
+	 * had, harmless) nor none (delivery from seq 1). */
 	GUARD(file_write_atomic(s->cursor_path, v, (size_t)n, 0600));
+	if (fsync(s->ship_fd) == -1)
+		return err_sys("%s: directory fsync", s->cursor_path);
 	s->cursor = seq;
 	return CUSTOS_OK;
 }
@@ -802,12 +808,16 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->o = o;
 	s->so = so;
 	s->fd = -1;
+	s->ship_fd = -1;
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
 	buf_init(&s->req, 8192);
 	buf_init(&s->token, 0);
 	ENSURE(so->name != NULL && so->name[0] != '\0' && strchr(so->name, '/') == NULL,
 	       CUSTOS_ERR_INVAL, "a sink needs a name without '/'");
+	/* cursor.<name>.tmp* is a replacement being written, skipped by the head check. */
+	ENSURE(strstr(so->name, ".tmp") == NULL, CUSTOS_ERR_INVAL,
+	       "a sink name holds no '.tmp' (it names the cursor file)");
 	if (so->unix_path != NULL) {
 		ENSURE(so->kind == AUDIT_SINK_SYSLOG_TCP, CUSTOS_ERR_INVAL,
 		       "a unix socket carries plain syslog only (no TLS, no HEC)");
@@ -834,6 +844,17 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	                        so->name) < sizeof(s->cursor_path),
 	       CUSTOS_ERR_LIMIT, "path too long");
 	GUARD(audit_cursor_read(o->dir, so->name, &s->cursor));
+	{
+		char sdir[4096];
+		ENSURE((size_t)snprintf(sdir, sizeof(sdir), "%s/" AUDIT_SHIP_DIR, o->dir) <
+		               sizeof(sdir),
+		       CUSTOS_ERR_LIMIT, "path too long");
+		do
+			s->ship_fd = open(sdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		while (s->ship_fd == -1 && errno == EINTR);
+		if (s->ship_fd == -1)
+			return err_sys("%s: open", sdir);
+	}
 	if (gethostname(s->host, sizeof(s->host) - 1) == 0)
 		s->rctx.hostname = s->host;
 	s->rctx.inner = so->format == AUDIT_FMT_RFC5424 ? AUDIT_FMT_JSON : so->format;
@@ -881,6 +902,8 @@ static void sink_free(struct sink *s)
 {
 	conn_close(s);
 	reader_close(s);
+	if (s->ship_fd != -1)
+		close(s->ship_fd);
 	SSL_CTX_free(s->ctx);
 	buf_free(&s->out);
 	buf_free(&s->in);

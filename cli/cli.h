@@ -48,6 +48,9 @@ int cmd_config_check(int argc, char **argv);
  * proxy.user), at the setting's file:line:col; creates and changes nothing. */
 struct custos_config;
 void cli_config_host_check(const struct custos_config *cfg, diag_list *d);
+/* SSL_CERT_FILE / SSL_CERT_DIR, when set, name an absolute readable file / directories:
+ * CUSTOS_OK, or an error whose message `custos up` and `config check --host` both print. */
+custos_err cli_trust_env_check(void) CUSTOS_WUR;
 int cmd_policy_check(int argc, char **argv);
 int cmd_policy_test(int argc, char **argv);
 int cmd_policy_explain(int argc, char **argv);

@@ -164,6 +164,24 @@ static custos_err load_body(const char *arg, buf *out)
 	return buf_append_cstr(out, arg);
 }
 
+/* A sandbox id as custos.yaml allows it (letters, digits and . _ - / :, at most 64): it goes
+ * into the request line as it is, so nothing else (a space, CR, LF, '%', '?') may. */
+static bool ctl_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = id[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-' ||
+		      ch == '/' || ch == ':'))
+			return false;
+	}
+	return true;
+}
+
 static int ctl_usage(void)
 {
 	cli_usage(NULL, "ctl", false);
@@ -222,6 +240,19 @@ int cmd_ctl(int argc, char **argv)
 		while (t.token.len && (t.token.data[t.token.len - 1] == '\n' ||
 		                       t.token.data[t.token.len - 1] == '\r'))
 			t.token.len--;
+		/* One line of visible characters: it goes into the Authorization header as it is,
+		 * so a second line would be sent as headers of its own. */
+		bool tok_ok = t.token.len > 0;
+		for (size_t i = 0; tok_ok && i < t.token.len; i++)
+			tok_ok = t.token.data[i] > 0x20 && t.token.data[i] < 0x7f;
+		if (!tok_ok) {
+			fprintf(stderr,
+			        "custos ctl: %s: the token must be one line of visible ASCII "
+			        "characters (no spaces)\n",
+			        token_file);
+			buf_free_secret(&t.token);
+			return CLI_FAIL;
+		}
 	}
 
 	const char *cmd = argv[optind];
@@ -254,8 +285,7 @@ int cmd_ctl(int argc, char **argv)
 		}
 	} else if (strcmp(cmd, "sandboxes") == 0 && nargs == 0) {
 		path = "/v1/sandboxes";
-	} else if (strcmp(cmd, "restart") == 0 && nargs == 1 && strlen(args[0]) < 128 &&
-	           strchr(args[0], '/') == NULL) {
+	} else if (strcmp(cmd, "restart") == 0 && nargs == 1 && ctl_id_ok(args[0])) {
 		method = "POST";
 		snprintf(pathbuf, sizeof(pathbuf), "/v1/sandboxes/%s/restart", args[0]);
 		path = pathbuf;

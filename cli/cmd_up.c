@@ -1551,7 +1551,7 @@ static void view_add_one(const char **list, size_t *n, size_t max, char (*store)
 
 /* The trust store OpenSSL is pointed to through custos' environment (SSL_CERT_FILE, a file;
  * SSL_CERT_DIR, directories separated by ':'), as OpenSSL reads it: checked once at start
- * (trust_env_check) and then added as it is (a file as a file, a directory as a directory,
+ * (cli_trust_env_check) and then added as it is (a file as a file, a directory as a directory,
  * with where a link leads) to the views that verify peers: the proxy's (upstreams, egress
  * sources, a reload's new contexts; a hashed directory is read at each handshake) and the
  * shipper's (its TLS sinks). */
@@ -1576,60 +1576,6 @@ static void view_add_trust_env(const char **list, size_t *n, size_t max,
 		}
 		p = c ? c + 1 : NULL;
 	}
-}
-
-/* SSL_CERT_FILE and SSL_CERT_DIR, when set, must name what OpenSSL will read there (a
- * regular file; directories), absolute: the confined processes can read nothing else, so a
- * missing one is refused at start rather than a peer failing verification later. */
-static custos_err trust_env_check(void)
-{
-	const char *f = getenv("SSL_CERT_FILE"), *d = getenv("SSL_CERT_DIR");
-	struct stat st;
-
-	if (f != NULL) {
-		ENSURE(f[0] == '/', CUSTOS_ERR_INVAL,
-		       "SSL_CERT_FILE='%s': not an absolute path (the trust store OpenSSL reads "
-		       "from custos' environment)",
-		       f);
-		if (stat(f, &st) == -1)
-			return err_sys(
-			        "SSL_CERT_FILE=%s (the trust store OpenSSL reads from custos' "
-			        "environment)",
-			        f);
-		ENSURE(S_ISREG(st.st_mode), CUSTOS_ERR_INVAL,
-		       "SSL_CERT_FILE=%s: not a regular file (a PEM bundle of CA certificates)", f);
-		if (access(f, R_OK) == -1)
-			return err_sys("SSL_CERT_FILE=%s", f);
-	}
-	for (const char *p = d; p != NULL && *p != '\0';) {
-		const char *c = strchr(p, ':');
-		size_t l = c ? (size_t)(c - p) : strlen(p);
-		char one[CFG_MAX_PATH_LEN];
-		ENSURE(l < sizeof(one), CUSTOS_ERR_LIMIT, "SSL_CERT_DIR: a path is too long");
-		memcpy(one, p, l);
-		one[l] = '\0';
-		p = c ? c + 1 : NULL;
-		if (l == 0)
-			continue; /* OpenSSL skips an empty entry too */
-		ENSURE(one[0] == '/', CUSTOS_ERR_INVAL,
-		       "SSL_CERT_DIR entry '%s': not an absolute path (the trust store OpenSSL "
-		       "reads from custos' environment)",
-		       one);
-		if (stat(one, &st) == -1)
-			return err_sys("SSL_CERT_DIR entry %s (the trust store OpenSSL reads from "
-			               "custos' environment)",
-			               one);
-		ENSURE(S_ISDIR(st.st_mode), CUSTOS_ERR_INVAL,
-		       "SSL_CERT_DIR entry %s: not a directory (hashed CA certificates)", one);
-		if (access(one, R_OK | X_OK) == -1)
-			return err_sys("SSL_CERT_DIR entry %s", one);
-	}
-	if (f != NULL || d != NULL)
-		log_info("up: trust store from the environment (%s%s%s%s%s): read-only in the "
-		         "proxy's and the audit shipper's Landlock views",
-		         f ? "SSL_CERT_FILE=" : "", f ? f : "", f && d ? ", " : "",
-		         d ? "SSL_CERT_DIR=" : "", d ? d : "");
-	return CUSTOS_OK;
 }
 
 #define VIEW_MAX 64 /* SANDBOX_MAX_BINDS */
@@ -2119,10 +2065,18 @@ int cmd_up(int argc, char **argv)
 	custos_config *cfg = NULL;
 	if (up_load(path, &cfg) != CUSTOS_OK)
 		return CLI_FAIL;
-	if (trust_env_check() != CUSTOS_OK) {
+	if (cli_trust_env_check() != CUSTOS_OK) {
 		log_error("up: %s", err_msg());
 		config_free(cfg);
 		return CLI_FAIL;
+	}
+	{
+		const char *f = getenv("SSL_CERT_FILE"), *d = getenv("SSL_CERT_DIR");
+		if (f != NULL || d != NULL)
+			log_info("up: trust store from the environment (%s%s%s%s%s): read-only in "
+			         "the proxy's and the audit shipper's Landlock views",
+			         f ? "SSL_CERT_FILE=" : "", f ? f : "", f && d ? ", " : "",
+			         d ? "SSL_CERT_DIR=" : "", d ? d : "");
 	}
 
 	/* Signals are read from a signalfd by the supervisor; blocked before any thread or

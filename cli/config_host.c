@@ -414,6 +414,56 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 	}
 }
 
+/* SSL_CERT_FILE and SSL_CERT_DIR, when set, must name what OpenSSL will read there (a
+ * regular file; directories), absolute: the confined processes can read nothing else, so a
+ * missing one is refused at start rather than a peer failing verification later. `custos up`
+ * and `config check --host` both run this, so both say the same. */
+custos_err cli_trust_env_check(void)
+{
+	const char *f = getenv("SSL_CERT_FILE"), *d = getenv("SSL_CERT_DIR");
+	struct stat st;
+
+	if (f != NULL) {
+		ENSURE(f[0] == '/', CUSTOS_ERR_INVAL,
+		       "SSL_CERT_FILE='%s': not an absolute path (the trust store OpenSSL reads "
+		       "from custos' environment)",
+		       f);
+		if (stat(f, &st) == -1)
+			return err_sys(
+			        "SSL_CERT_FILE=%s (the trust store OpenSSL reads from custos' "
+			        "environment)",
+			        f);
+		ENSURE(S_ISREG(st.st_mode), CUSTOS_ERR_INVAL,
+		       "SSL_CERT_FILE=%s: not a regular file (a PEM bundle of CA certificates)", f);
+		if (access(f, R_OK) == -1)
+			return err_sys("SSL_CERT_FILE=%s", f);
+	}
+	for (const char *p = d; p != NULL && *p != '\0';) {
+		const char *c = strchr(p, ':');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		char one[CFG_MAX_PATH_LEN];
+		ENSURE(l < sizeof(one), CUSTOS_ERR_LIMIT, "SSL_CERT_DIR: a path is too long");
+		memcpy(one, p, l);
+		one[l] = '\0';
+		p = c ? c + 1 : NULL;
+		if (l == 0)
+			continue; /* OpenSSL skips an empty entry too */
+		ENSURE(one[0] == '/', CUSTOS_ERR_INVAL,
+		       "SSL_CERT_DIR entry '%s': not an absolute path (the trust store OpenSSL "
+		       "reads from custos' environment)",
+		       one);
+		if (stat(one, &st) == -1)
+			return err_sys("SSL_CERT_DIR entry %s (the trust store OpenSSL reads from "
+			               "custos' environment)",
+			               one);
+		ENSURE(S_ISDIR(st.st_mode), CUSTOS_ERR_INVAL,
+		       "SSL_CERT_DIR entry %s: not a directory (hashed CA certificates)", one);
+		if (access(one, R_OK | X_OK) == -1)
+			return err_sys("SSL_CERT_DIR entry %s", one);
+	}
+	return CUSTOS_OK;
+}
+
 /* What `up` opens before the proxy changes user: as the invoking user (root under systemd). */
 static void pass_invoker(struct hc_ctx *x)
 {
@@ -421,6 +471,8 @@ static void pass_invoker(struct hc_ctx *x)
 	const char *start = "custos up opens it at start";
 	char name[160];
 
+	if (cli_trust_env_check() != CUSTOS_OK)
+		report(x, DIAG_ERROR, NULL, "custos up refuses to start", "%s", err_msg());
 	check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file, FILE_CONFIG,
 	           true, start);
 	for (size_t i = 0; i < cfg->n_listeners; i++) {

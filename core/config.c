@@ -1147,9 +1147,15 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 	k->http.ack = true;
 	k->retry_initial_ns = MS(500);
 	k->retry_max_ns = SEC(60);
+	/* The head check and the start skip every cursor.*.tmp* name (a replacement being
+	 * written): an id holding ".tmp" would name a cursor never checked. */
 	if (cfg_id(c, m, "id", true, &k->id) && strchr(k->id, '/') != NULL)
 		ydoc_error(c->doc, cfg_get(m, "id"), c->d, NULL,
 		           "a sink id names its cursor file (cursor.<id>): no '/'");
+	else if (k->id != NULL && strstr(k->id, ".tmp") != NULL)
+		ydoc_error(c->doc, cfg_get(m, "id"), c->d, NULL,
+		           "a sink id names its cursor file (cursor.<id>): no '.tmp' in it (the "
+		           "name of a cursor being replaced)");
 	if (cfg_get(m, "type") == NULL)
 		ydoc_error(c->doc, m, c->d, "syslog or http", "missing required key 'type'");
 	CFG_ENUM(c, m, "type", types, k->type);

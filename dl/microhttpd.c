@@ -23,6 +23,7 @@
 	X(MHD_queue_response)                                                                      \
 	X(MHD_get_connection_info)                                                                 \
 	X(MHD_lookup_connection_value)                                                             \
+	X(MHD_get_connection_values)                                                               \
 	X(MHD_get_version)
 
 enum {
@@ -116,6 +117,12 @@ const char *MHD_lookup_connection_value(struct MHD_Connection *connection, enum 
                                         const char *key)
 {
 	return FWD(MHD_lookup_connection_value, NULL, connection, kind, key);
+}
+
+int MHD_get_connection_values(struct MHD_Connection *connection, enum MHD_ValueKind kind,
+                              MHD_KeyValueIterator iterator, void *iterator_cls)
+{
+	return FWD(MHD_get_connection_values, -1, connection, kind, iterator, iterator_cls);
 }
 
 const char *MHD_get_version(void)

@@ -151,26 +151,44 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
 
 /* ---- audit of admin actions ---- */
 
+/* What of a request's method and path an admin.request event keeps: a refused caller's are
+ * the client's bytes, up to the connection's memory limit, and an event past AUDIT_MAX_EVENT
+ * would not be recorded at all (each byte may take 6 as JSON). */
+#define ADMIN_AUDIT_METHOD_MAX 32
+#define ADMIN_AUDIT_PATH_MAX   1024
+
 static void admin_audit(struct admin_server *s, const char *principal, const char *method,
                         const char *path, unsigned status, const char *result)
 {
 	audit_event ev;
+	span m = span_cstr(method), p = span_cstr(path);
+	size_t mlen = m.len, plen = p.len;
 
+	if (m.len > ADMIN_AUDIT_METHOD_MAX)
+		m.len = ADMIN_AUDIT_METHOD_MAX;
+	if (p.len > ADMIN_AUDIT_PATH_MAX)
+		p.len = ADMIN_AUDIT_PATH_MAX;
 	audit_event_begin(&ev, "admin.request");
 	audit_event_cstr(&ev, "principal", principal);
-	audit_event_cstr(&ev, "method", method);
-	audit_event_cstr(&ev, "path", path);
+	audit_event_str(&ev, "method", m);
+	if (m.len < mlen)
+		audit_event_u64(&ev, "method_bytes", mlen); /* cut: how long it was */
+	audit_event_str(&ev, "path", p);
+	if (p.len < plen)
+		audit_event_u64(&ev, "path_bytes", plen);
 	audit_event_u64(&ev, "status", status);
 	audit_event_cstr(&ev, "result", result);
 	if (audit_event_end(&ev) != CUSTOS_OK) {
-		log_error("admin: audit event too large for %s %s", method, path);
+		log_error("admin: audit event too large for %.*s %.*s", (int)m.len, m.ptr,
+		          (int)p.len, p.ptr);
 		return;
 	}
 	if (s->audit == NULL) {
 		span b = audit_event_body(&ev);
 		log_info("audit: {%.*s}", (int)b.len, b.ptr);
 	} else if (audit_submit(s->audit, &ev) != CUSTOS_OK) {
-		log_error("admin: audit event for %s %s not recorded: %s", method, path, err_msg());
+		log_error("admin: audit event for %.*s %.*s not recorded: %s", (int)m.len, m.ptr,
+		          (int)p.len, p.ptr, err_msg());
 	}
 }
 
@@ -369,6 +387,36 @@ static unsigned route_match(struct admin_server *s, const char *method, const ch
 	return path_known ? 405 : 404;
 }
 
+/* How many Content-Length and Transfer-Encoding fields a request has (libmicrohttpd keeps
+ * every one; its lookup gives the first). */
+struct framing {
+	unsigned n_cl, n_te;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+	struct framing *f = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		f->n_cl++;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		f->n_te++;
+	return MHD_YES;
+}
+
+/* The path as the client sent it: no route needs an escape, and libmicrohttpd's own decoding
+ * would let "/v1/policy%00x" (cut at the NUL) and "/v1/%70olicy" reach a route and be
+ * audited as another path. */
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
 static bool has_body_route(route_id r)
 {
 	return r == R_DECIDE;
@@ -557,7 +605,7 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 			uint64_t lag;
 			if (audit_sink_lag(s->audit, i, &lag) != CUSTOS_OK)
 				continue; /* an unreadable cursor: no sample rather than a wrong one */
-			/* sink ids are [A-Za-z0-9._-]: nothing to escape in a label value */
+			/* sink ids are config ids ([A-Za-z0-9._:-]): nothing to escape in a label */
 			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%s\"} %llu\n",
 			                 audit_sink_name(s->audit, i), (unsigned long long)lag));
 		}
@@ -1047,6 +1095,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		unsigned st = route_match(s, method, url, &route, &sbx_index);
 		if (st)
 			return respond_error(c, st, st == 405 ? "method not allowed" : "not found");
+		/* One framing or none (RFC 9112 6.3): libmicrohttpd would take the first of two
+		 * Content-Lengths, or chunked over a Content-Length, and keep the connection. */
+		struct framing fr = { 0, 0 };
+		MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
+		if (fr.n_cl > 1 || fr.n_te > 1 || (fr.n_cl && fr.n_te))
+			return respond_error(
+			        c, 400,
+			        "one Content-Length or one Transfer-Encoding, not both "
+			        "or several");
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
 		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -1059,6 +1116,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			                                         MHD_HTTP_HEADER_CONTENT_TYPE)))
 				return respond_error(c, 415,
 				                     "Content-Type must be application/json");
+			if (te != NULL && strcasecmp(te, "chunked") != 0)
+				return respond_error(c, 501,
+				                     "Transfer-Encoding other than chunked");
 			if (len > s->max_body)
 				return respond_error(c, 413, "request body too large");
 			if (cl == NULL && te == NULL)
@@ -1085,6 +1145,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	/* Read completely: the deadline is for reading, not for the answer (a reload may wait
+	 * for another one); a dead client's write fails, and the inactivity timeout goes on. */
+	watch_set(s, c, false);
 	if (rq->too_big)
 		return respond_error(c, 413, "request body too large");
 	return dispatch(s, c, rq);
@@ -1225,7 +1288,8 @@ static custos_err start_daemon(struct admin_listener *l)
 	        (unsigned)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
 	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
 	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION,
-	        on_connection, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+	        on_connection, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	        MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL, MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	ENSURE(l->d, CUSTOS_ERR_IO, "admin: libmicrohttpd did not start on the %s listener",
 	       l->kind == L_UNIX ? "Unix" : "TCP");

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Admin API through the real binary: curl over the Unix socket and TCP, `custos ctl`, metrics
 # accepted by promtool after traffic, authentication failures (uid not allowed, bad token),
-# oversized and malformed bodies, a slow client timed out without blocking others, the decision
-# endpoint, policy reload (a broken policy refused with its errors, the old one kept), every
+# oversized and malformed bodies, ambiguous body framing (two Content-Lengths, one with chunked,
+# a coding other than chunked), escaped paths, a refused caller's 60 KB path audited, ctl's
+# checks of a sandbox id and a token file, a slow client timed out without blocking others, the
+# decision endpoint, policy reload (a broken policy refused with its errors, the old one kept), every
 # admin action in the audit trail.
 . "$(dirname "$0")/proxy_lib.bash"
 
@@ -117,6 +119,41 @@ check "restart, Content-Length: 0" "$(code "${U[@]}" -X POST -H 'Content-Length:
 check "POST /v1/policy with a body" "$(code "${U[@]}" "${J[@]}" -d '{"x":1}' http://admin/v1/policy)" 413
 check "healthz still fine" "$(code "${U[@]}" http://admin/healthz)" 200
 
+# The path as sent: an escape never reaches a route (libmicrohttpd decoded "%70" to "p" and cut
+# "/v1/policy%00x" at the NUL).
+check "GET /v1/%70olicy" "$(code "${U[@]}" --path-as-is 'http://admin/v1/%70olicy')" 404
+check "GET /v1/policy%00x" "$(code "${U[@]}" --path-as-is 'http://admin/v1/policy%00x')" 404
+check "GET /v1/policy?x=1 (a query is no part of the path)" "$(code "${U[@]}" 'http://admin/v1/policy?x=1')" 200
+# Body framing: one Content-Length or one chunked Transfer-Encoding (RFC 9112 6.1, 6.3). Each
+# answer is read to the server's close: no answer at all would be a hang cut by the watchdog.
+rawu() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read()); sys.stdout.write(s.makefile("rb").read().decode("latin-1"))' "$work/admin.sock"; }
+ctx='{"direction":"ingress","principal":"alice","model":"test-model","route":"POST /v1/chat/completions"}'
+hd='POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n'
+out=$(printf "${hd}Content-Length: ${#ctx}\r\nContent-Length: 5\r\n\r\n%s" "$ctx" | rawu)
+echo "$out" | grep -q '^HTTP/1.1 400' && ok "two Content-Lengths: 400" || fail "two Content-Lengths: $out"
+out=$(printf "${hd}Content-Length: ${#ctx}\r\nContent-Length: ${#ctx}\r\n\r\n%s" "$ctx" | rawu)
+echo "$out" | grep -q '^HTTP/1.1 400' && ok "a repeated Content-Length: 400" || fail "repeated Content-Length: $out"
+out=$(printf "${hd}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" ${#ctx} "$ctx" | rawu)
+echo "$out" | grep -q '^HTTP/1.1 400' && ok "Content-Length with chunked: 400" || fail "Content-Length with chunked: $out"
+out=$(printf "${hd}Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" ${#ctx} "$ctx" | rawu)
+echo "$out" | grep -q '^HTTP/1.1 501' && ok "Transfer-Encoding gzip, chunked: 501" || fail "gzip, chunked: $out"
+out=$(printf "${hd}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" ${#ctx} "$ctx" | rawu)
+echo "$out" | grep -q '^HTTP/1.1 200' && ok "chunked alone: 200" || fail "chunked alone: $out"
+# A refused caller is audited whatever the length of its path and method (cut, with their
+# lengths): a 60 KB path made the event too large to record.
+long=$(head -c 60000 /dev/zero | tr '\0' A)
+check "tcp, 60 KB path, no token" "$(code "${T[@]}" "http://127.0.0.1:$APORT/LONGPATH$long")" 401
+# ctl: a sandbox id goes into the request line as custos.yaml allows it ('/' included), nothing
+# else; the token file is one line.
+out=$(ctl restart org/model 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q 'not found' && ok "ctl restart org/model: asked (404)" || fail "ctl restart org/model: $rc $out"
+out=$(ctl restart $'a b\r\nX: y' 2>&1); rc=$?
+check "ctl restart with a space and CR LF in the id: usage" "$rc" 2
+printf '%s\nX-Injected: 1\n' "$TOKEN" >"$work/token2"
+chmod 600 "$work/token2"
+out=$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token2" health 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q 'one line of visible ASCII' && ok "ctl refuses a token file of two lines" || fail "ctl token of two lines: $rc $out"
+
 # Decision point.
 allow_ctx='{"direction":"ingress","principal":"alice","model":"test-model","route":"POST /v1/chat/completions"}'
 out=$(ctl decide "$allow_ctx")
@@ -187,5 +224,7 @@ grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report i
 check "reloads audited" "$(audit_grep '"type":"admin.request".*"path":"/v1/policy"' | wc -l)" 2
 audit_grep '"type":"admin.request".*"principal":"uid:65534".*"status":403' >/dev/null && ok "refused uid audited" || fail "403 not audited"
 audit_grep '"type":"admin.request".*"status":401' >/dev/null && ok "bad token audited" || fail "401 not audited"
+audit_grep '"type":"admin.request".*"path":"/LONGPATHA{1015}","path_bytes":60009,"status":401' >/dev/null &&
+	ok "refused caller with a 60 KB path audited (path cut at 1024 bytes)" || fail "60 KB path not audited"
 [ "$fails" -eq 0 ] || exit 1
 [ "$have_promtool" -eq 1 ] || skip "promtool (Debian package prometheus) not installed: the rest passed"

@@ -5,8 +5,10 @@
 # are all reported; usage is exit 2. With --host, the files it names as the user that opens
 # them, and what they hold (certificates not PEM, expired or not yet valid, keys not PEM or not
 # the certificate's, CA files without a certificate, a JWKS without a usable key), each at the
-# setting's file:line, with nothing under the checked paths changed.
+# setting's file:line, with nothing under the checked paths changed; SSL_CERT_FILE and
+# SSL_CERT_DIR missing, relative or of the wrong type, in the words `custos up` refuses them.
 set -u
+unset SSL_CERT_FILE SSL_CERT_DIR # the test's own choice only
 bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
 src=${CUSTOS_SRC:?CUSTOS_SRC not set}
 example="$src/conf/custos.example.yaml"
@@ -85,6 +87,11 @@ expect bad-ciphers "$f" 1 "^$f:$line:16: error: ciphers 'NOPE-CIPHER'" \
 
 f=$(copy several 's/^  durability: batch/  durabilty: batch/; s/^  header_count: 100/  header_count: lots/; s/^  json_depth: 64/  json_depth: 1000/')
 expect all-errors "$f" 1 "durabilty" "header_count" "json_depth" ": 3 error\(s\)"
+
+# A sink id naming a cursor the head check would skip as a replacement being written.
+f=$(copy sink-id-tmp 's/^    - id: splunk/    - id: splunk.tmp1/')
+line=$(grep -n 'id: splunk.tmp1' "$f" | cut -d: -f1)
+expect sink-id-tmp "$f" 1 "^$f:$line:11: error: a sink id names its cursor file \\(cursor.<id>\\): no '.tmp' in it"
 
 cp "$example" "$work/group-writable.yaml"
 chmod 0664 "$work/group-writable.yaml"
@@ -247,6 +254,39 @@ host host-ca-no-cert "$f" 1 \
 	"^$f:$(line_of "$f" "ca: $h/tls/siem-ca.crt"):[0-9]+: error: audit.sinks\[0\] \(siem\).tls.ca '$h/tls/siem-ca.crt': no certificate in it"
 cp "$pki/ca.crt" "$h/tls/siem-ca.crt"
 host host-good-again "$f" 0 ': ok: 2 listener'
+# The trust store OpenSSL reads from custos' environment: what `custos up` refuses at start,
+# --host reports with the same message (and up still refuses it in those words).
+trust() { # NAME VAR VALUE MESSAGE: --host fails with MESSAGE, and so does up
+	local name=$1 var=$2 val=$3 msg=$4 upout
+	export "$var=$val"
+	host "host-$name" "$f" 1 "^$f: error: $(sed 's/[][().*^$?+{}|\\]/\\&/g' <<<"$msg")"
+	# up logs to log.file: what it wrote there too, then the file goes (the check makes none).
+	upout=$(timeout 60 "$bin" up --config "$f" 2>&1; cat "$h/log/custos.log" 2>/dev/null)
+	rm -f "$h/log/custos.log"
+	unset "$var"
+	if grep -Fq -- "up: $msg" <<<"$upout"; then
+		echo "ok   up-$name (custos up says the same)"
+	else
+		echo "FAIL up-$name: custos up does not say 'up: $msg':"
+		echo "$upout"
+		fail=1
+	fi
+}
+mkdir -p "$work/store"
+touch "$work/store/bundle.pem"
+trust ssl-file-missing SSL_CERT_FILE "$work/store/none.pem" \
+	"SSL_CERT_FILE=$work/store/none.pem (the trust store OpenSSL reads from custos' environment): No such file or directory"
+trust ssl-file-relative SSL_CERT_FILE "store/bundle.pem" \
+	"SSL_CERT_FILE='store/bundle.pem': not an absolute path"
+trust ssl-file-dir SSL_CERT_FILE "$work/store" \
+	"SSL_CERT_FILE=$work/store: not a regular file (a PEM bundle of CA certificates)"
+trust ssl-dir-missing SSL_CERT_DIR "$work/store:$work/nodir" \
+	"SSL_CERT_DIR entry $work/nodir (the trust store OpenSSL reads from custos' environment): No such file or directory"
+trust ssl-dir-relative SSL_CERT_DIR "store" \
+	"SSL_CERT_DIR entry 'store': not an absolute path"
+trust ssl-dir-file SSL_CERT_DIR "$work/store/bundle.pem" \
+	"SSL_CERT_DIR entry $work/store/bundle.pem: not a directory (hashed CA certificates)"
+SSL_CERT_FILE=$work/store/bundle.pem SSL_CERT_DIR=$work/store host host-ssl-good "$f" 0 ': ok: 2 listener'
 # A JWKS the proxy would refuse at start: no usable signing key (only an encryption key).
 fj="$work/host-jwt.yaml"
 host_config "$fj"

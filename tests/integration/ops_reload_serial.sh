@@ -7,7 +7,9 @@
 #     ingress swap;
 #  2. custos.yaml names policy-deny.yaml; the admin API's reload is asked meanwhile: it must
 #     wait for the SIGHUP reload (logged), not run in the window;
-#  3. the SIGHUP reload is released; the admin reload then completes (200).
+#  3. the SIGHUP reload is released once the admin API's watchdog has passed the admin
+#     request's 10 s deadline (a client cut off after it shows it); the admin reload then
+#     completes (200), its connection not cut while it waited.
 # Both proxies must end on policy-deny.yaml: GET /v1/policy's source for ingress, a 403 from
 # the egress proxy. Unserialised, the admin reload ran in the window and the SIGHUP reload's
 # egress step moved the egress proxy back to policy-allow.yaml (200) under an ingress proxy on
@@ -93,6 +95,22 @@ ran() { grep -q "up: admin API: reloaded" up.log; }
 eg_wait 60 eval 'waiting || ran'
 check "the admin reload waits for the SIGHUP reload in progress" waiting
 check "... and has not run in its window" eval '! ran'
+
+# 2b. the admin request was read long ago: the admin API's watchdog (10 s from a request's first
+# byte until it is read) must not cut it while it waits. A client that sends one byte and no
+# more is cut by the watchdog 10 s after it began, so after the admin request's deadline too;
+# only then is the SIGHUP reload released.
+python3 - "$W/admin.sock" >sentinel.out 2>&1 <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.send(b"G")
+try:
+    print("cut off" if s.recv(100) == b"" else "answered")
+except ConnectionResetError:
+    print("cut off")
+PY
+check "a client that never finishes its request is cut off by the watchdog" grep -q '^cut off' sentinel.out
 
 # 3. release the SIGHUP reload; the admin reload then runs.
 echo go >"$W/hold.fifo"

@@ -439,6 +439,12 @@ static void test_sink_setup_refused(void **state)
 		                     .kind = AUDIT_SINK_SYSLOG_TLS,
 		                     .unix_path = "/run/x.sock" };
 	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	/* A name whose cursor (cursor.a.tmp) the head check would skip as a replacement. */
+	k[1] = (audit_sink_options){
+		.name = "a.tmp", .kind = AUDIT_SINK_SYSLOG_TCP, .host = "127.0.0.1", .port = 9
+	};
+	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "audit sink a.tmp: a sink name holds no '.tmp'"));
 	/* Both set up (the receivers are absent): it starts; names and positions are known. */
 	k[1] = (audit_sink_options){ .name = "local",
 		                     .kind = AUDIT_SINK_SYSLOG_TCP,
