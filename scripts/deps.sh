@@ -21,7 +21,7 @@ PKGS=(
   libvirt-daemon-system qemu-system-x86 busybox-static cpio file
   jq util-linux  # sandbox tests: JSON lines of the escape suite, setpriv
   dnsmasq-base  # egress_dns: a real DNS server on loopback for the egress resolver
-  gdb  # privsep_up: makes the confined proxy call outside its seccomp filter
+  strace  # audit_cursor_durable: the order of the shipper's fsync and rename calls
 )
 
 missing=()
