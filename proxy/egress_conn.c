@@ -501,13 +501,6 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
 	if (r.status)
 		goto reject;
-	/* Fail closed: nothing goes upstream before the decision is in the audit trail. */
-	if (egress_audit_decision(s, c->l, &r) != CUSTOS_OK) {
-		r.status = 503;
-		r.decision = "error";
-		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
-		goto reject;
-	}
 
 	/* A body the rule inspects is read whole and decided before anything goes upstream. */
 	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(&r);
@@ -573,6 +566,20 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			return false;
 		}
 		rqf = HTTP1_BODY_NONE; /* the body goes out with the head */
+	}
+	/* Fail closed: nothing goes upstream before the decision is in the audit trail. It is
+	 * written once custos has nothing left to refuse before sending (an inspected body
+	 * passed), as on the forward loops: a refused call has its egress.request alone. */
+	if (egress_audit_decision(s, c->l, &r) != CUSTOS_OK) {
+		r.status = 503;
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
+		buf_free(&c->qout);
+		if (rqf != HTTP1_BODY_NONE)
+			cli_ka = false; /* the body was not read */
+		reply(c, cli, r.status, r.reason, !cli_ka);
+		req_done(c, &r);
+		return cli_ka;
 	}
 
 	/* A kept upstream connection may have been closed by the source while idle: a bodyless

@@ -130,6 +130,16 @@ event() {
 	done
 	return 1
 }
+# decisions EVENT: how many egress.decision events carry the request id of the completion
+# EVENT (the decision, when there is one, is submitted before the completion, so it is in the
+# trail once the completion is)
+decisions() {
+	local id
+	id=$(sed -n 's/.*"request_id":"\(eg-[0-9a-f]*\)".*/\1/p' <<<"$1")
+	[ -n "$id" ] || { echo none; return; }
+	{ cat "$W"/audit/* 2>/dev/null; grep -h '"egress.decision' up.log | sed 's/.*audit: //'; } |
+		sed 's/\\"/"/g' | grep '"egress.decision"' | grep -cF "\"request_id\":\"$id\""
+}
 has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac; }
 hasnt() { ! has "$1" "$2"; }
 MAIL=jane.doe@example.com CARD="4111 1111 1111 1111" AKEY=AKIAIOSFODNN7EXAMPLE
@@ -317,6 +327,21 @@ check "request over the inspection limit (Content-Length): 413 (code $code)" \
 code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -H 'Transfer-Encoding: chunked' \
 	--data-binary @big.bin "http://localhost:$P_D/up-redact/echo-bigchunked")
 check "request over the inspection limit (chunked): 413 (code $code)" test "$code" = 413
+# a body with a content-encoding cannot be inspected: 415
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -H 'Content-Type: text/plain' \
+	-H 'Content-Encoding: gzip' --data-binary 'not really gzip' "http://localhost:$P_D/up-redact/echo-gz")
+check "request with a content-encoding: 415 (code $code)" test "$code" = 415
+# audit order (docs/EGRESS.md "Audit events"): a refused body leaves its egress.request alone,
+# no egress.decision (allow) before it; a body that went upstream has exactly one decision
+for pth in /up-deny/echo /up-redact/echo-bad /up-redact/echo-big /up-redact/echo-bigchunked \
+	/up-redact/echo-gz; do
+	ev=$(event "$pth")
+	n=$(decisions "$ev")
+	check "audit order: $pth refused, its completion alone (decisions: $n)" \
+		bash -c "[ '$n' = 0 ] && echo '$ev' | grep -q '\"decision\":\"deny\"'"
+done
+n=$(decisions "$(event /up-redact/echo-chunked)")
+check "audit order: a redacted body that went upstream has its decision (decisions: $n)" test "$n" = 1
 check "request: the source saw no e-mail, no key, nothing refused" \
 	bash -c "! grep -q -e jane -e AKIA -e echo-bad -e echo-big sink.txt && grep -q 'REDACTED:EMAIL' sink.txt"
 # intercepted HTTPS (the connection-thread path)
@@ -329,6 +354,10 @@ got=$(curl -s -D hdr.txt --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: appl
 check "intercepted request redact: masks, Content-Length fixed" \
 	bash -c "[ '$got' = '{\"m\":\"[REDACTED:EMAIL]\"}' ] && grep -qi '^x-got-length: 24' hdr.txt"
 check "intercepted: the source never saw the key or the address" bash -c "! grep -q -e AKIA -e jane sink_tls.txt"
+n=$(decisions "$(event /echo-deny)")
+check "audit order, intercepted: the refused body's completion alone (decisions: $n)" test "$n" = 0
+n=$(decisions "$(event /echo-redact)")
+check "audit order, intercepted: the redacted body's call has its decision (decisions: $n)" test "$n" = 1
 # policy check: the request direction's values are checked at file:line:col
 sed 's/request: { email: redact, payment_card: redact, aws_access_key: redact }/request: { email: block, payment_crd: redact }/' policy.yaml >bad.yaml
 out=$("$BIN" policy check bad.yaml 2>&1); rc=$?
@@ -347,10 +376,21 @@ cases:
     expect: allow
     obligations:
       request: { email: deny }
+  - name: an egress case written with the ingress key of the slot
+    request: { direction: egress, model: m1, data: upd, method: POST }
+    expect: allow
+    obligations:
+      prompt: { aws_access_key: redact }
 EOY
 out=$("$BIN" policy test policy.yaml cases.yaml 2>&1); rc=$?
 check "policy test: request: obligations compared (exit $rc)" \
-	bash -c "[ $rc = 1 ] && echo '$out' | grep -q '1 passed, 1 failed' && echo '$out' | grep -q 'request email: redact (want deny)'"
+	bash -c "[ $rc = 1 ] && echo '$out' | grep -q '1 passed, 2 failed' && echo '$out' | grep -q 'request email: redact (want deny)'"
+names_request() { grep -q "$2" <<<"$1" && ! grep -q "$3" <<<"$1"; } # TEXT WANT UNWANTED
+check "policy test: an egress mismatch names the request direction, never prompt" \
+	names_request "$out" 'request aws_access_key: deny (want redact)' prompt
+out=$("$BIN" policy explain policy.yaml --request '{"direction":"egress","model":"m1","data":"upd","method":"POST"}' 2>&1)
+check "policy explain: an egress rule's request obligations say request, not prompt" \
+	names_request "$out" 'inspect request aws_access_key: deny' 'inspect prompt'
 
 # --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
 sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml
