@@ -382,8 +382,9 @@ static void req_done(econn *c, erec *r)
  * name (another vhost on the same address) would reach the source unchecked. An absent Host
  * (HTTP/1.0) is written from the CONNECT authority. */
 /* Reads the rest of a request body (bd) from the client into c->qin, at most
- * EGRESS_INSPECT_BODY_MAX bytes: 0, the status to answer with r->reason (413 past the limit,
- * the parser's status for a malformed body), or -1 when the client went away. */
+ * egress.inspect.max_body bytes: 0, the status to answer with r->reason (413 past the limit,
+ * 503 past egress.inspect.max_held, the parser's status for a malformed body), or -1 when the
+ * client went away. */
 static int read_body(econn *c, eio cli, http1_body *bd, erec *r)
 {
 	buf_reset(&c->qin);
@@ -397,10 +398,9 @@ static int read_body(econn *c, eio cli, http1_body *bd, erec *r)
 			r->decision = "deny";
 			return (int)bd->err.status;
 		}
-		if (d.len && buf_append(&c->qin, d.ptr, d.len) != CUSTOS_OK) {
-			egress_inspect_request_too_large(r);
-			return 413;
-		}
+		unsigned st = d.len ? egress_inspect_request_append(r, &c->qin, d) : 0;
+		if (st)
+			return (int)st;
 		buf_consume(&c->in, (size_t)k);
 		if (done)
 			break;
@@ -837,7 +837,7 @@ insp_failed:
 	                                        : "content inspection failed; response cut off");
 	r.decision = "error";
 	if (!sent) { /* the head is still held: answer instead of the source */
-		r.status = 502;
+		r.status = egress_inspect_fail_status(&r);
 		reply(c, cli, r.status, r.reason, true);
 	}
 	goto truncated;
@@ -1223,7 +1223,7 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 	buf_init(&c.in, EIN_MAX);
 	buf_init(&c.uin, EUP_MAX);
 	buf_init(&c.out, EOUT_MAX);
-	buf_init(&c.qin, EGRESS_INSPECT_BODY_MAX);
+	buf_init(&c.qin, EGRESS_INSPECT_BODY_CEIL); /* egress.inspect.max_body checks first */
 	buf_init(&c.qout, EGRESS_INSPECT_QOUT_MAX);
 	if (npre && buf_append(&c.in, pre, npre) != CUSTOS_OK) { /* bounded by EIN_MAX */
 		close(fd);

@@ -46,7 +46,54 @@ struct einsp {
 	uint64_t t_ns;
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
+	/* bytes this request counts in srv->insp_held: its request body, its held response */
+	egress_server *srv;
+	uint64_t held_q, held_r;
+	bool held_refused; /* the response could not be held (503) */
 };
+
+/* Sets one held body's share of s->insp_held to n bytes: true, or false (nothing changed)
+ * when growing it would pass egress.inspect.max_held. Lock-free: concurrent holders add
+ * first and take back what did not fit, so the bound is never passed. */
+static bool held_set(egress_server *s, uint64_t *mine, uint64_t n)
+{
+	if (s == NULL)
+		return true;
+	if (n <= *mine) {
+		atomic_fetch_sub(&s->insp_held, *mine - n);
+		*mine = n;
+		return true;
+	}
+	uint64_t add = n - *mine;
+	uint64_t before = atomic_fetch_add(&s->insp_held, add);
+	if (before + add > s->o.inspect_max_held) {
+		atomic_fetch_sub(&s->insp_held, add);
+		return false;
+	}
+	*mine = n;
+	return true;
+}
+
+static uint64_t max_body_of(const struct einsp *ei)
+{
+	return ei->srv ? ei->srv->o.inspect_max_body : EGRESS_INSPECT_BODY_MAX;
+}
+
+/* r->reason for a request body that the global bound refuses (answer 503). */
+static unsigned held_refused(erec *r, struct einsp *ei, uint64_t want)
+{
+	uint64_t now = atomic_load(&ei->srv->insp_held);
+	log_warn("egress: %s: request body of %llu bytes not held for inspection: %llu bytes "
+	         "held, egress.inspect.max_held %llu",
+	         r->id, (unsigned long long)want, (unsigned long long)now,
+	         (unsigned long long)ei->srv->o.inspect_max_held);
+	snprintf(r->reason, sizeof(r->reason),
+	         "request body not inspected: bytes held for inspection at "
+	         "egress.inspect.max_held (%llu); refused (fail closed)",
+	         (unsigned long long)ei->srv->o.inspect_max_held);
+	r->decision = "error";
+	return 503;
+}
 
 /* Engine ids for the per-thread scratch: a space of their own (decide.c counts from 1). */
 static atomic_uint_fast64_t eeng_seq;
@@ -389,7 +436,7 @@ bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d
 	r->eng = e;
 	memcpy(r->insp_response, d->inspect_response, sizeof(r->insp_response));
 	memcpy(r->insp_request, d->inspect_prompt, sizeof(r->insp_request));
-	(void)ei_get(r);
+	ei_get(r)->srv = s;
 	return false;
 }
 
@@ -403,8 +450,8 @@ static struct einsp *ei_get(erec *r)
 		ei->resp_on = inspect_profile_active(&ei->resp);
 		inspect_summary_init(&ei->qsum);
 		inspect_summary_init(&ei->rsum);
-		buf_init(&ei->hold, EGRESS_INSPECT_BODY_MAX);
-		buf_init(&ei->out, EGRESS_INSPECT_BODY_MAX + INSPECT_JSON_MAX_BODY);
+		buf_init(&ei->hold, EGRESS_INSPECT_BODY_CEIL);
+		buf_init(&ei->out, EGRESS_INSPECT_BODY_CEIL + INSPECT_JSON_MAX_BODY);
 		buf_init(&ei->tmp, INSPECT_JSON_MAX_BODY);
 		r->ei = ei;
 	}
@@ -513,20 +560,31 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 	if (ei->denied)
 		return CUSTOS_ERR_DENIED;
 	buf_reset(&ei->out);
-	e = buf_append_span(&ei->hold, in);
-	if (e == CUSTOS_ERR_LIMIT) {
+	uint64_t want = (uint64_t)buf_used(&ei->hold) + in.len;
+	if (want > max_body_of(ei)) {
 		snprintf(ei->fail, sizeof(ei->fail),
-		         "JSON response %s over %u bytes: refused, it cannot be inspected whole "
+		         "JSON response %s over %llu bytes: refused, it cannot be inspected whole "
 		         "(fail closed)",
-		         ei->mode == EM_JSON ? "body" : "line", EGRESS_INSPECT_BODY_MAX);
-		return e;
+		         ei->mode == EM_JSON ? "body" : "line",
+		         (unsigned long long)max_body_of(ei));
+		return err_set(CUSTOS_ERR_LIMIT, "JSON response past egress.inspect.max_body");
 	}
+	if (!held_set(ei->srv, &ei->held_r, want)) {
+		ei->held_refused = true;
+		snprintf(ei->fail, sizeof(ei->fail),
+		         "JSON response not inspected: bytes held for inspection at "
+		         "egress.inspect.max_held (%llu); refused (fail closed)",
+		         (unsigned long long)ei->srv->o.inspect_max_held);
+		return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
+	}
+	e = buf_append_span(&ei->hold, in);
 	if (e != CUSTOS_OK || ei->mode == EM_JSON) /* held until the end */
 		return e;
 	GUARD(scratch_get(r->eng, &s));
 	uint64_t t0 = tm_mono_ns();
 	e = ndjson_lines(r, ei, s, false);
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold)); /* the rest of a line */
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -557,6 +615,7 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 		e = ndjson_lines(r, ei, s, true);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold));
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -568,6 +627,11 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 const char *egress_inspect_fail_reason(const erec *r)
 {
 	return r->ei && r->ei->fail[0] ? r->ei->fail : NULL;
+}
+
+unsigned egress_inspect_fail_status(const erec *r)
+{
+	return r->ei && r->ei->held_refused ? 503 : 502;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -586,7 +650,28 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 		r->decision = "deny";
 		return 415;
 	}
-	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > EGRESS_INSPECT_BODY_MAX) {
+	struct einsp *ei = ei_get(r);
+	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body_of(ei)) {
+		egress_inspect_request_too_large(r);
+		return 413;
+	}
+	/* A length known up front is counted whole now: refused before any of it is read. */
+	if (h->framing == HTTP1_BODY_LENGTH && !held_set(ei->srv, &ei->held_q, h->content_length))
+		return held_refused(r, ei, h->content_length);
+	return 0;
+}
+
+unsigned egress_inspect_request_append(erec *r, buf *hold, span d)
+{
+	struct einsp *ei = ei_get(r);
+	uint64_t want = (uint64_t)buf_used(hold) + d.len;
+	if (want > max_body_of(ei)) {
+		egress_inspect_request_too_large(r);
+		return 413;
+	}
+	if (want > ei->held_q && !held_set(ei->srv, &ei->held_q, want))
+		return held_refused(r, ei, want);
+	if (buf_append_span(hold, d) != CUSTOS_OK) {
 		egress_inspect_request_too_large(r);
 		return 413;
 	}
@@ -608,8 +693,8 @@ custos_err egress_head_set_length(buf *head, uint64_t n)
 void egress_inspect_request_too_large(erec *r)
 {
 	snprintf(r->reason, sizeof(r->reason),
-	         "request body over %u bytes cannot be inspected (fail closed)",
-	         EGRESS_INSPECT_BODY_MAX);
+	         "request body over %llu bytes cannot be inspected (fail closed)",
+	         (unsigned long long)max_body_of(ei_get(r)));
 	r->decision = "deny";
 }
 
@@ -646,6 +731,7 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 		sum_add(&ei->qsum, &one);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_q, 0); /* the caller frees the body now */
 	if (e == CUSTOS_OK)
 		return 0;
 	if (e == CUSTOS_ERR_DENIED) {
@@ -763,10 +849,19 @@ void egress_inspect_outcome(erec *r, const char **decision, const char **reason)
 		ingress_inspect_outcome(r->ip, decision, reason);
 }
 
+void egress_inspect_unhold(erec *r)
+{
+	if (r->ei) {
+		(void)held_set(r->ei->srv, &r->ei->held_q, 0);
+		(void)held_set(r->ei->srv, &r->ei->held_r, 0);
+	}
+}
+
 void egress_inspect_release(erec *r)
 {
 	ingress_inspect_free(r->ip);
 	r->ip = NULL;
+	egress_inspect_unhold(r);
 	if (r->ei) {
 		buf_free(&r->ei->hold);
 		buf_free(&r->ei->out);
