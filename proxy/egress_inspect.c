@@ -205,6 +205,8 @@ egress_body_kind egress_body_kind_of(const http1_head *h)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nd); i++)
 		if (span_case_eq(mt, nd[i]))
 			return EBODY_NDJSON;
+	if (span_case_eq(mt, SPAN_LIT("application/x-www-form-urlencoded")))
+		return EBODY_FORM;
 	return EBODY_RAW;
 }
 
@@ -389,6 +391,110 @@ custos_err egress_inspect_json_doc(const inspect_engine *en, inspect_scratch *s,
 	if (e == CUSTOS_OK && one.redacted &&
 	    !inspect_json_valid(span_of((const char *)buf_ptr(out) + mark, buf_used(out) - mark)))
 		e = err_set(CUSTOS_ERR_PARSE, "a mask in a member name would break the document");
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Form bodies (application/x-www-form-urlencoded, WHATWG URL "urlencoded parser"): '+' is a
+ * space, %XX a byte. Every encoded unit (one byte, or three for %XX) decodes to exactly one
+ * byte, so at[i], where decoded byte i starts in the body, maps a finding back to the bytes
+ * that were sent.
+ */
+static bool form_sep(char c)
+{
+	return c == '&' || c == '=';
+}
+
+/* The mask of detector det, percent-encoded: only letters, digits and '_' are left as they
+ * are (the form serializer's safe set), so the receiver decodes it to the plain mask. */
+static custos_err form_mask(const inspect_engine *en, unsigned det, buf *out)
+{
+	char m[INSPECT_MASK_MAX + 2];
+	mask_of(en, det, m, sizeof(m) - 2);
+	for (const char *c = m; *c; c++) {
+		bool safe = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+		            (*c >= '0' && *c <= '9') || *c == '_';
+		GUARD(safe ? buf_append_byte(out, *c)
+		           : buf_printf(out, "%%%02X", (unsigned)(unsigned char)*c));
+	}
+	return CUSTOS_OK;
+}
+
+custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
+                               const inspect_profile *p, span body, buf *dec, buf *out,
+                               inspect_summary *sum)
+{
+	inspect_findings fs = { 0 };
+	custos_err e = CUSTOS_OK;
+	uint32_t *at = NULL;
+
+	ENSURE(body.len < UINT32_MAX, CUSTOS_ERR_LIMIT, "form body too large to map");
+	at = xcalloc(body.len + 1, sizeof(*at));
+	buf_reset(dec);
+	size_t n = 0;
+	for (size_t i = 0; i < body.len && e == CUSTOS_OK; n++) {
+		at[n] = (uint32_t)i;
+		unsigned char c = (unsigned char)body.ptr[i];
+		if (c == '%') {
+			int hi = i + 1 < body.len ? num_hex_digit((unsigned char)body.ptr[i + 1])
+			                          : -1;
+			int lo = i + 2 < body.len ? num_hex_digit((unsigned char)body.ptr[i + 2])
+			                          : -1;
+			if (hi < 0 || lo < 0) {
+				e = err_set(CUSTOS_ERR_PARSE,
+				            "'%%' at byte %zu is not followed by two hex digits",
+				            i);
+				break;
+			}
+			c = (unsigned char)(hi << 4 | lo);
+			i += 3;
+		} else {
+			if (c == '+')
+				c = ' ';
+			i++;
+		}
+		e = buf_append_byte(dec, (char)c);
+	}
+	at[n] = (uint32_t)body.len;
+	if (e == CUSTOS_OK)
+		e = inspect_scan(en, s, p, buf_span(dec), &fs);
+	size_t copied = 0;
+	for (size_t k = 0; e == CUSTOS_OK && k < fs.n; k++) {
+		const inspect_finding *f = &fs.items[k];
+		sum_count(sum, f);
+		if (f->action == INSPECT_ACT_DENY) {
+			sum->deny_detector = f->detector;
+			e = CUSTOS_ERR_DENIED;
+			break;
+		}
+		if (f->action != INSPECT_ACT_REDACT || f->length == 0 || f->offset >= n)
+			continue;
+		size_t fe = (size_t)f->offset + f->length;
+		size_t es = at[f->offset], ee = at[fe < n ? fe : n];
+		if (es < copied)
+			es = copied;
+		/* each stretch between literal separators becomes one mask */
+		for (size_t i = es; e == CUSTOS_OK && i < ee;) {
+			if (form_sep(body.ptr[i])) {
+				i++;
+				continue;
+			}
+			size_t j = i;
+			while (j < ee && !form_sep(body.ptr[j]))
+				j++;
+			e = buf_append(out, body.ptr + copied, i - copied);
+			if (e == CUSTOS_OK)
+				e = form_mask(en, f->detector, out);
+			copied = j;
+			i = j;
+		}
+		sum->redacted = true;
+	}
+	/* copied stops before a separator a finding covered: it goes out with what follows */
+	if (e == CUSTOS_OK)
+		e = buf_append(out, body.ptr + copied, body.len - copied);
+	inspect_findings_free(&fs);
+	free(at);
 	return e;
 }
 
@@ -725,6 +831,8 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 				e = buf_append_byte(out, '\n');
 			at = nl ? end + 1 : end;
 		}
+	} else if (k == EBODY_FORM) {
+		e = egress_inspect_form(r->eng->eng, s, &ei->req, body, &ei->tmp, out, &ei->qsum);
 	} else {
 		inspect_summary one;
 		e = inspect_redact_text(r->eng->eng, s, &ei->req, body, out, &one);
@@ -742,7 +850,15 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 		r->decision = "deny";
 		return 403;
 	}
-	if (k != EBODY_RAW && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
+	if (k == EBODY_FORM && e == CUSTOS_ERR_PARSE) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under application/x-www-form-urlencoded is not valid "
+		         "percent-encoding: %s; refused, it cannot be inspected (fail closed)",
+		         err_msg());
+		r->decision = "deny";
+		return 400;
+	}
+	if (k != EBODY_RAW && k != EBODY_FORM && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
 		snprintf(r->reason, sizeof(r->reason),
 		         "request body under a JSON media type %s: %s; refused, it cannot be "
 		         "inspected (fail closed)",

@@ -146,12 +146,14 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
 
 /* egress_inspect.c */
 /* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
- * (application/x-ndjson, jsonl...), content-encoded (cannot be inspected), or raw bytes. */
+ * (application/x-ndjson, jsonl...), a form (application/x-www-form-urlencoded: request
+ * bodies are decoded; responses are raw), content-encoded (cannot be inspected), or raw. */
 typedef enum egress_body_kind {
 	EBODY_RAW = 0,
 	EBODY_JSON,
 	EBODY_NDJSON,
 	EBODY_ENCODED,
+	EBODY_FORM,
 } egress_body_kind;
 egress_body_kind egress_body_kind_of(const http1_head *h);
 /* Whether a decision asks for response or request-body inspection (never in shadow mode). */
@@ -220,6 +222,16 @@ custos_err egress_inspect_json_doc(const struct inspect_engine *e, struct inspec
 /* Takes r's bodies out of the bytes held for inspection (egress.inspect.max_held); the
  * buffers themselves go with egress_inspect_release. */
 void egress_inspect_unhold(erec *r);
+/* One application/x-www-form-urlencoded body: names and values percent-decoded ('+' a space)
+ * and inspected as one text (a value written %40 or %34%31 is found); appended to out as
+ * sent, each REDACT finding's encoded bytes replaced by its mask, percent-encoded
+ * (%5BREDACTED%3AEMAIL%5D: the receiver decodes it to [REDACTED:EMAIL]); a finding over a
+ * literal '&' or '=' masks each side, so the form keeps its fields. dec is scratch.
+ * CUSTOS_OK, CUSTOS_ERR_DENIED (sum->deny_detector), CUSTOS_ERR_PARSE (a '%' not followed by
+ * two hex digits: err_msg names the byte), CUSTOS_ERR_LIMIT. */
+custos_err egress_inspect_form(const struct inspect_engine *e, struct inspect_scratch *s,
+                               const struct inspect_profile *p, span body, buf *dec, buf *out,
+                               struct inspect_summary *sum) CUSTOS_WUR;
 /* Frees r's inspection state and drops its engine reference (end of every request). */
 void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);
