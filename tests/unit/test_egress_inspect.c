@@ -24,7 +24,14 @@ static inspect_profile prof;
 static int setup(void **state)
 {
 	(void)state;
-	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	/* a custom detector whose matches cross a form separator (test_form) */
+	static const char *const pats[] = { "TKT[=&][0-9]{4}" };
+	static const inspect_custom_def ticket = { .name = "ticket",
+		                                   .patterns = pats,
+		                                   .n_patterns = 1 };
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL,
+		                  .custom = &ticket,
+		                  .n_custom = 1 };
 	if (inspect_engine_new(&o, &eng) != CUSTOS_OK ||
 	    inspect_scratch_new(eng, &scr) != CUSTOS_OK)
 		return -1;
@@ -33,6 +40,7 @@ static int setup(void **state)
 	inspect_profile_set(&prof, INSPECT_EMAIL, INSPECT_ACT_REDACT);
 	inspect_profile_set(&prof, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_DENY);
 	inspect_profile_set(&prof, INSPECT_IPV4, INSPECT_ACT_LOG);
+	inspect_profile_set(&prof, INSPECT_BUILTIN_COUNT, INSPECT_ACT_REDACT);
 	return 0;
 }
 
@@ -215,6 +223,9 @@ static void test_form(void **state)
 		{ "c=%34%31%31%31+1111+1111+1111&x=%41", "c=%5BREDACTED%3APAYMENT_CARD%5D&x=%41" },
 		{ "jane.doe%40example%2Ecom=x", "%5BREDACTED%3AEMAIL%5D=x" },
 		{ "a=jane.doe@example.com", "a=%5BREDACTED%3AEMAIL%5D" },
+		/* a finding over a literal separator: each side masked, the separator kept */
+		{ "a=TKT=1234&b=2", "a=%5BREDACTED%3ATICKET%5D=%5BREDACTED%3ATICKET%5D&b=2" },
+		{ "a=TK%54%261234", "a=%5BREDACTED%3ATICKET%5D" },
 		/* a literal '&' or '=' ends a value: no value is read across fields */
 		{ "c=4111+1111&d=1111+1111", "c=4111+1111&d=1111+1111" },
 		/* hyphens written %2D: the card is one value */
