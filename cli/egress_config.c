@@ -94,6 +94,8 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 	o->read_timeout_ns = e->read_timeout_ns;
 	o->idle_timeout_ns = e->idle_timeout_ns;
 	o->max_conns = (unsigned)e->max_connections_per_sandbox;
+	o->inspect_max_body = e->inspect_max_body;
+	o->inspect_max_held = e->inspect_max_held;
 	/* CUSTOS_EGRESS_FORWARD=threads: the thread-per-connection forward path (comparisons and
 	 * tests); =loops:N: N event loops (default one per CPU). docs/EGRESS.md "Forward proxy". */
 	const char *fw = getenv("CUSTOS_EGRESS_FORWARD");

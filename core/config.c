@@ -1086,8 +1086,10 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		                            "max_response",
 		                            "timeouts",
 		                            "max_connections_per_sandbox",
-		                            "dns" };
+		                            "dns",
+		                            "inspect" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
+	static const char *const ikeys[] = { "max_body", "max_held" };
 	static const char *const dkeys[] = { "servers", "timeout" };
 	cfg_egress *e = &cfg->egress;
 	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
@@ -1101,6 +1103,8 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->idle_timeout_ns = SEC(60);
 	e->max_connections_per_sandbox = 64;
 	e->dns_timeout_ns = SEC(2);
+	e->inspect_max_body = 8u << 20;    /* EGRESS_INSPECT_BODY_MAX */
+	e->inspect_max_held = 64ull << 20; /* EGRESS_INSPECT_HELD_DEFAULT */
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
@@ -1113,6 +1117,16 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &e->read_timeout_ns);
 	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &e->idle_timeout_ns);
 	cfg_u64(c, m, "max_connections_per_sandbox", 1, 65536, &e->max_connections_per_sandbox);
+	/* Content inspection holds bodies whole: one at most max_body, all together max_held. */
+	ydoc_node *in = CFG_SECTION(c, m, "inspect", ikeys);
+	cfg_size(c, in, "max_body", 1024, CFG_MAX_INSPECT_BODY, &e->inspect_max_body);
+	if (cfg_size(c, in, "max_held", 1024, CFG_MAX_MEMORY, &e->inspect_max_held) &&
+	    e->inspect_max_held < e->inspect_max_body)
+		ydoc_error(c->doc, cfg_get(in, "max_held"), c->d, NULL,
+		           "'max_held' (%llu bytes) is less than 'max_body' (%llu bytes): no body "
+		           "of the largest size could ever be held",
+		           (unsigned long long)e->inspect_max_held,
+		           (unsigned long long)e->inspect_max_body);
 	ydoc_node *dn = cfg_get(m, "dns");
 	if (dn && dn->kind == YDOC_SCALAR && !dn->quoted && strcmp(dn->str, "system") == 0) {
 		/* the system resolver: the default */

@@ -200,6 +200,8 @@ static void egress_diff(struct rdiff *r, const cfg_egress *a, const cfg_egress *
 	SAME(p, "dns",
 	     strs_same(a->dns_servers, a->n_dns_servers, b->dns_servers, b->n_dns_servers));
 	SAME_DUR(p, "dns.timeout", a->dns_timeout_ns, b->dns_timeout_ns);
+	SAME_SIZE(p, "inspect.max_body", a->inspect_max_body, b->inspect_max_body);
+	SAME_SIZE(p, "inspect.max_held", a->inspect_max_held, b->inspect_max_held);
 }
 
 static void source_diff(struct rdiff *r, const char *p, const cfg_data_source *a,

@@ -845,10 +845,13 @@ static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
 		GUARD(buf_append_cstr(out, " tokens="));
 		GUARD(rates_text(out, l->tokens_per));
 		GUARD(buf_append_cstr(out, "\n"));
+		/* The prompt slot is the body the model sends a data source on egress: named
+		 * "request" there, as egress rules write it (inspect: request:). */
+		const char *qname = req->direction ? "request" : "prompt";
 		for (uint32_t i = 0; i < p->n_detectors; i++) {
 			if (d.inspect_prompt[i])
 				GUARD(buf_printf(
-				        out, "  inspect prompt %s: %s\n", p->detectors[i].name,
+				        out, "  inspect %s %s: %s\n", qname, p->detectors[i].name,
 				        policy_action_name((policy_action)d.inspect_prompt[i])));
 			if (d.inspect_response[i])
 				GUARD(buf_printf(

@@ -278,7 +278,7 @@ static void note(buf *b, const char *fmt, ...)
 
 /* Compares the expected obligations; appends mismatches to why. Returns true when all hold. */
 static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
-                              const policy_decision *dec, buf *why, diag_list *d)
+                              const policy_decision *dec, bool egress, buf *why, diag_list *d)
 {
 	static const char *const keys[] = { "audit",  "max_body", "max_tokens",
 		                            "prompt", "response", "request" };
@@ -326,8 +326,10 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 				continue;
 			uint8_t got = w ? dec->inspect_response[det] : dec->inspect_prompt[det];
 			if (got != x) {
-				note(why, " %s %s: %s (want %s);", dirs[k3], k->str, acts[got],
-				     acts[x]);
+				/* the slot by its name in the case's direction, whichever key
+				 * the case used for it */
+				const char *dn = w ? "response" : egress ? "request" : "prompt";
+				note(why, " %s %s: %s (want %s);", dn, k->str, acts[got], acts[x]);
 				ok = false;
 			}
 		}
@@ -470,7 +472,8 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 				pass = false;
 			}
 		}
-		if (ob && !check_obligations(p, &doc, ob, &dec, &why, d))
+		if (ob &&
+		    !check_obligations(p, &doc, ob, &dec, req.direction == POLICY_EGRESS, &why, d))
 			pass = false;
 		policy_request_doc_free(keep);
 		if (d->errors != ce)

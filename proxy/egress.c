@@ -317,6 +317,9 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 	uint64_t insp_ns = 0;
 	/* content inspection: outcome, findings (types and counts only) */
 	egress_inspect_audit(r, &decision, &reason, &f, &nf, &insp, &insp_ns);
+	/* The call is over: what it held no longer counts against egress.inspect.max_held, so
+	 * once its completion is in the trail, another body may take its place. */
+	egress_inspect_unhold(r);
 	audit_rec_cstr(&ev, "decision", decision);
 	if (reason)
 		audit_rec_cstr(&ev, "reason", reason);
@@ -679,6 +682,11 @@ custos_err egress_create(egress_options *o, egress_server **out)
 		s->o.max_conns = EGRESS_MAX_CONNS;
 	if (s->o.max_response == 0)
 		s->o.max_response = EGRESS_DEFAULT_RESPONSE;
+	if (s->o.inspect_max_body == 0 || s->o.inspect_max_body > EGRESS_INSPECT_BODY_CEIL)
+		s->o.inspect_max_body =
+		        s->o.inspect_max_body ? EGRESS_INSPECT_BODY_CEIL : EGRESS_INSPECT_BODY_MAX;
+	if (s->o.inspect_max_held == 0)
+		s->o.inspect_max_held = EGRESS_INSPECT_HELD_DEFAULT;
 	if (s->o.connect_timeout_ns == 0)
 		s->o.connect_timeout_ns = 5 * NS_PER_S;
 	if (s->o.read_timeout_ns == 0)

@@ -382,8 +382,9 @@ static void req_done(econn *c, erec *r)
  * name (another vhost on the same address) would reach the source unchecked. An absent Host
  * (HTTP/1.0) is written from the CONNECT authority. */
 /* Reads the rest of a request body (bd) from the client into c->qin, at most
- * EGRESS_INSPECT_BODY_MAX bytes: 0, the status to answer with r->reason (413 past the limit,
- * the parser's status for a malformed body), or -1 when the client went away. */
+ * egress.inspect.max_body bytes: 0, the status to answer with r->reason (413 past the limit,
+ * 503 past egress.inspect.max_held, the parser's status for a malformed body), or -1 when the
+ * client went away. */
 static int read_body(econn *c, eio cli, http1_body *bd, erec *r)
 {
 	buf_reset(&c->qin);
@@ -397,10 +398,9 @@ static int read_body(econn *c, eio cli, http1_body *bd, erec *r)
 			r->decision = "deny";
 			return (int)bd->err.status;
 		}
-		if (d.len && buf_append(&c->qin, d.ptr, d.len) != CUSTOS_OK) {
-			egress_inspect_request_too_large(r);
-			return 413;
-		}
+		unsigned st = d.len ? egress_inspect_request_append(r, &c->qin, d) : 0;
+		if (st)
+			return (int)st;
 		buf_consume(&c->in, (size_t)k);
 		if (done)
 			break;
@@ -501,13 +501,6 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	                         reuse ? EDECIDE_REUSE : EDECIDE_REQUEST, &src, &tgt);
 	if (r.status)
 		goto reject;
-	/* Fail closed: nothing goes upstream before the decision is in the audit trail. */
-	if (egress_audit_decision(s, c->l, &r) != CUSTOS_OK) {
-		r.status = 503;
-		r.decision = "error";
-		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
-		goto reject;
-	}
 
 	/* A body the rule inspects is read whole and decided before anything goes upstream. */
 	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(&r);
@@ -573,6 +566,20 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			return false;
 		}
 		rqf = HTTP1_BODY_NONE; /* the body goes out with the head */
+	}
+	/* Fail closed: nothing goes upstream before the decision is in the audit trail. It is
+	 * written once custos has nothing left to refuse before sending (an inspected body
+	 * passed), as on the forward loops: a refused call has its egress.request alone. */
+	if (egress_audit_decision(s, c->l, &r) != CUSTOS_OK) {
+		r.status = 503;
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "%s", EGRESS_AUDIT_REFUSED);
+		buf_free(&c->qout);
+		if (rqf != HTTP1_BODY_NONE)
+			cli_ka = false; /* the body was not read */
+		reply(c, cli, r.status, r.reason, !cli_ka);
+		req_done(c, &r);
+		return cli_ka;
 	}
 
 	/* A kept upstream connection may have been closed by the source while idle: a bodyless
@@ -830,7 +837,7 @@ insp_failed:
 	                                        : "content inspection failed; response cut off");
 	r.decision = "error";
 	if (!sent) { /* the head is still held: answer instead of the source */
-		r.status = 502;
+		r.status = egress_inspect_fail_status(&r);
 		reply(c, cli, r.status, r.reason, true);
 	}
 	goto truncated;
@@ -1216,7 +1223,7 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 	buf_init(&c.in, EIN_MAX);
 	buf_init(&c.uin, EUP_MAX);
 	buf_init(&c.out, EOUT_MAX);
-	buf_init(&c.qin, EGRESS_INSPECT_BODY_MAX);
+	buf_init(&c.qin, EGRESS_INSPECT_BODY_CEIL); /* egress.inspect.max_body checks first */
 	buf_init(&c.qout, EGRESS_INSPECT_QOUT_MAX);
 	if (npre && buf_append(&c.in, pre, npre) != CUSTOS_OK) { /* bounded by EIN_MAX */
 		close(fd);

@@ -829,8 +829,8 @@ static void fc_insp_failed(fconn *c)
 	}
 	up_drop(c->lp, c->up);
 	c->up = NULL;
-	c->r.status = 502;
-	fc_reply(c, 502, c->r.reason, true);
+	c->r.status = egress_inspect_fail_status(&c->r);
+	fc_reply(c, c->r.status, c->r.reason, true);
 	fc_finish(c);
 }
 
@@ -1025,7 +1025,7 @@ static void fc_qbody_done(fconn *c)
 	fc_go(c);
 }
 
-/* FS_QBODY: the request body read whole into c->qin (at most EGRESS_INSPECT_BODY_MAX) before
+/* FS_QBODY: the request body read whole into c->qin (at most egress.inspect.max_body) before
  * anything goes upstream; a 100 Continue goes out first. */
 static bool fc_qbody(fconn *c)
 {
@@ -1047,10 +1047,10 @@ static bool fc_qbody(fconn *c)
 				fc_finish(c);
 				return true;
 			}
-			if (d.len && buf_append(&c->qin, d.ptr, d.len) != CUSTOS_OK) {
-				egress_inspect_request_too_large(&c->r);
-				c->r.status = 413;
-				fc_reply(c, 413, c->r.reason, true);
+			unsigned st = d.len ? egress_inspect_request_append(&c->r, &c->qin, d) : 0;
+			if (st) {
+				c->r.status = st;
+				fc_reply(c, st, c->r.reason, true);
 				fc_finish(c);
 				return true;
 			}
@@ -1683,7 +1683,7 @@ bool egress_fwd_add(egress_server *s, elistener *l, int fd, const char *remote)
 	buf_init(&c->uout, FUOUT_MAX);
 	buf_init(&c->uin, FUP_MAX);
 	buf_init(&c->out, FOUT_MAX);
-	buf_init(&c->qin, EGRESS_INSPECT_BODY_MAX);
+	buf_init(&c->qin, EGRESS_INSPECT_BODY_CEIL); /* egress.inspect.max_body checks first */
 	buf_init(&c->qout, EGRESS_INSPECT_QOUT_MAX);
 	pthread_mutex_lock(&lp->mu);
 	bool ok = !lp->closed;

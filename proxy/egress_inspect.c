@@ -46,7 +46,54 @@ struct einsp {
 	uint64_t t_ns;
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
+	/* bytes this request counts in srv->insp_held: its request body, its held response */
+	egress_server *srv;
+	uint64_t held_q, held_r;
+	bool held_refused; /* the response could not be held (503) */
 };
+
+/* Sets one held body's share of s->insp_held to n bytes: true, or false (nothing changed)
+ * when growing it would pass egress.inspect.max_held. Lock-free: concurrent holders add
+ * first and take back what did not fit, so the bound is never passed. */
+static bool held_set(egress_server *s, uint64_t *mine, uint64_t n)
+{
+	if (s == NULL)
+		return true;
+	if (n <= *mine) {
+		atomic_fetch_sub(&s->insp_held, *mine - n);
+		*mine = n;
+		return true;
+	}
+	uint64_t add = n - *mine;
+	uint64_t before = atomic_fetch_add(&s->insp_held, add);
+	if (before + add > s->o.inspect_max_held) {
+		atomic_fetch_sub(&s->insp_held, add);
+		return false;
+	}
+	*mine = n;
+	return true;
+}
+
+static uint64_t max_body_of(const struct einsp *ei)
+{
+	return ei->srv ? ei->srv->o.inspect_max_body : EGRESS_INSPECT_BODY_MAX;
+}
+
+/* r->reason for a request body that the global bound refuses (answer 503). */
+static unsigned held_refused(erec *r, struct einsp *ei, uint64_t want)
+{
+	uint64_t now = atomic_load(&ei->srv->insp_held);
+	log_warn("egress: %s: request body of %llu bytes not held for inspection: %llu bytes "
+	         "held, egress.inspect.max_held %llu",
+	         r->id, (unsigned long long)want, (unsigned long long)now,
+	         (unsigned long long)ei->srv->o.inspect_max_held);
+	snprintf(r->reason, sizeof(r->reason),
+	         "request body not inspected: bytes held for inspection at "
+	         "egress.inspect.max_held (%llu); refused (fail closed)",
+	         (unsigned long long)ei->srv->o.inspect_max_held);
+	r->decision = "error";
+	return 503;
+}
 
 /* Engine ids for the per-thread scratch: a space of their own (decide.c counts from 1). */
 static atomic_uint_fast64_t eeng_seq;
@@ -158,6 +205,8 @@ egress_body_kind egress_body_kind_of(const http1_head *h)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nd); i++)
 		if (span_case_eq(mt, nd[i]))
 			return EBODY_NDJSON;
+	if (span_case_eq(mt, SPAN_LIT("application/x-www-form-urlencoded")))
+		return EBODY_FORM;
 	return EBODY_RAW;
 }
 
@@ -346,6 +395,110 @@ custos_err egress_inspect_json_doc(const inspect_engine *en, inspect_scratch *s,
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Form bodies (application/x-www-form-urlencoded, WHATWG URL "urlencoded parser"): '+' is a
+ * space, %XX a byte. Every encoded unit (one byte, or three for %XX) decodes to exactly one
+ * byte, so at[i], where decoded byte i starts in the body, maps a finding back to the bytes
+ * that were sent.
+ */
+static bool form_sep(char c)
+{
+	return c == '&' || c == '=';
+}
+
+/* The mask of detector det, percent-encoded: only letters, digits and '_' are left as they
+ * are (the form serializer's safe set), so the receiver decodes it to the plain mask. */
+static custos_err form_mask(const inspect_engine *en, unsigned det, buf *out)
+{
+	char m[INSPECT_MASK_MAX + 2];
+	mask_of(en, det, m, sizeof(m) - 2);
+	for (const char *c = m; *c; c++) {
+		bool safe = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+		            (*c >= '0' && *c <= '9') || *c == '_';
+		GUARD(safe ? buf_append_byte(out, *c)
+		           : buf_printf(out, "%%%02X", (unsigned)(unsigned char)*c));
+	}
+	return CUSTOS_OK;
+}
+
+custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
+                               const inspect_profile *p, span body, buf *dec, buf *out,
+                               inspect_summary *sum)
+{
+	inspect_findings fs = { 0 };
+	custos_err e = CUSTOS_OK;
+	uint32_t *at = NULL;
+
+	ENSURE(body.len < UINT32_MAX, CUSTOS_ERR_LIMIT, "form body too large to map");
+	at = xcalloc(body.len + 1, sizeof(*at));
+	buf_reset(dec);
+	size_t n = 0;
+	for (size_t i = 0; i < body.len && e == CUSTOS_OK; n++) {
+		at[n] = (uint32_t)i;
+		unsigned char c = (unsigned char)body.ptr[i];
+		if (c == '%') {
+			int hi = i + 1 < body.len ? num_hex_digit((unsigned char)body.ptr[i + 1])
+			                          : -1;
+			int lo = i + 2 < body.len ? num_hex_digit((unsigned char)body.ptr[i + 2])
+			                          : -1;
+			if (hi < 0 || lo < 0) {
+				e = err_set(CUSTOS_ERR_PARSE,
+				            "'%%' at byte %zu is not followed by two hex digits",
+				            i);
+				break;
+			}
+			c = (unsigned char)(hi << 4 | lo);
+			i += 3;
+		} else {
+			if (c == '+')
+				c = ' ';
+			i++;
+		}
+		e = buf_append_byte(dec, (char)c);
+	}
+	at[n] = (uint32_t)body.len;
+	if (e == CUSTOS_OK)
+		e = inspect_scan(en, s, p, buf_span(dec), &fs);
+	size_t copied = 0;
+	for (size_t k = 0; e == CUSTOS_OK && k < fs.n; k++) {
+		const inspect_finding *f = &fs.items[k];
+		sum_count(sum, f);
+		if (f->action == INSPECT_ACT_DENY) {
+			sum->deny_detector = f->detector;
+			e = CUSTOS_ERR_DENIED;
+			break;
+		}
+		if (f->action != INSPECT_ACT_REDACT || f->length == 0 || f->offset >= n)
+			continue;
+		size_t fe = (size_t)f->offset + f->length;
+		size_t es = at[f->offset], ee = at[fe < n ? fe : n];
+		if (es < copied)
+			es = copied;
+		/* each stretch between literal separators becomes one mask */
+		for (size_t i = es; e == CUSTOS_OK && i < ee;) {
+			if (form_sep(body.ptr[i])) {
+				i++;
+				continue;
+			}
+			size_t j = i;
+			while (j < ee && !form_sep(body.ptr[j]))
+				j++;
+			e = buf_append(out, body.ptr + copied, i - copied);
+			if (e == CUSTOS_OK)
+				e = form_mask(en, f->detector, out);
+			copied = j;
+			i = j;
+		}
+		sum->redacted = true;
+	}
+	/* copied stops before a separator a finding covered: it goes out with what follows */
+	if (e == CUSTOS_OK)
+		e = buf_append(out, body.ptr + copied, body.len - copied);
+	inspect_findings_free(&fs);
+	free(at);
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Decision and state
  */
 static bool any_action(const uint8_t a[POLICY_MAX_DETECTORS])
@@ -389,7 +542,7 @@ bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d
 	r->eng = e;
 	memcpy(r->insp_response, d->inspect_response, sizeof(r->insp_response));
 	memcpy(r->insp_request, d->inspect_prompt, sizeof(r->insp_request));
-	(void)ei_get(r);
+	ei_get(r)->srv = s;
 	return false;
 }
 
@@ -403,8 +556,8 @@ static struct einsp *ei_get(erec *r)
 		ei->resp_on = inspect_profile_active(&ei->resp);
 		inspect_summary_init(&ei->qsum);
 		inspect_summary_init(&ei->rsum);
-		buf_init(&ei->hold, EGRESS_INSPECT_BODY_MAX);
-		buf_init(&ei->out, EGRESS_INSPECT_BODY_MAX + INSPECT_JSON_MAX_BODY);
+		buf_init(&ei->hold, EGRESS_INSPECT_BODY_CEIL);
+		buf_init(&ei->out, EGRESS_INSPECT_BODY_CEIL + INSPECT_JSON_MAX_BODY);
 		buf_init(&ei->tmp, INSPECT_JSON_MAX_BODY);
 		r->ei = ei;
 	}
@@ -513,20 +666,31 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 	if (ei->denied)
 		return CUSTOS_ERR_DENIED;
 	buf_reset(&ei->out);
-	e = buf_append_span(&ei->hold, in);
-	if (e == CUSTOS_ERR_LIMIT) {
+	uint64_t want = (uint64_t)buf_used(&ei->hold) + in.len;
+	if (want > max_body_of(ei)) {
 		snprintf(ei->fail, sizeof(ei->fail),
-		         "JSON response %s over %u bytes: refused, it cannot be inspected whole "
+		         "JSON response %s over %llu bytes: refused, it cannot be inspected whole "
 		         "(fail closed)",
-		         ei->mode == EM_JSON ? "body" : "line", EGRESS_INSPECT_BODY_MAX);
-		return e;
+		         ei->mode == EM_JSON ? "body" : "line",
+		         (unsigned long long)max_body_of(ei));
+		return err_set(CUSTOS_ERR_LIMIT, "JSON response past egress.inspect.max_body");
 	}
+	if (!held_set(ei->srv, &ei->held_r, want)) {
+		ei->held_refused = true;
+		snprintf(ei->fail, sizeof(ei->fail),
+		         "JSON response not inspected: bytes held for inspection at "
+		         "egress.inspect.max_held (%llu); refused (fail closed)",
+		         (unsigned long long)ei->srv->o.inspect_max_held);
+		return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
+	}
+	e = buf_append_span(&ei->hold, in);
 	if (e != CUSTOS_OK || ei->mode == EM_JSON) /* held until the end */
 		return e;
 	GUARD(scratch_get(r->eng, &s));
 	uint64_t t0 = tm_mono_ns();
 	e = ndjson_lines(r, ei, s, false);
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold)); /* the rest of a line */
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -557,6 +721,7 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 		e = ndjson_lines(r, ei, s, true);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold));
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -568,6 +733,11 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 const char *egress_inspect_fail_reason(const erec *r)
 {
 	return r->ei && r->ei->fail[0] ? r->ei->fail : NULL;
+}
+
+unsigned egress_inspect_fail_status(const erec *r)
+{
+	return r->ei && r->ei->held_refused ? 503 : 502;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -586,7 +756,28 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 		r->decision = "deny";
 		return 415;
 	}
-	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > EGRESS_INSPECT_BODY_MAX) {
+	struct einsp *ei = ei_get(r);
+	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body_of(ei)) {
+		egress_inspect_request_too_large(r);
+		return 413;
+	}
+	/* A length known up front is counted whole now: refused before any of it is read. */
+	if (h->framing == HTTP1_BODY_LENGTH && !held_set(ei->srv, &ei->held_q, h->content_length))
+		return held_refused(r, ei, h->content_length);
+	return 0;
+}
+
+unsigned egress_inspect_request_append(erec *r, buf *hold, span d)
+{
+	struct einsp *ei = ei_get(r);
+	uint64_t want = (uint64_t)buf_used(hold) + d.len;
+	if (want > max_body_of(ei)) {
+		egress_inspect_request_too_large(r);
+		return 413;
+	}
+	if (want > ei->held_q && !held_set(ei->srv, &ei->held_q, want))
+		return held_refused(r, ei, want);
+	if (buf_append_span(hold, d) != CUSTOS_OK) {
 		egress_inspect_request_too_large(r);
 		return 413;
 	}
@@ -608,8 +799,8 @@ custos_err egress_head_set_length(buf *head, uint64_t n)
 void egress_inspect_request_too_large(erec *r)
 {
 	snprintf(r->reason, sizeof(r->reason),
-	         "request body over %u bytes cannot be inspected (fail closed)",
-	         EGRESS_INSPECT_BODY_MAX);
+	         "request body over %llu bytes cannot be inspected (fail closed)",
+	         (unsigned long long)max_body_of(ei_get(r)));
 	r->decision = "deny";
 }
 
@@ -640,12 +831,15 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 				e = buf_append_byte(out, '\n');
 			at = nl ? end + 1 : end;
 		}
+	} else if (k == EBODY_FORM) {
+		e = egress_inspect_form(r->eng->eng, s, &ei->req, body, &ei->tmp, out, &ei->qsum);
 	} else {
 		inspect_summary one;
 		e = inspect_redact_text(r->eng->eng, s, &ei->req, body, out, &one);
 		sum_add(&ei->qsum, &one);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
+	(void)held_set(ei->srv, &ei->held_q, 0); /* the caller frees the body now */
 	if (e == CUSTOS_OK)
 		return 0;
 	if (e == CUSTOS_ERR_DENIED) {
@@ -656,7 +850,15 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 		r->decision = "deny";
 		return 403;
 	}
-	if (k != EBODY_RAW && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
+	if (k == EBODY_FORM && e == CUSTOS_ERR_PARSE) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under application/x-www-form-urlencoded is not valid "
+		         "percent-encoding: %s; refused, it cannot be inspected (fail closed)",
+		         err_msg());
+		r->decision = "deny";
+		return 400;
+	}
+	if (k != EBODY_RAW && k != EBODY_FORM && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
 		snprintf(r->reason, sizeof(r->reason),
 		         "request body under a JSON media type %s: %s; refused, it cannot be "
 		         "inspected (fail closed)",
@@ -763,10 +965,19 @@ void egress_inspect_outcome(erec *r, const char **decision, const char **reason)
 		ingress_inspect_outcome(r->ip, decision, reason);
 }
 
+void egress_inspect_unhold(erec *r)
+{
+	if (r->ei) {
+		(void)held_set(r->ei->srv, &r->ei->held_q, 0);
+		(void)held_set(r->ei->srv, &r->ei->held_r, 0);
+	}
+}
+
 void egress_inspect_release(erec *r)
 {
 	ingress_inspect_free(r->ip);
 	r->ip = NULL;
+	egress_inspect_unhold(r);
 	if (r->ei) {
 		buf_free(&r->ei->hold);
 		buf_free(&r->ei->out);

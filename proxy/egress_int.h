@@ -72,6 +72,8 @@ struct egress_server {
 	erelay *relay;            /* the tunnel relay loop (egress_relay.c) */
 	edns *dns;                /* own resolver (egress.dns.servers), or NULL: getaddrinfo */
 	efwd *fwd;                /* the forward loops (egress_fwd.c), or NULL: threads only */
+	/* bytes held for content inspection by every connection (egress.inspect.max_held) */
+	atomic_uint_fast64_t insp_held;
 };
 
 /* One egress decision and its audit record. */
@@ -144,12 +146,14 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
 
 /* egress_inspect.c */
 /* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
- * (application/x-ndjson, jsonl...), content-encoded (cannot be inspected), or raw bytes. */
+ * (application/x-ndjson, jsonl...), a form (application/x-www-form-urlencoded: request
+ * bodies are decoded; responses are raw), content-encoded (cannot be inspected), or raw. */
 typedef enum egress_body_kind {
 	EBODY_RAW = 0,
 	EBODY_JSON,
 	EBODY_NDJSON,
 	EBODY_ENCODED,
+	EBODY_FORM,
 } egress_body_kind;
 egress_body_kind egress_body_kind_of(const http1_head *h);
 /* Whether a decision asks for response or request-body inspection (never in shadow mode). */
@@ -172,24 +176,34 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out) CUSTOS_WUR;
 /* End of the response body: what was held back (a whole JSON body). Same returns. */
 custos_err egress_inspect_response_end(erec *r, span *out) CUSTOS_WUR;
 /* Why the response could not be inspected (invalid JSON under a JSON media type, a body past
- * EGRESS_INSPECT_BODY_MAX), or NULL. */
+ * egress.inspect.max_body or egress.inspect.max_held), or NULL. */
 const char *egress_inspect_fail_reason(const erec *r);
+/* The status for a response that could not be inspected while nothing was sent: 503 when
+ * holding it would pass egress.inspect.max_held, else 502. */
+unsigned egress_inspect_fail_status(const erec *r);
 /* When the response was denied: overrides decision and reason. */
 void egress_inspect_outcome(erec *r, const char **decision, const char **reason);
 /* Whether the rule inspects the request body (the body is then read whole first). */
 bool egress_inspect_request_wanted(const erec *r);
 /* Request head, before its body is read: 0, or the status to answer with r->reason (415 for
- * a content-encoded body, 413 for a Content-Length past EGRESS_INSPECT_BODY_MAX). */
+ * a content-encoded body, 413 for a Content-Length past egress.inspect.max_body, 503 when
+ * holding that length would pass egress.inspect.max_held). A Content-Length is counted as
+ * held from here on; a chunked body as it arrives (egress_inspect_request_append). */
 unsigned egress_inspect_request_begin(erec *r, const http1_head *h);
-/* r->reason and decision for a body that grew past EGRESS_INSPECT_BODY_MAX (answer 413). */
+/* Appends d, decoded request body bytes, to hold (the body read whole): 0, or the status to
+ * answer with r->reason set: 413 past egress.inspect.max_body, 503 when the bytes held for
+ * inspection by all connections would pass egress.inspect.max_held (nothing appended). */
+unsigned egress_inspect_request_append(erec *r, buf *hold, span d);
+/* r->reason and decision for a body that grew past egress.inspect.max_body (answer 413). */
 void egress_inspect_request_too_large(erec *r);
 /* The whole decoded request body of kind k: 0 with what goes upstream in out (masks in place;
- * the caller writes its Content-Length), or the status to answer with r->reason set: 403
+ * the caller writes its Content-Length, and frees body right after: it no longer counts as
+ * held), or the status to answer with r->reason set: 403
  * denied (the reason names the detector, never the value), 400 invalid JSON under a JSON
  * media type, 500 internal. */
 unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out);
 /* What an inspected request body may grow to with its masks (EGRESS_INSPECT_BODY_MAX in). */
-#define EGRESS_INSPECT_QOUT_MAX (4u * EGRESS_INSPECT_BODY_MAX)
+#define EGRESS_INSPECT_QOUT_MAX (4u * EGRESS_INSPECT_BODY_CEIL)
 /* A request head written without framing fields (it ends in an empty line): the empty line
  * replaced by "Content-Length: n" and the empty line. CUSTOS_ERR_INVAL when head does not end
  * so, CUSTOS_ERR_LIMIT past its buffer's maximum. */
@@ -205,6 +219,19 @@ void egress_inspect_audit(erec *r, const char **decision, const char **reason,
 custos_err egress_inspect_json_doc(const struct inspect_engine *e, struct inspect_scratch *s,
                                    const struct inspect_profile *p, span doc, buf *tmp, buf *out,
                                    struct inspect_summary *sum) CUSTOS_WUR;
+/* Takes r's bodies out of the bytes held for inspection (egress.inspect.max_held); the
+ * buffers themselves go with egress_inspect_release. */
+void egress_inspect_unhold(erec *r);
+/* One application/x-www-form-urlencoded body: names and values percent-decoded ('+' a space)
+ * and inspected as one text (a value written %40 or %34%31 is found); appended to out as
+ * sent, each REDACT finding's encoded bytes replaced by its mask, percent-encoded
+ * (%5BREDACTED%3AEMAIL%5D: the receiver decodes it to [REDACTED:EMAIL]); a finding over a
+ * literal '&' or '=' masks each side, so the form keeps its fields. dec is scratch.
+ * CUSTOS_OK, CUSTOS_ERR_DENIED (sum->deny_detector), CUSTOS_ERR_PARSE (a '%' not followed by
+ * two hex digits: err_msg names the byte), CUSTOS_ERR_LIMIT. */
+custos_err egress_inspect_form(const struct inspect_engine *e, struct inspect_scratch *s,
+                               const struct inspect_profile *p, span body, buf *dec, buf *out,
+                               struct inspect_summary *sum) CUSTOS_WUR;
 /* Frees r's inspection state and drops its engine reference (end of every request). */
 void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);

@@ -48,6 +48,7 @@
 #define CFG_MAX_BATCH_WINDOW_NS (1000ull * 1000000ull) /* 1 s */
 #define CFG_MAX_POOL_SIZE       4096
 #define CFG_MAX_VCPUS           512
+#define CFG_MAX_INSPECT_BODY    (32u << 20) /* egress.inspect.max_body (EGRESS_INSPECT_BODY_CEIL) */
 #define CFG_MAX_MEMORY          (16ull << 40)
 
 /* ---------------------------------------------------------------------------------------------
@@ -333,7 +334,9 @@ typedef struct cfg_egress {
 	uint64_t max_connections_per_sandbox; /* default 64 */
 	char **dns_servers;                   /* empty = the system resolver; "ip[:port]" */
 	size_t n_dns_servers;
-	uint64_t dns_timeout_ns; /* per try; default 2 s */
+	uint64_t dns_timeout_ns;   /* per try; default 2 s */
+	uint64_t inspect_max_body; /* egress.inspect.max_body; default 8 MiB */
+	uint64_t inspect_max_held; /* egress.inspect.max_held; default 64 MiB */
 } cfg_egress;
 
 /* ---------------------------------------------------------------------------------------------

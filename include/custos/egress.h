@@ -17,16 +17,21 @@
 #define EGRESS_MAX_REQUEST_BODY (64u << 20)    /* request body a model may send */
 #define EGRESS_DEFAULT_RESPONSE (100ull << 20) /* response body cap when none is set */
 /* Bytes held for content inspection: a request body the rule inspects, a JSON response body,
- * one NDJSON line. Past it: 413 (request) or 502 (response), fail closed (docs/EGRESS.md). */
+ * one NDJSON line. Past it: 413 (request) or 502 (response), fail closed (docs/EGRESS.md).
+ * The default of egress.inspect.max_body, which may go up to the JSON walker's maximum. */
 #define EGRESS_INSPECT_BODY_MAX  (8u << 20)
-#define EGRESS_MAX_INFLIGHT      65536 /* registered in-flight ingress requests */
-#define EGRESS_ID_MAX            128   /* model, sandbox, request ids */
-#define EGRESS_PRINCIPAL_MAX     256
-#define EGRESS_MAX_FWD_LOOPS     16                    /* forward event loops, ceiling */
-#define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */
-#define EGRESS_MAX_DNS_SERVERS   64                    /* egress.dns.servers */
-#define EGRESS_REQUEST_ID_HEADER "X-Custos-Request-Id" /* optional, forwarded by the model */
-#define EGRESS_REASON_HEADER     "X-Custos-Reason"
+#define EGRESS_INSPECT_BODY_CEIL (32u << 20) /* = INSPECT_JSON_MAX_BODY */
+/* Bytes held for inspection by all connections together (egress.inspect.max_held): a body
+ * that would pass it is refused with 503 (fail closed) instead of growing memory. */
+#define EGRESS_INSPECT_HELD_DEFAULT (64ull << 20)
+#define EGRESS_MAX_INFLIGHT         65536 /* registered in-flight ingress requests */
+#define EGRESS_ID_MAX               128   /* model, sandbox, request ids */
+#define EGRESS_PRINCIPAL_MAX        256
+#define EGRESS_MAX_FWD_LOOPS        16                    /* forward event loops, ceiling */
+#define EGRESS_HELLO_MAX            (64u * 1024)          /* ClientHello bytes peeked for SNI */
+#define EGRESS_MAX_DNS_SERVERS      64                    /* egress.dns.servers */
+#define EGRESS_REQUEST_ID_HEADER    "X-Custos-Request-Id" /* optional, forwarded by the model */
+#define EGRESS_REASON_HEADER        "X-Custos-Reason"
 
 typedef struct egress_source {
 	char *id;          /* data source id (policy.yaml and custos.yaml share it) */
@@ -62,6 +67,8 @@ typedef struct egress_options {
 	uint64_t read_timeout_ns;    /* 0: 60 s */
 	uint64_t idle_timeout_ns;    /* client keep-alive and tunnel idle; 0: 60 s */
 	unsigned max_conns;          /* per listener (sandbox); 0: 64 */
+	uint64_t inspect_max_body;   /* one held body; 0: EGRESS_INSPECT_BODY_MAX */
+	uint64_t inspect_max_held;   /* all held bodies together; 0: EGRESS_INSPECT_HELD_DEFAULT */
 	/* Plain forward requests: on forward_loops event loops (0: one per CPU), or, with forward_threads,
 	 * on a thread per connection as CONNECT tunnels and request bodies always are. */
 	unsigned forward_loops;

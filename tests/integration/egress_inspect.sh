@@ -121,6 +121,16 @@ event() {
 	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
 	event_now "$1"
 }
+# decisions EVENT: how many egress.decision events carry the request id of the completion
+# EVENT (the decision, when there is one, is submitted before the completion, so it is in the
+# trail once the completion is)
+decisions() {
+	local id
+	id=$(sed -n 's/.*"request_id":"\(eg-[0-9a-f]*\)".*/\1/p' <<<"$1")
+	[ -n "$id" ] || { echo none; return; }
+	{ cat "$W"/audit/* 2>/dev/null; grep -h '"egress.decision' up.log | sed 's/.*audit: //'; } |
+		sed 's/\\"/"/g' | grep '"egress.decision"' | grep -cF "\"request_id\":\"$id\""
+}
 has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac; }
 hasnt() { ! has "$1" "$2"; }
 MAIL=jane.doe@example.com CARD="4111 1111 1111 1111" AKEY=AKIAIOSFODNN7EXAMPLE
@@ -308,8 +318,42 @@ check "request over the inspection limit (Content-Length): 413 (code $code)" \
 code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -H 'Transfer-Encoding: chunked' \
 	--data-binary @big.bin "http://localhost:$P_D/up-redact/echo-bigchunked")
 check "request over the inspection limit (chunked): 413 (code $code)" test "$code" = 413
+# form bodies (application/x-www-form-urlencoded): names and values percent-decoded for
+# inspection, the masks percent-encoded over the encoded bytes, invalid encoding 400
+FORM=application/x-www-form-urlencoded
+code=$(curl -s -o /dev/null -D hdr.txt -w '%{http_code}' -x "$PX" -H "Content-Type: $FORM" \
+	--data-binary 'note=AKIA%49OSFODNN7EXAMPLE&x=1' "http://localhost:$P_D/up-deny/echo-form")
+check "form deny: a key behind %49 found, 403 (code $code)" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request body denied .*aws_access_key' hdr.txt"
+got=$(curl -s -D hdr.txt -x "$PX" -H "Content-Type: $FORM" \
+	--data-binary 'to=jane.doe%40example.com&c=%34%31%31%31+1111+1111+1111&ok=a+b%26c' \
+	"http://localhost:$P_D/up-redact/echo-form")
+want='to=%5BREDACTED%3AEMAIL%5D&c=%5BREDACTED%3APAYMENT_CARD%5D&ok=a+b%26c'
+check "form redact: %40 and %34%31... decoded and masked, the masks percent-encoded ($got)" test "$got" = "$want"
+check "form redact: the source decodes the masks, the other fields as sent" \
+	python3 -c "import sys, urllib.parse as u; q=dict(u.parse_qsl(sys.argv[1])); sys.exit(not (q['to']=='[REDACTED:EMAIL]' and q['c']=='[REDACTED:PAYMENT_CARD]' and q['ok']=='a b&c'))" "$got"
+check "form redact: Content-Length fixed" grep -qi "^x-got-length: ${#want}"$'\r' hdr.txt
+code=$(curl -s -o /dev/null -D hdr.txt -w '%{http_code}' -x "$PX" -H "Content-Type: $FORM" \
+	--data-binary 'to=jane.doe%4' "http://localhost:$P_D/up-redact/echo-form-bad")
+check "form: invalid percent-encoding refused with 400 (code $code), the reason says so" \
+	bash -c "[ $code = 400 ] && grep -qi '^x-custos-reason: .*not valid percent-encoding' hdr.txt"
+# a body with a content-encoding cannot be inspected: 415
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" -H 'Content-Type: text/plain' \
+	-H 'Content-Encoding: gzip' --data-binary 'not really gzip' "http://localhost:$P_D/up-redact/echo-gz")
+check "request with a content-encoding: 415 (code $code)" test "$code" = 415
+# audit order (docs/EGRESS.md "Audit events"): a refused body leaves its egress.request alone,
+# no egress.decision (allow) before it; a body that went upstream has exactly one decision
+for pth in /up-deny/echo /up-deny/echo-form /up-redact/echo-form-bad /up-redact/echo-bad /up-redact/echo-big /up-redact/echo-bigchunked \
+	/up-redact/echo-gz; do
+	ev=$(event "$pth")
+	n=$(decisions "$ev")
+	check "audit order: $pth refused, its completion alone (decisions: $n)" \
+		bash -c "[ '$n' = 0 ] && echo '$ev' | grep -q '\"decision\":\"deny\"'"
+done
+n=$(decisions "$(event /up-redact/echo-chunked)")
+check "audit order: a redacted body that went upstream has its decision (decisions: $n)" test "$n" = 1
 check "request: the source saw no e-mail, no key, nothing refused" \
-	bash -c "! grep -q -e jane -e AKIA -e echo-bad -e echo-big sink.txt && grep -q 'REDACTED:EMAIL' sink.txt"
+	bash -c "! grep -q -e jane -e AKIA -e echo-bad -e echo-big -e echo-form-bad sink.txt && grep -q 'REDACTED:EMAIL' sink.txt && grep -q 'REDACTED%3AEMAIL' sink.txt"
 # intercepted HTTPS (the connection-thread path)
 : >sink_tls.txt
 code=$(curl -s -o body.txt -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: text/plain' \
@@ -319,7 +363,17 @@ got=$(curl -s -D hdr.txt --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: appl
 	-H 'Transfer-Encoding: chunked' --data-binary '{"m":"jane.doe\u0040example.com"}' "https://localhost:$P_T/echo-redact")
 check "intercepted request redact: masks, Content-Length fixed" \
 	bash -c "[ '$got' = '{\"m\":\"[REDACTED:EMAIL]\"}' ] && grep -qi '^x-got-length: 24' hdr.txt"
+got=$(curl -s --cacert "$W/ca/ca.crt" -x "$PX" -H "Content-Type: $FORM" \
+	--data-binary 'm=jane.doe%40example.com' "https://localhost:$P_T/echo-form")
+check "intercepted form redact: decoded, masked percent-encoded ($got)" test "$got" = 'm=%5BREDACTED%3AEMAIL%5D'
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" -H "Content-Type: $FORM" \
+	--data-binary 'm=%zz' "https://localhost:$P_T/echo-form-bad")
+check "intercepted form: invalid percent-encoding 400 (code $code)" test "$code" = 400
 check "intercepted: the source never saw the key or the address" bash -c "! grep -q -e AKIA -e jane sink_tls.txt"
+n=$(decisions "$(event /echo-deny)")
+check "audit order, intercepted: the refused body's completion alone (decisions: $n)" test "$n" = 0
+n=$(decisions "$(event /echo-redact)")
+check "audit order, intercepted: the redacted body's call has its decision (decisions: $n)" test "$n" = 1
 # policy check: the request direction's values are checked at file:line:col
 sed 's/request: { email: redact, payment_card: redact, aws_access_key: redact }/request: { email: block, payment_crd: redact }/' policy.yaml >bad.yaml
 out=$("$BIN" policy check bad.yaml 2>&1); rc=$?
@@ -338,10 +392,21 @@ cases:
     expect: allow
     obligations:
       request: { email: deny }
+  - name: an egress case written with the ingress key of the slot
+    request: { direction: egress, model: m1, data: upd, method: POST }
+    expect: allow
+    obligations:
+      prompt: { aws_access_key: redact }
 EOY
 out=$("$BIN" policy test policy.yaml cases.yaml 2>&1); rc=$?
 check "policy test: request: obligations compared (exit $rc)" \
-	bash -c "[ $rc = 1 ] && echo '$out' | grep -q '1 passed, 1 failed' && echo '$out' | grep -q 'request email: redact (want deny)'"
+	bash -c "[ $rc = 1 ] && echo '$out' | grep -q '1 passed, 2 failed' && echo '$out' | grep -q 'request email: redact (want deny)'"
+names_request() { grep -q "$2" <<<"$1" && ! grep -q "$3" <<<"$1"; } # TEXT WANT UNWANTED
+check "policy test: an egress mismatch names the request direction, never prompt" \
+	names_request "$out" 'request aws_access_key: deny (want redact)' prompt
+out=$("$BIN" policy explain policy.yaml --request '{"direction":"egress","model":"m1","data":"upd","method":"POST"}' 2>&1)
+check "policy explain: an egress rule's request obligations say request, not prompt" \
+	names_request "$out" 'inspect request aws_access_key: deny' 'inspect prompt'
 
 # --- SIGHUP: a new policy brings its own engine; the logged source is now redacted
 sed -i 's/response: { email: log, payment_card: log }/response: { email: redact, payment_card: redact, aws_access_key: redact }/' policy.yaml

@@ -92,6 +92,9 @@ class Data(BaseHTTPRequestHandler):
         if "jsonlarge" in self.path:  # 1 MB of JSON, the escaped value at its end
             body = (b'{"rows":[' + b",".join(b'"row %d filler text"' % i for i in range(40000)) +
                     b'],"mail":"jane.doe\\u0040example.com"}')
+        if "jsonmid" in self.path:  # about 44 KB of JSON, the escaped value at its end
+            body = (b'{"rows":[' + b",".join(b'"row %d filler text"' % i for i in range(2000)) +
+                    b'],"mail":"jane.doe\\u0040example.com"}')
         if "jsonbig" in self.path:  # a JSON body past what the proxy holds to inspect
             body = b'["' + b"x" * (9 << 20) + b'"]'
         if "gzip" in self.path:  # an encoding the proxy cannot inspect

@@ -702,8 +702,29 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->egress.dns_timeout_ns, 300000000ull);
 	config_free(cfg);
 
-	/* A warning, not an error: continue on write errors is allowed but said out loud. */
+	/* egress.inspect: one held body (1KiB - 32MiB, default 8MiB) and all of them together
+	 * (default 64MiB, never less than one body), errors at line:col */
+	cfg = parse_ok("version: 1\n");
+	assert_int_equal(cfg->egress.inspect_max_body, 8u << 20);
+	assert_int_equal(cfg->egress.inspect_max_held, 64ull << 20);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 100KiB}}\n");
+	assert_int_equal(cfg->egress.inspect_max_body, 64u << 10);
+	assert_int_equal(cfg->egress.inspect_max_held, 100u << 10);
+	config_free(cfg);
+	expect_error("version: 1\negress: {inspect: {max_body: 33MiB}}\n", "max_body");
+	expect_error("version: 1\negress: {inspect: {max_body: 100}}\n", "max_body");
+	expect_error("version: 1\negress: {inspect: {max_body: lots}}\n", "max_body");
+	expect_error("version: 1\negress: {inspect: {max_bdy: 1MiB}}\n", "max_bdy");
 	diag_list d;
+	const diag_item *it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 1MiB\n"
+	                                 "    max_held: 512KiB\n",
+	                                 &d, "less than 'max_body'");
+	assert_int_equal(it->line, 5);
+	assert_int_equal(it->col, 15);
+	diag_free(&d);
+
+	/* A warning, not an error: continue on write errors is allowed but said out loud. */
 	diag_init(&d);
 	const char *t = "version: 1\naudit: {on_write_error: continue}\n";
 	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);

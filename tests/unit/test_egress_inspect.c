@@ -24,7 +24,14 @@ static inspect_profile prof;
 static int setup(void **state)
 {
 	(void)state;
-	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL };
+	/* a custom detector whose matches cross a form separator (test_form) */
+	static const char *const pats[] = { "TKT[=&][0-9]{4}" };
+	static const inspect_custom_def ticket = { .name = "ticket",
+		                                   .patterns = pats,
+		                                   .n_patterns = 1 };
+	inspect_engine_opts o = { .builtins = INSPECT_BUILTIN_ALL,
+		                  .custom = &ticket,
+		                  .n_custom = 1 };
 	if (inspect_engine_new(&o, &eng) != CUSTOS_OK ||
 	    inspect_scratch_new(eng, &scr) != CUSTOS_OK)
 		return -1;
@@ -33,6 +40,7 @@ static int setup(void **state)
 	inspect_profile_set(&prof, INSPECT_EMAIL, INSPECT_ACT_REDACT);
 	inspect_profile_set(&prof, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_DENY);
 	inspect_profile_set(&prof, INSPECT_IPV4, INSPECT_ACT_LOG);
+	inspect_profile_set(&prof, INSPECT_BUILTIN_COUNT, INSPECT_ACT_REDACT);
 	return 0;
 }
 
@@ -178,11 +186,79 @@ static void test_body_kind(void **state)
 		{ NULL, NULL, EBODY_RAW },
 		{ "application/json", "gzip", EBODY_ENCODED },
 		{ "application/json", "identity", EBODY_JSON },
+		{ "application/x-www-form-urlencoded", NULL, EBODY_FORM },
+		{ "Application/X-WWW-Form-Urlencoded; charset=UTF-8", NULL, EBODY_FORM },
+		{ "multipart/form-data; boundary=x", NULL, EBODY_RAW },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
 		http1_head *h = head(cases[i].ct, cases[i].enc);
 		assert_int_equal(egress_body_kind_of(h), cases[i].k);
 		free(h);
+	}
+}
+
+/* Runs one form body; *out gets the result as a C string (caller frees). */
+static custos_err run_form(const char *body, char **out, inspect_summary *sum)
+{
+	buf dec, o;
+	buf_init(&dec, 1 << 20);
+	buf_init(&o, 1 << 20);
+	inspect_summary_init(sum);
+	custos_err e = egress_inspect_form(eng, scr, &prof, span_cstr(body), &dec, &o, sum);
+	*out = span_dup(buf_span(&o));
+	buf_free(&dec);
+	buf_free(&o);
+	return e;
+}
+
+static void test_form(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		/* values and names percent-decoded, '+' a space; the mask percent-encoded over the
+		 * encoded bytes, the other fields as sent */
+		{ "to=jane.doe%40example.com&n=1", "to=%5BREDACTED%3AEMAIL%5D&n=1" },
+		{ "c=%34%31%31%31+1111+1111+1111&x=%41", "c=%5BREDACTED%3APAYMENT_CARD%5D&x=%41" },
+		{ "jane.doe%40example%2Ecom=x", "%5BREDACTED%3AEMAIL%5D=x" },
+		{ "a=jane.doe@example.com", "a=%5BREDACTED%3AEMAIL%5D" },
+		/* a finding over a literal separator: each side masked, the separator kept */
+		{ "a=TKT=1234&b=2", "a=%5BREDACTED%3ATICKET%5D=%5BREDACTED%3ATICKET%5D&b=2" },
+		{ "a=TK%54%261234", "a=%5BREDACTED%3ATICKET%5D" },
+		/* a literal '&' or '=' ends a value: no value is read across fields */
+		{ "c=4111+1111&d=1111+1111", "c=4111+1111&d=1111+1111" },
+		/* hyphens written %2D: the card is one value */
+		{ "c=4111%2D1111%2D1111%2D1111", "c=%5BREDACTED%3APAYMENT_CARD%5D" },
+		/* clean and logged bodies unchanged, bytes as sent */
+		{ "a=b&c=d%20e+f&empty=&=", "a=b&c=d%20e+f&empty=&=" },
+		{ "ip=10.0.0.1", "ip=10.0.0.1" },
+		{ "", "" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		char *out;
+		inspect_summary sum;
+		assert_int_equal(run_form(cases[i].in, &out, &sum), CUSTOS_OK);
+		if (strcmp(out, cases[i].want) != 0)
+			fail_msg("form %zu: '%s' -> '%s', want '%s'", i, cases[i].in, out,
+			         cases[i].want);
+		free(out);
+	}
+	char *out;
+	inspect_summary sum;
+	assert_int_equal(run_form("c=%34111 1111 1111 1111&m=x%40y.example", &out, &sum),
+	                 CUSTOS_OK);
+	assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+	free(out);
+	/* deny behind percent-encoding */
+	assert_int_equal(run_form("k=AKIA%49OSFODNN7EXAMPLE", &out, &sum), CUSTOS_ERR_DENIED);
+	assert_int_equal(sum.deny_detector, INSPECT_AWS_ACCESS_KEY);
+	free(out);
+	/* invalid percent-encoding: refused, never inspected as raw text */
+	static const char *const bad[] = { "a=%4", "a=%zz&b=1", "a=%", "%g0=1", "a=%4%31" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		assert_int_equal(run_form(bad[i], &out, &sum), CUSTOS_ERR_PARSE);
+		free(out);
 	}
 }
 
@@ -214,9 +290,13 @@ static void test_head_set_length(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_json_escapes),      cmocka_unit_test(test_json_deny),
-		cmocka_unit_test(test_json_keys_numbers), cmocka_unit_test(test_json_invalid),
-		cmocka_unit_test(test_body_kind),         cmocka_unit_test(test_head_set_length),
+		cmocka_unit_test(test_json_escapes),
+		cmocka_unit_test(test_json_deny),
+		cmocka_unit_test(test_json_keys_numbers),
+		cmocka_unit_test(test_json_invalid),
+		cmocka_unit_test(test_body_kind),
+		cmocka_unit_test(test_head_set_length),
+		cmocka_unit_test(test_form),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
