@@ -134,51 +134,9 @@ static struct eeng *eng_get(egress_server *s, policy *p)
 	return e;
 }
 
-/* ---------------------------------------------------------------------------------------------
- * Per-thread scratch for this file's scans (ingress_inspect.c keeps its own), remade when a
- * request uses another engine (after a reload).
- */
-typedef struct escratch {
-	inspect_scratch *s;
-	uint64_t eng_id;
-} escratch;
-
-static pthread_key_t escr_key;
-static pthread_once_t escr_once = PTHREAD_ONCE_INIT;
-static bool escr_key_ok;
-
-static void escr_destroy(void *p)
-{
-	escratch *t = p;
-	inspect_scratch_free(t->s);
-	free(t);
-}
-
-static void escr_init(void)
-{
-	escr_key_ok = pthread_key_create(&escr_key, escr_destroy) == 0;
-}
-
 static custos_err scratch_get(const struct eeng *e, inspect_scratch **out)
 {
-	ENSURE(pthread_once(&escr_once, escr_init) == 0 && escr_key_ok, CUSTOS_ERR_INTERNAL,
-	       "egress inspect: no thread key for scratch");
-	escratch *t = pthread_getspecific(escr_key);
-	if (t == NULL) {
-		t = xcalloc(1, sizeof(*t));
-		if (pthread_setspecific(escr_key, t) != 0) {
-			free(t);
-			return err_set(CUSTOS_ERR_INTERNAL, "egress inspect: cannot keep scratch");
-		}
-	}
-	if (t->s == NULL || t->eng_id != e->id) {
-		inspect_scratch_free(t->s);
-		t->s = NULL;
-		GUARD(inspect_scratch_new(e->eng, &t->s));
-		t->eng_id = e->id;
-	}
-	*out = t->s;
-	return CUSTOS_OK;
+	return inspect_thread_scratch(e->eng, e->id, out);
 }
 
 /* ---------------------------------------------------------------------------------------------

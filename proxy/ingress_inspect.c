@@ -8,7 +8,6 @@
  * non-streamed JSON body held whole and its choices[].message.content redacted, any other body
  * through a byte stream. Findings are counted for the audit event; values are never kept.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,50 +101,9 @@ struct ingress_insp {
 	audit_finding f[INSPECT_MAX_DETECTORS];
 };
 
-/* ---------------------------------------------------------------------------------------------
- * Per-thread scratch, remade when a request uses another engine (after a reload).
- */
-typedef struct tscratch {
-	inspect_scratch *s;
-	uint64_t eng_id;
-} tscratch;
-
-static pthread_key_t scr_key;
-static pthread_once_t scr_once = PTHREAD_ONCE_INIT;
-static bool scr_key_ok;
-
-static void scr_destroy(void *p)
-{
-	tscratch *t = p;
-	inspect_scratch_free(t->s);
-	free(t);
-}
-
-static void scr_init(void)
-{
-	scr_key_ok = pthread_key_create(&scr_key, scr_destroy) == 0;
-}
-
 static custos_err scratch_get(const ingress_insp *ip, inspect_scratch **out)
 {
-	ENSURE(pthread_once(&scr_once, scr_init) == 0 && scr_key_ok, CUSTOS_ERR_INTERNAL,
-	       "inspect: no thread key for scratch");
-	tscratch *t = pthread_getspecific(scr_key);
-	if (t == NULL) {
-		t = xcalloc(1, sizeof(*t));
-		if (pthread_setspecific(scr_key, t) != 0) {
-			free(t);
-			return err_set(CUSTOS_ERR_INTERNAL, "inspect: cannot keep scratch");
-		}
-	}
-	if (t->s == NULL || t->eng_id != ip->eng_id) {
-		inspect_scratch_free(t->s);
-		t->s = NULL;
-		GUARD(inspect_scratch_new(ip->eng, &t->s));
-		t->eng_id = ip->eng_id;
-	}
-	*out = t->s;
-	return CUSTOS_OK;
+	return inspect_thread_scratch(ip->eng, ip->eng_id, out);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -151,6 +151,13 @@ custos_err inspect_engine_from_policy(const struct policy *p, inspect_engine **o
 custos_err inspect_scratch_new(const inspect_engine *e, inspect_scratch **out) CUSTOS_WUR;
 void inspect_scratch_free(inspect_scratch *s);
 
+/* The calling thread's scratch for engine e, whose caller-given id eng_id is unique over the
+ * process's life (a new engine gets a new id): made on first use, remade when an engine with
+ * another id comes, freed when the thread ends. Holds two engines' scratch per thread (the
+ * ingress and egress ones). */
+custos_err inspect_thread_scratch(const inspect_engine *e, uint64_t eng_id,
+                                  inspect_scratch **out) CUSTOS_WUR;
+
 /* ---------------------------------------------------------------------------------------------
  * Profile: which detectors a rule applies to one direction (prompt, response, egress) and what
  * a hit does. A plain value: policy compiles one per rule and direction.

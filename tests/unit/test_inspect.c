@@ -5,6 +5,7 @@
  * and in 1..4-byte fragments.
  */
 #include <limits.h>
+#include <pthread.h>
 
 #include "test_inspect_util.h"
 
@@ -733,6 +734,58 @@ static void test_numeric_scanner(void **state)
 	hs_free_database(db);
 }
 
+/* The per-thread scratch cache: one scratch per engine id and thread, two engines kept, a
+ * third takes the least recently used slot; another thread gets its own. */
+static void *other_thread_scratch(void *arg)
+{
+	inspect_scratch *s = NULL;
+	if (inspect_thread_scratch(arg, 1, &s) != CUSTOS_OK)
+		return NULL;
+	return s;
+}
+
+static void test_thread_scratch(void **state)
+{
+	(void)state;
+	inspect_engine_opts o = { .builtins = UINT64_C(1) << INSPECT_US_SSN };
+	inspect_engine *e1, *e2, *e3;
+	assert_int_equal(inspect_engine_new(&o, &e1), CUSTOS_OK);
+	assert_int_equal(inspect_engine_new(&o, &e2), CUSTOS_OK);
+	assert_int_equal(inspect_engine_new(&o, &e3), CUSTOS_OK);
+	inspect_scratch *a, *b, *c, *x;
+	assert_int_equal(inspect_thread_scratch(e1, 1, &a), CUSTOS_OK);
+	assert_int_equal(inspect_thread_scratch(e1, 1, &x), CUSTOS_OK);
+	assert_ptr_equal(a, x);
+	assert_int_equal(inspect_thread_scratch(e2, 2, &b), CUSTOS_OK);
+	assert_ptr_not_equal(a, b);
+	assert_int_equal(inspect_thread_scratch(e1, 1, &x), CUSTOS_OK);
+	assert_ptr_equal(a, x); /* both kept */
+	/* A third id: engine 2 was used least recently, engine 1's scratch stays. */
+	assert_int_equal(inspect_thread_scratch(e3, 3, &c), CUSTOS_OK);
+	assert_int_equal(inspect_thread_scratch(e1, 1, &x), CUSTOS_OK);
+	assert_ptr_equal(a, x);
+	assert_int_equal(inspect_thread_scratch(e3, 3, &x), CUSTOS_OK);
+	assert_ptr_equal(c, x);
+	/* The scratch scans with its engine. */
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	buf out;
+	buf_init(&out, 1024);
+	assert_int_equal(inspect_redact_text(e3, c, &p, span_cstr("ssn 123-45-6789"), &out, NULL),
+	                 CUSTOS_OK);
+	assert_false(span_eq_cstr(buf_span(&out), "ssn 123-45-6789"));
+	buf_free(&out);
+	/* Another thread: its own scratch, freed when it ends (LeakSanitizer checks). */
+	pthread_t t;
+	void *theirs = NULL;
+	assert_int_equal(pthread_create(&t, NULL, other_thread_scratch, e1), 0);
+	assert_int_equal(pthread_join(t, &theirs), 0);
+	assert_non_null(theirs);
+	assert_ptr_not_equal(theirs, a);
+	inspect_engine_free(e1);
+	inspect_engine_free(e2);
+	inspect_engine_free(e3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -742,6 +795,7 @@ int main(void)
 		cmocka_unit_test(test_names_and_parsers),  cmocka_unit_test(test_pattern_check),
 		cmocka_unit_test(test_custom_refused),     cmocka_unit_test(test_small_engines),
 		cmocka_unit_test(test_clean_and_binary),   cmocka_unit_test(test_numeric_scanner),
+		cmocka_unit_test(test_thread_scratch),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }
