@@ -386,6 +386,8 @@ custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
 	custos_err e = CUSTOS_OK;
 	uint32_t *at = NULL;
 
+	if (body.len == 0)
+		return CUSTOS_OK; /* nothing to decode (and body.ptr may be NULL) */
 	ENSURE(body.len < UINT32_MAX, CUSTOS_ERR_LIMIT, "form body too large to map");
 	at = xcalloc(body.len + 1, sizeof(*at));
 	buf_reset(dec);
