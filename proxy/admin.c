@@ -1204,18 +1204,48 @@ static custos_err open_unix(const char *path, uint32_t mode, int *out)
 		if (unlink(path) == -1)
 			return err_sys("admin socket %s: unlink stale socket", path);
 	}
+	/* Never wider than the configured mode, and without touching the process-wide umask (other
+	 * threads create files meanwhile): the socket is bound in a fresh 0700 directory beside
+	 * the target, which nobody else can enter, given its mode there, then renamed onto the
+	 * final path (the same filesystem, so atomically; never over a file that appeared since). */
+	char tmpdir[sizeof(sun.sun_path)], tmpsock[sizeof(sun.sun_path)];
+	const char *slash = strrchr(path, '/');
+	int dl = slash ? (int)(slash - path) : 1;
+	const char *dir = slash ? path : ".";
+	if (slash == path)
+		dl = 0;
+	int n1 = snprintf(tmpdir, sizeof(tmpdir), "%.*s/.admin.XXXXXX", dl, dir);
+	ENSURE(n1 > 0 && (size_t)n1 + 2 < sizeof(tmpdir), CUSTOS_ERR_LIMIT,
+	       "admin socket %s: its directory's path is too long to bind a socket in it", path);
+	if (mkdtemp(tmpdir) == NULL)
+		return err_sys("admin socket %s: mkdtemp %s", path, tmpdir);
+	snprintf(tmpsock, sizeof(tmpsock), "%s/s", tmpdir);
+	struct sockaddr_un tmp_sun = { .sun_family = AF_UNIX };
+	memcpy(tmp_sun.sun_path, tmpsock, strlen(tmpsock) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	custos_err e = CUSTOS_OK;
 	if (fd == -1)
-		return err_sys("admin socket: socket");
-	/* Created owner-only, then opened up to the configured mode: never wider in between. */
-	mode_t old = umask(0177);
-	int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old);
-	if (r == -1 || chmod(path, mode) == -1 || listen(fd, 64) == -1) {
-		custos_err e = err_sys("admin socket %s", path);
-		close(fd);
-		return e;
+		e = err_sys("admin socket: socket");
+	else if (bind(fd, (struct sockaddr *)&tmp_sun, sizeof(tmp_sun)) == -1)
+		e = err_sys("admin socket %s: bind", tmpsock);
+	else if (chmod(tmpsock, mode) == -1)
+		e = err_sys("admin socket %s: chmod", tmpsock);
+	else if (renameat2(AT_FDCWD, tmpsock, AT_FDCWD, path, RENAME_NOREPLACE) == -1)
+		e = err_sys("admin socket %s: rename from %s", path, tmpsock);
+	else if (listen(fd, 64) == -1)
+		e = err_sys("admin socket %s: listen", path);
+	if (e != CUSTOS_OK) {
+		(void)unlink(tmpsock);
+		if (fd != -1)
+			close(fd);
 	}
+	if (rmdir(tmpdir) == -1 && e == CUSTOS_OK) {
+		e = err_sys("admin socket %s: rmdir %s", path, tmpdir);
+		(void)unlink(path);
+		close(fd);
+	}
+	if (e != CUSTOS_OK)
+		return e;
 	*out = fd;
 	return CUSTOS_OK;
 }
