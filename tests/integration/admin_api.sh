@@ -48,6 +48,14 @@ check "tcp, lower-case scheme (RFC 9110 11.1)" "$(code "${T[@]}" -H "Authorizati
 check "tcp, token of the wrong case" "$(code "${T[@]}" -H "Authorization: Bearer ${TOKEN^^}" "http://127.0.0.1:$APORT/healthz")" 401
 check "ctl health" "$(ctl health)" '{"status":"ok"}'
 check "ctl over tcp" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" ready >/dev/null; echo $?)" 0
+# ctl sends the bearer token over plain http only to a loopback address unless told otherwise:
+# 0.0.0.0 reaches this host on Linux, but is not loopback by address, so it stands in for a
+# remote one (refused before any connection), then is allowed with --insecure-remote.
+out=$("$bin" ctl --url "http://0.0.0.0:$APORT" --token-file "$work/token" ready 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q 'not a loopback address.*--insecure-remote' && ok "ctl refuses a non-loopback http URL" || fail "ctl non-loopback http: $rc $out"
+out=$("$bin" ctl --url "http://[2001:db8::1]:$APORT" --token-file "$work/token" ready 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q 'not a loopback address' && ok "ctl refuses a non-loopback IPv6 http URL" || fail "ctl non-loopback v6 http: $rc $out"
+check "ctl --insecure-remote over a non-loopback URL" "$("$bin" ctl --url "http://0.0.0.0:$APORT" --token-file "$work/token" --insecure-remote ready >/dev/null; echo $?)" 0
 
 # Traffic through the proxy (plain listener): allowed, denied, unauthenticated.
 chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
