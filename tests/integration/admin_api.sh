@@ -171,6 +171,17 @@ out=$(ctl decide @"$work/bob.json")
 echo "$out" | grep -q '"allow":false' && ok "decide: bob denied" || fail "decide bob: $out"
 out=$(ctl decide '{"direction":"sideways"}' 2>&1)
 echo "$out" | grep -q '"errors"' && ok "decide: bad context answered with its errors" || fail "decide bad: $out"
+# A malformed URL is refused, naming the field, not judged as a request to no data source.
+for u in 'http://[::1' 'http://[::1]junk/' 'http://h:70000/' 'http://h%zz/' 'http:///x'; do
+	out=$(code "${U[@]}" -H 'Content-Type: application/json' \
+		-d "{\"direction\":\"egress\",\"principal\":\"alice\",\"url\":\"$u\"}" http://admin/v1/decide)
+	check "decide: url $u refused" "$out" 400
+done
+out=$(ctl decide '{"direction":"egress","principal":"alice","url":"http://[::1"}' 2>&1)
+echo "$out" | grep -q 'url: bad url: unterminated IPv6 literal' && ok "decide: the 400 names the url field" || fail "decide bad url: $out"
+out=$(code "${U[@]}" -H 'Content-Type: application/json' \
+	-d '{"direction":"egress","principal":"alice","url":"http://[::1]:8080/x"}' http://admin/v1/decide)
+check "decide: a well-formed IPv6 url judged" "$out" 200
 
 # Slow client: sends the request head one byte every half second; it is cut off after the admin
 # timeout (10 s) while other requests are answered at once.
