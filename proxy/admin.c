@@ -1383,10 +1383,10 @@ static custos_err open_unix(const char *path, uint32_t mode, int *out)
 		e = err_sys("admin socket %s: bind", tmpsock);
 	else if (chmod(tmpsock, mode) == -1)
 		e = err_sys("admin socket %s: chmod", tmpsock);
+	else if (listen(fd, 64) == -1) /* before the rename: a failure leaves the path alone */
+		e = err_sys("admin socket %s: listen", tmpsock);
 	else if (renameat2(AT_FDCWD, tmpsock, AT_FDCWD, path, RENAME_NOREPLACE) == -1)
 		e = err_sys("admin socket %s: rename from %s", path, tmpsock);
-	else if (listen(fd, 64) == -1)
-		e = err_sys("admin socket %s: listen", path);
 	if (e != CUSTOS_OK) {
 		(void)unlink(tmpsock);
 		if (fd != -1)
