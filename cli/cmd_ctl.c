@@ -1,9 +1,10 @@
 /*
- * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F] COMMAND: a client for the
+ * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F [--insecure-remote]] COMMAND: a client for the
  * admin API (docs/ADMIN.md). A tiny HTTP/1.1 client: one request per connection
  * (Connection: close), the answer read to EOF into a bounded buffer, the body printed.
  * Exit status: 0 on a 2xx answer, 1 otherwise (so `custos ctl ready` works in scripts).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -63,6 +64,28 @@ static custos_err ctl_connect(const struct ctl_target *t, int *out)
 	}
 	*out = fd;
 	return CUSTOS_OK;
+}
+
+/* Whether a --url address stays on this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a
+ * unix: path. Anything else (0.0.0.0 and :: included) carries the bearer token in clear over a
+ * network, which only --insecure-remote allows. */
+static bool ctl_url_loopback(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (proxy_parse_address(hostport, &ss, &len) != CUSTOS_OK)
+		return true; /* not an address: ctl_connect reports it */
+	if (ss.ss_family == AF_UNIX)
+		return true;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+	if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+		return true;
+	return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
 }
 
 static custos_err write_all(int fd, const uint8_t *p, size_t n)
@@ -197,10 +220,12 @@ int cmd_ctl(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "url", required_argument, NULL, 'u' },
 		{ "token-file", required_argument, NULL, 't' },
+		{ "insecure-remote", no_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET };
 	const char *url = NULL, *token_file = NULL;
+	bool insecure_remote = false;
 	int ch;
 
 	optind = 1;
@@ -211,6 +236,8 @@ int cmd_ctl(int argc, char **argv)
 			url = optarg;
 		else if (ch == 't')
 			token_file = optarg;
+		else if (ch == 'R')
+			insecure_remote = true;
 		else
 			return ctl_usage();
 	}
@@ -226,6 +253,16 @@ int cmd_ctl(int argc, char **argv)
 		size_t n = strlen(t.url_hostport);
 		if (n && t.url_hostport[n - 1] == '/') {
 			fprintf(stderr, "custos ctl: --url takes no path\n");
+			return CLI_USAGE;
+		}
+		if (!insecure_remote && !ctl_url_loopback(t.url_hostport)) {
+			fprintf(stderr,
+			        "custos ctl: --url %s is not a loopback address: the admin token "
+			        "would "
+			        "cross the network in clear over http (give --insecure-remote to "
+			        "do it "
+			        "anyway, or use an SSH tunnel to a loopback port)\n",
+			        url);
 			return CLI_USAGE;
 		}
 	}

@@ -690,57 +690,21 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 		(void)ydoc_str(doc, desc, &s, c->d);
 }
 
-/* Splits "scheme://host[:port]/path" (no userinfo, query or fragment). */
+/* Splits "scheme://host[:port]/path" (no user info, query or fragment). */
 static bool url_split(const char *u, size_t len, span *scheme, span *host, uint16_t *port,
                       span *path, const char **why)
 {
-	const char *sep = memmem(u, len, "://", 3);
-	if (sep == NULL) {
-		*why = "missing '://'";
+	policy_url pu;
+	if (!policy_url_split(span_of(u, len), &pu, why))
 		return false;
-	}
-	*scheme = span_of(u, (size_t)(sep - u));
-	const char *h = sep + 3, *end = u + len;
-	const char *slash = memchr(h, '/', (size_t)(end - h));
-	const char *hend = slash ? slash : end;
-	if (memchr(h, '@', (size_t)(hend - h)) || memchr(u, '?', len) || memchr(u, '#', len)) {
+	if (pu.rest.len != pu.path.len) {
 		*why = "no user info, query or fragment allowed";
 		return false;
 	}
-	const char *colon = NULL;
-	if (h < hend && *h == '[') {
-		const char *rb = memchr(h, ']', (size_t)(hend - h));
-		if (rb == NULL) {
-			*why = "unterminated IPv6 literal";
-			return false;
-		}
-		*host = span_of(h, (size_t)(rb + 1 - h));
-		if (rb + 1 < hend) {
-			if (rb[1] != ':') {
-				*why = "junk after IPv6 literal";
-				return false;
-			}
-			colon = rb + 1;
-		}
-	} else {
-		colon = memchr(h, ':', (size_t)(hend - h));
-		*host = span_of(h, (size_t)((colon ? colon : hend) - h));
-	}
-	if (host->len == 0) {
-		*why = "empty host";
-		return false;
-	}
-	*port = 0;
-	if (colon) {
-		uint64_t pv;
-		if (num_parse_u64(span_of(colon + 1, (size_t)(hend - colon - 1)), 1, 65535, &pv) !=
-		    CUSTOS_OK) {
-			*why = "bad port";
-			return false;
-		}
-		*port = (uint16_t)pv;
-	}
-	*path = slash ? span_of(slash, (size_t)(end - slash)) : SPAN_LIT("/");
+	*scheme = pu.scheme;
+	*host = pu.host;
+	*port = pu.port;
+	*path = pu.path.len ? pu.path : SPAN_LIT("/");
 	return true;
 }
 

@@ -297,35 +297,11 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
 
 const policy_data_source *policy_find_data_url(const policy *p, span url)
 {
-	const char *u = url.ptr, *end = url.ptr + url.len;
-	const char *sep = url.len >= 3 ? memmem(u, url.len, "://", 3) : NULL;
-	if (sep == NULL)
-		return NULL;
-	span scheme = span_of(u, (size_t)(sep - u));
-	const char *h = sep + 3;
-	const char *pe = h;
-	while (pe < end && *pe != '/' && *pe != '?' && *pe != '#')
-		pe++;
-	if (memchr(h, '@', (size_t)(pe - h)))
-		return NULL; /* userinfo: refuse rather than guess */
-	const char *colon = NULL;
-	if (h < pe && *h == '[') {
-		const char *rb = memchr(h, ']', (size_t)(pe - h));
-		if (rb == NULL)
-			return NULL;
-		colon = (rb + 1 < pe && rb[1] == ':') ? rb + 1 : NULL;
-	} else
-		colon = memchr(h, ':', (size_t)(pe - h));
-	span host = span_of(h, (size_t)((colon ? colon : pe) - h));
-	uint64_t port = 0;
-	if (colon && num_parse_u64(span_of(colon + 1, (size_t)(pe - colon - 1)), 1, 65535, &port) !=
-	                     CUSTOS_OK)
-		return NULL;
-	const char *qe = pe;
-	while (qe < end && *qe != '?' && *qe != '#')
-		qe++;
-	return policy_find_data_source(p, scheme, host, (uint16_t)port,
-	                               span_of(pe, (size_t)(qe - pe)));
+	policy_url pu;
+	const char *why;
+	if (!policy_url_split(url, &pu, &why))
+		return NULL; /* malformed (user info included): refuse rather than guess */
+	return policy_find_data_source(p, pu.scheme, pu.host, pu.port, pu.path);
 }
 
 /* ---------------------------------------------------------------------------------------------

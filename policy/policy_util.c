@@ -1,4 +1,5 @@
-/* policy helpers: the arena that holds a compiled policy and the string map used for ids. */
+/* policy helpers: the arena that holds a compiled policy, the string map used for ids, and the
+ * URL splitter every policy URL goes through. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,4 +123,79 @@ bool pmap_get_h(const pmap *m, uint64_t h, const char *want, size_t len, uint32_
 		}
 		j = (j + 1) & (m->cap - 1);
 	}
+}
+
+static bool url_hex(char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+bool policy_url_split(span url, policy_url *out, const char **why)
+{
+	const char *u = url.ptr, *end = url.ptr + url.len;
+	const char *sep = url.len >= 3 ? memmem(u, url.len, "://", 3) : NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (sep == NULL || sep == u) {
+		*why = sep ? "missing scheme" : "missing '://'";
+		return false;
+	}
+	out->scheme = span_of(u, (size_t)(sep - u));
+	const char *h = sep + 3, *ae = h;
+	while (ae < end && *ae != '/' && *ae != '?' && *ae != '#')
+		ae++;
+	if (memchr(h, '@', (size_t)(ae - h))) {
+		*why = "no user info allowed";
+		return false;
+	}
+	const char *colon = NULL;
+	if (h < ae && *h == '[') {
+		const char *rb = memchr(h, ']', (size_t)(ae - h));
+		if (rb == NULL) {
+			*why = "unterminated IPv6 literal";
+			return false;
+		}
+		bool hexcolon = rb > h + 1;
+		for (const char *q = h + 1; q < rb && hexcolon; q++)
+			hexcolon = url_hex(*q) || *q == ':' || *q == '.'; /* no zone id */
+		if (!hexcolon || memchr(h + 1, ':', (size_t)(rb - h - 1)) == NULL) {
+			*why = "bad IPv6 literal";
+			return false;
+		}
+		if (rb + 1 < ae && rb[1] != ':') {
+			*why = "junk after IPv6 literal";
+			return false;
+		}
+		colon = rb + 1 < ae ? rb + 1 : NULL;
+		out->host = span_of(h, (size_t)(rb + 1 - h));
+	} else {
+		colon = memchr(h, ':', (size_t)(ae - h));
+		out->host = span_of(h, (size_t)((colon ? colon : ae) - h));
+	}
+	if (out->host.len == 0) {
+		*why = "empty host";
+		return false;
+	}
+	for (size_t i = 0; i < out->host.len; i++)
+		if (out->host.ptr[i] == '%' &&
+		    (i + 2 >= out->host.len || !url_hex(out->host.ptr[i + 1]) ||
+		     !url_hex(out->host.ptr[i + 2]))) {
+			*why = "bad percent-encoding in host";
+			return false;
+		}
+	if (colon) {
+		uint64_t pv;
+		if (num_parse_u64(span_of(colon + 1, (size_t)(ae - colon - 1)), 1, 65535, &pv) !=
+		    CUSTOS_OK) {
+			*why = "port not a number in 1..65535";
+			return false;
+		}
+		out->port = (uint16_t)pv;
+	}
+	out->rest = span_of(ae, (size_t)(end - ae));
+	const char *pe = ae;
+	while (pe < end && *pe != '?' && *pe != '#')
+		pe++;
+	out->path = span_of(ae, (size_t)(pe - ae));
+	return true;
 }

@@ -49,11 +49,21 @@ struct watch {
 	struct watch *prev, *next;
 };
 
+/* Refused callers audited per listener: at most ADMIN_REFUSED_BURST events a second one by one;
+ * the rest of that second summed into one event once the second is over (the watchdog, or the
+ * next refusal, whichever comes first; at shutdown at the latest), so that a caller without
+ * the token cannot flood the trail, and the trail still counts every refusal. The same shape
+ * as the supervisor's refused calls (cli/cmd_up.c, sup_refused). */
+#define ADMIN_REFUSED_BURST 20
+#define NS_PER_S            1000000000ull
+
 struct admin_listener {
 	struct admin_server *srv;
 	enum listener_kind kind;
 	int fd;
 	struct MHD_Daemon *d;
+	pthread_mutex_t refused_lock;
+	uint64_t refused_window_ns, refused_in_window, refused_suppressed;
 };
 
 struct admin_server {
@@ -76,6 +86,7 @@ struct admin_server {
 	struct watch *watches;
 	bool watch_stop, watch_started;
 	pthread_t watch_th;
+	uint64_t refused_window_len; /* NS_PER_S; test builds may stretch it */
 };
 
 /* What a request is, decided on the first call from method and path alone. */
@@ -191,6 +202,112 @@ static void admin_audit(struct admin_server *s, const char *principal, const cha
 		          (int)p.len, p.ptr, err_msg());
 	}
 }
+
+static const char *const listener_names[] = { "unix", "tcp" };
+
+/* The summary of a listener's refusals past the burst: principal "*", `count` the number. */
+static void admin_audit_refused_summary(struct admin_server *s, const struct admin_listener *l,
+                                        uint64_t count)
+{
+	audit_event ev;
+
+	log_warn("admin: %llu more refused caller(s) on the %s listener in one second",
+	         (unsigned long long)count, listener_names[l->kind]);
+	audit_event_begin(&ev, "admin.request");
+	audit_event_cstr(&ev, "principal", "*");
+	audit_event_cstr(&ev, "listener", listener_names[l->kind]);
+	audit_event_u64(&ev, "status", l->kind == L_UNIX ? 403 : 401);
+	audit_event_cstr(&ev, "result", "unauthenticated");
+	audit_event_cstr(&ev, "reason", "refused callers past the rate bound");
+	audit_event_u64(&ev, "count", count);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("admin: summary of %llu refused caller(s) not recorded: too large",
+		          (unsigned long long)count);
+		return;
+	}
+	if (s->audit == NULL) {
+		span b = audit_event_body(&ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+	} else if (audit_submit(s->audit, &ev) != CUSTOS_OK) {
+		log_error("admin: summary of %llu refused caller(s) not recorded: %s",
+		          (unsigned long long)count, err_msg());
+	}
+}
+
+/* Takes the listener's summed refusals once their window is over (force: now); 0: none. */
+static uint64_t refused_take(struct admin_server *s, struct admin_listener *l, uint64_t now,
+                             bool force)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&l->refused_lock);
+	if (l->refused_suppressed &&
+	    (force || now - l->refused_window_ns >= s->refused_window_len)) {
+		n = l->refused_suppressed;
+		l->refused_suppressed = 0;
+	}
+	pthread_mutex_unlock(&l->refused_lock);
+	return n;
+}
+
+static void refused_flush(struct admin_server *s, bool force)
+{
+	uint64_t now = tm_mono_ns();
+	for (size_t i = 0; i < 2; i++) {
+		uint64_t n = refused_take(s, &s->l[i], now, force);
+		if (n)
+			admin_audit_refused_summary(s, &s->l[i], n);
+	}
+}
+
+/* A refused caller: its own event while the listener's burst allows, else counted. */
+static void admin_audit_refused(struct admin_server *s, struct admin_listener *l, const char *who,
+                                const char *method, const char *url, unsigned status)
+{
+	uint64_t now = tm_mono_ns(), prev = 0;
+	bool own = false;
+
+	pthread_mutex_lock(&l->refused_lock);
+	if (l->refused_window_ns == 0 || now - l->refused_window_ns >= s->refused_window_len) {
+		prev = l->refused_suppressed; /* the window before: summed ahead of this event */
+		l->refused_suppressed = 0;
+		l->refused_window_ns = now;
+		l->refused_in_window = 0;
+	}
+	if (l->refused_in_window < ADMIN_REFUSED_BURST) {
+		l->refused_in_window++;
+		own = true;
+	} else {
+		l->refused_suppressed++;
+	}
+	pthread_mutex_unlock(&l->refused_lock);
+	if (prev)
+		admin_audit_refused_summary(s, l, prev);
+	if (own)
+		admin_audit(s, who, method, url, status, "unauthenticated");
+}
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_ADMIN_REFUSED_WINDOW_S=N
+ * makes the admin API's "second" for refused callers last N seconds, so that a test can put a
+ * burst in one window whatever the speed of the machine (tests/integration/admin_api.sh). */
+static uint64_t test_hook_admin_refused_window(void)
+{
+	const char *v = getenv("CUSTOS_TEST_ADMIN_REFUSED_WINDOW_S");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return NS_PER_S;
+	if (num_parse_u64(span_cstr(v), 1, 86400, &n) != CUSTOS_OK) {
+		log_error("admin: test hook: CUSTOS_TEST_ADMIN_REFUSED_WINDOW_S=%s: %s", v,
+		          err_msg());
+		return NS_PER_S;
+	}
+	log_warn("admin: test hook: the window for refused callers lasts %llu s",
+	         (unsigned long long)n);
+	return n * NS_PER_S;
+}
+#endif
 
 /* ---- caller checks ---- */
 
@@ -324,6 +441,13 @@ static void *watchdog(void *arg)
 				atomic_store(&w->deadline, 0);
 			}
 		}
+		/* refused callers' sums, once their second is over (not under watch_lock: a
+		 * submit may wait for the audit queue) */
+		pthread_mutex_unlock(&s->watch_lock);
+		refused_flush(s, false);
+		pthread_mutex_lock(&s->watch_lock);
+		if (s->watch_stop)
+			break;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 250 * 1000 * 1000;
@@ -725,6 +849,33 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	return respond_buf(c, status, &b);
 }
 
+/* A `url` member of a decide request must be a well-formed absolute URL: policy_find_data_url
+ * answers "no data source" for a malformed one, which would judge the request as one to no
+ * data source instead of refusing it. Reports it into d, naming the field; false then. */
+static bool decide_url_ok(span body, diag_list *d)
+{
+	ydoc doc;
+	diag_list scratch; /* a parse error is reported by policy_request_parse itself */
+	bool ok = true;
+
+	diag_init(&scratch);
+	if (ydoc_parse(&doc, "<request>", body.ptr, body.len, &scratch) == CUSTOS_OK && doc.root &&
+	    doc.root->kind == YDOC_MAP) {
+		ydoc_node *u = ydoc_map_get(doc.root, "url");
+		policy_url pu;
+		const char *why;
+		if (u && u->kind == YDOC_SCALAR &&
+		    !policy_url_split(span_of(u->str, u->len), &pu, &why)) {
+			diag_add(d, DIAG_ERROR, "<request>", u->line, u->col,
+			         "e.g. https://hr.corp.example:8443/api/", "url: bad url: %s", why);
+			ok = false;
+		}
+	}
+	ydoc_free(&doc);
+	diag_free(&scratch);
+	return ok;
+}
+
 static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
 {
 	buf b;
@@ -746,6 +897,8 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 	json_obj_begin(&w);
 	span body = buf_span(&rq->body);
 	custos_err e = policy_request_parse(p, body.ptr, body.len, &req, &keep, &d);
+	if (e == CUSTOS_OK && !decide_url_ok(body, &d))
+		e = CUSTOS_ERR_PARSE;
 	unsigned status = 200;
 	if (e != CUSTOS_OK) {
 		status = 400;
@@ -1087,7 +1240,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!ok) {
 			unsigned st = l->kind == L_UNIX ? 403 : 401;
 			metrics_inc(METRICS_ADMIN_DENIED);
-			admin_audit(s, who, method, url, st, "unauthenticated");
+			admin_audit_refused(s, l, who, method, url, st);
 			return respond_error(c, st,
 			                     st == 403 ? "caller uid not allowed"
 			                               : "a valid bearer token is required");
@@ -1204,18 +1357,48 @@ static custos_err open_unix(const char *path, uint32_t mode, int *out)
 		if (unlink(path) == -1)
 			return err_sys("admin socket %s: unlink stale socket", path);
 	}
+	/* Never wider than the configured mode, and without touching the process-wide umask (other
+	 * threads create files meanwhile): the socket is bound in a fresh 0700 directory beside
+	 * the target, which nobody else can enter, given its mode there, then renamed onto the
+	 * final path (the same filesystem, so atomically; never over a file that appeared since). */
+	char tmpdir[sizeof(sun.sun_path)], tmpsock[sizeof(sun.sun_path)];
+	const char *slash = strrchr(path, '/');
+	int dl = slash ? (int)(slash - path) : 1;
+	const char *dir = slash ? path : ".";
+	if (slash == path)
+		dl = 0;
+	int n1 = snprintf(tmpdir, sizeof(tmpdir), "%.*s/.admin.XXXXXX", dl, dir);
+	ENSURE(n1 > 0 && (size_t)n1 + 2 < sizeof(tmpdir), CUSTOS_ERR_LIMIT,
+	       "admin socket %s: its directory's path is too long to bind a socket in it", path);
+	if (mkdtemp(tmpdir) == NULL)
+		return err_sys("admin socket %s: mkdtemp %s", path, tmpdir);
+	snprintf(tmpsock, sizeof(tmpsock), "%s/s", tmpdir);
+	struct sockaddr_un tmp_sun = { .sun_family = AF_UNIX };
+	memcpy(tmp_sun.sun_path, tmpsock, strlen(tmpsock) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	custos_err e = CUSTOS_OK;
 	if (fd == -1)
-		return err_sys("admin socket: socket");
-	/* Created owner-only, then opened up to the configured mode: never wider in between. */
-	mode_t old = umask(0177);
-	int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old);
-	if (r == -1 || chmod(path, mode) == -1 || listen(fd, 64) == -1) {
-		custos_err e = err_sys("admin socket %s", path);
-		close(fd);
-		return e;
+		e = err_sys("admin socket: socket");
+	else if (bind(fd, (struct sockaddr *)&tmp_sun, sizeof(tmp_sun)) == -1)
+		e = err_sys("admin socket %s: bind", tmpsock);
+	else if (chmod(tmpsock, mode) == -1)
+		e = err_sys("admin socket %s: chmod", tmpsock);
+	else if (listen(fd, 64) == -1) /* before the rename: a failure leaves the path alone */
+		e = err_sys("admin socket %s: listen", tmpsock);
+	else if (renameat2(AT_FDCWD, tmpsock, AT_FDCWD, path, RENAME_NOREPLACE) == -1)
+		e = err_sys("admin socket %s: rename from %s", path, tmpsock);
+	if (e != CUSTOS_OK) {
+		(void)unlink(tmpsock);
+		if (fd != -1)
+			close(fd);
 	}
+	if (rmdir(tmpdir) == -1 && e == CUSTOS_OK) {
+		e = err_sys("admin socket %s: rmdir %s", path, tmpdir);
+		(void)unlink(path);
+		close(fd);
+	}
+	if (e != CUSTOS_OK)
+		return e;
 	*out = fd;
 	return CUSTOS_OK;
 }
@@ -1318,8 +1501,14 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	pthread_mutex_init(&s->reload_lock, NULL);
 	pthread_mutex_init(&s->watch_lock, NULL);
 	pthread_cond_init(&s->watch_cond, NULL);
-	s->l[0] = (struct admin_listener){ s, L_UNIX, -1, NULL };
-	s->l[1] = (struct admin_listener){ s, L_TCP, -1, NULL };
+	s->l[0] = (struct admin_listener){ .srv = s, .kind = L_UNIX, .fd = -1 };
+	s->l[1] = (struct admin_listener){ .srv = s, .kind = L_TCP, .fd = -1 };
+	pthread_mutex_init(&s->l[0].refused_lock, NULL);
+	pthread_mutex_init(&s->l[1].refused_lock, NULL);
+	s->refused_window_len = NS_PER_S;
+#ifdef CUSTOS_TEST_HOOKS
+	s->refused_window_len = test_hook_admin_refused_window();
+#endif
 	if (o->n_allowed_uids) {
 		memcpy(s->uids, o->allowed_uids, o->n_allowed_uids * sizeof(uint32_t));
 		s->nuids = o->n_allowed_uids;
@@ -1403,6 +1592,9 @@ void admin_stop(admin_server *s)
 		if (s->l[i].fd != -1)
 			close(s->l[i].fd);
 	}
+	refused_flush(s, true); /* no caller left: the last window's sum, now */
+	pthread_mutex_destroy(&s->l[0].refused_lock);
+	pthread_mutex_destroy(&s->l[1].refused_lock);
 	if (s->socket_path) {
 		if (unlink(s->socket_path) == -1 && errno != ENOENT)
 			log_warn("admin: unlink %s: %s", s->socket_path, strerror(errno));

@@ -413,6 +413,13 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.model = span_cstr(r->route_model ? r->route_model
 		                   : r->has_oa    ? r->oa.model
 		                                  : ""),
+		/* ... and the body's, when it named another (an alias, or a model a path route
+		 * overrode), so that the trail keeps what the client asked for. */
+		.model_requested =
+		        span_cstr(r->route_model && r->has_oa && r->oa.has_model &&
+		                                  strcmp(r->route_model, r->oa.model) != 0
+		                          ? r->oa.model
+		                          : ""),
 		.status = r->status,
 		.decision = decision,
 		.reason = reason,

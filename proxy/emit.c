@@ -80,6 +80,8 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 	audit_rec_str(ev, "path", cut(r->path, long_max));
 	if (r->model.len)
 		audit_rec_str(ev, "model", cut(r->model, short_max));
+	if (r->model_requested.len)
+		audit_rec_str(ev, "model_requested", cut(r->model_requested, short_max));
 	audit_rec_u64(ev, "status", r->status);
 	audit_rec_cstr(ev, "decision", r->decision);
 	put_cut(ev, "reason", r->reason, long_max);

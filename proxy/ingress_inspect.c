@@ -818,7 +818,7 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	buf_reset(&ip->tmp);
 	GUARD(jsonr_rewrite(ev->data, &ed, 1, &ip->tmp));
 	*handled = true;
-	return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+	return sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
 }
 
 static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out);
@@ -1030,7 +1030,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 			e = buf_append_span(&sl->etyp, ev->type);
 	}
 	if (e == CUSTOS_OK)
-		e = sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+		e = sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
 	buf_free(&blank);
 	buf_free(&red);
 	return e;
@@ -1217,7 +1217,7 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		if (e == CUSTOS_ERR_DENIED)
 			return sse_deny(ip, ip->rsum.deny_detector);
 		GUARD(e);
-		return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+		return sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
 	}
 	if (nlp > 0) { /* the same event with each choice's logprobs written null */
 		buf stripped;
@@ -1292,7 +1292,7 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		}
 	buf_reset(&ip->tmp);
 	GUARD(jsonr_rewrite(ev->data, edits, ne, &ip->tmp));
-	return sse_write_event(&ip->out, ev->type, buf_span(&ip->tmp));
+	return sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
 }
 
 static custos_err sse_piece(ingress_insp *ip, inspect_scratch *s, span in)

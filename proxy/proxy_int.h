@@ -199,6 +199,7 @@ typedef struct emit_rec {
 	const char *auth; /* method */
 	const char *remote;
 	span method, path, model;
+	span model_requested; /* the body's `model` when it differs from model (else empty) */
 	unsigned status;
 	const char *decision; /* "allow", "deny", "error" */
 	const char *reason;

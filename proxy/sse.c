@@ -215,7 +215,7 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 /* ---------------------------------------------------------------------------------------------
  * Writer.
  */
-custos_err sse_write_event(buf *out, span type, span data)
+static custos_err write_event(buf *out, span type, const sse_event *ev, span data)
 {
 	if (type.len > 0) {
 		ENSURE(memchr(type.ptr, '\n', type.len) == NULL &&
@@ -225,6 +225,16 @@ custos_err sse_write_event(buf *out, span type, span data)
 		GUARD(buf_append(out, type.ptr, type.len));
 		GUARD(buf_append_byte(out, '\n'));
 	}
+	if (ev && ev->has_id) { /* a value from one line: it holds no line break */
+		ENSURE(memchr(ev->id.ptr, '\n', ev->id.len) == NULL &&
+		               memchr(ev->id.ptr, '\r', ev->id.len) == NULL,
+		       CUSTOS_ERR_INVAL, "SSE event id with a line break");
+		GUARD(buf_append(out, "id: ", 4));
+		GUARD(buf_append(out, ev->id.ptr, ev->id.len));
+		GUARD(buf_append_byte(out, '\n'));
+	}
+	if (ev && ev->has_retry)
+		GUARD(buf_printf(out, "retry: %llu\n", (unsigned long long)ev->retry));
 	size_t i = 0;
 	do {
 		size_t j = i;
@@ -239,6 +249,16 @@ custos_err sse_write_event(buf *out, span type, span data)
 		i = j + 1;
 	} while (i <= data.len);
 	return buf_append_byte(out, '\n');
+}
+
+custos_err sse_write_event(buf *out, span type, span data)
+{
+	return write_event(out, type, NULL, data);
+}
+
+custos_err sse_write_event_from(buf *out, const sse_event *ev, span data)
+{
+	return write_event(out, ev->type, ev, data);
 }
 
 custos_err sse_write_comment(buf *out, span text)

@@ -63,6 +63,9 @@ span sse_parser_pending_raw(const sse_parser *p);
 /* Appends an event: optional "event:" line, one "data:" line per line of data (LF, CR or
  * CRLF in data split lines), blank line. */
 custos_err sse_write_event(buf *out, span type, span data) CUSTOS_WUR;
+/* The same for an event rewritten from ev: its type, and its id: and retry: lines carried
+ * over (a client's Last-Event-ID and reconnection delay must not depend on inspection). */
+custos_err sse_write_event_from(buf *out, const sse_event *ev, span data) CUSTOS_WUR;
 /* Appends a comment line (": text\n"); text must hold no line break (CUSTOS_ERR_INVAL). */
 custos_err sse_write_comment(buf *out, span text) CUSTOS_WUR;
 

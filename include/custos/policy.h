@@ -172,8 +172,23 @@ const policy_data_source *policy_find_data_id(const policy *p, span id);
  * normalised first (see policy_evaluate); NULL also when the path is refused as ambiguous. */
 const policy_data_source *policy_find_data_source(const policy *p, span scheme, span host,
                                                   uint16_t port, span path);
-/* The same from an absolute URL ("https://host:8443/api/x?q"). */
+/* The same from an absolute URL ("https://host:8443/api/x?q"); NULL for a malformed one too. */
 const policy_data_source *policy_find_data_url(const policy *p, span url);
+
+/* An absolute URL split by policy_url_split: views into the text it was given. */
+typedef struct policy_url {
+	span scheme;   /* before "://", not empty */
+	span host;     /* a name, an IPv4 address, or an IPv6 literal with its brackets */
+	uint16_t port; /* 0 when none is given */
+	span path;     /* from the first '/' up to '?' or '#' ("" when there is none) */
+	span rest;     /* from the end of the authority to the end (path, query, fragment) */
+} policy_url;
+/* The one parser of absolute URLs for policy `url` values, policy_find_data_url and
+ * POST /v1/decide's `url`. Returns false, with *why a static reason, for a missing "://" or
+ * scheme, user info, an unterminated '[' or a bad IPv6 literal (hex digits, ':' and '.'; no zone id), anything but ":port" after
+ * ']', an empty host, a port not in 1..65535, or a '%' in the host not followed by two hex
+ * digits. */
+bool policy_url_split(span url, policy_url *out, const char **why);
 /* A request path as every rule and data source sees it (the one normaliser, so that whatever
  * picks a data source elsewhere agrees with the policy): unreserved %XX decoded, runs of '/'
  * collapsed, the query dropped. False (with *why) for a path that cannot be normalised

@@ -48,6 +48,14 @@ check "tcp, lower-case scheme (RFC 9110 11.1)" "$(code "${T[@]}" -H "Authorizati
 check "tcp, token of the wrong case" "$(code "${T[@]}" -H "Authorization: Bearer ${TOKEN^^}" "http://127.0.0.1:$APORT/healthz")" 401
 check "ctl health" "$(ctl health)" '{"status":"ok"}'
 check "ctl over tcp" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" ready >/dev/null; echo $?)" 0
+# ctl sends the bearer token over plain http only to a loopback address unless told otherwise:
+# 0.0.0.0 reaches this host on Linux, but is not loopback by address, so it stands in for a
+# remote one (refused before any connection), then is allowed with --insecure-remote.
+out=$("$bin" ctl --url "http://0.0.0.0:$APORT" --token-file "$work/token" ready 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q 'not a loopback address.*--insecure-remote' && ok "ctl refuses a non-loopback http URL" || fail "ctl non-loopback http: $rc $out"
+out=$("$bin" ctl --url "http://[2001:db8::1]:$APORT" --token-file "$work/token" ready 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q 'not a loopback address' && ok "ctl refuses a non-loopback IPv6 http URL" || fail "ctl non-loopback v6 http: $rc $out"
+check "ctl --insecure-remote over a non-loopback URL" "$("$bin" ctl --url "http://0.0.0.0:$APORT" --token-file "$work/token" --insecure-remote ready >/dev/null; echo $?)" 0
 
 # Traffic through the proxy (plain listener): allowed, denied, unauthenticated.
 chat='{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
@@ -163,6 +171,17 @@ out=$(ctl decide @"$work/bob.json")
 echo "$out" | grep -q '"allow":false' && ok "decide: bob denied" || fail "decide bob: $out"
 out=$(ctl decide '{"direction":"sideways"}' 2>&1)
 echo "$out" | grep -q '"errors"' && ok "decide: bad context answered with its errors" || fail "decide bad: $out"
+# A malformed URL is refused, naming the field, not judged as a request to no data source.
+for u in 'http://[::1' 'http://[::1]junk/' 'http://h:70000/' 'http://h%zz/' 'http:///x'; do
+	out=$(code "${U[@]}" -H 'Content-Type: application/json' \
+		-d "{\"direction\":\"egress\",\"principal\":\"alice\",\"url\":\"$u\"}" http://admin/v1/decide)
+	check "decide: url $u refused" "$out" 400
+done
+out=$(ctl decide '{"direction":"egress","principal":"alice","url":"http://[::1"}' 2>&1)
+echo "$out" | grep -q 'url: bad url: unterminated IPv6 literal' && ok "decide: the 400 names the url field" || fail "decide bad url: $out"
+out=$(code "${U[@]}" -H 'Content-Type: application/json' \
+	-d '{"direction":"egress","principal":"alice","url":"http://[::1]:8080/x"}' http://admin/v1/decide)
+check "decide: a well-formed IPv6 url judged" "$out" 200
 
 # Slow client: sends the request head one byte every half second; it is cut off after the admin
 # timeout (10 s) while other requests are answered at once.

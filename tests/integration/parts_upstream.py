@@ -2,7 +2,7 @@
 """Fixture for proxy_inspect.sh: a model server that streams one reply in the event formats
 the model-server fixture does not speak, each value split over events of one part, with the
 parts' events interleaved. Every POST is answered by its path, each event written and flushed
-on its own, chunked:
+on its own, chunked, with an id: line (1, 2, ...; the first event also has retry: 2500):
 
   parts_upstream.py PORTFILE TEXT DENY_TEXT TOKENS
 
@@ -126,7 +126,10 @@ def serve(c):
             messages if path.startswith("/v1/messages") else completion
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                   b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-        for e in gen(text):
+        for k, e in enumerate(gen(text), 1):
+            # every event numbered by an id: line, the first with a retry: line too: a
+            # rewritten event must carry them over
+            e = (b"id: %d\n" % k) + (b"retry: 2500\n" if k == 1 else b"") + e
             c.sendall(b"%x\r\n%s\r\n" % (len(e), e))
         c.sendall(b"0\r\n\r\n")
     except OSError:

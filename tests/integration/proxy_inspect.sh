@@ -319,8 +319,12 @@ curl -sS -N --max-time 10 -o "$work/parts-direct.sse" -d "$pbody" "http://127.0.
 check "parts fixture: choice 0 content" "$(part_text "$work/parts-direct.sse" chat 0 content)" "$CARD_TEXT"
 grep -q "$CARD" "$work/parts-direct.sse" && fail "a fixture event holds the whole card" ||
 	ok "no fixture event holds the whole card"
+# sse_ids FILE: the id: values of a stream, in order, and its retry: lines.
+sse_ids() { sed -n 's/^id: \(.*\)/\1/p; s/^retry: \(.*\)/r\1/p' "$1" | tr -d '\r' | tr '\n' ' '; }
+direct_ids=$(sse_ids "$work/parts-direct.sse")
 "${C[@]}" -N -D "$work/parts.hdr" -o "$work/parts.sse" -d "$pbody" "$plain/v1/chat/completions"
 check "chat parts: every event is JSON" "$(sse_bad "$work/parts.sse")" 0
+check "chat parts: every event's id: and retry: lines carried over" "$(sse_ids "$work/parts.sse")" "$direct_ids"
 check "chat parts: choice 0 content" "$(part_text "$work/parts.sse" chat 0 content)" "$MASKED"
 check "chat parts: choice 1 content" "$(part_text "$work/parts.sse" chat 1 content)" "$MASKED"
 check "chat parts: choice 1 audio transcript" "$(part_text "$work/parts.sse" chat 1 transcript)" "$MASKED"
@@ -337,6 +341,8 @@ echo "$line" | grep -q '"type":"payment_card","count":7' && ok "audit: payment_c
 abody='{"model":"parts-model","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"go"}]}'
 "${C[@]}" -N -o "$work/anth.sse" -d "$abody" "$plain/v1/messages"
 check "anthropic: every event is JSON" "$(sse_bad "$work/anth.sse")" 0
+curl -sS -N --max-time 10 -o "$work/anth-direct.sse" -d "$abody" "http://127.0.0.1:$parts_port/v1/messages"
+check "anthropic: id: and retry: lines carried over" "$(sse_ids "$work/anth.sse")" "$(sse_ids "$work/anth-direct.sse")"
 check "anthropic: thinking block" "$(part_text "$work/anth.sse" anth 0 thinking)" "$MASKED"
 check "anthropic: text block" "$(part_text "$work/anth.sse" anth 1 text)" "$MASKED"
 check "anthropic: tool_use input_json" "$(part_text "$work/anth.sse" anth 2 partial_json)" "$MASKED_ARGS"
@@ -352,6 +358,8 @@ grep -q -e 'AKIA' -e 'N7EX' -e 'more text' "$work/anth-deny.sse" &&
 lbody='{"prompt":"go","stream":true,"n_predict":16}'
 "${C[@]}" -N -o "$work/llama.sse" -d "$lbody" "$plain/completion"
 check "llama.cpp /completion: every event is JSON" "$(sse_bad "$work/llama.sse")" 0
+curl -sS -N --max-time 10 -o "$work/llama-direct.sse" -d "$lbody" "http://127.0.0.1:$parts_port/completion"
+check "llama.cpp: id: and retry: lines carried over" "$(sse_ids "$work/llama.sse")" "$(sse_ids "$work/llama-direct.sse")"
 check "llama.cpp /completion: content" "$(part_text "$work/llama.sse" llama 0 content)" "$MASKED"
 grep -q -e '4111' -e '1111' "$work/llama.sse" && fail "llama.cpp: a piece of the card reached the client" ||
 	ok "llama.cpp: no piece of the card in the stream"

@@ -107,10 +107,12 @@ check "... to other-model's server" "$(count 'POST /v1/embeddingsx' other)" 1
 
 # ---- chat by model to two servers; no model: the first model
 check "chat with test-model" "$(status -d '{"model":"test-model","messages":[{"role":"user","content":"to one"}]}' "$base/v1/chat/completions")" 200
+chat_id=$(rid)
 check "... served by test-model's server" "$(count 'POST /v1/chat/completions' chat)" 1
 check "chat with other-model" "$(status -d '{"model":"other-model","messages":[{"role":"user","content":"to other"}]}' "$base/v1/chat/completions")" 200
 check "... served by other-model's server" "$(count 'POST /v1/chat/completions' other)" 1
 check "chat with the embedder's alias goes by model" "$(status -d '{"model":"text-embedding-3-small","messages":[]}' "$base/v1/chat/completions")" 403
+alias_id=$(rid)
 check "GET /v1/models (no model) -> first model" "$(status "$base/v1/models")" 200
 check "... served by test-model's server" "$(count 'GET /v1/models' chat)" 1
 check "unknown model on a chat path -> 404" "$(status -d '{"model":"nope","messages":[]}' "$base/v1/chat/completions")" 404
@@ -134,7 +136,12 @@ kill -TERM "$CU_PID"
 wait "$CU_PID"
 line=$(audit_grep "\"request_id\":\"$emb_id\"")
 grep -q '"model":"embedder"' <<<"$line" && ok "audit: the path-routed request names model embedder" || fail "audit model: $line"
+grep -q '"model_requested":"test-model"' <<<"$line" && ok "audit: ... and the body's model as model_requested" || fail "audit model_requested: $line"
 grep -q '"status":200' <<<"$line" && ok "audit: status 200" || fail "audit status: $line"
+line=$(audit_grep "\"request_id\":\"$alias_id\"")
+grep -q '"model":"embedder".*"model_requested":"text-embedding-3-small"' <<<"$line" && ok "audit: an alias names the id judged and the alias asked for" || fail "audit alias: $line"
+line=$(audit_grep "\"request_id\":\"$chat_id\"")
+grep -q '"model":"test-model"' <<<"$line" && ! grep -q model_requested <<<"$line" && ok "audit: no model_requested when the body named the id" || fail "audit same model: $line"
 line=$(audit_grep "\"request_id\":\"$sub_id\"")
 grep -q '"model":"embedder"' <<<"$line" && ok "audit: a path under the prefix was judged as the embedder's" || fail "audit model: $line"
 line=$(audit_grep "\"request_id\":\"$enc_id\"")

@@ -12,10 +12,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include <cmocka.h>
 
@@ -547,6 +553,52 @@ static size_t count_of(const char *text, const char *needle)
 	return n;
 }
 
+/* admin_open_unix binds without umask(2), which is process-wide and would race other threads
+ * creating files: a child runs it under a seccomp filter that kills the process on umask. The
+ * socket gets the configured mode, no temporary directory is left, and a second open while
+ * the first still listens is refused. */
+static void test_open_unix_no_umask(void **state)
+{
+	(void)state;
+	char tdir[] = "/tmp/custos-admin-umask-XXXXXX";
+	assert_non_null(mkdtemp(tdir));
+	char path[128];
+	snprintf(path, sizeof(path), "%s/admin.sock", tdir);
+
+	pid_t pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_umask, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+		    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == -1)
+			_exit(3);
+		int fd = -1, fd2 = -1;
+		if (admin_open_unix(path, 0640, (uid_t)-1, (gid_t)-1, &fd) != CUSTOS_OK)
+			_exit(4);
+		if (admin_open_unix(path, 0640, (uid_t)-1, (gid_t)-1, &fd2) == CUSTOS_OK)
+			_exit(5); /* a live socket is never taken over */
+		close(fd);
+		_exit(0);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_false(WIFSIGNALED(st)); /* SIGSYS: umask was called */
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	struct stat sb;
+	assert_int_equal(lstat(path, &sb), 0);
+	assert_true(S_ISSOCK(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0640);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(tdir), 0); /* empty: the private bind directory is gone */
+}
+
 static void test_server_vms(void **state)
 {
 	admin_server *a = NULL;
@@ -606,11 +658,12 @@ static void test_server_vms(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_render_basic),    cmocka_unit_test(test_label_limits),
-		cmocka_unit_test(test_series_limit),    cmocka_unit_test(test_label_sanitised),
-		cmocka_unit_test(test_threads_exact),   cmocka_unit_test(test_start_refusals),
-		cmocka_unit_test(test_server_requests), cmocka_unit_test(test_server_vms),
-		cmocka_unit_test(test_server_decide),   cmocka_unit_test(test_server_bearer),
+		cmocka_unit_test(test_render_basic),       cmocka_unit_test(test_label_limits),
+		cmocka_unit_test(test_series_limit),       cmocka_unit_test(test_label_sanitised),
+		cmocka_unit_test(test_threads_exact),      cmocka_unit_test(test_start_refusals),
+		cmocka_unit_test(test_server_requests),    cmocka_unit_test(test_server_vms),
+		cmocka_unit_test(test_server_decide),      cmocka_unit_test(test_server_bearer),
+		cmocka_unit_test(test_open_unix_no_umask),
 	};
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

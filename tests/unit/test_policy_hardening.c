@@ -758,9 +758,77 @@ static int teardown(void **state)
 	return rmdir(tmpdir);
 }
 
+/* policy_url_split: the one URL parser of policy `url` values, policy_find_data_url and
+ * POST /v1/decide's `url`. Malformed authorities are refused with a reason. */
+static void test_url_split(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *url, *why; /* why: NULL when it is accepted */
+	} cases[] = {
+		{ "http://[::1", "unterminated IPv6 literal" },
+		{ "http://[::1/x", "unterminated IPv6 literal" },
+		{ "http://[::1]x/", "junk after IPv6 literal" },
+		{ "http://[::1]:/", "port not a number" },
+		{ "http://[]/", "bad IPv6 literal" },
+		{ "http://[zz::1]/", "bad IPv6 literal" },
+		{ "http://[fe80::1%25eth0]/",
+		  "bad IPv6 literal" }, /* a zone id names no data source */
+		{ "http:///x", "empty host" },
+		{ "http://:80/x", "empty host" },
+		{ "http://h:0/", "port not a number" },
+		{ "http://h:65536/", "port not a number" },
+		{ "http://h:8a/", "port not a number" },
+		{ "http://h:/", "port not a number" },
+		{ "http://h%zz.example/", "bad percent-encoding in host" },
+		{ "http://h%4/", "bad percent-encoding in host" },
+		{ "http://u@h/", "no user info" },
+		{ "://h/", "missing scheme" },
+		{ "h/x", "missing '://'" },
+		{ "http://[::1]:8443/a?q#f", NULL },
+		{ "http://[::ffff:10.0.0.1]/", NULL },
+		{ "https://h%41.example:65535", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		policy_url pu;
+		const char *why = NULL;
+		bool ok = policy_url_split(span_cstr(cases[i].url), &pu, &why);
+		if (ok != (cases[i].why == NULL) || (!ok && strstr(why, cases[i].why) == NULL))
+			fail_msg("%s: %s (%s)", cases[i].url, ok ? "accepted" : "refused",
+			         ok ? "" : why);
+	}
+	policy_url pu;
+	const char *why;
+	assert_true(policy_url_split(span_cstr("http://[::1]:8443/a/b?q#f"), &pu, &why));
+	assert_true(span_eq_cstr(pu.scheme, "http"));
+	assert_true(span_eq_cstr(pu.host, "[::1]"));
+	assert_int_equal(pu.port, 8443);
+	assert_true(span_eq_cstr(pu.path, "/a/b"));
+	assert_true(span_eq_cstr(pu.rest, "/a/b?q#f"));
+	/* policy `url` values go through it: an unterminated literal and a bad escape in the host */
+	expect_error_at(
+	        "version: 1\ndata:\n  d: { url: \"http://[::1\", classification: public }\n",
+	        "unterminated IPv6 literal", 3, 13, NULL, 0);
+	expect_error_at(
+	        "version: 1\ndata:\n  d: { url: \"http://a%zz/\", classification: public }\n",
+	        "bad percent-encoding in host", 3, 13, NULL, 0);
+	/* and policy_find_data_url: a malformed URL names no data source */
+	diag_list d;
+	policy *p = parse("version: 1\ndata:\n  d: { url: \"http://[::1]/\", classification: "
+	                  "public }\n",
+	                  &d);
+	assert_non_null(p);
+	assert_non_null(policy_find_data_url(p, span_cstr("http://[::1]/x")));
+	assert_null(policy_find_data_url(p, span_cstr("http://[::1")));
+	assert_null(policy_find_data_url(p, span_cstr("http://[::1]junk/x")));
+	policy_unref(p);
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_url_split),
 		cmocka_unit_test(test_missing_facts_never_match),
 		cmocka_unit_test(test_path_spellings),
 		cmocka_unit_test(test_data_source_spellings),
