@@ -152,12 +152,16 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 		if (req->data == NULL)
 			ydoc_error(doc, dv, d, NULL, "unknown data source '%s'", s);
 	} else if (uv && ydoc_str(doc, uv, &s, d)) {
-		req->data = policy_find_data_url(p, span_of(s, uv->len));
-		/* the URL's path (without query) is the request path unless one is given */
-		const char *sep = strstr(s, "://");
-		const char *ps = sep ? strchr(sep + 3, '/') : NULL;
-		if (ps && ydoc_map_get(node, "path") == NULL)
-			req->path = span_of(ps, strcspn(ps, "?#"));
+		policy_url u;
+		const char *why = NULL;
+		if (!policy_url_split(span_of(s, uv->len), &u, &why)) {
+			ydoc_error(doc, uv, d, NULL, "bad url '%s': %s", s, why);
+		} else {
+			req->data = policy_find_data_url(p, span_of(s, uv->len));
+			/* the URL's path (without query) is the request path unless one is given */
+			if (u.path.len > 0 && ydoc_map_get(node, "path") == NULL)
+				req->path = u.path;
+		}
 	}
 	if ((v = ydoc_map_get(node, "method")) != NULL && ydoc_str(doc, v, &s, d))
 		req->method = span_of(s, v->len);

@@ -37,6 +37,16 @@ if "$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request '{"directi
 	fail "explain accepted an unknown principal"
 fi
 grep -q "unknown principal 'nobody'" "$work/err" || fail "explain error: $(cat "$work/err")"
+# a malformed url is an error at its place, not "no data source" (the parser /v1/decide and
+# the policy's own url values use)
+for bad in 'http://[::1' 'https://hr.corp.example:99999/x' 'https://u@hr.corp.example/'; do
+	if "$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request \
+		"{\"direction\":\"egress\",\"principal\":\"hr-app\",\"url\":\"$bad\"}" 2>"$work/err" >/dev/null; then
+		fail "explain accepted the url $bad"
+	fi
+	grep -q "<request>:1:[0-9]*: error: bad url '" "$work/err" && grep -qF "'$bad'" "$work/err" ||
+		fail "explain url error for $bad: $(cat "$work/err")"
+done
 
 # --- errors with file:line:col
 expect_error() { # file, expected "line:col: error: text" fragment
