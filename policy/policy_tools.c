@@ -155,7 +155,8 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 		policy_url u;
 		const char *why = NULL;
 		if (!policy_url_split(span_of(s, uv->len), &u, &why)) {
-			ydoc_error(doc, uv, d, NULL, "bad url '%s': %s", s, why);
+			ydoc_error(doc, uv, d, "e.g. https://hr.corp.example:8443/api/",
+			           "url: bad url '%s': %s", s, why);
 		} else {
 			req->data = policy_find_data_url(p, span_of(s, uv->len));
 			/* the URL's path (without query) is the request path unless one is given */

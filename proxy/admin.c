@@ -849,33 +849,6 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	return respond_buf(c, status, &b);
 }
 
-/* A `url` member of a decide request must be a well-formed absolute URL: policy_find_data_url
- * answers "no data source" for a malformed one, which would judge the request as one to no
- * data source instead of refusing it. Reports it into d, naming the field; false then. */
-static bool decide_url_ok(span body, diag_list *d)
-{
-	ydoc doc;
-	diag_list scratch; /* a parse error is reported by policy_request_parse itself */
-	bool ok = true;
-
-	diag_init(&scratch);
-	if (ydoc_parse(&doc, "<request>", body.ptr, body.len, &scratch) == CUSTOS_OK && doc.root &&
-	    doc.root->kind == YDOC_MAP) {
-		ydoc_node *u = ydoc_map_get(doc.root, "url");
-		policy_url pu;
-		const char *why;
-		if (u && u->kind == YDOC_SCALAR &&
-		    !policy_url_split(span_of(u->str, u->len), &pu, &why)) {
-			diag_add(d, DIAG_ERROR, "<request>", u->line, u->col,
-			         "e.g. https://hr.corp.example:8443/api/", "url: bad url: %s", why);
-			ok = false;
-		}
-	}
-	ydoc_free(&doc);
-	diag_free(&scratch);
-	return ok;
-}
-
 static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
 {
 	buf b;
@@ -897,8 +870,7 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 	json_obj_begin(&w);
 	span body = buf_span(&rq->body);
 	custos_err e = policy_request_parse(p, body.ptr, body.len, &req, &keep, &d);
-	if (e == CUSTOS_OK && !decide_url_ok(body, &d))
-		e = CUSTOS_ERR_PARSE;
+	/* a malformed `url` is an error of policy_request_parse (policy_url_split), named */
 	unsigned status = 200;
 	if (e != CUSTOS_OK) {
 		status = 400;

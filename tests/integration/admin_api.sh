@@ -178,7 +178,7 @@ for u in 'http://[::1' 'http://[::1]junk/' 'http://h:70000/' 'http://h%zz/' 'htt
 	check "decide: url $u refused" "$out" 400
 done
 out=$(ctl decide '{"direction":"egress","principal":"alice","url":"http://[::1"}' 2>&1)
-echo "$out" | grep -q 'url: bad url: unterminated IPv6 literal' && ok "decide: the 400 names the url field" || fail "decide bad url: $out"
+echo "$out" | grep -qF "url: bad url 'http://[::1': unterminated IPv6 literal" && ok "decide: the 400 names the url field" || fail "decide bad url: $out"
 out=$(code "${U[@]}" -H 'Content-Type: application/json' \
 	-d '{"direction":"egress","principal":"alice","url":"http://[::1]:8080/x"}' http://admin/v1/decide)
 check "decide: a well-formed IPv6 url judged" "$out" 200

@@ -44,7 +44,7 @@ for bad in 'http://[::1' 'https://hr.corp.example:99999/x' 'https://u@hr.corp.ex
 		"{\"direction\":\"egress\",\"principal\":\"hr-app\",\"url\":\"$bad\"}" 2>"$work/err" >/dev/null; then
 		fail "explain accepted the url $bad"
 	fi
-	grep -q "<request>:1:[0-9]*: error: bad url '" "$work/err" && grep -qF "'$bad'" "$work/err" ||
+	grep -q "<request>:1:[0-9]*: error: url: bad url '" "$work/err" && grep -qF "'$bad'" "$work/err" ||
 		fail "explain url error for $bad: $(cat "$work/err")"
 done
 
