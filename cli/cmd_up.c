@@ -1151,6 +1151,7 @@ static custos_err start_sandboxes(const custos_config *cfg)
 struct sup_reload {
 	pthread_t th;
 	struct sup_reload *prev; /* joined and freed first: one reload's work at a time */
+	uint32_t seq;            /* RELOAD's gen, echoed in RELOADED */
 	int commit;              /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
 	custos_config *next;
 	size_t added[PSX_MAX_MODELS], n_added;
@@ -1250,6 +1251,7 @@ static void *sup_reload_main(void *arg)
 		rl->n_added = 0;
 	}
 	psx_hdr h = { .type = PSX_RELOADED,
+		      .gen = rl->seq,
 		      .arg = e == CUSTOS_OK ? 0 : 1,
 		      .len = (uint32_t)strlen(msg) };
 	sup_send(&h, msg, NULL, 0);
@@ -1301,7 +1303,7 @@ static void *sup_reload_main(void *arg)
 
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
  * serialises its reloads, so only a confused proxy sends it). */
-static void sup_reload_begin(void)
+static void sup_reload_begin(uint32_t seq)
 {
 	struct sup_reload *prev = S.rl;
 	if (prev) {
@@ -1310,18 +1312,21 @@ static void sup_reload_begin(void)
 		pthread_mutex_unlock(&S.rl_mu);
 		if (pending) {
 			static const char why[] = "another reload is being prepared";
-			psx_hdr h = { .type = PSX_RELOADED, .arg = 1, .len = sizeof(why) - 1 };
+			psx_hdr h = {
+				.type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1
+			};
 			sup_send(&h, why, NULL, 0);
 			return;
 		}
 	}
 	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
 	rl->commit = -1;
+	rl->seq = seq;
 	rl->prev = prev;
 	int r = pthread_create(&rl->th, NULL, sup_reload_main, rl);
 	if (r != 0) {
 		static const char why[] = "the supervisor could not start the reload's thread";
-		psx_hdr h = { .type = PSX_RELOADED, .arg = 1, .len = sizeof(why) - 1 };
+		psx_hdr h = { .type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1 };
 		sup_send(&h, why, NULL, 0);
 		free(rl);
 		return;
@@ -1329,11 +1334,11 @@ static void sup_reload_begin(void)
 	S.rl = rl;
 }
 
-static void sup_reload_commit(bool applied)
+static void sup_reload_commit(uint32_t seq, bool applied)
 {
 	struct sup_reload *rl = S.rl;
-	if (rl == NULL)
-		return;
+	if (rl == NULL || rl->seq != seq)
+		return; /* not the reload being prepared (one refused at once, say) */
 	pthread_mutex_lock(&S.rl_mu);
 	if (rl->commit < 0)
 		rl->commit = applied ? 1 : 0;
@@ -1781,10 +1786,10 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 			case PSX_RESTART:
 				break;
 			case PSX_RELOAD:
-				sup_reload_begin();
+				sup_reload_begin(m->h.gen);
 				break;
 			case PSX_COMMIT:
-				sup_reload_commit(m->h.arg == 1);
+				sup_reload_commit(m->h.gen, m->h.arg == 1);
 				break;
 			case PSX_SECCOMP:
 				sup_take_listener(m);

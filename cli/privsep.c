@@ -128,7 +128,8 @@ static struct {
 	pthread_cond_t cv;
 	struct px_model m[PSX_MAX_MODELS]; /* by slot (psx_hdr.model) */
 	size_t n;
-	uint64_t rl_answers; /* RELOADED messages */
+	uint32_t rl_seq;     /* the last RELOAD's number (psx_hdr.gen), echoed by RELOADED */
+	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
 	uint32_t rl_result;
 	char rl_msg[512];
 	size_t admin_map[PSX_MAX_MODELS]; /* admin API sandbox index -> m[] */
@@ -311,6 +312,8 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		}
 		break;
 	case PSX_RELOADED: {
+		if (m->h.gen != P.rl_seq)
+			break; /* a late answer to a reload given up on (timed out) */
 		size_t n = m->h.len < sizeof(P.rl_msg) ? m->h.len : sizeof(P.rl_msg) - 1;
 		memcpy(P.rl_msg, m->payload, n);
 		P.rl_msg[n] = '\0';
@@ -478,7 +481,11 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 	deadline_in(&dl, wait_ms > UINT32_MAX ? UINT32_MAX : (unsigned)wait_ms);
 	pthread_mutex_lock(&P.mu);
 	uint64_t answers = P.rl_answers;
-	if (P.lost || send_locked(PSX_RELOAD, 0, 0) != CUSTOS_OK) {
+	psx_hdr h = { .type = PSX_RELOAD, .gen = ++P.rl_seq };
+	pthread_mutex_lock(&P.send_mu);
+	custos_err se = P.lost ? CUSTOS_ERR_CLOSED : psx_send(P.sock, &h, NULL, NULL, 0);
+	pthread_mutex_unlock(&P.send_mu);
+	if (se != CUSTOS_OK) {
 		pthread_mutex_unlock(&P.mu);
 		return err_set(CUSTOS_ERR_CLOSED, "reload: the supervisor cannot be asked to start "
 		                                  "the sandboxes");
@@ -498,7 +505,13 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 
 void psx_proxy_commit(bool applied)
 {
-	if (send_locked(PSX_COMMIT, 0, applied ? 1 : 0) != CUSTOS_OK)
+	pthread_mutex_lock(&P.mu);
+	psx_hdr h = { .type = PSX_COMMIT, .gen = P.rl_seq, .arg = applied ? 1 : 0 };
+	pthread_mutex_unlock(&P.mu);
+	pthread_mutex_lock(&P.send_mu);
+	custos_err e = psx_send(P.sock, &h, NULL, NULL, 0);
+	pthread_mutex_unlock(&P.send_mu);
+	if (e != CUSTOS_OK)
 		log_error("privsep: reload: the supervisor was not told the outcome: %s",
 		          err_msg());
 }

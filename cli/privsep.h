@@ -37,14 +37,15 @@ enum psx_type {
 	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
 	PSX_ADDED,     /* S: a reload's new sandbox takes slot model (payload: its id) */
 	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; the slot is never reused */
-	PSX_RELOADED,  /* S: answer to RELOAD: arg 0, or 1 and the reason (payload) */
+	PSX_RELOADED,  /* S: answer to RELOAD gen: arg 0, or 1 and the reason (payload) */
 	PSX_WANT = 32, /* P: arg more sockets for model */
 	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
 	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
 	PSX_PROXY_UP,  /* P: the proxy is confined and serving */
 	PSX_SECCOMP,   /* P: the listener of the proxy's seccomp filter (one fd), once */
-	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes: the supervisor reads it */
-	PSX_COMMIT,    /* P: the reload RELOAD prepared was applied (arg 1) or refused (0) */
+	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
+	                * the supervisor reads the file itself */
+	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0) */
 };
 
 typedef struct psx_hdr {
