@@ -56,6 +56,10 @@ struct up_ctx {
 	/* The configuration `up` started with (cmd_up's, outlives proxy_run): what a reload may
 	 * not change (config_reload_check) and whether SIGHUP reloads at all. */
 	const custos_config *start;
+	/* The last applied configuration (start, or owned once a reload replaced it): what the
+	 * next reload's sandboxes are compared with. next: the reload being applied. */
+	custos_config *running, *next;
+	bool psx_pending;    /* the supervisor prepared this reload's sandboxes: COMMIT is due */
 	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
 	/* One reload at a time, from reading custos.yaml to the egress proxy following: a SIGHUP
 	 * reload (held from reload_cb to reloaded_cb) and the admin API's, or two of the admin
@@ -247,8 +251,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			 * VM's channel), handed over through cli/privsep.c. */
 			int k = psx_proxy_find(m->id);
 			ENSURE(k >= 0, CUSTOS_ERR_UNSUPPORTED,
-			       "model %s: its sandbox is not running (a sandboxed model added by a "
-			       "reload needs a restart)",
+			       "model %s: its sandbox is not running (custos.yaml changed while it "
+			       "was being reloaded?)",
 			       m->id);
 			pu->connect_fn = psx_proxy_connect;
 			pu->connect_arg = psx_proxy_arg(k);
@@ -342,17 +346,57 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	}
 	diag_free(&d);
 	reload_cli_overrides(uc->start, cfg);
-	e = config_reload_check(uc->start, cfg);
+	e = config_reload_check(uc->running, cfg);
+	if (e == CUSTOS_OK && config_sandboxes_changed(uc->running, cfg)) {
+		/* The supervisor reads custos.yaml itself and starts what it adds; the reload
+		 * waits until those answer, so that it routes to nothing that is not ready. */
+		uint64_t wait_ms = 30000;
+		if (cfg->limits.shutdown_timeout_ns)
+			wait_ms += cfg->limits.shutdown_timeout_ns / NS_PER_MS;
+		else
+			wait_ms += 10000;
+		for (size_t i = 0; i < cfg->n_models; i++)
+			if (cfg->models[i].upstream.kind == CFG_UPSTREAM_SANDBOX)
+				wait_ms +=
+				        cfg->models[i].sandbox.health.start_timeout_ns
+				                ? cfg->models[i].sandbox.health.start_timeout_ns /
+				                          NS_PER_MS
+				                : 120000;
+		uc->psx_pending = true;
+		log_info("up: reload: custos.yaml adds or removes sandboxed models: the "
+		         "supervisor starts and stops them");
+		e = psx_proxy_reload(wait_ms);
+	}
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, o);
 	else
 		memset(o, 0, sizeof(*o));
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
-	config_free(cfg);
+	if (e == CUSTOS_OK)
+		uc->next = cfg;
+	else
+		config_free(cfg);
 	if (e != CUSTOS_OK)
 		proxy_options_free(o);
 	return e;
+}
+
+/* The end of a reload, applied or not: the supervisor learns which (it stops the removed
+ * sandboxes, or the added ones), and the applied configuration becomes the running one. */
+static void reload_settle(struct up_ctx *uc, bool applied)
+{
+	if (uc->psx_pending)
+		psx_proxy_commit(applied);
+	uc->psx_pending = false;
+	if (applied && uc->next) {
+		if (uc->running != uc->start)
+			config_free(uc->running);
+		uc->running = uc->next;
+	} else {
+		config_free(uc->next);
+	}
+	uc->next = NULL;
 }
 
 /* The egress proxy's policy follows the ingress proxy's (the same file, policy.file of the
@@ -412,6 +456,7 @@ static void reloaded_cb(void *arg, bool applied)
 #endif
 		egress_follow(u, u->sighup_policy);
 	}
+	reload_settle(u, applied);
 	free(u->sighup_policy);
 	u->sighup_policy = NULL;
 	pthread_mutex_unlock(&u->reload_mu);
@@ -471,6 +516,7 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 		egress_follow(u, policy_file); /* as SIGHUP does */
 		log_info("up: admin API: reloaded");
 	}
+	reload_settle(u, e == CUSTOS_OK);
 	free(policy_file);
 	pthread_mutex_unlock(&u->reload_mu);
 	return e;
@@ -688,7 +734,8 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
  */
 struct sup_model {
 	char *id;
-	size_t cfg_index;
+	size_t slot;      /* its index in S.m, psx_hdr.model */
+	bool gone;        /* removed by a reload and stopped (the slot is never reused) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
 	uint16_t port;
@@ -717,9 +764,22 @@ static struct {
 	bool notify_got;
 	sandbox_violation viol; /* the first call outside it, when viol_set */
 	bool viol_set;
+	/* Reloads that add or remove sandboxes (PSX_RELOAD): mu guards n and a model's sb while
+	 * a reload's thread adds or stops one beside the loop that serves the proxy. */
+	pthread_mutex_t mu;
+	const char *path;           /* custos.yaml, read again by the supervisor itself */
+	const custos_config *start; /* what `up` started with (cmd_up's) */
+	custos_config *running;     /* the last applied: start, or owned when a reload set it */
+	struct sup_reload *rl;      /* the latest reload's thread, NULL when none */
+	pthread_mutex_t rl_mu;      /* the reloads' commit and rl_abort */
+	pthread_cond_t rl_cv;
+	bool rl_abort; /* custos is stopping: reloads give up, removals happen now */
 } S = { .sock = -1,
+	.rl_mu = PTHREAD_MUTEX_INITIALIZER,
+	.rl_cv = PTHREAD_COND_INITIALIZER,
 	.proxy = -1,
 	.notify_fd = -1,
+	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.send_mu = PTHREAD_MUTEX_INITIALIZER,
 	.aw_mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -778,7 +838,7 @@ static void sup_state(const struct sup_model *x, sandbox *sb)
 		st.restarts = x->vm_generation ? x->vm_generation - 1 : 0;
 	}
 	psx_hdr h = { .type = PSX_STATE,
-		      .model = (uint16_t)x->cfg_index,
+		      .model = (uint16_t)x->slot,
 		      .gen = st.generation,
 		      .len = sizeof(st) };
 	sup_send(&h, &st, NULL, 0);
@@ -786,7 +846,7 @@ static void sup_state(const struct sup_model *x, sandbox *sb)
 
 static void sup_egress_fd(const struct sup_model *x, unsigned gen, int fd)
 {
-	psx_hdr h = { .type = PSX_EGRESS_FD, .model = (uint16_t)x->cfg_index, .gen = gen };
+	psx_hdr h = { .type = PSX_EGRESS_FD, .model = (uint16_t)x->slot, .gen = gen };
 	sup_send(&h, NULL, &fd, 1);
 	close(fd); /* the proxy has its own copy now */
 }
@@ -827,7 +887,7 @@ static void on_sandbox_event(const sandbox_event *ev, void *arg)
 	if (audit_event_end(&ae) == CUSTOS_OK)
 		cli_privsep_audit(&ae);
 	psx_hdr h = { .type = PSX_EVENT,
-		      .model = (uint16_t)x->cfg_index,
+		      .model = (uint16_t)x->slot,
 		      .gen = (uint32_t)(ev->kind == SANDBOX_EV_VIOLATION ? ev->count : 1),
 		      .arg = (uint32_t)ev->kind };
 	sup_send(&h, NULL, NULL, 0);
@@ -919,24 +979,35 @@ static custos_err sup_output_start(struct sup_model *x)
 	return CUSTOS_OK;
 }
 
+/* Stops x's sandbox (its STOP event is audited), removes its cgroup and ends its output
+ * reader. The loop serving the proxy never sees a sandbox being stopped: it is taken off x
+ * first, under S.mu. */
+static void sup_model_stop(struct sup_model *x, bool gone)
+{
+	pthread_mutex_lock(&S.mu);
+	sandbox *sb = x->sb;
+	struct up_vm *vm = x->vm;
+	x->sb = NULL;
+	x->vm = NULL;
+	x->gone = x->gone || gone;
+	pthread_mutex_unlock(&S.mu);
+	if (sb && sandbox_stop(sb) != CUSTOS_OK)
+		log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
+	sandbox_free(sb);
+	cli_vm_stop(vm);
+	/* Its processes are gone: the reader sees the end once this copy is closed. */
+	if (x->out_w >= 0)
+		close(x->out_w);
+	x->out_w = -1;
+	if (x->out_started)
+		pthread_join(x->out_th, NULL);
+	x->out_started = false;
+}
+
 static void stop_sandboxes(void)
 {
-	for (size_t i = 0; i < S.n; i++) {
-		struct sup_model *x = &S.m[i];
-		if (x->sb && sandbox_stop(x->sb) != CUSTOS_OK)
-			log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
-		sandbox_free(x->sb);
-		x->sb = NULL;
-		cli_vm_stop(x->vm);
-		x->vm = NULL;
-		/* Its processes are gone: the reader sees the end once this copy is closed. */
-		if (x->out_w >= 0)
-			close(x->out_w);
-		x->out_w = -1;
-		if (x->out_started)
-			pthread_join(x->out_th, NULL);
-		x->out_started = false;
-	}
+	for (size_t i = 0; i < S.n; i++)
+		sup_model_stop(&S.m[i], false);
 }
 
 static void free_models(void)
@@ -945,6 +1016,96 @@ static void free_models(void)
 	for (size_t i = 0; i < S.n; i++)
 		free(S.m[i].id);
 	S.n = 0;
+}
+
+/* Model servers run unattended: their stdin is /dev/null, never the terminal custos may have
+ * been started from (which they could read). Opened once, kept for restarts. */
+static int sup_devnull(void)
+{
+	static int devnull = -1;
+	if (devnull < 0)
+		devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return devnull;
+}
+
+/* Starts m's process sandbox as x and waits until it answers (or *abort is set); its first
+ * egress listener and state reach the proxy on the way. At start and for a reload alike. */
+static custos_err start_process(const custos_config *cfg, const cfg_model *m, struct sup_model *x,
+                                const bool *abort)
+{
+	ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
+	       "model %s: unknown sandbox type", m->id);
+	int devnull = sup_devnull();
+	ENSURE(devnull >= 0, CUSTOS_ERR_IO, "model %s: /dev/null: %s", m->id, strerror(errno));
+	sandbox_profile p;
+	struct sb_storage *st = xcalloc(1, sizeof(*st));
+	custos_err e = map_sandbox(cfg, m, &p, st);
+	sandbox_opts so;
+	sandbox_opts_init(&so);
+	so.on_event = on_sandbox_event;
+	so.arg = x;
+	so.restart.max_restarts = UINT32_MAX;
+	so.stdin_fd = devnull;
+	if (e == CUSTOS_OK)
+		e = sup_output_start(x);
+	so.stdout_fd = so.stderr_fd = x->out_w;
+	if (m->sandbox.restart_initial_ns)
+		so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
+	if (m->sandbox.restart_max_ns)
+		so.restart.backoff_max_ms = m->sandbox.restart_max_ns / NS_PER_MS;
+	x->limits = p.limits;
+	sandbox *sb = NULL;
+	if (e == CUSTOS_OK)
+		e = sandbox_spawn(&p, st->argv, &so, &sb);
+	for (size_t k = 0; k < st->n_env_set; k++)
+		free(st->env_set[k]);
+	free(st);
+	if (e != CUSTOS_OK)
+		return err_wrap(e, "model %s: sandbox", m->id);
+	pthread_mutex_lock(&S.mu);
+	x->sb = sb;
+	pthread_mutex_unlock(&S.mu);
+	uint64_t wait_ms = m->sandbox.health.start_timeout_ns
+	                           ? m->sandbox.health.start_timeout_ns / NS_PER_MS
+	                           : 120000;
+	log_info("up: model %s: sandbox started (pid %d), waiting for port %u", m->id,
+	         (int)sandbox_pid(sb), x->port);
+	/* In steps, so that a shutdown during a reload's start is not held for the whole wait. */
+	uint64_t end = tm_mono_ns() + wait_ms * NS_PER_MS;
+	for (;;) {
+		uint64_t now = tm_mono_ns();
+		uint64_t step = now >= end ? 1 : (end - now) / NS_PER_MS + 1;
+		e = sandbox_wait_ready(sb, x->port, m->sandbox.health.path,
+		                       step < 1000 ? step : 1000);
+		if (e != CUSTOS_ERR_TIMEOUT || tm_mono_ns() >= end)
+			break;
+		if (abort && __atomic_load_n(abort, __ATOMIC_ACQUIRE)) {
+			e = err_set(CUSTOS_ERR_CLOSED, "custos is stopping");
+			break;
+		}
+	}
+	if (e == CUSTOS_ERR_TIMEOUT)
+		e = err_set(e, "sandbox %s: not ready on port %u after %llu ms", m->id,
+		            (unsigned)x->port, (unsigned long long)wait_ms);
+	GUARD(err_wrap(e, "model %s: not ready", m->id));
+	sup_state(x, sb);
+	return CUSTOS_OK;
+}
+
+/* A new entry for sandboxed model m of cfg at the end of S.m (published to the loop). */
+static struct sup_model *sup_model_new(const custos_config *cfg, const cfg_model *m)
+{
+	struct sup_model *x = &S.m[S.n];
+	memset(x, 0, sizeof(*x));
+	x->id = xstrdup(m->id);
+	x->slot = S.n;
+	x->out_w = -1;
+	x->port = m->sandbox.port ? m->sandbox.port : 8000;
+	x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
+	pthread_mutex_lock(&S.mu);
+	S.n++;
+	pthread_mutex_unlock(&S.mu);
+	return x;
 }
 
 /* Starts every sandboxed model and waits until it answers; their first egress listeners and
@@ -957,12 +1118,7 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		const cfg_model *m = &cfg->models[i];
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
 			continue;
-		struct sup_model *x = &S.m[S.n++];
-		x->id = xstrdup(m->id);
-		x->cfg_index = i;
-		x->out_w = -1;
-		x->port = m->sandbox.port ? m->sandbox.port : 8000;
-		x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
+		struct sup_model *x = sup_model_new(cfg, m);
 		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
 			GUARD(cli_vm_start(cfg, m, NULL, &x->vm));
 			x->vm_routable = true;
@@ -977,59 +1133,240 @@ static custos_err start_sandboxes(const custos_config *cfg)
 			sup_vm_info(x);
 			continue;
 		}
-		ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
-		       "model %s: unknown sandbox type", m->id);
-		/* Model servers run unattended: their stdin is /dev/null, never the terminal custos
-		 * may have been started from (which they could read). Kept open for restarts. */
-		static int devnull = -1;
-		if (devnull < 0)
-			devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		ENSURE(devnull >= 0, CUSTOS_ERR_IO, "model %s: /dev/null: %s", m->id,
-		       strerror(errno));
-		sandbox_profile p;
-		struct sb_storage *st = xcalloc(1, sizeof(*st));
-		custos_err e = map_sandbox(cfg, m, &p, st);
-		sandbox_opts so;
-		sandbox_opts_init(&so);
-		so.on_event = on_sandbox_event;
-		so.arg = x;
-		so.restart.max_restarts = UINT32_MAX;
-		so.stdin_fd = devnull;
-		if (e == CUSTOS_OK)
-			e = sup_output_start(x);
-		so.stdout_fd = so.stderr_fd = x->out_w;
-		if (m->sandbox.restart_initial_ns)
-			so.restart.backoff_initial_ms = m->sandbox.restart_initial_ns / NS_PER_MS;
-		if (m->sandbox.restart_max_ns)
-			so.restart.backoff_max_ms = m->sandbox.restart_max_ns / NS_PER_MS;
-		x->limits = p.limits;
-		sandbox *sb = NULL;
-		if (e == CUSTOS_OK)
-			e = sandbox_spawn(&p, st->argv, &so, &sb);
-		for (size_t k = 0; k < st->n_env_set; k++)
-			free(st->env_set[k]);
-		free(st);
-		if (e != CUSTOS_OK)
-			return err_wrap(e, "model %s: sandbox", m->id);
-		x->sb = sb;
-		uint64_t wait_ms = m->sandbox.health.start_timeout_ns
-		                           ? m->sandbox.health.start_timeout_ns / NS_PER_MS
-		                           : 120000;
-		log_info("up: model %s: sandbox started (pid %d), waiting for port %u", m->id,
-		         (int)sandbox_pid(sb), x->port);
-		GUARD(err_wrap(sandbox_wait_ready(sb, x->port, m->sandbox.health.path, wait_ms),
-		               "model %s: not ready", m->id));
-		sup_state(x, sb);
+		GUARD(start_process(cfg, m, x, NULL));
 	}
 	return CUSTOS_OK;
 }
 
-static struct sup_model *sup_model_of(const psx_hdr *h)
+/* =============================================================================================
+ * A reload that adds or removes sandboxed models (docs/SANDBOX.md, "Reload"). The proxy only
+ * says that custos.yaml changed (RELOAD): the supervisor reads the file itself, checks it
+ * against what it runs as the proxy did (config_reload_check), and starts what the file says,
+ * nothing the proxy names. Its thread starts the new sandboxes and waits until they answer
+ * while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
+ * waits for the proxy's COMMIT: applied, the removed sandboxes are stopped after
+ * limits.timeouts.shutdown (their in-flight requests finish); refused, the added ones are
+ * stopped at once and the previous configuration stays.
+ */
+struct sup_reload {
+	pthread_t th;
+	struct sup_reload *prev; /* joined and freed first: one reload's work at a time */
+	uint32_t seq;            /* RELOAD's gen, echoed in RELOADED */
+	int commit;              /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
+	custos_config *next;
+	size_t added[PSX_MAX_MODELS], n_added;
+	size_t removed[PSX_MAX_MODELS], n_removed;
+};
+
+static void sup_removed(struct sup_model *x)
+{
+	sup_model_stop(x, true);
+	log_info("up: model %s: sandbox stopped and removed", x->id);
+	psx_hdr h = { .type = PSX_REMOVED, .model = (uint16_t)x->slot };
+	sup_send(&h, NULL, NULL, 0);
+}
+
+static bool sup_sandboxed(const cfg_model *m)
+{
+	return m->upstream.kind == CFG_UPSTREAM_SANDBOX;
+}
+
+static struct sup_model *sup_live(const char *id)
 {
 	for (size_t i = 0; i < S.n; i++)
-		if (S.m[i].cfg_index == h->model)
+		if (!S.m[i].gone && strcmp(S.m[i].id, id) == 0)
 			return &S.m[i];
 	return NULL;
+}
+
+/* Reads custos.yaml, checks it, starts the sandboxes it adds (and notes the ones it removes). */
+static custos_err sup_reload_prepare(struct sup_reload *rl)
+{
+	diag_list d;
+	diag_init(&d);
+	custos_err e = config_load(S.path, &rl->next, &d);
+	if (e != CUSTOS_OK) {
+		e = diag_err(e, &d, "configuration");
+		diag_free(&d);
+		return e;
+	}
+	diag_free(&d);
+	custos_config *next = rl->next;
+	reload_cli_overrides(S.start, next);
+	GUARD(config_reload_check(S.running, next));
+	size_t n_add = 0;
+	for (size_t i = 0; i < next->n_models; i++)
+		if (sup_sandboxed(&next->models[i]) && sup_live(next->models[i].id) == NULL)
+			n_add++;
+	ENSURE(S.n + n_add <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT,
+	       "reload: %zu sandboxes added over custos' life reach the limit of %d (restart "
+	       "custos)",
+	       S.n + n_add, PSX_MAX_MODELS);
+	for (size_t i = 0; i < S.n; i++) {
+		struct sup_model *x = &S.m[i];
+		if (x->gone)
+			continue;
+		bool kept = false;
+		for (size_t k = 0; k < next->n_models && !kept; k++)
+			kept = sup_sandboxed(&next->models[k]) &&
+			       strcmp(next->models[k].id, x->id) == 0;
+		if (!kept)
+			rl->removed[rl->n_removed++] = i;
+	}
+	for (size_t i = 0; i < next->n_models; i++) {
+		const cfg_model *m = &next->models[i];
+		if (!sup_sandboxed(m) || sup_live(m->id))
+			continue;
+		struct sup_model *x = sup_model_new(next, m);
+		rl->added[rl->n_added++] = x->slot;
+		psx_hdr h = { .type = PSX_ADDED,
+			      .model = (uint16_t)x->slot,
+			      .len = (uint32_t)strlen(x->id) };
+		sup_send(&h, x->id, NULL, 0);
+		log_info("up: reload: model %s added: starting its sandbox", m->id);
+		GUARD(start_process(next, m, x, &S.rl_abort));
+	}
+	return CUSTOS_OK;
+}
+
+static void *sup_reload_main(void *arg)
+{
+	struct sup_reload *rl = arg;
+
+	proc_name_self("custos-reload");
+	if (rl->prev) {
+		pthread_join(rl->prev->th, NULL);
+		free(rl->prev);
+		rl->prev = NULL;
+	}
+	custos_err e = sup_reload_prepare(rl);
+	char msg[512] = "";
+	if (e != CUSTOS_OK) {
+		/* Refused: what it started is stopped before the answer, so that the refusal finds
+		 * the previous state back. */
+		snprintf(msg, sizeof(msg), "%s", err_msg());
+		log_error("up: reload: %s", msg);
+		for (size_t i = 0; i < rl->n_added; i++)
+			sup_removed(&S.m[rl->added[i]]);
+		rl->n_added = 0;
+	}
+	psx_hdr h = { .type = PSX_RELOADED,
+		      .gen = rl->seq,
+		      .arg = e == CUSTOS_OK ? 0 : 1,
+		      .len = (uint32_t)strlen(msg) };
+	sup_send(&h, msg, NULL, 0);
+	int commit = 0;
+	if (e == CUSTOS_OK) {
+		pthread_mutex_lock(&S.rl_mu);
+		while (rl->commit < 0 && !S.rl_abort)
+			pthread_cond_wait(&S.rl_cv, &S.rl_mu);
+		commit = rl->commit == 1 && !S.rl_abort;
+		pthread_mutex_unlock(&S.rl_mu);
+	}
+	if (!commit) {
+		for (size_t i = 0; i < rl->n_added; i++)
+			sup_removed(&S.m[rl->added[i]]);
+		config_free(rl->next);
+		rl->next = NULL;
+		return NULL;
+	}
+	log_info("up: reload applied: %zu sandboxes added, %zu to stop", rl->n_added,
+	         rl->n_removed);
+	if (S.running != S.start)
+		config_free(S.running);
+	S.running = rl->next;
+	rl->next = NULL;
+	if (rl->n_removed == 0)
+		return NULL;
+	/* New requests to a removed model are refused already (unknown model); the ones in
+	 * flight have until the shutdown timeout, as at shutdown. */
+	uint64_t grace = S.running->limits.shutdown_timeout_ns
+	                         ? S.running->limits.shutdown_timeout_ns
+	                         : 10 * NS_PER_S;
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += (time_t)(grace / NS_PER_S);
+	dl.tv_nsec += (long)(grace % NS_PER_S);
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&S.rl_mu);
+	int r = 0;
+	while (!S.rl_abort && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+	pthread_mutex_unlock(&S.rl_mu);
+	for (size_t i = 0; i < rl->n_removed; i++)
+		sup_removed(&S.m[rl->removed[i]]);
+	return NULL;
+}
+
+/* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
+ * serialises its reloads, so only a confused proxy sends it). */
+static void sup_reload_begin(uint32_t seq)
+{
+	struct sup_reload *prev = S.rl;
+	if (prev) {
+		pthread_mutex_lock(&S.rl_mu);
+		bool pending = prev->commit < 0;
+		pthread_mutex_unlock(&S.rl_mu);
+		if (pending) {
+			static const char why[] = "another reload is being prepared";
+			psx_hdr h = {
+				.type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1
+			};
+			sup_send(&h, why, NULL, 0);
+			return;
+		}
+	}
+	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
+	rl->commit = -1;
+	rl->seq = seq;
+	rl->prev = prev;
+	int r = pthread_create(&rl->th, NULL, sup_reload_main, rl);
+	if (r != 0) {
+		static const char why[] = "the supervisor could not start the reload's thread";
+		psx_hdr h = { .type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1 };
+		sup_send(&h, why, NULL, 0);
+		free(rl);
+		return;
+	}
+	S.rl = rl;
+}
+
+static void sup_reload_commit(uint32_t seq, bool applied)
+{
+	struct sup_reload *rl = S.rl;
+	if (rl == NULL || rl->seq != seq)
+		return; /* not the reload being prepared (one refused at once, say) */
+	pthread_mutex_lock(&S.rl_mu);
+	if (rl->commit < 0)
+		rl->commit = applied ? 1 : 0;
+	pthread_cond_broadcast(&S.rl_cv);
+	pthread_mutex_unlock(&S.rl_mu);
+}
+
+/* At the end: a reload still starting gives up, one waiting to stop what it removed stops it
+ * now; both are joined before the sandboxes are stopped. */
+static void sup_reload_end(void)
+{
+	pthread_mutex_lock(&S.rl_mu);
+	__atomic_store_n(&S.rl_abort, true, __ATOMIC_RELEASE); /* start_process reads it unlocked */
+	pthread_cond_broadcast(&S.rl_cv);
+	pthread_mutex_unlock(&S.rl_mu);
+	struct sup_reload *rl = S.rl;
+	S.rl = NULL;
+	if (rl == NULL)
+		return;
+	pthread_join(rl->th, NULL); /* it joined and freed its prev */
+	config_free(rl->next);
+	free(rl);
+}
+
+/* The model a message from the proxy names (called with S.mu held). */
+static struct sup_model *sup_model_of(const psx_hdr *h)
+{
+	return h->model < S.n ? &S.m[h->model] : NULL;
 }
 
 /* WANT: sockets inside the sandbox's netns (unconnected; a batch per round trip to its
@@ -1045,7 +1382,9 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	while (want > 0 && err == 0) {
 		size_t n = 0;
 		custos_err e;
-		if (x->sb) {
+		if (x->sb == NULL && x->vm == NULL) { /* removed, or not started yet */
+			e = err_set(CUSTOS_ERR_CLOSED, "no sandbox running");
+		} else if (x->sb) {
 			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
 			if (batch > SANDBOX_SOCKETS_BATCH)
 				batch = SANDBOX_SOCKETS_BATCH;
@@ -1060,7 +1399,7 @@ static void sup_want(struct sup_model *x, uint32_t want)
 			err = e == CUSTOS_ERR_AGAIN ? EAGAIN : ECONNREFUSED;
 			break;
 		}
-		psx_hdr h = { .type = PSX_SOCKS, .model = (uint16_t)x->cfg_index, .gen = gen };
+		psx_hdr h = { .type = PSX_SOCKS, .model = (uint16_t)x->slot, .gen = gen };
 		sup_send(&h, NULL, fds, n);
 		for (size_t i = 0; i < n; i++)
 			close(fds[i]);
@@ -1068,7 +1407,7 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	}
 	if (err) {
 		psx_hdr h = { .type = PSX_SOCKS,
-			      .model = (uint16_t)x->cfg_index,
+			      .model = (uint16_t)x->slot,
 			      .gen = gen,
 			      .arg = (uint32_t)err };
 		sup_send(&h, NULL, NULL, 0);
@@ -1097,7 +1436,7 @@ static void sup_restart(struct sup_model *x, pid_t pid)
 	log_info("up: model %s: restart of pid %d asked by the proxy: %s", x->id, (int)pid,
 	         r ? strerror(r) : "killed");
 	psx_hdr h = { .type = PSX_RESTARTED,
-		      .model = (uint16_t)x->cfg_index,
+		      .model = (uint16_t)x->slot,
 		      .gen = (uint32_t)pid,
 		      .arg = (uint32_t)r };
 	sup_send(&h, NULL, NULL, 0);
@@ -1328,12 +1667,13 @@ static void sup_vm_info(struct sup_model *x)
 		return;
 	x->vm_info = pi;
 	x->vm_info_sent = true;
-	psx_hdr h = { .type = PSX_VM_INFO, .model = (uint16_t)x->cfg_index, .len = sizeof(pi) };
+	psx_hdr h = { .type = PSX_VM_INFO, .model = (uint16_t)x->slot, .len = sizeof(pi) };
 	sup_send(&h, &pi, NULL, 0);
 }
 
 static void sup_vm_poll(void)
 {
+	pthread_mutex_lock(&S.mu);
 	for (size_t i = 0; i < S.n; i++) {
 		struct sup_model *x = &S.m[i];
 		if (x->vm == NULL)
@@ -1347,15 +1687,19 @@ static void sup_vm_poll(void)
 			x->vm_generation++;
 		sup_state(x, NULL);
 	}
+	pthread_mutex_unlock(&S.mu);
 }
 
 /* Runs until the proxy has ended; returns the exit code of `custos up`. */
-static int supervisor_main(custos_config *cfg, int sfd)
+static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 {
 	bool drained = false, term = false, sock_open = true;
 	uint64_t kill_at = 0;
 	int status = 0;
 
+	S.path = path;
+	S.start = cfg;
+	S.running = cfg;
 	custos_err e = start_sandboxes(cfg);
 	if (e != CUSTOS_OK) {
 		char msg[512];
@@ -1430,15 +1774,22 @@ static int supervisor_main(custos_config *cfg, int sfd)
 				sock_open = false; /* the proxy is ending: SIGCHLD follows */
 				continue;
 			}
+			pthread_mutex_lock(&S.mu);
 			struct sup_model *x = sup_model_of(&m->h);
+			if (x && m->h.type == PSX_WANT)
+				sup_want(x, m->h.arg);
+			else if (x && m->h.type == PSX_RESTART)
+				sup_restart(x, (pid_t)m->h.arg);
+			pthread_mutex_unlock(&S.mu);
 			switch (m->h.type) {
 			case PSX_WANT:
-				if (x)
-					sup_want(x, m->h.arg);
-				break;
 			case PSX_RESTART:
-				if (x)
-					sup_restart(x, (pid_t)m->h.arg);
+				break;
+			case PSX_RELOAD:
+				sup_reload_begin(m->h.gen);
+				break;
+			case PSX_COMMIT:
+				sup_reload_commit(m->h.gen, m->h.arg == 1);
 				break;
 			case PSX_SECCOMP:
 				sup_take_listener(m);
@@ -1452,6 +1803,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 				 * its audit writer, then it may go. */
 				log_info("up: the proxy drained; stopping the sandboxes");
 				sup_refused_flush(true); /* its writer ends with it */
+				sup_reload_end();
 				stop_sandboxes();
 				drained = true;
 				psx_hdr h = { .type = PSX_BYE };
@@ -1471,6 +1823,7 @@ static int supervisor_main(custos_config *cfg, int sfd)
 		close(S.notify_fd);
 		S.notify_fd = -1;
 	}
+	sup_reload_end();
 	pthread_mutex_lock(&S.send_mu);
 	S.proxy_gone = true;
 	pthread_mutex_unlock(&S.send_mu);
@@ -1497,6 +1850,9 @@ static int supervisor_main(custos_config *cfg, int sfd)
 			log_error("up: supervisor audit writer stop: %s", err_msg());
 	}
 	free_models();
+	if (S.running != S.start)
+		config_free(S.running);
+	S.running = NULL;
 	return clean ? CLI_OK : CLI_FAIL;
 }
 
@@ -1901,6 +2257,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	pthread_mutex_init(&uc->reload_mu, NULL);
 	uc->path = path;
 	uc->start = cfg;
+	uc->running = cfg;
 	uc->audit_batch = cfg->audit.durability == CFG_DURABILITY_BATCH;
 	memset(&o, 0, sizeof(o));
 	psx_proxy_init(S.sock, cfg);
@@ -1985,6 +2342,9 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
 	free(uc->sighup_policy);
+	if (uc->running != uc->start)
+		config_free(uc->running);
+	config_free(uc->next);
 	pthread_mutex_destroy(&uc->reload_mu);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
@@ -2130,7 +2490,7 @@ int cmd_up(int argc, char **argv)
 			;
 	} else {
 		log_info("up: supervisor pid %d, proxy pid %d", (int)parent, (int)pid);
-		rc = supervisor_main(cfg, sfd);
+		rc = supervisor_main(cfg, path, sfd);
 		close(sfd);
 	}
 	close(sp[0]);

@@ -105,8 +105,9 @@ int psx_recv(int sock, psx_msg *m)
 
 struct px_model {
 	char id[CFG_MAX_ID_LEN + 1];
-	size_t cfg_index;
+	size_t cfg_index; /* in the starting custos.yaml (egress); SIZE_MAX: added by a reload */
 	bool vm;
+	bool gone; /* removed by a reload and stopped */
 	bool have_state;
 	psx_state st;
 	bool have_vm_info;
@@ -125,10 +126,13 @@ static struct {
 	pthread_mutex_t mu; /* everything below */
 	pthread_mutex_t send_mu;
 	pthread_cond_t cv;
-	struct px_model m[PSX_MAX_MODELS];
+	struct px_model m[PSX_MAX_MODELS]; /* by slot (psx_hdr.model) */
 	size_t n;
-	struct px_model *by_cfg[PSX_MAX_MODELS]; /* cfg model index -> mirror entry */
-	size_t admin_map[PSX_MAX_MODELS];        /* admin API sandbox index -> m[] */
+	uint32_t rl_seq;     /* the last RELOAD's number (psx_hdr.gen), echoed by RELOADED */
+	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
+	uint32_t rl_result;
+	char rl_msg[512];
+	size_t admin_map[PSX_MAX_MODELS]; /* admin API sandbox index -> m[] */
 	size_t nadmin;
 	struct proxy_server *srv;
 	struct egress_server *eg;
@@ -154,18 +158,22 @@ void psx_proxy_init(int sock, const custos_config *cfg)
 		snprintf(x->id, sizeof(x->id), "%s", m->id);
 		x->cfg_index = i;
 		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
-		P.by_cfg[i] = x;
 	}
 }
 
 static struct px_model *model_of(const psx_hdr *h)
 {
-	return h->model < PSX_MAX_MODELS ? P.by_cfg[h->model] : NULL;
+	return h->model < P.n ? &P.m[h->model] : NULL;
 }
 
-static custos_err send_locked(unsigned type, size_t cfg_index, uint32_t arg)
+static size_t slot_of(const struct px_model *x)
 {
-	psx_hdr h = { .type = (uint16_t)type, .model = (uint16_t)cfg_index, .arg = arg };
+	return (size_t)(x - P.m);
+}
+
+static custos_err send_locked(unsigned type, size_t slot, uint32_t arg)
+{
+	psx_hdr h = { .type = (uint16_t)type, .model = (uint16_t)slot, .arg = arg };
 	pthread_mutex_lock(&P.send_mu);
 	custos_err e = psx_send(P.sock, &h, NULL, NULL, 0);
 	pthread_mutex_unlock(&P.send_mu);
@@ -235,12 +243,12 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 	case PSX_EGRESS_FD:
 		if (x == NULL || m->nfds != 1)
 			break;
-		if (egress_fds && m->h.model < n_egress) {
-			if (egress_fds[m->h.model] >= 0)
-				close(egress_fds[m->h.model]);
-			egress_fds[m->h.model] = m->fds[0];
+		if (egress_fds && x->cfg_index < n_egress) {
+			if (egress_fds[x->cfg_index] >= 0)
+				close(egress_fds[x->cfg_index]);
+			egress_fds[x->cfg_index] = m->fds[0];
 			m->fds[0] = -1;
-		} else if (P.eg) {
+		} else if (P.eg && x->cfg_index != SIZE_MAX) {
 			if (cli_egress_replace(x->cfg_index, m->fds[0]) != CUSTOS_OK)
 				log_error(
 				        "egress: model %s restarted without an egress listener: %s",
@@ -281,6 +289,39 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			pthread_cond_broadcast(&P.cv);
 		}
 		break;
+	case PSX_ADDED:
+		/* Slots come in order; an id must be one custos.yaml may hold. */
+		if (m->h.model == P.n && P.n < PSX_MAX_MODELS && m->h.len > 0 &&
+		    m->h.len <= CFG_MAX_ID_LEN) {
+			x = &P.m[P.n++];
+			memset(x, 0, sizeof(*x));
+			memcpy(x->id, m->payload, m->h.len);
+			x->id[m->h.len] = '\0';
+			x->cfg_index = SIZE_MAX;
+		} else {
+			log_warn("privsep: a malformed ADDED from the supervisor (slot %u)",
+			         (unsigned)m->h.model);
+		}
+		break;
+	case PSX_REMOVED:
+		if (x) {
+			x->gone = true;
+			x->have_state = false;
+			pool_flush(x);
+			pthread_cond_broadcast(&P.cv);
+		}
+		break;
+	case PSX_RELOADED: {
+		if (m->h.gen != P.rl_seq)
+			break; /* a late answer to a reload given up on (timed out) */
+		size_t n = m->h.len < sizeof(P.rl_msg) ? m->h.len : sizeof(P.rl_msg) - 1;
+		memcpy(P.rl_msg, m->payload, n);
+		P.rl_msg[n] = '\0';
+		P.rl_result = m->h.arg;
+		P.rl_answers++;
+		pthread_cond_broadcast(&P.cv);
+		break;
+	}
 	case PSX_READY:
 		return egress_fds == NULL;
 	case PSX_BYE:
@@ -326,10 +367,13 @@ custos_err psx_proxy_setup(int *egress_fds, size_t n)
 
 int psx_proxy_find(const char *id)
 {
-	for (size_t i = 0; i < P.n; i++)
-		if (strcmp(P.m[i].id, id) == 0)
-			return (int)i;
-	return -1;
+	int k = -1;
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; i < P.n && k < 0; i++)
+		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0)
+			k = (int)i;
+	pthread_mutex_unlock(&P.mu);
+	return k;
 }
 
 void *psx_proxy_arg(int i)
@@ -363,10 +407,15 @@ static custos_err take(struct px_model *x, int *fd)
 			pthread_mutex_unlock(&P.mu);
 			return err_set(CUSTOS_ERR_CLOSED, "privsep: no supervisor");
 		}
+		if (x->gone) {
+			pthread_mutex_unlock(&P.mu);
+			return err_set(CUSTOS_ERR_CLOSED,
+			               "model %s: its sandbox was removed by a reload", x->id);
+		}
 		size_t low = x->vm ? 1 : PSX_POOL_LOW;
 		if (!x->pending && x->n < low && (x->n > 0 || !asked || x->vm)) {
 			uint32_t want = x->vm ? 1 : (uint32_t)(PSX_POOL_MAX - x->n);
-			if (send_locked(PSX_WANT, x->cfg_index, want) == CUSTOS_OK)
+			if (send_locked(PSX_WANT, slot_of(x), want) == CUSTOS_OK)
 				x->pending = true;
 			asked = true;
 		}
@@ -422,6 +471,49 @@ custos_err psx_proxy_connect(void *arg, int *fd)
 	}
 	*fd = s;
 	return CUSTOS_OK;
+}
+
+custos_err psx_proxy_reload(uint64_t wait_ms)
+{
+	struct timespec dl;
+	int r = 0;
+
+	deadline_in(&dl, wait_ms > UINT32_MAX ? UINT32_MAX : (unsigned)wait_ms);
+	pthread_mutex_lock(&P.mu);
+	uint64_t answers = P.rl_answers;
+	psx_hdr h = { .type = PSX_RELOAD, .gen = ++P.rl_seq };
+	pthread_mutex_lock(&P.send_mu);
+	custos_err se = P.lost ? CUSTOS_ERR_CLOSED : psx_send(P.sock, &h, NULL, NULL, 0);
+	pthread_mutex_unlock(&P.send_mu);
+	if (se != CUSTOS_OK) {
+		pthread_mutex_unlock(&P.mu);
+		return err_set(CUSTOS_ERR_CLOSED, "reload: the supervisor cannot be asked to start "
+		                                  "the sandboxes");
+	}
+	while (P.rl_answers == answers && !P.lost && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&P.cv, &P.mu, &dl);
+	custos_err e = CUSTOS_OK;
+	if (P.rl_answers == answers)
+		e = err_set(CUSTOS_ERR_TIMEOUT,
+		            "reload: the supervisor did not start the sandboxes in %llu ms",
+		            (unsigned long long)wait_ms);
+	else if (P.rl_result != 0)
+		e = err_set(CUSTOS_ERR_INVAL, "reload: sandboxes: %s", P.rl_msg);
+	pthread_mutex_unlock(&P.mu);
+	return e;
+}
+
+void psx_proxy_commit(bool applied)
+{
+	pthread_mutex_lock(&P.mu);
+	psx_hdr h = { .type = PSX_COMMIT, .gen = P.rl_seq, .arg = applied ? 1 : 0 };
+	pthread_mutex_unlock(&P.mu);
+	pthread_mutex_lock(&P.send_mu);
+	custos_err e = psx_send(P.sock, &h, NULL, NULL, 0);
+	pthread_mutex_unlock(&P.send_mu);
+	if (e != CUSTOS_OK)
+		log_error("privsep: reload: the supervisor was not told the outcome: %s",
+		          err_msg());
 }
 
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw)
@@ -601,7 +693,7 @@ size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max)
 	pthread_mutex_lock(&P.mu);
 	P.nadmin = 0;
 	for (size_t i = 0; i < P.n && k < max; i++) {
-		if (P.m[i].vm) /* listed through vms_get (psx_proxy_admin_vms) */
+		if (P.m[i].vm || P.m[i].gone) /* VMs: listed through vms_get */
 			continue;
 		P.admin_map[P.nadmin++] = i;
 		const psx_state *st = &P.m[i].st;
@@ -621,8 +713,15 @@ bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st)
 	(void)arg;
 	pthread_mutex_lock(&P.mu);
 	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
-	bool ok = i < P.n && P.m[i].have_state;
-	if (ok) {
+	bool ok = i < P.n && (P.m[i].have_state || P.m[i].gone);
+	if (ok && P.m[i].gone) {
+		/* The admin server's list is the one custos started with: a sandbox a reload
+		 * removed stays in it, stopped on purpose, which readiness must not count as down
+		 * (docs/ADMIN.md). */
+		st->kind = "removed";
+		st->running = !P.lost;
+		st->pid = -1;
+	} else if (ok) {
 		const psx_state *s = &P.m[i].st;
 		st->kind = P.m[i].vm ? "vm" : "process";
 		st->running = s->running && !P.lost;
@@ -651,7 +750,7 @@ int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid)
 	pthread_mutex_lock(&P.mu);
 	uint64_t answers = x->restart_answers;
 	int r = 0;
-	if (send_locked(PSX_RESTART, x->cfg_index, (uint32_t)pid) != CUSTOS_OK) {
+	if (send_locked(PSX_RESTART, slot_of(x), (uint32_t)pid) != CUSTOS_OK) {
 		pthread_mutex_unlock(&P.mu);
 		return EPIPE;
 	}

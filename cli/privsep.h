@@ -35,16 +35,24 @@ enum psx_type {
 	PSX_BYE,       /* S: sandboxes stopped after DRAINED; the proxy may exit */
 	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
 	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
+	PSX_ADDED,     /* S: a reload's new sandbox takes slot model (payload: its id) */
+	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; the slot is never reused */
+	PSX_RELOADED,  /* S: answer to RELOAD gen: arg 0, or 1 and the reason (payload) */
 	PSX_WANT = 32, /* P: arg more sockets for model */
 	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
 	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
 	PSX_PROXY_UP,  /* P: the proxy is confined and serving */
 	PSX_SECCOMP,   /* P: the listener of the proxy's seccomp filter (one fd), once */
+	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
+	                * the supervisor reads the file itself */
+	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0) */
 };
 
 typedef struct psx_hdr {
 	uint16_t type;
-	uint16_t model; /* index into custos.yaml's models: */
+	/* The sandbox's slot: the sandboxed models of the starting custos.yaml in order, then one
+	 * per sandbox a reload added (a removed one's slot is never reused). */
+	uint16_t model;
 	uint32_t gen;
 	uint32_t arg;
 	uint32_t len; /* payload bytes */
@@ -109,6 +117,14 @@ void psx_proxy_init(int sock, const struct custos_config *cfg);
  * sandbox's first egress listener (-1 when none; the caller owns them). CUSTOS_ERR_CLOSED
  * when the supervisor failed or went away (message in err_msg). */
 custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
+/* custos.yaml adds or removes sandboxed models: asks the supervisor to read it and start the
+ * new sandboxes (it decides what from the file, never from this process); waits up to wait_ms
+ * for them to be ready. On CUSTOS_OK they are in the mirror (psx_proxy_find). Whatever the
+ * result, psx_proxy_commit must follow. */
+custos_err psx_proxy_reload(uint64_t wait_ms) CUSTOS_WUR;
+/* Tells the supervisor whether the reload psx_proxy_reload prepared was applied: it then stops
+ * the removed sandboxes (after limits.timeouts.shutdown), or else the added ones at once. */
+void psx_proxy_commit(bool applied);
 /* Index of the sandboxed model id in the mirror, or -1. */
 int psx_proxy_find(const char *id);
 /* proxy_upstream_opts.connect_fn; arg: psx_proxy_arg(i). */

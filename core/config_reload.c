@@ -1,8 +1,9 @@
 /*
  * What a reload may not change: the settings `custos up` reads once, at start (worker threads,
  * the log, the audit writer and its sinks, the admin API, the proxy's user and confinement,
- * the egress proxy and its data sources, the sandboxes). A reload that changes one is refused
- * as a whole, naming the setting, rather than half-applied with the change silently dropped.
+ * the egress proxy and its data sources, a running sandbox's settings). A reload that changes
+ * one is refused as a whole, naming the setting, rather than half-applied with the change
+ * silently dropped. Process-sandboxed models may be added and removed.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -280,18 +281,35 @@ static const cfg_model *model_by_id(const custos_config *cfg, const char *id, si
 	return NULL;
 }
 
-/* A sandboxed model's sandbox (and the profile it names) is what the supervisor started: it
- * must be there, unchanged, under the same id; a model that is not sandboxed may come, go or
- * change freely (its upstream is reloaded). */
+static bool sandboxed(const cfg_model *m)
+{
+	return m && m->sandbox.type != CFG_SANDBOX_NONE;
+}
+
+/* A process-sandboxed model may come or go by a reload (the supervisor starts or stops its
+ * sandbox: docs/SANDBOX.md, "Reload"); a VM may not, nor may either while the egress proxy
+ * runs (its listeners are made per sandbox at start). */
+static void sandbox_set_diff(struct rdiff *r, const custos_config *a, const custos_config *b,
+                             const cfg_model *m, size_t i, const char *what)
+{
+	if (m->sandbox.type == CFG_SANDBOX_VM)
+		note(r, "models[%zu] (%s).sandbox (a sandboxed VM %s)", i, m->id, what);
+	else if (a->egress.enabled || b->egress.enabled)
+		note(r, "models[%zu] (%s).sandbox (a sandboxed model %s while egress is enabled)",
+		     i, m->id, what);
+}
+
+/* A sandboxed model that stays is what the supervisor started: its sandbox (and the profile it
+ * names) must be unchanged; a model that is not sandboxed may come, go or change freely (its
+ * upstream is reloaded). */
 static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_config *b)
 {
 	for (size_t i = 0; i < b->n_models && !r->found; i++) {
 		const cfg_model *n = &b->models[i];
 		size_t k;
 		const cfg_model *o = model_by_id(a, n->id, &k);
-		if (n->sandbox.type != CFG_SANDBOX_NONE &&
-		    (o == NULL || o->sandbox.type == CFG_SANDBOX_NONE))
-			note(r, "models[%zu] (%s).sandbox (a sandboxed model added)", i, n->id);
+		if (sandboxed(n) && !sandboxed(o))
+			sandbox_set_diff(r, a, b, n, i, "added");
 	}
 	for (size_t i = 0; i < a->n_models && !r->found; i++) {
 		const cfg_model *o = &a->models[i];
@@ -301,9 +319,9 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		size_t k;
 		const cfg_model *n = model_by_id(b, o->id, &k);
 		char p[128];
-		if (n == NULL) {
-			note(r, "models[%zu] (%s) (a sandboxed model removed)", i, o->id);
-			break;
+		if (!sandboxed(n)) {
+			sandbox_set_diff(r, a, b, o, i, "removed");
+			continue;
 		}
 		snprintf(p, sizeof(p), "models[%zu] (%s).sandbox.", k, o->id);
 		const cfg_model_sandbox *y = &n->sandbox;
@@ -323,6 +341,21 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		snprintf(p, sizeof(p), "sandbox_profiles.%s.", x->profile);
 		profile_diff(r, p, &a->profiles[x->profile_index], &b->profiles[y->profile_index]);
 	}
+}
+
+bool config_sandboxes_changed(const custos_config *running, const custos_config *next)
+{
+	size_t k;
+
+	for (size_t i = 0; i < next->n_models; i++)
+		if (sandboxed(&next->models[i]) !=
+		    sandboxed(model_by_id(running, next->models[i].id, &k)))
+			return true;
+	for (size_t i = 0; i < running->n_models; i++)
+		if (sandboxed(&running->models[i]) &&
+		    !sandboxed(model_by_id(next, running->models[i].id, &k)))
+			return true;
+	return false;
 }
 
 custos_err config_reload_check(const custos_config *running, const custos_config *next)

@@ -850,7 +850,9 @@ static void test_reload_check(void **state)
 		{ "src: /data}", "src: /data, rw: true}", "sandbox_profiles.p.binds" },
 		{ "profile: p,", "profile: q,", "models[1] (boxed).sandbox.profile (p -> q)" },
 		{ "--port, \"8000\"", "--port, \"8001\"", "models[1] (boxed).sandbox.command" },
-		{ "  - {id: boxed", "  - {id: boxed2", "models[1] (boxed2).sandbox" },
+		/* Egress is enabled in the base: no sandboxed model comes or goes. */
+		{ "  - {id: boxed", "  - {id: boxed2",
+		  "models[1] (boxed2).sandbox (a sandboxed model added while egress is enabled)" },
 		{ "\"https://hr.example/api\"", "\"https://hr.example/v2\"",
 		  "data_sources[0] (hr).url" },
 		{ "classification: confidential}]",
@@ -905,6 +907,79 @@ static void test_reload_check(void **state)
 		free(text);
 	}
 	config_free(running);
+}
+
+/* text with its first `from` replaced by `to` (the caller frees). */
+static char *text_edit(const char *text, const char *from, const char *to)
+{
+	const char *at = strstr(text, from);
+	if (at == NULL)
+		fail_msg("'%s' is not in the config", from);
+	size_t pre = (size_t)(at - text), n = strlen(text) + strlen(to) + 1;
+	char *out = malloc(n);
+	assert_non_null(out);
+	snprintf(out, n, "%.*s%s%s", (int)pre, text, to, at + strlen(from));
+	return out;
+}
+
+/* Without egress, a process-sandboxed model may be added or removed by a reload (the
+ * supervisor starts or stops it); one that stays may not change, nor may a VM come or go. */
+static void test_reload_sandbox_set(void **state)
+{
+	(void)state;
+	static const char vm_model[] =
+	        "  - {id: vm1, sandbox: {type: vm, profile: v, port: 8000}}\nroutes:";
+	char *a = text_edit(reload_base,
+	                    "data_sources: [{id: hr, url: \"https://hr.example/api\", "
+	                    "classification: confidential}]\negress: {port: 3128}\n",
+	                    "");
+	custos_config *running = parse_ok(a);
+	static const struct {
+		const char *from, *to, *named; /* named NULL: applied */
+		bool changed;                  /* config_sandboxes_changed */
+	} cases[] = {
+		{ "routes:", "  - {id: boxed2, sandbox: {profile: q, command: [/srv/m2]}}\nroutes:",
+		  NULL, true },
+		{ "  - {id: boxed, sandbox: {profile: p, command: [/srv/model, --port, "
+		  "\"8000\"]}}\n",
+		  "", NULL, true },
+		{ "  - {id: boxed, sandbox: {profile: p, command: [/srv/model, --port, \"8000\"]}}",
+		  "  - {id: boxed, upstream: {url: \"http://127.0.0.1:9002\"}}", NULL, true },
+		{ "  - {id: plain, upstream: {url: \"http://127.0.0.1:9000\"}}",
+		  "  - {id: plain, sandbox: {profile: q, command: [/srv/m3]}}", NULL, true },
+		{ "--port, \"8000\"", "--port, \"8001\"", "models[1] (boxed).sandbox.command",
+		  false },
+		{ "memory: 1GiB", "memory: 2GiB", "sandbox_profiles.p.limits.memory", false },
+		{ "http://127.0.0.1:9000", "http://127.0.0.1:9001", NULL, false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = text_edit(a, cases[i].from, cases[i].to);
+		custos_config *next = parse_ok(text);
+		custos_err e = config_reload_check(running, next);
+		if (cases[i].named == NULL && e != CUSTOS_OK)
+			fail_msg("case %zu refused: %s", i, err_msg());
+		if (cases[i].named && (e == CUSTOS_OK || !strstr(err_msg(), cases[i].named)))
+			fail_msg("case %zu: '%s' does not name %s", i,
+			         e == CUSTOS_OK ? "(applied)" : err_msg(), cases[i].named);
+		assert_int_equal(config_sandboxes_changed(running, next), cases[i].changed);
+		config_free(next);
+		free(text);
+	}
+	/* A VM added, then removed: refused both ways. */
+	char *bb = text_edit(a, "routes:", vm_model);
+	char *b = text_edit(bb, "q: {}", "q: {}, v: {vm: {kernel: /k, disk: /d}}");
+	free(bb);
+	custos_config *with_vm = parse_ok(b);
+	{
+		assert_int_not_equal(config_reload_check(running, with_vm), CUSTOS_OK);
+		assert_non_null(strstr(err_msg(), "(a sandboxed VM added)"));
+		assert_int_not_equal(config_reload_check(with_vm, running), CUSTOS_OK);
+		assert_non_null(strstr(err_msg(), "(a sandboxed VM removed)"));
+		config_free(with_vm);
+	}
+	free(b);
+	config_free(running);
+	free(a);
 }
 
 /* The log: section alone, from a file whose other sections have errors: what `up` reports those
@@ -990,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
 		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_reload_sandbox_set),
 		cmocka_unit_test(test_load_log_section),
 		cmocka_unit_test(test_where),
 	};
