@@ -387,7 +387,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 static void reload_settle(struct up_ctx *uc, bool applied)
 {
 	if (uc->psx_pending)
-		psx_proxy_commit(applied);
+		psx_proxy_commit(applied, uc->next);
 	uc->psx_pending = false;
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
@@ -546,7 +546,6 @@ static size_t admin_vms_get(void *arg, admin_vm *out, size_t max)
 static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, int socket_fd)
 {
 	const cfg_admin *ca = &cfg->admin;
-	admin_sandbox sbx[ADMIN_MAX_SANDBOXES];
 	admin_options ao;
 	admin_server *a = NULL;
 	char *tcp = NULL;
@@ -568,14 +567,13 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
 	ao.audit_dir = cfg->audit.dir;
-	/* The supervisor's sandboxes, as mirrored here (state messages), any kind. */
-	ao.n_sandboxes = psx_proxy_admin_sandboxes(sbx, ADMIN_MAX_SANDBOXES);
-	ao.sandboxes = sbx;
+	/* The supervisor's process sandboxes, as mirrored here (state messages), read on each
+	 * request: a reload adds and removes them. */
 	ao.hooks = (admin_hooks){ .arg = uc,
 		                  .policy_get = admin_policy_get,
 		                  .policy_reload = admin_policy_reload,
 		                  .taint_get = admin_taint_get,
-		                  .sandbox_state = psx_proxy_admin_state,
+		                  .sandboxes_get = psx_proxy_admin_sandboxes,
 		                  .sandbox_restart = psx_proxy_admin_restart,
 		                  .vms_get = admin_vms_get };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {

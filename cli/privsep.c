@@ -103,11 +103,16 @@ int psx_recv(int sock, psx_msg *m)
 
 /* ------------------------------------------------------------------------ the proxy's side */
 
+_Static_assert(CFG_MAX_ID_LEN <= ADMIN_SANDBOX_NAME_MAX, "a model id fits an admin sandbox name");
+
 struct px_model {
 	char id[CFG_MAX_ID_LEN + 1];
 	size_t cfg_index; /* in the starting custos.yaml (egress); SIZE_MAX: added by a reload */
 	bool vm;
 	bool gone; /* removed by a reload and stopped */
+	/* In the configuration applied now (the admin API lists it): false from ADDED until the
+	 * reload that added it is applied, and from the applied reload that removes it. */
+	bool configured;
 	bool have_state;
 	psx_state st;
 	bool have_vm_info;
@@ -132,8 +137,6 @@ static struct {
 	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
 	uint32_t rl_result;
 	char rl_msg[512];
-	size_t admin_map[PSX_MAX_MODELS]; /* admin API sandbox index -> m[] */
-	size_t nadmin;
 	struct proxy_server *srv;
 	struct egress_server *eg;
 	audit_writer *aw;
@@ -158,6 +161,7 @@ void psx_proxy_init(int sock, const custos_config *cfg)
 		snprintf(x->id, sizeof(x->id), "%s", m->id);
 		x->cfg_index = i;
 		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
+		x->configured = true;
 	}
 }
 
@@ -503,10 +507,20 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 	return e;
 }
 
-void psx_proxy_commit(bool applied)
+void psx_proxy_commit(bool applied, const custos_config *next)
 {
 	pthread_mutex_lock(&P.mu);
 	psx_hdr h = { .type = PSX_COMMIT, .gen = P.rl_seq, .arg = applied ? 1 : 0 };
+	/* The admin API lists what is configured now: the added sandboxes from here, the removed
+	 * ones no more (the supervisor stops them later, after their requests finished). */
+	for (size_t i = 0; applied && next && i < P.n; i++) {
+		struct px_model *x = &P.m[i];
+		bool kept = false;
+		for (size_t k = 0; k < next->n_models && !kept; k++)
+			kept = next->models[k].upstream.kind == CFG_UPSTREAM_SANDBOX &&
+			       strcmp(next->models[k].id, x->id) == 0;
+		x->configured = kept && !x->gone;
+	}
 	pthread_mutex_unlock(&P.mu);
 	pthread_mutex_lock(&P.send_mu);
 	custos_err e = psx_send(P.sock, &h, NULL, NULL, 0);
@@ -687,67 +701,55 @@ size_t psx_proxy_admin_vms(admin_vm *out, size_t max)
 	return k;
 }
 
-size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max)
+size_t psx_proxy_admin_sandboxes(void *arg, admin_sandbox_info *out, size_t max)
 {
 	size_t k = 0;
+
+	(void)arg;
 	pthread_mutex_lock(&P.mu);
-	P.nadmin = 0;
 	for (size_t i = 0; i < P.n && k < max; i++) {
-		if (P.m[i].vm || P.m[i].gone) /* VMs: listed through vms_get */
+		const struct px_model *x = &P.m[i];
+		if (x->vm || x->gone || !x->configured) /* VMs: listed through vms_get */
 			continue;
-		P.admin_map[P.nadmin++] = i;
-		const psx_state *st = &P.m[i].st;
-		out[k++] = (admin_sandbox){ .name = P.m[i].id,
-			                    .sb = NULL,
-			                    .memory_bytes = st->memory_bytes,
-			                    .pids = st->pids,
-			                    .nofile = st->nofile,
-			                    .cpu_millis = st->cpu_millis };
+		const psx_state *s = &x->st;
+		admin_sandbox_info *o = &out[k++];
+		memset(o, 0, sizeof(*o));
+		snprintf(o->name, sizeof(o->name), "%s", x->id);
+		o->memory_bytes = s->memory_bytes;
+		o->pids = s->pids;
+		o->nofile = s->nofile;
+		o->cpu_millis = s->cpu_millis;
+		o->st.kind = "process";
+		o->st.pid = -1;
+		if (!x->have_state)
+			continue; /* not reported yet: not running */
+		o->st.running = s->running && !P.lost;
+		o->st.pid = s->pid;
+		o->st.generation = s->generation;
+		o->st.restarts = s->restarts;
+		snprintf(o->st.profile_hash, sizeof(o->st.profile_hash), "%s", s->profile_hash);
+		snprintf(o->st.cgroup, sizeof(o->st.cgroup), "%s", s->cgroup);
 	}
 	pthread_mutex_unlock(&P.mu);
 	return k;
 }
 
-bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st)
-{
-	(void)arg;
-	pthread_mutex_lock(&P.mu);
-	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
-	bool ok = i < P.n && (P.m[i].have_state || P.m[i].gone);
-	if (ok && P.m[i].gone) {
-		/* The admin server's list is the one custos started with: a sandbox a reload
-		 * removed stays in it, stopped on purpose, which readiness must not count as down
-		 * (docs/ADMIN.md). */
-		st->kind = "removed";
-		st->running = !P.lost;
-		st->pid = -1;
-	} else if (ok) {
-		const psx_state *s = &P.m[i].st;
-		st->kind = P.m[i].vm ? "vm" : "process";
-		st->running = s->running && !P.lost;
-		st->pid = s->pid;
-		st->generation = s->generation;
-		st->restarts = s->restarts;
-		snprintf(st->profile_hash, sizeof(st->profile_hash), "%s", s->profile_hash);
-		snprintf(st->cgroup, sizeof(st->cgroup), "%s", s->cgroup);
-	} else if (i < P.n) {
-		st->kind = P.m[i].vm ? "vm" : "process";
-	}
-	pthread_mutex_unlock(&P.mu);
-	return ok;
-}
-
-int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid)
+int psx_proxy_admin_restart(void *arg, const char *name, int64_t pid)
 {
 	struct timespec dl;
+	struct px_model *x = NULL;
+
 	(void)arg;
-	pthread_mutex_lock(&P.mu);
-	i = i < P.nadmin ? P.admin_map[i] : SIZE_MAX;
-	pthread_mutex_unlock(&P.mu);
-	if (i >= P.n || pid <= 0 || pid > INT32_MAX)
+	if (pid <= 0 || pid > INT32_MAX)
 		return EINVAL;
-	struct px_model *x = &P.m[i];
 	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; i < P.n && x == NULL; i++)
+		if (!P.m[i].vm && !P.m[i].gone && P.m[i].configured && strcmp(P.m[i].id, name) == 0)
+			x = &P.m[i];
+	if (x == NULL) {
+		pthread_mutex_unlock(&P.mu);
+		return ENOENT; /* removed by a reload meanwhile */
+	}
 	uint64_t answers = x->restart_answers;
 	int r = 0;
 	if (send_locked(PSX_RESTART, slot_of(x), (uint32_t)pid) != CUSTOS_OK) {

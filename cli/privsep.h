@@ -124,7 +124,7 @@ custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
 custos_err psx_proxy_reload(uint64_t wait_ms) CUSTOS_WUR;
 /* Tells the supervisor whether the reload psx_proxy_reload prepared was applied: it then stops
  * the removed sandboxes (after limits.timeouts.shutdown), or else the added ones at once. */
-void psx_proxy_commit(bool applied);
+void psx_proxy_commit(bool applied, const struct custos_config *next);
 /* Index of the sandboxed model id in the mirror, or -1. */
 int psx_proxy_find(const char *id);
 /* proxy_upstream_opts.connect_fn; arg: psx_proxy_arg(i). */
@@ -141,10 +141,13 @@ custos_err psx_proxy_start(void) CUSTOS_WUR;
 void psx_proxy_finish(void);
 /* True when the supervisor went away (the proxy then exits with failure). */
 bool psx_proxy_supervisor_lost(void);
-/* The admin API's view of the sandboxes: fills up to max entries; returns how many. */
-size_t psx_proxy_admin_sandboxes(admin_sandbox *out, size_t max);
-bool psx_proxy_admin_state(void *arg, size_t i, admin_sandbox_state *st);
-int psx_proxy_admin_restart(void *arg, size_t i, int64_t pid);
+/* admin_hooks.sandboxes_get: the process sandboxes of the configuration applied now (next of
+ * the last applied psx_proxy_commit) with their states, read under one lock; returns how
+ * many of out[0..max) were filled. */
+size_t psx_proxy_admin_sandboxes(void *arg, admin_sandbox_info *out, size_t max);
+/* admin_hooks.sandbox_restart: asks the supervisor to end the named sandbox's instance pid;
+ * 0 or an errno (ENOENT: not configured now, ESRCH: pid is no longer its instance). */
+int psx_proxy_admin_restart(void *arg, const char *name, int64_t pid);
 /* The VM entries as the supervisor last sent them (taint -1: the caller fills it); returns
  * how many of out[0..max) were filled. */
 size_t psx_proxy_admin_vms(admin_vm *out, size_t max);

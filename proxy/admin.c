@@ -107,11 +107,12 @@ struct req {
 	route_id route;
 	buf body;
 	bool too_big;
-	char principal[48]; /* "uid:1000" or the TCP peer */
-	size_t sandbox;     /* R_SANDBOX_RESTART */
+	char principal[48];                       /* "uid:1000" or the TCP peer */
+	char sandbox[ADMIN_SANDBOX_NAME_MAX + 1]; /* R_SANDBOX_RESTART */
 };
 
 static struct watch *watch_of(struct MHD_Connection *c);
+static admin_sandbox_info *sandboxes_snapshot(const struct admin_server *s, size_t *n);
 
 /* ---- responses ---- */
 
@@ -465,7 +466,7 @@ static void *watchdog(void *arg)
 
 /* Matches method and path; returns the HTTP status to refuse with (0 when it is a route). */
 static unsigned route_match(struct admin_server *s, const char *method, const char *url,
-                            route_id *out, size_t *sbx_index)
+                            route_id *out, char *sbx_name)
 {
 	static const struct {
 		const char *path;
@@ -499,14 +500,21 @@ static unsigned route_match(struct admin_server *s, const char *method, const ch
 		span id = { url + sizeof(pfx) - 1, ul - (sizeof(pfx) - 1) - (sizeof(sfx) - 1) };
 		if (strcmp(method, "POST") != 0)
 			return 405;
-		for (size_t i = 0; i < s->nsbx; i++) {
-			if (span_eq_cstr(id, s->sbx[i].name)) {
-				*out = R_SANDBOX_RESTART;
-				*sbx_index = i;
-				return 0;
-			}
-		}
-		return 404;
+		/* One of the sandboxes configured now (ep_restart looks it up again: a reload
+		 * may remove it meanwhile). */
+		size_t n;
+		admin_sandbox_info *v = sandboxes_snapshot(s, &n);
+		bool found = false;
+		for (size_t i = 0; i < n && !found; i++)
+			found = span_eq_cstr(id, v[i].name);
+		free(v);
+		if (!found)
+			return 404;
+		*out = R_SANDBOX_RESTART;
+		/* id.len <= ADMIN_SANDBOX_NAME_MAX: it matched a name of that size at most */
+		memcpy(sbx_name, id.ptr, id.len);
+		sbx_name[id.len] = '\0';
+		return 0;
 	}
 	return path_known ? 405 : 404;
 }
@@ -558,8 +566,7 @@ static bool is_json(const char *ct)
 
 /* ---- endpoints ---- */
 
-/* The state of sandbox i: from the supervisor's mirror (privilege separation) or read from
- * the sandbox handle in this process. */
+/* The state of admin_options.sandboxes[i], read from its handle in this process. */
 static void sandbox_state(const struct admin_server *s, size_t i, admin_sandbox_state *st)
 {
 	const admin_sandbox *x = &s->sbx[i];
@@ -567,11 +574,6 @@ static void sandbox_state(const struct admin_server *s, size_t i, admin_sandbox_
 	memset(st, 0, sizeof(*st));
 	st->kind = "process";
 	st->pid = -1;
-	if (s->hooks.sandbox_state) {
-		if (!s->hooks.sandbox_state(s->hooks.arg, i, st))
-			st->running = false;
-		return;
-	}
 	if (x->sb == NULL)
 		return;
 	st->pid = sandbox_pid(x->sb);
@@ -582,11 +584,35 @@ static void sandbox_state(const struct admin_server *s, size_t i, admin_sandbox_
 	snprintf(st->cgroup, sizeof(st->cgroup), "%s", sandbox_cgroup_backend(x->sb));
 }
 
-static bool sandbox_running(const struct admin_server *s, size_t i)
+/* The process sandboxes configured now, each with its state: from the sandboxes_get hook (a
+ * reload adds and removes them; one call, so that the list and the states agree) or else
+ * admin_options.sandboxes (entry i is sbx[i]). Owner: caller (free). */
+static admin_sandbox_info *sandboxes_snapshot(const struct admin_server *s, size_t *n)
 {
-	admin_sandbox_state st;
-	sandbox_state(s, i, &st);
-	return st.running;
+	admin_sandbox_info *v = xcalloc(ADMIN_MAX_SANDBOXES, sizeof(*v));
+
+	if (s->hooks.sandboxes_get) {
+		*n = s->hooks.sandboxes_get(s->hooks.arg, v, ADMIN_MAX_SANDBOXES);
+		if (*n > ADMIN_MAX_SANDBOXES)
+			*n = ADMIN_MAX_SANDBOXES;
+		for (size_t i = 0; i < *n; i++) {
+			v[i].name[ADMIN_SANDBOX_NAME_MAX] = '\0';
+			if (v[i].st.kind == NULL)
+				v[i].st.kind = "process";
+		}
+		return v;
+	}
+	for (size_t i = 0; i < s->nsbx; i++) {
+		const admin_sandbox *x = &s->sbx[i];
+		snprintf(v[i].name, sizeof(v[i].name), "%s", x->name);
+		v[i].memory_bytes = x->memory_bytes;
+		v[i].pids = x->pids;
+		v[i].nofile = x->nofile;
+		v[i].cpu_millis = x->cpu_millis;
+		sandbox_state(s, i, &v[i].st);
+	}
+	*n = s->nsbx;
+	return v;
 }
 
 /* The VM sandboxes from the hook (docs/VM.md); *n = 0 without one. Owner: caller (free). */
@@ -666,8 +692,11 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 		audit_writer_stats(s->audit, &st);
 		aud = !st.writer_failing;
 	}
-	for (size_t i = 0; i < s->nsbx; i++)
-		sbx = sbx && sandbox_running(s, i);
+	size_t n;
+	admin_sandbox_info *v = sandboxes_snapshot(s, &n);
+	for (size_t i = 0; i < n; i++)
+		sbx = sbx && v[i].st.running;
+	free(v);
 	sbx = sbx && vms_routable(s);
 	bool ready = pol && aud && sbx;
 	buf_init(&b, 4096);
@@ -736,10 +765,16 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 	}
 	GUARD(buf_append_cstr(b, "# HELP custos_sandbox_up 1 while the sandbox's instance runs.\n"
 	                         "# TYPE custos_sandbox_up gauge\n"));
-	for (size_t i = 0; i < s->nsbx; i++)
-		GUARD(buf_printf(b, "custos_sandbox_up{sandbox=\"%s\"} %d\n", s->sbx[i].name,
-		                 sandbox_running(s, i) ? 1 : 0));
-	return CUSTOS_OK;
+	/* The sandboxes configured now: a removed one's series ends (no sample, as a target that
+	 * is gone); names are config ids ([A-Za-z0-9._-]), nothing to escape. */
+	size_t n;
+	admin_sandbox_info *v = sandboxes_snapshot(s, &n);
+	custos_err e = CUSTOS_OK;
+	for (size_t i = 0; i < n && e == CUSTOS_OK; i++)
+		e = buf_printf(b, "custos_sandbox_up{sandbox=\"%s\"} %d\n", v[i].name,
+		               v[i].st.running ? 1 : 0);
+	free(v);
+	return e;
 }
 
 static enum MHD_Result ep_metrics(struct admin_server *s, struct MHD_Connection *c)
@@ -923,10 +958,11 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 	json_obj_begin(&w);
 	json_key(&w, "sandboxes");
 	json_arr_begin(&w);
-	for (size_t i = 0; i < s->nsbx; i++) {
-		const admin_sandbox *x = &s->sbx[i];
-		admin_sandbox_state st;
-		sandbox_state(s, i, &st);
+	size_t n;
+	admin_sandbox_info *v = sandboxes_snapshot(s, &n);
+	for (size_t i = 0; i < n; i++) {
+		const admin_sandbox_info *x = &v[i];
+		const admin_sandbox_state st = x->st;
 		json_obj_begin(&w);
 		json_kv_cstr(&w, "id", x->name);
 		json_kv_cstr(&w, "state", st.running ? "running" : "restarting");
@@ -946,6 +982,7 @@ static enum MHD_Result ep_sandboxes(struct admin_server *s, struct MHD_Connectio
 		json_taint(&w, s->hooks.taint_get ? s->hooks.taint_get(s->hooks.arg, x->name) : -1);
 		json_obj_end(&w);
 	}
+	free(v);
 	size_t nvm;
 	admin_vm *vms = vms_snapshot(s, &nvm);
 	for (size_t i = 0; i < nvm; i++)
@@ -984,25 +1021,37 @@ static int kill_instance(sandbox *sb, pid_t pid)
  * in `custos up` is "always"). */
 static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection *c, struct req *rq)
 {
-	const admin_sandbox *x = &s->sbx[rq->sandbox];
 	char path[128];
-	admin_sandbox_state st;
 	unsigned status = 202;
 	const char *result = "restarting";
+	pid_t pid = -1;
+	size_t n, k;
 
-	sandbox_state(s, rq->sandbox, &st);
-	pid_t pid = st.running ? (pid_t)st.pid : -1;
-	snprintf(path, sizeof(path), "/v1/sandboxes/%s/restart", x->name);
-	if (pid <= 0) {
+	/* Looked up again: a reload may have removed it since the request was routed. */
+	admin_sandbox_info *v = sandboxes_snapshot(s, &n);
+	for (k = 0; k < n && strcmp(v[k].name, rq->sandbox) != 0; k++)
+		;
+	if (k < n && v[k].st.running)
+		pid = (pid_t)v[k].st.pid;
+	free(v);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/restart", rq->sandbox);
+	if (k == n) {
+		status = 404;
+		result = "no such sandbox (removed by a reload)";
+	} else if (pid <= 0) {
 		status = 409;
 		result = "no running instance";
-	} else if (s->hooks.sandbox_restart) { /* the supervisor ends it */
-		int r = s->hooks.sandbox_restart(s->hooks.arg, rq->sandbox, pid);
+	} else if (s->hooks.sandboxes_get) { /* the supervisor ends it */
+		int r = s->hooks.sandbox_restart
+		                ? s->hooks.sandbox_restart(s->hooks.arg, rq->sandbox, pid)
+		                : ENOTSUP;
 		if (r != 0) {
-			status = r == ESRCH ? 409 : 500;
-			result = r == ESRCH ? "the instance ended meanwhile" : strerror(r);
+			status = r == ESRCH ? 409 : r == ENOENT ? 404 : 500;
+			result = r == ESRCH    ? "the instance ended meanwhile"
+			         : r == ENOENT ? "no such sandbox (removed by a reload)"
+			                       : strerror(r);
 		}
-	} else if (kill_instance(x->sb, pid) == -1) {
+	} else if (kill_instance(s->sbx[k].sb, pid) == -1) {
 		status = errno == ESRCH ? 409 : 500;
 		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);
 	}
@@ -1014,7 +1063,7 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 	buf_init(&b, 4096);
 	json_init(&w, &b);
 	json_obj_begin(&w);
-	json_kv_cstr(&w, "id", x->name);
+	json_kv_cstr(&w, "id", rq->sandbox);
 	json_kv_cstr(&w, "result", result);
 	json_kv_i64(&w, "killed_pid", pid);
 	json_obj_end(&w);
@@ -1205,7 +1254,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		/* First call: only headers are known. Refuse without allocating. */
 		char who[48];
 		route_id route = R_HEALTHZ;
-		size_t sbx_index = 0;
+		char sbx_name[ADMIN_SANDBOX_NAME_MAX + 1] = "";
 		metrics_inc(METRICS_ADMIN_REQUESTS);
 		bool ok = l->kind == L_UNIX ? unix_peer_ok(s, c, who, sizeof(who))
 		                            : tcp_token_ok(s, c, who, sizeof(who));
@@ -1217,7 +1266,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			                     st == 403 ? "caller uid not allowed"
 			                               : "a valid bearer token is required");
 		}
-		unsigned st = route_match(s, method, url, &route, &sbx_index);
+		unsigned st = route_match(s, method, url, &route, sbx_name);
 		if (st)
 			return respond_error(c, st, st == 405 ? "method not allowed" : "not found");
 		/* One framing or none (RFC 9112 6.3): libmicrohttpd would take the first of two
@@ -1255,7 +1304,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		rq = xcalloc(1, sizeof(*rq));
 		rq->route = route;
-		rq->sandbox = sbx_index;
+		memcpy(rq->sandbox, sbx_name, sizeof(rq->sandbox));
 		snprintf(rq->principal, sizeof(rq->principal), "%s", who);
 		buf_init(&rq->body, s->max_body);
 		*con_cls = rq;
@@ -1460,6 +1509,11 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	       ADMIN_MAX_UIDS);
 	ENSURE(o->n_sandboxes <= ADMIN_MAX_SANDBOXES, CUSTOS_ERR_LIMIT,
 	       "admin: more than %d sandboxes", ADMIN_MAX_SANDBOXES);
+	for (size_t i = 0; i < o->n_sandboxes && o->hooks.sandboxes_get == NULL; i++)
+		ENSURE(o->sandboxes[i].name &&
+		               strlen(o->sandboxes[i].name) <= ADMIN_SANDBOX_NAME_MAX,
+		       CUSTOS_ERR_LIMIT, "admin: a sandbox name longer than %d bytes",
+		       ADMIN_SANDBOX_NAME_MAX);
 	ENSURE(o->max_body <= ADMIN_BODY_MAX, CUSTOS_ERR_LIMIT, "admin: max_body above %u",
 	       ADMIN_BODY_MAX);
 	uint32_t mode = o->socket_mode ? o->socket_mode : 0660;
@@ -1495,11 +1549,11 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	s->audit = o->audit;
 	s->audit_dir = o->audit_dir ? xstrdup(o->audit_dir) : NULL;
 	s->hooks = o->hooks;
-	for (size_t i = 0; i < o->n_sandboxes; i++) {
+	for (size_t i = 0; i < o->n_sandboxes && o->hooks.sandboxes_get == NULL; i++) {
 		s->sbx[i] = o->sandboxes[i];
 		s->sbx[i].name = xstrdup(o->sandboxes[i].name);
 	}
-	s->nsbx = o->n_sandboxes;
+	s->nsbx = o->hooks.sandboxes_get ? 0 : o->n_sandboxes;
 	custos_err e = CUSTOS_OK;
 	if (o->socket_path) {
 		if (o->socket_fd > 0) { /* bound by the caller (admin_open_unix) */

@@ -46,6 +46,16 @@ typedef struct admin_sandbox_state {
 	char cgroup[8];        /* "" when unknown */
 } admin_sandbox_state;
 
+/* A process sandbox as the sandboxes_get hook reports it now: its limits and its state read
+ * together (one snapshot per request). */
+#define ADMIN_SANDBOX_NAME_MAX 80
+typedef struct admin_sandbox_info {
+	char name[ADMIN_SANDBOX_NAME_MAX + 1];
+	uint64_t memory_bytes, pids, nofile; /* limits as configured (0: none) */
+	uint32_t cpu_millis;
+	admin_sandbox_state st; /* running false and pid -1 while no state was reported yet */
+} admin_sandbox_info;
+
 /* A VM sandbox (docs/VM.md) as GET /v1/sandboxes lists it: a snapshot the vms_get hook fills
  * per request. The const char * fields point at static strings. */
 #define ADMIN_VM_NAME_MAX 80
@@ -76,11 +86,12 @@ typedef struct admin_hooks {
 	/* Highest classification (policy_class) the named sandbox has read through egress since
 	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
 	int (*taint_get)(void *arg, const char *sandbox);
-	/* When set, sandboxes are not read through admin_sandbox.sb but asked for here (index
-	 * into admin_options.sandboxes; false: unknown yet), and a restart is a request:
-	 * sandbox_restart returns 0 or an errno (ESRCH: that pid is no longer the instance). */
-	bool (*sandbox_state)(void *arg, size_t i, admin_sandbox_state *st);
-	int (*sandbox_restart)(void *arg, size_t i, int64_t pid);
+	/* When set, the process sandboxes are the ones it reports on each request (a reload adds
+	 * and removes them; admin_options.sandboxes is not used): it fills out[0..max) and
+	 * returns how many. A restart is then a request: sandbox_restart returns 0 or an errno
+	 * (ESRCH: that pid is no longer the instance; ENOENT: no such sandbox any more). */
+	size_t (*sandboxes_get)(void *arg, admin_sandbox_info *out, size_t max);
+	int (*sandbox_restart)(void *arg, const char *name, int64_t pid);
 
 	/* Fills out[0..max) with the VM sandboxes and returns how many. NULL: none. */
 	size_t (*vms_get)(void *arg, admin_vm *out, size_t max);
@@ -99,7 +110,7 @@ typedef struct admin_options {
 	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
 	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
 	const char *audit_dir;      /* the trail's directory, for chain head and last checkpoint */
-	const admin_sandbox *sandboxes; /* borrowed */
+	const admin_sandbox *sandboxes; /* borrowed; unused with hooks.sandboxes_get */
 	size_t n_sandboxes;
 	admin_hooks hooks;
 } admin_options;

@@ -42,8 +42,8 @@ sandbox_profiles:
     limits: { memory: 1GiB, pids: 64 }
 CFG
 conf() {
-	M="$(model_yaml test-model $p1)
-$1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/custos.yaml.new"
+	M="${FIRST-$(model_yaml test-model $p1)
+}$1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/custos.yaml.new"
 	chmod 600 "$work/custos.yaml.new"
 	mv "$work/custos.yaml.new" "$work/custos.yaml"
 }
@@ -56,8 +56,14 @@ C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_co
 chat() { "${C[@]}" -H "Authorization: Bearer $ALICE" -d '{"model":"'"$1"'","messages":[{"role":"user","content":"hi"}]}' "https://localhost:$PORT/v1/chat/completions"; }
 # The host pid of MODEL's last audited start.
 start_pid() { audit_grep '"type":"sandbox.process".*"model":"'"$1"'".*"action":"start"' | tail -1 | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
+answers_slow() { [ "$(chat slow-model)" = 200 ]; }
 cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-*" 2>/dev/null; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+# MODEL's entry in GET /v1/sandboxes up to its limits (empty when it is not listed), and one
+# field of it.
+sbx_entry() { ctl sandboxes | grep -o '{"id":"'"$1"'",[^}]*'; }
+sbx_field() { sbx_entry "$1" | sed -n 's/.*"'"$2"'":\("[^"]*"\|[^,]*\).*/\1/p' | tr -d '"'; }
+up_series() { ctl metrics | grep "^custos_sandbox_up{sandbox=\"$1\"}"; }
 no_cgroup() { [ -z "$(cgroups_of "$1")" ]; }
 
 check "the first model before any reload" "$(chat test-model)" 200
@@ -79,6 +85,23 @@ pid2=$(start_pid slow-model)
 [ -n "$pid2" ] && kill -0 "$pid2" 2>/dev/null && ok "its sandbox runs (pid $pid2)" || fail "no pid for slow-model"
 [ -n "$(cgroups_of slow-model)" ] && ok "its cgroup exists" || fail "no cgroup for slow-model"
 check "ready with both" "$(ctl ready >/dev/null; echo $?)" 0
+# The admin API reads the sandboxes configured now (docs/ADMIN.md): the added one is listed,
+# counted by readiness and metrics, and can be restarted.
+check "the added sandbox is listed as running" "$(sbx_field slow-model state)" running
+check "as a process sandbox" "$(sbx_field slow-model kind)" process
+check "with the pid of its audited start" "$(sbx_field slow-model pid)" "$pid2"
+ctl ready | grep -q '"sandboxes_ready":true' && ok "sandboxes_ready with both" || fail "ready: $(ctl ready)"
+check "its custos_sandbox_up series" "$(up_series slow-model)" 'custos_sandbox_up{sandbox="slow-model"} 1'
+out=$(ctl restart slow-model 2>&1); echo "restart: $out" >&2
+echo "$out" | grep -q '"result":"restarting"' && ok "restart of the added sandbox accepted" || fail "restart: $out"
+echo "$out" | grep -q '"killed_pid":'"$pid2" && ok "it ended pid $pid2" || fail "restart: $out"
+restarted() { [ "$(sbx_field slow-model generation)" = 2 ] && [ "$(sbx_field slow-model state)" = running ]; }
+wait_until 60 restarted && ok "its next instance runs (generation 2)" || fail "after restart: $(sbx_entry slow-model)"
+pid2b=$(sbx_field slow-model pid)
+[ -n "$pid2b" ] && [ "$pid2b" -gt 0 ] && [ "$pid2b" != "$pid2" ] && ok "under a new pid ($pid2b)" || fail "pid after restart: '$pid2b'"
+wait_until 30 pid_gone "$pid2" && ok "the old instance is gone" || fail "pid $pid2 still runs"
+wait_until 60 answers_slow && ok "the restarted model answers" || fail "slow-model after restart: $(chat slow-model)"
+pid2=$pid2b
 
 # 2. Remove it while a streamed answer from it is in flight: that one finishes (within
 # limits.timeouts.shutdown), new requests get 404 at once, then the sandbox stops and its
@@ -93,6 +116,13 @@ conf ""
 out=$(ctl policy reload 2>&1); rc=$?; echo "reload: $out" >&2
 check "reload removing it" "$rc" 0
 check "the removed model is unknown at once" "$(chat slow-model)" 404
+# Gone from the admin API at once too (its sandbox is stopped after the stream below): not
+# listed, no custos_sandbox_up series (docs/ADMIN.md), restart 404, readiness without it.
+check "the removed sandbox is not listed" "$(sbx_entry slow-model)" ""
+ctl sandboxes | grep -q '"kind":"removed"' && fail "a removed entry: $(ctl sandboxes)" || ok "no removed entry"
+check "its custos_sandbox_up series is gone" "$(up_series slow-model)" ""
+check "restarting it is refused" "$(ctl restart slow-model >/dev/null 2>&1; echo $?)" 1
+ctl sandboxes | grep -q '"id":"test-model","state":"running"' && ok "the first sandbox stays listed" || fail "sandboxes: $(ctl sandboxes)"
 wait "$stream"
 check "the answer in flight during the removal completed" "$(cat "$work/stream.code")" 200
 grep -q '^data: \[DONE\]' "$work/stream.out" && ok "to its end" || fail "stream cut: $(cat "$work/stream.out" "$work/stream.err")"
@@ -125,6 +155,7 @@ wait_until 20 test "$(starts start)" -gt "$n_start" && ok "the supervisor starte
 wait_until 30 no_cgroup slow-model && ok "and stopped it again: no cgroup left" || fail "cgroup left: $(cgroups_of slow-model)"
 wait_until 20 test "$(starts stop)" -gt "$n_stop" && ok "its stop is audited" || fail "no stop audited"
 check "the first model still answers" "$(chat test-model)" 200
+check "the refused add is not listed" "$(sbx_entry slow-model)" ""
 
 # 4. And the same model added properly afterwards (a slot after refused ones), by SIGHUP.
 conf "$(model_yaml slow-model $p2)"
@@ -132,6 +163,8 @@ kill -HUP "$CU_PID"
 answers() { [ "$(chat slow-model)" = 200 ]; }
 wait_until 60 answers && ok "SIGHUP adding it again: it answers" || fail "slow-model after SIGHUP: $(chat slow-model)"
 wait_log "up: reload applied: 1 sandboxes added" 2
+check "listed again once added again" "$(sbx_field slow-model state)" running
+ctl ready | grep -q '"sandboxes_ready":true' && ok "sandboxes_ready after adding it again" || fail "ready: $(ctl ready)"
 
 touch "$work/loop.stop"
 wait "$loop" 2>/dev/null
@@ -139,6 +172,20 @@ total=$(grep -c . "$work/loop.codes")
 bad=$(grep -v '^200$' "$work/loop.codes" | grep -c .)
 [ "$total" -gt 0 ] && [ "$bad" -eq 0 ] && ok "the first model answered all $total requests during the reloads with 200" || fail "first model: $bad of $total requests not 200: $(sort "$work/loop.codes" | uniq -c | tr '\n' ' ')"
 check "chat with the first model after" "$(chat test-model)" 200
+
+# 5. Remove the sandbox custos started with: it leaves the admin API at once (no entry, no
+# custos_sandbox_up series, readiness counts slow-model alone), then it is stopped.
+pid1=$(sbx_field test-model pid)
+FIRST= conf "$(model_yaml slow-model $p2)"
+out=$(ctl policy reload 2>&1); rc=$?; echo "reload: $out" >&2
+check "reload removing the first model" "$rc" 0
+check "the first model is unknown" "$(chat test-model)" 404
+check "its sandbox is not listed" "$(sbx_entry test-model)" ""
+ctl sandboxes | grep -q '"kind":"removed"' && fail "a removed entry: $(ctl sandboxes)" || ok "no removed entry"
+check "its custos_sandbox_up series is gone" "$(up_series test-model)" ""
+check "slow-model is listed as running" "$(sbx_field slow-model state)" running
+ctl ready | grep -q '"sandboxes_ready":true' && ok "sandboxes_ready with slow-model alone" || fail "ready: $(ctl ready)"
+[ -n "$pid1" ] && wait_until 30 pid_gone "$pid1" && ok "its process is gone" || fail "first model's pid '$pid1'"
 
 kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null

@@ -655,15 +655,111 @@ static void test_server_vms(void **state)
 	admin_stop(a);
 }
 
+/* ---- process sandboxes from the sandboxes_get hook (cli/privsep.c fills it): read on each
+ * request, so a reload that adds or removes one shows at once ---- */
+
+static size_t sbx_now;          /* how many of "alpha", "beta" the hook reports */
+static char restarted_name[96]; /* what sandbox_restart was last asked for */
+static int64_t restarted_pid;
+static int restart_answer;
+
+static size_t fake_sandboxes(void *arg, admin_sandbox_info *out, size_t max)
+{
+	static const char *const names[] = { "alpha", "beta" };
+	(void)arg;
+	assert_int_equal(max, ADMIN_MAX_SANDBOXES);
+	for (size_t i = 0; i < sbx_now; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		snprintf(out[i].name, sizeof(out[i].name), "%s", names[i]);
+		out[i].memory_bytes = 1024;
+		out[i].st.kind = "process";
+		out[i].st.running = true;
+		out[i].st.pid = 100 + (int64_t)i;
+		out[i].st.generation = 1;
+	}
+	return sbx_now;
+}
+
+static int fake_restart(void *arg, const char *name, int64_t pid)
+{
+	(void)arg;
+	snprintf(restarted_name, sizeof(restarted_name), "%s", name);
+	restarted_pid = pid;
+	return restart_answer;
+}
+
+static void test_server_sandboxes_hook(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 20];
+	static const char restart_beta[] = "POST /v1/sandboxes/beta/restart HTTP/1.1\r\nHost: a\r\n"
+	                                   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+	/* The static list is not used once the hook is set: "stale" never shows. */
+	admin_sandbox stale = { .name = "stale" };
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.sandboxes = &stale;
+	o.n_sandboxes = 1;
+	o.hooks.sandboxes_get = fake_sandboxes;
+	o.hooks.sandbox_restart = fake_restart;
+	sbx_now = 1;
+	restart_answer = 0;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "{\"id\":\"alpha\",\"state\":\"running\",\"kind\":\"process\","
+	                            "\"pid\":100,"));
+	assert_null(strstr(out, "beta"));
+	assert_null(strstr(out, "stale"));
+	assert_int_equal(raw(restart_beta, sizeof(restart_beta) - 1, out, sizeof(out)), 404);
+
+	/* Added (a reload): listed, in the metrics, restartable by name with its pid. */
+	sbx_now = 2;
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "{\"id\":\"beta\",\"state\":\"running\",\"kind\":\"process\","
+	                            "\"pid\":101,"));
+	assert_int_equal(get("/metrics", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "custos_sandbox_up{sandbox=\"beta\"} 1\n"));
+	assert_int_equal(raw(restart_beta, sizeof(restart_beta) - 1, out, sizeof(out)), 202);
+	assert_string_equal(restarted_name, "beta");
+	assert_int_equal(restarted_pid, 101);
+	/* Removed by a reload after the request was routed: the hook says so, 404. */
+	restart_answer = ENOENT;
+	assert_int_equal(raw(restart_beta, sizeof(restart_beta) - 1, out, sizeof(out)), 404);
+	restart_answer = 0;
+
+	/* Removed: gone from the list and the metrics, restart 404, readiness without it. */
+	sbx_now = 1;
+	restarted_name[0] = '\0';
+	assert_int_equal(get("/v1/sandboxes", out, sizeof(out)), 200);
+	assert_null(strstr(out, "beta"));
+	assert_int_equal(get("/metrics", out, sizeof(out)), 200);
+	assert_null(strstr(out, "custos_sandbox_up{sandbox=\"beta\"}"));
+	assert_non_null(strstr(out, "custos_sandbox_up{sandbox=\"alpha\"} 1\n"));
+	assert_int_equal(raw(restart_beta, sizeof(restart_beta) - 1, out, sizeof(out)), 404);
+	assert_string_equal(restarted_name, "");
+	get("/readyz", out, sizeof(out));
+	assert_non_null(strstr(out, "\"sandboxes_ready\":true"));
+	admin_stop(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_render_basic),       cmocka_unit_test(test_label_limits),
-		cmocka_unit_test(test_series_limit),       cmocka_unit_test(test_label_sanitised),
-		cmocka_unit_test(test_threads_exact),      cmocka_unit_test(test_start_refusals),
-		cmocka_unit_test(test_server_requests),    cmocka_unit_test(test_server_vms),
-		cmocka_unit_test(test_server_decide),      cmocka_unit_test(test_server_bearer),
+		cmocka_unit_test(test_render_basic),
+		cmocka_unit_test(test_label_limits),
+		cmocka_unit_test(test_series_limit),
+		cmocka_unit_test(test_label_sanitised),
+		cmocka_unit_test(test_threads_exact),
+		cmocka_unit_test(test_start_refusals),
+		cmocka_unit_test(test_server_requests),
+		cmocka_unit_test(test_server_vms),
+		cmocka_unit_test(test_server_decide),
+		cmocka_unit_test(test_server_bearer),
 		cmocka_unit_test(test_open_unix_no_umask),
+		cmocka_unit_test(test_server_sandboxes_hook),
 	};
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
