@@ -268,9 +268,13 @@ static void req_done(fconn *c)
 	if (!c->in_req)
 		return;
 	c->in_req = false;
+	/* Buffers counted as held for inspection go before the audit event gives the count
+	 * back (egress_inspect_unhold). */
+	buf_free(&c->qin);
+	buf_free(&c->qout);
+	uout_shrink(c);
 	egress_audit(c->s, c->l, &c->r);
 	egress_inspect_release(&c->r);
-	uout_shrink(c);
 	if (c->out.max != FOUT_MAX && buf_used(&c->out) == 0) { /* grown by out_inspected */
 		buf_free(&c->out);
 		c->out.max = FOUT_MAX;
@@ -1001,18 +1005,26 @@ static bool fc_body_pump(fconn *c, bool *progress)
 static void fc_qbody_done(fconn *c)
 {
 	erec *r = &c->r;
-	unsigned st = egress_inspect_request(r, c->qkind, buf_span(&c->qin), &c->qout);
+	unsigned st = egress_inspect_request(r, c->qkind, &c->qin, &c->qout);
 	buf_free(&c->qin);
+	size_t n = buf_used(&c->qout);
 	if (st == 0) {
 		c->uout.max = FUOUT_MAX + EGRESS_INSPECT_QOUT_MAX; /* until req_done */
-		if (egress_head_set_length(&c->uout, buf_used(&c->qout)) != CUSTOS_OK ||
-		    buf_append_span(&c->uout, buf_span(&c->qout)) != CUSTOS_OK) {
+		custos_err e = egress_head_set_length(&c->uout, n);
+		if (e == CUSTOS_OK) /* the copy in uout counts as held until req_done */
+			e = egress_inspect_request_move(r, &c->qout, &c->uout);
+		if (e == CUSTOS_ERR_AGAIN) {
+			snprintf(r->reason, sizeof(r->reason),
+			         "request body not forwarded: bytes held for inspection at "
+			         "egress.inspect.max_held; refused (fail closed)");
+			r->decision = "error";
+			st = 503;
+		} else if (e != CUSTOS_OK) {
 			snprintf(r->reason, sizeof(r->reason), "request too large to forward");
 			r->decision = "error";
 			st = 500;
 		}
 	}
-	size_t n = buf_used(&c->qout);
 	buf_free(&c->qout);
 	if (st) {
 		r->status = st;
