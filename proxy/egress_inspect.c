@@ -116,8 +116,8 @@ static void credit_drop(struct einsp *ei)
  * lim + 1) is counted in *ct before it is allocated, and buf_reserve is held to it (b->max
  * lowered for the call), so *ct stays at least b's capacity. CUSTOS_OK; CUSTOS_ERR_AGAIN
  * (*refused set) when max_held refuses it; CUSTOS_ERR_LIMIT past lim; _NOMEM. */
-static custos_err grow_counted(struct einsp *ei, buf *b, uint64_t *ct, size_t n, size_t lim,
-                               bool *refused)
+static custos_err grow_core(egress_server *s, struct einsp *ei, buf *b, uint64_t *ct, size_t n,
+                            size_t lim, bool *refused)
 {
 	size_t used = buf_used(b);
 	ENSURE(n <= lim && used <= lim - n, CUSTOS_ERR_LIMIT, "held body past %zu bytes", lim);
@@ -131,7 +131,12 @@ static custos_err grow_counted(struct einsp *ei, buf *b, uint64_t *ct, size_t n,
 		ncap = lim + 1;
 	if (ncap < want)
 		ncap = want;
-	if (ncap > *ct && !held_take(ei, ct, ncap - *ct)) {
+	bool ok = true;
+	if (ncap > *ct && ei)
+		ok = held_take(ei, ct, ncap - *ct);
+	else if (ncap > *ct && (ok = held_reserve(s, ncap - *ct)))
+		*ct = ncap;
+	if (!ok) {
 		*refused = true;
 		return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
 	}
@@ -140,6 +145,25 @@ static custos_err grow_counted(struct einsp *ei, buf *b, uint64_t *ct, size_t n,
 	custos_err e = buf_reserve(b, n);
 	b->max = saved;
 	return e;
+}
+
+static custos_err grow_counted(struct einsp *ei, buf *b, uint64_t *ct, size_t n, size_t lim,
+                               bool *refused)
+{
+	return grow_core(ei->srv, ei, b, ct, n, lim, refused);
+}
+
+custos_err egress_held_grow(egress_server *s, buf *b, uint64_t *ct, size_t n)
+{
+	bool refused = false;
+	return grow_core(s, NULL, b, ct, n, b->max, &refused);
+}
+
+void egress_held_give(egress_server *s, uint64_t *ct)
+{
+	if (s && *ct)
+		atomic_fetch_sub(&s->insp_held, *ct);
+	*ct = 0;
 }
 
 /* What a working copy of an n-byte body may grow to (the body with its masks; the bytes

@@ -208,6 +208,13 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out);
  * until the call ends (the caller frees dst before its audit event, egress_audit). CUSTOS_OK,
  * CUSTOS_ERR_AGAIN when egress.inspect.max_held refuses it, CUSTOS_ERR_LIMIT, _NOMEM. */
 custos_err egress_inspect_request_move(erec *r, buf *out, buf *dst) CUSTOS_WUR;
+/* Room in b for n more bytes (at most b->max used in all), its new capacity counted first in
+ * *ct as held for inspection by s (egress.inspect.max_held), for a buffer that outlives the
+ * call (the forward loop's copy of an inspected response). CUSTOS_OK; CUSTOS_ERR_AGAIN when
+ * it would pass the bound (nothing allocated); _LIMIT; _NOMEM. */
+custos_err egress_held_grow(egress_server *s, buf *b, uint64_t *ct, size_t n) CUSTOS_WUR;
+/* Gives back what *ct counted (its buffer was freed). */
+void egress_held_give(egress_server *s, uint64_t *ct);
 /* A working copy of an inspected body (the body with its masks, the bytes decoded from it) may
  * be at most FACTOR times the body plus SLACK bytes; it is counted at that size while it
  * exists (docs/EGRESS.md "Content inspection"). */

@@ -8,8 +8,9 @@
 # request body is held (its client waits, between its head and its body, on a FIFO the test
 # controls) a second body is refused with 503 and audited with the reason (Content-Length,
 # chunked, a JSON response), then passes once the first is done or its client went away.
-# With test hooks (CUSTOS_TEST_EGRESS_HELD_LOG) the count of bytes held is back to 0 after
-# every call. With CUSTOS_EGRESS_FORWARD=threads set by the caller
+# At the end a JSON body that needs all but 3525 bytes of max_held passes (everything was
+# given back, the forward loop's copies of inspected responses included); with test hooks
+# (CUSTOS_TEST_EGRESS_HELD_LOG) the count of bytes held is back to 0 after every call. With CUSTOS_EGRESS_FORWARD=threads set by the caller
 # (egress_inspect_held_threads.sh) the same checks run on the thread path.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
@@ -174,6 +175,12 @@ wait "$HOLDER"
 event /up-redact/held-b >/dev/null
 code=$(post after-b held.bin)
 check "max_held: a holder that went away released its bytes: a new body passes (code $code)" test "$code" = 200
+# everything released, the inspected responses' copies on their way to the client included:
+# a 55000-byte JSON body needs 283195 bytes (55001 + 2 x 114097) of the 286720
+jbody 55000 json55k.json
+code=$(jpost json-last json55k.json)
+check "max_held: all released after the calls: a JSON body needing 283195 of 286720 bytes passes (code $code)" \
+	test "$code" = 200
 check "the source never saw a refused body" \
 	bash -c "! grep -q -e second- -e during-b -e over- -e json-copies sink.txt"
 if [ "$HOOKS" = 1 ]; then
