@@ -370,10 +370,12 @@ static bool out_body(econn *c, eio cli, http1_framing cf, span d, bool *sent)
 /* The request's audit event, then its inspection state is released. */
 static void req_done(econn *c, erec *r)
 {
+	/* an inspected request body, whatever path ended the request: freed before the audit
+	 * event gives back what it counted as held (egress_inspect_unhold) */
+	buf_free(&c->qin);
+	buf_free(&c->qout);
 	egress_audit(c->s, c->l, r);
 	egress_inspect_release(r);
-	buf_free(&c->qin); /* an inspected request body, whatever path ended the request */
-	buf_free(&c->qout);
 }
 
 /* Inside an intercepted tunnel the Host field must name the CONNECT authority, as the plain
@@ -551,7 +553,7 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		if (st < 0)
 			goto fail_close;
 		if (st == 0)
-			st = (int)egress_inspect_request(&r, qkind, buf_span(&c->qin), &c->qout);
+			st = (int)egress_inspect_request(&r, qkind, &c->qin, &c->qout);
 		buf_free(&c->qin);
 		if (st == 0 && egress_head_set_length(&c->out, buf_used(&c->qout)) != CUSTOS_OK) {
 			snprintf(r.reason, sizeof(r.reason), "request head too large to forward");

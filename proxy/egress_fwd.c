@@ -94,6 +94,7 @@ struct fconn {
 	buf qin, qout;
 	/* response inspection: head held back until the inspector releases bytes */
 	bool insp, released, sent;
+	uint64_t out_ct; /* c->out's capacity counted as held for inspection (out_inspected) */
 	char key[FKEY_MAX];
 	fup *up;   /* the request's upstream connection */
 	fup *kept; /* idle upstream connection kept for the next request (key in kept->key) */
@@ -221,6 +222,7 @@ static void fc_free(void *p)
 	buf_free(&c->qout);
 	buf_free(&c->uin);
 	buf_free(&c->out);
+	egress_held_give(c->s, &c->out_ct);
 	free(c);
 }
 
@@ -263,18 +265,30 @@ static void uout_shrink(fconn *c)
 	}
 }
 
+/* c->out back to its bound once empty after a request grew it (out_inspected): what it
+ * counted as held for inspection is given back. */
+static void out_shrink(fconn *c)
+{
+	if (c->out.max != FOUT_MAX && buf_used(&c->out) == 0) {
+		buf_free(&c->out);
+		c->out.max = FOUT_MAX;
+		egress_held_give(c->s, &c->out_ct);
+	}
+}
+
 static void req_done(fconn *c)
 {
 	if (!c->in_req)
 		return;
 	c->in_req = false;
+	/* Buffers counted as held for inspection go before the audit event gives the count
+	 * back (egress_inspect_unhold). */
+	buf_free(&c->qin);
+	buf_free(&c->qout);
+	uout_shrink(c);
 	egress_audit(c->s, c->l, &c->r);
 	egress_inspect_release(&c->r);
-	uout_shrink(c);
-	if (c->out.max != FOUT_MAX && buf_used(&c->out) == 0) { /* grown by out_inspected */
-		buf_free(&c->out);
-		c->out.max = FOUT_MAX;
-	}
+	out_shrink(c);
 }
 
 static void fc_close(fconn *c, const char *why)
@@ -809,10 +823,21 @@ static bool fc_response_head(fconn *c, size_t rhl)
  * (the upstream is not read meanwhile) and goes back to its bound after the request. */
 static custos_err out_inspected(fconn *c, span o)
 {
-	size_t need = buf_used(&c->out) + o.len + 2 * HTTP1_CHUNK_HDR_MAX + 64;
-	if (need > c->out.max)
-		c->out.max = need;
+	size_t add = o.len + 2 * HTTP1_CHUNK_HDR_MAX + 64;
+	if (buf_used(&c->out) + add > c->out.max)
+		c->out.max = buf_used(&c->out) + add;
+	/* its growth counts against egress.inspect.max_held until it is freed (out_shrink) */
+	GUARD(egress_held_grow(c->s, &c->out, &c->out_ct, add));
 	return http1_chunk_append(&c->out, o);
+}
+
+/* Why out_inspected failed, for fc_close. */
+static const char *out_inspected_why(custos_err e)
+{
+	return e == CUSTOS_ERR_AGAIN ? "inspected response not forwarded: bytes held for "
+	                               "inspection at egress.inspect.max_held; refused (fail "
+	                               "closed)"
+	                             : "response buffer";
 }
 
 /* Inspection failed (not a finding): a 502 while nothing went out, else the transfer is cut. */
@@ -863,8 +888,9 @@ static void fc_body_done(fconn *c)
 			fc_insp_failed(c);
 			return;
 		}
-		if (o.len && out_inspected(c, o) != CUSTOS_OK) {
-			fc_close(c, "response buffer");
+		custos_err oe = o.len ? out_inspected(c, o) : CUSTOS_OK;
+		if (oe != CUSTOS_OK) {
+			fc_close(c, out_inspected_why(oe));
 			return;
 		}
 		if (ie == CUSTOS_ERR_DENIED) {
@@ -911,8 +937,11 @@ static bool fc_flush(fconn *c, bool *progress)
 		c->sent = true;
 		*progress = true;
 	}
-	if (buf_used(&c->out) == 0)
+	if (buf_used(&c->out) == 0) {
 		buf_reset(&c->out);
+		if (!c->in_req) /* an inspected response sent after its call ended */
+			out_shrink(c);
+	}
 	return true;
 }
 
@@ -1001,18 +1030,26 @@ static bool fc_body_pump(fconn *c, bool *progress)
 static void fc_qbody_done(fconn *c)
 {
 	erec *r = &c->r;
-	unsigned st = egress_inspect_request(r, c->qkind, buf_span(&c->qin), &c->qout);
+	unsigned st = egress_inspect_request(r, c->qkind, &c->qin, &c->qout);
 	buf_free(&c->qin);
+	size_t n = buf_used(&c->qout);
 	if (st == 0) {
 		c->uout.max = FUOUT_MAX + EGRESS_INSPECT_QOUT_MAX; /* until req_done */
-		if (egress_head_set_length(&c->uout, buf_used(&c->qout)) != CUSTOS_OK ||
-		    buf_append_span(&c->uout, buf_span(&c->qout)) != CUSTOS_OK) {
+		custos_err e = egress_head_set_length(&c->uout, n);
+		if (e == CUSTOS_OK) /* the copy in uout counts as held until req_done */
+			e = egress_inspect_request_move(r, &c->qout, &c->uout);
+		if (e == CUSTOS_ERR_AGAIN) {
+			snprintf(r->reason, sizeof(r->reason),
+			         "request body not forwarded: bytes held for inspection at "
+			         "egress.inspect.max_held; refused (fail closed)");
+			r->decision = "error";
+			st = 503;
+		} else if (e != CUSTOS_OK) {
 			snprintf(r->reason, sizeof(r->reason), "request too large to forward");
 			r->decision = "error";
 			st = 500;
 		}
 	}
-	size_t n = buf_used(&c->qout);
 	buf_free(&c->qout);
 	if (st) {
 		r->status = st;
@@ -1214,8 +1251,9 @@ static bool fc_up(fconn *c)
 					}
 					if (o.len) {
 						c->released = true;
-						if (out_inspected(c, o) != CUSTOS_OK) {
-							fc_close(c, "response buffer");
+						custos_err oe = out_inspected(c, o);
+						if (oe != CUSTOS_OK) {
+							fc_close(c, out_inspected_why(oe));
 							return true;
 						}
 					}

@@ -46,32 +46,164 @@ struct einsp {
 	uint64_t t_ns;
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
-	/* bytes this request counts in srv->insp_held: its request body, its held response */
+	/* This request's share of srv->insp_held (egress.inspect.max_held): every buffer that holds
+	 * an inspected body or a working copy of one counts from before it is allocated until it
+	 * is freed, at its capacity (ct_*: always at least the buffer's cap), plus credit (reserved
+	 * ahead for a Content-Length body and its working copies, not allocated yet). */
 	egress_server *srv;
-	uint64_t held_q, held_r;
-	bool held_refused; /* the response could not be held (503) */
+	uint64_t held;                    /* credit + every ct_* + ct_form */
+	uint64_t credit;                  /* reserved, not yet taken by a buffer */
+	uint64_t ct_qin, ct_qout, ct_fwd; /* the caller's request body, its masked copy, dst */
+	uint64_t ct_hold, ct_out, ct_tmp; /* this file's buffers */
+	uint64_t ct_form;                 /* egress_inspect_form's offset map while it exists */
+	uint64_t q_lim;                   /* a request body's Content-Length, else max_body */
+	bool held_refused;                /* the response could not be held (503) */
 };
 
-/* Sets one held body's share of s->insp_held to n bytes: true, or false (nothing changed)
- * when growing it would pass egress.inspect.max_held. Lock-free: concurrent holders add
- * first and take back what did not fit, so the bound is never passed. */
-static bool held_set(egress_server *s, uint64_t *mine, uint64_t n)
+/* Reserves n more bytes of egress.inspect.max_held: true, or false (nothing changed) when
+ * they do not fit. A compare-and-swap, never add-then-take-back: a reservation that does not
+ * fit is never seen by another, so two bodies are not both refused when one of them fits. */
+static bool held_reserve(egress_server *s, uint64_t n)
 {
 	if (s == NULL)
 		return true;
-	if (n <= *mine) {
-		atomic_fetch_sub(&s->insp_held, *mine - n);
-		*mine = n;
-		return true;
-	}
-	uint64_t add = n - *mine;
-	uint64_t before = atomic_fetch_add(&s->insp_held, add);
-	if (before + add > s->o.inspect_max_held) {
-		atomic_fetch_sub(&s->insp_held, add);
-		return false;
-	}
-	*mine = n;
+	uint_fast64_t cur = atomic_load(&s->insp_held);
+	do {
+		if (n > s->o.inspect_max_held || cur > s->o.inspect_max_held - n)
+			return false;
+	} while (!atomic_compare_exchange_weak(&s->insp_held, &cur, cur + n));
 	return true;
+}
+
+/* n bytes of ei's share for one buffer (*ct grows by n): taken from the credit first, the rest
+ * reserved. False (nothing changed) when the rest does not fit. */
+static bool held_take(struct einsp *ei, uint64_t *ct, uint64_t n)
+{
+	uint64_t c = n < ei->credit ? n : ei->credit;
+	if (n > c && !held_reserve(ei->srv, n - c))
+		return false;
+	ei->credit -= c;
+	ei->held += n - c;
+	*ct += n;
+	return true;
+}
+
+/* Gives back what one buffer counted (it was freed). */
+static void held_give(struct einsp *ei, uint64_t *ct)
+{
+	if (ei->srv && *ct)
+		atomic_fetch_sub(&ei->srv->insp_held, *ct);
+	ei->held -= *ct;
+	*ct = 0;
+}
+
+/* Reserves n bytes ahead (a Content-Length body and its working copies). */
+static bool held_credit(struct einsp *ei, uint64_t n)
+{
+	if (!held_reserve(ei->srv, n))
+		return false;
+	ei->credit += n;
+	ei->held += n;
+	return true;
+}
+
+static void credit_drop(struct einsp *ei)
+{
+	held_give(ei, &ei->credit);
+}
+
+/* Room in b for n more bytes, at most lim used in all: its new capacity (doubling, never past
+ * lim + 1) is counted in *ct before it is allocated, and buf_reserve is held to it (b->max
+ * lowered for the call), so *ct stays at least b's capacity. CUSTOS_OK; CUSTOS_ERR_AGAIN
+ * (*refused set) when max_held refuses it; CUSTOS_ERR_LIMIT past lim; _NOMEM. */
+static custos_err grow_core(egress_server *s, struct einsp *ei, buf *b, uint64_t *ct, size_t n,
+                            size_t lim, bool *refused)
+{
+	size_t used = buf_used(b);
+	ENSURE(n <= lim && used <= lim - n, CUSTOS_ERR_LIMIT, "held body past %zu bytes", lim);
+	if (b->cap - used >= n) /* room there (after compaction at most): nothing allocated */
+		return buf_reserve(b, n);
+	size_t want = used + n + 1; /* +1: buf_reserve keeps room for a NUL at the maximum */
+	size_t ncap = b->cap ? b->cap : 4096;
+	while (ncap < want && ncap <= lim)
+		ncap *= 2;
+	if (ncap > lim + 1)
+		ncap = lim + 1;
+	if (ncap < want)
+		ncap = want;
+	bool ok = true;
+	if (ncap > *ct && ei)
+		ok = held_take(ei, ct, ncap - *ct);
+	else if (ncap > *ct && (ok = held_reserve(s, ncap - *ct)))
+		*ct = ncap;
+	if (!ok) {
+		*refused = true;
+		return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
+	}
+	size_t saved = b->max;
+	b->max = ncap - 1;
+	custos_err e = buf_reserve(b, n);
+	b->max = saved;
+	return e;
+}
+
+static custos_err grow_counted(struct einsp *ei, buf *b, uint64_t *ct, size_t n, size_t lim,
+                               bool *refused)
+{
+	return grow_core(ei->srv, ei, b, ct, n, lim, refused);
+}
+
+custos_err egress_held_grow(egress_server *s, buf *b, uint64_t *ct, size_t n)
+{
+	bool refused = false;
+	return grow_core(s, NULL, b, ct, n, b->max, &refused);
+}
+
+void egress_held_give(egress_server *s, uint64_t *ct)
+{
+	if (s && *ct)
+		atomic_fetch_sub(&s->insp_held, *ct);
+	*ct = 0;
+}
+
+/* What a working copy of an n-byte body may grow to (the body with its masks; the bytes
+ * decoded from it): EGRESS_INSPECT_WORK_FACTOR n + EGRESS_INSPECT_WORK_SLACK. Past it the body
+ * is refused as past an inspection limit (fail closed). */
+static size_t work_max(size_t n)
+{
+	return EGRESS_INSPECT_WORK_FACTOR * n + EGRESS_INSPECT_WORK_SLACK;
+}
+
+/* b freed (its count given back), then set up empty with work_max(n) as its maximum, counted
+ * whole (max + 1) until it is freed again: whatever is written into it never allocates more.
+ * False (b freed, nothing counted) when max_held refuses it. */
+static bool work_arm(struct einsp *ei, buf *b, uint64_t *ct, size_t n)
+{
+	buf_free(b);
+	held_give(ei, ct);
+	size_t m = work_max(n);
+	if (!held_take(ei, ct, (uint64_t)m + 1))
+		return false;
+	buf_init(b, m);
+	return true;
+}
+
+static void work_free(struct einsp *ei, buf *b, uint64_t *ct)
+{
+	buf_free(b);
+	held_give(ei, ct);
+}
+
+/* Bytes counted for the working copies of an n-byte request body of kind k: the masked copy;
+ * a JSON document's decoded copy, a form's decoded copy and its offset map (4 bytes a byte). */
+static uint64_t q_work(egress_body_kind k, uint64_t n)
+{
+	uint64_t w = (uint64_t)work_max((size_t)n) + 1;
+	if (k == EBODY_JSON || k == EBODY_NDJSON)
+		return 2 * w;
+	if (k == EBODY_FORM)
+		return 2 * w + 4 * (n + 1);
+	return w;
 }
 
 static uint64_t max_body_of(const struct einsp *ei)
@@ -83,8 +215,8 @@ static uint64_t max_body_of(const struct einsp *ei)
 static unsigned held_refused(erec *r, struct einsp *ei, uint64_t want)
 {
 	uint64_t now = atomic_load(&ei->srv->insp_held);
-	log_warn("egress: %s: request body of %llu bytes not held for inspection: %llu bytes "
-	         "held, egress.inspect.max_held %llu",
+	log_warn("egress: %s: request body of %llu bytes not held for inspection (with its "
+	         "working copies): %llu bytes held, egress.inspect.max_held %llu",
 	         r->id, (unsigned long long)want, (unsigned long long)now,
 	         (unsigned long long)ei->srv->o.inspect_max_held);
 	snprintf(r->reason, sizeof(r->reason),
@@ -516,9 +648,10 @@ static struct einsp *ei_get(erec *r)
 		ei->resp_on = inspect_profile_active(&ei->resp);
 		inspect_summary_init(&ei->qsum);
 		inspect_summary_init(&ei->rsum);
-		buf_init(&ei->hold, EGRESS_INSPECT_BODY_CEIL);
-		buf_init(&ei->out, EGRESS_INSPECT_BODY_CEIL + INSPECT_JSON_MAX_BODY);
-		buf_init(&ei->tmp, INSPECT_JSON_MAX_BODY);
+		buf_init(&ei->hold, EGRESS_INSPECT_BODY_CEIL); /* max_body checks first */
+		buf_init(&ei->out, 0);                         /* working copies: work_arm */
+		buf_init(&ei->tmp, 0);
+		ei->q_lim = UINT64_MAX;
 		r->ei = ei;
 	}
 	return r->ei;
@@ -614,6 +747,25 @@ static custos_err ndjson_lines(erec *r, struct einsp *ei, inspect_scratch *s, bo
 	return e;
 }
 
+/* The response could not be held within egress.inspect.max_held: the reason for the 503. */
+static custos_err resp_not_held(struct einsp *ei)
+{
+	ei->held_refused = true;
+	snprintf(ei->fail, sizeof(ei->fail),
+	         "JSON response not inspected: bytes held for inspection at "
+	         "egress.inspect.max_held (%llu); refused (fail closed)",
+	         (unsigned long long)ei->srv->o.inspect_max_held);
+	return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
+}
+
+/* The working copies for what ei->hold holds now (out, what the client gets; tmp, a
+ * document's decoded copy): false when max_held refuses them. */
+static bool resp_arm(struct einsp *ei)
+{
+	size_t n = buf_used(&ei->hold);
+	return work_arm(ei, &ei->out, &ei->ct_out, n) && work_arm(ei, &ei->tmp, &ei->ct_tmp, n);
+}
+
 custos_err egress_inspect_response_data(erec *r, span in, span *out)
 {
 	struct einsp *ei = r->ei;
@@ -625,7 +777,6 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 		return ingress_inspect_response_data(r->ip, in, out);
 	if (ei->denied)
 		return CUSTOS_ERR_DENIED;
-	buf_reset(&ei->out);
 	uint64_t want = (uint64_t)buf_used(&ei->hold) + in.len;
 	if (want > max_body_of(ei)) {
 		snprintf(ei->fail, sizeof(ei->fail),
@@ -635,22 +786,19 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 		         (unsigned long long)max_body_of(ei));
 		return err_set(CUSTOS_ERR_LIMIT, "JSON response past egress.inspect.max_body");
 	}
-	if (!held_set(ei->srv, &ei->held_r, want)) {
-		ei->held_refused = true;
-		snprintf(ei->fail, sizeof(ei->fail),
-		         "JSON response not inspected: bytes held for inspection at "
-		         "egress.inspect.max_held (%llu); refused (fail closed)",
-		         (unsigned long long)ei->srv->o.inspect_max_held);
-		return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
-	}
-	e = buf_append_span(&ei->hold, in);
+	e = grow_counted(ei, &ei->hold, &ei->ct_hold, in.len, (size_t)max_body_of(ei),
+	                 &ei->held_refused);
+	if (e == CUSTOS_OK)
+		e = buf_append_span(&ei->hold, in);
 	if (e != CUSTOS_OK || ei->mode == EM_JSON) /* held until the end */
-		return e;
+		return ei->held_refused ? resp_not_held(ei) : e;
+	if (!resp_arm(ei))
+		return resp_not_held(ei);
 	GUARD(scratch_get(r->eng, &s));
 	uint64_t t0 = tm_mono_ns();
 	e = ndjson_lines(r, ei, s, false);
 	ei->t_ns += tm_mono_ns() - t0;
-	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold)); /* the rest of a line */
+	work_free(ei, &ei->tmp, &ei->ct_tmp); /* the rest of a line stays in hold */
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -670,18 +818,18 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 		return ingress_inspect_response_end(r->ip, out);
 	if (ei->denied)
 		return CUSTOS_ERR_DENIED;
-	buf_reset(&ei->out);
+	if (!resp_arm(ei))
+		return resp_not_held(ei);
 	GUARD(scratch_get(r->eng, &s));
 	uint64_t t0 = tm_mono_ns();
-	if (ei->mode == EM_JSON) {
+	if (ei->mode == EM_JSON)
 		e = egress_inspect_json_doc(r->eng->eng, s, &ei->resp, buf_span(&ei->hold),
 		                            &ei->tmp, &ei->out, &ei->rsum);
-		buf_reset(&ei->hold);
-	} else {
+	else
 		e = ndjson_lines(r, ei, s, true);
-	}
 	ei->t_ns += tm_mono_ns() - t0;
-	(void)held_set(ei->srv, &ei->held_r, buf_used(&ei->hold));
+	work_free(ei, &ei->hold, &ei->ct_hold); /* all of it inspected: out stays until release */
+	work_free(ei, &ei->tmp, &ei->ct_tmp);
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
@@ -721,9 +869,14 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 		egress_inspect_request_too_large(r);
 		return 413;
 	}
-	/* A length known up front is counted whole now: refused before any of it is read. */
-	if (h->framing == HTTP1_BODY_LENGTH && !held_set(ei->srv, &ei->held_q, h->content_length))
-		return held_refused(r, ei, h->content_length);
+	/* A length known up front is counted whole now, with its working copies: refused before
+	 * any of it is read. */
+	if (h->framing == HTTP1_BODY_LENGTH) {
+		uint64_t n = h->content_length;
+		ei->q_lim = n;
+		if (!held_credit(ei, n + 1 + q_work(egress_body_kind_of(h), n)))
+			return held_refused(r, ei, n);
+	}
 	return 0;
 }
 
@@ -735,9 +888,12 @@ unsigned egress_inspect_request_append(erec *r, buf *hold, span d)
 		egress_inspect_request_too_large(r);
 		return 413;
 	}
-	if (want > ei->held_q && !held_set(ei->srv, &ei->held_q, want))
+	uint64_t lim = ei->q_lim < max_body_of(ei) ? ei->q_lim : max_body_of(ei);
+	bool refused = false;
+	custos_err e = grow_counted(ei, hold, &ei->ct_qin, d.len, (size_t)lim, &refused);
+	if (refused)
 		return held_refused(r, ei, want);
-	if (buf_append_span(hold, d) != CUSTOS_OK) {
+	if (e != CUSTOS_OK || buf_append_span(hold, d) != CUSTOS_OK) {
 		egress_inspect_request_too_large(r);
 		return 413;
 	}
@@ -764,17 +920,34 @@ void egress_inspect_request_too_large(erec *r)
 	r->decision = "deny";
 }
 
-unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out)
+unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 {
 	struct einsp *ei = ei_get(r);
 	inspect_scratch *s;
 	custos_err e;
+	span body = buf_span(in);
 
 	ei->req_done = true;
-	buf_reset(out);
+	/* The working copies (counted whole: a Content-Length's credit holds them already) */
+	bool two = k == EBODY_JSON || k == EBODY_NDJSON || k == EBODY_FORM;
+	if (!work_arm(ei, out, &ei->ct_qout, body.len) ||
+	    (two && !work_arm(ei, &ei->tmp, &ei->ct_tmp, body.len)) ||
+	    (k == EBODY_FORM && !held_take(ei, &ei->ct_form, 4 * ((uint64_t)body.len + 1)))) {
+		unsigned st = held_refused(r, ei, body.len);
+		work_free(ei, in, &ei->ct_qin);
+		work_free(ei, out, &ei->ct_qout);
+		work_free(ei, &ei->tmp, &ei->ct_tmp);
+		credit_drop(ei);
+		return st;
+	}
 	e = scratch_get(r->eng, &s);
-	if (e != CUSTOS_OK)
+	if (e != CUSTOS_OK) {
+		work_free(ei, in, &ei->ct_qin);
+		work_free(ei, &ei->tmp, &ei->ct_tmp);
+		held_give(ei, &ei->ct_form);
+		credit_drop(ei);
 		goto fail;
+	}
 	uint64_t t0 = tm_mono_ns();
 	if (k == EBODY_JSON) {
 		e = egress_inspect_json_doc(r->eng->eng, s, &ei->req, body, &ei->tmp, out,
@@ -799,7 +972,10 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out
 		sum_add(&ei->qsum, &one);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
-	(void)held_set(ei->srv, &ei->held_q, 0); /* the caller frees the body now */
+	work_free(ei, in, &ei->ct_qin); /* out stays counted until it is freed (release) */
+	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	held_give(ei, &ei->ct_form);
+	credit_drop(ei);
 	if (e == CUSTOS_OK)
 		return 0;
 	if (e == CUSTOS_ERR_DENIED) {
@@ -925,12 +1101,40 @@ void egress_inspect_outcome(erec *r, const char **decision, const char **reason)
 		ingress_inspect_outcome(r->ip, decision, reason);
 }
 
+custos_err egress_inspect_request_move(erec *r, buf *out, buf *dst)
+{
+	struct einsp *ei = ei_get(r);
+	bool refused = false;
+	size_t n = buf_used(out);
+	ENSURE(buf_used(dst) <= SIZE_MAX - n, CUSTOS_ERR_LIMIT, "request too large");
+	custos_err e = grow_counted(ei, dst, &ei->ct_fwd, n, buf_used(dst) + n, &refused);
+	if (e == CUSTOS_OK)
+		e = buf_append_span(dst, buf_span(out));
+	work_free(ei, out, &ei->ct_qout);
+	return e;
+}
+
 void egress_inspect_unhold(erec *r)
 {
-	if (r->ei) {
-		(void)held_set(r->ei->srv, &r->ei->held_q, 0);
-		(void)held_set(r->ei->srv, &r->ei->held_r, 0);
-	}
+	struct einsp *ei = r->ei;
+	if (ei == NULL)
+		return;
+	/* Its own buffers are freed with their counts; what the caller's buffers counted (a
+	 * request body, its masked copy, dst) is given back: the caller frees them before. */
+	work_free(ei, &ei->hold, &ei->ct_hold);
+	work_free(ei, &ei->out, &ei->ct_out);
+	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	held_give(ei, &ei->ct_qin);
+	held_give(ei, &ei->ct_qout);
+	held_give(ei, &ei->ct_fwd);
+	held_give(ei, &ei->ct_form);
+	credit_drop(ei);
+#ifdef CUSTOS_TEST_HOOKS
+	/* Test builds only (docs/CONTRIBUTING.md "Test hooks"). */
+	if (ei->srv && getenv("CUSTOS_TEST_EGRESS_HELD_LOG"))
+		log_info("egress: test hook: %s ended: %llu bytes held for inspection", r->id,
+		         (unsigned long long)atomic_load(&ei->srv->insp_held));
+#endif
 }
 
 void egress_inspect_release(erec *r)

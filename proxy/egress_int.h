@@ -196,14 +196,33 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h);
 unsigned egress_inspect_request_append(erec *r, buf *hold, span d);
 /* r->reason and decision for a body that grew past egress.inspect.max_body (answer 413). */
 void egress_inspect_request_too_large(erec *r);
-/* The whole decoded request body of kind k: 0 with what goes upstream in out (masks in place;
- * the caller writes its Content-Length, and frees body right after: it no longer counts as
- * held), or the status to answer with r->reason set: 403
- * denied (the reason names the detector, never the value), 400 invalid JSON under a JSON
- * media type, 500 internal. */
-unsigned egress_inspect_request(erec *r, egress_body_kind k, span body, buf *out);
-/* What an inspected request body may grow to with its masks (EGRESS_INSPECT_BODY_MAX in). */
-#define EGRESS_INSPECT_QOUT_MAX (4u * EGRESS_INSPECT_BODY_CEIL)
+/* The whole decoded request body of kind k, in (appended by egress_inspect_request_append;
+ * freed here): 0 with what goes upstream in out (masks in place, counted as held until
+ * egress_inspect_request_move or the end of the call; the caller writes its Content-Length),
+ * or the status to answer with r->reason set: 403 denied (the reason names the detector,
+ * never the value), 400 invalid JSON under a JSON media type or a masked copy past
+ * EGRESS_INSPECT_WORK_FACTOR times the body plus EGRESS_INSPECT_WORK_SLACK, 503 when its
+ * working copies would pass egress.inspect.max_held, 500 internal. */
+unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out);
+/* Appends out (egress_inspect_request's) to dst and frees out: dst's growth counts as held
+ * until the call ends (the caller frees dst before its audit event, egress_audit). CUSTOS_OK,
+ * CUSTOS_ERR_AGAIN when egress.inspect.max_held refuses it, CUSTOS_ERR_LIMIT, _NOMEM. */
+custos_err egress_inspect_request_move(erec *r, buf *out, buf *dst) CUSTOS_WUR;
+/* Room in b for n more bytes (at most b->max used in all), its new capacity counted first in
+ * *ct as held for inspection by s (egress.inspect.max_held), for a buffer that outlives the
+ * call (the forward loop's copy of an inspected response). CUSTOS_OK; CUSTOS_ERR_AGAIN when
+ * it would pass the bound (nothing allocated); _LIMIT; _NOMEM. */
+custos_err egress_held_grow(egress_server *s, buf *b, uint64_t *ct, size_t n) CUSTOS_WUR;
+/* Gives back what *ct counted (its buffer was freed). */
+void egress_held_give(egress_server *s, uint64_t *ct);
+/* A working copy of an inspected body (the body with its masks, the bytes decoded from it) may
+ * be at most FACTOR times the body plus SLACK bytes; it is counted at that size while it
+ * exists (docs/EGRESS.md "Content inspection"). */
+#define EGRESS_INSPECT_WORK_FACTOR 2u
+#define EGRESS_INSPECT_WORK_SLACK  4096u
+/* What an inspected request body may grow to with its masks (EGRESS_INSPECT_BODY_CEIL in). */
+#define EGRESS_INSPECT_QOUT_MAX                                                                    \
+	(EGRESS_INSPECT_WORK_FACTOR * EGRESS_INSPECT_BODY_CEIL + EGRESS_INSPECT_WORK_SLACK)
 /* A request head written without framing fields (it ends in an empty line): the empty line
  * replaced by "Content-Length: n" and the empty line. CUSTOS_ERR_INVAL when head does not end
  * so, CUSTOS_ERR_LIMIT past its buffer's maximum. */
@@ -219,8 +238,8 @@ void egress_inspect_audit(erec *r, const char **decision, const char **reason,
 custos_err egress_inspect_json_doc(const struct inspect_engine *e, struct inspect_scratch *s,
                                    const struct inspect_profile *p, span doc, buf *tmp, buf *out,
                                    struct inspect_summary *sum) CUSTOS_WUR;
-/* Takes r's bodies out of the bytes held for inspection (egress.inspect.max_held); the
- * buffers themselves go with egress_inspect_release. */
+/* Takes r out of the bytes held for inspection (egress.inspect.max_held): its own buffers are
+ * freed; the caller frees the request body buffers it passed (in, out, dst) before. */
 void egress_inspect_unhold(erec *r);
 /* One application/x-www-form-urlencoded body: names and values percent-decoded ('+' a space)
  * and inspected as one text (a value written %40 or %34%31 is found); appended to out as

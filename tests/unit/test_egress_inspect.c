@@ -2,7 +2,8 @@
  * Egress content inspection helpers (proxy/egress_inspect.c): JSON documents inspected on
  * their decoded string values with masks on the escaped bytes, keys and numbers as sent; the
  * media types that select JSON and NDJSON; the Content-Length written behind an inspected
- * request head. The end-to-end behaviour is tests/integration/egress_inspect.sh.
+ * request head; the count of egress.inspect.max_held (egress_held_grow). The end-to-end
+ * behaviour is tests/integration/egress_inspect.sh and egress_inspect_held.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -287,6 +288,60 @@ static void test_head_set_length(void **state)
 	buf_free(&b);
 }
 
+/* egress_held_grow: a buffer's capacity is counted against egress.inspect.max_held before
+ * it is allocated (the count never below it), a growth that would pass the bound is refused
+ * with nothing allocated or counted, the bound itself can be reached exactly, and giving
+ * back returns the count to 0. */
+static void test_held_grow(void **state)
+{
+	(void)state;
+	egress_server *s = calloc(1, sizeof(*s));
+	assert_non_null(s);
+	s->o.inspect_max_held = 100000;
+	atomic_init(&s->insp_held, 0);
+	char piece[1000];
+	memset(piece, 'a', sizeof(piece));
+
+	buf a;
+	uint64_t ca = 0;
+	buf_init(&a, 60000);
+	for (int i = 0; i < 60; i++) {
+		assert_int_equal(egress_held_grow(s, &a, &ca, sizeof(piece)), CUSTOS_OK);
+		assert_int_equal(buf_append(&a, piece, sizeof(piece)), CUSTOS_OK);
+		assert_true(ca >= a.cap);
+		assert_int_equal(atomic_load(&s->insp_held), ca);
+	}
+	assert_true(ca <= 60001); /* never past the buffer's maximum + 1 */
+	/* past its own maximum: refused as a limit */
+	assert_int_equal(egress_held_grow(s, &a, &ca, 1), CUSTOS_ERR_LIMIT);
+
+	buf b;
+	uint64_t cb = 0;
+	buf_init(&b, 60000);
+	assert_int_equal(egress_held_grow(s, &b, &cb, 50000), CUSTOS_ERR_AGAIN);
+	assert_int_equal(cb, 0);
+	assert_int_equal(b.cap, 0);
+	assert_int_equal(atomic_load(&s->insp_held), ca);
+	/* what is left, to the byte (its capacity is the data and buf_reserve's one spare) */
+	size_t left = (size_t)(100000 - ca) - 1;
+	b.max = left;
+	assert_int_equal(egress_held_grow(s, &b, &cb, left), CUSTOS_OK);
+	assert_true(cb >= b.cap);
+	assert_int_equal(atomic_load(&s->insp_held), 100000);
+	buf c;
+	uint64_t cc = 0;
+	buf_init(&c, 10);
+	assert_int_equal(egress_held_grow(s, &c, &cc, 1), CUSTOS_ERR_AGAIN);
+
+	buf_free(&a);
+	egress_held_give(s, &ca);
+	buf_free(&b);
+	egress_held_give(s, &cb);
+	assert_int_equal(ca + cb, 0);
+	assert_int_equal(atomic_load(&s->insp_held), 0);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +352,7 @@ int main(void)
 		cmocka_unit_test(test_body_kind),
 		cmocka_unit_test(test_head_set_length),
 		cmocka_unit_test(test_form),
+		cmocka_unit_test(test_held_grow),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
