@@ -1104,7 +1104,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->max_connections_per_sandbox = 64;
 	e->dns_timeout_ns = SEC(2);
 	e->inspect_max_body = 8u << 20;    /* EGRESS_INSPECT_BODY_MAX */
-	e->inspect_max_held = 64ull << 20; /* EGRESS_INSPECT_HELD_DEFAULT */
+	e->inspect_max_held = 80ull << 20; /* EGRESS_INSPECT_HELD_DEFAULT: 9 x 8 MiB + 8 KiB fits */
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))

@@ -336,7 +336,7 @@ typedef struct cfg_egress {
 	size_t n_dns_servers;
 	uint64_t dns_timeout_ns;   /* per try; default 2 s */
 	uint64_t inspect_max_body; /* egress.inspect.max_body; default 8 MiB */
-	uint64_t inspect_max_held; /* egress.inspect.max_held; default 64 MiB */
+	uint64_t inspect_max_held; /* egress.inspect.max_held; default 80 MiB */
 } cfg_egress;
 
 /* ---------------------------------------------------------------------------------------------

@@ -706,7 +706,7 @@ static void test_data_egress_audit_auth(void **state)
 	 * (default 64MiB, never less than one body), errors at line:col */
 	cfg = parse_ok("version: 1\n");
 	assert_int_equal(cfg->egress.inspect_max_body, 8u << 20);
-	assert_int_equal(cfg->egress.inspect_max_held, 64ull << 20);
+	assert_int_equal(cfg->egress.inspect_max_held, 80ull << 20);
 	config_free(cfg);
 	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 100KiB}}\n");
 	assert_int_equal(cfg->egress.inspect_max_body, 64u << 10);
