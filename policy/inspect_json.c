@@ -63,6 +63,10 @@ static const char *const join_keys[] = { "content",      "text",   "input", "pro
 /* Member names under which every string value, at any depth, is such a text: tool-call
  * arguments (a JSON text the model wrote, or an object where an API sends one). */
 static const char *const join_all_keys[] = { "arguments" };
+/* Member names under which every string value is such a text when the value is an object:
+ * the input of an Anthropic-style tool_use block (an object, where OpenAI sends arguments). A
+ * string or an array under them (the responses API's input) is read as under join_keys. */
+static const char *const join_obj_keys[] = { "input" };
 
 static custos_err jerr(const jctx *c, const char *what)
 {
@@ -567,10 +571,16 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 				member_joins = member_all || (c->e != NULL &&
 				                              key_in(c, key_at, c->i - 1, join_keys,
 				                                     CUSTOS_ARRAY_LEN(join_keys)));
+				bool obj_all =
+				        c->e != NULL && key_in(c, key_at, c->i - 1, join_obj_keys,
+				                               CUSTOS_ARRAY_LEN(join_obj_keys));
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != ':')
 					return jerr(c, "expected ':'");
 				c->i++;
+				skip_ws(c);
+				if (obj_all && c->i < c->n && c->p[c->i] == '{')
+					member_all = member_joins = true;
 			}
 			GUARD(parse_value(c, member_joins, member_all));
 			skip_ws(c);

@@ -521,6 +521,50 @@ static void test_join_label_cut(void **state)
 	}
 }
 
+/* Anthropic-style tool_use blocks carry their input as an object under "input": its string
+ * values, at any depth, join the text values like tool-call arguments (a card split between a
+ * message and the input, or between two values of the input); its member names do not. An
+ * "input" that is a string or an array joins as before. */
+static void test_join_tool_use_input(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+	} cases[] = {
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"pay 4111 1111\"},{\"role\":"
+		  "\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":"
+		  "\"pay\",\"input\":{\"card\":\" 1111 1111\",\"n\":2}}]}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":\"pay [REDACTED:PAYMENT_CARD]\"},"
+		  "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\","
+		  "\"name\":\"pay\",\"input\":{\"card\":\"[REDACTED:PAYMENT_CARD]\",\"n\":2}}]}]"
+		  "}" },
+		{ "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"q\":{\"a\":\"ssn 123-45\"},"
+		  "\"b\":[\"-6789 ok\"]}}]}]}",
+		  "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"q\":{\"a\":\"ssn "
+		  "[REDACTED:US_SSN]\"},\"b\":[\"[REDACTED:US_SSN] ok\"]}}]}]}" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.total, 1);
+		assert_true(ti_json_ok(r));
+		free(r);
+	}
+	/* the member names of the input are structure, not text */
+	const char *body = "[{\"content\":\"4111 1111\"},{\"input\":{\"1111 1111\":1}}]";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 /* What joins: text parts as they are, with nothing between (the model reads them so): the
  * group separator may end the first part, start the second, or be missing; three parts; the
  * responses API's input items; escapes inside the pieces, replaced whole. */
@@ -722,6 +766,7 @@ int main(void)
 		cmocka_unit_test(test_join_shapes),
 		cmocka_unit_test(test_join_tld_cut),
 		cmocka_unit_test(test_join_label_cut),
+		cmocka_unit_test(test_join_tool_use_input),
 		cmocka_unit_test(test_join_negatives),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
