@@ -755,8 +755,9 @@ static bool is_word_byte(int b)
  * domain rather than run on into a word. Every label from the one pend falls in to the end of
  * f must be a hostname label (1..63 letters, digits or '-', not starting or ending with '-')
  * written in one case ("comThanks", "ioOk" are words glued to a domain), and either f goes on
- * with a further label in the next text ("mail.ex" + "ample.info"), or nothing but
- * punctuation and spaces follows f in that text ("example.mus" + "eum", "eum."): a word after
+ * with a further label in the next text ("mail.ex" + "ample.info"), or the address before pend
+ * does not end in a plausible top-level domain ("example.mus", not "example.com" + "ok") and
+ * nothing but punctuation and spaces follows f in the next text ("eum", "eum."): a word after
  * which the text goes on ("thanks for that") is prose. */
 static bool label_cut(const jctx *c, const inspect_finding *f, uint64_t pend)
 {
@@ -765,6 +766,7 @@ static bool label_cut(const jctx *c, const inspect_finding *f, uint64_t pend)
 	bool more = false;
 	while (s > f->offset && j[s - 1] != '.' && j[s - 1] != '@')
 		s--;
+	uint64_t cut = s; /* the label pend falls in */
 	for (uint64_t x = s; x <= fend; x++) {
 		if (x < fend && j[x] != '.')
 			continue;
@@ -786,6 +788,10 @@ static bool label_cut(const jctx *c, const inspect_finding *f, uint64_t pend)
 	}
 	if (more)
 		return true;
+	/* an address that ends in a plausible top-level domain was complete ("example.com" +
+	 * "ok"): only one that does not ("example.mus") is taken as cut */
+	if (tld_plausible(j + cut, (size_t)(pend - cut)))
+		return false;
 	/* the end of the text after pend: where the next text starts, or the joined end */
 	size_t lo = 1, hi = c->n_part;
 	while (lo < hi) {

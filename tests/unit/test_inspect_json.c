@@ -447,8 +447,9 @@ static void test_join_tld_cut(void **state)
 /* An e-mail address cut inside a label of its domain that is not a plausible top-level domain
  * ("ops@mail.ex" + "ample.info", "x@example.mus" + "eum"): the first piece is an address by
  * itself, yet the joined one is kept when the address goes on with a further label in the next
- * text, or ends that text but for punctuation; at every split inside a label after the domain's
- * first dot, in parts and in messages. An address whole in its text and run on into a word that
+ * text, or ends that text but for punctuation and the first piece does not end in a plausible
+ * top-level domain; at every split inside a label after the domain's first dot, in parts and in
+ * messages. An address whole in its text and run on into a word that
  * is capitalised, or after which the text goes on with more words, is still found without the
  * word. */
 static void test_join_label_cut(void **state)
@@ -470,6 +471,10 @@ static void test_join_label_cut(void **state)
 						continue; /* a cut at a dot: not inside a label */
 					/* words after the address: only a further label tells */
 					if (t == 3 && strchr(val + k, '.') == NULL)
+						continue;
+					/* cut in its last label after two letters ("example.mu" +
+					 * "seum"): an address complete by itself */
+					if (strchr(val + k, '.') == NULL && val[k - 3] == '.')
 						continue;
 					char a[128], b[128], wb[128];
 					snprintf(a, sizeof(a), "mail %.*s", (int)k, val);
@@ -502,6 +507,9 @@ static void test_join_label_cut(void **state)
 		{ "mail bob@example.com", "and more" },
 		{ "mail bob@example.museum", "Regards" },
 		{ "mail BOB@EXAMPLE.COM", "thanks" },
+		{ "mail bob@example.com", "thanks" },
+		{ "mail bob@example.de", "ok!" },
+		{ "mail bob@example.org", "yes." },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(runon); i++) {
 		for (int msgs = 0; msgs <= 1; msgs++) {
