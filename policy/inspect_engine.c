@@ -398,6 +398,11 @@ const char *inspect_engine_detector_name(const inspect_engine *e, unsigned id)
 	return id < e->n_det ? e->name[id] : NULL;
 }
 
+span inspect_engine_detector_mask(const inspect_engine *e, unsigned id)
+{
+	return id < e->n_det ? span_of(e->mask[id], e->mask_len[id]) : span_of("", 0);
+}
+
 bool inspect_engine_has(const inspect_engine *e, unsigned id)
 {
 	return id < e->n_det && (e->compiled & (UINT64_C(1) << id));

@@ -63,6 +63,10 @@ static const char *const join_keys[] = { "content",      "text",   "input", "pro
 /* Member names under which every string value, at any depth, is such a text: tool-call
  * arguments (a JSON text the model wrote, or an object where an API sends one). */
 static const char *const join_all_keys[] = { "arguments" };
+/* Member names under which every string value is such a text when the value is an object:
+ * the input of an Anthropic-style tool_use block (an object, where OpenAI sends arguments). A
+ * string or an array under them (the responses API's input) is read as under join_keys. */
+static const char *const join_obj_keys[] = { "input" };
 
 static custos_err jerr(const jctx *c, const char *what)
 {
@@ -567,10 +571,16 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 				member_joins = member_all || (c->e != NULL &&
 				                              key_in(c, key_at, c->i - 1, join_keys,
 				                                     CUSTOS_ARRAY_LEN(join_keys)));
+				bool obj_all =
+				        c->e != NULL && key_in(c, key_at, c->i - 1, join_obj_keys,
+				                               CUSTOS_ARRAY_LEN(join_obj_keys));
 				skip_ws(c);
 				if (c->i >= c->n || c->p[c->i] != ':')
 					return jerr(c, "expected ':'");
 				c->i++;
+				skip_ws(c);
+				if (obj_all && c->i < c->n && c->p[c->i] == '{')
+					member_all = member_joins = true;
 			}
 			GUARD(parse_value(c, member_joins, member_all));
 			skip_ws(c);
@@ -735,11 +745,75 @@ static bool tld_cut(const uint8_t *j, const inspect_finding *f, uint64_t pend)
 	return a > f->offset && j[a - 1] == '.' && tld_plausible(j + a, (size_t)(b - a));
 }
 
+static bool is_word_byte(int b)
+{
+	return is_letter(b) || (b >= '0' && b <= '9') || b >= 0x80;
+}
+
+/* Whether joined finding f, which goes on past pend (a join: the end of an address found in
+ * the text before it, followed by a letter), reads as that address cut inside a label of its
+ * domain rather than run on into a word. Every label from the one pend falls in to the end of
+ * f must be a hostname label (1..63 letters, digits or '-', not starting or ending with '-')
+ * written in one case ("comThanks", "ioOk" are words glued to a domain), and either f goes on
+ * with a further label in the next text ("mail.ex" + "ample.info"), or the address before pend
+ * does not end in a plausible top-level domain ("example.mus", not "example.com" + "ok") and
+ * nothing but punctuation and spaces follows f in the next text ("eum", "eum."): a word after
+ * which the text goes on ("thanks for that") is prose. */
+static bool label_cut(const jctx *c, const inspect_finding *f, uint64_t pend)
+{
+	const uint8_t *j = buf_ptr(&c->joined);
+	uint64_t fend = f->offset + f->length, s = pend;
+	bool more = false;
+	while (s > f->offset && j[s - 1] != '.' && j[s - 1] != '@')
+		s--;
+	uint64_t cut = s; /* the label pend falls in */
+	for (uint64_t x = s; x <= fend; x++) {
+		if (x < fend && j[x] != '.')
+			continue;
+		bool lo = false, up = false;
+		if (x == s || x - s > 63 || j[s] == '-' || j[x - 1] == '-')
+			return false;
+		for (uint64_t k = s; k < x; k++) {
+			if (j[k] >= 'a' && j[k] <= 'z')
+				lo = true;
+			else if (j[k] >= 'A' && j[k] <= 'Z')
+				up = true;
+			else if (!(j[k] >= '0' && j[k] <= '9') && j[k] != '-')
+				return false;
+		}
+		if (lo && up)
+			return false;
+		more = more || (x < fend && x >= pend);
+		s = x + 1;
+	}
+	if (more)
+		return true;
+	/* an address that ends in a plausible top-level domain was complete ("example.com" +
+	 * "ok"): only one that does not ("example.mus") is taken as cut */
+	if (tld_plausible(j + cut, (size_t)(pend - cut)))
+		return false;
+	/* the end of the text after pend: where the next text starts, or the joined end */
+	size_t lo = 1, hi = c->n_part;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (c->part[mid].at <= pend)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	size_t end = lo < c->n_part ? c->part[lo].at : buf_used(&c->joined);
+	for (uint64_t x = fend; x < end; x++)
+		if (is_word_byte(j[x]))
+			return false;
+	return true;
+}
+
 /* A finding of the joined text that is an e-mail address found whole at the end of one text,
  * run on into a word of the next: "bob@example.com" then "Thanks" reads
  * "bob@example.comThanks" (a domain runs over letters). The address alone is kept, not its
  * run-on: the next message's first word is not masked. But for an address cut inside its
- * top-level domain ("bob@example.co" + "m": tld_cut), which is the joined one. Only for e-mail: a token, a JWT or a
+ * top-level domain ("bob@example.co" + "m": tld_cut) or inside another label ("mail.ex" +
+ * "ample.info", "example.mus" + "eum": label_cut), which is the joined one. Only for e-mail: a token, a JWT or a
  * key block whose first piece is valid alone may go on in the next text, and is masked there.
  * (A word glued before an address is masked with it: the address's start, a name, could be
  * what the first text holds.) Nor is a finding that starts with a value found whole in one
@@ -775,7 +849,7 @@ static bool run_on(const jctx *c, const inspect_finding *pv, size_t n, const ins
 		if (pv[k].detector != f->detector)
 			continue;
 		if (pv[k].offset == f->offset && pend < fend && is_join(c, pend) &&
-		    is_letter(j[pend]) && !tld_cut(j, f, pend))
+		    is_letter(j[pend]) && !tld_cut(j, f, pend) && !label_cut(c, f, pend))
 			return true;
 	}
 	return false;

@@ -2,7 +2,7 @@
  * Content inspection on the ingress path: the prompt (request body, JSON-aware) before it goes
  * upstream, and the response on its way to the client: SSE streams reassembled per part (a
  * choice's content (a string or text parts), reasoning, refusal or audio transcript, a tool
- * call's arguments (its name inspected whole), a responses-API part, an
+ * call's arguments (its name per event, joined with its earlier pieces), a responses-API part, an
  * Anthropic-style content block, a llama.cpp /completion stream) through an inspect_stream
  * each (bounded hold-back, re-emitted as valid events), a
  * non-streamed JSON body held whole and its choices[].message.content redacted, any other body
@@ -66,6 +66,15 @@ typedef struct slot {
 	size_t dat, dlen; /* where its "delta" string's contents are in last */
 } slot;
 
+/* A tool call's function.name as streamed so far (choice, tool): its pieces are released as
+ * they come (a client reads the name from the tool call's first delta), each inspected alone
+ * and joined with the pieces before it (name_text). */
+typedef struct name_acc {
+	uint32_t choice, tool;
+	buf text; /* unescaped, as received; its last NAME_KEEP bytes */
+} name_acc;
+#define NAME_KEEP 4096u
+
 typedef enum resp_mode {
 	RM_NONE = 0, /* response not inspected */
 	RM_SSE,      /* text/event-stream: chunk events, delta.content per choice */
@@ -89,6 +98,8 @@ struct ingress_insp {
 	bool text_completion;      /* synthetic chunks use choices[].text */
 	slot sl[INSP_MAX_STREAMS]; /* RM_SSE: per choice content and tool call; RM_RAW: one */
 	size_t nsl;
+	name_acc nm[INSP_MAX_STREAMS]; /* RM_SSE: tool-call names streamed so far */
+	size_t nnm;
 	buf tmpl;      /* "id":..,"created":..,"model":.. of the stream's chunks (raw JSON) */
 	buf out;       /* client bytes of the current piece */
 	buf text, rel; /* unescaped delta text; released texts of one event */
@@ -1165,23 +1176,112 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 	return CUSTOS_OK;
 }
 
-/* A string of a chunk inspected whole, in its event (a tool call's name): escaped, redacted
- * text appended to dst. DENIED: the closing events are in ip->out. */
-static custos_err whole_text(ingress_insp *ip, inspect_scratch *s, span escaped, buf *dst)
+/* A piece of tool call (choice, tool)'s function.name (escaped): inspected alone, as before,
+ * and joined after the pieces of the same name before it, so a value split over two events is
+ * found. The piece goes out in its event (a name is not held back: clients take it from the
+ * tool call's first delta), so a value found only joined is masked from where this piece
+ * starts: the part in earlier pieces has gone out. Redacted piece appended to dst. DENIED: the
+ * closing events are in ip->out. */
+static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choice, uint32_t tool,
+                            span escaped, buf *dst)
 {
-	inspect_summary sum;
-
+	name_acc *na = NULL;
+	for (size_t i = 0; i < ip->nnm && na == NULL; i++)
+		if (ip->nm[i].choice == choice && ip->nm[i].tool == tool)
+			na = &ip->nm[i];
+	if (na == NULL) {
+		ENSURE(ip->nnm < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
+		       "inspect: more than %u tool-call names in one response", INSP_MAX_STREAMS);
+		na = &ip->nm[ip->nnm++];
+		na->choice = choice;
+		na->tool = tool;
+		buf_init(&na->text, NAME_KEEP + SSE_MAX_EVENT_BYTES);
+	}
+	size_t a = buf_used(&na->text); /* where this piece starts in the joined name */
 	buf_reset(&ip->text);
 	GUARD(jsonr_unescape(escaped, &ip->text));
-	inspect_summary_init(&sum);
-	custos_err e =
-	        inspect_redact_text(ip->eng, s, &ip->response, buf_span(&ip->text), dst, &sum);
-	sum_add(&ip->rsum, &sum);
-	if (e == CUSTOS_ERR_DENIED) {
-		ip->rsum.deny_detector = sum.deny_detector;
-		return sse_deny(ip, sum.deny_detector);
+	span piece = buf_span(&ip->text);
+	inspect_findings alone = { 0 }, joined = { 0 };
+	custos_err e = inspect_scan(ip->eng, s, &ip->response, piece, &alone);
+	if (e == CUSTOS_OK && a > 0 && piece.len > 0) {
+		e = buf_append_span(&na->text, piece);
+		if (e == CUSTOS_OK)
+			e = inspect_scan(ip->eng, s, &ip->response, buf_span(&na->text), &joined);
+	} else if (e == CUSTOS_OK) {
+		e = buf_append_span(&na->text, piece);
 	}
-	return e;
+	/* masks over the piece: its own findings, and those of the joined name that start in
+	 * the pieces before and go on into this one (clipped to it) */
+	size_t nm = 0;
+	inspect_finding *m = NULL;
+	if (e == CUSTOS_OK && alone.n + joined.n > 0) {
+		m = calloc(alone.n + joined.n, sizeof(*m));
+		if (m == NULL)
+			e = err_set(CUSTOS_ERR_NOMEM, "inspect: out of memory");
+	}
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	for (size_t k = 0; k < alone.n + joined.n && e == CUSTOS_OK; k++) {
+		inspect_finding f = k < alone.n ? alone.items[k] : joined.items[k - alone.n];
+		if (k >= alone.n) {
+			if (f.offset >= a || f.offset + f.length <= a)
+				continue;
+			f.length = (uint32_t)(f.offset + f.length - a);
+			f.offset = 0;
+		}
+		sum.count[f.detector]++;
+		sum.total++;
+		if (f.action > sum.worst)
+			sum.worst = f.action;
+		if (f.action == INSPECT_ACT_DENY && sum.deny_detector < 0)
+			sum.deny_detector = f.detector;
+		if (f.action != INSPECT_ACT_REDACT)
+			continue;
+		m[nm++] = f;
+	}
+	inspect_findings_free(&alone);
+	inspect_findings_free(&joined);
+	if (buf_used(&na->text) > NAME_KEEP) { /* a value longer than this is not a name */
+		size_t drop = buf_used(&na->text) - NAME_KEEP;
+		memmove((uint8_t *)buf_ptr(&na->text), buf_ptr(&na->text) + drop, NAME_KEEP);
+		na->text.len = NAME_KEEP;
+	}
+	if (e == CUSTOS_OK)
+		sum_add(&ip->rsum, &sum);
+	if (e == CUSTOS_OK && sum.deny_detector >= 0) {
+		ip->rsum.deny_detector = sum.deny_detector;
+		e = sse_deny(ip, sum.deny_detector);
+		nm = 0;
+	}
+	if (e != CUSTOS_OK) {
+		free(m);
+		return e;
+	}
+	for (size_t i = 1; i < nm; i++) /* by offset; few */
+		for (size_t j = i; j > 0 && m[j].offset < m[j - 1].offset; j--) {
+			inspect_finding t = m[j];
+			m[j] = m[j - 1];
+			m[j - 1] = t;
+		}
+	size_t cur = 0;
+	for (size_t k = 0; k < nm; k++) { /* overlapping masks merge into the first */
+		uint64_t end = m[k].offset + m[k].length;
+		if (m[k].offset < cur) {
+			if (end > cur)
+				cur = (size_t)end;
+			continue;
+		}
+		e = buf_append(dst, piece.ptr + cur, (size_t)m[k].offset - cur);
+		if (e == CUSTOS_OK)
+			e = buf_append_span(dst,
+			                    inspect_engine_detector_mask(ip->eng, m[k].detector));
+		if (e != CUSTOS_OK)
+			break;
+		cur = (size_t)end;
+	}
+	free(m);
+	GUARD(e);
+	return buf_append(dst, piece.ptr + cur, piece.len - cur);
 }
 
 static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev)
@@ -1252,7 +1352,7 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 			continue;
 		size_t at = buf_used(&ip->rel);
 		if (t != NULL && t->whole) {
-			GUARD(whole_text(ip, s, text, &ip->rel));
+			GUARD(name_text(ip, s, t->choice, t->tool, text, &ip->rel));
 		} else {
 			uint32_t tool = t ? t->tool : TOOL_NONE;
 			unsigned field = t ? t->field : F_CONTENT;
@@ -1507,6 +1607,8 @@ void ingress_inspect_free(ingress_insp *ip)
 		buf_free(&ip->sl[i].last);
 		buf_free(&ip->sl[i].etyp);
 	}
+	for (size_t i = 0; i < ip->nnm; i++)
+		buf_free(&ip->nm[i].text);
 	if (ip->sse_init)
 		sse_parser_free(&ip->sse);
 	buf_free(&ip->tmpl);

@@ -133,6 +133,8 @@ void inspect_engine_free(inspect_engine *e);
 unsigned inspect_engine_detector_count(const inspect_engine *e);
 /* Name of detector id (engine-owned), or NULL when out of range. */
 const char *inspect_engine_detector_name(const inspect_engine *e, unsigned id);
+/* The mask of detector id ("[REDACTED:PAYMENT_CARD]", engine-owned), empty when out of range. */
+span inspect_engine_detector_mask(const inspect_engine *e, unsigned id);
 /* Whether detector id is compiled into this engine (a built-in may be left out by opts). */
 bool inspect_engine_has(const inspect_engine *e, unsigned id);
 /* Finds a detector (built-in or custom) by name: CUSTOS_OK or CUSTOS_ERR_NOTFOUND. */

@@ -444,6 +444,135 @@ static void test_join_tld_cut(void **state)
 	}
 }
 
+/* An e-mail address cut inside a label of its domain that is not a plausible top-level domain
+ * ("ops@mail.ex" + "ample.info", "x@example.mus" + "eum"): the first piece is an address by
+ * itself, yet the joined one is kept when the address goes on with a further label in the next
+ * text, or ends that text but for punctuation and the first piece does not end in a plausible
+ * top-level domain; at every split inside a label after the domain's first dot, in parts and in
+ * messages. An address whole in its text and run on into a word that
+ * is capitalised, or after which the text goes on with more words, is still found without the
+ * word. */
+static void test_join_label_cut(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const char *const addrs[] = {
+		"ops@mail.example.info", "x@example.museum",     "a@b.example.travel",
+		"BOB@MAIL.EXAMPLE.ORG",  "it@corp-1.example.de", "q@sub.example.photography",
+	};
+	static const char *const tails[] = { "", ".", ")", " now" };
+	for (size_t v = 0; v < CUSTOS_ARRAY_LEN(addrs); v++) {
+		const char *val = addrs[v];
+		size_t n = strlen(val), dot = (size_t)(strchr(strchr(val, '@'), '.') - val);
+		for (int msgs = 0; msgs <= 1; msgs++)
+			for (size_t k = dot + 2; k < n; k++)
+				for (size_t t = 0; t < CUSTOS_ARRAY_LEN(tails); t++) {
+					if (val[k - 1] == '.' || val[k] == '.')
+						continue; /* a cut at a dot: not inside a label */
+					/* words after the address: only a further label tells */
+					if (t == 3 && strchr(val + k, '.') == NULL)
+						continue;
+					/* cut in its last label after two letters ("example.mu" +
+					 * "seum"): an address complete by itself */
+					if (strchr(val + k, '.') == NULL && val[k - 3] == '.')
+						continue;
+					char a[128], b[128], wb[128];
+					snprintf(a, sizeof(a), "mail %.*s", (int)k, val);
+					snprintf(b, sizeof(b), "%s%s", val + k, tails[t]);
+					snprintf(wb, sizeof(wb), "\"[REDACTED:EMAIL]%s\"",
+					         tails[t]);
+					char *body = two_parts(a, b, msgs);
+					inspect_summary sum;
+					char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+					bool ok = strstr(r, "\"mail [REDACTED:EMAIL]\"") != NULL &&
+					          strstr(r, wb) != NULL &&
+					          sum.count[INSPECT_EMAIL] == 1 && sum.total == 1;
+					if (!ok)
+						fprintf(stderr, "%s split %zu + '%s' (%s):\n  %s\n",
+						        val, k, tails[t],
+						        msgs ? "messages" : "parts", r);
+					assert_true(ok);
+					assert_true(ti_json_ok(r));
+					free(r);
+					free(body);
+				}
+	}
+	static const struct {
+		const char *a, *b;
+	} runon[] = {
+		{ "mail bob@example.com", "Thanks" },
+		{ "mail bob@example.com", "thanks for that" },
+		{ "mail bob@example.com", "thanks, Bob" },
+		{ "mail bob@example.com", "See you.Bye" },
+		{ "mail bob@example.com", "and more" },
+		{ "mail bob@example.museum", "Regards" },
+		{ "mail BOB@EXAMPLE.COM", "thanks" },
+		{ "mail bob@example.com", "thanks" },
+		{ "mail bob@example.de", "ok!" },
+		{ "mail bob@example.org", "yes." },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(runon); i++) {
+		for (int msgs = 0; msgs <= 1; msgs++) {
+			char *body = two_parts(runon[i].a, runon[i].b, msgs);
+			inspect_summary sum;
+			char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+			char wb[128];
+			snprintf(wb, sizeof(wb), "\"%s\"", runon[i].b);
+			bool ok = strstr(r, "\"mail [REDACTED:EMAIL]\"") != NULL &&
+			          strstr(r, wb) != NULL && sum.total == 1;
+			if (!ok)
+				fprintf(stderr, "run-on %zu:\n  %s\n", i, r);
+			assert_true(ok);
+			free(r);
+			free(body);
+		}
+	}
+}
+
+/* Anthropic-style tool_use blocks carry their input as an object under "input": its string
+ * values, at any depth, join the text values like tool-call arguments (a card split between a
+ * message and the input, or between two values of the input); its member names do not. An
+ * "input" that is a string or an array joins as before. */
+static void test_join_tool_use_input(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+	} cases[] = {
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"pay 4111 1111\"},{\"role\":"
+		  "\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":"
+		  "\"pay\",\"input\":{\"card\":\" 1111 1111\",\"n\":2}}]}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":\"pay [REDACTED:PAYMENT_CARD]\"},"
+		  "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\","
+		  "\"name\":\"pay\",\"input\":{\"card\":\"[REDACTED:PAYMENT_CARD]\",\"n\":2}}]}]"
+		  "}" },
+		{ "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"q\":{\"a\":\"ssn 123-45\"},"
+		  "\"b\":[\"-6789 ok\"]}}]}]}",
+		  "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"q\":{\"a\":\"ssn "
+		  "[REDACTED:US_SSN]\"},\"b\":[\"[REDACTED:US_SSN] ok\"]}}]}]}" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.total, 1);
+		assert_true(ti_json_ok(r));
+		free(r);
+	}
+	/* the member names of the input are structure, not text */
+	const char *body = "[{\"content\":\"4111 1111\"},{\"input\":{\"1111 1111\":1}}]";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 /* What joins: text parts as they are, with nothing between (the model reads them so): the
  * group separator may end the first part, start the second, or be missing; three parts; the
  * responses API's input items; escapes inside the pieces, replaced whole. */
@@ -644,6 +773,8 @@ int main(void)
 		cmocka_unit_test(test_split_over_parts),
 		cmocka_unit_test(test_join_shapes),
 		cmocka_unit_test(test_join_tld_cut),
+		cmocka_unit_test(test_join_label_cut),
+		cmocka_unit_test(test_join_tool_use_input),
 		cmocka_unit_test(test_join_negatives),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);

@@ -997,9 +997,11 @@ static void check_chat_more(span c)
 /* Chat chunks with more text members: a delta.content given as an array of text parts (several
  * in one event) is the choice's content stream, joined across events and parts, its tail sent
  * as a text part; delta.audio.transcript is a part of its own per choice; a tool call's
- * function.name is inspected whole in each event; cut at every byte offset. Negative: a name
- * is not joined across events; a content array with a part that is not text is inspected
- * whole, in its event. Deny in a transcript and in a name. */
+ * function.name is inspected in each event and joined with the pieces of the same tool call's
+ * name before it; cut at every byte offset. A name split over two events at every offset, not
+ * joined with another tool call's name. Negative: a content array with a part that is not text
+ * is inspected whole, in its event. Deny in a transcript, in a name, and in a name split over
+ * two events (its first piece has gone out). */
 static void test_sse_chat_more_members(void **state)
 {
 	(void)state;
@@ -1031,14 +1033,31 @@ static void test_sse_chat_more_members(void **state)
 	chat_ev(&body, 0, "{}", "\"stop\"");
 	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
 	every_cut(buf_span(&body), CUSTOS_OK, check_chat_more);
-	/* a name split over two events: each inspected alone, not joined */
-	buf_reset(&body);
-	chat_ev(&body, 0, "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"4111 1111\"}}]}",
-	        NULL);
-	chat_ev(&body, 0, "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\" 1111 1111\"}}]}",
-	        "\"tool_calls\"");
-	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
-	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name", "4111 1111 1111 1111");
+	/* a name split over two events at every offset, with tool 1's name between them: joined
+	 * per (choice, tool); each piece goes out in its event, so a card cut inside is masked
+	 * from the second piece's start (the first piece has gone out) */
+	static const char name[] = "get 4111 1111 1111 1111";
+	for (size_t k = 1; k < sizeof(name) - 1; k++) {
+		char ev[256], want[128];
+		buf_reset(&body);
+		buf_reset(&client);
+		snprintf(ev, sizeof(ev),
+		         "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"%.*s\"}}]}",
+		         (int)k, name);
+		chat_ev(&body, 0, ev, NULL);
+		chat_ev(&body, 0,
+		        "{\"tool_calls\":[{\"index\":1,\"function\":{\"name\":\"4111 1111\"}}]}",
+		        NULL);
+		snprintf(ev, sizeof(ev),
+		         "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"%s\"}}]}",
+		         name + k);
+		chat_ev(&body, 0, ev, "\"tool_calls\"");
+		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+		snprintf(want, sizeof(want), "%.*s[REDACTED:PAYMENT_CARD]", (int)(k < 4 ? 4 : k),
+		         name);
+		assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name", want);
+		assert_part(buf_span(&client), SEL_CHAT, 0, 1, "name", "4111 1111");
+	}
 	/* a content array with an image part: the event inspected whole (every string) */
 	buf_reset(&body);
 	buf_reset(&client);
@@ -1055,6 +1074,8 @@ static void test_sse_chat_more_members(void **state)
 		  "{\"audio\":{\"transcript\":\"ODNN7EXAMPLE more\"}}" },
 		{ "{\"content\":\"fine\"}", "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":"
 		                            "\"AKIAIOSFODNN7EXAMPLE\"}}]}" },
+		{ "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"key AKIAIOSF\"}}]}",
+		  "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"ODNN7EXAMPLE\"}}]}" },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(deny); i++) {
 		buf_reset(&body);
@@ -1063,7 +1084,10 @@ static void test_sse_chat_more_members(void **state)
 		chat_ev(&body, 0, deny[i][1], NULL);
 		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
 		                 CUSTOS_ERR_DENIED);
-		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		if (i < 2) /* a name's first piece goes out in its event */
+			assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		else
+			assert_null(memmem(buf_ptr(&client), buf_used(&client), "ODNN", 4));
 		assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
 	}
 	buf_free(&body);
