@@ -945,6 +945,36 @@ static bool fc_flush(fconn *c, bool *progress)
 	return true;
 }
 
+/* Reads what the client sent into c->in, at most FIO_CHUNK. 1: bytes came; 0: none now (c->rd
+ * cleared); -1: the connection is closed (fc_close with full when the buffer cannot grow, with
+ * gone at the end of the client's stream or an error). */
+static int fc_read_in(fconn *c, const char *full, const char *gone)
+{
+	size_t room = c->in.max - buf_used(&c->in);
+	size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
+	if (want == 0 || buf_reserve(&c->in, want) != CUSTOS_OK) {
+		fc_close(c, full);
+		return -1;
+	}
+	ssize_t n;
+	do
+		n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
+	while (n == -1 && errno == EINTR);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		c->rd = false;
+		return 0;
+	}
+	if (n <= 0) {
+		fc_close(c, gone);
+		return -1;
+	}
+	buf_commit(&c->in, (size_t)n);
+	c->last = c->lp->loop.now;
+	if ((size_t)n < want && !c->hup)
+		c->rd = false;
+	return 1;
+}
+
 /* The request body, from the client into c->uout (re-framed) while less than FOUT_HIGH waits
  * for the upstream (backpressure: the client is not read meanwhile). False when the request
  * ended here. */
@@ -998,29 +1028,10 @@ static bool fc_body_pump(fconn *c, bool *progress)
 		}
 		if (!c->rd)
 			return true;
-		size_t room = c->in.max - buf_used(&c->in);
-		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
-		if (want == 0 || buf_reserve(&c->in, want) != CUSTOS_OK) {
-			fc_close(c, "request buffer");
-			return false;
-		}
-		ssize_t n;
-		do
-			n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
-		while (n == -1 && errno == EINTR);
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->rd = false;
-			return true;
-		}
-		if (n <= 0) {
-			fc_close(c, "client went away");
-			return false;
-		}
-		buf_commit(&c->in, (size_t)n);
-		c->last = c->lp->loop.now;
+		int r = fc_read_in(c, "request buffer", "client went away");
+		if (r <= 0)
+			return r == 0;
 		*progress = true;
-		if ((size_t)n < want && !c->hup)
-			c->rd = false;
 	}
 	return true;
 }
@@ -1103,29 +1114,10 @@ static bool fc_qbody(fconn *c)
 		}
 		if (!c->rd)
 			return progress;
-		size_t room = c->in.max - buf_used(&c->in);
-		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
-		if (want == 0 || buf_reserve(&c->in, want) != CUSTOS_OK) {
-			fc_close(c, "request buffer");
-			return true;
-		}
-		ssize_t n;
-		do
-			n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
-		while (n == -1 && errno == EINTR);
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->rd = false;
-			return progress;
-		}
-		if (n <= 0) {
-			fc_close(c, "client went away");
-			return true;
-		}
-		buf_commit(&c->in, (size_t)n);
-		c->last = c->lp->loop.now;
+		int r = fc_read_in(c, "request buffer", "client went away");
+		if (r <= 0)
+			return r < 0 || progress;
 		progress = true;
-		if ((size_t)n < want && !c->hup)
-			c->rd = false;
 	}
 }
 
@@ -1356,27 +1348,10 @@ static bool fc_head(fconn *c)
 			fc_finish(c);
 			return true;
 		}
-		size_t want = room < FIO_CHUNK ? room : FIO_CHUNK;
-		if (buf_reserve(&c->in, want) != CUSTOS_OK) {
-			fc_close(c, NULL);
-			return true;
-		}
-		ssize_t n;
-		do
-			n = recv(c->fd, buf_tail(&c->in), want, MSG_DONTWAIT);
-		while (n == -1 && errno == EINTR);
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->rd = false;
-			return false;
-		}
-		if (n <= 0) {
-			fc_close(c, NULL); /* end of the client's stream, or an error */
-			return true;
-		}
-		buf_commit(&c->in, (size_t)n);
-		c->last = c->lp->loop.now;
-		if ((size_t)n < want && !c->hup)
-			c->rd = false;
+		/* the end of the client's stream, or an error: closed without a reason */
+		int r = fc_read_in(c, NULL, NULL);
+		if (r <= 0)
+			return r < 0;
 	}
 }
 
