@@ -471,6 +471,18 @@ void inspect_summary_init(inspect_summary *s)
 	s->deny_detector = -1;
 }
 
+void inspect_summary_add(inspect_summary *into, const inspect_summary *s)
+{
+	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
+		into->count[i] += s->count[i];
+	into->total += s->total;
+	if (s->worst > into->worst)
+		into->worst = s->worst;
+	if (into->deny_detector < 0)
+		into->deny_detector = s->deny_detector;
+	into->redacted = into->redacted || s->redacted;
+}
+
 void inspect_summary_json(const inspect_engine *e, const inspect_summary *s, json_writer *w)
 {
 	json_obj_begin(w);

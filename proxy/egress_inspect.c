@@ -434,18 +434,6 @@ static custos_err json_tokens(const inspect_engine *en, inspect_scratch *s,
 	return e;
 }
 
-static void sum_add(inspect_summary *into, const inspect_summary *s)
-{
-	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
-		into->count[i] += s->count[i];
-	into->total += s->total;
-	if (s->worst > into->worst)
-		into->worst = s->worst;
-	if (s->deny_detector >= 0)
-		into->deny_detector = s->deny_detector;
-	into->redacted |= s->redacted;
-}
-
 static bool all_space(span t)
 {
 	for (size_t i = 0; i < t.len; i++)
@@ -471,13 +459,13 @@ custos_err egress_inspect_json_doc(const inspect_engine *en, inspect_scratch *s,
 	buf_reset(tmp);
 	custos_err e = inspect_json_redact(en, s, p, doc, tmp, &one);
 	if (e == CUSTOS_OK || e == CUSTOS_ERR_DENIED)
-		sum_add(sum, &one);
+		inspect_summary_add(sum, &one);
 	if (e != CUSTOS_OK)
 		return e;
 	inspect_summary_init(&one);
 	size_t mark = buf_used(out);
 	e = json_tokens(en, s, p, buf_span(tmp), out, &one);
-	sum_add(sum, &one);
+	inspect_summary_add(sum, &one);
 	if (e == CUSTOS_OK && one.redacted &&
 	    !inspect_json_valid(span_of((const char *)buf_ptr(out) + mark, buf_used(out) - mark)))
 		e = err_set(CUSTOS_ERR_PARSE, "a mask in a member name would break the document");
@@ -969,7 +957,7 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 	} else {
 		inspect_summary one;
 		e = inspect_redact_text(r->eng->eng, s, &ei->req, body, out, &one);
-		sum_add(&ei->qsum, &one);
+		inspect_summary_add(&ei->qsum, &one);
 	}
 	ei->t_ns += tm_mono_ns() - t0;
 	work_free(ei, in, &ei->ct_qin); /* out stays counted until it is freed (release) */

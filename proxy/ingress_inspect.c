@@ -120,17 +120,6 @@ static custos_err scratch_get(const ingress_insp *ip, inspect_scratch **out)
 /* ---------------------------------------------------------------------------------------------
  * helpers
  */
-static void sum_add(inspect_summary *into, const inspect_summary *s)
-{
-	for (size_t i = 0; i < INSPECT_MAX_DETECTORS; i++)
-		into->count[i] += s->count[i];
-	into->total += s->total;
-	if (s->worst > into->worst)
-		into->worst = s->worst;
-	if (into->deny_detector < 0)
-		into->deny_detector = s->deny_detector;
-	into->redacted = into->redacted || s->redacted;
-}
 
 static const char *det_name(const ingress_insp *ip, int id)
 {
@@ -1065,7 +1054,7 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 			                        &sum);
 		buf_free(&dec);
 	}
-	sum_add(&ip->rsum, &sum);
+	inspect_summary_add(&ip->rsum, &sum);
 	if (e == CUSTOS_ERR_DENIED)
 		ip->rsum.deny_detector = sum.deny_detector;
 	return e;
@@ -1247,7 +1236,7 @@ static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choic
 		na->text.len = NAME_KEEP;
 	}
 	if (e == CUSTOS_OK)
-		sum_add(&ip->rsum, &sum);
+		inspect_summary_add(&ip->rsum, &sum);
 	if (e == CUSTOS_OK && sum.deny_detector >= 0) {
 		ip->rsum.deny_detector = sum.deny_detector;
 		e = sse_deny(ip, sum.deny_detector);
@@ -1563,8 +1552,8 @@ void ingress_inspect_audit(ingress_insp *ip, const audit_finding **f, size_t *n,
 
 	for (size_t i = 0; i < ip->nsl; i++)
 		if (i < ip->nsl)
-			sum_add(&resp, inspect_stream_summary(ip->sl[i].st));
-	sum_add(&all, &resp);
+			inspect_summary_add(&resp, inspect_stream_summary(ip->sl[i].st));
+	inspect_summary_add(&all, &resp);
 	size_t k = 0;
 	unsigned nd = ip->eng ? inspect_engine_detector_count(ip->eng) : 0;
 	for (unsigned i = 0; i < nd && i < INSPECT_MAX_DETECTORS; i++) {

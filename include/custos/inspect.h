@@ -211,6 +211,8 @@ typedef struct inspect_summary {
 } inspect_summary;
 
 void inspect_summary_init(inspect_summary *s);
+/* Adds s into into: counts summed, the stronger action, the first deny kept, redacted or'ed. */
+void inspect_summary_add(inspect_summary *into, const inspect_summary *s);
 /* Writes {"payment_card":2,"email":1} (types and counts only) as the next value of w. */
 void inspect_summary_json(const inspect_engine *e, const inspect_summary *s, json_writer *w);
 
