@@ -1082,7 +1082,10 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 		if (e != CUSTOS_ERR_TIMEOUT || tm_mono_ns() >= end)
 			break;
 		if (rl && sup_reload_given_up(rl)) {
-			e = err_set(CUSTOS_ERR_CLOSED, "custos is stopping");
+			e = err_set(CUSTOS_ERR_CLOSED, "%s",
+			            __atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE)
+			                    ? "custos is stopping"
+			                    : "the proxy gave the reload up");
 			break;
 		}
 	}
