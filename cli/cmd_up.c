@@ -2348,7 +2348,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	}
 	if (admin_fd >= 0)
 		close(admin_fd);
-	admin_stop(admin); /* its hooks use srv */
+	psx_proxy_stopping(); /* an admin API reload waiting for a sandbox gives up */
+	admin_stop(admin);    /* its hooks use srv */
 	cli_egress_attach(NULL);
 	egress_free(eg);    /* before the sandboxes its listeners live in */
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */

@@ -151,6 +151,7 @@ static struct {
 	pthread_t th;
 	bool th_started;
 	bool bye, lost;
+	bool stopping; /* proxy_run returned: a reload still waiting gives up */
 } P = { .sock = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.send_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -533,8 +534,9 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 		if (r == ETIMEDOUT && !last)
 			r = 0;
 		sigset_t pend;
-		stopping = sigpending(&pend) == 0 &&
-		           (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1);
+		stopping = P.stopping ||
+		           (sigpending(&pend) == 0 &&
+		            (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1));
 	}
 	custos_err e = CUSTOS_OK;
 	if (P.rl_answers == answers && stopping)
@@ -548,6 +550,14 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 		e = err_set(CUSTOS_ERR_INVAL, "reload: sandboxes: %s", P.rl_msg);
 	pthread_mutex_unlock(&P.mu);
 	return e;
+}
+
+void psx_proxy_stopping(void)
+{
+	pthread_mutex_lock(&P.mu);
+	P.stopping = true;
+	pthread_cond_broadcast(&P.cv);
+	pthread_mutex_unlock(&P.mu);
 }
 
 void psx_proxy_commit(bool applied, const custos_config *next)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A SIGTERM while a SIGHUP reload waits for the sandbox it adds (docs/SANDBOX.md, "Reload"): the
-# reload is given up (refused, audited), the supervisor stops the sandbox it was starting, and
-# custos shuts down as usual (audit sealed) without waiting for that sandbox's
-# health.start_timeout (120 s here; its command sleeps 300 s before it listens).
+# A SIGTERM while a reload waits for the sandbox it adds (docs/SANDBOX.md, "Reload"), by SIGHUP
+# and by the admin API: the reload is given up (refused, audited), the supervisor stops the
+# sandbox it was starting, and custos shuts down as usual (audit sealed) without waiting for
+# that sandbox's health.start_timeout (120 s here; its command sleeps 300 s before it listens).
 . "$(dirname "$0")/proxy_lib.bash"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root for the process sandbox in this test"
@@ -30,6 +30,8 @@ M
 SHUTDOWN=2s NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml.tmpl" 1
 perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n__MODELS__\n/' "$work/custos.yaml.tmpl"
 cat >>"$work/custos.yaml.tmpl" <<CFG
+admin:
+  socket: $work/admin.sock
 sandbox_profiles:
   fx:
     binds:
@@ -42,40 +44,59 @@ $1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/
 	chmod 600 "$work/custos.yaml.new"
 	mv "$work/custos.yaml.new" "$work/custos.yaml"
 }
-conf ""
-"$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }
-start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}')
 chat() { "${C[@]}" -H "Authorization: Bearer $ALICE" -d '{"model":"'"$1"'","messages":[{"role":"user","content":"hi"}]}' "https://localhost:$PORT/v1/chat/completions"; }
 answers() { [ "$(chat test-model)" = 200 ]; }
-wait_until 60 answers && ok "the first model answers" || fail "test-model: $(chat test-model)"
 cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-*" 2>/dev/null; }
 no_cgroup() { [ -z "$(cgroups_of "$1")" ]; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 exited() { ! kill -0 "$CU_PID" 2>/dev/null; }
-
-# SIGHUP adding a model whose server sleeps before it listens: the reload waits for it.
-conf "$(model_yaml slow-model $p2 300)"
-kill -HUP "$CU_PID"
 started() { grep -q 'up: model slow-model: sandbox started (pid [0-9]*), waiting for port' "$work/custos.log"; }
-wait_until 60 started && ok "the reload started the slow sandbox" || fail "slow-model not started: $(tail -5 "$work/custos.log")"
-spid=$(grep -o 'up: model slow-model: sandbox started (pid [0-9]*' "$work/custos.log" | grep -o '[0-9]*$' | tail -1)
-[ -n "$spid" ] && kill -0 "$spid" 2>/dev/null && ok "its sandbox runs (pid $spid)" || fail "no pid for slow-model"
-[ -n "$(cgroups_of slow-model)" ] && ok "its cgroup exists" || fail "no cgroup for slow-model"
 
-# SIGTERM meanwhile: custos exits long before the 120 s start timeout (the limit here is half).
-kill -TERM "$CU_PID"
-wait_until 60 exited && ok "custos exited on SIGTERM during the pending reload" || fail "custos still runs 60 s after SIGTERM"
-wait "$CU_PID" 2>/dev/null
-check "its exit status" "$?" 0
-wait_until 30 pid_gone "$spid" && ok "the sandbox it was starting is gone" || fail "pid $spid still runs"
-wait_until 30 no_cgroup slow-model && ok "no cgroup left" || fail "cgroup left: $(cgroups_of slow-model)"
-no_cgroup test-model && ok "nor the first model's" || fail "cgroup left: $(cgroups_of test-model)"
-grep -q 'reload: given up, custos is stopping' "$work/custos.log" && ok "the reload was given up" || fail "no 'given up' in the log"
-audit_grep '"type":"policy.reload".*"outcome":"refused".*custos is stopping' >/dev/null && ok "its refusal is audited" || fail "refused reload not audited"
-audit_grep '"type":"sandbox.process".*"model":"slow-model".*"action":"stop"' >/dev/null && ok "the slow sandbox's stop is audited" || fail "stop of slow-model not audited"
-audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"stop"' >/dev/null && ok "the first sandbox's stop is audited" || fail "stop of test-model not audited"
-out=$("$bin" audit verify "$work/audit" 2>&1)
-grep -q "sealed by a shutdown checkpoint" <<<"$out" && ok "the audit log ends with its shutdown seal" || fail "audit verify: $out"
-grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
+# scenario HOW: custos with one sandboxed model; a reload (HOW: sighup or admin) adds a model
+# whose server sleeps before it listens, so the reload waits for it; a SIGTERM meanwhile.
+scenario() {
+	local how=$1 spid rc
+	rm -rf "$work/audit"
+	conf ""
+	"$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; return; }
+	start_custos "$work/custos.yaml"
+	wait_until 60 answers && ok "$how: the first model answers" || fail "$how: test-model: $(chat test-model)"
+	conf "$(model_yaml slow-model $p2 300)"
+	if [ "$how" = sighup ]; then
+		kill -HUP "$CU_PID"
+	else
+		"$bin" ctl --socket "$work/admin.sock" policy reload >"$work/reload.out" 2>&1 &
+		reloader=$!
+	fi
+	wait_until 60 started && ok "$how: the reload started the slow sandbox" || fail "$how: slow-model not started: $(tail -5 "$work/custos.log")"
+	spid=$(grep -o 'up: model slow-model: sandbox started (pid [0-9]*' "$work/custos.log" | grep -o '[0-9]*$' | tail -1)
+	[ -n "$spid" ] && kill -0 "$spid" 2>/dev/null && ok "$how: its sandbox runs (pid $spid)" || fail "$how: no pid for slow-model"
+	[ -n "$(cgroups_of slow-model)" ] && ok "$how: its cgroup exists" || fail "$how: no cgroup for slow-model"
+
+	# SIGTERM meanwhile: custos exits long before the 120 s start timeout (the limit here is half).
+	kill -TERM "$CU_PID"
+	wait_until 60 exited && ok "$how: custos exited on SIGTERM during the pending reload" || fail "$how: custos still runs 60 s after SIGTERM"
+	wait "$CU_PID" 2>/dev/null
+	rc=$?
+	check "$how: its exit status" "$rc" 0
+	if [ "$how" = admin ]; then
+		wait "$reloader"
+		rc=$?
+		[ "$rc" -ne 0 ] && ok "$how: the admin API reload failed ($(head -c 200 "$work/reload.out"))" || fail "$how: the reload succeeded: $(cat "$work/reload.out")"
+	fi
+	wait_until 30 pid_gone "$spid" && ok "$how: the sandbox it was starting is gone" || fail "$how: pid $spid still runs"
+	wait_until 30 no_cgroup slow-model && ok "$how: no cgroup left" || fail "$how: cgroup left: $(cgroups_of slow-model)"
+	no_cgroup test-model && ok "$how: nor the first model's" || fail "$how: cgroup left: $(cgroups_of test-model)"
+	# the refusal's reason; by SIGHUP also in the log (proxy_run logs a failed reload)
+	[ "$how" = admin ] || { grep -q 'reload: given up, custos is stopping' "$work/custos.log" && ok "$how: the reload was given up" || fail "$how: no 'given up' in the log"; }
+	audit_grep '"type":"policy.reload".*"outcome":"refused".*custos is stopping' >/dev/null && ok "$how: its refusal is audited" || fail "$how: refused reload not audited"
+	audit_grep '"type":"sandbox.process".*"model":"slow-model".*"action":"stop"' >/dev/null && ok "$how: the slow sandbox's stop is audited" || fail "$how: stop of slow-model not audited"
+	audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"stop"' >/dev/null && ok "$how: the first sandbox's stop is audited" || fail "$how: stop of test-model not audited"
+	out=$("$bin" audit verify "$work/audit" 2>&1)
+	grep -q "sealed by a shutdown checkpoint" <<<"$out" && ok "$how: the audit log ends with its shutdown seal" || fail "$how: audit verify: $out"
+	grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "$how: sanitizer report in the log" || ok "$how: no sanitizer report"
+}
+scenario sighup
+scenario admin
 [ "$fails" -eq 0 ]
