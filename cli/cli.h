@@ -81,7 +81,13 @@ struct egress_server;
 void cli_egress_attach(struct egress_server *eg);
 /* A restarted model's sandbox (new netns, new VM channel) got a new egress listener fd
  * (taken over, closed when no listener follows that model). */
-custos_err cli_egress_replace(size_t model_index, int fd) CUSTOS_WUR;
+custos_err cli_egress_replace(size_t index, int fd) CUSTOS_WUR;
+/* A listener for process-sandboxed model m, which a reload added, on fd (taken over, closed on
+ * error), with the identity a sandboxed model gets at start; *index: its listener index. */
+struct cfg_model;
+custos_err cli_egress_add(const struct cfg_model *m, int fd, size_t *index) CUSTOS_WUR;
+/* Closes listener index (its sandbox was removed) and forgets it. */
+custos_err cli_egress_close(size_t index) CUSTOS_WUR;
 /* Highest classification model's sandbox has read through egress (-1: no listener). */
 int cli_egress_taint(const char *model);
 int cmd_sandbox_exec(int argc, char **argv);

@@ -1026,10 +1026,14 @@ static int sup_devnull(void)
 	return devnull;
 }
 
-/* Starts m's process sandbox as x and waits until it answers (or *abort is set); its first
- * egress listener and state reach the proxy on the way. At start and for a reload alike. */
+struct sup_reload;
+static bool sup_reload_given_up(const struct sup_reload *rl);
+
+/* Starts m's process sandbox as x and waits until it answers (or, for reload rl, until that
+ * reload is given up); its first egress listener and state reach the proxy on the way. At
+ * start (rl NULL) and for a reload alike. */
 static custos_err start_process(const custos_config *cfg, const cfg_model *m, struct sup_model *x,
-                                const bool *abort)
+                                const struct sup_reload *rl)
 {
 	ENSURE(m->sandbox.type == CFG_SANDBOX_PROCESS, CUSTOS_ERR_UNSUPPORTED,
 	       "model %s: unknown sandbox type", m->id);
@@ -1077,8 +1081,11 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 		                       step < 1000 ? step : 1000);
 		if (e != CUSTOS_ERR_TIMEOUT || tm_mono_ns() >= end)
 			break;
-		if (abort && __atomic_load_n(abort, __ATOMIC_ACQUIRE)) {
-			e = err_set(CUSTOS_ERR_CLOSED, "custos is stopping");
+		if (rl && sup_reload_given_up(rl)) {
+			e = err_set(CUSTOS_ERR_CLOSED, "%s",
+			            __atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE)
+			                    ? "custos is stopping"
+			                    : "the proxy gave the reload up");
 			break;
 		}
 	}
@@ -1156,6 +1163,14 @@ struct sup_reload {
 	size_t removed[PSX_MAX_MODELS], n_removed;
 };
 
+/* custos is stopping (rl_abort), or the proxy gave this reload up before its answer (a
+ * SIGTERM during it: COMMIT refused). */
+static bool sup_reload_given_up(const struct sup_reload *rl)
+{
+	return __atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE) ||
+	       __atomic_load_n(&rl->commit, __ATOMIC_ACQUIRE) == 0;
+}
+
 static void sup_removed(struct sup_model *x)
 {
 	sup_model_stop(x, true);
@@ -1222,7 +1237,7 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
 		log_info("up: reload: model %s added: starting its sandbox", m->id);
-		GUARD(start_process(next, m, x, &S.rl_abort));
+		GUARD(start_process(next, m, x, rl));
 	}
 	return CUSTOS_OK;
 }
@@ -1338,8 +1353,8 @@ static void sup_reload_commit(uint32_t seq, bool applied)
 	if (rl == NULL || rl->seq != seq)
 		return; /* not the reload being prepared (one refused at once, say) */
 	pthread_mutex_lock(&S.rl_mu);
-	if (rl->commit < 0)
-		rl->commit = applied ? 1 : 0;
+	if (rl->commit < 0) /* start_process reads it unlocked */
+		__atomic_store_n(&rl->commit, applied ? 1 : 0, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&S.rl_cv);
 	pthread_mutex_unlock(&S.rl_mu);
 }
@@ -2333,7 +2348,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	}
 	if (admin_fd >= 0)
 		close(admin_fd);
-	admin_stop(admin); /* its hooks use srv */
+	psx_proxy_stopping(); /* an admin API reload waiting for a sandbox gives up */
+	admin_stop(admin);    /* its hooks use srv */
 	cli_egress_attach(NULL);
 	egress_free(eg);    /* before the sandboxes its listeners live in */
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */

@@ -17,7 +17,9 @@
 #include "custos/sandbox.h"
 
 /* Which models' listeners live inside a sandbox (a restarted sandbox, in a new netns, gets a
- * new one from the supervisor: cli_egress_replace), and the server that serves them. */
+ * new one from the supervisor: cli_egress_replace; a sandbox a reload adds gets one of its own,
+ * cli_egress_add, and a removed one's is closed, cli_egress_close), and the server that
+ * serves them. */
 struct sbx_listener {
 	char *model;
 	size_t index;
@@ -30,6 +32,16 @@ static egress_server *sbx_eg;
 static char *dup_or_null(const char *s)
 {
 	return s ? xstrdup(s) : NULL;
+}
+
+static void sbx_register(const char *model, size_t index)
+{
+	pthread_mutex_lock(&sbx_mu);
+	sbx_reg = realloc(sbx_reg, (sbx_n + 1) * sizeof(*sbx_reg));
+	if (sbx_reg == NULL)
+		abort();
+	sbx_reg[sbx_n++] = (struct sbx_listener){ xstrdup(model), index };
+	pthread_mutex_unlock(&sbx_mu);
 }
 
 custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *audit, int *sbx_fds,
@@ -63,12 +75,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 			l->fd = sbx_fds[i];
 			sbx_fds[i] = -1;
 			l->isolation = sbx_vm && sbx_vm[i] ? POLICY_ISO_VM : POLICY_ISO_PROCESS;
-			pthread_mutex_lock(&sbx_mu);
-			sbx_reg = realloc(sbx_reg, (sbx_n + 1) * sizeof(*sbx_reg));
-			if (sbx_reg == NULL)
-				abort();
-			sbx_reg[sbx_n++] = (struct sbx_listener){ xstrdup(l->model), i };
-			pthread_mutex_unlock(&sbx_mu);
+			sbx_register(l->model, i);
 			continue;
 		}
 		char addr[32];
@@ -140,6 +147,50 @@ int cli_egress_taint(const char *model)
 			t = egress_taint(sbx_eg, sbx_reg[i].index);
 	pthread_mutex_unlock(&sbx_mu);
 	return t;
+}
+
+custos_err cli_egress_add(const cfg_model *m, int fd, size_t *index)
+{
+	custos_err e;
+
+	/* What cli_egress_options gives a process-sandboxed model at start. */
+	egress_listener_opts lo = { .fd = fd,
+		                    .model = xstrdup(m->id),
+		                    .sandbox = dup_or_null(m->sandbox.profile),
+		                    .isolation = POLICY_ISO_PROCESS };
+	if (m->upstream.kind != CFG_UPSTREAM_SANDBOX || m->sandbox.type != CFG_SANDBOX_PROCESS) {
+		e = err_set(CUSTOS_ERR_UNSUPPORTED, "model %s: not a process sandbox", m->id);
+	} else {
+		pthread_mutex_lock(&sbx_mu);
+		e = sbx_eg ? egress_listener_add(sbx_eg, &lo, index)
+		           : err_set(CUSTOS_ERR_CLOSED, "egress: no egress proxy");
+		pthread_mutex_unlock(&sbx_mu);
+	}
+	if (lo.fd >= 0) /* not taken */
+		close(lo.fd);
+	free(lo.model);
+	free(lo.sandbox);
+	if (e == CUSTOS_OK)
+		sbx_register(m->id, *index);
+	return e;
+}
+
+custos_err cli_egress_close(size_t index)
+{
+	custos_err e = CUSTOS_OK;
+
+	pthread_mutex_lock(&sbx_mu);
+	for (size_t i = 0; i < sbx_n; i++) {
+		if (sbx_reg[i].index != index)
+			continue;
+		if (sbx_eg)
+			e = egress_listener_close(sbx_eg, index);
+		free(sbx_reg[i].model);
+		sbx_reg[i] = sbx_reg[--sbx_n];
+		break;
+	}
+	pthread_mutex_unlock(&sbx_mu);
+	return e;
 }
 
 custos_err cli_egress_replace(size_t model_index, int fd)

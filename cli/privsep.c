@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,11 @@ _Static_assert(CFG_MAX_ID_LEN <= ADMIN_SANDBOX_NAME_MAX, "a model id fits an adm
 struct px_model {
 	char id[CFG_MAX_ID_LEN + 1];
 	size_t cfg_index; /* in the starting custos.yaml (egress); SIZE_MAX: added by a reload */
+	/* Its egress listener's index in the egress server (SIZE_MAX: none yet). One a reload
+	 * added gets it at COMMIT, from eg_fd, the listener the supervisor made inside its
+	 * sandbox meanwhile (-1: none): the listener's identity is the applied configuration's. */
+	size_t eg_index;
+	int eg_fd;
 	bool vm;
 	bool gone; /* removed by a reload and stopped */
 	/* In the configuration applied now (the admin API lists it): false from ADDED until the
@@ -145,6 +151,7 @@ static struct {
 	pthread_t th;
 	bool th_started;
 	bool bye, lost;
+	bool stopping; /* proxy_run returned: a reload still waiting gives up */
 } P = { .sock = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.send_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -160,6 +167,8 @@ void psx_proxy_init(int sock, const custos_config *cfg)
 		struct px_model *x = &P.m[P.n++];
 		snprintf(x->id, sizeof(x->id), "%s", m->id);
 		x->cfg_index = i;
+		x->eg_index = i; /* cli_egress_options: one listener per model, in file order */
+		x->eg_fd = -1;
 		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
 		x->configured = true;
 	}
@@ -252,12 +261,19 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 				close(egress_fds[x->cfg_index]);
 			egress_fds[x->cfg_index] = m->fds[0];
 			m->fds[0] = -1;
-		} else if (P.eg && x->cfg_index != SIZE_MAX) {
-			if (cli_egress_replace(x->cfg_index, m->fds[0]) != CUSTOS_OK)
+		} else if (P.eg && x->eg_index != SIZE_MAX) {
+			if (cli_egress_replace(x->eg_index, m->fds[0]) != CUSTOS_OK)
 				log_error(
 				        "egress: model %s restarted without an egress listener: %s",
 				        x->id, err_msg());
 			m->fds[0] = -1; /* the egress server's now, or closed by it */
+		} else if (P.eg && x->cfg_index == SIZE_MAX && !x->gone) {
+			/* added by a reload not applied yet: served from COMMIT on (its
+			 * connections wait in the socket's backlog until then) */
+			if (x->eg_fd >= 0)
+				close(x->eg_fd);
+			x->eg_fd = m->fds[0];
+			m->fds[0] = -1;
 		}
 		break;
 	case PSX_AUDIT: {
@@ -302,6 +318,8 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			memcpy(x->id, m->payload, m->h.len);
 			x->id[m->h.len] = '\0';
 			x->cfg_index = SIZE_MAX;
+			x->eg_index = SIZE_MAX;
+			x->eg_fd = -1;
 		} else {
 			log_warn("privsep: a malformed ADDED from the supervisor (slot %u)",
 			         (unsigned)m->h.model);
@@ -312,6 +330,15 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			x->gone = true;
 			x->have_state = false;
 			pool_flush(x);
+			/* Its sandbox is stopped: its egress listener goes too (docs/EGRESS.md). */
+			if (x->eg_fd >= 0)
+				close(x->eg_fd);
+			x->eg_fd = -1;
+			if (P.eg && x->eg_index != SIZE_MAX &&
+			    cli_egress_close(x->eg_index) != CUSTOS_OK)
+				log_error("egress: model %s: listener not closed: %s", x->id,
+				          err_msg());
+			x->eg_index = SIZE_MAX;
 			pthread_cond_broadcast(&P.cv);
 		}
 		break;
@@ -494,10 +521,28 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 		return err_set(CUSTOS_ERR_CLOSED, "reload: the supervisor cannot be asked to start "
 		                                  "the sandboxes");
 	}
-	while (P.rl_answers == answers && !P.lost && r != ETIMEDOUT)
-		r = pthread_cond_timedwait(&P.cv, &P.mu, &dl);
+	/* In steps: a SIGTERM (SIGINT) sent meanwhile is left pending for proxy_run, which stops
+	 * custos once this reload is given up (the supervisor stops what it was starting at the
+	 * refused COMMIT); a sandbox's start timeout does not hold the shutdown. */
+	bool stopping = false;
+	while (P.rl_answers == answers && !P.lost && r != ETIMEDOUT && !stopping) {
+		struct timespec step;
+		deadline_in(&step, 200);
+		bool last = step.tv_sec > dl.tv_sec ||
+		            (step.tv_sec == dl.tv_sec && step.tv_nsec >= dl.tv_nsec);
+		r = pthread_cond_timedwait(&P.cv, &P.mu, last ? &dl : &step);
+		if (r == ETIMEDOUT && !last)
+			r = 0;
+		sigset_t pend;
+		stopping = P.stopping ||
+		           (sigpending(&pend) == 0 &&
+		            (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1));
+	}
 	custos_err e = CUSTOS_OK;
-	if (P.rl_answers == answers)
+	if (P.rl_answers == answers && stopping)
+		e = err_set(CUSTOS_ERR_CLOSED, "reload: given up, custos is stopping (the "
+		                               "sandboxes it was starting are stopped)");
+	else if (P.rl_answers == answers)
 		e = err_set(CUSTOS_ERR_TIMEOUT,
 		            "reload: the supervisor did not start the sandboxes in %llu ms",
 		            (unsigned long long)wait_ms);
@@ -507,19 +552,43 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 	return e;
 }
 
+void psx_proxy_stopping(void)
+{
+	pthread_mutex_lock(&P.mu);
+	P.stopping = true;
+	pthread_cond_broadcast(&P.cv);
+	pthread_mutex_unlock(&P.mu);
+}
+
 void psx_proxy_commit(bool applied, const custos_config *next)
 {
 	pthread_mutex_lock(&P.mu);
 	psx_hdr h = { .type = PSX_COMMIT, .gen = P.rl_seq, .arg = applied ? 1 : 0 };
 	/* The admin API lists what is configured now: the added sandboxes from here, the removed
 	 * ones no more (the supervisor stops them later, after their requests finished). */
-	for (size_t i = 0; applied && next && i < P.n; i++) {
+	for (size_t i = 0; i < P.n; i++) {
 		struct px_model *x = &P.m[i];
-		bool kept = false;
-		for (size_t k = 0; k < next->n_models && !kept; k++)
-			kept = next->models[k].upstream.kind == CFG_UPSTREAM_SANDBOX &&
-			       strcmp(next->models[k].id, x->id) == 0;
-		x->configured = kept && !x->gone;
+		const cfg_model *kept = NULL;
+		for (size_t k = 0; applied && next && k < next->n_models && !kept; k++)
+			if (next->models[k].upstream.kind == CFG_UPSTREAM_SANDBOX &&
+			    strcmp(next->models[k].id, x->id) == 0)
+				kept = &next->models[k];
+		if (applied && next)
+			x->configured = kept && !x->gone;
+		if (x->eg_fd < 0)
+			continue;
+		/* An added sandbox's egress listener, made inside it while the reload was
+		 * prepared: served from now on, as the applied configuration names it; refused,
+		 * the sandbox is stopped and the listener with it. */
+		int fd = x->eg_fd;
+		x->eg_fd = -1;
+		if (kept && !x->gone && P.eg) {
+			if (cli_egress_add(kept, fd, &x->eg_index) != CUSTOS_OK)
+				log_error("egress: model %s added without an egress listener: %s",
+				          x->id, err_msg());
+		} else {
+			close(fd);
+		}
 	}
 	pthread_mutex_unlock(&P.mu);
 	pthread_mutex_lock(&P.send_mu);
@@ -621,8 +690,12 @@ void psx_proxy_finish(void)
 		P.th_started = false;
 	}
 	pthread_mutex_lock(&P.mu);
-	for (size_t i = 0; i < P.n; i++)
+	for (size_t i = 0; i < P.n; i++) {
 		pool_flush(&P.m[i]);
+		if (P.m[i].eg_fd >= 0)
+			close(P.m[i].eg_fd);
+		P.m[i].eg_fd = -1;
+	}
 	for (size_t i = 0; i < P.nheld; i++)
 		free(P.held[i]);
 	P.nheld = 0;

@@ -122,6 +122,8 @@ custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
  * for them to be ready. On CUSTOS_OK they are in the mirror (psx_proxy_find). Whatever the
  * result, psx_proxy_commit must follow. */
 custos_err psx_proxy_reload(uint64_t wait_ms) CUSTOS_WUR;
+/* The proxy stops: a reload waiting in psx_proxy_reload (the admin API's) gives up now. */
+void psx_proxy_stopping(void);
 /* Tells the supervisor whether the reload psx_proxy_reload prepared was applied: it then stops
  * the removed sandboxes (after limits.timeouts.shutdown), or else the added ones at once. */
 void psx_proxy_commit(bool applied, const struct custos_config *next);

@@ -287,16 +287,11 @@ static bool sandboxed(const cfg_model *m)
 }
 
 /* A process-sandboxed model may come or go by a reload (the supervisor starts or stops its
- * sandbox: docs/SANDBOX.md, "Reload"); a VM may not, nor may either while the egress proxy
- * runs (its listeners are made per sandbox at start). */
-static void sandbox_set_diff(struct rdiff *r, const custos_config *a, const custos_config *b,
-                             const cfg_model *m, size_t i, const char *what)
+ * sandbox, and the egress listener inside it: docs/SANDBOX.md, "Reload"); a VM may not. */
+static void sandbox_set_diff(struct rdiff *r, const cfg_model *m, size_t i, const char *what)
 {
 	if (m->sandbox.type == CFG_SANDBOX_VM)
 		note(r, "models[%zu] (%s).sandbox (a sandboxed VM %s)", i, m->id, what);
-	else if (a->egress.enabled || b->egress.enabled)
-		note(r, "models[%zu] (%s).sandbox (a sandboxed model %s while egress is enabled)",
-		     i, m->id, what);
 }
 
 /* A sandboxed model that stays is what the supervisor started: its sandbox (and the profile it
@@ -309,7 +304,7 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		size_t k;
 		const cfg_model *o = model_by_id(a, n->id, &k);
 		if (sandboxed(n) && !sandboxed(o))
-			sandbox_set_diff(r, a, b, n, i, "added");
+			sandbox_set_diff(r, n, i, "added");
 	}
 	for (size_t i = 0; i < a->n_models && !r->found; i++) {
 		const cfg_model *o = &a->models[i];
@@ -320,7 +315,7 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		const cfg_model *n = model_by_id(b, o->id, &k);
 		char p[128];
 		if (!sandboxed(n)) {
-			sandbox_set_diff(r, a, b, o, i, "removed");
+			sandbox_set_diff(r, o, i, "removed");
 			continue;
 		}
 		snprintf(p, sizeof(p), "models[%zu] (%s).sandbox.", k, o->id);

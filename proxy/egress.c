@@ -671,6 +671,7 @@ custos_err egress_create(egress_options *o, egress_server **out)
 	memset(o, 0, sizeof(*o));
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->eng_lock, NULL);
+	pthread_mutex_init(&s->ls_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if (s->o.nsources > EGRESS_MAX_SOURCES || s->o.nlisteners > EGRESS_MAX_LISTENERS) {
 		e = err_set(CUSTOS_ERR_LIMIT, "egress: too many sources or listeners");
@@ -767,7 +768,8 @@ custos_err egress_create(egress_options *o, egress_server **out)
 	} else {
 		log_warn("egress: no policy file: the data-source catalogue alone decides");
 	}
-	s->ls = xcalloc(s->o.nlisteners ? s->o.nlisteners : 1, sizeof(*s->ls));
+	s->ls_cap = s->o.nlisteners + EGRESS_MAX_ADDED;
+	s->ls = xcalloc(s->ls_cap, sizeof(*s->ls));
 	for (size_t i = 0; i < s->o.nlisteners; i++) {
 		egress_listener_opts *lo = &s->o.listeners[i];
 		elistener *l = &s->ls[s->nls++];
@@ -866,7 +868,7 @@ static void *accept_main(void *arg)
 	egress_server *s = l->srv;
 	proc_name_self("custos-eg-acc");
 
-	while (!atomic_load(&s->stopping)) {
+	while (!atomic_load(&s->stopping) && !atomic_load(&l->closing)) {
 		int nf = atomic_exchange(&l->next_fd, -1);
 		if (nf >= 0) { /* the sandbox restarted in a new netns: serve it there */
 			close(l->fd);
@@ -906,7 +908,30 @@ static void *accept_main(void *arg)
 		}
 		egress_conn_spawn(s, l, fd, a, NULL, 0);
 	}
+	if (atomic_load(&l->closing)) { /* its sandbox is gone: so is the socket, now */
+		close(l->fd);
+		l->fd = -1;
+		int nf = atomic_exchange(&l->next_fd, -1);
+		if (nf >= 0)
+			close(nf);
+		log_info("egress: listener %zu for model %s closed (sandbox removed)", l->index,
+		         l->model ? l->model : "(none)");
+	}
 	return NULL;
+}
+
+/* Starts l's accept thread (called with s->ls_mu held). */
+static custos_err listener_start(elistener *l)
+{
+	int rc = pthread_create(&l->th, NULL, accept_main, l);
+	if (rc != 0) {
+		errno = rc;
+		return err_sys("egress: accept thread");
+	}
+	l->started = true;
+	log_info("egress: listener %zu on port %u for model %s", l->index, l->port,
+	         l->model ? l->model : "(none)");
+	return CUSTOS_OK;
 }
 
 custos_err egress_start(egress_server *s)
@@ -919,18 +944,13 @@ custos_err egress_start(egress_server *s)
 	} else {
 		log_info("egress: plain forward requests on connection threads");
 	}
-	for (size_t i = 0; i < s->nls; i++) {
-		elistener *l = &s->ls[i];
-		int rc = pthread_create(&l->th, NULL, accept_main, l);
-		if (rc != 0) {
-			errno = rc;
-			return err_sys("egress: accept thread");
-		}
-		l->started = true;
-		log_info("egress: listener %zu on port %u for model %s", i, l->port,
-		         l->model ? l->model : "(none)");
-	}
-	return CUSTOS_OK;
+	custos_err e = CUSTOS_OK;
+	pthread_mutex_lock(&s->ls_mu);
+	for (size_t i = 0; i < s->nls && e == CUSTOS_OK; i++)
+		e = listener_start(&s->ls[i]);
+	s->ls_running = e == CUSTOS_OK;
+	pthread_mutex_unlock(&s->ls_mu);
+	return e;
 }
 
 static bool all_idle(egress_server *s)
@@ -946,12 +966,15 @@ void egress_stop(egress_server *s)
 	if (s == NULL)
 		return;
 	atomic_store(&s->stopping, true);
+	pthread_mutex_lock(&s->ls_mu);
+	s->ls_running = false; /* no listener added from here */
 	for (size_t i = 0; i < s->nls; i++) {
 		if (s->ls[i].started) {
 			pthread_join(s->ls[i].th, NULL);
 			s->ls[i].started = false;
 		}
 	}
+	pthread_mutex_unlock(&s->ls_mu);
 	egress_relay_stop(s); /* tunnels cut off and audited; no more handed over */
 	egress_fwd_stop(s);   /* forward loops: open requests cut off and audited */
 	/* Connection threads are detached: shut their sockets and wait for them to leave. */
@@ -990,6 +1013,7 @@ void egress_free(egress_server *s)
 	egress_options_free(&s->o);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->eng_lock);
+	pthread_mutex_destroy(&s->ls_mu);
 	pthread_cond_destroy(&s->idle);
 	free(s);
 }
@@ -1012,9 +1036,76 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file)
 	return e;
 }
 
+custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_t *index)
+{
+	custos_err e = CUSTOS_OK;
+
+	pthread_mutex_lock(&s->ls_mu);
+	if (lo->fd < 0)
+		e = err_set(CUSTOS_ERR_INVAL, "egress: model %s: no listening socket",
+		            lo->model ? lo->model : "(none)");
+	else if (s->nls >= s->ls_cap)
+		e = err_set(CUSTOS_ERR_LIMIT,
+		            "egress: %d listeners added over custos' life reach the limit "
+		            "(restart custos)",
+		            EGRESS_MAX_ADDED);
+	else if (atomic_load(&s->stopping))
+		e = err_set(CUSTOS_ERR_CLOSED, "egress: the proxy is stopping");
+	if (e != CUSTOS_OK) {
+		pthread_mutex_unlock(&s->ls_mu);
+		return e;
+	}
+	size_t i = s->nls;
+	elistener *l = &s->ls[i];
+	memset(l, 0, sizeof(*l));
+	l->srv = s;
+	l->index = i;
+	atomic_init(&l->next_fd, -1);
+	l->fd = lo->fd;
+	l->port = fd_port(l->fd);
+	l->model = lo->model;
+	l->sandbox = lo->sandbox;
+	l->isolation = lo->isolation;
+	free(lo->address);
+	memset(lo, 0, sizeof(*lo));
+	lo->fd = -1;
+	if (s->ls_running)
+		e = listener_start(l);
+	if (e != CUSTOS_OK) { /* not published: freed here */
+		close(l->fd);
+		free(l->model);
+		free(l->sandbox);
+		memset(l, 0, sizeof(*l));
+	} else {
+		__atomic_store_n(&s->nls, i + 1, __ATOMIC_RELEASE);
+		*index = i;
+	}
+	pthread_mutex_unlock(&s->ls_mu);
+	return e;
+}
+
+custos_err egress_listener_close(egress_server *s, size_t i)
+{
+	pthread_mutex_lock(&s->ls_mu);
+	if (i >= s->nls) {
+		pthread_mutex_unlock(&s->ls_mu);
+		return err_set(CUSTOS_ERR_INVAL, "egress: no listener %zu", i);
+	}
+	elistener *l = &s->ls[i];
+	atomic_store(&l->closing, true);
+	/* A running accept thread closes the socket on its way out, within its poll interval
+	 * (egress_stop joins it): the caller may hold locks the forward path needs. */
+	if (!l->started && l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+	pthread_mutex_unlock(&s->ls_mu);
+	return CUSTOS_OK;
+}
+
 custos_err egress_listener_replace(egress_server *s, size_t i, int fd)
 {
-	if (i >= s->nls) {
+	if (i >= __atomic_load_n(&s->nls, __ATOMIC_ACQUIRE)) {
 		close(fd);
 		return err_set(CUSTOS_ERR_INVAL, "egress: no listener %zu", i);
 	}
@@ -1030,10 +1121,10 @@ custos_err egress_listener_replace(egress_server *s, size_t i, int fd)
 
 unsigned egress_bound_port(const egress_server *s, size_t i)
 {
-	return i < s->nls ? s->ls[i].port : 0;
+	return i < __atomic_load_n(&s->nls, __ATOMIC_ACQUIRE) ? s->ls[i].port : 0;
 }
 
 int egress_taint(const egress_server *s, size_t i)
 {
-	return i < s->nls ? atomic_load(&s->ls[i].taint) : 0;
+	return i < __atomic_load_n(&s->nls, __ATOMIC_ACQUIRE) ? atomic_load(&s->ls[i].taint) : 0;
 }

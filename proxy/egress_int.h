@@ -40,9 +40,10 @@ typedef struct elistener {
 	unsigned port;
 	pthread_t th;
 	bool started;
-	atomic_uint active; /* open connections */
-	atomic_int taint;   /* policy_class read so far */
-	atomic_int next_fd; /* a replacement listener (restarted sandbox), or -1 */
+	atomic_uint active;  /* open connections */
+	atomic_int taint;    /* policy_class read so far */
+	atomic_int next_fd;  /* a replacement listener (restarted sandbox), or -1 */
+	atomic_bool closing; /* its sandbox was removed: the accept thread ends */
 	char *model, *sandbox;
 	int isolation;
 } elistener;
@@ -58,8 +59,11 @@ struct egress_server {
 	egress_options o; /* sources/listeners moved out into the arrays below */
 	esource *src;
 	size_t nsrc;
-	elistener *ls;
-	size_t nls;
+	elistener *ls; /* room for o.nlisteners + EGRESS_MAX_ADDED: never moved (conns point in) */
+	size_t nls;    /* ls_mu; read unlocked with __atomic (entries below it are set up) */
+	size_t ls_cap;
+	pthread_mutex_t ls_mu;      /* adding, closing, starting and stopping listeners */
+	bool ls_running;            /* egress_start ran and egress_stop did not (ls_mu) */
 	struct policy_store *store; /* NULL: no policy file (the catalogue alone decides) */
 	mint *mint;
 	atomic_bool stopping;

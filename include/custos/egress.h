@@ -13,7 +13,8 @@
 /* Named limits (STYLE.md 6); options may lower them. */
 #define EGRESS_MAX_SOURCES      4096
 #define EGRESS_MAX_LISTENERS    256
-#define EGRESS_MAX_CONNS        65536          /* per listener, hard ceiling */
+#define EGRESS_MAX_CONNS        65536 /* per listener, hard ceiling */
+#define EGRESS_MAX_ADDED        64    /* listeners added after egress_create (sandboxes reloaded) */
 #define EGRESS_MAX_REQUEST_BODY (64u << 20)    /* request body a model may send */
 #define EGRESS_DEFAULT_RESPONSE (100ull << 20) /* response body cap when none is set */
 /* Bytes held for content inspection: a request body the rule inspects, a JSON response body,
@@ -112,6 +113,15 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTO
  * sandbox's new netns; the accept thread switches within its poll interval and closes the old
  * one. The listener's taint starts over (the new instance has read nothing). */
 custos_err egress_listener_replace(egress_server *s, size_t i, int fd) CUSTOS_WUR;
+/* Adds a listener on lo->fd (taken over, as are lo's strings; lo is zeroed) for a sandbox a
+ * reload added, with its accept thread when the server runs; *index is its number for the
+ * calls here. At most EGRESS_MAX_ADDED over the server's life (indexes are never reused). */
+custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo,
+                               size_t *index) CUSTOS_WUR;
+/* Closes listener i (its sandbox was removed): its accept thread ends and closes its socket
+ * within its poll interval (egress_stop joins it); connections it accepted finish on their
+ * own. Its index is not reused. */
+custos_err egress_listener_close(egress_server *s, size_t i) CUSTOS_WUR;
 /* The port listener i is bound to (0 when none). */
 unsigned egress_bound_port(const egress_server *s, size_t i);
 /* Highest classification (policy_class) the sandbox behind listener i has read. */

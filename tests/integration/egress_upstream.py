@@ -7,9 +7,11 @@ data source through the egress proxy while it answers a chat request.
                                                  receives is appended to FILE)
   egress_upstream.py model PORT PROXY URL        model server: POST /v1/chat/completions fetches
                                                  URL through PROXY and returns it as the reply
+                                                 (a prompt "fetch http://...": that URL instead)
 """
 import json
 import os
+import re
 import ssl
 import sys
 import time
@@ -157,7 +159,8 @@ class Model(BaseHTTPRequestHandler):
         prompt = self.rfile.read(n)
         opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy}))
-        req = urllib.request.Request(self.url)
+        m = re.search(rb"fetch (http://[^\"\s]+)", prompt)
+        req = urllib.request.Request(m.group(1).decode() if m else self.url)
         if b"forward-request-id" in prompt:  # batching servers name the request they serve
             req.add_header("X-Custos-Request-Id", self.headers.get("X-Request-Id", ""))
         try:

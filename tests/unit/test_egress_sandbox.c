@@ -3,7 +3,8 @@
  * sandbox's network namespace (sandbox_listen_inside), curl runs inside with http_proxy set,
  * reads an allowed source through custos, is refused an unknown one (403), and cannot reach
  * the data source directly (the namespace has loopback only). Skipped where sandboxes cannot
- * be made (no user namespaces).
+ * be made (no user namespaces). Listeners added and closed while the server runs (the
+ * sandboxes reloads add and remove) keep their own identity and taint.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +14,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -140,10 +142,118 @@ static void test_sandbox_egress(void **st)
 	close(data_fd);
 }
 
+/* A listening socket on 127.0.0.1 (any port), as one made inside a sandbox would be. */
+static int loopback_listener(unsigned *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* GET http://localhost:dport/ok through the egress listener on port: the status, or -1 when
+ * the listener cannot be reached. */
+static int proxy_get(unsigned port, unsigned dport)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		                  .sin_port = htons((uint16_t)port),
+		                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+		close(fd);
+		return -1;
+	}
+	char req[256], resp[4096];
+	int n = snprintf(req, sizeof(req),
+	                 "GET http://localhost:%u/ok HTTP/1.1\r\nHost: localhost:%u\r\n"
+	                 "Connection: close\r\n\r\n",
+	                 dport, dport);
+	assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+	size_t got = 0;
+	ssize_t r;
+	while (got < sizeof(resp) - 1 && (r = recv(fd, resp + got, sizeof(resp) - 1 - got, 0)) > 0)
+		got += (size_t)r;
+	resp[got] = '\0';
+	close(fd);
+	int code = -1;
+	if (sscanf(resp, "HTTP/1.1 %d", &code) != 1)
+		code = 0;
+	return code;
+}
+
+/* Listeners added and closed while the server runs (sandboxes a reload adds and removes): the
+ * added one serves with its own model and taint, a closed one stops accepting, the first one
+ * is untouched; bad calls are refused. */
+static void test_listener_add_close(void **st)
+{
+	(void)st;
+	unsigned dport = 0, p0 = 0, p1 = 0;
+	data_fd = loopback_listener(&dport);
+	atomic_store(&data_stop, false);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, data_main, NULL), 0);
+
+	egress_options o;
+	egress_options_init(&o, 1, 1);
+	o.sources[0].id = xstrdup("data");
+	o.sources[0].host = xstrdup("localhost");
+	o.sources[0].port = (uint16_t)dport;
+	o.sources[0].allow_private = true;
+	o.nsources = 1;
+	o.listeners[0].fd = loopback_listener(&p0);
+	o.listeners[0].model = xstrdup("m-first");
+	o.nlisteners = 1;
+	egress_server *eg = NULL;
+	assert_int_equal(egress_create(&o, &eg), CUSTOS_OK);
+	assert_int_equal(egress_start(eg), CUSTOS_OK);
+
+	size_t idx = 99;
+	egress_listener_opts lo = { .fd = -1, .model = xstrdup("m-added") };
+	assert_int_equal(egress_listener_add(eg, &lo, &idx), CUSTOS_ERR_INVAL); /* no socket */
+	assert_int_equal(idx, 99);
+	lo.fd = loopback_listener(&p1);
+	lo.sandbox = xstrdup("default");
+	assert_int_equal(egress_listener_add(eg, &lo, &idx), CUSTOS_OK);
+	assert_int_equal(idx, 1);
+	assert_null(lo.model); /* taken over */
+	assert_int_equal(lo.fd, -1);
+	assert_int_equal(egress_bound_port(eg, 1), p1);
+
+	assert_int_equal(proxy_get(p1, dport), 200);
+	assert_int_equal(egress_taint(eg, 1), 3); /* its own taint (no policy: the worst) */
+	assert_int_equal(egress_taint(eg, 0), 0); /* not the first listener's */
+
+	assert_int_equal(egress_listener_close(eg, 7), CUSTOS_ERR_INVAL);
+	assert_int_equal(egress_listener_close(eg, 1), CUSTOS_OK);
+	int code = 0;
+	for (int i = 0; i < 500 && code != -1; i++) { /* closed by its accept thread */
+		code = proxy_get(p1, dport);
+		if (code != -1)
+			poll(NULL, 0, 10);
+	}
+	assert_int_equal(code, -1);
+	assert_int_equal(proxy_get(p0, dport), 200); /* the first listener still serves */
+	assert_int_equal(egress_taint(eg, 0), 3);
+
+	egress_free(eg);
+	atomic_store(&data_stop, true);
+	pthread_join(th, NULL);
+	close(data_fd);
+	data_fd = -1;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sandbox_egress),
+		cmocka_unit_test(test_listener_add_close),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
