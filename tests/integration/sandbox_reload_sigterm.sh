@@ -47,7 +47,9 @@ $1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}')
 chat() { "${C[@]}" -H "Authorization: Bearer $ALICE" -d '{"model":"'"$1"'","messages":[{"role":"user","content":"hi"}]}' "https://localhost:$PORT/v1/chat/completions"; }
 answers() { [ "$(chat test-model)" = 200 ]; }
-cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-*" 2>/dev/null; }
+# MODEL's cgroups made by this test's custos (named custos-MODEL-<supervisor pid>-<generation>:
+# other tests running at the same time have sandboxes named test-model too).
+cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-$CU_PID-*" 2>/dev/null; }
 no_cgroup() { [ -z "$(cgroups_of "$1")" ]; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 exited() { ! kill -0 "$CU_PID" 2>/dev/null; }
