@@ -363,7 +363,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 				                          NS_PER_MS
 				                : 120000;
 		uc->psx_pending = true;
-		log_info("up: reload: custos.yaml adds or removes sandboxed models: the "
+		log_info("up: reload: custos.yaml adds, removes or changes sandboxed models: the "
 		         "supervisor starts and stops them");
 		e = psx_proxy_reload(wait_ms);
 	}
@@ -1144,11 +1144,11 @@ static custos_err start_sandboxes(const custos_config *cfg)
 }
 
 /* =============================================================================================
- * A reload that adds or removes sandboxed models (docs/SANDBOX.md, "Reload"). The proxy only
- * says that custos.yaml changed (RELOAD): the supervisor reads the file itself, checks it
- * against what it runs as the proxy did (config_reload_check), and starts what the file says,
- * nothing the proxy names. Its thread starts the new sandboxes and waits until they answer
- * while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
+ * A reload that adds, removes or replaces sandboxed models (docs/SANDBOX.md, "Reload"). The
+ * proxy only says that custos.yaml changed (RELOAD): the supervisor reads the file itself,
+ * checks it against what it runs as the proxy did (config_reload_check), and starts what the
+ * file says, nothing the proxy names. Its thread starts the new sandboxes and waits until they
+ * answer while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
  * waits for the proxy's COMMIT: applied, the removed sandboxes are stopped after
  * limits.timeouts.shutdown (their in-flight requests finish); refused, the added ones are
  * stopped at once and the previous configuration stays.
