@@ -363,7 +363,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 				                          NS_PER_MS
 				                : 120000;
 		uc->psx_pending = true;
-		log_info("up: reload: custos.yaml adds or removes sandboxed models: the "
+		log_info("up: reload: custos.yaml adds, removes or changes sandboxed models: the "
 		         "supervisor starts and stops them");
 		e = psx_proxy_reload(wait_ms);
 	}
@@ -1144,11 +1144,11 @@ static custos_err start_sandboxes(const custos_config *cfg)
 }
 
 /* =============================================================================================
- * A reload that adds or removes sandboxed models (docs/SANDBOX.md, "Reload"). The proxy only
- * says that custos.yaml changed (RELOAD): the supervisor reads the file itself, checks it
- * against what it runs as the proxy did (config_reload_check), and starts what the file says,
- * nothing the proxy names. Its thread starts the new sandboxes and waits until they answer
- * while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
+ * A reload that adds, removes or replaces sandboxed models (docs/SANDBOX.md, "Reload"). The
+ * proxy only says that custos.yaml changed (RELOAD): the supervisor reads the file itself,
+ * checks it against what it runs as the proxy did (config_reload_check), and starts what the
+ * file says, nothing the proxy names. Its thread starts the new sandboxes and waits until they
+ * answer while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
  * waits for the proxy's COMMIT: applied, the removed sandboxes are stopped after
  * limits.timeouts.shutdown (their in-flight requests finish); refused, the added ones are
  * stopped at once and the previous configuration stays.
@@ -1207,10 +1207,19 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	custos_config *next = rl->next;
 	reload_cli_overrides(S.start, next);
 	GUARD(config_reload_check(S.running, next));
+	/* A model that stays with other sandbox settings is replaced: removed (stopped once the
+	 * reload is applied and its requests finished) and added (started now, beside the old
+	 * sandbox, which keeps serving until then). */
+	bool replace[PSX_MAX_MODELS] = { false };
 	size_t n_add = 0;
-	for (size_t i = 0; i < next->n_models; i++)
-		if (sup_sandboxed(&next->models[i]) && sup_live(next->models[i].id) == NULL)
+	for (size_t i = 0; i < S.n; i++)
+		if (!S.m[i].gone && config_sandbox_replaced(S.running, next, S.m[i].id))
+			replace[i] = true;
+	for (size_t i = 0; i < next->n_models; i++) {
+		const struct sup_model *o = sup_live(next->models[i].id);
+		if (sup_sandboxed(&next->models[i]) && (o == NULL || replace[o->slot]))
 			n_add++;
+	}
 	ENSURE(S.n + n_add <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT,
 	       "reload: %zu sandboxes added over custos' life reach the limit of %d (restart "
 	       "custos)",
@@ -1223,12 +1232,13 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 		for (size_t k = 0; k < next->n_models && !kept; k++)
 			kept = sup_sandboxed(&next->models[k]) &&
 			       strcmp(next->models[k].id, x->id) == 0;
-		if (!kept)
+		if (!kept || replace[i])
 			rl->removed[rl->n_removed++] = i;
 	}
 	for (size_t i = 0; i < next->n_models; i++) {
 		const cfg_model *m = &next->models[i];
-		if (!sup_sandboxed(m) || sup_live(m->id))
+		const struct sup_model *o = sup_sandboxed(m) ? sup_live(m->id) : NULL;
+		if (!sup_sandboxed(m) || (o && !replace[o->slot]))
 			continue;
 		struct sup_model *x = sup_model_new(next, m);
 		rl->added[rl->n_added++] = x->slot;
@@ -1236,7 +1246,13 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			      .model = (uint16_t)x->slot,
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
-		log_info("up: reload: model %s added: starting its sandbox", m->id);
+		if (o)
+			log_info(
+			        "up: reload: model %s changed: starting its new sandbox beside the "
+			        "old one",
+			        m->id);
+		else
+			log_info("up: reload: model %s added: starting its sandbox", m->id);
 		GUARD(start_process(next, m, x, rl));
 	}
 	return CUSTOS_OK;

@@ -400,7 +400,9 @@ int psx_proxy_find(const char *id)
 {
 	int k = -1;
 	pthread_mutex_lock(&P.mu);
-	for (size_t i = 0; i < P.n && k < 0; i++)
+	/* The newest: a model whose sandbox a reload replaces has two slots until the old one is
+	 * stopped, and the reload's configuration routes to the new one. */
+	for (size_t i = P.n; i-- > 0 && k < 0;)
 		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0)
 			k = (int)i;
 	pthread_mutex_unlock(&P.mu);
@@ -573,8 +575,12 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 			if (next->models[k].upstream.kind == CFG_UPSTREAM_SANDBOX &&
 			    strcmp(next->models[k].id, x->id) == 0)
 				kept = &next->models[k];
+		/* A replaced sandbox (a newer slot with its id) is no longer the configured one. */
+		bool newest = true;
+		for (size_t j = i + 1; j < P.n && newest; j++)
+			newest = P.m[j].gone || strcmp(P.m[j].id, x->id) != 0;
 		if (applied && next)
-			x->configured = kept && !x->gone;
+			x->configured = kept && !x->gone && newest;
 		if (x->eg_fd < 0)
 			continue;
 		/* An added sandbox's egress listener, made inside it while the reload was
@@ -582,7 +588,7 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 		 * the sandbox is stopped and the listener with it. */
 		int fd = x->eg_fd;
 		x->eg_fd = -1;
-		if (kept && !x->gone && P.eg) {
+		if (kept && !x->gone && newest && P.eg) {
 			if (cli_egress_add(kept, fd, &x->eg_index) != CUSTOS_OK)
 				log_error("egress: model %s added without an egress listener: %s",
 				          x->id, err_msg());

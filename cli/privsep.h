@@ -117,10 +117,10 @@ void psx_proxy_init(int sock, const struct custos_config *cfg);
  * sandbox's first egress listener (-1 when none; the caller owns them). CUSTOS_ERR_CLOSED
  * when the supervisor failed or went away (message in err_msg). */
 custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
-/* custos.yaml adds or removes sandboxed models: asks the supervisor to read it and start the
- * new sandboxes (it decides what from the file, never from this process); waits up to wait_ms
- * for them to be ready. On CUSTOS_OK they are in the mirror (psx_proxy_find). Whatever the
- * result, psx_proxy_commit must follow. */
+/* custos.yaml adds, removes or changes sandboxed models: asks the supervisor to read it and
+ * start the new sandboxes (it decides what from the file, never from this process); waits up
+ * to wait_ms for them to be ready. On CUSTOS_OK they are in the mirror (psx_proxy_find).
+ * Whatever the result, psx_proxy_commit must follow. */
 custos_err psx_proxy_reload(uint64_t wait_ms) CUSTOS_WUR;
 /* The proxy stops: a reload waiting in psx_proxy_reload (the admin API's) gives up now. */
 void psx_proxy_stopping(void);

@@ -3,7 +3,7 @@
  * the log, the audit writer and its sinks, the admin API, the proxy's user and confinement,
  * the egress proxy and its data sources, a running sandbox's settings). A reload that changes
  * one is refused as a whole, naming the setting, rather than half-applied with the change
- * silently dropped. Process-sandboxed models may be added and removed.
+ * silently dropped. Process-sandboxed models may be added, removed and changed (replaced).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -294,9 +294,35 @@ static void sandbox_set_diff(struct rdiff *r, const cfg_model *m, size_t i, cons
 		note(r, "models[%zu] (%s).sandbox (a sandboxed VM %s)", i, m->id, what);
 }
 
-/* A sandboxed model that stays is what the supervisor started: its sandbox (and the profile it
- * names) must be unchanged; a model that is not sandboxed may come, go or change freely (its
- * upstream is reloaded). */
+/* The first difference between two sandbox blocks of one model (and the profiles they name),
+ * under the prefix "models[k] (id).sandbox.". */
+static void sandbox_block_diff(struct rdiff *r, const custos_config *a, const cfg_model *o,
+                               const custos_config *b, const cfg_model *n, size_t k)
+{
+	const cfg_model_sandbox *x = &o->sandbox, *y = &n->sandbox;
+	char p[128];
+
+	snprintf(p, sizeof(p), "models[%zu] (%s).sandbox.", k, o->id);
+	SAME(p, "type", x->type == y->type);
+	SAME_STR(p, "profile", x->profile, y->profile);
+	SAME(p, "command", strs_same(x->command, x->n_command, y->command, y->n_command));
+	SAME(p, "env", kvs_same(x->env, x->n_env, y->env, y->n_env));
+	SAME_STR(p, "workdir", x->workdir, y->workdir);
+	SAME_NUM(p, "port", x->port, y->port);
+	SAME_STR(p, "health.path", x->health.path, y->health.path);
+	SAME_DUR(p, "health.start_timeout", x->health.start_timeout_ns, y->health.start_timeout_ns);
+	SAME_DUR(p, "restart.initial", x->restart_initial_ns, y->restart_initial_ns);
+	SAME_DUR(p, "restart.max", x->restart_max_ns, y->restart_max_ns);
+	if (r->found || x->profile == NULL || y->profile == NULL)
+		return;
+	snprintf(p, sizeof(p), "sandbox_profiles.%s.", x->profile);
+	profile_diff(r, p, &a->profiles[x->profile_index], &b->profiles[y->profile_index]);
+}
+
+/* A process-sandboxed model that stays with other sandbox settings is replaced by the reload
+ * (its new sandbox started beside the old one, the old one stopped once applied: docs/SANDBOX.md,
+ * "Reload"); a VM that stays must be unchanged. A model that is not sandboxed may come, go or
+ * change freely (its upstream is reloaded). */
 static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_config *b)
 {
 	for (size_t i = 0; i < b->n_models && !r->found; i++) {
@@ -308,34 +334,31 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 	}
 	for (size_t i = 0; i < a->n_models && !r->found; i++) {
 		const cfg_model *o = &a->models[i];
-		const cfg_model_sandbox *x = &o->sandbox;
-		if (x->type == CFG_SANDBOX_NONE)
+		if (!sandboxed(o))
 			continue;
 		size_t k;
 		const cfg_model *n = model_by_id(b, o->id, &k);
-		char p[128];
 		if (!sandboxed(n)) {
 			sandbox_set_diff(r, o, i, "removed");
 			continue;
 		}
-		snprintf(p, sizeof(p), "models[%zu] (%s).sandbox.", k, o->id);
-		const cfg_model_sandbox *y = &n->sandbox;
-		SAME(p, "type", x->type == y->type);
-		SAME_STR(p, "profile", x->profile, y->profile);
-		SAME(p, "command", strs_same(x->command, x->n_command, y->command, y->n_command));
-		SAME(p, "env", kvs_same(x->env, x->n_env, y->env, y->n_env));
-		SAME_STR(p, "workdir", x->workdir, y->workdir);
-		SAME_NUM(p, "port", x->port, y->port);
-		SAME_STR(p, "health.path", x->health.path, y->health.path);
-		SAME_DUR(p, "health.start_timeout", x->health.start_timeout_ns,
-		         y->health.start_timeout_ns);
-		SAME_DUR(p, "restart.initial", x->restart_initial_ns, y->restart_initial_ns);
-		SAME_DUR(p, "restart.max", x->restart_max_ns, y->restart_max_ns);
-		if (r->found || x->profile == NULL || y->profile == NULL)
-			continue;
-		snprintf(p, sizeof(p), "sandbox_profiles.%s.", x->profile);
-		profile_diff(r, p, &a->profiles[x->profile_index], &b->profiles[y->profile_index]);
+		if (o->sandbox.type == CFG_SANDBOX_VM || n->sandbox.type == CFG_SANDBOX_VM)
+			sandbox_block_diff(r, a, o, b, n, k);
 	}
+}
+
+bool config_sandbox_replaced(const custos_config *running, const custos_config *next,
+                             const char *id)
+{
+	size_t i, k;
+	const cfg_model *o = model_by_id(running, id, &i);
+	const cfg_model *n = model_by_id(next, id, &k);
+
+	if (!sandboxed(o) || !sandboxed(n))
+		return false;
+	struct rdiff rd = { .found = false };
+	sandbox_block_diff(&rd, running, o, next, n, k);
+	return rd.found;
 }
 
 bool config_sandboxes_changed(const custos_config *running, const custos_config *next)
@@ -348,7 +371,8 @@ bool config_sandboxes_changed(const custos_config *running, const custos_config 
 			return true;
 	for (size_t i = 0; i < running->n_models; i++)
 		if (sandboxed(&running->models[i]) &&
-		    !sandboxed(model_by_id(next, running->models[i].id, &k)))
+		    (!sandboxed(model_by_id(next, running->models[i].id, &k)) ||
+		     config_sandbox_replaced(running, next, running->models[i].id)))
 			return true;
 	return false;
 }

@@ -473,14 +473,18 @@ bool config_where(const custos_config *cfg, const char *value, unsigned *line, u
 custos_err config_load_log(const char *path, cfg_log *out) CUSTOS_WUR;
 /* Whether next may replace running on a reload (SIGHUP or the admin API): CUSTOS_OK, or
  * CUSTOS_ERR_INVAL when next changes a setting `custos up` reads at start only (log, workers,
- * limits.timeouts.shutdown, a kept sandboxed model's sandbox and profile, a VM sandbox added or
- * removed, a process sandbox added or removed while egress is enabled, data_sources, egress,
+ * limits.timeouts.shutdown, a kept VM model's sandbox and profile, a VM sandbox added or
+ * removed, data_sources, egress,
  * audit, admin, policy.reload_on_sighup, proxy); err_msg then names the first such setting.
  * Listeners are checked by proxy_reload (proxy.h). Neither config is changed. */
 custos_err config_reload_check(const custos_config *running, const custos_config *next) CUSTOS_WUR;
-/* True when next adds or removes a sandboxed model (by id) against running: the supervisor then
- * starts or stops sandboxes for the reload. */
+/* True when next adds, removes or replaces (config_sandbox_replaced) a sandboxed model (by id)
+ * against running: the supervisor then starts or stops sandboxes for the reload. */
 bool config_sandboxes_changed(const custos_config *running, const custos_config *next);
+/* True when the model id is sandboxed in both configs with a different sandbox block or
+ * profile: the reload replaces its sandbox (stops the old one, starts a new one). */
+bool config_sandbox_replaced(const custos_config *running, const custos_config *next,
+                             const char *id);
 /* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
 /* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp

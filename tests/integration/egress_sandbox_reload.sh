@@ -5,7 +5,9 @@
 # listener inside its sandbox's netns as at start, its reads are decided and audited as its own
 # (an allowed source 200, one its rule does not allow 403), its listener is closed once it is
 # removed, it can be added again (by SIGHUP) with a new listener, and the model custos started
-# with reads through its own listener all along.
+# with reads through its own listener all along. Last, a reload changes m1's command: its
+# sandbox is replaced, the new one reads through a listener of its own and the old one's is
+# closed once the old sandbox stopped.
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-sbx-reload curl python3
@@ -47,7 +49,7 @@ auth:
   api_keys:
     - { id: alice, sha256: "$KEYSHA" }
 models:
-$(model_yaml m1 "http://localhost:$P_HR/employees")
+$(model_yaml m1 "http://localhost:$P_HR/${M1_PATH:-employees}")
 ${1-}
 sandbox_profiles:
   fx:
@@ -158,6 +160,25 @@ eg_wait 60 m2_again
 check "m2 added again by SIGHUP reads through its new listener" m2_again
 check "on a listener of its own" test "$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m2' up.log)" -gt "$N"
 check "m1 reads hr at the end" m1_reads_hr
+
+# 4. Change m1's command (the path it reads): its sandbox is replaced (docs/SANDBOX.md,
+# "Reload"); the new one gets a listener of its own, the old one's closes after it stopped.
+M1PID=$(grep -o 'model m1: sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | tail -1)
+N=$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m1' up.log)
+M1_PATH=changed conf "$(model_yaml m2 "http://localhost:$P_PUB/again")"
+OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+check "the reload changing m1's command is applied" grep -q 'http=200' <<<"$OUT"
+OUT=$(chat m1 x); echo "m1: $OUT" | cut -c1-300
+check "right after it, m1's new sandbox reads hr through custos" grep -q '200 hello from hr /changed' <<<"$OUT"
+check "on a listener of its own" test "$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m1' up.log)" -gt "$N"
+closed1() { grep -q 'egress: listener [0-9]* for model m1 closed (sandbox removed)' up.log; }
+eg_wait 30 closed1
+check "the old m1 sandbox's listener is closed" closed1
+gone1() { ! kill -0 "$M1PID" 2>/dev/null; }
+check "after the old sandbox stopped" gone1
+OUT=$(chat m1 x); echo "m1: $OUT" | cut -c1-300
+check "the new m1 reads hr after the old one's listener closed" grep -q '200 hello from hr /changed' <<<"$OUT"
+check "m2 is untouched" m2_again
 kill $UP; wait $UP
 check "no sanitizer report" bash -c "! grep -qE 'Sanitizer|runtime error' up.log"
 if [ $FAILS -ne 0 ]; then grep -v egress.request up.log | tail -30 | cut -c1-300; echo "$FAILS failed"; exit 1; fi
