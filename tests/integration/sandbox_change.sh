@@ -57,8 +57,9 @@ tokens() { chat "$work/one.json" >/dev/null; sed -n 's/.*"completion_tokens":\([
 starts() { audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"'"$1"'"' | grep -c .; }
 sbx_entry() { ctl sandboxes | grep -o '{"id":"test-model",[^}]*'; }
 sbx_field() { sbx_entry | sed -n 's/.*"'"$1"'":\("[^"]*"\|[^,]*\).*/\1/p' | tr -d '"'; }
-# How many sandboxes of test-model have a cgroup (v1: a directory per controller, one name).
-cgroups() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-test-model-*" -printf '%f\n' 2>/dev/null | sort -u | grep -c .; }
+# How many sandboxes of test-model have a cgroup (v1: a directory per controller, one name);
+# only this custos' (custos-MODEL-<supervisor pid>-<generation>): other tests have test-models.
+cgroups() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-test-model-$CU_PID-*" -printf '%f\n' 2>/dev/null | sort -u | grep -c .; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 check "test-model before any reload" "$(chat)" 200

@@ -57,7 +57,8 @@ chat() { "${C[@]}" -H "Authorization: Bearer $ALICE" -d '{"model":"'"$1"'","mess
 # The host pid of MODEL's last audited start.
 start_pid() { audit_grep '"type":"sandbox.process".*"model":"'"$1"'".*"action":"start"' | tail -1 | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
 answers_slow() { [ "$(chat slow-model)" = 200 ]; }
-cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-*" 2>/dev/null; }
+# MODEL's cgroups made by this test's custos (custos-MODEL-<supervisor pid>-<generation>).
+cgroups_of() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-$1-$CU_PID-*" 2>/dev/null; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 # MODEL's entry in GET /v1/sandboxes up to its limits (empty when it is not listed), and one
 # field of it.
