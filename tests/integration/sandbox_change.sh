@@ -60,6 +60,9 @@ sbx_field() { sbx_entry | sed -n 's/.*"'"$1"'":\("[^"]*"\|[^,]*\).*/\1/p' | tr -
 # How many sandboxes of test-model have a cgroup (v1: a directory per controller, one name);
 # only this custos' (custos-MODEL-<supervisor pid>-<generation>): other tests have test-models.
 cgroups() { find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-test-model-$CU_PID-*" -printf '%f\n' 2>/dev/null | sort -u | grep -c .; }
+# Conditions for wait_until, evaluated on each try (a "$(...)" argument would be expanded once).
+cgroups_at_most() { [ "$(cgroups)" -le "$1" ]; }
+starts_above() { [ "$(starts "$1")" -gt "$2" ]; }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 check "test-model before any reload" "$(chat)" 200
@@ -96,8 +99,8 @@ check "the answer streamed from the old sandbox completed" "$(cat "$work/stream.
 grep -q '^data: \[DONE\]' "$work/stream.out" && ok "to its end" || fail "stream cut: $(cat "$work/stream.out" "$work/stream.err")"
 check "with the old sandbox's 4 tokens" "$(grep -o '"completion_tokens":[0-9]*' "$work/stream.out")" '"completion_tokens":4'
 wait_until 30 pid_gone "$pid1" && ok "the old sandbox's process is gone" || fail "pid $pid1 still runs"
-wait_until 30 test "$(cgroups)" -le 1 && ok "one cgroup left" || fail "cgroups: $(cgroups)"
-wait_until 20 test "$(starts stop)" -gt "$n_stop" && ok "the old one's stop is audited" || fail "no stop audited"
+wait_until 30 cgroups_at_most 1 && ok "one cgroup left" || fail "cgroups: $(cgroups)"
+wait_until 20 starts_above stop "$n_stop" && ok "the old one's stop is audited" || fail "no stop audited"
 check "the new one's start is audited" "$(starts start)" $((n_start + 1))
 audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"start".*"pid":'"$pid2"'[,}]' >/dev/null && ok "with its pid $pid2" || fail "start of pid $pid2 not audited"
 wait_log "up: reload: model test-model changed: starting its new sandbox beside the old one" 1
@@ -111,7 +114,7 @@ echo "$out" | grep -q 'test-model' && ok "the refusal names the model ($out)" ||
 check "the model still answers with 6 tokens" "$(tokens)" 6
 check "from the same sandbox" "$(sbx_field pid)" "$pid2"
 kill -0 "$pid2" 2>/dev/null && ok "which still runs" || fail "pid $pid2 is gone"
-wait_until 30 test "$(cgroups)" -le 1 && ok "no cgroup left by the refused start" || fail "cgroups: $(cgroups)"
+wait_until 30 cgroups_at_most 1 && ok "no cgroup left by the refused start" || fail "cgroups: $(cgroups)"
 audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the refusal is audited" || fail "refusal not audited"
 check "the refused reload stopped no running sandbox" "$(audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"stop".*"pid":'"$pid2"'[,}]' | grep -c .)" 0
 

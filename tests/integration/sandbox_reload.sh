@@ -145,6 +145,8 @@ audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the r
 # 3b. A reload the supervisor prepared (the sandbox started) but the proxy refuses (a listener
 # moved): the new sandbox is stopped again and the old state stays.
 starts() { audit_grep '"type":"sandbox.process".*"model":"slow-model".*"action":"'"$1"'"' | grep -c .; }
+# evaluated on each try of wait_until (a "$(...)" argument would be expanded once)
+starts_above() { [ "$(starts "$1")" -gt "$2" ]; }
 n_start=$(starts start) n_stop=$(starts stop)
 conf "$(model_yaml slow-model $p2)"
 sed -i "s/127.0.0.1:$PORT2\"/127.0.0.1:$(free_port)\"/" "$work/custos.yaml"
@@ -152,9 +154,9 @@ out=$(ctl policy reload 2>&1); rc=$?; echo "reload: $out" >&2
 check "reload adding a model and moving a listener is refused" "$rc" 1
 echo "$out" | grep -q "listener 2's address changed" && ok "naming the listener" || fail "refusal: $out"
 check "the model it would add is unknown" "$(chat slow-model)" 404
-wait_until 20 test "$(starts start)" -gt "$n_start" && ok "the supervisor started its sandbox" || fail "no start audited"
+wait_until 20 starts_above start "$n_start" && ok "the supervisor started its sandbox" || fail "no start audited"
 wait_until 30 no_cgroup slow-model && ok "and stopped it again: no cgroup left" || fail "cgroup left: $(cgroups_of slow-model)"
-wait_until 20 test "$(starts stop)" -gt "$n_stop" && ok "its stop is audited" || fail "no stop audited"
+wait_until 20 starts_above stop "$n_stop" && ok "its stop is audited" || fail "no stop audited"
 check "the first model still answers" "$(chat test-model)" 200
 check "the refused add is not listed" "$(sbx_entry slow-model)" ""
 
