@@ -1,12 +1,13 @@
 /*
- * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F [--insecure-remote]] COMMAND: a client for the
- * admin API (docs/ADMIN.md). A tiny HTTP/1.1 client: one request per connection
+ * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F [--insecure-remote]] COMMAND:
+ * a client for the admin API (docs/ADMIN.md); HOST is a numeric address or a name. A tiny HTTP/1.1 client: one request per connection
  * (Connection: close), the answer read to EOF into a bounded buffer, the body printed.
  * Exit status: 0 on a 2xx answer, 1 otherwise (so `custos ctl ready` works in scripts).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <poll.h>
@@ -26,66 +27,178 @@
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
-struct ctl_target {
-	const char *socket;
-	const char *url_hostport; /* "127.0.0.1:9090" (from http://127.0.0.1:9090) */
-	buf token;                /* bearer token, wiped after use */
-};
+/* At most this many addresses of a --url host name are kept (all are checked for loopback). */
+#define CTL_ADDRS_MAX 16
 
-static custos_err ctl_connect(const struct ctl_target *t, int *out)
-{
+struct ctl_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int fd;
+};
 
-	if (t->url_hostport) {
-		GUARD(proxy_parse_address(t->url_hostport, &ss, &len));
-		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	} else {
-		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
-		memset(&ss, 0, sizeof(ss));
-		sun->sun_family = AF_UNIX;
-		ENSURE(strlen(t->socket) < sizeof(sun->sun_path), CUSTOS_ERR_LIMIT,
-		       "%s: socket path too long", t->socket);
-		memcpy(sun->sun_path, t->socket, strlen(t->socket) + 1);
-		len = sizeof(*sun);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+struct ctl_target {
+	const char *socket;
+	const char *url_hostport; /* "127.0.0.1:9090" or "localhost:9090" (from http://...) */
+	struct ctl_addr addrs[CTL_ADDRS_MAX]; /* --url resolved once: checked, then connected */
+	size_t naddrs;
+	bool all_loopback; /* every address the --url host resolved to is loopback */
+	buf token;         /* bearer token, wiped after use */
+};
+
+/* Whether an address stays on this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a unix:
+ * path. Anything else (0.0.0.0 and :: included) carries the bearer token in clear over a
+ * network, which only --insecure-remote allows. */
+static bool ctl_addr_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_UNIX)
+		return true;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)ss;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
 	}
+	if (ss->ss_family != AF_INET6)
+		return false;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)ss;
+	if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+		return true;
+	return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+}
+
+/* A host name as RFC 1123 writes one: letters, digits, '-' and '.', at most 253 bytes. */
+static bool ctl_hostname_ok(span h)
+{
+	if (h.len == 0 || h.len > 253)
+		return false;
+	for (size_t i = 0; i < h.len; i++) {
+		char ch = h.ptr[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* Resolves --url's HOST:PORT into t->addrs: a numeric address (IPv6 in brackets) as it is, a
+ * name by getaddrinfo (its AF_INET and AF_INET6 addresses, in the resolver's order). The
+ * addresses checked for loopback are the ones connected to: the name is resolved only once.
+ * "localhost" is a name like any other here (docs/ADMIN.md).
+ * Returns CUSTOS_ERR_INVAL for a malformed HOST:PORT (a usage error), CUSTOS_ERR_NOTFOUND
+ * when the name does not resolve to an address. */
+static custos_err ctl_url_resolve(struct ctl_target *t) CUSTOS_WUR;
+static custos_err ctl_url_resolve(struct ctl_target *t)
+{
+	const char *hp = t->url_hostport;
+	struct ctl_addr *a = &t->addrs[0];
+
+	const char *colon = strrchr(hp, ':');
+	ENSURE(colon != NULL, CUSTOS_ERR_INVAL,
+	       "--url http://%s: HOST:PORT expected (an IPv6 address in brackets)", hp);
+	span host = { hp, (size_t)(colon - hp) };
+	char name[254];
+	struct in_addr in4;
+	bool numeric = strncmp(hp, "unix:", 5) == 0 || host.len == 0 || hp[0] == '[' ||
+	               host.len >= sizeof(name);
+	if (!numeric) {
+		memcpy(name, host.ptr, host.len);
+		name[host.len] = '\0';
+		numeric = inet_pton(AF_INET, name, &in4) == 1;
+	}
+	if (numeric) {
+		if (proxy_parse_address(hp, &a->ss, &a->len) != CUSTOS_OK) {
+			char why[256];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			return err_set(CUSTOS_ERR_INVAL, "--url http://%s: %s", hp, why);
+		}
+		t->naddrs = 1;
+		t->all_loopback = ctl_addr_loopback(&a->ss);
+		return CUSTOS_OK;
+	}
+	uint64_t port = 0;
+	ENSURE(ctl_hostname_ok(host), CUSTOS_ERR_INVAL,
+	       "--url http://%s: '%.*s' is neither a numeric address nor a host name", hp,
+	       (int)host.len, host.ptr);
+	ENSURE(num_parse_u64(span_cstr(colon + 1), 1, 65535, &port) == CUSTOS_OK, CUSTOS_ERR_INVAL,
+	       "--url http://%s: the port must be 1..65535", hp);
+
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res = NULL;
+	int r = getaddrinfo(name, NULL, &hints, &res);
+	ENSURE(r == 0, CUSTOS_ERR_NOTFOUND, "--url http://%s: cannot resolve %s: %s", hp, name,
+	       r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+	t->naddrs = 0;
+	t->all_loopback = true;
+	for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+		    ai->ai_addrlen > sizeof(struct sockaddr_storage))
+			continue;
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
+		else
+			((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+		/* every address counts for the check, even those past CTL_ADDRS_MAX */
+		t->all_loopback = t->all_loopback && ctl_addr_loopback(&ss);
+		if (t->naddrs < CTL_ADDRS_MAX) {
+			t->addrs[t->naddrs].ss = ss;
+			t->addrs[t->naddrs].len = (socklen_t)ai->ai_addrlen;
+			t->naddrs++;
+		}
+	}
+	freeaddrinfo(res);
+	ENSURE(t->naddrs > 0, CUSTOS_ERR_NOTFOUND,
+	       "--url http://%s: %s has no IPv4 or IPv6 address", hp, name);
+	return CUSTOS_OK;
+}
+
+/* Connects to the --url addresses in order (the first that accepts), or the Unix socket. */
+static custos_err ctl_connect(const struct ctl_target *t, int *out)
+{
+	if (t->url_hostport) {
+		int err = 0;
+		for (size_t i = 0; i < t->naddrs; i++) {
+			const struct ctl_addr *a = &t->addrs[i];
+			int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (fd == -1)
+				return err_sys("socket");
+			int r;
+			do
+				r = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+			while (r == -1 && errno == EINTR);
+			if (r == 0) {
+				*out = fd;
+				return CUSTOS_OK;
+			}
+			err = errno;
+			close(fd);
+		}
+		errno = err;
+		if (t->naddrs > 1)
+			return err_sys("connect %s (each of its %zu addresses)", t->url_hostport,
+			               t->naddrs);
+		return err_sys("connect %s", t->url_hostport);
+	}
+
+	struct sockaddr_un sun;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	ENSURE(strlen(t->socket) < sizeof(sun.sun_path), CUSTOS_ERR_LIMIT,
+	       "%s: socket path too long", t->socket);
+	memcpy(sun.sun_path, t->socket, strlen(t->socket) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return err_sys("socket");
 	int r;
 	do
-		r = connect(fd, (struct sockaddr *)&ss, len);
+		r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
 	while (r == -1 && errno == EINTR);
 	if (r == -1) {
-		custos_err e = err_sys("connect %s", t->url_hostport ? t->url_hostport : t->socket);
+		custos_err e = err_sys("connect %s", t->socket);
 		close(fd);
 		return e;
 	}
 	*out = fd;
 	return CUSTOS_OK;
-}
-
-/* Whether a --url address stays on this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a
- * unix: path. Anything else (0.0.0.0 and :: included) carries the bearer token in clear over a
- * network, which only --insecure-remote allows. */
-static bool ctl_url_loopback(const char *hostport)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-
-	if (proxy_parse_address(hostport, &ss, &len) != CUSTOS_OK)
-		return true; /* not an address: ctl_connect reports it */
-	if (ss.ss_family == AF_UNIX)
-		return true;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-	if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-		return true;
-	return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
 }
 
 static custos_err write_all(int fd, const uint8_t *p, size_t n)
@@ -255,12 +368,16 @@ int cmd_ctl(int argc, char **argv)
 			fprintf(stderr, "custos ctl: --url takes no path\n");
 			return CLI_USAGE;
 		}
-		if (!insecure_remote && !ctl_url_loopback(t.url_hostport)) {
+		custos_err re = ctl_url_resolve(&t);
+		if (re != CUSTOS_OK) {
+			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			return re == CUSTOS_ERR_INVAL ? CLI_USAGE : CLI_FAIL;
+		}
+		if (!insecure_remote && !t.all_loopback) {
 			fprintf(stderr,
-			        "custos ctl: --url %s is not a loopback address: the admin token "
-			        "would "
-			        "cross the network in clear over http (give --insecure-remote to "
-			        "do it "
+			        "custos ctl: --url %s is not a loopback address (a name must "
+			        "resolve to loopback addresses only): the admin token would cross "
+			        "the network in clear over http (give --insecure-remote to do it "
 			        "anyway, or use an SSH tunnel to a loopback port)\n",
 			        url);
 			return CLI_USAGE;

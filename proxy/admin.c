@@ -42,10 +42,15 @@ enum listener_kind { L_UNIX = 0, L_TCP = 1 };
 /* One per open connection: the deadline for the request in progress to be read completely
  * (libmicrohttpd's own timeout only measures inactivity, which a client sending one byte at a
  * time never triggers). The watchdog shuts such a connection down; libmicrohttpd then closes
- * it. Entries are removed in the CLOSED notification, which comes before the fd is closed. */
+ * it. Entries are removed in the CLOSED notification, which comes before the fd is closed.
+ * The list is also what connection slots are counted and shed on (shed_one). */
 struct watch {
 	int fd;
+	struct admin_listener *l;
 	_Atomic uint64_t deadline; /* CLOCK_MONOTONIC ns; 0: a response is being sent */
+	_Atomic uint64_t waiting;  /* since when it waits for a request head (ns); 0: has one */
+	bool closing;              /* shut down (shed, or past its deadline): not a live slot */
+	char who[48];              /* the peer as audited: "tcp:ADDR" or "uid:N" */
 	struct watch *prev, *next;
 };
 
@@ -57,13 +62,32 @@ struct watch {
 #define ADMIN_REFUSED_BURST 20
 #define NS_PER_S            1000000000ull
 
+/* Connection slots. The bearer token is a header, so a slot is taken before the caller can be
+ * told apart; a client without the token holding every slot with incomplete heads would keep
+ * token holders out. Each listener therefore counts its live connections itself and, when a
+ * new one would be number ADMIN_MAX_CONNECTIONS + 1, sheds the one that has waited longest for
+ * its request head (HAProxy's way with idle connections at maxconn): a real client sends its
+ * head as it connects and is never the oldest waiting, while a flood only sheds itself. When
+ * no connection waits (all are being served) the new one is shed. libmicrohttpd's own limit
+ * (split between its polling threads) is set above ours so that it never stops accepting
+ * while a connection could still be shed. */
+#define ADMIN_MHD_CONNECTIONS (2 * ADMIN_MAX_CONNECTIONS)
+
+/* What the audit of refusals throttles: refused callers (401/403) and shed connections. */
+enum refusal_kind { RK_CALLER = 0, RK_SHED = 1 };
+
+struct refusal_rate {
+	uint64_t window_ns, in_window, suppressed;
+};
+
 struct admin_listener {
 	struct admin_server *srv;
 	enum listener_kind kind;
 	int fd;
 	struct MHD_Daemon *d;
 	pthread_mutex_t refused_lock;
-	uint64_t refused_window_ns, refused_in_window, refused_suppressed;
+	struct refusal_rate rate[2]; /* by enum refusal_kind */
+	unsigned live;               /* connections not shut down (under watch_lock) */
 };
 
 struct admin_server {
@@ -206,20 +230,56 @@ static void admin_audit(struct admin_server *s, const char *principal, const cha
 
 static const char *const listener_names[] = { "unix", "tcp" };
 
-/* The summary of a listener's refusals past the burst: principal "*", `count` the number. */
-static void admin_audit_refused_summary(struct admin_server *s, const struct admin_listener *l,
-                                        uint64_t count)
+static void admin_audit_submit(struct admin_server *s, audit_event *ev, const char *what)
+{
+	if (s->audit == NULL) {
+		span b = audit_event_body(ev);
+		log_info("audit: {%.*s}", (int)b.len, b.ptr);
+	} else if (audit_submit(s->audit, ev) != CUSTOS_OK) {
+		log_error("admin: %s not recorded: %s", what, err_msg());
+	}
+}
+
+#define SHED_REASON "connection slots full: closed while waiting for its request head"
+
+/* One shed connection: it sent no complete request, so there is no method, path or status. */
+static void admin_audit_shed_one(struct admin_server *s, const struct admin_listener *l,
+                                 const char *who)
 {
 	audit_event ev;
 
-	log_warn("admin: %llu more refused caller(s) on the %s listener in one second",
-	         (unsigned long long)count, listener_names[l->kind]);
+	audit_event_begin(&ev, "admin.request");
+	audit_event_cstr(&ev, "principal", who);
+	audit_event_cstr(&ev, "listener", listener_names[l->kind]);
+	audit_event_cstr(&ev, "result", "shed");
+	audit_event_cstr(&ev, "reason", SHED_REASON);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("admin: audit event too large for a shed connection");
+		return;
+	}
+	admin_audit_submit(s, &ev, "audit event for a shed connection");
+}
+
+/* The summary of a listener's refusals past the burst: principal "*", `count` the number. */
+static void admin_audit_refused_summary(struct admin_server *s, const struct admin_listener *l,
+                                        enum refusal_kind k, uint64_t count)
+{
+	audit_event ev;
+
+	log_warn("admin: %llu more %s on the %s listener in one second", (unsigned long long)count,
+	         k == RK_SHED ? "shed connection(s)" : "refused caller(s)",
+	         listener_names[l->kind]);
 	audit_event_begin(&ev, "admin.request");
 	audit_event_cstr(&ev, "principal", "*");
 	audit_event_cstr(&ev, "listener", listener_names[l->kind]);
-	audit_event_u64(&ev, "status", l->kind == L_UNIX ? 403 : 401);
-	audit_event_cstr(&ev, "result", "unauthenticated");
-	audit_event_cstr(&ev, "reason", "refused callers past the rate bound");
+	if (k == RK_SHED) {
+		audit_event_cstr(&ev, "result", "shed");
+		audit_event_cstr(&ev, "reason", "shed connections past the rate bound");
+	} else {
+		audit_event_u64(&ev, "status", l->kind == L_UNIX ? 403 : 401);
+		audit_event_cstr(&ev, "result", "unauthenticated");
+		audit_event_cstr(&ev, "reason", "refused callers past the rate bound");
+	}
 	audit_event_u64(&ev, "count", count);
 	if (audit_event_end(&ev) != CUSTOS_OK) {
 		log_error("admin: summary of %llu refused caller(s) not recorded: too large",
@@ -236,16 +296,16 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 }
 
 /* Takes the listener's summed refusals once their window is over (force: now); 0: none. */
-static uint64_t refused_take(struct admin_server *s, struct admin_listener *l, uint64_t now,
-                             bool force)
+static uint64_t refused_take(struct admin_server *s, struct admin_listener *l, enum refusal_kind k,
+                             uint64_t now, bool force)
 {
+	struct refusal_rate *r = &l->rate[k];
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&l->refused_lock);
-	if (l->refused_suppressed &&
-	    (force || now - l->refused_window_ns >= s->refused_window_len)) {
-		n = l->refused_suppressed;
-		l->refused_suppressed = 0;
+	if (r->suppressed && (force || now - r->window_ns >= s->refused_window_len)) {
+		n = r->suppressed;
+		r->suppressed = 0;
 	}
 	pthread_mutex_unlock(&l->refused_lock);
 	return n;
@@ -254,38 +314,65 @@ static uint64_t refused_take(struct admin_server *s, struct admin_listener *l, u
 static void refused_flush(struct admin_server *s, bool force)
 {
 	uint64_t now = tm_mono_ns();
-	for (size_t i = 0; i < 2; i++) {
-		uint64_t n = refused_take(s, &s->l[i], now, force);
-		if (n)
-			admin_audit_refused_summary(s, &s->l[i], n);
+	for (size_t i = 0; i < 2; i++)
+		for (int k = RK_CALLER; k <= RK_SHED; k++) {
+			uint64_t n = refused_take(s, &s->l[i], (enum refusal_kind)k, now, force);
+			if (n)
+				admin_audit_refused_summary(s, &s->l[i], (enum refusal_kind)k, n);
+		}
+}
+
+/* Counts one refusal of kind k; true when the listener's burst allows an event of its own.
+ * *prev: the sum of the window before, to be written ahead of it (0: none). */
+static bool refused_note(struct admin_server *s, struct admin_listener *l, enum refusal_kind k,
+                         uint64_t *prev)
+{
+	struct refusal_rate *r = &l->rate[k];
+	uint64_t now = tm_mono_ns();
+	bool own = false;
+
+	*prev = 0;
+	pthread_mutex_lock(&l->refused_lock);
+	if (r->window_ns == 0 || now - r->window_ns >= s->refused_window_len) {
+		*prev = r->suppressed;
+		r->suppressed = 0;
+		r->window_ns = now;
+		r->in_window = 0;
 	}
+	if (r->in_window < ADMIN_REFUSED_BURST) {
+		r->in_window++;
+		own = true;
+	} else {
+		r->suppressed++;
+	}
+	pthread_mutex_unlock(&l->refused_lock);
+	return own;
 }
 
 /* A refused caller: its own event while the listener's burst allows, else counted. */
 static void admin_audit_refused(struct admin_server *s, struct admin_listener *l, const char *who,
                                 const char *method, const char *url, unsigned status)
 {
-	uint64_t now = tm_mono_ns(), prev = 0;
-	bool own = false;
+	uint64_t prev;
+	bool own = refused_note(s, l, RK_CALLER, &prev);
 
-	pthread_mutex_lock(&l->refused_lock);
-	if (l->refused_window_ns == 0 || now - l->refused_window_ns >= s->refused_window_len) {
-		prev = l->refused_suppressed; /* the window before: summed ahead of this event */
-		l->refused_suppressed = 0;
-		l->refused_window_ns = now;
-		l->refused_in_window = 0;
-	}
-	if (l->refused_in_window < ADMIN_REFUSED_BURST) {
-		l->refused_in_window++;
-		own = true;
-	} else {
-		l->refused_suppressed++;
-	}
-	pthread_mutex_unlock(&l->refused_lock);
 	if (prev)
-		admin_audit_refused_summary(s, l, prev);
+		admin_audit_refused_summary(s, l, RK_CALLER, prev);
 	if (own)
 		admin_audit(s, who, method, url, status, "unauthenticated");
+}
+
+/* A shed connection: counted as a refusal, audited under its own burst. */
+static void admin_audit_shed(struct admin_server *s, struct admin_listener *l, const char *who)
+{
+	uint64_t prev;
+	bool own = refused_note(s, l, RK_SHED, &prev);
+
+	metrics_inc(METRICS_ADMIN_DENIED);
+	if (prev)
+		admin_audit_refused_summary(s, l, RK_SHED, prev);
+	if (own)
+		admin_audit_shed_one(s, l, who);
 }
 
 #ifdef CUSTOS_TEST_HOOKS
@@ -307,6 +394,25 @@ static uint64_t test_hook_admin_refused_window(void)
 	log_warn("admin: test hook: the window for refused callers lasts %llu s",
 	         (unsigned long long)n);
 	return n * NS_PER_S;
+}
+
+/* CUSTOS_TEST_ADMIN_TIMEOUT_S=N: a request has N seconds to be read (and a connection may be
+ * idle that long) instead of ADMIN_TIMEOUT_S, so that a test's flood of incomplete requests
+ * holds its connections for longer than a client's own timeout whatever the machine's speed
+ * (tests/integration/admin_slots_flood.sh). */
+static unsigned test_hook_admin_timeout(unsigned dflt)
+{
+	const char *v = getenv("CUSTOS_TEST_ADMIN_TIMEOUT_S");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return dflt;
+	if (num_parse_u64(span_cstr(v), 1, 3600, &n) != CUSTOS_OK) {
+		log_error("admin: test hook: CUSTOS_TEST_ADMIN_TIMEOUT_S=%s: %s", v, err_msg());
+		return dflt;
+	}
+	log_warn("admin: test hook: requests must be read within %llu s", (unsigned long long)n);
+	return (unsigned)n;
 }
 #endif
 
@@ -386,6 +492,72 @@ static void watch_set(struct admin_server *s, struct MHD_Connection *c, bool arm
 		             armed ? tm_mono_ns() + (uint64_t)s->timeout_s * 1000000000ull : 0);
 }
 
+/* The peer as audited: "tcp:ADDR" on TCP, "uid:N" on the Unix socket. */
+static void conn_who(const struct admin_listener *l, struct MHD_Connection *c, int fd, char *who,
+                     size_t wsz)
+{
+	if (l->kind == L_UNIX) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+			snprintf(who, wsz, "uid:unknown");
+		else
+			snprintf(who, wsz, "uid:%u", (unsigned)cred.uid);
+		return;
+	}
+	const union MHD_ConnectionInfo *ci =
+	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET,
+			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
+			          sizeof(host));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			          &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
+			          sizeof(host));
+	}
+	snprintf(who, wsz, "tcp:%s", host);
+}
+
+/* Marks a connection as going away (watch_lock held): its slot is free from now on, as
+ * libmicrohttpd closes it once it sees the shutdown. */
+static void watch_close(struct watch *w)
+{
+	if (w->closing)
+		return;
+	w->closing = true;
+	w->l->live--;
+	atomic_store(&w->deadline, 0);
+	shutdown(w->fd, SHUT_RDWR);
+}
+
+/* The listener has one live connection too many (watch_lock held): shuts down the one that has
+ * waited longest for a request head, or, when every other one is being served, the newest
+ * (the list's head, just added). Its peer goes to victim for the audit. */
+static void shed_one(struct admin_listener *l, char *victim, size_t vsz)
+{
+	struct admin_server *s = l->srv;
+	struct watch *oldest = NULL;
+	uint64_t oldest_since = UINT64_MAX;
+
+	for (struct watch *w = s->watches; w; w = w->next) {
+		uint64_t since = atomic_load(&w->waiting);
+		if (w->l != l || w->closing || since == 0)
+			continue;
+		if (since <= oldest_since) { /* <=: the list runs newest first */
+			oldest = w;
+			oldest_since = since;
+		}
+	}
+	if (oldest == NULL)
+		oldest = s->watches;
+	snprintf(victim, vsz, "%s", oldest->who);
+	watch_close(oldest);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -400,19 +572,31 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 			return;
 		w = xcalloc(1, sizeof(*w));
 		w->fd = ci->connect_fd;
-		atomic_store(&w->deadline, tm_mono_ns() + (uint64_t)s->timeout_s * 1000000000ull);
+		w->l = l;
+		conn_who(l, c, w->fd, w->who, sizeof(w->who));
+		uint64_t now = tm_mono_ns();
+		atomic_store(&w->deadline, now + (uint64_t)s->timeout_s * 1000000000ull);
+		atomic_store(&w->waiting, now);
+		char victim[sizeof(w->who)] = "";
 		pthread_mutex_lock(&s->watch_lock);
 		w->next = s->watches;
 		if (s->watches)
 			s->watches->prev = w;
 		s->watches = w;
+		l->live++;
+		if (l->live > ADMIN_MAX_CONNECTIONS)
+			shed_one(l, victim, sizeof(victim));
 		pthread_mutex_unlock(&s->watch_lock);
 		*socket_context = w;
+		if (victim[0]) /* audited outside watch_lock: a submit may wait for the queue */
+			admin_audit_shed(s, l, victim);
 		return;
 	}
 	if (w == NULL)
 		return;
 	pthread_mutex_lock(&s->watch_lock);
+	if (!w->closing)
+		l->live--;
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -438,8 +622,7 @@ static void *watchdog(void *arg)
 				log_info("admin: request not complete within %u s: connection "
 				         "closed",
 				         s->timeout_s);
-				shutdown(w->fd, SHUT_RDWR);
-				atomic_store(&w->deadline, 0);
+				watch_close(w);
 			}
 		}
 		/* refused callers' sums, once their second is over (not under watch_lock: a
@@ -1253,6 +1436,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rq == NULL) {
 		/* First call: only headers are known. Refuse without allocating. */
 		char who[48];
+		struct watch *w = watch_of(c);
+		if (w)
+			atomic_store(&w->waiting, 0); /* a head is in: not one to shed */
 		route_id route = R_HEALTHZ;
 		char sbx_name[ADMIN_SANDBOX_NAME_MAX + 1] = "";
 		metrics_inc(METRICS_ADMIN_REQUESTS);
@@ -1334,6 +1520,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 	(void)toe;
 	watch_set(((struct admin_listener *)cls)->srv, c, true); /* next request on keep-alive */
+	struct watch *w = watch_of(c);
+	if (w)
+		atomic_store(&w->waiting, tm_mono_ns()); /* waits for its next head */
 	if (rq == NULL)
 		return;
 	buf_free(&rq->body);
@@ -1489,7 +1678,7 @@ static custos_err start_daemon(struct admin_listener *l)
 	        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
 	        on_request, l, MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_THREAD_POOL_SIZE,
 	        (unsigned)ADMIN_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-	        (unsigned)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
+	        (unsigned)ADMIN_MHD_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
 	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
 	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION,
 	        on_connection, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
@@ -1546,6 +1735,10 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	memcpy(s->token_sha256, o->token_sha256, 32);
 	s->max_body = o->max_body ? o->max_body : ADMIN_BODY_DEFAULT;
 	s->timeout_s = o->timeout_s ? o->timeout_s : ADMIN_TIMEOUT_S;
+#ifdef CUSTOS_TEST_HOOKS
+	if (o->timeout_s == 0)
+		s->timeout_s = test_hook_admin_timeout(s->timeout_s);
+#endif
 	s->audit = o->audit;
 	s->audit_dir = o->audit_dir ? xstrdup(o->audit_dir) : NULL;
 	s->hooks = o->hooks;
