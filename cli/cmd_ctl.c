@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,7 +24,8 @@
 
 #define CTL_DEFAULT_SOCKET "/run/custos/admin.sock"
 #define CTL_RESPONSE_MAX   ADMIN_RESPONSE_MAX
-#define CTL_TIMEOUT_MS     30000
+#define CTL_TIMEOUT_S      30 /* default --timeout: each connect attempt, then the answer */
+#define CTL_TIMEOUT_MAX_S  3600
 
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
@@ -42,6 +44,7 @@ struct ctl_target {
 	size_t naddrs;
 	bool all_loopback; /* every address the --url host resolved to is loopback */
 	buf token;         /* bearer token, wiped after use */
+	int timeout_ms;    /* --timeout */
 };
 
 /* Whether an address stays on this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a unix:
@@ -151,7 +154,46 @@ static custos_err ctl_url_resolve(struct ctl_target *t)
 	return CUSTOS_OK;
 }
 
-/* Connects to the --url addresses in order (the first that accepts), or the Unix socket. */
+/* connect(2) bounded by timeout_ms: non-blocking, then poll for the outcome; the socket is
+ * blocking again on return, with a send timeout of the same length. An address that drops
+ * packets thus costs timeout_ms, not the kernel's SYN retries (minutes). */
+static int ctl_connect_fd(int fd, const struct sockaddr *sa, socklen_t len, int timeout_ms)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1)
+		return -1;
+	int r = connect(fd, sa, len);
+	if (r == -1 && errno == EINPROGRESS) {
+		struct pollfd pfd = { fd, POLLOUT, 0 };
+		int pr;
+		do
+			pr = poll(&pfd, 1, timeout_ms);
+		while (pr == -1 && errno == EINTR);
+		if (pr == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (pr == -1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == -1)
+			return -1;
+		if (soerr) {
+			errno = soerr;
+			return -1;
+		}
+		r = 0;
+	}
+	if (r == -1)
+		return -1;
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+	if (fcntl(fd, F_SETFL, fl) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1)
+		return -1;
+	return 0;
+}
+
+/* Connects to the --url addresses in order (the first that accepts within --timeout), or the
+ * Unix socket. */
 static custos_err ctl_connect(const struct ctl_target *t, int *out)
 {
 	if (t->url_hostport) {
@@ -161,11 +203,8 @@ static custos_err ctl_connect(const struct ctl_target *t, int *out)
 			int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 			if (fd == -1)
 				return err_sys("socket");
-			int r;
-			do
-				r = connect(fd, (const struct sockaddr *)&a->ss, a->len);
-			while (r == -1 && errno == EINTR);
-			if (r == 0) {
+			if (ctl_connect_fd(fd, (const struct sockaddr *)&a->ss, a->len,
+			                   t->timeout_ms) == 0) {
 				*out = fd;
 				return CUSTOS_OK;
 			}
@@ -188,11 +227,7 @@ static custos_err ctl_connect(const struct ctl_target *t, int *out)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return err_sys("socket");
-	int r;
-	do
-		r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-	while (r == -1 && errno == EINTR);
-	if (r == -1) {
+	if (ctl_connect_fd(fd, (struct sockaddr *)&sun, sizeof(sun), t->timeout_ms) == -1) {
 		custos_err e = err_sys("connect %s", t->socket);
 		close(fd);
 		return e;
@@ -207,6 +242,9 @@ static custos_err write_all(int fd, const uint8_t *p, size_t n)
 		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w == -1 && errno == EINTR)
 			continue;
+		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return err_set(CUSTOS_ERR_TIMEOUT,
+			               "send: the request not taken within --timeout");
 		if (w == -1)
 			return err_sys("send");
 		p += w;
@@ -215,16 +253,16 @@ static custos_err write_all(int fd, const uint8_t *p, size_t n)
 	return CUSTOS_OK;
 }
 
-static custos_err read_all(int fd, buf *in)
+static custos_err read_all(int fd, buf *in, int timeout_ms)
 {
 	for (;;) {
 		struct pollfd pfd = { fd, POLLIN, 0 };
-		int pr = poll(&pfd, 1, CTL_TIMEOUT_MS);
+		int pr = poll(&pfd, 1, timeout_ms);
 		if (pr == -1 && errno == EINTR)
 			continue;
 		if (pr == -1)
 			return err_sys("poll");
-		ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "no answer within %d ms", CTL_TIMEOUT_MS);
+		ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "no answer within %d ms", timeout_ms);
 		GUARD(buf_reserve(in, 65536));
 		ssize_t r = recv(fd, buf_tail(in), 65536, 0);
 		if (r == -1 && errno == EINTR)
@@ -264,7 +302,7 @@ static custos_err ctl_request(struct ctl_target *t, const char *method, const ch
 	if (e == CUSTOS_OK)
 		e = write_all(fd, req.data, req.len);
 	if (e == CUSTOS_OK)
-		e = read_all(fd, &in);
+		e = read_all(fd, &in, t->timeout_ms);
 	if (fd != -1)
 		close(fd);
 	buf_free_secret(&req);
@@ -334,9 +372,10 @@ int cmd_ctl(int argc, char **argv)
 		{ "url", required_argument, NULL, 'u' },
 		{ "token-file", required_argument, NULL, 't' },
 		{ "insecure-remote", no_argument, NULL, 'R' },
+		{ "timeout", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET };
+	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET, .timeout_ms = CTL_TIMEOUT_S * 1000 };
 	const char *url = NULL, *token_file = NULL;
 	bool insecure_remote = false;
 	int ch;
@@ -351,7 +390,17 @@ int cmd_ctl(int argc, char **argv)
 			token_file = optarg;
 		else if (ch == 'R')
 			insecure_remote = true;
-		else
+		else if (ch == 'T') {
+			uint64_t v;
+			if (num_parse_u64((span){ optarg, strlen(optarg) }, 1, CTL_TIMEOUT_MAX_S,
+			                  &v) != CUSTOS_OK) {
+				fprintf(stderr,
+				        "custos ctl: --timeout %s: want whole seconds, 1 to %d\n",
+				        optarg, CTL_TIMEOUT_MAX_S);
+				return CLI_USAGE;
+			}
+			t.timeout_ms = (int)v * 1000;
+		} else
 			return ctl_usage();
 	}
 	if (optind >= argc)

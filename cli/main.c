@@ -42,7 +42,8 @@ static const struct cli_command commands[] = {
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
 	  "render audit log files for a SIEM, one event per line" },
 	{ NULL, "ctl", cmd_ctl, "[OPTIONS] CMD",
-	  "admin API client (--socket PATH | --url URL --token-file F [--insecure-remote]); CMD: "
+	  "admin API client (--socket PATH | --url URL --token-file F [--insecure-remote]) "
+	  "[--timeout SECONDS]; CMD: "
 	  "health, ready, "
 	  "metrics, policy [show|reload], decide JSON|@FILE, "
 	  "sandboxes, restart ID, audit-status (docs/ADMIN.md)" },

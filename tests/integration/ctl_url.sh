@@ -99,6 +99,41 @@ chmod 600 "$work/token.bad"
 r=$("$bin" ctl --url "http://localhost:$APORT" --token-file "$work/token.bad" health 2>&1)
 check "a 401 through a name: exit 1" "$?" 1
 
+# --timeout: a listener whose accept queue is full drops the SYN (the kernel would retry it for
+# about two minutes): the connect attempt ends after --timeout; one that accepts and never
+# answers ends with "no answer"; a bad value is a usage error.
+check "--timeout 0: usage" "$(ctlu "http://127.0.0.1:$APORT" --timeout 0 health | cut -d'|' -f1)" 2
+check "--timeout x: usage" "$(ctlu "http://127.0.0.1:$APORT" --timeout x health | cut -d'|' -f1)" 2
+python3 - "$work/stall.port" <<'PY' &
+import socket, sys, time
+full = socket.socket(); full.bind(("127.0.0.1", 0)); full.listen(0)
+mute = socket.socket(); mute.bind(("127.0.0.1", 0)); mute.listen(8)
+held = []
+for _ in range(8):  # fill full's accept queue (never accepted); stop once a connect stalls
+    c = socket.socket(); c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", full.getsockname()[1]))
+    except BlockingIOError:
+        pass
+    held.append(c)
+    time.sleep(0.05)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d %d\n" % (full.getsockname()[1], mute.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+conns = []
+while True:
+    s, _ = mute.accept(); conns.append(s)
+PY
+pids+=($!)
+wait_until 30 test -s "$work/stall.port"
+read -r fullp mutep <"$work/stall.port"
+r=$(ctlu "http://127.0.0.1:$fullp" --timeout 1 health)
+case $r in "1||custos ctl: connect 127.0.0.1:$fullp: Connection timed out") ok "--timeout bounds a connect nobody accepts (exit 1)" ;;
+*) fail "stalled connect: $r" ;; esac
+r=$(ctlu "http://127.0.0.1:$mutep" --timeout 1 health)
+case $r in "1||custos ctl: no answer within 1000 ms") ok "--timeout bounds the wait for the answer (exit 1)" ;;
+*) fail "mute listener: $r" ;; esac
+
 kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null
 grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
