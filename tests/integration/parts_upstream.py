@@ -11,8 +11,9 @@ equal byte length (cuts moved to UTF-8 boundaries).
 - /v1/chat/completions: chat chunks with three choices; choice 0 streams the text as its
   reasoning_content and its content, and the JSON {"card": TEXT} as the arguments of two tool
   calls (index 0 and 1); choice 1 streams the text as content and as its audio transcript;
-  choice 2 as content given as arrays of text parts. Round robin over all parts,
-  then finish_reason for each choice and [DONE].
+  choice 2 as content given as arrays of text parts. First, choice 0's tool call 2 streams the
+  text as its function name, piece after piece (then its arguments "{}"); then round robin over
+  all parts, then finish_reason for each choice and [DONE].
 - /v1/messages: Anthropic-style events: a thinking block (index 0), a text block (1) and a
   tool_use block (2, input_json_delta of {"card": TEXT}); the deltas of blocks 1 and 2
   interleaved; content_block_stop for each, message_delta, message_stop.
@@ -58,6 +59,10 @@ def chat(text):
         [chunk(1, {"audio": {"id": "au_1", "transcript": p}}) for p in pieces(text)],
     ] + [[chunk(0, {"tool_calls": [{"index": t, "function": {"arguments": p}}]})
           for p in pieces(args)] for t in (0, 1)]
+    for k, p in enumerate(pieces(text)):
+        first = {"id": "call_2", "type": "function"} if k == 0 else {}
+        yield chunk(0, {"tool_calls": [dict(index=2, **first, function={"name": p})]})
+    yield chunk(0, {"tool_calls": [{"index": 2, "function": {"arguments": "{}"}}]})
     for k in range(TOKENS):
         for p in parts:
             yield p[k]

@@ -1084,12 +1084,117 @@ static void test_sse_chat_more_members(void **state)
 		chat_ev(&body, 0, deny[i][1], NULL);
 		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
 		                 CUSTOS_ERR_DENIED);
-		if (i < 2) /* a name's first piece goes out in its event */
-			assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
-		else
-			assert_null(memmem(buf_ptr(&client), buf_used(&client), "ODNN", 4));
+		/* a name's pieces are held until it is complete: nothing of it goes out */
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "ODNN", 4));
 		assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
 	}
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void check_name_held(span c)
+{
+	static const char first[] = "{\"index\":0,\"id\":\"call_1\",\"type\":\"function\","
+	                            "\"function\":{\"name\":\"get [REDACTED:PAYMENT_CARD]\"}}";
+	assert_part(c, SEL_CHAT, 0, 0, "name", "get [REDACTED:PAYMENT_CARD]");
+	assert_part(c, SEL_CHAT, 0, 0, "args", "{}");
+	assert_part(c, SEL_CHAT, 0, 0, "content", "ok");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	/* the whole name goes out in the tool call's first delta, with its id */
+	assert_non_null(memmem(c.ptr, c.len, first, sizeof(first) - 1));
+}
+
+/* A name's pieces event by event: tool call 0's name split at k (two pieces), or byte by byte
+ * when k is 0; `end` says what completes it: 0 its arguments in the next event, 1 arguments ""
+ * in the event of its last piece, 2 the choice's finish_reason, 3 [DONE], 4 the end of the body,
+ * 5 text of another part (the choice's content). */
+static void name_body(buf *b, const char *name, size_t k, int end)
+{
+	char ev[512];
+	size_t n = strlen(name);
+	size_t at = 0;
+	for (size_t piece = 0; at < n; piece++) {
+		size_t len = k == 0 ? 1 : piece == 0 ? k : n - k;
+		bool last = at + len == n;
+		snprintf(ev, sizeof(ev),
+		         "{%s\"tool_calls\":[{\"index\":0,%s\"function\":{\"name\":\"%.*s\"%s}}]}",
+		         piece == 0 ? "\"role\":\"assistant\"," : "",
+		         piece == 0 ? "\"id\":\"call_1\",\"type\":\"function\"," : "", (int)len,
+		         name + at, last && end == 1 ? ",\"arguments\":\"\"" : "");
+		chat_ev(b, 0, ev, NULL);
+		if (piece == 0) /* a keep-alive and a delta without text wait with the name */
+			assert_int_equal(buf_append_cstr(b, ": ping\n\n"), CUSTOS_OK);
+		at += len;
+	}
+	if (end == 0 || end == 1)
+		tool_ev(b, 0, 0, "{}");
+	if (end == 5)
+		chat_ev(b, 0, "{\"content\":\"ok\"}", NULL);
+	if (end == 2)
+		chat_ev(b, 0, "{}", "\"tool_calls\"");
+	if (end != 4)
+		assert_int_equal(buf_append_cstr(b, "data: [DONE]\n\n"), CUSTOS_OK);
+}
+
+/* A tool call's name split over events is held until it is complete (its arguments start,
+ * another part shows text, the choice finishes, the stream ends) and inspected whole: a card
+ * split inside it at every offset, or byte by byte, is masked whole, and the whole name goes
+ * out in the tool call's first delta; the body cut at every byte offset. Negative: a name over
+ * the hold bound fails closed (LIMIT), nothing of it released. */
+static void test_sse_tool_name_held(void **state)
+{
+	(void)state;
+	static const char name[] = "get 4111 1111 1111 1111";
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	for (int end = 0; end <= 5; end++)
+		for (size_t k = 0; k < sizeof(name) - 1; k++) {
+			buf_reset(&body);
+			buf_reset(&client);
+			name_body(&body, name, k, end);
+			if (end == 5) { /* the content's own stream has the "ok" */
+				assert_int_equal(
+				        run_stream(buf_span(&body), NULL, 0, &client, NULL),
+				        CUSTOS_OK);
+				assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name",
+				            "get [REDACTED:PAYMENT_CARD]");
+				assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "ok");
+				assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+				continue;
+			}
+			assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
+			                 CUSTOS_OK);
+			assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name",
+			            "get [REDACTED:PAYMENT_CARD]");
+			assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+			static const char whole[] = "\"name\":\"get [REDACTED:PAYMENT_CARD]\"";
+			const char *w = memmem(buf_ptr(&client), buf_used(&client), whole,
+			                       sizeof(whole) - 1);
+			const char *id = memmem(buf_ptr(&client), buf_used(&client), "call_1", 6);
+			assert_non_null(w);
+			assert_non_null(id);
+			assert_true(id < w && memchr(id, '\n', (size_t)(w - id)) == NULL);
+		}
+	/* one body cut at every byte offset: the held bytes wait across calls */
+	buf_reset(&body);
+	name_body(&body, name, 9, 0);
+	chat_ev(&body, 0, "{\"content\":\"ok\"}", "\"stop\"");
+	every_cut(buf_span(&body), CUSTOS_OK, check_name_held);
+	/* a name longer than the hold bound: fails closed */
+	buf_reset(&body);
+	buf_reset(&client);
+	for (int i = 0; i < 12; i++)
+		chat_ev(&body, 0,
+		        "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":"
+		        "\"aaaaaaaaaaaaaaaaaaaa"
+		        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		        "aaa"
+		        "aaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+		        NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_LIMIT);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "aaaa", 4));
 	buf_free(&body);
 	buf_free(&client);
 }
@@ -1702,6 +1807,7 @@ int main(void)
 		cmocka_unit_test(test_sse_tool_args_escaped),
 		cmocka_unit_test(test_sse_chat_parts),
 		cmocka_unit_test(test_sse_chat_more_members),
+		cmocka_unit_test(test_sse_tool_name_held),
 		cmocka_unit_test(test_sse_anthropic),
 		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
