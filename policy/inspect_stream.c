@@ -713,9 +713,11 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 		return;
 	}
 	inspect_edit *e = &st->ed[st->n_ed++]; /* room made by norm_append */
+	const uint8_t *mb = NULL;
+	size_t mn = inspect_norm_multi(c, &mb);
 	e->n_off = st->total + v->n;
 	e->o_off = st->ototal;
-	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
+	e->n_len = c == INSPECT_NORM_DROP ? 0 : mn > 0 ? (uint8_t)mn : 1;
 	e->o_len = (uint8_t)l;
 	e->rep = 1;
 	memcpy(e->o, p, l);
@@ -725,6 +727,11 @@ static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
 		return;
 	}
 	st->inv_run = 0;
+	if (mn > 0) { /* a character that stands for several */
+		memcpy(v->w + v->n, mb, mn);
+		v->n += mn;
+		return;
+	}
 	v->w[v->n++] = (uint8_t)c;
 }
 
@@ -813,9 +820,9 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 		free(q);
 		return r;
 	}
-	/* the view is never longer than the text (plus a sequence held from the last fragment),
-	 * and every edit takes at least two bytes of text */
-	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
+	/* the view is at most half as long again as the text (`½`, two bytes, is "1/2"), plus a
+	 * sequence held from the last fragment; every edit takes at least two bytes of text */
+	GUARD(buf_reserve(&st->win, n + n / 2 + 2 * INSPECT_NORM_MAX_EXPAND));
 	GUARD(ed_room(st, n / 2 + 2));
 	vw v = { .st = st, .w = buf_tail(&st->win) };
 	size_t i = 0;
