@@ -107,6 +107,7 @@ struct ingress_insp {
 	size_t nnm;
 	/* RM_SSE: a name being held (name_hold_piece), and the client bytes held with it: those
 	 * of earlier calls in nh_buf, then ip->out from nh_from */
+	bool np_done; /* sse_event_out: the content parts that are not text are inspected */
 	bool nh_on;
 	size_t nh_na;   /* its name_acc */
 	size_t nh_a;    /* where its held pieces start in the name_acc's text */
@@ -837,14 +838,16 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 
 static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out);
 
-/* The string at path (one or two member names) of a JSON object, or false. */
-static bool member_str(span json, const char *k0, const char *k1, span *out)
+/* The string at path (one to three member names) of a JSON object, or false. */
+static bool member_str(span json, const char *k0, const char *k1, const char *k2, span *out)
 {
 	jsonr_val root, v;
 
 	if (jsonr_parse(json, NULL, &root) != CUSTOS_OK || !jsonr_obj_get(root, k0, &v))
 		return false;
 	if (k1 != NULL && !jsonr_obj_get(v, k1, &v))
+		return false;
+	if (k2 != NULL && !jsonr_obj_get(v, k2, &v))
 		return false;
 	if (v.type != JSONR_STRING)
 		return false;
@@ -931,7 +934,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		                              "input_json_delta" };
 	jsonr_val root, v[8], d[4];
 	char pos[RESP_POS_MAX];
-	const char *k0, *k1 = NULL;
+	const char *k0, *k1 = NULL, *k2 = NULL;
 	const char *known[3] = { NULL, NULL, NULL }; /* the streamed string, the event's types */
 	span str, dtype;
 	bool fin = false, args = false;
@@ -964,15 +967,27 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		/* A thinking block's signature comes after its text: the text's tail goes first. */
 		if (jsonr_str_eq(d[0].str, "signature_delta"))
 			return resp_done(ip, s, pos, idx.len + 2);
-		if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) || d[k].type != JSONR_STRING)
-			return CUSTOS_OK; /* citations, signatures...: inspected whole */
-		str = d[k].str;
+		jsonr_val cit, ct;
+		if (jsonr_str_eq(d[0].str, "citations_delta")) {
+			/* the cited texts of a block, one after the other: a part of their own */
+			if (!jsonr_obj_get(v[2], "citation", &cit) || cit.type != JSONR_OBJECT ||
+			    !jsonr_obj_get(cit, "cited_text", &ct) || ct.type != JSONR_STRING)
+				return CUSTOS_OK; /* inspected whole */
+			str = ct.str;
+			k2 = "cited_text";
+			k1 = "citation";
+		} else if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) ||
+		           d[k].type != JSONR_STRING) {
+			return CUSTOS_OK; /* signatures, unknown deltas...: inspected whole */
+		} else {
+			str = d[k].str;
+			k1 = dnames[k];
+			args = k == 3;
+		}
 		dtype = d[0].raw;
 		known[1] = v[0].str.ptr;
 		known[2] = d[0].str.ptr;
 		k0 = "delta";
-		k1 = dnames[k];
-		args = k == 3;
 	} else if (!(got & 1) && (got & 8) && v[3].type == JSONR_STRING && (got & 16) &&
 	           (v[4].type == JSONR_TRUE || v[4].type == JSONR_FALSE)) {
 		/* token probabilities and ids carry the text past the stream (as logprobs do):
@@ -1026,7 +1041,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		if (e == CUSTOS_ERR_DENIED)
 			e = sse_deny(ip, ip->rsum.deny_detector);
 		base = buf_span(&red);
-		if (e == CUSTOS_OK && (!member_str(base, k0, k1, &at) || at.len != 0))
+		if (e == CUSTOS_OK && (!member_str(base, k0, k1, k2, &at) || at.len != 0))
 			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
 	}
 	if (e == CUSTOS_OK) {
@@ -1080,15 +1095,18 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 typedef struct targ {
 	uint32_t choice, tool; /* tool TOOL_NONE: field of the delta */
 	unsigned field;
-	bool parts; /* a text part of a delta.content array (the choice's content stream) */
-	bool whole; /* a tool call's function.name: inspected whole, in this event */
-	span args;  /* escaped */
+	bool parts;   /* a text part of a delta.content array (the choice's content stream) */
+	bool whole;   /* a tool call's function.name: inspected whole, in this event */
+	span args;    /* escaped; rawpart: the part's raw JSON */
+	bool rawpart; /* a part of a delta.content array that is not text (sse_event_out) */
 } targ;
 
-/* The text parts of choice ci's delta.content array, in order. An array that holds anything
- * but objects whose strings are a "type" and a "text" (an image, a refusal part...) is
+/* The text parts of choice ci's delta.content array, in order; a part that is an object with
+ * strings besides a "type" and a "text" (an image, a refusal part...) is reported as a rawpart
+ * when `raw` (else skipped: it was inspected). An array that holds anything but objects is
  * CUSTOS_ERR_PARSE: the event is then inspected whole, every string value. */
-static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max, size_t *n)
+static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max, size_t *n,
+                                bool raw)
 {
 	static const char *const names[] = { "type", "text" };
 	jsonr_iter it;
@@ -1103,18 +1121,18 @@ static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max,
 			(got & 1) && f[0].type == JSONR_STRING ? f[0].str.ptr : NULL,
 			(got & 2) && f[1].type == JSONR_STRING ? f[1].str.ptr : NULL
 		};
-		if (other_strings(part, known, 2))
-			return err_set(CUSTOS_ERR_PARSE, "inspect: a content part not text");
-		if (known[1] == NULL)
+		bool text = !other_strings(part, known, 2);
+		if ((text && known[1] == NULL) || (!text && !raw))
 			continue;
 		ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many content parts in a chunk");
-		t[(*n)++] = (targ){ ci, TOOL_NONE, F_CONTENT, true, false, f[1].str };
+		t[(*n)++] = text ? (targ){ ci, TOOL_NONE, F_CONTENT, true, false, f[1].str, false }
+		                 : (targ){ ci, TOOL_NONE, F_CONTENT, false, false, part.raw, true };
 	}
 	return CUSTOS_OK;
 }
 
 static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, span *lp,
-                                    size_t *nlp)
+                                    size_t *nlp, bool raw)
 {
 	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx, l, au;
 	jsonr_iter it, it2;
@@ -1144,15 +1162,16 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			if (!(got & (1u << f)) || fv[f].type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
-			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f, false, false, fv[f].str };
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f,    false,
+				            false,        fv[f].str, false };
 		}
 		if ((got & 1) && fv[F_CONTENT].type == JSONR_ARRAY)
-			GUARD(collect_parts((uint32_t)ci, fv[F_CONTENT], t, max, n));
+			GUARD(collect_parts((uint32_t)ci, fv[F_CONTENT], t, max, n, raw));
 		if (jsonr_obj_get(delta, "audio", &au) && jsonr_obj_get(au, "transcript", &a) &&
 		    a.type == JSONR_STRING) {
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
-			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, F_TRANSCRIPT,
-				            false,        false,     a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, F_TRANSCRIPT, false,
+				            false,        a.str,     false };
 		}
 		if (!jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
 			continue;
@@ -1166,14 +1185,14 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			if (jsonr_obj_get(fn, "name", &a) && a.type == JSONR_STRING) {
 				ENSURE(*n < max, CUSTOS_ERR_LIMIT,
 				       "inspect: too many tool-call deltas");
-				t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
-					            false,        true,         a.str };
+				t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, false,
+					            true,         a.str,        false };
 			}
 			if (!jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
-			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
-				            false,        false,        a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, false,
+				            false,        a.str,        false };
 		}
 	}
 	return CUSTOS_OK;
@@ -1379,7 +1398,8 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	 * or is inspected whole: every string value (Anthropic-style content_block_delta, an
 	 * error object, the responses API's other events...). */
 	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
-	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp) != CUSTOS_OK) {
+	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp,
+	                      !ip->np_done) != CUSTOS_OK) {
 		bool handled = false;
 		GUARD(name_flush(ip, s)); /* another part */
 		GUARD(part_event(ip, s, ev, &handled));
@@ -1412,6 +1432,47 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		if (e == CUSTOS_OK)
 			e = sse_event_out(ip, s, &ev2);
 		buf_free(&stripped);
+		return e;
+	}
+	/* Parts of a delta.content array that are not text (an image, a refusal part): each
+	 * inspected whole, on its own (unchanged when it holds nothing), then the event with them
+	 * as redacted is handled as one of text parts only, the text parts joined to the choice's
+	 * content stream. */
+	bool raws = false;
+	for (size_t i = 0; i < ntools; i++)
+		raws = raws || tools[i].rawpart;
+	if (raws) {
+		buf spliced, red;
+		buf_init(&spliced, INSP_OUT_MAX);
+		buf_init(&red, INSP_OUT_MAX);
+		const char *at = ev->data.ptr;
+		custos_err e = CUSTOS_OK;
+		for (size_t i = 0; i < ntools && e == CUSTOS_OK; i++) { /* in document order */
+			if (!tools[i].rawpart)
+				continue;
+			e = buf_append(&spliced, at, (size_t)(tools[i].args.ptr - at));
+			buf_reset(&red);
+			if (e == CUSTOS_OK)
+				e = block_redact(ip, s, tools[i].args, &red);
+			if (e == CUSTOS_OK)
+				e = buf_append_span(&spliced, buf_span(&red));
+			at = tools[i].args.ptr + tools[i].args.len;
+		}
+		if (e == CUSTOS_OK)
+			e = buf_append(&spliced, at, (size_t)(ev->data.ptr + ev->data.len - at));
+		buf_free(&red);
+		if (e == CUSTOS_ERR_DENIED) {
+			buf_free(&spliced);
+			return sse_deny(ip, ip->rsum.deny_detector);
+		}
+		sse_event ev2 = *ev;
+		ev2.data = buf_span(&spliced);
+		if (e == CUSTOS_OK) {
+			ip->np_done = true;
+			e = sse_event_out(ip, s, &ev2);
+			ip->np_done = false;
+		}
+		buf_free(&spliced);
 		return e;
 	}
 	/* Tool-call names: pw 1 when this event holds pieces of one name (pc, pt), 2 of several;

@@ -309,7 +309,8 @@ part_text() {
 			elsif (ref $c->{delta}{$field} eq "ARRAY") {
 				print $_->{text} for @{$c->{delta}{$field}} }
 			elsif (defined $c->{delta}{$field}) { print $c->{delta}{$field} } } }
-		elsif ($kind eq "anth") { print $j->{delta}{$field}
+		elsif ($kind eq "anth") { print $field eq "cited_text" ? $j->{delta}{citation}{cited_text} // ""
+			: $j->{delta}{$field} // ""
 			if ($j->{type} // "") eq "content_block_delta" && $j->{index} == $n }
 		elsif (defined $j->{content}) { print $j->{content} } }' "$@"
 }
@@ -330,6 +331,9 @@ check "chat parts: choice 0 content" "$(part_text "$work/parts.sse" chat 0 conte
 check "chat parts: choice 1 content" "$(part_text "$work/parts.sse" chat 1 content)" "$MASKED"
 check "chat parts: choice 1 audio transcript" "$(part_text "$work/parts.sse" chat 1 transcript)" "$MASKED"
 check "chat parts: choice 2 content as text parts" "$(part_text "$work/parts.sse" chat 2 content)" "$MASKED"
+grep -q '{"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}' "$work/parts.sse" &&
+	ok "chat parts: an image part beside text parts passes as it came" ||
+	fail "chat parts: the image part was changed"
 check "chat parts: choice 0 reasoning_content" \
 	"$(part_text "$work/parts.sse" chat 0 reasoning_content)" "$MASKED"
 check "chat parts: tool call 0 arguments" "$(part_text "$work/parts.sse" chat 0 args:0)" "$MASKED_ARGS"
@@ -352,6 +356,8 @@ check "anthropic: id: and retry: lines carried over" "$(sse_ids "$work/anth.sse"
 check "anthropic: thinking block" "$(part_text "$work/anth.sse" anth 0 thinking)" "$MASKED"
 check "anthropic: text block" "$(part_text "$work/anth.sse" anth 1 text)" "$MASKED"
 check "anthropic: tool_use input_json" "$(part_text "$work/anth.sse" anth 2 partial_json)" "$MASKED_ARGS"
+check "anthropic: citations' cited_text joined per block" \
+	"$(part_text "$work/anth.sse" anth 1 cited_text)" "$MASKED"
 grep -q -e '4111' -e '1111' "$work/anth.sse" && fail "anthropic: a piece of the card reached the client" ||
 	ok "anthropic: no piece of the card in the stream"
 tail -n 3 "$work/anth.sse" | grep -q 'message_stop' && ok "anthropic: message_stop still ends the stream" ||

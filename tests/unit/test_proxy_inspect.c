@@ -1293,6 +1293,157 @@ static void test_sse_anthropic(void **state)
 	buf_free(&client);
 }
 
+/* The cited texts of block idx's citations_delta events, joined, in *out. */
+static void cited_text(span sse, uint32_t idx, buf *out)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	const char *q = sse.ptr;
+	size_t n = sse.len;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, q, n, &ev, &have);
+		assert_true(k >= 0);
+		jsonr_val root, v, d, c, x;
+		uint64_t i;
+		if (have && ev.has_data && !ev.done) {
+			assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+			if (jsonr_obj_get(root, "type", &v) &&
+			    jsonr_str_eq(v.str, "content_block_delta") &&
+			    jsonr_obj_get(root, "index", &x) &&
+			    jsonr_u64(x, 1000, &i) == CUSTOS_OK && i == idx &&
+			    jsonr_obj_get(root, "delta", &d) && jsonr_obj_get(d, "citation", &c) &&
+			    jsonr_obj_get(c, "cited_text", &x))
+				assert_int_equal(jsonr_unescape(x.str, out), CUSTOS_OK);
+		}
+		q += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+	assert_int_equal(buf_append(out, "", 1), CUSTOS_OK);
+}
+
+static void cite_ev(buf *b, unsigned idx, const char *text)
+{
+	assert_int_equal(buf_printf(b,
+	                            "event: content_block_delta\ndata: {\"type\":"
+	                            "\"content_block_delta\",\"index\":%u,\"delta\":{\"type\":"
+	                            "\"citations_delta\",\"citation\":{\"type\":\"char_location\","
+	                            "\"cited_text\":\"%s\",\"document_index\":0,"
+	                            "\"document_title\":\"Doc\",\"start_char_index\":0,"
+	                            "\"end_char_index\":9}}}\n\n",
+	                            idx, text),
+	                 CUSTOS_OK);
+}
+
+static void check_cited(span c)
+{
+	buf t;
+	buf_init(&t, 4096);
+	cited_text(c, 1, &t);
+	assert_string_equal((const char *)buf_ptr(&t), "card [REDACTED:PAYMENT_CARD] ok");
+	buf_reset(&t);
+	cited_text(c, 2, &t);
+	assert_string_equal((const char *)buf_ptr(&t), "4111 1111");
+	buf_free(&t);
+	assert_part(c, SEL_ANTH, 1, 0, "text", "see [REDACTED:PAYMENT_CARD]");
+	assert_null(memmem(c.ptr, c.len, "1111 1111 1111", 14));
+	assert_null(memmem(c.ptr, c.len, " 1111 1111 ok", 13));
+}
+
+/* Anthropic citations_delta events: the cited texts of one content block are joined like a
+ * block's text (a part of their own, beside its text_delta), so a card split over two
+ * citations is masked, at every cut of the body; block 2's cited text is another part. The
+ * rest of the event (the document title) is inspected whole. Deny in a split citation. */
+static void test_sse_anthropic_citations(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	anth_ev(&body, "content_block_start",
+	        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+	        "\"text\",\"text\":\"\"}}");
+	anth_delta(&body, 1, "text_delta", "text", "see 4111 1111 ");
+	cite_ev(&body, 1, "card 4111 1111");
+	cite_ev(&body, 2, "4111 1111");
+	anth_delta(&body, 1, "text_delta", "text", "1111 1111");
+	cite_ev(&body, 1, " 1111 1111 ok");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":2}");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	every_cut(buf_span(&body), CUSTOS_OK, check_cited);
+	/* deny: a key split over two citations; nothing of it out */
+	buf_reset(&body);
+	cite_ev(&body, 0, "Key AKIAIO");
+	cite_ev(&body, 0, "SFODNN7EXAMPLE and more");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void check_parts_mixed(span c)
+{
+	static const char img[] =
+	        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.example/a.png\"}}";
+	assert_part(c, SEL_CHAT, 0, 0, "content", "card [REDACTED:PAYMENT_CARD] ok");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	assert_non_null(memmem(c.ptr, c.len, img, sizeof(img) - 1)); /* passed as it came */
+}
+
+/* A delta.content array with a part that is not text beside text parts: the text parts join
+ * the choice's content stream (a card split over two events, the image part between its
+ * halves in the first, is masked, at every cut of the body), the image part passes as it came;
+ * a part that is not text is still inspected whole, on its own (a card in an image URL, a
+ * refusal part; a key in one denies). */
+static void test_sse_content_parts_mixed(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	chat_ev(&body, 0,
+	        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"card 4111 "
+	        "1111\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.example/"
+	        "a.png\"}}"
+	        "]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\" 1111 1111 ok\"}]}",
+	        "\"stop\"");
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	every_cut(buf_span(&body), CUSTOS_OK, check_parts_mixed);
+	/* the part that is not text, inspected on its own */
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0,
+	        "{\"content\":[{\"type\":\"refusal\",\"refusal\":\"no 4111 1111 1111 1111\"},"
+	        "{\"type\":\"text\",\"text\":\"a 4111 \"}]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\"1111 1111 1111\"}]}",
+	        "\"stop\"");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "a [REDACTED:PAYMENT_CARD]");
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"refusal\":\"no [REDACTED:PAYMENT_CARD]\"", 36));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0,
+	        "{\"content\":[{\"type\":\"text\",\"text\":\"fine\"},{\"type\":\"refusal\","
+	        "\"refusal\":\"AKIAIOSFODNN7EXAMPLE\"}]}",
+	        NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	buf_free(&body);
+	buf_free(&client);
+}
+
 static void llama_ev(buf *b, const char *content, bool stop)
 {
 	buf esc;
@@ -1809,6 +1960,8 @@ int main(void)
 		cmocka_unit_test(test_sse_chat_more_members),
 		cmocka_unit_test(test_sse_tool_name_held),
 		cmocka_unit_test(test_sse_anthropic),
+		cmocka_unit_test(test_sse_anthropic_citations),
+		cmocka_unit_test(test_sse_content_parts_mixed),
 		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_media_types),
