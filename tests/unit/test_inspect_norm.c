@@ -1059,6 +1059,15 @@ static void test_json_obfuscated(void **state)
 		  "{\"content\":\"card [REDACTED:PAYMENT_CARD] x\"}" },
 		{ "{\"content\":\"ssn 123\\u201145\\u20116789\"}",
 		  "{\"content\":\"ssn [REDACTED:US_SSN]\"}" },
+		/* characters that stand for two, escaped and raw; a fraction beside a value kept */
+		{ "{\"content\":\"\\u00bd cup, card 4111 1111 1111 11\\u246a x\"}",
+		  "{\"content\":\"\\u00bd cup, card [REDACTED:PAYMENT_CARD] x\"}" },
+		{ "{\"content\":\"mail con" LIG_FI "g@example.com\"}",
+		  "{\"content\":\"mail [REDACTED:EMAIL]\"}" },
+		/* invisible characters changing kind ten times in a row */
+		{ "{\"content\":\"4\\u200b\\u200c\\u200b\\u200c\\u200b\\u200c\\u200b\\u200c\\u200b"
+		  "\\u200c111 1111 1111 1111 x\"}",
+		  "{\"content\":\"[REDACTED:PAYMENT_CARD] x\"}" },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
 		buf out;
