@@ -114,11 +114,17 @@ custos_err det_numeric_finish(det_numeric *st, unsigned want, uint64_t total,
 
 /* Unicode normalisation (inspect_norm.c): detectors see a view of the text in which invisible
  * characters are dropped and some characters become one ASCII byte (docs/INSPECTION.md). */
-#define INSPECT_NORM_KEEP  (-1)         /* inspect_norm_class: the character stays as it is */
-#define INSPECT_NORM_DROP  0            /* ...it is dropped (else: the ASCII byte it becomes) */
-#define INSPECT_NORM_SHORT ((size_t)-1) /* inspect_norm_decode: valid so far, cut by the end */
-/* What the view makes of code point cp: KEEP, DROP, or the ASCII byte (0x20..0x7E). */
+#define INSPECT_NORM_KEEP       (-1) /* inspect_norm_class: the character stays as it is */
+#define INSPECT_NORM_DROP       0    /* ...it is dropped (else: the ASCII byte it becomes) */
+#define INSPECT_NORM_SHORT      ((size_t)-1) /* inspect_norm_decode: valid so far, cut by the end */
+#define INSPECT_NORM_MULTI      0x100 /* inspect_norm_class: from this on, several ASCII bytes */
+#define INSPECT_NORM_MAX_EXPAND 4     /* ...at most this many (inspect_norm_multi) */
+/* What the view makes of code point cp: KEEP, DROP, the ASCII byte (0x20..0x7E), or a value
+ * from INSPECT_NORM_MULTI on for a character that stands for several (`⑩`, `½`, `ﬁ`). */
 int inspect_norm_class(uint32_t cp);
+/* The ASCII bytes (2..INSPECT_NORM_MAX_EXPAND) a class from INSPECT_NORM_MULTI on stands for
+ * in *bytes, and their count; 0 for any other class. */
+size_t inspect_norm_multi(int cls, const uint8_t **bytes);
 /* Decodes the UTF-8 sequence at p[0..n): its length with *cp, 0 when it is not valid UTF-8
  * (overlong, surrogate, over U+10FFFF, a stray byte), INSPECT_NORM_SHORT when n ends it early. */
 size_t inspect_norm_decode(const uint8_t *p, size_t n, uint32_t *cp);

@@ -55,9 +55,8 @@ static int digit_of(uint32_t cp)
 /* Single characters that read as one ASCII letter, digit or punctuation mark and are not
  * decimal digits (category No, So, Lu/Ll of other blocks): superscript and subscript digits and
  * letters, circled, parenthesised and full-stop digits and letters, mathematical alphanumeric
- * letters, letter-like symbols and Roman numerals of one letter, and look-alike punctuation. A
- * character that stands for two (circled ten U+2469, the fraction ½) is kept: a view byte is
- * one character. */
+ * letters, letter-like symbols and Roman numerals of one letter, and look-alike punctuation.
+ * Characters that stand for two or more are in multi[] below. */
 static const struct lookalike {
 	uint32_t from, to; /* code points from..to... */
 	uint8_t first;     /* ...become first, first + 1, ... (in order), or first only */
@@ -118,6 +117,72 @@ static int lookalike_of(uint32_t cp)
 	return INSPECT_NORM_KEEP;
 }
 
+/* Characters that stand for two to four ASCII characters, sorted: numbers 10..50 in circles,
+ * parentheses, with a full stop, negative and double circled (as their digits, like the
+ * one-digit forms above), vulgar fractions (with '/'), Latin ligatures and Roman numerals of
+ * several letters. A view byte is then one of the bytes a character makes: a finding that
+ * covers any of them covers the whole character in the text. */
+static const struct multi {
+	uint32_t cp;
+	char s[INSPECT_NORM_MAX_EXPAND + 1];
+} multi[] = {
+	{ 0x00BC, "1/4" },  { 0x00BD, "1/2" },  { 0x00BE, "3/4" }, { 0x2150, "1/7" },
+	{ 0x2151, "1/9" },  { 0x2152, "1/10" }, { 0x2153, "1/3" }, { 0x2154, "2/3" },
+	{ 0x2155, "1/5" },  { 0x2156, "2/5" },  { 0x2157, "3/5" }, { 0x2158, "4/5" },
+	{ 0x2159, "1/6" },  { 0x215A, "5/6" },  { 0x215B, "1/8" }, { 0x215C, "3/8" },
+	{ 0x215D, "5/8" },  { 0x215E, "7/8" },  { 0x215F, "1/" },  { 0x2161, "II" },
+	{ 0x2162, "III" },  { 0x2163, "IV" },   { 0x2165, "VI" },  { 0x2166, "VII" },
+	{ 0x2167, "VIII" }, { 0x2168, "IX" },   { 0x216A, "XI" },  { 0x216B, "XII" },
+	{ 0x2171, "ii" },   { 0x2172, "iii" },  { 0x2173, "iv" },  { 0x2175, "vi" },
+	{ 0x2176, "vii" },  { 0x2177, "viii" }, { 0x2178, "ix" },  { 0x217A, "xi" },
+	{ 0x217B, "xii" },  { 0x2189, "0/3" },  { 0x2469, "10" },  { 0x246A, "11" },
+	{ 0x246B, "12" },   { 0x246C, "13" },   { 0x246D, "14" },  { 0x246E, "15" },
+	{ 0x246F, "16" },   { 0x2470, "17" },   { 0x2471, "18" },  { 0x2472, "19" },
+	{ 0x2473, "20" },   { 0x247D, "10" },   { 0x247E, "11" },  { 0x247F, "12" },
+	{ 0x2480, "13" },   { 0x2481, "14" },   { 0x2482, "15" },  { 0x2483, "16" },
+	{ 0x2484, "17" },   { 0x2485, "18" },   { 0x2486, "19" },  { 0x2487, "20" },
+	{ 0x2491, "10" },   { 0x2492, "11" },   { 0x2493, "12" },  { 0x2494, "13" },
+	{ 0x2495, "14" },   { 0x2496, "15" },   { 0x2497, "16" },  { 0x2498, "17" },
+	{ 0x2499, "18" },   { 0x249A, "19" },   { 0x249B, "20" },  { 0x24EB, "11" },
+	{ 0x24EC, "12" },   { 0x24ED, "13" },   { 0x24EE, "14" },  { 0x24EF, "15" },
+	{ 0x24F0, "16" },   { 0x24F1, "17" },   { 0x24F2, "18" },  { 0x24F3, "19" },
+	{ 0x24F4, "20" },   { 0x24FE, "10" },   { 0x277F, "10" },  { 0x2789, "10" },
+	{ 0x2793, "10" },   { 0x3251, "21" },   { 0x3252, "22" },  { 0x3253, "23" },
+	{ 0x3254, "24" },   { 0x3255, "25" },   { 0x3256, "26" },  { 0x3257, "27" },
+	{ 0x3258, "28" },   { 0x3259, "29" },   { 0x325A, "30" },  { 0x325B, "31" },
+	{ 0x325C, "32" },   { 0x325D, "33" },   { 0x325E, "34" },  { 0x325F, "35" },
+	{ 0x32B1, "36" },   { 0x32B2, "37" },   { 0x32B3, "38" },  { 0x32B4, "39" },
+	{ 0x32B5, "40" },   { 0x32B6, "41" },   { 0x32B7, "42" },  { 0x32B8, "43" },
+	{ 0x32B9, "44" },   { 0x32BA, "45" },   { 0x32BB, "46" },  { 0x32BC, "47" },
+	{ 0x32BD, "48" },   { 0x32BE, "49" },   { 0x32BF, "50" },  { 0xFB00, "ff" },
+	{ 0xFB01, "fi" },   { 0xFB02, "fl" },   { 0xFB03, "ffi" }, { 0xFB04, "ffl" },
+	{ 0xFB05, "st" },   { 0xFB06, "st" },
+};
+
+static int multi_of(uint32_t cp)
+{
+	size_t lo = 0, hi = CUSTOS_ARRAY_LEN(multi);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (multi[mid].cp < cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < CUSTOS_ARRAY_LEN(multi) && multi[lo].cp == cp)
+		return INSPECT_NORM_MULTI + (int)lo;
+	return INSPECT_NORM_KEEP;
+}
+
+size_t inspect_norm_multi(int cls, const uint8_t **bytes)
+{
+	size_t k = (size_t)(cls - INSPECT_NORM_MULTI);
+	if (cls < INSPECT_NORM_MULTI || k >= CUSTOS_ARRAY_LEN(multi))
+		return 0;
+	*bytes = (const uint8_t *)multi[k].s;
+	return strlen(multi[k].s);
+}
+
 int inspect_norm_class(uint32_t cp)
 {
 	if (cp < 0x80 || (cp >= 0x0370 && cp < 0x0530)) /* ASCII, Greek and Cyrillic: kept */
@@ -149,7 +214,8 @@ int inspect_norm_class(uint32_t cp)
 	int d = digit_of(cp);
 	if (d >= 0)
 		return '0' + d;
-	return lookalike_of(cp);
+	int c = lookalike_of(cp);
+	return c != INSPECT_NORM_KEEP ? c : multi_of(cp);
 }
 
 /* Cyrillic and Greek letters that look like a Latin letter (or Cyrillic Ze like 3), sorted.
@@ -205,6 +271,8 @@ int inspect_norm_word(uint32_t cp)
 	int c = cp < 0x80 ? (int)cp : inspect_norm_class(cp);
 	if (c == INSPECT_NORM_DROP)
 		return INSPECT_WORD_JOIN;
+	if (c >= INSPECT_NORM_MULTI) /* every one holds a digit or a letter */
+		return INSPECT_WORD_LATIN;
 	if (c > 0)
 		return (uint8_t)((c | 0x20) - 'a') < 26 || (uint8_t)(c - '0') < 10
 		               ? INSPECT_WORD_LATIN

@@ -114,8 +114,13 @@ static custos_err emit_to(inspect_stream *st, uint64_t to)
 		if (st->ocursor < to) {
 			ENSURE(i < st->n_ed && st->ed[i].o_off == st->ocursor, CUSTOS_ERR_INTERNAL,
 			       "inspect: release inside a character");
-			for (unsigned k = 0; k < st->ed[i].rep; k++)
-				GUARD(buf_append(st->out, st->ed[i].o, st->ed[i].o_len));
+			const inspect_edit *e = &st->ed[i];
+			if (e->o_len == 0) /* a sequence: its bytes in xb */
+				GUARD(buf_append(st->out,
+				                 buf_ptr(&st->xb) + (e->x_off - st->xb_base),
+				                 e->x_len));
+			for (unsigned k = 0; e->o_len != 0 && k < e->rep; k++)
+				GUARD(buf_append(st->out, e->o, e->o_len));
 			st->ocursor += inspect_edit_olen(&st->ed[i]);
 			i++;
 		}
@@ -539,6 +544,17 @@ static void win_trim(inspect_stream *st)
 		st->ed_ob = e->o_off + inspect_edit_olen(e);
 		st->ed_head++;
 	}
+	/* The bytes of sequences no live edit holds. */
+	if (buf_used(&st->xb) > 0) {
+		uint64_t xk = st->xb_base + buf_used(&st->xb);
+		for (size_t k = st->ed_head; k < st->n_ed; k++)
+			if (st->ed[k].n_len == 0 && st->ed[k].o_len == 0) {
+				xk = st->ed[k].x_off;
+				break;
+			}
+		buf_consume(&st->xb, (size_t)(xk - st->xb_base));
+		st->xb_base = xk;
+	}
 	if (st->ed_head == st->n_ed) {
 		st->ed_head = st->n_ed = 0;
 	} else if (st->ed_head >= 1024 && st->ed_head * 2 >= st->n_ed) {
@@ -552,32 +568,19 @@ static void win_trim(inspect_stream *st)
  * The normalised view.
  */
 
-/* The last live edit, when it drops a character (it may be repeated), or NULL. */
-static const inspect_edit *ed_tail_drop(const inspect_stream *st)
-{
-	if (st->n_ed == st->ed_head || st->ed[st->n_ed - 1].n_len != 0)
-		return NULL;
-	return &st->ed[st->n_ed - 1];
-}
-
 /* Offset of the first character at or after `at` that the view changes (dropped, or made
  * ASCII: *len and *cls say how long it is and what it becomes), or of a UTF-8 sequence that
- * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. *run follows the
- * edits of invisible characters dropped in a row; past the limit, an invisible character at
- * `at` that repeats the dropped one before it (`tail`) is returned too (vw_char decides). */
-static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t at, uint8_t *run,
-                         const inspect_edit *tail, size_t *len, int *cls)
+ * the end of p cuts (*len is INSPECT_NORM_SHORT); n when there is none. */
+static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t at, size_t *len,
+                         int *cls)
 {
 	size_t i = at;
 	uint32_t cp;
 	*len = INSPECT_NORM_SHORT;
 	bool look = at == st->w_lo && st->w_open && st->w_latin && at >= st->w_end;
 	for (;;) {
-		size_t a = i;
 		if (!look && !(st->w_map && i < st->w_end))
 			i = inspect_norm_skip(p, n, i);
-		if (i > a)
-			*run = 0; /* skipped bytes are characters kept as they are */
 		size_t l = 0;
 		int c = 0;
 		bool kept = false; /* l and c hold the character at i, one the view keeps */
@@ -628,7 +631,6 @@ static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t 
 				return i;
 			if (l == 0) { /* not UTF-8: a byte like any other */
 				i++;
-				*run = 0;
 				continue;
 			}
 			c = inspect_norm_class(cp);
@@ -640,13 +642,6 @@ static size_t norm_plain(inspect_stream *st, const uint8_t *p, size_t n, size_t 
 		}
 		if (c == INSPECT_NORM_KEEP) {
 			i += l;
-			*run = 0;
-			continue;
-		}
-		if (c == INSPECT_NORM_DROP && *run >= INSPECT_MAX_INVISIBLE_RUN &&
-		    !(i == at && tail != NULL && tail->o_len == l &&
-		      memcmp(tail->o, p + i, l) == 0)) {
-			i += l; /* past the limit: kept, and the run goes on */
 			continue;
 		}
 		*len = l;
@@ -685,47 +680,81 @@ static void vw_put(vw *v, const uint8_t *p, size_t n)
 	memcpy(v->w + v->n, p, n);
 	v->n += n;
 	v->st->ototal += n;
+	v->st->inv_held = 0;
 }
 
-/* A character p[0..l) the view changes: c is INSPECT_NORM_DROP or the ASCII byte it becomes;
- * or a character kept (c is INSPECT_NORM_KEEP). A dropped character that repeats the one
- * dropped right before it (none of it released yet) adds to its edit: a run of one invisible
- * character costs one edit however long it is, up to UINT16_MAX. Past the limit of edits in a
- * run, an invisible character is kept in the view. */
-static void vw_char(vw *v, const uint8_t *p, size_t l, int c)
+/* Bytes of a run of one invisible character under which its edit becomes a sequence when
+ * another invisible character follows (a longer run stays one edit with a count, and the next
+ * character starts an edit of its own). */
+#define SEQ_MERGE 64u
+
+/* A character p[0..l) the view changes: c is INSPECT_NORM_DROP, the ASCII byte it becomes, or
+ * a class from INSPECT_NORM_MULTI on; or a character kept (c is INSPECT_NORM_KEEP). Invisible
+ * characters in a row (none of them released yet) add to one edit: a run of one character
+ * repeated is one edit with a count (up to UINT16_MAX), characters of different kinds one
+ * sequence whose bytes go to xb. So there is no limit on how many, or how mixed, are dropped:
+ * their edits cost at most their own bytes (INSPECT_MAX_INVISIBLE_HELD in a row, then LIMIT). */
+static custos_err vw_char(vw *v, const uint8_t *p, size_t l, int c)
 {
 	inspect_stream *st = v->st;
+	if (c == INSPECT_NORM_KEEP) {
+		vw_put(v, p, l);
+		return CUSTOS_OK;
+	}
 	if (c == INSPECT_NORM_DROP) {
+		ENSURE(st->inv_held + l <= INSPECT_MAX_INVISIBLE_HELD, CUSTOS_ERR_LIMIT,
+		       "inspect: more than %u bytes of invisible characters in a row",
+		       INSPECT_MAX_INVISIBLE_HELD);
+		st->inv_held += l;
 		inspect_edit *t = st->n_ed > st->ed_head ? &st->ed[st->n_ed - 1] : NULL;
-		if (t != NULL && t->n_len == 0 && t->n_off == st->total + v->n && t->o_len == l &&
-		    t->rep < UINT16_MAX && t->o_off >= st->ocursor &&
-		    t->o_off + inspect_edit_olen(t) == st->ototal && memcmp(t->o, p, l) == 0) {
-			t->rep++;
-			st->ototal += l;
-			return;
+		if (t != NULL && t->n_len == 0 && t->n_off == st->total + v->n &&
+		    t->o_off >= st->ocursor && t->o_off + inspect_edit_olen(t) == st->ototal) {
+			if (t->o_len == l && t->rep < UINT16_MAX && memcmp(t->o, p, l) == 0) {
+				t->rep++;
+				st->ototal += l;
+				return CUSTOS_OK;
+			}
+			if (t->o_len == 0 || inspect_edit_olen(t) <= SEQ_MERGE) {
+				if (t->o_len != 0) { /* the run becomes a sequence */
+					uint8_t o[4];
+					uint16_t n = t->rep;
+					uint8_t ol = t->o_len;
+					memcpy(o, t->o, sizeof(o));
+					t->x_off = st->xb_base + buf_used(&st->xb);
+					for (uint16_t k = 0; k < n; k++)
+						GUARD(buf_append(&st->xb, o, ol));
+					t->o_len = 0;
+					t->rep = 1;
+					t->x_len = (uint32_t)(n * ol);
+				}
+				GUARD(buf_append(&st->xb, p, l));
+				t->x_len += (uint32_t)l;
+				st->ototal += l;
+				return CUSTOS_OK;
+			}
 		}
 	}
-	if (c == INSPECT_NORM_KEEP ||
-	    (c == INSPECT_NORM_DROP && st->inv_run >= INSPECT_MAX_INVISIBLE_RUN)) {
-		vw_put(v, p, l);
-		if (c == INSPECT_NORM_KEEP)
-			st->inv_run = 0;
-		return;
-	}
 	inspect_edit *e = &st->ed[st->n_ed++]; /* room made by norm_append */
+	const uint8_t *mb = NULL;
+	size_t mn = inspect_norm_multi(c, &mb);
 	e->n_off = st->total + v->n;
 	e->o_off = st->ototal;
-	e->n_len = c == INSPECT_NORM_DROP ? 0 : 1;
+	e->n_len = c == INSPECT_NORM_DROP ? 0 : mn > 0 ? (uint8_t)mn : 1;
 	e->o_len = (uint8_t)l;
 	e->rep = 1;
+	e->x_off = 0;
 	memcpy(e->o, p, l);
 	st->ototal += l;
-	if (c == INSPECT_NORM_DROP) {
-		st->inv_run++;
-		return;
+	if (c == INSPECT_NORM_DROP)
+		return CUSTOS_OK;
+	st->inv_held = 0;
+	if (mn > 0) { /* a character that stands for several */
+		memcpy(v->w + v->n, mb, mn);
+		v->n += mn;
+		return CUSTOS_OK;
 	}
-	st->inv_run = 0;
 	v->w[v->n++] = (uint8_t)c;
+	return CUSTOS_OK;
 }
 
 /* The start of the character before offset u of p[lo..u), or u when there is none or it is not
@@ -813,9 +842,9 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 		free(q);
 		return r;
 	}
-	/* the view is never longer than the text (plus a sequence held from the last fragment),
-	 * and every edit takes at least two bytes of text */
-	GUARD(buf_reserve(&st->win, n + sizeof(st->upend)));
+	/* the view is at most half as long again as the text (`½`, two bytes, is "1/2"), plus a
+	 * sequence held from the last fragment; every edit takes at least two bytes of text */
+	GUARD(buf_reserve(&st->win, n + n / 2 + 2 * INSPECT_NORM_MAX_EXPAND));
 	GUARD(ed_room(st, n / 2 + 2));
 	vw v = { .st = st, .w = buf_tail(&st->win) };
 	size_t i = 0;
@@ -839,7 +868,6 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			/* not UTF-8 after all: bytes like any other (its continuation bytes are not
 			 * leads) */
 			vw_put(&v, seq, k);
-			st->inv_run = 0;
 			st->w_open = st->w_latin = false;
 		} else {
 			int c = inspect_norm_class(cp), wc = inspect_norm_word(cp);
@@ -847,7 +875,12 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			 * in wpend, not here) */
 			if (wc == INSPECT_WORD_LOOKALIKE && st->w_open && st->w_latin)
 				c = inspect_norm_confusable(cp);
-			vw_char(&v, seq, l, c);
+			custos_err r = vw_char(&v, seq, l, c);
+			if (r != CUSTOS_OK) {
+				buf_commit(&st->win, v.n);
+				st->total += v.n;
+				return r;
+			}
 			i = l - k;
 			st->w_latin = wc != INSPECT_WORD_BREAK &&
 			              ((st->w_open && st->w_latin) || wc == INSPECT_WORD_LATIN);
@@ -862,7 +895,7 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 	while (i < cut) {
 		size_t l;
 		int c = INSPECT_NORM_KEEP;
-		size_t j = norm_plain(st, p, cut, i, &st->inv_run, ed_tail_drop(st), &l, &c);
+		size_t j = norm_plain(st, p, cut, i, &l, &c);
 		vw_put(&v, p + i, j - i);
 		i = j;
 		if (i >= cut)
@@ -870,7 +903,6 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 		if (l == INSPECT_NORM_SHORT) {
 			if (final) {
 				vw_put(&v, p + i, cut - i);
-				st->inv_run = 0;
 			} else {
 				memcpy(st->upend, p + i, cut - i);
 				st->n_upend = (uint8_t)(cut - i);
@@ -878,7 +910,12 @@ static custos_err norm_append(inspect_stream *st, const uint8_t *p, size_t n, bo
 			}
 			break;
 		}
-		vw_char(&v, p + i, l, c);
+		custos_err r = vw_char(&v, p + i, l, c);
+		if (r != CUSTOS_OK) {
+			buf_commit(&st->win, v.n);
+			st->total += v.n;
+			return r;
+		}
 		i += l;
 	}
 	word_carry(st, p, lo, done);
@@ -911,6 +948,7 @@ custos_err inspect_stream_init(inspect_stream *st, const inspect_engine *e,
 	inspect_summary_init(&st->sum);
 	st->mask_end = UINT64_MAX;
 	buf_init(&st->win, (size_t)INSPECT_MAX_TEXT + 2 * 16384 + 4096 + 8);
+	buf_init(&st->xb, (size_t)INSPECT_MAX_INVISIBLE_HELD);
 	if (st->active && e->db != NULL && hs_open_stream(e->db, 0, &st->hs) != HS_SUCCESS)
 		return err_set(CUSTOS_ERR_NOMEM, "inspect: cannot open a Hyperscan stream");
 	return CUSTOS_OK;
@@ -922,6 +960,7 @@ void inspect_stream_fini(inspect_stream *st)
 		hs_close_stream(st->hs, NULL, NULL, NULL);
 	st->hs = NULL;
 	buf_free(&st->win);
+	buf_free(&st->xb);
 	free(st->pend);
 	free(st->kept);
 	free(st->ctx);
@@ -981,14 +1020,13 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 	ENSURE(!st->borrowed, CUSTOS_ERR_INTERNAL, "inspect: second feed of a block scan");
 	const uint8_t *p = (const uint8_t *)text.ptr;
 	uint64_t from = st->total;
-	uint8_t run = st->inv_run;
 	size_t l;
 	int c;
 	st->w_lo = st->w_end = 0;
 	st->w_map = false;
 	if (st->n_upend == 0 && st->n_wpend == 0 &&
 	    (st->borrow || word_hold_at(st, p, text.len, 0) == text.len) &&
-	    norm_plain(st, p, text.len, 0, &st->inv_run, ed_tail_drop(st), &l, &c) == text.len) {
+	    norm_plain(st, p, text.len, 0, &l, &c) == text.len) {
 		word_carry(st, p, 0, text.len);
 		/* The text is its own view (ASCII, or nothing the view changes). */
 		if (st->borrow && st->total == 0) {
@@ -1000,10 +1038,10 @@ custos_err inspect_stream_feed_int(inspect_stream *st, inspect_scratch *s, span 
 		}
 		st->total += text.len;
 		st->ototal += text.len;
+		st->inv_held = 0;
 		return view_scan(st, s, from);
 	}
 	/* In slices, so that the edits and the window stay bounded for a large block. */
-	st->inv_run = run;
 	for (size_t at = 0; at < text.len;) {
 		size_t n = text.len - at < NORM_SLICE ? text.len - at : NORM_SLICE;
 		from = st->total;

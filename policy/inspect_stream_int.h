@@ -18,22 +18,28 @@ typedef struct inspect_region {
 	uint8_t cont_conf;
 } inspect_region;
 
-/* One character the normalised view changed: dropped (n_len 0) or written as one ASCII byte
- * (n_len 1); a dropped character repeated in a row is one edit (rep). Between edits the view and
- * the original text are the same bytes. */
+/* One character the normalised view changed: dropped (n_len 0) or written as ASCII bytes
+ * (n_len 1..4); a dropped character repeated in a row is one edit (rep), and so are invisible
+ * characters of different kinds in a row (o_len 0: their bytes are in the stream's xb). Between
+ * edits the view and the original text are the same bytes. */
 typedef struct inspect_edit {
-	uint64_t n_off; /* where its byte is in the view (dropped: where it would be) */
+	uint64_t n_off; /* where its bytes are in the view (dropped: where they would be) */
 	uint64_t o_off; /* where the character is in the original text */
 	uint8_t n_len;
-	uint8_t o_len; /* 2..4 */
-	uint8_t o[4];  /* the original bytes, written back when the text is released... */
-	uint16_t rep;  /* ...this many times (1 but for a dropped character) */
+	uint8_t o_len; /* 2..4; 0: a sequence of dropped characters, x_len bytes at xb's x_off */
+	uint16_t rep;  /* o written back this many times (1 but for a dropped character) */
+	union {
+		uint8_t o[4];   /* the original bytes, written back when the text is released */
+		uint32_t x_len; /* (a sequence: its length) */
+	};
+	uint64_t x_off; /* a sequence: where its bytes are in xb (absolute) */
 } inspect_edit;
+_Static_assert(sizeof(inspect_edit) == 32, "an edit is 32 bytes");
 
 /* Bytes of original text an edit stands for. */
 static inline uint64_t inspect_edit_olen(const inspect_edit *e)
 {
-	return (uint64_t)e->o_len * e->rep;
+	return e->o_len != 0 ? (uint64_t)e->o_len * e->rep : e->x_len;
 }
 
 typedef struct inspect_ctx_hit {
@@ -66,7 +72,9 @@ struct inspect_stream {
 	uint64_t ocursor;      /* text bytes released (or masked): the view's cursor, mapped */
 	uint8_t upend[4];      /* an unfinished UTF-8 sequence waiting for the next fragment */
 	uint8_t n_upend;
-	uint8_t inv_run; /* edits of invisible characters dropped in a row */
+	uint64_t inv_held; /* text bytes of invisible characters dropped since the last view byte */
+	buf xb;            /* the bytes of sequence edits (o_len 0), live ones from... */
+	uint64_t xb_base;  /* ...this absolute offset */
 	/* The look-alike rule (inspect_norm_word_at): the text before the fragment ends inside a
 	 * word (w_open) that holds a Latin letter or digit (w_latin); in the fragment being
 	 * normalised (from w_lo), the word decided last ends at w_end, its look-alikes mapped when

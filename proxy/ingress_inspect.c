@@ -66,14 +66,19 @@ typedef struct slot {
 	size_t dat, dlen; /* where its "delta" string's contents are in last */
 } slot;
 
-/* A tool call's function.name as streamed so far (choice, tool): its pieces are released as
- * they come (a client reads the name from the tool call's first delta), each inspected alone
- * and joined with the pieces before it (name_text). */
+/* A tool call's function.name as streamed so far (choice, tool). Its pieces are held until the
+ * name is complete (name_hold_piece): the tool call's arguments start, another part or tool
+ * call shows text, the choice finishes or the stream ends. Then it is inspected whole, joined
+ * with any pieces released before (name_release), and written into the event of its first
+ * held piece; the client bytes from that event on wait with it, so a client still reads the
+ * name from the tool call's first delta. */
 typedef struct name_acc {
 	uint32_t choice, tool;
 	buf text; /* unescaped, as received; its last NAME_KEEP bytes */
 } name_acc;
-#define NAME_KEEP 4096u
+#define NAME_KEEP       4096u
+#define NAME_HOLD_MAX   1024u                /* bytes of a name held (names are short) */
+#define NAME_HOLD_BYTES (4u * 1024u * 1024u) /* client bytes held with it */
 
 typedef enum resp_mode {
 	RM_NONE = 0, /* response not inspected */
@@ -100,6 +105,15 @@ struct ingress_insp {
 	size_t nsl;
 	name_acc nm[INSP_MAX_STREAMS]; /* RM_SSE: tool-call names streamed so far */
 	size_t nnm;
+	/* RM_SSE: a name being held (name_hold_piece), and the client bytes held with it: those
+	 * of earlier calls in nh_buf, then ip->out from nh_from */
+	bool np_done; /* sse_event_out: the content parts that are not text are inspected */
+	bool nh_on;
+	size_t nh_na;   /* its name_acc */
+	size_t nh_a;    /* where its held pieces start in the name_acc's text */
+	size_t nh_from; /* where the held bytes start in ip->out */
+	size_t nh_at;   /* where the name goes, counted from the start of the held bytes */
+	buf nh_buf;
 	buf tmpl;      /* "id":..,"created":..,"model":.. of the stream's chunks (raw JSON) */
 	buf out;       /* client bytes of the current piece */
 	buf text, rel; /* unescaped delta text; released texts of one event */
@@ -162,6 +176,7 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 		inspect_summary_init(&ip->rsum);
 		buf_init(&ip->tmpl, 1024);
 		buf_init(&ip->out, INSP_OUT_MAX);
+		buf_init(&ip->nh_buf, NAME_HOLD_BYTES);
 		buf_init(&ip->text, SSE_MAX_EVENT_BYTES);
 		buf_init(&ip->rel, INSP_OUT_MAX);
 		buf_init(&ip->tail, INSP_OUT_MAX);
@@ -823,14 +838,16 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 
 static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out);
 
-/* The string at path (one or two member names) of a JSON object, or false. */
-static bool member_str(span json, const char *k0, const char *k1, span *out)
+/* The string at path (one to three member names) of a JSON object, or false. */
+static bool member_str(span json, const char *k0, const char *k1, const char *k2, span *out)
 {
 	jsonr_val root, v;
 
 	if (jsonr_parse(json, NULL, &root) != CUSTOS_OK || !jsonr_obj_get(root, k0, &v))
 		return false;
 	if (k1 != NULL && !jsonr_obj_get(v, k1, &v))
+		return false;
+	if (k2 != NULL && !jsonr_obj_get(v, k2, &v))
 		return false;
 	if (v.type != JSONR_STRING)
 		return false;
@@ -917,7 +934,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		                              "input_json_delta" };
 	jsonr_val root, v[8], d[4];
 	char pos[RESP_POS_MAX];
-	const char *k0, *k1 = NULL;
+	const char *k0, *k1 = NULL, *k2 = NULL;
 	const char *known[3] = { NULL, NULL, NULL }; /* the streamed string, the event's types */
 	span str, dtype;
 	bool fin = false, args = false;
@@ -950,15 +967,27 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		/* A thinking block's signature comes after its text: the text's tail goes first. */
 		if (jsonr_str_eq(d[0].str, "signature_delta"))
 			return resp_done(ip, s, pos, idx.len + 2);
-		if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) || d[k].type != JSONR_STRING)
-			return CUSTOS_OK; /* citations, signatures...: inspected whole */
-		str = d[k].str;
+		jsonr_val cit, ct;
+		if (jsonr_str_eq(d[0].str, "citations_delta")) {
+			/* the cited texts of a block, one after the other: a part of their own */
+			if (!jsonr_obj_get(v[2], "citation", &cit) || cit.type != JSONR_OBJECT ||
+			    !jsonr_obj_get(cit, "cited_text", &ct) || ct.type != JSONR_STRING)
+				return CUSTOS_OK; /* inspected whole */
+			str = ct.str;
+			k2 = "cited_text";
+			k1 = "citation";
+		} else if (k == CUSTOS_ARRAY_LEN(dtypes) || !(dg & (1u << k)) ||
+		           d[k].type != JSONR_STRING) {
+			return CUSTOS_OK; /* signatures, unknown deltas...: inspected whole */
+		} else {
+			str = d[k].str;
+			k1 = dnames[k];
+			args = k == 3;
+		}
 		dtype = d[0].raw;
 		known[1] = v[0].str.ptr;
 		known[2] = d[0].str.ptr;
 		k0 = "delta";
-		k1 = dnames[k];
-		args = k == 3;
 	} else if (!(got & 1) && (got & 8) && v[3].type == JSONR_STRING && (got & 16) &&
 	           (v[4].type == JSONR_TRUE || v[4].type == JSONR_FALSE)) {
 		/* token probabilities and ids carry the text past the stream (as logprobs do):
@@ -1012,7 +1041,7 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		if (e == CUSTOS_ERR_DENIED)
 			e = sse_deny(ip, ip->rsum.deny_detector);
 		base = buf_span(&red);
-		if (e == CUSTOS_OK && (!member_str(base, k0, k1, &at) || at.len != 0))
+		if (e == CUSTOS_OK && (!member_str(base, k0, k1, k2, &at) || at.len != 0))
 			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
 	}
 	if (e == CUSTOS_OK) {
@@ -1066,15 +1095,18 @@ static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, 
 typedef struct targ {
 	uint32_t choice, tool; /* tool TOOL_NONE: field of the delta */
 	unsigned field;
-	bool parts; /* a text part of a delta.content array (the choice's content stream) */
-	bool whole; /* a tool call's function.name: inspected whole, in this event */
-	span args;  /* escaped */
+	bool parts;   /* a text part of a delta.content array (the choice's content stream) */
+	bool whole;   /* a tool call's function.name: inspected whole, in this event */
+	span args;    /* escaped; rawpart: the part's raw JSON */
+	bool rawpart; /* a part of a delta.content array that is not text (sse_event_out) */
 } targ;
 
-/* The text parts of choice ci's delta.content array, in order. An array that holds anything
- * but objects whose strings are a "type" and a "text" (an image, a refusal part...) is
+/* The text parts of choice ci's delta.content array, in order; a part that is an object with
+ * strings besides a "type" and a "text" (an image, a refusal part...) is reported as a rawpart
+ * when `raw` (else skipped: it was inspected). An array that holds anything but objects is
  * CUSTOS_ERR_PARSE: the event is then inspected whole, every string value. */
-static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max, size_t *n)
+static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max, size_t *n,
+                                bool raw)
 {
 	static const char *const names[] = { "type", "text" };
 	jsonr_iter it;
@@ -1089,18 +1121,18 @@ static custos_err collect_parts(uint32_t ci, jsonr_val arr, targ *t, size_t max,
 			(got & 1) && f[0].type == JSONR_STRING ? f[0].str.ptr : NULL,
 			(got & 2) && f[1].type == JSONR_STRING ? f[1].str.ptr : NULL
 		};
-		if (other_strings(part, known, 2))
-			return err_set(CUSTOS_ERR_PARSE, "inspect: a content part not text");
-		if (known[1] == NULL)
+		bool text = !other_strings(part, known, 2);
+		if ((text && known[1] == NULL) || (!text && !raw))
 			continue;
 		ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many content parts in a chunk");
-		t[(*n)++] = (targ){ ci, TOOL_NONE, F_CONTENT, true, false, f[1].str };
+		t[(*n)++] = text ? (targ){ ci, TOOL_NONE, F_CONTENT, true, false, f[1].str, false }
+		                 : (targ){ ci, TOOL_NONE, F_CONTENT, false, false, part.raw, true };
 	}
 	return CUSTOS_OK;
 }
 
 static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, span *lp,
-                                    size_t *nlp)
+                                    size_t *nlp, bool raw)
 {
 	jsonr_val root, ch, c, delta, tcs, tc, fn, a, idx, l, au;
 	jsonr_iter it, it2;
@@ -1130,15 +1162,16 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			if (!(got & (1u << f)) || fv[f].type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
-			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f, false, false, fv[f].str };
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, f,    false,
+				            false,        fv[f].str, false };
 		}
 		if ((got & 1) && fv[F_CONTENT].type == JSONR_ARRAY)
-			GUARD(collect_parts((uint32_t)ci, fv[F_CONTENT], t, max, n));
+			GUARD(collect_parts((uint32_t)ci, fv[F_CONTENT], t, max, n, raw));
 		if (jsonr_obj_get(delta, "audio", &au) && jsonr_obj_get(au, "transcript", &a) &&
 		    a.type == JSONR_STRING) {
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many deltas in a chunk");
-			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, F_TRANSCRIPT,
-				            false,        false,     a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, TOOL_NONE, F_TRANSCRIPT, false,
+				            false,        a.str,     false };
 		}
 		if (!jsonr_obj_get(delta, "tool_calls", &tcs) || tcs.type != JSONR_ARRAY)
 			continue;
@@ -1152,53 +1185,54 @@ static custos_err collect_tool_args(span data, targ *t, size_t max, size_t *n, s
 			if (jsonr_obj_get(fn, "name", &a) && a.type == JSONR_STRING) {
 				ENSURE(*n < max, CUSTOS_ERR_LIMIT,
 				       "inspect: too many tool-call deltas");
-				t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
-					            false,        true,         a.str };
+				t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, false,
+					            true,         a.str,        false };
 			}
 			if (!jsonr_obj_get(fn, "arguments", &a) || a.type != JSONR_STRING)
 				continue;
 			ENSURE(*n < max, CUSTOS_ERR_LIMIT, "inspect: too many tool-call deltas");
-			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT,
-				            false,        false,        a.str };
+			t[(*n)++] = (targ){ (uint32_t)ci, (uint32_t)ti, F_CONTENT, false,
+				            false,        a.str,        false };
 		}
 	}
 	return CUSTOS_OK;
 }
 
-/* A piece of tool call (choice, tool)'s function.name (escaped): inspected alone, as before,
- * and joined after the pieces of the same name before it, so a value split over two events is
- * found. The piece goes out in its event (a name is not held back: clients take it from the
- * tool call's first delta), so a value found only joined is masked from where this piece
- * starts: the part in earlier pieces has gone out. Redacted piece appended to dst. DENIED: the
- * closing events are in ip->out. */
-static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choice, uint32_t tool,
-                            span escaped, buf *dst)
+static void buf_cut(buf *b, size_t used)
 {
-	name_acc *na = NULL;
-	for (size_t i = 0; i < ip->nnm && na == NULL; i++)
-		if (ip->nm[i].choice == choice && ip->nm[i].tool == tool)
-			na = &ip->nm[i];
-	if (na == NULL) {
-		ENSURE(ip->nnm < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
-		       "inspect: more than %u tool-call names in one response", INSP_MAX_STREAMS);
-		na = &ip->nm[ip->nnm++];
-		na->choice = choice;
-		na->tool = tool;
-		buf_init(&na->text, NAME_KEEP + SSE_MAX_EVENT_BYTES);
-	}
-	size_t a = buf_used(&na->text); /* where this piece starts in the joined name */
-	buf_reset(&ip->text);
-	GUARD(jsonr_unescape(escaped, &ip->text));
-	span piece = buf_span(&ip->text);
+	b->len = b->off + used;
+}
+
+/* The name_acc of tool call (choice, tool), made when there is none; its index in *ni. */
+static custos_err name_acc_get(ingress_insp *ip, uint32_t choice, uint32_t tool, size_t *ni)
+{
+	for (size_t i = 0; i < ip->nnm; i++)
+		if (ip->nm[i].choice == choice && ip->nm[i].tool == tool) {
+			*ni = i;
+			return CUSTOS_OK;
+		}
+	ENSURE(ip->nnm < INSP_MAX_STREAMS, CUSTOS_ERR_LIMIT,
+	       "inspect: more than %u tool-call names in one response", INSP_MAX_STREAMS);
+	name_acc *na = &ip->nm[ip->nnm];
+	na->choice = choice;
+	na->tool = tool;
+	buf_init(&na->text, NAME_KEEP + NAME_HOLD_MAX + SSE_MAX_EVENT_BYTES);
+	*ni = ip->nnm++;
+	return CUSTOS_OK;
+}
+
+/* Releases the pieces of a name from na->text[a..] (complete, or a piece of one whose earlier
+ * pieces have gone out): inspected alone and joined after the pieces before, so a value split
+ * over pieces is found; a value found only joined is masked from `a` on (what is before has
+ * gone out). Redacted text appended to dst. DENIED: the closing events are in ip->out. */
+static custos_err name_release(ingress_insp *ip, inspect_scratch *s, name_acc *na, size_t a,
+                               buf *dst)
+{
+	span piece = span_of((const char *)buf_ptr(&na->text) + a, buf_used(&na->text) - a);
 	inspect_findings alone = { 0 }, joined = { 0 };
 	custos_err e = inspect_scan(ip->eng, s, &ip->response, piece, &alone);
-	if (e == CUSTOS_OK && a > 0 && piece.len > 0) {
-		e = buf_append_span(&na->text, piece);
-		if (e == CUSTOS_OK)
-			e = inspect_scan(ip->eng, s, &ip->response, buf_span(&na->text), &joined);
-	} else if (e == CUSTOS_OK) {
-		e = buf_append_span(&na->text, piece);
-	}
+	if (e == CUSTOS_OK && a > 0 && piece.len > 0)
+		e = inspect_scan(ip->eng, s, &ip->response, buf_span(&na->text), &joined);
 	/* masks over the piece: its own findings, and those of the joined name that start in
 	 * the pieces before and go on into this one (clipped to it) */
 	size_t nm = 0;
@@ -1230,21 +1264,12 @@ static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choic
 	}
 	inspect_findings_free(&alone);
 	inspect_findings_free(&joined);
-	if (buf_used(&na->text) > NAME_KEEP) { /* a value longer than this is not a name */
-		size_t drop = buf_used(&na->text) - NAME_KEEP;
-		memmove((uint8_t *)buf_ptr(&na->text), buf_ptr(&na->text) + drop, NAME_KEEP);
-		na->text.len = NAME_KEEP;
-	}
 	if (e == CUSTOS_OK)
 		inspect_summary_add(&ip->rsum, &sum);
 	if (e == CUSTOS_OK && sum.deny_detector >= 0) {
 		ip->rsum.deny_detector = sum.deny_detector;
 		e = sse_deny(ip, sum.deny_detector);
 		nm = 0;
-	}
-	if (e != CUSTOS_OK) {
-		free(m);
-		return e;
 	}
 	for (size_t i = 1; i < nm; i++) /* by offset; few */
 		for (size_t j = i; j > 0 && m[j].offset < m[j - 1].offset; j--) {
@@ -1253,7 +1278,7 @@ static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choic
 			m[j - 1] = t;
 		}
 	size_t cur = 0;
-	for (size_t k = 0; k < nm; k++) { /* overlapping masks merge into the first */
+	for (size_t k = 0; k < nm && e == CUSTOS_OK; k++) { /* overlapping masks merge */
 		uint64_t end = m[k].offset + m[k].length;
 		if (m[k].offset < cur) {
 			if (end > cur)
@@ -1264,13 +1289,91 @@ static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choic
 		if (e == CUSTOS_OK)
 			e = buf_append_span(dst,
 			                    inspect_engine_detector_mask(ip->eng, m[k].detector));
-		if (e != CUSTOS_OK)
-			break;
 		cur = (size_t)end;
 	}
 	free(m);
-	GUARD(e);
-	return buf_append(dst, piece.ptr + cur, piece.len - cur);
+	if (e == CUSTOS_OK)
+		e = buf_append(dst, piece.ptr + cur, piece.len - cur);
+	if (buf_used(&na->text) > NAME_KEEP) { /* a value longer than this is not a name */
+		size_t drop = buf_used(&na->text) - NAME_KEEP;
+		memmove((uint8_t *)buf_ptr(&na->text), buf_ptr(&na->text) + drop, NAME_KEEP);
+		buf_cut(&na->text, NAME_KEEP);
+	}
+	return e;
+}
+
+/* A piece of tool call (choice, tool)'s name (escaped) that completes it in its event, or
+ * comes with pieces of other names: released now (name_release). */
+static custos_err name_text(ingress_insp *ip, inspect_scratch *s, uint32_t choice, uint32_t tool,
+                            span escaped, buf *dst)
+{
+	size_t ni;
+	GUARD(name_acc_get(ip, choice, tool, &ni));
+	name_acc *na = &ip->nm[ni];
+	size_t a = buf_used(&na->text); /* where this piece starts in the joined name */
+	GUARD(jsonr_unescape(escaped, &na->text));
+	return name_release(ip, s, na, a, dst);
+}
+
+/* A piece of tool call (choice, tool)'s name that does not complete it: held (nothing of it
+ * is written in its event). The first held piece starts the hold: the client bytes from its
+ * event on wait in the held bytes. Past NAME_HOLD_MAX bytes of name (or NAME_HOLD_BYTES held),
+ * CUSTOS_ERR_LIMIT: a name that long is not one, and is not released in pieces. */
+static custos_err name_hold_piece(ingress_insp *ip, uint32_t choice, uint32_t tool, span escaped)
+{
+	size_t ni;
+	GUARD(name_acc_get(ip, choice, tool, &ni));
+	name_acc *na = &ip->nm[ni];
+	if (!ip->nh_on) {
+		ip->nh_on = true;
+		ip->nh_na = ni;
+		ip->nh_a = buf_used(&na->text);
+		ip->nh_from = buf_used(&ip->out);
+		ip->nh_at = SIZE_MAX;
+		buf_reset(&ip->nh_buf);
+	}
+	ENSURE(ip->nh_na == ni, CUSTOS_ERR_INTERNAL, "inspect: two tool-call names held");
+	GUARD(jsonr_unescape(escaped, &na->text));
+	ENSURE(buf_used(&na->text) - ip->nh_a <= NAME_HOLD_MAX, CUSTOS_ERR_LIMIT,
+	       "inspect: a tool-call name over %u bytes", NAME_HOLD_MAX);
+	return CUSTOS_OK;
+}
+
+/* The held client bytes of ip->out (from nh_from) to nh_buf, at the end of a call. */
+static custos_err name_hold_keep(ingress_insp *ip)
+{
+	if (!ip->nh_on)
+		return CUSTOS_OK;
+	GUARD(buf_append(&ip->nh_buf, buf_ptr(&ip->out) + ip->nh_from,
+	                 buf_used(&ip->out) - ip->nh_from));
+	buf_cut(&ip->out, ip->nh_from);
+	ip->nh_from = 0;
+	return CUSTOS_OK;
+}
+
+/* The held name is complete: inspected whole (name_release) and written into the event of its
+ * first piece; the held bytes go out. DENIED: they are dropped, the closing events follow. */
+static custos_err name_flush(ingress_insp *ip, inspect_scratch *s)
+{
+	if (!ip->nh_on)
+		return CUSTOS_OK;
+	GUARD(name_hold_keep(ip));
+	ip->nh_on = false;
+	ENSURE(ip->nh_at <= buf_used(&ip->nh_buf), CUSTOS_ERR_INTERNAL,
+	       "inspect: a held tool-call name without its event");
+	buf red;
+	buf_init(&red, INSP_OUT_MAX);
+	custos_err e = name_release(ip, s, &ip->nm[ip->nh_na], ip->nh_a, &red);
+	if (e == CUSTOS_OK)
+		e = buf_append(&ip->out, buf_ptr(&ip->nh_buf), ip->nh_at);
+	if (e == CUSTOS_OK)
+		e = json_escape(&ip->out, buf_span(&red));
+	if (e == CUSTOS_OK)
+		e = buf_append(&ip->out, buf_ptr(&ip->nh_buf) + ip->nh_at,
+		               buf_used(&ip->nh_buf) - ip->nh_at);
+	buf_free(&red);
+	buf_reset(&ip->nh_buf);
+	return e;
 }
 
 static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev)
@@ -1287,6 +1390,7 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	if (!ev->has_data) /* comments (keep-alives), id/retry only */
 		return buf_append_span(&ip->out, ev->raw);
 	if (ev->done) {
+		GUARD(name_flush(ip, s));
 		GUARD(sse_finish(ip, s, TOOL_NONE));
 		return buf_append_span(&ip->out, ev->raw);
 	}
@@ -1294,8 +1398,10 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 	 * or is inspected whole: every string value (Anthropic-style content_block_delta, an
 	 * error object, the responses API's other events...). */
 	if (openai_chunk_parse(ev->data, &ck) != CUSTOS_OK || !ck.has_choices ||
-	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp) != CUSTOS_OK) {
+	    collect_tool_args(ev->data, tools, INSP_MAX_STREAMS, &ntools, lps, &nlp,
+	                      !ip->np_done) != CUSTOS_OK) {
 		bool handled = false;
+		GUARD(name_flush(ip, s)); /* another part */
 		GUARD(part_event(ip, s, ev, &handled));
 		if (!handled)
 			GUARD(resp_event(ip, s, ev, &handled));
@@ -1328,6 +1434,77 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		buf_free(&stripped);
 		return e;
 	}
+	/* Parts of a delta.content array that are not text (an image, a refusal part): each
+	 * inspected whole, on its own (unchanged when it holds nothing), then the event with them
+	 * as redacted is handled as one of text parts only, the text parts joined to the choice's
+	 * content stream. */
+	bool raws = false;
+	for (size_t i = 0; i < ntools; i++)
+		raws = raws || tools[i].rawpart;
+	if (raws) {
+		buf spliced, red;
+		buf_init(&spliced, INSP_OUT_MAX);
+		buf_init(&red, INSP_OUT_MAX);
+		const char *at = ev->data.ptr;
+		custos_err e = CUSTOS_OK;
+		for (size_t i = 0; i < ntools && e == CUSTOS_OK; i++) { /* in document order */
+			if (!tools[i].rawpart)
+				continue;
+			e = buf_append(&spliced, at, (size_t)(tools[i].args.ptr - at));
+			buf_reset(&red);
+			if (e == CUSTOS_OK)
+				e = block_redact(ip, s, tools[i].args, &red);
+			if (e == CUSTOS_OK)
+				e = buf_append_span(&spliced, buf_span(&red));
+			at = tools[i].args.ptr + tools[i].args.len;
+		}
+		if (e == CUSTOS_OK)
+			e = buf_append(&spliced, at, (size_t)(ev->data.ptr + ev->data.len - at));
+		buf_free(&red);
+		if (e == CUSTOS_ERR_DENIED) {
+			buf_free(&spliced);
+			return sse_deny(ip, ip->rsum.deny_detector);
+		}
+		sse_event ev2 = *ev;
+		ev2.data = buf_span(&spliced);
+		if (e == CUSTOS_OK) {
+			ip->np_done = true;
+			e = sse_event_out(ip, s, &ev2);
+			ip->np_done = false;
+		}
+		buf_free(&spliced);
+		return e;
+	}
+	/* Tool-call names: pw 1 when this event holds pieces of one name (pc, pt), 2 of several;
+	 * `other`: something here shows a held name, or this one, complete (its arguments,
+	 * another part's text, a finish_reason). */
+	int pw = 0;
+	uint32_t pc = 0, pt = 0;
+	bool other = false;
+	for (size_t i = 0; i < ntools; i++)
+		if (tools[i].whole && pw == 0) {
+			pw = 1;
+			pc = tools[i].choice;
+			pt = tools[i].tool;
+		} else if (tools[i].whole && (tools[i].choice != pc || tools[i].tool != pt)) {
+			pw = 2;
+		}
+	uint32_t kc = pw == 1 || !ip->nh_on ? pc : ip->nm[ip->nh_na].choice;
+	uint32_t kt = pw == 1 || !ip->nh_on ? pt : ip->nm[ip->nh_na].tool;
+	for (size_t i = 0; i < ntools; i++)
+		if (!tools[i].whole &&
+		    (tools[i].args.len > 0 ||
+		     ((pw == 1 || ip->nh_on) && tools[i].tool == kt && tools[i].choice == kc)))
+			other = true;
+	for (size_t k = 0; k < ck.ndeltas; k++)
+		if ((ck.deltas[k].has_content && ck.deltas[k].content.len > 0) ||
+		    ck.deltas[k].finish_reason.len > 0)
+			other = true;
+	if (ip->nh_on && (pw == 2 || (pw == 1 && ip->nm[ip->nh_na].choice != pc) ||
+	                  (pw == 1 && ip->nm[ip->nh_na].tool != pt) || (pw == 0 && other)))
+		GUARD(name_flush(ip, s));
+	bool held = pw == 1 && (ip->nh_on || !other); /* this event's piece is held */
+	const char *held_at = NULL;                   /* its name string in ev->data */
 	sse_template(ip, ev->data);
 	buf_reset(&ip->rel);
 	/* Content, then the other texts; a stream whose choice finishes here is finished right
@@ -1340,7 +1517,11 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		if (t == NULL && !ck.deltas[i].has_content)
 			continue;
 		size_t at = buf_used(&ip->rel);
-		if (t != NULL && t->whole) {
+		if (t != NULL && t->whole && held) {
+			GUARD(name_hold_piece(ip, t->choice, t->tool, text));
+			if (held_at == NULL && ip->nh_at == SIZE_MAX)
+				held_at = text.ptr; /* the first held piece: the name goes here */
+		} else if (t != NULL && t->whole) {
 			GUARD(name_text(ip, s, t->choice, t->tool, text, &ip->rel));
 		} else {
 			uint32_t tool = t ? t->tool : TOOL_NONE;
@@ -1381,7 +1562,28 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		}
 	buf_reset(&ip->tmp);
 	GUARD(jsonr_rewrite(ev->data, edits, ne, &ip->tmp));
-	return sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
+	if (held_at == NULL) {
+		GUARD(sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp)));
+	} else {
+		/* where the held name's string lands in the event: its offset in the data, moved
+		 * by what the edits before it changed */
+		size_t at = (size_t)(held_at - ev->data.ptr), out_at;
+		buf esc;
+		buf_init(&esc, INSP_OUT_MAX);
+		custos_err e = CUSTOS_OK;
+		for (size_t i = 0; i < ne && edits[i].at.ptr < held_at && e == CUSTOS_OK; i++) {
+			buf_reset(&esc);
+			e = json_escape(&esc, edits[i].text);
+			at = at + buf_used(&esc) - edits[i].at.len;
+		}
+		buf_free(&esc);
+		GUARD(e);
+		GUARD(sse_write_event_from_at(&ip->out, ev, buf_span(&ip->tmp), at, &out_at));
+		ip->nh_at = buf_used(&ip->nh_buf) + out_at - ip->nh_from;
+	}
+	if (pw == 1 && other) /* the held name is complete with this event */
+		GUARD(name_flush(ip, s));
+	return CUSTOS_OK;
 }
 
 static custos_err sse_piece(ingress_insp *ip, inspect_scratch *s, span in)
@@ -1458,7 +1660,10 @@ custos_err ingress_inspect_response_data(ingress_insp *ip, span in, span *out)
 	GUARD(scratch_get(ip, &s));
 	uint64_t t0 = tm_mono_ns();
 	if (ip->mode == RM_SSE) {
+		ip->nh_from = 0;
 		e = sse_piece(ip, s, in);
+		if (e == CUSTOS_OK)
+			e = name_hold_keep(ip); /* a name still held: its bytes wait */
 	} else {
 		e = raw_feed(ip, s, in, false);
 	}
@@ -1530,8 +1735,10 @@ custos_err ingress_inspect_response_end(ingress_insp *ip, span *out)
 	GUARD(scratch_get(ip, &s));
 	uint64_t t0 = tm_mono_ns();
 	if (ip->mode == RM_SSE) {
-		e = sse_finish(ip, s,
-		               TOOL_NONE); /* a stream without [DONE]; a partial event is dropped */
+		ip->nh_from = 0;
+		e = name_flush(ip, s); /* a stream without [DONE]; a partial event is dropped */
+		if (e == CUSTOS_OK)
+			e = sse_finish(ip, s, TOOL_NONE);
 	} else if (ip->mode == RM_JSON) {
 		e = json_end(ip, s);
 	} else {
@@ -1598,6 +1805,7 @@ void ingress_inspect_free(ingress_insp *ip)
 	}
 	for (size_t i = 0; i < ip->nnm; i++)
 		buf_free(&ip->nm[i].text);
+	buf_free(&ip->nh_buf);
 	if (ip->sse_init)
 		sse_parser_free(&ip->sse);
 	buf_free(&ip->tmpl);

@@ -215,7 +215,8 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 /* ---------------------------------------------------------------------------------------------
  * Writer.
  */
-static custos_err write_event(buf *out, span type, const sse_event *ev, span data)
+static custos_err write_event(buf *out, span type, const sse_event *ev, span data, size_t at,
+                              size_t *out_at)
 {
 	if (type.len > 0) {
 		ENSURE(memchr(type.ptr, '\n', type.len) == NULL &&
@@ -241,6 +242,8 @@ static custos_err write_event(buf *out, span type, const sse_event *ev, span dat
 		while (j < data.len && data.ptr[j] != '\n' && data.ptr[j] != '\r')
 			j++;
 		GUARD(buf_append(out, "data: ", 6));
+		if (out_at != NULL && at >= i && at <= j)
+			*out_at = buf_used(out) + (at - i);
 		GUARD(buf_append(out, data.ptr + i, j - i));
 		GUARD(buf_append_byte(out, '\n'));
 		if (j < data.len && data.ptr[j] == '\r' && j + 1 < data.len &&
@@ -253,12 +256,21 @@ static custos_err write_event(buf *out, span type, const sse_event *ev, span dat
 
 custos_err sse_write_event(buf *out, span type, span data)
 {
-	return write_event(out, type, NULL, data);
+	return write_event(out, type, NULL, data, 0, NULL);
 }
 
 custos_err sse_write_event_from(buf *out, const sse_event *ev, span data)
 {
-	return write_event(out, ev->type, ev, data);
+	return write_event(out, ev->type, ev, data, 0, NULL);
+}
+
+custos_err sse_write_event_from_at(buf *out, const sse_event *ev, span data, size_t at,
+                                   size_t *out_at)
+{
+	*out_at = SIZE_MAX;
+	GUARD(write_event(out, ev->type, ev, data, at, out_at));
+	ENSURE(*out_at != SIZE_MAX, CUSTOS_ERR_INVAL, "SSE data offset at a line break");
+	return CUSTOS_OK;
 }
 
 custos_err sse_write_comment(buf *out, span text)

@@ -66,6 +66,10 @@ custos_err sse_write_event(buf *out, span type, span data) CUSTOS_WUR;
 /* The same for an event rewritten from ev: its type, and its id: and retry: lines carried
  * over (a client's Last-Event-ID and reconnection delay must not depend on inspection). */
 custos_err sse_write_event_from(buf *out, const sse_event *ev, span data) CUSTOS_WUR;
+/* The same, with *out_at set to where data offset `at` (not at a line break) lands in out,
+ * counted as buf_used(out): where a string can be written into the event later. */
+custos_err sse_write_event_from_at(buf *out, const sse_event *ev, span data, size_t at,
+                                   size_t *out_at) CUSTOS_WUR;
 /* Appends a comment line (": text\n"); text must hold no line break (CUSTOS_ERR_INVAL). */
 custos_err sse_write_comment(buf *out, span text) CUSTOS_WUR;
 

@@ -29,10 +29,9 @@
 #define INSPECT_JSON_MAX_BODY     (32u << 20) /* bytes of a JSON body */
 #define INSPECT_JSON_MAX_FINDINGS (1 << 20)   /* findings and masks in one JSON body */
 #define INSPECT_MASK_MAX          (INSPECT_NAME_MAX + 16) /* "[REDACTED:NAME]" */
-/* Runs of one invisible character (each up to 65535 long, one edit) in a row the normalised view
- * drops; more stay in it as they are (and break the value they sit in), so that the edits a
- * stream holds back stay bounded. */
-#define INSPECT_MAX_INVISIBLE_RUN 8
+/* Bytes of invisible characters in a row (no character of the view between them) that a
+ * stream holds while it cannot release them; past it a feed fails (CUSTOS_ERR_LIMIT). */
+#define INSPECT_MAX_INVISIBLE_HELD INSPECT_MAX_TEXT
 /* Bytes of a word a stream holds back to decide whether its Cyrillic or Greek look-alike letters
  * are mapped (the word mixes scripts); a longer undecided word is taken as it is. */
 #define INSPECT_WORD_HOLD 64

@@ -11,11 +11,14 @@ equal byte length (cuts moved to UTF-8 boundaries).
 - /v1/chat/completions: chat chunks with three choices; choice 0 streams the text as its
   reasoning_content and its content, and the JSON {"card": TEXT} as the arguments of two tool
   calls (index 0 and 1); choice 1 streams the text as content and as its audio transcript;
-  choice 2 as content given as arrays of text parts. Round robin over all parts,
-  then finish_reason for each choice and [DONE].
+  choice 2 as content given as arrays of text parts (the first with an image part after its
+  text). First, choice 0's tool call 2 streams the
+  text as its function name, piece after piece (then its arguments "{}"); then round robin over
+  all parts, then finish_reason for each choice and [DONE].
 - /v1/messages: Anthropic-style events: a thinking block (index 0), a text block (1) and a
   tool_use block (2, input_json_delta of {"card": TEXT}); the deltas of blocks 1 and 2
-  interleaved; content_block_stop for each, message_delta, message_stop.
+  interleaved; then citations_delta events of block 1 whose cited_text is TEXT in pieces;
+  content_block_stop for each, message_delta, message_stop.
 - anything else (llama.cpp's /completion): {"index":0,"content":..,"stop":false} events, then
   one with "stop": true and the settings.
 """
@@ -45,6 +48,9 @@ def data(obj, event=None):
     return ("%sdata: %s\n\n" % (head, json.dumps(obj))).encode()
 
 
+IMAGE = {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}
+
+
 def chat(text):
     args = json.dumps({"card": text.decode()}).encode()
     def chunk(i, delta, fin=None):
@@ -54,10 +60,15 @@ def chat(text):
         [chunk(0, {"reasoning_content": p}) for p in pieces(text)],
         [chunk(1, {"content": p}) for p in pieces(text)],
         [chunk(0, {"content": p}) for p in pieces(text)],
-        [chunk(2, {"content": [{"type": "text", "text": p}]}) for p in pieces(text)],
+        [chunk(2, {"content": [{"type": "text", "text": p}] + ([IMAGE] if k == 0 else [])})
+         for k, p in enumerate(pieces(text))],
         [chunk(1, {"audio": {"id": "au_1", "transcript": p}}) for p in pieces(text)],
     ] + [[chunk(0, {"tool_calls": [{"index": t, "function": {"arguments": p}}]})
           for p in pieces(args)] for t in (0, 1)]
+    for k, p in enumerate(pieces(text)):
+        first = {"id": "call_2", "type": "function"} if k == 0 else {}
+        yield chunk(0, {"tool_calls": [dict(index=2, **first, function={"name": p})]})
+    yield chunk(0, {"tool_calls": [{"index": 2, "function": {"arguments": "{}"}}]})
     for k in range(TOKENS):
         for p in parts:
             yield p[k]
@@ -88,6 +99,13 @@ def messages(text):
     for p, q in zip(pieces(text), pieces(args)):
         yield delta(1, "text_delta", "text", p)
         yield delta(2, "input_json_delta", "partial_json", q)
+    for p in pieces(text):
+        yield data({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "citations_delta",
+                              "citation": {"type": "char_location", "cited_text": p,
+                                           "document_index": 0, "document_title": "Doc",
+                                           "start_char_index": 0, "end_char_index": 9}}},
+                   "content_block_delta")
     yield stop(1)
     yield stop(2)
     yield data({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}, "message_delta")

@@ -295,20 +295,22 @@ echo "$line" | grep -q '"type":"payment_card"' && echo "$line" | grep -q '"type"
 # -- parts of a stream, each its own joined text: a card split over the events of one part is
 # masked in every part, with other parts' events between them; the fixture, directly, splits it
 # part_text FILE KIND N FIELD: the text of one part the client got, joined (KIND chat: choice N's
-# delta FIELD, or tool call FIELD=args:T's arguments; anth: block N's delta FIELD; llama: content).
+# delta FIELD, or tool call FIELD=args:T's arguments, FIELD=name:T its name; anth: block N's delta FIELD; llama: content).
 part_text() {
 	perl -MJSON::PP -e 'my ($kind, $n, $field) = @ARGV[1..3]; open(my $f, "<", $ARGV[0]) or die;
 		while (<$f>) { next unless s/^data: //; chomp; s/\r$//; next if $_ eq "[DONE]";
 		my $j = decode_json($_);
 		if ($kind eq "chat") { for my $c (@{$j->{choices} || []}) { next unless $c->{index} == $n;
-			if ($field =~ /^args:(\d+)$/) { my $t = $1;
+			if ($field =~ /^(args|name):(\d+)$/) { my ($m, $t) = ($1, $2);
+				$m = "arguments" if $m eq "args";
 				for my $tc (@{$c->{delta}{tool_calls} || []}) {
-					print $tc->{function}{arguments} if $tc->{index} == $t } }
+					print $tc->{function}{$m} // "" if $tc->{index} == $t } }
 			elsif ($field eq "transcript") { print $c->{delta}{audio}{transcript} // "" }
 			elsif (ref $c->{delta}{$field} eq "ARRAY") {
 				print $_->{text} for @{$c->{delta}{$field}} }
 			elsif (defined $c->{delta}{$field}) { print $c->{delta}{$field} } } }
-		elsif ($kind eq "anth") { print $j->{delta}{$field}
+		elsif ($kind eq "anth") { print $field eq "cited_text" ? $j->{delta}{citation}{cited_text} // ""
+			: $j->{delta}{$field} // ""
 			if ($j->{type} // "") eq "content_block_delta" && $j->{index} == $n }
 		elsif (defined $j->{content}) { print $j->{content} } }' "$@"
 }
@@ -329,14 +331,22 @@ check "chat parts: choice 0 content" "$(part_text "$work/parts.sse" chat 0 conte
 check "chat parts: choice 1 content" "$(part_text "$work/parts.sse" chat 1 content)" "$MASKED"
 check "chat parts: choice 1 audio transcript" "$(part_text "$work/parts.sse" chat 1 transcript)" "$MASKED"
 check "chat parts: choice 2 content as text parts" "$(part_text "$work/parts.sse" chat 2 content)" "$MASKED"
+grep -q '{"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}' "$work/parts.sse" &&
+	ok "chat parts: an image part beside text parts passes as it came" ||
+	fail "chat parts: the image part was changed"
 check "chat parts: choice 0 reasoning_content" \
 	"$(part_text "$work/parts.sse" chat 0 reasoning_content)" "$MASKED"
 check "chat parts: tool call 0 arguments" "$(part_text "$work/parts.sse" chat 0 args:0)" "$MASKED_ARGS"
 check "chat parts: tool call 1 arguments" "$(part_text "$work/parts.sse" chat 0 args:1)" "$MASKED_ARGS"
+check "chat parts: tool call 2 name split over events, held and masked whole" \
+	"$(part_text "$work/parts.sse" chat 0 name:2)" "$MASKED"
+grep -q '"id": *"call_2".*"name": *"Card \[REDACTED:PAYMENT_CARD\]\."' "$work/parts.sse" &&
+	ok "chat parts: the whole name in the tool call's first delta" ||
+	fail "chat parts: the name is not whole in the first delta"
 grep -q -e '4111' -e '1111' "$work/parts.sse" && fail "chat parts: a piece of the card reached the client" ||
 	ok "chat parts: no piece of the card in the stream"
 line=$(audit_of "$(rid "$work/parts.hdr")")
-echo "$line" | grep -q '"type":"payment_card","count":7' && ok "audit: payment_card:7 for the seven parts" ||
+echo "$line" | grep -q '"type":"payment_card","count":8' && ok "audit: payment_card:8 for the eight parts" ||
 	fail "audit of the chat parts: $line"
 abody='{"model":"parts-model","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"go"}]}'
 "${C[@]}" -N -o "$work/anth.sse" -d "$abody" "$plain/v1/messages"
@@ -346,6 +356,8 @@ check "anthropic: id: and retry: lines carried over" "$(sse_ids "$work/anth.sse"
 check "anthropic: thinking block" "$(part_text "$work/anth.sse" anth 0 thinking)" "$MASKED"
 check "anthropic: text block" "$(part_text "$work/anth.sse" anth 1 text)" "$MASKED"
 check "anthropic: tool_use input_json" "$(part_text "$work/anth.sse" anth 2 partial_json)" "$MASKED_ARGS"
+check "anthropic: citations' cited_text joined per block" \
+	"$(part_text "$work/anth.sse" anth 1 cited_text)" "$MASKED"
 grep -q -e '4111' -e '1111' "$work/anth.sse" && fail "anthropic: a piece of the card reached the client" ||
 	ok "anthropic: no piece of the card in the stream"
 tail -n 3 "$work/anth.sse" | grep -q 'message_stop' && ok "anthropic: message_stop still ends the stream" ||

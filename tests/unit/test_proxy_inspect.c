@@ -1084,12 +1084,117 @@ static void test_sse_chat_more_members(void **state)
 		chat_ev(&body, 0, deny[i][1], NULL);
 		assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
 		                 CUSTOS_ERR_DENIED);
-		if (i < 2) /* a name's first piece goes out in its event */
-			assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
-		else
-			assert_null(memmem(buf_ptr(&client), buf_used(&client), "ODNN", 4));
+		/* a name's pieces are held until it is complete: nothing of it goes out */
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+		assert_null(memmem(buf_ptr(&client), buf_used(&client), "ODNN", 4));
 		assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
 	}
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void check_name_held(span c)
+{
+	static const char first[] = "{\"index\":0,\"id\":\"call_1\",\"type\":\"function\","
+	                            "\"function\":{\"name\":\"get [REDACTED:PAYMENT_CARD]\"}}";
+	assert_part(c, SEL_CHAT, 0, 0, "name", "get [REDACTED:PAYMENT_CARD]");
+	assert_part(c, SEL_CHAT, 0, 0, "args", "{}");
+	assert_part(c, SEL_CHAT, 0, 0, "content", "ok");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	/* the whole name goes out in the tool call's first delta, with its id */
+	assert_non_null(memmem(c.ptr, c.len, first, sizeof(first) - 1));
+}
+
+/* A name's pieces event by event: tool call 0's name split at k (two pieces), or byte by byte
+ * when k is 0; `end` says what completes it: 0 its arguments in the next event, 1 arguments ""
+ * in the event of its last piece, 2 the choice's finish_reason, 3 [DONE], 4 the end of the body,
+ * 5 text of another part (the choice's content). */
+static void name_body(buf *b, const char *name, size_t k, int end)
+{
+	char ev[512];
+	size_t n = strlen(name);
+	size_t at = 0;
+	for (size_t piece = 0; at < n; piece++) {
+		size_t len = k == 0 ? 1 : piece == 0 ? k : n - k;
+		bool last = at + len == n;
+		snprintf(ev, sizeof(ev),
+		         "{%s\"tool_calls\":[{\"index\":0,%s\"function\":{\"name\":\"%.*s\"%s}}]}",
+		         piece == 0 ? "\"role\":\"assistant\"," : "",
+		         piece == 0 ? "\"id\":\"call_1\",\"type\":\"function\"," : "", (int)len,
+		         name + at, last && end == 1 ? ",\"arguments\":\"\"" : "");
+		chat_ev(b, 0, ev, NULL);
+		if (piece == 0) /* a keep-alive and a delta without text wait with the name */
+			assert_int_equal(buf_append_cstr(b, ": ping\n\n"), CUSTOS_OK);
+		at += len;
+	}
+	if (end == 0 || end == 1)
+		tool_ev(b, 0, 0, "{}");
+	if (end == 5)
+		chat_ev(b, 0, "{\"content\":\"ok\"}", NULL);
+	if (end == 2)
+		chat_ev(b, 0, "{}", "\"tool_calls\"");
+	if (end != 4)
+		assert_int_equal(buf_append_cstr(b, "data: [DONE]\n\n"), CUSTOS_OK);
+}
+
+/* A tool call's name split over events is held until it is complete (its arguments start,
+ * another part shows text, the choice finishes, the stream ends) and inspected whole: a card
+ * split inside it at every offset, or byte by byte, is masked whole, and the whole name goes
+ * out in the tool call's first delta; the body cut at every byte offset. Negative: a name over
+ * the hold bound fails closed (LIMIT), nothing of it released. */
+static void test_sse_tool_name_held(void **state)
+{
+	(void)state;
+	static const char name[] = "get 4111 1111 1111 1111";
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	for (int end = 0; end <= 5; end++)
+		for (size_t k = 0; k < sizeof(name) - 1; k++) {
+			buf_reset(&body);
+			buf_reset(&client);
+			name_body(&body, name, k, end);
+			if (end == 5) { /* the content's own stream has the "ok" */
+				assert_int_equal(
+				        run_stream(buf_span(&body), NULL, 0, &client, NULL),
+				        CUSTOS_OK);
+				assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name",
+				            "get [REDACTED:PAYMENT_CARD]");
+				assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "ok");
+				assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+				continue;
+			}
+			assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL),
+			                 CUSTOS_OK);
+			assert_part(buf_span(&client), SEL_CHAT, 0, 0, "name",
+			            "get [REDACTED:PAYMENT_CARD]");
+			assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+			static const char whole[] = "\"name\":\"get [REDACTED:PAYMENT_CARD]\"";
+			const char *w = memmem(buf_ptr(&client), buf_used(&client), whole,
+			                       sizeof(whole) - 1);
+			const char *id = memmem(buf_ptr(&client), buf_used(&client), "call_1", 6);
+			assert_non_null(w);
+			assert_non_null(id);
+			assert_true(id < w && memchr(id, '\n', (size_t)(w - id)) == NULL);
+		}
+	/* one body cut at every byte offset: the held bytes wait across calls */
+	buf_reset(&body);
+	name_body(&body, name, 9, 0);
+	chat_ev(&body, 0, "{\"content\":\"ok\"}", "\"stop\"");
+	every_cut(buf_span(&body), CUSTOS_OK, check_name_held);
+	/* a name longer than the hold bound: fails closed */
+	buf_reset(&body);
+	buf_reset(&client);
+	for (int i = 0; i < 12; i++)
+		chat_ev(&body, 0,
+		        "{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":"
+		        "\"aaaaaaaaaaaaaaaaaaaa"
+		        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		        "aaa"
+		        "aaaaaaaaaaaaaaaaaaaaaaaa\"}}]}",
+		        NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_LIMIT);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "aaaa", 4));
 	buf_free(&body);
 	buf_free(&client);
 }
@@ -1184,6 +1289,157 @@ static void test_sse_anthropic(void **state)
 	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
 	assert_null(memmem(buf_ptr(&client), buf_used(&client), "and more", 8));
 	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
+/* The cited texts of block idx's citations_delta events, joined, in *out. */
+static void cited_text(span sse, uint32_t idx, buf *out)
+{
+	sse_parser p;
+	sse_parser_init(&p, 0);
+	const char *q = sse.ptr;
+	size_t n = sse.len;
+	while (n > 0) {
+		sse_event ev;
+		bool have = false;
+		ssize_t k = sse_parse(&p, q, n, &ev, &have);
+		assert_true(k >= 0);
+		jsonr_val root, v, d, c, x;
+		uint64_t i;
+		if (have && ev.has_data && !ev.done) {
+			assert_int_equal(jsonr_parse(ev.data, NULL, &root), CUSTOS_OK);
+			if (jsonr_obj_get(root, "type", &v) &&
+			    jsonr_str_eq(v.str, "content_block_delta") &&
+			    jsonr_obj_get(root, "index", &x) &&
+			    jsonr_u64(x, 1000, &i) == CUSTOS_OK && i == idx &&
+			    jsonr_obj_get(root, "delta", &d) && jsonr_obj_get(d, "citation", &c) &&
+			    jsonr_obj_get(c, "cited_text", &x))
+				assert_int_equal(jsonr_unescape(x.str, out), CUSTOS_OK);
+		}
+		q += k;
+		n -= (size_t)k;
+		if (k == 0 && !have)
+			break;
+	}
+	sse_parser_free(&p);
+	assert_int_equal(buf_append(out, "", 1), CUSTOS_OK);
+}
+
+static void cite_ev(buf *b, unsigned idx, const char *text)
+{
+	assert_int_equal(buf_printf(b,
+	                            "event: content_block_delta\ndata: {\"type\":"
+	                            "\"content_block_delta\",\"index\":%u,\"delta\":{\"type\":"
+	                            "\"citations_delta\",\"citation\":{\"type\":\"char_location\","
+	                            "\"cited_text\":\"%s\",\"document_index\":0,"
+	                            "\"document_title\":\"Doc\",\"start_char_index\":0,"
+	                            "\"end_char_index\":9}}}\n\n",
+	                            idx, text),
+	                 CUSTOS_OK);
+}
+
+static void check_cited(span c)
+{
+	buf t;
+	buf_init(&t, 4096);
+	cited_text(c, 1, &t);
+	assert_string_equal((const char *)buf_ptr(&t), "card [REDACTED:PAYMENT_CARD] ok");
+	buf_reset(&t);
+	cited_text(c, 2, &t);
+	assert_string_equal((const char *)buf_ptr(&t), "4111 1111");
+	buf_free(&t);
+	assert_part(c, SEL_ANTH, 1, 0, "text", "see [REDACTED:PAYMENT_CARD]");
+	assert_null(memmem(c.ptr, c.len, "1111 1111 1111", 14));
+	assert_null(memmem(c.ptr, c.len, " 1111 1111 ok", 13));
+}
+
+/* Anthropic citations_delta events: the cited texts of one content block are joined like a
+ * block's text (a part of their own, beside its text_delta), so a card split over two
+ * citations is masked, at every cut of the body; block 2's cited text is another part. The
+ * rest of the event (the document title) is inspected whole. Deny in a split citation. */
+static void test_sse_anthropic_citations(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	anth_ev(&body, "content_block_start",
+	        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+	        "\"text\",\"text\":\"\"}}");
+	anth_delta(&body, 1, "text_delta", "text", "see 4111 1111 ");
+	cite_ev(&body, 1, "card 4111 1111");
+	cite_ev(&body, 2, "4111 1111");
+	anth_delta(&body, 1, "text_delta", "text", "1111 1111");
+	cite_ev(&body, 1, " 1111 1111 ok");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":2}");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	every_cut(buf_span(&body), CUSTOS_OK, check_cited);
+	/* deny: a key split over two citations; nothing of it out */
+	buf_reset(&body);
+	cite_ev(&body, 0, "Key AKIAIO");
+	cite_ev(&body, 0, "SFODNN7EXAMPLE and more");
+	anth_ev(&body, "message_stop", "{\"type\":\"message_stop\"}");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
+static void check_parts_mixed(span c)
+{
+	static const char img[] =
+	        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.example/a.png\"}}";
+	assert_part(c, SEL_CHAT, 0, 0, "content", "card [REDACTED:PAYMENT_CARD] ok");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+	assert_non_null(memmem(c.ptr, c.len, img, sizeof(img) - 1)); /* passed as it came */
+}
+
+/* A delta.content array with a part that is not text beside text parts: the text parts join
+ * the choice's content stream (a card split over two events, the image part between its
+ * halves in the first, is masked, at every cut of the body), the image part passes as it came;
+ * a part that is not text is still inspected whole, on its own (a card in an image URL, a
+ * refusal part; a key in one denies). */
+static void test_sse_content_parts_mixed(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	chat_ev(&body, 0,
+	        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"card 4111 "
+	        "1111\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.example/"
+	        "a.png\"}}"
+	        "]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\" 1111 1111 ok\"}]}",
+	        "\"stop\"");
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	every_cut(buf_span(&body), CUSTOS_OK, check_parts_mixed);
+	/* the part that is not text, inspected on its own */
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0,
+	        "{\"content\":[{\"type\":\"refusal\",\"refusal\":\"no 4111 1111 1111 1111\"},"
+	        "{\"type\":\"text\",\"text\":\"a 4111 \"}]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\"1111 1111 1111\"}]}",
+	        "\"stop\"");
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	assert_part(buf_span(&client), SEL_CHAT, 0, 0, "content", "a [REDACTED:PAYMENT_CARD]");
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"refusal\":\"no [REDACTED:PAYMENT_CARD]\"", 36));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	buf_reset(&body);
+	buf_reset(&client);
+	chat_ev(&body, 0,
+	        "{\"content\":[{\"type\":\"text\",\"text\":\"fine\"},{\"type\":\"refusal\","
+	        "\"refusal\":\"AKIAIOSFODNN7EXAMPLE\"}]}",
+	        NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
 	buf_free(&body);
 	buf_free(&client);
 }
@@ -1702,7 +1958,10 @@ int main(void)
 		cmocka_unit_test(test_sse_tool_args_escaped),
 		cmocka_unit_test(test_sse_chat_parts),
 		cmocka_unit_test(test_sse_chat_more_members),
+		cmocka_unit_test(test_sse_tool_name_held),
 		cmocka_unit_test(test_sse_anthropic),
+		cmocka_unit_test(test_sse_anthropic_citations),
+		cmocka_unit_test(test_sse_content_parts_mixed),
 		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_media_types),
