@@ -255,7 +255,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			       "was being reloaded?)",
 			       m->id);
 			pu->connect_fn = psx_proxy_connect;
-			pu->connect_arg = psx_proxy_arg(k);
+			pu->connect_arg = psx_proxy_hold(k);
+			pu->release_fn = psx_proxy_release;
 			snprintf(tmp, sizeof(tmp), "%s:%s",
 			         m->sandbox.type == CFG_SANDBOX_VM ? "vm" : "sandbox", m->id);
 			break;
@@ -734,6 +735,7 @@ struct sup_model {
 	char *id;
 	size_t slot;      /* its index in S.m, psx_hdr.model */
 	bool gone;        /* removed by a reload and stopped (the slot is never reused) */
+	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
 	uint16_t port;
@@ -1308,7 +1310,9 @@ static void *sup_reload_main(void *arg)
 	if (rl->n_removed == 0)
 		return NULL;
 	/* New requests to a removed model are refused already (unknown model); the ones in
-	 * flight have until the shutdown timeout, as at shutdown. */
+	 * flight have until the shutdown timeout, as at shutdown. Each removed sandbox is stopped
+	 * as soon as the proxy says that no request is in flight to it any more (IDLE), the
+	 * others at that timeout. */
 	uint64_t grace = S.running->limits.shutdown_timeout_ns
 	                         ? S.running->limits.shutdown_timeout_ns
 	                         : 10 * NS_PER_S;
@@ -1320,14 +1324,59 @@ static void *sup_reload_main(void *arg)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&S.rl_mu);
+	bool stopped[PSX_MAX_MODELS] = { false };
+	size_t left = rl->n_removed;
 	int r = 0;
-	while (!S.rl_abort && r != ETIMEDOUT)
-		r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
-	pthread_mutex_unlock(&S.rl_mu);
-	for (size_t i = 0; i < rl->n_removed; i++)
-		sup_removed(&S.m[rl->removed[i]]);
+	while (left > 0) {
+		size_t now[PSX_MAX_MODELS], n_now = 0;
+		bool idle[PSX_MAX_MODELS];
+		pthread_mutex_lock(&S.rl_mu);
+		for (;;) {
+			bool all = S.rl_abort || r == ETIMEDOUT;
+			for (size_t i = 0; i < rl->n_removed; i++) {
+				idle[n_now] = S.m[rl->removed[i]].idle;
+				if (!stopped[i] && (all || idle[n_now]))
+					now[n_now++] = i;
+			}
+			if (n_now > 0)
+				break;
+			r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+		}
+		bool timed_out = r == ETIMEDOUT && !S.rl_abort;
+		pthread_mutex_unlock(&S.rl_mu);
+		for (size_t k = 0; k < n_now; k++) {
+			struct sup_model *x = &S.m[rl->removed[now[k]]];
+			if (idle[k])
+				log_info(
+				        "up: model %s: no request in flight to its removed sandbox",
+				        x->id);
+			else if (timed_out)
+				log_info("up: model %s: limits.timeouts.shutdown is over: its "
+				         "removed "
+				         "sandbox is stopped with requests still in flight",
+				         x->id);
+			sup_removed(x);
+			stopped[now[k]] = true;
+			left--;
+		}
+	}
 	return NULL;
+}
+
+/* IDLE: the proxy has no request in flight to a sandbox that an applied reload removed. Only
+ * hastens a stop that limits.timeouts.shutdown would bring anyway: a confused proxy can stop
+ * nothing that it still routes to (it no longer routes to a removed sandbox). */
+static void sup_idle(size_t slot)
+{
+	pthread_mutex_lock(&S.mu);
+	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
+	pthread_mutex_unlock(&S.mu);
+	if (x == NULL)
+		return;
+	pthread_mutex_lock(&S.rl_mu);
+	x->idle = true;
+	pthread_cond_broadcast(&S.rl_cv);
+	pthread_mutex_unlock(&S.rl_mu);
 }
 
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
@@ -1819,6 +1868,9 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 				break;
 			case PSX_COMMIT:
 				sup_reload_commit(m->h.gen, m->h.arg == 1);
+				break;
+			case PSX_IDLE:
+				sup_idle(m->h.model);
 				break;
 			case PSX_SECCOMP:
 				sup_take_listener(m);

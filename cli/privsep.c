@@ -116,6 +116,10 @@ struct px_model {
 	int eg_fd;
 	bool vm;
 	bool gone; /* removed by a reload and stopped */
+	/* Proxy options that may connect to it (psx_proxy_hold); once an applied reload removed
+	 * it (removed) and none is left, no request is in flight to it: IDLE is sent (idle_sent). */
+	unsigned holds;
+	bool removed, idle_sent;
 	/* In the configuration applied now (the admin API lists it): false from ADDED until the
 	 * reload that added it is applied, and from the applied reload that removes it. */
 	bool configured;
@@ -409,9 +413,35 @@ int psx_proxy_find(const char *id)
 	return k;
 }
 
-void *psx_proxy_arg(int i)
+void *psx_proxy_hold(int i)
 {
+	pthread_mutex_lock(&P.mu);
+	P.m[i].holds++;
+	pthread_mutex_unlock(&P.mu);
 	return &P.m[i];
+}
+
+/* A removed sandbox no request can reach any more: the supervisor may stop it now rather than
+ * at the end of limits.timeouts.shutdown. Called with P.mu held. */
+static void idle_check(struct px_model *x)
+{
+	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost)
+		return;
+	x->idle_sent = true;
+	if (send_locked(PSX_IDLE, slot_of(x), 0) != CUSTOS_OK)
+		log_warn("privsep: model %s: the supervisor was not told that no request is in "
+		         "flight: %s",
+		         x->id, err_msg());
+}
+
+void psx_proxy_release(void *arg)
+{
+	struct px_model *x = arg;
+	pthread_mutex_lock(&P.mu);
+	if (x->holds > 0)
+		x->holds--;
+	idle_check(x);
+	pthread_mutex_unlock(&P.mu);
 }
 
 static void deadline_in(struct timespec *ts, unsigned ms)
@@ -579,8 +609,14 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 		bool newest = true;
 		for (size_t j = i + 1; j < P.n && newest; j++)
 			newest = P.m[j].gone || strcmp(P.m[j].id, x->id) != 0;
-		if (applied && next)
-			x->configured = kept && !x->gone && newest;
+		if (applied && next) {
+			bool now = kept && !x->gone && newest;
+			/* Configured until now (not one this reload added): removed, stopped
+			 * once no request is in flight to it. */
+			if (x->configured && !now && !x->gone)
+				x->removed = true;
+			x->configured = now;
+		}
 		if (x->eg_fd < 0)
 			continue;
 		/* An added sandbox's egress listener, made inside it while the reload was
@@ -603,6 +639,11 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 	if (e != CUSTOS_OK)
 		log_error("privsep: reload: the supervisor was not told the outcome: %s",
 		          err_msg());
+	/* A removed sandbox whose last request ended before COMMIT (or that had none). */
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; applied && i < P.n; i++)
+		idle_check(&P.m[i]);
+	pthread_mutex_unlock(&P.mu);
 }
 
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw)

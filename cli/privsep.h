@@ -46,6 +46,8 @@ enum psx_type {
 	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
 	                * the supervisor reads the file itself */
 	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0) */
+	PSX_IDLE,      /* P: slot model, removed by an applied reload, has no request in flight
+	                * any more (once): its sandbox may be stopped now */
 };
 
 typedef struct psx_hdr {
@@ -129,9 +131,13 @@ void psx_proxy_stopping(void);
 void psx_proxy_commit(bool applied, const struct custos_config *next);
 /* Index of the sandboxed model id in the mirror, or -1. */
 int psx_proxy_find(const char *id);
-/* proxy_upstream_opts.connect_fn; arg: psx_proxy_arg(i). */
+/* proxy_upstream_opts.connect_fn; arg: psx_proxy_hold(i). */
 custos_err psx_proxy_connect(void *arg, int *fd) CUSTOS_WUR;
-void *psx_proxy_arg(int i);
+/* proxy_upstream_opts.connect_arg for mirror index i: counts one more set of proxy options
+ * that may connect to its sandbox, until psx_proxy_release(arg) (their release_fn). Once a
+ * reload removed the sandbox and nothing holds it, the supervisor is told (PSX_IDLE). */
+void *psx_proxy_hold(int i);
+void psx_proxy_release(void *arg);
 /* Where the receiver thread delivers: audit events held since setup are submitted now. */
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw);
 /* Hands fd to the supervisor in a message of type (no payload); the caller keeps its copy. */
