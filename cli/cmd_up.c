@@ -66,6 +66,16 @@ struct up_ctx {
 	 * API's, would otherwise interleave and leave the egress proxy on the other's policy
 	 * file. The second waits (logged). */
 	pthread_mutex_t reload_mu;
+	/* With egress: the host listeners of the models without a sandbox (docs/EGRESS.md,
+	 * "Listeners"), by model id (eg_plain: served, index in the egress server), and those the
+	 * reload being applied opened for the ones it adds (eg_new: bound, served from the
+	 * reload's end on, closed when it is refused). Under reload_mu once the proxy serves. */
+	struct up_plain_eg {
+		char *id;
+		size_t index;
+		int fd;
+	} eg_plain[PROXY_MAX_UPSTREAMS], eg_new[PROXY_MAX_UPSTREAMS];
+	size_t n_eg_plain, n_eg_new;
 };
 
 static char *dup_or_null(const char *s)
@@ -331,6 +341,8 @@ static void reload_cli_overrides(const custos_config *start, custos_config *next
 	}
 }
 
+static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg) CUSTOS_WUR;
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -372,6 +384,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		e = map_config(cfg, o);
 	else
 		memset(o, 0, sizeof(*o));
+	if (e == CUSTOS_OK)
+		e = eg_plain_prepare(uc, cfg);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	if (e == CUSTOS_OK)
@@ -383,6 +397,113 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	return e;
 }
 
+static bool plain_model(const cfg_model *m)
+{
+	return m->upstream.kind != CFG_UPSTREAM_SANDBOX;
+}
+
+static size_t eg_plain_find(const struct up_ctx *uc, const char *id)
+{
+	for (size_t i = 0; i < uc->n_eg_plain; i++)
+		if (strcmp(uc->eg_plain[i].id, id) == 0)
+			return i;
+	return SIZE_MAX;
+}
+
+/* The listeners eg_plain_prepare opened for a reload that is refused (or never settled). */
+static void eg_new_drop(struct up_ctx *uc)
+{
+	for (size_t i = 0; i < uc->n_eg_new; i++) {
+		if (uc->eg_new[i].fd >= 0)
+			close(uc->eg_new[i].fd);
+		free(uc->eg_new[i].id);
+	}
+	uc->n_eg_new = 0;
+}
+
+/* With egress, a model without a sandbox that cfg (a reload's) adds gets its host listener as
+ * at start (cli_egress_options): 127.0.0.1:(egress.port + its place in models). Bound now, so
+ * that a port that cannot be had refuses the reload before anything is applied; served from
+ * the reload's end on (eg_plain_apply). */
+static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg)
+{
+	eg_new_drop(uc);
+	if (uc->eg == NULL || !cfg->egress.enabled)
+		return CUSTOS_OK;
+	for (size_t i = 0; i < cfg->n_models && i < PROXY_MAX_UPSTREAMS; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (!plain_model(m) || eg_plain_find(uc, m->id) != SIZE_MAX)
+			continue;
+		unsigned port = (unsigned)cfg->egress.port + (unsigned)i;
+		char addr[32];
+		int fd = -1;
+		ENSURE(port <= 65535, CUSTOS_ERR_LIMIT,
+		       "reload: egress: model %s: egress.port + %zu (its place in models) passes "
+		       "65535",
+		       m->id, i);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+		custos_err e = egress_listen(addr, &fd);
+		if (e != CUSTOS_OK)
+			return err_wrap(
+			        e,
+			        "reload: egress: model %s added: its listener (egress.port + "
+			        "%zu, its place in models) cannot be opened (another model's "
+			        "listener holds that port when models moved: add models at "
+			        "the end, or restart custos)",
+			        m->id, i);
+		uc->eg_new[uc->n_eg_new++] =
+		        (struct up_plain_eg){ .id = xstrdup(m->id), .index = SIZE_MAX, .fd = fd };
+		log_info("up: reload: model %s added without a sandbox: its egress listener is %s",
+		         m->id, addr);
+	}
+	return CUSTOS_OK;
+}
+
+/* The reload next was applied: the listeners of the models without a sandbox it removed (or
+ * that now have one) are closed, those of the ones it added are served. */
+static void eg_plain_apply(struct up_ctx *uc, const custos_config *next)
+{
+	for (size_t i = 0; i < uc->n_eg_plain;) {
+		struct up_plain_eg *p = &uc->eg_plain[i];
+		bool kept = false;
+		for (size_t k = 0; k < next->n_models && !kept; k++)
+			kept = plain_model(&next->models[k]) &&
+			       strcmp(next->models[k].id, p->id) == 0;
+		if (kept) {
+			i++;
+			continue;
+		}
+		if (uc->eg && egress_listener_close(uc->eg, p->index) != CUSTOS_OK)
+			log_error("egress: model %s: listener not closed: %s", p->id, err_msg());
+		else
+			log_info("up: reload: model %s removed: its egress listener is closed",
+			         p->id);
+		free(p->id);
+		*p = uc->eg_plain[--uc->n_eg_plain];
+	}
+	for (size_t i = 0; i < uc->n_eg_new; i++) {
+		struct up_plain_eg *n = &uc->eg_new[i];
+		egress_listener_opts lo = { .fd = n->fd, .model = xstrdup(n->id), .isolation = -1 };
+		size_t index = SIZE_MAX;
+		n->fd = -1; /* the egress server's now, or closed by it */
+		if (uc->eg == NULL || uc->n_eg_plain >= PROXY_MAX_UPSTREAMS) {
+			close(lo.fd);
+			free(lo.model);
+			log_error("egress: model %s added without an egress listener", n->id);
+			continue;
+		}
+		if (egress_listener_add(uc->eg, &lo, &index) != CUSTOS_OK) {
+			log_error("egress: model %s added without an egress listener: %s", n->id,
+			          err_msg());
+			continue;
+		}
+		uc->eg_plain[uc->n_eg_plain++] =
+		        (struct up_plain_eg){ .id = n->id, .index = index, .fd = -1 };
+		n->id = NULL;
+	}
+	eg_new_drop(uc);
+}
+
 /* The end of a reload, applied or not: the supervisor learns which (it stops the removed
  * sandboxes, or the added ones), and the applied configuration becomes the running one. */
 static void reload_settle(struct up_ctx *uc, bool applied)
@@ -390,6 +511,10 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	if (uc->psx_pending)
 		psx_proxy_commit(applied, uc->next);
 	uc->psx_pending = false;
+	if (applied && uc->next)
+		eg_plain_apply(uc, uc->next);
+	else
+		eg_new_drop(uc);
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -2391,6 +2516,14 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 			e = egress_start(eg);
 		if (e == CUSTOS_OK)
 			cli_egress_attach(eg);
+		/* cli_egress_options: listener i for model i; those without a sandbox are the
+		 * proxy's to close when a reload removes the model. */
+		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models && i < PROXY_MAX_UPSTREAMS;
+		     i++)
+			if (plain_model(&cfg->models[i]))
+				uc->eg_plain[uc->n_eg_plain++] = (struct up_plain_eg){
+					.id = xstrdup(cfg->models[i].id), .index = i, .fd = -1
+				};
 	}
 	for (size_t i = 0; i < PSX_MAX_MODELS; i++)
 		if (efds[i] >= 0)
@@ -2427,6 +2560,9 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	if (uc->running != uc->start)
 		config_free(uc->running);
 	config_free(uc->next);
+	eg_new_drop(uc);
+	for (size_t i = 0; i < uc->n_eg_plain; i++)
+		free(uc->eg_plain[i].id);
 	pthread_mutex_destroy(&uc->reload_mu);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
