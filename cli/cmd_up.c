@@ -859,7 +859,8 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 struct sup_model {
 	char *id;
 	size_t slot;      /* its index in S.m, psx_hdr.model */
-	bool gone;        /* removed by a reload and stopped (the slot is never reused) */
+	bool gone;        /* removed by a reload and stopped */
+	bool freed;       /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
 	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
@@ -1225,17 +1226,77 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 }
 
 /* A new entry for sandboxed model m of cfg at the end of S.m (published to the loop). */
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SANDBOX_SLOTS=N (1 to
+ * PSX_MAX_MODELS) makes the supervisor give reloads at most N slots, so that a test reaches
+ * the slot limit, and shows slots reused, in a few reloads (tests/integration/
+ * sandbox_reload_slots.sh). */
+static size_t test_hook_slots(void)
+{
+	const char *v = getenv("CUSTOS_TEST_SANDBOX_SLOTS");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return PSX_MAX_MODELS;
+	if (num_parse_u64(span_cstr(v), 1, PSX_MAX_MODELS, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_SANDBOX_SLOTS=%s: %s", v, err_msg());
+		return PSX_MAX_MODELS;
+	}
+	log_warn("up: test hook: reloads have at most %llu sandbox slots", (unsigned long long)n);
+	return (size_t)n;
+}
+#endif
+
+/* How many slots a reload may use (PSX_MAX_MODELS; fewer in a test). */
+static size_t sup_slots(void)
+{
+	static size_t n;
+	if (n == 0) {
+		n = PSX_MAX_MODELS;
+#ifdef CUSTOS_TEST_HOOKS
+		n = test_hook_slots();
+#endif
+	}
+	return n;
+}
+
+/* Slots a reload may take now: free ones (a removed sandbox's, FREED by the proxy) and those
+ * never used yet. waiting: removed sandboxes stopped whose slot the proxy has not freed yet. */
+static size_t sup_slots_available(size_t *waiting)
+{
+	size_t n = S.n < sup_slots() ? sup_slots() - S.n : 0;
+	*waiting = 0;
+	pthread_mutex_lock(&S.mu);
+	for (size_t i = 0; i < S.n; i++) {
+		if (S.m[i].gone && S.m[i].freed)
+			n++;
+		else if (S.m[i].gone)
+			(*waiting)++;
+	}
+	pthread_mutex_unlock(&S.mu);
+	return n;
+}
+
+/* A new entry for sandboxed model m of cfg (published to the loop): a free slot (a removed
+ * sandbox's that the proxy freed), else one at the end of S.m. The caller checked that one is
+ * available (sup_slots_available) or is starting custos. */
 static struct sup_model *sup_model_new(const custos_config *cfg, const cfg_model *m)
 {
-	struct sup_model *x = &S.m[S.n];
+	pthread_mutex_lock(&S.mu);
+	size_t slot = S.n;
+	for (size_t i = 0; i < S.n && slot == S.n; i++)
+		if (S.m[i].gone && S.m[i].freed)
+			slot = i;
+	struct sup_model *x = &S.m[slot];
+	free(x->id);
 	memset(x, 0, sizeof(*x));
 	x->id = xstrdup(m->id);
-	x->slot = S.n;
+	x->slot = slot;
 	x->out_w = -1;
 	x->port = m->sandbox.port ? m->sandbox.port : 8000;
 	x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
-	pthread_mutex_lock(&S.mu);
-	S.n++;
+	if (slot == S.n)
+		S.n++;
 	pthread_mutex_unlock(&S.mu);
 	return x;
 }
@@ -1347,10 +1408,27 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 		if (sup_sandboxed(&next->models[i]) && (o == NULL || replace[o->slot]))
 			n_add++;
 	}
-	ENSURE(S.n + n_add <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT,
-	       "reload: %zu sandboxes added over custos' life reach the limit of %d (restart "
-	       "custos)",
-	       S.n + n_add, PSX_MAX_MODELS);
+	/* A slot is reused once its sandbox is stopped and the proxy let go of it (FREED, which
+	 * may still be on its way after REMOVED: waited for, briefly). */
+	size_t waiting = 0, avail = sup_slots_available(&waiting);
+	for (int tries = 0; avail < n_add && waiting > 0 && tries < 50; tries++) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 100 * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&S.rl_mu);
+		if (!S.rl_abort)
+			(void)pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+		pthread_mutex_unlock(&S.rl_mu);
+		avail = sup_slots_available(&waiting);
+	}
+	ENSURE(n_add <= avail, CUSTOS_ERR_LIMIT,
+	       "%zu sandboxes to start, %zu sandbox slots free of %zu (each running or "
+	       "draining sandbox holds one; restart custos)",
+	       n_add, avail, sup_slots());
 	for (size_t i = 0; i < S.n; i++) {
 		struct sup_model *x = &S.m[i];
 		if (x->gone)
@@ -1486,6 +1564,26 @@ static void *sup_reload_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/* FREED: the proxy let go of the slot of a sandbox that was removed and stopped: a later
+ * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped. */
+static void sup_freed(size_t slot)
+{
+	pthread_mutex_lock(&S.mu);
+	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
+	bool ok = x && x->gone && x->sb == NULL && x->vm == NULL;
+	if (ok)
+		x->freed = true;
+	pthread_mutex_unlock(&S.mu);
+	if (!ok) {
+		log_warn("up: the proxy freed slot %zu, which holds no stopped sandbox: ignored",
+		         slot);
+		return;
+	}
+	pthread_mutex_lock(&S.rl_mu);
+	pthread_cond_broadcast(&S.rl_cv); /* a reload may be waiting for a slot */
+	pthread_mutex_unlock(&S.rl_mu);
 }
 
 /* IDLE: the proxy has no request in flight to a sandbox that an applied reload removed. Only
@@ -1903,6 +2001,7 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 	S.path = path;
 	S.start = cfg;
 	S.running = cfg;
+	(void)sup_slots(); /* a test hook says so at start */
 	custos_err e = start_sandboxes(cfg);
 	if (e != CUSTOS_OK) {
 		char msg[512];
@@ -1996,6 +2095,9 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 				break;
 			case PSX_IDLE:
 				sup_idle(m->h.model);
+				break;
+			case PSX_FREED:
+				sup_freed(m->h.model);
 				break;
 			case PSX_SECCOMP:
 				sup_take_listener(m);

@@ -120,6 +120,9 @@ struct px_model {
 	 * it (removed) and none is left, no request is in flight to it: IDLE is sent (idle_sent). */
 	unsigned holds;
 	bool removed, idle_sent;
+	/* gone and nothing holds it: FREED was sent, the supervisor may reuse the slot (ADDED) */
+	bool freed;
+	uint64_t seq; /* order of arrival (start, then ADDED): the newest of an id is routed to */
 	/* In the configuration applied now (the admin API lists it): false from ADDED until the
 	 * reload that added it is applied, and from the applied reload that removes it. */
 	bool configured;
@@ -143,6 +146,7 @@ static struct {
 	pthread_cond_t cv;
 	struct px_model m[PSX_MAX_MODELS]; /* by slot (psx_hdr.model) */
 	size_t n;
+	uint64_t seq;        /* the last px_model.seq given */
 	uint32_t rl_seq;     /* the last RELOAD's number (psx_hdr.gen), echoed by RELOADED */
 	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
 	uint32_t rl_result;
@@ -175,6 +179,7 @@ void psx_proxy_init(int sock, const custos_config *cfg)
 		x->eg_fd = -1;
 		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
 		x->configured = true;
+		x->seq = ++P.seq;
 	}
 }
 
@@ -223,6 +228,18 @@ static void submit_body(span body)
 		log_info("audit (no writer): {%.*s}", (int)body.len, body.ptr);
 }
 
+/* A removed sandbox's slot that nothing here refers to any more (no proxy options hold it:
+ * no request can reach it): the supervisor may reuse it. Called with P.mu held. */
+static void free_check(struct px_model *x)
+{
+	if (!x->gone || x->holds > 0 || x->freed || P.lost || P.bye)
+		return;
+	x->freed = true;
+	if (send_locked(PSX_FREED, slot_of(x), 0) != CUSTOS_OK)
+		log_warn("privsep: model %s: the supervisor was not told that its slot is free: %s",
+		         x->id, err_msg());
+}
+
 /* One message from the supervisor; egress_fds only during setup. Returns false at READY
  * (setup) or BYE. Called with P.mu held. */
 static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
@@ -250,7 +267,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		x->answers++;
 		x->last_err = m->nfds ? 0 : (int)m->h.arg;
 		for (size_t i = 0; i < m->nfds; i++) {
-			if (m->h.gen == x->st.generation && x->n < PSX_POOL_MAX) {
+			if (!x->gone && m->h.gen == x->st.generation && x->n < PSX_POOL_MAX) {
 				x->pool[x->n++] = m->fds[i];
 				m->fds[i] = -1;
 			}
@@ -314,11 +331,18 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		}
 		break;
 	case PSX_ADDED:
-		/* Slots come in order; an id must be one custos.yaml may hold. */
-		if (m->h.model == P.n && P.n < PSX_MAX_MODELS && m->h.len > 0 &&
-		    m->h.len <= CFG_MAX_ID_LEN) {
-			x = &P.m[P.n++];
+		/* The next slot, or one this side freed; an id must be one custos.yaml may hold. */
+		if (((m->h.model == P.n && P.n < PSX_MAX_MODELS) || (x && x->freed)) &&
+		    m->h.len > 0 && m->h.len <= CFG_MAX_ID_LEN) {
+			if (m->h.model == P.n) { /* never used: nothing to release */
+				x = &P.m[P.n++];
+			} else { /* freed: emptied at REMOVED already; whatever came since goes */
+				pool_flush(x);
+				if (x->eg_fd >= 0)
+					close(x->eg_fd);
+			}
 			memset(x, 0, sizeof(*x));
+			x->seq = ++P.seq;
 			memcpy(x->id, m->payload, m->h.len);
 			x->id[m->h.len] = '\0';
 			x->cfg_index = SIZE_MAX;
@@ -330,7 +354,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		}
 		break;
 	case PSX_REMOVED:
-		if (x) {
+		if (x && !x->gone) {
 			x->gone = true;
 			x->have_state = false;
 			pool_flush(x);
@@ -344,6 +368,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 				          err_msg());
 			x->eg_index = SIZE_MAX;
 			pthread_cond_broadcast(&P.cv);
+			free_check(x);
 		}
 		break;
 	case PSX_RELOADED: {
@@ -405,9 +430,11 @@ int psx_proxy_find(const char *id)
 	int k = -1;
 	pthread_mutex_lock(&P.mu);
 	/* The newest: a model whose sandbox a reload replaces has two slots until the old one is
-	 * stopped, and the reload's configuration routes to the new one. */
-	for (size_t i = P.n; i-- > 0 && k < 0;)
-		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0)
+	 * stopped, and the reload's configuration routes to the new one (whose slot may be a
+	 * lower one, freed by an earlier removal). */
+	for (size_t i = 0; i < P.n; i++)
+		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0 &&
+		    (k < 0 || P.m[i].seq > P.m[k].seq))
 			k = (int)i;
 	pthread_mutex_unlock(&P.mu);
 	return k;
@@ -425,7 +452,7 @@ void *psx_proxy_hold(int i)
  * at the end of limits.timeouts.shutdown. Called with P.mu held. */
 static void idle_check(struct px_model *x)
 {
-	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost)
+	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost || P.bye)
 		return;
 	x->idle_sent = true;
 	if (send_locked(PSX_IDLE, slot_of(x), 0) != CUSTOS_OK)
@@ -441,6 +468,7 @@ void psx_proxy_release(void *arg)
 	if (x->holds > 0)
 		x->holds--;
 	idle_check(x);
+	free_check(x);
 	pthread_mutex_unlock(&P.mu);
 }
 
@@ -607,8 +635,9 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 				kept = &next->models[k];
 		/* A replaced sandbox (a newer slot with its id) is no longer the configured one. */
 		bool newest = true;
-		for (size_t j = i + 1; j < P.n && newest; j++)
-			newest = P.m[j].gone || strcmp(P.m[j].id, x->id) != 0;
+		for (size_t j = 0; j < P.n && newest; j++)
+			newest = P.m[j].gone || P.m[j].seq <= x->seq ||
+			         strcmp(P.m[j].id, x->id) != 0;
 		if (applied && next) {
 			bool now = kept && !x->gone && newest;
 			/* Configured until now (not one this reload added): removed, stopped
