@@ -159,6 +159,7 @@ static struct {
 	pthread_t th;
 	bool th_started;
 	bool bye, lost;
+	bool finished; /* psx_proxy_finish ran: nothing more goes to the supervisor */
 	bool stopping; /* proxy_run returned: a reload still waiting gives up */
 } P = { .sock = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -232,7 +233,7 @@ static void submit_body(span body)
  * no request can reach it): the supervisor may reuse it. Called with P.mu held. */
 static void free_check(struct px_model *x)
 {
-	if (!x->gone || x->holds > 0 || x->freed || P.lost || P.bye)
+	if (!x->gone || x->holds > 0 || x->freed || P.lost || P.bye || P.finished)
 		return;
 	x->freed = true;
 	if (send_locked(PSX_FREED, slot_of(x), 0) != CUSTOS_OK)
@@ -452,7 +453,7 @@ void *psx_proxy_hold(int i)
  * at the end of limits.timeouts.shutdown. Called with P.mu held. */
 static void idle_check(struct px_model *x)
 {
-	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost || P.bye)
+	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost || P.bye || P.finished)
 		return;
 	x->idle_sent = true;
 	if (send_locked(PSX_IDLE, slot_of(x), 0) != CUSTOS_OK)
@@ -778,6 +779,7 @@ void psx_proxy_finish(void)
 	P.aw = NULL;
 	P.eg = NULL;
 	P.srv = NULL;
+	P.finished = true; /* proxy_free still releases the configurations' holds */
 	pthread_mutex_unlock(&P.mu);
 }
 
