@@ -66,6 +66,16 @@ struct up_ctx {
 	 * API's, would otherwise interleave and leave the egress proxy on the other's policy
 	 * file. The second waits (logged). */
 	pthread_mutex_t reload_mu;
+	/* With egress: the host listeners of the models without a sandbox (docs/EGRESS.md,
+	 * "Listeners"), by model id (eg_plain: served, index in the egress server), and those the
+	 * reload being applied opened for the ones it adds (eg_new: bound, served from the
+	 * reload's end on, closed when it is refused). Under reload_mu once the proxy serves. */
+	struct up_plain_eg {
+		char *id;
+		size_t index;
+		int fd;
+	} eg_plain[PROXY_MAX_UPSTREAMS], eg_new[PROXY_MAX_UPSTREAMS];
+	size_t n_eg_plain, n_eg_new;
 };
 
 static char *dup_or_null(const char *s)
@@ -255,7 +265,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			       "was being reloaded?)",
 			       m->id);
 			pu->connect_fn = psx_proxy_connect;
-			pu->connect_arg = psx_proxy_arg(k);
+			pu->connect_arg = psx_proxy_hold(k);
+			pu->release_fn = psx_proxy_release;
 			snprintf(tmp, sizeof(tmp), "%s:%s",
 			         m->sandbox.type == CFG_SANDBOX_VM ? "vm" : "sandbox", m->id);
 			break;
@@ -330,6 +341,8 @@ static void reload_cli_overrides(const custos_config *start, custos_config *next
 	}
 }
 
+static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg) CUSTOS_WUR;
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -371,6 +384,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		e = map_config(cfg, o);
 	else
 		memset(o, 0, sizeof(*o));
+	if (e == CUSTOS_OK)
+		e = eg_plain_prepare(uc, cfg);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	if (e == CUSTOS_OK)
@@ -382,6 +397,113 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	return e;
 }
 
+static bool plain_model(const cfg_model *m)
+{
+	return m->upstream.kind != CFG_UPSTREAM_SANDBOX;
+}
+
+static size_t eg_plain_find(const struct up_ctx *uc, const char *id)
+{
+	for (size_t i = 0; i < uc->n_eg_plain; i++)
+		if (strcmp(uc->eg_plain[i].id, id) == 0)
+			return i;
+	return SIZE_MAX;
+}
+
+/* The listeners eg_plain_prepare opened for a reload that is refused (or never settled). */
+static void eg_new_drop(struct up_ctx *uc)
+{
+	for (size_t i = 0; i < uc->n_eg_new; i++) {
+		if (uc->eg_new[i].fd >= 0)
+			close(uc->eg_new[i].fd);
+		free(uc->eg_new[i].id);
+	}
+	uc->n_eg_new = 0;
+}
+
+/* With egress, a model without a sandbox that cfg (a reload's) adds gets its host listener as
+ * at start (cli_egress_options): 127.0.0.1:(egress.port + its place in models). Bound now, so
+ * that a port that cannot be had refuses the reload before anything is applied; served from
+ * the reload's end on (eg_plain_apply). */
+static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg)
+{
+	eg_new_drop(uc);
+	if (uc->eg == NULL || !cfg->egress.enabled)
+		return CUSTOS_OK;
+	for (size_t i = 0; i < cfg->n_models && i < PROXY_MAX_UPSTREAMS; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (!plain_model(m) || eg_plain_find(uc, m->id) != SIZE_MAX)
+			continue;
+		unsigned port = (unsigned)cfg->egress.port + (unsigned)i;
+		char addr[32];
+		int fd = -1;
+		ENSURE(port <= 65535, CUSTOS_ERR_LIMIT,
+		       "reload: egress: model %s: egress.port + %zu (its place in models) passes "
+		       "65535",
+		       m->id, i);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+		custos_err e = egress_listen(addr, &fd);
+		if (e != CUSTOS_OK)
+			return err_wrap(
+			        e,
+			        "reload: egress: model %s added: its listener (egress.port + "
+			        "%zu, its place in models) cannot be opened (another model's "
+			        "listener holds that port when models moved: add models at "
+			        "the end, or restart custos)",
+			        m->id, i);
+		uc->eg_new[uc->n_eg_new++] =
+		        (struct up_plain_eg){ .id = xstrdup(m->id), .index = SIZE_MAX, .fd = fd };
+		log_info("up: reload: model %s added without a sandbox: its egress listener is %s",
+		         m->id, addr);
+	}
+	return CUSTOS_OK;
+}
+
+/* The reload next was applied: the listeners of the models without a sandbox it removed (or
+ * that now have one) are closed, those of the ones it added are served. */
+static void eg_plain_apply(struct up_ctx *uc, const custos_config *next)
+{
+	for (size_t i = 0; i < uc->n_eg_plain;) {
+		struct up_plain_eg *p = &uc->eg_plain[i];
+		bool kept = false;
+		for (size_t k = 0; k < next->n_models && !kept; k++)
+			kept = plain_model(&next->models[k]) &&
+			       strcmp(next->models[k].id, p->id) == 0;
+		if (kept) {
+			i++;
+			continue;
+		}
+		if (uc->eg && egress_listener_close(uc->eg, p->index) != CUSTOS_OK)
+			log_error("egress: model %s: listener not closed: %s", p->id, err_msg());
+		else
+			log_info("up: reload: model %s removed: its egress listener is closed",
+			         p->id);
+		free(p->id);
+		*p = uc->eg_plain[--uc->n_eg_plain];
+	}
+	for (size_t i = 0; i < uc->n_eg_new; i++) {
+		struct up_plain_eg *n = &uc->eg_new[i];
+		egress_listener_opts lo = { .fd = n->fd, .model = xstrdup(n->id), .isolation = -1 };
+		size_t index = SIZE_MAX;
+		n->fd = -1; /* the egress server's now, or closed by it */
+		if (uc->eg == NULL || uc->n_eg_plain >= PROXY_MAX_UPSTREAMS) {
+			close(lo.fd);
+			free(lo.model);
+			log_error("egress: model %s added without an egress listener", n->id);
+			continue;
+		}
+		if (egress_listener_add(uc->eg, &lo, &index) != CUSTOS_OK) {
+			log_error("egress: model %s added without an egress listener: %s", n->id,
+			          err_msg());
+			continue;
+		}
+		uc->eg_plain[uc->n_eg_plain++] =
+		        (struct up_plain_eg){ .id = n->id, .index = index, .fd = -1 };
+		n->id = NULL;
+	}
+	eg_new_drop(uc);
+}
+
 /* The end of a reload, applied or not: the supervisor learns which (it stops the removed
  * sandboxes, or the added ones), and the applied configuration becomes the running one. */
 static void reload_settle(struct up_ctx *uc, bool applied)
@@ -389,6 +511,10 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	if (uc->psx_pending)
 		psx_proxy_commit(applied, uc->next);
 	uc->psx_pending = false;
+	if (applied && uc->next)
+		eg_plain_apply(uc, uc->next);
+	else
+		eg_new_drop(uc);
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -733,7 +859,9 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 struct sup_model {
 	char *id;
 	size_t slot;      /* its index in S.m, psx_hdr.model */
-	bool gone;        /* removed by a reload and stopped (the slot is never reused) */
+	bool gone;        /* removed by a reload and stopped */
+	bool freed;       /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
+	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
 	uint16_t port;
@@ -1098,17 +1226,77 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 }
 
 /* A new entry for sandboxed model m of cfg at the end of S.m (published to the loop). */
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SANDBOX_SLOTS=N (1 to
+ * PSX_MAX_MODELS) makes the supervisor give reloads at most N slots, so that a test reaches
+ * the slot limit, and shows slots reused, in a few reloads (tests/integration/
+ * sandbox_reload_slots.sh). */
+static size_t test_hook_slots(void)
+{
+	const char *v = getenv("CUSTOS_TEST_SANDBOX_SLOTS");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return PSX_MAX_MODELS;
+	if (num_parse_u64(span_cstr(v), 1, PSX_MAX_MODELS, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_SANDBOX_SLOTS=%s: %s", v, err_msg());
+		return PSX_MAX_MODELS;
+	}
+	log_warn("up: test hook: reloads have at most %llu sandbox slots", (unsigned long long)n);
+	return (size_t)n;
+}
+#endif
+
+/* How many slots a reload may use (PSX_MAX_MODELS; fewer in a test). */
+static size_t sup_slots(void)
+{
+	static size_t n;
+	if (n == 0) {
+		n = PSX_MAX_MODELS;
+#ifdef CUSTOS_TEST_HOOKS
+		n = test_hook_slots();
+#endif
+	}
+	return n;
+}
+
+/* Slots a reload may take now: free ones (a removed sandbox's, FREED by the proxy) and those
+ * never used yet. waiting: removed sandboxes stopped whose slot the proxy has not freed yet. */
+static size_t sup_slots_available(size_t *waiting)
+{
+	size_t n = S.n < sup_slots() ? sup_slots() - S.n : 0;
+	*waiting = 0;
+	pthread_mutex_lock(&S.mu);
+	for (size_t i = 0; i < S.n; i++) {
+		if (S.m[i].gone && S.m[i].freed)
+			n++;
+		else if (S.m[i].gone)
+			(*waiting)++;
+	}
+	pthread_mutex_unlock(&S.mu);
+	return n;
+}
+
+/* A new entry for sandboxed model m of cfg (published to the loop): a free slot (a removed
+ * sandbox's that the proxy freed), else one at the end of S.m. The caller checked that one is
+ * available (sup_slots_available) or is starting custos. */
 static struct sup_model *sup_model_new(const custos_config *cfg, const cfg_model *m)
 {
-	struct sup_model *x = &S.m[S.n];
+	pthread_mutex_lock(&S.mu);
+	size_t slot = S.n;
+	for (size_t i = 0; i < S.n && slot == S.n; i++)
+		if (S.m[i].gone && S.m[i].freed)
+			slot = i;
+	struct sup_model *x = &S.m[slot];
+	free(x->id);
 	memset(x, 0, sizeof(*x));
 	x->id = xstrdup(m->id);
-	x->slot = S.n;
+	x->slot = slot;
 	x->out_w = -1;
 	x->port = m->sandbox.port ? m->sandbox.port : 8000;
 	x->egress_port = cfg->egress.enabled ? (uint16_t)cfg->egress.port : 0;
-	pthread_mutex_lock(&S.mu);
-	S.n++;
+	if (slot == S.n)
+		S.n++;
 	pthread_mutex_unlock(&S.mu);
 	return x;
 }
@@ -1220,10 +1408,27 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 		if (sup_sandboxed(&next->models[i]) && (o == NULL || replace[o->slot]))
 			n_add++;
 	}
-	ENSURE(S.n + n_add <= PSX_MAX_MODELS, CUSTOS_ERR_LIMIT,
-	       "reload: %zu sandboxes added over custos' life reach the limit of %d (restart "
-	       "custos)",
-	       S.n + n_add, PSX_MAX_MODELS);
+	/* A slot is reused once its sandbox is stopped and the proxy let go of it (FREED, which
+	 * may still be on its way after REMOVED: waited for, briefly). */
+	size_t waiting = 0, avail = sup_slots_available(&waiting);
+	for (int tries = 0; avail < n_add && waiting > 0 && tries < 50; tries++) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 100 * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&S.rl_mu);
+		if (!S.rl_abort)
+			(void)pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+		pthread_mutex_unlock(&S.rl_mu);
+		avail = sup_slots_available(&waiting);
+	}
+	ENSURE(n_add <= avail, CUSTOS_ERR_LIMIT,
+	       "%zu sandboxes to start, %zu sandbox slots free of %zu (each running or "
+	       "draining sandbox holds one; restart custos)",
+	       n_add, avail, sup_slots());
 	for (size_t i = 0; i < S.n; i++) {
 		struct sup_model *x = &S.m[i];
 		if (x->gone)
@@ -1308,7 +1513,9 @@ static void *sup_reload_main(void *arg)
 	if (rl->n_removed == 0)
 		return NULL;
 	/* New requests to a removed model are refused already (unknown model); the ones in
-	 * flight have until the shutdown timeout, as at shutdown. */
+	 * flight have until the shutdown timeout, as at shutdown. Each removed sandbox is stopped
+	 * as soon as the proxy says that no request is in flight to it any more (IDLE), the
+	 * others at that timeout. */
 	uint64_t grace = S.running->limits.shutdown_timeout_ns
 	                         ? S.running->limits.shutdown_timeout_ns
 	                         : 10 * NS_PER_S;
@@ -1320,14 +1527,79 @@ static void *sup_reload_main(void *arg)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&S.rl_mu);
+	bool stopped[PSX_MAX_MODELS] = { false };
+	size_t left = rl->n_removed;
 	int r = 0;
-	while (!S.rl_abort && r != ETIMEDOUT)
-		r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
-	pthread_mutex_unlock(&S.rl_mu);
-	for (size_t i = 0; i < rl->n_removed; i++)
-		sup_removed(&S.m[rl->removed[i]]);
+	while (left > 0) {
+		size_t now[PSX_MAX_MODELS], n_now = 0;
+		bool idle[PSX_MAX_MODELS];
+		pthread_mutex_lock(&S.rl_mu);
+		for (;;) {
+			bool all = S.rl_abort || r == ETIMEDOUT;
+			for (size_t i = 0; i < rl->n_removed; i++) {
+				idle[n_now] = S.m[rl->removed[i]].idle;
+				if (!stopped[i] && (all || idle[n_now]))
+					now[n_now++] = i;
+			}
+			if (n_now > 0)
+				break;
+			r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+		}
+		bool timed_out = r == ETIMEDOUT && !S.rl_abort;
+		pthread_mutex_unlock(&S.rl_mu);
+		for (size_t k = 0; k < n_now; k++) {
+			struct sup_model *x = &S.m[rl->removed[now[k]]];
+			if (idle[k])
+				log_info(
+				        "up: model %s: no request in flight to its removed sandbox",
+				        x->id);
+			else if (timed_out)
+				log_info("up: model %s: limits.timeouts.shutdown is over: its "
+				         "removed "
+				         "sandbox is stopped with requests still in flight",
+				         x->id);
+			sup_removed(x);
+			stopped[now[k]] = true;
+			left--;
+		}
+	}
 	return NULL;
+}
+
+/* FREED: the proxy let go of the slot of a sandbox that was removed and stopped: a later
+ * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped. */
+static void sup_freed(size_t slot)
+{
+	pthread_mutex_lock(&S.mu);
+	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
+	bool ok = x && x->gone && x->sb == NULL && x->vm == NULL;
+	if (ok)
+		x->freed = true;
+	pthread_mutex_unlock(&S.mu);
+	if (!ok) {
+		log_warn("up: the proxy freed slot %zu, which holds no stopped sandbox: ignored",
+		         slot);
+		return;
+	}
+	pthread_mutex_lock(&S.rl_mu);
+	pthread_cond_broadcast(&S.rl_cv); /* a reload may be waiting for a slot */
+	pthread_mutex_unlock(&S.rl_mu);
+}
+
+/* IDLE: the proxy has no request in flight to a sandbox that an applied reload removed. Only
+ * hastens a stop that limits.timeouts.shutdown would bring anyway: a confused proxy can stop
+ * nothing that it still routes to (it no longer routes to a removed sandbox). */
+static void sup_idle(size_t slot)
+{
+	pthread_mutex_lock(&S.mu);
+	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
+	pthread_mutex_unlock(&S.mu);
+	if (x == NULL)
+		return;
+	pthread_mutex_lock(&S.rl_mu);
+	x->idle = true;
+	pthread_cond_broadcast(&S.rl_cv);
+	pthread_mutex_unlock(&S.rl_mu);
 }
 
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
@@ -1729,6 +2001,7 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 	S.path = path;
 	S.start = cfg;
 	S.running = cfg;
+	(void)sup_slots(); /* a test hook says so at start */
 	custos_err e = start_sandboxes(cfg);
 	if (e != CUSTOS_OK) {
 		char msg[512];
@@ -1819,6 +2092,12 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 				break;
 			case PSX_COMMIT:
 				sup_reload_commit(m->h.gen, m->h.arg == 1);
+				break;
+			case PSX_IDLE:
+				sup_idle(m->h.model);
+				break;
+			case PSX_FREED:
+				sup_freed(m->h.model);
 				break;
 			case PSX_SECCOMP:
 				sup_take_listener(m);
@@ -2339,6 +2618,14 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 			e = egress_start(eg);
 		if (e == CUSTOS_OK)
 			cli_egress_attach(eg);
+		/* cli_egress_options: listener i for model i; those without a sandbox are the
+		 * proxy's to close when a reload removes the model. */
+		for (size_t i = 0; e == CUSTOS_OK && i < cfg->n_models && i < PROXY_MAX_UPSTREAMS;
+		     i++)
+			if (plain_model(&cfg->models[i]))
+				uc->eg_plain[uc->n_eg_plain++] = (struct up_plain_eg){
+					.id = xstrdup(cfg->models[i].id), .index = i, .fd = -1
+				};
 	}
 	for (size_t i = 0; i < PSX_MAX_MODELS; i++)
 		if (efds[i] >= 0)
@@ -2375,6 +2662,9 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	if (uc->running != uc->start)
 		config_free(uc->running);
 	config_free(uc->next);
+	eg_new_drop(uc);
+	for (size_t i = 0; i < uc->n_eg_plain; i++)
+		free(uc->eg_plain[i].id);
 	pthread_mutex_destroy(&uc->reload_mu);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;

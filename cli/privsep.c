@@ -116,6 +116,13 @@ struct px_model {
 	int eg_fd;
 	bool vm;
 	bool gone; /* removed by a reload and stopped */
+	/* Proxy options that may connect to it (psx_proxy_hold); once an applied reload removed
+	 * it (removed) and none is left, no request is in flight to it: IDLE is sent (idle_sent). */
+	unsigned holds;
+	bool removed, idle_sent;
+	/* gone and nothing holds it: FREED was sent, the supervisor may reuse the slot (ADDED) */
+	bool freed;
+	uint64_t seq; /* order of arrival (start, then ADDED): the newest of an id is routed to */
 	/* In the configuration applied now (the admin API lists it): false from ADDED until the
 	 * reload that added it is applied, and from the applied reload that removes it. */
 	bool configured;
@@ -139,6 +146,7 @@ static struct {
 	pthread_cond_t cv;
 	struct px_model m[PSX_MAX_MODELS]; /* by slot (psx_hdr.model) */
 	size_t n;
+	uint64_t seq;        /* the last px_model.seq given */
 	uint32_t rl_seq;     /* the last RELOAD's number (psx_hdr.gen), echoed by RELOADED */
 	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
 	uint32_t rl_result;
@@ -151,6 +159,7 @@ static struct {
 	pthread_t th;
 	bool th_started;
 	bool bye, lost;
+	bool finished; /* psx_proxy_finish ran: nothing more goes to the supervisor */
 	bool stopping; /* proxy_run returned: a reload still waiting gives up */
 } P = { .sock = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -171,6 +180,7 @@ void psx_proxy_init(int sock, const custos_config *cfg)
 		x->eg_fd = -1;
 		x->vm = m->sandbox.type == CFG_SANDBOX_VM;
 		x->configured = true;
+		x->seq = ++P.seq;
 	}
 }
 
@@ -219,6 +229,18 @@ static void submit_body(span body)
 		log_info("audit (no writer): {%.*s}", (int)body.len, body.ptr);
 }
 
+/* A removed sandbox's slot that nothing here refers to any more (no proxy options hold it:
+ * no request can reach it): the supervisor may reuse it. Called with P.mu held. */
+static void free_check(struct px_model *x)
+{
+	if (!x->gone || x->holds > 0 || x->freed || P.lost || P.bye || P.finished)
+		return;
+	x->freed = true;
+	if (send_locked(PSX_FREED, slot_of(x), 0) != CUSTOS_OK)
+		log_warn("privsep: model %s: the supervisor was not told that its slot is free: %s",
+		         x->id, err_msg());
+}
+
 /* One message from the supervisor; egress_fds only during setup. Returns false at READY
  * (setup) or BYE. Called with P.mu held. */
 static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
@@ -246,7 +268,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		x->answers++;
 		x->last_err = m->nfds ? 0 : (int)m->h.arg;
 		for (size_t i = 0; i < m->nfds; i++) {
-			if (m->h.gen == x->st.generation && x->n < PSX_POOL_MAX) {
+			if (!x->gone && m->h.gen == x->st.generation && x->n < PSX_POOL_MAX) {
 				x->pool[x->n++] = m->fds[i];
 				m->fds[i] = -1;
 			}
@@ -310,11 +332,18 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		}
 		break;
 	case PSX_ADDED:
-		/* Slots come in order; an id must be one custos.yaml may hold. */
-		if (m->h.model == P.n && P.n < PSX_MAX_MODELS && m->h.len > 0 &&
-		    m->h.len <= CFG_MAX_ID_LEN) {
-			x = &P.m[P.n++];
+		/* The next slot, or one this side freed; an id must be one custos.yaml may hold. */
+		if (((m->h.model == P.n && P.n < PSX_MAX_MODELS) || (x && x->freed)) &&
+		    m->h.len > 0 && m->h.len <= CFG_MAX_ID_LEN) {
+			if (m->h.model == P.n) { /* never used: nothing to release */
+				x = &P.m[P.n++];
+			} else { /* freed: emptied at REMOVED already; whatever came since goes */
+				pool_flush(x);
+				if (x->eg_fd >= 0)
+					close(x->eg_fd);
+			}
 			memset(x, 0, sizeof(*x));
+			x->seq = ++P.seq;
 			memcpy(x->id, m->payload, m->h.len);
 			x->id[m->h.len] = '\0';
 			x->cfg_index = SIZE_MAX;
@@ -326,7 +355,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 		}
 		break;
 	case PSX_REMOVED:
-		if (x) {
+		if (x && !x->gone) {
 			x->gone = true;
 			x->have_state = false;
 			pool_flush(x);
@@ -340,6 +369,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 				          err_msg());
 			x->eg_index = SIZE_MAX;
 			pthread_cond_broadcast(&P.cv);
+			free_check(x);
 		}
 		break;
 	case PSX_RELOADED: {
@@ -401,17 +431,46 @@ int psx_proxy_find(const char *id)
 	int k = -1;
 	pthread_mutex_lock(&P.mu);
 	/* The newest: a model whose sandbox a reload replaces has two slots until the old one is
-	 * stopped, and the reload's configuration routes to the new one. */
-	for (size_t i = P.n; i-- > 0 && k < 0;)
-		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0)
+	 * stopped, and the reload's configuration routes to the new one (whose slot may be a
+	 * lower one, freed by an earlier removal). */
+	for (size_t i = 0; i < P.n; i++)
+		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0 &&
+		    (k < 0 || P.m[i].seq > P.m[k].seq))
 			k = (int)i;
 	pthread_mutex_unlock(&P.mu);
 	return k;
 }
 
-void *psx_proxy_arg(int i)
+void *psx_proxy_hold(int i)
 {
+	pthread_mutex_lock(&P.mu);
+	P.m[i].holds++;
+	pthread_mutex_unlock(&P.mu);
 	return &P.m[i];
+}
+
+/* A removed sandbox no request can reach any more: the supervisor may stop it now rather than
+ * at the end of limits.timeouts.shutdown. Called with P.mu held. */
+static void idle_check(struct px_model *x)
+{
+	if (!x->removed || x->holds > 0 || x->idle_sent || x->gone || P.lost || P.bye || P.finished)
+		return;
+	x->idle_sent = true;
+	if (send_locked(PSX_IDLE, slot_of(x), 0) != CUSTOS_OK)
+		log_warn("privsep: model %s: the supervisor was not told that no request is in "
+		         "flight: %s",
+		         x->id, err_msg());
+}
+
+void psx_proxy_release(void *arg)
+{
+	struct px_model *x = arg;
+	pthread_mutex_lock(&P.mu);
+	if (x->holds > 0)
+		x->holds--;
+	idle_check(x);
+	free_check(x);
+	pthread_mutex_unlock(&P.mu);
 }
 
 static void deadline_in(struct timespec *ts, unsigned ms)
@@ -577,10 +636,17 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 				kept = &next->models[k];
 		/* A replaced sandbox (a newer slot with its id) is no longer the configured one. */
 		bool newest = true;
-		for (size_t j = i + 1; j < P.n && newest; j++)
-			newest = P.m[j].gone || strcmp(P.m[j].id, x->id) != 0;
-		if (applied && next)
-			x->configured = kept && !x->gone && newest;
+		for (size_t j = 0; j < P.n && newest; j++)
+			newest = P.m[j].gone || P.m[j].seq <= x->seq ||
+			         strcmp(P.m[j].id, x->id) != 0;
+		if (applied && next) {
+			bool now = kept && !x->gone && newest;
+			/* Configured until now (not one this reload added): removed, stopped
+			 * once no request is in flight to it. */
+			if (x->configured && !now && !x->gone)
+				x->removed = true;
+			x->configured = now;
+		}
 		if (x->eg_fd < 0)
 			continue;
 		/* An added sandbox's egress listener, made inside it while the reload was
@@ -603,6 +669,11 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 	if (e != CUSTOS_OK)
 		log_error("privsep: reload: the supervisor was not told the outcome: %s",
 		          err_msg());
+	/* A removed sandbox whose last request ended before COMMIT (or that had none). */
+	pthread_mutex_lock(&P.mu);
+	for (size_t i = 0; applied && i < P.n; i++)
+		idle_check(&P.m[i]);
+	pthread_mutex_unlock(&P.mu);
 }
 
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw)
@@ -708,6 +779,7 @@ void psx_proxy_finish(void)
 	P.aw = NULL;
 	P.eg = NULL;
 	P.srv = NULL;
+	P.finished = true; /* proxy_free still releases the configurations' holds */
 	pthread_mutex_unlock(&P.mu);
 }
 

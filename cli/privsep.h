@@ -36,7 +36,8 @@ enum psx_type {
 	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
 	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
 	PSX_ADDED,     /* S: a reload's new sandbox takes slot model (payload: its id) */
-	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; the slot is never reused */
+	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; its slot is reused once the
+	                * proxy let go of it (FREED) */
 	PSX_RELOADED,  /* S: answer to RELOAD gen: arg 0, or 1 and the reason (payload) */
 	PSX_WANT = 32, /* P: arg more sockets for model */
 	PSX_RESTART,   /* P: end the instance whose host pid is arg (admin API) */
@@ -46,12 +47,16 @@ enum psx_type {
 	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
 	                * the supervisor reads the file itself */
 	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0) */
+	PSX_IDLE,      /* P: slot model, removed by an applied reload, has no request in flight
+	                * any more (once): its sandbox may be stopped now */
+	PSX_FREED,     /* P: after REMOVED, nothing in the proxy refers to slot model any more
+	                * (once): the supervisor may give it to a sandbox a later reload adds */
 };
 
 typedef struct psx_hdr {
 	uint16_t type;
 	/* The sandbox's slot: the sandboxed models of the starting custos.yaml in order, then one
-	 * per sandbox a reload added (a removed one's slot is never reused). */
+	 * per sandbox a reload added: a free one (REMOVED, then FREED), else the next. */
 	uint16_t model;
 	uint32_t gen;
 	uint32_t arg;
@@ -129,9 +134,13 @@ void psx_proxy_stopping(void);
 void psx_proxy_commit(bool applied, const struct custos_config *next);
 /* Index of the sandboxed model id in the mirror, or -1. */
 int psx_proxy_find(const char *id);
-/* proxy_upstream_opts.connect_fn; arg: psx_proxy_arg(i). */
+/* proxy_upstream_opts.connect_fn; arg: psx_proxy_hold(i). */
 custos_err psx_proxy_connect(void *arg, int *fd) CUSTOS_WUR;
-void *psx_proxy_arg(int i);
+/* proxy_upstream_opts.connect_arg for mirror index i: counts one more set of proxy options
+ * that may connect to its sandbox, until psx_proxy_release(arg) (their release_fn). Once a
+ * reload removed the sandbox and nothing holds it, the supervisor is told (PSX_IDLE). */
+void *psx_proxy_hold(int i);
+void psx_proxy_release(void *arg);
 /* Where the receiver thread delivers: audit events held since setup are submitted now. */
 void psx_proxy_attach(struct proxy_server *srv, struct egress_server *eg, audit_writer *aw);
 /* Hands fd to the supervisor in a message of type (no payload); the caller keeps its copy. */

@@ -630,6 +630,12 @@ static custos_err open_listener(const char *addr, int *fdp, unsigned *portp)
 	return CUSTOS_OK;
 }
 
+custos_err egress_listen(const char *address, int *fd)
+{
+	*fd = -1;
+	return open_listener(address, fd, NULL);
+}
+
 static unsigned fd_port(int fd)
 {
 	struct sockaddr_storage ss;

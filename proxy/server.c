@@ -41,6 +41,8 @@ void proxy_options_free(proxy_options *o)
 		free(t->ciphersuites);
 	}
 	for (size_t i = 0; i < o->nupstreams; i++) {
+		if (o->upstreams[i].release_fn)
+			o->upstreams[i].release_fn(o->upstreams[i].connect_arg);
 		free(o->upstreams[i].name);
 		free(o->upstreams[i].address);
 		free(o->upstreams[i].tls_ca);
@@ -246,11 +248,15 @@ static custos_err open_listener(lsock *ls, int *out)
 	return CUSTOS_OK;
 }
 
+/* Woken at shutdown, or after a reload: an idle worker drops its reference to the replaced
+ * state now, not at its next connection, so that the state ends with its last request (and
+ * with it what it alone uses: a removed sandbox is stopped once nothing uses it). */
 static void on_wake(ev_loop *l, void *obj, uint32_t events)
 {
 	worker *w = obj;
 	uint64_t v;
 	(void)!read(w->wake_fd, &v, sizeof(v));
+	(void)worker_state(w);
 }
 
 /* Listener callback: obj is the worker; the listener index is found from the ev_io. */
@@ -486,6 +492,11 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
 	pthread_mutex_unlock(&s->st_lock);
 	state_unref(old);
+	for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
+		uint64_t one = 1;
+		if (s->workers[i].wake_fd != -1)
+			(void)!write(s->workers[i].wake_fd, &one, sizeof(one));
+	}
 	return CUSTOS_OK;
 }
 

@@ -113,11 +113,14 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTO
  * sandbox's new netns; the accept thread switches within its poll interval and closes the old
  * one. The listener's taint starts over (the new instance has read nothing). */
 custos_err egress_listener_replace(egress_server *s, size_t i, int fd) CUSTOS_WUR;
-/* Adds a listener on lo->fd (taken over, as are lo's strings; lo is zeroed) for a sandbox a
- * reload added, with its accept thread when the server runs; *index is its number for the
+/* Adds a listener on lo->fd (taken over, as are lo's strings; lo is zeroed) for a sandbox or
+ * a model without one that a reload added, with its accept thread when the server runs; *index is its number for the
  * calls here. At most EGRESS_MAX_ADDED over the server's life (indexes are never reused). */
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo,
                                size_t *index) CUSTOS_WUR;
+/* A host listener on address ("127.0.0.1:3128"), bound and listening as egress_create opens
+ * one (SO_REUSEADDR, no accept yet): for egress_listener_add's lo->fd. *fd is the caller's. */
+custos_err egress_listen(const char *address, int *fd) CUSTOS_WUR;
 /* Closes listener i (its sandbox was removed): its accept thread ends and closes its socket
  * within its poll interval (egress_stop joins it); connections it accepted finish on their
  * own. Its index is not reused. */

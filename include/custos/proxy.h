@@ -79,6 +79,11 @@ typedef struct proxy_upstream_opts {
 	 * the caller. Called on a worker thread: must not block for long. address unused */
 	custos_err (*connect_fn)(void *arg, int *fd);
 	void *connect_arg;
+	/* borrowed, when set: called once with connect_arg when these options are freed
+	 * (proxy_options_free), i.e. once no request can use them any more: the state holding
+	 * them was replaced by a reload and the last request that started with it ended, or the
+	 * options were never applied. Called on any thread; must not call into the proxy. */
+	void (*release_fn)(void *arg);
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {
