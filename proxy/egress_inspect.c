@@ -627,6 +627,14 @@ bool egress_multipart_boundary(span ctype, char out[EGRESS_MP_BOUNDARY_MAX + 1],
 		size_t at = (size_t)(semi - ctype.ptr) + 1;
 		const char *next = NULL;
 		span rest = span_of(ctype.ptr + at, ctype.len - at);
+		size_t ws = 0;
+		while (ws < rest.len && (rest.ptr[ws] == ' ' || rest.ptr[ws] == '\t'))
+			ws++;
+		if (ws == rest.len ||
+		    rest.ptr[ws] == ';') { /* an empty parameter (RFC 9110 5.6.6) */
+			semi = ws == rest.len ? NULL : rest.ptr + ws;
+			continue;
+		}
 		const char *eq = memchr(rest.ptr, '=', rest.len);
 		if (eq == NULL)
 			return false;
@@ -965,9 +973,19 @@ static custos_err mp_content(mp_ctx *m, span raw, span ctype, mp_cte cte, bool c
 		k = EBODY_RAW;
 	bool textual =
 	        mt.len == 0 || (mt.len >= 5 && span_case_eq(span_of(mt.ptr, 5), SPAN_LIT("text/")));
-	ENSURE(k != EBODY_RAW || textual || mp_is_text(d), CUSTOS_ERR_UNSUPPORTED,
-	       "part %u (%.*s) is not text and cannot be inspected", part,
-	       (int)(mt.len < 60 ? mt.len : 60), mt.ptr);
+	if (k == EBODY_RAW && !textual && !mp_is_text(d)) {
+		/* the type as sent goes into a response header and the audit: printable only */
+		char t[64];
+		size_t tn = mt.len < sizeof(t) - 1 ? mt.len : sizeof(t) - 1;
+		for (size_t i = 0; i < tn; i++)
+			t[i] = mt.ptr[i] > ' ' && mt.ptr[i] < 127 && mt.ptr[i] != '"' &&
+			                       mt.ptr[i] != '\\'
+			               ? mt.ptr[i]
+			               : '?';
+		t[tn] = '\0';
+		return err_set(CUSTOS_ERR_UNSUPPORTED,
+		               "part %u (%s) is not text and cannot be inspected", part, t);
+	}
 	inspect_summary_init(&one);
 	buf_reset(m->msk);
 	char why[160];
@@ -1617,17 +1635,22 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 		r->decision = "deny";
 		return 403;
 	}
-	if (mp && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT || e == CUSTOS_ERR_UNSUPPORTED)) {
-		bool un = e == CUSTOS_ERR_UNSUPPORTED;
+	if (mp && e == CUSTOS_ERR_UNSUPPORTED) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under multipart/form-data not inspected: %s; refused (fail "
+		         "closed)",
+		         err_msg());
+		r->decision = "deny";
+		return 415;
+	}
+	if (mp && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
 		snprintf(r->reason, sizeof(r->reason),
 		         "request body under multipart/form-data %s: %s; refused, it cannot be "
 		         "inspected (fail closed)",
-		         un                      ? "has a part that is not text"
-		         : e == CUSTOS_ERR_PARSE ? "is malformed"
-		                                 : "is past an inspection limit",
+		         e == CUSTOS_ERR_PARSE ? "is malformed" : "is past an inspection limit",
 		         err_msg());
 		r->decision = "deny";
-		return un ? 415 : 400;
+		return 400;
 	}
 	if (k == EBODY_FORM && e == CUSTOS_ERR_PARSE) {
 		snprintf(r->reason, sizeof(r->reason),

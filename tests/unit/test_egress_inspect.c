@@ -426,6 +426,9 @@ static void test_multipart_boundary(void **state)
 	        SPAN_LIT("multipart/form-data; charset=utf-8; BOUNDARY=\"a b:c\""), b, &n));
 	assert_string_equal(b, "a b:c");
 	assert_int_equal(n, 5);
+	assert_true(
+	        egress_multipart_boundary(SPAN_LIT("multipart/form-data;; boundary=q ; "), b, &n));
+	assert_string_equal(b, "q");
 	static const char *const bad[] = {
 		"multipart/form-data",
 		"multipart/form-data; boundary=",
