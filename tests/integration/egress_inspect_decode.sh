@@ -8,8 +8,8 @@
 # and a missing boundary (400); chunked. The query string of request URLs percent-decoded and
 # inspected under the same request: rules (redact rewrites it, deny 403, invalid
 # percent-encoding 400; the audit never holds the value). Form responses decoded (masks
-# percent-encoded, deny 403, invalid 502). custos config check and custos up refuse
-# egress.inspect.max_held below 5 x max_body + 8195 bytes at its line and column. With
+# percent-encoded, deny 403, invalid 502). custos config check, custos up and a SIGHUP reload
+# refuse egress.inspect.max_held below 5 x max_body + 8195 bytes (at its line and column). With
 # CUSTOS_EGRESS_FORWARD=threads set by the caller (egress_inspect_decode_threads.sh) the same
 # checks run on the thread path.
 set -u
@@ -282,6 +282,19 @@ check "form response with invalid percent-encoding: 502 (code $code), nothing of
 	bash -c "[ $code = 502 ] && ! grep -q jane body.txt && grep -qi '^x-custos-reason: form response is not valid percent-encoding' hdr.txt"
 got=$(curl -s -x "$PX" "http://localhost:$P_D/rd/form-clean")
 check "form response with nothing found: as sent" test "$got" = "a=b&c=d%20e+f"
+
+# --- a reload (SIGHUP) to a config whose max_held is too small is refused, the running one
+# keeps serving
+cp custos.yaml good.yaml
+sed 's/^  timeouts: .*/&\n  inspect: { max_body: 1MiB, max_held: 5MiB }/' good.yaml >custos.yaml
+kill -HUP $UP
+reload_refused() { grep -q "is less than 5 x 'egress.inspect.max_body' (1048576 bytes) + 8195 bytes" up.log; }
+eg_wait 60 reload_refused
+check "SIGHUP to max_held 5MiB with max_body 1MiB: the reload refused with the error" reload_refused
+got=$(curl -s -x "$PX" "http://localhost:$P_D/up/q-after?to=jane.doe%40example.com")
+check "after the refused reload: custos still serves and inspects ($got)" \
+	test "$got" = "target /up/q-after?to=%5BREDACTED%3AEMAIL%5D"
+cp good.yaml custos.yaml
 
 kill $UP; wait $UP; RC=$?
 PIDS=("${PIDS[@]/$UP}")
