@@ -504,6 +504,14 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	if (r.status)
 		goto reject;
 
+	/* The query string the rule inspects (inspect: request:): the target goes upstream with
+	 * its masks. */
+	span qtarget = { NULL, 0 };
+	if (egress_inspect_request_wanted(&r)) {
+		r.status = egress_inspect_target(&r, h, &qtarget);
+		if (r.status)
+			goto reject;
+	}
 	/* A body the rule inspects is read whole and decided before anything goes upstream. */
 	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(&r);
 	egress_body_kind qkind = qinsp ? egress_body_kind_of(h) : EBODY_RAW;
@@ -521,6 +529,7 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
 		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
 		                                              : HTTP1_BODY_NONE,
+		.target = qtarget,
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),

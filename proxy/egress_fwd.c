@@ -634,6 +634,16 @@ static void fc_request(fconn *c, size_t hl)
 		fc_reject(c, hl);
 		return;
 	}
+	/* The query string the rule inspects (inspect: request:) is decided first: the target
+	 * goes upstream with its masks. */
+	span qtarget = { NULL, 0 };
+	if (egress_inspect_request_wanted(r)) {
+		r->status = egress_inspect_target(r, h, &qtarget);
+		if (r->status) {
+			fc_reject(c, hl);
+			return;
+		}
+	}
 	/* A body the rule inspects is read whole (FS_QBODY) and decided before anything goes
 	 * upstream; it then goes out with its own Content-Length. */
 	bool qinsp = h->framing != HTTP1_BODY_NONE && egress_inspect_request_wanted(r);
@@ -652,6 +662,7 @@ static void fc_request(fconn *c, size_t hl)
 		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
 		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
 		                                              : HTTP1_BODY_NONE,
+		.target = qtarget,
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),

@@ -1,9 +1,11 @@
 /*
  * Content inspection on egress: what a source returns to the sandbox (inspect: response:) and
  * what the model sends to a source in a request body (inspect: request:, the egress name of
- * prompt:). Bodies under a JSON media type are inspected on their decoded string values
- * (policy/inspect_json.c) with keys and numbers as sent; NDJSON line by line; anything else as
- * one byte stream (ingress_inspect.c's raw mode). The engine is compiled from the egress
+ * prompt:), and the query string of a request URL. Bodies under a JSON media type are
+ * inspected on their decoded string values (policy/inspect_json.c) with keys and numbers as
+ * sent; NDJSON line by line; forms (and query strings) percent-decoded; multipart/form-data
+ * request bodies part by part after their transfer encoding is undone; anything else as one
+ * byte stream (ingress_inspect.c's raw mode). The engine is compiled from the egress
  * policy on first need and again after a reload brings another policy; requests hold a
  * reference to the engine they started with. docs/EGRESS.md "Content inspection".
  */
@@ -30,6 +32,7 @@ typedef enum emode {
 	EM_STREAM, /* ingress_inspect.c raw mode (r->ip), content-encoded bodies refused there */
 	EM_JSON,   /* held whole (at most EGRESS_INSPECT_BODY_MAX), decided at the end */
 	EM_NDJSON, /* one JSON document per line, each decided when its line is complete */
+	EM_FORM,   /* application/x-www-form-urlencoded: held whole, decoded, decided at the end */
 } emode;
 
 /* Per-request state of what this file inspects itself (r->ei). */
@@ -41,8 +44,12 @@ struct einsp {
 	bool denied;                /* the response was denied */
 	char why[192];              /* denial reason (detector names, never values) */
 	char fail[192];             /* why the response could not be inspected, or "" */
-	buf hold;                   /* EM_JSON: the body; EM_NDJSON: the current line */
+	buf hold;                   /* EM_JSON, EM_FORM: the body; EM_NDJSON: the current line */
 	buf out, tmp;
+	buf dec, msk; /* multipart request bodies: a part decoded, masked */
+	buf target;   /* the request target with its query masked */
+	char boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* multipart request body */
+	size_t blen;
 	uint64_t t_ns;
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
@@ -56,6 +63,7 @@ struct einsp {
 	uint64_t ct_qin, ct_qout, ct_fwd; /* the caller's request body, its masked copy, dst */
 	uint64_t ct_hold, ct_out, ct_tmp; /* this file's buffers */
 	uint64_t ct_form;                 /* egress_inspect_form's offset map while it exists */
+	uint64_t ct_dec, ct_msk;          /* multipart: dec, msk */
 	uint64_t q_lim;                   /* a request body's Content-Length, else max_body */
 	bool held_refused;                /* the response could not be held (503) */
 };
@@ -203,6 +211,8 @@ static uint64_t q_work(egress_body_kind k, uint64_t n)
 		return 2 * w;
 	if (k == EBODY_FORM)
 		return 2 * w + 4 * (n + 1);
+	if (k == EBODY_MULTIPART) /* masked copy, JSON/form scratch, a part decoded and masked */
+		return 4 * w + 4 * (n + 1);
 	return w;
 }
 
@@ -274,16 +284,11 @@ static custos_err scratch_get(const struct eeng *e, inspect_scratch **out)
 /* ---------------------------------------------------------------------------------------------
  * Media types
  */
-egress_body_kind egress_body_kind_of(const http1_head *h)
+egress_body_kind egress_media_kind(span ctype)
 {
-	span v;
-	if (ingress_inspect_encoded(h))
-		return EBODY_ENCODED;
-	if (!http1_header_get(h, SPAN_LIT("Content-Type"), &v))
-		return EBODY_RAW;
 	/* The media type without parameters, in any case (RFC 9110 8.3.1). */
-	const char *semi = memchr(v.ptr, ';', v.len);
-	span mt = span_trim(semi ? span_of(v.ptr, (size_t)(semi - v.ptr)) : v);
+	const char *semi = memchr(ctype.ptr, ';', ctype.len);
+	span mt = span_trim(semi ? span_of(ctype.ptr, (size_t)(semi - ctype.ptr)) : ctype);
 	if (span_case_eq(mt, SPAN_LIT("application/json")) ||
 	    (mt.len > 5 && span_case_eq(span_of(mt.ptr + mt.len - 5, 5), SPAN_LIT("+json"))))
 		return EBODY_JSON;
@@ -297,7 +302,19 @@ egress_body_kind egress_body_kind_of(const http1_head *h)
 			return EBODY_NDJSON;
 	if (span_case_eq(mt, SPAN_LIT("application/x-www-form-urlencoded")))
 		return EBODY_FORM;
+	if (span_case_eq(mt, SPAN_LIT("multipart/form-data")))
+		return EBODY_MULTIPART;
 	return EBODY_RAW;
+}
+
+egress_body_kind egress_body_kind_of(const http1_head *h)
+{
+	span v;
+	if (ingress_inspect_encoded(h))
+		return EBODY_ENCODED;
+	if (!http1_header_get(h, SPAN_LIT("Content-Type"), &v))
+		return EBODY_RAW;
+	return egress_media_kind(v);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -579,6 +596,528 @@ custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * multipart/form-data request bodies (RFC 7578 over RFC 2046), parsed strictly: the boundary
+ * from the Content-Type, every delimiter line at the start of the body or after CRLF and
+ * followed by "--" or (white space and) CRLF, CRLF-terminated part header lines, at most
+ * EGRESS_MP_MAX_PARTS parts and EGRESS_MP_MAX_HEAD header bytes a part. Anything else is
+ * malformed (CUSTOS_ERR_PARSE: the caller answers 400): two parsers that disagree on where a
+ * part ends are how a value is smuggled past an inspector. Each part's header block is
+ * inspected as text (a file name carries data too), its content by its own Content-Type after
+ * its Content-Transfer-Encoding is undone; the preamble and epilogue, which receivers ignore,
+ * are inspected as text all the same. A part that is not redacted goes out byte for byte; a
+ * redacted one is written with its masks and encoded again as it came (base64, QP).
+ */
+#define EGRESS_MP_MAX_PARTS   256u
+#define EGRESS_MP_MAX_HEAD    8192u
+#define EGRESS_MP_MAX_HEADERS 32u
+
+static bool mp_bchar(unsigned char c)
+{
+	/* c != 0: strchr finds the terminating NUL too */
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c != 0 && strchr("'()+_,-./:=? ", c) != NULL);
+}
+
+bool egress_multipart_boundary(span ctype, char out[EGRESS_MP_BOUNDARY_MAX + 1], size_t *len)
+{
+	const char *semi = memchr(ctype.ptr, ';', ctype.len);
+	bool found = false;
+	*len = 0;
+	while (semi != NULL) {
+		size_t at = (size_t)(semi - ctype.ptr) + 1;
+		const char *next = NULL;
+		span rest = span_of(ctype.ptr + at, ctype.len - at);
+		size_t ws = 0;
+		while (ws < rest.len && (rest.ptr[ws] == ' ' || rest.ptr[ws] == '\t'))
+			ws++;
+		if (ws == rest.len ||
+		    rest.ptr[ws] == ';') { /* an empty parameter (RFC 9110 5.6.6) */
+			semi = ws == rest.len ? NULL : rest.ptr + ws;
+			continue;
+		}
+		const char *eq = memchr(rest.ptr, '=', rest.len);
+		if (eq == NULL)
+			return false;
+		span name = span_trim(span_of(rest.ptr, (size_t)(eq - rest.ptr)));
+		span v = span_of(eq + 1, rest.len - (size_t)(eq + 1 - rest.ptr));
+		size_t vl = 0;
+		span val;
+		if (v.len > 0 && v.ptr[0] == '"') { /* quoted-string: no escapes in a boundary */
+			const char *q = memchr(v.ptr + 1, '"', v.len - 1);
+			if (q == NULL || memchr(v.ptr + 1, '\\', (size_t)(q - v.ptr - 1)) != NULL)
+				return false;
+			val = span_of(v.ptr + 1, (size_t)(q - v.ptr - 1));
+			vl = (size_t)(q - v.ptr) + 1;
+		} else {
+			while (vl < v.len && v.ptr[vl] != ';')
+				vl++;
+			val = span_trim(span_of(v.ptr, vl));
+		}
+		span after = span_of(v.ptr + vl, v.len - vl);
+		next = memchr(after.ptr, ';', after.len);
+		if (span_trim(span_of(after.ptr, next ? (size_t)(next - after.ptr) : after.len))
+		            .len)
+			return false; /* bytes after a quoted value */
+		if (span_case_eq(name, SPAN_LIT("boundary"))) {
+			if (found || val.len == 0 || val.len > EGRESS_MP_BOUNDARY_MAX ||
+			    val.ptr[val.len - 1] == ' ')
+				return false;
+			for (size_t i = 0; i < val.len; i++)
+				if (!mp_bchar((unsigned char)val.ptr[i]))
+					return false;
+			memcpy(out, val.ptr, val.len);
+			out[val.len] = '\0';
+			*len = val.len;
+			found = true;
+		}
+		semi = next;
+	}
+	return found;
+}
+
+/* The first "\r\n--boundary" in b at or after from: its offset, or SIZE_MAX. */
+static size_t mp_find(span b, size_t from, span delim)
+{
+	if (b.len < delim.len + 2)
+		return SIZE_MAX;
+	for (size_t i = from; i + 2 + delim.len <= b.len; i++) {
+		const char *cr = memchr(b.ptr + i, '\r', b.len - 2 - delim.len - i + 1);
+		if (cr == NULL)
+			return SIZE_MAX;
+		i = (size_t)(cr - b.ptr);
+		if (cr[1] == '\n' && memcmp(cr + 2, delim.ptr, delim.len) == 0)
+			return i;
+	}
+	return SIZE_MAX;
+}
+
+static int b64_val(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Strict base64 (RFC 2045 6.8): the alphabet, line breaks and white space between groups,
+ * '=' padding only at the end. */
+static custos_err mp_b64_decode(span in, buf *out, unsigned part)
+{
+	uint32_t acc = 0;
+	unsigned n = 0, pad = 0;
+	for (size_t i = 0; i < in.len; i++) {
+		unsigned char c = (unsigned char)in.ptr[i];
+		if (c == '\r' || c == '\n' || c == ' ' || c == '\t')
+			continue;
+		ENSURE(n < 5, CUSTOS_ERR_PARSE, "part %u: base64 after its padding", part);
+		if (c == '=') {
+			pad++;
+			acc <<= 6;
+			n++;
+		} else {
+			int v = b64_val(c);
+			ENSURE(v >= 0 && pad == 0, CUSTOS_ERR_PARSE,
+			       "part %u: invalid base64 at byte %zu of its content", part, i);
+			acc = acc << 6 | (uint32_t)v;
+			n++;
+		}
+		ENSURE(pad <= 2, CUSTOS_ERR_PARSE, "part %u: invalid base64 padding", part);
+		if (n == 4) {
+			uint8_t q[3] = { (uint8_t)(acc >> 16), (uint8_t)(acc >> 8), (uint8_t)acc };
+			GUARD(buf_append(out, q, 3 - pad));
+			if (pad)
+				n = 5; /* nothing may follow the padding */
+			else
+				n = 0;
+			acc = 0;
+		}
+	}
+	ENSURE(n == 0 || n == 5, CUSTOS_ERR_PARSE, "part %u: base64 not a whole number of groups",
+	       part);
+	return CUSTOS_OK;
+}
+
+static custos_err mp_b64_encode(span in, bool wrap, buf *out)
+{
+	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t line = 0;
+	for (size_t i = 0; i < in.len; i += 3) {
+		uint32_t v = (uint32_t)(unsigned char)in.ptr[i] << 16;
+		size_t k = in.len - i < 3 ? in.len - i : 3;
+		if (k > 1)
+			v |= (uint32_t)(unsigned char)in.ptr[i + 1] << 8;
+		if (k > 2)
+			v |= (unsigned char)in.ptr[i + 2];
+		char q[4] = { al[v >> 18 & 63], al[v >> 12 & 63], k > 1 ? al[v >> 6 & 63] : '=',
+			      k > 2 ? al[v & 63] : '=' };
+		if (wrap && line == 76) {
+			GUARD(buf_append(out, "\r\n", 2));
+			line = 0;
+		}
+		GUARD(buf_append(out, q, 4));
+		line += 4;
+	}
+	return CUSTOS_OK;
+}
+
+/* Quoted-printable (RFC 2045 6.7): =XX a byte, '=' before (white space and) CRLF a soft line
+ * break; any other '=' is malformed. */
+static custos_err mp_qp_decode(span in, buf *out, unsigned part)
+{
+	for (size_t i = 0; i < in.len;) {
+		unsigned char c = (unsigned char)in.ptr[i];
+		if (c != '=') {
+			GUARD(buf_append_byte(out, c));
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < in.len && (in.ptr[j] == ' ' || in.ptr[j] == '\t'))
+			j++;
+		if (j + 1 < in.len && in.ptr[j] == '\r' && in.ptr[j + 1] == '\n') {
+			i = j + 2; /* soft line break */
+			continue;
+		}
+		int hi = i + 1 < in.len ? num_hex_digit((unsigned char)in.ptr[i + 1]) : -1;
+		int lo = i + 2 < in.len ? num_hex_digit((unsigned char)in.ptr[i + 2]) : -1;
+		ENSURE(hi >= 0 && lo >= 0, CUSTOS_ERR_PARSE,
+		       "part %u: '=' at byte %zu of its quoted-printable content is not followed "
+		       "by "
+		       "two hex digits or a line break",
+		       part, i);
+		GUARD(buf_append_byte(out, (uint8_t)(hi << 4 | lo)));
+		i += 3;
+	}
+	return CUSTOS_OK;
+}
+
+static custos_err mp_qp_encode(span in, buf *out)
+{
+	size_t line = 0;
+	for (size_t i = 0; i < in.len; i++) {
+		unsigned char c = (unsigned char)in.ptr[i];
+		if (c == '\r' && i + 1 < in.len && in.ptr[i + 1] == '\n') {
+			GUARD(buf_append(out, "\r\n", 2));
+			line = 0;
+			i++;
+			continue;
+		}
+		bool end = i + 1 == in.len ||
+		           (in.ptr[i + 1] == '\r' && i + 2 < in.len && in.ptr[i + 2] == '\n');
+		bool lit = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !end);
+		size_t w = lit ? 1 : 3;
+		if (line + w > 75) {
+			GUARD(buf_append(out, "=\r\n", 3));
+			line = 0;
+		}
+		GUARD(lit ? buf_append_byte(out, c) : buf_printf(out, "=%02X", (unsigned)c));
+		line += w;
+	}
+	return CUSTOS_OK;
+}
+
+/* Valid UTF-8 without NUL or C0 controls other than tab, CR, LF and form feed: text, whatever
+ * its label says (an upload labelled application/octet-stream is often a text file). */
+static bool mp_is_text(span t)
+{
+	for (size_t i = 0; i < t.len;) {
+		unsigned char c = (unsigned char)t.ptr[i];
+		if (c < 0x80) {
+			if (c < 0x20 && c != '\t' && c != '\r' && c != '\n' && c != '\f')
+				return false;
+			if (c == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		size_t n = c >= 0xf0 && c <= 0xf4  ? 4
+		           : c >= 0xe0             ? 3
+		           : c >= 0xc2 && c < 0xe0 ? 2
+		                                   : 0;
+		if (n == 0 || c > 0xf4 || i + n > t.len)
+			return false;
+		uint32_t cp = c & (0xffu >> (n + 1));
+		for (size_t k = 1; k < n; k++) {
+			unsigned char d = (unsigned char)t.ptr[i + k];
+			if ((d & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (d & 0x3fu);
+		}
+		if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+typedef enum { MP_ID = 0, MP_B64, MP_QP } mp_cte;
+
+typedef struct mp_ctx {
+	const inspect_engine *e;
+	inspect_scratch *s;
+	const inspect_profile *p;
+	buf *tmp, *dec, *msk, *out;
+	inspect_summary *sum;
+} mp_ctx;
+
+/* raw inspected as text: appended to out as it is, or with its masks. */
+static custos_err mp_text(mp_ctx *m, span raw)
+{
+	inspect_summary one;
+	inspect_summary_init(&one);
+	if (raw.len == 0)
+		return CUSTOS_OK;
+	buf_reset(m->msk);
+	custos_err e = inspect_redact_text(m->e, m->s, m->p, raw, m->msk, &one);
+	inspect_summary_add(m->sum, &one);
+	if (e != CUSTOS_OK)
+		return e;
+	return buf_append_span(m->out, one.redacted ? buf_span(m->msk) : raw);
+}
+
+/* The value of a part header field (after the name and ':'), trimmed. */
+static bool mp_field(span line, span name, span *v)
+{
+	if (line.len <= name.len || line.ptr[name.len] != ':' ||
+	    !span_case_eq(span_of(line.ptr, name.len), name))
+		return false;
+	*v = span_trim(span_of(line.ptr + name.len + 1, line.len - name.len - 1));
+	return true;
+}
+
+/* One part's header block hdr (CRLF-terminated lines, maybe none): its Content-Type (empty:
+ * none), transfer encoding and whether it has a content coding. */
+static custos_err mp_headers(span hdr, unsigned part, span *ctype, mp_cte *cte, bool *coded)
+{
+	unsigned n = 0;
+	bool has_ct = false, has_cte = false;
+	*ctype = span_of("", 0);
+	*cte = MP_ID;
+	*coded = false;
+	for (size_t i = 0; i < hdr.len;) {
+		const char *lf = memchr(hdr.ptr + i, '\n', hdr.len - i);
+		ENSURE(lf != NULL && lf > hdr.ptr + i && lf[-1] == '\r', CUSTOS_ERR_PARSE,
+		       "part %u: header line not ended by CRLF", part);
+		span line = span_of(hdr.ptr + i, (size_t)(lf - 1 - (hdr.ptr + i)));
+		i = (size_t)(lf - hdr.ptr) + 1;
+		ENSURE(++n <= EGRESS_MP_MAX_HEADERS, CUSTOS_ERR_LIMIT,
+		       "part %u: more than %u header fields", part, EGRESS_MP_MAX_HEADERS);
+		ENSURE(memchr(line.ptr, '\r', line.len) == NULL, CUSTOS_ERR_PARSE,
+		       "part %u: bare CR in a header line", part);
+		size_t k = 0;
+		while (k < line.len && line.ptr[k] != ':' && line.ptr[k] != ' ' &&
+		       line.ptr[k] != '\t' && (unsigned char)line.ptr[k] > 32 &&
+		       (unsigned char)line.ptr[k] < 127)
+			k++;
+		ENSURE(k > 0 && k < line.len && line.ptr[k] == ':', CUSTOS_ERR_PARSE,
+		       "part %u: header line %u is not 'name: value' (folded lines are refused)",
+		       part, n);
+		span v;
+		if (mp_field(line, SPAN_LIT("Content-Type"), &v)) {
+			ENSURE(!has_ct, CUSTOS_ERR_PARSE, "part %u: two Content-Type fields", part);
+			has_ct = true;
+			*ctype = v;
+		} else if (mp_field(line, SPAN_LIT("Content-Transfer-Encoding"), &v)) {
+			ENSURE(!has_cte, CUSTOS_ERR_PARSE,
+			       "part %u: two Content-Transfer-Encoding fields", part);
+			has_cte = true;
+			if (span_case_eq(v, SPAN_LIT("base64")))
+				*cte = MP_B64;
+			else if (span_case_eq(v, SPAN_LIT("quoted-printable")))
+				*cte = MP_QP;
+			else
+				ENSURE(span_case_eq(v, SPAN_LIT("7bit")) ||
+				               span_case_eq(v, SPAN_LIT("8bit")) ||
+				               span_case_eq(v, SPAN_LIT("binary")),
+				       CUSTOS_ERR_PARSE,
+				       "part %u: unknown Content-Transfer-Encoding", part);
+		} else if (mp_field(line, SPAN_LIT("Content-Encoding"), &v)) {
+			if (!span_case_eq(v, SPAN_LIT("identity")))
+				*coded = true;
+		}
+	}
+	return CUSTOS_OK;
+}
+
+/* One part's content, raw (as sent), appended to out inspected. */
+static custos_err mp_content(mp_ctx *m, span raw, span ctype, mp_cte cte, bool coded, unsigned part)
+{
+	inspect_summary one;
+	custos_err e = CUSTOS_OK;
+	span d = raw;
+
+	ENSURE(!coded, CUSTOS_ERR_UNSUPPORTED,
+	       "part %u has a Content-Encoding: its content cannot be inspected", part);
+	buf_reset(m->dec);
+	if (cte == MP_B64)
+		e = mp_b64_decode(raw, m->dec, part);
+	else if (cte == MP_QP)
+		e = mp_qp_decode(raw, m->dec, part);
+	if (e != CUSTOS_OK)
+		return e;
+	if (cte != MP_ID)
+		d = buf_span(m->dec);
+	/* the part's media type (RFC 7578 4.4: text/plain when it has none) */
+	const char *semi = memchr(ctype.ptr, ';', ctype.len);
+	span mt = span_trim(semi ? span_of(ctype.ptr, (size_t)(semi - ctype.ptr)) : ctype);
+	egress_body_kind k = mt.len ? egress_media_kind(mt) : EBODY_RAW;
+	if (k == EBODY_MULTIPART || k == EBODY_ENCODED)
+		k = EBODY_RAW;
+	bool textual =
+	        mt.len == 0 || (mt.len >= 5 && span_case_eq(span_of(mt.ptr, 5), SPAN_LIT("text/")));
+	if (k == EBODY_RAW && !textual && !mp_is_text(d)) {
+		/* the type as sent goes into a response header and the audit: printable only */
+		char t[64];
+		size_t tn = mt.len < sizeof(t) - 1 ? mt.len : sizeof(t) - 1;
+		for (size_t i = 0; i < tn; i++)
+			t[i] = mt.ptr[i] > ' ' && mt.ptr[i] < 127 && mt.ptr[i] != '"' &&
+			                       mt.ptr[i] != '\\'
+			               ? mt.ptr[i]
+			               : '?';
+		t[tn] = '\0';
+		return err_set(CUSTOS_ERR_UNSUPPORTED,
+		               "part %u (%s) is not text and cannot be inspected", part, t);
+	}
+	inspect_summary_init(&one);
+	buf_reset(m->msk);
+	char why[160];
+	if (k == EBODY_JSON || k == EBODY_NDJSON) {
+		size_t at = 0;
+		do {
+			const char *nl =
+			        k == EBODY_NDJSON ? memchr(d.ptr + at, '\n', d.len - at) : NULL;
+			size_t end = nl ? (size_t)(nl - d.ptr) : d.len;
+			e = egress_inspect_json_doc(m->e, m->s, m->p, span_of(d.ptr + at, end - at),
+			                            m->tmp, m->msk, &one);
+			if (e == CUSTOS_OK && nl)
+				e = buf_append_byte(m->msk, '\n');
+			at = nl ? end + 1 : end;
+		} while (e == CUSTOS_OK && at < d.len);
+		if (e == CUSTOS_ERR_PARSE) {
+			snprintf(why, sizeof(why), "%s", err_msg());
+			e = err_set(CUSTOS_ERR_PARSE,
+			            "part %u under a JSON media type is not "
+			            "valid JSON: %s",
+			            part, why);
+		}
+	} else if (k == EBODY_FORM) {
+		e = egress_inspect_form(m->e, m->s, m->p, d, m->tmp, m->msk, &one);
+		if (e == CUSTOS_ERR_PARSE) {
+			snprintf(why, sizeof(why), "%s", err_msg());
+			e = err_set(CUSTOS_ERR_PARSE,
+			            "part %u under application/x-www-form-urlencoded:"
+			            " %s",
+			            part, why);
+		}
+	} else if (d.len) {
+		e = inspect_redact_text(m->e, m->s, m->p, d, m->msk, &one);
+	}
+	inspect_summary_add(m->sum, &one);
+	if (e != CUSTOS_OK)
+		return e;
+	if (!one.redacted)
+		return buf_append_span(m->out, raw);
+	if (cte == MP_B64)
+		return mp_b64_encode(buf_span(m->msk), memchr(raw.ptr, '\n', raw.len) != NULL,
+		                     m->out);
+	if (cte == MP_QP)
+		return mp_qp_encode(buf_span(m->msk), m->out);
+	return buf_append_span(m->out, buf_span(m->msk));
+}
+
+custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s,
+                                    const inspect_profile *p, span boundary, span body, buf *tmp,
+                                    buf *dec, buf *msk, buf *out, inspect_summary *sum)
+{
+	mp_ctx m = { en, s, p, tmp, dec, msk, out, sum };
+	char dl[EGRESS_MP_BOUNDARY_MAX + 3];
+	ENSURE(boundary.len > 0 && boundary.len <= EGRESS_MP_BOUNDARY_MAX, CUSTOS_ERR_PARSE,
+	       "no valid boundary");
+	dl[0] = dl[1] = '-';
+	memcpy(dl + 2, boundary.ptr, boundary.len);
+	span delim = span_of(dl, boundary.len + 2);
+
+	/* the first delimiter: at the start, or after the preamble and its CRLF */
+	size_t at;
+	if (body.len >= delim.len && memcmp(body.ptr, delim.ptr, delim.len) == 0) {
+		at = 0;
+	} else {
+		size_t f = mp_find(body, 0, delim);
+		ENSURE(f != SIZE_MAX, CUSTOS_ERR_PARSE, "no delimiter line with the boundary");
+		GUARD(mp_text(&m, span_of(body.ptr, f))); /* the preamble */
+		GUARD(buf_append(out, "\r\n", 2));
+		at = f + 2;
+	}
+	GUARD(buf_append_span(out, delim));
+	size_t i = at + delim.len;
+	for (unsigned part = 1;; part++) {
+		if (body.len - i >= 2 && body.ptr[i] == '-' && body.ptr[i + 1] == '-') {
+			GUARD(buf_append(out, "--", 2));
+			return mp_text(&m,
+			               span_of(body.ptr + i + 2, body.len - i - 2)); /* epilogue */
+		}
+		size_t j = i;
+		while (j < body.len && (body.ptr[j] == ' ' || body.ptr[j] == '\t'))
+			j++;
+		ENSURE(body.len - j >= 2 && body.ptr[j] == '\r' && body.ptr[j + 1] == '\n',
+		       CUSTOS_ERR_PARSE,
+		       "the delimiter line ending at byte %zu is not followed by CRLF or \"--\"",
+		       i);
+		ENSURE(part <= EGRESS_MP_MAX_PARTS, CUSTOS_ERR_LIMIT, "more than %u parts",
+		       EGRESS_MP_MAX_PARTS);
+		GUARD(buf_append(out, body.ptr + i, j + 2 - i));
+		i = j + 2;
+		/* the part: up to the next delimiter line; its header block (CRLF-terminated
+		 * lines, maybe none), then, after an empty line, its content (maybe none) */
+		size_t end = mp_find(body, i, delim);
+		ENSURE(end != SIZE_MAX, CUSTOS_ERR_PARSE, "part %u has no delimiter line after it",
+		       part);
+		span pt = span_of(body.ptr + i, end - i), hdr = pt, raw = { NULL, 0 };
+		bool has_content = false;
+		if (pt.len >= 2 && pt.ptr[0] == '\r' && pt.ptr[1] == '\n') {
+			hdr = span_of(pt.ptr, 0);
+			raw = span_of(pt.ptr + 2, pt.len - 2);
+			has_content = true;
+		} else if (pt.len > 0) {
+			size_t lim = pt.len < EGRESS_MP_MAX_HEAD ? pt.len : EGRESS_MP_MAX_HEAD;
+			size_t k = SIZE_MAX;
+			for (size_t x = 0; x + 4 <= lim; x++)
+				if (memcmp(pt.ptr + x, "\r\n\r\n", 4) == 0) {
+					k = x;
+					break;
+				}
+			if (k != SIZE_MAX) {
+				hdr = span_of(pt.ptr, k + 2);
+				raw = span_of(pt.ptr + k + 4, pt.len - k - 4);
+				has_content = true;
+			}
+			ENSURE(hdr.len <= EGRESS_MP_MAX_HEAD, CUSTOS_ERR_LIMIT,
+			       "part %u: header block over %u bytes", part, EGRESS_MP_MAX_HEAD);
+		}
+		span ctype;
+		mp_cte cte;
+		bool coded;
+		GUARD(mp_headers(hdr, part, &ctype, &cte, &coded));
+		GUARD(mp_text(&m, hdr));
+		if (has_content) {
+			GUARD(buf_append(out, "\r\n", 2));
+			GUARD(mp_content(&m, raw, ctype, cte, coded, part));
+		}
+		GUARD(buf_append(out, "\r\n", 2));
+		GUARD(buf_append_span(out, delim));
+		i = end + 2 + delim.len;
+	}
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Decision and state
  */
 static bool any_action(const uint8_t a[POLICY_MAX_DETECTORS])
@@ -639,6 +1178,9 @@ static struct einsp *ei_get(erec *r)
 		buf_init(&ei->hold, EGRESS_INSPECT_BODY_CEIL); /* max_body checks first */
 		buf_init(&ei->out, 0);                         /* working copies: work_arm */
 		buf_init(&ei->tmp, 0);
+		buf_init(&ei->dec, 0);
+		buf_init(&ei->msk, 0);
+		buf_init(&ei->target, 0);
 		ei->q_lim = UINT64_MAX;
 		r->ei = ei;
 	}
@@ -680,8 +1222,8 @@ bool egress_inspect_response_begin(erec *r, const http1_head *h)
 	if (h->framing == HTTP1_BODY_NONE || h->framing == HTTP1_BODY_TUNNEL)
 		return false;
 	egress_body_kind k = egress_body_kind_of(h);
-	if (k == EBODY_JSON || k == EBODY_NDJSON) {
-		ei->mode = k == EBODY_JSON ? EM_JSON : EM_NDJSON;
+	if (k == EBODY_JSON || k == EBODY_NDJSON || k == EBODY_FORM) {
+		ei->mode = k == EBODY_JSON ? EM_JSON : k == EBODY_FORM ? EM_FORM : EM_NDJSON;
 		buf_reset(&ei->hold);
 		return true;
 	}
@@ -700,14 +1242,22 @@ static custos_err resp_denied(struct einsp *ei, const struct eeng *en)
 	return CUSTOS_ERR_DENIED;
 }
 
-/* A JSON document of the response failed to inspect: the reason for the caller's 502. */
+/* A JSON document (or a form) of the response failed to inspect: the reason for the 502. */
 static custos_err resp_failed(struct einsp *ei, custos_err e, const char *what)
 {
 	snprintf(ei->fail, sizeof(ei->fail),
 	         "%s response %s: %s; refused, it cannot be inspected (fail closed)", what,
-	         e == CUSTOS_ERR_PARSE ? "is not valid JSON" : "is past an inspection limit",
+	         e != CUSTOS_ERR_PARSE ? "is past an inspection limit"
+	         : ei->mode == EM_FORM ? "is not valid percent-encoding"
+	                               : "is not valid JSON",
 	         err_msg());
 	return e;
+}
+
+/* What the held response is, for the reasons. */
+static const char *resp_kind(const struct einsp *ei)
+{
+	return ei->mode == EM_FORM ? "form" : "JSON";
 }
 
 /* EM_NDJSON: every complete line in ei->hold (the rest stays for the next piece, or all of
@@ -740,18 +1290,20 @@ static custos_err resp_not_held(struct einsp *ei)
 {
 	ei->held_refused = true;
 	snprintf(ei->fail, sizeof(ei->fail),
-	         "JSON response not inspected: bytes held for inspection at "
+	         "%s response not inspected: bytes held for inspection at "
 	         "egress.inspect.max_held (%llu); refused (fail closed)",
-	         (unsigned long long)ei->srv->o.inspect_max_held);
+	         resp_kind(ei), (unsigned long long)ei->srv->o.inspect_max_held);
 	return err_set(CUSTOS_ERR_AGAIN, "egress.inspect.max_held reached");
 }
 
 /* The working copies for what ei->hold holds now (out, what the client gets; tmp, a
- * document's decoded copy): false when max_held refuses them. */
+ * document's decoded copy; a form's offset map): false when max_held refuses them. */
 static bool resp_arm(struct einsp *ei)
 {
 	size_t n = buf_used(&ei->hold);
-	return work_arm(ei, &ei->out, &ei->ct_out, n) && work_arm(ei, &ei->tmp, &ei->ct_tmp, n);
+	return work_arm(ei, &ei->out, &ei->ct_out, n) && work_arm(ei, &ei->tmp, &ei->ct_tmp, n) &&
+	       (ei->mode != EM_FORM || ei->ct_form ||
+	        held_take(ei, &ei->ct_form, 4 * ((uint64_t)n + 1)));
 }
 
 custos_err egress_inspect_response_data(erec *r, span in, span *out)
@@ -768,9 +1320,9 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 	uint64_t want = (uint64_t)buf_used(&ei->hold) + in.len;
 	if (want > max_body_of(ei)) {
 		snprintf(ei->fail, sizeof(ei->fail),
-		         "JSON response %s over %llu bytes: refused, it cannot be inspected whole "
+		         "%s response %s over %llu bytes: refused, it cannot be inspected whole "
 		         "(fail closed)",
-		         ei->mode == EM_JSON ? "body" : "line",
+		         resp_kind(ei), ei->mode == EM_NDJSON ? "line" : "body",
 		         (unsigned long long)max_body_of(ei));
 		return err_set(CUSTOS_ERR_LIMIT, "JSON response past egress.inspect.max_body");
 	}
@@ -778,7 +1330,7 @@ custos_err egress_inspect_response_data(erec *r, span in, span *out)
 	                 &ei->held_refused);
 	if (e == CUSTOS_OK)
 		e = buf_append_span(&ei->hold, in);
-	if (e != CUSTOS_OK || ei->mode == EM_JSON) /* held until the end */
+	if (e != CUSTOS_OK || ei->mode != EM_NDJSON) /* held until the end */
 		return ei->held_refused ? resp_not_held(ei) : e;
 	if (!resp_arm(ei))
 		return resp_not_held(ei);
@@ -813,15 +1365,20 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 	if (ei->mode == EM_JSON)
 		e = egress_inspect_json_doc(r->eng->eng, s, &ei->resp, buf_span(&ei->hold),
 		                            &ei->tmp, &ei->out, &ei->rsum);
+	else if (ei->mode == EM_FORM)
+		e = egress_inspect_form(r->eng->eng, s, &ei->resp, buf_span(&ei->hold), &ei->tmp,
+		                        &ei->out, &ei->rsum);
 	else
 		e = ndjson_lines(r, ei, s, true);
 	ei->t_ns += tm_mono_ns() - t0;
 	work_free(ei, &ei->hold, &ei->ct_hold); /* all of it inspected: out stays until release */
 	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	held_give(ei, &ei->ct_form);
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
 	if (e != CUSTOS_OK)
-		return resp_failed(ei, e, ei->mode == EM_JSON ? "JSON" : "NDJSON line of the");
+		return resp_failed(ei, e,
+		                   ei->mode == EM_NDJSON ? "NDJSON line of the" : resp_kind(ei));
 	*out = buf_span(&ei->out);
 	return CUSTOS_OK;
 }
@@ -853,6 +1410,16 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 		return 415;
 	}
 	struct einsp *ei = ei_get(r);
+	span ct;
+	if (egress_body_kind_of(h) == EBODY_MULTIPART &&
+	    (!http1_header_get(h, SPAN_LIT("Content-Type"), &ct) ||
+	     !egress_multipart_boundary(ct, ei->boundary, &ei->blen))) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under multipart/form-data without one valid boundary "
+		         "parameter; refused, it cannot be inspected (fail closed)");
+		r->decision = "deny";
+		return 400;
+	}
 	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body_of(ei)) {
 		egress_inspect_request_too_large(r);
 		return 413;
@@ -866,6 +1433,87 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 			return held_refused(r, ei, n);
 	}
 	return 0;
+}
+
+/* r->path (audited) set to path, truncated to fit. */
+static void audit_path(erec *r, span path)
+{
+	size_t n = path.len < sizeof(r->path) - 1 ? path.len : sizeof(r->path) - 1;
+	memcpy(r->path, path.ptr, n);
+	r->path[n] = '\0';
+}
+
+unsigned egress_inspect_target(erec *r, const http1_head *h, span *target)
+{
+	struct einsp *ei = ei_get(r);
+	inspect_scratch *s;
+	inspect_summary one;
+	buf dec;
+	custos_err e;
+	unsigned st = 0;
+
+	*target = span_of("", 0);
+	span path = h->path;
+	const char *qm = path.len ? memchr(path.ptr, '?', path.len) : NULL;
+	if (qm == NULL || qm + 1 == path.ptr + path.len)
+		return 0; /* no query */
+	size_t pl = (size_t)(qm - path.ptr);
+	span q = span_of(qm + 1, path.len - pl - 1);
+	ei->req_done = true;
+	/* At most HTTP1_MAX_REQUEST_LINE bytes: not counted in egress.inspect.max_held, like
+	 * the request head itself. */
+	buf_init(&dec, work_max(q.len));
+	buf_free(&ei->target);
+	buf_init(&ei->target, work_max(path.len) + 1);
+	e = scratch_get(r->eng, &s);
+	inspect_summary_init(&one);
+	uint64_t t0 = tm_mono_ns();
+	if (e == CUSTOS_OK) {
+		if (path.len == 0 || path.ptr[0] != '/')
+			e = buf_append_byte(&ei->target, '/');
+		if (e == CUSTOS_OK)
+			e = buf_append(&ei->target, path.ptr, pl + 1);
+		if (e == CUSTOS_OK)
+			e = egress_inspect_form(r->eng->eng, s, &ei->req, q, &dec, &ei->target,
+			                        &one);
+	}
+	ei->t_ns += tm_mono_ns() - t0;
+	inspect_summary_add(&ei->qsum, &one);
+	buf_free(&dec);
+	if (e == CUSTOS_OK) {
+		if (one.redacted) {
+			*target = buf_span(&ei->target);
+			audit_path(r, *target);
+		}
+		return 0;
+	}
+	/* The query is not audited (it holds what was found, or could not be read). */
+	audit_path(r, span_of(path.ptr, pl));
+	if (e == CUSTOS_ERR_DENIED) {
+		const char *n =
+		        inspect_engine_detector_name(r->eng->eng, (unsigned)one.deny_detector);
+		snprintf(r->reason, sizeof(r->reason),
+		         "request query string denied by content inspection: %s detected",
+		         n ? n : "?");
+		r->decision = "deny";
+		st = 403;
+	} else if (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request query string %s: %s; refused, it cannot be inspected (fail "
+		         "closed)",
+		         e == CUSTOS_ERR_PARSE ? "is not valid percent-encoding"
+		                               : "is past an inspection limit",
+		         err_msg());
+		r->decision = "deny";
+		st = 400;
+	} else {
+		log_error("egress: query inspection: %s", err_msg());
+		snprintf(r->reason, sizeof(r->reason), "content inspection failed");
+		r->decision = "error";
+		st = 500;
+	}
+	buf_free(&ei->target);
+	return st;
 }
 
 unsigned egress_inspect_request_append(erec *r, buf *hold, span d)
@@ -908,6 +1556,16 @@ void egress_inspect_request_too_large(erec *r)
 	r->decision = "deny";
 }
 
+/* The working copies of a request body other than its masked copy, and the credit. */
+static void req_scratch_free(struct einsp *ei)
+{
+	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	work_free(ei, &ei->dec, &ei->ct_dec);
+	work_free(ei, &ei->msk, &ei->ct_msk);
+	held_give(ei, &ei->ct_form);
+	credit_drop(ei);
+}
+
 unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 {
 	struct einsp *ei = ei_get(r);
@@ -917,23 +1575,24 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 
 	ei->req_done = true;
 	/* The working copies (counted whole: a Content-Length's credit holds them already) */
-	bool two = k == EBODY_JSON || k == EBODY_NDJSON || k == EBODY_FORM;
+	bool mp = k == EBODY_MULTIPART;
+	bool two = k == EBODY_JSON || k == EBODY_NDJSON || k == EBODY_FORM || mp;
+	bool map = k == EBODY_FORM || mp;
 	if (!work_arm(ei, out, &ei->ct_qout, body.len) ||
 	    (two && !work_arm(ei, &ei->tmp, &ei->ct_tmp, body.len)) ||
-	    (k == EBODY_FORM && !held_take(ei, &ei->ct_form, 4 * ((uint64_t)body.len + 1)))) {
+	    (mp && !work_arm(ei, &ei->dec, &ei->ct_dec, body.len)) ||
+	    (mp && !work_arm(ei, &ei->msk, &ei->ct_msk, body.len)) ||
+	    (map && !held_take(ei, &ei->ct_form, 4 * ((uint64_t)body.len + 1)))) {
 		unsigned st = held_refused(r, ei, body.len);
 		work_free(ei, in, &ei->ct_qin);
 		work_free(ei, out, &ei->ct_qout);
-		work_free(ei, &ei->tmp, &ei->ct_tmp);
-		credit_drop(ei);
+		req_scratch_free(ei);
 		return st;
 	}
 	e = scratch_get(r->eng, &s);
 	if (e != CUSTOS_OK) {
 		work_free(ei, in, &ei->ct_qin);
-		work_free(ei, &ei->tmp, &ei->ct_tmp);
-		held_give(ei, &ei->ct_form);
-		credit_drop(ei);
+		req_scratch_free(ei);
 		goto fail;
 	}
 	uint64_t t0 = tm_mono_ns();
@@ -954,6 +1613,10 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 		}
 	} else if (k == EBODY_FORM) {
 		e = egress_inspect_form(r->eng->eng, s, &ei->req, body, &ei->tmp, out, &ei->qsum);
+	} else if (mp) {
+		e = egress_inspect_multipart(r->eng->eng, s, &ei->req,
+		                             span_of(ei->boundary, ei->blen), body, &ei->tmp,
+		                             &ei->dec, &ei->msk, out, &ei->qsum);
 	} else {
 		inspect_summary one;
 		e = inspect_redact_text(r->eng->eng, s, &ei->req, body, out, &one);
@@ -961,9 +1624,7 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 	}
 	ei->t_ns += tm_mono_ns() - t0;
 	work_free(ei, in, &ei->ct_qin); /* out stays counted until it is freed (release) */
-	work_free(ei, &ei->tmp, &ei->ct_tmp);
-	held_give(ei, &ei->ct_form);
-	credit_drop(ei);
+	req_scratch_free(ei);
 	if (e == CUSTOS_OK)
 		return 0;
 	if (e == CUSTOS_ERR_DENIED) {
@@ -973,6 +1634,23 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 		         "request body denied by content inspection: %s detected", n ? n : "?");
 		r->decision = "deny";
 		return 403;
+	}
+	if (mp && e == CUSTOS_ERR_UNSUPPORTED) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under multipart/form-data not inspected: %s; refused (fail "
+		         "closed)",
+		         err_msg());
+		r->decision = "deny";
+		return 415;
+	}
+	if (mp && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request body under multipart/form-data %s: %s; refused, it cannot be "
+		         "inspected (fail closed)",
+		         e == CUSTOS_ERR_PARSE ? "is malformed" : "is past an inspection limit",
+		         err_msg());
+		r->decision = "deny";
+		return 400;
 	}
 	if (k == EBODY_FORM && e == CUSTOS_ERR_PARSE) {
 		snprintf(r->reason, sizeof(r->reason),
@@ -1112,6 +1790,8 @@ void egress_inspect_unhold(erec *r)
 	work_free(ei, &ei->hold, &ei->ct_hold);
 	work_free(ei, &ei->out, &ei->ct_out);
 	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	work_free(ei, &ei->dec, &ei->ct_dec);
+	work_free(ei, &ei->msk, &ei->ct_msk);
 	held_give(ei, &ei->ct_qin);
 	held_give(ei, &ei->ct_qout);
 	held_give(ei, &ei->ct_fwd);
@@ -1134,6 +1814,9 @@ void egress_inspect_release(erec *r)
 		buf_free(&r->ei->hold);
 		buf_free(&r->ei->out);
 		buf_free(&r->ei->tmp);
+		buf_free(&r->ei->dec);
+		buf_free(&r->ei->msk);
+		buf_free(&r->ei->target);
 		free(r->ei);
 		r->ei = NULL;
 	}

@@ -150,16 +150,45 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
 
 /* egress_inspect.c */
 /* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
- * (application/x-ndjson, jsonl...), a form (application/x-www-form-urlencoded: request
- * bodies are decoded; responses are raw), content-encoded (cannot be inspected), or raw. */
+ * (application/x-ndjson, jsonl...), a form (application/x-www-form-urlencoded: decoded, request
+ * and response bodies), multipart/form-data (request bodies: parsed, each part inspected),
+ * content-encoded (cannot be inspected), or raw. */
 typedef enum egress_body_kind {
 	EBODY_RAW = 0,
 	EBODY_JSON,
 	EBODY_NDJSON,
 	EBODY_ENCODED,
 	EBODY_FORM,
+	EBODY_MULTIPART,
 } egress_body_kind;
 egress_body_kind egress_body_kind_of(const http1_head *h);
+/* The kind of a Content-Type value (parameters ignored; never EBODY_ENCODED). */
+egress_body_kind egress_media_kind(span ctype);
+/* The boundary parameter of a multipart Content-Type value (RFC 2046 5.1.1: 1 to 70 bchars,
+ * not ending in a space; a token or a quoted-string without escapes; exactly once), copied to
+ * out with its length: false when there is none or it is not valid. */
+#define EGRESS_MP_BOUNDARY_MAX 70u
+bool egress_multipart_boundary(span ctype, char out[EGRESS_MP_BOUNDARY_MAX + 1], size_t *len);
+/* One multipart/form-data body with that boundary, parsed strictly (docs/EGRESS.md
+ * "multipart"): each part's header block inspected as text, its content after its
+ * Content-Transfer-Encoding (base64, quoted-printable) is undone by its Content-Type (JSON and
+ * NDJSON on their decoded values, forms percent-decoded, anything else as text when it is
+ * text); appended to out with REDACT findings masked (a redacted part encoded again as it was
+ * sent; every other byte as sent). tmp, dec and msk are scratch, each needing room for
+ * EGRESS_INSPECT_WORK_FACTOR x body + EGRESS_INSPECT_WORK_SLACK. CUSTOS_OK, CUSTOS_ERR_DENIED
+ * (sum->deny_detector), CUSTOS_ERR_PARSE (malformed: err_msg says where), CUSTOS_ERR_LIMIT
+ * (parts, header bytes, a masked copy too large), CUSTOS_ERR_UNSUPPORTED (a part that is not
+ * text, or content-encoded: it cannot be inspected). */
+custos_err egress_inspect_multipart(const struct inspect_engine *e, struct inspect_scratch *s,
+                                    const struct inspect_profile *p, span boundary, span body,
+                                    buf *tmp, buf *dec, buf *msk, buf *out,
+                                    struct inspect_summary *sum) CUSTOS_WUR;
+/* The query string of h's target, when the rule inspects requests (inspect: request:):
+ * percent-decoded like a form and inspected. 0 with *target the target to send instead ('/'
+ * first; owned by r) when a value was redacted (empty when it goes as sent), r->path audited
+ * with the masks; or the status to answer with r->reason set: 403 denied (r->path audited
+ * without the query), 400 not valid percent-encoding or past an inspection limit, 500. */
+unsigned egress_inspect_target(erec *r, const http1_head *h, span *target);
 /* Whether a decision asks for response or request-body inspection (never in shadow mode). */
 bool egress_inspect_wanted(const struct policy_decision *d);
 /* After an allowing decision of p: takes the engine and the rule's response and request

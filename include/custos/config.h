@@ -50,6 +50,9 @@
 #define CFG_MAX_VCPUS           512
 #define CFG_MAX_INSPECT_BODY    (32u << 20) /* egress.inspect.max_body (EGRESS_INSPECT_BODY_CEIL) */
 #define CFG_MAX_MEMORY          (16ull << 40)
+/* egress.inspect.max_held must be at least 5 x max_body + this: one JSON body at max_body with
+ * its two working copies (2 x (2n + EGRESS_INSPECT_WORK_SLACK + 1)) and the body's own +1. */
+#define CFG_INSPECT_HELD_SLACK (2u * (4096u + 1u) + 1u)
 
 /* ---------------------------------------------------------------------------------------------
  * Building blocks.

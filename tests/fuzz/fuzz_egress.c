@@ -8,7 +8,11 @@
  * bodies a source answers or a model uploads, every built-in detector redacting: a JSON
  * document (one with nothing redacted comes out as it came, and an inspected one is valid JSON
  * that inspects again without error) and a form body (the result is valid percent-encoding
- * with the same '&' and '=' separators, again after a second pass).
+ * with the same '&' and '=' separators, again after a second pass). A fifth runs the strict
+ * multipart/form-data parser: the bytes up to the first LF are a Content-Type value (the
+ * boundary parser), the rest the body; a body with nothing redacted comes out byte for byte,
+ * and a redacted one is still well-formed multipart with the same boundary that inspects
+ * again without error.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -93,6 +97,45 @@ static size_t count_seps(span t)
 	return n;
 }
 
+static void multipart(const uint8_t *d, size_t n)
+{
+	const uint8_t *lf = memchr(d, '\n', n);
+	if (lf == NULL)
+		return;
+	char b[EGRESS_MP_BOUNDARY_MAX + 1];
+	size_t bl = 0;
+	if (!egress_multipart_boundary(span_of((const char *)d, (size_t)(lf - d)), b, &bl))
+		return;
+	check(bl > 0 && bl <= EGRESS_MP_BOUNDARY_MAX && strlen(b) == bl);
+	span in = span_of((const char *)lf + 1, n - (size_t)(lf + 1 - d));
+	buf tmp, dec, msk, out, out2;
+	buf_init(&tmp, 1u << 20);
+	buf_init(&dec, 1u << 20);
+	buf_init(&msk, 1u << 20);
+	buf_init(&out, 1u << 22);
+	buf_init(&out2, 1u << 22);
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	custos_err e = egress_inspect_multipart(eng, scr, &prof, span_of(b, bl), in, &tmp, &dec,
+	                                        &msk, &out, &sum);
+	check(e == CUSTOS_OK || e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT ||
+	      e == CUSTOS_ERR_UNSUPPORTED);
+	if (e == CUSTOS_OK && !sum.redacted)
+		check(buf_used(&out) == in.len &&
+		      (in.len == 0 || memcmp(buf_ptr(&out), in.ptr, in.len) == 0));
+	if (e == CUSTOS_OK && sum.redacted) {
+		inspect_summary_init(&sum);
+		e = egress_inspect_multipart(eng, scr, &prof, span_of(b, bl), buf_span(&out), &tmp,
+		                             &dec, &msk, &out2, &sum);
+		check(e == CUSTOS_OK);
+	}
+	buf_free(&tmp);
+	buf_free(&dec);
+	buf_free(&msk);
+	buf_free(&out);
+	buf_free(&out2);
+}
+
 /* form != 0: a form body, else a JSON document. */
 static void body(const uint8_t *d, size_t n, int form)
 {
@@ -131,12 +174,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (eng == NULL)
 		setup();
-	switch (data[0] & 3) {
+	switch (data[0] & 7) { /* 0-3 as the seed corpus has them; 6 multipart */
 	case 0:
+	case 4:
 		hello(data + 1, size - 1);
 		break;
 	case 1:
+	case 5:
 		host(data + 1, size - 1);
+		break;
+	case 6:
+		multipart(data + 1, size - 1);
 		break;
 	default:
 		body(data + 1, size - 1, data[0] & 1);

@@ -369,6 +369,16 @@ check "intercepted form redact: decoded, masked percent-encoded ($got)" test "$g
 code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" -H "Content-Type: $FORM" \
 	--data-binary 'm=%zz' "https://localhost:$P_T/echo-form-bad")
 check "intercepted form: invalid percent-encoding 400 (code $code)" test "$code" = 400
+# multipart parts decoded and the query string inspected there too (egress_inspect_decode.sh
+# has the plain-HTTP checks)
+printf 'key %s\n' "$AKEY" >mpkey.txt
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" \
+	-F "doc=@mpkey.txt;encoder=base64" "https://localhost:$P_T/echo-mp-deny")
+check "intercepted multipart: a key in a base64 part denied (code $code)" test "$code" = 403
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/ca/ca.crt" -x "$PX" -H 'Content-Type: text/plain' \
+	--data-binary 'x' "https://localhost:$P_T/echo-q?to=jane.doe%40example.com&n=1")
+check "intercepted query: the source got the mask percent-encoded (code $code)" \
+	bash -c "[ $code = 200 ] && grep -qF 'POST /echo-q?to=%5BREDACTED%3AEMAIL%5D&n=1' sink_tls.txt"
 check "intercepted: the source never saw the key or the address" bash -c "! grep -q -e AKIA -e jane sink_tls.txt"
 n=$(decisions "$(event /echo-deny)")
 check "audit order, intercepted: the refused body's completion alone (decisions: $n)" test "$n" = 0

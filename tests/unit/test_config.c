@@ -708,19 +708,41 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(cfg->egress.inspect_max_body, 8u << 20);
 	assert_int_equal(cfg->egress.inspect_max_held, 80ull << 20);
 	config_free(cfg);
-	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 100KiB}}\n");
+	/* max_held at its minimum for max_body 64KiB: 5 x 65536 + 8195 */
+	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 335875}}\n");
 	assert_int_equal(cfg->egress.inspect_max_body, 64u << 10);
-	assert_int_equal(cfg->egress.inspect_max_held, 100u << 10);
+	assert_int_equal(cfg->egress.inspect_max_held, 335875u);
+	config_free(cfg);
+	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 15MiB}}\n"); /* 80MiB fits */
+	assert_int_equal(cfg->egress.inspect_max_held, 80ull << 20);
 	config_free(cfg);
 	expect_error("version: 1\negress: {inspect: {max_body: 33MiB}}\n", "max_body");
 	expect_error("version: 1\negress: {inspect: {max_body: 100}}\n", "max_body");
 	expect_error("version: 1\negress: {inspect: {max_body: lots}}\n", "max_body");
 	expect_error("version: 1\negress: {inspect: {max_bdy: 1MiB}}\n", "max_bdy");
 	diag_list d;
-	const diag_item *it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 1MiB\n"
-	                                 "    max_held: 512KiB\n",
-	                                 &d, "less than 'max_body'");
+	const diag_item *it =
+	        parse_fail("version: 1\negress:\n  inspect:\n    max_body: 1MiB\n"
+	                   "    max_held: 512KiB\n",
+	                   &d, "is less than 5 x 'egress.inspect.max_body' (1048576 bytes)");
 	assert_int_equal(it->line, 5);
+	assert_int_equal(it->col, 15);
+	diag_free(&d);
+	/* less than 5 x max_body + 8195 (one JSON body with its working copies): refused at
+	 * max_held, the error naming both settings and the minimum */
+	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 64KiB\n"
+	                "    max_held: 335874\n",
+	                &d,
+	                "less than 5 x 'egress.inspect.max_body' (65536 bytes) + 8195 bytes = "
+	                "335875 bytes");
+	assert_int_equal(it->line, 5);
+	assert_int_equal(it->col, 15);
+	assert_non_null(strstr(it->message, "'egress.inspect.max_held' (335874 bytes)"));
+	diag_free(&d);
+	/* a max_body the default max_held (80MiB) cannot hold: refused at max_body */
+	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 32MiB\n", &d,
+	                "'egress.inspect.max_held' (83886080 bytes) is less than 5 x");
+	assert_int_equal(it->line, 4);
 	assert_int_equal(it->col, 15);
 	diag_free(&d);
 
