@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ctest: serial (loads the machine, or is timing-sensitive under load)
+# Not serial: it runs beside other tests (ctest -j2): its files, ports, cgroups and the processes
+# it checks (found by the pids custos logs) are its own, and its waits are on conditions.
 # Privilege separation of `custos up` (docs/SANDBOX.md): a sandboxed model (the python TEST
 # FIXTURE egress_upstream.py in "model" mode) behind the proxy, with proxy.user: nobody.
 #  1. The internet-facing proxy process holds no capability (effective, permitted, bounding,
