@@ -144,13 +144,15 @@ start_custos() {
 	exit 1
 }
 
-# raw_http PORT FILE: sends FILE's bytes on a plain connection, prints what comes back.
+# raw_http PORT FILE: sends FILE's bytes on a plain connection, prints what comes back (until
+# custos closes it; 30 s only bounds a hang, with room for a slow answer under ASan on a loaded
+# two-core machine).
 raw_http() {
 	local port=$1 file=$2
 	(
 		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
 		cat "$file" >&3
-		timeout 5 cat <&3
+		timeout 30 cat <&3
 	) 2>/dev/null
 }
 
