@@ -32,9 +32,7 @@ cleanup() {
 		echo "---- custos log (tail)"
 		tail -40 "$work/custos.log"
 	fi
-	if [ -f "$work/.reserved" ]; then
-		while read -r p; do rmdir "$PORT_RESERVE/$p" 2>/dev/null; done <"$work/.reserved"
-	fi
+	port_release "$work"
 	[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -68,44 +66,9 @@ check() {
 }
 
 # free_port: a loopback TCP port for a listener custos binds later, never one this test was
-# given before. Between asking and binding, someone else could take a port the kernel picked:
-# ctest -j2 runs another test beside this one, whose fixtures bind port 0 and whose clients
-# connect. So the port is taken below the kernel's ephemeral range (ip_local_port_range), which
-# bind(0) and connect() never hand out, reserved against the other tests using free_port by an
-# atomic mkdir under $PORT_RESERVE (removed at exit), and checked free by binding it. Where the
-# ephemeral range leaves no room below it, the kernel picks (the old race remains there).
-PORT_RESERVE=/tmp/custos-test-ports
-if mkdir -p -m 1777 "$PORT_RESERVE" 2>/dev/null; then
-	# reservations of a test that was killed before its cleanup (tests end within 600 s)
-	find "$PORT_RESERVE" -mindepth 1 -maxdepth 1 -mmin +30 -exec rmdir {} + 2>/dev/null
-fi
-port_bindable() { # port_bindable PORT: a listener could bind 127.0.0.1:PORT now (as custos: SO_REUSEADDR)
-	perl -MIO::Socket::INET -e 'IO::Socket::INET->new(Listen => 1, ReuseAddr => 1,
-		LocalAddr => "127.0.0.1:$ARGV[0]") or exit 1' "$1"
-}
-free_port() {
-	local p lo _
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-	if [ "$lo" -gt 11024 ] && [ -d "$PORT_RESERVE" ]; then
-		for _ in $(seq 100); do
-			p=$((10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000)))
-			mkdir "$PORT_RESERVE/$p" 2>/dev/null || continue
-			echo "$p" >>"$work/.reserved"
-			port_bindable "$p" || continue
-			echo "$p" >>"$work/.ports"
-			echo "$p"
-			return 0
-		done
-	fi
-	for _ in $(seq 20); do
-		p=$(perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport')
-		grep -qx "$p" "$work/.ports" 2>/dev/null && continue
-		echo "$p" >>"$work/.ports"
-		echo "$p"
-		return 0
-	done
-	return 1
-}
+# given before (ports.bash: below the ephemeral range, reserved against the other tests).
+. "$(dirname "${BASH_SOURCE[0]}")/ports.bash"
+free_port() { port_reserve "$work"; }
 
 sha256hex() { printf '%s' "$1" | openssl dgst -sha256 -r | cut -d' ' -f1; }
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
