@@ -33,6 +33,14 @@ port_reserve() {
 			return 0
 		done
 	fi
+	port_kernel "$dir"
+}
+
+# port_kernel DIR: a free port the kernel picks (in its ephemeral range), never one given before
+# to a caller with this DIR. Another test may take it before it is bound: only for a port that
+# must lie in that range.
+port_kernel() {
+	local dir=$1 p
 	for _ in $(seq 20); do
 		p=$(perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport')
 		grep -qx "$p" "$dir/.ports" 2>/dev/null && continue
