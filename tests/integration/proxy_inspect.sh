@@ -43,10 +43,7 @@ resp_port=$(cat "$work/resp.port")
 python3 "$(dirname "$0")/parts_upstream.py" "$work/parts.port" "$CARD_TEXT" "The key is $KEY, more text" 4 \
 	2>"$work/parts.err" &
 pids+=($!)
-for _ in $(seq 100); do
-	[ -s "$work/parts.port" ] && break
-	sleep 0.05
-done
+wait_until 60 test -s "$work/parts.port"
 [ -s "$work/parts.port" ] || skip "parts upstream did not start: $(cat "$work/parts.err")"
 parts_port=$(cat "$work/parts.port")
 
