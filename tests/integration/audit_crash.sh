@@ -17,23 +17,35 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# wait_until SECS CMD...: runs CMD until it succeeds (0) or SECS seconds pass (1), the time CMD
+# takes included; the bounds hold under ASan on a loaded two-core machine.
+wait_until() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.1
+	done
+}
+started() { grep -q '^writer_pid=' "$T/load.out" 2>/dev/null; }
+records() { cat "$T/log"/audit-*.jsonl 2>/dev/null | wc -l; }
+# more_than N: the log holds more than N records
+more_than() { [ "$(records)" -gt "$1" ]; }
+# start_load ARGS...: the load driver writing forever into $T/log; sets LP and WP (its writer)
+start_load() {
+	"$LOAD" "$T/log" --key "$T/keys/audit.key" --forever "$@" >"$T/load.out" 2>"$T/load.err" &
+	LP=$!
+	wait_until 60 started || fail "the load driver did not start in 60 s: $(cat "$T/load.err")"
+	WP=$(sed -n 's/^writer_pid=//p' "$T/load.out")
+	[ -n "$WP" ] || fail "the load driver named no writer: $(cat "$T/load.out" "$T/load.err")"
+}
 
 "$CUSTOS_BIN" audit keygen "$T/keys" >/dev/null
 PUB="$T/keys/audit.pub"
-"$LOAD" "$T/log" --key "$T/keys/audit.key" --forever --threads 4 --rotate-bytes 2000000 \
-	>"$T/load.out" 2>"$T/load.err" &
-LP=$!
-for _ in $(seq 100); do
-	grep -q '^writer_pid=' "$T/load.out" 2>/dev/null && break
-	sleep 0.1
-done
-WP=$(sed -n 's/^writer_pid=//p' "$T/load.out")
-[ -n "$WP" ] || fail "the load driver did not start: $(cat "$T/load.err")"
-# Let it write hard, then kill everything without warning.
-for _ in $(seq 100); do
-	[ "$(cat "$T/log"/audit-*.jsonl | wc -l)" -gt 20000 ] && break
-	sleep 0.1
-done
+start_load --threads 4 --rotate-bytes 2000000
+# Let it write hard (20000 records), then kill everything without warning.
+# Killed once it has written them, not after a fixed time.
+wait_until 300 more_than 20000 || fail "the load wrote $(records) records in 300 s, not 20000"
 kill -9 "$WP" "$LP"
 wait "$LP" 2>/dev/null || true
 LP=""
@@ -63,20 +75,10 @@ echo "after recovery: $out"
 [ "$(stat -c %s "$LAST")" -ge "$size_before" ] || fail "recovery cut complete records"
 
 # A second kill -9, then a clean restart: an unclean end without a torn record is recorded too.
-n0=$(cat "$T/log"/audit-*.jsonl | wc -l)
-"$LOAD" "$T/log" --key "$T/keys/audit.key" --forever --threads 2 >"$T/load.out" 2>&1 &
-LP=$!
-for _ in $(seq 100); do
-	grep -q '^writer_pid=' "$T/load.out" 2>/dev/null && break
-	sleep 0.1
-done
-WP=$(sed -n 's/^writer_pid=//p' "$T/load.out")
+n0=$(records)
+start_load --threads 2
 # Killed once it has written (1000 records more), not after a fixed time.
-for _ in $(seq 600); do
-	[ "$(cat "$T/log"/audit-*.jsonl | wc -l)" -gt $((n0 + 1000)) ] && break
-	sleep 0.1
-done
-[ "$(cat "$T/log"/audit-*.jsonl | wc -l)" -gt $((n0 + 1000)) ] || fail "the second load wrote fewer than 1000 records in 60 s"
+wait_until 300 more_than $((n0 + 1000)) || fail "the second load wrote $(($(records) - n0)) records in 300 s, not 1000"
 kill -9 "$WP" "$LP"
 wait "$LP" 2>/dev/null || true
 LP=""

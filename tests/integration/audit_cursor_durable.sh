@@ -38,7 +38,8 @@ while True:
     threading.Thread(target=drain, args=(c,), daemon=True).start()
 PY
 SP=$!
-for _ in $(seq 100); do [ -s "$T/port" ] && break; kill -0 "$SP" || fail "receiver died"; sleep 0.1; done
+end=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$end" ]; do [ -s "$T/port" ] && break; kill -0 "$SP" || fail "receiver died"; sleep 0.1; done
 [ -s "$T/port" ] || fail "the receiver did not start"
 
 # LeakSanitizer cannot run under ptrace; ASan's other checks still do.

@@ -85,7 +85,12 @@ else
 	grep -q 'audit: queue full (16 events): denying requests' "$work/custos.log" &&
 		ok "on_full deny: the refusal is logged" || fail "on_full deny: not logged"
 	kill -CONT "$w"
-	# The queue drains: no slot stays taken (every later request is served).
+	# The queue drains: no slot stays taken (every later request is served). Once the events of
+	# every request served so far are on disk the writer has caught up: a request sent before
+	# then could still find the queue full, however briefly, on a loaded machine.
+	served_on_disk() { [ "$(cat "$work"/audit/*.jsonl 2>/dev/null | grep '"type":"http.request"' |
+		grep -c '"status":200')" -ge $((n200 + 1)) ]; }
+	wait_until 60 served_on_disk || fail "on_full deny: the writer did not write the $((n200 + 1)) events of the requests served in 60 s"
 	ok20=0
 	for _ in $(seq 20); do [ "$(status)" = 200 ] && ok20=$((ok20 + 1)); done
 	check "on_full deny: served again once the writer runs" "$ok20" 20

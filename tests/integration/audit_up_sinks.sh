@@ -54,11 +54,12 @@ start_rsyslog() {
 	"$RSYSLOGD" -n -f "$work/rsyslog.conf" -i "$work/rs/rsyslog.pid" >>"$work/rs/stderr" 2>&1 &
 	RSP=$!
 	pids+=("$RSP")
-	for _ in $(seq 100); do
+	local end=$((SECONDS + 60))
+	while [ "$SECONDS" -lt "$end" ]; do
 		(exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && return 0
 		sleep 0.1
 	done
-	fail "rsyslog did not start: $(cat "$work/rs/stderr")"
+	fail "rsyslog did not start in 60 s: $(cat "$work/rs/stderr")"
 	exit 1
 }
 stop_rsyslog() {

@@ -12,7 +12,10 @@ DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 [ -x "$DNSMASQ" ] || { echo "SKIPPED: dnsmasq not installed (scripts/deps.sh: dnsmasq-base)"; exit 77; }
 chmod 755 "$W" # dnsmasq reads its hosts file as nobody
 udpport() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P_HTTP=$(port); P_IN=$(port); P_EG=$(port); P_DNS=$(port); P_DEAD=$(udpport)
+# The data port is the kernel's pick: "private.custos.test" (10.1.2.3) must refuse a connection
+# to it, and on a network that routes 10/8 (a NAT sandbox) only ports in the local ephemeral
+# range have been seen refused there; other ports were accepted.
+P_HTTP=$(port_kernel "$W"); P_IN=$(port); P_EG=$(port); P_DNS=$(port); P_DEAD=$(udpport)
 cd "$W"
 python3 "$SRC/tests/integration/egress_upstream.py" data "$P_HTTP" plain & PIDS+=($!)
 

@@ -21,6 +21,7 @@ eg_cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	port_release "$W"
 	rm -rf "$W"
 }
 ok() { echo "ok   - $*"; }
@@ -30,20 +31,10 @@ check() { # check DESC COND...
 	shift
 	if "$@"; then ok "$d"; else bad "$d"; fi
 }
-# A free port: ask the kernel, never one this test was given before (the kernel may hand the
-# same port out twice in a row: two servers on one port is a confusing failure). Someone else
-# may still take it before it is bound: a peer that can, binds port 0 and reports its port.
-port() {
-	local p
-	for _ in 1 2 3 4 5 6 7 8; do
-		p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-		grep -qx "$p" "$W/.ports" 2>/dev/null && continue
-		echo "$p" >>"$W/.ports"
-		echo "$p"
-		return 0
-	done
-	return 1
-}
+# A free port, never one this test was given before (ports.bash: below the kernel's ephemeral
+# range, reserved against the other tests running beside this one until its exit).
+. "$(dirname "${BASH_SOURCE[0]}")/ports.bash"
+port() { port_reserve "$W"; }
 # eg_wait SECS CMD...: runs CMD until it succeeds (0) or SECS seconds pass (1). Waits are for
 # real conditions, bounded generously: under ASan on a loaded two-core machine, starting custos
 # up alone has taken 7 s.

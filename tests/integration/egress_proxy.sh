@@ -155,7 +155,7 @@ reason() { local u=$1; shift; curl -s -o /dev/null -D - -x "$PX" "$@" "$u" | tr 
 raw() {
 	exec 3<>/dev/tcp/127.0.0.1/$P_EG
 	printf 'GET http://%s/ HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$1" "$1" >&3
-	timeout 5 cat <&3 | tr -d '\r'
+	timeout 30 cat <&3 | tr -d '\r'
 	exec 3<&-
 }
 # The audit writer batches: an event may land a while after the response.
@@ -205,9 +205,9 @@ check "scheme confusion: CONNECT to the plain source's port -> 403" \
 	test "$(curl -s -o /dev/null -w '%{http_connect}' -x "$PX" -p "http://localhost:$P_HTTP/")" = 403
 check "path outside the source's prefix -> 403" test "$(status "http://127.0.0.1:$P_HTTP/other")" = 403
 check "origin-form request to the proxy -> 400" \
-	bash -c "exec 3<>/dev/tcp/127.0.0.1/$P_EG; printf 'GET / HTTP/1.1\r\nHost: localhost:$P_HTTP\r\n\r\n' >&3; timeout 5 head -1 <&3 | grep -q ' 400 '"
+	bash -c "exec 3<>/dev/tcp/127.0.0.1/$P_EG; printf 'GET / HTTP/1.1\r\nHost: localhost:$P_HTTP\r\n\r\n' >&3; timeout 30 head -1 <&3 | grep -q ' 400 '"
 check "https:// in absolute form -> 400 (CONNECT only)" \
-	bash -c "exec 3<>/dev/tcp/127.0.0.1/$P_EG; printf 'GET https://localhost:$P_TLS/ HTTP/1.1\r\nHost: localhost:$P_TLS\r\n\r\n' >&3; timeout 5 head -1 <&3 | grep -q ' 400 '"
+	bash -c "exec 3<>/dev/tcp/127.0.0.1/$P_EG; printf 'GET https://localhost:$P_TLS/ HTTP/1.1\r\nHost: localhost:$P_TLS\r\n\r\n' >&3; timeout 30 head -1 <&3 | grep -q ' 400 '"
 
 # --- SSRF: every form denied with an SSRF reason and audited, although policy allows them
 ssrf() { # ssrf DESC URL CLASS
@@ -239,7 +239,7 @@ for h in 2130706433 0177.0.0.1 0x7f.1 127.1 0x7f000001 127.0.0.1. 017700000001; 
 done
 exec 3<>/dev/tcp/127.0.0.1/$P_EG
 printf 'CONNECT 2130706433:%s HTTP/1.1\r\nHost: 2130706433:%s\r\n\r\n' $P_TLS $P_TLS >&3
-check "non-canonical literal in CONNECT -> 403" bash -c "timeout 5 head -1 <&3 | grep -q ' 403 '"
+check "non-canonical literal in CONNECT -> 403" bash -c "timeout 30 head -1 <&3 | grep -q ' 403 '"
 exec 3<&-
 events_reach 22 '"reason":"SSRF: '
 N_SSRF=$(events | grep -c '"reason":"SSRF: ')

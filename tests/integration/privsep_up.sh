@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ctest: serial (loads the machine, or is timing-sensitive under load)
+# Not serial: it runs beside other tests (ctest -j2): its files, ports, cgroups and the processes
+# it checks (found by the pids custos logs) are its own, and its waits are on conditions.
 # Privilege separation of `custos up` (docs/SANDBOX.md): a sandboxed model (the python TEST
 # FIXTURE egress_upstream.py in "model" mode) behind the proxy, with proxy.user: nobody.
 #  1. The internet-facing proxy process holds no capability (effective, permitted, bounding,
@@ -26,7 +27,7 @@ BIN=${CUSTOS_BIN:?}
 SRC=${CUSTOS_SRC:?}
 [ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root (a second user for the proxy, sandboxes)"; exit 77; }
 unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
-for t in curl python3; do command -v $t >/dev/null || { echo "SKIPPED: $t missing"; exit 77; }; done
+for t in curl python3 perl; do command -v $t >/dev/null || { echo "SKIPPED: $t missing"; exit 77; }; done
 [ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
 getent passwd nobody >/dev/null || { echo "SKIPPED: no user nobody"; exit 77; }
 
@@ -37,12 +38,14 @@ PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	port_release "$W"
 	rm -rf "$W" "$OUTSIDE"
 }
 trap cleanup EXIT
 FAILS=0
 check() { local d=$1; shift; if "$@"; then echo "ok   - $d"; else echo "FAIL - $d"; FAILS=$((FAILS + 1)); fi; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$SRC/tests/integration/ports.bash"
+port() { port_reserve "$W"; }
 alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 # eventually SECONDS CMD...: true once CMD succeeds within SECONDS (bounds that hold under ASan
 # on a loaded two-core machine)

@@ -32,6 +32,7 @@ cleanup() {
 		echo "---- custos log (tail)"
 		tail -40 "$work/custos.log"
 	fi
+	port_release "$work"
 	[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,20 +65,10 @@ check() {
 	if [ "$2" = "$3" ]; then ok "$1 ($2)"; else fail "$1: got '$2', want '$3'"; fi
 }
 
-# free_port: a loopback TCP port nobody listens on right now.
-# free_port: a port free now, never one this test was given before (the kernel may hand out a
-# port again once its probe socket is closed: two listeners of one config would then collide).
-free_port() {
-	local p
-	for _ in $(seq 20); do
-		p=$(perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport')
-		grep -qx "$p" "$work/.ports" 2>/dev/null && continue
-		echo "$p" >>"$work/.ports"
-		echo "$p"
-		return 0
-	done
-	return 1
-}
+# free_port: a loopback TCP port for a listener custos binds later, never one this test was
+# given before (ports.bash: below the ephemeral range, reserved against the other tests).
+. "$(dirname "${BASH_SOURCE[0]}")/ports.bash"
+free_port() { port_reserve "$work"; }
 
 sha256hex() { printf '%s' "$1" | openssl dgst -sha256 -r | cut -d' ' -f1; }
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
@@ -144,13 +135,15 @@ start_custos() {
 	exit 1
 }
 
-# raw_http PORT FILE: sends FILE's bytes on a plain connection, prints what comes back.
+# raw_http PORT FILE: sends FILE's bytes on a plain connection, prints what comes back (until
+# custos closes it; 30 s only bounds a hang, with room for a slow answer under ASan on a loaded
+# two-core machine).
 raw_http() {
 	local port=$1 file=$2
 	(
 		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
 		cat "$file" >&3
-		timeout 5 cat <&3
+		timeout 30 cat <&3
 	) 2>/dev/null
 }
 

@@ -58,7 +58,22 @@ else
 fi
 grep -q 'sandbox started' "$work/custos.log" && ok "sandbox start logged"
 # The model server's stdin is /dev/null, not whatever custos was started with (a terminal).
-mpid=$(pgrep -f -n "model-server --listen 127.0.0.1:$mport")
+# Looked for among this custos' descendants only: another test's sandboxed model server (run
+# beside this one by ctest -j) may have the same command line.
+descendants() { # descendants PID: the pids under PID, depth first
+	local c
+	for c in $(pgrep -P "$1"); do
+		echo "$c"
+		descendants "$c"
+	done
+}
+mpid=""
+for p in $(descendants "$CU_PID"); do
+	if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "model-server --listen 127.0.0.1:$mport"; then
+		mpid=$p
+		break
+	fi
+done
 if [ -n "$mpid" ]; then
 	check "the model server's stdin" "$(readlink "/proc/$mpid/fd/0")" /dev/null
 else

