@@ -232,6 +232,15 @@ static void log_rec(const audit_rec *ev)
 	buf_free(&b);
 }
 
+/* The audited path as audit.query says: a query value may be a token (docs/AUDIT.md). */
+static void audit_path(egress_server *s, audit_rec *ev, const char *path)
+{
+	char q[AUDIT_QUERY_ROOM(sizeof(((erec *)0)->path))];
+	size_t n =
+	        audit_query_filter(span_cstr(path), audit_writer_query(s->o.audit), q, sizeof(q));
+	audit_rec_str(ev, "path", span_of(q, n));
+}
+
 custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r)
 {
 	audit_rec ev;
@@ -251,7 +260,7 @@ custos_err egress_audit_decision(egress_server *s, const elistener *l, const ere
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_rec_cstr(&ev, "path", r->path);
+		audit_path(s, &ev, r->path);
 	audit_rec_cstr(&ev, "data_source", r->source);
 	audit_rec_cstr(&ev, "decision", r->decision ? r->decision : "allow");
 	if (r->rules[0])
@@ -302,7 +311,7 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_rec_cstr(&ev, "path", r->path);
+		audit_path(s, &ev, r->path);
 	if (r->sni[0])
 		audit_rec_cstr(&ev, "sni", r->sni);
 	audit_rec_cstr(&ev, "data_source", r->source);
