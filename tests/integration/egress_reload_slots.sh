@@ -3,7 +3,8 @@
 # "Listeners"): a removed listener's slot is taken again once its last connection has ended, so
 # 70 reloads adding a model without a sandbox (more than EGRESS_MAX_ADDED, 64) each give it a
 # listener that reaches the data source; a keep-alive connection accepted by a listener that a
-# reload removed keeps working, audited as its own model, while later models come and go.
+# reload removed keeps working, audited as its own model, while later models come and go: a
+# keep-alive forward connection (forward loop) and a CONNECT tunnel (relay loop).
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-reload-slots curl python3
@@ -15,6 +16,9 @@ cd "$W"
 FX="$SRC/tests/integration/egress_upstream.py"
 python3 "$FX" data "$P_HTTP" plain & PIDS+=($!)
 python3 "$FX" model "$P_MODEL" "http://127.0.0.1:$P_EG" "http://localhost:$P_HTTP/" & PIDS+=($!)
+PEER="$SRC/tests/integration/egress_relay_peer.py"
+python3 "$PEER" server 0 "$W/peer" & PIDS+=($!)
+P_PEER=$(eg_port_file "$W/peer.port") || exit 1
 (exec 3<>"/dev/tcp/127.0.0.1/$P_EG1") 2>/dev/null && { echo "SKIPPED: port $P_EG1 (egress.port + 1) is taken"; exit 77; }
 
 model() { echo "  - { id: $1, upstream: { url: \"http://127.0.0.1:$P_MODEL\" } }"; }
@@ -28,6 +32,7 @@ models:
 $1
 data_sources:
   - { id: web, url: "http://localhost:$P_HTTP/", classification: internal, allow_private_addresses: true }
+  - { id: peer, url: "https://localhost:$P_PEER/", classification: internal, allow_private_addresses: true }
 egress:
   port: $P_EG
   timeouts: { idle: 600s }
@@ -48,10 +53,14 @@ EOY
 	cat <<EOY
 data:
   web: { url: "http://localhost:$P_HTTP/", classification: internal }
+  peer: { url: "https://localhost:$P_PEER/", classification: internal }
 rules:
   - id: read
     effect: allow
     when: { direction: egress, data: web, method: GET }
+  - id: tunnel
+    effect: allow
+    when: { direction: egress, data: peer, method: CONNECT }
 EOY
 } >policy.yaml
 chmod 644 policy.yaml
@@ -85,6 +94,30 @@ print("second", r.status, flush=True)
 c.close()
 EOP
 
+# The held tunnel: through x3's listener, 1000 bytes sent to the peer's sink, then 2000 more
+# once told (a line on its fifo), a half-close, and the peer's count back.
+mkfifo tun.in
+cat >tun.py <<'EOP'
+import sys
+sys.path.insert(0, sys.argv[1])
+import egress_relay_peer as p
+s, st = p.tunnel(int(sys.argv[2]), "localhost", int(sys.argv[3]))
+print("tunnel", st, flush=True)
+s.sendall(b"S" + b"a" * 1000)
+with open("tun.in") as f:
+    f.readline()
+s.sendall(b"b" * 2000)
+s.shutdown(p.socket.SHUT_WR)
+s.settimeout(30)
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+print("reply", out.decode().strip(), flush=True)
+EOP
+
 fails_cycle=""
 for i in $(seq 1 "$CYCLES"); do
 	write_config "$(model m1)
@@ -98,6 +131,13 @@ $(model "x$i")"
 		exec 7>held.in # keeps the fifo open for the client until its second request
 		eg_wait 30 grep -q '^first' held.out
 		check "the held connection's first request through x2's listener is answered (200)" grep -q '^first 200' held.out
+	fi
+	if [ "$i" = 3 ]; then
+		python3 tun.py "$SRC/tests/integration" "$P_EG1" "$P_PEER" >tun.out 2>&1 & TUN=$!
+		PIDS+=($TUN)
+		exec 8>tun.in
+		eg_wait 30 grep -q '^tunnel' tun.out
+		check "the held tunnel through x3's listener is open (200)" grep -q '^tunnel 200' tun.out
 	fi
 	write_config "$(model m1)"
 	if ! ctl policy reload >ctl.out 2>&1; then fails_cycle="$i (reload removing x$i refused)"; break; fi
@@ -115,8 +155,17 @@ check "the held connection's second request, after its listener was removed, is 
 eg_wait 30 event x2 held-second
 check "that request is audited as x2, the removed listener's model" grep -q '"model":"x2"' <<<"$EV"
 
+# x3's listener too: the tunnel it accepted still relays, and is audited as x3 when it ends.
+echo go >&8
+exec 8>&-
+eg_wait 30 grep -q '^reply' tun.out
+check "the held tunnel, after its listener was removed, relays every byte (got 3000)" grep -q '^reply got 3000' tun.out
+tev() { EV=$(events | grep '"model":"x3"' | grep '"kind":"connect"' | tail -1); [ -n "$EV" ]; }
+eg_wait 30 tev
+check "the tunnel is audited as x3, the removed listener's model" grep -q '"bytes_up":' <<<"$EV"
+
 kill "$UP"
 wait "$UP" 2>/dev/null
 grep -E 'Sanitizer|runtime error' up.log && bad "sanitizer report in the log"
-if [ "$FAILS" -ne 0 ]; then tail -30 up.log | cut -c1-300; cat held.out; fi
+if [ "$FAILS" -ne 0 ]; then tail -30 up.log | cut -c1-300; cat held.out tun.out; fi
 [ "$FAILS" -eq 0 ]
