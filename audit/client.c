@@ -754,6 +754,11 @@ custos_err audit_submit_batch(audit_writer *w, audit_batch *b, size_t *accepted)
 	return e;
 }
 
+audit_query audit_writer_query(const audit_writer *w)
+{
+	return w ? w->o.query : AUDIT_QUERY_NAMES;
+}
+
 bool audit_writer_ok(audit_writer *w)
 {
 	return atomic_load_explicit(&w->healthy, memory_order_relaxed);

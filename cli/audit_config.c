@@ -87,6 +87,9 @@ custos_err cli_audit_options(const custos_config *cfg, bool with_sinks, cli_audi
 		o->checkpoint_ns = a->checkpoint_every_interval_ns;
 	o->signing_key = a->signing_key;
 	o->public_key = a->public_key;
+	o->query = a->query == CFG_AUDIT_QUERY_FULL   ? AUDIT_QUERY_FULL
+	           : a->query == CFG_AUDIT_QUERY_NONE ? AUDIT_QUERY_NONE
+	                                              : AUDIT_QUERY_NAMES;
 	if (!with_sinks)
 		return CUSTOS_OK;
 	ENSURE(a->n_sinks <= AUDIT_MAX_SINKS, CUSTOS_ERR_LIMIT, "audit: %zu sinks, at most %d",

@@ -1261,13 +1261,14 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 {
 	static const char *const keys[] = {
 		"dir",        "durability",  "batch_window", "queue_size",     "on_full", "rotate",
-		"checkpoint", "signing_key", "public_key",   "on_write_error", "sinks"
+		"checkpoint", "signing_key", "public_key",   "on_write_error", "sinks",   "query"
 	};
 	static const char *const rkeys[] = { "size", "interval" };
 	static const char *const ckeys[] = { "every_events", "every_interval" };
 	static const char *const durs[] = { "sync", "batch" };
 	static const char *const fulls[] = { "block", "deny" };
 	static const char *const werrs[] = { "deny", "continue" };
+	static const char *const queries[] = { "names", "full", "none" };
 	ydoc_node *m = CFG_SECTION(c, root, "audit", keys);
 
 	a->dir = cfg_strdup(c->a, "/var/lib/custos/audit");
@@ -1298,6 +1299,7 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 	cfg_path(c, m, "signing_key", false, false, &a->signing_key);
 	cfg_path(c, m, "public_key", false, false, &a->public_key);
 	CFG_ENUM(c, m, "on_write_error", werrs, a->on_write_error);
+	CFG_ENUM(c, m, "query", queries, a->query);
 	if (a->on_write_error == CFG_ON_WRITE_ERROR_CONTINUE)
 		ydoc_warn(c->doc, cfg_get(m, "on_write_error"), c->d, NULL,
 		          "requests will be served while the audit trail cannot be written");

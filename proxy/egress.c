@@ -232,6 +232,15 @@ static void log_rec(const audit_rec *ev)
 	buf_free(&b);
 }
 
+/* The audited path as audit.query says: a query value may be a token (docs/AUDIT.md). */
+static void audit_path(egress_server *s, audit_rec *ev, const char *path)
+{
+	char q[AUDIT_QUERY_ROOM(sizeof(((erec *)0)->path))];
+	size_t n =
+	        audit_query_filter(span_cstr(path), audit_writer_query(s->o.audit), q, sizeof(q));
+	audit_rec_str(ev, "path", span_of(q, n));
+}
+
 custos_err egress_audit_decision(egress_server *s, const elistener *l, const erec *r)
 {
 	audit_rec ev;
@@ -251,7 +260,7 @@ custos_err egress_audit_decision(egress_server *s, const elistener *l, const ere
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_rec_cstr(&ev, "path", r->path);
+		audit_path(s, &ev, r->path);
 	audit_rec_cstr(&ev, "data_source", r->source);
 	audit_rec_cstr(&ev, "decision", r->decision ? r->decision : "allow");
 	if (r->rules[0])
@@ -302,7 +311,7 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
 	if (r->path[0])
-		audit_rec_cstr(&ev, "path", r->path);
+		audit_path(s, &ev, r->path);
 	if (r->sni[0])
 		audit_rec_cstr(&ev, "sni", r->sni);
 	audit_rec_cstr(&ev, "data_source", r->source);
@@ -923,6 +932,7 @@ static void *accept_main(void *arg)
 		log_info("egress: listener %zu for model %s closed (sandbox removed)", l->index,
 		         l->model ? l->model : "(none)");
 	}
+	atomic_store(&l->exited, true);
 	return NULL;
 }
 
@@ -1042,31 +1052,71 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file)
 	return e;
 }
 
+/* A slot whose listener was closed and that nothing uses any more (called with s->ls_mu
+ * held): its accept thread has left (joined here) and no connection it accepted is open. */
+static bool slot_free(elistener *l)
+{
+	if (!atomic_load(&l->closing))
+		return false;
+	if (l->started && !atomic_load(&l->exited))
+		return false; /* leaves within its poll interval: the slot is taken next time */
+	/* No accept thread runs, so nothing raises active any more: 0 stays 0. */
+	if (atomic_load(&l->active) != 0)
+		return false;
+	if (l->started) {
+		pthread_join(l->th, NULL);
+		l->started = false;
+	}
+	return true;
+}
+
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_t *index)
 {
 	custos_err e = CUSTOS_OK;
+	size_t i = SIZE_MAX;
 
 	pthread_mutex_lock(&s->ls_mu);
-	if (lo->fd < 0)
+	if (lo->fd < 0) {
 		e = err_set(CUSTOS_ERR_INVAL, "egress: model %s: no listening socket",
 		            lo->model ? lo->model : "(none)");
-	else if (s->nls >= s->ls_cap)
-		e = err_set(CUSTOS_ERR_LIMIT,
-		            "egress: %d listeners added over custos' life reach the limit "
-		            "(restart custos)",
-		            EGRESS_MAX_ADDED);
-	else if (atomic_load(&s->stopping))
+	} else if (atomic_load(&s->stopping)) {
 		e = err_set(CUSTOS_ERR_CLOSED, "egress: the proxy is stopping");
+	} else {
+		for (size_t k = 0; k < s->nls && i == SIZE_MAX; k++)
+			if (slot_free(&s->ls[k]))
+				i = k;
+		if (i == SIZE_MAX && s->nls < s->ls_cap)
+			i = s->nls;
+		if (i == SIZE_MAX)
+			e = err_set(CUSTOS_ERR_LIMIT,
+			            "egress: %zu listeners are open or still have connections open "
+			            "(%d beyond those custos started with)",
+			            s->ls_cap, EGRESS_MAX_ADDED);
+	}
 	if (e != CUSTOS_OK) {
 		pthread_mutex_unlock(&s->ls_mu);
 		return e;
 	}
-	size_t i = s->nls;
+	bool reused = i < s->nls;
 	elistener *l = &s->ls[i];
-	memset(l, 0, sizeof(*l));
+	if (reused) { /* what the closed listener left: its socket is closed already */
+		int nf = atomic_exchange(&l->next_fd, -1);
+		if (nf >= 0)
+			close(nf);
+		if (l->fd >= 0)
+			close(l->fd);
+		free(l->model);
+		free(l->sandbox);
+		l->model = l->sandbox = NULL;
+		atomic_store(&l->taint, 0);
+		atomic_store(&l->exited, false);
+		atomic_store(&l->closing, false);
+	} else {
+		memset(l, 0, sizeof(*l));
+		atomic_init(&l->next_fd, -1);
+	}
 	l->srv = s;
 	l->index = i;
-	atomic_init(&l->next_fd, -1);
 	l->fd = lo->fd;
 	l->port = fd_port(l->fd);
 	l->model = lo->model;
@@ -1077,13 +1127,22 @@ custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_
 	lo->fd = -1;
 	if (s->ls_running)
 		e = listener_start(l);
-	if (e != CUSTOS_OK) { /* not published: freed here */
+	if (e != CUSTOS_OK) { /* not published (a reused slot stays a closed one) */
 		close(l->fd);
+		l->fd = -1;
 		free(l->model);
 		free(l->sandbox);
-		memset(l, 0, sizeof(*l));
+		l->model = l->sandbox = NULL;
+		if (reused)
+			atomic_store(&l->closing, true);
+		else
+			memset(l, 0, sizeof(*l));
 	} else {
-		__atomic_store_n(&s->nls, i + 1, __ATOMIC_RELEASE);
+		if (!reused)
+			__atomic_store_n(&s->nls, i + 1, __ATOMIC_RELEASE);
+		if (reused)
+			log_info("egress: listener %zu taken again (its last connection had ended)",
+			         i);
 		*index = i;
 	}
 	pthread_mutex_unlock(&s->ls_mu);

@@ -310,7 +310,10 @@ static void fc_close(fconn *c, const char *why)
 		close(c->fd);
 	c->fd = -1;
 	fc_unlink(lp, c);
+	/* The last use of c->l: once the count is 0 a closed listener's slot may be taken by
+	 * another model (egress_listener_add). */
 	atomic_fetch_sub(&c->l->active, 1);
+	c->l = NULL;
 	bool resolving = c->st == FS_RESOLVE;
 	c->st = FS_CLOSED;
 	if (resolving)

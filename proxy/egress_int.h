@@ -44,6 +44,7 @@ typedef struct elistener {
 	atomic_int taint;    /* policy_class read so far */
 	atomic_int next_fd;  /* a replacement listener (restarted sandbox), or -1 */
 	atomic_bool closing; /* its sandbox was removed: the accept thread ends */
+	atomic_bool exited;  /* the accept thread has left (its socket closed): joinable */
 	char *model, *sandbox;
 	int isolation;
 } elistener;
@@ -59,8 +60,12 @@ struct egress_server {
 	egress_options o; /* sources/listeners moved out into the arrays below */
 	esource *src;
 	size_t nsrc;
-	elistener *ls; /* room for o.nlisteners + EGRESS_MAX_ADDED: never moved (conns point in) */
-	size_t nls;    /* ls_mu; read unlocked with __atomic (entries below it are set up) */
+	/* Room for o.nlisteners + EGRESS_MAX_ADDED, never moved: connections point in, and a slot
+	 * whose listener was closed is taken again (egress_listener_add) only once its accept
+	 * thread has left and its last connection has ended (active 0): every connection uses its
+	 * listener (model, taint, audit) only before it gives its active count back. */
+	elistener *ls;
+	size_t nls; /* ls_mu; read unlocked with __atomic (entries below it are set up) */
 	size_t ls_cap;
 	pthread_mutex_t ls_mu;      /* adding, closing, starting and stopping listeners */
 	bool ls_running;            /* egress_start ran and egress_stop did not (ls_mu) */

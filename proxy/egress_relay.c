@@ -85,7 +85,10 @@ static void tun_close(erelay *rl, etun *t, const char *why)
 	if (t->next)
 		t->next->prev = t->prev;
 	egress_audit(t->s, t->l, &t->r);
+	/* The last use of t->l: once the count is 0 a closed listener's slot may be taken by
+	 * another model (egress_listener_add). */
 	atomic_fetch_sub(&t->l->active, 1);
+	t->l = NULL;
 	ev_defer_free(&rl->loop, t, tun_free);
 }
 

@@ -10,9 +10,10 @@
 #include "custos/audit.h"
 #include "proxy_int.h"
 
-#define EMIT_BATCH     64   /* events kept per worker before a forced flush */
-#define EMIT_CUT_LONG  1024 /* bytes kept of path and reason in an event that did not fit */
-#define EMIT_CUT_SHORT 128  /* of principal, model and rule ids */
+#define EMIT_BATCH       64   /* events kept per worker before a forced flush */
+#define EMIT_CUT_LONG    1024 /* bytes kept of path and reason in an event that did not fit */
+#define EMIT_CUT_SHORT   128  /* of principal, model and rule ids */
+#define EMIT_PATH_INLINE 512  /* paths up to this long are filtered (audit.query) on the stack */
 
 struct emit_batch {
 	audit_batch b;
@@ -121,26 +122,43 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 static custos_err emit_submit(struct audit_writer *w, struct emit_batch *b, audit_rec *ev,
                               bool held);
 
-custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r)
+custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *in)
 {
 	audit_rec local;
+	/* The path as audit.query says (a query value may be a token): r is in with that path. */
+	char qpath[AUDIT_QUERY_ROOM(EMIT_PATH_INLINE)];
+	char *qbuf = qpath;
+	emit_rec rq = *in;
+	const emit_rec *r = &rq;
+	if (in->path.len) {
+		size_t room = AUDIT_QUERY_ROOM(in->path.len);
+		if (room > sizeof(qpath))
+			qbuf = xcalloc(1, room);
+		rq.path = span_of(qbuf,
+		                  audit_query_filter(in->path, audit_writer_query(w), qbuf, room));
+	}
 
 	if (w == NULL)
 		b = NULL;
 	audit_rec *ev = b ? &b->rec : &local;
+	custos_err e = CUSTOS_OK;
 
 	if (build_event(ev, r, false) != CUSTOS_OK) {
 		log_warn("audit: event for request %s over %d bytes: written with its long members "
 		         "cut (\"truncated\":true)",
 		         r->request_id, AUDIT_MAX_EVENT);
-		custos_err e = build_event(ev, r, true);
+		e = build_event(ev, r, true);
 		if (e != CUSTOS_OK) {
 			if (w && r->held)
 				audit_unreserve(w, 1);
-			return e;
+			goto out;
 		}
 	}
-	return emit_submit(w, b, ev, r->held);
+	e = emit_submit(w, b, ev, r->held);
+out:
+	if (qbuf != qpath)
+		free(qbuf);
+	return e;
 }
 
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,

@@ -87,6 +87,27 @@ typedef struct audit_sink_options {
  * An error fails audit_writer_start. */
 typedef custos_err (*audit_confine_fn)(void *arg, int log_dir_fd);
 
+/* What the audited path of a request keeps of its query string (audit.query, docs/AUDIT.md). */
+typedef enum audit_query {
+	AUDIT_QUERY_NAMES = 0, /* default: parameter names, each value replaced by the marker */
+	AUDIT_QUERY_FULL,      /* the query string as sent */
+	AUDIT_QUERY_NONE,      /* no query string (the path up to '?') */
+} audit_query;
+/* The marker that stands for a value (U+2026, UTF-8): a request-target is ASCII only (RFC 3986;
+ * http1 refuses other bytes), so the marker is never a value that was sent. */
+#define AUDIT_QUERY_MARK "\xe2\x80\xa6"
+/* Room audit_query_filter needs for a path of n bytes, whatever the mode: a value becomes the
+ * 3-byte marker ("a=&" -> "a=\u2026&"), a field without '=' too ("a&" -> "\u2026&"). */
+#define AUDIT_QUERY_ROOM(n) (3 * (n) + 4)
+/* path as q says (its query string is what follows the first '?'), written to out with a NUL:
+ * at most cap - 1 bytes (cap >= 1), cut on a UTF-8 character boundary and never inside a
+ * marker when it does not fit (cut: the path then ends where it was cut). Returns the length.
+ * NAMES keeps each '&'-separated field's name and '=' and replaces its value, however empty,
+ * by AUDIT_QUERY_MARK; a field without '=' (which may be a bare token) is replaced whole. */
+size_t audit_query_filter(span path, audit_query q, char *out, size_t cap);
+/* The name of q ("names", "full", "none"). */
+const char *audit_query_name(audit_query q);
+
 typedef struct audit_options {
 	const char *dir; /* log directory (created 0700 if missing) */
 	audit_durability durability;
@@ -109,6 +130,7 @@ typedef struct audit_options {
 	void *confine_arg;
 	audit_confine_fn confine_shipper; /* in the shipper (with sinks); NULL: none */
 	void *confine_shipper_arg;
+	audit_query query; /* what producers keep of a request's query string (audit.query) */
 } audit_options;
 
 /* Fills o with the defaults (batch, 10 ms window, 65536 events, block, 64 MiB / 24 h rotation,
@@ -261,6 +283,9 @@ custos_err audit_submit_rec_held(audit_writer *w, const audit_rec *r) CUSTOS_WUR
 /* False once the writer reported a failure or went away (a lock-free read for the request
  * path; audit_writer_stats has the details). */
 bool audit_writer_ok(audit_writer *w);
+/* The writer's audit.query, for the producers that build events (AUDIT_QUERY_NAMES when w is
+ * NULL: events logged without a writer, tests). */
+audit_query audit_writer_query(const audit_writer *w);
 /* Waits until every event accepted so far is durable; CUSTOS_ERR_IO as soon as the writer
  * reports a failure (also one that reads nothing more: its backlog full on a refusing disk). */
 custos_err audit_flush(audit_writer *w) CUSTOS_WUR;

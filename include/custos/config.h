@@ -351,6 +351,12 @@ typedef enum cfg_on_write_error {
 	CFG_ON_WRITE_ERROR_DENY = 0,
 	CFG_ON_WRITE_ERROR_CONTINUE
 } cfg_on_write_error;
+/* audit.query: what an audited request path keeps of its query string (audit_query's order) */
+typedef enum cfg_audit_query {
+	CFG_AUDIT_QUERY_NAMES = 0,
+	CFG_AUDIT_QUERY_FULL,
+	CFG_AUDIT_QUERY_NONE
+} cfg_audit_query;
 typedef enum cfg_sink_type { CFG_SINK_SYSLOG = 0, CFG_SINK_HTTP } cfg_sink_type;
 typedef enum cfg_sink_format {
 	CFG_FORMAT_RFC5424 = 0,
@@ -396,6 +402,7 @@ typedef struct cfg_audit {
 	char *signing_key;                     /* Ed25519 private key (0600) */
 	char *public_key;
 	cfg_on_write_error on_write_error; /* default deny */
+	cfg_audit_query query;             /* default names */
 	cfg_sink *sinks;
 	size_t n_sinks;
 } cfg_audit;

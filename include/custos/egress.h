@@ -14,7 +14,7 @@
 #define EGRESS_MAX_SOURCES      4096
 #define EGRESS_MAX_LISTENERS    256
 #define EGRESS_MAX_CONNS        65536 /* per listener, hard ceiling */
-#define EGRESS_MAX_ADDED        64    /* listeners added after egress_create (sandboxes reloaded) */
+#define EGRESS_MAX_ADDED        64    /* listeners open at once beyond egress_create's (reloads) */
 #define EGRESS_MAX_REQUEST_BODY (64u << 20)    /* request body a model may send */
 #define EGRESS_DEFAULT_RESPONSE (100ull << 20) /* response body cap when none is set */
 /* Bytes held for content inspection: a request body the rule inspects, a JSON response body,
@@ -115,7 +115,9 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTO
 custos_err egress_listener_replace(egress_server *s, size_t i, int fd) CUSTOS_WUR;
 /* Adds a listener on lo->fd (taken over, as are lo's strings; lo is zeroed) for a sandbox or
  * a model without one that a reload added, with its accept thread when the server runs; *index is its number for the
- * calls here. At most EGRESS_MAX_ADDED over the server's life (indexes are never reused). */
+ * calls here. At most EGRESS_MAX_ADDED beyond the listeners egress_create opened are open at
+ * once: a closed listener's index is taken again once its accept thread has left and the last
+ * connection it accepted has ended (CUSTOS_ERR_LIMIT when no slot is free). */
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo,
                                size_t *index) CUSTOS_WUR;
 /* A host listener on address ("127.0.0.1:3128"), bound and listening as egress_create opens
@@ -123,7 +125,8 @@ custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo,
 custos_err egress_listen(const char *address, int *fd) CUSTOS_WUR;
 /* Closes listener i (its sandbox was removed): its accept thread ends and closes its socket
  * within its poll interval (egress_stop joins it); connections it accepted finish on their
- * own. Its index is not reused. */
+ * own. Its index may be handed out again by egress_listener_add once they have: the caller
+ * forgets it now. */
 custos_err egress_listener_close(egress_server *s, size_t i) CUSTOS_WUR;
 /* The port listener i is bound to (0 when none). */
 unsigned egress_bound_port(const egress_server *s, size_t i);

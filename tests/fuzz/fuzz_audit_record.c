@@ -1,6 +1,7 @@
 /* libFuzzer target: one audit log record through everything that reads records: the line
  * framing parser (verify), the JSON scanner, the writer's body check and its rendering of
- * compact records (the trust boundary), and every SIEM rendering. Errors are the expected outcome; crashes and broken invariants are
+ * compact records (the trust boundary), every SIEM rendering, and the same bytes as a request
+ * path through audit.query's filter (no query value under names or none). Errors are the expected outcome; crashes and broken invariants are
  * bugs. */
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +10,38 @@
 #include "../../audit/audit_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* in as an audited path under each audit.query mode, in room enough and in room cut short:
+ * NUL-terminated within the room; none keeps nothing from the first '?'; names keeps after it
+ * only names, '=', '&' and markers: every '=' is followed by a marker (or the cut). */
+static void query_filter(span in)
+{
+	static char out[AUDIT_QUERY_ROOM(4 * AUDIT_MAX_LINE)];
+	const char *qm = memchr(in.ptr, '?', in.len);
+	for (int q = AUDIT_QUERY_NAMES; q <= AUDIT_QUERY_NONE; q++) {
+		size_t rooms[2] = { AUDIT_QUERY_ROOM(in.len), in.len / 2 + 1 };
+		for (int k = 0; k < 2; k++) {
+			size_t n = audit_query_filter(in, (audit_query)q, out, rooms[k]);
+			if (n >= rooms[k] || out[n] != '\0')
+				__builtin_trap();
+			if (q == AUDIT_QUERY_FULL && k == 0 &&
+			    (n != in.len || memcmp(out, in.ptr, n)))
+				__builtin_trap();
+			if (qm == NULL || q == AUDIT_QUERY_FULL)
+				continue;
+			size_t at = (size_t)(qm - in.ptr);
+			if (q == AUDIT_QUERY_NONE && n > at)
+				__builtin_trap();
+			if (q != AUDIT_QUERY_NAMES || n <= at + 1)
+				continue;
+			for (size_t i = at + 1; i < n; i++)
+				if (out[i] == '=' && i + 1 < n &&
+				    memcmp(out + i + 1, AUDIT_QUERY_MARK,
+				           sizeof(AUDIT_QUERY_MARK) - 1))
+					__builtin_trap();
+		}
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -61,5 +94,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		buf_free(&body);
 	}
 	buf_free(&out);
+	query_filter(in);
 	return 0;
 }

@@ -457,9 +457,54 @@ static void test_rec_batch_deny(void **state)
 	free(r);
 }
 
+/* audit.query: what the audited path keeps of its query string. */
+static void test_query_filter(void **state)
+{
+	(void)state;
+	char out[AUDIT_QUERY_ROOM(64)];
+	const struct {
+		const char *in;
+		audit_query q;
+		const char *want;
+	} c[] = {
+		{ "/p?q=secret&page=2", AUDIT_QUERY_NAMES, "/p?q=\u2026&page=\u2026" },
+		{ "/p?q=secret&page=2", AUDIT_QUERY_FULL, "/p?q=secret&page=2" },
+		{ "/p?q=secret&page=2", AUDIT_QUERY_NONE, "/p" },
+		{ "/p", AUDIT_QUERY_NAMES, "/p" },
+		{ "/p?", AUDIT_QUERY_NAMES, "/p?" },
+		/* a bare field may be a token: replaced whole; empty fields and values kept as such */
+		{ "/p?sk-abc123&&a=&b==c", AUDIT_QUERY_NAMES, "/p?\u2026&&a=\u2026&b=\u2026" },
+		/* only the first '?' starts the query */
+		{ "/p?a=x?y=z", AUDIT_QUERY_NAMES, "/p?a=\u2026" },
+		{ "http://h:1/p?api_key=K&x=1", AUDIT_QUERY_NAMES,
+		  "http://h:1/p?api_key=\u2026&x=\u2026" },
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		size_t n = audit_query_filter(span_cstr(c[i].in), c[i].q, out, sizeof(out));
+		assert_string_equal(out, c[i].want);
+		assert_int_equal(n, strlen(c[i].want));
+	}
+	/* the worst growth fits AUDIT_QUERY_ROOM */
+	const char *w = "?=&=&=&=&a&b";
+	char big[AUDIT_QUERY_ROOM(12)];
+	size_t n = audit_query_filter(span_cstr(w), AUDIT_QUERY_NAMES, big, sizeof(big));
+	assert_string_equal(big, "?=\u2026&=\u2026&=\u2026&=\u2026&\u2026&\u2026");
+	assert_true(n < sizeof(big));
+	/* cut: never inside a marker, never a value */
+	char small[7];
+	n = audit_query_filter(span_cstr("/p?a=secret"), AUDIT_QUERY_NAMES, small, sizeof(small));
+	assert_string_equal(small, "/p?a=");
+	assert_int_equal(n, 5);
+	char tiny[1];
+	assert_int_equal(audit_query_filter(span_cstr("/p?a=b"), AUDIT_QUERY_NAMES, tiny, 1), 0);
+	assert_string_equal(tiny, "");
+	assert_int_equal(audit_writer_query(NULL), AUDIT_QUERY_NAMES);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_query_filter),
 		cmocka_unit_test(test_rec_matches_event),
 		cmocka_unit_test(test_rec_escape_positions),
 		cmocka_unit_test(test_rec_size_boundary),

@@ -139,6 +139,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->audit.batch_window_ns, 10000000ull);
 	assert_int_equal(cfg->audit.on_full, CFG_ON_FULL_BLOCK);
 	assert_int_equal(cfg->audit.on_write_error, CFG_ON_WRITE_ERROR_DENY);
+	assert_int_equal(cfg->audit.query, CFG_AUDIT_QUERY_NAMES);
 	assert_string_equal(cfg->audit.dir, "/var/lib/custos/audit");
 	assert_int_equal(cfg->egress.port, 3128);
 	assert_false(cfg->egress.enabled);
@@ -746,6 +747,22 @@ static void test_data_egress_audit_auth(void **state)
 	assert_int_equal(it->col, 15);
 	diag_free(&d);
 
+	/* audit.query: names (default), full, none; anything else refused where it is written */
+	it = parse_fail("version: 1\naudit:\n  query: values\n", &d, "not a valid value");
+	assert_int_equal(it->line, 3);
+	assert_int_equal(it->col, 10);
+	diag_free(&d);
+	static const char *const queries[] = { "names", "full", "none" };
+	for (int i = 0; i < 3; i++) {
+		char q[64];
+		snprintf(q, sizeof(q), "version: 1\naudit: {query: %s}\n", queries[i]);
+		diag_init(&d);
+		assert_int_equal(config_parse("t.yaml", q, strlen(q), &cfg, &d), CUSTOS_OK);
+		assert_int_equal((int)cfg->audit.query, i);
+		config_free(cfg);
+		diag_free(&d);
+	}
+
 	/* A warning, not an error: continue on write errors is allowed but said out loud. */
 	diag_init(&d);
 	const char *t = "version: 1\naudit: {on_write_error: continue}\n";
@@ -885,6 +902,7 @@ static void test_reload_check(void **state)
 		{ "port: 3128", "port: 3129", "egress.port (3128 -> 3129)" },
 		{ "dir: /var/lib/custos/audit", "dir: /srv/audit", "audit.dir" },
 		{ "durability: batch", "durability: sync", "audit.durability" },
+		{ "durability: batch", "durability: batch, query: full", "audit.query" },
 		{ "address: \"127.0.0.1:6514\"", "address: \"127.0.0.1:6515\"",
 		  "audit.sinks[0] (siem).address" },
 		{ "sinks: [{id: siem, type: syslog, address: \"127.0.0.1:6514\"}]", "sinks: []",
