@@ -1484,8 +1484,11 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			continue;
 		struct sup_model *x = sup_model_new(next, m);
 		rl->added[rl->n_added++] = x->slot;
+		/* gen: the reload that adds it, so that the proxy knows it unroutable when that
+		 * reload was given up already */
 		psx_hdr h = { .type = PSX_ADDED,
 			      .model = (uint16_t)x->slot,
+			      .gen = rl->seq,
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
 		if (o)
@@ -1499,6 +1502,35 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	}
 	return CUSTOS_OK;
 }
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_REFUSED_STOP_HOLD=PATH
+ * holds the stop of the sandboxes that a reload refused at COMMIT had started, until PATH
+ * exists (or custos stops): a test can then reload again while they still run
+ * (tests/integration/sandbox_reload_refused.sh). */
+static void test_hook_refused_stop_hold(const struct sup_reload *rl)
+{
+	const char *path = getenv("CUSTOS_TEST_REFUSED_STOP_HOLD");
+
+	if (path == NULL || rl->n_added == 0)
+		return;
+	log_warn("up: test hook: reload %u refused: its %zu sandboxes are stopped once %s exists",
+	         (unsigned)rl->seq, rl->n_added, path);
+	pthread_mutex_lock(&S.rl_mu);
+	while (!S.rl_abort && access(path, F_OK) == -1) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 50 * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		(void)pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+	}
+	pthread_mutex_unlock(&S.rl_mu);
+	log_warn("up: test hook: the refused reload's sandboxes are stopped now");
+}
+#endif
 
 /* An applied reload's removed sandboxes: each is stopped as soon as the proxy says that no
  * request is in flight to it any more (IDLE), the others when limits.timeouts.shutdown is
@@ -1603,6 +1635,9 @@ static void *sup_reload_main(void *arg)
 		 * it), then stopped. */
 		sup_retire(rl->added, rl->n_added);
 		sup_reload_settle();
+#ifdef CUSTOS_TEST_HOOKS
+		test_hook_refused_stop_hold(rl);
+#endif
 		for (size_t i = 0; i < rl->n_added; i++)
 			sup_removed(&S.m[rl->added[i]]);
 		config_free(rl->next);
