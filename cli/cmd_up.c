@@ -858,8 +858,11 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
  */
 struct sup_model {
 	char *id;
-	size_t slot;      /* its index in S.m, psx_hdr.model */
-	bool gone;        /* removed by a reload and stopped */
+	size_t slot; /* its index in S.m, psx_hdr.model */
+	bool gone;   /* removed by a reload and stopped */
+	/* Removed by an applied reload (draining), or added by a refused one (being stopped): no
+	 * later reload counts it as running, removes it again or replaces it (S.mu). */
+	bool retired;
 	bool freed;       /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
 	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
@@ -896,10 +899,12 @@ static struct {
 	const char *path;           /* custos.yaml, read again by the supervisor itself */
 	const custos_config *start; /* what `up` started with (cmd_up's) */
 	custos_config *running;     /* the last applied: start, or owned when a reload set it */
-	struct sup_reload *rl;      /* the latest reload's thread, NULL when none */
-	pthread_mutex_t rl_mu;      /* the reloads' commit and rl_abort */
+	struct sup_reload *rl;      /* the latest reload, then the older ones not joined yet */
+	uint64_t rl_started;        /* reloads given a thread (the loop's) */
+	pthread_mutex_t rl_mu;      /* the reloads' commit, rl_settled and rl_abort */
 	pthread_cond_t rl_cv;
-	bool rl_abort; /* custos is stopping: reloads give up, removals happen now */
+	uint64_t rl_settled; /* reloads whose outcome is in S.running and the slots' flags */
+	bool rl_abort;       /* custos is stopping: reloads give up, removals happen now */
 } S = { .sock = -1,
 	.rl_mu = PTHREAD_MUTEX_INITIALIZER,
 	.rl_cv = PTHREAD_COND_INITIALIZER,
@@ -1337,15 +1342,19 @@ static custos_err start_sandboxes(const custos_config *cfg)
  * checks it against what it runs as the proxy did (config_reload_check), and starts what the
  * file says, nothing the proxy names. Its thread starts the new sandboxes and waits until they
  * answer while the loop keeps serving the proxy (the other models' sockets), answers RELOADED, then
- * waits for the proxy's COMMIT: applied, the removed sandboxes are stopped after
- * limits.timeouts.shutdown (their in-flight requests finish); refused, the added ones are
- * stopped at once and the previous configuration stays.
+ * waits for the proxy's COMMIT: applied, the removed sandboxes are stopped once the proxy has
+ * no request in flight to them (IDLE), at the latest after limits.timeouts.shutdown; refused,
+ * the added ones are stopped at once and the previous configuration stays. A reload settles
+ * (its outcome is in S.running and in the slots' flags) before it stops anything; the next
+ * one waits only for that, not for the sandboxes an earlier one still drains or stops.
  */
 struct sup_reload {
 	pthread_t th;
-	struct sup_reload *prev; /* joined and freed first: one reload's work at a time */
-	uint32_t seq;            /* RELOAD's gen, echoed in RELOADED */
-	int commit;              /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
+	struct sup_reload *older; /* the reloads begun before, not joined yet (the loop's) */
+	uint64_t order;           /* this reload's place among those given a thread, from 1 */
+	uint32_t seq;             /* RELOAD's gen, echoed in RELOADED */
+	int commit;               /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
+	bool done;                /* its thread returned: joined at the next RELOAD (S.rl_mu) */
 	custos_config *next;
 	size_t added[PSX_MAX_MODELS], n_added;
 	size_t removed[PSX_MAX_MODELS], n_removed;
@@ -1372,12 +1381,40 @@ static bool sup_sandboxed(const cfg_model *m)
 	return m->upstream.kind == CFG_UPSTREAM_SANDBOX;
 }
 
+/* Neither stopped nor on its way out: what a reload compares custos.yaml with. Under S.mu:
+ * an earlier reload's thread may be stopping another slot meanwhile. */
+static bool sup_running(struct sup_model *x)
+{
+	pthread_mutex_lock(&S.mu);
+	bool r = !x->gone && !x->retired;
+	pthread_mutex_unlock(&S.mu);
+	return r;
+}
+
 static struct sup_model *sup_live(const char *id)
 {
 	for (size_t i = 0; i < S.n; i++)
-		if (!S.m[i].gone && strcmp(S.m[i].id, id) == 0)
+		if (sup_running(&S.m[i]) && strcmp(S.m[i].id, id) == 0)
 			return &S.m[i];
 	return NULL;
+}
+
+/* The slots of a reload's outcome that no later reload may count as running any more. */
+static void sup_retire(const size_t *slots, size_t n)
+{
+	pthread_mutex_lock(&S.mu);
+	for (size_t i = 0; i < n; i++)
+		S.m[slots[i]].retired = true;
+	pthread_mutex_unlock(&S.mu);
+}
+
+/* rl's outcome is in S.running and the slots' flags: the next reload may read them. */
+static void sup_reload_settle(void)
+{
+	pthread_mutex_lock(&S.rl_mu);
+	S.rl_settled++;
+	pthread_cond_broadcast(&S.rl_cv);
+	pthread_mutex_unlock(&S.rl_mu);
 }
 
 /* Reads custos.yaml, checks it, starts the sandboxes it adds (and notes the ones it removes). */
@@ -1401,7 +1438,7 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	bool replace[PSX_MAX_MODELS] = { false };
 	size_t n_add = 0;
 	for (size_t i = 0; i < S.n; i++)
-		if (!S.m[i].gone && config_sandbox_replaced(S.running, next, S.m[i].id))
+		if (sup_running(&S.m[i]) && config_sandbox_replaced(S.running, next, S.m[i].id))
 			replace[i] = true;
 	for (size_t i = 0; i < next->n_models; i++) {
 		const struct sup_model *o = sup_live(next->models[i].id);
@@ -1431,8 +1468,8 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	       n_add, avail, sup_slots());
 	for (size_t i = 0; i < S.n; i++) {
 		struct sup_model *x = &S.m[i];
-		if (x->gone)
-			continue;
+		if (!sup_running(x))
+			continue; /* stopped, or an earlier reload stops it */
 		bool kept = false;
 		for (size_t k = 0; k < next->n_models && !kept; k++)
 			kept = sup_sandboxed(&next->models[k]) &&
@@ -1447,8 +1484,11 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			continue;
 		struct sup_model *x = sup_model_new(next, m);
 		rl->added[rl->n_added++] = x->slot;
+		/* gen: the reload that adds it, so that the proxy knows it unroutable when that
+		 * reload was given up already */
 		psx_hdr h = { .type = PSX_ADDED,
 			      .model = (uint16_t)x->slot,
+			      .gen = rl->seq,
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
 		if (o)
@@ -1463,17 +1503,110 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	return CUSTOS_OK;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_REFUSED_STOP_HOLD=PATH
+ * holds the stop of the sandboxes that a reload refused at COMMIT had started, until PATH
+ * exists (or custos stops): a test can then reload again while they still run
+ * (tests/integration/sandbox_reload_refused.sh). */
+static void test_hook_refused_stop_hold(const struct sup_reload *rl)
+{
+	const char *path = getenv("CUSTOS_TEST_REFUSED_STOP_HOLD");
+
+	if (path == NULL || rl->n_added == 0)
+		return;
+	log_warn("up: test hook: reload %u refused: its %zu sandboxes are stopped once %s exists",
+	         (unsigned)rl->seq, rl->n_added, path);
+	pthread_mutex_lock(&S.rl_mu);
+	while (!S.rl_abort && access(path, F_OK) == -1) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 50 * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		(void)pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+	}
+	pthread_mutex_unlock(&S.rl_mu);
+	log_warn("up: test hook: the refused reload's sandboxes are stopped now");
+}
+#endif
+
+/* An applied reload's removed sandboxes: each is stopped as soon as the proxy says that no
+ * request is in flight to it any more (IDLE), the others when limits.timeouts.shutdown is
+ * over (or custos stops). */
+static void sup_reload_drain(const struct sup_reload *rl)
+{
+	/* New requests to a removed model are refused already (unknown model); the ones in
+	 * flight have until the shutdown timeout, as at shutdown (a reload cannot change it). */
+	uint64_t grace = S.start->limits.shutdown_timeout_ns ? S.start->limits.shutdown_timeout_ns
+	                                                     : 10 * NS_PER_S;
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += (time_t)(grace / NS_PER_S);
+	dl.tv_nsec += (long)(grace % NS_PER_S);
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	bool stopped[PSX_MAX_MODELS] = { false };
+	size_t left = rl->n_removed;
+	int r = 0;
+	while (left > 0) {
+		size_t now[PSX_MAX_MODELS], n_now = 0;
+		bool idle[PSX_MAX_MODELS];
+		pthread_mutex_lock(&S.rl_mu);
+		for (;;) {
+			bool all = S.rl_abort || r == ETIMEDOUT;
+			/* Only the ones not stopped yet: a stopped one's slot may be another
+			 * reload's by now. */
+			for (size_t i = 0; i < rl->n_removed; i++) {
+				if (stopped[i])
+					continue;
+				bool id = S.m[rl->removed[i]].idle;
+				if (all || id) {
+					idle[n_now] = id;
+					now[n_now++] = i;
+				}
+			}
+			if (n_now > 0)
+				break;
+			r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
+		}
+		bool timed_out = r == ETIMEDOUT && !S.rl_abort;
+		pthread_mutex_unlock(&S.rl_mu);
+		for (size_t k = 0; k < n_now; k++) {
+			struct sup_model *x = &S.m[rl->removed[now[k]]];
+			if (idle[k])
+				log_info(
+				        "up: model %s: no request in flight to its removed sandbox",
+				        x->id);
+			else if (timed_out)
+				log_info("up: model %s: limits.timeouts.shutdown is over: its "
+				         "removed "
+				         "sandbox is stopped with requests still in flight",
+				         x->id);
+			sup_removed(x);
+			stopped[now[k]] = true;
+			left--;
+		}
+	}
+}
+
 static void *sup_reload_main(void *arg)
 {
 	struct sup_reload *rl = arg;
 
 	proc_name_self("custos-reload");
-	if (rl->prev) {
-		pthread_join(rl->prev->th, NULL);
-		free(rl->prev);
-		rl->prev = NULL;
-	}
-	custos_err e = sup_reload_prepare(rl);
+	/* The reload before this one settled: S.running is what it left, and the sandboxes it
+	 * stops are retired. Those may still be draining or stopping: not waited for. */
+	pthread_mutex_lock(&S.rl_mu);
+	while (S.rl_settled + 1 < rl->order && !S.rl_abort)
+		pthread_cond_wait(&S.rl_cv, &S.rl_mu);
+	bool abort = S.rl_abort;
+	pthread_mutex_unlock(&S.rl_mu);
+	custos_err e =
+	        abort ? err_set(CUSTOS_ERR_CLOSED, "custos is stopping") : sup_reload_prepare(rl);
 	char msg[512] = "";
 	if (e != CUSTOS_OK) {
 		/* Refused: what it started is stopped before the answer, so that the refusal finds
@@ -1498,71 +1631,31 @@ static void *sup_reload_main(void *arg)
 		pthread_mutex_unlock(&S.rl_mu);
 	}
 	if (!commit) {
+		/* What it started is retired first (the next reload neither keeps nor replaces
+		 * it), then stopped. */
+		sup_retire(rl->added, rl->n_added);
+		sup_reload_settle();
+#ifdef CUSTOS_TEST_HOOKS
+		test_hook_refused_stop_hold(rl);
+#endif
 		for (size_t i = 0; i < rl->n_added; i++)
 			sup_removed(&S.m[rl->added[i]]);
 		config_free(rl->next);
 		rl->next = NULL;
-		return NULL;
+	} else {
+		log_info("up: reload applied: %zu sandboxes added, %zu to stop", rl->n_added,
+		         rl->n_removed);
+		if (S.running != S.start)
+			config_free(S.running);
+		S.running = rl->next;
+		rl->next = NULL;
+		sup_retire(rl->removed, rl->n_removed);
+		sup_reload_settle();
+		sup_reload_drain(rl);
 	}
-	log_info("up: reload applied: %zu sandboxes added, %zu to stop", rl->n_added,
-	         rl->n_removed);
-	if (S.running != S.start)
-		config_free(S.running);
-	S.running = rl->next;
-	rl->next = NULL;
-	if (rl->n_removed == 0)
-		return NULL;
-	/* New requests to a removed model are refused already (unknown model); the ones in
-	 * flight have until the shutdown timeout, as at shutdown. Each removed sandbox is stopped
-	 * as soon as the proxy says that no request is in flight to it any more (IDLE), the
-	 * others at that timeout. */
-	uint64_t grace = S.running->limits.shutdown_timeout_ns
-	                         ? S.running->limits.shutdown_timeout_ns
-	                         : 10 * NS_PER_S;
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += (time_t)(grace / NS_PER_S);
-	dl.tv_nsec += (long)(grace % NS_PER_S);
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
-	bool stopped[PSX_MAX_MODELS] = { false };
-	size_t left = rl->n_removed;
-	int r = 0;
-	while (left > 0) {
-		size_t now[PSX_MAX_MODELS], n_now = 0;
-		bool idle[PSX_MAX_MODELS];
-		pthread_mutex_lock(&S.rl_mu);
-		for (;;) {
-			bool all = S.rl_abort || r == ETIMEDOUT;
-			for (size_t i = 0; i < rl->n_removed; i++) {
-				idle[n_now] = S.m[rl->removed[i]].idle;
-				if (!stopped[i] && (all || idle[n_now]))
-					now[n_now++] = i;
-			}
-			if (n_now > 0)
-				break;
-			r = pthread_cond_timedwait(&S.rl_cv, &S.rl_mu, &dl);
-		}
-		bool timed_out = r == ETIMEDOUT && !S.rl_abort;
-		pthread_mutex_unlock(&S.rl_mu);
-		for (size_t k = 0; k < n_now; k++) {
-			struct sup_model *x = &S.m[rl->removed[now[k]]];
-			if (idle[k])
-				log_info(
-				        "up: model %s: no request in flight to its removed sandbox",
-				        x->id);
-			else if (timed_out)
-				log_info("up: model %s: limits.timeouts.shutdown is over: its "
-				         "removed "
-				         "sandbox is stopped with requests still in flight",
-				         x->id);
-			sup_removed(x);
-			stopped[now[k]] = true;
-			left--;
-		}
-	}
+	pthread_mutex_lock(&S.rl_mu);
+	rl->done = true;
+	pthread_mutex_unlock(&S.rl_mu);
 	return NULL;
 }
 
@@ -1602,8 +1695,29 @@ static void sup_idle(size_t slot)
 	pthread_mutex_unlock(&S.rl_mu);
 }
 
+/* Joins and frees the reloads whose thread returned (all of them when all). */
+static void sup_reload_reap(bool all)
+{
+	struct sup_reload **pp = &S.rl;
+	while (*pp) {
+		struct sup_reload *rl = *pp;
+		pthread_mutex_lock(&S.rl_mu);
+		bool done = rl->done;
+		pthread_mutex_unlock(&S.rl_mu);
+		if (!done && !all) {
+			pp = &rl->older;
+			continue;
+		}
+		pthread_join(rl->th, NULL);
+		*pp = rl->older;
+		config_free(rl->next);
+		free(rl);
+	}
+}
+
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
- * serialises its reloads, so only a confused proxy sends it). */
+ * serialises its reloads, so only a confused proxy sends it). One after COMMIT does not wait
+ * for the sandboxes earlier reloads still drain or stop. */
 static void sup_reload_begin(uint32_t seq)
 {
 	struct sup_reload *prev = S.rl;
@@ -1620,18 +1734,21 @@ static void sup_reload_begin(uint32_t seq)
 			return;
 		}
 	}
+	sup_reload_reap(false);
 	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
 	rl->commit = -1;
 	rl->seq = seq;
-	rl->prev = prev;
+	rl->order = ++S.rl_started;
 	int r = pthread_create(&rl->th, NULL, sup_reload_main, rl);
 	if (r != 0) {
 		static const char why[] = "the supervisor could not start the reload's thread";
 		psx_hdr h = { .type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1 };
 		sup_send(&h, why, NULL, 0);
+		S.rl_started--; /* never settles: the next one must not wait for it */
 		free(rl);
 		return;
 	}
+	rl->older = S.rl;
 	S.rl = rl;
 }
 
@@ -1647,21 +1764,15 @@ static void sup_reload_commit(uint32_t seq, bool applied)
 	pthread_mutex_unlock(&S.rl_mu);
 }
 
-/* At the end: a reload still starting gives up, one waiting to stop what it removed stops it
- * now; both are joined before the sandboxes are stopped. */
+/* At the end: a reload still starting gives up, those waiting to stop what they removed stop
+ * it now; all are joined before the sandboxes are stopped. */
 static void sup_reload_end(void)
 {
 	pthread_mutex_lock(&S.rl_mu);
 	__atomic_store_n(&S.rl_abort, true, __ATOMIC_RELEASE); /* start_process reads it unlocked */
 	pthread_cond_broadcast(&S.rl_cv);
 	pthread_mutex_unlock(&S.rl_mu);
-	struct sup_reload *rl = S.rl;
-	S.rl = NULL;
-	if (rl == NULL)
-		return;
-	pthread_join(rl->th, NULL); /* it joined and freed its prev */
-	config_free(rl->next);
-	free(rl);
+	sup_reload_reap(true);
 }
 
 /* The model a message from the proxy names (called with S.mu held). */

@@ -123,6 +123,11 @@ struct px_model {
 	/* gone and nothing holds it: FREED was sent, the supervisor may reuse the slot (ADDED) */
 	bool freed;
 	uint64_t seq; /* order of arrival (start, then ADDED): the newest of an id is routed to */
+	uint32_t rl_gen; /* the reload that added it (its RELOAD's gen); 0: at start */
+	/* Added by a reload that was refused (or given up): never routed to, listed or counted as
+	 * the newest of its id, from that reload's COMMIT until its slot is reused, although the
+	 * supervisor may still be stopping it (REMOVED comes later). */
+	bool refused;
 	/* In the configuration applied now (the admin API lists it): false from ADDED until the
 	 * reload that added it is applied, and from the applied reload that removes it. */
 	bool configured;
@@ -148,6 +153,7 @@ static struct {
 	size_t n;
 	uint64_t seq;        /* the last px_model.seq given */
 	uint32_t rl_seq;     /* the last RELOAD's number (psx_hdr.gen), echoed by RELOADED */
+	bool rl_open;        /* RELOAD rl_seq was sent and its COMMIT was not */
 	uint64_t rl_answers; /* RELOADED messages answering rl_seq */
 	uint32_t rl_result;
 	char rl_msg[512];
@@ -289,7 +295,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 				        "egress: model %s restarted without an egress listener: %s",
 				        x->id, err_msg());
 			m->fds[0] = -1; /* the egress server's now, or closed by it */
-		} else if (P.eg && x->cfg_index == SIZE_MAX && !x->gone) {
+		} else if (P.eg && x->cfg_index == SIZE_MAX && !x->gone && !x->refused) {
 			/* added by a reload not applied yet: served from COMMIT on (its
 			 * connections wait in the socket's backlog until then) */
 			if (x->eg_fd >= 0)
@@ -349,6 +355,10 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			x->cfg_index = SIZE_MAX;
 			x->eg_index = SIZE_MAX;
 			x->eg_fd = -1;
+			x->rl_gen = m->h.gen;
+			/* for a reload whose COMMIT went already (given up, timed out): the
+			 * supervisor stops it; nothing routes to it meanwhile */
+			x->refused = !P.rl_open || m->h.gen != P.rl_seq;
 		} else {
 			log_warn("privsep: a malformed ADDED from the supervisor (slot %u)",
 			         (unsigned)m->h.model);
@@ -432,9 +442,10 @@ int psx_proxy_find(const char *id)
 	pthread_mutex_lock(&P.mu);
 	/* The newest: a model whose sandbox a reload replaces has two slots until the old one is
 	 * stopped, and the reload's configuration routes to the new one (whose slot may be a
-	 * lower one, freed by an earlier removal). */
+	 * lower one, freed by an earlier removal). A refused reload's sandbox is never one: the
+	 * supervisor is stopping it. */
 	for (size_t i = 0; i < P.n; i++)
-		if (!P.m[i].gone && strcmp(P.m[i].id, id) == 0 &&
+		if (!P.m[i].gone && !P.m[i].refused && strcmp(P.m[i].id, id) == 0 &&
 		    (k < 0 || P.m[i].seq > P.m[k].seq))
 			k = (int)i;
 	pthread_mutex_unlock(&P.mu);
@@ -503,6 +514,12 @@ static custos_err take(struct px_model *x, int *fd)
 			pthread_mutex_unlock(&P.mu);
 			return err_set(CUSTOS_ERR_CLOSED,
 			               "model %s: its sandbox was removed by a reload", x->id);
+		}
+		if (x->refused) {
+			pthread_mutex_unlock(&P.mu);
+			return err_set(CUSTOS_ERR_CLOSED,
+			               "model %s: the reload that started this sandbox was refused",
+			               x->id);
 		}
 		size_t low = x->vm ? 1 : PSX_POOL_LOW;
 		if (!x->pending && x->n < low && (x->n > 0 || !asked || x->vm)) {
@@ -574,6 +591,7 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 	pthread_mutex_lock(&P.mu);
 	uint64_t answers = P.rl_answers;
 	psx_hdr h = { .type = PSX_RELOAD, .gen = ++P.rl_seq };
+	P.rl_open = true; /* until its COMMIT (psx_proxy_commit follows whatever the result) */
 	pthread_mutex_lock(&P.send_mu);
 	custos_err se = P.lost ? CUSTOS_ERR_CLOSED : psx_send(P.sock, &h, NULL, NULL, 0);
 	pthread_mutex_unlock(&P.send_mu);
@@ -625,6 +643,13 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 {
 	pthread_mutex_lock(&P.mu);
 	psx_hdr h = { .type = PSX_COMMIT, .gen = P.rl_seq, .arg = applied ? 1 : 0 };
+	P.rl_open = false;
+	/* Refused: what it added is unroutable from now on, before the supervisor stops it
+	 * (REMOVED comes later): a next reload, reading custos.yaml meanwhile, routes to the
+	 * sandbox it keeps or to the one it starts, never to one being stopped. */
+	for (size_t i = 0; !applied && i < P.n; i++)
+		if (P.m[i].rl_gen == P.rl_seq && P.rl_seq != 0 && !P.m[i].gone)
+			P.m[i].refused = true;
 	/* The admin API lists what is configured now: the added sandboxes from here, the removed
 	 * ones no more (the supervisor stops them later, after their requests finished). */
 	for (size_t i = 0; i < P.n; i++) {
@@ -637,10 +662,10 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 		/* A replaced sandbox (a newer slot with its id) is no longer the configured one. */
 		bool newest = true;
 		for (size_t j = 0; j < P.n && newest; j++)
-			newest = P.m[j].gone || P.m[j].seq <= x->seq ||
+			newest = P.m[j].gone || P.m[j].refused || P.m[j].seq <= x->seq ||
 			         strcmp(P.m[j].id, x->id) != 0;
 		if (applied && next) {
-			bool now = kept && !x->gone && newest;
+			bool now = kept && !x->gone && !x->refused && newest;
 			/* Configured until now (not one this reload added): removed, stopped
 			 * once no request is in flight to it. */
 			if (x->configured && !now && !x->gone)
@@ -654,7 +679,7 @@ void psx_proxy_commit(bool applied, const custos_config *next)
 		 * the sandbox is stopped and the listener with it. */
 		int fd = x->eg_fd;
 		x->eg_fd = -1;
-		if (kept && !x->gone && newest && P.eg) {
+		if (kept && !x->gone && !x->refused && newest && P.eg) {
 			if (cli_egress_add(kept, fd, &x->eg_index) != CUSTOS_OK)
 				log_error("egress: model %s added without an egress listener: %s",
 				          x->id, err_msg());

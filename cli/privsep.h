@@ -35,7 +35,7 @@ enum psx_type {
 	PSX_BYE,       /* S: sandboxes stopped after DRAINED; the proxy may exit */
 	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
 	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
-	PSX_ADDED,     /* S: a reload's new sandbox takes slot model (payload: its id) */
+	PSX_ADDED,     /* S: reload gen's new sandbox takes slot model (payload: its id) */
 	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; its slot is reused once the
 	                * proxy let go of it (FREED) */
 	PSX_RELOADED,  /* S: answer to RELOAD gen: arg 0, or 1 and the reason (payload) */
@@ -46,7 +46,8 @@ enum psx_type {
 	PSX_SECCOMP,   /* P: the listener of the proxy's seccomp filter (one fd), once */
 	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
 	                * the supervisor reads the file itself */
-	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0) */
+	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0); refused, the proxy
+	                * routes to none of its new sandboxes from then on */
 	PSX_IDLE,      /* P: slot model, removed by an applied reload, has no request in flight
 	                * any more (once): its sandbox may be stopped now */
 	PSX_FREED,     /* P: after REMOVED, nothing in the proxy refers to slot model any more
