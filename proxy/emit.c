@@ -128,14 +128,18 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	/* The path as audit.query says (a query value may be a token): r is in with that path. */
 	char qpath[AUDIT_QUERY_ROOM(EMIT_PATH_INLINE)];
 	char *qbuf = qpath;
-	emit_rec rq = *in;
-	const emit_rec *r = &rq;
-	if (in->path.len) {
+	emit_rec rq;
+	const emit_rec *r = in;
+	/* Most paths have no query: they are audited as they are, without a copy. */
+	if (in->path.len && memchr(in->path.ptr, '?', in->path.len) &&
+	    audit_writer_query(w) != AUDIT_QUERY_FULL) {
 		size_t room = AUDIT_QUERY_ROOM(in->path.len);
 		if (room > sizeof(qpath))
 			qbuf = xcalloc(1, room);
+		rq = *in;
 		rq.path = span_of(qbuf,
 		                  audit_query_filter(in->path, audit_writer_query(w), qbuf, room));
+		r = &rq;
 	}
 
 	if (w == NULL)
