@@ -100,9 +100,12 @@ custos_err cli_vm_check_seccomp(const char *run_dir, const char *name,
 struct up_vm;
 struct cfg_model;
 /* Boots model m's VM, checks QEMU's seccomp filter, opens the channel, waits for the model
- * server; a supervisor thread re-does that after each restart. *out: caller's (cli_vm_stop). */
+ * server; a supervisor thread re-does that after each restart. give_up (NULL: never), asked
+ * while it waits for the model server, ends that wait early (a reload given up, custos
+ * stopping): the VM is stopped, CUSTOS_ERR_CLOSED. *out: caller's (cli_vm_stop). */
 custos_err cli_vm_start(const struct custos_config *cfg, const struct cfg_model *m,
-                        struct audit_writer *audit, struct up_vm **out) CUSTOS_WUR;
+                        struct audit_writer *audit, bool (*give_up)(const void *arg),
+                        const void *give_up_arg, struct up_vm **out) CUSTOS_WUR;
 /* proxy_upstream_opts.connect_fn for a VM model (arg: its up_vm): a stream to the model
  * server's port over the channel; refused while the VM is not routable. */
 custos_err cli_vm_connect(void *arg, int *fd) CUSTOS_WUR;

@@ -1306,6 +1306,44 @@ static struct sup_model *sup_model_new(const custos_config *cfg, const cfg_model
 	return x;
 }
 
+/* A reload's start gives up (sup_reload_given_up) for cli_vm_start. */
+static bool sup_vm_give_up(const void *rl)
+{
+	return rl && sup_reload_given_up(rl);
+}
+
+/* Starts m's VM as x and waits until its model server answers (or, for reload rl, until that
+ * reload is given up); routable from then on at generation 1, its first egress listener, its
+ * state and VM entry reach the proxy. At start (rl NULL) and for a reload alike: x->vm is set
+ * under S.mu, where the loop (sup_vm_poll) reads it. */
+static custos_err start_vm(const custos_config *cfg, const cfg_model *m, struct sup_model *x,
+                           const struct sup_reload *rl)
+{
+	struct up_vm *vm = NULL;
+	int fd = -1;
+
+	GUARD(cli_vm_start(cfg, m, NULL, sup_vm_give_up, rl, &vm));
+	if (x->egress_port) {
+		custos_err e = cli_vm_egress_fd(vm, &fd);
+		if (e != CUSTOS_OK) {
+			cli_vm_stop(vm);
+			return err_wrap(e, "model %s: egress listener", m->id);
+		}
+	}
+	pthread_mutex_lock(&S.mu);
+	x->vm = vm;
+	x->vm_routable = true;
+	x->vm_generation = 1;
+	if (fd >= 0) {
+		sup_egress_fd(x, 1, fd);
+		cli_vm_egress_hook(vm, on_vm_egress, x);
+	}
+	sup_state(x, NULL);
+	sup_vm_info(x);
+	pthread_mutex_unlock(&S.mu);
+	return CUSTOS_OK;
+}
+
 /* Starts every sandboxed model and waits until it answers; their first egress listeners and
  * states reach the proxy on the way. */
 static custos_err start_sandboxes(const custos_config *cfg)
@@ -1317,21 +1355,10 @@ static custos_err start_sandboxes(const custos_config *cfg)
 		if (m->upstream.kind != CFG_UPSTREAM_SANDBOX)
 			continue;
 		struct sup_model *x = sup_model_new(cfg, m);
-		if (m->sandbox.type == CFG_SANDBOX_VM) { /* docs/VM.md */
-			GUARD(cli_vm_start(cfg, m, NULL, &x->vm));
-			x->vm_routable = true;
-			x->vm_generation = 1;
-			if (x->egress_port) {
-				int fd = -1;
-				GUARD(cli_vm_egress_fd(x->vm, &fd));
-				sup_egress_fd(x, 1, fd);
-				cli_vm_egress_hook(x->vm, on_vm_egress, x);
-			}
-			sup_state(x, NULL);
-			sup_vm_info(x);
-			continue;
-		}
-		GUARD(start_process(cfg, m, x, NULL));
+		if (m->sandbox.type == CFG_SANDBOX_VM) /* docs/VM.md */
+			GUARD(start_vm(cfg, m, x, NULL));
+		else
+			GUARD(start_process(cfg, m, x, NULL));
 	}
 	return CUSTOS_OK;
 }
@@ -1432,6 +1459,22 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	custos_config *next = rl->next;
 	reload_cli_overrides(S.start, next);
 	GUARD(config_reload_check(S.running, next));
+	/* A VM added while an earlier reload's VM of that id still stops (draining, or its
+	 * reload refused) would take its domain name, channel socket and vsock CID. */
+	for (size_t i = 0; i < next->n_models; i++) {
+		const cfg_model *m = &next->models[i];
+		if (!sup_sandboxed(m) || m->sandbox.type != CFG_SANDBOX_VM || sup_live(m->id))
+			continue;
+		bool stopping = false;
+		pthread_mutex_lock(&S.mu);
+		for (size_t k = 0; k < S.n && !stopping; k++)
+			stopping = !S.m[k].gone && strcmp(S.m[k].id, m->id) == 0;
+		pthread_mutex_unlock(&S.mu);
+		ENSURE(!stopping, CUSTOS_ERR_AGAIN,
+		       "model %s: the VM an earlier reload removed is still stopping (domain "
+		       "custos-%s): reload again once it is gone",
+		       m->id, m->id);
+	}
 	/* A model that stays with other sandbox settings is replaced: removed (stopped once the
 	 * reload is applied and its requests finished) and added (started now, beside the old
 	 * sandbox, which keeps serving until then). */
@@ -1486,9 +1529,11 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 		rl->added[rl->n_added++] = x->slot;
 		/* gen: the reload that adds it, so that the proxy knows it unroutable when that
 		 * reload was given up already */
+		bool is_vm = m->sandbox.type == CFG_SANDBOX_VM;
 		psx_hdr h = { .type = PSX_ADDED,
 			      .model = (uint16_t)x->slot,
 			      .gen = rl->seq,
+			      .arg = is_vm ? PSX_ADDED_VM : PSX_ADDED_PROCESS,
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
 		if (o)
@@ -1497,8 +1542,9 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			        "old one",
 			        m->id);
 		else
-			log_info("up: reload: model %s added: starting its sandbox", m->id);
-		GUARD(start_process(next, m, x, rl));
+			log_info("up: reload: model %s added: starting its %s", m->id,
+			         is_vm ? "VM" : "sandbox");
+		GUARD(is_vm ? start_vm(next, m, x, rl) : start_process(next, m, x, rl));
 	}
 	return CUSTOS_OK;
 }

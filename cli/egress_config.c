@@ -153,13 +153,16 @@ custos_err cli_egress_add(const cfg_model *m, int fd, size_t *index)
 {
 	custos_err e;
 
-	/* What cli_egress_options gives a process-sandboxed model at start. */
+	/* What cli_egress_options gives a sandboxed model at start. */
 	egress_listener_opts lo = { .fd = fd,
 		                    .model = xstrdup(m->id),
 		                    .sandbox = dup_or_null(m->sandbox.profile),
-		                    .isolation = POLICY_ISO_PROCESS };
-	if (m->upstream.kind != CFG_UPSTREAM_SANDBOX || m->sandbox.type != CFG_SANDBOX_PROCESS) {
-		e = err_set(CUSTOS_ERR_UNSUPPORTED, "model %s: not a process sandbox", m->id);
+		                    .isolation = m->sandbox.type == CFG_SANDBOX_VM
+		                                         ? POLICY_ISO_VM
+		                                         : POLICY_ISO_PROCESS };
+	if (m->upstream.kind != CFG_UPSTREAM_SANDBOX ||
+	    (m->sandbox.type != CFG_SANDBOX_PROCESS && m->sandbox.type != CFG_SANDBOX_VM)) {
+		e = err_set(CUSTOS_ERR_UNSUPPORTED, "model %s: not sandboxed", m->id);
 	} else {
 		pthread_mutex_lock(&sbx_mu);
 		e = sbx_eg ? egress_listener_add(sbx_eg, &lo, index)

@@ -340,7 +340,8 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 	case PSX_ADDED:
 		/* The next slot, or one this side freed; an id must be one custos.yaml may hold. */
 		if (((m->h.model == P.n && P.n < PSX_MAX_MODELS) || (x && x->freed)) &&
-		    m->h.len > 0 && m->h.len <= CFG_MAX_ID_LEN) {
+		    m->h.len > 0 && m->h.len <= CFG_MAX_ID_LEN &&
+		    (m->h.arg == PSX_ADDED_PROCESS || m->h.arg == PSX_ADDED_VM)) {
 			if (m->h.model == P.n) { /* never used: nothing to release */
 				x = &P.m[P.n++];
 			} else { /* freed: emptied at REMOVED already; whatever came since goes */
@@ -356,6 +357,7 @@ static bool handle(psx_msg *m, int *egress_fds, size_t n_egress)
 			x->eg_index = SIZE_MAX;
 			x->eg_fd = -1;
 			x->rl_gen = m->h.gen;
+			x->vm = m->h.arg == PSX_ADDED_VM;
 			/* for a reload whose COMMIT went already (given up, timed out): the
 			 * supervisor stops it; nothing routes to it meanwhile */
 			x->refused = !P.rl_open || m->h.gen != P.rl_seq;
@@ -854,7 +856,9 @@ size_t psx_proxy_admin_vms(admin_vm *out, size_t max)
 	pthread_mutex_lock(&P.mu);
 	for (size_t i = 0; i < P.n && k < max; i++) {
 		const struct px_model *x = &P.m[i];
-		if (!x->vm || !x->have_vm_info)
+		/* What is configured now: not a VM removed (stopping or gone), nor one a reload
+		 * not applied (yet, or ever) added. */
+		if (!x->vm || !x->have_vm_info || x->gone || !x->configured || x->refused)
 			continue;
 		const psx_vm_info *v = &x->vm_info;
 		admin_vm *o = &out[k++];

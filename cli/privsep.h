@@ -35,7 +35,8 @@ enum psx_type {
 	PSX_BYE,       /* S: sandboxes stopped after DRAINED; the proxy may exit */
 	PSX_RESTARTED, /* S: answer to RESTART: arg 0 or an errno, gen the pid killed */
 	PSX_VM_INFO,   /* S: psx_vm_info of a VM model, when it changed (admin API) */
-	PSX_ADDED,     /* S: reload gen's new sandbox takes slot model (payload: its id) */
+	PSX_ADDED,     /* S: reload gen's new sandbox takes slot model (payload: its id; arg:
+	                * PSX_ADDED_PROCESS or PSX_ADDED_VM) */
 	PSX_REMOVED,   /* S: the sandbox of slot model is stopped; its slot is reused once the
 	                * proxy let go of it (FREED) */
 	PSX_RELOADED,  /* S: answer to RELOAD gen: arg 0, or 1 and the reason (payload) */
@@ -53,6 +54,10 @@ enum psx_type {
 	PSX_FREED,     /* P: after REMOVED, nothing in the proxy refers to slot model any more
 	                * (once): the supervisor may give it to a sandbox a later reload adds */
 };
+
+/* ADDED's arg: the sandbox's kind. A VM's streams come connected over its channel, one at a
+ * time; a process sandbox's sockets are pooled and connected to its port by the proxy. */
+enum { PSX_ADDED_PROCESS = 0, PSX_ADDED_VM = 1 };
 
 typedef struct psx_hdr {
 	uint16_t type;

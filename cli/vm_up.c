@@ -48,6 +48,9 @@ struct up_vm {
 	void *egress_arg;
 	pthread_t sup;
 	bool sup_started;
+	/* While cli_vm_start waits (NULL after): true when its caller gives the start up. */
+	bool (*give_up)(const void *arg);
+	const void *give_up_arg;
 	atomic_bool quit;
 	vm_chan_kind chan;
 	unsigned cid;  /* the reserved guest CID (vsock), else 0 */
@@ -163,6 +166,10 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 	GUARD(vm_channel_open(&co, &ch));
 	custos_err e;
 	while ((e = probe(u, ch, health)) != CUSTOS_OK) {
+		if (u->give_up && u->give_up(u->give_up_arg)) {
+			vm_channel_close(ch);
+			return err_set(CUSTOS_ERR_CLOSED, "vm %s: start given up", u->name);
+		}
 		if (tm_mono_ns() >= deadline || atomic_load(&u->quit) || !vm_channel_alive(ch)) {
 			vm_channel_close(ch);
 			return err_wrap(e, "vm %s: model server not ready", u->name);
@@ -380,12 +387,13 @@ void cli_vm_stop(struct up_vm *u)
 }
 
 custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct audit_writer *audit,
+                        bool (*give_up)(const void *arg), const void *give_up_arg,
                         struct up_vm **out)
 {
 	const cfg_profile *pr =
 	        m->sandbox.profile ? &cfg->profiles[m->sandbox.profile_index] : NULL;
 	struct up_vm *u = xcalloc(1, sizeof(*u));
-	static int pin[VM_MAX_VCPUS]; /* only read by vm_start, under start_sandboxes */
+	static int pin[VM_MAX_VCPUS]; /* only read by vm_start: starts and reloads' starts */
 	vm_profile p;
 	custos_err e;
 
@@ -393,6 +401,8 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	u->last_event = -1;
 	u->model = xstrdup(m->id);
 	u->audit = audit;
+	u->give_up = give_up;
+	u->give_up_arg = give_up_arg;
 	u->port = m->sandbox.port ? m->sandbox.port : 8000;
 	u->timeout_ns = m->sandbox.health.start_timeout_ns ? m->sandbox.health.start_timeout_ns
 	                                                   : 120 * NS_PER_S;
@@ -430,6 +440,8 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 		         m->id, u->name, vm_chan_kind_name(u->chan), u->port);
 		e = bring_up(u, m->sandbox.health.path);
 	}
+	u->give_up = NULL; /* the supervisor thread's bring_up waits for the VM alone */
+	u->give_up_arg = NULL;
 	if (e == CUSTOS_OK && pthread_create(&u->sup, NULL, supervise, u) != 0)
 		e = err_set(CUSTOS_ERR_SYS, "vm %s: supervisor thread", u->name);
 	else if (e == CUSTOS_OK)

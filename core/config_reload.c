@@ -17,6 +17,7 @@
 struct rdiff {
 	char what[256];
 	bool found;
+	bool vm; /* it is a sandboxed VM's: a VM is never replaced by a reload */
 };
 
 static void note(struct rdiff *r, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
@@ -289,12 +290,6 @@ static bool sandboxed(const cfg_model *m)
 
 /* A process-sandboxed model may come or go by a reload (the supervisor starts or stops its
  * sandbox, and the egress listener inside it: docs/SANDBOX.md, "Reload"); a VM may not. */
-static void sandbox_set_diff(struct rdiff *r, const cfg_model *m, size_t i, const char *what)
-{
-	if (m->sandbox.type == CFG_SANDBOX_VM)
-		note(r, "models[%zu] (%s).sandbox (a sandboxed VM %s)", i, m->id, what);
-}
-
 /* The first difference between two sandbox blocks of one model (and the profiles they name),
  * under the prefix "models[k] (id).sandbox.". */
 static void sandbox_block_diff(struct rdiff *r, const custos_config *a, const cfg_model *o,
@@ -322,29 +317,22 @@ static void sandbox_block_diff(struct rdiff *r, const custos_config *a, const cf
 
 /* A process-sandboxed model that stays with other sandbox settings is replaced by the reload
  * (its new sandbox started beside the old one, the old one stopped once applied: docs/SANDBOX.md,
- * "Reload"); a VM that stays must be unchanged. A model that is not sandboxed may come, go or
- * change freely (its upstream is reloaded). */
+ * "Reload"); a VM that stays must be unchanged: its replacement would need the same domain name
+ * (custos-<id>), channel socket and vsock CID while the old VM still serves. Any sandboxed model,
+ * process or VM, may be added or removed (the supervisor starts or stops it); a model that is not
+ * sandboxed may come, go or change freely (its upstream is reloaded). */
 static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_config *b)
 {
-	for (size_t i = 0; i < b->n_models && !r->found; i++) {
-		const cfg_model *n = &b->models[i];
-		size_t k;
-		const cfg_model *o = model_by_id(a, n->id, &k);
-		if (sandboxed(n) && !sandboxed(o))
-			sandbox_set_diff(r, n, i, "added");
-	}
 	for (size_t i = 0; i < a->n_models && !r->found; i++) {
 		const cfg_model *o = &a->models[i];
-		if (!sandboxed(o))
-			continue;
 		size_t k;
 		const cfg_model *n = model_by_id(b, o->id, &k);
-		if (!sandboxed(n)) {
-			sandbox_set_diff(r, o, i, "removed");
+		if (!sandboxed(o) || !sandboxed(n))
 			continue;
-		}
-		if (o->sandbox.type == CFG_SANDBOX_VM || n->sandbox.type == CFG_SANDBOX_VM)
+		if (o->sandbox.type == CFG_SANDBOX_VM || n->sandbox.type == CFG_SANDBOX_VM) {
 			sandbox_block_diff(r, a, o, b, n, k);
+			r->vm = r->found;
+		}
 	}
 }
 
@@ -407,6 +395,14 @@ custos_err config_reload_check(const custos_config *running, const custos_config
 	SAME("proxy.", "self_sandbox", a->proxy.self_sandbox == b->proxy.self_sandbox);
 	if (!rd.found)
 		return CUSTOS_OK;
+	if (rd.vm)
+		return err_set(
+		        CUSTOS_ERR_INVAL,
+		        "reload: %s changed: a sandboxed VM is not replaced by a reload (its "
+		        "domain custos-<id>, channel and vsock CID would clash with its "
+		        "replacement): remove the model in one reload and add it back in "
+		        "the next, or restart custos",
+		        rd.what);
 	return err_set(CUSTOS_ERR_INVAL,
 	               "reload: %s changed: custos reads it at start only (restart custos to "
 	               "change it)",

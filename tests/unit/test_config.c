@@ -964,8 +964,8 @@ static char *text_edit(const char *text, const char *from, const char *to)
 }
 
 /* Without egress, a process-sandboxed model may be added, removed or changed by a reload (the
- * supervisor starts or stops it, or replaces its sandbox); a VM may neither come, go nor
- * change. */
+ * supervisor starts or stops it, or replaces its sandbox); a VM may come and go but not change
+ * (it is never replaced). */
 static void test_reload_sandbox_set(void **state)
 {
 	(void)state;
@@ -1009,21 +1009,36 @@ static void test_reload_sandbox_set(void **state)
 		config_free(next);
 		free(text);
 	}
-	/* A VM added, then removed: refused both ways. */
+	/* A VM added, then removed: applied both ways (the supervisor starts or stops it). */
 	char *bb = text_edit(a, "routes:", vm_model);
 	char *b = text_edit(bb, "q: {}", "q: {}, v: {vm: {kernel: /k, disk: /d}}");
 	free(bb);
 	custos_config *with_vm = parse_ok(b);
 	{
-		assert_int_not_equal(config_reload_check(running, with_vm), CUSTOS_OK);
-		assert_non_null(strstr(err_msg(), "(a sandboxed VM added)"));
-		assert_int_not_equal(config_reload_check(with_vm, running), CUSTOS_OK);
-		assert_non_null(strstr(err_msg(), "(a sandboxed VM removed)"));
+		if (config_reload_check(running, with_vm) != CUSTOS_OK)
+			fail_msg("a VM added refused: %s", err_msg());
+		assert_true(config_sandboxes_changed(running, with_vm));
+		if (config_reload_check(with_vm, running) != CUSTOS_OK)
+			fail_msg("a VM removed refused: %s", err_msg());
+		assert_true(config_sandboxes_changed(with_vm, running));
+		assert_false(config_sandbox_replaced(running, with_vm, "vm1"));
 		/* A VM that stays may not change (no replacement of a VM). */
 		char *c = text_edit(b, "profile: v, port: 8000", "profile: v, port: 8001");
 		custos_config *vm_moved = parse_ok(c);
 		assert_int_not_equal(config_reload_check(with_vm, vm_moved), CUSTOS_OK);
 		assert_non_null(strstr(err_msg(), "(vm1).sandbox.port (8000 -> 8001)"));
+		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
+		/* Nor become a process sandbox, nor a process sandbox a VM. */
+		char *d = text_edit(b, "{id: vm1, sandbox: {type: vm, profile: v, port: 8000}}",
+		                    "{id: vm1, sandbox: {profile: q, command: [/srv/m4]}}");
+		custos_config *vm_proc = parse_ok(d);
+		assert_int_not_equal(config_reload_check(with_vm, vm_proc), CUSTOS_OK);
+		assert_non_null(strstr(err_msg(), "(vm1).sandbox.type"));
+		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
+		assert_int_not_equal(config_reload_check(vm_proc, with_vm), CUSTOS_OK);
+		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
+		config_free(vm_proc);
+		free(d);
 		config_free(vm_moved);
 		free(c);
 		config_free(with_vm);

@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# ctest: serial (starts libvirtd and boots a VM under TCG)
+# A reload that adds, then removes, a VM-sandboxed model (docs/VM.md, "Reload"; docs/SANDBOX.md,
+# "Reload"), through the real system: libvirtd and virtlogd started by hand as in vm_tcg.sh, the
+# test guest built with scripts/vm-guest-image.sh, QEMU under TCG, channel virtio-serial. custos
+# starts with one model that is not sandboxed (a loopback fixture); then:
+#   - a reload adds vm-model (sandbox.type: vm): it is applied once the VM booted, QEMU was seen
+#     under seccomp and the channel is up; a chat through custos is answered from inside the
+#     guest, `custos ctl sandboxes` lists the VM (kind vm, running, its domain), the guest's
+#     egress reaches custos' egress proxy through the VM's listener with isolation vm (the policy
+#     lets only vm-isolated models read the confidential source: isolation process would be
+#     denied);
+#   - a reload that changes the VM's sandbox block is refused, naming it and why (a VM is never
+#     replaced by a reload), and the VM keeps answering;
+#   - a reload that removes it: 404 at once, the domain stopped (gone from `virsh list`), its stop
+#     audited (sandbox.vm stopped), no VM listed any more;
+#   - a reload adding it again whose guest never answers (wrong port, start_timeout 600 s): a
+#     SIGTERM meanwhile gives the reload up (refused, audited), the VM it was booting is stopped
+#     and custos exits with 0 long before the timeout;
+#   - no sanitizer report, `custos audit verify` passes.
+# Exit 0 pass, 1 fail, 77 skipped (reason printed).
+set -euo pipefail
+
+SRC=${CUSTOS_SRC:?CUSTOS_SRC is not set}
+BUILD=${CUSTOS_BUILD:?CUSTOS_BUILD is not set}
+CUSTOS=${CUSTOS_BIN:?CUSTOS_BIN is not set}
+AGENT=$BUILD/guest/custos-guest
+GUEST_MODEL=$BUILD/guest/custos-guest-model-server
+HOST_MODEL=${CUSTOS_FIXTURES:?}/model-server/model-server
+
+skip() {
+	echo "SKIPPED: $*"
+	exit 77
+}
+[ "$(id -u)" -eq 0 ] || skip "needs root to run a system libvirtd by hand"
+for t in libvirtd virtlogd virsh qemu-system-x86_64 busybox apt-get dpkg-deb cpio curl python3; do
+	command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/deps.sh)"
+done
+for f in "$AGENT" "$GUEST_MODEL" "$HOST_MODEL" "$CUSTOS"; do
+	[ -x "$f" ] || {
+		echo "FAIL: not built: $f"
+		exit 1
+	}
+done
+
+WORK=$(mktemp -d /tmp/custos-vm-reload.XXXXXX)
+chmod 755 "$WORK"
+NAME=""
+PIDS_TO_STOP=() # "pid" of processes this test started, stopped in reverse order
+VIRTLOGD_PID="" LIBVIRTD_PID="" CUSTOS_PID=""
+FAILED=0
+fail() {
+	echo "FAIL: $*"
+	FAILED=1
+}
+
+stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL
+	local pid=$1 _
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	set +e
+	stop_pid "$CUSTOS_PID"
+	[ -n "${URI:-}" ] && [ -n "$NAME" ] && virsh -c "$URI" destroy "$NAME" >/dev/null 2>&1
+	for ((i = ${#PIDS_TO_STOP[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PIDS_TO_STOP[$i]}"
+	done
+	stop_pid "$LIBVIRTD_PID"
+	stop_pid "$VIRTLOGD_PID"
+	if [ "$FAILED" -ne 0 ]; then
+		echo "--- custos up log"
+		grep -v '"egress.request' "$WORK/custos.log" 2>/dev/null | tail -40
+		echo "--- guest console"
+		tail -30 "$WORK/console.log" 2>/dev/null
+		echo "--- audit (vm events, reloads)"
+		cat "$WORK"/audit/*.jsonl 2>/dev/null | grep -E 'sandbox.vm|egress.request|policy.reload' | tail -12
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds (0) or SECONDS have passed (1),
+# the time CMD itself takes included. A condition that changes over time is a function (an
+# argument "$(...)" would be expanded once, before the first try).
+wait_for() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@" 2>/dev/null; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+}
+
+# ---- libvirt, by hand -------------------------------------------------------------------------
+# virtlogd: the QEMU driver talks to it at /run/libvirt/virtlogd-sock; reuse one that already
+# runs (a host with libvirt installed as a service), else start our own and stop it by PID.
+if [ -S /run/libvirt/virtlogd-sock ] && virt-admin -c virtlogd:///system version >/dev/null 2>&1; then
+	echo "using the running virtlogd"
+else
+	virtlogd -d -p "$WORK/virtlogd.pid" || skip "virtlogd does not start"
+	wait_for 10 test -s "$WORK/virtlogd.pid" || skip "virtlogd wrote no pidfile"
+	VIRTLOGD_PID=$(cat "$WORK/virtlogd.pid")
+fi
+# libvirtd: our own, with its sockets in $WORK. QEMU settings come from /etc/libvirt/qemu.conf:
+# Debian's defaults are user/group libvirt-qemu and seccomp_sandbox = 1 (both checked below on
+# the running QEMU rather than trusted).
+mkdir -p "$WORK/sock"
+cat >"$WORK/libvirtd.conf" <<EOF
+unix_sock_dir = "$WORK/sock"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+EOF
+libvirtd -d -p "$WORK/libvirtd.pid" -f "$WORK/libvirtd.conf" || skip "libvirtd does not start"
+wait_for 20 test -S "$WORK/sock/libvirt-sock" || skip "libvirtd made no socket"
+LIBVIRTD_PID=$(cat "$WORK/libvirtd.pid")
+URI="qemu+unix:///system?socket=$WORK/sock/libvirt-sock"
+virsh -c "$URI" version >/dev/null 2>&1 || skip "libvirtd does not answer on $URI"
+
+
+# ---- host side: the plain model and the data source the VM may read --------------------------
+"$HOST_MODEL" --listen 127.0.0.1:0 --port-file "$WORK/data.port" --mode canned \
+	--canned "data from the host" >"$WORK/data.log" 2>&1 &
+PIDS_TO_STOP+=($!)
+wait_for 10 test -s "$WORK/data.port" || {
+	fail "host fixture did not start"
+	exit 1
+}
+DPORT=$(cat "$WORK/data.port")
+
+# ---- guest image ------------------------------------------------------------------------------
+# Run by the guest's init at boot: one allowed egress call through custos-guest's loopback proxy
+# (retried until custos serves the VM's egress listener, from the reload's COMMIT on).
+cat >"$WORK/egress-hook.sh" <<EOF
+export http_proxy=http://127.0.0.1:3128
+n=0
+until wget -q -O /tmp/eg http://127.0.0.1:$DPORT/v1/models 2>/tmp/eg.err; do
+	n=\$((n + 1))
+	[ \$n -lt 600 ] || break
+	sleep 0.2
+done
+if [ -s /tmp/eg ]; then echo "EGRESS-OK \$(cat /tmp/eg)"; else echo "EGRESS-FAIL \$(cat /tmp/eg.err)"; fi
+EOF
+IMG=$BUILD/vm-image-reload
+if ! CUSTOS_VM_GUEST_HOOK="$WORK/egress-hook.sh" bash "$SRC/scripts/vm-guest-image.sh" "$IMG" \
+	"$AGENT" "$GUEST_MODEL" --mode canned --canned "Hello from inside the VM." \
+	>"$WORK/image.log" 2>&1; then
+	cat "$WORK/image.log"
+	if grep -q "apt-get download\|package lists" "$WORK/image.log"; then
+		skip "the guest kernel could not be fetched from the Debian archive"
+	fi
+	echo "FAIL: building the guest image"
+	exit 1
+fi
+chmod 755 "$BUILD" "$IMG" 2>/dev/null || true
+chmod 644 "$IMG/vmlinuz" "$IMG/initrd.img"
+
+# ---- custos.yaml (without, with the VM, with it changed), policy, audit key --------------------
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_IN=$(port)
+P_EG=$(port)
+KEY=test-key-vm-user
+KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+"$CUSTOS" audit keygen "$WORK/keys" >/dev/null
+mkdir -p "$WORK/chan"
+chown libvirt-qemu: "$WORK/chan" 2>/dev/null || chmod 1777 "$WORK/chan"
+# conf VM_BLOCK: custos.yaml with the plain model, then VM_BLOCK (empty: no VM model).
+conf() {
+	cat >"$WORK/custos.yaml.new" <<EOF
+version: 1
+log: { level: info, format: text }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+auth:
+  api_keys:
+    - { id: alice, sha256: "$KEYSHA" }
+models:
+  - { id: plain-model, upstream: { url: "http://127.0.0.1:$DPORT" } }
+$1
+sandbox_profiles:
+  tcg-guest:
+    vm:
+      type: qemu
+      libvirt_uri: "$URI"
+      vcpus: 1
+      memory: 256MiB
+      kernel: $IMG/vmlinuz
+      initrd: $IMG/initrd.img
+      cmdline: "console=ttyS0 quiet panic=-1"
+      channel: virtio-serial
+      channel_socket: $WORK/chan/mux.sock
+      console_log: $WORK/console.log
+data_sources:
+  - { id: host-data, url: "http://127.0.0.1:$DPORT/", classification: confidential, allow_private_addresses: true }
+egress:
+  port: $P_EG
+audit: { dir: "$WORK/audit", signing_key: "$WORK/keys/audit.key" }
+admin: { socket: "$WORK/admin.sock" }
+policy: { file: "$WORK/policy.yaml" }
+EOF
+	chmod 600 "$WORK/custos.yaml.new"
+	mv "$WORK/custos.yaml.new" "$WORK/custos.yaml"
+}
+vm_model() { # vm_model PORT
+	cat <<EOF
+  - id: vm-model
+    sandbox:
+      type: vm
+      profile: tcg-guest
+      port: $1
+      health: { start_timeout: 180s }
+EOF
+}
+cat >"$WORK/policy.yaml" <<EOF
+version: 1
+mode: enforce
+principals:
+  alice: { match: { api_key_sha256: "$KEYSHA" } }
+models:
+  vm-model: { isolation: vm }
+data:
+  host-data: { url: "http://127.0.0.1:$DPORT/", classification: confidential }
+rules:
+  - id: chat-alice
+    effect: allow
+    when: { direction: ingress, principal: alice }
+  - id: vm-models-read-host-data
+    effect: allow
+    when: { direction: egress, data: host-data, method: GET, model.isolation: { at_least: vm } }
+  - id: confidential-needs-vm
+    effect: deny
+    when: { direction: egress, data.classification: { above: internal }, model.isolation: { below: vm } }
+EOF
+chmod 600 "$WORK/policy.yaml"
+conf "$(vm_model 8000)"
+"$CUSTOS" config check "$WORK/custos.yaml" >"$WORK/check.log" 2>&1 || {
+	cat "$WORK/check.log"
+	fail "test config (with the VM) does not check"
+	exit 1
+}
+conf ""
+"$CUSTOS" config check "$WORK/custos.yaml" >"$WORK/check.log" 2>&1 || {
+	cat "$WORK/check.log"
+	fail "test config (without the VM) does not check"
+	exit 1
+}
+
+# ---- custos up without the VM ------------------------------------------------------------------
+NAME=custos-vm-model
+"$CUSTOS" up -c "$WORK/custos.yaml" >"$WORK/custos.log" 2>&1 &
+CUSTOS_PID=$!
+up_ready() { grep -q "up: listener 1 on port $P_IN" "$WORK/custos.log"; }
+up_ready_or_exited() { up_ready || ! kill -0 "$CUSTOS_PID" 2>/dev/null; }
+wait_for 60 up_ready_or_exited || true
+if ! up_ready; then
+	fail "custos up did not become ready"
+	exit 1
+fi
+ctl() { "$CUSTOS" ctl --socket "$WORK/admin.sock" "$@"; }
+# chat MODEL: the HTTP status; the body in $WORK/reply
+chat() {
+	curl --silent --show-error --max-time 30 -o "$WORK/reply" -w '%{http_code}' \
+		"http://127.0.0.1:$P_IN/v1/chat/completions" \
+		-H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
+		-d '{"model":"'"$1"'","messages":[{"role":"user","content":"hello"}]}'
+}
+check() { # check WHAT GOT WANT
+	if [ "$2" = "$3" ]; then echo "ok - $1"; else fail "$1: got $2, want $3"; fi
+}
+# (grep -c, not -q, at the end of a pipe: under pipefail -q's early exit can SIGPIPE the writer)
+domain_running() { [ "$(virsh -c "$URI" list --name | grep -cx "$NAME")" -ge 1 ]; }
+trail() { cat "$WORK"/audit/*.jsonl 2>/dev/null; }
+check "the plain model answers before the VM is added" "$(chat plain-model)" 200
+check "the VM model is unknown before it is added" "$(chat vm-model)" 404
+domain_running && fail "domain $NAME runs before the reload adds it"
+
+# ---- 1. a reload adds the VM --------------------------------------------------------------------
+conf "$(vm_model 8000)"
+rc=0
+out=$(ctl --timeout 300 policy reload 2>&1) || rc=$?
+echo "reload: $out"
+check "the reload adding a VM model is applied" "$rc" 0
+code=$(chat vm-model)
+check "the added VM model answers right after the reload" "$code" 200
+grep -q '"content":"Hello from inside the VM."' "$WORK/reply" ||
+	fail "the reply does not come from inside the VM: $(cat "$WORK/reply")"
+check "the plain model still answers" "$(chat plain-model)" 200
+grep -q "vm $NAME: QEMU pid [0-9]* runs under a seccomp filter" "$WORK/custos.log" ||
+	fail "the added VM was routed to without its seccomp check logged"
+domain_running || fail "domain $NAME is not in virsh list after the reload"
+SBX=$(ctl sandboxes) || fail "ctl sandboxes failed"
+if python3 - "$SBX" <<'PY'; then
+import json, sys
+vms = [s for s in json.loads(sys.argv[1])["sandboxes"] if s.get("kind") == "vm"]
+assert len(vms) == 1, vms
+v = vms[0]
+assert v["id"] == "vm-model" and v["state"] == "running", v
+assert v["vm"]["domain"] == "custos-vm-model" and v["vm"]["seccomp"] == "filter", v
+assert v["vm"]["routable"] is True, v
+PY
+	echo "ok - ctl sandboxes lists the added VM: kind vm, running, domain custos-vm-model, seccomp filter"
+else
+	fail "ctl sandboxes after the add: $SBX"
+fi
+wait_for 180 grep -q "EGRESS-OK\|EGRESS-FAIL" "$WORK/console.log" ||
+	fail "the guest's egress call did not finish"
+if grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log"; then
+	echo "ok - egress from the added VM allowed by the rule for vm-isolated models"
+else
+	fail "egress from the added VM: $(grep EGRESS- "$WORK/console.log")"
+fi
+vm_allowed() {
+	[ "$(trail | grep '"egress.request"' | grep '"model":"vm-model"' |
+		grep '"decision":"allow"' | grep -c '"rules":"vm-models-read-host-data"')" -ge 1 ]
+}
+wait_for 20 vm_allowed || fail "no allowed egress.request of vm-model (isolation vm) in the trail"
+
+# ---- 2. a reload that changes the VM: refused, the VM stays ------------------------------------
+conf "$(vm_model 8001)"
+rc=0
+out=$(ctl --timeout 60 policy reload 2>&1) || rc=$?
+check "a reload changing the VM's sandbox block is refused" "$rc" 1
+grep -q "(vm-model).sandbox.port (8000 -> 8001) changed: a sandboxed VM is not replaced by a reload" <<<"$out" ||
+	fail "the refusal does not say why: $out"
+check "the VM model still answers after the refused change" "$(chat vm-model)" 200
+
+# ---- 3. a reload removes the VM -----------------------------------------------------------------
+conf ""
+rc=0
+out=$(ctl --timeout 120 policy reload 2>&1) || rc=$?
+echo "reload: $out"
+check "the reload removing the VM model is applied" "$rc" 0
+check "the removed VM model is unknown at once" "$(chat vm-model)" 404
+check "the plain model still answers" "$(chat plain-model)" 200
+domain_gone() { ! domain_running; }
+wait_for 60 domain_gone || fail "domain $NAME still runs 60 s after the reload removed it"
+stop_audited() {
+	[ "$(trail | grep '"sandbox.vm"' | grep '"model":"vm-model"' | grep -c '"action":"stopped"')" -ge 1 ]
+}
+wait_for 20 stop_audited || fail "the VM's stop is not audited (sandbox.vm stopped)"
+SBX=$(ctl sandboxes) || fail "ctl sandboxes failed"
+if grep -q '"kind":"vm"' <<<"$SBX"; then
+	fail "a VM still listed: $SBX"
+else
+	echo "ok - removed: 404 at once, domain gone from virsh list, stop audited, not listed"
+fi
+
+# ---- 4. SIGTERM while a reload waits for the VM it adds ------------------------------------------
+# The guest's model server listens on 8000, not 8009: the start would wait its whole
+# start_timeout (600 s). A SIGTERM meanwhile gives the reload up: custos stops the VM it was
+# booting and exits long before that (the limit here is a fifth of it).
+conf "$(vm_model 8009 | sed 's/start_timeout: 180s/start_timeout: 600s/')"
+boots() { grep -c "VM $NAME started (channel virtio-serial)" "$WORK/custos.log" || true; }
+ctl --timeout 700 policy reload >"$WORK/reload4.out" 2>&1 &
+RELOADER=$!
+booted_again() { [ "$(boots)" -ge 2 ]; }
+wait_for 120 booted_again || fail "the reload did not boot the VM again"
+wait_for 60 domain_running || fail "domain $NAME not running during the pending reload"
+kill -TERM "$CUSTOS_PID"
+exited() { ! kill -0 "$CUSTOS_PID" 2>/dev/null; }
+if wait_for 120 exited; then
+	echo "ok - custos exited on SIGTERM during a reload waiting for its VM"
+else
+	fail "custos still runs 120 s after SIGTERM during the VM reload"
+	kill -KILL "$CUSTOS_PID" 2>/dev/null || true
+fi
+rc=0
+wait "$CUSTOS_PID" 2>/dev/null || rc=$?
+CUSTOS_PID=""
+[ "$rc" -eq 0 ] || fail "custos up exited with $rc after SIGTERM"
+rc=0
+wait "$RELOADER" || rc=$?
+[ "$rc" -ne 0 ] || fail "the reload given up succeeded: $(cat "$WORK/reload4.out")"
+domain_running && fail "domain $NAME still runs after custos stopped"
+[ "$(trail | grep '"policy.reload"' | grep -c '"outcome":"refused".*custos is stopping')" -ge 1 ] ||
+	fail "the reload given up is not audited as refused (custos is stopping)"
+
+# ---- the whole run ------------------------------------------------------------------------------
+grep -q "Sanitizer" "$WORK/custos.log" && fail "sanitizer report from custos up"
+[ "$(trail | grep '"policy.reload"' | grep -c '"outcome":"refused".*not replaced by a reload')" -ge 1 ] ||
+	fail "the refused change is not audited"
+out=$("$CUSTOS" audit verify --pubkey "$WORK/keys/audit.pub" "$WORK/audit" 2>&1) ||
+	fail "custos audit verify: $out"
+
+if [ "$FAILED" -ne 0 ]; then
+	exit 1
+fi
+echo "PASS: vm_reload"
