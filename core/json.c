@@ -111,6 +111,8 @@ custos_err json_escape(buf *b, span s)
 	const unsigned char *p = (const unsigned char *)s.ptr;
 	size_t i = 0, run = 0;
 
+	if (s.len == 0) /* (NULL, 0) too: the span of a buf never written; NULL + 0 is UB */
+		return CUSTOS_OK;
 	while (i < s.len) {
 		unsigned char c = p[i];
 		const char *esc = NULL;

@@ -143,6 +143,14 @@ static const char *det_name(const ingress_insp *ip, int id)
 
 static custos_err args_decode(slot *sl, span in, bool fin, buf *out);
 
+/* Byte `at` of b's contents; b may never have been written (no storage, at 0): NULL + 0 is
+ * undefined behaviour, so "" then. */
+static const char *buf_at(const buf *b, size_t at)
+{
+	const uint8_t *p = buf_ptr(b);
+	return p ? (const char *)p + at : "";
+}
+
 /* Whether a request asks for logprobs (chat: "logprobs": true, completions: a number; or
  * top_logprobs): their token texts would carry a value past a stream's redaction. */
 static bool asks_logprobs(span body)
@@ -743,6 +751,9 @@ static bool str_ends(span s, const char *lit)
 }
 
 static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_event *ev);
+static custos_err part_write(ingress_insp *ip, inspect_scratch *s, slot *sl, const sse_event *ev,
+                             jsonr_val root, span str, const char *const *known, size_t n,
+                             const char *k0, const char *k1, const char *k2);
 
 /* The responses API streams text as events such as {"type":"response.output_text.delta",
  * "item_id":..,"output_index":..,"content_index":..,"delta":".."}: every event whose type ends
@@ -821,19 +832,14 @@ static custos_err resp_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 		sl->pos_len = n;
 		GUARD(buf_append_span(&sl->dtype, v[0].raw));
 	}
-	buf_reset(&sl->last);
-	buf_reset(&sl->etyp);
-	GUARD(buf_append_span(&sl->last, ev->data));
-	GUARD(buf_append_span(&sl->etyp, ev->type));
-	sl->dat = (size_t)(v[1].str.ptr - ev->data.ptr);
-	sl->dlen = v[1].str.len;
 	buf_reset(&ip->rel);
 	GUARD(slot_feed(ip, s, sl, v[1].str, true, false, &ip->rel));
-	jsonr_edit ed = { .at = v[1].str, .text = buf_span(&ip->rel) };
-	buf_reset(&ip->tmp);
-	GUARD(jsonr_rewrite(ev->data, &ed, 1, &ip->tmp));
 	*handled = true;
-	return sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
+	/* the event's other strings (besides its type and item id) are inspected whole */
+	const char *known[3] = { v[1].str.ptr, v[0].str.ptr,
+		                 (got & 4) && v[2].type == JSONR_STRING ? v[2].str.ptr : NULL };
+	return part_write(ip, s, sl, ev, root, v[1].str, known, CUSTOS_ARRAY_LEN(known), "delta",
+	                  NULL, NULL);
 }
 
 static custos_err block_redact(ingress_insp *ip, inspect_scratch *s, span data, buf *out);
@@ -875,6 +881,53 @@ static bool other_strings(jsonr_val v, const char *const *skip, size_t n)
 		if (other_strings(x, skip, n))
 			return true;
 	return false;
+}
+
+/* Writes a delta event of part sl: its streamed string str (at member path k0.k1.k2 of
+ * ev->data) replaced by what was released (ip->rel). The rest of the event, the streamed string
+ * blanked, is inspected whole when it holds a string other than those starting at known[0..n)
+ * (the streamed one, the event's types and ids; most events hold none), so a text a server
+ * puts beside the delta is not passed uninspected. The event so written is the template of the
+ * one that carries the part's tail. DENIED: the closing events are in ip->out. */
+static custos_err part_write(ingress_insp *ip, inspect_scratch *s, slot *sl, const sse_event *ev,
+                             jsonr_val root, span str, const char *const *known, size_t n,
+                             const char *k0, const char *k1, const char *k2)
+{
+	buf blank, red;
+	buf_init(&blank, SSE_MAX_EVENT_BYTES);
+	buf_init(&red, INSP_OUT_MAX);
+	span base = ev->data, at = str;
+	custos_err e = CUSTOS_OK;
+	if (other_strings(root, known, n)) {
+		jsonr_edit blanked = { .at = str, .text = span_of("", 0) };
+		e = jsonr_rewrite(ev->data, &blanked, 1, &blank);
+		if (e == CUSTOS_OK)
+			e = block_redact(ip, s, buf_span(&blank), &red);
+		if (e == CUSTOS_ERR_DENIED)
+			e = sse_deny(ip, ip->rsum.deny_detector);
+		base = buf_span(&red);
+		if (e == CUSTOS_OK && (!member_str(base, k0, k1, k2, &at) || at.len != 0))
+			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
+	}
+	if (e == CUSTOS_OK) {
+		jsonr_edit ed = { .at = at, .text = buf_span(&ip->rel) };
+		buf_reset(&ip->tmp);
+		e = jsonr_rewrite(base, &ed, 1, &ip->tmp);
+	}
+	if (e == CUSTOS_OK) { /* the template of the event that carries the tail */
+		buf_reset(&sl->last);
+		buf_reset(&sl->etyp);
+		sl->dat = (size_t)(at.ptr - base.ptr);
+		sl->dlen = buf_used(&ip->tmp) + at.len - base.len;
+		e = buf_append_span(&sl->last, buf_span(&ip->tmp));
+		if (e == CUSTOS_OK)
+			e = buf_append_span(&sl->etyp, ev->type);
+	}
+	if (e == CUSTOS_OK)
+		e = sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
+	buf_free(&blank);
+	buf_free(&red);
+	return e;
 }
 
 static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_event *ev,
@@ -1025,44 +1078,8 @@ static custos_err part_event(ingress_insp *ip, inspect_scratch *s, const sse_eve
 	*handled = true;
 	buf_reset(&ip->rel);
 	GUARD(slot_feed(ip, s, sl, str, true, fin, &ip->rel));
-	/* The rest of the event, the streamed string blanked, is inspected whole when it holds a
-	 * string other than the streamed one and the event's types (most events hold none). */
-	buf blank, red;
-	buf_init(&blank, SSE_MAX_EVENT_BYTES);
-	buf_init(&red, INSP_OUT_MAX);
-	span base = ev->data, at = str;
-	custos_err e = CUSTOS_OK;
 	known[0] = str.ptr;
-	if (other_strings(root, known, CUSTOS_ARRAY_LEN(known))) {
-		jsonr_edit blanked = { .at = str, .text = span_of("", 0) };
-		e = jsonr_rewrite(ev->data, &blanked, 1, &blank);
-		if (e == CUSTOS_OK)
-			e = block_redact(ip, s, buf_span(&blank), &red);
-		if (e == CUSTOS_ERR_DENIED)
-			e = sse_deny(ip, ip->rsum.deny_detector);
-		base = buf_span(&red);
-		if (e == CUSTOS_OK && (!member_str(base, k0, k1, k2, &at) || at.len != 0))
-			e = err_set(CUSTOS_ERR_INTERNAL, "inspect: a streamed member moved");
-	}
-	if (e == CUSTOS_OK) {
-		jsonr_edit ed = { .at = at, .text = buf_span(&ip->rel) };
-		buf_reset(&ip->tmp);
-		e = jsonr_rewrite(base, &ed, 1, &ip->tmp);
-	}
-	if (e == CUSTOS_OK) { /* the template of the event that carries the tail */
-		buf_reset(&sl->last);
-		buf_reset(&sl->etyp);
-		sl->dat = (size_t)(at.ptr - base.ptr);
-		sl->dlen = buf_used(&ip->tmp) + at.len - base.len;
-		e = buf_append_span(&sl->last, buf_span(&ip->tmp));
-		if (e == CUSTOS_OK)
-			e = buf_append_span(&sl->etyp, ev->type);
-	}
-	if (e == CUSTOS_OK)
-		e = sse_write_event_from(&ip->out, ev, buf_span(&ip->tmp));
-	buf_free(&blank);
-	buf_free(&red);
-	return e;
+	return part_write(ip, s, sl, ev, root, str, known, CUSTOS_ARRAY_LEN(known), k0, k1, k2);
 }
 
 /* Whole-text fallback for data that is no chunk (an error object...): every string value. */
@@ -1228,7 +1245,7 @@ static custos_err name_acc_get(ingress_insp *ip, uint32_t choice, uint32_t tool,
 static custos_err name_release(ingress_insp *ip, inspect_scratch *s, name_acc *na, size_t a,
                                buf *dst)
 {
-	span piece = span_of((const char *)buf_ptr(&na->text) + a, buf_used(&na->text) - a);
+	span piece = span_of(buf_at(&na->text, a), buf_used(&na->text) - a);
 	inspect_findings alone = { 0 }, joined = { 0 };
 	custos_err e = inspect_scan(ip->eng, s, &ip->response, piece, &alone);
 	if (e == CUSTOS_OK && a > 0 && piece.len > 0)
@@ -1344,7 +1361,7 @@ static custos_err name_hold_keep(ingress_insp *ip)
 {
 	if (!ip->nh_on)
 		return CUSTOS_OK;
-	GUARD(buf_append(&ip->nh_buf, buf_ptr(&ip->out) + ip->nh_from,
+	GUARD(buf_append(&ip->nh_buf, buf_at(&ip->out, ip->nh_from),
 	                 buf_used(&ip->out) - ip->nh_from));
 	buf_cut(&ip->out, ip->nh_from);
 	ip->nh_from = 0;
@@ -1553,7 +1570,7 @@ static custos_err sse_event_out(ingress_insp *ip, inspect_scratch *s, const sse_
 		if (ck.deltas[k].finish_reason.len)
 			GUARD(sse_finish(ip, s, ck.deltas[k].choice));
 	for (size_t i = 0; i < ne; i++)
-		edits[i].text = span_of((const char *)buf_ptr(&ip->rel) + off[i], len[i]);
+		edits[i].text = span_of(buf_at(&ip->rel, off[i]), len[i]);
 	for (size_t i = 1; i < ne; i++) /* edits go in document order */
 		for (size_t j = i; j > 0 && edits[j].at.ptr < edits[j - 1].at.ptr; j--) {
 			jsonr_edit t = edits[j];

@@ -218,6 +218,8 @@ ssize_t sse_parse(sse_parser *p, const char *in, size_t len, sse_event *ev, bool
 static custos_err write_event(buf *out, span type, const sse_event *ev, span data, size_t at,
                               size_t *out_at)
 {
+	if (data.len == 0) /* (NULL, 0) too, the span of a buf never written: NULL + 0 is UB */
+		data = span_of("", 0);
 	if (type.len > 0) {
 		ENSURE(memchr(type.ptr, '\n', type.len) == NULL &&
 		               memchr(type.ptr, '\r', type.len) == NULL,
@@ -227,8 +229,8 @@ static custos_err write_event(buf *out, span type, const sse_event *ev, span dat
 		GUARD(buf_append_byte(out, '\n'));
 	}
 	if (ev && ev->has_id) { /* a value from one line: it holds no line break */
-		ENSURE(memchr(ev->id.ptr, '\n', ev->id.len) == NULL &&
-		               memchr(ev->id.ptr, '\r', ev->id.len) == NULL,
+		ENSURE(ev->id.len == 0 || (memchr(ev->id.ptr, '\n', ev->id.len) == NULL &&
+		                           memchr(ev->id.ptr, '\r', ev->id.len) == NULL),
 		       CUSTOS_ERR_INVAL, "SSE event id with a line break");
 		GUARD(buf_append(out, "id: ", 4));
 		GUARD(buf_append(out, ev->id.ptr, ev->id.len));

@@ -244,6 +244,23 @@ static void test_writer(void **state)
 	buf_reset(&out);
 	assert_int_equal(sse_write_event(&out, SPAN_LIT("a\nb"), SPAN_LIT("x")), CUSTOS_ERR_INVAL);
 	assert_int_equal(sse_write_comment(&out, SPAN_LIT("a\rb")), CUSTOS_ERR_INVAL);
+	/* An empty id and data given as the span of a buf never written, (NULL, 0): written
+	 * without offsetting NULL (undefined behaviour, which clang's -fsanitize=undefined stops
+	 * on; found by fuzz_ingress_inspect on an event whose data redacts to nothing). */
+	sse_parser p;
+	sse_event ev;
+	bool have = false;
+	buf none;
+	sse_parser_init(&p, 0);
+	buf_init(&none, 16);
+	assert_int_equal(sse_parse(&p, "id\ndata\n\n", 9, &ev, &have), 9);
+	assert_true(have && ev.has_id && ev.id.len == 0);
+	buf_reset(&out);
+	assert_null(buf_span(&none).ptr);
+	assert_int_equal(sse_write_event_from(&out, &ev, buf_span(&none)), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "id: \ndata: \n\n"));
+	sse_parser_free(&p);
+	buf_free(&none);
 	buf_free(&out);
 }
 

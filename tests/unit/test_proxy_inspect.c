@@ -478,6 +478,64 @@ static void test_sse_responses_split(void **state)
 	buf_free(&client);
 }
 
+/* A responses-API delta event with another string beside its "delta" (OpenAI's
+ * "obfuscation" padding; any text a server puts there): that string is inspected whole, as
+ * in Anthropic-style and llama.cpp events, and the copy of the event that carries the tail
+ * holds it as redacted. It used to pass uninspected (found by fuzz_ingress_inspect). Negative
+ * first: a string with nothing in it goes out unchanged. */
+static void test_sse_responses_other_members(void **state)
+{
+	(void)state;
+	buf body, client;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	static const char ev1[] =
+	        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+	        "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Card "
+	        "4111 "
+	        "1111 \",\"obfuscation\":\"%s\"}\n\n";
+	static const char ev2[] =
+	        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+	        "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"1111 "
+	        "1111.\",\"obfuscation\":\"%s\"}\n\n";
+	static const char done[] =
+	        "event: response.completed\ndata: {\"type\":\"response.completed\","
+	        "\"response\":{\"id\":\"resp_1\"}}\n\n";
+	assert_int_equal(buf_printf(&body, ev1, "Zq3x"), CUSTOS_OK);
+	assert_int_equal(buf_printf(&body, ev2, "k9"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, done), CUSTOS_OK);
+	resp_view v;
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	resp_read(buf_span(&client), &v);
+	assert_string_equal(v.text[0], "Card [REDACTED:PAYMENT_CARD].");
+	assert_non_null(
+	        memmem(buf_ptr(&client), buf_used(&client), "\"obfuscation\":\"Zq3x\"", 20));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "\"obfuscation\":\"k9\"", 18));
+	/* a card whole in the other member, in the first event (whose copy carries no tail) and in
+	 * the last (whose copy carries the tail) */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_printf(&body, ev1, "card 4111111111111111 ok"), CUSTOS_OK);
+	assert_int_equal(buf_printf(&body, ev2, "card 5555 5555 5555 4444 ok"), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, done), CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	resp_read(buf_span(&client), &v);
+	assert_string_equal(v.text[0], "Card [REDACTED:PAYMENT_CARD].");
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "4111", 4));
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "5555", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client),
+	                       "\"obfuscation\":\"card [REDACTED:PAYMENT_CARD] ok\"", 47));
+	/* a key there is denied */
+	buf_reset(&body);
+	buf_reset(&client);
+	assert_int_equal(buf_printf(&body, ev1, "key AKIAIOSFODNN7EXAMPLE"), CUSTOS_OK);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_ERR_DENIED);
+	assert_null(memmem(buf_ptr(&client), buf_used(&client), "AKIA", 4));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "content_denied", 14));
+	buf_free(&body);
+	buf_free(&client);
+}
+
 /* Parts are streams of their own: two content parts interleaved, function-call arguments (JSON
  * in pieces, masks quoted where they stand for a number), a deny mid-part, token logprobs
  * written []; a stream without [DONE] or terminal event is finished at the end of the body.
@@ -1293,6 +1351,49 @@ static void test_sse_anthropic(void **state)
 	buf_free(&client);
 }
 
+static void check_empty_chat(span c)
+{
+	assert_part(c, SEL_CHAT, 0, 0, "content", "Card [REDACTED:PAYMENT_CARD].");
+	assert_part(c, SEL_CHAT, 0, 0, "args", "{\"c\":\"[REDACTED:PAYMENT_CARD]\"}");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+}
+
+static void check_empty_anth(span c)
+{
+	assert_part(c, SEL_ANTH, 0, 0, "text", "Card [REDACTED:PAYMENT_CARD].");
+	assert_null(memmem(c.ptr, c.len, "1111", 4));
+}
+
+/* Empty texts first, as servers send them (a role chunk with "content": "", a tool call's
+ * empty name and arguments, an Anthropic block's first empty text_delta): nothing has been
+ * released yet, so the released text is the span of a buffer never written, (NULL, 0). It
+ * was offset (NULL + 0) and escaped from there: undefined behaviour, which clang's
+ * -fsanitize=undefined stops on (found by fuzz_ingress_inspect). */
+static void test_sse_empty_texts_first(void **state)
+{
+	(void)state;
+	buf body;
+	buf_init(&body, 1 << 16);
+	chat_ev(&body, 0, "{\"role\":\"assistant\",\"content\":\"\"}", NULL);
+	chat_ev(&body, 0,
+	        "{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"\","
+	        "\"arguments\":\"\"}}]}",
+	        NULL);
+	chat_ev(&body, 0, "{\"content\":\"Card 4111 1111 \"}", NULL);
+	tool_ev(&body, 0, 0, "{\"c\":\"4111 1111 ");
+	tool_ev(&body, 0, 0, "1111 1111\"}");
+	chat_ev(&body, 0, "{\"content\":\"1111 1111.\"}", "\"stop\"");
+	assert_int_equal(buf_append_cstr(&body, "data: [DONE]\n\n"), CUSTOS_OK);
+	every_cut(buf_span(&body), CUSTOS_OK, check_empty_chat);
+	buf_reset(&body);
+	anth_delta(&body, 0, "text_delta", "text", "");
+	anth_delta(&body, 0, "text_delta", "text", "Card 4111 1111 ");
+	anth_delta(&body, 0, "text_delta", "text", "1111 1111.");
+	anth_ev(&body, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
+	every_cut(buf_span(&body), CUSTOS_OK, check_empty_anth);
+	buf_free(&body);
+}
+
 /* The cited texts of block idx's citations_delta events, joined, in *out. */
 static void cited_text(span sse, uint32_t idx, buf *out)
 {
@@ -1952,6 +2053,7 @@ int main(void)
 		cmocka_unit_test(test_sse_not_a_chunk),
 		cmocka_unit_test(test_sse_responses_split),
 		cmocka_unit_test(test_sse_responses_parts),
+		cmocka_unit_test(test_sse_responses_other_members),
 		cmocka_unit_test(test_sse_logprobs_dropped),
 		cmocka_unit_test(test_sse_no_done),
 		cmocka_unit_test(test_sse_tool_call_args),
@@ -1960,6 +2062,7 @@ int main(void)
 		cmocka_unit_test(test_sse_chat_more_members),
 		cmocka_unit_test(test_sse_tool_name_held),
 		cmocka_unit_test(test_sse_anthropic),
+		cmocka_unit_test(test_sse_empty_texts_first),
 		cmocka_unit_test(test_sse_anthropic_citations),
 		cmocka_unit_test(test_sse_content_parts_mixed),
 		cmocka_unit_test(test_sse_llama_completion),
