@@ -436,23 +436,28 @@ static bool unix_peer_ok(struct admin_server *s, struct MHD_Connection *c, char 
 	return false;
 }
 
-static bool tcp_token_ok(struct admin_server *s, struct MHD_Connection *c, char *who, size_t wsz)
+/* A TCP caller's address as text ("?" when libmicrohttpd has none). */
+static void peer_host(struct MHD_Connection *c, char host[static INET6_ADDRSTRLEN])
 {
 	const union MHD_ConnectionInfo *ci =
 	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	char host[INET6_ADDRSTRLEN] = "?";
+	host[0] = '?';
+	host[1] = '\0';
+	if (ci == NULL || ci->client_addr == NULL)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
+		          INET6_ADDRSTRLEN);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+		          host, INET6_ADDRSTRLEN);
+}
 
-	if (ci && ci->client_addr) {
-		const struct sockaddr *sa = ci->client_addr;
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET,
-			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
-			          sizeof(host));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6,
-			          &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
-			          sizeof(host));
-	}
+static bool tcp_token_ok(struct admin_server *s, struct MHD_Connection *c, char *who, size_t wsz)
+{
+	char host[INET6_ADDRSTRLEN];
+	peer_host(c, host);
 	snprintf(who, wsz, "tcp:%s", host);
 	const char *h =
 	        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -505,20 +510,8 @@ static void conn_who(const struct admin_listener *l, struct MHD_Connection *c, i
 			snprintf(who, wsz, "uid:%u", (unsigned)cred.uid);
 		return;
 	}
-	const union MHD_ConnectionInfo *ci =
-	        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	char host[INET6_ADDRSTRLEN] = "?";
-	if (ci && ci->client_addr) {
-		const struct sockaddr *sa = ci->client_addr;
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET,
-			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
-			          sizeof(host));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6,
-			          &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
-			          sizeof(host));
-	}
+	char host[INET6_ADDRSTRLEN];
+	peer_host(c, host);
 	snprintf(who, wsz, "tcp:%s", host);
 }
 
