@@ -405,7 +405,8 @@ struct sandbox {
 	custos_err first_err;
 	char first_msg[SB_MSG_MAX];
 	int last_status;
-	int stop_efd; /* eventfd waking the monitor */
+	pid_t last_pid; /* the last instance's pid (0: none ran): named by the STOP event */
+	int stop_efd;   /* eventfd waking the monitor */
 	unsigned restarts;
 };
 

@@ -356,6 +356,7 @@ static void end_instance(sandbox *sb, int status)
 	pthread_mutex_lock(&sb->mu);
 	sb->running = false;
 	sb->last_status = status;
+	sb->last_pid = pid;
 	sb_sockfactory_stop(&sb->factory);
 	sb_instance_close(&sb->cur);
 	pthread_mutex_unlock(&sb->mu);
@@ -468,6 +469,7 @@ done:
 		sandbox_event ev;
 		memset(&ev, 0, sizeof(ev));
 		ev.kind = SANDBOX_EV_STOP;
+		ev.pid = sb->last_pid; /* so that a stop is tied to the process it ended */
 		emit(sb, &ev);
 	}
 	pthread_mutex_lock(&sb->mu);

@@ -39,6 +39,7 @@ struct rec {
 	sandbox_event_kind kinds[MAX_EV];
 	char syscalls[MAX_EV][32];
 	uint64_t backoff[MAX_EV];
+	pid_t pids[MAX_EV];
 	uint64_t violations; /* calls denied, summed over events */
 	int violation_events;
 	int n;
@@ -61,6 +62,18 @@ static int rec_count(struct rec *r, sandbox_event_kind k)
 		n += r->kinds[i] == k;
 	pthread_mutex_unlock(&r->mu);
 	return n;
+}
+
+/* The pid of the last event of kind k (-1: none). */
+static pid_t rec_pid(struct rec *r, sandbox_event_kind k)
+{
+	pid_t pid = -1;
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->n; i++)
+		if (r->kinds[i] == k)
+			pid = r->pids[i];
+	pthread_mutex_unlock(&r->mu);
+	return pid;
 }
 
 static bool rec_has_syscall(struct rec *r, const char *name)
@@ -88,6 +101,7 @@ static void on_event(const sandbox_event *ev, void *arg)
 		if (ev->syscall)
 			snprintf(r->syscalls[r->n], sizeof(r->syscalls[0]), "%s", ev->syscall);
 		r->backoff[r->n] = ev->backoff_ms;
+		r->pids[r->n] = ev->pid;
 		r->n++;
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -185,8 +199,10 @@ static void on_event_nohash(const sandbox_event *ev, void *arg)
 	assert_non_null(ev->profile_hash);
 	assert_string_equal(ev->profile_hash, "");
 	pthread_mutex_lock(&r->mu);
-	if (r->n < MAX_EV)
+	if (r->n < MAX_EV) {
+		r->pids[r->n] = ev->pid;
 		r->kinds[r->n++] = ev->kind;
+	}
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -315,11 +331,15 @@ static void leave_init_inline(void **state)
 
 	static const char *const s[] = { "/bin/sleep", "30", NULL };
 	sb = spawn(&p, s, &o);
-	assert_true(sandbox_pid(sb) > 0);
+	pid_t spid = sandbox_pid(sb);
+	assert_true(spid > 0);
 	sandbox_free(sb); /* stops it: SIGTERM, the command ends */
 	assert_int_equal(rec_count(&r, SANDBOX_EV_START), 2);
 	assert_int_equal(rec_count(&r, SANDBOX_EV_EXIT), 2);
 	assert_int_equal(rec_count(&r, SANDBOX_EV_STOP), 1);
+	/* the stop names the process it ended, as its exit does */
+	assert_int_equal(rec_pid(&r, SANDBOX_EV_EXIT), spid);
+	assert_int_equal(rec_pid(&r, SANDBOX_EV_STOP), spid);
 	pthread_mutex_destroy(&r.mu);
 }
 
