@@ -227,3 +227,29 @@ policy:
   file: $work/policy.yaml
 CFG
 }
+
+# sandbox_conf_template SHUTDOWN: $work/custos.yaml.tmpl for the tests that reload sandboxed
+# models: write_config's file with the shutdown timeout SHUTDOWN and `__MODELS__` where its
+# models go, the admin socket $work/admin.sock and the profile `fx` (the model-server fixture's
+# directory bound at /opt/fx). conf_models TEXT then makes custos.yaml from it.
+sandbox_conf_template() {
+	SHUTDOWN=$1 NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml.tmpl" 1
+	perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n__MODELS__\n/' "$work/custos.yaml.tmpl"
+	cat >>"$work/custos.yaml.tmpl" <<CFG
+admin:
+  socket: $work/admin.sock
+sandbox_profiles:
+  fx:
+    binds:
+      - { src: $(dirname "$fixture"), dst: /opt/fx }
+    limits: { memory: 1GiB, pids: 64 }
+CFG
+}
+
+# conf_models TEXT: $work/custos.yaml from the template with TEXT as its models (mode 0600,
+# replaced by a rename, so a reload never reads half a file).
+conf_models() {
+	M="$1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/custos.yaml.new"
+	chmod 600 "$work/custos.yaml.new"
+	mv "$work/custos.yaml.new" "$work/custos.yaml"
+}

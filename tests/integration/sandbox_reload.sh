@@ -30,22 +30,10 @@ M
 }
 # conf EXTRA: custos.yaml with test-model sandboxed, and EXTRA (more models) after it; the rest
 # (listener ports) the same each time.
-SHUTDOWN=2s NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml.tmpl" 1
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n__MODELS__\n/' "$work/custos.yaml.tmpl"
-cat >>"$work/custos.yaml.tmpl" <<CFG
-admin:
-  socket: $work/admin.sock
-sandbox_profiles:
-  fx:
-    binds:
-      - { src: $(dirname "$fixture"), dst: /opt/fx }
-    limits: { memory: 1GiB, pids: 64 }
-CFG
+sandbox_conf_template 2s
 conf() {
-	M="${FIRST-$(model_yaml test-model $p1)
-}$1" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/custos.yaml.new"
-	chmod 600 "$work/custos.yaml.new"
-	mv "$work/custos.yaml.new" "$work/custos.yaml"
+	conf_models "${FIRST-$(model_yaml test-model $p1)
+}$1"
 }
 conf ""
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }

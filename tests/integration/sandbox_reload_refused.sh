@@ -32,23 +32,11 @@ model_yaml() {
       health: { start_timeout: 20s }
 M
 }
-SHUTDOWN=5s NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml.tmpl" 1
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n__MODELS__\n/' "$work/custos.yaml.tmpl"
-cat >>"$work/custos.yaml.tmpl" <<CFG
-admin:
-  socket: $work/admin.sock
-sandbox_profiles:
-  fx:
-    binds:
-      - { src: $(dirname "$fixture"), dst: /opt/fx }
-    limits: { memory: 1GiB, pids: 64 }
-CFG
+sandbox_conf_template 5s
 # conf TOKENS good|bad: custos.yaml with test-model at TOKENS, and a policy that compiles or not.
 conf() {
-	M="$(model_yaml "$1")
-" perl -0777 -pe 's/__MODELS__\n/$ENV{M}\n/' "$work/custos.yaml.tmpl" >"$work/custos.yaml.new"
-	chmod 600 "$work/custos.yaml.new"
-	mv "$work/custos.yaml.new" "$work/custos.yaml"
+	conf_models "$(model_yaml "$1")
+"
 	if [ "$2" = good ]; then
 		cp "$work/policy.good" "$work/policy.yaml"
 	else
