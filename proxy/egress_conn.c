@@ -504,10 +504,10 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	if (r.status)
 		goto reject;
 
-	/* The query string the rule inspects (inspect: request:): the target goes upstream with
-	 * its masks. */
+	/* The path and query string the rule inspects (inspect: request:): a value found in the
+	 * path refuses the request; the target goes upstream with the query's masks. */
 	span qtarget = { NULL, 0 };
-	if (egress_inspect_request_wanted(&r)) {
+	if (egress_inspect_target_wanted(&r)) {
 		r.status = egress_inspect_target(&r, h, &qtarget);
 		if (r.status)
 			goto reject;

@@ -637,10 +637,11 @@ static void fc_request(fconn *c, size_t hl)
 		fc_reject(c, hl);
 		return;
 	}
-	/* The query string the rule inspects (inspect: request:) is decided first: the target
-	 * goes upstream with its masks. */
+	/* The path and query string the rule inspects (inspect: request:) are decided first: a
+	 * value found in the path refuses the request; the target goes upstream with the query's
+	 * masks. */
 	span qtarget = { NULL, 0 };
-	if (egress_inspect_request_wanted(r)) {
+	if (egress_inspect_target_wanted(r)) {
 		r->status = egress_inspect_target(r, h, &qtarget);
 		if (r->status) {
 			fc_reject(c, hl);

@@ -1,13 +1,14 @@
 /*
  * Content inspection on egress: what a source returns to the sandbox (inspect: response:) and
  * what the model sends to a source in a request body (inspect: request:, the egress name of
- * prompt:), and the query string of a request URL. Bodies under a JSON media type are
- * inspected on their decoded string values (policy/inspect_json.c) with keys and numbers as
- * sent; NDJSON line by line; forms (and query strings) percent-decoded; multipart/form-data
- * request bodies part by part after their transfer encoding is undone; anything else as one
- * byte stream (ingress_inspect.c's raw mode). The engine is compiled from the egress
- * policy on first need and again after a reload brings another policy; requests hold a
- * reference to the engine they started with. docs/EGRESS.md "Content inspection".
+ * prompt:), and the path and query string of a request URL. Bodies under a JSON media type
+ * are inspected on their decoded string values (policy/inspect_json.c) with keys and numbers
+ * as sent; NDJSON line by line; forms, query strings and path segments percent-decoded;
+ * multipart/form-data request bodies part by part after their transfer encoding is undone;
+ * anything else as one byte stream (ingress_inspect.c's raw mode). The engine is compiled
+ * from the egress policy on first need and again after a reload brings another policy;
+ * requests hold a reference to the engine they started with. docs/EGRESS.md "Content
+ * inspection".
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -596,6 +597,114 @@ custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Request paths (the part of a target before '?'): each segment percent-decoded (RFC 3986:
+ * %XX a byte; '+' is itself) and inspected on its own. Nothing is masked in what is sent: the
+ * path names the resource, and the source and the policy were decided on it as sent. What
+ * may be audited is built beside it, each segment with a finding (log ones too) replaced by
+ * its mask.
+ */
+
+/* Appends len bytes of p to the NUL-terminated aud (*n used of cap), cut when they do not fit. */
+static void aud_put(char *aud, size_t cap, size_t *n, const char *p, size_t len)
+{
+	if (cap == 0)
+		return;
+	size_t room = cap - 1 - *n;
+	if (len > room)
+		len = room;
+	memcpy(aud + *n, p, len);
+	*n += len;
+	aud[*n] = '\0';
+}
+
+/* seg percent-decoded into dec (reset first). CUSTOS_ERR_PARSE names the byte (at: seg's
+ * offset in the path). */
+static custos_err path_decode(span seg, size_t at, buf *dec)
+{
+	buf_reset(dec);
+	for (size_t i = 0; i < seg.len;) {
+		unsigned char c = (unsigned char)seg.ptr[i];
+		if (c == '%') {
+			int hi =
+			        i + 1 < seg.len ? num_hex_digit((unsigned char)seg.ptr[i + 1]) : -1;
+			int lo =
+			        i + 2 < seg.len ? num_hex_digit((unsigned char)seg.ptr[i + 2]) : -1;
+			ENSURE(hi >= 0 && lo >= 0, CUSTOS_ERR_PARSE,
+			       "'%%' at byte %zu of the path is not followed by two hex digits",
+			       at + i);
+			c = (unsigned char)(hi << 4 | lo);
+			i += 3;
+		} else {
+			i++;
+		}
+		GUARD(buf_append_byte(dec, c));
+	}
+	return CUSTOS_OK;
+}
+
+custos_err egress_inspect_path(const inspect_engine *en, inspect_scratch *s,
+                               const inspect_profile *p, span path, buf *dec, inspect_summary *sum,
+                               int *redact_det, char *aud, size_t cap)
+{
+	custos_err e = CUSTOS_OK;
+	size_t an = 0;
+	int deny = -1;
+
+	*redact_det = -1;
+	if (cap)
+		aud[0] = '\0';
+	const char *qm = path.len ? memchr(path.ptr, '?', path.len) : NULL;
+	size_t pl = qm ? (size_t)(qm - path.ptr) : path.len;
+	for (size_t i = 0; i < pl && e == CUSTOS_OK;) {
+		if (path.ptr[i] == '/') {
+			aud_put(aud, cap, &an, "/", 1);
+			i++;
+			continue;
+		}
+		const char *sl = memchr(path.ptr + i, '/', pl - i);
+		size_t j = sl ? (size_t)(sl - path.ptr) : pl;
+		span seg = span_of(path.ptr + i, j - i);
+		inspect_findings fs = { 0 };
+		e = path_decode(seg, i, dec);
+		if (e == CUSTOS_OK)
+			e = inspect_scan(en, s, p, buf_span(dec), &fs);
+		int hit = -1; /* the detector whose mask the audited segment gets */
+		for (size_t k = 0; e == CUSTOS_OK && k < fs.n; k++) {
+			const inspect_finding *f = &fs.items[k];
+			sum_count(sum, f);
+			if (f->action == INSPECT_ACT_DENY && deny < 0)
+				deny = (int)f->detector;
+			if (f->action == INSPECT_ACT_REDACT && *redact_det < 0)
+				*redact_det = (int)f->detector;
+			if (hit < 0) /* a log finding too: no value found goes to the trail */
+				hit = (int)f->detector;
+		}
+		inspect_findings_free(&fs);
+		if (e != CUSTOS_OK)
+			break; /* the segment is not audited */
+		if (hit >= 0) {
+			buf m;
+			buf_init(&m, 3 * (INSPECT_MASK_MAX + 2));
+			if (form_mask(en, (unsigned)hit, &m) == CUSTOS_OK)
+				aud_put(aud, cap, &an, (const char *)buf_ptr(&m), buf_used(&m));
+			buf_free(&m);
+		} else {
+			aud_put(aud, cap, &an, seg.ptr, seg.len);
+		}
+		i = j;
+	}
+	if (e != CUSTOS_OK)
+		return e;
+	if (deny >= 0) {
+		sum->deny_detector = deny;
+		return CUSTOS_ERR_DENIED;
+	}
+	ENSURE(*redact_det < 0, CUSTOS_ERR_UNSUPPORTED,
+	       "a value in the request path cannot be masked without changing the resource");
+	return CUSTOS_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * multipart/form-data request bodies (RFC 7578 over RFC 2046), parsed strictly: the boundary
  * from the Content-Type, every delimiter line at the start of the body or after CRLF and
  * followed by "--" or (white space and) CRLF, CRLF-terminated part header lines, at most
@@ -1140,7 +1249,10 @@ bool egress_inspect_wanted(const policy_decision *d)
 bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d, erec *r,
                            bool tunnel)
 {
-	if (!egress_inspect_wanted(d))
+	/* Shadow mode enforces nothing; the path alone is inspected, so that a value in it is
+	 * audited as a finding and masked in the audited path (docs/EGRESS.md). */
+	bool shadow_path = d->shadow && d->has_inspect && any_action(d->inspect_prompt) && !tunnel;
+	if (!egress_inspect_wanted(d) && !shadow_path)
 		return false;
 	if (tunnel) {
 		snprintf(r->reason, sizeof(r->reason),
@@ -1159,7 +1271,8 @@ bool egress_inspect_decide(egress_server *s, policy *p, const policy_decision *d
 	}
 	egress_eng_unref(r->eng); /* a second decision on the same request (not expected) */
 	r->eng = e;
-	memcpy(r->insp_response, d->inspect_response, sizeof(r->insp_response));
+	if (!d->shadow)
+		memcpy(r->insp_response, d->inspect_response, sizeof(r->insp_response));
 	memcpy(r->insp_request, d->inspect_prompt, sizeof(r->insp_request));
 	ei_get(r)->srv = s;
 	return false;
@@ -1398,6 +1511,11 @@ unsigned egress_inspect_fail_status(const erec *r)
  */
 bool egress_inspect_request_wanted(const erec *r)
 {
+	return r->eng != NULL && !r->shadow && any_action(r->insp_request);
+}
+
+bool egress_inspect_target_wanted(const erec *r)
+{
 	return r->eng != NULL && any_action(r->insp_request);
 }
 
@@ -1443,6 +1561,70 @@ static void audit_path(erec *r, span path)
 	r->path[n] = '\0';
 }
 
+/* r->path (audited): base (the path as it may be audited), then rest (the query from its
+ * '?', or nothing), cut to fit. */
+static void audit_path_with(erec *r, const char *base, span rest)
+{
+	snprintf(r->path, sizeof(r->path), "%s%.*s", base, (int)rest.len, rest.len ? rest.ptr : "");
+}
+
+/* The path (without its query) of a request the rule inspects, aud (sizeof(r->path)) the
+ * path as it may be audited and *found whether anything was found in it: 0, or the status to
+ * answer with r->reason set and r->path = aud (the query dropped). In shadow mode always 0. */
+static unsigned path_check(erec *r, struct einsp *ei, span path, char *aud, bool *found)
+{
+	inspect_scratch *s;
+	inspect_summary one;
+	buf dec;
+	int rdet = -1;
+
+	ei->req_done = true;
+	aud[0] = '\0';
+	inspect_summary_init(&one);
+	buf_init(&dec, path.len + 1); /* a segment decodes to at most its own length */
+	custos_err e = scratch_get(r->eng, &s);
+	uint64_t t0 = tm_mono_ns();
+	if (e == CUSTOS_OK)
+		e = egress_inspect_path(r->eng->eng, s, &ei->req, path, &dec, &one, &rdet, aud,
+		                        sizeof(r->path));
+	ei->t_ns += tm_mono_ns() - t0;
+	inspect_summary_add(&ei->qsum, &one);
+	buf_free(&dec);
+	*found = one.total > 0 || e != CUSTOS_OK;
+	if (e == CUSTOS_OK || r->shadow)
+		return 0; /* shadow mode: passed as sent, the findings audited */
+	/* Never the path as sent: it holds what was found, or what could not be read. */
+	memcpy(r->path, aud, sizeof(r->path));
+	r->decision = "deny";
+	if (e == CUSTOS_ERR_DENIED || e == CUSTOS_ERR_UNSUPPORTED) {
+		int d = e == CUSTOS_ERR_DENIED ? one.deny_detector : rdet;
+		const char *n = inspect_engine_detector_name(r->eng->eng, (unsigned)d);
+		if (e == CUSTOS_ERR_DENIED)
+			snprintf(r->reason, sizeof(r->reason),
+			         "request path denied by content inspection: %s detected",
+			         n ? n : "?");
+		else
+			snprintf(r->reason, sizeof(r->reason),
+			         "request path: %s detected under a redact rule; a value in the "
+			         "request path cannot be masked without changing the resource: "
+			         "refused",
+			         n ? n : "?");
+		return 403;
+	}
+	if (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT) {
+		snprintf(r->reason, sizeof(r->reason),
+		         "request path %s: %s; refused, it cannot be inspected (fail closed)",
+		         e == CUSTOS_ERR_PARSE ? "is not valid percent-encoding"
+		                               : "is past an inspection limit",
+		         err_msg());
+		return 400;
+	}
+	log_error("egress: path inspection: %s", err_msg());
+	snprintf(r->reason, sizeof(r->reason), "content inspection failed");
+	r->decision = "error";
+	return 500;
+}
+
 unsigned egress_inspect_target(erec *r, const http1_head *h, span *target)
 {
 	struct einsp *ei = ei_get(r);
@@ -1455,9 +1637,22 @@ unsigned egress_inspect_target(erec *r, const http1_head *h, span *target)
 	*target = span_of("", 0);
 	span path = h->path;
 	const char *qm = path.len ? memchr(path.ptr, '?', path.len) : NULL;
+	size_t pl = qm ? (size_t)(qm - path.ptr) : path.len;
+	/* What may be audited of the path: as sent unless something was found in it. */
+	char aud[sizeof(r->path)];
+	bool pfound = false;
+	if (pl) {
+		st = path_check(r, ei, span_of(path.ptr, pl), aud, &pfound);
+		if (st)
+			return st;
+	}
+	span qsent = span_of(qm, qm ? path.len - pl : 0); /* the query from its '?' */
+	if (pfound)
+		audit_path_with(r, aud, qsent);
+	if (r->shadow)
+		return 0; /* shadow mode: the path alone (egress_inspect_decide) */
 	if (qm == NULL || qm + 1 == path.ptr + path.len)
 		return 0; /* no query */
-	size_t pl = (size_t)(qm - path.ptr);
 	span q = span_of(qm + 1, path.len - pl - 1);
 	ei->req_done = true;
 	/* At most HTTP1_MAX_REQUEST_LINE bytes: not counted in egress.inspect.max_held, like
@@ -1483,12 +1678,23 @@ unsigned egress_inspect_target(erec *r, const http1_head *h, span *target)
 	if (e == CUSTOS_OK) {
 		if (one.redacted) {
 			*target = buf_span(&ei->target);
-			audit_path(r, *target);
+			const char *tq = memchr(target->ptr, '?', target->len);
+			if (pfound && tq != NULL) { /* (it has one: its query was redacted) */
+				size_t at = (size_t)(tq - target->ptr);
+				audit_path_with(r, aud, span_of(tq, target->len - at));
+			} else if (pfound) {
+				audit_path_with(r, aud, span_of("", 0));
+			} else {
+				audit_path(r, *target);
+			}
 		}
 		return 0;
 	}
 	/* The query is not audited (it holds what was found, or could not be read). */
-	audit_path(r, span_of(path.ptr, pl));
+	if (pfound)
+		audit_path_with(r, aud, span_of("", 0));
+	else
+		audit_path(r, span_of(path.ptr, pl));
 	if (e == CUSTOS_ERR_DENIED) {
 		const char *n =
 		        inspect_engine_detector_name(r->eng->eng, (unsigned)one.deny_detector);

@@ -188,13 +188,17 @@ custos_err egress_inspect_multipart(const struct inspect_engine *e, struct inspe
                                     const struct inspect_profile *p, span boundary, span body,
                                     buf *tmp, buf *dec, buf *msk, buf *out,
                                     struct inspect_summary *sum) CUSTOS_WUR;
-/* The query string of h's target, when the rule inspects requests (inspect: request:):
- * percent-decoded like a form and inspected. 0 with *target the target to send instead ('/'
- * first; owned by r) when a value was redacted (empty when it goes as sent), r->path audited
- * with the masks; or the status to answer with r->reason set: 403 denied (r->path audited
- * without the query), 400 not valid percent-encoding or past an inspection limit, 500. */
+/* The path and query string of h's target, when the rule inspects requests (inspect:
+ * request:): the path segment by segment (egress_inspect_path), then the query
+ * percent-decoded like a form. 0 with *target the target to send instead ('/' first; owned by
+ * r) when a query value was redacted (empty when it goes as sent), r->path audited with the
+ * masks; or the status to answer with r->reason set: 403 denied, or a redact finding in the
+ * path (r->path audited without the query, a path finding's segment masked), 400 not valid
+ * percent-encoding or past an inspection limit, 500. In shadow mode (r->shadow) the path
+ * alone, always 0: r->path audited masked, nothing refused or rewritten. */
 unsigned egress_inspect_target(erec *r, const http1_head *h, span *target);
-/* Whether a decision asks for response or request-body inspection (never in shadow mode). */
+/* Whether a decision asks for response or request-body inspection (never in shadow mode:
+ * there, egress_inspect_decide takes the engine for the request path alone). */
 bool egress_inspect_wanted(const struct policy_decision *d);
 /* After an allowing decision of p: takes the engine and the rule's response and request
  * actions into r when the rule asks for inspection. Returns true when the request must be
@@ -221,8 +225,12 @@ const char *egress_inspect_fail_reason(const erec *r);
 unsigned egress_inspect_fail_status(const erec *r);
 /* When the response was denied: overrides decision and reason. */
 void egress_inspect_outcome(erec *r, const char **decision, const char **reason);
-/* Whether the rule inspects the request body (the body is then read whole first). */
+/* Whether the rule inspects the request body (the body is then read whole first); never in
+ * shadow mode. */
 bool egress_inspect_request_wanted(const erec *r);
+/* Whether the rule inspects the request target (egress_inspect_target): its path and query,
+ * or in shadow mode its path alone, reported and never enforced. */
+bool egress_inspect_target_wanted(const erec *r);
 /* Request head, before its body is read: 0, or the status to answer with r->reason (415 for
  * a content-encoded body, 413 for a Content-Length past egress.inspect.max_body, 503 when
  * holding that length would pass egress.inspect.max_held). A Content-Length is counted as
@@ -289,6 +297,20 @@ void egress_inspect_unhold(erec *r);
 custos_err egress_inspect_form(const struct inspect_engine *e, struct inspect_scratch *s,
                                const struct inspect_profile *p, span body, buf *dec, buf *out,
                                struct inspect_summary *sum) CUSTOS_WUR;
+/* The path of a request target (before '?'), segment by segment ('/' separates; %2F is data):
+ * each percent-decoded (%XX a byte, '+' itself) and inspected on its own; nothing of it is
+ * rewritten. aud gets the path as it may be audited, NUL-terminated and cut to cap - 1 bytes:
+ * each segment with a finding (of any action, log too) replaced by the first one's mask,
+ * percent-encoded, the rest as sent (on an error, the segments before the failing one).
+ * dec is scratch (room for the longest segment). CUSTOS_OK (log findings alone, counted in
+ * sum), CUSTOS_ERR_DENIED (sum->deny_detector), CUSTOS_ERR_UNSUPPORTED (a redact finding and no
+ * deny: *redact_det names its detector; a value in the path cannot be masked without
+ * changing the resource), CUSTOS_ERR_PARSE (a '%' not followed by two hex digits: err_msg
+ * names the byte), CUSTOS_ERR_LIMIT, CUSTOS_ERR_NOMEM. */
+custos_err egress_inspect_path(const struct inspect_engine *e, struct inspect_scratch *s,
+                               const struct inspect_profile *p, span path, buf *dec,
+                               struct inspect_summary *sum, int *redact_det, char *aud,
+                               size_t cap) CUSTOS_WUR;
 /* Frees r's inspection state and drops its engine reference (end of every request). */
 void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);

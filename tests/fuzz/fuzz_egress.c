@@ -12,7 +12,9 @@
  * multipart/form-data parser: the bytes up to the first LF are a Content-Type value (the
  * boundary parser), the rest the body; a body with nothing redacted comes out byte for byte,
  * and a redacted one is still well-formed multipart with the same boundary that inspects
- * again without error.
+ * again without error. A sixth inspects a request path segment by segment: with nothing found
+ * its audited form is the path as sent; with a finding it keeps the path's '/' and is valid
+ * percent-encoding.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -168,13 +170,58 @@ static void body(const uint8_t *d, size_t n, int form)
 	buf_free(&out2);
 }
 
+/* A request path: every segment percent-decoded and inspected (everything redacts, so never
+ * DENIED). The audited form is NUL-terminated within its room; with nothing found it is the
+ * path up to '?' as sent; with a finding it has as many '/' as the path (when not cut) and is
+ * valid percent-encoding. */
+static void path(const uint8_t *d, size_t n)
+{
+	buf dec;
+	char aud[512];
+	int rdet = -2;
+	inspect_summary sum;
+	span in = span_of((const char *)d, n);
+	buf_init(&dec, n + 1);
+	inspect_summary_init(&sum);
+	custos_err e =
+	        egress_inspect_path(eng, scr, &prof, in, &dec, &sum, &rdet, aud, sizeof(aud));
+	check(e == CUSTOS_OK || e == CUSTOS_ERR_UNSUPPORTED || e == CUSTOS_ERR_PARSE);
+	size_t al = strnlen(aud, sizeof(aud));
+	check(al < sizeof(aud));
+	const char *qm = n ? memchr(d, '?', n) : NULL;
+	size_t pl = qm ? (size_t)(qm - (const char *)d) : n;
+	bool nul = pl && memchr(d, 0, pl) != NULL; /* the request parser refuses it: a C string */
+	if (e == CUSTOS_OK && !nul) {
+		check(sum.total == 0 && rdet == -1);
+		size_t want = pl < sizeof(aud) - 1 ? pl : sizeof(aud) - 1;
+		check(al == want && memcmp(aud, d, al) == 0);
+	}
+	if (e == CUSTOS_ERR_UNSUPPORTED)
+		check(rdet >= 0 && sum.total > 0);
+	if (e == CUSTOS_ERR_UNSUPPORTED && !nul) {
+		size_t slashes = 0, aslashes = 0;
+		for (size_t i = 0; i < pl; i++)
+			slashes += d[i] == '/';
+		for (size_t i = 0; i < al; i++)
+			aslashes += aud[i] == '/';
+		check(aslashes <= slashes);
+		if (al < sizeof(aud) - 1)
+			check(aslashes == slashes);
+		for (size_t i = 0; i + 2 < al; i++)
+			if (aud[i] == '%')
+				check(num_hex_digit((unsigned char)aud[i + 1]) >= 0 &&
+				      num_hex_digit((unsigned char)aud[i + 2]) >= 0);
+	}
+	buf_free(&dec);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size == 0)
 		return 0;
 	if (eng == NULL)
 		setup();
-	switch (data[0] & 7) { /* 0-3 as the seed corpus has them; 6 multipart */
+	switch (data[0] & 7) { /* 0-3 as the seed corpus has them; 6 multipart, 7 a path */
 	case 0:
 	case 4:
 		hello(data + 1, size - 1);
@@ -185,6 +232,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 6:
 		multipart(data + 1, size - 1);
+		break;
+	case 7:
+		path(data + 1, size - 1);
 		break;
 	default:
 		body(data + 1, size - 1, data[0] & 1);

@@ -2,7 +2,8 @@
  * Egress content inspection helpers (proxy/egress_inspect.c): JSON documents inspected on
  * their decoded string values with masks on the escaped bytes, keys and numbers as sent; the
  * media types that select JSON and NDJSON; the Content-Length written behind an inspected
- * request head; the count of egress.inspect.max_held (egress_held_grow). The end-to-end
+ * request head; request paths inspected segment by segment (egress_inspect_path); the count
+ * of egress.inspect.max_held (egress_held_grow). The end-to-end
  * behaviour is tests/integration/egress_inspect.sh and egress_inspect_held.sh.
  */
 #include <setjmp.h>
@@ -265,6 +266,85 @@ static void test_form(void **state)
 }
 
 /* Runs one multipart body with boundary "XyZ"; *out as a C string (caller frees). */
+/* Runs one request path (with or without a query): the status, the audited form in aud. */
+static custos_err run_path(const char *path, char *aud, size_t cap, inspect_summary *sum, int *rdet)
+{
+	buf dec;
+	buf_init(&dec, strlen(path) + 1);
+	inspect_summary_init(sum);
+	custos_err e =
+	        egress_inspect_path(eng, scr, &prof, span_cstr(path), &dec, sum, rdet, aud, cap);
+	buf_free(&dec);
+	return e;
+}
+
+static void test_path(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		custos_err e;
+		int det; /* the deny detector (DENIED) or redact detector (UNSUPPORTED), else -1 */
+		const char *aud;
+	} cases[] = {
+		/* nothing found: audited as sent, the query dropped ('+' is itself in a path) */
+		{ "/v1/items/abc-123/x+y%20z?to=jane.doe%40example.com", CUSTOS_OK, -1,
+		  "/v1/items/abc-123/x+y%20z" },
+		{ "", CUSTOS_OK, -1, "" },
+		{ "//a//", CUSTOS_OK, -1, "//a//" },
+		/* a segment with a finding audited as its mask; the others as sent */
+		{ "/v1/users/4111111111111111/orders", CUSTOS_ERR_UNSUPPORTED, INSPECT_PAYMENT_CARD,
+		  "/v1/users/%5BREDACTED%3APAYMENT_CARD%5D/orders" },
+		/* percent-encoded: %41 is 'A', %34 is '4', %40 is '@' */
+		{ "/lookup/%41KIAIOSFODNN7EXAMPLE", CUSTOS_ERR_DENIED, INSPECT_AWS_ACCESS_KEY,
+		  "/lookup/%5BREDACTED%3AAWS_ACCESS_KEY%5D" },
+		{ "/c/%34111%201111%201111%201111", CUSTOS_ERR_UNSUPPORTED, INSPECT_PAYMENT_CARD,
+		  "/c/%5BREDACTED%3APAYMENT_CARD%5D" },
+		{ "/m/jane.doe%40example.com", CUSTOS_ERR_UNSUPPORTED, INSPECT_EMAIL,
+		  "/m/%5BREDACTED%3AEMAIL%5D" },
+		/* a deny wins over a redact; every segment with a finding is masked */
+		{ "/a/jane.doe@example.com/AKIAIOSFODNN7EXAMPLE/b", CUSTOS_ERR_DENIED,
+		  INSPECT_AWS_ACCESS_KEY,
+		  "/a/%5BREDACTED%3AEMAIL%5D/%5BREDACTED%3AAWS_ACCESS_KEY%5D/b" },
+		/* a log finding passes, masked in the audited path alone */
+		{ "/hosts/10.1.2.3", CUSTOS_OK, -1, "/hosts/%5BREDACTED%3AIPV4%5D" },
+		/* each segment on its own: a card split by '/' is not one value */
+		{ "/4111/1111/1111/1111", CUSTOS_OK, -1, "/4111/1111/1111/1111" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		char aud[512];
+		inspect_summary sum;
+		int rdet = -2;
+		custos_err e = run_path(cases[i].in, aud, sizeof(aud), &sum, &rdet);
+		if (e != cases[i].e || strcmp(aud, cases[i].aud) != 0)
+			fail_msg("path %zu: '%s' -> %d '%s', want %d '%s'", i, cases[i].in, (int)e,
+			         aud, (int)cases[i].e, cases[i].aud);
+		if (e == CUSTOS_ERR_DENIED)
+			assert_int_equal(sum.deny_detector, cases[i].det);
+		else
+			assert_int_equal(rdet, cases[i].det);
+	}
+	/* the log finding is counted */
+	char aud[512];
+	inspect_summary sum;
+	int rdet;
+	assert_int_equal(run_path("/h/10.1.2.3", aud, sizeof(aud), &sum, &rdet), CUSTOS_OK);
+	assert_int_equal(sum.count[INSPECT_IPV4], 1);
+	/* invalid percent-encoding: refused, never inspected as raw text; the audited path
+	 * stops before the segment that could not be read */
+	static const char *const bad[] = { "/a/%4", "/a/%zz/b", "/a/%", "/%g0" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		assert_int_equal(run_path(bad[i], aud, sizeof(aud), &sum, &rdet), CUSTOS_ERR_PARSE);
+		assert_null(strchr(aud + 1, '%'));
+	}
+	/* the audited path is cut to its room, never past it */
+	assert_int_equal(run_path("/v1/users/4111111111111111", aud, 12, &sum, &rdet),
+	                 CUSTOS_ERR_UNSUPPORTED);
+	assert_string_equal(aud, "/v1/users/%");
+	assert_int_equal(run_path("/abcdef", aud, 4, &sum, &rdet), CUSTOS_OK);
+	assert_string_equal(aud, "/ab");
+}
+
 static custos_err run_mp(const char *body, char **out, inspect_summary *sum)
 {
 	buf tmp, dec, msk, o;
@@ -538,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_body_kind),
 		cmocka_unit_test(test_head_set_length),
 		cmocka_unit_test(test_form),
+		cmocka_unit_test(test_path),
 		cmocka_unit_test(test_multipart),
 		cmocka_unit_test(test_multipart_boundary),
 		cmocka_unit_test(test_held_grow),

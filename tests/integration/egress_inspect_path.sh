@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Egress inspection of the request path (docs/EGRESS.md "Content inspection", "The path"), end
+# to end: the real custos binary (custos up), curl through the egress listener, a loopback data
+# source over HTTP and HTTPS that records every target it receives. Under a rule with
+# inspect: request:, each path segment is percent-decoded and inspected: a card number in a
+# segment denied with 403 (the source sees nothing, the audited path carries the mask, never
+# the number, and not the query), a key written %41KIA... found, a value under a redact rule
+# refused with 403 (it cannot be masked without changing the resource), a log finding passed
+# unchanged but masked in the audit, a clean path passed byte for byte; the same inside an
+# intercepted HTTPS tunnel; then, reloaded to mode: shadow, the card passes as sent and is
+# audited as a finding, shadow: true, the audited path masked. The audit trail and the log never
+# hold a value. With CUSTOS_EGRESS_FORWARD=threads set by the caller
+# (egress_inspect_path_threads.sh) the same checks run on the thread path.
+set -u
+. "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
+eg_init egpath curl openssl python3
+P_IN=$(port); P_EG=$(port)
+
+cd "$W"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
+	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+	-keyout srv.key -out srv.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
+openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
+	-extfile srv.ext -out srv.crt 2>/dev/null
+"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+
+# The data source: HTTP and HTTPS (ports 0: written to src.port and tls.port); every target it
+# receives appended to targets.txt, and answered "target TARGET".
+cat >src.py <<'EOP'
+import ssl, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+W = sys.argv[1]
+lock = threading.Lock()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        with lock:
+            open(W + "/targets.txt", "a").write(self.path + "\n")
+        body = ("target %s\n" % self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+import os
+def serve(name, tls):
+    s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    if tls:
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        c.load_cert_chain(W + "/srv.crt", W + "/srv.key")
+        s.socket = c.wrap_socket(s.socket, server_side=True)
+    open("%s/%s.tmp" % (W, name), "w").write(str(s.server_address[1]))
+    os.rename("%s/%s.tmp" % (W, name), "%s/%s" % (W, name))
+    s.serve_forever()
+threading.Thread(target=serve, args=("tls.port", True), daemon=True).start()
+serve("src.port", False)
+EOP
+python3 src.py "$W" & PIDS+=($!)
+P_D=$(eg_port_file "$W/src.port") || exit 1
+P_T=$(eg_port_file "$W/tls.port") || exit 1
+
+cat >custos.yaml <<EOY
+version: 1
+log: { level: debug, format: json }
+listeners:
+  - id: local
+    address: "127.0.0.1:$P_IN"
+models:
+  - id: m1
+    upstream: { url: "http://127.0.0.1:$P_D" }
+data_sources:
+  - { id: up, url: "http://localhost:$P_D/up/", classification: internal, allow_private_addresses: true }
+  - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
+egress:
+  port: $P_EG
+  ca_dir: "$W/ca"
+  timeouts: { connect: 2s, read: 10s, idle: 10s }
+audit:
+  dir: "$W/audit"
+policy:
+  file: "$W/policy.yaml"
+EOY
+# write_policy MODE: both sources under one rule that inspects requests
+write_policy() {
+	cat >policy.yaml <<EOY
+version: 1
+mode: $1
+models:
+  m1: { isolation: process }
+data:
+  up: { url: "http://localhost:$P_D/up/", classification: internal }
+  icpt: { url: "https://localhost:$P_T/", classification: internal }
+rules:
+  - id: lookup
+    effect: allow
+    when: { direction: egress, data: [up, icpt], method: GET }
+    inspect:
+      request: { payment_card: deny, aws_access_key: deny, email: redact, ipv4: log }
+EOY
+	chmod 600 policy.yaml
+}
+write_policy enforce
+chmod 600 custos.yaml
+
+"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
+PIDS+=($UP)
+eg_up $UP up.log "$P_EG" "$P_D" "$P_T"
+
+PX="http://127.0.0.1:$P_EG"
+events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
+# event_now MARK: the last egress.request event whose path starts with MARK
+event_now() { events | grep -F "\"path\":\"$1" | tail -1 | grep .; }
+event() {
+	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
+	event_now "$1"
+}
+# got TARGET: the source received exactly TARGET
+got() { grep -qxF "$1" targets.txt 2>/dev/null; }
+CARD=4111111111111111 AKEY=AKIAIOSFODNN7EXAMPLE MAIL=jane.doe@example.com
+MCARD=%5BREDACTED%3APAYMENT_CARD%5D MKEY=%5BREDACTED%3AAWS_ACCESS_KEY%5D
+MMAIL=%5BREDACTED%3AEMAIL%5D MIP=%5BREDACTED%3AIPV4%5D
+get() { curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "$@"; }
+
+# --- plain HTTP
+code=$(get "http://localhost:$P_D/up/v1/users/$CARD/orders?n=1")
+check "card number in a path segment: 403 (code $code), the source saw nothing" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: payment_card detected' hdr.txt && ! grep -qF '$CARD' targets.txt"
+ev=$(event /up/v1/users/)
+check "card in the path: audited deny, the segment masked, no query, no number" \
+	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/v1/users/$MCARD/orders\"' <<<\"\$1\" && grep -q '\"type\":\"payment_card\"' <<<\"\$1\" && ! grep -q '$CARD' <<<\"\$1\"" _ "$ev"
+
+code=$(get "http://localhost:$P_D/up/lookup/%41KIAIOSFODNN7EXAMPLE")
+check "key written %41KIA... in the path: found, 403 (code $code), the source saw nothing" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: aws_access_key detected' hdr.txt && ! grep -qF 'KIAIOSFODNN7' targets.txt"
+ev=$(event /up/lookup/)
+check "key in the path: audited with the mask, never the key" \
+	bash -c "grep -qF '\"path\":\"/up/lookup/$MKEY\"' <<<\"\$1\" && ! grep -q 'KIAIOSFODNN7' <<<\"\$1\"" _ "$ev"
+
+code=$(get "http://localhost:$P_D/up/mail/jane.doe%40example.com/inbox")
+check "redact rule, value in the path: refused 403 (code $code), it cannot be masked; the source saw nothing" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path: email detected under a redact rule; a value in the request path cannot be masked without changing the resource' hdr.txt && ! grep -qF 'jane.doe' targets.txt"
+ev=$(event /up/mail/)
+check "redact rule in the path: audited deny with the mask, inspect request:redact" \
+	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/mail/$MMAIL/inbox\"' <<<\"\$1\" && grep -q 'request:redact' <<<\"\$1\"" _ "$ev"
+
+code=$(get "http://localhost:$P_D/up/hosts/10.1.2.3/status")
+check "log rule, value in the path: passed as sent (code $code)" \
+	bash -c "[ $code = 200 ] && grep -qxF '/up/hosts/10.1.2.3/status' targets.txt"
+ev=$(event /up/hosts/)
+check "log rule in the path: the finding audited, the audited path masked" \
+	bash -c "grep -qF '\"path\":\"/up/hosts/$MIP/status\"' <<<\"\$1\" && grep -q '\"type\":\"ipv4\"' <<<\"\$1\" && ! grep -q '10.1.2.3' <<<\"\$1\"" _ "$ev"
+
+CLEAN='/up/v1/items/abc-123/x+y%20z/~n?q=a%20b&n=1'
+code=$(get "http://localhost:$P_D$CLEAN")
+check "clean path: 200 (code $code), the source got it byte for byte" \
+	bash -c "[ $code = 200 ] && grep -qxF '$CLEAN' targets.txt"
+
+# --- inside an intercepted HTTPS tunnel (the connection-thread path)
+code=$(get --cacert "$W/ca/ca.crt" "https://localhost:$P_T/t/users/$CARD")
+check "intercepted HTTPS: card in the path 403 (code $code), the source saw nothing" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: payment_card' hdr.txt && ! grep -qF '/t/users/$CARD' targets.txt"
+ev=$(event /t/users/)
+check "intercepted HTTPS: audited as intercepted, the segment masked" \
+	bash -c "grep -q '\"kind\":\"intercepted\"' <<<\"\$1\" && grep -qF '\"path\":\"/t/users/$MCARD\"' <<<\"\$1\"" _ "$ev"
+code=$(get --cacert "$W/ca/ca.crt" "https://localhost:$P_T/t/key/%41KIAIOSFODNN7EXAMPLE")
+check "intercepted HTTPS: %41KIA... in the path 403 (code $code)" test "$code" = 403
+code=$(get --cacert "$W/ca/ca.crt" "https://localhost:$P_T/t/clean/a%20b")
+check "intercepted HTTPS: clean path passed as sent (code $code)" \
+	bash -c "[ $code = 200 ] && grep -qxF '/t/clean/a%20b' targets.txt"
+
+# --- shadow mode: nothing refused or changed, the path's findings audited, the path masked
+write_policy shadow
+kill -HUP $UP
+shadow_on() { [ "$(get "http://localhost:$P_D/up/shadow/$CARD?k=v")" = 200 ]; }
+eg_wait 60 shadow_on
+check "shadow mode: the card in the path passes (200), sent as it came" got "/up/shadow/$CARD?k=v"
+ev=$(event /up/shadow/)
+check "shadow mode: audited shadow, the finding counted, the audited path masked" \
+	bash -c "grep -q '\"shadow\":true' <<<\"\$1\" && grep -q '\"type\":\"payment_card\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/shadow/$MCARD?' <<<\"\$1\" && ! grep -q '$CARD' <<<\"\$1\"" _ "$ev"
+
+kill $UP; wait $UP; RC=$?
+PIDS=("${PIDS[@]/$UP}")
+check "custos up stops cleanly (exit $RC, no sanitizer report)" \
+	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
+grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+check "the audit trail and the debug log never hold a value found in a path" \
+	bash -c "! { cat $W/audit/* up.log 2>/dev/null | grep -q -e '$CARD' -e 'KIAIOSFODNN7' -e 'jane.doe' -e '10.1.2.3'; }"
+if [ $FAILS -ne 0 ]; then
+	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -30 | cut -c1-400
+	echo "--- egress events"; events | cut -c1-600
+	echo "--- targets"; cat targets.txt
+	echo "$FAILS check(s) failed"; exit 1
+fi
+echo "all egress path checks passed"
