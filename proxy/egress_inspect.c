@@ -4,7 +4,7 @@
  * prompt:), and the path and query string of a request URL. Bodies under a JSON media type
  * are inspected on their decoded string values (policy/inspect_json.c) with keys and numbers
  * as sent; NDJSON line by line; forms, query strings and path segments percent-decoded;
- * multipart/form-data request bodies part by part after their transfer encoding is undone;
+ * multipart request bodies part by part after their transfer encoding is undone;
  * anything else as one byte stream (ingress_inspect.c's raw mode). The engine is compiled
  * from the egress policy on first need and again after a reload brings another policy;
  * requests hold a reference to the engine they started with. docs/EGRESS.md "Content
@@ -51,6 +51,7 @@ struct einsp {
 	buf target;   /* the request target with its query masked */
 	char boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* multipart request body */
 	size_t blen;
+	char mptype[48]; /* its media type as it may be quoted ("multipart/form-data") */
 	uint64_t t_ns;
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
@@ -303,7 +304,10 @@ egress_body_kind egress_media_kind(span ctype)
 			return EBODY_NDJSON;
 	if (span_case_eq(mt, SPAN_LIT("application/x-www-form-urlencoded")))
 		return EBODY_FORM;
-	if (span_case_eq(mt, SPAN_LIT("multipart/form-data")))
+	/* every multipart type shares RFC 2046's syntax: form-data (RFC 7578), mixed, related
+	 * (RFC 2387), alternative, signed (RFC 1847; a redaction breaks its signature), ...;
+	 * multipart/encrypted is refused by egress_inspect_request_begin */
+	if (mt.len > 10 && span_case_eq(span_of(mt.ptr, 10), SPAN_LIT("multipart/")))
 		return EBODY_MULTIPART;
 	return EBODY_RAW;
 }
@@ -705,20 +709,23 @@ custos_err egress_inspect_path(const inspect_engine *en, inspect_scratch *s,
 }
 
 /* ---------------------------------------------------------------------------------------------
- * multipart/form-data request bodies (RFC 7578 over RFC 2046), parsed strictly: the boundary
+ * multipart request bodies (RFC 2046: form-data, RFC 7578; mixed; related, RFC 2387;
+ * alternative; ...), parsed strictly: the boundary
  * from the Content-Type, every delimiter line at the start of the body or after CRLF and
  * followed by "--" or (white space and) CRLF, CRLF-terminated part header lines, at most
  * EGRESS_MP_MAX_PARTS parts and EGRESS_MP_MAX_HEAD header bytes a part. Anything else is
  * malformed (CUSTOS_ERR_PARSE: the caller answers 400): two parsers that disagree on where a
  * part ends are how a value is smuggled past an inspector. Each part's header block is
  * inspected as text (a file name carries data too), its content by its own Content-Type after
- * its Content-Transfer-Encoding is undone; the preamble and epilogue, which receivers ignore,
+ * its Content-Transfer-Encoding is undone (a multipart part, at most EGRESS_MP_MAX_DEPTH
+ * deep, by the same rules; multipart/encrypted is refused); the preamble and epilogue, which receivers ignore,
  * are inspected as text all the same. A part that is not redacted goes out byte for byte; a
  * redacted one is written with its masks and encoded again as it came (base64, QP).
  */
 #define EGRESS_MP_MAX_PARTS   256u
 #define EGRESS_MP_MAX_HEAD    8192u
 #define EGRESS_MP_MAX_HEADERS 32u
+#define EGRESS_MP_MAX_DEPTH   4u /* multipart bodies inside a part, the outer one counted */
 
 static bool mp_bchar(unsigned char c)
 {
@@ -975,7 +982,10 @@ typedef struct mp_ctx {
 	const inspect_profile *p;
 	buf *tmp, *dec, *msk, *out;
 	inspect_summary *sum;
+	unsigned depth; /* 1: the body */
 } mp_ctx;
+
+static custos_err mp_body(mp_ctx *m, span boundary, span body);
 
 /* raw inspected as text: appended to out as it is, or with its masks. */
 static custos_err mp_text(mp_ctx *m, span raw)
@@ -1056,6 +1066,32 @@ static custos_err mp_headers(span hdr, unsigned part, span *ctype, mp_cte *cte, 
 	return CUSTOS_OK;
 }
 
+/* A part that is itself a multipart body (RFC 2046 5.1: no transfer encoding but 7bit, 8bit or
+ * binary), inspected part by part by the same rules, appended to out as sent or with its
+ * parts' masks. */
+static custos_err mp_nested(mp_ctx *m, span raw, span ctype, span mt, mp_cte cte, unsigned part)
+{
+	char b[EGRESS_MP_BOUNDARY_MAX + 1];
+	size_t bl;
+	ENSURE(cte == MP_ID, CUSTOS_ERR_PARSE,
+	       "part %u is multipart under a transfer encoding other than 7bit, 8bit or binary",
+	       part);
+	ENSURE(!span_case_eq(mt, SPAN_LIT("multipart/encrypted")), CUSTOS_ERR_UNSUPPORTED,
+	       "part %u (multipart/encrypted) is encrypted and cannot be inspected", part);
+	ENSURE(m->depth < EGRESS_MP_MAX_DEPTH, CUSTOS_ERR_LIMIT,
+	       "part %u: multipart nested more than %u deep", part, EGRESS_MP_MAX_DEPTH);
+	ENSURE(egress_multipart_boundary(ctype, b, &bl), CUSTOS_ERR_PARSE,
+	       "part %u is multipart without one valid boundary parameter", part);
+	mp_ctx in = *m;
+	in.depth = m->depth + 1;
+	custos_err e = mp_body(&in, span_of(b, bl), raw);
+	if (e == CUSTOS_OK || e == CUSTOS_ERR_DENIED || e == CUSTOS_ERR_NOMEM)
+		return e;
+	char why[160];
+	snprintf(why, sizeof(why), "%s", err_msg());
+	return err_set(e, "part %u (multipart): %s", part, why);
+}
+
 /* One part's content, raw (as sent), appended to out inspected. */
 static custos_err mp_content(mp_ctx *m, span raw, span ctype, mp_cte cte, bool coded, unsigned part)
 {
@@ -1078,8 +1114,10 @@ static custos_err mp_content(mp_ctx *m, span raw, span ctype, mp_cte cte, bool c
 	const char *semi = memchr(ctype.ptr, ';', ctype.len);
 	span mt = span_trim(semi ? span_of(ctype.ptr, (size_t)(semi - ctype.ptr)) : ctype);
 	egress_body_kind k = mt.len ? egress_media_kind(mt) : EBODY_RAW;
-	if (k == EBODY_MULTIPART || k == EBODY_ENCODED)
+	if (k == EBODY_ENCODED)
 		k = EBODY_RAW;
+	if (k == EBODY_MULTIPART)
+		return mp_nested(m, raw, ctype, mt, cte, part);
 	bool textual =
 	        mt.len == 0 || (mt.len >= 5 && span_case_eq(span_of(mt.ptr, 5), SPAN_LIT("text/")));
 	if (k == EBODY_RAW && !textual && !mp_is_text(d)) {
@@ -1146,7 +1184,13 @@ custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s
                                     const inspect_profile *p, span boundary, span body, buf *tmp,
                                     buf *dec, buf *msk, buf *out, inspect_summary *sum)
 {
-	mp_ctx m = { en, s, p, tmp, dec, msk, out, sum };
+	mp_ctx m = { en, s, p, tmp, dec, msk, out, sum, 1 };
+	return mp_body(&m, boundary, body);
+}
+
+static custos_err mp_body(mp_ctx *m, span boundary, span body)
+{
+	buf *out = m->out;
 	char dl[EGRESS_MP_BOUNDARY_MAX + 3];
 	ENSURE(boundary.len > 0 && boundary.len <= EGRESS_MP_BOUNDARY_MAX, CUSTOS_ERR_PARSE,
 	       "no valid boundary");
@@ -1161,7 +1205,7 @@ custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s
 	} else {
 		size_t f = mp_find(body, 0, delim);
 		ENSURE(f != SIZE_MAX, CUSTOS_ERR_PARSE, "no delimiter line with the boundary");
-		GUARD(mp_text(&m, span_of(body.ptr, f))); /* the preamble */
+		GUARD(mp_text(m, span_of(body.ptr, f))); /* the preamble */
 		GUARD(buf_append(out, "\r\n", 2));
 		at = f + 2;
 	}
@@ -1170,7 +1214,7 @@ custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s
 	for (unsigned part = 1;; part++) {
 		if (body.len - i >= 2 && body.ptr[i] == '-' && body.ptr[i + 1] == '-') {
 			GUARD(buf_append(out, "--", 2));
-			return mp_text(&m,
+			return mp_text(m,
 			               span_of(body.ptr + i + 2, body.len - i - 2)); /* epilogue */
 		}
 		size_t j = i;
@@ -1215,10 +1259,10 @@ custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s
 		mp_cte cte;
 		bool coded;
 		GUARD(mp_headers(hdr, part, &ctype, &cte, &coded));
-		GUARD(mp_text(&m, hdr));
+		GUARD(mp_text(m, hdr));
 		if (has_content) {
 			GUARD(buf_append(out, "\r\n", 2));
-			GUARD(mp_content(&m, raw, ctype, cte, coded, part));
+			GUARD(mp_content(m, raw, ctype, cte, coded, part));
 		}
 		GUARD(buf_append(out, "\r\n", 2));
 		GUARD(buf_append_span(out, delim));
@@ -1530,13 +1574,33 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 	struct einsp *ei = ei_get(r);
 	span ct;
 	if (egress_body_kind_of(h) == EBODY_MULTIPART &&
-	    (!http1_header_get(h, SPAN_LIT("Content-Type"), &ct) ||
-	     !egress_multipart_boundary(ct, ei->boundary, &ei->blen))) {
-		snprintf(r->reason, sizeof(r->reason),
-		         "request body under multipart/form-data without one valid boundary "
-		         "parameter; refused, it cannot be inspected (fail closed)");
-		r->decision = "deny";
-		return 400;
+	    http1_header_get(h, SPAN_LIT("Content-Type"), &ct)) {
+		/* the media type, lower case and printable, for reasons and the audit */
+		size_t n = 0;
+		for (; n < ct.len && n < sizeof(ei->mptype) - 1 && ct.ptr[n] != ';' &&
+		       ct.ptr[n] != ' ' && ct.ptr[n] != '\t';
+		     n++) {
+			char c = ct.ptr[n];
+			ei->mptype[n] = c >= 'A' && c <= 'Z' ? (char)(c + 32)
+			                : c > ' ' && c < 127 && c != '"' && c != '\\' ? c
+			                                                              : '?';
+		}
+		ei->mptype[n] = '\0';
+		if (span_case_eq(span_of(ei->mptype, n), SPAN_LIT("multipart/encrypted"))) {
+			snprintf(r->reason, sizeof(r->reason),
+			         "request body under multipart/encrypted cannot be inspected "
+			         "(fail closed)");
+			r->decision = "deny";
+			return 415;
+		}
+		if (!egress_multipart_boundary(ct, ei->boundary, &ei->blen)) {
+			snprintf(r->reason, sizeof(r->reason),
+			         "request body under %s without one valid boundary "
+			         "parameter; refused, it cannot be inspected (fail closed)",
+			         ei->mptype);
+			r->decision = "deny";
+			return 400;
+		}
 	}
 	if (h->framing == HTTP1_BODY_LENGTH && h->content_length > max_body_of(ei)) {
 		egress_inspect_request_too_large(r);
@@ -1843,16 +1907,16 @@ unsigned egress_inspect_request(erec *r, egress_body_kind k, buf *in, buf *out)
 	}
 	if (mp && e == CUSTOS_ERR_UNSUPPORTED) {
 		snprintf(r->reason, sizeof(r->reason),
-		         "request body under multipart/form-data not inspected: %s; refused (fail "
-		         "closed)",
-		         err_msg());
+		         "request body under %s not inspected: %s; refused (fail closed)",
+		         ei->mptype, err_msg());
 		r->decision = "deny";
 		return 415;
 	}
 	if (mp && (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_LIMIT)) {
 		snprintf(r->reason, sizeof(r->reason),
-		         "request body under multipart/form-data %s: %s; refused, it cannot be "
-		         "inspected (fail closed)",
+		         "request body under %s %s: %s; refused, it cannot be inspected (fail "
+		         "closed)",
+		         ei->mptype,
 		         e == CUSTOS_ERR_PARSE ? "is malformed" : "is past an inspection limit",
 		         err_msg());
 		r->decision = "deny";

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Egress inspection of what is encoded (docs/EGRESS.md "Content inspection"), end to end: the
 # real custos binary (custos up), curl through the egress listener, a loopback data source
-# that records what it receives. multipart/form-data request bodies (curl -F) parsed part by
+# that records what it receives. multipart request bodies (curl -F; multipart/related, nested, encrypted refused) parsed part by
 # part: base64 and quoted-printable parts decoded and masked, encoded again as sent, a JSON
 # part on its decoded values, a value in a file name, a text file labelled octet-stream; a
 # deny in a base64 part (403, the source sees nothing), a binary part (415), malformed bodies
@@ -244,6 +244,42 @@ check "multipart: no closing delimiter: 400 (code $code)" test "$code" = 400
 code=$(mpost mp-bad3 -H 'Content-Type: multipart/form-data' --data-binary @bad2.body)
 check "multipart: no boundary parameter: 400 before the body (code $code)" \
 	bash -c "[ $code = 400 ] && grep -qi '^x-custos-reason: .*without one valid boundary' hdr.txt && ! [ -e got-mp-bad3.meta ]"
+
+# --- other multipart types (RFC 2046) by the same rules: a media upload's multipart/related
+# (JSON metadata, a base64 text part), a multipart/mixed part inside a form, multipart/encrypted
+python3 - <<'EOP'
+import base64
+card = open("card.txt", "rb").read()
+open("rel.body", "wb").write(
+    b"--rel0\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+    b'{"owner":"jane.doe@example.com","title":"notes"}\r\n'
+    b"--rel0\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(card) + b"\r\n--rel0--\r\n")
+open("nest.body", "wb").write(
+    b'--f0\r\nContent-Disposition: form-data; name="n"\r\n\r\n1\r\n'
+    b'--f0\r\nContent-Disposition: form-data; name="att"\r\n'
+    b"Content-Type: multipart/mixed; boundary=m0\r\n\r\n"
+    b"--m0\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    b"--m0\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"key AKIAIOSFODNN7EXAMPLE\n") + b"\r\n--m0--\r\n--f0--\r\n")
+open("enc.body", "wb").write(
+    b"--e0\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+    b"--e0\r\nContent-Type: application/octet-stream\r\n\r\n"
+    b"-----BEGIN PGP MESSAGE-----\r\nhQEMA0x\r\n-----END PGP MESSAGE-----\r\n--e0--\r\n")
+EOP
+code=$(mpost mp-rel -H 'Content-Type: multipart/related; boundary=rel0' --data-binary @rel.body)
+got=$(parts mp-rel)
+check "multipart/related: 200 (code $code), the JSON part's e-mail and the base64 part's card masked, valid multipart" \
+	bash -c "[ $code = 200 ] && grep -qxF \"None=b'{\\\"owner\\\":\\\"[REDACTED:EMAIL]\\\",\\\"title\\\":\\\"notes\\\"}'\" <<<\"\$1\" && grep -qxF \"None=b'card [REDACTED:PAYMENT_CARD] on file\\\\n'\" <<<\"\$1\" && ! grep -q '$MAIL' got-mp-rel.body" _ "$got"
+code=$(mpost mp-nest -H 'Content-Type: multipart/form-data; boundary=f0' --data-binary @nest.body)
+check "multipart/mixed inside a form part: the key in its base64 part denied, 403 (code $code), the source saw nothing" \
+	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request body denied by content inspection: aws_access_key' hdr.txt && ! [ -e got-mp-nest.meta ]"
+code=$(mpost mp-enc -H 'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary=e0' --data-binary @enc.body)
+check "multipart/encrypted: 415 before the body (code $code), the source saw nothing" \
+	bash -c "[ $code = 415 ] && grep -qi '^x-custos-reason: request body under multipart/encrypted cannot be inspected' hdr.txt && ! [ -e got-mp-enc.meta ]"
+code=$(mpost mp-relbad -H 'Content-Type: multipart/related; boundary=rel0' --data-binary @bad2.body)
+check "multipart/related malformed: 400 naming its type (code $code)" \
+	bash -c "[ $code = 400 ] && grep -qi '^x-custos-reason: request body under multipart/related is' hdr.txt && ! [ -e got-mp-relbad.meta ]"
 
 # --- the query string: percent-decoded and inspected under the request: rules
 got=$(curl -s -x "$PX" "http://localhost:$P_D/up/q-red?to=jane.doe%40example.com&c=4111+1111+1111+1111&n=1")

@@ -191,7 +191,11 @@ static void test_body_kind(void **state)
 		{ "application/x-www-form-urlencoded", NULL, EBODY_FORM },
 		{ "Application/X-WWW-Form-Urlencoded; charset=UTF-8", NULL, EBODY_FORM },
 		{ "multipart/form-data; boundary=x", NULL, EBODY_MULTIPART },
-		{ "multipart/mixed; boundary=x", NULL, EBODY_RAW },
+		{ "multipart/mixed; boundary=x", NULL, EBODY_MULTIPART },
+		{ "Multipart/Related; type=\"application/json\"; boundary=x", NULL,
+		  EBODY_MULTIPART },
+		{ "multipart/", NULL, EBODY_RAW },
+		{ "multipartx/mixed", NULL, EBODY_RAW },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
 		http1_head *h = head(cases[i].ct, cases[i].enc);
@@ -420,6 +424,17 @@ static void test_multipart(void **state)
 		            "[REDACTED:PAYMENT_CARD]\r\n--XyZ--" },
 		/* the boundary string inside a line is content, not a delimiter */
 		{ MP_F("a") "\r\nx--XyZ\r\n--XyZ--", MP_F("a") "\r\nx--XyZ\r\n--XyZ--" },
+		/* a multipart part (multipart/related inside multipart/mixed, as a mail or a
+		 * media upload sends it): its parts inspected by the same rules, in place */
+		{ "--XyZ\r\nContent-Type: multipart/related; boundary=\"In 1\"\r\n\r\n"
+		  "--In 1\r\nContent-Type: "
+		  "application/json\r\n\r\n{\"to\":\"jane.doe@example.com\"}"
+		  "\r\n--In 1\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+		  "bWFpbCBqYW5lLmRvZUBleGFtcGxlLmNvbQ==\r\n--In 1--\r\n--XyZ--",
+		  "--XyZ\r\nContent-Type: multipart/related; boundary=\"In 1\"\r\n\r\n"
+		  "--In 1\r\nContent-Type: application/json\r\n\r\n{\"to\":\"[REDACTED:EMAIL]\"}"
+		  "\r\n--In 1\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+		  "bWFpbCBbUkVEQUNURUQ6RU1BSUxd\r\n--In 1--\r\n--XyZ--" },
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
 		char *out;
@@ -464,6 +479,50 @@ static void test_multipart(void **state)
 			         custos_strerror(e));
 		free(out);
 	}
+	/* a multipart part: a deny inside it; malformed inside it (and under a transfer
+	 * encoding, RFC 2046 5.1, or without a boundary) is malformed; encrypted cannot be
+	 * inspected; nesting is bounded */
+#define MP_IN(ct, body) "--XyZ\r\nContent-Type: " ct "\r\n\r\n" body "\r\n--XyZ--"
+	assert_int_equal(run_mp(MP_IN("multipart/mixed; boundary=b",
+	                              "--b\r\n\r\nkey AKIAIOSFODNN7EXAMPLE\r\n--b--"),
+	                        &out, &sum),
+	                 CUSTOS_ERR_DENIED);
+	free(out);
+	static const char *const nbad[] = {
+		MP_IN("multipart/mixed; boundary=b", "--b\r\n\r\nx\r\n--bjunk--"),
+		MP_IN("multipart/mixed; boundary=b", "no delimiter"),
+		MP_IN("multipart/mixed", "--b\r\n\r\nx\r\n--b--"),
+		"--XyZ\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+		"Content-Transfer-Encoding: base64\r\n\r\nLS1iLS0=\r\n--XyZ--",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nbad); i++) {
+		custos_err e = run_mp(nbad[i], &out, &sum);
+		if (e != CUSTOS_ERR_PARSE)
+			fail_msg("nested multipart bad %zu: %s, want a parse error", i,
+			         custos_strerror(e));
+		free(out);
+	}
+	assert_int_equal(
+	        run_mp(MP_IN("multipart/encrypted; boundary=b", "--b\r\n\r\nVersion: 1\r\n--b--"),
+	               &out, &sum),
+	        CUSTOS_ERR_UNSUPPORTED);
+	free(out);
+	/* four levels (the body and three inside it) are read; a fifth is past the limit */
+	const char *d4 = MP_IN("multipart/mixed; boundary=b",
+	                       "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n"
+	                       "--c\r\nContent-Type: multipart/mixed; boundary=d\r\n\r\n"
+	                       "--d\r\n\r\njane.doe@example.com\r\n--d--\r\n--c--\r\n--b--");
+	assert_int_equal(run_mp(d4, &out, &sum), CUSTOS_OK);
+	assert_non_null(strstr(out, "\r\n[REDACTED:EMAIL]\r\n--d--"));
+	free(out);
+	const char *d5 = MP_IN("multipart/mixed; boundary=b",
+	                       "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n"
+	                       "--c\r\nContent-Type: multipart/mixed; boundary=d\r\n\r\n"
+	                       "--d\r\nContent-Type: multipart/mixed; boundary=e\r\n\r\n"
+	                       "--e\r\n\r\nx\r\n--e--\r\n--d--\r\n--c--\r\n--b--");
+	assert_int_equal(run_mp(d5, &out, &sum), CUSTOS_ERR_LIMIT);
+	free(out);
+#undef MP_IN
 	/* a part that is not text (or content-encoded) cannot be inspected */
 	assert_int_equal(
 	        run_mp(MP_F("p") "Content-Type: image/png\r\n\r\n\x89PNG\x01\x02\r\n--XyZ--", &out,
