@@ -9,8 +9,8 @@
  * document (one with nothing redacted comes out as it came, and an inspected one is valid JSON
  * that inspects again without error) and a form body (the result is valid percent-encoding
  * with the same '&' and '=' separators, again after a second pass). A fifth runs the strict
- * multipart parser (every multipart/* type, parts nested in parts): the bytes up to the first LF are a Content-Type value (the
- * boundary parser), the rest the body; a body with nothing redacted comes out byte for byte,
+ * multipart parser (every multipart type, parts nested in parts): the bytes up to the first
+ * LF are a Content-Type value (the boundary parser), the rest the body; a body with nothing redacted comes out byte for byte,
  * and a redacted one is still well-formed multipart with the same boundary that inspects
  * again without error. A sixth inspects a request path segment by segment: with nothing found
  * its audited form is the path as sent; with a finding it keeps the path's '/' and is valid
