@@ -34,6 +34,7 @@ typedef enum emode {
 	EM_JSON,   /* held whole (at most EGRESS_INSPECT_BODY_MAX), decided at the end */
 	EM_NDJSON, /* one JSON document per line, each decided when its line is complete */
 	EM_FORM,   /* application/x-www-form-urlencoded: held whole, decoded, decided at the end */
+	EM_MULTIPART, /* multipart (RFC 2046): held whole, parsed part by part at the end */
 } emode;
 
 /* Per-request state of what this file inspects itself (r->ei). */
@@ -45,11 +46,11 @@ struct einsp {
 	bool denied;                /* the response was denied */
 	char why[192];              /* denial reason (detector names, never values) */
 	char fail[192];             /* why the response could not be inspected, or "" */
-	buf hold;                   /* EM_JSON, EM_FORM: the body; EM_NDJSON: the current line */
+	buf hold; /* EM_JSON, EM_FORM, EM_MULTIPART: the body; EM_NDJSON: the current line */
 	buf out, tmp;
-	buf dec, msk; /* multipart request bodies: a part decoded, masked */
-	buf target;   /* the request target with its query masked */
-	char boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* multipart request body */
+	buf dec, msk;                              /* multipart bodies: a part decoded, masked */
+	buf target;                                /* the request target with its query masked */
+	char boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* multipart request body, then response */
 	size_t blen;
 	char mptype[48]; /* its media type as it may be quoted ("multipart/form-data") */
 	uint64_t t_ns;
@@ -1370,6 +1371,31 @@ int egress_inspect_open(erec *r)
 	return 1;
 }
 
+/* ei->mptype (the media type of ct, lower case and printable, for reasons and the audit) and
+ * ei->boundary; false when ct has no valid boundary (ei->blen 0). */
+static bool mp_take_type(struct einsp *ei, span ct)
+{
+	size_t n = 0;
+	for (; n < ct.len && n < sizeof(ei->mptype) - 1 && ct.ptr[n] != ';' && ct.ptr[n] != ' ' &&
+	       ct.ptr[n] != '\t';
+	     n++) {
+		char c = ct.ptr[n];
+		ei->mptype[n] = c >= 'A' && c <= 'Z'                          ? (char)(c + 32)
+		                : c > ' ' && c < 127 && c != '"' && c != '\\' ? c
+		                                                              : '?';
+	}
+	ei->mptype[n] = '\0';
+	if (egress_multipart_boundary(ct, ei->boundary, &ei->blen))
+		return true;
+	ei->blen = 0;
+	return false;
+}
+
+static bool mp_encrypted(const struct einsp *ei)
+{
+	return strcmp(ei->mptype, "multipart/encrypted") == 0;
+}
+
 bool egress_inspect_response_begin(erec *r, const http1_head *h)
 {
 	struct einsp *ei = r->ei;
@@ -1381,6 +1407,15 @@ bool egress_inspect_response_begin(erec *r, const http1_head *h)
 	egress_body_kind k = egress_body_kind_of(h);
 	if (k == EBODY_JSON || k == EBODY_NDJSON || k == EBODY_FORM) {
 		ei->mode = k == EBODY_JSON ? EM_JSON : k == EBODY_FORM ? EM_FORM : EM_NDJSON;
+		buf_reset(&ei->hold);
+		return true;
+	}
+	span ct;
+	if (k == EBODY_MULTIPART && http1_header_get(h, SPAN_LIT("Content-Type"), &ct)) {
+		/* a missing boundary or multipart/encrypted is refused at the end, held first
+		 * like any other body that fails */
+		(void)mp_take_type(ei, ct);
+		ei->mode = EM_MULTIPART;
 		buf_reset(&ei->hold);
 		return true;
 	}
@@ -1402,11 +1437,18 @@ static custos_err resp_denied(struct einsp *ei, const struct eeng *en)
 /* A JSON document (or a form) of the response failed to inspect: the reason for the 502. */
 static custos_err resp_failed(struct einsp *ei, custos_err e, const char *what)
 {
+	if (ei->mode == EM_MULTIPART && e == CUSTOS_ERR_UNSUPPORTED) {
+		snprintf(ei->fail, sizeof(ei->fail),
+		         "response under %s not inspected: %s; refused (fail closed)", ei->mptype,
+		         err_msg());
+		return e;
+	}
 	snprintf(ei->fail, sizeof(ei->fail),
 	         "%s response %s: %s; refused, it cannot be inspected (fail closed)", what,
-	         e != CUSTOS_ERR_PARSE ? "is past an inspection limit"
-	         : ei->mode == EM_FORM ? "is not valid percent-encoding"
-	                               : "is not valid JSON",
+	         e != CUSTOS_ERR_PARSE      ? "is past an inspection limit"
+	         : ei->mode == EM_FORM      ? "is not valid percent-encoding"
+	         : ei->mode == EM_MULTIPART ? "is malformed"
+	                                    : "is not valid JSON",
 	         err_msg());
 	return e;
 }
@@ -1414,7 +1456,7 @@ static custos_err resp_failed(struct einsp *ei, custos_err e, const char *what)
 /* What the held response is, for the reasons. */
 static const char *resp_kind(const struct einsp *ei)
 {
-	return ei->mode == EM_FORM ? "form" : "JSON";
+	return ei->mode == EM_FORM ? "form" : ei->mode == EM_MULTIPART ? ei->mptype : "JSON";
 }
 
 /* EM_NDJSON: every complete line in ei->hold (the rest stays for the next piece, or all of
@@ -1458,8 +1500,11 @@ static custos_err resp_not_held(struct einsp *ei)
 static bool resp_arm(struct einsp *ei)
 {
 	size_t n = buf_used(&ei->hold);
+	bool mp = ei->mode == EM_MULTIPART;
 	return work_arm(ei, &ei->out, &ei->ct_out, n) && work_arm(ei, &ei->tmp, &ei->ct_tmp, n) &&
-	       (ei->mode != EM_FORM || ei->ct_form ||
+	       (!mp || (work_arm(ei, &ei->dec, &ei->ct_dec, n) &&
+	                work_arm(ei, &ei->msk, &ei->ct_msk, n))) &&
+	       ((ei->mode != EM_FORM && !mp) || ei->ct_form ||
 	        held_take(ei, &ei->ct_form, 4 * ((uint64_t)n + 1)));
 }
 
@@ -1525,11 +1570,21 @@ custos_err egress_inspect_response_end(erec *r, span *out)
 	else if (ei->mode == EM_FORM)
 		e = egress_inspect_form(r->eng->eng, s, &ei->resp, buf_span(&ei->hold), &ei->tmp,
 		                        &ei->out, &ei->rsum);
+	else if (ei->mode == EM_MULTIPART && mp_encrypted(ei))
+		e = err_set(CUSTOS_ERR_UNSUPPORTED, "it is encrypted");
+	else if (ei->mode == EM_MULTIPART && ei->blen == 0)
+		e = err_set(CUSTOS_ERR_PARSE, "no valid boundary parameter");
+	else if (ei->mode == EM_MULTIPART)
+		e = egress_inspect_multipart(r->eng->eng, s, &ei->resp,
+		                             span_of(ei->boundary, ei->blen), buf_span(&ei->hold),
+		                             &ei->tmp, &ei->dec, &ei->msk, &ei->out, &ei->rsum);
 	else
 		e = ndjson_lines(r, ei, s, true);
 	ei->t_ns += tm_mono_ns() - t0;
 	work_free(ei, &ei->hold, &ei->ct_hold); /* all of it inspected: out stays until release */
 	work_free(ei, &ei->tmp, &ei->ct_tmp);
+	work_free(ei, &ei->dec, &ei->ct_dec);
+	work_free(ei, &ei->msk, &ei->ct_msk);
 	held_give(ei, &ei->ct_form);
 	if (e == CUSTOS_ERR_DENIED)
 		return resp_denied(ei, r->eng);
@@ -1575,25 +1630,15 @@ unsigned egress_inspect_request_begin(erec *r, const http1_head *h)
 	span ct;
 	if (egress_body_kind_of(h) == EBODY_MULTIPART &&
 	    http1_header_get(h, SPAN_LIT("Content-Type"), &ct)) {
-		/* the media type, lower case and printable, for reasons and the audit */
-		size_t n = 0;
-		for (; n < ct.len && n < sizeof(ei->mptype) - 1 && ct.ptr[n] != ';' &&
-		       ct.ptr[n] != ' ' && ct.ptr[n] != '\t';
-		     n++) {
-			char c = ct.ptr[n];
-			ei->mptype[n] = c >= 'A' && c <= 'Z' ? (char)(c + 32)
-			                : c > ' ' && c < 127 && c != '"' && c != '\\' ? c
-			                                                              : '?';
-		}
-		ei->mptype[n] = '\0';
-		if (span_case_eq(span_of(ei->mptype, n), SPAN_LIT("multipart/encrypted"))) {
+		bool ok = mp_take_type(ei, ct);
+		if (mp_encrypted(ei)) {
 			snprintf(r->reason, sizeof(r->reason),
 			         "request body under multipart/encrypted cannot be inspected "
 			         "(fail closed)");
 			r->decision = "deny";
 			return 415;
 		}
-		if (!egress_multipart_boundary(ct, ei->boundary, &ei->blen)) {
+		if (!ok) {
 			snprintf(r->reason, sizeof(r->reason),
 			         "request body under %s without one valid boundary "
 			         "parameter; refused, it cannot be inspected (fail closed)",

@@ -8,7 +8,7 @@
 # and a missing boundary (400); chunked. The query string of request URLs percent-decoded and
 # inspected under the same request: rules (redact rewrites it, deny 403, invalid
 # percent-encoding 400; the audit never holds the value). Form responses decoded (masks
-# percent-encoded, deny 403, invalid 502). custos config check, custos up and a SIGHUP reload
+# percent-encoded, deny 403, invalid 502) and multipart responses parsed part by part. custos config check, custos up and a SIGHUP reload
 # refuse egress.inspect.max_held below 5 x max_body + 8195 bytes (at its line and column). With
 # CUSTOS_EGRESS_FORWARD=threads set by the caller (egress_inspect_decode_threads.sh) the same
 # checks run on the thread path.
@@ -29,6 +29,18 @@ FORMS = {
     "form-key": b"k=AKIA%49OSFODNN7EXAMPLE&n=1",
     "form-bad": b"a=%zz&b=jane.doe%40example.com",
     "form-clean": b"a=b&c=d%20e+f",
+}
+import base64
+def mp(*parts):
+    return b"".join(b"--r0\r\n" + p for p in parts) + b"--r0--\r\n"
+MPS = {
+    "mp-resp": mp(b"Content-Type: application/json\r\n\r\n{\"owner\":\"jane.doe@example.com\"}\r\n",
+                  b"Content-Transfer-Encoding: base64\r\n\r\n"
+                  + base64.b64encode(b"card 4111 1111 1111 1111 on file\n") + b"\r\n"),
+    "mp-resp-key": mp(b"Content-Transfer-Encoding: base64\r\n\r\n"
+                      + base64.b64encode(b"key AKIAIOSFODNN7EXAMPLE\n") + b"\r\n"),
+    "mp-resp-bad": b"--r0\r\n\r\njane.doe@example.com\r\n--r0junk\r\n",
+    "mp-resp-clean": mp(b"\r\nhello\r\n", b"Content-Type: text/plain\r\n\r\nworld\r\n"),
 }
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -63,6 +75,11 @@ class H(BaseHTTPRequestHandler):
         name = self.record(b"")
         if name in FORMS:
             self.send(FORMS[name], "application/x-www-form-urlencoded")
+        elif name in MPS:
+            self.send(MPS[name], "multipart/mixed; boundary=r0")
+        elif name == "mp-resp-enc":
+            self.send(b"--r0\r\n\r\nVersion: 1\r\n--r0--\r\n",
+                      'multipart/encrypted; protocol="application/pgp-encrypted"; boundary=r0')
         else:
             self.send(("target %s\n" % self.path).encode())
     def do_POST(self):
@@ -321,6 +338,34 @@ check "form response with invalid percent-encoding: 502 (code $code), nothing of
 	bash -c "[ $code = 502 ] && ! grep -q jane body.txt && grep -qi '^x-custos-reason: form response is not valid percent-encoding' hdr.txt"
 got=$(curl -s -x "$PX" "http://localhost:$P_D/rd/form-clean")
 check "form response with nothing found: as sent" test "$got" = "a=b&c=d%20e+f"
+
+# --- multipart responses: parsed part by part like request bodies
+curl -s -o mpr.body -D hdr.txt -x "$PX" "http://localhost:$P_D/rd/mp-resp"
+got=$(python3 - <<'EOP'
+import base64
+from email import policy
+from email.parser import BytesParser
+body = open("mpr.body", "rb").read()
+msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: multipart/mixed; boundary=r0\r\n\r\n" + body)
+print("BAD" if msg.defects else "")
+for p in msg.iter_parts():
+    print(repr(p.get_payload(decode=True)))
+EOP
+)
+check "multipart response: the JSON part's e-mail and the base64 part's card masked, valid multipart" \
+	bash -c "grep -qxF \"b'{\\\"owner\\\":\\\"[REDACTED:EMAIL]\\\"}'\" <<<\"\$1\" && grep -qxF \"b'card [REDACTED:PAYMENT_CARD] on file\\\\n'\" <<<\"\$1\" && ! grep -q BAD <<<\"\$1\" && ! grep -q jane mpr.body" _ "$got"
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/rd/mp-resp-key")
+check "multipart response deny behind base64: 403 (code $code), nothing of it passed" \
+	bash -c "[ $code = 403 ] && ! grep -q QUtJQ body.txt && grep -qi '^x-custos-reason: response denied by content inspection: aws_access_key' hdr.txt"
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/rd/mp-resp-bad")
+check "malformed multipart response: 502 (code $code), nothing of it passed" \
+	bash -c "[ $code = 502 ] && ! grep -q jane body.txt && grep -qi '^x-custos-reason: multipart/mixed response is malformed' hdr.txt"
+code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/rd/mp-resp-enc")
+check "multipart/encrypted response: 502 (code $code), refused as not inspectable" \
+	bash -c "[ $code = 502 ] && ! grep -q Version body.txt && grep -qi '^x-custos-reason: response under multipart/encrypted not inspected' hdr.txt"
+got=$(curl -s -x "$PX" "http://localhost:$P_D/rd/mp-resp-clean" | od -An -c | tr -s ' \n' ' ')
+want=$(printf -- '--r0\r\n\r\nhello\r\n--r0\r\nContent-Type: text/plain\r\n\r\nworld\r\n--r0--\r\n' | od -An -c | tr -s ' \n' ' ')
+check "multipart response with nothing found: byte for byte" test "$got" = "$want"
 
 # --- a reload (SIGHUP) to a config whose max_held is too small is refused, the running one
 # keeps serving
