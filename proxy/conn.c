@@ -19,6 +19,7 @@
 
 #include "custos/egress.h"
 #include "custos/sandbox.h"
+#include "egress_int.h"
 #include "ingress_inspect.h"
 #include "metrics.h"
 #include "proxy_int.h"
@@ -71,10 +72,13 @@ typedef struct req {
 	bool client_http10;
 	http1_body bdec;
 	buf body;
-	buf uphead;     /* upstream request head without its final CRLF */
-	buf accept_enc; /* the client's Accept-Encoding fields, written after the decision */
-	bool encoded;   /* the request body has a Content-Encoding other than identity */
-	buf upout;      /* bytes of the current upstream attempt still to send */
+	buf uphead;      /* upstream request head without its final CRLF */
+	buf accept_enc;  /* the client's Accept-Encoding fields, written after the decision */
+	bool encoded;    /* the request body has a Content-Encoding other than identity */
+	bool multipart;  /* the request body is multipart (an OpenAI file or audio upload) */
+	uint8_t mp_blen; /* its boundary's length, 0: none valid */
+	char mp_boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* its boundary */
+	buf upout; /* bytes of the current upstream attempt still to send */
 	uint64_t up_sent;
 	bool has_oa;
 	openai_request oa;
@@ -860,10 +864,20 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 	 * asked for identity (a compressed answer could not be inspected). */
 	r->encoded = ingress_inspect_encoded(h);
 	buf_init(&r->accept_enc, HTTP1_MAX_HEAD_BYTES);
-	for (size_t i = 0; i < h->nhdrs; i++)
+	for (size_t i = 0; i < h->nhdrs; i++) {
+		span v = h->hdrs[i].value;
 		if (span_case_eq(h->hdrs[i].name, SPAN_LIT("Accept-Encoding")))
-			GUARD(buf_printf(&r->accept_enc, "Accept-Encoding: %.*s\r\n",
-			                 (int)h->hdrs[i].value.len, h->hdrs[i].value.ptr));
+			GUARD(buf_printf(&r->accept_enc, "Accept-Encoding: %.*s\r\n", (int)v.len,
+			                 v.ptr));
+		else if (v.len > 10 && (v.ptr[0] | 0x20) == 'm' &&
+		         span_case_eq(h->hdrs[i].name, SPAN_LIT("Content-Type")) &&
+		         span_case_eq(span_of(v.ptr, 10), SPAN_LIT("multipart/"))) {
+			size_t bl = 0;
+			r->multipart = true;
+			if (egress_multipart_boundary(v, r->mp_boundary, &bl))
+				r->mp_blen = (uint8_t)bl;
+		}
+	}
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
 	buf_take_block(c->w, &r->uphead);
 	GUARD(http1_write_request_head(&r->uphead, h, &wo));
@@ -982,6 +996,50 @@ static bool route_match(const proxy_route_opts *ro, const req *r)
 
 static void up_start(conn *c);
 
+/* r->oa from a multipart body on an OpenAI path: its form-data field "model" (at most one,
+ * not encoded, printable), nothing else; false when the request was refused (400). */
+static bool multipart_model(conn *c, span body)
+{
+	req *r = &c->r;
+	char why[200];
+	span v;
+	unsigned n = 0;
+	if (r->mp_blen == 0) {
+		conn_reject(c, 400, "multipart request body without one valid boundary parameter",
+		            false);
+		return false;
+	}
+	if (egress_multipart_field(span_of(r->mp_boundary, r->mp_blen), body, "model", &v, &n) !=
+	    CUSTOS_OK) {
+		snprintf(why, sizeof(why), "multipart request body is malformed: %s", err_msg());
+		conn_reject(c, 400, why, false);
+		return false;
+	}
+	if (n > 1) {
+		conn_reject(c, 400, "multipart request body has more than one 'model' field",
+		            false);
+		return false;
+	}
+	r->oa = (openai_request){ 0 };
+	if (n == 1) {
+		bool ok = v.len <= OPENAI_MAX_MODEL;
+		for (size_t i = 0; ok && i < v.len; i++)
+			ok = (unsigned char)v.ptr[i] >= 0x20 && v.ptr[i] != 0x7f;
+		if (!ok) {
+			conn_reject(c, 400,
+			            "multipart request body: the 'model' field is not a model name "
+			            "(control characters, or over 256 bytes)",
+			            false);
+			return false;
+		}
+		memcpy(r->oa.model, v.ptr, v.len);
+		r->oa.model[v.len] = '\0';
+		r->oa.has_model = true;
+	}
+	r->has_oa = true;
+	return true;
+}
+
 static void on_request_body_done(conn *c)
 {
 	req *r = &c->r;
@@ -989,8 +1047,14 @@ static void on_request_body_done(conn *c)
 	const proxy_options *o = &st->o;
 	span body = buf_span(&r->body);
 
-	/* OpenAI fields from JSON bodies (bounded size and depth). */
-	if (body.len > 0 && strncmp(r->path, "/v1/", 4) == 0) {
+	/* A multipart body (an OpenAI file or audio upload) names its model in a form field: read
+	 * by the same strict rules its parts are inspected by, so custos and the model server
+	 * cannot route on two different names. */
+	if (body.len > 0 && r->multipart && strncmp(r->path, "/v1/", 4) == 0) {
+		if (!multipart_model(c, body))
+			return;
+	} else if (body.len > 0 && strncmp(r->path, "/v1/", 4) == 0) {
+		/* OpenAI fields from JSON bodies (bounded size and depth). */
 		jsonr_limits jl = { .max_depth = o->max_json_depth };
 		if (openai_request_parse(body, &jl, &r->oa) != CUSTOS_OK) {
 			char why[160];
@@ -1101,8 +1165,12 @@ static void on_request_body_done(conn *c)
 			            false);
 			return;
 		}
-		unsigned ist = ingress_inspect_request(&r->insp, &r->dec, r->has_oa, &r->oa,
-		                                       &r->body, &iwhy);
+		unsigned ist =
+		        r->multipart ? ingress_inspect_request_multipart(
+		                               &r->insp, &r->dec,
+		                               span_of(r->mp_boundary, r->mp_blen), &r->body, &iwhy)
+		                     : ingress_inspect_request(&r->insp, &r->dec, r->has_oa, &r->oa,
+		                                               &r->body, &iwhy);
 		if (ist != 0) {
 			conn_reject(c, ist, iwhy, false);
 			return;

@@ -984,16 +984,28 @@ typedef struct mp_ctx {
 	buf *tmp, *dec, *msk, *out;
 	inspect_summary *sum;
 	unsigned depth; /* 1: the body */
+	/* egress_multipart_field: the parts' framing checked, nothing inspected or written;
+	 * the content of each part whose form-data name is field counted in nfield, the first
+	 * one in *fval */
+	const char *field;
+	span *fval;
+	unsigned nfield;
 } mp_ctx;
 
 static custos_err mp_body(mp_ctx *m, span boundary, span body);
+
+/* Appends to the output (nothing in egress_multipart_field's scan). */
+static custos_err mp_put(mp_ctx *m, const void *p, size_t n)
+{
+	return m->field ? CUSTOS_OK : buf_append(m->out, p, n);
+}
 
 /* raw inspected as text: appended to out as it is, or with its masks. */
 static custos_err mp_text(mp_ctx *m, span raw)
 {
 	inspect_summary one;
 	inspect_summary_init(&one);
-	if (raw.len == 0)
+	if (raw.len == 0 || m->field)
 		return CUSTOS_OK;
 	buf_reset(m->msk);
 	custos_err e = inspect_redact_text(m->e, m->s, m->p, raw, m->msk, &one);
@@ -1015,11 +1027,13 @@ static bool mp_field(span line, span name, span *v)
 
 /* One part's header block hdr (CRLF-terminated lines, maybe none): its Content-Type (empty:
  * none), transfer encoding and whether it has a content coding. */
-static custos_err mp_headers(span hdr, unsigned part, span *ctype, mp_cte *cte, bool *coded)
+static custos_err mp_headers(span hdr, unsigned part, span *ctype, mp_cte *cte, bool *coded,
+                             span *disp)
 {
 	unsigned n = 0;
-	bool has_ct = false, has_cte = false;
+	bool has_ct = false, has_cte = false, has_disp = false;
 	*ctype = span_of("", 0);
+	*disp = span_of("", 0);
 	*cte = MP_ID;
 	*coded = false;
 	for (size_t i = 0; i < hdr.len;) {
@@ -1062,6 +1076,11 @@ static custos_err mp_headers(span hdr, unsigned part, span *ctype, mp_cte *cte, 
 		} else if (mp_field(line, SPAN_LIT("Content-Encoding"), &v)) {
 			if (!span_case_eq(v, SPAN_LIT("identity")))
 				*coded = true;
+		} else if (mp_field(line, SPAN_LIT("Content-Disposition"), &v)) {
+			ENSURE(!has_disp, CUSTOS_ERR_PARSE,
+			       "part %u: two Content-Disposition fields", part);
+			has_disp = true;
+			*disp = v;
 		}
 	}
 	return CUSTOS_OK;
@@ -1181,17 +1200,108 @@ static custos_err mp_content(mp_ctx *m, span raw, span ctype, mp_cte cte, bool c
 	return buf_append_span(m->out, buf_span(m->msk));
 }
 
+/* The name parameter of a form-data Content-Disposition value (RFC 7578 4.2): a token or a
+ * quoted string without escapes, the parameter name in any case; false when there is none,
+ * or the value is not "form-data" with at most one name (malformed: two readers could take
+ * different names from it). */
+static bool mp_disp_name(span disp, span *name, bool *bad)
+{
+	*bad = false;
+	const char *semi = memchr(disp.ptr, ';', disp.len);
+	span type = span_trim(span_of(disp.ptr, semi ? (size_t)(semi - disp.ptr) : disp.len));
+	if (!span_case_eq(type, SPAN_LIT("form-data")))
+		return false;
+	bool found = false;
+	while (semi != NULL) {
+		size_t at = (size_t)(semi - disp.ptr) + 1;
+		span rest = span_of(disp.ptr + at, disp.len - at);
+		const char *eq = memchr(rest.ptr, '=', rest.len);
+		if (eq == NULL) {
+			*bad = span_trim(rest).len > 0;
+			return false;
+		}
+		span pn = span_trim(span_of(rest.ptr, (size_t)(eq - rest.ptr)));
+		span v = span_of(eq + 1, rest.len - (size_t)(eq + 1 - rest.ptr));
+		size_t k = 0;
+		while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t'))
+			k++;
+		span val;
+		size_t used;
+		if (k < v.len && v.ptr[k] == '"') {
+			const char *q = memchr(v.ptr + k + 1, '"', v.len - k - 1);
+			if (q == NULL || memchr(v.ptr + k + 1, '\\', (size_t)(q - v.ptr - k - 1))) {
+				*bad = true;
+				return false;
+			}
+			val = span_of(v.ptr + k + 1, (size_t)(q - v.ptr - k - 1));
+			used = (size_t)(q - v.ptr) + 1;
+		} else {
+			size_t e = k;
+			while (e < v.len && v.ptr[e] != ';')
+				e++;
+			val = span_trim(span_of(v.ptr + k, e - k));
+			used = e;
+		}
+		span after = span_of(v.ptr + used, v.len - used);
+		semi = memchr(after.ptr, ';', after.len);
+		if (span_trim(span_of(after.ptr, semi ? (size_t)(semi - after.ptr) : after.len))
+		            .len) {
+			*bad = true;
+			return false;
+		}
+		if (span_case_eq(pn, SPAN_LIT("name"))) {
+			if (found) {
+				*bad = true;
+				return false;
+			}
+			found = true;
+			*name = val;
+		}
+	}
+	return found;
+}
+
+/* egress_multipart_field's scan: one part's headers. */
+static custos_err mp_field_part(mp_ctx *m, span disp, span raw, mp_cte cte, bool coded,
+                                unsigned part)
+{
+	span name;
+	bool bad;
+	bool named = mp_disp_name(disp, &name, &bad);
+	ENSURE(!bad, CUSTOS_ERR_PARSE,
+	       "part %u: Content-Disposition is not form-data with one name parameter", part);
+	if (!named || !span_eq(name, span_cstr(m->field)))
+		return CUSTOS_OK;
+	ENSURE(cte == MP_ID && !coded, CUSTOS_ERR_PARSE,
+	       "part %u: the '%s' field has a transfer or content encoding", part, m->field);
+	if (m->nfield++ == 0)
+		*m->fval = raw;
+	return CUSTOS_OK;
+}
+
+custos_err egress_multipart_field(span boundary, span body, const char *name, span *value,
+                                  unsigned *count)
+{
+	mp_ctx m = { 0 };
+	m.depth = 1;
+	m.field = name;
+	m.fval = value;
+	*value = span_of("", 0);
+	custos_err e = mp_body(&m, boundary, body);
+	*count = m.nfield;
+	return e;
+}
+
 custos_err egress_inspect_multipart(const inspect_engine *en, inspect_scratch *s,
                                     const inspect_profile *p, span boundary, span body, buf *tmp,
                                     buf *dec, buf *msk, buf *out, inspect_summary *sum)
 {
-	mp_ctx m = { en, s, p, tmp, dec, msk, out, sum, 1 };
+	mp_ctx m = { en, s, p, tmp, dec, msk, out, sum, 1, NULL, NULL, 0 };
 	return mp_body(&m, boundary, body);
 }
 
 static custos_err mp_body(mp_ctx *m, span boundary, span body)
 {
-	buf *out = m->out;
 	char dl[EGRESS_MP_BOUNDARY_MAX + 3];
 	ENSURE(boundary.len > 0 && boundary.len <= EGRESS_MP_BOUNDARY_MAX, CUSTOS_ERR_PARSE,
 	       "no valid boundary");
@@ -1207,14 +1317,14 @@ static custos_err mp_body(mp_ctx *m, span boundary, span body)
 		size_t f = mp_find(body, 0, delim);
 		ENSURE(f != SIZE_MAX, CUSTOS_ERR_PARSE, "no delimiter line with the boundary");
 		GUARD(mp_text(m, span_of(body.ptr, f))); /* the preamble */
-		GUARD(buf_append(out, "\r\n", 2));
+		GUARD(mp_put(m, "\r\n", 2));
 		at = f + 2;
 	}
-	GUARD(buf_append_span(out, delim));
+	GUARD(mp_put(m, delim.ptr, delim.len));
 	size_t i = at + delim.len;
 	for (unsigned part = 1;; part++) {
 		if (body.len - i >= 2 && body.ptr[i] == '-' && body.ptr[i + 1] == '-') {
-			GUARD(buf_append(out, "--", 2));
+			GUARD(mp_put(m, "--", 2));
 			return mp_text(m,
 			               span_of(body.ptr + i + 2, body.len - i - 2)); /* epilogue */
 		}
@@ -1227,7 +1337,7 @@ static custos_err mp_body(mp_ctx *m, span boundary, span body)
 		       i);
 		ENSURE(part <= EGRESS_MP_MAX_PARTS, CUSTOS_ERR_LIMIT, "more than %u parts",
 		       EGRESS_MP_MAX_PARTS);
-		GUARD(buf_append(out, body.ptr + i, j + 2 - i));
+		GUARD(mp_put(m, body.ptr + i, j + 2 - i));
 		i = j + 2;
 		/* the part: up to the next delimiter line; its header block (CRLF-terminated
 		 * lines, maybe none), then, after an empty line, its content (maybe none) */
@@ -1256,17 +1366,21 @@ static custos_err mp_body(mp_ctx *m, span boundary, span body)
 			ENSURE(hdr.len <= EGRESS_MP_MAX_HEAD, CUSTOS_ERR_LIMIT,
 			       "part %u: header block over %u bytes", part, EGRESS_MP_MAX_HEAD);
 		}
-		span ctype;
+		span ctype, disp;
 		mp_cte cte;
 		bool coded;
-		GUARD(mp_headers(hdr, part, &ctype, &cte, &coded));
-		GUARD(mp_text(m, hdr));
-		if (has_content) {
-			GUARD(buf_append(out, "\r\n", 2));
-			GUARD(mp_content(m, raw, ctype, cte, coded, part));
+		GUARD(mp_headers(hdr, part, &ctype, &cte, &coded, &disp));
+		if (m->field) {
+			GUARD(mp_field_part(m, disp, raw, cte, coded, part));
+		} else {
+			GUARD(mp_text(m, hdr));
+			if (has_content) {
+				GUARD(mp_put(m, "\r\n", 2));
+				GUARD(mp_content(m, raw, ctype, cte, coded, part));
+			}
 		}
-		GUARD(buf_append(out, "\r\n", 2));
-		GUARD(buf_append_span(out, delim));
+		GUARD(mp_put(m, "\r\n", 2));
+		GUARD(mp_put(m, delim.ptr, delim.len));
 		i = end + 2 + delim.len;
 	}
 }

@@ -188,6 +188,13 @@ custos_err egress_inspect_multipart(const struct inspect_engine *e, struct inspe
                                     const struct inspect_profile *p, span boundary, span body,
                                     buf *tmp, buf *dec, buf *msk, buf *out,
                                     struct inspect_summary *sum) CUSTOS_WUR;
+/* The content of the form-data part named name in a multipart body, the body's framing checked
+ * by the same strict rules (not inspected): *count parts have that name, *value the first
+ * one's content (empty: none). CUSTOS_ERR_PARSE for a malformed body, a Content-Disposition
+ * that is not form-data with one name, or the named part under a transfer or content
+ * encoding; CUSTOS_ERR_LIMIT past the parts and header bounds. */
+custos_err egress_multipart_field(span boundary, span body, const char *name, span *value,
+                                  unsigned *count) CUSTOS_WUR;
 /* The path and query string of h's target, when the rule inspects requests (inspect:
  * request:): the path segment by segment (egress_inspect_path), then the query
  * percent-decoded like a form. 0 with *target the target to send instead ('/' first; owned by

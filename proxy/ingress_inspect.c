@@ -15,6 +15,7 @@
 
 #include "custos/inspect.h"
 #include "custos/policy.h"
+#include "egress_int.h"
 #include "ingress_inspect.h"
 #include "json.h"
 #include "openai.h"
@@ -171,12 +172,9 @@ static bool asks_logprobs(span body)
 	       !(v.type == JSONR_NUMBER && v.raw.len == 1 && v.raw.ptr[0] == '0');
 }
 
-unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool has_oa,
-                                 const openai_request *oa, buf *body, const char **why)
+/* *ipp for dec (created on first use), its profiles set from the decision. */
+static ingress_insp *insp_setup(ingress_insp **ipp, const decide_out *dec)
 {
-	*why = NULL;
-	if (!dec->has_inspect || dec->insp_engine == NULL)
-		return 0;
 	ingress_insp *ip = *ipp;
 	if (ip == NULL) {
 		ip = xcalloc(1, sizeof(*ip));
@@ -199,6 +197,16 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 	inspect_profile_from_actions(&ip->response, dec->insp_response);
 	ip->prompt_on = inspect_profile_active(&ip->prompt);
 	ip->response_on = inspect_profile_active(&ip->response);
+	return ip;
+}
+
+unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool has_oa,
+                                 const openai_request *oa, buf *body, const char **why)
+{
+	*why = NULL;
+	if (!dec->has_inspect || dec->insp_engine == NULL)
+		return 0;
+	ingress_insp *ip = insp_setup(ipp, dec);
 	/* any path: llama.cpp's /completion is not under /v1/ */
 	if (ip->response_on && !ip->shadow && asks_logprobs(buf_span(body))) {
 		*why = "logprobs cannot be returned while responses are inspected";
@@ -265,6 +273,71 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 		return 413;
 	}
 	log_error("inspect: prompt: %s", err_msg());
+	*why = "content inspection failed";
+	return 500;
+}
+
+unsigned ingress_inspect_request_multipart(ingress_insp **ipp, const decide_out *dec, span boundary,
+                                           buf *body, const char **why)
+{
+	*why = NULL;
+	if (!dec->has_inspect || dec->insp_engine == NULL)
+		return 0;
+	ingress_insp *ip = insp_setup(ipp, dec);
+	if (!ip->prompt_on || buf_used(body) == 0)
+		return 0;
+	if (boundary.len == 0) {
+		if (ip->shadow)
+			return 0;
+		*why = "multipart request body without one valid boundary parameter cannot be "
+		       "inspected";
+		return 400;
+	}
+	inspect_scratch *s;
+	if (scratch_get(ip, &s) != CUSTOS_OK) {
+		log_error("inspect: %s", err_msg());
+		*why = "content inspection unavailable";
+		return 500;
+	}
+	uint64_t t0 = tm_mono_ns();
+	/* the masked copy, a JSON or form part's scratch, a part decoded and masked: each at
+	 * most what the JSON path allows a body */
+	buf out, tmp, dec_, msk;
+	buf_init(&out, INSP_PROMPT_MAX);
+	buf_init(&tmp, INSP_PROMPT_MAX);
+	buf_init(&dec_, INSP_PROMPT_MAX);
+	buf_init(&msk, INSP_PROMPT_MAX);
+	custos_err e = egress_inspect_multipart(ip->eng, s, &ip->prompt, boundary, buf_span(body),
+	                                        &tmp, &dec_, &msk, &out, &ip->psum);
+	ip->t_ns += tm_mono_ns() - t0;
+	buf_free(&tmp);
+	buf_free(&dec_);
+	buf_free(&msk);
+	if (e == CUSTOS_OK && ip->psum.redacted && !ip->shadow) {
+		buf_free(body);
+		*body = out;
+		return 0;
+	}
+	buf_free(&out);
+	if (e == CUSTOS_OK || ip->shadow)
+		return 0;
+	if (e == CUSTOS_ERR_DENIED) {
+		snprintf(ip->why, sizeof(ip->why),
+		         "prompt denied by content inspection: %s detected",
+		         det_name(ip, ip->psum.deny_detector));
+		*why = ip->why;
+		return 403;
+	}
+	if (e == CUSTOS_ERR_PARSE || e == CUSTOS_ERR_UNSUPPORTED || e == CUSTOS_ERR_LIMIT) {
+		snprintf(ip->why, sizeof(ip->why), "multipart request body %s: %s (fail closed)",
+		         e == CUSTOS_ERR_PARSE         ? "is malformed"
+		         : e == CUSTOS_ERR_UNSUPPORTED ? "cannot be inspected"
+		                                       : "is past an inspection limit",
+		         err_msg());
+		*why = ip->why;
+		return e == CUSTOS_ERR_PARSE ? 400 : e == CUSTOS_ERR_UNSUPPORTED ? 415 : 413;
+	}
+	log_error("inspect: multipart prompt: %s", err_msg());
 	*why = "content inspection failed";
 	return 500;
 }

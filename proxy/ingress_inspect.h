@@ -26,6 +26,12 @@ typedef struct ingress_insp ingress_insp;
  * or refused; findings are still recorded. */
 unsigned ingress_inspect_request(ingress_insp **ip, const decide_out *dec, bool has_oa,
                                  const openai_request *oa, buf *body, const char **why);
+/* The same for a multipart body (a multipart Content-Type: an OpenAI file or audio upload)
+ * with boundary (empty: the Content-Type had no valid one, 400): its parts by the egress
+ * proxy's strict multipart rules (egress_inspect_multipart: transfer encodings undone, JSON and
+ * form parts on their values, a part that is not text 415, malformed 400). */
+unsigned ingress_inspect_request_multipart(ingress_insp **ip, const decide_out *dec, span boundary,
+                                           buf *body, const char **why);
 
 /* Whether any Content-Encoding field of h (any field, any list element) names a coding
  * other than identity: such a body cannot be inspected. */
