@@ -690,6 +690,11 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		memcpy(ao.token_sha256, ca->tcp.token_sha256, 32);
 	}
 	ao.force = ca->force;
+	if (ca->tcp.enabled && ca->tls.enabled) {
+		ao.tls_cert = ca->tls.certs[0].cert;
+		ao.tls_key = ca->tls.certs[0].key;
+		ao.tls_client_ca = ca->tls.client_ca;
+	}
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
 	ao.audit_dir = cfg->audit.dir;
@@ -2447,6 +2452,11 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 			RO(l->tls.client_ca, false);
 		if (l->addr.kind == CFG_ADDR_UNIX)
 			RW(l->addr.path, false);
+	}
+	if (cfg->admin.enabled && cfg->admin.tls.enabled) { /* read once the proxy is confined */
+		RO(cfg->admin.tls.certs[0].cert, false);
+		RO(cfg->admin.tls.certs[0].key, false);
+		RO(cfg->admin.tls.client_ca, false);
 	}
 	RO(cfg->auth.api_keys_file, false);
 	if (cfg->auth.jwt.enabled)

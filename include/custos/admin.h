@@ -1,7 +1,7 @@
 /*
  * custos admin API: a small HTTP server (libmicrohttpd) on a Unix socket (file mode plus an
- * SO_PEERCRED uid allow-list) and optionally on a loopback TCP port (bearer token, stored as
- * SHA-256). Health, readiness, Prometheus metrics, policy status and reload, a policy decision
+ * SO_PEERCRED uid allow-list) and optionally on a TCP port (bearer token, stored as SHA-256;
+ * loopback unless TLS, admin_tls.c, or forced). Health, readiness, Prometheus metrics, policy status and reload, a policy decision
  * point, sandbox status and restart, audit status. docs/ADMIN.md documents the endpoints.
  */
 #ifndef CUSTOS_ADMIN_H
@@ -103,9 +103,13 @@ typedef struct admin_options {
 	uint32_t socket_mode; /* 0: 0660; bits for others are refused */
 	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
 	size_t n_allowed_uids;
-	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
-	uint8_t token_sha256[32];   /* SHA-256 of the bearer token (TCP) */
-	bool force;                 /* allow a non-loopback TCP address */
+	const char *tcp_address;  /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
+	uint8_t token_sha256[32]; /* SHA-256 of the bearer token (TCP) */
+	bool force;               /* allow a non-loopback TCP address without TLS */
+	/* admin.tls: TLS (OpenSSL) on the TCP listener, with the proxy listeners' defaults (TLS
+	 * 1.2+, Mozilla intermediate); a non-loopback address then needs no force. NULL: none.
+	 * tls_client_ca: client certificates signed by it are required. Read at start only. */
+	const char *tls_cert, *tls_key, *tls_client_ca;
 	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
 	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
 	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
