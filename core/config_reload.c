@@ -184,14 +184,9 @@ static void admin_diff(struct rdiff *r, const cfg_admin *a, const cfg_admin *b)
 	             0);
 	SAME(p, "force", a->force == b->force);
 	SAME_SIZE(p, "max_body", a->max_body, b->max_body);
-	/* The TLS gate's context is made at start: a reload that changes admin.tls (or the files
-	 * in place: not noticed) needs a restart (docs/CONFIG.md). */
+	/* TLS on the TCP listener or not is decided at start (the listener is the TLS gate's or
+	 * libmicrohttpd's); its certificate, key and client CA are read again by a reload. */
 	SAME(p, "tls", a->tls.enabled == b->tls.enabled);
-	if (a->tls.enabled && b->tls.enabled) {
-		SAME_STR(p, "tls.cert", a->tls.certs[0].cert, b->tls.certs[0].cert);
-		SAME_STR(p, "tls.key", a->tls.certs[0].key, b->tls.certs[0].key);
-		SAME_STR(p, "tls.client_ca", a->tls.client_ca, b->tls.client_ca);
-	}
 }
 
 static void egress_diff(struct rdiff *r, const cfg_egress *a, const cfg_egress *b)

@@ -1783,6 +1783,52 @@ static custos_err start_daemon(struct admin_listener *l)
 	return CUSTOS_OK;
 }
 
+/* admin.tls's context: the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+), no
+ * tickets (an admin client makes few connections, and the process-wide ticket key rotation
+ * stays the listeners'); with client_ca, client certificates it signed are required. */
+static custos_err tls_ctx_new(const char *cert, const char *key, const char *client_ca,
+                              SSL_CTX **out)
+{
+	proxy_tls_opts to = { .ncerts = 1,
+		              .no_tickets = true,
+		              .client_ca = (char *)client_ca,
+		              .client_auth = client_ca ? PROXY_CLIENT_CERT_REQUIRED
+		                                       : PROXY_CLIENT_CERT_NONE };
+	to.cert_file[0] = (char *)cert;
+	to.key_file[0] = (char *)key;
+	return err_wrap(tls_server_ctx("admin", &to, out), "admin.tls");
+}
+
+custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
+                             const char *client_ca, struct ssl_ctx_st **out)
+{
+	*out = NULL;
+	ENSURE(a != NULL && a->gate != NULL, CUSTOS_ERR_INVAL,
+	       "admin.tls: the admin API serves no TLS listener");
+	ENSURE(cert != NULL && key != NULL, CUSTOS_ERR_INVAL,
+	       "admin.tls: a certificate and its key are required");
+	return tls_ctx_new(cert, key, client_ca, out);
+}
+
+void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx)
+{
+	if (ctx == NULL)
+		return;
+	if (a == NULL || a->gate == NULL) {
+		SSL_CTX_free(ctx);
+		return;
+	}
+	admin_tls_gate_set_ctx(a->gate, ctx);
+	SSL_CTX_free(a->tls_ctx); /* the gate holds its own reference to each */
+	a->tls_ctx = ctx;
+	log_info("admin: tls: the certificate of the reload is served from now on");
+}
+
+void admin_tls_free(struct ssl_ctx_st *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
 custos_err admin_start(const admin_options *o, admin_server **out)
 {
 	*out = NULL;
@@ -1858,19 +1904,8 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 			e = start_daemon(&s->l[0]);
 		}
 	}
-	if (e == CUSTOS_OK && o->tcp_address && o->tls_cert) {
-		/* the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+), no tickets:
-		 * an admin client makes few connections, and the process-wide ticket key
-		 * rotation stays the listeners' */
-		proxy_tls_opts to = { .ncerts = 1,
-			              .no_tickets = true,
-			              .client_ca = (char *)o->tls_client_ca,
-			              .client_auth = o->tls_client_ca ? PROXY_CLIENT_CERT_REQUIRED
-			                                              : PROXY_CLIENT_CERT_NONE };
-		to.cert_file[0] = (char *)o->tls_cert;
-		to.key_file[0] = (char *)o->tls_key;
-		e = err_wrap(tls_server_ctx("admin", &to, &s->tls_ctx), "admin.tls");
-	}
+	if (e == CUSTOS_OK && o->tcp_address && o->tls_cert)
+		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_client_ca, &s->tls_ctx);
 	if (e == CUSTOS_OK && o->tcp_address) {
 		e = open_tcp(o->tcp_address, o->force, s->tls_ctx != NULL, &s->l[1].fd,
 		             &s->tcp_port);

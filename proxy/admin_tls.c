@@ -46,6 +46,7 @@ struct gconn {
 
 struct admin_tls_gate {
 	int lfd, efd;
+	pthread_mutex_t ctx_lock; /* ctx is swapped by a reload (admin_tls_gate_set_ctx) */
 	SSL_CTX *ctx;
 	struct MHD_Daemon *d;
 	uint64_t timeout_ns;
@@ -343,7 +344,9 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 		c->plen = len;
 		c->since = c->last_io = now;
 		c->hs_wants = POLLIN;
-		c->ssl = SSL_new(g->ctx);
+		pthread_mutex_lock(&g->ctx_lock);
+		c->ssl = SSL_new(g->ctx); /* holds its own reference to the context */
+		pthread_mutex_unlock(&g->ctx_lock);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 			log_error("admin: tls: cannot set up a TLS connection");
 			ERR_clear_error();
@@ -477,6 +480,7 @@ custos_err admin_tls_gate_start(int listen_fd, SSL_CTX *ctx, struct MHD_Daemon *
 	}
 	SSL_CTX_up_ref(ctx);
 	g->ctx = ctx;
+	pthread_mutex_init(&g->ctx_lock, NULL);
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -487,12 +491,23 @@ custos_err admin_tls_gate_start(int listen_fd, SSL_CTX *ctx, struct MHD_Daemon *
 		custos_err e = err_sys("admin: tls: thread");
 		close(g->efd);
 		SSL_CTX_free(g->ctx);
+		pthread_mutex_destroy(&g->ctx_lock);
 		free(g->c);
 		free(g);
 		return e;
 	}
 	*out = g;
 	return CUSTOS_OK;
+}
+
+void admin_tls_gate_set_ctx(struct admin_tls_gate *g, SSL_CTX *ctx)
+{
+	SSL_CTX_up_ref(ctx);
+	pthread_mutex_lock(&g->ctx_lock);
+	SSL_CTX *old = g->ctx;
+	g->ctx = ctx;
+	pthread_mutex_unlock(&g->ctx_lock);
+	SSL_CTX_free(old);
 }
 
 void admin_tls_gate_stop(struct admin_tls_gate *g)
@@ -506,6 +521,7 @@ void admin_tls_gate_stop(struct admin_tls_gate *g)
 	pthread_join(g->th, NULL);
 	close(g->efd);
 	SSL_CTX_free(g->ctx);
+	pthread_mutex_destroy(&g->ctx_lock);
 	free(g->c);
 	free(g);
 }

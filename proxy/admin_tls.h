@@ -31,6 +31,9 @@ struct admin_tls_gate;
 custos_err admin_tls_gate_start(int listen_fd, SSL_CTX *ctx, struct MHD_Daemon *d,
                                 unsigned timeout_s, unsigned max_handshakes, unsigned max_conns,
                                 const admin_tls_events *ev, struct admin_tls_gate **out) CUSTOS_WUR;
+/* New connections use ctx from now on (one reference taken); handshakes in progress and
+ * connections keep the context they started with. Any thread. */
+void admin_tls_gate_set_ctx(struct admin_tls_gate *g, SSL_CTX *ctx);
 /* Stops the thread and closes every connection it holds; NULL is fine. Before MHD_stop_daemon. */
 void admin_tls_gate_stop(struct admin_tls_gate *g);
 

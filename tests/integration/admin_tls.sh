@@ -11,7 +11,8 @@
 #   keep ctl or curl out: the oldest unfinished handshake is shed, and audited;
 # - with admin.tls.client_ca, a client without a certificate, or with one of another CA, is
 #   refused (audited as tls.reject); with one signed by it, curl and ctl (--cert/--key) get in;
-#   a SIGHUP reload that changes admin.tls is refused, naming it, and the old one serves on;
+#   a SIGHUP reload serves admin.tls's new certificate; one whose files do not load, or that
+#   turns admin.tls off, is refused and the certificate in force serves on;
 # - `custos config check` accepts a non-loopback admin address with admin.tls and no force,
 #   and refuses it without admin.tls at file:line:col; with --host it reports admin.tls files
 #   `up` could not use (missing, a key others may read).
@@ -154,17 +155,27 @@ check "mTLS: ctl --cert/--key gets in" "$(ctls --cacert "$T/ca.crt" --cert "$T/c
 r=$(ctls --cacert "$T/ca.crt" health)
 case "$r" in 1\|\|*) ok "mTLS: ctl without --cert is refused (${r##*|})" ;; *) fail "mTLS: ctl without --cert: '$r'" ;; esac
 
-# --- a reload that changes admin.tls is refused, naming it; the admin API keeps its certificate
+# --- a reload swaps the admin certificate (SIGHUP here; the admin API's reload does the same);
+# one whose admin.tls does not load is refused whole and the certificate in force stays
+served_key() { # the public key size of the certificate the admin listener serves now
+	timeout 30 openssl s_client -connect "127.0.0.1:$APORT" -cert "$T/cli.crt" -key "$T/cli.key" </dev/null 2>/dev/null |
+		openssl x509 -noout -pubkey 2>/dev/null | openssl pkey -pubin -noout -text 2>/dev/null | head -1
+}
+case "$(served_key)" in *Public-Key*256*) ok "before the reload: the ECDSA certificate" ;; *) fail "before the reload: '$(served_key)'" ;; esac
 sed -i -e "s|^    cert: $T/srv.crt|    cert: $T/srv-rsa.crt|" -e "s|^    key: $T/srv.key|    key: $T/srv-rsa.key|" "$work/custos.yaml"
 kill -HUP "$CU_PID"
-wait_log "reload: admin.tls.cert ($T/srv.crt -> $T/srv-rsa.crt) changed: custos reads it at start only" 1 &&
-	ok "reload: a changed admin.tls is refused and named"
-out=$(curl -sS --max-time 30 --cacert "$T/ca.crt" --cert "$T/cli.crt" --key "$T/cli.key" -w '%{http_code}' -o /dev/null \
-	-H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$APORT/healthz" 2>&1)
-check "reload refused: the admin API still serves" "$out" 200
-out=$(timeout 30 openssl s_client -connect "127.0.0.1:$APORT" -cert "$T/cli.crt" -key "$T/cli.key" </dev/null 2>/dev/null |
-	openssl x509 -noout -pubkey 2>/dev/null | openssl pkey -pubin -noout -text 2>/dev/null | head -1)
-case "$out" in *Public-Key*256*) ok "reload refused: still the ECDSA certificate ($out)" ;; *) fail "after the refused reload: '$out'" ;; esac
+wait_log "admin: tls: the certificate of the reload is served from now on" 1
+case "$(served_key)" in *Public-Key*2048*) ok "reload: the new (RSA) admin certificate is served" ;; *) fail "after the reload: '$(served_key)'" ;; esac
+check "reload: ctl --cert/--key still gets in" "$(ctls --cacert "$T/ca.crt" --cert "$T/cli.crt" --key "$T/cli.key" health)" '0|{"status":"ok"}|'
+sed -i -e "s|^    cert: $T/srv-rsa.crt|    cert: $work/missing.crt|" "$work/custos.yaml"
+kill -HUP "$CU_PID"
+wait_log "reload: admin.tls: .*missing.crt" 1
+case "$(served_key)" in *Public-Key*2048*) ok "a reload with an admin.tls that does not load is refused; the RSA one serves on" ;; *) fail "after the refused reload: '$(served_key)'" ;; esac
+# turning TLS off is refused (the listener is the TLS gate's from the start)
+admin_config "$work/custos.yaml" "    client_ca: $T/ca.crt"
+sed -i -e '/^  tls:/d' -e "\|^    cert: $T/srv.crt|d" -e "\|^    key: $T/srv.key|d" -e "\|^    client_ca: $T/ca.crt|d" "$work/custos.yaml"
+kill -HUP "$CU_PID"
+wait_log "reload: admin.tls changed: custos reads it at start only" 1 && ok "reload: turning admin.tls off is refused and named"
 stop_custos
 
 # --- config check: a non-loopback address with admin.tls needs no force
