@@ -1,7 +1,9 @@
 /*
- * custos ctl [--socket PATH | --url http://HOST:PORT --token-file F [--insecure-remote]] COMMAND:
- * a client for the admin API (docs/ADMIN.md); HOST is a numeric address or a name. A tiny HTTP/1.1 client: one request per connection
- * (Connection: close), the answer read to EOF into a bounded buffer, the body printed.
+ * custos ctl [--socket PATH | --url http(s)://HOST:PORT --token-file F [--insecure-remote]
+ * [--cacert F] [--cert F --key F]] COMMAND: a client for the admin API (docs/ADMIN.md); HOST is a
+ * numeric address or a name. A tiny HTTP/1.1 client: one request per connection
+ * (Connection: close), over TLS with OpenSSL for https:// (the server's certificate verified,
+ * its name or address checked), the answer read to EOF into a bounded buffer, the body printed.
  * Exit status: 0 on a 2xx answer, 1 otherwise (so `custos ctl ready` works in scripts).
  */
 #include <arpa/inet.h>
@@ -11,6 +13,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +48,17 @@ struct ctl_target {
 	const char *url_hostport; /* "127.0.0.1:9090" or "localhost:9090" (from http://...) */
 	struct ctl_addr addrs[CTL_ADDRS_MAX]; /* --url resolved once: checked, then connected */
 	size_t naddrs;
-	bool all_loopback; /* every address the --url host resolved to is loopback */
-	buf token;         /* bearer token, wiped after use */
-	int timeout_ms;    /* --timeout */
+	bool all_loopback;               /* every address the --url host resolved to is loopback */
+	buf token;                       /* bearer token, wiped after use */
+	int timeout_ms;                  /* --timeout */
+	bool tls;                        /* https:// */
+	const char *cacert, *cert, *key; /* --cacert (NULL: the system store), --cert/--key */
+};
+
+/* One connection: a socket, and its TLS when https://. */
+struct ctl_conn {
+	int fd;
+	SSL *ssl;
 };
 
 /* Whether an address stays on this host: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a unix:
@@ -236,8 +250,145 @@ static custos_err ctl_connect(const struct ctl_target *t, int *out)
 	return CUSTOS_OK;
 }
 
-static custos_err write_all(int fd, const uint8_t *p, size_t n)
+/* OpenSSL's reason for a failed TLS call, with what: the certificate check's when it failed. */
+static custos_err ctl_tls_err(SSL *ssl, const char *what)
 {
+	char msg[256] = "";
+	unsigned long e = ERR_peek_error();
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	if (vr != X509_V_OK)
+		snprintf(msg, sizeof(msg), "server certificate: %s",
+		         X509_verify_cert_error_string(vr));
+	else if (e)
+		ERR_error_string_n(e, msg, sizeof(msg));
+	else
+		snprintf(msg, sizeof(msg), "connection closed");
+	ERR_clear_error();
+	return err_set(CUSTOS_ERR_CRYPTO, "%s: %s", what, msg);
+}
+
+/* Waits until fd is ready for what SSL error err asks, at most timeout_ms. */
+static custos_err ctl_tls_wait(int fd, int err, int timeout_ms, const char *what)
+{
+	struct pollfd pfd = { fd, err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, 0 };
+	int pr;
+
+	do
+		pr = poll(&pfd, 1, timeout_ms < 0 ? 0 : timeout_ms);
+	while (pr == -1 && errno == EINTR);
+	if (pr == -1)
+		return err_sys("poll");
+	ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "%s: not done within --timeout", what);
+	return CUSTOS_OK;
+}
+
+/* The host of --url's HOST:PORT (brackets of an IPv6 address dropped) into out. */
+static void ctl_url_host(const char *hp, char *out, size_t cap)
+{
+	const char *colon = strrchr(hp, ':');
+	size_t n = colon ? (size_t)(colon - hp) : strlen(hp);
+
+	if (n >= 2 && hp[0] == '[' && hp[n - 1] == ']') {
+		hp++;
+		n -= 2;
+	}
+	snprintf(out, cap, "%.*s", (int)n, hp);
+}
+
+/* --key: a secret as the token file is (mode 0600 or stricter), PEM, the --cert's key. */
+static custos_err ctl_tls_key(SSL_CTX *ctx, const char *path)
+{
+	buf b;
+
+	buf_init(&b, 65536);
+	custos_err e = file_load(path, FILE_SECRET, 65536, &b);
+	if (e != CUSTOS_OK) {
+		buf_free_secret(&b);
+		return e;
+	}
+	BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
+	EVP_PKEY *pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free_secret(&b);
+	bool ok = pk != NULL && SSL_CTX_use_PrivateKey(ctx, pk) == 1 &&
+	          SSL_CTX_check_private_key(ctx) == 1;
+	EVP_PKEY_free(pk);
+	return ok ? CUSTOS_OK : ctl_tls_err(NULL, path);
+}
+
+/* TLS over the connected fd: the server's certificate verified against --cacert (or the
+ * system store) and checked for --url's host (an IP address as such, a name as a DNS name,
+ * sent as SNI); --cert/--key as the client certificate. The handshake has --timeout in all. */
+static custos_err ctl_tls_open(const struct ctl_target *t, struct ctl_conn *c)
+{
+	char host[256];
+	custos_err e = CUSTOS_OK;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL)
+		return ctl_tls_err(NULL, "TLS");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if ((t->cacert ? SSL_CTX_load_verify_locations(ctx, t->cacert, NULL)
+	               : SSL_CTX_set_default_verify_paths(ctx)) != 1)
+		e = ctl_tls_err(NULL, t->cacert ? t->cacert : "the system trust store");
+	else if (t->cert && SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1)
+		e = ctl_tls_err(NULL, t->cert);
+	else if (t->cert)
+		e = ctl_tls_key(ctx, t->key);
+	if (e == CUSTOS_OK && (c->ssl = SSL_new(ctx)) == NULL)
+		e = ctl_tls_err(NULL, "TLS");
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	if (e != CUSTOS_OK)
+		return e;
+	ctl_url_host(t->url_hostport, host, sizeof(host));
+	struct in6_addr a6;
+	bool ip = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+	bool ok = SSL_set_fd(c->ssl, c->fd) == 1;
+	if (ip)
+		ok = ok && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) == 1;
+	else
+		ok = ok && SSL_set1_host(c->ssl, host) == 1 &&
+		     SSL_set_tlsext_host_name(c->ssl, host) == 1;
+	if (!ok)
+		return ctl_tls_err(NULL, host);
+	int fl = fcntl(c->fd, F_GETFL);
+	if (fl == -1 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) == -1)
+		return err_sys("fcntl");
+	uint64_t end = tm_mono_ns() + (uint64_t)t->timeout_ms * 1000000ull;
+	for (;;) {
+		ERR_clear_error();
+		int r = SSL_connect(c->ssl);
+		if (r == 1)
+			return CUSTOS_OK;
+		int err = SSL_get_error(c->ssl, r);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			return ctl_tls_err(c->ssl, "TLS handshake");
+		uint64_t now = tm_mono_ns();
+		GUARD(ctl_tls_wait(c->fd, err,
+		                   now >= end ? 0 : (int)((end - now + 999999) / 1000000),
+		                   "TLS handshake"));
+	}
+}
+
+static custos_err write_all(const struct ctl_conn *c, const uint8_t *p, size_t n, int timeout_ms)
+{
+	int fd = c->fd;
+
+	while (n && c->ssl) {
+		ERR_clear_error();
+		int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		int err = SSL_get_error(c->ssl, w);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			return ctl_tls_err(c->ssl, "send");
+		GUARD(ctl_tls_wait(fd, err, timeout_ms, "send"));
+	}
 	while (n) {
 		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w == -1 && errno == EINTR)
@@ -253,8 +404,26 @@ static custos_err write_all(int fd, const uint8_t *p, size_t n)
 	return CUSTOS_OK;
 }
 
-static custos_err read_all(int fd, buf *in, int timeout_ms)
+static custos_err read_all(const struct ctl_conn *c, buf *in, int timeout_ms)
 {
+	int fd = c->fd;
+
+	while (c->ssl) {
+		GUARD(buf_reserve(in, 65536));
+		ERR_clear_error();
+		int r = SSL_read(c->ssl, buf_tail(in), 65536);
+		if (r > 0) {
+			buf_commit(in, (size_t)r);
+			continue;
+		}
+		int err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_ZERO_RETURN)
+			return CUSTOS_OK; /* close_notify: the answer is whole */
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			return ctl_tls_err(c->ssl, "recv");
+		custos_err e = ctl_tls_wait(fd, err, timeout_ms, "recv");
+		ENSURE(e == CUSTOS_OK, e, "no answer within %d ms", timeout_ms);
+	}
 	for (;;) {
 		struct pollfd pfd = { fd, POLLIN, 0 };
 		int pr = poll(&pfd, 1, timeout_ms);
@@ -280,7 +449,7 @@ static custos_err ctl_request(struct ctl_target *t, const char *method, const ch
                               unsigned *status, buf *out)
 {
 	buf req, in;
-	int fd = -1;
+	struct ctl_conn c = { -1, NULL };
 	custos_err e;
 
 	buf_init(&req, ADMIN_BODY_MAX + 8192);
@@ -298,13 +467,16 @@ static custos_err ctl_request(struct ctl_target *t, const char *method, const ch
 	if (e == CUSTOS_OK)
 		e = buf_append_span(&req, body);
 	if (e == CUSTOS_OK)
-		e = ctl_connect(t, &fd);
+		e = ctl_connect(t, &c.fd);
+	if (e == CUSTOS_OK && t->tls)
+		e = ctl_tls_open(t, &c);
 	if (e == CUSTOS_OK)
-		e = write_all(fd, req.data, req.len);
+		e = write_all(&c, req.data, req.len, t->timeout_ms);
 	if (e == CUSTOS_OK)
-		e = read_all(fd, &in, t->timeout_ms);
-	if (fd != -1)
-		close(fd);
+		e = read_all(&c, &in, t->timeout_ms);
+	SSL_free(c.ssl);
+	if (c.fd != -1)
+		close(c.fd);
 	buf_free_secret(&req);
 	if (e != CUSTOS_OK) {
 		buf_free(&in);
@@ -373,6 +545,9 @@ int cmd_ctl(int argc, char **argv)
 		{ "token-file", required_argument, NULL, 't' },
 		{ "insecure-remote", no_argument, NULL, 'R' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "cacert", required_argument, NULL, 'C' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET, .timeout_ms = CTL_TIMEOUT_S * 1000 };
@@ -390,6 +565,12 @@ int cmd_ctl(int argc, char **argv)
 			token_file = optarg;
 		else if (ch == 'R')
 			insecure_remote = true;
+		else if (ch == 'C')
+			t.cacert = optarg;
+		else if (ch == 'c')
+			t.cert = optarg;
+		else if (ch == 'k')
+			t.key = optarg;
 		else if (ch == 'T') {
 			uint64_t v;
 			if (num_parse_u64((span){ optarg, strlen(optarg) }, 1, CTL_TIMEOUT_MAX_S,
@@ -406,12 +587,14 @@ int cmd_ctl(int argc, char **argv)
 	if (optind >= argc)
 		return ctl_usage();
 	if (url) {
-		static const char pfx[] = "http://";
-		if (strncmp(url, pfx, sizeof(pfx) - 1) != 0) {
-			fprintf(stderr, "custos ctl: --url must be http://HOST:PORT (loopback)\n");
+		static const char pfx[] = "http://", spfx[] = "https://";
+		t.tls = strncmp(url, spfx, sizeof(spfx) - 1) == 0;
+		if (!t.tls && strncmp(url, pfx, sizeof(pfx) - 1) != 0) {
+			fprintf(stderr, "custos ctl: --url must be https://HOST:PORT or "
+			                "http://HOST:PORT (loopback)\n");
 			return CLI_USAGE;
 		}
-		t.url_hostport = url + sizeof(pfx) - 1;
+		t.url_hostport = url + (t.tls ? sizeof(spfx) : sizeof(pfx)) - 1;
 		size_t n = strlen(t.url_hostport);
 		if (n && t.url_hostport[n - 1] == '/') {
 			fprintf(stderr, "custos ctl: --url takes no path\n");
@@ -422,7 +605,7 @@ int cmd_ctl(int argc, char **argv)
 			fprintf(stderr, "custos ctl: %s\n", err_msg());
 			return re == CUSTOS_ERR_INVAL ? CLI_USAGE : CLI_FAIL;
 		}
-		if (!insecure_remote && !t.all_loopback) {
+		if (!insecure_remote && !t.tls && !t.all_loopback) {
 			fprintf(stderr,
 			        "custos ctl: --url %s is not a loopback address (a name must "
 			        "resolve to loopback addresses only): the admin token would cross "
@@ -431,6 +614,14 @@ int cmd_ctl(int argc, char **argv)
 			        url);
 			return CLI_USAGE;
 		}
+	}
+	if ((t.cacert || t.cert || t.key) && !t.tls) {
+		fprintf(stderr, "custos ctl: --cacert, --cert and --key go with --url https://\n");
+		return CLI_USAGE;
+	}
+	if ((t.cert == NULL) != (t.key == NULL)) {
+		fprintf(stderr, "custos ctl: --cert and --key go together\n");
+		return CLI_USAGE;
 	}
 	buf_init(&t.token, ADMIN_TOKEN_MAX + 2);
 	if (token_file) {

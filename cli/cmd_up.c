@@ -76,6 +76,10 @@ struct up_ctx {
 		int fd;
 	} eg_plain[PROXY_MAX_UPSTREAMS], eg_new[PROXY_MAX_UPSTREAMS];
 	size_t n_eg_plain, n_eg_new;
+	/* The admin API (set under reload_mu once started), and the TLS context the reload being
+	 * applied made for its admin.tls (admin_tls_reload_prepare): served when it is applied. */
+	admin_server *admin;
+	struct ssl_ctx_st *admin_tls_next;
 };
 
 static char *dup_or_null(const char *s)
@@ -343,6 +347,23 @@ static void reload_cli_overrides(const custos_config *start, custos_config *next
 
 static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg) CUSTOS_WUR;
 
+/* admin.tls is read again by a reload, as the listeners' certificates are (the paths may
+ * change, or the files be replaced in place; turning it on or off is refused by
+ * config_reload_check): a new context made now, so that a file that does not load refuses the
+ * reload, and served from the reload's end on (reload_settle). */
+static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_config *cfg)
+{
+	const cfg_admin *a = &cfg->admin;
+
+	admin_tls_free(uc->admin_tls_next);
+	uc->admin_tls_next = NULL;
+	if (uc->admin == NULL || !a->enabled || !a->tcp.enabled || !a->tls.enabled)
+		return CUSTOS_OK;
+	return err_wrap(admin_tls_prepare(uc->admin, a->tls.certs[0].cert, a->tls.certs[0].key,
+	                                  a->tls.client_ca, &uc->admin_tls_next),
+	                "reload");
+}
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -386,6 +407,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		memset(o, 0, sizeof(*o));
 	if (e == CUSTOS_OK)
 		e = eg_plain_prepare(uc, cfg);
+	if (e == CUSTOS_OK)
+		e = admin_tls_reload_prepare(uc, cfg);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	if (e == CUSTOS_OK)
@@ -515,6 +538,11 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 		eg_plain_apply(uc, uc->next);
 	else
 		eg_new_drop(uc);
+	if (applied && uc->next)
+		admin_tls_swap(uc->admin, uc->admin_tls_next);
+	else
+		admin_tls_free(uc->admin_tls_next);
+	uc->admin_tls_next = NULL;
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -690,6 +718,11 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		memcpy(ao.token_sha256, ca->tcp.token_sha256, 32);
 	}
 	ao.force = ca->force;
+	if (ca->tcp.enabled && ca->tls.enabled) {
+		ao.tls_cert = ca->tls.certs[0].cert;
+		ao.tls_key = ca->tls.certs[0].key;
+		ao.tls_client_ca = ca->tls.client_ca;
+	}
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
 	ao.audit_dir = cfg->audit.dir;
@@ -2448,6 +2481,11 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		if (l->addr.kind == CFG_ADDR_UNIX)
 			RW(l->addr.path, false);
 	}
+	if (cfg->admin.enabled && cfg->admin.tls.enabled) { /* read once the proxy is confined */
+		RO(cfg->admin.tls.certs[0].cert, false);
+		RO(cfg->admin.tls.certs[0].key, false);
+		RO(cfg->admin.tls.client_ca, false);
+	}
 	RO(cfg->auth.api_keys_file, false);
 	if (cfg->auth.jwt.enabled)
 		RO(cfg->auth.jwt.jwks_file, false);
@@ -2792,7 +2830,10 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		uc->srv = srv;
 		uc->eg = eg;
 		admin = start_admin(cfg, uc, admin_fd);
-		admin_fd = -1; /* the admin server's now */
+		admin_fd = -1;                      /* the admin server's now */
+		pthread_mutex_lock(&uc->reload_mu); /* its own reload may have begun already */
+		uc->admin = admin;
+		pthread_mutex_unlock(&uc->reload_mu);
 		e = psx_proxy_start();
 	}
 	if (e == CUSTOS_OK) {
@@ -2810,6 +2851,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 		close(admin_fd);
 	psx_proxy_stopping(); /* an admin API reload waiting for a sandbox gives up */
 	admin_stop(admin);    /* its hooks use srv */
+	uc->admin = NULL;     /* no reload runs any more */
 	cli_egress_attach(NULL);
 	egress_free(eg);    /* before the sandboxes its listeners live in */
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */

@@ -397,6 +397,24 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		}
 	}
 
+	/* admin.tls: read at start and again by a reload, as the listeners' */
+	const cfg_tls_server *at = &cfg->admin.tls;
+	if (cfg->admin.enabled && at->enabled && at->n_certs == 1) {
+		check_read(x, sev, "admin.tls.cert", at->certs[0].cert, at->certs[0].cert, FILE_ANY,
+		           check_mode, when);
+		check_read(x, sev, "admin.tls.key", at->certs[0].key, at->certs[0].key, secret_kind,
+		           check_mode, when);
+		if (check_mode)
+			check_cert_key(x, sev, "admin.tls.cert", at->certs[0].cert, "admin.tls.key",
+			               at->certs[0].key, when);
+		if (at->client_ca) {
+			check_read(x, sev, "admin.tls.client_ca", at->client_ca, at->client_ca,
+			           FILE_ANY, check_mode, when);
+			if (check_mode)
+				check_ca_bundle(x, sev, "admin.tls.client_ca", at->client_ca, when);
+		}
+	}
+
 	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
 	           key_kind, check_mode, when);
 	if (cfg->auth.jwt.enabled &&

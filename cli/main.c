@@ -42,8 +42,9 @@ static const struct cli_command commands[] = {
 	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
 	  "render audit log files for a SIEM, one event per line" },
 	{ NULL, "ctl", cmd_ctl, "[OPTIONS] CMD",
-	  "admin API client (--socket PATH | --url URL --token-file F [--insecure-remote]) "
-	  "[--timeout SECONDS]; CMD: "
+	  "admin API client (--socket PATH | --url URL --token-file F [--insecure-remote] "
+	  "[--cacert F] [--cert F --key F]) [--timeout SECONDS]; URL: http://HOST:PORT "
+	  "(loopback) or https://HOST:PORT (admin.tls); CMD: "
 	  "health, ready, "
 	  "metrics, policy [show|reload], decide JSON|@FILE, "
 	  "sandboxes, restart ID, audit-status (docs/ADMIN.md)" },

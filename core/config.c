@@ -1338,10 +1338,31 @@ static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
 	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
 }
 
+/* admin.tls: a certificate and its key, and optionally the CA whose client certificates are
+ * then required; the listeners' defaults for everything else (TLS 1.2+, Mozilla intermediate
+ * suites), no session tickets. */
+static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
+{
+	static const char *const keys[] = { "cert", "key", "client_ca" };
+	ydoc_node *m = CFG_SECTION(c, am, "tls", keys);
+
+	t->min_version = CFG_TLS_1_2;
+	if (m == NULL)
+		return;
+	t->enabled = true;
+	t->certs = cfg_alloc(c->a, 1, sizeof(cfg_cert_pair));
+	t->n_certs = 1;
+	parse_cert_pair(c, m, &t->certs[0]);
+	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
+	t->client_auth = t->client_ca ? CFG_CLIENT_AUTH_REQUIRED : CFG_CLIENT_AUTH_NONE;
+	t->session_tickets = false;
+	t->ticket_rotation_ns = SEC(12 * 3600);
+}
+
 static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 {
 	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
-		                            "tcp",     "force",  "max_body" };
+		                            "tcp",     "force",  "max_body",    "tls" };
 	static const char *const tkeys[] = { "address", "token_sha256" };
 	ydoc_node *m = CFG_SECTION(c, root, "admin", keys);
 
@@ -1380,7 +1401,13 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 	}
 	cfg_bool(c, m, "force", &a->force);
 	cfg_size(c, m, "max_body", 1024, 64u << 20, &a->max_body);
+	parse_admin_tls(c, m, &a->tls);
 	ydoc_node *t = CFG_SECTION(c, m, "tcp", tkeys);
+	if (a->tls.enabled && t == NULL)
+		ydoc_error(c->doc, cfg_get(m, "tls"), c->d,
+		           "add an admin.tcp block (address, token_sha256): the Unix socket "
+		           "takes no TLS",
+		           "admin.tls needs admin.tcp");
 	if (t) {
 		a->tcp.enabled = true;
 		if (cfg_str(c, t, "address", true, &a->tcp.address) &&
@@ -1388,9 +1415,10 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 			if (a->tcp.addr.kind != CFG_ADDR_TCP)
 				ydoc_error(c->doc, cfg_get(t, "address"), c->d, "use admin.socket",
 				           "admin.tcp.address must be host:port");
-			else if (!a->tcp.addr.loopback && !a->force)
+			else if (!a->tcp.addr.loopback && !a->force && !a->tls.enabled)
 				ydoc_error(c->doc, cfg_get(t, "address"), c->d,
-				           "set admin.force: true to expose the admin API on it",
+				           "add an admin.tls block (or set admin.force: true to "
+				           "expose the admin API and its token in clear)",
 				           "admin TCP address '%s' is not loopback",
 				           a->tcp.address);
 		}

@@ -184,6 +184,9 @@ static void admin_diff(struct rdiff *r, const cfg_admin *a, const cfg_admin *b)
 	             0);
 	SAME(p, "force", a->force == b->force);
 	SAME_SIZE(p, "max_body", a->max_body, b->max_body);
+	/* TLS on the TCP listener or not is decided at start (the listener is the TLS gate's or
+	 * libmicrohttpd's); its certificate, key and client CA are read again by a reload. */
+	SAME(p, "tls", a->tls.enabled == b->tls.enabled);
 }
 
 static void egress_diff(struct rdiff *r, const cfg_egress *a, const cfg_egress *b)

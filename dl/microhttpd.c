@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -24,6 +25,7 @@
 	X(MHD_get_connection_info)                                                                 \
 	X(MHD_lookup_connection_value)                                                             \
 	X(MHD_get_connection_values)                                                               \
+	X(MHD_add_connection)                                                                      \
 	X(MHD_get_version)
 
 enum {
@@ -123,6 +125,18 @@ int MHD_get_connection_values(struct MHD_Connection *connection, enum MHD_ValueK
                               MHD_KeyValueIterator iterator, void *iterator_cls)
 {
 	return FWD(MHD_get_connection_values, -1, connection, kind, iterator, iterator_cls);
+}
+
+/* The admin TLS gate's hand-over (proxy/admin_tls.c); the library closes the socket when it
+ * refuses it, and so does this without the library. */
+enum MHD_Result MHD_add_connection(struct MHD_Daemon *daemon, MHD_socket client_socket,
+                                   const struct sockaddr *addr, socklen_t addrlen)
+{
+	if (!lazylib_ready(&mhd_lib)) {
+		close(client_socket);
+		return MHD_NO;
+	}
+	return CALL(MHD_add_connection)(daemon, client_socket, addr, addrlen);
 }
 
 const char *MHD_get_version(void)

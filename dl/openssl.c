@@ -62,6 +62,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(BIO_new)                                                                                 \
 	X(BIO_new_mem_buf)                                                                         \
 	X(BIO_number_read)                                                                         \
+	X(BIO_number_written)                                                                      \
 	X(BIO_s_mem)                                                                               \
 	X(BIO_s_secmem)                                                                            \
 	X(BIO_s_socket)                                                                            \
@@ -178,6 +179,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get_error)                                                                           \
 	X(SSL_get_ex_data)                                                                         \
 	X(SSL_get_rbio)                                                                            \
+	X(SSL_get_wbio)                                                                            \
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
 	X(SSL_has_pending)                                                                         \

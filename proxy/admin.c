@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_tls.h"
 #include "custos/admin.h"
 #include "custos/audit.h"
 #include "custos/policy.h"
@@ -38,6 +39,12 @@
 custos_err proxy_parse_address(const char *a, struct sockaddr_storage *ss, socklen_t *len);
 
 enum listener_kind { L_UNIX = 0, L_TCP = 1 };
+
+/* What of a request's method and path an admin.request event keeps: a refused caller's are
+ * the client's bytes, up to the connection's memory limit, and an event past AUDIT_MAX_EVENT
+ * would not be recorded at all (each byte may take 6 as JSON). */
+#define ADMIN_AUDIT_METHOD_MAX 32
+#define ADMIN_AUDIT_PATH_MAX   1024
 
 /* One per open connection: the deadline for the request in progress to be read completely
  * (libmicrohttpd's own timeout only measures inactivity, which a client sending one byte at a
@@ -51,6 +58,12 @@ struct watch {
 	_Atomic uint64_t waiting;  /* since when it waits for a request head (ns); 0: has one */
 	bool closing;              /* shut down (shed, or past its deadline): not a live slot */
 	char who[48];              /* the peer as audited: "tcp:ADDR" or "uid:N" */
+	/* The request-target of the request in progress as the client sent it, query included
+	 * (libmicrohttpd's URI log callback; the access handler gets the path alone): what
+	 * admin.request audits, its query filtered by audit.query. Cut to ADMIN_AUDIT_PATH_MAX;
+	 * uri_bytes is its length. Only the connection's own thread touches these. */
+	char uri[ADMIN_AUDIT_PATH_MAX + 1];
+	size_t uri_bytes;
 	struct watch *prev, *next;
 };
 
@@ -73,8 +86,10 @@ struct watch {
  * while a connection could still be shed. */
 #define ADMIN_MHD_CONNECTIONS (2 * ADMIN_MAX_CONNECTIONS)
 
-/* What the audit of refusals throttles: refused callers (401/403) and shed connections. */
-enum refusal_kind { RK_CALLER = 0, RK_SHED = 1 };
+/* What the audit of refusals throttles: refused callers (401/403), shed connections and
+ * failed TLS handshakes (admin.tls). */
+enum refusal_kind { RK_CALLER = 0, RK_SHED = 1, RK_TLS = 2 };
+#define RK_N 3
 
 struct refusal_rate {
 	uint64_t window_ns, in_window, suppressed;
@@ -86,8 +101,8 @@ struct admin_listener {
 	int fd;
 	struct MHD_Daemon *d;
 	pthread_mutex_t refused_lock;
-	struct refusal_rate rate[2]; /* by enum refusal_kind */
-	unsigned live;               /* connections not shut down (under watch_lock) */
+	struct refusal_rate rate[RK_N]; /* by enum refusal_kind */
+	unsigned live;                  /* connections not shut down (under watch_lock) */
 };
 
 struct admin_server {
@@ -105,6 +120,8 @@ struct admin_server {
 	pthread_mutex_t reload_lock; /* one reload at a time */
 	struct admin_listener l[2];
 	unsigned tcp_port;
+	SSL_CTX *tls_ctx;            /* admin.tls: the TCP listener's connections go through */
+	struct admin_tls_gate *gate; /* the TLS gate (admin_tls.c) before libmicrohttpd */
 	pthread_mutex_t watch_lock;
 	pthread_cond_t watch_cond;
 	struct watch *watches;
@@ -187,16 +204,13 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
 
 /* ---- audit of admin actions ---- */
 
-/* What of a request's method and path an admin.request event keeps: a refused caller's are
- * the client's bytes, up to the connection's memory limit, and an event past AUDIT_MAX_EVENT
- * would not be recorded at all (each byte may take 6 as JSON). */
-#define ADMIN_AUDIT_METHOD_MAX 32
-#define ADMIN_AUDIT_PATH_MAX   1024
-
-static void admin_audit(struct admin_server *s, const char *principal, const char *method,
-                        const char *path, unsigned status, const char *result)
+/* The request's path as audited: the request-target w recorded (its query string as
+ * audit.query says, docs/AUDIT.md "Query strings"), or path when there is none. */
+static void admin_audit(struct admin_server *s, const struct watch *w, const char *principal,
+                        const char *method, const char *path, unsigned status, const char *result)
 {
 	audit_event ev;
+	char q[AUDIT_QUERY_ROOM(ADMIN_AUDIT_PATH_MAX)];
 	span m = span_cstr(method), p = span_cstr(path);
 	size_t mlen = m.len, plen = p.len;
 
@@ -204,14 +218,22 @@ static void admin_audit(struct admin_server *s, const char *principal, const cha
 		m.len = ADMIN_AUDIT_METHOD_MAX;
 	if (p.len > ADMIN_AUDIT_PATH_MAX)
 		p.len = ADMIN_AUDIT_PATH_MAX;
+	bool cut = p.len < plen;
+	if (w != NULL && w->uri_bytes > 0) {
+		span raw = { w->uri, strnlen(w->uri, ADMIN_AUDIT_PATH_MAX) };
+		plen = w->uri_bytes;
+		cut = raw.len < plen;
+		p.ptr = q;
+		p.len = audit_query_filter(raw, audit_writer_query(s->audit), q, sizeof(q));
+	}
 	audit_event_begin(&ev, "admin.request");
 	audit_event_cstr(&ev, "principal", principal);
 	audit_event_str(&ev, "method", m);
 	if (m.len < mlen)
 		audit_event_u64(&ev, "method_bytes", mlen); /* cut: how long it was */
 	audit_event_str(&ev, "path", p);
-	if (p.len < plen)
-		audit_event_u64(&ev, "path_bytes", plen);
+	if (cut)
+		audit_event_u64(&ev, "path_bytes", plen); /* the request-target as sent */
 	audit_event_u64(&ev, "status", status);
 	audit_event_cstr(&ev, "result", result);
 	if (audit_event_end(&ev) != CUSTOS_OK) {
@@ -260,6 +282,28 @@ static void admin_audit_shed_one(struct admin_server *s, const struct admin_list
 	admin_audit_submit(s, &ev, "audit event for a shed connection");
 }
 
+/* A failed TLS handshake on the admin TCP listener (admin.tls), as the proxy's listeners audit
+ * theirs (tls.reject, proxy/emit.c), with listener "admin"; remote "*" and count > 1 for the
+ * sum past the burst. */
+static void admin_audit_tls_reject(struct admin_server *s, const char *remote, const char *why,
+                                   uint64_t count)
+{
+	audit_event ev;
+
+	audit_event_begin(&ev, "tls.reject");
+	audit_event_cstr(&ev, "direction", "ingress");
+	audit_event_cstr(&ev, "listener", "admin");
+	audit_event_cstr(&ev, "remote", remote);
+	audit_event_cstr(&ev, "decision", "deny");
+	audit_event_str(&ev, "reason", span_cstr(why));
+	audit_event_u64(&ev, "count", count);
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("admin: audit event too large for a failed TLS handshake");
+		return;
+	}
+	admin_audit_submit(s, &ev, "audit event for a failed TLS handshake");
+}
+
 /* The summary of a listener's refusals past the burst: principal "*", `count` the number. */
 static void admin_audit_refused_summary(struct admin_server *s, const struct admin_listener *l,
                                         enum refusal_kind k, uint64_t count)
@@ -267,8 +311,14 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 	audit_event ev;
 
 	log_warn("admin: %llu more %s on the %s listener in one second", (unsigned long long)count,
-	         k == RK_SHED ? "shed connection(s)" : "refused caller(s)",
+	         k == RK_SHED  ? "shed connection(s)"
+	         : k == RK_TLS ? "failed TLS handshake(s)"
+	                       : "refused caller(s)",
 	         listener_names[l->kind]);
+	if (k == RK_TLS) {
+		admin_audit_tls_reject(s, "*", "failed TLS handshakes past the rate bound", count);
+		return;
+	}
 	audit_event_begin(&ev, "admin.request");
 	audit_event_cstr(&ev, "principal", "*");
 	audit_event_cstr(&ev, "listener", listener_names[l->kind]);
@@ -315,7 +365,7 @@ static void refused_flush(struct admin_server *s, bool force)
 {
 	uint64_t now = tm_mono_ns();
 	for (size_t i = 0; i < 2; i++)
-		for (int k = RK_CALLER; k <= RK_SHED; k++) {
+		for (int k = RK_CALLER; k < RK_N; k++) {
 			uint64_t n = refused_take(s, &s->l[i], (enum refusal_kind)k, now, force);
 			if (n)
 				admin_audit_refused_summary(s, &s->l[i], (enum refusal_kind)k, n);
@@ -350,8 +400,9 @@ static bool refused_note(struct admin_server *s, struct admin_listener *l, enum 
 }
 
 /* A refused caller: its own event while the listener's burst allows, else counted. */
-static void admin_audit_refused(struct admin_server *s, struct admin_listener *l, const char *who,
-                                const char *method, const char *url, unsigned status)
+static void admin_audit_refused(struct admin_server *s, struct admin_listener *l,
+                                const struct watch *w, const char *who, const char *method,
+                                const char *url, unsigned status)
 {
 	uint64_t prev;
 	bool own = refused_note(s, l, RK_CALLER, &prev);
@@ -359,7 +410,7 @@ static void admin_audit_refused(struct admin_server *s, struct admin_listener *l
 	if (prev)
 		admin_audit_refused_summary(s, l, RK_CALLER, prev);
 	if (own)
-		admin_audit(s, who, method, url, status, "unauthenticated");
+		admin_audit(s, w, who, method, url, status, "unauthenticated");
 }
 
 /* A shed connection: counted as a refusal, audited under its own burst. */
@@ -373,6 +424,27 @@ static void admin_audit_shed(struct admin_server *s, struct admin_listener *l, c
 		admin_audit_refused_summary(s, l, RK_SHED, prev);
 	if (own)
 		admin_audit_shed_one(s, l, who);
+}
+
+/* The TLS gate's reports (admin_tls.c), from its thread. */
+static void gate_shed(void *arg, const char *who)
+{
+	struct admin_server *s = arg;
+	admin_audit_shed(s, &s->l[L_TCP], who);
+}
+
+static void gate_rejected(void *arg, const char *remote, const char *why)
+{
+	struct admin_server *s = arg;
+	struct admin_listener *l = &s->l[L_TCP];
+	uint64_t prev;
+	bool own = refused_note(s, l, RK_TLS, &prev);
+
+	metrics_inc(METRICS_ADMIN_DENIED);
+	if (prev)
+		admin_audit_refused_summary(s, l, RK_TLS, prev);
+	if (own)
+		admin_audit_tls_reject(s, remote, why, 1);
 }
 
 #ifdef CUSTOS_TEST_HOOKS
@@ -725,6 +797,23 @@ static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
 	return strlen(s);
 }
 
+/* Keeps the request-target as sent, query included, for the audit (struct watch). Returns
+ * the request's initial context: none, as without this callback. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct watch *w = watch_of(c);
+
+	(void)cls;
+	if (w != NULL) {
+		size_t n = strlen(uri);
+		size_t keep = n > ADMIN_AUDIT_PATH_MAX ? ADMIN_AUDIT_PATH_MAX : n;
+		memcpy(w->uri, uri, keep);
+		w->uri[keep] = '\0';
+		w->uri_bytes = n;
+	}
+	return NULL;
+}
+
 static bool has_body_route(route_id r)
 {
 	return r == R_DECIDE;
@@ -1054,7 +1143,7 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
 		buf_reset(&b);
 	if (reload)
-		admin_audit(s, rq->principal, "POST", "/v1/policy", status,
+		admin_audit(s, watch_of(c), rq->principal, "POST", "/v1/policy", status,
 		            e == CUSTOS_OK ? "reloaded" : "refused");
 	diag_free(&d);
 	return respond_buf(c, status, &b);
@@ -1231,7 +1320,7 @@ static enum MHD_Result ep_restart(struct admin_server *s, struct MHD_Connection 
 		status = errno == ESRCH ? 409 : 500;
 		result = errno == ESRCH ? "the instance ended meanwhile" : strerror(errno);
 	}
-	admin_audit(s, rq->principal, "POST", path, status, result);
+	admin_audit(s, watch_of(c), rq->principal, "POST", path, status, result);
 	if (status != 202)
 		return respond_error(c, status, result);
 	buf b;
@@ -1440,7 +1529,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!ok) {
 			unsigned st = l->kind == L_UNIX ? 403 : 401;
 			metrics_inc(METRICS_ADMIN_DENIED);
-			admin_audit_refused(s, l, who, method, url, st);
+			admin_audit_refused(s, l, w, who, method, url, st);
 			return respond_error(c, st,
 			                     st == 403 ? "caller uid not allowed"
 			                               : "a valid bearer token is required");
@@ -1630,7 +1719,7 @@ custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid
 	return CUSTOS_OK;
 }
 
-static custos_err open_tcp(const char *addr, bool force, int *out, unsigned *port)
+static custos_err open_tcp(const char *addr, bool force, bool tls, int *out, unsigned *port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -1638,8 +1727,10 @@ static custos_err open_tcp(const char *addr, bool force, int *out, unsigned *por
 	GUARD(err_wrap(proxy_parse_address(addr, &ss, &len), "admin tcp"));
 	ENSURE(ss.ss_family != AF_UNIX, CUSTOS_ERR_INVAL, "admin tcp: %s is not a TCP address",
 	       addr);
-	ENSURE(force || addr_is_loopback(&ss), CUSTOS_ERR_DENIED,
-	       "admin tcp: %s is not a loopback address (set admin.force to allow it)", addr);
+	ENSURE(force || tls || addr_is_loopback(&ss), CUSTOS_ERR_DENIED,
+	       "admin tcp: %s is not a loopback address (configure admin.tls, or set admin.force "
+	       "to allow it in clear)",
+	       addr);
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1)
 		return err_sys("admin tcp: socket");
@@ -1664,22 +1755,78 @@ static custos_err start_daemon(struct admin_listener *l)
 	struct admin_server *s = l->srv;
 	sigset_t all, old;
 
+	/* With admin.tls the TCP listener is the TLS gate's (admin_tls.c): libmicrohttpd listens
+	 * on nothing and gets each connection once its handshake is done (MHD_add_connection;
+	 * the inter-thread channel wakes its threads for it). */
+	bool gated = l->kind == L_TCP && s->tls_ctx != NULL;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (gated)
+		flags |= MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+	struct MHD_OptionItem listen_opt[] = {
+		{ gated ? MHD_OPTION_END : MHD_OPTION_LISTEN_SOCKET, l->fd, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	/* The daemon's threads must not take the process signals proxy_run waits for. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	l->d = MHD_start_daemon(
-	        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-	        on_request, l, MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_THREAD_POOL_SIZE,
-	        (unsigned)ADMIN_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-	        (unsigned)ADMIN_MHD_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
-	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
-	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION,
-	        on_connection, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-	        MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL, MHD_OPTION_END);
+	        flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	        MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)ADMIN_THREADS,
+	        MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MHD_CONNECTIONS,
+	        MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	        (size_t)ADMIN_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+	        MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_UNESCAPE_CALLBACK,
+	        unescape_none, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	ENSURE(l->d, CUSTOS_ERR_IO, "admin: libmicrohttpd did not start on the %s listener",
 	       l->kind == L_UNIX ? "Unix" : "TCP");
 	return CUSTOS_OK;
+}
+
+/* admin.tls's context: the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+), no
+ * tickets (an admin client makes few connections, and the process-wide ticket key rotation
+ * stays the listeners'); with client_ca, client certificates it signed are required. */
+static custos_err tls_ctx_new(const char *cert, const char *key, const char *client_ca,
+                              SSL_CTX **out)
+{
+	proxy_tls_opts to = { .ncerts = 1,
+		              .no_tickets = true,
+		              .client_ca = (char *)client_ca,
+		              .client_auth = client_ca ? PROXY_CLIENT_CERT_REQUIRED
+		                                       : PROXY_CLIENT_CERT_NONE };
+	to.cert_file[0] = (char *)cert;
+	to.key_file[0] = (char *)key;
+	return err_wrap(tls_server_ctx("admin", &to, out), "admin.tls");
+}
+
+custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
+                             const char *client_ca, struct ssl_ctx_st **out)
+{
+	*out = NULL;
+	ENSURE(a != NULL && a->gate != NULL, CUSTOS_ERR_INVAL,
+	       "admin.tls: the admin API serves no TLS listener");
+	ENSURE(cert != NULL && key != NULL, CUSTOS_ERR_INVAL,
+	       "admin.tls: a certificate and its key are required");
+	return tls_ctx_new(cert, key, client_ca, out);
+}
+
+void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx)
+{
+	if (ctx == NULL)
+		return;
+	if (a == NULL || a->gate == NULL) {
+		SSL_CTX_free(ctx);
+		return;
+	}
+	admin_tls_gate_set_ctx(a->gate, ctx);
+	SSL_CTX_free(a->tls_ctx); /* the gate holds its own reference to each */
+	a->tls_ctx = ctx;
+	log_info("admin: tls: the certificate of the reload is served from now on");
+}
+
+void admin_tls_free(struct ssl_ctx_st *ctx)
+{
+	SSL_CTX_free(ctx);
 }
 
 custos_err admin_start(const admin_options *o, admin_server **out)
@@ -1704,6 +1851,10 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	static const uint8_t zero[32];
 	ENSURE(o->tcp_address == NULL || CRYPTO_memcmp(o->token_sha256, zero, 32) != 0,
 	       CUSTOS_ERR_INVAL, "admin: a TCP listener needs a token");
+	ENSURE((o->tls_cert == NULL) == (o->tls_key == NULL) &&
+	               (o->tls_client_ca == NULL || o->tls_cert != NULL) &&
+	               (o->tls_cert == NULL || o->tcp_address != NULL),
+	       CUSTOS_ERR_INVAL, "admin: tls needs a certificate, its key and a TCP listener");
 
 	struct admin_server *s = xcalloc(1, sizeof(*s));
 	pthread_mutex_init(&s->reload_lock, NULL);
@@ -1753,10 +1904,21 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 			e = start_daemon(&s->l[0]);
 		}
 	}
+	if (e == CUSTOS_OK && o->tcp_address && o->tls_cert)
+		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_client_ca, &s->tls_ctx);
 	if (e == CUSTOS_OK && o->tcp_address) {
-		e = open_tcp(o->tcp_address, o->force, &s->l[1].fd, &s->tcp_port);
+		e = open_tcp(o->tcp_address, o->force, s->tls_ctx != NULL, &s->l[1].fd,
+		             &s->tcp_port);
 		if (e == CUSTOS_OK)
 			e = start_daemon(&s->l[1]);
+		if (e == CUSTOS_OK && s->tls_ctx) {
+			admin_tls_events ev = { .arg = s,
+				                .shed = gate_shed,
+				                .rejected = gate_rejected };
+			e = admin_tls_gate_start(s->l[1].fd, s->tls_ctx, s->l[1].d, s->timeout_s,
+			                         ADMIN_MAX_CONNECTIONS, ADMIN_MHD_CONNECTIONS, &ev,
+			                         &s->gate);
+		}
 	}
 	if (e == CUSTOS_OK) {
 		sigset_t all, old;
@@ -1775,9 +1937,11 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 		admin_stop(s);
 		return e;
 	}
-	log_info("admin: listening%s%s%s%s", s->socket_path ? " on unix:" : "",
-	         s->socket_path ? s->socket_path : "", o->tcp_address ? " and tcp:" : "",
-	         o->tcp_address ? o->tcp_address : "");
+	log_info("admin: listening%s%s%s%s%s", s->socket_path ? " on unix:" : "",
+	         s->socket_path ? s->socket_path : "",
+	         o->tcp_address ? (s->tls_ctx ? " and tcp+tls:" : " and tcp:") : "",
+	         o->tcp_address ? o->tcp_address : "",
+	         s->tls_ctx && o->tls_client_ca ? " (client certificates required)" : "");
 	*out = s;
 	return CUSTOS_OK;
 }
@@ -1798,6 +1962,7 @@ void admin_stop(admin_server *s)
 		pthread_mutex_unlock(&s->watch_lock);
 		pthread_join(s->watch_th, NULL);
 	}
+	admin_tls_gate_stop(s->gate); /* before its daemon: it hands connections to it */
 	for (size_t i = 0; i < 2; i++) {
 		if (s->l[i].d)
 			MHD_stop_daemon(s->l[i].d);
@@ -1819,6 +1984,7 @@ void admin_stop(admin_server *s)
 	pthread_mutex_destroy(&s->watch_lock);
 	pthread_cond_destroy(&s->watch_cond);
 	OPENSSL_cleanse(s->token_sha256, sizeof(s->token_sha256));
+	SSL_CTX_free(s->tls_ctx);
 	free(s);
 }
 

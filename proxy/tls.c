@@ -392,9 +392,11 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 		return tls_openssl_err(CUSTOS_ERR_NOMEM, "SSL_CTX_new");
 	uint64_t rotate_ns =
 	        o->ticket_rotate_ns ? o->ticket_rotate_ns : 12ull * 3600 * 1000000000ull;
-	pthread_rwlock_wrlock(&ticket_lock);
-	ticket_rotate_ns = rotate_ns;
-	pthread_rwlock_unlock(&ticket_lock);
+	if (!o->no_tickets) { /* a context without tickets (the admin API's) leaves the ring be */
+		pthread_rwlock_wrlock(&ticket_lock);
+		ticket_rotate_ns = rotate_ns;
+		pthread_rwlock_unlock(&ticket_lock);
+	}
 	SSL_CTX_set_min_proto_version(ctx, o->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);

@@ -1,7 +1,7 @@
 /*
  * custos admin API: a small HTTP server (libmicrohttpd) on a Unix socket (file mode plus an
- * SO_PEERCRED uid allow-list) and optionally on a loopback TCP port (bearer token, stored as
- * SHA-256). Health, readiness, Prometheus metrics, policy status and reload, a policy decision
+ * SO_PEERCRED uid allow-list) and optionally on a TCP port (bearer token, stored as SHA-256;
+ * loopback unless TLS, admin_tls.c, or forced). Health, readiness, Prometheus metrics, policy status and reload, a policy decision
  * point, sandbox status and restart, audit status. docs/ADMIN.md documents the endpoints.
  */
 #ifndef CUSTOS_ADMIN_H
@@ -103,9 +103,13 @@ typedef struct admin_options {
 	uint32_t socket_mode; /* 0: 0660; bits for others are refused */
 	const uint32_t *allowed_uids; /* n == 0: custos' own effective uid and root */
 	size_t n_allowed_uids;
-	const char *tcp_address;    /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
-	uint8_t token_sha256[32];   /* SHA-256 of the bearer token (TCP) */
-	bool force;                 /* allow a non-loopback TCP address */
+	const char *tcp_address;  /* "127.0.0.1:9090" or "[::1]:9090"; NULL: no TCP */
+	uint8_t token_sha256[32]; /* SHA-256 of the bearer token (TCP) */
+	bool force;               /* allow a non-loopback TCP address without TLS */
+	/* admin.tls: TLS (OpenSSL) on the TCP listener, with the proxy listeners' defaults (TLS
+	 * 1.2+, Mozilla intermediate); a non-loopback address then needs no force. NULL: none.
+	 * tls_client_ca: client certificates signed by it are required (admin_tls_swap: a reload). */
+	const char *tls_cert, *tls_key, *tls_client_ca;
 	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
 	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
 	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
@@ -126,6 +130,17 @@ custos_err admin_start(const admin_options *o, admin_server **out) CUSTOS_WUR;
  * privileges, then passes *fd as admin_options.socket_fd. *fd is the caller's. */
 custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid,
                            int *fd) CUSTOS_WUR;
+/* admin.tls on a reload (files replaced in place, or other paths): a new TLS context for the
+ * TCP listener from these files, made and checked as at start; *out is the caller's until it
+ * gives it to admin_tls_swap (the reload applied) or admin_tls_free (refused).
+ * CUSTOS_ERR_INVAL when a serves no TLS. */
+struct ssl_ctx_st;
+custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
+                             const char *client_ca, struct ssl_ctx_st **out) CUSTOS_WUR;
+/* New connections handshake with ctx from now on (taken); those in progress keep theirs. */
+void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx);
+/* Frees a context admin_tls_prepare made; NULL is fine. */
+void admin_tls_free(struct ssl_ctx_st *ctx);
 /* Port the TCP listener got (tests bind port 0); 0 without TCP. */
 unsigned admin_tcp_port(const admin_server *a);
 /* Stops the threads, closes and unlinks the socket, frees a. NULL is fine. */

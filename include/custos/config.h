@@ -422,8 +422,11 @@ typedef struct cfg_admin {
 		cfg_addr addr;
 		uint8_t token_sha256[32];
 	} tcp;
-	bool force;        /* allow the TCP port on a non-loopback address */
+	bool force;        /* allow the TCP port on a non-loopback address without tls */
 	uint64_t max_body; /* default 1 MiB */
+	/* admin.tls: TLS on the TCP port (enabled, one cert/key pair, client_ca: client
+	 * certificates required; client_auth, min_version and tickets set to match) */
+	cfg_tls_server tls;
 } cfg_admin;
 
 /* proxy: the internet-facing process of `custos up` (privilege separation, docs/SANDBOX.md). */

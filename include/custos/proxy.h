@@ -47,7 +47,8 @@ typedef struct proxy_tls_opts {
 	char *ciphersuites;        /* TLS 1.3 list; NULL: OpenSSL default */
 	bool tls13_only;           /* minimum version TLS 1.3 */
 	uint64_t ticket_rotate_ns; /* session ticket key lifetime (process-wide: the last listener
-	                              set up wins); tickets are accepted for two lifetimes; 0: 12 h */
+	                              set up with tickets wins); tickets are accepted for two
+	                              lifetimes; 0: 12 h */
 	bool no_tickets;           /* no session tickets (no resumption) */
 	proxy_alpn alpn[PROXY_MAX_ALPN]; /* offered, in server preference order; none: http/1.1 */
 	size_t nalpn;

@@ -230,6 +230,24 @@ static void test_start_refusals(void **state)
 	o.tcp_address = "10.1.2.3:9";
 	assert_int_not_equal(admin_start(&o, &a), CUSTOS_OK); /* not loopback, not forced */
 	assert_non_null(strstr(err_msg(), "loopback"));
+	/* admin.tls: a certificate without its key, a CA without a certificate, TLS without a
+	 * TCP listener, and a certificate that cannot be read (the error names admin.tls) */
+	o.tcp_address = "127.0.0.1:0";
+	o.tls_cert = "/nonexistent/admin.crt";
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL);
+	o.tls_cert = NULL;
+	o.tls_client_ca = "/nonexistent/ca.crt";
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL);
+	o.tls_cert = "/nonexistent/admin.crt";
+	o.tls_key = "/nonexistent/admin.key";
+	o.tcp_address = NULL;
+	o.socket_path = sock;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_ERR_INVAL);
+	o.socket_path = NULL;
+	o.tcp_address = "127.0.0.1:0";
+	assert_int_not_equal(admin_start(&o, &a), CUSTOS_OK);
+	assert_non_null(strstr(err_msg(), "admin.tls"));
+	o.tls_cert = o.tls_key = o.tls_client_ca = NULL;
 	o.tcp_address = "unix:/tmp/x";
 	assert_int_not_equal(admin_start(&o, &a), CUSTOS_OK);
 	/* A regular file where the socket should be is never replaced. */

@@ -495,6 +495,73 @@ static void test_admin_rules(void **state)
 	expect_error("version: 1\nadmin: {socket: relative.sock}\n", "absolute path");
 }
 
+/* admin.tls: a non-loopback address needs no force with it; client_ca makes client
+ * certificates required; it needs admin.tcp, a cert and a key, and takes no other key; a
+ * reload may change its files, not turn it on or off. */
+static void test_admin_tls(void **state)
+{
+	(void)state;
+	const char *tok = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+	char text[512], text2[512];
+
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /etc/a.crt, key: /etc/a.key}, tcp: {address: "
+	         "\"10.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	custos_config *cfg = parse_ok(text);
+	assert_true(cfg->admin.tls.enabled);
+	assert_false(cfg->admin.force);
+	assert_int_equal(cfg->admin.tls.n_certs, 1);
+	assert_string_equal(cfg->admin.tls.certs[0].cert, "/etc/a.crt");
+	assert_string_equal(cfg->admin.tls.certs[0].key, "/etc/a.key");
+	assert_null(cfg->admin.tls.client_ca);
+	assert_int_equal(cfg->admin.tls.client_auth, CFG_CLIENT_AUTH_NONE);
+	snprintf(text2, sizeof(text2),
+	         "version: 1\nadmin: {tls: {cert: /etc/b.crt, key: /etc/a.key}, tcp: {address: "
+	         "\"10.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	custos_config *next = parse_ok(text2);
+	assert_int_equal(config_reload_check(cfg, next), CUSTOS_OK); /* another certificate */
+	config_free(next);
+	config_free(cfg);
+
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /etc/a.crt, key: /etc/a.key, client_ca: "
+	         "/etc/ca.crt}, tcp: {address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	cfg = parse_ok(text);
+	assert_string_equal(cfg->admin.tls.client_ca, "/etc/ca.crt");
+	assert_int_equal(cfg->admin.tls.client_auth, CFG_CLIENT_AUTH_REQUIRED);
+	snprintf(text2, sizeof(text2),
+	         "version: 1\nadmin: {tcp: {address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	next = parse_ok(text2);
+	assert_int_not_equal(config_reload_check(cfg, next), CUSTOS_OK); /* TLS turned off */
+	assert_non_null(strstr(err_msg(), "admin.tls"));
+	config_free(next);
+	config_free(cfg);
+
+	expect_error("version: 1\nadmin: {tls: {cert: /etc/a.crt, key: /etc/a.key}}\n",
+	             "admin.tls needs admin.tcp");
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /etc/a.crt}, tcp: {address: \"127.0.0.1:9090\", "
+	         "token_sha256: %s}}\n",
+	         tok);
+	expect_error(text, "missing required key 'key'");
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /etc/a.crt, key: /etc/a.key, min_version: "
+	         "\"1.3\"}, tcp: {address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	expect_error(text, "min_version");
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tcp: {address: \"10.0.0.1:9090\", token_sha256: %s}}\n", tok);
+	diag_list d;
+	const diag_item *it = parse_fail(text, &d, "is not loopback");
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "add an admin.tls block"));
+	diag_free(&d);
+}
+
 static void test_proxy_section(void **state)
 {
 	(void)state;
@@ -1126,6 +1193,7 @@ int main(void)
 		cmocka_unit_test(test_listener_ciphers),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
+		cmocka_unit_test(test_admin_tls),
 		cmocka_unit_test(test_proxy_section),
 		cmocka_unit_test(test_models_and_profiles),
 		cmocka_unit_test(test_data_egress_audit_auth),
