@@ -1493,10 +1493,14 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	reload_cli_overrides(S.start, next);
 	GUARD(config_reload_check(S.running, next));
 	/* A VM added while an earlier reload's VM of that id still stops (draining, or its
-	 * reload refused) would take its domain name, channel socket and vsock CID. */
+	 * reload refused) starts beside it under another domain name and channel socket
+	 * (cli/vm_up.c), as a replacement does; only PCI devices cannot be shared: a VM with
+	 * hostdevs waits for none, it is refused while another VM of that id runs. */
 	for (size_t i = 0; i < next->n_models; i++) {
 		const cfg_model *m = &next->models[i];
-		if (!sup_sandboxed(m) || m->sandbox.type != CFG_SANDBOX_VM || sup_live(m->id))
+		if (!sup_sandboxed(m) || m->sandbox.type != CFG_SANDBOX_VM || sup_live(m->id) ||
+		    m->sandbox.profile == NULL ||
+		    next->profiles[m->sandbox.profile_index].vm.n_hostdev == 0)
 			continue;
 		bool stopping = false;
 		pthread_mutex_lock(&S.mu);
@@ -1504,9 +1508,9 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			stopping = !S.m[k].gone && strcmp(S.m[k].id, m->id) == 0;
 		pthread_mutex_unlock(&S.mu);
 		ENSURE(!stopping, CUSTOS_ERR_AGAIN,
-		       "model %s: the VM an earlier reload removed is still stopping (domain "
-		       "custos-%s): reload again once it is gone",
-		       m->id, m->id);
+		       "model %s: the VM an earlier reload removed is still stopping and may hold "
+		       "the PCI devices (hostdev) this one needs: reload again once it is gone",
+		       m->id);
 	}
 	/* A model that stays with other sandbox settings is replaced: removed (stopped once the
 	 * reload is applied and its requests finished) and added (started now, beside the old
@@ -1570,10 +1574,9 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 			      .len = (uint32_t)strlen(x->id) };
 		sup_send(&h, x->id, NULL, 0);
 		if (o)
-			log_info(
-			        "up: reload: model %s changed: starting its new sandbox beside the "
-			        "old one",
-			        m->id);
+			log_info("up: reload: model %s changed: starting its new %s beside the "
+			         "old one",
+			         m->id, is_vm ? "VM" : "sandbox");
 		else
 			log_info("up: reload: model %s added: starting its %s", m->id,
 			         is_vm ? "VM" : "sandbox");

@@ -9,7 +9,10 @@
  * The channel is virtio-serial (QEMU's unix socket) or vsock (custos connects to the guest
  * CID it reserved for the domain); `channel: auto` picks vsock where /dev/vhost-vsock exists.
  * Under privilege separation all of this runs in the supervisor, which hands the streams and
- * listeners to the proxy (cmd_up.c).
+ * listeners to the proxy (cmd_up.c). A model's VM is domain custos-<id>; a second VM of the
+ * same model, started while the first still runs (a reload's replacement, or a model added back
+ * while its removed VM still drains), is custos-<id>-2 (then -3, ...) with its own channel
+ * socket and console log (virtlogd holds one writer per file), so that the two never collide.
  */
 #include <errno.h>
 #include <poll.h>
@@ -33,9 +36,11 @@
 #define NS_PER_S  1000000000ull
 
 struct up_vm {
+	struct up_vm *next_live; /* live_vms (live_mu) */
 	char *model;
-	char name[VM_NAME_MAX + 1]; /* domain name: custos-<model> */
+	char name[VM_NAME_MAX + 1]; /* domain name: custos-<model>, custos-<model>-<n> */
 	char *chan_path;
+	char *console_path; /* the profile's console_log, or this VM's variant of it; NULL: none */
 	uint16_t port;
 	uint64_t timeout_ns;
 	struct audit_writer *audit;
@@ -62,6 +67,104 @@ struct up_vm {
 	uint64_t started_ns; /* wall time of the current domain's start */
 	int last_event;      /* vm_event_kind of the last lifecycle event; -1 none */
 };
+
+/* The VMs of this custos from the choice of their names until their domains are gone: what a
+ * new VM's domain name, channel socket and console log must differ from. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct up_vm *live_vms;
+
+#define VM_INSTANCES_MAX 64 /* VMs of one model at once (PSX_MAX_MODELS slots hold them) */
+
+static bool live_taken_locked(const char *name, const char *chan_path, const char *console)
+{
+	for (const struct up_vm *v = live_vms; v; v = v->next_live)
+		if (strcmp(v->name, name) == 0 || strcmp(v->chan_path, chan_path) == 0 ||
+		    (console && v->console_path && strcmp(v->console_path, console) == 0))
+			return true;
+	return false;
+}
+
+/* path for the n-th VM of a model: path itself for n 1, else "-<n>" before the file name's
+ * extension (/var/log/vm-llm.log -> /var/log/vm-llm-2.log; mux.sock -> mux-2.sock), or at
+ * its end when it has none. False when out is too small. */
+static bool path_nth(const char *path, unsigned n, char *out, size_t size)
+{
+	if (n == 1)
+		return (size_t)snprintf(out, size, "%s", path) < size;
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	const char *dot = strrchr(base, '.');
+	size_t stem = dot && dot != base ? (size_t)(dot - path) : strlen(path);
+	int r = snprintf(out, size, "%.*s-%u%s", (int)stem, path, n, path + stem);
+	return r > 0 && (size_t)r < size;
+}
+
+/* Picks u's domain name, channel socket and console log: custos-<id>, the configured socket
+ * (or /run/custos/vm-<id>.sock) and console_log for the first VM of the model; while one of
+ * those is taken by a VM of this custos still running, custos-<id>-<n> and the paths with
+ * "-<n>" before their extension (path_nth), for the lowest n from 2 that is free. Links u to
+ * live_vms. */
+static custos_err live_claim(struct up_vm *u, const char *id, const char *chan_socket,
+                             const char *console_log)
+{
+	char name[VM_NAME_MAX + 1], path[108] /* sun_path */, console[4096], dflt[108];
+	custos_err e = CUSTOS_OK;
+
+	if (chan_socket == NULL) {
+		int r = snprintf(dflt, sizeof(dflt), "/run/custos/vm-%s.sock", id);
+		ENSURE(r > 0 && (size_t)r < sizeof(dflt), CUSTOS_ERR_LIMIT,
+		       "model %s: channel socket path too long", id);
+		chan_socket = dflt;
+	}
+	pthread_mutex_lock(&live_mu);
+	for (unsigned n = 1;; n++) {
+		if (n > VM_INSTANCES_MAX) {
+			e = err_set(CUSTOS_ERR_LIMIT, "model %s: %d of its VMs run already", id,
+			            VM_INSTANCES_MAX);
+			break;
+		}
+		char sfx[16] = "";
+		if (n > 1)
+			snprintf(sfx, sizeof(sfx), "-%u", n);
+		int a = snprintf(name, sizeof(name), "custos-%s%s", id, sfx);
+		if (a < 0 || (size_t)a >= sizeof(name)) {
+			e = err_set(CUSTOS_ERR_LIMIT,
+			            "model %s: id too long for a domain name (%s)", id, name);
+			break;
+		}
+		if (!path_nth(chan_socket, n, path, sizeof(path))) {
+			e = err_set(CUSTOS_ERR_LIMIT, "model %s: channel socket path too long (%s)",
+			            id, chan_socket);
+			break;
+		}
+		if (console_log && !path_nth(console_log, n, console, sizeof(console))) {
+			e = err_set(CUSTOS_ERR_LIMIT, "model %s: console_log path too long", id);
+			break;
+		}
+		if (live_taken_locked(name, path, console_log ? console : NULL))
+			continue;
+		memcpy(u->name, name, (size_t)a + 1);
+		u->chan_path = xstrdup(path);
+		u->console_path = console_log ? xstrdup(console) : NULL;
+		u->next_live = live_vms;
+		live_vms = u;
+		break;
+	}
+	pthread_mutex_unlock(&live_mu);
+	return e;
+}
+
+static void live_release(struct up_vm *u)
+{
+	pthread_mutex_lock(&live_mu);
+	for (struct up_vm **pp = &live_vms; *pp; pp = &(*pp)->next_live) {
+		if (*pp == u) {
+			*pp = u->next_live;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&live_mu);
+}
 
 const char *cli_vm_model(const struct up_vm *u)
 {
@@ -289,7 +392,7 @@ static custos_err map_profile(const custos_config *cfg, const cfg_model *m, stru
 		p->boot = VM_BOOT_DISK;
 		p->disk_base = pr->vm.disk;
 	}
-	p->console_log = pr->vm.console_log;
+	p->console_log = u->console_path;
 	if (pr->vm.channel == CFG_VM_AUTO) {
 		u->chan = vm_channel_auto(NULL);
 		log_info("up: model %s: channel auto -> %s (%s)", m->id, vm_chan_kind_name(u->chan),
@@ -380,8 +483,10 @@ void cli_vm_stop(struct up_vm *u)
 		log_warn("vm %s: stopping: %s", u->name, err_msg());
 	vm_host_close(u->h);
 	vm_vsock_cid_release(u->cid); /* after the domain is gone */
+	live_release(u);              /* its name and paths too */
 	pthread_mutex_destroy(&u->mu);
 	free(u->chan_path);
+	free(u->console_path);
 	free(u->model);
 	free(u);
 }
@@ -406,18 +511,15 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	u->port = m->sandbox.port ? m->sandbox.port : 8000;
 	u->timeout_ns = m->sandbox.health.start_timeout_ns ? m->sandbox.health.start_timeout_ns
 	                                                   : 120 * NS_PER_S;
-	int n = snprintf(u->name, sizeof(u->name), "custos-%s", m->id);
-	if (n < 0 || (size_t)n >= sizeof(u->name)) {
+	e = live_claim(u, m->id, pr ? pr->vm.channel_socket : NULL, pr ? pr->vm.console_log : NULL);
+	if (e != CUSTOS_OK) {
 		cli_vm_stop(u);
-		return err_set(CUSTOS_ERR_LIMIT, "model %s: id too long for a domain name", m->id);
+		return e;
 	}
-	if (pr && pr->vm.channel_socket) {
-		u->chan_path = xstrdup(pr->vm.channel_socket);
-	} else {
-		char tmp[128];
-		snprintf(tmp, sizeof(tmp), "/run/custos/vm-%s.sock", m->id);
-		u->chan_path = xstrdup(tmp);
-	}
+	if (strcmp(u->name + strlen("custos-"), m->id) != 0)
+		log_info("up: model %s: another VM of it still runs: this one is domain %s, "
+		         "channel socket %s, console log %s",
+		         m->id, u->name, u->chan_path, u->console_path ? u->console_path : "none");
 	e = map_profile(cfg, m, u, &p, pin);
 	vm_host_opts ho = {
 		.uri = pr && pr->vm.libvirt_uri ? pr->vm.libvirt_uri : "qemu:///system",

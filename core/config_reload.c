@@ -3,7 +3,8 @@
  * the log, the audit writer and its sinks, the admin API, the proxy's user and confinement,
  * the egress proxy and its data sources, a running sandbox's settings). A reload that changes
  * one is refused as a whole, naming the setting, rather than half-applied with the change
- * silently dropped. Process-sandboxed models may be added, removed and changed (replaced).
+ * silently dropped. Sandboxed models, process or VM, may be added, removed and changed
+ * (replaced).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 struct rdiff {
 	char what[256];
 	bool found;
-	bool vm; /* it is a sandboxed VM's: a VM is never replaced by a reload */
+	bool vm; /* a VM's change that a reload cannot make by a replacement */
 };
 
 static void note(struct rdiff *r, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
@@ -291,8 +292,6 @@ static bool sandboxed(const cfg_model *m)
 	return m && m->sandbox.type != CFG_SANDBOX_NONE;
 }
 
-/* A process-sandboxed model may come or go by a reload (the supervisor starts or stops its
- * sandbox, and the egress listener inside it: docs/SANDBOX.md, "Reload"); a VM may not. */
 /* The first difference between two sandbox blocks of one model (and the profiles they name),
  * under the prefix "models[k] (id).sandbox.". */
 static void sandbox_block_diff(struct rdiff *r, const custos_config *a, const cfg_model *o,
@@ -318,12 +317,25 @@ static void sandbox_block_diff(struct rdiff *r, const custos_config *a, const cf
 	profile_diff(r, p, &a->profiles[x->profile_index], &b->profiles[y->profile_index]);
 }
 
-/* A process-sandboxed model that stays with other sandbox settings is replaced by the reload
- * (its new sandbox started beside the old one, the old one stopped once applied: docs/SANDBOX.md,
- * "Reload"); a VM that stays must be unchanged: its replacement would need the same domain name
- * (custos-<id>), channel socket and vsock CID while the old VM still serves. Any sandboxed model,
- * process or VM, may be added or removed (the supervisor starts or stops it); a model that is not
- * sandboxed may come, go or change freely (its upstream is reloaded). */
+/* True when the profiles name a PCI device in common: the device a replacement would need is
+ * held by the VM it replaces. */
+static bool hostdev_shared(const cfg_profile *a, const cfg_profile *b)
+{
+	for (size_t i = 0; i < a->vm.n_hostdev; i++)
+		for (size_t k = 0; k < b->vm.n_hostdev; k++)
+			if (str_same(a->vm.hostdev[i], b->vm.hostdev[k]))
+				return true;
+	return false;
+}
+
+/* A sandboxed model that stays with other sandbox settings, process or VM, is replaced by the
+ * reload (its new sandbox started beside the old one, traffic moved once it is ready, the old
+ * one stopped once idle: docs/SANDBOX.md and docs/VM.md, "Reload"); the supervisor gives a
+ * VM's replacement its own domain name and channel socket. Refused, as a whole: a model moving
+ * between a VM and a process sandbox, and a VM whose replacement would need a PCI device the
+ * old VM holds. Any sandboxed model may be added or removed (the supervisor starts or stops
+ * it); a model that is not sandboxed may come, go or change freely (its upstream is
+ * reloaded). */
 static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_config *b)
 {
 	for (size_t i = 0; i < a->n_models && !r->found; i++) {
@@ -332,9 +344,25 @@ static void sandbox_diff(struct rdiff *r, const custos_config *a, const custos_c
 		const cfg_model *n = model_by_id(b, o->id, &k);
 		if (!sandboxed(o) || !sandboxed(n))
 			continue;
-		if (o->sandbox.type == CFG_SANDBOX_VM || n->sandbox.type == CFG_SANDBOX_VM) {
-			sandbox_block_diff(r, a, o, b, n, k);
-			r->vm = r->found;
+		if ((o->sandbox.type == CFG_SANDBOX_VM) != (n->sandbox.type == CFG_SANDBOX_VM)) {
+			note(r, "models[%zu] (%s).sandbox.type (%s -> %s)", k, o->id,
+			     o->sandbox.type == CFG_SANDBOX_VM ? "vm" : "process",
+			     n->sandbox.type == CFG_SANDBOX_VM ? "vm" : "process");
+			r->vm = true;
+			continue;
+		}
+		if (o->sandbox.type != CFG_SANDBOX_VM || o->sandbox.profile == NULL ||
+		    n->sandbox.profile == NULL)
+			continue;
+		const cfg_profile *po = &a->profiles[o->sandbox.profile_index];
+		const cfg_profile *pn = &b->profiles[n->sandbox.profile_index];
+		if (!hostdev_shared(po, pn))
+			continue;
+		struct rdiff d = { .found = false };
+		sandbox_block_diff(&d, a, o, b, n, k);
+		if (d.found) {
+			note(r, "%s", d.what);
+			r->vm = true;
 		}
 	}
 }
@@ -399,13 +427,13 @@ custos_err config_reload_check(const custos_config *running, const custos_config
 	if (!rd.found)
 		return CUSTOS_OK;
 	if (rd.vm)
-		return err_set(
-		        CUSTOS_ERR_INVAL,
-		        "reload: %s changed: a sandboxed VM is not replaced by a reload (its "
-		        "domain custos-<id>, channel and vsock CID would clash with its "
-		        "replacement): remove the model in one reload and add it back in "
-		        "the next, or restart custos",
-		        rd.what);
+		return err_set(CUSTOS_ERR_INVAL,
+		               "reload: %s changed: this VM is not replaced by a reload (a model "
+		               "does not move between a VM and a process sandbox, and a VM's "
+		               "replacement cannot have the PCI devices the running VM holds): "
+		               "remove the model in one reload and add it back in the next, or "
+		               "restart custos",
+		               rd.what);
 	return err_set(CUSTOS_ERR_INVAL,
 	               "reload: %s changed: custos reads it at start only (restart custos to "
 	               "change it)",

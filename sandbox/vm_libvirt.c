@@ -335,18 +335,27 @@ custos_err vm_start(vm_host *h, const vm_profile *p, vm **out)
 		vm_free(v);
 		return err_set(CUSTOS_ERR_EXISTS, "vm %s: already started", p->name);
 	}
-	/* Linked before the domain starts so that its STARTED event finds it. */
+	/* Linked before the domain starts so that its STARTED event finds it. The lock is not
+	 * held while libvirt starts the domain (seconds; a minute under TCG): the event loop
+	 * (libvirt's default one, process-wide) would wait for it in lifecycle_cb meanwhile,
+	 * and libvirtd closes the other hosts' connections (another VM's) whose keepalive
+	 * pings go unanswered for 30 s. No restart is scheduled for v (restart_at 0) and
+	 * nobody stops it before vm_start returns it. */
 	v->next = h->vms;
 	h->vms = v;
-	v->dom = virDomainCreateXML(h->conn, v->xml, 0);
-	if (!v->dom) {
+	pthread_mutex_unlock(&h->lock);
+	virDomainPtr dom = virDomainCreateXML(h->conn, v->xml, 0);
+	if (!dom)
 		e = err_set(CUSTOS_ERR_IO, "vm %s: starting the domain: %s", p->name, virt_msg());
+	pthread_mutex_lock(&h->lock);
+	v->dom = dom;
+	if (!dom)
 		unlink_locked(h, v);
-		pthread_mutex_unlock(&h->lock);
+	pthread_mutex_unlock(&h->lock);
+	if (!dom) {
 		vm_free(v);
 		return e;
 	}
-	pthread_mutex_unlock(&h->lock);
 	*out = v;
 	return CUSTOS_OK;
 }

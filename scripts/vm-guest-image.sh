@@ -10,7 +10,9 @@
 # starts MODEL_SERVER --listen 127.0.0.1:8000 MODEL_ARGS and custos-guest (channel: the
 # virtio-serial port org.custos.mux.0 or vsock port 1024, whichever the VM has; ingress to port
 # 8000, egress proxy on 127.0.0.1:3128), prints CUSTOS-GUEST-READY on the console, then runs the
-# commands in /etc/custos-guest.d/*.sh (a test hook; none by default).
+# commands in /etc/custos-guest.d/*.sh (a test hook; none by default). Each custos.arg=X on the
+# kernel command line (the VM profile's cmdline) adds X to MODEL_ARGS, in order, after them (X
+# without spaces): two VMs of one image can serve differently (tests/integration/vm_reload.sh).
 # Environment: CUSTOS_VM_KERNEL_FLAVOUR (cloud-amd64 | amd64; default cloud-amd64),
 # CUSTOS_VM_GUEST_HOOK (a shell file copied to /etc/custos-guest.d/hook.sh),
 # CUSTOS_VM_GUEST_EXTRA (static binaries, space-separated, copied to /bin for the hook).
@@ -18,7 +20,7 @@
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
-	sed -n '2,16p' "$0" >&2
+	sed -n '2,19p' "$0" >&2
 	exit 2
 fi
 OUT=$1
@@ -122,6 +124,9 @@ for m in $(cat /lib/modules/order); do
 done
 set --
 while IFS= read -r a; do [ -n "$a" ] && set -- "$@" "$a"; done </etc/model-args
+for w in $(cat /proc/cmdline); do
+	case "$w" in custos.arg=*) set -- "$@" "${w#custos.arg=}" ;; esac
+done
 /bin/model-server --listen 127.0.0.1:8000 --port-file /tmp/model.port "$@" &
 /bin/custos-guest --port-name org.custos.mux.0 --vsock-port 1024 --allow-port 8000 \
 	--proxy-port 3128 &

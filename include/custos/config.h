@@ -486,9 +486,9 @@ bool config_where(const custos_config *cfg, const char *value, unsigned *line, u
 custos_err config_load_log(const char *path, cfg_log *out) CUSTOS_WUR;
 /* Whether next may replace running on a reload (SIGHUP or the admin API): CUSTOS_OK, or
  * CUSTOS_ERR_INVAL when next changes a setting `custos up` reads at start only (log, workers,
- * limits.timeouts.shutdown, a kept VM model's sandbox and profile, a VM sandbox added or
- * removed, data_sources, egress,
- * audit, admin, policy.reload_on_sighup, proxy); err_msg then names the first such setting.
+ * limits.timeouts.shutdown, a kept model moved between a VM and a process sandbox, a kept VM
+ * changed while its profile keeps a PCI device of the old one, data_sources, egress, audit,
+ * admin, policy.reload_on_sighup, proxy); err_msg then names the first such setting.
  * Listeners are checked by proxy_reload (proxy.h). Neither config is changed. */
 custos_err config_reload_check(const custos_config *running, const custos_config *next) CUSTOS_WUR;
 /* True when next adds, removes or replaces (config_sandbox_replaced) a sandboxed model (by id)

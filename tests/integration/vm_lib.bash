@@ -1,13 +1,15 @@
 # Shared by the VM integration tests (vm_tcg.sh, vm_reload.sh), sourced after their checks of
 # what the machine has: a work directory, fail/stop_pid/wait_for, the clean-up trap (custos, the
-# domain, what the test started, then libvirtd and virtlogd, all by PID; logs, console and the
-# audit events matching VM_AUDIT_RE shown on failure), and virtlogd and libvirtd started by hand
-# with their sockets in the work directory (URI is set). The caller sets VM_TEST (the work
-# directory's name), VM_AUDIT_WHAT, VM_AUDIT_RE and VM_AUDIT_TAIL, and defines skip.
+# domains NAME and EXTRA_NAMES, what the test started, then libvirtd and virtlogd, all by PID;
+# logs, console and the audit events matching VM_AUDIT_RE shown on failure), and virtlogd and
+# libvirtd started by hand with their sockets in the work directory (URI is set). The caller
+# sets VM_TEST (the work directory's name), VM_AUDIT_WHAT, VM_AUDIT_RE and VM_AUDIT_TAIL, and
+# defines skip.
 # shellcheck shell=bash
 WORK=$(mktemp -d "/tmp/custos-$VM_TEST.XXXXXX")
 chmod 755 "$WORK"
 NAME=""
+EXTRA_NAMES="" # other domains the test may leave (a replacement's), destroyed with NAME
 PIDS_TO_STOP=() # "pid" of processes this test started, stopped in reverse order
 VIRTLOGD_PID="" LIBVIRTD_PID="" CUSTOS_PID=""
 FAILED=0
@@ -30,7 +32,9 @@ stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL
 cleanup() {
 	set +e
 	stop_pid "$CUSTOS_PID"
-	[ -n "${URI:-}" ] && [ -n "$NAME" ] && virsh -c "$URI" destroy "$NAME" >/dev/null 2>&1
+	for n in $NAME $EXTRA_NAMES; do
+		[ -n "${URI:-}" ] && virsh -c "$URI" destroy "$n" >/dev/null 2>&1
+	done
 	for ((i = ${#PIDS_TO_STOP[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS_TO_STOP[$i]}"
 	done

@@ -1030,9 +1030,9 @@ static char *text_edit(const char *text, const char *from, const char *to)
 	return out;
 }
 
-/* Without egress, a process-sandboxed model may be added, removed or changed by a reload (the
- * supervisor starts or stops it, or replaces its sandbox); a VM may come and go but not change
- * (it is never replaced). */
+/* Without egress, a sandboxed model, process or VM, may be added, removed or changed by a
+ * reload (the supervisor starts or stops it, or replaces its sandbox); refused: a model moving
+ * between a VM and a process sandbox, a VM changed that keeps a PCI device of the old one. */
 static void test_reload_sandbox_set(void **state)
 {
 	(void)state;
@@ -1089,21 +1089,46 @@ static void test_reload_sandbox_set(void **state)
 			fail_msg("a VM removed refused: %s", err_msg());
 		assert_true(config_sandboxes_changed(with_vm, running));
 		assert_false(config_sandbox_replaced(running, with_vm, "vm1"));
-		/* A VM that stays may not change (no replacement of a VM). */
+		/* A VM that stays with another sandbox block or profile is replaced (its new
+		 * domain started beside the old one by the supervisor). */
 		char *c = text_edit(b, "profile: v, port: 8000", "profile: v, port: 8001");
 		custos_config *vm_moved = parse_ok(c);
-		assert_int_not_equal(config_reload_check(with_vm, vm_moved), CUSTOS_OK);
+		if (config_reload_check(with_vm, vm_moved) != CUSTOS_OK)
+			fail_msg("a VM changed refused: %s", err_msg());
+		assert_true(config_sandbox_replaced(with_vm, vm_moved, "vm1"));
+		assert_true(config_sandboxes_changed(with_vm, vm_moved));
+		char *cm =
+		        text_edit(b, "kernel: /k, disk: /d", "kernel: /k, disk: /d, memory: 2GiB");
+		custos_config *vm_mem = parse_ok(cm);
+		if (config_reload_check(with_vm, vm_mem) != CUSTOS_OK)
+			fail_msg("a VM's profile changed refused: %s", err_msg());
+		assert_true(config_sandbox_replaced(with_vm, vm_mem, "vm1"));
+		config_free(vm_mem);
+		free(cm);
+		/* Unless its replacement would need a PCI device the running VM holds. */
+		char *h1 = text_edit(b, "kernel: /k, disk: /d",
+		                     "kernel: /k, disk: /d, hostdev: [\"0000:01:00.0\"]");
+		char *h2 = text_edit(h1, "profile: v, port: 8000", "profile: v, port: 8001");
+		custos_config *vm_pci = parse_ok(h1), *vm_pci_moved = parse_ok(h2);
+		assert_int_not_equal(config_reload_check(vm_pci, vm_pci_moved), CUSTOS_OK);
 		assert_non_null(strstr(err_msg(), "(vm1).sandbox.port (8000 -> 8001)"));
-		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
-		/* Nor become a process sandbox, nor a process sandbox a VM. */
+		assert_non_null(strstr(err_msg(), "PCI devices the running VM holds"));
+		/* ... but may be added or removed. */
+		if (config_reload_check(running, vm_pci) != CUSTOS_OK)
+			fail_msg("a VM with a hostdev added refused: %s", err_msg());
+		config_free(vm_pci);
+		config_free(vm_pci_moved);
+		free(h1);
+		free(h2);
+		/* Nor may a model move between a VM and a process sandbox. */
 		char *d = text_edit(b, "{id: vm1, sandbox: {type: vm, profile: v, port: 8000}}",
 		                    "{id: vm1, sandbox: {profile: q, command: [/srv/m4]}}");
 		custos_config *vm_proc = parse_ok(d);
 		assert_int_not_equal(config_reload_check(with_vm, vm_proc), CUSTOS_OK);
-		assert_non_null(strstr(err_msg(), "(vm1).sandbox.type"));
-		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
+		assert_non_null(strstr(err_msg(), "(vm1).sandbox.type (vm -> process)"));
+		assert_non_null(strstr(err_msg(), "this VM is not replaced by a reload"));
 		assert_int_not_equal(config_reload_check(vm_proc, with_vm), CUSTOS_OK);
-		assert_non_null(strstr(err_msg(), "a sandboxed VM is not replaced by a reload"));
+		assert_non_null(strstr(err_msg(), "(vm1).sandbox.type (process -> vm)"));
 		config_free(vm_proc);
 		free(d);
 		config_free(vm_moved);
