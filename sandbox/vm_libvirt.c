@@ -2,7 +2,10 @@
  * VM sandbox lifecycle on the libvirt C API: one connection, libvirt's default event loop on a
  * thread of its own, transient domains, and a restart with exponential backoff when a domain
  * stops without custos asking for it. Every lifecycle change goes to the caller's callback so
- * that it can be audited.
+ * that it can be audited. A restart's virDomainCreateXML runs on a thread of its own, never on
+ * the event loop's: starting a domain takes seconds (a minute under TCG), and an event loop
+ * that waits for it leaves libvirtd's keepalive pings to this process' other connections (the
+ * other VMs') unanswered until libvirtd closes them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,8 @@ struct vm {
 	unsigned restarts;   /* restarts done */
 	uint64_t backoff_ns; /* next delay */
 	uint64_t restart_at; /* tm_mono_ns when a restart is due; 0 = none */
+	bool restart_due;    /* due now: for the restart thread */
+	bool restarting;     /* the restart thread is starting the domain (lock not held) */
 	bool gave_up;
 };
 
@@ -44,6 +49,9 @@ struct vm_host {
 	bool thread_started;
 	volatile int quit;
 	pthread_mutex_t lock;
+	pthread_cond_t cond; /* restart_due set, a restart done, quit */
+	pthread_t restart_thread;
+	bool restart_started;
 	vm *vms;
 };
 
@@ -167,18 +175,58 @@ static void tick_cb(int timer, void *opaque)
 		if (v->restart_at == 0 || now < v->restart_at || v->stopping)
 			continue;
 		v->restart_at = 0;
-		v->restarts++;
-		v->dom = virDomainCreateXML(h->conn, v->xml, 0);
-		if (!v->dom) {
-			char msg[256];
-			snprintf(msg, sizeof(msg), "restart failed: %s", virt_msg());
-			v->dom = NULL;
-			crashed_locked(h, v, msg);
-			continue;
-		}
-		emit(h, v->name, VM_EV_RESTARTED, NULL);
+		v->restart_due = true;
+		pthread_cond_broadcast(&h->cond);
 	}
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* Starts the domains whose restart is due, one at a time, without the lock while libvirt
+ * works (vm_stop and vm_host_close wait for a restart in progress). */
+static void *restart_main(void *arg)
+{
+	vm_host *h = arg;
+	proc_name_self("custos-virt-rs");
+	pthread_mutex_lock(&h->lock);
+	while (!h->quit) {
+		vm *v = h->vms;
+		while (v && !(v->restart_due && !v->stopping))
+			v = v->next;
+		if (v == NULL) {
+			pthread_cond_wait(&h->cond, &h->lock);
+			continue;
+		}
+		v->restart_due = false;
+		v->restarting = true;
+		v->restarts++;
+		pthread_mutex_unlock(&h->lock);
+		char msg[256] = "";
+		virDomainPtr dom = virDomainCreateXML(h->conn, v->xml, 0);
+		if (!dom)
+			snprintf(msg, sizeof(msg), "restart failed: %s", virt_msg());
+		pthread_mutex_lock(&h->lock);
+		v->restarting = false;
+		if (dom) {
+			v->dom = dom; /* a stop asked for meanwhile destroys it (vm_stop) */
+			if (!v->stopping)
+				emit(h, v->name, VM_EV_RESTARTED, NULL);
+		} else if (!v->stopping) {
+			crashed_locked(h, v, msg);
+		}
+		pthread_cond_broadcast(&h->cond);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+/* Called with the lock: no restart of v is due or runs from here on. */
+static void quiesce_locked(vm_host *h, vm *v)
+{
+	v->stopping = true;
+	v->restart_at = 0;
+	v->restart_due = false;
+	while (v->restarting)
+		pthread_cond_wait(&h->cond, &h->lock);
 }
 
 static void *event_thread(void *arg)
@@ -217,6 +265,7 @@ custos_err vm_host_open(const vm_host_opts *o, vm_host **out)
 	h->cb_id = -1;
 	h->timer = -1;
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
 	h->conn = virConnectOpen(o->uri);
 	if (!h->conn) {
 		custos_err e = err_set(CUSTOS_ERR_UNSUPPORTED, "vm: connecting to %s: %s", o->uri,
@@ -240,6 +289,12 @@ custos_err vm_host_open(const vm_host_opts *o, vm_host **out)
 		return err_set(CUSTOS_ERR_SYS, "vm: event thread: %s", strerror(rc));
 	}
 	h->thread_started = true;
+	rc = pthread_create(&h->restart_thread, NULL, restart_main, h);
+	if (rc != 0) {
+		vm_host_close(h);
+		return err_set(CUSTOS_ERR_SYS, "vm: restart thread: %s", strerror(rc));
+	}
+	h->restart_started = true;
 	*out = h;
 	return CUSTOS_OK;
 }
@@ -285,13 +340,19 @@ void vm_host_close(vm_host *h)
 	if (!h)
 		return;
 	pthread_mutex_lock(&h->lock);
+	for (vm *v = h->vms; v; v = v->next)
+		quiesce_locked(h, v);
 	while (h->vms) {
 		vm *v = h->vms;
 		destroy_locked(h, v);
 		h->vms = v->next;
 		vm_free(v);
 	}
+	h->quit = 1;
+	pthread_cond_broadcast(&h->cond);
 	pthread_mutex_unlock(&h->lock);
+	if (h->restart_started)
+		pthread_join(h->restart_thread, NULL);
 	if (h->thread_started) {
 		/* The tick timer wakes the loop at least every VM_TICK_MS, so it sees quit. */
 		h->quit = 1;
@@ -303,6 +364,7 @@ void vm_host_close(vm_host *h)
 		virConnectDomainEventDeregisterAny(h->conn, h->cb_id);
 	if (h->conn)
 		virConnectClose(h->conn);
+	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -363,6 +425,7 @@ custos_err vm_start(vm_host *h, const vm_profile *p, vm **out)
 custos_err vm_stop(vm_host *h, vm *v)
 {
 	pthread_mutex_lock(&h->lock);
+	quiesce_locked(h, v);
 	destroy_locked(h, v);
 	unlink_locked(h, v);
 	pthread_mutex_unlock(&h->lock);

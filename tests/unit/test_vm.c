@@ -384,6 +384,40 @@ static void test_lifecycle_crash_restart(void **state)
 	vm_host_close(h);
 }
 
+/* A stop asked for while a restart is due or in progress (the restart thread starts the domain
+ * without the host's lock): the domain is gone once vm_stop returns, and no restart follows. */
+static void test_lifecycle_stop_during_restart(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 20; round++) {
+		events_reset();
+		vm_host *h = open_test_host(5);
+		vm_profile p = base_profile();
+		p.name = "lc-stop";
+		vm *v = NULL;
+		assert_int_equal(vm_start(h, &p, &v), CUSTOS_OK);
+		assert_true(wait_kind(VM_EV_STARTED, 1));
+		vm_inject_crash(h, v);
+		assert_true(wait_kind(VM_EV_RESTARTING, 1));
+		if (round % 2)
+			(void)wait_kind(VM_EV_RESTARTED, 1); /* a stop after the restart, too */
+		assert_int_equal(vm_stop(h, v), CUSTOS_OK);
+		unsigned restarted = (unsigned)count_kind(VM_EV_RESTARTED);
+		virConnectPtr c = virConnectOpen("test:///default");
+		assert_non_null(c);
+		virDomainPtr d = virDomainLookupByName(c, "lc-stop");
+		if (d)
+			virDomainFree(d);
+		virConnectClose(c);
+		assert_null(d);
+		/* the backoff (10 ms) is long past: a restart left scheduled would show now */
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		assert_int_equal(count_kind(VM_EV_RESTARTED), restarted);
+		vm_host_close(h);
+	}
+}
+
 static void test_lifecycle_negative(void **state)
 {
 	(void)state;
@@ -698,6 +732,7 @@ int main(void)
 		cmocka_unit_test(test_pci_parse),
 		cmocka_unit_test(test_lifecycle_no_interface),
 		cmocka_unit_test(test_lifecycle_crash_restart),
+		cmocka_unit_test(test_lifecycle_stop_during_restart),
 		cmocka_unit_test(test_lifecycle_negative),
 		cmocka_unit_test(test_seccomp_fake_proc),
 		cmocka_unit_test(test_seccomp_real_process),
