@@ -34,9 +34,14 @@ check "one request before the load" "$(curl -sS -o /dev/null -w '%{http_code}' -
 
 # wrk counts an answer slower than its --timeout (default 2 s) as a socket error: too short
 # for ASan on a loaded machine, and not what is checked here (errors and non-2xx answers).
+requests() { ctl metrics | awk '/^custos_requests_total[{ ]/ { n += $NF } END { print n + 0 }'; }
+before=$(requests)
 wrk -t1 -c8 -d10s --timeout 30s -s "$work/post.lua" "$url" >"$work/wrk.out" 2>&1 &
 wrk_pid=$!
-sleep 1 # the reloads are spread over the 10 s load (the thing tested), one a second
+# The reloads start once the load's requests reach custos (not after a fixed second, which a
+# slow start of wrk under load could outlast), then are spread over it, one a second.
+load_flowing() { [ "$(requests)" -gt "$before" ]; }
+wait_until 60 load_flowing || fail "no request of the load reached custos in 60 s"
 prev=$(hash_now)
 reloaded=0
 for i in 1 2 3 4 5; do

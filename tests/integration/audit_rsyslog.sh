@@ -13,6 +13,7 @@ RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
 ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 ||
 	{ echo "SKIPPED: rsyslog-openssl (lmnsd_ossl) not installed"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIPPED: python3 missing"; exit 77; }
+. "$(dirname "$0")/ports.bash"
 T=$(mktemp -d)
 RSP=""
 LP=""
@@ -20,6 +21,7 @@ cleanup() {
 	[ -n "$LP" ] && kill "$LP" 2>/dev/null || true
 	[ -n "$RSP" ] && kill "$RSP" 2>/dev/null || true
 	[ -n "$RSP" ] && wait "$RSP" 2>/dev/null || true
+	port_release "$T"
 	[ -n "${KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -36,7 +38,7 @@ openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcrea
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
 	-subj "/CN=other CA" -keyout "$T/other.key" -out "$T/other.pem" 2>/dev/null
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(port_reserve "$T") # ports.bash: rsyslog binds it at each (re)start, reserved till exit
 mkdir -p "$T/rs"
 cat >"$T/rsyslog.conf" <<CONF
 global(workDirectory="$T/rs" maxMessageSize="64k"

@@ -5,17 +5,31 @@
 # UDP (truncated, asked again over TCP), every address of an answer checked against the deny
 # classes (metadata, loopback, private, IPv4-mapped), NXDOMAIN, a dead first server (the next
 # one answers), and no server at all (502, audited).
+# The test runs in a network namespace of its own (unshare -n, as root) with only loopback up
+# and 10.1.2.3/32 on it, so that what it proves does not depend on the host's network:
+# "private.custos.test" (10.1.2.3) is a local address where nothing listens on the data port
+# (the data source listens on 127.0.0.1 only), so a connection to it is refused (RST) whatever
+# the host routes 10/8 to (a NAT sandbox accepted connections to 10.1.2.3 on most ports), and
+# the dead first DNS server's UDP port is one no process outside this test can bind.
+# Not root, no network namespace or no `ip`: SKIPPED.
 set -u
+if [ "${EGDNS_NETNS:-}" != in ]; then
+	[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for a network namespace of its own"; exit 77; }
+	unshare -n true 2>/dev/null || { echo "SKIPPED: cannot create a network namespace (unshare -n)"; exit 77; }
+	command -v ip >/dev/null || { echo "SKIPPED: ip not installed (scripts/deps.sh: iproute2)"; exit 77; }
+	EGDNS_NETNS=in exec unshare -n bash "$0" "$@"
+fi
+ip link set lo up && ip addr add 10.1.2.3/32 dev lo || {
+	echo "FAIL - could not set up loopback with 10.1.2.3 in the test's network namespace"
+	exit 1
+}
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egdns curl python3 timeout
 DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 [ -x "$DNSMASQ" ] || { echo "SKIPPED: dnsmasq not installed (scripts/deps.sh: dnsmasq-base)"; exit 77; }
 chmod 755 "$W" # dnsmasq reads its hosts file as nobody
-udpport() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# The data port is the kernel's pick: "private.custos.test" (10.1.2.3) must refuse a connection
-# to it, and on a network that routes 10/8 (a NAT sandbox) only ports in the local ephemeral
-# range have been seen refused there; other ports were accepted.
-P_HTTP=$(port_kernel "$W"); P_IN=$(port); P_EG=$(port); P_DNS=$(port); P_DEAD=$(udpport)
+# ports.bash, though the namespace is the test's own: P_DEAD is free for UDP (nothing answers).
+P_HTTP=$(port); P_IN=$(port); P_EG=$(port); P_DNS=$(port); P_DEAD=$(port)
 cd "$W"
 python3 "$SRC/tests/integration/egress_upstream.py" data "$P_HTTP" plain & PIDS+=($!)
 

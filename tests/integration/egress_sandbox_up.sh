@@ -73,7 +73,10 @@ chmod 600 custos.yaml policy.yaml
 "$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
 PIDS+=($UP)
-for i in $(seq 1 300); do
+# up to 120 s, as eg_up (egress_lib.bash): 300 polls were about 30 s, tight for starting the
+# sandboxes under ASan on a loaded two-core machine
+up_end=$((SECONDS + 120))
+while [ "$SECONDS" -lt "$up_end" ]; do
 	grep -q 'egress: listener 0 on port' up.log 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null && break
 	kill -0 $UP 2>/dev/null || break
 	sleep 0.1

@@ -17,11 +17,13 @@ if ! "$CUSTOS_BIN" sandbox exec -- /bin/true 2>/dev/null; then
 	exit 77
 fi
 
+. "$(dirname "$0")/ports.bash"
 T=$(mktemp -d /tmp/custos-escape.XXXXXX)
 chmod 755 "$T" # as root the sandbox maps to nobody, which must reach the binds
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	port_release "$T"
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -29,7 +31,7 @@ trap cleanup EXIT
 # Host targets: a TCP service, a process, a secret file, a setuid-root copy of the fixture.
 LISTEN_PID=
 for _try in 1 2 3 4 5; do
-	PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range
+	PORT=$(port_reserve "$T") # ports.bash: below the ephemeral range, reserved
 	"$ESCAPE" --listen "$PORT" >"$T/listen.out" 2>&1 &
 	LISTEN_PID=$!
 	pids+=("$LISTEN_PID")

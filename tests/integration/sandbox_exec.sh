@@ -137,10 +137,15 @@ check "debug log shows the profile hash" 1 \
 # behind, also when the command leaves a process running.
 cgroup_of() { grep -E '^[0-9]+:pids:' "/proc/$1/cgroup" | cut -d: -f3; }
 if [ "$(id -u)" = 0 ] && grep -q 'cgroup v1' <<<"$("$C" --log-level debug sandbox exec -- /bin/true 2>&1)"; then
-	"$C" sandbox exec -- /bin/sleep 3 >/dev/null 2>&1 &
+	# The command runs until the test closes the FIFO on its stdin (not for a fixed time, which
+	# a slow start under load could use up before its cgroups are read).
+	mkfifo "$T0/hold"
+	"$C" sandbox exec -- /bin/sh -c 'read -r x; exit 0' <"$T0/hold" >/dev/null 2>&1 &
 	exec_pid=$!
+	exec 7>"$T0/hold"
 	cmd=""
-	for _ in $(seq 1 100); do
+	end=$((SECONDS + 60))
+	while [ "$SECONDS" -lt "$end" ]; do
 		init=$(pgrep -P "$exec_pid" || true)
 		[ -n "$init" ] && cmd=$(pgrep -P "$init" || true)
 		[ -n "$cmd" ] && break
@@ -149,6 +154,7 @@ if [ "$(id -u)" = 0 ] && grep -q 'cgroup v1' <<<"$("$C" --log-level debug sandbo
 	check "v1: the command is in the sandbox's pids cgroup" "custos-default-$exec_pid-1" \
 		"$(basename "$(cgroup_of "$cmd")")"
 	check "v1: its init is back in custos' own" "$(cgroup_of "$exec_pid")" "$(cgroup_of "$init")"
+	exec 7>&- # EOF: the command ends
 	wait "$exec_pid"
 	check "v1: no cgroup left after the command" "" \
 		"$(find /sys/fs/cgroup -maxdepth 5 -type d -name "custos-default-$exec_pid-*" 2>/dev/null)"

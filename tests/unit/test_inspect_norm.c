@@ -299,13 +299,13 @@ static void test_not_normalised(void **state)
 		"card " FW4 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW1 " " FW1 FW1 FW1 FW0,
 		/* mixed separators stay refused, as in ASCII */
 		"card 4111" NBSP "1111-1111 1111",
-		/* an em dash is punctuation, not a hyphen */
-		"ssn 123\xe2\x80\x94"
-		"45\xe2\x80\x94"
-		"6789",
+		/* an em dash is punctuation, not a hyphen (parenthesised: one element, for clang) */
+		("ssn 123\xe2\x80\x94"
+		 "45\xe2\x80\x94"
+		 "6789"),
 		/* a value glued to a fullwidth letter is glued */
-		"x\xef\xbd\x98"
-		"4111111111111111",
+		("x\xef\xbd\x98"
+		 "4111111111111111"),
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(misses); i++) {
 		inspect_summary sum;
