@@ -95,7 +95,12 @@ chmod 755 "$BUILD" "$IMG" 2>/dev/null || true
 chmod 644 "$IMG/vmlinuz" "$IMG/initrd.img"
 
 # ---- custos.yaml (without, with the VM, with it changed), policy, audit key --------------------
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ports from ports.bash, counted in a directory of their own: vm_lib.bash's cleanup removes
+# $WORK, and they are given back only after it has stopped custos.
+. "$SRC/tests/integration/ports.bash"
+PORTS_DIR=$(mktemp -d /tmp/custos-vm-reload-ports.XXXXXX)
+trap 'cleanup; port_release "$PORTS_DIR"; rm -rf "$PORTS_DIR"' EXIT
+port() { port_reserve "$PORTS_DIR"; }
 P_IN=$(port)
 P_EG=$(port)
 KEY=test-key-vm-user
