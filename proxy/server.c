@@ -527,6 +527,7 @@ static void *worker_main(void *arg)
 
 	snprintf(name, sizeof(name), "custos-w%u", w->id);
 	proc_name_self(name);
+	log_debug("worker %u: event loop running (thread %s)", w->id, name);
 	for (;;) {
 		if (ev_run_once(&w->loop, 500) != CUSTOS_OK) {
 			log_error("worker %u: %s", w->id, err_msg());
