@@ -9,9 +9,10 @@
  * document (one with nothing redacted comes out as it came, and an inspected one is valid JSON
  * that inspects again without error) and a form body (the result is valid percent-encoding
  * with the same '&' and '=' separators, again after a second pass). A fifth runs the strict
- * multipart parser (every multipart type, parts nested in parts): the bytes up to the first
- * LF are a Content-Type value (the boundary parser), the rest the body; a body with nothing redacted comes out byte for byte,
- * and a redacted one is still well-formed multipart with the same boundary that inspects
+ * multipart parser (every multipart type, parts nested in parts; and the form field reader
+ * the ingress proxy routes uploads by): the bytes up to the first LF are a Content-Type value
+ * (the boundary parser), the rest the body; a body with nothing redacted comes out byte for
+ * byte, and a redacted one is still well-formed multipart with the same boundary that inspects
  * again without error. A sixth inspects a request path segment by segment: with nothing found
  * its audited form is the path as sent; with a finding it keeps the path's '/' and is valid
  * percent-encoding.
@@ -99,6 +100,8 @@ static size_t count_seps(span t)
 	return n;
 }
 
+#define EGRESS_MP_MAX_PARTS_FUZZ 256u /* egress_inspect.c's parts bound */
+
 static void multipart(const uint8_t *d, size_t n)
 {
 	const uint8_t *lf = memchr(d, '\n', n);
@@ -131,6 +134,19 @@ static void multipart(const uint8_t *d, size_t n)
 		                             &dec, &msk, &out2, &sum);
 		check(e == CUSTOS_OK);
 	}
+	/* The ingress proxy's form field reader (a multipart upload's model) over the same
+	 * body: it fails only as a parse or limit error, and the value it gives lies inside the
+	 * body. */
+	span v;
+	unsigned cnt = 99;
+	custos_err fe = egress_multipart_field(span_of(b, bl), in, "model", &v, &cnt);
+	check(fe == CUSTOS_OK || fe == CUSTOS_ERR_PARSE || fe == CUSTOS_ERR_LIMIT);
+	check(cnt <= EGRESS_MP_MAX_PARTS_FUZZ);
+	if (fe == CUSTOS_OK && cnt > 0)
+		check(v.len <= in.len &&
+		      (v.len == 0 || (v.ptr >= in.ptr && v.ptr + v.len <= in.ptr + in.len)));
+	if (fe == CUSTOS_OK && cnt == 0)
+		check(v.len == 0);
 	buf_free(&tmp);
 	buf_free(&dec);
 	buf_free(&msk);
