@@ -492,8 +492,8 @@ static void test_multipart(void **state)
 		MP_IN("multipart/mixed; boundary=b", "--b\r\n\r\nx\r\n--bjunk--"),
 		MP_IN("multipart/mixed; boundary=b", "no delimiter"),
 		MP_IN("multipart/mixed", "--b\r\n\r\nx\r\n--b--"),
-		"--XyZ\r\nContent-Type: multipart/mixed; boundary=b\r\n"
-		"Content-Transfer-Encoding: base64\r\n\r\nLS1iLS0=\r\n--XyZ--",
+		("--XyZ\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+		 "Content-Transfer-Encoding: base64\r\n\r\nLS1iLS0=\r\n--XyZ--"),
 	};
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nbad); i++) {
 		custos_err e = run_mp(nbad[i], &out, &sum);
