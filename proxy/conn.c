@@ -72,11 +72,12 @@ typedef struct req {
 	bool client_http10;
 	http1_body bdec;
 	buf body;
-	buf uphead;      /* upstream request head without its final CRLF */
-	buf accept_enc;  /* the client's Accept-Encoding fields, written after the decision */
-	bool encoded;    /* the request body has a Content-Encoding other than identity */
-	bool multipart;  /* the request body is multipart (an OpenAI file or audio upload) */
-	uint8_t mp_blen; /* its boundary's length, 0: none valid */
+	buf uphead;        /* upstream request head without its final CRLF */
+	buf accept_enc;    /* the client's Accept-Encoding fields, written after the decision */
+	bool encoded;      /* the request body has a Content-Encoding other than identity */
+	bool multipart;    /* the request body is multipart (an OpenAI file or audio upload) */
+	bool mp_ambiguous; /* ... with another Content-Type field beside it */
+	uint8_t mp_blen;   /* its boundary's length, 0: none valid */
 	char mp_boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* its boundary */
 	buf upout; /* bytes of the current upstream attempt still to send */
 	uint64_t up_sent;
@@ -864,20 +865,27 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 	 * asked for identity (a compressed answer could not be inspected). */
 	r->encoded = ingress_inspect_encoded(h);
 	buf_init(&r->accept_enc, HTTP1_MAX_HEAD_BYTES);
+	unsigned ctypes = 0;
 	for (size_t i = 0; i < h->nhdrs; i++) {
 		span v = h->hdrs[i].value;
-		if (span_case_eq(h->hdrs[i].name, SPAN_LIT("Accept-Encoding")))
+		if (span_case_eq(h->hdrs[i].name, SPAN_LIT("Accept-Encoding"))) {
 			GUARD(buf_printf(&r->accept_enc, "Accept-Encoding: %.*s\r\n", (int)v.len,
 			                 v.ptr));
-		else if (v.len > 10 && (v.ptr[0] | 0x20) == 'm' &&
-		         span_case_eq(h->hdrs[i].name, SPAN_LIT("Content-Type")) &&
-		         span_case_eq(span_of(v.ptr, 10), SPAN_LIT("multipart/"))) {
+		} else if (span_case_eq(h->hdrs[i].name, SPAN_LIT("Content-Type"))) {
+			ctypes++;
 			size_t bl = 0;
-			r->multipart = true;
-			if (egress_multipart_boundary(v, r->mp_boundary, &bl))
-				r->mp_blen = (uint8_t)bl;
+			if (v.len > 10 &&
+			    span_case_eq(span_of(v.ptr, 10), SPAN_LIT("multipart/"))) {
+				r->multipart = true;
+				if (egress_multipart_boundary(v, r->mp_boundary, &bl))
+					r->mp_blen = (uint8_t)bl;
+			}
 		}
 	}
+	/* Two Content-Type fields, one of them multipart: which one the model server reads is
+	 * its parser's choice, so custos could read the body (and its model) one way and the
+	 * server another; such a request is refused (multipart_model, inspection). */
+	r->mp_ambiguous = r->multipart && ctypes > 1;
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
 	buf_take_block(c->w, &r->uphead);
 	GUARD(http1_write_request_head(&r->uphead, h, &wo));
@@ -1004,6 +1012,11 @@ static bool multipart_model(conn *c, span body)
 	char why[200];
 	span v;
 	unsigned n = 0;
+	if (r->mp_ambiguous) {
+		conn_reject(c, 400, "multipart request with more than one Content-Type field",
+		            false);
+		return false;
+	}
 	if (r->mp_blen == 0) {
 		conn_reject(c, 400, "multipart request body without one valid boundary parameter",
 		            false);
@@ -1163,6 +1176,14 @@ static void on_request_body_done(conn *c)
 			conn_reject(c, 415,
 			            "request body with a Content-Encoding cannot be inspected",
 			            false);
+			return;
+		}
+		if (r->mp_ambiguous && ingress_inspect_prompt_wanted(&r->dec) && !r->dec.shadow) {
+			conn_reject(
+			        c, 400,
+			        "multipart request with more than one Content-Type field cannot "
+			        "be inspected",
+			        false);
 			return;
 		}
 		unsigned ist =

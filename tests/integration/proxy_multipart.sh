@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Multipart request bodies through the ingress proxy (docs/PROXY.md, step 5 "Body" and "Content inspection"), with
-# curl -F and a recording upstream (mp_upstream below, a TEST FIXTURE standing in for a model
-# server's /v1/audio/transcriptions and /v1/files): a multipart upload on an OpenAI path is
-# routed and decided by its form-data field `model` (two fields, an encoded one or a malformed
-# body refused with 400 before any upstream sees it); with prompts inspected each part is read
-# by the strict multipart rules (a text file's e-mail masked and the body still valid
-# multipart for the server's parser, a key behind base64 denied with 403, a binary audio part
-# refused with 415) and the audit trail has the model and findings, never the values; under a
-# rule without inspection the same binary part passes byte for byte.
+# Multipart request bodies through the ingress proxy (docs/PROXY.md, step 5 "Body" and
+# "Content inspection"), with curl -F and a recording upstream (mp_upstream below, a TEST
+# FIXTURE standing in for a model server's /v1/audio/transcriptions and /v1/files): a
+# multipart upload on an OpenAI path is routed and decided by its form-data field `model`
+# (two fields, an encoded one, a malformed body or a second Content-Type field refused with
+# 400 before any upstream sees it); with prompts inspected each part is read by the strict
+# multipart rules (a text file's e-mail masked and the body still valid multipart for the
+# server's parser, a key behind base64 denied with 403, a binary audio part refused with 415)
+# and the audit trail has the model and findings, never the values; under a rule without
+# inspection the same binary part passes byte for byte.
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -162,6 +163,14 @@ check "a key behind base64 under a deny rule: 403 naming the detector" \
 code=$(post t9 -F model=test-model -F "file=@audio.wav;type=audio/wav")
 check "a binary part under an inspecting rule: 415 (it cannot be inspected)" \
 	"$code $(grep -ci 'cannot be inspected: part 2 (audio/wav) is not text' t9.out)" "415 1"
+# two Content-Type fields, one multipart: the server might read the other one (a JSON body in
+# the multipart preamble naming another model), so custos refuses to guess
+body=$'{"model":"other-model"}\r\n--b0\r\nContent-Disposition: form-data; name="model"\r\n\r\ntest-model\r\n--b0--\r\n'
+printf 'POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: multipart/form-data; boundary=b0\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+	"$ALICE" "${#body}" "$body" >two-ct.req
+got=$(raw_http "$PORT2" two-ct.req)
+check "two Content-Type fields, one multipart: 400 naming them" \
+	"$(head -1 <<<"$got" | tr -d '\r' | cut -d' ' -f2) $(grep -c 'more than one Content-Type field' <<<"$got")" "400 1"
 check "none of them reached an upstream" "$(count up1) $(count up2)" "$n1 $n2"
 ev=$(audit_of "$(rid t8.hdr)")
 check "the deny audited with its model, never the value" \
