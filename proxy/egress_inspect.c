@@ -934,6 +934,12 @@ static custos_err mp_qp_encode(span in, buf *out)
 			GUARD(buf_append(out, "=\r\n", 3));
 			line = 0;
 		}
+		/* A '-' never starts a line: "--boundary" after a line break (a soft one this
+		 * encoder inserts, or a hard one that was there) would end the part there. */
+		if (c == '-' && line == 0) {
+			lit = false;
+			w = 3;
+		}
 		GUARD(lit ? buf_append_byte(out, c) : buf_printf(out, "=%02X", (unsigned)c));
 		line += w;
 	}

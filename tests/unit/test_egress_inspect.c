@@ -406,6 +406,11 @@ static void test_multipart(void **state)
 		            "to jane.doe=40exam=\r\nple.com =3D\r\n--XyZ--",
 		  MP_F("q") "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 		            "to [REDACTED:EMAIL] =3D\r\n--XyZ--" },
+		/* re-encoded, a '-' never starts a line: "--XyZ" there would end the part */
+		{ MP_F("q") "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+		            "=2D-XyZ to jane.doe@example.com\r\n--XyZ--",
+		  MP_F("q") "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+		            "=2D-XyZ to [REDACTED:EMAIL]\r\n--XyZ--" },
 		/* a JSON part on its decoded values, a form part percent-decoded */
 		{ MP_F("j") "Content-Type: application/json\r\n\r\n"
 		            "{\"m\":\"jane.doe\\u0040example.com\",\"c\":4111111111111111}\r\n--"
