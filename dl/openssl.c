@@ -174,6 +174,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_ctrl)                                                                                \
 	X(SSL_do_handshake)                                                                        \
 	X(SSL_free)                                                                                \
+	X(SSL_free_buffers)                                                                        \
 	X(SSL_get0_param)                                                                          \
 	X(SSL_get1_peer_certificate)                                                               \
 	X(SSL_get_error)                                                                           \

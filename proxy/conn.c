@@ -140,6 +140,10 @@ typedef struct conn {
 	bool drain;
 	bool peer_gone;
 	bool freed;
+	/* TLS record buffers: on the worker's quiet list since quiet_at (see quiet_add) */
+	bool quiet;
+	struct conn *qprev, *qnext;
+	uint64_t quiet_at;
 } conn;
 
 static void conn_drive(conn *c);
@@ -155,6 +159,74 @@ static uint64_t or_default(uint64_t v, uint64_t d)
 	return v ? v : d;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * TLS record buffers of quiet connections. A client TLS connection keeps OpenSSL's read and
+ * write record buffers (about 17 KiB each) while it is busy: SSL_MODE_RELEASE_BUFFERS would
+ * free and allocate both again for every request of a keep-alive connection, which costs the
+ * worker about 1.5 us per request (docs/PERFORMANCE.md). A connection that has been idle
+ * between requests for QUIET_RELEASE_NS gives them back, so an idle keep-alive connection
+ * holds none (memory per idle connection). "Soon" matters: freed memory stays in the process'
+ * RSS until the allocator reuses it, so a connection that went quiet must not keep its
+ * buffers for seconds. The worker keeps its quiet connections in one list in the order they
+ * went quiet (so the oldest is at the head) and one timer for the head: O(1) per request.
+ */
+#define QUIET_RELEASE_NS 5000000ull /* 5 ms */
+
+static void quiet_unlink(conn *c)
+{
+	worker *w = c->w;
+
+	if (!c->quiet)
+		return;
+	c->quiet = false;
+	if (c->qprev)
+		c->qprev->qnext = c->qnext;
+	else
+		w->quiet_head = c->qnext;
+	if (c->qnext)
+		c->qnext->qprev = c->qprev;
+	else
+		w->quiet_tail = c->qprev;
+	c->qprev = c->qnext = NULL;
+}
+
+static void quiet_release(ev_loop *l, void *obj)
+{
+	worker *w = obj;
+	conn *c;
+
+	while ((c = w->quiet_head) != NULL && c->quiet_at + QUIET_RELEASE_NS <= l->now) {
+		quiet_unlink(c);
+		/* Refused while a record is half read or a write is pending: the connection is
+		 * not idle then, and its next quiet spell tries again. */
+		if (SSL_free_buffers(c->s.ssl) == 1)
+			metrics_inc(METRICS_TLS_BUFFERS_RELEASED);
+	}
+	if (c != NULL)
+		ev_timer_set(l, &w->quiet_timer, c->quiet_at + QUIET_RELEASE_NS);
+}
+
+/* c (a TLS connection, idle between requests) went quiet now: to the tail of the list. */
+static void quiet_add(conn *c)
+{
+	worker *w = c->w;
+
+	quiet_unlink(c);
+	c->quiet = true;
+	c->quiet_at = w->loop.now;
+	c->qprev = w->quiet_tail;
+	if (w->quiet_tail)
+		w->quiet_tail->qnext = c;
+	else
+		w->quiet_head = c;
+	w->quiet_tail = c;
+	if (w->quiet_timer.at == 0) {
+		w->quiet_timer.cb = quiet_release;
+		w->quiet_timer.obj = w;
+		ev_timer_set(&w->loop, &w->quiet_timer, c->quiet_at + QUIET_RELEASE_NS);
+	}
+}
+
 static void conn_close(conn *c)
 {
 	worker *w = c->w;
@@ -162,6 +234,7 @@ static void conn_close(conn *c)
 	if (c->freed)
 		return;
 	c->freed = true;
+	quiet_unlink(c);
 	ev_del(&w->loop, &c->io);
 	ev_timer_clear(&w->loop, &c->timer);
 	if (c->up) {
@@ -761,6 +834,9 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 			return;
 		}
 		SSL_set_accept_state(c->s.ssl);
+		/* The context releases record buffers whenever they are empty (other users of it
+		 * want that); a client connection gives them back when it goes quiet instead. */
+		SSL_clear_mode(c->s.ssl, SSL_MODE_RELEASE_BUFFERS);
 		c->st = CS_HANDSHAKE;
 	} else {
 		c->st = CS_HEAD;
@@ -2114,13 +2190,18 @@ static void conn_drive(conn *c)
 	if (c->st != entry)
 		c->anchor = c->w->loop.now; /* a new wait begins */
 	if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
-		/* Idle keep-alive: give the buffers back (memory per idle connection). */
+		/* Idle keep-alive: give the buffers back (memory per idle connection); OpenSSL's
+		 * record buffers go a little later, unless a request comes first. */
 		buf_give_block(c->w, &c->in);
 		buf_give_block(c->w, &c->out);
 		if (c->drain) {
 			conn_close(c);
 			return;
 		}
+		if (c->s.ssl)
+			quiet_add(c);
+	} else {
+		quiet_unlink(c);
 	}
 	conn_arm(c);
 }
@@ -2142,6 +2223,7 @@ void conn_drain_all(worker *w)
 void conn_close_all(worker *w)
 {
 	ev_timer_clear(&w->loop, &w->tls_rej_timer);
+	ev_timer_clear(&w->loop, &w->quiet_timer);
 	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;

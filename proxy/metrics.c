@@ -370,6 +370,9 @@ custos_err metrics_render(buf *out)
 	                 (unsigned long long)sum_counter(METRICS_TLS_OK)));
 	GUARD(buf_printf(out, "custos_tls_handshakes_total{result=\"failed\"} %llu\n",
 	                 (unsigned long long)sum_counter(METRICS_TLS_FAILED)));
+	GUARD(simple(out, "custos_tls_buffer_releases_total", "counter",
+	             "Idle client TLS connections that gave their record buffers back.",
+	             sum_counter(METRICS_TLS_BUFFERS_RELEASED)));
 	GUARD(simple(out, "custos_upstream_errors_total", "counter",
 	             "Upstream connect, TLS and protocol failures.",
 	             sum_counter(METRICS_UPSTREAM_ERRORS)));

@@ -305,6 +305,10 @@ typedef struct worker {
 	unsigned tls_rej_in_window;
 	uint64_t tls_rej_suppressed;
 	ev_timer tls_rej_timer;
+	/* conn.c: TLS connections idle between requests, oldest first, whose record buffers
+	 * are given back when the timer finds them quiet long enough */
+	struct conn *quiet_head, *quiet_tail;
+	ev_timer quiet_timer;
 } worker;
 
 struct proxy_server {
