@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin_tls.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define GATE_BUF     16384 /* plaintext buffered per direction and connection */
@@ -111,12 +112,14 @@ static void hs_reason(SSL *ssl, int err, char *why, size_t n)
 	ERR_clear_error();
 }
 
-/* A failed (or timed out) handshake: reported unless the peer sent nothing at all. */
+/* A failed (or timed out) handshake: counted always, as on the proxy's listeners; reported
+ * unless the peer sent nothing at all. */
 static void hs_failed(struct admin_tls_gate *g, struct gconn *c, const char *why)
 {
 	char remote[INET6_ADDRSTRLEN + 8];
 	BIO *rb = SSL_get_rbio(c->ssl);
 
+	metrics_inc(METRICS_ADMIN_TLS_FAILED);
 	peer_names(c, NULL, 0, remote, sizeof(remote));
 	if (rb == NULL || BIO_number_read(rb) == 0) {
 		log_debug("admin: tls: %s sent nothing (%s)", remote, why);
@@ -157,8 +160,10 @@ static int hs_step(struct admin_tls_gate *g, struct gconn *c, uint64_t now)
 
 	ERR_clear_error();
 	int r = SSL_accept(c->ssl);
-	if (r == 1)
+	if (r == 1) {
+		metrics_inc(METRICS_ADMIN_TLS_OK);
 		return hand_over(g, c, now) ? 1 : -1;
+	}
 	int e = SSL_get_error(c->ssl, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		c->hs_wants = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
@@ -293,6 +298,7 @@ static void shed(struct admin_tls_gate *g, size_t i)
 {
 	char who[48];
 
+	metrics_inc(METRICS_ADMIN_TLS_FAILED); /* its handshake will not complete */
 	peer_names(g->c[i], who, sizeof(who), NULL, 0);
 	log_info("admin: tls: slots full: %s closed during its handshake", who);
 	if (g->ev.shed)
@@ -331,6 +337,7 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 				char who[48];
 				peer_names(&tmp, who, sizeof(who), NULL, 0);
 				log_info("admin: tls: connections full: %s refused", who);
+				metrics_inc(METRICS_ADMIN_TLS_FAILED);
 				if (g->ev.shed)
 					g->ev.shed(g->ev.arg, who);
 				close(fd);
@@ -349,6 +356,7 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 		pthread_mutex_unlock(&g->ctx_lock);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 			log_error("admin: tls: cannot set up a TLS connection");
+			metrics_inc(METRICS_ADMIN_TLS_FAILED);
 			ERR_clear_error();
 			SSL_free(c->ssl);
 			close(fd);

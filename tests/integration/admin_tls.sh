@@ -11,6 +11,8 @@
 #   keep ctl or curl out: the oldest unfinished handshake is shed, and audited;
 # - with admin.tls.client_ca, a client without a certificate, or with one of another CA, is
 #   refused (audited as tls.reject); with one signed by it, curl and ctl (--cert/--key) get in;
+#   custos_admin_tls_handshakes_total counts the good handshake and the refused one (and
+#   custos_tls_handshakes_total, the proxy listeners', neither);
 #   a SIGHUP reload serves admin.tls's new certificate; one whose files do not load, or that
 #   turns admin.tls off, is refused and the certificate in force serves on;
 # - `custos config check` accepts a non-loopback admin address with admin.tls and no force,
@@ -141,6 +143,24 @@ stop_custos
 admin_config "$work/custos.yaml" "    client_ca: $T/ca.crt"
 start_custos "$work/custos.yaml"
 wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s (mTLS)"; exit 1; }
+# custos_admin_tls_handshakes_total, read over the Unix socket (no TLS handshake of its own): this
+# custos has had no TCP connection yet, so after one good ctl call and one s_client without a
+# client certificate the counts are exactly 1 and 1.
+atls() {
+	"$bin" ctl --socket "$work/admin.sock" metrics 2>/dev/null |
+		awk -v s="custos_admin_tls_handshakes_total{result=\"$1\"}" '$1 == s {print $2}'
+}
+atls_are() { [ "$(atls ok)|$(atls failed)" = "$1" ]; }
+check "metrics: no admin TLS handshake yet" "$(atls ok)|$(atls failed)" "0|0"
+check "metrics: a ctl call with a client certificate" \
+	"$(ctls --cacert "$T/ca.crt" --cert "$T/cli.crt" --key "$T/cli.key" health)" '0|{"status":"ok"}|'
+timeout 30 openssl s_client -connect "127.0.0.1:$APORT" </dev/null >/dev/null 2>&1
+wait_until 60 atls_are "1|1" &&
+	ok "metrics: custos_admin_tls_handshakes_total counts 1 ok and 1 failed (s_client without a certificate)" ||
+	fail "metrics: admin TLS handshakes: ok|failed = $(atls ok)|$(atls failed), want 1|1"
+grep -q '^custos_tls_handshakes_total{result="failed"} 0$' <("$bin" ctl --socket "$work/admin.sock" metrics 2>/dev/null) &&
+	ok "metrics: the proxy listeners' custos_tls_handshakes_total does not count the admin listener's" ||
+	fail "metrics: custos_tls_handshakes_total{result=\"failed\"} is not 0"
 before=$(audit_grep '"type":"tls.reject"' | grep -c 'certificate')
 check "mTLS: curl without a client certificate is refused" \
 	"$(code --cacert "$T/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$APORT/healthz")" 000

@@ -80,6 +80,7 @@ static void test_render_basic(void **state)
 	metrics_request("deny", SPAN_LIT("/v1/chat/completions"), SPAN_LIT(""), SPAN_LIT(""), 1000,
 	                0, 0);
 	metrics_inc(METRICS_TLS_OK);
+	metrics_inc(METRICS_ADMIN_TLS_FAILED);
 	metrics_inc(METRICS_CONN_ACCEPTED);
 	metrics_inc(METRICS_CONN_ACCEPTED);
 	metrics_inc(METRICS_CONN_CLOSED);
@@ -94,6 +95,9 @@ static void test_render_basic(void **state)
 	assert_non_null(strstr(t, "custos_request_duration_seconds_count 2\n"));
 	assert_non_null(strstr(t, "custos_policy_evaluation_duration_seconds_count 1\n"));
 	assert_non_null(strstr(t, "custos_tls_handshakes_total{result=\"ok\"} 1\n"));
+	assert_non_null(strstr(t, "custos_tls_handshakes_total{result=\"failed\"} 0\n"));
+	assert_non_null(strstr(t, "custos_admin_tls_handshakes_total{result=\"ok\"} 0\n"));
+	assert_non_null(strstr(t, "custos_admin_tls_handshakes_total{result=\"failed\"} 1\n"));
 	assert_non_null(strstr(t, "custos_open_connections 1\n"));
 	assert_non_null(strstr(t, "custos_sandbox_restarts_total{sandbox=\"llama\"} 1\n"));
 	assert_non_null(strstr(t, "# TYPE custos_requests_total counter\n"));
