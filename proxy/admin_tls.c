@@ -40,6 +40,7 @@ struct gconn {
 	short rd_wants;   /* POLLOUT when SSL_read wants the socket writable */
 	short wr_wants;   /* POLLIN or POLLOUT when SSL_write could not go on */
 	bool client_eof, mhd_eof;
+	bool closing; /* the answer is out; the close_notify waits for the socket (POLLOUT) */
 	size_t in_len, in_off;   /* decrypted, for libmicrohttpd */
 	size_t out_len, out_off; /* from libmicrohttpd, for the client */
 	unsigned char in[GATE_BUF], out[GATE_BUF];
@@ -179,11 +180,25 @@ static bool would_block(void)
 	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
+/* libmicrohttpd is done and its answer is out: sends the close_notify, which tells the
+ * client the answer ends here (and was not cut). true while it waits for room in the socket
+ * (c->closing: polled for POLLOUT under the answer's deadline), false once sent or failed. */
+static bool close_notify_waits(struct gconn *c)
+{
+	ERR_clear_error();
+	int r = SSL_shutdown(c->ssl); /* 0: sent (the client's is not waited for), 1: both */
+	c->closing = r < 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE;
+	ERR_clear_error();
+	return c->closing;
+}
+
 /* Moves what it can both ways without blocking; false: the connection is over. */
 static bool relay(struct gconn *c, uint64_t now)
 {
 	bool progress;
 
+	if (c->closing)
+		return close_notify_waits(c);
 	do {
 		progress = false;
 		/* client -> libmicrohttpd */
@@ -255,12 +270,8 @@ static bool relay(struct gconn *c, uint64_t now)
 		if (progress)
 			c->last_io = now;
 	} while (progress);
-	if (c->mhd_eof && c->out_off == c->out_len) {
-		ERR_clear_error();
-		(void)SSL_shutdown(c->ssl); /* close_notify, best effort */
-		ERR_clear_error();
-		return false;
-	}
+	if (c->mhd_eof && c->out_off == c->out_len)
+		return close_notify_waits(c);
 	return true;
 }
 
@@ -400,6 +411,8 @@ static void *gate_main(void *arg)
 			short ce = 0, se = 0;
 			if (c->sp == -1) {
 				ce = c->hs_wants;
+			} else if (c->closing) {
+				ce = POLLOUT;
 			} else {
 				if (!c->client_eof && c->in_off == c->in_len)
 					ce |= POLLIN;

@@ -5,6 +5,9 @@
 #   without the token it is 401; plain HTTP to the TLS port gets no HTTP answer and is audited
 #   as tls.reject (listener "admin"); ctl refuses a server its --cacert did not sign; ctl still
 #   refuses http:// to a non-loopback address;
+# - an answer whole by its framing (Content-Length, chunked) needs no TLS close_notify in ctl;
+#   one cut short before it, or one with no length that ends without a close_notify, is an
+#   error (ctl_tls_fixture.py's server); custos' gate sends a close_notify after each answer;
 # - admin.request of a POST with a query string carries it as audit.query "names" keeps it
 #   (`?api_key=…&page=…&…`), the value never;
 # - a flood of connections that never finish their handshake (more than the 64 slots) does not
@@ -101,6 +104,45 @@ case "$rc|$out" in
 *) fail "ctl http:// non-loopback: got '$rc|$out'" ;;
 esac
 check "the Unix socket is as before" "$("$bin" ctl --socket "$work/admin.sock" health 2>&1)" '{"status":"ok"}'
+
+# --- how an answer ends. ctl_tls_fixture.py is a TLS server that closes the TCP connection
+# without a close_notify (or with one, for the answer with no length): ctl takes an answer whole
+# by its framing (Content-Length, chunked) without one, as curl does, and refuses one cut short
+# before its framing's end, or with no length and no close_notify (a cut anyone on the path can
+# make). custos' own gate ends each answer with a close_notify (the fixture's client reads it).
+python3 "$(dirname "$0")/ctl_tls_fixture.py" server "$T/srv.crt" "$T/srv.key" "$work/fx.port" 2>"$work/fx.err" &
+pids+=("$!")
+wait_until 60 test -s "$work/fx.port" || fail "the TLS fixture did not start: $(cat "$work/fx.err")"
+FXP=$(cat "$work/fx.port")
+fxctl() { # ARGS...: ctl against the fixture; prints "rc|stdout|stderr"
+	local out rc
+	out=$("$bin" ctl --url "https://127.0.0.1:$FXP" --cacert "$T/ca.crt" --token-file "$work/token" "$@" 2>"$work/ctl.err")
+	rc=$?
+	echo "$rc|$out|$(cat "$work/ctl.err")"
+}
+check "ctl: Content-Length answer, no close_notify" "$(fxctl health)" '0|{"status":"ok"}|'
+check "ctl: chunked answer, no close_notify" "$(fxctl metrics)" '0|{"status":"ok"}|'
+check "ctl: answer to the connection's end, with close_notify" "$(fxctl policy)" '0|{"status":"ok"}|'
+r=$(fxctl ready)
+case "$r" in
+1\|\|*'cut short'*Content-Length*) ok "ctl: a Content-Length body cut short is refused (${r##*|})" ;;
+*) fail "ctl: Content-Length body cut short: got '$r'" ;;
+esac
+r=$(fxctl sandboxes)
+case "$r" in
+1\|\|*'cut short'*chunked*) ok "ctl: a chunked body without its last chunk is refused (${r##*|})" ;;
+*) fail "ctl: chunked body cut short: got '$r'" ;;
+esac
+r=$(fxctl audit-status)
+case "$r" in
+1\|\|*'no length'*close_notify*) ok "ctl: an answer with no length and no close_notify is refused (${r##*|})" ;;
+*) fail "ctl: no length, no close_notify: got '$r'" ;;
+esac
+for p in /healthz /metrics; do
+	check "custos' gate ends the answer to GET $p with a close_notify" \
+		"$(timeout 60 python3 "$(dirname "$0")/ctl_tls_fixture.py" client "$APORT" "$T/ca.crt" "$p" "$TOKEN" 2>&1 | tr '\n' '|')" \
+		'HTTP/1.1 200 OK|close_notify|'
+done
 
 # --- plain HTTP to the TLS port
 out=$(curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/healthz" 2>/dev/null)
