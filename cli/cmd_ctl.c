@@ -3,7 +3,9 @@
  * [--cacert F] [--cert F --key F]] COMMAND: a client for the admin API (docs/ADMIN.md); HOST is a
  * numeric address or a name. A tiny HTTP/1.1 client: one request per connection
  * (Connection: close), over TLS with OpenSSL for https:// (the server's certificate verified,
- * its name or address checked), the answer read to EOF into a bounded buffer, the body printed.
+ * its name or address checked), the answer read into a bounded buffer until its framing says it
+ * is whole (a close_notify is not needed then; an answer cut short is an error), the body
+ * printed.
  * Exit status: 0 on a 2xx answer, 1 otherwise (so `custos ctl ready` works in scripts).
  */
 #include <arpa/inet.h>
@@ -404,43 +406,78 @@ static custos_err write_all(const struct ctl_conn *c, const uint8_t *p, size_t n
 	return CUSTOS_OK;
 }
 
-static custos_err read_all(const struct ctl_conn *c, buf *in, int timeout_ms)
+/* Whether SSL_read's failure err is the peer's TCP EOF without a close_notify (OpenSSL 3:
+ * "unexpected eof while reading"; 1.1: SSL_ERROR_SYSCALL with nothing queued). */
+static bool ctl_tls_abrupt_eof(int err)
+{
+	unsigned long e = ERR_peek_error();
+
+	if (err == SSL_ERROR_SYSCALL)
+		return e == 0;
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	if (err == SSL_ERROR_SSL)
+		return ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		       ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#endif
+	return false;
+}
+
+/* Reads the answer until its framing says it is whole (Content-Length, the last chunk), as
+ * curl does: a server need not close, nor send a TLS close_notify, after a whole answer. Only
+ * an answer without either is delimited by the connection's end, and over TLS only a
+ * close_notify says that end is the answer's (a TCP FIN without it is a cut anyone on the path
+ * can make: admin_answer_feed refuses a cut answer). */
+static custos_err read_all(const struct ctl_conn *c, buf *in, admin_answer *a, int timeout_ms)
 {
 	int fd = c->fd;
+	admin_answer_end end = ADMIN_END_OPEN;
+	custos_err e;
 
-	while (c->ssl) {
-		GUARD(buf_reserve(in, 65536));
-		ERR_clear_error();
-		int r = SSL_read(c->ssl, buf_tail(in), 65536);
-		if (r > 0) {
-			buf_commit(in, (size_t)r);
-			continue;
-		}
-		int err = SSL_get_error(c->ssl, r);
-		if (err == SSL_ERROR_ZERO_RETURN)
-			return CUSTOS_OK; /* close_notify: the answer is whole */
-		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
-			return ctl_tls_err(c->ssl, "recv");
-		custos_err e = ctl_tls_wait(fd, err, timeout_ms, "recv");
-		ENSURE(e == CUSTOS_OK, e, "no answer within %d ms", timeout_ms);
-	}
 	for (;;) {
-		struct pollfd pfd = { fd, POLLIN, 0 };
-		int pr = poll(&pfd, 1, timeout_ms);
-		if (pr == -1 && errno == EINTR)
-			continue;
-		if (pr == -1)
-			return err_sys("poll");
-		ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "no answer within %d ms", timeout_ms);
 		GUARD(buf_reserve(in, 65536));
-		ssize_t r = recv(fd, buf_tail(in), 65536, 0);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1)
-			return err_sys("recv");
-		if (r == 0)
-			return CUSTOS_OK;
-		buf_commit(in, (size_t)r);
+		if (c->ssl) {
+			ERR_clear_error();
+			int r = SSL_read(c->ssl, buf_tail(in), 65536);
+			if (r > 0) {
+				buf_commit(in, (size_t)r);
+			} else {
+				int err = SSL_get_error(c->ssl, r);
+				if (err == SSL_ERROR_ZERO_RETURN) {
+					end = ADMIN_END_CLEAN; /* close_notify */
+				} else if (ctl_tls_abrupt_eof(err)) {
+					ERR_clear_error();
+					end = ADMIN_END_ABRUPT;
+				} else if (err != SSL_ERROR_WANT_READ &&
+				           err != SSL_ERROR_WANT_WRITE) {
+					return ctl_tls_err(c->ssl, "recv");
+				} else {
+					e = ctl_tls_wait(fd, err, timeout_ms, "recv");
+					ENSURE(e == CUSTOS_OK, e, "no answer within %d ms",
+					       timeout_ms);
+					continue;
+				}
+			}
+		} else {
+			struct pollfd pfd = { fd, POLLIN, 0 };
+			int pr = poll(&pfd, 1, timeout_ms);
+			if (pr == -1 && errno == EINTR)
+				continue;
+			if (pr == -1)
+				return err_sys("poll");
+			ENSURE(pr == 1, CUSTOS_ERR_TIMEOUT, "no answer within %d ms", timeout_ms);
+			ssize_t r = recv(fd, buf_tail(in), 65536, 0);
+			if (r == -1 && errno == EINTR)
+				continue;
+			if (r == -1)
+				return err_sys("recv");
+			if (r == 0)
+				end = ADMIN_END_CLEAN;
+			else
+				buf_commit(in, (size_t)r);
+		}
+		e = admin_answer_feed(a, buf_span(in), end);
+		if (e != CUSTOS_ERR_AGAIN)
+			return e;
 	}
 }
 
@@ -450,6 +487,7 @@ static custos_err ctl_request(struct ctl_target *t, const char *method, const ch
 {
 	buf req, in;
 	struct ctl_conn c = { -1, NULL };
+	admin_answer *a = admin_answer_new(CTL_RESPONSE_MAX);
 	custos_err e;
 
 	buf_init(&req, ADMIN_BODY_MAX + 8192);
@@ -473,32 +511,21 @@ static custos_err ctl_request(struct ctl_target *t, const char *method, const ch
 	if (e == CUSTOS_OK)
 		e = write_all(&c, req.data, req.len, t->timeout_ms);
 	if (e == CUSTOS_OK)
-		e = read_all(&c, &in, t->timeout_ms);
+		e = read_all(&c, &in, a, t->timeout_ms);
+	if (e == CUSTOS_OK && c.ssl) {
+		ERR_clear_error();
+		(void)SSL_shutdown(c.ssl); /* our close_notify, best effort (non-blocking) */
+		ERR_clear_error();
+	}
 	SSL_free(c.ssl);
 	if (c.fd != -1)
 		close(c.fd);
 	buf_free_secret(&req);
-	if (e != CUSTOS_OK) {
-		buf_free(&in);
-		return e;
+	if (e == CUSTOS_OK) {
+		*status = admin_answer_status(a);
+		e = buf_append_span(out, admin_answer_body(a));
 	}
-	/* "HTTP/1.1 200 OK\r\n" ... "\r\n\r\n" body (Content-Length framed, Connection: close) */
-	span all = buf_span(&in);
-	const char *hend = NULL;
-	for (size_t i = 0; i + 3 < all.len; i++)
-		if (memcmp(all.ptr + i, "\r\n\r\n", 4) == 0) {
-			hend = all.ptr + i;
-			break;
-		}
-	uint64_t st = 0;
-	if (hend == NULL || all.len < 12 || memcmp(all.ptr, "HTTP/1.", 7) != 0 ||
-	    num_parse_u64((span){ all.ptr + 9, 3 }, 100, 599, &st) != CUSTOS_OK) {
-		buf_free(&in);
-		return err_set(CUSTOS_ERR_PARSE, "not an HTTP answer");
-	}
-	*status = (unsigned)st;
-	size_t off = (size_t)(hend + 4 - all.ptr);
-	e = buf_append(out, all.ptr + off, all.len - off);
+	admin_answer_free(a);
 	buf_free(&in);
 	return e;
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin_tls.h"
+#include "metrics.h"
 #include "proxy_int.h"
 
 #define GATE_BUF     16384 /* plaintext buffered per direction and connection */
@@ -39,6 +40,7 @@ struct gconn {
 	short rd_wants;   /* POLLOUT when SSL_read wants the socket writable */
 	short wr_wants;   /* POLLIN or POLLOUT when SSL_write could not go on */
 	bool client_eof, mhd_eof;
+	bool closing; /* the answer is out; the close_notify waits for the socket (POLLOUT) */
 	size_t in_len, in_off;   /* decrypted, for libmicrohttpd */
 	size_t out_len, out_off; /* from libmicrohttpd, for the client */
 	unsigned char in[GATE_BUF], out[GATE_BUF];
@@ -111,12 +113,14 @@ static void hs_reason(SSL *ssl, int err, char *why, size_t n)
 	ERR_clear_error();
 }
 
-/* A failed (or timed out) handshake: reported unless the peer sent nothing at all. */
+/* A failed (or timed out) handshake: counted always, as on the proxy's listeners; reported
+ * unless the peer sent nothing at all. */
 static void hs_failed(struct admin_tls_gate *g, struct gconn *c, const char *why)
 {
 	char remote[INET6_ADDRSTRLEN + 8];
 	BIO *rb = SSL_get_rbio(c->ssl);
 
+	metrics_inc(METRICS_ADMIN_TLS_FAILED);
 	peer_names(c, NULL, 0, remote, sizeof(remote));
 	if (rb == NULL || BIO_number_read(rb) == 0) {
 		log_debug("admin: tls: %s sent nothing (%s)", remote, why);
@@ -157,8 +161,10 @@ static int hs_step(struct admin_tls_gate *g, struct gconn *c, uint64_t now)
 
 	ERR_clear_error();
 	int r = SSL_accept(c->ssl);
-	if (r == 1)
+	if (r == 1) {
+		metrics_inc(METRICS_ADMIN_TLS_OK);
 		return hand_over(g, c, now) ? 1 : -1;
+	}
 	int e = SSL_get_error(c->ssl, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		c->hs_wants = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
@@ -174,11 +180,25 @@ static bool would_block(void)
 	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
+/* libmicrohttpd is done and its answer is out: sends the close_notify, which tells the
+ * client the answer ends here (and was not cut). true while it waits for room in the socket
+ * (c->closing: polled for POLLOUT under the answer's deadline), false once sent or failed. */
+static bool close_notify_waits(struct gconn *c)
+{
+	ERR_clear_error();
+	int r = SSL_shutdown(c->ssl); /* 0: sent (the client's is not waited for), 1: both */
+	c->closing = r < 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE;
+	ERR_clear_error();
+	return c->closing;
+}
+
 /* Moves what it can both ways without blocking; false: the connection is over. */
 static bool relay(struct gconn *c, uint64_t now)
 {
 	bool progress;
 
+	if (c->closing)
+		return close_notify_waits(c);
 	do {
 		progress = false;
 		/* client -> libmicrohttpd */
@@ -250,12 +270,8 @@ static bool relay(struct gconn *c, uint64_t now)
 		if (progress)
 			c->last_io = now;
 	} while (progress);
-	if (c->mhd_eof && c->out_off == c->out_len) {
-		ERR_clear_error();
-		(void)SSL_shutdown(c->ssl); /* close_notify, best effort */
-		ERR_clear_error();
-		return false;
-	}
+	if (c->mhd_eof && c->out_off == c->out_len)
+		return close_notify_waits(c);
 	return true;
 }
 
@@ -293,6 +309,7 @@ static void shed(struct admin_tls_gate *g, size_t i)
 {
 	char who[48];
 
+	metrics_inc(METRICS_ADMIN_TLS_FAILED); /* its handshake will not complete */
 	peer_names(g->c[i], who, sizeof(who), NULL, 0);
 	log_info("admin: tls: slots full: %s closed during its handshake", who);
 	if (g->ev.shed)
@@ -331,6 +348,7 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 				char who[48];
 				peer_names(&tmp, who, sizeof(who), NULL, 0);
 				log_info("admin: tls: connections full: %s refused", who);
+				metrics_inc(METRICS_ADMIN_TLS_FAILED);
 				if (g->ev.shed)
 					g->ev.shed(g->ev.arg, who);
 				close(fd);
@@ -349,6 +367,7 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 		pthread_mutex_unlock(&g->ctx_lock);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 			log_error("admin: tls: cannot set up a TLS connection");
+			metrics_inc(METRICS_ADMIN_TLS_FAILED);
 			ERR_clear_error();
 			SSL_free(c->ssl);
 			close(fd);
@@ -392,6 +411,8 @@ static void *gate_main(void *arg)
 			short ce = 0, se = 0;
 			if (c->sp == -1) {
 				ce = c->hs_wants;
+			} else if (c->closing) {
+				ce = POLLOUT;
 			} else {
 				if (!c->client_eof && c->in_off == c->in_len)
 					ce |= POLLIN;

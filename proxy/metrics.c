@@ -365,7 +365,9 @@ custos_err metrics_render(buf *out)
 	                "Time spent in policy evaluation per request.", H_POLICY));
 	GUARD(histogram(out, "custos_upstream_duration_seconds",
 	                "Time from upstream connect to the end of its response.", H_UPSTREAM));
-	GUARD(family(out, "custos_tls_handshakes_total", "counter", "Client TLS handshakes."));
+	GUARD(family(out, "custos_tls_handshakes_total", "counter",
+	             "TLS handshakes on the proxy's listeners (the admin listener's: "
+	             "custos_admin_tls_handshakes_total)."));
 	GUARD(buf_printf(out, "custos_tls_handshakes_total{result=\"ok\"} %llu\n",
 	                 (unsigned long long)sum_counter(METRICS_TLS_OK)));
 	GUARD(buf_printf(out, "custos_tls_handshakes_total{result=\"failed\"} %llu\n",
@@ -396,6 +398,13 @@ custos_err metrics_render(buf *out)
 	GUARD(simple(out, "custos_admin_denied_total", "counter",
 	             "Admin API requests refused for authentication (401/403).",
 	             sum_counter(METRICS_ADMIN_DENIED)));
+	GUARD(family(out, "custos_admin_tls_handshakes_total", "counter",
+	             "TLS handshakes on the admin TCP listener (admin.tls); failed: every "
+	             "accepted connection whose handshake did not complete."));
+	GUARD(buf_printf(out, "custos_admin_tls_handshakes_total{result=\"ok\"} %llu\n",
+	                 (unsigned long long)sum_counter(METRICS_ADMIN_TLS_OK)));
+	GUARD(buf_printf(out, "custos_admin_tls_handshakes_total{result=\"failed\"} %llu\n",
+	                 (unsigned long long)sum_counter(METRICS_ADMIN_TLS_FAILED)));
 	return sandboxes(out);
 }
 

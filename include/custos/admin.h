@@ -151,4 +151,28 @@ void admin_stop(admin_server *a);
  * calls a VIOLATION event stands for (summed beyond the burst; 0 counts as 1). */
 void admin_sandbox_event(const char *name, int kind, uint64_t count);
 
+/* An answer of the admin API as a client reads it (custos ctl: one request, Connection: close),
+ * proxy/admin_answer.c. How its connection stands when it is fed: */
+typedef enum admin_answer_end {
+	ADMIN_END_OPEN = 0, /* still open: more may come */
+	ADMIN_END_CLEAN,    /* ended cleanly: a TLS close_notify, or EOF on a plain connection */
+	ADMIN_END_ABRUPT, /* ended without a TLS close_notify (a cut anyone on the path can make) */
+} admin_answer_end;
+typedef struct admin_answer admin_answer;
+/* A parser for one answer whose body may have max_body bytes; aborts on OOM. */
+admin_answer *admin_answer_new(size_t max_body);
+/* Frees a; NULL is fine. */
+void admin_answer_free(admin_answer *a);
+/* Feeds in, the answer's bytes read so far from its first (each call the same bytes and maybe
+ * more; they may move). CUSTOS_OK: the answer is whole, by its framing (Content-Length reached,
+ * the last chunk), or, with neither, by a CLEAN end; bytes after its end are not looked at.
+ * CUSTOS_ERR_AGAIN: not whole yet and end is OPEN (read more). CUSTOS_ERR_PARSE: malformed, or
+ * cut short (the connection ended before the framing's end, or ABRUPTly with no framing);
+ * CUSTOS_ERR_LIMIT: a body past max_body. Not to be fed once whole. */
+custos_err admin_answer_feed(admin_answer *a, span in, admin_answer_end end) CUSTOS_WUR;
+/* The whole answer's status (100..599; 0 while not whole). */
+unsigned admin_answer_status(const admin_answer *a);
+/* The whole answer's body, without chunked framing (a view into a; empty while not whole). */
+span admin_answer_body(const admin_answer *a);
+
 #endif /* CUSTOS_ADMIN_H */

@@ -5,12 +5,17 @@
 #   without the token it is 401; plain HTTP to the TLS port gets no HTTP answer and is audited
 #   as tls.reject (listener "admin"); ctl refuses a server its --cacert did not sign; ctl still
 #   refuses http:// to a non-loopback address;
+# - an answer whole by its framing (Content-Length, chunked) needs no TLS close_notify in ctl;
+#   one cut short before it, or one with no length that ends without a close_notify, is an
+#   error (ctl_tls_fixture.py's server); custos' gate sends a close_notify after each answer;
 # - admin.request of a POST with a query string carries it as audit.query "names" keeps it
 #   (`?api_key=…&page=…&…`), the value never;
 # - a flood of connections that never finish their handshake (more than the 64 slots) does not
 #   keep ctl or curl out: the oldest unfinished handshake is shed, and audited;
 # - with admin.tls.client_ca, a client without a certificate, or with one of another CA, is
 #   refused (audited as tls.reject); with one signed by it, curl and ctl (--cert/--key) get in;
+#   custos_admin_tls_handshakes_total counts the good handshake and the refused one (and
+#   custos_tls_handshakes_total, the proxy listeners', neither);
 #   a SIGHUP reload serves admin.tls's new certificate; one whose files do not load, or that
 #   turns admin.tls off, is refused and the certificate in force serves on;
 # - `custos config check` accepts a non-loopback admin address with admin.tls and no force,
@@ -100,6 +105,45 @@ case "$rc|$out" in
 esac
 check "the Unix socket is as before" "$("$bin" ctl --socket "$work/admin.sock" health 2>&1)" '{"status":"ok"}'
 
+# --- how an answer ends. ctl_tls_fixture.py is a TLS server that closes the TCP connection
+# without a close_notify (or with one, for the answer with no length): ctl takes an answer whole
+# by its framing (Content-Length, chunked) without one, as curl does, and refuses one cut short
+# before its framing's end, or with no length and no close_notify (a cut anyone on the path can
+# make). custos' own gate ends each answer with a close_notify (the fixture's client reads it).
+python3 "$(dirname "$0")/ctl_tls_fixture.py" server "$T/srv.crt" "$T/srv.key" "$work/fx.port" 2>"$work/fx.err" &
+pids+=("$!")
+wait_until 60 test -s "$work/fx.port" || fail "the TLS fixture did not start: $(cat "$work/fx.err")"
+FXP=$(cat "$work/fx.port")
+fxctl() { # ARGS...: ctl against the fixture; prints "rc|stdout|stderr"
+	local out rc
+	out=$("$bin" ctl --url "https://127.0.0.1:$FXP" --cacert "$T/ca.crt" --token-file "$work/token" "$@" 2>"$work/ctl.err")
+	rc=$?
+	echo "$rc|$out|$(cat "$work/ctl.err")"
+}
+check "ctl: Content-Length answer, no close_notify" "$(fxctl health)" '0|{"status":"ok"}|'
+check "ctl: chunked answer, no close_notify" "$(fxctl metrics)" '0|{"status":"ok"}|'
+check "ctl: answer to the connection's end, with close_notify" "$(fxctl policy)" '0|{"status":"ok"}|'
+r=$(fxctl ready)
+case "$r" in
+1\|\|*'cut short'*Content-Length*) ok "ctl: a Content-Length body cut short is refused (${r##*|})" ;;
+*) fail "ctl: Content-Length body cut short: got '$r'" ;;
+esac
+r=$(fxctl sandboxes)
+case "$r" in
+1\|\|*'cut short'*chunked*) ok "ctl: a chunked body without its last chunk is refused (${r##*|})" ;;
+*) fail "ctl: chunked body cut short: got '$r'" ;;
+esac
+r=$(fxctl audit-status)
+case "$r" in
+1\|\|*'no length'*close_notify*) ok "ctl: an answer with no length and no close_notify is refused (${r##*|})" ;;
+*) fail "ctl: no length, no close_notify: got '$r'" ;;
+esac
+for p in /healthz /metrics; do
+	check "custos' gate ends the answer to GET $p with a close_notify" \
+		"$(timeout 60 python3 "$(dirname "$0")/ctl_tls_fixture.py" client "$APORT" "$T/ca.crt" "$p" "$TOKEN" 2>&1 | tr '\n' '|')" \
+		'HTTP/1.1 200 OK|close_notify|'
+done
+
 # --- plain HTTP to the TLS port
 out=$(curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$APORT/healthz" 2>/dev/null)
 check "plain HTTP to the TLS port gets no HTTP answer" "$out" 000
@@ -141,6 +185,24 @@ stop_custos
 admin_config "$work/custos.yaml" "    client_ca: $T/ca.crt"
 start_custos "$work/custos.yaml"
 wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s (mTLS)"; exit 1; }
+# custos_admin_tls_handshakes_total, read over the Unix socket (no TLS handshake of its own): this
+# custos has had no TCP connection yet, so after one good ctl call and one s_client without a
+# client certificate the counts are exactly 1 and 1.
+atls() {
+	"$bin" ctl --socket "$work/admin.sock" metrics 2>/dev/null |
+		awk -v s="custos_admin_tls_handshakes_total{result=\"$1\"}" '$1 == s {print $2}'
+}
+atls_are() { [ "$(atls ok)|$(atls failed)" = "$1" ]; }
+check "metrics: no admin TLS handshake yet" "$(atls ok)|$(atls failed)" "0|0"
+check "metrics: a ctl call with a client certificate" \
+	"$(ctls --cacert "$T/ca.crt" --cert "$T/cli.crt" --key "$T/cli.key" health)" '0|{"status":"ok"}|'
+timeout 30 openssl s_client -connect "127.0.0.1:$APORT" </dev/null >/dev/null 2>&1
+wait_until 60 atls_are "1|1" &&
+	ok "metrics: custos_admin_tls_handshakes_total counts 1 ok and 1 failed (s_client without a certificate)" ||
+	fail "metrics: admin TLS handshakes: ok|failed = $(atls ok)|$(atls failed), want 1|1"
+grep -q '^custos_tls_handshakes_total{result="failed"} 0$' <("$bin" ctl --socket "$work/admin.sock" metrics 2>/dev/null) &&
+	ok "metrics: the proxy listeners' custos_tls_handshakes_total does not count the admin listener's" ||
+	fail "metrics: custos_tls_handshakes_total{result=\"failed\"} is not 0"
 before=$(audit_grep '"type":"tls.reject"' | grep -c 'certificate')
 check "mTLS: curl without a client certificate is refused" \
 	"$(code --cacert "$T/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$APORT/healthz")" 000

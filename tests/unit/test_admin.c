@@ -2,7 +2,8 @@
  * Admin API and metrics registry: rendering, label cardinality limits and the "other" bucket,
  * label sanitising, exact sums across threads; admin_start's refusals; requests over a real
  * Unix socket (uid allow-list, method/path/size checks, readiness without a policy, empty bodies
- * to the decision point); the TCP listener's bearer token.
+ * to the decision point); the TCP listener's bearer token; how custos ctl reads an answer
+ * (admin_answer: framing, a cut answer, no close_notify).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -80,6 +81,7 @@ static void test_render_basic(void **state)
 	metrics_request("deny", SPAN_LIT("/v1/chat/completions"), SPAN_LIT(""), SPAN_LIT(""), 1000,
 	                0, 0);
 	metrics_inc(METRICS_TLS_OK);
+	metrics_inc(METRICS_ADMIN_TLS_FAILED);
 	metrics_inc(METRICS_CONN_ACCEPTED);
 	metrics_inc(METRICS_CONN_ACCEPTED);
 	metrics_inc(METRICS_CONN_CLOSED);
@@ -94,6 +96,9 @@ static void test_render_basic(void **state)
 	assert_non_null(strstr(t, "custos_request_duration_seconds_count 2\n"));
 	assert_non_null(strstr(t, "custos_policy_evaluation_duration_seconds_count 1\n"));
 	assert_non_null(strstr(t, "custos_tls_handshakes_total{result=\"ok\"} 1\n"));
+	assert_non_null(strstr(t, "custos_tls_handshakes_total{result=\"failed\"} 0\n"));
+	assert_non_null(strstr(t, "custos_admin_tls_handshakes_total{result=\"ok\"} 0\n"));
+	assert_non_null(strstr(t, "custos_admin_tls_handshakes_total{result=\"failed\"} 1\n"));
 	assert_non_null(strstr(t, "custos_open_connections 1\n"));
 	assert_non_null(strstr(t, "custos_sandbox_restarts_total{sandbox=\"llama\"} 1\n"));
 	assert_non_null(strstr(t, "# TYPE custos_requests_total counter\n"));
@@ -763,10 +768,117 @@ static void test_server_sandboxes_hook(void **state)
 	admin_stop(a);
 }
 
+/* Feeds text to a new answer parser in pieces of step bytes (end OPEN), then once more with
+ * end; returns what the last feed returned, with the status and body of a whole answer. */
+static custos_err answer(const char *text, size_t step, admin_answer_end end, unsigned *status,
+                         char *body, size_t cap)
+{
+	admin_answer *a = admin_answer_new(1024);
+	size_t n = strlen(text);
+	custos_err e = CUSTOS_ERR_AGAIN;
+
+	for (size_t k = step; k < n && e == CUSTOS_ERR_AGAIN; k += step)
+		e = admin_answer_feed(a, span_of(text, k), ADMIN_END_OPEN);
+	if (e == CUSTOS_ERR_AGAIN)
+		e = admin_answer_feed(a, span_of(text, n), end);
+	*status = admin_answer_status(a);
+	span b = admin_answer_body(a);
+	snprintf(body, cap, "%.*s", (int)b.len, b.ptr);
+	admin_answer_free(a);
+	return e;
+}
+
+/* custos ctl's reading of an answer: whole by its framing whatever the end (no close_notify
+ * needed), cut short before it an error whatever the end, no framing whole only at a clean end;
+ * malformed heads and bodies refused. */
+static void test_answer_framing(void **state)
+{
+	static const char cl[] = "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+	static const char ch[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                         "5\r\n{\"sta\r\na;x=y\r\ntus\":\"ok\"}\r\n0\r\n\r\n";
+	static const char eof[] = "HTTP/1.1 503 Service Unavailable\r\n\r\nnot ready";
+	char body[256];
+	unsigned st;
+
+	(void)state;
+	for (size_t step = 1; step <= sizeof(cl); step += 7) {
+		/* whole by Content-Length: OK before any end, the end not looked at */
+		assert_int_equal(answer(cl, step, ADMIN_END_ABRUPT, &st, body, sizeof(body)),
+		                 CUSTOS_OK);
+		assert_int_equal(st, 200);
+		assert_string_equal(body, "{\"status\":\"ok\"}");
+		assert_int_equal(answer(ch, step, ADMIN_END_ABRUPT, &st, body, sizeof(body)),
+		                 CUSTOS_OK);
+		assert_string_equal(body, "{\"status\":\"ok\"}");
+	}
+	/* bytes past the framing's end are not the answer's */
+	assert_int_equal(answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", 100,
+	                        ADMIN_END_CLEAN, &st, body, sizeof(body)),
+	                 CUSTOS_OK);
+	assert_string_equal(body, "ok");
+	/* cut short: an error with or without close_notify, and no body */
+	char cut[sizeof(cl)];
+	snprintf(cut, sizeof(cut), "%.*s", (int)sizeof(cl) - 4, cl);
+	for (int end = ADMIN_END_CLEAN; end <= ADMIN_END_ABRUPT; end++) {
+		assert_int_equal(answer(cut, 5, (admin_answer_end)end, &st, body, sizeof(body)),
+		                 CUSTOS_ERR_PARSE);
+		assert_non_null(strstr(err_msg(), "cut short"));
+		assert_int_equal(st, 0);
+		assert_string_equal(body, "");
+		/* a chunked body without its last chunk, and one cut inside a chunk */
+		assert_int_equal(answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		                        "2\r\nok\r\n",
+		                        3, (admin_answer_end)end, &st, body, sizeof(body)),
+		                 CUSTOS_ERR_PARSE);
+		assert_int_equal(answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		                        "20\r\nok",
+		                        3, (admin_answer_end)end, &st, body, sizeof(body)),
+		                 CUSTOS_ERR_PARSE);
+		/* the head itself cut */
+		assert_int_equal(answer("HTTP/1.1 200 OK\r\nContent-Len", 3, (admin_answer_end)end,
+		                        &st, body, sizeof(body)),
+		                 CUSTOS_ERR_PARSE);
+	}
+	/* no framing: whole at a clean end only */
+	assert_int_equal(answer(eof, 4, ADMIN_END_CLEAN, &st, body, sizeof(body)), CUSTOS_OK);
+	assert_int_equal(st, 503);
+	assert_string_equal(body, "not ready");
+	assert_int_equal(answer(eof, 4, ADMIN_END_ABRUPT, &st, body, sizeof(body)),
+	                 CUSTOS_ERR_PARSE);
+	assert_non_null(strstr(err_msg(), "close_notify"));
+	/* still open and not whole: read more */
+	assert_int_equal(answer(eof, 4, ADMIN_END_OPEN, &st, body, sizeof(body)), CUSTOS_ERR_AGAIN);
+	/* a 204 has no body, whatever follows */
+	assert_int_equal(answer("HTTP/1.1 204 No Content\r\n\r\n", 100, ADMIN_END_OPEN, &st, body,
+	                        sizeof(body)),
+	                 CUSTOS_OK);
+	assert_int_equal(st, 204);
+	/* malformed: refused as soon as seen, whatever the end */
+	static const char *const bad[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+		"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+		"HTTP/1.1 2000 OK\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(answer(bad[i], 100, ADMIN_END_OPEN, &st, body, sizeof(body)),
+		                 CUSTOS_ERR_PARSE);
+	/* a body past the parser's bound */
+	char big[1400];
+	int k = snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: 1200\r\n\r\n");
+	memset(big + k, 'x', 1200);
+	big[k + 1200] = '\0';
+	assert_int_equal(answer(big, 500, ADMIN_END_OPEN, &st, body, sizeof(body)),
+	                 CUSTOS_ERR_LIMIT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_render_basic),
+		cmocka_unit_test(test_answer_framing),
 		cmocka_unit_test(test_label_limits),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_label_sanitised),
