@@ -25,8 +25,9 @@
 #include "metrics.h"
 #include "proxy_int.h"
 
-#define GATE_BUF     16384 /* plaintext buffered per direction and connection */
-#define GATE_POLL_MS 1000  /* longest sleep: deadlines are checked at least this often */
+#define GATE_BUF          16384 /* plaintext buffered per direction and connection */
+#define GATE_POLL_MS      1000  /* longest sleep: deadlines are checked at least this often */
+#define GATE_ACCEPT_BURST 16u   /* accepts per turn of the loop (accept_new) */
 
 struct gconn {
 	int fd; /* the client's TCP socket */
@@ -319,7 +320,10 @@ static void shed(struct admin_tls_gate *g, size_t i)
 
 static void accept_new(struct admin_tls_gate *g, uint64_t now)
 {
-	for (;;) {
+	/* At most GATE_ACCEPT_BURST accepts a turn: between bursts every handshake is stepped,
+	 * so a client whose ClientHello arrived is answered (and ranks after the flood for
+	 * shedding) before a flood reconnecting as fast as it is cut can age it to the front. */
+	for (unsigned burst = 0; burst < GATE_ACCEPT_BURST; burst++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		int fd =
@@ -376,6 +380,9 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 		}
 		SSL_set_accept_state(c->ssl);
 		g->c[g->n++] = c;
+		/* A client sends its hello as it connects: answer it now if it is there. */
+		if (hs_step(g, c, now) < 0)
+			gconn_close(g, g->n - 1);
 	}
 }
 

@@ -170,9 +170,32 @@ flood_pid=$!
 pids+=("$flood_pid")
 wait_until 60 test -s "$work/flood.status" || fail "the flood did not open its $K connections: $(cat "$work/flood.err")"
 closed_reach() { [ "$(awk '{print $2}' "$work/flood.status")" -ge "$1" ] 2>/dev/null; }
-check "flood: ctl https health answered" "$(ctls --cacert "$T/ca.crt" --timeout 60 health)" '0|{"status":"ok"}|'
-check "flood: curl https answered" \
-	"$(code --cacert "$T/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$APORT/readyz")" 200
+# A real client is answered during the flood. Its connection can still be shed when its
+# ClientHello comes after dozens of the flood's reconnects (it is then the oldest unanswered
+# handshake; docs/ADMIN.md): like any client of a server under a flood it may need to try
+# again, so each gets three tries, and the tries it took are printed.
+flood_try() { # flood_try WANT CMD...: CMD's output is WANT within three tries
+	local want=$1 got="" t
+	shift
+	for t in 1 2 3; do
+		got=$("$@")
+		[ "$got" = "$want" ] && { echo "$want (try $t)"; return; }
+	done
+	echo "$got (3 tries)"
+}
+flood_check() { # flood_check NAME WANT CMD...
+	local name=$1 want=$2 r
+	shift 2
+	r=$(flood_try "$want" "$@")
+	case "$r" in
+	"$want (try "[123]")") ok "$name: $r" ;;
+	*) fail "$name: got '$r', want '$want'" ;;
+	esac
+}
+flood_check "flood: ctl https health answered" '0|{"status":"ok"}|' \
+	ctls --cacert "$T/ca.crt" --timeout 60 health
+flood_check "flood: curl https answered" 200 \
+	code --cacert "$T/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$APORT/readyz"
 wait_until 60 closed_reach 16 && ok "flood: unfinished handshakes are shed ($(awk '{print $2}' "$work/flood.status") closed)" ||
 	fail "flood: fewer than 16 connections closed: $(cat "$work/flood.status")"
 kill -TERM "$flood_pid"
