@@ -177,11 +177,15 @@ custos_err ev_run_once(ev_loop *l, int max_wait_ms)
 	if (n == -1 && errno != EINTR)
 		return err_sys("epoll_wait");
 	l->now = tm_mono_ns();
+	if (n > 0 && l->batch_cb)
+		l->batch_cb(l, l->batch_obj, true);
 	for (int i = 0; i < n; i++) {
 		ev_io *io = evs[i].data.ptr;
 		if (!io->dead)
 			io->cb(l, io->obj, evs[i].events);
 	}
+	if (n > 0 && l->batch_cb)
+		l->batch_cb(l, l->batch_obj, false);
 	while (l->nheap && l->heap[0]->at <= l->now) {
 		ev_timer *t = l->heap[0];
 		ev_timer_clear(l, t);

@@ -29,6 +29,8 @@ typedef struct ev_timer {
 } ev_timer;
 
 typedef void (*ev_free_fn)(void *obj);
+/* Called with begin true before a batch of I/O events is handled and false after it. */
+typedef void (*ev_batch_cb)(struct ev_loop *l, void *obj, bool begin);
 
 typedef struct ev_loop {
 	int epfd;
@@ -39,6 +41,8 @@ typedef struct ev_loop {
 	size_t ngrave, capgrave;
 	uint64_t now; /* monotonic ns, refreshed per batch */
 	bool stop;
+	ev_batch_cb batch_cb; /* NULL: none */
+	void *batch_obj;
 } ev_loop;
 
 custos_err ev_loop_init(ev_loop *l) CUSTOS_WUR;

@@ -309,6 +309,10 @@ typedef struct worker {
 	 * are given back when the timer finds them quiet long enough */
 	struct conn *quiet_head, *quiet_tail;
 	ev_timer quiet_timer;
+	/* conn.c: while batching, connections' sends wait on the flush list until the end of
+	 * the batch of events (conn_batch) */
+	bool batching;
+	struct conn *flush_head;
 } worker;
 
 struct proxy_server {
@@ -334,6 +338,8 @@ proxy_state *worker_state(worker *w);
 /* conn.c */
 void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, socklen_t salen);
 /* Drain: idle connections closed now, busy ones after their response. */
+/* The worker loop's batch hook (ev_loop.batch_cb): sends wait for the end of a batch. */
+void conn_batch(ev_loop *l, void *obj, bool begin);
 void conn_drain_all(worker *w);
 void conn_close_all(worker *w);
 void upool_free_all(worker *w);

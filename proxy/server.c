@@ -383,6 +383,8 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 		worker *w = &s->workers[i];
 		if ((e = ev_loop_init(&w->loop)) != CUSTOS_OK)
 			goto fail;
+		w->loop.batch_cb = conn_batch;
+		w->loop.batch_obj = w;
 		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w->wake_fd == -1) {
 			e = err_sys("eventfd");

@@ -25,6 +25,10 @@
  * would have to go through OpenSSL's record-aware socket read instead. */
 static BIO_METHOD *sbio_meth;
 static pthread_once_t sbio_once = PTHREAD_ONCE_INIT;
+/* A recv in this thread's current SSL read returned less than asked: the socket was drained
+ * (sock_read then clears rd_ready, as a short plain read does, so no recv is spent on
+ * EAGAIN: data arriving later brings a new edge). */
+static __thread bool sbio_short;
 
 static int sbio_read(BIO *b, char *out, int outl)
 {
@@ -43,6 +47,8 @@ static int sbio_read(BIO *b, char *out, int outl)
 			BIO_set_flags(b, BIO_FLAGS_IN_EOF);
 		return r == 0 ? 0 : -1;
 	}
+	if (r < outl)
+		sbio_short = true;
 	return (int)r;
 }
 
@@ -182,10 +188,15 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 	if (s->ssl) {
 		size_t got = 0;
 		err_queue_clear();
+		sbio_short = false;
 		int r = SSL_read_ex(s->ssl, buf_tail(b), n, &got);
 		if (r == 1) {
 			s->rd_blocked = 0;
 			buf_commit(b, got);
+			/* Drained by a short recv and nothing buffered in OpenSSL: the next edge
+			 * says when there is more (only with our BIO, which reports it). */
+			if (sbio_short && !SSL_has_pending(s->ssl))
+				s->rd_ready = false;
 			return (ssize_t)got;
 		}
 		return ssl_result(s, r, &s->rd_blocked);

@@ -10,10 +10,15 @@ connection is used again: a chat completion with a 40 KiB body (several TLS reco
 re-allocated read buffer), a streamed one, or two pipelined requests, and every answer must be
 complete and 200. Prints "ok ..." and "FAIL ..." lines; exit 0 only when nothing failed."""
 import json
+import os
 import socket
 import ssl
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pyhttp  # noqa: E402
+from pyhttp import read_response  # noqa: E402
 
 port, cafile, key, admin, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 fails = 0
@@ -43,53 +48,8 @@ def metric(name):
     return None
 
 
-def read_response(s, rest=b""):
-    """One HTTP/1.1 response (Content-Length or chunked); returns (status, body, leftover)."""
-    data = rest
-    while b"\r\n\r\n" not in data:
-        c = s.recv(65536)
-        if not c:
-            raise EOFError("connection closed in the head")
-        data += c
-    head, data = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    hdr = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
-    if "content-length" in hdr:
-        want = int(hdr["content-length"])
-        while len(data) < want:
-            c = s.recv(65536)
-            if not c:
-                raise EOFError("connection closed in the body")
-            data += c
-        return status, data[:want], data[want:]
-    if hdr.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            while b"\r\n" not in data:
-                c = s.recv(65536)
-                if not c:
-                    raise EOFError("connection closed in a chunk size")
-                data += c
-            size_line, data = data.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
-            while len(data) < size + 2:
-                c = s.recv(65536)
-                if not c:
-                    raise EOFError("connection closed in a chunk")
-                data += c
-            if size == 0:
-                return status, body, data[2:]
-            body += data[:size]
-            data = data[size + 2:]
-    raise ValueError("response without a length")
-
-
 def req(method, path, body=b""):
-    h = "%s %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n" % (method, path, key)
-    if body:
-        h += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-    return h.encode() + b"\r\n" + body
+    return pyhttp.req(method, path, key, body)
 
 
 def chat(stream, filler):
