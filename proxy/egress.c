@@ -310,8 +310,10 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 	audit_rec_cstr(&ev, "host", r->host);
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
-	if (r->path[0])
+	if (r->path[0]) {
+		egress_inspect_audit_path(s, r); /* a path no rule's inspection judged */
 		audit_path(s, &ev, r->path);
+	}
 	if (r->sni[0])
 		audit_rec_cstr(&ev, "sni", r->sni);
 	audit_rec_cstr(&ev, "data_source", r->source);
@@ -567,6 +569,11 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		r->classification =
 		        POLICY_CLASS_RESTRICTED; /* unknown: assume the worst for taint */
 	}
+	/* Judged by a rule that does not inspect the path (or by no policy): audited as sent.
+	 * A rule that does inspect it decides what is audited (egress_inspect_target); until
+	 * then, a refusal is audited masked (egress_inspect_audit_path). */
+	if (!connect_only && !egress_inspect_target_wanted(r))
+		r->path_final = true;
 	if (mode == EDECIDE_REUSE) {
 		r->decision = "allow";
 		*srcp = src;
