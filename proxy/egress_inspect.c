@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/config.h"
 #include "custos/inspect.h"
 #include "custos/policy.h"
 #include "egress_int.h"
@@ -218,6 +219,12 @@ static uint64_t q_work(egress_body_kind k, uint64_t n)
 		return 4 * w + 4 * (n + 1);
 	return w;
 }
+
+/* What config check asks of egress.inspect.max_held (core/config.c) is what q_work counts for
+ * a multipart body, the most of any kind, with the body's own n + 1. */
+_Static_assert(CFG_INSPECT_HELD_FACTOR == 1u + 4u * EGRESS_INSPECT_WORK_FACTOR + 4u &&
+                       CFG_INSPECT_HELD_SLACK == 1u + 4u * (EGRESS_INSPECT_WORK_SLACK + 1u) + 4u,
+               "egress.inspect.max_held minimum differs from q_work(EBODY_MULTIPART)");
 
 static uint64_t max_body_of(const struct einsp *ei)
 {
