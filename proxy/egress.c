@@ -1060,21 +1060,24 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file)
 }
 
 /* A slot whose listener was closed and that nothing uses any more (called with s->ls_mu
- * held): its accept thread has left (joined here) and no connection it accepted is open. */
+ * held): its accept thread has left (joined here) and no connection it accepted is open. An
+ * accept thread still in its loop (the listener was closed by the same reload, moments ago)
+ * while no connection is open is waited for: it sees `closing` within its poll interval (200
+ * ms) and takes no lock on its way out, so a listener closed and one added in the same reload
+ * share the slot instead of the added one taking another. */
 static bool slot_free(elistener *l)
 {
 	if (!atomic_load(&l->closing))
 		return false;
-	if (l->started && !atomic_load(&l->exited))
-		return false; /* leaves within its poll interval: the slot is taken next time */
-	/* No accept thread runs, so nothing raises active any more: 0 stays 0. */
 	if (atomic_load(&l->active) != 0)
-		return false;
+		return false; /* a connection it accepted is open: the slot is taken later */
 	if (l->started) {
 		pthread_join(l->th, NULL);
 		l->started = false;
 	}
-	return true;
+	/* No accept thread runs, so nothing raises active any more: 0 stays 0 (it may have
+	 * accepted one more before it left). */
+	return atomic_load(&l->active) == 0;
 }
 
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_t *index)
