@@ -1103,8 +1103,9 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	e->idle_timeout_ns = SEC(60);
 	e->max_connections_per_sandbox = 64;
 	e->dns_timeout_ns = SEC(2);
-	e->inspect_max_body = 8u << 20;    /* EGRESS_INSPECT_BODY_MAX */
-	e->inspect_max_held = 80ull << 20; /* EGRESS_INSPECT_HELD_DEFAULT: 9 x 8 MiB + 8 KiB fits */
+	e->inspect_max_body = 8u << 20; /* EGRESS_INSPECT_BODY_MAX */
+	e->inspect_max_held = 128ull
+	                      << 20; /* EGRESS_INSPECT_HELD_DEFAULT: 13 x 8 MiB + 16 KiB fits */
 	cfg_bool(c, m, "enabled", &e->enabled);
 	uint64_t port = e->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
@@ -1120,23 +1121,26 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	/* Content inspection holds bodies whole: one at most max_body, all together max_held. */
 	ydoc_node *in = CFG_SECTION(c, m, "inspect", ikeys);
 	cfg_size(c, in, "max_body", 1024, CFG_MAX_INSPECT_BODY, &e->inspect_max_body);
-	/* One JSON body of max_body bytes peaks at the body (n + 1) and its two working copies
-	 * (2 x (2n + 4 KiB + 1): docs/EGRESS.md "memory bound"): 5n + 8 KiB + 3 bytes. A smaller
+	/* One multipart body of max_body bytes, the most any media type holds, peaks at the body
+	 * (n + 1), four working copies (4 x (2n + 4 KiB + 1)) and its offset map (4 x (n + 1)):
+	 * 13n + 16393 (CFG_INSPECT_HELD_FACTOR, _SLACK; docs/EGRESS.md "memory bound"). A smaller
 	 * max_held would refuse the largest bodies at run time (503) while the config says they
 	 * may be inspected, so it is refused here. Checked on the defaults too (an explicit
 	 * max_body with the default max_held). */
 	bool held_set = cfg_size(c, in, "max_held", 1024, CFG_MAX_MEMORY, &e->inspect_max_held);
-	uint64_t held_min = 5 * e->inspect_max_body + CFG_INSPECT_HELD_SLACK;
+	uint64_t held_min = CFG_INSPECT_HELD_FACTOR * e->inspect_max_body + CFG_INSPECT_HELD_SLACK;
 	if (e->inspect_max_held < held_min) {
 		ydoc_node *at = held_set ? cfg_get(in, "max_held") : cfg_get(in, "max_body");
-		ydoc_error(c->doc, at ? at : in, c->d, NULL,
-		           "'egress.inspect.max_held' (%llu bytes) is less than 5 x "
-		           "'egress.inspect.max_body' (%llu bytes) + 8195 bytes = %llu bytes, what "
-		           "one JSON body of max_body bytes needs while it is inspected: raise "
-		           "max_held to at least %llu or lower max_body",
-		           (unsigned long long)e->inspect_max_held,
-		           (unsigned long long)e->inspect_max_body, (unsigned long long)held_min,
-		           (unsigned long long)held_min);
+		ydoc_error(
+		        c->doc, at ? at : in, c->d, NULL,
+		        "'egress.inspect.max_held' (%llu bytes) is less than %u x "
+		        "'egress.inspect.max_body' (%llu bytes) + %u bytes = %llu bytes, what "
+		        "one body of max_body bytes needs while it is inspected (a multipart "
+		        "one, with its working copies): raise max_held to at least %llu or lower "
+		        "max_body",
+		        (unsigned long long)e->inspect_max_held, CFG_INSPECT_HELD_FACTOR,
+		        (unsigned long long)e->inspect_max_body, CFG_INSPECT_HELD_SLACK,
+		        (unsigned long long)held_min, (unsigned long long)held_min);
 	}
 	ydoc_node *dn = cfg_get(m, "dns");
 	if (dn && dn->kind == YDOC_SCALAR && !dn->quoted && strcmp(dn->str, "system") == 0) {

@@ -310,8 +310,10 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 	audit_rec_cstr(&ev, "host", r->host);
 	if (r->port)
 		audit_rec_u64(&ev, "port", r->port);
-	if (r->path[0])
+	if (r->path[0]) {
+		egress_inspect_audit_path(s, r); /* a path no rule's inspection judged */
 		audit_path(s, &ev, r->path);
+	}
 	if (r->sni[0])
 		audit_rec_cstr(&ev, "sni", r->sni);
 	audit_rec_cstr(&ev, "data_source", r->source);
@@ -567,6 +569,11 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 		r->classification =
 		        POLICY_CLASS_RESTRICTED; /* unknown: assume the worst for taint */
 	}
+	/* Judged by a rule that does not inspect the path (or by no policy): audited as sent.
+	 * A rule that does inspect it decides what is audited (egress_inspect_target); until
+	 * then, a refusal is audited masked (egress_inspect_audit_path). */
+	if (!connect_only && !egress_inspect_target_wanted(r))
+		r->path_final = true;
 	if (mode == EDECIDE_REUSE) {
 		r->decision = "allow";
 		*srcp = src;
@@ -1053,21 +1060,24 @@ custos_err egress_reload_policy(egress_server *s, const char *policy_file)
 }
 
 /* A slot whose listener was closed and that nothing uses any more (called with s->ls_mu
- * held): its accept thread has left (joined here) and no connection it accepted is open. */
+ * held): its accept thread has left (joined here) and no connection it accepted is open. An
+ * accept thread still in its loop (the listener was closed by the same reload, moments ago)
+ * while no connection is open is waited for: it sees `closing` within its poll interval (200
+ * ms) and takes no lock on its way out, so a listener closed and one added in the same reload
+ * share the slot instead of the added one taking another. */
 static bool slot_free(elistener *l)
 {
 	if (!atomic_load(&l->closing))
 		return false;
-	if (l->started && !atomic_load(&l->exited))
-		return false; /* leaves within its poll interval: the slot is taken next time */
-	/* No accept thread runs, so nothing raises active any more: 0 stays 0. */
 	if (atomic_load(&l->active) != 0)
-		return false;
+		return false; /* a connection it accepted is open: the slot is taken later */
 	if (l->started) {
 		pthread_join(l->th, NULL);
 		l->started = false;
 	}
-	return true;
+	/* No accept thread runs, so nothing raises active any more: 0 stays 0 (it may have
+	 * accepted one more before it left). */
+	return atomic_load(&l->active) == 0;
 }
 
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_t *index)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custos/config.h"
 #include "custos/inspect.h"
 #include "custos/policy.h"
 #include "egress_int.h"
@@ -218,6 +219,12 @@ static uint64_t q_work(egress_body_kind k, uint64_t n)
 		return 4 * w + 4 * (n + 1);
 	return w;
 }
+
+/* What config check asks of egress.inspect.max_held (core/config.c) is what q_work counts for
+ * a multipart body, the most of any kind, with the body's own n + 1. */
+_Static_assert(CFG_INSPECT_HELD_FACTOR == 1u + 4u * EGRESS_INSPECT_WORK_FACTOR + 4u &&
+                       CFG_INSPECT_HELD_SLACK == 1u + 4u * (EGRESS_INSPECT_WORK_SLACK + 1u) + 4u,
+               "egress.inspect.max_held minimum differs from q_work(EBODY_MULTIPART)");
 
 static uint64_t max_body_of(const struct einsp *ei)
 {
@@ -1864,6 +1871,7 @@ unsigned egress_inspect_target(erec *r, const http1_head *h, span *target)
 	unsigned st = 0;
 
 	*target = span_of("", 0);
+	r->path_final = true; /* inspected under the rule from here, whatever comes */
 	span path = h->path;
 	const char *qm = path.len ? memchr(path.ptr, '?', path.len) : NULL;
 	size_t pl = qm ? (size_t)(qm - path.ptr) : path.len;
@@ -2238,6 +2246,138 @@ void egress_inspect_unhold(erec *r)
 		log_info("egress: test hook: %s ended: %llu bytes held for inspection", r->id,
 		         (unsigned long long)atomic_load(&ei->srv->insp_held));
 #endif
+}
+
+/* The mask of a segment or value masked whole: "[REDACTED]", percent-encoded. */
+#define AUD_MASK_WHOLE "%5BREDACTED%5D"
+
+/* out = path (no query) with every segment masked whole. */
+static custos_err aud_mask_whole(span path, buf *out)
+{
+	buf_reset(out);
+	for (size_t i = 0; i < path.len;) {
+		if (path.ptr[i] == '/') {
+			GUARD(buf_append_byte(out, '/'));
+			i++;
+			continue;
+		}
+		while (i < path.len && path.ptr[i] != '/')
+			i++;
+		GUARD(buf_append(out, AUD_MASK_WHOLE, sizeof(AUD_MASK_WHOLE) - 1));
+	}
+	return CUSTOS_OK;
+}
+
+/* out = path (no query) with each segment in which a detector of the profile finds something
+ * masked; false when it cannot be read (out then undefined). */
+static bool aud_mask_path(const struct eeng *e, inspect_scratch *sc, const inspect_profile *pf,
+                          span path, buf *out)
+{
+	inspect_summary sum;
+	buf dec;
+	int rdet = -1;
+	char aud[sizeof(((erec *)0)->path)];
+
+	inspect_summary_init(&sum);
+	buf_init(&dec, path.len + 1);
+	custos_err err =
+	        egress_inspect_path(e->eng, sc, pf, path, &dec, &sum, &rdet, aud, sizeof(aud));
+	buf_free(&dec);
+	if (err != CUSTOS_OK) {
+		err_clear();
+		return false;
+	}
+	buf_reset(out);
+	return buf_append(out, aud, strlen(aud)) == CUSTOS_OK;
+}
+
+void egress_inspect_audit_path(egress_server *s, erec *r)
+{
+	if (r->path_final || r->path[0] == '\0')
+		return;
+	r->path_final = true;
+	struct eeng *e = NULL;
+	if (r->eng != NULL) { /* the policy allowed it, then something else refused it */
+		e = r->eng;
+		atomic_fetch_add(&e->refs, 1);
+	} else if (s->store != NULL) {
+		policy *p = policy_store_get(s->store);
+		if (p == NULL)
+			return;
+		e = eng_get(s, p);
+		policy_unref(p);
+		if (e == NULL)
+			log_error("egress: inspection engine for an audited path: %s", err_msg());
+	} else {
+		return; /* no policy: no detector says what a value is (docs/EGRESS.md) */
+	}
+	/* Every detector of the policy: the path's findings mask their segment (log: the path
+	 * itself is never rewritten), the query's are masked in place (redact). */
+	inspect_profile pl, pq;
+	memset(&pl, 0, sizeof(pl));
+	memset(&pq, 0, sizeof(pq));
+	unsigned nd = e ? inspect_engine_detector_count(e->eng) : 0;
+	for (unsigned i = 0; i < nd && i < INSPECT_MAX_DETECTORS; i++)
+		if (inspect_engine_has(e->eng, i)) {
+			inspect_profile_set(&pl, i, INSPECT_ACT_LOG);
+			inspect_profile_set(&pq, i, INSPECT_ACT_REDACT);
+		}
+	if (e != NULL && !inspect_profile_active(&pl)) {
+		egress_eng_unref(e);
+		return; /* no detector in the policy: nothing it calls a value */
+	}
+	size_t len = strlen(r->path);
+	/* Cut to fit r->path: the last segment or parameter may be a value cut short, which a
+	 * detector may no longer recognise. */
+	bool cut = len == sizeof(r->path) - 1;
+	const char *qm = memchr(r->path, '?', len);
+	span path = span_of(r->path, qm ? (size_t)(qm - r->path) : len);
+	span q = qm ? span_of(qm + 1, len - path.len - 1) : span_of("", 0);
+	if (cut && qm != NULL) {
+		const char *amp = q.len ? memrchr(q.ptr, '&', q.len) : NULL;
+		q.len = amp ? (size_t)(amp - q.ptr) : 0;
+	}
+	bool whole_last = cut && qm == NULL;
+	if (whole_last) {
+		/* cut on a '/' that leaves room for the mask: what follows it is masked whole */
+		size_t room = sizeof(r->path) - sizeof(AUD_MASK_WHOLE);
+		const char *sl = memrchr(path.ptr, '/', path.len < room ? path.len : room);
+		path.len = sl ? (size_t)(sl - path.ptr) + 1 : 0;
+	}
+	buf out, dec;
+	buf_init(&out, 16 * sizeof(r->path)); /* a segment masked whole: 14 bytes a byte at most */
+	buf_init(&dec, work_max(sizeof(r->path)));
+	inspect_scratch *sc = NULL;
+	bool ok = e != NULL && scratch_get(e, &sc) == CUSTOS_OK;
+	if (!ok)
+		err_clear();
+	if (ok)
+		ok = aud_mask_path(e, sc, &pl, path, &out);
+	if (ok && whole_last)
+		ok = buf_append(&out, AUD_MASK_WHOLE, sizeof(AUD_MASK_WHOLE) - 1) == CUSTOS_OK;
+	if (ok && q.len) {
+		inspect_summary sum;
+		inspect_summary_init(&sum);
+		size_t at = buf_used(&out);
+		if (buf_append_byte(&out, '?') != CUSTOS_OK ||
+		    egress_inspect_form(e->eng, sc, &pq, q, &dec, &out, &sum) != CUSTOS_OK) {
+			err_clear();
+			out.len = out.off + at; /* the query unread: not audited */
+		}
+	}
+	/* Nothing tells a value from the rest: every segment masked, no query (out has room for
+	 * the mask of every byte of r->path). */
+	if (!ok && aud_mask_whole(span_of(r->path, qm ? (size_t)(qm - r->path) : len), &out) !=
+	                   CUSTOS_OK) {
+		err_clear();
+		out.len = out.off; /* cannot happen; audited without a path rather than as sent */
+	}
+	size_t n = buf_used(&out) < sizeof(r->path) - 1 ? buf_used(&out) : sizeof(r->path) - 1;
+	memcpy(r->path, buf_ptr(&out), n);
+	r->path[n] = '\0';
+	buf_free(&out);
+	buf_free(&dec);
+	egress_eng_unref(e);
 }
 
 void egress_inspect_release(erec *r)

@@ -94,6 +94,10 @@ typedef struct erec {
 	char host[SSRF_MAX_HOST + 3];
 	uint16_t port;
 	char path[512]; /* truncated for audit */
+	/* r->path is what may be audited: inspected under the rule (egress_inspect_target), or
+	 * judged by a policy rule that does not inspect requests. Else egress_audit masks it first
+	 * (egress_inspect_audit_path). */
+	bool path_final;
 	const char *source;
 	int classification; /* policy_class, -1 unknown */
 	const char *decision;
@@ -318,6 +322,18 @@ custos_err egress_inspect_path(const struct inspect_engine *e, struct inspect_sc
                                const struct inspect_profile *p, span path, buf *dec,
                                struct inspect_summary *sum, int *redact_det, char *aud,
                                size_t cap) CUSTOS_WUR;
+/* The audited path of a call whose path no rule's inspection judged (r->path_final unset: a
+ * call refused before egress_inspect_target, by policy, for a path or host outside every data
+ * source, a ';' or an ambiguous spelling, by SSRF, ...), made safe to audit in r->path: each
+ * segment in which a detector of the policy in force finds something (every detector some rule
+ * of the policy uses, whatever the rule the call would have met, in any direction) replaced by
+ * its mask as egress_inspect_path does, each finding in the query masked as
+ * egress_inspect_form does; a path cut by r->path's size masked whole from a '/' on, its last query parameter
+ * (cut) dropped. Without
+ * an engine (it cannot be compiled, no scratch), or when the path cannot be read (a '%' not
+ * followed by two hex digits, a limit): every segment masked whole, the query dropped. With no
+ * policy (no policy file) or one without any detector, left as it is. Sets r->path_final. */
+void egress_inspect_audit_path(egress_server *s, erec *r);
 /* Frees r's inspection state and drops its engine reference (end of every request). */
 void egress_inspect_release(erec *r);
 void egress_eng_unref(struct eeng *e);

@@ -50,9 +50,14 @@
 #define CFG_MAX_VCPUS           512
 #define CFG_MAX_INSPECT_BODY    (32u << 20) /* egress.inspect.max_body (EGRESS_INSPECT_BODY_CEIL) */
 #define CFG_MAX_MEMORY          (16ull << 40)
-/* egress.inspect.max_held must be at least 5 x max_body + this: one JSON body at max_body with
- * its two working copies (2 x (2n + EGRESS_INSPECT_WORK_SLACK + 1)) and the body's own +1. */
-#define CFG_INSPECT_HELD_SLACK (2u * (4096u + 1u) + 1u)
+/* egress.inspect.max_held must be at least CFG_INSPECT_HELD_FACTOR x max_body + this: what one
+ * body at max_body counts at its peak, the most of any media type, a multipart one (request
+ * or response; proxy/egress_inspect.c q_work and resp_arm): the body at its capacity (n + 1),
+ * four working copies (masked copy, JSON/form scratch, a part decoded and masked: each
+ * 2n + EGRESS_INSPECT_WORK_SLACK + 1) and the offset map (4 x (n + 1)). Checked against the
+ * proxy's constants at compile time (egress_inspect.c). */
+#define CFG_INSPECT_HELD_FACTOR 13u
+#define CFG_INSPECT_HELD_SLACK  (1u + 4u * (4096u + 1u) + 4u)
 
 /* ---------------------------------------------------------------------------------------------
  * Building blocks.

@@ -23,8 +23,10 @@
 #define EGRESS_INSPECT_BODY_MAX  (8u << 20)
 #define EGRESS_INSPECT_BODY_CEIL (32u << 20) /* = INSPECT_JSON_MAX_BODY */
 /* Bytes held for inspection by all connections together (egress.inspect.max_held): a body
- * that would pass it is refused with 503 (fail closed) instead of growing memory. */
-#define EGRESS_INSPECT_HELD_DEFAULT (80ull << 20)
+ * that would pass it is refused with 503 (fail closed) instead of growing memory. At least
+ * what one body of EGRESS_INSPECT_BODY_MAX needs (13 x 8 MiB + 16393, a multipart body), with
+ * room for its call's forwarded copy (docs/EGRESS.md "memory bound"). */
+#define EGRESS_INSPECT_HELD_DEFAULT (128ull << 20)
 #define EGRESS_MAX_INFLIGHT         65536 /* registered in-flight ingress requests */
 #define EGRESS_ID_MAX               128   /* model, sandbox, request ids */
 #define EGRESS_PRINCIPAL_MAX        256

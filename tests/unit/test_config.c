@@ -771,18 +771,21 @@ static void test_data_egress_audit_auth(void **state)
 	config_free(cfg);
 
 	/* egress.inspect: one held body (1KiB - 32MiB, default 8MiB) and all of them together
-	 * (default 64MiB, never less than one body), errors at line:col */
+	 * (default 128MiB, never less than what one body of max_body needs), errors at line:col */
 	cfg = parse_ok("version: 1\n");
 	assert_int_equal(cfg->egress.inspect_max_body, 8u << 20);
-	assert_int_equal(cfg->egress.inspect_max_held, 80ull << 20);
+	assert_int_equal(cfg->egress.inspect_max_held, 128ull << 20);
+	/* the default max_held holds one multipart body at the default max_body */
+	assert_true(cfg->egress.inspect_max_held >= 13ull * cfg->egress.inspect_max_body + 16393u);
 	config_free(cfg);
-	/* max_held at its minimum for max_body 64KiB: 5 x 65536 + 8195 */
-	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 335875}}\n");
+	/* max_held at its minimum for max_body 64KiB: 13 x 65536 + 16393 (a multipart body: the
+	 * body n + 1, four working copies of 2n + 4097, the offset map 4n + 4) */
+	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 64KiB, max_held: 868361}}\n");
 	assert_int_equal(cfg->egress.inspect_max_body, 64u << 10);
-	assert_int_equal(cfg->egress.inspect_max_held, 335875u);
+	assert_int_equal(cfg->egress.inspect_max_held, 868361u);
 	config_free(cfg);
-	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 15MiB}}\n"); /* 80MiB fits */
-	assert_int_equal(cfg->egress.inspect_max_held, 80ull << 20);
+	cfg = parse_ok("version: 1\negress: {inspect: {max_body: 9MiB}}\n"); /* 128MiB fits */
+	assert_int_equal(cfg->egress.inspect_max_held, 128ull << 20);
 	config_free(cfg);
 	expect_error("version: 1\negress: {inspect: {max_body: 33MiB}}\n", "max_body");
 	expect_error("version: 1\negress: {inspect: {max_body: 100}}\n", "max_body");
@@ -792,24 +795,33 @@ static void test_data_egress_audit_auth(void **state)
 	const diag_item *it =
 	        parse_fail("version: 1\negress:\n  inspect:\n    max_body: 1MiB\n"
 	                   "    max_held: 512KiB\n",
-	                   &d, "is less than 5 x 'egress.inspect.max_body' (1048576 bytes)");
+	                   &d, "is less than 13 x 'egress.inspect.max_body' (1048576 bytes)");
 	assert_int_equal(it->line, 5);
 	assert_int_equal(it->col, 15);
 	diag_free(&d);
-	/* less than 5 x max_body + 8195 (one JSON body with its working copies): refused at
-	 * max_held, the error naming both settings and the minimum */
+	/* what the old check accepted (5 x max_body + 8195, one JSON body) is refused: a form or
+	 * multipart body at max_body could never be inspected. At max_held, the error naming both
+	 * settings, what needs it and the minimum */
 	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 64KiB\n"
-	                "    max_held: 335874\n",
+	                "    max_held: 335875\n",
 	                &d,
-	                "less than 5 x 'egress.inspect.max_body' (65536 bytes) + 8195 bytes = "
-	                "335875 bytes");
+	                "less than 13 x 'egress.inspect.max_body' (65536 bytes) + 16393 bytes = "
+	                "868361 bytes, what one body of max_body bytes needs while it is "
+	                "inspected (a multipart one");
 	assert_int_equal(it->line, 5);
 	assert_int_equal(it->col, 15);
-	assert_non_null(strstr(it->message, "'egress.inspect.max_held' (335874 bytes)"));
+	assert_non_null(strstr(it->message, "'egress.inspect.max_held' (335875 bytes)"));
+	assert_non_null(strstr(it->message, "raise max_held to at least 868361"));
 	diag_free(&d);
-	/* a max_body the default max_held (80MiB) cannot hold: refused at max_body */
-	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 32MiB\n", &d,
-	                "'egress.inspect.max_held' (83886080 bytes) is less than 5 x");
+	/* one byte short of the minimum */
+	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 64KiB\n"
+	                "    max_held: 868360\n",
+	                &d, "= 868361 bytes");
+	assert_int_equal(it->line, 5);
+	diag_free(&d);
+	/* a max_body the default max_held (128MiB) cannot hold: refused at max_body */
+	it = parse_fail("version: 1\negress:\n  inspect:\n    max_body: 10MiB\n", &d,
+	                "'egress.inspect.max_held' (134217728 bytes) is less than 13 x");
 	assert_int_equal(it->line, 4);
 	assert_int_equal(it->col, 15);
 	diag_free(&d);

@@ -242,6 +242,27 @@ static void test_listener_add_close(void **st)
 	assert_int_equal(proxy_get(p0, dport), 200); /* the first listener still serves */
 	assert_int_equal(egress_taint(eg, 0), 3);
 
+	/* A listener closed and one added at once (the same reload): they share the slot, the
+	 * closed one's accept thread waited for (it leaves within its poll interval), so its
+	 * socket is closed when the add returns. The closed one never had a connection (one the
+	 * forward loop has not seen end yet would keep its slot); it takes slot 1 again, or slot
+	 * 2 when a connection of the retry loop above is still open on slot 1. */
+	unsigned p2 = 0, p3 = 0;
+	size_t k = 99;
+	egress_listener_opts l2 = { .fd = loopback_listener(&p2), .model = xstrdup("m-third") };
+	assert_int_equal(egress_listener_add(eg, &l2, &k), CUSTOS_OK);
+	assert_true(k == 1 || k == 2);
+	assert_int_equal(egress_listener_close(eg, k), CUSTOS_OK);
+	egress_listener_opts l3 = { .fd = loopback_listener(&p3), .model = xstrdup("m-fourth") };
+	assert_int_equal(egress_listener_add(eg, &l3, &idx), CUSTOS_OK);
+	assert_true(idx <= k);
+	assert_int_equal(egress_bound_port(eg, k + 1), 0); /* no slot beyond them was taken */
+	assert_int_equal(egress_bound_port(eg, idx), p3);
+	if (idx == k)
+		assert_int_equal(proxy_get(p2, dport),
+		                 -1); /* closed by the time the add returned */
+	assert_int_equal(proxy_get(p3, dport), 200);
+
 	egress_free(eg);
 	atomic_store(&data_stop, true);
 	pthread_join(th, NULL);
