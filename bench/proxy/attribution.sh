@@ -36,7 +36,7 @@ git -C "$top" worktree add --detach -q "$wt" HEAD
 VARIANT=${VARIANT:-events}
 case $VARIANT in
 events) # The first statement of emit_event returns.
-	perl -0pi -e 's/(custos_err emit_event\([^)]*\)\n\{\n)/$1\t(void)w;\n\t(void)b;\n\t(void)r;\n\treturn CUSTOS_OK; \/* attribution.sh: no request event *\/\n/' \
+	perl -0pi -e 's/(custos_err emit_event\([^)]*\)\n\{\n)/$1\t(void)w;\n\t(void)b;\n\t(void)in;\n\treturn CUSTOS_OK; \/* attribution.sh: no request event *\/\n/' \
 		"$wt/proxy/emit.c"
 	grep -q 'attribution.sh: no request event' "$wt/proxy/emit.c" ||
 		{ echo "attribution: could not patch proxy/emit.c (emit_event changed?)" >&2; exit 1; }
