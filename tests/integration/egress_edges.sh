@@ -15,14 +15,7 @@ P_SRC=$(port); P_ICPT=$(port); P_DIRECT=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 PEER="$SRC/tests/integration/egress_edges_peer.py"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
-	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-	-keyout srv.key -out srv.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
-openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
-	-extfile srv.ext -out srv.crt 2>/dev/null
-"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+eg_upstream_pki
 
 python3 "$PEER" server "$P_SRC" "$W/src.log" & PIDS+=($!)
 python3 "$PEER" server "$P_ICPT" "$W/icpt.log" srv.crt srv.key & PIDS+=($!)

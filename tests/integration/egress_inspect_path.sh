@@ -17,14 +17,7 @@ eg_init egpath curl openssl python3
 P_IN=$(port); P_EG=$(port)
 
 cd "$W"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
-	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-	-keyout srv.key -out srv.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
-openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
-	-extfile srv.ext -out srv.crt 2>/dev/null
-"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+eg_upstream_pki
 
 # The data source: HTTP and HTTPS (ports 0: written to src.port and tls.port); every target it
 # receives appended to targets.txt, and answered "target TARGET".

@@ -2,8 +2,8 @@
 #   . "$CUSTOS_SRC/tests/integration/egress_lib.bash"; eg_init NAME TOOL...
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
-# check (counting failures in FAILS), port (a free loopback TCP port) and the waits below
-# (eg_wait, eg_listening, eg_port_file, eg_up).
+# check (counting failures in FAILS), port (a free loopback TCP port), the waits below
+# (eg_wait, eg_listening, eg_port_file, eg_up) and eg_upstream_pki.
 eg_init() {
 	local name=$1 t
 	shift
@@ -72,4 +72,22 @@ eg_up() {
 		fi
 		sleep 0.1
 	done
+}
+
+# eg_upstream_pki: in $W, a data source's PKI (upca.key/upca.crt, a CA; srv.key/srv.crt for
+# localhost and 127.0.0.1, signed by it) and custos' interception CA in $W/ca. Exits the test
+# when custos cannot make its CA.
+eg_upstream_pki() {
+	(
+		cd "$W" || exit 1
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+			-subj /CN=upstream-ca -keyout upca.key -out upca.crt \
+			-addext basicConstraints=critical,CA:TRUE
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+			-keyout srv.key -out srv.csr
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
+		openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
+			-extfile srv.ext -out srv.crt
+	) 2>/dev/null
+	"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
 }

@@ -15,16 +15,9 @@ P_IN=$(port); P_EG=$(port); P_CLOSED=$(port)
 
 # --- certificates: an upstream CA with a localhost server cert, a self-signed one, custos' CA
 cd "$W"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=upstream-ca \
-	-keyout upca.key -out upca.crt -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-	-keyout srv.key -out srv.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >srv.ext
-openssl x509 -req -in srv.csr -CA upca.crt -CAkey upca.key -CAcreateserial -days 2 \
-	-extfile srv.ext -out srv.crt 2>/dev/null
+eg_upstream_pki
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
 	-addext subjectAltName=DNS:localhost -keyout self.key -out self.crt 2>/dev/null
-"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
 check "ca init: key is 0600" test "$(stat -c %a "$W/ca/ca.key")" = 600
 "$BIN" ca init "$W/ca" >/dev/null 2>&1
 check "ca init refuses to overwrite" test $? -ne 0
