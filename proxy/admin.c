@@ -103,6 +103,8 @@ struct admin_listener {
 	pthread_mutex_t refused_lock;
 	struct refusal_rate rate[RK_N]; /* by enum refusal_kind */
 	unsigned live;                  /* connections not shut down (under watch_lock) */
+	bool gated;                     /* the TLS gate's: connections are socketpairs */
+	atomic_bool tcp_noise_noted;    /* on_mhd_log said once that it drops them */
 };
 
 struct admin_server {
@@ -1612,16 +1614,40 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* What libmicrohttpd says about TCP socket options it tries on each answer: on the TLS gate's
+ * connections (AF_UNIX socketpairs, handed over with the client's TCP address) there is no TCP,
+ * setsockopt fails with EOPNOTSUPP and the answer is in the pair at once, so these three lines
+ * per answer say nothing. Matched on the whole message's start, nothing else. */
+static bool mhd_tcp_noise(const char *msg)
+{
+	static const char *const noise[] = {
+		"Setting TCP_NODELAY option to ",
+		"Setting TCP_CORK option to ",
+		"Failed to push the data from buffers to the network.",
+	};
+	for (size_t i = 0; i < sizeof(noise) / sizeof(noise[0]); i++)
+		if (strncmp(msg, noise[i], strlen(noise[i])) == 0)
+			return true;
+	return false;
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) CUSTOS_PRINTF(2, 0);
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct admin_listener *l = cls;
 	char tmp[512];
 
-	(void)cls;
 	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	size_t n = strlen(tmp);
 	while (n && tmp[n - 1] == '\n')
 		tmp[--n] = '\0';
+	if (l && l->gated && mhd_tcp_noise(tmp)) {
+		if (!atomic_exchange(&l->tcp_noise_noted, true))
+			log_debug("admin: libmicrohttpd: its TCP socket-option messages on the TLS "
+			          "gate's socketpairs are not logged (no TCP there), first: %s",
+			          tmp);
+		return;
+	}
 	log_debug("admin: libmicrohttpd: %s", tmp);
 }
 
@@ -1759,6 +1785,7 @@ static custos_err start_daemon(struct admin_listener *l)
 	 * on nothing and gets each connection once its handshake is done (MHD_add_connection;
 	 * the inter-thread channel wakes its threads for it). */
 	bool gated = l->kind == L_TCP && s->tls_ctx != NULL;
+	l->gated = gated;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 	if (gated)
 		flags |= MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
@@ -1770,7 +1797,7 @@ static custos_err start_daemon(struct admin_listener *l)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	l->d = MHD_start_daemon(
-	        flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	        flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
 	        MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)ADMIN_THREADS,
 	        MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MHD_CONNECTIONS,
 	        MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,

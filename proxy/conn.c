@@ -1125,8 +1125,9 @@ static bool route_match(const proxy_route_opts *ro, const req *r)
 
 static void up_start(conn *c);
 
-/* r->oa from a multipart body on an OpenAI path: its form-data field "model" (at most one,
- * not encoded, printable), nothing else; false when the request was refused (400). */
+/* r->oa from a multipart body on an OpenAI path: its form-data fields "model" (at most one,
+ * not encoded, printable) and "stream" (at most one, not encoded, "true" or "false"), nothing
+ * else; false when the request was refused (400). */
 static bool multipart_model(conn *c, span body)
 {
 	req *r = &c->r;
@@ -1169,6 +1170,31 @@ static bool multipart_model(conn *c, span body)
 		memcpy(r->oa.model, v.ptr, v.len);
 		r->oa.model[v.len] = '\0';
 		r->oa.has_model = true;
+	}
+	/* "stream" (OpenAI's transcriptions: the answer as SSE), read as strictly as "model":
+	 * where a JSON body's stream goes, so the event and the SSE handling see it. */
+	if (egress_multipart_field(span_of(r->mp_boundary, r->mp_blen), body, "stream", &v, &n) !=
+	    CUSTOS_OK) {
+		snprintf(why, sizeof(why), "multipart request body is malformed: %s", err_msg());
+		conn_reject(c, 400, why, false);
+		return false;
+	}
+	if (n > 1) {
+		conn_reject(c, 400, "multipart request body has more than one 'stream' field",
+		            false);
+		return false;
+	}
+	if (n == 1) {
+		if (span_eq(v, SPAN_LIT("true"))) {
+			r->oa.stream = true;
+		} else if (!span_eq(v, SPAN_LIT("false"))) {
+			conn_reject(
+			        c, 400,
+			        "multipart request body: the 'stream' field is neither 'true' nor "
+			        "'false'",
+			        false);
+			return false;
+		}
 	}
 	r->has_oa = true;
 	return true;
@@ -1319,8 +1345,9 @@ static void on_request_body_done(conn *c)
 		}
 		body = buf_span(&r->body);
 	}
-	/* Token accounting on a stream needs the final usage event. */
-	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage)) {
+	/* Token accounting on a stream needs the final usage event. A multipart body is not
+	 * rewritten: its stream is charged on the usage the server sends, or an estimate. */
+	if (r->dec.tokens && r->has_oa && r->oa.stream && !(r->oa.include_usage) && !r->multipart) {
 		buf nb;
 		bool changed = false;
 		buf_init(&nb, r->body.max + 64);

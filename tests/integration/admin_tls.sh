@@ -8,6 +8,9 @@
 # - an answer whole by its framing (Content-Length, chunked) needs no TLS close_notify in ctl;
 #   one cut short before it, or one with no length that ends without a close_notify, is an
 #   error (ctl_tls_fixture.py's server); custos' gate sends a close_notify after each answer;
+# - at --log-level debug, libmicrohttpd's three TCP socket-option lines per answer on the gate's
+#   socketpairs are not logged (noted once), and its other messages are (a Content-Length no
+#   integer holds, refused with 413 by libmicrohttpd);
 # - admin.request of a POST with a query string carries it as audit.query "names" keeps it
 #   (`?api_key=…&page=…&…`), the value never;
 # - a flood of connections that never finish their handshake (more than the 64 slots) does not
@@ -104,6 +107,21 @@ case "$rc|$out" in
 *) fail "ctl http:// non-loopback: got '$rc|$out'" ;;
 esac
 check "the Unix socket is as before" "$("$bin" ctl --socket "$work/admin.sock" health 2>&1)" '{"status":"ok"}'
+
+# --- libmicrohttpd's log at --log-level debug (start_custos): its TCP socket-option messages
+# (TCP_NODELAY, TCP_CORK, "Failed to push the data...": three a response on the gate's
+# socketpairs, where there is no TCP) are dropped, noted once; its other messages still come
+# (a Content-Length no integer holds, refused with 413 by libmicrohttpd itself).
+out=$(printf 'POST /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n' "$TOKEN" |
+	timeout 30 openssl s_client -quiet -CAfile "$T/ca.crt" -connect "127.0.0.1:$APORT" 2>/dev/null)
+check "a Content-Length no integer holds: libmicrohttpd answers 413" "$(head -1 <<<"$out" | tr -d '\r' | cut -d' ' -f2)" 413
+wait_until 30 grep -q "debug: admin: libmicrohttpd: Too large value of 'Content-Length' header" "$work/custos.log" &&
+	ok "libmicrohttpd's own message still logged ($(grep -o "libmicrohttpd: Too large value of 'Content-Length' header.*" "$work/custos.log" | head -1))" ||
+	fail "no libmicrohttpd message for the Content-Length no integer holds"
+check "no TCP socket-option lines after six answers through the gate" \
+	"$(grep -cE 'libmicrohttpd: (Setting TCP_(NODELAY|CORK) option|Failed to push the data)' "$work/custos.log")" 0
+check "the drop is noted once" \
+	"$(grep -c "libmicrohttpd: its TCP socket-option messages on the TLS gate's socketpairs are not logged" "$work/custos.log")" 1
 
 # --- how an answer ends. ctl_tls_fixture.py is a TLS server that closes the TCP connection
 # without a close_notify (or with one, for the answer with no length): ctl takes an answer whole

@@ -4,7 +4,8 @@
 # FIXTURE standing in for a model server's /v1/audio/transcriptions and /v1/files): a
 # multipart upload on an OpenAI path is routed and decided by its form-data field `model`
 # (two fields, an encoded one, a malformed body or a second Content-Type field refused with
-# 400 before any upstream sees it); with prompts inspected each part is read by the strict
+# 400 before any upstream sees it) and its field `stream` read as strictly (true: in the event
+# as a JSON body's stream, the server's SSE usage recorded; maybe, or two: 400); with prompts inspected each part is read by the strict
 # multipart rules (a text file's e-mail masked and the body still valid multipart for the
 # server's parser, a key behind base64 denied with 403, a binary audio part refused with 415)
 # and the audit trail has the model and findings, never the values; under a rule without
@@ -28,9 +29,13 @@ class H(BaseHTTPRequestHandler):
         n[0] += 1
         open("%s/%s.%d.ct" % (W, NAME, n[0]), "w").write(self.headers.get("Content-Type", ""))
         open("%s/%s.%d.body" % (W, NAME, n[0]), "wb").write(body)
-        out = json.dumps({"text": "ok " + NAME}).encode()
+        out, ct = json.dumps({"text": "ok " + NAME}).encode(), "application/json"
+        if b'name="stream"\r\n\r\ntrue\r\n' in body:  # a streamed transcription
+            out, ct = (b'data: {"type":"transcript.text.delta","delta":"ok"}\n\n'
+                       b'data: {"type":"transcript.text.done","text":"ok","usage":{"type":"tokens",'
+                       b'"input_tokens":14,"output_tokens":3,"total_tokens":17}}\n\n'), "text/event-stream"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ct)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
@@ -72,6 +77,7 @@ rules:
       principal: alice
       route: "POST /v1/audio/transcriptions"
       model: raw-model
+    limits: { tokens_per_day: 1000000 }
 POL
 chmod 644 "$work/policy.yaml"
 EXTRA_MODELS="  - id: raw-model
@@ -144,6 +150,22 @@ f = [p for p in msg.iter_parts() if p.get_param("name", header="content-disposit
 sys.exit(f.get_payload(decode=True) != open("audio.wav", "rb").read())
 EOP
 
+# (2b) the form field stream (OpenAI's transcriptions): read as strictly as model, in the
+# event as a JSON body's stream is; the body is not rewritten (no stream_options added) and
+# the usage of the server's last SSE event (transcript.text.done) is what is recorded
+code=$(post t2s -F model=raw-model -F "file=@audio.wav;type=audio/wav" -F stream=true)
+check "a streamed transcription: status, SSE from its upstream" \
+	"$code $(grep -c 'transcript.text.done' t2s.out)" "200 1"
+ev=$(audit_of "$(rid t2s.hdr)")
+check "stream=true: the event says stream, with the usage of the last SSE event" \
+	"$(grep -c '"stream":true' <<<"$ev")$(grep -c '"prompt_tokens":14,"completion_tokens":3' <<<"$ev")$(grep -c tokens_estimated <<<"$ev")" "110"
+check "the streamed upload reached its upstream unchanged (no stream_options)" \
+	"$(grep -c stream_options up2.2.body) $(parts "$work/up2.2" | grep -E '^(model|stream)=' | tr '\n' ' ')" \
+	"0 model=b'raw-model' stream=b'true' "
+code=$(post t2f -F model=raw-model -F stream=false -F "file=@audio.wav;type=audio/wav")
+ev=$(audit_of "$(rid t2f.hdr)")
+check "stream=false: 200, no stream in the event" "$code $(grep -c '"stream"' <<<"$ev")" "200 0"
+
 # (3) refused before any upstream sees them
 n1=$(count up1) n2=$(count up2)
 code=$(post t3 -F model=other-model -F "file=@notes.txt")
@@ -152,6 +174,15 @@ code=$(post t4 -F model=test-model -F model=raw-model -F "file=@notes.txt")
 check "two model fields: 400" "$code $(grep -ci 'more than one .model. field' t4.out)" "400 1"
 code=$(post t5 -F "model=@notes.txt;encoder=base64" -F "file=@notes.txt")
 check "a base64-encoded model field: 400" "$code" 400
+code=$(post t5m -F model=raw-model -F stream=maybe -F "file=@notes.txt")
+check "stream=maybe: 400 naming it" "$code $(grep -ci "the 'stream' field is neither 'true' nor 'false'" t5m.out)" "400 1"
+ev=$(audit_of "$(rid t5m.hdr)")
+check "stream=maybe: audited as a 400 with its reason" \
+	"$(grep -c '"status":400' <<<"$ev")$(grep -c "'stream' field is neither" <<<"$ev")" "11"
+code=$(post t5d -F model=raw-model -F stream=true -F stream=false -F "file=@notes.txt")
+check "two stream fields: 400 naming them" "$code $(grep -ci 'more than one .stream. field' t5d.out)" "400 1"
+code=$(post t5e -F model=raw-model -F "stream=@notes.txt;encoder=base64" -F "file=@notes.txt")
+check "a base64-encoded stream field: 400" "$code $(grep -ci "the 'stream' field has a transfer or content encoding" t5e.out)" "400 1"
 printf -- '--b0\r\nContent-Disposition: form-data; name="model"\r\n\r\ntest-model\r\n--b0junk\r\n' >bad.body
 code=$(post t6 -H 'Content-Type: multipart/form-data; boundary=b0' --data-binary @bad.body)
 check "a malformed body: 400 naming it" "$code $(grep -ci 'multipart request body is malformed' t6.out)" "400 1"
