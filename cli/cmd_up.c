@@ -447,7 +447,7 @@ static void eg_new_drop(struct up_ctx *uc)
 /* With egress, a model without a sandbox that cfg (a reload's) adds gets its host listener as
  * at start (cli_egress_options): 127.0.0.1:(egress.port + its place in models). Bound now, so
  * that a port that cannot be had refuses the reload before anything is applied; served from
- * the reload's end on (eg_plain_apply). */
+ * the reload's end on (eg_plain_add). */
 static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg)
 {
 	eg_new_drop(uc);
@@ -483,9 +483,12 @@ static custos_err eg_plain_prepare(struct up_ctx *uc, const custos_config *cfg)
 }
 
 /* The reload next was applied: the listeners of the models without a sandbox it removed (or
- * that now have one) are closed, those of the ones it added are served. */
-static void eg_plain_apply(struct up_ctx *uc, const custos_config *next)
+ * that now have one) are closed. Called before COMMIT adds the listeners of the sandboxes it
+ * added (reload_settle), so that those take the slots these leave. */
+static void eg_plain_close(struct up_ctx *uc, const custos_config *next)
 {
+	bool closed = false;
+
 	for (size_t i = 0; i < uc->n_eg_plain;) {
 		struct up_plain_eg *p = &uc->eg_plain[i];
 		bool kept = false;
@@ -496,14 +499,25 @@ static void eg_plain_apply(struct up_ctx *uc, const custos_config *next)
 			i++;
 			continue;
 		}
-		if (uc->eg && egress_listener_close(uc->eg, p->index) != CUSTOS_OK)
+		if (uc->eg && egress_listener_close(uc->eg, p->index) != CUSTOS_OK) {
 			log_error("egress: model %s: listener not closed: %s", p->id, err_msg());
-		else
+		} else {
+			closed = true;
 			log_info("up: reload: model %s removed: its egress listener is closed",
 			         p->id);
+		}
 		free(p->id);
 		*p = uc->eg_plain[--uc->n_eg_plain];
 	}
+	/* Their accept threads leave within their poll interval: waited for here, outside the
+	 * supervisor link's lock that COMMIT holds while it adds the sandboxes' listeners. */
+	if (closed && uc->eg)
+		egress_listeners_reap(uc->eg);
+}
+
+/* The reload was applied: the listeners of the models without a sandbox it added are served. */
+static void eg_plain_add(struct up_ctx *uc)
+{
 	for (size_t i = 0; i < uc->n_eg_new; i++) {
 		struct up_plain_eg *n = &uc->eg_new[i];
 		egress_listener_opts lo = { .fd = n->fd, .model = xstrdup(n->id), .isolation = -1 };
@@ -531,11 +545,17 @@ static void eg_plain_apply(struct up_ctx *uc, const custos_config *next)
  * sandboxes, or the added ones), and the applied configuration becomes the running one. */
 static void reload_settle(struct up_ctx *uc, bool applied)
 {
+	/* Applied is final here: every check that can refuse the reload has passed (the ingress
+	 * proxy swapped, the egress policy followed). So the host listeners it removes are closed
+	 * first, and the listeners of the sandboxes it adds (COMMIT) and of the models without one
+	 * it adds (eg_plain_add) take their slots; a refused reload closes none of them. */
+	if (applied && uc->next)
+		eg_plain_close(uc, uc->next);
 	if (uc->psx_pending)
 		psx_proxy_commit(applied, uc->next);
 	uc->psx_pending = false;
 	if (applied && uc->next)
-		eg_plain_apply(uc, uc->next);
+		eg_plain_add(uc);
 	else
 		eg_new_drop(uc);
 	if (applied && uc->next)

@@ -1080,6 +1080,14 @@ static bool slot_free(elistener *l)
 	return atomic_load(&l->active) == 0;
 }
 
+void egress_listeners_reap(egress_server *s)
+{
+	pthread_mutex_lock(&s->ls_mu);
+	for (size_t k = 0; k < s->nls; k++)
+		(void)slot_free(&s->ls[k]);
+	pthread_mutex_unlock(&s->ls_mu);
+}
+
 custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_t *index)
 {
 	custos_err e = CUSTOS_OK;

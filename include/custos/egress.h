@@ -130,6 +130,10 @@ custos_err egress_listen(const char *address, int *fd) CUSTOS_WUR;
  * own. Its index may be handed out again by egress_listener_add once they have: the caller
  * forgets it now. */
 custos_err egress_listener_close(egress_server *s, size_t i) CUSTOS_WUR;
+/* Waits for the accept threads of closed listeners that have no connection open to leave (at
+ * most their poll interval), so that egress_listener_add then takes their slots without
+ * waiting: a reload calls it between closing listeners and adding others under its locks. */
+void egress_listeners_reap(egress_server *s);
 /* The port listener i is bound to (0 when none). */
 unsigned egress_bound_port(const egress_server *s, size_t i);
 /* Highest classification (policy_class) the sandbox behind listener i has read. */

@@ -263,6 +263,23 @@ static void test_listener_add_close(void **st)
 		                 -1); /* closed by the time the add returned */
 	assert_int_equal(proxy_get(p3, dport), 200);
 
+	/* egress_listeners_reap (a reload, between its closes and the adds made under the
+	 * supervisor link's lock): the accept thread of a listener just closed, with no
+	 * connection, has left when it returns (its socket is closed), and the next add takes
+	 * its slot or a lower free one, none beyond it. */
+	unsigned p4 = 0, p5 = 0;
+	size_t m = 99, n = 99;
+	egress_listener_opts l4 = { .fd = loopback_listener(&p4), .model = xstrdup("m-fifth") };
+	assert_int_equal(egress_listener_add(eg, &l4, &m), CUSTOS_OK);
+	assert_int_equal(egress_listener_close(eg, m), CUSTOS_OK);
+	egress_listeners_reap(eg);
+	assert_int_equal(proxy_get(p4, dport), -1); /* closed by the time reap returned */
+	egress_listener_opts l5 = { .fd = loopback_listener(&p5), .model = xstrdup("m-sixth") };
+	assert_int_equal(egress_listener_add(eg, &l5, &n), CUSTOS_OK);
+	assert_true(n <= m);
+	assert_int_equal(egress_bound_port(eg, m + 1), 0);
+	assert_int_equal(proxy_get(p5, dport), 200);
+
 	egress_free(eg);
 	atomic_store(&data_stop, true);
 	pthread_join(th, NULL);
