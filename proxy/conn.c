@@ -144,7 +144,7 @@ typedef struct conn {
 	bool quiet;
 	struct conn *qprev, *qnext;
 	uint64_t quiet_at;
-	/* writes held until the end of the worker's batch of events (flush_add) */
+	/* writes held until the end of the worker's batch of events (flush_deferred) */
 	bool flush_pending;
 	struct conn *flush_next;
 } conn;

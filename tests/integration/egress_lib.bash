@@ -3,7 +3,8 @@
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
-# (eg_wait, eg_listening, eg_port_file, eg_up) and eg_upstream_pki.
+# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, and for the tests with
+# sandboxed models eg_data_sources and eg_model_yaml.
 eg_init() {
 	local name=$1 t
 	shift
@@ -90,4 +91,42 @@ eg_upstream_pki() {
 			-extfile srv.ext -out srv.crt
 	) 2>/dev/null
 	"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+}
+
+# eg_data_sources PORT NAME...: copies the egress_upstream.py fixture to $W/fx (readable by a
+# sandbox's user: the tests' profile `fx` binds it at /opt/fx) and starts one data source per
+# PORT NAME pair, each listening before this returns (60 s at most: under load python3's
+# start-up can outlast custos', and a model's first read then got 502).
+eg_data_sources() {
+	local p end ports=()
+	mkdir -p "$W/fx" && cp "$SRC/tests/integration/egress_upstream.py" "$W/fx/" &&
+		chmod -R a+rX "$W/fx" || { bad "fixture not copied to $W/fx"; exit 1; }
+	while [ $# -ge 2 ]; do
+		python3 "$W/fx/egress_upstream.py" data "$1" "$2" &
+		PIDS+=($!)
+		ports+=("$1")
+		shift 2
+	done
+	for p in "${ports[@]}"; do
+		end=$((SECONDS + 60))
+		until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do
+			[ "$SECONDS" -lt "$end" ] || { bad "data source on port $p not listening"; exit 1; }
+			sleep 0.1
+		done
+	done
+}
+
+# eg_model_yaml ID URL: a models: entry (indented two spaces) for a sandboxed model server (the
+# fixture in model mode, profile fx) that reads URL, or what its prompt names, through the
+# egress listener on port $P_EG.
+eg_model_yaml() {
+	cat <<M
+  - id: $1
+    sandbox:
+      type: process
+      profile: fx
+      command: [/usr/bin/python3, /opt/fx/egress_upstream.py, model, "8000", "http://127.0.0.1:$P_EG", "$2"]
+      port: 8000
+      health: { start_timeout: 20s }
+M
 }

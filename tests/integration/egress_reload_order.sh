@@ -17,27 +17,10 @@ P_HR=$(port); P_PUB=$(port); P_IN=$(port); P_EG=$(port)
 P_EG1=$((P_EG + 1))
 (exec 3<>"/dev/tcp/127.0.0.1/$P_EG1") 2>/dev/null && { echo "SKIPPED: port $P_EG1 (egress.port + 1) is taken"; exit 77; }
 cd "$W"
-mkdir fx && cp "$SRC/tests/integration/egress_upstream.py" fx/ && chmod -R a+rX fx
-python3 fx/egress_upstream.py data "$P_HR" hr & PIDS+=($!)
-python3 fx/egress_upstream.py data "$P_PUB" pub & PIDS+=($!)
-for p in "$P_HR" "$P_PUB"; do
-	for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
-done
+eg_data_sources "$P_HR" hr "$P_PUB" pub
 
 KEY=test-key-alice
 KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-# model_yaml ID URL: a sandboxed model server reading URL (or what its prompt names).
-model_yaml() {
-	cat <<M
-  - id: $1
-    sandbox:
-      type: process
-      profile: fx
-      command: [/usr/bin/python3, /opt/fx/egress_upstream.py, model, "8000", "http://127.0.0.1:$P_EG", "$2"]
-      port: 8000
-      health: { start_timeout: 20s }
-M
-}
 # conf SECOND: custos.yaml with the sandboxed m1 first and SECOND (a model) second in models.
 conf() {
 	cat >custos.yaml.new <<EOY
@@ -48,7 +31,7 @@ auth:
   api_keys:
     - { id: alice, sha256: "$KEYSHA" }
 models:
-$(model_yaml m1 "http://localhost:$P_HR/employees")
+$(eg_model_yaml m1 "http://localhost:$P_HR/employees")
 $1
 sandbox_profiles:
   fx:
@@ -140,7 +123,7 @@ check "p1 reads pub through egress.port + 1 at start (200)" test "$(status p1-st
 
 # 1. Refused: p1 removed and m2 added, but the policy does not compile. m2's sandbox was
 # started (the reload is refused after it), p1's listener is not closed.
-conf "$(model_yaml m2 "http://localhost:$P_PUB/catalogue")"
+conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/catalogue")"
 policy broken
 OUT=$(reload); echo "reload: $OUT" | cut -c1-300
 check "the reload with a broken policy is refused" bash -c "! grep -q 'http=200' <<<'$OUT'"

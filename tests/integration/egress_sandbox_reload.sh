@@ -17,27 +17,10 @@ unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not av
 chmod 755 "$W"
 P_HR=$(port); P_PUB=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
-mkdir fx && cp "$SRC/tests/integration/egress_upstream.py" fx/ && chmod -R a+rX fx
-python3 fx/egress_upstream.py data "$P_HR" hr & PIDS+=($!)
-python3 fx/egress_upstream.py data "$P_PUB" pub & PIDS+=($!)
-for p in "$P_HR" "$P_PUB"; do
-	for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
-done
+eg_data_sources "$P_HR" hr "$P_PUB" pub
 
 KEY=test-key-alice
 KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-# model_yaml ID URL: a sandboxed model server reading URL (or what its prompt names).
-model_yaml() {
-	cat <<M
-  - id: $1
-    sandbox:
-      type: process
-      profile: fx
-      command: [/usr/bin/python3, /opt/fx/egress_upstream.py, model, "8000", "http://127.0.0.1:$P_EG", "$2"]
-      port: 8000
-      health: { start_timeout: 20s }
-M
-}
 # conf [EXTRA]: custos.yaml with m1, and EXTRA (more models) after it.
 conf() {
 	cat >custos.yaml.new <<EOY
@@ -49,7 +32,7 @@ auth:
   api_keys:
     - { id: alice, sha256: "$KEYSHA" }
 models:
-$(model_yaml m1 "http://localhost:$P_HR/${M1_PATH:-employees}")
+$(eg_model_yaml m1 "http://localhost:$P_HR/${M1_PATH:-employees}")
 ${1-}
 sandbox_profiles:
   fx:
@@ -123,7 +106,7 @@ event() { EV=$(events | grep '"model":"'"$1"'"' | grep '"decision":"'"$2"'"' | t
 check "m1 reads hr through its egress listener before any reload" m1_reads_hr
 
 # 1. Add m2 (admin API reload): its listener is made inside its sandbox, as at start.
-conf "$(model_yaml m2 "http://localhost:$P_PUB/catalogue")"
+conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/catalogue")"
 OUT=$(reload); echo "reload: $OUT" | cut -c1-300
 check "the reload adding a sandboxed model with egress on is applied" grep -q 'http=200' <<<"$OUT"
 check "no egress port on the host for m2 either" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null"
@@ -155,7 +138,7 @@ check "m2 is unknown" grep -q 'http=404' <<<"$(chat m2 x)"
 check "m1 reads hr after m2's removal" m1_reads_hr
 
 # 3. Add m2 again, by SIGHUP: a new listener in its new sandbox.
-conf "$(model_yaml m2 "http://localhost:$P_PUB/again")"
+conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/again")"
 N=$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m2' up.log)
 kill -HUP $UP
 m2_again() { chat m2 x | grep -q '200 hello from pub /again'; }
@@ -168,7 +151,7 @@ check "m1 reads hr at the end" m1_reads_hr
 # "Reload"); the new one gets a listener of its own, the old one's closes after it stopped.
 M1PID=$(grep -o 'model m1: sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | tail -1)
 N=$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m1' up.log)
-M1_PATH=changed conf "$(model_yaml m2 "http://localhost:$P_PUB/again")"
+M1_PATH=changed conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/again")"
 OUT=$(reload); echo "reload: $OUT" | cut -c1-300
 check "the reload changing m1's command is applied" grep -q 'http=200' <<<"$OUT"
 OUT=$(chat m1 x); echo "m1: $OUT" | cut -c1-300

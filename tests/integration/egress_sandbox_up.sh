@@ -14,12 +14,7 @@ unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not av
 chmod 755 "$W"
 P_HR=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
-mkdir fx && cp "$SRC/tests/integration/egress_upstream.py" fx/ && chmod -R a+rX fx
-python3 fx/egress_upstream.py data "$P_HR" hr & PIDS+=($!)
-# Listening before custos starts: under load python3's start-up can outlast custos' (the model's
-# read then got "502 cannot connect upstream: Connection refused").
-end=$((SECONDS + 60))
-while [ "$SECONDS" -lt "$end" ]; do (exec 3<>"/dev/tcp/127.0.0.1/$P_HR") 2>/dev/null && break; sleep 0.1; done
+eg_data_sources "$P_HR" hr
 
 KEY=test-key-alice
 KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
