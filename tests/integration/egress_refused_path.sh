@@ -20,39 +20,9 @@ P_IN=$(port); P_EG=$(port)
 cd "$W"
 eg_upstream_pki
 
-# The data source: HTTP and HTTPS (ports 0: written to src.port and tls.port); every target it
+# The data source (egress_record_source.py): HTTP and HTTPS; every target it
 # receives appended to targets.txt.
-cat >src.py <<'EOP'
-import ssl, sys, threading, os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-W = sys.argv[1]
-lock = threading.Lock()
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a):
-        pass
-    def answer(self):
-        with lock:
-            open(W + "/targets.txt", "a").write(self.path + "\n")
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_DELETE = answer
-def serve(name, tls):
-    s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    if tls:
-        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        c.load_cert_chain(W + "/srv.crt", W + "/srv.key")
-        s.socket = c.wrap_socket(s.socket, server_side=True)
-    open("%s/%s.tmp" % (W, name), "w").write(str(s.server_address[1]))
-    os.rename("%s/%s.tmp" % (W, name), "%s/%s" % (W, name))
-    s.serve_forever()
-threading.Thread(target=serve, args=("tls.port", True), daemon=True).start()
-serve("src.port", False)
-EOP
-python3 src.py "$W" & PIDS+=($!)
+python3 "$SRC/tests/integration/egress_record_source.py" "$W" & PIDS+=($!)
 P_D=$(eg_port_file "$W/src.port") || exit 1
 P_T=$(eg_port_file "$W/tls.port") || exit 1
 
