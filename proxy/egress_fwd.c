@@ -10,6 +10,13 @@
  * response inspection are done here too. Timers: client idle, upstream connect, upstream
  * read, client send.
  *
+ * Sends at the end of a batch, as on the ingress workers (docs/PROXY.md "sends at the end of
+ * a batch"): while a loop handles the events of one epoll_wait, a connection reads and parses
+ * (into its bounded buffers: the backpressure points stay where they are) and what it has to
+ * send, the request to its upstream or the answer to its client, waits: the connection is put
+ * on the loop's flush list (fc_hold) and driven again once every event of the batch is
+ * handled (floop_batch), with the sends. Timers and that end-of-batch pass send at once.
+ *
  * A CONNECT is handed on, with the bytes read so far, to a connection thread (egress_conn.c),
  * which serves the connection from then on (tunnel to the relay loop, or interception).
  */
@@ -107,6 +114,9 @@ struct fconn {
 	/* resolver job result */
 	custos_err jerr;
 	char jmsg[256];
+	/* its sends wait for the end of the loop's batch of events (fc_hold) */
+	bool flush_pending;
+	fconn *flush_next;
 };
 
 struct floop {
@@ -121,6 +131,8 @@ struct floop {
 	fconn *done;  /* resolved */
 	bool closed;
 	fconn *live;
+	bool batching; /* within a batch of events: sends wait on the flush list */
+	fconn *flush_head;
 };
 
 struct efwd {
@@ -141,6 +153,21 @@ static void fc_resolved(fconn *c, custos_err e, const char *msg);
 static floop *loop_of(ev_loop *lp)
 {
 	return (floop *)(void *)((char *)lp - offsetof(floop, loop));
+}
+
+/* Whether c's send must wait for the end of the batch of events: then c is on the loop's
+ * flush list, and floop_batch drives it again there. */
+static bool fc_hold(fconn *c)
+{
+	floop *lp = c->lp;
+	if (!lp->batching)
+		return false;
+	if (!c->flush_pending) {
+		c->flush_pending = true;
+		c->flush_next = lp->flush_head;
+		lp->flush_head = c;
+	}
+	return true;
 }
 
 static void span_to(span s, char *out, size_t n)
@@ -934,6 +961,8 @@ static void fc_body_done(fconn *c)
 /* Writes c->out to the client: false when the connection was closed. */
 static bool fc_flush(fconn *c, bool *progress)
 {
+	if (buf_used(&c->out) && c->wr && fc_hold(c))
+		return true; /* at the end of the batch */
 	while (buf_used(&c->out) && c->wr) {
 		ssize_t n = send(c->fd, buf_ptr(&c->out), buf_used(&c->out),
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1141,8 +1170,9 @@ static bool fc_up(fconn *c)
 {
 	fup *u = c->up;
 	bool progress = false;
+	bool hold = c->uoff < buf_used(&c->uout) && u->wr && fc_hold(c);
 
-	while (c->uoff < buf_used(&c->uout) && u->wr) {
+	while (!hold && c->uoff < buf_used(&c->uout) && u->wr) {
 		ssize_t n = send(u->fd, buf_ptr(&c->uout) + c->uoff, buf_used(&c->uout) - c->uoff,
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n == -1 && errno == EINTR)
@@ -1162,7 +1192,7 @@ static bool fc_up(fconn *c)
 	if (!c->bdone) {
 		if (!fc_body_pump(c, &progress))
 			return true;
-		if (c->uoff < buf_used(&c->uout) && u->wr)
+		if (c->uoff < buf_used(&c->uout) && u->wr && !fc_hold(c))
 			return true; /* more to send: round again */
 	}
 	bool eof = false;
@@ -1230,6 +1260,12 @@ static bool fc_up(fconn *c)
 	if (c->rhead) {
 		bool done = c->rf == HTTP1_BODY_NONE;
 		while (!done && buf_used(&c->uin) && buf_used(&c->out) < FOUT_HIGH) {
+			/* Body bytes that would go straight to the client wait in c->uin (bounded:
+			 * the upstream is read only while it has room) for the end of the batch,
+			 * rather than be copied into c->out. */
+			if (!c->insp && c->cf != HTTP1_BODY_CHUNKED && buf_used(&c->out) == 0 &&
+			    c->wr && fc_hold(c))
+				break;
 			span d = { NULL, 0 };
 			ssize_t k = http1_body_decode(&c->rb, (const char *)buf_ptr(&c->uin),
 			                              buf_used(&c->uin), &d, &done);
@@ -1524,6 +1560,25 @@ static void loop_wake(ev_loop *el, void *obj, uint32_t ev)
 	}
 }
 
+/* The loop's batch hook: at the end of a batch, the listed connections send. */
+static void floop_batch(ev_loop *el, void *obj, bool begin)
+{
+	floop *lp = obj;
+	(void)el;
+	lp->batching = begin;
+	if (begin)
+		return;
+	while (lp->flush_head != NULL) {
+		fconn *c = lp->flush_head;
+		lp->flush_head = c->flush_next;
+		c->flush_next = NULL;
+		c->flush_pending = false;
+		/* closed or handed off in the batch: freed only after it (or by the resolver) */
+		if (c->st != FS_CLOSED)
+			fc_drive(c);
+	}
+}
+
 static void *loop_main(void *arg)
 {
 	floop *lp = arg;
@@ -1598,6 +1653,8 @@ custos_err egress_fwd_start(egress_server *s, unsigned nloops)
 			return err_sys("egress forward loop: eventfd");
 		if ((e = ev_add_lt(&lp->loop, &lp->eio, lp->efd, loop_wake, lp)) != CUSTOS_OK)
 			return e;
+		lp->loop.batch_cb = floop_batch;
+		lp->loop.batch_obj = lp;
 		int rc = pthread_create(&lp->th, NULL, loop_main, lp);
 		if (rc != 0) {
 			errno = rc;

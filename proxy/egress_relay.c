@@ -4,6 +4,12 @@
  * buffers. A full buffer stops reading from its source (backpressure both ways); an end of
  * stream is passed on as a half-close once the buffer is flushed; an idle timer and the
  * source's response cap end a tunnel; its completion event is audited when it closes.
+ *
+ * Sends at the end of a batch, as on the ingress workers (docs/PROXY.md "sends at the end of
+ * a batch"): while the loop handles the events of one epoll_wait, a tunnel only reads (into
+ * its bounded buffers, so the bound stays the backpressure point) and waits on the relay's
+ * flush list; once every event of the batch is handled, each listed tunnel is pumped whole:
+ * what it buffered is written, in order, and an end of stream it saw is passed on after it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +50,9 @@ struct etun {
 	ev_timer idle;
 	etun *prev, *next;
 	bool closed;
+	/* its writes wait for the end of the loop's batch of events (relay_batch) */
+	bool flush_pending;
+	etun *flush_next;
 };
 
 struct erelay {
@@ -54,8 +63,10 @@ struct erelay {
 	ev_io eio;
 	pthread_mutex_t mu; /* queue, closed */
 	etun *queue;
-	bool closed; /* no more tunnels accepted */
-	etun *live;  /* owned by the relay thread */
+	bool closed;   /* no more tunnels accepted */
+	etun *live;    /* owned by the relay thread */
+	bool batching; /* within a batch of events: tunnels read, their writes wait */
+	etun *flush_head;
 };
 
 static void tun_free(void *p)
@@ -92,16 +103,25 @@ static void tun_close(erelay *rl, etun *t, const char *why)
 	ev_defer_free(&rl->loop, t, tun_free);
 }
 
-/* Moves what can be moved without blocking, in both directions. */
+/* Moves what can be moved without blocking, in both directions. Within a batch of events it
+ * only reads, and lists t for the end of the batch (relay_batch), which pumps it again with the
+ * writes: bytes go out in the order they were read, and a half-close only once all before it
+ * went. */
 static void tun_pump(erelay *rl, etun *t)
 {
 	bool progress = true;
+	bool hold = rl->batching;
+	if (hold && !t->flush_pending) {
+		t->flush_pending = true;
+		t->flush_next = rl->flush_head;
+		rl->flush_head = t;
+	}
 	while (progress && !t->closed) {
 		progress = false;
 		for (int i = 0; i < 2 && !t->closed; i++) {
 			eside *from = &t->side[i], *to = &t->side[1 - i];
-			/* write what is buffered */
-			while (t->len[i] && to->writable) {
+			/* write what is buffered (not before the end of the batch) */
+			while (!hold && t->len[i] && to->writable) {
 				ssize_t n = send(to->fd, t->b[i] + t->off[i], t->len[i],
 				                 MSG_NOSIGNAL | MSG_DONTWAIT);
 				if (n == -1 && errno == EINTR)
@@ -163,7 +183,7 @@ static void tun_pump(erelay *rl, etun *t)
 				}
 			}
 			/* half-close: pass an end of stream on once everything before it went */
-			if (from->eof && t->len[i] == 0 && !to->shut) {
+			if (!hold && from->eof && t->len[i] == 0 && !to->shut) {
 				(void)shutdown(to->fd, SHUT_WR);
 				to->shut = true;
 			}
@@ -172,6 +192,24 @@ static void tun_pump(erelay *rl, etun *t)
 			tun_close(rl, t, NULL);
 			return;
 		}
+	}
+}
+
+/* The loop's batch hook: at the end of a batch, the listed tunnels write what they read. */
+static void relay_batch(ev_loop *lp, void *obj, bool begin)
+{
+	erelay *rl = obj;
+	(void)lp;
+	rl->batching = begin;
+	if (begin)
+		return;
+	while (rl->flush_head != NULL) {
+		etun *t = rl->flush_head;
+		rl->flush_head = t->flush_next;
+		t->flush_next = NULL;
+		t->flush_pending = false;
+		if (!t->closed) /* a tunnel closed in the batch is freed only after it */
+			tun_pump(rl, t);
 	}
 }
 
@@ -288,6 +326,8 @@ custos_err egress_relay_start(egress_server *s)
 	}
 	if ((e = ev_add_lt(&rl->loop, &rl->eio, rl->efd, relay_wake, rl)) != CUSTOS_OK)
 		goto fail;
+	rl->loop.batch_cb = relay_batch;
+	rl->loop.batch_obj = rl;
 	s->relay = rl;
 	int rc = pthread_create(&rl->th, NULL, relay_main, s);
 	if (rc != 0) {
