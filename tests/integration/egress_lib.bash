@@ -4,7 +4,8 @@
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
 # (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, and for the tests with
-# sandboxed models eg_data_sources and eg_model_yaml.
+# sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_source_yaml,
+# eg_sandbox_conf, eg_sandbox_up, eg_chat and eg_reload.
 eg_init() {
 	local name=$1 t
 	shift
@@ -130,3 +131,89 @@ eg_model_yaml() {
       health: { start_timeout: 20s }
 M
 }
+
+# eg_sandbox_init: for the tests with a process-sandboxed model: skips (exit 77) without root,
+# user and network namespaces or /usr/bin/python3 (what the sandboxed model runs), makes $W
+# readable by the sandbox's user, and sets KEY (alice's API key) and KEYSHA (its SHA-256).
+eg_sandbox_init() {
+	[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
+	unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
+	[ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
+	chmod 755 "$W"
+	KEY=test-key-alice
+	KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+}
+
+# eg_source_yaml ID URL CLASS [MORE]: a data_sources: entry (indented two spaces) on a private
+# (loopback) address; MORE: more keys, e.g. "intercept: true".
+eg_source_yaml() {
+	printf '  - { id: %s, url: "%s", classification: %s, allow_private_addresses: true%s }\n' \
+		"$1" "$2" "$3" "${4:+, $4}"
+}
+
+# eg_sandbox_conf LOG MODELS SOURCES [TOP]: writes custos.yaml in the current directory (mode
+# 0600, by a rename, so a reload never reads half a file) for the tests with sandboxed models:
+# the log: line LOG (none when empty), the listener 127.0.0.1:$P_IN, alice's key $KEYSHA, the
+# models MODELS (eg_model_yaml), the profile fx, the data sources SOURCES (eg_source_yaml), egress
+# on port $P_EG, TOP (more top-level sections, e.g. limits:), the audit dir $W/audit, the admin
+# socket $W/admin.sock and the policy $W/policy.yaml.
+eg_sandbox_conf() {
+	{
+		echo "version: 1"
+		[ -z "$1" ] || echo "$1"
+		cat <<EOY
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+auth:
+  api_keys:
+    - { id: alice, sha256: "$KEYSHA" }
+models:
+$2
+sandbox_profiles:
+  fx:
+    binds:
+      - { src: $W/fx, dst: /opt/fx }
+    limits: { memory: 1GiB, pids: 64 }
+data_sources:
+$3
+egress:
+  port: $P_EG
+EOY
+		[ -z "${4-}" ] || echo "$4"
+		cat <<EOY
+audit: { dir: "$W/audit" }
+admin: { socket: "$W/admin.sock" }
+policy: { file: "$W/policy.yaml" }
+EOY
+	} >custos.yaml.new
+	chmod 600 custos.yaml.new
+	mv custos.yaml.new custos.yaml
+}
+
+# eg_sandbox_up PATTERN: custos config check of custos.yaml (the test ends with its errors),
+# then custos up (pid UP, its log up.log); waits, up to 120 s as eg_up (starting the sandboxes
+# under ASan on a loaded two-core machine is slow), until up.log has a line matching PATTERN and
+# the listener on $P_IN accepts. Ends the test (exit 1) when custos up exits first.
+eg_sandbox_up() {
+	"$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
+	"$BIN" up -c custos.yaml >up.log 2>&1 &
+	UP=$!
+	PIDS+=("$UP")
+	local end=$((SECONDS + 120))
+	while [ "$SECONDS" -lt "$end" ]; do
+		grep -q "$1" up.log 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$P_IN") 2>/dev/null && break
+		kill -0 "$UP" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$UP" 2>/dev/null || { tail -20 up.log; echo "FAIL - custos up did not start"; exit 1; }
+}
+
+# eg_chat MODEL PROMPT: alice's chat request to MODEL through the listener on $P_IN: the reply
+# (for the fixture's model, what it read through egress) and " http=CODE".
+eg_chat() {
+	curl -s --max-time 30 -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+		-d '{"model":"'"$1"'","messages":[{"role":"user","content":"'"$2"'"}]}' \
+		-w ' http=%{http_code}' "http://127.0.0.1:$P_IN/v1/chat/completions"
+}
+# eg_reload: a reload through the admin API on $W/admin.sock: its answer and " http=CODE".
+eg_reload() { curl -s --max-time 90 --unix-socket "$W/admin.sock" -X POST -w ' http=%{http_code}' http://localhost/v1/policy; }
