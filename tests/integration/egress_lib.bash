@@ -3,9 +3,10 @@
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
-# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, and for the tests with
-# sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_source_yaml,
-# eg_sandbox_conf, eg_sandbox_up, eg_chat and eg_reload.
+# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_source_yaml, for the tests
+# with sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_sandbox_conf,
+# eg_sandbox_up, eg_chat and eg_reload, and for those with one plain model eg_m1_conf (with
+# EG_TIMEOUTS), eg_start, eg_events, eg_event_now, eg_event and eg_stop.
 eg_init() {
 	local name=$1 t
 	shift
@@ -217,3 +218,72 @@ eg_chat() {
 }
 # eg_reload: a reload through the admin API on $W/admin.sock: its answer and " http=CODE".
 eg_reload() { curl -s --max-time 90 --unix-socket "$W/admin.sock" -X POST -w ' http=%{http_code}' http://localhost/v1/policy; }
+
+# EG_TIMEOUTS: the egress timeouts of most tests (a key of egress:, indented two spaces).
+EG_TIMEOUTS='  timeouts: { connect: 2s, read: 10s, idle: 10s }'
+# eg_m1_conf LEVEL SOURCES EGRESS [AUDIT]: writes custos.yaml in the current directory for the
+# tests of the egress listener with one plain model (m1, upstream 127.0.0.1:$P_D, never called):
+# the log level LEVEL (format json), the listener 127.0.0.1:$P_IN, the data sources SOURCES
+# (eg_source_yaml), egress on port $P_EG with the keys EGRESS (indented two spaces), the audit
+# dir $W/audit with the keys AUDIT and the policy $W/policy.yaml. The line numbers are fixed up
+# to the egress keys (a test names one by its line:col).
+eg_m1_conf() {
+	{
+		cat <<EOY
+version: 1
+log: { level: $1, format: json }
+listeners:
+  - id: local
+    address: "127.0.0.1:$P_IN"
+models:
+  - id: m1
+    upstream: { url: "http://127.0.0.1:$P_D" }
+data_sources:
+$2
+egress:
+  port: $P_EG
+$3
+audit:
+  dir: "$W/audit"
+EOY
+		[ -z "${4-}" ] || echo "$4"
+		cat <<EOY
+policy:
+  file: "$W/policy.yaml"
+EOY
+	} >custos.yaml
+}
+
+# eg_start PORT...: custos up -c custos.yaml (pid UP, its log up.log), waited for as eg_up with
+# the peers' PORTs; sets PX, the egress proxy's URL.
+eg_start() {
+	"$BIN" up -c custos.yaml >up.log 2>&1 &
+	UP=$!
+	PIDS+=("$UP")
+	eg_up "$UP" up.log "$P_EG" "$@"
+	PX="http://127.0.0.1:$P_EG"
+}
+
+# eg_events: the egress.request events so far, from the audit writer's files and, where the
+# audit module logs them instead, from up.log; JSON's \" unescaped.
+eg_events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
+# eg_event_now MARK: the last egress.request event whose path starts with MARK.
+eg_event_now() { eg_events | grep -F "\"path\":\"$1" | tail -1 | grep .; }
+# eg_event MARK: eg_event_now, waiting (30 s) for the audit writer's batch; fails without one.
+eg_event() {
+	eg_wait 30 eg_event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
+	eg_event_now "$1"
+}
+
+# eg_stop [HOW]: stops custos up (SIGTERM) and checks that it exits 0 without a sanitizer
+# report in up.log (the check says "stops cleanly HOW"); prints the report when there is one.
+eg_stop() {
+	local rc
+	kill "$UP"
+	wait "$UP"
+	rc=$?
+	PIDS=("${PIDS[@]/$UP}")
+	check "custos up stops cleanly${1:+ $1} (exit $rc, no sanitizer report)" \
+		bash -c "[ $rc = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
+	grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+}
