@@ -18,12 +18,7 @@ P_IN=$(port); P_EG=$(port)
 
 cd "$W"
 eg_upstream_pki
-
-# The data source (egress_record_source.py): HTTP and HTTPS; every target it
-# receives appended to targets.txt, and answered "target TARGET".
-python3 "$SRC/tests/integration/egress_record_source.py" "$W" & PIDS+=($!)
-P_D=$(eg_port_file "$W/src.port") || exit 1
-P_T=$(eg_port_file "$W/tls.port") || exit 1
+eg_record_source
 
 SRCS="$(eg_source_yaml up "http://localhost:$P_D/up/" internal)
 $(eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\"")"

@@ -3,7 +3,7 @@
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
-# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_source_yaml, for the tests
+# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_record_source, eg_source_yaml, for the tests
 # with sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_sandbox_conf,
 # eg_sandbox_up, eg_chat and eg_reload, and for those with one plain model eg_m1_conf (with
 # EG_TIMEOUTS), eg_start, eg_events, eg_event_now, eg_event and eg_stop.
@@ -93,6 +93,16 @@ eg_upstream_pki() {
 			-extfile srv.ext -out srv.crt
 	) 2>/dev/null
 	"$BIN" ca init "$W/ca" >/dev/null || { bad "custos ca init"; exit 1; }
+}
+
+# eg_record_source: starts the recording data source (egress_record_source.py: HTTP and HTTPS,
+# with eg_upstream_pki's srv.crt; every target it receives appended to $W/targets.txt and
+# answered "target TARGET") and sets P_D and P_T, its HTTP and HTTPS ports, once it listens.
+eg_record_source() {
+	python3 "$SRC/tests/integration/egress_record_source.py" "$W" &
+	PIDS+=($!)
+	P_D=$(eg_port_file "$W/src.port") || exit 1
+	P_T=$(eg_port_file "$W/tls.port") || exit 1
 }
 
 # eg_data_sources PORT NAME...: copies the egress_upstream.py fixture to $W/fx (readable by a

@@ -19,12 +19,7 @@ P_IN=$(port); P_EG=$(port)
 
 cd "$W"
 eg_upstream_pki
-
-# The data source (egress_record_source.py): HTTP and HTTPS; every target it
-# receives appended to targets.txt.
-python3 "$SRC/tests/integration/egress_record_source.py" "$W" & PIDS+=($!)
-P_D=$(eg_port_file "$W/src.port") || exit 1
-P_T=$(eg_port_file "$W/tls.port") || exit 1
+eg_record_source
 
 # ssrf: a source on loopback without allow_private_addresses (policy allows it, SSRF refuses)
 SRCS="$(eg_source_yaml up "http://localhost:$P_D/up/" internal)
