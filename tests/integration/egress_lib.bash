@@ -5,7 +5,7 @@
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
 # (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_record_source, eg_source_yaml, for the tests
 # with sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_sandbox_conf,
-# eg_sandbox_up, eg_chat and eg_reload, and for those with one plain model eg_m1_conf (with
+# eg_hr_pub_policy, eg_sandbox_up, eg_chat and eg_reload, and for those with one plain model eg_m1_conf (with
 # EG_TIMEOUTS), eg_start, eg_events, eg_event_now, eg_event and eg_stop.
 eg_init() {
 	local name=$1 t
@@ -199,6 +199,43 @@ EOY
 	} >custos.yaml.new
 	chmod 600 custos.yaml.new
 	mv custos.yaml.new custos.yaml
+}
+
+# eg_hr_pub_policy [MODELS [RULES]]: writes policy.yaml (mode 0600) for the tests with the
+# sandboxed models m1 and m2 and the sources hr (confidential, $P_HR) and pub (internal,
+# $P_PUB): alice (key $KEYSHA) in group hr may chat; m1 may GET hr for group hr, m2 may GET
+# pub, each only in a process sandbox (isolation at least process). MODELS: more models:
+# entries, RULES: more rules (after those), each indented two spaces.
+eg_hr_pub_policy() {
+	{
+		cat <<EOY
+version: 1
+mode: enforce
+principals:
+  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
+models:
+  m1: { isolation: process }
+  m2: { isolation: process }
+EOY
+		[ -z "${1-}" ] || echo "$1"
+		cat <<EOY
+data:
+  hr: { url: "http://localhost:$P_HR/", classification: confidential }
+  pub: { url: "http://localhost:$P_PUB/", classification: internal }
+rules:
+  - id: chat
+    effect: allow
+    when: { direction: ingress, principal: alice }
+  - id: hr-for-m1
+    effect: allow
+    when: { direction: egress, data: hr, method: GET, model: m1, principal.groups: hr, model.isolation: { at_least: process } }
+  - id: pub-for-m2
+    effect: allow
+    when: { direction: egress, data: pub, method: GET, model: m2, model.isolation: { at_least: process } }
+EOY
+		[ -z "${2-}" ] || echo "$2"
+	} >policy.yaml
+	chmod 600 policy.yaml
 }
 
 # eg_sandbox_up PATTERN: custos config check of custos.yaml (the test ends with its errors),

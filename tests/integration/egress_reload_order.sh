@@ -25,38 +25,12 @@ $1" "$SRCS" "$(printf 'limits:\n  timeouts: { shutdown: 2s }')"
 }
 # policy [BROKEN]: hr for m1, pub for p1 and for m2; BROKEN adds a rule that does not compile.
 policy() {
-	cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-principals:
-  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
-models:
-  m1: { isolation: process }
-  m2: { isolation: process }
-  p1: { isolation: none }
-data:
-  hr: { url: "http://localhost:$P_HR/", classification: confidential }
-  pub: { url: "http://localhost:$P_PUB/", classification: internal }
-rules:
-  - id: chat
+	eg_hr_pub_policy "  p1: { isolation: none }" "  - id: pub-for-p1
     effect: allow
-    when: { direction: ingress, principal: alice }
-  - id: hr-for-m1
-    effect: allow
-    when: { direction: egress, data: hr, method: GET, model: m1, principal.groups: hr, model.isolation: { at_least: process } }
-  - id: pub-for-p1
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: p1 }
-  - id: pub-for-m2
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: m2, model.isolation: { at_least: process } }
-EOY
-	[ -z "${1-}" ] || cat >>policy.yaml <<EOY
+    when: { direction: egress, data: pub, method: GET, model: p1 }${1:+
   - id: broken
     effect: allow
-    when: { direction: egress, data: nosuchsource }
-EOY
-	chmod 600 policy.yaml
+    when: { direction: egress, data: nosuchsource \}}"
 }
 conf "  - { id: p1, upstream: { url: \"http://127.0.0.1:$P_HR\" } }"
 policy

@@ -26,29 +26,7 @@ ${1-}" "$SRCS" "$(printf 'limits:\n  timeouts: { shutdown: 2s }')"
 }
 conf
 # hr only for m1 (and alice in group hr); pub only for m2: each decision is the model's own.
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-principals:
-  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
-models:
-  m1: { isolation: process }
-  m2: { isolation: process }
-data:
-  hr: { url: "http://localhost:$P_HR/", classification: confidential }
-  pub: { url: "http://localhost:$P_PUB/", classification: internal }
-rules:
-  - id: chat
-    effect: allow
-    when: { direction: ingress, principal: alice }
-  - id: hr-for-m1
-    effect: allow
-    when: { direction: egress, data: hr, method: GET, model: m1, principal.groups: hr, model.isolation: { at_least: process } }
-  - id: pub-for-m2
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: m2, model.isolation: { at_least: process } }
-EOY
-chmod 600 policy.yaml
+eg_hr_pub_policy
 eg_sandbox_up 'egress: listener 0 on port'
 
 m1_reads_hr() { eg_chat m1 "who works here?" | grep -q '200 hello from hr /employees'; }
