@@ -12,23 +12,7 @@ command -v setpriv >/dev/null || skip "setpriv not installed"
 command -v python3 >/dev/null || skip "python3 not installed"
 curl --help all 2>/dev/null | grep -q -- '--unix-socket' || skip "curl without --unix-socket"
 
-make_pki
-start_fixture model --tokens 4
-write_policy "$work/policy.yaml"
-NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
-TOKEN=admin-token-$RANDOM$RANDOM
-printf '%s\n' "$TOKEN" >"$work/token"
-chmod 600 "$work/token"
-APORT=$(free_port)
-cat >>"$work/custos.yaml" <<CFG
-admin:
-  socket: $work/admin.sock
-  socket_mode: "0660"
-  max_body: 64KiB
-  tcp:
-    address: "127.0.0.1:$APORT"
-    token_sha256: "$(sha256hex "$TOKEN")"
-CFG
+admin_tcp_setup '  socket_mode: "0660"' '  max_body: 64KiB'
 start_custos "$work/custos.yaml"
 wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 [ -S "$work/admin.sock" ] || { fail "admin socket not created"; exit 1; }

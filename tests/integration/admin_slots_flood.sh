@@ -16,25 +16,10 @@
 command -v python3 >/dev/null || skip "python3 not installed"
 curl --help all 2>/dev/null | grep -q -- '--unix-socket' || skip "curl without --unix-socket"
 
-make_pki
-start_fixture model --tokens 4
-write_policy "$work/policy.yaml"
-NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
-TOKEN=admin-token-$RANDOM$RANDOM
-printf '%s\n' "$TOKEN" >"$work/token"
-chmod 600 "$work/token"
-APORT=$(free_port)
-cat >>"$work/custos.yaml" <<CFG
-admin:
-  socket: $work/admin.sock
-  tcp:
-    address: "127.0.0.1:$APORT"
-    token_sha256: "$(sha256hex "$TOKEN")"
-CFG
+admin_tcp_setup
 
 export CUSTOS_TEST_ADMIN_TIMEOUT_S=300 CUSTOS_TEST_ADMIN_REFUSED_WINDOW_S=3600
-start_custos "$work/custos.yaml"
-wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s"; exit 1; }
+start_admin_custos
 grep -q 'admin: test hook: requests must be read within 300 s' "$work/custos.log" &&
 	ok "test hook in force" || fail "test hook not logged"
 

@@ -16,23 +16,8 @@ unshare -m true 2>/dev/null || skip "cannot create a mount namespace (unshare -m
 python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null ||
 	skip "::1 is not available here (no IPv6 loopback): the name's first address needs it"
 
-make_pki
-start_fixture model --tokens 4
-write_policy "$work/policy.yaml"
-NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
-TOKEN=admin-token-$RANDOM$RANDOM
-printf '%s\n' "$TOKEN" >"$work/token"
-chmod 600 "$work/token"
-APORT=$(free_port)
-cat >>"$work/custos.yaml" <<CFG
-admin:
-  socket: $work/admin.sock
-  tcp:
-    address: "127.0.0.1:$APORT"
-    token_sha256: "$(sha256hex "$TOKEN")"
-CFG
-start_custos "$work/custos.yaml"
-wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s"; exit 1; }
+admin_tcp_setup
+start_admin_custos
 
 printf '::1 custos-fallback.test custos-v6only.test\n127.0.0.1 custos-fallback.test\n' >"$work/hosts"
 # in_ns CMD...: CMD with this test's hosts file as /etc/hosts

@@ -10,23 +10,8 @@
 
 command -v getent >/dev/null || skip "getent not installed"
 
-make_pki
-start_fixture model --tokens 4
-write_policy "$work/policy.yaml"
-NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
-TOKEN=admin-token-$RANDOM$RANDOM
-printf '%s\n' "$TOKEN" >"$work/token"
-chmod 600 "$work/token"
-APORT=$(free_port)
-cat >>"$work/custos.yaml" <<CFG
-admin:
-  socket: $work/admin.sock
-  tcp:
-    address: "127.0.0.1:$APORT"
-    token_sha256: "$(sha256hex "$TOKEN")"
-CFG
-start_custos "$work/custos.yaml"
-wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s"; exit 1; }
+admin_tcp_setup
+start_admin_custos
 
 # ctlu URL ARGS...: runs ctl against URL; prints "rc|stdout|stderr".
 ctlu() {

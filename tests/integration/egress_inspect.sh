@@ -24,33 +24,15 @@ FX="$SRC/tests/integration/egress_upstream.py"
 EGRESS_SINK="$W/sink.txt" python3 "$FX" data "$P_D" data & PIDS+=($!)
 EGRESS_SINK="$W/sink_tls.txt" python3 "$FX" data "$P_T" tls srv.crt srv.key & PIDS+=($!)
 
-cat >custos.yaml <<EOY
-version: 1
-log: { level: info, format: json }
-listeners:
-  - id: local
-    address: "127.0.0.1:$P_IN"
-models:
-  - id: m1
-    upstream: { url: "http://127.0.0.1:$P_D" }
-data_sources:
-  - { id: red, url: "http://localhost:$P_D/redact/", classification: internal, allow_private_addresses: true }
-  - { id: den, url: "http://localhost:$P_D/deny/", classification: internal, allow_private_addresses: true }
-  - { id: lg, url: "http://localhost:$P_D/log/", classification: internal, allow_private_addresses: true }
-  - { id: plain, url: "http://localhost:$P_D/plain/", classification: internal, allow_private_addresses: true }
-  - { id: upd, url: "http://localhost:$P_D/up-deny/", classification: internal, allow_private_addresses: true }
-  - { id: upr, url: "http://localhost:$P_D/up-redact/", classification: internal, allow_private_addresses: true }
-  - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
-  - { id: tun, url: "https://127.0.0.1:$P_T/", classification: internal, allow_private_addresses: true }
-egress:
-  port: $P_EG
-  ca_dir: "$W/ca"
-  timeouts: { connect: 2s, read: 10s, idle: 10s }
-audit:
-  dir: "$W/audit"
-policy:
-  file: "$W/policy.yaml"
-EOY
+SRCS=$(
+	for s in red:redact den:deny lg:log plain:plain upd:up-deny upr:up-redact; do
+		eg_source_yaml "${s%%:*}" "http://localhost:$P_D/${s#*:}/" internal
+	done
+	eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\""
+	eg_source_yaml tun "https://127.0.0.1:$P_T/" internal
+)
+eg_m1_conf info "$SRCS" "  ca_dir: \"$W/ca\"
+$EG_TIMEOUTS"
 cat >policy.yaml <<EOY
 version: 1
 mode: enforce
@@ -102,18 +84,11 @@ rules:
 EOY
 chmod 600 custos.yaml policy.yaml
 
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up $UP up.log "$P_EG" "$P_D" "$P_T"
+eg_start "$P_D" "$P_T"
 
-PX="http://127.0.0.1:$P_EG"
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-# event PATH: the (last) audit event of the request for PATH, waiting (30 s) for the batch writer
-event_now() { events | grep -F "\"path\":\"$1\"" | tail -1 | grep .; }
-event() {
-	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
-	event_now "$1"
-}
+# event PATH: the (last) audit event of the request for PATH (exactly), waiting (30 s) for the
+# batch writer
+event() { eg_event "$1\""; }
 # decisions EVENT: how many egress.decision events carry the request id of the completion
 # EVENT (the decision, when there is one, is submitted before the completion, so it is in the
 # trail once the completion is)
@@ -422,20 +397,16 @@ check "SIGHUP: the other rules still apply" \
 
 # --- the audit trail never holds a value (checked once the last request's event, the second
 # for /deny/pii, is written)
-denied_twice() { [ "$(events | grep -c -F '"path":"/deny/pii"')" -ge 2 ]; }
+denied_twice() { [ "$(eg_events | grep -c -F '"path":"/deny/pii"')" -ge 2 ]; }
 check "audit trail: the second /deny/pii request is audited" eg_wait 30 denied_twice
 check "audit trail: no e-mail, card number or key" \
 	bash -c "! { cat $W/audit/* 2>/dev/null; grep egress.request $W/up.log; } | grep -q -e '$MAIL' -e '$CARD' -e '4111111111111111' -e '$AKEY'"
 check "audit trail: the events are there" bash -c "[ \$({ cat $W/audit/* 2>/dev/null; grep egress.request $W/up.log; } | grep -c egress.request) -ge 10 ]"
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -40 | cut -c1-400
-	echo "--- egress events"; events | cut -c1-600
+	echo "--- egress events"; eg_events | cut -c1-600
 	echo "$FAILS check(s) failed"; exit 1
 fi
 echo "all egress inspection checks passed"

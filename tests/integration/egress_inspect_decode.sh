@@ -94,27 +94,8 @@ EOP
 python3 src.py "$W" & PIDS+=($!)
 P_D=$(eg_port_file "$W/src.port") || exit 1
 
-cat >custos.yaml <<EOY
-version: 1
-log: { level: info, format: json }
-listeners:
-  - id: local
-    address: "127.0.0.1:$P_IN"
-models:
-  - id: m1
-    upstream: { url: "http://127.0.0.1:$P_D" }
-data_sources:
-  - { id: up, url: "http://localhost:$P_D/up/", classification: internal, allow_private_addresses: true }
-  - { id: rd, url: "http://localhost:$P_D/rd/", classification: internal, allow_private_addresses: true }
-  - { id: pl, url: "http://localhost:$P_D/pl/", classification: internal, allow_private_addresses: true }
-egress:
-  port: $P_EG
-  timeouts: { connect: 2s, read: 10s, idle: 10s }
-audit:
-  dir: "$W/audit"
-policy:
-  file: "$W/policy.yaml"
-EOY
+SRCS=$(for s in up rd pl; do eg_source_yaml "$s" "http://localhost:$P_D/$s/" internal; done)
+eg_m1_conf info "$SRCS" "$EG_TIMEOUTS"
 cat >policy.yaml <<EOY
 version: 1
 mode: enforce
@@ -162,17 +143,8 @@ check "config check: max_held at exactly the minimum (13647881) passes (exit $rc
 out=$("$BIN" config check "$SRC/conf/custos.example.yaml" 2>&1 | grep max_held)
 check "config check: the example config's inspect settings pass" test -z "$out"
 
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up $UP up.log "$P_EG" "$P_D"
+eg_start "$P_D"
 
-PX="http://127.0.0.1:$P_EG"
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-event_now() { events | grep -F "\"path\":\"$1" | tail -1 | grep .; }
-event() {
-	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
-	event_now "$1"
-}
 has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac; }
 MAIL=jane.doe@example.com AKEY=AKIAIOSFODNN7EXAMPLE
 # mpost NAME CURL-ARGS...: a multipart POST to /up/NAME; the status code, headers in hdr.txt
@@ -211,7 +183,7 @@ got=$(parts mp-b64)
 check "multipart base64: 200 (code $code), the source got the mask in the decoded part, valid multipart" \
 	bash -c "[ $code = 200 ] && grep -qxF \"doc=b'note for [REDACTED:EMAIL] about the card\\\\n'\" <<<\"\$1\" && grep -qxF \"n=b'1'\" <<<\"\$1\"" _ "$got"
 check "multipart base64: the part is still base64 on the wire" grep -q 'Content-Transfer-Encoding: base64' got-mp-b64.body
-ev=$(event /up/mp-b64)
+ev=$(eg_event /up/mp-b64)
 check "multipart base64: audited request:redact with the finding" \
 	bash -c "grep -q 'request:redact' <<<\"\$1\" && grep -q '\"type\":\"email\",\"count\":1' <<<\"\$1\"" _ "$ev"
 # quoted-printable
@@ -259,7 +231,7 @@ printf 'key %s\n' "$AKEY" >key.txt
 code=$(mpost mp-deny -F "n=1" -F "doc=@key.txt;encoder=base64")
 check "multipart deny behind base64: 403 (code $code), the reason names the detector, the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request body denied by content inspection: aws_access_key' hdr.txt && ! [ -e got-mp-deny.meta ]"
-ev=$(event /up/mp-deny)
+ev=$(eg_event /up/mp-deny)
 check "multipart deny: audited deny, never the value" \
 	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && ! grep -q AKIA <<<\"\$1\"" _ "$ev"
 # a part custos cannot read: refused (fail closed)
@@ -322,13 +294,13 @@ check "query redact: the source got the masks, percent-encoded, the other fields
 # audit.query (default names): the audited path keeps the parameter names, each value the
 # marker U+2026 (raw or written \u2026 in the JSON)
 MARK=$(printf '\xe2\x80\xa6')
-ev=$(event /up/q-red | sed 's/\\u2026/'"$MARK"'/g')
+ev=$(eg_event /up/q-red | sed 's/\\u2026/'"$MARK"'/g')
 check "query redact: audited with the query's names and the findings, never a value" \
 	bash -c "grep -qF \"q-red?to=\$2&c=\$2&n=\$2\" <<<\"\$1\" && grep -q 'request:redact' <<<\"\$1\" && ! grep -q 'jane.doe' <<<\"\$1\"" _ "$ev" "$MARK"
 code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/up/q-deny?k=AKIA%49OSFODNN7EXAMPLE")
 check "query deny behind %49: 403 (code $code), the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request query string denied by content inspection: aws_access_key' hdr.txt && ! [ -e got-q-deny.meta ]"
-ev=$(event /up/q-deny)
+ev=$(eg_event /up/q-deny)
 check "query deny: audited deny, the path without its query" \
 	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && grep -q '\"path\":\"/up/q-deny\"' <<<\"\$1\" && ! grep -q 'AKIA' <<<\"\$1\"" _ "$ev"
 code=$(curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "http://localhost:$P_D/up/q-bad?a=%zz")
@@ -397,15 +369,11 @@ check "after the refused reload: custos still serves and inspects ($got)" \
 	test "$got" = "target /up/q-after?to=%5BREDACTED%3AEMAIL%5D"
 cp good.yaml custos.yaml
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop
 check "the audit trail never holds a value" bash -c "! { cat $W/audit/* up.log 2>/dev/null | grep -q -e '$MAIL' -e '$AKEY' -e 'jane.doe%40' -e 'AKIA%49'; }"
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -30 | cut -c1-400
-	echo "--- egress events"; events | cut -c1-600
+	echo "--- egress events"; eg_events | cut -c1-600
 	echo "$FAILS check(s) failed"; exit 1
 fi
 echo "all egress decode checks passed"

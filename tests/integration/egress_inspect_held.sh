@@ -23,27 +23,10 @@ cd "$W"
 FX="$SRC/tests/integration/egress_upstream.py"
 EGRESS_SINK="$W/sink.txt" python3 "$FX" data "$P_D" data & PIDS+=($!)
 
-cat >custos.yaml <<EOY
-version: 1
-log: { level: info, format: json }
-listeners:
-  - id: local
-    address: "127.0.0.1:$P_IN"
-models:
-  - id: m1
-    upstream: { url: "http://127.0.0.1:$P_D" }
-data_sources:
-  - { id: upr, url: "http://localhost:$P_D/up-redact/", classification: internal, allow_private_addresses: true }
-  - { id: red, url: "http://localhost:$P_D/redact/", classification: internal, allow_private_addresses: true }
-egress:
-  port: $P_EG
-  timeouts: { connect: 2s, read: 20s, idle: 20s }
-  inspect: { max_body: 64KiB, max_held: 849KiB }
-audit:
-  dir: "$W/audit"
-policy:
-  file: "$W/policy.yaml"
-EOY
+SRCS="$(eg_source_yaml upr "http://localhost:$P_D/up-redact/" internal)
+$(eg_source_yaml red "http://localhost:$P_D/redact/" internal)"
+eg_m1_conf info "$SRCS" "  timeouts: { connect: 2s, read: 20s, idle: 20s }
+  inspect: { max_body: 64KiB, max_held: 849KiB }"
 cat >policy.yaml <<EOY
 version: 1
 mode: enforce
@@ -66,14 +49,9 @@ rules:
 EOY
 chmod 600 custos.yaml policy.yaml
 HOOKS=${CUSTOS_TEST_HOOKS:-0}
-CUSTOS_TEST_EGRESS_HELD_LOG=1 "$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up "$UP" up.log "$P_EG" "$P_D"
-
-PX="http://127.0.0.1:$P_EG"
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-has_event() { events | grep -F "\"path\":\"$1\"" | tail -1 | grep -q .; }
-event() { eg_wait 30 has_event "$1" && events | grep -F "\"path\":\"$1\"" | tail -1; }
+CUSTOS_TEST_EGRESS_HELD_LOG=1 eg_start "$P_D" # the variable is in custos up's environment
+# event PATH: the (last) audit event of the request for PATH (exactly), waiting (30 s)
+event() { eg_event "$1\""; }
 has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac; }
 post() { # post PATH FILE [curl args]: the status code, the headers in hdr.txt
 	local p=$1 f=$2
@@ -229,14 +207,10 @@ if [ "$HOOKS" = 1 ]; then
 		bash -c "[ $n -ge 10 ] && echo '$last' | grep -q 'ended: 0 bytes held'"
 fi
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -30 | cut -c1-400
-	echo "--- egress events"; events | cut -c1-600
+	echo "--- egress events"; eg_events | cut -c1-600
 	echo "$FAILS check(s) failed"; exit 1
 fi
 echo "all egress held-body checks passed"

@@ -18,34 +18,12 @@ P_IN=$(port); P_EG=$(port)
 
 cd "$W"
 eg_upstream_pki
+eg_record_source
 
-# The data source (egress_record_source.py): HTTP and HTTPS; every target it
-# receives appended to targets.txt, and answered "target TARGET".
-python3 "$SRC/tests/integration/egress_record_source.py" "$W" & PIDS+=($!)
-P_D=$(eg_port_file "$W/src.port") || exit 1
-P_T=$(eg_port_file "$W/tls.port") || exit 1
-
-cat >custos.yaml <<EOY
-version: 1
-log: { level: debug, format: json }
-listeners:
-  - id: local
-    address: "127.0.0.1:$P_IN"
-models:
-  - id: m1
-    upstream: { url: "http://127.0.0.1:$P_D" }
-data_sources:
-  - { id: up, url: "http://localhost:$P_D/up/", classification: internal, allow_private_addresses: true }
-  - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
-egress:
-  port: $P_EG
-  ca_dir: "$W/ca"
-  timeouts: { connect: 2s, read: 10s, idle: 10s }
-audit:
-  dir: "$W/audit"
-policy:
-  file: "$W/policy.yaml"
-EOY
+SRCS="$(eg_source_yaml up "http://localhost:$P_D/up/" internal)
+$(eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\"")"
+eg_m1_conf debug "$SRCS" "  ca_dir: \"$W/ca\"
+$EG_TIMEOUTS"
 # write_policy MODE: both sources under one rule that inspects requests
 write_policy() {
 	cat >policy.yaml <<EOY
@@ -68,18 +46,8 @@ EOY
 write_policy enforce
 chmod 600 custos.yaml
 
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up $UP up.log "$P_EG" "$P_D" "$P_T"
+eg_start "$P_D" "$P_T"
 
-PX="http://127.0.0.1:$P_EG"
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-# event_now MARK: the last egress.request event whose path starts with MARK
-event_now() { events | grep -F "\"path\":\"$1" | tail -1 | grep .; }
-event() {
-	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
-	event_now "$1"
-}
 # got TARGET: the source received exactly TARGET
 got() { grep -qxF "$1" targets.txt 2>/dev/null; }
 CARD=4111111111111111 AKEY=AKIAIOSFODNN7EXAMPLE MAIL=jane.doe@example.com
@@ -91,28 +59,28 @@ get() { curl -s -o body.txt -D hdr.txt -w '%{http_code}' -x "$PX" "$@"; }
 code=$(get "http://localhost:$P_D/up/v1/users/$CARD/orders?n=1")
 check "card number in a path segment: 403 (code $code), the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: payment_card detected' hdr.txt && ! grep -qF '$CARD' targets.txt"
-ev=$(event /up/v1/users/)
+ev=$(eg_event /up/v1/users/)
 check "card in the path: audited deny, the segment masked, no query, no number" \
 	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/v1/users/$MCARD/orders\"' <<<\"\$1\" && grep -q '\"type\":\"payment_card\"' <<<\"\$1\" && ! grep -q '$CARD' <<<\"\$1\"" _ "$ev"
 
 code=$(get "http://localhost:$P_D/up/lookup/%41KIAIOSFODNN7EXAMPLE")
 check "key written %41KIA... in the path: found, 403 (code $code), the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: aws_access_key detected' hdr.txt && ! grep -qF 'KIAIOSFODNN7' targets.txt"
-ev=$(event /up/lookup/)
+ev=$(eg_event /up/lookup/)
 check "key in the path: audited with the mask, never the key" \
 	bash -c "grep -qF '\"path\":\"/up/lookup/$MKEY\"' <<<\"\$1\" && ! grep -q 'KIAIOSFODNN7' <<<\"\$1\"" _ "$ev"
 
 code=$(get "http://localhost:$P_D/up/mail/jane.doe%40example.com/inbox")
 check "redact rule, value in the path: refused 403 (code $code), it cannot be masked; the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path: email detected under a redact rule; a value in the request path cannot be masked without changing the resource' hdr.txt && ! grep -qF 'jane.doe' targets.txt"
-ev=$(event /up/mail/)
+ev=$(eg_event /up/mail/)
 check "redact rule in the path: audited deny with the mask, inspect request:redact" \
 	bash -c "grep -q '\"decision\":\"deny\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/mail/$MMAIL/inbox\"' <<<\"\$1\" && grep -q 'request:redact' <<<\"\$1\"" _ "$ev"
 
 code=$(get "http://localhost:$P_D/up/hosts/10.1.2.3/status")
 check "log rule, value in the path: passed as sent (code $code)" \
 	bash -c "[ $code = 200 ] && grep -qxF '/up/hosts/10.1.2.3/status' targets.txt"
-ev=$(event /up/hosts/)
+ev=$(eg_event /up/hosts/)
 check "log rule in the path: the finding audited, the audited path masked" \
 	bash -c "grep -qF '\"path\":\"/up/hosts/$MIP/status\"' <<<\"\$1\" && grep -q '\"type\":\"ipv4\"' <<<\"\$1\" && ! grep -q '10.1.2.3' <<<\"\$1\"" _ "$ev"
 
@@ -125,7 +93,7 @@ check "clean path: 200 (code $code), the source got it byte for byte" \
 code=$(get --cacert "$W/ca/ca.crt" "https://localhost:$P_T/t/users/$CARD")
 check "intercepted HTTPS: card in the path 403 (code $code), the source saw nothing" \
 	bash -c "[ $code = 403 ] && grep -qi '^x-custos-reason: request path denied by content inspection: payment_card' hdr.txt && ! grep -qF '/t/users/$CARD' targets.txt"
-ev=$(event /t/users/)
+ev=$(eg_event /t/users/)
 check "intercepted HTTPS: audited as intercepted, the segment masked" \
 	bash -c "grep -q '\"kind\":\"intercepted\"' <<<\"\$1\" && grep -qF '\"path\":\"/t/users/$MCARD\"' <<<\"\$1\"" _ "$ev"
 code=$(get --cacert "$W/ca/ca.crt" "https://localhost:$P_T/t/key/%41KIAIOSFODNN7EXAMPLE")
@@ -140,20 +108,16 @@ kill -HUP $UP
 shadow_on() { [ "$(get "http://localhost:$P_D/up/shadow/$CARD?k=v")" = 200 ]; }
 eg_wait 60 shadow_on
 check "shadow mode: the card in the path passes (200), sent as it came" got "/up/shadow/$CARD?k=v"
-ev=$(event /up/shadow/)
+ev=$(eg_event /up/shadow/)
 check "shadow mode: audited shadow, the finding counted, the audited path masked" \
 	bash -c "grep -q '\"shadow\":true' <<<\"\$1\" && grep -q '\"type\":\"payment_card\"' <<<\"\$1\" && grep -qF '\"path\":\"/up/shadow/$MCARD?' <<<\"\$1\" && ! grep -q '$CARD' <<<\"\$1\"" _ "$ev"
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop
 check "the audit trail and the debug log never hold a value found in a path" \
 	bash -c "! { cat $W/audit/* up.log 2>/dev/null | grep -q -e '$CARD' -e 'KIAIOSFODNN7' -e 'jane.doe' -e '10.1.2.3'; }"
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -30 | cut -c1-400
-	echo "--- egress events"; events | cut -c1-600
+	echo "--- egress events"; eg_events | cut -c1-600
 	echo "--- targets"; cat targets.txt
 	echo "$FAILS check(s) failed"; exit 1
 fi

@@ -134,13 +134,7 @@ rules:
 EOY
 chmod 600 custos.yaml policy.yaml
 
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up $UP up.log "$P_EG" "$P_IN" "$P_TLS" "$P_MODEL"
-
-PX="http://127.0.0.1:$P_EG"
-# Audit events: the writer's files when the audit module writes them, else the log lines.
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
+eg_start "$P_IN" "$P_TLS" "$P_MODEL"
 # status URL [curl args...]: the HTTP status custos (or the source) answered
 status() { local u=$1; shift; curl -s -o /dev/null -w '%{http_code}' -x "$PX" "$@" "$u"; }
 reason() { local u=$1; shift; curl -s -o /dev/null -D - -x "$PX" "$@" "$u" | tr -d '\r' | sed -n 's/^X-Custos-Reason: //p'; }
@@ -153,17 +147,17 @@ raw() {
 }
 # The audit writer batches: an event may land a while after the response.
 # audited TEXT DECISION: waits (30 s) for an egress event holding TEXT with that decision.
-audited_now() { events | grep -F "$1" | grep -q "\"decision\":\"$2\""; }
+audited_now() { eg_events | grep -F "$1" | grep -q "\"decision\":\"$2\""; }
 audited() { eg_wait 30 audited_now "$1" "$2"; }
 # events_reach N REGEX: waits (30 s) until at least N egress events match REGEX (before
 # counting them, or before checking that some event is absent).
-events_at_least() { [ "$(events | grep -c -- "$2")" -ge "$1" ]; }
+events_at_least() { [ "$(eg_events | grep -c -- "$2")" -ge "$1" ]; }
 events_reach() { eg_wait 30 events_at_least "$1" "$2"; }
 
 # --- plain HTTP
 check "allowed source: 200 with the source's body" \
 	test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/hello")" = "hello from plain /hello"
-hello_audited() { audited_now '"path":"/hello"' allow && events | grep -F '/hello' | grep -q '"data_source":"web","classification":"internal"'; }
+hello_audited() { audited_now '"path":"/hello"' allow && eg_events | grep -F '/hello' | grep -q '"data_source":"web","classification":"internal"'; }
 check "allowed source audited as allow with data source and classification" eg_wait 30 hello_audited
 check "method outside the rule (POST) denied 403" test "$(status "http://localhost:$P_HTTP/x" -d a=b)" = 403
 check "unknown host denied 403 with reason" \
@@ -176,7 +170,7 @@ check "Location unchanged (metadata URL not fetched by custos)" \
 	grep -q '^Location: http://169.254.169.254/latest/meta-data/' <<<"$R"
 # The redirect's own event is written after any fetch custos would have made for it.
 check "the redirect audited" audited '"path":"/redirect"' allow
-check "no egress event for the redirect target" bash -c "! ( $(declare -f events); W=$W; events | grep -q '\"host\":\"169.254.169.254\",\"port\":80,\"path\":\"/latest' )"
+check "no egress event for the redirect target" bash -c "! ( $(declare -f eg_events); W=$W; eg_events | grep -q '\"host\":\"169.254.169.254\",\"port\":80,\"path\":\"/latest' )"
 check "proxy headers are not forwarded" \
 	bash -c "! curl -s -x $PX -H 'X-Custos-Request-Id: abc' -H 'Proxy-Authorization: Basic eDp5' http://localhost:$P_HTTP/echo-headers | grep -qi -e proxy-authorization -e x-custos-request-id"
 check "chunked response relayed" test "$(curl -s -x "$PX" "http://localhost:$P_HTTP/chunked")" = "hello world"
@@ -235,7 +229,7 @@ printf 'CONNECT 2130706433:%s HTTP/1.1\r\nHost: 2130706433:%s\r\n\r\n' $P_TLS $P
 check "non-canonical literal in CONNECT -> 403" bash -c "timeout 30 head -1 <&3 | grep -q ' 403 '"
 exec 3<&-
 events_reach 22 '"reason":"SSRF: '
-N_SSRF=$(events | grep -c '"reason":"SSRF: ')
+N_SSRF=$(eg_events | grep -c '"reason":"SSRF: ')
 check "every SSRF denial audited ($N_SSRF events)" test "$N_SSRF" -ge 22
 check "every non-canonical literal audited" events_reach 8 'non-canonical IPv4 literal'
 
@@ -303,7 +297,7 @@ OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json
 check "ingress request answered with the hr data the model read" grep -q 'hello from hr /employees' <<<"$OUT"
 HR_ALLOW='"host":"localhost","port":'"$P_HR"'.*"decision":"allow"'
 check "the model's read of hr audited" events_reach 1 "$HR_ALLOW"
-EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
+EV=$(eg_events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "egress event carries the ingress request id" grep -q '"ingress_request_id":"[0-9a-zA-Z-]\{8,\}"' <<<"$EV"
 check "egress event carries the principal (alice)" grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 IID=$(sed -n 's/.*"ingress_request_id":"\([^"]*\)".*/\1/p' <<<"$EV")
@@ -313,7 +307,7 @@ OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json
 	-d '{"model":"m1","messages":[{"role":"user","content":"forward-request-id please"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")
 check "the model's second read of hr audited" events_reach 2 "$HR_ALLOW"
-EV=$(events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
+EV=$(eg_events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"allow"' | tail -1)
 check "a model forwarding X-Custos-Request-Id is attributed by header" \
 	grep -q '"attribution":"header","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 
@@ -332,11 +326,7 @@ check "SIGHUP with a broken policy: the policy in force stays" \
 	test "$(status "http://localhost:$P_HTTP/r")" = 403 -a "$(status "http://127.0.0.1:$P_HTTP/big")" = 502
 cp policy.good policy.yaml
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly on SIGTERM (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop "on SIGTERM"
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -60 | cut -c1-400
 	echo "$FAILS check(s) failed"; exit 1

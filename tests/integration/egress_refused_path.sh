@@ -19,37 +19,14 @@ P_IN=$(port); P_EG=$(port)
 
 cd "$W"
 eg_upstream_pki
-
-# The data source (egress_record_source.py): HTTP and HTTPS; every target it
-# receives appended to targets.txt.
-python3 "$SRC/tests/integration/egress_record_source.py" "$W" & PIDS+=($!)
-P_D=$(eg_port_file "$W/src.port") || exit 1
-P_T=$(eg_port_file "$W/tls.port") || exit 1
+eg_record_source
 
 # ssrf: a source on loopback without allow_private_addresses (policy allows it, SSRF refuses)
-cat >custos.yaml <<EOY
-version: 1
-log: { level: debug, format: json }
-listeners:
-  - id: local
-    address: "127.0.0.1:$P_IN"
-models:
-  - id: m1
-    upstream: { url: "http://127.0.0.1:$P_D" }
-data_sources:
-  - { id: up, url: "http://localhost:$P_D/up/", classification: internal, allow_private_addresses: true }
-  - { id: ssrf, url: "http://localhost:$P_D/ssrf/", classification: internal }
-  - { id: icpt, url: "https://localhost:$P_T/", classification: internal, allow_private_addresses: true, intercept: true, ca_file: "$W/upca.crt" }
-egress:
-  port: $P_EG
-  ca_dir: "$W/ca"
-  timeouts: { connect: 2s, read: 10s, idle: 10s }
-audit:
-  dir: "$W/audit"
-  query: full
-policy:
-  file: "$W/policy.yaml"
-EOY
+SRCS="$(eg_source_yaml up "http://localhost:$P_D/up/" internal)
+  - { id: ssrf, url: \"http://localhost:$P_D/ssrf/\", classification: internal }
+$(eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\"")"
+eg_m1_conf debug "$SRCS" "  ca_dir: \"$W/ca\"
+$EG_TIMEOUTS" "  query: full"
 cat >policy.yaml <<EOY
 version: 1
 models:
@@ -67,18 +44,8 @@ rules:
 EOY
 chmod 600 policy.yaml custos.yaml
 
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-eg_up $UP up.log "$P_EG" "$P_D" "$P_T"
+eg_start "$P_D" "$P_T"
 
-PX="http://127.0.0.1:$P_EG"
-events() { { cat "$W"/audit/* 2>/dev/null; grep -h '"egress.request' up.log | sed 's/.*audit: //'; } | grep 'egress.request' | sed 's/\\"/"/g'; }
-# event_now MARK: the last egress.request event whose path starts with MARK
-event_now() { events | grep -F "\"path\":\"$1" | tail -1 | grep .; }
-event() {
-	eg_wait 30 event_now "$1" >/dev/null || { echo "FAIL - no audit event for $1 within 30 s" >&2; return 1; }
-	event_now "$1"
-}
 CARD=4111111111111111 AKEY=AKIAIOSFODNN7EXAMPLE MAIL=jane.doe@example.com IP=10.1.2.3
 MCARD=%5BREDACTED%3APAYMENT_CARD%5D MKEY=%5BREDACTED%3AAWS_ACCESS_KEY%5D
 MMAIL=%5BREDACTED%3AEMAIL%5D MIP=%5BREDACTED%3AIPV4%5D
@@ -90,7 +57,7 @@ refused() {
 	shift 3
 	code=$(get "$@")
 	check "$desc: refused $want (code $code)" test "$code" = "$want"
-	ev=$(event "${apath%%\?*}")
+	ev=$(eg_event "${apath%%\?*}")
 	check "$desc: audited with the path $apath" grep -qF "\"path\":\"$apath\"" <<<"$ev"
 	check "$desc: no value in the event" \
 		bash -c "! grep -q -e '$CARD' -e 'KIAIOSFODNN7' -e 'jane.doe' -e '$IP' <<<\"\$1\"" _ "$ev"
@@ -119,16 +86,12 @@ refused 403 "/up/$LONGSEG/%5BREDACTED%5D" "path cut to fit the event, refused by
 	-X DELETE "http://localhost:$P_D/up/$LONGSEG/$CARD/$TAIL"
 check "the source received none of these calls" bash -c "! grep -q -e '$CARD' -e KIAIOSFODNN7 -e jane.doe -e '$IP' targets.txt 2>/dev/null"
 
-kill $UP; wait $UP; RC=$?
-PIDS=("${PIDS[@]/$UP}")
-check "custos up stops cleanly (exit $RC, no sanitizer report)" \
-	bash -c "[ $RC = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+eg_stop
 check "the audit trail and the debug log never hold a value of a refused path" \
 	bash -c "! { cat $W/audit/* up.log 2>/dev/null | grep -q -e '$CARD' -e 'KIAIOSFODNN7' -e 'jane.doe' -e '$IP'; }"
 if [ $FAILS -ne 0 ]; then
 	echo "--- custos log (tail)"; grep -v '"egress.request' up.log | tail -30 | cut -c1-400
-	echo "--- egress events"; events | cut -c1-600
+	echo "--- egress events"; eg_events | cut -c1-600
 	echo "$FAILS check(s) failed"; exit 1
 fi
 echo "all refused-path checks passed"

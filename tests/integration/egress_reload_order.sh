@@ -9,103 +9,33 @@
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-reload-order curl python3
-[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
-unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
-[ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
-chmod 755 "$W"
+eg_sandbox_init
 P_HR=$(port); P_PUB=$(port); P_IN=$(port); P_EG=$(port)
 P_EG1=$((P_EG + 1))
 (exec 3<>"/dev/tcp/127.0.0.1/$P_EG1") 2>/dev/null && { echo "SKIPPED: port $P_EG1 (egress.port + 1) is taken"; exit 77; }
 cd "$W"
 eg_data_sources "$P_HR" hr "$P_PUB" pub
 
-KEY=test-key-alice
-KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+SRCS="$(eg_source_yaml hr "http://localhost:$P_HR/" confidential)
+$(eg_source_yaml pub "http://localhost:$P_PUB/" internal)"
 # conf SECOND: custos.yaml with the sandboxed m1 first and SECOND (a model) second in models.
 conf() {
-	cat >custos.yaml.new <<EOY
-version: 1
-listeners:
-  - { id: local, address: "127.0.0.1:$P_IN" }
-auth:
-  api_keys:
-    - { id: alice, sha256: "$KEYSHA" }
-models:
-$(eg_model_yaml m1 "http://localhost:$P_HR/employees")
-$1
-sandbox_profiles:
-  fx:
-    binds:
-      - { src: $W/fx, dst: /opt/fx }
-    limits: { memory: 1GiB, pids: 64 }
-data_sources:
-  - { id: hr, url: "http://localhost:$P_HR/", classification: confidential, allow_private_addresses: true }
-  - { id: pub, url: "http://localhost:$P_PUB/", classification: internal, allow_private_addresses: true }
-egress:
-  port: $P_EG
-limits:
-  timeouts: { shutdown: 2s }
-audit: { dir: "$W/audit" }
-admin: { socket: "$W/admin.sock" }
-policy: { file: "$W/policy.yaml" }
-EOY
-	chmod 600 custos.yaml.new
-	mv custos.yaml.new custos.yaml
+	eg_sandbox_conf "" "$(eg_model_yaml m1 "http://localhost:$P_HR/employees")
+$1" "$SRCS" "$(printf 'limits:\n  timeouts: { shutdown: 2s }')"
 }
 # policy [BROKEN]: hr for m1, pub for p1 and for m2; BROKEN adds a rule that does not compile.
 policy() {
-	cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-principals:
-  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
-models:
-  m1: { isolation: process }
-  m2: { isolation: process }
-  p1: { isolation: none }
-data:
-  hr: { url: "http://localhost:$P_HR/", classification: confidential }
-  pub: { url: "http://localhost:$P_PUB/", classification: internal }
-rules:
-  - id: chat
+	eg_hr_pub_policy "  p1: { isolation: none }" "  - id: pub-for-p1
     effect: allow
-    when: { direction: ingress, principal: alice }
-  - id: hr-for-m1
-    effect: allow
-    when: { direction: egress, data: hr, method: GET, model: m1, principal.groups: hr, model.isolation: { at_least: process } }
-  - id: pub-for-p1
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: p1 }
-  - id: pub-for-m2
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: m2, model.isolation: { at_least: process } }
-EOY
-	[ -z "${1-}" ] || cat >>policy.yaml <<EOY
+    when: { direction: egress, data: pub, method: GET, model: p1 }${1:+
   - id: broken
     effect: allow
-    when: { direction: egress, data: nosuchsource }
-EOY
-	chmod 600 policy.yaml
+    when: { direction: egress, data: nosuchsource \}}"
 }
 conf "  - { id: p1, upstream: { url: \"http://127.0.0.1:$P_HR\" } }"
 policy
-"$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-up_end=$((SECONDS + 120))
-while [ "$SECONDS" -lt "$up_end" ]; do
-	grep -q 'egress: listener [0-9]* on port [0-9]* for model m1' up.log 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null && break
-	kill -0 $UP 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { tail -20 up.log; echo "FAIL - custos up did not start"; exit 1; }
+eg_sandbox_up 'egress: listener [0-9]* on port [0-9]* for model m1'
 
-chat() {
-	curl -s --max-time 30 -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-		-d '{"model":"'"$1"'","messages":[{"role":"user","content":"'"$2"'"}]}' \
-		-w ' http=%{http_code}' "http://127.0.0.1:$P_IN/v1/chat/completions"
-}
-reload() { curl -s --max-time 90 --unix-socket "$W/admin.sock" -X POST -w ' http=%{http_code}' http://localhost/v1/policy; }
 # status PATH: the egress answer for a GET of pub's PATH through p1's listener.
 status() { curl -s --max-time 20 -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG1" "http://localhost:$P_PUB/$1"; }
 closed() { ! (exec 3<>"/dev/tcp/127.0.0.1/$P_EG1") 2>/dev/null; }
@@ -125,20 +55,20 @@ check "p1 reads pub through egress.port + 1 at start (200)" test "$(status p1-st
 # started (the reload is refused after it), p1's listener is not closed.
 conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/catalogue")"
 policy broken
-OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+OUT=$(eg_reload); echo "reload: $OUT" | cut -c1-300
 check "the reload with a broken policy is refused" bash -c "! grep -q 'http=200' <<<'$OUT'"
 check "after m2's sandbox was started" grep -q 'model m2: sandbox started' up.log
 check "p1's listener still serves (200)" test "$(status p1-after-refusal)" = 200
 eg_wait 30 event p1 p1-after-refusal
 check "audited as p1" grep -q '"model":"p1"' <<<"$EV"
-unrouted() { ! chat m2 x | grep -q 'http=200'; }
+unrouted() { ! eg_chat m2 x | grep -q 'http=200'; }
 check "m2 is not routed (its sandbox was stopped)" unrouted
 check "no listener was added by the refused reload" test "$(made | wc -l)" = 2
 
 # 2. The same custos.yaml with the policy fixed: applied. p1's listener is closed before m2's
 # is added, so m2's takes p1's slot: still two slots.
 policy
-OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+OUT=$(eg_reload); echo "reload: $OUT" | cut -c1-300
 check "the reload removing p1 and adding m2 is applied" grep -q 'http=200' <<<"$OUT"
 eg_wait 30 closed
 check "p1's listener is closed" closed
@@ -147,11 +77,11 @@ check "m2 has an egress listener" test -n "$M2IDX"
 check "m2's listener took p1's slot ($P1IDX; it got ${M2IDX:-none})" test "$M2IDX" = "$P1IDX"
 check "logged as taken again" grep -q "egress: listener $P1IDX taken again" up.log
 check "the listener slots are still two" test "$(made | awk '{ print $1 }' | sort -un | wc -l)" = 2
-OUT=$(chat m2 "read the catalogue"); echo "m2: $OUT" | cut -c1-300
+OUT=$(eg_chat m2 "read the catalogue"); echo "m2: $OUT" | cut -c1-300
 check "m2 reads pub through its listener (200)" grep -q '200 hello from pub /catalogue' <<<"$OUT"
 eg_wait 30 event m2 catalogue
 check "audited as m2 in its sandbox" grep -q '"model":"m2","sandbox":"fx"' <<<"$EV"
-OUT=$(chat m1 "who works here?"); echo "m1: $OUT" | cut -c1-300
+OUT=$(eg_chat m1 "who works here?"); echo "m1: $OUT" | cut -c1-300
 check "m1 reads hr through its own listener throughout" grep -q '200 hello from hr /employees' <<<"$OUT"
 
 kill $UP; wait $UP

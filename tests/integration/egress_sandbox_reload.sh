@@ -11,94 +11,25 @@
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-sbx-reload curl python3
-[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
-unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
-[ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
-chmod 755 "$W"
+eg_sandbox_init
 P_HR=$(port); P_PUB=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 eg_data_sources "$P_HR" hr "$P_PUB" pub
 
-KEY=test-key-alice
-KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+SRCS="$(eg_source_yaml hr "http://localhost:$P_HR/" confidential)
+$(eg_source_yaml pub "http://localhost:$P_PUB/" internal)"
 # conf [EXTRA]: custos.yaml with m1, and EXTRA (more models) after it.
 conf() {
-	cat >custos.yaml.new <<EOY
-version: 1
-log: { level: info, format: json }
-listeners:
-  - { id: local, address: "127.0.0.1:$P_IN" }
-auth:
-  api_keys:
-    - { id: alice, sha256: "$KEYSHA" }
-models:
-$(eg_model_yaml m1 "http://localhost:$P_HR/${M1_PATH:-employees}")
-${1-}
-sandbox_profiles:
-  fx:
-    binds:
-      - { src: $W/fx, dst: /opt/fx }
-    limits: { memory: 1GiB, pids: 64 }
-data_sources:
-  - { id: hr, url: "http://localhost:$P_HR/", classification: confidential, allow_private_addresses: true }
-  - { id: pub, url: "http://localhost:$P_PUB/", classification: internal, allow_private_addresses: true }
-egress:
-  port: $P_EG
-limits:
-  timeouts: { shutdown: 2s }
-audit: { dir: "$W/audit" }
-admin: { socket: "$W/admin.sock" }
-policy: { file: "$W/policy.yaml" }
-EOY
-	chmod 600 custos.yaml.new
-	mv custos.yaml.new custos.yaml
+	eg_sandbox_conf "log: { level: info, format: json }" \
+		"$(eg_model_yaml m1 "http://localhost:$P_HR/${M1_PATH:-employees}")
+${1-}" "$SRCS" "$(printf 'limits:\n  timeouts: { shutdown: 2s }')"
 }
 conf
 # hr only for m1 (and alice in group hr); pub only for m2: each decision is the model's own.
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-principals:
-  alice: { match: { api_key_sha256: "$KEYSHA" }, groups: [hr] }
-models:
-  m1: { isolation: process }
-  m2: { isolation: process }
-data:
-  hr: { url: "http://localhost:$P_HR/", classification: confidential }
-  pub: { url: "http://localhost:$P_PUB/", classification: internal }
-rules:
-  - id: chat
-    effect: allow
-    when: { direction: ingress, principal: alice }
-  - id: hr-for-m1
-    effect: allow
-    when: { direction: egress, data: hr, method: GET, model: m1, principal.groups: hr, model.isolation: { at_least: process } }
-  - id: pub-for-m2
-    effect: allow
-    when: { direction: egress, data: pub, method: GET, model: m2, model.isolation: { at_least: process } }
-EOY
-chmod 600 policy.yaml
-"$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-# up to 120 s, as eg_up (egress_lib.bash): 300 polls were about 30 s, tight for starting the
-# sandboxes under ASan on a loaded two-core machine
-up_end=$((SECONDS + 120))
-while [ "$SECONDS" -lt "$up_end" ]; do
-	grep -q 'egress: listener 0 on port' up.log 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null && break
-	kill -0 $UP 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { tail -20 up.log; echo "FAIL - custos up did not start"; exit 1; }
+eg_hr_pub_policy
+eg_sandbox_up 'egress: listener 0 on port'
 
-# chat MODEL PROMPT: the model's reply (what it read through egress), or the HTTP error.
-chat() {
-	curl -s --max-time 30 -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-		-d '{"model":"'"$1"'","messages":[{"role":"user","content":"'"$2"'"}]}' \
-		-w ' http=%{http_code}' "http://127.0.0.1:$P_IN/v1/chat/completions"
-}
-reload() { curl -s --max-time 90 --unix-socket "$W/admin.sock" -X POST -w ' http=%{http_code}' http://localhost/v1/policy; }
-m1_reads_hr() { chat m1 "who works here?" | grep -q '200 hello from hr /employees'; }
+m1_reads_hr() { eg_chat m1 "who works here?" | grep -q '200 hello from hr /employees'; }
 events() { cat "$W"/audit/* 2>/dev/null | grep 'egress.request' | sed 's/\\"/"/g'; }
 EV=""
 event() { EV=$(events | grep '"model":"'"$1"'"' | grep '"decision":"'"$2"'"' | tail -1); [ -n "$EV" ]; }
@@ -107,16 +38,16 @@ check "m1 reads hr through its egress listener before any reload" m1_reads_hr
 
 # 1. Add m2 (admin API reload): its listener is made inside its sandbox, as at start.
 conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/catalogue")"
-OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+OUT=$(eg_reload); echo "reload: $OUT" | cut -c1-300
 check "the reload adding a sandboxed model with egress on is applied" grep -q 'http=200' <<<"$OUT"
 check "no egress port on the host for m2 either" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null"
-OUT=$(chat m2 "read the catalogue"); echo "m2: $OUT" | cut -c1-300
+OUT=$(eg_chat m2 "read the catalogue"); echo "m2: $OUT" | cut -c1-300
 check "the added model reads an allowed source through custos (200)" grep -q '200 hello from pub /catalogue' <<<"$OUT"
 eg_wait 30 event m2 allow
 check "audited as m2 in its sandbox" grep -q '"model":"m2","sandbox":"fx"' <<<"$EV"
 check "with the source pub" grep -q '"data_source":"pub"' <<<"$EV"
 check "its listener's taint raised to internal" grep -q '"taint":1' <<<"$EV"
-OUT=$(chat m2 "fetch http://localhost:$P_HR/employees"); echo "m2: $OUT" | cut -c1-300
+OUT=$(eg_chat m2 "fetch http://localhost:$P_HR/employees"); echo "m2: $OUT" | cut -c1-300
 check "a source m2's rules do not allow is refused (403)" grep -q '"content": "403 policy' <<<"$OUT"
 eg_wait 30 event m2 deny
 check "the refusal audited as m2's, with the source hr" grep -q '"model":"m2","sandbox":"fx".*"data_source":"hr"' <<<"$EV"
@@ -127,21 +58,21 @@ check "m1 still reads hr through its own listener" m1_reads_hr
 # 2. Remove m2: its sandbox stops and its listener is closed; m1's is untouched.
 M2PID=$(grep -o 'model m2: sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | tail -1)
 conf
-OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+OUT=$(eg_reload); echo "reload: $OUT" | cut -c1-300
 check "the reload removing it is applied" grep -q 'http=200' <<<"$OUT"
 closed() { grep -q 'egress: listener [0-9]* for model m2 closed (sandbox removed)' up.log; }
 eg_wait 30 closed
 check "m2's egress listener is closed" closed
 gone() { ! kill -0 "$M2PID" 2>/dev/null; }
 check "after its sandbox stopped" gone
-check "m2 is unknown" grep -q 'http=404' <<<"$(chat m2 x)"
+check "m2 is unknown" grep -q 'http=404' <<<"$(eg_chat m2 x)"
 check "m1 reads hr after m2's removal" m1_reads_hr
 
 # 3. Add m2 again, by SIGHUP: a new listener in its new sandbox.
 conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/again")"
 N=$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m2' up.log)
 kill -HUP $UP
-m2_again() { chat m2 x | grep -q '200 hello from pub /again'; }
+m2_again() { eg_chat m2 x | grep -q '200 hello from pub /again'; }
 eg_wait 60 m2_again
 check "m2 added again by SIGHUP reads through its new listener" m2_again
 check "on a listener of its own" test "$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m2' up.log)" -gt "$N"
@@ -152,9 +83,9 @@ check "m1 reads hr at the end" m1_reads_hr
 M1PID=$(grep -o 'model m1: sandbox started (pid [0-9]*' up.log | grep -o '[0-9]*$' | tail -1)
 N=$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m1' up.log)
 M1_PATH=changed conf "$(eg_model_yaml m2 "http://localhost:$P_PUB/again")"
-OUT=$(reload); echo "reload: $OUT" | cut -c1-300
+OUT=$(eg_reload); echo "reload: $OUT" | cut -c1-300
 check "the reload changing m1's command is applied" grep -q 'http=200' <<<"$OUT"
-OUT=$(chat m1 x); echo "m1: $OUT" | cut -c1-300
+OUT=$(eg_chat m1 x); echo "m1: $OUT" | cut -c1-300
 check "right after it, m1's new sandbox reads hr through custos" grep -q '200 hello from hr /changed' <<<"$OUT"
 check "on a listener of its own" test "$(grep -c 'egress: listener [0-9]* on port [0-9]* for model m1' up.log)" -gt "$N"
 closed1() { grep -q 'egress: listener [0-9]* for model m1 closed (sandbox removed)' up.log; }
@@ -162,7 +93,7 @@ eg_wait 30 closed1
 check "the old m1 sandbox's listener is closed" closed1
 gone1() { ! kill -0 "$M1PID" 2>/dev/null; }
 check "after the old sandbox stopped" gone1
-OUT=$(chat m1 x); echo "m1: $OUT" | cut -c1-300
+OUT=$(eg_chat m1 x); echo "m1: $OUT" | cut -c1-300
 check "the new m1 reads hr after the old one's listener closed" grep -q '200 hello from hr /changed' <<<"$OUT"
 check "m2 is untouched" m2_again
 kill $UP; wait $UP

@@ -8,45 +8,14 @@
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egress-sbx curl python3
-[ "$(id -u)" -eq 0 ] || { echo "SKIPPED: needs root for the process sandbox"; exit 77; }
-unshare -Urn true 2>/dev/null || { echo "SKIPPED: user/network namespaces not available"; exit 77; }
-[ -x /usr/bin/python3 ] || { echo "SKIPPED: no /usr/bin/python3 for the sandboxed model"; exit 77; }
-chmod 755 "$W"
+eg_sandbox_init
 P_HR=$(port); P_IN=$(port); P_EG=$(port)
 cd "$W"
 eg_data_sources "$P_HR" hr
 
-KEY=test-key-alice
-KEYSHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-cat >custos.yaml <<EOY
-version: 1
-log: { level: info, format: json }
-listeners:
-  - { id: local, address: "127.0.0.1:$P_IN" }
-auth:
-  api_keys:
-    - { id: alice, sha256: "$KEYSHA" }
-models:
-  - id: m1
-    sandbox:
-      type: process
-      profile: fx
-      command: [/usr/bin/python3, /opt/fx/egress_upstream.py, model, "8000", "http://127.0.0.1:$P_EG", "http://localhost:$P_HR/employees"]
-      port: 8000
-      health: { start_timeout: 20s }
-sandbox_profiles:
-  fx:
-    binds:
-      - { src: $W/fx, dst: /opt/fx }
-    limits: { memory: 1GiB, pids: 64 }
-data_sources:
-  - { id: hr, url: "http://localhost:$P_HR/", classification: confidential, allow_private_addresses: true }
-egress:
-  port: $P_EG
-audit: { dir: "$W/audit" }
-admin: { socket: "$W/admin.sock" }
-policy: { file: "$W/policy.yaml" }
-EOY
+eg_sandbox_conf "log: { level: info, format: json }" \
+	"$(eg_model_yaml m1 "http://localhost:$P_HR/employees")" \
+	"$(eg_source_yaml hr "http://localhost:$P_HR/" confidential)"
 cat >policy.yaml <<EOY
 version: 1
 mode: enforce
@@ -64,19 +33,8 @@ rules:
     effect: allow
     when: { direction: egress, data: hr, method: GET, principal.groups: hr, model.isolation: { at_least: process } }
 EOY
-chmod 600 custos.yaml policy.yaml
-"$BIN" config check custos.yaml >/dev/null 2>&1 || { "$BIN" config check custos.yaml; echo "FAIL - config"; exit 1; }
-"$BIN" up -c custos.yaml >up.log 2>&1 & UP=$!
-PIDS+=($UP)
-# up to 120 s, as eg_up (egress_lib.bash): 300 polls were about 30 s, tight for starting the
-# sandboxes under ASan on a loaded two-core machine
-up_end=$((SECONDS + 120))
-while [ "$SECONDS" -lt "$up_end" ]; do
-	grep -q 'egress: listener 0 on port' up.log 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$P_IN) 2>/dev/null && break
-	kill -0 $UP 2>/dev/null || break
-	sleep 0.1
-done
-kill -0 $UP 2>/dev/null || { tail -20 up.log; echo "FAIL - custos up did not start"; exit 1; }
+chmod 600 policy.yaml
+eg_sandbox_up 'egress: listener 0 on port'
 check "no egress port on the host (the listener lives in the sandbox)" \
 	bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$P_EG) 2>/dev/null"
 OUT=$(curl -s --max-time 20 -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \

@@ -253,3 +253,35 @@ conf_models() {
 	chmod 600 "$work/custos.yaml.new"
 	mv "$work/custos.yaml.new" "$work/custos.yaml"
 }
+
+# admin_tcp_setup [LINE...]: the start of the tests of the admin API over TCP: the PKI, the
+# model-server fixture (--tokens 4), $work/policy.yaml and $work/custos.yaml (write_config)
+# with an admin: section of the Unix socket $work/admin.sock, each LINE (a key of admin:,
+# indented two spaces) and a TCP listener on 127.0.0.1:$APORT whose token, $TOKEN, is in
+# $work/token (mode 0600).
+admin_tcp_setup() {
+	make_pki
+	start_fixture model --tokens 4
+	write_policy "$work/policy.yaml"
+	NO_DEFAULT_ADMIN=1 write_config "$work/custos.yaml" "$FX_PORT"
+	TOKEN=admin-token-$RANDOM$RANDOM
+	printf '%s\n' "$TOKEN" >"$work/token"
+	chmod 600 "$work/token"
+	APORT=$(free_port)
+	{
+		printf 'admin:\n  socket: %s/admin.sock\n' "$work"
+		[ $# -eq 0 ] || printf '%s\n' "$@"
+		cat <<CFG
+  tcp:
+    address: "127.0.0.1:$APORT"
+    token_sha256: "$(sha256hex "$TOKEN")"
+CFG
+	} >>"$work/custos.yaml"
+}
+
+# start_admin_custos: start_custos of $work/custos.yaml, then waits (60 s) for the admin
+# socket; ends the test (exit 1) without it.
+start_admin_custos() {
+	start_custos "$work/custos.yaml"
+	wait_until 60 test -S "$work/admin.sock" || { fail "no admin socket after 60 s"; exit 1; }
+}
