@@ -194,6 +194,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_set_ex_data)                                                                         \
 	X(SSL_set_fd)                                                                              \
 	X(SSL_shutdown)                                                                            \
+	X(SSL_version)                                                                             \
 	X(SSL_write)                                                                               \
 	X(SSL_write_ex)                                                                            \
 	X(TLS_client_method)                                                                       \

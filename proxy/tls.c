@@ -149,7 +149,7 @@ static SSL_TICKET_RETURN ticket_decrypted_cb(SSL *s, SSL_SESSION *ss, const unsi
                                              size_t keyname_len, SSL_TICKET_STATUS status,
                                              void *arg)
 {
-	(void)s, (void)keyname, (void)keyname_len, (void)arg;
+	(void)keyname, (void)keyname_len, (void)arg;
 	switch (status) {
 	case SSL_TICKET_SUCCESS:
 	case SSL_TICKET_SUCCESS_RENEW:
@@ -166,7 +166,13 @@ static SSL_TICKET_RETURN ticket_decrypted_cb(SSL *s, SSL_SESSION *ss, const unsi
 		          "period: full handshake");
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
 	}
-	return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+	/* TLS 1.3 tickets are single-use for the client (RFC 8446 8.1; OpenSSL's client resumes
+	 * a session only from a ticket it has not used yet): a resumed TLS 1.3 connection gets a
+	 * fresh ticket, or the client's next connection would be a full handshake. A TLS 1.2
+	 * ticket may be used again, so it is renewed only when its key was rotated out. */
+	if (status == SSL_TICKET_SUCCESS_RENEW || SSL_version(s) >= TLS1_3_VERSION)
+		return SSL_TICKET_RETURN_USE_RENEW;
+	return SSL_TICKET_RETURN_USE;
 }
 
 /* ALPN: the listener's protocols in its order of preference, in wire format (length-prefixed

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ctest: serial
 # TLS session tickets with rotating keys through the real binary with openssl s_client
-# (-sess_out / -sess_in, "Reused" or "New"): resumption works on TLS 1.2 and 1.3; with
+# (-sess_out / -sess_in, "Reused" or "New"): resumption works on TLS 1.2 and 1.3 (and on TLS 1.3
+# a resumed connection gets a fresh ticket, so a chain of connections keeps resuming); with
 # ticket_key_rotation: 5s a ticket is still accepted after its key was rotated out (for one more
 # period, and the client gets a fresh ticket), and refused once that period is over (a full
 # handshake), even while the ticket's own session is younger than its lifetime.
@@ -47,6 +48,10 @@ wait_until 30 key0_logged || { fail "no 'session ticket key rotated' after the f
 t0=$(date -d "$(sed -n 's/^\([0-9T:.-]*Z\) .*session ticket key rotated.*/\1/p' "$work/custos.log" | head -1)" +%s%3N)
 [ -n "$t0" ] || { fail "no time on the key's log line"; exit 1; }
 check "TLS 1.3: resumed from its ticket" "$(sess tls1_3 r.pem t1.pem)" Reused
+# TLS 1.3 tickets are single-use: the resumed connection must have been sent a fresh ticket,
+# or the client's next connection is a full handshake (wrk, browsers: every other one)
+check "TLS 1.3: the resumed connection's fresh ticket resumes the next one" "$(sess tls1_3 r2.pem r.pem)" Reused
+check "... and the one after" "$(sess tls1_3 r3.pem r2.pem)" Reused
 check "TLS 1.2 full handshake" "$(sess tls1_2 t12.pem)" New
 check "TLS 1.2: resumed from its ticket" "$(sess tls1_2 r12.pem t12.pem)" Reused
 # T3: a later ticket under K0 (K0 issues for P seconds after t0)
