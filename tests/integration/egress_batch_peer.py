@@ -25,49 +25,16 @@ import struct
 import sys
 import threading
 
-
-def hello(host):
-    name = host.encode()
-    sni = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name
-    ext = struct.pack("!HH", 0, len(sni)) + sni
-    body = (b"\x03\x03" + os.urandom(32) + b"\x00" + struct.pack("!H", 2) + b"\x13\x01" +
-            b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
-    hs = b"\x01" + struct.pack("!I", len(body))[1:] + body
-    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
-
-
-def recv_exact(s, n, buf=b""):
-    while len(buf) < n:
-        d = s.recv(65536)
-        if not d:
-            raise EOFError("closed after %d of %d bytes" % (len(buf), n))
-        buf += d
-    return buf
-
-
-def head_of(s, buf):
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise EOFError("closed in a head")
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    hdrs = {}
-    for ln in lines[1:]:
-        k, v = ln.split(":", 1)
-        hdrs[k.strip().lower()] = v.strip()
-    return lines[0], hdrs, rest
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from egress_peerlib import client_hello, connect, in_parallel, recv_exact, serve  # noqa: E402
+from pyhttp import read_head, read_response  # noqa: E402
 
 
 def serve_conn(c):
     try:
         first = recv_exact(c, 5)
         if first[0] == 0x16:  # a tunnel: echo after the ClientHello, half-close after the client
-            n = struct.unpack("!H", first[3:5])[0]
-            rest = recv_exact(c, 5 + n, first)[5 + n:]
-            if rest:
-                c.sendall(rest)
+            recv_exact(c, struct.unpack("!H", first[3:5])[0])
             while True:
                 d = c.recv(65536)
                 if not d:
@@ -77,7 +44,7 @@ def serve_conn(c):
             return
         buf = first
         while True:
-            line, hdrs, buf = head_of(c, buf)
+            line, hdrs, buf = read_head(c, buf)
             n = int(hdrs.get("content-length", "0"))
             buf = recv_exact(c, n, buf)
             body, buf = buf[:n], buf[n:]
@@ -93,27 +60,7 @@ def serve_conn(c):
         c.close()
 
 
-def server(port, state):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(256)
-    with open(state + ".port.tmp", "w") as f:
-        f.write(str(ls.getsockname()[1]))
-    os.replace(state + ".port.tmp", state + ".port")
-    while True:
-        c, _ = ls.accept()
-        threading.Thread(target=serve_conn, args=(c,), daemon=True).start()
-
-
-def read_response(s, buf):
-    line, hdrs, rest = head_of(s, buf)
-    n = int(hdrs["content-length"])
-    rest = recv_exact(s, n, rest)
-    return int(line.split(" ")[1]), rest[:n], rest[n:]
-
-
-def fwd_one(proxy, port, i, reqs, fails):
+def fwd_one(i, proxy, port, reqs, fails):
     try:
         c = socket.create_connection(("127.0.0.1", proxy))
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -147,21 +94,12 @@ def fwd_one(proxy, port, i, reqs, fails):
         fails.append((i, repr(e)))
 
 
-def tunnel_one(proxy, port, i, writes, fails):
+def tunnel_one(i, proxy, port, writes, fails):
     try:
-        s = socket.create_connection(("127.0.0.1", proxy))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.settimeout(60)
-        s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (port, port))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            d = s.recv(1)
-            if not d:
-                raise EOFError("closed before the CONNECT answer")
-            head += d
-        if not head.startswith(b"HTTP/1.1 200"):
+        s, head = connect(proxy, "localhost", port, timeout=60, nodelay=True)
+        if not head.startswith(b"HTTP/1.1 200") or not head.endswith(b"\r\n\r\n"):
             raise ValueError("CONNECT answered %r" % head[:40])
-        s.sendall(hello("localhost"))
+        s.sendall(client_hello("localhost"))
         got = bytearray()
         err = []
 
@@ -201,16 +139,12 @@ def tunnel_one(proxy, port, i, writes, fails):
 def main():
     cmd = sys.argv[1]
     if cmd == "server":
-        server(int(sys.argv[2]), sys.argv[3])
+        serve(int(sys.argv[2]), sys.argv[3], 256, serve_conn)
         return
     proxy, port, conns, n = (int(a) for a in sys.argv[2:6])
     fails = []
     fn = fwd_one if cmd == "fwd" else tunnel_one
-    ts = [threading.Thread(target=fn, args=(proxy, port, i, n, fails)) for i in range(conns)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    in_parallel(conns, fn, proxy, port, n, fails)
     print(len(fails), fails[:3])
 
 

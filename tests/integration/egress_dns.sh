@@ -75,12 +75,7 @@ egress:
 audit: { dir: "$W/audit" }
 policy: { file: "$W/policy.yaml" }
 EOY
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
 $(for n in data alias v6only private meta mapped mixed big nx; do echo "  $n: { url: \"http://$n.custos.test:$P_HTTP/\", classification: public }"; done)
 rules:
   - id: read

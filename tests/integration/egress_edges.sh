@@ -42,12 +42,7 @@ egress:
 audit: { dir: "$W/audit" }
 policy: { file: "$W/policy.yaml" }
 EOY
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   web: { url: "http://127.0.0.1:$P_SRC/", classification: internal }
   cap: { url: "http://127.0.0.1:$P_SRC/cap/", classification: internal }
   icpt: { url: "https://localhost:$P_ICPT/", classification: internal }

@@ -30,12 +30,7 @@ egress:
 audit: { dir: "$W/audit" }
 policy: { file: "$W/policy.yaml" }
 EOY
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   src: { url: "http://localhost:$P_SRC/", classification: internal }
 rules:
   - id: read
@@ -130,10 +125,4 @@ fi
 kill -TERM $UP 2>/dev/null
 wait $UP 2>/dev/null
 
-if [ $FAILS -gt 0 ]; then
-	echo "--- custos log (tail)"
-	tail -n 30 up.log
-	echo "$FAILS failed"
-	exit 1
-fi
-echo "all passed"
+eg_done

@@ -15,9 +15,10 @@ many PROXY PORT C R      C connections x R keep-alive GETs each in parallel; pri
 import os
 import socket
 import sys
-import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from egress_peerlib import in_parallel, serve, write_file  # noqa: E402
 
 def recv_head(s, buf=b""):
     while b"\r\n\r\n" not in buf:
@@ -68,9 +69,7 @@ def read_response(s, buf=b""):
 
 def bump(path, k):
     """Writes k to path as one step: a reader never sees the file empty or half written."""
-    with open(path + ".tmp", "w") as f:
-        f.write(str(k))
-    os.replace(path + ".tmp", path)
+    write_file(path, str(k))
 
 
 def read_body(c, buf, n):
@@ -142,14 +141,7 @@ def serve_conn(c, state):
 
 
 def server(port, state):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(256)
-    bump(state + ".port", ls.getsockname()[1])
-    while True:
-        c, _ = ls.accept()
-        threading.Thread(target=serve_conn, args=(c, state), daemon=True).start()
+    serve(port, state, 256, serve_conn, state)
 
 
 def get(path, port):
@@ -221,11 +213,7 @@ def main():
             except Exception as e:  # noqa: BLE001 - any failure counts
                 fails.append((i, repr(e)))
 
-        ts = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        in_parallel(conns, one)
         print(len(fails), fails[:3])
 
 

@@ -33,12 +33,7 @@ SRCS=$(
 )
 eg_m1_conf info "$SRCS" "  ca_dir: \"$W/ca\"
 $EG_TIMEOUTS"
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   red: { url: "http://localhost:$P_D/redact/", classification: internal }
   den: { url: "http://localhost:$P_D/deny/", classification: internal }
   lg: { url: "http://localhost:$P_D/log/", classification: internal }

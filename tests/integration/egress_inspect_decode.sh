@@ -96,12 +96,7 @@ P_D=$(eg_port_file "$W/src.port") || exit 1
 
 SRCS=$(for s in up rd pl; do eg_source_yaml "$s" "http://localhost:$P_D/$s/" internal; done)
 eg_m1_conf info "$SRCS" "$EG_TIMEOUTS"
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   up: { url: "http://localhost:$P_D/up/", classification: internal }
   rd: { url: "http://localhost:$P_D/rd/", classification: internal }
   pl: { url: "http://localhost:$P_D/pl/", classification: internal }

@@ -27,12 +27,7 @@ SRCS="$(eg_source_yaml upr "http://localhost:$P_D/up-redact/" internal)
 $(eg_source_yaml red "http://localhost:$P_D/redact/" internal)"
 eg_m1_conf info "$SRCS" "  timeouts: { connect: 2s, read: 20s, idle: 20s }
   inspect: { max_body: 64KiB, max_held: 849KiB }"
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   upr: { url: "http://localhost:$P_D/up-redact/", classification: internal }
   red: { url: "http://localhost:$P_D/redact/", classification: internal }
 rules:

@@ -3,10 +3,11 @@
 # sets BIN and SRC, skips (exit 77) when a TOOL is missing, makes the work directory $W (removed
 # at exit unless EGRESS_KEEP is set), stops every pid in PIDS at exit, and defines ok, bad,
 # check (counting failures in FAILS), port (a free loopback TCP port), the waits below
-# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_record_source, eg_source_yaml, for the tests
-# with sandboxed models eg_sandbox_init, eg_data_sources, eg_model_yaml, eg_sandbox_conf,
-# eg_hr_pub_policy, eg_sandbox_up, eg_chat and eg_reload, and for those with one plain model eg_m1_conf (with
-# EG_TIMEOUTS), eg_start, eg_events, eg_event_now, eg_event and eg_stop.
+# (eg_wait, eg_listening, eg_port_file, eg_up), eg_upstream_pki, eg_record_source,
+# eg_source_yaml, eg_policy_data, for the tests with sandboxed models eg_sandbox_init,
+# eg_data_sources, eg_model_yaml, eg_sandbox_conf, eg_hr_pub_policy, eg_sandbox_up, eg_chat and
+# eg_reload, and for those with one plain model eg_m1_conf (with EG_TIMEOUTS), eg_m1_policy,
+# eg_start, eg_events, eg_event_now, eg_event, eg_count, eg_at_least, eg_stop and eg_done.
 eg_init() {
 	local name=$1 t
 	shift
@@ -162,6 +163,9 @@ eg_source_yaml() {
 		"$1" "$2" "$3" "${4:+, $4}"
 }
 
+# eg_policy_data ID URL CLASS: a data: entry of a policy (indented two spaces).
+eg_policy_data() { printf '  %s: { url: "%s", classification: %s }\n' "$1" "$2" "$3"; }
+
 # eg_sandbox_conf LOG MODELS SOURCES [TOP]: writes custos.yaml in the current directory (mode
 # 0600, by a rename, so a reload never reads half a file) for the tests with sandboxed models:
 # the log: line LOG (none when empty), the listener 127.0.0.1:$P_IN, alice's key $KEYSHA, the
@@ -301,6 +305,16 @@ EOY
 	} >custos.yaml
 }
 
+# eg_m1_policy: writes policy.yaml in the current directory for the tests with one plain model:
+# version 1, mode enforce, the model m1 (isolation process) and "data:", then its standard input
+# (the data: entries, "rules:" and the rules).
+eg_m1_policy() {
+	{
+		printf '%s\n' 'version: 1' 'mode: enforce' 'models:' '  m1: { isolation: process }' 'data:'
+		cat
+	} >policy.yaml
+}
+
 # eg_start PORT...: custos up -c custos.yaml (pid UP, its log up.log), waited for as eg_up with
 # the peers' PORTs; sets PX, the egress proxy's URL.
 eg_start() {
@@ -322,8 +336,18 @@ eg_event() {
 	eg_event_now "$1"
 }
 
+# eg_count TEXT...: how many events (eg_events) hold every TEXT (fixed strings).
+eg_count() {
+	local ev t
+	ev=$(eg_events)
+	for t in "$@"; do ev=$(grep -F -- "$t" <<<"$ev"); done
+	if [ -n "$ev" ]; then wc -l <<<"$ev"; else echo 0; fi
+}
+# eg_at_least N TEXT...: N or more events hold every TEXT (for eg_wait: the audit writer batches).
+eg_at_least() { [ "$(eg_count "${@:2}")" -ge "$1" ]; }
+
 # eg_stop [HOW]: stops custos up (SIGTERM) and checks that it exits 0 without a sanitizer
-# report in up.log (the check says "stops cleanly HOW"); prints the report when there is one.
+# report in up.log (no line naming a Sanitizer, no UBSan "runtime error") (the check says "stops cleanly HOW"); prints the report when there is one.
 eg_stop() {
 	local rc
 	kill "$UP"
@@ -331,6 +355,18 @@ eg_stop() {
 	rc=$?
 	PIDS=("${PIDS[@]/$UP}")
 	check "custos up stops cleanly${1:+ $1} (exit $rc, no sanitizer report)" \
-		bash -c "[ $rc = 0 ] && ! grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' $W/up.log"
-	grep -A12 -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error' up.log | head -40
+		bash -c "[ $rc = 0 ] && ! grep -q -e 'Sanitizer' -e 'runtime error' $W/up.log"
+	grep -A12 -e 'Sanitizer' -e 'runtime error' up.log | head -40
+}
+
+# eg_done: ends a test: with failures (FAILS), the tail of up.log, "N failed" and exit 1; else
+# "all passed".
+eg_done() {
+	if [ "$FAILS" -gt 0 ]; then
+		echo "--- custos log (tail)"
+		tail -n 30 up.log
+		echo "$FAILS failed"
+		exit 1
+	fi
+	echo "all passed"
 }

@@ -38,12 +38,7 @@ egress:
 audit: { dir: "$W/audit", durability: sync }
 policy: { file: "$W/policy.yaml" }
 EOY
-cat >policy.yaml <<EOY
-version: 1
-mode: enforce
-models:
-  m1: { isolation: process }
-data:
+eg_m1_policy <<EOY
   peer: { url: "https://localhost:$P_PEER/", classification: internal }
   peer-http: { url: "http://localhost:$P_PEER/", classification: internal }
   capped: { url: "https://localhost:$P_CAP/", classification: public }
@@ -71,7 +66,7 @@ audited() { eg_wait 30 ondisk "$@"; } # the same, waiting for the writer
 PY() { timeout 60 python3 "$PEER" "$@"; }
 
 # --- integrity and half-close: 3 MiB up, the client half-closes, the answer still comes back
-HELLO_LEN=$(python3 -c "import sys; sys.path.insert(0,'$SRC/tests/integration'); import egress_relay_peer as p; print(len(p.hello('localhost')))")
+HELLO_LEN=$(python3 -c "import sys; sys.path.insert(0,'$SRC/tests/integration'); import egress_peerlib as p; print(len(p.client_hello('localhost')))")
 out=$(PY sink "$P_EG" localhost "$P_PEER" $((3 << 20)))
 check "half-close: the source saw every byte and EOF, its answer came back ($out)" \
 	test "$out" = "got $((3 << 20))"

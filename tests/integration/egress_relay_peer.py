@@ -30,26 +30,8 @@ import sys
 import threading
 import time
 
-
-def hello(host):
-    name = host.encode()
-    sni = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name
-    ext = struct.pack("!HH", 0, len(sni)) + sni
-    body = (b"\x03\x03" + os.urandom(32) + b"\x00" + struct.pack("!H", 2) + b"\x13\x01" +
-            b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
-    hs = b"\x01" + struct.pack("!I", len(body))[1:] + body
-    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
-
-
-def recv_exact(s, n):
-    b = b""
-    while len(b) < n:
-        d = s.recv(n - len(b))
-        if not d:
-            raise EOFError
-        b += d
-    return b
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from egress_peerlib import client_hello, connect, recv_exact, serve, write_file  # noqa: E402
 
 def bump(path, k=1):
     with lock:
@@ -57,9 +39,7 @@ def bump(path, k=1):
             v = int(open(path).read() or 0)
         except (FileNotFoundError, ValueError):
             v = 0
-        with open(path + ".tmp", "w") as f:
-            f.write(str(v + k))
-        os.replace(path + ".tmp", path)
+        write_file(path, str(v + k))
 
 
 lock = threading.Lock()
@@ -96,9 +76,7 @@ def serve_conn(c, state):
             while sent < n:
                 k = c.send(chunk[: min(len(chunk), n - sent)])
                 sent += k
-                with open(state + ".sent.tmp", "w") as f:
-                    f.write(str(sent))
-                os.replace(state + ".sent.tmp", state + ".sent")
+                write_file(state + ".sent", str(sent))
         elif cmd == b"I":
             while c.recv(65536):
                 pass
@@ -109,32 +87,14 @@ def serve_conn(c, state):
 
 
 def server(port, state):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(64)
-    with open(state + ".port.tmp", "w") as f:
-        f.write(str(ls.getsockname()[1]))
-    os.replace(state + ".port.tmp", state + ".port")
-    while True:
-        c, _ = ls.accept()
-        bump(state + ".conns")
-        threading.Thread(target=serve_conn, args=(c, state), daemon=True).start()
+    serve(port, state, 64, serve_conn, state, on_accept=lambda: bump(state + ".conns"))
 
 
 def tunnel(proxy, host, port):
-    s = socket.create_connection(("127.0.0.1", proxy))
-    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port,
-                                                                    host.encode(), port))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        d = s.recv(1)
-        if not d:
-            break
-        head += d
+    s, head = connect(proxy, host, port)
     status = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 1 else "none"
     if status == "200":
-        s.sendall(hello(host))
+        s.sendall(client_hello(host))
     return s, status
 
 

@@ -1,34 +1,15 @@
 #!/usr/bin/env bash
 # Operations: `cmake --install` into a DESTDIR lays out the FHS tree; CPack builds a .deb whose
 # metadata dpkg-deb shows; systemd-analyze verifies the unit; dpkg -i installs a working
-# `custos version` (skipped when a custos package is already installed on this machine, so a
-# developer's own install is never replaced), and the package is purged again.
+# `custos version` and the package is purged again, both in a throwaway root: an overlay of this
+# machine's / (its upper layer a tmpfs) in a private mount namespace, chrooted into, so the
+# maintainer scripts (adduser, chown, deluser) run for real but nothing reaches the host's
+# files, users or dpkg database (checked at the end).
 set -euo pipefail
 src=${CUSTOS_SRC:?}
 work=$(mktemp -d /tmp/custos-ops.XXXXXX)
-installed_by_us=0
-cleanup() {
-	if [ "$installed_by_us" = 1 ]; then
-		dpkg_locked --purge custos >/dev/null 2>&1 || true
-	fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 fail=0
-# dpkg refuses while apt runs elsewhere on the machine: wait for its lock (bounded).
-dpkg_locked() { # dpkg_locked ARGS... : runs dpkg, retrying while the lock is held
-	local i
-	for i in $(seq 1 60); do
-		if dpkg "$@" >"$work/dpkg.out" 2>&1; then
-			cat "$work/dpkg.out"
-			return 0
-		fi
-		grep -q 'lock' "$work/dpkg.out" || break
-		sleep 5
-	done
-	cat "$work/dpkg.out"
-	return 1
-}
 check() { # check DESCRIPTION COMMAND...
 	local what=$1
 	shift
@@ -98,22 +79,62 @@ check "conffiles list /etc/custos/custos.yaml" \
 check "postinst creates the custos user" \
 	bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./postinst | grep -q 'adduser --system'"
 
-if dpkg -s custos >/dev/null 2>&1; then
-	echo "SKIPPED part: a custos package is already installed here; not replacing it"
-elif [ "$(id -u)" -ne 0 ]; then
-	echo "SKIPPED part: dpkg -i needs root"
-else
-	installed_by_us=1
-	check "dpkg -i installs the package" dpkg_locked -i "$deb"
-	check "installed custos version runs" /usr/bin/custos version
-	check "custos system user exists" getent passwd custos
+# The install part runs in its own mount namespace: a tmpfs, an overlay of / on it and a chroot
+# into the overlay (with its own /dev, /proc and an empty /run, so no systemctl reaches the host's
+# systemd). All of it goes when the namespace's last process exits.
+in_throwaway_root() {
+	local r="$work/ov/root"
+	if ! { mount -t tmpfs -o mode=0755 custos-ops "$work/ov" &&
+		mkdir "$work/ov/up" "$work/ov/wk" "$r" &&
+		mount -t overlay overlay -o "lowerdir=/,upperdir=$work/ov/up,workdir=$work/ov/wk" "$r" &&
+		mount --bind /dev "$r/dev" && mount -t proc proc "$r/proc" &&
+		mount -t tmpfs tmpfs "$r/run" && cp "$deb" "$r/tmp/custos-test.deb"; }; then
+		echo "FAIL: the throwaway root could not be set up"
+		exit 1
+	fi
+	in_root() { chroot "$r" "$@"; }
+	check "dpkg -i installs the package" in_root dpkg -i /tmp/custos-test.deb
+	check "installed custos version runs" in_root /usr/bin/custos version
+	check "custos system user exists" in_root getent passwd custos
 	check "/var/lib/custos is 0750 custos" \
-		bash -c "[ \"\$(stat -c '%a %U' /var/lib/custos)\" = '750 custos' ]"
+		bash -c "[ \"\$(chroot '$r' stat -c '%a %U' /var/lib/custos)\" = '750 custos' ]"
+	check "/etc/custos/custos.yaml is 0640 root:custos" \
+		bash -c "[ \"\$(chroot '$r' stat -c '%a %U:%G' /etc/custos/custos.yaml)\" = '640 root:custos' ]"
 	check "installed config passes config check" \
-		/usr/bin/custos config check /etc/custos/custos.yaml
+		in_root /usr/bin/custos config check /etc/custos/custos.yaml
 	check "systemd-analyze verify accepts the installed unit" \
-		systemd-analyze verify /usr/lib/systemd/system/custos.service
-	check "dpkg --purge removes it" dpkg_locked --purge custos
-	installed_by_us=0
+		in_root systemd-analyze verify /usr/lib/systemd/system/custos.service
+	check "dpkg --purge removes it" in_root dpkg --purge custos
+	check "purge removed the binary, /etc/custos, /var/lib/custos, /var/log/custos and the user" \
+		bash -c "! chroot '$r' test -e /usr/bin/custos && ! chroot '$r' test -e /etc/custos &&
+			! chroot '$r' test -e /var/lib/custos && ! chroot '$r' test -e /var/log/custos &&
+			! chroot '$r' getent passwd custos"
+	exit $fail
+}
+
+host_state() { # what the install part must leave as it was on this machine
+	dpkg-query -W -f='${Status} ${Version}\n' custos 2>&1 || true
+	getent passwd custos || true
+	getent group custos || true
+	ls -ld /etc/custos /var/lib/custos /var/log/custos /usr/bin/custos 2>&1 || true
+}
+if [ "$(id -u)" -ne 0 ]; then
+	echo "SKIPPED part: dpkg -i into a throwaway root needs root (mount, chroot)"
+elif ! unshare -m sh -c "mkdir '$work/probe' && mount -t tmpfs t '$work/probe' &&
+	mkdir '$work/probe/u' '$work/probe/w' '$work/probe/m' &&
+	mount -t overlay o -o lowerdir=/,upperdir='$work/probe/u',workdir='$work/probe/w' '$work/probe/m' &&
+	for t in /bin/sh /usr/bin/dpkg /usr/sbin/adduser /etc/passwd /var/lib/dpkg/status; do
+		test -e \"$work/probe/m\$t\" || { echo \"the overlay of / lacks \$t (a file system of its own?)\"; exit 1; }
+	done" >"$work/probe.out" 2>&1; then
+	echo "SKIPPED part: no throwaway root here: a private mount namespace with an overlay of / ($(tail -1 "$work/probe.out"))"
+else
+	host_state >"$work/host.before"
+	mkdir "$work/ov"
+	export -f check in_throwaway_root
+	export work deb fail
+	unshare -m bash -c in_throwaway_root || fail=1
+	host_state >"$work/host.after"
+	check "the host is untouched (its dpkg database, custos user and group, files)" \
+		diff "$work/host.before" "$work/host.after"
 fi
 exit $fail

@@ -2,8 +2,9 @@
 TLS), strict enough to notice a response cut short, out of order or run together."""
 
 
-def read_response(s, rest=b""):
-    """One HTTP/1.1 response (Content-Length or chunked); returns (status, body, leftover)."""
+def read_head(s, rest=b""):
+    """One HTTP/1.1 head (a request's or a response's); returns (first line, headers by
+    lower-case name, leftover)."""
     data = rest
     while b"\r\n\r\n" not in data:
         c = s.recv(65536)
@@ -12,8 +13,14 @@ def read_response(s, rest=b""):
         data += c
     head, data = data.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
     hdr = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return lines[0], hdr, data
+
+
+def read_response(s, rest=b""):
+    """One HTTP/1.1 response (Content-Length or chunked); returns (status, body, leftover)."""
+    line, hdr, data = read_head(s, rest)
+    status = int(line.split()[1])
     if "content-length" in hdr:
         want = int(hdr["content-length"])
         while len(data) < want:
