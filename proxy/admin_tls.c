@@ -37,6 +37,7 @@ struct gconn {
 	socklen_t plen;
 	uint64_t since;   /* accepted (CLOCK_MONOTONIC ns): the handshake's deadline and age */
 	uint64_t last_io; /* last byte relayed */
+	uint64_t out_io;  /* last byte of an answer taken: from libmicrohttpd, or by the client */
 	short hs_wants;   /* POLLIN or POLLOUT: what the handshake waits for */
 	short rd_wants;   /* POLLOUT when SSL_read wants the socket writable */
 	short wr_wants;   /* POLLIN or POLLOUT when SSL_write could not go on */
@@ -151,7 +152,7 @@ static bool hand_over(struct admin_tls_gate *g, struct gconn *c, uint64_t now)
 		return false;
 	}
 	c->sp = sv[0];
-	c->last_io = now;
+	c->last_io = c->out_io = now;
 	return true;
 }
 
@@ -242,6 +243,7 @@ static bool relay(struct gconn *c, uint64_t now)
 			ssize_t r = recv(c->sp, c->out, sizeof(c->out), 0);
 			if (r > 0) {
 				c->out_len = (size_t)r;
+				c->out_io = now;
 				progress = true;
 			} else if (r == 0) {
 				c->mhd_eof = true;
@@ -257,6 +259,7 @@ static bool relay(struct gconn *c, uint64_t now)
 			c->wr_wants = 0;
 			if (n > 0) {
 				c->out_off += (size_t)n;
+				c->out_io = now;
 				progress = true;
 			} else {
 				int e = SSL_get_error(c->ssl, n);
@@ -386,15 +389,20 @@ static void accept_new(struct admin_tls_gate *g, uint64_t now)
 	}
 }
 
-/* When c is to be closed for want of progress: a handshake from its start; the rest of an
- * answer libmicrohttpd has finished from the last byte the client took. Otherwise
- * libmicrohttpd's own deadlines apply (a request being read, an idle connection; an answer
- * being made, a reload say, has none), and its closing the socketpair ends the relay. */
+/* When c is to be closed for want of progress: a handshake from its start; an answer that
+ * waits for the client (bytes of it in our buffer, or libmicrohttpd done and the rest or the
+ * close_notify still to go) from the last byte of it the client took. A client that stops
+ * reading holds our buffer, and the socketpair behind it is then not read: libmicrohttpd's
+ * closing its end would not be seen, so the wait is bounded here. Otherwise libmicrohttpd's
+ * own deadlines apply (a request being read, an idle connection; an answer being made, a
+ * reload say, has none), and its closing the socketpair ends the relay. */
 static uint64_t deadline(const struct admin_tls_gate *g, const struct gconn *c)
 {
 	if (c->sp == -1)
 		return c->since + g->timeout_ns;
-	return c->mhd_eof ? c->last_io + g->timeout_ns : UINT64_MAX;
+	if (c->mhd_eof || c->out_off < c->out_len)
+		return c->out_io + g->timeout_ns;
+	return UINT64_MAX;
 }
 
 static void *gate_main(void *arg)
