@@ -166,7 +166,7 @@ static SSL_TICKET_RETURN ticket_decrypted_cb(SSL *s, SSL_SESSION *ss, const unsi
 		          "period: full handshake");
 		return SSL_TICKET_RETURN_IGNORE_RENEW;
 	}
-	/* TLS 1.3 tickets are single-use for the client (RFC 8446 8.1; OpenSSL's client resumes
+	/* TLS 1.3 tickets are single-use for the client (RFC 8446 C.4; OpenSSL's client resumes
 	 * a session only from a ticket it has not used yet): a resumed TLS 1.3 connection gets a
 	 * fresh ticket, or the client's next connection would be a full handshake. A TLS 1.2
 	 * ticket may be used again, so it is renewed only when its key was rotated out. */
