@@ -5,7 +5,9 @@
 # first event, memory per idle keep-alive TLS connection. custos runs with policy and audit
 # (batch) on. Throughput is reported raw and per proxy-core-second (requests divided by the
 # proxy's CPU seconds from /proc/PID/stat, all its descendants included: custos' proxy process
-# and audit writer).
+# and audit writer), with wrk's p99 and the host's idle CPU time per request (/proc/stat idle +
+# iowait over the run, divided by the requests: on two saturated cores, time a core sat idle
+# while client, upstream and proxy waited on each other, rate lost that per-core hides).
 # Usage: bench/proxy/run.sh [BUILD_DIR]   (make bench-proxy builds build/release first)
 # Env: DURATION (s, default 8), CONNS (default 50), SKIP_INSTALL=1.
 set -euo pipefail
@@ -111,6 +113,7 @@ ticks() {
 	echo "$t"
 }
 HZ=$(getconf CLK_TCK)
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 declare -A PID_OF=([direct]=0 [nginx]=$NGX_MASTER [haproxy]=$HAP [custos]=$CU)
 declare -A PLAIN=([direct]=$P_UP [nginx]=$P_NGX [haproxy]=$P_HAP [custos]=$P_CU)
 declare -A TLS=([direct]="" [nginx]=$P_NGXS [haproxy]=$P_HAPS [custos]=$P_CUS)
@@ -118,21 +121,26 @@ order=(direct nginx haproxy custos)
 results="$w/results"
 : >"$results"
 
-# run_wrk NAME CASE URL [wrk args...]: one wrk run; appends "case name rps p99_ms cpu_s".
+# run_wrk NAME CASE URL [wrk args...]: one wrk run; appends
+# "case name rps p99_ms cpu_s transfer/s idle_us_per_request".
 run_wrk() {
 	local name=$1 case=$2 url=$3
 	shift 3
-	local pid=${PID_OF[$name]} t0 t1 out rps p99 cpu
+	local pid=${PID_OF[$name]} t0 t1 i0 i1 out rps p99 cpu idle req
 	t0=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
+	i0=$(idle_ticks)
 	out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "$@" "$url" 2>&1)
+	i1=$(idle_ticks)
 	t1=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
 	rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 	p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
 	local xfer
 	xfer=$(awk '/^Transfer\/sec/ {print $2}' <<<"$out")
 	cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')
-	echo "$case $name ${rps:-0} ${p99:-0} $cpu ${xfer:-0}" >>"$results"
-	printf '  %-22s %-8s %10s req/s  p99 %8s ms  proxy cpu %6s s  %s/s\n' "$case" "$name" "${rps:-0}" "${p99:-0}" "$cpu" "${xfer:-0}"
+	req=$(awk '/requests in/ {print $1}' <<<"$out")
+	idle=$(awk -v a="$i0" -v b="$i1" -v hz="$HZ" -v n="${req:-0}" 'BEGIN {printf "%.2f", (n > 0) ? (b - a) / hz * 1e6 / n : 0}')
+	echo "$case $name ${rps:-0} ${p99:-0} $cpu ${xfer:-0} $idle" >>"$results"
+	printf '  %-22s %-8s %10s req/s  p99 %8s ms  proxy cpu %6s s  idle %6s us/request  %s/s\n' "$case" "$name" "${rps:-0}" "${p99:-0}" "$cpu" "$idle" "${xfer:-0}"
 }
 
 echo "bench/proxy: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $CONNS connections, ${DURATION}s per case, 1 worker each"
@@ -200,11 +208,11 @@ done
 
 # ---- the table
 echo
-echo "| case | proxy | req/s | req per proxy-core-s | p99 ms | vs nginx (per core) | vs HAProxy (per core) |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| case | proxy | req/s | req per proxy-core-s | p99 ms | host idle us/req | vs nginx (per core) | vs HAProxy (per core) |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 awk '
 $1 ~ /keepalive|handshakes|10MiB/ {
-	c=$1; n=$2; rps[c,n]=$3; p99[c,n]=$4; cpu[c,n]=$5; x[c,n]=$6; cases[c]=1; names[c,n]=1
+	c=$1; n=$2; rps[c,n]=$3; p99[c,n]=$4; cpu[c,n]=$5; x[c,n]=$6; idle[c,n]=$7; cases[c]=1; names[c,n]=1
 }
 END {
 	split("plain-keepalive tls-keepalive tls-handshakes 10MiB-response", order, " ")
@@ -217,7 +225,7 @@ END {
 			pcs[c,n] = pc
 			vs_n = (c,"nginx") in pcs && pcs[c,"nginx"] > 0 && pc > 0 ? sprintf("%.2f", pc / pcs[c,"nginx"]) : "-"
 			vs_h = "-"
-			line[c,n] = sprintf("| %s | %s | %.0f%s | %s | %s |", c, n, rps[c,n], (c == "10MiB-response") ? " (" x[c,n] "/s)" : "", (pc > 0) ? sprintf("%.0f", pc) : "-", p99[c,n])
+			line[c,n] = sprintf("| %s | %s | %.0f%s | %s | %s |", c, n, rps[c,n], (c == "10MiB-response") ? " (" x[c,n] "/s)" : "", (pc > 0) ? sprintf("%.0f", pc) : "-", p99[c,n] " | " idle[c,n])
 		}
 		for (j = 1; j <= 4; j++) { n = pn[j]; if (!((c, n) in names)) continue
 			vn = (pcs[c,"nginx"] > 0 && pcs[c,n] > 0) ? sprintf("%.2f", pcs[c,n] / pcs[c,"nginx"]) : "-"
