@@ -192,6 +192,13 @@ static ydoc_node *build_children(struct builder *b, ydoc_node *n, yaml_event_typ
 			node_free(child);
 			goto fail;
 		}
+		if (strlen(child->str) != child->len) {
+			/* keys are compared as C strings: "direction\0x" would read as direction */
+			diag_add(b->d, DIAG_ERROR, b->doc->file, child->line, child->col, NULL,
+			         "mapping key contains a NUL byte");
+			node_free(child);
+			goto fail;
+		}
 		if (!child->quoted && strcmp(child->str, "<<") == 0) {
 			diag_add(b->d, DIAG_ERROR, b->doc->file, child->line, child->col,
 			         "write the keys out in full", "YAML merge keys are not supported");

@@ -337,6 +337,34 @@ static void test_json_depth(void **state)
 	free(b);
 }
 
+/* ydoc_parse (YAML) refuses a key with a NUL ("\0" in double quotes) as ydoc_parse_json refuses
+ * "\u0000": keys are compared as C strings, so "direction\0x" read as direction. */
+static void test_yaml_nul_key(void **state)
+{
+	(void)state;
+	static const char t[] = "{\"a\": 1, \"direction\\0x\": ingress}";
+	ydoc doc;
+	diag_list d;
+	diag_init(&d);
+	assert_int_equal(ydoc_parse(&doc, "t.yaml", t, sizeof(t) - 1, &d), CUSTOS_ERR_PARSE);
+	assert_null(doc.root);
+	assert_int_equal(d.errors, 1);
+	assert_int_equal(d.items[0].line, 1);
+	assert_int_equal(d.items[0].col, 10);
+	assert_string_equal(d.items[0].message, "mapping key contains a NUL byte");
+	diag_free(&d);
+	/* a NUL in a value stays what ydoc_str refuses where a string is read */
+	static const char v[] = "{\"a\": \"x\\0y\"}";
+	diag_init(&d);
+	assert_int_equal(ydoc_parse(&doc, "t.yaml", v, sizeof(v) - 1, &d), CUSTOS_OK);
+	const char *s;
+	assert_false(ydoc_str(&doc, ydoc_map_get(doc.root, "a"), &s, &d));
+	assert_int_equal(d.errors, 1);
+	ydoc_free(&doc);
+	diag_free(&d);
+	refused("{\"direction\\u0000x\": \"ingress\"}", 1, 12, "\\u0000 (NUL) is not allowed");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -344,6 +372,7 @@ int main(void)
 		cmocka_unit_test(test_json_long_key),     cmocka_unit_test(test_json_not_json),
 		cmocka_unit_test(test_json_numbers),      cmocka_unit_test(test_json_strings),
 		cmocka_unit_test(test_json_duplicates),   cmocka_unit_test(test_json_depth),
+		cmocka_unit_test(test_yaml_nul_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
