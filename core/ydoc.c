@@ -192,6 +192,13 @@ static ydoc_node *build_children(struct builder *b, ydoc_node *n, yaml_event_typ
 			node_free(child);
 			goto fail;
 		}
+		if (strlen(child->str) != child->len) {
+			/* keys are compared as C strings: "direction\0x" would read as direction */
+			diag_add(b->d, DIAG_ERROR, b->doc->file, child->line, child->col, NULL,
+			         "mapping key contains a NUL byte");
+			node_free(child);
+			goto fail;
+		}
 		if (!child->quoted && strcmp(child->str, "<<") == 0) {
 			diag_add(b->d, DIAG_ERROR, b->doc->file, child->line, child->col,
 			         "write the keys out in full", "YAML merge keys are not supported");
@@ -311,6 +318,584 @@ out:
 		err_set(e, "%s: YAML parse failed", file);
 	}
 	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Strict JSON (RFC 8259) to the same tree. A JSON endpoint must refuse what is not JSON, which
+ * libyaml (a superset, with unquoted and single-quoted scalars, tags, comments and a 1024
+ * character limit on implicit keys) cannot do. Positions are those libyaml would give: 1-based,
+ * columns in characters, a node at its first character. Literals and numbers become plain
+ * scalars (so ydoc_bool takes true/false), strings quoted ones.
+ */
+struct jparser {
+	ydoc *doc;
+	diag_list *d;
+	const unsigned char *p, *end;
+	unsigned line, col; /* of *p */
+	bool failed;
+	char *sb; /* string decoding scratch, reused */
+	size_t sb_len, sb_cap;
+};
+
+static void jerr(struct jparser *j, unsigned line, unsigned col, const char *hint, const char *fmt,
+                 ...) CUSTOS_PRINTF(5, 6);
+static void jerr(struct jparser *j, unsigned line, unsigned col, const char *hint, const char *fmt,
+                 ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (j->failed)
+		return; /* the first error is the one that means something */
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	diag_add(j->d, DIAG_ERROR, j->doc->file, line, col, hint, "JSON: %s", msg);
+	j->failed = true;
+}
+
+/* Moves past one byte that is no line break; a UTF-8 continuation byte is no new column. */
+static void jstep(struct jparser *j)
+{
+	if ((*j->p & 0xc0) != 0x80)
+		j->col++;
+	j->p++;
+}
+
+static void jskip_ws(struct jparser *j)
+{
+	while (j->p < j->end) {
+		unsigned char c = *j->p;
+		if (c == ' ' || c == '\t') {
+			j->p++;
+			j->col++;
+		} else if (c == '\n' || c == '\r') {
+			j->p++;
+			if (c == '\r' && j->p < j->end && *j->p == '\n')
+				j->p++;
+			j->line++;
+			j->col = 1;
+		} else {
+			return;
+		}
+	}
+}
+
+static ydoc_node *jnode(struct jparser *j, ydoc_kind kind, unsigned line, unsigned col)
+{
+	if (j->doc->nodes >= YDOC_MAX_NODES) {
+		jerr(j, line, col, NULL, "document has too many nodes (limit %d)", YDOC_MAX_NODES);
+		return NULL;
+	}
+	ydoc_node *n = xcalloc(1, sizeof(*n));
+	n->kind = kind;
+	n->line = line;
+	n->col = col;
+	j->doc->nodes++;
+	return n;
+}
+
+static void sb_put(struct jparser *j, const void *s, size_t n)
+{
+	if (j->sb_len + n + 1 > j->sb_cap) {
+		size_t cap = j->sb_cap ? j->sb_cap : 64;
+		while (cap < j->sb_len + n + 1)
+			cap *= 2;
+		j->sb = realloc(j->sb, cap);
+		if (j->sb == NULL)
+			abort();
+		j->sb_cap = cap;
+	}
+	memcpy(j->sb + j->sb_len, s, n);
+	j->sb_len += n;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at
+ * most U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s, const unsigned char *end)
+{
+	size_t n = (size_t)(end - s);
+	unsigned char c = s[0];
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+	if (c >= 0xe0 && c <= 0xef) {
+		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+		return n >= 3 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
+	}
+	if (c >= 0xf0 && c <= 0xf4) {
+		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+		return n >= 4 && s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 &&
+		                       (s[3] & 0xc0) == 0x80
+		               ? 4
+		               : 0;
+	}
+	return 0;
+}
+
+static void put_utf8(struct jparser *j, uint32_t cp)
+{
+	unsigned char u[4];
+	size_t n;
+	if (cp < 0x80) {
+		u[0] = (unsigned char)cp;
+		n = 1;
+	} else if (cp < 0x800) {
+		u[0] = (unsigned char)(0xc0 | (cp >> 6));
+		u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		n = 2;
+	} else if (cp < 0x10000) {
+		u[0] = (unsigned char)(0xe0 | (cp >> 12));
+		u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		n = 3;
+	} else {
+		u[0] = (unsigned char)(0xf0 | (cp >> 18));
+		u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+		u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+		n = 4;
+	}
+	sb_put(j, u, n);
+}
+
+/* Four hex digits after "\u" at p (which has at least 4 bytes), or -1. */
+static long hex4(const unsigned char *p)
+{
+	long v = 0;
+	for (int i = 0; i < 4; i++) {
+		int c = p[i], x;
+		if (c >= '0' && c <= '9')
+			x = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			x = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			x = c - 'A' + 10;
+		else
+			return -1;
+		v = v * 16 + x;
+	}
+	return v;
+}
+
+/* One \u escape (p at the backslash) into sb, a surrogate pair whole. Returns false on error. */
+static bool jescape_u(struct jparser *j)
+{
+	unsigned line = j->line, col = j->col;
+	if (j->end - j->p < 6 || hex4(j->p + 2) < 0) {
+		jerr(j, line, col, "\\u is followed by four hex digits", "%s",
+		     "bad \\u escape in a string");
+		return false;
+	}
+	uint32_t cp = (uint32_t)hex4(j->p + 2);
+	j->p += 6;
+	j->col += 6;
+	if (cp >= 0xdc00 && cp <= 0xdfff) {
+		jerr(j, line, col, "a low surrogate must follow a high one (\\uD800-\\uDBFF)",
+		     "lone surrogate \\u%04X in a string", (unsigned)cp);
+		return false;
+	}
+	if (cp >= 0xd800 && cp <= 0xdbff) {
+		long lo = j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' ? hex4(j->p + 2)
+		                                                                  : -1;
+		if (lo < 0xdc00 || lo > 0xdfff) {
+			jerr(j, line, col,
+			     "a high surrogate must be followed by a \\uDC00-\\uDFFF escape",
+			     "lone surrogate \\u%04X in a string", (unsigned)cp);
+			return false;
+		}
+		cp = 0x10000 + ((cp - 0xd800) << 10) + ((uint32_t)lo - 0xdc00);
+		j->p += 6;
+		j->col += 6;
+	}
+	if (cp == 0) {
+		/* the tree holds C strings: a NUL would cut a key or value short where it is read */
+		jerr(j, line, col, NULL, "%s", "\\u0000 (NUL) is not allowed in a string");
+		return false;
+	}
+	put_utf8(j, cp);
+	return true;
+}
+
+/* A string (p at its opening quote), decoded into a new quoted scalar. */
+static ydoc_node *jstring(struct jparser *j)
+{
+	unsigned line = j->line, col = j->col;
+	j->sb_len = 0;
+	jstep(j);
+	for (;;) {
+		if (j->p >= j->end) {
+			jerr(j, line, col, "close it with '\"'", "%s", "unterminated string");
+			return NULL;
+		}
+		unsigned char c = *j->p;
+		if (c == '"') {
+			jstep(j);
+			break;
+		}
+		if (c < 0x20) {
+			jerr(j, j->line, j->col, "escape it (\\n, \\t, \\u00XX)",
+			     "control character U+%04X in a string", (unsigned)c);
+			return NULL;
+		}
+		if (c == '\\') {
+			if (j->end - j->p < 2) {
+				jerr(j, line, col, "close it with '\"'", "%s",
+				     "unterminated string");
+				return NULL;
+			}
+			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+			const char *e = j->p[1] ? strchr(from, j->p[1]) : NULL;
+			if (e != NULL) {
+				sb_put(j, &to[e - from], 1);
+				j->p += 2;
+				j->col += 2;
+				continue;
+			}
+			if (j->p[1] == 'u') {
+				if (!jescape_u(j))
+					return NULL;
+				continue;
+			}
+			jerr(j, j->line, j->col,
+			     "JSON escapes are \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX",
+			     "bad escape '\\%c' in a string",
+			     j->p[1] > 0x20 && j->p[1] < 0x7f ? j->p[1] : '?');
+			return NULL;
+		}
+		size_t n = utf8_len(j->p, j->end);
+		if (n == 0) {
+			jerr(j, j->line, j->col, NULL, "invalid UTF-8 in a string (byte 0x%02X)",
+			     (unsigned)c);
+			return NULL;
+		}
+		sb_put(j, j->p, n);
+		j->p += n;
+		j->col++;
+	}
+	ydoc_node *n = jnode(j, YDOC_SCALAR, line, col);
+	if (n == NULL)
+		return NULL;
+	n->quoted = true;
+	n->len = j->sb_len;
+	n->str = xstrndup(j->sb_len ? j->sb : "", j->sb_len);
+	return n;
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A run of characters that could be a bare word or number, for messages and literals. */
+static size_t word_len(const struct jparser *j)
+{
+	size_t n = 0;
+	while (j->p + n < j->end) {
+		unsigned char c = j->p[n];
+		if (!(is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+		      c == '-' || c == '+' || c == '.'))
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* A number (RFC 8259 section 6) or true/false/null, as a plain scalar. */
+static ydoc_node *jbare(struct jparser *j)
+{
+	unsigned line = j->line, col = j->col;
+	size_t wl = word_len(j);
+	const unsigned char *s = j->p;
+	bool ok;
+
+	if (wl == 0) {
+		unsigned char c = *j->p;
+		if (c == '\'')
+			jerr(j, line, col, "write \"...\"", "%s",
+			     "strings are in double quotes, not single");
+		else if (c >= 0x21 && c < 0x7f)
+			jerr(j, line, col, NULL, "unexpected character '%c'", c);
+		else
+			jerr(j, line, col, NULL, "unexpected byte 0x%02X", (unsigned)c);
+		return NULL;
+	}
+	if (s[0] == '-' || is_digit(s[0])) {
+		size_t i = s[0] == '-';
+		ok = i < wl && is_digit(s[i]);
+		if (ok && s[i] == '0')
+			i++;
+		else
+			while (i < wl && is_digit(s[i]))
+				i++;
+		if (ok && i < wl && s[i] == '.') {
+			i++;
+			ok = i < wl && is_digit(s[i]);
+			while (i < wl && is_digit(s[i]))
+				i++;
+		}
+		if (ok && i < wl && (s[i] == 'e' || s[i] == 'E')) {
+			i++;
+			if (i < wl && (s[i] == '+' || s[i] == '-'))
+				i++;
+			ok = i < wl && is_digit(s[i]);
+			while (i < wl && is_digit(s[i]))
+				i++;
+		}
+		ok = ok && i == wl;
+	} else {
+		ok = (wl == 4 && memcmp(s, "true", 4) == 0) ||
+		     (wl == 5 && memcmp(s, "false", 5) == 0) ||
+		     (wl == 4 && memcmp(s, "null", 4) == 0);
+	}
+	if (!ok) {
+		int show = wl > 40 ? 40 : (int)wl;
+		jerr(j, line, col,
+		     "strings are in double quotes; numbers like -1, 0, 2.5, 1e3 (no leading zero, "
+		     "no '+', no '.5')",
+		     "'%.*s%s' is not a JSON value", show, (const char *)s, wl > 40 ? "..." : "");
+		return NULL;
+	}
+	ydoc_node *n = jnode(j, YDOC_SCALAR, line, col);
+	if (n == NULL)
+		return NULL;
+	n->len = wl;
+	n->str = xstrndup((const char *)s, wl);
+	j->p += wl;
+	j->col += (unsigned)wl;
+	return n;
+}
+
+/* Orders scalars by their bytes (length included) */
+static int name_cmp(const ydoc_node *a, const ydoc_node *b)
+{
+	int c = memcmp(a->str, b->str, a->len < b->len ? a->len : b->len);
+	if (c != 0)
+		return c;
+	return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static int pair_cmp(const void *a, const void *b)
+{
+	const ydoc_pair *x = *(const ydoc_pair *const *)a, *y = *(const ydoc_pair *const *)b;
+	int c = name_cmp(x->key, y->key);
+	if (c != 0)
+		return c;
+	return x < y ? -1 : x > y; /* text order among equals */
+}
+
+/* Refuses a repeated key (RFC 8259 leaves its meaning open: parsers differ, which is a hole).
+ * Reports the repeat that comes first in the text. O(n log n). */
+static bool junique_keys(struct jparser *j, ydoc_node *m)
+{
+	if (m->n < 2)
+		return true;
+	const ydoc_pair **v = xcalloc(m->n, sizeof(*v));
+	for (size_t i = 0; i < m->n; i++)
+		v[i] = &m->pairs[i];
+	qsort(v, m->n, sizeof(*v), pair_cmp);
+	const ydoc_pair *first = NULL, *dup = NULL;
+	/* in each run of equal keys, sorted in text order, the second is that key's first repeat */
+	for (size_t i = 0; i + 1 < m->n;) {
+		size_t run = i + 1;
+		while (run < m->n && name_cmp(v[i]->key, v[run]->key) == 0)
+			run++;
+		if (run - i >= 2 && (dup == NULL || v[i + 1] < dup)) {
+			dup = v[i + 1];
+			first = v[i];
+		}
+		i = run;
+	}
+	free(v);
+	if (dup == NULL)
+		return true;
+	int show = dup->key->len > 64 ? 64 : (int)dup->key->len;
+	jerr(j, dup->key->line, dup->key->col, "give each key once",
+	     "duplicate key '%.*s%s' (first at line %u, column %u)", show, dup->key->str,
+	     dup->key->len > 64 ? "..." : "", first->key->line, first->key->col);
+	return false;
+}
+
+static ydoc_node *jvalue(struct jparser *j, int depth);
+
+static ydoc_node *jobject(struct jparser *j, ydoc_node *n, int depth)
+{
+	size_t cap = 0;
+	jstep(j); /* { */
+	jskip_ws(j);
+	if (j->p < j->end && *j->p == '}') {
+		jstep(j);
+		return n;
+	}
+	for (;;) {
+		if (j->p >= j->end) {
+			jerr(j, n->line, n->col, "close it with '}'", "%s", "unterminated object");
+			goto fail;
+		}
+		if (*j->p != '"') {
+			if (*j->p == '}')
+				jerr(j, j->line, j->col, "remove the last ','", "%s",
+				     "trailing ',' in an object");
+			else
+				jerr(j, j->line, j->col, "write \"key\": value", "%s",
+				     "object keys must be strings in double quotes");
+			goto fail;
+		}
+		ydoc_node *key = jstring(j);
+		if (key == NULL)
+			goto fail;
+		jskip_ws(j);
+		if (j->p >= j->end || *j->p != ':') {
+			jerr(j, j->line, j->col, NULL, "%s", "expected ':' after object key");
+			node_free(key);
+			goto fail;
+		}
+		jstep(j);
+		jskip_ws(j);
+		ydoc_node *value = jvalue(j, depth + 1);
+		if (value == NULL) {
+			node_free(key);
+			goto fail;
+		}
+		if (n->n == cap) {
+			cap = cap ? cap * 2 : 4;
+			n->pairs = realloc(n->pairs, cap * sizeof(*n->pairs));
+			if (n->pairs == NULL)
+				abort();
+		}
+		n->pairs[n->n++] = (ydoc_pair){ key, value };
+		jskip_ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			jstep(j);
+			jskip_ws(j);
+			continue;
+		}
+		if (j->p < j->end && *j->p == '}') {
+			jstep(j);
+			if (!junique_keys(j, n))
+				goto fail;
+			return n;
+		}
+		if (j->p >= j->end)
+			jerr(j, n->line, n->col, "close it with '}'", "%s", "unterminated object");
+		else
+			jerr(j, j->line, j->col, NULL, "%s",
+			     "expected ',' or '}' after an object member");
+		goto fail;
+	}
+fail:
+	node_free(n);
+	return NULL;
+}
+
+static ydoc_node *jarray(struct jparser *j, ydoc_node *n, int depth)
+{
+	size_t cap = 0;
+	jstep(j); /* [ */
+	jskip_ws(j);
+	if (j->p < j->end && *j->p == ']') {
+		jstep(j);
+		return n;
+	}
+	for (;;) {
+		if (j->p >= j->end) {
+			jerr(j, n->line, n->col, "close it with ']'", "%s", "unterminated array");
+			goto fail;
+		}
+		if (*j->p == ']') {
+			jerr(j, j->line, j->col, "remove the last ','", "%s",
+			     "trailing ',' in an array");
+			goto fail;
+		}
+		ydoc_node *item = jvalue(j, depth + 1);
+		if (item == NULL)
+			goto fail;
+		if (n->n == cap) {
+			cap = cap ? cap * 2 : 4;
+			n->items = realloc(n->items, cap * sizeof(*n->items));
+			if (n->items == NULL)
+				abort();
+		}
+		n->items[n->n++] = item;
+		jskip_ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			jstep(j);
+			jskip_ws(j);
+			continue;
+		}
+		if (j->p < j->end && *j->p == ']') {
+			jstep(j);
+			return n;
+		}
+		if (j->p >= j->end)
+			jerr(j, n->line, n->col, "close it with ']'", "%s", "unterminated array");
+		else
+			jerr(j, j->line, j->col, NULL, "%s",
+			     "expected ',' or ']' after an array item");
+		goto fail;
+	}
+fail:
+	node_free(n);
+	return NULL;
+}
+
+/* A value at p (blanks already skipped). */
+static ydoc_node *jvalue(struct jparser *j, int depth)
+{
+	if (j->p >= j->end) {
+		jerr(j, j->line, j->col, NULL, "%s", "expected a value, found the end of the text");
+		return NULL;
+	}
+	if (depth > YDOC_MAX_DEPTH) {
+		jerr(j, j->line, j->col, NULL, "document nested too deeply (limit %d levels)",
+		     YDOC_MAX_DEPTH);
+		return NULL;
+	}
+	ydoc_node *n;
+	switch (*j->p) {
+	case '{':
+		n = jnode(j, YDOC_MAP, j->line, j->col);
+		return n ? jobject(j, n, depth) : NULL;
+	case '[':
+		n = jnode(j, YDOC_SEQ, j->line, j->col);
+		return n ? jarray(j, n, depth) : NULL;
+	case '"':
+		return jstring(j);
+	default:
+		return jbare(j);
+	}
+}
+
+custos_err ydoc_parse_json(ydoc *doc, const char *file, const char *text, size_t len, diag_list *d)
+{
+	struct jparser j = { .doc = doc, .d = d, .line = 1, .col = 1 };
+
+	memset(doc, 0, sizeof(*doc));
+	doc->file = xstrdup(file);
+	j.p = (const unsigned char *)(text ? text : "");
+	j.end = j.p + (text ? len : 0);
+	if (j.end - j.p >= 3 && memcmp(j.p, "\xef\xbb\xbf", 3) == 0) {
+		jerr(&j, 1, 1, "send the text without it", "%s",
+		     "a byte order mark (U+FEFF) is not allowed");
+		goto fail;
+	}
+	jskip_ws(&j);
+	doc->root = jvalue(&j, 0);
+	if (doc->root == NULL)
+		goto fail;
+	jskip_ws(&j);
+	if (j.p < j.end) {
+		jerr(&j, j.line, j.col, "one JSON value per request", "%s",
+		     "unexpected text after the JSON value");
+		goto fail;
+	}
+	free(j.sb);
+	return CUSTOS_OK;
+fail:
+	free(j.sb);
+	ydoc_free(doc); /* nothing is left for the caller to release */
+	return err_set(CUSTOS_ERR_PARSE, "%s: JSON parse failed", file);
 }
 
 custos_err ydoc_load(ydoc *doc, const char *path, size_t max, diag_list *d)

@@ -211,13 +211,24 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	return CUSTOS_OK;
 }
 
-custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
-                                policy_request_doc **keep, diag_list *d)
+static custos_err request_parse(const policy *p, const char *text, size_t len, bool json,
+                                policy_request *req, policy_request_doc **keep, diag_list *d)
 {
 	ydoc doc;
 	*keep = NULL;
 	ENSURE(len <= 1024 * 1024, CUSTOS_ERR_LIMIT, "request over the limit of 1 MiB");
-	custos_err pe = ydoc_parse(&doc, "<request>", text, len, d);
+	size_t blanks = 0;
+	while (json && blanks < len &&
+	       (text[blanks] == ' ' || text[blanks] == '\t' || text[blanks] == '\r' ||
+	        text[blanks] == '\n'))
+		blanks++;
+	if (json && blanks == len) {
+		/* as YAML has it: no value at all is "empty request", not a syntax error */
+		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		return CUSTOS_ERR_PARSE;
+	}
+	custos_err pe = json ? ydoc_parse_json(&doc, "<request>", text, len, d)
+	                     : ydoc_parse(&doc, "<request>", text, len, d);
 	if (pe != CUSTOS_OK) {
 		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
 		return pe;
@@ -237,6 +248,18 @@ custos_err policy_request_parse(const policy *p, const char *text, size_t len, p
 	k->own_doc = true;
 	*keep = k;
 	return e;
+}
+
+custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
+                                policy_request_doc **keep, diag_list *d)
+{
+	return request_parse(p, text, len, false, req, keep, d);
+}
+
+custos_err policy_request_parse_json(const policy *p, const char *text, size_t len,
+                                     policy_request *req, policy_request_doc **keep, diag_list *d)
+{
+	return request_parse(p, text, len, true, req, keep, d);
 }
 
 /* ---------------------------------------------------------------------------------------------

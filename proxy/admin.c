@@ -1171,8 +1171,9 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 	json_init(&w, &b);
 	json_obj_begin(&w);
 	span body = buf_span(&rq->body);
-	custos_err e = policy_request_parse(p, body.ptr, body.len, &req, &keep, &d);
-	/* a malformed `url` is an error of policy_request_parse (policy_url_split), named */
+	/* strict JSON, as the Content-Type says: libyaml took non-JSON and refused long keys */
+	custos_err e = policy_request_parse_json(p, body.ptr, body.len, &req, &keep, &d);
+	/* a malformed `url` is an error of the request parser (policy_url_split), named */
 	unsigned status = 200;
 	if (e != CUSTOS_OK) {
 		status = 400;

@@ -382,6 +382,15 @@ typedef struct ydoc {
  * On success the tree is owned by doc; ydoc_free releases it. */
 custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len,
                       diag_list *d) CUSTOS_WUR;
+/* The same for strict JSON (RFC 8259), with the same contract and the same tree: nodes at their
+ * first character, literals (true, false, null) and numbers as plain scalars, strings as quoted
+ * ones. Refused with "JSON: ..." at file:line:col: anything not JSON (unquoted or single-quoted
+ * strings, comments, trailing commas, '+1', '.5', '01', NaN), text after the value, a leading
+ * byte order mark, invalid UTF-8 (overlongs, surrogates), raw control characters in strings,
+ * lone surrogate escapes, "\u0000" (the tree holds C strings), a repeated key in an object,
+ * nesting deeper than YDOC_MAX_DEPTH. Keys are as long as the text allows. */
+custos_err ydoc_parse_json(ydoc *doc, const char *file, const char *text, size_t len,
+                           diag_list *d) CUSTOS_WUR;
 /* Loads and parses a config-kind file (mode checked, at most max bytes). */
 custos_err ydoc_load(ydoc *doc, const char *path, size_t max, diag_list *d) CUSTOS_WUR;
 void ydoc_free(ydoc *doc);

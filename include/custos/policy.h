@@ -340,9 +340,14 @@ typedef struct policy_request_doc policy_request_doc;
 custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node *node,
                                     policy_request *req, policy_request_doc **keep,
                                     diag_list *d) CUSTOS_WUR;
-/* Parses a JSON (or YAML) request text. */
+/* Parses a request text in YAML, of which JSON is mostly a subset (the request files of
+ * `custos policy explain` and `test`). At most 1 MiB. */
 custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
                                 policy_request_doc **keep, diag_list *d) CUSTOS_WUR;
+/* The same for strict JSON (ydoc_parse_json), what POST /v1/decide takes. */
+custos_err policy_request_parse_json(const policy *p, const char *text, size_t len,
+                                     policy_request *req, policy_request_doc **keep,
+                                     diag_list *d) CUSTOS_WUR;
 void policy_request_doc_free(policy_request_doc *k);
 
 typedef struct policy_test_result {

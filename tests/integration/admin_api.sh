@@ -155,6 +155,29 @@ out=$(ctl decide @"$work/bob.json")
 echo "$out" | grep -q '"allow":false' && ok "decide: bob denied" || fail "decide bob: $out"
 out=$(ctl decide '{"direction":"sideways"}' 2>&1)
 echo "$out" | grep -q '"errors"' && ok "decide: bad context answered with its errors" || fail "decide bad: $out"
+# The context is strict JSON (RFC 8259), not YAML: a key of 2000 characters is a key (libyaml
+# stopped implicit keys at 1024 and answered a syntax error), and what is only YAML is refused
+# with its line:col.
+python3 -c 'import sys; sys.stdout.write("{\"direction\":\"ingress\",\"" + "k" * 2000 + "\":1}")' >"$work/longkey.json"
+out=$("${U[@]}" "${J[@]}" -w ' %{http_code}' --data-binary @"$work/longkey.json" http://admin/v1/decide)
+case "$out" in
+*"unknown key 'kkkk"*" 400") echo "$out" | grep -q 'syntax' && fail "decide, 2000-char key: $out" || ok "decide, 2000-char key: 400 unknown key, not a syntax error" ;;
+*) fail "decide, 2000-char key: $out" ;;
+esac
+out=$("${U[@]}" "${J[@]}" -w ' %{http_code}' -d '{direction: ingress}' http://admin/v1/decide)
+echo "$out" | grep -qF '"line":1,"col":2,"message":"JSON: object keys must be strings in double quotes"' &&
+	[ "${out##* }" = 400 ] && ok "decide, unquoted key: 400 at 1:2" || fail "decide, unquoted key: $out"
+out=$(ctl decide "{\"direction\":'ingress'}" 2>&1)
+echo "$out" | grep -qF 'JSON: strings are in double quotes, not single' && ok "ctl decide, single quotes refused" || fail "ctl decide, single quotes: $out"
+out=$("${U[@]}" "${J[@]}" -w ' %{http_code}' -d "$allow_ctx x" http://admin/v1/decide)
+echo "$out" | grep -qF 'JSON: unexpected text after the JSON value' && [ "${out##* }" = 400 ] &&
+	ok "decide, text after the value: 400" || fail "decide, trailing text: $out"
+out=$("${U[@]}" "${J[@]}" -w ' %{http_code}' -d '{"direction":"ingress","principal":"alice","principal":"bob"}' http://admin/v1/decide)
+echo "$out" | grep -qF "JSON: duplicate key 'principal' (first at line 1, column 24)" && [ "${out##* }" = 400 ] &&
+	ok "decide, a repeated key: 400" || fail "decide, repeated key: $out"
+printf '{"direction":"ingress","principal":"alice","model":"test-model",\n "route":"POST /v1/chat/completions","shadow":true}' >"$work/ctx2.json"
+out=$(ctl decide @"$work/ctx2.json")
+echo "$out" | grep -q '"allow":true' && echo "$out" | grep -q '"shadow":true' && ok "ctl decide @FILE, JSON on two lines with a literal" || fail "ctl decide ctx2: $out"
 # A malformed URL is refused, naming the field, not judged as a request to no data source.
 for u in 'http://[::1' 'http://[::1]junk/' 'http://h:70000/' 'http://h%zz/' 'http:///x'; do
 	out=$(code "${U[@]}" -H 'Content-Type: application/json' \
