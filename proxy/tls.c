@@ -1,8 +1,9 @@
 /*
  * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
- * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and the client
- * context for TLS upstreams (verification on). A session resumes only on a context that decides
- * client authentication as the one that made it did (session id context, below).
+ * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and
+ * the client context for TLS upstreams (verification on, sessions kept per worker and resumed).
+ * A session resumes on our server only on a context that decides client authentication as the
+ * one that made it did (session id context, below).
  */
 #include <assert.h>
 #include <openssl/core_names.h>
@@ -15,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy_int.h"
 
@@ -486,7 +488,64 @@ fail:
 	return e;
 }
 
-custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
+/* Client sessions (upstream TLS resumption), as HAProxy keeps them: one slot per worker thread
+ * for each upstream's context, holding the newest session that upstream gave us. A slot is
+ * only ever touched by its worker (the SSL_new, the new-session callback, the handshake's end
+ * all run on the worker that owns the connection), so no lock is taken; one slot shared by
+ * the workers would need one, and would hand a single-use TLS 1.3 ticket to one worker while
+ * the others made full handshakes. The slots live in the context's ex_data: a context is one
+ * upstream of one configuration generation (a reload starts with empty slots, as the CA or
+ * the name may have changed), and every SSL holds a reference to its context, so a ticket
+ * that arrives on a connection outliving its generation still finds its slot. The slot's
+ * name is fixed (the upstream's tls_name or host), so a session is only offered to the
+ * upstream that verified it. */
+struct client_sessions {
+	unsigned n;
+	SSL_SESSION *slot[]; /* [n], one per worker */
+};
+static int csess_ctx_idx = -1, csess_ssl_idx = -1;
+static pthread_once_t csess_once = PTHREAD_ONCE_INIT;
+
+static void csess_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct client_sessions *cs = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	for (unsigned i = 0; cs && i < cs->n; i++)
+		SSL_SESSION_free(cs->slot[i]);
+	free(cs);
+}
+
+static void csess_idx_init(void)
+{
+	csess_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, csess_free);
+	csess_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* The slot of the worker driving ssl (NULL: the connection takes no part in resumption). */
+static SSL_SESSION **csess_slot(SSL *ssl)
+{
+	return csess_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, csess_ssl_idx);
+}
+
+/* OpenSSL's new-session callback: a TLS 1.2 session at the handshake's end, or each TLS 1.3
+ * ticket (NewSessionTicket, after the handshake; a server may send several). The newest one
+ * replaces the slot's; returning 1 keeps the reference OpenSSL gives us. */
+static int csess_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	SSL_SESSION **slot = csess_slot(ssl);
+
+	/* The handshake failed verification (VERIFY_PEER aborts it, this is a second lock) or
+	 * the session cannot resume (no ticket, no id): nothing to keep. */
+	if (slot == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
+	    !SSL_SESSION_is_resumable(sess))
+		return 0;
+	SSL_SESSION_free(*slot);
+	*slot = sess;
+	return 1;
+}
+
+custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -505,6 +564,73 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
 	}
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+	if (nslots > 0) {
+		pthread_once(&csess_once, csess_idx_init);
+		struct client_sessions *cs =
+		        csess_ctx_idx >= 0 && csess_ssl_idx >= 0
+		                ? calloc(1, sizeof(*cs) + nslots * sizeof(cs->slot[0]))
+		                : NULL;
+		if (cs == NULL) {
+			SSL_CTX_free(ctx);
+			return err_set(CUSTOS_ERR_NOMEM, "tls: client session slots");
+		}
+		cs->n = nslots;
+		if (SSL_CTX_set_ex_data(ctx, csess_ctx_idx, cs) != 1) {
+			free(cs);
+			SSL_CTX_free(ctx);
+			return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: client session ex_data");
+		}
+		/* Our slots, not OpenSSL's internal cache (a locked hash no one would look in). */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+		                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, csess_new_cb);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	}
 	*out = ctx;
 	return CUSTOS_OK;
+}
+
+void tls_client_session_offer(SSL *ssl, unsigned slot_no)
+{
+	struct client_sessions *cs =
+	        csess_ctx_idx < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), csess_ctx_idx);
+
+	if (cs == NULL || slot_no >= cs->n ||
+	    SSL_set_ex_data(ssl, csess_ssl_idx, &cs->slot[slot_no]) != 1)
+		return;
+	SSL_SESSION **slot = &cs->slot[slot_no];
+	SSL_SESSION *sess = *slot;
+	if (sess == NULL)
+		return;
+	/* Expired (its lifetime, or the ticket's) or no longer resumable: drop it. */
+	if (!SSL_SESSION_is_resumable(sess) ||
+	    (uint64_t)SSL_SESSION_get_time(sess) + (uint64_t)SSL_SESSION_get_timeout(sess) <=
+	            (uint64_t)time(NULL)) {
+		SSL_SESSION_free(sess);
+		*slot = NULL;
+		return;
+	}
+	if (SSL_set_session(ssl, sess) != 1) { /* takes its own reference */
+		ERR_clear_error();
+		return;
+	}
+	/* A TLS 1.3 ticket is used once (RFC 8446 C.4: reuse lets an observer link the
+	 * connections); the resumed connection brings a fresh one. A TLS 1.2 session (id or
+	 * ticket) may resume again and stays until a newer one replaces it. */
+	if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
+		SSL_SESSION_free(sess);
+		*slot = NULL;
+	}
+}
+
+void tls_client_session_failed(SSL *ssl)
+{
+	SSL_SESSION **slot = csess_slot(ssl);
+
+	if (slot == NULL)
+		return;
+	SSL_SESSION_free(*slot);
+	*slot = NULL;
+	SSL_set_ex_data(ssl, csess_ssl_idx, NULL); /* a late ticket on it is not kept */
 }
