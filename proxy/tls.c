@@ -488,23 +488,43 @@ fail:
 	return e;
 }
 
-/* Client sessions (upstream TLS resumption), as HAProxy keeps them: one slot per worker thread
- * for each upstream's context, holding the newest session that upstream gave us. A slot is
+/* Client sessions (upstream TLS resumption), kept as HAProxy keeps them: per worker thread, for
+ * each upstream's context, a slot holding the newest sessions that upstream gave us. A slot is
  * only ever touched by its worker (the SSL_new, the new-session callback, the handshake's end
  * all run on the worker that owns the connection), so no lock is taken; one slot shared by
- * the workers would need one, and would hand a single-use TLS 1.3 ticket to one worker while
- * the others made full handshakes. The slots live in the context's ex_data: a context is one
- * upstream of one configuration generation (a reload starts with empty slots, as the CA or
- * the name may have changed), and every SSL holds a reference to its context, so a ticket
- * that arrives on a connection outliving its generation still finds its slot. The slot's
- * name is fixed (the upstream's tls_name or host), so a session is only offered to the
- * upstream that verified it. */
+ * the workers would need one on every connect and every ticket. The slots live in the
+ * context's ex_data: a context is one upstream of one configuration generation (a reload
+ * starts with empty slots, as the CA or the name may have changed), and every SSL holds a
+ * reference to its context, so a ticket that arrives on a connection outliving its generation
+ * still finds its slot. The slot's name is fixed (the upstream's tls_name or host), so a
+ * session is only offered to the upstream that verified it.
+ *
+ * A slot holds up to CLIENT_SESSIONS sessions, newest on top, and not just one: a TLS 1.3
+ * ticket is used once (RFC 8446 C.4), so a worker that opens several connections to one
+ * upstream at a time needs a ticket for each. Each resumed connection brings the next ticket
+ * and a full handshake usually brings one or two (OpenSSL servers send two), so the stack
+ * fills up to the worker's concurrency to that upstream, within the bound (with 8, a worker
+ * serving 50 clients through an upstream that closes after each response resumed about a third
+ * of its handshakes; with 64, all but a few). A slot is 64 pointers; the sessions in it are
+ * only as many as that concurrency made. */
+#define CLIENT_SESSIONS 64
+
+struct sess_slot {
+	unsigned n;
+	SSL_SESSION *s[CLIENT_SESSIONS]; /* [0, n): oldest to newest */
+};
 struct client_sessions {
 	unsigned n;
-	SSL_SESSION *slot[]; /* [n], one per worker */
+	struct sess_slot slot[]; /* [n], one per worker */
 };
 static int csess_ctx_idx = -1, csess_ssl_idx = -1;
 static pthread_once_t csess_once = PTHREAD_ONCE_INIT;
+
+static void slot_clear(struct sess_slot *sl)
+{
+	while (sl->n > 0)
+		SSL_SESSION_free(sl->s[--sl->n]);
+}
 
 static void csess_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
@@ -512,7 +532,7 @@ static void csess_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
 
 	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
 	for (unsigned i = 0; cs && i < cs->n; i++)
-		SSL_SESSION_free(cs->slot[i]);
+		slot_clear(&cs->slot[i]);
 	free(cs);
 }
 
@@ -523,25 +543,33 @@ static void csess_idx_init(void)
 }
 
 /* The slot of the worker driving ssl (NULL: the connection takes no part in resumption). */
-static SSL_SESSION **csess_slot(SSL *ssl)
+static struct sess_slot *csess_slot(SSL *ssl)
 {
 	return csess_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, csess_ssl_idx);
 }
 
 /* OpenSSL's new-session callback: a TLS 1.2 session at the handshake's end, or each TLS 1.3
- * ticket (NewSessionTicket, after the handshake; a server may send several). The newest one
- * replaces the slot's; returning 1 keeps the reference OpenSSL gives us. */
+ * ticket (NewSessionTicket, after the handshake; a server may send several). It goes on top of
+ * the slot (the oldest one leaves a full slot); returning 1 keeps the reference OpenSSL gives
+ * us. */
 static int csess_new_cb(SSL *ssl, SSL_SESSION *sess)
 {
-	SSL_SESSION **slot = csess_slot(ssl);
+	struct sess_slot *sl = csess_slot(ssl);
 
 	/* The handshake failed verification (VERIFY_PEER aborts it, this is a second lock) or
 	 * the session cannot resume (no ticket, no id): nothing to keep. */
-	if (slot == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
+	if (sl == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
 	    !SSL_SESSION_is_resumable(sess))
 		return 0;
-	SSL_SESSION_free(*slot);
-	*slot = sess;
+	/* A TLS 1.2 session resumes again and again: the newest one is all a slot needs. */
+	if (SSL_SESSION_get_protocol_version(sess) < TLS1_3_VERSION)
+		slot_clear(sl);
+	if (sl->n == CLIENT_SESSIONS) {
+		SSL_SESSION_free(sl->s[0]);
+		memmove(&sl->s[0], &sl->s[1], (CLIENT_SESSIONS - 1) * sizeof(sl->s[0]));
+		sl->n--;
+	}
+	sl->s[sl->n++] = sess;
 	return 1;
 }
 
@@ -568,7 +596,7 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 		pthread_once(&csess_once, csess_idx_init);
 		struct client_sessions *cs =
 		        csess_ctx_idx >= 0 && csess_ssl_idx >= 0
-		                ? calloc(1, sizeof(*cs) + nslots * sizeof(cs->slot[0]))
+		                ? calloc(1, sizeof(*cs) + (size_t)nslots * sizeof(cs->slot[0]))
 		                : NULL;
 		if (cs == NULL) {
 			SSL_CTX_free(ctx);
@@ -599,38 +627,41 @@ void tls_client_session_offer(SSL *ssl, unsigned slot_no)
 	if (cs == NULL || slot_no >= cs->n ||
 	    SSL_set_ex_data(ssl, csess_ssl_idx, &cs->slot[slot_no]) != 1)
 		return;
-	SSL_SESSION **slot = &cs->slot[slot_no];
-	SSL_SESSION *sess = *slot;
-	if (sess == NULL)
+	struct sess_slot *sl = &cs->slot[slot_no];
+	uint64_t now = (uint64_t)time(NULL);
+	while (sl->n > 0) {
+		SSL_SESSION *sess = sl->s[sl->n - 1];
+		/* Past its lifetime (for TLS 1.3, the ticket's) or no longer resumable (OpenSSL
+		 * marks a session so after a fatal alert on it): dropped, the next one tried. */
+		if (!SSL_SESSION_is_resumable(sess) ||
+		    (uint64_t)SSL_SESSION_get_time(sess) +
+		                    (uint64_t)SSL_SESSION_get_timeout(sess) <=
+		            now) {
+			SSL_SESSION_free(sess);
+			sl->n--;
+			continue;
+		}
+		if (SSL_set_session(ssl, sess) != 1) { /* takes its own reference */
+			ERR_clear_error();
+			return;
+		}
+		/* A TLS 1.3 ticket is used once (RFC 8446 C.4: reuse lets an observer link the
+		 * connections); the resumed connection brings a fresh one. A TLS 1.2 session (id
+		 * or ticket) may resume again and stays until a newer one replaces it. */
+		if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
+			SSL_SESSION_free(sess);
+			sl->n--;
+		}
 		return;
-	/* Expired (its lifetime, or the ticket's) or no longer resumable: drop it. */
-	if (!SSL_SESSION_is_resumable(sess) ||
-	    (uint64_t)SSL_SESSION_get_time(sess) + (uint64_t)SSL_SESSION_get_timeout(sess) <=
-	            (uint64_t)time(NULL)) {
-		SSL_SESSION_free(sess);
-		*slot = NULL;
-		return;
-	}
-	if (SSL_set_session(ssl, sess) != 1) { /* takes its own reference */
-		ERR_clear_error();
-		return;
-	}
-	/* A TLS 1.3 ticket is used once (RFC 8446 C.4: reuse lets an observer link the
-	 * connections); the resumed connection brings a fresh one. A TLS 1.2 session (id or
-	 * ticket) may resume again and stays until a newer one replaces it. */
-	if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
-		SSL_SESSION_free(sess);
-		*slot = NULL;
 	}
 }
 
 void tls_client_session_failed(SSL *ssl)
 {
-	SSL_SESSION **slot = csess_slot(ssl);
+	struct sess_slot *sl = csess_slot(ssl);
 
-	if (slot == NULL)
+	if (sl == NULL)
 		return;
-	SSL_SESSION_free(*slot);
-	*slot = NULL;
+	slot_clear(sl); /* the upstream may have changed (keys, certificate): start afresh */
 	SSL_set_ex_data(ssl, csess_ssl_idx, NULL); /* a late ticket on it is not kept */
 }

@@ -10,7 +10,8 @@
 #     after it is a full handshake, not an attempt to resume the same session again). The
 #     failure is a connection reset after the ClientHello: on an error with an alert OpenSSL
 #     marks the offered session unresumable itself, on a socket error it does not;
-#   - the metric custos_upstream_tls_handshakes_total counts full and resumed handshakes.
+#   - the metric custos_upstream_tls_handshakes_total counts full and resumed handshakes;
+#   - a worker keeps several TLS 1.3 tickets per upstream, for new connections made at once.
 . "$(dirname "$0")/proxy_lib.bash"
 
 command -v python3 >/dev/null || skip "python3 not installed"
@@ -66,6 +67,36 @@ check "... resumed" "$(sed -n 6p "$work/b.log")" "TLSv1.2 resumed"
 curl -sS --max-time 20 --unix-socket "$work/admin.sock" http://admin/metrics >"$work/metrics.txt"
 check "metrics: full upstream handshakes" "$(sed -n 's/^custos_upstream_tls_handshakes_total{session="full"} //p' "$work/metrics.txt")" 4
 check "metrics: resumed upstream handshakes" "$(sed -n 's/^custos_upstream_tls_handshakes_total{session="resumed"} //p' "$work/metrics.txt")" 6
+# Several new connections at a time: a TLS 1.3 ticket is used once, so the slot keeps several.
+# The upstream holds its connections until custos has opened all 4 (and offered each the
+# slot's newest ticket, if one is left). other-model's slot holds 2 tickets now (a full
+# handshake brings 2, a resumption uses 1 and brings 1): of 4 connections at once, 2 resume
+# and 2 are full, which leaves 2 + 2 + 2*2 = 6 tickets, so the next 4 at once all resume (a
+# single slot would resume one of each 4).
+held_batch() {
+	local i bp=()
+	touch "$work/a.log.hold"
+	for i in 1 2 3 4; do
+		chat other-model >"$work/batch.$i" &
+		bp+=($!)
+	done
+	opened() { [ "$(ss -Htn state established "( dport = :$PA )" | wc -l)" -ge 4 ]; }
+	wait_until 60 opened || fail "custos did not open 4 connections to the upstream at once"
+	rm -f "$work/a.log.hold"
+	wait "${bp[@]}"
+	check "4 requests at once" "$(cat "$work"/batch.*)" 200200200200
+	rm -f "$work"/batch.*
+}
+if command -v ss >/dev/null; then
+	held_batch
+	check "4 connections at once, 2 tickets: 2 resumed, 2 full" \
+		"$(sed -n '6,9p' "$work/a.log" | sort | uniq -c | awk '{print $1, $3}' | paste -sd,)" "2 full,2 resumed"
+	held_batch
+	check "the next 4 at once all resume" "$(sed -n '10,13p' "$work/a.log" | paste -sd,)" \
+		"TLSv1.3 resumed,TLSv1.3 resumed,TLSv1.3 resumed,TLSv1.3 resumed"
+else
+	echo "SKIPPED (part): ss (iproute2) not installed: connections at once not checked"
+fi
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 check "custos exits cleanly (no leak under ASan)" "$?" 0

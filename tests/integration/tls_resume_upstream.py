@@ -9,7 +9,8 @@ Listens on 127.0.0.1 (a free port, written to PORTFILE); TLS 1.3 unless told tls
 most TLS 1.2, session tickets on: OpenSSL's defaults). One line per connection goes to LOG:
 "TLSv1.3 full", "TLSv1.3 resumed", ... written before the answer is sent. When the file
 LOG.fail exists, the next connection is reset after its ClientHello (the line "aborted") and
-the file removed: the client's handshake fails on a socket error.
+the file removed: the client's handshake fails on a socket error. While LOG.hold exists, no
+connection is served (they wait, accepted or in the listen queue, with their ClientHello).
 """
 import json
 import os
@@ -17,6 +18,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 
 cert, key, portfile, log = sys.argv[1:5]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -90,4 +92,6 @@ with open(tmp, "w") as f:
 os.rename(tmp, portfile)
 while True:
     c, _ = lsock.accept()
+    while os.path.exists(log + ".hold"):
+        time.sleep(0.01)
     serve(c)
