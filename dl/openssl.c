@@ -176,6 +176,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_SESSION_get_time)                                                                    \
 	X(SSL_SESSION_get_timeout)                                                                 \
 	X(SSL_SESSION_is_resumable)                                                                \
+	X(SSL_SESSION_up_ref)                                                                      \
 	X(SSL_accept)                                                                              \
 	X(SSL_connect)                                                                             \
 	X(SSL_ctrl)                                                                                \

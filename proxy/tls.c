@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "proxy_int.h"
+#include "tls.h"
 
 /* Mozilla "intermediate" (v5.7) TLS 1.2 suites; TLS 1.3 suites are OpenSSL's defaults, which
  * match the recommendation. */
@@ -664,4 +665,168 @@ void tls_client_session_failed(SSL *ssl)
 		return;
 	slot_clear(sl); /* the upstream may have changed (keys, certificate): start afresh */
 	SSL_set_ex_data(ssl, csess_ssl_idx, NULL); /* a late ticket on it is not kept */
+}
+
+/* Egress (egress_conn.c): a source's client context is used by every connection thread, and
+ * the origins behind one source differ by host and port, so its sessions go into one cache
+ * per context under a lock (taken once per new origin connection and once per session
+ * received, never across I/O), keyed by the origin; each entry holds the newest session for
+ * its origin, and a full cache gives up its least recently stored entry. */
+#define ORIGIN_SESSIONS 32
+#define ORIGIN_KEY_MAX  280
+
+struct origin_entry {
+	char key[ORIGIN_KEY_MAX];
+	SSL_SESSION *sess;
+	uint64_t stamp; /* when stored (a counter): the smallest is evicted first */
+};
+struct origin_cache {
+	pthread_mutex_t mu;
+	uint64_t clock;
+	struct origin_entry e[ORIGIN_SESSIONS];
+};
+/* What a connection's SSL remembers: its cache and its origin's key. */
+struct origin_ref {
+	struct origin_cache *c;
+	char key[ORIGIN_KEY_MAX];
+};
+static int ocache_ctx_idx = -1, oref_ssl_idx = -1;
+static pthread_once_t ocache_once = PTHREAD_ONCE_INIT;
+
+static void ocache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct origin_cache *c = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (c == NULL)
+		return;
+	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
+		SSL_SESSION_free(c->e[i].sess);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+static void oref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	free(ptr);
+}
+
+static void ocache_idx_init(void)
+{
+	ocache_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ocache_free);
+	oref_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, oref_free);
+}
+
+/* The entry for key (c->mu held); NULL when there is none. */
+static struct origin_entry *ocache_find(struct origin_cache *c, const char *key)
+{
+	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
+		if (c->e[i].sess != NULL && strcmp(c->e[i].key, key) == 0)
+			return &c->e[i];
+	return NULL;
+}
+
+static int ocache_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct origin_ref *r = oref_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, oref_ssl_idx);
+
+	if (r == NULL || SSL_get_verify_result(ssl) != X509_V_OK || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	struct origin_cache *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	struct origin_entry *e = ocache_find(c, r->key);
+	if (e == NULL) {
+		e = &c->e[0];
+		for (unsigned i = 1; i < ORIGIN_SESSIONS && e->sess != NULL; i++)
+			if (c->e[i].sess == NULL || c->e[i].stamp < e->stamp)
+				e = &c->e[i];
+		snprintf(e->key, sizeof(e->key), "%s", r->key);
+	}
+	SSL_SESSION *old = e->sess;
+	e->sess = sess;
+	e->stamp = ++c->clock;
+	pthread_mutex_unlock(&c->mu);
+	SSL_SESSION_free(old);
+	return 1;
+}
+
+custos_err tls_origin_cache_attach(SSL_CTX *ctx)
+{
+	pthread_once(&ocache_once, ocache_idx_init);
+	ENSURE(ocache_ctx_idx >= 0 && oref_ssl_idx >= 0, CUSTOS_ERR_CRYPTO,
+	       "tls: no ex_data index for the origin session cache");
+	struct origin_cache *c = calloc(1, sizeof(*c));
+	ENSURE(c, CUSTOS_ERR_NOMEM, "tls: origin session cache");
+	pthread_mutex_init(&c->mu, NULL);
+	if (SSL_CTX_set_ex_data(ctx, ocache_ctx_idx, c) != 1) {
+		pthread_mutex_destroy(&c->mu);
+		free(c);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: origin session cache ex_data");
+	}
+	SSL_CTX_set_session_cache_mode(ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, ocache_new_cb);
+	return CUSTOS_OK;
+}
+
+void tls_origin_session_offer(SSL *ssl, const char *key)
+{
+	struct origin_cache *c =
+	        ocache_ctx_idx < 0 ? NULL
+	                           : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ocache_ctx_idx);
+
+	if (c == NULL || strlen(key) >= ORIGIN_KEY_MAX)
+		return;
+	struct origin_ref *r = malloc(sizeof(*r));
+	if (r == NULL)
+		return;
+	r->c = c;
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	if (SSL_set_ex_data(ssl, oref_ssl_idx, r) != 1) {
+		free(r);
+		return;
+	}
+	SSL_SESSION *take = NULL, *drop = NULL;
+	pthread_mutex_lock(&c->mu);
+	struct origin_entry *e = ocache_find(c, key);
+	if (e != NULL) {
+		SSL_SESSION *s = e->sess;
+		if (!SSL_SESSION_is_resumable(s) ||
+		    (uint64_t)SSL_SESSION_get_time(s) + (uint64_t)SSL_SESSION_get_timeout(s) <=
+		            (uint64_t)time(NULL)) {
+			drop = s;
+			e->sess = NULL;
+		} else if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+			take = s; /* used once: it leaves the cache with our reference */
+			e->sess = NULL;
+		} else {
+			take = s; /* a TLS 1.2 session stays */
+			SSL_SESSION_up_ref(s);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	SSL_SESSION_free(drop);
+	if (take != NULL) {
+		if (SSL_set_session(ssl, take) != 1)
+			ERR_clear_error();
+		SSL_SESSION_free(take);
+	}
+}
+
+void tls_origin_session_failed(SSL *ssl)
+{
+	struct origin_ref *r = oref_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, oref_ssl_idx);
+
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->c->mu);
+	struct origin_entry *e = ocache_find(r->c, r->key);
+	SSL_SESSION *drop = e ? e->sess : NULL;
+	if (e)
+		e->sess = NULL;
+	pthread_mutex_unlock(&r->c->mu);
+	SSL_SESSION_free(drop);
+	SSL_set_ex_data(ssl, oref_ssl_idx, NULL); /* a late session on it is not kept */
+	free(r);
 }
