@@ -151,6 +151,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_get_ex_data)                                                                     \
 	X(SSL_CTX_load_verify_locations)                                                           \
 	X(SSL_CTX_new)                                                                             \
+	X(SSL_CTX_sess_get_new_cb)                                                                 \
 	X(SSL_CTX_sess_set_new_cb)                                                                 \
 	X(SSL_CTX_set_alpn_protos)                                                                 \
 	X(SSL_CTX_set_alpn_select_cb)                                                              \
@@ -176,6 +177,11 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_SESSION_get_time)                                                                    \
 	X(SSL_SESSION_get_timeout)                                                                 \
 	X(SSL_SESSION_is_resumable)                                                                \
+	X(SSL_SESSION_new)                                                                         \
+	X(SSL_SESSION_set1_id)                                                                     \
+	X(SSL_SESSION_set_protocol_version)                                                        \
+	X(SSL_SESSION_set_time)                                                                    \
+	X(SSL_SESSION_set_timeout)                                                                 \
 	X(SSL_SESSION_up_ref)                                                                      \
 	X(SSL_accept)                                                                              \
 	X(SSL_connect)                                                                             \
@@ -189,6 +195,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get_error)                                                                           \
 	X(SSL_get_ex_data)                                                                         \
 	X(SSL_get_rbio)                                                                            \
+	X(SSL_get_session)                                                                         \
 	X(SSL_get_wbio)                                                                            \
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
