@@ -11,7 +11,8 @@
 #     failure is a connection reset after the ClientHello: on an error with an alert OpenSSL
 #     marks the offered session unresumable itself, on a socket error it does not;
 #   - the metric custos_upstream_tls_handshakes_total counts full and resumed handshakes;
-#   - a worker keeps several TLS 1.3 tickets per upstream, for new connections made at once.
+#   - a worker keeps several TLS 1.3 tickets per upstream, for new connections made at once;
+#   - a reload starts with empty slots.
 . "$(dirname "$0")/proxy_lib.bash"
 
 command -v python3 >/dev/null || skip "python3 not installed"
@@ -97,6 +98,14 @@ if command -v ss >/dev/null; then
 else
 	echo "SKIPPED (part): ss (iproute2) not installed: connections at once not checked"
 fi
+# A reload makes new upstream contexts: their slots start empty (the CA or the name may have
+# changed), so the first handshake after it is full, the next one resumes.
+n=$(wc -l <"$work/a.log")
+kill -HUP "$CU_PID"
+wait_log 'reloaded' 1
+check "after a reload: answered" "$(chat test-model)$(chat test-model)" 200200
+check "after a reload: full, then resumed" "$(sed -n "$((n + 1)),$((n + 2))p" "$work/a.log" | paste -sd,)" \
+	"TLSv1.3 full,TLSv1.3 resumed"
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 check "custos exits cleanly (no leak under ASan)" "$?" 0
