@@ -148,8 +148,11 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_free)                                                                            \
 	X(SSL_CTX_get0_certificate)                                                                \
 	X(SSL_CTX_get_cert_store)                                                                  \
+	X(SSL_CTX_get_ex_data)                                                                     \
 	X(SSL_CTX_load_verify_locations)                                                           \
 	X(SSL_CTX_new)                                                                             \
+	X(SSL_CTX_sess_get_new_cb)                                                                 \
+	X(SSL_CTX_sess_set_new_cb)                                                                 \
 	X(SSL_CTX_set_alpn_protos)                                                                 \
 	X(SSL_CTX_set_alpn_select_cb)                                                              \
 	X(SSL_CTX_set_cipher_list)                                                                 \
@@ -168,7 +171,18 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_use_PrivateKey)                                                                  \
 	X(SSL_CTX_use_certificate)                                                                 \
 	X(SSL_CTX_use_certificate_chain_file)                                                      \
+	X(SSL_SESSION_free)                                                                        \
 	X(SSL_SESSION_get0_peer)                                                                   \
+	X(SSL_SESSION_get_protocol_version)                                                        \
+	X(SSL_SESSION_get_time)                                                                    \
+	X(SSL_SESSION_get_timeout)                                                                 \
+	X(SSL_SESSION_is_resumable)                                                                \
+	X(SSL_SESSION_new)                                                                         \
+	X(SSL_SESSION_set1_id)                                                                     \
+	X(SSL_SESSION_set_protocol_version)                                                        \
+	X(SSL_SESSION_set_time)                                                                    \
+	X(SSL_SESSION_set_timeout)                                                                 \
+	X(SSL_SESSION_up_ref)                                                                      \
 	X(SSL_accept)                                                                              \
 	X(SSL_connect)                                                                             \
 	X(SSL_ctrl)                                                                                \
@@ -177,9 +191,11 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_free_buffers)                                                                        \
 	X(SSL_get0_param)                                                                          \
 	X(SSL_get1_peer_certificate)                                                               \
+	X(SSL_get_SSL_CTX)                                                                         \
 	X(SSL_get_error)                                                                           \
 	X(SSL_get_ex_data)                                                                         \
 	X(SSL_get_rbio)                                                                            \
+	X(SSL_get_session)                                                                         \
 	X(SSL_get_wbio)                                                                            \
 	X(SSL_get_servername)                                                                      \
 	X(SSL_get_verify_result)                                                                   \
@@ -187,12 +203,14 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_new)                                                                                 \
 	X(SSL_read)                                                                                \
 	X(SSL_read_ex)                                                                             \
+	X(SSL_session_reused)                                                                      \
 	X(SSL_set1_host)                                                                           \
 	X(SSL_set_accept_state)                                                                    \
 	X(SSL_set_bio)                                                                             \
 	X(SSL_set_connect_state)                                                                   \
 	X(SSL_set_ex_data)                                                                         \
 	X(SSL_set_fd)                                                                              \
+	X(SSL_set_session)                                                                         \
 	X(SSL_shutdown)                                                                            \
 	X(SSL_version)                                                                             \
 	X(SSL_write)                                                                               \

@@ -1530,6 +1530,8 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 		}
 		SSL_set_tlsext_host_name(u->s.ssl, name);
 		SSL_set1_host(u->s.ssl, name);
+		/* This worker's newest session with this upstream, if any (tls.c). */
+		tls_client_session_offer(u->s.ssl, c->w->id);
 		SSL_set_connect_state(u->s.ssl);
 	}
 	if (ev_add(&c->w->loop, &u->io, fd, on_up_event, u) != CUSTOS_OK) {
@@ -1984,9 +1986,12 @@ static bool up_drive(conn *c)
 		if (h == SOCK_AGAIN)
 			return progress;
 		if (h != SOCK_OK) {
+			tls_client_session_failed(u->s.ssl);
 			up_failed(c, "upstream TLS handshake failed");
 			return true;
 		}
+		metrics_inc(SSL_session_reused(u->s.ssl) ? METRICS_UPSTREAM_TLS_RESUMED
+		                                         : METRICS_UPSTREAM_TLS_FULL);
 		u->st = US_READY;
 		progress = true;
 	}

@@ -19,6 +19,7 @@
 #include "custos/audit.h"
 #include "custos/policy.h"
 #include "egress_int.h"
+#include "tls.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Options
@@ -678,6 +679,12 @@ static custos_err source_tls(esource *e)
 		SSL_CTX_free(ctx);
 		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA %s", e->o.id,
 		               e->o.ca_file ? e->o.ca_file : "(system store)");
+	}
+	/* Sessions with the source's origins are resumed (tls.c, per origin). */
+	custos_err err = tls_origin_cache_attach(ctx);
+	if (err != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return err;
 	}
 	e->tls = ctx;
 	return CUSTOS_OK;

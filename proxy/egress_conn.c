@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "egress_int.h"
+#include "tls.h"
 
 #define EIO_CHUNK      (64u * 1024)
 #define EIN_MAX        (HTTP1_MAX_HEAD_BYTES + EGRESS_HELLO_MAX)
@@ -191,6 +192,13 @@ static void up_close(econn *c)
 	c->ufd = -1;
 	pthread_mutex_unlock(&c->s->lock);
 	if (c->ussl) {
+		/* A best-effort close_notify (SIGPIPE is ignored; the socket's send timeout
+		 * bounds it): OpenSSL drops the session of a connection freed without one, and
+		 * the origin's session is kept for resumption (tls.c). Nothing is sent during a
+		 * handshake that failed. */
+		if (fd >= 0)
+			(void)SSL_shutdown(c->ussl);
+		ERR_clear_error();
 		SSL_free(c->ussl);
 		c->ussl = NULL;
 	}
@@ -307,7 +315,11 @@ static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h
 			X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), h->addr,
 			                          h->kind == SSRF_HOST_V4 ? 4 : 16);
 		}
+		/* The origin's newest session, if any: the key names the host (the name verified,
+		 * and the SNI) and the port; the context is the source's (its CA). */
+		tls_origin_session_offer(ssl, key);
 		if (SSL_connect(ssl) != 1) {
+			tls_origin_session_failed(ssl);
 			long vr = SSL_get_verify_result(ssl);
 			unsigned long oe = ERR_peek_error();
 			char eb[160] = "";

@@ -375,6 +375,12 @@ custos_err metrics_render(buf *out)
 	GUARD(simple(out, "custos_tls_buffer_releases_total", "counter",
 	             "Idle client TLS connections that gave their record buffers back.",
 	             sum_counter(METRICS_TLS_BUFFERS_RELEASED)));
+	GUARD(family(out, "custos_upstream_tls_handshakes_total", "counter",
+	             "TLS handshakes custos made with upstreams, full or resumed from a session."));
+	GUARD(buf_printf(out, "custos_upstream_tls_handshakes_total{session=\"full\"} %llu\n",
+	                 (unsigned long long)sum_counter(METRICS_UPSTREAM_TLS_FULL)));
+	GUARD(buf_printf(out, "custos_upstream_tls_handshakes_total{session=\"resumed\"} %llu\n",
+	                 (unsigned long long)sum_counter(METRICS_UPSTREAM_TLS_RESUMED)));
 	GUARD(simple(out, "custos_upstream_errors_total", "counter",
 	             "Upstream connect, TLS and protocol failures.",
 	             sum_counter(METRICS_UPSTREAM_ERRORS)));

@@ -31,8 +31,10 @@ typedef enum metrics_counter {
 	METRICS_ADMIN_REQUESTS,
 	METRICS_ADMIN_DENIED,
 	METRICS_TLS_BUFFERS_RELEASED,
-	METRICS_ADMIN_TLS_OK,     /* the admin TLS gate's handshakes (admin_tls.c) */
-	METRICS_ADMIN_TLS_FAILED, /* failed, timed out, shed or refused before one */
+	METRICS_ADMIN_TLS_OK,         /* the admin TLS gate's handshakes (admin_tls.c) */
+	METRICS_ADMIN_TLS_FAILED,     /* failed, timed out, shed or refused before one */
+	METRICS_UPSTREAM_TLS_FULL,    /* TLS handshakes with upstreams: full */
+	METRICS_UPSTREAM_TLS_RESUMED, /* resumed from a session (tls.c) */
 	METRICS__COUNTERS
 } metrics_counter;
 

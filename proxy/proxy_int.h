@@ -99,7 +99,15 @@ void state_unref(proxy_state *st);
  * context, so a session resumes only on the listener, client_auth mode and client CA bundle
  * that made it. *out is the caller's (SSL_CTX_free). */
 custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
-custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out) CUSTOS_WUR;
+/* The client context of one TLS upstream, with nslots session slots (one per worker; 0: no
+ * resumption). *out is the caller's (SSL_CTX_free frees the slots' sessions). */
+custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX **out) CUSTOS_WUR;
+/* Before the handshake of ssl (made on such a context): ties it to slot slot_no (the worker's
+ * id) and offers the slot's session. A TLS 1.3 session leaves the slot (single use); sessions
+ * the upstream gives on ssl later replace the slot's. */
+void tls_client_session_offer(SSL *ssl, unsigned slot_no);
+/* After a failed handshake on ssl: its slot's session is dropped (no retry of a bad one). */
+void tls_client_session_failed(SSL *ssl);
 /* Sets the thread's error from OpenSSL's queue (and clears it); returns code. */
 custos_err tls_openssl_err(custos_err code, const char *what);
 

@@ -108,7 +108,7 @@ static bool is_loopback(const struct sockaddr_storage *ss)
 }
 
 /* Checks o and builds the state from it; takes over o's contents (zeroed on return). */
-static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
+static custos_err state_build(proxy_options *o, uint64_t gen, unsigned nworkers, proxy_state **out)
 {
 	proxy_state *st = xcalloc(1, sizeof(*st));
 	custos_err e = CUSTOS_OK;
@@ -159,7 +159,7 @@ static custos_err state_build(proxy_options *o, uint64_t gen, proxy_state **out)
 	}
 	for (size_t i = 0; i < o->nupstreams; i++) {
 		if (o->upstreams[i].tls &&
-		    (e = tls_client_ctx(&o->upstreams[i], &st->up_ctx[i])) != CUSTOS_OK) {
+		    (e = tls_client_ctx(&o->upstreams[i], nworkers, &st->up_ctx[i])) != CUSTOS_OK) {
 			e = err_wrap(e, "upstream %s", o->upstreams[i].name);
 			goto fail;
 		}
@@ -362,7 +362,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 	s->nworkers = o.workers ? o.workers : (ncpu > 0 ? (unsigned)ncpu : 1);
 	if (s->nworkers > PROXY_MAX_WORKERS)
 		s->nworkers = PROXY_MAX_WORKERS;
-	if ((e = state_build(&o, 1, &s->st)) != CUSTOS_OK) {
+	if ((e = state_build(&o, 1, s->nworkers, &s->st)) != CUSTOS_OK) {
 		free(s);
 		return e;
 	}
@@ -483,7 +483,7 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 		return le;
 	}
 	uint64_t gen = atomic_load(&s->gen) + 1;
-	GUARD(state_build(&o, gen, &st));
+	GUARD(state_build(&o, gen, s->nworkers, &st));
 	pthread_mutex_lock(&s->st_lock);
 	/* Under the lock: two concurrent reloads (SIGHUP and the admin API) get distinct
 	 * generations, so no worker keeps the first one's state believing it is current. */

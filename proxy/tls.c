@@ -1,8 +1,9 @@
 /*
  * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
- * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and the client
- * context for TLS upstreams (verification on). A session resumes only on a context that decides
- * client authentication as the one that made it did (session id context, below).
+ * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and
+ * the client context for TLS upstreams (verification on, sessions kept per worker and resumed).
+ * A session resumes on our server only on a context that decides client authentication as the
+ * one that made it did (session id context, below).
  */
 #include <assert.h>
 #include <openssl/core_names.h>
@@ -15,8 +16,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy_int.h"
+#include "tls.h"
 
 /* Mozilla "intermediate" (v5.7) TLS 1.2 suites; TLS 1.3 suites are OpenSSL's defaults, which
  * match the recommendation. */
@@ -486,7 +489,92 @@ fail:
 	return e;
 }
 
-custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
+/* Client sessions (upstream TLS resumption), kept as HAProxy keeps them: per worker thread, for
+ * each upstream's context, a slot holding the newest sessions that upstream gave us. A slot is
+ * only ever touched by its worker (the SSL_new, the new-session callback, the handshake's end
+ * all run on the worker that owns the connection), so no lock is taken; one slot shared by
+ * the workers would need one on every connect and every ticket. The slots live in the
+ * context's ex_data: a context is one upstream of one configuration generation (a reload
+ * starts with empty slots, as the CA or the name may have changed), and every SSL holds a
+ * reference to its context, so a ticket that arrives on a connection outliving its generation
+ * still finds its slot. The slot's name is fixed (the upstream's tls_name or host), so a
+ * session is only offered to the upstream that verified it.
+ *
+ * A slot holds up to CLIENT_SESSIONS sessions, newest on top, and not just one: a TLS 1.3
+ * ticket is used once (RFC 8446 C.4), so a worker that opens several connections to one
+ * upstream at a time needs a ticket for each. Each resumed connection brings the next ticket
+ * and a full handshake usually brings one or two (OpenSSL servers send two), so the stack
+ * fills up to the worker's concurrency to that upstream, within the bound (with 8, a worker
+ * serving 50 clients through an upstream that closes after each response resumed about a third
+ * of its handshakes; with 64, all but a few). A slot is 64 pointers; the sessions in it are
+ * only as many as that concurrency made. */
+#define CLIENT_SESSIONS 64
+
+struct sess_slot {
+	unsigned n;
+	SSL_SESSION *s[CLIENT_SESSIONS]; /* [0, n): oldest to newest */
+};
+struct client_sessions {
+	unsigned n;
+	struct sess_slot slot[]; /* [n], one per worker */
+};
+static int csess_ctx_idx = -1, csess_ssl_idx = -1;
+static pthread_once_t csess_once = PTHREAD_ONCE_INIT;
+
+static void slot_clear(struct sess_slot *sl)
+{
+	while (sl->n > 0)
+		SSL_SESSION_free(sl->s[--sl->n]);
+}
+
+static void csess_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct client_sessions *cs = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	for (unsigned i = 0; cs && i < cs->n; i++)
+		slot_clear(&cs->slot[i]);
+	free(cs);
+}
+
+static void csess_idx_init(void)
+{
+	csess_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, csess_free);
+	csess_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* The slot of the worker driving ssl (NULL: the connection takes no part in resumption). */
+static struct sess_slot *csess_slot(SSL *ssl)
+{
+	return csess_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, csess_ssl_idx);
+}
+
+/* OpenSSL's new-session callback: a TLS 1.2 session at the handshake's end, or each TLS 1.3
+ * ticket (NewSessionTicket, after the handshake; a server may send several). It goes on top of
+ * the slot (the oldest one leaves a full slot); returning 1 keeps the reference OpenSSL gives
+ * us. */
+static int csess_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct sess_slot *sl = csess_slot(ssl);
+
+	/* The handshake failed verification (VERIFY_PEER aborts it, this is a second lock) or
+	 * the session cannot resume (no ticket, no id): nothing to keep. */
+	if (sl == NULL || SSL_get_verify_result(ssl) != X509_V_OK ||
+	    !SSL_SESSION_is_resumable(sess))
+		return 0;
+	/* A TLS 1.2 session resumes again and again: the newest one is all a slot needs. */
+	if (SSL_SESSION_get_protocol_version(sess) < TLS1_3_VERSION)
+		slot_clear(sl);
+	if (sl->n == CLIENT_SESSIONS) {
+		SSL_SESSION_free(sl->s[0]);
+		memmove(&sl->s[0], &sl->s[1], (CLIENT_SESSIONS - 1) * sizeof(sl->s[0]));
+		sl->n--;
+	}
+	sl->s[sl->n++] = sess;
+	return 1;
+}
+
+custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -505,6 +593,240 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, SSL_CTX **out)
 	}
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+	if (nslots > 0) {
+		pthread_once(&csess_once, csess_idx_init);
+		struct client_sessions *cs =
+		        csess_ctx_idx >= 0 && csess_ssl_idx >= 0
+		                ? calloc(1, sizeof(*cs) + (size_t)nslots * sizeof(cs->slot[0]))
+		                : NULL;
+		if (cs == NULL) {
+			SSL_CTX_free(ctx);
+			return err_set(CUSTOS_ERR_NOMEM, "tls: client session slots");
+		}
+		cs->n = nslots;
+		if (SSL_CTX_set_ex_data(ctx, csess_ctx_idx, cs) != 1) {
+			free(cs);
+			SSL_CTX_free(ctx);
+			return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: client session ex_data");
+		}
+		/* Our slots, not OpenSSL's internal cache (a locked hash no one would look in). */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+		                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, csess_new_cb);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	}
 	*out = ctx;
 	return CUSTOS_OK;
+}
+
+void tls_client_session_offer(SSL *ssl, unsigned slot_no)
+{
+	struct client_sessions *cs =
+	        csess_ctx_idx < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), csess_ctx_idx);
+
+	if (cs == NULL || slot_no >= cs->n ||
+	    SSL_set_ex_data(ssl, csess_ssl_idx, &cs->slot[slot_no]) != 1)
+		return;
+	struct sess_slot *sl = &cs->slot[slot_no];
+	uint64_t now = (uint64_t)time(NULL);
+	while (sl->n > 0) {
+		SSL_SESSION *sess = sl->s[sl->n - 1];
+		/* Past its lifetime (for TLS 1.3, the ticket's) or no longer resumable (OpenSSL
+		 * marks a session so after a fatal alert on it): dropped, the next one tried. */
+		if (!SSL_SESSION_is_resumable(sess) ||
+		    (uint64_t)SSL_SESSION_get_time(sess) +
+		                    (uint64_t)SSL_SESSION_get_timeout(sess) <=
+		            now) {
+			SSL_SESSION_free(sess);
+			sl->n--;
+			continue;
+		}
+		if (SSL_set_session(ssl, sess) != 1) { /* takes its own reference */
+			ERR_clear_error();
+			return;
+		}
+		/* A TLS 1.3 ticket is used once (RFC 8446 C.4: reuse lets an observer link the
+		 * connections); the resumed connection brings a fresh one. A TLS 1.2 session (id
+		 * or ticket) may resume again and stays until a newer one replaces it. */
+		if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
+			SSL_SESSION_free(sess);
+			sl->n--;
+		}
+		return;
+	}
+}
+
+void tls_client_session_failed(SSL *ssl)
+{
+	struct sess_slot *sl = csess_slot(ssl);
+
+	if (sl == NULL)
+		return;
+	slot_clear(sl); /* the upstream may have changed (keys, certificate): start afresh */
+	SSL_set_ex_data(ssl, csess_ssl_idx, NULL); /* a late ticket on it is not kept */
+}
+
+/* Egress (egress_conn.c): a source's client context is used by every connection thread, and
+ * the origins behind one source differ by host and port, so its sessions go into one cache
+ * per context under a lock (taken once per new origin connection and once per session
+ * received, never across I/O), keyed by the origin; each entry holds the newest session for
+ * its origin, and a full cache gives up its least recently stored entry. */
+#define ORIGIN_SESSIONS 32
+#define ORIGIN_KEY_MAX  280
+
+struct origin_entry {
+	char key[ORIGIN_KEY_MAX];
+	SSL_SESSION *sess;
+	uint64_t stamp; /* when stored (a counter): the smallest is evicted first */
+};
+struct origin_cache {
+	pthread_mutex_t mu;
+	uint64_t clock;
+	struct origin_entry e[ORIGIN_SESSIONS];
+};
+/* What a connection's SSL remembers: its cache and its origin's key. */
+struct origin_ref {
+	struct origin_cache *c;
+	char key[ORIGIN_KEY_MAX];
+};
+static int ocache_ctx_idx = -1, oref_ssl_idx = -1;
+static pthread_once_t ocache_once = PTHREAD_ONCE_INIT;
+
+static void ocache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct origin_cache *c = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (c == NULL)
+		return;
+	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
+		SSL_SESSION_free(c->e[i].sess);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+static void oref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	free(ptr);
+}
+
+static void ocache_idx_init(void)
+{
+	ocache_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ocache_free);
+	oref_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, oref_free);
+}
+
+/* The entry for key (c->mu held); NULL when there is none. */
+static struct origin_entry *ocache_find(struct origin_cache *c, const char *key)
+{
+	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
+		if (c->e[i].sess != NULL && strcmp(c->e[i].key, key) == 0)
+			return &c->e[i];
+	return NULL;
+}
+
+static int ocache_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct origin_ref *r = oref_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, oref_ssl_idx);
+
+	if (r == NULL || SSL_get_verify_result(ssl) != X509_V_OK || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	struct origin_cache *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	struct origin_entry *e = ocache_find(c, r->key);
+	if (e == NULL) {
+		e = &c->e[0];
+		for (unsigned i = 1; i < ORIGIN_SESSIONS && e->sess != NULL; i++)
+			if (c->e[i].sess == NULL || c->e[i].stamp < e->stamp)
+				e = &c->e[i];
+		snprintf(e->key, sizeof(e->key), "%s", r->key);
+	}
+	SSL_SESSION *old = e->sess;
+	e->sess = sess;
+	e->stamp = ++c->clock;
+	pthread_mutex_unlock(&c->mu);
+	SSL_SESSION_free(old);
+	return 1;
+}
+
+custos_err tls_origin_cache_attach(SSL_CTX *ctx)
+{
+	pthread_once(&ocache_once, ocache_idx_init);
+	ENSURE(ocache_ctx_idx >= 0 && oref_ssl_idx >= 0, CUSTOS_ERR_CRYPTO,
+	       "tls: no ex_data index for the origin session cache");
+	struct origin_cache *c = calloc(1, sizeof(*c));
+	ENSURE(c, CUSTOS_ERR_NOMEM, "tls: origin session cache");
+	pthread_mutex_init(&c->mu, NULL);
+	if (SSL_CTX_set_ex_data(ctx, ocache_ctx_idx, c) != 1) {
+		pthread_mutex_destroy(&c->mu);
+		free(c);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: origin session cache ex_data");
+	}
+	SSL_CTX_set_session_cache_mode(ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, ocache_new_cb);
+	return CUSTOS_OK;
+}
+
+void tls_origin_session_offer(SSL *ssl, const char *key)
+{
+	struct origin_cache *c =
+	        ocache_ctx_idx < 0 ? NULL
+	                           : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ocache_ctx_idx);
+
+	if (c == NULL || strlen(key) >= ORIGIN_KEY_MAX)
+		return;
+	struct origin_ref *r = malloc(sizeof(*r));
+	if (r == NULL)
+		return;
+	r->c = c;
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	if (SSL_set_ex_data(ssl, oref_ssl_idx, r) != 1) {
+		free(r);
+		return;
+	}
+	SSL_SESSION *take = NULL, *drop = NULL;
+	pthread_mutex_lock(&c->mu);
+	struct origin_entry *e = ocache_find(c, key);
+	if (e != NULL) {
+		SSL_SESSION *s = e->sess;
+		if (!SSL_SESSION_is_resumable(s) ||
+		    (uint64_t)SSL_SESSION_get_time(s) + (uint64_t)SSL_SESSION_get_timeout(s) <=
+		            (uint64_t)time(NULL)) {
+			drop = s;
+			e->sess = NULL;
+		} else if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+			take = s; /* used once: it leaves the cache with our reference */
+			e->sess = NULL;
+		} else {
+			take = s; /* a TLS 1.2 session stays */
+			SSL_SESSION_up_ref(s);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	SSL_SESSION_free(drop);
+	if (take != NULL) {
+		if (SSL_set_session(ssl, take) != 1)
+			ERR_clear_error();
+		SSL_SESSION_free(take);
+	}
+}
+
+void tls_origin_session_failed(SSL *ssl)
+{
+	struct origin_ref *r = oref_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, oref_ssl_idx);
+
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->c->mu);
+	struct origin_entry *e = ocache_find(r->c, r->key);
+	SSL_SESSION *drop = e ? e->sess : NULL;
+	if (e)
+		e->sess = NULL;
+	pthread_mutex_unlock(&r->c->mu);
+	SSL_SESSION_free(drop);
+	SSL_set_ex_data(ssl, oref_ssl_idx, NULL); /* a late session on it is not kept */
+	free(r);
 }

@@ -57,7 +57,8 @@ descendants() {
 # (keys/, audit/, custos.yaml, custos.log): one worker, plain and TLS listeners ($w/srv.crt),
 # model `up` (and `sse` with SSE_PORT), the policy $w/policy.yaml (bench_policy), the audit
 # trail in `batch` mode with signed checkpoints, batch_window $AUDIT_WINDOW (default 10ms, the
-# configuration's default). Sets CUSTOS_PID once the plain port answers.
+# configuration's default). Sets CUSTOS_PID once the plain port answers. BENCH_UP_SCHEME (https)
+# and BENCH_UP_EXTRA (more keys of the upstream, after a comma) make `up` a TLS upstream.
 bench_custos() {
 	local bin=$1 d=$2 sse=""
 	mkdir -p "$d/keys" "$d/audit"
@@ -75,7 +76,7 @@ listeners:
     tls: { cert: $w/srv.crt, key: $w/srv.key }
 models:
   - id: up
-    upstream: { url: "http://127.0.0.1:$5/", pool_size: 128 }$sse
+    upstream: { url: "${BENCH_UP_SCHEME:-http}://127.0.0.1:$5/", pool_size: 128${BENCH_UP_EXTRA:-} }$sse
 audit:
   dir: $d/audit
   durability: batch

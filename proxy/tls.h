@@ -1,0 +1,22 @@
+/*
+ * TLS helpers shared beyond the ingress proxy (tls.c): the egress proxy's session cache for
+ * its connections to origins.
+ */
+#ifndef CUSTOS_PROXY_TLS_H
+#define CUSTOS_PROXY_TLS_H
+
+#include <openssl/ssl.h>
+
+#include "custos/core.h"
+
+/* A session cache for a client context used by many threads (a lock), keyed by origin: up to
+ * 32 origins, the newest session of each, the least recently stored one evicted. The sessions
+ * are freed with the context. */
+custos_err tls_origin_cache_attach(SSL_CTX *ctx) CUSTOS_WUR;
+/* Before the handshake of ssl (on such a context): offers key's session (a TLS 1.3 one leaves
+ * the cache: single use) and has the sessions ssl receives stored under key. */
+void tls_origin_session_offer(SSL *ssl, const char *key);
+/* After a failed handshake on ssl: key's session is dropped. */
+void tls_origin_session_failed(SSL *ssl);
+
+#endif
