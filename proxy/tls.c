@@ -620,6 +620,21 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 	return CUSTOS_OK;
 }
 
+/* Whether sess may be offered at now: resumable (OpenSSL marks a session not so after a fatal
+ * alert on it), within its lifetime (for TLS 1.3, the ticket's), and its peer's certificate,
+ * verified at the full handshake the chain of resumptions started from, not expired since: a
+ * resumed handshake verifies no certificate, so this is what bounds a chain of tickets that an
+ * upstream keeps renewing (HAProxy and nginx do not bound it). */
+static bool sess_usable(SSL_SESSION *sess, time_t now)
+{
+	if (!SSL_SESSION_is_resumable(sess) ||
+	    (uint64_t)SSL_SESSION_get_time(sess) + (uint64_t)SSL_SESSION_get_timeout(sess) <=
+	            (uint64_t)now)
+		return false;
+	X509 *peer = SSL_SESSION_get0_peer(sess);
+	return peer == NULL || X509_cmp_current_time(X509_get0_notAfter(peer)) > 0;
+}
+
 void tls_client_session_offer(SSL *ssl, unsigned slot_no)
 {
 	struct client_sessions *cs =
@@ -629,15 +644,10 @@ void tls_client_session_offer(SSL *ssl, unsigned slot_no)
 	    SSL_set_ex_data(ssl, csess_ssl_idx, &cs->slot[slot_no]) != 1)
 		return;
 	struct sess_slot *sl = &cs->slot[slot_no];
-	uint64_t now = (uint64_t)time(NULL);
+	time_t now = time(NULL);
 	while (sl->n > 0) {
 		SSL_SESSION *sess = sl->s[sl->n - 1];
-		/* Past its lifetime (for TLS 1.3, the ticket's) or no longer resumable (OpenSSL
-		 * marks a session so after a fatal alert on it): dropped, the next one tried. */
-		if (!SSL_SESSION_is_resumable(sess) ||
-		    (uint64_t)SSL_SESSION_get_time(sess) +
-		                    (uint64_t)SSL_SESSION_get_timeout(sess) <=
-		            now) {
+		if (!sess_usable(sess, now)) { /* dropped, the next one tried */
 			SSL_SESSION_free(sess);
 			sl->n--;
 			continue;
@@ -792,9 +802,7 @@ void tls_origin_session_offer(SSL *ssl, const char *key)
 	struct origin_entry *e = ocache_find(c, key);
 	if (e != NULL) {
 		SSL_SESSION *s = e->sess;
-		if (!SSL_SESSION_is_resumable(s) ||
-		    (uint64_t)SSL_SESSION_get_time(s) + (uint64_t)SSL_SESSION_get_timeout(s) <=
-		            (uint64_t)time(NULL)) {
+		if (!sess_usable(s, time(NULL))) {
 			drop = s;
 			e->sess = NULL;
 		} else if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {

@@ -12,25 +12,44 @@
 #     marks the offered session unresumable itself, on a socket error it does not;
 #   - the metric custos_upstream_tls_handshakes_total counts full and resumed handshakes;
 #   - a worker keeps several TLS 1.3 tickets per upstream, for new connections made at once;
-#   - a reload starts with empty slots.
+#   - a reload starts with empty slots;
+#   - a session whose upstream certificate has expired since its full handshake is not
+#     offered (a resumed handshake verifies no certificate): the next connection is a full
+#     handshake, which fails verification.
 . "$(dirname "$0")/proxy_lib.bash"
 
 command -v python3 >/dev/null || skip "python3 not installed"
 make_pki
 fx="$(dirname "$0")/tls_resume_upstream.py"
-start_up() { # NAME [tls1.2]
-	python3 "$fx" "$work/tls/srv.crt" "$work/tls/srv.key" "$work/$1.port" "$work/$1.log" "${@:2}" \
-		>"$work/$1.out" 2>&1 &
+# An upstream certificate valid for EXP_S seconds (the test CA's, made with `openssl ca`), for
+# the upstream c, used first and checked again after it expired.
+EXP_S=${EXP_S:-20}
+(
+	cd "$work/tls" || exit 1
+	mkdir -p cadb && : >cadb/index.txt && echo 01 >cadb/serial
+	printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+		-keyout exp.key -out exp.csr
+	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in exp.csr -out exp.crt \
+		-notext -extfile srv.ext -startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
+		-enddate "$(date -u -d "+$EXP_S sec" +%y%m%d%H%M%SZ)"
+	chmod 600 exp.key
+) >/dev/null 2>&1 || skip "openssl ca could not make a short-lived certificate"
+exp_end=$(date -d "$(openssl x509 -noout -enddate -in "$work/tls/exp.crt" | cut -d= -f2)" +%s)
+start_up() { # NAME [tls1.2] (CERT=, KEY=: another certificate)
+	python3 "$fx" "${CERT:-$work/tls/srv.crt}" "${KEY:-$work/tls/srv.key}" "$work/$1.port" \
+		"$work/$1.log" "${@:2}" >"$work/$1.out" 2>&1 &
 	pids+=($!)
 	wait_until 60 test -s "$work/$1.port" || { cat "$work/$1.out"; skip "python TLS fixture did not start"; }
 	touch "$work/$1.log"
 }
 start_up a
 start_up b tls1.2
-PA=$(cat "$work/a.port") PB=$(cat "$work/b.port")
+CERT=$work/tls/exp.crt KEY=$work/tls/exp.key start_up c
+PA=$(cat "$work/a.port") PB=$(cat "$work/b.port") PC=$(cat "$work/c.port")
 
 write_policy "$work/policy.yaml"
-perl -0777 -i -pe 's/model: \[test-model, down-model, slow-model\]/model: [test-model, down-model, slow-model, other-model]/; s/(  slow-model: \{ isolation: none \}\n)/$1  other-model: { isolation: none }\n/' "$work/policy.yaml"
+perl -0777 -i -pe 's/model: \[test-model, down-model, slow-model\]/model: [test-model, down-model, slow-model, other-model, exp-model]/; s/(  slow-model: \{ isolation: none \}\n)/$1  other-model: { isolation: none }\n  exp-model: { isolation: none }\n/' "$work/policy.yaml"
 EXTRA_MODELS="  - id: slow-model
     upstream:
       url: \"https://localhost:$PB/\"
@@ -38,6 +57,10 @@ EXTRA_MODELS="  - id: slow-model
   - id: other-model
     upstream:
       url: \"https://localhost:$PA/\"
+      ca_file: $work/tls/ca.crt
+  - id: exp-model
+    upstream:
+      url: \"https://localhost:$PC/\"
       ca_file: $work/tls/ca.crt" WORKERS=1 write_config "$work/custos.yaml" 1
 perl -0777 -i -pe 's|url: "http://127.0.0.1:1/"|url: "https://localhost:'"$PA"'/"\n      ca_file: '"$work"'/tls/ca.crt|' "$work/custos.yaml"
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config"; exit 1; }
@@ -49,6 +72,13 @@ chat() { # MODEL: the status of one chat request over the plain listener
 		"http://127.0.0.1:$PORT2/v1/chat/completions"
 }
 lines() { paste -sd, "$work/$1.log"; }
+
+# The short-lived certificate first, while it is valid: a full handshake, which leaves tickets.
+exp_ok=""
+if [ "$(chat exp-model)" = 200 ] && [ "$(date +%s)" -lt "$exp_end" ]; then
+	check "short-lived certificate: a full handshake while it is valid" "$(lines c)" "TLSv1.3 full"
+	exp_ok=1
+fi
 
 for i in 1 2 3; do check "TLS 1.3 upstream, request $i" "$(chat test-model)" 200; done
 check "TLS 1.3: full handshake, then resumed ones" "$(lines a)" "TLSv1.3 full,TLSv1.3 resumed,TLSv1.3 resumed"
@@ -66,7 +96,7 @@ check "the next request resumes the new session" "$(chat slow-model)" 200
 check "... resumed" "$(sed -n 6p "$work/b.log")" "TLSv1.2 resumed"
 
 curl -sS --max-time 20 --unix-socket "$work/admin.sock" http://admin/metrics >"$work/metrics.txt"
-check "metrics: full upstream handshakes" "$(sed -n 's/^custos_upstream_tls_handshakes_total{session="full"} //p' "$work/metrics.txt")" 4
+check "metrics: full upstream handshakes" "$(sed -n 's/^custos_upstream_tls_handshakes_total{session="full"} //p' "$work/metrics.txt")" $((4 + ${exp_ok:-0}))
 check "metrics: resumed upstream handshakes" "$(sed -n 's/^custos_upstream_tls_handshakes_total{session="resumed"} //p' "$work/metrics.txt")" 6
 # Several new connections at a time: a TLS 1.3 ticket is used once, so the slot keeps several.
 # The upstream holds its connections until custos has opened all 4 (and offered each the
@@ -97,6 +127,19 @@ if command -v ss >/dev/null; then
 		"TLSv1.3 resumed,TLSv1.3 resumed,TLSv1.3 resumed,TLSv1.3 resumed"
 else
 	echo "SKIPPED (part): ss (iproute2) not installed: connections at once not checked"
+fi
+# The short-lived certificate has expired (waited for if need be): its tickets are not offered,
+# so the connection is a full handshake that fails verification, not a resumption of a session
+# with a certificate no longer valid (without the check: 200, "TLSv1.3 resumed"). Before the
+# reload below, which would empty the slot for another reason.
+if [ -n "$exp_ok" ]; then
+	expired() { [ "$(date +%s)" -gt "$((exp_end + 1))" ]; }
+	wait_until $((EXP_S + 30)) expired || fail "the short-lived certificate did not expire"
+	n=$(wc -l <"$work/c.log")
+	check "expired upstream certificate: refused" "$(chat exp-model)" 502
+	check "... no resumed handshake with it" "$(sed -n "$((n + 1)),\$p" "$work/c.log" | grep -c resumed)" 0
+else
+	echo "SKIPPED (part): the short-lived certificate expired before its first use (slow machine)"
 fi
 # A reload makes new upstream contexts: their slots start empty (the CA or the name may have
 # changed), so the first handshake after it is full, the next one resumes.
