@@ -4,7 +4,10 @@
 # beside HAProxy (server `ssl verify required`, session reuse on by default) and nginx
 # (`proxy_ssl_session_reuse on`, the default). The upstream: nginx, one worker, TLS (ECDSA P-256,
 # tickets on), `keepalive_timeout 0`, `return 200`; it logs $ssl_session_reused per connection,
-# so each measurement also says which share of the upstream handshakes were resumed. Clients:
+# (and $ssl_protocol), so each measurement also says which share of the upstream handshakes
+# were resumed, and over which version. nginx 1.22's `proxy_ssl_protocols` default stops at
+# TLS 1.2, whose resumption makes no key exchange; custos and HAProxy use TLS 1.3, so nginx is
+# given `TLSv1.2 TLSv1.3` too (env NGX_UP_PROTOCOLS to change it). Clients:
 # wrk -t1 -cCONNS keep-alive over plain HTTP to each proxy; one worker/thread each; custos with
 # policy and audit (batch) as bench/proxy/run.sh sets it up (lib.bash).
 # CPU = utime+stime of the proxy's process tree over the run, per request; per-core ratio =
@@ -18,6 +21,7 @@ A=$(abs "${1:?usage: upstream_tls.sh BUILD_DIR [BUILD_DIR_B]}")/cli/custos
 B=""
 [ -n "${2:-}" ] && B=$(abs "$2")/cli/custos
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-8} CONNS=${CONNS:-50}
+NGX_UP_PROTOCOLS=${NGX_UP_PROTOCOLS:-TLSv1.2 TLSv1.3}
 for x in "$A" $B; do [ -x "$x" ] || { echo "upstream_tls: $x not built" >&2; exit 1; }; done
 for t in wrk haproxy nginx openssl; do
 	command -v $t >/dev/null || { echo "upstream_tls: $t not installed (bench/proxy/run.sh installs them)" >&2; exit 1; }
@@ -47,7 +51,7 @@ pid $w/up/nginx.pid;
 error_log $w/up/error.log;
 events { worker_connections 4096; }
 http {
-  log_format reuse '\$ssl_session_reused';
+  log_format reuse '\$ssl_session_reused \$ssl_protocol';
   access_log $w/up/reuse.log reuse buffer=64k flush=100ms;
   keepalive_timeout 0;
   ssl_protocols TLSv1.2 TLSv1.3;
@@ -86,6 +90,7 @@ http {
       proxy_ssl_name localhost;
       proxy_ssl_server_name on;
       proxy_ssl_session_reuse on;
+      proxy_ssl_protocols $NGX_UP_PROTOCOLS;
     }
   }
 }
@@ -143,8 +148,8 @@ ticks() {
 	echo "$t"
 }
 HZ=$(getconf CLK_TCK)
-# reused_lines: "total resumed" lines of the upstream's log so far (flushed every 100 ms)
-reused_lines() { awk '{n++} $1 == "r" {r++} END {print n + 0, r + 0}' "$w/up/reuse.log" 2>/dev/null || echo "0 0"; }
+# reused_lines: "total resumed tls1.3" lines of the upstream's log so far (flushed every 100 ms)
+reused_lines() { awk '{n++} $1 == "r" {r++} $2 == "TLSv1.3" {t++} END {print n + 0, r + 0, t + 0}' "$w/up/reuse.log" 2>/dev/null || echo "0 0 0"; }
 
 # warm-up: one request through each (a first full handshake, and a check that all answer 200)
 for n in $sides; do
@@ -159,20 +164,21 @@ for r in $(seq "$ROUNDS"); do
 	[ $((r % 2)) -eq 0 ] && order=$(echo "$sides" | tr ' ' '\n' | tac | tr '\n' ' ')
 	for n in $order; do
 		sleep 0.2
-		read -r l0 r0 < <(reused_lines)
+		read -r l0 r0 v0 < <(reused_lines)
 		t0=$(ticks "${PID_OF[$n]}")
 		wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "http://127.0.0.1:${PORT_OF[$n]}/v1/models" >"$w/wrk.out"
 		t1=$(ticks "${PID_OF[$n]}")
 		sleep 0.3 # the upstream's log flush
-		read -r l1 r1 < <(reused_lines)
+		read -r l1 r1 v1 < <(reused_lines)
 		req=$(awk '/requests in/ {print $1}' "$w/wrk.out")
 		rps=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$w/wrk.out")
 		non2xx=$(awk '/Non-2xx/ {print $NF}' "$w/wrk.out")
 		us=$(awk -v t=$((t1 - t0)) -v n="${req:-0}" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')
 		res=$(awk -v a=$((l1 - l0)) -v b=$((r1 - r0)) 'BEGIN {printf "%.1f", a ? b * 100 / a : 0}')
+		v13=$(awk -v a=$((l1 - l0)) -v b=$((v1 - v0)) 'BEGIN {printf "%.0f", a ? b * 100 / a : 0}')
 		echo "$n $us $rps $res" >>"$w/summary"
-		printf 'round %d %-9s %7s req/s  cpu %6.2f us/request  upstream handshakes %6d, resumed %5s%%%s\n' \
-			"$r" "$n" "${rps:-0}" "$us" $((l1 - l0)) "$res" "${non2xx:+  non-2xx $non2xx}"
+		printf 'round %d %-9s %7s req/s  cpu %6.2f us/request  upstream handshakes %6d, resumed %5s%%, TLS 1.3 %3s%%%s\n' \
+			"$r" "$n" "${rps:-0}" "$us" $((l1 - l0)) "$res" "$v13" "${non2xx:+  non-2xx $non2xx}"
 	done
 done
 med() { sort -g | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
