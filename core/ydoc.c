@@ -395,17 +395,25 @@ static ydoc_node *jnode(struct jparser *j, ydoc_kind kind, unsigned line, unsign
 	return n;
 }
 
+/* v (holding *cap elements of size) with room for need of them: the capacity starts at first
+ * and doubles. Out of memory ends the process, as xcalloc does. */
+static void *jgrow(void *v, size_t *cap, size_t need, size_t size, size_t first)
+{
+	if (need <= *cap)
+		return v;
+	size_t c = *cap ? *cap : first;
+	while (c < need)
+		c *= 2;
+	v = realloc(v, c * size);
+	if (v == NULL)
+		abort();
+	*cap = c;
+	return v;
+}
+
 static void sb_put(struct jparser *j, const void *s, size_t n)
 {
-	if (j->sb_len + n + 1 > j->sb_cap) {
-		size_t cap = j->sb_cap ? j->sb_cap : 64;
-		while (cap < j->sb_len + n + 1)
-			cap *= 2;
-		j->sb = realloc(j->sb, cap);
-		if (j->sb == NULL)
-			abort();
-		j->sb_cap = cap;
-	}
+	j->sb = jgrow(j->sb, &j->sb_cap, j->sb_len + n + 1, 1, 64);
 	memcpy(j->sb + j->sb_len, s, n);
 	j->sb_len += n;
 }
@@ -719,122 +727,123 @@ static bool junique_keys(struct jparser *j, ydoc_node *m)
 
 static ydoc_node *jvalue(struct jparser *j, int depth);
 
-static ydoc_node *jobject(struct jparser *j, ydoc_node *n, int depth)
+/* An object or array n's closing bracket, and the words its messages use. */
+static unsigned char jclose(const ydoc_node *n)
 {
-	size_t cap = 0;
-	jstep(j); /* { */
-	jskip_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		jstep(j);
-		return n;
-	}
-	for (;;) {
-		if (j->p >= j->end) {
-			jerr(j, n->line, n->col, "close it with '}'", "%s", "unterminated object");
-			goto fail;
-		}
-		if (*j->p != '"') {
-			if (*j->p == '}')
-				jerr(j, j->line, j->col, "remove the last ','", "%s",
-				     "trailing ',' in an object");
-			else
-				jerr(j, j->line, j->col, "write \"key\": value", "%s",
-				     "object keys must be strings in double quotes");
-			goto fail;
-		}
-		ydoc_node *key = jstring(j);
-		if (key == NULL)
-			goto fail;
-		jskip_ws(j);
-		if (j->p >= j->end || *j->p != ':') {
-			jerr(j, j->line, j->col, NULL, "%s", "expected ':' after object key");
-			node_free(key);
-			goto fail;
-		}
-		jstep(j);
-		jskip_ws(j);
-		ydoc_node *value = jvalue(j, depth + 1);
-		if (value == NULL) {
-			node_free(key);
-			goto fail;
-		}
-		if (n->n == cap) {
-			cap = cap ? cap * 2 : 4;
-			n->pairs = realloc(n->pairs, cap * sizeof(*n->pairs));
-			if (n->pairs == NULL)
-				abort();
-		}
-		n->pairs[n->n++] = (ydoc_pair){ key, value };
-		jskip_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			jstep(j);
-			jskip_ws(j);
-			continue;
-		}
-		if (j->p < j->end && *j->p == '}') {
-			jstep(j);
-			if (!junique_keys(j, n))
-				goto fail;
-			return n;
-		}
-		if (j->p >= j->end)
-			jerr(j, n->line, n->col, "close it with '}'", "%s", "unterminated object");
-		else
-			jerr(j, j->line, j->col, NULL, "%s",
-			     "expected ',' or '}' after an object member");
-		goto fail;
-	}
-fail:
-	node_free(n);
-	return NULL;
+	return n->kind == YDOC_MAP ? '}' : ']';
 }
 
-static ydoc_node *jarray(struct jparser *j, ydoc_node *n, int depth)
+static const char *jname(const ydoc_node *n)
+{
+	return n->kind == YDOC_MAP ? "object" : "array";
+}
+
+/* The end of the text inside n: reported at n's opening bracket. */
+static void junterminated(struct jparser *j, const ydoc_node *n)
+{
+	jerr(j, n->line, n->col, n->kind == YDOC_MAP ? "close it with '}'" : "close it with ']'",
+	     "unterminated %s", jname(n));
+}
+
+/* Where a member or item must start (at the first, or after a ','): neither the end of the
+ * text nor n's closing bracket. */
+static bool jentry(struct jparser *j, const ydoc_node *n)
+{
+	if (j->p >= j->end) {
+		junterminated(j, n);
+		return false;
+	}
+	if (*j->p == jclose(n)) {
+		jerr(j, j->line, j->col, "remove the last ','", "trailing ',' in an %s", jname(n));
+		return false;
+	}
+	return true;
+}
+
+/* After a member or item of n: 1 past a ',' (another follows), 0 past n's closing bracket,
+ * -1 on error (reported). */
+static int jafter(struct jparser *j, const ydoc_node *n)
+{
+	jskip_ws(j);
+	if (j->p < j->end && *j->p == ',') {
+		jstep(j);
+		jskip_ws(j);
+		return 1;
+	}
+	if (j->p < j->end && *j->p == jclose(n)) {
+		jstep(j);
+		return 0;
+	}
+	if (j->p >= j->end)
+		junterminated(j, n);
+	else
+		jerr(j, j->line, j->col, NULL, "expected ',' or '%c' after %s", jclose(n),
+		     n->kind == YDOC_MAP ? "an object member" : "an array item");
+	return -1;
+}
+
+/* One "key": value of object n (p at the key), appended. */
+static bool jmember(struct jparser *j, ydoc_node *n, size_t *cap, int depth)
+{
+	if (*j->p != '"') {
+		jerr(j, j->line, j->col, "write \"key\": value", "%s",
+		     "object keys must be strings in double quotes");
+		return false;
+	}
+	ydoc_node *key = jstring(j);
+	if (key == NULL)
+		return false;
+	jskip_ws(j);
+	if (j->p >= j->end || *j->p != ':') {
+		jerr(j, j->line, j->col, NULL, "%s", "expected ':' after object key");
+		node_free(key);
+		return false;
+	}
+	jstep(j);
+	jskip_ws(j);
+	ydoc_node *value = jvalue(j, depth + 1);
+	if (value == NULL) {
+		node_free(key);
+		return false;
+	}
+	n->pairs = jgrow(n->pairs, cap, n->n + 1, sizeof(*n->pairs), 4);
+	n->pairs[n->n++] = (ydoc_pair){ key, value };
+	return true;
+}
+
+/* One item of array n, appended. */
+static bool jitem(struct jparser *j, ydoc_node *n, size_t *cap, int depth)
+{
+	ydoc_node *item = jvalue(j, depth + 1);
+	if (item == NULL)
+		return false;
+	n->items = jgrow(n->items, cap, n->n + 1, sizeof(*n->items), 4);
+	n->items[n->n++] = item;
+	return true;
+}
+
+/* An object or array (p at its opening bracket) into n, which it frees on error. */
+static ydoc_node *jcontainer(struct jparser *j, ydoc_node *n, int depth)
 {
 	size_t cap = 0;
-	jstep(j); /* [ */
+	int more = 1;
+
+	jstep(j); /* { or [ */
 	jskip_ws(j);
-	if (j->p < j->end && *j->p == ']') {
+	if (j->p < j->end && *j->p == jclose(n)) {
 		jstep(j);
-		return n;
+		more = 0;
 	}
-	for (;;) {
-		if (j->p >= j->end) {
-			jerr(j, n->line, n->col, "close it with ']'", "%s", "unterminated array");
+	while (more > 0) {
+		if (!jentry(j, n))
 			goto fail;
-		}
-		if (*j->p == ']') {
-			jerr(j, j->line, j->col, "remove the last ','", "%s",
-			     "trailing ',' in an array");
+		if (!(n->kind == YDOC_MAP ? jmember(j, n, &cap, depth) : jitem(j, n, &cap, depth)))
 			goto fail;
-		}
-		ydoc_node *item = jvalue(j, depth + 1);
-		if (item == NULL)
-			goto fail;
-		if (n->n == cap) {
-			cap = cap ? cap * 2 : 4;
-			n->items = realloc(n->items, cap * sizeof(*n->items));
-			if (n->items == NULL)
-				abort();
-		}
-		n->items[n->n++] = item;
-		jskip_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			jstep(j);
-			jskip_ws(j);
-			continue;
-		}
-		if (j->p < j->end && *j->p == ']') {
-			jstep(j);
-			return n;
-		}
-		if (j->p >= j->end)
-			jerr(j, n->line, n->col, "close it with ']'", "%s", "unterminated array");
-		else
-			jerr(j, j->line, j->col, NULL, "%s",
-			     "expected ',' or ']' after an array item");
+		more = jafter(j, n);
+	}
+	if (more < 0 || (n->kind == YDOC_MAP && !junique_keys(j, n)))
 		goto fail;
-	}
+	return n;
 fail:
 	node_free(n);
 	return NULL;
@@ -855,11 +864,9 @@ static ydoc_node *jvalue(struct jparser *j, int depth)
 	ydoc_node *n;
 	switch (*j->p) {
 	case '{':
-		n = jnode(j, YDOC_MAP, j->line, j->col);
-		return n ? jobject(j, n, depth) : NULL;
 	case '[':
-		n = jnode(j, YDOC_SEQ, j->line, j->col);
-		return n ? jarray(j, n, depth) : NULL;
+		n = jnode(j, *j->p == '{' ? YDOC_MAP : YDOC_SEQ, j->line, j->col);
+		return n ? jcontainer(j, n, depth) : NULL;
 	case '"':
 		return jstring(j);
 	default:

@@ -27,14 +27,8 @@ for x in "$A" "$B"; do [ -x "$x" ] || { echo "ab: $x not built" >&2; exit 1; }; 
 . "$top/bench/proxy/lib.bash"
 bench_workdir custos-ab
 
-(
-	cd "$w"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout srv.key -out srv.crt
-	cat srv.crt srv.key >srv.pem
-	chmod 600 srv.key srv.pem
-	case " $CASES " in *" big "*) head -c $((10 << 20)) /dev/urandom >big.bin ;; esac
-) >/dev/null 2>&1
+bench_ca_certs
+case " $CASES " in *" big "*) head -c $((10 << 20)) /dev/urandom >"$w/big.bin" ;; esac
 
 P_UP=$(port) P_HAP=$(port) P_HAPS=$(port)
 bench_upstream "$P_UP"
@@ -54,14 +48,6 @@ for side in before after; do
 	PLAIN[$side]=$p TLS[$side]=$ps_
 done
 
-ticks() {
-	local p t=0
-	for p in $(descendants "$1") "$1"; do
-		[ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$t"
-}
-HZ=$(getconf CLK_TCK)
 # threads PID: "pid/comm-tid ticks" for every thread of the tree (BREAKDOWN=1)
 threads() {
 	local p t
@@ -71,23 +57,22 @@ threads() {
 		done
 	done
 }
-# one NAME URL [CONNS]: prints "requests cpu_ticks"; with BREAKDOWN=1 also, on stderr, the CPU
-# per request of each thread of the tree (pid/comm-tid: supervisor, worker, audit sender, writer...)
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 # wrk's output to "req/s p50_ms p99_ms" (latencies in ms whatever unit wrk printed)
 wrk_lat() {
 	awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 		/^Requests\/sec/ {r = $2} /^ +50%/ {p50 = ms($2)} /^ +99%/ {p99 = ms($2)}
 		END {printf "%.0f %.3f %.3f\n", r, p50, p99}' "$1"
 }
+# one NAME URL [CONNS]: prints "requests cpu_ticks"; with BREAKDOWN=1 also, on stderr, the CPU
+# per request of each thread of the tree (pid/comm-tid: supervisor, worker, audit sender, writer...)
 one() {
 	local t0 t1 n th0 i0 i1
-	t0=$(ticks "${PID_OF[$1]}")
+	t0=$(proc_ticks "${PID_OF[$1]}")
 	i0=$(idle_ticks)
 	[ -n "${BREAKDOWN:-}" ] && th0=$(threads "${PID_OF[$1]}")
 	wrk -t1 -c"${3:-$CONNS}" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" ${WRK_EXTRA:+-H "$WRK_EXTRA"} "$2" >"$w/wrk.out"
 	n=$(awk '/requests in/ {print $1}' "$w/wrk.out")
-	t1=$(ticks "${PID_OF[$1]}")
+	t1=$(proc_ticks "${PID_OF[$1]}")
 	i1=$(idle_ticks)
 	echo "$(wrk_lat "$w/wrk.out") $(awk -v t=$((i1 - i0)) -v n="${n:-0}" -v hz="$HZ" 'BEGIN {printf "%.2f", n ? t / hz * 1e6 / n : 0}')" >"$w/lat.now"
 	if [ -n "${BREAKDOWN:-}" ]; then
@@ -136,7 +121,6 @@ for r in $(seq "$ROUNDS"); do
 done
 # medians over the rounds: per side, the per-core ratios of the medians, and the median of the
 # per-round after-vs-before changes
-med() { sort -g | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo "medians of $ROUNDS rounds:"
 for case in $CASES; do
 	h=$(awk -v c="$case" '$1 == c && $2 == "haproxy" {print $3}' "$w/summary" | med)

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by bench/proxy/run.sh and bench/proxy/ab_keepalive.sh: the work directory and its
-# cleanup, free ports, the upstream nginx both measure against, and a process tree's pids.
+# Shared by the bench/proxy scripts: the work directory and its cleanup, free ports, the
+# certificates, nginx (the upstream all measure against), HAProxy and custos set up alike, and
+# the CPU of a process tree.
 
 # bench_workdir PREFIX: makes $w (mode 700), an empty pids array, and an EXIT trap that stops
 # every pid in it and removes $w (kept with BENCH_KEEP=1).
@@ -19,16 +20,45 @@ bench_cleanup() {
 port() { perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0") or die; print $s->sockport'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "bench: nothing on port $1" >&2; return 1; }
 
+# bench_ca_certs: in $w, a CA (ca.key, ca.crt: CN bench-ca) and a server certificate it signs
+# for localhost and 127.0.0.1 (srv.key, srv.crt, and srv.pem: both, for HAProxy); ECDSA P-256,
+# valid a day.
+bench_ca_certs() {
+	(
+		cd "$w" || exit
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+			-subj /CN=bench-ca -keyout ca.key -out ca.crt
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+			-keyout srv.key -out srv.csr
+		openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile ext -out srv.crt
+		cat srv.crt srv.key >srv.pem
+		chmod 600 srv.key srv.pem
+	) >/dev/null 2>&1
+}
+
+# bench_nginx NAME PORT: nginx, one worker, in $w/NAME (nginx.pid, error.log), the rest of its
+# configuration (the http block) read from stdin. Sets NGINX_PID once PORT answers.
+bench_nginx() {
+	mkdir -p "$w/$1"
+	{
+		printf 'worker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\n' "$w/$1" "$w/$1"
+		printf 'events { worker_connections 4096; }\n'
+		cat
+	} >"$w/$1/nginx.conf"
+	nginx -p "$w/$1" -c "$w/$1/nginx.conf" -g 'daemon off;' &
+	NGINX_PID=$!
+	pids+=($!)
+	wait_port "$2"
+}
+
 # bench_upstream PORT: the upstream everyone is measured against, in $w/up: nginx, one worker,
-# `return 200 "ok\n"`, and /big serving $w/big.bin (when the caller made it).
+# `return 200 "ok\n"`, and /big serving $w/big.bin (when the caller made it; its workers run as
+# root to read it in $w).
 bench_upstream() {
-	mkdir -p "$w/up"
-	cat >"$w/up/nginx.conf" <<EOF
+	bench_nginx up "$1" <<EOF
 user root;
-worker_processes 1;
-pid $w/up/nginx.pid;
-error_log $w/up/error.log;
-events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -39,9 +69,6 @@ http {
   }
 }
 EOF
-	nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
-	pids+=($!)
-	wait_port "$1"
 }
 
 # descendants PID: every pid below PID (the CPU of a whole process tree is summed over them).
@@ -52,6 +79,22 @@ descendants() {
 		descendants "$p"
 	done
 }
+
+# proc_ticks PID: CPU ticks (utime+stime) of PID and all its descendants: for custos up, the
+# supervisor, its proxy process and the audit writer (a grandchild). HZ: ticks per second.
+proc_ticks() {
+	local p t=0
+	for p in $(descendants "$1") "$1"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+# idle_ticks: the host's idle + iowait ticks so far (/proc/stat), all CPUs.
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# med: the median of the numbers on stdin, one a line.
+med() { sort -g | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 # bench_custos BIN DIR PLAIN_PORT TLS_PORT UP_PORT [SSE_PORT]: custos up with its files in DIR
 # (keys/, audit/, custos.yaml, custos.log): one worker, plain and TLS listeners ($w/srv.crt),
@@ -93,9 +136,12 @@ EOF
 }
 
 # bench_haproxy PLAIN_PORT TLS_PORT UP_PORT [SSE_PORT]: HAProxy, one thread, in front of the
-# upstream (and /v1/chat/ to SSE_PORT when given), TLS with $w/srv.pem; sets HAP to its pid.
+# upstream (and /v1/chat/ to SSE_PORT when given), TLS with $w/srv.pem (no TLS listener when
+# TLS_PORT is empty), its messages in $w/haproxy.log; sets HAP to its pid. BENCH_HAP_UP_EXTRA:
+# more options of the upstream's server line (TLS to the upstream).
 bench_haproxy() {
-	local sse_use="" sse_backend=""
+	local sse_use="" sse_backend="" tls_bind=""
+	[ -n "$2" ] && tls_bind="  bind 127.0.0.1:$2 ssl crt $w/srv.pem alpn http/1.1"
 	if [ -n "${4:-}" ]; then
 		sse_use="  use_backend sse if { path_beg /v1/chat/ }"
 		sse_backend=$(printf 'backend sse\n  server s2 127.0.0.1:%s' "$4")
@@ -114,14 +160,14 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$1
-  bind 127.0.0.1:$2 ssl crt $w/srv.pem alpn http/1.1
+$tls_bind
 $sse_use
   default_backend up
 backend up
-  server s1 127.0.0.1:$3
+  server s1 127.0.0.1:$3${BENCH_HAP_UP_EXTRA:-}
 $sse_backend
 EOF
-	haproxy -f "$w/haproxy.cfg" -db >/dev/null 2>&1 &
+	haproxy -f "$w/haproxy.cfg" -db >"$w/haproxy.log" 2>&1 &
 	HAP=$!
 	pids+=($HAP)
 	wait_port "$1"

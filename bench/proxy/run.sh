@@ -35,38 +35,28 @@ fi
 . "$top/bench/proxy/lib.bash"
 bench_workdir custos-bench
 
-# ---- certificates
-(
-	cd "$w"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-		-subj /CN=bench-ca -keyout ca.key -out ca.crt
-	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-		-keyout srv.key -out srv.csr
-	openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
-		-extfile ext -out srv.crt
-	cat srv.crt srv.key >srv.pem
-	chmod 600 srv.key srv.pem
-	head -c $((10 << 20)) /dev/urandom >big.bin
-) >/dev/null 2>&1
+# ---- certificates, and the 10 MiB response
+bench_ca_certs
+head -c $((10 << 20)) /dev/urandom >"$w/big.bin"
 
 P_UP=$(port) P_NGX=$(port) P_NGXS=$(port) P_HAP=$(port) P_HAPS=$(port) P_CU=$(port) P_CUS=$(port)
 
 # ---- upstream: nginx, one worker, `return 200`, and a 10 MiB file
-mkdir -p "$w/ngx"
 bench_upstream "$P_UP"
 
+# ---- the SSE upstream: the model-server fixture
+"$fixture" --listen 127.0.0.1:0 --port-file "$w/sse.port" --tokens 4 --threads 4 >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$w/sse.port" ] && break; sleep 0.05; done
+P_SSE=$(cat "$w/sse.port")
+
 # ---- nginx as reverse proxy
-cat >"$w/ngx/nginx.conf" <<EOF
-worker_processes 1;
-pid $w/ngx/nginx.pid;
-error_log $w/ngx/error.log;
-events { worker_connections 4096; }
+bench_nginx ngx "$P_NGX" <<EOF
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
-  upstream sse { server 127.0.0.1:@SSE_PORT@; keepalive 16; }
+  upstream sse { server 127.0.0.1:$P_SSE; keepalive 16; }
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_tickets on;
   server {
@@ -80,16 +70,7 @@ http {
 }
 EOF
 
-# ---- the SSE upstream: the model-server fixture
-"$fixture" --listen 127.0.0.1:0 --port-file "$w/sse.port" --tokens 4 --threads 4 >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$w/sse.port" ] && break; sleep 0.05; done
-P_SSE=$(cat "$w/sse.port")
-sed -i "s/@SSE_PORT@/$P_SSE/" "$w/ngx/nginx.conf"
-nginx -p "$w/ngx" -c "$w/ngx/nginx.conf" -g 'daemon off;' &
-NGX_MASTER=$!
-pids+=($NGX_MASTER)
-wait_port "$P_NGX"
+NGX_MASTER=$NGINX_PID
 
 # ---- HAProxy, one thread
 bench_haproxy "$P_HAP" "$P_HAPS" "$P_UP" "$P_SSE"
@@ -100,20 +81,7 @@ bench_policy "$KEY" up sse
 bench_custos "$custos" "$w" "$P_CU" "$P_CUS" "$P_UP" "$P_SSE"
 CU=$CUSTOS_PID
 
-# ---- measurement helpers
-# CPU ticks (utime+stime) of a process and all its descendants: custos up's proxy process (a
-# child of the supervisor since privilege separation) and its audit writer (a grandchild).
-ticks() {
-	local all p t=0
-	all=$(descendants "$1"; echo "$1")
-	for p in $all; do
-		[ -r "/proc/$p/stat" ] || continue
-		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$t"
-}
-HZ=$(getconf CLK_TCK)
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# ---- measurement: CPU of each proxy's process tree (proc_ticks), the host's idle time
 declare -A PID_OF=([direct]=0 [nginx]=$NGX_MASTER [haproxy]=$HAP [custos]=$CU)
 declare -A PLAIN=([direct]=$P_UP [nginx]=$P_NGX [haproxy]=$P_HAP [custos]=$P_CU)
 declare -A TLS=([direct]="" [nginx]=$P_NGXS [haproxy]=$P_HAPS [custos]=$P_CUS)
@@ -127,11 +95,11 @@ run_wrk() {
 	local name=$1 case=$2 url=$3
 	shift 3
 	local pid=${PID_OF[$name]} t0 t1 i0 i1 out rps p99 cpu idle req
-	t0=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
+	t0=$([ "$pid" -gt 0 ] && proc_ticks "$pid" || echo 0)
 	i0=$(idle_ticks)
 	out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Authorization: Bearer $KEY" "$@" "$url" 2>&1)
 	i1=$(idle_ticks)
-	t1=$([ "$pid" -gt 0 ] && ticks "$pid" || echo 0)
+	t1=$([ "$pid" -gt 0 ] && proc_ticks "$pid" || echo 0)
 	rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 	p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
 	local xfer

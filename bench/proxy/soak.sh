@@ -19,12 +19,7 @@ for t in wrk nginx openssl; do command -v $t >/dev/null || { echo "soak: $t miss
 
 . "$top/bench/proxy/lib.bash"
 bench_workdir custos-soak
-(
-	cd "$w"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout srv.key -out srv.crt
-	chmod 600 srv.key
-) >/dev/null 2>&1
+bench_ca_certs
 P_UP=$(port)
 bench_upstream "$P_UP"
 KEY=sk-bench

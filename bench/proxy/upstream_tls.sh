@@ -29,27 +29,12 @@ done
 
 . "$top/bench/proxy/lib.bash"
 bench_workdir custos-uptls
-(
-	cd "$w"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-		-subj /CN=bench-ca -keyout ca.key -out ca.crt
-	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-		-keyout srv.key -out srv.csr
-	openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
-		-extfile ext -out srv.crt
-	chmod 600 srv.key
-) >/dev/null 2>&1
+bench_ca_certs
 
 P_UP=$(port) P_NGX=$(port) P_HAP=$(port)
 
 # ---- the upstream: TLS, closes after each response, logs whether each session was resumed
-mkdir -p "$w/up"
-cat >"$w/up/nginx.conf" <<EOF
-worker_processes 1;
-pid $w/up/nginx.pid;
-error_log $w/up/error.log;
-events { worker_connections 4096; }
+bench_nginx up "$P_UP" <<EOF
 http {
   log_format reuse '\$ssl_session_reused \$ssl_protocol';
   access_log $w/up/reuse.log reuse buffer=64k flush=100ms;
@@ -64,17 +49,9 @@ http {
   }
 }
 EOF
-nginx -p "$w/up" -c "$w/up/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$P_UP"
 
 # ---- nginx as the proxy: verified TLS to the upstream, sessions reused (its default)
-mkdir -p "$w/ngx"
-cat >"$w/ngx/nginx.conf" <<EOF
-worker_processes 1;
-pid $w/ngx/nginx.pid;
-error_log $w/ngx/error.log;
-events { worker_connections 4096; }
+bench_nginx ngx "$P_NGX" <<EOF
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -95,33 +72,11 @@ http {
   }
 }
 EOF
-nginx -p "$w/ngx" -c "$w/ngx/nginx.conf" -g 'daemon off;' &
-NGX=$!
-pids+=("$NGX")
-wait_port "$P_NGX"
+NGX=$NGINX_PID
 
 # ---- HAProxy, one thread: verified TLS to the upstream (session reuse is its default)
-cat >"$w/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAP
-  default_backend up
-backend up
-  server s1 127.0.0.1:$P_UP ssl verify required ca-file $w/ca.crt sni str(localhost) verifyhost localhost
-EOF
-haproxy -f "$w/haproxy.cfg" -db >"$w/haproxy.log" 2>&1 &
-HAP=$!
-pids+=("$HAP")
-wait_port "$P_HAP"
+BENCH_HAP_UP_EXTRA=" ssl verify required ca-file $w/ca.crt sni str(localhost) verifyhost localhost" \
+	bench_haproxy "$P_HAP" "" "$P_UP"
 
 # ---- custos (A, and B when given): the same upstream over verified TLS
 KEY=sk-bench
@@ -140,14 +95,6 @@ for s in a b; do
 	PID_OF[custos-$s]=$CUSTOS_PID PORT_OF[custos-$s]=$p
 done
 
-ticks() {
-	local p t=0
-	for p in $(descendants "$1") "$1"; do
-		[ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$t"
-}
-HZ=$(getconf CLK_TCK)
 # reused_lines: "total resumed tls1.3" lines of the upstream's log so far (flushed every 100 ms)
 reused_lines() { awk '{n++} $1 == "r" {r++} $2 == "TLSv1.3" {t++} END {print n + 0, r + 0, t + 0}' "$w/up/reuse.log" 2>/dev/null || echo "0 0 0"; }
 
@@ -165,9 +112,9 @@ for r in $(seq "$ROUNDS"); do
 	for n in $order; do
 		sleep 0.2
 		read -r l0 r0 v0 < <(reused_lines)
-		t0=$(ticks "${PID_OF[$n]}")
+		t0=$(proc_ticks "${PID_OF[$n]}")
 		wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $KEY" "http://127.0.0.1:${PORT_OF[$n]}/v1/models" >"$w/wrk.out"
-		t1=$(ticks "${PID_OF[$n]}")
+		t1=$(proc_ticks "${PID_OF[$n]}")
 		sleep 0.3 # the upstream's log flush
 		read -r l1 r1 v1 < <(reused_lines)
 		req=$(awk '/requests in/ {print $1}' "$w/wrk.out")
@@ -181,7 +128,6 @@ for r in $(seq "$ROUNDS"); do
 			"$r" "$n" "${rps:-0}" "$us" $((l1 - l0)) "$res" "$v13" "${non2xx:+  non-2xx $non2xx}"
 	done
 done
-med() { sort -g | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 h=$(awk '$1 == "haproxy" {print $2}' "$w/summary" | med)
 echo "medians of $ROUNDS rounds:"
 for n in $sides; do

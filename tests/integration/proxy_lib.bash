@@ -102,6 +102,33 @@ make_pki() {
 	) >/dev/null 2>&1 || skip "openssl could not make test certificates"
 }
 
+# make_short_cert NAME CN EXTFILE SECONDS: $work/tls/NAME.crt and NAME.key (ECDSA P-256) from
+# the test CA (make_pki first), subject CN, the extensions in $work/tls/EXTFILE, valid from a
+# minute ago until SECONDS from now (`openssl ca`: x509 -req cannot set the dates). Sets
+# SHORT_CERT_END to its notAfter in seconds since the epoch (whole seconds, as the certificate
+# says). SKIPs the test when openssl cannot make it.
+make_short_cert() {
+	local name=$1 cn=$2 ext=$3 secs=$4 end
+	(
+		cd "$work/tls" || exit 1
+		if [ ! -d cadb ]; then
+			mkdir cadb && : >cadb/index.txt && echo 01 >cadb/serial || exit 1
+			# shellcheck disable=SC2016 # $dir is openssl's, not the shell's
+			printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\nunique_subject=no\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf || exit 1
+		fi
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$cn" \
+			-keyout "$name.key" -out "$name.csr" &&
+			openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in "$name.csr" \
+				-out "$name.crt" -notext -extfile "$ext" \
+				-startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
+				-enddate "$(date -u -d "+$secs sec" +%y%m%d%H%M%SZ)" &&
+			chmod 600 "$name.key"
+	) >/dev/null 2>&1 || skip "openssl ca could not make the short-lived certificate $name.crt"
+	end=$(openssl x509 -noout -enddate -in "$work/tls/$name.crt" 2>/dev/null | cut -d= -f2)
+	[ -n "$end" ] && SHORT_CERT_END=$(date -d "$end" +%s) ||
+		skip "could not read the notAfter date of $name.crt"
+}
+
 # start_fixture NAME ARGS...: starts a model server; sets FX_PORT.
 start_fixture() {
 	local name=$1

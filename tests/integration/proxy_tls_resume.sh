@@ -98,18 +98,8 @@ hup() { # hup N: SIGHUP, wait for the Nth "reloaded"
 # Made first, valid for EXP_S seconds: its sessions are made and resumed while it is valid, and
 # the refusal is checked after (a), before any reload (which would end them for another reason).
 EXP_S=${EXP_S:-20}
-(
-	cd "$work/tls" || exit 1
-	mkdir -p cadb && : >cadb/index.txt && echo 01 >cadb/serial
-	printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-		-subj /CN=analytics-short -keyout exp.key -out exp.csr
-	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in exp.csr -out exp.crt \
-		-notext -extfile cli.ext -startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
-		-enddate "$(date -u -d "+$EXP_S sec" +%y%m%d%H%M%SZ)"
-	chmod 600 exp.key
-) >/dev/null 2>&1 || skip "openssl ca could not make a short-lived certificate"
-exp_end=$(date -d "$(openssl x509 -noout -enddate -in "$work/tls/exp.crt" | cut -d= -f2)" +%s)
+make_short_cert exp analytics-short cli.ext "$EXP_S"
+exp_end=$SHORT_CERT_END
 fails0=$fails
 for v in tls1_2 tls1_3; do
 	check "$v: opt, certificate valid for seconds" "$(sess "$P_OPT" $v e-$v.pem "" exp)" "New 200"

@@ -24,18 +24,8 @@ fx="$(dirname "$0")/tls_resume_upstream.py"
 # An upstream certificate valid for EXP_S seconds (the test CA's, made with `openssl ca`), for
 # the upstream c, used first and checked again after it expired.
 EXP_S=${EXP_S:-20}
-(
-	cd "$work/tls" || exit 1
-	mkdir -p cadb && : >cadb/index.txt && echo 01 >cadb/serial
-	printf '[ca]\ndefault_ca=c\n[c]\ndir=./cadb\ndatabase=$dir/index.txt\nserial=$dir/serial\nnew_certs_dir=$dir\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >ca.cnf
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-		-keyout exp.key -out exp.csr
-	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in exp.csr -out exp.crt \
-		-notext -extfile srv.ext -startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
-		-enddate "$(date -u -d "+$EXP_S sec" +%y%m%d%H%M%SZ)"
-	chmod 600 exp.key
-) >/dev/null 2>&1 || skip "openssl ca could not make a short-lived certificate"
-exp_end=$(date -d "$(openssl x509 -noout -enddate -in "$work/tls/exp.crt" | cut -d= -f2)" +%s)
+make_short_cert exp localhost srv.ext "$EXP_S"
+exp_end=$SHORT_CERT_END
 start_up() { # NAME [tls1.2] (CERT=, KEY=: another certificate)
 	python3 "$fx" "${CERT:-$work/tls/srv.crt}" "${KEY:-$work/tls/srv.key}" "$work/$1.port" \
 		"$work/$1.log" "${@:2}" >"$work/$1.out" 2>&1 &
