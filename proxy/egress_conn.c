@@ -192,12 +192,17 @@ static void up_close(econn *c)
 	c->ufd = -1;
 	pthread_mutex_unlock(&c->s->lock);
 	if (c->ussl) {
-		/* A best-effort close_notify (SIGPIPE is ignored; the socket's send timeout
-		 * bounds it): OpenSSL drops the session of a connection freed without one, and
-		 * the origin's session is kept for resumption (tls.c). Nothing is sent during a
-		 * handshake that failed. */
-		if (fd >= 0)
-			(void)SSL_shutdown(c->ussl);
+		/* A best-effort close_notify: OpenSSL drops the session of a connection freed
+		 * without one, and the origin's session is kept for resumption (tls.c). Sent
+		 * only if the socket has room at once (non-blocking; SIGPIPE is ignored): an
+		 * origin that stopped reading must not hold this thread for the send timeout,
+		 * and ufd is already -1, so a drain could not cut the wait short. Nothing is
+		 * sent during a handshake that failed. */
+		if (fd >= 0) {
+			int fl = fcntl(fd, F_GETFL);
+			if (fl != -1 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != -1)
+				(void)SSL_shutdown(c->ussl);
+		}
 		ERR_clear_error();
 		SSL_free(c->ussl);
 		c->ussl = NULL;
