@@ -116,6 +116,18 @@ void *xcalloc(size_t n, size_t size)
 	return p;
 }
 
+void *xreallocarray(void *p, size_t n, size_t size)
+{
+	size_t bytes;
+
+	if (__builtin_mul_overflow(n ? n : 1, size ? size : 1, &bytes))
+		oom_abort();
+	void *q = realloc(p, bytes);
+	if (q == NULL)
+		oom_abort();
+	return q;
+}
+
 char *xstrdup(const char *s)
 {
 	char *p = strdup(s ? s : "");

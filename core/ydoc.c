@@ -178,9 +178,7 @@ static ydoc_node *build_children(struct builder *b, ydoc_node *n, yaml_event_typ
 		if (n->kind == YDOC_SEQ) {
 			if (n->n == cap) {
 				cap = cap ? cap * 2 : 4;
-				n->items = realloc(n->items, cap * sizeof(*n->items));
-				if (n->items == NULL)
-					abort();
+				n->items = xreallocarray(n->items, cap, sizeof(*n->items));
 			}
 			n->items[n->n++] = child;
 			continue;
@@ -217,9 +215,7 @@ static ydoc_node *build_children(struct builder *b, ydoc_node *n, yaml_event_typ
 		}
 		if (n->n == cap) {
 			cap = cap ? cap * 2 : 4;
-			n->pairs = realloc(n->pairs, cap * sizeof(*n->pairs));
-			if (n->pairs == NULL)
-				abort();
+			n->pairs = xreallocarray(n->pairs, cap, sizeof(*n->pairs));
 		}
 		n->pairs[n->n++] = (ydoc_pair){ child, value };
 	}
@@ -404,9 +400,7 @@ static void *jgrow(void *v, size_t *cap, size_t need, size_t size, size_t first)
 	size_t c = *cap ? *cap : first;
 	while (c < need)
 		c *= 2;
-	v = realloc(v, c * size);
-	if (v == NULL)
-		abort();
+	v = xreallocarray(v, c, size);
 	*cap = c;
 	return v;
 }

@@ -83,6 +83,9 @@ static inline void *steal_pointer(void *pp)
 /* Allocation that never returns NULL: aborts the process on exhaustion (used where failure
  * cannot be reported meaningfully, e.g. startup). Prefer the checked forms on request paths. */
 void *xcalloc(size_t n, size_t size);
+/* realloc of p to n elements of size (an overflow of n * size is out of memory, as is NULL:
+ * both end the process, as xcalloc does). */
+void *xreallocarray(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
