@@ -26,6 +26,15 @@ for t in "${targets[@]}"; do
 		-artifact_prefix="$work/" "${dirs[@]}" >"$work/log" 2>&1; then
 		echo "fuzz: $name FAILED; last lines:" >&2
 		tail -40 "$work/log" >&2
+		# Keep the reproducers (the work directory goes): in BUILD_DIR/fuzz-artifacts, and
+		# in the log as base64 (a CI log is often all that is left of a run).
+		mkdir -p "$build/fuzz-artifacts"
+		for a in "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-*; do
+			cp "$a" "$build/fuzz-artifacts/${name}-$(basename "$a")"
+			echo "fuzz: reproducer $build/fuzz-artifacts/${name}-$(basename "$a") (run: $t FILE), base64:" >&2
+			base64 -w 100 "$a" | head -c 65536 >&2
+			echo >&2
+		done
 		fail=1
 	else
 		grep -E 'stat::number_of_executed_units|Done' "$work/log" | tail -2 || true
