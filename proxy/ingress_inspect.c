@@ -508,12 +508,14 @@ static custos_err sse_synth(ingress_insp *ip, uint32_t choice, uint32_t tool, un
 	if (e == CUSTOS_OK)
 		e = json_escape(&j, text);
 	if (e == CUSTOS_OK)
-		e = buf_append_cstr(&j, tool != TOOL_NONE       ? "\"}}]},\"finish_reason\":null}]}"
-		                        : field == F_TRANSCRIPT ? "\"}},\"finish_reason\":null}]}"
-		                        : parts                 ? "\"}]},\"finish_reason\":null}]}"
+		/* closed in the order it was opened: a text-completion stream whose content came
+		 * as parts (a mixed stream) was opened as "text" and must close as one */
+		e = buf_append_cstr(&j, tool != TOOL_NONE ? "\"}}]},\"finish_reason\":null}]}"
 		                        : ip->text_completion && field == F_CONTENT
 		                                ? "\",\"finish_reason\":null}]}"
-		                                : "\"},\"finish_reason\":null}]}");
+		                        : field == F_TRANSCRIPT ? "\"}},\"finish_reason\":null}]}"
+		                        : parts                 ? "\"}]},\"finish_reason\":null}]}"
+		                                                : "\"},\"finish_reason\":null}]}");
 	if (e == CUSTOS_OK)
 		e = sse_write_event(&ip->out, span_of("", 0), buf_span(&j));
 	buf_free(&j);

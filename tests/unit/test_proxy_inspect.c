@@ -1545,6 +1545,35 @@ static void test_sse_content_parts_mixed(void **state)
 	buf_free(&client);
 }
 
+/* A text-completion stream (its synthetic events use choices[].text) whose content then came
+ * as a chat content array (a mixed stream): the held tail, written at the end in a synthetic
+ * event, opened as "text" and closed as a parts array (invalid JSON, the text lost to the
+ * client's parser) until the closing followed the opening. Found by fuzz_ingress_inspect. */
+static void test_sse_text_completion_then_parts(void **state)
+{
+	(void)state;
+	buf body, client, text;
+	size_t events;
+	bool done, error;
+	buf_init(&body, 1 << 16);
+	buf_init(&client, 1 << 20);
+	buf_init(&text, 4096);
+	assert_int_equal(buf_append_cstr(&body, "data: {\"id\":\"cmpl-1\",\"object\":"
+	                                        "\"text_completion\",\"created\":1,\"model\":"
+	                                        "\"m\",\"choices\":[{\"index\":0,\"text\":\"\","
+	                                        "\"finish_reason\":null}]}\n\n"),
+	                 CUSTOS_OK);
+	chat_ev(&body, 0, "{\"content\":[{\"type\":\"text\",\"text\":\"x 4111 1111\"}]}", NULL);
+	assert_int_equal(run_stream(buf_span(&body), NULL, 0, &client, NULL), CUSTOS_OK);
+	client_text(buf_span(&client), &text, &events, &done, &error); /* every event is JSON */
+	assert_false(error);
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "\"text\":\"", 8));
+	assert_non_null(memmem(buf_ptr(&client), buf_used(&client), "1111", 4));
+	buf_free(&body);
+	buf_free(&client);
+	buf_free(&text);
+}
+
 static void llama_ev(buf *b, const char *content, bool stop)
 {
 	buf esc;
@@ -2065,6 +2094,7 @@ int main(void)
 		cmocka_unit_test(test_sse_empty_texts_first),
 		cmocka_unit_test(test_sse_anthropic_citations),
 		cmocka_unit_test(test_sse_content_parts_mixed),
+		cmocka_unit_test(test_sse_text_completion_then_parts),
 		cmocka_unit_test(test_sse_llama_completion),
 		cmocka_unit_test(test_json_response),
 		cmocka_unit_test(test_media_types),
