@@ -81,8 +81,8 @@ static void test_json_same_as_yaml(void **state)
 	(void)state;
 	static const char *const texts[] = {
 		"{\"direction\":\"ingress\",\"principal\":\"alice\"}",
-		"{\n  \"a\": [1, -2.5e3, true, false, null, \"x\"],\n\t\"b\": {\"c\": {}},\r\n"
-		"  \"d\": [], \"e\": \"\\u00e9t\\u00E9 \\\"q\\\" \\\\ \\/ \\n\"\n}",
+		("{\n  \"a\": [1, -2.5e3, true, false, null, \"x\"],\n\t\"b\": {\"c\": {}},\r\n"
+		 "  \"d\": [], \"e\": \"\\u00e9t\\u00E9 \\\"q\\\" \\\\ \\/ \\n\"\n}"),
 		"{\"\xc3\xa9t\xc3\xa9\": \"\xf0\x9f\x98\x80\", \"x\": \"true\", \"y\": true}",
 		"[0, 1, -0, 0.5, 1E+2, 1e-2]",
 		"\"top\"",
