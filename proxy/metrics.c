@@ -255,6 +255,15 @@ static custos_err simple(buf *out, const char *name, const char *type, const cha
 	return buf_printf(out, "%s %llu\n", name, (unsigned long long)v);
 }
 
+/* A counter family with two values of one label (result="ok"/"failed", session=...). */
+static custos_err counter2(buf *out, const char *name, const char *help, const char *label,
+                           const char *a, uint64_t va, const char *b, uint64_t vb)
+{
+	GUARD(family(out, name, "counter", help));
+	GUARD(buf_printf(out, "%s{%s=\"%s\"} %llu\n", name, label, a, (unsigned long long)va));
+	return buf_printf(out, "%s{%s=\"%s\"} %llu\n", name, label, b, (unsigned long long)vb);
+}
+
 custos_err metrics_render_gauge(buf *out, const char *name, const char *help, double value)
 {
 	GUARD(family(out, name, "gauge", help));
@@ -365,34 +374,28 @@ custos_err metrics_render(buf *out)
 	                "Time spent in policy evaluation per request.", H_POLICY));
 	GUARD(histogram(out, "custos_upstream_duration_seconds",
 	                "Time from upstream connect to the end of its response.", H_UPSTREAM));
-	GUARD(family(out, "custos_tls_handshakes_total", "counter",
-	             "TLS handshakes on the proxy's listeners (the admin listener's: "
-	             "custos_admin_tls_handshakes_total)."));
-	GUARD(buf_printf(out, "custos_tls_handshakes_total{result=\"ok\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_TLS_OK)));
-	GUARD(buf_printf(out, "custos_tls_handshakes_total{result=\"failed\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_TLS_FAILED)));
+	GUARD(counter2(out, "custos_tls_handshakes_total",
+	               "TLS handshakes on the proxy's listeners (the admin listener's: "
+	               "custos_admin_tls_handshakes_total).",
+	               "result", "ok", sum_counter(METRICS_TLS_OK), "failed",
+	               sum_counter(METRICS_TLS_FAILED)));
 	GUARD(simple(out, "custos_tls_buffer_releases_total", "counter",
 	             "Idle client TLS connections that gave their record buffers back.",
 	             sum_counter(METRICS_TLS_BUFFERS_RELEASED)));
-	GUARD(family(out, "custos_upstream_tls_handshakes_total", "counter",
-	             "TLS handshakes custos made with upstreams, full or resumed from a session."));
-	GUARD(buf_printf(out, "custos_upstream_tls_handshakes_total{session=\"full\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_UPSTREAM_TLS_FULL)));
-	GUARD(buf_printf(out, "custos_upstream_tls_handshakes_total{session=\"resumed\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_UPSTREAM_TLS_RESUMED)));
+	GUARD(counter2(out, "custos_upstream_tls_handshakes_total",
+	               "TLS handshakes custos made with upstreams, full or resumed from a session.",
+	               "session", "full", sum_counter(METRICS_UPSTREAM_TLS_FULL), "resumed",
+	               sum_counter(METRICS_UPSTREAM_TLS_RESUMED)));
 	GUARD(simple(out, "custos_upstream_errors_total", "counter",
 	             "Upstream connect, TLS and protocol failures.",
 	             sum_counter(METRICS_UPSTREAM_ERRORS)));
 	GUARD(simple(out, "custos_policy_evaluations_total", "counter",
 	             "Policy evaluations (proxy and decision endpoint).",
 	             sum_counter(METRICS_POLICY_EVALS)));
-	GUARD(family(out, "custos_policy_reloads_total", "counter",
-	             "Policy/configuration reloads (SIGHUP and admin API)."));
-	GUARD(buf_printf(out, "custos_policy_reloads_total{result=\"ok\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_POLICY_RELOAD_OK)));
-	GUARD(buf_printf(out, "custos_policy_reloads_total{result=\"failed\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_POLICY_RELOAD_FAILED)));
+	GUARD(counter2(out, "custos_policy_reloads_total",
+	               "Policy/configuration reloads (SIGHUP and admin API).", "result", "ok",
+	               sum_counter(METRICS_POLICY_RELOAD_OK), "failed",
+	               sum_counter(METRICS_POLICY_RELOAD_FAILED)));
 	GUARD(simple(out, "custos_connections_accepted_total", "counter",
 	             "Client connections accepted.", acc));
 	GUARD(simple(out, "custos_open_connections", "gauge", "Client connections open now.",
@@ -404,13 +407,11 @@ custos_err metrics_render(buf *out)
 	GUARD(simple(out, "custos_admin_denied_total", "counter",
 	             "Admin API requests refused for authentication (401/403).",
 	             sum_counter(METRICS_ADMIN_DENIED)));
-	GUARD(family(out, "custos_admin_tls_handshakes_total", "counter",
-	             "TLS handshakes on the admin TCP listener (admin.tls); failed: every "
-	             "accepted connection whose handshake did not complete."));
-	GUARD(buf_printf(out, "custos_admin_tls_handshakes_total{result=\"ok\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_ADMIN_TLS_OK)));
-	GUARD(buf_printf(out, "custos_admin_tls_handshakes_total{result=\"failed\"} %llu\n",
-	                 (unsigned long long)sum_counter(METRICS_ADMIN_TLS_FAILED)));
+	GUARD(counter2(out, "custos_admin_tls_handshakes_total",
+	               "TLS handshakes on the admin TCP listener (admin.tls); failed: every "
+	               "accepted connection whose handshake did not complete.",
+	               "result", "ok", sum_counter(METRICS_ADMIN_TLS_OK), "failed",
+	               sum_counter(METRICS_ADMIN_TLS_FAILED)));
 	return sandboxes(out);
 }
 
