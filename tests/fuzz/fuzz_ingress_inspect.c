@@ -648,9 +648,13 @@ static void run_prompt(unsigned pol, span in)
 		if (b.len >= 3 && memcmp(b.ptr, "\xef\xbb\xbf", 3) == 0)
 			b = span_of(b.ptr + 3, b.len - 3), i = span_of(i.ptr + 3, i.len - 3);
 		if (inspect_json_valid(i)) {
+			/* inspect_json_valid, like the inspector, takes a key repeated in an
+			 * object (each value is inspected); the proxy's reader refuses one by
+			 * default (an OpenAI body with one is a 400 before inspection) */
+			const jsonr_limits dups = { .allow_dup_keys = true };
 			jsonr_val root;
 			check(inspect_json_valid(b));
-			check(jsonr_parse(b, NULL, &root) == CUSTOS_OK);
+			check(jsonr_parse(b, &dups, &root) == CUSTOS_OK);
 			check_all(root, pol);
 		}
 	}
