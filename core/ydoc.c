@@ -463,34 +463,16 @@ static void put_utf8(struct jparser *j, uint32_t cp)
 }
 
 /* Four hex digits after "\u" at p (which has at least 4 bytes), or -1. */
-static long hex4(const unsigned char *p)
-{
-	long v = 0;
-	for (int i = 0; i < 4; i++) {
-		int c = p[i], x;
-		if (c >= '0' && c <= '9')
-			x = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			x = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			x = c - 'A' + 10;
-		else
-			return -1;
-		v = v * 16 + x;
-	}
-	return v;
-}
-
 /* One \u escape (p at the backslash) into sb, a surrogate pair whole. Returns false on error. */
 static bool jescape_u(struct jparser *j)
 {
 	unsigned line = j->line, col = j->col;
-	if (j->end - j->p < 6 || hex4(j->p + 2) < 0) {
+	if (j->end - j->p < 6 || num_hex4(j->p + 2) < 0) {
 		jerr(j, line, col, "\\u is followed by four hex digits", "%s",
 		     "bad \\u escape in a string");
 		return false;
 	}
-	uint32_t cp = (uint32_t)hex4(j->p + 2);
+	uint32_t cp = (uint32_t)num_hex4(j->p + 2);
 	j->p += 6;
 	j->col += 6;
 	if (cp >= 0xdc00 && cp <= 0xdfff) {
@@ -499,8 +481,9 @@ static bool jescape_u(struct jparser *j)
 		return false;
 	}
 	if (cp >= 0xd800 && cp <= 0xdbff) {
-		long lo = j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' ? hex4(j->p + 2)
-		                                                                  : -1;
+		long lo = j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u'
+		                  ? num_hex4(j->p + 2)
+		                  : -1;
 		if (lo < 0xdc00 || lo > 0xdfff) {
 			jerr(j, line, col,
 			     "a high surrogate must be followed by a \\uDC00-\\uDFFF escape",

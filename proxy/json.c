@@ -75,25 +75,6 @@ static size_t utf8_encode(uint32_t cp, char out[4])
 	return 4;
 }
 
-static int hex4(const unsigned char *s, uint32_t *out)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++) {
-		unsigned char c = s[i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (uint32_t)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (uint32_t)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (uint32_t)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
 /* Decodes one unit of string contents at s[i..n): a UTF-8 character or an escape (a surrogate
  * pair is one unit). Returns the raw bytes used and the code point, or 0 when invalid. */
 static size_t unit_decode(const unsigned char *s, size_t i, size_t n, uint32_t *cp)
@@ -135,18 +116,20 @@ static size_t unit_decode(const unsigned char *s, size_t i, size_t n, uint32_t *
 	default:
 		return 0;
 	}
-	uint32_t hi, lo;
-	if (i + 6 > n || hex4(s + i + 2, &hi) != 0)
+	long h = i + 6 <= n ? num_hex4(s + i + 2) : -1;
+	if (h < 0)
 		return 0;
+	uint32_t hi = (uint32_t)h, lo;
 	if (hi >= 0xdc00 && hi <= 0xdfff)
 		return 0; /* lone low surrogate */
 	if (hi < 0xd800 || hi > 0xdbff) {
 		*cp = hi;
 		return 6;
 	}
-	if (i + 12 > n || s[i + 6] != '\\' || s[i + 7] != 'u' || hex4(s + i + 8, &lo) != 0 ||
-	    lo < 0xdc00 || lo > 0xdfff)
+	long l = i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' ? num_hex4(s + i + 8) : -1;
+	if (l < 0xdc00 || l > 0xdfff)
 		return 0; /* high surrogate not followed by a low one */
+	lo = (uint32_t)l;
 	*cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
 	return 12;
 }

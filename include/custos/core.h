@@ -237,6 +237,18 @@ static inline int num_hex_digit(unsigned char c)
 		return c - 'A' + 10;
 	return -1;
 }
+/* The value of the four hexadecimal digits at p (a JSON \\u escape's), or -1. */
+static inline long num_hex4(const unsigned char *p)
+{
+	long v = 0;
+	for (int i = 0; i < 4; i++) {
+		int x = num_hex_digit(p[i]);
+		if (x < 0)
+			return -1;
+		v = v * 16 + x;
+	}
+	return v;
+}
 /* Parses one hexadecimal string of exactly outlen*2 digits into out. */
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen) CUSTOS_WUR;
 /* Writes 2*n lowercase hex digits and a NUL into out (size >= 2*n+1). */
