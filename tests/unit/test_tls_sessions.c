@@ -3,7 +3,7 @@
  * sessions made here (no handshake): the ingress per-worker stacks (newest first, TLS 1.3 used
  * once, TLS 1.2 kept and replacing the stack, the bound and its eviction, a failed handshake,
  * expiry, one slot per worker) and the egress per-origin cache (keys kept apart, eviction of
- * the least recently stored origin). ASan checks that the references add up.
+ * the least recently stored origin, and each origin's stack under the same rules). ASan checks that the references add up.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@
 
 #define SLOT_MAX   64 /* CLIENT_SESSIONS in tls.c */
 #define ORIGIN_MAX 32 /* ORIGIN_SESSIONS in tls.c */
+#define STACK_MAX  16 /* ORIGIN_STACK in tls.c */
 
 /* A resumable session of the given version with a distinct id. */
 static SSL_SESSION *mk_session(int version, unsigned id)
@@ -197,13 +198,100 @@ static void test_origin_cache(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/* A new origin connection to key: the session offered (NULL: none), the SSL in *out. */
+static SSL_SESSION *origin_offer(SSL_CTX *ctx, const char *key, SSL **out)
+{
+	SSL *ssl = SSL_new(ctx);
+	assert_non_null(ssl);
+	SSL_set_connect_state(ssl);
+	tls_origin_session_offer(ssl, key);
+	*out = ssl;
+	return SSL_get_session(ssl);
+}
+
+static void test_origin_stack(void **state)
+{
+	(void)state;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *a, *b;
+	SSL_SESSION *made[STACK_MAX + 3];
+
+	assert_non_null(ctx);
+	assert_int_equal(tls_origin_cache_attach(ctx), CUSTOS_OK);
+	/* More TLS 1.3 tickets than the stack holds: the newest STACK_MAX, newest first, each
+	 * once (several connections at once each resume); the oldest three were given up. */
+	assert_null(origin_offer(ctx, "1|x|443", &a));
+	for (unsigned i = 0; i < STACK_MAX + 3; i++) {
+		made[i] = mk_session(TLS1_3_VERSION, i);
+		deliver(ctx, a, made[i]);
+	}
+	SSL *held[STACK_MAX];
+	for (unsigned i = 0; i < STACK_MAX; i++) /* all open at once */
+		assert_ptr_equal(origin_offer(ctx, "1|x|443", &held[i]), made[STACK_MAX + 2 - i]);
+	assert_null(origin_offer(ctx, "1|x|443", &b)); /* the next one: a full handshake */
+	SSL_free(b);
+	for (unsigned i = 0; i < STACK_MAX; i++)
+		SSL_free(held[i]);
+	/* Expired and unresumable sessions on top are dropped on the way to a usable one. */
+	SSL_SESSION *good = mk_session(TLS1_3_VERSION, 50);
+	deliver(ctx, a, good);
+	for (unsigned i = 0; i < 3; i++) {
+		SSL_SESSION *old = mk_session(TLS1_3_VERSION, 51 + i);
+		SSL_SESSION_set_timeout(old, 10);
+		SSL_SESSION_set_time(old, (long)time(NULL) - 100);
+		deliver(ctx, a, old);
+	}
+	assert_ptr_equal(origin_offer(ctx, "1|x|443", &b), good);
+	SSL_free(b);
+	assert_null(origin_offer(ctx, "1|x|443", &b));
+	SSL_free(b);
+	/* A TLS 1.2 session replaces the stack and stays; a TLS 1.3 one then goes on top. */
+	deliver(ctx, a, mk_session(TLS1_3_VERSION, 60));
+	SSL_SESSION *s12 = mk_session(TLS1_2_VERSION, 61);
+	deliver(ctx, a, s12);
+	for (int i = 0; i < 3; i++) {
+		assert_ptr_equal(origin_offer(ctx, "1|x|443", &b), s12);
+		SSL_free(b);
+	}
+	/* A failed handshake drops the origin's whole stack, not other origins'; a session
+	 * arriving later on the failed connection is not kept. */
+	deliver(ctx, a, mk_session(TLS1_3_VERSION, 62));
+	deliver(ctx, a, mk_session(TLS1_3_VERSION, 63));
+	SSL_free(a);
+	assert_null(origin_offer(ctx, "1|y|443", &a));
+	SSL_SESSION *sy = mk_session(TLS1_3_VERSION, 70);
+	deliver(ctx, a, sy);
+	SSL_free(a);
+	assert_non_null(origin_offer(ctx, "1|x|443", &b));
+	tls_origin_session_failed(b);
+	deliver(ctx, b, mk_session(TLS1_3_VERSION, 64));
+	SSL_free(b);
+	assert_null(origin_offer(ctx, "1|x|443", &b));
+	SSL_free(b);
+	assert_ptr_equal(origin_offer(ctx, "1|y|443", &b), sy);
+	SSL_free(b);
+	/* An evicted origin's stack is freed with it (ASan: no leak), the context frees the
+	 * rest. */
+	char key[32];
+	for (unsigned i = 0; i <= ORIGIN_MAX; i++) {
+		snprintf(key, sizeof(key), "1|o%u|443", i);
+		a = SSL_new(ctx);
+		tls_origin_session_offer(a, key);
+		for (unsigned j = 0; j < 4; j++)
+			deliver(ctx, a, mk_session(TLS1_3_VERSION, 1000 + 8 * i + j));
+		SSL_free(a);
+	}
+	assert_null(origin_offer(ctx, "1|o0|443", &b));
+	SSL_free(b);
+	SSL_CTX_free(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tls13_stack),
-		cmocka_unit_test(test_tls12_kept),
-		cmocka_unit_test(test_unusable_dropped),
-		cmocka_unit_test(test_origin_cache),
+		cmocka_unit_test(test_tls13_stack),      cmocka_unit_test(test_tls12_kept),
+		cmocka_unit_test(test_unusable_dropped), cmocka_unit_test(test_origin_cache),
+		cmocka_unit_test(test_origin_stack),
 	};
 	log_setup(LOG_LVL_ERROR, LOG_FMT_TEXT);
 	return cmocka_run_group_tests(tests, NULL, NULL);
