@@ -679,16 +679,29 @@ void tls_client_session_failed(SSL *ssl)
 
 /* Egress (egress_conn.c): a source's client context is used by every connection thread, and
  * the origins behind one source differ by host and port, so its sessions go into one cache
- * per context under a lock (taken once per new origin connection and once per session
- * received, never across I/O), keyed by the origin; each entry holds the newest session for
- * its origin, and a full cache gives up its least recently stored entry. */
+ * per context under a lock (taken once per new origin connection, once per session received
+ * and once per failed handshake, never across I/O; sessions are freed after it is released),
+ * keyed by the origin; a full cache gives up its least recently stored origin.
+ *
+ * Each origin holds a stack of up to ORIGIN_STACK sessions, newest on top, with the ingress
+ * slots' rules (CLIENT_SESSIONS above): a TLS 1.3 ticket is used once, so of several new
+ * connections at once to one origin each needs its own; a full handshake usually brings two
+ * (OpenSSL servers send two) and a resumed one the next, so the stack fills up to the
+ * concurrency towards that origin. 16 and not the ingress' 64: the egress stacks are shared
+ * by all connection threads of a source rather than one per worker, the parallel calls of a
+ * sandbox to one data source are a handful (max_connections_per_sandbox, 64 by default, caps
+ * them for all origins together), and a source holds up to ORIGIN_SESSIONS origins: at most
+ * 32 x 16 = 512 sessions per source (each a ticket and a reference to its peer's chain).
+ * Connections beyond 16 at once to one origin do full handshakes. */
 #define ORIGIN_SESSIONS 32
+#define ORIGIN_STACK    16
 #define ORIGIN_KEY_MAX  280
 
 struct origin_entry {
 	char key[ORIGIN_KEY_MAX];
-	SSL_SESSION *sess;
-	uint64_t stamp; /* when stored (a counter): the smallest is evicted first */
+	unsigned n;                   /* 0: the entry is free */
+	SSL_SESSION *s[ORIGIN_STACK]; /* [0, n): oldest to newest */
+	uint64_t stamp; /* when last stored (a counter): the smallest is evicted first */
 };
 struct origin_cache {
 	pthread_mutex_t mu;
@@ -703,6 +716,22 @@ struct origin_ref {
 static int ocache_ctx_idx = -1, oref_ssl_idx = -1;
 static pthread_once_t ocache_once = PTHREAD_ONCE_INIT;
 
+/* Moves e's sessions to out (ORIGIN_STACK of room) and empties e: freed by the caller after
+ * the lock. Returns how many. */
+static unsigned oentry_take_all(struct origin_entry *e, SSL_SESSION **out)
+{
+	unsigned n = e->n;
+	memcpy(out, e->s, n * sizeof(e->s[0]));
+	e->n = 0;
+	return n;
+}
+
+static void sessions_free(SSL_SESSION **s, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		SSL_SESSION_free(s[i]);
+}
+
 static void ocache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
 	struct origin_cache *c = ptr;
@@ -711,7 +740,7 @@ static void ocache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lo
 	if (c == NULL)
 		return;
 	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
-		SSL_SESSION_free(c->e[i].sess);
+		sessions_free(c->e[i].s, c->e[i].n);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -732,14 +761,19 @@ static void ocache_idx_init(void)
 static struct origin_entry *ocache_find(struct origin_cache *c, const char *key)
 {
 	for (unsigned i = 0; i < ORIGIN_SESSIONS; i++)
-		if (c->e[i].sess != NULL && strcmp(c->e[i].key, key) == 0)
+		if (c->e[i].n > 0 && strcmp(c->e[i].key, key) == 0)
 			return &c->e[i];
 	return NULL;
 }
 
+/* OpenSSL's new-session callback on an origin connection: the session goes on top of its
+ * origin's stack (a TLS 1.2 one replaces the stack: it resumes again and again, the newest is
+ * all it needs; a full stack gives up its oldest). Returning 1 keeps OpenSSL's reference. */
 static int ocache_new_cb(SSL *ssl, SSL_SESSION *sess)
 {
 	struct origin_ref *r = oref_ssl_idx < 0 ? NULL : SSL_get_ex_data(ssl, oref_ssl_idx);
+	SSL_SESSION *drop[ORIGIN_STACK];
+	unsigned ndrop = 0;
 
 	if (r == NULL || SSL_get_verify_result(ssl) != X509_V_OK || !SSL_SESSION_is_resumable(sess))
 		return 0;
@@ -748,16 +782,22 @@ static int ocache_new_cb(SSL *ssl, SSL_SESSION *sess)
 	struct origin_entry *e = ocache_find(c, r->key);
 	if (e == NULL) {
 		e = &c->e[0];
-		for (unsigned i = 1; i < ORIGIN_SESSIONS && e->sess != NULL; i++)
-			if (c->e[i].sess == NULL || c->e[i].stamp < e->stamp)
+		for (unsigned i = 1; i < ORIGIN_SESSIONS && e->n > 0; i++)
+			if (c->e[i].n == 0 || c->e[i].stamp < e->stamp)
 				e = &c->e[i];
+		ndrop = oentry_take_all(e, drop); /* the evicted origin's */
 		snprintf(e->key, sizeof(e->key), "%s", r->key);
+	} else if (SSL_SESSION_get_protocol_version(sess) < TLS1_3_VERSION) {
+		ndrop = oentry_take_all(e, drop);
+	} else if (e->n == ORIGIN_STACK) {
+		drop[ndrop++] = e->s[0];
+		memmove(&e->s[0], &e->s[1], (ORIGIN_STACK - 1) * sizeof(e->s[0]));
+		e->n--;
 	}
-	SSL_SESSION *old = e->sess;
-	e->sess = sess;
+	e->s[e->n++] = sess;
 	e->stamp = ++c->clock;
 	pthread_mutex_unlock(&c->mu);
-	SSL_SESSION_free(old);
+	sessions_free(drop, ndrop);
 	return 1;
 }
 
@@ -797,24 +837,28 @@ void tls_origin_session_offer(SSL *ssl, const char *key)
 		free(r);
 		return;
 	}
-	SSL_SESSION *take = NULL, *drop = NULL;
+	/* The newest usable session: those on top that expired or cannot resume are dropped on
+	 * the way (sess_usable: lifetime, and the peer's certificate still valid). */
+	SSL_SESSION *take = NULL, *drop[ORIGIN_STACK];
+	unsigned ndrop = 0;
+	time_t now = time(NULL);
 	pthread_mutex_lock(&c->mu);
 	struct origin_entry *e = ocache_find(c, key);
-	if (e != NULL) {
-		SSL_SESSION *s = e->sess;
-		if (!sess_usable(s, time(NULL))) {
-			drop = s;
-			e->sess = NULL;
+	while (e != NULL && e->n > 0 && take == NULL) {
+		SSL_SESSION *s = e->s[e->n - 1];
+		if (!sess_usable(s, now)) {
+			drop[ndrop++] = s;
+			e->n--;
 		} else if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
-			take = s; /* used once: it leaves the cache with our reference */
-			e->sess = NULL;
+			take = s; /* used once: it leaves the stack with our reference */
+			e->n--;
 		} else {
 			take = s; /* a TLS 1.2 session stays */
 			SSL_SESSION_up_ref(s);
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
-	SSL_SESSION_free(drop);
+	sessions_free(drop, ndrop);
 	if (take != NULL) {
 		if (SSL_set_session(ssl, take) != 1)
 			ERR_clear_error();
@@ -828,13 +872,16 @@ void tls_origin_session_failed(SSL *ssl)
 
 	if (r == NULL)
 		return;
+	/* As on the ingress side: the origin may have changed (keys, certificate), so its whole
+	 * stack goes, the session this handshake offered with it. */
+	SSL_SESSION *drop[ORIGIN_STACK];
+	unsigned ndrop = 0;
 	pthread_mutex_lock(&r->c->mu);
 	struct origin_entry *e = ocache_find(r->c, r->key);
-	SSL_SESSION *drop = e ? e->sess : NULL;
-	if (e)
-		e->sess = NULL;
+	if (e != NULL)
+		ndrop = oentry_take_all(e, drop);
 	pthread_mutex_unlock(&r->c->mu);
-	SSL_SESSION_free(drop);
+	sessions_free(drop, ndrop);
 	SSL_set_ex_data(ssl, oref_ssl_idx, NULL); /* a late session on it is not kept */
 	free(r);
 }

@@ -10,13 +10,14 @@
 #include "custos/core.h"
 
 /* A session cache for a client context used by many threads (a lock), keyed by origin: up to
- * 32 origins, the newest session of each, the least recently stored one evicted. The sessions
- * are freed with the context. */
+ * 32 origins, a stack of up to 16 sessions each (newest on top), the origin least recently
+ * stored to evicted. The sessions are freed with the context. */
 custos_err tls_origin_cache_attach(SSL_CTX *ctx) CUSTOS_WUR;
-/* Before the handshake of ssl (on such a context): offers key's session (a TLS 1.3 one leaves
- * the cache: single use) and has the sessions ssl receives stored under key. */
+/* Before the handshake of ssl (on such a context): offers key's newest usable session (a TLS
+ * 1.3 one leaves the cache: single use; expired ones are dropped) and has the sessions ssl
+ * receives stored under key. */
 void tls_origin_session_offer(SSL *ssl, const char *key);
-/* After a failed handshake on ssl: key's session is dropped. */
+/* After a failed handshake on ssl: key's sessions are dropped. */
 void tls_origin_session_failed(SSL *ssl);
 
 #endif

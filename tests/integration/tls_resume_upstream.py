@@ -11,9 +11,14 @@ most TLS 1.2, session tickets on: OpenSSL's defaults). One line per connection g
 LOG.fail exists, the next connection is reset after its ClientHello (the line "aborted") and
 the file removed: the client's handshake fails on a socket error. While LOG.hold exists, no
 connection is served (they wait, accepted or in the listen queue, with their ClientHello).
+When LOG.batch exists (it holds a number N), it is removed and the next N connections are
+accepted and held until each of them has sent its first bytes (the ClientHello, with the
+session it offers), at most 30 s, then served one after the other: N clients that connect at
+once have all chosen their session before any handshake ends and brings the next ticket.
 """
 import json
 import os
+import select
 import socket
 import ssl
 import struct
@@ -94,4 +99,23 @@ while True:
     c, _ = lsock.accept()
     while os.path.exists(log + ".hold"):
         time.sleep(0.01)
+    if os.path.exists(log + ".batch"):
+        with open(log + ".batch") as f:
+            n = int(f.read().strip() or "1")
+        os.unlink(log + ".batch")
+        held = [c]
+        end = time.monotonic() + 30
+        while len(held) < n and time.monotonic() < end:
+            r, _, _ = select.select([lsock], [], [], 0.1)
+            if r:
+                held.append(lsock.accept()[0])
+        waiting = list(held)
+        while waiting and time.monotonic() < end:
+            r, _, _ = select.select(waiting, [], [], 0.1)
+            waiting = [w for w in waiting if w not in r]
+        if len(held) < n or waiting:
+            record("batch short: %d of %d connected, %d silent" % (len(held), n, len(waiting)))
+        for h in held:
+            serve(h)
+        continue
     serve(c)
