@@ -307,7 +307,7 @@ custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key)
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
 		return tls_openssl_err(CUSTOS_ERR_CRYPTO, cert);
 	if ((e = load_key(ctx, key)) != CUSTOS_OK)
-		return err_wrap(e, "client certificate key");
+		return e;
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
 		return err_set(CUSTOS_ERR_CRYPTO, "client key %s does not match the certificate %s",

@@ -4,7 +4,7 @@
 # model server that requires one from the test CA:
 #   - with the certificate: 200; without one, or with one from another CA: 502 (audited);
 #   - `config check --host` refuses a key readable by others and a key that does not match its
-#     certificate, naming the setting;
+#     certificate, naming the setting; `custos up` refuses the first, naming the file;
 #   - a SIGHUP reload reads renewed files in place: the model that had the good certificate
 #     now presents the rogue one and gets 502 (no TLS session made under the old certificate
 #     is resumed), the other one now gets 200;
@@ -81,6 +81,14 @@ check "config check --host: key of another certificate refused" "$?" 1
 grep 'models\[2\] (slow-model).upstream.key' "$work/check.out" | grep -q 'does not match the certificate' &&
 	ok "the error names models[2] (slow-model).upstream.key and the mismatch" ||
 	fail "mismatch not reported: $(cat "$work/check.out")"
+
+# custos up itself refuses a key readable by others (it never reads such a key).
+chmod 644 "$upd/a.key"
+timeout 120 "$bin" up -c "$work/custos.yaml" </dev/null >"$work/up-mode.log" 2>&1
+check "custos up with a key readable by others: refused" "$?" 1
+grep -q "$upd/a.key" "$work/up-mode.log" && ok "custos up names the key file" ||
+	fail "custos up did not name the key: $(tail -3 "$work/up-mode.log")"
+chmod 600 "$upd/a.key"
 
 start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o "$work/out" -w '%{http_code}')
