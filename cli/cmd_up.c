@@ -80,6 +80,9 @@ struct up_ctx {
 	 * applied made for its admin.tls (admin_tls_reload_prepare): served when it is applied. */
 	admin_server *admin;
 	struct ssl_ctx_st *admin_tls_next;
+	/* The egress sources' client certificates the reload being applied read again
+	 * (egress_tls_prepare): in force when it is applied. */
+	egress_tls_next *eg_tls_next;
 };
 
 static char *dup_or_null(const char *s)
@@ -256,6 +259,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			pu->tls = u->kind == CFG_UPSTREAM_HTTPS;
 			pu->tls_ca = dup_or_null(u->ca_file);
 			pu->tls_name = dup_or_null(u->server_name);
+			pu->tls_cert = dup_or_null(u->cert);
+			pu->tls_key = dup_or_null(u->key);
 			break;
 		case CFG_UPSTREAM_UNIX:
 			snprintf(tmp, sizeof(tmp), "unix:%s", u->path);
@@ -364,6 +369,19 @@ static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_confi
 	                "reload");
 }
 
+/* The egress data sources' client certificates are read again by a reload, as the upstreams'
+ * are (a renewed certificate in place: the paths cannot change, as no data source can), into
+ * new contexts made now, so that a file that does not load refuses the reload; in force from
+ * the reload's end on (reload_settle). */
+static custos_err eg_tls_reload_prepare(struct up_ctx *uc)
+{
+	egress_tls_next_free(uc->eg_tls_next);
+	uc->eg_tls_next = NULL;
+	if (uc->eg == NULL)
+		return CUSTOS_OK;
+	return err_wrap(egress_tls_prepare(uc->eg, &uc->eg_tls_next), "reload");
+}
+
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 {
 	const char *path = uc->path;
@@ -409,6 +427,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		e = eg_plain_prepare(uc, cfg);
 	if (e == CUSTOS_OK)
 		e = admin_tls_reload_prepare(uc, cfg);
+	if (e == CUSTOS_OK)
+		e = eg_tls_reload_prepare(uc);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	if (e == CUSTOS_OK)
@@ -563,6 +583,11 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	else
 		admin_tls_free(uc->admin_tls_next);
 	uc->admin_tls_next = NULL;
+	if (applied && uc->next)
+		egress_tls_commit(uc->eg, uc->eg_tls_next);
+	else
+		egress_tls_next_free(uc->eg_tls_next);
+	uc->eg_tls_next = NULL;
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -2516,6 +2541,14 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		RO(cfg->models[i].upstream.ca_file, false);
 	for (size_t i = 0; i < cfg->n_data_sources; i++)
 		RO(cfg->data_sources[i].ca_file, false);
+	for (size_t i = 0; i < cfg->n_models; i++) { /* client certificates, read by reloads */
+		RO(cfg->models[i].upstream.cert, false);
+		RO(cfg->models[i].upstream.key, false);
+	}
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		RO(cfg->data_sources[i].cert, false);
+		RO(cfg->data_sources[i].key, false);
+	}
 	if (cfg->egress.enabled)
 		RO(cfg->egress.ca_dir, true);
 	RO(cfg->audit.signing_key, false);

@@ -361,9 +361,29 @@ static void check_ca_bundle(struct hc_ctx *x, diag_severity sev, const char *set
 	ERR_clear_error();
 }
 
+/* A client certificate and its key (models[].upstream.cert/key, data_sources[].cert/key):
+ * readable, the key a secret (check_mode: its mode), and with check_mode what they hold: a
+ * certificate, a key, and that they match. prefix names the setting ("models[0] (m).upstream"). */
+static void check_client_cert(struct hc_ctx *x, diag_severity sev, const char *prefix,
+                              const char *cert, const char *key, file_kind secret_kind,
+                              bool check_mode, const char *when)
+{
+	char cname[192], kname[192];
+
+	if (cert == NULL || key == NULL)
+		return;
+	snprintf(cname, sizeof(cname), "%s.cert", prefix);
+	snprintf(kname, sizeof(kname), "%s.key", prefix);
+	bool ok = check_read(x, sev, cname, cert, cert, FILE_ANY, check_mode, when);
+	ok = check_read(x, sev, kname, key, key, secret_kind, check_mode, when) && ok;
+	if (ok && check_mode)
+		check_cert_key(x, sev, cname, cert, kname, key, when);
+}
+
 /* The listeners' certificates, keys and client CAs, the API-key file, the JWKS and the
- * upstreams' CA files: read at start (sev DIAG_ERROR, the modes checked: configuration files as
- * such, TLS keys as secrets) and again by a reload (DIAG_WARNING). */
+ * upstreams' CA files and client certificates: read at start (sev DIAG_ERROR, the modes
+ * checked: configuration files as such, TLS keys as secrets) and again by a reload
+ * (DIAG_WARNING). */
 static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_severity sev,
                              file_kind key_kind, file_kind secret_kind, bool check_mode,
                              const char *when)
@@ -429,6 +449,9 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		           cfg->models[i].upstream.ca_file, FILE_ANY, check_mode, when);
 		if (check_mode)
 			check_ca_bundle(x, sev, name, cfg->models[i].upstream.ca_file, when);
+		snprintf(name, sizeof(name), "models[%zu] (%s).upstream", i, cfg->models[i].id);
+		check_client_cert(x, sev, name, cfg->models[i].upstream.cert,
+		                  cfg->models[i].upstream.key, secret_kind, check_mode, when);
 	}
 }
 
@@ -580,6 +603,9 @@ static void pass_proxy(struct hc_ctx *x)
 			check_read(x, DIAG_ERROR, name, s->ca_file, s->ca_file, FILE_ANY, true,
 			           start);
 			check_ca_bundle(x, DIAG_ERROR, name, s->ca_file, start);
+			snprintf(name, sizeof(name), "data_sources[%zu] (%s)", i, s->id);
+			check_client_cert(x, DIAG_ERROR, name, s->cert, s->key, FILE_SECRET, true,
+			                  start);
 		}
 		if (intercept && cfg->egress.ca_dir) {
 			char p[CFG_MAX_PATH_LEN + 16];

@@ -385,10 +385,44 @@ static void parse_url_hostport(cfg_ctx *c, ydoc_node *node, const char *rest, bo
 	*port = a.port;
 }
 
+/* cert and key given together; the node of the one given alone, NULL when both or neither
+ * are: an error there. */
+static ydoc_node *client_cert_lone(ydoc_node *m)
+{
+	ydoc_node *cn = cfg_get(m, "cert"), *kn = cfg_get(m, "key");
+
+	return (cn == NULL) == (kn == NULL) ? NULL : cn ? cn : kn;
+}
+
+/* models[].upstream.cert/key: the client certificate custos presents to an https upstream
+ * (as nginx's proxy_ssl_certificate, HAProxy's `server ... crt`). */
+static void parse_upstream_client_cert(cfg_ctx *c, ydoc_node *m, cfg_model *mod)
+{
+	cfg_upstream *u = &mod->upstream;
+	ydoc_node *lone = client_cert_lone(m);
+	ydoc_node *at = cfg_get(m, "cert") ? cfg_get(m, "cert") : cfg_get(m, "key");
+
+	cfg_path(c, m, "cert", false, false, &u->cert);
+	cfg_path(c, m, "key", false, false, &u->key);
+	if (lone)
+		ydoc_error(c->doc, lone, c->d,
+		           "give both: cert (the PEM certificate chain) and key (its private key)",
+		           "model '%s': upstream.%s without upstream.%s", mod->id ? mod->id : "?",
+		           cfg_get(m, "cert") ? "cert" : "key",
+		           cfg_get(m, "cert") ? "key" : "cert");
+	else if (at && u->kind != CFG_UPSTREAM_HTTPS)
+		ydoc_error(c->doc, at, c->d,
+		           "a client certificate is presented in a TLS handshake: use an https:// "
+		           "upstream, or remove cert and key",
+		           "model '%s': upstream.cert and upstream.key apply only to https:// "
+		           "upstreams",
+		           mod->id ? mod->id : "?");
+}
+
 static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_limits *lim)
 {
-	static const char *const keys[] = { "url",         "tls_verify", "ca_file",
-		                            "server_name", "pool_size",  "timeouts" };
+	static const char *const keys[] = { "url",       "tls_verify", "ca_file", "server_name",
+		                            "pool_size", "timeouts",   "cert",    "key" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
 	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys);
 	cfg_upstream *u = &mod->upstream;
@@ -454,6 +488,7 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &u->connect_timeout_ns);
 	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &u->read_timeout_ns);
 	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &u->idle_timeout_ns);
+	parse_upstream_client_cert(c, m, mod);
 }
 
 static void parse_env_map(cfg_ctx *c, ydoc_node *m, const char *key, cfg_kv **out, size_t *n)
@@ -990,11 +1025,44 @@ static void parse_profiles(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 /* ---------------------------------------------------------------------------------------------
  * data_sources, egress
  */
+/* data_sources[].cert/key: the client certificate custos presents to the origin. Only where
+ * custos is the origin's TLS client: an intercepted https source. A CONNECT tunnel that is not
+ * intercepted carries the model's own TLS, which custos cannot add a certificate to. */
+static void parse_source_client_cert(cfg_ctx *c, ydoc_node *m, cfg_data_source *ds)
+{
+	ydoc_node *lone = client_cert_lone(m);
+	ydoc_node *at = cfg_get(m, "cert") ? cfg_get(m, "cert") : cfg_get(m, "key");
+	const char *id = ds->id ? ds->id : "?";
+
+	cfg_path(c, m, "cert", false, false, &ds->cert);
+	cfg_path(c, m, "key", false, false, &ds->key);
+	if (lone)
+		ydoc_error(c->doc, lone, c->d,
+		           "give both: cert (the PEM certificate chain) and key (its private key)",
+		           "data source '%s': %s without %s", id,
+		           cfg_get(m, "cert") ? "cert" : "key",
+		           cfg_get(m, "cert") ? "key" : "cert");
+	else if (at && ds->url && !ds->https)
+		ydoc_error(c->doc, at, c->d,
+		           "a client certificate is presented in a TLS handshake: use an https:// "
+		           "source with intercept: true, or remove cert and key",
+		           "data source '%s': cert and key apply only to https:// sources", id);
+	else if (at && ds->https && !ds->intercept)
+		ydoc_error(
+		        c->doc, at, c->d,
+		        "set intercept: true (custos then makes the TLS connection to the origin "
+		        "and presents this certificate), or let the model present its own",
+		        "data source '%s': cert and key need intercept: true: without interception "
+		        "the CONNECT tunnel carries the model's own TLS, which custos cannot add a "
+		        "certificate to",
+		        id);
+}
+
 static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = {
 		"id",      "url",          "classification", "intercept", "allow_private_addresses",
-		"ca_file", "max_response", "timeout"
+		"ca_file", "max_response", "timeout",        "cert",      "key"
 	};
 	static const char *const classes[] = { "public", "internal", "confidential", "restricted" };
 	ydoc_node *s = cfg_seq(c, root, "data_sources", CFG_MAX_DATA_SOURCES);
@@ -1043,6 +1111,7 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		cfg_path(c, m, "ca_file", false, false, &ds->ca_file);
 		cfg_size(c, m, "max_response", 0, CFG_MAX_RESPONSE, &ds->max_response);
 		cfg_dur(c, m, "timeout", MS(1), CFG_MAX_TIMEOUT_NS, &ds->timeout_ns);
+		parse_source_client_cert(c, m, ds);
 	}
 }
 

@@ -223,6 +223,8 @@ static void source_diff(struct rdiff *r, const char *p, const cfg_data_source *a
 	SAME_STR(p, "ca_file", a->ca_file, b->ca_file);
 	SAME_SIZE(p, "max_response", a->max_response, b->max_response);
 	SAME_DUR(p, "timeout", a->timeout_ns, b->timeout_ns);
+	SAME_STR(p, "cert", a->cert, b->cert);
+	SAME_STR(p, "key", a->key, b->key);
 }
 
 static void profile_diff(struct rdiff *r, const char *p, const cfg_profile *a, const cfg_profile *b)

@@ -43,6 +43,8 @@ static void source_free(egress_source *s)
 	free(s->host);
 	free(s->path_prefix);
 	free(s->ca_file);
+	free(s->cert_file);
+	free(s->key_file);
 }
 
 void egress_options_free(egress_options *o)
@@ -666,7 +668,9 @@ static unsigned fd_port(int fd)
 	return 0;
 }
 
-static custos_err source_tls(esource *e)
+/* The TLS client context of an https source: its CA (ca_file or the system store), its client
+ * certificate when it has one, an origin session cache of its own. */
+static custos_err source_tls_ctx(const esource *e, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	ENSURE(ctx != NULL, CUSTOS_ERR_CRYPTO, "SSL_CTX_new");
@@ -680,14 +684,90 @@ static custos_err source_tls(esource *e)
 		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA %s", e->o.id,
 		               e->o.ca_file ? e->o.ca_file : "(system store)");
 	}
+	custos_err err = CUSTOS_OK;
+	if (e->o.cert_file != NULL &&
+	    (err = tls_client_cert_load(ctx, e->o.cert_file, e->o.key_file)) != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return err_wrap(err, "data source %s: client certificate", e->o.id);
+	}
 	/* Sessions with the source's origins are resumed (tls.c, per origin). */
-	custos_err err = tls_origin_cache_attach(ctx);
+	err = tls_origin_cache_attach(ctx);
 	if (err != CUSTOS_OK) {
 		SSL_CTX_free(ctx);
 		return err;
 	}
-	e->tls = ctx;
+	*out = ctx;
 	return CUSTOS_OK;
+}
+
+static custos_err source_tls(esource *e)
+{
+	return source_tls_ctx(e, &e->tls);
+}
+
+/* The contexts a reload made for the sources with a client certificate (src[i] for i where
+ * ctx[i] is set). */
+struct egress_tls_next {
+	size_t n;
+	SSL_CTX *ctx[];
+};
+
+void egress_tls_next_free(egress_tls_next *n)
+{
+	for (size_t i = 0; n != NULL && i < n->n; i++)
+		SSL_CTX_free(n->ctx[i]);
+	free(n);
+}
+
+custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out)
+{
+	egress_tls_next *n = NULL;
+
+	*out = NULL;
+	for (size_t i = 0; i < s->nsrc; i++) {
+		const esource *x = &s->src[i];
+		if (!x->o.https || x->o.cert_file == NULL)
+			continue;
+		if (n == NULL)
+			n = xcalloc(1, sizeof(*n) + s->nsrc * sizeof(n->ctx[0]));
+		n->n = s->nsrc;
+		custos_err e = source_tls_ctx(x, &n->ctx[i]);
+		if (e != CUSTOS_OK) {
+			egress_tls_next_free(n);
+			return e;
+		}
+	}
+	*out = n;
+	return CUSTOS_OK;
+}
+
+void egress_tls_commit(egress_server *s, egress_tls_next *n)
+{
+	if (n == NULL)
+		return;
+	for (size_t i = 0; i < n->n && i < s->nsrc; i++) {
+		if (n->ctx[i] == NULL)
+			continue;
+		pthread_mutex_lock(&s->tls_mu);
+		SSL_CTX *old = s->src[i].tls;
+		s->src[i].tls = n->ctx[i];
+		pthread_mutex_unlock(&s->tls_mu);
+		n->ctx[i] = NULL;
+		SSL_CTX_free(old); /* open connections hold references of their own */
+		log_info("egress: data source %s: client certificate %s read again", s->src[i].o.id,
+		         s->src[i].o.cert_file);
+	}
+	egress_tls_next_free(n);
+}
+
+SSL *egress_source_ssl_new(egress_server *s, const esource *src)
+{
+	if (src->o.cert_file == NULL) /* never replaced */
+		return SSL_new(src->tls);
+	pthread_mutex_lock(&s->tls_mu);
+	SSL *ssl = SSL_new(src->tls);
+	pthread_mutex_unlock(&s->tls_mu);
+	return ssl;
 }
 
 custos_err egress_create(egress_options *o, egress_server **out)
@@ -701,6 +781,7 @@ custos_err egress_create(egress_options *o, egress_server **out)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->eng_lock, NULL);
 	pthread_mutex_init(&s->ls_mu, NULL);
+	pthread_mutex_init(&s->tls_mu, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if (s->o.nsources > EGRESS_MAX_SOURCES || s->o.nlisteners > EGRESS_MAX_LISTENERS) {
 		e = err_set(CUSTOS_ERR_LIMIT, "egress: too many sources or listeners");
@@ -753,6 +834,13 @@ custos_err egress_create(egress_options *o, egress_server **out)
 			goto fail;
 		}
 		need_ca |= x->o.intercept;
+		if (x->o.cert_file != NULL && (!x->o.intercept || x->o.key_file == NULL)) {
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "data source %s: a client certificate needs intercept and a key",
+			        x->o.id);
+			goto fail;
+		}
 		if (x->o.https && (e = source_tls(x)) != CUSTOS_OK)
 			goto fail;
 		if (x->o.https && !x->o.intercept && strcmp(x->o.path_prefix, "/") != 0)
@@ -1044,6 +1132,7 @@ void egress_free(egress_server *s)
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->eng_lock);
 	pthread_mutex_destroy(&s->ls_mu);
+	pthread_mutex_destroy(&s->tls_mu);
 	pthread_cond_destroy(&s->idle);
 	free(s);
 }

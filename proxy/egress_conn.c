@@ -305,7 +305,7 @@ static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h
 	pthread_mutex_unlock(&c->s->lock);
 	snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
 	if (src->o.https) {
-		SSL *ssl = SSL_new(src->tls);
+		SSL *ssl = egress_source_ssl_new(c->s, src);
 		if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
 			SSL_free(ssl);
 			snprintf(r->reason, sizeof(r->reason), "upstream TLS setup failed");

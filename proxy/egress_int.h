@@ -53,7 +53,8 @@ typedef struct elistener {
 typedef struct esource {
 	egress_source o;
 	ssrf_host host;
-	SSL_CTX *tls; /* https sources: verification against ca_file or the system store */
+	SSL_CTX *tls; /* https sources: verification against ca_file or the system store; with
+	                 a client certificate, replaced by egress_tls_commit (read under tls_mu) */
 } esource;
 
 struct egress_server {
@@ -83,7 +84,12 @@ struct egress_server {
 	efwd *fwd;                /* the forward loops (egress_fwd.c), or NULL: threads only */
 	/* bytes held for content inspection by every connection (egress.inspect.max_held) */
 	atomic_uint_fast64_t insp_held;
+	pthread_mutex_t tls_mu; /* src[].tls of the sources with a client certificate */
 };
+
+/* A new SSL on src's current client context (egress_tls_commit may replace it); NULL on
+ * failure. */
+SSL *egress_source_ssl_new(egress_server *s, const esource *src);
 
 /* One egress decision and its audit record. */
 typedef struct erec {

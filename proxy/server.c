@@ -47,6 +47,8 @@ void proxy_options_free(proxy_options *o)
 		free(o->upstreams[i].address);
 		free(o->upstreams[i].tls_ca);
 		free(o->upstreams[i].tls_name);
+		free(o->upstreams[i].tls_cert);
+		free(o->upstreams[i].tls_key);
 	}
 	for (size_t i = 0; i < o->nroutes; i++) {
 		free(o->routes[i].model);

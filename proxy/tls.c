@@ -300,6 +300,22 @@ static custos_err load_key(SSL_CTX *ctx, const char *path)
 	return CUSTOS_OK;
 }
 
+custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key)
+{
+	custos_err e;
+
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, cert);
+	if ((e = load_key(ctx, key)) != CUSTOS_OK)
+		return e;
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_clear_error();
+		return err_set(CUSTOS_ERR_CRYPTO, "client key %s does not match the certificate %s",
+		               key, cert);
+	}
+	return CUSTOS_OK;
+}
+
 /* Loads the client CA bundle (certificates and CRLs, as SSL_CTX_load_verify_locations would)
  * into the context's store and its list of acceptable CA names, from one read of the file, and
  * gives the SHA-256 of the bytes loaded: the session id context names exactly what verified. */
@@ -590,6 +606,13 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 		SSL_CTX_free(ctx);
 		return tls_openssl_err(CUSTOS_ERR_CRYPTO,
 		                       u->tls_ca ? u->tls_ca : "default CA store");
+	}
+	if (u->tls_cert != NULL) {
+		custos_err ce = tls_client_cert_load(ctx, u->tls_cert, u->tls_key);
+		if (ce != CUSTOS_OK) {
+			SSL_CTX_free(ctx);
+			return ce;
+		}
 	}
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);

@@ -20,4 +20,10 @@ void tls_origin_session_offer(SSL *ssl, const char *key);
 /* After a failed handshake on ssl: key's sessions are dropped. */
 void tls_origin_session_failed(SSL *ssl);
 
+/* A client context's own certificate (mTLS to an upstream or an origin): the PEM chain in
+ * cert, leaf first, and its unencrypted PEM private key in key (FILE_SECRET: no access by
+ * group or others), which must match. The key bytes are wiped once loaded. Errors name the
+ * file. */
+custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key) CUSTOS_WUR;
+
 #endif

@@ -188,6 +188,8 @@ typedef struct cfg_upstream {
 	char *server_name;  /* https: SNI/verify name; default host */
 	uint64_t pool_size; /* keep-alive connections kept; default 64 */
 	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns; /* default: limits */
+	char *cert; /* https: client certificate chain (PEM) presented to the upstream; NULL: none */
+	char *key;  /* https: its private key (PEM, 0600 or stricter); set with cert */
 } cfg_upstream;
 
 typedef enum cfg_sandbox_type {
@@ -330,6 +332,9 @@ typedef struct cfg_data_source {
 	char *ca_file;                /* NULL = system store */
 	uint64_t max_response;        /* 0 = egress default */
 	uint64_t timeout_ns;          /* 0 = egress default */
+	char *cert; /* client certificate chain (PEM) presented to the origin; intercepted https
+	               sources only (a tunnel's TLS is the model's own); NULL: none */
+	char *key;  /* its private key (PEM, 0600 or stricter); set with cert */
 } cfg_data_source;
 
 typedef struct cfg_egress {

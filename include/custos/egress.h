@@ -47,6 +47,9 @@ typedef struct egress_source {
 	char *ca_file;         /* upstream CA bundle; NULL: system store */
 	uint64_t max_response; /* 0: the egress default */
 	uint64_t timeout_ns;   /* upstream read timeout; 0: the egress default */
+	char *cert_file; /* client certificate chain (PEM) presented to the origin; intercepted
+	                    sources only; NULL: none */
+	char *key_file;  /* its private key (PEM, mode 0600 or stricter); set with cert_file */
 } egress_source;
 
 typedef struct egress_listener_opts {
@@ -111,6 +114,17 @@ void egress_free(egress_server *s);
  * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
  * in progress keep the policy they started with. */
 custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
+/* The client certificates of the sources that have one (cert_file), read again from their
+ * files (a renewed certificate) into new TLS contexts, for egress_tls_commit: a file that does
+ * not load fails here (message in err_msg) and the contexts in force stay. *out: NULL when no
+ * source has one; else the caller's (egress_tls_commit or egress_tls_next_free). */
+typedef struct egress_tls_next egress_tls_next;
+custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out) CUSTOS_WUR;
+/* Puts n's contexts in force (n is taken over; NULL: nothing): connections from now on use
+ * them, with an empty origin session cache (a session made with the previous certificate is
+ * never offered again); connections already open keep theirs. */
+void egress_tls_commit(egress_server *s, egress_tls_next *n);
+void egress_tls_next_free(egress_tls_next *n);
 /* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted
  * sandbox's new netns; the accept thread switches within its poll interval and closes the old
  * one. The listener's taint starts over (the new instance has read nothing). */

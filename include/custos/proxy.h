@@ -85,6 +85,8 @@ typedef struct proxy_upstream_opts {
 	 * them was replaced by a reload and the last request that started with it ended, or the
 	 * options were never applied. Called on any thread; must not call into the proxy. */
 	void (*release_fn)(void *arg);
+	char *tls_cert; /* client certificate chain (PEM) presented to the upstream; NULL: none */
+	char *tls_key;  /* its private key (PEM, mode 0600 or stricter); set with tls_cert */
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {

@@ -1217,6 +1217,89 @@ static void test_where(void **state)
 	config_free(cfg);
 }
 
+/* models[].upstream.cert/key and data_sources[].cert/key: both or neither, https only, and for
+ * a data source only with interception; errors at the key's line:col. */
+static void test_client_certs(void **state)
+{
+	(void)state;
+	diag_list d;
+	const diag_item *it;
+
+	custos_config *cfg = parse_ok(
+	        "version: 1\negress: {ca_dir: /ca}\n"
+	        "models:\n  - id: m\n    upstream:\n      url: \"https://m:8443/\"\n"
+	        "      cert: /etc/custos/up.crt\n      key: /etc/custos/up.key\n"
+	        "data_sources:\n  - {id: w, url: \"https://w/\", classification: internal, "
+	        "intercept: true, cert: /c/w.crt, key: /c/w.key}\n");
+	assert_string_equal(cfg->models[0].upstream.cert, "/etc/custos/up.crt");
+	assert_string_equal(cfg->models[0].upstream.key, "/etc/custos/up.key");
+	assert_string_equal(cfg->data_sources[0].cert, "/c/w.crt");
+	assert_string_equal(cfg->data_sources[0].key, "/c/w.key");
+	config_free(cfg);
+
+	it = parse_fail("version: 1\nmodels:\n  - id: m\n    upstream:\n"
+	                "      url: \"https://m/\"\n      cert: /c/up.crt\n",
+	                &d, "upstream.cert without upstream.key");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 13);
+	assert_string_equal(it->file, "t.yaml");
+	diag_free(&d);
+	it = parse_fail("version: 1\nmodels:\n  - id: m\n    upstream:\n"
+	                "      url: \"https://m/\"\n      key: /c/up.key\n",
+	                &d, "upstream.key without upstream.cert");
+	assert_int_equal(it->line, 6);
+	diag_free(&d);
+	it = parse_fail("version: 1\nmodels:\n  - id: m\n    upstream:\n"
+	                "      url: \"http://m/\"\n      cert: /c/up.crt\n      key: /c/up.key\n",
+	                &d, "apply only to https:// upstreams");
+	assert_int_equal(it->line, 6);
+	assert_non_null(strstr(it->message, "model 'm'"));
+	diag_free(&d);
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"unix:/s\", cert: /c, key: "
+	             "/k}}]\n",
+	             "apply only to https:// upstreams");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"https://m/\", cert: [a], key: "
+	             "/k}}]\n",
+	             "expected a string");
+
+	it = parse_fail("version: 1\negress: {ca_dir: /ca}\ndata_sources:\n"
+	                "  - id: w\n    url: \"https://w/\"\n    classification: internal\n"
+	                "    intercept: true\n    key: /c/w.key\n",
+	                &d, "data source 'w': key without cert");
+	assert_int_equal(it->line, 8);
+	assert_int_equal(it->col, 10);
+	diag_free(&d);
+	it = parse_fail("version: 1\ndata_sources:\n"
+	                "  - id: w\n    url: \"http://w/\"\n    classification: internal\n"
+	                "    cert: /c/w.crt\n    key: /c/w.key\n",
+	                &d, "apply only to https:// sources");
+	assert_int_equal(it->line, 6);
+	diag_free(&d);
+	it = parse_fail("version: 1\ndata_sources:\n"
+	                "  - id: w\n    url: \"https://w/\"\n    classification: internal\n"
+	                "    cert: /c/w.crt\n    key: /c/w.key\n",
+	                &d, "need intercept: true");
+	assert_int_equal(it->line, 6);
+	assert_non_null(strstr(it->message, "CONNECT tunnel"));
+	diag_free(&d);
+
+	/* Data sources are fixed at start: their client certificate's paths too (the files are
+	 * read again by a reload). */
+	const char *base = "version: 1\negress: {ca_dir: /ca}\ndata_sources:\n  - {id: w, url: "
+	                   "\"https://w/\", classification: internal, intercept: true, cert: "
+	                   "/c/w.crt, key: /c/w.key}\n";
+	custos_config *a = parse_ok(base), *b = parse_ok(base);
+	assert_int_equal(config_reload_check(a, b), CUSTOS_OK);
+	config_free(b);
+	b = parse_ok("version: 1\negress: {ca_dir: /ca}\ndata_sources:\n  - {id: w, url: "
+	             "\"https://w/\", classification: internal, intercept: true, cert: "
+	             "/c/w2.crt, key: /c/w.key}\n");
+	assert_int_not_equal(config_reload_check(a, b), CUSTOS_OK);
+	assert_non_null(strstr(err_msg(), "cert"));
+	config_free(b);
+	config_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1239,6 +1322,7 @@ int main(void)
 		cmocka_unit_test(test_reload_sandbox_set),
 		cmocka_unit_test(test_load_log_section),
 		cmocka_unit_test(test_where),
+		cmocka_unit_test(test_client_certs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
