@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
@@ -598,9 +599,30 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	return 0;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_EGRESS_RESOLVE_HOLD_MS=N
+ * holds every egress name resolution N ms, through signals, before it starts: a resolver that
+ * a shut socket does not reach (tests/integration/egress_stop_wait.sh). */
+static void test_hook_resolve_hold(void)
+{
+	const char *v = getenv("CUSTOS_TEST_EGRESS_RESOLVE_HOLD_MS");
+	if (v == NULL)
+		return;
+	long ms = strtol(v, NULL, 10);
+	log_warn("egress: test hook: resolution held %ld ms", ms);
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000 };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+	log_warn("egress: test hook: resolution hold over");
+}
+#endif
+
 custos_err egress_resolve(egress_server *s, const ssrf_host *h, uint16_t port, bool allow_private,
                           ssrf_target *tgt)
 {
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_resolve_hold();
+#endif
 	return ssrf_resolve_via(h, port, allow_private, s->dns ? edns_lookup : NULL, s->dns, tgt);
 }
 
@@ -1095,9 +1117,21 @@ void egress_stop(egress_server *s)
 	pthread_mutex_unlock(&s->ls_mu);
 	egress_relay_stop(s); /* tunnels cut off and audited; no more handed over */
 	egress_fwd_stop(s);   /* forward loops: open requests cut off and audited */
-	/* Connection threads are detached: shut their sockets and wait for them to leave. */
-	for (int tries = 0; tries < 500 && !all_idle(s); tries++) {
+	/* Connection threads are detached: shut their sockets and wait for them to leave. The wait
+	 * has no bound, as the joins of the resolver threads above have none: a thread blocked
+	 * where a shut socket does not reach it (the system resolver, whose own timeouts end it)
+	 * still uses s and the audit writer, which egress_free and custos up free next. custos
+	 * up's supervisor bounds the whole stop (SIGKILL when the proxy does not stop in time). */
+	for (unsigned tries = 0; !all_idle(s); tries++) {
 		egress_conn_shutdown_all(s);
+		if (tries == 500) { /* 5 s */
+			unsigned n = 0;
+			for (size_t i = 0; i < s->nls; i++)
+				n += atomic_load(&s->ls[i].active);
+			log_warn("egress: %u connection(s) still open 5 s after the stop began; "
+			         "waiting for their threads",
+			         n);
+		}
 		poll(NULL, 0, 10);
 	}
 }
