@@ -80,6 +80,9 @@ struct up_ctx {
 	 * applied made for its admin.tls (admin_tls_reload_prepare): served when it is applied. */
 	admin_server *admin;
 	struct ssl_ctx_st *admin_tls_next;
+	/* The egress sources' TLS contexts the reload being applied made (their crl_file read
+	 * again: eg_tls_reload_prepare), used once it is applied. */
+	egress_tls_next *eg_tls_next;
 };
 
 static char *dup_or_null(const char *s)
@@ -110,6 +113,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	}
 	o->ncerts = t->n_certs;
 	o->client_ca = dup_or_null(t->client_ca);
+	o->client_crl = dup_or_null(t->client_crl);
 	o->client_auth = t->client_auth == CFG_CLIENT_AUTH_REQUIRED   ? PROXY_CLIENT_CERT_REQUIRED
 	                 : t->client_auth == CFG_CLIENT_AUTH_OPTIONAL ? PROXY_CLIENT_CERT_OPTIONAL
 	                                                              : PROXY_CLIENT_CERT_NONE;
@@ -256,6 +260,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			pu->tls = u->kind == CFG_UPSTREAM_HTTPS;
 			pu->tls_ca = dup_or_null(u->ca_file);
 			pu->tls_name = dup_or_null(u->server_name);
+			pu->tls_crl = dup_or_null(u->crl_file);
 			break;
 		case CFG_UPSTREAM_UNIX:
 			snprintf(tmp, sizeof(tmp), "unix:%s", u->path);
@@ -360,8 +365,19 @@ static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_confi
 	if (uc->admin == NULL || !a->enabled || !a->tcp.enabled || !a->tls.enabled)
 		return CUSTOS_OK;
 	return err_wrap(admin_tls_prepare(uc->admin, a->tls.certs[0].cert, a->tls.certs[0].key,
-	                                  a->tls.client_ca, &uc->admin_tls_next),
+	                                  a->tls.client_ca, a->tls.client_crl, &uc->admin_tls_next),
 	                "reload");
+}
+
+/* The egress sources' CRLs are read again by a reload, as the listeners' are: a file that does
+ * not load refuses the reload (the contexts in force stay), reload_settle swaps them in. */
+static custos_err eg_tls_reload_prepare(struct up_ctx *uc)
+{
+	egress_tls_free(uc->eg_tls_next);
+	uc->eg_tls_next = NULL;
+	if (uc->eg == NULL)
+		return CUSTOS_OK;
+	return err_wrap(egress_tls_prepare(uc->eg, &uc->eg_tls_next), "reload");
 }
 
 static custos_err load_options(struct up_ctx *uc, proxy_options *o)
@@ -409,6 +425,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		e = eg_plain_prepare(uc, cfg);
 	if (e == CUSTOS_OK)
 		e = admin_tls_reload_prepare(uc, cfg);
+	if (e == CUSTOS_OK)
+		e = eg_tls_reload_prepare(uc);
 	o->audit = uc->audit;
 	o->audit_batch = uc->audit_batch;
 	if (e == CUSTOS_OK)
@@ -563,6 +581,11 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	else
 		admin_tls_free(uc->admin_tls_next);
 	uc->admin_tls_next = NULL;
+	if (applied && uc->next)
+		egress_tls_swap(uc->eg, uc->eg_tls_next);
+	else
+		egress_tls_free(uc->eg_tls_next);
+	uc->eg_tls_next = NULL;
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -742,6 +765,7 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		ao.tls_cert = ca->tls.certs[0].cert;
 		ao.tls_key = ca->tls.certs[0].key;
 		ao.tls_client_ca = ca->tls.client_ca;
+		ao.tls_client_crl = ca->tls.client_crl;
 	}
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
@@ -2501,6 +2525,8 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		}
 		if (l->tls.enabled)
 			RO(l->tls.client_ca, false);
+		if (l->tls.enabled)
+			RO(l->tls.client_crl, false);
 		if (l->addr.kind == CFG_ADDR_UNIX)
 			RW(l->addr.path, false);
 	}
@@ -2508,14 +2534,19 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		RO(cfg->admin.tls.certs[0].cert, false);
 		RO(cfg->admin.tls.certs[0].key, false);
 		RO(cfg->admin.tls.client_ca, false);
+		RO(cfg->admin.tls.client_crl, false);
 	}
 	RO(cfg->auth.api_keys_file, false);
 	if (cfg->auth.jwt.enabled)
 		RO(cfg->auth.jwt.jwks_file, false);
 	for (size_t i = 0; i < cfg->n_models; i++)
 		RO(cfg->models[i].upstream.ca_file, false);
+	for (size_t i = 0; i < cfg->n_models; i++)
+		RO(cfg->models[i].upstream.crl_file, false);
 	for (size_t i = 0; i < cfg->n_data_sources; i++)
 		RO(cfg->data_sources[i].ca_file, false);
+	for (size_t i = 0; i < cfg->n_data_sources; i++)
+		RO(cfg->data_sources[i].crl_file, false);
 	if (cfg->egress.enabled)
 		RO(cfg->egress.ca_dir, true);
 	RO(cfg->audit.signing_key, false);

@@ -63,6 +63,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		s->ca_file = dup_or_null(d->ca_file);
 		s->max_response = d->max_response;
 		s->timeout_ns = d->timeout_ns;
+		s->crl_file = dup_or_null(d->crl_file);
 	}
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		egress_listener_opts *l = &o->listeners[o->nlisteners++];

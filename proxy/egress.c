@@ -43,6 +43,7 @@ static void source_free(egress_source *s)
 	free(s->host);
 	free(s->path_prefix);
 	free(s->ca_file);
+	free(s->crl_file);
 }
 
 void egress_options_free(egress_options *o)
@@ -680,6 +681,12 @@ static custos_err source_tls(esource *e)
 		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA %s", e->o.id,
 		               e->o.ca_file ? e->o.ca_file : "(system store)");
 	}
+	custos_err crl_e =
+	        e->o.crl_file ? tls_crl_load(ctx, e->o.crl_file, "crl_file", NULL) : CUSTOS_OK;
+	if (crl_e != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return err_wrap(crl_e, "data source %s", e->o.id);
+	}
 	/* Sessions with the source's origins are resumed (tls.c, per origin). */
 	custos_err err = tls_origin_cache_attach(ctx);
 	if (err != CUSTOS_OK) {
@@ -1046,6 +1053,59 @@ void egress_free(egress_server *s)
 	pthread_mutex_destroy(&s->ls_mu);
 	pthread_cond_destroy(&s->idle);
 	free(s);
+}
+
+struct egress_tls_next {
+	size_t n;
+	SSL_CTX *ctx[]; /* [n], one per source; NULL: the source keeps its context */
+};
+
+void egress_tls_free(egress_tls_next *n)
+{
+	for (size_t i = 0; n != NULL && i < n->n; i++)
+		SSL_CTX_free(n->ctx[i]);
+	free(n);
+}
+
+custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out)
+{
+	egress_tls_next *n = NULL;
+
+	*out = NULL;
+	for (size_t i = 0; s != NULL && i < s->nsrc; i++) {
+		if (!s->src[i].o.https || s->src[i].o.crl_file == NULL)
+			continue;
+		if (n == NULL) {
+			n = xcalloc(1, sizeof(*n) + s->nsrc * sizeof(n->ctx[0]));
+			n->n = s->nsrc;
+		}
+		esource tmp = s->src[i];
+		tmp.tls = NULL;
+		custos_err e = source_tls(&tmp);
+		if (e != CUSTOS_OK) {
+			egress_tls_free(n);
+			return e;
+		}
+		n->ctx[i] = tmp.tls;
+	}
+	*out = n;
+	return CUSTOS_OK;
+}
+
+void egress_tls_swap(egress_server *s, egress_tls_next *n)
+{
+	for (size_t i = 0; s != NULL && n != NULL && i < n->n && i < s->nsrc; i++) {
+		if (n->ctx[i] == NULL)
+			continue;
+		/* Connections that hold the old context keep it (their SSL's reference). */
+		pthread_mutex_lock(&s->lock);
+		SSL_CTX *old = s->src[i].tls;
+		s->src[i].tls = n->ctx[i];
+		pthread_mutex_unlock(&s->lock);
+		n->ctx[i] = NULL;
+		SSL_CTX_free(old);
+	}
+	egress_tls_free(n);
 }
 
 custos_err egress_reload_policy(egress_server *s, const char *policy_file)

@@ -305,7 +305,9 @@ static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h
 	pthread_mutex_unlock(&c->s->lock);
 	snprintf(r->addr, sizeof(r->addr), "%s", c->uaddr);
 	if (src->o.https) {
+		pthread_mutex_lock(&c->s->lock); /* a reload may replace the context (CRLs) */
 		SSL *ssl = SSL_new(src->tls);
+		pthread_mutex_unlock(&c->s->lock);
 		if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
 			SSL_free(ssl);
 			snprintf(r->reason, sizeof(r->reason), "upstream TLS setup failed");

@@ -124,6 +124,7 @@ typedef struct cfg_tls_server {
 	size_t n_alpn;
 	bool session_tickets;        /* default true */
 	uint64_t ticket_rotation_ns; /* default 12 h */
+	char *client_crl;            /* PEM CRLs checked for client certificates; NULL: none */
 } cfg_tls_server;
 
 typedef struct cfg_listener {
@@ -188,6 +189,7 @@ typedef struct cfg_upstream {
 	char *server_name;  /* https: SNI/verify name; default host */
 	uint64_t pool_size; /* keep-alive connections kept; default 64 */
 	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns; /* default: limits */
+	char *crl_file; /* https: PEM CRLs checked for the upstream's chain; NULL: none */
 } cfg_upstream;
 
 typedef enum cfg_sandbox_type {
@@ -330,6 +332,7 @@ typedef struct cfg_data_source {
 	char *ca_file;                /* NULL = system store */
 	uint64_t max_response;        /* 0 = egress default */
 	uint64_t timeout_ns;          /* 0 = egress default */
+	char *crl_file;               /* https: PEM CRLs checked for the origin's chain */
 } cfg_data_source;
 
 typedef struct cfg_egress {

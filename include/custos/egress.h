@@ -47,6 +47,7 @@ typedef struct egress_source {
 	char *ca_file;         /* upstream CA bundle; NULL: system store */
 	uint64_t max_response; /* 0: the egress default */
 	uint64_t timeout_ns;   /* upstream read timeout; 0: the egress default */
+	char *crl_file;        /* PEM CRLs: the origin's chain checked against them; NULL: none */
 } egress_source;
 
 typedef struct egress_listener_opts {
@@ -111,6 +112,14 @@ void egress_free(egress_server *s);
  * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
  * in progress keep the policy they started with. */
 custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
+/* A reload: new TLS contexts for the https sources that have a crl_file (the CA and the CRLs
+ * read again, as at start), made now so that a file that does not load refuses the reload.
+ * *out (NULL when no source has a crl_file) is the caller's until egress_tls_swap (the reload
+ * applied: new origin connections use them, with an empty session cache) or egress_tls_free. */
+typedef struct egress_tls_next egress_tls_next;
+custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out) CUSTOS_WUR;
+void egress_tls_swap(egress_server *s, egress_tls_next *n);
+void egress_tls_free(egress_tls_next *n);
 /* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted
  * sandbox's new netns; the accept thread switches within its poll interval and closes the old
  * one. The listener's taint starts over (the new instance has read nothing). */
