@@ -10,7 +10,8 @@
 # - admin.tls.client_crl: the admin API refuses the revoked client certificate, takes the other
 #   one, and follows the reload as the listener does;
 # - models[].upstream.crl_file: an https upstream whose certificate is not revoked serves; once a
-#   reload brings a CRL that revokes it, the request is a 502, audited;
+#   reload brings a CRL that revokes it, the request is a 502, audited, and the log names the
+#   verify error;
 # - `config check --host` refuses a malformed CRL file naming the setting, and warns about one
 #   past its nextUpdate and about a CA of client_ca without a CRL in the file.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -183,6 +184,8 @@ install crl2.pem up.crl
 kill -HUP "$CU_PID"
 wait_log 'proxy: reloaded' 1
 check "upstream: its certificate revoked by the reloaded CRL -> 502" "$("${U[@]}" "https://localhost:$PORT/v1/models")" 502
+grep -q "info: upstream test-model: certificate verification failed: certificate revoked" "$work/custos.log" &&
+	ok "the upstream's revoked certificate is logged as such" || fail "no log line naming the revoked upstream certificate"
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 check "the 502 audited" "$(audit_grep '"status":502' | wc -l | tr -d ' ')" 1
