@@ -23,7 +23,11 @@ ca -gencrl -crldays 1 -out crl0.pem || { echo "SKIPPED: openssl ca could not mak
 ca -gencrl -crl_lastupdate 20200101000000Z -crl_nextupdate 20200102000000Z -out crlx.pem ||
 	{ echo "SKIPPED: openssl ca has no -crl_lastupdate (OpenSSL 3.0 or later)"; exit 77; }
 ca -revoke srv.crt && ca -gencrl -crldays 1 -out crl1.pem || { bad "revoking srv.crt"; exit 1; }
-install_crl() { cp "$1" src.crl.new && mv src.crl.new src.crl; }
+# The CRL in a directory of its own, outside $W (which the proxy's Landlock view holds for the
+# policy file): the view must name it for the proxy to read it.
+R=$(mktemp -d /tmp/custos-egress-crl.XXXXXX)
+trap 'eg_cleanup; rm -rf "$R"' EXIT
+install_crl() { cp "$1" "$R/src.crl.new" && mv "$R/src.crl.new" "$R/src.crl"; }
 install_crl crl0.pem
 
 FX="$SRC/tests/integration/tls_resume_upstream.py"
@@ -32,7 +36,7 @@ PIDS+=($!)
 P_A=$(eg_port_file "$W/a.port") || exit 1
 touch a.log
 
-eg_m1_conf info "$(eg_source_yaml ra "https://localhost:$P_A/" public "intercept: true, ca_file: \"$W/upca.crt\", crl_file: \"$W/src.crl\"")" "  ca_dir: \"$W/ca\"
+eg_m1_conf info "$(eg_source_yaml ra "https://localhost:$P_A/" public "intercept: true, ca_file: \"$W/upca.crt\", crl_file: \"$R/src.crl\"")" "  ca_dir: \"$W/ca\"
 $EG_TIMEOUTS"
 eg_m1_policy <<EOY
   ra: { url: "https://localhost:$P_A/", classification: public }
@@ -59,7 +63,8 @@ reason() { eg_event "/$1" | grep -o '"reason":"[^"]*"'; }
 check "not revoked: 200" is "$(get ok1)" 200
 check "... and again (resumed)" is "$(get ok2)$(tail -1 a.log)" "200TLSv1.3 resumed"
 
-printf -- '-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n' >src.crl.new && mv src.crl.new src.crl
+printf -- '-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n' >"$R/src.crl.new" &&
+	mv "$R/src.crl.new" "$R/src.crl"
 hup "reload failed" 1
 check "a malformed CRL: the reload is refused, naming the source" \
 	bash -c "grep 'reload failed' '$W/up.log' | tail -1 | grep -q 'data source ra'"

@@ -37,15 +37,20 @@ crl crl0 -crldays 1 # nothing revoked
 revoke one
 revoke srv # the upstream's certificate (openssl x509 -req made it; -revoke takes it all the same)
 crl crl1 -crldays 1
-# install SRC DST: replaces DST by SRC's bytes with a rename (a reload never reads half a file).
-install() { cp "$T/$1" "$T/$2.new" && mv "$T/$2.new" "$T/$2"; }
+# The CRL files in a directory of their own, outside $work (which the proxy's Landlock view holds
+# for the policy file): the view must name them for the proxy to read them.
+R=$(mktemp -d /tmp/custos-crl-test.XXXXXX)
+trap 'cleanup; rm -rf "$R"' EXIT
+# install SRC DST: replaces $R/DST by $T/SRC's bytes with a rename (a reload never reads half a
+# file).
+install() { cp "$T/$1" "$R/$2.new" && mv "$R/$2.new" "$R/$2"; }
 install crl1.pem client.crl
 
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
 TOKEN=admin-token-$RANDOM$RANDOM
 APORT=$(free_port)
-NO_DEFAULT_ADMIN=1 EXTRA_CERTS="      client_crl: $T/client.crl" write_config "$work/custos.yaml" "$FX_PORT"
+NO_DEFAULT_ADMIN=1 EXTRA_CERTS="      client_crl: $R/client.crl" write_config "$work/custos.yaml" "$FX_PORT"
 cat >>"$work/custos.yaml" <<CFG
 admin:
   socket: $work/admin.sock
@@ -53,7 +58,7 @@ admin:
     cert: $T/srv.crt
     key: $T/srv.key
     client_ca: $T/ca.crt
-    client_crl: $T/client.crl
+    client_crl: $R/client.crl
   tcp:
     address: "127.0.0.1:$APORT"
     token_sha256: "$(sha256hex "$TOKEN")"
@@ -97,8 +102,8 @@ done
 
 reloads() { grep -c "$1" "$work/custos.log"; }
 # A malformed CRL: the reload is refused, saying why, and the CRL in force stays.
-printf -- '-----BEGIN X509 CRL-----\nnot base64 at all\n-----END X509 CRL-----\n' >"$T/client.crl.new"
-mv "$T/client.crl.new" "$T/client.crl"
+printf -- '-----BEGIN X509 CRL-----\nnot base64 at all\n-----END X509 CRL-----\n' >"$R/client.crl.new"
+mv "$R/client.crl.new" "$R/client.crl"
 kill -HUP "$CU_PID"
 wait_log 'reload failed' 1
 grep 'reload failed' "$work/custos.log" | tail -1 | grep -q 'client_crl' &&
@@ -133,7 +138,7 @@ crl crlx -crl_lastupdate 20200101000000Z -crl_nextupdate 20200102000000Z
 install crlx.pem client.crl
 kill -HUP "$CU_PID"
 wait_log 'proxy: reloaded' 2
-grep -q "warn: tls: client_crl $T/client.crl: 1 of its 1 CRL(s) past their nextUpdate" "$work/custos.log" &&
+grep -q "warn: tls: client_crl $R/client.crl: 1 of its 1 CRL(s) past their nextUpdate" "$work/custos.log" &&
 	ok "the expired CRL is logged as such when loaded" || fail "no warning for the expired CRL"
 check "expired CRL: a certificate it does not revoke is refused" "$(code three)" 000
 rejected "CRL has expired" 1
@@ -151,11 +156,11 @@ printf '%s\n' "$out" | grep -q 'warning.*listeners\[0\] (tls).tls.client_crl.*pa
 	ok "config check --host warns of the expired CRL" || fail "config check --host, expired CRL: $out"
 # A CRL of another CA only: the test CA's certificates would all be refused.
 (cd "$T" && openssl ca -config ca.cnf -cert rogue.crt -keyfile rogue.key -gencrl -crldays 1 \
-	-out client.crl) >/dev/null 2>&1 || skip "openssl ca could not make the rogue CA's CRL"
+	-out "$R/client.crl") >/dev/null 2>&1 || skip "openssl ca could not make the rogue CA's CRL"
 out=$("$bin" config check --host "$work/custos.yaml" 2>&1)
-printf '%s\n' "$out" | grep -q "warning.*client_crl '$T/client.crl': no CRL from the CA /CN=test CA (in $T/ca.crt)" &&
+printf '%s\n' "$out" | grep -q "warning.*client_crl '$R/client.crl': no CRL from the CA /CN=test CA (in $T/ca.crt)" &&
 	ok "config check --host warns of a CA without a CRL" || fail "config check --host, CA without a CRL: $out"
-printf 'not a CRL\n' >"$T/client.crl"
+printf 'not a CRL\n' >"$R/client.crl"
 out=$("$bin" config check --host "$work/custos.yaml" 2>&1)
 rc=$?
 [ "$rc" -ne 0 ] && printf '%s\n' "$out" | grep -q 'error.*listeners\[0\] (tls).tls.client_crl.*no CRL in it' &&
@@ -176,7 +181,7 @@ wait_until 60 listening || skip "openssl s_server did not listen"
 install crl0.pem up.crl
 install crl2.pem client.crl
 write_config "$work/custos.yaml" 1
-perl -0777 -i -pe 's|url: "http://127.0.0.1:1/"|url: "https://localhost:'"$up_port"'/"\n      ca_file: '"$T"'/ca.crt\n      crl_file: '"$T"'/up.crl|' "$work/custos.yaml"
+perl -0777 -i -pe 's|url: "http://127.0.0.1:1/"|url: "https://localhost:'"$up_port"'/"\n      ca_file: '"$T"'/ca.crt\n      crl_file: '"$R"'/up.crl|' "$work/custos.yaml"
 start_custos "$work/custos.yaml"
 U=(curl -sS --cacert "$T/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ALICE")
 check "upstream: a certificate the CRL does not revoke serves" "$("${U[@]}" "https://localhost:$PORT/v1/models")" 200
