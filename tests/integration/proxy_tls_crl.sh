@@ -3,10 +3,11 @@
 # and openssl s_client / s_server:
 # - listeners[].tls.client_crl: a revoked client certificate is refused (handshake fails, logged
 #   and audited as tls.reject "client certificate: certificate revoked"), one not revoked gets
-#   in; a SIGHUP reload with a malformed CRL is refused and the CRL in force stays; a reload with
-#   a newer CRL that revokes the second certificate refuses it from then on, and its TLS 1.2 and
-#   1.3 sessions made before the reload do not resume (full handshake, refused); a CRL past its
-#   nextUpdate refuses every certificate it covers ("CRL has expired");
+#   in; a SIGHUP reload with a malformed CRL (or a certificate in the file, or no CRL in it) is
+#   refused, saying why, and the CRL in force stays; a reload with a newer CRL that revokes the
+#   second certificate refuses it from then on, and its TLS 1.2 and 1.3 sessions made before
+#   the reload do not resume (full handshake, refused); a CRL past its nextUpdate refuses every
+#   certificate it covers ("CRL has expired");
 # - admin.tls.client_crl: the admin API refuses the revoked client certificate, takes the other
 #   one, and follows the reload as the listener does;
 # - models[].upstream.crl_file: an https upstream whose certificate is not revoked serves; once a
@@ -109,6 +110,19 @@ wait_log 'reload failed' 1
 grep 'reload failed' "$work/custos.log" | tail -1 | grep -q 'client_crl' &&
 	ok "the refused reload names client_crl" ||
 	fail "reload failure without client_crl: $(grep 'reload failed' "$work/custos.log" | tail -1)"
+# A certificate in the file (it would be a trust anchor), a file with no CRL: refused alike.
+cp "$T/ca.crt" "$R/client.crl.new" && mv "$R/client.crl.new" "$R/client.crl"
+kill -HUP "$CU_PID"
+wait_log 'reload failed' 2
+grep 'reload failed' "$work/custos.log" | tail -1 | grep -q "client_crl $R/client.crl: holds a certificate" &&
+	ok "a reload with a certificate in the CRL file is refused" ||
+	fail "certificate in the CRL file: $(grep 'reload failed' "$work/custos.log" | tail -1)"
+printf 'no PEM here\n' >"$R/client.crl.new" && mv "$R/client.crl.new" "$R/client.crl"
+kill -HUP "$CU_PID"
+wait_log 'reload failed' 3
+grep 'reload failed' "$work/custos.log" | tail -1 | grep -q "client_crl $R/client.crl: no PEM CRL in it" &&
+	ok "a reload with no CRL in the file is refused" ||
+	fail "no CRL in the file: $(grep 'reload failed' "$work/custos.log" | tail -1)"
 check "after the refused reload: the revoked certificate is still refused" "$(code one)" 000
 check "after the refused reload: the other one still gets in" "$(code two)" 200
 
