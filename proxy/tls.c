@@ -405,7 +405,7 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 }
 
 /* The session id context: SHA-256 over what decides who may connect here (the listener, the
- * client_auth mode, the client CA bundle's bytes). OpenSSL resumes a session (ticket, TLS 1.2
+ * client_auth mode, the client CA bundle's bytes, with client_crl's folded in: crl_bind). OpenSSL resumes a session (ticket, TLS 1.2
  * or 1.3) only on a context with the context it was made under and otherwise makes a full
  * handshake: a session made without a certificate where one was optional, or verified against
  * another CA, cannot be carried to a listener (or to a reloaded configuration) that asks for
