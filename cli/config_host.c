@@ -26,9 +26,9 @@
 #include "custos/config.h"
 #include "custos/proxy.h"
 
-#define HC_REPORT_MAX (1u << 20)  /* what the proxy user's pass may send back */
-#define HC_PEM_MAX    (1u << 20)  /* a certificate, key or CA bundle read by the TLS checks */
-#define HC_CRL_MAX    (32u << 20) /* a CRL file, as the proxy reads it (proxy/tls.c) */
+#define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
+#define HC_PEM_MAX    (1u << 20) /* a certificate, key or CA bundle read by the TLS checks */
+#define HC_CRL_MAX    (1u << 25) /* 32 MiB: a CRL file, as the proxy reads it (proxy/tls.c) */
 
 struct hc_ctx {
 	const custos_config *cfg;
@@ -409,9 +409,8 @@ static void check_crl_file(struct hc_ctx *x, diag_severity sev, const char *sett
 		if (next != NULL && X509_cmp_current_time(next) <= 0) {
 			asn1_time_text(next, when, sizeof(when));
 			report(x, DIAG_WARNING, path, "install a newer CRL from the CA",
-			       "%s '%s': a CRL past its nextUpdate (%s): the certificates it "
-			       "covers "
-			       "are refused (CRL has expired)",
+			       "%s '%s': a CRL past its nextUpdate (%s): the certificates "
+			       "it covers are refused (CRL has expired)",
 			       setting, path, when);
 		}
 	}
@@ -440,9 +439,8 @@ static void check_crl_file(struct hc_ctx *x, diag_severity sev, const char *sett
 			char cn[256];
 			X509_NAME_oneline(X509_get_subject_name(c), cn, sizeof(cn));
 			report(x, DIAG_WARNING, path, "add that CA's CRL to the file",
-			       "%s '%s': no CRL from the CA %s (in %s): every certificate it "
-			       "issued "
-			       "is refused (unable to get certificate CRL)",
+			       "%s '%s': no CRL from the CA %s (in %s): every certificate "
+			       "it issued is refused (unable to get certificate CRL)",
 			       setting, path, cn, ca);
 		}
 	}
