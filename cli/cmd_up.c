@@ -80,8 +80,8 @@ struct up_ctx {
 	 * applied made for its admin.tls (admin_tls_reload_prepare): served when it is applied. */
 	admin_server *admin;
 	struct ssl_ctx_st *admin_tls_next;
-	/* The egress sources' client certificates the reload being applied read again
-	 * (egress_tls_prepare): in force when it is applied. */
+	/* The egress sources' TLS contexts the reload being applied made (their client
+	 * certificates and CRLs read again: egress_tls_prepare), in force when it is applied. */
 	egress_tls_next *eg_tls_next;
 };
 
@@ -113,6 +113,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	}
 	o->ncerts = t->n_certs;
 	o->client_ca = dup_or_null(t->client_ca);
+	o->client_crl = dup_or_null(t->client_crl);
 	o->client_auth = t->client_auth == CFG_CLIENT_AUTH_REQUIRED   ? PROXY_CLIENT_CERT_REQUIRED
 	                 : t->client_auth == CFG_CLIENT_AUTH_OPTIONAL ? PROXY_CLIENT_CERT_OPTIONAL
 	                                                              : PROXY_CLIENT_CERT_NONE;
@@ -261,6 +262,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 			pu->tls_name = dup_or_null(u->server_name);
 			pu->tls_cert = dup_or_null(u->cert);
 			pu->tls_key = dup_or_null(u->key);
+			pu->tls_crl = dup_or_null(u->crl_file);
 			break;
 		case CFG_UPSTREAM_UNIX:
 			snprintf(tmp, sizeof(tmp), "unix:%s", u->path);
@@ -365,14 +367,14 @@ static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_confi
 	if (uc->admin == NULL || !a->enabled || !a->tcp.enabled || !a->tls.enabled)
 		return CUSTOS_OK;
 	return err_wrap(admin_tls_prepare(uc->admin, a->tls.certs[0].cert, a->tls.certs[0].key,
-	                                  a->tls.client_ca, &uc->admin_tls_next),
+	                                  a->tls.client_ca, a->tls.client_crl, &uc->admin_tls_next),
 	                "reload");
 }
 
-/* The egress data sources' client certificates are read again by a reload, as the upstreams'
- * are (a renewed certificate in place: the paths cannot change, as no data source can), into
- * new contexts made now, so that a file that does not load refuses the reload; in force from
- * the reload's end on (reload_settle). */
+/* The egress data sources' client certificates and CRLs are read again by a reload, as the
+ * upstreams' and the listeners' are (renewed files in place: the paths cannot change, as no
+ * data source can), into new contexts made now, so that a file that does not load refuses the
+ * reload; in force from the reload's end on (reload_settle). */
 static custos_err eg_tls_reload_prepare(struct up_ctx *uc)
 {
 	egress_tls_next_free(uc->eg_tls_next);
@@ -767,6 +769,7 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		ao.tls_cert = ca->tls.certs[0].cert;
 		ao.tls_key = ca->tls.certs[0].key;
 		ao.tls_client_ca = ca->tls.client_ca;
+		ao.tls_client_crl = ca->tls.client_crl;
 	}
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
@@ -2526,6 +2529,8 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		}
 		if (l->tls.enabled)
 			RO(l->tls.client_ca, false);
+		if (l->tls.enabled)
+			RO(l->tls.client_crl, false);
 		if (l->addr.kind == CFG_ADDR_UNIX)
 			RW(l->addr.path, false);
 	}
@@ -2533,12 +2538,15 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		RO(cfg->admin.tls.certs[0].cert, false);
 		RO(cfg->admin.tls.certs[0].key, false);
 		RO(cfg->admin.tls.client_ca, false);
+		RO(cfg->admin.tls.client_crl, false);
 	}
 	RO(cfg->auth.api_keys_file, false);
 	if (cfg->auth.jwt.enabled)
 		RO(cfg->auth.jwt.jwks_file, false);
 	for (size_t i = 0; i < cfg->n_models; i++)
 		RO(cfg->models[i].upstream.ca_file, false);
+	for (size_t i = 0; i < cfg->n_models; i++)
+		RO(cfg->models[i].upstream.crl_file, false);
 	for (size_t i = 0; i < cfg->n_data_sources; i++)
 		RO(cfg->data_sources[i].ca_file, false);
 	for (size_t i = 0; i < cfg->n_models; i++) { /* client certificates, read by reloads */
@@ -2549,6 +2557,8 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		RO(cfg->data_sources[i].cert, false);
 		RO(cfg->data_sources[i].key, false);
 	}
+	for (size_t i = 0; i < cfg->n_data_sources; i++)
+		RO(cfg->data_sources[i].crl_file, false);
 	if (cfg->egress.enabled)
 		RO(cfg->egress.ca_dir, true);
 	RO(cfg->audit.signing_key, false);

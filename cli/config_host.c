@@ -28,6 +28,7 @@
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
 #define HC_PEM_MAX    (1u << 20) /* a certificate, key or CA bundle read by the TLS checks */
+#define HC_CRL_MAX    (1u << 25) /* 32 MiB: a CRL file, as the proxy reads it (proxy/tls.c) */
 
 struct hc_ctx {
 	const custos_config *cfg;
@@ -380,6 +381,93 @@ static void check_client_cert(struct hc_ctx *x, diag_severity sev, const char *p
 		check_cert_key(x, sev, cname, cert, kname, key, when);
 }
 
+/* PEM blocks of path (up to max bytes) as X509_INFOs; NULL when unreadable or not PEM. */
+static STACK_OF(X509_INFO) * pem_infos(const char *path, size_t max)
+{
+	buf b;
+
+	buf_init(&b, max);
+	if (path == NULL || file_load(path, FILE_ANY, max, &b) != CUSTOS_OK) {
+		buf_free(&b);
+		return NULL;
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos =
+	        bio ? PEM_X509_INFO_read_bio(bio, NULL, no_passphrase, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	return infos;
+}
+
+/* A CRL file (client_crl, crl_file) as the proxy loads it: PEM CRLs only, at least one. With
+ * the CA bundle beside it (ca, NULL for the system store): every CA there without a CRL in the
+ * file is named, since chains through it then fail (every certificate of a chain is checked);
+ * a CRL past its nextUpdate is named too (the certificates it covers are refused). */
+static void check_crl_file(struct hc_ctx *x, diag_severity sev, const char *setting,
+                           const char *path, const char *ca, const char *hint)
+{
+	char why[256], when[64];
+
+	if (path == NULL)
+		return;
+	STACK_OF(X509_INFO) *infos = pem_infos(path, HC_CRL_MAX);
+	if (infos == NULL) {
+		report(x, sev, path, hint, "%s '%s': not a PEM CRL file: %s", setting, path,
+		       ossl_why(why, sizeof(why), "unreadable PEM"));
+		ERR_clear_error();
+		return;
+	}
+	int crls = 0, certs = 0;
+	for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		certs += xi->x509 != NULL;
+		if (xi->crl == NULL)
+			continue;
+		crls++;
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(xi->crl);
+		if (next != NULL && X509_cmp_current_time(next) <= 0) {
+			asn1_time_text(next, when, sizeof(when));
+			report(x, DIAG_WARNING, path, "install a newer CRL from the CA",
+			       "%s '%s': a CRL past its nextUpdate (%s): the certificates "
+			       "it covers are refused (CRL has expired)",
+			       setting, path, when);
+		}
+	}
+	if (certs > 0)
+		report(x, sev, path, "put the CAs in the CA setting, the CRLs alone here",
+		       "%s '%s': holds a certificate; the file takes CRLs only", setting, path);
+	else if (crls == 0)
+		report(x, sev, path, hint, "%s '%s': no CRL in it (X509 CRL blocks)", setting,
+		       path);
+	STACK_OF(X509_INFO) *cas = crls > 0 && certs == 0 ? pem_infos(ca, HC_PEM_MAX) : NULL;
+	for (int i = 0; cas != NULL && i < sk_X509_INFO_num(cas); i++) {
+		X509 *c = sk_X509_INFO_value(cas, i)->x509;
+		bool found = false;
+		/* The proxy also takes CRLs that the CA bundle itself holds. */
+		for (int j = 0; c != NULL && !found && j < sk_X509_INFO_num(infos); j++) {
+			X509_CRL *crl = sk_X509_INFO_value(infos, j)->crl;
+			found = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl),
+			                                     X509_get_subject_name(c)) == 0;
+		}
+		for (int j = 0; c != NULL && !found && j < sk_X509_INFO_num(cas); j++) {
+			X509_CRL *crl = sk_X509_INFO_value(cas, j)->crl;
+			found = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl),
+			                                     X509_get_subject_name(c)) == 0;
+		}
+		if (c != NULL && !found) {
+			char cn[256];
+			X509_NAME_oneline(X509_get_subject_name(c), cn, sizeof(cn));
+			report(x, DIAG_WARNING, path, "add that CA's CRL to the file",
+			       "%s '%s': no CRL from the CA %s (in %s): every certificate "
+			       "it issued is refused (unable to get certificate CRL)",
+			       setting, path, cn, ca);
+		}
+	}
+	sk_X509_INFO_pop_free(cas, X509_INFO_free);
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	ERR_clear_error();
+}
+
 /* The listeners' certificates, keys and client CAs, the API-key file, the JWKS and the
  * upstreams' CA files and client certificates: read at start (sev DIAG_ERROR, the modes
  * checked: configuration files as such, TLS keys as secrets) and again by a reload
@@ -415,6 +503,14 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 			if (check_mode)
 				check_ca_bundle(x, sev, name, l->tls.client_ca, when);
 		}
+		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_crl", i, l->id);
+		if (l->tls.enabled && l->tls.client_crl) {
+			if (check_read(x, sev, name, l->tls.client_crl, l->tls.client_crl, FILE_ANY,
+			               check_mode, when) &&
+			    check_mode)
+				check_crl_file(x, sev, name, l->tls.client_crl, l->tls.client_ca,
+				               when);
+		}
 	}
 
 	/* admin.tls: read at start and again by a reload, as the listeners' */
@@ -432,6 +528,13 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 			           FILE_ANY, check_mode, when);
 			if (check_mode)
 				check_ca_bundle(x, sev, "admin.tls.client_ca", at->client_ca, when);
+		}
+		if (at->client_crl) {
+			if (check_read(x, sev, "admin.tls.client_crl", at->client_crl,
+			               at->client_crl, FILE_ANY, check_mode, when) &&
+			    check_mode)
+				check_crl_file(x, sev, "admin.tls.client_crl", at->client_crl,
+				               at->client_ca, when);
 		}
 	}
 
@@ -452,6 +555,15 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		snprintf(name, sizeof(name), "models[%zu] (%s).upstream", i, cfg->models[i].id);
 		check_client_cert(x, sev, name, cfg->models[i].upstream.cert,
 		                  cfg->models[i].upstream.key, secret_kind, check_mode, when);
+	}
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		const cfg_upstream *u = &cfg->models[i].upstream;
+		snprintf(name, sizeof(name), "models[%zu] (%s).upstream.crl_file", i,
+		         cfg->models[i].id);
+		if (check_read(x, sev, name, u->crl_file, u->crl_file, FILE_ANY, check_mode,
+		               when) &&
+		    check_mode)
+			check_crl_file(x, sev, name, u->crl_file, u->ca_file, when);
 	}
 }
 
@@ -606,6 +718,10 @@ static void pass_proxy(struct hc_ctx *x)
 			snprintf(name, sizeof(name), "data_sources[%zu] (%s)", i, s->id);
 			check_client_cert(x, DIAG_ERROR, name, s->cert, s->key, FILE_SECRET, true,
 			                  start);
+			snprintf(name, sizeof(name), "data_sources[%zu] (%s).crl_file", i, s->id);
+			if (check_read(x, DIAG_ERROR, name, s->crl_file, s->crl_file, FILE_ANY,
+			               true, start))
+				check_crl_file(x, DIAG_ERROR, name, s->crl_file, s->ca_file, start);
 		}
 		if (intercept && cfg->egress.ca_dir) {
 			char p[CFG_MAX_PATH_LEN + 16];

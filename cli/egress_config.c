@@ -65,6 +65,7 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 		s->timeout_ns = d->timeout_ns;
 		s->cert_file = dup_or_null(d->cert);
 		s->key_file = dup_or_null(d->key);
+		s->crl_file = dup_or_null(d->crl_file);
 	}
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		egress_listener_opts *l = &o->listeners[o->nlisteners++];

@@ -159,7 +159,8 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 		                            "ciphersuites",
 		                            "alpn",
 		                            "session_tickets",
-		                            "ticket_key_rotation" };
+		                            "ticket_key_rotation",
+		                            "client_crl" };
 	static const char *const pkeys[] = { "cert", "key" };
 	static const char *const auths[] = { "none", "optional", "required" };
 	static const char *const versions[] = { "1.2", "1.3" };
@@ -190,6 +191,13 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 		ydoc_error(c->doc, cfg_get(m, "client_auth"), c->d,
 		           "name the CA that signs client certificates",
 		           "client_auth '%s' needs client_ca", auths[t->client_auth]);
+	cfg_path(c, m, "client_crl", false, false, &t->client_crl);
+	if (t->client_crl && t->client_auth == CFG_CLIENT_AUTH_NONE)
+		ydoc_error(
+		        c->doc, cfg_get(m, "client_crl"), c->d,
+		        "set client_auth (optional or required) and client_ca",
+		        "client_crl applies to client certificates, which this listener does not "
+		        "ask for");
 	ydoc_node *v = cfg_get(m, "min_version");
 	if (v && v->kind == YDOC_SCALAR && strcmp(v->str, "1.2") != 0 &&
 	    strcmp(v->str, "1.3") != 0) {
@@ -421,8 +429,9 @@ static void parse_upstream_client_cert(cfg_ctx *c, ydoc_node *m, cfg_model *mod)
 
 static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_limits *lim)
 {
-	static const char *const keys[] = { "url",       "tls_verify", "ca_file", "server_name",
-		                            "pool_size", "timeouts",   "cert",    "key" };
+	static const char *const keys[] = { "url",         "tls_verify", "ca_file",
+		                            "server_name", "pool_size",  "timeouts",
+		                            "cert",        "key",        "crl_file" };
 	static const char *const tkeys[] = { "connect", "read", "idle" };
 	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys);
 	cfg_upstream *u = &mod->upstream;
@@ -474,6 +483,12 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 	    (cfg_get(m, "ca_file") || cfg_get(m, "server_name") || cfg_get(m, "tls_verify")))
 		ydoc_warn(c->doc, m, c->d, NULL,
 		          "tls_verify, ca_file and server_name apply only to https:// upstreams");
+	cfg_path(c, m, "crl_file", false, false, &u->crl_file);
+	if (u->crl_file && u->kind != CFG_UPSTREAM_HTTPS)
+		ydoc_error(c->doc, cfg_get(m, "crl_file"), c->d,
+		           "drop it, or reach the upstream over https://",
+		           "crl_file applies only to https:// upstreams (model '%s')",
+		           mod->id ? mod->id : "?");
 	/* The proxy verifies every upstream certificate; a switch that claimed to turn that off
 	 * would be a setting not in force, so only its one true value is accepted. */
 	if (!u->tls_verify)
@@ -1062,7 +1077,8 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = {
 		"id",      "url",          "classification", "intercept", "allow_private_addresses",
-		"ca_file", "max_response", "timeout",        "cert",      "key"
+		"ca_file", "max_response", "timeout",        "cert",      "key",
+		"crl_file"
 	};
 	static const char *const classes[] = { "public", "internal", "confidential", "restricted" };
 	ydoc_node *s = cfg_seq(c, root, "data_sources", CFG_MAX_DATA_SOURCES);
@@ -1109,6 +1125,18 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			           "intercept applies to https:// sources only");
 		cfg_bool(c, m, "allow_private_addresses", &ds->allow_private_addresses);
 		cfg_path(c, m, "ca_file", false, false, &ds->ca_file);
+		cfg_path(c, m, "crl_file", false, false, &ds->crl_file);
+		if (ds->crl_file && ds->url && !ds->https)
+			ydoc_error(c->doc, cfg_get(m, "crl_file"), c->d,
+			           "drop it, or reach the source over https://",
+			           "crl_file applies to https:// sources only");
+		else if (ds->crl_file && ds->https && !ds->intercept)
+			ydoc_error(
+			        c->doc, cfg_get(m, "crl_file"), c->d,
+			        "set intercept: true, or drop crl_file (the model's client then "
+			        "verifies the origin itself)",
+			        "crl_file needs intercept: true: without interception custos never "
+			        "sees the origin's certificate");
 		cfg_size(c, m, "max_response", 0, CFG_MAX_RESPONSE, &ds->max_response);
 		cfg_dur(c, m, "timeout", MS(1), CFG_MAX_TIMEOUT_NS, &ds->timeout_ns);
 		parse_source_client_cert(c, m, ds);
@@ -1416,7 +1444,7 @@ static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
  * suites), no session tickets. */
 static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 {
-	static const char *const keys[] = { "cert", "key", "client_ca" };
+	static const char *const keys[] = { "cert", "key", "client_ca", "client_crl" };
 	ydoc_node *m = CFG_SECTION(c, am, "tls", keys);
 
 	t->min_version = CFG_TLS_1_2;
@@ -1428,6 +1456,11 @@ static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 	parse_cert_pair(c, m, &t->certs[0]);
 	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
 	t->client_auth = t->client_ca ? CFG_CLIENT_AUTH_REQUIRED : CFG_CLIENT_AUTH_NONE;
+	cfg_path(c, m, "client_crl", false, false, &t->client_crl);
+	if (t->client_crl && t->client_ca == NULL)
+		ydoc_error(c->doc, cfg_get(m, "client_crl"), c->d,
+		           "name the CA that signs client certificates in client_ca",
+		           "client_crl needs client_ca");
 	t->session_tickets = false;
 	t->ticket_rotation_ns = SEC(12 * 3600);
 }

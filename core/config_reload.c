@@ -221,6 +221,7 @@ static void source_diff(struct rdiff *r, const char *p, const cfg_data_source *a
 	SAME(p, "allow_private_addresses",
 	     a->allow_private_addresses == b->allow_private_addresses);
 	SAME_STR(p, "ca_file", a->ca_file, b->ca_file);
+	SAME_STR(p, "crl_file", a->crl_file, b->crl_file);
 	SAME_SIZE(p, "max_response", a->max_response, b->max_response);
 	SAME_DUR(p, "timeout", a->timeout_ns, b->timeout_ns);
 	SAME_STR(p, "cert", a->cert, b->cert);

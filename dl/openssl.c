@@ -219,12 +219,16 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(TLS_server_method)                                                                       \
 	X(X509V3_EXT_conf_nid)                                                                     \
 	X(X509V3_set_ctx)                                                                          \
+	X(X509_CRL_get0_nextUpdate)                                                                \
+	X(X509_CRL_get_issuer)                                                                     \
 	X(X509_EXTENSION_free)                                                                     \
 	X(X509_INFO_free)                                                                          \
 	X(X509_NAME_ENTRY_get_data)                                                                \
 	X(X509_NAME_add_entry_by_txt)                                                              \
+	X(X509_NAME_cmp)                                                                           \
 	X(X509_NAME_get_entry)                                                                     \
 	X(X509_NAME_get_index_by_NID)                                                              \
+	X(X509_NAME_oneline)                                                                       \
 	X(X509_NAME_print_ex)                                                                      \
 	X(X509_STORE_CTX_free)                                                                     \
 	X(X509_STORE_CTX_get0_param)                                                               \
@@ -235,6 +239,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_STORE_add_crl)                                                                      \
 	X(X509_STORE_free)                                                                         \
 	X(X509_STORE_new)                                                                          \
+	X(X509_STORE_set_flags)                                                                    \
 	X(X509_VERIFY_PARAM_set1_host)                                                             \
 	X(X509_VERIFY_PARAM_set1_ip)                                                               \
 	X(X509_VERIFY_PARAM_set1_ip_asc)                                                           \

@@ -1813,13 +1813,15 @@ static custos_err start_daemon(struct admin_listener *l)
 
 /* admin.tls's context: the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+), no
  * tickets (an admin client makes few connections, and the process-wide ticket key rotation
- * stays the listeners'); with client_ca, client certificates it signed are required. */
+ * stays the listeners'); with client_ca, client certificates it signed are required, checked
+ * against client_crl's CRLs when it is set. */
 static custos_err tls_ctx_new(const char *cert, const char *key, const char *client_ca,
-                              SSL_CTX **out)
+                              const char *client_crl, SSL_CTX **out)
 {
 	proxy_tls_opts to = { .ncerts = 1,
 		              .no_tickets = true,
 		              .client_ca = (char *)client_ca,
+		              .client_crl = (char *)client_crl,
 		              .client_auth = client_ca ? PROXY_CLIENT_CERT_REQUIRED
 		                                       : PROXY_CLIENT_CERT_NONE };
 	to.cert_file[0] = (char *)cert;
@@ -1828,14 +1830,14 @@ static custos_err tls_ctx_new(const char *cert, const char *key, const char *cli
 }
 
 custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
-                             const char *client_ca, struct ssl_ctx_st **out)
+                             const char *client_ca, const char *client_crl, struct ssl_ctx_st **out)
 {
 	*out = NULL;
 	ENSURE(a != NULL && a->gate != NULL, CUSTOS_ERR_INVAL,
 	       "admin.tls: the admin API serves no TLS listener");
 	ENSURE(cert != NULL && key != NULL, CUSTOS_ERR_INVAL,
 	       "admin.tls: a certificate and its key are required");
-	return tls_ctx_new(cert, key, client_ca, out);
+	return tls_ctx_new(cert, key, client_ca, client_crl, out);
 }
 
 void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx)
@@ -1881,6 +1883,7 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	       CUSTOS_ERR_INVAL, "admin: a TCP listener needs a token");
 	ENSURE((o->tls_cert == NULL) == (o->tls_key == NULL) &&
 	               (o->tls_client_ca == NULL || o->tls_cert != NULL) &&
+	               (o->tls_client_crl == NULL || o->tls_client_ca != NULL) &&
 	               (o->tls_cert == NULL || o->tcp_address != NULL),
 	       CUSTOS_ERR_INVAL, "admin: tls needs a certificate, its key and a TCP listener");
 
@@ -1933,7 +1936,8 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 		}
 	}
 	if (e == CUSTOS_OK && o->tcp_address && o->tls_cert)
-		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_client_ca, &s->tls_ctx);
+		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_client_ca, o->tls_client_crl,
+		                &s->tls_ctx);
 	if (e == CUSTOS_OK && o->tcp_address) {
 		e = open_tcp(o->tcp_address, o->force, s->tls_ctx != NULL, &s->l[1].fd,
 		             &s->tcp_port);

@@ -1986,6 +1986,13 @@ static bool up_drive(conn *c)
 		if (h == SOCK_AGAIN)
 			return progress;
 		if (h != SOCK_OK) {
+			/* The audit keeps the generic reason (it is the client's answer too); the
+			 * log says which verification failed (a revoked certificate, an expired CRL). */
+			long vr = SSL_get_verify_result(u->s.ssl);
+			if (vr != X509_V_OK)
+				log_info("upstream %s: certificate verification failed: %s",
+				         c->st_ref->o.upstreams[c->r.upstream].name,
+				         X509_verify_cert_error_string(vr));
 			tls_client_session_failed(u->s.ssl);
 			up_failed(c, "upstream TLS handshake failed");
 			return true;

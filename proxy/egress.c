@@ -46,6 +46,7 @@ static void source_free(egress_source *s)
 	free(s->ca_file);
 	free(s->cert_file);
 	free(s->key_file);
+	free(s->crl_file);
 }
 
 void egress_options_free(egress_options *o)
@@ -707,6 +708,11 @@ static custos_err source_tls_ctx(const esource *e, SSL_CTX **out)
 		               e->o.ca_file ? e->o.ca_file : "(system store)");
 	}
 	custos_err err = CUSTOS_OK;
+	if (e->o.crl_file != NULL &&
+	    (err = tls_crl_load(ctx, e->o.crl_file, "crl_file", NULL)) != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return err_wrap(err, "data source %s", e->o.id);
+	}
 	if (e->o.cert_file != NULL &&
 	    (err = tls_client_cert_load(ctx, e->o.cert_file, e->o.key_file)) != CUSTOS_OK) {
 		SSL_CTX_free(ctx);
@@ -727,8 +733,8 @@ static custos_err source_tls(esource *e)
 	return source_tls_ctx(e, &e->tls);
 }
 
-/* The contexts a reload made for the sources with a client certificate (src[i] for i where
- * ctx[i] is set). */
+/* The contexts a reload made for the sources with a client certificate or CRLs (src[i] for i
+ * where ctx[i] is set). */
 struct egress_tls_next {
 	size_t n;
 	SSL_CTX *ctx[];
@@ -748,7 +754,7 @@ custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out)
 	*out = NULL;
 	for (size_t i = 0; i < s->nsrc; i++) {
 		const esource *x = &s->src[i];
-		if (!x->o.https || x->o.cert_file == NULL)
+		if (!x->o.https || (x->o.cert_file == NULL && x->o.crl_file == NULL))
 			continue;
 		if (n == NULL)
 			n = xcalloc(1, sizeof(*n) + s->nsrc * sizeof(n->ctx[0]));
@@ -776,15 +782,19 @@ void egress_tls_commit(egress_server *s, egress_tls_next *n)
 		pthread_mutex_unlock(&s->tls_mu);
 		n->ctx[i] = NULL;
 		SSL_CTX_free(old); /* open connections hold references of their own */
-		log_info("egress: data source %s: client certificate %s read again", s->src[i].o.id,
-		         s->src[i].o.cert_file);
+		if (s->src[i].o.cert_file)
+			log_info("egress: data source %s: client certificate %s read again",
+			         s->src[i].o.id, s->src[i].o.cert_file);
+		if (s->src[i].o.crl_file)
+			log_info("egress: data source %s: CRLs %s read again", s->src[i].o.id,
+			         s->src[i].o.crl_file);
 	}
 	egress_tls_next_free(n);
 }
 
 SSL *egress_source_ssl_new(egress_server *s, const esource *src)
 {
-	if (src->o.cert_file == NULL) /* never replaced */
+	if (src->o.cert_file == NULL && src->o.crl_file == NULL) /* never replaced */
 		return SSL_new(src->tls);
 	pthread_mutex_lock(&s->tls_mu);
 	SSL *ssl = SSL_new(src->tls);

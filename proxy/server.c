@@ -39,6 +39,7 @@ void proxy_options_free(proxy_options *o)
 		free(t->client_ca);
 		free(t->ciphers);
 		free(t->ciphersuites);
+		free(t->client_crl);
 	}
 	for (size_t i = 0; i < o->nupstreams; i++) {
 		if (o->upstreams[i].release_fn)
@@ -49,6 +50,7 @@ void proxy_options_free(proxy_options *o)
 		free(o->upstreams[i].tls_name);
 		free(o->upstreams[i].tls_cert);
 		free(o->upstreams[i].tls_key);
+		free(o->upstreams[i].tls_crl);
 	}
 	for (size_t i = 0; i < o->nroutes; i++) {
 		free(o->routes[i].model);

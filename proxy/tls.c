@@ -32,6 +32,7 @@
 #define TICKET_KEYS           2 /* current + previous, still accepted for decryption */
 #define KEY_FILE_MAX          (64u * 1024)
 #define CLIENT_CA_FILE_MAX    (4u << 20) /* a client CA bundle; the system bundle is ~200 KiB */
+#define CRL_FILE_MAX          (1u << 25) /* 32 MiB: a large public CA's CRL is a few MiB */
 #define SESSION_ID_CTX_TAG    "custos-sid/1"
 #define TICKET_LIFETIME_MAX_S (7u * 24 * 3600) /* RFC 8446 4.6.1: at most 7 days */
 
@@ -359,8 +360,68 @@ static custos_err load_client_ca(SSL_CTX *ctx, const char *path, uint8_t digest[
 	return e;
 }
 
+custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32])
+{
+	buf b;
+	custos_err e = CUSTOS_OK;
+	size_t ncrls = 0, nexpired = 0;
+
+	buf_init(&b, CRL_FILE_MAX);
+	if ((e = file_load(path, FILE_ANY, CRL_FILE_MAX, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "%s", setting);
+	}
+	if (digest != NULL &&
+	    EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
+		buf_free(&b);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "CRL digest");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	if (infos == NULL) {
+		char what[512];
+		snprintf(what, sizeof(what), "%s %s: not a PEM CRL file", setting, path);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
+	}
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		/* A certificate here would become a trust anchor no CA setting names. */
+		if (xi->x509 != NULL)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "%s %s: holds a certificate; the file takes CRLs only (X509 CRL "
+			        "blocks), the CAs go in the CA setting",
+			        setting, path);
+		else if (xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+		else if (xi->crl != NULL) {
+			const ASN1_TIME *next = X509_CRL_get0_nextUpdate(xi->crl);
+			ncrls++;
+			if (next != NULL && X509_cmp_current_time(next) <= 0)
+				nexpired++;
+		}
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (e != CUSTOS_OK)
+		return e;
+	ERR_clear_error(); /* PEM's end of input */
+	if (ncrls == 0)
+		return err_set(CUSTOS_ERR_INVAL, "%s %s: no PEM CRL in it (X509 CRL blocks)",
+		               setting, path);
+	if (nexpired > 0)
+		log_warn("tls: %s %s: %zu of its %zu CRL(s) past their nextUpdate: every "
+		         "certificate they cover is refused (CRL has expired) until a newer CRL is "
+		         "loaded",
+		         setting, path, nexpired, ncrls);
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+	return CUSTOS_OK;
+}
+
 /* The session id context: SHA-256 over what decides who may connect here (the listener, the
- * client_auth mode, the client CA bundle's bytes). OpenSSL resumes a session (ticket, TLS 1.2
+ * client_auth mode, the client CA bundle's bytes, with client_crl's folded in: crl_bind). OpenSSL resumes a session (ticket, TLS 1.2
  * or 1.3) only on a context with the context it was made under and otherwise makes a full
  * handshake: a session made without a certificate where one was optional, or verified against
  * another CA, cannot be carried to a listener (or to a reloaded configuration) that asks for
@@ -404,6 +465,24 @@ static custos_err cert_type_unique(SSL_CTX *ctx, const proxy_tls_opts *o, size_t
 			               : t == EVP_PKEY_RSA     ? "RSA"
 			               : t == EVP_PKEY_RSA_PSS ? "RSA-PSS"
 			                                       : OBJ_nid2sn(t));
+	return CUSTOS_OK;
+}
+
+/* Loads client_crl and folds its digest into the client CA's: the session id context then
+ * changes with the CRL's bytes, so a session made before a reload that brought a new CRL does
+ * not resume after it (the client gets a full handshake, where its certificate is checked
+ * against the new CRL). */
+static custos_err crl_bind(SSL_CTX *ctx, const char *path, uint8_t ca_digest[32])
+{
+	uint8_t crl_digest[32], both[64];
+	custos_err e = tls_crl_load(ctx, path, "client_crl", crl_digest);
+
+	if (e != CUSTOS_OK)
+		return e;
+	memcpy(both, ca_digest, 32);
+	memcpy(both + 32, crl_digest, 32);
+	if (EVP_Digest(both, sizeof(both), ca_digest, NULL, EVP_sha256(), NULL) != 1)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "client_crl digest");
 	return CUSTOS_OK;
 }
 
@@ -481,12 +560,18 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 	}
 	uint8_t ca_digest[32];
 	bool have_ca = false;
+	if (o->client_crl && o->client_auth == PROXY_CLIENT_CERT_NONE) {
+		e = err_set(CUSTOS_ERR_INVAL, "tls: client_crl needs client certificates");
+		goto fail;
+	}
 	if (o->client_auth != PROXY_CLIENT_CERT_NONE) {
 		if (o->client_ca == NULL) {
 			e = err_set(CUSTOS_ERR_INVAL, "tls: client certificates need client_ca");
 			goto fail;
 		}
 		if ((e = load_client_ca(ctx, o->client_ca, ca_digest)) != CUSTOS_OK)
+			goto fail;
+		if (o->client_crl && (e = crl_bind(ctx, o->client_crl, ca_digest)) != CUSTOS_OK)
 			goto fail;
 		have_ca = true;
 		SSL_CTX_set_verify(ctx,
@@ -606,6 +691,11 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 		SSL_CTX_free(ctx);
 		return tls_openssl_err(CUSTOS_ERR_CRYPTO,
 		                       u->tls_ca ? u->tls_ca : "default CA store");
+	}
+	custos_err crl_e = u->tls_crl ? tls_crl_load(ctx, u->tls_crl, "crl_file", NULL) : CUSTOS_OK;
+	if (crl_e != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return crl_e;
 	}
 	if (u->tls_cert != NULL) {
 		custos_err ce = tls_client_cert_load(ctx, u->tls_cert, u->tls_key);

@@ -110,6 +110,7 @@ typedef struct admin_options {
 	 * 1.2+, Mozilla intermediate); a non-loopback address then needs no force. NULL: none.
 	 * tls_client_ca: client certificates signed by it are required (admin_tls_swap: a reload). */
 	const char *tls_cert, *tls_key, *tls_client_ca;
+	const char *tls_client_crl; /* PEM CRLs for the client certificates; needs tls_client_ca */
 	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
 	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
 	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
@@ -136,7 +137,8 @@ custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid
  * CUSTOS_ERR_INVAL when a serves no TLS. */
 struct ssl_ctx_st;
 custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
-                             const char *client_ca, struct ssl_ctx_st **out) CUSTOS_WUR;
+                             const char *client_ca, const char *client_crl,
+                             struct ssl_ctx_st **out) CUSTOS_WUR;
 /* New connections handshake with ctx from now on (taken); those in progress keep theirs. */
 void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx);
 /* Frees a context admin_tls_prepare made; NULL is fine. */

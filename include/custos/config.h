@@ -124,6 +124,7 @@ typedef struct cfg_tls_server {
 	size_t n_alpn;
 	bool session_tickets;        /* default true */
 	uint64_t ticket_rotation_ns; /* default 12 h */
+	char *client_crl;            /* PEM CRLs checked for client certificates; NULL: none */
 } cfg_tls_server;
 
 typedef struct cfg_listener {
@@ -190,6 +191,7 @@ typedef struct cfg_upstream {
 	uint64_t connect_timeout_ns, read_timeout_ns, idle_timeout_ns; /* default: limits */
 	char *cert; /* https: client certificate chain (PEM) presented to the upstream; NULL: none */
 	char *key;  /* https: its private key (PEM, 0600 or stricter); set with cert */
+	char *crl_file; /* https: PEM CRLs checked for the upstream's chain; NULL: none */
 } cfg_upstream;
 
 typedef enum cfg_sandbox_type {
@@ -332,9 +334,10 @@ typedef struct cfg_data_source {
 	char *ca_file;                /* NULL = system store */
 	uint64_t max_response;        /* 0 = egress default */
 	uint64_t timeout_ns;          /* 0 = egress default */
-	char *cert; /* client certificate chain (PEM) presented to the origin; intercepted https
+	char *cert;     /* client certificate chain (PEM) presented to the origin; intercepted https
 	               sources only (a tunnel's TLS is the model's own); NULL: none */
-	char *key;  /* its private key (PEM, 0600 or stricter); set with cert */
+	char *key;      /* its private key (PEM, 0600 or stricter); set with cert */
+	char *crl_file; /* https: PEM CRLs checked for the origin's chain */
 } cfg_data_source;
 
 typedef struct cfg_egress {

@@ -50,6 +50,7 @@ typedef struct egress_source {
 	char *cert_file; /* client certificate chain (PEM) presented to the origin; intercepted
 	                    sources only; NULL: none */
 	char *key_file;  /* its private key (PEM, mode 0600 or stricter); set with cert_file */
+	char *crl_file;  /* PEM CRLs: the origin's chain checked against them; NULL: none */
 } egress_source;
 
 typedef struct egress_listener_opts {
@@ -114,8 +115,8 @@ void egress_free(egress_server *s);
  * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
  * in progress keep the policy they started with. */
 custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
-/* The client certificates of the sources that have one (cert_file), read again from their
- * files (a renewed certificate) into new TLS contexts, for egress_tls_commit: a file that does
+/* The client certificates and CRLs of the sources that have them (cert_file, crl_file), read
+ * again from their files (renewed ones) into new TLS contexts, for egress_tls_commit: a file that does
  * not load fails here (message in err_msg) and the contexts in force stay. *out: NULL when no
  * source has one; else the caller's (egress_tls_commit or egress_tls_next_free). */
 typedef struct egress_tls_next egress_tls_next;

@@ -52,7 +52,8 @@ typedef struct proxy_tls_opts {
 	bool no_tickets;           /* no session tickets (no resumption) */
 	proxy_alpn alpn[PROXY_MAX_ALPN]; /* offered, in server preference order; none: http/1.1 */
 	size_t nalpn;
-	bool no_alpn; /* negotiate no ALPN at all: a client's offer is ignored, never refused */
+	bool no_alpn;     /* negotiate no ALPN at all: a client's offer is ignored, never refused */
+	char *client_crl; /* PEM CRLs: client certificate chains checked (needs client_auth) */
 } proxy_tls_opts;
 
 typedef struct proxy_listener_opts {
@@ -87,6 +88,7 @@ typedef struct proxy_upstream_opts {
 	void (*release_fn)(void *arg);
 	char *tls_cert; /* client certificate chain (PEM) presented to the upstream; NULL: none */
 	char *tls_key;  /* its private key (PEM, mode 0600 or stricter); set with tls_cert */
+	char *tls_crl;  /* PEM CRLs: the upstream's chain checked against them; NULL: none */
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {

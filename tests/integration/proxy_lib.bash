@@ -102,13 +102,22 @@ make_pki() {
 	) >/dev/null 2>&1 || skip "openssl could not make test certificates"
 }
 
-# make_short_cert NAME CN EXTFILE SECONDS: $work/tls/NAME.crt and NAME.key (ECDSA P-256) from
-# the test CA (make_pki first), subject CN, the extensions in $work/tls/EXTFILE, valid from a
-# minute ago until SECONDS from now (`openssl ca`: x509 -req cannot set the dates). Sets
-# SHORT_CERT_END to its notAfter in seconds since the epoch (whole seconds, as the certificate
-# says). SKIPs the test when openssl cannot make it.
+# make_short_cert NAME CN EXTFILE SECONDS [START]: $work/tls/NAME.crt and NAME.key (ECDSA P-256)
+# from the test CA (make_pki first), subject CN, the extensions in $work/tls/EXTFILE, valid from
+# a minute ago until SECONDS from now, or with START (a date, as `date -d` reads it, e.g.
+# "2020-01-01 UTC") from START until SECONDS after it (`openssl ca`: x509 -req cannot set the
+# dates). Sets SHORT_CERT_END to its notAfter in seconds since the epoch (whole seconds, as the
+# certificate says). SKIPs the test when openssl cannot make it.
 make_short_cert() {
-	local name=$1 cn=$2 ext=$3 secs=$4 end
+	local name=$1 cn=$2 ext=$3 secs=$4 start end from until
+	if [ -n "${5:-}" ]; then
+		start=$(date -u -d "$5" +%s) || skip "make_short_cert: '$5' is not a date"
+		from=$(date -u -d "@$start" +%Y%m%d%H%M%SZ)
+		until=$(date -u -d "@$((start + secs))" +%Y%m%d%H%M%SZ)
+	else
+		from=$(date -u -d '-1 min' +%y%m%d%H%M%SZ)
+		until=$(date -u -d "+$secs sec" +%y%m%d%H%M%SZ)
+	fi
 	(
 		cd "$work/tls" || exit 1
 		if [ ! -d cadb ]; then
@@ -120,8 +129,7 @@ make_short_cert() {
 			-keyout "$name.key" -out "$name.csr" &&
 			openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in "$name.csr" \
 				-out "$name.crt" -notext -extfile "$ext" \
-				-startdate "$(date -u -d '-1 min' +%y%m%d%H%M%SZ)" \
-				-enddate "$(date -u -d "+$secs sec" +%y%m%d%H%M%SZ)" &&
+				-startdate "$from" -enddate "$until" &&
 			chmod 600 "$name.key"
 	) >/dev/null 2>&1 || skip "openssl ca could not make the short-lived certificate $name.crt"
 	end=$(openssl x509 -noout -enddate -in "$work/tls/$name.crt" 2>/dev/null | cut -d= -f2)

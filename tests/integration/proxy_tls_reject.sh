@@ -7,30 +7,8 @@
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
-# An expired client certificate from the trusted CA (openssl ca sets past dates).
-(
-	cd "$work/tls" || exit 1
-	: >index.txt
-	echo 01 >serial
-	cat >ca.cnf <<'CNF'
-[ca]
-default_ca = ca_default
-[ca_default]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any
-[any]
-commonName = supplied
-CNF
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=expired \
-		-keyout expired.key -out expired.csr
-	openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr \
-		-out expired.crt -startdate 20200101000000Z -enddate 20200102000000Z -notext \
-		-extfile cli.ext
-	chmod 600 expired.key
-) >/dev/null 2>&1 || skip "openssl could not make an expired certificate"
+# An expired client certificate from the trusted CA (a day in 2020).
+make_short_cert expired expired cli.ext 86400 "2020-01-01 UTC"
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
 WORKERS=1 HEADER_TIMEOUT=1s write_config "$work/custos.yaml" "$FX_PORT"

@@ -1300,6 +1300,73 @@ static void test_client_certs(void **state)
 	config_free(a);
 }
 
+/* The CRL keys: each beside the CA setting it completes, refused without it (at the key). */
+static void test_crl_keys(void **state)
+{
+	(void)state;
+	const char *tok = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+	char text[1024];
+	diag_list d;
+
+	snprintf(
+	        text, sizeof(text),
+	        "version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {cert: c, key: k, "
+	        "client_ca: /ca.crt, client_auth: optional, client_crl: /l.crl}}]\n"
+	        "models: [{id: m, upstream: {url: \"https://h/\", crl_file: /u.crl}}]\n"
+	        "data_sources: [{id: w, url: \"https://w/\", classification: public, intercept: "
+	        "true, crl_file: /w.crl}]\negress: {ca_dir: /ca}\n"
+	        "admin: {tls: {cert: /a.crt, key: /a.key, client_ca: /ca.crt, client_crl: /a.crl}, "
+	        "tcp: {address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	        tok);
+	custos_config *cfg = parse_ok(text);
+	assert_string_equal(cfg->listeners[0].tls.client_crl, "/l.crl");
+	assert_string_equal(cfg->models[0].upstream.crl_file, "/u.crl");
+	assert_string_equal(cfg->data_sources[0].crl_file, "/w.crl");
+	assert_string_equal(cfg->admin.tls.client_crl, "/a.crl");
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", "
+	               "tls: {cert: c, key: k}}]\n");
+	assert_null(cfg->listeners[0].tls.client_crl); /* no default */
+	config_free(cfg);
+
+	const diag_item *it =
+	        parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                   "    tls:\n      cert: c\n      key: k\n      client_ca: /ca.crt\n"
+	                   "      client_crl: /l.crl\n",
+	                   &d, "client_crl applies to client certificates");
+	assert_int_equal(it->line, 9);
+	assert_int_equal(it->col, 19);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	it = parse_fail(
+	        "version: 1\nmodels:\n  - id: m\n    upstream:\n      url: \"http://h:1/\"\n"
+	        "      crl_file: /u.crl\n",
+	        &d, "crl_file applies only to https:// upstreams (model 'm')");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 17);
+	diag_free(&d);
+	expect_error(
+	        "version: 1\nmodels: [{id: m, upstream: {url: \"unix:/s\", crl_file: /u.crl}}]\n",
+	        "crl_file applies only to https:// upstreams");
+	it = parse_fail("version: 1\ndata_sources:\n  - id: w\n    url: \"http://w/\"\n"
+	                "    classification: public\n    crl_file: /w.crl\n",
+	                &d, "crl_file applies to https:// sources only");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 15);
+	diag_free(&d);
+	expect_error("version: 1\ndata_sources: [{id: w, url: \"https://w/\", classification: "
+	             "public, crl_file: /w.crl}]\n",
+	             "crl_file needs intercept: true");
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin:\n  tls:\n    cert: /a.crt\n    key: /a.key\n"
+	         "    client_crl: /a.crl\n  tcp: {address: \"127.0.0.1:9090\", token_sha256: %s}\n",
+	         tok);
+	it = parse_fail(text, &d, "client_crl needs client_ca");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 17);
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1323,6 +1390,7 @@ int main(void)
 		cmocka_unit_test(test_load_log_section),
 		cmocka_unit_test(test_where),
 		cmocka_unit_test(test_client_certs),
+		cmocka_unit_test(test_crl_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
