@@ -3,8 +3,10 @@
 # (v1) and hand-made v1/v2 headers on a plain listener are served, and the audit event names
 # the client from the header (remote) and the balancer (via); v2 LOCAL keeps the socket
 # address; a header split over several writes, and TLS after a v2 header on the TLS listener,
-# work; a connection without a header, a malformed header, and a peer outside
-# proxy_protocol_from are closed without an answer and audited as proxy_protocol.reject.
+# work; a connection without a header, a malformed header, a header cut short by a shutdown or
+# by silence past client_header, and a peer outside proxy_protocol_from are closed without an
+# answer and audited as proxy_protocol.reject with the reason; a silent connection is not
+# audited; /metrics counts both outcomes.
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 client="$(dirname "$0")/proxy_protocol_client.py"
@@ -60,10 +62,13 @@ check "malformed v1 address" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.999 192.
 check "v1 port with a leading zero" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.7 192.0.2.1 01 2')" closed
 check "v2 version 3" "$(pc --port "$PORT2" --raw '\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c')" closed
 check "garbage" "$(pc --port "$PORT2" --raw 'PROXY GARBAGE\r\n')" closed
+check "header cut short, then the client shuts down" "$(pc --port "$PORT2" --header-only --shut --raw 'PROXY TCP4 203.0.113.7')" closed
+check "header cut short, then silence (client_header 2 s)" "$(pc --port "$PORT2" --header-only --raw 'PROXY TCP4 203.0.113.7')" closed
 check "peer outside proxy_protocol_from" "$(pc --port "$P3" --v1 'TCP4 203.0.113.7 192.0.2.1 4242 80')" closed
 for r in "no PROXY protocol header" "PROXY v1: an address is not an IPv4 address" \
 	"PROXY v1: a port is not a decimal 0..65535 without leading zeros" "PROXY v2: version is not 2" \
-	"PROXY v1: not 'TCP4|TCP6 SRC DST SPORT DPORT' with single spaces" "peer not in proxy_protocol_from"; do
+	"PROXY v1: not 'TCP4|TCP6 SRC DST SPORT DPORT' with single spaces" "peer not in proxy_protocol_from" \
+	"connection closed inside the PROXY header" "PROXY header not received in time"; do
 	wait_until 30 eval 'rej | grep -qF "\"reason\":\"$r\""' &&
 		ok "proxy_protocol.reject audited: $r" || fail "no proxy_protocol.reject with '$r': $(rej | tail -2)"
 done
@@ -78,6 +83,12 @@ check "v1 UNKNOWN is served" "$(pc --port "$PORT2" --v1 'UNKNOWN')" 200
 # rejection of the silent connection before it.
 wait_until 30 eval '[ "$(ev | wc -l)" -gt "$nev" ]' || fail "no event for the UNKNOWN request"
 [ "$(rej | wc -l)" = "$n" ] && ok "a silent connection is not audited" || fail "a silent connection was audited"
+
+curl -sS --max-time 20 --unix-socket "$work/admin.sock" http://admin/metrics >"$work/metrics.txt"
+grep -q '^custos_proxy_protocol_total{result="ok"} [1-9]' "$work/metrics.txt" &&
+	ok "metrics count taken headers" || fail "no custos_proxy_protocol_total ok: $(grep proxy_protocol "$work/metrics.txt")"
+grep -q '^custos_proxy_protocol_total{result="rejected"} [1-9]' "$work/metrics.txt" &&
+	ok "metrics count rejections" || fail "no custos_proxy_protocol_total rejected"
 
 [ "$fails" -eq 0 ] || exit 1
 echo "all PROXY protocol checks passed"

@@ -36,6 +36,10 @@ def main():
     ap.add_argument("--tls-ca", help="speak TLS (server name localhost) after the header")
     ap.add_argument("--split", action="store_true")
     ap.add_argument("--token", default="")
+    ap.add_argument("--header-only", action="store_true",
+                    help="send the header, no request; wait for custos to close")
+    ap.add_argument("--shut", action="store_true",
+                    help="with --header-only: shut the sending side down after the header")
     a = ap.parse_args()
 
     hdr = b""
@@ -55,6 +59,13 @@ def main():
     sock = socket.create_connection(("127.0.0.1", a.port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
+        if a.header_only:
+            sock.sendall(hdr)
+            if a.shut:
+                sock.shutdown(socket.SHUT_WR)
+            data = sock.recv(65536)
+            print("closed" if not data else "answered")
+            return 0
         if a.split:
             for i in range(0, len(hdr), 5):
                 sock.sendall(hdr[i:i + 5])
