@@ -701,7 +701,7 @@ static void tls_reject_flush(ev_loop *l, void *obj)
 		return;
 	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
 	         w->tls_rej_suppressed);
-	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*",
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*", NULL,
 	                    "failed TLS handshakes past the rate bound",
 	                    w->tls_rej_suppressed) != CUSTOS_OK)
 		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
@@ -729,7 +729,8 @@ static void tls_rejected(conn *c, const char *why)
 	}
 	w->tls_rej_in_window++;
 	log_info("tls: handshake with %s failed: %s", c->remote, why);
-	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, c->via[0] ? c->via : NULL,
+	                    why, 1) != CUSTOS_OK)
 		log_error("audit: failed handshake from %s not recorded: %s", c->remote, err_msg());
 }
 

@@ -168,7 +168,7 @@ out:
 }
 
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *reason, uint64_t count)
+                           const char *via, const char *reason, uint64_t count)
 {
 	audit_rec local;
 
@@ -178,6 +178,8 @@ custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const c
 	audit_rec_begin(ev, "tls.reject");
 	audit_rec_cstr(ev, "direction", "ingress");
 	audit_rec_cstr(ev, "remote", remote);
+	if (via)
+		audit_rec_cstr(ev, "via", via);
 	audit_rec_cstr(ev, "decision", "deny");
 	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
 	audit_rec_u64(ev, "count", count);

@@ -238,10 +238,11 @@ typedef struct emit_rec {
  * instead of one sender wake-up per request); without one it is submitted at once. */
 struct emit_batch;
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r) CUSTOS_WUR;
-/* Builds one tls.reject event: a failed TLS handshake from remote, why, and how many it
- * stands for (1, or the sum of a second's failures past the rate bound, remote "*"). */
+/* Builds one tls.reject event: a failed TLS handshake from remote (via: the load balancer
+ * whose PROXY header named remote, else NULL), why, and how many it stands for (1, or the sum
+ * of a second's failures past the rate bound, remote "*"). */
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *reason, uint64_t count) CUSTOS_WUR;
+                           const char *via, const char *reason, uint64_t count) CUSTOS_WUR;
 /* Builds one proxy_protocol.reject event: a connection closed for its PROXY protocol header
  * (missing, malformed, timed out) or for a peer outside proxy_protocol_from, from remote (the
  * socket peer), why, and how many it stands for (as emit_tls_reject). */

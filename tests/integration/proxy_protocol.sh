@@ -54,6 +54,11 @@ check "TLS after a v2 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" -
 wait_until 30 eval 'ev | grep -q "\"remote\":\"198.51.100.9:40000\",\"via\":\"127.0.0.1:[0-9]*\""' &&
 	ok "TLS: the client from the v2 header is the event's remote" || fail "TLS: no event with remote 198.51.100.9:40000"
 check "TLS after a split v1 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --split --v1 'TCP4 198.51.100.10 192.0.2.1 40001 443')" 200
+# A failed handshake after the header (plain HTTP where TLS is expected): tls.reject names the
+# client from the header and the balancer.
+check "plain HTTP after a v1 header on the TLS listener" "$(pc --port "$PORT" --v1 'TCP4 198.51.100.11 192.0.2.1 40002 443')" closed
+wait_until 30 eval 'audit_grep "\"type\":\"tls.reject\"" | grep -q "\"remote\":\"198.51.100.11:40002\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "tls.reject after a header: remote and via" || fail "no tls.reject with remote 198.51.100.11:40002 and via: $(audit_grep tls.reject | tail -1)"
 
 # Refusals: closed without an answer, each audited with its reason.
 check "no header on the plain listener" "$(pc --port "$PORT2" --raw '')" closed
