@@ -211,6 +211,14 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 		pl->address = addr_string(&l->addr);
 		pl->force_plain = l->force_plain;
 		pl->tls = l->tls.enabled;
+		pl->proxy_protocol = l->proxy_protocol;
+		ENSURE(l->n_proxy_protocol_from <= PROXY_MAX_PP_FROM, CUSTOS_ERR_LIMIT,
+		       "listener %s: more than %d proxy_protocol_from ranges", l->id,
+		       PROXY_MAX_PP_FROM);
+		if (l->n_proxy_protocol_from)
+			memcpy(pl->pp_from, l->proxy_protocol_from,
+			       l->n_proxy_protocol_from * sizeof(pl->pp_from[0]));
+		pl->npp_from = l->n_proxy_protocol_from;
 		if (pl->tls)
 			GUARD(err_wrap(map_tls(&l->tls, &pl->tls_opts), "listener %s", l->id));
 	}

@@ -244,9 +244,50 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	cfg_dur(c, m, "ticket_key_rotation", SEC(1), SEC(7 * 24 * 3600), &t->ticket_rotation_ns);
 }
 
+/* listeners[].proxy_protocol(_from): trusted peers only (fail closed), TCP listeners only. */
+static void parse_proxy_protocol(cfg_ctx *c, ydoc_node *m, cfg_listener *l)
+{
+	ydoc_node *on = cfg_get(m, "proxy_protocol");
+	ydoc_node *from = cfg_seq(c, m, "proxy_protocol_from", CFG_MAX_LIST);
+
+	cfg_bool(c, m, "proxy_protocol", &l->proxy_protocol);
+	if (from) {
+		l->proxy_protocol_from =
+		        cfg_alloc(c->a, from->n ? from->n : 1, sizeof(custos_cidr));
+		for (size_t i = 0; i < from->n; i++) {
+			ydoc_node *it = from->items[i];
+			const char *why;
+			char *v;
+			if (!cfg_str_node(c, it, &v))
+				continue;
+			if (!cidr_parse(v, &l->proxy_protocol_from[l->n_proxy_protocol_from], &why))
+				ydoc_error(c->doc, it, c->d, why, "'%s' is not an address range",
+				           v);
+			else
+				l->n_proxy_protocol_from++;
+		}
+	}
+	if (from && !l->proxy_protocol)
+		ydoc_error(c->doc, cfg_get(m, "proxy_protocol_from"), c->d,
+		           "set proxy_protocol: true, or remove proxy_protocol_from",
+		           "proxy_protocol_from without proxy_protocol: true");
+	if (l->proxy_protocol && (from == NULL || from->n == 0))
+		ydoc_error(c->doc, from ? from : on, c->d,
+		           "list the load balancers' addresses, e.g. proxy_protocol_from: "
+		           "[10.0.0.0/8]",
+		           "proxy_protocol needs proxy_protocol_from: only trusted peers may say "
+		           "who the client is");
+	if (l->proxy_protocol && l->addr.kind == CFG_ADDR_UNIX)
+		ydoc_error(c->doc, on, c->d, "use a TCP listener for a load balancer",
+		           "proxy_protocol on a unix socket listener: its peers have no address "
+		           "that proxy_protocol_from can trust");
+}
+
 static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = { "id", "address", "tls", "force_plain" };
+	static const char *const keys[] = {
+		"id", "address", "tls", "force_plain", "proxy_protocol", "proxy_protocol_from"
+	};
 	ydoc_node *s = cfg_seq(c, root, "listeners", CFG_MAX_LISTENERS);
 
 	if (s == NULL)
@@ -270,6 +311,7 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			           "in front of custos really protects this address",
 			           "plain HTTP listener '%s' is not on loopback or a unix socket",
 			           l->id ? l->id : l->address);
+		parse_proxy_protocol(c, m, l);
 	}
 }
 

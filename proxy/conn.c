@@ -22,6 +22,7 @@
 #include "egress_int.h"
 #include "ingress_inspect.h"
 #include "metrics.h"
+#include "pp.h"
 #include "proxy_int.h"
 
 #define NS_PER_S           1000000000ull
@@ -43,6 +44,7 @@ typedef enum cstate {
 	CS_UPSTREAM, /* connecting / sending / waiting for the response head */
 	CS_RESPONSE, /* streaming the response body */
 	CS_CLOSING,  /* flushing the last bytes, then close */
+	CS_PROXY,    /* reading the PROXY protocol header (before TLS or HTTP) */
 } cstate;
 
 typedef enum ustate { US_CONNECTING = 0, US_TLS, US_READY } ustate;
@@ -129,6 +131,9 @@ typedef struct conn {
 	const lsock *ls;
 	char remote[64];
 	span remote_ip; /* the client's address in remote (empty: a Unix socket) */
+	char via[64];   /* the socket peer, when a PROXY header named the client (else "") */
+	bool pp_seen;   /* CS_PROXY: the peer sent bytes */
+	bool rdhup;     /* the peer shut its side down (EPOLLRDHUP) */
 	ident id;
 	uint64_t t_accept, t_tls;
 	uint64_t sent; /* bytes written to the client so far (before TLS) */
@@ -529,6 +534,7 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.principal = r->dec.principal[0] ? r->dec.principal : ident_label(&c->id),
 		.auth = auth_name(c->id.method),
 		.remote = c->remote,
+		.via = c->via[0] ? c->via : NULL,
 		.method = span_cstr(r->method),
 		.path = span_cstr(r->path),
 		/* What the policy judged: the route's model id (a path route's model, or the
@@ -695,7 +701,7 @@ static void tls_reject_flush(ev_loop *l, void *obj)
 		return;
 	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
 	         w->tls_rej_suppressed);
-	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*",
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*", NULL,
 	                    "failed TLS handshakes past the rate bound",
 	                    w->tls_rej_suppressed) != CUSTOS_OK)
 		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
@@ -723,7 +729,8 @@ static void tls_rejected(conn *c, const char *why)
 	}
 	w->tls_rej_in_window++;
 	log_info("tls: handshake with %s failed: %s", c->remote, why);
-	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, c->via[0] ? c->via : NULL,
+	                    why, 1) != CUSTOS_OK)
 		log_error("audit: failed handshake from %s not recorded: %s", c->remote, err_msg());
 }
 
@@ -744,6 +751,53 @@ static void handshake_failed(conn *c, const char *why)
 		why = reason;
 	}
 	tls_rejected(c, why);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * PROXY protocol rejections: one proxy_protocol.reject event each, under the same rate bound
+ * as failed TLS handshakes (at most TLS_REJECT_BURST a second per worker, the rest summed).
+ */
+static void pp_reject_flush(ev_loop *l, void *obj)
+{
+	worker *w = obj;
+
+	(void)l;
+	if (w->pp_rej_suppressed == 0)
+		return;
+	log_info("proxy_protocol: %" PRIu64 " more rejected connection(s) in one second",
+	         w->pp_rej_suppressed);
+	if (emit_pp_reject(w->srv->audit, w->audit_batch, "*",
+	                   "PROXY protocol rejections past the rate bound",
+	                   w->pp_rej_suppressed) != CUSTOS_OK)
+		log_error("audit: PROXY protocol rejection sum not recorded: %s", err_msg());
+	w->pp_rej_suppressed = 0;
+}
+
+static void pp_rejected(conn *c, const char *why)
+{
+	worker *w = c->w;
+	uint64_t now = w->loop.now;
+
+	metrics_inc(METRICS_PP_REJECTED);
+	if (now - w->pp_rej_window >= NS_PER_S) {
+		ev_timer_clear(&w->loop, &w->pp_rej_timer);
+		pp_reject_flush(&w->loop, w);
+		w->pp_rej_window = now;
+		w->pp_rej_in_window = 0;
+	}
+	if (w->pp_rej_in_window >= TLS_REJECT_BURST) {
+		if (w->pp_rej_suppressed++ == 0) {
+			w->pp_rej_timer.cb = pp_reject_flush;
+			w->pp_rej_timer.obj = w;
+			ev_timer_set(&w->loop, &w->pp_rej_timer, w->pp_rej_window + NS_PER_S);
+		}
+		return;
+	}
+	w->pp_rej_in_window++;
+	log_info("proxy_protocol: connection from %s closed: %s", c->remote, why);
+	if (emit_pp_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
+		log_error("audit: PROXY protocol rejection from %s not recorded: %s", c->remote,
+		          err_msg());
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -782,6 +836,10 @@ static void conn_timeout(ev_loop *l, void *obj)
 		break; /* idle keep-alive connection: closed quietly */
 	case CS_HANDSHAKE:
 		handshake_failed(c, "handshake not completed in time");
+		break;
+	case CS_PROXY:
+		if (c->pp_seen)
+			pp_rejected(c, "PROXY header not received in time");
 		break;
 	default:
 		break;
@@ -828,9 +886,92 @@ static void on_client_event(ev_loop *l, void *obj, uint32_t events)
 {
 	conn *c = obj;
 	sock_event(&c->s, events);
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		c->peer_gone = (events & (EPOLLHUP | EPOLLERR)) != 0;
+		c->rdhup = true;
+	}
 	conn_drive(c);
+}
+
+/* c->remote ("ip:port", "[ip6]:port"; X-Forwarded-For takes the address alone) and
+ * c->remote_ip from sa (AF_INET or AF_INET6). */
+static void set_remote(conn *c, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port;
+	bool v6 = sa->sa_family == AF_INET6;
+
+	if (!v6) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	snprintf(c->remote, sizeof(c->remote), v6 ? "[%s]:%u" : "%s:%u", host, port);
+	c->remote_ip = span_of(c->remote + v6, strlen(host));
+}
+
+/* listeners[].proxy_protocol: whether the socket peer sa may send a PROXY header. */
+static bool pp_trusted(const proxy_listener_opts *lo, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < lo->npp_from; i++)
+		if (cidr_match(&lo->pp_from[i], sa))
+			return true;
+	return false;
+}
+
+/* CS_PROXY: the header is peeked (MSG_PEEK), so that no byte after it leaves the socket
+ * before TLS or HTTP reads it, and taken (recv) once complete. SOCK_OK: taken, remote is the
+ * client the header names (via the socket peer); SOCK_AGAIN: wait for more; SOCK_ERR: the
+ * connection is to be closed (rejections audited). */
+static int pp_step(conn *c)
+{
+	uint8_t b[PP_MAX];
+	pp_hdr h;
+	ssize_t n;
+
+	if (!c->s.rd_ready)
+		return SOCK_AGAIN;
+	do
+		n = recv(c->s.fd, b, sizeof(b), MSG_PEEK);
+	while (n == -1 && errno == EINTR);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		c->s.rd_ready = false;
+		return SOCK_AGAIN;
+	}
+	if (n <= 0) {
+		/* Closed or reset before a byte: a TCP health check or probe, not audited. */
+		log_debug("proxy_protocol: %s closed without sending a header", c->remote);
+		return SOCK_ERR;
+	}
+	c->pp_seen = true;
+	ssize_t k = pp_parse(b, (size_t)n, &h);
+	if (k == 0 && !c->rdhup) {
+		c->s.rd_ready = false; /* a new edge comes with the rest */
+		return SOCK_AGAIN;
+	}
+	if (k <= 0) {
+		pp_rejected(c, k == 0 ? "connection closed inside the PROXY header" : h.err);
+		return SOCK_ERR;
+	}
+	ssize_t r;
+	do
+		r = recv(c->s.fd, b, (size_t)k, 0);
+	while (r == -1 && errno == EINTR);
+	if (r != k) {
+		log_debug("proxy_protocol: %s: reading the header failed", c->remote);
+		return SOCK_ERR;
+	}
+	metrics_inc(METRICS_PP_OK);
+	if (!h.local) {
+		snprintf(c->via, sizeof(c->via), "%s", c->remote);
+		set_remote(c, (const struct sockaddr *)&h.src);
+		log_debug("proxy_protocol: %s via %s", c->remote, c->via);
+	}
+	return SOCK_OK;
 }
 
 void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, socklen_t salen)
@@ -852,25 +993,19 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
 		int one = 1;
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		char host[INET6_ADDRSTRLEN] = "?";
-		unsigned port;
-		if (sa->sa_family == AF_INET) {
-			const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-			inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-			port = ntohs(in->sin_port);
-		} else {
-			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-			port = ntohs(in6->sin6_port);
-		}
-		/* "ip:port", "[ip6]:port"; X-Forwarded-For takes the address alone */
-		bool v6 = sa->sa_family == AF_INET6;
-		snprintf(c->remote, sizeof(c->remote), v6 ? "[%s]:%u" : "%s:%u", host, port);
-		c->remote_ip = span_of(c->remote + v6, strlen(host));
+		set_remote(c, sa);
 	} else {
 		snprintf(c->remote, sizeof(c->remote), "unix");
 	}
 	(void)salen;
+	const proxy_listener_opts *lo = &st->o.listeners[ls->index];
+	if (lo->proxy_protocol && !pp_trusted(lo, sa)) {
+		/* Fail closed: only the configured balancers may say who the client is. */
+		pp_rejected(c, "peer not in proxy_protocol_from");
+		sock_close(&c->s);
+		free(c);
+		return;
+	}
 	if (ls->tls) {
 		c->s.ssl = SSL_new(st->srv_ctx[ls->index]);
 		if (c->s.ssl == NULL || !sock_ssl_set_fd(c->s.ssl, fd)) {
@@ -886,6 +1021,8 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	} else {
 		c->st = CS_HEAD;
 	}
+	if (lo->proxy_protocol)
+		c->st = CS_PROXY; /* the header first; then the state set above */
 	c->timer.cb = conn_timeout;
 	c->timer.obj = c;
 	if (ev_add(&w->loop, &c->io, fd, on_client_event, c) != CUSTOS_OK) {
@@ -2176,6 +2313,18 @@ static void conn_drive(conn *c)
 			break;
 		}
 		switch (c->st) {
+		case CS_PROXY: {
+			int h = pp_step(c);
+			if (h == SOCK_AGAIN)
+				break;
+			if (h != SOCK_OK) {
+				conn_close(c);
+				return;
+			}
+			c->st = c->s.ssl ? CS_HANDSHAKE : CS_HEAD;
+			progress = true;
+			break;
+		}
 		case CS_HANDSHAKE: {
 			int h = sock_handshake(&c->s);
 			if (h == SOCK_AGAIN)
@@ -2298,7 +2447,7 @@ void conn_drain_all(worker *w)
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		c->drain = true;
-		if (c->st == CS_HANDSHAKE ||
+		if (c->st == CS_HANDSHAKE || c->st == CS_PROXY ||
 		    (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0))
 			conn_close(c);
 	}
@@ -2307,8 +2456,10 @@ void conn_drain_all(worker *w)
 void conn_close_all(worker *w)
 {
 	ev_timer_clear(&w->loop, &w->tls_rej_timer);
+	ev_timer_clear(&w->loop, &w->pp_rej_timer);
 	ev_timer_clear(&w->loop, &w->quiet_timer);
 	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
+	pp_reject_flush(&w->loop, w);
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->r.active && !c->r.audited) {

@@ -77,6 +77,8 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 	put_cut(ev, "principal", r->principal, short_max);
 	audit_rec_cstr(ev, "auth", r->auth);
 	audit_rec_cstr(ev, "remote", r->remote);
+	if (r->via)
+		audit_rec_cstr(ev, "via", r->via);
 	audit_rec_str(ev, "method", r->method);
 	audit_rec_str(ev, "path", cut(r->path, long_max));
 	if (r->model.len)
@@ -166,7 +168,7 @@ out:
 }
 
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *reason, uint64_t count)
+                           const char *via, const char *reason, uint64_t count)
 {
 	audit_rec local;
 
@@ -174,6 +176,26 @@ custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const c
 		b = NULL;
 	audit_rec *ev = b ? &b->rec : &local;
 	audit_rec_begin(ev, "tls.reject");
+	audit_rec_cstr(ev, "direction", "ingress");
+	audit_rec_cstr(ev, "remote", remote);
+	if (via)
+		audit_rec_cstr(ev, "via", via);
+	audit_rec_cstr(ev, "decision", "deny");
+	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
+	audit_rec_u64(ev, "count", count);
+	GUARD(audit_rec_end(ev));
+	return emit_submit(w, b, ev, false);
+}
+
+custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                          const char *reason, uint64_t count)
+{
+	audit_rec local;
+
+	if (w == NULL)
+		b = NULL;
+	audit_rec *ev = b ? &b->rec : &local;
+	audit_rec_begin(ev, "proxy_protocol.reject");
 	audit_rec_cstr(ev, "direction", "ingress");
 	audit_rec_cstr(ev, "remote", remote);
 	audit_rec_cstr(ev, "decision", "deny");

@@ -412,6 +412,13 @@ custos_err metrics_render(buf *out)
 	               "accepted connection whose handshake did not complete.",
 	               "result", "ok", sum_counter(METRICS_ADMIN_TLS_OK), "failed",
 	               sum_counter(METRICS_ADMIN_TLS_FAILED)));
+	GUARD(counter2(
+	        out, "custos_proxy_protocol_total",
+	        "Connections on proxy_protocol listeners: PROXY header taken (ok), or closed "
+	        "for a missing, malformed or late header or a peer outside "
+	        "proxy_protocol_from (rejected).",
+	        "result", "ok", sum_counter(METRICS_PP_OK), "rejected",
+	        sum_counter(METRICS_PP_REJECTED)));
 	return sandboxes(out);
 }
 

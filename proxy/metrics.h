@@ -35,6 +35,8 @@ typedef enum metrics_counter {
 	METRICS_ADMIN_TLS_FAILED,     /* failed, timed out, shed or refused before one */
 	METRICS_UPSTREAM_TLS_FULL,    /* TLS handshakes with upstreams: full */
 	METRICS_UPSTREAM_TLS_RESUMED, /* resumed from a session (tls.c) */
+	METRICS_PP_OK,                /* PROXY protocol headers taken (conn.c) */
+	METRICS_PP_REJECTED,          /* connections closed for theirs, or an untrusted peer */
 	METRICS__COUNTERS
 } metrics_counter;
 

@@ -209,6 +209,7 @@ typedef struct emit_rec {
 	const char *principal;
 	const char *auth; /* method */
 	const char *remote;
+	const char *via; /* the load balancer's address when a PROXY header named remote */
 	span method, path, model;
 	span model_requested; /* the body's `model` when it differs from model (else empty) */
 	unsigned status;
@@ -237,10 +238,16 @@ typedef struct emit_rec {
  * instead of one sender wake-up per request); without one it is submitted at once. */
 struct emit_batch;
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r) CUSTOS_WUR;
-/* Builds one tls.reject event: a failed TLS handshake from remote, why, and how many it
- * stands for (1, or the sum of a second's failures past the rate bound, remote "*"). */
+/* Builds one tls.reject event: a failed TLS handshake from remote (via: the load balancer
+ * whose PROXY header named remote, else NULL), why, and how many it stands for (1, or the sum
+ * of a second's failures past the rate bound, remote "*"). */
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *reason, uint64_t count) CUSTOS_WUR;
+                           const char *via, const char *reason, uint64_t count) CUSTOS_WUR;
+/* Builds one proxy_protocol.reject event: a connection closed for its PROXY protocol header
+ * (missing, malformed, timed out) or for a peer outside proxy_protocol_from, from remote (the
+ * socket peer), why, and how many it stands for (as emit_tls_reject). */
+custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                          const char *reason, uint64_t count) CUSTOS_WUR;
 /* Submits the kept events (errors are logged: the requests have been answered). */
 void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
@@ -316,6 +323,11 @@ typedef struct worker {
 	unsigned tls_rej_in_window;
 	uint64_t tls_rej_suppressed;
 	ev_timer tls_rej_timer;
+	/* conn.c: the same rate bound for PROXY protocol rejections */
+	uint64_t pp_rej_window;
+	unsigned pp_rej_in_window;
+	uint64_t pp_rej_suppressed;
+	ev_timer pp_rej_timer;
 	/* conn.c: TLS connections idle between requests, oldest first, whose record buffers
 	 * are given back when the timer finds them quiet long enough */
 	struct conn *quiet_head, *quiet_tail;

@@ -9,6 +9,7 @@
 #ifndef CUSTOS_CONFIG_H
 #define CUSTOS_CONFIG_H
 
+#include "custos/cidr.h"
 #include "custos/core.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -133,6 +134,11 @@ typedef struct cfg_listener {
 	cfg_addr addr;
 	cfg_tls_server tls;
 	bool force_plain; /* allow plain HTTP on a non-loopback address */
+	/* PROXY protocol (v1/v2) before TLS or HTTP, accepted only from peers in
+	 * proxy_protocol_from (required with it; TCP listeners only) */
+	bool proxy_protocol;
+	custos_cidr *proxy_protocol_from;
+	size_t n_proxy_protocol_from;
 } cfg_listener;
 
 /* ---------------------------------------------------------------------------------------------

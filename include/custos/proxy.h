@@ -7,6 +7,7 @@
 #ifndef CUSTOS_PROXY_H
 #define CUSTOS_PROXY_H
 
+#include "custos/cidr.h"
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6); options may lower them. */
@@ -27,6 +28,7 @@
 #define PROXY_REQUEST_ID_LEN 32
 #define PROXY_JWT_MAX_LIST   16 /* accepted issuers, audiences */
 #define PROXY_MAX_ALPN       2  /* protocols a listener can offer: http/1.1, http/1.0 */
+#define PROXY_MAX_PP_FROM    64 /* address ranges a listener trusts for PROXY headers */
 
 typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_NONE = 0,
@@ -61,6 +63,10 @@ typedef struct proxy_listener_opts {
 	bool tls;                /* false: plain HTTP, only on loopback/Unix unless force_plain */
 	proxy_tls_opts tls_opts; /* when tls */
 	bool force_plain;        /* allow plain HTTP on a non-loopback address */
+	/* A PROXY protocol header (v1 or v2) comes first, from a peer in pp_from only */
+	bool proxy_protocol;
+	custos_cidr pp_from[PROXY_MAX_PP_FROM];
+	size_t npp_from;
 } proxy_listener_opts;
 
 typedef struct proxy_upstream_opts {

@@ -1,0 +1,37 @@
+/*
+ * PROXY protocol (HAProxy's proxy-protocol.txt, versions 1 and 2): the header a load balancer
+ * sends before the client's bytes to say whom it is relaying. Parsing only: no I/O, for
+ * hostile input, usable on a prefix of the stream as it arrives.
+ */
+#ifndef CUSTOS_PROXY_PP_H
+#define CUSTOS_PROXY_PP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define PP_V1_MAX   107 /* version 1: the longest line, "PROXY ... \r\n" included */
+#define PP_V2_FIXED 16  /* version 2: signature, version/command, family, length */
+#define PP_V2_MAX_LEN                                                                              \
+	2048 /* version 2: the most address and TLV bytes accepted (the spec
+                              allows 65535; load balancers send a few dozen to a few hundred) */
+#define PP_MAX (PP_V2_FIXED + PP_V2_MAX_LEN) /* the longest header accepted */
+
+typedef struct pp_hdr {
+	uint8_t version; /* 1 or 2 */
+	/* true: no client address to take (v1 UNKNOWN, v2 LOCAL, v2 PROXY with family
+	 * UNSPEC): the connection's own endpoints stay */
+	bool local;
+	struct sockaddr_storage src, dst; /* when !local: AF_INET or AF_INET6, with port */
+	const char *err;                  /* why the header was refused (static text) */
+} pp_hdr;
+
+/* Parses the header at the start of p[0..n). Returns its length (>0: the bytes after it belong
+ * to TLS or HTTP), 0 when p is a valid prefix of a header that is not complete yet (read more:
+ * at most PP_MAX bytes are ever needed), or -1 when p cannot start a valid header (h->err
+ * says why). */
+ssize_t pp_parse(const uint8_t *p, size_t n, pp_hdr *h);
+
+#endif

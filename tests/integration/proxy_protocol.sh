@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# PROXY protocol (listeners[].proxy_protocol) through the real binary: curl --haproxy-protocol
+# (v1) and hand-made v1/v2 headers on a plain listener are served, and the audit event names
+# the client from the header (remote) and the balancer (via); v2 LOCAL keeps the socket
+# address; a header split over several writes, and TLS after a v2 header on the TLS listener,
+# work; a connection without a header, a malformed header, a header cut short by a shutdown or
+# by silence past client_header, and a peer outside proxy_protocol_from are closed without an
+# answer and audited as proxy_protocol.reject with the reason; a silent connection is not
+# audited; /metrics counts both outcomes.
+. "$(dirname "$0")/proxy_lib.bash"
+command -v python3 >/dev/null || skip "python3 not installed"
+client="$(dirname "$0")/proxy_protocol_client.py"
+
+make_pki
+start_fixture model --tokens 4
+write_policy "$work/policy.yaml"
+P3=$(free_port)
+# Listener 2 (plain) and listener 1 (TLS) trust 127.0.0.1; listener 3 trusts only a range no
+# test connection comes from (never contacted: configuration only).
+AUTH_YAML="    proxy_protocol: true
+    proxy_protocol_from: [127.0.0.1/32, \"::1\"]
+  - id: untrusted
+    address: \"127.0.0.1:$P3\"
+    proxy_protocol: true
+    proxy_protocol_from: [192.0.2.0/24]" WORKERS=1 HEADER_TIMEOUT=2s write_config "$work/custos.yaml" "$FX_PORT"
+perl -0777 -i -pe 's/(  - id: tls\n)/$1    proxy_protocol: true\n    proxy_protocol_from: [127.0.0.0\/8]\n/' "$work/custos.yaml"
+start_custos "$work/custos.yaml"
+
+pc() { timeout 60 python3 "$client" --token "$ALICE" "$@"; }
+ev() { audit_grep '"type":"http.request"'; }
+rej() { audit_grep '"type":"proxy_protocol.reject"'; }
+
+# curl sends "PROXY TCP4 127.0.0.1 127.0.0.1 <its port> <our port>".
+check "curl --haproxy-protocol (v1)" "$(curl -sS --max-time 30 --haproxy-protocol -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT2/v1/models")" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"127.0.0.1:[0-9]*\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "curl's request audited with remote and via" || fail "no event with remote and via: $(ev | tail -1)"
+
+check "v1 header and request in one write" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.7 192.0.2.1 4242 80')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"203.0.113.7:4242\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "the client from the v1 header is the event's remote" || fail "no event with remote 203.0.113.7:4242: $(ev | tail -1)"
+
+check "v2 IPv6 header split over several writes" "$(pc --port "$PORT2" --split --v2 '2001:db8::7 2001:db8::1 5555 80')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"\[2001:db8::7\]:5555\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "the client from the v2 header is the event's remote" || fail "no event with remote [2001:db8::7]:5555: $(ev | tail -1)"
+
+n_before=$(ev | grep -c '"via"')
+check "v2 LOCAL (a health check)" "$(pc --port "$PORT2" --v2 LOCAL)" 200
+wait_until 30 eval '[ "$(ev | wc -l)" -ge 4 ]' || fail "no event for the LOCAL request"
+last=$(ev | tail -1)
+case "$last" in *'"via"'*) fail "v2 LOCAL: the event has a via: $last" ;; *'"remote":"127.0.0.1:'*) ok "v2 LOCAL keeps the socket address" ;; *) fail "v2 LOCAL: unexpected event $last" ;; esac
+[ "$(ev | grep -c '"via"')" = "$n_before" ] || fail "v2 LOCAL added a via"
+
+check "TLS after a v2 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --v2 '198.51.100.9 192.0.2.1 40000 443')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"198.51.100.9:40000\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "TLS: the client from the v2 header is the event's remote" || fail "TLS: no event with remote 198.51.100.9:40000"
+check "TLS after a split v1 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --split --v1 'TCP4 198.51.100.10 192.0.2.1 40001 443')" 200
+# A failed handshake after the header (plain HTTP where TLS is expected): tls.reject names the
+# client from the header and the balancer.
+check "plain HTTP after a v1 header on the TLS listener" "$(pc --port "$PORT" --v1 'TCP4 198.51.100.11 192.0.2.1 40002 443')" closed
+wait_until 30 eval 'audit_grep "\"type\":\"tls.reject\"" | grep -q "\"remote\":\"198.51.100.11:40002\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "tls.reject after a header: remote and via" || fail "no tls.reject with remote 198.51.100.11:40002 and via: $(audit_grep tls.reject | tail -1)"
+
+# Refusals: closed without an answer, each audited with its reason.
+check "no header on the plain listener" "$(pc --port "$PORT2" --raw '')" closed
+check "no header on the TLS listener" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --raw '')" closed
+check "malformed v1 address" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.999 192.0.2.1 1 2')" closed
+check "v1 port with a leading zero" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.7 192.0.2.1 01 2')" closed
+check "v2 version 3" "$(pc --port "$PORT2" --raw '\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c')" closed
+check "garbage" "$(pc --port "$PORT2" --raw 'PROXY GARBAGE\r\n')" closed
+check "header cut short, then the client shuts down" "$(pc --port "$PORT2" --header-only --shut --raw 'PROXY TCP4 203.0.113.7')" closed
+check "header cut short, then silence (client_header 2 s)" "$(pc --port "$PORT2" --header-only --raw 'PROXY TCP4 203.0.113.7')" closed
+check "peer outside proxy_protocol_from" "$(pc --port "$P3" --v1 'TCP4 203.0.113.7 192.0.2.1 4242 80')" closed
+for r in "no PROXY protocol header" "PROXY v1: an address is not an IPv4 address" \
+	"PROXY v1: a port is not a decimal 0..65535 without leading zeros" "PROXY v2: version is not 2" \
+	"PROXY v1: not 'TCP4|TCP6 SRC DST SPORT DPORT' with single spaces" "peer not in proxy_protocol_from" \
+	"connection closed inside the PROXY header" "PROXY header not received in time"; do
+	wait_until 30 eval 'rej | grep -qF "\"reason\":\"$r\""' &&
+		ok "proxy_protocol.reject audited: $r" || fail "no proxy_protocol.reject with '$r': $(rej | tail -2)"
+done
+[ "$(rej | grep -c '"reason":"no PROXY protocol header"')" -ge 2 ] &&
+	ok "both listeners audit a missing header" || fail "a missing header was not audited on both listeners"
+rej | grep -q '"remote":"127.0.0.1:[0-9]*"' && ok "a rejection names the socket peer" || fail "rejection without the socket peer"
+# A balancer's TCP health check (connect, close, no byte) is not audited.
+n=$(rej | wc -l) nev=$(ev | wc -l)
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT2") 2>/dev/null
+check "v1 UNKNOWN is served" "$(pc --port "$PORT2" --v1 'UNKNOWN')" 200
+# The trail is written in order: once the next request's event is there, so would be a
+# rejection of the silent connection before it.
+wait_until 30 eval '[ "$(ev | wc -l)" -gt "$nev" ]' || fail "no event for the UNKNOWN request"
+[ "$(rej | wc -l)" = "$n" ] && ok "a silent connection is not audited" || fail "a silent connection was audited"
+
+curl -sS --max-time 20 --unix-socket "$work/admin.sock" http://admin/metrics >"$work/metrics.txt"
+grep -q '^custos_proxy_protocol_total{result="ok"} [1-9]' "$work/metrics.txt" &&
+	ok "metrics count taken headers" || fail "no custos_proxy_protocol_total ok: $(grep proxy_protocol "$work/metrics.txt")"
+grep -q '^custos_proxy_protocol_total{result="rejected"} [1-9]' "$work/metrics.txt" &&
+	ok "metrics count rejections" || fail "no custos_proxy_protocol_total rejected"
+
+[ "$fails" -eq 0 ] || exit 1
+echo "all PROXY protocol checks passed"
