@@ -8,8 +8,9 @@
 # - config check --host accepts the files; a response for another certificate is an error naming
 #   the setting and file, and `custos up` refuses to start, naming the file;
 # - a SIGHUP reload with a refreshed response staples the new one (its thisUpdate); a reload with
-#   a malformed file, a response for another certificate, or one saying our certificate is
-#   revoked, is refused, naming the file, and the staple in force stays;
+#   a malformed file, a response for another certificate, one signed by neither the issuer nor
+#   a responder it authorised (OCSPSigning), or one saying our certificate is revoked, is
+#   refused, naming the file, and the staple in force stays; a delegated responder's is stapled;
 # - a response whose nextUpdate passes while it is loaded stops being stapled at the handshake
 #   (curl --cert-status then fails, as a Must-Staple client would), and a reload with it loads it
 #   with a warning and staples nothing.
@@ -19,6 +20,8 @@ make_pki
 T=$work/tls
 make_short_cert web localhost srv.ext 86400   # ECDSA, serial 01 (openssl ca: in cadb/index.txt)
 make_short_cert other localhost srv.ext 86400 # serial 02: its responses are not the listener's
+printf 'extendedKeyUsage=OCSPSigning\n' >"$T/ocsp.ext"
+make_short_cert responder ocsp-responder ocsp.ext 86400 # a responder the CA authorised
 (
 	cd "$T" || exit 1
 	openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout rsa.key -out rsa.csr &&
@@ -30,13 +33,15 @@ cat "$T/web.crt" "$T/ca.crt" >"$T/web.chain"
 cat "$T/rsa.crt" "$T/ca.crt" >"$T/rsa.chain"
 serial() { openssl x509 -noout -serial -in "$T/$1.crt" | cut -d= -f2; }
 
-# resp NAME OUT ARGS...: $R/OUT, the test CA's OCSP response (signed by the CA itself) for
-# NAME.crt as cadb/index.txt says, made offline: a request, then the responder's answer.
+# resp NAME OUT ARGS...: $R/OUT, the test CA's OCSP response for NAME.crt as cadb/index.txt
+# says, made offline: a request, then the responder's answer, signed by $RSIGNER.crt (and .key)
+# of $T, the CA itself by default.
 resp() {
 	local name=$1 out=$2
 	shift 2
 	(cd "$T" && openssl ocsp -issuer ca.crt -cert "$name.crt" -no_nonce -reqout "$name.req" &&
-		openssl ocsp -index cadb/index.txt -rsigner ca.crt -rkey ca.key -CA ca.crt \
+		openssl ocsp -index cadb/index.txt -rsigner "${RSIGNER:-ca}.crt" \
+			-rkey "${RSIGNER:-ca}.key" -CA ca.crt \
 			-reqin "$name.req" -respout "$R/$out.new" "$@" &&
 		mv "$R/$out.new" "$R/$out") >/dev/null 2>&1 ||
 		skip "openssl ocsp could not make the response $out"
@@ -126,12 +131,23 @@ printf 'not DER at all\n' >"$R/web.ocsp.new" && mv "$R/web.ocsp.new" "$R/web.ocs
 refused 1 "ocsp $R/web.ocsp: not a DER OCSP response"
 cp "$R/other.ocsp" "$R/web.ocsp.new" && mv "$R/web.ocsp.new" "$R/web.ocsp"
 refused 2 "ocsp $R/web.ocsp: not a response for this certificate"
+# Signed by a certificate of the CA not authorised for OCSP (no OCSPSigning usage), or by
+# another CA: refused. Signed by a responder the CA authorised: stapled.
+RSIGNER=other resp web web.ocsp -ndays 1
+refused 3 "ocsp $R/web.ocsp: its signature does not verify against the certificate's issuer"
+RSIGNER=rogue resp web web.ocsp -ndays 1
+refused 4 "ocsp $R/web.ocsp: its signature does not verify against the certificate's issuer"
+RSIGNER=responder resp web web.ocsp -ndays 1
+kill -HUP "$CU_PID"
+wait_log 'proxy: reloaded' 2
+check "a response from a responder the CA authorised is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(serial web)"
+check "... it is the delegated responder's" "$(sc -status "${EC[@]}" | sed -n 's/^ *Responder Id: //p' | head -1)" "CN = ocsp-responder"
 # A response whose nextUpdate comes in a minute: stapled while fresh.
 resp web web.ocsp -nmin 1
 next=$(date -d "$(field "$R/web.ocsp" 'Next Update')" +%s) || fail "no nextUpdate in the short response"
 cp "$R/web.ocsp" "$R/short.ocsp"
 kill -HUP "$CU_PID"
-wait_log 'proxy: reloaded' 2
+wait_log 'proxy: reloaded' 3
 check "a response with a minute left is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(serial web)"
 # Our own certificate revoked: the reload is refused, loudly (the short response stays).
 (cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -revoke web.crt) >/dev/null 2>&1 ||
@@ -139,7 +155,7 @@ check "a response with a minute left is stapled" "$(staple -tls1_3 "${EC[@]}")" 
 resp web web.ocsp -ndays 1
 check "the CA's responder says revoked" "$(field "$R/web.ocsp" 'Cert Status')" revoked
 kill -HUP "$CU_PID"
-wait_log 'reload failed' 3
+wait_log 'reload failed' 5
 grep 'reload failed' "$work/custos.log" | tail -1 | grep -qF "ocsp $R/web.ocsp: the CERTIFICATE IS REVOKED" &&
 	ok "a response saying our certificate is revoked is refused" || fail "revoked: $(grep 'reload failed' "$work/custos.log" | tail -1)"
 out=$("$bin" config check --host "$work/custos.yaml" 2>&1) &&
@@ -158,7 +174,7 @@ check "curl without --cert-status still gets in" "$("${C[@]}" "$url" 2>/dev/null
 # A reload with the expired file: loaded, with a warning, and not stapled.
 cp "$R/short.ocsp" "$R/web.ocsp"
 kill -HUP "$CU_PID"
-wait_log 'proxy: reloaded' 3
+wait_log 'proxy: reloaded' 4
 grep -q "warn: tls: listener 127.0.0.1:$PORT: OCSP response $R/web.ocsp for $T/web.chain is past its nextUpdate (.*): loaded but NOT stapled" "$work/custos.log" &&
 	ok "an expired response at load: loaded with a warning" || fail "no warning for the expired response at load"
 check "an expired response at load: not stapled" "$(staple -tls1_2 "${EC[@]}")" none
