@@ -5,8 +5,9 @@
 # - an ECDSA and an RSA certificate on one listener, each with its own response: the one for the
 #   certificate chosen by the handshake is stapled ("successful", "good", its serial), only when
 #   the client asks (no CertificateStatus without status_request); curl --cert-status accepts it;
-# - config check --host accepts the files; a response for another certificate is an error naming
-#   the setting and file, and `custos up` refuses to start, naming the file;
+# - config check --host accepts the files; a response for another certificate, a revoked, an
+#   expired and an unknown status are errors naming the setting and file; with a response for
+#   another certificate `custos up` refuses to start, naming the file;
 # - a SIGHUP reload with a refreshed response staples the new one (its thisUpdate); a reload with
 #   a malformed file, a response for another certificate, one signed by neither the issuer nor
 #   a responder it authorised (OCSPSigning), or one saying our certificate is revoked, is
@@ -195,4 +196,14 @@ timeout 60 "$bin" --log-format text up -c "$work/custos.yaml" 2>"$work/bad.log"
 check "a response for another certificate: up refuses to start" "$?" 1
 grep -q "ocsp $R/web.ocsp: not a response for this certificate" "$work/bad.log" &&
 	ok "the refusal names the file" || fail "no reason naming the file: $(grep -i error "$work/bad.log" | head -3)"
+# A certificate the responder does not know (srv.crt, made by openssl x509 -req, is not in
+# cadb/index.txt): status unknown, refused.
+cat "$T/srv.crt" "$T/ca.crt" >"$T/srv.chain"
+resp srv srv.ocsp -ndays 1
+check "the responder does not know srv.crt" "$(field "$R/srv.ocsp" 'Cert Status')" unknown
+perl -pe "s|$T/web.chain|$T/srv.chain|; s|$T/web.key|$T/srv.key|; s|$R/web.ocsp|$R/srv.ocsp|" \
+	"$work/custos.yaml" >"$work/unknown.yaml"
+out=$("$bin" config check --host "$work/unknown.yaml" 2>&1)
+printf '%s\n' "$out" | grep -q "error.*listeners\[0\] (tls).tls ocsp: ocsp $R/srv.ocsp: the responder does not know the certificate (status unknown)" &&
+	ok "config check --host refuses a response with status unknown" || fail "config check --host, unknown: $out"
 [ "$fails" -eq 0 ]
