@@ -110,6 +110,7 @@ static custos_err map_tls(const cfg_tls_server *t, proxy_tls_opts *o)
 	for (size_t i = 0; i < t->n_certs; i++) {
 		o->cert_file[i] = xstrdup(t->certs[i].cert);
 		o->key_file[i] = xstrdup(t->certs[i].key);
+		o->ocsp_file[i] = dup_or_null(t->certs[i].ocsp);
 	}
 	o->ncerts = t->n_certs;
 	o->client_ca = dup_or_null(t->client_ca);
@@ -2534,6 +2535,7 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
 			RO(l->tls.certs[k].cert, false);
 			RO(l->tls.certs[k].key, false);
+			RO(l->tls.certs[k].ocsp, false);
 		}
 		if (l->tls.enabled)
 			RO(l->tls.client_ca, false);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -468,6 +469,32 @@ static void check_crl_file(struct hc_ctx *x, diag_severity sev, const char *sett
 	ERR_clear_error();
 }
 
+/* A listener certificate's OCSP response (ocsp), checked as the proxy loads it: refused when
+ * it is not a good, verifiable response for the certificate; past its nextUpdate it is loaded
+ * but not stapled (an error at start, as it is surely not what was meant), and a warning when
+ * nextUpdate is less than a day away. */
+static void check_ocsp(struct hc_ctx *x, diag_severity sev, const char *setting, const char *cert,
+                       const char *ocsp, const char *hint)
+{
+	proxy_ocsp_info info;
+	int64_t now = (int64_t)time(NULL);
+
+	if (proxy_ocsp_check(cert, ocsp, &info) != CUSTOS_OK) {
+		report(x, sev, ocsp, hint, "%s: %s", setting, err_msg());
+		return;
+	}
+	if (info.next_update <= now)
+		report(x, sev, ocsp,
+		       "refresh it (openssl ocsp ... -respout, see docs/OPERATIONS.md) and reload",
+		       "%s '%s': past its nextUpdate (%lld s ago): custos would load it but not "
+		       "staple it",
+		       setting, ocsp, (long long)(now - info.next_update));
+	else if (info.next_update - now < 24 * 3600)
+		report(x, DIAG_WARNING, ocsp, "is the job that refreshes it running?",
+		       "%s '%s': its nextUpdate is %lld min away", setting, ocsp,
+		       (long long)((info.next_update - now) / 60));
+}
+
 /* The listeners' certificates, keys and client CAs, the API-key file, the JWKS and the
  * upstreams' CA files and client certificates: read at start (sev DIAG_ERROR, the modes
  * checked: configuration files as such, TLS keys as secrets) and again by a reload
@@ -495,6 +522,14 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 				check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
 				               l->tls.certs[k].key, when);
 			}
+			if (l->tls.certs[k].ocsp == NULL)
+				continue;
+			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls ocsp", i, l->id);
+			if (check_read(x, sev, name, l->tls.certs[k].ocsp, l->tls.certs[k].ocsp,
+			               FILE_ANY, check_mode, when) &&
+			    check_mode)
+				check_ocsp(x, sev, name, l->tls.certs[k].cert, l->tls.certs[k].ocsp,
+				           when);
 		}
 		snprintf(name, sizeof(name), "listeners[%zu] (%s).tls.client_ca", i, l->id);
 		if (l->tls.enabled) {

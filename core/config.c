@@ -160,8 +160,9 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 		                            "alpn",
 		                            "session_tickets",
 		                            "ticket_key_rotation",
-		                            "client_crl" };
-	static const char *const pkeys[] = { "cert", "key" };
+		                            "client_crl",
+		                            "ocsp" };
+	static const char *const pkeys[] = { "cert", "key", "ocsp" };
 	static const char *const auths[] = { "none", "optional", "required" };
 	static const char *const versions[] = { "1.2", "1.3" };
 	ydoc_node *m = CFG_SECTION(c, lm, "tls", keys);
@@ -179,11 +180,20 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	size_t nlist = list ? list->n : 0;
 	bool single = cfg_get(m, "cert") != NULL || cfg_get(m, "key") != NULL;
 	t->certs = cfg_alloc(c->a, nlist + 1, sizeof(cfg_cert_pair));
-	if (single || nlist == 0)
-		parse_cert_pair(c, m, &t->certs[t->n_certs++]);
+	if (single || nlist == 0) {
+		parse_cert_pair(c, m, &t->certs[t->n_certs]);
+		cfg_path(c, m, "ocsp", false, false, &t->certs[t->n_certs++].ocsp);
+	} else if (cfg_get(m, "ocsp") != NULL) {
+		ydoc_error(c->doc, cfg_get(m, "ocsp"), c->d,
+		           "give each certificates entry its own ocsp, beside its cert",
+		           "ocsp here is tls.cert's OCSP response, and this listener sets no cert");
+	}
 	for (size_t i = 0; i < nlist; i++) {
-		if (CFG_MAP(c, list->items[i], "a certificates entry", pkeys))
-			parse_cert_pair(c, list->items[i], &t->certs[t->n_certs++]);
+		if (CFG_MAP(c, list->items[i], "a certificates entry", pkeys)) {
+			parse_cert_pair(c, list->items[i], &t->certs[t->n_certs]);
+			cfg_path(c, list->items[i], "ocsp", false, false,
+			         &t->certs[t->n_certs++].ocsp);
+		}
 	}
 	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
 	CFG_ENUM(c, m, "client_auth", auths, t->client_auth);

@@ -44,6 +44,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 #define OSSL_FUNCS(X)                                                                              \
 	X(ASN1_STRING_get0_data)                                                                   \
 	X(ASN1_STRING_length)                                                                      \
+	X(ASN1_TIME_diff)                                                                          \
 	X(BIO_clear_flags)                                                                         \
 	X(BIO_ctrl)                                                                                \
 	X(BIO_free)                                                                                \
@@ -73,7 +74,9 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(BN_new)                                                                                  \
 	X(BN_rand)                                                                                 \
 	X(BN_to_ASN1_INTEGER)                                                                      \
+	X(CRYPTO_free)                                                                             \
 	X(CRYPTO_get_ex_new_index)                                                                 \
+	X(CRYPTO_malloc)                                                                           \
 	X(CRYPTO_memcmp)                                                                           \
 	X(ECDSA_SIG_free)                                                                          \
 	X(ECDSA_SIG_new)                                                                           \
@@ -115,12 +118,26 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(EVP_PKEY_keygen_init)                                                                    \
 	X(EVP_PKEY_new_raw_public_key)                                                             \
 	X(EVP_aes_256_cbc)                                                                         \
+	X(EVP_sha1)                                                                                \
 	X(EVP_sha256)                                                                              \
 	X(GENERAL_NAMES_free)                                                                      \
 	X(OBJ_nid2sn)                                                                              \
+	X(OCSP_BASICRESP_free)                                                                     \
+	X(OCSP_CERTID_free)                                                                        \
+	X(OCSP_RESPONSE_free)                                                                      \
+	X(OCSP_basic_verify)                                                                       \
+	X(OCSP_cert_to_id)                                                                         \
+	X(OCSP_crl_reason_str)                                                                     \
+	X(OCSP_resp_find_status)                                                                   \
+	X(OCSP_resp_get0_produced_at)                                                              \
+	X(OCSP_response_get1_basic)                                                                \
+	X(OCSP_response_status)                                                                    \
+	X(OCSP_response_status_str)                                                                \
 	X(OPENSSL_cleanse)                                                                         \
+	X(OPENSSL_sk_new_null)                                                                     \
 	X(OPENSSL_sk_num)                                                                          \
 	X(OPENSSL_sk_pop_free)                                                                     \
+	X(OPENSSL_sk_push)                                                                         \
 	X(OPENSSL_sk_value)                                                                        \
 	X(OSSL_PARAM_BLD_free)                                                                     \
 	X(OSSL_PARAM_BLD_new)                                                                      \
@@ -192,6 +209,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get0_param)                                                                          \
 	X(SSL_get1_peer_certificate)                                                               \
 	X(SSL_get_SSL_CTX)                                                                         \
+	X(SSL_get_certificate)                                                                     \
 	X(SSL_get_error)                                                                           \
 	X(SSL_get_ex_data)                                                                         \
 	X(SSL_get_rbio)                                                                            \
@@ -245,7 +263,9 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_VERIFY_PARAM_set1_ip_asc)                                                           \
 	X(X509_VERIFY_PARAM_set_purpose)                                                           \
 	X(X509_add_ext)                                                                            \
+	X(X509_check_issued)                                                                       \
 	X(X509_check_private_key)                                                                  \
+	X(X509_cmp)                                                                                \
 	X(X509_cmp_current_time)                                                                   \
 	X(X509_free)                                                                               \
 	X(X509_get0_notAfter)                                                                      \
@@ -263,8 +283,10 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_set_pubkey)                                                                         \
 	X(X509_set_version)                                                                        \
 	X(X509_sign)                                                                               \
+	X(X509_up_ref)                                                                             \
 	X(X509_verify_cert)                                                                        \
 	X(X509_verify_cert_error_string)                                                           \
+	X(d2i_OCSP_RESPONSE)                                                                       \
 	X(i2d_ECDSA_SIG)
 enum {
 #define X(f) SYM_##f,

@@ -35,6 +35,7 @@ void proxy_options_free(proxy_options *o)
 		for (size_t j = 0; j < PROXY_MAX_CERTS; j++) {
 			free(t->cert_file[j]);
 			free(t->key_file[j]);
+			free(t->ocsp_file[j]);
 		}
 		free(t->client_ca);
 		free(t->ciphers);

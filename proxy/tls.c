@@ -1,7 +1,8 @@
 /*
  * TLS contexts with OpenSSL 3: the server context (TLS 1.2/1.3, Mozilla intermediate suites,
- * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS) and
- * the client context for TLS upstreams (verification on, sessions kept per worker and resumed).
+ * ECDSA and RSA certificates, ALPN from the listener's list, tickets with rotating keys, mTLS,
+ * OCSP responses stapled from files) and the client context for TLS upstreams (verification on,
+ * sessions kept per worker and resumed).
  * A session resumes on our server only on a context that decides client authentication as the
  * one that made it did (session id context, below).
  */
@@ -9,11 +10,13 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -420,6 +423,340 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 	return CUSTOS_OK;
 }
 
+/* ---- OCSP stapling from a file (HAProxy's .ocsp files, nginx's ssl_stapling_file): custos
+ * never asks a responder itself; an operator's job refreshes the file and a reload reads it. */
+#define OCSP_FILE_MAX (1u << 20)  /* a response is a few KiB (more with a responder chain) */
+#define OCSP_SKEW_S   300         /* thisUpdate may lie this far ahead of our clock */
+#define OCSP_WARN_S   (24 * 3600) /* a response this close to its nextUpdate is warned about */
+
+struct staple {
+	X509 *leaf; /* the certificate it is for (a reference) */
+	unsigned char *der;
+	size_t len;
+	int64_t next_update;
+	atomic_bool stale_logged; /* past nextUpdate: said once per context */
+	char *path;
+};
+struct staples {
+	size_t n;
+	struct staple s[PROXY_MAX_CERTS];
+};
+static int staples_idx = -1;
+static pthread_once_t staples_once = PTHREAD_ONCE_INIT;
+
+static void staples_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp)
+{
+	struct staples *st = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	for (size_t i = 0; st && i < st->n; i++) {
+		X509_free(st->s[i].leaf);
+		free(st->s[i].der);
+		free(st->s[i].path);
+	}
+	free(st);
+}
+
+static void staples_idx_init(void)
+{
+	staples_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, staples_free);
+}
+
+/* Seconds from now to t (negative: past), added to now: t as Unix seconds. */
+static bool asn1_unix(const ASN1_TIME *t, int64_t now, int64_t *out)
+{
+	int days = 0, secs = 0;
+
+	if (t == NULL || ASN1_TIME_diff(&days, &secs, NULL, t) != 1)
+		return false;
+	*out = now + (int64_t)days * 86400 + secs;
+	return true;
+}
+
+static void unix_text(int64_t t, char *out, size_t n)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(out, n, "@%lld", (long long)t);
+}
+
+/* The issuer of leaf among chain (the certificates after it in the cert file). */
+static X509 *chain_issuer(X509 *leaf, STACK_OF(X509) * chain)
+{
+	for (int i = 0; i < sk_X509_num(chain); i++)
+		if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
+			return sk_X509_value(chain, i);
+	return NULL;
+}
+
+/* der (the bytes of the file at path) checked as a staple for leaf, whose issuer must be in
+ * chain: see proxy_ocsp_check. */
+static custos_err ocsp_verify(const char *path, const unsigned char *der, size_t len, X509 *leaf,
+                              STACK_OF(X509) * chain, proxy_ocsp_info *info)
+{
+	const unsigned char *p = der;
+	OCSP_RESPONSE *r = len <= OCSP_FILE_MAX ? d2i_OCSP_RESPONSE(NULL, &p, (long)len) : NULL;
+	OCSP_BASICRESP *bs = NULL;
+	X509_STORE *store = NULL;
+	X509 *issuer = chain_issuer(leaf, chain);
+	int status = -1, reason = 0;
+	ASN1_GENERALIZEDTIME *rev = NULL, *thisu = NULL, *nextu = NULL;
+	int64_t now = (int64_t)time(NULL);
+	custos_err e = CUSTOS_OK;
+	char when[48];
+
+	memset(info, 0, sizeof(*info));
+	if (r == NULL || p != der + len) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: not a DER OCSP response (openssl ocsp -respout writes one)",
+		            path);
+		goto out;
+	}
+	int rs = OCSP_response_status(r);
+	if (rs != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: the responder answered '%s', not a certificate status", path,
+		            OCSP_response_status_str(rs));
+		goto out;
+	}
+	if ((bs = OCSP_response_get1_basic(r)) == NULL) {
+		e = err_set(CUSTOS_ERR_INVAL, "ocsp %s: not a basic OCSP response", path);
+		goto out;
+	}
+	if (issuer == NULL) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: the certificate's issuer is not in its cert file: put the "
+		            "issuing CA's certificate after the leaf (the chain as served)",
+		            path);
+		goto out;
+	}
+	/* The responder names the certificate by hashes of the issuer's name and key: SHA-1 is
+	 * what responders and `openssl ocsp` use, SHA-256 is tried too. */
+	const EVP_MD *mds[2] = { EVP_sha1(), EVP_sha256() };
+	bool found = false;
+	for (size_t i = 0; i < 2 && !found; i++) {
+		OCSP_CERTID *id = OCSP_cert_to_id(mds[i], leaf, issuer);
+		found = id != NULL &&
+		        OCSP_resp_find_status(bs, id, &status, &reason, &rev, &thisu, &nextu) == 1;
+		OCSP_CERTID_free(id);
+	}
+	if (!found) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: not a response for this certificate (no status for its "
+		            "serial number from its issuer): a response for another certificate",
+		            path);
+		goto out;
+	}
+	/* Trusted: the issuer from the cert file (alone: PARTIAL_CHAIN, it may be an
+	 * intermediate); the signer is the issuer or a responder it certified for OCSP signing. */
+	store = X509_STORE_new();
+	if (store == NULL || X509_STORE_add_cert(store, issuer) != 1 ||
+	    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
+		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "ocsp verify store");
+		goto out;
+	}
+	if (OCSP_basic_verify(bs, chain, store, 0) != 1) {
+		char what[512];
+		snprintf(what, sizeof(what),
+		         "ocsp %s: its signature does not verify against the certificate's issuer "
+		         "(or a responder the issuer authorised)",
+		         path);
+		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
+		goto out;
+	}
+	if (status == V_OCSP_CERTSTATUS_REVOKED) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: the CERTIFICATE IS REVOKED (reason: %s): replace the "
+		            "certificate; custos does not staple a revocation of itself",
+		            path, reason >= 0 ? OCSP_crl_reason_str(reason) : "none given");
+		goto out;
+	}
+	if (status != V_OCSP_CERTSTATUS_GOOD) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: the responder does not know the certificate (status unknown)",
+		            path);
+		goto out;
+	}
+	if (!asn1_unix(thisu, now, &info->this_update) ||
+	    !asn1_unix(OCSP_resp_get0_produced_at(bs), now, &info->produced_at)) {
+		e = err_set(CUSTOS_ERR_INVAL, "ocsp %s: unreadable thisUpdate or producedAt", path);
+		goto out;
+	}
+	if (info->this_update > now + OCSP_SKEW_S) {
+		unix_text(info->this_update, when, sizeof(when));
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: not valid yet (thisUpdate %s): is this host's clock right?",
+		            path, when);
+		goto out;
+	}
+	/* Without nextUpdate a client cannot tell how old is too old, nor can custos. */
+	if (nextu == NULL || !asn1_unix(nextu, now, &info->next_update)) {
+		e = err_set(CUSTOS_ERR_INVAL,
+		            "ocsp %s: no nextUpdate in the response: custos staples responses "
+		            "that say when they expire (openssl ocsp -ndays or -nmin)",
+		            path);
+		goto out;
+	}
+out:
+	ERR_clear_error();
+	X509_STORE_free(store);
+	OCSP_BASICRESP_free(bs);
+	OCSP_RESPONSE_free(r);
+	return e;
+}
+
+static custos_err ocsp_file_read(const char *path, buf *b)
+{
+	buf_init(b, OCSP_FILE_MAX);
+	custos_err e = file_load(path, FILE_ANY, OCSP_FILE_MAX, b);
+	if (e != CUSTOS_OK)
+		buf_free(b);
+	return e == CUSTOS_OK ? e : err_wrap(e, "ocsp");
+}
+
+custos_err proxy_ocsp_check(const char *cert, const char *ocsp, proxy_ocsp_info *out)
+{
+	buf cb, ob;
+	custos_err e;
+
+	if ((e = ocsp_file_read(ocsp, &ob)) != CUSTOS_OK)
+		return e;
+	buf_init(&cb, OCSP_FILE_MAX);
+	if ((e = file_load(cert, FILE_ANY, OCSP_FILE_MAX, &cb)) != CUSTOS_OK) {
+		buf_free(&cb);
+		buf_free(&ob);
+		return err_wrap(e, "cert");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&cb), (int)buf_used(&cb));
+	X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	X509 *x;
+	while (bio && chain && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		if (sk_X509_push(chain, x) <= 0)
+			X509_free(x);
+	BIO_free(bio);
+	buf_free(&cb);
+	ERR_clear_error();
+	if (leaf == NULL || chain == NULL)
+		e = err_set(CUSTOS_ERR_INVAL, "cert %s: no PEM certificate in it", cert);
+	else
+		e = ocsp_verify(ocsp, buf_ptr(&ob), buf_used(&ob), leaf, chain, out);
+	X509_free(leaf);
+	sk_X509_pop_free(chain, X509_free);
+	buf_free(&ob);
+	return e;
+}
+
+/* The status callback, called only when the client asked (status_request) and once the
+ * handshake's certificate is chosen: that certificate's response, while it is fresh. */
+static int ocsp_status_cb(SSL *s, void *arg)
+{
+	struct staples *st = arg;
+	X509 *x = SSL_get_certificate(s);
+
+	for (size_t i = 0; x != NULL && i < st->n; i++) {
+		struct staple *sp = &st->s[i];
+		if (sp->leaf != x && X509_cmp(sp->leaf, x) != 0)
+			continue;
+		/* A stale staple is worse than none: a client that checks it fails the
+		 * handshake, one without it may still ask or accept. */
+		if ((int64_t)time(NULL) >= sp->next_update) {
+			if (!atomic_exchange(&sp->stale_logged, true))
+				log_warn("tls: OCSP response %s is past its nextUpdate: no longer "
+				         "stapled (refresh the file and reload)",
+				         sp->path);
+			return SSL_TLSEXT_ERR_NOACK;
+		}
+		unsigned char *copy = OPENSSL_malloc(sp->len);
+		if (copy == NULL)
+			return SSL_TLSEXT_ERR_NOACK;
+		memcpy(copy, sp->der, sp->len);
+		if (SSL_set_tlsext_status_ocsp_resp(s, copy, (long)sp->len) != 1) {
+			OPENSSL_free(copy);
+			return SSL_TLSEXT_ERR_NOACK;
+		}
+		return SSL_TLSEXT_ERR_OK;
+	}
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* The response at path for the certificate just loaded into ctx (its leaf and chain), kept in
+ * the context's staples (made and set up on the first). */
+static custos_err ocsp_load(SSL_CTX *ctx, const char *listener, const char *cert, const char *path)
+{
+	X509 *leaf = SSL_CTX_get0_certificate(ctx);
+	STACK_OF(X509) *chain = NULL;
+	proxy_ocsp_info info;
+	custos_err e;
+	buf b;
+
+	pthread_once(&staples_once, staples_idx_init);
+	ENSURE(staples_idx >= 0, CUSTOS_ERR_CRYPTO, "tls: no ex_data index for OCSP");
+	struct staples *st = SSL_CTX_get_ex_data(ctx, staples_idx);
+	if (st == NULL) {
+		st = calloc(1, sizeof(*st));
+		ENSURE(st, CUSTOS_ERR_NOMEM, "tls: OCSP staples");
+		if (SSL_CTX_set_ex_data(ctx, staples_idx, st) != 1) {
+			free(st);
+			return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: OCSP ex_data");
+		}
+		if (SSL_CTX_set_tlsext_status_cb(ctx, ocsp_status_cb) != 1 ||
+		    SSL_CTX_set_tlsext_status_arg(ctx, st) != 1)
+			return tls_openssl_err(CUSTOS_ERR_CRYPTO, "tls: OCSP status callback");
+	}
+	ENSURE(st->n < PROXY_MAX_CERTS && leaf != NULL, CUSTOS_ERR_INVAL,
+	       "tls: ocsp %s: no certificate loaded for it", path);
+	if (SSL_CTX_get0_chain_certs(ctx, &chain) != 1)
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, cert);
+	if ((e = ocsp_file_read(path, &b)) != CUSTOS_OK)
+		return e;
+	if ((e = ocsp_verify(path, buf_ptr(&b), buf_used(&b), leaf, chain, &info)) != CUSTOS_OK) {
+		buf_free(&b);
+		return e;
+	}
+	struct staple *sp = &st->s[st->n];
+	sp->der = malloc(buf_used(&b));
+	sp->path = strdup(path);
+	if (sp->der == NULL || sp->path == NULL) {
+		free(sp->der);
+		free(sp->path);
+		sp->der = NULL, sp->path = NULL;
+		buf_free(&b);
+		return err_set(CUSTOS_ERR_NOMEM, "tls: ocsp %s", path);
+	}
+	memcpy(sp->der, buf_ptr(&b), buf_used(&b));
+	sp->len = buf_used(&b);
+	buf_free(&b);
+	X509_up_ref(leaf);
+	sp->leaf = leaf;
+	sp->next_update = info.next_update;
+	atomic_init(&sp->stale_logged, false);
+	st->n++;
+
+	char produced[48], next[48];
+	int64_t left = info.next_update - (int64_t)time(NULL);
+	unix_text(info.produced_at, produced, sizeof(produced));
+	unix_text(info.next_update, next, sizeof(next));
+	if (left <= 0) {
+		atomic_store(&sp->stale_logged, true);
+		log_warn("tls: listener %s: OCSP response %s for %s is past its nextUpdate (%s): "
+		         "loaded but NOT stapled; is the job that refreshes it running?",
+		         listener, path, cert, next);
+	} else if (left < OCSP_WARN_S) {
+		log_warn("tls: listener %s: OCSP response %s for %s (status good, produced %s) "
+		         "expires in %lld min (nextUpdate %s): refresh it and reload before then",
+		         listener, path, cert, produced, (long long)(left / 60), next);
+	} else {
+		log_info("tls: listener %s: OCSP response %s for %s loaded (status good, produced "
+		         "%s, nextUpdate %s)",
+		         listener, path, cert, produced, next);
+	}
+	return CUSTOS_OK;
+}
+
 /* The session id context: SHA-256 over what decides who may connect here (the listener, the
  * client_auth mode, the client CA bundle's bytes, with client_crl's folded in: crl_bind). OpenSSL resumes a session (ticket, TLS 1.2
  * or 1.3) only on a context with the context it was made under and otherwise makes a full
@@ -537,6 +874,9 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, "certificate and key do not match");
 			goto fail;
 		}
+		if (o->ocsp_file[i] != NULL &&
+		    (e = ocsp_load(ctx, listener, o->cert_file[i], o->ocsp_file[i])) != CUSTOS_OK)
+			goto fail;
 	}
 	/* One read() per batch of records instead of one for each record header and one for its
 	 * body; the sockets layer checks SSL_has_pending, so buffered records are not missed

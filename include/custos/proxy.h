@@ -56,6 +56,8 @@ typedef struct proxy_tls_opts {
 	size_t nalpn;
 	bool no_alpn;     /* negotiate no ALPN at all: a client's offer is ignored, never refused */
 	char *client_crl; /* PEM CRLs: client certificate chains checked (needs client_auth) */
+	/* DER OCSP response stapled for cert_file[i] (checked when the context is made); NULL: none */
+	char *ocsp_file[PROXY_MAX_CERTS];
 } proxy_tls_opts;
 
 typedef struct proxy_listener_opts {
@@ -191,6 +193,16 @@ custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
 /* Loads the JWKS file at path as the proxy does (auth.jwt.jwks_file) and drops it: CUSTOS_OK
  * when it holds at least one usable signing key, else why not in err_msg (config check). */
 custos_err proxy_jwks_check(const char *path) CUSTOS_WUR;
+
+/* An OCSP response file (listeners[].tls ocsp) checked as the proxy loads it, against the PEM
+ * chain in cert (the leaf first, its issuer after it): a successful basic response for the leaf,
+ * signed by the issuer or a responder it authorised, status good, thisUpdate not ahead of now.
+ * CUSTOS_OK with its times (Unix seconds) in out, also when it is past its nextUpdate (the proxy
+ * loads it then but does not staple it); else why not in err_msg, naming the file. */
+typedef struct proxy_ocsp_info {
+	int64_t produced_at, this_update, next_update;
+} proxy_ocsp_info;
+custos_err proxy_ocsp_check(const char *cert, const char *ocsp, proxy_ocsp_info *out) CUSTOS_WUR;
 
 /* The port the first TCP listener got (for address ":0" in tests); 0 when none. */
 unsigned proxy_bound_port(const proxy_server *s, size_t listener);

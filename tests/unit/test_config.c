@@ -1367,6 +1367,54 @@ static void test_crl_keys(void **state)
 	diag_free(&d);
 }
 
+/* listeners[].tls ocsp: beside tls.cert and in each certificates entry; refused where no cert
+ * goes with it (at the key), on admin.tls (not a listener), and when not a string. */
+static void test_ocsp_keys(void **state)
+{
+	(void)state;
+	diag_list d;
+
+	custos_config *cfg = parse_ok(
+	        "version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {cert: /c, key: "
+	        "/k, ocsp: /c.ocsp, certificates: [{cert: /e, key: /ek, ocsp: /e.ocsp}, "
+	        "{cert: /r, key: /rk}]}}]\n");
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 3);
+	assert_string_equal(cfg->listeners[0].tls.certs[0].ocsp, "/c.ocsp");
+	assert_string_equal(cfg->listeners[0].tls.certs[1].ocsp, "/e.ocsp");
+	assert_null(cfg->listeners[0].tls.certs[2].ocsp); /* no default */
+	config_free(cfg);
+
+	/* ocsp at the tls level with only certificates[]: no cert for it to go with */
+	const diag_item *it = parse_fail(
+	        "version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	        "    tls:\n      ocsp: /c.ocsp\n      certificates:\n        - {cert: /e, key: "
+	        "/ek}\n",
+	        &d, "ocsp here is tls.cert's OCSP response, and this listener sets no cert");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 13);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	/* ocsp without a cert in a certificates entry, or alone at the tls level */
+	it = parse_fail("version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n"
+	                "    tls:\n      certificates:\n        - ocsp: /e.ocsp\n          key: "
+	                "/ek\n",
+	                &d, "missing required key 'cert'");
+	assert_int_equal(it->line, 7);
+	diag_free(&d);
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {ocsp: "
+	             "/c.ocsp}}]\n",
+	             "missing required key 'cert'");
+	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {cert: /c, "
+	             "key: /k, ocsp: [/a]}}]\n",
+	             "expected a string, found a list");
+	it = parse_fail("version: 1\nadmin:\n  tls:\n    cert: /a.crt\n    key: /a.key\n"
+	                "    ocsp: /a.ocsp\n  socket: /run/a.sock\n",
+	                &d, "unknown key 'ocsp'");
+	assert_int_equal(it->line, 6);
+	assert_int_equal(it->col, 5);
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1391,6 +1439,7 @@ int main(void)
 		cmocka_unit_test(test_where),
 		cmocka_unit_test(test_client_certs),
 		cmocka_unit_test(test_crl_keys),
+		cmocka_unit_test(test_ocsp_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
