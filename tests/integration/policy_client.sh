@@ -5,7 +5,8 @@
 # with that rule, one from 198.51.100.1 falls to the default deny; on a plain listener without
 # the header the socket peer (127.0.0.1) is the client; on a Unix socket listener there is no
 # address, so no client rule holds (the allow fails closed, the deny does not fire). POST
-# /v1/decide takes a `client` field and answers the same.
+# /v1/decide takes a `client` field and answers the same; so do `policy explain` (which names
+# the range that held) and `policy test`.
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 client="$(dirname "$0")/proxy_protocol_client.py"
@@ -80,6 +81,26 @@ echo "$out" | grep -q '"allow":false' && echo "$out" | grep -q '"default_deny":t
 out=$(decide "$ctx,\"client\":\"10.0.0.0/8\"}")
 echo "$out" | grep -q "is not an IPv4 or IPv6 address" &&
 	ok "decide: a range as the client is an error" || fail "decide with a range: $out"
+
+# policy explain and policy test read `client` from the request too.
+out=$("$bin" policy explain "$work/policy.yaml" --request "$ctx,\"client\":\"::ffff:10.1.2.3\"}" 2>&1)
+echo "$out" | grep -q 'client=::ffff:10.1.2.3$' &&
+	echo "$out" | grep -q 'chat-from-corp (.*): all conditions hold (client ::ffff:10.1.2.3 is in 10.0.0.0/8) => MATCH' &&
+	echo "$out" | grep -q "block-doc-net (.*): client ::ffff:10.1.2.3 is in none of the rule's client ranges => no match" &&
+	ok "explain shows which client range held, and which did not" || fail "explain: $out"
+cat >"$work/tests.yaml" <<'T'
+cases:
+  - name: corp client allowed
+    request: { direction: ingress, principal: alice, model: test-model, route: "POST /v1/chat/completions", client: 10.1.2.3 }
+    expect: allow
+    rules: [chat-from-corp]
+  - name: blocked client denied by the rule
+    request: { direction: ingress, principal: alice, model: test-model, route: "POST /v1/chat/completions", client: "203.0.113.7" }
+    expect: deny
+    rules: [block-doc-net]
+T
+out=$("$bin" policy test "$work/policy.yaml" "$work/tests.yaml" 2>&1)
+check "policy test with client addresses" "$out" "2 passed, 0 failed"
 
 [ "$fails" -eq 0 ] || exit 1
 echo "all policy client checks passed"
