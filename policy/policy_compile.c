@@ -819,6 +819,7 @@ static const char *const when_keys[] = {
 	"path",
 	"body_size",
 	"time",
+	"client",
 };
 static const char *const ord_ops[] = { "is", "above", "below", "at_least", "at_most" };
 
@@ -1243,6 +1244,47 @@ static bool parse_method_token(const char *s)
 	return true;
 }
 
+/* `client`: address ranges (core/cidr.c's rules: no host bits set; a bare address is one
+ * host), any-of. An item listed twice (the same range, however spelled) is kept once. */
+static bool parse_clients(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
+{
+	const char **cl;
+	uint32_t k;
+	if (!str_list(c, doc, n, &cl, &k))
+		return false;
+	r->clients = arena_alloc(&c->p->a, sizeof(*r->clients) * k);
+	bool ok = true;
+	for (uint32_t i = 0; i < k; i++) {
+		struct client_range cr = { .text = cl[i] };
+		const char *why;
+		if (!cidr_parse(cl[i], &cr.r, &why)) {
+			ydoc_error(doc, list_item(n, i), c->d,
+			           "e.g. 10.0.0.0/8, 2001:db8::/32 or 192.0.2.7",
+			           "client: bad address range '%s': %s", cl[i], why);
+			ok = false;
+			continue;
+		}
+		/* An IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 range: clients are
+		 * compared as IPv4 when their address is IPv4-mapped (prule_match). */
+		static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+		if (cr.r.family == 6 && cr.r.bits >= 96 && memcmp(cr.r.addr, mapped, 12) == 0) {
+			memmove(cr.r.addr, cr.r.addr + 12, 4);
+			memset(cr.r.addr + 4, 0, 12);
+			cr.r.family = 4;
+			cr.r.bits = (uint8_t)(cr.r.bits - 96);
+		}
+		bool dup = false;
+		for (uint32_t j = 0; j < r->n_clients && !dup; j++)
+			dup = memcmp(&r->clients[j].r, &cr.r, sizeof(cr.r)) == 0;
+		if (dup) {
+			ydoc_warn(doc, list_item(n, i), c->d, NULL, "'%s' listed twice", cl[i]);
+			continue;
+		}
+		r->clients[r->n_clients++] = cr;
+	}
+	return ok;
+}
+
 static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 {
 	policy *p = c->p;
@@ -1402,6 +1444,26 @@ static bool parse_when(struct cc *c, const ydoc *doc, ydoc_node *w, prule *r)
 			          "rule '%s' has a route and no direction: routes hold on ingress "
 			          "only, so it never applies to egress",
 			          r->id);
+		r->dirs &= 1;
+	}
+	if ((n = ydoc_map_get(w, "client")) != NULL) {
+		ok &= parse_clients(c, doc, n, r);
+		r->present |= C_CLIENT;
+		/* The client address is the caller's on ingress; an egress call comes from a
+		 * sandbox, which has no client address to compare (its identity is the model). */
+		if ((r->present & C_DIRECTION) && !(r->dirs & 1)) {
+			ydoc_error(doc, n, c->d, "client conditions belong on ingress rules",
+			           "rule '%s' is an egress rule: egress calls come from a sandbox "
+			           "and have no client address",
+			           r->id);
+			ok = false;
+		} else if (!(r->present & C_DIRECTION)) {
+			ydoc_warn(doc, n, c->d, "add 'direction: ingress'",
+			          "rule '%s' has a client condition and no direction: client "
+			          "addresses are known on ingress only, so it never applies to "
+			          "egress",
+			          r->id);
+		}
 		r->dirs &= 1;
 	}
 	return ok;

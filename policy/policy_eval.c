@@ -3,6 +3,8 @@
  * context. Nothing here allocates; explain shares the matcher so it can never disagree with
  * the decision it explains.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,9 +460,24 @@ static bool time_in_window(const policy *p, const struct time_cond *t, uint64_t 
 	return false;
 }
 
+/* The client's address as text ("(none)" when unknown), for explain. */
+static const char *client_text(const struct sockaddr *sa, char *out, size_t cap)
+{
+	const void *a = NULL;
+	if (sa && sa->sa_family == AF_INET)
+		a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	else if (sa && sa->sa_family == AF_INET6)
+		a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+	if (a == NULL || inet_ntop(sa->sa_family, a, out, (socklen_t)cap) == NULL)
+		return "(none)";
+	return out;
+}
+
 bool prule_match(const policy *p, const prule *r, const policy_request *req, uint64_t now_ns,
                  buf *why)
 {
+	const struct client_range *client_hit = NULL;
+	char ctext[INET6_ADDRSTRLEN];
 	uint32_t pr = r->present;
 	if (!(r->dirs & (1u << (req->direction & 1)))) {
 		if ((pr & C_ROUTE) && req->direction == POLICY_EGRESS)
@@ -522,6 +539,33 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 		if (!ok)
 			FAIL("path '%.*s' matches none of the rule's path patterns",
 			     (int)req->path.len, req->path.ptr ? req->path.ptr : "");
+	}
+	if (pr & C_CLIENT) {
+		/* unknown address (a Unix socket): no range holds, for allow and deny alike */
+		if (req->client == NULL)
+			FAIL("no client address (a Unix socket listener), rule names client "
+			     "ranges");
+		/* An IPv4-mapped client (a dual-stack listener's IPv4 caller) is that IPv4
+		 * client: no IPv6 range (::/0 included) holds for it, whatever the socket. */
+		const struct sockaddr *ca = req->client;
+		struct sockaddr_in v4;
+		if (ca->sa_family == AF_INET6) {
+			static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+			const uint8_t *a =
+			        ((const struct sockaddr_in6 *)(const void *)ca)->sin6_addr.s6_addr;
+			if (memcmp(a, mapped, 12) == 0) {
+				memset(&v4, 0, sizeof(v4));
+				v4.sin_family = AF_INET;
+				memcpy(&v4.sin_addr, a + 12, 4);
+				ca = (const struct sockaddr *)&v4;
+			}
+		}
+		for (uint32_t i = 0; i < r->n_clients && client_hit == NULL; i++)
+			if (cidr_match(&r->clients[i].r, ca))
+				client_hit = &r->clients[i];
+		if (client_hit == NULL)
+			FAIL("client %s is in none of the rule's client ranges",
+			     client_text(req->client, ctext, sizeof(ctext)));
 	}
 	if (pr & C_GROUP) {
 		if (req->principal == NULL)
@@ -602,7 +646,10 @@ bool prule_match(const policy *p, const prule *r, const policy_request *req, uin
 			FAIL("local time %s %02u:%02u is outside the rule's windows (first: %s)",
 			     day_names[wday], minute / 60, minute % 60, r->times[0].text);
 	}
-	if (why)
+	if (why && client_hit)
+		why_add(why, "all conditions hold (client %s is in %s)",
+		        client_text(req->client, ctext, sizeof(ctext)), client_hit->text);
+	else if (why)
 		why_add(why, "all conditions hold");
 	return true;
 }
@@ -784,19 +831,20 @@ static custos_err explain_n(const policy *p, const struct preq *n, buf *out)
 	policy_decision d;
 	policy_evaluate_n(p, n, &d, NULL, 0);
 	uint64_t now = req->time_ns ? req->time_ns : tm_wall_ns();
-	char ts[TM_RFC3339_LEN];
+	char ts[TM_RFC3339_LEN], cbuf[INET6_ADDRSTRLEN];
 	GUARD(buf_printf(out, "policy: %s (sha256 %s, mode %s)\n", p->name, p->hash,
 	                 p->mode == POLICY_SHADOW ? "shadow" : "enforce"));
 	GUARD(buf_printf(out,
 	                 "request: direction=%s principal=%s model=%s data=%s method=%.*s "
-	                 "path=%.*s body_size=%llu taint=%s time=%s\n",
+	                 "path=%.*s body_size=%llu taint=%s time=%s client=%s\n",
 	                 req->direction ? "egress" : "ingress",
 	                 req->principal ? req->principal->id : "(none)",
 	                 req->model ? req->model->id : "(none)",
 	                 req->data ? req->data->id : "(none)", (int)req->method.len,
 	                 req->method.ptr ? req->method.ptr : "", (int)req->path.len,
 	                 req->path.ptr ? req->path.ptr : "", (unsigned long long)req->body_size,
-	                 policy_class_name(req->taint), tm_rfc3339(now, ts)));
+	                 policy_class_name(req->taint), tm_rfc3339(now, ts),
+	                 client_text(req->client, cbuf, sizeof(cbuf))));
 	if (n->refused)
 		GUARD(buf_printf(out, "path refused: %s\n", n->refused));
 	GUARD(buf_printf(out, "decision: %s%s\n", d.effect == POLICY_ALLOW ? "allow" : "deny",

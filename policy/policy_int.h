@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 
+#include "custos/cidr.h"
 #include "custos/policy.h"
 
 /* ---- arena: one bump allocator per compiled policy; freed in one go. Aborts on OOM (the
@@ -108,6 +109,12 @@ enum cond_bit {
 	C_PATH = 1u << 11,
 	C_BODY = 1u << 12,
 	C_TIME = 1u << 13,
+	C_CLIENT = 1u << 14,
+};
+/* One range of a `client` condition, with its text as written (for explain). */
+struct client_range {
+	custos_cidr r;
+	const char *text;
 };
 
 typedef struct prule {
@@ -133,6 +140,8 @@ typedef struct prule {
 	uint64_t body_min, body_max; /* inclusive */
 	struct time_cond *times;
 	uint32_t n_times;
+	struct client_range *clients; /* any-of; ingress only */
+	uint32_t n_clients;
 	/* obligations (allow rules) */
 	bool has_limits, has_audit;
 	policy_limits limits;

@@ -3,6 +3,8 @@
  * and the test runner. Test files are held to the same standard as policies: unknown keys,
  * unknown ids and bad values are errors with file:line:col, never a silent "deny".
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@ struct policy_request_doc {
 	span san_uris[REQ_MAX_IDS], san_dns[REQ_MAX_IDS], san_emails[REQ_MAX_IDS],
 	        jwt_groups[REQ_MAX_IDS];
 	policy_identity id;
+	struct sockaddr_storage client; /* the request's `client` */
 };
 
 void policy_request_doc_free(policy_request_doc *k)
@@ -101,13 +104,37 @@ static bool parse_identity(const ydoc *doc, ydoc_node *n, policy_request_doc *k,
 	return true;
 }
 
+/* `client`: one address, as the proxy knows it (a socket peer or a PROXY protocol source);
+ * a range is a rule's business, not a request's. */
+static void parse_client(const ydoc *doc, ydoc_node *v, const char *s, policy_request *req,
+                         policy_request_doc *k, diag_list *d)
+{
+	struct sockaddr_in *in = (struct sockaddr_in *)(void *)&k->client;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&k->client;
+	if (req->direction == POLICY_EGRESS) {
+		ydoc_error(doc, v, d, "omit 'client' on egress",
+		           "an egress call comes from a sandbox and has no client address");
+		return;
+	}
+	if (strlen(s) == v->len && inet_pton(AF_INET, s, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+	} else if (strlen(s) == v->len && inet_pton(AF_INET6, s, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+	} else {
+		ydoc_error(doc, v, d, "e.g. 10.1.2.3 or 2001:db8::7",
+		           "client: '%s' is not an IPv4 or IPv6 address", s);
+		return;
+	}
+	req->client = (const struct sockaddr *)(const void *)&k->client;
+}
+
 custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node *node,
                                     policy_request *req, policy_request_doc **keep, diag_list *d)
 {
 	static const char *const keys[] = { "direction", "principal", "identity", "model",
 		                            "data",      "url",       "method",   "path",
 		                            "route",     "body_size", "time",     "taint",
-		                            "isolation", "shadow" };
+		                            "isolation", "shadow",    "client" };
 	size_t e0 = d->errors;
 	memset(req, 0, sizeof(*req));
 	req->isolation = -1;
@@ -205,6 +232,8 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	}
 	if ((v = ydoc_map_get(node, "shadow")) != NULL)
 		(void)ydoc_bool(doc, v, &req->force_shadow, d);
+	if ((v = ydoc_map_get(node, "client")) != NULL && ydoc_str(doc, v, &s, d))
+		parse_client(doc, v, s, req, k, d);
 	*keep = k;
 	if (d->errors != e0)
 		return CUSTOS_ERR_PARSE;

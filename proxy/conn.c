@@ -135,6 +135,8 @@ typedef struct conn {
 	bool pp_seen;   /* CS_PROXY: the peer sent bytes */
 	bool rdhup;     /* the peer shut its side down (EPOLLRDHUP) */
 	ident id;
+	/* the client address for the policy, as remote_ip (AF_UNSPEC: none, a Unix socket) */
+	struct sockaddr_storage client;
 	uint64_t t_accept, t_tls;
 	uint64_t sent; /* bytes written to the client so far (before TLS) */
 	buf in, out;
@@ -912,6 +914,7 @@ static void set_remote(conn *c, const struct sockaddr *sa)
 	}
 	snprintf(c->remote, sizeof(c->remote), v6 ? "[%s]:%u" : "%s:%u", host, port);
 	c->remote_ip = span_of(c->remote + v6, strlen(host));
+	memcpy(&c->client, sa, v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
 }
 
 /* listeners[].proxy_protocol: whether the socket peer sa may send a PROXY header. */
@@ -1385,6 +1388,8 @@ static void on_request_body_done(conn *c)
 		                                          : ""),
 		.body_size = body.len,
 		.authenticated = c->id.method != IDENT_NONE,
+		.client = c->client.ss_family != AF_UNSPEC ? (const struct sockaddr *)&c->client
+		                                           : NULL,
 	};
 	decide_eval(st->pol, &in, &r->dec);
 	uint64_t t1 = tm_mono_ns(); /* also the time of the rate check and the upstream start */

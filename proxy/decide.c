@@ -157,6 +157,7 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 		.path = in->path,
 		.body_size = in->body_size,
 		.isolation = -1,
+		.client = in->client,
 	};
 	policy_decision d;
 	policy_evaluate(p, &req, &d);

@@ -170,6 +170,7 @@ typedef struct decide_in {
 	span method, path, model;
 	uint64_t body_size;
 	bool authenticated;
+	const struct sockaddr *client; /* the client's address (policy `client`); NULL: unknown */
 } decide_in;
 
 typedef struct decide_out {

@@ -244,6 +244,7 @@ const policy_detector *policy_detector_at(const policy *p, size_t i); /* NULL pa
  * Evaluation. A request context is filled by the caller (no allocation, no ownership: spans
  * and pointers must outlive the call). Pointers to subjects must come from the same policy.
  */
+struct sockaddr;
 typedef struct policy_request {
 	policy_direction direction;
 	const policy_principal *principal; /* NULL: unauthenticated / unknown */
@@ -257,6 +258,10 @@ typedef struct policy_request {
 	policy_class taint; /* highest classification the sandbox has read */
 	int isolation;      /* policy_isolation of the running sandbox; -1: the model's */
 	bool force_shadow;  /* evaluate as in mode: shadow whatever the policy says */
+	/* The client's address on ingress (AF_INET or AF_INET6; the port is ignored): the
+	 * PROXY protocol source when a trusted balancer sent one, else the socket peer. NULL:
+	 * unknown (a Unix socket), and then no `client` condition holds. */
+	const struct sockaddr *client;
 } policy_request;
 
 /* Obligations merged over every matching allow rule (most restrictive limit, most severe

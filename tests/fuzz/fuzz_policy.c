@@ -1,6 +1,7 @@
 /* libFuzzer target: the policy compiler (YAML -> validated, indexed policy), then a few
  * evaluations and an explain over whatever compiled. Includes are skipped so the target
  * never reads other files. */
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -23,6 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r.method = SPAN_LIT("POST");
 		r.path = SPAN_LIT("/v1/chat/completions");
 		policy_decision dec;
+		/* a client address (IPv4-mapped IPv6, so both families' ranges are compared) */
+		struct sockaddr_in6 cl;
+		memset(&cl, 0, sizeof(cl));
+		cl.sin6_family = AF_INET6;
+		static const uint8_t mapped[16] = { [10] = 0xff, [11] = 0xff, 10, 1, 2, 3 };
+		memcpy(&cl.sin6_addr, mapped, sizeof(mapped));
 		for (int dir = 0; dir < 2; dir++) {
 			r.direction = (policy_direction)dir;
 			policy_evaluate(p, &r, &dec);
@@ -46,6 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			(void)policy_find_data_source(p, SPAN_LIT("https"),
 			                              SPAN_LIT("wiki.corp.example"), 0, raw);
 			r.path = SPAN_LIT("/v1/chat/completions");
+			r.client = (const struct sockaddr *)&cl;
+			policy_evaluate(p, &r, &dec);
 		}
 		buf out;
 		buf_init(&out, 1 << 20);

@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--tls-ca", help="speak TLS (server name localhost) after the header")
     ap.add_argument("--split", action="store_true")
     ap.add_argument("--token", default="")
+    ap.add_argument("--chat", metavar="MODEL",
+                    help="send POST /v1/chat/completions for MODEL instead of GET /v1/models")
     ap.add_argument("--header-only", action="store_true",
                     help="send the header, no request; wait for custos to close")
     ap.add_argument("--shut", action="store_true",
@@ -55,6 +57,13 @@ def main():
         hdr = a.raw.encode().decode("unicode_escape").encode("latin-1")
     req = ("GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
            "Connection: close\r\n\r\n" % a.token).encode()
+    if a.chat:
+        body = ('{"model":"%s","messages":[{"role":"user","content":"hi"}],'
+                '"max_tokens":4}' % a.chat).encode()
+        req = ("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+               "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\nConnection: close\r\n\r\n"
+               % (a.token, len(body))).encode() + body
 
     sock = socket.create_connection(("127.0.0.1", a.port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

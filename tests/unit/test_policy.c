@@ -9,6 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cmocka.h>
 #include <pthread.h>
 
@@ -941,6 +944,176 @@ static void test_tools(void **state)
 	policy_unref(p);
 }
 
+static void set_addr(struct sockaddr_storage *ss, const char *a)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *in = (struct sockaddr_in *)(void *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)ss;
+	if (inet_pton(AF_INET, a, &in->sin_addr) == 1)
+		in->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, a, &in6->sin6_addr) == 1)
+		in6->sin6_family = AF_INET6;
+	else
+		fail_msg("bad test address %s", a);
+}
+
+/* `client`: address ranges from core/cidr.c, errors at their place, ingress only, any-of;
+ * IPv4-mapped IPv6 matches the IPv4 range; no address matches nothing. */
+static void test_client(void **state)
+{
+	(void)state;
+	/* line 13 is "rules:"; the when line of the first rule is 15 */
+	expect_error("rules:\n  - id: r\n    effect: allow\n"
+	             "    when: { direction: ingress, client: [10.0.0.0/8, 10.0.0.1/8] }\n",
+	             "bits set past the prefix length", 16, 54);
+	expect_error("rules:\n  - id: r\n    effect: allow\n"
+	             "    when: { direction: ingress, client: 10.0.0.0/33 }\n",
+	             "at most 32", 16, 41);
+	expect_error("rules:\n  - id: r\n    effect: allow\n"
+	             "    when: { direction: ingress, client: [\"2001:db8::/032\"] }\n",
+	             "leading zeros", 16, 42);
+	expect_error("rules:\n  - id: r\n    effect: allow\n"
+	             "    when: { direction: ingress, client: corp-net }\n",
+	             "not an address range", 16, 41);
+	expect_error("rules:\n  - id: r\n    effect: allow\n"
+	             "    when: { direction: ingress, client: [] }\n",
+	             "empty list", 16, 41);
+	expect_error("rules:\n  - id: r\n    effect: deny\n"
+	             "    when: { direction: egress, client: 10.0.0.0/8 }\n",
+	             "is an egress rule", 16, 40);
+	/* no direction: ingress only, with a warning; a range listed twice is kept once */
+	diag_list d;
+	policy *p = compile_with("rules:\n  - id: r\n    effect: allow\n"
+	                         "    when: { client: [10.0.0.0/8, 10.0.0.0/8] }\n",
+	                         &d);
+	assert_non_null(p);
+	unsigned line = 0, col = 0;
+	assert_true(has_diag(&d, DIAG_WARNING, "client condition and no direction", &line, &col));
+	assert_int_equal(line, 16);
+	assert_true(has_diag(&d, DIAG_WARNING, "listed twice", &line, &col));
+	assert_int_equal(col, 34);
+	assert_int_equal(p->rules[0].dirs, 1);
+	assert_int_equal(p->rules[0].n_clients, 1);
+	diag_free(&d);
+	policy_unref(p);
+
+	p = must("rules:\n"
+	         "  - id: corp\n    effect: allow\n"
+	         "    when: { direction: ingress, model: m1,\n"
+	         "            client: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7] }\n"
+	         "  - id: bad-net\n    effect: deny\n"
+	         "    when: { direction: ingress, client: [10.66.0.0/16, "
+	         "\"::ffff:198.51.100.0/120\"] }\n"
+	         "  - id: any-v6\n    effect: allow\n"
+	         "    when: { direction: ingress, model: m2, client: \"::/0\" }\n"
+	         "  - id: eg\n    effect: allow\n    when: { direction: egress }\n");
+	struct sockaddr_storage ss;
+	policy_decision dec;
+	policy_request r;
+	memset(&r, 0, sizeof(r));
+	r.isolation = -1;
+	r.time_ns = 1;
+	r.direction = POLICY_INGRESS;
+	r.model = policy_find_model(p, SPAN_LIT("m1"));
+	r.client = (const struct sockaddr *)&ss;
+	static const struct {
+		const char *addr;
+		int want; /* 1 allow by corp, 0 deny by bad-net, -1 default deny */
+	} cases[] = {
+		{ "10.1.2.3", 1 },         { "10.255.255.255", 1 },
+		{ "11.0.0.0", -1 },        { "192.0.2.7", 1 },
+		{ "192.0.2.8", -1 },       { "2001:db8::1", 1 },
+		{ "2001:db9::1", -1 },     { "::ffff:10.1.2.3", 1 },
+		{ "::ffff:192.0.2.7", 1 }, { "::ffff:11.0.0.1", -1 },
+		{ "::10.1.2.3", -1 },      { "10.66.1.1", 0 },
+		{ "::ffff:10.66.0.9", 0 }, { "203.0.113.7", -1 },
+		{ "198.51.100.4", 0 },     { "::ffff:198.51.100.4", 0 },
+		{ "198.51.101.4", -1 },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		set_addr(&ss, cases[i].addr);
+		policy_evaluate(p, &r, &dec);
+		if ((dec.effect == POLICY_ALLOW) != (cases[i].want == 1) ||
+		    dec.default_deny != (cases[i].want == -1))
+			fail_msg("client %s: effect %d default_deny %d", cases[i].addr, dec.effect,
+			         dec.default_deny);
+		if (cases[i].want >= 0)
+			assert_string_equal(dec.rules[0], cases[i].want ? "corp" : "bad-net");
+	}
+	/* ::/0 holds for IPv6 clients, never for IPv4 ones, mapped or not */
+	r.model = policy_find_model(p, SPAN_LIT("m2"));
+	set_addr(&ss, "2001:db8:1::1");
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	set_addr(&ss, "::ffff:10.1.2.3");
+	policy_evaluate(p, &r, &dec);
+	assert_true(dec.default_deny);
+	set_addr(&ss, "10.1.2.3");
+	policy_evaluate(p, &r, &dec);
+	assert_true(dec.default_deny);
+	r.model = policy_find_model(p, SPAN_LIT("m1"));
+	/* no address (a Unix socket): no client condition holds, the deny does not fire */
+	r.client = NULL;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_true(dec.default_deny);
+	/* a rule without the condition ignores the address; client on egress changes nothing */
+	r.direction = POLICY_EGRESS;
+	r.client = (const struct sockaddr *)&ss;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	assert_string_equal(dec.rules[0], "eg");
+
+	/* requests: `client` in YAML and strict JSON; explain shows whether it matched */
+	policy_request_doc *k = NULL;
+	diag_init(&d);
+	const char *j =
+	        "{\"direction\":\"ingress\",\"model\":\"m1\",\"client\":\"::ffff:10.1.2.3\"}";
+	assert_int_equal(policy_request_parse_json(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	assert_non_null(r.client);
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_ALLOW);
+	buf out;
+	buf_init(&out, 1 << 20);
+	assert_int_equal(policy_explain(p, &r, &out), CUSTOS_OK);
+	const char *txt;
+	assert_int_equal(buf_cstr(&out, &txt), CUSTOS_OK);
+	assert_non_null(strstr(txt, " client=::ffff:10.1.2.3\n"));
+	assert_non_null(strstr(txt, "all conditions hold (client ::ffff:10.1.2.3 is in "
+	                            "10.0.0.0/8) => MATCH"));
+	assert_non_null(strstr(txt, "client ::ffff:10.1.2.3 is in none of the rule's client "
+	                            "ranges => no match"));
+	buf_free(&out);
+	policy_request_doc_free(k);
+	j = "direction: ingress\nmodel: m1\n";
+	assert_int_equal(policy_request_parse(p, j, strlen(j), &r, &k, &d), CUSTOS_OK);
+	assert_null(r.client);
+	buf_init(&out, 1 << 20);
+	assert_int_equal(policy_explain(p, &r, &out), CUSTOS_OK);
+	assert_int_equal(buf_cstr(&out, &txt), CUSTOS_OK);
+	assert_non_null(strstr(txt, " client=(none)\n"));
+	assert_non_null(strstr(txt, "no client address (a Unix socket listener)"));
+	buf_free(&out);
+	policy_request_doc_free(k);
+	diag_free(&d);
+	/* a range, a bad address, or a client on egress: errors at the value */
+	const char *bad[] = { "direction: ingress\nclient: 10.0.0.0/8\n",
+		              "direction: ingress\nclient: 10.1.2\n",
+		              "direction: ingress\nclient: [10.1.2.3]\n",
+		              "direction: egress\nclient: 10.1.2.3\n" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		diag_init(&d);
+		assert_int_not_equal(policy_request_parse(p, bad[i], strlen(bad[i]), &r, &k, &d),
+		                     CUSTOS_OK);
+		assert_true(d.errors > 0);
+		assert_int_equal(d.items[0].line, 2);
+		assert_int_equal(d.items[0].col, 9);
+		policy_request_doc_free(k);
+		diag_free(&d);
+	}
+	policy_unref(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -963,6 +1136,7 @@ int main(void)
 		cmocka_unit_test(test_store),
 		cmocka_unit_test(test_store_threads),
 		cmocka_unit_test(test_tools),
+		cmocka_unit_test(test_client),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
