@@ -699,37 +699,47 @@ static void tls_reject_flush(ev_loop *l, void *obj)
 	worker *w = obj;
 
 	(void)l;
-	if (w->tls_rej_suppressed == 0)
+	if (w->tls_rej.suppressed == 0)
 		return;
 	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
-	         w->tls_rej_suppressed);
+	         w->tls_rej.suppressed);
 	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*", NULL,
 	                    "failed TLS handshakes past the rate bound",
-	                    w->tls_rej_suppressed) != CUSTOS_OK)
+	                    w->tls_rej.suppressed) != CUSTOS_OK)
 		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
-	w->tls_rej_suppressed = 0;
+	w->tls_rej.suppressed = 0;
+}
+
+/* Whether one more refusal may be audited on its own in b's second; if not, it is counted in
+ * the sum that flush writes when the second ends. */
+static bool rej_admit(worker *w, struct rej_bound *b, void (*flush)(ev_loop *, void *))
+{
+	uint64_t now = w->loop.now;
+
+	if (now - b->window >= NS_PER_S) {
+		ev_timer_clear(&w->loop, &b->timer);
+		flush(&w->loop, w); /* the last second's sum, if its timer did not run */
+		b->window = now;
+		b->in_window = 0;
+	}
+	if (b->in_window >= TLS_REJECT_BURST) {
+		if (b->suppressed++ == 0) {
+			b->timer.cb = flush;
+			b->timer.obj = w;
+			ev_timer_set(&w->loop, &b->timer, b->window + NS_PER_S);
+		}
+		return false;
+	}
+	b->in_window++;
+	return true;
 }
 
 static void tls_rejected(conn *c, const char *why)
 {
 	worker *w = c->w;
-	uint64_t now = w->loop.now;
 
-	if (now - w->tls_rej_window >= NS_PER_S) {
-		ev_timer_clear(&w->loop, &w->tls_rej_timer);
-		tls_reject_flush(&w->loop, w); /* the last second's sum, if its timer did not run */
-		w->tls_rej_window = now;
-		w->tls_rej_in_window = 0;
-	}
-	if (w->tls_rej_in_window >= TLS_REJECT_BURST) {
-		if (w->tls_rej_suppressed++ == 0) {
-			w->tls_rej_timer.cb = tls_reject_flush;
-			w->tls_rej_timer.obj = w;
-			ev_timer_set(&w->loop, &w->tls_rej_timer, w->tls_rej_window + NS_PER_S);
-		}
+	if (!rej_admit(w, &w->tls_rej, tls_reject_flush))
 		return;
-	}
-	w->tls_rej_in_window++;
 	log_info("tls: handshake with %s failed: %s", c->remote, why);
 	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, c->via[0] ? c->via : NULL,
 	                    why, 1) != CUSTOS_OK)
@@ -764,38 +774,24 @@ static void pp_reject_flush(ev_loop *l, void *obj)
 	worker *w = obj;
 
 	(void)l;
-	if (w->pp_rej_suppressed == 0)
+	if (w->pp_rej.suppressed == 0)
 		return;
 	log_info("proxy_protocol: %" PRIu64 " more rejected connection(s) in one second",
-	         w->pp_rej_suppressed);
+	         w->pp_rej.suppressed);
 	if (emit_pp_reject(w->srv->audit, w->audit_batch, "*",
 	                   "PROXY protocol rejections past the rate bound",
-	                   w->pp_rej_suppressed) != CUSTOS_OK)
+	                   w->pp_rej.suppressed) != CUSTOS_OK)
 		log_error("audit: PROXY protocol rejection sum not recorded: %s", err_msg());
-	w->pp_rej_suppressed = 0;
+	w->pp_rej.suppressed = 0;
 }
 
 static void pp_rejected(conn *c, const char *why)
 {
 	worker *w = c->w;
-	uint64_t now = w->loop.now;
 
 	metrics_inc(METRICS_PP_REJECTED);
-	if (now - w->pp_rej_window >= NS_PER_S) {
-		ev_timer_clear(&w->loop, &w->pp_rej_timer);
-		pp_reject_flush(&w->loop, w);
-		w->pp_rej_window = now;
-		w->pp_rej_in_window = 0;
-	}
-	if (w->pp_rej_in_window >= TLS_REJECT_BURST) {
-		if (w->pp_rej_suppressed++ == 0) {
-			w->pp_rej_timer.cb = pp_reject_flush;
-			w->pp_rej_timer.obj = w;
-			ev_timer_set(&w->loop, &w->pp_rej_timer, w->pp_rej_window + NS_PER_S);
-		}
+	if (!rej_admit(w, &w->pp_rej, pp_reject_flush))
 		return;
-	}
-	w->pp_rej_in_window++;
 	log_info("proxy_protocol: connection from %s closed: %s", c->remote, why);
 	if (emit_pp_reject(w->srv->audit, w->audit_batch, c->remote, why, 1) != CUSTOS_OK)
 		log_error("audit: PROXY protocol rejection from %s not recorded: %s", c->remote,
@@ -2460,8 +2456,8 @@ void conn_drain_all(worker *w)
 
 void conn_close_all(worker *w)
 {
-	ev_timer_clear(&w->loop, &w->tls_rej_timer);
-	ev_timer_clear(&w->loop, &w->pp_rej_timer);
+	ev_timer_clear(&w->loop, &w->tls_rej.timer);
+	ev_timer_clear(&w->loop, &w->pp_rej.timer);
 	ev_timer_clear(&w->loop, &w->quiet_timer);
 	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
 	pp_reject_flush(&w->loop, w);

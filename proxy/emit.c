@@ -167,15 +167,18 @@ out:
 	return e;
 }
 
-custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *via, const char *reason, uint64_t count)
+/* A connection refused before any request (tls.reject, proxy_protocol.reject): one event for
+ * count refusals. via: the balancer that sent a PROXY header, or NULL. */
+static custos_err emit_conn_reject(struct audit_writer *w, struct emit_batch *b, const char *type,
+                                   const char *remote, const char *via, const char *reason,
+                                   uint64_t count)
 {
 	audit_rec local;
 
 	if (w == NULL)
 		b = NULL;
 	audit_rec *ev = b ? &b->rec : &local;
-	audit_rec_begin(ev, "tls.reject");
+	audit_rec_begin(ev, type);
 	audit_rec_cstr(ev, "direction", "ingress");
 	audit_rec_cstr(ev, "remote", remote);
 	if (via)
@@ -187,22 +190,16 @@ custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const c
 	return emit_submit(w, b, ev, false);
 }
 
+custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                           const char *via, const char *reason, uint64_t count)
+{
+	return emit_conn_reject(w, b, "tls.reject", remote, via, reason, count);
+}
+
 custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
                           const char *reason, uint64_t count)
 {
-	audit_rec local;
-
-	if (w == NULL)
-		b = NULL;
-	audit_rec *ev = b ? &b->rec : &local;
-	audit_rec_begin(ev, "proxy_protocol.reject");
-	audit_rec_cstr(ev, "direction", "ingress");
-	audit_rec_cstr(ev, "remote", remote);
-	audit_rec_cstr(ev, "decision", "deny");
-	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
-	audit_rec_u64(ev, "count", count);
-	GUARD(audit_rec_end(ev));
-	return emit_submit(w, b, ev, false);
+	return emit_conn_reject(w, b, "proxy_protocol.reject", remote, NULL, reason, count);
 }
 
 /* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. held: ev

@@ -295,6 +295,14 @@ typedef struct upool {
 	unsigned n;
 } upool;
 
+/* Refusals audited in the current second (at most a burst), those past it counted, and the
+ * timer that writes their sum when the second ends (conn.c, rej_admit). */
+struct rej_bound {
+	uint64_t window;
+	unsigned in_window;
+	uint64_t suppressed;
+	ev_timer timer;
+};
 typedef struct worker {
 	struct proxy_server *srv;
 	unsigned id;
@@ -318,17 +326,8 @@ typedef struct worker {
 	unsigned buf_cached;
 	void *rp_cache; /* conn.c: free response head parsers (singly linked) */
 	unsigned rp_cached;
-	/* conn.c: failed TLS handshakes audited in the current second (a rate bound), those
-	 * past it counted, and the timer that writes their sum when the second ends */
-	uint64_t tls_rej_window;
-	unsigned tls_rej_in_window;
-	uint64_t tls_rej_suppressed;
-	ev_timer tls_rej_timer;
-	/* conn.c: the same rate bound for PROXY protocol rejections */
-	uint64_t pp_rej_window;
-	unsigned pp_rej_in_window;
-	uint64_t pp_rej_suppressed;
-	ev_timer pp_rej_timer;
+	/* conn.c: the rate bounds of failed TLS handshakes and of PROXY protocol rejections */
+	struct rej_bound tls_rej, pp_rej;
 	/* conn.c: TLS connections idle between requests, oldest first, whose record buffers
 	 * are given back when the timer finds them quiet long enough */
 	struct conn *quiet_head, *quiet_tail;

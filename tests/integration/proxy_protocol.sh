@@ -6,7 +6,8 @@
 # work; a connection without a header, a malformed header, a header cut short by a shutdown or
 # by silence past client_header, and a peer outside proxy_protocol_from are closed without an
 # answer and audited as proxy_protocol.reject with the reason; a silent connection is not
-# audited; /metrics counts both outcomes.
+# audited; /metrics counts both outcomes; of a flood of 40 bad headers at most 10 a second are
+# audited one by one and the rest in a sum event, every rejection counted once.
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 client="$(dirname "$0")/proxy_protocol_client.py"
@@ -94,6 +95,22 @@ grep -q '^custos_proxy_protocol_total{result="ok"} [1-9]' "$work/metrics.txt" &&
 	ok "metrics count taken headers" || fail "no custos_proxy_protocol_total ok: $(grep proxy_protocol "$work/metrics.txt")"
 grep -q '^custos_proxy_protocol_total{result="rejected"} [1-9]' "$work/metrics.txt" &&
 	ok "metrics count rejections" || fail "no custos_proxy_protocol_total rejected"
+
+# A flood: 40 connections at once, each with a garbage header. At most 10 a second per worker
+# are audited one by one, the rest summed in one event when the second ends (as failed TLS
+# handshakes are).
+nsum() { rej | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}'; }
+before=$(nsum)
+flood=()
+for i in $(seq 40); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$PORT2" && printf 'PROXY GARBAGE\r\n' >&3 && timeout 60 cat <&3 >/dev/null) 2>/dev/null &
+	flood+=($!)
+done
+wait "${flood[@]}"
+wait_until 30 eval '[ "$(nsum)" -ge $((before + 40)) ]'
+check "every rejection of the flood counted once" "$(nsum)" $((before + 40))
+rej | grep '"remote":"\*"' | grep -q 'PROXY protocol rejections past the rate bound' &&
+	ok "the flood was summed in one event" || fail "no sum event for the flood"
 
 [ "$fails" -eq 0 ] || exit 1
 echo "all PROXY protocol checks passed"
