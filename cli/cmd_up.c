@@ -376,7 +376,8 @@ static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_confi
 	if (uc->admin == NULL || !a->enabled || !a->tcp.enabled || !a->tls.enabled)
 		return CUSTOS_OK;
 	return err_wrap(admin_tls_prepare(uc->admin, a->tls.certs[0].cert, a->tls.certs[0].key,
-	                                  a->tls.client_ca, a->tls.client_crl, &uc->admin_tls_next),
+	                                  a->tls.certs[0].ocsp, a->tls.client_ca, a->tls.client_crl,
+	                                  &uc->admin_tls_next),
 	                "reload");
 }
 
@@ -779,6 +780,7 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		ao.tls_key = ca->tls.certs[0].key;
 		ao.tls_client_ca = ca->tls.client_ca;
 		ao.tls_client_crl = ca->tls.client_crl;
+		ao.tls_ocsp = ca->tls.certs[0].ocsp;
 	}
 	ao.max_body = ca->max_body;
 	ao.audit = uc->audit;
@@ -2547,6 +2549,7 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	if (cfg->admin.enabled && cfg->admin.tls.enabled) { /* read once the proxy is confined */
 		RO(cfg->admin.tls.certs[0].cert, false);
 		RO(cfg->admin.tls.certs[0].key, false);
+		RO(cfg->admin.tls.certs[0].ocsp, false);
 		RO(cfg->admin.tls.client_ca, false);
 		RO(cfg->admin.tls.client_crl, false);
 	}

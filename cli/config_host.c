@@ -469,10 +469,10 @@ static void check_crl_file(struct hc_ctx *x, diag_severity sev, const char *sett
 	ERR_clear_error();
 }
 
-/* A listener certificate's OCSP response (ocsp), checked as the proxy loads it: refused when
- * it is not a good, verifiable response for the certificate; past its nextUpdate it is loaded
- * but not stapled (an error at start, as it is surely not what was meant), and a warning when
- * nextUpdate is less than a day away. */
+/* A listener's or admin.tls's certificate's OCSP response (ocsp), checked as the proxy loads
+ * it: refused when it is not a good, verifiable response for the certificate; past its
+ * nextUpdate it is loaded but not stapled (an error at start, as it is surely not what was
+ * meant), and a warning when nextUpdate is less than a day away. */
 static void check_ocsp(struct hc_ctx *x, diag_severity sev, const char *setting, const char *cert,
                        const char *ocsp, const char *hint)
 {
@@ -558,6 +558,12 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		if (check_mode)
 			check_cert_key(x, sev, "admin.tls.cert", at->certs[0].cert, "admin.tls.key",
 			               at->certs[0].key, when);
+		if (at->certs[0].ocsp &&
+		    check_read(x, sev, "admin.tls.ocsp", at->certs[0].ocsp, at->certs[0].ocsp,
+		               FILE_ANY, check_mode, when) &&
+		    check_mode)
+			check_ocsp(x, sev, "admin.tls.ocsp", at->certs[0].cert, at->certs[0].ocsp,
+			           when);
 		if (at->client_ca) {
 			check_read(x, sev, "admin.tls.client_ca", at->client_ca, at->client_ca,
 			           FILE_ANY, check_mode, when);

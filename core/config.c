@@ -1491,12 +1491,12 @@ static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
 	cfg_bool(c, m, "self_sandbox", &p->self_sandbox);
 }
 
-/* admin.tls: a certificate and its key, and optionally the CA whose client certificates are
- * then required; the listeners' defaults for everything else (TLS 1.2+, Mozilla intermediate
- * suites), no session tickets. */
+/* admin.tls: a certificate and its key (with its OCSP response to staple, as a listener's), and
+ * optionally the CA whose client certificates are then required; the listeners' defaults for
+ * everything else (TLS 1.2+, Mozilla intermediate suites), no session tickets. */
 static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 {
-	static const char *const keys[] = { "cert", "key", "client_ca", "client_crl" };
+	static const char *const keys[] = { "cert", "key", "ocsp", "client_ca", "client_crl" };
 	ydoc_node *m = CFG_SECTION(c, am, "tls", keys);
 
 	t->min_version = CFG_TLS_1_2;
@@ -1506,6 +1506,7 @@ static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 	t->certs = cfg_alloc(c->a, 1, sizeof(cfg_cert_pair));
 	t->n_certs = 1;
 	parse_cert_pair(c, m, &t->certs[0]);
+	cfg_path(c, m, "ocsp", false, false, &t->certs[0].ocsp);
 	cfg_path(c, m, "client_ca", false, false, &t->client_ca);
 	t->client_auth = t->client_ca ? CFG_CLIENT_AUTH_REQUIRED : CFG_CLIENT_AUTH_NONE;
 	cfg_path(c, m, "client_crl", false, false, &t->client_crl);

@@ -1811,12 +1811,13 @@ static custos_err start_daemon(struct admin_listener *l)
 	return CUSTOS_OK;
 }
 
-/* admin.tls's context: the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+), no
- * tickets (an admin client makes few connections, and the process-wide ticket key rotation
- * stays the listeners'); with client_ca, client certificates it signed are required, checked
- * against client_crl's CRLs when it is set. */
-static custos_err tls_ctx_new(const char *cert, const char *key, const char *client_ca,
-                              const char *client_crl, SSL_CTX **out)
+/* admin.tls's context: the proxy listeners' defaults (Mozilla intermediate, TLS 1.2+) and
+ * their code (tls_server_ctx: ocsp is checked and stapled as a listener's), no tickets (an
+ * admin client makes few connections, and the process-wide ticket key rotation stays the
+ * listeners'); with client_ca, client certificates it signed are required, checked against
+ * client_crl's CRLs when it is set. */
+static custos_err tls_ctx_new(const char *cert, const char *key, const char *ocsp,
+                              const char *client_ca, const char *client_crl, SSL_CTX **out)
 {
 	proxy_tls_opts to = { .ncerts = 1,
 		              .no_tickets = true,
@@ -1826,18 +1827,20 @@ static custos_err tls_ctx_new(const char *cert, const char *key, const char *cli
 		                                       : PROXY_CLIENT_CERT_NONE };
 	to.cert_file[0] = (char *)cert;
 	to.key_file[0] = (char *)key;
+	to.ocsp_file[0] = (char *)ocsp;
 	return err_wrap(tls_server_ctx("admin", &to, out), "admin.tls");
 }
 
 custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
-                             const char *client_ca, const char *client_crl, struct ssl_ctx_st **out)
+                             const char *ocsp, const char *client_ca, const char *client_crl,
+                             struct ssl_ctx_st **out)
 {
 	*out = NULL;
 	ENSURE(a != NULL && a->gate != NULL, CUSTOS_ERR_INVAL,
 	       "admin.tls: the admin API serves no TLS listener");
 	ENSURE(cert != NULL && key != NULL, CUSTOS_ERR_INVAL,
 	       "admin.tls: a certificate and its key are required");
-	return tls_ctx_new(cert, key, client_ca, client_crl, out);
+	return tls_ctx_new(cert, key, ocsp, client_ca, client_crl, out);
 }
 
 void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx)
@@ -1884,6 +1887,7 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 	ENSURE((o->tls_cert == NULL) == (o->tls_key == NULL) &&
 	               (o->tls_client_ca == NULL || o->tls_cert != NULL) &&
 	               (o->tls_client_crl == NULL || o->tls_client_ca != NULL) &&
+	               (o->tls_ocsp == NULL || o->tls_cert != NULL) &&
 	               (o->tls_cert == NULL || o->tcp_address != NULL),
 	       CUSTOS_ERR_INVAL, "admin: tls needs a certificate, its key and a TCP listener");
 
@@ -1936,8 +1940,8 @@ custos_err admin_start(const admin_options *o, admin_server **out)
 		}
 	}
 	if (e == CUSTOS_OK && o->tcp_address && o->tls_cert)
-		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_client_ca, o->tls_client_crl,
-		                &s->tls_ctx);
+		e = tls_ctx_new(o->tls_cert, o->tls_key, o->tls_ocsp, o->tls_client_ca,
+		                o->tls_client_crl, &s->tls_ctx);
 	if (e == CUSTOS_OK && o->tcp_address) {
 		e = open_tcp(o->tcp_address, o->force, s->tls_ctx != NULL, &s->l[1].fd,
 		             &s->tcp_port);

@@ -111,6 +111,8 @@ typedef struct admin_options {
 	 * tls_client_ca: client certificates signed by it are required (admin_tls_swap: a reload). */
 	const char *tls_cert, *tls_key, *tls_client_ca;
 	const char *tls_client_crl; /* PEM CRLs for the client certificates; needs tls_client_ca */
+	/* DER OCSP response for tls_cert, checked and stapled as a listener's; NULL: none */
+	const char *tls_ocsp;
 	uint64_t max_body;          /* 0: ADMIN_BODY_DEFAULT */
 	unsigned timeout_s;         /* 0: ADMIN_TIMEOUT_S */
 	struct audit_writer *audit; /* borrowed; NULL: admin events go to the log */
@@ -132,12 +134,12 @@ custos_err admin_start(const admin_options *o, admin_server **out) CUSTOS_WUR;
 custos_err admin_open_unix(const char *path, uint32_t mode, uid_t uid, gid_t gid,
                            int *fd) CUSTOS_WUR;
 /* admin.tls on a reload (files replaced in place, or other paths): a new TLS context for the
- * TCP listener from these files, made and checked as at start; *out is the caller's until it
- * gives it to admin_tls_swap (the reload applied) or admin_tls_free (refused).
- * CUSTOS_ERR_INVAL when a serves no TLS. */
+ * TCP listener from these files (ocsp, client_ca, client_crl: NULL for none), made and checked
+ * as at start; *out is the caller's until it gives it to admin_tls_swap (the reload applied) or
+ * admin_tls_free (refused). CUSTOS_ERR_INVAL when a serves no TLS. */
 struct ssl_ctx_st;
 custos_err admin_tls_prepare(const admin_server *a, const char *cert, const char *key,
-                             const char *client_ca, const char *client_crl,
+                             const char *ocsp, const char *client_ca, const char *client_crl,
                              struct ssl_ctx_st **out) CUSTOS_WUR;
 /* New connections handshake with ctx from now on (taken); those in progress keep theirs. */
 void admin_tls_swap(admin_server *a, struct ssl_ctx_st *ctx);

@@ -110,7 +110,7 @@ typedef enum cfg_tls_version { CFG_TLS_1_2 = 0, CFG_TLS_1_3 } cfg_tls_version;
 
 typedef struct cfg_cert_pair {
 	char *cert, *key;
-	char *ocsp; /* listeners: DER OCSP response stapled for cert; NULL: none */
+	char *ocsp; /* listeners, admin.tls: DER OCSP response stapled for cert; NULL: none */
 } cfg_cert_pair;
 
 typedef struct cfg_tls_server {

@@ -194,11 +194,12 @@ custos_err proxy_reload(proxy_server *s, proxy_options *o) CUSTOS_WUR;
  * when it holds at least one usable signing key, else why not in err_msg (config check). */
 custos_err proxy_jwks_check(const char *path) CUSTOS_WUR;
 
-/* An OCSP response file (listeners[].tls ocsp) checked as the proxy loads it, against the PEM
- * chain in cert (the leaf first, its issuer after it): a successful basic response for the leaf,
- * signed by the issuer or a responder it authorised, status good, thisUpdate not ahead of now.
- * CUSTOS_OK with its times (Unix seconds) in out, also when it is past its nextUpdate (the proxy
- * loads it then but does not staple it); else why not in err_msg, naming the file. */
+/* An OCSP response file (listeners[].tls ocsp, admin.tls.ocsp) checked as the proxy loads it,
+ * against the PEM chain in cert (the leaf first, its issuer after it): a successful basic
+ * response for the leaf, signed by the issuer or a responder it authorised, status good,
+ * thisUpdate not ahead of now. CUSTOS_OK with its times (Unix seconds) in out, also when it is
+ * past its nextUpdate (the proxy loads it then but does not staple it); else why not in
+ * err_msg, naming the file. */
 typedef struct proxy_ocsp_info {
 	int64_t produced_at, this_update, next_update;
 } proxy_ocsp_info;

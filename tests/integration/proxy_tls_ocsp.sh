@@ -16,10 +16,11 @@
 #   (curl --cert-status then fails, as a Must-Staple client would), and a reload with it loads it
 #   with a warning and staples nothing.
 . "$(dirname "$0")/proxy_lib.bash"
+. "$(dirname "$0")/ocsp_lib.bash"
 
 make_pki
-T=$work/tls
-make_short_cert web localhost srv.ext 86400   # ECDSA, serial 01 (openssl ca: in cadb/index.txt)
+ocsp_setup
+ocsp_cert web                                 # ECDSA, serial 01 (openssl ca: in cadb/index.txt)
 make_short_cert other localhost srv.ext 86400 # serial 02: its responses are not the listener's
 printf 'extendedKeyUsage=OCSPSigning\n' >"$T/ocsp.ext"
 make_short_cert responder ocsp-responder ocsp.ext 86400 # a responder the CA authorised
@@ -29,32 +30,11 @@ make_short_cert responder ocsp-responder ocsp.ext 86400 # a responder the CA aut
 		openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in rsa.csr \
 			-out rsa.crt -notext -extfile srv.ext -days 1 && chmod 600 rsa.key
 ) >/dev/null 2>&1 || skip "openssl ca could not make the RSA certificate"
-# The served chains: the leaf, then its issuer (custos needs the issuer to check the response).
-cat "$T/web.crt" "$T/ca.crt" >"$T/web.chain"
+# The served chain: the leaf, then its issuer (custos needs the issuer to check the response).
 cat "$T/rsa.crt" "$T/ca.crt" >"$T/rsa.chain"
-serial() { openssl x509 -noout -serial -in "$T/$1.crt" | cut -d= -f2; }
-
-# resp NAME OUT ARGS...: $R/OUT, the test CA's OCSP response for NAME.crt as cadb/index.txt
-# says, made offline: a request, then the responder's answer, signed by $RSIGNER.crt (and .key)
-# of $T, the CA itself by default.
-resp() {
-	local name=$1 out=$2
-	shift 2
-	(cd "$T" && openssl ocsp -issuer ca.crt -cert "$name.crt" -no_nonce -reqout "$name.req" &&
-		openssl ocsp -index cadb/index.txt -rsigner "${RSIGNER:-ca}.crt" \
-			-rkey "${RSIGNER:-ca}.key" -CA ca.crt \
-			-reqin "$name.req" -respout "$R/$out.new" "$@" &&
-		mv "$R/$out.new" "$R/$out") >/dev/null 2>&1 ||
-		skip "openssl ocsp could not make the response $out"
-}
-field() { openssl ocsp -respin "$1" -resp_text -noverify 2>/dev/null | sed -n "s/^ *$2: //p" | head -1; }
-# The responses outside $work (which the proxy's view holds for the policy file): the view must
-# name them for the proxy to read them at a reload.
-R=$(mktemp -d /tmp/custos-ocsp-test.XXXXXX)
-trap 'cleanup; rm -rf "$R"' EXIT
-resp web web.ocsp -ndays 2
-resp rsa rsa.ocsp -ndays 2
-resp other other.ocsp -ndays 2
+ocsp_resp web web.ocsp -ndays 2
+ocsp_resp rsa rsa.ocsp -ndays 2
+ocsp_resp other other.ocsp -ndays 2
 
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
@@ -69,30 +49,15 @@ grep -q "info: tls: listener 127.0.0.1:$PORT: OCSP response $R/web.ocsp for $T/w
 	ok "the loaded response is logged with its nextUpdate" || fail "no log line for the loaded response"
 
 # sc ARGS...: one handshake (and nothing sent), openssl s_client's report.
-sc() { echo | timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/ca.crt" "$@" 2>&1; }
+sc() { tls_sc "$PORT" "$@"; }
 EC=(-sigalgs ecdsa_secp256r1_sha256)
 RSA=(-sigalgs rsa_pss_rsae_sha256:rsa_pkcs1_sha256)
 # staple ARGS...: "STATUS CERT-STATUS SERIAL" of the stapled response, "none" without one.
-staple() {
-	local o
-	o=$(sc -status "$@")
-	if printf '%s\n' "$o" | grep -q 'OCSP response: no response sent'; then
-		echo none
-		return
-	fi
-	printf '%s\n' "$o" | grep -q 'Verify return code: 0 (ok)' || {
-		echo "handshake-failed"
-		return
-	}
-	printf '%s %s %s\n' \
-		"$(printf '%s\n' "$o" | sed -n 's/^ *OCSP Response Status: \([a-z]*\).*/\1/p' | head -1)" \
-		"$(printf '%s\n' "$o" | sed -n 's/^ *Cert Status: //p' | head -1)" \
-		"$(printf '%s\n' "$o" | sed -n 's/^ *Serial Number: //p' | head -1)"
-}
-served_this_update() { sc -status "${EC[@]}" | sed -n 's/^ *This Update: //p' | head -1; }
+staple() { ocsp_staple "$PORT" "$@"; }
+served_this_update() { ocsp_this_update "$PORT" "${EC[@]}"; }
 for v in -tls1_2 -tls1_3; do
-	check "$v ECDSA: its own response stapled" "$(staple "$v" "${EC[@]}")" "successful good $(serial web)"
-	check "$v RSA: its own response stapled" "$(staple "$v" "${RSA[@]}")" "successful good $(serial rsa)"
+	check "$v ECDSA: its own response stapled" "$(staple "$v" "${EC[@]}")" "successful good $(ocsp_serial web)"
+	check "$v RSA: its own response stapled" "$(staple "$v" "${RSA[@]}")" "successful good $(ocsp_serial rsa)"
 done
 # Without status_request the server sends no CertificateStatus (TLS 1.2 shows it as a message).
 n=$(sc -tls1_2 -msg "${EC[@]}" | grep -c 'CertificateStatus')
@@ -105,14 +70,14 @@ check "curl --cert-status accepts the staple" "$("${C[@]}" --cert-status "$url" 
 
 # A refreshed response (a later thisUpdate; 12 hours left, under a day: warned about): served
 # after the reload.
-old=$(field "$R/web.ocsp" 'This Update')
+old=$(ocsp_field "$R/web.ocsp" 'This Update')
 check "the first staple is the file's" "$(served_this_update)" "$old"
 fresher() {
-	resp web web.ocsp -nmin 720
-	[ "$(field "$R/web.ocsp" 'This Update')" != "$old" ]
+	ocsp_resp web web.ocsp -nmin 720
+	[ "$(ocsp_field "$R/web.ocsp" 'This Update')" != "$old" ]
 }
 wait_until 30 fresher || fail "openssl ocsp made no response with a later thisUpdate"
-new=$(field "$R/web.ocsp" 'This Update')
+new=$(ocsp_field "$R/web.ocsp" 'This Update')
 kill -HUP "$CU_PID"
 wait_log 'proxy: reloaded' 1
 check "reload with a refreshed response: the new one is stapled" "$(served_this_update)" "$new"
@@ -134,27 +99,26 @@ cp "$R/other.ocsp" "$R/web.ocsp.new" && mv "$R/web.ocsp.new" "$R/web.ocsp"
 refused 2 "ocsp $R/web.ocsp: not a response for this certificate"
 # Signed by a certificate of the CA not authorised for OCSP (no OCSPSigning usage), or by
 # another CA: refused. Signed by a responder the CA authorised: stapled.
-RSIGNER=other resp web web.ocsp -ndays 1
+RSIGNER=other ocsp_resp web web.ocsp -ndays 1
 refused 3 "ocsp $R/web.ocsp: its signature does not verify against the certificate's issuer"
-RSIGNER=rogue resp web web.ocsp -ndays 1
+RSIGNER=rogue ocsp_resp web web.ocsp -ndays 1
 refused 4 "ocsp $R/web.ocsp: its signature does not verify against the certificate's issuer"
-RSIGNER=responder resp web web.ocsp -ndays 1
+RSIGNER=responder ocsp_resp web web.ocsp -ndays 1
 kill -HUP "$CU_PID"
 wait_log 'proxy: reloaded' 2
-check "a response from a responder the CA authorised is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(serial web)"
+check "a response from a responder the CA authorised is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(ocsp_serial web)"
 check "... it is the delegated responder's" "$(sc -status "${EC[@]}" | sed -n 's/^ *Responder Id: //p' | head -1)" "CN = ocsp-responder"
 # A response whose nextUpdate comes in a minute: stapled while fresh.
-resp web web.ocsp -nmin 1
-next=$(date -d "$(field "$R/web.ocsp" 'Next Update')" +%s) || fail "no nextUpdate in the short response"
+ocsp_resp web web.ocsp -nmin 1
+next=$(date -d "$(ocsp_field "$R/web.ocsp" 'Next Update')" +%s) || fail "no nextUpdate in the short response"
 cp "$R/web.ocsp" "$R/short.ocsp"
 kill -HUP "$CU_PID"
 wait_log 'proxy: reloaded' 3
-check "a response with a minute left is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(serial web)"
+check "a response with a minute left is stapled" "$(staple -tls1_3 "${EC[@]}")" "successful good $(ocsp_serial web)"
 # Our own certificate revoked: the reload is refused, loudly (the short response stays).
-(cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -revoke web.crt) >/dev/null 2>&1 ||
-	skip "openssl ca could not revoke web.crt"
-resp web web.ocsp -ndays 1
-check "the CA's responder says revoked" "$(field "$R/web.ocsp" 'Cert Status')" revoked
+ocsp_revoke web
+ocsp_resp web web.ocsp -ndays 1
+check "the CA's responder says revoked" "$(ocsp_field "$R/web.ocsp" 'Cert Status')" revoked
 kill -HUP "$CU_PID"
 wait_log 'reload failed' 5
 grep 'reload failed' "$work/custos.log" | tail -1 | grep -qF "ocsp $R/web.ocsp: the CERTIFICATE IS REVOKED" &&
@@ -168,7 +132,7 @@ out=$("$bin" config check --host "$work/custos.yaml" 2>&1) &&
 past() { [ "$(date +%s)" -gt "$next" ]; }
 wait_until 120 past || fail "the short response's nextUpdate did not pass"
 check "past its nextUpdate: not stapled" "$(staple -tls1_3 "${EC[@]}")" none
-check "... the RSA certificate's response still is" "$(staple -tls1_3 "${RSA[@]}")" "successful good $(serial rsa)"
+check "... the RSA certificate's response still is" "$(staple -tls1_3 "${RSA[@]}")" "successful good $(ocsp_serial rsa)"
 wait_log "warn: tls: OCSP response $R/web.ocsp is past its nextUpdate: no longer stapled" 1
 check "curl --cert-status refuses the handshake without a staple" "$("${C[@]}" --cert-status "$url" 2>/dev/null)" 000
 check "curl without --cert-status still gets in" "$("${C[@]}" "$url" 2>/dev/null)" 200
@@ -199,8 +163,8 @@ grep -q "ocsp $R/web.ocsp: not a response for this certificate" "$work/bad.log" 
 # A certificate the responder does not know (srv.crt, made by openssl x509 -req, is not in
 # cadb/index.txt): status unknown, refused.
 cat "$T/srv.crt" "$T/ca.crt" >"$T/srv.chain"
-resp srv srv.ocsp -ndays 1
-check "the responder does not know srv.crt" "$(field "$R/srv.ocsp" 'Cert Status')" unknown
+ocsp_resp srv srv.ocsp -ndays 1
+check "the responder does not know srv.crt" "$(ocsp_field "$R/srv.ocsp" 'Cert Status')" unknown
 perl -pe "s|$T/web.chain|$T/srv.chain|; s|$T/web.key|$T/srv.key|; s|$R/web.ocsp|$R/srv.ocsp|" \
 	"$work/custos.yaml" >"$work/unknown.yaml"
 out=$("$bin" config check --host "$work/unknown.yaml" 2>&1)

@@ -1370,7 +1370,7 @@ static void test_crl_keys(void **state)
 }
 
 /* listeners[].tls ocsp: beside tls.cert and in each certificates entry; refused where no cert
- * goes with it (at the key), on admin.tls (not a listener), and when not a string. */
+ * goes with it (at the key) and when not a string. admin.tls ocsp: beside its cert. */
 static void test_ocsp_keys(void **state)
 {
 	(void)state;
@@ -1409,11 +1409,42 @@ static void test_ocsp_keys(void **state)
 	expect_error("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {cert: /c, "
 	             "key: /k, ocsp: [/a]}}]\n",
 	             "expected a string, found a list");
+
+	/* admin.tls ocsp: beside its cert, as a listener's; another path is for a reload to read */
+	const char *tok = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+	char text[512], text2[512];
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /a.crt, key: /a.key, ocsp: /a.ocsp}, tcp: "
+	         "{address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	cfg = parse_ok(text);
+	assert_int_equal(cfg->admin.tls.n_certs, 1);
+	assert_string_equal(cfg->admin.tls.certs[0].ocsp, "/a.ocsp");
+	snprintf(text2, sizeof(text2),
+	         "version: 1\nadmin: {tls: {cert: /a.crt, key: /a.key, ocsp: /b.ocsp}, tcp: "
+	         "{address: \"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	custos_config *next = parse_ok(text2);
+	assert_int_equal(config_reload_check(cfg, next), CUSTOS_OK);
+	config_free(next);
+	config_free(cfg);
+	snprintf(text, sizeof(text),
+	         "version: 1\nadmin: {tls: {cert: /a.crt, key: /a.key}, tcp: {address: "
+	         "\"127.0.0.1:9090\", token_sha256: %s}}\n",
+	         tok);
+	cfg = parse_ok(text);
+	assert_null(cfg->admin.tls.certs[0].ocsp); /* no default */
+	config_free(cfg);
+	/* admin.tls ocsp that is not a path, or without the cert it goes with: at the key */
 	it = parse_fail("version: 1\nadmin:\n  tls:\n    cert: /a.crt\n    key: /a.key\n"
-	                "    ocsp: /a.ocsp\n  socket: /run/a.sock\n",
-	                &d, "unknown key 'ocsp'");
+	                "    ocsp: [/a.ocsp]\n  socket: /run/a.sock\n",
+	                &d, "expected a string, found a list");
 	assert_int_equal(it->line, 6);
-	assert_int_equal(it->col, 5);
+	assert_int_equal(it->col, 11);
+	diag_free(&d);
+	it = parse_fail("version: 1\nadmin:\n  tls:\n    key: /a.key\n    ocsp: /a.ocsp\n", &d,
+	                "missing required key 'cert'");
+	assert_int_equal(it->line, 4);
 	diag_free(&d);
 }
 
