@@ -80,8 +80,8 @@ struct up_ctx {
 	 * applied made for its admin.tls (admin_tls_reload_prepare): served when it is applied. */
 	admin_server *admin;
 	struct ssl_ctx_st *admin_tls_next;
-	/* The egress sources' TLS contexts the reload being applied made (their client
-	 * certificates and CRLs read again: egress_tls_prepare), in force when it is applied. */
+	/* The egress sources' TLS contexts the reload being applied made (their CA files, CRLs
+	 * and client certificates read again: egress_tls_prepare), in force when it is applied. */
 	egress_tls_next *eg_tls_next;
 };
 
@@ -381,10 +381,10 @@ static custos_err admin_tls_reload_prepare(struct up_ctx *uc, const custos_confi
 	                "reload");
 }
 
-/* The egress data sources' client certificates and CRLs are read again by a reload, as the
- * upstreams' and the listeners' are (renewed files in place: the paths cannot change, as no
- * data source can), into new contexts made now, so that a file that does not load refuses the
- * reload; in force from the reload's end on (reload_settle). */
+/* The egress https data sources' CA files (or the system store), CRLs and client certificates
+ * are read again by a reload, as the upstreams' and the listeners' are (renewed files in place:
+ * the paths cannot change, as no data source can), into new contexts made now, so that a file
+ * that does not load refuses the reload; in force from the reload's end on (reload_settle). */
 static custos_err eg_tls_reload_prepare(struct up_ctx *uc)
 {
 	egress_tls_next_free(uc->eg_tls_next);

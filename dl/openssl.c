@@ -84,9 +84,12 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(ERR_clear_error)                                                                         \
 	X(ERR_error_string_n)                                                                      \
 	X(ERR_get_error)                                                                           \
+	X(ERR_new)                                                                                 \
 	X(ERR_peek_error)                                                                          \
 	X(ERR_peek_last_error)                                                                     \
 	X(ERR_reason_error_string)                                                                 \
+	X(ERR_set_debug)                                                                           \
+	X(ERR_set_error)                                                                           \
 	X(EVP_CIPHER_get_iv_length)                                                                \
 	X(EVP_CipherInit_ex)                                                                       \
 	X(EVP_Digest)                                                                              \

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "pp.h"
 #include "proxy_int.h"
+#include "tls.h"
 
 #define NS_PER_S           1000000000ull
 #define DEF_HEADER_TIMEOUT (10 * NS_PER_S)
@@ -1721,6 +1722,7 @@ static void pool_put(worker *w, upconn *u, const proxy_state *st)
 }
 
 static void up_failed(conn *c, const char *why);
+static void up_refused_alert(conn *c);
 
 static void up_attempt(conn *c)
 {
@@ -1796,6 +1798,24 @@ static void up_failed(conn *c, const char *why)
 		up_attempt(c);
 		return;
 	}
+	conn_reject(c, 502, why, false);
+}
+
+/* The upstream ended the connection with a TLS alert before a response byte: with TLS 1.3 its
+ * refusal of custos' client certificate (or of its lack of one) comes so, on the first read
+ * after the handshake. That is the upstream's answer, not a lost connection: a 502 that says
+ * so, never retried (the next attempt would present the same certificate). */
+static void up_refused_alert(conn *c)
+{
+	char why[160];
+	upconn *u = c->up;
+
+	metrics_inc(METRICS_UPSTREAM_ERRORS);
+	tls_peer_alert_reason(u->s.ssl, u->s.peer_alert - 1, why, sizeof(why));
+	log_info("upstream %s: %s", c->st_ref->o.upstreams[c->r.upstream].name, why);
+	u->owner = NULL;
+	up_close(u);
+	c->up = NULL;
 	conn_reject(c, 502, why, false);
 }
 
@@ -2231,7 +2251,9 @@ static bool up_drive(conn *c)
 			return progress;
 		/* EOF or error. */
 		if (c->st == CS_UPSTREAM) {
-			if (r->rp->pos == 0 && buf_used(&u->in) == 0)
+			if (r->rp->pos == 0 && buf_used(&u->in) == 0 && u->s.peer_alert)
+				up_refused_alert(c);
+			else if (r->rp->pos == 0 && buf_used(&u->in) == 0)
 				up_failed(c, n == SOCK_EOF ? "upstream closed the connection"
 				                           : "upstream connection reset");
 			else

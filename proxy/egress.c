@@ -733,8 +733,7 @@ static custos_err source_tls(esource *e)
 	return source_tls_ctx(e, &e->tls);
 }
 
-/* The contexts a reload made for the sources with a client certificate or CRLs (src[i] for i
- * where ctx[i] is set). */
+/* The contexts a reload made for the https sources (src[i] for i where ctx[i] is set). */
 struct egress_tls_next {
 	size_t n;
 	SSL_CTX *ctx[];
@@ -754,7 +753,7 @@ custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out)
 	*out = NULL;
 	for (size_t i = 0; i < s->nsrc; i++) {
 		const esource *x = &s->src[i];
-		if (!x->o.https || (x->o.cert_file == NULL && x->o.crl_file == NULL))
+		if (!x->o.https)
 			continue;
 		if (n == NULL)
 			n = xcalloc(1, sizeof(*n) + s->nsrc * sizeof(n->ctx[0]));
@@ -782,6 +781,8 @@ void egress_tls_commit(egress_server *s, egress_tls_next *n)
 		pthread_mutex_unlock(&s->tls_mu);
 		n->ctx[i] = NULL;
 		SSL_CTX_free(old); /* open connections hold references of their own */
+		log_info("egress: data source %s: CA %s read again", s->src[i].o.id,
+		         s->src[i].o.ca_file ? s->src[i].o.ca_file : "(system store)");
 		if (s->src[i].o.cert_file)
 			log_info("egress: data source %s: client certificate %s read again",
 			         s->src[i].o.id, s->src[i].o.cert_file);
@@ -794,8 +795,6 @@ void egress_tls_commit(egress_server *s, egress_tls_next *n)
 
 SSL *egress_source_ssl_new(egress_server *s, const esource *src)
 {
-	if (src->o.cert_file == NULL && src->o.crl_file == NULL) /* never replaced */
-		return SSL_new(src->tls);
 	pthread_mutex_lock(&s->tls_mu);
 	SSL *ssl = SSL_new(src->tls);
 	pthread_mutex_unlock(&s->tls_mu);

@@ -31,6 +31,7 @@
 typedef struct eio {
 	int fd;
 	SSL *ssl;
+	int *alert; /* NULL, or where a read records the peer's fatal TLS alert (code + 1) */
 } eio;
 
 typedef struct econn {
@@ -40,6 +41,7 @@ typedef struct econn {
 	int cfd;
 	int ufd; /* kept upstream connection, -1 when none */
 	SSL *ussl;
+	int ualert; /* the fatal TLS alert ussl's origin sent (code + 1), 0: none */
 	char ukey[SSRF_MAX_HOST + 32];
 	char uaddr[64];
 	char remote[64];
@@ -75,6 +77,9 @@ static ssize_t eio_read(eio io, void *p, size_t n)
 		if (r > 0)
 			return r;
 		int e = SSL_get_error(io.ssl, r);
+		int a = e == SSL_ERROR_SSL && io.alert != NULL ? tls_err_peer_alert() : -1;
+		if (a >= 0)
+			*io.alert = a + 1;
 		ERR_clear_error();
 		return e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
 	}
@@ -313,6 +318,7 @@ static unsigned up_get(econn *c, erec *r, const esource *src, const ssrf_host *h
 			return 502;
 		}
 		c->ussl = ssl;
+		c->ualert = 0;
 		if (h->kind == SSRF_HOST_NAME) {
 			SSL_set_tlsext_host_name(ssl, h->name);
 			SSL_set1_host(ssl, h->name);
@@ -623,7 +629,7 @@ again:
 		req_done(c, &r);
 		return cli_ka;
 	}
-	eio up = { c->ufd, c->ussl };
+	eio up = { c->ufd, c->ussl, &c->ualert };
 	if (expect && eio_write(cli, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
 		goto fail_close;
 	expect = false;
@@ -679,11 +685,16 @@ again:
 		http1_parser_init_response(&rp, NULL, meth);
 		errno = 0;
 		rhl = read_head(up, &c->uin, &rp, &st);
-		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0)
+		/* An origin that ended the connection with a TLS alert (with TLS 1.3, its refusal
+		 * of the client certificate comes on the first read) answered: not retried. */
+		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0 && !c->ualert)
 			goto retry;
 		if (rhl <= 0) {
 			if (st)
 				egress_head_refused(&r, &rp);
+			else if (c->ualert)
+				tls_peer_alert_reason(c->ussl, c->ualert - 1, r.reason,
+				                      sizeof(r.reason));
 			else if (errno == EAGAIN || errno == EWOULDBLOCK)
 				snprintf(r.reason, sizeof(r.reason),
 				         "upstream read timed out before the response head");
@@ -995,7 +1006,7 @@ static bool sni_matches(const ssrf_host *host, bool has, const char *sni)
 static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
                    const ssrf_target *tgt)
 {
-	eio cli = { c->cfd, NULL };
+	eio cli = { c->cfd, NULL, NULL };
 	char sni[SSRF_MAX_HOST + 1];
 	bool has = false;
 	int hr;
@@ -1046,7 +1057,7 @@ static bool tunnel(econn *c, erec *r, const esource *src, const ssrf_host *host,
 	r->status = 200;
 	if (r->classification >= 0)
 		egress_taint_raise(c->l, r->classification);
-	if (eio_write((eio){ fd, NULL }, buf_ptr(&c->in), buf_used(&c->in)) != 0) {
+	if (eio_write((eio){ fd, NULL, NULL }, buf_ptr(&c->in), buf_used(&c->in)) != 0) {
 		snprintf(r->reason, sizeof(r->reason), "upstream went away");
 	} else {
 		r->bytes_up += buf_used(&c->in);
@@ -1144,7 +1155,7 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 	}
 	r->status = 200;
 	egress_audit(c->s, c->l, r); /* the tunnel; each request inside gets its own event */
-	eio cli = { c->cfd, ssl };
+	eio cli = { c->cfd, ssl, NULL };
 	for (;;) {
 		http1_parser p;
 		unsigned st;
@@ -1167,7 +1178,7 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 static bool handle_connect(econn *c, http1_parser *p, size_t hl)
 {
 	http1_head *h = &p->head;
-	eio cli = { c->cfd, NULL };
+	eio cli = { c->cfd, NULL, NULL };
 	erec r;
 	span hs;
 	ssrf_host host;
@@ -1245,7 +1256,7 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 {
 	bool handed = false;
 	econn c = { .s = s, .l = l, .cfd = fd, .ufd = -1 };
-	eio cli = { fd, NULL };
+	eio cli = { fd, NULL, NULL };
 
 	snprintf(c.remote, sizeof(c.remote), "%s", remote);
 	buf_init(&c.in, EIN_MAX);

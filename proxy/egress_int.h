@@ -53,8 +53,8 @@ typedef struct elistener {
 typedef struct esource {
 	egress_source o;
 	ssrf_host host;
-	SSL_CTX *tls; /* https sources: verification against ca_file or the system store; with
-	                 a client certificate, replaced by egress_tls_commit (read under tls_mu) */
+	SSL_CTX *tls; /* https sources: verification against ca_file or the system store;
+	                 replaced by egress_tls_commit on every reload (read under tls_mu) */
 } esource;
 
 struct egress_server {
@@ -84,7 +84,7 @@ struct egress_server {
 	efwd *fwd;                /* the forward loops (egress_fwd.c), or NULL: threads only */
 	/* bytes held for content inspection by every connection (egress.inspect.max_held) */
 	atomic_uint_fast64_t insp_held;
-	pthread_mutex_t tls_mu; /* src[].tls of the sources with a client certificate */
+	pthread_mutex_t tls_mu; /* src[].tls of the https sources */
 };
 
 /* A new SSL on src's current client context (egress_tls_commit may replace it); NULL on

@@ -126,6 +126,9 @@ typedef struct sock {
 	 * socket error (0 and 0: the peer closed). */
 	unsigned long hs_err;
 	int hs_errno;
+	/* The fatal TLS alert the peer ended the connection with (1 + its code; 0: none), set
+	 * by a read or write that failed on it (tls_err_peer_alert). */
+	int peer_alert;
 } sock;
 void sock_event(sock *s, uint32_t events);
 bool sock_can_read(const sock *s);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proxy_int.h"
+#include "tls.h"
 
 #define SOCK_READ_CHUNK (16u * 1024u)
 
@@ -169,6 +170,11 @@ static ssize_t ssl_result(sock *s, int ret, uint8_t *blocked)
 		}
 		return errno == 0 ? SOCK_EOF : SOCK_ERR; /* errno 0: unexpected EOF */
 	default:
+		if (e == SSL_ERROR_SSL) {
+			int a = tls_err_peer_alert();
+			if (a >= 0)
+				s->peer_alert = a + 1;
+		}
 		ERR_clear_error();
 		return SOCK_ERR;
 	}

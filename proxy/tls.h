@@ -35,4 +35,16 @@ void tls_origin_session_failed(SSL *ssl);
  * file. */
 custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key) CUSTOS_WUR;
 
+/* The fatal TLS alert the peer ended a connection with (a read that failed with SSL_ERROR_SSL),
+ * from OpenSSL's error queue, which is left as it is: its code (0-255), or -1 when the queue
+ * holds no received alert (tls_alert.c). */
+int tls_err_peer_alert(void);
+/* The reason for an upstream connection that alert (tls_err_peer_alert) ended, in out: for an
+ * alert about the client certificate (certificate_required, bad_certificate, unknown_ca,
+ * certificate_revoked, certificate_expired, access_denied, ...) "upstream refused the client
+ * certificate (TLS alert unknown_ca)", or "upstream requires a client certificate, none is
+ * configured (...)" when ssl presents none; else "upstream ended the connection with TLS alert
+ * ...". */
+void tls_peer_alert_reason(const SSL *ssl, int alert, char *out, size_t n);
+
 #endif

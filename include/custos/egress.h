@@ -115,15 +115,16 @@ void egress_free(egress_server *s);
  * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
  * in progress keep the policy they started with. */
 custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
-/* The client certificates and CRLs of the sources that have them (cert_file, crl_file), read
- * again from their files (renewed ones) into new TLS contexts, for egress_tls_commit: a file that does
- * not load fails here (message in err_msg) and the contexts in force stay. *out: NULL when no
- * source has one; else the caller's (egress_tls_commit or egress_tls_next_free). */
+/* The TLS client context of every https source made again, its files read again (ca_file or
+ * the system store, crl_file, cert_file/key_file: renewed ones), for egress_tls_commit: a file
+ * that does not load fails here (message in err_msg, naming the source) and the contexts in
+ * force stay. *out: NULL when no source is https; else the caller's (egress_tls_commit or
+ * egress_tls_next_free). */
 typedef struct egress_tls_next egress_tls_next;
 custos_err egress_tls_prepare(egress_server *s, egress_tls_next **out) CUSTOS_WUR;
 /* Puts n's contexts in force (n is taken over; NULL: nothing): connections from now on use
- * them, with an empty origin session cache (a session made with the previous certificate is
- * never offered again); connections already open keep theirs. */
+ * them, with an empty origin session cache (a session made under the previous CA, CRLs or
+ * certificate is never offered again); connections already open keep theirs. */
 void egress_tls_commit(egress_server *s, egress_tls_next *n);
 void egress_tls_next_free(egress_tls_next *n);
 /* Hands listener i a new listening fd (taking it over), e.g. made inside a restarted

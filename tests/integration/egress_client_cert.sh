@@ -3,7 +3,11 @@
 # (data_sources[].cert/key). Two origins, `openssl s_server -WWW -Verify 1
 # -verify_return_error`, that require a client certificate from their own client CA:
 #   - ra (localhost:A) with the client CA's certificate: 200; rb (127.0.0.1:A) with none: 502;
-#     rc (localhost:B) with a certificate from another CA: 502; each audited;
+#     rc (localhost:B) with a certificate from another CA: 502; each audited with the origin's
+#     refusal, the TLS 1.3 alert custos reads after its side of the handshake ("upstream
+#     refused the client certificate (TLS alert unknown_ca)", "upstream requires a client
+#     certificate, none is configured (TLS alert certificate_required)"), not as a closed
+#     connection;
 #   - config check refuses cert/key on a source without intercept: true, at its line:col, and
 #     --host a key readable by others;
 #   - a SIGHUP reload reads renewed files in place: ra now presents the rogue certificate (502:
@@ -82,6 +86,10 @@ check "rb, no client certificate: 502" test "$(get "127.0.0.1:$P_A" 2)" = 502
 check "rc, a certificate from another CA: 502" test "$(get "localhost:$P_B" 3)" = 502
 check "ra again: 200" test "$(get "localhost:$P_A" 4)" = 200
 check "the 502s audited" eg_wait 30 eg_at_least 2 '"decision":"error"' '"status":502' '"path":"/x'
+check "rb's 502 audited as the origin requiring a certificate" eg_wait 30 eg_at_least 1 \
+	'"path":"/x2"' '"reason":"upstream requires a client certificate, none is configured (TLS alert certificate_required)"'
+check "rc's 502 audited as the origin refusing the certificate" eg_wait 30 eg_at_least 1 \
+	'"path":"/x3"' '"reason":"upstream refused the client certificate (TLS alert unknown_ca)"'
 
 # Renewed in place: ra now holds the rogue certificate, rc the client CA's.
 install -m 644 rogue.crt "$C/a.crt" && install -m 600 rogue.key "$C/a.key"
@@ -98,5 +106,9 @@ kill -HUP "$UP"
 check "the refused reload names the key file" eg_wait 60 grep -q "reload failed.*$C/c.key" up.log
 check "after the refused reload, rc keeps its certificate: 200" test "$(get "localhost:$P_B" 7)" = 200
 check "and ra its own: 502" test "$(get "localhost:$P_A" 8)" = 502
+for n in 5 8; do
+	check "ra's 502 after the reload (/x$n) audited as refused" eg_wait 30 eg_at_least 1 \
+		'"reason":"upstream refused the client certificate (TLS alert unknown_ca)"' "\"path\":\"/x$n\""
+done
 eg_stop
 eg_done

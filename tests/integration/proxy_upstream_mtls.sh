@@ -2,7 +2,11 @@
 # A client certificate custos presents to an https upstream (models[].upstream.cert/key),
 # through the real binary, with `openssl s_server -WWW -Verify 1 -verify_return_error` as a
 # model server that requires one from the test CA:
-#   - with the certificate: 200; without one, or with one from another CA: 502 (audited);
+#   - with the certificate: 200; without one, or with one from another CA: 502 (audited); the
+#     upstream's refusal, a TLS 1.3 alert on custos' first read after the handshake, is the
+#     audited reason ("upstream refused the client certificate (TLS alert unknown_ca)",
+#     "upstream requires a client certificate, none is configured (TLS alert
+#     certificate_required)"), not a closed connection;
 #   - `config check --host` refuses a key readable by others and a key that does not match its
 #     certificate, naming the setting; `custos up` refuses the first, naming the file;
 #   - a SIGHUP reload reads renewed files in place: the model that had the good certificate
@@ -122,4 +126,12 @@ kill -TERM "$CU_PID"
 wait "$CU_PID"
 check "custos exit status" "$?" 0
 check "502s audited" "$(audit_grep '"status":502' | wc -l | tr -d ' ')" 4
+# The refusals say what the upstream said (one alert each: -verify_return_error sends the
+# verify error's alert, certificate_required for none), in the audit trail and the log.
+check "the certificate from another CA: audited as refused by the upstream" \
+	"$(audit_grep '"status":502.*"reason":"upstream refused the client certificate \(TLS alert unknown_ca\)"' | wc -l | tr -d ' ')" 3
+check "no certificate: audited as required by the upstream" \
+	"$(audit_grep '"status":502.*"reason":"upstream requires a client certificate, none is configured \(TLS alert certificate_required\)"' | wc -l | tr -d ' ')" 1
+grep -q 'upstream .*: upstream refused the client certificate (TLS alert unknown_ca)' "$work/custos.log" &&
+	ok "the log names the refusal too" || fail "no refusal in the log: $(grep -i 'upstream' "$work/custos.log" | tail -3)"
 [ "$fails" -eq 0 ]
