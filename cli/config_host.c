@@ -25,11 +25,12 @@
 #include "cli.h"
 #include "custos/audit.h"
 #include "custos/config.h"
+#include "custos/crl.h"
 #include "custos/proxy.h"
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
 #define HC_PEM_MAX    (1u << 20) /* a certificate, key or CA bundle read by the TLS checks */
-#define HC_CRL_MAX    (1u << 25) /* 32 MiB: a CRL file, as the proxy reads it (proxy/tls.c) */
+#define HC_CRL_MAX    CUSTOS_CRL_FILE_MAX /* a CRL file, as tls_crl_load reads it */
 
 struct hc_ctx {
 	const custos_config *cfg;
