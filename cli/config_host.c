@@ -729,6 +729,10 @@ static void pass_proxy(struct hc_ctx *x)
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.ca", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.ca, k->tls.ca, FILE_ANY, true, hint);
 		check_ca_bundle(x, DIAG_ERROR, name, k->tls.ca, hint);
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.crl", i, k->id);
+		if (k->tls.crl != NULL &&
+		    check_read(x, DIAG_ERROR, name, k->tls.crl, k->tls.crl, FILE_ANY, true, hint))
+			check_crl_file(x, DIAG_ERROR, name, k->tls.crl, k->tls.ca, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.cert", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.cert, k->tls.cert, FILE_ANY, true, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.key", i, k->id);
