@@ -3,6 +3,7 @@
  * syslog. Each format has its own escaping rules; values come from the JSON line (unescaped
  * first) and never carry raw CR/LF or the format's delimiters.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -264,6 +265,57 @@ static const struct ext_map leef_map[] = {
 	{ "hash", "recordHash", NULL },
 };
 
+/* via (the load balancer that sent a PROXY header) as the proxy writes it, "ip:port" or
+ * "[ipv6]:port", split into an address inet_pton takes and a port of 1-65535. False for any
+ * other text: the typed keys it goes to (CEF sourceTranslatedAddress/Port, LEEF
+ * srcPostNAT/srcPostNATPort) never get a value a SIEM would refuse to parse. */
+static bool via_split(span v, char ip[INET6_ADDRSTRLEN], unsigned *port)
+{
+	const char *colon = NULL;
+	unsigned char a[16];
+
+	for (size_t i = 0; i < v.len; i++)
+		if (v.ptr[i] == ':')
+			colon = v.ptr + i;
+	if (colon == NULL)
+		return false;
+	size_t alen = (size_t)(colon - v.ptr), plen = v.len - alen - 1;
+	const char *addr = v.ptr;
+	bool six = alen >= 2 && addr[0] == '[' && addr[alen - 1] == ']';
+	if (six) {
+		addr++;
+		alen -= 2;
+	}
+	if (alen == 0 || alen >= INET6_ADDRSTRLEN || plen == 0 || plen > 5)
+		return false;
+	memcpy(ip, addr, alen);
+	ip[alen] = '\0';
+	if (inet_pton(six ? AF_INET6 : AF_INET, ip, a) != 1)
+		return false;
+	*port = 0;
+	for (size_t i = 0; i < plen; i++) {
+		char c = colon[1 + i];
+		if (c < '0' || c > '9')
+			return false;
+		*port = *port * 10 + (unsigned)(c - '0');
+	}
+	return *port >= 1 && *port <= 65535;
+}
+
+/* " addr_key=IP port_key=PORT" (sep ' ') or tab-separated, when the line has a well-formed via;
+ * nothing otherwise. The address and port are checked text: no escaping needed. */
+static custos_err put_via(span line, buf *out, buf *tmp, char sep, const char *addr_key,
+                          const char *port_key)
+{
+	char ip[INET6_ADDRSTRLEN];
+	unsigned port;
+
+	GUARD(field(line, "via", tmp));
+	if (!via_split(buf_span(tmp), ip, &port))
+		return CUSTOS_OK;
+	return buf_printf(out, "%c%s=%s%c%s=%u", sep, addr_key, ip, sep, port_key, port);
+}
+
 static custos_err render_cef(span line, buf *out, buf *tmp)
 {
 	buf type, dec;
@@ -307,6 +359,10 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 		if (e == CUSTOS_OK && cef_map[i].label != NULL)
 			e = buf_printf(out, " %sLabel=%s", cef_map[i].key, cef_map[i].label);
 	}
+	/* The balancer stands where CEF's source NAT would: the connection's source after
+	 * translation, the client (src) before it. */
+	if (e == CUSTOS_OK)
+		e = put_via(line, out, tmp, ' ', "sourceTranslatedAddress", "sourceTranslatedPort");
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
@@ -358,6 +414,8 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 		if (e == CUSTOS_OK)
 			e = put_escaped(out, buf_span(tmp), ESC_LEEF_VAL);
 	}
+	if (e == CUSTOS_OK)
+		e = put_via(line, out, tmp, '\t', "srcPostNAT", "srcPostNATPort");
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {

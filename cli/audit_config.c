@@ -33,6 +33,7 @@ static custos_err map_sink(const cfg_sink *k, audit_sink_options *s)
 	s->retry_max_ns = k->retry_max_ns;
 	if (k->tls.enabled) {
 		s->ca_file = k->tls.ca;
+		s->crl_file = k->tls.crl;
 		s->cert_file = k->tls.cert;
 		s->key_file = k->tls.key;
 		s->no_verify = !k->tls.verify;

@@ -2579,6 +2579,7 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
 		const cfg_sink *k = &cfg->audit.sinks[i];
 		RO(k->tls.ca, false);
+		RO(k->tls.crl, false);
 		RO(k->tls.cert, false);
 		RO(k->tls.key, false);
 		RO(k->http.token_file, false);

@@ -25,11 +25,12 @@
 #include "cli.h"
 #include "custos/audit.h"
 #include "custos/config.h"
+#include "custos/crl.h"
 #include "custos/proxy.h"
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
 #define HC_PEM_MAX    (1u << 20) /* a certificate, key or CA bundle read by the TLS checks */
-#define HC_CRL_MAX    (1u << 25) /* 32 MiB: a CRL file, as the proxy reads it (proxy/tls.c) */
+#define HC_CRL_MAX    CUSTOS_CRL_FILE_MAX /* a CRL file, as tls_crl_load reads it */
 
 struct hc_ctx {
 	const custos_config *cfg;
@@ -734,6 +735,10 @@ static void pass_proxy(struct hc_ctx *x)
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.ca", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.ca, k->tls.ca, FILE_ANY, true, hint);
 		check_ca_bundle(x, DIAG_ERROR, name, k->tls.ca, hint);
+		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.crl", i, k->id);
+		if (k->tls.crl != NULL &&
+		    check_read(x, DIAG_ERROR, name, k->tls.crl, k->tls.crl, FILE_ANY, true, hint))
+			check_crl_file(x, DIAG_ERROR, name, k->tls.crl, k->tls.ca, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.cert", i, k->id);
 		check_read(x, DIAG_ERROR, name, k->tls.cert, k->tls.cert, FILE_ANY, true, hint);
 		snprintf(name, sizeof(name), "audit.sinks[%zu] (%s).tls.key", i, k->id);

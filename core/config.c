@@ -1315,7 +1315,7 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
  */
 static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 {
-	static const char *const tkeys[] = { "ca", "cert", "key", "verify", "server_name" };
+	static const char *const tkeys[] = { "ca", "crl", "cert", "key", "verify", "server_name" };
 	static const char *const hkeys[] = { "url", "token_file", "ack" };
 	static const char *const rkeys[] = { "initial", "max" };
 	static const char *const types[] = { "syslog", "http" };
@@ -1349,6 +1349,11 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 			ydoc_error(c->doc, t, c->d, NULL, "cert and key go together");
 		cfg_bool(c, t, "verify", &k->tls.verify);
 		cfg_str(c, t, "server_name", false, &k->tls.server_name);
+		cfg_path(c, t, "crl", false, false, &k->tls.crl);
+		if (k->tls.crl && !k->tls.verify)
+			ydoc_error(c->doc, cfg_get(t, "crl"), c->d, "drop crl, or verify: true",
+			           "crl checks the server's certificate, which verify: false does "
+			           "not verify");
 	}
 	ydoc_node *h = CFG_SECTION(c, m, "http", hkeys);
 	if (k->type == CFG_SINK_SYSLOG) {

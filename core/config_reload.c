@@ -126,6 +126,7 @@ static void sink_diff(struct rdiff *r, const char *p, const cfg_sink *a, const c
 	SAME_STR(p, "address", a->address, b->address);
 	SAME(p, "tls", a->tls.enabled == b->tls.enabled);
 	SAME_STR(p, "tls.ca", a->tls.ca, b->tls.ca);
+	SAME_STR(p, "tls.crl", a->tls.crl, b->tls.crl);
 	SAME_STR(p, "tls.cert", a->tls.cert, b->tls.cert);
 	SAME_STR(p, "tls.key", a->tls.key, b->tls.key);
 	SAME(p, "tls.verify", a->tls.verify == b->tls.verify);

@@ -8,15 +8,9 @@
 #include <openssl/ssl.h>
 
 #include "custos/core.h"
+#include "custos/crl.h"
 
-/* Loads the CRLs of the PEM file at path (X509 CRL blocks, one or more; a certificate in it is
- * refused) into ctx's verify store and turns on CRL checks for every certificate of a chain
- * (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): each issuing CA of a verified chain then
- * needs a CRL, a revoked certificate fails verification (certificate revoked), a CRL past its
- * nextUpdate too (CRL has expired). setting names the configuration key in errors. digest, when
- * not NULL, gets the SHA-256 of the file's bytes. */
-custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting,
-                        uint8_t digest[32]) CUSTOS_WUR;
+/* tls_crl_load: custos/crl.h (core/crl.c), shared with the audit shipper. */
 
 /* A session cache for a client context used by many threads (a lock), keyed by origin: up to
  * 32 origins, a stack of up to 16 sessions each (newest on top), the origin least recently

@@ -60,6 +60,9 @@ typedef struct audit_sink_options {
 	                          * system trust store */
 	const char *cert_file; /* client certificate chain (PEM) for mutual TLS; NULL: none */
 	const char *key_file;  /* its private key (PEM, mode 0600, FILE_SECRET) */
+	/* PEM CRLs (tls_crl_load, custos/crl.h) checked for every certificate of the server's
+	 * chain; NULL: no revocation check. Read once, at start, as ca_file is. */
+	const char *crl_file;
 	bool no_verify; /* TLS without verifying the server (custos.yaml tls.verify: false) */
 	const char *server_name; /* name checked in the certificate; default host */
 	const char *hec_token; /* HEC: token for "Authorization: Splunk <token>"; NULL: no header */

@@ -394,6 +394,7 @@ typedef struct cfg_sink {
 	struct {
 		bool enabled; /* a tls: block is present */
 		char *ca, *cert, *key;
+		char *crl;   /* PEM CRLs checked for the server's chain; NULL: none */
 		bool verify; /* default true */
 		char *server_name;
 	} tls;

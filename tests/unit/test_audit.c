@@ -333,6 +333,60 @@ static void test_render_leef(void **state)
 	free(r);
 }
 
+/* via, the balancer that sent a PROXY header: CEF's source NAT keys, LEEF's post-NAT keys, the
+ * port apart; IPv6 without its brackets; a via that is no ip:port (forged) is left out. */
+static void test_render_via(void **state)
+{
+	(void)state;
+	static const char *V4 =
+	        "{\"v\":1,\"seq\":3,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":\"http.request\","
+	        "\"remote\":\"203.0.113.7:41000\",\"via\":\"10.0.0.5:51234\"}";
+	static const char *V6 =
+	        "{\"v\":1,\"seq\":4,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":\"tls.reject\","
+	        "\"via\":\"[2001:db8::5]:443\"}";
+	char *r = render(AUDIT_FMT_CEF, NULL, V4);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " sourceTranslatedAddress=10.0.0.5 sourceTranslatedPort=51234"));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, V4);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\tsrcPostNAT=10.0.0.5\tsrcPostNATPort=51234"));
+	assert_non_null(strstr(r, "\tremote=203.0.113.7:41000"));
+	free(r);
+	r = render(AUDIT_FMT_CEF, NULL, V6);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " sourceTranslatedAddress=2001:db8::5 sourceTranslatedPort=443"));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, V6);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\tsrcPostNAT=2001:db8::5\tsrcPostNATPort=443"));
+	free(r);
+	/* Cases for the RFC 5424 inner rendering too: the CEF MSG carries it. */
+	audit_render_ctx ctx = { .hostname = "h", .inner = AUDIT_FMT_CEF, .facility = 13 };
+	r = render(AUDIT_FMT_RFC5424, &ctx, V4);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " sourceTranslatedAddress=10.0.0.5 "));
+	free(r);
+	static const char *const bad[] = { "10.0.0.5",       "10.0.0.5:",       "10.0.0.5:0",
+		                           "10.0.0.5:65536", "x=1 y:2",         "10.0.0.5:1\\tz",
+		                           "[10.0.0.5]:1",   "2001:db8::5:443", "unix" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		char line[256];
+		snprintf(line, sizeof(line),
+		         "{\"v\":1,\"seq\":5,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+		         "\"http.request\",\"via\":\"%s\"}",
+		         bad[i]);
+		r = render(AUDIT_FMT_CEF, NULL, line);
+		assert_non_null(r);
+		assert_null(strstr(r, "sourceTranslated"));
+		free(r);
+		r = render(AUDIT_FMT_LEEF, NULL, line);
+		assert_non_null(r);
+		assert_null(strstr(r, "srcPostNAT"));
+		free(r);
+	}
+}
+
 static void test_render_5424(void **state)
 {
 	audit_render_ctx ctx = { .hostname = "host one", .app_name = NULL, .facility = 13 };
@@ -1479,6 +1533,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_render_cef),
 		cmocka_unit_test(test_render_leef),
+		cmocka_unit_test(test_render_via),
 		cmocka_unit_test(test_render_5424),
 		cmocka_unit_test(test_format_parse),
 		cmocka_unit_test(test_writer_refuses),

@@ -1369,6 +1369,43 @@ static void test_crl_keys(void **state)
 	diag_free(&d);
 }
 
+/* audit.sinks[].tls.crl: beside tls.ca, for syslog/TLS and HEC over https; refused (at the
+ * key, with a hint) where the server is not verified; an unknown spelling (crl_file) is
+ * refused as any unknown key. */
+static void test_sink_crl_key(void **state)
+{
+	(void)state;
+	diag_list d;
+
+	custos_config *cfg =
+	        parse_ok("version: 1\naudit: {sinks: [{id: s, type: syslog, address: "
+	                 "\"127.0.0.1:6514\", tls: {ca: /ca.pem, crl: /siem.crl}}, {id: h, type: "
+	                 "http, tls: {crl: /hec.crl}, http: {url: "
+	                 "\"https://s/services/collector/event\"}}, {id: p, type: syslog, "
+	                 "address: \"127.0.0.1:6514\", tls: {ca: /ca.pem}}]}\n");
+	assert_string_equal(cfg->audit.sinks[0].tls.crl, "/siem.crl");
+	assert_string_equal(cfg->audit.sinks[0].tls.ca, "/ca.pem");
+	assert_string_equal(cfg->audit.sinks[1].tls.crl, "/hec.crl");
+	assert_null(cfg->audit.sinks[2].tls.crl); /* no default */
+	config_free(cfg);
+
+	const diag_item *it =
+	        parse_fail("version: 1\naudit:\n  sinks:\n    - id: s\n      type: syslog\n"
+	                   "      address: \"127.0.0.1:6514\"\n      tls:\n        verify: false\n"
+	                   "        crl: /siem.crl\n",
+	                   &d, "verify: false does not verify");
+	assert_int_equal(it->line, 9);
+	assert_int_equal(it->col, 14);
+	assert_non_null(it->hint);
+	diag_free(&d);
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: syslog, address: \"h:1\", tls: "
+	             "{crl: [/a.crl]}}]}\n",
+	             "expected a string");
+	expect_error("version: 1\naudit: {sinks: [{id: s, type: syslog, address: \"h:1\", tls: "
+	             "{crl_file: /siem.crl}}]}\n",
+	             "crl_file");
+}
+
 /* listeners[].tls ocsp: beside tls.cert and in each certificates entry; refused where no cert
  * goes with it (at the key) and when not a string. admin.tls ocsp: beside its cert. */
 static void test_ocsp_keys(void **state)
@@ -1603,6 +1640,7 @@ int main(void)
 		cmocka_unit_test(test_where),
 		cmocka_unit_test(test_client_certs),
 		cmocka_unit_test(test_crl_keys),
+		cmocka_unit_test(test_sink_crl_key),
 		cmocka_unit_test(test_ocsp_keys),
 		cmocka_unit_test(test_pp_keys),
 		cmocka_unit_test(test_pp_errors),

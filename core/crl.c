@@ -1,0 +1,83 @@
+/*
+ * Certificate revocation lists from a PEM file into an OpenSSL verify store: one loader for the
+ * proxy's contexts and the audit shipper's, so that every setting that takes a CRL file reads
+ * it, refuses it and fails closed the same way.
+ */
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+
+#include "custos/crl.h"
+
+static custos_err crl_openssl_err(const char *what)
+{
+	char msg[256] = "";
+	unsigned long e = ERR_get_error();
+
+	if (e)
+		ERR_error_string_n(e, msg, sizeof(msg));
+	ERR_clear_error();
+	return err_set(CUSTOS_ERR_CRYPTO, "%s%s%s", what, e ? ": " : "", msg);
+}
+
+custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32])
+{
+	buf b;
+	custos_err e = CUSTOS_OK;
+	size_t ncrls = 0, nexpired = 0;
+
+	buf_init(&b, CUSTOS_CRL_FILE_MAX);
+	if ((e = file_load(path, FILE_ANY, CUSTOS_CRL_FILE_MAX, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "%s", setting);
+	}
+	if (digest != NULL &&
+	    EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
+		buf_free(&b);
+		return crl_openssl_err("CRL digest");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	if (infos == NULL) {
+		char what[512];
+		snprintf(what, sizeof(what), "%s %s: not a PEM CRL file", setting, path);
+		return crl_openssl_err(what);
+	}
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		/* A certificate here would become a trust anchor no CA setting names. */
+		if (xi->x509 != NULL)
+			e = err_set(
+			        CUSTOS_ERR_INVAL,
+			        "%s %s: holds a certificate; the file takes CRLs only (X509 CRL "
+			        "blocks), the CAs go in the CA setting",
+			        setting, path);
+		else if (xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
+			e = crl_openssl_err(path);
+		else if (xi->crl != NULL) {
+			const ASN1_TIME *next = X509_CRL_get0_nextUpdate(xi->crl);
+			ncrls++;
+			if (next != NULL && X509_cmp_current_time(next) <= 0)
+				nexpired++;
+		}
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (e != CUSTOS_OK)
+		return e;
+	ERR_clear_error(); /* PEM's end of input */
+	if (ncrls == 0)
+		return err_set(CUSTOS_ERR_INVAL, "%s %s: no PEM CRL in it (X509 CRL blocks)",
+		               setting, path);
+	if (nexpired > 0)
+		log_warn("tls: %s %s: %zu of its %zu CRL(s) past their nextUpdate: every "
+		         "certificate they cover is refused (CRL has expired) until a newer CRL is "
+		         "loaded",
+		         setting, path, nexpired, ncrls);
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+	return CUSTOS_OK;
+}

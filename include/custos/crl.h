@@ -1,0 +1,26 @@
+/*
+ * Certificate revocation lists for any OpenSSL context custos verifies a peer with: the
+ * listeners' and the admin API's client certificates, TLS upstreams and origins (proxy/), and
+ * the audit shipper's SIEM servers (audit/), which cannot reach proxy/ (STYLE.md 13).
+ */
+#ifndef CUSTOS_CRL_H
+#define CUSTOS_CRL_H
+
+#include <openssl/ssl.h>
+#include <stdint.h>
+
+#include "custos/core.h"
+
+/* The largest CRL file read: a large public CA's CRL is a few MiB. */
+#define CUSTOS_CRL_FILE_MAX (1u << 25)
+
+/* Loads the CRLs of the PEM file at path (X509 CRL blocks, one or more; a certificate in it is
+ * refused) into ctx's verify store and turns on CRL checks for every certificate of a chain
+ * (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): each issuing CA of a verified chain then
+ * needs a CRL, a revoked certificate fails verification (certificate revoked), a CRL past its
+ * nextUpdate too (CRL has expired; warned here). setting names the configuration key in
+ * errors. digest, when not NULL, gets the SHA-256 of the file's bytes. */
+custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting,
+                        uint8_t digest[32]) CUSTOS_WUR;
+
+#endif
