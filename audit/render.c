@@ -302,18 +302,30 @@ static bool via_split(span v, char ip[INET6_ADDRSTRLEN], unsigned *port)
 	return *port >= 1 && *port <= 65535;
 }
 
-/* " addr_key=IP port_key=PORT" (sep ' ') or tab-separated, when the line has a well-formed via;
- * nothing otherwise. The address and port are checked text: no escaping needed. */
-static custos_err put_via(span line, buf *out, buf *tmp, char sep, const char *addr_key,
-                          const char *port_key)
+/* " addr_key=IP port_key=PORT" (sep ' ') or tab-separated, when the line's member name (via, or
+ * remote) is a well-formed "ip:port"; nothing otherwise (remote "unix", a forged value). The
+ * address and port are checked text: no escaping needed. */
+static custos_err put_endpoint(span line, const char *name, buf *out, buf *tmp, char sep,
+                               const char *addr_key, const char *port_key)
 {
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
 
-	GUARD(field(line, "via", tmp));
+	GUARD(field(line, name, tmp));
 	if (!via_split(buf_span(tmp), ip, &port))
 		return CUSTOS_OK;
 	return buf_printf(out, "%c%s=%s%c%s=%u", sep, addr_key, ip, sep, port_key, port);
+}
+
+/* The client: src_ip when a record has it (mapped with the table), else the proxy's remote
+ * split into the typed source address and port keys. */
+static custos_err put_source(span line, buf *out, buf *tmp, char sep, const char *addr_key,
+                             const char *port_key)
+{
+	GUARD(field(line, "src_ip", tmp));
+	if (buf_used(tmp) > 0)
+		return CUSTOS_OK;
+	return put_endpoint(line, "remote", out, tmp, sep, addr_key, port_key);
 }
 
 static custos_err render_cef(span line, buf *out, buf *tmp)
@@ -359,10 +371,13 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 		if (e == CUSTOS_OK && cef_map[i].label != NULL)
 			e = buf_printf(out, " %sLabel=%s", cef_map[i].key, cef_map[i].label);
 	}
-	/* The balancer stands where CEF's source NAT would: the connection's source after
-	 * translation, the client (src) before it. */
+	/* The client is the source (src, spt); the balancer stands where CEF's source NAT would:
+	 * the connection's source after translation. */
 	if (e == CUSTOS_OK)
-		e = put_via(line, out, tmp, ' ', "sourceTranslatedAddress", "sourceTranslatedPort");
+		e = put_source(line, out, tmp, ' ', "src", "spt");
+	if (e == CUSTOS_OK)
+		e = put_endpoint(line, "via", out, tmp, ' ', "sourceTranslatedAddress",
+		                 "sourceTranslatedPort");
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
@@ -415,7 +430,9 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 			e = put_escaped(out, buf_span(tmp), ESC_LEEF_VAL);
 	}
 	if (e == CUSTOS_OK)
-		e = put_via(line, out, tmp, '\t', "srcPostNAT", "srcPostNATPort");
+		e = put_source(line, out, tmp, '\t', "src", "srcPort");
+	if (e == CUSTOS_OK)
+		e = put_endpoint(line, "via", out, tmp, '\t', "srcPostNAT", "srcPostNATPort");
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {

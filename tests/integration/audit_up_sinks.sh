@@ -99,6 +99,8 @@ with open(out, "a") as f:
                     sys.exit("bad frame: %r" % msg[:200])
                 f.write("%d\n" % int(m.group(3)))
                 f.flush()
+                with open(out + ".msgs", "ab") as g:
+                    g.write(m.group(4).replace(b"\n", b" ") + b"\n")
         c.close()
 PY
 python3 "$work/rx.py" "$work/cef.sock" "$work/cef.seqs" 2>"$work/rx.err" &
@@ -317,6 +319,10 @@ r=$(complete "$work/rs/out.log") && ok "rsyslog across a custos restart: $r" || 
 r=$(complete "$work/cef.seqs") && ok "unix-socket CEF sink: $r" || fail "CEF sink: $r"
 r=$(complete "$work/hec.seqs") && ok "HEC sink: $r" || fail "HEC sink: $r"
 kill -0 "$RXP" 2>/dev/null || fail "the CEF reader rejected a frame: $(cat "$work/rx.err")"
+# The client's address (remote) reaches CEF's typed source keys.
+grep -aqE '^CEF:0\|custos\|custos\|[^|]*\|http\.request\|.* src=127\.0\.0\.1 spt=[0-9]+( |$)' "$work/cef.seqs.msgs" &&
+	ok "the CEF sink carries the client as src and spt" ||
+	fail "no http.request with src/spt: $(grep -a 'http.request' "$work/cef.seqs.msgs" | head -1)"
 kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null
 "$bin" audit verify "$work/audit" >/dev/null && ok "the log verifies" || fail "audit verify"

@@ -347,11 +347,13 @@ static void test_render_via(void **state)
 	char *r = render(AUDIT_FMT_CEF, NULL, V4);
 	assert_non_null(r);
 	assert_non_null(strstr(r, " sourceTranslatedAddress=10.0.0.5 sourceTranslatedPort=51234"));
+	assert_non_null(strstr(r, " src=203.0.113.7 spt=41000"));
 	free(r);
 	r = render(AUDIT_FMT_LEEF, NULL, V4);
 	assert_non_null(r);
 	assert_non_null(strstr(r, "\tsrcPostNAT=10.0.0.5\tsrcPostNATPort=51234"));
 	assert_non_null(strstr(r, "\tremote=203.0.113.7:41000"));
+	assert_non_null(strstr(r, "\tsrc=203.0.113.7\tsrcPort=41000"));
 	free(r);
 	r = render(AUDIT_FMT_CEF, NULL, V6);
 	assert_non_null(r);
@@ -384,7 +386,30 @@ static void test_render_via(void **state)
 		assert_non_null(r);
 		assert_null(strstr(r, "srcPostNAT"));
 		free(r);
+		/* The same values as the client's remote: no typed source keys. */
+		snprintf(line, sizeof(line),
+		         "{\"v\":1,\"seq\":5,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+		         "\"http.request\",\"remote\":\"%s\"}",
+		         bad[i]);
+		r = render(AUDIT_FMT_CEF, NULL, line);
+		assert_non_null(r);
+		assert_null(strstr(r, " src="));
+		assert_null(strstr(r, " spt="));
+		free(r);
+		r = render(AUDIT_FMT_LEEF, NULL, line);
+		assert_non_null(r);
+		assert_null(strstr(r, "\tsrc="));
+		assert_null(strstr(r, "\tsrcPort="));
+		free(r);
 	}
+	/* A record with src_ip keeps it as src (the table's mapping), and remote adds nothing. */
+	r = render(AUDIT_FMT_CEF, NULL,
+	           "{\"v\":1,\"seq\":6,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":\"x\","
+	           "\"src_ip\":\"192.0.2.1\",\"remote\":\"203.0.113.7:41000\"}");
+	assert_non_null(r);
+	assert_non_null(strstr(r, " src=192.0.2.1"));
+	assert_null(strstr(r, "203.0.113.7"));
+	free(r);
 }
 
 static void test_render_5424(void **state)
