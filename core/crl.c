@@ -11,7 +11,7 @@
 
 #include "custos/crl.h"
 
-static custos_err crl_openssl_err(const char *what)
+custos_err tls_openssl_err(custos_err code, const char *what)
 {
 	char msg[256] = "";
 	unsigned long e = ERR_get_error();
@@ -19,7 +19,7 @@ static custos_err crl_openssl_err(const char *what)
 	if (e)
 		ERR_error_string_n(e, msg, sizeof(msg));
 	ERR_clear_error();
-	return err_set(CUSTOS_ERR_CRYPTO, "%s%s%s", what, e ? ": " : "", msg);
+	return err_set(code, "%s%s%s", what, e ? ": " : "", msg);
 }
 
 custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32])
@@ -36,7 +36,7 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 	if (digest != NULL &&
 	    EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
 		buf_free(&b);
-		return crl_openssl_err("CRL digest");
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "CRL digest");
 	}
 	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
 	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
@@ -45,7 +45,7 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 	if (infos == NULL) {
 		char what[512];
 		snprintf(what, sizeof(what), "%s %s: not a PEM CRL file", setting, path);
-		return crl_openssl_err(what);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
 	}
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
@@ -58,7 +58,7 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 			        "blocks), the CAs go in the CA setting",
 			        setting, path);
 		else if (xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
-			e = crl_openssl_err(path);
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
 		else if (xi->crl != NULL) {
 			const ASN1_TIME *next = X509_CRL_get0_nextUpdate(xi->crl);
 			ncrls++;

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "custos/crl.h"
 #include "custos/proxy.h"
 #include "http1.h"
 #include "loop.h"
@@ -111,8 +112,7 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 void tls_client_session_offer(SSL *ssl, unsigned slot_no);
 /* After a failed handshake on ssl: its slot's session is dropped (no retry of a bad one). */
 void tls_client_session_failed(SSL *ssl);
-/* Sets the thread's error from OpenSSL's queue (and clears it); returns code. */
-custos_err tls_openssl_err(custos_err code, const char *what);
+/* tls_openssl_err: custos/crl.h (core/crl.c). */
 
 /* ---- sockets with optional TLS (sock.c) ---- */
 enum { SOCK_OK = 0, SOCK_AGAIN = -1, SOCK_EOF = -2, SOCK_ERR = -3 };

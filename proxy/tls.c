@@ -268,17 +268,6 @@ static custos_err alpn_setup(SSL_CTX *ctx, const proxy_tls_opts *o)
 	return CUSTOS_OK;
 }
 
-custos_err tls_openssl_err(custos_err code, const char *what)
-{
-	char msg[256] = "";
-	unsigned long e = ERR_get_error();
-
-	if (e)
-		ERR_error_string_n(e, msg, sizeof(msg));
-	ERR_clear_error();
-	return err_set(code, "%s%s%s", what, e ? ": " : "", msg);
-}
-
 static custos_err load_key(SSL_CTX *ctx, const char *path)
 {
 	buf b;

@@ -11,6 +11,10 @@
 
 #include "custos/core.h"
 
+/* err_set(code, "what: <OpenSSL's first queued error>") (just what when the queue is empty),
+ * the queue cleared: OpenSSL failures in the proxy's TLS code and in the CRL loader. */
+custos_err tls_openssl_err(custos_err code, const char *what);
+
 /* The largest CRL file read: a large public CA's CRL is a few MiB. */
 #define CUSTOS_CRL_FILE_MAX (1u << 25)
 
