@@ -23,17 +23,7 @@ command -v python3 >/dev/null || skip "python3 not installed"
 
 make_pki
 T=$work/tls
-# crl NAME [ARGS...]: $T/NAME.pem, a CRL of the test CA listing what cadb says is revoked.
-crl() {
-	local name=$1
-	shift
-	(cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -gencrl "$@" \
-		-out "$name.pem") >/dev/null 2>&1 || skip "openssl ca could not make the CRL $name.pem"
-}
-revoke() {
-	(cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -revoke "$1.crt") \
-		>/dev/null 2>&1 || skip "openssl ca could not revoke $1.crt"
-}
+# crl, revoke: proxy_lib.bash.
 # Two server certificates for localhost / 127.0.0.1; the first is revoked.
 make_short_cert siem localhost srv.ext 86400
 make_short_cert siem2 localhost srv.ext 86400

@@ -137,6 +137,20 @@ make_short_cert() {
 		skip "could not read the notAfter date of $name.crt"
 }
 
+# crl NAME [ARGS...]: $work/tls/NAME.pem, a CRL of the test CA listing what its cadb says is
+# revoked (make_short_cert made the cadb; ARGS go to `openssl ca -gencrl`, e.g. -crldays 1).
+crl() {
+	local name=$1
+	shift
+	(cd "$work/tls" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -gencrl "$@" \
+		-out "$name.pem") >/dev/null 2>&1 || skip "openssl ca could not make the CRL $name.pem"
+}
+# revoke NAME: records $work/tls/NAME.crt as revoked in the test CA's cadb (crl to publish it).
+revoke() {
+	(cd "$work/tls" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -revoke "$1.crt") \
+		>/dev/null 2>&1 || skip "openssl ca could not revoke $1.crt"
+}
+
 # start_fixture NAME ARGS...: starts a model server; sets FX_PORT.
 start_fixture() {
 	local name=$1

@@ -19,17 +19,7 @@
 
 make_pki
 T=$work/tls
-# crl NAME [ARGS...]: $T/NAME.pem, a CRL of the test CA listing what cadb says is revoked.
-crl() {
-	local name=$1
-	shift
-	(cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -gencrl "$@" \
-		-out "$name.pem") >/dev/null 2>&1 || skip "openssl ca could not make the CRL $name.pem"
-}
-revoke() {
-	(cd "$T" && openssl ca -config ca.cnf -cert ca.crt -keyfile ca.key -revoke "$1.crt") \
-		>/dev/null 2>&1 || skip "openssl ca could not revoke $1.crt"
-}
+# crl, revoke: proxy_lib.bash.
 # Three client certificates with the analytics SPIFFE ID (the policy lets it list models).
 make_short_cert one analytics-one cli.ext 86400
 make_short_cert two analytics-two cli.ext 86400
