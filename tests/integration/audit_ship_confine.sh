@@ -8,6 +8,7 @@
 # cursor an older custos left in the audit directory itself is moved to ship/ at start and the
 # sink resumes from it; a restart resumes from the cursor in ship/.
 . "$(dirname "$0")/proxy_lib.bash"
+. "$(dirname "$0")/audit_lib.bash"
 [ "${CUSTOS_TEST_HOOKS:-0}" = 1 ] ||
 	skip "custos is built without test hooks (CUSTOS_TEST_HOOKS, on in Debug builds)"
 command -v python3 >/dev/null || skip "python3 not installed"
@@ -65,9 +66,6 @@ AUDIT_YAML=$(
       retry: { initial: 100ms, max: 500ms }
 Y
 ) write_config "$work/custos.yaml" "$FX_PORT"
-last_seq() {
-	tail -qn1 "$(ls "$work"/audit/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/'
-}
 lag0() {
 	ctl audit-status 2>/dev/null | python3 -c 'import json,sys
 s = json.load(sys.stdin)
@@ -137,14 +135,6 @@ wait_until 60 grep -q "audit sink cef: connected to unix:$work/rx.sock, resuming
 send 2
 wait_until 60 lag0 || fail "lag: $(ctl audit-status)"
 stop_custos
-python3 - "$work/rx.seqs" "$(last_seq)" <<'PY' && ok "every seq arrived in order" || fail "delivery: $(tr '\n' ' ' <"$work/rx.seqs")"
-import sys
-seqs = [int(l) for l in open(sys.argv[1])]
-prev = 0
-for s in seqs:
-    assert s <= prev + 1, f"gap: {s} after {prev}"
-    prev = max(prev, s)
-assert set(range(1, int(sys.argv[2]) + 1)) <= set(seqs), "missing seqs"
-PY
+r=$(complete "$work/rx.seqs") && ok "every seq arrived in order: $r" || fail "delivery: $r"
 "$bin" audit verify "$work/audit" >/dev/null && ok "the log verifies" || fail "audit verify"
 [ "$fails" -eq 0 ]

@@ -14,6 +14,7 @@
 # The CRL lives in a directory of its own outside $work: the proxy's Landlock view must name it
 # for the shipper to read it.
 . "$(dirname "$0")/proxy_lib.bash"
+. "$(dirname "$0")/audit_lib.bash"
 
 RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
 [ -x "$RSYSLOGD" ] || skip "rsyslogd not installed"
@@ -92,30 +93,6 @@ lag() {
 print([x["lag_events"] for x in json.load(sys.stdin)["sinks"] if x["id"] == "siem"][0])' 2>/dev/null
 }
 lag0() { [ "$(lag)" = 0 ]; }
-last_seq() {
-	tail -qn1 "$(ls "$work"/audit/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/'
-}
-# complete: every seq 1..head of the log reached rsyslog, in order, without gap.
-complete() {
-	python3 - "$work/rs/out.log" "$(last_seq)" <<'PY'
-import re, sys
-seqs = []
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    m = re.match(r'\s*\{"v":1,"seq":(\d+),', line)
-    if not m:
-        sys.exit("unexpected line: " + line[:200])
-    seqs.append(int(m.group(1)))
-last, prev = int(sys.argv[2]), 0
-for s in seqs:
-    if s > prev + 1:
-        sys.exit(f"gap: seq {s} arrived after {prev}")
-    prev = max(prev, s)
-missing = set(range(1, last + 1)) - set(seqs)
-if missing:
-    sys.exit(f"{len(missing)} of {last} events never arrived, first {min(missing)}")
-print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
-PY
-}
 
 AUDIT_YAML="  sinks:
     - id: siem
@@ -146,7 +123,7 @@ start_custos "$work/custos.yaml"
 send 2
 wait_until 60 lag0 && ok "not revoked: the sink caught up (lag 0)" ||
 	fail "not revoked: lag $(lag) after 60 s"
-msg=$(complete) && ok "not revoked: $msg, the ones held back included" || fail "not revoked: $msg"
+msg=$(complete "$work/rs/out.log") && ok "not revoked: $msg, the ones held back included" || fail "not revoked: $msg"
 stop_custos
 got=$(wc -l <"$work/rs/out.log" | tr -d ' ')
 

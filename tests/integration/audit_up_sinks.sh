@@ -11,6 +11,7 @@
 # A sink that cannot be set up (an unreadable CA, a token file readable by others) stops
 # `custos up` at start, naming the sink.
 . "$(dirname "$0")/proxy_lib.bash"
+. "$(dirname "$0")/audit_lib.bash"
 
 RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
 [ -x "$RSYSLOGD" ] || skip "rsyslogd not installed"
@@ -175,10 +176,6 @@ Y
 }
 AUDIT_YAML=$(sinks_yaml "$tls/ca.crt" "$work/hec.token") write_config "$work/custos.yaml" "$FX_PORT"
 
-# last_seq: the highest seq in the log (the durable head once custos stopped or is idle).
-last_seq() {
-	tail -qn1 "$(ls "$work"/audit/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/'
-}
 # wait_status SECONDS EXPR: until EXPR (Python, over lag = {sink id: lag_events}) holds for
 # `custos ctl audit-status`; the last answer stays in status.json.
 wait_status() {
@@ -194,28 +191,6 @@ sys.exit(0 if len(lag) == 3 and eval(sys.argv[2]) else 1)' "$work/status.json" "
 	return 1
 }
 wait_lag0() { wait_status "$1" 'all(v == 0 for v in lag.values())'; }
-# complete FILE: every seq 1..head of the log arrived in FILE (rsyslog's lines, or
-# one seq per line), in order, without gap; duplicates allowed (at-least-once).
-complete() {
-	python3 - "$1" "$(last_seq)" <<'PY'
-import re, sys
-seqs = []
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    m = re.match(r'\s*(?:\{"v":1,"seq":)?(\d+)', line)
-    if not m:
-        sys.exit("unexpected line: " + line[:200])
-    seqs.append(int(m.group(1)))
-last, prev = int(sys.argv[2]), 0
-for s in seqs:
-    if s > prev + 1:
-        sys.exit(f"gap: seq {s} arrived after {prev}")
-    prev = max(prev, s)
-missing = set(range(1, last + 1)) - set(seqs)
-if missing:
-    sys.exit(f"{len(missing)} of {last} events never arrived, first {min(missing)}")
-print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
-PY
-}
 
 start_rsyslog
 start_custos "$work/custos.yaml"
