@@ -11,13 +11,39 @@
 
 #include "custos/core.h"
 
+/* JSON writes a character above U+FFFF as a surrogate pair (\uD83D\uDE00), and YAML, a superset
+ * of JSON, should take it; libyaml refuses each half ("found invalid Unicode character escape
+ * code"). ydoc_parse then rewrites the pair libyaml stopped at as the one YAML escape for the
+ * same character (\U0001F600), with every other pair of that double-quoted scalar, and parses
+ * again: at most YDOC_MAX_PAIR_SCALARS scalars so. A lone half stays an error. Each rewrite is
+ * two characters shorter; positions after it on its line are moved back (pos_fix). */
+#define YDOC_MAX_SHIFTS 4096
+struct shift {
+	unsigned line, col; /* in the rewritten text: the character after a rewritten escape */
+};
+
 struct builder {
 	ydoc *doc;
 	diag_list *d;
 	yaml_parser_t parser;
 	const char *text; /* the input, for positions libyaml gives as byte offsets */
 	size_t len;
+	const struct shift *shifts; /* rewritten surrogate pairs, in text order */
+	size_t nshifts;
+	size_t pair_at; /* set with pair_hit: byte offset of a \u of a surrogate pair */
+	bool pair_hit;
 };
+
+/* A position in the rewritten text to one in the file: two characters back for each
+ * surrogate pair rewritten before it on its line. */
+static void pos_fix(const struct builder *b, unsigned *line, unsigned *col)
+{
+	unsigned add = 0;
+	for (size_t i = 0; i < b->nshifts; i++)
+		if (b->shifts[i].line == *line && b->shifts[i].col <= *col)
+			add += 2;
+	*col += add;
+}
 
 /* Line and column (1-based, columns in characters as libyaml counts them) of byte off. */
 static void text_pos(const char *text, size_t len, size_t off, unsigned *line, unsigned *col)
@@ -73,8 +99,9 @@ static void perr(struct builder *b, const yaml_mark_t *m, const char *hint, cons
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	diag_add(b->d, DIAG_ERROR, b->doc->file, (unsigned)m->line + 1, (unsigned)m->column + 1,
-	         hint, "%s", msg);
+	unsigned line = (unsigned)m->line + 1, col = (unsigned)m->column + 1;
+	pos_fix(b, &line, &col);
+	diag_add(b->d, DIAG_ERROR, b->doc->file, line, col, hint, "%s", msg);
 }
 
 static ydoc_node *new_node(struct builder *b, ydoc_kind kind, const yaml_mark_t *m)
@@ -87,13 +114,59 @@ static ydoc_node *new_node(struct builder *b, ydoc_kind kind, const yaml_mark_t 
 	n->kind = kind;
 	n->line = (unsigned)m->line + 1;
 	n->col = (unsigned)m->column + 1;
+	pos_fix(b, &n->line, &n->col);
 	b->doc->nodes++;
 	return n;
+}
+
+/* The \u escape value at p (6 bytes: backslash, u, 4 hex digits), or -1. */
+static long u_escape(const char *p, const char *end)
+{
+	if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+		return -1;
+	return num_hex4((const unsigned char *)p + 2);
+}
+
+/* Whether text[off] starts a high surrogate escape followed by a low one. */
+static bool pair_at(const char *text, size_t len, size_t off)
+{
+	long hi = off < len ? u_escape(text + off, text + len) : -1;
+	long lo = hi >= 0 ? u_escape(text + off + 6, text + len) : -1;
+	return hi >= 0xD800 && hi <= 0xDBFF && lo >= 0xDC00 && lo <= 0xDFFF;
+}
+
+/* libyaml stopped at the hex digits of a \u escape of a surrogate (its mark counts characters,
+ * a byte order mark not included): when that escape starts a high-low pair, its byte offset. */
+static bool surrogate_pair_stop(const struct builder *b, size_t *off)
+{
+	const char *problem = b->parser.problem;
+	size_t want = b->parser.problem_mark.index, chars = 0, i = 0;
+
+	if (b->parser.error != YAML_SCANNER_ERROR || problem == NULL ||
+	    strcmp(problem, "found invalid Unicode character escape code") != 0 || want < 2)
+		return false;
+	if (b->len >= 3 && memcmp(b->text, "\xef\xbb\xbf", 3) == 0)
+		i = 3;
+	for (; i < b->len && chars < want - 2; i++)
+		if (((unsigned char)b->text[i] & 0xc0) != 0x80)
+			chars++;
+	while (i < b->len && ((unsigned char)b->text[i] & 0xc0) == 0x80)
+		i++;
+	if (!pair_at(b->text, b->len, i))
+		return false;
+	*off = i;
+	return true;
 }
 
 static bool next_event(struct builder *b, yaml_event_t *ev)
 {
 	if (!yaml_parser_parse(&b->parser, ev)) {
+		size_t at;
+		if (surrogate_pair_stop(b, &at)) {
+			b->pair_at = at;
+			b->pair_hit = true; /* ydoc_parse rewrites it and parses again */
+			return false;
+		}
 		const yaml_mark_t *m = &b->parser.problem_mark;
 		unsigned line = (unsigned)m->line + 1, col = (unsigned)m->column + 1;
 		char msg[512];
@@ -121,6 +194,7 @@ static bool next_event(struct builder *b, yaml_event_t *ev)
 				         (unsigned)value & 0xffu);
 			}
 		}
+		pos_fix(b, &line, &col);
 		diag_add(b->d, DIAG_ERROR, b->doc->file, line, col, NULL, "%s", msg);
 		return false;
 	}
@@ -267,18 +341,25 @@ static ydoc_node *build(struct builder *b, yaml_event_t *ev, int depth)
 	}
 }
 
-custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len, diag_list *d)
+/* One parse of text. CUSTOS_ERR_AGAIN (nothing reported, doc released) when libyaml stopped at
+ * a surrogate pair escape: its offset in *pair. */
+static custos_err parse_once(ydoc *doc, const char *file, const char *text, size_t len,
+                             diag_list *d, const struct shift *shifts, size_t nshifts, size_t *pair)
 {
 	static const unsigned char empty_input[1];
-	struct builder b = { .doc = doc, .d = d, .text = text, .len = len };
+	struct builder b = {
+		.doc = doc, .d = d, .text = text, .len = len, .shifts = shifts, .nshifts = nshifts
+	};
 	yaml_event_t ev;
 	custos_err e = CUSTOS_ERR_PARSE;
 	int docs = 0;
 
 	memset(doc, 0, sizeof(*doc));
 	doc->file = xstrdup(file);
-	if (!yaml_parser_initialize(&b.parser))
+	if (!yaml_parser_initialize(&b.parser)) {
+		ydoc_free(doc);
 		return err_set(CUSTOS_ERR_NOMEM, "cannot initialise the YAML parser");
+	}
 	/* libyaml asserts on a NULL input even for length 0 (an empty buf's pointer is NULL). */
 	yaml_parser_set_input_string(&b.parser, text ? (const unsigned char *)text : empty_input,
 	                             text ? len : 0);
@@ -311,8 +392,83 @@ out:
 	yaml_parser_delete(&b.parser);
 	if (e != CUSTOS_OK) {
 		ydoc_free(doc); /* nothing is left for the caller to release */
+		if (b.pair_hit) {
+			*pair = b.pair_at;
+			return CUSTOS_ERR_AGAIN;
+		}
 		err_set(e, "%s: YAML parse failed", file);
 	}
+	return e;
+}
+
+/* Rewrites, in *t, every surrogate pair escape of the double-quoted scalar whose pair starts at
+ * byte off, from there to the scalar's closing quote, as \UXXXXXXXX; records each in sh. */
+static bool rewrite_pairs(char **t, size_t *len, size_t off, struct shift *sh, size_t *nsh)
+{
+	char *s = *t;
+	size_t n = *len, i = off;
+
+	while (i < n && s[i] != '"') {
+		if (s[i] != '\\') {
+			i++;
+			continue;
+		}
+		if (!pair_at(s, n, i)) {
+			i += i + 1 < n ? 2 : 1; /* any other escape, \\ and \" included */
+			continue;
+		}
+		if (*nsh >= YDOC_MAX_SHIFTS)
+			return false;
+		uint32_t cp = 0x10000u + (((uint32_t)u_escape(s + i, s + n) - 0xD800u) << 10) +
+		              ((uint32_t)u_escape(s + i + 6, s + n) - 0xDC00u);
+		char esc[11];
+		snprintf(esc, sizeof(esc), "\\U%08X", (unsigned)cp);
+		memcpy(s + i, esc, 10);
+		memmove(s + i + 10, s + i + 12, n - (i + 12));
+		n -= 2;
+		text_pos(s, n, i + 10, &sh[*nsh].line, &sh[*nsh].col);
+		(*nsh)++;
+		i += 10;
+	}
+	*len = n;
+	return true;
+}
+
+custos_err ydoc_parse(ydoc *doc, const char *file, const char *text, size_t len, diag_list *d)
+{
+	struct shift *sh = NULL;
+	size_t nsh = 0, pair = 0, n = len;
+	char *own = NULL;
+	custos_err e;
+
+	for (unsigned round = 0;; round++) {
+		e = parse_once(doc, file, own ? own : text, n, d, sh, nsh, &pair);
+		if (e != CUSTOS_ERR_AGAIN)
+			break;
+		if (own == NULL) {
+			own = xcalloc(len + 1, 1);
+			memcpy(own, text, len);
+			sh = xcalloc(YDOC_MAX_SHIFTS, sizeof(*sh));
+		}
+		if (round >= YDOC_MAX_PAIR_SCALARS || !rewrite_pairs(&own, &n, pair, sh, &nsh)) {
+			unsigned line, col;
+			text_pos(own, n, pair, &line, &col);
+			struct builder b = { .shifts = sh, .nshifts = nsh };
+			pos_fix(&b, &line, &col);
+			doc->file = xstrdup(file);
+			diag_add(d, DIAG_ERROR, file, line, col,
+			         "write such characters as themselves (UTF-8) or as \\U escapes",
+			         "YAML syntax: more than %u quoted scalars or %u \\u surrogate "
+			         "pairs "
+			         "to rewrite",
+			         YDOC_MAX_PAIR_SCALARS, YDOC_MAX_SHIFTS);
+			ydoc_free(doc);
+			e = err_set(CUSTOS_ERR_PARSE, "%s: YAML parse failed", file);
+			break;
+		}
+	}
+	free(own);
+	free(sh);
 	return e;
 }
 

@@ -392,6 +392,9 @@ typedef struct ydoc {
 
 #define YDOC_MAX_NODES 1000000
 #define YDOC_MAX_DEPTH 64
+/* Double-quoted scalars with JSON surrogate pair escapes (\uD83D\uDE00) that ydoc_parse
+ * rewrites for libyaml, which refuses them; more are an error (core/ydoc.c). */
+#define YDOC_MAX_PAIR_SCALARS 64
 /* Parses text[len] named `file`. On a syntax error adds it to d (file:line:col) and returns
  * CUSTOS_ERR_PARSE with doc released and zeroed (ydoc_free on it is then a harmless no-op).
  * On success the tree is owned by doc; ydoc_free releases it. */

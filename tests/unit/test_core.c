@@ -385,6 +385,67 @@ static void test_ydoc_empty(void **state)
 	diag_free(&d);
 }
 
+/* JSON's surrogate pair escapes in double-quoted scalars (libyaml refuses each half): the
+ * character they stand for, positions after them as in the file; elsewhere (single-quoted, plain)
+ * the text as written; a lone half, or a pair split by other text, still refused. */
+static void test_ydoc_surrogate_pairs(void **state)
+{
+	(void)state;
+	ydoc doc;
+	diag_list d;
+
+	assert_int_equal(
+	        parse_errors("a: {x: \"x\\uD83D\\uDE00y\\ud83d\\ude01\", b: 'q\\uD83D\\uDE00', "
+	                     "z: 1}\nc: \"\\\\uD83D\\\\ \\uD800\\uDC00 \\\"\\uDBFF\\uDFFF\"\n"
+	                     "g: plain\\uD83D\\uDE00\n",
+	                     &d, &doc),
+	        0);
+	ydoc_node *a = ydoc_map_get(doc.root, "a");
+	assert_string_equal(ydoc_map_get(a, "x")->str, "x\xf0\x9f\x98\x80y\xf0\x9f\x98\x81");
+	ydoc_node *b = ydoc_map_get(a, "b");
+	assert_string_equal(b->str, "q\\uD83D\\uDE00");
+	assert_int_equal(b->col, 41); /* the key b at column 38, as in the file */
+	assert_int_equal(a->pairs[1].key->col, 38);
+	assert_int_equal(a->pairs[2].key->col, 58);
+	assert_string_equal(ydoc_map_get(doc.root, "c")->str,
+	                    "\\uD83D\\ \xf0\x90\x80\x80 \"\xf4\x8f\xbf\xbf");
+	assert_string_equal(ydoc_map_get(doc.root, "g")->str, "plain\\uD83D\\uDE00");
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* An error after a rewritten pair points where the file has it. */
+	assert_true(parse_errors("a: \"\\uD83D\\uDE00\\uD83D\\uDE00\" x\n", &d, &doc) > 0);
+	assert_int_equal(d.items[0].line, 1);
+	assert_int_equal(d.items[0].col, 31);
+	ydoc_free(&doc);
+	diag_free(&d);
+	static const char *const bad[] = { "a: \"\\uDE00\"\n", "a: \"\\uD83D\"\n",
+		                           "a: \"\\uD83D x\\uDE00\"\n", "a: \"\\uD83D\\u0041\"\n" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		assert_true(parse_errors(bad[i], &d, &doc) > 0);
+		assert_non_null(strstr(d.items[0].message, "invalid Unicode character escape"));
+		assert_int_equal(d.items[0].line, 1);
+		ydoc_free(&doc);
+		diag_free(&d);
+	}
+	/* More quoted scalars with pairs than the bound: refused, saying why. */
+	char many[(YDOC_MAX_PAIR_SCALARS + 2) * 24];
+	size_t n = 0;
+	for (int i = 0; i < YDOC_MAX_PAIR_SCALARS + 2; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, "k%d: \"\\uD83D\\uDE00\"\n", i);
+	assert_true(parse_errors(many, &d, &doc) > 0);
+	assert_non_null(strstr(d.items[0].message, "surrogate pairs to rewrite"));
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* Up to the bound they parse. */
+	n = 0;
+	for (int i = 0; i < YDOC_MAX_PAIR_SCALARS; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, "k%d: \"\\uD83D\\uDE00\"\n", i);
+	assert_int_equal(parse_errors(many, &d, &doc), 0);
+	assert_int_equal(doc.root->n, YDOC_MAX_PAIR_SCALARS);
+	ydoc_free(&doc);
+	diag_free(&d);
+}
+
 static void test_ydoc_refusals(void **state)
 {
 	(void)state;
@@ -669,6 +730,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file_load_modes, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_ydoc_tree),
 		cmocka_unit_test(test_ydoc_empty),
+		cmocka_unit_test(test_ydoc_surrogate_pairs),
 		cmocka_unit_test(test_ydoc_refusals),
 		cmocka_unit_test(test_ydoc_schema),
 		cmocka_unit_test(test_diag_suggest),
