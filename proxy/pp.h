@@ -34,4 +34,9 @@ typedef struct pp_hdr {
  * says why). */
 ssize_t pp_parse(const uint8_t *p, size_t n, pp_hdr *h);
 
+/* The CRC32c (Castagnoli, RFC 3720 and RFC 4960 appendix B: the checksum of a v2 header's
+ * PP2_TYPE_CRC32C TLV) of p[0..n), continuing crc, which is 0 to start: pp_crc32c(pp_crc32c(0,
+ * a, na), b, nb) is the CRC of a then b. */
+uint32_t pp_crc32c(uint32_t crc, const uint8_t *p, size_t n);
+
 #endif

@@ -3,8 +3,10 @@
 # (v1) and hand-made v1/v2 headers on a plain listener are served, and the audit event names
 # the client from the header (remote) and the balancer (via); v2 LOCAL keeps the socket
 # address; a header split over several writes, and TLS after a v2 header on the TLS listener,
-# work; a connection without a header, a malformed header, a header cut short by a shutdown or
-# by silence past client_header, and a peer outside proxy_protocol_from are closed without an
+# work; a v2 header whose PP2_TYPE_CRC32C TLV holds the right checksum is served, one with a
+# wrong checksum is refused ("PROXY v2: CRC32C mismatch") and its client not used; a
+# connection without a header, a malformed header, a header cut short by a shutdown or by
+# silence past client_header, and a peer outside proxy_protocol_from are closed without an
 # answer and audited as proxy_protocol.reject with the reason; a silent connection is not
 # audited; /metrics counts both outcomes; of a flood of 40 bad headers at most 10 a second are
 # audited one by one and the rest in a sum event, every rejection counted once.
@@ -55,6 +57,12 @@ check "TLS after a v2 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" -
 wait_until 30 eval 'ev | grep -q "\"remote\":\"198.51.100.9:40000\",\"via\":\"127.0.0.1:[0-9]*\""' &&
 	ok "TLS: the client from the v2 header is the event's remote" || fail "TLS: no event with remote 198.51.100.9:40000"
 check "TLS after a split v1 header" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --split --v1 'TCP4 198.51.100.10 192.0.2.1 40001 443')" 200
+# A CRC32C TLV (its checksum computed by the client, bit by bit) is verified: right, served.
+check "v2 header with a right CRC32C" "$(pc --port "$PORT2" --crc good --v2 '203.0.113.20 192.0.2.1 40010 80')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"203.0.113.20:40010\",\"via\":\"127.0.0.1:[0-9]*\""' &&
+	ok "the client from a v2 header with a right CRC32C is the event's remote" || fail "no event with remote 203.0.113.20:40010: $(ev | tail -1)"
+check "v2 IPv6 header with a right CRC32C, split" "$(pc --port "$PORT2" --split --crc good --v2 '2001:db8::20 2001:db8::1 40011 80')" 200
+check "TLS after a v2 header with a right CRC32C" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --crc good --v2 '198.51.100.20 192.0.2.1 40012 443')" 200
 # A failed handshake after the header (plain HTTP where TLS is expected): tls.reject names the
 # client from the header and the balancer.
 check "plain HTTP after a v1 header on the TLS listener" "$(pc --port "$PORT" --v1 'TCP4 198.51.100.11 192.0.2.1 40002 443')" closed
@@ -68,19 +76,29 @@ check "malformed v1 address" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.999 192.
 check "v1 port with a leading zero" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.7 192.0.2.1 01 2')" closed
 check "v2 version 3" "$(pc --port "$PORT2" --raw '\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c')" closed
 check "garbage" "$(pc --port "$PORT2" --raw 'PROXY GARBAGE\r\n')" closed
+check "v2 header with a wrong CRC32C" "$(pc --port "$PORT2" --crc bad --v2 '203.0.113.21 192.0.2.1 40013 80')" closed
 check "header cut short, then the client shuts down" "$(pc --port "$PORT2" --header-only --shut --raw 'PROXY TCP4 203.0.113.7')" closed
 check "header cut short, then silence (client_header 2 s)" "$(pc --port "$PORT2" --header-only --raw 'PROXY TCP4 203.0.113.7')" closed
 check "peer outside proxy_protocol_from" "$(pc --port "$P3" --v1 'TCP4 203.0.113.7 192.0.2.1 4242 80')" closed
 for r in "no PROXY protocol header" "PROXY v1: an address is not an IPv4 address" \
 	"PROXY v1: a port is not a decimal 0..65535 without leading zeros" "PROXY v2: version is not 2" \
 	"PROXY v1: not 'TCP4|TCP6 SRC DST SPORT DPORT' with single spaces" "peer not in proxy_protocol_from" \
-	"connection closed inside the PROXY header" "PROXY header not received in time"; do
+	"connection closed inside the PROXY header" "PROXY header not received in time" \
+	"PROXY v2: CRC32C mismatch"; do
 	wait_until 30 eval 'rej | grep -qF "\"reason\":\"$r\""' &&
 		ok "proxy_protocol.reject audited: $r" || fail "no proxy_protocol.reject with '$r': $(rej | tail -2)"
 done
 [ "$(rej | grep -c '"reason":"no PROXY protocol header"')" -ge 2 ] &&
 	ok "both listeners audit a missing header" || fail "a missing header was not audited on both listeners"
 rej | grep -q '"remote":"127.0.0.1:[0-9]*"' && ok "a rejection names the socket peer" || fail "rejection without the socket peer"
+rej | grep -F '"reason":"PROXY v2: CRC32C mismatch"' | grep -q '"remote":"127.0.0.1:[0-9]*"' &&
+	ok "a CRC32C mismatch names the socket peer, not the client from the header" ||
+	fail "CRC32C mismatch event without the socket peer: $(rej | grep -F CRC32C)"
+if (ev; rej) | grep -q '203\.0\.113\.21'; then
+	fail "the client from the header with a wrong CRC32C was used"
+else
+	ok "the client from the header with a wrong CRC32C was not used"
+fi
 # A balancer's TCP health check (connect, close, no byte) is not audited.
 n=$(rej | wc -l) nev=$(ev | wc -l)
 (exec 3<>"/dev/tcp/127.0.0.1/$PORT2") 2>/dev/null

@@ -2,7 +2,8 @@
 """PROXY protocol client for proxy_protocol.sh: sends a hand-made PROXY header (v1 or v2, or
 bytes given raw), then an HTTP request, plain or over TLS (TLS starts after the header), and
 prints the status code of the answer, or "closed" when custos closed the connection without
-one. --split sends the header a few bytes at a time, each write its own segment."""
+one. --split sends the header a few bytes at a time, each write its own segment. --crc adds a
+PP2_TYPE_CRC32C TLV to a --v2 PROXY header, with the right checksum or a wrong one."""
 import argparse
 import socket
 import ssl
@@ -11,6 +12,23 @@ import sys
 import time
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def crc32c(data):
+    """CRC32c (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: written apart from
+    custos' table-driven one."""
+    c = 0xFFFFFFFF
+    for byte in data:
+        c ^= byte
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c ^ 0xFFFFFFFF
+
+
+def with_crc(hdr, at, good):
+    """hdr with its checksum (4 zero bytes at offset at) set, right or off by one bit."""
+    c = crc32c(hdr) ^ (0 if good else 1)
+    return hdr[:at] + struct.pack("!I", c) + hdr[at + 4:]
 
 
 def v2(cmd, src=None, dst=None, sport=0, dport=0, tlvs=b""):
@@ -35,6 +53,8 @@ def main():
     ap.add_argument("--raw", help="header bytes as a Python bytes literal body")
     ap.add_argument("--tls-ca", help="speak TLS (server name localhost) after the header")
     ap.add_argument("--split", action="store_true")
+    ap.add_argument("--crc", choices=["good", "bad"],
+                    help="with --v2 SRC DST SPORT DPORT: a CRC32C TLV before the NOOP one")
     ap.add_argument("--token", default="")
     ap.add_argument("--chat", metavar="MODEL",
                     help="send POST /v1/chat/completions for MODEL instead of GET /v1/models")
@@ -52,7 +72,14 @@ def main():
     elif a.v2:
         s, d, sp, dp = a.v2.split()
         # one TLV (PP2_TYPE_NOOP) that custos must skip
-        hdr = v2(1, s, d, int(sp), int(dp), tlvs=b"\x04\x00\x02ab")
+        tlvs = b"\x04\x00\x02ab"
+        if a.crc:
+            tlvs = b"\x03\x00\x04\x00\x00\x00\x00" + tlvs
+        hdr = v2(1, s, d, int(sp), int(dp), tlvs=tlvs)
+        if a.crc:
+            # the checksum's value follows the addresses and the TLV's 3-byte head
+            at = 16 + (36 if ":" in s else 12) + 3
+            hdr = with_crc(hdr, at, a.crc == "good")
     elif a.raw is not None:
         hdr = a.raw.encode().decode("unicode_escape").encode("latin-1")
     req = ("GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"

@@ -1,5 +1,6 @@
 /* Unit tests for the PROXY protocol parser (proxy/pp.c): every accepted form of versions 1 and
- * 2, every refusal with its reason, and every prefix of a valid header asking for more. */
+ * 2, every refusal with its reason, every prefix of a valid header asking for more, the CRC32c
+ * against the RFC 3720 vectors and the v2 CRC32C and SSL TLVs. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -251,6 +252,189 @@ static void test_v2_bad(void **state)
 	expect_bad(b, n, "TLV longer than the header");
 }
 
+/* RFC 3720 appendix B.4 (the CRC32c of iSCSI, the one RFC 4960 and the PROXY spec use), and the
+ * customary check value of "123456789". */
+static void test_crc32c(void **state)
+{
+	(void)state;
+	uint8_t b[48];
+
+	memset(b, 0, 32);
+	assert_int_equal(pp_crc32c(0, b, 32), 0x8a9136aa);
+	memset(b, 0xff, 32);
+	assert_int_equal(pp_crc32c(0, b, 32), 0x62a8ab43);
+	for (int i = 0; i < 32; i++)
+		b[i] = (uint8_t)i;
+	assert_int_equal(pp_crc32c(0, b, 32), 0x46dd794e);
+	for (int i = 0; i < 32; i++)
+		b[i] = (uint8_t)(31 - i);
+	assert_int_equal(pp_crc32c(0, b, 32), 0x113fdb5c);
+	/* An iSCSI SCSI Read (10) command PDU. */
+	static const uint8_t pdu[48] = { 0x01,        0xc0,        [16] = 0x14, [22] = 0x04,
+		                         [27] = 0x14, [31] = 0x18, [32] = 0x28, [40] = 0x02 };
+	assert_int_equal(pp_crc32c(0, pdu, sizeof(pdu)), 0xd9963a56);
+	assert_int_equal(pp_crc32c(0, (const uint8_t *)"123456789", 9), 0xe3069283);
+	assert_int_equal(pp_crc32c(0, pdu, 0), 0);
+	/* Continued over pieces: the same at every split. */
+	for (size_t k = 0; k <= sizeof(pdu); k++)
+		assert_int_equal(pp_crc32c(pp_crc32c(0, pdu, k), pdu + k, sizeof(pdu) - k),
+		                 0xd9963a56);
+}
+
+/* A TCP/IPv4 header made independently of pp_crc32c (Python): 203.0.113.7:4242 ->
+ * 192.0.2.1:80, then a CRC32C TLV (0x69055471), an SSL TLV (client SSL, verify 0, one
+ * PP2_SUBTYPE_SSL_VERSION "TLSv1.3") and a NOOP "ab". */
+static const uint8_t V2_CRC[] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00,
+	0x2a, 0xcb, 0x00, 0x71, 0x07, 0xc0, 0x00, 0x02, 0x01, 0x10, 0x92, 0x00, 0x50, 0x03, 0x00,
+	0x04, 0x69, 0x05, 0x54, 0x71, 0x20, 0x00, 0x0f, 0x01, 0x00, 0x00, 0x00, 0x00, 0x21, 0x00,
+	0x07, 0x54, 0x4c, 0x53, 0x76, 0x31, 0x2e, 0x33, 0x04, 0x00, 0x02, 0x61, 0x62,
+};
+#define V2_CRC_AT 31 /* where its checksum is */
+
+/* Writes the right checksum into the 4 bytes at at of the header b[0..n). */
+static void set_crc(uint8_t *b, size_t n, size_t at)
+{
+	memset(b + at, 0, 4);
+	uint32_t c = pp_crc32c(0, b, n);
+	b[at] = (uint8_t)(c >> 24);
+	b[at + 1] = (uint8_t)(c >> 16);
+	b[at + 2] = (uint8_t)(c >> 8);
+	b[at + 3] = (uint8_t)c;
+}
+
+static void test_v2_crc32c(void **state)
+{
+	(void)state;
+	uint8_t b[4096], body[256];
+	pp_hdr h;
+	size_t n = sizeof(V2_CRC);
+
+	memcpy(b, V2_CRC, n);
+	memcpy(b + n, "GET", 3);
+	assert_int_equal(pp_parse(b, n + 3, &h), (ssize_t)n);
+	assert_false(h.local);
+	addr_is(&h.src, "203.0.113.7", 4242);
+	addr_is(&h.dst, "192.0.2.1", 80);
+	prefixes_need_more(b, n);
+	/* The checksum covers the whole header, its fixed 16 bytes included, with its own 4
+	 * bytes zeroed: computed so here, it is the one Python wrote. */
+	set_crc(b, n, V2_CRC_AT);
+	assert_memory_equal(b, V2_CRC, n);
+
+	/* A changed byte anywhere the framing does not depend on (addresses, the checksum, the
+	 * TLV values before and after the checksum) is a mismatch. */
+	for (size_t i = 16; i < n; i++) {
+		if (i == 28 || i == 29 || i == 30 || (i >= 35 && i <= 37) || (i >= 43 && i <= 45) ||
+		    (i >= 53 && i <= 55))
+			continue; /* a TLV's type or length */
+		memcpy(b, V2_CRC, n);
+		b[i] ^= 0x01;
+		expect_bad(b, n, "PROXY v2: CRC32C mismatch");
+	}
+
+	/* A CRC32C TLV alone, on IPv6, right and wrong. */
+	memset(body, 0, 36);
+	body[15] = 1;
+	body[31] = 2;
+	memcpy(body + 36, "\x03\x00\x04\x00\x00\x00\x00", 7);
+	n = mk_v2(b, 0x21, 0x21, body, 43);
+	set_crc(b, n, 16 + 39);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	addr_is(&h.src, "::1", 0);
+	b[n - 1] ^= 0x80;
+	expect_bad(b, n, "PROXY v2: CRC32C mismatch");
+	memset(b + n - 4, 0, 4); /* an all-zero checksum is not "absent" */
+	expect_bad(b, n, "PROXY v2: CRC32C mismatch");
+
+	/* The wrong length: 3 and 5 bytes, even with the checksum right for them. */
+	memset(body + 12, 0, 16);
+	memcpy(body, V2_CRC + 16, 12);
+	memcpy(body + 12, "\x03\x00\x03", 3);
+	n = mk_v2(b, 0x21, 0x11, body, 18);
+	expect_bad(b, n, "PROXY v2: CRC32C TLV is not 4 bytes long");
+	memcpy(body + 12, "\x03\x00\x05", 3);
+	n = mk_v2(b, 0x21, 0x11, body, 20);
+	set_crc(b, n, 16 + 15);
+	expect_bad(b, n, "PROXY v2: CRC32C TLV is not 4 bytes long");
+	memcpy(body + 12, "\x03\x00\x00", 3);
+	n = mk_v2(b, 0x21, 0x11, body, 15);
+	expect_bad(b, n, "PROXY v2: CRC32C TLV is not 4 bytes long");
+
+	/* Two CRC32C TLVs, apart or side by side. */
+	memcpy(body + 12, "\x03\x00\x04\x00\x00\x00\x00\x04\x00\x00\x03\x00\x04\x00\x00\x00\x00",
+	       17);
+	n = mk_v2(b, 0x21, 0x11, body, 29);
+	set_crc(b, n, 16 + 15);
+	expect_bad(b, n, "PROXY v2: more than one CRC32C TLV");
+	memcpy(body + 12, "\x03\x00\x04\x00\x00\x00\x00\x03\x00\x04\x00\x00\x00\x00", 14);
+	n = mk_v2(b, 0x21, 0x11, body, 26);
+	expect_bad(b, n, "PROXY v2: more than one CRC32C TLV");
+
+	/* A malformed TLV after the checksum is refused for its form, not as a mismatch. */
+	memcpy(body + 12, "\x03\x00\x04\x00\x00\x00\x00\x04\x00", 9);
+	n = mk_v2(b, 0x21, 0x11, body, 21);
+	expect_bad(b, n, "PROXY v2: truncated TLV");
+
+	/* LOCAL and UNSPEC skip their block unread, as before: a wrong checksum there is not
+	 * seen (no client address is taken from such a header). */
+	n = mk_v2(b, 0x20, 0x11, V2_CRC + 16, sizeof(V2_CRC) - 16);
+	b[16] ^= 0x01;
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	assert_true(h.local);
+	n = mk_v2(b, 0x21, 0x00, V2_CRC + 16, sizeof(V2_CRC) - 16);
+	b[16] ^= 0x01;
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	assert_true(h.local);
+}
+
+/* PP2_TYPE_SSL: client and verify, then sub-TLVs that must fill it exactly; content unused. */
+static void test_v2_ssl_tlv(void **state)
+{
+	(void)state;
+	uint8_t b[4096], body[256];
+	pp_hdr h;
+	size_t n;
+
+	memcpy(body, V2_CRC + 16, 12);
+	/* No sub-TLV; an empty sub-TLV and an unknown one; then a NOOP TLV after it. */
+	memcpy(body + 12, "\x20\x00\x05\x07\xff\xff\xff\xff", 8);
+	n = mk_v2(b, 0x21, 0x11, body, 20);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	memcpy(body + 12, "\x20\x00\x0c\x01\x00\x00\x00\x00\x22\x00\x00\x99\x00\x01x\x04\x00\x00",
+	       18);
+	n = mk_v2(b, 0x21, 0x11, body, 30);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	prefixes_need_more(b, n);
+
+	/* Shorter than client + verify. */
+	memcpy(body + 12, "\x20\x00\x04\x01\x00\x00\x00", 7);
+	n = mk_v2(b, 0x21, 0x11, body, 19);
+	expect_bad(b, n, "PROXY v2: SSL TLV shorter than its client and verify fields");
+	memcpy(body + 12, "\x20\x00\x00", 3);
+	n = mk_v2(b, 0x21, 0x11, body, 15);
+	expect_bad(b, n, "PROXY v2: SSL TLV shorter than its client and verify fields");
+	/* 1 and 2 bytes after the fixed fields: not a sub-TLV head. */
+	memcpy(body + 12, "\x20\x00\x06\x01\x00\x00\x00\x00\x21", 9);
+	n = mk_v2(b, 0x21, 0x11, body, 21);
+	expect_bad(b, n, "PROXY v2: truncated sub-TLV in the SSL TLV");
+	memcpy(body + 12, "\x20\x00\x07\x01\x00\x00\x00\x00\x21\x00", 10);
+	n = mk_v2(b, 0x21, 0x11, body, 22);
+	expect_bad(b, n, "PROXY v2: truncated sub-TLV in the SSL TLV");
+	/* A sub-TLV past its SSL TLV, even where the header still has bytes after it. */
+	memcpy(body + 12, "\x20\x00\x09\x01\x00\x00\x00\x00\x21\x00\x02x\x04\x00\x01y", 16);
+	n = mk_v2(b, 0x21, 0x11, body, 28);
+	expect_bad(b, n, "PROXY v2: sub-TLV longer than the SSL TLV");
+	/* A sub-TLV that ends before the SSL TLV's last byte leaves a truncated one. */
+	memcpy(body + 12, "\x20\x00\x0a\x01\x00\x00\x00\x00\x21\x00\x01x\x00", 13);
+	n = mk_v2(b, 0x21, 0x11, body, 25);
+	expect_bad(b, n, "PROXY v2: truncated sub-TLV in the SSL TLV");
+	/* Other types are not looked into: 0x21 at the top level is just skipped. */
+	memcpy(body + 12, "\x21\x00\x02\x00\xff", 5);
+	n = mk_v2(b, 0x21, 0x11, body, 17);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+}
+
 static void test_empty_and_first_byte(void **state)
 {
 	(void)state;
@@ -266,11 +450,10 @@ static void test_empty_and_first_byte(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_v1_ok),
-		cmocka_unit_test(test_v1_bad),
-		cmocka_unit_test(test_v2_ok),
-		cmocka_unit_test(test_v2_bad),
-		cmocka_unit_test(test_empty_and_first_byte),
+		cmocka_unit_test(test_v1_ok),      cmocka_unit_test(test_v1_bad),
+		cmocka_unit_test(test_v2_ok),      cmocka_unit_test(test_v2_bad),
+		cmocka_unit_test(test_crc32c),     cmocka_unit_test(test_v2_crc32c),
+		cmocka_unit_test(test_v2_ssl_tlv), cmocka_unit_test(test_empty_and_first_byte),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
