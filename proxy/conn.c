@@ -114,6 +114,8 @@ typedef struct req {
 	unsigned shadow_status; /* shadow mode: what enforcement would have answered, 0: passed */
 	uint64_t retry_ns;      /* a 429's wait until a request would pass */
 	ingress_insp *insp;     /* content inspection (ingress_inspect.c), NULL when none */
+	bool head_held;         /* a JSON body held for inspection: its head waits in rhead */
+	buf rhead;              /* that head, without a framing field, for the verdict */
 	unsigned attempts;
 	bool audited;
 	bool audit_held; /* holds a queue slot for its event (audit_reserve: on_full deny) */
@@ -405,6 +407,7 @@ static void req_reset(worker *w, req *r)
 		sse_parser_free(&r->sse);
 	rp_give(w, r->rp);
 	ingress_inspect_free(r->insp);
+	buf_free(&r->rhead);
 	*r = (req){ 0 };
 }
 
@@ -582,11 +585,11 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		log_error("audit: event for request %s not recorded: %s", r->id, err_msg());
 }
 
-/* Answers with a small JSON error and audits it. close: the connection ends after it.
- * client_fault: the client's request was refused (audited http.reject / deny, JSON type
- * invalid_request_error), also with a 5xx status the codec chose (501, 505); otherwise a 5xx
- * is custos' or the upstream's failure (http.request / error). */
-static void conn_refuse(conn *c, unsigned status, const char *reason, bool close, bool client_fault)
+/* Answers with a small JSON error and audits it as ev_type / ev_decision. close: the
+ * connection ends after it. client_fault: the JSON type of a status other than 401, 403 and
+ * 429 is invalid_request_error, else upstream_error (or audit_unavailable). */
+static void conn_refuse_as(conn *c, unsigned status, const char *reason, bool close,
+                           bool client_fault, const char *ev_type, const char *ev_decision)
 {
 	req *r = &c->r;
 	buf body;
@@ -639,8 +642,7 @@ static void conn_refuse(conn *c, unsigned status, const char *reason, bool close
 		close = true;
 	r->bytes_out += buf_used(&c->out) - before;
 	buf_free(&body);
-	conn_audit(c, client_fault ? "http.reject" : "http.request",
-	           client_fault ? "deny" : "error", reason);
+	conn_audit(c, ev_type, ev_decision, reason);
 	if (c->up) {
 		c->up->owner = NULL;
 		up_close(c->up);
@@ -657,6 +659,16 @@ static void conn_refuse(conn *c, unsigned status, const char *reason, bool close
 			c->st_ref = NULL;
 		}
 	}
+}
+
+/* client_fault: the client's request was refused (audited http.reject / deny, JSON type
+ * invalid_request_error), also with a 5xx status the codec chose (501, 505); otherwise a 5xx
+ * is custos' or the upstream's failure (http.request / error). */
+static void conn_refuse(conn *c, unsigned status, const char *reason, bool close, bool client_fault)
+{
+	conn_refuse_as(c, status, reason, close, client_fault,
+	               client_fault ? "http.reject" : "http.request",
+	               client_fault ? "deny" : "error");
 }
 
 static void conn_reject(conn *c, unsigned status, const char *reason, bool close)
@@ -1914,10 +1926,17 @@ static custos_err client_head(conn *c, const http1_head *h)
 	static const span drop[] = { SPAN_LIT("X-Request-Id"), SPAN_LIT("Content-Length") };
 	http1_write_opts wo = { .drop = drop, .ndrop = 2, .add = add, .nadd = 1 };
 	http1_framing fr = h->framing;
+	bool held = false;
 
-	/* A body inspection rewrites loses its length: re-framed below. */
-	if (r->insp && ingress_inspect_response_begin(r->insp, h) && fr == HTTP1_BODY_LENGTH)
-		fr = HTTP1_BODY_CHUNKED;
+	/* A body inspection rewrites loses its length: re-framed below, or, for a body held whole
+	 * (JSON), its head is held too and gets the length with the verdict (resp_held_end). */
+	if (r->insp && ingress_inspect_response_begin(r->insp, h)) {
+		held = ingress_inspect_response_held(r->insp);
+		if (held)
+			fr = HTTP1_BODY_LENGTH; /* the length is known at the end */
+		else if (fr == HTTP1_BODY_LENGTH)
+			fr = HTTP1_BODY_CHUNKED;
+	}
 	switch (fr) {
 	case HTTP1_BODY_LENGTH:
 		wo.framing = HTTP1_BODY_LENGTH;
@@ -1957,8 +1976,17 @@ static custos_err client_head(conn *c, const http1_head *h)
 	wo.keep_alive = r->client_http10; /* announced, or the 1.0 client would not reuse it */
 	size_t before = buf_used(&c->out);
 	r->resp_at = c->sent + before;
-	GUARD(http1_write_response_head(&c->out, h, &wo));
-	r->bytes_out += buf_used(&c->out) - before;
+	if (held) {
+		/* Without a framing field: resp_held_end adds the body's Content-Length. Nothing
+		 * reaches c->out before the verdict, so resp_broken can still answer 502/504. */
+		wo.framing = HTTP1_BODY_NONE;
+		buf_init(&r->rhead, HTTP1_MAX_HEAD_BYTES + 1024);
+		r->head_held = true;
+		GUARD(http1_write_response_head(&r->rhead, h, &wo));
+	} else {
+		GUARD(http1_write_response_head(&c->out, h, &wo));
+		r->bytes_out += buf_used(&c->out) - before;
+	}
 	r->status = h->status;
 	span ct;
 	if (http1_header_get(h, SPAN_LIT("Content-Type"), &ct)) {
@@ -1974,8 +2002,54 @@ static custos_err client_head(conn *c, const http1_head *h)
 	return CUSTOS_OK;
 }
 
+/* The verdict on a body held with its head (client_head, `held`): allowed or redacted, the
+ * head goes out with the body's Content-Length, then the body (CUSTOS_OK); denied, the client
+ * gets 403 with the reason instead, audited as a deny with the response's findings; an
+ * inspection failure is a 502. After those the request is over (answered and reset, or c
+ * closed): CUSTOS_ERR_DENIED is not returned, another error is. */
+static custos_err resp_held_end(conn *c, custos_err ie, span body)
+{
+	req *r = &c->r;
+
+	if (ie == CUSTOS_ERR_DENIED) {
+		const char *decision = "deny", *why = "response denied by content inspection";
+		ingress_inspect_outcome(r->insp, &decision, &why);
+		if (r->uscan) { /* the model did the work: charged on its usage */
+			openai_usage us;
+			openai_usage_scan_end(r->uscan, &us);
+			if (us.present)
+				r->usage = us;
+		}
+		r->t_up_done = tm_mono_ns();
+		conn_refuse_as(c, 403, why, false, true, "http.request", decision);
+		return CUSTOS_ERR_PERM;
+	}
+	if (ie != CUSTOS_OK) {
+		resp_broken(c, 502, "response inspection failed");
+		return ie;
+	}
+	char cl[48];
+	int n = snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n\r\n", body.len);
+	span hd = buf_span(&r->rhead); /* ends with the blank line: the field goes before it */
+	size_t before = buf_used(&c->out);
+	size_t need = before + hd.len + (size_t)n + body.len + 64; /* bounded: head + 4 MiB */
+	if (need > c->out.max)
+		c->out.max = need;
+	if (n < 0 || hd.len < 2 || buf_append(&c->out, hd.ptr, hd.len - 2) != CUSTOS_OK ||
+	    buf_append(&c->out, cl, (size_t)n) != CUSTOS_OK ||
+	    buf_append_span(&c->out, body) != CUSTOS_OK) {
+		conn_close(c);
+		return CUSTOS_ERR_LIMIT;
+	}
+	r->bytes_out += buf_used(&c->out) - before;
+	r->head_held = false;
+	buf_free(&r->rhead);
+	return CUSTOS_OK;
+}
+
 /* End of an inspected response body: the held-back rest goes to the client. CUSTOS_OK,
- * CUSTOS_ERR_DENIED (the response ends here), or an error after which c is closed. */
+ * CUSTOS_ERR_DENIED (the response ends here), or an error after which the request is over
+ * (c closed, or answered and reset: a held head's 403 or 502). */
 static custos_err resp_inspect_end(conn *c)
 {
 	req *r = &c->r;
@@ -1984,6 +2058,8 @@ static custos_err resp_inspect_end(conn *c)
 	if (r->insp == NULL || !ingress_inspect_response_active(r->insp))
 		return CUSTOS_OK;
 	custos_err ie = ingress_inspect_response_end(r->insp, &fwd);
+	if (r->head_held)
+		return resp_held_end(c, ie, fwd);
 	if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
 		conn_audit(c, "http.request", "error", "response inspection failed");
 		conn_close(c);
@@ -2015,7 +2091,10 @@ static void resp_broken(conn *c, unsigned status, const char *why)
 		size_t drop = buf_used(&c->out) - keep;
 		c->out.len -= drop;
 		r->bytes_out -= drop;
-		r->resp_head_done = false; /* nothing answered: nothing to charge */
+		/* Nothing answered: nothing to charge, unless the upstream's head came and was
+		 * held (a JSON body under inspection): the model did the work. */
+		if (!r->head_held)
+			r->resp_head_done = false;
 		r->client_chunked = false;
 		conn_reject(c, status, why, false);
 		return;
@@ -2061,6 +2140,15 @@ static bool pump_body(conn *c)
 					return false;
 				}
 				fwd = buf_span(&r->held);
+			}
+			if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED && r->head_held) {
+				/* nothing sent yet: an answer, not a cut */
+				resp_broken(c, 502,
+				            ie == CUSTOS_ERR_LIMIT
+				                    ? "upstream response body over the 4 MiB held "
+				                      "for inspection"
+				                    : "response inspection failed");
+				return false;
 			}
 			if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED) {
 				conn_audit(c, "http.request", "error",

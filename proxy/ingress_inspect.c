@@ -424,6 +424,11 @@ bool ingress_inspect_response_active(const ingress_insp *ip)
 	return ip != NULL && ip->mode != RM_NONE;
 }
 
+bool ingress_inspect_response_held(const ingress_insp *ip)
+{
+	return ip != NULL && ip->mode == RM_JSON;
+}
+
 /* The SSE error event that ends a denied stream, then [DONE]. */
 static custos_err sse_deny(ingress_insp *ip, int det)
 {
@@ -1794,7 +1799,8 @@ static custos_err json_end(ingress_insp *ip, inspect_scratch *s)
 	}
 	if (e != CUSTOS_ERR_DENIED)
 		return e;
-	/* The status line went out already; the body becomes an OpenAI-style error. */
+	/* The body becomes an OpenAI-style error; a caller that held the head (conn.c does for
+	 * every JSON body, ingress_inspect_response_held) answers 403 with its own instead. */
 	ip->denied = true;
 	snprintf(ip->why, sizeof(ip->why), "response denied by content inspection: %s detected",
 	         det_name(ip, ip->rsum.deny_detector));

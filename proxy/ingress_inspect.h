@@ -50,6 +50,10 @@ void ingress_inspect_response_raw(ingress_insp *ip);
 bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h);
 /* Whether response bytes go through ingress_inspect_response_data. */
 bool ingress_inspect_response_active(const ingress_insp *ip);
+/* Whether the body is held whole until ingress_inspect_response_end (a JSON body, after
+ * _begin): nothing of it is released before, so the caller may hold the head as well and
+ * answer with the verdict (403 on deny, a Content-Length otherwise). */
+bool ingress_inspect_response_held(const ingress_insp *ip);
 /* A piece of decoded response body: *out (owned by ip, valid until the next call) is what the
  * client gets instead, unframed. CUSTOS_OK; CUSTOS_ERR_DENIED when a deny detector fired: *out
  * holds the closing events (SSE: an error event and [DONE]) or nothing, and the caller ends

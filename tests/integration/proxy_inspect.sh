@@ -4,7 +4,10 @@
 # redacted prompt reaches the model as valid JSON without the value (echo mode shows what
 # reached it); an e-mail written with \u0040 is still caught; a prompt deny is 403 and never
 # reaches the model; a response deny mid-stream ends the stream with an error event and
-# [DONE]; a non-streamed JSON response is redacted; a `log` finding changes nothing; values
+# [DONE]; a non-streamed JSON response is redacted and sent with its new Content-Length, and
+# one denied is a 403 with the error object, never a 200 (its head is held with the body);
+# pipelined requests after such a deny are answered in order; a JSON body over the 4 MiB
+# held for inspection is a 502; a `log` finding changes nothing; values
 # written with Unicode look-alikes (fullwidth, no-break and zero-width characters) are caught
 # in prompts and responses; a value split over two content parts or two messages, or between a
 # message and a tool call's arguments, is caught; a
@@ -29,6 +32,10 @@ start_fixture deny --mode canned --canned "$DENY_TEXT" --tokens 8
 deny_port=$FX_PORT
 start_fixture echo --tokens 4 --log "$work/echo.requests" --log-headers "$work/echo.heads"
 echo_port=$FX_PORT
+# a JSON answer larger than the 4 MiB held for inspection (5 MiB of text)
+head -c $((5 << 20)) /dev/zero | tr '\0' 'x' >"$work/big.txt"
+start_fixture big --mode canned --canned-file "$work/big.txt" --tokens 4
+big_port=$FX_PORT
 # the responses API (its own fixture): a card and an e-mail with a fullwidth @, each split over
 # output_text.delta events
 RESP_TEXT=$'Card 4111 1111 1111 1111, mail jane.doe\xef\xbc\xa0example.com.'
@@ -58,6 +65,7 @@ models:
   plain-model: { isolation: none }
   resp-model: { isolation: none }
   parts-model: { isolation: none }
+  big-model: { isolation: none }
 rules:
   - id: chat-inspected
     effect: allow
@@ -65,7 +73,7 @@ rules:
       direction: ingress
       principal: alice
       route: "POST /v1/chat/completions"
-      model: [test-model, card-model, deny-model, parts-model]
+      model: [test-model, card-model, deny-model, parts-model, big-model]
     inspect:
       prompt: { email: redact, us_ssn: deny, ipv4: log }
       response: { payment_card: redact, email: redact, aws_access_key: deny }
@@ -104,6 +112,8 @@ EXTRA_MODELS="  - id: card-model
     upstream: { url: \"http://127.0.0.1:$echo_port/\" }
   - id: resp-model
     upstream: { url: \"http://127.0.0.1:$resp_port/\" }
+  - id: big-model
+    upstream: { url: \"http://127.0.0.1:$big_port/\" }
   - id: parts-model
     upstream: { url: \"http://127.0.0.1:$parts_port/\" }
 routes:
@@ -439,6 +449,103 @@ grep -q 'more text follows' "$work/rd.sse" && fail "text after the deny reached 
 line=$(audit_of "$(rid "$work/rd.hdr")")
 echo "$line" | grep -q '"decision":"deny"' && echo "$line" | grep -q '"type":"aws_access_key","count":1' &&
 	ok "audit: deny with aws_access_key:1" || fail "audit of the response deny: $line"
+grep -qi '^transfer-encoding: chunked' "$work/rd.hdr" && ok "an inspected stream is still sent chunked" ||
+	fail "stream framing: $(cat "$work/rd.hdr")"
+
+# -- a non-streamed JSON response is held whole, its head with it: a deny is a 403 with the
+# error object a denied request gets (no 200, nothing of the text), audited as a deny with
+# the response's findings
+plain_body='{"model":"%s","messages":[{"role":"user","content":"go"}]}'
+hdr_of() { sed -n "s/^$2: *\\(.*[^ ]\\) *\$/\\1/Ip" "$1" | tr -d '\r'; }
+code=$("${C[@]}" -D "$work/jd.hdr" -o "$work/jd.json" -w '%{http_code}' \
+	-d "$(printf "$plain_body" deny-model)" "$plain/v1/chat/completions")
+check "non-streamed response deny -> 403" "$code" 403
+check "403 error type" "$(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{type}' "$work/jd.json")" \
+	permission_denied
+check "403 names the detector" "$(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{message}' "$work/jd.json")" \
+	"response denied by content inspection: aws_access_key detected"
+check "403 error carries the request id" \
+	"$(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{request_id}' "$work/jd.json")" "$(rid "$work/jd.hdr")"
+grep -q -e 'AKIA' -e 'Starting the answer' -e 'choices' "$work/jd.json" && fail "the denied text reached the client" ||
+	ok "nothing of the denied answer reached the client"
+check "no other status line before the 403" "$(grep -c '^HTTP/' "$work/jd.hdr")" 1
+line=$(audit_of "$(rid "$work/jd.hdr")")
+echo "$line" | grep -q '"status":403' && echo "$line" | grep -q '"decision":"deny"' &&
+	echo "$line" | grep -q '"type":"aws_access_key","count":1' && echo "$line" | grep -q '"inspect":"prompt:none response:deny"' &&
+	ok "audit: 403 deny with aws_access_key:1" || fail "audit of the non-streamed deny: $line"
+
+# -- ... allowed and redacted: the masked body with its own Content-Length, not chunked (the
+# upstream's length was that of the unmasked text)
+out=$("${C[@]}" -D "$work/jr.hdr" -o "$work/jr.json" -w '%{http_code} %{size_download}' \
+	-d "$(printf "$plain_body" card-model)" "$plain/v1/chat/completions")
+check "redacted JSON response: status" "${out% *}" 200
+check "redacted JSON response: text" "$(json_content "$work/jr.json")" "Card [REDACTED:PAYMENT_CARD]."
+check "redacted JSON response: Content-Length is the body's" "$(hdr_of "$work/jr.hdr" Content-Length)" "${out#* }"
+check "redacted JSON response: not chunked" "$(hdr_of "$work/jr.hdr" Transfer-Encoding)" ""
+check "redacted JSON response: Content-Type kept" "$(hdr_of "$work/jr.hdr" Content-Type)" "application/json"
+check "redacted JSON response: one X-Request-Id" "$(grep -ci '^x-request-id:' "$work/jr.hdr")" 1
+out=$("${C[@]}" -0 -D "$work/jr10.hdr" -o "$work/jr10.json" -w '%{http_code} %{size_download}' \
+	-d "$(printf "$plain_body" card-model)" "$plain/v1/chat/completions")
+check "HTTP/1.0 client: redacted JSON response" "$(json_content "$work/jr10.json")" "Card [REDACTED:PAYMENT_CARD]."
+check "HTTP/1.0 client: Content-Length is the body's" "$(hdr_of "$work/jr10.hdr" Content-Length)" "${out#* }"
+
+# -- pipelined on one connection: a deny, a redacted answer, a deny, an HTTP/1.0-style last
+# one that closes; the answers come in order, each framed by its Content-Length
+# pipeline PORT REQ...: sends the requests (MODEL or MODEL:close) in one write, prints
+# "STATUS CONTENT" per answer (CONTENT: choices[0].message.content, or error.type)
+pipeline() {
+	python3 - "$@" <<'PY'
+import json, socket, sys
+port, key = int(sys.argv[1]), sys.argv[2]
+reqs = b""
+for m in sys.argv[3:]:
+    model, _, close = m.partition(":")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "go"}]}).encode()
+    reqs += (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+             b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+             (b"\r\nConnection: close" if close else b"") + b"\r\n\r\n" + body)
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+s.sendall(reqs)
+data = b""
+while True:
+    k = s.recv(65536)
+    if not k:
+        break
+    data += k
+while data:
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = lines[0].split()[1].decode()
+    fields = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip() for l in lines[1:]}
+    if b"content-length" not in fields:
+        print(status, "no Content-Length")
+        break
+    n = int(fields[b"content-length"])
+    j = json.loads(rest[:n])
+    print(status, j["choices"][0]["message"]["content"] if "choices" in j else j["error"]["type"])
+    data = rest[n:]
+PY
+}
+pipeline "$PORT2" "$ALICE" deny-model card-model deny-model card-model:close >"$work/pipe.out" 2>&1
+check "pipelined answers after a deny, in order" "$(paste -sd '|' "$work/pipe.out")" \
+	"403 permission_denied|200 Card [REDACTED:PAYMENT_CARD].|403 permission_denied|200 Card [REDACTED:PAYMENT_CARD]."
+# ... and keep-alive with curl: one connection for a deny and the next request
+out=$("${C[@]}" -o /dev/null -w '%{http_code} %{num_connects}\n' -d "$(printf "$plain_body" deny-model)" \
+	"$plain/v1/chat/completions" --next -H "Authorization: Bearer $ALICE" -o /dev/null \
+	-w '%{http_code} %{num_connects}\n' -d "$(printf "$plain_body" card-model)" "$plain/v1/chat/completions")
+check "keep-alive: a deny, then the next request on the same connection" "$(echo $out)" "403 1 200 0"
+
+# -- a JSON body over the 4 MiB held for inspection: 502 (nothing was sent yet), audited as an
+# error; the connection goes on serving
+out=$("${C[@]}" -D "$work/big.hdr" -o "$work/big.json" -w '%{http_code} %{num_connects}\n' \
+	-d "$(printf "$plain_body" big-model)" "$plain/v1/chat/completions" --next -H "Authorization: Bearer $ALICE" \
+	-o /dev/null -w '%{http_code} %{num_connects}\n' -d "$(printf "$plain_body" card-model)" "$plain/v1/chat/completions")
+check "JSON body over 4 MiB: 502, then the next request on the same connection" "$(echo $out)" "502 1 200 0"
+check "502 error type" "$(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{type}' "$work/big.json")" upstream_error
+line=$(audit_of "$(rid "$work/big.hdr")")
+echo "$line" | grep -q '"status":502' && echo "$line" | grep -q '"decision":"error"' &&
+	echo "$line" | grep -q '"reason":"upstream response body over the 4 MiB held for inspection"' &&
+	ok "audit: 502 error for the oversized body" || fail "audit of the oversized body: $line"
 
 # -- Accept-Encoding upstream: identity while the response is inspected (a compressed answer
 # could not be read), the client's own value (or none) otherwise. One field either way.
