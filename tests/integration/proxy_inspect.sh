@@ -577,6 +577,11 @@ line=$(audit_of "$(rid "$work/gz.hdr")")
 echo "$line" | grep -q '"status":502' && echo "$line" | grep -q '"decision":"deny"' &&
 	echo "$line" | grep -qF "\"reason\":\"$GZ_WHY\"" &&
 	ok "audit: 502 deny naming gzip" || fail "audit of the gzip answer: $line"
+out=$("${C[@]}" -0 -D "$work/gz10.hdr" -o "$work/gz10.json" -w '%{http_code}' -H 'X-Raw: gzip' \
+	-d "$(printf "$plain_body" raw-model)" "$plain/v1/chat/completions")
+check "HTTP/1.0 client: gzip answer is a 502 with the error" \
+	"$out $(grep -c '^HTTP/' "$work/gz10.hdr") $(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{message}' "$work/gz10.json")" \
+	"502 1 $GZ_WHY"
 # ... a stream too (its head waits for the same decision): under a second Content-Encoding
 # field, br
 code=$("${C[@]}" -N -D "$work/br.hdr" -o "$work/br.json" -w '%{http_code}' -H 'X-Raw: br-sse' \
