@@ -1919,6 +1919,9 @@ static void finish_request(conn *c)
 	c->st = keep ? CS_HEAD : CS_CLOSING;
 }
 
+/* The response head goes to the client (or waits in r->rhead, a held JSON body's).
+ * CUSTOS_OK; CUSTOS_ERR_DENIED when the response was refused instead (content-encoded under
+ * inspection: answered 502, the request is over, c->up gone); another error: close c. */
 static custos_err client_head(conn *c, const http1_head *h)
 {
 	req *r = &c->r;
@@ -1931,6 +1934,15 @@ static custos_err client_head(conn *c, const http1_head *h)
 	/* A body inspection rewrites loses its length: re-framed below, or, for a body held whole
 	 * (JSON), its head is held too and gets the length with the verdict (resp_held_end). */
 	if (r->insp && ingress_inspect_response_begin(r->insp, h)) {
+		const char *why;
+		if (ingress_inspect_response_refused(r->insp, &why)) {
+			/* Content-encoded: it cannot be inspected (fail closed). Nothing of it has
+			 * gone out: a 502 instead, audited as a deny; the client connection is kept,
+			 * the upstream one (its body unread) closed. The request is over. */
+			r->t_up_done = tm_mono_ns();
+			conn_refuse_as(c, 502, why, false, false, "http.request", "deny");
+			return CUSTOS_ERR_DENIED;
+		}
 		held = ingress_inspect_response_held(r->insp);
 		if (held)
 			fr = HTTP1_BODY_LENGTH; /* the length is known at the end */
@@ -2298,7 +2310,10 @@ static bool up_drive(conn *c)
 				}
 				r->resp_head_done = true;
 				r->up_keep_alive = h->keep_alive && h->framing != HTTP1_BODY_CLOSE;
-				if (client_head(c, h) != CUSTOS_OK) {
+				custos_err he = client_head(c, h);
+				if (he == CUSTOS_ERR_DENIED) /* refused at the head: answered */
+					return true;
+				if (he != CUSTOS_OK) {
 					conn_close(c);
 					return true;
 				}

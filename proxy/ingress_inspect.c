@@ -123,6 +123,7 @@ struct ingress_insp {
 	buf hold;      /* RM_JSON: the whole body */
 	uint64_t t_ns;
 	char why[192];
+	char coding[32]; /* RM_BLOCK: the first coding other than identity, printable */
 	char summary[96];
 	audit_finding f[INSPECT_MAX_DETECTORS];
 };
@@ -345,7 +346,8 @@ unsigned ingress_inspect_request_multipart(ingress_insp **ipp, const decide_out 
 /* ---------------------------------------------------------------------------------------------
  * responses
  */
-bool ingress_inspect_encoded(const http1_head *h)
+/* The first element of h's Content-Encoding fields that is not identity, in *el. */
+static bool encoded_first(const http1_head *h, span *el)
 {
 	for (size_t i = 0; i < h->nhdrs; i++) {
 		if (!span_case_eq(h->hdrs[i].name, SPAN_LIT("Content-Encoding")))
@@ -354,13 +356,19 @@ bool ingress_inspect_encoded(const http1_head *h)
 		while (v.len > 0) {
 			const char *comma = memchr(v.ptr, ',', v.len);
 			size_t l = comma ? (size_t)(comma - v.ptr) : v.len;
-			span el = span_trim(span_of(v.ptr, l));
-			if (el.len > 0 && !span_case_eq(el, SPAN_LIT("identity")))
+			*el = span_trim(span_of(v.ptr, l));
+			if (el->len > 0 && !span_case_eq(*el, SPAN_LIT("identity")))
 				return true;
 			v = comma ? span_of(comma + 1, v.len - l - 1) : span_of("", 0);
 		}
 	}
 	return false;
+}
+
+bool ingress_inspect_encoded(const http1_head *h)
+{
+	span el;
+	return encoded_first(h, &el);
 }
 
 bool ingress_inspect_prompt_wanted(const decide_out *dec)
@@ -385,7 +393,17 @@ bool ingress_inspect_response_begin(ingress_insp *ip, const http1_head *h)
 	if (ip == NULL || !ip->response_on || ip->shadow || h->framing == HTTP1_BODY_NONE ||
 	    h->framing == HTTP1_BODY_TUNNEL)
 		return false;
-	if (ingress_inspect_encoded(h)) {
+	span el;
+	if (encoded_first(h, &el)) {
+		/* kept for the reason: lower case, printable, no quote or backslash, cut short */
+		size_t n = 0;
+		for (; n < el.len && n < sizeof(ip->coding) - 1; n++) {
+			char c = el.ptr[n];
+			ip->coding[n] = c >= 'A' && c <= 'Z' ? (char)(c + 32)
+			                : c > ' ' && c < 127 && c != '"' && c != '\\' ? c
+			                                                              : '?';
+		}
+		ip->coding[n] = '\0';
 		ip->mode = RM_BLOCK;
 		return true;
 	}
@@ -427,6 +445,18 @@ bool ingress_inspect_response_active(const ingress_insp *ip)
 bool ingress_inspect_response_held(const ingress_insp *ip)
 {
 	return ip != NULL && ip->mode == RM_JSON;
+}
+
+bool ingress_inspect_response_refused(ingress_insp *ip, const char **why)
+{
+	if (ip == NULL || ip->mode != RM_BLOCK)
+		return false;
+	ip->denied = true;
+	snprintf(ip->why, sizeof(ip->why),
+	         "response under Content-Encoding %s not inspected: refused (fail closed)",
+	         ip->coding);
+	*why = ip->why;
+	return true;
 }
 
 /* The SSE error event that ends a denied stream, then [DONE]. */

@@ -54,6 +54,11 @@ bool ingress_inspect_response_active(const ingress_insp *ip);
  * _begin): nothing of it is released before, so the caller may hold the head as well and
  * answer with the verdict (403 on deny, a Content-Length otherwise). */
 bool ingress_inspect_response_held(const ingress_insp *ip);
+/* After _begin: whether the body is content-encoded, so it cannot be inspected and the
+ * response is refused whole before any of it is sent (fail closed). *why (owned by ip) is the
+ * reason, naming the coding; the response counts as denied (ingress_inspect_outcome). A
+ * caller that does not ask gets CUSTOS_ERR_DENIED from the first body byte, after its head. */
+bool ingress_inspect_response_refused(ingress_insp *ip, const char **why);
 /* A piece of decoded response body: *out (owned by ip, valid until the next call) is what the
  * client gets instead, unframed. CUSTOS_OK; CUSTOS_ERR_DENIED when a deny detector fired: *out
  * holds the closing events (SSE: an error event and [DONE]) or nothing, and the caller ends

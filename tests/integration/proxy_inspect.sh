@@ -18,6 +18,8 @@
 # has finding types and counts and none of the values. While
 # responses are inspected the model is asked for Accept-Encoding: identity (the fixture's head
 # log shows what reached it); otherwise it gets the client's own Accept-Encoding.
+# A content-encoded answer (raw_upstream.py: gzip JSON, a br stream) is refused at its head
+# with a 502 naming the coding, the client connection kept; a 204 under one is forwarded.
 . "$(dirname "$0")/proxy_lib.bash"
 
 CARD="4111 1111 1111 1111"
@@ -53,6 +55,12 @@ pids+=($!)
 wait_until 60 test -s "$work/parts.port"
 [ -s "$work/parts.port" ] || skip "parts upstream did not start: $(cat "$work/parts.err")"
 parts_port=$(cat "$work/parts.port")
+# raw answers (raw_upstream.py, picked by X-Raw): content-encoded ones under inspection
+python3 "$(dirname "$0")/raw_upstream.py" "$work/raw.port" "$work/raw.log" 2>"$work/raw.err" &
+pids+=($!)
+wait_until 60 test -s "$work/raw.port"
+[ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
+raw_port=$(cat "$work/raw.port")
 
 cat >"$work/policy.yaml" <<POL
 version: 1
@@ -66,6 +74,7 @@ models:
   resp-model: { isolation: none }
   parts-model: { isolation: none }
   big-model: { isolation: none }
+  raw-model: { isolation: none }
 rules:
   - id: chat-inspected
     effect: allow
@@ -73,7 +82,7 @@ rules:
       direction: ingress
       principal: alice
       route: "POST /v1/chat/completions"
-      model: [test-model, card-model, deny-model, parts-model, big-model]
+      model: [test-model, card-model, deny-model, parts-model, big-model, raw-model]
     inspect:
       prompt: { email: redact, us_ssn: deny, ipv4: log }
       response: { payment_card: redact, email: redact, aws_access_key: deny }
@@ -114,6 +123,8 @@ EXTRA_MODELS="  - id: card-model
     upstream: { url: \"http://127.0.0.1:$resp_port/\" }
   - id: big-model
     upstream: { url: \"http://127.0.0.1:$big_port/\" }
+  - id: raw-model
+    upstream: { url: \"http://127.0.0.1:$raw_port/\" }
   - id: parts-model
     upstream: { url: \"http://127.0.0.1:$parts_port/\" }
 routes:
@@ -546,6 +557,41 @@ line=$(audit_of "$(rid "$work/big.hdr")")
 echo "$line" | grep -q '"status":502' && echo "$line" | grep -q '"decision":"error"' &&
 	echo "$line" | grep -q '"reason":"upstream response body over the 4 MiB held for inspection"' &&
 	ok "audit: 502 error for the oversized body" || fail "audit of the oversized body: $line"
+
+# -- a content-encoded answer cannot be inspected: refused at its head with a 502 (fail
+# closed), nothing of it sent (one status line), audited as a deny naming the coding; the
+# client connection goes on serving (the upstream one, its body unread, is closed)
+out=$("${C[@]}" -D "$work/gz.hdr" -o "$work/gz.json" -w '%{http_code} %{num_connects}\n' -H 'X-Raw: gzip' \
+	-d "$(printf "$plain_body" raw-model)" "$plain/v1/chat/completions" --next -H "Authorization: Bearer $ALICE" \
+	-o "$work/gz-next.json" -w '%{http_code} %{num_connects}\n' -d "$(printf "$plain_body" raw-model)" \
+	"$plain/v1/chat/completions")
+check "gzip answer: 502, then the next request on the same connection" "$(echo $out)" "502 1 200 0"
+check "gzip answer: no other status line" "$(grep -c '^HTTP/' "$work/gz.hdr")" 1
+check "gzip answer: no Content-Encoding to the client" "$(hdr_of "$work/gz.hdr" Content-Encoding)" ""
+GZ_WHY="response under Content-Encoding gzip not inspected: refused (fail closed)"
+check "gzip answer: the error" \
+	"$(perl -MJSON::PP -0777 -ne '$e = decode_json($_)->{error}; print "$e->{type}|$e->{message}|$e->{request_id}"' "$work/gz.json")" \
+	"upstream_error|$GZ_WHY|$(rid "$work/gz.hdr")"
+check "the request after it: the upstream's answer" "$(json_content "$work/gz-next.json")" "raw ok"
+line=$(audit_of "$(rid "$work/gz.hdr")")
+echo "$line" | grep -q '"status":502' && echo "$line" | grep -q '"decision":"deny"' &&
+	echo "$line" | grep -qF "\"reason\":\"$GZ_WHY\"" &&
+	ok "audit: 502 deny naming gzip" || fail "audit of the gzip answer: $line"
+out=$("${C[@]}" -0 -D "$work/gz10.hdr" -o "$work/gz10.json" -w '%{http_code}' -H 'X-Raw: gzip' \
+	-d "$(printf "$plain_body" raw-model)" "$plain/v1/chat/completions")
+check "HTTP/1.0 client: gzip answer is a 502 with the error" \
+	"$out $(grep -c '^HTTP/' "$work/gz10.hdr") $(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{message}' "$work/gz10.json")" \
+	"502 1 $GZ_WHY"
+# ... a stream too (its head waits for the same decision): under a second Content-Encoding
+# field, br
+code=$("${C[@]}" -N -D "$work/br.hdr" -o "$work/br.json" -w '%{http_code}' -H 'X-Raw: br-sse' \
+	-d "$(printf "$stream" raw-model)" "$plain/v1/chat/completions")
+check "br stream: 502 with one status line" "$code $(grep -c '^HTTP/' "$work/br.hdr")" "502 1"
+check "br stream: the error" "$(perl -MJSON::PP -0777 -ne 'print decode_json($_)->{error}{message}' "$work/br.json")" \
+	"response under Content-Encoding br not inspected: refused (fail closed)"
+# ... an answer without a body has nothing to inspect: forwarded
+check "204 under Content-Encoding: forwarded" "$("${C[@]}" -o /dev/null -w '%{http_code}' -H 'X-Raw: gzip-204' \
+	-d "$(printf "$plain_body" raw-model)" "$plain/v1/chat/completions")" 204
 
 # -- Accept-Encoding upstream: identity while the response is inspected (a compressed answer
 # could not be read), the client's own value (or none) otherwise. One field either way.

@@ -10,8 +10,13 @@ answer (default ok):
   head-length   the head a GET would get, Content-Length: 1234, and no body (an answer to HEAD)
   bad-chunk     a chunked head and a malformed first chunk size ("zz") in one write
   bad-chunk-later  the head and one valid chunk, 0.5 s later a malformed chunk size
+  gzip          200, the ok JSON body gzip-compressed, Content-Encoding: gzip (keep-alive)
+  br-sse        200, an event stream, chunked, under Content-Encoding: identity and br fields
+                (the bytes are not compressed: a proxy must not look)
+  gzip-204      204 with Content-Encoding: gzip, no body
 LOGFILE gets one line per request: "METHOD PATH X-RAW".
 """
+import gzip
 import os
 import re
 import socket
@@ -25,7 +30,15 @@ OK_BODY = (b'{"id":"raw-1","object":"chat.completion","model":"test-model","choi
 OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
       % len(OK_BODY)) + OK_BODY
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+GZ_BODY = gzip.compress(OK_BODY)
+SSE_BODY = b'data: {"choices":[{"index":0,"delta":{"content":"raw ok"}}]}\n\ndata: [DONE]\n\n'
 ANSWERS = {
+    "gzip": [(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(GZ_BODY)) + GZ_BODY],
+    "br-sse": [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: identity\r\n"
+               b"Content-Encoding: br\r\nTransfer-Encoding: chunked\r\n\r\n" +
+               b"%x\r\n%s\r\n0\r\n\r\n" % (len(SSE_BODY), SSE_BODY)],
+    "gzip-204": [b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n"],
     "ok": [OK],
     "head-length": [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 1234\r\n\r\n"],
@@ -55,7 +68,7 @@ def serve(c):
                 data += d
             data = data[n:]
             line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            m = re.search(rb"(?i)\r\nx-raw: *([a-z-]+)", head)
+            m = re.search(rb"(?i)\r\nx-raw: *([a-z0-9-]+)", head)
             mode = m.group(1).decode() if m else "ok"
             log.write("%s %s %s\n" % (line[0], line[1], mode))
             for part in ANSWERS.get(mode, ANSWERS["ok"]):

@@ -4,8 +4,8 @@
  * at every byte offset and byte by byte, comes out redacted as valid chunk events; a deny
  * mid-stream ends with an error event and [DONE]; a finish without a content field gets the
  * held-back tail in an event before it; prompts are redacted as JSON (escapes included),
- * denied, or refused when unreadable; JSON responses; content-encoded responses are refused;
- * the audit summary has types and counts; responses-API delta events are streamed per part
+ * denied, or refused when unreadable; JSON responses; content-encoded responses are refused
+ * (asked at the head, the reason naming the coding); the audit summary has types and counts; responses-API delta events are streamed per part
  * (a card over four events cut at every byte offset, parts, arguments, deny, logprobs).
  * Parts of a stream, each its own joined text, with other parts' events between them: chat
  * choices, reasoning, refusals and tool calls interleaved; content as arrays of text parts,
@@ -1665,6 +1665,40 @@ static void test_response_encoded_refused(void **state)
 	assert_int_equal(ingress_inspect_response_data(ip, SPAN_LIT("\x1f\x8b"), &out),
 	                 CUSTOS_ERR_DENIED);
 	assert_int_equal(out.len, 0);
+	free(h);
+	ingress_inspect_free(ip);
+	/* asked at the head: refused, the reason naming the coding (lower case, an odd byte as
+	 * '?', cut at 31 bytes); the outcome is a deny with that reason */
+	static const char *const enc1[][2] = {
+		{ "GZip", "gzip" },
+		{ "identity, x\"y", "x?y" },
+		{ "aaaaaaaaaabbbbbbbbbbccccccccccdddd", "aaaaaaaaaabbbbbbbbbbccccccccccd" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(enc1); i++) {
+		char want[128];
+		const char *why = NULL, *decision = "allow", *reason = NULL;
+		ip = new_insp(false);
+		h = resp_head("application/json", enc1[i][0]);
+		assert_true(ingress_inspect_response_begin(ip, h));
+		assert_false(ingress_inspect_response_held(ip));
+		assert_true(ingress_inspect_response_refused(ip, &why));
+		snprintf(want, sizeof(want),
+		         "response under Content-Encoding %s not inspected: refused (fail closed)",
+		         enc1[i][1]);
+		assert_string_equal(why, want);
+		ingress_inspect_outcome(ip, &decision, &reason);
+		assert_string_equal(decision, "deny");
+		assert_string_equal(reason, want);
+		free(h);
+		ingress_inspect_free(ip);
+	}
+	/* negative: a body that can be inspected is not refused */
+	const char *why = NULL;
+	ip = new_insp(false);
+	h = resp_head("application/json", "identity");
+	assert_true(ingress_inspect_response_begin(ip, h));
+	assert_false(ingress_inspect_response_refused(ip, &why));
+	assert_null(why);
 	free(h);
 	ingress_inspect_free(ip);
 	/* identity first, gzip in a second field or a list: still refused */
