@@ -27,3 +27,45 @@ if missing:
 print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
 PY
 }
+
+# rsyslog_tls_conf CA CERT KEY AUTHMODE: $work/rsyslog.conf for an rsyslog on 127.0.0.1:$RPORT
+# (a new port) over TLS (the ossl driver; AUTHMODE anon, or x509/certvalid to require a client
+# certificate from CA) that writes each message's text to $work/rs/out.log (made empty).
+rsyslog_tls_conf() {
+	RPORT=$(free_port)
+	mkdir -p "$work/rs"
+	cat >"$work/rsyslog.conf" <<CONF
+global(workDirectory="$work/rs" maxMessageSize="64k"
+       DefaultNetstreamDriver="ossl"
+       DefaultNetstreamDriverCAFile="$1"
+       DefaultNetstreamDriverCertFile="$2"
+       DefaultNetstreamDriverKeyFile="$3")
+main_queue(queue.type="Direct")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1"
+       StreamDriver.AuthMode="$4")
+input(type="imtcp" port="$RPORT" address="127.0.0.1")
+template(name="raw" type="string" string="%msg%\n")
+action(type="omfile" file="$work/rs/out.log" template="raw")
+CONF
+	: >"$work/rs/out.log"
+	RSP=""
+}
+# start_rsyslog: rsyslogd ($RSYSLOGD) with $work/rsyslog.conf, in the foreground of a background
+# job (pid in RSP, stopped with the test); waits until it listens (fails the test after 60 s).
+start_rsyslog() {
+	"$RSYSLOGD" -n -f "$work/rsyslog.conf" -i "$work/rs/rsyslog.pid" >>"$work/rs/stderr" 2>&1 &
+	RSP=$!
+	pids+=("$RSP")
+	local end=$((SECONDS + 60))
+	while [ "$SECONDS" -lt "$end" ]; do
+		(exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "rsyslog did not start in 60 s: $(cat "$work/rs/stderr")"
+	exit 1
+}
+stop_rsyslog() {
+	kill -TERM "$RSP"
+	wait "$RSP" 2>/dev/null || true
+	RSP=""
+}

@@ -48,40 +48,11 @@ send() { # send N: N allowed requests through the plain listener
 }
 
 # -- rsyslog over TLS; its certificate is $work/rs/server.crt, swapped between runs.
-RPORT=$(free_port)
-mkdir -p "$work/rs"
-cat >"$work/rsyslog.conf" <<CONF
-global(workDirectory="$work/rs" maxMessageSize="64k"
-       DefaultNetstreamDriver="ossl"
-       DefaultNetstreamDriverCAFile="$T/ca.crt"
-       DefaultNetstreamDriverCertFile="$work/rs/server.crt"
-       DefaultNetstreamDriverKeyFile="$work/rs/server.key")
-main_queue(queue.type="Direct")
-module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
-input(type="imtcp" port="$RPORT" address="127.0.0.1")
-template(name="raw" type="string" string="%msg%\n")
-action(type="omfile" file="$work/rs/out.log" template="raw")
-CONF
-: >"$work/rs/out.log"
-RSP=""
-start_rsyslog() { # start_rsyslog CERT: rsyslog serving $T/CERT.crt
+rsyslog_tls_conf "$T/ca.crt" "$work/rs/server.crt" "$work/rs/server.key" anon
+start_siem() { # start_siem CERT: rsyslog serving $T/CERT.crt
 	cp "$T/$1.crt" "$work/rs/server.crt"
 	cp "$T/$1.key" "$work/rs/server.key"
-	"$RSYSLOGD" -n -f "$work/rsyslog.conf" -i "$work/rs/rsyslog.pid" >>"$work/rs/stderr" 2>&1 &
-	RSP=$!
-	pids+=("$RSP")
-	local end=$((SECONDS + 60))
-	while [ "$SECONDS" -lt "$end" ]; do
-		(exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "rsyslog did not start in 60 s: $(cat "$work/rs/stderr")"
-	exit 1
-}
-stop_rsyslog() {
-	kill -TERM "$RSP"
-	wait "$RSP" 2>/dev/null || true
-	RSP=""
+	start_rsyslog
 }
 stop_custos() {
 	kill -TERM "$CU_PID"
@@ -104,7 +75,7 @@ out=$("$bin" config check --host "$work/custos.yaml" 2>&1) &&
 	ok "config check --host accepts the sink's CRL" || fail "config check --host: $out"
 
 # 1. rsyslog's certificate is revoked: refused, said why, nothing delivered.
-start_rsyslog siem
+start_siem siem
 start_custos "$work/custos.yaml"
 send 3
 wait_log "warn: audit sink siem: .*certificate revoked; retrying" 2
@@ -118,7 +89,7 @@ stop_rsyslog
 check "revoked: rsyslog received nothing" "$(wc -l <"$work/rs/out.log" | tr -d ' ')" 0
 
 # 2. The same CRL, a server certificate it does not list: delivery works, from the cursor.
-start_rsyslog siem2
+start_siem siem2
 start_custos "$work/custos.yaml"
 send 2
 wait_until 60 lag0 && ok "not revoked: the sink caught up (lag 0)" ||

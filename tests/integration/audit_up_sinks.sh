@@ -35,39 +35,7 @@ send() {
 }
 
 # -- rsyslog over TLS, requiring a client certificate from our CA.
-RPORT=$(free_port)
-mkdir -p "$work/rs"
-cat >"$work/rsyslog.conf" <<CONF
-global(workDirectory="$work/rs" maxMessageSize="64k"
-       DefaultNetstreamDriver="ossl"
-       DefaultNetstreamDriverCAFile="$tls/ca.crt"
-       DefaultNetstreamDriverCertFile="$tls/srv.crt"
-       DefaultNetstreamDriverKeyFile="$tls/srv.key")
-main_queue(queue.type="Direct")
-module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1"
-       StreamDriver.AuthMode="x509/certvalid")
-input(type="imtcp" port="$RPORT" address="127.0.0.1")
-template(name="raw" type="string" string="%msg%\n")
-action(type="omfile" file="$work/rs/out.log" template="raw")
-CONF
-RSP=""
-start_rsyslog() {
-	"$RSYSLOGD" -n -f "$work/rsyslog.conf" -i "$work/rs/rsyslog.pid" >>"$work/rs/stderr" 2>&1 &
-	RSP=$!
-	pids+=("$RSP")
-	local end=$((SECONDS + 60))
-	while [ "$SECONDS" -lt "$end" ]; do
-		(exec 3<>"/dev/tcp/127.0.0.1/$RPORT") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "rsyslog did not start in 60 s: $(cat "$work/rs/stderr")"
-	exit 1
-}
-stop_rsyslog() {
-	kill -TERM "$RSP"
-	wait "$RSP" 2>/dev/null || true
-	RSP=""
-}
+rsyslog_tls_conf "$tls/ca.crt" "$tls/srv.crt" "$tls/srv.key" x509/certvalid
 
 # -- a strict RFC 6587 octet-counting reader on a unix socket, CEF payloads.
 cat >"$work/rx.py" <<'PY'
