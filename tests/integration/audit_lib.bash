@@ -28,6 +28,15 @@ print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
 PY
 }
 
+# need_rsyslog_tls: sets RSYSLOGD, or skips the test when rsyslog, its OpenSSL driver or
+# python3 is missing.
+need_rsyslog_tls() {
+	RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
+	[ -x "$RSYSLOGD" ] || skip "rsyslogd not installed"
+	ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 ||
+		skip "rsyslog-openssl (lmnsd_ossl) not installed"
+	command -v python3 >/dev/null || skip "python3 not installed"
+}
 # rsyslog_tls_conf CA CERT KEY AUTHMODE: $work/rsyslog.conf for an rsyslog on 127.0.0.1:$RPORT
 # (a new port) over TLS (the ossl driver; AUTHMODE anon, or x509/certvalid to require a client
 # certificate from CA) that writes each message's text to $work/rs/out.log (made empty).

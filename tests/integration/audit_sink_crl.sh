@@ -16,11 +16,7 @@
 . "$(dirname "$0")/proxy_lib.bash"
 . "$(dirname "$0")/audit_lib.bash"
 
-RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
-[ -x "$RSYSLOGD" ] || skip "rsyslogd not installed"
-ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 ||
-	skip "rsyslog-openssl (lmnsd_ossl) not installed"
-command -v python3 >/dev/null || skip "python3 not installed"
+need_rsyslog_tls
 
 make_pki
 T=$work/tls
