@@ -83,7 +83,14 @@ struct up_ctx {
 	/* The egress sources' TLS contexts the reload being applied made (their CA files, CRLs
 	 * and client certificates read again: egress_tls_prepare), in force when it is applied. */
 	egress_tls_next *eg_tls_next;
+	/* The proxy's Landlock view made at start, kept to check reloads against (view_check);
+	 * NULL when the proxy is not confined by Landlock. */
+	struct proxy_view *view;
 };
+
+struct proxy_view;
+static custos_err view_check(const struct proxy_view *v, const custos_config *cfg,
+                             const char *path);
 
 static char *dup_or_null(const char *s)
 {
@@ -411,6 +418,8 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 	diag_free(&d);
 	reload_cli_overrides(uc->start, cfg);
 	e = config_reload_check(uc->running, cfg);
+	if (e == CUSTOS_OK)
+		e = view_check(uc->view, cfg, path);
 	if (e == CUSTOS_OK && config_sandboxes_changed(uc->running, cfg)) {
 		/* The supervisor reads custos.yaml itself and starts what it adds; the reload
 		 * waits until those answer, so that it routes to nothing that is not ready. */
@@ -2508,6 +2517,111 @@ static const char *const view_sys_ro[] = { "/usr",          "/etc/ssl",         
 	                                   "/etc/hosts",    "/etc/gai.conf",     "/etc/host.conf",
 	                                   "/etc/services", "/etc/nsswitch.conf" };
 
+/* Each file or directory the configuration names that the proxy opens once confined (rw:
+ * writes it), with the setting that names it: what its Landlock view is made of at start, and
+ * what a reload's configuration is checked against (view_check). */
+typedef void (*cfg_file_fn)(void *arg, const char *setting, const char *path, bool is_dir, bool rw);
+
+static void config_files(const custos_config *cfg, const char *path, cfg_file_fn fn, void *arg)
+{
+	char s[CFG_MAX_PATH_LEN];
+#define F(p, d, w, ...)                                                                            \
+	do {                                                                                       \
+		if ((p) != NULL) {                                                                 \
+			snprintf(s, sizeof(s), __VA_ARGS__);                                       \
+			fn(arg, s, (p), (d), (w));                                                 \
+		}                                                                                  \
+	} while (0)
+	F(path, false, false, "the configuration file");
+	F(cfg->policy.file, false, false, "policy.file");
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const cfg_listener *l = &cfg->listeners[i];
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+			const cfg_cert_pair *c = &l->tls.certs[k];
+			char n[24] = ""; /* which certificate of several */
+			if (l->tls.n_certs > 1)
+				snprintf(n, sizeof(n), " (certificate %zu)", k + 1);
+			F(c->cert, false, false, "listeners[%zu] (%s).tls cert%s", i, l->id, n);
+			F(c->key, false, false, "listeners[%zu] (%s).tls key%s", i, l->id, n);
+			F(c->ocsp, false, false, "listeners[%zu] (%s).tls ocsp%s", i, l->id, n);
+		}
+		if (l->tls.enabled) {
+			F(l->tls.client_ca, false, false, "listeners[%zu] (%s).tls.client_ca", i,
+			  l->id);
+			F(l->tls.client_crl, false, false, "listeners[%zu] (%s).tls.client_crl", i,
+			  l->id);
+		}
+		if (l->addr.kind == CFG_ADDR_UNIX)
+			F(l->addr.path, false, true, "listeners[%zu] (%s).address", i, l->id);
+	}
+	if (cfg->admin.enabled && cfg->admin.tls.enabled) { /* read once the proxy is confined */
+		const cfg_cert_pair *c = &cfg->admin.tls.certs[0];
+		F(c->cert, false, false, "admin.tls.cert");
+		F(c->key, false, false, "admin.tls.key");
+		F(c->ocsp, false, false, "admin.tls.ocsp");
+		F(cfg->admin.tls.client_ca, false, false, "admin.tls.client_ca");
+		F(cfg->admin.tls.client_crl, false, false, "admin.tls.client_crl");
+	}
+	F(cfg->auth.api_keys_file, false, false, "auth.api_keys_file");
+	if (cfg->auth.jwt.enabled)
+		F(cfg->auth.jwt.jwks_file, false, false, "auth.jwt.jwks_file");
+	for (size_t i = 0; i < cfg->n_models; i++) { /* CA, CRL, client certificate: reloads */
+		const cfg_model *m = &cfg->models[i];
+		F(m->upstream.ca_file, false, false, "models[%zu] (%s).upstream.ca_file", i, m->id);
+		F(m->upstream.crl_file, false, false, "models[%zu] (%s).upstream.crl_file", i,
+		  m->id);
+		F(m->upstream.cert, false, false, "models[%zu] (%s).upstream.cert", i, m->id);
+		F(m->upstream.key, false, false, "models[%zu] (%s).upstream.key", i, m->id);
+	}
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		const cfg_data_source *d = &cfg->data_sources[i];
+		F(d->ca_file, false, false, "data_sources[%zu] (%s).ca_file", i, d->id);
+		F(d->cert, false, false, "data_sources[%zu] (%s).cert", i, d->id);
+		F(d->key, false, false, "data_sources[%zu] (%s).key", i, d->id);
+		F(d->crl_file, false, false, "data_sources[%zu] (%s).crl_file", i, d->id);
+	}
+	if (cfg->egress.enabled)
+		F(cfg->egress.ca_dir, true, false, "egress.ca_dir");
+	F(cfg->audit.signing_key, false, false, "audit.signing_key");
+	F(cfg->audit.public_key, false, false, "audit.public_key");
+	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
+		const cfg_sink *k = &cfg->audit.sinks[i];
+		F(k->tls.ca, false, false, "audit.sinks[%zu] (%s).tls.ca", i, k->id);
+		F(k->tls.crl, false, false, "audit.sinks[%zu] (%s).tls.crl", i, k->id);
+		F(k->tls.cert, false, false, "audit.sinks[%zu] (%s).tls.cert", i, k->id);
+		F(k->tls.key, false, false, "audit.sinks[%zu] (%s).tls.key", i, k->id);
+		F(k->http.token_file, false, false, "audit.sinks[%zu] (%s).http.token_file", i,
+		  k->id);
+	}
+	F(cfg->audit.dir, true, true, "audit.dir");
+	F(cfg->log.file, false, true, "log.file");
+	if (cfg->admin.enabled)
+		F(cfg->admin.socket, false, true, "admin.socket");
+#undef F
+}
+
+static void view_file(void *arg, const char *setting, const char *path, bool is_dir, bool rw)
+{
+	struct proxy_view *v = arg;
+	(void)setting;
+	if (rw)
+		view_add(v->rw, &v->nrw, VIEW_MAX, v->rw_store, path, is_dir);
+	else
+		view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, path, is_dir);
+}
+
+/* PATH made absolute against the working directory, in ABS when it was relative. */
+static const char *abs_path(const char *path, char *abs, size_t size)
+{
+	if (path[0] != '/' && strlen(path) + 2 < size &&
+	    getcwd(abs, size - 1 - strlen(path)) != NULL) {
+		size_t l = strlen(abs);
+		snprintf(abs + l, size - l, "/%s", path);
+		return abs;
+	}
+	return path;
+}
+
 /* What the confined proxy may still open: read what a reload reads (custos.yaml, the policy
  * and its directory, certificates, keys, CA bundles, JWKS, API key file, the system trust
  * store and resolver files); write its audit directory, log file and sockets' directories. */
@@ -2516,80 +2630,82 @@ static void proxy_view(const custos_config *cfg, const char *path, struct proxy_
 	char abs[CFG_MAX_PATH_LEN];
 
 	memset(v, 0, sizeof(*v));
-	if (path[0] != '/' && strlen(path) + 2 < sizeof(abs) &&
-	    getcwd(abs, sizeof(abs) - 1 - strlen(path)) != NULL) {
-		size_t l = strlen(abs);
-		snprintf(abs + l, sizeof(abs) - l, "/%s", path);
-		path = abs;
-	}
-#define RO(p, d) view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, (p), (d))
-#define RW(p, d) view_add(v->rw, &v->nrw, VIEW_MAX, v->rw_store, (p), (d))
+	path = abs_path(path, abs, sizeof(abs));
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(view_sys_ro); i++)
 		if (access(view_sys_ro[i], F_OK) == 0)
-			RO(view_sys_ro[i], true);
+			view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, view_sys_ro[i], true);
 	view_add_trust_env(v->ro, &v->nro, VIEW_MAX, v->ro_store);
 	if (access("/sys/devices/system/cpu", F_OK) == 0)
-		RO("/sys/devices/system/cpu", true);
-	RO(path, false);
-	RO(cfg->policy.file, false);
-	for (size_t i = 0; i < cfg->n_listeners; i++) {
-		const cfg_listener *l = &cfg->listeners[i];
-		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
-			RO(l->tls.certs[k].cert, false);
-			RO(l->tls.certs[k].key, false);
-			RO(l->tls.certs[k].ocsp, false);
+		view_add(v->ro, &v->nro, VIEW_MAX, v->ro_store, "/sys/devices/system/cpu", true);
+	config_files(cfg, path, view_file, v);
+}
+
+/* Whether Landlock lets the proxy open PATH (no symlink resolved): a rule on a directory
+ * covers everything beneath it; a rule on a file (the trust store named by SSL_CERT_FILE,
+ * added as it is) only that file. */
+static bool view_covers(const struct proxy_view *v, const char *path)
+{
+	const char *const *lists[2] = { v->ro, v->rw };
+	size_t ns[2] = { v->nro, v->nrw };
+	for (size_t k = 0; k < 2; k++)
+		for (size_t i = 0; i < ns[k]; i++) {
+			const char *d = lists[k][i];
+			size_t l = strlen(d);
+			if (strncmp(path, d, l) == 0 &&
+			    (path[l] == '\0' || path[l] == '/' || (l > 0 && d[l - 1] == '/')))
+				return true;
 		}
-		if (l->tls.enabled)
-			RO(l->tls.client_ca, false);
-		if (l->tls.enabled)
-			RO(l->tls.client_crl, false);
-		if (l->addr.kind == CFG_ADDR_UNIX)
-			RW(l->addr.path, false);
+	return false;
+}
+
+struct view_check_ctx {
+	const struct proxy_view *v;
+	custos_err e;
+};
+
+static void view_check_file(void *arg, const char *setting, const char *path, bool is_dir, bool rw)
+{
+	struct view_check_ctx *x = arg;
+	char real[PATH_MAX];
+	(void)is_dir;
+	if (x->e != CUSTOS_OK || rw || path[0] != '/')
+		return; /* what the proxy writes cannot change by reload (config_reload_check) */
+	if (!view_covers(x->v, path))
+		x->e = err_set(
+		        CUSTOS_ERR_DENIED,
+		        "%s: %s is outside the proxy's Landlock view, which is fixed at start "
+		        "(the directories of the files custos started with): put the file in "
+		        "one of those directories, or restart custos",
+		        setting, path);
+	else if (realpath(path, real) != NULL && !view_covers(x->v, real))
+		x->e = err_set(
+		        CUSTOS_ERR_DENIED,
+		        "%s: %s leads to %s, outside the proxy's Landlock view, which is fixed "
+		        "at start (the directories of the files custos started with): restart "
+		        "custos to read it",
+		        setting, path, real);
+}
+
+/* A reload's configuration may name a file the confined proxy cannot open: Landlock only ever
+ * narrows, so the view made at start stays. Such a reload is refused here, naming the setting
+ * and the path, rather than with the bare EACCES of the first open that fails. */
+static custos_err view_check(const struct proxy_view *v, const custos_config *cfg, const char *path)
+{
+	if (v == NULL)
+		return CUSTOS_OK; /* not confined, or no Landlock: nothing to check against */
+#ifdef CUSTOS_TEST_HOOKS
+	/* Test builds only: CUSTOS_TEST_NO_VIEW_CHECK=1 lets such a reload reach the open, which
+	 * Landlock refuses (tests/integration/privsep_up.sh shows the kernel enforces the view). */
+	const char *t = getenv("CUSTOS_TEST_NO_VIEW_CHECK");
+	if (t != NULL && strcmp(t, "1") == 0) {
+		log_info("up: test hook: reload not checked against the Landlock view");
+		return CUSTOS_OK;
 	}
-	if (cfg->admin.enabled && cfg->admin.tls.enabled) { /* read once the proxy is confined */
-		RO(cfg->admin.tls.certs[0].cert, false);
-		RO(cfg->admin.tls.certs[0].key, false);
-		RO(cfg->admin.tls.certs[0].ocsp, false);
-		RO(cfg->admin.tls.client_ca, false);
-		RO(cfg->admin.tls.client_crl, false);
-	}
-	RO(cfg->auth.api_keys_file, false);
-	if (cfg->auth.jwt.enabled)
-		RO(cfg->auth.jwt.jwks_file, false);
-	for (size_t i = 0; i < cfg->n_models; i++)
-		RO(cfg->models[i].upstream.ca_file, false);
-	for (size_t i = 0; i < cfg->n_models; i++)
-		RO(cfg->models[i].upstream.crl_file, false);
-	for (size_t i = 0; i < cfg->n_data_sources; i++)
-		RO(cfg->data_sources[i].ca_file, false);
-	for (size_t i = 0; i < cfg->n_models; i++) { /* client certificates, read by reloads */
-		RO(cfg->models[i].upstream.cert, false);
-		RO(cfg->models[i].upstream.key, false);
-	}
-	for (size_t i = 0; i < cfg->n_data_sources; i++) {
-		RO(cfg->data_sources[i].cert, false);
-		RO(cfg->data_sources[i].key, false);
-	}
-	for (size_t i = 0; i < cfg->n_data_sources; i++)
-		RO(cfg->data_sources[i].crl_file, false);
-	if (cfg->egress.enabled)
-		RO(cfg->egress.ca_dir, true);
-	RO(cfg->audit.signing_key, false);
-	RO(cfg->audit.public_key, false);
-	for (size_t i = 0; i < cfg->audit.n_sinks; i++) { /* the shipper is the proxy's child */
-		const cfg_sink *k = &cfg->audit.sinks[i];
-		RO(k->tls.ca, false);
-		RO(k->tls.crl, false);
-		RO(k->tls.cert, false);
-		RO(k->tls.key, false);
-		RO(k->http.token_file, false);
-	}
-	RW(cfg->audit.dir, true);
-	RW(cfg->log.file, false);
-	if (cfg->admin.enabled)
-		RW(cfg->admin.socket, false);
-#undef RO
-#undef RW
+#endif
+	struct view_check_ctx x = { v, CUSTOS_OK };
+	char abs[CFG_MAX_PATH_LEN];
+	config_files(cfg, abs_path(path, abs, sizeof(abs)), view_check_file, &x);
+	return x.e;
 }
 
 /* The narrower views of the audit processes (docs/SANDBOX.md, "Privilege separation"). The
@@ -2714,7 +2830,7 @@ static custos_err proxy_identity(const custos_config *cfg, bool *set, uid_t *uid
 extern void __lsan_do_leak_check(void) __attribute__((weak));
 
 static custos_err proxy_confine(const custos_config *cfg, const char *path, bool set_ids, uid_t uid,
-                                gid_t gid)
+                                gid_t gid, struct proxy_view **keep)
 {
 	if (!cfg->proxy.self_sandbox) {
 		log_warn("up: proxy.self_sandbox is false: the proxy keeps custos' privileges "
@@ -2748,7 +2864,10 @@ static custos_err proxy_confine(const custos_config *cfg, const char *path, bool
 	if (__lsan_do_leak_check)
 		__lsan_do_leak_check();
 	custos_err e = sandbox_self_restrict(&so);
-	free(v);
+	if (e == CUSTOS_OK && abi > 0) /* the view is in force: reloads are checked against it */
+		*keep = v;
+	else
+		free(v);
 	if (e == CUSTOS_OK && nfd >= 0)
 		e = psx_proxy_send_fd(PSX_SECCOMP, nfd);
 	if (nfd >= 0)
@@ -2871,7 +2990,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	    chown(cfg->audit.dir, uid, gid) == -1)
 		e = err_sys("audit dir %s: chown", cfg->audit.dir);
 	if (e == CUSTOS_OK)
-		e = proxy_confine(cfg, path, set_ids, uid, gid);
+		e = proxy_confine(cfg, path, set_ids, uid, gid, &uc->view);
 	if (e == CUSTOS_OK &&
 	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
 		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
@@ -2945,6 +3064,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	for (size_t i = 0; i < uc->n_eg_plain; i++)
 		free(uc->eg_plain[i].id);
 	pthread_mutex_destroy(&uc->reload_mu);
+	free(uc->view);
 	free(uc);
 	custos_err ae = aw ? audit_writer_stop(aw, 5 * NS_PER_S) : CUSTOS_OK;
 	if (ae != CUSTOS_OK)

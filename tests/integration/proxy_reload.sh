@@ -76,6 +76,32 @@ else
 fi
 check "requests still served" "$(bob)" 200
 
+# A certificate moved to a directory custos did not start with: the confined proxy's Landlock
+# view is fixed at start, so the reload is refused before any open, naming the setting and the
+# path (log and audit trail), and the certificate in force stays.
+abi=$(sed -n 's/.*proxy confined: .*landlock abi \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
+if [ "${abi:-0}" -gt 0 ]; then
+	outside=$(mktemp -d /tmp/custos-reload-outside-XXXXXX)
+	cp "$work/tls/srv.crt" "$work/tls/srv.key" "$outside/"
+	cp "$work/custos.yaml" "$work/custos.yaml.good"
+	sed -i "s|$work/tls/srv.crt|$outside/srv.crt|; s|$work/tls/srv.key|$outside/srv.key|" "$work/custos.yaml"
+	n=$(reloads 'reload failed')
+	kill -HUP "$CU_PID"
+	wait_log 'reload failed' $((n + 1))
+	why="listeners\[0\] (tls).tls cert: $outside/srv.crt is outside the proxy's Landlock view"
+	grep 'reload failed' "$work/custos.log" | tail -1 | grep -q "$why" &&
+		ok "a certificate outside the Landlock view: refused, naming the setting" ||
+		fail "reason: $(grep 'reload failed' "$work/custos.log" | tail -1)"
+	grep '"type":"policy.reload"' "$work"/audit/*.jsonl | tail -1 | grep '"outcome":"refused"' | grep -q "$why" &&
+		ok "the refusal and its reason are in the audit trail" || fail "no policy.reload refused event with the reason"
+	check "the certificate in force stays" "$(serial)" "$got"
+	check "requests still served" "$(bob)" 200
+	cp "$work/custos.yaml.good" "$work/custos.yaml"
+	rm -rf "$outside"
+else
+	echo "ok   - # SKIP the Landlock view check: the proxy is not confined by Landlock here (abi ${abi:-none})"
+fi
+
 # A changed listener list is refused as a whole: the log says why, and both listeners keep
 # serving as they did (TLS on the first, plain HTTP on the second).
 cp "$work/custos.yaml" "$work/custos.yaml.good"
