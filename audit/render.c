@@ -304,7 +304,8 @@ static bool via_split(span v, char ip[INET6_ADDRSTRLEN], unsigned *port)
 
 /* " addr_key=IP port_key=PORT" (sep ' ') or tab-separated, when the line's member name (via, or
  * remote) is a well-formed "ip:port"; nothing otherwise (remote "unix", a forged value). The
- * address and port are checked text: no escaping needed. */
+ * address and port are checked text: no escaping needed. tmp is left holding the member's
+ * text (empty when absent). */
 static custos_err put_endpoint(span line, const char *name, buf *out, buf *tmp, char sep,
                                const char *addr_key, const char *port_key)
 {
@@ -315,6 +316,34 @@ static custos_err put_endpoint(span line, const char *name, buf *out, buf *tmp, 
 	if (!via_split(buf_span(tmp), ip, &port))
 		return CUSTOS_OK;
 	return buf_printf(out, "%c%s=%s%c%s=%u", sep, addr_key, ip, sep, port_key, port);
+}
+
+/* What the balancer's PROXY v2 header said besides the client, after put_endpoint(via) left
+ * via's text in tmp: looked for only in a record with a via (the proxy writes them only
+ * beside one), so that no other record pays a lookup. The authority, the host name the client
+ * asked the balancer for, is the destination host (host_key, CEF dhost, LEEF dstHost) unless
+ * the record names its own host; the unique id goes to uid_key (LEEF only: NULL for CEF,
+ * whose dictionary has no key for it and whose six custom strings are taken). */
+static custos_err put_via_tlvs(span line, buf *out, buf *tmp, char sep, enum esc how,
+                               const char *host_key, const char *uid_key)
+{
+	if (buf_used(tmp) == 0)
+		return CUSTOS_OK;
+	GUARD(field(line, "host", tmp));
+	if (buf_used(tmp) == 0) {
+		GUARD(field(line, "via_authority", tmp));
+		if (buf_used(tmp) > 0) {
+			GUARD(buf_printf(out, "%c%s=", sep, host_key));
+			GUARD(put_escaped(out, buf_span(tmp), how));
+		}
+	}
+	if (uid_key == NULL)
+		return CUSTOS_OK;
+	GUARD(field(line, "via_unique_id", tmp));
+	if (buf_used(tmp) == 0)
+		return CUSTOS_OK;
+	GUARD(buf_printf(out, "%c%s=", sep, uid_key));
+	return put_escaped(out, buf_span(tmp), how);
 }
 
 /* The client: src_ip when a record has it (mapped with the table), else the proxy's remote
@@ -379,6 +408,8 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 		e = put_endpoint(line, "via", out, tmp, ' ', "sourceTranslatedAddress",
 		                 "sourceTranslatedPort");
 	if (e == CUSTOS_OK)
+		e = put_via_tlvs(line, out, tmp, ' ', ESC_CEF_EXT, "dhost", NULL);
+	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {
 		e = buf_append_cstr(out, " cs6=");
@@ -433,6 +464,8 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 		e = put_source(line, out, tmp, '\t', "src", "srcPort");
 	if (e == CUSTOS_OK)
 		e = put_endpoint(line, "via", out, tmp, '\t', "srcPostNAT", "srcPostNATPort");
+	if (e == CUSTOS_OK)
+		e = put_via_tlvs(line, out, tmp, '\t', ESC_LEEF_VAL, "dstHost", "viaUniqueId");
 	if (e == CUSTOS_OK)
 		e = findings_text(line, tmp);
 	if (e == CUSTOS_OK && buf_used(tmp) > 0) {

@@ -123,6 +123,14 @@ typedef struct req {
 	uint64_t egress_token; /* the model's egress calls are attributed to this request */
 } req;
 
+/* What a PROXY v2 header's AUTHORITY and UNIQUE_ID TLVs said, for the connection's audit
+ * events: allocated only for a header that carried one (one block, the texts after it). */
+typedef struct via_tlv {
+	const char *authority; /* the host name the client asked the balancer for; NULL: none */
+	const char *unique_id; /* the balancer's connection id, lowercase hex; NULL: none */
+	char text[];
+} via_tlv;
+
 typedef struct conn {
 	worker *w;
 	struct conn *prev, *next;
@@ -137,6 +145,8 @@ typedef struct conn {
 	char via[64];   /* the socket peer, when a PROXY header named the client (else "") */
 	bool pp_seen;   /* CS_PROXY: the peer sent bytes */
 	bool rdhup;     /* the peer shut its side down (EPOLLRDHUP) */
+	/* that PROXY header's authority and unique id; NULL when it had neither */
+	via_tlv *via_tlv;
 	ident id;
 	/* the client address for the policy, as remote_ip (AF_UNSPEC: none, a Unix socket) */
 	struct sockaddr_storage client;
@@ -422,6 +432,7 @@ static void conn_free(void *p)
 	ident_free(&c->id);
 	if (c->st_ref)
 		state_unref(c->st_ref);
+	free(c->via_tlv);
 	free(c);
 }
 
@@ -541,6 +552,8 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.auth = auth_name(c->id.method),
 		.remote = c->remote,
 		.via = c->via[0] ? c->via : NULL,
+		.via_authority = c->via_tlv ? c->via_tlv->authority : NULL,
+		.via_unique_id = c->via_tlv ? c->via_tlv->unique_id : NULL,
 		.method = span_cstr(r->method),
 		.path = span_cstr(r->path),
 		/* What the policy judged: the route's model id (a path route's model, or the
@@ -716,7 +729,7 @@ static void tls_reject_flush(ev_loop *l, void *obj)
 		return;
 	log_info("tls: %" PRIu64 " more failed handshake(s) in one second (not logged one by one)",
 	         w->tls_rej.suppressed);
-	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*", NULL,
+	if (emit_tls_reject(w->srv->audit, w->audit_batch, "*", NULL, NULL, NULL,
 	                    "failed TLS handshakes past the rate bound",
 	                    w->tls_rej.suppressed) != CUSTOS_OK)
 		log_error("audit: failed-handshake sum not recorded: %s", err_msg());
@@ -755,7 +768,8 @@ static void tls_rejected(conn *c, const char *why)
 		return;
 	log_info("tls: handshake with %s failed: %s", c->remote, why);
 	if (emit_tls_reject(w->srv->audit, w->audit_batch, c->remote, c->via[0] ? c->via : NULL,
-	                    why, 1) != CUSTOS_OK)
+	                    c->via_tlv ? c->via_tlv->authority : NULL,
+	                    c->via_tlv ? c->via_tlv->unique_id : NULL, why, 1) != CUSTOS_OK)
 		log_error("audit: failed handshake from %s not recorded: %s", c->remote, err_msg());
 }
 
@@ -935,6 +949,37 @@ static bool pp_trusted(const proxy_listener_opts *lo, const struct sockaddr *sa)
 	return false;
 }
 
+/* c->via_tlv from the authority and unique id of an accepted header h (views into its bytes):
+ * false when out of memory. Nothing is allocated for a header that had neither. */
+static bool via_tlv_set(conn *c, const pp_hdr *h)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (h->authority_len == 0 && h->unique_id_len == 0)
+		return true;
+	via_tlv *t = malloc(sizeof(*t) + h->authority_len + 1 + 2 * h->unique_id_len + 1);
+	if (t == NULL)
+		return false;
+	char *q = t->text;
+	t->authority = t->unique_id = NULL;
+	if (h->authority_len) {
+		t->authority = q;
+		memcpy(q, h->authority, h->authority_len);
+		q += h->authority_len;
+		*q++ = '\0';
+	}
+	if (h->unique_id_len) {
+		t->unique_id = q;
+		for (size_t i = 0; i < h->unique_id_len; i++) {
+			*q++ = hex[h->unique_id[i] >> 4];
+			*q++ = hex[h->unique_id[i] & 0x0f];
+		}
+		*q = '\0';
+	}
+	c->via_tlv = t;
+	return true;
+}
+
 /* CS_PROXY: the header is peeked (MSG_PEEK), so that no byte after it leaves the socket
  * before TLS or HTTP reads it, and taken (recv) once complete. SOCK_OK: taken, remote is the
  * client the header names (via the socket peer); SOCK_AGAIN: wait for more; SOCK_ERR: the
@@ -967,6 +1012,11 @@ static int pp_step(conn *c)
 	}
 	if (k <= 0) {
 		pp_rejected(c, k == 0 ? "connection closed inside the PROXY header" : h.err);
+		return SOCK_ERR;
+	}
+	/* Copied before the header leaves the socket: h's views are into b. */
+	if (!via_tlv_set(c, &h)) {
+		pp_rejected(c, "out of memory for the PROXY header's TLVs");
 		return SOCK_ERR;
 	}
 	ssize_t r;

@@ -79,6 +79,10 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 	audit_rec_cstr(ev, "remote", r->remote);
 	if (r->via)
 		audit_rec_cstr(ev, "via", r->via);
+	if (r->via_authority)
+		audit_rec_cstr(ev, "via_authority", r->via_authority);
+	if (r->via_unique_id)
+		audit_rec_cstr(ev, "via_unique_id", r->via_unique_id);
 	audit_rec_str(ev, "method", r->method);
 	audit_rec_str(ev, "path", cut(r->path, long_max));
 	if (r->model.len)
@@ -168,10 +172,11 @@ out:
 }
 
 /* A connection refused before any request (tls.reject, proxy_protocol.reject): one event for
- * count refusals. via: the balancer that sent a PROXY header, or NULL. */
+ * count refusals. via: the balancer that sent a PROXY header, or NULL; via_authority and
+ * via_unique_id: what that header's TLVs said, or NULL. */
 static custos_err emit_conn_reject(struct audit_writer *w, struct emit_batch *b, const char *type,
-                                   const char *remote, const char *via, const char *reason,
-                                   uint64_t count)
+                                   const char *remote, const char *via, const char *via_authority,
+                                   const char *via_unique_id, const char *reason, uint64_t count)
 {
 	audit_rec local;
 
@@ -183,6 +188,10 @@ static custos_err emit_conn_reject(struct audit_writer *w, struct emit_batch *b,
 	audit_rec_cstr(ev, "remote", remote);
 	if (via)
 		audit_rec_cstr(ev, "via", via);
+	if (via_authority)
+		audit_rec_cstr(ev, "via_authority", via_authority);
+	if (via_unique_id)
+		audit_rec_cstr(ev, "via_unique_id", via_unique_id);
 	audit_rec_cstr(ev, "decision", "deny");
 	put_cut(ev, "reason", reason, EMIT_CUT_LONG);
 	audit_rec_u64(ev, "count", count);
@@ -191,15 +200,18 @@ static custos_err emit_conn_reject(struct audit_writer *w, struct emit_batch *b,
 }
 
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *via, const char *reason, uint64_t count)
+                           const char *via, const char *via_authority, const char *via_unique_id,
+                           const char *reason, uint64_t count)
 {
-	return emit_conn_reject(w, b, "tls.reject", remote, via, reason, count);
+	return emit_conn_reject(w, b, "tls.reject", remote, via, via_authority, via_unique_id,
+	                        reason, count);
 }
 
 custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
                           const char *reason, uint64_t count)
 {
-	return emit_conn_reject(w, b, "proxy_protocol.reject", remote, NULL, reason, count);
+	return emit_conn_reject(w, b, "proxy_protocol.reject", remote, NULL, NULL, NULL, reason,
+	                        count);
 }
 
 /* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. held: ev

@@ -3,8 +3,9 @@
  * spaces, TCP4/TCP6/UNKNOWN, addresses of the family named, ports 0..65535 in decimal without
  * leading zeros, CRLF within 107 bytes); version 2 with its signature, version 2, command
  * LOCAL or PROXY, TCP over IPv4/IPv6 or UNSPEC, a length bound and well-formed TLVs: a
- * CRC32C TLV is verified, the nested sub-TLVs of an SSL TLV are checked for framing, and the
- * content of every other TLV is skipped unread.
+ * CRC32C TLV is verified, an AUTHORITY TLV must be a host name and a UNIQUE_ID TLV at most 128
+ * bytes (both handed back as views, each at most once), the nested sub-TLVs of an SSL TLV are
+ * checked for framing, and the content of every other TLV is skipped unread.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,10 +18,12 @@ static const uint8_t v2_magic[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
 	                              0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
 
 /* v2 TLV types (spec 2.2) that the parser looks at; every other one is skipped. */
-#define PP2_TYPE_CRC32C 0x03
-#define PP2_TYPE_SSL    0x20
-#define PP2_CRC32C_LEN  4
-#define PP2_SSL_HEAD    5 /* the SSL TLV's value: client (1 byte), verify (4), then sub-TLVs */
+#define PP2_TYPE_AUTHORITY 0x02
+#define PP2_TYPE_CRC32C    0x03
+#define PP2_TYPE_UNIQUE_ID 0x05
+#define PP2_TYPE_SSL       0x20
+#define PP2_CRC32C_LEN     4
+#define PP2_SSL_HEAD       5 /* the SSL TLV's value: client (1 byte), verify (4), then sub-TLVs */
 
 /* CRC32c, reflected polynomial 0x82F63B78: crc32c_table[i] is the CRC of the byte i. */
 static const uint32_t crc32c_table[256] = {
@@ -204,6 +207,32 @@ static const char *ssl_tlv_check(const uint8_t *v, size_t n)
 	return NULL;
 }
 
+/* PP2_TYPE_AUTHORITY's value v[0..n): the host name the client asked for (SNI: RFC 6066 wants
+ * it in ASCII without a trailing dot). Only letters, digits, '-' and '.', in labels of 1 to 63
+ * bytes: no control byte, space, ':' or non-ASCII byte reaches an audit event or a log line. */
+static bool authority_ok(const uint8_t *v, size_t n)
+{
+	size_t label = 0;
+
+	if (n == 0 || n > PP_AUTHORITY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = v[i];
+		if (c == '.') {
+			if (label == 0)
+				return false; /* a leading or doubled dot */
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-'))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0; /* no trailing dot */
+}
+
 /* Spec 2.2.3: the CRC32c of the whole header hdr[0..n) with the 4 bytes of the checksum at
  * hdr + at taken as zeros equals the checksum (big-endian). */
 static bool crc32c_ok(const uint8_t *hdr, size_t n, size_t at)
@@ -272,9 +301,13 @@ static ssize_t parse_v2(const uint8_t *p, size_t n, pp_hdr *h)
 	} else {
 		return bad(h, "PROXY v2: address family is not IPv4 or IPv6");
 	}
-	/* TLVs (type, 16-bit length, value) fill the rest exactly. Only a CRC32C and the framing
-	 * of an SSL TLV's sub-TLVs are looked at; no content is used. */
+	/* TLVs (type, 16-bit length, value) fill the rest exactly. A CRC32C, an AUTHORITY, a
+	 * UNIQUE_ID and the framing of an SSL TLV's sub-TLVs are looked at; the spec allows each
+	 * of the first three once. */
 	size_t crc_at = 0; /* offset in p of the CRC32C value; 0: none */
+	bool seen_authority = false, seen_unique_id = false;
+	const uint8_t *authority = NULL, *unique_id = NULL;
+	size_t authority_len = 0, unique_id_len = 0;
 	for (size_t i = alen; i < len;) {
 		if (len - i < 3)
 			return bad(h, "PROXY v2: truncated TLV");
@@ -287,6 +320,24 @@ static ssize_t parse_v2(const uint8_t *p, size_t n, pp_hdr *h)
 			if (crc_at != 0)
 				return bad(h, "PROXY v2: more than one CRC32C TLV");
 			crc_at = PP_V2_FIXED + i + 3;
+		} else if (b[i] == PP2_TYPE_AUTHORITY) {
+			if (seen_authority)
+				return bad(h, "PROXY v2: more than one AUTHORITY TLV");
+			if (!authority_ok(b + i + 3, tl))
+				return bad(h,
+				           "PROXY v2: AUTHORITY TLV is not a host name of 1 to 255 "
+				           "bytes");
+			seen_authority = true;
+			authority = b + i + 3;
+			authority_len = tl;
+		} else if (b[i] == PP2_TYPE_UNIQUE_ID) {
+			if (seen_unique_id)
+				return bad(h, "PROXY v2: more than one UNIQUE_ID TLV");
+			if (tl > PP_UNIQUE_ID_MAX)
+				return bad(h, "PROXY v2: UNIQUE_ID TLV longer than 128 bytes");
+			seen_unique_id = true;
+			unique_id = tl ? b + i + 3 : NULL; /* an empty one: none to record */
+			unique_id_len = tl;
 		} else if (b[i] == PP2_TYPE_SSL) {
 			const char *why = ssl_tlv_check(b + i + 3, tl);
 			if (why != NULL)
@@ -296,6 +347,11 @@ static ssize_t parse_v2(const uint8_t *p, size_t n, pp_hdr *h)
 	}
 	if (crc_at != 0 && !crc32c_ok(p, PP_V2_FIXED + len, crc_at))
 		return bad(h, "PROXY v2: CRC32C mismatch");
+	/* Handed back only with an accepted header. */
+	h->authority = authority;
+	h->authority_len = authority_len;
+	h->unique_id = unique_id;
+	h->unique_id_len = unique_id_len;
 	return (ssize_t)(PP_V2_FIXED + len);
 }
 

@@ -17,7 +17,9 @@
 #define PP_V2_MAX_LEN                                                                              \
 	2048 /* version 2: the most address and TLV bytes accepted (the spec
                               allows 65535; load balancers send a few dozen to a few hundred) */
-#define PP_MAX (PP_V2_FIXED + PP_V2_MAX_LEN) /* the longest header accepted */
+#define PP_MAX           (PP_V2_FIXED + PP_V2_MAX_LEN) /* the longest header accepted */
+#define PP_AUTHORITY_MAX 255 /* v2 PP2_TYPE_AUTHORITY: a host name, at most 255 bytes */
+#define PP_UNIQUE_ID_MAX 128 /* v2 PP2_TYPE_UNIQUE_ID: at most 128 opaque bytes (spec 2.2.5) */
 
 typedef struct pp_hdr {
 	uint8_t version; /* 1 or 2 */
@@ -25,7 +27,13 @@ typedef struct pp_hdr {
 	 * UNSPEC): the connection's own endpoints stay */
 	bool local;
 	struct sockaddr_storage src, dst; /* when !local: AF_INET or AF_INET6, with port */
-	const char *err;                  /* why the header was refused (static text) */
+	/* v2 PROXY with an address, from its TLVs: views into the parsed bytes (valid while they
+	 * are), length 0 when absent. authority: the host name the client asked the balancer for
+	 * (SNI), checked (1..255 bytes of letters, digits, '-' and '.', no empty label); unique_id:
+	 * the balancer's opaque connection id, 1..128 bytes. */
+	const uint8_t *authority, *unique_id;
+	size_t authority_len, unique_id_len;
+	const char *err; /* why the header was refused (static text) */
 } pp_hdr;
 
 /* Parses the header at the start of p[0..n). Returns its length (>0: the bytes after it belong

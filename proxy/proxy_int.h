@@ -214,6 +214,8 @@ typedef struct emit_rec {
 	const char *auth; /* method */
 	const char *remote;
 	const char *via; /* the load balancer's address when a PROXY header named remote */
+	/* that v2 header's AUTHORITY (a checked host name) and UNIQUE_ID (hex), or NULL */
+	const char *via_authority, *via_unique_id;
 	span method, path, model;
 	span model_requested; /* the body's `model` when it differs from model (else empty) */
 	unsigned status;
@@ -243,10 +245,12 @@ typedef struct emit_rec {
 struct emit_batch;
 custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_rec *r) CUSTOS_WUR;
 /* Builds one tls.reject event: a failed TLS handshake from remote (via: the load balancer
- * whose PROXY header named remote, else NULL), why, and how many it stands for (1, or the sum
+ * whose PROXY header named remote, else NULL; via_authority, via_unique_id: that header's
+ * AUTHORITY and UNIQUE_ID (hex), else NULL), why, and how many it stands for (1, or the sum
  * of a second's failures past the rate bound, remote "*"). */
 custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
-                           const char *via, const char *reason, uint64_t count) CUSTOS_WUR;
+                           const char *via, const char *via_authority, const char *via_unique_id,
+                           const char *reason, uint64_t count) CUSTOS_WUR;
 /* Builds one proxy_protocol.reject event: a connection closed for its PROXY protocol header
  * (missing, malformed, timed out) or for a peer outside proxy_protocol_from, from remote (the
  * socket peer), why, and how many it stands for (as emit_tls_reject). */

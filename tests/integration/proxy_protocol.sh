@@ -4,7 +4,11 @@
 # the client from the header (remote) and the balancer (via); v2 LOCAL keeps the socket
 # address; a header split over several writes, and TLS after a v2 header on the TLS listener,
 # work; a v2 header whose PP2_TYPE_CRC32C TLV holds the right checksum is served, one with a
-# wrong checksum is refused ("PROXY v2: CRC32C mismatch") and its client not used; a
+# wrong checksum is refused ("PROXY v2: CRC32C mismatch") and its client not used; a v2
+# header's AUTHORITY and UNIQUE_ID TLVs are in every event of its connection (via_authority,
+# via_unique_id in hex; tls.reject too; CEF dhost, LEEF dstHost and viaUniqueId in the
+# export), absent without them, and an AUTHORITY that is no host name, a UNIQUE_ID over 128
+# bytes and either of them twice are refused with the reason and their client not used; a
 # connection without a header, a malformed header, a header cut short by a shutdown or by
 # silence past client_header, and a peer outside proxy_protocol_from are closed without an
 # answer and audited as proxy_protocol.reject with the reason; a silent connection is not
@@ -63,6 +67,36 @@ wait_until 30 eval 'ev | grep -q "\"remote\":\"203.0.113.20:40010\",\"via\":\"12
 	ok "the client from a v2 header with a right CRC32C is the event's remote" || fail "no event with remote 203.0.113.20:40010: $(ev | tail -1)"
 check "v2 IPv6 header with a right CRC32C, split" "$(pc --port "$PORT2" --split --crc good --v2 '2001:db8::20 2001:db8::1 40011 80')" 200
 check "TLS after a v2 header with a right CRC32C" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --crc good --v2 '198.51.100.20 192.0.2.1 40012 443')" 200
+# PP2_TYPE_AUTHORITY and PP2_TYPE_UNIQUE_ID (HAProxy's proxy-v2-options authority,unique-id):
+# both requests of a connection carry them; a header without them adds neither.
+U=0001feff7f80410aabcdef
+check "v2 header with AUTHORITY and UNIQUE_ID under a right CRC32C, two requests" "$(pc --port "$PORT2" --repeat 2 --crc good --authority api.example.com --unique-id $U --v2 '203.0.113.30 192.0.2.1 40020 80')" "200 200"
+tlv_ev='"remote":"203.0.113.30:40020","via":"127.0.0.1:[0-9]*","via_authority":"api.example.com","via_unique_id":"'$U'"'
+wait_until 30 eval '[ "$(ev | grep -c "$tlv_ev")" = 2 ]' &&
+	ok "both requests' events carry via_authority and via_unique_id" || fail "not two events with via_authority and via_unique_id: $(ev | grep 203.0.113.30)"
+check "TLS after a split v2 header with AUTHORITY and UNIQUE_ID" "$(pc --port "$PORT" --tls-ca "$work/tls/ca.crt" --split --authority localhost --unique-id 00 --v2 '198.51.100.30 192.0.2.1 40021 443')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"198.51.100.30:40021\",\"via\":\"127.0.0.1:[0-9]*\",\"via_authority\":\"localhost\",\"via_unique_id\":\"00\""' &&
+	ok "TLS: the event carries via_authority and via_unique_id" || fail "TLS: no event with via_authority localhost: $(ev | grep 198.51.100.30)"
+check "v2 header with only a UNIQUE_ID" "$(pc --port "$PORT2" --unique-id ff --v2 '203.0.113.31 192.0.2.1 40022 80')" 200
+wait_until 30 eval 'ev | grep -q "\"remote\":\"203.0.113.31:40022\",\"via\":\"127.0.0.1:[0-9]*\",\"via_unique_id\":\"ff\""' &&
+	ok "a UNIQUE_ID alone: via_unique_id, no via_authority" || fail "no event with via_unique_id ff alone: $(ev | grep 203.0.113.31)"
+if (ev | grep -v -e 203.0.113.30 -e 198.51.100.30 -e 203.0.113.31) | grep -q '"via_authority"\|"via_unique_id"'; then
+	fail "an event of a header without those TLVs has via_authority or via_unique_id"
+else
+	ok "headers without those TLVs add neither field"
+fi
+# The SIEM renderings: the authority is the destination host, LEEF keeps the unique id.
+cef_tlv() { "$bin" audit export --format cef "$work"/audit/*.jsonl 2>/dev/null | grep -F 'src=203.0.113.30 spt=40020'; }
+leef_tlv() { "$bin" audit export --format leef "$work"/audit/*.jsonl 2>/dev/null | grep -F "$(printf 'src=203.0.113.30\tsrcPort=40020')"; }
+wait_until 30 eval 'cef_tlv | grep -q " dhost=api.example.com"' &&
+	ok "CEF: dhost is the authority" || fail "CEF: no dhost=api.example.com: $(cef_tlv | head -1)"
+wait_until 30 eval 'leef_tlv | grep -qF "$(printf "\tdstHost=api.example.com\tviaUniqueId=$U")"' &&
+	ok "LEEF: dstHost is the authority, viaUniqueId the unique id" || fail "LEEF: no dstHost/viaUniqueId: $(leef_tlv | head -1)"
+# A failed handshake after a header with TLVs: tls.reject carries them too.
+check "plain HTTP after a v2 header with AUTHORITY on the TLS listener" "$(pc --port "$PORT" --authority api.example.com --unique-id 0a0b --v2 '198.51.100.31 192.0.2.1 40023 443')" closed
+wait_until 30 eval 'audit_grep "\"type\":\"tls.reject\"" | grep -q "\"remote\":\"198.51.100.31:40023\",\"via\":\"127.0.0.1:[0-9]*\",\"via_authority\":\"api.example.com\",\"via_unique_id\":\"0a0b\""' &&
+	ok "tls.reject after a header with TLVs: via_authority and via_unique_id" || fail "no tls.reject with via_authority: $(audit_grep tls.reject | grep 198.51.100.31)"
+
 # A failed handshake after the header (plain HTTP where TLS is expected): tls.reject names the
 # client from the header and the balancer.
 check "plain HTTP after a v1 header on the TLS listener" "$(pc --port "$PORT" --v1 'TCP4 198.51.100.11 192.0.2.1 40002 443')" closed
@@ -77,6 +111,11 @@ check "v1 port with a leading zero" "$(pc --port "$PORT2" --v1 'TCP4 203.0.113.7
 check "v2 version 3" "$(pc --port "$PORT2" --raw '\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c')" closed
 check "garbage" "$(pc --port "$PORT2" --raw 'PROXY GARBAGE\r\n')" closed
 check "v2 header with a wrong CRC32C" "$(pc --port "$PORT2" --crc bad --v2 '203.0.113.21 192.0.2.1 40013 80')" closed
+check "v2 AUTHORITY with a control byte" "$(pc --port "$PORT2" --authority $'api.example.com\r\nx' --v2 '203.0.113.32 192.0.2.1 40024 80')" closed
+check "v2 AUTHORITY with a port" "$(pc --port "$PORT2" --crc good --authority 'api.example.com:443' --v2 '203.0.113.33 192.0.2.1 40025 80')" closed
+check "v2 UNIQUE_ID of 129 bytes" "$(pc --port "$PORT2" --unique-id "$(printf 'ab%.0s' $(seq 129))" --v2 '203.0.113.34 192.0.2.1 40026 80')" closed
+check "v2 AUTHORITY twice" "$(pc --port "$PORT2" --authority a.example --authority a.example --v2 '203.0.113.35 192.0.2.1 40027 80')" closed
+check "v2 UNIQUE_ID twice" "$(pc --port "$PORT2" --crc good --unique-id 01 --unique-id 02 --v2 '203.0.113.36 192.0.2.1 40028 80')" closed
 check "header cut short, then the client shuts down" "$(pc --port "$PORT2" --header-only --shut --raw 'PROXY TCP4 203.0.113.7')" closed
 check "header cut short, then silence (client_header 2 s)" "$(pc --port "$PORT2" --header-only --raw 'PROXY TCP4 203.0.113.7')" closed
 check "peer outside proxy_protocol_from" "$(pc --port "$P3" --v1 'TCP4 203.0.113.7 192.0.2.1 4242 80')" closed
@@ -84,7 +123,9 @@ for r in "no PROXY protocol header" "PROXY v1: an address is not an IPv4 address
 	"PROXY v1: a port is not a decimal 0..65535 without leading zeros" "PROXY v2: version is not 2" \
 	"PROXY v1: not 'TCP4|TCP6 SRC DST SPORT DPORT' with single spaces" "peer not in proxy_protocol_from" \
 	"connection closed inside the PROXY header" "PROXY header not received in time" \
-	"PROXY v2: CRC32C mismatch"; do
+	"PROXY v2: CRC32C mismatch" "PROXY v2: AUTHORITY TLV is not a host name of 1 to 255 bytes" \
+	"PROXY v2: UNIQUE_ID TLV longer than 128 bytes" "PROXY v2: more than one AUTHORITY TLV" \
+	"PROXY v2: more than one UNIQUE_ID TLV"; do
 	wait_until 30 eval 'rej | grep -qF "\"reason\":\"$r\""' &&
 		ok "proxy_protocol.reject audited: $r" || fail "no proxy_protocol.reject with '$r': $(rej | tail -2)"
 done
@@ -98,6 +139,13 @@ if (ev; rej) | grep -q '203\.0\.113\.21'; then
 	fail "the client from the header with a wrong CRC32C was used"
 else
 	ok "the client from the header with a wrong CRC32C was not used"
+fi
+[ "$(rej | grep -c '"reason":"PROXY v2: AUTHORITY TLV is not a host name of 1 to 255 bytes"')" -ge 2 ] &&
+	ok "both bad authorities refused" || fail "not two refusals of a bad authority: $(rej | grep AUTHORITY)"
+if (ev; rej; audit_grep tls.reject) | grep -q -e '203\.0\.113\.3[2-6]' -e 'example\.com:443'; then
+	fail "a client or an authority from a refused header was used"
+else
+	ok "nothing from a header refused for its TLVs was used"
 fi
 # A balancer's TCP health check (connect, close, no byte) is not audited.
 n=$(rej | wc -l) nev=$(ev | wc -l)

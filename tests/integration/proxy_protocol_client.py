@@ -3,8 +3,12 @@
 bytes given raw), then an HTTP request, plain or over TLS (TLS starts after the header), and
 prints the status code of the answer, or "closed" when custos closed the connection without
 one. --split sends the header a few bytes at a time, each write its own segment. --crc adds a
-PP2_TYPE_CRC32C TLV to a --v2 PROXY header, with the right checksum or a wrong one."""
+PP2_TYPE_CRC32C TLV to a --v2 PROXY header, with the right checksum or a wrong one;
+--authority and --unique-id add PP2_TYPE_AUTHORITY and PP2_TYPE_UNIQUE_ID TLVs (before the
+checksum, which covers them), each given twice to send it twice. --repeat N sends N requests
+pipelined on the connection (the last one closes it) and prints each status."""
 import argparse
+import re
 import socket
 import ssl
 import struct
@@ -55,9 +59,15 @@ def main():
     ap.add_argument("--split", action="store_true")
     ap.add_argument("--crc", choices=["good", "bad"],
                     help="with --v2 SRC DST SPORT DPORT: a CRC32C TLV before the NOOP one")
+    ap.add_argument("--authority", action="append", default=[],
+                    help="with --v2 SRC DST SPORT DPORT: a PP2_TYPE_AUTHORITY TLV (its text)")
+    ap.add_argument("--unique-id", action="append", default=[],
+                    help="with --v2 SRC DST SPORT DPORT: a PP2_TYPE_UNIQUE_ID TLV (hex)")
     ap.add_argument("--token", default="")
     ap.add_argument("--chat", metavar="MODEL",
                     help="send POST /v1/chat/completions for MODEL instead of GET /v1/models")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="N requests on the connection, pipelined; prints N statuses")
     ap.add_argument("--header-only", action="store_true",
                     help="send the header, no request; wait for custos to close")
     ap.add_argument("--shut", action="store_true",
@@ -75,10 +85,18 @@ def main():
         tlvs = b"\x04\x00\x02ab"
         if a.crc:
             tlvs = b"\x03\x00\x04\x00\x00\x00\x00" + tlvs
+        pre = b""
+        for name in a.authority:
+            v = name.encode("latin-1")
+            pre += b"\x02" + struct.pack("!H", len(v)) + v
+        for uid in a.unique_id:
+            v = bytes.fromhex(uid)
+            pre += b"\x05" + struct.pack("!H", len(v)) + v
+        tlvs = pre + tlvs
         hdr = v2(1, s, d, int(sp), int(dp), tlvs=tlvs)
         if a.crc:
-            # the checksum's value follows the addresses and the TLV's 3-byte head
-            at = 16 + (36 if ":" in s else 12) + 3
+            # the checksum's value follows the addresses, the TLVs before it and its head
+            at = 16 + (36 if ":" in s else 12) + len(pre) + 3
             hdr = with_crc(hdr, at, a.crc == "good")
     elif a.raw is not None:
         hdr = a.raw.encode().decode("unicode_escape").encode("latin-1")
@@ -91,6 +109,10 @@ def main():
                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
                "Content-Length: %d\r\nConnection: close\r\n\r\n"
                % (a.token, len(body))).encode() + body
+
+    if a.repeat > 1:
+        keep = req.replace(b"Connection: close\r\n", b"")
+        req = keep * (a.repeat - 1) + req
 
     sock = socket.create_connection(("127.0.0.1", a.port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -124,7 +146,10 @@ def main():
             data += chunk
     except (ConnectionError, ssl.SSLError, OSError):
         data = b""
-    if data.startswith(b"HTTP/1.1 "):
+    if a.repeat > 1:
+        print(" ".join(m.decode() for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data))
+              or "closed")
+    elif data.startswith(b"HTTP/1.1 "):
         print(data[9:12].decode())
     else:
         print("closed")

@@ -412,6 +412,71 @@ static void test_render_via(void **state)
 	free(r);
 }
 
+/* via_authority and via_unique_id (a PROXY v2 header's AUTHORITY and UNIQUE_ID): the authority
+ * is the destination host (CEF dhost, LEEF dstHost) unless the record has its own host, the id
+ * LEEF's viaUniqueId and nowhere in CEF; neither is looked for without a via; forged values are
+ * escaped as any other. */
+static void test_render_via_tlvs(void **state)
+{
+	(void)state;
+	static const char *L = "{\"v\":1,\"seq\":3,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+	                       "\"http.request\",\"remote\":\"203.0.113.7:41000\",\"via\":"
+	                       "\"10.0.0.5:51234\",\"via_authority\":\"api.example.com\","
+	                       "\"via_unique_id\":\"0001feff\"}";
+	char *r = render(AUDIT_FMT_CEF, NULL, L);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " dhost=api.example.com"));
+	assert_null(strstr(r, "0001feff"));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, L);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\tdstHost=api.example.com\tviaUniqueId=0001feff"));
+	free(r);
+	/* A record's own host wins; the id stays. */
+	static const char *H = "{\"v\":1,\"seq\":4,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+	                       "\"x\",\"host\":\"data.example\",\"via\":\"10.0.0.5:1\","
+	                       "\"via_authority\":\"api.example.com\",\"via_unique_id\":\"ab\"}";
+	r = render(AUDIT_FMT_CEF, NULL, H);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " dhost=data.example"));
+	assert_null(strstr(r, "api.example.com"));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, H);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\tdstHost=data.example"));
+	assert_null(strstr(r, "api.example.com"));
+	assert_non_null(strstr(r, "\tviaUniqueId=ab"));
+	free(r);
+	/* Without a via they are not looked at (the proxy never writes them alone). */
+	static const char *N = "{\"v\":1,\"seq\":5,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+	                       "\"x\",\"via_authority\":\"api.example.com\",\"via_unique_id\":"
+	                       "\"ab\"}";
+	r = render(AUDIT_FMT_CEF, NULL, N);
+	assert_non_null(r);
+	assert_null(strstr(r, "dhost"));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, N);
+	assert_non_null(r);
+	assert_null(strstr(r, "dstHost"));
+	assert_null(strstr(r, "viaUniqueId"));
+	free(r);
+	/* Forged values (a line not written by the proxy) are escaped: no raw delimiter, no
+	 * line break, no second key. */
+	static const char *F = "{\"v\":1,\"seq\":6,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+	                       "\"x\",\"via\":\"x\",\"via_authority\":\"a=b\\nsuser=root\","
+	                       "\"via_unique_id\":\"c\\td=e\"}";
+	r = render(AUDIT_FMT_CEF, NULL, F);
+	assert_non_null(r);
+	assert_non_null(strstr(r, " dhost=a\\=b\\nsuser\\=root"));
+	assert_null(strchr(r, '\n'));
+	free(r);
+	r = render(AUDIT_FMT_LEEF, NULL, F);
+	assert_non_null(r);
+	assert_non_null(strstr(r, "\tdstHost=a=b\\nsuser=root\tviaUniqueId=c\\td=e"));
+	assert_null(strchr(r, '\n'));
+	free(r);
+}
+
 static void test_render_5424(void **state)
 {
 	audit_render_ctx ctx = { .hostname = "host one", .app_name = NULL, .facility = 13 };
@@ -1559,6 +1624,7 @@ int main(void)
 		cmocka_unit_test(test_render_cef),
 		cmocka_unit_test(test_render_leef),
 		cmocka_unit_test(test_render_via),
+		cmocka_unit_test(test_render_via_tlvs),
 		cmocka_unit_test(test_render_5424),
 		cmocka_unit_test(test_format_parse),
 		cmocka_unit_test(test_writer_refuses),

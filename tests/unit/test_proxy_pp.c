@@ -1,6 +1,6 @@
 /* Unit tests for the PROXY protocol parser (proxy/pp.c): every accepted form of versions 1 and
  * 2, every refusal with its reason, every prefix of a valid header asking for more, the CRC32c
- * against the RFC 3720 vectors and the v2 CRC32C and SSL TLVs. */
+ * against the RFC 3720 vectors and the v2 CRC32C, SSL, AUTHORITY and UNIQUE_ID TLVs. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -158,9 +158,10 @@ static void test_v2_ok(void **state)
 	uint8_t b[4096], body[2048];
 	pp_hdr h;
 
-	/* PROXY TCP over IPv4, with a TLV (NOOP) and an empty one, then data after it. */
+	/* PROXY TCP over IPv4, with a TLV (NOOP) and an empty one (a custom type), then data
+	 * after it. */
 	uint8_t v4[] = { 203,  0,    113,  7,    192,  0,   2,   1,    0x10, 0x92,
-		         0x00, 0x50, 0x04, 0x00, 0x02, 'a', 'b', 0x02, 0x00, 0x00 };
+		         0x00, 0x50, 0x04, 0x00, 0x02, 'a', 'b', 0xe0, 0x00, 0x00 };
 	size_t n = mk_v2(b, 0x21, 0x11, v4, sizeof(v4));
 	memcpy(b + n, "\x16\x03\x01", 3);
 	assert_int_equal(pp_parse(b, n + 3, &h), (ssize_t)n);
@@ -435,6 +436,276 @@ static void test_v2_ssl_tlv(void **state)
 	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
 }
 
+/* A TCP/IPv4 header made independently of pp_crc32c (Python): 203.0.113.7:4242 ->
+ * 192.0.2.1:80, an AUTHORITY "api.example.com", a CRC32C TLV (0xace909aa), a UNIQUE_ID of 8
+ * bytes (00 01 fe ff 7f 80 41 0a) and a NOOP "ab". */
+static const uint8_t V2_TLVS[] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11,
+	0x00, 0x35, 0xcb, 0x00, 0x71, 0x07, 0xc0, 0x00, 0x02, 0x01, 0x10, 0x92, 0x00, 0x50,
+	0x02, 0x00, 0x0f, 0x61, 0x70, 0x69, 0x2e, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65,
+	0x2e, 0x63, 0x6f, 0x6d, 0x03, 0x00, 0x04, 0xac, 0xe9, 0x09, 0xaa, 0x05, 0x00, 0x08,
+	0x00, 0x01, 0xfe, 0xff, 0x7f, 0x80, 0x41, 0x0a, 0x04, 0x00, 0x02, 0x61, 0x62,
+};
+#define V2_TLVS_AUTH 31 /* where the authority's 15 bytes are */
+#define V2_TLVS_CRC  49 /* the checksum's 4 */
+#define V2_TLVS_UID  56 /* the unique id's 8 */
+static const uint8_t UID[8] = { 0x00, 0x01, 0xfe, 0xff, 0x7f, 0x80, 0x41, 0x0a };
+
+static void views_are(const pp_hdr *h, const char *auth, const uint8_t *uid, size_t uid_len)
+{
+	if (auth == NULL) {
+		assert_null(h->authority);
+		assert_int_equal(h->authority_len, 0);
+	} else {
+		assert_non_null(h->authority);
+		assert_int_equal(h->authority_len, strlen(auth));
+		assert_memory_equal(h->authority, auth, strlen(auth));
+	}
+	if (uid == NULL) {
+		assert_null(h->unique_id);
+		assert_int_equal(h->unique_id_len, 0);
+	} else {
+		assert_non_null(h->unique_id);
+		assert_int_equal(h->unique_id_len, uid_len);
+		assert_memory_equal(h->unique_id, uid, uid_len);
+	}
+}
+
+/* An IPv4 PROXY header with the TLVs tlv[0..tl) after the addresses of V2_TLVS; with crc_at
+ * (an offset in tlv of a CRC32C TLV's value) its checksum is set. Returns its length. */
+static size_t mk_tlvs(uint8_t *b, const uint8_t *tlv, size_t tl, size_t crc_at)
+{
+	uint8_t body[PP_V2_MAX_LEN];
+	memcpy(body, V2_TLVS + 16, 12);
+	memcpy(body + 12, tlv, tl);
+	size_t n = mk_v2(b, 0x21, 0x11, body, 12 + tl);
+	if (crc_at)
+		set_crc(b, n, 28 + crc_at);
+	return n;
+}
+
+/* PP2_TYPE_AUTHORITY (0x02) and PP2_TYPE_UNIQUE_ID (0x05): handed back as views into the
+ * header, with and without a CRC32C TLV; every proper prefix needs more. */
+static void test_v2_authority_unique_id(void **state)
+{
+	(void)state;
+	uint8_t b[4096], tlv[1024];
+	pp_hdr h;
+	size_t n = sizeof(V2_TLVS);
+
+	memcpy(b, V2_TLVS, n);
+	memcpy(b + n, "GET", 3);
+	assert_int_equal(pp_parse(b, n + 3, &h), (ssize_t)n);
+	addr_is(&h.src, "203.0.113.7", 4242);
+	views_are(&h, "api.example.com", UID, sizeof(UID));
+	assert_ptr_equal(h.authority, b + V2_TLVS_AUTH);
+	assert_ptr_equal(h.unique_id, b + V2_TLVS_UID);
+	prefixes_need_more(b, n);
+	set_crc(b, n, V2_TLVS_CRC); /* the checksum Python wrote is the one computed here */
+	assert_memory_equal(b, V2_TLVS, n);
+	/* Both values are under the checksum: a changed byte is a mismatch (letters change
+	 * case, so the authority stays a host name), and a refused header hands back nothing. */
+	for (size_t i = V2_TLVS_AUTH; i < V2_TLVS_AUTH + 15; i++) {
+		memcpy(b, V2_TLVS, n);
+		if (b[i] == '.')
+			continue;
+		b[i] ^= 0x20;
+		expect_bad(b, n, "PROXY v2: CRC32C mismatch");
+		assert_int_equal(pp_parse(b, n, &h), -1);
+		views_are(&h, NULL, NULL, 0);
+	}
+	for (size_t i = V2_TLVS_UID; i < V2_TLVS_UID + sizeof(UID); i++) {
+		memcpy(b, V2_TLVS, n);
+		b[i] ^= 0x01;
+		expect_bad(b, n, "PROXY v2: CRC32C mismatch");
+	}
+
+	/* The same TLVs without a checksum, in the other order. */
+	memcpy(tlv, "\x05\x00\x08", 3);
+	memcpy(tlv + 3, UID, 8);
+	memcpy(tlv + 11,
+	       "\x02\x00\x0f"
+	       "api.example.com",
+	       18);
+	n = mk_tlvs(b, tlv, 29, 0);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, "api.example.com", UID, sizeof(UID));
+	prefixes_need_more(b, n);
+	/* One without the other; an empty UNIQUE_ID is accepted and hands nothing back. */
+	n = mk_tlvs(b, tlv, 11, 0);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, NULL, UID, sizeof(UID));
+	n = mk_tlvs(b, tlv + 11, 18, 0);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, "api.example.com", NULL, 0);
+	n = mk_tlvs(b, (const uint8_t *)"\x05\x00\x00", 3, 0);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, NULL, NULL, 0);
+	/* The largest: a 255-byte authority (labels of 63), a 128-byte id, with a checksum. */
+	char name[256];
+	memset(name, 'a', 255);
+	name[63] = name[127] = name[191] = '.';
+	name[255] = '\0';
+	uint8_t id[128];
+	for (size_t i = 0; i < sizeof(id); i++)
+		id[i] = (uint8_t)(i * 7);
+	memcpy(tlv, "\x02\x00\xff", 3);
+	memcpy(tlv + 3, name, 255);
+	memcpy(tlv + 258, "\x05\x00\x80", 3);
+	memcpy(tlv + 261, id, 128);
+	memcpy(tlv + 389, "\x03\x00\x04\x00\x00\x00\x00", 7);
+	n = mk_tlvs(b, tlv, 396, 392);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, name, id, sizeof(id));
+	prefixes_need_more(b, n);
+	/* Other host name forms: one label, digits, '-', upper case, an IPv4 literal's text. */
+	static const char *const good[] = { "a", "localhost", "xn--bcher-kva.example",
+		                            "API-1.Example.COM", "192.0.2.1" };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		size_t l = strlen(good[i]);
+		tlv[0] = 0x02;
+		tlv[1] = 0;
+		tlv[2] = (uint8_t)l;
+		memcpy(tlv + 3, good[i], l);
+		n = mk_tlvs(b, tlv, 3 + l, 0);
+		assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+		views_are(&h, good[i], NULL, 0);
+	}
+	/* LOCAL and UNSPEC skip their block unread: nothing handed back, whatever it holds. */
+	n = mk_v2(b, 0x20, 0x11, V2_TLVS + 16, sizeof(V2_TLVS) - 16);
+	b[V2_TLVS_AUTH] = '\n';
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	assert_true(h.local);
+	views_are(&h, NULL, NULL, 0);
+	n = mk_v2(b, 0x21, 0x00, V2_TLVS + 16, sizeof(V2_TLVS) - 16);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+	views_are(&h, NULL, NULL, 0);
+}
+
+/* An AUTHORITY that is no host name, a UNIQUE_ID over 128 bytes and either of them twice are
+ * refused, with a right checksum too. */
+static void test_v2_authority_unique_id_bad(void **state)
+{
+	(void)state;
+	uint8_t b[4096], tlv[1024];
+	size_t n;
+	static const struct {
+		const char *v;
+		size_t len;
+	} bad[] = {
+		{ "", 0 },
+		{ "api.example.com:443", 19 },
+		{ "api example.com", 15 },
+		{ "api\texample.com", 15 },
+		{ "api.example.com\r\n", 17 },
+		{ "api\0example.com", 15 },
+		{ "under_score.example", 19 },
+		{ "b\xc3\xbc"
+		  "cher.example",
+		  15 },
+		{ "api.example.com\x7f", 16 },
+		{ ".example.com", 12 },
+		{ "example.com.", 12 },
+		{ "api..example.com", 16 },
+		{ ".", 1 },
+		{ "[2001:db8::1]", 13 },
+		{ "a\"b", 3 },
+		{ "a\\b", 3 },
+	};
+	const char *why = "PROXY v2: AUTHORITY TLV is not a host name of 1 to 255 bytes";
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tlv[0] = 0x02;
+		tlv[1] = 0;
+		tlv[2] = (uint8_t)bad[i].len;
+		memcpy(tlv + 3, bad[i].v, bad[i].len);
+		n = mk_tlvs(b, tlv, 3 + bad[i].len, 0);
+		expect_bad(b, n, why);
+		/* With a right checksum after it too. */
+		memcpy(tlv + 3 + bad[i].len, "\x03\x00\x04\x00\x00\x00\x00", 7);
+		n = mk_tlvs(b, tlv, 10 + bad[i].len, 6 + bad[i].len);
+		expect_bad(b, n, why);
+	}
+	/* 256 bytes (labels of 63), and a label of 64. */
+	memcpy(tlv, "\x02\x01\x00", 3);
+	memset(tlv + 3, 'a', 256);
+	tlv[3 + 63] = tlv[3 + 127] = tlv[3 + 191] = '.';
+	n = mk_tlvs(b, tlv, 259, 0);
+	expect_bad(b, n, why);
+	memcpy(tlv, "\x02\x00\x44", 3); /* 68: "a.", 64 letters, ".b" */
+	memset(tlv + 3, 'a', 68);
+	tlv[4] = tlv[69] = '.';
+	n = mk_tlvs(b, tlv, 71, 0);
+	expect_bad(b, n, why);
+	tlv[5] = '.'; /* "a..": an empty label */
+	expect_bad(b, mk_tlvs(b, tlv, 71, 0), why);
+	memcpy(tlv, "\x02\x00\x43", 3); /* 67: "a.", 63 letters, ".b": accepted */
+	memset(tlv + 3, 'a', 67);
+	tlv[4] = tlv[68] = '.';
+	pp_hdr h;
+	n = mk_tlvs(b, tlv, 70, 0);
+	assert_int_equal(pp_parse(b, n, &h), (ssize_t)n);
+
+	/* UNIQUE_ID: 129 bytes, and the spec's 65535 (cut by custos' 2048-byte bound: a TLV
+	 * longer than the header). */
+	memcpy(tlv, "\x05\x00\x81", 3);
+	memset(tlv + 3, 0xab, 129);
+	n = mk_tlvs(b, tlv, 132, 0);
+	expect_bad(b, n, "PROXY v2: UNIQUE_ID TLV longer than 128 bytes");
+	memcpy(tlv + 132, "\x03\x00\x04\x00\x00\x00\x00", 7);
+	n = mk_tlvs(b, tlv, 139, 135);
+	expect_bad(b, n, "PROXY v2: UNIQUE_ID TLV longer than 128 bytes");
+	memcpy(tlv, "\x05\x03\x00", 3);
+	memset(tlv + 3, 0, 768);
+	n = mk_tlvs(b, tlv, 771, 0);
+	expect_bad(b, n, "PROXY v2: UNIQUE_ID TLV longer than 128 bytes");
+
+	/* Twice: side by side, apart, the same value or not, empty ids too; the second is
+	 * refused even where it is well-formed and the checksum is right. */
+	memcpy(tlv,
+	       "\x02\x00\x01"
+	       "a\x02\x00\x01"
+	       "a",
+	       8);
+	expect_bad(b, mk_tlvs(b, tlv, 8, 0), "PROXY v2: more than one AUTHORITY TLV");
+	memcpy(tlv,
+	       "\x02\x00\x01"
+	       "a\x04\x00\x00\x03\x00\x04\x00\x00\x00\x00\x02\x00\x01"
+	       "b",
+	       18);
+	expect_bad(b, mk_tlvs(b, tlv, 18, 10), "PROXY v2: more than one AUTHORITY TLV");
+	memcpy(tlv,
+	       "\x02\x00\x01"
+	       "a\x02\x00\x00",
+	       7); /* a bad second one: refused as doubled */
+	expect_bad(b, mk_tlvs(b, tlv, 7, 0), "PROXY v2: more than one AUTHORITY TLV");
+	memcpy(tlv,
+	       "\x05\x00\x01"
+	       "x\x05\x00\x01"
+	       "y",
+	       8);
+	expect_bad(b, mk_tlvs(b, tlv, 8, 0), "PROXY v2: more than one UNIQUE_ID TLV");
+	memcpy(tlv, "\x05\x00\x00\x05\x00\x00", 6);
+	expect_bad(b, mk_tlvs(b, tlv, 6, 0), "PROXY v2: more than one UNIQUE_ID TLV");
+	memcpy(tlv,
+	       "\x05\x00\x01"
+	       "x\x03\x00\x04\x00\x00\x00\x00\x02\x00\x01"
+	       "a\x05\x00\x01"
+	       "x",
+	       19);
+	expect_bad(b, mk_tlvs(b, tlv, 19, 7), "PROXY v2: more than one UNIQUE_ID TLV");
+	/* A malformed TLV after good ones: refused, nothing handed back. */
+	memcpy(tlv,
+	       "\x02\x00\x01"
+	       "a\x05\x00\x01"
+	       "x\x04\x00",
+	       10);
+	n = mk_tlvs(b, tlv, 10, 0);
+	expect_bad(b, n, "PROXY v2: truncated TLV");
+	assert_int_equal(pp_parse(b, n, &h), -1);
+	views_are(&h, NULL, NULL, 0);
+}
+
 static void test_empty_and_first_byte(void **state)
 {
 	(void)state;
@@ -450,10 +721,16 @@ static void test_empty_and_first_byte(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_v1_ok),      cmocka_unit_test(test_v1_bad),
-		cmocka_unit_test(test_v2_ok),      cmocka_unit_test(test_v2_bad),
-		cmocka_unit_test(test_crc32c),     cmocka_unit_test(test_v2_crc32c),
-		cmocka_unit_test(test_v2_ssl_tlv), cmocka_unit_test(test_empty_and_first_byte),
+		cmocka_unit_test(test_v1_ok),
+		cmocka_unit_test(test_v1_bad),
+		cmocka_unit_test(test_v2_ok),
+		cmocka_unit_test(test_v2_bad),
+		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_v2_crc32c),
+		cmocka_unit_test(test_v2_ssl_tlv),
+		cmocka_unit_test(test_v2_authority_unique_id),
+		cmocka_unit_test(test_v2_authority_unique_id_bad),
+		cmocka_unit_test(test_empty_and_first_byte),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
