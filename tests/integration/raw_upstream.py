@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Fixture for proxy_http_edges.sh: a model server that answers with raw bytes, to show what
-custos sends its client when an upstream answers HEAD, or breaks its response body.
+"""Fixture for proxy_http_edges.sh, proxy_inspect.sh and proxy_inspect_head.sh: a model server
+that answers with raw bytes, to show what custos sends its client when an upstream answers HEAD
+or without a body, or breaks its response body.
 
   raw_upstream.py PORTFILE LOGFILE
 
@@ -14,6 +15,14 @@ answer (default ok):
   br-sse        200, an event stream, chunked, under Content-Encoding: identity and br fields
                 (the bytes are not compressed: a proxy must not look)
   gzip-204      204 with Content-Encoding: gzip, no body
+  head-gzip     the head a GET would get under Content-Encoding: gzip (Content-Length: 1234),
+                no body (an answer to HEAD)
+  head-big      the head a GET would get, JSON, Content-Length: 5242880 (past the 4 MiB custos
+                holds for inspection), no body (an answer to HEAD)
+  head-sse      the head a GET would get for a stream (text/event-stream, chunked), no body
+  no-content    204 with Content-Type: application/json, no body
+  not-modified  304 with Content-Type: application/json, an ETag and Content-Length: 1234 (the
+                length a 200 would have), no body
 LOGFILE gets one line per request: "METHOD PATH X-RAW".
 """
 import gzip
@@ -42,6 +51,15 @@ ANSWERS = {
     "ok": [OK],
     "head-length": [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 1234\r\n\r\n"],
+    "head-gzip": [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                  b"Content-Length: 1234\r\n\r\n"],
+    "head-big": [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 5242880\r\n\r\n"],
+    "head-sse": [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n"],
+    "no-content": [b"HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\r\n"],
+    "not-modified": [b"HTTP/1.1 304 Not Modified\r\nContent-Type: application/json\r\n"
+                     b"ETag: \"raw-1\"\r\nContent-Length: 1234\r\n\r\n"],
     "bad-chunk": [CHUNKED_HEAD + b"zz\r\nabc\r\n0\r\n\r\n"],
     "bad-chunk-later": [CHUNKED_HEAD + b"5\r\nfirst\r\n", 0.5, b"zz\r\n"],
 }
