@@ -202,10 +202,29 @@ static custos_err put_escaped(buf *out, span s, enum esc how)
 	return CUSTOS_OK;
 }
 
-static bool is_alarming(span type, span decision)
+/* The raised severity (docs/AUDIT.md section 7): a refusal (every `deny`, the rejects
+ * included), an enforcement hit in a process sandbox (`sandbox.process` with action
+ * `violation`, `oom` or `limit`: seccomp, Landlock, cgroup), any `privsep` event (a call the
+ * proxy's filter refused, or one of the two processes lost), and what says the trail itself
+ * lost or refused something (`audit.invalid`, `trail.outage`, `trail.queue_full`). */
+static bool is_alarming(span line, span type, span decision)
 {
-	return span_eq_cstr(decision, "deny") || span_eq_cstr(type, "sandbox.violation") ||
-	       span_eq_cstr(type, "rejection") || span_eq_cstr(type, "audit.invalid");
+	static const char *const types[] = { "privsep", "audit.invalid", "trail.outage",
+		                             "trail.queue_full" };
+	static const char *const sandbox_actions[] = { "\"violation\"", "\"oom\"", "\"limit\"" };
+	span v;
+
+	if (span_eq_cstr(decision, "deny"))
+		return true;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(types); i++)
+		if (span_eq_cstr(type, types[i]))
+			return true;
+	if (!span_eq_cstr(type, "sandbox.process") || ajson_get(line, "action", &v) != CUSTOS_OK)
+		return false;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sandbox_actions); i++)
+		if (span_eq_cstr(v, sandbox_actions[i]))
+			return true;
+	return false;
 }
 
 struct ext_map {
@@ -388,7 +407,7 @@ static custos_err render_cef(span line, buf *out, buf *tmp)
 	}
 	if (e == CUSTOS_OK)
 		e = buf_printf(out, "|%d|rt=%llu",
-		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3,
+		               is_alarming(line, buf_span(&type), buf_span(&dec)) ? 7 : 3,
 		               (unsigned long long)(ns / 1000000));
 	for (size_t i = 0; e == CUSTOS_OK && i < CUSTOS_ARRAY_LEN(cef_map); i++) {
 		e = field(line, cef_map[i].json, tmp);
@@ -441,7 +460,7 @@ static custos_err render_leef(span line, buf *out, buf *tmp)
 	/* LEEF 2.0's sixth header field names the attribute delimiter: x09 is tab. */
 	if (e == CUSTOS_OK)
 		e = buf_printf(out, "|x09|sev=%d",
-		               is_alarming(buf_span(&type), buf_span(&dec)) ? 7 : 3);
+		               is_alarming(line, buf_span(&type), buf_span(&dec)) ? 7 : 3);
 	if (e == CUSTOS_OK)
 		e = field(line, "time", tmp);
 	uint64_t ns;
@@ -508,7 +527,7 @@ static custos_err render_5424(span line, const audit_render_ctx *ctx, buf *out, 
 		e = field(line, "time", tmp);
 	if (e != CUSTOS_OK)
 		goto out;
-	int sev = is_alarming(buf_span(&type), buf_span(&dec)) ? 4 : 6;
+	int sev = is_alarming(line, buf_span(&type), buf_span(&dec)) ? 4 : 6;
 	e = buf_printf(out, "<%d>1 ", fac * 8 + sev);
 	/* TIME-SECFRAC allows at most 6 digits: our nanoseconds are cut to microseconds. The
 	 * time is re-rendered from its parsed value, never copied. */

@@ -313,6 +313,57 @@ static void test_render_cef(void **state)
 	free(r);
 }
 
+/* The raised severity: CEF 7 / LEEF 7 / RFC 5424 warning (PRI 13*8+4 = 108) for refusals,
+ * enforcement hits in a process sandbox, privsep events and losses of the trail; CEF 3 /
+ * LEEF 3 / info (110) for the rest. The action is read as a member of the record, never from
+ * inside a string. */
+static void test_render_severity(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *members;
+		bool raised;
+	} cases[] = {
+		{ "\"type\":\"http.request\",\"decision\":\"deny\"", true },
+		{ "\"type\":\"http.request\",\"decision\":\"allow\"", false },
+		{ "\"type\":\"tls.reject\",\"decision\":\"deny\"", true },
+		{ "\"type\":\"sandbox.process\",\"model\":\"m\",\"action\":\"violation\"", true },
+		{ "\"type\":\"sandbox.process\",\"action\":\"oom\"", true },
+		{ "\"type\":\"sandbox.process\",\"action\":\"limit\"", true },
+		{ "\"type\":\"sandbox.process\",\"action\":\"start\"", false },
+		{ "\"type\":\"sandbox.process\",\"action\":\"exit\",\"detail\":"
+		  "\"\\\"action\\\":\\\"violation\\\"\"",
+		  false },
+		{ "\"type\":\"sandbox.vm\",\"action\":\"violation\"", false },
+		{ "\"type\":\"privsep\",\"action\":\"proxy_call_refused\"", true },
+		{ "\"type\":\"trail.outage\",\"events_refused\":3", true },
+		{ "\"type\":\"trail.queue_full\",\"events_refused\":3", true },
+		{ "\"type\":\"audit.invalid\"", true },
+		{ "\"type\":\"checkpoint\"", false },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		char line[512];
+		snprintf(line, sizeof(line),
+		         "{\"v\":1,\"seq\":1,\"time\":\"2026-11-27T01:55:11.1Z\",%s}",
+		         cases[i].members);
+		char *cef = render(AUDIT_FMT_CEF, NULL, line);
+		char *leef = render(AUDIT_FMT_LEEF, NULL, line);
+		char *syslog = render(AUDIT_FMT_RFC5424, NULL, line);
+		assert_non_null(cef);
+		assert_non_null(leef);
+		assert_non_null(syslog);
+		bool r = cases[i].raised;
+		if ((strstr(cef, r ? "|7|rt=" : "|3|rt=") == NULL) ||
+		    (strstr(leef, r ? "|x09|sev=7" : "|x09|sev=3") == NULL) ||
+		    (strncmp(syslog, r ? "<108>1 " : "<110>1 ", 7) != 0))
+			fail_msg("case %zu (%s): want %s; got %s / %s / %.8s", i, cases[i].members,
+			         r ? "raised" : "ordinary", cef, leef, syslog);
+		free(cef);
+		free(leef);
+		free(syslog);
+	}
+}
+
 static void test_render_leef(void **state)
 {
 	char *r = render(AUDIT_FMT_LEEF, NULL, LINE);
@@ -1623,6 +1674,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_render_cef),
 		cmocka_unit_test(test_render_leef),
+		cmocka_unit_test(test_render_severity),
 		cmocka_unit_test(test_render_via),
 		cmocka_unit_test(test_render_via_tlvs),
 		cmocka_unit_test(test_render_5424),
