@@ -242,7 +242,16 @@ struct audit_ship_ready {
 	int32_t status; /* custos_err */
 	char msg[1024]; /* the message when status is not CUSTOS_OK: names the sink */
 };
-/* Runs the shipper (all sinks) in this forked process until stop_fd becomes readable. Once
+/* What the parent writes on the shipper's stop pipe (one write each: atomic on a pipe). STOP:
+ * deliver up to the sealed end or for drain_ns, then exit (EOF on the pipe: stop now). RELOAD:
+ * read each TLS sink's CA, client certificate, key and CRL again (audit_sinks_reload). */
+enum { AUDIT_SHIP_STOP = 1, AUDIT_SHIP_RELOAD = 2 };
+struct audit_ship_msg {
+	uint32_t kind;
+	uint32_t pad;
+	uint64_t drain_ns;
+};
+/* Runs the shipper (all sinks) in this forked process until stop_fd says stop (or closes). Once
  * every sink is set up (or one failed) it writes a struct audit_ship_ready to ready_fd and
  * closes it. Returns the exit status for _exit. */
 int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd);

@@ -847,6 +847,23 @@ bool audit_shipper_running(audit_writer *w)
 	return si.si_pid == 0;
 }
 
+void audit_sinks_reload(audit_writer *w)
+{
+	struct audit_ship_msg m = { .kind = AUDIT_SHIP_RELOAD };
+
+	if (w == NULL)
+		return;
+	/* Under mu: audit_writer_stop closes the pipe under it. The shipper reads it at once (a
+	 * reload's work is a few file loads), so the write does not wait; a shipper that has
+	 * exited gives EPIPE (SIGPIPE is ignored), logged. */
+	pthread_mutex_lock(&w->mu);
+	if (w->shipper_fd >= 0 && audit_shipper_running(w) &&
+	    write(w->shipper_fd, &m, sizeof(m)) != (ssize_t)sizeof(m))
+		log_error("audit: the shipper was not told to read its TLS files again: %s",
+		          strerror(errno));
+	pthread_mutex_unlock(&w->mu);
+}
+
 custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
 {
 	custos_err e = CUSTOS_OK;
@@ -888,10 +905,12 @@ custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
 		e = err_set(CUSTOS_ERR_IO, "audit writer exited with status %d", st);
 	if (w->shipper_pid > 0) {
 		/* The shipper delivers up to the sealed end, or stops at the deadline. */
-		uint64_t d = drain_ns;
-		(void)!write(w->shipper_fd, &d, sizeof(d));
+		struct audit_ship_msg m = { .kind = AUDIT_SHIP_STOP, .drain_ns = drain_ns };
+		pthread_mutex_lock(&w->mu);
+		(void)!write(w->shipper_fd, &m, sizeof(m));
 		close(w->shipper_fd);
 		w->shipper_fd = -1;
+		pthread_mutex_unlock(&w->mu);
 		while (waitpid(w->shipper_pid, &st, 0) == -1 && errno == EINTR)
 			;
 	}

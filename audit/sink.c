@@ -70,8 +70,13 @@ struct sink {
 	bool sealed_seen; /* the last line read was the shutdown checkpoint */
 	/* the connection */
 	int fd;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx; /* the sink thread's: the next connection is made with it */
 	SSL *ssl;
+	/* A reload's new context (the CA, client certificate and CRL read again by the shipper's
+	 * main thread), taken by the sink thread at its next step; under mu. */
+	pthread_mutex_t mu;
+	SSL_CTX *ctx_next;
+	bool tls; /* TLS sink: set at init, read by both threads */
 	buf out;
 	struct confirm conf[SINK_CONFIRMS];
 	size_t nconf;
@@ -635,6 +640,52 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	               (unsigned long long)ack);
 }
 
+/* Whether the open connection's server still verifies with the sink's (new) context: its chain
+ * as it sent it, against the CAs and CRLs read again, with the connection's parameters (the
+ * name or address the handshake checked), as OpenSSL verifies a server in the handshake. */
+static custos_err peer_still_valid(struct sink *s)
+{
+	X509 *peer = SSL_get1_peer_certificate(s->ssl);
+	X509_STORE_CTX *x = X509_STORE_CTX_new();
+	int ok = 0, verr = X509_V_ERR_UNSPECIFIED;
+
+	if (peer != NULL && x != NULL &&
+	    X509_STORE_CTX_init(x, SSL_CTX_get_cert_store(s->ctx), peer,
+	                        SSL_get_peer_cert_chain(s->ssl)) == 1 &&
+	    X509_STORE_CTX_set_default(x, "ssl_server") == 1 &&
+	    X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(x), SSL_get0_param(s->ssl)) == 1) {
+		ok = X509_verify_cert(x) == 1;
+		verr = X509_STORE_CTX_get_error(x);
+	}
+	X509_STORE_CTX_free(x);
+	X509_free(peer);
+	ERR_clear_error();
+	if (ok)
+		return CUSTOS_OK;
+	return err_set(CUSTOS_ERR_TLS,
+	               "reload: the server certificate of %s does not verify with the TLS files "
+	               "read again (%s): closing the connection",
+	               s->peer, X509_verify_cert_error_string(verr));
+}
+
+/* Takes a reload's new context: the next connection is made with it, and an open connection
+ * whose server it refuses (a CRL that now revokes its certificate, a CA no longer trusted) is
+ * closed (an error: the caller closes and reconnects, which then fails and says why). */
+static custos_err ctx_pickup(struct sink *s)
+{
+	pthread_mutex_lock(&s->mu);
+	SSL_CTX *n = s->ctx_next;
+	s->ctx_next = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (n == NULL)
+		return CUSTOS_OK;
+	SSL_CTX_free(s->ctx); /* an open connection's SSL holds its own reference */
+	s->ctx = n;
+	if (s->ssl == NULL || s->so->no_verify)
+		return CUSTOS_OK;
+	return peer_still_valid(s);
+}
+
 /* One pass: connect if needed, send a batch, confirm. Returns AGAIN when idle. */
 static custos_err sink_step(struct sink *s)
 {
@@ -643,6 +694,8 @@ static custos_err sink_step(struct sink *s)
 	size_t cnt = 0;
 	custos_err e = CUSTOS_OK;
 
+	if (s->tls)
+		GUARD(ctx_pickup(s));
 	if (s->fd < 0) {
 		s->next = s->cursor + 1;
 		s->sent = s->cursor;
@@ -803,6 +856,40 @@ static custos_err hec_paths(struct sink *s)
 	return CUSTOS_OK;
 }
 
+/* A client context for a TLS sink from its files: the CA file (or the system trust store), the
+ * CRL, the client certificate and its key. Made at start and again by each reload (the same
+ * paths: sinks_reload); an error names the file. */
+static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out)
+{
+	custos_err e = CUSTOS_OK;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	*out = NULL;
+	ENSURE(ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, so->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (so->ca_file != NULL) {
+		char what[4200];
+		snprintf(what, sizeof(what), "cannot load CA file %s", so->ca_file);
+		if (SSL_CTX_load_verify_locations(ctx, so->ca_file, NULL) != 1)
+			e = tls_err(what);
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		e = tls_err("cannot load the system trust store");
+	}
+	/* After the CAs: the CRL turns on checks for the whole chain. */
+	if (e == CUSTOS_OK && so->crl_file != NULL)
+		e = tls_crl_load(ctx, so->crl_file, "tls.crl", NULL);
+	if (e == CUSTOS_OK && so->cert_file != NULL)
+		e = load_client_cert(ctx, so->cert_file, so->key_file);
+	if (e != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return e;
+	}
+	*out = ctx;
+	return CUSTOS_OK;
+}
+
 static custos_err sink_init(struct sink *s, const audit_options *o, const audit_sink_options *so)
 {
 	memset(s, 0, sizeof(*s));
@@ -810,6 +897,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->so = so;
 	s->fd = -1;
 	s->ship_fd = -1;
+	pthread_mutex_init(&s->mu, NULL);
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
 	buf_init(&s->req, 8192);
@@ -870,31 +958,14 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 			                  s->token_len));
 		}
 	}
-	if (so->kind == AUDIT_SINK_SYSLOG_TLS || (so->kind == AUDIT_SINK_HEC && so->tls)) {
-		s->ctx = SSL_CTX_new(TLS_client_method());
-		ENSURE(s->ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
-		SSL_CTX_set_min_proto_version(s->ctx, TLS1_2_VERSION);
-		SSL_CTX_set_verify(s->ctx, so->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-		SSL_CTX_set_mode(s->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-		                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-		if (so->ca_file != NULL) {
-			char what[4200];
-			snprintf(what, sizeof(what), "cannot load CA file %s", so->ca_file);
-			if (SSL_CTX_load_verify_locations(s->ctx, so->ca_file, NULL) != 1)
-				return tls_err(what);
-		} else if (SSL_CTX_set_default_verify_paths(s->ctx) != 1) {
-			return tls_err("cannot load the system trust store");
-		}
-		/* After the CAs: the CRL turns on checks for the whole chain. The message names the
-		 * setting as custos.yaml spells it (tls.crl). */
+	s->tls = so->kind == AUDIT_SINK_SYSLOG_TLS || (so->kind == AUDIT_SINK_HEC && so->tls);
+	if (s->tls) {
+		/* The messages name the settings as custos.yaml spells them (tls.crl). */
 		ENSURE(so->crl_file == NULL || !so->no_verify, CUSTOS_ERR_INVAL,
 		       "a CRL needs the server verified (tls.crl with tls.verify: false)");
-		if (so->crl_file != NULL)
-			GUARD(tls_crl_load(s->ctx, so->crl_file, "tls.crl", NULL));
 		ENSURE((so->cert_file == NULL) == (so->key_file == NULL), CUSTOS_ERR_INVAL,
 		       "a client certificate needs its key, and a key its certificate");
-		if (so->cert_file != NULL)
-			GUARD(load_client_cert(s->ctx, so->cert_file, so->key_file));
+		GUARD(tls_ctx_new(so, &s->ctx));
 		if (so->no_verify)
 			log_warn("audit sink %s: TLS without verifying %s (tls.verify: false)",
 			         so->name, s->peer);
@@ -913,10 +984,67 @@ static void sink_free(struct sink *s)
 	if (s->ship_fd != -1)
 		close(s->ship_fd);
 	SSL_CTX_free(s->ctx);
+	SSL_CTX_free(s->ctx_next);
+	pthread_mutex_destroy(&s->mu);
 	buf_free(&s->out);
 	buf_free(&s->in);
 	buf_free_secret(&s->req); /* held the Authorization header */
 	buf_free_secret(&s->token);
+}
+
+/* The CRLs in ctx's store past their nextUpdate (a reload refuses them: see sinks_reload). */
+static size_t crls_expired(SSL_CTX *ctx)
+{
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+	size_t n = 0;
+
+	for (int i = 0; objs != NULL && i < sk_X509_OBJECT_num(objs); i++) {
+		X509_OBJECT *ob = sk_X509_OBJECT_value(objs, i);
+		if (X509_OBJECT_get_type(ob) != X509_LU_CRL)
+			continue;
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(X509_OBJECT_get0_X509_CRL(ob));
+		if (next != NULL && X509_cmp_current_time(next) <= 0)
+			n++;
+	}
+	return n;
+}
+
+/* A reload (SIGHUP, or the admin API's; audit_sinks_reload): each TLS sink's CA file, client
+ * certificate and key, and CRL, read again from the paths it started with, into a new context
+ * that its thread takes at its next step. A file that does not load (or a CRL past its
+ * nextUpdate, which would refuse every server) keeps the sink's context in use, said why: the
+ * old files were good when read, and a half-written replacement must not cut the trail's
+ * delivery. */
+static void sinks_reload(struct sink *sinks, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct sink *s = &sinks[i];
+		const audit_sink_options *so = s->so;
+		SSL_CTX *ctx = NULL;
+		if (!s->tls)
+			continue;
+		custos_err e = tls_ctx_new(so, &ctx);
+		if (e == CUSTOS_OK && so->crl_file != NULL && crls_expired(ctx) > 0)
+			e = err_set(CUSTOS_ERR_INVAL,
+			            "tls.crl %s: past its nextUpdate (an expired CRL would refuse "
+			            "every server)",
+			            so->crl_file);
+		if (e != CUSTOS_OK) {
+			SSL_CTX_free(ctx);
+			log_warn("audit sink %s: reload: %s; the TLS files read before stay in use",
+			         so->name, err_msg());
+			continue;
+		}
+		pthread_mutex_lock(&s->mu);
+		SSL_CTX_free(s->ctx_next); /* an earlier reload's, not taken yet */
+		s->ctx_next = ctx;
+		pthread_mutex_unlock(&s->mu);
+		log_info("audit sink %s: reload: TLS files read again (tls.ca %s, tls.cert %s, "
+		         "tls.crl %s): used from the next connection on",
+		         so->name, so->ca_file ? so->ca_file : "system trust store",
+		         so->cert_file ? so->cert_file : "none",
+		         so->crl_file ? so->crl_file : "none");
+	}
 }
 
 /* Tells the parent whether every sink is set up (audit_writer_start waits for it). */
@@ -982,15 +1110,22 @@ int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd)
 		atomic_store(&g_stopping, true);
 	}
 	shipper_report(ready_fd, e);
-	if (e == CUSTOS_OK) {
+	while (e == CUSTOS_OK) {
+		struct audit_ship_msg m;
 		ssize_t r;
 		do
-			r = read(stop_fd, &drain, sizeof(drain));
+			r = read(stop_fd, &m, sizeof(m));
 		while (r == -1 && errno == EINTR);
-		if (r != (ssize_t)sizeof(drain))
-			drain = 0; /* the parent died: stop now; the cursors are safe to resume from */
+		if (r == (ssize_t)sizeof(m) && m.kind == AUDIT_SHIP_RELOAD) {
+			sinks_reload(sinks, started);
+			continue;
+		}
+		/* AUDIT_SHIP_STOP; anything else: the parent died: stop now; the cursors are safe
+		 * to resume from */
+		drain = r == (ssize_t)sizeof(m) && m.kind == AUDIT_SHIP_STOP ? m.drain_ns : 0;
 		atomic_store(&g_deadline, tm_mono_ns() + drain);
 		atomic_store(&g_stopping, true);
+		break;
 	}
 	for (size_t i = 0; i < started; i++)
 		pthread_join(tid[i], NULL);

@@ -609,6 +609,12 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	else
 		egress_tls_next_free(uc->eg_tls_next);
 	uc->eg_tls_next = NULL;
+	/* The audit shipper reads its TLS sinks' files again (the paths and the sink list are
+	 * the running ones: config_reload_check refuses a reload that changes them). It logs per
+	 * sink what it found and keeps a sink's context when a file does not load, rather than
+	 * refusing this reload: the proxy does not read the shipper's files itself. */
+	if (applied && uc->next)
+		audit_sinks_reload(uc->audit);
 	if (applied && uc->next) {
 		if (uc->running != uc->start)
 			config_free(uc->running);
@@ -828,7 +834,7 @@ static void log_sink(const audit_sink_options *k)
 }
 
 struct child_views;
-static struct child_views *child_views_new(const custos_config *cfg);
+static struct child_views *child_views_new(const custos_config *cfg, bool with_sinks);
 static custos_err confine_writer(void *arg, int log_dir_fd);
 static custos_err confine_shipper(void *arg, int log_dir_fd);
 
@@ -842,7 +848,7 @@ static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, b
 	custos_err e = cli_audit_options(cfg, with_sinks, ao);
 	/* Read by the writer and the shipper in their copy of this memory (both are forked in
 	 * audit_writer_start): freed here once they run. */
-	struct child_views *views = narrow ? child_views_new(cfg) : NULL;
+	struct child_views *views = narrow ? child_views_new(cfg, with_sinks) : NULL;
 
 	if (views != NULL) {
 		ao->o.confine = confine_writer;
@@ -2713,14 +2719,25 @@ static custos_err view_check(const struct proxy_view *v, const custos_config *cf
  * only its cursor files, in DIR/ship (which the writer made before the shipper started: a
  * shipper cannot create, rename, remove or truncate a file of the trail), and reads what a
  * TLS connection and a name lookup may still read
- * after its start (the system trust store, the resolver's files, libraries under /usr); its
- * CA, client certificate, key and token were loaded before it narrows. Neither reads
- * custos.yaml, the policy, the listeners' keys, the signing key or the egress CA. */
+ * after its start (the system trust store, the resolver's files, libraries under /usr), and
+ * the directories of its TLS sinks' CA, CRL, client certificate and key files, which a reload
+ * reads again (directories, as in the proxy's view: a file replaced by a rename is a new inode
+ * that a rule on the old one would not cover); its token was loaded before it narrows. Neither
+ * reads custos.yaml or the policy; what else sits beside the sinks' TLS files is readable by
+ * the shipper (docs/AUDIT.md: keep them in a directory of their own). */
 struct child_views {
 	struct proxy_view writer, shipper;
 };
 
-static struct child_views *child_views_new(const custos_config *cfg)
+/* Whether two file paths name the same directory, as written. */
+static bool same_dir(const char *a, const char *b)
+{
+	const char *sa = a ? strrchr(a, '/') : NULL, *sb = b ? strrchr(b, '/') : NULL;
+
+	return sa && sb && sa - a == sb - b && memcmp(a, b, (size_t)(sa - a)) == 0;
+}
+
+static struct child_views *child_views_new(const custos_config *cfg, bool with_sinks)
 {
 	struct child_views *c = xcalloc(1, sizeof(*c));
 	struct proxy_view *w = &c->writer, *h = &c->shipper;
@@ -2731,6 +2748,22 @@ static struct child_views *child_views_new(const custos_config *cfg)
 			view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, view_sys_ro[i], true);
 	view_add_trust_env(h->ro, &h->nro, VIEW_MAX, h->ro_store);
 	view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, cfg->audit.dir, true);
+	for (size_t i = 0; with_sinks && i < cfg->audit.n_sinks; i++) { /* read again on reload */
+		const cfg_sink *k = &cfg->audit.sinks[i];
+		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.ca, false);
+		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.crl, false);
+		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.cert, false);
+		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.key, false);
+		const char *f[] = { k->tls.ca, k->tls.crl, k->tls.cert, k->tls.key };
+		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(f); j++)
+			if (same_dir(f[j], cfg->audit.signing_key))
+				log_warn(
+				        "up: audit sink %s: %s is in the directory of "
+				        "audit.signing_key: the shipper, which reads its TLS files "
+				        "again on reload, can read the signing key too; give the "
+				        "sink's TLS files a directory of their own",
+				        k->id ? k->id : "?", f[j]);
+	}
 	char ship[CFG_MAX_PATH_LEN];
 	if ((size_t)snprintf(ship, sizeof(ship), "%s/ship", cfg->audit.dir) < sizeof(ship))
 		view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, ship, true);

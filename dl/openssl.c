@@ -215,6 +215,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_get_certificate)                                                                     \
 	X(SSL_get_error)                                                                           \
 	X(SSL_get_ex_data)                                                                         \
+	X(SSL_get_peer_cert_chain)                                                                 \
 	X(SSL_get_rbio)                                                                            \
 	X(SSL_get_session)                                                                         \
 	X(SSL_get_wbio)                                                                            \
@@ -251,16 +252,21 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_NAME_get_index_by_NID)                                                              \
 	X(X509_NAME_oneline)                                                                       \
 	X(X509_NAME_print_ex)                                                                      \
+	X(X509_OBJECT_get0_X509_CRL)                                                               \
+	X(X509_OBJECT_get_type)                                                                    \
 	X(X509_STORE_CTX_free)                                                                     \
 	X(X509_STORE_CTX_get0_param)                                                               \
 	X(X509_STORE_CTX_get_error)                                                                \
 	X(X509_STORE_CTX_init)                                                                     \
 	X(X509_STORE_CTX_new)                                                                      \
+	X(X509_STORE_CTX_set_default)                                                              \
 	X(X509_STORE_add_cert)                                                                     \
 	X(X509_STORE_add_crl)                                                                      \
 	X(X509_STORE_free)                                                                         \
+	X(X509_STORE_get0_objects)                                                                 \
 	X(X509_STORE_new)                                                                          \
 	X(X509_STORE_set_flags)                                                                    \
+	X(X509_VERIFY_PARAM_set1)                                                                  \
 	X(X509_VERIFY_PARAM_set1_host)                                                             \
 	X(X509_VERIFY_PARAM_set1_ip)                                                               \
 	X(X509_VERIFY_PARAM_set1_ip_asc)                                                           \

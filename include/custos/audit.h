@@ -61,7 +61,8 @@ typedef struct audit_sink_options {
 	const char *cert_file; /* client certificate chain (PEM) for mutual TLS; NULL: none */
 	const char *key_file;  /* its private key (PEM, mode 0600, FILE_SECRET) */
 	/* PEM CRLs (tls_crl_load, custos/crl.h) checked for every certificate of the server's
-	 * chain; NULL: no revocation check. Read once, at start, as ca_file is. */
+	 * chain; NULL: no revocation check. Read at start and again by audit_sinks_reload, as
+	 * ca_file, cert_file and key_file are (the same paths). */
 	const char *crl_file;
 	bool no_verify; /* TLS without verifying the server (custos.yaml tls.verify: false) */
 	const char *server_name; /* name checked in the certificate; default host */
@@ -304,6 +305,10 @@ const char *audit_sink_name(const audit_writer *w, size_t i);
 /* Whether the shipper process is running: false without sinks or once it has exited (it is
  * not reaped here; audit_writer_stop does that). */
 bool audit_shipper_running(audit_writer *w);
+/* A reload: the shipper reads each TLS sink's CA file, client certificate and key, and CRL
+ * again, from the paths it started with (in the background: what it found is logged per sink;
+ * a file that does not load keeps that sink's context). No-op without a running shipper. */
+void audit_sinks_reload(audit_writer *w);
 /* Flushes, seals the log with a shutdown checkpoint, stops sinks once they caught up or after
  * drain_ns, reaps the processes and frees w (NULL is a no-op). */
 custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns) CUSTOS_WUR;
