@@ -939,7 +939,9 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 	if (cfg->egress.enabled) { /* the egress proxy is the sandbox's only way out */
 		static const char *const names[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
 			                             "HTTPS_PROXY" };
-		ENSURE(st->n_env_set + 4 <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT,
+		_Static_assert(CUSTOS_ARRAY_LEN(names) == CFG_EGRESS_ENV,
+		               "config check counts them");
+		ENSURE(st->n_env_set + CFG_EGRESS_ENV <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT,
 		       "too many env entries");
 		for (size_t i = 0; i < 4; i++) {
 			char tmp[64];

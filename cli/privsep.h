@@ -13,15 +13,16 @@
 
 #include "custos/admin.h"
 #include "custos/audit.h"
+#include "custos/config.h"
 #include "custos/core.h"
 
-#define PSX_MAX_FDS      16   /* fds in one message */
-#define PSX_PAYLOAD_MAX  8448 /* an audit event body (AUDIT_MAX_EVENT) and some */
-#define PSX_MAX_MODELS   64   /* PROXY_MAX_UPSTREAMS */
-#define PSX_POOL_MAX     32   /* unconnected sockets kept per process sandbox */
-#define PSX_POOL_LOW     8    /* below this many a refill is asked for */
-#define PSX_WAIT_MS      2000 /* a connect waits this long for a socket */
-#define PSX_SETUP_EVENTS 1024 /* supervisor audit events held until the writer runs */
+#define PSX_MAX_FDS      16             /* fds in one message */
+#define PSX_PAYLOAD_MAX  8448           /* an audit event body (AUDIT_MAX_EVENT) and some */
+#define PSX_MAX_MODELS   CFG_MAX_MODELS /* = PROXY_MAX_UPSTREAMS */
+#define PSX_POOL_MAX     32             /* unconnected sockets kept per process sandbox */
+#define PSX_POOL_LOW     8              /* below this many a refill is asked for */
+#define PSX_WAIT_MS      2000           /* a connect waits this long for a socket */
+#define PSX_SETUP_EVENTS 1024           /* supervisor audit events held until the writer runs */
 
 /* Message types. S: supervisor -> proxy, P: proxy -> supervisor. */
 enum psx_type {

@@ -73,7 +73,12 @@ struct up_vm {
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct up_vm *live_vms;
 
-#define VM_INSTANCES_MAX 64 /* VMs of one model at once (PSX_MAX_MODELS slots hold them) */
+#define VM_INSTANCES_MAX CFG_MAX_VM_INSTANCES /* VMs of one model at once (PSX_MAX_MODELS) */
+/* config check bounds a VM model's id (CFG_MAX_VM_MODEL_ID) so that every name live_claim can
+ * pick fits: the prefix, the id and "-<n>" of at most 3 bytes. */
+_Static_assert(VM_INSTANCES_MAX < 100, "\"-<n>\" has at most 3 bytes");
+_Static_assert(sizeof(CFG_VM_DOMAIN_PREFIX) - 1 + CFG_MAX_VM_MODEL_ID + 3 <= VM_NAME_MAX,
+               "a VM model's id of CFG_MAX_VM_MODEL_ID bytes fits every domain name");
 
 static bool live_taken_locked(const char *name, const char *chan_path, const char *console)
 {
@@ -126,7 +131,7 @@ static custos_err live_claim(struct up_vm *u, const char *id, const char *chan_s
 		char sfx[16] = "";
 		if (n > 1)
 			snprintf(sfx, sizeof(sfx), "-%u", n);
-		int a = snprintf(name, sizeof(name), "custos-%s%s", id, sfx);
+		int a = snprintf(name, sizeof(name), CFG_VM_DOMAIN_PREFIX "%s%s", id, sfx);
 		if (a < 0 || (size_t)a >= sizeof(name)) {
 			e = err_set(CUSTOS_ERR_LIMIT,
 			            "model %s: id too long for a domain name (%s)", id, name);
@@ -516,7 +521,7 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 		cli_vm_stop(u);
 		return e;
 	}
-	if (strcmp(u->name + strlen("custos-"), m->id) != 0)
+	if (strcmp(u->name + strlen(CFG_VM_DOMAIN_PREFIX), m->id) != 0)
 		log_info("up: model %s: another VM of it still runs: this one is domain %s, "
 		         "channel socket %s, console log %s",
 		         m->id, u->name, u->chan_path, u->console_path ? u->console_path : "none");

@@ -23,6 +23,78 @@ static const char *const top_keys[] = { "version",      "log",       "workers",
 	                                "admin",        "policy",    "proxy" };
 
 /* ---------------------------------------------------------------------------------------------
+ * Bounds that are `custos up`'s own (include/custos/config.h): the error names the bound and the
+ * hint says whose it is, so that nobody raises the number here without the runtime. Hints
+ * quote the constants (UP_N) or, for sizes, are checked against them here.
+ */
+#define UP_N_(x) #x
+#define UP_N(x)  UP_N_(x)
+_Static_assert(CFG_MAX_BODY == 64u << 20, "body_max's hint says 64MiB");
+_Static_assert(CFG_MAX_VM_MEMORY == 4ull << 40, "vm.memory's hint says 4TiB");
+_Static_assert(CFG_MAX_CPU_MILLI == 1024u * 1000u, "limits.cpu's hint says 1024");
+#define HINT_LISTENERS                                                                             \
+	"custos up serves at most " UP_N(CFG_MAX_LISTENERS) " listeners (PROXY_MAX_LISTENERS)"
+#define HINT_MODELS "custos up serves at most " UP_N(CFG_MAX_MODELS) " models (PROXY_MAX_UPSTREAMS)"
+#define HINT_CERTS                                                                                 \
+	"a listener serves at most " UP_N(                                                         \
+	        CFG_MAX_CERTS) " certificate/key pairs, one ECDSA and one RSA (PROXY_MAX_CERTS)"
+#define HINT_JWT_LIST                                                                              \
+	"the proxy accepts at most " UP_N(CFG_MAX_JWT_LIST) " issuers and " UP_N(                  \
+	        CFG_MAX_JWT_LIST) " audiences (PROXY_JWT_MAX_LIST)"
+#define HINT_BODY_MAX                                                                              \
+	"the proxy reads request bodies of at most 64MiB (PROXY_BODY_MAX); policy rules may "      \
+	"lower it per request"
+#define HINT_ROUTE_TABLE                                                                           \
+	"custos up routes by one table of at most " UP_N(                                          \
+	        CFG_MAX_ROUTE_TABLE) " entries (PROXY_MAX_ROUTES): one per model id, alias and "   \
+	                             "routes entry, and one default; drop aliases or routes"
+#define HINT_VCPUS     "a VM custos starts has at most " UP_N(CFG_MAX_VCPUS) " vCPUs (VM_MAX_VCPUS)"
+#define HINT_VM_MEMORY "a VM custos starts has at most 4TiB of memory (VM_MAX_MEM_MIB)"
+#define HINT_HOSTDEVS                                                                              \
+	"a VM custos starts has at most " UP_N(CFG_MAX_HOSTDEVS) " PCI devices (VM_MAX_HOSTDEVS)"
+#define HINT_VM_MODEL_ID                                                                           \
+	"its libvirt domain is custos-<id>, or custos-<id>-<n> beside a VM of it still running, "  \
+	"in at most " UP_N(CFG_MAX_VM_NAME) " bytes (VM_NAME_MAX): shorten the id (an alias "      \
+	                                    "keeps the old name for clients)"
+#define HINT_EGRESS_ENV                                                                            \
+	"with egress on, custos up adds http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY to "   \
+	"the " UP_N(CFG_MAX_ENV) " variables a sandbox may have (SANDBOX_MAX_ENV)"
+
+static bool u64_up_bound(cfg_ctx *c, ydoc_node *m, const char *key, uint64_t min, uint64_t max,
+                         const char *hint, uint64_t *out)
+{
+	uint64_t v;
+
+	if (!cfg_u64(c, m, key, min, UINT64_MAX, &v))
+		return false;
+	if (v > max) {
+		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
+		           "'%s': %llu is above the limit of %llu", key, (unsigned long long)v,
+		           (unsigned long long)max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool size_up_bound(cfg_ctx *c, ydoc_node *m, const char *key, uint64_t min, uint64_t max,
+                          const char *hint, uint64_t *out)
+{
+	uint64_t v;
+
+	if (!cfg_size(c, m, key, min, UINT64_MAX, &v))
+		return false;
+	if (v > max) {
+		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
+		           "'%s': %llu bytes is above the limit of %llu bytes", key,
+		           (unsigned long long)v, (unsigned long long)max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * log, workers, limits
  */
 static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
@@ -65,7 +137,17 @@ static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
 	cfg_size(c, m, "header_bytes", 1024, CFG_MAX_HEADER_BYTES, &l->header_bytes);
 	cfg_u64(c, m, "header_count", 8, CFG_MAX_HEADER_COUNT, &l->header_count);
 	cfg_size(c, m, "request_line", 256, CFG_MAX_REQUEST_LINE, &l->request_line);
-	cfg_size(c, m, "body_max", 0, CFG_MAX_BODY, &l->body_max);
+	/* 0 once meant the proxy's own default (1 MiB), unlike every other size here: refused, so
+	 * that the number written is the number in force. */
+	ydoc_node *bm = cfg_get(m, "body_max");
+	uint64_t body = 0;
+	if (size_up_bound(c, m, "body_max", 0, CFG_MAX_BODY, HINT_BODY_MAX, &body)) {
+		if (body == 0)
+			ydoc_error(c->doc, bm, c->d, "write the largest body to accept, e.g. 1MiB",
+			           "'body_max' must be at least 1 byte");
+		else
+			l->body_max = body;
+	}
 	cfg_u64(c, m, "json_depth", 2, CFG_MAX_JSON_DEPTH, &l->json_depth);
 	cfg_u64(c, m, "max_connections", 1, CFG_MAX_CONNECTIONS, &l->max_connections);
 	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
@@ -176,9 +258,11 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 	if (m == NULL)
 		return;
 	t->enabled = true;
-	ydoc_node *list = cfg_seq(c, m, "certificates", CFG_MAX_CERTS - 1);
-	size_t nlist = list ? list->n : 0;
 	bool single = cfg_get(m, "cert") != NULL || cfg_get(m, "key") != NULL;
+	ydoc_node *list =
+	        cfg_seq_hint(c, m, "certificates", single ? CFG_MAX_CERTS - 1 : CFG_MAX_CERTS,
+	                     single ? HINT_CERTS ": cert/key is one of them" : HINT_CERTS);
+	size_t nlist = list ? list->n : 0;
 	t->certs = cfg_alloc(c->a, nlist + 1, sizeof(cfg_cert_pair));
 	if (single || nlist == 0) {
 		parse_cert_pair(c, m, &t->certs[t->n_certs]);
@@ -298,7 +382,7 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	static const char *const keys[] = {
 		"id", "address", "tls", "force_plain", "proxy_protocol", "proxy_protocol_from"
 	};
-	ydoc_node *s = cfg_seq(c, root, "listeners", CFG_MAX_LISTENERS);
+	ydoc_node *s = cfg_seq_hint(c, root, "listeners", CFG_MAX_LISTENERS, HINT_LISTENERS);
 
 	if (s == NULL)
 		return;
@@ -360,13 +444,13 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 	if (j) {
 		a->jwt.enabled = true;
 		cfg_path(c, j, "jwks_file", true, false, &a->jwt.jwks_file);
-		if (!cfg_strlist(c, j, "issuers", CFG_MAX_LIST, &a->jwt.issuers,
-		                 &a->jwt.n_issuers) &&
+		if (!cfg_strlist_hint(c, j, "issuers", CFG_MAX_JWT_LIST, HINT_JWT_LIST,
+		                      &a->jwt.issuers, &a->jwt.n_issuers) &&
 		    cfg_get(j, "issuers") == NULL)
 			ydoc_error(c->doc, j, c->d, "tokens from any issuer would be accepted",
 			           "missing required key 'issuers'");
-		if (!cfg_strlist(c, j, "audiences", CFG_MAX_LIST, &a->jwt.audiences,
-		                 &a->jwt.n_audiences) &&
+		if (!cfg_strlist_hint(c, j, "audiences", CFG_MAX_JWT_LIST, HINT_JWT_LIST,
+		                      &a->jwt.audiences, &a->jwt.n_audiences) &&
 		    cfg_get(j, "audiences") == NULL)
 			ydoc_error(c->doc, j, c->d, "tokens for any service would be accepted",
 			           "missing required key 'audiences'");
@@ -654,7 +738,7 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = { "id", "aliases", "upstream", "sandbox" };
-	ydoc_node *s = cfg_seq(c, root, "models", CFG_MAX_MODELS);
+	ydoc_node *s = cfg_seq_hint(c, root, "models", CFG_MAX_MODELS, HINT_MODELS);
 
 	if (s == NULL)
 		return;
@@ -917,8 +1001,8 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 	if (m == NULL)
 		return;
 	p->vm.enabled = true;
-	cfg_u64(c, m, "vcpus", 1, CFG_MAX_VCPUS, &p->vm.vcpus);
-	cfg_size(c, m, "memory", 64u << 20, CFG_MAX_MEMORY, &p->vm.memory);
+	u64_up_bound(c, m, "vcpus", 1, CFG_MAX_VCPUS, HINT_VCPUS, &p->vm.vcpus);
+	size_up_bound(c, m, "memory", 64u << 20, CFG_MAX_VM_MEMORY, HINT_VM_MEMORY, &p->vm.memory);
 	cfg_bool(c, m, "hugepages", &p->vm.hugepages);
 	ydoc_node *pin = cfg_seq(c, m, "cpu_pinning", CFG_MAX_VCPUS);
 	if (pin) {
@@ -942,7 +1026,8 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		           "the VM has nothing to boot");
 	if ((p->vm.initrd || p->vm.cmdline) && p->vm.kernel == NULL)
 		ydoc_error(c->doc, m, c->d, NULL, "initrd and cmdline need kernel");
-	if (cfg_strlist(c, m, "hostdev", CFG_MAX_LIST, &p->vm.hostdev, &p->vm.n_hostdev)) {
+	if (cfg_strlist_hint(c, m, "hostdev", CFG_MAX_HOSTDEVS, HINT_HOSTDEVS, &p->vm.hostdev,
+	                     &p->vm.n_hostdev)) {
 		ydoc_node *seq = cfg_get(m, "hostdev");
 		for (size_t i = 0; i < p->vm.n_hostdev; i++) {
 			if (!pci_addr_ok(p->vm.hostdev[i]))
@@ -979,8 +1064,9 @@ static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)
 		for (size_t i = fl; i < 3; i++)
 			frac *= 10;
 	}
-	if (!ok || whole * 1000 + frac < 10) {
-		ydoc_error(c->doc, n, c->d, "CPUs as a decimal: 0.5, 1, 2.25 (at least 0.01)",
+	if (!ok || whole * 1000 + frac < 10 || whole * 1000 + frac > CFG_MAX_CPU_MILLI) {
+		ydoc_error(c->doc, n, c->d,
+		           "CPUs as a decimal: 0.5, 1, 2.25 (at least 0.01, at most 1024)",
 		           "bad cpu limit '%s'", s);
 		return;
 	}
@@ -1695,6 +1781,22 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		}
 		/* The sandbox profile reference. */
 		const cfg_model_sandbox *sb = &m->sandbox;
+		if (sb->type == CFG_SANDBOX_VM && m->id && strlen(m->id) > CFG_MAX_VM_MODEL_ID) {
+			ydoc_node *in = ydoc_map_get(node, "id");
+			ydoc_error(c->doc, in ? in : node, c->d, HINT_VM_MODEL_ID,
+			           "model id '%s' has %zu bytes; a model with sandbox.type: vm may "
+			           "have at most %zu",
+			           m->id, strlen(m->id), (size_t)CFG_MAX_VM_MODEL_ID);
+		}
+		if (sb->type == CFG_SANDBOX_PROCESS && cfg->egress.enabled &&
+		    sb->n_env > CFG_MAX_ENV - CFG_EGRESS_ENV) {
+			ydoc_node *en = ydoc_map_get(ydoc_map_get(node, "sandbox"), "env");
+			ydoc_error(
+			        c->doc, en ? en : node, c->d, HINT_EGRESS_ENV,
+			        "model '%s' sets %zu environment variables; the limit with egress "
+			        "is %d",
+			        m->id ? m->id : "?", sb->n_env, CFG_MAX_ENV - CFG_EGRESS_ENV);
+		}
 		if (sb->type == CFG_SANDBOX_NONE || sb->profile == NULL)
 			continue;
 		ydoc_node *pn = ydoc_map_get(ydoc_map_get(node, "sandbox"), "profile");
@@ -1771,6 +1873,33 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			break;
 		}
 	}
+
+	/* The proxy's route table (cli/cmd_up.c map_config): an entry for each model id and
+	 * alias and each path route, and a default route to the first model. The first name the
+	 * table has no room for is refused, counted in file order (models, then routes). */
+	size_t entries = cfg->n_models ? 1 : 0;
+	ydoc_node *full = NULL;
+	for (size_t i = 0; i < cfg->n_models && full == NULL; i++) {
+		ydoc_node *node = seq_item(root, "models", i);
+		ydoc_node *al = ydoc_map_get(node, "aliases");
+		for (size_t a = 0; a <= cfg->models[i].n_aliases && full == NULL; a++) {
+			if (++entries <= CFG_MAX_ROUTE_TABLE)
+				continue;
+			full = a == 0 ? ydoc_map_get(node, "id") : NULL;
+			if (a > 0 && al && al->kind == YDOC_SEQ && a - 1 < al->n)
+				full = al->items[a - 1];
+			if (full == NULL)
+				full = node;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_routes && full == NULL; i++)
+		if (++entries > CFG_MAX_ROUTE_TABLE)
+			full = seq_item(root, "routes", i);
+	if (full)
+		ydoc_error(c->doc, full, c->d, HINT_ROUTE_TABLE,
+		           "more than %d model ids, aliases and routes in all (with the default "
+		           "route)",
+		           CFG_MAX_ROUTE_TABLE);
 
 	/* Interception needs the CA, and data sources need the egress proxy. */
 	for (size_t i = 0; i < cfg->n_data_sources; i++) {

@@ -33,6 +33,9 @@ bool cfg_map(cfg_ctx *c, ydoc_node *node, const char *what, const char *const *k
 #define CFG_MAP(c, node, what, keys) cfg_map((c), (node), (what), (keys), CUSTOS_ARRAY_LEN(keys))
 /* A sequence under key of at most max items: NULL when absent or wrong (reported). */
 ydoc_node *cfg_seq(cfg_ctx *c, ydoc_node *map, const char *key, size_t max);
+/* Same, with hint (may be NULL) on the error for more than max items: where a bound is one
+ * `custos up` has, the hint says so. */
+ydoc_node *cfg_seq_hint(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, const char *hint);
 
 /* Getters: absent leaves *out unchanged (the default) and returns false; present but wrong is
  * reported and returns false; present and valid sets *out and returns true. `req` variants
@@ -59,6 +62,8 @@ bool cfg_enum(cfg_ctx *c, ydoc_node *map, const char *key, const char *const *ch
 	} while (0)
 /* A list of non-empty strings (at most max). */
 bool cfg_strlist(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, char ***out, size_t *n);
+bool cfg_strlist_hint(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, const char *hint,
+                      char ***out, size_t *n);
 /* A 64-hex-digit SHA-256 digest. */
 bool cfg_sha256(cfg_ctx *c, ydoc_node *map, const char *key, bool req, uint8_t out[32]);
 /* An address (see cfg_addr); default_port 0 means the port is required. */

@@ -129,7 +129,7 @@ ydoc_node *cfg_section(cfg_ctx *c, ydoc_node *map, const char *key, const char *
 	return cfg_map(c, n, what, keys, nkeys) ? n : NULL;
 }
 
-ydoc_node *cfg_seq(cfg_ctx *c, ydoc_node *map, const char *key, size_t max)
+ydoc_node *cfg_seq_hint(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, const char *hint)
 {
 	ydoc_node *n = cfg_get(map, key);
 	char what[96];
@@ -140,11 +140,16 @@ ydoc_node *cfg_seq(cfg_ctx *c, ydoc_node *map, const char *key, size_t max)
 	if (!ydoc_expect(c->doc, n, YDOC_SEQ, what, c->d))
 		return NULL;
 	if (n->n > max) {
-		ydoc_error(c->doc, n, c->d, NULL, "'%s' has %zu entries; the limit is %zu", key,
+		ydoc_error(c->doc, n, c->d, hint, "'%s' has %zu entries; the limit is %zu", key,
 		           n->n, max);
 		return NULL;
 	}
 	return n;
+}
+
+ydoc_node *cfg_seq(cfg_ctx *c, ydoc_node *map, const char *key, size_t max)
+{
+	return cfg_seq_hint(c, map, key, max, NULL);
 }
 
 static bool missing(cfg_ctx *c, ydoc_node *map, const char *key, bool req)
@@ -324,7 +329,13 @@ bool cfg_enum(cfg_ctx *c, ydoc_node *map, const char *key, const char *const *ch
 
 bool cfg_strlist(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, char ***out, size_t *n)
 {
-	ydoc_node *s = cfg_seq(c, map, key, max);
+	return cfg_strlist_hint(c, map, key, max, NULL, out, n);
+}
+
+bool cfg_strlist_hint(cfg_ctx *c, ydoc_node *map, const char *key, size_t max, const char *hint,
+                      char ***out, size_t *n)
+{
+	ydoc_node *s = cfg_seq_hint(c, map, key, max, hint);
 	bool ok = true;
 
 	if (s == NULL)

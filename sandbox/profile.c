@@ -173,7 +173,7 @@ custos_err sandbox_profile_validate(const sandbox_profile *p)
 		       p->name);
 	ENSURE(p->uid != (uid_t)-1 && p->gid != (gid_t)-1, CUSTOS_ERR_INVAL,
 	       "sandbox profile: bad uid/gid");
-	ENSURE(p->limits.cpu_millis <= 1024u * 1000u, CUSTOS_ERR_LIMIT,
+	ENSURE(p->limits.cpu_millis <= CFG_MAX_CPU_MILLI, CUSTOS_ERR_LIMIT,
 	       "sandbox profile: cpu beyond 1024 CPUs");
 	ENSURE(p->limits.nofile <= (1u << 20), CUSTOS_ERR_LIMIT,
 	       "sandbox profile: nofile beyond 1048576");

@@ -14,33 +14,44 @@
 
 /* ---------------------------------------------------------------------------------------------
  * Hard limits. The config may lower the traffic limits below, never raise them: a value above
- * the constant is an out-of-range error.
+ * the constant is an out-of-range error at its file:line:col. Where `custos up` has a bound of
+ * its own (an array in proxy_options, a check in the VM or sandbox code), the constant here IS
+ * that bound: proxy.h, vm.h and cli/ define theirs from it, so that `config check` refuses
+ * exactly what `up` would refuse (at start or at a reload), and the runtime keeps its check as
+ * the last line of defence.
  */
-#define CFG_MAX_FILE_BYTES      (4u << 20) /* custos.yaml itself */
-#define CFG_MAX_ID_LEN          64         /* ids: [A-Za-z0-9._-], 1..64 chars */
-#define CFG_MAX_PATH_LEN        4096
-#define CFG_MAX_WORKERS         256
-#define CFG_MAX_LISTENERS       64
-#define CFG_MAX_CERTS           4 /* certificate/key pairs per listener (e.g. ECDSA + RSA) */
-#define CFG_MAX_MODELS          256
-#define CFG_MAX_ALIASES         16
-#define CFG_MAX_ROUTES          64   /* routes[] (path routes) */
-#define CFG_MAX_ROUTE_PATH      1024 /* one route's path prefix */
-#define CFG_MAX_PROFILES        64
-#define CFG_MAX_DATA_SOURCES    1024
-#define CFG_MAX_SINKS           16
-#define CFG_MAX_API_KEYS        4096
-#define CFG_MAX_LIST            64  /* issuers, audiences, alpn, devices, binds, uids, dns ... */
-#define CFG_MAX_ARGV            256 /* sandbox command words */
-#define CFG_MAX_ENV             256 /* env entries and env allow-list */
+#define CFG_MAX_FILE_BYTES   (4u << 20) /* custos.yaml itself */
+#define CFG_MAX_ID_LEN       64         /* ids: [A-Za-z0-9._-], 1..64 chars */
+#define CFG_MAX_PATH_LEN     4096
+#define CFG_MAX_WORKERS      256
+#define CFG_MAX_LISTENERS    16 /* = PROXY_MAX_LISTENERS */
+#define CFG_MAX_CERTS        2  /* pairs per listener, one ECDSA, one RSA (= PROXY_MAX_CERTS) */
+#define CFG_MAX_MODELS       64 /* = PROXY_MAX_UPSTREAMS, PSX_MAX_MODELS */
+#define CFG_MAX_ALIASES      16
+#define CFG_MAX_ROUTES       64   /* routes[] (path routes) */
+#define CFG_MAX_ROUTE_TABLE  128  /* = PROXY_MAX_ROUTES (below) */
+#define CFG_MAX_ROUTE_PATH   1024 /* one route's path prefix */
+#define CFG_MAX_PROFILES     64
+#define CFG_MAX_DATA_SOURCES 1024
+#define CFG_MAX_SINKS        16
+#define CFG_MAX_API_KEYS     4096
+#define CFG_MAX_LIST         64  /* alpn, devices, binds, uids, dns servers ... */
+#define CFG_MAX_JWT_LIST     16  /* auth.jwt issuers, audiences (= PROXY_JWT_MAX_LIST) */
+#define CFG_MAX_ARGV         256 /* sandbox command words */
+#define CFG_MAX_ENV          256 /* env entries and env allow-list (= SANDBOX_MAX_ENV) */
+#define CFG_EGRESS_ENV       4   /* of them, the egress proxy's (below) */
+/* The proxy's route table has one route per routes[] entry, per model id, per alias, and one
+ * default route when there is a model: CFG_MAX_ROUTE_TABLE for all of them together. With
+ * egress on, `up` sets http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY in a process
+ * sandbox, among the CFG_MAX_ENV variables it may have. */
 #define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
 #define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
 
 #define CFG_MAX_HEADER_BYTES    (32u << 10) /* the HTTP codec's own ceilings (proxy/http1.h) */
 #define CFG_MAX_HEADER_COUNT    100
 #define CFG_MAX_REQUEST_LINE    (8u << 10)
-#define CFG_MAX_BODY            (1ull << 30)
-#define CFG_MAX_JSON_DEPTH      64 /* the proxy's JSON reader (JSONR_MAX_DEPTH) */
+#define CFG_MAX_BODY            (64u << 20) /* limits.body_max (= PROXY_BODY_MAX) */
+#define CFG_MAX_JSON_DEPTH      64          /* the proxy's JSON reader (JSONR_MAX_DEPTH) */
 #define CFG_MAX_CONNECTIONS     1000000
 #define CFG_MAX_TIMEOUT_NS      (3600ull * 1000000000ull) /* any single timeout: 1 h */
 #define CFG_MAX_SHUTDOWN_NS     (600ull * 1000000000ull)
@@ -48,9 +59,21 @@
 #define CFG_MAX_AUDIT_QUEUE     (1u << 22)
 #define CFG_MAX_BATCH_WINDOW_NS (1000ull * 1000000ull) /* 1 s */
 #define CFG_MAX_POOL_SIZE       4096
-#define CFG_MAX_VCPUS           512
+#define CFG_MAX_VCPUS           256             /* = VM_MAX_VCPUS */
+#define CFG_MAX_CPU_MILLI       (1024u * 1000u) /* limits.cpu: 1024 CPUs (sandbox profile) */
 #define CFG_MAX_INSPECT_BODY    (32u << 20) /* egress.inspect.max_body (EGRESS_INSPECT_BODY_CEIL) */
 #define CFG_MAX_MEMORY          (16ull << 40)
+#define CFG_MAX_VM_MEMORY       (4ull << 40) /* a VM's memory (VM_MAX_MEM_MIB = this in MiB) */
+#define CFG_MAX_HOSTDEVS        8            /* a VM's PCI pass-through (= VM_MAX_HOSTDEVS) */
+/* A VM model's libvirt domain is CFG_VM_DOMAIN_PREFIX<id>, or <that>-<n> (n from 2 to
+ * CFG_MAX_VM_INSTANCES) beside a VM of the model still running (a reload replacing it, or
+ * adding it back while it drains), within CFG_MAX_VM_NAME (= VM_NAME_MAX) bytes: so the id of
+ * a model with sandbox.type: vm has at most 64 - 7 - 3 = 54 bytes (cli/vm_up.c checks the
+ * arithmetic at compile time). */
+#define CFG_MAX_VM_NAME      64
+#define CFG_VM_DOMAIN_PREFIX "custos-"
+#define CFG_MAX_VM_INSTANCES 64 /* VMs of one model at once (PSX_MAX_MODELS slots) */
+#define CFG_MAX_VM_MODEL_ID  (CFG_MAX_VM_NAME - (sizeof(CFG_VM_DOMAIN_PREFIX) - 1) - 3)
 /* egress.inspect.max_held must be at least CFG_INSPECT_HELD_FACTOR x max_body + this: what one
  * body at max_body counts at its peak, the most of any media type, a multipart one (request
  * or response; proxy/egress_inspect.c q_work and resp_arm): the body at its capacity (n + 1),

@@ -8,17 +8,19 @@
 #define CUSTOS_PROXY_H
 
 #include "custos/cidr.h"
+#include "custos/config.h" /* the bounds custos.yaml shares with the proxy (CFG_MAX_*) */
 #include "custos/core.h"
 
-/* Named limits (STYLE.md 6); options may lower them. */
-#define PROXY_MAX_LISTENERS  16
-#define PROXY_MAX_UPSTREAMS  64
-#define PROXY_MAX_ROUTES     128
+/* Named limits (STYLE.md 6); options may lower them. Those custos.yaml can reach are defined
+ * by config.h, so that config check refuses at its position what proxy_create would. */
+#define PROXY_MAX_LISTENERS  CFG_MAX_LISTENERS
+#define PROXY_MAX_UPSTREAMS  CFG_MAX_MODELS
+#define PROXY_MAX_ROUTES     CFG_MAX_ROUTE_TABLE
 #define PROXY_MAX_API_KEYS   4096
 #define PROXY_MAX_WORKERS    256
-#define PROXY_MAX_CERTS      2 /* one ECDSA and one RSA */
+#define PROXY_MAX_CERTS      CFG_MAX_CERTS /* one ECDSA and one RSA */
 #define PROXY_HEAD_MAX       (16u * 1024)
-#define PROXY_BODY_MAX       (64u << 20) /* largest max_body accepted */
+#define PROXY_BODY_MAX       CFG_MAX_BODY /* largest max_body accepted */
 #define PROXY_BODY_DEFAULT   (1u << 20)
 #define PROXY_OUTBUF_MAX     (256u * 1024) /* client output buffer: backpressure point */
 #define PROXY_UPHEAD_MAX     (32u * 1024)  /* upstream response head */
@@ -26,9 +28,9 @@
 #define PROXY_JWT_MAX        8192
 #define PROXY_PRINCIPAL_MAX  256
 #define PROXY_REQUEST_ID_LEN 32
-#define PROXY_JWT_MAX_LIST   16 /* accepted issuers, audiences */
-#define PROXY_MAX_ALPN       2  /* protocols a listener can offer: http/1.1, http/1.0 */
-#define PROXY_MAX_PP_FROM    64 /* address ranges a listener trusts for PROXY headers */
+#define PROXY_JWT_MAX_LIST   CFG_MAX_JWT_LIST /* accepted issuers, audiences */
+#define PROXY_MAX_ALPN       2            /* protocols a listener can offer: http/1.1, http/1.0 */
+#define PROXY_MAX_PP_FROM    CFG_MAX_LIST /* address ranges a listener trusts for PROXY headers */
 
 typedef enum proxy_client_auth {
 	PROXY_CLIENT_CERT_NONE = 0,

@@ -16,12 +16,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "custos/config.h" /* the bounds custos.yaml shares with the sandbox (CFG_MAX_*) */
 #include "custos/core.h"
 
 /* Named limits on what a profile may hold (checked by sandbox_profile_validate). */
 #define SANDBOX_MAX_BINDS    64
 #define SANDBOX_MAX_DEVICES  64
-#define SANDBOX_MAX_ENV      256
+#define SANDBOX_MAX_ENV      CFG_MAX_ENV
 #define SANDBOX_MAX_SYSCALLS 512
 #define SANDBOX_MAX_PORTS    16
 #define SANDBOX_MAX_ARGS     4096

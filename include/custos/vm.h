@@ -7,13 +7,14 @@
 #ifndef CUSTOS_VM_H
 #define CUSTOS_VM_H
 
+#include "custos/config.h" /* the bounds custos.yaml shares with the VM code (CFG_MAX_*) */
 #include "custos/core.h"
 
 /* Limits on a profile (named so the config loader can refer to them). */
-#define VM_NAME_MAX     64
-#define VM_MAX_VCPUS    256
-#define VM_MAX_MEM_MIB  (4u * 1024 * 1024) /* 4 TiB */
-#define VM_MAX_HOSTDEVS 8
+#define VM_NAME_MAX     CFG_MAX_VM_NAME
+#define VM_MAX_VCPUS    CFG_MAX_VCPUS
+#define VM_MAX_MEM_MIB  ((unsigned)(CFG_MAX_VM_MEMORY >> 20)) /* 4 TiB */
+#define VM_MAX_HOSTDEVS CFG_MAX_HOSTDEVS
 #define VM_MAX_CHANNELS 4
 #define VM_XML_MAX      (64 * 1024)
 

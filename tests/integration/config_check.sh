@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `custos config check` through the real binary: the example passes; a misspelled key, a wrong
-# type, a missing required key, an out-of-range value, cipher strings OpenSSL refuses and a
-# group-writable file each fail with exit 1 and a message naming file:line:col; several errors
-# are all reported; usage is exit 2. With --host, the files it names as the user that opens
-# them, and what they hold (certificates not PEM, expired or not yet valid, keys not PEM or not
-# the certificate's, CA files without a certificate, a JWKS without a usable key), each at the
-# setting's file:line, with nothing under the checked paths changed; SSL_CERT_FILE and
-# SSL_CERT_DIR missing, relative or of the wrong type, in the words `custos up` refuses them.
+# type, a missing required key, an out-of-range value, cipher strings OpenSSL refuses, a bound
+# of `custos up` itself (17 listeners, body_max above 64MiB) and a group-writable file each fail
+# with exit 1 and a message naming file:line:col; several errors are all reported; usage is
+# exit 2. With --host, the files it names as the user that opens them, and what they hold
+# (certificates not PEM, expired or not yet valid, keys not PEM or not the certificate's, CA
+# files without a certificate, a JWKS without a usable key), each at the setting's file:line,
+# with nothing under the checked paths changed; SSL_CERT_FILE and SSL_CERT_DIR missing,
+# relative or of the wrong type, in the words `custos up` refuses them.
 set -u
 unset SSL_CERT_FILE SSL_CERT_DIR # the test's own choice only
 bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
@@ -87,6 +88,30 @@ expect bad-ciphers "$f" 1 "^$f:$line:16: error: ciphers 'NOPE-CIPHER'" \
 
 f=$(copy several 's/^  durability: batch/  durabilty: batch/; s/^  header_count: 100/  header_count: lots/; s/^  json_depth: 64/  json_depth: 1000/')
 expect all-errors "$f" 1 "durabilty" "header_count" "json_depth" ": 3 error\(s\)"
+
+# Bounds of `custos up` itself (include/custos/config.h): refused here at their position, never
+# first by `up` at its start. 16 listeners pass, a 17th is refused at the list.
+listeners_file() {
+	local f="$work/listeners-$1.yaml" i
+	{
+		printf 'version: 1\nlisteners:\n'
+		for ((i = 0; i < $1; i++)); do
+			printf '  - {id: l%d, address: "unix:/run/custos-test/l%d.sock"}\n' "$i" "$i"
+		done
+	} >"$f"
+	chmod 0644 "$f"
+	echo "$f"
+}
+f=$(listeners_file 16)
+expect listeners-16 "$f" 0 ': ok: 16 listener'
+f=$(listeners_file 17)
+expect listeners-17 "$f" 1 "^$f:3:3: error: 'listeners' has 17 entries; the limit is 16" \
+	"custos up serves at most 16 listeners \(PROXY_MAX_LISTENERS\)"
+
+f=$(copy body-max-over 's/^  body_max: 10MiB/  body_max: 100MiB/')
+line=$(grep -n '^  body_max: 100MiB' "$f" | cut -d: -f1)
+expect body-max-over "$f" 1 "^$f:$line:13: error: 'body_max': 104857600 bytes is above the limit of 67108864 bytes" \
+	"PROXY_BODY_MAX"
 
 # A sink id naming a cursor the head check would skip as a replacement being written.
 f=$(copy sink-id-tmp 's/^    - id: splunk/    - id: splunk.tmp1/')

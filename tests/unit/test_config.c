@@ -1415,12 +1415,17 @@ static void test_ocsp_keys(void **state)
 
 	custos_config *cfg = parse_ok(
 	        "version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: {cert: /c, key: "
-	        "/k, ocsp: /c.ocsp, certificates: [{cert: /e, key: /ek, ocsp: /e.ocsp}, "
-	        "{cert: /r, key: /rk}]}}]\n");
-	assert_int_equal(cfg->listeners[0].tls.n_certs, 3);
+	        "/k, ocsp: /c.ocsp, certificates: [{cert: /e, key: /ek, ocsp: /e.ocsp}]}}]\n");
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 2);
 	assert_string_equal(cfg->listeners[0].tls.certs[0].ocsp, "/c.ocsp");
 	assert_string_equal(cfg->listeners[0].tls.certs[1].ocsp, "/e.ocsp");
-	assert_null(cfg->listeners[0].tls.certs[2].ocsp); /* no default */
+	config_free(cfg);
+	cfg = parse_ok("version: 1\nlisteners: [{id: t, address: \"127.0.0.1:1\", tls: "
+	               "{certificates: [{cert: /e, key: /ek, ocsp: /e.ocsp}, {cert: /r, key: "
+	               "/rk}]}}]\n");
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 2);
+	assert_string_equal(cfg->listeners[0].tls.certs[0].ocsp, "/e.ocsp");
+	assert_null(cfg->listeners[0].tls.certs[1].ocsp); /* no default */
 	config_free(cfg);
 
 	/* ocsp at the tls level with only certificates[]: no cert for it to go with */
@@ -1616,6 +1621,330 @@ static void test_cidr(void **state)
 	assert_true(cidr_match(&r, (struct sockaddr *)&in6));
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Bounds `custos up` has (include/custos/config.h, shared with proxy.h and vm.h): config check
+ * takes each at its limit and refuses one past it at the entry's file:line:col, naming the
+ * limit, so that `up` never refuses at start or at a reload what config check passed.
+ */
+typedef struct tbuf {
+	char s[64 * 1024];
+	size_t n;
+} tbuf;
+
+static void tb(tbuf *b, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
+static void tb(tbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	int r = vsnprintf(b->s + b->n, sizeof(b->s) - b->n, fmt, ap);
+	va_end(ap);
+	assert_true(r >= 0 && (size_t)r < sizeof(b->s) - b->n);
+	b->n += (size_t)r;
+}
+
+/* Parses b expecting an error containing needle at line:col whose hint contains hint. */
+static void expect_error_at(const tbuf *b, const char *needle, unsigned line, unsigned col,
+                            const char *hint)
+{
+	diag_list d;
+	const diag_item *it = parse_fail(b->s, &d, needle);
+
+	if (it->line != line || it->col != col)
+		diag_print(&d, stderr);
+	assert_int_equal(it->line, line);
+	assert_int_equal(it->col, col);
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, hint));
+	diag_free(&d);
+}
+
+static void listeners_text(tbuf *b, size_t n)
+{
+	b->n = 0;
+	tb(b, "version: 1\nlisteners:\n");
+	for (size_t i = 0; i < n; i++)
+		tb(b, "  - {id: l%zu, address: /run/l%zu.sock}\n", i, i);
+}
+
+static void test_up_bound_listeners(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	listeners_text(&b, 16);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->n_listeners, 16);
+	config_free(cfg);
+	listeners_text(&b, 17);
+	expect_error_at(&b, "'listeners' has 17 entries; the limit is 16", 3, 3,
+	                "PROXY_MAX_LISTENERS");
+}
+
+static void test_up_bound_body_max(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	b.n = 0;
+	tb(&b, "version: 1\nlimits:\n  body_max: 64MiB\n");
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->limits.body_max, 64u << 20);
+	config_free(cfg);
+	b.n = 0;
+	tb(&b, "version: 1\nlimits:\n  body_max: 67108865\n");
+	expect_error_at(&b, "'body_max': 67108865 bytes is above the limit of 67108864 bytes", 3,
+	                13, "PROXY_BODY_MAX");
+	b.n = 0;
+	tb(&b, "version: 1\nlimits:\n  body_max: 100MiB\n");
+	expect_error_at(&b, "above the limit of 67108864 bytes", 3, 13, "64MiB");
+	/* 0 no longer means the proxy's own 1 MiB: the number written is the one in force */
+	b.n = 0;
+	tb(&b, "version: 1\nlimits:\n  body_max: 0\n");
+	expect_error_at(&b, "'body_max' must be at least 1 byte", 3, 13, "1MiB");
+	b.n = 0;
+	tb(&b, "version: 1\nlimits:\n  body_max: 1\n");
+	cfg = parse_ok(b.s);
+	assert_int_equal(cfg->limits.body_max, 1);
+	config_free(cfg);
+}
+
+static void certs_text(tbuf *b, bool single, size_t n)
+{
+	b->n = 0;
+	tb(b, "version: 1\nlisteners:\n  - id: t\n    address: \"127.0.0.1:1\"\n    tls:\n");
+	if (single)
+		tb(b, "      cert: /c\n      key: /k\n");
+	tb(b, "      certificates:\n");
+	for (size_t i = 0; i < n; i++)
+		tb(b, "        - {cert: /c%zu, key: /k%zu}\n", i, i);
+}
+
+static void test_up_bound_certs(void **state)
+{
+	(void)state;
+	static tbuf b;
+	unsigned line = 9; /* the first certificates entry */
+
+	certs_text(&b, true, 1);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 2);
+	config_free(cfg);
+	certs_text(&b, true, 2);
+	expect_error_at(&b, "'certificates' has 2 entries; the limit is 1", line, 9,
+	                "PROXY_MAX_CERTS");
+	certs_text(&b, false, 2);
+	cfg = parse_ok(b.s);
+	assert_int_equal(cfg->listeners[0].tls.n_certs, 2);
+	config_free(cfg);
+	certs_text(&b, false, 3);
+	expect_error_at(&b, "'certificates' has 3 entries; the limit is 2", line - 2, 9,
+	                "PROXY_MAX_CERTS");
+}
+
+static void models_text(tbuf *b, size_t n)
+{
+	b->n = 0;
+	tb(b, "version: 1\nmodels:\n");
+	for (size_t i = 0; i < n; i++)
+		tb(b, "  - {id: m%zu, upstream: {url: \"http://127.0.0.1:%zu/\"}}\n", i, 1000 + i);
+}
+
+static void test_up_bound_models(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	models_text(&b, 64);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->n_models, 64);
+	config_free(cfg);
+	models_text(&b, 65);
+	expect_error_at(&b, "'models' has 65 entries; the limit is 64", 3, 3,
+	                "PROXY_MAX_UPSTREAMS");
+}
+
+static void jwt_text(tbuf *b, size_t n_iss, size_t n_aud)
+{
+	b->n = 0;
+	tb(b, "version: 1\nauth:\n  jwt:\n    jwks_file: /j\n    issuers:\n");
+	for (size_t i = 0; i < n_iss; i++)
+		tb(b, "      - https://i%zu\n", i);
+	tb(b, "    audiences:\n");
+	for (size_t i = 0; i < n_aud; i++)
+		tb(b, "      - a%zu\n", i);
+}
+
+static void test_up_bound_jwt(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	jwt_text(&b, 16, 16);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->auth.jwt.n_issuers, 16);
+	assert_int_equal(cfg->auth.jwt.n_audiences, 16);
+	config_free(cfg);
+	jwt_text(&b, 17, 1);
+	expect_error_at(&b, "'issuers' has 17 entries; the limit is 16", 6, 7,
+	                "PROXY_JWT_MAX_LIST");
+	jwt_text(&b, 1, 17);
+	expect_error_at(&b, "'audiences' has 17 entries; the limit is 16", 8, 7,
+	                "PROXY_JWT_MAX_LIST");
+}
+
+/* n_models models of 1 + n_aliases names each, then n_routes path routes. */
+static void names_text(tbuf *b, size_t n_models, size_t n_aliases, size_t n_routes)
+{
+	b->n = 0;
+	tb(b, "version: 1\nmodels:\n");
+	for (size_t i = 0; i < n_models; i++) {
+		tb(b, "  - id: m%zu\n    upstream: {url: \"http://127.0.0.1:1/\"}\n    aliases:\n",
+		   i);
+		for (size_t a = 0; a < n_aliases; a++)
+			tb(b, "      - m%zu-a%zu\n", i, a);
+	}
+	if (n_routes)
+		tb(b, "routes:\n");
+	for (size_t i = 0; i < n_routes; i++)
+		tb(b, "  - {path: /r%zu, model: m0}\n", i);
+}
+
+static void test_up_bound_route_table(void **state)
+{
+	(void)state;
+	static tbuf b;
+	unsigned model_lines = 3 + 15; /* a model of 15 aliases takes 18 lines */
+
+	/* 7 x (id + 15 aliases) + 15 routes + the default route = 128 */
+	names_text(&b, 7, 15, 15);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->n_routes, 15);
+	config_free(cfg);
+	/* a 16th route: refused at it (line: 2 + the models, "routes:", 15 routes before it) */
+	names_text(&b, 7, 15, 16);
+	expect_error_at(&b, "more than 128 model ids, aliases and routes in all",
+	                2 + 7 * model_lines + 1 + 15 + 1, 5, "PROXY_MAX_ROUTES");
+	/* 8 x (id + 15 aliases) + the default route = 129: refused at the last alias */
+	names_text(&b, 8, 15, 0);
+	expect_error_at(&b, "more than 128 model ids, aliases and routes in all",
+	                2 + 8 * model_lines, 9, "PROXY_MAX_ROUTES");
+}
+
+static void vm_text(tbuf *b, const char *key_value, size_t n_hostdev)
+{
+	b->n = 0;
+	tb(b, "version: 1\nsandbox_profiles:\n  v:\n    vm:\n      disk: /d.img\n");
+	if (key_value)
+		tb(b, "      %s\n", key_value);
+	if (n_hostdev)
+		tb(b, "      hostdev:\n");
+	for (size_t i = 0; i < n_hostdev; i++)
+		tb(b, "        - \"0000:%02zx:00.0\"\n", i + 1);
+}
+
+static void test_up_bound_vm(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	vm_text(&b, "vcpus: 256", 0);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->profiles[0].vm.vcpus, 256);
+	config_free(cfg);
+	vm_text(&b, "vcpus: 257", 0);
+	expect_error_at(&b, "'vcpus': 257 is above the limit of 256", 6, 14, "VM_MAX_VCPUS");
+	vm_text(&b, "memory: 4TiB", 0);
+	cfg = parse_ok(b.s);
+	assert_int_equal(cfg->profiles[0].vm.memory, 4ull << 40);
+	config_free(cfg);
+	vm_text(&b, "memory: 4194305MiB", 0);
+	expect_error_at(&b, "'memory': 4398047559680 bytes is above the limit of 4398046511104", 6,
+	                15, "VM_MAX_MEM_MIB");
+	vm_text(&b, NULL, 8);
+	cfg = parse_ok(b.s);
+	assert_int_equal(cfg->profiles[0].vm.n_hostdev, 8);
+	config_free(cfg);
+	vm_text(&b, NULL, 9);
+	expect_error_at(&b, "'hostdev' has 9 entries; the limit is 8", 7, 9, "VM_MAX_HOSTDEVS");
+}
+
+static void vm_model_text(tbuf *b, size_t id_len, const char *type)
+{
+	char id[CFG_MAX_ID_LEN + 1];
+
+	memset(id, 'v', id_len);
+	id[id_len] = '\0';
+	b->n = 0;
+	tb(b,
+	   "version: 1\nsandbox_profiles:\n  v: {vm: {disk: /d.img}}\n  p: {}\nmodels:\n"
+	   "  - id: %s\n    sandbox: {type: %s, profile: %s, command: [/m]}\n",
+	   id, type, type[0] == 'v' ? "v" : "p");
+}
+
+static void test_up_bound_vm_model_id(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	vm_model_text(&b, 54, "vm");
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(strlen(cfg->models[0].id), 54);
+	config_free(cfg);
+	vm_model_text(&b, 55, "vm");
+	expect_error_at(&b, "has 55 bytes; a model with sandbox.type: vm may have at most 54", 6, 9,
+	                "VM_NAME_MAX");
+	vm_model_text(&b, 64, "process"); /* only a VM's domain name is bounded */
+	cfg = parse_ok(b.s);
+	config_free(cfg);
+}
+
+static void env_text(tbuf *b, size_t n_env, bool egress)
+{
+	b->n = 0;
+	tb(b,
+	   "version: 1\nsandbox_profiles:\n  p: {}\n%smodels:\n  - id: m\n    sandbox:\n"
+	   "      type: process\n      profile: p\n      command: [/m]\n      env:\n",
+	   egress ? "egress: {enabled: true}\n" : "");
+	for (size_t i = 0; i < n_env; i++)
+		tb(b, "        V%zu: x\n", i);
+}
+
+/* With egress on, a process sandbox gets 4 proxy variables beside its own env. */
+static void test_up_bound_env(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	env_text(&b, 252, true);
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->models[0].sandbox.n_env, 252);
+	config_free(cfg);
+	env_text(&b, 253, true);
+	expect_error_at(&b,
+	                "model 'm' sets 253 environment variables; the limit with egress is 252",
+	                12, 9, "SANDBOX_MAX_ENV");
+	env_text(&b, 256, false);
+	cfg = parse_ok(b.s);
+	config_free(cfg);
+}
+
+/* limits.cpu: the sandbox takes 1024 CPUs at most (sandbox_profile_validate). */
+static void test_up_bound_cpu(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles:\n  p:\n    limits:\n      cpu: \"1024\"\n");
+	custos_config *cfg = parse_ok(b.s);
+	assert_int_equal(cfg->profiles[0].limits.cpu_milli, 1024000);
+	config_free(cfg);
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles:\n  p:\n    limits:\n      cpu: \"1024.001\"\n");
+	expect_error_at(&b, "bad cpu limit '1024.001'", 5, 12, "at most 1024");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1645,6 +1974,16 @@ int main(void)
 		cmocka_unit_test(test_pp_keys),
 		cmocka_unit_test(test_pp_errors),
 		cmocka_unit_test(test_cidr),
+		cmocka_unit_test(test_up_bound_listeners),
+		cmocka_unit_test(test_up_bound_body_max),
+		cmocka_unit_test(test_up_bound_certs),
+		cmocka_unit_test(test_up_bound_models),
+		cmocka_unit_test(test_up_bound_jwt),
+		cmocka_unit_test(test_up_bound_route_table),
+		cmocka_unit_test(test_up_bound_vm),
+		cmocka_unit_test(test_up_bound_vm_model_id),
+		cmocka_unit_test(test_up_bound_env),
+		cmocka_unit_test(test_up_bound_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
