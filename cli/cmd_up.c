@@ -931,10 +931,13 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 		}
 	}
 	ENSURE(ms->n_env <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT, "too many env entries");
-	for (size_t i = 0; i < ms->n_env; i++) {
-		char tmp[4096];
-		snprintf(tmp, sizeof(tmp), "%s=%s", ms->env[i].key, ms->env[i].value);
-		st->env_set[st->n_env_set++] = xstrdup(tmp);
+	for (size_t i = 0; i < ms->n_env; i++) { /* KEY=VALUE whole, however long the value */
+		size_t kl = strlen(ms->env[i].key), vl = strlen(ms->env[i].value);
+		char *kv = xcalloc(1, kl + vl + 2);
+		memcpy(kv, ms->env[i].key, kl);
+		kv[kl] = '=';
+		memcpy(kv + kl + 1, ms->env[i].value, vl + 1);
+		st->env_set[st->n_env_set++] = kv;
 	}
 	if (cfg->egress.enabled) { /* the egress proxy is the sandbox's only way out */
 		static const char *const names[] = { "http_proxy", "HTTP_PROXY", "https_proxy",

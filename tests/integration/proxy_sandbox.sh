@@ -4,7 +4,7 @@
 # inside that namespace, with no port on the host. A chat completion and a stream go through;
 # the host cannot reach the model's port directly. What the model server writes to its stdout
 # and stderr becomes log lines naming the model (JSON lines here: every line of custos' stderr
-# parses), control characters replaced.
+# parses), control characters replaced. An env value of 6000 bytes reaches it whole.
 . "$(dirname "$0")/proxy_lib.bash"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root for the process sandbox in this test"
@@ -27,7 +27,9 @@ printf 'a terminal escape \033[31m on stderr\n' >&2
 exec "$@"
 SH
 chmod 755 "$fxw/model.sh"
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
+# An env value longer than any fixed buffer reaches the model server whole.
+long=$(head -c 6000 /dev/zero | tr '\0' x)
+perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0", CUSTOS_LONG: "'"$long"'" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
 cat >>"$work/custos.yaml" <<CFG
 sandbox_profiles:
   fx:
@@ -76,6 +78,8 @@ for p in $(descendants "$CU_PID"); do
 done
 if [ -n "$mpid" ]; then
 	check "the model server's stdin" "$(readlink "/proc/$mpid/fd/0")" /dev/null
+	check "a 6000-byte env value reaches the model server whole" \
+		"$(tr '\0' '\n' <"/proc/$mpid/environ" | sed -n 's/^CUSTOS_LONG=//p' | wc -c)" 6001
 else
 	fail "model server process not found"
 fi
