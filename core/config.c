@@ -1650,7 +1650,7 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 		}
 	}
 	cfg_bool(c, m, "force", &a->force);
-	cfg_size(c, m, "max_body", 1024, 64u << 20, &a->max_body);
+	cfg_size(c, m, "max_body", 1024, CFG_MAX_ADMIN_BODY, &a->max_body);
 	parse_admin_tls(c, m, &a->tls);
 	ydoc_node *t = CFG_SECTION(c, m, "tcp", tkeys);
 	if (a->tls.enabled && t == NULL)

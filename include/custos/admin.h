@@ -9,12 +9,13 @@
 
 #include <sys/types.h>
 
+#include "custos/config.h"
 #include "custos/core.h"
 
 /* Named limits (STYLE.md 6). */
-#define ADMIN_BODY_DEFAULT    (1u << 20)  /* request body, when max_body is 0 */
-#define ADMIN_BODY_MAX        (64u << 20) /* largest max_body accepted */
-#define ADMIN_MAX_UIDS        64          /* allow-list entries */
+#define ADMIN_BODY_DEFAULT    (1u << 20)         /* request body, when max_body is 0 */
+#define ADMIN_BODY_MAX        CFG_MAX_ADMIN_BODY /* largest max_body accepted */
+#define ADMIN_MAX_UIDS        64                 /* allow-list entries */
 #define ADMIN_MAX_SANDBOXES   64
 #define ADMIN_MAX_CONNECTIONS 64     /* concurrent admin connections per listener */
 #define ADMIN_CONN_MEMORY     65536u /* libmicrohttpd memory per connection (head) */

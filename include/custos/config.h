@@ -51,6 +51,7 @@
 #define CFG_MAX_HEADER_COUNT    100
 #define CFG_MAX_REQUEST_LINE    (8u << 10)
 #define CFG_MAX_BODY            (64u << 20) /* limits.body_max (= PROXY_BODY_MAX) */
+#define CFG_MAX_ADMIN_BODY      (64u << 20) /* admin.max_body (= ADMIN_BODY_MAX) */
 #define CFG_MAX_JSON_DEPTH      64          /* the proxy's JSON reader (JSONR_MAX_DEPTH) */
 #define CFG_MAX_CONNECTIONS     1000000
 #define CFG_MAX_TIMEOUT_NS      (3600ull * 1000000000ull) /* any single timeout: 1 h */
