@@ -869,6 +869,7 @@ static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, b
  * (freed by the caller after the spawn). */
 struct sb_storage {
 	sandbox_bind binds[SANDBOX_MAX_BINDS];
+	const char *devices[SANDBOX_MAX_DEVICES]; /* names under /dev/, as the sandbox takes them */
 	char *env_set[SANDBOX_MAX_ENV];
 	size_t n_env_set;
 	const char *argv[SANDBOX_MAX_ARGS + 1];
@@ -900,14 +901,24 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 			p->syscalls = (const char *const *)pr->seccomp.allow;
 			p->n_syscalls = pr->seccomp.n_allow;
 		}
+		/* seccomp.deny: as `custos sandbox exec -c` maps it (sandbox_profile_from_cfg) */
+		p->deny_syscalls = (const char *const *)pr->seccomp.deny;
+		p->n_deny_syscalls = pr->seccomp.n_deny;
 		ENSURE(pr->n_binds <= SANDBOX_MAX_BINDS, CUSTOS_ERR_LIMIT, "too many binds");
 		for (size_t i = 0; i < pr->n_binds; i++)
 			st->binds[i] = (sandbox_bind){ pr->binds[i].src, pr->binds[i].dst,
 				                       pr->binds[i].rw, false };
 		p->binds = st->binds;
 		p->n_binds = pr->n_binds;
+		/* custos.yaml writes /dev/<name>; the sandbox takes <name> (relative to its
+		 * device root), as sandbox_profile_from_cfg maps it */
+		ENSURE(pr->n_devices <= SANDBOX_MAX_DEVICES, CUSTOS_ERR_LIMIT, "too many devices");
+		for (size_t i = 0; i < pr->n_devices; i++) {
+			const char *n = pr->devices[i];
+			st->devices[i] = strncmp(n, "/dev/", 5) == 0 ? n + 5 : n;
+		}
 		if (pr->n_devices) {
-			p->devices = (const char *const *)pr->devices;
+			p->devices = st->devices;
 			p->n_devices = pr->n_devices;
 		}
 		p->sys_ro = p->sys_ro || pr->sysfs;
@@ -932,9 +943,13 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 	}
 	ENSURE(ms->n_env <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT, "too many env entries");
 	for (size_t i = 0; i < ms->n_env; i++) {
-		char tmp[4096];
-		snprintf(tmp, sizeof(tmp), "%s=%s", ms->env[i].key, ms->env[i].value);
-		st->env_set[st->n_env_set++] = xstrdup(tmp);
+		/* NAME=value whole, however long the value (never cut short) */
+		size_t kl = strlen(ms->env[i].key), vl = strlen(ms->env[i].value);
+		char *kv = xcalloc(1, kl + 1 + vl + 1);
+		memcpy(kv, ms->env[i].key, kl);
+		kv[kl] = '=';
+		memcpy(kv + kl + 1, ms->env[i].value, vl + 1);
+		st->env_set[st->n_env_set++] = kv;
 	}
 	if (cfg->egress.enabled) { /* the egress proxy is the sandbox's only way out */
 		static const char *const names[] = { "http_proxy", "HTTP_PROXY", "https_proxy",

@@ -24,10 +24,15 @@ cat >"$fxw/model.sh" <<'SH'
 #!/bin/sh
 echo "hello from the model on stdout"
 printf 'a terminal escape \033[31m on stderr\n' >&2
+echo "LONGV has ${#LONGV} bytes"
+if ln -s /nowhere /tmp/custos-deny-probe 2>/dev/null; then echo "symlink ran"; else echo "symlink refused"; fi
 exec "$@"
 SH
 chmod 755 "$fxw/model.sh"
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
+# An env value of 4096 bytes (the most custos.yaml takes) reaches the model whole: LONGV=<value>
+# is longer than the 4096-byte buffer `up` used to print it into.
+longv=$(head -c 4096 /dev/zero | tr '\0' v)
+perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0", LONGV: "'"$longv"'" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
 cat >>"$work/custos.yaml" <<CFG
 sandbox_profiles:
   fx:
@@ -35,6 +40,8 @@ sandbox_profiles:
       - { src: $(dirname "$fixture"), dst: /opt/fx }
       - { src: $fxw, dst: /opt/fxw }
     limits: { memory: 1GiB, pids: 64 }
+    seccomp: { deny: [symlink, symlinkat] }
+    devices: [/dev/zero]
 CFG
 grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; }
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }
@@ -79,6 +86,12 @@ if [ -n "$mpid" ]; then
 else
 	fail "model server process not found"
 fi
+# The profile's seccomp.deny is in force under `up` (it was dropped), and a long env value
+# arrives whole (it was cut to fit 4096 bytes with its name).
+grep -q '"msg":"sandbox test-model: output: symlink refused"' "$work/custos.log" &&
+	ok "seccomp.deny of the profile applies" || fail "seccomp.deny ignored: $(grep -o 'output: symlink [a-z]*' "$work/custos.log")"
+grep -q '"msg":"sandbox test-model: output: LONGV has 4096 bytes"' "$work/custos.log" &&
+	ok "a 4096-byte env value reaches the model whole" || fail "env value cut: $(grep -o 'output: LONGV has [0-9]* bytes' "$work/custos.log")"
 # The model server's output: log lines naming it, JSON like every other line.
 grep -q '"msg":"sandbox test-model: output: hello from the model on stdout"' "$work/custos.log" &&
 	ok "the model's stdout is a log line naming it" || fail "no stdout line: $(grep -v '^{' "$work/custos.log" | head -3)"
