@@ -44,8 +44,15 @@
  * default route when there is a model: CFG_MAX_ROUTE_TABLE for all of them together. With
  * egress on, `up` sets http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY in a process
  * sandbox, among the CFG_MAX_ENV variables it may have. */
-#define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
-#define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
+#define CFG_MAX_SYSCALLS 512 /* custom seccomp lists */
+/* A process sandbox (sandbox/profile.c sandbox_profile_validate) refuses at start what these
+ * do not bound: its paths (bind src/dst, scratch path, workdir, a device's name under /dev/)
+ * are shorter than CFG_MAX_SANDBOX_PATH bytes with no ".." component, and its name (the
+ * model's id) is 1..CFG_MAX_ID_LEN of [A-Za-z0-9._-]. */
+#define CFG_MAX_SANDBOX_PATH    1024         /* = SANDBOX_PATH_MAX: bytes + NUL */
+#define CFG_MAX_BINDS           CFG_MAX_LIST /* = SANDBOX_MAX_BINDS */
+#define CFG_MAX_DEVICES         CFG_MAX_LIST /* = SANDBOX_MAX_DEVICES */
+#define CFG_MAX_MAP_KEYS        64           /* keys in any fixed-schema mapping */
 
 #define CFG_MAX_HEADER_BYTES    (32u << 10) /* the HTTP codec's own ceilings (proxy/http1.h) */
 #define CFG_MAX_HEADER_COUNT    100

@@ -20,14 +20,14 @@
 #include "custos/core.h"
 
 /* Named limits on what a profile may hold (checked by sandbox_profile_validate). */
-#define SANDBOX_MAX_BINDS    64
-#define SANDBOX_MAX_DEVICES  64
+#define SANDBOX_MAX_BINDS    CFG_MAX_BINDS
+#define SANDBOX_MAX_DEVICES  CFG_MAX_DEVICES
 #define SANDBOX_MAX_ENV      CFG_MAX_ENV
-#define SANDBOX_MAX_SYSCALLS 512
+#define SANDBOX_MAX_SYSCALLS CFG_MAX_SYSCALLS
 #define SANDBOX_MAX_PORTS    16
 #define SANDBOX_MAX_ARGS     4096
-#define SANDBOX_PATH_MAX     1024
-#define SANDBOX_NAME_MAX     64
+#define SANDBOX_PATH_MAX     CFG_MAX_SANDBOX_PATH
+#define SANDBOX_NAME_MAX     CFG_MAX_ID_LEN
 /* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
 #define SANDBOX_VIOLATION_BURST 100
 /* Denied calls the supervisor answers per second and sandbox, at most (in slices of a tenth of
