@@ -970,6 +970,13 @@ const char *const *config_always_denied_syscalls(void)
 	return always_denied;
 }
 
+static bool (*syscall_known)(const char *name);
+
+void config_set_syscall_check(bool (*known)(const char *name))
+{
+	syscall_known = known;
+}
+
 static bool syscall_name_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -1015,12 +1022,21 @@ static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 				           "'%s' is not a system call name", sc);
 				continue;
 			}
+			bool denied = false;
 			for (size_t k = 0; pass == 0 && always_denied[k] != NULL; k++) {
-				if (strcmp(sc, always_denied[k]) == 0)
+				if (strcmp(sc, always_denied[k]) == 0) {
 					ydoc_error(c->doc, seq->items[i], c->d,
 					           "custos denies it in every sandbox",
 					           "system call '%s' cannot be allowed", sc);
+					denied = true;
+				}
 			}
+			if (!denied && syscall_known != NULL && !syscall_known(sc))
+				ydoc_error(c->doc, seq->items[i], c->d,
+				           "not in this architecture's system call table "
+				           "(libseccomp): "
+				           "the sandbox refuses it at start",
+				           "unknown system call '%s'", sc);
 		}
 	}
 }

@@ -554,6 +554,12 @@ void config_free(custos_config *cfg);
 /* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp
  * filter denies them always, and config check refuses them in a profile's allow list. */
 const char *const *config_always_denied_syscalls(void);
+/* How config check knows a system call name: core has no table of them, the sandbox has
+ * (sandbox_syscall_known, libseccomp's for this architecture). The custos binary installs it
+ * once at start, before any config is read; then a name in a profile's seccomp.allow or deny
+ * that the sandbox would refuse at start is refused at its file:line:col. Without it (NULL:
+ * tests of core alone, fuzzing) only the spelling is checked. */
+void config_set_syscall_check(bool (*known)(const char *name));
 
 /* Lookups: the entry with that id (models also by alias), or NULL. */
 const cfg_model *config_find_model(const custos_config *cfg, const char *id);

@@ -175,6 +175,9 @@ const char *const *sandbox_seccomp_always_denied(void);
 /* Name of syscall nr for the audit record: libseccomp's table, then ours for calls newer than
  * libseccomp knows; "syscall_<nr>" otherwise. Writes into out[outsz]; returns out. */
 const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz);
+/* Whether name is a system call the sandbox can filter on this architecture (what a profile's
+ * syscalls and deny_syscalls must be): config_set_syscall_check's function. */
+bool sandbox_syscall_known(const char *name);
 
 /* Maps a `sandbox_profiles.<id>` entry of custos.yaml (include/custos/config.h) onto *p:
  * built-in defaults first, then every key the entry sets. p borrows the strings of cp (keep
