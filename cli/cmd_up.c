@@ -936,10 +936,10 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 		if (pr->limits.nofile)
 			p->limits.nofile = pr->limits.nofile;
 		p->landlock = pr->landlock;
-		if (pr->n_env_allow) {
-			p->env_allow = (const char *const *)pr->env_allow;
-			p->n_env_allow = pr->n_env_allow;
-		}
+		/* Exactly the profile's env_allow (docs/CONFIG.md: default none), not the
+		 * built-in profiles' LANG, LC_ALL, TZ and TERM: as sandbox_profile_from_cfg. */
+		p->env_allow = (const char *const *)pr->env_allow;
+		p->n_env_allow = pr->n_env_allow;
 	}
 	ENSURE(ms->n_env <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT, "too many env entries");
 	for (size_t i = 0; i < ms->n_env; i++) {

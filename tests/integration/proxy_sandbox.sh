@@ -25,6 +25,7 @@ cat >"$fxw/model.sh" <<'SH'
 echo "hello from the model on stdout"
 printf 'a terminal escape \033[31m on stderr\n' >&2
 echo "LONGV has ${#LONGV} bytes"
+echo "TZ is ${TZ-unset}"
 if ln -s /nowhere /tmp/custos-deny-probe 2>/dev/null; then echo "symlink ran"; else echo "symlink refused"; fi
 exec "$@"
 SH
@@ -48,7 +49,8 @@ grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; 
 # custos' own stdin is a file here (a background job's would be /dev/null already): the
 # model server must not get it.
 echo marker >"$work/stdin"
-CUSTOS_STDIN="$work/stdin" LOG_FORMAT=json start_custos "$work/custos.yaml"
+# TZ is set for custos; the profile's env_allow (none) passes none of its variables.
+TZ=Europe/Paris CUSTOS_STDIN="$work/stdin" LOG_FORMAT=json start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20)
 url="https://localhost:$PORT/v1/chat/completions"
 code=$("${C[@]}" -o "$work/out" -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
@@ -90,6 +92,8 @@ fi
 # arrives whole (it was cut to fit 4096 bytes with its name).
 grep -q '"msg":"sandbox test-model: output: symlink refused"' "$work/custos.log" &&
 	ok "seccomp.deny of the profile applies" || fail "seccomp.deny ignored: $(grep -o 'output: symlink [a-z]*' "$work/custos.log")"
+grep -q '"msg":"sandbox test-model: output: TZ is unset"' "$work/custos.log" &&
+	ok "a profile without env_allow passes no host variable" || fail "host variable passed: $(grep -o 'output: TZ is [^"]*' "$work/custos.log")"
 grep -q '"msg":"sandbox test-model: output: LONGV has 4096 bytes"' "$work/custos.log" &&
 	ok "a 4096-byte env value reaches the model whole" || fail "env value cut: $(grep -o 'output: LONGV has [0-9]* bytes' "$work/custos.log")"
 # The model server's output: log lines naming it, JSON like every other line.
