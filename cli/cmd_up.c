@@ -869,6 +869,7 @@ static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, b
  * (freed by the caller after the spawn). */
 struct sb_storage {
 	sandbox_bind binds[SANDBOX_MAX_BINDS];
+	const char *devices[SANDBOX_MAX_DEVICES]; /* names under /dev/, as the sandbox takes them */
 	char *env_set[SANDBOX_MAX_ENV];
 	size_t n_env_set;
 	const char *argv[SANDBOX_MAX_ARGS + 1];
@@ -900,14 +901,24 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 			p->syscalls = (const char *const *)pr->seccomp.allow;
 			p->n_syscalls = pr->seccomp.n_allow;
 		}
+		/* seccomp.deny: as `custos sandbox exec -c` maps it (sandbox_profile_from_cfg) */
+		p->deny_syscalls = (const char *const *)pr->seccomp.deny;
+		p->n_deny_syscalls = pr->seccomp.n_deny;
 		ENSURE(pr->n_binds <= SANDBOX_MAX_BINDS, CUSTOS_ERR_LIMIT, "too many binds");
 		for (size_t i = 0; i < pr->n_binds; i++)
 			st->binds[i] = (sandbox_bind){ pr->binds[i].src, pr->binds[i].dst,
 				                       pr->binds[i].rw, false };
 		p->binds = st->binds;
 		p->n_binds = pr->n_binds;
+		/* custos.yaml writes /dev/<name>; the sandbox takes <name> (relative to its
+		 * device root), as sandbox_profile_from_cfg maps it */
+		ENSURE(pr->n_devices <= SANDBOX_MAX_DEVICES, CUSTOS_ERR_LIMIT, "too many devices");
+		for (size_t i = 0; i < pr->n_devices; i++) {
+			const char *n = pr->devices[i];
+			st->devices[i] = strncmp(n, "/dev/", 5) == 0 ? n + 5 : n;
+		}
 		if (pr->n_devices) {
-			p->devices = (const char *const *)pr->devices;
+			p->devices = st->devices;
 			p->n_devices = pr->n_devices;
 		}
 		p->sys_ro = p->sys_ro || pr->sysfs;
@@ -925,15 +936,16 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 		if (pr->limits.nofile)
 			p->limits.nofile = pr->limits.nofile;
 		p->landlock = pr->landlock;
-		if (pr->n_env_allow) {
-			p->env_allow = (const char *const *)pr->env_allow;
-			p->n_env_allow = pr->n_env_allow;
-		}
+		/* Exactly the profile's env_allow (docs/CONFIG.md: default none), not the
+		 * built-in profiles' LANG, LC_ALL, TZ and TERM: as sandbox_profile_from_cfg. */
+		p->env_allow = (const char *const *)pr->env_allow;
+		p->n_env_allow = pr->n_env_allow;
 	}
 	ENSURE(ms->n_env <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT, "too many env entries");
-	for (size_t i = 0; i < ms->n_env; i++) { /* KEY=VALUE whole, however long the value */
+	for (size_t i = 0; i < ms->n_env; i++) {
+		/* NAME=value whole, however long the value (never cut short) */
 		size_t kl = strlen(ms->env[i].key), vl = strlen(ms->env[i].value);
-		char *kv = xcalloc(1, kl + vl + 2);
+		char *kv = xcalloc(1, kl + 1 + vl + 1);
 		memcpy(kv, ms->env[i].key, kl);
 		kv[kl] = '=';
 		memcpy(kv + kl + 1, ms->env[i].value, vl + 1);

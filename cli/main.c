@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "custos/config.h"
 #include "custos/core.h"
+#include "custos/sandbox.h"
 
 static const struct cli_command commands[] = {
 	{ NULL, "version", cmd_version, "", "print versions of custos and its libraries" },
@@ -174,6 +176,8 @@ int main(int argc, char **argv)
 	int c;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* config check refuses at its position a system call name the sandbox would refuse */
+	config_set_syscall_check(sandbox_syscall_known);
 	/* '+' stops at the first non-option: the command's own options are its business. ':' and
 	 * opterr 0: getopt reports nothing itself, so that --log-format json (wherever it stands)
 	 * decides how the problem is written. */

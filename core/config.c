@@ -56,6 +56,14 @@ _Static_assert(CFG_MAX_CPU_MILLI == 1024u * 1000u, "limits.cpu's hint says 1024"
 	"its libvirt domain is custos-<id>, or custos-<id>-<n> beside a VM of it still running, "  \
 	"in at most " UP_N(CFG_MAX_VM_NAME) " bytes (VM_NAME_MAX): shorten the id (an alias "      \
 	                                    "keeps the old name for clients)"
+_Static_assert(CFG_MAX_SANDBOX_PATH == 1024, "a sandbox path's hint says 1023 bytes");
+#define HINT_SB_PATH "a process sandbox takes paths of at most 1023 bytes (SANDBOX_PATH_MAX)"
+#define HINT_SB_DOTDOT                                                                             \
+	"the sandbox refuses '..' in its paths (a bind could climb out of its new root): write "   \
+	"the path without it"
+#define HINT_SB_NAME                                                                               \
+	"a process sandbox is named after its model (hostname, cgroup): letters, digits and . _ "  \
+	"- only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) "); keep the id for clients as an alias"
 #define HINT_EGRESS_ENV                                                                            \
 	"with egress on, custos up adds http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY to "   \
 	"the " UP_N(CFG_MAX_ENV) " variables a sandbox may have (SANDBOX_MAX_ENV)"
@@ -679,6 +687,49 @@ static void parse_env_map(cfg_ctx *c, ydoc_node *m, const char *key, cfg_kv **ou
 	}
 }
 
+/* What sandbox_profile_validate (sandbox/profile.c check_abs, check_rel) refuses at start in a
+ * path a process sandbox takes: CFG_MAX_SANDBOX_PATH bytes or more, a ".." component. */
+static bool sb_has_dotdot(const char *s)
+{
+	for (const char *d = s; (d = strstr(d, "..")) != NULL; d += 2)
+		if ((d == s || d[-1] == '/') && (d[2] == '\0' || d[2] == '/'))
+			return true;
+	return false;
+}
+
+static bool sb_path_check(cfg_ctx *c, ydoc_node *n, const char *what, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len >= CFG_MAX_SANDBOX_PATH) {
+		ydoc_error(c->doc, n, c->d, HINT_SB_PATH, "%s is %zu bytes; the limit is %d", what,
+		           len, CFG_MAX_SANDBOX_PATH - 1);
+		return false;
+	}
+	if (sb_has_dotdot(s)) {
+		ydoc_error(c->doc, n, c->d, HINT_SB_DOTDOT, "%s '%s' has a '..' component", what,
+		           s);
+		return false;
+	}
+	return true;
+}
+
+/* The sandbox's name rule (sandbox/profile.c name_ok); ids also allow '/' and ':'. */
+static bool sb_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CFG_MAX_ID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.'))
+			return false;
+	}
+	return true;
+}
+
 static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb)
 {
 	static const char *const keys[] = { "type",    "profile", "command", "env",
@@ -706,7 +757,8 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 		ydoc_error(c->doc, cfg_get(m, "command"), c->d, "no PATH search is done",
 		           "command[0] must be an absolute path");
 	parse_env_map(c, m, "env", &sb->env, &sb->n_env);
-	cfg_path(c, m, "workdir", false, true, &sb->workdir);
+	if (cfg_path(c, m, "workdir", false, true, &sb->workdir) && sb->type == CFG_SANDBOX_PROCESS)
+		(void)sb_path_check(c, cfg_get(m, "workdir"), "workdir", sb->workdir);
 	uint64_t port = sb->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
 		sb->port = (uint16_t)port;
@@ -759,6 +811,11 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			}
 		}
 		parse_model_sandbox(c, m, &mod->sandbox);
+		if (mod->id && mod->sandbox.type == CFG_SANDBOX_PROCESS && !sb_name_ok(mod->id))
+			ydoc_error(
+			        c->doc, cfg_get(m, "id"), c->d, HINT_SB_NAME,
+			        "model '%s' runs in a process sandbox, which cannot be named '%s'",
+			        mod->id, mod->id);
 		parse_upstream(c, m, mod, &cfg->limits);
 	}
 }
@@ -913,6 +970,13 @@ const char *const *config_always_denied_syscalls(void)
 	return always_denied;
 }
 
+static bool (*syscall_known)(const char *name);
+
+void config_set_syscall_check(bool (*known)(const char *name))
+{
+	syscall_known = known;
+}
+
 static bool syscall_name_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -958,12 +1022,21 @@ static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 				           "'%s' is not a system call name", sc);
 				continue;
 			}
+			bool denied = false;
 			for (size_t k = 0; pass == 0 && always_denied[k] != NULL; k++) {
-				if (strcmp(sc, always_denied[k]) == 0)
+				if (strcmp(sc, always_denied[k]) == 0) {
 					ydoc_error(c->doc, seq->items[i], c->d,
 					           "custos denies it in every sandbox",
 					           "system call '%s' cannot be allowed", sc);
+					denied = true;
+				}
 			}
+			if (!denied && syscall_known != NULL && !syscall_known(sc))
+				ydoc_error(c->doc, seq->items[i], c->d,
+				           "not in this architecture's system call table "
+				           "(libseccomp): "
+				           "the sandbox refuses it at start",
+				           "unknown system call '%s'", sc);
 		}
 	}
 }
@@ -1109,14 +1182,19 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 	}
 	CFG_ENUM(c, m, "gpu", gpus, p->gpu);
 	parse_seccomp(c, m, p);
-	if (cfg_strlist(c, m, "devices", CFG_MAX_LIST, &p->devices, &p->n_devices)) {
+	if (cfg_strlist(c, m, "devices", CFG_MAX_DEVICES, &p->devices, &p->n_devices)) {
 		for (size_t i = 0; i < p->n_devices; i++) {
-			if (strncmp(p->devices[i], "/dev/", 5) != 0 || strstr(p->devices[i], ".."))
-				ydoc_error(c->doc, cfg_get(m, "devices")->items[i], c->d, NULL,
-				           "device '%s' is not under /dev/", p->devices[i]);
+			ydoc_node *dn = cfg_get(m, "devices")->items[i];
+			if (strncmp(p->devices[i], "/dev/", 5) != 0 ||
+			    strstr(p->devices[i], "..") || p->devices[i][5] == '\0' ||
+			    p->devices[i][5] == '/')
+				ydoc_error(c->doc, dn, c->d, NULL, "device '%s' is not under /dev/",
+				           p->devices[i]);
+			else
+				(void)sb_path_check(c, dn, "device", p->devices[i] + 5);
 		}
 	}
-	ydoc_node *b = cfg_seq(c, m, "binds", CFG_MAX_LIST);
+	ydoc_node *b = cfg_seq(c, m, "binds", CFG_MAX_BINDS);
 	if (b) {
 		p->binds = cfg_alloc(c->a, b->n, sizeof(cfg_bind));
 		for (size_t i = 0; i < b->n; i++) {
@@ -1124,10 +1202,23 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 			if (!CFG_MAP(c, b->items[i], "a binds entry", bkeys))
 				continue;
 			p->n_binds++;
-			cfg_path(c, b->items[i], "src", true, true, &bd->src);
-			cfg_path(c, b->items[i], "dst", false, true, &bd->dst);
+			if (cfg_path(c, b->items[i], "src", true, true, &bd->src))
+				(void)sb_path_check(c, cfg_get(b->items[i], "src"), "bind src",
+				                    bd->src);
+			if (cfg_path(c, b->items[i], "dst", false, true, &bd->dst) &&
+			    sb_path_check(c, cfg_get(b->items[i], "dst"), "bind dst", bd->dst) &&
+			    strcmp(bd->dst, "/") == 0)
+				ydoc_error(c->doc, cfg_get(b->items[i], "dst"), c->d,
+				           "bind below it, e.g. dst: /data",
+				           "a bind cannot replace the "
+				           "sandbox's root");
 			if (bd->dst == NULL)
 				bd->dst = bd->src;
+			if (bd->dst && cfg_get(b->items[i], "dst") == NULL &&
+			    strcmp(bd->dst, "/") == 0)
+				ydoc_error(c->doc, cfg_get(b->items[i], "src"), c->d,
+				           "give dst: the bind would land on the sandbox's root",
+				           "a bind cannot replace the sandbox's root");
 			cfg_bool(c, b->items[i], "rw", &bd->rw);
 		}
 	}
@@ -1135,7 +1226,8 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 	ydoc_node *sc = CFG_SECTION(c, m, "scratch", skeys);
 	CFG_ENUM(c, sc, "type", stypes, p->scratch.type);
 	cfg_size(c, sc, "size", 1u << 20, CFG_MAX_MEMORY, &p->scratch.size);
-	cfg_path(c, sc, "path", p->scratch.type == CFG_SCRATCH_DIR, true, &p->scratch.path);
+	if (cfg_path(c, sc, "path", p->scratch.type == CFG_SCRATCH_DIR, true, &p->scratch.path))
+		(void)sb_path_check(c, cfg_get(sc, "path"), "scratch path", p->scratch.path);
 	if (p->scratch.type == CFG_SCRATCH_TMPFS && cfg_get(sc, "path"))
 		ydoc_error(c->doc, cfg_get(sc, "path"), c->d, "path is for type: dir",
 		           "a tmpfs scratch takes no path");
@@ -1146,7 +1238,15 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 	parse_cpu(c, l, &p->limits.cpu_milli);
 	cfg_u64(c, l, "nofile", 16, 1u << 20, &p->limits.nofile);
 	cfg_bool(c, m, "landlock", &p->landlock);
-	cfg_strlist(c, m, "env_allow", CFG_MAX_ENV, &p->env_allow, &p->n_env_allow);
+	if (cfg_strlist(c, m, "env_allow", CFG_MAX_ENV, &p->env_allow, &p->n_env_allow)) {
+		for (size_t i = 0; i < p->n_env_allow; i++)
+			if (strchr(p->env_allow[i], '='))
+				ydoc_error(
+				        c->doc, cfg_get(m, "env_allow")->items[i], c->d,
+				        "env_allow names variables passed through; set values in "
+				        "a model's sandbox.env",
+				        "'%s' is not a variable name", p->env_allow[i]);
+	}
 	parse_vm(c, m, p);
 }
 

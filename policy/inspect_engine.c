@@ -102,6 +102,25 @@ static custos_err expr_width(const char *pattern, unsigned flags, unsigned *min_
 }
 
 #define CUSTOM_FLAGS HS_FLAG_SOM_LEFTMOST
+#define ENGINE_MODE  (HS_MODE_STREAM | HS_MODE_SOM_HORIZON_SMALL)
+
+/* One expression compiled alone, in the engine's mode: Hyperscan refuses some expressions only
+ * there ("Pattern is too large."), after hs_expression_info has passed them. */
+static custos_err expr_compile(const char *pattern, unsigned flags)
+{
+	hs_database_t *db = NULL;
+	hs_compile_error_t *cerr = NULL;
+	unsigned id = 0;
+	if (hs_compile_multi(&pattern, &flags, &id, 1, ENGINE_MODE, NULL, &db, &cerr) !=
+	    HS_SUCCESS) {
+		custos_err e = err_set(CUSTOS_ERR_INVAL, "%s",
+		                       cerr && cerr->message ? cerr->message : "does not compile");
+		hs_free_compile_error(cerr);
+		return e;
+	}
+	hs_free_database(db);
+	return CUSTOS_OK;
+}
 
 custos_err inspect_pattern_check(const char *pattern, unsigned *max_width)
 {
@@ -150,6 +169,30 @@ static custos_err keyword_pattern(const char *kw, char **out)
 		return e;
 	}
 	*out = (char *)b.data; /* buf_init left off == 0: data is the string */
+	return CUSTOS_OK;
+}
+
+custos_err inspect_pattern_compile(const char *pattern, unsigned *max_width)
+{
+	GUARD(inspect_pattern_check(pattern, max_width));
+	custos_err e = expr_compile(pattern, CUSTOM_FLAGS);
+	return e == CUSTOS_OK ? e : err_wrap(e, "pattern");
+}
+
+custos_err inspect_keyword_compile(const char *keyword, unsigned *max_width)
+{
+	ENSURE(keyword != NULL, CUSTOS_ERR_INVAL, "keyword: missing");
+	char *kp = NULL;
+	GUARD(keyword_pattern(keyword, &kp));
+	unsigned mn = 0, mx = 0;
+	custos_err e = expr_width(kp, CUSTOM_FLAGS | HS_FLAG_CASELESS, &mn, &mx);
+	if (e == CUSTOS_OK)
+		e = expr_compile(kp, CUSTOM_FLAGS | HS_FLAG_CASELESS);
+	free(kp);
+	if (e != CUSTOS_OK)
+		return err_wrap(e, "keyword");
+	if (max_width != NULL)
+		*max_width = mx;
 	return CUSTOS_OK;
 }
 
@@ -339,8 +382,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 	if (b->n == 0)
 		return CUSTOS_OK;
 	hs_compile_error_t *cerr = NULL;
-	if (hs_compile_multi(b->pat, b->flags, b->ids, (unsigned)b->n,
-	                     HS_MODE_STREAM | HS_MODE_SOM_HORIZON_SMALL, NULL, &e->db,
+	if (hs_compile_multi(b->pat, b->flags, b->ids, (unsigned)b->n, ENGINE_MODE, NULL, &e->db,
 	                     &cerr) != HS_SUCCESS) {
 		int at = cerr ? cerr->expression : -1;
 		custos_err r = err_set(

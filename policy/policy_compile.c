@@ -398,11 +398,19 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 			ydoc_error(doc, inc->items[i], c->d, NULL, "empty include path");
 			continue;
 		}
-		char path[4096];
-		if (s[0] == '/')
-			snprintf(path, sizeof(path), "%s", s);
-		else
-			snprintf(path, sizeof(path), "%s/%s", dir, s);
+		char path[PATH_MAX];
+		int pn = s[0] == '/' ? snprintf(path, sizeof(path), "%s", s)
+		                     : snprintf(path, sizeof(path), "%s/%s", dir, s);
+		if (pn < 0 || (size_t)pn >= sizeof(path)) {
+			/* never a truncated path: that would name another file */
+			char hint[96];
+			snprintf(hint, sizeof(hint),
+			         "the path, joined to the including file's directory, "
+			         "must be under %d bytes (PATH_MAX)",
+			         PATH_MAX);
+			ydoc_error(doc, inc->items[i], c->d, hint, "include path too long");
+			continue;
+		}
 		(void)load_path(c, path, doc, inc->items[i]);
 	}
 	c->depth--;
@@ -462,9 +470,12 @@ static void check_pattern(struct cc *c, const ydoc *doc, ydoc_node *n, const cha
 		c->hs_warned = true;
 		return;
 	}
-	if (inspect_pattern_check(pattern, NULL) != CUSTOS_OK)
-		ydoc_error(doc, n, c->d, "detector patterns use the Hyperscan (PCRE subset) syntax",
-		           "detector '%s': %s", det, err_msg());
+	if (inspect_pattern_compile(pattern, NULL) != CUSTOS_OK)
+		ydoc_error(
+		        doc, n, c->d,
+		        "detector patterns use the Hyperscan (PCRE subset) syntax and are compiled "
+		        "for streaming; a large bounded repeat may not fit",
+		        "detector '%s': %s", det, err_msg());
 }
 
 static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v)
@@ -521,6 +532,10 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 			if (kl == 0 || kl > INSPECT_MAX_PATTERN_LEN)
 				ydoc_error(doc, list_item(kw, i), c->d, NULL,
 				           "a keyword is 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
+			else if (c->hs_state > 0 &&
+			         inspect_keyword_compile(det->keywords[i], NULL) != CUSTOS_OK)
+				ydoc_error(doc, list_item(kw, i), c->d, NULL, "detector '%s': %s",
+				           k->str, err_msg());
 		}
 	}
 	ydoc_node *val = ydoc_map_get(v, "validator");

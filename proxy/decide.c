@@ -12,6 +12,9 @@
 #include "metrics.h"
 #include "proxy_int.h"
 
+_Static_assert(sizeof(((decide_out *)0)->principal) > POLICY_MAX_NAME,
+               "a policy principal id must fit a decision's principal whole");
+
 struct decide_policy {
 	policy *p;
 	inspect_engine *eng; /* compiled with the policy (content inspection) */
@@ -74,7 +77,8 @@ static void spans_of(char *const *v, size_t n, span *out)
 static const policy_principal *principal_of(const policy *p, const ident *id, bool authenticated,
                                             decide_out *out)
 {
-	span uris[PROXY_MAX_SAN], dns[PROXY_MAX_SAN], emails[PROXY_MAX_SAN], groups[16];
+	span uris[PROXY_MAX_SAN], dns[PROXY_MAX_SAN], emails[PROXY_MAX_SAN],
+	        groups[CUSTOS_ARRAY_LEN(id->jwt_groups)];
 	spans_of(id->san_uri, id->n_uri, uris);
 	spans_of(id->san_dns, id->n_dns, dns);
 	spans_of(id->san_email, id->n_email, emails);

@@ -91,6 +91,9 @@ static inflight *reg;
 static size_t reg_n, reg_cap;
 static uint64_t reg_next = 1;
 
+_Static_assert(EGRESS_PRINCIPAL_MAX > POLICY_MAX_NAME,
+               "a policy principal id must fit an egress attribution whole");
+
 static void copy_trunc(char *out, size_t n, const char *s)
 {
 	size_t l = s ? strlen(s) : 0;

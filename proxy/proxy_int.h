@@ -61,7 +61,7 @@ typedef struct ident {
 	char *key_principal; /* from proxy api_keys, when configured and matched */
 	/* JWT (verified) */
 	char *jwt_iss, *jwt_sub;
-	char *jwt_groups[16];
+	char *jwt_groups[POLICY_MAX_JWT_GROUPS];
 	size_t n_jwt_groups;
 } ident;
 

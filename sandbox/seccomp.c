@@ -109,6 +109,11 @@ int sb_seccomp_resolve(const char *name)
 	return -1;
 }
 
+bool sandbox_syscall_known(const char *name)
+{
+	return name != NULL && sb_seccomp_resolve(name) >= 0;
+}
+
 const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz)
 {
 	char *n = seccomp_syscall_resolve_num_arch(arch, nr);

@@ -44,8 +44,15 @@
  * default route when there is a model: CFG_MAX_ROUTE_TABLE for all of them together. With
  * egress on, `up` sets http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY in a process
  * sandbox, among the CFG_MAX_ENV variables it may have. */
-#define CFG_MAX_SYSCALLS        512 /* custom seccomp lists */
-#define CFG_MAX_MAP_KEYS        64  /* keys in any fixed-schema mapping */
+#define CFG_MAX_SYSCALLS 512 /* custom seccomp lists */
+/* A process sandbox (sandbox/profile.c sandbox_profile_validate) refuses at start what these
+ * do not bound: its paths (bind src/dst, scratch path, workdir, a device's name under /dev/)
+ * are shorter than CFG_MAX_SANDBOX_PATH bytes with no ".." component, and its name (the
+ * model's id) is 1..CFG_MAX_ID_LEN of [A-Za-z0-9._-]. */
+#define CFG_MAX_SANDBOX_PATH    1024         /* = SANDBOX_PATH_MAX: bytes + NUL */
+#define CFG_MAX_BINDS           CFG_MAX_LIST /* = SANDBOX_MAX_BINDS */
+#define CFG_MAX_DEVICES         CFG_MAX_LIST /* = SANDBOX_MAX_DEVICES */
+#define CFG_MAX_MAP_KEYS        64           /* keys in any fixed-schema mapping */
 
 #define CFG_MAX_HEADER_BYTES    (32u << 10) /* the HTTP codec's own ceilings (proxy/http1.h) */
 #define CFG_MAX_HEADER_COUNT    100
@@ -548,6 +555,12 @@ void config_free(custos_config *cfg);
 /* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp
  * filter denies them always, and config check refuses them in a profile's allow list. */
 const char *const *config_always_denied_syscalls(void);
+/* How config check knows a system call name: core has no table of them, the sandbox has
+ * (sandbox_syscall_known, libseccomp's for this architecture). The custos binary installs it
+ * once at start, before any config is read; then a name in a profile's seccomp.allow or deny
+ * that the sandbox would refuse at start is refused at its file:line:col. Without it (NULL:
+ * tests of core alone, fuzzing) only the spelling is checked. */
+void config_set_syscall_check(bool (*known)(const char *name));
 
 /* Lookups: the entry with that id (models also by alias), or NULL. */
 const cfg_model *config_find_model(const custos_config *cfg, const char *id);

@@ -9,6 +9,7 @@
 #define CUSTOS_EGRESS_H
 
 #include "custos/core.h"
+#include "custos/policy.h" /* POLICY_MAX_NAME */
 
 /* Named limits (STYLE.md 6); options may lower them. */
 #define EGRESS_MAX_SOURCES      4096
@@ -29,12 +30,15 @@
 #define EGRESS_INSPECT_HELD_DEFAULT (128ull << 20)
 #define EGRESS_MAX_INFLIGHT         65536 /* registered in-flight ingress requests */
 #define EGRESS_ID_MAX               128   /* model, sandbox, request ids */
-#define EGRESS_PRINCIPAL_MAX        256
-#define EGRESS_MAX_FWD_LOOPS        16                    /* forward event loops, ceiling */
-#define EGRESS_HELLO_MAX            (64u * 1024)          /* ClientHello bytes peeked for SNI */
-#define EGRESS_MAX_DNS_SERVERS      64                    /* egress.dns.servers */
-#define EGRESS_REQUEST_ID_HEADER    "X-Custos-Request-Id" /* optional, forwarded by the model */
-#define EGRESS_REASON_HEADER        "X-Custos-Reason"
+/* The ingress principal an egress call is attributed to, + NUL: a policy principal id
+ * (POLICY_MAX_NAME) is kept whole, as egress rules look it up by name; only a longer label of
+ * an identity no principal matched ("cert:<CN>") is cut. */
+#define EGRESS_PRINCIPAL_MAX     (POLICY_MAX_NAME + 1)
+#define EGRESS_MAX_FWD_LOOPS     16                    /* forward event loops, ceiling */
+#define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */
+#define EGRESS_MAX_DNS_SERVERS   64                    /* egress.dns.servers */
+#define EGRESS_REQUEST_ID_HEADER "X-Custos-Request-Id" /* optional, forwarded by the model */
+#define EGRESS_REASON_HEADER     "X-Custos-Reason"
 
 typedef struct egress_source {
 	char *id;          /* data source id (policy.yaml and custos.yaml share it) */

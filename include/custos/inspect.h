@@ -92,6 +92,13 @@ const char *inspect_action_name(inspect_action a); /* static; "none" for NONE */
  * stream holds back at most INSPECT_MAX_PATTERN_WIDTH for a pattern, so a longer match may
  * have its start released before it is found (a checker may warn). */
 custos_err inspect_pattern_check(const char *pattern, unsigned *max_width) CUSTOS_WUR;
+/* inspect_pattern_check, then the pattern compiled alone in the engine's mode (streaming, SOM):
+ * Hyperscan refuses some patterns only there ("Pattern is too large."). The keyword form
+ * checks a custom keyword (1..INSPECT_MAX_PATTERN_LEN bytes) as the literal the engine makes
+ * of it. What these pass, the engine compiles; a policy checker calls them (Hyperscan loaded),
+ * and can still only miss a failure of the whole set, which the engine reports at start. */
+custos_err inspect_pattern_compile(const char *pattern, unsigned *max_width) CUSTOS_WUR;
+custos_err inspect_keyword_compile(const char *keyword, unsigned *max_width) CUSTOS_WUR;
 /* Checks a custom detector name: 1..256 bytes, no space or control character (as policy.yaml
  * names), not a built-in. The mask is its upper-case form with anything outside [A-Z0-9_]
  * written as '_', so it is safe inside JSON strings and SSE events. */

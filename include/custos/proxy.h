@@ -10,23 +10,26 @@
 #include "custos/cidr.h"
 #include "custos/config.h" /* the bounds custos.yaml shares with the proxy (CFG_MAX_*) */
 #include "custos/core.h"
+#include "custos/policy.h" /* POLICY_MAX_NAME: a principal id fits whole */
 
 /* Named limits (STYLE.md 6); options may lower them. Those custos.yaml can reach are defined
  * by config.h, so that config check refuses at its position what proxy_create would. */
-#define PROXY_MAX_LISTENERS  CFG_MAX_LISTENERS
-#define PROXY_MAX_UPSTREAMS  CFG_MAX_MODELS
-#define PROXY_MAX_ROUTES     CFG_MAX_ROUTE_TABLE
-#define PROXY_MAX_API_KEYS   4096
-#define PROXY_MAX_WORKERS    256
-#define PROXY_MAX_CERTS      CFG_MAX_CERTS /* one ECDSA and one RSA */
-#define PROXY_HEAD_MAX       (16u * 1024)
-#define PROXY_BODY_MAX       CFG_MAX_BODY /* largest max_body accepted */
-#define PROXY_BODY_DEFAULT   (1u << 20)
-#define PROXY_OUTBUF_MAX     (256u * 1024) /* client output buffer: backpressure point */
-#define PROXY_UPHEAD_MAX     (32u * 1024)  /* upstream response head */
-#define PROXY_JWKS_MAX       (256u * 1024)
-#define PROXY_JWT_MAX        8192
-#define PROXY_PRINCIPAL_MAX  256
+#define PROXY_MAX_LISTENERS CFG_MAX_LISTENERS
+#define PROXY_MAX_UPSTREAMS CFG_MAX_MODELS
+#define PROXY_MAX_ROUTES    CFG_MAX_ROUTE_TABLE
+#define PROXY_MAX_API_KEYS  4096
+#define PROXY_MAX_WORKERS   256
+#define PROXY_MAX_CERTS     CFG_MAX_CERTS /* one ECDSA and one RSA */
+#define PROXY_HEAD_MAX      (16u * 1024)
+#define PROXY_BODY_MAX      CFG_MAX_BODY /* largest max_body accepted */
+#define PROXY_BODY_DEFAULT  (1u << 20)
+#define PROXY_OUTBUF_MAX    (256u * 1024) /* client output buffer: backpressure point */
+#define PROXY_UPHEAD_MAX    (32u * 1024)  /* upstream response head */
+#define PROXY_JWKS_MAX      (256u * 1024)
+#define PROXY_JWT_MAX       8192
+/* The principal a decision names (a policy principal id, POLICY_MAX_NAME bytes, whole: the
+ * limiter keys and egress attribution use it) + NUL. */
+#define PROXY_PRINCIPAL_MAX  (POLICY_MAX_NAME + 1)
 #define PROXY_REQUEST_ID_LEN 32
 #define PROXY_JWT_MAX_LIST   CFG_MAX_JWT_LIST /* accepted issuers, audiences */
 #define PROXY_MAX_ALPN       2            /* protocols a listener can offer: http/1.1, http/1.0 */

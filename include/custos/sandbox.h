@@ -20,14 +20,14 @@
 #include "custos/core.h"
 
 /* Named limits on what a profile may hold (checked by sandbox_profile_validate). */
-#define SANDBOX_MAX_BINDS    64
-#define SANDBOX_MAX_DEVICES  64
+#define SANDBOX_MAX_BINDS    CFG_MAX_BINDS
+#define SANDBOX_MAX_DEVICES  CFG_MAX_DEVICES
 #define SANDBOX_MAX_ENV      CFG_MAX_ENV
-#define SANDBOX_MAX_SYSCALLS 512
+#define SANDBOX_MAX_SYSCALLS CFG_MAX_SYSCALLS
 #define SANDBOX_MAX_PORTS    16
 #define SANDBOX_MAX_ARGS     4096
-#define SANDBOX_PATH_MAX     1024
-#define SANDBOX_NAME_MAX     64
+#define SANDBOX_PATH_MAX     CFG_MAX_SANDBOX_PATH
+#define SANDBOX_NAME_MAX     CFG_MAX_ID_LEN
 /* Violation events emitted one by one per second; the rest are summed (syscall "*"). */
 #define SANDBOX_VIOLATION_BURST 100
 /* Denied calls the supervisor answers per second and sandbox, at most (in slices of a tenth of
@@ -175,6 +175,9 @@ const char *const *sandbox_seccomp_always_denied(void);
 /* Name of syscall nr for the audit record: libseccomp's table, then ours for calls newer than
  * libseccomp knows; "syscall_<nr>" otherwise. Writes into out[outsz]; returns out. */
 const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz);
+/* Whether name is a system call the sandbox can filter on this architecture (what a profile's
+ * syscalls and deny_syscalls must be): config_set_syscall_check's function. */
+bool sandbox_syscall_known(const char *name);
 
 /* Maps a `sandbox_profiles.<id>` entry of custos.yaml (include/custos/config.h) onto *p:
  * built-in defaults first, then every key the entry sets. p borrows the strings of cp (keep

@@ -4,7 +4,7 @@
 # inside that namespace, with no port on the host. A chat completion and a stream go through;
 # the host cannot reach the model's port directly. What the model server writes to its stdout
 # and stderr becomes log lines naming the model (JSON lines here: every line of custos' stderr
-# parses), control characters replaced. An env value of 6000 bytes reaches it whole.
+# parses), control characters replaced.
 . "$(dirname "$0")/proxy_lib.bash"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root for the process sandbox in this test"
@@ -24,12 +24,16 @@ cat >"$fxw/model.sh" <<'SH'
 #!/bin/sh
 echo "hello from the model on stdout"
 printf 'a terminal escape \033[31m on stderr\n' >&2
+echo "LONGV has ${#LONGV} bytes"
+echo "TZ is ${TZ-unset}"
+if ln -s /nowhere /tmp/custos-deny-probe 2>/dev/null; then echo "symlink ran"; else echo "symlink refused"; fi
 exec "$@"
 SH
 chmod 755 "$fxw/model.sh"
-# An env value longer than any fixed buffer reaches the model server whole.
-long=$(head -c 6000 /dev/zero | tr '\0' x)
-perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0", CUSTOS_LONG: "'"$long"'" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
+# An env value of 4096 bytes (the most custos.yaml takes) reaches the model whole: LONGV=<value>
+# is longer than the 4096-byte buffer `up` used to print it into.
+longv=$(head -c 4096 /dev/zero | tr '\0' v)
+perl -0777 -i -pe 's/models:\n  - id: test-model\n    upstream:\n      url: "http:\/\/127.0.0.1:1\/"\n/models:\n  - id: test-model\n    sandbox:\n      type: process\n      profile: fx\n      command: [\/bin\/sh, \/opt\/fxw\/model.sh, \/opt\/fx\/model-server, --listen, "127.0.0.1:'"$mport"'", --tokens, "4", --model-id, test-model]\n      env: { ASAN_OPTIONS: "detect_leaks=0", LONGV: "'"$longv"'" }\n      port: '"$mport"'\n      health: { start_timeout: 20s }\n/' "$work/custos.yaml"
 cat >>"$work/custos.yaml" <<CFG
 sandbox_profiles:
   fx:
@@ -37,13 +41,16 @@ sandbox_profiles:
       - { src: $(dirname "$fixture"), dst: /opt/fx }
       - { src: $fxw, dst: /opt/fxw }
     limits: { memory: 1GiB, pids: 64 }
+    seccomp: { deny: [symlink, symlinkat] }
+    devices: [/dev/zero]
 CFG
 grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; }
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }
 # custos' own stdin is a file here (a background job's would be /dev/null already): the
 # model server must not get it.
 echo marker >"$work/stdin"
-CUSTOS_STDIN="$work/stdin" LOG_FORMAT=json start_custos "$work/custos.yaml"
+# TZ is set for custos; the profile's env_allow (none) passes none of its variables.
+TZ=Europe/Paris CUSTOS_STDIN="$work/stdin" LOG_FORMAT=json start_custos "$work/custos.yaml"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20)
 url="https://localhost:$PORT/v1/chat/completions"
 code=$("${C[@]}" -o "$work/out" -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
@@ -78,11 +85,17 @@ for p in $(descendants "$CU_PID"); do
 done
 if [ -n "$mpid" ]; then
 	check "the model server's stdin" "$(readlink "/proc/$mpid/fd/0")" /dev/null
-	check "a 6000-byte env value reaches the model server whole" \
-		"$(tr '\0' '\n' <"/proc/$mpid/environ" | sed -n 's/^CUSTOS_LONG=//p' | wc -c)" 6001
 else
 	fail "model server process not found"
 fi
+# The profile's seccomp.deny is in force under `up` (it was dropped), and a long env value
+# arrives whole (it was cut to fit 4096 bytes with its name).
+grep -q '"msg":"sandbox test-model: output: symlink refused"' "$work/custos.log" &&
+	ok "seccomp.deny of the profile applies" || fail "seccomp.deny ignored: $(grep -o 'output: symlink [a-z]*' "$work/custos.log")"
+grep -q '"msg":"sandbox test-model: output: TZ is unset"' "$work/custos.log" &&
+	ok "a profile without env_allow passes no host variable" || fail "host variable passed: $(grep -o 'output: TZ is [^"]*' "$work/custos.log")"
+grep -q '"msg":"sandbox test-model: output: LONGV has 4096 bytes"' "$work/custos.log" &&
+	ok "a 4096-byte env value reaches the model whole" || fail "env value cut: $(grep -o 'output: LONGV has [0-9]* bytes' "$work/custos.log")"
 # The model server's output: log lines naming it, JSON like every other line.
 grep -q '"msg":"sandbox test-model: output: hello from the model on stdout"' "$work/custos.log" &&
 	ok "the model's stdout is a log line naming it" || fail "no stdout line: $(grep -v '^{' "$work/custos.log" | head -3)"

@@ -1667,6 +1667,98 @@ static void listeners_text(tbuf *b, size_t n)
 		tb(b, "  - {id: l%zu, address: /run/l%zu.sock}\n", i, i);
 }
 
+/* What a process sandbox refuses at start (sandbox_profile_validate) is refused by config check
+ * at the node: paths of SANDBOX_PATH_MAX bytes or more, '..' components, a bind onto the root,
+ * "/dev/" with no device, an env_allow entry with '=', and a model id the sandbox cannot be
+ * named after. */
+static void expect_pos(const char *text, const char *needle, unsigned line, unsigned col,
+                       const char *hint)
+{
+	diag_list d;
+	const diag_item *it = parse_fail(text, &d, needle);
+
+	if (it->line != line || it->col != col)
+		diag_print(&d, stderr);
+	assert_int_equal(it->line, line);
+	assert_int_equal(it->col, col);
+	if (hint) {
+		assert_non_null(it->hint);
+		assert_non_null(strstr(it->hint, hint));
+	}
+	diag_free(&d);
+}
+
+static void profile_text(tbuf *b, const char *body)
+{
+	b->n = 0;
+	tb(b, "version: 1\nsandbox_profiles:\n  p:\n%s", body);
+}
+
+static void test_up_bound_sandbox_paths(void **state)
+{
+	(void)state;
+	static tbuf b, line;
+	char path[CFG_MAX_SANDBOX_PATH + 2];
+
+	/* 1023 bytes: taken; 1024: refused at the value, 5:15 */
+	memset(path, 'a', sizeof(path));
+	path[0] = '/';
+	path[CFG_MAX_SANDBOX_PATH - 1] = '\0';
+	line.n = 0;
+	tb(&line, "    binds:\n      - {src: %s, dst: /x}\n", path);
+	profile_text(&b, line.s);
+	config_free(parse_ok(b.s));
+	path[CFG_MAX_SANDBOX_PATH - 1] = 'a';
+	path[CFG_MAX_SANDBOX_PATH] = '\0';
+	line.n = 0;
+	tb(&line, "    binds:\n      - {src: %s, dst: /x}\n", path);
+	profile_text(&b, line.s);
+	expect_pos(b.s, "bind src is 1024 bytes; the limit is 1023", 5, 15, "SANDBOX_PATH_MAX");
+	/* '..' components and the root */
+	profile_text(&b, "    binds:\n      - {src: /s, dst: /data/../etc}\n");
+	expect_pos(b.s, "bind dst '/data/../etc' has a '..' component", 5, 24, "'..'");
+	profile_text(&b, "    binds:\n      - {src: /s/.., dst: /x}\n");
+	expect_pos(b.s, "bind src '/s/..' has a '..' component", 5, 15, "'..'");
+	profile_text(&b, "    binds:\n      - {src: /s..t, dst: /x..}\n"); /* not components */
+	config_free(parse_ok(b.s));
+	profile_text(&b, "    binds:\n      - {src: /s, dst: /}\n");
+	expect_pos(b.s, "cannot replace the sandbox's root", 5, 24, "dst: /data");
+	profile_text(&b, "    binds:\n      - {src: /}\n");
+	expect_pos(b.s, "cannot replace the sandbox's root", 5, 15, "give dst");
+	profile_text(&b, "    scratch: {type: dir, path: /var/../x}\n");
+	expect_pos(b.s, "scratch path '/var/../x' has a '..' component", 4, 32, "'..'");
+	/* devices: a name under /dev/ */
+	profile_text(&b, "    devices: [/dev/]\n");
+	expect_pos(b.s, "device '/dev/' is not under /dev/", 4, 15, NULL);
+	profile_text(&b, "    devices: [/dev/nvidia0, /dev/dri/card0]\n");
+	config_free(parse_ok(b.s));
+	/* env_allow: names */
+	profile_text(&b, "    env_allow: [LANG, A=B]\n");
+	expect_pos(b.s, "'A=B' is not a variable name", 4, 23, "sandbox.env");
+}
+
+static void test_up_bound_sandbox_name(void **state)
+{
+	(void)state;
+	static const char head[] = "version: 1\nsandbox_profiles: {p: {}}\nmodels:\n";
+	static tbuf b;
+
+	b.n = 0;
+	tb(&b, "%s  - id: org/m\n    sandbox: {type: process, profile: p, command: [/bin/true]}\n",
+	   head);
+	expect_pos(b.s, "model 'org/m' runs in a process sandbox", 4, 9, "SANDBOX_NAME_MAX");
+	b.n = 0;
+	tb(&b,
+	   "%s  - id: org.m\n    aliases: [org/m]\n"
+	   "    sandbox: {type: process, profile: p, command: [/bin/true]}\n",
+	   head);
+	config_free(parse_ok(b.s));
+	/* an upstream model's id is not a sandbox's name */
+	b.n = 0;
+	tb(&b, "%s  - id: org/m\n    upstream: {url: \"http://127.0.0.1:1/\"}\n", head);
+	config_free(parse_ok(b.s));
+}
+
 static void test_up_bound_listeners(void **state)
 {
 	(void)state;
@@ -1984,6 +2076,8 @@ int main(void)
 		cmocka_unit_test(test_up_bound_vm_model_id),
 		cmocka_unit_test(test_up_bound_env),
 		cmocka_unit_test(test_up_bound_cpu),
+		cmocka_unit_test(test_up_bound_sandbox_paths),
+		cmocka_unit_test(test_up_bound_sandbox_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,21 @@ static void test_attribution(void **st)
 	assert_int_equal(attr(NULL, "", rid, pr), EGRESS_ATTR_NONE);
 }
 
+/* A policy principal id (POLICY_MAX_NAME bytes) is attributed whole: egress rules look the
+ * principal up by this name. */
+static void test_policy_principal_whole(void **st)
+{
+	char rid[EGRESS_ID_MAX], pr[EGRESS_PRINCIPAL_MAX];
+	char name[POLICY_MAX_NAME + 1];
+	(void)st;
+	memset(name, 'q', POLICY_MAX_NAME);
+	name[POLICY_MAX_NAME] = '\0';
+	uint64_t t = egress_ingress_begin("m8", "r", name);
+	assert_int_equal(attr("m8", "", rid, pr), EGRESS_ATTR_SOLE);
+	assert_string_equal(pr, name);
+	egress_ingress_end(t);
+}
+
 static void test_long_ids_truncated(void **st)
 {
 	char rid[EGRESS_ID_MAX], pr[EGRESS_PRINCIPAL_MAX];
@@ -82,6 +97,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_attribution),
+		cmocka_unit_test(test_policy_principal_whole),
 		cmocka_unit_test(test_long_ids_truncated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,7 @@
  * on egress, limits over several windows, what `policy check` must refuse with a position,
  * and that `policy test` sees what the proxy sees (JWT group cap, every deciding rule).
  */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "custos/inspect.h"
 #include "custos/lazylib.h"
 #include "custos/policy.h"
 #include "policy/policy_int.h"
@@ -398,6 +400,30 @@ static void test_detector_patterns_checked(void **state)
 	policy_unref(must("version: 1\ndetectors:\n  emp: { patterns: ['\\bEMP-[0-9]{6}\\b'] }\n"));
 }
 
+/* A pattern hs_expression_info passes but Hyperscan cannot compile for streaming ("Pattern is
+ * too large."): check refuses it at its position, as the proxy's engine refuses it at start. */
+static void test_detector_patterns_compiled_for_streaming(void **state)
+{
+	(void)state;
+	if (lazylib_hyperscan() != CUSTOS_OK)
+		skip();
+	static const char big[] =
+	        "version: 1\ndetectors:\n  big: { patterns: ['[a-z]{1,100}@[a-z]{1,300}'] }\n"
+	        "rules:\n  - id: r\n    effect: allow\n    inspect: { prompt: { big: deny } }\n";
+	expect_error_at(big, "detector 'big': pattern: Pattern is too large", 3, 21, NULL, 0);
+	/* the same shape, smaller: accepted, and the engine built from it compiles */
+	policy *p = must(
+	        "version: 1\ndetectors:\n  big: { patterns: ['[a-z]{1,10}@[a-z]{1,30}'] }\n"
+	        "rules:\n  - id: r\n    effect: allow\n    inspect: { prompt: { big: deny } }\n");
+	inspect_engine *e = NULL;
+	assert_int_equal(inspect_engine_from_policy(p, &e), CUSTOS_OK);
+	inspect_engine_free(e);
+	policy_unref(p);
+	/* a keyword is checked as the literal the engine compiles */
+	policy_unref(must(
+	        "version: 1\ndetectors:\n  kw: { patterns: ['K[0-9]{4}'], keywords: [staff] }\n"));
+}
+
 /* ---- 6. an id listed twice counts once */
 static void test_duplicate_list_items(void **state)
 {
@@ -637,6 +663,59 @@ static void load_hash(const char *path, char out[65])
 	diag_free(&d);
 }
 
+/* An include path that does not fit PATH_MAX once joined to its directory is refused at the
+ * include, never cut short: cut at PATH_MAX - 1 bytes this one would name inc.yaml. */
+static void test_include_path_too_long(void **state)
+{
+	(void)state;
+	write_file("inc.yaml", "rules:\n  - { id: r, effect: allow }\n");
+	char *dir = realpath(tmpdir, NULL);
+	assert_non_null(dir);
+	/* dir + "/" + "./" + slashes + "inc.yaml" is PATH_MAX - 1 bytes; "ZZ" goes past */
+	size_t fixed = strlen(dir) + 1 + 2 + strlen("inc.yaml");
+	assert_true(fixed < PATH_MAX - 1);
+	size_t m = PATH_MAX - 1 - fixed;
+	size_t tl = 64 + m + 32;
+	char *text = malloc(tl);
+	assert_non_null(text);
+	int off = snprintf(text, tl, "version: 1\ninclude:\n  - './");
+	memset(text + off, '/', m);
+	snprintf(text + off + m, tl - (size_t)off - m, "inc.yamlZZ'\n");
+	write_file("long.yaml", text);
+	free(text);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/long.yaml", dir);
+	diag_list d;
+	diag_init(&d);
+	policy *p = NULL;
+	assert_int_not_equal(policy_load(path, &p, &d), CUSTOS_OK);
+	assert_null(p);
+	const diag_item *it = find_diag(&d, DIAG_ERROR, "include path too long");
+	if (it == NULL)
+		diag_print(&d, stderr);
+	assert_non_null(it);
+	assert_int_equal(it->line, 3);
+	assert_int_equal(it->col, 5);
+	assert_non_null(strstr(it->hint, "PATH_MAX"));
+	diag_free(&d);
+	/* two bytes shorter (without "ZZ"), PATH_MAX - 1 bytes in all: it fits, inc.yaml loads */
+	text = malloc(tl);
+	assert_non_null(text);
+	off = snprintf(text, tl, "version: 1\ninclude:\n  - './");
+	memset(text + off, '/', m);
+	snprintf(text + off + m, tl - (size_t)off - m, "inc.yaml'\n");
+	write_file("long.yaml", text);
+	free(text);
+	diag_init(&d);
+	if (policy_load(path, &p, &d) != CUSTOS_OK)
+		diag_print(&d, stderr);
+	assert_non_null(p);
+	assert_int_equal(policy_rule_count(p), 1);
+	policy_unref(p);
+	diag_free(&d);
+	free(dir);
+}
+
 static void test_files(void **state)
 {
 	(void)state;
@@ -836,6 +915,8 @@ int main(void)
 		cmocka_unit_test(test_route_is_ingress_only),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_detector_patterns_checked),
+		cmocka_unit_test(test_detector_patterns_compiled_for_streaming),
+		cmocka_unit_test(test_include_path_too_long),
 		cmocka_unit_test(test_duplicate_list_items),
 		cmocka_unit_test(test_duplicate_positions),
 		cmocka_unit_test(test_globs),

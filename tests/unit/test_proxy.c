@@ -106,6 +106,35 @@ static void test_rate_limit(void **state)
 	limiter_free(l);
 }
 
+/* A policy principal id of POLICY_MAX_NAME bytes is the decision's principal whole: it keys
+ * the rate limiter and the egress attribution, so an empty or cut name would merge buckets. */
+static void test_decide_long_principal(void **state)
+{
+	(void)state;
+	char name[POLICY_MAX_NAME + 1], text[1024], path[] = "/tmp/custos-decide-XXXXXX";
+	memset(name, 'p', POLICY_MAX_NAME);
+	name[POLICY_MAX_NAME] = '\0';
+	snprintf(text, sizeof(text),
+	         "version: 1\nprincipals:\n  %s: { match: { api_key_sha256: "
+	         "\"0000000000000000000000000000000000000000000000000000000000000001\" } }\n"
+	         "rules:\n  - { id: r, effect: allow }\n",
+	         name);
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	struct decide_policy *dp = NULL;
+	custos_err e = decide_load(path, &dp);
+	unlink(path);
+	assert_int_equal(e, CUSTOS_OK);
+	ident id = { .method = IDENT_API_KEY, .has_api_key = true, .key_principal = name };
+	decide_out out;
+	decide_principal(dp, &id, &out);
+	assert_true(out.principal_known);
+	assert_string_equal(out.principal, name);
+	decide_free(dp);
+}
+
 /* Limits over different windows all hold: 2 a second and 3 a minute is no burst of 100000 a
  * day, and the day's limit still counts what the second's allowed. */
 static void test_rate_limit_windows(void **state)
@@ -581,6 +610,7 @@ int main(void)
 		cmocka_unit_test(test_timer_order),
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_rate_limit_windows),
+		cmocka_unit_test(test_decide_long_principal),
 		cmocka_unit_test(test_token_budget),
 		cmocka_unit_test(test_api_key),
 		cmocka_unit_test_setup_teardown(test_jwt, jwt_setup, jwt_teardown),

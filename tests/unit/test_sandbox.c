@@ -770,6 +770,63 @@ static void self_restrict_ids(void **state)
 	assert_int_equal(WTERMSIG(st), SIGSYS);
 }
 
+/* With the sandbox's table installed (as the custos binary does), config check refuses at its
+ * position a system call name the sandbox would refuse at start; every name it passes, the
+ * mapped profile validates. */
+static void config_syscall_names(void **state)
+{
+	static const char ok[] = "version: 1\nsandbox_profiles:\n  p:\n"
+	                         "    seccomp: { allow: [sysfs, getcpu], deny: [mbind] }\n";
+	static const char bad_allow[] = "version: 1\nsandbox_profiles:\n  p:\n"
+	                                "    seccomp: { allow: [sysfs, frobnicate] }\n";
+	static const char bad_deny[] = "version: 1\nsandbox_profiles:\n  p:\n"
+	                               "    seccomp: { deny: [mbind, no_such_call] }\n";
+	custos_config *cfg = NULL;
+	diag_list d;
+	sandbox_profile p;
+	(void)state;
+	/* without the table (core alone) the spelling passes; the sandbox refuses the name */
+	config_set_syscall_check(NULL);
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", bad_allow, sizeof(bad_allow) - 1, &cfg, &d),
+	                 CUSTOS_OK);
+	diag_free(&d);
+	assert_int_not_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "p"), &p),
+	                     CUSTOS_OK);
+	config_free(cfg);
+
+	config_set_syscall_check(sandbox_syscall_known);
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", ok, sizeof(ok) - 1, &cfg, &d), CUSTOS_OK);
+	diag_free(&d);
+	assert_int_equal(sandbox_profile_from_cfg(config_find_profile(cfg, "p"), &p), CUSTOS_OK);
+	sandbox_profile_cfg_free(&p);
+	config_free(cfg);
+	const char *texts[] = { bad_allow, bad_deny };
+	const char *names[] = { "unknown system call 'frobnicate'",
+		                "unknown system call 'no_such_call'" };
+	const unsigned cols[] = { 31, 30 };
+	for (size_t t = 0; t < 2; t++) {
+		cfg = (custos_config *)1;
+		diag_init(&d);
+		assert_int_not_equal(config_parse("t.yaml", texts[t], strlen(texts[t]), &cfg, &d),
+		                     CUSTOS_OK);
+		assert_null(cfg);
+		const diag_item *it = NULL;
+		for (size_t i = 0; i < d.n && it == NULL; i++)
+			if (strstr(d.items[i].message, names[t]))
+				it = &d.items[i];
+		if (it == NULL || it->line != 4 || it->col != cols[t])
+			diag_print(&d, stderr);
+		assert_non_null(it);
+		assert_int_equal(it->line, 4);
+		assert_int_equal(it->col, cols[t]);
+		assert_non_null(strstr(it->hint, "libseccomp"));
+		diag_free(&d);
+	}
+	config_set_syscall_check(NULL);
+}
+
 static void from_config(void **state)
 {
 	static const char yaml[] =
@@ -829,7 +886,8 @@ int main(void)
 		cmocka_unit_test(landlock_masks),        cmocka_unit_test(self_restrict_refuses),
 		cmocka_unit_test(self_restrict_threads), cmocka_unit_test(self_restrict),
 		cmocka_unit_test(self_restrict_notify),  cmocka_unit_test(self_restrict_ids),
-		cmocka_unit_test(from_config),           cmocka_unit_test(landlock_narrow),
+		cmocka_unit_test(from_config),           cmocka_unit_test(config_syscall_names),
+		cmocka_unit_test(landlock_narrow),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
