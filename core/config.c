@@ -68,34 +68,20 @@ _Static_assert(CFG_MAX_SANDBOX_PATH == 1024, "a sandbox path's hint says 1023 by
 	"with egress on, custos up adds http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY to "   \
 	"the " UP_N(CFG_MAX_ENV) " variables a sandbox may have (SANDBOX_MAX_ENV)"
 
-static bool u64_up_bound(cfg_ctx *c, ydoc_node *m, const char *key, uint64_t min, uint64_t max,
-                         const char *hint, uint64_t *out)
+/* KEY as a number (bytes: a size such as 64MiB) of at least MIN; above MAX, the runtime's
+ * bound, an error at its position with HINT naming where the bound comes from. */
+static bool up_bound(cfg_ctx *c, ydoc_node *m, const char *key, bool bytes, uint64_t min,
+                     uint64_t max, const char *hint, uint64_t *out)
 {
 	uint64_t v;
 
-	if (!cfg_u64(c, m, key, min, UINT64_MAX, &v))
+	if (!(bytes ? cfg_size(c, m, key, min, UINT64_MAX, &v)
+	            : cfg_u64(c, m, key, min, UINT64_MAX, &v)))
 		return false;
 	if (v > max) {
 		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
-		           "'%s': %llu is above the limit of %llu", key, (unsigned long long)v,
-		           (unsigned long long)max);
-		return false;
-	}
-	*out = v;
-	return true;
-}
-
-static bool size_up_bound(cfg_ctx *c, ydoc_node *m, const char *key, uint64_t min, uint64_t max,
-                          const char *hint, uint64_t *out)
-{
-	uint64_t v;
-
-	if (!cfg_size(c, m, key, min, UINT64_MAX, &v))
-		return false;
-	if (v > max) {
-		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
-		           "'%s': %llu bytes is above the limit of %llu bytes", key,
-		           (unsigned long long)v, (unsigned long long)max);
+		           "'%s': %llu%s is above the limit of %llu%s", key, (unsigned long long)v,
+		           bytes ? " bytes" : "", (unsigned long long)max, bytes ? " bytes" : "");
 		return false;
 	}
 	*out = v;
@@ -149,7 +135,7 @@ static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
 	 * that the number written is the number in force. */
 	ydoc_node *bm = cfg_get(m, "body_max");
 	uint64_t body = 0;
-	if (size_up_bound(c, m, "body_max", 0, CFG_MAX_BODY, HINT_BODY_MAX, &body)) {
+	if (up_bound(c, m, "body_max", true, 0, CFG_MAX_BODY, HINT_BODY_MAX, &body)) {
 		if (body == 0)
 			ydoc_error(c->doc, bm, c->d, "write the largest body to accept, e.g. 1MiB",
 			           "'body_max' must be at least 1 byte");
@@ -1074,8 +1060,8 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 	if (m == NULL)
 		return;
 	p->vm.enabled = true;
-	u64_up_bound(c, m, "vcpus", 1, CFG_MAX_VCPUS, HINT_VCPUS, &p->vm.vcpus);
-	size_up_bound(c, m, "memory", 64u << 20, CFG_MAX_VM_MEMORY, HINT_VM_MEMORY, &p->vm.memory);
+	up_bound(c, m, "vcpus", false, 1, CFG_MAX_VCPUS, HINT_VCPUS, &p->vm.vcpus);
+	up_bound(c, m, "memory", true, 64u << 20, CFG_MAX_VM_MEMORY, HINT_VM_MEMORY, &p->vm.memory);
 	cfg_bool(c, m, "hugepages", &p->vm.hugepages);
 	ydoc_node *pin = cfg_seq(c, m, "cpu_pinning", CFG_MAX_VCPUS);
 	if (pin) {
