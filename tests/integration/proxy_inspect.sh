@@ -56,11 +56,7 @@ wait_until 60 test -s "$work/parts.port"
 [ -s "$work/parts.port" ] || skip "parts upstream did not start: $(cat "$work/parts.err")"
 parts_port=$(cat "$work/parts.port")
 # raw answers (raw_upstream.py, picked by X-Raw): content-encoded ones under inspection
-python3 "$(dirname "$0")/raw_upstream.py" "$work/raw.port" "$work/raw.log" 2>"$work/raw.err" &
-pids+=($!)
-wait_until 60 test -s "$work/raw.port"
-[ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
-raw_port=$(cat "$work/raw.port")
+start_raw_upstream
 
 cat >"$work/policy.yaml" <<POL
 version: 1
@@ -124,7 +120,7 @@ EXTRA_MODELS="  - id: card-model
   - id: big-model
     upstream: { url: \"http://127.0.0.1:$big_port/\" }
   - id: raw-model
-    upstream: { url: \"http://127.0.0.1:$raw_port/\" }
+    upstream: { url: \"http://127.0.0.1:$RAW_PORT/\" }
   - id: parts-model
     upstream: { url: \"http://127.0.0.1:$parts_port/\" }
 routes:

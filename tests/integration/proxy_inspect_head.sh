@@ -11,10 +11,7 @@
 command -v python3 >/dev/null || skip "python3 not installed"
 
 make_pki
-python3 "$(dirname "$0")/raw_upstream.py" "$work/raw.port" "$work/raw.log" 2>"$work/raw.err" &
-pids+=($!)
-wait_until 60 test -s "$work/raw.port"
-[ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
+start_raw_upstream
 
 cat >"$work/policy.yaml" <<POL
 version: 1
@@ -35,7 +32,7 @@ rules:
       response: { payment_card: redact, email: redact, aws_access_key: deny }
 POL
 chmod 644 "$work/policy.yaml"
-write_config "$work/custos.yaml" "$(cat "$work/raw.port")"
+write_config "$work/custos.yaml" "$RAW_PORT"
 start_custos "$work/custos.yaml"
 
 URL="http://127.0.0.1:$PORT2/v1/models"

@@ -163,6 +163,18 @@ start_fixture() {
 	[ -n "$FX_PORT" ] || { cat "$work/$name.log"; skip "model-server fixture did not start"; }
 }
 
+# start_raw_upstream: starts raw_upstream.py (a TEST FIXTURE answering what X-Raw picks), its
+# requests in $work/raw.log; sets RAW_PORT. Skips the test when python3 is missing or it fails.
+start_raw_upstream() {
+	command -v python3 >/dev/null || skip "python3 not installed"
+	python3 "$(dirname "${BASH_SOURCE[0]}")/raw_upstream.py" "$work/raw.port" "$work/raw.log" \
+		2>"$work/raw.err" &
+	pids+=($!)
+	wait_until 60 test -s "$work/raw.port"
+	[ -s "$work/raw.port" ] || skip "raw upstream did not start: $(cat "$work/raw.err")"
+	RAW_PORT=$(cat "$work/raw.port")
+}
+
 # start_custos CONFIG: starts custos up (logs as LOG_FORMAT, default text, in $work/custos.log);
 # sets CU_PID and PORT (listener 1), PORT2 (listener 2).
 start_custos() {
