@@ -470,12 +470,21 @@ static void check_pattern(struct cc *c, const ydoc *doc, ydoc_node *n, const cha
 		c->hs_warned = true;
 		return;
 	}
-	if (inspect_pattern_compile(pattern, NULL) != CUSTOS_OK)
+	unsigned width = 0;
+	if (inspect_pattern_compile(pattern, &width) != CUSTOS_OK)
 		ydoc_error(
 		        doc, n, c->d,
 		        "detector patterns use the Hyperscan (PCRE subset) syntax and are compiled "
 		        "for streaming; a large bounded repeat may not fit",
 		        "detector '%s': %s", det, err_msg());
+	else if (width > INSPECT_MAX_PATTERN_WIDTH)
+		ydoc_warn(doc, n, c->d,
+		          "bound the repeats (e.g. {1,64} for +) if the values are shorter; block "
+		          "scans and JSON bodies see a match whole",
+		          "detector '%s': a match may be longer than %d bytes "
+		          "(INSPECT_MAX_PATTERN_WIDTH): in a stream its first part may be released "
+		          "before it is found",
+		          det, INSPECT_MAX_PATTERN_WIDTH);
 }
 
 static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v)

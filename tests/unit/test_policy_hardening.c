@@ -422,6 +422,29 @@ static void test_detector_patterns_compiled_for_streaming(void **state)
 	/* a keyword is checked as the literal the engine compiles */
 	policy_unref(must(
 	        "version: 1\ndetectors:\n  kw: { patterns: ['K[0-9]{4}'], keywords: [staff] }\n"));
+	/* a match that may pass INSPECT_MAX_PATTERN_WIDTH (512) bytes: accepted with a warning
+	 * at the pattern (a stream may release its first part); one of 512 at most: none */
+	diag_list d;
+	p = parse("version: 1\ndetectors:\n  acct: { patterns: ['ID-[0-9]{4}', 'ACCT-[0-9]+'] }\n",
+	          &d);
+	assert_non_null(p);
+	const diag_item *w = find_diag(&d, DIAG_WARNING, "a match may be longer than 512 bytes");
+	assert_non_null(w);
+	assert_int_equal(w->line, 3);
+	assert_int_equal(w->col, 37);
+	diag_free(&d);
+	policy_unref(p);
+	p = parse("version: 1\ndetectors:\n  acct: { patterns: ['A[0-9]{511}', 'B[0-9]{1,64}'] }\n",
+	          &d);
+	assert_non_null(p);
+	assert_null(find_diag(&d, DIAG_WARNING, "a match may be longer"));
+	diag_free(&d);
+	policy_unref(p);
+	p = parse("version: 1\ndetectors:\n  acct: { patterns: ['A[0-9]{512}'] }\n", &d);
+	assert_non_null(p);
+	assert_non_null(find_diag(&d, DIAG_WARNING, "a match may be longer than 512 bytes"));
+	diag_free(&d);
+	policy_unref(p);
 }
 
 /* ---- 6. an id listed twice counts once */
