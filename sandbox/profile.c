@@ -134,6 +134,12 @@ custos_err sandbox_profile_validate(const sandbox_profile *p)
 	for (size_t i = 0; i < p->n_devices; i++)
 		GUARD(check_rel("device", p->devices[i]));
 	ENSURE(p->gpu <= SANDBOX_GPU_AMD, CUSTOS_ERR_INVAL, "sandbox profile: bad gpu value");
+	/* The cgroup backends limit swap beside memory only (v1: memsw = memory + swap): a swap
+	 * limit alone would be no limit at all. */
+	ENSURE(p->limits.swap_bytes == 0 || p->limits.memory_bytes != 0, CUSTOS_ERR_INVAL,
+	       "sandbox profile '%s': limits.swap needs limits.memory (swap is limited only beside "
+	       "a memory limit)",
+	       p->name);
 	ENSURE(p->seccomp <= SANDBOX_SECCOMP_CUSTOM, CUSTOS_ERR_INVAL,
 	       "sandbox profile: bad seccomp value");
 	ENSURE(p->cgroup <= SANDBOX_CGROUP_OFF, CUSTOS_ERR_INVAL,

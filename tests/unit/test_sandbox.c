@@ -85,6 +85,12 @@ static void validate_rejects(void **state)
 	BAD(CUSTOS_ERR_INVAL, p.gpu = (sandbox_gpu)7);
 	BAD(CUSTOS_ERR_LIMIT, p.limits.nofile = 1u << 21);
 	BAD(CUSTOS_ERR_INVAL, p.uid = (uid_t)-1);
+	/* swap is limited only beside a memory limit (v1's memsw counts both; v2's swap.max is
+	 * written with memory.max): alone it would be silently unlimited */
+	BAD(CUSTOS_ERR_INVAL, (p.limits.memory_bytes = 0, p.limits.swap_bytes = 1u << 20));
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.limits.swap_bytes = 1u << 20;
+	assert_int_equal(sandbox_profile_validate(&p), CUSTOS_OK);
 #undef BAD
 	assert_int_equal(sandbox_profile_validate(NULL), CUSTOS_ERR_INVAL);
 }
