@@ -224,7 +224,7 @@ int cmd_vm_run(int argc, char **argv)
 			break;
 		case 'C':
 			p.channel_paths[0] = optarg;
-			p.channel_names[0] = "org.custos.mux.0";
+			p.channel_names[0] = VM_CHANNEL_NAME;
 			p.n_channels = 1;
 			break;
 		case 'V': /* N, or auto: the lowest free CID (vm_vsock_cid_reserve) */
