@@ -110,18 +110,13 @@ static bool path_nth(const char *path, unsigned n, char *out, size_t size)
  * those is taken by a VM of this custos still running, custos-<id>-<n> and the paths with
  * "-<n>" before their extension (path_nth), for the lowest n from 2 that is free. Links u to
  * live_vms. */
-static custos_err live_claim(struct up_vm *u, const char *id, const char *chan_socket,
-                             const char *console_log)
+static custos_err live_claim(struct up_vm *u, const char *id, const cfg_profile *pr)
 {
-	char name[VM_NAME_MAX + 1], path[108] /* sun_path */, console[4096], dflt[108];
+	char name[VM_NAME_MAX + 1], path[108] /* sun_path */, console[4096], chan_socket[108];
+	const char *console_log = pr ? pr->vm.console_log : NULL;
 	custos_err e = CUSTOS_OK;
 
-	if (chan_socket == NULL) {
-		int r = snprintf(dflt, sizeof(dflt), "/run/custos/vm-%s.sock", id);
-		ENSURE(r > 0 && (size_t)r < sizeof(dflt), CUSTOS_ERR_LIMIT,
-		       "model %s: channel socket path too long", id);
-		chan_socket = dflt;
-	}
+	GUARD(vm_config_chan_socket(id, pr, chan_socket, sizeof(chan_socket)));
 	pthread_mutex_lock(&live_mu);
 	for (unsigned n = 1;; n++) {
 		if (n > VM_INSTANCES_MAX) {
@@ -494,7 +489,7 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	u->health = m->sandbox.health.path ? xstrdup(m->sandbox.health.path) : NULL;
 	u->timeout_ns = m->sandbox.health.start_timeout_ns ? m->sandbox.health.start_timeout_ns
 	                                                   : 120 * NS_PER_S;
-	e = live_claim(u, m->id, pr ? pr->vm.channel_socket : NULL, pr ? pr->vm.console_log : NULL);
+	e = live_claim(u, m->id, pr);
 	if (e != CUSTOS_OK) {
 		cli_vm_stop(u);
 		return e;

@@ -4,6 +4,7 @@
  * (cli/vm_up.c) uses it for every VM it starts, at start and on a reload, and the unit tests
  * drive it without libvirt. A setting it cannot carry into the VM is refused, never dropped.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "custos/vm.h"
@@ -56,5 +57,14 @@ custos_err vm_profile_from_config(const cfg_model *m, const cfg_profile *pr,
 		GUARD(err_wrap(
 		        vm_pci_parse(span_cstr(pr->vm.hostdev[i]), &p->hostdevs[p->n_hostdevs++]),
 		        "model %s: hostdev %s", id, pr->vm.hostdev[i]));
+	return CUSTOS_OK;
+}
+
+custos_err vm_config_chan_socket(const char *id, const cfg_profile *pr, char *out, size_t size)
+{
+	int r = pr && pr->vm.channel_socket ? snprintf(out, size, "%s", pr->vm.channel_socket)
+	                                    : snprintf(out, size, "/run/custos/vm-%s.sock", id);
+	ENSURE(r > 0 && (size_t)r < size, CUSTOS_ERR_LIMIT,
+	       "model %s: channel socket path too long", id);
 	return CUSTOS_OK;
 }

@@ -178,6 +178,10 @@ typedef struct vm_config_vm {
  * borrowed from m, pr and inst. */
 custos_err vm_profile_from_config(const cfg_model *m, const cfg_profile *pr,
                                   const vm_config_vm *inst, int pin[], vm_profile *p) CUSTOS_WUR;
+/* The virtio-serial socket of model id's first VM: the profile's vm.channel_socket, else
+ * /run/custos/vm-<id>.sock. CUSTOS_ERR_LIMIT when it does not fit size (108: sun_path). */
+custos_err vm_config_chan_socket(const char *id, const cfg_profile *pr, char *out,
+                                 size_t size) CUSTOS_WUR;
 
 /* `channel: auto`: VM_CHAN_VSOCK when vhost_dev (NULL = VM_VHOST_VSOCK_DEV) exists and is a
  * character device, VM_CHAN_VIRTIO_SERIAL otherwise. */
