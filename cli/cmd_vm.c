@@ -161,12 +161,64 @@ custos_err cli_vm_check_seccomp(const char *run_dir, const char *name, uint64_t 
 	}
 }
 
+/* --config FILE --model ID: the VM `custos up` starts first for that model (domain
+ * custos-<id>, its channel socket and console log), mapped by vm_profile_from_config, the
+ * mapping `up` uses. p's strings point into *cfg and chan (the caller keeps both). */
+struct vm_from_cfg {
+	custos_config *cfg;
+	const cfg_model *m;
+	char name[VM_NAME_MAX + 1];
+	char chan[108];
+	int pin[VM_MAX_VCPUS];
+	vm_chan_kind kind;
+};
+
+static custos_err vm_run_from_config(const char *path, const char *id, struct vm_from_cfg *c,
+                                     vm_profile *p)
+{
+	diag_list d;
+	diag_init(&d);
+	custos_err e = config_load(path, &c->cfg, &d);
+	diag_print(&d, stderr);
+	diag_free(&d);
+	ENSURE(e == CUSTOS_OK, e, "%s: not a valid configuration", path);
+	c->m = config_find_model(c->cfg, id);
+	ENSURE(c->m && c->m->sandbox.type == CFG_SANDBOX_VM, CUSTOS_ERR_INVAL,
+	       "%s: no model '%s' with sandbox.type: vm", path, id);
+	const cfg_profile *pr = &c->cfg->profiles[c->m->sandbox.profile_index];
+	int r = snprintf(c->name, sizeof(c->name), CFG_VM_DOMAIN_PREFIX "%s", c->m->id);
+	ENSURE(r > 0 && (size_t)r < sizeof(c->name), CUSTOS_ERR_LIMIT,
+	       "model %s: id too long for a domain name", c->m->id);
+	GUARD(vm_config_chan_socket(c->m->id, pr, c->chan, sizeof(c->chan)));
+	if (pr->vm.channel == CFG_VM_AUTO) {
+		c->kind = vm_channel_auto(NULL);
+		log_info("vm: model %s: channel auto -> %s", c->m->id, vm_chan_kind_name(c->kind));
+	} else {
+		c->kind = pr->vm.channel == CFG_VM_VSOCK ? VM_CHAN_VSOCK : VM_CHAN_VIRTIO_SERIAL;
+	}
+	vm_config_vm inst = { .name = c->name,
+		              .chan = c->kind,
+		              .chan_path = c->chan,
+		              .console_log = pr->vm.console_log };
+	return vm_profile_from_config(c->m, pr, &inst, c->pin, p);
+}
+
+static int vm_run_usage_cfg(struct vm_from_cfg *fc, const char *msg)
+{
+	int rc = vm_usage_error(msg);
+	config_free(fc->cfg);
+	fc->cfg = NULL;
+	return rc;
+}
+
 int cmd_vm_run(int argc, char **argv)
 {
 	vm_profile p = { .vcpus = 1, .memory_mib = 256, .boot = VM_BOOT_KERNEL };
 	const char *uri = "qemu:///system", *run_dir = NULL, *forward = NULL, *egress = NULL;
 	const char *ready_file = NULL, *events_path = NULL;
+	const char *config = NULL, *model_id = NULL, *profile_flag = NULL;
 	uint64_t timeout_s = 60;
+	bool timeout_set = false, print_xml = false;
 	bool use_vsock = false;
 	unsigned vsock_want = 0;
 	static const struct option opts[] = {
@@ -187,12 +239,18 @@ int cmd_vm_run(int argc, char **argv)
 		{ "ready-file", required_argument, NULL, 'R' },
 		{ "events", required_argument, NULL, 'E' },
 		{ "timeout-s", required_argument, NULL, 'T' },
+		{ "config", required_argument, NULL, 'F' },
+		{ "model", required_argument, NULL, 'M' },
+		{ "print-xml", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	int c, li = 0;
 	uint64_t v;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", opts, &li)) != -1) {
+		/* The VM's own settings: from the command line, or all from --config. */
+		if (c > 0 && strchr("untkicmvCVl", c))
+			profile_flag = opts[li].name;
 		switch (c) {
 		case 'u':
 			uri = optarg;
@@ -224,7 +282,7 @@ int cmd_vm_run(int argc, char **argv)
 			break;
 		case 'C':
 			p.channel_paths[0] = optarg;
-			p.channel_names[0] = "org.custos.mux.0";
+			p.channel_names[0] = VM_CHANNEL_NAME;
 			p.n_channels = 1;
 			break;
 		case 'V': /* N, or auto: the lowest free CID (vm_vsock_cid_reserve) */
@@ -258,39 +316,85 @@ int cmd_vm_run(int argc, char **argv)
 		case 'T':
 			if (num_parse_u64(span_cstr(optarg), 1, 3600, &timeout_s) != CUSTOS_OK)
 				return vm_usage_error("bad --timeout-s");
+			timeout_set = true;
+			break;
+		case 'F':
+			config = optarg;
+			break;
+		case 'M':
+			model_id = optarg;
+			break;
+		case 'P':
+			print_xml = true;
 			break;
 		default:
 			return vm_usage_error("unknown option");
 		}
 	}
-	if (!p.name || !p.kernel || (p.n_channels == 0) == !use_vsock)
-		return vm_usage_error(
-		        "--name, --kernel and one of --channel or --vsock-cid are required");
+	static struct vm_from_cfg fc; /* p's strings point into it until the end */
+	uint64_t backoff_min_ns = 0, backoff_max_ns = 0;
+	unsigned max_restarts = 0; /* vm_host's default */
+	uint16_t cfg_port = 0;
+	if (config || model_id) {
+		if (!config || !model_id)
+			return vm_usage_error("--config and --model go together");
+		if (profile_flag) {
+			char msg[160];
+			snprintf(msg, sizeof(msg),
+			         "--%s: with --config the VM's settings are the model's profile's",
+			         profile_flag);
+			return vm_usage_error(msg);
+		}
+		if (vm_run_from_config(config, model_id, &fc, &p) != CUSTOS_OK) {
+			fprintf(stderr, "custos vm run: %s\n", err_msg());
+			config_free(fc.cfg);
+			return CLI_FAIL;
+		}
+		const cfg_profile *pr = &fc.cfg->profiles[fc.m->sandbox.profile_index];
+		uri = pr->vm.libvirt_uri ? pr->vm.libvirt_uri : uri;
+		use_vsock = fc.kind == VM_CHAN_VSOCK;
+		vsock_want = pr->vm.vsock_cid;
+		/* As `custos up`: its restart backoff without a limit, its start timeout. */
+		backoff_min_ns = fc.m->sandbox.restart_initial_ns;
+		backoff_max_ns = fc.m->sandbox.restart_max_ns;
+		max_restarts = UINT32_MAX;
+		if (!timeout_set)
+			timeout_s = (fc.m->sandbox.health.start_timeout_ns + 999999999ull) /
+			            1000000000ull;
+		cfg_port = fc.m->sandbox.port;
+	} else if (!p.name || !p.kernel || (p.n_channels == 0) == !use_vsock) {
+		return vm_usage_error("--name, --kernel and one of --channel or --vsock-cid (or "
+		                      "--config and --model) are required");
+	}
 
-	/* --forward HOST:PORT=GUESTPORT */
+	/* --forward HOST:PORT=GUESTPORT (with --config, =GUESTPORT defaults to sandbox.port) */
 	struct sockaddr_storage fwd_addr;
 	socklen_t fwd_len = 0;
-	uint64_t guest_port = 0;
+	uint64_t guest_port = cfg_port;
 	if (forward) {
 		const char *eq = strrchr(forward, '=');
-		if (!eq || num_parse_u64(span_cstr(eq + 1), 1, 65535, &guest_port) != CUSTOS_OK)
-			return vm_usage_error("--forward wants HOST:PORT=GUESTPORT");
+		if (eq ? num_parse_u64(span_cstr(eq + 1), 1, 65535, &guest_port) != CUSTOS_OK
+		       : cfg_port == 0)
+			return vm_run_usage_cfg(&fc, "--forward wants HOST:PORT=GUESTPORT");
+		if (!eq)
+			eq = forward + strlen(forward);
 		char *hp = xstrndup(forward, (size_t)(eq - forward));
 		custos_err e = parse_hostport(hp, &fwd_addr, &fwd_len);
 		free(hp);
 		if (e != CUSTOS_OK)
-			return vm_usage_error(err_msg());
+			return vm_run_usage_cfg(&fc, err_msg());
 	}
 	static struct egress_ctx ectx;
 	if (egress) {
 		if (parse_hostport(egress, &ectx.to, &ectx.to_len) != CUSTOS_OK)
-			return vm_usage_error(err_msg());
+			return vm_run_usage_cfg(&fc, err_msg());
 		ectx.set = true;
 	}
 	if (events_path) {
 		events_file = fopen(events_path, "ae");
 		if (!events_file) {
 			fprintf(stderr, "custos vm run: %s: %s\n", events_path, strerror(errno));
+			config_free(fc.cfg);
 			return CLI_FAIL;
 		}
 	}
@@ -305,16 +409,39 @@ int cmd_vm_run(int argc, char **argv)
 	vm_host *h = NULL;
 	vm *m = NULL;
 	vm_channel *ch = NULL;
-	vm_host_opts ho = { .uri = uri, .on_event = on_vm_event };
+	vm_host_opts ho = { .uri = uri,
+		            .on_event = on_vm_event,
+		            .backoff_min_ns = backoff_min_ns,
+		            .backoff_max_ns = backoff_max_ns,
+		            .max_restarts = max_restarts };
 	uint64_t t0 = tm_mono_ns();
 	if (vm_host_open(&ho, &h) != CUSTOS_OK ||
-	    (use_vsock && vm_vsock_cid_reserve(h, vsock_want, NULL, &p.vsock_cid) != CUSTOS_OK) ||
-	    vm_start(h, &p, &m) != CUSTOS_OK) {
+	    (use_vsock && vm_vsock_cid_reserve(h, vsock_want, NULL, &p.vsock_cid) != CUSTOS_OK)) {
 		fprintf(stderr, "custos vm run: %s\n", err_msg());
 		goto out;
 	}
+	if (print_xml) { /* the domain it would start, then nothing started */
+		buf b;
+		buf_init(&b, VM_XML_MAX);
+		custos_err xe = vm_domain_xml(&p, &b);
+		if (xe == CUSTOS_OK)
+			fwrite(buf_ptr(&b), 1, buf_used(&b), stdout);
+		else
+			fprintf(stderr, "custos vm run: %s\n", err_msg());
+		buf_free(&b);
+		rc = xe == CUSTOS_OK ? CLI_OK : CLI_FAIL;
+		goto out;
+	}
+	if (vm_start(h, &p, &m) != CUSTOS_OK) {
+		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		goto out;
+	}
+	char hash[65];
+	if (vm_profile_hash(&p, hash) == CUSTOS_OK) /* as `custos up` audits it */
+		log_info("vm %s: profile_sha256 %s", p.name, hash);
 	/* Fail closed: no traffic to a QEMU that is not under seccomp. */
-	if (cli_vm_check_seccomp(run_dir, p.name, 10ull * 1000000000) != CUSTOS_OK) {
+	if (cli_vm_check_seccomp(run_dir, p.name, (config ? timeout_s : 10) * 1000000000ull) !=
+	    CUSTOS_OK) {
 		fprintf(stderr, "custos vm run: refusing to route to %s: %s\n", p.name, err_msg());
 		goto out;
 	}
@@ -395,5 +522,7 @@ out:
 	vm_vsock_cid_release(p.vsock_cid);
 	if (events_file)
 		fclose(events_file);
+	config_free(fc.cfg);
+	fc.cfg = NULL;
 	return rc;
 }

@@ -42,6 +42,7 @@ struct up_vm {
 	char *chan_path;
 	char *console_path; /* the profile's console_log, or this VM's variant of it; NULL: none */
 	uint16_t port;
+	char *health; /* sandbox.health.path; NULL: /v1/models (every readiness probe) */
 	uint64_t timeout_ns;
 	struct audit_writer *audit;
 	vm_host *h;
@@ -109,18 +110,13 @@ static bool path_nth(const char *path, unsigned n, char *out, size_t size)
  * those is taken by a VM of this custos still running, custos-<id>-<n> and the paths with
  * "-<n>" before their extension (path_nth), for the lowest n from 2 that is free. Links u to
  * live_vms. */
-static custos_err live_claim(struct up_vm *u, const char *id, const char *chan_socket,
-                             const char *console_log)
+static custos_err live_claim(struct up_vm *u, const char *id, const cfg_profile *pr)
 {
-	char name[VM_NAME_MAX + 1], path[108] /* sun_path */, console[4096], dflt[108];
+	char name[VM_NAME_MAX + 1], path[108] /* sun_path */, console[4096], chan_socket[108];
+	const char *console_log = pr ? pr->vm.console_log : NULL;
 	custos_err e = CUSTOS_OK;
 
-	if (chan_socket == NULL) {
-		int r = snprintf(dflt, sizeof(dflt), "/run/custos/vm-%s.sock", id);
-		ENSURE(r > 0 && (size_t)r < sizeof(dflt), CUSTOS_ERR_LIMIT,
-		       "model %s: channel socket path too long", id);
-		chan_socket = dflt;
-	}
+	GUARD(vm_config_chan_socket(id, pr, chan_socket, sizeof(chan_socket)));
 	pthread_mutex_lock(&live_mu);
 	for (unsigned n = 1;; n++) {
 		if (n > VM_INSTANCES_MAX) {
@@ -250,7 +246,7 @@ static custos_err probe(struct up_vm *u, vm_channel *ch, const char *path)
 
 /* Waits for the new QEMU's seccomp filter, connects the channel, waits for the model server,
  * gives the egress proxy a new listener; then routes again. */
-static custos_err bring_up(struct up_vm *u, const char *health)
+static custos_err bring_up(struct up_vm *u)
 {
 	vm_channel *ch = NULL;
 	uint64_t deadline = tm_mono_ns() + u->timeout_ns;
@@ -273,7 +269,7 @@ static custos_err bring_up(struct up_vm *u, const char *health)
 	}
 	GUARD(vm_channel_open(&co, &ch));
 	custos_err e;
-	while ((e = probe(u, ch, health)) != CUSTOS_OK) {
+	while ((e = probe(u, ch, u->health)) != CUSTOS_OK) {
 		if (u->give_up && u->give_up(u->give_up_arg)) {
 			vm_channel_close(ch);
 			return err_set(CUSTOS_ERR_CLOSED, "vm %s: start given up", u->name);
@@ -321,7 +317,7 @@ static void *supervise(void *arg)
 			log_warn("vm %s: channel down; nothing is routed until the VM is back",
 			         u->name);
 		vm_channel_close(old);
-		if (bring_up(u, NULL) == CUSTOS_OK)
+		if (bring_up(u) == CUSTOS_OK)
 			log_info("vm %s: channel up again, seccomp checked", u->name);
 		else if (!atomic_load(&u->quit))
 			log_warn("%s", err_msg());
@@ -369,6 +365,8 @@ bool cli_vm_routable(struct up_vm *u)
 	return r;
 }
 
+/* The channel (channel: auto resolved here, logged), then the profile by the one mapping from
+ * custos.yaml (vm_profile_from_config). */
 static custos_err map_profile(const custos_config *cfg, const cfg_model *m, struct up_vm *u,
                               vm_profile *p, int *pin)
 {
@@ -376,28 +374,6 @@ static custos_err map_profile(const custos_config *cfg, const cfg_model *m, stru
 	        m->sandbox.profile ? &cfg->profiles[m->sandbox.profile_index] : NULL;
 	ENSURE(pr && pr->vm.enabled, CUSTOS_ERR_INVAL, "model %s: its profile has no vm: block",
 	       m->id);
-	memset(p, 0, sizeof(*p));
-	p->name = u->name;
-	p->domain_type = pr->vm.domain_type == CFG_VM_QEMU ? "qemu" : "kvm";
-	p->vcpus = (unsigned)pr->vm.vcpus;
-	p->memory_mib = pr->vm.memory >> 20;
-	p->hugepages = pr->vm.hugepages;
-	if (pr->vm.n_cpu_pinning) {
-		ENSURE(pr->vm.n_cpu_pinning <= VM_MAX_VCPUS, CUSTOS_ERR_LIMIT, "cpu_pinning");
-		for (size_t i = 0; i < pr->vm.n_cpu_pinning; i++)
-			pin[i] = (int)pr->vm.cpu_pinning[i];
-		p->cpu_pin = pin;
-	}
-	if (pr->vm.kernel) {
-		p->boot = VM_BOOT_KERNEL;
-		p->kernel = pr->vm.kernel;
-		p->initrd = pr->vm.initrd;
-		p->cmdline = pr->vm.cmdline;
-	} else {
-		p->boot = VM_BOOT_DISK;
-		p->disk_base = pr->vm.disk;
-	}
-	p->console_log = u->console_path;
 	if (pr->vm.channel == CFG_VM_AUTO) {
 		u->chan = vm_channel_auto(NULL);
 		log_info("up: model %s: channel auto -> %s (%s)", m->id, vm_chan_kind_name(u->chan),
@@ -406,16 +382,11 @@ static custos_err map_profile(const custos_config *cfg, const cfg_model *m, stru
 	} else {
 		u->chan = pr->vm.channel == CFG_VM_VSOCK ? VM_CHAN_VSOCK : VM_CHAN_VIRTIO_SERIAL;
 	}
-	if (u->chan == VM_CHAN_VIRTIO_SERIAL) {
-		p->channel_paths[0] = u->chan_path;
-		p->channel_names[0] = "org.custos.mux.0";
-		p->n_channels = 1;
-	} /* vsock: the CID is reserved once the libvirt connection is open (cli_vm_start) */
-	ENSURE(pr->vm.n_hostdev <= VM_MAX_HOSTDEVS, CUSTOS_ERR_LIMIT,
-	       "model %s: more than %d hostdevs", m->id, VM_MAX_HOSTDEVS);
-	for (size_t i = 0; i < pr->vm.n_hostdev; i++)
-		GUARD(vm_pci_parse(span_cstr(pr->vm.hostdev[i]), &p->hostdevs[p->n_hostdevs++]));
-	return CUSTOS_OK;
+	vm_config_vm inst = { .name = u->name,
+		              .chan = u->chan,
+		              .chan_path = u->chan_path,
+		              .console_log = u->console_path };
+	return vm_profile_from_config(m, pr, &inst, pin, p);
 }
 
 /* The guest CID for a vsock channel (the configured one, or the lowest free), then the
@@ -492,6 +463,7 @@ void cli_vm_stop(struct up_vm *u)
 	pthread_mutex_destroy(&u->mu);
 	free(u->chan_path);
 	free(u->console_path);
+	free(u->health);
 	free(u->model);
 	free(u);
 }
@@ -514,9 +486,10 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 	u->give_up = give_up;
 	u->give_up_arg = give_up_arg;
 	u->port = m->sandbox.port ? m->sandbox.port : 8000;
+	u->health = m->sandbox.health.path ? xstrdup(m->sandbox.health.path) : NULL;
 	u->timeout_ns = m->sandbox.health.start_timeout_ns ? m->sandbox.health.start_timeout_ns
 	                                                   : 120 * NS_PER_S;
-	e = live_claim(u, m->id, pr ? pr->vm.channel_socket : NULL, pr ? pr->vm.console_log : NULL);
+	e = live_claim(u, m->id, pr);
 	if (e != CUSTOS_OK) {
 		cli_vm_stop(u);
 		return e;
@@ -545,7 +518,7 @@ custos_err cli_vm_start(const custos_config *cfg, const cfg_model *m, struct aud
 		log_info("up: model %s: VM %s started (channel %s), waiting for seccomp, channel "
 		         "and port %u",
 		         m->id, u->name, vm_chan_kind_name(u->chan), u->port);
-		e = bring_up(u, m->sandbox.health.path);
+		e = bring_up(u);
 	}
 	u->give_up = NULL; /* the supervisor thread's bring_up waits for the VM alone */
 	u->give_up_arg = NULL;

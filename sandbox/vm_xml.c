@@ -79,6 +79,11 @@ custos_err vm_profile_check(const vm_profile *p)
 		       "vm %s: kernel boot needs an absolute kernel path", p->name);
 		ENSURE(!p->initrd || abs_path(p->initrd), CUSTOS_ERR_INVAL,
 		       "vm %s: initrd must be an absolute path", p->name);
+		/* A disk beside the kernel is optional (the kernel's root=/dev/vda). */
+		ENSURE(!p->disk_overlay || abs_path(p->disk_overlay), CUSTOS_ERR_INVAL,
+		       "vm %s: disk overlay must be an absolute path", p->name);
+		ENSURE(!p->disk_base || abs_path(p->disk_base), CUSTOS_ERR_INVAL,
+		       "vm %s: disk base image must be an absolute path", p->name);
 	} else if (p->boot == VM_BOOT_DISK) {
 		ENSURE(abs_path(p->disk_overlay) || (!p->disk_overlay && abs_path(p->disk_base)),
 		       CUSTOS_ERR_INVAL,
@@ -155,8 +160,9 @@ custos_err vm_domain_xml(const vm_profile *p, buf *out)
 	                           "  <devices>\n"));
 	if (p->emulator)
 		GUARD(elem(out, "    ", "emulator", p->emulator));
-	if (p->boot == VM_BOOT_DISK) {
-		/* Either custos made a qcow2 overlay over the read-only base (the overlay is the
+	if (p->disk_overlay || p->disk_base) {
+		/* The boot disk, or (kernel boot) the disk the kernel mounts as its root.
+		 * Either custos made a qcow2 overlay over the read-only base (the overlay is the
 		 * only writable layer), or libvirt makes a throwaway one itself (<transient/>: the
 		 * base is never written and the overlay is deleted when the domain stops). */
 		GUARD(buf_append_cstr(out, "    <disk type='file' device='disk'>\n"

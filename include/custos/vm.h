@@ -159,6 +159,30 @@ typedef enum vm_chan_kind {
 #define VM_VHOST_VSOCK_DEV    "/dev/vhost-vsock"
 #define VM_VSOCK_PORT_DEFAULT 1024 /* custos-guest --vsock-port */
 
+/* The virtio-serial port name custos-guest looks for (--port-name). */
+#define VM_CHANNEL_NAME "org.custos.mux.0"
+
+/* One VM of a custos.yaml model: what differs between VMs of the same model (cli/vm_up.c picks
+ * them) and the channel kind (`channel: auto` resolved by the caller). Strings borrowed. */
+typedef struct vm_config_vm {
+	const char *name; /* domain name */
+	vm_chan_kind chan;
+	const char *chan_path;   /* virtio-serial: the socket QEMU binds */
+	const char *console_log; /* NULL: no console log */
+} vm_config_vm;
+
+/* The one mapping from a model's sandbox block and its profile's vm: block to the VM custos
+ * starts (`custos up`, at start and on a reload). pin (VM_MAX_VCPUS entries) holds the CPU
+ * pinning p points to. A vsock CID is not set (reserved once libvirt is open). Refuses what
+ * a VM cannot carry (sandbox.command, env, workdir) rather than drop it. p's strings are
+ * borrowed from m, pr and inst. */
+custos_err vm_profile_from_config(const cfg_model *m, const cfg_profile *pr,
+                                  const vm_config_vm *inst, int pin[], vm_profile *p) CUSTOS_WUR;
+/* The virtio-serial socket of model id's first VM: the profile's vm.channel_socket, else
+ * /run/custos/vm-<id>.sock. CUSTOS_ERR_LIMIT when it does not fit size (108: sun_path). */
+custos_err vm_config_chan_socket(const char *id, const cfg_profile *pr, char *out,
+                                 size_t size) CUSTOS_WUR;
+
 /* `channel: auto`: VM_CHAN_VSOCK when vhost_dev (NULL = VM_VHOST_VSOCK_DEV) exists and is a
  * character device, VM_CHAN_VIRTIO_SERIAL otherwise. */
 vm_chan_kind vm_channel_auto(const char *vhost_dev);

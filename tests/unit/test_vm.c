@@ -721,6 +721,149 @@ static void test_vsock_channel_negative(void **state)
 	assert_null(ch);
 }
 
+/* custos.yaml -> vm_profile_from_config -> domain XML: every key of a profile's vm: block
+ * reaches the domain (the mapping `custos up` uses at start and on a reload). */
+static const char cfg_head[] =
+        "version: 1\n"
+        "sandbox_profiles:\n"
+        "  g:\n"
+        "    vm:\n"
+        "      type: kvm\n"
+        "      vcpus: 2\n"
+        "      memory: 2GiB\n"
+        "      hugepages: true\n"
+        "      cpu_pinning: [6, 7]\n"
+        "      kernel: /img/vmlinuz\n"
+        "      initrd: /img/initrd.img\n"
+        "      cmdline: \"console=ttyS0 root=/dev/vda ro\"\n"
+        "      disk: /img/root.qcow2\n"
+        "      hostdev: [\"0000:65:00.0\", \"0000:66:00.1\"]\n"
+        "      channel: virtio-serial\n"
+        "      console_log: /log/vm.log\n"
+        "  d:\n"
+        "    vm: { type: qemu, disk: /img/base.qcow2, channel: vsock, vsock_cid: 9 }\n"
+        "models:\n";
+
+static custos_config *cfg_of(const char *models)
+{
+	char text[4096];
+	snprintf(text, sizeof(text), "%s%s", cfg_head, models);
+	diag_list d;
+	diag_init(&d);
+	custos_config *cfg = NULL;
+	custos_err e = config_parse("t.yaml", text, strlen(text), &cfg, &d);
+	if (e != CUSTOS_OK)
+		fail_msg("config: %s: %s", err_msg(), d.n ? d.items[0].message : "");
+	diag_free(&d);
+	return cfg;
+}
+
+static custos_err map_cfg(const custos_config *cfg, vm_chan_kind chan, int *pin, vm_profile *p)
+{
+	const cfg_model *m = &cfg->models[0];
+	const vm_config_vm inst = { .name = "custos-m",
+		                    .chan = chan,
+		                    .chan_path = "/run/custos/vm-m.sock",
+		                    .console_log = "/log/vm.log" };
+	return vm_profile_from_config(m, &cfg->profiles[m->sandbox.profile_index], &inst, pin, p);
+}
+
+static void test_config_mapping(void **state)
+{
+	(void)state;
+	int pin[VM_MAX_VCPUS];
+	vm_profile p;
+	custos_config *cfg = cfg_of("  - {id: m, sandbox: {type: vm, profile: g}}\n");
+	assert_int_equal(map_cfg(cfg, VM_CHAN_VIRTIO_SERIAL, pin, &p), CUSTOS_OK);
+	char *x = xml_of(&p);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<domain type='kvm'>"));
+	assert_non_null(strstr(x, "<name>custos-m</name>"));
+	assert_non_null(strstr(x, "<vcpu placement='static'>2</vcpu>"));
+	assert_non_null(strstr(x, "<memory unit='MiB'>2048</memory>"));
+	assert_non_null(strstr(x, "<memoryBacking><hugepages/></memoryBacking>"));
+	assert_non_null(strstr(x, "<vcpupin vcpu='0' cpuset='6'/>"));
+	assert_non_null(strstr(x, "<vcpupin vcpu='1' cpuset='7'/>"));
+	assert_non_null(strstr(x, "<kernel>/img/vmlinuz</kernel>"));
+	assert_non_null(strstr(x, "<initrd>/img/initrd.img</initrd>"));
+	assert_non_null(strstr(x, "<cmdline>console=ttyS0 root=/dev/vda ro</cmdline>"));
+	/* disk beside kernel: the kernel's root, behind libvirt's throwaway overlay. */
+	assert_non_null(strstr(x, "<source file='/img/root.qcow2'/>"));
+	assert_non_null(strstr(x, "<transient/>"));
+	assert_null(strstr(x, "<boot dev='hd'/>"));
+	assert_non_null(
+	        strstr(x, "<address domain='0x0000' bus='0x65' slot='0x00' function='0x0'/>"));
+	assert_non_null(
+	        strstr(x, "<address domain='0x0000' bus='0x66' slot='0x00' function='0x1'/>"));
+	assert_non_null(strstr(x, "<source mode='bind' path='/run/custos/vm-m.sock'/>"));
+	assert_non_null(strstr(x, "name='" VM_CHANNEL_NAME "'"));
+	assert_non_null(strstr(x, "<source path='/log/vm.log'/>"));
+	assert_null(strstr(x, "<vsock"));
+	assert_null(strstr(x, "<interface"));
+	free(x);
+
+	/* The kernel + disk domain as libvirt defines it (test driver): the disk is there. */
+	vm_host *h = open_test_host(0);
+	p.n_hostdevs = 0; /* the test driver has no PCI devices to give */
+	vm *v = NULL;
+	assert_int_equal(vm_start(h, &p, &v), CUSTOS_OK);
+	virConnectPtr c = virConnectOpen("test:///default");
+	assert_non_null(c);
+	virDomainPtr d = virDomainLookupByName(c, "custos-m");
+	assert_non_null(d);
+	x = virDomainGetXMLDesc(d, 0);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "/img/root.qcow2"));
+	assert_non_null(strstr(x, "/img/vmlinuz"));
+	free(x);
+	virDomainFree(d);
+	virConnectClose(c);
+	assert_int_equal(vm_stop(h, v), CUSTOS_OK);
+	vm_host_close(h);
+	config_free(cfg);
+
+	/* Disk boot, TCG, vsock (the CID is the caller's, once libvirt is open); the defaults:
+	 * 1 vCPU, 1 GiB. */
+	cfg = cfg_of("  - {id: m, sandbox: {type: vm, profile: d}}\n");
+	assert_int_equal(map_cfg(cfg, VM_CHAN_VSOCK, pin, &p), CUSTOS_OK);
+	assert_int_equal(p.n_channels, 0);
+	assert_int_equal(p.vsock_cid, 0);
+	p.vsock_cid = 9;
+	x = xml_of(&p);
+	assert_non_null(x);
+	assert_non_null(strstr(x, "<domain type='qemu'>"));
+	assert_non_null(strstr(x, "<vcpu placement='static'>1</vcpu>"));
+	assert_non_null(strstr(x, "<memory unit='MiB'>1024</memory>"));
+	assert_non_null(strstr(x, "<boot dev='hd'/>"));
+	assert_non_null(strstr(x, "<source file='/img/base.qcow2'/>"));
+	assert_null(strstr(x, "<kernel>"));
+	assert_null(strstr(x, "<channel"));
+	assert_null(strstr(x, "<hostdev"));
+	free(x);
+	config_free(cfg);
+}
+
+/* What a VM cannot carry is refused, not dropped: the model server in a guest is started by
+ * the image's init, so sandbox.command, env and workdir would never reach it. */
+static void test_config_mapping_refused(void **state)
+{
+	(void)state;
+	static const char *const models[] = {
+		"  - {id: m, sandbox: {type: vm, profile: g, command: [/srv/llama-server]}}\n",
+		"  - {id: m, sandbox: {type: vm, profile: g, env: {CUDA_VISIBLE_DEVICES: "
+		"\"0\"}}}\n",
+		"  - {id: m, sandbox: {type: vm, profile: g, workdir: /srv}}\n",
+	};
+	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+		int pin[VM_MAX_VCPUS];
+		vm_profile p;
+		custos_config *cfg = cfg_of(models[i]);
+		assert_int_equal(map_cfg(cfg, VM_CHAN_VIRTIO_SERIAL, pin, &p), CUSTOS_ERR_INVAL);
+		assert_non_null(strstr(err_msg(), "not passed into a VM"));
+		config_free(cfg);
+	}
+}
+
 int main(void)
 {
 	log_setup(LOG_LVL_WARN, LOG_FMT_TEXT);
@@ -740,6 +883,8 @@ int main(void)
 		cmocka_unit_test(test_vsock_cid_reserve),
 		cmocka_unit_test(test_channel_auto),
 		cmocka_unit_test(test_vsock_channel_negative),
+		cmocka_unit_test(test_config_mapping),
+		cmocka_unit_test(test_config_mapping_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
