@@ -745,6 +745,16 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	parse_env_map(c, m, "env", &sb->env, &sb->n_env);
 	if (cfg_path(c, m, "workdir", false, true, &sb->workdir) && sb->type == CFG_SANDBOX_PROCESS)
 		(void)sb_path_check(c, cfg_get(m, "workdir"), "workdir", sb->workdir);
+	/* A VM's model server is started by the guest image's init: nothing would carry these
+	 * into the guest (sandbox/vm_config.c refuses them too, when the VM starts). */
+	static const char *const not_vm[] = { "command", "env", "workdir" };
+	for (size_t i = 0; sb->type == CFG_SANDBOX_VM && i < CUSTOS_ARRAY_LEN(not_vm); i++)
+		if (cfg_get(m, not_vm[i]) != NULL)
+			ydoc_error(
+			        c->doc, cfg_get(m, not_vm[i]), c->d,
+			        "the guest image's init starts the model server; give it arguments "
+			        "through the profile's vm.cmdline",
+			        "sandbox.%s is not passed into a VM (sandbox.type: vm)", not_vm[i]);
 	uint64_t port = sb->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
 		sb->port = (uint16_t)port;

@@ -844,22 +844,57 @@ static void test_config_mapping(void **state)
 }
 
 /* What a VM cannot carry is refused, not dropped: the model server in a guest is started by
- * the image's init, so sandbox.command, env and workdir would never reach it. */
+ * the image's init, so sandbox.command, env and workdir would never reach it. config check
+ * refuses them at their key; the mapping refuses them too (a configuration built otherwise). */
 static void test_config_mapping_refused(void **state)
 {
 	(void)state;
-	static const char *const models[] = {
-		"  - {id: m, sandbox: {type: vm, profile: g, command: [/srv/llama-server]}}\n",
-		"  - {id: m, sandbox: {type: vm, profile: g, env: {CUDA_VISIBLE_DEVICES: "
-		"\"0\"}}}\n",
-		"  - {id: m, sandbox: {type: vm, profile: g, workdir: /srv}}\n",
+	static const struct {
+		const char *model, *key;
+		unsigned col;
+	} cases[] = {
+		{ "  - {id: m, sandbox: {type: vm, profile: g, command: [/srv/llama-server]}}\n",
+		  "command", 54 },
+		{ "  - {id: m, sandbox: {type: vm, profile: g, env: {CUDA_VISIBLE_DEVICES: "
+		  "\"0\"}}}\n",
+		  "env", 50 },
+		{ "  - {id: m, sandbox: {type: vm, profile: g, workdir: /srv}}\n", "workdir", 54 },
 	};
-	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[4096], want[64];
+		snprintf(text, sizeof(text), "%s%s", cfg_head, cases[i].model);
+		snprintf(want, sizeof(want), "sandbox.%s is not passed into a VM", cases[i].key);
+		diag_list d;
+		diag_init(&d);
+		custos_config *cfg = NULL;
+		assert_int_not_equal(config_parse("t.yaml", text, strlen(text), &cfg, &d),
+		                     CUSTOS_OK);
+		bool found = false;
+		for (size_t k = 0; k < d.n; k++)
+			if (d.items[k].severity == DIAG_ERROR && strstr(d.items[k].message, want)) {
+				found = true;
+				assert_int_equal(d.items[k].col, cases[i].col);
+			}
+		if (!found)
+			fail_msg("case %zu: no error '%s'", i, want);
+		diag_free(&d);
+	}
+	for (int i = 0; i < 3; i++) {
 		int pin[VM_MAX_VCPUS];
 		vm_profile p;
-		custos_config *cfg = cfg_of(models[i]);
+		custos_config *cfg = cfg_of("  - {id: m, sandbox: {type: vm, profile: g}}\n");
+		cfg_model_sandbox *sb = &cfg->models[0].sandbox;
+		if (i == 0)
+			sb->n_command = 1;
+		else if (i == 1)
+			sb->n_env = 1;
+		else
+			sb->workdir = "/srv";
 		assert_int_equal(map_cfg(cfg, VM_CHAN_VIRTIO_SERIAL, pin, &p), CUSTOS_ERR_INVAL);
 		assert_non_null(strstr(err_msg(), "not passed into a VM"));
+		sb->n_command = 0;
+		sb->n_env = 0;
+		sb->workdir = NULL;
 		config_free(cfg);
 	}
 }
