@@ -293,10 +293,12 @@ static void uout_shrink(fconn *c)
 }
 
 /* c->out back to its bound once empty after a request grew it (out_inspected): what it
- * counted as held for inspection is given back. */
+ * counted as held for inspection is given back, also when it grew within its bound (a small
+ * inspected body), so that nothing stays counted while the connection waits for its next
+ * request. */
 static void out_shrink(fconn *c)
 {
-	if (c->out.max != FOUT_MAX && buf_used(&c->out) == 0) {
+	if ((c->out.max != FOUT_MAX || c->out_ct != 0) && buf_used(&c->out) == 0) {
 		buf_free(&c->out);
 		c->out.max = FOUT_MAX;
 		egress_held_give(c->s, &c->out_ct);
@@ -313,9 +315,9 @@ static void req_done(fconn *c)
 	buf_free(&c->qin);
 	buf_free(&c->qout);
 	uout_shrink(c);
+	out_shrink(c); /* when the answer has gone out; else once it has (fc_flush) */
 	egress_audit(c->s, c->l, &c->r);
 	egress_inspect_release(&c->r);
-	out_shrink(c);
 }
 
 static void fc_close(fconn *c, const char *why)
