@@ -4,7 +4,7 @@
 # would start (--print-xml) carries every key of the model's profile's vm: block, mapped as
 # `custos up` maps it (domain custos-<id>, the profile's channel socket and console log, a
 # kernel with a disk, PCI devices, pinning, hugepages, kvm); a VM model with sandbox.env is
-# refused with the reason up gives; a process model, a missing --model and a VM setting given
+# refused at that key, as config check refuses it; a process model, a missing --model and a VM setting given
 # on the command line beside --config are refused; a real start on the test driver fails
 # closed on the seccomp check within the model's health.start_timeout and says why.
 set -u
@@ -23,8 +23,6 @@ version: 1
 models:
   - id: m
     sandbox: { type: vm, profile: g, port: 8001, health: { start_timeout: 2s } }
-  - id: withenv
-    sandbox: { type: vm, profile: g, env: { CUDA_VISIBLE_DEVICES: "0" } }
   - id: proc
     sandbox: { profile: g, command: [/bin/true] }
 sandbox_profiles:
@@ -61,11 +59,16 @@ for want in "<domain type='kvm'>" "<name>custos-m</name>" "<memory unit='MiB'>20
 done
 grep -q "<interface" <<<"$out" && no "print-xml has an interface" "$out"
 
-out=$("$bin" vm run --config "$work/c.yaml" --model withenv --print-xml 2>&1)
+# A VM model with sandbox.env: the configuration is refused at that key (config check's
+# error), before any mapping.
+sed 's/^    sandbox: { type: vm, profile: g, port: 8001,/    sandbox: { type: vm, profile: g, env: { CUDA_VISIBLE_DEVICES: "0" }, port: 8001,/' \
+	"$work/c.yaml" >"$work/env.yaml"
+grep -q CUDA_VISIBLE_DEVICES "$work/env.yaml" || no "env.yaml: not rewritten"
+out=$("$bin" vm run --config "$work/env.yaml" --model m --print-xml 2>&1)
 rc=$?
 [ "$rc" -eq 1 ] || no "withenv: exit $rc, expected 1" "$out"
-grep -q "sandbox.env and sandbox.workdir are not passed into a VM" <<<"$out" ||
-	no "withenv: no reason" "$out"
+grep -q "env.yaml:4:[0-9]*: error: sandbox.env is not passed into a VM" <<<"$out" ||
+	no "withenv: no reason at its position" "$out"
 grep -q "<domain" <<<"$out" && no "withenv: printed a domain" "$out"
 
 # expect_refused RC PATTERN ARGS...: vm run ARGS exits RC and says PATTERN.
