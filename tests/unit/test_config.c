@@ -1970,8 +1970,8 @@ static void vm_model_text(tbuf *b, size_t id_len, const char *type)
 	b->n = 0;
 	tb(b,
 	   "version: 1\nsandbox_profiles:\n  v: {vm: {disk: /d.img}}\n  p: {}\nmodels:\n"
-	   "  - id: %s\n    sandbox: {type: %s, profile: %s%s}\n", id, type,
-	   type[0] == 'v' ? "v" : "p", type[0] == 'v' ? "" : ", command: [/m]");
+	   "  - id: %s\n    sandbox: {type: %s, profile: %s%s}\n",
+	   id, type, type[0] == 'v' ? "v" : "p", type[0] == 'v' ? "" : ", command: [/m]");
 }
 
 static void test_up_bound_vm_model_id(void **state)
