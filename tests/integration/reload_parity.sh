@@ -3,7 +3,8 @@
 # (docs/CONFIG.md, "What a reload changes") reaches the running proxy by a SIGHUP, rather than
 # being parsed and dropped. One setting changed per reload, its effect checked on a new
 # connection: limits (header_count, request_line, body_max, json_depth), the listener's
-# tls (min_version, alpn, ciphers, session_tickets), a model's aliases, routes and upstream url.
+# tls (min_version, alpn, ciphers, session_tickets), a model's aliases and upstream url; and a
+# refused reload applies no part of a tls: block (ticket_key_rotation, a process-wide period).
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -110,4 +111,34 @@ reload "models[].upstream.url" "s/127.0.0.1:$FX_PORT\//127.0.0.1:$dead\//"
 check "chat after the upstream moved away" "$(alice -d "$chat" "$url/v1/chat/completions")" 502
 
 
+# A refused reload applies nothing, not even part of a tls: block. Here it names
+# ticket_key_rotation: 1s (with session tickets back on) beside a broken policy: the ticket key
+# period in force stays 12h. A ticket taken before it still resumes a session once 3 s have
+# passed (a 1 s period would have dropped its key after 2 s); the sleep only lets a wrongly
+# applied period expire the key, so a slow machine cannot make this pass or fail by chance.
+reload "models[].upstream.url back" "s/127.0.0.1:$dead\//127.0.0.1:$FX_PORT\//"
+reload "tls.session_tickets back" 's/      session_tickets: false\n//'
+ticket_session "$work/sess3"
+openssl sess_id -in "$work/sess3" -noout -text 2>/dev/null | grep -q 'TLS session ticket:' &&
+	ok "ticket issued" || fail "no ticket issued"
+cp "$work/policy.yaml" "$work/policy.yaml.good"
+printf 'version: 1\nrules:\n  - id: x\n    effect: maybe\n' >"$work/policy.yaml"
+perl -0777 -i -pe 's/(min_version: "1.2"\n)/$1      ticket_key_rotation: 1s\n/' "$conf"
+kill -HUP "$CU_PID"
+wait_log 'reload failed' 1
+ok "reload with ticket_key_rotation 1s and a broken policy refused"
+sleep 3
+s_client -tls1_3 -sess_in "$work/sess3" | grep -q '^Reused, TLSv1.3' &&
+	ok "the refused reload's ticket key period is not in force (session resumed)" ||
+	fail "the refused reload's ticket_key_rotation 1s was applied (session not resumed)"
+# The same change applied: the period is in force (the ticket issued before is dropped).
+cp "$work/policy.yaml.good" "$work/policy.yaml"
+kill -HUP "$CU_PID"
+n_reloads=$((n_reloads + 1))
+wait_log 'proxy: reloaded' "$n_reloads"
+ticket_session "$work/sess4"
+sleep 3
+s_client -tls1_3 -sess_in "$work/sess4" | grep -q '^Reused, TLSv1.3' &&
+	fail "ticket_key_rotation 1s applied by a reload: a 3 s old ticket still resumes" ||
+	ok "ticket_key_rotation 1s applied by a reload (3 s old ticket refused)"
 [ "$fails" -eq 0 ]
