@@ -3,14 +3,19 @@
 # (docs/CONFIG.md, "What a reload changes") reaches the running proxy by a SIGHUP, rather than
 # being parsed and dropped. One setting changed per reload, its effect checked on a new
 # connection: limits (header_count, request_line, body_max, json_depth), the listener's
-# tls (min_version, alpn, ciphers, session_tickets), a model's aliases and upstream url; and a
+# tls (min_version, alpn, ciphers, session_tickets), auth.mtls.enabled, routes, a model's
+# aliases, limits.timeouts.upstream_read and a model's upstream url; and a
 # refused reload applies no part of a tls: block (ticket_key_rotation, a process-wide period).
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
+start_fixture slow --tokens 1 --delay-ms 1500
+SLOW_PORT=$FX_PORT
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
-write_config "$work/custos.yaml" "$FX_PORT"
+EXTRA_MODELS="  - id: slow-model
+    upstream:
+      url: \"http://127.0.0.1:$SLOW_PORT/\"" write_config "$work/custos.yaml" "$FX_PORT"
 conf="$work/custos.yaml"
 start_custos "$conf"
 C=(curl -sS --cacert "$work/tls/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}')
@@ -104,6 +109,26 @@ alias_chat='{"model":"tm-alias","messages":[{"role":"user","content":"hi"}]}'
 check "unknown alias before" "$(alice -d "$alias_chat" "$url/v1/chat/completions")" 404
 reload "models[].aliases" 's/(  - id: test-model\n)/$1    aliases: [tm-alias]\n/'
 check "alias after reload" "$(alice -d "$alias_chat" "$url/v1/chat/completions")" 200
+
+# limits.timeouts.upstream_read (the models' default): a model server that takes 1.5 s before
+# its first byte is waited for under 10s, not under 300ms (504).
+slow='{"model":"slow-model","messages":[{"role":"user","content":"hi"}]}'
+check "slow model before" "$(alice -d "$slow" "$url/v1/chat/completions")" 200
+reload "limits.timeouts.upstream_read" 's/upstream_read: 10s/upstream_read: 300ms/'
+check "slow model after upstream_read 300ms" "$(alice -d "$slow" "$url/v1/chat/completions")" 504
+
+# auth.mtls.enabled: a client certificate names analytics (allowed by the policy), then only
+# gates the handshake (no credential: 401).
+cert=(--cert "$work/tls/cli.crt" --key "$work/tls/cli.key")
+check "client certificate names the caller before" "$("${C[@]}" "${cert[@]}" -d "$chat" "$url/v1/chat/completions")" 200
+reload "auth.mtls.enabled" 's/\nmodels:\n/\nauth:\n  mtls:\n    enabled: false\nmodels:\n/'
+check "client certificate names no one after mtls.enabled false" "$("${C[@]}" "${cert[@]}" -d "$chat" "$url/v1/chat/completions")" 401
+
+# routes: a path route wins over the body's model, so a body naming no known model is routed.
+other='{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}'
+check "unknown model before the route" "$(alice -d "$other" "$url/v1/chat/completions")" 404
+reload "routes" 's/\naudit:\n/\nroutes:\n  - path: \/v1\/chat\/completions\n    model: test-model\naudit:\n/'
+check "path route after reload" "$(alice -d "$other" "$url/v1/chat/completions")" 200
 
 # models[].upstream.url: moved to a port nothing listens on.
 dead=$(free_port)
