@@ -3,7 +3,8 @@
 # (docs/CONFIG.md, "What a reload changes") reaches the running proxy by a SIGHUP, rather than
 # being parsed and dropped. One setting changed per reload, its effect checked on a new
 # connection: limits (header_count, request_line, body_max, json_depth), the listener's
-# tls (min_version, alpn, ciphers, session_tickets), auth.mtls.enabled, routes, a model's
+# tls (min_version, alpn, ciphers, session_tickets), a listener's proxy_protocol,
+# auth.mtls.enabled, routes, a model's
 # aliases, limits.timeouts.upstream_read and a model's upstream url; and a
 # refused reload applies no part of a tls: block (ticket_key_rotation, a process-wide period).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -129,6 +130,14 @@ other='{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}'
 check "unknown model before the route" "$(alice -d "$other" "$url/v1/chat/completions")" 404
 reload "routes" 's/\naudit:\n/\nroutes:\n  - path: \/v1\/chat\/completions\n    model: test-model\naudit:\n/'
 check "path route after reload" "$(alice -d "$other" "$url/v1/chat/completions")" 200
+
+# listeners[].proxy_protocol (with proxy_protocol_from): the plain listener answers a request
+# without a PROXY header, then closes such a connection without an answer.
+printf 'GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n' "$ALICE" >"$work/plain.req"
+raw_http "$PORT2" "$work/plain.req" | head -1 | grep -q '^HTTP/1.1 200' &&
+	ok "plain listener answers before" || fail "plain listener did not answer before"
+reload "listeners[].proxy_protocol" 's/(  - id: plain\n    address: "[^"]*"\n)/$1    proxy_protocol: true\n    proxy_protocol_from: [127.0.0.1]\n/'
+check "no PROXY header after proxy_protocol: true (closed, no answer)" "$(raw_http "$PORT2" "$work/plain.req" | wc -c)" 0
 
 # models[].upstream.url: moved to a port nothing listens on.
 dead=$(free_port)
