@@ -103,6 +103,10 @@ void state_unref(proxy_state *st);
  * context, so a session resumes only on the listener, client_auth mode and client CA bundle
  * that made it. *out is the caller's (SSL_CTX_free). */
 custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX **out) CUSTOS_WUR;
+/* The session ticket keys' rotation period (ns; 0: 12 h), one for the process: set from the
+ * options in force (server.c: the last TLS listener with tickets), never from a context made
+ * for a reload that may yet be refused. */
+void tls_ticket_rotation_set(uint64_t ns);
 /* The client context of one TLS upstream, with nslots session slots (one per worker; 0: no
  * resumption). *out is the caller's (SSL_CTX_free frees the slots' sessions). */
 custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX **out) CUSTOS_WUR;

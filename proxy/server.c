@@ -184,6 +184,20 @@ fail:
 	return e;
 }
 
+/* The ticket key period of the options now in force: the last TLS listener with tickets wins
+ * (docs/CONFIG.md, "Session tickets"); none such leaves the ring's period be. Called once the
+ * state is in force, so that a refused reload changes nothing. */
+static void ticket_period_apply(const proxy_options *o)
+{
+	for (size_t i = o->nlisteners; i-- > 0;) {
+		const proxy_listener_opts *l = &o->listeners[i];
+		if (l->tls && !l->tls_opts.no_tickets) {
+			tls_ticket_rotation_set(l->tls_opts.ticket_rotate_ns);
+			return;
+		}
+	}
+}
+
 proxy_state *worker_state(worker *w)
 {
 	proxy_server *s = w->srv;
@@ -372,6 +386,7 @@ custos_err proxy_create(proxy_options *in, proxy_server **out)
 		return e;
 	}
 	atomic_init(&s->gen, 1);
+	ticket_period_apply(&s->st->o);
 	if ((e = limiter_new(&s->lim)) != CUSTOS_OK)
 		goto fail;
 	s->workers = xcalloc(s->nworkers, sizeof(worker));
@@ -497,6 +512,7 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	proxy_state *old = s->st;
 	s->st = st;
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
+	ticket_period_apply(&st->o);
 	pthread_mutex_unlock(&s->st_lock);
 	state_unref(old);
 	for (unsigned i = 0; s->workers && i < s->nworkers; i++) {

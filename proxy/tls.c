@@ -53,6 +53,13 @@ static struct ticket_key ticket_ring[TICKET_KEYS]; /* [0] is current */
 static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
 static uint64_t ticket_rotate_ns = 12ull * 3600 * 1000000000ull; /* under ticket_lock */
 
+void tls_ticket_rotation_set(uint64_t ns)
+{
+	pthread_rwlock_wrlock(&ticket_lock);
+	ticket_rotate_ns = ns ? ns : 12ull * 3600 * 1000000000ull;
+	pthread_rwlock_unlock(&ticket_lock);
+}
+
 static bool ticket_new(struct ticket_key *k)
 {
 	if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
@@ -759,13 +766,10 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 	*out = NULL;
 	if (ctx == NULL)
 		return tls_openssl_err(CUSTOS_ERR_NOMEM, "SSL_CTX_new");
+	/* The ring's period is not set here: a context made for a reload that is then refused
+	 * must change nothing in force (tls_ticket_rotation_set, once the state is). */
 	uint64_t rotate_ns =
 	        o->ticket_rotate_ns ? o->ticket_rotate_ns : 12ull * 3600 * 1000000000ull;
-	if (!o->no_tickets) { /* a context without tickets (the admin API's) leaves the ring be */
-		pthread_rwlock_wrlock(&ticket_lock);
-		ticket_rotate_ns = rotate_ns;
-		pthread_rwlock_unlock(&ticket_lock);
-	}
 	SSL_CTX_set_min_proto_version(ctx, o->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
