@@ -312,6 +312,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 		pu->idle_timeout_ns = u->idle_timeout_ns ? u->idle_timeout_ns
 		                                         : cfg->limits.upstream_idle_timeout_ns;
 		pu->pool_max = (unsigned)u->pool_size;
+		pu->pool_off = u->pool_size == 0;
 		o->nupstreams++;
 	}
 	/* The proxy takes the first route that matches: path routes (which never overlap) come

@@ -1771,8 +1771,8 @@ static void pool_put(worker *w, upconn *u, const proxy_state *st)
 	upool *p = &w->pools[u->upstream];
 
 	u->owner = NULL;
-	if (w->draining || u->gen != st->gen || p->n >= or_default(uo->pool_max, DEF_POOL_MAX) ||
-	    buf_used(&u->in) > 0) {
+	if (w->draining || u->gen != st->gen || uo->pool_off ||
+	    p->n >= or_default(uo->pool_max, DEF_POOL_MAX) || buf_used(&u->in) > 0) {
 		up_close(u);
 		return;
 	}

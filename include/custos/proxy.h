@@ -86,6 +86,7 @@ typedef struct proxy_upstream_opts {
 	uint64_t read_timeout_ns;    /* between bytes of a response; 0: 60 s */
 	uint64_t idle_timeout_ns;    /* pooled keep-alive connection; 0: 30 s */
 	unsigned pool_max;           /* idle connections kept per worker; 0: 64 */
+	bool pool_off;               /* keep none (custos.yaml pool_size: 0) */
 	struct sandbox *sandbox;     /* borrowed: connect inside this sandbox's network namespace
 	                                (sandbox.h) to 127.0.0.1:sandbox_port; address unused */
 	uint16_t sandbox_port;

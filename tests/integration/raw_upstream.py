@@ -23,7 +23,8 @@ answer (default ok):
   no-content    204 with Content-Type: application/json, no body
   not-modified  304 with Content-Type: application/json, an ETag and Content-Length: 1234 (the
                 length a 200 would have), no body
-LOGFILE gets one line per request: "METHOD PATH X-RAW".
+LOGFILE gets one line per request: "METHOD PATH X-RAW"; LOGFILE.conns one line per accepted
+connection.
 """
 import gzip
 import os
@@ -110,6 +111,9 @@ s.listen(64)
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write(str(s.getsockname()[1]))
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+# One line per accepted connection, in LOG.conns (connection reuse is counted there).
+conns = open(sys.argv[2] + ".conns", "a", buffering=1)
 while True:
     conn, _ = s.accept()
+    conns.write("accept\n")
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
