@@ -605,6 +605,17 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 			           "use http://host:port, https://host:port or unix:/path",
 			           "unsupported upstream URL '%s'", u->url);
 		}
+		/* The client's path goes upstream unchanged: a base path in the URL would be
+		 * dropped, so it is refused rather than ignored. */
+		if ((u->kind == CFG_UPSTREAM_HTTP || u->kind == CFG_UPSTREAM_HTTPS) && u->path &&
+		    strcmp(u->path, "/") != 0)
+			ydoc_error(c->doc, un, c->d,
+			           "custos forwards the client's path as it is (POST "
+			           "/v1/chat/completions stays /v1/chat/completions); give the "
+			           "upstream as scheme://host:port/",
+			           "upstream URL '%s' has a path ('%s'): a base path is not "
+			           "prepended to requests",
+			           u->url, u->path);
 	}
 	cfg_bool(c, m, "tls_verify", &u->tls_verify);
 	cfg_path(c, m, "ca_file", false, false, &u->ca_file);

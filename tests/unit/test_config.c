@@ -605,6 +605,14 @@ static void test_models_and_profiles(void **state)
 	expect_error("version: 1\nmodels: [{id: m}]\n", "has no upstream");
 	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"ftp://x\"}}]\n",
 	             "unsupported upstream URL");
+	/* a base path would be dropped (the client's path goes upstream as it is): refused */
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"http://a:1/v1\"}}]\n",
+	             "has a path ('/v1'): a base path is not prepended");
+	expect_error("version: 1\nmodels: [{id: m, upstream: {url: \"https://a:1/x/\"}}]\n",
+	             "has a path ('/x/')");
+	cfg = parse_ok("version: 1\nmodels: [{id: m, upstream: {url: \"http://a:1/\"}}, {id: n, "
+	               "upstream: {url: \"https://b:2\"}}]\n");
+	config_free(cfg);
 	expect_error("version: 1\nsandbox_profiles: {p: {}}\nmodels: [{id: m, sandbox: {profile: "
 	             "p, command: [/x]}, upstream: {url: \"http://a:1\"}}]\n",
 	             "not allowed with a sandbox");
