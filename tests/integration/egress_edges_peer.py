@@ -23,15 +23,8 @@ import ssl
 import sys
 import threading
 
-
-def recv_head(c, buf):
-    while b"\r\n\r\n" not in buf:
-        d = c.recv(65536)
-        if not d:
-            return None, buf
-        buf += d
-    i = buf.index(b"\r\n\r\n") + 4
-    return buf[:i], buf[i:]
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import egress_peerlib  # noqa: E402
 
 
 def answer(c, head):
@@ -83,7 +76,7 @@ def serve(c, log):
     buf = b""
     try:
         while True:
-            head, buf = recv_head(c, buf)
+            head, buf = egress_peerlib.recv_head(c, buf)
             if head is None:
                 return
             with open(log, "ab") as f:
@@ -121,7 +114,7 @@ def connect(proxy, host, port):
     s = socket.create_connection((ph, int(pp)), timeout=10)
     s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port,
                                                                  host.encode(), port))
-    head, _ = recv_head(s, b"")
+    head, _ = egress_peerlib.recv_head(s, b"")
     if head is None or b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise SystemExit("CONNECT refused: %r" % head)
     return s
@@ -132,7 +125,7 @@ def tunnel(proxy, port, ca, head):
     ctx = ssl.create_default_context(cafile=ca)
     t = ctx.wrap_socket(s, server_hostname="localhost")
     t.sendall(head.encode().decode("unicode_escape").encode("latin-1"))
-    got, _ = recv_head(t, b"")
+    got, _ = egress_peerlib.recv_head(t, b"")
     lines = (got or b"").decode("latin-1").split("\r\n")
     reason = [x.split(":", 1)[1].strip() for x in lines if x.lower().startswith("x-custos-reason:")]
     print(lines[0], "|", reason[0] if reason else "")

@@ -37,16 +37,6 @@ def json_body(n):
     return head + b"x" * (n - len(head) - 2) + b'"}'
 
 
-def recv_head(c, buf):
-    while b"\r\n\r\n" not in buf:
-        d = c.recv(65536)
-        if not d:
-            return None, buf
-        buf += d
-    i = buf.index(b"\r\n\r\n") + 4
-    return buf[:i], buf[i:]
-
-
 def answer(c, head):
     lines = head.split(b"\r\n")
     method, path = lines[0].split(b" ")[0], lines[0].split(b" ")[1]
@@ -97,7 +87,7 @@ def handle(c, log, ctx):
             c = ctx.wrap_socket(c, server_side=True)
         buf = b""
         while True:
-            head, buf = recv_head(c, buf)
+            head, buf = egress_peerlib.recv_head(c, buf)
             if head is None:
                 return
             what = answer(c, head)

@@ -41,6 +41,18 @@ def in_parallel(n, fn, *args):
         t.join()
 
 
+def recv_head(c, buf):
+    """Reads a request or response head: (the head with its blank line, what came after it),
+    or (None, buf) when the peer closes first."""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(65536)
+        if not d:
+            return None, buf
+        buf += d
+    i = buf.index(b"\r\n\r\n") + 4
+    return buf[:i], buf[i:]
+
+
 def recv_exact(s, n, buf=b""):
     """Reads until buf holds n bytes, never past the n-th; returns buf (longer than n only when
     it already was). EOFError when the peer closes first."""
