@@ -61,7 +61,8 @@ probe
 wait_until 30 more_probes "$n" && ok "admin: debug lines still logged, as text" ||
 	fail "admin: no text debug line after the reload"
 check "no refusal for an overridden setting" "$(refusals)" 0
-audit_grep '"type":"policy.reload"' | grep -c '"outcome":"reloaded"' | grep -qx 2 &&
+two_reloads_audited() { audit_grep '"type":"policy.reload"' | grep -c '"outcome":"reloaded"' | grep -qx 2; }
+wait_until 30 two_reloads_audited &&
 	ok "both reloads audited as reloaded" || fail "reload events: $(audit_grep '"type":"policy.reload"')"
 
 # A setting the command line does not override is still start-only: log.file.

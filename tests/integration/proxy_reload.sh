@@ -92,7 +92,11 @@ if [ "${abi:-0}" -gt 0 ]; then
 	grep 'reload failed' "$work/custos.log" | tail -1 | grep -q "$why" &&
 		ok "a certificate outside the Landlock view: refused, naming the setting" ||
 		fail "reason: $(grep 'reload failed' "$work/custos.log" | tail -1)"
-	grep '"type":"policy.reload"' "$work"/audit/*.jsonl | tail -1 | grep '"outcome":"refused"' | grep -q "$why" &&
+	# The log line comes first; the audit writer may land the event a moment later.
+	refusal_audited() {
+		grep -h '"type":"policy.reload"' "$work"/audit/*.jsonl | tail -1 | grep '"outcome":"refused"' | grep -q "$why"
+	}
+	wait_until 30 refusal_audited &&
 		ok "the refusal and its reason are in the audit trail" || fail "no policy.reload refused event with the reason"
 	check "the certificate in force stays" "$(serial)" "$got"
 	check "requests still served" "$(bob)" 200
