@@ -59,8 +59,7 @@ struct up_ctx {
 	/* The last applied configuration (start, or owned once a reload replaced it): what the
 	 * next reload's sandboxes are compared with. next: the reload being applied. */
 	custos_config *running, *next;
-	bool psx_pending;    /* the supervisor prepared this reload's sandboxes: COMMIT is due */
-	char *sighup_policy; /* the policy file of the SIGHUP reload being applied (its thread) */
+	bool psx_pending; /* the supervisor prepared this reload's sandboxes: COMMIT is due */
 	/* One reload at a time, from reading custos.yaml to the egress proxy following: a SIGHUP
 	 * reload (held from reload_cb to reloaded_cb) and the admin API's, or two of the admin
 	 * API's, would otherwise interleave and leave the egress proxy on the other's policy
@@ -626,14 +625,15 @@ static void reload_settle(struct up_ctx *uc, bool applied)
 	uc->next = NULL;
 }
 
-/* The egress proxy's policy follows the ingress proxy's (the same file, policy.file of the
- * reload), and only once that reload was applied: a refused reload (bad custos.yaml, bad
+/* The egress proxy's policy follows the ingress proxy's once a reload was applied there: it
+ * is handed the very policy the ingress proxy compiled (reloads run one at a time under
+ * reload_mu, so it is this reload's), never a second read of the file, which may have
+ * changed since or fail where the first read did not. A refused reload (bad custos.yaml, bad
  * policy, bad certificate) changes neither. */
-static void egress_follow(struct up_ctx *u, const char *policy_file)
+static void egress_follow(struct up_ctx *u)
 {
-	if (u->eg && egress_reload_policy(u->eg, policy_file) != CUSTOS_OK)
-		log_error("up: egress policy not reloaded, the previous one stays in force: %s",
-		          err_msg());
+	if (u->eg)
+		egress_set_policy(u->eg, proxy_policy_ref(u->srv));
 }
 
 /* Takes the reload lock, saying so when another reload holds it. */
@@ -648,8 +648,8 @@ static void reload_lock(struct up_ctx *u, const char *who)
 #ifdef CUSTOS_TEST_HOOKS
 /* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_RELOAD_HOLD=FIFO holds a
  * SIGHUP reload between the ingress proxy's swap and the egress proxy following, until a line
- * is written to FIFO: another reload can then be started in that window
- * (tests/integration/ops_reload_serial.sh). */
+ * is written to FIFO: another reload can then be started, or the policy file edited, in that
+ * window (tests/integration/ops_reload_serial.sh, egress_follow_same.sh). */
 static void test_hook_reload_hold(void)
 {
 	const char *fifo = getenv("CUSTOS_TEST_RELOAD_HOLD");
@@ -681,11 +681,9 @@ static void reloaded_cb(void *arg, bool applied)
 #ifdef CUSTOS_TEST_HOOKS
 		test_hook_reload_hold();
 #endif
-		egress_follow(u, u->sighup_policy);
+		egress_follow(u);
 	}
 	reload_settle(u, applied);
-	free(u->sighup_policy);
-	u->sighup_policy = NULL;
 	pthread_mutex_unlock(&u->reload_mu);
 }
 
@@ -703,8 +701,6 @@ static custos_err reload_cb(void *arg, proxy_options *o)
 	log_info("up: SIGHUP: reloading %s", u->path);
 	custos_err e = load_options(u, o);
 	o->reloaded = reloaded_cb; /* set on failure too: it releases the lock */
-	if (e == CUSTOS_OK)
-		u->sighup_policy = dup_or_null(o->policy_file);
 	return e;
 }
 
@@ -721,7 +717,6 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 {
 	struct up_ctx *u = arg;
 	proxy_options o;
-	char *policy_file = NULL;
 
 	reload_lock(u, "admin API");
 	log_info("up: admin API: reloading %s", u->path);
@@ -735,16 +730,13 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 			proxy_options_free(&o);
 		}
 	}
-	if (e == CUSTOS_OK) {
-		policy_file = dup_or_null(o.policy_file); /* o is proxy_reload's */
+	if (e == CUSTOS_OK)
 		e = proxy_reload(u->srv, &o);
-	}
 	if (e == CUSTOS_OK) {
-		egress_follow(u, policy_file); /* as SIGHUP does */
+		egress_follow(u); /* as SIGHUP does */
 		log_info("up: admin API: reloaded");
 	}
 	reload_settle(u, e == CUSTOS_OK);
-	free(policy_file);
 	pthread_mutex_unlock(&u->reload_mu);
 	return e;
 }
@@ -3055,6 +3047,8 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	if (e == CUSTOS_OK && cfg->egress.enabled) {
 		egress_options eo;
 		e = cli_egress_options(cfg, aw, efds, evm, &eo);
+		/* The ingress proxy's compiled policy, not a second read of policy.file. */
+		eo.policy = proxy_policy_ref(srv);
 		if (e == CUSTOS_OK)
 			e = egress_create(&eo, &eg);
 		else
@@ -3107,7 +3101,6 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	psx_proxy_finish(); /* the supervisor stops the sandboxes; their events come here */
 	bool lost = psx_proxy_supervisor_lost();
 	proxy_free(srv);
-	free(uc->sighup_policy);
 	if (uc->running != uc->start)
 		config_free(uc->running);
 	config_free(uc->next);

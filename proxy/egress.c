@@ -64,6 +64,8 @@ void egress_options_free(egress_options *o)
 	}
 	free(o->listeners);
 	free(o->policy_file);
+	policy_unref(o->policy);
+	o->policy = NULL;
 	free(o->ca_dir);
 	for (size_t i = 0; i < o->n_dns_servers; i++)
 		free(o->dns_servers[i]);
@@ -899,7 +901,11 @@ custos_err egress_create(egress_options *o, egress_server **out)
 		if ((e = mint_open(s->o.ca_dir, s->o.leaf_lifetime_ns, 0, &s->mint)) != CUSTOS_OK)
 			goto fail;
 	}
-	if (s->o.policy_file) {
+	if (s->o.policy) {
+		if ((e = policy_store_new(s->o.policy, &s->store)) != CUSTOS_OK)
+			goto fail;  /* s->o.policy is still ours: freed with the options */
+		s->o.policy = NULL; /* the store's */
+	} else if (s->o.policy_file) {
 		diag_list d;
 		policy *p = NULL;
 		diag_init(&d);
@@ -1183,22 +1189,17 @@ void egress_free(egress_server *s)
 	free(s);
 }
 
-custos_err egress_reload_policy(egress_server *s, const char *policy_file)
+void egress_set_policy(egress_server *s, struct policy *p)
 {
-	const char *file = policy_file ? policy_file : s->o.policy_file;
-
-	if (s->store == NULL || file == NULL)
-		return CUSTOS_OK;
-	diag_list d;
-	diag_init(&d);
-	custos_err e = policy_store_reload(s->store, file, &d);
-	if (e != CUSTOS_OK) {
-		diag_log(&d);
-		e = d.errors ? diag_err(e, &d, "egress policy (the policy in force stays)")
-		             : err_wrap(e, "egress policy %s (the policy in force stays)", file);
+	if (p == NULL)
+		return;
+	if (s->store == NULL) {
+		log_warn("egress: started without a policy: the data-source catalogue alone keeps "
+		         "deciding (restart custos to judge egress by the policy)");
+		policy_unref(p);
+		return;
 	}
-	diag_free(&d);
-	return e;
+	policy_store_swap(s->store, p);
 }
 
 /* A slot whose listener was closed and that nothing uses any more (called with s->ls_mu

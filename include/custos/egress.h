@@ -71,7 +71,11 @@ typedef struct egress_options {
 	egress_listener_opts *listeners; /* owned, malloc'd array */
 	size_t nlisteners;
 	char *policy_file; /* policy.yaml; NULL: the source catalogue alone decides (logged) */
-	char *ca_dir;      /* interception CA (custos ca init); needed by intercepting sources */
+	/* The compiled policy to start with (a reference, taken over), used instead of reading
+	 * policy_file: custos up hands over the ingress proxy's, so that both proxies judge by
+	 * one compiled policy and never by two reads of a file that may change between them. */
+	struct policy *policy;
+	char *ca_dir; /* interception CA (custos ca init); needed by intercepting sources */
 	uint64_t leaf_lifetime_ns;   /* 0: 24 h */
 	uint64_t max_response;       /* 0: EGRESS_DEFAULT_RESPONSE */
 	uint64_t connect_timeout_ns; /* 0: 5 s */
@@ -115,10 +119,11 @@ custos_err egress_start(egress_server *s) CUSTOS_WUR;
 /* Stops accepting, shuts open connections down and waits for their threads. */
 void egress_stop(egress_server *s);
 void egress_free(egress_server *s);
-/* Reads the policy from policy_file (NULL: the options' policy_file), the file a reload of
- * custos.yaml names; on any error the policy in force stays (message in err_msg). Decisions
- * in progress keep the policy they started with. */
-custos_err egress_reload_policy(egress_server *s, const char *policy_file) CUSTOS_WUR;
+/* Puts p in force (a reference, taken over; NULL: nothing changes): custos up hands over the
+ * ingress proxy's policy once a reload was applied there, so both proxies run the same
+ * compiled policy. Decisions in progress keep the policy they started with. Without a policy
+ * at start (no policy_file) the catalogue alone keeps deciding and p is dropped (logged). */
+void egress_set_policy(egress_server *s, struct policy *p);
 /* The TLS client context of every https source made again, its files read again (ca_file or
  * the system store, crl_file, cert_file/key_file: renewed ones), for egress_tls_commit: a file
  * that does not load fails here (message in err_msg, naming the source) and the contexts in
