@@ -873,67 +873,31 @@ static custos_err map_sandbox(const custos_config *cfg, const cfg_model *m, sand
 {
 	const cfg_model_sandbox *ms = &m->sandbox;
 	const cfg_profile *pr = ms->profile ? &cfg->profiles[ms->profile_index] : NULL;
-	const char *base = "default";
 
-	if (pr && pr->gpu == CFG_GPU_NVIDIA)
-		base = "gpu-nvidia";
-	else if (pr && pr->gpu == CFG_GPU_AMD)
-		base = "gpu-amd";
-	GUARD(sandbox_profile_builtin(base, p));
+	if (pr) {
+		/* The profile as `custos sandbox exec -c` maps it (one mapping: what was tried
+		 * with exec runs the same here); its two arrays copied into *st. */
+		GUARD(sandbox_profile_from_cfg(pr, p)); /* at most SANDBOX_MAX_BINDS, _DEVICES */
+		if (p->n_binds)
+			memcpy(st->binds, p->binds, p->n_binds * sizeof(*p->binds));
+		if (p->n_devices)
+			memcpy(st->devices, p->devices, p->n_devices * sizeof(*p->devices));
+		size_t nb = p->n_binds, nd = p->n_devices;
+		sandbox_profile_cfg_free(p);
+		if (nb) {
+			p->binds = st->binds;
+			p->n_binds = nb;
+		}
+		if (nd) {
+			p->devices = st->devices;
+			p->n_devices = nd;
+		}
+	} else {
+		GUARD(sandbox_profile_builtin("default", p));
+	}
 	p->name = m->id;
 	if (ms->workdir)
 		p->workdir = ms->workdir;
-	if (pr) {
-		/* The config's namespace bits are the sandbox module's, in the same order. */
-		if (pr->namespaces)
-			p->namespaces = pr->namespaces;
-		if (pr->seccomp.base == CFG_SECCOMP_GPU)
-			p->seccomp = SANDBOX_SECCOMP_GPU;
-		if (pr->seccomp.n_allow) {
-			p->seccomp = SANDBOX_SECCOMP_CUSTOM;
-			p->syscalls = (const char *const *)pr->seccomp.allow;
-			p->n_syscalls = pr->seccomp.n_allow;
-		}
-		/* seccomp.deny: as `custos sandbox exec -c` maps it (sandbox_profile_from_cfg) */
-		p->deny_syscalls = (const char *const *)pr->seccomp.deny;
-		p->n_deny_syscalls = pr->seccomp.n_deny;
-		ENSURE(pr->n_binds <= SANDBOX_MAX_BINDS, CUSTOS_ERR_LIMIT, "too many binds");
-		for (size_t i = 0; i < pr->n_binds; i++)
-			st->binds[i] = (sandbox_bind){ pr->binds[i].src, pr->binds[i].dst,
-				                       pr->binds[i].rw, false };
-		p->binds = st->binds;
-		p->n_binds = pr->n_binds;
-		/* custos.yaml writes /dev/<name>; the sandbox takes <name> (relative to its
-		 * device root), as sandbox_profile_from_cfg maps it */
-		ENSURE(pr->n_devices <= SANDBOX_MAX_DEVICES, CUSTOS_ERR_LIMIT, "too many devices");
-		for (size_t i = 0; i < pr->n_devices; i++) {
-			const char *n = pr->devices[i];
-			st->devices[i] = strncmp(n, "/dev/", 5) == 0 ? n + 5 : n;
-		}
-		if (pr->n_devices) {
-			p->devices = st->devices;
-			p->n_devices = pr->n_devices;
-		}
-		p->sys_ro = p->sys_ro || pr->sysfs;
-		if (pr->scratch.type == CFG_SCRATCH_DIR)
-			p->scratch_dir = pr->scratch.path;
-		if (pr->scratch.size)
-			p->limits.scratch_bytes = pr->scratch.size;
-		if (pr->limits.memory)
-			p->limits.memory_bytes = pr->limits.memory;
-		p->limits.swap_bytes = pr->limits.swap;
-		if (pr->limits.pids)
-			p->limits.pids = pr->limits.pids;
-		if (pr->limits.cpu_milli)
-			p->limits.cpu_millis = (uint32_t)pr->limits.cpu_milli;
-		if (pr->limits.nofile)
-			p->limits.nofile = pr->limits.nofile;
-		p->landlock = pr->landlock;
-		/* Exactly the profile's env_allow (docs/CONFIG.md: default none), not the
-		 * built-in profiles' LANG, LC_ALL, TZ and TERM: as sandbox_profile_from_cfg. */
-		p->env_allow = (const char *const *)pr->env_allow;
-		p->n_env_allow = pr->n_env_allow;
-	}
 	ENSURE(ms->n_env <= SANDBOX_MAX_ENV, CUSTOS_ERR_LIMIT, "too many env entries");
 	for (size_t i = 0; i < ms->n_env; i++) {
 		/* NAME=value whole, however long the value (never cut short) */

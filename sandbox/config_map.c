@@ -1,6 +1,8 @@
 /*
  * custos.yaml's sandbox_profiles.<id> (include/custos/config.h) mapped onto a sandbox_profile,
- * for `custos up` and `custos sandbox exec -c`. The sandbox API itself stays config-free.
+ * the one mapping behind `custos up` and `custos sandbox exec -c`, so that a profile tried
+ * with exec runs the same under up. What the entry leaves unset keeps the built-in profile's
+ * value (memory, CPU, the scratch at /tmp). The sandbox API itself stays config-free.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,20 +39,22 @@ custos_err sandbox_profile_from_cfg(const struct cfg_profile *cp, sandbox_profil
 	}
 	p->deny_syscalls = (const char *const *)cp->seccomp.deny;
 	p->n_deny_syscalls = cp->seccomp.n_deny;
-	p->sys_ro = cp->sysfs;
+	p->sys_ro = p->sys_ro || cp->sysfs;
 	p->landlock = cp->landlock;
-	if (cp->scratch.type == CFG_SCRATCH_DIR) {
-		p->scratch_dir = cp->scratch.path;
-		p->scratch_target = "/scratch";
-	}
+	if (cp->scratch.type == CFG_SCRATCH_DIR)
+		p->scratch_dir = cp->scratch.path; /* at the built-in scratch_target, /tmp */
 	if (cp->scratch.size)
 		p->limits.scratch_bytes = cp->scratch.size;
-	p->limits.memory_bytes = cp->limits.memory;
+	/* 0 (unset): the built-in profile's 1 GiB and 1 CPU (16 GiB and 4 with a GPU) */
+	if (cp->limits.memory)
+		p->limits.memory_bytes = cp->limits.memory;
 	p->limits.swap_bytes = cp->limits.swap;
-	p->limits.pids = cp->limits.pids;
+	if (cp->limits.pids)
+		p->limits.pids = cp->limits.pids;
 	ENSURE(cp->limits.cpu_milli <= 1024u * 1000u, CUSTOS_ERR_LIMIT,
 	       "sandbox profile '%s': cpu beyond 1024 CPUs", cp->id);
-	p->limits.cpu_millis = (uint32_t)cp->limits.cpu_milli;
+	if (cp->limits.cpu_milli)
+		p->limits.cpu_millis = (uint32_t)cp->limits.cpu_milli;
 	if (cp->limits.nofile)
 		p->limits.nofile = cp->limits.nofile;
 	/* Exactly the profile's env_allow (docs/CONFIG.md: default none), not the built-in

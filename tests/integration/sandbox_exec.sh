@@ -178,6 +178,32 @@ if [ "$(id -u)" = 0 ] && grep -q 'cgroup v1' <<<"$("$C" --log-level debug sandbo
 			echo "FAIL: v1: $q MiB queued in TCP buffers under a 64M limit"; fail=1
 		fi
 	fi
+	# A custos.yaml profile that sets no memory or CPU limit gets the built-in profile's (1 GiB,
+	# 1 CPU), as custos up runs the same profile: read from the command's own cgroups.
+	mkfifo "$T0/hold2"
+	"$C" sandbox exec -c "$T0/noll.yaml" --profile noll -- /bin/sh -c 'read -r x; exit 0' \
+		<"$T0/hold2" >/dev/null 2>&1 &
+	exec_pid=$!
+	exec 7>"$T0/hold2"
+	cmd=""
+	end=$((SECONDS + 60))
+	while [ "$SECONDS" -lt "$end" ]; do
+		init=$(pgrep -P "$exec_pid" || true)
+		[ -n "$init" ] && cmd=$(pgrep -P "$init" || true)
+		[ -n "$cmd" ] && break
+		sleep 0.05
+	done
+	v1_of() { grep -E "^[0-9]+:([a-z]+,)*$1(,[a-z]+)*:" "/proc/$2/cgroup" | cut -d: -f3; }
+	mem=$(cat "/sys/fs/cgroup/memory$(v1_of memory "$cmd")/memory.limit_in_bytes" 2>/dev/null || true)
+	check "v1: config profile without limits: the built-in memory limit" 1073741824 "$mem"
+	cpu_dir=/sys/fs/cgroup/cpu
+	[ -d "$cpu_dir" ] || cpu_dir=/sys/fs/cgroup/cpu,cpuacct
+	quota=$(cat "$cpu_dir$(v1_of cpu "$cmd")/cpu.cfs_quota_us" 2>/dev/null || true)
+	period=$(cat "$cpu_dir$(v1_of cpu "$cmd")/cpu.cfs_period_us" 2>/dev/null || true)
+	check "v1: config profile without limits: the built-in CPU limit (quota = period)" \
+		"${period:-none}" "${quota:-unset}"
+	exec 7>&-
+	wait "$exec_pid"
 fi
 [ "$fail" -eq 0 ] && echo PASS
 exit "$fail"

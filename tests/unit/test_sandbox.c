@@ -864,7 +864,7 @@ static void from_config(void **state)
 	assert_int_equal(p.n_devices, 1);
 	assert_string_equal(p.devices[0], "fuse");
 	assert_string_equal(p.scratch_dir, "/var/lib/custos/s");
-	assert_string_equal(p.scratch_target, "/scratch");
+	assert_string_equal(p.scratch_target, "/tmp"); /* the built-in's, as under up */
 	assert_int_equal(p.limits.memory_bytes, 1ull << 30);
 	assert_int_equal(p.limits.pids, 99);
 	assert_int_equal(p.limits.cpu_millis, 1500);
@@ -876,6 +876,9 @@ static void from_config(void **state)
 	                 CUSTOS_OK);
 	assert_int_equal(p.seccomp, SANDBOX_SECCOMP_CUSTOM);
 	assert_int_equal(p.n_syscalls, 1);
+	/* limits the entry leaves unset keep the built-in profile's, as custos up runs it */
+	assert_int_equal(p.limits.memory_bytes, 1ull << 30);
+	assert_int_equal(p.limits.cpu_millis, 1000);
 	sandbox_profile_cfg_free(&p);
 	assert_int_equal(sandbox_profile_from_cfg(NULL, &p), CUSTOS_ERR_INVAL);
 	config_free(cfg);
