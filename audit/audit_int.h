@@ -242,14 +242,20 @@ struct audit_ship_ready {
 	int32_t status; /* custos_err */
 	char msg[1024]; /* the message when status is not CUSTOS_OK: names the sink */
 };
-/* What the parent writes on the shipper's stop pipe (one write each: atomic on a pipe). STOP:
- * deliver up to the sealed end or for drain_ns, then exit (EOF on the pipe: stop now). RELOAD:
- * read each TLS sink's CA, client certificate, key and CRL again (audit_sinks_reload). */
-enum { AUDIT_SHIP_STOP = 1, AUDIT_SHIP_RELOAD = 2 };
+/* What the parent writes on the shipper's stop pipe (one writer: the parent, under its
+ * writer's mu). STOP: deliver up to the sealed end or for drain_ns, then exit (EOF on the pipe:
+ * stop now). RELOAD: read each TLS sink's CA, client certificate, key and CRL again
+ * (audit_sinks_reload). TOKEN: a HEC sink's token file as the parent read it at a reload, for
+ * sink number `sink`: `len` bytes follow the message (at most AUDIT_SHIP_TOKEN_MAX). The parent
+ * reads it, not the shipper, whose Landlock view then need not hold the token's directory
+ * (often custos.yaml's). */
+enum { AUDIT_SHIP_STOP = 1, AUDIT_SHIP_RELOAD = 2, AUDIT_SHIP_TOKEN = 3 };
+#define AUDIT_SHIP_TOKEN_MAX 4098 /* a token of SINK_TOKEN_MAX and its line break */
 struct audit_ship_msg {
 	uint32_t kind;
-	uint32_t pad;
-	uint64_t drain_ns;
+	uint32_t sink;     /* TOKEN: the sink's index in audit_options.sinks */
+	uint64_t drain_ns; /* STOP */
+	uint64_t len;      /* TOKEN: the bytes that follow */
 };
 /* Runs the shipper (all sinks) in this forked process until stop_fd says stop (or closes). Once
  * every sink is set up (or one failed) it writes a struct audit_ship_ready to ready_fd and

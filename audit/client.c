@@ -30,6 +30,8 @@ struct audit_writer {
 	uint64_t fsyncs, fsync_ns, fsync_buckets[AUDIT_FSYNC_BUCKETS]; /* writer's, under mu */
 	char *dir;
 	char *sink_names[AUDIT_MAX_SINKS];
+	/* A HEC sink's token file (NULL: none), read here again at a reload (audit_sinks_reload) */
+	char *token_files[AUDIT_MAX_SINKS];
 	int sock;
 	pid_t pid, shipper_pid;
 	int shipper_fd; /* write end: closing it (or a drain deadline) stops the shipper */
@@ -378,8 +380,11 @@ static custos_err copy_options(audit_writer *w, const audit_options *o)
 	w->o = *o;
 	w->dir = xstrdup(o->dir);
 	w->o.dir = w->dir;
-	for (size_t i = 0; i < o->n_sinks; i++)
+	for (size_t i = 0; i < o->n_sinks; i++) {
 		w->sink_names[i] = xstrdup(o->sinks[i].name ? o->sinks[i].name : "sink");
+		if (o->sinks[i].kind == AUDIT_SINK_HEC && o->sinks[i].hec_token_file != NULL)
+			w->token_files[i] = xstrdup(o->sinks[i].hec_token_file);
+	}
 	return CUSTOS_OK;
 }
 
@@ -391,8 +396,10 @@ static void writer_free(audit_writer *w)
 		close(w->shipper_fd);
 	buf_free(&w->pending);
 	buf_free(&w->lead);
-	for (size_t i = 0; i < AUDIT_MAX_SINKS; i++)
+	for (size_t i = 0; i < AUDIT_MAX_SINKS; i++) {
 		free(w->sink_names[i]);
+		free(w->token_files[i]);
+	}
 	free(w->dir);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv_data);
@@ -847,6 +854,22 @@ bool audit_shipper_running(audit_writer *w)
 	return si.si_pid == 0;
 }
 
+/* Writes all of p to the shipper's pipe (called with w->mu held). */
+static bool ship_write(audit_writer *w, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n > 0) {
+		ssize_t r = write(w->shipper_fd, b, n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		b += r;
+		n -= (size_t)r;
+	}
+	return true;
+}
+
 void audit_sinks_reload(audit_writer *w)
 {
 	struct audit_ship_msg m = { .kind = AUDIT_SHIP_RELOAD };
@@ -854,11 +877,40 @@ void audit_sinks_reload(audit_writer *w)
 	if (w == NULL)
 		return;
 	/* Under mu: audit_writer_stop closes the pipe under it. The shipper reads it at once (a
-	 * reload's work is a few file loads), so the write does not wait; a shipper that has
-	 * exited gives EPIPE (SIGPIPE is ignored), logged. */
+	 * reload's work is a few file loads), so the write does not wait long; a shipper that
+	 * has exited gives EPIPE (SIGPIPE is ignored), logged. */
 	pthread_mutex_lock(&w->mu);
-	if (w->shipper_fd >= 0 && audit_shipper_running(w) &&
-	    write(w->shipper_fd, &m, sizeof(m)) != (ssize_t)sizeof(m))
+	if (w->shipper_fd < 0 || !audit_shipper_running(w)) {
+		pthread_mutex_unlock(&w->mu);
+		return;
+	}
+	/* HEC token files: read here, in the proxy, whose view holds them (the shipper's need
+	 * not); the shipper checks the token and takes it. One that does not load keeps the
+	 * token in use. */
+	for (size_t i = 0; i < w->o.n_sinks; i++) {
+		if (w->token_files[i] == NULL)
+			continue;
+		buf t;
+		buf_init(&t, AUDIT_SHIP_TOKEN_MAX);
+		if (file_load(w->token_files[i], FILE_SECRET, AUDIT_SHIP_TOKEN_MAX, &t) !=
+		    CUSTOS_OK) {
+			log_warn(
+			        "audit sink %s: reload: http.token_file: %s; the token read before "
+			        "stays in use",
+			        w->sink_names[i], err_msg());
+		} else {
+			struct audit_ship_msg tm = { .kind = AUDIT_SHIP_TOKEN,
+				                     .sink = (uint32_t)i,
+				                     .len = buf_used(&t) };
+			if (!ship_write(w, &tm, sizeof(tm)) ||
+			    !ship_write(w, buf_ptr(&t), buf_used(&t)))
+				log_error("audit sink %s: the shipper was not given the token read "
+				          "again: %s",
+				          w->sink_names[i], strerror(errno));
+		}
+		buf_free_secret(&t);
+	}
+	if (!ship_write(w, &m, sizeof(m)))
 		log_error("audit: the shipper was not told to read its TLS files again: %s",
 		          strerror(errno));
 	pthread_mutex_unlock(&w->mu);

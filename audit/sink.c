@@ -76,6 +76,8 @@ struct sink {
 	 * main thread), taken by the sink thread at its next step; under mu. */
 	pthread_mutex_t mu;
 	SSL_CTX *ctx_next;
+	buf token_next; /* a reload's HEC token read again from hec_token_file; under mu */
+	bool token_next_set;
 	bool tls; /* TLS sink: set at init, read by both threads */
 	buf out;
 	struct confirm conf[SINK_CONFIRMS];
@@ -668,6 +670,29 @@ static custos_err peer_still_valid(struct sink *s)
 	               s->peer, X509_verify_cert_error_string(verr));
 }
 
+static void token_use(struct sink *s)
+{
+	s->token_str = (const char *)buf_ptr(&s->token);
+	s->token_len = buf_used(&s->token);
+}
+
+/* Takes a reload's token: the next request carries it (the connection stays: Splunk checks
+ * the token per request). */
+static void token_pickup(struct sink *s)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->token_next_set) {
+		buf t = s->token;
+		s->token = s->token_next;
+		s->token_next = t;
+		s->token_next_set = false;
+		token_use(s);
+		buf_free_secret(&s->token_next);
+		buf_init(&s->token_next, 0);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Takes a reload's new context: the next connection is made with it, and an open connection
  * whose server it refuses (a CRL that now revokes its certificate, a CA no longer trusted) is
  * closed (an error: the caller closes and reconnects, which then fails and says why). */
@@ -696,6 +721,8 @@ static custos_err sink_step(struct sink *s)
 
 	if (s->tls)
 		GUARD(ctx_pickup(s));
+	if (s->so->kind == AUDIT_SINK_HEC && s->so->hec_token_file != NULL)
+		token_pickup(s);
 	if (s->fd < 0) {
 		s->next = s->cursor + 1;
 		s->sent = s->cursor;
@@ -826,19 +853,27 @@ static custos_err token_check(const char *what, const uint8_t *p, size_t n)
 	return CUSTOS_OK;
 }
 
-/* The token from its file (FILE_SECRET), without a trailing line break. */
-static custos_err load_token(struct sink *s, const char *path)
+/* A token file's bytes in *b made the token: the trailing line break cut off (buf_used(b) is
+ * the token's length), then checked; what names the file in a message. */
+static custos_err token_trim(buf *b, const char *what)
 {
-	buf_init(&s->token, SINK_TOKEN_MAX + 2);
-	GUARD(file_load(path, FILE_SECRET, SINK_TOKEN_MAX + 2, &s->token));
-	size_t n = buf_used(&s->token);
-	const uint8_t *p = buf_ptr(&s->token);
+	size_t n = buf_used(b);
+	const uint8_t *p = buf_ptr(b);
 	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
 		n--;
-	GUARD(token_check(path, p, n));
-	s->token_str = (const char *)p;
-	s->token_len = n;
+	GUARD(token_check(what, p, n));
+	b->len = b->off + n;
 	return CUSTOS_OK;
+}
+
+/* A token from its file (FILE_SECRET) into *b. On error b may hold part of the file: free it
+ * secret. */
+static custos_err load_token(buf *b, const char *path)
+{
+	_Static_assert(AUDIT_SHIP_TOKEN_MAX == SINK_TOKEN_MAX + 2, "a reload's token file");
+	buf_init(b, SINK_TOKEN_MAX + 2);
+	GUARD(file_load(path, FILE_SECRET, SINK_TOKEN_MAX + 2, b));
+	return token_trim(b, path);
 }
 
 /* The event path as given (default HEC_EVENT_PATH); the ack endpoint is the part up to and
@@ -902,6 +937,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);
 	buf_init(&s->req, 8192);
 	buf_init(&s->token, 0);
+	buf_init(&s->token_next, 0);
 	ENSURE(so->name != NULL && so->name[0] != '\0' && strchr(so->name, '/') == NULL,
 	       CUSTOS_ERR_INVAL, "a sink needs a name without '/'");
 	/* cursor.<name>.tmp* is a replacement being written, skipped by the head check. */
@@ -949,9 +985,10 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->rctx.inner = so->format == AUDIT_FMT_RFC5424 ? AUDIT_FMT_JSON : so->format;
 	if (so->kind == AUDIT_SINK_HEC) {
 		GUARD(hec_paths(s));
-		if (so->hec_token_file != NULL)
-			GUARD(load_token(s, so->hec_token_file));
-		else if (so->hec_token != NULL) {
+		if (so->hec_token_file != NULL) {
+			GUARD(load_token(&s->token, so->hec_token_file));
+			token_use(s);
+		} else if (so->hec_token != NULL) {
 			s->token_str = so->hec_token;
 			s->token_len = strlen(so->hec_token);
 			GUARD(token_check("hec_token", (const uint8_t *)s->token_str,
@@ -990,6 +1027,7 @@ static void sink_free(struct sink *s)
 	buf_free(&s->in);
 	buf_free_secret(&s->req); /* held the Authorization header */
 	buf_free_secret(&s->token);
+	buf_free_secret(&s->token_next);
 }
 
 /* The CRLs in ctx's store past their nextUpdate (a reload refuses them: see sinks_reload). */
@@ -1007,6 +1045,44 @@ static size_t crls_expired(SSL_CTX *ctx)
 			n++;
 	}
 	return n;
+}
+
+/* A reload's HEC token: hec_token_file as the parent read it again (AUDIT_SHIP_TOKEN), taken
+ * over in *t; the sink thread uses it from its next request. A token that does not pass (empty,
+ * not one word) keeps the token in use, said why, as a TLS file does. */
+static void token_offer(struct sink *s, buf *t)
+{
+	if (token_trim(t, s->so->hec_token_file) != CUSTOS_OK) {
+		buf_free_secret(t);
+		log_warn("audit sink %s: reload: http.token_file: %s; the token read before stays "
+		         "in use",
+		         s->so->name, err_msg());
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	buf_free_secret(&s->token_next); /* an earlier reload's, not taken yet */
+	s->token_next = *t;
+	s->token_next_set = true;
+	pthread_mutex_unlock(&s->mu);
+	log_info("audit sink %s: reload: http.token_file %s read again: used from the next "
+	         "request on",
+	         s->so->name, s->so->hec_token_file);
+}
+
+/* Reads exactly n bytes from the parent's pipe; false at EOF or an error. */
+static bool pipe_read_full(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+	while (n > 0) {
+		ssize_t r = read(fd, b, n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		b += r;
+		n -= (size_t)r;
+	}
+	return true;
 }
 
 /* A reload (SIGHUP, or the admin API's; audit_sinks_reload): each TLS sink's CA file, client
@@ -1112,17 +1188,30 @@ int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd)
 	shipper_report(ready_fd, e);
 	while (e == CUSTOS_OK) {
 		struct audit_ship_msg m;
-		ssize_t r;
-		do
-			r = read(stop_fd, &m, sizeof(m));
-		while (r == -1 && errno == EINTR);
-		if (r == (ssize_t)sizeof(m) && m.kind == AUDIT_SHIP_RELOAD) {
+		bool got = pipe_read_full(stop_fd, &m, sizeof(m));
+		if (got && m.kind == AUDIT_SHIP_RELOAD) {
 			sinks_reload(sinks, started);
 			continue;
 		}
+		if (got && m.kind == AUDIT_SHIP_TOKEN && m.len <= AUDIT_SHIP_TOKEN_MAX) {
+			buf t;
+			buf_init(&t, AUDIT_SHIP_TOKEN_MAX);
+			got = buf_reserve(&t, (size_t)m.len) == CUSTOS_OK &&
+			      pipe_read_full(stop_fd, buf_tail(&t), (size_t)m.len);
+			if (got)
+				buf_commit(&t, (size_t)m.len);
+			if (got && m.sink < started && sinks[m.sink].so->kind == AUDIT_SINK_HEC &&
+			    sinks[m.sink].so->hec_token_file != NULL) {
+				token_offer(&sinks[m.sink], &t); /* takes t over */
+				continue;
+			}
+			buf_free_secret(&t);
+			if (got)
+				continue; /* not a HEC sink of ours: nothing to do */
+		}
 		/* AUDIT_SHIP_STOP; anything else: the parent died: stop now; the cursors are safe
 		 * to resume from */
-		drain = r == (ssize_t)sizeof(m) && m.kind == AUDIT_SHIP_STOP ? m.drain_ns : 0;
+		drain = got && m.kind == AUDIT_SHIP_STOP ? m.drain_ns : 0;
 		atomic_store(&g_deadline, tm_mono_ns() + drain);
 		atomic_store(&g_stopping, true);
 		break;
