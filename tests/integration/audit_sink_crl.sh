@@ -90,7 +90,7 @@ start_custos "$work/custos.yaml"
 send 2
 wait_until 60 lag0 && ok "not revoked: the sink caught up (lag 0)" ||
 	fail "not revoked: lag $(lag) after 60 s"
-msg=$(complete "$work/rs/out.log") && ok "not revoked: $msg, the ones held back included" || fail "not revoked: $msg"
+msg=$(wait_complete "$work/rs/out.log") && ok "not revoked: $msg, the ones held back included" || fail "not revoked: $msg"
 stop_custos
 got=$(wc -l <"$work/rs/out.log" | tr -d ' ')
 
