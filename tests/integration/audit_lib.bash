@@ -28,6 +28,15 @@ print(f"all {last} events in order ({len(seqs) - len(set(seqs))} duplicates)")
 PY
 }
 
+# wait_complete FILE: complete FILE once it holds, waiting for it (60 s); its message (or the
+# last failure's) either way. A sink's lag is 0 once it wrote the events to its connection;
+# syslog has no acknowledgement, so the receiver (rsyslog's omfile, a reader of the test)
+# appends them to FILE a moment later.
+wait_complete() {
+	wait_until 60 complete "$1" >/dev/null 2>&1
+	complete "$1"
+}
+
 # need_rsyslog_tls: sets RSYSLOGD, or skips the test when rsyslog, its OpenSSL driver or
 # python3 is missing.
 need_rsyslog_tls() {

@@ -32,7 +32,12 @@ kill_writer() {
 	# the proxy notices when the writer's socket closes (a request before that still passes)
 	wait_until 30 grep -q 'the writer process went away' "$work/custos.log" ||
 		fail "the proxy did not notice the writer's end"
+	# It logs that line just before it marks the writer dead (audit/client.c, one critical
+	# section): a request admitted in between still passes. audit-status reads the mark under
+	# the same lock, so once it says failing, every request sees it.
+	wait_until 30 writer_failing || fail "audit-status does not report the writer failing"
 }
+writer_failing() { "$bin" ctl --socket "$work/admin.sock" audit-status 2>/dev/null | grep -q '"writer_failing":true'; }
 
 for mode in deny continue; do
 	AUDIT_YAML="  on_write_error: $mode" write_config "$work/custos.yaml" "$FX_PORT"

@@ -99,11 +99,11 @@ echo "rsyslog restarted"
 wait "$LP" || fail "load driver failed: $(cat "$T/load.err")"
 LP=""
 cat "$T/load.out"
-stop_rsyslog
-"$CUSTOS_BIN" audit verify --pubkey "$T/keys/audit.pub" "$T/log" >/dev/null || fail "log verify"
 last=$(tail -1 "$(ls "$T/log"/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
-grep -q "resuming at seq" "$T/load.err" || fail "the sink never reconnected"
-python3 - "$T/rs/out.log" "$last" <<'PY'
+# all_arrived: every seq 1..last is in rsyslog's output, in order (replays allowed); says so, or
+# exits non-zero naming the first gap or missing seq.
+all_arrived() {
+	python3 - "$T/rs/out.log" "$last" <<'PY'
 import re, sys
 seqs = []
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
@@ -123,6 +123,16 @@ if missing:
 print(f"rsyslog received {len(seqs)} messages: all {last} events in order, "
       f"{len(seqs) - len(set(seqs))} duplicates (at-least-once replay)")
 PY
+}
+# The load driver ends once the sink has written everything to its connection; rsyslog may
+# still be reading the last messages, and stopping it now would drop them. Wait (60 s) until
+# its file holds every event, then stop it.
+end=$((SECONDS + 60))
+until all_arrived >/dev/null 2>&1 || [ "$SECONDS" -ge "$end" ]; do sleep 0.1; done
+stop_rsyslog
+"$CUSTOS_BIN" audit verify --pubkey "$T/keys/audit.pub" "$T/log" >/dev/null || fail "log verify"
+grep -q "resuming at seq" "$T/load.err" || fail "the sink never reconnected"
+all_arrived
 
 # The wrong CA: the sink must refuse the server and deliver nothing.
 : >"$T/rs/out.log"

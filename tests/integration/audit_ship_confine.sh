@@ -135,6 +135,6 @@ wait_until 60 grep -q "audit sink cef: connected to unix:$work/rx.sock, resuming
 send 2
 wait_until 60 lag0 || fail "lag: $(ctl audit-status)"
 stop_custos
-r=$(complete "$work/rx.seqs") && ok "every seq arrived in order: $r" || fail "delivery: $r"
+r=$(wait_complete "$work/rx.seqs") && ok "every seq arrived in order: $r" || fail "delivery: $r"
 "$bin" audit verify "$work/audit" >/dev/null && ok "the log verifies" || fail "audit verify"
 [ "$fails" -eq 0 ]

@@ -104,7 +104,7 @@ put cli.key "$T/rogue.key"
 reload_keeps "client key not matching the certificate" \
 	"warn: audit sink siem: reload: client key $R/cli.key: .*the TLS files read before stay in use"
 put cli.key "$T/cli.key"
-msg=$(complete "$work/rs/out.log") && ok "bad files: $msg" || fail "bad files: $msg"
+msg=$(wait_complete "$work/rs/out.log") && ok "bad files: $msg" || fail "bad files: $msg"
 
 # 3. The CRL now revokes rsyslog's certificate: the open connection is closed, the new one is
 # refused, and nothing made after that is delivered.

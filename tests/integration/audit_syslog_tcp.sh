@@ -72,22 +72,10 @@ with open(out, "a") as f:
         except OSError:
             pass
 PY
-for fmt in json cef; do
-	rm -f "$T/port" "$T/seqs"
-	python3 "$T/rx.py" "$T/seqs" "$T/port" $fmt 2>"$T/rx.err" &
-	SP=$!
-	for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
-	rm -rf "$T/log"
-	"$LOAD" "$T/log" --threads 2 --events 12000 --rotate-bytes 300000 --sink tcp --format $fmt --port "$(cat "$T/port")" \
-		--wait-sink 60 --drain-s 20 >"$T/load.out" 2>"$T/load.err" ||
-		fail "load driver: $(cat "$T/load.err")"
-	kill -0 "$SP" 2>/dev/null || fail "$fmt: the reader rejected a frame: $(cat "$T/rx.err")"
-	kill "$SP"
-	wait "$SP" 2>/dev/null || true
-	SP=""
-	[ "$(grep -c "resuming at seq" "$T/load.err")" -ge 3 ] || fail "$fmt: no reconnects"
-	last=$(tail -1 "$(ls "$T/log"/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
-	python3 - "$T/seqs" "$last" "$fmt" <<'PY'
+# all_arrived LAST FMT: every seq 1..LAST arrived in $T/seqs, in order (duplicates allowed);
+# says so, or exits non-zero naming the first gap or missing seq.
+all_arrived() {
+	python3 - "$T/seqs" "$1" "$2" <<'PY'
 import sys
 seqs = [int(l) for l in open(sys.argv[1])]
 last = int(sys.argv[2])
@@ -103,5 +91,27 @@ if missing:
 print(f"{sys.argv[3]}: all {last} events in order over 3 connections, "
       f"{len(seqs) - len(set(seqs))} duplicates")
 PY
+}
+for fmt in json cef; do
+	rm -f "$T/port" "$T/seqs"
+	python3 "$T/rx.py" "$T/seqs" "$T/port" $fmt 2>"$T/rx.err" &
+	SP=$!
+	for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
+	rm -rf "$T/log"
+	"$LOAD" "$T/log" --threads 2 --events 12000 --rotate-bytes 300000 --sink tcp --format $fmt --port "$(cat "$T/port")" \
+		--wait-sink 60 --drain-s 20 >"$T/load.out" 2>"$T/load.err" ||
+		fail "load driver: $(cat "$T/load.err")"
+	kill -0 "$SP" 2>/dev/null || fail "$fmt: the reader rejected a frame: $(cat "$T/rx.err")"
+	[ "$(grep -c "resuming at seq" "$T/load.err")" -ge 3 ] || fail "$fmt: no reconnects"
+	last=$(tail -1 "$(ls "$T/log"/audit-*.jsonl | tail -1)" | sed 's/^{"v":1,"seq":\([0-9]*\),.*/\1/')
+	# The load driver ends once the sink has written everything to its connection; the reader
+	# may still be reading the last frames: stopping it now would lose them. Wait (60 s) until
+	# its file holds every event, then stop it.
+	end=$((SECONDS + 60))
+	until all_arrived "$last" "$fmt" >/dev/null 2>&1 || [ "$SECONDS" -ge "$end" ]; do sleep 0.1; done
+	kill "$SP"
+	wait "$SP" 2>/dev/null || true
+	SP=""
+	all_arrived "$last" "$fmt"
 done
 echo "PASS"

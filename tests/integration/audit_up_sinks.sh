@@ -190,7 +190,9 @@ assert all(x["cursor"] == s["durable_seq"] for x in s["sinks"]), s
 PY
 ctl metrics | grep -q '^custos_audit_sink_lag_events{sink="rsys"} 0$' &&
 	ok "metrics: lag per sink id" || fail "no custos_audit_sink_lag_events for rsys"
-[ "$(grep -c '"type":"http.request"' "$work/rs/out.log")" -ge 20 ] &&
+# lag 0: the sink wrote them to its connection; rsyslog writes out.log a moment later.
+rsyslog_has_requests() { [ "$(grep -c '"type":"http.request"' "$work/rs/out.log")" -ge 20 ]; }
+wait_until 30 rsyslog_has_requests &&
 	ok "rsyslog received the request events" || fail "request events missing in rsyslog"
 [ -f "$work/audit/ship/cursor.rsys" ] && ok "ship/cursor.rsys written" || fail "no cursor file"
 
@@ -202,7 +204,7 @@ wait_status 20 'lag["rsys"] >= 20 and lag["cef-local"] == 0 and lag["splunk"] ==
 start_rsyslog
 send 5
 wait_lag0 60 && ok "rsyslog back: the sink caught up" || fail "after the outage: $(cat "$work/status.json")"
-r=$(complete "$work/rs/out.log") && ok "rsyslog across its outage: $r" || fail "rsyslog: $r"
+r=$(wait_complete "$work/rs/out.log") && ok "rsyslog across its outage: $r" || fail "rsyslog: $r"
 
 # -- the shipper narrows itself to its own Landlock view: the log directory, the trust store and
 #    the resolver's files, not the proxy's files. A link in the log directory, named as the next
@@ -254,8 +256,8 @@ send 5
 wait_lag0 60 && ok "after the restart every sink caught up" || fail "after restart: $(cat "$work/status.json")"
 grep -q "audit sink rsys: connected to 127.0.0.1:$RPORT, resuming at seq" "$work/custos.log" &&
 	ok "the new shipper resumed from the cursor" || fail "no resume line"
-r=$(complete "$work/rs/out.log") && ok "rsyslog across a custos restart: $r" || fail "rsyslog: $r"
-r=$(complete "$work/cef.seqs") && ok "unix-socket CEF sink: $r" || fail "CEF sink: $r"
+r=$(wait_complete "$work/rs/out.log") && ok "rsyslog across a custos restart: $r" || fail "rsyslog: $r"
+r=$(wait_complete "$work/cef.seqs") && ok "unix-socket CEF sink: $r" || fail "CEF sink: $r"
 r=$(complete "$work/hec.seqs") && ok "HEC sink: $r" || fail "HEC sink: $r"
 kill -0 "$RXP" 2>/dev/null || fail "the CEF reader rejected a frame: $(cat "$work/rx.err")"
 # The client's address (remote) reaches CEF's typed source keys.

@@ -34,7 +34,9 @@ rules:
 EOY
 chmod 600 custos.yaml policy.yaml
 CUSTOS_EGRESS_FORWARD=loops:1 eg_start "$P_SRC"
-check "one forward loop" grep -q 'plain forward requests on 1 event loop' up.log
+# eg_start returns once the egress port accepts, which the supervisor's socket does before the
+# proxy has started its egress side and logged this: wait for the line.
+check "one forward loop" eg_wait 60 grep -q 'plain forward requests on 1 event loop' up.log
 
 C=32 R=24
 out=$(timeout 120 python3 "$PEER" fwd "$P_EG" "$P_SRC" $C $R)

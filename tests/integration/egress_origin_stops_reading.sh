@@ -59,6 +59,9 @@ out=$(cu --max-time 30 -w '%{http_code}/%{num_connects} ' --data-binary @body1 \
 	-w '%{http_code}/%{num_connects}' "https://localhost:$P_O/after1")
 check "an early 413 relayed, and the next request on the same tunnel answered" \
 	is "$out" "413/1 200/0"
+# The origin records each request after it sent its answer: wait for the GET's line (the
+# later one), then check both and their order.
+eg_wait 30 logged "get /after1" || true
 check "the origin answered the upload early, then served the GET" \
 	is "$(paste -sd, o.log)" "early /early1,get /after1"
 check "the early answer audited with its status" eg_wait 30 eg_at_least 1 '"path":"/early1"' '"status":413'

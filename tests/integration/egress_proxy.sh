@@ -301,8 +301,9 @@ EV=$(eg_events | grep '"host":"localhost","port":'"$P_HR" | grep '"decision":"al
 check "egress event carries the ingress request id" grep -q '"ingress_request_id":"[0-9a-zA-Z-]\{8,\}"' <<<"$EV"
 check "egress event carries the principal (alice)" grep -q '"attribution":"sole-in-flight","ingress_request_id":"[^"]*","principal":"alice"' <<<"$EV"
 IID=$(sed -n 's/.*"ingress_request_id":"\([^"]*\)".*/\1/p' <<<"$EV")
-check "the ingress event has the same request id" \
-	bash -c "{ cat $W/audit/* 2>/dev/null; cat $W/up.log; } | grep -v egress.request | grep -q '$IID'"
+# The ingress event is submitted when the ingress request ends, after the egress one: wait for it.
+ingress_event_has_iid() { { cat "$W"/audit/* 2>/dev/null; cat "$W/up.log"; } | grep -v egress.request | grep -q "$IID"; }
+check "the ingress event has the same request id" eg_wait 30 ingress_event_has_iid
 OUT=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
 	-d '{"model":"m1","messages":[{"role":"user","content":"forward-request-id please"}]}' \
 	"http://127.0.0.1:$P_IN/v1/chat/completions")

@@ -34,7 +34,9 @@ policy() {
 }
 conf "  - { id: p1, upstream: { url: \"http://127.0.0.1:$P_HR\" } }"
 policy
-eg_sandbox_up 'egress: listener [0-9]* on port [0-9]* for model m1'
+# egress_start logs the listeners in index order, m1's then p1's: wait for p1's (the last), so
+# that `made` below reads both.
+eg_sandbox_up 'egress: listener [0-9]* on port [0-9]* for model p1'
 
 # status PATH: the egress answer for a GET of pub's PATH through p1's listener.
 status() { curl -s --max-time 20 -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$P_EG1" "http://localhost:$P_PUB/$1"; }

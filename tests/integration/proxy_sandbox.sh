@@ -89,17 +89,20 @@ else
 	fail "model server process not found"
 fi
 # The profile's seccomp.deny is in force under `up` (it was dropped), and a long env value
-# arrives whole (it was cut to fit 4096 bytes with its name).
-grep -q '"msg":"sandbox test-model: output: symlink refused"' "$work/custos.log" &&
+# arrives whole (it was cut to fit 4096 bytes with its name). The supervisor's output thread
+# of the sandbox logs what the wrapper wrote, on its own time: the model answering does not
+# mean those lines are in custos.log yet, so each is waited for.
+logged() { grep -q "$1" "$work/custos.log"; }
+wait_until 30 logged '"msg":"sandbox test-model: output: symlink refused"' &&
 	ok "seccomp.deny of the profile applies" || fail "seccomp.deny ignored: $(grep -o 'output: symlink [a-z]*' "$work/custos.log")"
-grep -q '"msg":"sandbox test-model: output: TZ is unset"' "$work/custos.log" &&
+wait_until 30 logged '"msg":"sandbox test-model: output: TZ is unset"' &&
 	ok "a profile without env_allow passes no host variable" || fail "host variable passed: $(grep -o 'output: TZ is [^"]*' "$work/custos.log")"
-grep -q '"msg":"sandbox test-model: output: LONGV has 4096 bytes"' "$work/custos.log" &&
+wait_until 30 logged '"msg":"sandbox test-model: output: LONGV has 4096 bytes"' &&
 	ok "a 4096-byte env value reaches the model whole" || fail "env value cut: $(grep -o 'output: LONGV has [0-9]* bytes' "$work/custos.log")"
 # The model server's output: log lines naming it, JSON like every other line.
-grep -q '"msg":"sandbox test-model: output: hello from the model on stdout"' "$work/custos.log" &&
+wait_until 30 logged '"msg":"sandbox test-model: output: hello from the model on stdout"' &&
 	ok "the model's stdout is a log line naming it" || fail "no stdout line: $(grep -v '^{' "$work/custos.log" | head -3)"
-grep -q '"msg":"sandbox test-model: output: a terminal escape ?\[31m on stderr"' "$work/custos.log" &&
+wait_until 30 logged '"msg":"sandbox test-model: output: a terminal escape ?\[31m on stderr"' &&
 	ok "the model's stderr is a log line, its escape character replaced" || fail "no stderr line"
 if command -v python3 >/dev/null; then
 	bad=$(python3 -c 'import json, sys

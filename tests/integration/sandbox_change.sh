@@ -103,7 +103,7 @@ check "the model still answers with 6 tokens" "$(tokens)" 6
 check "from the same sandbox" "$(sbx_field pid)" "$pid2"
 kill -0 "$pid2" 2>/dev/null && ok "which still runs" || fail "pid $pid2 is gone"
 wait_until 30 cgroups_at_most 1 && ok "no cgroup left by the refused start" || fail "cgroups: $(cgroups)"
-audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the refusal is audited" || fail "refusal not audited"
+wait_until 30 audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the refusal is audited" || fail "refusal not audited"
 check "the refused reload stopped no running sandbox" "$(audit_grep '"type":"sandbox.process".*"model":"test-model".*"action":"stop".*"pid":'"$pid2"'[,}]' | grep -c .)" 0
 
 touch "$work/loop.stop"

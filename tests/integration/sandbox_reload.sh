@@ -128,7 +128,7 @@ check "reload whose new sandbox cannot start is refused" "$rc" 1
 echo "$out" | grep -q 'slow-model' && ok "the refusal names the model ($out)" || fail "refusal: $out"
 check "the model it would add is still unknown" "$(chat slow-model)" 404
 wait_until 30 no_cgroup slow-model && ok "no cgroup left by the refused start" || fail "cgroup left: $(cgroups_of slow-model)"
-audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the refusal is audited" || fail "refusal not audited"
+wait_until 30 audit_grep '"type":"policy.reload".*"outcome":"refused"' >/dev/null && ok "the refusal is audited" || fail "refusal not audited"
 
 # 3b. A reload the supervisor prepared (the sandbox started) but the proxy refuses (a listener
 # moved): the new sandbox is stopped again and the old state stays.
