@@ -9,7 +9,8 @@
 # and the policy's max_body (413), malformed JSON (400), the request rate (429), upstream down
 # (502), upstream silent (504), an incomplete head and a stalled body (408). Also: a connection
 # over limits.max_connections is closed at accept, unanswered, and audited (connection.reject,
-# custos_connections_shed_total).
+# custos_connections_shed_total), and an allowed admin API caller's refused requests (two
+# framings, an unknown path) are audited (admin.request with the status and the error).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -157,5 +158,28 @@ send 'GET /v1/models HTTP/1.1\r\nHost: t\r\n'
 refused "incomplete head" 408 http.reject deny "request head not received in time"
 send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nContent-Length: 100\r\n\r\n{"model"' "$A"
 refused "stalled body" 408 http.reject deny "request body not received in time"
+
+# ---- the admin API: an allowed caller's refused requests are audited too
+got=$(python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+s.sendall(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n")
+d = b""
+while True:
+    k = s.recv(4096)
+    if not k:
+        break
+    d += k
+print(d.split(b" ")[1].decode() if d else "nothing")
+' "$work/admin.sock")
+check "admin: Content-Length with Transfer-Encoding" "$got" 400
+wait_until 30 audit_grep '"type":"admin.request","principal":"uid:[0-9]+","method":"POST","path":"/v1/decide","status":400,"result":"one Content-Length or one Transfer-Encoding, not both or several"' >/dev/null &&
+	ok "admin: two framings audited" || fail "admin: two framings not audited"
+check "admin: unknown path" "$("${ADM[@]}" -o /dev/null -w '%{http_code}' http://localhost/v1/no-such-thing)" 404
+wait_until 30 audit_grep '"type":"admin.request","principal":"uid:[0-9]+","method":"GET","path":"/v1/no-such-thing","status":404,"result":"not found"' >/dev/null &&
+	ok "admin: unknown path audited" || fail "admin: unknown path not audited"
 
 [ "$fails" -eq 0 ]
