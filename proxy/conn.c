@@ -292,12 +292,21 @@ void conn_batch(ev_loop *l, void *obj, bool begin)
 	}
 }
 
+static void conn_audit(conn *c, const char *type, const char *decision, const char *reason);
+
 static void conn_close(conn *c)
 {
 	worker *w = c->w;
 
 	if (c->freed)
 		return;
+	/* Every path that ends a request audits it first; one that did not (the response could
+	 * not be buffered for the client: no memory) still leaves its event (fail closed). */
+	if (c->r.active && !c->r.audited) {
+		c->r.status = c->r.status ? c->r.status : 502;
+		conn_audit(c, "http.request", "error",
+		           "connection closed: the response could not be written to the client");
+	}
 	c->freed = true;
 	quiet_unlink(c);
 	ev_del(&w->loop, &c->io);
@@ -2501,6 +2510,11 @@ static bool read_client(conn *c)
 	if (c->st == CS_BODY) {
 		c->r.status = 400;
 		conn_audit(c, "http.reject", "deny", "client closed during the request body");
+	} else if (c->st == CS_HEAD && buf_used(&c->in) > 0) {
+		/* A started head the client gave up on: audited as one that timed out is. */
+		req_begin_unparsed(c, NULL);
+		c->r.status = 400;
+		conn_audit(c, "http.reject", "deny", "client closed inside the request head");
 	}
 	conn_close(c);
 	return false;

@@ -123,7 +123,9 @@ enum { SOCK_OK = 0, SOCK_AGAIN = -1, SOCK_EOF = -2, SOCK_ERR = -3 };
 typedef struct sock {
 	int fd;
 	SSL *ssl;
-	bool rd_ready, wr_ready;        /* epoll said so and no EAGAIN since */
+	bool rd_ready, wr_ready; /* epoll said so and no EAGAIN since */
+	bool hup; /* the peer shut its side down (or the socket failed): a short read leaves
+	           * rd_ready, as the end of the stream has no edge of its own to come */
 	uint8_t rd_blocked, wr_blocked; /* 0, 'r' or 'w': what the last AGAIN waited for */
 	bool closed_write;
 	/* Why the TLS handshake failed (set only then): OpenSSL's error, or errno for a

@@ -7,7 +7,8 @@
 # coding other than chunked (501), HTTP/2.0 in a request line (505), an unknown expectation
 # (417), two Host fields, no credentials (401), no route (404), a policy deny (403), body_max
 # and the policy's max_body (413), malformed JSON (400), the request rate (429), upstream down
-# (502), upstream silent (504), an incomplete head and a stalled body (408). Also: a connection
+# (502), upstream silent (504), an incomplete head and a stalled body (408), a head the client
+# closed its side in (400). Also: a connection
 # over limits.max_connections is closed at accept, unanswered, and audited (connection.reject,
 # custos_connections_shed_total), and an allowed admin API caller's refused requests (two
 # framings, an unknown path) are audited (admin.request with the status and the error).
@@ -158,6 +159,22 @@ send 'GET /v1/models HTTP/1.1\r\nHost: t\r\n'
 refused "incomplete head" 408 http.reject deny "request head not received in time"
 send 'POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n%s\r\nContent-Length: 100\r\n\r\n{"model"' "$A"
 refused "stalled body" 408 http.reject deny "request body not received in time"
+
+# A head the client gives up on (closes its side inside it): 400 in the trail, as the body case.
+lport=$(python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: t\r\n")
+s.shutdown(socket.SHUT_WR)
+try:
+    while s.recv(4096):
+        pass
+except ConnectionResetError:
+    pass
+print(s.getsockname()[1])
+' "$PORT2")
+wait_until 30 audit_grep "\"type\":\"http.reject\".*\"remote\":\"127\.0\.0\.1:$lport\".*\"status\":400,\"decision\":\"deny\",\"reason\":\"client closed inside the request head\"" >/dev/null &&
+	ok "head cut by the client: audited" || fail "head cut by the client (port $lport): not audited"
 
 # ---- the admin API: an allowed caller's refused requests are audited too
 got=$(python3 -c '
