@@ -5,13 +5,14 @@
 # the audit writer is asynchronous) then holds that request's event with its type, status,
 # decision and reason: request smuggling (Content-Length with Transfer-Encoding), a transfer
 # coding other than chunked (501), HTTP/2.0 in a request line (505), an unknown expectation
-# (417), two Host fields, no credentials (401), no route (404), a policy deny (403), body_max
-# and the policy's max_body (413), malformed JSON (400), the request rate (429), upstream down
-# (502), upstream silent (504), an incomplete head and a stalled body (408), a head the client
-# closed its side in (400). Also: a connection
-# over limits.max_connections is closed at accept, unanswered, and audited (connection.reject,
-# custos_connections_shed_total), and an allowed admin API caller's refused requests (two
-# framings, an unknown path) are audited (admin.request with the status and the error).
+# (417), two Host fields, no credentials, Basic credentials, two Authorization fields (401),
+# no route (404), a policy deny (403), body_max and the policy's max_body (413), malformed
+# JSON (400), the request rate (429), upstream down (502), upstream silent (504), an
+# incomplete head and a stalled body (408), a head the client closed its side in (400). Also:
+# a connection over limits.max_connections is closed at accept, unanswered, and audited
+# (connection.reject, custos_connections_shed_total), and an allowed admin API caller's
+# refused requests (two framings, an unknown path) are audited (admin.request with the status
+# and the error).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
 
@@ -136,6 +137,10 @@ refused "Content-Length over body_max" 413 http.reject deny "request body larger
 
 curl_ans -d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"
 refused "no credentials" 401 http.reject deny "credentials required"
+curl_ans -u a:b -d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"
+refused "Basic credentials" 401 http.reject deny "unsupported Authorization scheme \\(Bearer expected\\)"
+curl_ans -H "$A" -H "$A" -d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"
+refused "two Authorization fields" 401 http.reject deny "more than one Authorization field"
 curl_ans -H "$A" -d '{"model":"no-such-model","messages":[]}' "http://127.0.0.1:$PORT2/v1/chat/completions"
 refused "unknown model" 404 http.reject deny "no route for this path and model"
 curl_ans -H "Authorization: Bearer $BOB" -d "$chat" "http://127.0.0.1:$PORT2/v1/chat/completions"
