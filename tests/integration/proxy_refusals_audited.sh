@@ -7,7 +7,8 @@
 # coding other than chunked (501), HTTP/2.0 in a request line (505), an unknown expectation
 # (417), two Host fields, no credentials, Basic credentials, two Authorization fields (401),
 # no route (404), a policy deny (403), body_max and the policy's max_body (413), malformed
-# JSON (400), the request rate (429), upstream down (502), upstream silent (504), an
+# JSON (400), the request rate (429), upstream down (502), upstream silent (504), an upstream
+# response head cut (502), a response body cut or stalled (502/504, or a truncated 200), an
 # incomplete head and a stalled body (408), a head the client closed its side in (400). Also:
 # a connection over limits.max_connections is closed at accept, unanswered, and audited
 # (connection.reject, custos_connections_shed_total), and an allowed admin API caller's
@@ -32,6 +33,44 @@ time.sleep(600)
 ' "$silent_port" "$work/silent.ready" &
 pids+=($!)
 wait_until 60 test -s "$work/silent.ready" || skip "silent upstream did not start"
+# A broken upstream: reads a request head (and its Content-Length body), then as X-Break says:
+# cut-head: part of a response head, then closes; short-body: a head with Content-Length: 100
+# and 10 bytes, then closes; stall-body: the same 10 bytes, then nothing.
+broken_port=$(free_port)
+python3 -c '
+import re, socket, sys, threading, time
+def serve(c):
+    d = b""
+    while b"\r\n\r\n" not in d:
+        k = c.recv(65536)
+        if not k:
+            c.close()
+            return
+        d += k
+    head, rest = d.split(b"\r\n\r\n", 1)
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    n = int(m.group(1)) if m else 0
+    while len(rest) < n:
+        rest += c.recv(65536)
+    mode = re.search(rb"(?i)\r\nx-break: *([a-z-]+)", head).group(1)
+    if mode == b"cut-head":
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: applic")
+    else:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"id\":\"x\",")
+        if mode == b"stall-body":
+            time.sleep(120)
+    c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+open(sys.argv[2], "w").write("ready")
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+' "$broken_port" "$work/broken.ready" &
+pids+=($!)
+wait_until 60 test -s "$work/broken.ready" || skip "broken upstream did not start"
 
 CAROL=sk-test-carol
 cat >"$work/policy.yaml" <<POL
@@ -44,6 +83,7 @@ models:
   test-model: { isolation: none }
   down-model: { isolation: none }
   slow-model: { isolation: none }
+  broken-model: { isolation: none }
 rules:
   - id: chat
     effect: allow
@@ -51,7 +91,7 @@ rules:
       direction: ingress
       principal: alice
       route: "POST /v1/chat/completions"
-      model: [test-model, down-model, slow-model]
+      model: [test-model, down-model, slow-model, broken-model]
     limits: { max_body: 64KiB }
   - id: carol-one-a-minute
     effect: allow
@@ -62,7 +102,9 @@ chmod 644 "$work/policy.yaml"
 EXTRA_MODELS="  - id: down-model
     upstream: { url: \"http://127.0.0.1:$down_port/\" }
   - id: slow-model
-    upstream: { url: \"http://127.0.0.1:$silent_port/\", timeouts: { read: 2s } }"
+    upstream: { url: \"http://127.0.0.1:$silent_port/\", timeouts: { read: 2s } }
+  - id: broken-model
+    upstream: { url: \"http://127.0.0.1:$broken_port/\", timeouts: { read: 2s } }"
 WORKERS=1 HEADER_TIMEOUT=3s EXTRA_LIMITS="  max_connections: 4
 " write_config "$work/custos.yaml" "$FX_PORT"
 perl -i -pe 's/^(    client_header: .*)$/$1\n    client_body: 3s/' "$work/custos.yaml"
@@ -158,6 +200,17 @@ curl_ans -H "$A" -d '{"model":"down-model","messages":[]}' "http://127.0.0.1:$PO
 refused "upstream down" 502 http.request error "[^\"]+"
 curl_ans -H "$A" -d '{"model":"slow-model","messages":[]}' "http://127.0.0.1:$PORT2/v1/chat/completions"
 refused "upstream silent" 504 http.request error "upstream timed out"
+curl_ans -H "$A" -H "X-Break: cut-head" -d '{"model":"broken-model","messages":[]}' "http://127.0.0.1:$PORT2/v1/chat/completions"
+refused "upstream response head cut" 502 http.request error "truncated upstream response head"
+# A body cut or stalled after its head: a 502/504 while nothing of it has reached the client,
+# else the head's 200 and a truncated body; either way the event says so, with the status sent.
+for b in "short-body:upstream response truncated" "stall-body:upstream read timed out mid-response"; do
+	curl_ans -H "$A" -H "X-Break: ${b%%:*}" -d '{"model":"broken-model","messages":[]}' "http://127.0.0.1:$PORT2/v1/chat/completions"
+	case "$(st)" in
+	200) refused "upstream ${b%%:*} (after the head)" 200 http.request error "${b#*:}" ;;
+	*) refused "upstream ${b%%:*}" "$(st)" http.request error "${b#*:}" ;;
+	esac
+done
 
 # An incomplete head, and a body that stops: 408 when client_header / client_body (3 s) end.
 send 'GET /v1/models HTTP/1.1\r\nHost: t\r\n'
