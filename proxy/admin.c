@@ -415,6 +415,17 @@ static void admin_audit_refused(struct admin_server *s, struct admin_listener *l
 		admin_audit(s, w, who, method, url, status, "unauthenticated");
 }
 
+/* An authenticated caller's request refused (bad framing, unknown path, no body...): answered
+ * with status and msg, and audited (admin.request, result msg): bad input always leaves a
+ * trace. Not rate-bounded: only a caller with the token or an allowed uid gets here. */
+static enum MHD_Result admin_refuse(struct admin_server *s, struct MHD_Connection *c,
+                                    const char *who, const char *method, const char *url,
+                                    unsigned status, const char *msg)
+{
+	admin_audit(s, watch_of(c), who, method, url, status, msg);
+	return respond_error(c, status, msg);
+}
+
 /* A shed connection: counted as a refusal, audited under its own burst. */
 static void admin_audit_shed(struct admin_server *s, struct admin_listener *l, const char *who)
 {
@@ -1162,10 +1173,12 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 
 	metrics_inc(METRICS_DECIDE);
 	if (buf_used(&rq->body) == 0) /* a chunked body of only its last chunk */
-		return respond_error(c, 400, "empty request");
+		return admin_refuse(s, c, rq->principal, "POST", "/v1/decide", 400,
+		                    "empty request");
 	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	if (p == NULL)
-		return respond_error(c, 503, "no policy loaded");
+		return admin_refuse(s, c, rq->principal, "POST", "/v1/decide", 503,
+		                    "no policy loaded");
 	diag_init(&d);
 	buf_init(&b, ADMIN_RESPONSE_MAX);
 	json_init(&w, &b);
@@ -1179,6 +1192,8 @@ static enum MHD_Result ep_decide(struct admin_server *s, struct MHD_Connection *
 		status = 400;
 		json_kv_cstr(&w, "error", "the request context has errors");
 		diags_json(&w, &d);
+		admin_audit(s, watch_of(c), rq->principal, "POST", "/v1/decide", status,
+		            "the request context has errors");
 	} else {
 		policy_evaluate(p, &req, &dec);
 		metrics_inc(METRICS_POLICY_EVALS);
@@ -1539,39 +1554,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		unsigned st = route_match(s, method, url, &route, sbx_name);
 		if (st)
-			return respond_error(c, st, st == 405 ? "method not allowed" : "not found");
+			return admin_refuse(s, c, who, method, url, st,
+			                    st == 405 ? "method not allowed" : "not found");
 		/* One framing or none (RFC 9112 6.3): libmicrohttpd would take the first of two
 		 * Content-Lengths, or chunked over a Content-Length, and keep the connection. */
 		struct framing fr = { 0, 0 };
 		MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
 		if (fr.n_cl > 1 || fr.n_te > 1 || (fr.n_cl && fr.n_te))
-			return respond_error(
-			        c, 400,
-			        "one Content-Length or one Transfer-Encoding, not both "
-			        "or several");
+			return admin_refuse(s, c, who, method, url, 400,
+			                    "one Content-Length or one Transfer-Encoding, not both "
+			                    "or several");
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
 		const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 		                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
 		uint64_t len = 0;
 		if (cl && num_parse_u64(span_cstr(cl), 0, UINT64_MAX, &len) != CUSTOS_OK)
-			return respond_error(c, 400, "bad Content-Length");
+			return admin_refuse(s, c, who, method, url, 400, "bad Content-Length");
 		if (has_body_route(route)) {
 			if (!is_json(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 			                                         MHD_HTTP_HEADER_CONTENT_TYPE)))
-				return respond_error(c, 415,
-				                     "Content-Type must be application/json");
+				return admin_refuse(s, c, who, method, url, 415,
+				                    "Content-Type must be application/json");
 			if (te != NULL && strcasecmp(te, "chunked") != 0)
-				return respond_error(c, 501,
-				                     "Transfer-Encoding other than chunked");
+				return admin_refuse(s, c, who, method, url, 501,
+				                    "Transfer-Encoding other than chunked");
 			if (len > s->max_body)
-				return respond_error(c, 413, "request body too large");
+				return admin_refuse(s, c, who, method, url, 413,
+				                    "request body too large");
 			if (cl == NULL && te == NULL)
-				return respond_error(c, 411, "a request body is required");
+				return admin_refuse(s, c, who, method, url, 411,
+				                    "a request body is required");
 			if (cl != NULL && te == NULL && len == 0)
-				return respond_error(c, 400, "empty request");
+				return admin_refuse(s, c, who, method, url, 400, "empty request");
 		} else if (len > 0 || te != NULL) {
-			return respond_error(c, 413, "this endpoint takes no request body");
+			return admin_refuse(s, c, who, method, url, 413,
+			                    "this endpoint takes no request body");
 		}
 		rq = xcalloc(1, sizeof(*rq));
 		rq->route = route;
@@ -1594,7 +1612,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	 * for another one); a dead client's write fails, and the inactivity timeout goes on. */
 	watch_set(s, c, false);
 	if (rq->too_big)
-		return respond_error(c, 413, "request body too large");
+		return admin_refuse(s, c, rq->principal, method, url, 413,
+		                    "request body too large");
 	return dispatch(s, c, rq);
 }
 

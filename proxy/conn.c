@@ -292,12 +292,21 @@ void conn_batch(ev_loop *l, void *obj, bool begin)
 	}
 }
 
+static void conn_audit(conn *c, const char *type, const char *decision, const char *reason);
+
 static void conn_close(conn *c)
 {
 	worker *w = c->w;
 
 	if (c->freed)
 		return;
+	/* Every path that ends a request audits it first; one that did not (the response could
+	 * not be buffered for the client: no memory) still leaves its event (fail closed). */
+	if (c->r.active && !c->r.audited) {
+		c->r.status = c->r.status ? c->r.status : 502;
+		conn_audit(c, "http.request", "error",
+		           "connection closed: the response could not be written to the client");
+	}
 	c->freed = true;
 	quiet_unlink(c);
 	ev_del(&w->loop, &c->io);
@@ -826,6 +835,47 @@ static void pp_rejected(conn *c, const char *why)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * connections shed at accept (limits.max_connections): one connection.reject event each, under
+ * the same rate bound (a flood of connections is what sheds them).
+ */
+static void shed_reject_flush(ev_loop *l, void *obj)
+{
+	worker *w = obj;
+
+	(void)l;
+	if (w->shed_rej.suppressed == 0)
+		return;
+	log_info("proxy: %" PRIu64 " more connection(s) shed in one second (max_connections)",
+	         w->shed_rej.suppressed);
+	if (emit_shed_reject(w->srv->audit, w->audit_batch, "*",
+	                     "connections shed past the rate bound",
+	                     w->shed_rej.suppressed) != CUSTOS_OK)
+		log_error("audit: shed connection sum not recorded: %s", err_msg());
+	w->shed_rej.suppressed = 0;
+}
+
+static void fmt_remote(const struct sockaddr *sa, char *out, size_t n, size_t *host_len);
+
+void conn_shed(worker *w, int fd, const struct sockaddr *sa, uint64_t max)
+{
+	char remote[64], why[96];
+	size_t hl;
+
+	close(fd);
+	metrics_inc(METRICS_CONN_SHED);
+	if (!rej_admit(w, &w->shed_rej, shed_reject_flush))
+		return;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+		fmt_remote(sa, remote, sizeof(remote), &hl);
+	else
+		snprintf(remote, sizeof(remote), "unix");
+	snprintf(why, sizeof(why), "max_connections (%" PRIu64 ") reached: closed at accept", max);
+	log_info("proxy: connection from %s shed: %s", remote, why);
+	if (emit_shed_reject(w->srv->audit, w->audit_batch, remote, why, 1) != CUSTOS_OK)
+		log_error("audit: shed connection from %s not recorded: %s", remote, err_msg());
+}
+
+/* ---------------------------------------------------------------------------------------------
  * timers
  */
 static void conn_timeout(ev_loop *l, void *obj)
@@ -922,6 +972,17 @@ static void on_client_event(ev_loop *l, void *obj, uint32_t events)
  * c->remote_ip from sa (AF_INET or AF_INET6). */
 static void set_remote(conn *c, const struct sockaddr *sa)
 {
+	size_t hl;
+	bool v6 = sa->sa_family == AF_INET6;
+
+	fmt_remote(sa, c->remote, sizeof(c->remote), &hl);
+	c->remote_ip = span_of(c->remote + v6, hl);
+	memcpy(&c->client, sa, v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+}
+
+/* "ip:port" or "[ip6]:port" of sa (AF_INET or AF_INET6) in out; host_len: the address's. */
+static void fmt_remote(const struct sockaddr *sa, char *out, size_t n, size_t *host_len)
+{
 	char host[INET6_ADDRSTRLEN] = "?";
 	unsigned port;
 	bool v6 = sa->sa_family == AF_INET6;
@@ -935,9 +996,8 @@ static void set_remote(conn *c, const struct sockaddr *sa)
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 		port = ntohs(in6->sin6_port);
 	}
-	snprintf(c->remote, sizeof(c->remote), v6 ? "[%s]:%u" : "%s:%u", host, port);
-	c->remote_ip = span_of(c->remote + v6, strlen(host));
-	memcpy(&c->client, sa, v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+	snprintf(out, n, v6 ? "[%s]:%u" : "%s:%u", host, port);
+	*host_len = strlen(host);
 }
 
 /* listeners[].proxy_protocol: whether the socket peer sa may send a PROXY header. */
@@ -2450,6 +2510,11 @@ static bool read_client(conn *c)
 	if (c->st == CS_BODY) {
 		c->r.status = 400;
 		conn_audit(c, "http.reject", "deny", "client closed during the request body");
+	} else if (c->st == CS_HEAD && buf_used(&c->in) > 0) {
+		/* A started head the client gave up on: audited as one that timed out is. */
+		req_begin_unparsed(c, NULL);
+		c->r.status = 400;
+		conn_audit(c, "http.reject", "deny", "client closed inside the request head");
 	}
 	conn_close(c);
 	return false;
@@ -2633,9 +2698,11 @@ void conn_close_all(worker *w)
 {
 	ev_timer_clear(&w->loop, &w->tls_rej.timer);
 	ev_timer_clear(&w->loop, &w->pp_rej.timer);
+	ev_timer_clear(&w->loop, &w->shed_rej.timer);
 	ev_timer_clear(&w->loop, &w->quiet_timer);
 	tls_reject_flush(&w->loop, w); /* a pending sum is written before the worker ends */
 	pp_reject_flush(&w->loop, w);
+	shed_reject_flush(&w->loop, w);
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->r.active && !c->r.audited) {

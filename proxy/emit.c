@@ -171,7 +171,8 @@ out:
 	return e;
 }
 
-/* A connection refused before any request (tls.reject, proxy_protocol.reject): one event for
+/* A connection refused before any request (tls.reject, proxy_protocol.reject,
+ * connection.reject): one event for
  * count refusals. via: the balancer that sent a PROXY header, or NULL; via_authority and
  * via_unique_id: what that header's TLVs said, or NULL. */
 static custos_err emit_conn_reject(struct audit_writer *w, struct emit_batch *b, const char *type,
@@ -212,6 +213,12 @@ custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const ch
 {
 	return emit_conn_reject(w, b, "proxy_protocol.reject", remote, NULL, NULL, NULL, reason,
 	                        count);
+}
+
+custos_err emit_shed_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                            const char *reason, uint64_t count)
+{
+	return emit_conn_reject(w, b, "connection.reject", remote, NULL, NULL, NULL, reason, count);
 }
 
 /* Submits an ended ev: kept in the batch, at once, or (no writer: tests) to the log. held: ev

@@ -398,6 +398,9 @@ custos_err metrics_render(buf *out)
 	               sum_counter(METRICS_POLICY_RELOAD_FAILED)));
 	GUARD(simple(out, "custos_connections_accepted_total", "counter",
 	             "Client connections accepted.", acc));
+	GUARD(simple(out, "custos_connections_shed_total", "counter",
+	             "Client connections closed at accept: limits.max_connections reached.",
+	             sum_counter(METRICS_CONN_SHED)));
 	GUARD(simple(out, "custos_open_connections", "gauge", "Client connections open now.",
 	             acc >= clo ? acc - clo : 0));
 	GUARD(simple(out, "custos_decide_requests_total", "counter",

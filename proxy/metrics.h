@@ -37,6 +37,7 @@ typedef enum metrics_counter {
 	METRICS_UPSTREAM_TLS_RESUMED, /* resumed from a session (tls.c) */
 	METRICS_PP_OK,                /* PROXY protocol headers taken (conn.c) */
 	METRICS_PP_REJECTED,          /* connections closed for theirs, or an untrusted peer */
+	METRICS_CONN_SHED,            /* closed at accept over max_connections (conn.c) */
 	METRICS__COUNTERS
 } metrics_counter;
 

@@ -123,7 +123,9 @@ enum { SOCK_OK = 0, SOCK_AGAIN = -1, SOCK_EOF = -2, SOCK_ERR = -3 };
 typedef struct sock {
 	int fd;
 	SSL *ssl;
-	bool rd_ready, wr_ready;        /* epoll said so and no EAGAIN since */
+	bool rd_ready, wr_ready; /* epoll said so and no EAGAIN since */
+	bool hup; /* the peer shut its side down (or the socket failed): a short read leaves
+	           * rd_ready, as the end of the stream has no edge of its own to come */
 	uint8_t rd_blocked, wr_blocked; /* 0, 'r' or 'w': what the last AGAIN waited for */
 	bool closed_write;
 	/* Why the TLS handshake failed (set only then): OpenSSL's error, or errno for a
@@ -260,6 +262,11 @@ custos_err emit_tls_reject(struct audit_writer *w, struct emit_batch *b, const c
  * socket peer), why, and how many it stands for (as emit_tls_reject). */
 custos_err emit_pp_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
                           const char *reason, uint64_t count) CUSTOS_WUR;
+/* Builds one connection.reject event: a connection closed at accept because the proxy was
+ * at limits.max_connections, from remote (the socket peer), why, and how many it stands for
+ * (as emit_tls_reject). */
+custos_err emit_shed_reject(struct audit_writer *w, struct emit_batch *b, const char *remote,
+                            const char *reason, uint64_t count) CUSTOS_WUR;
 /* Submits the kept events (errors are logged: the requests have been answered). */
 void emit_flush(struct audit_writer *w, struct emit_batch *b);
 struct emit_batch *emit_batch_new(void);
@@ -337,8 +344,9 @@ typedef struct worker {
 	unsigned buf_cached;
 	void *rp_cache; /* conn.c: free response head parsers (singly linked) */
 	unsigned rp_cached;
-	/* conn.c: the rate bounds of failed TLS handshakes and of PROXY protocol rejections */
-	struct rej_bound tls_rej, pp_rej;
+	/* conn.c: the rate bounds of failed TLS handshakes, of PROXY protocol rejections and of
+	 * connections shed at accept */
+	struct rej_bound tls_rej, pp_rej, shed_rej;
 	/* conn.c: TLS connections idle between requests, oldest first, whose record buffers
 	 * are given back when the timer finds them quiet long enough */
 	struct conn *quiet_head, *quiet_tail;
@@ -371,6 +379,9 @@ proxy_state *worker_state(worker *w);
 
 /* conn.c */
 void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, socklen_t salen);
+/* Closes fd, accepted over limits.max_connections (max), and audits it (connection.reject,
+ * rate-bounded as tls.reject). */
+void conn_shed(worker *w, int fd, const struct sockaddr *sa, uint64_t max);
 /* Drain: idle connections closed now, busy ones after their response. */
 /* The worker loop's batch hook (ev_loop.batch_cb): sends wait for the end of a batch. */
 void conn_batch(ev_loop *l, void *obj, bool begin);

@@ -299,8 +299,9 @@ static void accept_on(worker *w, size_t li)
 		uint64_t maxc = st->o.max_connections;
 		if (maxc && (uint64_t)w->nconns * s->nworkers >= maxc) {
 			/* Over the limit: closed at once (a level-triggered listener must not be
-			 * left readable, and a queued connection would only time out). */
-			close(fd);
+			 * left readable, and a queued connection would only time out), and
+			 * audited. */
+			conn_shed(w, fd, (struct sockaddr *)&ss, maxc);
 			continue;
 		}
 		conn_accept(w, fd, &s->ls[li], (struct sockaddr *)&ss, sl);

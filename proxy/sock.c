@@ -109,6 +109,8 @@ void sock_event(sock *s, uint32_t events)
 {
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->rd_ready = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->wr_ready = true;
 }
@@ -201,7 +203,7 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 			buf_commit(b, got);
 			/* Drained by a short recv and nothing buffered in OpenSSL: the next edge
 			 * says when there is more (only with our BIO, which reports it). */
-			if (sbio_short && !SSL_has_pending(s->ssl))
+			if (sbio_short && !SSL_has_pending(s->ssl) && !s->hup)
 				s->rd_ready = false;
 			return (ssize_t)got;
 		}
@@ -213,8 +215,10 @@ ssize_t sock_read(sock *s, buf *b, size_t max)
 			s->rd_blocked = 0;
 			buf_commit(b, (size_t)r);
 			/* A short read on a stream socket drained it: the next edge says when
-			 * there is more, so no read is spent on EAGAIN. */
-			if ((size_t)r < n)
+			 * there is more, so no read is spent on EAGAIN. Not after the peer's
+			 * FIN: its edge came with these bytes, and only a read finds the end
+			 * (a head cut by the client would wait for its timeout). */
+			if ((size_t)r < n && !s->hup)
 				s->rd_ready = false;
 			return r;
 		}

@@ -247,7 +247,9 @@ kill -TERM "$CU_PID"
 wait "$CU_PID" 2>/dev/null
 [ -e "$work/admin.sock" ] && fail "socket left behind" || ok "socket removed at shutdown"
 grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
-check "reloads audited" "$(audit_grep '"type":"admin.request".*"path":"/v1/policy"' | wc -l)" 2
+check "reloads audited" "$(audit_grep '"type":"admin.request".*"path":"/v1/policy".*"result":"(reloaded|refused)"' | wc -l)" 2
+audit_grep '"type":"admin.request".*"path":"/v1/policy","status":413,"result":"this endpoint takes no request body"' >/dev/null &&
+	ok "refused body audited" || fail "413 not audited"
 audit_grep '"type":"admin.request".*"principal":"uid:65534".*"status":403' >/dev/null && ok "refused uid audited" || fail "403 not audited"
 audit_grep '"type":"admin.request".*"status":401' >/dev/null && ok "bad token audited" || fail "401 not audited"
 audit_grep '"type":"admin.request".*"path":"/LONGPATHA{1015}","path_bytes":60009,"status":401' >/dev/null &&

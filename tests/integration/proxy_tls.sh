@@ -135,6 +135,14 @@ wait_log 'proxy: reloaded' "$((n + 1))"
 check "JWT RS256 valid but not in auth.jwt.algorithms -> 401" "$(bearer "$(jwt RS256 r1 "$k/rsa.key" "$good")")" 401
 check "JWT ES256 (listed) still valid" "$(bearer "$(jwt ES256 e1 "$k/ec.key" "$good")")" 200
 
+# ---- a refused JWT is audited: http.reject, 401, reason "invalid token", found by the
+# answer's request id (polled: the audit writer is asynchronous)
+"${C[@]}" -D "$work/jwt401.hdr" -H "Authorization: Bearer $(jwt RS256 r1 "$k/other.key" "$good")" \
+	-d "$chat" "$url" >/dev/null
+jwt_id=$(sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *\([0-9a-f]*\).*/\1/p' "$work/jwt401.hdr" | tr -d '\r')
+wait_until 30 audit_grep "\"type\":\"http.reject\",\"request_id\":\"$jwt_id\".*\"status\":401,\"decision\":\"deny\",\"reason\":\"invalid token\"" >/dev/null &&
+	ok "refused JWT audited (http.reject, 401, invalid token)" || fail "refused JWT ($jwt_id) not audited"
+
 kill -TERM "$CU_PID"
 wait "$CU_PID"
 

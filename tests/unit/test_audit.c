@@ -327,6 +327,9 @@ static void test_render_severity(void **state)
 		{ "\"type\":\"http.request\",\"decision\":\"deny\"", true },
 		{ "\"type\":\"http.request\",\"decision\":\"allow\"", false },
 		{ "\"type\":\"tls.reject\",\"decision\":\"deny\"", true },
+		{ "\"type\":\"connection.reject\",\"remote\":\"127.0.0.1:1\",\"decision\":"
+		  "\"deny\"",
+		  true },
 		{ "\"type\":\"sandbox.process\",\"model\":\"m\",\"action\":\"violation\"", true },
 		{ "\"type\":\"sandbox.process\",\"action\":\"oom\"", true },
 		{ "\"type\":\"sandbox.process\",\"action\":\"limit\"", true },
