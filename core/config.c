@@ -64,6 +64,12 @@ _Static_assert(CFG_MAX_SANDBOX_PATH == 1024, "a sandbox path's hint says 1023 by
 #define HINT_SB_NAME                                                                               \
 	"a process sandbox is named after its model (hostname, cgroup): letters, digits and . _ "  \
 	"- only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) "); keep the id for clients as an alias"
+#define HINT_VM_NAME                                                                               \
+	"a VM's libvirt domain is custos-<id>, of letters, digits and . _ - only (VM_NAME_MAX): "  \
+	"keep the id for clients as an alias"
+#define HINT_PROFILE_NAME                                                                          \
+	"`custos sandbox exec -c` names the sandbox after its profile (hostname, cgroup): "        \
+	"letters, digits and . _ - only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) ")"
 #define HINT_EGRESS_ENV                                                                            \
 	"with egress on, custos up adds http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY to "   \
 	"the " UP_N(CFG_MAX_ENV) " variables a sandbox may have (SANDBOX_MAX_ENV)"
@@ -823,6 +829,13 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			        c->doc, cfg_get(m, "id"), c->d, HINT_SB_NAME,
 			        "model '%s' runs in a process sandbox, which cannot be named '%s'",
 			        mod->id, mod->id);
+		/* sandbox/vm_xml.c name_ok on custos-<id>; the length is checked with the
+		 * references below (CFG_MAX_VM_MODEL_ID). */
+		else if (mod->id && mod->sandbox.type == CFG_SANDBOX_VM && !sb_name_ok(mod->id))
+			ydoc_error(c->doc, cfg_get(m, "id"), c->d, HINT_VM_NAME,
+			           "model '%s' runs in a VM, whose name (custos-%s) must be "
+			           "characters of [A-Za-z0-9_.-]",
+			           mod->id, mod->id);
 		parse_upstream(c, m, mod, &cfg->limits);
 	}
 }
@@ -1061,7 +1074,8 @@ static bool pci_addr_ok(const char *s)
 		if (shape[i] == 'x' ? !hex : ch != shape[i])
 			return false;
 	}
-	return s[11] >= '0' && s[11] <= '7';
+	/* slot 00-1f, function 0-7: what sandbox/vm_xml.c vm_pci_parse takes */
+	return (s[8] == '0' || s[8] == '1') && s[11] >= '0' && s[11] <= '7';
 }
 
 static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
@@ -1097,14 +1111,15 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 			           "cpu_pinning lists %zu CPUs for %llu vCPUs", pin->n,
 			           (unsigned long long)p->vm.vcpus);
 	}
-	cfg_path(c, m, "kernel", false, false, &p->vm.kernel);
-	cfg_path(c, m, "initrd", false, false, &p->vm.initrd);
-	cfg_path(c, m, "disk", false, false, &p->vm.disk);
+	/* absolute: libvirt opens them, not custos (sandbox/vm_xml.c vm_profile_check) */
+	cfg_path(c, m, "kernel", false, true, &p->vm.kernel);
+	cfg_path(c, m, "initrd", false, true, &p->vm.initrd);
+	cfg_path(c, m, "disk", false, true, &p->vm.disk);
 	cfg_str(c, m, "cmdline", false, &p->vm.cmdline);
-	if (p->vm.kernel == NULL && p->vm.disk == NULL)
+	if (cfg_get(m, "kernel") == NULL && cfg_get(m, "disk") == NULL)
 		ydoc_error(c->doc, m, c->d, "give a disk image, or kernel (and initrd)",
 		           "the VM has nothing to boot");
-	if ((p->vm.initrd || p->vm.cmdline) && p->vm.kernel == NULL)
+	if ((cfg_get(m, "initrd") || cfg_get(m, "cmdline")) && cfg_get(m, "kernel") == NULL)
 		ydoc_error(c->doc, m, c->d, NULL, "initrd and cmdline need kernel");
 	if (cfg_strlist_hint(c, m, "hostdev", CFG_MAX_HOSTDEVS, HINT_HOSTDEVS, &p->vm.hostdev,
 	                     &p->vm.n_hostdev)) {
@@ -1112,7 +1127,9 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		for (size_t i = 0; i < p->vm.n_hostdev; i++) {
 			if (!pci_addr_ok(p->vm.hostdev[i]))
 				ydoc_error(c->doc, seq->items[i], c->d,
-				           "PCI addresses look like 0000:01:00.0 (lspci -D)",
+				           "PCI addresses look like 0000:01:00.0 (lspci -D): slot "
+				           "00-1f, "
+				           "function 0-7",
 				           "'%s' is not a PCI address", p->vm.hostdev[i]);
 		}
 	}
@@ -1278,6 +1295,10 @@ static void parse_profiles(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		cfg_profile *p = &cfg->profiles[cfg->n_profiles++];
 		if (!cfg_id_node(c, m->pairs[i].key, &p->id))
 			p->id = cfg_strdup(c->a, "?");
+		else if (!sb_name_ok(p->id)) /* sandbox/profile.c name_ok, as exec -c applies it */
+			ydoc_error(c->doc, m->pairs[i].key, c->d, HINT_PROFILE_NAME,
+			           "sandbox profile '%s': name must be 1-%d of [A-Za-z0-9_.-]",
+			           p->id, CFG_MAX_ID_LEN);
 		parse_profile(c, m->pairs[i].value, p);
 	}
 }

@@ -381,6 +381,23 @@ else
 	echo "ok   # SKIP the proxy.user checks: they need root and a user nobody"
 fi
 
+# --- ids and VM settings the sandbox and VM code refuse at start (sandbox/profile.c,
+# sandbox/vm_xml.c): refused by the check at their file:line:col, in the same words.
+printf 'version: 1\nsandbox_profiles:\n  org/p: {}\n' >"$work/id-profile.yaml"
+chmod 0644 "$work/id-profile.yaml"
+expect profile-id "$work/id-profile.yaml" 1 \
+	"^$work/id-profile.yaml:3:3: error: sandbox profile 'org/p': name must be 1-64 of \\[A-Za-z0-9_.-\\]"
+printf 'version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n  - id: "org/m:q4"\n    sandbox: {type: vm, profile: v}\n' >"$work/id-vm.yaml"
+chmod 0644 "$work/id-vm.yaml"
+expect vm-model-id "$work/id-vm.yaml" 1 \
+	"^$work/id-vm.yaml:4:9: error: model 'org/m:q4' runs in a VM, whose name \\(custos-org/m:q4\\) must be characters of \\[A-Za-z0-9_.-\\]"
+printf 'version: 1\nsandbox_profiles:\n  v:\n    vm: {kernel: boot/vmlinuz, hostdev: [0000:00:20.0]}\n' >"$work/vm-paths.yaml"
+chmod 0644 "$work/vm-paths.yaml"
+expect vm-kernel-hostdev "$work/vm-paths.yaml" 1 \
+	"^$work/vm-paths.yaml:4:18: error: 'kernel' must be an absolute path" \
+	"^$work/vm-paths.yaml:4:42: error: '0000:00:20.0' is not a PCI address"
+# --- end of the start-time parity cases
+
 "$bin" config check >/dev/null 2>&1
 rc=$?
 if [ "$rc" -ne 2 ]; then

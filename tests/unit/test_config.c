@@ -1767,6 +1767,44 @@ static void test_up_bound_sandbox_name(void **state)
 	config_free(parse_ok(b.s));
 }
 
+/* Ids that the sandbox and VM consumers would refuse at start (sandbox/profile.c and
+ * sandbox/vm_xml.c name_ok, vm_pci_parse, vm_profile_check), refused at their position. */
+static void test_up_bound_sandbox_ids(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	/* a profile id: `custos sandbox exec -c` names the sandbox after it */
+	expect_pos("version: 1\nsandbox_profiles:\n  org/p: {}\n",
+	           "sandbox profile 'org/p': name must be 1-64 of [A-Za-z0-9_.-]", 3, 3,
+	           "sandbox exec -c");
+	expect_pos("version: 1\nsandbox_profiles:\n  ok: {}\n  gpu:a100: {}\n",
+	           "sandbox profile 'gpu:a100': name must be", 4, 3, "SANDBOX_NAME_MAX");
+	config_free(parse_ok("version: 1\nsandbox_profiles: {a.b_c-1: {}}\n"));
+	/* a VM model's id: its domain is custos-<id> */
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n"
+	       "  - id: org/m\n    sandbox: {type: vm, profile: v}\n");
+	expect_pos(b.s, "model 'org/m' runs in a VM, whose name (custos-org/m)", 4, 9,
+	           "libvirt domain");
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n"
+	       "  - id: org.m\n    aliases: [\"org/m:q4\"]\n    sandbox: {type: vm, profile: v}\n");
+	config_free(parse_ok(b.s));
+	/* VM images: libvirt opens them, by absolute path */
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {kernel: vmlinuz}}}\n",
+	           "'kernel' must be an absolute path", 2, 37, NULL);
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {disk: img/d.qcow2}}}\n",
+	           "'disk' must be an absolute path", 2, 35, NULL);
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {kernel: /k, initrd: i}}}\n",
+	           "'initrd' must be an absolute path", 2, 49, NULL);
+	/* a PCI slot is 00-1f */
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [0000:00:20.0]}}}\n",
+	           "'0000:00:20.0' is not a PCI address", 2, 49, "slot 00-1f");
+	config_free(parse_ok(
+	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [0000:00:1f.7]}}}\n"));
+}
+
 static void test_up_bound_listeners(void **state)
 {
 	(void)state;
@@ -2086,6 +2124,7 @@ int main(void)
 		cmocka_unit_test(test_up_bound_cpu),
 		cmocka_unit_test(test_up_bound_sandbox_paths),
 		cmocka_unit_test(test_up_bound_sandbox_name),
+		cmocka_unit_test(test_up_bound_sandbox_ids),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
