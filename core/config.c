@@ -1201,8 +1201,13 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		if (!(p->namespaces & CFG_NS_NET))
 			ydoc_error(c->doc, ns, c->d, "the sandbox would share the host network",
 			           "namespaces must include net");
-		if (!(p->namespaces & CFG_NS_MOUNT) || !(p->namespaces & CFG_NS_PID))
-			ydoc_error(c->doc, ns, c->d, NULL, "namespaces must include mount and pid");
+		/* sandbox/profile.c sandbox_profile_validate refuses the sandbox without them */
+		if (!(p->namespaces & CFG_NS_USER) || !(p->namespaces & CFG_NS_MOUNT) ||
+		    !(p->namespaces & CFG_NS_PID))
+			ydoc_error(
+			        c->doc, ns, c->d, "the sandbox refuses to start without them",
+			        "namespaces must include user, pid and mount: user, pid and mount "
+			        "namespaces are required");
 	}
 	CFG_ENUM(c, m, "gpu", gpus, p->gpu);
 	parse_seccomp(c, m, p);
@@ -1257,7 +1262,13 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		           "a tmpfs scratch takes no path");
 	ydoc_node *l = CFG_SECTION(c, m, "limits", lkeys);
 	cfg_size(c, l, "memory", 0, CFG_MAX_MEMORY, &p->limits.memory);
-	cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap);
+	if (cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap) && p->limits.swap &&
+	    !p->limits.memory)
+		ydoc_warn(
+		        c->doc, cfg_get(l, "swap"), c->d,
+		        "set limits.memory too; `custos up` applies its built-in memory limit",
+		        "`custos sandbox exec -c` refuses this profile at start: limits.swap needs "
+		        "limits.memory (swap is limited only beside a memory limit)");
 	cfg_u64(c, l, "pids", 1, 1u << 22, &p->limits.pids);
 	parse_cpu(c, l, &p->limits.cpu_milli);
 	cfg_u64(c, l, "nofile", 16, 1u << 20, &p->limits.nofile);

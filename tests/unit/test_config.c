@@ -1803,6 +1803,23 @@ static void test_up_bound_sandbox_ids(void **state)
 	           "'0000:00:20.0' is not a PCI address", 2, 49, "slot 00-1f");
 	config_free(parse_ok(
 	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [0000:00:1f.7]}}}\n"));
+	/* namespaces: the sandbox needs user, pid and mount (sandbox_profile_validate) */
+	expect_pos("version: 1\nsandbox_profiles: {p: {namespaces: [pid, mount, net]}}\n",
+	           "user, pid and mount namespaces are required", 2, 36, "refuses to start");
+	/* limits.swap alone: refused by exec -c at start, not by up (its built-in memory) */
+	diag_list d;
+	custos_config *cfg = NULL;
+	const char *t = "version: 1\nsandbox_profiles: {p: {limits: {swap: 1GiB}}}\n";
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);
+	assert_int_equal(d.warnings, 1);
+	assert_int_equal(d.items[0].line, 2);
+	assert_int_equal(d.items[0].col, 39);
+	assert_non_null(strstr(d.items[0].message, "limits.swap needs limits.memory"));
+	config_free(cfg);
+	diag_free(&d);
+	config_free(parse_ok("version: 1\nsandbox_profiles: {p: {limits: {swap: 1GiB, memory: "
+	                     "1GiB}}}\n"));
 }
 
 static void test_up_bound_listeners(void **state)
