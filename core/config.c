@@ -67,6 +67,9 @@ _Static_assert(CFG_MAX_SANDBOX_PATH == 1024, "a sandbox path's hint says 1023 by
 #define HINT_VM_NAME                                                                               \
 	"a VM's libvirt domain is custos-<id>, of letters, digits and . _ - only (VM_NAME_MAX): "  \
 	"keep the id for clients as an alias"
+#define HINT_VM_PATH                                                                               \
+	"a VM replacing a running one (a reload) gets the path with -<n> (n up to " UP_N(          \
+	        CFG_MAX_VM_INSTANCES) ") before its extension: 3 bytes are kept for it"
 #define HINT_PROFILE_NAME                                                                          \
 	"`custos sandbox exec -c` names the sandbox after its profile (hostname, cgroup): "        \
 	"letters, digits and . _ - only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) ")"
@@ -778,6 +781,14 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
 	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
 		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
+	/* what the readiness probe sends (sandbox/supervise.c sandbox_wait_ready, cli/vm_up.c) */
+	else if (sb->health.path && (strlen(sb->health.path) >= CFG_MAX_SANDBOX_PATH ||
+	                             strpbrk(sb->health.path, "\r\n ") != NULL))
+		ydoc_error(
+		        c->doc, cfg_get(h, "path"), c->d,
+		        "the readiness probe's request path: under 1024 bytes (SANDBOX_PATH_MAX), "
+		        "no space, CR or LF (percent-encode them)",
+		        "health path: bad HTTP path");
 	/* Nothing applies a per-probe timeout or a probe interval (readiness is polled with
 	 * built-in timings until start_timeout; a running server is not probed again): refused,
 	 * so that no one relies on a liveness check that does not exist. */
@@ -1137,10 +1148,19 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 	uint64_t cid = 0;
 	if (cfg_u64(c, m, "vsock_cid", 3, UINT32_MAX - 1, &cid))
 		p->vm.vsock_cid = (uint32_t)cid;
-	cfg_path(c, m, "console_log", false, true, &p->vm.console_log);
+	if (cfg_path(c, m, "console_log", false, true, &p->vm.console_log) &&
+	    strlen(p->vm.console_log) > CFG_MAX_VM_CONSOLE)
+		ydoc_error(c->doc, cfg_get(m, "console_log"), c->d, HINT_VM_PATH,
+		           "console_log path too long: %zu bytes, the limit is %d",
+		           strlen(p->vm.console_log), CFG_MAX_VM_CONSOLE);
 	CFG_ENUM(c, m, "type", types, p->vm.domain_type);
 	cfg_str(c, m, "libvirt_uri", false, &p->vm.libvirt_uri);
-	cfg_path(c, m, "channel_socket", false, true, &p->vm.channel_socket);
+	if (cfg_path(c, m, "channel_socket", false, true, &p->vm.channel_socket) &&
+	    strlen(p->vm.channel_socket) > CFG_MAX_VM_SOCKET)
+		ydoc_error(c->doc, cfg_get(m, "channel_socket"), c->d, HINT_VM_PATH,
+		           "channel socket path too long: %zu bytes, the limit is %d (a unix "
+		           "socket's sun_path)",
+		           strlen(p->vm.channel_socket), CFG_MAX_VM_SOCKET);
 }
 
 static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)

@@ -1820,6 +1820,47 @@ static void test_up_bound_sandbox_ids(void **state)
 	diag_free(&d);
 	config_free(parse_ok("version: 1\nsandbox_profiles: {p: {limits: {swap: 1GiB, memory: "
 	                     "1GiB}}}\n"));
+	/* health.path: what the readiness probe can send */
+#define HP                                                                                         \
+	"version: 1\nsandbox_profiles: {p: {}}\nmodels:\n  - id: m\n"                              \
+	"    sandbox: {profile: p, command: [/bin/true], health: {path: %s}}\n"
+	b.n = 0;
+	tb(&b, HP, "\"/ready now\"");
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, "no space, CR or LF");
+	b.n = 0;
+	tb(&b, HP, "\"/ready\\r\\nX: y\"");
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, NULL);
+	char longp[CFG_MAX_SANDBOX_PATH + 1];
+	memset(longp, 'a', sizeof(longp));
+	longp[0] = '/';
+	longp[CFG_MAX_SANDBOX_PATH] = '\0'; /* 1024 bytes */
+	b.n = 0;
+	tb(&b, HP, longp);
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, "1024");
+	longp[CFG_MAX_SANDBOX_PATH - 1] = '\0'; /* 1023 */
+	b.n = 0;
+	tb(&b, HP, longp);
+	config_free(parse_ok(b.s));
+	/* a VM's channel socket and console log, with room for -<n> */
+	char sock[CFG_MAX_VM_SOCKET + 2];
+	memset(sock, 's', sizeof(sock));
+	sock[0] = '/';
+	sock[CFG_MAX_VM_SOCKET + 1] = '\0'; /* 105 bytes */
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel_socket: %s}}}\n", sock);
+	expect_pos(b.s, "channel socket path too long: 105 bytes, the limit is 104", 2, 55, "-<n>");
+	sock[CFG_MAX_VM_SOCKET] = '\0';
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel_socket: %s}}}\n", sock);
+	config_free(parse_ok(b.s));
+	static char con[CFG_MAX_VM_CONSOLE + 2];
+	memset(con, 'c', sizeof(con));
+	con[0] = '/';
+	con[CFG_MAX_VM_CONSOLE + 1] = '\0';
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, console_log: %s}}}\n", con);
+	expect_pos(b.s, "console_log path too long: 4093 bytes, the limit is 4092", 2, 52, "-<n>");
+#undef HP
 }
 
 static void test_up_bound_listeners(void **state)
