@@ -917,6 +917,15 @@ void cli_config_host_check(const custos_config *cfg, diag_list *d)
 	struct hc_ctx x = { .cfg = cfg, .d = d };
 	struct passwd *pw = NULL;
 
+	/* proxy/server.c refuses these at start; a file only `custos sandbox exec -c` reads
+	 * may lack them, so the check without --host does not. */
+	if (cfg->n_listeners == 0)
+		report(&x, DIAG_ERROR, NULL, "custos up refuses to start; add a listeners entry",
+		       "proxy: 1..%d listeners needed: the file has none", PROXY_MAX_LISTENERS);
+	if (cfg->n_models == 0)
+		report(&x, DIAG_ERROR, NULL, "custos up refuses to start; add a models entry",
+		       "proxy: 1..%d upstreams needed: the file has no models",
+		       PROXY_MAX_UPSTREAMS);
 	if (cfg->proxy.user && cfg->proxy.self_sandbox) {
 		errno = 0;
 		pw = getpwnam(cfg->proxy.user);

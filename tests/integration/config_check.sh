@@ -182,6 +182,8 @@ listeners:
     address: "unix:$h/run/custos.sock"
 auth:
   api_keys: [{ id: a, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }]
+models:
+  - { id: m, upstream: { url: "http://127.0.0.1:9/" } }
 log:
   file: $h/log/custos.log
 audit:
@@ -396,6 +398,20 @@ chmod 0644 "$work/vm-paths.yaml"
 expect vm-kernel-hostdev "$work/vm-paths.yaml" 1 \
 	"^$work/vm-paths.yaml:4:18: error: 'kernel' must be an absolute path" \
 	"^$work/vm-paths.yaml:4:42: error: '0000:00:20.0' is not a PCI address"
+# A file for `sandbox exec -c` alone passes; --host (what `custos up` would refuse) does not.
+printf 'version: 1\nsandbox_profiles: {p: {}}\n' >"$work/exec-only.yaml"
+chmod 0644 "$work/exec-only.yaml"
+expect exec-only "$work/exec-only.yaml" 0 ': ok: 0 listener'
+out=$("$bin" config check --host "$work/exec-only.yaml" 2>&1)
+rc=$?
+if [ "$rc" -eq 1 ] && grep -q "error: proxy: 1\.\.16 listeners needed: the file has none" <<<"$out" &&
+	grep -q "error: proxy: 1\.\.64 upstreams needed: the file has no models" <<<"$out"; then
+	echo "ok   exec-only --host"
+else
+	echo "FAIL exec-only --host: exit $rc"
+	echo "$out"
+	fail=1
+fi
 # --- end of the start-time parity cases
 
 "$bin" config check >/dev/null 2>&1
