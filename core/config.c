@@ -1913,6 +1913,23 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		}
 	}
 
+	/* With egress, a model without a sandbox gets a host listener on 127.0.0.1:(egress.port +
+	 * its place in models) (cli/egress_config.c, and a reload adding one): past 65535, up
+	 * refuses to start. */
+	for (size_t i = 0; cfg->egress.enabled && i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->sandbox.type != CFG_SANDBOX_NONE || (unsigned)cfg->egress.port + i <= 65535)
+			continue;
+		ydoc_node *item = seq_item(root, "models", i);
+		ydoc_node *in = item ? ydoc_map_get(item, "id") : NULL;
+		ydoc_error(c->doc, in ? in : item, c->d,
+		           "a model without a sandbox gets a host egress listener on "
+		           "127.0.0.1:(egress.port + its place in models): lower egress.port",
+		           "model '%s': egress.port + %zu (its place in models) passes 65535",
+		           m->id ? m->id : "?", i);
+		break;
+	}
+
 	/* Model ids and aliases share one name space (the `model` field of a request). */
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		const cfg_model *m = &cfg->models[i];

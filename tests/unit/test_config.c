@@ -1861,6 +1861,15 @@ static void test_up_bound_sandbox_ids(void **state)
 	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, console_log: %s}}}\n", con);
 	expect_pos(b.s, "console_log path too long: 4093 bytes, the limit is 4092", 2, 52, "-<n>");
 #undef HP
+	/* egress: a model without a sandbox listens on egress.port + its place in models */
+	static const char eg[] = "version: 1\negress: {enabled: true, port: 65535}\nmodels:\n"
+	                         "  - {id: a, upstream: {url: \"http://127.0.0.1:1/\"}}\n"
+	                         "  - {id: b, upstream: {url: \"http://127.0.0.1:1/\"}}\n";
+	expect_pos(eg, "model 'b': egress.port + 1 (its place in models) passes 65535", 5, 10,
+	           "lower egress.port");
+	config_free(parse_ok("version: 1\negress: {enabled: true, port: 65534}\nmodels:\n"
+	                     "  - {id: a, upstream: {url: \"http://127.0.0.1:1/\"}}\n"
+	                     "  - {id: b, upstream: {url: \"http://127.0.0.1:1/\"}}\n"));
 }
 
 static void test_up_bound_listeners(void **state)
