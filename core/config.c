@@ -1930,6 +1930,27 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		break;
 	}
 
+	/* Inside a process sandbox custos listens on 127.0.0.1:egress.port (the HTTP_PROXY the
+	 * model is given) beside the model server's sandbox.port: one of them could not listen,
+	 * or the readiness probe and the requests would reach the egress proxy. */
+	for (size_t i = 0; cfg->egress.enabled && i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->sandbox.type != CFG_SANDBOX_PROCESS || m->sandbox.port != cfg->egress.port)
+			continue;
+		ydoc_node *pn =
+		        ydoc_map_get(ydoc_map_get(seq_item(root, "models", i), "sandbox"), "port");
+		ydoc_node *en = ydoc_map_get(ydoc_map_get(root, "egress"), "port");
+		ydoc_error(c->doc,
+		           pn   ? pn
+		           : en ? en
+		                : seq_item(root, "models", i),
+		           c->d,
+		           "custos listens on egress.port inside each process sandbox (the "
+		           "model's HTTP_PROXY): give the model server another sandbox.port",
+		           "model '%s': sandbox.port %u is egress.port", m->id ? m->id : "?",
+		           (unsigned)m->sandbox.port);
+	}
+
 	/* Model ids and aliases share one name space (the `model` field of a request). */
 	for (size_t i = 0; i < cfg->n_models; i++) {
 		const cfg_model *m = &cfg->models[i];

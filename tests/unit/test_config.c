@@ -1870,6 +1870,16 @@ static void test_up_bound_sandbox_ids(void **state)
 	config_free(parse_ok("version: 1\negress: {enabled: true, port: 65534}\nmodels:\n"
 	                     "  - {id: a, upstream: {url: \"http://127.0.0.1:1/\"}}\n"
 	                     "  - {id: b, upstream: {url: \"http://127.0.0.1:1/\"}}\n"));
+	/* egress.port is taken inside each process sandbox */
+	expect_pos("version: 1\negress: {enabled: true}\nsandbox_profiles: {p: {}}\nmodels:\n"
+	           "  - id: m\n    sandbox: {profile: p, command: [/bin/true], port: 3128}\n",
+	           "model 'm': sandbox.port 3128 is egress.port", 6, 55, "another sandbox.port");
+	expect_pos("version: 1\negress: {enabled: true, port: 8000}\nsandbox_profiles: {p: {}}\n"
+	           "models:\n  - id: m\n    sandbox: {profile: p, command: [/bin/true]}\n",
+	           "model 'm': sandbox.port 8000 is egress.port", 2, 31, NULL);
+	config_free(parse_ok("version: 1\negress: {enabled: false, port: 8000}\n"
+	                     "sandbox_profiles: {p: {}}\nmodels:\n  - id: m\n"
+	                     "    sandbox: {profile: p, command: [/bin/true]}\n"));
 }
 
 static void test_up_bound_listeners(void **state)
