@@ -580,8 +580,19 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		}
 	}
 
-	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
-	           key_kind, check_mode, when);
+	if (check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file,
+	               cfg->auth.api_keys_file, key_kind, check_mode, when) &&
+	    check_mode) {
+		/* its lines parsed as `up` parses them, after the inline keys */
+		proxy_options o;
+		memset(&o, 0, sizeof(o));
+		o.api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o.api_keys[0]));
+		o.napi_keys = cfg->auth.n_api_keys;
+		if (cli_api_keys_load(cfg->auth.api_keys_file, &o) != CUSTOS_OK)
+			report(x, sev, cfg->auth.api_keys_file, when, "auth.api_keys_file: %s",
+			       err_msg());
+		proxy_options_free(&o);
+	}
 	if (cfg->auth.jwt.enabled &&
 	    check_read(x, sev, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
 	               cfg->auth.jwt.jwks_file, key_kind, check_mode, when) &&

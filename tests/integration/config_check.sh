@@ -412,6 +412,19 @@ else
 	echo "$out"
 	fail=1
 fi
+# --host parses auth.api_keys_file as `custos up` does at start.
+printf 'a 0000000000000000000000000000000000000000000000000000000000000000\nb nothex\n' >"$work/keys.txt"
+chmod 0600 "$work/keys.txt"
+printf 'version: 1\nauth: {api_keys_file: %s}\n' "$work/keys.txt" >"$work/keys.yaml"
+chmod 0644 "$work/keys.yaml"
+out=$("$bin" config check --host "$work/keys.yaml" 2>&1)
+if grep -q "^$work/keys.yaml:2:23: error: auth.api_keys_file: $work/keys.txt:2: bad id or SHA-256 (64 hex digits)" <<<"$out"; then
+	echo "ok   api-keys-file --host"
+else
+	echo "FAIL api-keys-file --host"
+	echo "$out"
+	fail=1
+fi
 # --- end of the start-time parity cases
 
 "$bin" config check >/dev/null 2>&1
