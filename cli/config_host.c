@@ -26,6 +26,7 @@
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/crl.h"
+#include "custos/policy.h"
 #include "custos/proxy.h"
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
@@ -679,8 +680,16 @@ static void pass_invoker(struct hc_ctx *x)
 
 	if (cli_trust_env_check() != CUSTOS_OK)
 		report(x, DIAG_ERROR, NULL, "custos up refuses to start", "%s", err_msg());
-	check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file, FILE_CONFIG,
-	           true, start);
+	if (check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file,
+	               FILE_CONFIG, true, start)) {
+		/* compiled as the proxy compiles it at start (detectors included): its own
+		 * diagnostics at the policy's file:line:col, then the setting that names it */
+		policy *p = NULL;
+		if (policy_load_check(cfg->policy.file, &p, x->d) != CUSTOS_OK)
+			report(x, DIAG_ERROR, cfg->policy.file, "custos up refuses to start",
+			       "policy.file: %s", err_msg());
+		policy_unref(p);
+	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const cfg_listener *l = &cfg->listeners[i];
 		snprintf(name, sizeof(name), "listeners[%zu] (%s).address", i, l->id);

@@ -425,6 +425,20 @@ else
 	echo "$out"
 	fail=1
 fi
+# --host compiles policy.file as `custos up` does at start: its errors at its own positions.
+printf 'version: 1\nrules:\n  - id: r\n    effect: allow\n    when: { principal: nobody }\n' >"$work/bad-policy.yaml"
+chmod 0644 "$work/bad-policy.yaml"
+printf 'version: 1\npolicy: {file: %s}\n' "$work/bad-policy.yaml" >"$work/pol.yaml"
+chmod 0644 "$work/pol.yaml"
+out=$("$bin" config check --host "$work/pol.yaml" 2>&1)
+if grep -q "^$work/bad-policy.yaml:5:24: error: unknown principal 'nobody'" <<<"$out" &&
+	grep -q "^$work/pol.yaml:2:16: error: policy.file: $work/bad-policy.yaml: 1 error(s)" <<<"$out"; then
+	echo "ok   policy-file --host"
+else
+	echo "FAIL policy-file --host"
+	echo "$out"
+	fail=1
+fi
 # --- end of the start-time parity cases
 
 "$bin" config check >/dev/null 2>&1
