@@ -1780,7 +1780,20 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 	a->socket_mode = 0660;
 	a->max_body = 1u << 20;
 	cfg_bool(c, m, "enabled", &a->enabled);
-	cfg_path(c, m, "socket", false, true, &a->socket);
+	/* proxy/admin.c open_unix binds it through <dir>/.admin.XXXXXX/s, in a sun_path of 108
+	 * bytes; past that up logs the error and runs without its admin API */
+	if (cfg_path(c, m, "socket", false, true, &a->socket) && a->enabled) {
+		const char *slash = strrchr(a->socket, '/');
+		size_t dl = slash ? (size_t)(slash - a->socket) : 0;
+		if (strlen(a->socket) >= 108 || dl + sizeof("/.admin.XXXXXX/s") > 108)
+			ydoc_warn(c->doc, cfg_get(m, "socket"), c->d,
+			          "a unix socket path (sun_path, 108 bytes); its directory at most "
+			          "91 "
+			          "bytes",
+			          "admin socket %s: path too long: custos up would run without its "
+			          "admin API",
+			          a->socket);
+	}
 	ydoc_node *mode = cfg_get(m, "socket_mode");
 	if (mode) {
 		const char *s;

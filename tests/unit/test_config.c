@@ -1880,6 +1880,30 @@ static void test_up_bound_sandbox_ids(void **state)
 	config_free(parse_ok("version: 1\negress: {enabled: false, port: 8000}\n"
 	                     "sandbox_profiles: {p: {}}\nmodels:\n  - id: m\n"
 	                     "    sandbox: {profile: p, command: [/bin/true]}\n"));
+	/* admin.socket too long to bind: up runs without its admin API (a warning) */
+	char dir[93];
+	memset(dir, 'd', sizeof(dir));
+	dir[0] = '/';
+	dir[92] = '\0'; /* a 92-byte directory: <dir>/.admin.XXXXXX/s does not fit; 91 does */
+	for (int k = 0; k < 2; k++) {
+		b.n = 0;
+		tb(&b, "version: 1\nadmin: {socket: %s%s/a.sock}\n", k ? "/" : "",
+		   k ? dir + 2 : dir);
+		diag_list dd;
+		custos_config *cc = NULL;
+		diag_init(&dd);
+		assert_int_equal(config_parse("t.yaml", b.s, strlen(b.s), &cc, &dd), CUSTOS_OK);
+		assert_int_equal(dd.warnings, k ? 0u : 1u);
+		if (!k) {
+			assert_int_equal(dd.items[0].line, 2);
+			assert_int_equal(dd.items[0].col, 17);
+			assert_non_null(strstr(dd.items[0].message,
+			                       "path too long: custos up would "
+			                       "run without its admin API"));
+		}
+		config_free(cc);
+		diag_free(&dd);
+	}
 }
 
 static void test_up_bound_listeners(void **state)
