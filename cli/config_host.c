@@ -292,10 +292,11 @@ static void check_validity(struct hc_ctx *x, diag_severity sev, const char *sett
 
 /* A listener's certificate (PEM, the leaf first, its validity) and key (PEM, unencrypted,
  * the certificate's): what the proxy's TLS setup would refuse at start, or serve expired. */
-static void check_cert_key(struct hc_ctx *x, diag_severity sev, const char *csetting,
-                           const char *cert, const char *ksetting, const char *key,
-                           const char *hint)
+/* Returns the certificate's key type (EVP_PKEY_get_base_id), 0 when it has none. */
+static int check_cert_key(struct hc_ctx *x, diag_severity sev, const char *csetting,
+                          const char *cert, const char *ksetting, const char *key, const char *hint)
 {
+	int type = 0;
 	char why[256];
 	buf cb, kb;
 	X509 *leaf = NULL;
@@ -330,8 +331,11 @@ static void check_cert_key(struct hc_ctx *x, diag_severity sev, const char *cset
 		report(x, sev, key, hint, "%s '%s': does not match the certificate %s", ksetting,
 		       key, cert);
 	}
+	if (leaf != NULL && X509_get0_pubkey(leaf) != NULL)
+		type = EVP_PKEY_get_base_id(X509_get0_pubkey(leaf));
 	X509_free(leaf);
 	EVP_PKEY_free(pk);
+	return type;
 }
 
 /* A CA bundle: PEM that holds at least one certificate (a file of keys or of nothing verifies
@@ -509,7 +513,8 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const cfg_listener *l = &cfg->listeners[i];
-		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+		int types[CFG_MAX_CERTS] = { 0 };
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs && k < CFG_MAX_CERTS; k++) {
 			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
 			         l->id);
 			check_read(x, sev, name, l->tls.certs[k].cert, l->tls.certs[k].cert,
@@ -521,8 +526,23 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 				char cname[160];
 				snprintf(cname, sizeof(cname),
 				         "listeners[%zu] (%s).tls certificate", i, l->id);
-				check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
-				               l->tls.certs[k].key, when);
+				types[k] = check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
+				                          l->tls.certs[k].key, when);
+				/* OpenSSL keeps one certificate per key type (proxy/tls.c
+				 * cert_type_unique refuses a second at start) */
+				for (size_t j = 0; types[k] != 0 && j < k; j++)
+					if (types[j] == types[k])
+						report(x, sev, l->tls.certs[k].cert, when,
+						       "tls: %s and %s are both %s certificates: a "
+						       "listener takes one certificate per key "
+						       "type "
+						       "(e.g. one ECDSA and one RSA)",
+						       l->tls.certs[j].cert, l->tls.certs[k].cert,
+						       types[k] == EVP_PKEY_EC    ? "ECDSA"
+						       : types[k] == EVP_PKEY_RSA ? "RSA"
+						       : types[k] == EVP_PKEY_RSA_PSS
+						               ? "RSA-PSS"
+						               : OBJ_nid2sn(types[k]));
 			}
 			if (l->tls.certs[k].ocsp == NULL)
 				continue;

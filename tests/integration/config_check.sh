@@ -439,6 +439,31 @@ else
 	echo "$out"
 	fail=1
 fi
+# --host: two certificates of one key type on a listener, refused by `custos up` at start.
+mkdir -p "$work/two"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-subj /CN=localhost -keyout "$work/two/b.key" -out "$work/two/b.crt" 2>/dev/null
+cp "$pki/srv.crt" "$pki/srv.key" "$work/two/"
+chmod 600 "$work/two/b.key" "$work/two/srv.key"
+cat >"$work/two.yaml" <<CFG
+version: 1
+listeners:
+  - id: t
+    address: "127.0.0.1:8443"
+    tls:
+      cert: $work/two/srv.crt
+      key: $work/two/srv.key
+      certificates: [{ cert: $work/two/b.crt, key: $work/two/b.key }]
+CFG
+chmod 0644 "$work/two.yaml"
+out=$("$bin" config check --host "$work/two.yaml" 2>&1)
+if grep -q "^$work/two.yaml:8:[0-9]*: error: tls: $work/two/srv.crt and $work/two/b.crt are both ECDSA certificates" <<<"$out"; then
+	echo "ok   two-ecdsa --host"
+else
+	echo "FAIL two-ecdsa --host"
+	echo "$out"
+	fail=1
+fi
 # --- end of the start-time parity cases
 
 "$bin" config check >/dev/null 2>&1
