@@ -1370,6 +1370,65 @@ static void parse_source_client_cert(cfg_ctx *c, ydoc_node *m, cfg_data_source *
 		        id);
 }
 
+/* The egress proxy's rule for a source's host name (proxy/ssrf.c ssrf_parse_host, which
+ * refuses the source when egress starts; core cannot call it): NULL when h passes, else why,
+ * in its words. A strict dotted quad passes; a name whose last label is a number (10.1,
+ * 0x7f.1, 1.2.3.04, host.123) is a non-canonical IPv4 literal; labels are 1-63 bytes of
+ * letters, digits, '-' and '_', 253 bytes in all, one trailing dot allowed.
+ * tests/unit/test_egress_ssrf.c checks the two agree on a table of hosts. */
+static const char *source_host_why(const char *h, char *why, size_t size)
+{
+	size_t n = strlen(h);
+	if (n > 253)
+		return "host longer than 253 bytes";
+	unsigned parts = 0, v = 0, digits = 0;
+	bool strict = true;
+	for (size_t i = 0; i <= n && strict; i++) {
+		if (i == n || h[i] == '.') {
+			strict = digits > 0 && v <= 255 && ++parts <= 4;
+			v = digits = 0;
+		} else if (h[i] >= '0' && h[i] <= '9' && digits < 3 && !(digits == 1 && v == 0)) {
+			v = v * 10 + (unsigned)(h[i] - '0');
+			digits++;
+		} else {
+			strict = false;
+		}
+	}
+	if (strict && parts == 4)
+		return NULL;
+	size_t end = n > 0 && h[n - 1] == '.' ? n - 1 : n, start = end;
+	while (start > 0 && h[start - 1] != '.')
+		start--;
+	bool hex =
+	        end - start >= 2 && h[start] == '0' && (h[start + 1] == 'x' || h[start + 1] == 'X');
+	bool numeric = end > start;
+	for (size_t i = start + (hex ? 2 : 0); i < end && numeric; i++)
+		numeric = (h[i] >= '0' && h[i] <= '9') ||
+		          (hex && ((h[i] >= 'a' && h[i] <= 'f') || (h[i] >= 'A' && h[i] <= 'F')));
+	if (numeric) {
+		snprintf(why, size,
+		         "non-canonical IPv4 literal '%s' (only a.b.c.d in decimal is accepted)",
+		         h);
+		return why;
+	}
+	size_t label = 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = h[i];
+		if (ch == '.') {
+			if (label == 0)
+				return "empty label in host";
+			label = 0;
+			continue;
+		}
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_'))
+			return "invalid character in host";
+		if (++label > 63)
+			return "host label longer than 63 bytes";
+	}
+	return n == 0 || (n == 1 && h[0] == '.') ? "empty host" : NULL;
+}
+
 static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = {
@@ -1405,6 +1464,16 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 				           "http://host[:port]/prefix or https://...",
 				           "data source URL must be http:// or https://");
 			}
+			char why[320];
+			const char *bad = ds->host && !strchr(ds->host, ':')
+			                          ? source_host_why(ds->host, why, sizeof(why))
+			                          : NULL;
+			if (bad)
+				ydoc_error(
+				        c->doc, un, c->d,
+				        "the egress proxy refuses the source when it starts: write "
+				        "an IPv4 address as a.b.c.d, or a DNS name",
+				        "data source %s: host: %s", ds->id ? ds->id : "?", bad);
 			if (ds->path_prefix &&
 			    (strchr(ds->path_prefix, '?') || strchr(ds->path_prefix, '#') ||
 			     strstr(ds->path_prefix, "..")))
