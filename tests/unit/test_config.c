@@ -1767,9 +1767,10 @@ static void test_up_bound_sandbox_name(void **state)
 	config_free(parse_ok(b.s));
 }
 
-/* Ids that the sandbox and VM consumers would refuse at start (sandbox/profile.c and
- * sandbox/vm_xml.c name_ok, vm_pci_parse, vm_profile_check), refused at their position. */
-static void test_up_bound_sandbox_ids(void **state)
+/* What the sandbox, VM, egress and admin code would refuse (or fail on) at start
+ * (sandbox/profile.c, sandbox/vm_xml.c, cli/vm_up.c, cli/egress_config.c, proxy/admin.c),
+ * refused (or warned) at its position by config check. */
+static void test_up_bound_start_parity(void **state)
 {
 	(void)state;
 	static tbuf b;
@@ -2225,7 +2226,7 @@ int main(void)
 		cmocka_unit_test(test_up_bound_cpu),
 		cmocka_unit_test(test_up_bound_sandbox_paths),
 		cmocka_unit_test(test_up_bound_sandbox_name),
-		cmocka_unit_test(test_up_bound_sandbox_ids),
+		cmocka_unit_test(test_up_bound_start_parity),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
