@@ -48,6 +48,11 @@ int cmd_config_check(int argc, char **argv);
  * proxy.user), at the setting's file:line:col; creates and changes nothing. */
 struct custos_config;
 void cli_config_host_check(const struct custos_config *cfg, diag_list *d);
+/* Reads auth.api_keys_file ("id sha256hex" lines) into o->api_keys after the o->napi_keys
+ * already there (o->api_keys holds PROXY_MAX_API_KEYS): what `custos up` loads, and what
+ * `config check --host` checks. CUSTOS_ERR_PARSE naming FILE:LINE, _LIMIT past the limit. */
+struct proxy_options;
+custos_err cli_api_keys_load(const char *path, struct proxy_options *o) CUSTOS_WUR;
 /* SSL_CERT_FILE / SSL_CERT_DIR, when set, name an absolute readable file / directories:
  * CUSTOS_OK, or an error whose message `custos up` and `config check --host` both print. */
 custos_err cli_trust_env_check(void) CUSTOS_WUR;

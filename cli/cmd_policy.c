@@ -5,10 +5,10 @@
 #include "cli.h"
 #include "custos/policy.h"
 
-static policy *load_or_report(const char *path, diag_list *d)
+static policy *load_or_report(const char *path, diag_list *d, bool engine)
 {
 	policy *p = NULL;
-	custos_err e = policy_load(path, &p, d);
+	custos_err e = engine ? policy_load_check(path, &p, d) : policy_load(path, &p, d);
 	diag_print(d, stderr);
 	if (e != CUSTOS_OK) {
 		fprintf(stderr, "%s: %zu error(s)\n", path, d->errors ? d->errors : 1);
@@ -27,7 +27,7 @@ int cmd_policy_check(int argc, char **argv)
 		return CLI_USAGE;
 	}
 	diag_init(&d);
-	policy *p = load_or_report(argv[1], &d);
+	policy *p = load_or_report(argv[1], &d, true);
 	if (p == NULL) {
 		diag_free(&d);
 		return CLI_FAIL;
@@ -48,7 +48,7 @@ int cmd_policy_test(int argc, char **argv)
 		return CLI_USAGE;
 	}
 	diag_init(&d);
-	policy *p = load_or_report(argv[1], &d);
+	policy *p = load_or_report(argv[1], &d, false);
 	if (p == NULL) {
 		diag_free(&d);
 		return CLI_FAIL;
@@ -92,7 +92,7 @@ int cmd_policy_explain(int argc, char **argv)
 	}
 	diag_list d;
 	diag_init(&d);
-	policy *p = load_or_report(file, &d);
+	policy *p = load_or_report(file, &d, false);
 	if (p == NULL) {
 		diag_free(&d);
 		return CLI_FAIL;

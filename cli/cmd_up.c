@@ -157,7 +157,7 @@ static custos_err add_route(proxy_options *o, const char *path, const char *mode
 
 /* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
  * The file holds digests, not keys, but is still refused when others may write it. */
-static custos_err load_api_keys_file(const char *path, proxy_options *o)
+custos_err cli_api_keys_load(const char *path, proxy_options *o)
 {
 	buf b;
 	unsigned lineno = 0;
@@ -239,7 +239,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 		}
 		o->napi_keys = cfg->auth.n_api_keys;
 		if (cfg->auth.api_keys_file)
-			GUARD(load_api_keys_file(cfg->auth.api_keys_file, o));
+			GUARD(cli_api_keys_load(cfg->auth.api_keys_file, o));
 	}
 	if (cfg->auth.jwt.enabled) {
 		o->jwt.jwks_file = xstrdup(cfg->auth.jwt.jwks_file);

@@ -26,6 +26,7 @@
 #include "custos/audit.h"
 #include "custos/config.h"
 #include "custos/crl.h"
+#include "custos/policy.h"
 #include "custos/proxy.h"
 
 #define HC_REPORT_MAX (1u << 20) /* what the proxy user's pass may send back */
@@ -291,10 +292,11 @@ static void check_validity(struct hc_ctx *x, diag_severity sev, const char *sett
 
 /* A listener's certificate (PEM, the leaf first, its validity) and key (PEM, unencrypted,
  * the certificate's): what the proxy's TLS setup would refuse at start, or serve expired. */
-static void check_cert_key(struct hc_ctx *x, diag_severity sev, const char *csetting,
-                           const char *cert, const char *ksetting, const char *key,
-                           const char *hint)
+/* Returns the certificate's key type (EVP_PKEY_get_base_id), 0 when it has none. */
+static int check_cert_key(struct hc_ctx *x, diag_severity sev, const char *csetting,
+                          const char *cert, const char *ksetting, const char *key, const char *hint)
 {
+	int type = 0;
 	char why[256];
 	buf cb, kb;
 	X509 *leaf = NULL;
@@ -329,8 +331,11 @@ static void check_cert_key(struct hc_ctx *x, diag_severity sev, const char *cset
 		report(x, sev, key, hint, "%s '%s': does not match the certificate %s", ksetting,
 		       key, cert);
 	}
+	if (leaf != NULL && X509_get0_pubkey(leaf) != NULL)
+		type = EVP_PKEY_get_base_id(X509_get0_pubkey(leaf));
 	X509_free(leaf);
 	EVP_PKEY_free(pk);
+	return type;
 }
 
 /* A CA bundle: PEM that holds at least one certificate (a file of keys or of nothing verifies
@@ -508,7 +513,8 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const cfg_listener *l = &cfg->listeners[i];
-		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs; k++) {
+		int types[CFG_MAX_CERTS] = { 0 };
+		for (size_t k = 0; l->tls.enabled && k < l->tls.n_certs && k < CFG_MAX_CERTS; k++) {
 			snprintf(name, sizeof(name), "listeners[%zu] (%s).tls certificate", i,
 			         l->id);
 			check_read(x, sev, name, l->tls.certs[k].cert, l->tls.certs[k].cert,
@@ -520,8 +526,23 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 				char cname[160];
 				snprintf(cname, sizeof(cname),
 				         "listeners[%zu] (%s).tls certificate", i, l->id);
-				check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
-				               l->tls.certs[k].key, when);
+				types[k] = check_cert_key(x, sev, cname, l->tls.certs[k].cert, name,
+				                          l->tls.certs[k].key, when);
+				/* OpenSSL keeps one certificate per key type (proxy/tls.c
+				 * cert_type_unique refuses a second at start) */
+				for (size_t j = 0; types[k] != 0 && j < k; j++)
+					if (types[j] == types[k])
+						report(x, sev, l->tls.certs[k].cert, when,
+						       "tls: %s and %s are both %s certificates: a "
+						       "listener takes one certificate per key "
+						       "type "
+						       "(e.g. one ECDSA and one RSA)",
+						       l->tls.certs[j].cert, l->tls.certs[k].cert,
+						       types[k] == EVP_PKEY_EC    ? "ECDSA"
+						       : types[k] == EVP_PKEY_RSA ? "RSA"
+						       : types[k] == EVP_PKEY_RSA_PSS
+						               ? "RSA-PSS"
+						               : OBJ_nid2sn(types[k]));
 			}
 			if (l->tls.certs[k].ocsp == NULL)
 				continue;
@@ -580,8 +601,19 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		}
 	}
 
-	check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file, cfg->auth.api_keys_file,
-	           key_kind, check_mode, when);
+	if (check_read(x, sev, "auth.api_keys_file", cfg->auth.api_keys_file,
+	               cfg->auth.api_keys_file, key_kind, check_mode, when) &&
+	    check_mode) {
+		/* its lines parsed as `up` parses them, after the inline keys */
+		proxy_options o;
+		memset(&o, 0, sizeof(o));
+		o.api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o.api_keys[0]));
+		o.napi_keys = cfg->auth.n_api_keys;
+		if (cli_api_keys_load(cfg->auth.api_keys_file, &o) != CUSTOS_OK)
+			report(x, sev, cfg->auth.api_keys_file, when, "auth.api_keys_file: %s",
+			       err_msg());
+		proxy_options_free(&o);
+	}
 	if (cfg->auth.jwt.enabled &&
 	    check_read(x, sev, "auth.jwt.jwks_file", cfg->auth.jwt.jwks_file,
 	               cfg->auth.jwt.jwks_file, key_kind, check_mode, when) &&
@@ -668,8 +700,16 @@ static void pass_invoker(struct hc_ctx *x)
 
 	if (cli_trust_env_check() != CUSTOS_OK)
 		report(x, DIAG_ERROR, NULL, "custos up refuses to start", "%s", err_msg());
-	check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file, FILE_CONFIG,
-	           true, start);
+	if (check_read(x, DIAG_ERROR, "policy.file", cfg->policy.file, cfg->policy.file,
+	               FILE_CONFIG, true, start)) {
+		/* compiled as the proxy compiles it at start (detectors included): its own
+		 * diagnostics at the policy's file:line:col, then the setting that names it */
+		policy *p = NULL;
+		if (policy_load_check(cfg->policy.file, &p, x->d) != CUSTOS_OK)
+			report(x, DIAG_ERROR, cfg->policy.file, "custos up refuses to start",
+			       "policy.file: %s", err_msg());
+		policy_unref(p);
+	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const cfg_listener *l = &cfg->listeners[i];
 		snprintf(name, sizeof(name), "listeners[%zu] (%s).address", i, l->id);
@@ -917,6 +957,15 @@ void cli_config_host_check(const custos_config *cfg, diag_list *d)
 	struct hc_ctx x = { .cfg = cfg, .d = d };
 	struct passwd *pw = NULL;
 
+	/* proxy/server.c refuses these at start; a file only `custos sandbox exec -c` reads
+	 * may lack them, so the check without --host does not. */
+	if (cfg->n_listeners == 0)
+		report(&x, DIAG_ERROR, NULL, "custos up refuses to start; add a listeners entry",
+		       "proxy: 1..%d listeners needed: the file has none", PROXY_MAX_LISTENERS);
+	if (cfg->n_models == 0)
+		report(&x, DIAG_ERROR, NULL, "custos up refuses to start; add a models entry",
+		       "proxy: 1..%d upstreams needed: the file has no models",
+		       PROXY_MAX_UPSTREAMS);
 	if (cfg->proxy.user && cfg->proxy.self_sandbox) {
 		errno = 0;
 		pw = getpwnam(cfg->proxy.user);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,8 @@ static struct up_vm *live_vms;
 _Static_assert(VM_INSTANCES_MAX < 100, "\"-<n>\" has at most 3 bytes");
 _Static_assert(sizeof(CFG_VM_DOMAIN_PREFIX) - 1 + CFG_MAX_VM_MODEL_ID + 3 <= VM_NAME_MAX,
                "a VM model's id of CFG_MAX_VM_MODEL_ID bytes fits every domain name");
+_Static_assert(CFG_MAX_VM_SOCKET + 3 < sizeof(((struct sockaddr_un *)0)->sun_path),
+               "a channel_socket of CFG_MAX_VM_SOCKET bytes fits every -<n> socket path");
 
 static bool live_taken_locked(const char *name, const char *chan_path, const char *console)
 {
@@ -207,7 +210,7 @@ static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const
  * back within 2 s. */
 static custos_err probe(struct up_vm *u, vm_channel *ch, const char *path)
 {
-	char req[512], resp[16];
+	char req[CFG_MAX_SANDBOX_PATH + 64], resp[16]; /* config check: health.path < 1024 */
 	int fd = -1;
 
 	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: model\r\n\r\n",

@@ -64,6 +64,15 @@ _Static_assert(CFG_MAX_SANDBOX_PATH == 1024, "a sandbox path's hint says 1023 by
 #define HINT_SB_NAME                                                                               \
 	"a process sandbox is named after its model (hostname, cgroup): letters, digits and . _ "  \
 	"- only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) "); keep the id for clients as an alias"
+#define HINT_VM_NAME                                                                               \
+	"a VM's libvirt domain is custos-<id>, of letters, digits and . _ - only (VM_NAME_MAX): "  \
+	"keep the id for clients as an alias"
+#define HINT_VM_PATH                                                                               \
+	"a VM replacing a running one (a reload) gets the path with -<n> (n up to " UP_N(          \
+	        CFG_MAX_VM_INSTANCES) ") before its extension: 3 bytes are kept for it"
+#define HINT_PROFILE_NAME                                                                          \
+	"`custos sandbox exec -c` names the sandbox after its profile (hostname, cgroup): "        \
+	"letters, digits and . _ - only (SANDBOX_NAME_MAX " UP_N(CFG_MAX_ID_LEN) ")"
 #define HINT_EGRESS_ENV                                                                            \
 	"with egress on, custos up adds http_proxy, HTTP_PROXY, https_proxy and HTTPS_PROXY to "   \
 	"the " UP_N(CFG_MAX_ENV) " variables a sandbox may have (SANDBOX_MAX_ENV)"
@@ -772,6 +781,14 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
 	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
 		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
+	/* what the readiness probe sends (sandbox/supervise.c sandbox_wait_ready, cli/vm_up.c) */
+	else if (sb->health.path && (strlen(sb->health.path) >= CFG_MAX_SANDBOX_PATH ||
+	                             strpbrk(sb->health.path, "\r\n ") != NULL))
+		ydoc_error(
+		        c->doc, cfg_get(h, "path"), c->d,
+		        "the readiness probe's request path: under 1024 bytes (SANDBOX_PATH_MAX), "
+		        "no space, CR or LF (percent-encode them)",
+		        "health path: bad HTTP path");
 	/* Nothing applies a per-probe timeout or a probe interval (readiness is polled with
 	 * built-in timings until start_timeout; a running server is not probed again): refused,
 	 * so that no one relies on a liveness check that does not exist. */
@@ -823,6 +840,13 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			        c->doc, cfg_get(m, "id"), c->d, HINT_SB_NAME,
 			        "model '%s' runs in a process sandbox, which cannot be named '%s'",
 			        mod->id, mod->id);
+		/* sandbox/vm_xml.c name_ok on custos-<id>; the length is checked with the
+		 * references below (CFG_MAX_VM_MODEL_ID). */
+		else if (mod->id && mod->sandbox.type == CFG_SANDBOX_VM && !sb_name_ok(mod->id))
+			ydoc_error(c->doc, cfg_get(m, "id"), c->d, HINT_VM_NAME,
+			           "model '%s' runs in a VM, whose name (custos-%s) must be "
+			           "characters of [A-Za-z0-9_.-]",
+			           mod->id, mod->id);
 		parse_upstream(c, m, mod, &cfg->limits);
 	}
 }
@@ -1061,7 +1085,8 @@ static bool pci_addr_ok(const char *s)
 		if (shape[i] == 'x' ? !hex : ch != shape[i])
 			return false;
 	}
-	return s[11] >= '0' && s[11] <= '7';
+	/* slot 00-1f, function 0-7: what sandbox/vm_xml.c vm_pci_parse takes */
+	return (s[8] == '0' || s[8] == '1') && s[11] >= '0' && s[11] <= '7';
 }
 
 static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
@@ -1097,14 +1122,15 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 			           "cpu_pinning lists %zu CPUs for %llu vCPUs", pin->n,
 			           (unsigned long long)p->vm.vcpus);
 	}
-	cfg_path(c, m, "kernel", false, false, &p->vm.kernel);
-	cfg_path(c, m, "initrd", false, false, &p->vm.initrd);
-	cfg_path(c, m, "disk", false, false, &p->vm.disk);
+	/* absolute: libvirt opens them, not custos (sandbox/vm_xml.c vm_profile_check) */
+	cfg_path(c, m, "kernel", false, true, &p->vm.kernel);
+	cfg_path(c, m, "initrd", false, true, &p->vm.initrd);
+	cfg_path(c, m, "disk", false, true, &p->vm.disk);
 	cfg_str(c, m, "cmdline", false, &p->vm.cmdline);
-	if (p->vm.kernel == NULL && p->vm.disk == NULL)
+	if (cfg_get(m, "kernel") == NULL && cfg_get(m, "disk") == NULL)
 		ydoc_error(c->doc, m, c->d, "give a disk image, or kernel (and initrd)",
 		           "the VM has nothing to boot");
-	if ((p->vm.initrd || p->vm.cmdline) && p->vm.kernel == NULL)
+	if ((cfg_get(m, "initrd") || cfg_get(m, "cmdline")) && cfg_get(m, "kernel") == NULL)
 		ydoc_error(c->doc, m, c->d, NULL, "initrd and cmdline need kernel");
 	if (cfg_strlist_hint(c, m, "hostdev", CFG_MAX_HOSTDEVS, HINT_HOSTDEVS, &p->vm.hostdev,
 	                     &p->vm.n_hostdev)) {
@@ -1112,7 +1138,9 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 		for (size_t i = 0; i < p->vm.n_hostdev; i++) {
 			if (!pci_addr_ok(p->vm.hostdev[i]))
 				ydoc_error(c->doc, seq->items[i], c->d,
-				           "PCI addresses look like 0000:01:00.0 (lspci -D)",
+				           "PCI addresses look like 0000:01:00.0 (lspci -D): slot "
+				           "00-1f, "
+				           "function 0-7",
 				           "'%s' is not a PCI address", p->vm.hostdev[i]);
 		}
 	}
@@ -1120,10 +1148,19 @@ static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 	uint64_t cid = 0;
 	if (cfg_u64(c, m, "vsock_cid", 3, UINT32_MAX - 1, &cid))
 		p->vm.vsock_cid = (uint32_t)cid;
-	cfg_path(c, m, "console_log", false, true, &p->vm.console_log);
+	if (cfg_path(c, m, "console_log", false, true, &p->vm.console_log) &&
+	    strlen(p->vm.console_log) > CFG_MAX_VM_CONSOLE)
+		ydoc_error(c->doc, cfg_get(m, "console_log"), c->d, HINT_VM_PATH,
+		           "console_log path too long: %zu bytes, the limit is %d",
+		           strlen(p->vm.console_log), CFG_MAX_VM_CONSOLE);
 	CFG_ENUM(c, m, "type", types, p->vm.domain_type);
 	cfg_str(c, m, "libvirt_uri", false, &p->vm.libvirt_uri);
-	cfg_path(c, m, "channel_socket", false, true, &p->vm.channel_socket);
+	if (cfg_path(c, m, "channel_socket", false, true, &p->vm.channel_socket) &&
+	    strlen(p->vm.channel_socket) > CFG_MAX_VM_SOCKET)
+		ydoc_error(c->doc, cfg_get(m, "channel_socket"), c->d, HINT_VM_PATH,
+		           "channel socket path too long: %zu bytes, the limit is %d (a unix "
+		           "socket's sun_path)",
+		           strlen(p->vm.channel_socket), CFG_MAX_VM_SOCKET);
 }
 
 static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)
@@ -1184,8 +1221,13 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		if (!(p->namespaces & CFG_NS_NET))
 			ydoc_error(c->doc, ns, c->d, "the sandbox would share the host network",
 			           "namespaces must include net");
-		if (!(p->namespaces & CFG_NS_MOUNT) || !(p->namespaces & CFG_NS_PID))
-			ydoc_error(c->doc, ns, c->d, NULL, "namespaces must include mount and pid");
+		/* sandbox/profile.c sandbox_profile_validate refuses the sandbox without them */
+		if (!(p->namespaces & CFG_NS_USER) || !(p->namespaces & CFG_NS_MOUNT) ||
+		    !(p->namespaces & CFG_NS_PID))
+			ydoc_error(
+			        c->doc, ns, c->d, "the sandbox refuses to start without them",
+			        "namespaces must include user, pid and mount: user, pid and mount "
+			        "namespaces are required");
 	}
 	CFG_ENUM(c, m, "gpu", gpus, p->gpu);
 	parse_seccomp(c, m, p);
@@ -1240,7 +1282,13 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		           "a tmpfs scratch takes no path");
 	ydoc_node *l = CFG_SECTION(c, m, "limits", lkeys);
 	cfg_size(c, l, "memory", 0, CFG_MAX_MEMORY, &p->limits.memory);
-	cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap);
+	if (cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap) && p->limits.swap &&
+	    !p->limits.memory)
+		ydoc_warn(
+		        c->doc, cfg_get(l, "swap"), c->d,
+		        "set limits.memory too; `custos up` applies its built-in memory limit",
+		        "`custos sandbox exec -c` refuses this profile at start: limits.swap needs "
+		        "limits.memory (swap is limited only beside a memory limit)");
 	cfg_u64(c, l, "pids", 1, 1u << 22, &p->limits.pids);
 	parse_cpu(c, l, &p->limits.cpu_milli);
 	cfg_u64(c, l, "nofile", 16, 1u << 20, &p->limits.nofile);
@@ -1278,6 +1326,10 @@ static void parse_profiles(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 		cfg_profile *p = &cfg->profiles[cfg->n_profiles++];
 		if (!cfg_id_node(c, m->pairs[i].key, &p->id))
 			p->id = cfg_strdup(c->a, "?");
+		else if (!sb_name_ok(p->id)) /* sandbox/profile.c name_ok, as exec -c applies it */
+			ydoc_error(c->doc, m->pairs[i].key, c->d, HINT_PROFILE_NAME,
+			           "sandbox profile '%s': name must be 1-%d of [A-Za-z0-9_.-]",
+			           p->id, CFG_MAX_ID_LEN);
 		parse_profile(c, m->pairs[i].value, p);
 	}
 }
@@ -1318,6 +1370,65 @@ static void parse_source_client_cert(cfg_ctx *c, ydoc_node *m, cfg_data_source *
 		        id);
 }
 
+/* The egress proxy's rule for a source's host name (proxy/ssrf.c ssrf_parse_host, which
+ * refuses the source when egress starts; core cannot call it): NULL when h passes, else why,
+ * in its words. A strict dotted quad passes; a name whose last label is a number (10.1,
+ * 0x7f.1, 1.2.3.04, host.123) is a non-canonical IPv4 literal; labels are 1-63 bytes of
+ * letters, digits, '-' and '_', 253 bytes in all, one trailing dot allowed.
+ * tests/unit/test_egress_ssrf.c checks the two agree on a table of hosts. */
+static const char *source_host_why(const char *h, char *why, size_t size)
+{
+	size_t n = strlen(h);
+	if (n > 253)
+		return "host longer than 253 bytes";
+	unsigned parts = 0, v = 0, digits = 0;
+	bool strict = true;
+	for (size_t i = 0; i <= n && strict; i++) {
+		if (i == n || h[i] == '.') {
+			strict = digits > 0 && v <= 255 && ++parts <= 4;
+			v = digits = 0;
+		} else if (h[i] >= '0' && h[i] <= '9' && digits < 3 && !(digits == 1 && v == 0)) {
+			v = v * 10 + (unsigned)(h[i] - '0');
+			digits++;
+		} else {
+			strict = false;
+		}
+	}
+	if (strict && parts == 4)
+		return NULL;
+	size_t end = n > 0 && h[n - 1] == '.' ? n - 1 : n, start = end;
+	while (start > 0 && h[start - 1] != '.')
+		start--;
+	bool hex =
+	        end - start >= 2 && h[start] == '0' && (h[start + 1] == 'x' || h[start + 1] == 'X');
+	bool numeric = end > start;
+	for (size_t i = start + (hex ? 2 : 0); i < end && numeric; i++)
+		numeric = (h[i] >= '0' && h[i] <= '9') ||
+		          (hex && ((h[i] >= 'a' && h[i] <= 'f') || (h[i] >= 'A' && h[i] <= 'F')));
+	if (numeric) {
+		snprintf(why, size,
+		         "non-canonical IPv4 literal '%s' (only a.b.c.d in decimal is accepted)",
+		         h);
+		return why;
+	}
+	size_t label = 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = h[i];
+		if (ch == '.') {
+			if (label == 0)
+				return "empty label in host";
+			label = 0;
+			continue;
+		}
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_'))
+			return "invalid character in host";
+		if (++label > 63)
+			return "host label longer than 63 bytes";
+	}
+	return n == 0 || (n == 1 && h[0] == '.') ? "empty host" : NULL;
+}
+
 static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
 	static const char *const keys[] = {
@@ -1353,6 +1464,16 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 				           "http://host[:port]/prefix or https://...",
 				           "data source URL must be http:// or https://");
 			}
+			char why[320];
+			const char *bad = ds->host && !strchr(ds->host, ':')
+			                          ? source_host_why(ds->host, why, sizeof(why))
+			                          : NULL;
+			if (bad)
+				ydoc_error(
+				        c->doc, un, c->d,
+				        "the egress proxy refuses the source when it starts: write "
+				        "an IPv4 address as a.b.c.d, or a DNS name",
+				        "data source %s: host: %s", ds->id ? ds->id : "?", bad);
 			if (ds->path_prefix &&
 			    (strchr(ds->path_prefix, '?') || strchr(ds->path_prefix, '#') ||
 			     strstr(ds->path_prefix, "..")))
@@ -1728,7 +1849,20 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 	a->socket_mode = 0660;
 	a->max_body = 1u << 20;
 	cfg_bool(c, m, "enabled", &a->enabled);
-	cfg_path(c, m, "socket", false, true, &a->socket);
+	/* proxy/admin.c open_unix binds it through <dir>/.admin.XXXXXX/s, in a sun_path of 108
+	 * bytes; past that up logs the error and runs without its admin API */
+	if (cfg_path(c, m, "socket", false, true, &a->socket) && a->enabled) {
+		const char *slash = strrchr(a->socket, '/');
+		size_t dl = slash ? (size_t)(slash - a->socket) : 0;
+		if (strlen(a->socket) >= 108 || dl + sizeof("/.admin.XXXXXX/s") > 108)
+			ydoc_warn(c->doc, cfg_get(m, "socket"), c->d,
+			          "a unix socket path (sun_path, 108 bytes); its directory at most "
+			          "91 "
+			          "bytes",
+			          "admin socket %s: path too long: custos up would run without its "
+			          "admin API",
+			          a->socket);
+	}
 	ydoc_node *mode = cfg_get(m, "socket_mode");
 	if (mode) {
 		const char *s;
@@ -1859,6 +1993,44 @@ static void cross_checks(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 				break;
 			}
 		}
+	}
+
+	/* With egress, a model without a sandbox gets a host listener on 127.0.0.1:(egress.port +
+	 * its place in models) (cli/egress_config.c, and a reload adding one): past 65535, up
+	 * refuses to start. */
+	for (size_t i = 0; cfg->egress.enabled && i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->sandbox.type != CFG_SANDBOX_NONE || (unsigned)cfg->egress.port + i <= 65535)
+			continue;
+		ydoc_node *item = seq_item(root, "models", i);
+		ydoc_node *in = item ? ydoc_map_get(item, "id") : NULL;
+		ydoc_error(c->doc, in ? in : item, c->d,
+		           "a model without a sandbox gets a host egress listener on "
+		           "127.0.0.1:(egress.port + its place in models): lower egress.port",
+		           "model '%s': egress.port + %zu (its place in models) passes 65535",
+		           m->id ? m->id : "?", i);
+		break;
+	}
+
+	/* Inside a process sandbox custos listens on 127.0.0.1:egress.port (the HTTP_PROXY the
+	 * model is given) beside the model server's sandbox.port: one of them could not listen,
+	 * or the readiness probe and the requests would reach the egress proxy. */
+	for (size_t i = 0; cfg->egress.enabled && i < cfg->n_models; i++) {
+		const cfg_model *m = &cfg->models[i];
+		if (m->sandbox.type != CFG_SANDBOX_PROCESS || m->sandbox.port != cfg->egress.port)
+			continue;
+		ydoc_node *pn =
+		        ydoc_map_get(ydoc_map_get(seq_item(root, "models", i), "sandbox"), "port");
+		ydoc_node *en = ydoc_map_get(ydoc_map_get(root, "egress"), "port");
+		ydoc_error(c->doc,
+		           pn   ? pn
+		           : en ? en
+		                : seq_item(root, "models", i),
+		           c->d,
+		           "custos listens on egress.port inside each process sandbox (the "
+		           "model's HTTP_PROXY): give the model server another sandbox.port",
+		           "model '%s': sandbox.port %u is egress.port", m->id ? m->id : "?",
+		           (unsigned)m->sandbox.port);
 	}
 
 	/* Model ids and aliases share one name space (the `model` field of a request). */

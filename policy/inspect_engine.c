@@ -201,6 +201,7 @@ typedef struct build {
 	unsigned *flags, *ids;
 	char **owned; /* generated keyword patterns */
 	size_t n, n_owned, cap;
+	int at; /* the detector being built, or that the set's failure names; -1 for none */
 } build;
 
 static void build_free(build *b)
@@ -300,6 +301,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 	for (size_t c = 0; c < o->n_custom; c++) {
 		const inspect_custom_def *d = &o->custom[c];
 		unsigned id = INSPECT_BUILTIN_COUNT + (unsigned)c;
+		b->at = (int)id;
 		ENSURE(d->name != NULL, CUSTOS_ERR_INVAL, "custom detector %zu has no name", c);
 		span nm = span_cstr(d->name);
 		custos_err r = inspect_name_check(nm);
@@ -319,6 +321,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 		       INSPECT_MAX_CUSTOM_EXPRS);
 		cap += d->n_patterns + d->n_keywords;
 	}
+	b->at = -1;
 	b->cap = cap;
 	b->pat = calloc(cap, sizeof(*b->pat));
 	b->flags = calloc(cap, sizeof(*b->flags));
@@ -332,6 +335,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 		const det_spec *s = &det_builtin_specs[i];
 		if (!(o->builtins & (UINT64_C(1) << s->detector)))
 			continue;
+		b->at = (int)s->detector;
 		inspect_expr x = { .detector = s->detector,
 			           .kind = s->kind,
 			           .cls = s->cls,
@@ -345,6 +349,7 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 		const inspect_custom_def *d = &o->custom[c];
 		if (d->unused)
 			continue;
+		b->at = (int)(INSPECT_BUILTIN_COUNT + c);
 		inspect_expr x = { .detector = (uint16_t)(INSPECT_BUILTIN_COUNT + c),
 			           .kind = DET_MATCH };
 		switch (d->validator) {
@@ -379,12 +384,15 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 			GUARD(add_expr(e, b, kp, CUSTOM_FLAGS | HS_FLAG_CASELESS, &x, true));
 		}
 	}
+	b->at = -1;
 	if (b->n == 0)
 		return CUSTOS_OK;
 	hs_compile_error_t *cerr = NULL;
 	if (hs_compile_multi(b->pat, b->flags, b->ids, (unsigned)b->n, ENGINE_MODE, NULL, &e->db,
 	                     &cerr) != HS_SUCCESS) {
 		int at = cerr ? cerr->expression : -1;
+		if (at >= 0 && (size_t)at < b->n)
+			b->at = (int)e->expr[b->ids[at]].detector;
 		custos_err r = err_set(
 		        CUSTOS_ERR_INVAL, "compiling detector '%s': %s",
 		        at >= 0 && (size_t)at < b->n ? e->name[e->expr[b->ids[at]].detector] : "?",
@@ -395,9 +403,10 @@ static custos_err engine_build(inspect_engine *e, const inspect_engine_opts *o, 
 	return CUSTOS_OK;
 }
 
-custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out)
+static custos_err engine_new(const inspect_engine_opts *o, inspect_engine **out, int *failed)
 {
 	*out = NULL;
+	*failed = -1;
 	ENSURE(o != NULL, CUSTOS_ERR_INVAL, "inspect: no options");
 	ENSURE(o->n_custom <= INSPECT_MAX_CUSTOM, CUSTOS_ERR_LIMIT,
 	       "inspect: more than %d custom detectors", INSPECT_MAX_CUSTOM);
@@ -410,15 +419,27 @@ custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out
 	e->n_det = INSPECT_BUILTIN_COUNT + (unsigned)o->n_custom;
 	for (unsigned a = 0; a < DET_SCAN_N; a++)
 		e->scan[a] = -1;
-	build b = { 0 };
+	build b = { .at = -1 };
 	custos_err r = engine_build(e, o, &b);
 	build_free(&b);
 	if (r != CUSTOS_OK) {
+		*failed = b.at;
 		inspect_engine_free(e);
 		return r;
 	}
 	*out = e;
 	return CUSTOS_OK;
+}
+
+custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out)
+{
+	int failed;
+	return engine_new(o, out, &failed);
+}
+
+custos_err inspect_engine_new_at(const inspect_engine_opts *o, inspect_engine **out, int *failed)
+{
+	return engine_new(o, out, failed);
 }
 
 void inspect_engine_free(inspect_engine *e)

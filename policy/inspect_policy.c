@@ -21,7 +21,14 @@ _Static_assert((int)POLICY_VALIDATOR_NONE == (int)INSPECT_VALIDATE_NONE &&
 
 custos_err inspect_engine_from_policy(const struct policy *p, inspect_engine **out)
 {
+	int failed;
+	return inspect_engine_from_policy_at(p, out, &failed);
+}
+
+custos_err inspect_engine_from_policy_at(const struct policy *p, inspect_engine **out, int *failed)
+{
 	*out = NULL;
+	*failed = -1;
 	size_t n = policy_detector_count(p);
 	ENSURE(n >= INSPECT_BUILTIN_COUNT && n <= INSPECT_MAX_DETECTORS, CUSTOS_ERR_LIMIT,
 	       "inspect: policy has %zu detectors", n);
@@ -49,5 +56,5 @@ custos_err inspect_engine_from_policy(const struct policy *p, inspect_engine **o
 			                      .validator = (inspect_validator)d->validator,
 			                      .unused = !used };
 	}
-	return inspect_engine_new(&o, out);
+	return inspect_engine_new_at(&o, out, failed);
 }

@@ -1966,8 +1966,59 @@ static void policy_destroy(policy *p)
 	free(p);
 }
 
+/* The inspection engine compiled as the proxy compiles it at start (proxy/decide.c): every
+ * pattern also compiled alone (check_pattern) can still fail as one Hyperscan database, too
+ * large or complex together, and the engine has its own bounds. Placed at the detector the
+ * failure names, else at the first custom detector a rule uses, else at the file's start. */
+static void check_engine(struct cc *c, const char *name)
+{
+	policy *p = c->p;
+	bool any = false;
+	for (size_t i = 0; i < p->n_detectors && !any; i++)
+		any = p->detectors[i].used_prompt || p->detectors[i].used_response;
+	if (!any) /* the proxy compiles no database */
+		return;
+	if (c->hs_state == 0)
+		c->hs_state = lazylib_hyperscan() == CUSTOS_OK ? 1 : -1;
+	if (c->hs_state < 0) {
+		diag_add(c->d, DIAG_WARNING, name, 1, 1, NULL,
+		         "the inspection detectors are not compiled here: %s (the proxy compiles "
+		         "them at start)",
+		         err_msg());
+		return;
+	}
+	inspect_engine *eng = NULL;
+	int failed = -1;
+	custos_err e = inspect_engine_from_policy_at(p, &eng, &failed);
+	inspect_engine_free(eng);
+	if (e == CUSTOS_OK)
+		return;
+	if (e == CUSTOS_ERR_UNSUPPORTED) { /* this host's CPU, not the policy */
+		diag_add(c->d, DIAG_WARNING, name, 1, 1, NULL,
+		         "the inspection detectors are not compiled here: %s", err_msg());
+		return;
+	}
+	size_t at = failed >= POLICY_BUILTIN_DETECTORS && (size_t)failed < p->n_detectors
+	                    ? (size_t)failed
+	                    : 0;
+	for (size_t i = POLICY_BUILTIN_DETECTORS; at == 0 && i < p->n_detectors; i++)
+		if (p->detectors[i].used_prompt || p->detectors[i].used_response)
+			at = i;
+	const char *hint =
+	        failed < 0
+	                ? "each pattern compiles alone; the proxy compiles every detector a rule "
+	                  "names into one streaming Hyperscan database, which fails: use fewer "
+	                  "or simpler patterns (bounded repeats, fewer alternatives)"
+	                : NULL;
+	if (at != 0 && c->det_doc[at] != NULL && c->det_node[at] != NULL)
+		ydoc_error(c->det_doc[at], c->det_node[at], c->d, hint, "inspection detectors: %s",
+		           err_msg());
+	else
+		diag_add(c->d, DIAG_ERROR, name, 1, 1, hint, "inspection detectors: %s", err_msg());
+}
+
 static custos_err compile(const char *name, const char *text, size_t len, bool from_path,
-                          policy **out, diag_list *d)
+                          bool engine, policy **out, diag_list *d)
 {
 	struct cc c;
 	memset(&c, 0, sizeof(c));
@@ -2057,6 +2108,8 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 				check_models(&c);
 				build_index(p);
 			}
+			if (engine && d->errors == errors0)
+				check_engine(&c, name);
 		}
 	}
 	unsigned char md[32];
@@ -2077,14 +2130,19 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 
 custos_err policy_load(const char *path, policy **out, diag_list *d)
 {
-	return compile(path, NULL, 0, true, out, d);
+	return compile(path, NULL, 0, true, false, out, d);
+}
+
+custos_err policy_load_check(const char *path, policy **out, diag_list *d)
+{
+	return compile(path, NULL, 0, true, true, out, d);
 }
 
 custos_err policy_parse(const char *name, const char *text, size_t len, policy **out, diag_list *d)
 {
 	ENSURE(len <= POLICY_MAX_FILE_BYTES, CUSTOS_ERR_LIMIT,
 	       "%s: %zu bytes is over the limit of %u", name, len, POLICY_MAX_FILE_BYTES);
-	return compile(name, text, len, false, out, d);
+	return compile(name, text, len, false, false, out, d);
 }
 
 policy *policy_ref(policy *p)

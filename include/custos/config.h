@@ -82,6 +82,11 @@
 #define CFG_VM_DOMAIN_PREFIX "custos-"
 #define CFG_MAX_VM_INSTANCES 64 /* VMs of one model at once (PSX_MAX_MODELS slots) */
 #define CFG_MAX_VM_MODEL_ID  (CFG_MAX_VM_NAME - (sizeof(CFG_VM_DOMAIN_PREFIX) - 1) - 3)
+/* The same "-<n>" goes into a VM's vm.channel_socket (a unix socket: sun_path, 108 bytes with
+ * its NUL) and vm.console_log (cli/vm_up.c, 4096 bytes with the NUL), so each leaves 3 bytes
+ * for it (cli/vm_up.c checks the buffers at compile time). */
+#define CFG_MAX_VM_SOCKET  (108 - 1 - 3)
+#define CFG_MAX_VM_CONSOLE (4096 - 1 - 3)
 /* egress.inspect.max_held must be at least CFG_INSPECT_HELD_FACTOR x max_body + this: what one
  * body at max_body counts at its peak, the most of any media type, a multipart one (request
  * or response; proxy/egress_inspect.c q_work and resp_arm): the body at its capacity (n + 1),

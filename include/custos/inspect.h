@@ -96,7 +96,8 @@ custos_err inspect_pattern_check(const char *pattern, unsigned *max_width) CUSTO
  * Hyperscan refuses some patterns only there ("Pattern is too large."). The keyword form
  * checks a custom keyword (1..INSPECT_MAX_PATTERN_LEN bytes) as the literal the engine makes
  * of it. What these pass, the engine compiles; a policy checker calls them (Hyperscan loaded),
- * and can still only miss a failure of the whole set, which the engine reports at start. */
+ * and can still only miss a failure of the whole set: policy_load_check compiles the engine as
+ * the proxy does at start for that. */
 custos_err inspect_pattern_compile(const char *pattern, unsigned *max_width) CUSTOS_WUR;
 custos_err inspect_keyword_compile(const char *keyword, unsigned *max_width) CUSTOS_WUR;
 /* Checks a custom detector name: 1..256 bytes, no space or control character (as policy.yaml
@@ -134,6 +135,11 @@ typedef struct inspect_scratch inspect_scratch;
  * (owned by the caller, inspect_engine_free); CUSTOS_ERR_INVAL for a bad custom definition,
  * CUSTOS_ERR_UNSUPPORTED when the CPU lacks what Hyperscan needs (SSSE3). */
 custos_err inspect_engine_new(const inspect_engine_opts *o, inspect_engine **out) CUSTOS_WUR;
+/* inspect_engine_new; on failure *failed is the detector id it names (one whose definition is
+ * refused, or whose expression Hyperscan's compile of the whole set names), -1 when none (the
+ * set as a whole: each expression compiles alone, the database does not). */
+custos_err inspect_engine_new_at(const inspect_engine_opts *o, inspect_engine **out,
+                                 int *failed) CUSTOS_WUR;
 void inspect_engine_free(inspect_engine *e);
 /* Number of detector ids (INSPECT_BUILTIN_COUNT + custom). */
 unsigned inspect_engine_detector_count(const inspect_engine *e);
@@ -153,6 +159,10 @@ custos_err inspect_engine_detector_find(const inspect_engine *e, span name,
  * a policy error: the policy in force stays. Owned by the caller. */
 struct policy;
 custos_err inspect_engine_from_policy(const struct policy *p, inspect_engine **out) CUSTOS_WUR;
+/* The same, with *failed as inspect_engine_new_at gives it (a policy detector index, or -1):
+ * for `policy check`, to place the failure at the detector's file:line:col. */
+custos_err inspect_engine_from_policy_at(const struct policy *p, inspect_engine **out,
+                                         int *failed) CUSTOS_WUR;
 
 /* Per-thread scanning memory (Hyperscan scratch). One per thread that scans with this engine;
  * owned by the caller, inspect_scratch_free. */

@@ -89,6 +89,10 @@ bool policy_isolation_parse(span s, policy_isolation *out);
  */
 /* Loads path (config-mode checked), resolves include: relative to the including file. */
 custos_err policy_load(const char *path, policy **out, diag_list *d) CUSTOS_WUR;
+/* policy_load, then the inspection engine compiled as the proxy compiles it at start (one
+ * Hyperscan database of every detector a rule names), its failure an error at the detector's
+ * file:line:col: for `custos policy check`. A warning instead where Hyperscan cannot run. */
+custos_err policy_load_check(const char *path, policy **out, diag_list *d) CUSTOS_WUR;
 /* Compiles text[len] named `name`; includes resolve relative to `name`'s directory. */
 custos_err policy_parse(const char *name, const char *text, size_t len, policy **out,
                         diag_list *d) CUSTOS_WUR;

@@ -182,6 +182,8 @@ listeners:
     address: "unix:$h/run/custos.sock"
 auth:
   api_keys: [{ id: a, sha256: "0000000000000000000000000000000000000000000000000000000000000000" }]
+models:
+  - { id: m, upstream: { url: "http://127.0.0.1:9/" } }
 log:
   file: $h/log/custos.log
 audit:
@@ -380,6 +382,89 @@ if [ "$(id -u)" -eq 0 ] && getent passwd nobody >/dev/null; then
 else
 	echo "ok   # SKIP the proxy.user checks: they need root and a user nobody"
 fi
+
+# --- ids and VM settings the sandbox and VM code refuse at start (sandbox/profile.c,
+# sandbox/vm_xml.c): refused by the check at their file:line:col, in the same words.
+printf 'version: 1\nsandbox_profiles:\n  org/p: {}\n' >"$work/id-profile.yaml"
+chmod 0644 "$work/id-profile.yaml"
+expect profile-id "$work/id-profile.yaml" 1 \
+	"^$work/id-profile.yaml:3:3: error: sandbox profile 'org/p': name must be 1-64 of \\[A-Za-z0-9_.-\\]"
+printf 'version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n  - id: "org/m:q4"\n    sandbox: {type: vm, profile: v}\n' >"$work/id-vm.yaml"
+chmod 0644 "$work/id-vm.yaml"
+expect vm-model-id "$work/id-vm.yaml" 1 \
+	"^$work/id-vm.yaml:4:9: error: model 'org/m:q4' runs in a VM, whose name \\(custos-org/m:q4\\) must be characters of \\[A-Za-z0-9_.-\\]"
+printf 'version: 1\nsandbox_profiles:\n  v:\n    vm: {kernel: boot/vmlinuz, hostdev: [0000:00:20.0]}\n' >"$work/vm-paths.yaml"
+chmod 0644 "$work/vm-paths.yaml"
+expect vm-kernel-hostdev "$work/vm-paths.yaml" 1 \
+	"^$work/vm-paths.yaml:4:18: error: 'kernel' must be an absolute path" \
+	"^$work/vm-paths.yaml:4:42: error: '0000:00:20.0' is not a PCI address"
+# A file for `sandbox exec -c` alone passes; --host (what `custos up` would refuse) does not.
+printf 'version: 1\nsandbox_profiles: {p: {}}\n' >"$work/exec-only.yaml"
+chmod 0644 "$work/exec-only.yaml"
+expect exec-only "$work/exec-only.yaml" 0 ': ok: 0 listener'
+out=$("$bin" config check --host "$work/exec-only.yaml" 2>&1)
+rc=$?
+if [ "$rc" -eq 1 ] && grep -q "error: proxy: 1\.\.16 listeners needed: the file has none" <<<"$out" &&
+	grep -q "error: proxy: 1\.\.64 upstreams needed: the file has no models" <<<"$out"; then
+	echo "ok   exec-only --host"
+else
+	echo "FAIL exec-only --host: exit $rc"
+	echo "$out"
+	fail=1
+fi
+# --host parses auth.api_keys_file as `custos up` does at start.
+printf 'a 0000000000000000000000000000000000000000000000000000000000000000\nb nothex\n' >"$work/keys.txt"
+chmod 0600 "$work/keys.txt"
+printf 'version: 1\nauth: {api_keys_file: %s}\n' "$work/keys.txt" >"$work/keys.yaml"
+chmod 0644 "$work/keys.yaml"
+out=$("$bin" config check --host "$work/keys.yaml" 2>&1)
+if grep -q "^$work/keys.yaml:2:23: error: auth.api_keys_file: $work/keys.txt:2: bad id or SHA-256 (64 hex digits)" <<<"$out"; then
+	echo "ok   api-keys-file --host"
+else
+	echo "FAIL api-keys-file --host"
+	echo "$out"
+	fail=1
+fi
+# --host compiles policy.file as `custos up` does at start: its errors at its own positions.
+printf 'version: 1\nrules:\n  - id: r\n    effect: allow\n    when: { principal: nobody }\n' >"$work/bad-policy.yaml"
+chmod 0644 "$work/bad-policy.yaml"
+printf 'version: 1\npolicy: {file: %s}\n' "$work/bad-policy.yaml" >"$work/pol.yaml"
+chmod 0644 "$work/pol.yaml"
+out=$("$bin" config check --host "$work/pol.yaml" 2>&1)
+if grep -q "^$work/bad-policy.yaml:5:24: error: unknown principal 'nobody'" <<<"$out" &&
+	grep -q "^$work/pol.yaml:2:16: error: policy.file: $work/bad-policy.yaml: 1 error(s)" <<<"$out"; then
+	echo "ok   policy-file --host"
+else
+	echo "FAIL policy-file --host"
+	echo "$out"
+	fail=1
+fi
+# --host: two certificates of one key type on a listener, refused by `custos up` at start.
+mkdir -p "$work/two"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-subj /CN=localhost -keyout "$work/two/b.key" -out "$work/two/b.crt" 2>/dev/null
+cp "$pki/srv.crt" "$pki/srv.key" "$work/two/"
+chmod 600 "$work/two/b.key" "$work/two/srv.key"
+cat >"$work/two.yaml" <<CFG
+version: 1
+listeners:
+  - id: t
+    address: "127.0.0.1:8443"
+    tls:
+      cert: $work/two/srv.crt
+      key: $work/two/srv.key
+      certificates: [{ cert: $work/two/b.crt, key: $work/two/b.key }]
+CFG
+chmod 0644 "$work/two.yaml"
+out=$("$bin" config check --host "$work/two.yaml" 2>&1)
+if grep -q "^$work/two.yaml:8:[0-9]*: error: tls: $work/two/srv.crt and $work/two/b.crt are both ECDSA certificates" <<<"$out"; then
+	echo "ok   two-ecdsa --host"
+else
+	echo "FAIL two-ecdsa --host"
+	echo "$out"
+	fail=1
+fi
+# --- end of the start-time parity cases
 
 "$bin" config check >/dev/null 2>&1
 rc=$?

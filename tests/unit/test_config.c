@@ -1767,6 +1767,146 @@ static void test_up_bound_sandbox_name(void **state)
 	config_free(parse_ok(b.s));
 }
 
+/* What the sandbox, VM, egress and admin code would refuse (or fail on) at start
+ * (sandbox/profile.c, sandbox/vm_xml.c, cli/vm_up.c, cli/egress_config.c, proxy/admin.c),
+ * refused (or warned) at its position by config check. */
+static void test_up_bound_start_parity(void **state)
+{
+	(void)state;
+	static tbuf b;
+
+	/* a profile id: `custos sandbox exec -c` names the sandbox after it */
+	expect_pos("version: 1\nsandbox_profiles:\n  org/p: {}\n",
+	           "sandbox profile 'org/p': name must be 1-64 of [A-Za-z0-9_.-]", 3, 3,
+	           "sandbox exec -c");
+	expect_pos("version: 1\nsandbox_profiles:\n  ok: {}\n  gpu:a100: {}\n",
+	           "sandbox profile 'gpu:a100': name must be", 4, 3, "SANDBOX_NAME_MAX");
+	config_free(parse_ok("version: 1\nsandbox_profiles: {a.b_c-1: {}}\n"));
+	/* a VM model's id: its domain is custos-<id> */
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n"
+	       "  - id: org/m\n    sandbox: {type: vm, profile: v}\n");
+	expect_pos(b.s, "model 'org/m' runs in a VM, whose name (custos-org/m)", 4, 9,
+	           "libvirt domain");
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {v: {vm: {disk: /d}}}\nmodels:\n"
+	       "  - id: org.m\n    aliases: [\"org/m:q4\"]\n    sandbox: {type: vm, profile: v}\n");
+	config_free(parse_ok(b.s));
+	/* VM images: libvirt opens them, by absolute path */
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {kernel: vmlinuz}}}\n",
+	           "'kernel' must be an absolute path", 2, 37, NULL);
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {disk: img/d.qcow2}}}\n",
+	           "'disk' must be an absolute path", 2, 35, NULL);
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {kernel: /k, initrd: i}}}\n",
+	           "'initrd' must be an absolute path", 2, 49, NULL);
+	/* a PCI slot is 00-1f */
+	expect_pos("version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [0000:00:20.0]}}}\n",
+	           "'0000:00:20.0' is not a PCI address", 2, 49, "slot 00-1f");
+	config_free(parse_ok(
+	        "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, hostdev: [0000:00:1f.7]}}}\n"));
+	/* namespaces: the sandbox needs user, pid and mount (sandbox_profile_validate) */
+	expect_pos("version: 1\nsandbox_profiles: {p: {namespaces: [pid, mount, net]}}\n",
+	           "user, pid and mount namespaces are required", 2, 36, "refuses to start");
+	/* limits.swap alone: refused by exec -c at start, not by up (its built-in memory) */
+	diag_list d;
+	custos_config *cfg = NULL;
+	const char *t = "version: 1\nsandbox_profiles: {p: {limits: {swap: 1GiB}}}\n";
+	diag_init(&d);
+	assert_int_equal(config_parse("t.yaml", t, strlen(t), &cfg, &d), CUSTOS_OK);
+	assert_int_equal(d.warnings, 1);
+	assert_int_equal(d.items[0].line, 2);
+	assert_int_equal(d.items[0].col, 39);
+	assert_non_null(strstr(d.items[0].message, "limits.swap needs limits.memory"));
+	config_free(cfg);
+	diag_free(&d);
+	config_free(parse_ok("version: 1\nsandbox_profiles: {p: {limits: {swap: 1GiB, memory: "
+	                     "1GiB}}}\n"));
+	/* health.path: what the readiness probe can send */
+#define HP                                                                                         \
+	"version: 1\nsandbox_profiles: {p: {}}\nmodels:\n  - id: m\n"                              \
+	"    sandbox: {profile: p, command: [/bin/true], health: {path: %s}}\n"
+	b.n = 0;
+	tb(&b, HP, "\"/ready now\"");
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, "no space, CR or LF");
+	b.n = 0;
+	tb(&b, HP, "\"/ready\\r\\nX: y\"");
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, NULL);
+	char longp[CFG_MAX_SANDBOX_PATH + 1];
+	memset(longp, 'a', sizeof(longp));
+	longp[0] = '/';
+	longp[CFG_MAX_SANDBOX_PATH] = '\0'; /* 1024 bytes */
+	b.n = 0;
+	tb(&b, HP, longp);
+	expect_pos(b.s, "health path: bad HTTP path", 5, 64, "1024");
+	longp[CFG_MAX_SANDBOX_PATH - 1] = '\0'; /* 1023 */
+	b.n = 0;
+	tb(&b, HP, longp);
+	config_free(parse_ok(b.s));
+	/* a VM's channel socket and console log, with room for -<n> */
+	char sock[CFG_MAX_VM_SOCKET + 2];
+	memset(sock, 's', sizeof(sock));
+	sock[0] = '/';
+	sock[CFG_MAX_VM_SOCKET + 1] = '\0'; /* 105 bytes */
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel_socket: %s}}}\n", sock);
+	expect_pos(b.s, "channel socket path too long: 105 bytes, the limit is 104", 2, 55, "-<n>");
+	sock[CFG_MAX_VM_SOCKET] = '\0';
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, channel_socket: %s}}}\n", sock);
+	config_free(parse_ok(b.s));
+	static char con[CFG_MAX_VM_CONSOLE + 2];
+	memset(con, 'c', sizeof(con));
+	con[0] = '/';
+	con[CFG_MAX_VM_CONSOLE + 1] = '\0';
+	b.n = 0;
+	tb(&b, "version: 1\nsandbox_profiles: {p: {vm: {disk: /d, console_log: %s}}}\n", con);
+	expect_pos(b.s, "console_log path too long: 4093 bytes, the limit is 4092", 2, 52, "-<n>");
+#undef HP
+	/* egress: a model without a sandbox listens on egress.port + its place in models */
+	static const char eg[] = "version: 1\negress: {enabled: true, port: 65535}\nmodels:\n"
+	                         "  - {id: a, upstream: {url: \"http://127.0.0.1:1/\"}}\n"
+	                         "  - {id: b, upstream: {url: \"http://127.0.0.1:1/\"}}\n";
+	expect_pos(eg, "model 'b': egress.port + 1 (its place in models) passes 65535", 5, 10,
+	           "lower egress.port");
+	config_free(parse_ok("version: 1\negress: {enabled: true, port: 65534}\nmodels:\n"
+	                     "  - {id: a, upstream: {url: \"http://127.0.0.1:1/\"}}\n"
+	                     "  - {id: b, upstream: {url: \"http://127.0.0.1:1/\"}}\n"));
+	/* egress.port is taken inside each process sandbox */
+	expect_pos("version: 1\negress: {enabled: true}\nsandbox_profiles: {p: {}}\nmodels:\n"
+	           "  - id: m\n    sandbox: {profile: p, command: [/bin/true], port: 3128}\n",
+	           "model 'm': sandbox.port 3128 is egress.port", 6, 55, "another sandbox.port");
+	expect_pos("version: 1\negress: {enabled: true, port: 8000}\nsandbox_profiles: {p: {}}\n"
+	           "models:\n  - id: m\n    sandbox: {profile: p, command: [/bin/true]}\n",
+	           "model 'm': sandbox.port 8000 is egress.port", 2, 31, NULL);
+	config_free(parse_ok("version: 1\negress: {enabled: false, port: 8000}\n"
+	                     "sandbox_profiles: {p: {}}\nmodels:\n  - id: m\n"
+	                     "    sandbox: {profile: p, command: [/bin/true]}\n"));
+	/* admin.socket too long to bind: up runs without its admin API (a warning) */
+	char dir[93];
+	memset(dir, 'd', sizeof(dir));
+	dir[0] = '/';
+	dir[92] = '\0'; /* a 92-byte directory: <dir>/.admin.XXXXXX/s does not fit; 91 does */
+	for (int k = 0; k < 2; k++) {
+		b.n = 0;
+		tb(&b, "version: 1\nadmin: {socket: %s%s/a.sock}\n", k ? "/" : "",
+		   k ? dir + 2 : dir);
+		diag_list dd;
+		custos_config *cc = NULL;
+		diag_init(&dd);
+		assert_int_equal(config_parse("t.yaml", b.s, strlen(b.s), &cc, &dd), CUSTOS_OK);
+		assert_int_equal(dd.warnings, k ? 0u : 1u);
+		if (!k) {
+			assert_int_equal(dd.items[0].line, 2);
+			assert_int_equal(dd.items[0].col, 17);
+			assert_non_null(strstr(dd.items[0].message,
+			                       "path too long: custos up would "
+			                       "run without its admin API"));
+		}
+		config_free(cc);
+		diag_free(&dd);
+	}
+}
+
 static void test_up_bound_listeners(void **state)
 {
 	(void)state;
@@ -2086,6 +2226,7 @@ int main(void)
 		cmocka_unit_test(test_up_bound_cpu),
 		cmocka_unit_test(test_up_bound_sandbox_paths),
 		cmocka_unit_test(test_up_bound_sandbox_name),
+		cmocka_unit_test(test_up_bound_start_parity),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,10 +7,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "custos/config.h"
 #include "proxy/ssrf.h"
 
 static ssrf_class cls(const char *lit)
@@ -213,12 +215,55 @@ static void test_resolve(void **st)
 	assert_int_equal(ssrf_resolve(&h, 80, false, &t), CUSTOS_ERR_NOTFOUND);
 }
 
+/* config check applies the egress proxy's host rule to data_sources[].url (core/config.c
+ * source_host_why): a source the proxy would refuse at start never passes the check, and
+ * one it takes is not refused. Each host is tried both ways. */
+static void test_config_agrees(void **st)
+{
+	(void)st;
+	static char l63[80], l64[80], long_name[300];
+	memset(l63, 'a', 63);
+	memset(l64, 'a', 64);
+	for (size_t i = 0; i < 254; i += 2) { /* 254 bytes: a.a.a... */
+		long_name[i] = 'a';
+		long_name[i + 1] = '.';
+	}
+	long_name[253] = '\0';
+	const char *hosts[] = {
+		"1.2.3.4",     "10.1",       "0x7f.0.0.1",      "1.2.3.04",  "host.123", "x.0x1f",
+		"x.0x",        "1.2.3.4.",   "256.1.1.1",       "1.2.3.4.5", "a..b",     "a.b.",
+		"a_b.example", "-a.example", "sub.example.com", "0.0.0.0",   "01.2.3.4", l63,
+		l64,           long_name,    "EXAMPLE.com",     "a.b.c.d.e"
+	};
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		ssrf_host h;
+		bool proxy_ok = ssrf_parse_host(span_cstr(hosts[i]), &h) == CUSTOS_OK;
+		char text[512];
+		snprintf(text, sizeof(text),
+		         "version: 1\ndata_sources:\n  - {id: d, url: \"https://%s/\", "
+		         "classification: public}\n",
+		         hosts[i]);
+		custos_config *cfg = NULL;
+		diag_list d;
+		diag_init(&d);
+		bool config_ok = config_parse("t.yaml", text, strlen(text), &cfg, &d) == CUSTOS_OK;
+		if (config_ok != proxy_ok) {
+			diag_print(&d, stderr);
+			fail_msg("host '%s': the proxy %s it, config check %s it", hosts[i],
+			         proxy_ok ? "takes" : "refuses", config_ok ? "takes" : "refuses");
+		}
+		config_free(cfg);
+		diag_free(&d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_v4_classes), cmocka_unit_test(test_v6_classes),
-		cmocka_unit_test(test_allowed),    cmocka_unit_test(test_hosts),
-		cmocka_unit_test(test_authority),  cmocka_unit_test(test_resolve),
+		cmocka_unit_test(test_v4_classes),    cmocka_unit_test(test_v6_classes),
+		cmocka_unit_test(test_allowed),       cmocka_unit_test(test_hosts),
+		cmocka_unit_test(test_authority),     cmocka_unit_test(test_resolve),
+		cmocka_unit_test(test_config_agrees),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

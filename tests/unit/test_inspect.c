@@ -507,6 +507,37 @@ static void test_custom_refused(void **state)
 	inspect_engine_opts too_many = { .custom = cases[0].d, .n_custom = INSPECT_MAX_CUSTOM + 1 };
 	inspect_engine *e = NULL;
 	assert_int_equal(inspect_engine_new(&too_many, &e), CUSTOS_ERR_LIMIT);
+	int at = 0;
+	assert_int_equal(inspect_engine_new_at(&too_many, &e, &at), CUSTOS_ERR_LIMIT);
+	assert_int_equal(at, -1); /* no one detector */
+
+	/* inspect_engine_new_at names the detector a failure is placed at (policy check): the one
+	 * refused, or the one whose expression Hyperscan's compile of the whole set names; -1 on
+	 * success. Hyperscan refuses this pattern only when compiling it ("Pattern is too
+	 * large."), after hs_expression_info has passed it. */
+	static const char *const big[] = { "(k10|m)[^q]{2,123}y" };
+	inspect_custom_def two[2] = { { .name = "fine", .patterns = good, .n_patterns = 1 },
+		                      { .name = "big", .patterns = big, .n_patterns = 1 } };
+	inspect_engine_opts o = { .builtins = 1, .custom = two, .n_custom = 2 };
+	assert_int_equal(inspect_pattern_check(big[0], NULL), CUSTOS_OK);
+	assert_int_equal(inspect_engine_new_at(&o, &e, &at), CUSTOS_ERR_INVAL);
+	assert_null(e);
+	assert_int_equal(at, INSPECT_BUILTIN_COUNT + 1);
+	assert_non_null(strstr(err_msg(), "compiling detector 'big'"));
+	two[1] = (inspect_custom_def){ .name = "empty" };
+	assert_int_equal(inspect_engine_new_at(&o, &e, &at), CUSTOS_ERR_INVAL);
+	assert_int_equal(at, INSPECT_BUILTIN_COUNT + 1);
+	two[1] = (inspect_custom_def){ .name = "fine", .patterns = good, .n_patterns = 1 };
+	two[0] = (inspect_custom_def){ .name = "kw", .keywords = empty_kw, .n_keywords = 1 };
+	assert_int_equal(inspect_engine_new_at(&o, &e, &at), CUSTOS_ERR_INVAL);
+	assert_int_equal(at, INSPECT_BUILTIN_COUNT);
+	two[0] = (inspect_custom_def){ .name = "also", .patterns = good, .n_patterns = 1 };
+	two[1] = (inspect_custom_def){
+		.name = "big", .patterns = big, .n_patterns = 1, .unused = true
+	};
+	assert_int_equal(inspect_engine_new_at(&o, &e, &at), CUSTOS_OK);
+	assert_int_equal(at, -1);
+	inspect_engine_free(e);
 }
 
 /* An engine with nothing compiled passes text through; one built-in alone finds only it. */
