@@ -1282,13 +1282,8 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		           "a tmpfs scratch takes no path");
 	ydoc_node *l = CFG_SECTION(c, m, "limits", lkeys);
 	cfg_size(c, l, "memory", 0, CFG_MAX_MEMORY, &p->limits.memory);
-	if (cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap) && p->limits.swap &&
-	    !p->limits.memory)
-		ydoc_warn(
-		        c->doc, cfg_get(l, "swap"), c->d,
-		        "set limits.memory too; `custos up` applies its built-in memory limit",
-		        "`custos sandbox exec -c` refuses this profile at start: limits.swap needs "
-		        "limits.memory (swap is limited only beside a memory limit)");
+	/* swap alone: beside the built-in memory limit, under up and exec -c alike */
+	cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap);
 	cfg_u64(c, l, "pids", 1, 1u << 22, &p->limits.pids);
 	parse_cpu(c, l, &p->limits.cpu_milli);
 	cfg_u64(c, l, "nofile", 16, 1u << 20, &p->limits.nofile);
