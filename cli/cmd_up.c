@@ -2414,15 +2414,19 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
  * and configuration management do) is a new inode that a rule on the old file would miss. */
 static void view_add_one(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
                          const char *path, bool is_dir);
+static const char *abs_path(const char *path, char *abs, size_t size);
 
-/* The path as written and, when a symlink leads elsewhere (/etc/resolv.conf into
- * /run/systemd/resolve, a certificate linked from a secrets mount), where it leads: Landlock
- * checks the file that is finally opened. */
+/* The path as written (a relative one against the working directory, as custos opens it)
+ * and, when a symlink leads elsewhere (/etc/resolv.conf into /run/systemd/resolve, a
+ * certificate linked from a secrets mount), where it leads: Landlock checks the file that is
+ * finally opened. */
 static void view_add(const char **list, size_t *n, size_t max, char (*store)[CFG_MAX_PATH_LEN],
                      const char *path, bool is_dir)
 {
-	char real[PATH_MAX];
+	char real[PATH_MAX], abs[CFG_MAX_PATH_LEN];
 
+	if (path != NULL)
+		path = abs_path(path, abs, sizeof(abs));
 	view_add_one(list, n, max, store, path, is_dir);
 	if (path != NULL && realpath(path, real) != NULL && strcmp(real, path) != 0 &&
 	    strlen(real) < CFG_MAX_PATH_LEN)
@@ -2646,10 +2650,11 @@ struct view_check_ctx {
 static void view_check_file(void *arg, const char *setting, const char *path, bool is_dir, bool rw)
 {
 	struct view_check_ctx *x = arg;
-	char real[PATH_MAX];
+	char real[PATH_MAX], abs[CFG_MAX_PATH_LEN];
 	(void)is_dir;
-	if (x->e != CUSTOS_OK || rw || path[0] != '/')
+	if (x->e != CUSTOS_OK || rw)
 		return; /* what the proxy writes cannot change by reload (config_reload_check) */
+	path = abs_path(path, abs, sizeof(abs)); /* relative: as the proxy opens it */
 	if (!view_covers(x->v, path))
 		x->e = err_set(
 		        CUSTOS_ERR_DENIED,
