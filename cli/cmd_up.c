@@ -827,21 +827,22 @@ static void log_sink(const audit_sink_options *k)
 }
 
 struct child_views;
-static struct child_views *child_views_new(const custos_config *cfg, bool with_sinks);
+static struct child_views *child_views_new(const custos_config *cfg, const char *cfg_path,
+                                           bool with_sinks);
 static custos_err confine_writer(void *arg, int log_dir_fd);
 static custos_err confine_shipper(void *arg, int log_dir_fd);
 
 /* Starts an audit writer for the audit: section; with_sinks also the shipper with every
  * configured sink (a sink that cannot be set up fails the start, naming it). narrow: each of
  * them narrows itself to its own Landlock view (child_views_new). */
-static custos_err audit_from_config(const custos_config *cfg, bool with_sinks, bool narrow,
-                                    audit_writer **out)
+static custos_err audit_from_config(const custos_config *cfg, const char *cfg_path, bool with_sinks,
+                                    bool narrow, audit_writer **out)
 {
 	cli_audit_opts *ao = xcalloc(1, sizeof(*ao));
 	custos_err e = cli_audit_options(cfg, with_sinks, ao);
 	/* Read by the writer and the shipper in their copy of this memory (both are forked in
 	 * audit_writer_start): freed here once they run. */
-	struct child_views *views = narrow ? child_views_new(cfg, with_sinks) : NULL;
+	struct child_views *views = narrow ? child_views_new(cfg, cfg_path, with_sinks) : NULL;
 
 	if (views != NULL) {
 		ao->o.confine = confine_writer;
@@ -2384,7 +2385,7 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 		 * separation keeps out of the supervisor. The events are durable, and the next
 		 * `custos up` (systemd restarts it) delivers them from each sink's cursor. */
 		audit_writer *aw = NULL;
-		if (audit_from_config(cfg, false, cfg->proxy.self_sandbox, &aw) != CUSTOS_OK)
+		if (audit_from_config(cfg, NULL, false, cfg->proxy.self_sandbox, &aw) != CUSTOS_OK)
 			log_error("up: supervisor audit writer: %s", err_msg());
 		pthread_mutex_lock(&S.aw_mu);
 		S.aw = aw;
@@ -2708,15 +2709,47 @@ struct child_views {
 	struct proxy_view writer, shipper;
 };
 
-/* Whether two file paths name the same directory, as written. */
-static bool same_dir(const char *a, const char *b)
+/* The files custos.yaml names that the shipper has no business reading: the configuration,
+ * the policy, every private key but its sinks' own, the API key file, the egress CA. */
+static bool shipper_secret(const char *setting)
 {
-	const char *sa = a ? strrchr(a, '/') : NULL, *sb = b ? strrchr(b, '/') : NULL;
-
-	return sa && sb && sa - a == sb - b && memcmp(a, b, (size_t)(sa - a)) == 0;
+	static const char *const whole[] = { "the configuration file", "policy.file",
+		                             "auth.api_keys_file",     "egress.ca_dir",
+		                             "audit.signing_key",      "admin.tls.key" };
+	size_t n = strlen(setting);
+	if (strncmp(setting, "audit.sinks", 11) == 0)
+		return false; /* its own */
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(whole); i++)
+		if (strcmp(setting, whole[i]) == 0)
+			return true;
+	/* listeners[0] (tls).tls key [(certificate 2)], models[0] (m).upstream.key,
+	 * data_sources[0] (d).key */
+	return strstr(setting, ".tls key") != NULL ||
+	       (n >= 4 && strcmp(setting + n - 4, ".key") == 0);
 }
 
-static struct child_views *child_views_new(const custos_config *cfg, bool with_sinks)
+/* Warns about each such file the shipper's view holds (a directory of its sinks' TLS files,
+ * or one it reads for the system trust store): Landlock would let it read the file. */
+static void shipper_view_warn(void *arg, const char *setting, const char *path, bool is_dir,
+                              bool rw)
+{
+	const struct proxy_view *h = arg;
+	char abs[CFG_MAX_PATH_LEN], real[PATH_MAX];
+
+	if (rw || !shipper_secret(setting))
+		return;
+	path = abs_path(path, abs, sizeof(abs));
+	bool held = view_covers(h, path) || (realpath(path, real) != NULL && view_covers(h, real));
+	if (held)
+		log_warn(
+		        "up: the audit shipper can read %s %s%s: its Landlock view holds that "
+		        "directory for an audit sink's TLS files (read again on reload) or for the "
+		        "system trust store; give the sinks' TLS files a directory of their own",
+		        setting, path, is_dir ? " (a directory)" : "");
+}
+
+static struct child_views *child_views_new(const custos_config *cfg, const char *cfg_path,
+                                           bool with_sinks)
 {
 	struct child_views *c = xcalloc(1, sizeof(*c));
 	struct proxy_view *w = &c->writer, *h = &c->shipper;
@@ -2733,16 +2766,9 @@ static struct child_views *child_views_new(const custos_config *cfg, bool with_s
 		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.crl, false);
 		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.cert, false);
 		view_add(h->ro, &h->nro, VIEW_MAX, h->ro_store, k->tls.key, false);
-		const char *f[] = { k->tls.ca, k->tls.crl, k->tls.cert, k->tls.key };
-		for (size_t j = 0; j < CUSTOS_ARRAY_LEN(f); j++)
-			if (same_dir(f[j], cfg->audit.signing_key))
-				log_warn(
-				        "up: audit sink %s: %s is in the directory of "
-				        "audit.signing_key: the shipper, which reads its TLS files "
-				        "again on reload, can read the signing key too; give the "
-				        "sink's TLS files a directory of their own",
-				        k->id ? k->id : "?", f[j]);
 	}
+	if (with_sinks)
+		config_files(cfg, cfg_path, shipper_view_warn, h);
 	char ship[CFG_MAX_PATH_LEN];
 	if ((size_t)snprintf(ship, sizeof(ship), "%s/ship", cfg->audit.dir) < sizeof(ship))
 		view_add(h->rw, &h->nrw, VIEW_MAX, h->rw_store, ship, true);
@@ -3007,7 +3033,7 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 	    (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 || getppid() != parent))
 		e = err_set(CUSTOS_ERR_CLOSED, "the supervisor is gone");
 	if (e == CUSTOS_OK)
-		e = audit_from_config(cfg, true, cfg->proxy.self_sandbox, &aw);
+		e = audit_from_config(cfg, path, true, cfg->proxy.self_sandbox, &aw);
 	if (e == CUSTOS_OK) {
 		uc->audit = aw;
 		proxy_set_audit(srv, aw, uc->audit_batch,

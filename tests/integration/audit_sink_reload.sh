@@ -73,6 +73,10 @@ sink_yaml() { # sink_yaml CRL
 AUDIT_YAML=$(sink_yaml "$R/siem.crl") write_config "$work/custos.yaml" "$FX_PORT"
 start_rsyslog
 start_custos "$work/custos.yaml"
+# The sink's files have a directory of their own: no warning that the shipper can read a key.
+grep -q "the audit shipper can read" "$work/custos.log" &&
+	fail "warned: $(grep "the audit shipper can read" "$work/custos.log")" ||
+	ok "sink files in a directory of their own: no warning at start"
 
 # 1. Delivered with the files custos started with.
 send 2

@@ -164,6 +164,10 @@ grep -q "audit sink cef-local: syslog to unix:$work/cef.sock, format cef" "$work
 	ok "custos up starts the unix-socket CEF sink" || fail "no unix sink in the log"
 grep -q "audit sink splunk: HEC, http to 127.0.0.1:" "$work/custos.log" &&
 	ok "custos up starts the HEC sink" || fail "no HEC sink in the log"
+# The rsyslog sink's TLS files share $work/tls with the listener's key: the shipper's view
+# holds that directory, and custos says so at start, naming the key's setting.
+grep -q "warn: up: the audit shipper can read listeners\[0\] (tls).tls key $work/tls/srv.key: its Landlock view holds that directory" "$work/custos.log" &&
+	ok "a listener key beside a sink's TLS files is warned at start" || fail "no warning about the listener key"
 
 # The shipper is the proxy's child and runs under its seccomp filter and NO_NEW_PRIVS.
 proxy_pid=$(sed -n 's/.*proxy pid \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
