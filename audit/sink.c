@@ -893,8 +893,10 @@ static custos_err hec_paths(struct sink *s)
 
 /* A client context for a TLS sink from its files: the CA file (or the system trust store), the
  * CRL, the client certificate and its key. Made at start and again by each reload (the same
- * paths: sinks_reload); an error names the file. */
-static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out)
+ * paths: sinks_reload); an error names the file. expired: NULL at start (a CRL past its
+ * nextUpdate is warned about and loaded: every server is then refused, fail closed); at a
+ * reload, the number of such CRLs, for sinks_reload to refuse the file. */
+static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out, size_t *expired)
 {
 	custos_err e = CUSTOS_OK;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -914,7 +916,7 @@ static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out)
 	}
 	/* After the CAs: the CRL turns on checks for the whole chain. */
 	if (e == CUSTOS_OK && so->crl_file != NULL)
-		e = tls_crl_load(ctx, so->crl_file, "tls.crl", NULL);
+		e = tls_crl_load_ex(ctx, so->crl_file, "tls.crl", NULL, expired);
 	if (e == CUSTOS_OK && so->cert_file != NULL)
 		e = load_client_cert(ctx, so->cert_file, so->key_file);
 	if (e != CUSTOS_OK) {
@@ -1002,7 +1004,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 		       "a CRL needs the server verified (tls.crl with tls.verify: false)");
 		ENSURE((so->cert_file == NULL) == (so->key_file == NULL), CUSTOS_ERR_INVAL,
 		       "a client certificate needs its key, and a key its certificate");
-		GUARD(tls_ctx_new(so, &s->ctx));
+		GUARD(tls_ctx_new(so, &s->ctx, NULL));
 		if (so->no_verify)
 			log_warn("audit sink %s: TLS without verifying %s (tls.verify: false)",
 			         so->name, s->peer);
@@ -1028,23 +1030,6 @@ static void sink_free(struct sink *s)
 	buf_free_secret(&s->req); /* held the Authorization header */
 	buf_free_secret(&s->token);
 	buf_free_secret(&s->token_next);
-}
-
-/* The CRLs in ctx's store past their nextUpdate (a reload refuses them: see sinks_reload). */
-static size_t crls_expired(SSL_CTX *ctx)
-{
-	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
-	size_t n = 0;
-
-	for (int i = 0; objs != NULL && i < sk_X509_OBJECT_num(objs); i++) {
-		X509_OBJECT *ob = sk_X509_OBJECT_value(objs, i);
-		if (X509_OBJECT_get_type(ob) != X509_LU_CRL)
-			continue;
-		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(X509_OBJECT_get0_X509_CRL(ob));
-		if (next != NULL && X509_cmp_current_time(next) <= 0)
-			n++;
-	}
-	return n;
 }
 
 /* A reload's HEC token: hec_token_file as the parent read it again (AUDIT_SHIP_TOKEN), taken
@@ -1099,8 +1084,9 @@ static void sinks_reload(struct sink *sinks, size_t n)
 		SSL_CTX *ctx = NULL;
 		if (!s->tls)
 			continue;
-		custos_err e = tls_ctx_new(so, &ctx);
-		if (e == CUSTOS_OK && so->crl_file != NULL && crls_expired(ctx) > 0)
+		size_t expired = 0;
+		custos_err e = tls_ctx_new(so, &ctx, &expired);
+		if (e == CUSTOS_OK && expired > 0)
 			e = err_set(CUSTOS_ERR_INVAL,
 			            "tls.crl %s: past its nextUpdate (an expired CRL would refuse "
 			            "every server)",

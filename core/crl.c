@@ -24,6 +24,12 @@ custos_err tls_openssl_err(custos_err code, const char *what)
 
 custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32])
 {
+	return tls_crl_load_ex(ctx, path, setting, digest, NULL);
+}
+
+custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32],
+                           size_t *expired)
+{
 	buf b;
 	custos_err e = CUSTOS_OK;
 	size_t ncrls = 0, nexpired = 0;
@@ -73,7 +79,9 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 	if (ncrls == 0)
 		return err_set(CUSTOS_ERR_INVAL, "%s %s: no PEM CRL in it (X509 CRL blocks)",
 		               setting, path);
-	if (nexpired > 0)
+	if (expired != NULL)
+		*expired = nexpired; /* the caller decides */
+	else if (nexpired > 0)
 		log_warn("tls: %s %s: %zu of its %zu CRL(s) past their nextUpdate: every "
 		         "certificate they cover is refused (CRL has expired) until a newer CRL is "
 		         "loaded",

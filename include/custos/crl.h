@@ -26,5 +26,9 @@ custos_err tls_openssl_err(custos_err code, const char *what);
  * errors. digest, when not NULL, gets the SHA-256 of the file's bytes. */
 custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting,
                         uint8_t digest[32]) CUSTOS_WUR;
+/* The same; with expired not NULL, the number of CRLs past their nextUpdate goes there instead
+ * of the warning (a caller that refuses such a file says so itself). */
+custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32],
+                           size_t *expired) CUSTOS_WUR;
 
 #endif

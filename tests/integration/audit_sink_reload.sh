@@ -103,6 +103,10 @@ reload_keeps "CRL not PEM" \
 put siem.crl "$T/crlx.pem"
 reload_keeps "expired CRL" \
 	"warn: audit sink siem: reload: tls.crl $R/siem.crl: past its nextUpdate.*the TLS files read before stay in use"
+# ... and only that: not the start-time warning that the expired CRL now refuses every server.
+grep -q "until a newer CRL is loaded" "$work/custos.log" &&
+	fail "expired CRL at a reload: warned as if loaded: $(grep "until a newer CRL" "$work/custos.log")" ||
+	ok "expired CRL at a reload: no warning that it is in force"
 put siem.crl "$T/crl0.pem"
 put cli.key "$T/rogue.key"
 reload_keeps "client key not matching the certificate" \
