@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# audit_hec: the Splunk HEC sink against a HEC stand-in (Python, the HEC wire protocol with
-# indexer acknowledgement): the first requests get 503 (server busy), acks become true only
+# audit_hec: the Splunk HEC sink against a HEC stand-in (hec_fixture.py: the HEC wire protocol
+# with indexer acknowledgement): the first requests get 503 (server busy), acks become true only
 # on the second poll; every event must arrive in order with no gap. A wrong token must not
 # deliver anything.
 set -euo pipefail
-: "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
+: "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}" "${CUSTOS_SRC:?}"
+HEC="$CUSTOS_SRC/tests/integration/hec_fixture.py"
 LOAD="$CUSTOS_FIXTURES/audit-load/audit-load"
 [ -x "$LOAD" ] || { echo "SKIPPED: $LOAD not built"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIPPED: python3 missing"; exit 77; }
@@ -18,65 +19,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-cat >"$T/hec.py" <<'PY'
-import json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-out, portfile, token, fail_first = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-tls = sys.argv[5:]  # CERT KEY: serve HTTPS
-lock = threading.Lock()
-state = {"fail": fail_first, "next": 1, "polls": {}, "acks_polled": 0}
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a):
-        pass
-    def reply(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Authorization") != "Splunk " + token:
-            return self.reply(401, {"text": "Invalid token", "code": 4})
-        if not self.headers.get("X-Splunk-Request-Channel"):
-            return self.reply(400, {"text": "Data channel is missing", "code": 10})
-        with lock:
-            if self.path == "/services/collector/event":
-                if state["fail"] > 0:
-                    state["fail"] -= 1
-                    return self.reply(503, {"text": "Server is busy", "code": 9})
-                dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
-                while i < len(text):
-                    obj, i = dec.raw_decode(text, i)
-                    assert obj["sourcetype"] == "custos:audit" and isinstance(obj["time"], float)
-                    seqs.append(obj["event"]["seq"])
-                with open(out, "a") as f:
-                    f.write("".join(f"{s}\n" for s in seqs))
-                ack = state["next"]
-                state["next"] += 1
-                state["polls"][ack] = 0
-                return self.reply(200, {"text": "Success", "code": 0, "ackId": ack})
-            if self.path == "/services/collector/ack":
-                res = {}
-                for a in json.loads(body)["acks"]:
-                    state["polls"][a] = state["polls"].get(a, 0) + 1
-                    state["acks_polled"] += 1
-                    res[str(a)] = state["polls"][a] >= 2
-                return self.reply(200, {"acks": res})
-        self.reply(404, {"text": "not found", "code": 404})
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-if tls:
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tls[0], tls[1])
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-with open(portfile, "w") as f:
-    f.write(str(srv.server_address[1]))
-srv.serve_forever()
-PY
-python3 "$T/hec.py" "$T/events" "$T/port" s3cret 3 2>"$T/hec.err" &
+python3 "$HEC" "$T/events" "$T/port" s3cret --fail-first 3 --ack-polls 2 2>"$T/hec.err" &
 SP=$!
 for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
 PORT=$(cat "$T/port")
@@ -122,7 +65,7 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$T/ext"
 openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
 	-days 2 -extfile "$T/ext" -out "$T/server.pem" 2>/dev/null
 rm -f "$T/port" "$T/events"
-python3 "$T/hec.py" "$T/events" "$T/port" s3cret 0 "$T/server.pem" "$T/server.key" \
+python3 "$HEC" "$T/events" "$T/port" s3cret --ack-polls 2 --tls "$T/server.pem" "$T/server.key" \
 	2>"$T/hec.err" &
 SP=$!
 for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done

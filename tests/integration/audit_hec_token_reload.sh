@@ -38,53 +38,11 @@ print([x["lag_events"] for x in json.load(sys.stdin)["sinks"] if x["id"] == "spl
 lag0() { [ "$(lag)" = 0 ]; }
 behind() { [ "$(lag)" -gt 0 ] 2>/dev/null; }
 
-# The HEC stand-in: the token it accepts is read from ACCEPT at each request; refused ones are
-# counted in OUT.401.
-cat >"$work/hec.py" <<'PY'
-import json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-out, portfile, accept = sys.argv[1], sys.argv[2], sys.argv[3]
-lock, nxt = threading.Lock(), [1]
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a):
-        pass
-    def reply(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        token = open(accept).read().strip()
-        if self.headers.get("Authorization") != "Splunk " + token:
-            with open(out + ".401", "a") as f:
-                f.write("refused\n")
-            return self.reply(401, {"text": "Invalid token", "code": 4})
-        with lock:
-            if self.path == "/services/collector/event":
-                dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
-                while i < len(text):
-                    obj, i = dec.raw_decode(text, i)
-                    seqs.append(obj["event"]["seq"])
-                with open(out, "a") as f:
-                    f.write("".join(f"{s}\n" for s in seqs))
-                nxt[0] += 1
-                return self.reply(200, {"text": "Success", "code": 0, "ackId": nxt[0] - 1})
-            if self.path == "/services/collector/ack":
-                acks = json.loads(body)["acks"]
-                return self.reply(200, {"acks": {str(a): True for a in acks}})
-        self.reply(404, {"text": "not found", "code": 404})
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-with open(portfile, "w") as f:
-    f.write(str(srv.server_address[1]))
-srv.serve_forever()
-PY
+# The HEC stand-in (hec_fixture.py): the token it accepts is read from $work/accept at each
+# request; refused ones are counted in hec.seqs.401.
 echo token-one >"$work/accept"
 put token-one
-python3 "$work/hec.py" "$work/hec.seqs" "$work/hec.port" "$work/accept" 2>"$work/hec.err" &
+python3 "$(dirname "$0")/hec_fixture.py" "$work/hec.seqs" "$work/hec.port" "@$work/accept" 2>"$work/hec.err" &
 pids+=($!)
 wait_until 60 test -s "$work/hec.port" || { fail "the HEC stand-in did not start"; exit 1; }
 AUDIT_YAML="  sinks:

@@ -72,49 +72,10 @@ python3 "$work/rx.py" "$work/cef.sock" "$work/cef.seqs" 2>"$work/rx.err" &
 RXP=$!
 pids+=("$RXP")
 
-# -- a HEC stand-in: token, channel, event objects, indexer acknowledgement.
-cat >"$work/hec.py" <<'PY'
-import json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-out, portfile, token = sys.argv[1], sys.argv[2], sys.argv[3]
-lock, nxt = threading.Lock(), [1]
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a):
-        pass
-    def reply(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Authorization") != "Splunk " + token:
-            return self.reply(401, {"text": "Invalid token", "code": 4})
-        with lock:
-            if self.path == "/services/collector/event":
-                dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
-                while i < len(text):
-                    obj, i = dec.raw_decode(text, i)
-                    seqs.append(obj["event"]["seq"])
-                with open(out, "a") as f:
-                    f.write("".join(f"{s}\n" for s in seqs))
-                nxt[0] += 1
-                return self.reply(200, {"text": "Success", "code": 0, "ackId": nxt[0] - 1})
-            if self.path == "/services/collector/ack":
-                acks = json.loads(body)["acks"]
-                return self.reply(200, {"acks": {str(a): True for a in acks}})
-        self.reply(404, {"text": "not found", "code": 404})
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-with open(portfile, "w") as f:
-    f.write(str(srv.server_address[1]))
-srv.serve_forever()
-PY
+# -- a HEC stand-in (hec_fixture.py): token, channel, event objects, indexer acknowledgement.
 printf 'hec-s3cret\n' >"$work/hec.token"
 chmod 600 "$work/hec.token"
-python3 "$work/hec.py" "$work/hec.seqs" "$work/hec.port" hec-s3cret 2>"$work/hec.err" &
+python3 "$(dirname "$0")/hec_fixture.py" "$work/hec.seqs" "$work/hec.port" hec-s3cret 2>"$work/hec.err" &
 pids+=($!)
 for _ in $(seq 600); do [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] && break; sleep 0.1; done
 [ -s "$work/hec.port" ] && [ -S "$work/cef.sock" ] || { fail "receivers did not start"; exit 1; }
