@@ -796,6 +796,13 @@ int cmd_ctl(int argc, char **argv)
 		method = "POST";
 		snprintf(pathbuf, sizeof(pathbuf), "/v1/sandboxes/%s/restart", args[0]);
 		path = pathbuf;
+	} else if (strcmp(cmd, "restart") == 0 && nargs == 1) {
+		fprintf(stderr, "custos ctl: restart: not a sandbox id (letters, digits, '.', '_', "
+		                "'-', '/', "
+		                "':', 1 to 64 bytes, as custos.yaml allows)\n");
+		buf_free_secret(&t.token);
+		buf_free(&body);
+		return CLI_USAGE;
 	} else if (strcmp(cmd, "audit-status") == 0 && nargs == 0) {
 		path = "/v1/audit/status";
 	} else {

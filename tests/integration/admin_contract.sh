@@ -83,6 +83,8 @@ out=$("$bin" ctl --url "http://127.0.0.1:$APORT" health 2>&1); rc=$?
 [ $rc = 2 ] && echo "$out" | grep -q -- '--url needs --token-file' && ok "ctl --url without --token-file: usage" || fail "ctl --url without token: $rc $out"
 out=$("$bin" ctl --socket "$work/admin.sock" --url "http://127.0.0.1:$APORT" --token-file "$work/token" health 2>&1); rc=$?
 [ $rc = 2 ] && echo "$out" | grep -q -- '--socket and --url' && ok "ctl --socket with --url: usage" || fail "ctl --socket with --url: $rc $out"
+out=$(ctl restart 'a b' 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q 'restart: not a sandbox id' && ok "ctl restart with a bad id: usage, said why" || fail "ctl restart 'a b': $rc $out"
 check "ctl over tcp still answers" "$("$bin" ctl --url "http://127.0.0.1:$APORT" --token-file "$work/token" health)" '{"status":"ok"}'
 check "ctl ready: 0" "$(ctl ready >/dev/null; echo $?)" 0
 
