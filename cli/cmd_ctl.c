@@ -555,6 +555,81 @@ static bool ctl_id_ok(const char *id)
 	return true;
 }
 
+static const char *ctl_reason(unsigned status)
+{
+	switch (status) {
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 409:
+		return "Conflict";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Content Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Content";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return NULL;
+	}
+}
+
+/* A refused request, on stderr, in one line: which request, the status and its reason phrase,
+ * the server's {"error": "..."} message when the body has one (bytes outside printable ASCII
+ * shown as '?': the answer may come from anything listening), and for 401/403 what to check.
+ * The body itself still goes to stdout (readyz's fields, decide's errors list). */
+static void ctl_explain(const struct ctl_target *t, const char *method, const char *path,
+                        unsigned status, span body)
+{
+	const char *reason = ctl_reason(status);
+	char msg[512] = "";
+	ydoc doc = { 0 };
+	diag_list d;
+
+	diag_init(&d);
+	if (body.len && ydoc_parse_json(&doc, "<answer>", body.ptr, body.len, &d) == CUSTOS_OK &&
+	    doc.root && doc.root->kind == YDOC_MAP) {
+		ydoc_node *e = ydoc_map_get(doc.root, "error");
+		if (e && e->kind == YDOC_SCALAR && e->quoted) {
+			size_t n = 0;
+			for (size_t i = 0; i < e->len && n + 1 < sizeof(msg); i++)
+				msg[n++] = e->str[i] >= 0x20 && e->str[i] < 0x7f ? e->str[i] : '?';
+			msg[n] = '\0';
+		}
+	}
+	ydoc_free(&doc);
+	diag_free(&d);
+	char hint[160] = "";
+	if (status == 401)
+		snprintf(hint, sizeof(hint),
+		         " (check --token-file: the token is not the one "
+		         "admin.tcp.token_sha256 names)");
+	else if (status == 403 && t->url_hostport == NULL)
+		snprintf(hint, sizeof(hint), " (uid %u is not in admin.allowed_uids)",
+		         (unsigned)getuid());
+	fprintf(stderr, "custos ctl: %s %s: HTTP %u%s%s%s%s%s\n", method, path, status,
+	        reason ? " " : "", reason ? reason : "", msg[0] ? ": " : "", msg, hint);
+}
+
 static int ctl_usage(void)
 {
 	cli_usage(NULL, "ctl", false);
@@ -579,14 +654,15 @@ int cmd_ctl(int argc, char **argv)
 	};
 	struct ctl_target t = { .socket = CTL_DEFAULT_SOCKET, .timeout_ms = CTL_TIMEOUT_S * 1000 };
 	const char *url = NULL, *token_file = NULL;
-	bool insecure_remote = false;
+	bool insecure_remote = false, socket_given = false;
 	int ch;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "+s:u:t:", opts, NULL)) != -1) {
-		if (ch == 's')
+		if (ch == 's') {
 			t.socket = optarg;
-		else if (ch == 'u')
+			socket_given = true;
+		} else if (ch == 'u')
 			url = optarg;
 		else if (ch == 't')
 			token_file = optarg;
@@ -613,6 +689,16 @@ int cmd_ctl(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return ctl_usage();
+	if (url && socket_given) {
+		fprintf(stderr, "custos ctl: --socket and --url: one or the other\n");
+		return CLI_USAGE;
+	}
+	if (url && token_file == NULL) {
+		fprintf(stderr,
+		        "custos ctl: --url needs --token-file FILE (the token whose SHA-256 "
+		        "is admin.tcp.token_sha256)\n");
+		return CLI_USAGE;
+	}
 	if (url) {
 		static const char pfx[] = "http://", spfx[] = "https://";
 		t.tls = strncmp(url, spfx, sizeof(spfx) - 1) == 0;
@@ -710,6 +796,13 @@ int cmd_ctl(int argc, char **argv)
 		method = "POST";
 		snprintf(pathbuf, sizeof(pathbuf), "/v1/sandboxes/%s/restart", args[0]);
 		path = pathbuf;
+	} else if (strcmp(cmd, "restart") == 0 && nargs == 1) {
+		fprintf(stderr, "custos ctl: restart: not a sandbox id (letters, digits, '.', '_', "
+		                "'-', '/', "
+		                "':', 1 to 64 bytes, as custos.yaml allows)\n");
+		buf_free_secret(&t.token);
+		buf_free(&body);
+		return CLI_USAGE;
 	} else if (strcmp(cmd, "audit-status") == 0 && nargs == 0) {
 		path = "/v1/audit/status";
 	} else {
@@ -726,8 +819,9 @@ int cmd_ctl(int argc, char **argv)
 			rc = CLI_FAIL;
 		} else {
 			fwrite(out.data, 1, out.len, stdout);
+			fflush(stdout);
 			if (status < 200 || status > 299) {
-				fprintf(stderr, "custos ctl: HTTP %u\n", status);
+				ctl_explain(&t, method, path, status, buf_span(&out));
 				rc = CLI_FAIL;
 			}
 		}

@@ -159,8 +159,9 @@ static admin_sandbox_info *sandboxes_snapshot(const struct admin_server *s, size
 
 /* ---- responses ---- */
 
-static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *ctype,
-                               span body)
+/* allow: the Allow header of a 405 (RFC 9110 15.5.6: the path's methods), else NULL. */
+static enum MHD_Result respond_allow(struct MHD_Connection *c, unsigned status, const char *ctype,
+                                     span body, const char *allow)
 {
 	struct MHD_Response *r =
 	        MHD_create_response_from_buffer(body.len, (void *)body.ptr, MHD_RESPMEM_MUST_COPY);
@@ -169,7 +170,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_NO ||
 	    MHD_add_response_header(r, "Cache-Control", "no-store") == MHD_NO ||
 	    (status == 401 && MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-	                                              "Bearer realm=\"custos-admin\"") == MHD_NO)) {
+	                                              "Bearer realm=\"custos-admin\"") == MHD_NO) ||
+	    (allow != NULL && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) == MHD_NO)) {
 		MHD_destroy_response(r);
 		return MHD_NO;
 	}
@@ -181,6 +183,12 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 	return ret;
 }
 
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *ctype,
+                               span body)
+{
+	return respond_allow(c, status, ctype, body, NULL);
+}
+
 static enum MHD_Result respond_buf(struct MHD_Connection *c, unsigned status, buf *b)
 {
 	enum MHD_Result r = respond(c, status, "application/json", buf_span(b));
@@ -188,8 +196,9 @@ static enum MHD_Result respond_buf(struct MHD_Connection *c, unsigned status, bu
 	return r;
 }
 
-/* {"error": msg} */
-static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *msg)
+/* {"error": msg}, with an Allow header when allow is not NULL */
+static enum MHD_Result respond_error_allow(struct MHD_Connection *c, unsigned status,
+                                           const char *msg, const char *allow)
 {
 	buf b;
 	json_writer w;
@@ -201,7 +210,14 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, 
 	json_obj_end(&w);
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
 		buf_reset(&b);
-	return respond_buf(c, status, &b);
+	enum MHD_Result r = respond_allow(c, status, "application/json", buf_span(&b), allow);
+	buf_free(&b);
+	return r;
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+	return respond_error_allow(c, status, msg, NULL);
 }
 
 /* ---- audit of admin actions ---- */
@@ -725,9 +741,10 @@ static void *watchdog(void *arg)
 
 /* ---- routing ---- */
 
-/* Matches method and path; returns the HTTP status to refuse with (0 when it is a route). */
+/* Matches method and path; returns the HTTP status to refuse with (0 when it is a route). On
+ * 405, *allow is the path's methods, for the Allow header. */
 static unsigned route_match(struct admin_server *s, const char *method, const char *url,
-                            route_id *out, char *sbx_name)
+                            route_id *out, char *sbx_name, const char **allow)
 {
 	static const struct {
 		const char *path;
@@ -745,10 +762,13 @@ static unsigned route_match(struct admin_server *s, const char *method, const ch
 	};
 	bool path_known = false;
 
+	*allow = NULL;
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(fixed); i++) {
 		if (strcmp(url, fixed[i].path) != 0)
 			continue;
 		path_known = true;
+		/* the only path with two methods */
+		*allow = strcmp(url, "/v1/policy") == 0 ? "GET, POST" : fixed[i].method;
 		if (strcmp(method, fixed[i].method) == 0) {
 			*out = fixed[i].id;
 			return 0;
@@ -759,8 +779,10 @@ static unsigned route_match(struct admin_server *s, const char *method, const ch
 	if (strncmp(url, pfx, sizeof(pfx) - 1) == 0 && ul > sizeof(pfx) - 1 + sizeof(sfx) - 1 &&
 	    strcmp(url + ul - (sizeof(sfx) - 1), sfx) == 0) {
 		span id = { url + sizeof(pfx) - 1, ul - (sizeof(pfx) - 1) - (sizeof(sfx) - 1) };
-		if (strcmp(method, "POST") != 0)
+		if (strcmp(method, "POST") != 0) {
+			*allow = "POST";
 			return 405;
+		}
 		/* One of the sandboxes configured now (ep_restart looks it up again: a reload
 		 * may remove it meanwhile). */
 		size_t n;
@@ -1388,6 +1410,13 @@ static void audit_tail(struct admin_server *s, json_writer *w)
 	if (s->audit_dir == NULL || audit_list_files(s->audit_dir, &files, &nfiles) != CUSTOS_OK ||
 	    nfiles == 0) {
 		audit_paths_free(files, nfiles);
+		/* no trail (audit off, or nothing written yet): the keys are there all the same */
+		json_key(w, "file");
+		json_null(w);
+		json_key(w, "head");
+		json_null(w);
+		json_key(w, "last_checkpoint");
+		json_null(w);
 		return;
 	}
 	const char *path = files[nfiles - 1];
@@ -1444,6 +1473,10 @@ static void audit_tail(struct admin_server *s, json_writer *w)
 			ckpt_done = true;
 		}
 		end = start;
+	}
+	if (!head_done) { /* no complete record in the newest file yet */
+		json_key(w, "head");
+		json_null(w);
 	}
 	if (!ckpt_done) {
 		json_key(w, "last_checkpoint");
@@ -1552,10 +1585,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			                     st == 403 ? "caller uid not allowed"
 			                               : "a valid bearer token is required");
 		}
-		unsigned st = route_match(s, method, url, &route, sbx_name);
+		const char *allow;
+		unsigned st = route_match(s, method, url, &route, sbx_name, &allow);
+		if (st == 405) {
+			admin_audit(s, w, who, method, url, st, "method not allowed");
+			return respond_error_allow(c, st, "method not allowed", allow);
+		}
 		if (st)
-			return admin_refuse(s, c, who, method, url, st,
-			                    st == 405 ? "method not allowed" : "not found");
+			return admin_refuse(s, c, who, method, url, st, "not found");
 		/* One framing or none (RFC 9112 6.3): libmicrohttpd would take the first of two
 		 * Content-Lengths, or chunked over a Content-Length, and keep the connection. */
 		struct framing fr = { 0, 0 };

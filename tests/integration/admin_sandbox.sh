@@ -44,6 +44,9 @@ check "ready with the sandbox running" "$(ctl ready >/dev/null; echo $?)" 0
 check "chat before the restart" "$(chat)" 200
 out=$(ctl restart test-model)
 echo "$out" | grep -q '"result":"restarting"' && ok "restart accepted" || fail "restart: $out"
+# admin contract (docs/ADMIN.md, Endpoints): the 202's documented fields
+echo "$out" | grep -Eq '^\{"id":"test-model","result":"restarting","killed_pid":[1-9][0-9]*\}$' &&
+	ok "restart 202: id, result, killed_pid" || fail "restart 202 body: $out"
 for _ in $(seq 600); do [ "$(gen)" = 2 ] && ctl sandboxes | grep -q '"state":"running"' && break; sleep 0.1; done
 check "generation after the restart" "$(gen)" 2
 for _ in $(seq 600); do [ "$(chat)" = 200 ] && break; sleep 0.1; done

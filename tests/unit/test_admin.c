@@ -334,9 +334,15 @@ static void test_server_requests(void **state)
 	assert_int_equal(get("/v1/policy", out, sizeof(out)), 200);
 	assert_non_null(strstr(out, "\"loaded\":false"));
 	assert_int_equal(get("/v1/audit/status", out, sizeof(out)), 200);
+	/* audit off: the documented keys all the same, null (admin contract) */
+	assert_non_null(strstr(
+	        out, "{\"enabled\":false,\"file\":null,\"head\":null,\"last_checkpoint\":null}"));
 	assert_int_equal(get("/nope", out, sizeof(out)), 404);
 	assert_int_equal(get("/v1/decide", out, sizeof(out)), 405);
+	/* a 405 says which methods the path takes (RFC 9110 15.5.6) */
+	assert_non_null(strstr(out, "\r\nAllow: POST\r\n"));
 	assert_int_equal(get("/v1/sandboxes/x/restart", out, sizeof(out)), 405);
+	assert_non_null(strstr(out, "\r\nAllow: POST\r\n"));
 
 	static const char post_big[] = "POST /v1/decide HTTP/1.1\r\nHost: a\r\nContent-Type: "
 	                               "application/json\r\nContent-Length: 5000\r\n\r\n{";
