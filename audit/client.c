@@ -112,6 +112,7 @@ static custos_err send_group(audit_writer *w, buf *sending, size_t *at, uint64_t
 	span s = buf_span(sending);
 	size_t i = *at;
 	bool ok = true;
+	int send_errno = 0;
 
 	while (i < s.len && ok) {
 		size_t st = i;
@@ -139,8 +140,8 @@ static custos_err send_group(audit_writer *w, buf *sending, size_t *at, uint64_t
 			*at = st;
 			return err_set(CUSTOS_ERR_AGAIN, "audit: the socket to the writer is full");
 		}
-		if (r == -1) {
-			log_error("audit: sending to the writer: %s", strerror(errno));
+		if (r == -1 && ok) {
+			send_errno = errno;
 			ok = false;
 		}
 	}
@@ -152,6 +153,8 @@ static custos_err send_group(audit_writer *w, buf *sending, size_t *at, uint64_t
 		pthread_cond_broadcast(&w->cv_durable);
 		pthread_cond_broadcast(&w->cv_room);
 		pthread_mutex_unlock(&w->mu);
+		/* logged once the state says so: what reads the log sees requests refused */
+		log_error("audit: sending to the writer: %s", strerror(send_errno));
 		return err_set(CUSTOS_ERR_IO, "audit: the writer is gone");
 	}
 	return CUSTOS_OK;
