@@ -56,6 +56,9 @@ rules:
   - id: night-batch
     effect: allow
     when: { direction: ingress, path: /batch, time: { days: [fri], from: "22:00", to: "06:00", tz: UTC } }
+  # a window's defaults: every day, 00:00 to 24:00, UTC; 'to' is exclusive
+  - { id: tuesdays, effect: allow, when: { direction: ingress, path: /tue, time: { days: [tue] } } }
+  - { id: ten-to-eleven, effect: allow, when: { direction: ingress, path: /ten, time: { from: "10:00", to: "11:00" } } }
   # no direction: applies to ingress and egress
   - { id: no-delete-anywhere, effect: deny, when: { method: DELETE } }
 Y
@@ -134,6 +137,12 @@ cases:
   - { name: saturday 06:00 closed, request: { direction: ingress, method: POST, path: /batch, time: "2026-07-04T06:00:00Z" }, expect: deny }
   - { name: saturday night closed, request: { direction: ingress, method: POST, path: /batch, time: "2026-07-04T23:00:00Z" }, expect: deny }
   - { name: friday early closed, request: { direction: ingress, method: POST, path: /batch, time: "2026-07-03T05:00:00Z" }, expect: deny }
+  # 14b. window defaults (2026-12-01 is a Tuesday)
+  - { name: all tuesday from midnight, request: { direction: ingress, method: GET, path: /tue, time: "2026-12-01T00:00:00Z" }, expect: allow, rules: [tuesdays] }
+  - { name: all tuesday to midnight, request: { direction: ingress, method: GET, path: /tue, time: "2026-12-01T23:59:59Z" }, expect: allow, rules: [tuesdays] }
+  - { name: not wednesday, request: { direction: ingress, method: GET, path: /tue, time: "2026-12-02T00:00:00Z" }, expect: deny }
+  - { name: any day in the window, request: { direction: ingress, method: GET, path: /ten, time: "2026-12-05T10:59:00Z" }, expect: allow, rules: [ten-to-eleven] }
+  - { name: to is exclusive, request: { direction: ingress, method: GET, path: /ten, time: "2026-12-05T11:00:00Z" }, expect: deny }
   # 15. data sources: the longest path prefix wins; rules from an included file
   - { name: hr admin is restricted, request: { direction: egress, principal: bob, model: big, method: GET, url: "https://hr.example/api/admin/x" }, expect: allow, rules: [read-all] }
   - { name: clearance below data, request: { direction: egress, principal: alice, model: big, method: GET, url: "https://hr.example/api/x" }, expect: deny, rules: [clearance] }
@@ -151,7 +160,23 @@ if ! out=$("$C" policy test "$work/sem.yaml" "$work/sem.tests.yaml" 2>&1); then
 	fail "sem.tests.yaml: $out"
 fi
 summary=$(grep -o '[0-9]* passed, [0-9]* failed' <<<"$out" || true)
-[ "$summary" = "38 passed, 0 failed" ] || fail "summary: $summary"
+[ "$summary" = "43 passed, 0 failed" ] || fail "summary: $summary"
+
+# --- the first matching principal wins, files in the order read: the top file whole, then
+# its includes (wherever the include key stands)
+mkdir "$work/inc"
+cat >"$work/inc/top.yaml" <<'Y'
+version: 1
+include: [more.yaml]
+principals:
+  top-p: { match: { cert_cn: x } }
+rules:
+  - { id: r-top, effect: allow, when: { direction: ingress, principal: top-p } }
+  - { id: r-inc, effect: allow, when: { direction: ingress, principal: inc-p } }
+Y
+printf 'principals:\n  inc-p: { match: { cert_cn: x } }\n' >"$work/inc/more.yaml"
+printf 'cases:\n  - { name: top file first, request: { direction: ingress, identity: { cert_cn: x } }, expect: allow, rules: [r-top] }\n' >"$work/inc/t.yaml"
+"$C" policy test "$work/inc/top.yaml" "$work/inc/t.yaml" >"$work/out" 2>&1 || fail "principal order: $(cat "$work/out")"
 
 # --- request contexts the proxy cannot produce are errors (proxy/decide.c decides ingress
 # with no data source, taint public, the model's declared isolation, route = method + path)
