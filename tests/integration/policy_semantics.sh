@@ -50,6 +50,7 @@ rules:
   - { id: no-eve-again, effect: deny, when: { direction: ingress, principal: eve, method: POST } }
   - { id: models-list, effect: allow, when: { direction: ingress, path: /v1/models, method: GET } }
   - { id: files, effect: allow, when: { direction: ingress, path: { prefix: /v1/files }, method: GET } }
+  - { id: slash-prefix, effect: allow, when: { direction: ingress, path: { prefix: /v2/ }, method: GET } }
   - { id: jobs, effect: allow, when: { direction: ingress, path: { glob: "/v1/*/jobs" } } }
   - { id: deep, effect: allow, when: { direction: ingress, path: { glob: "/deep/**" } } }
   - { id: big-body, effect: deny, when: { direction: ingress, body_size: { above: 2MiB } } }
@@ -121,6 +122,8 @@ cases:
   - { name: prefix itself, request: { direction: ingress, method: GET, path: /v1/files }, expect: allow, rules: [files] }
   - { name: prefix below, request: { direction: ingress, method: GET, path: /v1/files/abc }, expect: allow, rules: [files] }
   - { name: prefix not mid-segment, request: { direction: ingress, method: GET, path: /v1/filesX }, expect: deny }
+  - { name: slash prefix below, request: { direction: ingress, method: GET, path: /v2/x }, expect: allow, rules: [slash-prefix] }
+  - { name: slash prefix not its parent, request: { direction: ingress, method: GET, path: /v2 }, expect: deny }
   # 11. globs: * stays in a segment, ** crosses them
   - { name: glob one segment, request: { direction: ingress, method: POST, path: /v1/fine-tune/jobs }, expect: allow, rules: [jobs] }
   - { name: glob not two segments, request: { direction: ingress, method: POST, path: /v1/a/b/jobs }, expect: deny }
@@ -160,7 +163,7 @@ if ! out=$("$C" policy test "$work/sem.yaml" "$work/sem.tests.yaml" 2>&1); then
 	fail "sem.tests.yaml: $out"
 fi
 summary=$(grep -o '[0-9]* passed, [0-9]* failed' <<<"$out" || true)
-[ "$summary" = "43 passed, 0 failed" ] || fail "summary: $summary"
+[ "$summary" = "45 passed, 0 failed" ] || fail "summary: $summary"
 
 # --- the first matching principal wins, files in the order read: the top file whole, then
 # its includes (wherever the include key stands)
