@@ -1640,6 +1640,18 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 		ydoc_warn(doc, id, c->d, NULL,
 		          "rule '%s' is a deny: its limits/inspect/audit obligations never apply",
 		          r->id);
+	/* Obligations the proxy does not act on: said at check time, not found in production. */
+	if (r->effect == POLICY_ALLOW && r->has_limits && r->dirs == 2)
+		ydoc_warn(doc, ydoc_map_get(n, "limits"), c->d, NULL,
+		          "rule '%s' applies to egress only, where 'limits' are not enforced (the "
+		          "egress proxy applies only 'inspect' obligations)",
+		          r->id);
+	if (r->effect == POLICY_ALLOW && r->has_audit && r->audit > POLICY_AUDIT_METADATA)
+		ydoc_warn(doc, ydoc_map_get(n, "audit"), c->d, NULL,
+		          "rule '%s': 'audit: %s' is reported (explain, test, /v1/decide) but not "
+		          "acted on: the proxy's audit events record metadata, never bodies or "
+		          "their hashes",
+		          r->id, audit_names[r->audit]);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1727,6 +1739,15 @@ static void check_rule(struct cc *c, const prule *r)
 	}
 	if ((r->present & C_ROUTE) && r->dirs == 0)
 		never_matches(c, r, "routes are matched on ingress only, and it is an egress rule");
+	if ((r->present & C_TAINT) && r->dirs == 1)
+		ydoc_warn(c->rule_doc[r->index],
+		          c->rule_node[r->index]->kind == YDOC_MAP
+		                  ? ydoc_map_get(c->rule_node[r->index], "id")
+		                  : c->rule_node[r->index],
+		          c->d, NULL,
+		          "rule '%s' compares taint on ingress, where it is always 'public' "
+		          "(the proxy tracks taint per sandbox on egress only)",
+		          r->id);
 	if ((r->present & (C_DATA | C_CLASS)) && r->dirs == 1)
 		never_matches(c, r,
 		              "data sources are matched on egress only, and it is an ingress "

@@ -128,6 +128,40 @@ static void parse_client(const ydoc *doc, ydoc_node *v, const char *s, policy_re
 	req->client = (const struct sockaddr *)(const void *)&k->client;
 }
 
+/* A request context the proxy could not hand the evaluator is an error, so that a case
+ * never predicts a decision the proxy does not make. On ingress the proxy (proxy/decide.c)
+ * has no data source, evaluates taint as public (taint is tracked per sandbox on egress)
+ * and uses the model's declared isolation; its route is always its method and path. */
+static void check_as_proxy(const ydoc *doc, ydoc_node *node, const policy_request *req,
+                           diag_list *d)
+{
+	static const char *const egress_only[] = { "data", "url", "taint", "isolation" };
+	ydoc_node *v;
+	if (req->direction == POLICY_INGRESS)
+		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(egress_only); i++)
+			if ((v = ydoc_map_get(node, egress_only[i])) != NULL)
+				ydoc_error(
+				        doc, v, d, "omit it on ingress",
+				        "'%s' is not known on ingress: the proxy decides an "
+				        "ingress "
+				        "request with no data source, taint public and the model's "
+				        "declared isolation",
+				        egress_only[i]);
+	if (req->route.len == 0)
+		return;
+	const char *sp = memchr(req->route.ptr, ' ', req->route.len);
+	span rm = sp ? span_of(req->route.ptr, (size_t)(sp - req->route.ptr)) : req->route;
+	span rp = sp ? span_of(sp + 1, req->route.len - rm.len - 1) : SPAN_LIT("");
+	if (!span_eq(rm, req->method) || !span_eq(rp, req->path))
+		ydoc_error(doc, ydoc_map_get(node, "route"), d,
+		           "give 'route' alone, or 'method' and 'path'",
+		           "route '%.*s' disagrees with method '%.*s' and path '%.*s': the proxy's "
+		           "route is its method and path",
+		           (int)req->route.len, req->route.ptr, (int)req->method.len,
+		           req->method.ptr ? req->method.ptr : "", (int)req->path.len,
+		           req->path.ptr ? req->path.ptr : "");
+}
+
 custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node *node,
                                     policy_request *req, policy_request_doc **keep, diag_list *d)
 {
@@ -234,6 +268,7 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 		(void)ydoc_bool(doc, v, &req->force_shadow, d);
 	if ((v = ydoc_map_get(node, "client")) != NULL && ydoc_str(doc, v, &s, d))
 		parse_client(doc, v, s, req, k, d);
+	check_as_proxy(doc, node, req, d);
 	*keep = k;
 	if (d->errors != e0)
 		return CUSTOS_ERR_PARSE;
