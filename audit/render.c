@@ -281,6 +281,9 @@ static const struct ext_map leef_map[] = {
 	{ "tokens_in|prompt_tokens", "tokensIn", NULL },
 	{ "tokens_out|completion_tokens", "tokensOut", NULL },
 	{ "sandbox", "sandbox", NULL },
+	{ "request_body_sha256", "requestBodySha256", NULL },
+	{ "request_body_forwarded_sha256", "requestBodyForwardedSha256", NULL },
+	{ "response_body_sha256", "responseBodySha256", NULL },
 	{ "hash", "recordHash", NULL },
 };
 

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "custos/egress.h"
+#include "custos/policy.h"
 #include "custos/sandbox.h"
 #include "egress_int.h"
 #include "ingress_inspect.h"
@@ -120,8 +122,17 @@ typedef struct req {
 	bool audited;
 	bool audit_held; /* holds a queue slot for its event (audit_reserve: on_full deny) */
 	bool active;
-	uint64_t egress_token; /* the model's egress calls are attributed to this request */
+	uint64_t egress_token;  /* the model's egress calls are attributed to this request */
+	struct body_hashes *bh; /* `audit: bodies_hashed`: the bodies' digests; NULL: not asked */
 } req;
+
+/* The digests an `audit: bodies_hashed` (or `bodies`) obligation puts in the request's event
+ * (docs/AUDIT.md "Body hashes"): allocated only for such a request. */
+struct body_hashes {
+	EVP_MD_CTX *resp; /* the response body as the client receives it (decoded, re-framed) */
+	bool resp_done;   /* the response completed: resp_hex holds its digest */
+	char req_hex[65], fwd_hex[65], resp_hex[65];
+};
 
 /* What a PROXY v2 header's AUTHORITY and UNIQUE_ID TLVs said, for the connection's audit
  * events: allocated only for a header that carried one (one block, the texts after it). */
@@ -427,6 +438,10 @@ static void req_reset(worker *w, req *r)
 	rp_give(w, r->rp);
 	ingress_inspect_free(r->insp);
 	buf_free(&r->rhead);
+	if (r->bh) {
+		EVP_MD_CTX_free(r->bh->resp);
+		free(r->bh);
+	}
 	*r = (req){ 0 };
 }
 
@@ -535,6 +550,27 @@ static void charge_tokens(conn *c)
 	limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_per, tm_mono_ns());
 }
 
+/* SHA-256 of d as 64 lowercase hex digits. */
+static void sha256_hex(span d, char out[65])
+{
+	uint8_t md[32];
+	unsigned n = 0;
+	if (EVP_Digest(d.ptr, d.len, md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+		snprintf(out, 65, "%s", "unavailable");
+		return;
+	}
+	num_hex(md, 32, out);
+}
+
+/* A response body piece on its way to the client: into the digest when one is kept. */
+static void resp_hash(req *r, span d)
+{
+	if (r->bh && r->bh->resp && d.len && EVP_DigestUpdate(r->bh->resp, d.ptr, d.len) != 1) {
+		EVP_MD_CTX_free(r->bh->resp); /* no digest rather than a wrong one */
+		r->bh->resp = NULL;
+	}
+}
+
 static void conn_audit(conn *c, const char *type, const char *decision, const char *reason)
 {
 	req *r = &c->r;
@@ -598,6 +634,12 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		.policy_hash = r->dec.policy_hash[0] ? r->dec.policy_hash : NULL,
 		.held = r->audit_held,
 	};
+	if (r->bh) {
+		e.audit_level = policy_audit_level_name((policy_audit_level)r->dec.audit);
+		e.req_body_sha256 = r->bh->req_hex;
+		e.req_body_fwd_sha256 = r->bh->fwd_hex[0] ? r->bh->fwd_hex : NULL;
+		e.resp_body_sha256 = r->bh->resp_done ? r->bh->resp_hex : NULL;
+	}
 	r->audit_held = false; /* emit_event gives the slot back, whatever happens to the event */
 	if (r->insp)
 		ingress_inspect_audit(r->insp, &e.findings, &e.nfindings, &e.inspect, &e.t_inspect);
@@ -1577,6 +1619,11 @@ static void on_request_body_done(conn *c)
 		            false);
 		return;
 	}
+	/* `audit: bodies_hashed`: the request body as the client sent it (before any rewrite). */
+	if (r->dec.audit >= POLICY_AUDIT_BODIES_HASHED) {
+		r->bh = xcalloc(1, sizeof(*r->bh));
+		sha256_hex(body, r->bh->req_hex);
+	}
 	/* Content inspection of the prompt (redaction rewrites r->body). */
 	if (r->dec.has_inspect) {
 		const char *iwhy = NULL;
@@ -1620,6 +1667,12 @@ static void on_request_body_done(conn *c)
 		} else {
 			buf_free(&nb);
 		}
+	}
+	if (r->bh) { /* ... and as forwarded, when redaction or include_usage rewrote it */
+		char h[65];
+		sha256_hex(buf_span(&r->body), h);
+		if (strcmp(h, r->bh->req_hex) != 0)
+			memcpy(r->bh->fwd_hex, h, sizeof(h));
 	}
 	if (r->meth == HTTP1_M_POST || r->meth == HTTP1_M_PUT || r->meth == HTTP1_M_PATCH ||
 	    buf_used(&r->body)) {
@@ -2010,6 +2063,14 @@ static void finish_request(conn *c)
 	const char *reason = r->dec.reason;
 	if (r->insp)
 		ingress_inspect_outcome(r->insp, &decision, &reason);
+	if (r->bh && r->bh->resp) { /* the whole response went to the client */
+		uint8_t md[32];
+		unsigned n = 0;
+		if (EVP_DigestFinal_ex(r->bh->resp, md, &n) == 1 && n == 32) {
+			num_hex(md, 32, r->bh->resp_hex);
+			r->bh->resp_done = true;
+		}
+	}
 	conn_audit(c, "http.request", decision, reason);
 	c->up = NULL;
 	if (u) {
@@ -2041,6 +2102,14 @@ static custos_err client_head(conn *c, const http1_head *h)
 	http1_framing fr = h->framing;
 	bool held = false;
 
+	if (r->bh) { /* `audit: bodies_hashed`: the body this head starts */
+		EVP_MD_CTX_free(r->bh->resp);
+		r->bh->resp = EVP_MD_CTX_new();
+		if (r->bh->resp && EVP_DigestInit_ex(r->bh->resp, EVP_sha256(), NULL) != 1) {
+			EVP_MD_CTX_free(r->bh->resp);
+			r->bh->resp = NULL;
+		}
+	}
 	/* A body inspection rewrites loses its length: re-framed below, or, for a body held whole
 	 * (JSON), its head is held too and gets the length with the verdict (resp_held_end). */
 	if (r->insp && ingress_inspect_response_begin(r->insp, h)) {
@@ -2157,6 +2226,7 @@ static custos_err resp_held_end(conn *c, custos_err ie, span body)
 	size_t need = before + hd.len + (size_t)n + body.len + 64; /* bounded: head + 4 MiB */
 	if (need > c->out.max)
 		c->out.max = need;
+	resp_hash(r, body);
 	if (n < 0 || hd.len < 2 || buf_append(&c->out, hd.ptr, hd.len - 2) != CUSTOS_OK ||
 	    buf_append(&c->out, cl, (size_t)n) != CUSTOS_OK ||
 	    buf_append_span(&c->out, body) != CUSTOS_OK) {
@@ -2190,6 +2260,7 @@ static custos_err resp_inspect_end(conn *c)
 	size_t before = buf_used(&c->out);
 	if (before + fwd.len + 64 > c->out.max) /* one whole inspected body (bounded) */
 		c->out.max = before + fwd.len + 64;
+	resp_hash(r, fwd);
 	if (fwd.len && (r->client_chunked ? http1_chunk_append(&c->out, fwd)
 	                                  : buf_append_span(&c->out, fwd)) != CUSTOS_OK) {
 		conn_close(c);
@@ -2280,6 +2351,7 @@ static bool pump_body(conn *c)
 			}
 			size_t before = buf_used(&c->out);
 			custos_err e = CUSTOS_OK;
+			resp_hash(r, fwd);
 			if (fwd.len)
 				e = r->client_chunked ? http1_chunk_append(&c->out, fwd)
 				                      : buf_append_span(&c->out, fwd);
@@ -2296,6 +2368,7 @@ static bool pump_body(conn *c)
 			/* the stream ended inside an event: its bytes go on as they came */
 			span rest = sse_parser_pending_raw(&r->sse);
 			size_t before = buf_used(&c->out);
+			resp_hash(r, rest);
 			if ((r->client_chunked ? http1_chunk_append(&c->out, rest)
 			                       : buf_append_span(&c->out, rest)) != CUSTOS_OK) {
 				conn_close(c);

@@ -194,6 +194,7 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	memcpy(out->insp_response, d.inspect_response, sizeof(out->insp_response));
 	out->insp_engine = dp->eng;
 	out->insp_engine_id = dp->eng_id;
+	out->audit = (uint8_t)d.audit;
 	proxy_ignore(span_copy_cstr(span_cstr(policy_hash_hex(p)), out->policy_hash,
 	                            sizeof(out->policy_hash)));
 }

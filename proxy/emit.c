@@ -113,6 +113,14 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 		audit_rec_cstr(ev, "inspect", r->inspect);
 	if (r->nfindings)
 		audit_rec_findings(ev, r->findings, r->nfindings);
+	if (r->audit_level)
+		audit_rec_cstr(ev, "audit_level", r->audit_level);
+	if (r->req_body_sha256)
+		audit_rec_cstr(ev, "request_body_sha256", r->req_body_sha256);
+	if (r->req_body_fwd_sha256)
+		audit_rec_cstr(ev, "request_body_forwarded_sha256", r->req_body_fwd_sha256);
+	if (r->resp_body_sha256)
+		audit_rec_cstr(ev, "response_body_sha256", r->resp_body_sha256);
 	if (shorten)
 		audit_rec_bool(ev, "truncated", true);
 	d[nd++] = (audit_duration){ "total", r->t_total };

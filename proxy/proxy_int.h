@@ -199,6 +199,7 @@ typedef struct decide_out {
 	uint8_t insp_prompt[64], insp_response[64];
 	const struct inspect_engine *insp_engine; /* owned by the policy state */
 	uint64_t insp_engine_id;                  /* unique per engine (per-thread scratch) */
+	uint8_t audit; /* the merged `audit:` obligation (policy_audit_level) */
 } decide_out;
 
 struct decide_policy;
@@ -241,6 +242,11 @@ typedef struct emit_rec {
 	size_t nfindings;
 	const char *inspect; /* "prompt:redact response:log", or NULL */
 	uint64_t t_inspect;
+	/* `audit: bodies_hashed` (or `bodies`): SHA-256 (hex) of the request body as the client
+	 * sent it, of the body forwarded when inspection rewrote it, of the response body the
+	 * client received (a completed response only); NULL: not recorded. audit: the level. */
+	const char *audit_level;
+	const char *req_body_sha256, *req_body_fwd_sha256, *resp_body_sha256;
 	bool held; /* the request holds a queue slot for this event (audit_reserve, deny mode) */
 } emit_rec;
 
