@@ -53,6 +53,15 @@ void cli_config_host_check(const struct custos_config *cfg, diag_list *d);
  * `config check --host` checks. CUSTOS_ERR_PARSE naming FILE:LINE, _LIMIT past the limit. */
 struct proxy_options;
 custos_err cli_api_keys_load(const char *path, struct proxy_options *o) CUSTOS_WUR;
+/* The policy's declared model isolation against custos.yaml (cli/isolation_check.c): fn gets
+ * each finding, error true for a sandboxed model declared above what it runs in (custos up
+ * refuses it), false for an unsandboxed one declared above none (custos cannot check it).
+ * Returns the number of errors. */
+struct cfg_model;
+struct policy;
+typedef void (*cli_iso_fn)(void *arg, bool error, const struct cfg_model *m, const char *msg);
+size_t cli_isolation_check(const struct custos_config *cfg, const struct policy *p, cli_iso_fn fn,
+                           void *arg);
 /* SSL_CERT_FILE / SSL_CERT_DIR, when set, name an absolute readable file / directories:
  * CUSTOS_OK, or an error whose message `custos up` and `config check --host` both print. */
 custos_err cli_trust_env_check(void) CUSTOS_WUR;

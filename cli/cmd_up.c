@@ -206,9 +206,37 @@ custos_err cli_api_keys_load(const char *path, proxy_options *o)
 
 /* Maps cfg onto o (o owns copies of everything; the config can be freed afterwards).
  * Sandboxed models must be known to the privsep mirror (psx_proxy_init). */
+/* The policy's declared isolation against custos.yaml (cli_isolation_check): the first error
+ * refuses the start or reload; a warning (a model custos does not sandbox) is logged. */
+struct iso_ctx {
+	char first[512];
+};
+
+static void iso_finding(void *arg, bool error, const cfg_model *m, const char *msg)
+{
+	struct iso_ctx *x = arg;
+	(void)m;
+	if (!error)
+		log_warn("up: %s", msg);
+	else if (x->first[0] == '\0')
+		snprintf(x->first, sizeof(x->first), "%s", msg);
+}
+
+static custos_err up_policy_check(void *arg, const struct policy *p)
+{
+	struct iso_ctx x = { "" };
+	size_t n = cli_isolation_check(arg, p, iso_finding, &x);
+	if (n == 0)
+		return CUSTOS_OK;
+	return err_set(CUSTOS_ERR_INVAL, "%s%s", x.first,
+	               n > 1 ? " (and more models: custos config check --host lists them)" : "");
+}
+
 static custos_err map_config(const custos_config *cfg, proxy_options *o)
 {
 	memset(o, 0, sizeof(*o));
+	o->policy_check = up_policy_check;
+	o->policy_check_arg = (void *)cfg; /* alive while the options are built and checked */
 	o->workers = (unsigned)cfg->workers;
 	ENSURE(cfg->n_listeners <= PROXY_MAX_LISTENERS, CUSTOS_ERR_LIMIT, "more than %d listeners",
 	       PROXY_MAX_LISTENERS);

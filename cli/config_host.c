@@ -57,6 +57,13 @@ static void report(struct hc_ctx *x, diag_severity sev, const char *at, const ch
 	diag_add(x->d, sev, x->cfg->source, line, col, hint, "%s", msg);
 }
 
+/* A finding of cli_isolation_check, at the model's id. */
+static void iso_report(void *arg, bool error, const cfg_model *m, const char *msg)
+{
+	report(arg, error ? DIAG_ERROR : DIAG_WARNING, m->id,
+	       error ? "custos up refuses to start" : NULL, "%s", msg);
+}
+
 /* A file opened for reading: it exists, is a regular file (nothing else is opened: a device
  * or FIFO could react to an open), opens read-only and, with check_mode, passes the mode rule
  * `up` applies (key files: no access by group or others). */
@@ -708,6 +715,8 @@ static void pass_invoker(struct hc_ctx *x)
 		if (policy_load_check(cfg->policy.file, &p, x->d) != CUSTOS_OK)
 			report(x, DIAG_ERROR, cfg->policy.file, "custos up refuses to start",
 			       "policy.file: %s", err_msg());
+		else
+			cli_isolation_check(cfg, p, iso_report, x); /* at each model's id */
 		policy_unref(p);
 	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {

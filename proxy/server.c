@@ -174,6 +174,13 @@ static custos_err state_build(proxy_options *o, uint64_t gen, unsigned nworkers,
 	if (o->policy_file) {
 		if ((e = decide_load(o->policy_file, &st->pol)) != CUSTOS_OK)
 			goto fail;
+		if (o->policy_check != NULL) {
+			struct policy *p = decide_policy_ref(st->pol);
+			e = o->policy_check(o->policy_check_arg, p);
+			policy_unref(p);
+			if (e != CUSTOS_OK)
+				goto fail;
+		}
 	} else {
 		log_warn("proxy: no policy file: every authenticated request is allowed");
 	}

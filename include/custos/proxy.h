@@ -152,7 +152,11 @@ typedef struct proxy_options {
 	bool ignore_client_certs; /* auth.mtls.enabled false: a verified client certificate
 	                             (still checked in the handshake) names no caller */
 	char *policy_file;        /* policy.yaml; NULL: allow all (tests only, logged loudly) */
-	uint64_t max_body;        /* 0: PROXY_BODY_DEFAULT */
+	/* Called with the policy just compiled from policy_file, before it is put in force (at
+	 * create and at each reload): an error refuses the start or the reload. May be NULL. */
+	custos_err (*policy_check)(void *arg, const struct policy *p);
+	void *policy_check_arg;
+	uint64_t max_body; /* 0: PROXY_BODY_DEFAULT */
 	/* Called (with proxy_run's arg) once a SIGHUP reload whose callback set it has ended,
 	 * whatever its outcome (applied: the options were swapped in), for state kept outside
 	 * the proxy that must change with it (the egress policy) and for the caller to end what

@@ -111,4 +111,29 @@ for i, l in enumerate(open(sys.argv[1]), 1):
     except Exception: print("line %d: %r" % (i, l)); sys.exit(1)' "$work/custos.log") &&
 		ok "every line custos wrote to stderr is JSON" || fail "not JSON: $bad"
 fi
+
+# The policy may not declare more isolation than custos.yaml runs the model with: test-model
+# runs in a process sandbox, a policy declaring `vm` would let ingress rules trust a VM that is
+# not there. Refused by config check --host at the model's id, by a reload (the policy in force
+# stays), and at start.
+cp "$work/policy.yaml" "$work/policy.good"
+sed -i 's/^  test-model: { isolation: none }$/  test-model: { isolation: vm }/' "$work/policy.yaml"
+grep -q 'test-model: { isolation: vm }' "$work/policy.yaml" || fail "policy rewrite"
+why="models[0] (test-model): the policy declares isolation vm, but custos.yaml runs it in a process sandbox (isolation process)"
+"$bin" config check --host "$work/custos.yaml" >"$work/iso.check" 2>&1 && fail "config check --host passed a policy declaring vm"
+grep "^$work/custos.yaml:[0-9]*:[0-9]*: error: " "$work/iso.check" | grep -qF "$why" &&
+	ok "config check --host: refused at the model's id" || fail "config check --host: $(cat "$work/iso.check")"
+n=$(grep -c 'reload failed' "$work/custos.log")
+kill -HUP "$CU_PID"
+wait_log 'reload failed' $((n + 1))
+grep 'reload failed' "$work/custos.log" | tail -1 | grep -qF "$why" &&
+	ok "reload: refused, naming the model and both levels" || fail "reload: $(grep 'reload failed' "$work/custos.log" | tail -1)"
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ALICE" \
+	-d '{"model":"test-model","messages":[{"role":"user","content":"still"}]}' "$url")
+check "reload refused: still served" "$code" 200
+kill -TERM "$CU_PID"
+wait "$CU_PID" 2>/dev/null
+timeout 120 "$bin" up -c "$work/custos.yaml" >"$work/iso.up" 2>&1 && fail "custos up started with a policy declaring vm"
+grep -qF "$why" "$work/iso.up" && ok "start: refused, naming the model" || fail "start: $(tail -5 "$work/iso.up")"
+cp "$work/policy.good" "$work/policy.yaml"
 [ "$fails" -eq 0 ]
