@@ -63,7 +63,11 @@ int cmd_policy_test(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", argv[2], err_msg());
 		rc = CLI_FAIL;
 	}
-	printf("%zu passed, %zu failed\n", res.passed, res.failed);
+	if (e != CUSTOS_OK) /* the file has errors: what ran is not the whole file */
+		printf("%zu passed, %zu failed, the test file refused (%zu error(s) above)\n",
+		       res.passed, res.failed, d.errors);
+	else
+		printf("%zu passed, %zu failed\n", res.passed, res.failed);
 	if (res.failed)
 		rc = CLI_FAIL;
 	policy_unref(p);

@@ -123,6 +123,12 @@ grep -q "tests.yaml:5:5: FAIL 'wrong on purpose': expected allow, got deny" "$wo
 	fail "failure line: $(cat "$work/out")"
 grep -q "tests.yaml:8:5: FAIL 'wrong rules on purpose': deciding rules \[no-legacy-model\], expected \[contractors-out\]" "$work/out" ||
 	fail "rules failure line: $(cat "$work/out")"
+# A test file with errors: refused (exit 1), and the summary does not read as a clean run.
+printf 'cases:\n  - name: bad\n    request: { direction: ingress, principal: nobody }\n    expect: allow\n' >"$work/bad-tests.yaml"
+"$CUSTOS_BIN" policy test "$conf/policy.example.yaml" "$work/bad-tests.yaml" >"$work/out" 2>/dev/null &&
+	fail "policy test passed a test file with errors"
+[ "$(tail -1 "$work/out")" = "0 passed, 0 failed, the test file refused (1 error(s) above)" ] ||
+	fail "summary of a refused test file: $(tail -1 "$work/out")"
 
 # --- usage errors exit 2
 set +e
