@@ -415,6 +415,12 @@ static void set_reason(erec *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+void egress_upstream_cut(erec *r)
+{
+	if (r->decision == NULL || strcmp(r->decision, "allow") == 0)
+		r->decision = "error";
+}
+
 void egress_head_refused(erec *r, const http1_parser *rp)
 {
 	if (rp->head.status == 101)

@@ -803,6 +803,7 @@ again:
 		                    : 0;
 		if (k < 0) {
 			snprintf(r.reason, sizeof(r.reason), "upstream body: %s", rb.err.reason);
+			egress_upstream_cut(&r);
 			goto truncated;
 		}
 		if (d.len) {
@@ -843,7 +844,11 @@ again:
 				break;
 			}
 			if (n <= 0) {
-				snprintf(r.reason, sizeof(r.reason), "upstream closed mid-body");
+				snprintf(r.reason, sizeof(r.reason), "%s",
+				         n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+				                 ? "upstream read timed out mid-body"
+				                 : "upstream closed mid-body");
+				egress_upstream_cut(&r);
 				goto truncated;
 			}
 		}

@@ -1289,6 +1289,7 @@ static bool fc_up(fconn *c)
 			if (k < 0) {
 				snprintf(c->r.reason, sizeof(c->r.reason), "upstream body: %s",
 				         c->rb.err.reason);
+				egress_upstream_cut(&c->r);
 				fc_close(c, NULL);
 				return true;
 			}
@@ -1363,6 +1364,7 @@ static bool fc_up(fconn *c)
 			} else {
 				snprintf(c->r.reason, sizeof(c->r.reason),
 				         "upstream closed mid-body");
+				egress_upstream_cut(&c->r);
 				fc_close(c, NULL);
 				return true;
 			}
@@ -1507,6 +1509,7 @@ static void fc_timer(ev_loop *el, void *obj)
 			fc_drive(c);
 			return;
 		}
+		egress_upstream_cut(&c->r);
 		fc_close(c, "upstream read timed out mid-body");
 		return;
 	case FS_DRAIN:

@@ -11,7 +11,9 @@
 # test read: a malformed plain head (400), a head past 32 KiB (431), an origin-form target and
 # an https:// target in absolute form (400), a source whose port refuses the connection (502),
 # bytes sent behind a CONNECT before its answer (400), an absolute-form target inside an
-# intercepted tunnel (400).
+# intercepted tunnel (400); and a source that fails (egress_refusals_origin.py): a response
+# head cut off or past 32 KiB (502), a body cut short, with a malformed chunk or stalled past
+# the source's timeout (cut: the client gets a short body; audited as error, once allow).
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egrefusals curl openssl python3
@@ -20,20 +22,25 @@ P_IN=$(port); P_EG=$(port); P_CLOSED=$(port)
 cd "$W"
 eg_upstream_pki
 eg_record_source
+python3 "$SRC/tests/integration/egress_refusals_origin.py" "$W/origin.port" &
+PIDS+=($!)
+P_R=$(eg_port_file "$W/origin.port") || exit 1
 
 SRCS="$(eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\"")
-$(eg_source_yaml dead "http://localhost:$P_CLOSED/" internal)"
+$(eg_source_yaml dead "http://localhost:$P_CLOSED/" internal)
+$(eg_source_yaml raw "http://localhost:$P_R/" internal "timeout: 1s")"
 eg_m1_conf info "$SRCS" "  ca_dir: \"$W/ca\"
   timeouts: { connect: 2s, read: 10s, idle: 2s }"
 eg_m1_policy <<EOY
   icpt: { url: "https://localhost:$P_T/", classification: internal }
   dead: { url: "http://localhost:$P_CLOSED/", classification: internal }
+  raw: { url: "http://localhost:$P_R/", classification: internal }
 rules:
-  - { id: icpt, effect: allow, when: { direction: egress, data: [icpt, dead], method: GET } }
+  - { id: icpt, effect: allow, when: { direction: egress, data: [icpt, dead, raw], method: GET } }
 EOY
 chmod 600 policy.yaml custos.yaml
 
-eg_start "$P_D" "$P_T"
+eg_start "$P_D" "$P_T" "$P_R"
 
 CL="$SRC/tests/integration/egress_refusals_client.py"
 # audited DESC TEXT...: within 30 s one event holds every TEXT
@@ -100,6 +107,21 @@ out=$(python3 "$CL" "$P_EG" icpt-send "GET https://localhost:$P_T/abs-in-tunnel 
 check "intercepted, absolute-form target: 400 ($out)" grep -q '^HTTP/1.1 400' <<<"$out"
 audited "intercepted, absolute-form target" '"kind":"intercepted"' '"decision":"deny"' \
 	'"status":400' '"reason":"origin-form expected inside a tunnel"'
+
+# --- a source that fails after the connect: 502 before any byte of a response, else cut
+for p in cut-head big-head; do
+	code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_R/$p")
+	check "source: $p: 502 ($code)" test "$code" = 502
+	audited "source: $p" "\"path\":\"/$p\"" '"decision":"error"' '"status":502' '"data_source":"raw"'
+done
+for p in cut-body:'upstream closed mid-body' bad-chunk:'upstream body: ' \
+	stall-body:'upstream read timed out mid-body'; do
+	curl -s -o /dev/null -x "$PX" "http://localhost:$P_R/${p%%:*}"
+	rc=$?
+	check "source: ${p%%:*}: the client's transfer is cut (curl exit $rc)" test "$rc" -ne 0
+	audited "source: ${p%%:*}" "\"path\":\"/${p%%:*}\"" '"decision":"error"' \
+		"\"reason\":\"${p#*:}"
+done
 
 # an idle connection that never began a head is no refusal: closed at the idle timeout, and
 # no event for it (the count of refusals stays what it was)
