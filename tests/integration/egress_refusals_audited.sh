@@ -13,7 +13,9 @@
 # bytes sent behind a CONNECT before its answer (400), an absolute-form target inside an
 # intercepted tunnel (400); and a source that fails (egress_refusals_origin.py): a response
 # head cut off or past 32 KiB (502), a body cut short, with a malformed chunk or stalled past
-# the source's timeout (cut: the client gets a short body; audited as error, once allow).
+# the source's timeout (cut: the client gets a short body; audited as error, once allow); a
+# client without custos' CA refusing the interception handshake (403, error); a call refused by
+# policy for the sandbox's taint (403, the rule and the taint in the event).
 set -u
 . "${CUSTOS_SRC:?}/tests/integration/egress_lib.bash"
 eg_init egrefusals curl openssl python3
@@ -28,15 +30,20 @@ P_R=$(eg_port_file "$W/origin.port") || exit 1
 
 SRCS="$(eg_source_yaml icpt "https://localhost:$P_T/" internal "intercept: true, ca_file: \"$W/upca.crt\"")
 $(eg_source_yaml dead "http://localhost:$P_CLOSED/" internal)
-$(eg_source_yaml raw "http://localhost:$P_R/" internal "timeout: 1s")"
+$(eg_source_yaml raw "http://localhost:$P_R/" internal "timeout: 1s")
+$(eg_source_yaml conf "http://localhost:$P_D/conf/" confidential)
+$(eg_source_yaml pub "http://localhost:$P_D/pub/" public)"
 eg_m1_conf info "$SRCS" "  ca_dir: \"$W/ca\"
   timeouts: { connect: 2s, read: 10s, idle: 2s }"
 eg_m1_policy <<EOY
   icpt: { url: "https://localhost:$P_T/", classification: internal }
   dead: { url: "http://localhost:$P_CLOSED/", classification: internal }
   raw: { url: "http://localhost:$P_R/", classification: internal }
+  conf: { url: "http://localhost:$P_D/conf/", classification: confidential }
+  pub: { url: "http://localhost:$P_D/pub/", classification: public }
 rules:
-  - { id: icpt, effect: allow, when: { direction: egress, data: [icpt, dead, raw], method: GET } }
+  - { id: icpt, effect: allow, when: { direction: egress, data: [icpt, dead, raw, conf, pub], method: GET } }
+  - { id: no-public-after-conf, effect: deny, when: { direction: egress, data: [pub], taint: { at_least: confidential } } }
 EOY
 chmod 600 policy.yaml custos.yaml
 
@@ -122,6 +129,23 @@ for p in cut-body:'upstream closed mid-body' bad-chunk:'upstream body: ' \
 	audited "source: ${p%%:*}" "\"path\":\"/${p%%:*}\"" '"decision":"error"' \
 		"\"reason\":\"${p#*:}"
 done
+
+# --- the sandbox does not trust custos' CA: the interception handshake fails (curl exit 60)
+curl -s -o /dev/null -x "$PX" "https://localhost:$P_T/no-ca"
+rc=$?
+check "intercepted, client without the custos CA: handshake refused (curl exit $rc)" test "$rc" = 60
+audited "intercepted, client without the custos CA" '"kind":"intercept-tunnel"' '"decision":"error"' \
+	'"status":403' '"reason":"client TLS handshake with the interception certificate failed'
+
+# --- taint: once the sandbox read confidential data, the public source is refused (policy)
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_D/pub/before")
+check "taint: public source readable before ($code)" test "$code" = 200
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_D/conf/read")
+check "taint: confidential source read ($code)" test "$code" = 200
+code=$(curl -s -o /dev/null -w '%{http_code}' -x "$PX" "http://localhost:$P_D/pub/after")
+check "taint: public source refused after it (403, $code)" test "$code" = 403
+audited "taint: the refusal" '"path":"/pub/after"' '"decision":"deny"' '"status":403' \
+	'"rules":"no-public-after-conf"' '"taint":2'
 
 # an idle connection that never began a head is no refusal: closed at the idle timeout, and
 # no event for it (the count of refusals stays what it was)
