@@ -3,7 +3,7 @@
 # events"), end to end: the real custos binary (custos up), a raw client (egress_refusals_client.py:
 # heads curl cannot send) through the egress listener, a loopback HTTPS data source intercepted
 # with custos' CA. Checked here, the refusals that were once silent: a plain request head the
-# client cut off (audited, 400, nothing answered), one that does not end within
+# client cut off (audited, 400, nothing answered), one that stalls for
 # egress.timeouts.idle (408 answered, audited), and inside an intercepted tunnel a malformed
 # head (400 answered, audited) and a head cut off by the client (audited). With
 # CUSTOS_EGRESS_FORWARD=threads set by the caller (egress_refusals_audited_threads.sh) the same
