@@ -415,6 +415,12 @@ static void set_reason(erec *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+void egress_upstream_cut(erec *r)
+{
+	if (r->decision == NULL || strcmp(r->decision, "allow") == 0)
+		r->decision = "error";
+}
+
 void egress_head_refused(erec *r, const http1_parser *rp)
 {
 	if (rp->head.status == 101)
@@ -961,6 +967,33 @@ typedef struct cstart {
 	uint8_t *pre; /* bytes a forward loop read before handing the connection on */
 } cstart;
 
+/* A connection refused whole, before any request on it was read (or with the one read not yet
+ * decided): answered 503 with why in X-Custos-Reason (best effort, never blocking), closed and
+ * audited as kind "connection" with decision (deny: a limit; error: custos could not serve
+ * it). */
+static void reject_conn(egress_server *s, elistener *l, int fd, const char *decision,
+                        const char *why)
+{
+	erec r;
+	char msg[400];
+	erec_init(&r, "connection");
+	r.decision = decision;
+	r.status = 503;
+	set_reason(&r, "%s", why);
+	int n = snprintf(msg, sizeof(msg),
+	                 "HTTP/1.1 503 Service Unavailable\r\n" EGRESS_REASON_HEADER
+	                 ": %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+	                 r.reason);
+	if (n > 0 && (size_t)n < sizeof(msg)) {
+		ssize_t w;
+		do
+			w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w == -1 && errno == EINTR);
+	}
+	close(fd);
+	egress_audit(s, l, &r);
+}
+
 static void *conn_main(void *arg)
 {
 	cstart *cs = arg;
@@ -994,29 +1027,13 @@ void egress_conn_spawn(egress_server *s, elistener *l, int fd, const char *remot
 	pthread_attr_destroy(&at);
 	if (rc != 0) {
 		log_warn("egress: cannot start a connection thread: %s", strerror(rc));
-		atomic_fetch_sub(&l->active, 1);
-		close(fd);
 		free(cs->pre);
 		free(cs);
+		char why[128];
+		snprintf(why, sizeof(why), "cannot start a connection thread: %s", strerror(rc));
+		reject_conn(s, l, fd, "error", why); /* uses l: before the slot is given back */
+		atomic_fetch_sub(&l->active, 1);
 	}
-}
-
-static void reject_busy(egress_server *s, elistener *l, int fd)
-{
-	static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\n" EGRESS_REASON_HEADER
-	                          ": too many connections from this sandbox\r\n"
-	                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
-	erec r;
-	erec_init(&r, "connection");
-	r.decision = "deny";
-	r.status = 503;
-	set_reason(&r, "too many connections from this sandbox (max %u)", s->o.max_conns);
-	ssize_t n;
-	do
-		n = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-	while (n == -1 && errno == EINTR);
-	close(fd);
-	egress_audit(s, l, &r);
 }
 
 static void *accept_main(void *arg)
@@ -1047,8 +1064,11 @@ static void *accept_main(void *arg)
 			continue;
 		}
 		if (atomic_fetch_add(&l->active, 1) >= s->o.max_conns) {
+			char why[96];
+			snprintf(why, sizeof(why),
+			         "too many connections from this sandbox (max %u)", s->o.max_conns);
 			atomic_fetch_sub(&l->active, 1);
-			reject_busy(s, l, fd);
+			reject_conn(s, l, fd, "deny", why);
 			continue;
 		}
 		char a[INET6_ADDRSTRLEN] = "?";
@@ -1057,9 +1077,9 @@ static void *accept_main(void *arg)
 		else if (ss.ss_family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof(a));
 		if (s->fwd) {
-			if (!egress_fwd_add(s, l, fd, a)) {
+			if (!egress_fwd_add(s, l, fd, a)) { /* its loops are gone: stopping */
+				reject_conn(s, l, fd, "error", "egress proxy stopping");
 				atomic_fetch_sub(&l->active, 1);
-				close(fd);
 			}
 			continue;
 		}

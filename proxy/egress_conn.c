@@ -187,6 +187,43 @@ static void span_to(span s, char *out, size_t n)
 	out[l] = '\0';
 }
 
+/* A request head that did not come whole (read_head gave hl <= 0, err the errno after it):
+ * nothing when the client ended the connection, or it idled out, between requests; else the
+ * refusal is audited (egress.request, decision deny): a head the parser refused or one too
+ * large (st: answered with it), one that did not arrive within the read timeout (408,
+ * answered), one the client cut off (400: no one to answer). ih: the intercepted tunnel's
+ * host (port iport), or NULL. */
+static void head_failed(econn *c, eio cli, const http1_parser *p, ssize_t hl, unsigned st, int err,
+                        const ssrf_host *ih, uint16_t iport)
+{
+	erec r;
+	bool answer = true;
+	if (hl == 0 || (st == 0 && buf_used(&c->in) == 0))
+		return;
+	erec_init(&r, ih ? "intercepted" : "http");
+	r.decision = "deny";
+	if (ih) {
+		r.scheme = "https";
+		snprintf(r.host, sizeof(r.host), "%s", ih->name);
+		r.port = iport;
+	}
+	if (st) {
+		r.status = st;
+		snprintf(r.reason, sizeof(r.reason), "malformed request: %s",
+		         p->err.reason ? p->err.reason : "request head too large");
+	} else if (err == EAGAIN || err == EWOULDBLOCK) {
+		r.status = 408;
+		snprintf(r.reason, sizeof(r.reason), "request head not received in time");
+	} else {
+		r.status = 400;
+		snprintf(r.reason, sizeof(r.reason), "client closed inside the request head");
+		answer = false;
+	}
+	if (answer)
+		reply(c, cli, r.status, r.reason, true);
+	egress_audit(c->s, c->l, &r);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Upstream connections
  */
@@ -766,6 +803,7 @@ again:
 		                    : 0;
 		if (k < 0) {
 			snprintf(r.reason, sizeof(r.reason), "upstream body: %s", rb.err.reason);
+			egress_upstream_cut(&r);
 			goto truncated;
 		}
 		if (d.len) {
@@ -806,7 +844,11 @@ again:
 				break;
 			}
 			if (n <= 0) {
-				snprintf(r.reason, sizeof(r.reason), "upstream closed mid-body");
+				snprintf(r.reason, sizeof(r.reason), "%s",
+				         n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+				                 ? "upstream read timed out mid-body"
+				                 : "upstream closed mid-body");
+				egress_upstream_cut(&r);
 				goto truncated;
 			}
 		}
@@ -1160,10 +1202,10 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 		http1_parser p;
 		unsigned st;
 		http1_parser_init_request(&p, NULL);
+		errno = 0; /* an end of stream leaves it: head_failed tells it from a timeout */
 		ssize_t hl = read_head(cli, &c->in, &p, &st);
 		if (hl <= 0) {
-			if (st)
-				reply(c, cli, st, p.err.reason, true);
+			head_failed(c, cli, &p, hl, st, errno, host, port);
 			break;
 		}
 		if (!handle_request(c, cli, &p, (size_t)hl, host, port))
@@ -1289,18 +1331,10 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 		unsigned st;
 		http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
 		http1_parser_init_request(&p, &lim);
+		errno = 0; /* an end of stream leaves it: head_failed tells it from a timeout */
 		ssize_t hl = read_head(cli, &c.in, &p, &st);
 		if (hl <= 0) {
-			if (st) {
-				erec r;
-				erec_init(&r, "http");
-				r.status = st;
-				r.decision = "deny";
-				snprintf(r.reason, sizeof(r.reason), "malformed request: %s",
-				         p.err.reason);
-				reply(&c, cli, st, r.reason, true);
-				egress_audit(s, l, &r);
-			}
+			head_failed(&c, cli, &p, hl, st, errno, NULL, 0);
 			break;
 		}
 		http1_head *h = &p.head;

@@ -320,11 +320,26 @@ static void req_done(fconn *c)
 	egress_inspect_release(&c->r);
 }
 
+/* A request head the client began and did not finish (c->in holds its start): refused with
+ * status (408: answered; 400: cut by the client, no one to answer; 503: the proxy stops),
+ * audited. */
+static void fc_head_cut(fconn *c, unsigned status, const char *why)
+{
+	erec_init(&c->r, "http");
+	c->r.status = status;
+	c->r.decision = status == 503 ? "error" : "deny";
+	snprintf(c->r.reason, sizeof(c->r.reason), "%s", why);
+	c->in_req = true;
+}
+
 static void fc_close(fconn *c, const char *why)
 {
 	floop *lp = c->lp;
 	if (c->st == FS_CLOSED)
 		return;
+	/* the client's stream ended (or failed) inside a request head: audited */
+	if (c->st == FS_HEAD && !c->in_req && why && buf_used(&c->in) > 0)
+		fc_head_cut(c, atomic_load(&c->s->stopping) ? 503 : 400, why);
 	if (c->in_req && why && !c->r.reason[0])
 		snprintf(c->r.reason, sizeof(c->r.reason), "%s", why);
 	req_done(c);
@@ -1274,6 +1289,7 @@ static bool fc_up(fconn *c)
 			if (k < 0) {
 				snprintf(c->r.reason, sizeof(c->r.reason), "upstream body: %s",
 				         c->rb.err.reason);
+				egress_upstream_cut(&c->r);
 				fc_close(c, NULL);
 				return true;
 			}
@@ -1348,6 +1364,7 @@ static bool fc_up(fconn *c)
 			} else {
 				snprintf(c->r.reason, sizeof(c->r.reason),
 				         "upstream closed mid-body");
+				egress_upstream_cut(&c->r);
 				fc_close(c, NULL);
 				return true;
 			}
@@ -1401,8 +1418,8 @@ static bool fc_head(fconn *c)
 			fc_finish(c);
 			return true;
 		}
-		/* the end of the client's stream, or an error: closed without a reason */
-		int r = fc_read_in(c, NULL, NULL);
+		/* the end of the client's stream, or an error: closed, audited when it cut a head */
+		int r = fc_read_in(c, NULL, "client closed inside the request head");
 		if (r <= 0)
 			return r < 0;
 	}
@@ -1492,6 +1509,7 @@ static void fc_timer(ev_loop *el, void *obj)
 			fc_drive(c);
 			return;
 		}
+		egress_upstream_cut(&c->r);
 		fc_close(c, "upstream read timed out mid-body");
 		return;
 	case FS_DRAIN:
@@ -1499,6 +1517,16 @@ static void fc_timer(ev_loop *el, void *obj)
 		return;
 	case FS_QBODY:
 		fc_close(c, "client read timed out in the request body");
+		return;
+	case FS_HEAD:
+		if (buf_used(&c->in) == 0) { /* idle between requests: not a refusal */
+			fc_close(c, NULL);
+			return;
+		}
+		fc_head_cut(c, 408, "request head not received in time");
+		fc_reply(c, 408, c->r.reason, true);
+		fc_finish(c);
+		fc_drive(c);
 		return;
 	default:
 		fc_close(c, NULL);
@@ -1519,6 +1547,12 @@ static void fc_start(floop *lp, fconn *c)
 	    ev_add(&lp->loop, &c->io, c->fd, fc_io, c) != CUSTOS_OK) {
 		log_error("egress: cannot watch a client connection: %s", strerror(errno));
 		c->io.dead = true;
+		erec_init(&c->r, "connection"); /* closed unanswered, but audited */
+		c->r.status = 503;
+		c->r.decision = "error";
+		snprintf(c->r.reason, sizeof(c->r.reason), "cannot watch the client connection: %s",
+		         strerror(errno));
+		c->in_req = true;
 		fc_close(c, NULL);
 		return;
 	}

@@ -162,6 +162,10 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
 /* Why a response that went past max_response ends: audited with decision "error" whether the
  * Content-Length showed it up front or the body passed the cap while streamed. */
 #define EGRESS_DECISION_CAP "error"
+/* A response the source broke off after its head (closed mid-body, a malformed body, silent
+ * past the read timeout): the completion's decision becomes error, as for the cap, never
+ * allow (an allowed call whose answer reached the client cut short). */
+void egress_upstream_cut(erec *r);
 
 /* egress_inspect.c */
 /* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
