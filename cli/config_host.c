@@ -57,6 +57,25 @@ static void report(struct hc_ctx *x, diag_severity sev, const char *at, const ch
 	diag_add(x->d, sev, x->cfg->source, line, col, hint, "%s", msg);
 }
 
+/* The egress proxy decides which data source a call is from the policy's `data:` (as policy
+ * test does): a custos.yaml source whose own url the policy's entry of the same id does not
+ * cover has calls the policy places nowhere (denied unless a rule allows them without data). */
+static void catalogue_scope(struct hc_ctx *x, const custos_config *cfg, const policy *p)
+{
+	for (size_t i = 0; i < cfg->n_data_sources; i++) {
+		const cfg_data_source *s = &cfg->data_sources[i];
+		const policy_data_source *pd = policy_find_data_id(p, span_cstr(s->id));
+		if (pd == NULL || policy_find_data_url(p, span_cstr(s->url)) == pd)
+			continue;
+		report(x, DIAG_WARNING, s->url, "make the two urls the same",
+		       "data_sources[%zu] (%s): url %s is not within the policy's data source %s "
+		       "(url %s): the egress proxy places a call by the policy's url, so calls "
+		       "outside it have no data source and are denied unless a rule allows them "
+		       "without `data`",
+		       i, s->id, s->url, pd->id, pd->url);
+	}
+}
+
 /* A finding of cli_isolation_check, at the model's id. */
 static void iso_report(void *arg, bool error, const cfg_model *m, const char *msg)
 {
@@ -715,8 +734,10 @@ static void pass_invoker(struct hc_ctx *x)
 		if (policy_load_check(cfg->policy.file, &p, x->d) != CUSTOS_OK)
 			report(x, DIAG_ERROR, cfg->policy.file, "custos up refuses to start",
 			       "policy.file: %s", err_msg());
-		else
+		else {
 			cli_isolation_check(cfg, p, iso_report, x); /* at each model's id */
+			catalogue_scope(x, cfg, p);
+		}
 		policy_unref(p);
 	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {

@@ -793,7 +793,10 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 			} else {
 				ds->url = arena_strdup(&p->a, s, u->len);
 				ds->scheme = lower_dup(&p->a, sch);
-				ds->host = lower_dup(&p->a, host);
+				char v6[PHOST_V6_MAX];
+				ds->host = phost_v6_canon(host, v6)
+				                   ? arena_strdup(&p->a, v6, strlen(v6))
+				                   : lower_dup(&p->a, host);
 				ds->port = port ? port : default_port(sch);
 				ds->path_prefix = arena_strdup(&p->a, norm, nl);
 			}

@@ -283,6 +283,9 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
 	if (!ppath_normalize(path, false, norm, sizeof(norm), &nl, &why))
 		return NULL;
 	path = nl ? span_of(norm, nl) : SPAN_LIT("/");
+	char v6[PHOST_V6_MAX]; /* an IPv6 literal in the one spelling the policy keeps */
+	if (phost_v6_canon(host, v6))
+		host = span_cstr(v6);
 	for (uint32_t i = 0; i < p->n_data; i++) {
 		const policy_data_source *d = &p->data[i];
 		if (d->port != port || !span_case_eq(span_cstr(d->scheme), scheme) ||

@@ -241,6 +241,11 @@ static inline bool policy_glob_match(const char *pat, size_t plen, const char *s
  * *olen, or false with *why (static text: "it has a '..' segment"). glob: a '?' is a
  * pattern character, not the start of a query. */
 bool ppath_normalize(span in, bool glob, char *out, size_t cap, size_t *olen, const char **why);
+/* An IPv6 literal host ("[::1]", or bare "::1" as the egress proxy holds it) in one spelling:
+ * "[" inet_ntop's canonical text "]" (so [0:0::1] and [::1] are one host). False (out
+ * untouched) for any other host, a name or an IPv4 address, compared as written. */
+#define PHOST_V6_MAX 48
+bool phost_v6_canon(span host, char out[PHOST_V6_MAX]);
 /* A request with its path and route normalised, in storage that lives as long as it. */
 struct preq {
 	policy_request r;

@@ -1,5 +1,8 @@
 /* policy helpers: the arena that holds a compiled policy, the string map used for ids, and the
  * URL splitter every policy URL goes through. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,5 +200,23 @@ bool policy_url_split(span url, policy_url *out, const char **why)
 	while (pe < end && *pe != '?' && *pe != '#')
 		pe++;
 	out->path = span_of(ae, (size_t)(pe - ae));
+	return true;
+}
+
+bool phost_v6_canon(span host, char out[PHOST_V6_MAX])
+{
+	char in[PHOST_V6_MAX], txt[INET6_ADDRSTRLEN];
+	struct in6_addr a;
+	span h = host;
+
+	if (h.len >= 2 && h.ptr[0] == '[' && h.ptr[h.len - 1] == ']')
+		h = span_of(h.ptr + 1, h.len - 2);
+	if (h.len == 0 || h.len >= sizeof(in) || memchr(h.ptr, ':', h.len) == NULL)
+		return false;
+	memcpy(in, h.ptr, h.len);
+	in[h.len] = '\0';
+	if (inet_pton(AF_INET6, in, &a) != 1 || inet_ntop(AF_INET6, &a, txt, sizeof(txt)) == NULL)
+		return false;
+	snprintf(out, PHOST_V6_MAX, "[%s]", txt);
 	return true;
 }

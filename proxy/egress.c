@@ -483,10 +483,14 @@ static bool eval_policy(egress_server *s, policy *p, const elistener *l, erec *r
 		.taint = (policy_class)atomic_load(&l->taint),
 		.isolation = l->isolation,
 	};
+	/* With a path, the policy's own catalogue decides which data source a URL is, as
+	 * `custos policy test` with `url:` does: a URL custos.yaml's source covers but the
+	 * policy's `data:` entry does not has no data source (default deny), never the entry
+	 * of the same id. A tunnel without interception has no path: its source's id then. */
 	if (!connect_only)
 		req.data = policy_find_data_source(p, span_cstr(https ? "https" : "http"),
 		                                   span_cstr(h->name), port, nq);
-	if (req.data == NULL)
+	else
 		req.data = policy_find_data_id(p, span_cstr(src->o.id));
 	policy_decision d;
 	policy_evaluate(p, &req, &d);

@@ -595,6 +595,26 @@ static void test_data_lookup(void **state)
 	                             SPAN_LIT(""));
 	assert_non_null(ds);
 	policy_unref(p);
+
+	/* An IPv6 literal is one host however it is spelled, in the policy and in the request
+	 * (bracketed from a URL, bare as the egress proxy holds it). */
+	static const char v6[] =
+	        "version: 1\ndata:\n"
+	        "  lo: { url: \"http://[0:0::1]:8080/\", classification: public }\n"
+	        "  mapped: { url: \"http://[::FFFF:127.0.0.1]:8080/\", classification: internal "
+	        "}\n";
+	diag_list d;
+	diag_init(&d);
+	assert_int_equal(policy_parse("v6.yaml", v6, sizeof(v6) - 1, &p, &d), CUSTOS_OK);
+	diag_free(&d);
+	assert_string_equal(policy_find_data_url(p, SPAN_LIT("http://[::1]:8080/x"))->id, "lo");
+	assert_string_equal(policy_find_data_url(p, SPAN_LIT("http://[::ffff:7f00:1]:8080/"))->id,
+	                    "mapped");
+	ds = policy_find_data_source(p, SPAN_LIT("http"), SPAN_LIT("0::1"), 8080, SPAN_LIT("/a"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "lo");
+	assert_null(policy_find_data_url(p, SPAN_LIT("http://[::2]:8080/")));
+	policy_unref(p);
 }
 
 static void test_glob(void **state)
