@@ -1,5 +1,5 @@
 /*
- * The proxy's side of `custos up`'s privilege separation: the message framing both sides use,
+ * The proxy's side of `custos up`'s privilege separation (the framing is cli/psx_wire.c):
  * a pool of sockets per sandboxed model that the supervisor made inside the sandbox's network
  * namespace (the proxy connect()s them itself; refilled on request, so a connect costs no
  * round trip in the common case), the state mirror the admin API reads, and the receiver
@@ -23,84 +23,6 @@
 #include "custos/egress.h"
 #include "custos/proxy.h"
 #include "privsep.h"
-
-/* ---------------------------------------------------------------------------------- framing */
-
-custos_err psx_send(int sock, const psx_hdr *h, const void *payload, const int *fds, size_t nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
-	struct iovec iov[2] = { { .iov_base = (void *)h, .iov_len = sizeof(*h) },
-		                { .iov_base = (void *)payload, .iov_len = h->len } };
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = h->len ? 2 : 1 };
-
-	ENSURE(h->len <= PSX_PAYLOAD_MAX && nfds <= PSX_MAX_FDS, CUSTOS_ERR_LIMIT,
-	       "privsep: message too large");
-	if (nfds) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
-	ssize_t n;
-	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n == -1 && errno == EINTR);
-	if (n == -1)
-		return err_sys("privsep: sendmsg");
-	return CUSTOS_OK;
-}
-
-void psx_msg_close(psx_msg *m)
-{
-	for (size_t i = 0; i < m->nfds; i++)
-		if (m->fds[i] >= 0)
-			close(m->fds[i]);
-	m->nfds = 0;
-}
-
-int psx_recv(int sock, psx_msg *m)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
-	struct iovec iov[2] = { { .iov_base = &m->h, .iov_len = sizeof(m->h) },
-		                { .iov_base = m->payload, .iov_len = sizeof(m->payload) } };
-	struct msghdr mh = {
-		.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
-	};
-	ssize_t n;
-
-	m->nfds = 0;
-	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n == -1 && errno == EINTR);
-	if (n == 0)
-		return 0;
-	if (n == -1)
-		return -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (m->nfds < PSX_MAX_FDS)
-				m->fds[m->nfds++] = fd;
-			else
-				close(fd);
-		}
-	}
-	if ((size_t)n < sizeof(m->h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    m->h.len != (size_t)n - sizeof(m->h)) {
-		psx_msg_close(m);
-		errno = EPROTO;
-		return -1;
-	}
-	return 1;
-}
 
 /* ------------------------------------------------------------------------ the proxy's side */
 
