@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1003,6 +1005,8 @@ static struct {
 	bool notify_got;
 	sandbox_violation viol; /* the first call outside it, when viol_set */
 	bool viol_set;
+	/* Why the supervisor killed the proxy for what it sent or did not read ("" if not). */
+	char proto_why[160];
 	/* Reloads that add or remove sandboxes (PSX_RELOAD): mu guards n and a model's sb while
 	 * a reload's thread adds or stops one beside the loop that serves the proxy. */
 	pthread_mutex_t mu;
@@ -1026,12 +1030,47 @@ static struct {
 
 static void sup_vm_info(struct sup_model *x);
 
+/* A proxy that reads nothing for this long (its socket's buffer full) is stopped: the
+ * supervisor never blocks on it for longer (SO_SNDTIMEO of S.sock). */
+#define SUP_SEND_TIMEOUT_S 30
+
+static void sup_proto_kill(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
+
 static void sup_send(const psx_hdr *h, const void *payload, const int *fds, size_t nfds)
 {
 	pthread_mutex_lock(&S.send_mu);
-	if (!S.proxy_gone && S.sock >= 0 && psx_send(S.sock, h, payload, fds, nfds) != CUSTOS_OK)
-		log_debug("privsep: to the proxy: %s", err_msg());
+	custos_err e = CUSTOS_OK;
+	if (!S.proxy_gone && S.sock >= 0) {
+		e = psx_send(S.sock, h, payload, fds, nfds);
+		if (e != CUSTOS_OK)
+			log_debug("privsep: to the proxy: %s", err_msg());
+		if (e == CUSTOS_ERR_TIMEOUT)
+			S.proxy_gone = true; /* nothing more is sent to it: it is being killed */
+	}
 	pthread_mutex_unlock(&S.send_mu);
+	if (e == CUSTOS_ERR_TIMEOUT)
+		sup_proto_kill("it read none of the supervisor's messages for %d seconds",
+		               SUP_SEND_TIMEOUT_S);
+}
+
+/* Fails closed on a proxy that breaks the protocol (a malformed message, one out of order,
+ * a full socket): a compromised or broken proxy is killed; the supervisor's loop then reaps
+ * it and stops the sandboxes, and audit_proxy_exit says why. */
+static void sup_proto_kill(const char *fmt, ...)
+{
+	char why[sizeof(S.proto_why)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	log_error("up: the proxy (pid %d) broke the supervisor's protocol: %s; stopping it",
+	          (int)S.proxy, why);
+	pthread_mutex_lock(&S.send_mu);
+	if (S.proto_why[0] == '\0')
+		snprintf(S.proto_why, sizeof(S.proto_why), "%s", why);
+	pthread_mutex_unlock(&S.send_mu);
+	kill(S.proxy, SIGKILL);
 }
 
 void cli_privsep_audit(const audit_event *ev)
@@ -1491,6 +1530,7 @@ struct sup_reload {
 	uint64_t order;           /* this reload's place among those given a thread, from 1 */
 	uint32_t seq;             /* RELOAD's gen, echoed in RELOADED */
 	int commit;               /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
+	bool answered;            /* RELOADED said it is prepared: COMMIT may apply it (S.rl_mu) */
 	bool done;                /* its thread returned: joined at the next RELOAD (S.rl_mu) */
 	custos_config *next;
 	size_t added[PSX_MAX_MODELS], n_added;
@@ -1780,6 +1820,11 @@ static void *sup_reload_main(void *arg)
 		      .gen = rl->seq,
 		      .arg = e == CUSTOS_OK ? 0 : 1,
 		      .len = (uint32_t)strlen(msg) };
+	if (e == CUSTOS_OK) { /* before the answer: the COMMIT that follows it finds it */
+		pthread_mutex_lock(&S.rl_mu);
+		rl->answered = true;
+		pthread_mutex_unlock(&S.rl_mu);
+	}
 	sup_send(&h, msg, NULL, 0);
 	int commit = 0;
 	if (e == CUSTOS_OK) {
@@ -1848,10 +1893,23 @@ static void sup_idle(size_t slot)
 	pthread_mutex_unlock(&S.mu);
 	if (x == NULL)
 		return;
+	/* Only for a slot that an applied reload still drains: a flag set on any other would
+	 * make a later removal stop it at once, requests in flight or not. One that comes after
+	 * the stop (it crossed REMOVED) is late, not wrong: ignored. */
+	bool draining = false;
 	pthread_mutex_lock(&S.rl_mu);
-	x->idle = true;
-	pthread_cond_broadcast(&S.rl_cv);
+	for (const struct sup_reload *rl = S.rl; rl && !draining; rl = rl->older)
+		if (rl->commit == 1 && !rl->done)
+			for (size_t i = 0; i < rl->n_removed && !draining; i++)
+				draining = rl->removed[i] == slot;
+	if (draining) {
+		x->idle = true;
+		pthread_cond_broadcast(&S.rl_cv);
+	}
 	pthread_mutex_unlock(&S.rl_mu);
+	if (!draining)
+		log_debug("up: the proxy said slot %zu is idle, which no reload drains: ignored",
+		          slot);
 }
 
 /* Joins and frees the reloads whose thread returned (all of them when all). */
@@ -1911,16 +1969,22 @@ static void sup_reload_begin(uint32_t seq)
 	S.rl = rl;
 }
 
-static void sup_reload_commit(uint32_t seq, bool applied)
+/* COMMIT: a refusal may come at any time (the proxy gave the reload up); applied only after
+ * RELOADED said the reload is prepared, once: false for a proxy that breaks that order. */
+static bool sup_reload_commit(uint32_t seq, bool applied)
 {
 	struct sup_reload *rl = S.rl;
 	if (rl == NULL || rl->seq != seq)
-		return; /* not the reload being prepared (one refused at once, say) */
+		return !applied; /* a refusal of a reload refused at once, or a proxy confused */
+	bool ok = true;
 	pthread_mutex_lock(&S.rl_mu);
-	if (rl->commit < 0) /* start_process reads it unlocked */
+	if (rl->commit >= 0 || (applied && !rl->answered))
+		ok = !applied; /* a late refusal is harmless; a second or early "applied" is not */
+	else                   /* start_process reads it unlocked */
 		__atomic_store_n(&rl->commit, applied ? 1 : 0, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&S.rl_cv);
 	pthread_mutex_unlock(&S.rl_mu);
+	return ok;
 }
 
 /* At the end: a reload still starting gives up, those waiting to stop what they removed stop
@@ -2188,7 +2252,14 @@ static void audit_proxy_exit(int status, const char *why)
 	audit_event ev;
 	char detail[320];
 
-	if (S.viol_set && S.viol.denied)
+	pthread_mutex_lock(&S.send_mu);
+	char proto_why[sizeof(S.proto_why)];
+	memcpy(proto_why, S.proto_why, sizeof(proto_why));
+	pthread_mutex_unlock(&S.send_mu);
+	if (proto_why[0])
+		snprintf(detail, sizeof(detail), "%s: killed by the supervisor: %s", why,
+		         proto_why);
+	else if (S.viol_set && S.viol.denied)
 		snprintf(detail, sizeof(detail),
 		         "%s: killed by the supervisor: more than %d calls custos never allows in "
 		         "one "
@@ -2343,7 +2414,27 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 		if (r > 0 && sock_open && pf[1].revents) {
 			int rr = psx_recv(S.sock, m);
 			if (rr <= 0) {
-				sock_open = false; /* the proxy is ending: SIGCHLD follows */
+				/* Every message is checked before anything is done for it: a bad
+				 * one (or a failed read) ends the proxy, and with it the sandboxes
+				 * (fail closed). EOF: the proxy is ending, SIGCHLD follows; one
+				 * that shut its end and lives on is killed in a while. */
+				sock_open = false;
+				if (rr == -1)
+					sup_proto_kill("a malformed message (%s)", strerror(errno));
+				else if (!kill_at)
+					kill_at = tm_mono_ns() + 10 * NS_PER_S;
+				continue;
+			}
+			pthread_mutex_lock(&S.mu);
+			const char *bad = psx_sup_check(m, S.n);
+			pthread_mutex_unlock(&S.mu);
+			if (bad == NULL && drained && m->h.type == PSX_DRAINED)
+				bad = "DRAINED twice";
+			if (bad) {
+				sup_proto_kill("message type %u, slot %u: %s", m->h.type,
+				               m->h.model, bad);
+				psx_msg_close(m);
+				sock_open = false;
 				continue;
 			}
 			pthread_mutex_lock(&S.mu);
@@ -2361,7 +2452,12 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 				sup_reload_begin(m->h.gen);
 				break;
 			case PSX_COMMIT:
-				sup_reload_commit(m->h.gen, m->h.arg == 1);
+				if (!sup_reload_commit(m->h.gen, m->h.arg == 1)) {
+					sup_proto_kill("COMMIT of reload %u without its RELOADED "
+					               "answer",
+					               m->h.gen);
+					sock_open = false;
+				}
 				break;
 			case PSX_IDLE:
 				sup_idle(m->h.model);
@@ -2390,8 +2486,8 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 					kill_at = tm_mono_ns() + 30 * NS_PER_S;
 				break;
 			}
-			default:
-				log_warn("up: unexpected message %u from the proxy", m->h.type);
+			default: /* psx_sup_check let no other type through */
+				break;
 			}
 			psx_msg_close(m);
 		}
@@ -3267,6 +3363,10 @@ int cmd_up(int argc, char **argv)
 	close(sp[1]);
 	S.sock = sp[0];
 	S.proxy = pid;
+	struct timeval stv = { .tv_sec = SUP_SEND_TIMEOUT_S };
+	if (setsockopt(S.sock, SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof(stv)) == -1)
+		log_warn("up: SO_SNDTIMEO: %s: a proxy that reads nothing blocks the supervisor",
+		         strerror(errno));
 	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	int rc = CLI_FAIL;
 	if (sfd == -1) {

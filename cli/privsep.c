@@ -1,5 +1,5 @@
 /*
- * The proxy's side of `custos up`'s privilege separation: the message framing both sides use,
+ * The proxy's side of `custos up`'s privilege separation (the framing is cli/psx_wire.c):
  * a pool of sockets per sandboxed model that the supervisor made inside the sandbox's network
  * namespace (the proxy connect()s them itself; refilled on request, so a connect costs no
  * round trip in the common case), the state mirror the admin API reads, and the receiver
@@ -23,84 +23,6 @@
 #include "custos/egress.h"
 #include "custos/proxy.h"
 #include "privsep.h"
-
-/* ---------------------------------------------------------------------------------- framing */
-
-custos_err psx_send(int sock, const psx_hdr *h, const void *payload, const int *fds, size_t nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
-	struct iovec iov[2] = { { .iov_base = (void *)h, .iov_len = sizeof(*h) },
-		                { .iov_base = (void *)payload, .iov_len = h->len } };
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = h->len ? 2 : 1 };
-
-	ENSURE(h->len <= PSX_PAYLOAD_MAX && nfds <= PSX_MAX_FDS, CUSTOS_ERR_LIMIT,
-	       "privsep: message too large");
-	if (nfds) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
-	ssize_t n;
-	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n == -1 && errno == EINTR);
-	if (n == -1)
-		return err_sys("privsep: sendmsg");
-	return CUSTOS_OK;
-}
-
-void psx_msg_close(psx_msg *m)
-{
-	for (size_t i = 0; i < m->nfds; i++)
-		if (m->fds[i] >= 0)
-			close(m->fds[i]);
-	m->nfds = 0;
-}
-
-int psx_recv(int sock, psx_msg *m)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * PSX_MAX_FDS)];
-	struct iovec iov[2] = { { .iov_base = &m->h, .iov_len = sizeof(m->h) },
-		                { .iov_base = m->payload, .iov_len = sizeof(m->payload) } };
-	struct msghdr mh = {
-		.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)
-	};
-	ssize_t n;
-
-	m->nfds = 0;
-	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n == -1 && errno == EINTR);
-	if (n == 0)
-		return 0;
-	if (n == -1)
-		return -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (m->nfds < PSX_MAX_FDS)
-				m->fds[m->nfds++] = fd;
-			else
-				close(fd);
-		}
-	}
-	if ((size_t)n < sizeof(m->h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    m->h.len != (size_t)n - sizeof(m->h)) {
-		psx_msg_close(m);
-		errno = EPROTO;
-		return -1;
-	}
-	return 1;
-}
 
 /* ------------------------------------------------------------------------ the proxy's side */
 
@@ -761,12 +683,73 @@ static void *receiver(void *arg)
 	return NULL;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_PSX_SEND makes the proxy,
+ * once serving, send the supervisor one message a compromised proxy could: "short" (4 bytes,
+ * no header), "empty_fd" (an empty message with an fd, which reads as EOF), or
+ * "type,model,gen,arg,len,nfds" (len zero bytes of payload, nfds copies of its socket), so
+ * that a test sees the supervisor's answer (tests/integration/privsep_protocol.sh). */
+static void test_hook_send(void)
+{
+	const char *v = getenv("CUSTOS_TEST_PSX_SEND");
+	static uint8_t zeros[PSX_PAYLOAD_MAX];
+	unsigned t, model, gen, arg, len, nfds;
+	int fds[PSX_MAX_FDS];
+	custos_err e;
+
+	if (v == NULL)
+		return;
+	log_warn("up: test hook: the proxy sends the supervisor %s", v);
+	pthread_mutex_lock(&P.send_mu);
+	if (strcmp(v, "short") == 0) {
+		struct iovec iov = { .iov_base = zeros, .iov_len = 4 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		e = sendmsg(P.sock, &mh, MSG_NOSIGNAL) == 4 ? CUSTOS_OK
+		                                            : err_sys("test hook: sendmsg");
+	} else if (strcmp(v, "empty_fd") == 0) {
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} cb;
+		memset(&cb, 0, sizeof(cb));
+		struct msghdr mh = { .msg_control = cb.buf, .msg_controllen = sizeof(cb.buf) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &P.sock, sizeof(int));
+		e = sendmsg(P.sock, &mh, MSG_NOSIGNAL) == 0 ? CUSTOS_OK
+		                                            : err_sys("test hook: sendmsg");
+	} else if (sscanf(v, "%u,%u,%u,%u,%u,%u", &t, &model, &gen, &arg, &len, &nfds) == 6 &&
+	           len <= PSX_PAYLOAD_MAX && nfds <= PSX_MAX_FDS) {
+		psx_hdr h = { .type = (uint16_t)t,
+			      .model = (uint16_t)model,
+			      .gen = gen,
+			      .arg = arg,
+			      .len = len };
+		for (size_t i = 0; i < nfds; i++)
+			fds[i] = P.sock;
+		e = psx_send(P.sock, &h, zeros, fds, nfds);
+	} else {
+		e = err_set(CUSTOS_ERR_INVAL, "test hook: CUSTOS_TEST_PSX_SEND=%s", v);
+	}
+	pthread_mutex_unlock(&P.send_mu);
+	if (e != CUSTOS_OK)
+		log_error("up: test hook: %s", err_msg());
+}
+#endif
+
 custos_err psx_proxy_start(void)
 {
 	if (pthread_create(&P.th, NULL, receiver, NULL) != 0)
 		return err_set(CUSTOS_ERR_SYS, "privsep: receiver thread");
 	P.th_started = true;
-	return send_locked(PSX_PROXY_UP, 0, 0);
+	custos_err e = send_locked(PSX_PROXY_UP, 0, 0);
+#ifdef CUSTOS_TEST_HOOKS
+	if (e == CUSTOS_OK)
+		test_hook_send();
+#endif
+	return e;
 }
 
 void psx_proxy_finish(void)

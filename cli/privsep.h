@@ -110,13 +110,24 @@ typedef struct psx_msg {
 	size_t nfds;
 } psx_msg;
 
-/* Sends one message (fds, if any, are duplicated into the peer; the caller keeps its own). */
+/* Sends one message (fds, if any, are duplicated into the peer; the caller keeps its own).
+ * CUSTOS_ERR_TIMEOUT when the socket's SO_SNDTIMEO passed with the peer's buffer full. */
 custos_err psx_send(int sock, const psx_hdr *h, const void *payload, const int *fds,
                     size_t nfds) CUSTOS_WUR;
-/* Receives one message: 1, 0 at EOF, -1 on error or a malformed message (fds closed). */
+/* Receives one message: 1; 0 at EOF or on an empty message (SOCK_SEQPACKET cannot tell them
+ * apart: either ends the conversation); -1 on error or a malformed message (a short header,
+ * len other than the payload's size, a truncated payload or control data, a control message
+ * other than SCM_RIGHTS; errno EPROTO). Every fd received is closed unless 1 is returned
+ * (then m holds at most PSX_MAX_FDS of them; more are closed). */
 int psx_recv(int sock, psx_msg *m);
 /* Closes the fds a message still holds. */
 void psx_msg_close(psx_msg *m);
+/* The supervisor's check of a message from the proxy, before it acts on it: NULL when its
+ * header, payload and fds are what its type allows (a proxy type; model < n_slots for the
+ * types naming a slot, 0 otherwise; arg in its type's range; gen 0 but for RELOAD and COMMIT;
+ * no payload; one fd for SECCOMP, none otherwise), else why not. The order of messages
+ * (COMMIT after RELOADED, IDLE for a removed slot...) is checked by the supervisor itself. */
+const char *psx_sup_check(const psx_msg *m, size_t n_slots);
 
 /* ------------------------------------------------------------------------- the proxy's side */
 struct custos_config;
