@@ -29,6 +29,7 @@
 
 #include "cli.h"
 #include "custos/admin.h"
+#include "custos/proxy.h"
 
 #define CTL_DEFAULT_SOCKET "/run/custos/admin.sock"
 #define CTL_RESPONSE_MAX   ADMIN_RESPONSE_MAX
@@ -555,44 +556,6 @@ static bool ctl_id_ok(const char *id)
 	return true;
 }
 
-static const char *ctl_reason(unsigned status)
-{
-	switch (status) {
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 409:
-		return "Conflict";
-	case 411:
-		return "Length Required";
-	case 413:
-		return "Content Too Large";
-	case 415:
-		return "Unsupported Media Type";
-	case 422:
-		return "Unprocessable Content";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
-	case 501:
-		return "Not Implemented";
-	case 503:
-		return "Service Unavailable";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return NULL;
-	}
-}
-
 /* A refused request, on stderr, in one line: which request, the status and its reason phrase,
  * the server's {"error": "..."} message when the body has one (bytes outside printable ASCII
  * shown as '?': the answer may come from anything listening), and for 401/403 what to check.
@@ -600,7 +563,7 @@ static const char *ctl_reason(unsigned status)
 static void ctl_explain(const struct ctl_target *t, const char *method, const char *path,
                         unsigned status, span body)
 {
-	const char *reason = ctl_reason(status);
+	const char *reason = proxy_status_reason(status);
 	char msg[512] = "";
 	ydoc doc = { 0 };
 	diag_list d;

@@ -6,6 +6,7 @@
  */
 #include <string.h>
 
+#include "custos/proxy.h"
 #include "http1.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -161,6 +162,12 @@ const char *http1_status_reason(unsigned status)
 	default:
 		return "Unknown";
 	}
+}
+
+const char *proxy_status_reason(unsigned status)
+{
+	const char *r = http1_status_reason(status);
+	return strcmp(r, "Unknown") == 0 ? NULL : r;
 }
 
 static const char *const method_names[] = {

@@ -221,6 +221,9 @@ unsigned proxy_bound_port(const proxy_server *s, size_t listener);
 /* The policy in force with one reference for the caller (policy_unref; policy.h), NULL when
  * the proxy runs without a policy. Safe from any thread (the admin API's). */
 struct policy *proxy_policy_ref(proxy_server *s);
+/* The reason phrase of an HTTP status custos answers or knows ("Forbidden"), NULL for any
+ * other: the proxy's own table, for clients of the admin API (custos ctl). */
+const char *proxy_status_reason(unsigned status);
 
 /* Sets the audit writer after proxy_create (a privilege-separated proxy starts its writer only
  * once it is confined); only before proxy_run. batch as proxy_options.audit_batch. fail_open
