@@ -59,6 +59,14 @@ static void ignore(custos_err e)
 /* ---------------------------------------------------------------------------------------------
  * I/O
  */
+static void set_rcv_timeout(int fd, uint64_t rcv_ns)
+{
+	if (rcv_ns < 1000)
+		rcv_ns = 1000; /* 0 would mean no timeout */
+	struct timeval r = { (time_t)(rcv_ns / NS_PER_S), (suseconds_t)(rcv_ns % NS_PER_S / 1000) };
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &r, sizeof(r));
+}
+
 static void set_timeouts(int fd, uint64_t rcv_ns, uint64_t snd_ns)
 {
 	struct timeval r = { (time_t)(rcv_ns / NS_PER_S), (suseconds_t)(rcv_ns % NS_PER_S / 1000) };
@@ -132,27 +140,60 @@ static ssize_t read_more(eio io, buf *b)
 
 /* Head length (>0), 0 for a clean end before any byte, -1 with *st the status to answer (0:
  * nothing to answer: I/O error, timeout or a truncated head). */
-static ssize_t read_head(eio io, buf *b, http1_parser *p, unsigned *st)
+/* total_ns (a client's head; 0: none, an upstream's): from its first byte the head must be
+ * whole within total_ns, however the bytes trickle in (each read otherwise waits the socket's
+ * own timeout anew); past it -1 with errno EAGAIN, as a read that timed out. The socket's
+ * receive timeout is narrowed for the reads in between and set back to total_ns after. */
+static ssize_t read_head(eio io, buf *b, http1_parser *p, unsigned *st, uint64_t total_ns)
 {
+	uint64_t t0 = 0;
+	bool narrowed = false;
+	ssize_t ret;
+
 	*st = 0;
 	for (;;) {
 		if (buf_used(b)) {
 			ssize_t r = http1_parse_head(p, (const char *)buf_ptr(b), buf_used(b));
-			if (r > 0)
-				return r;
+			if (r > 0) {
+				ret = r;
+				break;
+			}
 			if (r < 0) {
 				*st = p->err.status;
-				return -1;
+				ret = -1;
+				break;
+			}
+			if (total_ns) { /* a head begun and not whole: what is left of its time */
+				uint64_t now = tm_mono_ns();
+				if (t0 == 0)
+					t0 = now;
+				uint64_t used = now - t0;
+				if (used >= total_ns) {
+					errno = EAGAIN;
+					ret = -1;
+					break;
+				}
+				set_rcv_timeout(io.fd, total_ns - used);
+				narrowed = true;
 			}
 		}
 		ssize_t n = read_more(io, b);
 		if (n == -2) {
 			*st = 431;
-			return -1;
+			ret = -1;
+			break;
 		}
-		if (n <= 0)
-			return n == 0 && buf_used(b) == 0 ? 0 : -1;
+		if (n <= 0) {
+			ret = n == 0 && buf_used(b) == 0 ? 0 : -1;
+			break;
+		}
 	}
+	if (narrowed) {
+		int e = errno;
+		set_rcv_timeout(io.fd, total_ns);
+		errno = e;
+	}
+	return ret;
 }
 
 static void header_safe(char *s)
@@ -721,7 +762,7 @@ again:
 	for (;;) {
 		http1_parser_init_response(&rp, NULL, meth);
 		errno = 0;
-		rhl = read_head(up, &c->uin, &rp, &st);
+		rhl = read_head(up, &c->uin, &rp, &st, 0);
 		/* An origin that ended the connection with a TLS alert (with TLS 1.3, its refusal
 		 * of the client certificate comes on the first read) answered: not retried. */
 		if (rhl <= 0 && can_retry && buf_used(&c->uin) == 0 && !c->ualert)
@@ -1203,7 +1244,7 @@ static void intercept(econn *c, erec *r, const esource *src, const ssrf_host *ho
 		unsigned st;
 		http1_parser_init_request(&p, NULL);
 		errno = 0; /* an end of stream leaves it: head_failed tells it from a timeout */
-		ssize_t hl = read_head(cli, &c->in, &p, &st);
+		ssize_t hl = read_head(cli, &c->in, &p, &st, c->s->o.idle_timeout_ns);
 		if (hl <= 0) {
 			head_failed(c, cli, &p, hl, st, errno, host, port);
 			break;
@@ -1332,7 +1373,7 @@ bool egress_conn_serve(egress_server *s, elistener *l, int fd, const char *remot
 		http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
 		http1_parser_init_request(&p, &lim);
 		errno = 0; /* an end of stream leaves it: head_failed tells it from a timeout */
-		ssize_t hl = read_head(cli, &c.in, &p, &st);
+		ssize_t hl = read_head(cli, &c.in, &p, &st, s->o.idle_timeout_ns);
 		if (hl <= 0) {
 			head_failed(&c, cli, &p, hl, st, errno, NULL, 0);
 			break;

@@ -77,6 +77,7 @@ struct fconn {
 	bool close_after; /* close once c->out is flushed */
 	bool dead;        /* closed while its name was being resolved: freed when it comes back */
 	uint64_t last;    /* last progress (timeouts) */
+	uint64_t head_t0; /* FS_HEAD: when the head's first byte was there (0: none yet) */
 	char remote[64];
 	buf in, uout, uin, out;
 	size_t uoff; /* bytes of uout sent */
@@ -381,9 +382,18 @@ static uint64_t fc_timeout(const fconn *c)
 	}
 }
 
+/* When the state's timer runs out: its timeout after the last progress, except that a request
+ * head begun must be whole within the idle timeout of its first byte, however its bytes
+ * trickle in (as ingress's client_header). */
+static uint64_t fc_deadline(const fconn *c)
+{
+	uint64_t base = c->st == FS_HEAD && c->head_t0 ? c->head_t0 : c->last;
+	return base + fc_timeout(c);
+}
+
 static void fc_arm(fconn *c)
 {
-	uint64_t at = c->last + fc_timeout(c);
+	uint64_t at = fc_deadline(c);
 	if (c->tm.at == 0 || at < c->tm.at)
 		ev_timer_set(&c->lp->loop, &c->tm, at);
 }
@@ -447,6 +457,7 @@ static void fc_next_request(fconn *c)
 	c->st = FS_HEAD;
 	c->close_after = false;
 	c->last = c->lp->loop.now;
+	c->head_t0 = buf_used(&c->in) ? c->last : 0; /* pipelined bytes: a head begun */
 	fc_arm(c);
 }
 
@@ -1422,6 +1433,8 @@ static bool fc_head(fconn *c)
 		int r = fc_read_in(c, NULL, "client closed inside the request head");
 		if (r <= 0)
 			return r < 0;
+		if (c->head_t0 == 0)
+			c->head_t0 = c->last;
 	}
 }
 
@@ -1489,7 +1502,7 @@ static void fc_timer(ev_loop *el, void *obj)
 	fconn *c = obj;
 	if (c->st == FS_RESOLVE || c->st == FS_CLOSED)
 		return; /* the resolver answers within its own timeout */
-	uint64_t at = c->last + fc_timeout(c);
+	uint64_t at = fc_deadline(c);
 	if (el->now < at) {
 		ev_timer_set(el, &c->tm, at);
 		return;

@@ -68,6 +68,15 @@ check "plain head not ended within the idle timeout: 408 ($out)" \
 audited "plain head not ended in time" '"kind":"http"' '"decision":"deny"' \
 	'"reason":"request head not received in time"' '"status":408'
 
+# A head whose bytes trickle in (one every 0.2 s, each well within the 2 s idle timeout) must
+# still be whole within the idle timeout of its first byte: 408 while the client still sends.
+out=$(python3 "$CL" "$P_EG" trickle)
+check "plain head trickling in: 408 before it ends ($out)" \
+	grep -q '^HTTP/1.1 408 .* while trickling$' <<<"$out"
+# (its head never ended: no path in the event; the second such 408, after the slow one)
+check "plain head trickling in: audited" eg_wait 30 eg_at_least 2 '"kind":"http"' \
+	'"decision":"deny"' '"reason":"request head not received in time"' '"status":408'
+
 out=$(python3 "$CL" "$P_EG" icpt-send 'GET /x HTTP/1.1\r\nHost: localhost\r\nBad Header: y\r\n\r\n' \
 	localhost "$P_T" "$W/ca/ca.crt")
 check "intercepted, malformed head: 400 ($out)" grep -q '^HTTP/1.1 400' <<<"$out"

@@ -5,6 +5,9 @@ written by hand on a raw socket (curl cannot send a head and stop). Usage:
 CASE:
   cut          a plain request head cut off by the client (half-close after half a head)
   slow         a plain request head that never ends: prints the proxy's status line (408)
+  trickle      a plain request head sent a byte every 0.2 s (600 bytes at most): prints the
+               answer's status line and "while trickling" when it came before the client
+               ran out of bytes
   send BYTES   BYTES (Python escapes: \\r\\n; {big} is 40 KiB of a header) sent as they are
   early H P    a CONNECT to H:P with bytes sent behind it before its answer
   icpt-send BYTES H P CAFILE   BYTES inside an intercepted tunnel to H:P (custos' CA CAFILE)
@@ -41,6 +44,22 @@ def main():
         if case == "cut":
             s.shutdown(socket.SHUT_WR)
         print(first_line(s.recv))
+        return
+    if case == "trickle":
+        import select
+        import time
+        s.sendall(b"GET http://localhost/refusal-trickle HTTP/1.1\r\nX-Slow: ")
+        for _ in range(600):
+            if select.select([s], [], [], 0)[0]:
+                print(first_line(s.recv) + " while trickling")
+                return
+            try:
+                s.sendall(b"a")
+            except OSError:
+                print(first_line(s.recv) + " while trickling")
+                return
+            time.sleep(0.2)
+        print("no answer while trickling")
         return
     if case == "send":
         s.sendall(payload(sys.argv[3]))
