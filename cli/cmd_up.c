@@ -1535,6 +1535,9 @@ struct sup_reload {
 	custos_config *next;
 	size_t added[PSX_MAX_MODELS], n_added;
 	size_t removed[PSX_MAX_MODELS], n_removed;
+	/* removed[i]'s sandbox was taken for stopping: its slot may be another's from then on,
+	 * so an IDLE for that slot is no longer this reload's (S.rl_mu). */
+	bool stopping[PSX_MAX_MODELS];
 };
 
 /* custos is stopping (rl_abort), or the proxy gave this reload up before its answer (a
@@ -1734,7 +1737,7 @@ static void test_hook_refused_stop_hold(const struct sup_reload *rl)
 /* An applied reload's removed sandboxes: each is stopped as soon as the proxy says that no
  * request is in flight to it any more (IDLE), the others when limits.timeouts.shutdown is
  * over (or custos stops). */
-static void sup_reload_drain(const struct sup_reload *rl)
+static void sup_reload_drain(struct sup_reload *rl)
 {
 	/* New requests to a removed model are refused already (unknown model); the ones in
 	 * flight have until the shutdown timeout, as at shutdown (a reload cannot change it). */
@@ -1748,7 +1751,6 @@ static void sup_reload_drain(const struct sup_reload *rl)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000L;
 	}
-	bool stopped[PSX_MAX_MODELS] = { false };
 	size_t left = rl->n_removed;
 	int r = 0;
 	while (left > 0) {
@@ -1757,15 +1759,17 @@ static void sup_reload_drain(const struct sup_reload *rl)
 		pthread_mutex_lock(&S.rl_mu);
 		for (;;) {
 			bool all = S.rl_abort || r == ETIMEDOUT;
-			/* Only the ones not stopped yet: a stopped one's slot may be another
-			 * reload's by now. */
+			/* Only the ones not taken yet: a stopped one's slot may be another
+			 * reload's by now. Taken under S.rl_mu, before REMOVED can free the slot,
+			 * so that an IDLE for it from then on is not acted on (sup_idle). */
 			for (size_t i = 0; i < rl->n_removed; i++) {
-				if (stopped[i])
+				if (rl->stopping[i])
 					continue;
 				bool id = S.m[rl->removed[i]].idle;
 				if (all || id) {
 					idle[n_now] = id;
 					now[n_now++] = i;
+					rl->stopping[i] = true;
 				}
 			}
 			if (n_now > 0)
@@ -1786,7 +1790,6 @@ static void sup_reload_drain(const struct sup_reload *rl)
 				         "sandbox is stopped with requests still in flight",
 				         x->id);
 			sup_removed(x);
-			stopped[now[k]] = true;
 			left--;
 		}
 	}
@@ -1894,14 +1897,16 @@ static void sup_idle(size_t slot)
 	if (x == NULL)
 		return;
 	/* Only for a slot that an applied reload still drains: a flag set on any other would
-	 * make a later removal stop it at once, requests in flight or not. One that comes after
-	 * the stop (it crossed REMOVED) is late, not wrong: ignored. */
+	 * make a later removal stop it at once, requests in flight or not. That includes a slot
+	 * the reload has taken for stopping: freed and reused by a later reload, it holds
+	 * another sandbox, which a forged IDLE must not pre-mark. One that comes after the stop
+	 * (it crossed REMOVED) is late, not wrong: ignored. */
 	bool draining = false;
 	pthread_mutex_lock(&S.rl_mu);
 	for (const struct sup_reload *rl = S.rl; rl && !draining; rl = rl->older)
 		if (rl->commit == 1 && !rl->done)
 			for (size_t i = 0; i < rl->n_removed && !draining; i++)
-				draining = rl->removed[i] == slot;
+				draining = rl->removed[i] == slot && !rl->stopping[i];
 	if (draining) {
 		x->idle = true;
 		pthread_cond_broadcast(&S.rl_cv);
