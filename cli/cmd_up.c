@@ -979,6 +979,8 @@ struct sup_model {
 	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
+	/* sup_want is opening streams to sb or vm outside S.mu: a stop waits for it (S.mu). */
+	unsigned users;
 	uint16_t port;
 	sandbox_limits limits;
 	uint16_t egress_port; /* 0: no egress proxy */
@@ -1010,6 +1012,7 @@ static struct {
 	/* Reloads that add or remove sandboxes (PSX_RELOAD): mu guards n and a model's sb while
 	 * a reload's thread adds or stops one beside the loop that serves the proxy. */
 	pthread_mutex_t mu;
+	pthread_cond_t users_cv;    /* a sup_model's users dropped (S.mu) */
 	const char *path;           /* custos.yaml, read again by the supervisor itself */
 	const custos_config *start; /* what `up` started with (cmd_up's) */
 	custos_config *running;     /* the last applied: start, or owned when a reload set it */
@@ -1025,6 +1028,7 @@ static struct {
 	.proxy = -1,
 	.notify_fd = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
+	.users_cv = PTHREAD_COND_INITIALIZER,
 	.send_mu = PTHREAD_MUTEX_INITIALIZER,
 	.aw_mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -1261,7 +1265,7 @@ static custos_err sup_output_start(struct sup_model *x)
 
 /* Stops x's sandbox (its STOP event is audited), removes its cgroup and ends its output
  * reader. The loop serving the proxy never sees a sandbox being stopped: it is taken off x
- * first, under S.mu. */
+ * first, under S.mu, and stopped once the loop's sup_want no longer uses it. */
 static void sup_model_stop(struct sup_model *x, bool gone)
 {
 	pthread_mutex_lock(&S.mu);
@@ -1270,6 +1274,8 @@ static void sup_model_stop(struct sup_model *x, bool gone)
 	x->sb = NULL;
 	x->vm = NULL;
 	x->gone = x->gone || gone;
+	while (x->users > 0)
+		pthread_cond_wait(&S.users_cv, &S.mu);
 	pthread_mutex_unlock(&S.mu);
 	if (sb && sandbox_stop(sb) != CUSTOS_OK)
 		log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
@@ -2010,29 +2016,37 @@ static struct sup_model *sup_model_of(const psx_hdr *h)
 }
 
 /* WANT: sockets inside the sandbox's netns (unconnected; a batch per round trip to its
- * socket factory, one message per batch), or streams over the VM's channel. */
+ * socket factory, one message per batch), or streams over the VM's channel. Runs without
+ * S.mu (a VM channel's stream may take the guest's time to open, and a reload's thread must
+ * not wait for it): x is in use (users), so a stop meanwhile waits before freeing sb or vm. */
 static void sup_want(struct sup_model *x, uint32_t want)
 {
 	int fds[PSX_MAX_FDS];
 	int err = 0;
 	unsigned gen = 0;
 
+	pthread_mutex_lock(&S.mu);
+	sandbox *sb = x->sb;
+	struct up_vm *vm = x->vm;
+	unsigned vm_gen = x->vm_generation;
+	x->users++;
+	pthread_mutex_unlock(&S.mu);
 	if (want > PSX_POOL_MAX)
 		want = PSX_POOL_MAX;
 	while (want > 0 && err == 0) {
 		size_t n = 0;
 		custos_err e;
-		if (x->sb == NULL && x->vm == NULL) { /* removed, or not started yet */
+		if (sb == NULL && vm == NULL) { /* removed, or not started yet */
 			e = err_set(CUSTOS_ERR_CLOSED, "no sandbox running");
-		} else if (x->sb) {
+		} else if (sb) {
 			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
 			if (batch > SANDBOX_SOCKETS_BATCH)
 				batch = SANDBOX_SOCKETS_BATCH;
-			e = sandbox_sockets_inside(x->sb, fds, batch, &n, &gen);
+			e = sandbox_sockets_inside(sb, fds, batch, &n, &gen);
 		} else {
-			e = cli_vm_connect(x->vm, &fds[0]);
+			e = cli_vm_connect(vm, &fds[0]);
 			n = e == CUSTOS_OK ? 1 : 0;
-			gen = x->vm_generation;
+			gen = vm_gen;
 		}
 		if (e != CUSTOS_OK) {
 			log_debug("privsep: model %s: %s", x->id, err_msg());
@@ -2052,6 +2066,10 @@ static void sup_want(struct sup_model *x, uint32_t want)
 			      .arg = (uint32_t)err };
 		sup_send(&h, NULL, NULL, 0);
 	}
+	pthread_mutex_lock(&S.mu);
+	x->users--;
+	pthread_cond_broadcast(&S.users_cv);
+	pthread_mutex_unlock(&S.mu);
 }
 
 /* RESTART from the admin API: SIGKILL to the instance's init through a pidfd, checked to
@@ -2444,11 +2462,12 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 			}
 			pthread_mutex_lock(&S.mu);
 			struct sup_model *x = sup_model_of(&m->h);
-			if (x && m->h.type == PSX_WANT)
-				sup_want(x, m->h.arg);
-			else if (x && m->h.type == PSX_RESTART)
+			if (x && m->h.type == PSX_RESTART)
 				sup_restart(x, (pid_t)m->h.arg);
 			pthread_mutex_unlock(&S.mu);
+			/* A slot below S.n stays: S.n only grows, and only this loop frees slots. */
+			if (x && m->h.type == PSX_WANT)
+				sup_want(x, m->h.arg);
 			switch (m->h.type) {
 			case PSX_WANT:
 			case PSX_RESTART:
