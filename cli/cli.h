@@ -104,6 +104,9 @@ custos_err cli_egress_add(const struct cfg_model *m, int fd, size_t *index) CUST
 custos_err cli_egress_close(size_t index) CUSTOS_WUR;
 /* Highest classification model's sandbox has read through egress (-1: no listener). */
 int cli_egress_taint(const char *model);
+/* The same over all of model's listeners (a reload's draining sandbox beside its new one):
+ * the taint ingress policy sees. -1: none. */
+int cli_egress_taint_max(const char *model);
 int cmd_sandbox_exec(int argc, char **argv);
 int cmd_vm_run(int argc, char **argv);
 /* cli/cmd_vm.c: waits up to timeout_ns for the domain's QEMU (libvirt pidfile in run_dir, NULL =

@@ -234,11 +234,21 @@ static custos_err up_policy_check(void *arg, const struct policy *p)
 	               n > 1 ? " (and more models: custos config check --host lists them)" : "");
 }
 
+/* The taint ingress policy sees for model: the highest its sandboxes (a reload's old one
+ * that still drains beside the new one) have read through egress; -1 (public) for a model
+ * custos does not sandbox or without egress. */
+static int up_taint_get(void *arg, const char *model)
+{
+	(void)arg;
+	return cli_egress_taint_max(model);
+}
+
 static custos_err map_config(const custos_config *cfg, proxy_options *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->policy_check = up_policy_check;
 	o->policy_check_arg = (void *)cfg; /* alive while the options are built and checked */
+	o->taint_get = up_taint_get;
 	o->workers = (unsigned)cfg->workers;
 	ENSURE(cfg->n_listeners <= PROXY_MAX_LISTENERS, CUSTOS_ERR_LIMIT, "more than %d listeners",
 	       PROXY_MAX_LISTENERS);

@@ -152,6 +152,21 @@ int cli_egress_taint(const char *model)
 	return t;
 }
 
+int cli_egress_taint_max(const char *model)
+{
+	int t = -1;
+
+	pthread_mutex_lock(&sbx_mu);
+	for (size_t i = 0; sbx_eg && i < sbx_n; i++)
+		if (strcmp(sbx_reg[i].model, model) == 0) {
+			int v = egress_taint(sbx_eg, sbx_reg[i].index);
+			if (v > t)
+				t = v;
+		}
+	pthread_mutex_unlock(&sbx_mu);
+	return t;
+}
+
 custos_err cli_egress_add(const cfg_model *m, int fd, size_t *index)
 {
 	custos_err e;

@@ -1748,15 +1748,6 @@ static void check_rule(struct cc *c, const prule *r)
 	}
 	if ((r->present & C_ROUTE) && r->dirs == 0)
 		never_matches(c, r, "routes are matched on ingress only, and it is an egress rule");
-	if ((r->present & C_TAINT) && r->dirs == 1)
-		ydoc_warn(c->rule_doc[r->index],
-		          c->rule_node[r->index]->kind == YDOC_MAP
-		                  ? ydoc_map_get(c->rule_node[r->index], "id")
-		                  : c->rule_node[r->index],
-		          c->d, NULL,
-		          "rule '%s' compares taint on ingress, where it is always 'public' "
-		          "(the proxy tracks taint per sandbox on egress only)",
-		          r->id);
 	if ((r->present & (C_DATA | C_CLASS)) && r->dirs == 1)
 		never_matches(c, r,
 		              "data sources are matched on egress only, and it is an ingress "

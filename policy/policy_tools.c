@@ -130,23 +130,22 @@ static void parse_client(const ydoc *doc, ydoc_node *v, const char *s, policy_re
 
 /* A request context the proxy could not hand the evaluator is an error, so that a case
  * never predicts a decision the proxy does not make. On ingress the proxy (proxy/decide.c)
- * has no data source, evaluates taint as public (taint is tracked per sandbox on egress)
- * and uses the model's declared isolation; its route is always its method and path. */
+ * has no data source and uses the model's declared isolation (taint is the model's
+ * sandbox's, as on egress); its route is always its method and path. */
 static void check_as_proxy(const ydoc *doc, ydoc_node *node, const policy_request *req,
                            diag_list *d)
 {
-	static const char *const egress_only[] = { "data", "url", "taint", "isolation" };
+	static const char *const egress_only[] = { "data", "url", "isolation" };
 	ydoc_node *v;
 	if (req->direction == POLICY_INGRESS)
 		for (size_t i = 0; i < CUSTOS_ARRAY_LEN(egress_only); i++)
 			if ((v = ydoc_map_get(node, egress_only[i])) != NULL)
-				ydoc_error(
-				        doc, v, d, "omit it on ingress",
-				        "'%s' is not known on ingress: the proxy decides an "
-				        "ingress "
-				        "request with no data source, taint public and the model's "
-				        "declared isolation",
-				        egress_only[i]);
+				ydoc_error(doc, v, d, "omit it on ingress",
+				           "'%s' is not known on ingress: the proxy decides an "
+				           "ingress "
+				           "request with no data source and the model's declared "
+				           "isolation",
+				           egress_only[i]);
 	if (req->route.len == 0)
 		return;
 	const char *sp = memchr(req->route.ptr, ' ', req->route.len);

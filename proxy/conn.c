@@ -1540,13 +1540,15 @@ static void on_request_body_done(conn *c)
 	/* Policy. */
 	uint64_t t0 = tm_mono_ns();
 	const char *qm = strchr(r->path, '?');
+	const char *model = o->routes[ri].model_id ? o->routes[ri].model_id
+	                    : r->has_oa            ? r->oa.model
+	                                           : "";
 	decide_in in = {
 		.id = &c->id,
 		.method = span_cstr(r->method),
 		.path = span_of(r->path, qm ? (size_t)(qm - r->path) : strlen(r->path)),
-		.model = span_cstr(o->routes[ri].model_id ? o->routes[ri].model_id
-		                   : r->has_oa            ? r->oa.model
-		                                          : ""),
+		.model = span_cstr(model),
+		.taint = o->taint_get && *model ? o->taint_get(o->taint_get_arg, model) : -1,
 		.body_size = body.len,
 		.authenticated = c->id.method != IDENT_NONE,
 		.client = c->client.ss_family != AF_UNSPEC ? (const struct sockaddr *)&c->client

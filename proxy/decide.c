@@ -161,6 +161,7 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 		.path = in->path,
 		.body_size = in->body_size,
 		.isolation = -1,
+		.taint = in->taint > 0 ? (policy_class)in->taint : POLICY_CLASS_PUBLIC,
 		.client = in->client,
 	};
 	policy_decision d;

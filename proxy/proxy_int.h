@@ -180,6 +180,7 @@ typedef struct decide_in {
 	uint64_t body_size;
 	bool authenticated;
 	const struct sockaddr *client; /* the client's address (policy `client`); NULL: unknown */
+	int taint; /* the model's sandbox's taint (policy_class); below 0: public */
 } decide_in;
 
 typedef struct decide_out {

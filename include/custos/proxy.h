@@ -156,6 +156,12 @@ typedef struct proxy_options {
 	 * create and at each reload): an error refuses the start or the reload. May be NULL. */
 	custos_err (*policy_check)(void *arg, const struct policy *p);
 	void *policy_check_arg;
+	/* The taint an ingress request to model sees (policy `taint`): the highest
+	 * classification (policy_class) the model's sandbox has read through custos's egress
+	 * proxy; -1 when none is known (no sandbox, no egress): public. Called on the request
+	 * path of every worker, so it must be quick and thread-safe. May be NULL: public. */
+	int (*taint_get)(void *arg, const char *model);
+	void *taint_get_arg;
 	uint64_t max_body; /* 0: PROXY_BODY_DEFAULT */
 	/* Called (with proxy_run's arg) once a SIGHUP reload whose callback set it has ended,
 	 * whatever its outcome (applied: the options were swapped in), for state kept outside
