@@ -34,7 +34,7 @@ cleanup() {
 	port_release "$T"
 	rm -rf "$T"
 }
-trap cleanup EXIT
+[ -n "${HOSTILE_KEEP:-}" ] || trap cleanup EXIT
 
 # Host targets: a TCP service on every address and an abstract Unix socket.
 ABSTRACT="custos-hostile-$$"
@@ -86,8 +86,86 @@ rc=$?
 	/opt/hostile --only-fork-bomb --pids "$PIDS" </dev/null >>"$T/out.txt" 2>>"$T/err.txt"
 rc_nocg=$?
 set -e
-
 fail=0
+
+# Phase 2, production shape: the same attacker as a model of `custos up` (stdin /dev/null,
+# stdout and stderr a pipe to custos' log, custos' egress listener inside its network
+# namespace: the one channel out, which it must reach), beside custos' own config, policy,
+# admin socket and audit trail (none granted). Its lines arrive in up.log.
+P_IN=$(port_reserve "$T")
+P_EG=$(port_reserve "$T")
+P_HR=$(port_reserve "$T") # a data source nobody serves: egress is set up for it
+mkdir -p "$T/fx" "$T/rw2"
+cp "$HOSTILE" "$T/fx/hostile"
+chown 65534:65534 "$T/rw2"
+KEYSHA=$(printf %s hostile-key | sha256sum | cut -d' ' -f1)
+cat >"$T/policy.yaml" <<EOY
+version: 1
+mode: enforce
+principals:
+  alice: { match: { api_key_sha256: "$KEYSHA" } }
+models:
+  m1: { isolation: process }
+rules:
+  - id: chat
+    effect: allow
+    when: { direction: ingress, principal: alice, model: m1 }
+EOY
+cat >"$T/custos.yaml" <<EOY
+version: 1
+log: { level: info }
+listeners:
+  - { id: local, address: "127.0.0.1:$P_IN" }
+auth:
+  api_keys:
+    - { id: alice, sha256: "$KEYSHA" }
+models:
+  - id: m1
+    sandbox:
+      type: process
+      profile: fx
+      command: [/opt/fx/hostile, --skip-resources, --serve, "8000", --egress, "$P_EG",
+                --port, "$P_IN", --host-pid, "$$", --ro, /ro, --rw, /rw,
+                --host-path, "$T/custos.yaml", --host-path, "$T/policy.yaml",
+                --host-path, "$T/admin.sock", --host-path, "$T/audit"]
+      port: 8000
+      health: { start_timeout: 30s }
+sandbox_profiles:
+  fx:
+    binds:
+      - { src: $T/fx, dst: /opt/fx }
+      - { src: $T/ro, dst: /ro }
+      - { src: $T/rw2, dst: /rw, rw: true }
+    limits: { memory: 256MiB, pids: 64 }
+data_sources:
+  - { id: hr, url: "http://localhost:$P_HR/", classification: confidential, allow_private_addresses: true }
+egress:
+  port: $P_EG
+audit: { dir: "$T/audit" }
+admin: { socket: "$T/admin.sock" }
+policy: { file: "$T/policy.yaml" }
+EOY
+chmod 600 "$T/custos.yaml" "$T/policy.yaml"
+"$CUSTOS_BIN" config check "$T/custos.yaml" >"$T/check.txt" 2>&1 ||
+	{ cat "$T/check.txt"; echo "FAIL: config check of the custos up phase"; exit 1; }
+"$CUSTOS_BIN" up -c "$T/custos.yaml" >"$T/up.log" 2>&1 &
+UP=$!
+pids+=("$UP")
+for _ in $(seq 600); do # the attempts run before the model answers its health probe
+	grep -q 'output: SUMMARY' "$T/up.log" && break
+	kill -0 "$UP" 2>/dev/null || break
+	sleep 0.1
+done
+kill "$UP" 2>/dev/null || true
+wait "$UP" 2>/dev/null || true
+sed -n 's/.*output: \(\(CHECK\|CONTROL\|SUMMARY\) [^"]*\).*/\1/p' "$T/up.log" |
+	sed 's/^CHECK /CHECK up_/; s/^CONTROL /CONTROL up_/; s/^SUMMARY /SUMMARY_UP /' >"$T/up.txt"
+cat "$T/up.txt" >>"$T/out.txt"
+
+grep -q '^SUMMARY_UP .* escaped=0 ' "$T/up.txt" ||
+	{ echo "FAIL: the custos up phase gave no clean summary"; tail -20 "$T/up.log" | cut -c1-300; fail=1; }
+suid=$(find "$T/rw2" -perm /6000 2>/dev/null)
+[ -z "$suid" ] || { echo "FAIL: setuid/setgid files left on the host by the up phase: $suid"; fail=1; }
 while read -r _ name result why detail; do
 	case $result in
 	BLOCKED) echo "ok: $name refused ($why${detail:+; $detail})" ;;
