@@ -29,8 +29,11 @@ fi
 T=$(mktemp -d /tmp/custos-hostile.XXXXXX)
 chmod 755 "$T" # as root the sandbox maps to nobody, which must reach the binds
 pids=()
+ipc_ids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	[ ${#ipc_ids[@]} -eq 0 ] || ipcrm "${ipc_ids[@]}" 2>/dev/null || true
+	rm -f "/dev/shm/custos-hostile-$$"
 	port_release "$T"
 	rm -rf "$T"
 }
@@ -57,6 +60,20 @@ for a in $(ip -o addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/
 done
 [ ${#host_args[@]} -gt 0 ] || echo "note: the host has no global address; only loopback is tried"
 
+# The host's IPC objects: a SysV segment and queue, a POSIX shared memory file.
+ipc_args=()
+if command -v ipcmk >/dev/null; then
+	SHMID=$(ipcmk -M 4096 | awk '{print $NF}')
+	ipc_ids+=(-m "$SHMID")
+	MSQID=$(ipcmk -Q | awk '{print $NF}')
+	ipc_ids+=(-q "$MSQID")
+	ipc_args+=(--host-shmid "$SHMID" --host-msqid "$MSQID")
+else
+	echo "SKIPPED: sysv_shm_host, sysv_msg_host: ipcmk missing"
+fi
+echo "host shared memory" >"/dev/shm/custos-hostile-$$"
+ipc_args+=(--host-shm-name "custos-hostile-$$")
+
 # custos' own secrets beside the sandbox: a config, a key, an audit trail (none granted).
 mkdir -p "$T/etc" "$T/keys" "$T/audit" "$T/ro" "$T/rw"
 echo "listen: 127.0.0.1:1" >"$T/etc/custos.yaml"
@@ -74,7 +91,7 @@ set +e
 "$CUSTOS_BIN" sandbox exec --memory 64M --pids "$PIDS" --nofile 256 \
 	--ro-bind "$HOSTILE:/opt/hostile" --ro-bind "$T/ro:/ro" --bind "$T/rw:/rw" \
 	--events "$T/events.json" -- \
-	/opt/hostile --port "$PORT" "${host_args[@]}" --abstract "$ABSTRACT" --host-pid $$ \
+	/opt/hostile --port "$PORT" "${host_args[@]}" "${ipc_args[@]}" --abstract "$ABSTRACT" --host-pid $$ \
 	--host-path "$T/etc/custos.yaml" --host-path "$T/keys/server.key" \
 	--host-path "$T/audit/trail.jsonl" --host-path /etc/custos --host-path /var/lib/custos \
 	--ro /ro --rw /rw --pids "$PIDS" </dev/null >"$T/out.txt" 2>"$T/err.txt"
@@ -162,10 +179,35 @@ sed -n 's/.*output: \(\(CHECK\|CONTROL\|SUMMARY\) [^"]*\).*/\1/p' "$T/up.log" |
 	sed 's/^CHECK /CHECK up_/; s/^CONTROL /CONTROL up_/; s/^SUMMARY /SUMMARY_UP /' >"$T/up.txt"
 cat "$T/up.txt" >>"$T/out.txt"
 
+# Phase 3, custos unprivileged (setpriv to nobody): the sandbox's outside uid is then the
+# caller's own, as is a host process's (a sleep of nobody's, the ptrace and kill target). The
+# resource bombs stay out: without a delegated cgroup only rlimits apply.
+if command -v setpriv >/dev/null; then
+	mkdir -p "$T/rw3"
+	chown 65534:65534 "$T/rw3"
+	setpriv --reuid=65534 --regid=65534 --clear-groups -- sleep 600 &
+	SLEEPER=$!
+	pids+=("$SLEEPER")
+	set +e
+	setpriv --reuid=65534 --regid=65534 --clear-groups -- "$CUSTOS_BIN" sandbox exec \
+		--ro-bind "$HOSTILE:/opt/hostile" --ro-bind "$T/ro:/ro" --bind "$T/rw3:/rw" -- \
+		/opt/hostile --skip-resources --port "$PORT" "${host_args[@]}" "${ipc_args[@]}" --abstract "$ABSTRACT" \
+		--host-pid "$SLEEPER" --host-path "$T/etc/custos.yaml" --ro /ro --rw /rw \
+		</dev/null 2>>"$T/err.txt" |
+		sed 's/^CHECK /CHECK unpriv_/; s/^CONTROL /CONTROL unpriv_/; s/^SUMMARY /SUMMARY_UNPRIV /' >"$T/unpriv.txt"
+	set -e
+	cat "$T/unpriv.txt" >>"$T/out.txt"
+	grep -q '^SUMMARY_UNPRIV .* escaped=0 ' "$T/unpriv.txt" ||
+		{ echo "FAIL: the unprivileged phase gave no clean summary"; tail -5 "$T/err.txt"; fail=1; }
+	kill -0 "$SLEEPER" || { echo "FAIL: the unprivileged sandbox killed a host process of its uid"; fail=1; }
+else
+	echo "SKIPPED: the unprivileged phase: setpriv missing"
+fi
+
 grep -q '^SUMMARY_UP .* escaped=0 ' "$T/up.txt" ||
 	{ echo "FAIL: the custos up phase gave no clean summary"; tail -20 "$T/up.log" | cut -c1-300; fail=1; }
-suid=$(find "$T/rw2" -perm /6000 2>/dev/null)
-[ -z "$suid" ] || { echo "FAIL: setuid/setgid files left on the host by the up phase: $suid"; fail=1; }
+suid=$(find "$T/rw2" "$T/rw3" -perm /6000 2>/dev/null)
+[ -z "$suid" ] || { echo "FAIL: setuid/setgid files left on the host by the up or unprivileged phase: $suid"; fail=1; }
 while read -r _ name result why detail; do
 	case $result in
 	BLOCKED) echo "ok: $name refused ($why${detail:+; $detail})" ;;
@@ -189,11 +231,13 @@ grep -q '^CHECK fork_bomb_no_cgroup ' "$T/out.txt" || { echo "FAIL: no fork bomb
 suid=$(find "$T/rw" -perm /6000 2>/dev/null)
 [ -z "$suid" ] || { echo "FAIL: setuid/setgid files left on the host: $suid"; fail=1; }
 kill -0 "$LISTEN_PID" || { echo "FAIL: the host service was killed"; fail=1; }
+[ ! -e /dev/shm/custos-hostile-planted ] || { echo "FAIL: the sandbox wrote the host's /dev/shm"; rm -f /dev/shm/custos-hostile-planted; fail=1; }
 [ "$(hostname)" = "$hostname_before" ] || { echo "FAIL: the host's hostname changed"; fail=1; }
 grep -q "granted read-only" "$T/ro/data" || { echo "FAIL: the read-only grant changed"; fail=1; }
-# Every call the filter refused reached the supervisor, which reported it: by name up to the
-# per-second event budget, the rest summed in a "*" event with its count.
-n_eperm=$(grep -c '^CHECK [^ ]* BLOCKED EPERM' "$T/out.txt" || true)
+# Every call the filter refused (in the first phase, which writes events.json) reached the
+# supervisor, which reported it: by name up to the per-second event budget, the rest summed
+# in a "*" event with its count.
+n_eperm=$(grep -v '^CHECK \(up\|unpriv\)_' "$T/out.txt" | grep -c '^CHECK [^ ]* BLOCKED EPERM' || true)
 n_events=$(jq -s '[.[] | select(.event == "violation") | (.count // 1)] | add // 0' "$T/events.json")
 if [ "$n_events" -lt "$n_eperm" ]; then
 	echo "FAIL: $n_eperm attempts refused with EPERM, only $n_events violations reported"; fail=1
