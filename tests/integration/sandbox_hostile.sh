@@ -11,7 +11,10 @@
 # (int $0x80) and x32 entries, a fork bomb and a memory bomb. Each attempt prints
 # "CHECK <name> BLOCKED|ESCAPED|SKIPPED ..."; any ESCAPED fails the test; SKIPPED names what
 # this kernel lacks. The host side is checked too: no setuid file in the writable grant, the
-# host service alive, the hostname unchanged.
+# host service alive, the hostname unchanged. Four phases: `custos sandbox exec` as root
+# (with the resource bombs, and the fork bomb again without cgroups), the attacker as a model
+# of `custos up` (its egress listener the one channel out), custos unprivileged, and the
+# gpu-nvidia profile with stand-in devices. HOSTILE_KEEP=1 keeps the work directory.
 set -euo pipefail
 : "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
 HOSTILE="$CUSTOS_FIXTURES/hostile/hostile"
@@ -30,8 +33,10 @@ T=$(mktemp -d /tmp/custos-hostile.XXXXXX)
 chmod 755 "$T" # as root the sandbox maps to nobody, which must reach the binds
 pids=()
 ipc_ids=()
+mounts=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done
 	[ ${#ipc_ids[@]} -eq 0 ] || ipcrm "${ipc_ids[@]}" 2>/dev/null || true
 	rm -f "/dev/shm/custos-hostile-$$"
 	port_release "$T"
@@ -204,9 +209,32 @@ else
 	echo "SKIPPED: the unprivileged phase: setpriv missing"
 fi
 
+# Phase 4, the gpu-nvidia profile (its own seccomp program: any ioctl but the terminal ones,
+# migrate_pages/move_pages; a read-only /sys; device nodes), with stand-in nodes (bind mounts
+# of /dev/null, as sandbox_gpu.sh) and a stand-in /sys root.
+mkdir -p "$T/gdev/dri" "$T/gsys/module/nvidia" "$T/rw4"
+chown 65534:65534 "$T/rw4"
+for n in nvidia0 nvidiactl nvidia-uvm dri/renderD128; do
+	touch "$T/gdev/$n"
+	mount --bind /dev/null "$T/gdev/$n"
+	mounts+=("$T/gdev/$n")
+done
+echo "550.54.15" >"$T/gsys/module/nvidia/version"
+set +e
+"$CUSTOS_BIN" sandbox exec --profile gpu-nvidia --device-root "$T/gdev" --sys-root "$T/gsys" \
+	--ro-bind "$HOSTILE:/opt/hostile" --ro-bind "$T/ro:/ro" --bind "$T/rw4:/rw" -- \
+	/opt/hostile --skip-resources --port "$PORT" "${host_args[@]}" "${ipc_args[@]}" \
+	--abstract "$ABSTRACT" --host-pid $$ --host-path "$T/etc/custos.yaml" --ro /ro --rw /rw \
+	</dev/null 2>>"$T/err.txt" |
+	sed 's/^CHECK /CHECK gpu_/; s/^CONTROL /CONTROL gpu_/; s/^SUMMARY /SUMMARY_GPU /' >"$T/gpu.txt"
+set -e
+cat "$T/gpu.txt" >>"$T/out.txt"
+grep -q '^SUMMARY_GPU .* escaped=0 ' "$T/gpu.txt" ||
+	{ echo "FAIL: the gpu phase gave no clean summary"; tail -5 "$T/err.txt"; fail=1; }
+
 grep -q '^SUMMARY_UP .* escaped=0 ' "$T/up.txt" ||
 	{ echo "FAIL: the custos up phase gave no clean summary"; tail -20 "$T/up.log" | cut -c1-300; fail=1; }
-suid=$(find "$T/rw2" "$T/rw3" -perm /6000 2>/dev/null)
+suid=$(find "$T/rw2" "$T/rw3" "$T/rw4" -perm /6000 2>/dev/null)
 [ -z "$suid" ] || { echo "FAIL: setuid/setgid files left on the host by the up or unprivileged phase: $suid"; fail=1; }
 while read -r _ name result why detail; do
 	case $result in
@@ -237,7 +265,7 @@ grep -q "granted read-only" "$T/ro/data" || { echo "FAIL: the read-only grant ch
 # Every call the filter refused (in the first phase, which writes events.json) reached the
 # supervisor, which reported it: by name up to the per-second event budget, the rest summed
 # in a "*" event with its count.
-n_eperm=$(grep -v '^CHECK \(up\|unpriv\)_' "$T/out.txt" | grep -c '^CHECK [^ ]* BLOCKED EPERM' || true)
+n_eperm=$(grep -v '^CHECK \(up\|unpriv\|gpu\)_' "$T/out.txt" | grep -c '^CHECK [^ ]* BLOCKED EPERM' || true)
 n_events=$(jq -s '[.[] | select(.event == "violation") | (.count // 1)] | add // 0' "$T/events.json")
 if [ "$n_events" -lt "$n_eperm" ]; then
 	echo "FAIL: $n_eperm attempts refused with EPERM, only $n_events violations reported"; fail=1
