@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -136,13 +137,13 @@ const char *sandbox_syscall_name(uint32_t arch, int nr, char *out, size_t outsz)
  * timers, signals, sockets (family-filtered below), SysV IPC inside its own ipc namespace. */
 static const char *const allow_default[] = {
 	/* files */
+	/* (open, openat, creat and the chmod family are mode-filtered: add_mode_filtered) */
 	"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
-	"pwritev2", "open", "openat", "openat2", "close", "close_range", "creat", "stat", "fstat",
-	"lstat", "newfstatat", "statx", "statfs", "fstatfs", "lseek", "access", "faccessat",
-	"faccessat2", "getdents", "getdents64", "readlink", "readlinkat", "getcwd", "chdir",
-	"fchdir", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat",
-	"renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat",
-	"fchmodat2", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "fallocate",
+	"pwritev2", "close", "close_range", "stat", "fstat", "lstat", "newfstatat", "statx",
+	"statfs", "fstatfs", "lseek", "access", "faccessat", "faccessat2", "getdents", "getdents64",
+	"readlink", "readlinkat", "getcwd", "chdir", "fchdir", "mkdir", "mkdirat", "rmdir",
+	"unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat", "symlink",
+	"symlinkat", "chown", "fchown", "lchown", "fchownat", "truncate", "ftruncate", "fallocate",
 	"fsync", "fdatasync", "sync_file_range", "syncfs", "flock", "fcntl", "dup", "dup2", "dup3",
 	"pipe", "pipe2", "utime", "utimes", "utimensat", "futimesat", "umask", "getxattr",
 	"lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "sendfile", "splice",
@@ -291,6 +292,49 @@ static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
 	return CUSTOS_OK;
 }
 
+/* A setuid or setgid file a sandbox leaves in a writable bind (or a `scratch_dir`) is a file
+ * of the host, where the bind's nosuid does not hold: run there by anyone, it takes the
+ * sandbox's outside uid or gid (nobody, or the unprivileged caller's own ids). So the calls
+ * that give a file its mode are allowed only without S_ISUID and S_ISGID in it: chmod,
+ * fchmod, fchmodat, fchmodat2, creat; open and openat also whenever they create nothing
+ * (neither O_CREAT nor O_TMPFILE: the mode argument is then unused, and need not be clean).
+ * Other modes take the default action (the supervisor: EPERM and a violation event). mkdir
+ * drops both bits itself, mknod is always denied, setxattr (file capabilities) is not
+ * allowed. openat2 carries its mode in a struct seccomp cannot read: it answers ENOSYS, as
+ * clone3, and callers (none in glibc) fall back to openat. */
+static custos_err add_mode_filtered(scmp_filter_ctx ctx, const deny_list *d)
+{
+	static const struct {
+		const char *name;
+		unsigned mode_arg; /* the argument holding the mode */
+		int flags_arg;     /* the one holding the open flags, or -1 */
+	} calls[] = {
+		{ "open", 2, 1 },       { "openat", 3, 2 },  { "creat", 1, -1 },
+		{ "chmod", 1, -1 },     { "fchmod", 1, -1 }, { "fchmodat", 2, -1 },
+		{ "fchmodat2", 2, -1 },
+	};
+	const scmp_datum_t suid = S_ISUID | S_ISGID, creating = O_CREAT | __O_TMPFILE;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(calls); i++) {
+		if (in_deny(d, calls[i].name))
+			continue;
+		struct scmp_arg_cmp m = { .arg = calls[i].mode_arg,
+			                  .op = SCMP_CMP_MASKED_EQ,
+			                  .datum_a = suid,
+			                  .datum_b = 0 };
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, calls[i].name, 1, &m));
+		if (calls[i].flags_arg < 0)
+			continue;
+		struct scmp_arg_cmp f = { .arg = (unsigned)calls[i].flags_arg,
+			                  .op = SCMP_CMP_MASKED_EQ,
+			                  .datum_a = creating,
+			                  .datum_b = 0 };
+		GUARD(add_rule(ctx, SCMP_ACT_ALLOW, calls[i].name, 1, &f));
+	}
+	if (!in_deny(d, "openat2"))
+		GUARD(add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "openat2", 0, NULL));
+	return CUSTOS_OK;
+}
+
 /* Calls the base lists allow only with some arguments (add_filtered, the ioctl requests, and
  * for the proxy the signal targets and the scheduler policy). Named in an extra list (a custom
  * profile's `syscalls`, `extra_syscalls`), they keep those filters: an unconditional rule
@@ -298,8 +342,10 @@ static custos_err add_filtered(scmp_filter_ctx ctx, const deny_list *d)
  * would allow namespaces, `socket` netlink, `ioctl` TIOCSTI. What a base profile denies
  * outright is what an extra list widens. */
 static const char *const arg_filtered[] = {
-	"clone", "clone3", "socket", "socketpair",         "ioctl", "personality",
-	"kill",  "tgkill", "tkill",  "sched_setscheduler", NULL
+	"clone", "clone3", "socket", "socketpair", "ioctl",     "personality",
+	"kill",  "tgkill", "tkill",  "open",       "openat",    "openat2",
+	"creat", "chmod",  "fchmod", "fchmodat",   "fchmodat2", "sched_setscheduler",
+	NULL
 };
 
 bool sb_seccomp_is_arg_filtered(const char *name)
@@ -330,6 +376,7 @@ static custos_err build_ctx(const sandbox_profile *p, scmp_filter_ctx ctx)
 	deny_list dl = { p->deny_syscalls, p->n_deny_syscalls };
 	GUARD(add_list(ctx, allow_default, SIZE_MAX, false, &dl));
 	GUARD(add_filtered(ctx, &dl));
+	GUARD(add_mode_filtered(ctx, &dl));
 	if (in_deny(&dl, "ioctl")) {
 		/* no ioctl at all */
 	} else if (p->seccomp == SANDBOX_SECCOMP_GPU || p->gpu != SANDBOX_GPU_NONE) {

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -219,6 +220,76 @@ static void socket_and_clone_filters_kept(void **state)
 	assert_int_equal(in_filtered_child(&p, probe_sockets_clone), 0xf);
 }
 
+/* The calls that give a file its mode: a bit per call that was let through (a notified call
+ * fails with ENOSYS here, as does openat2, answered ENOSYS). Bits 0-3 are allowed: a plain
+ * create, a plain chmod, and an open and an openat that create nothing (their mode argument
+ * unused, whatever it holds); the rest set S_ISUID or S_ISGID, and openat2. */
+static char mode_dir[64];
+
+static int probe_modes(void)
+{
+	char f[128], g[128];
+	snprintf(f, sizeof(f), "%s/plain", mode_dir);
+	snprintf(g, sizeof(g), "%s/suid", mode_dir);
+	struct {
+		uint64_t flags, mode, resolve;
+	} how = { O_WRONLY | O_CREAT | O_CLOEXEC, 04755, 0 };
+	long r[] = {
+		syscall(SYS_openat, AT_FDCWD, f, O_WRONLY | O_CREAT | O_CLOEXEC, 0644),
+		syscall(SYS_chmod, f, 0700),
+		syscall(SYS_open, f, O_RDONLY | O_CLOEXEC, 04755),
+		syscall(SYS_openat, AT_FDCWD, f, O_RDONLY | O_CLOEXEC, 06755),
+		syscall(SYS_open, g, O_WRONLY | O_CREAT | O_CLOEXEC, 04755),
+		syscall(SYS_openat, AT_FDCWD, g, O_WRONLY | O_CREAT | O_CLOEXEC, 02755),
+		syscall(SYS_openat, AT_FDCWD, mode_dir, O_WRONLY | __O_TMPFILE | O_CLOEXEC, 04700),
+		syscall(SYS_creat, g, 04755),
+		syscall(SYS_chmod, f, 04755),
+		syscall(SYS_fchmodat, AT_FDCWD, f, 02755),
+		syscall(452 /* fchmodat2 */, AT_FDCWD, f, 04755, 0),
+		syscall(437 /* openat2 */, AT_FDCWD, g, &how, sizeof(how)),
+	};
+	int mask = 0;
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
+		if (r[i] >= 0 || errno != ENOSYS)
+			mask |= 1 << i;
+	int fd = open(f, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && (syscall(SYS_fchmod, fd, 04755) >= 0 || errno != ENOSYS))
+		mask |= 1 << 12;
+	return mask;
+}
+
+/* No profile lets a sandbox give a file S_ISUID or S_ISGID (in a writable bind it is a host
+ * file, where the bind's nosuid does not hold); a custom profile listing the calls keeps the
+ * filters. */
+static void setuid_modes_refused(void **state)
+{
+	(void)state;
+	sandbox_profile p;
+	snprintf(mode_dir, sizeof(mode_dir), "/tmp/custos-modes.XXXXXX");
+	assert_non_null(mkdtemp(mode_dir));
+	char f[128], g[128];
+	snprintf(f, sizeof(f), "%s/plain", mode_dir);
+	snprintf(g, sizeof(g), "%s/suid", mode_dir);
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_modes), 0xf);
+	assert_int_equal(sandbox_profile_builtin("gpu-nvidia", &p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_modes), 0xf);
+	static const char *const allow[] = { "open",  "openat", "openat2",  "creat",
+		                             "chmod", "fchmod", "fchmodat", "fchmodat2" };
+	assert_int_equal(sandbox_profile_builtin("default", &p), CUSTOS_OK);
+	p.seccomp = SANDBOX_SECCOMP_CUSTOM;
+	p.syscalls = allow;
+	p.n_syscalls = 8;
+	assert_int_equal(sandbox_profile_validate(&p), CUSTOS_OK);
+	assert_int_equal(in_filtered_child(&p, probe_modes), 0xf);
+	struct stat st;
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(access(g, F_OK), -1);
+	unlink(f);
+	assert_int_equal(rmdir(mode_dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +297,7 @@ int main(void)
 		cmocka_unit_test(test_other_inputs_compile_at_run_time),
 		cmocka_unit_test(tty_ioctls_refused_everywhere),
 		cmocka_unit_test(socket_and_clone_filters_kept),
+		cmocka_unit_test(setuid_modes_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
