@@ -1203,15 +1203,65 @@ static void on_vm_egress(void *arg, int fd)
 }
 
 #define SUP_OUTPUT_LINE 2048 /* a longer line of a model server's output is logged in pieces */
+/* A model server's output is logged at most this many lines a second, with a burst: beyond,
+ * lines are read and dropped (the model never blocks on its pipe), and counted in a warning
+ * when the rate falls back under the limit, at the latest every SUP_OUTPUT_REPORT_S while it
+ * does not, so that a hostile or broken model cannot flood custos' log. */
+#define SUP_OUTPUT_RATE     100u
+#define SUP_OUTPUT_BURST    1000u
+#define SUP_OUTPUT_REPORT_S 10u
 
 struct sup_output {
 	char *id;
 	int fd; /* the read end; closed by the thread */
+	/* the rate limit: tokens (lines) in the bucket at t_fill, what was dropped since the
+	 * last report */
+	uint64_t tokens, t_fill, t_report;
+	uint64_t dropped_lines, dropped_bytes;
 };
+
+static void sup_output_refill(struct sup_output *o, uint64_t now)
+{
+	uint64_t add = (now - o->t_fill) * SUP_OUTPUT_RATE / 1000000000ull;
+	if (add == 0)
+		return;
+	o->tokens = o->tokens + add > SUP_OUTPUT_BURST ? SUP_OUTPUT_BURST : o->tokens + add;
+	o->t_fill = now;
+}
+
+/* Says how much was dropped since the last report (when anything was). */
+static void sup_output_report(struct sup_output *o, uint64_t now)
+{
+	if (o->dropped_lines == 0)
+		return;
+	log_warn("sandbox %s: %llu lines of output (%llu bytes) dropped: the model wrote more than "
+	         "%u lines a second (burst %u)",
+	         o->id, (unsigned long long)o->dropped_lines, (unsigned long long)o->dropped_bytes,
+	         SUP_OUTPUT_RATE, SUP_OUTPUT_BURST);
+	o->dropped_lines = o->dropped_bytes = 0;
+	o->t_report = now;
+}
+
+static void sup_output_line(struct sup_output *o, const char *line, size_t n)
+{
+	uint64_t now = tm_mono_ns();
+	sup_output_refill(o, now);
+	if (o->tokens == 0) {
+		o->dropped_lines++;
+		o->dropped_bytes += n;
+		if (now - o->t_report >= SUP_OUTPUT_REPORT_S * 1000000000ull)
+			sup_output_report(o, now);
+		return;
+	}
+	sup_output_report(o, now); /* under the limit again: what was dropped before this */
+	o->tokens--;
+	log_info("sandbox %s: output: %s", o->id, line);
+}
 
 /* A model server writes to its stdout and stderr what it likes; custos' stderr carries log
  * lines only (JSON lines for a shipper), so each of its lines becomes one log line naming the
- * model, control characters replaced (no terminal escapes reach a terminal custos logs to). */
+ * model, control characters replaced (no terminal escapes reach a terminal custos logs to),
+ * at most SUP_OUTPUT_RATE a second. */
 static void *sup_output_main(void *arg)
 {
 	struct sup_output *o = arg;
@@ -1219,8 +1269,22 @@ static void *sup_output_main(void *arg)
 	size_t n = 0;
 
 	proc_name_self("custos-sb-out");
+	o->t_fill = o->t_report = tm_mono_ns();
+	o->tokens = SUP_OUTPUT_BURST;
 	for (;;) {
 		char chunk[4096];
+		/* While lines are being dropped, a quiet second reports them. */
+		if (o->dropped_lines > 0) {
+			struct pollfd pfd = { .fd = o->fd, .events = POLLIN };
+			int pr = poll(&pfd, 1, 1000);
+			if (pr == 0) {
+				uint64_t now = tm_mono_ns();
+				sup_output_refill(o, now);
+				if (o->tokens > 0)
+					sup_output_report(o, now);
+				continue;
+			}
+		}
 		ssize_t r = read(o->fd, chunk, sizeof(chunk));
 		if (r == -1 && errno == EINTR)
 			continue;
@@ -1235,14 +1299,15 @@ static void *sup_output_main(void *arg)
 			}
 			line[n] = '\0';
 			if (n > 0)
-				log_info("sandbox %s: output: %s", o->id, line);
+				sup_output_line(o, line, n);
 			n = 0;
 		}
 	}
 	if (n > 0) {
 		line[n] = '\0';
-		log_info("sandbox %s: output: %s", o->id, line);
+		sup_output_line(o, line, n);
 	}
+	sup_output_report(o, tm_mono_ns());
 	close(o->fd);
 	free(o->id);
 	free(o);

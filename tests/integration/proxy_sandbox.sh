@@ -27,6 +27,11 @@ printf 'a terminal escape \033[31m on stderr\n' >&2
 echo "LONGV has ${#LONGV} bytes"
 echo "TZ is ${TZ-unset}"
 if ln -s /nowhere /tmp/custos-deny-probe 2>/dev/null; then echo "symlink ran"; else echo "symlink refused"; fi
+# a flood (the first instance only): logged up to the rate limit, the rest dropped and counted
+[ -e /opt/fxw/counted ] || seq 1 20000
+# nothing more until the test has counted the flood (at most 15 s: start_timeout is 20 s)
+i=0
+until [ -e /opt/fxw/counted ] || [ "$i" -ge 150 ]; do sleep 0.1; i=$((i + 1)); done
 exec "$@"
 SH
 chmod 755 "$fxw/model.sh"
@@ -46,6 +51,18 @@ sandbox_profiles:
 CFG
 grep -q 'type: process' "$work/custos.yaml" || { fail "config rewrite"; exit 1; }
 "$bin" config check "$work/custos.yaml" >/dev/null 2>&1 || { "$bin" config check "$work/custos.yaml"; fail "config check"; exit 1; }
+# The flood of 20000 lines (written in far less than the 190 s the limit would log them in):
+# the burst and the rate are logged, the rest is dropped and counted in warnings; together
+# they are every line.
+dropped() { grep -o '"msg":"sandbox test-model: [0-9]* lines of output ([0-9]* bytes) dropped' "$work/custos.log" |
+	grep -o ': [0-9]* lines' | awk '{ s += $2 } END { if (NR) print s }'; }
+flood_counted() {
+	local d l
+	d=$(dropped) l=$(grep -c '"msg":"sandbox test-model: output: [0-9]*"' "$work/custos.log")
+	[ -n "$d" ] && [ "$d" -gt 0 ] && [ $((d + l)) -eq 20000 ]
+}
+# the model waits for this before its server starts (and writes lines of its own)
+( wait_until 60 flood_counted && echo "$(dropped)" >"$work/flood.dropped"; touch "$fxw/counted" ) &
 # custos' own stdin is a file here (a background job's would be /dev/null already): the
 # model server must not get it.
 echo marker >"$work/stdin"
@@ -104,6 +121,9 @@ wait_until 30 logged '"msg":"sandbox test-model: output: hello from the model on
 	ok "the model's stdout is a log line naming it" || fail "no stdout line: $(grep -v '^{' "$work/custos.log" | head -3)"
 wait_until 30 logged '"msg":"sandbox test-model: output: a terminal escape ?\[31m on stderr"' &&
 	ok "the model's stderr is a log line, its escape character replaced" || fail "no stderr line"
+[ -s "$work/flood.dropped" ] &&
+	ok "a flood of output is rate-limited: $(cat "$work/flood.dropped") of 20000 lines dropped and counted" ||
+	fail "flood: dropped '$(dropped)', logged $(grep -c '"msg":"sandbox test-model: output: [0-9]*"' "$work/custos.log")"
 if command -v python3 >/dev/null; then
 	bad=$(python3 -c 'import json, sys
 for i, l in enumerate(open(sys.argv[1]), 1):
