@@ -12,7 +12,11 @@
 #   and the whole length; the echoed response likewise;
 # - a body that is not UTF-8 text (POST /upload, bytes 0x00-0xff): base64 of its bytes;
 # - a streamed (SSE) answer: the bytes of the stream the client received, up to the cap;
-# - GET /v1/models under a rule without `audit:`: no body members;
+# - GET /v1/models under a rule without `audit:`, and embeddings under `audit: bodies_hashed`:
+#   no body members (the digests alone for the latter);
+# - with response inspection on (`response: { email: redact }`, prompts not redacted): a JSON
+#   answer held whole and a stream inspected piece by piece are recorded as the client got
+#   them, masked; the request body, not redacted, is recorded as sent;
 # - `custos audit verify` accepts the trail;
 # - body_record_max above what an audit record holds: `custos config check` and `custos up`
 #   both refuse it with file:line:col.
@@ -38,6 +42,10 @@ rules:
     effect: allow
     when: { direction: ingress, principal: alice, route: "POST /upload" }
     audit: bodies
+  - id: embed
+    effect: allow
+    when: { direction: ingress, principal: alice, route: "POST /v1/embeddings", model: test-model }
+    audit: bodies_hashed
   - id: list-models
     effect: allow
     when: { direction: ingress, route: "GET /v1/models", principal.groups: test }
@@ -150,10 +158,38 @@ ev=$(event "$hid") || fail "models: no event for $hid"
 check "no audit obligation: no request_body" "$(field request_body <<<"$ev")" -
 check "no audit obligation: no response_body" "$(field response_body <<<"$ev")" -
 
-# 7. The trail verifies.
+id=$(printf '%s' '{"model":"test-model","input":"hash only"}' >"$work/emb.in" && post emb /v1/embeddings application/json)
+ev=$(event "$id") || fail "embeddings: no event for $id"
+check "bodies_hashed: audit_level" "$(field audit_level <<<"$ev")" bodies_hashed
+check "bodies_hashed: the request digest" "$(field request_body_sha256 <<<"$ev")" "$(sha "$work/emb.in")"
+check "bodies_hashed: no request_body" "$(field request_body <<<"$ev")" -
+check "bodies_hashed: no response_body" "$(field response_body <<<"$ev")" -
+
+# 7. Response inspection: the bodies as the client received them.
+sed -i 's/    inspect: { prompt: { email: redact } }/    inspect: { response: { email: redact } }/' "$work/policy.yaml"
+grep -q 'inspect: { response: { email: redact } }' "$work/policy.yaml" || fail "policy not edited"
+kill -HUP "$CU_PID"
+wait_log 'reloaded' 1
+for k in held stream; do
+	case $k in
+	held) b='{"model":"test-model","messages":[{"role":"user","content":"to carol@example.net"}]}' ;;
+	stream) b='{"model":"test-model","stream":true,"messages":[{"role":"user","content":"to carol@example.net"}]}' ;;
+	esac
+	id=$(chat "rinsp-$k" "$b")
+	ev=$(event "$id") || fail "response inspection $k: no event for $id"
+	grep -q 'carol@example.net' "$work/rinsp-$k.out" && fail "response inspection $k: the client got the address"
+	body response_body "$work/rinsp-$k.resp" <<<"$ev" || fail "response inspection $k: no response_body"
+	head -c 512 "$work/rinsp-$k.out" >"$work/rinsp-$k.out512"
+	same "response inspection $k: response_body is what the client received (masked)" "$work/rinsp-$k.resp" "$work/rinsp-$k.out512"
+	grep -q 'carol@example.net' "$work/rinsp-$k.resp" && fail "response inspection $k: the address in response_body"
+	body request_body "$work/rinsp-$k.rec" <<<"$ev" || fail "response inspection $k: no request_body"
+	same "response inspection $k: the prompt (not redacted) recorded as sent" "$work/rinsp-$k.rec" "$work/rinsp-$k.in"
+done
+
+# 8. The trail verifies.
 if "$bin" audit verify --live "$work/audit" >"$work/verify.out" 2>&1; then ok "audit verify (--live: custos runs)"; else fail "audit verify: $(cat "$work/verify.out")"; fi
 
-# 8. A cap an audit record cannot hold: refused by config check and by up, at its line.
+# 9. A cap an audit record cannot hold: refused by config check and by up, at its line.
 AUDIT_YAML="  body_record_max: 4KiB" write_config "$work/bad.yaml" "$FX_PORT"
 chmod 600 "$work/bad.yaml"
 line=$(grep -n 'body_record_max' "$work/bad.yaml" | cut -d: -f1)
