@@ -375,6 +375,7 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 	o->max_headers = cfg->limits.header_count;
 	o->max_request_line = cfg->limits.request_line;
 	o->max_json_depth = (unsigned)cfg->limits.json_depth;
+	o->audit_body_max = cfg->audit.body_record_max;
 	o->ignore_client_certs = !cfg->auth.mtls.enabled;
 	o->header_timeout_ns = cfg->limits.client_header_timeout_ns;
 	o->body_timeout_ns = cfg->limits.client_body_timeout_ns;

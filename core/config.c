@@ -1727,8 +1727,9 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 {
 	static const char *const keys[] = {
-		"dir",        "durability",  "batch_window", "queue_size",     "on_full", "rotate",
-		"checkpoint", "signing_key", "public_key",   "on_write_error", "sinks",   "query"
+		"dir",    "durability", "batch_window",   "queue_size", "on_full",
+		"rotate", "checkpoint", "signing_key",    "public_key", "on_write_error",
+		"sinks",  "query",      "body_record_max"
 	};
 	static const char *const rkeys[] = { "size", "interval" };
 	static const char *const ckeys[] = { "every_events", "every_interval" };
@@ -1767,6 +1768,21 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 	cfg_path(c, m, "public_key", false, false, &a->public_key);
 	CFG_ENUM(c, m, "on_write_error", werrs, a->on_write_error);
 	CFG_ENUM(c, m, "query", queries, a->query);
+	a->body_record_max = CFG_DEFAULT_AUDIT_BODY_RECORD;
+	uint64_t brm;
+	if (cfg_size(c, m, "body_record_max", 1, UINT64_MAX, &brm)) {
+		if (brm > CFG_MAX_AUDIT_BODY_RECORD)
+			ydoc_error(
+			        c->doc, cfg_get(m, "body_record_max"), c->d,
+			        "a longer body is recorded cut, flagged, with its whole length",
+			        "'body_record_max': %llu bytes per body cannot fit an audit event "
+			        "(at most %u): the request and the response body and the event's "
+			        "other members must fit the trail's %u-byte record",
+			        (unsigned long long)brm, CFG_MAX_AUDIT_BODY_RECORD,
+			        CFG_AUDIT_RECORD_BYTES);
+		else
+			a->body_record_max = brm;
+	}
 	if (a->on_write_error == CFG_ON_WRITE_ERROR_CONTINUE)
 		ydoc_warn(c->doc, cfg_get(m, "on_write_error"), c->d, NULL,
 		          "requests will be served while the audit trail cannot be written");

@@ -157,6 +157,7 @@ static void audit_diff(struct rdiff *r, const cfg_audit *a, const cfg_audit *b)
 	SAME_STR(p, "public_key", a->public_key, b->public_key);
 	SAME(p, "on_write_error", a->on_write_error == b->on_write_error);
 	SAME(p, "query", a->query == b->query);
+	SAME_SIZE(p, "body_record_max", a->body_record_max, b->body_record_max);
 	if (a->n_sinks != b->n_sinks)
 		note(r, "audit.sinks (%zu -> %zu sinks)", a->n_sinks, b->n_sinks);
 	for (size_t i = 0; i < a->n_sinks && !r->found; i++) {

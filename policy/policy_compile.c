@@ -1655,12 +1655,6 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 		          "rule '%s' applies to egress only, where 'audit: %s' is not acted on: "
 		          "egress events record metadata, never bodies or their hashes",
 		          r->id, audit_names[r->audit]);
-	else if (r->effect == POLICY_ALLOW && r->has_audit && r->audit == POLICY_AUDIT_BODIES)
-		ydoc_warn(doc, ydoc_map_get(n, "audit"), c->d, "write 'audit: bodies_hashed'",
-		          "rule '%s': 'audit: bodies' records the bodies' SHA-256 in the ingress "
-		          "request's event, as bodies_hashed does; the bodies themselves are not "
-		          "written to the trail",
-		          r->id);
 }
 
 /* ---------------------------------------------------------------------------------------------

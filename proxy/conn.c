@@ -127,11 +127,18 @@ typedef struct req {
 } req;
 
 /* The digests an `audit: bodies_hashed` (or `bodies`) obligation puts in the request's event
- * (docs/AUDIT.md "Body hashes"): allocated only for such a request. */
+ * (docs/AUDIT.md "Body hashes"): allocated only for such a request. With `audit: bodies`,
+ * also the response body's first bytes (docs/POLICY.md "Bodies"). */
 struct body_hashes {
 	EVP_MD_CTX *resp; /* the response body as the client receives it (decoded, re-framed) */
 	bool resp_done;   /* the response completed: resp_hex holds its digest */
 	char req_hex[65], fwd_hex[65], resp_hex[65];
+	/* `audit: bodies`: keep (NULL: not asked) holds the first keep_max bytes of that body */
+	char *keep;
+	size_t kept, keep_max;
+	uint64_t resp_len;  /* all the bytes of that body so far */
+	bool resp_whole;    /* it completed (finish_request) */
+	bool req_forwarded; /* the request body went on to the model: r->body is what it got */
 };
 
 /* What a PROXY v2 header's AUTHORITY and UNIQUE_ID TLVs said, for the connection's audit
@@ -440,6 +447,7 @@ static void req_reset(worker *w, req *r)
 	buf_free(&r->rhead);
 	if (r->bh) {
 		EVP_MD_CTX_free(r->bh->resp);
+		free(r->bh->keep);
 		free(r->bh);
 	}
 	*r = (req){ 0 };
@@ -562,12 +570,22 @@ static void sha256_hex(span d, char out[65])
 	num_hex(md, 32, out);
 }
 
-/* A response body piece on its way to the client: into the digest when one is kept. */
+/* A response body piece on its way to the client: into the digest when one is kept, and its
+ * bytes up to the cap into the record of `audit: bodies`. */
 static void resp_hash(req *r, span d)
 {
 	if (r->bh && r->bh->resp && d.len && EVP_DigestUpdate(r->bh->resp, d.ptr, d.len) != 1) {
 		EVP_MD_CTX_free(r->bh->resp); /* no digest rather than a wrong one */
 		r->bh->resp = NULL;
+	}
+	if (r->bh && r->bh->keep) {
+		size_t n = r->bh->keep_max - r->bh->kept;
+		if (n > d.len)
+			n = d.len;
+		if (n)
+			memcpy(r->bh->keep + r->bh->kept, d.ptr, n);
+		r->bh->kept += n;
+		r->bh->resp_len += d.len;
 	}
 }
 
@@ -639,6 +657,17 @@ static void conn_audit(conn *c, const char *type, const char *decision, const ch
 		e.req_body_sha256 = r->bh->req_hex;
 		e.req_body_fwd_sha256 = r->bh->fwd_hex[0] ? r->bh->fwd_hex : NULL;
 		e.resp_body_sha256 = r->bh->resp_done ? r->bh->resp_hex : NULL;
+		/* `audit: bodies`: the request body as forwarded (after redaction: the trail keeps
+		 * nothing inspection removed), the response as received, whole or in part. */
+		if (r->bh->keep) {
+			e.body_max = r->bh->keep_max;
+			e.req_body_on = r->bh->req_forwarded;
+			e.req_body = buf_span(&r->body);
+			e.req_body_len = buf_used(&r->body);
+			e.resp_body_on = r->bh->resp_whole || r->bh->resp_len > 0;
+			e.resp_body = span_of(r->bh->keep, r->bh->kept);
+			e.resp_body_len = r->bh->resp_len;
+		}
 	}
 	r->audit_held = false; /* emit_event gives the slot back, whatever happens to the event */
 	if (r->insp)
@@ -1625,6 +1654,10 @@ static void on_request_body_done(conn *c)
 	if (r->dec.audit >= POLICY_AUDIT_BODIES_HASHED) {
 		r->bh = xcalloc(1, sizeof(*r->bh));
 		sha256_hex(body, r->bh->req_hex);
+		if (r->dec.audit >= POLICY_AUDIT_BODIES) {
+			r->bh->keep_max = (size_t)c->st_ref->o.audit_body_max;
+			r->bh->keep = xcalloc(1, r->bh->keep_max);
+		}
 	}
 	/* Content inspection of the prompt (redaction rewrites r->body). */
 	if (r->dec.has_inspect) {
@@ -1691,6 +1724,8 @@ static void on_request_body_done(conn *c)
 		conn_reject(c, 431, "request head too large to forward", false);
 		return;
 	}
+	if (r->bh)
+		r->bh->req_forwarded = true;
 	up_start(c);
 }
 
@@ -2065,6 +2100,8 @@ static void finish_request(conn *c)
 	const char *reason = r->dec.reason;
 	if (r->insp)
 		ingress_inspect_outcome(r->insp, &decision, &reason);
+	if (r->bh)
+		r->bh->resp_whole = true;
 	if (r->bh && r->bh->resp) { /* the whole response went to the client */
 		uint8_t md[32];
 		unsigned n = 0;
@@ -2105,6 +2142,8 @@ static custos_err client_head(conn *c, const http1_head *h)
 	bool held = false;
 
 	if (r->bh) { /* `audit: bodies_hashed`: the body this head starts */
+		r->bh->kept = 0;
+		r->bh->resp_len = 0;
 		EVP_MD_CTX_free(r->bh->resp);
 		r->bh->resp = EVP_MD_CTX_new();
 		if (r->bh->resp && EVP_DigestInit_ex(r->bh->resp, EVP_sha256(), NULL) != 1) {

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "bodyrec.h"
 #include "custos/audit.h"
 #include "proxy_int.h"
 
@@ -61,11 +62,34 @@ static void put_cut(audit_rec *ev, const char *key, const char *v, size_t max)
 		audit_rec_str(ev, key, cut(span_cstr(v), max));
 }
 
+/* The members of one recorded body (`audit: bodies`, docs/POLICY.md "Bodies"). */
+typedef struct body_keys {
+	const char *data, *encoding, *length, *truncated;
+} body_keys;
+
+static void put_body(audit_rec *ev, const body_keys *k, span have, uint64_t total, size_t max)
+{
+	char b64[BODYREC_B64_ROOM(CFG_MAX_AUDIT_BODY_RECORD)];
+	bodyrec br;
+
+	bodyrec_make(have, total, max < CFG_MAX_AUDIT_BODY_RECORD ? max : CFG_MAX_AUDIT_BODY_RECORD,
+	             b64, sizeof(b64), &br);
+	audit_rec_str(ev, k->data, br.data);
+	audit_rec_cstr(ev, k->encoding, br.base64 ? "base64" : "utf-8");
+	audit_rec_u64(ev, k->length, br.length);
+	if (br.truncated)
+		audit_rec_bool(ev, k->truncated, true);
+}
+
 /* Fills ev from r. shorten: the event did not fit AUDIT_MAX_EVENT (a path near the 8 KiB
  * request-line limit, a long model name from the body...): the long members are cut and the
  * event says "truncated": an event too large is still written, never dropped. */
-static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
+static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten, size_t body_max)
 {
+	static const body_keys req_keys = { "request_body", "request_body_encoding",
+		                            "request_body_length", "request_body_truncated" };
+	static const body_keys resp_keys = { "response_body", "response_body_encoding",
+		                             "response_body_length", "response_body_truncated" };
 	audit_duration d[5];
 	size_t nd = 0;
 	const size_t long_max = shorten ? EMIT_CUT_LONG : SIZE_MAX;
@@ -121,6 +145,10 @@ static custos_err build_event(audit_rec *ev, const emit_rec *r, bool shorten)
 		audit_rec_cstr(ev, "request_body_forwarded_sha256", r->req_body_fwd_sha256);
 	if (r->resp_body_sha256)
 		audit_rec_cstr(ev, "response_body_sha256", r->resp_body_sha256);
+	if (r->req_body_on)
+		put_body(ev, &req_keys, r->req_body, r->req_body_len, body_max);
+	if (r->resp_body_on)
+		put_body(ev, &resp_keys, r->resp_body, r->resp_body_len, body_max);
 	if (shorten)
 		audit_rec_bool(ev, "truncated", true);
 	d[nd++] = (audit_duration){ "total", r->t_total };
@@ -161,11 +189,15 @@ custos_err emit_event(struct audit_writer *w, struct emit_batch *b, const emit_r
 	audit_rec *ev = b ? &b->rec : &local;
 	custos_err e = CUSTOS_OK;
 
-	if (build_event(ev, r, false) != CUSTOS_OK) {
+	if (build_event(ev, r, false, r->body_max) != CUSTOS_OK) {
 		log_warn("audit: event for request %s over %d bytes: written with its long members "
 		         "cut (\"truncated\":true)",
 		         r->request_id, AUDIT_MAX_EVENT);
-		e = build_event(ev, r, true);
+		e = build_event(ev, r, true, r->body_max);
+		/* Still too long with its bodies (`audit: bodies`): they are cut to nothing, the
+		 * lengths and digests stay: a body never costs the event. */
+		if (e != CUSTOS_OK && (r->req_body_on || r->resp_body_on))
+			e = build_event(ev, r, true, 0);
 		if (e != CUSTOS_OK) {
 			if (w && r->held)
 				audit_unreserve(w, 1);

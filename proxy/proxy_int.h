@@ -248,6 +248,13 @@ typedef struct emit_rec {
 	 * client received (a completed response only); NULL: not recorded. audit: the level. */
 	const char *audit_level;
 	const char *req_body_sha256, *req_body_fwd_sha256, *resp_body_sha256;
+	/* `audit: bodies`: the request body as forwarded (req_body_on: it was) and the first bytes
+	 * of the response body as the client received it (resp_body_on: some, or a whole one),
+	 * their whole lengths, and the bytes each may record (docs/POLICY.md "Bodies"). */
+	bool req_body_on, resp_body_on;
+	span req_body, resp_body;
+	uint64_t req_body_len, resp_body_len;
+	size_t body_max;
 	bool held; /* the request holds a queue slot for this event (audit_reserve, deny mode) */
 } emit_rec;
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bodyrec.h"
 #include "custos/policy.h"
 #include "metrics.h"
 #include "proxy_int.h"
@@ -149,6 +150,13 @@ static custos_err state_build(proxy_options *o, uint64_t gen, unsigned nworkers,
 		e = err_set(CUSTOS_ERR_LIMIT, "proxy: max_json_depth above %u", JSONR_MAX_DEPTH);
 		goto fail;
 	}
+	if (o->audit_body_max > CFG_MAX_AUDIT_BODY_RECORD) {
+		e = err_set(CUSTOS_ERR_LIMIT, "proxy: audit_body_max above %u bytes",
+		            CFG_MAX_AUDIT_BODY_RECORD);
+		goto fail;
+	}
+	if (o->audit_body_max == 0)
+		o->audit_body_max = CFG_DEFAULT_AUDIT_BODY_RECORD;
 	/* Content-Length is checked against max_body after authentication (on_head), so that
 	 * the 413 names who sent it; the codec's own ceiling stays as the last bound. */
 	st->hlim.max_head_bytes = (size_t)o->max_head_bytes;

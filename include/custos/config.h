@@ -73,6 +73,13 @@
 #define CFG_MAX_MEMORY          (16ull << 40)
 #define CFG_MAX_VM_MEMORY       (4ull << 40) /* a VM's memory (VM_MAX_MEM_MIB = this in MiB) */
 #define CFG_MAX_HOSTDEVS        8            /* a VM's PCI pass-through (= VM_MAX_HOSTDEVS) */
+
+/* audit.body_record_max: two bodies this long must fit one audit event of
+ * CFG_AUDIT_RECORD_BYTES (= AUDIT_MAX_EVENT, checked in proxy/bodyrec.h) beside the event's
+ * other members */
+#define CFG_MAX_AUDIT_BODY_RECORD     1536u
+#define CFG_DEFAULT_AUDIT_BODY_RECORD 1024u
+#define CFG_AUDIT_RECORD_BYTES        8192u
 /* A VM model's libvirt domain is CFG_VM_DOMAIN_PREFIX<id>, or <that>-<n> (n from 2 to
  * CFG_MAX_VM_INSTANCES) beside a VM of the model still running (a reload replacing it, or
  * adding it back while it drains), within CFG_MAX_VM_NAME (= VM_NAME_MAX) bytes: so the id of
@@ -460,6 +467,8 @@ typedef struct cfg_audit {
 	char *public_key;
 	cfg_on_write_error on_write_error; /* default deny */
 	cfg_audit_query query;             /* default names */
+	/* bytes of each body `audit: bodies` records; default 1 KiB */
+	uint64_t body_record_max;
 	cfg_sink *sinks;
 	size_t n_sinks;
 } cfg_audit;

@@ -180,6 +180,9 @@ typedef struct proxy_options {
 	struct audit_writer *audit;    /* borrowed; NULL: audit events go to the log (tests) */
 	bool audit_batch; /* the writer is in batch durability: events of one event-loop batch
 	                     are handed over together at its end */
+	/* bytes of each body an `audit: bodies` event records (audit.body_record_max); 0: the
+	 * default, 1 KiB; above CFG_MAX_AUDIT_BODY_RECORD refused */
+	uint64_t audit_body_max;
 } proxy_options;
 
 typedef struct proxy_server proxy_server;

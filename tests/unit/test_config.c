@@ -142,6 +142,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->audit.on_full, CFG_ON_FULL_BLOCK);
 	assert_int_equal(cfg->audit.on_write_error, CFG_ON_WRITE_ERROR_DENY);
 	assert_int_equal(cfg->audit.query, CFG_AUDIT_QUERY_NAMES);
+	assert_int_equal(cfg->audit.body_record_max, 1024);
 	assert_string_equal(cfg->audit.dir, "/var/lib/custos/audit");
 	assert_int_equal(cfg->egress.port, 3128);
 	assert_false(cfg->egress.enabled);
@@ -852,6 +853,33 @@ static void test_data_egress_audit_auth(void **state)
 		diag_free(&d);
 	}
 
+	/* audit.body_record_max: 1 - 1536 bytes (two bodies and the rest of an event fit the
+	 * trail's 8192-byte record); more, or 0, refused where it is written */
+	it = parse_fail("version: 1\naudit:\n  body_record_max: 1537\n", &d,
+	                "'body_record_max': 1537 bytes per body cannot fit an audit event (at most "
+	                "1536)");
+	assert_int_equal(it->line, 3);
+	assert_int_equal(it->col, 20);
+	diag_free(&d);
+	it = parse_fail("version: 1\naudit: {body_record_max: 64KiB}\n", &d, "8192-byte record");
+	assert_int_equal(it->line, 2);
+	diag_free(&d);
+	it = parse_fail("version: 1\naudit: {body_record_max: 0}\n", &d, "at least 1 bytes");
+	diag_free(&d);
+	it = parse_fail("version: 1\naudit: {body_record_max: lots}\n", &d, "body_record_max");
+	diag_free(&d);
+	static const char *const caps[] = { "1", "512", "1KiB", "1536" };
+	static const uint64_t capv[] = { 1, 512, 1024, 1536 };
+	for (int i = 0; i < 4; i++) {
+		char q[64];
+		snprintf(q, sizeof(q), "version: 1\naudit: {body_record_max: %s}\n", caps[i]);
+		diag_init(&d);
+		assert_int_equal(config_parse("t.yaml", q, strlen(q), &cfg, &d), CUSTOS_OK);
+		assert_int_equal(cfg->audit.body_record_max, capv[i]);
+		config_free(cfg);
+		diag_free(&d);
+	}
+
 	/* A warning, not an error: continue on write errors is allowed but said out loud. */
 	diag_init(&d);
 	const char *t = "version: 1\naudit: {on_write_error: continue}\n";
@@ -992,6 +1020,8 @@ static void test_reload_check(void **state)
 		{ "dir: /var/lib/custos/audit", "dir: /srv/audit", "audit.dir" },
 		{ "durability: batch", "durability: sync", "audit.durability" },
 		{ "durability: batch", "durability: batch, query: full", "audit.query" },
+		{ "durability: batch", "durability: batch, body_record_max: 512",
+		  "audit.body_record_max" },
 		{ "address: \"127.0.0.1:6514\"", "address: \"127.0.0.1:6515\"",
 		  "audit.sinks[0] (siem).address" },
 		{ "sinks: [{id: siem, type: syslog, address: \"127.0.0.1:6514\"}]", "sinks: []",
