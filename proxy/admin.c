@@ -57,6 +57,8 @@ struct watch {
 	_Atomic uint64_t deadline; /* CLOCK_MONOTONIC ns; 0: a response is being sent */
 	_Atomic uint64_t waiting;  /* since when it waits for a request head (ns); 0: has one */
 	bool closing;              /* shut down (shed, or past its deadline): not a live slot */
+	bool shed;                 /* shut down by shed_one (audited there) */
+	bool expired;              /* shut down by the watchdog past its deadline */
 	char who[48];              /* the peer as audited: "tcp:ADDR" or "uid:N" */
 	/* The request-target of the request in progress as the client sent it, query included
 	 * (libmicrohttpd's URI log callback; the access handler gets the path alone): what
@@ -64,6 +66,13 @@ struct watch {
 	 * uri_bytes is its length. Only the connection's own thread touches these. */
 	char uri[ADMIN_AUDIT_PATH_MAX + 1];
 	size_t uri_bytes;
+	/* The request in progress, for the audit of what custos's access handler never sees
+	 * (conn_refusal): line_seen, its request line was parsed (on_uri); answered, custos
+	 * queued an answer to it; mhd_status, the status of an answer libmicrohttpd made itself
+	 * (0: none); served, a request was answered on this connection before. Only the
+	 * connection's own thread touches these. */
+	bool line_seen, answered, served;
+	unsigned mhd_status;
 	struct watch *prev, *next;
 };
 
@@ -86,10 +95,11 @@ struct watch {
  * while a connection could still be shed. */
 #define ADMIN_MHD_CONNECTIONS (2 * ADMIN_MAX_CONNECTIONS)
 
-/* What the audit of refusals throttles: refused callers (401/403), shed connections and
- * failed TLS handshakes (admin.tls). */
-enum refusal_kind { RK_CALLER = 0, RK_SHED = 1, RK_TLS = 2 };
-#define RK_N 3
+/* What the audit of refusals throttles: refused callers (401/403), shed connections, failed
+ * TLS handshakes (admin.tls), requests libmicrohttpd refused itself (RK_HEAD: 431, 400, 505...)
+ * and connections closed past their deadline without a complete request head. */
+enum refusal_kind { RK_CALLER = 0, RK_SHED = 1, RK_TLS = 2, RK_HEAD = 3, RK_DEADLINE = 4 };
+#define RK_N 5
 
 struct refusal_rate {
 	uint64_t window_ns, in_window, suppressed;
@@ -178,8 +188,10 @@ static enum MHD_Result respond_allow(struct MHD_Connection *c, unsigned status, 
 	enum MHD_Result ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	struct watch *w = watch_of(c);
-	if (w)
+	if (w) {
 		atomic_store(&w->deadline, 0); /* answering: the inactivity timeout takes over */
+		w->answered = true;            /* custos's answer: not libmicrohttpd's own */
+	}
 	return ret;
 }
 
@@ -329,9 +341,11 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 	audit_event ev;
 
 	log_warn("admin: %llu more %s on the %s listener in one second", (unsigned long long)count,
-	         k == RK_SHED  ? "shed connection(s)"
-	         : k == RK_TLS ? "failed TLS handshake(s)"
-	                       : "refused caller(s)",
+	         k == RK_SHED       ? "shed connection(s)"
+	         : k == RK_TLS      ? "failed TLS handshake(s)"
+	         : k == RK_HEAD     ? "request(s) refused by libmicrohttpd"
+	         : k == RK_DEADLINE ? "connection(s) closed past their deadline"
+	                            : "refused caller(s)",
 	         listener_names[l->kind]);
 	if (k == RK_TLS) {
 		admin_audit_tls_reject(s, "*", "failed TLS handshakes past the rate bound", count);
@@ -343,6 +357,14 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 	if (k == RK_SHED) {
 		audit_event_cstr(&ev, "result", "shed");
 		audit_event_cstr(&ev, "reason", "shed connections past the rate bound");
+	} else if (k == RK_HEAD) {
+		audit_event_cstr(&ev, "result", "refused");
+		audit_event_cstr(&ev, "reason",
+		                 "requests refused by libmicrohttpd past the rate bound");
+	} else if (k == RK_DEADLINE) {
+		audit_event_cstr(&ev, "result", "timeout");
+		audit_event_cstr(&ev, "reason",
+		                 "incomplete request heads closed past the rate bound");
 	} else {
 		audit_event_u64(&ev, "status", l->kind == L_UNIX ? 403 : 401);
 		audit_event_cstr(&ev, "result", "unauthenticated");
@@ -361,6 +383,63 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 		log_error("admin: summary of %llu refused caller(s) not recorded: %s",
 		          (unsigned long long)count, err_msg());
 	}
+}
+
+/* What libmicrohttpd's own answers mean (transmit_error_response in its connection.c). */
+static const char *mhd_refusal_reason(unsigned status)
+{
+	switch (status) {
+	case 400:
+		return "libmicrohttpd: malformed request";
+	case 413:
+		return "libmicrohttpd: request too large";
+	case 414:
+		return "libmicrohttpd: request line over the connection memory";
+	case 431:
+		return "libmicrohttpd: request head over the connection memory";
+	case 505:
+		return "libmicrohttpd: HTTP version not supported";
+	default:
+		return "libmicrohttpd: request refused";
+	}
+}
+
+/* A request custos's access handler never answered: refused by libmicrohttpd itself (status,
+ * its answer's) or closed past its deadline (status 0: no answer was sent). Its path is in
+ * the event when its request line was read. */
+static void admin_audit_conn_refusal_one(struct admin_server *s, const struct admin_listener *l,
+                                         const struct watch *w, unsigned status)
+{
+	audit_event ev;
+	char q[AUDIT_QUERY_ROOM(ADMIN_AUDIT_PATH_MAX)];
+	char reason[96];
+
+	audit_event_begin(&ev, "admin.request");
+	audit_event_cstr(&ev, "principal", w->who);
+	audit_event_cstr(&ev, "listener", listener_names[l->kind]);
+	if (w->line_seen) {
+		span raw = { w->uri, strnlen(w->uri, ADMIN_AUDIT_PATH_MAX) };
+		span p = { q, audit_query_filter(raw, audit_writer_query(s->audit), q, sizeof(q)) };
+		audit_event_str(&ev, "path", p);
+		if (raw.len < w->uri_bytes)
+			audit_event_u64(&ev, "path_bytes", w->uri_bytes);
+	}
+	if (status) {
+		audit_event_u64(&ev, "status", status);
+		audit_event_cstr(&ev, "result", "refused");
+		audit_event_cstr(&ev, "reason", mhd_refusal_reason(status));
+	} else {
+		snprintf(reason, sizeof(reason),
+		         "request head not complete within %u s: closed without an answer",
+		         s->timeout_s);
+		audit_event_cstr(&ev, "result", "timeout");
+		audit_event_cstr(&ev, "reason", reason);
+	}
+	if (audit_event_end(&ev) != CUSTOS_OK) {
+		log_error("admin: audit event too large for a refused request");
+		return;
+	}
+	admin_audit_submit(s, &ev, "audit event for a refused request");
 }
 
 /* Takes the listener's summed refusals once their window is over (force: now); 0: none. */
@@ -453,6 +532,22 @@ static void admin_audit_shed(struct admin_server *s, struct admin_listener *l, c
 		admin_audit_refused_summary(s, l, RK_SHED, prev);
 	if (own)
 		admin_audit_shed_one(s, l, who);
+}
+
+/* A request custos never answered, refused by libmicrohttpd (status) or closed past its
+ * deadline (status 0): counted as a refusal, audited under its kind's burst. */
+static void admin_audit_conn_refusal(struct admin_server *s, struct admin_listener *l,
+                                     const struct watch *w, unsigned status)
+{
+	enum refusal_kind k = status ? RK_HEAD : RK_DEADLINE;
+	uint64_t prev;
+	bool own = refused_note(s, l, k, &prev);
+
+	metrics_inc(METRICS_ADMIN_DENIED);
+	if (prev)
+		admin_audit_refused_summary(s, l, k, prev);
+	if (own)
+		admin_audit_conn_refusal_one(s, l, w, status);
 }
 
 /* The TLS gate's reports (admin_tls.c), from its thread. */
@@ -649,7 +744,90 @@ static void shed_one(struct admin_listener *l, char *victim, size_t vsz)
 	if (oldest == NULL)
 		oldest = s->watches;
 	snprintf(victim, vsz, "%s", oldest->who);
+	oldest->shed = true;
 	watch_close(oldest);
+}
+
+/* libmicrohttpd's own answers to a request it refuses before its request line is through
+ * (505 for another HTTP version, 414 for a request line over the connection memory, 400 for a
+ * malformed one) reach no callback that names the connection: only its log message says the
+ * status ("Error processing request (HTTP response code is N ..."), from the connection's own
+ * thread, which closes it after the answer and then notifies its close, from that thread too.
+ * So the statuses are kept per thread in the order they are logged, and the close of a
+ * connection whose request custos never saw takes the oldest of its listener's. A refusal
+ * after the request line (431, 400 for a field line...) has its status in the completion
+ * callback and takes its own entry out (on_completed). An entry no close took within the
+ * idle timeout and a second (its connection is closed by then) is dropped, so that it cannot
+ * be taken by a later connection that its client closes. */
+#define MHD_REFUSED_RING ADMIN_MHD_CONNECTIONS /* a thread has no more connections */
+static _Thread_local struct {
+	const struct admin_listener *l;
+	unsigned status;
+	uint64_t at; /* CLOCK_MONOTONIC ns */
+} mhd_refused[MHD_REFUSED_RING];
+static _Thread_local unsigned mhd_refused_n;
+
+static void mhd_refused_drop(unsigned i)
+{
+	memmove(&mhd_refused[i], &mhd_refused[i + 1],
+	        (mhd_refused_n - i - 1) * sizeof(mhd_refused[0]));
+	mhd_refused_n--;
+}
+
+/* Drops the entries older than their listener's idle timeout and a second. */
+static void mhd_refused_expire(void)
+{
+	uint64_t now = tm_mono_ns();
+	for (unsigned i = mhd_refused_n; i-- > 0;)
+		if (now - mhd_refused[i].at >
+		    ((uint64_t)mhd_refused[i].l->srv->timeout_s + 2) * NS_PER_S)
+			mhd_refused_drop(i);
+}
+
+static void mhd_refused_push(const struct admin_listener *l, unsigned status)
+{
+	mhd_refused_expire();
+	if (mhd_refused_n == MHD_REFUSED_RING) /* not reached: drop the oldest */
+		mhd_refused_drop(0);
+	mhd_refused[mhd_refused_n].l = l;
+	mhd_refused[mhd_refused_n].status = status;
+	mhd_refused[mhd_refused_n].at = tm_mono_ns();
+	mhd_refused_n++;
+}
+
+/* Takes the newest entry of l with status (any status when status is 0, the oldest then);
+ * returns its status, 0 when there is none. */
+static unsigned mhd_refused_take(const struct admin_listener *l, unsigned status)
+{
+	mhd_refused_expire();
+	for (unsigned k = 0; k < mhd_refused_n; k++) {
+		unsigned i = status ? mhd_refused_n - 1 - k : k;
+		if (mhd_refused[i].l != l || (status && mhd_refused[i].status != status))
+			continue;
+		unsigned st = mhd_refused[i].status;
+		mhd_refused_drop(i);
+		return st;
+	}
+	return 0;
+}
+
+/* A connection's close (its own thread): audits the request custos's access handler never
+ * saw, if there is one: refused by libmicrohttpd (its status), or shut down by the watchdog
+ * with its request head incomplete (a keep-alive connection idle since its last answer is
+ * not one). A shed connection was audited when it was shed. */
+static void conn_refusal(struct admin_server *s, struct admin_listener *l, struct watch *w,
+                         bool expired)
+{
+	unsigned status = w->mhd_status;
+
+	if (w->answered)
+		return;
+	if (status == 0 && !w->line_seen)
+		status = mhd_refused_take(l, 0);
+	if (status)
+		admin_audit_conn_refusal(s, l, w, status);
+	else if (expired && (!w->served || w->line_seen))
+		admin_audit_conn_refusal(s, l, w, 0);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -697,7 +875,11 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		s->watches = w->next;
 	if (w->next)
 		w->next->prev = w->prev;
+	bool shed = w->shed, expired = w->expired;
 	pthread_mutex_unlock(&s->watch_lock);
+	/* Outside watch_lock: a submit may wait for the audit queue. */
+	if (!shed)
+		conn_refusal(s, l, w, expired);
 	free(w);
 	*socket_context = NULL;
 }
@@ -716,6 +898,7 @@ static void *watchdog(void *arg)
 				log_info("admin: request not complete within %u s: connection "
 				         "closed",
 				         s->timeout_s);
+				w->expired = true; /* audited when the connection is closed */
 				watch_close(w);
 			}
 		}
@@ -845,6 +1028,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 		memcpy(w->uri, uri, keep);
 		w->uri[keep] = '\0';
 		w->uri_bytes = n;
+		w->line_seen = true;
 	}
 	return NULL;
 }
@@ -1657,13 +1841,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+	struct admin_listener *l = cls;
 	struct req *rq = *con_cls;
 
 	(void)toe;
-	watch_set(((struct admin_listener *)cls)->srv, c, true); /* next request on keep-alive */
+	watch_set(l->srv, c, true); /* next request on keep-alive */
 	struct watch *w = watch_of(c);
-	if (w)
+	if (w) {
 		atomic_store(&w->waiting, tm_mono_ns()); /* waits for its next head */
+		if (w->answered) { /* custos answered it: the next request starts afresh */
+			w->served = true;
+			w->answered = false;
+			w->line_seen = false;
+		} else if (w->mhd_status == 0) {
+			/* Not answered by custos: libmicrohttpd's own answer (it closes the
+			 * connection after it), or none (the connection is going). Audited at
+			 * its close (conn_refusal). */
+			const union MHD_ConnectionInfo *ci =
+			        MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+			if (ci != NULL && ci->http_status != 0) {
+				w->mhd_status = ci->http_status;
+				(void)mhd_refused_take(l, w->mhd_status); /* its log's entry */
+			}
+		}
+	}
 	if (rq == NULL)
 		return;
 	buf_free(&rq->body);
@@ -1704,6 +1905,15 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 			          "gate's socketpairs are not logged (no TCP there), first: %s",
 			          tmp);
 		return;
+	}
+	/* transmit_error_response's message, on the refused connection's thread */
+	static const char refused[] = "Error processing request (HTTP response code is ";
+	uint64_t st = 0;
+	if (l && strncmp(tmp, refused, sizeof(refused) - 1) == 0) {
+		const char *p = tmp + sizeof(refused) - 1;
+		span digits = { p, strspn(p, "0123456789") };
+		if (num_parse_u64(digits, 100, 599, &st) == CUSTOS_OK)
+			mhd_refused_push(l, (unsigned)st);
 	}
 	log_debug("admin: libmicrohttpd: %s", tmp);
 }
@@ -1850,6 +2060,10 @@ static custos_err start_daemon(struct admin_listener *l)
 		{ gated ? MHD_OPTION_END : MHD_OPTION_LISTEN_SOCKET, l->fd, NULL },
 		{ MHD_OPTION_END, 0, NULL },
 	};
+	/* libmicrohttpd's inactivity timeout a second past the watchdog's deadline: a request not
+	 * read by then is the watchdog's to close, and to audit (conn_refusal); libmicrohttpd's
+	 * closes a connection that stops taking its answer. */
+	unsigned mhd_timeout = s->timeout_s + 1;
 	/* The daemon's threads must not take the process signals proxy_run waits for. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -1857,7 +2071,7 @@ static custos_err start_daemon(struct admin_listener *l)
 	        flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
 	        MHD_OPTION_ARRAY, listen_opt, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)ADMIN_THREADS,
 	        MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MHD_CONNECTIONS,
-	        MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	        MHD_OPTION_CONNECTION_TIMEOUT, mhd_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	        (size_t)ADMIN_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
 	        MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_UNESCAPE_CALLBACK,
 	        unescape_none, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_END);

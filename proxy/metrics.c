@@ -408,8 +408,9 @@ custos_err metrics_render(buf *out)
 	GUARD(simple(out, "custos_admin_requests_total", "counter", "Admin API requests.",
 	             sum_counter(METRICS_ADMIN_REQUESTS)));
 	GUARD(simple(out, "custos_admin_denied_total", "counter",
-	             "Admin API callers refused (401/403), connections shed for a slot, and failed "
-	             "handshakes on the admin TLS listener.",
+	             "Admin API callers refused (401/403), requests libmicrohttpd refused itself, "
+	             "connections closed with an incomplete request head past their deadline or "
+	             "shed for a slot, and failed handshakes on the admin TLS listener.",
 	             sum_counter(METRICS_ADMIN_DENIED)));
 	GUARD(counter2(out, "custos_admin_tls_handshakes_total",
 	               "TLS handshakes on the admin TCP listener (admin.tls); failed: every "
