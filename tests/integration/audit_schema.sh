@@ -9,6 +9,7 @@
 #   are in every event; a record given a member no row names fails, naming type and member;
 # - `custos audit verify` as section 5 says: exit 0 and OK on the trail, 1 and `first bad
 #   record: FILE:LINE seq S: hash mismatch...` for an edited byte, 2 for an unknown option;
+# - bytes_in of a request refused inside its head counts what came of it;
 # - `custos audit export` of the trail in CEF, LEEF 2.0 and RFC 5424 parses by the specs
 #   (header fields, escapes, no raw delimiter or control character, token lengths).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -49,6 +50,10 @@ check "allowed chat over TLS" "$("${C[@]}" --cacert "$work/tls/ca.crt" -H "Autho
 # plain HTTP to the TLS listener: a failed handshake (tls.reject)
 printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >"$work/plain.req"
 raw_http "$PORT" "$work/plain.req" >/dev/null
+# a path with the renderings' delimiters and escapes (| = \ ] " are ASCII a request-target may
+# hold): refused (no route), and audited with it, for the export checks below
+printf 'GET /x|a=b\\c]d"e=%%5C HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n' "$ALICE" >"$work/odd.req"
+raw_http "$PORT2" "$work/odd.req" | head -1 | grep -q '^HTTP/1.1 [45]' || fail "no refusal of an odd path"
 check "admin: unknown path" "$("${U[@]}" http://localhost/v1/no-such-thing)" 404
 check "admin: reload" "$("${U[@]}" -X POST http://localhost/v1/policy)" 200
 kill -HUP "$CU_PID"
@@ -72,6 +77,9 @@ else
 	fail "trail against docs/AUDIT.md section 2.3:"
 	echo "$out"
 fi
+# bytes_in of a request refused inside its head: the bytes of it that came (it was 0)
+odd=$(audit_grep '"type":"http.reject".*"path":"/x\|a=b' | sed -n 's/.*"bytes_in":\([0-9]*\).*/\1/p')
+check "bytes_in of a head refused by the parser" "$odd" "$(wc -c <"$work/odd.req")"
 # The checker fails on a member no row names, naming it and its event type.
 mkdir "$work/forged"
 sed '0,/"type":"http.request"/s/"type":"http.request",/"type":"http.request","zz_new":7,/' \
