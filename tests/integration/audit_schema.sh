@@ -10,7 +10,8 @@
 # - `custos audit verify` as section 5 says: exit 0 and OK on the trail, 1 and `first bad
 #   record: FILE:LINE seq S: hash mismatch...` for an edited byte, 2 for an unknown option;
 # - bytes_in of a request refused inside its head counts what came of it;
-# - `custos audit export` of the trail in CEF, LEEF 2.0 and RFC 5424 parses by the specs
+# - `custos audit export`: exit 1 naming a record it cannot render, 2 for an unknown format;
+#   the trail in CEF, LEEF 2.0 and RFC 5424 parses by the specs
 #   (header fields, escapes, no raw delimiter or control character, token lengths).
 . "$(dirname "$0")/proxy_lib.bash"
 command -v python3 >/dev/null || skip "python3 not installed"
@@ -116,6 +117,13 @@ for fmt in cef leef rfc5424; do
 	"$bin" audit export --format "$fmt" "$work"/audit/audit-*.jsonl >"$work/export.$fmt" ||
 		fail "export --format $fmt"
 done
+# a record export cannot render: exit 1, naming it; an unknown format: a usage error (2)
+printf '{"v":1,"seq":1,"time":"2026-11-27T01:55:11.1Z","type":"x"}\nnot json\n' >"$work/bad.jsonl"
+out=$("$bin" audit export --format cef "$work/bad.jsonl" 2>&1 >/dev/null)
+check "export: exit status of a record it cannot render" "$?" 1
+echo "$out" | grep -qF "$work/bad.jsonl:2:" && ok "export names the record" || fail "export of a bad record: $out"
+"$bin" audit export --format xml "$work/audit" >/dev/null 2>&1
+check "export: exit status of an unknown format" "$?" 2
 if out=$(python3 "$schema" "$doc" export "$work/export.cef" "$work/export.leef" "$work/export.rfc5424" 2>&1); then
 	ok "export: $out"
 else
