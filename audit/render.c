@@ -238,10 +238,11 @@ static const struct ext_map cef_map[] = {
 	{ "request_id", "externalId", NULL },
 	{ "principal", "suser", NULL },
 	{ "src_ip", "src", NULL },
-	{ "action|method", "requestMethod", NULL },
+	{ "method", "requestMethod", NULL }, /* an HTTP method only, as CEF defines the key */
 	{ "resource|path", "request", NULL },
 	{ "host", "dhost", NULL },
-	{ "decision", "act", NULL },
+	/* What custos did: the decision, else (lifecycle, reload, privsep) the action. */
+	{ "decision|action", "act", NULL },
 	{ "reason", "reason", NULL },
 	{ "rule_ids|rules", "cs1", "rule_ids" },
 	{ "model", "cs2", "model" },
