@@ -600,11 +600,14 @@ static custos_err hec_event(struct sink *s, span line)
 	if (ajson_get(line, "time", &t) != CUSTOS_OK || t.len != 32 ||
 	    tm_parse_rfc3339(span_of(t.ptr + 1, t.len - 2), &ns) != CUSTOS_OK)
 		ns = tm_wall_ns();
-	GUARD(buf_printf(&s->out,
-	                 "{\"time\":%llu.%03llu,\"host\":\"%s\",\"source\":\"custos\","
-	                 "\"sourcetype\":\"custos:audit\",\"event\":",
+	GUARD(buf_printf(&s->out, "{\"time\":%llu.%03llu,\"host\":\"",
 	                 (unsigned long long)(ns / 1000000000ull),
-	                 (unsigned long long)(ns / 1000000ull % 1000), s->host));
+	                 (unsigned long long)(ns / 1000000ull % 1000)));
+	/* The host name is the kernel's (any bytes but NUL: a container's may hold a quote): a
+	 * raw one would make every batch invalid JSON, refused by the collector for ever. */
+	GUARD(json_escape(&s->out, span_cstr(s->host)));
+	GUARD(buf_append_cstr(
+	        &s->out, "\",\"source\":\"custos\",\"sourcetype\":\"custos:audit\",\"event\":"));
 	GUARD(buf_append_span(&s->out, line));
 	return buf_append_byte(&s->out, '}');
 }

@@ -781,6 +781,9 @@ static void req_begin_unparsed(conn *c, const http1_parser *p)
 
 	r->active = true;
 	r->t_start = tm_mono_ns();
+	/* What the client sent of the head that is refused (docs/AUDIT.md: bytes_in counts the
+	 * head as framed on the connection): read before the callers drop it. */
+	r->bytes_in = buf_used(&c->in);
 	new_request_id(c->w, r->id);
 	if (c->st_ref == NULL)
 		c->st_ref = state_ref(worker_state(c->w));

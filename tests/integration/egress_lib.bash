@@ -22,11 +22,19 @@ eg_init() {
 	[ -n "${EGRESS_KEEP:-}" ] || trap eg_cleanup EXIT
 }
 eg_cleanup() {
-	local p
+	local rc=$? p
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	# The trail of a test that passed against docs/AUDIT.md section 2.3 (audit_schema.py, as in
+	# proxy_lib.bash's cleanup).
+	if [ "$rc" -eq 0 ] && [ -d "$W/audit" ] && command -v python3 >/dev/null &&
+		! python3 "$SRC/tests/integration/audit_schema.py" "$SRC/docs/AUDIT.md" trail --strict "$W/audit"; then
+		echo "FAIL - the audit trail does not match docs/AUDIT.md section 2.3 (above)"
+		rc=1
+	fi
 	port_release "$W"
 	rm -rf "$W"
+	[ "$rc" -eq 0 ] || exit "$rc"
 }
 ok() { echo "ok   - $*"; }
 bad() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }

@@ -5,7 +5,8 @@ hec_fixture.py OUT PORTFILE TOKEN [--fail-first N] [--ack-polls N] [--tls CERT K
 
 - POST /services/collector/event: checks `Authorization: Splunk TOKEN` (TOKEN "@FILE": the
   token in FILE, read at each request, so a test can rotate it) and the request channel,
-  parses the concatenated event objects and appends each event's seq to OUT; answers an ackId.
+  parses the concatenated event objects and appends each event's seq to OUT (and writes the
+  host names seen, JSON-encoded, one a line, to OUT.hosts); answers an ackId.
   A refused token is answered 401 and a line appended to OUT.401. --fail-first N: the first N
   event posts are answered 503 (retry).
 - POST /services/collector/ack: an ackId is acknowledged once it was polled --ack-polls times
@@ -25,6 +26,7 @@ ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 a = ap.parse_args()
 lock = threading.Lock()
 state = {"fail": a.fail_first, "next": 1, "polls": {}}
+hosts = set()
 
 
 def token():
@@ -66,8 +68,11 @@ class H(BaseHTTPRequestHandler):
                     obj, i = dec.raw_decode(text, i)
                     assert obj["sourcetype"] == "custos:audit" and isinstance(obj["time"], float)
                     seqs.append(obj["event"]["seq"])
+                    hosts.add(obj["host"])
                 with open(a.out, "a") as f:
                     f.write("".join(f"{s}\n" for s in seqs))
+                with open(a.out + ".hosts", "w") as f:  # each host name seen, JSON-encoded
+                    f.write("".join(json.dumps(h) + "\n" for h in sorted(hosts)))
                 ack = state["next"]
                 state["next"] += 1
                 state["polls"][ack] = 0

@@ -21,19 +21,28 @@ chmod 700 "$work"
 pids=()
 fails=0
 cleanup() {
-	local p
+	local rc=$? p
 	for p in "${pids[@]}"; do
 		kill -TERM "$p" 2>/dev/null
 	done
 	for p in "${pids[@]}"; do
 		wait "$p" 2>/dev/null
 	done
+	# A test that passed holds its trail to docs/AUDIT.md section 2.3 (audit_schema.py): an
+	# event type or member written but not documented there, a JSON type other than its row's
+	# or an `always` member missing fails the test that wrote it, naming type and member.
+	if [ "$rc" -eq 0 ] && [ -d "$work/audit" ] && command -v python3 >/dev/null &&
+		! python3 "$src/tests/integration/audit_schema.py" "$src/docs/AUDIT.md" trail --strict "$work/audit"; then
+		echo "FAIL the audit trail does not match docs/AUDIT.md section 2.3 (above)"
+		rc=1
+	fi
 	if [ "$fails" -ne 0 ] && [ -f "$work/custos.log" ]; then
 		echo "---- custos log (tail)"
 		tail -40 "$work/custos.log"
 	fi
 	port_release "$work"
 	[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+	[ "$rc" -eq 0 ] || exit "$rc"
 }
 trap cleanup EXIT
 

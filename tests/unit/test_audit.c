@@ -387,6 +387,64 @@ static void test_render_leef(void **state)
 	free(r);
 }
 
+/* The sandbox profile's hash reaches CEF flexString1 and LEEF sandboxProfileHash under the
+ * names the producers write: `profile_hash` (sandbox.process), `profile_sha256` (sandbox.vm).
+ * Before, the renderers looked only for `sandbox_profile_hash`, which no producer writes. */
+static void test_render_profile_hash(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {
+		"{\"v\":1,\"seq\":1,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":"
+		"\"sandbox.process\",\"model\":\"m\",\"action\":\"start\",\"generation\":1,"
+		"\"profile_hash\":\"ab12\"}",
+		"{\"v\":1,\"seq\":1,\"time\":\"2026-11-27T01:55:11.1Z\",\"type\":\"sandbox.vm\","
+		"\"model\":\"m\",\"vm\":\"d\",\"action\":\"started\",\"profile_sha256\":\"ab12\"}",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(lines); i++) {
+		char *cef = render(AUDIT_FMT_CEF, NULL, lines[i]);
+		char *leef = render(AUDIT_FMT_LEEF, NULL, lines[i]);
+		assert_non_null(cef);
+		assert_non_null(leef);
+		if (strstr(cef, " flexString1=ab12 flexString1Label=sandbox_profile_hash") ==
+		            NULL ||
+		    strstr(leef, "\tsandboxProfileHash=ab12") == NULL)
+			fail_msg("line %zu: no profile hash in %s / %s", i, cef, leef);
+		free(cef);
+		free(leef);
+	}
+}
+
+/* CEF requestMethod is the HTTP method (`method`) only; what custos did is `act`: the decision,
+ * else the action of an event without one (a sandbox's lifecycle, a reload, privsep). Before,
+ * "start" or "proxy_lost" went to requestMethod. */
+static void test_render_cef_act(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *members, *want, *not ;
+	} cases[] = {
+		{ "\"type\":\"sandbox.process\",\"model\":\"m\",\"action\":\"start\"", " act=start",
+		  "requestMethod=" },
+		{ "\"type\":\"privsep\",\"process\":\"supervisor\",\"action\":\"proxy_lost\"",
+		  " act=proxy_lost", "requestMethod=" },
+		{ "\"type\":\"http.request\",\"method\":\"POST\",\"path\":\"/v1\",\"decision\":"
+		  "\"allow\"",
+		  " requestMethod=POST request=/v1 act=allow", "act=POST" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		char line[512];
+		snprintf(line, sizeof(line),
+		         "{\"v\":1,\"seq\":1,\"time\":\"2026-11-27T01:55:11.1Z\",%s}",
+		         cases[i].members);
+		char *cef = render(AUDIT_FMT_CEF, NULL, line);
+		assert_non_null(cef);
+		if (strstr(cef, cases[i].want) == NULL || strstr(cef, cases[i].not ) != NULL)
+			fail_msg("case %zu: want '%s', not '%s': %s", i, cases[i].want,
+			         cases[i].not, cef);
+		free(cef);
+	}
+}
+
 /* via, the balancer that sent a PROXY header: CEF's source NAT keys, LEEF's post-NAT keys, the
  * port apart; IPv6 without its brackets; a via that is no ip:port (forged) is left out. */
 static void test_render_via(void **state)
@@ -1677,6 +1735,8 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_render_cef),
 		cmocka_unit_test(test_render_leef),
+		cmocka_unit_test(test_render_profile_hash),
+		cmocka_unit_test(test_render_cef_act),
 		cmocka_unit_test(test_render_severity),
 		cmocka_unit_test(test_render_via),
 		cmocka_unit_test(test_render_via_tlvs),
