@@ -152,6 +152,8 @@ def check_trail(table, paths, strict):
 
 KEY_CALL = re.compile(
     r"\b(?:audit_(?:event|rec)_(?:cstr|str|u64|bool|strs)|put_cut)\(\s*[^,()]+,\s*\"([^\"]+)\"")
+# Tables of member names handed to a writer (proxy/emit.c: the body keys of `audit: bodies`).
+KEY_TABLE = re.compile(r"\bbody_keys\s+\w+\s*=\s*\{([^}]*)\}")
 TYPE_CALLS = [
     re.compile(r"\baudit_(?:event|rec)_begin(?:_at)?\(\s*[^,()]+,\s*\"([^\"]+)\""),
     re.compile(r"\bconn_audit\(\s*\w+,\s*\"([^\"]+)\""),
@@ -175,6 +177,9 @@ def check_code(table, s2text, srcdir):
             rel = os.path.join(sub, f)
             for m in KEY_CALL.finditer(text):
                 keys.setdefault(m.group(1), "%s:%d" % (rel, text.count("\n", 0, m.start()) + 1))
+            for m in KEY_TABLE.finditer(text):
+                for k in re.findall(r"\"([^\"]+)\"", m.group(1)):
+                    keys.setdefault(k, "%s:%d" % (rel, text.count("\n", 0, m.start()) + 1))
             for rx in TYPE_CALLS:
                 for m in rx.finditer(text):
                     types.setdefault(m.group(1),
