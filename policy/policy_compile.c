@@ -1649,12 +1649,25 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 		          "rule '%s' applies to egress only, where 'limits' are not enforced (the "
 		          "egress proxy applies only 'inspect' obligations)",
 		          r->id);
+	/* Egress hashes the bodies of each request it reads (docs/EGRESS.md "Body hashes"); a
+	 * tunnel's bytes are opaque, and a CONNECT is decided on its own. */
+	bool connect_only = r->methods != NULL && r->n_methods > 0;
+	for (uint32_t i = 0; i < r->n_methods && connect_only; i++)
+		connect_only = span_eq(r->methods[i], SPAN_LIT("CONNECT"));
 	if (r->effect == POLICY_ALLOW && r->has_audit && r->audit > POLICY_AUDIT_METADATA &&
-	    r->dirs == 2)
+	    connect_only)
 		ydoc_warn(doc, ydoc_map_get(n, "audit"), c->d, NULL,
-		          "rule '%s' applies to egress only, where 'audit: %s' is not acted on: "
-		          "egress events record metadata, never bodies or their hashes",
+		          "rule '%s' applies to CONNECT only, where 'audit: %s' hashes nothing: a "
+		          "tunnel's bytes are opaque (requests inside an intercepted tunnel are "
+		          "decided, and hashed, by their own method)",
 		          r->id, audit_names[r->audit]);
+	else if (r->effect == POLICY_ALLOW && r->has_audit && r->audit == POLICY_AUDIT_BODIES &&
+	         r->dirs == 2)
+		ydoc_warn(doc, ydoc_map_get(n, "audit"), c->d, "write 'audit: bodies_hashed'",
+		          "rule '%s' applies to egress only, where 'audit: bodies' records the "
+		          "bodies' SHA-256, as bodies_hashed does; the bodies themselves are not "
+		          "written to the trail",
+		          r->id);
 }
 
 /* ---------------------------------------------------------------------------------------------

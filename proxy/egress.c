@@ -352,6 +352,8 @@ void egress_audit(egress_server *s, const elistener *l, erec *r)
 		audit_rec_cstr(&ev, "rules", r->rules);
 	if (r->shadow)
 		audit_rec_bool(&ev, "shadow", true);
+	egress_hash_audit(r, &ev);
+	egress_hash_free(r);
 	audit_rec_u64(&ev, "status", r->status);
 	if (r->addr[0])
 		audit_rec_cstr(&ev, "address", r->addr);
@@ -509,6 +511,7 @@ static bool eval_policy(egress_server *s, policy *p, const elistener *l, erec *r
 		set_reason(r, "policy: %s", d.reason ? d.reason : "denied");
 		return true;
 	}
+	r->audit = (uint8_t)d.audit; /* bodies_hashed: hashed per request, never in a tunnel */
 	/* inspect: response: needs the plaintext (an intercepted tunnel or plain HTTP) */
 	return egress_inspect_decide(s, p, &d, r, connect_only);
 }
@@ -594,6 +597,8 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	 * then, a refusal is audited masked (egress_inspect_audit_path). */
 	if (!connect_only && !egress_inspect_target_wanted(r))
 		r->path_final = true;
+	if (!connect_only)
+		egress_hash_open(r);
 	if (mode == EDECIDE_REUSE) {
 		r->decision = "allow";
 		*srcp = src;

@@ -662,8 +662,10 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		int st = read_body(c, cli, &bd, &r);
 		if (st < 0)
 			goto fail_close;
-		if (st == 0)
+		if (st == 0) {
+			egress_hash_request_whole(&r, buf_span(&c->qin)); /* as the model sent it */
 			st = (int)egress_inspect_request(&r, qkind, &c->qin, &c->qout);
+		}
 		buf_free(&c->qin);
 		if (st == 0 && egress_head_set_length(&c->out, buf_used(&c->qout)) != CUSTOS_OK) {
 			snprintf(r.reason, sizeof(r.reason), "request head too large to forward");
@@ -677,7 +679,8 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			req_done(c, &r);
 			return false;
 		}
-		rqf = HTTP1_BODY_NONE; /* the body goes out with the head */
+		egress_hash_forwarded(&r, buf_span(&c->qout)); /* when inspection rewrote it */
+		rqf = HTTP1_BODY_NONE;                         /* the body goes out with the head */
 	}
 	/* Fail closed: nothing goes upstream before the decision is in the audit trail. It is
 	 * written once custos has nothing left to refuse before sending (an inspected body
@@ -745,6 +748,7 @@ again:
 			if (!ok)
 				goto up_fail;
 			r.bytes_up += d.len;
+			egress_hash_request(&r, d);
 		}
 		buf_consume(&c->in, (size_t)k);
 		if (done)
@@ -754,6 +758,7 @@ again:
 	}
 	if (rqf == HTTP1_BODY_CHUNKED && eio_write(up, "0\r\n\r\n", 5) != 0)
 		goto up_fail;
+	egress_hash_request_end(&r); /* the whole body went (none: the empty body's digest) */
 
 	/* Response head (1xx interim responses skipped). */
 	http1_parser rp;
@@ -832,6 +837,7 @@ again:
 		goto up_fail_reason;
 	}
 	buf_consume(&c->uin, (size_t)rhl);
+	egress_hash_response_begin(&r);
 	/* Response body, streamed and counted against the cap. Bytes gather in c->out behind the
 	 * head (one send for a small response) and are flushed before waiting on the upstream. */
 	bool body_done = rf == HTTP1_BODY_NONE;
@@ -864,6 +870,7 @@ again:
 			}
 			if (o.len) {
 				released = true;
+				egress_hash_response(&r, o);
 				if (!out_body(c, cli, cf, o, &sent))
 					goto fail_close;
 			}
@@ -899,6 +906,7 @@ again:
 		ie = egress_inspect_response_end(&r, &o);
 		if (ie != CUSTOS_OK && ie != CUSTOS_ERR_DENIED)
 			goto insp_failed;
+		egress_hash_response(&r, o);
 		if (o.len && !out_body(c, cli, cf, o, &sent))
 			goto fail_close;
 		if (ie == CUSTOS_ERR_DENIED)
@@ -908,6 +916,7 @@ again:
 		goto fail_close;
 	if (flush_out(c, cli) != 0)
 		goto fail_close;
+	egress_hash_response_end(&r); /* the whole body was written to the model */
 	if (!up_ka || rf == HTTP1_BODY_CLOSE || buf_used(&c->uin))
 		up_close(c);
 	req_done(c, &r);

@@ -343,6 +343,8 @@ static void fc_close(fconn *c, const char *why)
 		fc_head_cut(c, atomic_load(&c->s->stopping) ? 503 : 400, why);
 	if (c->in_req && why && !c->r.reason[0])
 		snprintf(c->r.reason, sizeof(c->r.reason), "%s", why);
+	if (c->in_req && why) /* the answer did not reach the model whole */
+		egress_hash_response_drop(&c->r);
 	req_done(c);
 	if (c->up) {
 		up_drop(lp, c->up);
@@ -741,6 +743,8 @@ static void fc_request(fconn *c, size_t hl)
 	http1_limits lim = { .max_body = EGRESS_MAX_REQUEST_BODY };
 	http1_body_init(&c->qb, h, &lim);
 	c->bdone = !c->qbody || http1_body_done(&c->qb);
+	if (c->bdone && !qinsp)
+		egress_hash_request_end(r); /* no body: the empty body's digest */
 	c->insp = c->released = c->sent = false;
 	c->in_req = true;
 	buf_consume(&c->in, hl); /* h's spans are stale from here */
@@ -884,6 +888,7 @@ static bool fc_response_head(fconn *c, size_t rhl)
 	}
 	buf_consume(&c->uin, rhl);
 	c->rhead = true;
+	egress_hash_response_begin(r);
 	c->close_after = !fc_ka(c);
 	return true;
 }
@@ -958,6 +963,7 @@ static void fc_body_done(fconn *c)
 			fc_insp_failed(c);
 			return;
 		}
+		egress_hash_response(&c->r, o);
 		custos_err oe = o.len ? out_inspected(c, o) : CUSTOS_OK;
 		if (oe != CUSTOS_OK) {
 			fc_close(c, out_inspected_why(oe));
@@ -976,6 +982,9 @@ static void fc_body_done(fconn *c)
 		fc_close(c, "response framing failed");
 		return;
 	}
+	/* The whole body is in c->out or sent: recorded unless the client goes away before it
+	 * has it all (fc_close). */
+	egress_hash_response_end(&c->r);
 	fup *u = c->up;
 	c->up = NULL;
 	if (c->up_ka && c->rf != HTTP1_BODY_CLOSE && buf_used(&c->uin) == 0)
@@ -1081,6 +1090,7 @@ static bool fc_body_pump(fconn *c, bool *progress)
 				            ? http1_chunk_append(&c->uout, d)
 				            : buf_append(&c->uout, d.ptr, d.len);
 				c->r.bytes_up += d.len;
+				egress_hash_request(&c->r, d);
 			}
 			buf_consume(&c->in, (size_t)k);
 			if (done && c->qf == HTTP1_BODY_CHUNKED && e == CUSTOS_OK)
@@ -1093,6 +1103,7 @@ static bool fc_body_pump(fconn *c, bool *progress)
 				*progress = true;
 			if (done) {
 				c->bdone = true;
+				egress_hash_request_end(&c->r); /* read whole, handed on */
 				return true;
 			}
 			if (k)
@@ -1113,10 +1124,12 @@ static bool fc_body_pump(fconn *c, bool *progress)
 static void fc_qbody_done(fconn *c)
 {
 	erec *r = &c->r;
+	egress_hash_request_whole(r, buf_span(&c->qin)); /* as the model sent it */
 	unsigned st = egress_inspect_request(r, c->qkind, &c->qin, &c->qout);
 	buf_free(&c->qin);
 	size_t n = buf_used(&c->qout);
 	if (st == 0) {
+		egress_hash_forwarded(r, buf_span(&c->qout));      /* when inspection rewrote it */
 		c->uout.max = FUOUT_MAX + EGRESS_INSPECT_QOUT_MAX; /* until req_done */
 		custos_err e = egress_head_set_length(&c->uout, n);
 		if (e == CUSTOS_OK) /* the copy in uout counts as held until req_done */
@@ -1323,6 +1336,7 @@ static bool fc_up(fconn *c)
 					}
 					if (o.len) {
 						c->released = true;
+						egress_hash_response(&c->r, o);
 						custos_err oe = out_inspected(c, o);
 						if (oe != CUSTOS_OK) {
 							fc_close(c, out_inspected_why(oe));
@@ -1334,8 +1348,11 @@ static bool fc_up(fconn *c)
 						return true;
 					}
 					d.len = 0;
-				} else if (c->cf != HTTP1_BODY_CHUNKED && buf_used(&c->out) == 0 &&
-				           c->wr) {
+				} else {
+					egress_hash_response(&c->r, d);
+				}
+				if (d.len && c->cf != HTTP1_BODY_CHUNKED &&
+				    buf_used(&c->out) == 0 && c->wr) {
 					/* nothing queued: straight from the upstream bytes, no copy */
 					ssize_t n;
 					do

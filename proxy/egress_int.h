@@ -24,6 +24,7 @@ struct econn;
 struct eeng;
 struct ingress_insp;
 struct einsp;
+struct ehash;
 struct policy_decision;
 struct inspect_engine;
 struct inspect_scratch;
@@ -124,6 +125,9 @@ typedef struct erec {
 	uint8_t insp_request[64];
 	struct ingress_insp *ip; /* raw response stream */
 	struct einsp *ei;        /* request body, JSON responses, the audit summary */
+	/* the merged `audit:` obligation of an allowing policy decision (policy_audit_level) */
+	uint8_t audit;
+	struct ehash *hash; /* its body hashes (egress_hash.c); NULL: not asked, or a tunnel */
 } erec;
 
 /* egress.c */
@@ -166,6 +170,33 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n);
  * past the read timeout): the completion's decision becomes error, as for the cap, never
  * allow (an allowed call whose answer reached the client cut short). */
 void egress_upstream_cut(erec *r);
+
+/* egress_hash.c: `audit: bodies_hashed` (or `bodies`), docs/EGRESS.md "Body hashes". Every
+ * function does nothing for a call without r->hash. A digest step that fails leaves that
+ * digest out of the event (never a wrong one). */
+/* After an allowing decision of a request (not a tunnel): r->hash when r->audit asks. */
+void egress_hash_open(erec *r);
+/* A piece of the request body as the model sent it (decoded: no chunk framing). */
+void egress_hash_request(erec *r, span d);
+/* The request body was read whole, streamed (the pieces so far, none: the empty body). */
+void egress_hash_request_end(erec *r);
+/* The request body read whole in one buffer (held for inspection), before any rewrite. */
+void egress_hash_request_whole(erec *r, span body);
+/* What went upstream instead of the body egress_hash_request_whole saw: recorded when it
+ * differs (inspection rewrote it). */
+void egress_hash_forwarded(erec *r, span body);
+/* A response head accepted: its body's digest starts (again). */
+void egress_hash_response_begin(erec *r);
+/* A piece of the response body as the model gets it (after inspection, without framing). */
+void egress_hash_response(erec *r, span d);
+/* The whole response body went to the model's connection: its digest is recorded. */
+void egress_hash_response_end(erec *r);
+/* The response did not reach the model whole after all: no response digest. */
+void egress_hash_response_drop(erec *r);
+/* Adds audit_level and the digests recorded to the egress.request event ev. */
+void egress_hash_audit(erec *r, audit_rec *ev);
+/* Frees r->hash (egress_audit, once the event is built). */
+void egress_hash_free(erec *r);
 
 /* egress_inspect.c */
 /* What a body is to the inspector, from its head: JSON (application/json, +json), NDJSON
