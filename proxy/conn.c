@@ -2528,7 +2528,12 @@ static bool up_drive(conn *c)
 			ssize_t k = http1_parse_head(r->rp, (const char *)buf_ptr(&u->in),
 			                             buf_used(&u->in));
 			if (k < 0) {
-				conn_reject(c, 502, "malformed upstream response", false);
+				/* The parser's reason goes to the trail: which rule the model
+				 * server broke (both framings, a 101 never asked for...). */
+				char why[160];
+				snprintf(why, sizeof(why), "malformed upstream response: %s",
+				         r->rp->err.reason);
+				conn_reject(c, 502, why, false);
 				return true;
 			}
 			if (k > 0) {
