@@ -214,6 +214,9 @@ icpt_response_checks() {
 	check "intercepted: a bare LF named ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
 	a=$(answer "https://localhost:$P_ICPT/upgrade" "${C[@]}")
 	check "intercepted: a 101 named ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	a=$(timeout 60 python3 "$PEER" smuggle "$PX" "$P_ICPT" "$W/icpt.log" "$W/ca/ca.crt")
+	check "intercepted: bytes a source sends between requests are not the next answer ($a)" \
+		test "$a" = "ok ok /after-smuggle"
 	curl -s -o /dev/null --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/cap/chunk"
 	check "intercepted: streamed past max_response: cut (curl exit $?)" test $? -ne 0
 	check "intercepted: ... audited as error" audited '"kind":"intercepted"' '"path":"/cap/chunk"' '"decision":"error","reason":"response exceeded max_response 1024; cut off"'

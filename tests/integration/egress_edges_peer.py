@@ -20,8 +20,9 @@ server PORT LOG [CERT KEY]  source (TLS with CERT/KEY); every request head is ap
     /cap/chunk  5000 bytes in 1000-byte chunks
     /echo       200, the request head as the body
     else        200 "ok PATH"
-smuggle PROXY PORT LOG   on one connection through PROXY: GET /smuggle, its answer, then (once
-    LOG says SMUGGLED once more) GET /after-smuggle; prints the second answer's body
+smuggle PROXY PORT LOG [CA]   on one connection through PROXY: GET /smuggle, its answer, then (once
+    LOG says SMUGGLED once more) GET /after-smuggle; prints both answers' bodies. With CA:
+    inside an intercepted tunnel to localhost:PORT, verified against CA
 tunnel PROXY PORT CA HEAD   CONNECT localhost:PORT through PROXY, TLS with SNI localhost
     verified against CA, sends HEAD (\\r\\n escapes, origin-form) and prints the answer's
     status line and X-Custos-Reason
@@ -184,10 +185,15 @@ def read_answer(s, buf):
     return buf[:n], buf[n:]
 
 
-def smuggle(proxy, port, log):
-    ph, pp = proxy.rsplit(":", 1)
-    s = socket.create_connection((ph, int(pp)), timeout=20)
-    req = b"GET http://127.0.0.1:%d%%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port)
+def smuggle(proxy, port, log, ca=None):
+    if ca:  # inside an intercepted tunnel to localhost:PORT, origin-form
+        s = connect(proxy, "localhost", port)
+        s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname="localhost")
+        req = b"GET %%s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % port
+    else:
+        ph, pp = proxy.rsplit(":", 1)
+        s = socket.create_connection((ph, int(pp)), timeout=20)
+        req = b"GET http://127.0.0.1:%d%%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (port, port)
     def smuggled():
         with open(log, "rb") as f:
             return f.read().count(b"SMUGGLED\n")
@@ -207,7 +213,7 @@ def main():
     if cmd == "server":
         server(int(sys.argv[2]), sys.argv[3], *sys.argv[4:6])
     elif cmd == "smuggle":
-        smuggle(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        smuggle(sys.argv[2], int(sys.argv[3]), sys.argv[4], *sys.argv[5:6])
     elif cmd == "tunnel":
         tunnel(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
 
