@@ -72,7 +72,10 @@ typedef struct req {
 	uint64_t t_start, t_policy, t_up_start, t_up_done;
 	http1_method meth;
 	char method[24];
-	char *path;
+	char *path;        /* the target as received (audit) */
+	char *npath;       /* its path as policy_path_normalize spells it, query dropped; NULL when
+	                the path is refused as ambiguous (the policy then denies it) */
+	const char *query; /* the query in path ("?..."), or "" */
 	bool client_keep_alive;
 	bool client_http10;
 	http1_body bdec;
@@ -432,6 +435,7 @@ static void req_reset(worker *w, req *r)
 		audit_unreserve(w->srv->audit, 1);
 	egress_ingress_end(r->egress_token);
 	free(r->path);
+	free(r->npath);
 	buf_free(&r->body);
 	buf_give_block(w, &r->uphead);
 	buf_give_block(w, &r->upout);
@@ -1342,7 +1346,19 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 	r->mp_ambiguous = r->multipart && ctypes > 1;
 	buf_init(&r->uphead, HTTP1_MAX_HEAD_BYTES + 1024);
 	buf_take_block(c->w, &r->uphead);
-	GUARD(http1_write_request_head(&r->uphead, h, &wo));
+	/* The upstream gets the path as the policy judged it, the query as received. */
+	char *target = NULL;
+	if (r->npath) {
+		size_t pl = strlen(r->npath), ql = strlen(r->query);
+		target = malloc(pl + ql + 1);
+		ENSURE(target != NULL, CUSTOS_ERR_NOMEM, "out of memory");
+		memcpy(target, r->npath, pl);
+		memcpy(target + pl, r->query, ql + 1);
+		wo.target = span_of(target, pl + ql);
+	}
+	custos_err we = http1_write_request_head(&r->uphead, h, &wo);
+	free(target);
+	GUARD(we);
 	/* The final CRLF comes after Content-Length, known once the body is final. */
 	ENSURE(buf_used(&r->uphead) >= 2, CUSTOS_ERR_INTERNAL, "short head");
 	r->uphead.len -= 2;
@@ -1350,6 +1366,36 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 }
 
 static void on_request_body_done(conn *c);
+
+/* The path every decision here takes (the OpenAI body check, path routes) is the one the
+ * policy judges: policy_path_normalize's spelling. Taken raw, "//v1/chat/completions" or
+ * "/%761/chat/completions" skipped the body's model and max_tokens checks while a model
+ * server that decodes or collapses (uvicorn, cpp-httplib, nginx) answered it as the chat
+ * route; the upstream is sent this spelling too (build_uphead), so what it resolves is what
+ * was judged. A path the normaliser refuses keeps npath NULL: the policy denies it. */
+static void req_normalize_path(req *r)
+{
+	char nb[POLICY_MAX_PATH];
+	size_t nl = 0;
+	const char *why = NULL;
+
+	r->query = "";
+	if (r->path == NULL)
+		return;
+	const char *qm = strchr(r->path, '?');
+	if (qm)
+		r->query = qm;
+	if (r->path[0] != '/' ||
+	    !policy_path_normalize(span_cstr(r->path), nb, sizeof(nb), &nl, &why))
+		return;
+	r->npath = span_dup(span_of(nb, nl));
+}
+
+/* The path to decide on: normalised, or as received when the normaliser refused it. */
+static const char *req_api_path(const req *r)
+{
+	return r->npath ? r->npath : r->path;
+}
 
 static void on_head(conn *c, http1_parser *p, size_t head_len)
 {
@@ -1365,6 +1411,7 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 	r->meth = h->meth;
 	proxy_ignore(span_copy_cstr(h->method, r->method, sizeof(r->method)));
 	r->path = span_dup(h->path.len ? h->path : h->target);
+	req_normalize_path(r);
 	r->client_keep_alive = h->keep_alive && !c->drain;
 	r->client_http10 = h->version == 10;
 	r->bytes_in = head_len;
@@ -1447,7 +1494,7 @@ static bool path_prefix_match(const char *path, const char *prefix)
 
 static bool route_match(const proxy_route_opts *ro, const req *r)
 {
-	if (ro->path_prefix && !path_prefix_match(r->path, ro->path_prefix))
+	if (ro->path_prefix && !path_prefix_match(req_api_path(r), ro->path_prefix))
 		return false;
 	if (ro->model && ro->model[0] == '\0') /* "": requests that name no model */
 		return !(r->has_oa && r->oa.has_model);
@@ -1543,10 +1590,11 @@ static void on_request_body_done(conn *c)
 	/* A multipart body (an OpenAI file or audio upload) names its model in a form field: read
 	 * by the same strict rules its parts are inspected by, so custos and the model server
 	 * cannot route on two different names. */
-	if (body.len > 0 && r->multipart && strncmp(r->path, "/v1/", 4) == 0) {
+	const char *apath = req_api_path(r);
+	if (body.len > 0 && r->multipart && strncmp(apath, "/v1/", 4) == 0) {
 		if (!multipart_model(c, body))
 			return;
-	} else if (body.len > 0 && strncmp(r->path, "/v1/", 4) == 0) {
+	} else if (body.len > 0 && strncmp(apath, "/v1/", 4) == 0) {
 		/* OpenAI fields from JSON bodies (bounded size and depth). */
 		jsonr_limits jl = { .max_depth = o->max_json_depth };
 		if (openai_request_parse(body, &jl, &r->oa) != CUSTOS_OK) {
@@ -2524,7 +2572,12 @@ static bool up_drive(conn *c)
 			ssize_t k = http1_parse_head(r->rp, (const char *)buf_ptr(&u->in),
 			                             buf_used(&u->in));
 			if (k < 0) {
-				conn_reject(c, 502, "malformed upstream response", false);
+				/* The parser's reason goes to the trail: which rule the model
+				 * server broke (both framings, a 101 never asked for...). */
+				char why[160];
+				snprintf(why, sizeof(why), "malformed upstream response: %s",
+				         r->rp->err.reason);
+				conn_reject(c, 502, why, false);
 				return true;
 			}
 			if (k > 0) {

@@ -296,6 +296,23 @@ static void up_close(econn *c)
 	buf_reset(&c->uin);
 }
 
+/* Whether the kept upstream connection is unfit for another request: bytes are waiting on it
+ * (buffered, in TLS, or on the socket), or it hung up or failed. Between requests the source
+ * has nothing to say; what it said anyway (a second response behind a Content-Length body)
+ * would be read as the next request's answer. The loops path drops such a connection when it
+ * becomes readable (egress_fwd.c up_io); here it is checked before reuse. */
+static bool up_stale(econn *c)
+{
+	if (buf_used(&c->uin) > 0 || (c->ussl != NULL && SSL_has_pending(c->ussl)))
+		return true;
+	struct pollfd p = { .fd = c->ufd, .events = POLLIN };
+	int n;
+	do
+		n = poll(&p, 1, 0);
+	while (n == -1 && errno == EINTR);
+	return n != 0; /* readable, hung up, or poll failed */
+}
+
 static int connect_any(econn *c, const ssrf_target *t, uint64_t timeout_ns, char *why, size_t wn)
 {
 	int err = 0;
@@ -700,6 +717,8 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 	/* A kept upstream connection may have been closed by the source while idle: a bodyless
 	 * request that finds it dead before any response byte is sent once more on a new one. */
 	bool can_retry = reuse && rqf == HTTP1_BODY_NONE && !qinsp;
+	if (reuse && up_stale(c))
+		goto retry; /* closed, the name resolved (EDECIDE_REUSE did not), a new one made */
 again:
 	r.status = up_get(c, &r, src, &host, port, &tgt);
 	if (r.status) {

@@ -4,8 +4,9 @@
 # is refused with an unrecognized_name alert during the handshake, as in a plain tunnel.
 # On both forward paths (the loops and CUSTOS_EGRESS_FORWARD=threads) and inside an
 # intercepted tunnel: HEAD keeps the source's Content-Length; a 101, a bare LF, an obs-fold, no
-# status line and two Content-Length fields are refused with their own reason (in the answer
-# and the audit event); a response over max_response is audited as "error" whether its
+# status line, two Content-Length fields, Content-Length with chunked, "chunked, chunked" and an
+# unknown coding are refused with their own reason (in the answer and the audit event); a 103
+# is skipped and bytes past a Content-Length body never answer the next request; a response over max_response is audited as "error" whether its
 # Content-Length shows it or it is cut while streamed.
 # ';' in a path (path parameters) is refused, on both paths and inside a tunnel.
 set -u
@@ -165,7 +166,7 @@ host_checks() {
 
 # What a forward path (named by MODE) passes back and names when it refuses a response.
 response_checks() {
-	local m=$1 PX="http://127.0.0.1:$P_EG" a h p
+	local m=$1 PX="http://127.0.0.1:$P_EG" a b h p
 	h=$(curl -sI --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/size" | tr -d '\r')
 	check "$m: HEAD keeps the source's Content-Length (RFC 9110 8.6)" grep -qi '^Content-Length: 1234$' <<<"$h"
 	check "$m: HEAD answered 200" grep -q '^HTTP/1.1 200' <<<"$h"
@@ -178,11 +179,20 @@ response_checks() {
 	a=$(answer "http://127.0.0.1:$P_SRC/upgrade" -x "$PX" -H 'Connection: Upgrade' -H 'Upgrade: websocket')
 	check "$m: a 101 is refused as an upgrade ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
 	check "$m: the 101 audited with that reason" audited '"path":"/upgrade"' '"decision":"error","reason":"protocol upgrade refused'
-	for p in bare-lf fold no-status two-cl; do
+	for p in bare-lf fold no-status two-cl cl-te te-te xchunked; do
 		a=$(answer "http://127.0.0.1:$P_SRC/$p" -x "$PX")
 		check "$m: /$p refused as a malformed head ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
 		check "$m: /$p audited as a malformed head" audited "\"path\":\"/$p\"" '"reason":"malformed response head: '
 	done
+
+	# a 103 before the answer is skipped; a response the source sends between two requests
+	# (smuggled behind a Content-Length body) never answers the next request on the same
+	# client connection: the kept upstream connection is dropped
+	check "$m: a 103 before the answer is skipped" \
+		test "$(curl -s --max-time 10 -x "$PX" "http://127.0.0.1:$P_SRC/early")" = "ok early"
+	b=$(timeout 60 python3 "$PEER" smuggle "127.0.0.1:$P_EG" "$P_SRC" "$W/src.log")
+	check "$m: bytes a source sends between requests are not the next answer ($b)" \
+		test "$b" = "ok ok /after-smuggle"
 
 	a=$(answer "http://127.0.0.1:$P_SRC/cap/len" -x "$PX")
 	check "$m: Content-Length over max_response -> 502 ($a)" test "$a" = "502|response of 5000 bytes exceeds max_response 1024"
@@ -204,6 +214,9 @@ icpt_response_checks() {
 	check "intercepted: a bare LF named ($a)" bash -c "[[ '$a' == '502|malformed response head: '* ]]"
 	a=$(answer "https://localhost:$P_ICPT/upgrade" "${C[@]}")
 	check "intercepted: a 101 named ($a)" test "$a" = "502|protocol upgrade refused: the source answered 101 Switching Protocols"
+	a=$(timeout 60 python3 "$PEER" smuggle "$PX" "$P_ICPT" "$W/icpt.log" "$W/ca/ca.crt")
+	check "intercepted: bytes a source sends between requests are not the next answer ($a)" \
+		test "$a" = "ok ok /after-smuggle"
 	curl -s -o /dev/null --max-time 10 "${C[@]}" "https://localhost:$P_ICPT/cap/chunk"
 	check "intercepted: streamed past max_response: cut (curl exit $?)" test $? -ne 0
 	check "intercepted: ... audited as error" audited '"kind":"intercepted"' '"path":"/cap/chunk"' '"decision":"error","reason":"response exceeded max_response 1024; cut off"'

@@ -598,6 +598,171 @@ static void test_responses(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * A hostile peer's edge cases (docs/HTTP.md, "Hostile peers"): what is taken, what is refused,
+ * and that what is taken is framed exactly.
+ */
+static void test_hostile_edges(void **state)
+{
+	(void)state;
+	result r;
+
+	/* OWS around a coding and its case do not matter (RFC 9112 §6.1, RFC 9110 §5.5). */
+	const char *te[] = { "chunked ", "chunked\t", "CHUNKED", " Chunked" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(te); i++) {
+		char m[256];
+		snprintf(m, sizeof(m),
+		         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: %s\r\n\r\n"
+		         "5\r\nhello\r\n0\r\n\r\n",
+		         te[i]);
+		req_all_ways(m, &r);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.head.framing, HTTP1_BODY_CHUNKED);
+		assert_int_equal(r.consumed, strlen(m));
+		assert_memory_equal(buf_ptr(&r.body), "hello", 5);
+		result_free(&r);
+	}
+	/* Leading zeros are 1*DIGIT; a sign, a list or a 21-digit value are not taken. */
+	req_all_ways("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0005\r\n\r\nhello", &r);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.head.content_length, 5);
+	result_free(&r);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\n"
+	                            "Content-Length: 184467440737095516160\r\n\r\n"),
+	                 413);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\n"
+	                            "Content-Length: 18446744073709551616\r\n\r\n"),
+	                 413);
+
+	/* Chunk extensions are discarded whatever their shape (a bare ';', a quoted ';'), so
+	 * they never reach an upstream; a control inside one is refused. */
+	const char *ext[] = { "5;\r\n", "5;a=\"x;y\"\r\n", "5;a=b;c\r\n", "5; a = b\r\n" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ext); i++) {
+		char m[256];
+		snprintf(m, sizeof(m),
+		         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+		         "%shello\r\n0\r\n\r\n",
+		         ext[i]);
+		req_all_ways(m, &r);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(buf_used(&r.body), 5);
+		assert_int_equal(r.consumed, strlen(m));
+		result_free(&r);
+	}
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+	                            "\r\n5;a=\"x\ry\"\r\nhello\r\n0\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+	                            "\r\n 5\r\nhello\r\n0\r\n\r\n"),
+	                 400);
+	/* BWS before the ';' (RFC 9112 §7.1.1 lets a recipient take it): refused, as whitespace
+	 * after a size is (docs/HTTP.md). */
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+	                            "\r\n5 ;a\r\nhello\r\n0\r\n\r\n"),
+	                 400);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+	                            "\r\n10000000000000005\r\nhello\r\n0\r\n\r\n"),
+	                 413);
+
+	/* A framing field in the trailers is dropped with them: the body ends where the chunked
+	 * framing says, and the next message starts right after. */
+	const char *tr = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                 "5\r\nhello\r\n0\r\nContent-Length: 50\r\nTransfer-Encoding: x\r\n\r\n";
+	req_all_ways(tr, &r);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.consumed, strlen(tr));
+	assert_int_equal(buf_used(&r.body), 5);
+	result_free(&r);
+	assert_int_equal(req_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+	                            "\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+	                 400);
+
+	/* Names and methods: tokens only; an empty name is refused. */
+	assert_int_equal(req_status("PO(ST / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\nX(A): b\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+	req_all_ways("post / HTTP/1.1\r\nHost: a\r\n\r\n", &r);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.head.meth, HTTP1_M_OTHER); /* case-sensitive: not POST */
+	result_free(&r);
+	assert_int_equal(req_status("GET //v1//x HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+	assert_int_equal(req_status("GET /v1/%2e%2E/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET /v1%2F..%2Fadmin HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+	assert_int_equal(req_status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+
+	/* Responses without a body, whatever their framing fields say: the bytes after the head
+	 * are not theirs (the proxy then drops the connection, never reads them as the next
+	 * answer). */
+	const char *nb[] = {
+		"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n",
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(nb); i++) {
+		char m[256];
+		snprintf(m, sizeof(m), "%shello", nb[i]);
+		check_all_ways(m, strlen(m), true, HTTP1_M_GET, NULL, &r);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.head.framing, HTTP1_BODY_NONE);
+		assert_int_equal(r.consumed, strlen(nb[i]));
+		result_free(&r);
+	}
+	const char *hd = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+	check_all_ways(hd, strlen(hd), true, HTTP1_M_HEAD, NULL, &r);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.head.framing, HTTP1_BODY_NONE);
+	result_free(&r);
+	/* Both framings, in either order, a list of lengths, an unknown coding: 502. */
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+	                             "Content-Length: 5\r\n\r\n",
+	                             HTTP1_M_GET),
+	                 502);
+	assert_int_equal(
+	        resp_status("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", HTTP1_M_GET),
+	        502);
+	assert_int_equal(
+	        resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n", HTTP1_M_GET),
+	        502);
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n", HTTP1_M_GET), 502);
+	assert_int_equal(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                             "5\r\nhello\r\n0\r\nX-T : a\r\n\r\n",
+	                             HTTP1_M_GET),
+	                 502);
+}
+
+/* Connection cannot strip Host, and cannot strip what the proxy adds: added fields come after
+ * the kept ones and are not subject to the client's Connection list. */
+static void test_connection_strips(void **state)
+{
+	(void)state;
+	const char *m = "POST /x HTTP/1.1\r\nHost: h\r\nConnection: Host, Authorization, "
+	                "X-Request-Id, X-Forwarded-For, Content-Type\r\nAuthorization: Bearer k\r\n"
+	                "Content-Type: application/json\r\nX-Request-Id: forged\r\n\r\n";
+	http1_parser p;
+	http1_parser_init_request(&p, NULL);
+	assert_int_equal(http1_parse_head(&p, m, strlen(m)), (ssize_t)strlen(m));
+	http1_header add[] = { { SPAN_LIT("X-Request-Id"), SPAN_LIT("r1") },
+		               { SPAN_LIT("X-Forwarded-For"), SPAN_LIT("192.0.2.1") } };
+	http1_write_opts o = { .add = add, .nadd = 2 };
+	buf out;
+	buf_init(&out, 4096);
+	assert_int_equal(http1_write_request_head(&out, &p.head, &o), CUSTOS_OK);
+	const char *want = "POST /x HTTP/1.1\r\nHost: h\r\nX-Request-Id: r1\r\n"
+	                   "X-Forwarded-For: 192.0.2.1\r\n\r\n";
+	assert_int_equal(buf_used(&out), strlen(want));
+	assert_memory_equal(buf_ptr(&out), want, strlen(want));
+	buf_free(&out);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * The smuggling corpus: every vector rejected with its status, every look-alike accepted.
  */
 static void check_ready(const char *d, size_t n);
@@ -975,6 +1140,8 @@ int main(void)
 		cmocka_unit_test(test_absolute_and_connect),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_responses),
+		cmocka_unit_test(test_hostile_edges),
+		cmocka_unit_test(test_connection_strips),
 		cmocka_unit_test(test_smuggling_corpus),
 		cmocka_unit_test(test_pipelining),
 		cmocka_unit_test(test_write_request),
