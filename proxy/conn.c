@@ -1305,11 +1305,17 @@ static const char *authenticate(conn *c, const http1_head *h)
 static custos_err build_uphead(conn *c, const http1_head *h)
 {
 	req *r = &c->r;
-	static const span drop[] = { SPAN_LIT("Authorization"),   SPAN_LIT("Expect"),
-		                     SPAN_LIT("X-Request-Id"),    SPAN_LIT("Content-Length"),
-		                     SPAN_LIT("X-Forwarded-For"), SPAN_LIT("Accept-Encoding") };
-	http1_header add[2] = {
+	/* The forwarding fields a client could forge are dropped: the model server gets only
+	 * custos' own (X-Forwarded-Proto as the client connection is, X-Forwarded-For). */
+	static const span drop[] = { SPAN_LIT("Authorization"),     SPAN_LIT("Expect"),
+		                     SPAN_LIT("X-Request-Id"),      SPAN_LIT("Content-Length"),
+		                     SPAN_LIT("X-Forwarded-For"),   SPAN_LIT("Accept-Encoding"),
+		                     SPAN_LIT("Forwarded"),         SPAN_LIT("X-Real-IP"),
+		                     SPAN_LIT("X-Forwarded-Proto"), SPAN_LIT("X-Forwarded-Host"),
+		                     SPAN_LIT("X-Forwarded-Port") };
+	http1_header add[3] = {
 		{ SPAN_LIT("X-Request-Id"), span_cstr(r->id) },
+		{ SPAN_LIT("X-Forwarded-Proto"), c->s.ssl ? SPAN_LIT("https") : SPAN_LIT("http") },
 		{ SPAN_LIT("X-Forwarded-For"), c->remote_ip },
 	};
 	http1_write_opts wo = {
@@ -1317,7 +1323,7 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 		.add = add,
-		.nadd = c->remote_ip.len ? 2 : 1, /* no address to forward from a Unix socket */
+		.nadd = c->remote_ip.len ? 3 : 2, /* no address to forward from a Unix socket */
 	};
 	/* Accept-Encoding waits for the decision: with responses inspected the upstream is
 	 * asked for identity (a compressed answer could not be inspected). */

@@ -58,6 +58,10 @@ def serve(c):
                     return
                 data += d
             data = data[n:]
+            # forwarding fields first ("fwd NAME: VALUE"), then the request line
+            for line in head.split(b"\r\n")[1:]:
+                if re.match(rb"(?i)(forwarded|x-real-ip|x-forwarded-[a-z]+):", line):
+                    log.write("fwd " + line.decode("latin-1") + "\n")
             log.write(head.split(b"\r\n", 1)[0].decode("latin-1") + "\n")
             m = re.search(rb"(?i)\r\nx-case: *([^\r]+)", head)
             case = m.group(1).decode() if m else "ok"

@@ -71,6 +71,12 @@ hostile dslash-ok 200
 check "upstream's request line" "$(tail -1 "$work/up.log")" \
 	"POST /v1/chat/completions?x=%2F//y HTTP/1.1"
 says pct-big "max_tokens above the policy's limit"
+# Forwarding fields a client forges never reach the model server: only custos' own.
+: >"$work/up.log"
+hostile fwd-forged 200
+check "forged forwarding fields: what the model server got" \
+	"$(grep '^fwd ' "$work/up.log" | sort | tr '\n' '|')" \
+	"fwd X-Forwarded-For: 127.0.0.1|fwd X-Forwarded-Proto: http|"
 
 # 2. Client framing: refused, closed, audited.
 hostile cl-te 400 close

@@ -35,6 +35,11 @@ CASES = {
     "dslash-big": req(target=b"//v1/chat/completions", body=BIG),
     "pct-big": req(target=b"/%761/chat/completions", body=BIG),
     "dslash-ok": req(target=b"//v1//chat/completions?x=%2F//y"),
+    # forwarding fields a client forges: none reaches the model server
+    "fwd-forged": req(b"Forwarded: for=10.9.9.9;proto=https;host=admin.example\r\n"
+                      b"X-Real-IP: 10.9.9.9\r\nX-Forwarded-Proto: https\r\n"
+                      b"X-Forwarded-Host: admin.example\r\nx-forwarded-port: 443\r\n"
+                      b"X-Forwarded-For: 10.9.9.9\r\n"),
     # framing refusals (client to ingress)
     "cl-te": req(TE, body=chunked(BODY)),
     "cl-list": req(b"Content-Length: 5, 5\r\n", cl=False, body=b"hello"),
