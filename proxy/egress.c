@@ -445,7 +445,7 @@ bool egress_bodyless_length(const http1_head *rh, uint64_t *n)
 
 /* A ';' (or "%3B") in the path: path parameters, which upstreams read in their own ways
  * (Tomcat and Jetty take "/api/..;/admin" as "/admin" and "/admin;x" as "/admin") after the
- * source's prefix and the policy matched the bytes as sent. */
+ * source's prefix and the policy matched the path with its ';' as data. */
 static bool has_path_params(span nq)
 {
 	for (size_t i = 0; i < nq.len; i++)
@@ -618,6 +618,28 @@ unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https
 	r->decision = "allow";
 	*srcp = src;
 	return 0;
+}
+
+custos_err egress_forward_target(span sent, buf *out)
+{
+	span path = sent, query = { "", 0 };
+	const char *q = sent.len ? memchr(sent.ptr, '?', sent.len) : NULL;
+	if (q) {
+		path.len = (size_t)(q - sent.ptr);
+		query = span_of(q, sent.len - path.len);
+	}
+	/* egress_decide's spelling: "/" for an absolute URI without a path ("" or "?q") */
+	if (path.len == 0 || path.ptr[0] != '/')
+		path = SPAN_LIT("/");
+	buf_init(out, POLICY_MAX_PATH + query.len);
+	GUARD(buf_reserve(out, POLICY_MAX_PATH));
+	size_t nl = 0;
+	const char *why = NULL;
+	/* egress_decide refused (400) a path the normaliser refuses: this one was judged */
+	ENSURE(policy_path_normalize(path, (char *)buf_tail(out), POLICY_MAX_PATH, &nl, &why),
+	       CUSTOS_ERR_INTERNAL, "judged request path not normalisable: %s", why ? why : "?");
+	buf_commit(out, nl);
+	return buf_append_span(out, query);
 }
 
 #ifdef CUSTOS_TEST_HOOKS

@@ -639,7 +639,17 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 			goto reject;
 	}
 
-	/* The upstream head, written while the spans into c->in are valid. */
+	/* The upstream head, written while the spans into c->in are valid. The source gets the
+	 * path the policy judged (normalised), the query as sent or as inspection masked it. */
+	buf ftgt;
+	if (egress_forward_target(qtarget.len ? qtarget : h->path, &ftgt) != CUSTOS_OK) {
+		buf_free(&ftgt);
+		log_error("egress: %s", err_msg());
+		r.status = 500;
+		r.decision = "error";
+		snprintf(r.reason, sizeof(r.reason), "request target could not be written");
+		goto reject;
+	}
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
 		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
 	http1_write_opts wo = {
@@ -647,7 +657,7 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
 		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
 		                                              : HTTP1_BODY_NONE,
-		.target = qtarget,
+		.target = buf_span(&ftgt),
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
@@ -658,7 +668,9 @@ static bool handle_request(econn *c, eio cli, http1_parser *p, size_t hl, const 
 		wo.host = span_cstr(iauth);
 	}
 	buf_reset(&c->out);
-	if (http1_write_request_head(&c->out, h, &wo) != CUSTOS_OK) {
+	custos_err we = http1_write_request_head(&c->out, h, &wo);
+	buf_free(&ftgt);
+	if (we != CUSTOS_OK) {
 		r.status = 400;
 		snprintf(r.reason, sizeof(r.reason), "request head too large to forward");
 		goto reject;

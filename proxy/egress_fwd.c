@@ -716,6 +716,18 @@ static void fc_request(fconn *c, size_t hl)
 		}
 		c->qkind = egress_body_kind_of(h);
 	}
+	/* The source gets the path the policy judged (normalised), the query as sent or as
+	 * inspection masked it. */
+	buf ftgt;
+	if (egress_forward_target(qtarget.len ? qtarget : h->path, &ftgt) != CUSTOS_OK) {
+		buf_free(&ftgt);
+		log_error("egress: %s", err_msg());
+		r->status = 500;
+		r->decision = "error";
+		snprintf(r->reason, sizeof(r->reason), "request target could not be written");
+		fc_reject(c, hl);
+		return;
+	}
 	static const span drop[] = { SPAN_LIT("Proxy-Authorization"),
 		                     SPAN_LIT(EGRESS_REQUEST_ID_HEADER), SPAN_LIT("Expect") };
 	http1_write_opts wo = {
@@ -723,14 +735,16 @@ static void fc_request(fconn *c, size_t hl)
 		           : h->framing == HTTP1_BODY_CHUNKED ? HTTP1_BODY_CHUNKED
 		           : h->framing == HTTP1_BODY_LENGTH  ? HTTP1_BODY_LENGTH
 		                                              : HTTP1_BODY_NONE,
-		.target = qtarget,
+		.target = buf_span(&ftgt),
 		.content_length = h->content_length,
 		.drop = drop,
 		.ndrop = CUSTOS_ARRAY_LEN(drop),
 	};
 	uout_shrink(c);
 	buf_reset(&c->uout);
-	if (http1_write_request_head(&c->uout, h, &wo) != CUSTOS_OK) {
+	custos_err we = http1_write_request_head(&c->uout, h, &wo);
+	buf_free(&ftgt);
+	if (we != CUSTOS_OK) {
 		r->status = 400;
 		snprintf(r->reason, sizeof(r->reason), "request head too large to forward");
 		fc_reject(c, hl);

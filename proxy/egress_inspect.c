@@ -611,9 +611,9 @@ custos_err egress_inspect_form(const inspect_engine *en, inspect_scratch *s,
 /* ---------------------------------------------------------------------------------------------
  * Request paths (the part of a target before '?'): each segment percent-decoded (RFC 3986:
  * %XX a byte; '+' is itself) and inspected on its own. Nothing is masked in what is sent: the
- * path names the resource, and the source and the policy were decided on it as sent. What
- * may be audited is built beside it, each segment with a finding (log ones too) replaced by
- * its mask.
+ * path names the resource, and the source and the policy were decided on it (normalised: the
+ * same decoded segments; egress_forward_target sends that spelling). What may be audited is
+ * built beside it, each segment with a finding (log ones too) replaced by its mask.
  */
 
 /* Appends len bytes of p to the NUL-terminated aud (*n used of cap), cut when they do not fit. */

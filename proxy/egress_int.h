@@ -155,6 +155,14 @@ const esource *egress_find_source(egress_server *s, bool https, const ssrf_host 
 unsigned egress_decide(egress_server *s, const elistener *l, erec *r, bool https,
                        const ssrf_host *h, uint16_t port, span method, span path, edecide mode,
                        const esource **src, ssrf_target *tgt);
+/* The request target to forward for a request egress_decide allowed (docs/EGRESS.md "The path
+ * forwarded"): sent's path as policy_path_normalize spells it, the spelling egress_decide
+ * picked the source by and the policy judged ('/' for an absolute URI without a path), then
+ * sent's query from its '?' unchanged. sent is the target as the model sent it (h->path), or
+ * as egress_inspect_target rewrote its query (its masks are kept). out is initialised here:
+ * buf_free it, whatever the result. CUSTOS_OK; CUSTOS_ERR_INTERNAL when the path cannot be
+ * normalised (egress_decide refuses such a path first); _NOMEM. */
+custos_err egress_forward_target(span sent, buf *out) CUSTOS_WUR;
 /* Raises the listener's taint to the source's classification. */
 void egress_taint_raise(elistener *l, int cls);
 /* r->reason for a response head the parser refused (rp->err): a 101 is a protocol upgrade
@@ -242,8 +250,9 @@ custos_err egress_multipart_field(span boundary, span body, const char *name, sp
                                   unsigned *count) CUSTOS_WUR;
 /* The path and query string of h's target, when the rule inspects requests (inspect:
  * request:): the path segment by segment (egress_inspect_path), then the query
- * percent-decoded like a form. 0 with *target the target to send instead ('/' first; owned by
- * r) when a query value was redacted (empty when it goes as sent), r->path audited with the
+ * percent-decoded like a form. 0 with *target the target with the query's masks ('/' first,
+ * the path as sent; owned by r) when a query value was redacted (empty when the query goes as
+ * sent; either way egress_forward_target makes the target to send), r->path audited with the
  * masks; or the status to answer with r->reason set: 403 denied, or a redact finding in the
  * path (r->path audited without the query, a path finding's segment masked), 400 not valid
  * percent-encoding or past an inspection limit, 500. In shadow mode (r->shadow) the path

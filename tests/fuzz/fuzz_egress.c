@@ -15,7 +15,8 @@
  * byte, and a redacted one is still well-formed multipart with the same boundary that inspects
  * again without error. A sixth inspects a request path segment by segment: with nothing found
  * its audited form is the path as sent; with a finding it keeps the path's '/' and is valid
- * percent-encoding.
+ * percent-encoding; the target forwarded for it (egress_forward_target) has one spelling, the
+ * query as sent, and is clean to inspection when the path sent was.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -190,6 +191,44 @@ static void body(const uint8_t *d, size_t n, int form)
  * DENIED). The audited form is NUL-terminated within its room; with nothing found it is the
  * path up to '?' as sent; with a finding it has as many '/' as the path (when not cut) and is
  * valid percent-encoding. */
+/* egress_forward_target on the same target: the path forwarded starts with '/', has no "//",
+ * spells itself again (one spelling), and the query after it is the one sent; and a path in
+ * which inspection found nothing (clean) is still clean forwarded: inspection and the policy
+ * see the same decoded segments, so what the source gets was inspected. */
+static void forward_target(span in, bool clean)
+{
+	buf t, t2, dec;
+	if (egress_forward_target(in, &t) != CUSTOS_OK) {
+		buf_free(&t);
+		return;
+	}
+	span f = buf_span(&t);
+	const char *fq = memchr(f.ptr, '?', f.len);
+	const char *iq = in.len ? memchr(in.ptr, '?', in.len) : NULL;
+	size_t fpl = fq ? (size_t)(fq - f.ptr) : f.len;
+	check(fpl > 0 && f.ptr[0] == '/');
+	for (size_t i = 0; i + 1 < fpl; i++)
+		check(!(f.ptr[i] == '/' && f.ptr[i + 1] == '/'));
+	check((fq == NULL) == (iq == NULL));
+	if (iq)
+		check(f.len - fpl == in.len - (size_t)(iq - in.ptr) &&
+		      memcmp(fq, iq, f.len - fpl) == 0);
+	check(egress_forward_target(f, &t2) == CUSTOS_OK && span_eq(buf_span(&t2), f));
+	buf_free(&t2);
+	if (clean) {
+		char aud[512];
+		int rdet = -2;
+		inspect_summary sum;
+		buf_init(&dec, fpl + 1);
+		inspect_summary_init(&sum);
+		check(egress_inspect_path(eng, scr, &prof, span_of(f.ptr, fpl), &dec, &sum, &rdet,
+		                          aud, sizeof(aud)) == CUSTOS_OK &&
+		      sum.total == 0);
+		buf_free(&dec);
+	}
+	buf_free(&t);
+}
+
 static void path(const uint8_t *d, size_t n)
 {
 	buf dec;
@@ -229,6 +268,8 @@ static void path(const uint8_t *d, size_t n)
 				      num_hex_digit((unsigned char)aud[i + 2]) >= 0);
 	}
 	buf_free(&dec);
+	if (!nul)
+		forward_target(in, e == CUSTOS_OK);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

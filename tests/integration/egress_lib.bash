@@ -105,8 +105,9 @@ eg_upstream_pki() {
 }
 
 # eg_record_source: starts the recording data source (egress_record_source.py: HTTP and HTTPS,
-# with eg_upstream_pki's srv.crt; every target it receives appended to $W/targets.txt and
-# answered "target TARGET") and sets P_D and P_T, its HTTP and HTTPS ports, once it listens.
+# with eg_upstream_pki's srv.crt; every target it receives appended to $W/targets.txt, and as
+# its request line carried it to $W/lines.txt, and answered "target TARGET") and sets P_D and
+# P_T, its HTTP and HTTPS ports, once it listens.
 eg_record_source() {
 	python3 "$SRC/tests/integration/egress_record_source.py" "$W" &
 	PIDS+=($!)

@@ -7,7 +7,8 @@ Usage: egress_record_source.py DIR
 Serves on two ephemeral ports, written (by rename, once listening) to DIR/src.port (HTTP) and
 DIR/tls.port (HTTPS, with DIR/srv.crt and DIR/srv.key: eg_upstream_pki makes them). Every
 request target (GET or DELETE) is appended to DIR/targets.txt and answered 200 with
-"target TARGET\\n"."""
+"target TARGET\\n"; the target as its request line carried it, byte for byte, is appended to
+DIR/lines.txt (http.server merges a leading "//" in self.path)."""
 import os
 import ssl
 import sys
@@ -28,6 +29,8 @@ class H(BaseHTTPRequestHandler):
         with lock:
             with open(W + "/targets.txt", "a") as f:
                 f.write(self.path + "\n")
+            with open(W + "/lines.txt", "a") as f:
+                f.write(self.requestline.split(" ")[1] + "\n")
         body = ("target %s\n" % self.path).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

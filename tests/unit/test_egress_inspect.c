@@ -619,6 +619,43 @@ static void test_head_set_length(void **state)
 	buf_free(&b);
 }
 
+/* egress_forward_target: the path in policy_path_normalize's spelling (the one egress_decide
+ * judged), the query from its '?' byte for byte, masks included; "/" for an absolute URI
+ * without a path; a path the normaliser refuses is an error, never forwarded as sent. */
+static void test_forward_target(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *sent, *want;
+	} ok[] = {
+		{ "//api//x", "/api/x" },
+		{ "/api/%78", "/api/x" },
+		{ "/%61pi/x?q=%2F//", "/api/x?q=%2F//" },
+		{ "/api//y%7e%3a/", "/api/y~%3A/" },
+		{ "///a?", "/a?" },
+		{ "/a?to=%5BREDACTED%3AEMAIL%5D&n=1", "/a?to=%5BREDACTED%3AEMAIL%5D&n=1" },
+		{ "/v1/items/x+y%20z/~n?q=a%20b", "/v1/items/x+y%20z/~n?q=a%20b" },
+		{ "", "/" },
+		{ "?q=1", "/?q=1" },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(ok); i++) {
+		buf b;
+		assert_int_equal(egress_forward_target(span_cstr(ok[i].sent), &b), CUSTOS_OK);
+		span t = buf_span(&b);
+		if (!span_eq(t, span_cstr(ok[i].want)))
+			fail_msg("%s: got %.*s, want %s", ok[i].sent, (int)t.len, t.ptr,
+			         ok[i].want);
+		buf_free(&b);
+	}
+	/* negative: spellings egress_decide refuses with 400 are not forwarded either */
+	static const char *const bad[] = { "/a/%2Fb", "/a/%5c", "/a/%00", "/a/../b", "/a/%2e/b" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		buf b;
+		assert_int_equal(egress_forward_target(span_cstr(bad[i]), &b), CUSTOS_ERR_INTERNAL);
+		buf_free(&b);
+	}
+}
+
 /* egress_held_grow: a buffer's capacity is counted against egress.inspect.max_held before
  * it is allocated (the count never below it), a growth that would pass the bound is refused
  * with nothing allocated or counted, the bound itself can be reached exactly, and giving
@@ -682,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_json_invalid),
 		cmocka_unit_test(test_body_kind),
 		cmocka_unit_test(test_head_set_length),
+		cmocka_unit_test(test_forward_target),
 		cmocka_unit_test(test_form),
 		cmocka_unit_test(test_path),
 		cmocka_unit_test(test_multipart),
