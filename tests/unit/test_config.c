@@ -2210,6 +2210,83 @@ static void test_up_bound_cpu(void **state)
 	expect_error_at(&b, "bad cpu limit '1024.001'", 5, 12, "at most 1024");
 }
 
+/* docs/CONFIG.md against the parser (tests/integration/config_docs.sh compares the key tables):
+ * what a review found. Out-of-range sizes and durations name the range; a data source's
+ * max_response of 0 (which silently meant egress.max_response) is refused as egress's is; the
+ * map form of egress.dns needs its servers (without them its timeout was never read, not even
+ * checked, and the system resolver used). */
+static void test_doc_review(void **state)
+{
+	(void)state;
+	static const char ds[] = "version: 1\ndata_sources: [{id: w, url: \"https://w.example/\", "
+	                         "classification: public, max_response: %s}]\n";
+	char text[512];
+
+	expect_error("version: 1\nlimits: {header_bytes: 64KiB}\n",
+	             "'header_bytes': '64KiB' is above the maximum of 32KiB (range 1KiB - 32KiB)");
+	expect_error("version: 1\nlimits: {header_bytes: 512}\n",
+	             "'header_bytes' must be at least 1KiB (range 1KiB - 32KiB)");
+	expect_error("version: 1\nlimits: {timeouts: {shutdown: 11m}}\n",
+	             "'shutdown': '11m' is above the maximum of 10m (range 0s - 10m)");
+	expect_error("version: 1\nlimits: {timeouts: {client_idle: 100us}}\n",
+	             "'client_idle' must be at least 1ms (range 1ms - 1h)");
+	expect_error("version: 1\nlimits: {json_depth: 1}\n", "1 is out of range [2, 64]");
+	snprintf(text, sizeof(text), ds, "0");
+	expect_error(text, "'max_response' must be at least 1KiB (range 1KiB - 16GiB)");
+	snprintf(text, sizeof(text), ds, "1KiB");
+	custos_config *cfg = parse_ok(text);
+	assert_int_equal(cfg->data_sources[0].max_response, 1024);
+	config_free(cfg);
+	expect_error("version: 1\negress: {dns: {timeout: 5s}}\n",
+	             "missing required key 'servers'");
+	expect_error("version: 1\negress: {dns: {servers: []}}\n", "'servers' must not be empty");
+	expect_error("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5ms}}\n",
+	             "'timeout' must be at least 10ms (range 10ms - 1m)");
+	cfg = parse_ok("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5s}}\n");
+	assert_int_equal(cfg->egress.n_dns_servers, 1);
+	assert_true(cfg->egress.dns_timeout_ns == 5000000000ull);
+	config_free(cfg);
+}
+
+struct key_seen {
+	size_t n, refused;
+	bool tls_ca, vcpus, identity;
+};
+
+static void note_key(const char *path, bool refused, void *arg)
+{
+	struct key_seen *k = arg;
+
+	k->n++;
+	k->refused += refused;
+	k->tls_ca |= strcmp(path, "listeners[].tls.client_ca") == 0 && !refused;
+	k->vcpus |= strcmp(path, "sandbox_profiles.<id>.vm.vcpus") == 0 && !refused;
+	k->identity |= strcmp(path, "auth.mtls.identity") == 0 && refused;
+}
+
+/* config_keys lists the tables the parser checks mappings against: a key it lists is taken,
+ * a key it flags refused is refused with a hint, not as unknown. */
+static void test_config_keys(void **state)
+{
+	(void)state;
+	struct key_seen k = { 0 };
+
+	config_keys(note_key, &k);
+	assert_true(k.n > 200);
+	assert_int_equal(k.refused, 3);
+	assert_true(k.tls_ca && k.vcpus && k.identity);
+	expect_error("version: 1\nauth: {mtls: {identity: cn}}\n",
+	             "'auth.mtls.identity' is not supported");
+	diag_list d;
+	const diag_item *it = parse_fail("version: 1\nlimits: {timeouts: {client_headr: 1s}}\n", &d,
+	                                 "unknown key 'client_headr'");
+	assert_int_equal(it->line, 2);
+	assert_int_equal(it->col, 21);
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "did you mean 'client_header'"));
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2229,6 +2306,8 @@ int main(void)
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
 		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_doc_review),
+		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test(test_reload_sandbox_set),
 		cmocka_unit_test(test_load_log_section),
 		cmocka_unit_test(test_where),
