@@ -256,10 +256,24 @@ static bool up_bound(cfg_ctx *c, ydoc_node *m, const char *key, bool bytes, uint
                      uint64_t max, const char *hint, uint64_t *out)
 {
 	uint64_t v;
+	char lo[32], hi[32];
 
-	if (!(bytes ? cfg_size(c, m, key, min, UINT64_MAX, &v)
-	            : cfg_u64(c, m, key, min, UINT64_MAX, &v)))
+	if (!(bytes ? cfg_size(c, m, key, 0, UINT64_MAX, &v)
+	            : cfg_u64(c, m, key, 0, UINT64_MAX, &v)))
 		return false;
+	if (v < min && bytes) {
+		num_format_size(min, lo, sizeof(lo));
+		num_format_size(max, hi, sizeof(hi));
+		ydoc_error(c->doc, cfg_get(m, key), c->d, NULL,
+		           "'%s' must be at least %s (range %s - %s)", key, lo, lo, hi);
+		return false;
+	}
+	if (v < min) {
+		ydoc_error(c->doc, cfg_get(m, key), c->d, NULL,
+		           "'%s': %llu is out of range [%llu, %llu]", key, (unsigned long long)v,
+		           (unsigned long long)min, (unsigned long long)max);
+		return false;
+	}
 	if (v > max) {
 		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
 		           "'%s': %llu%s is above the limit of %llu%s", key, (unsigned long long)v,

@@ -2231,6 +2231,11 @@ static void test_doc_review(void **state)
 	expect_error("version: 1\nlimits: {timeouts: {client_idle: 100us}}\n",
 	             "'client_idle' must be at least 1ms (range 1ms - 1h)");
 	expect_error("version: 1\nlimits: {json_depth: 1}\n", "1 is out of range [2, 64]");
+	/* a bound of custos up's own (up_bound) names its range too */
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {vcpus: 0, disk: /x}}}\n",
+	             "'vcpus': 0 is out of range [1, 256]");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {memory: 1MiB, disk: /x}}}\n",
+	             "'memory' must be at least 64MiB (range 64MiB - 4TiB)");
 	snprintf(text, sizeof(text), ds, "0");
 	expect_error(text, "'max_response' must be at least 1KiB (range 1KiB - 16GiB)");
 	snprintf(text, sizeof(text), ds, "1KiB");
