@@ -2447,6 +2447,13 @@ static void test_doc_review(void **state)
 	expect_error("version: 1\negress: {dns: {servers: []}}\n", "'servers' must not be empty");
 	expect_error("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5ms}}\n",
 	             "'timeout' must be at least 10ms (range 10ms - 1m)");
+	/* a quoted "true" is a string: the hint says why it is refused */
+	diag_list d;
+	const diag_item *it =
+	        parse_fail("version: 1\nadmin: {force: \"true\"}\n", &d, "'true' is not a boolean");
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "without quotes"));
+	diag_free(&d);
 	cfg = parse_ok("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5s}}\n");
 	assert_int_equal(cfg->egress.n_dns_servers, 1);
 	assert_true(cfg->egress.dns_timeout_ns == 5000000000ull);
