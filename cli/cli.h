@@ -43,6 +43,7 @@ void cli_error(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_config_check(int argc, char **argv);
+int cmd_config_keys(int argc, char **argv);
 /* custos config check --host (cli/config_host.c): adds to d what `custos up` would refuse on
  * this host (files it cannot read or write as the user that opens them, modes, directories,
  * proxy.user), at the setting's file:line:col; creates and changes nothing. */

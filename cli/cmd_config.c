@@ -1,5 +1,6 @@
 /* custos config check [--host] FILE: validate custos.yaml and report every problem (exit 0 ok, 1
- * errors); --host also finds what `custos up` would refuse on this host (cli/config_host.c). */
+ * errors); --host also finds what `custos up` would refuse on this host (cli/config_host.c).
+ * custos config keys: every key the parser knows, one path a line (docs/CONFIG.md). */
 #include <getopt.h>
 #include <stdio.h>
 
@@ -49,4 +50,21 @@ int cmd_config_check(int argc, char **argv)
 	config_free(cfg);
 	diag_free(&d);
 	return CLI_FAIL;
+}
+
+static void print_key(const char *path, bool refused, void *arg)
+{
+	(void)arg;
+	printf("%s%s\n", path, refused ? "\trefused" : "");
+}
+
+int cmd_config_keys(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1) {
+		cli_usage("config", "keys", false);
+		return CLI_USAGE;
+	}
+	config_keys(print_key, NULL);
+	return fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
 }

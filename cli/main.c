@@ -20,6 +20,8 @@ static const struct cli_command commands[] = {
 	{ "config", "check", cmd_config_check, "[--host] FILE",
 	  "validate custos.yaml; print every error as file:line:col (--host: also what up would "
 	  "refuse on this host: files, modes, directories, proxy.user)" },
+	{ "config", "keys", cmd_config_keys, "",
+	  "list every key custos.yaml may have, one path a line (docs/CONFIG.md)" },
 	{ "policy", "check", cmd_policy_check, "FILE",
 	  "validate policy.yaml: errors and warnings as file:line:col" },
 	{ "policy", "test", cmd_policy_test, "FILE TESTS.yaml",

@@ -22,6 +22,179 @@ static const char *const top_keys[] = { "version",      "log",       "workers",
 	                                "data_sources", "egress",    "audit",
 	                                "admin",        "policy",    "proxy" };
 
+/* The key tables of every mapping, one per path (a list's items "[]", a profile "<id>"):
+ * the parser checks each mapping against its table, and config_keys() lists them all. */
+static const char *const keys_log[] = { "level", "format", "file" };
+static const char *const keys_limits[] = { "header_bytes", "header_count", "request_line",
+	                                   "body_max",     "json_depth",   "max_connections",
+	                                   "timeouts" };
+static const char *const keys_limits_timeouts[] = { "client_header", "client_body",
+	                                            "client_idle",   "upstream_connect",
+	                                            "upstream_read", "upstream_idle",
+	                                            "shutdown" };
+static const char *const keys_listeners_tls[] = { "cert",
+	                                          "key",
+	                                          "certificates",
+	                                          "client_ca",
+	                                          "client_auth",
+	                                          "min_version",
+	                                          "ciphers",
+	                                          "ciphersuites",
+	                                          "alpn",
+	                                          "session_tickets",
+	                                          "ticket_key_rotation",
+	                                          "client_crl",
+	                                          "ocsp" };
+static const char *const keys_listeners_tls_certificates[] = { "cert", "key", "ocsp" };
+static const char *const keys_listeners[] = {
+	"id", "address", "tls", "force_plain", "proxy_protocol", "proxy_protocol_from"
+};
+static const char *const keys_auth[] = { "api_keys", "api_keys_file", "jwt", "mtls" };
+static const char *const keys_auth_api_keys[] = { "id", "sha256" };
+static const char *const keys_auth_jwt[] = { "jwks_file",  "issuers", "audiences",
+	                                     "algorithms", "leeway",  "principal_claim" };
+static const char *const keys_auth_mtls[] = { "enabled", "identity" };
+static const char *const keys_models_upstream[] = { "url",         "tls_verify", "ca_file",
+	                                            "server_name", "pool_size",  "timeouts",
+	                                            "cert",        "key",        "crl_file" };
+static const char *const keys_models_upstream_timeouts[] = { "connect", "read", "idle" };
+static const char *const keys_models_sandbox[] = { "type",    "profile", "command", "env",
+	                                           "workdir", "port",    "health",  "restart" };
+static const char *const keys_models_sandbox_health[] = { "path", "timeout", "interval",
+	                                                  "start_timeout" };
+static const char *const keys_models_sandbox_restart[] = { "initial", "max" };
+static const char *const keys_models[] = { "id", "aliases", "upstream", "sandbox" };
+static const char *const keys_routes[] = { "path", "model" };
+static const char *const keys_sandbox_profiles_profile_seccomp[] = { "base", "allow", "deny" };
+static const char *const keys_sandbox_profiles_profile_vm[] = {
+	"vcpus",     "memory",      "hugepages", "cpu_pinning", "kernel",
+	"initrd",    "disk",        "cmdline",   "hostdev",     "channel",
+	"vsock_cid", "console_log", "type",      "libvirt_uri", "channel_socket"
+};
+static const char *const keys_sandbox_profiles_profile[] = { "namespaces", "seccomp", "gpu",
+	                                                     "devices",    "binds",   "sysfs",
+	                                                     "scratch",    "limits",  "landlock",
+	                                                     "env_allow",  "vm" };
+static const char *const keys_sandbox_profiles_profile_binds[] = { "src", "dst", "rw" };
+static const char *const keys_sandbox_profiles_profile_scratch[] = { "type", "size", "path" };
+static const char *const keys_sandbox_profiles_profile_limits[] = { "memory", "swap", "pids", "cpu",
+	                                                            "nofile" };
+static const char *const keys_data_sources[] = {
+	"id",      "url",          "classification", "intercept", "allow_private_addresses",
+	"ca_file", "max_response", "timeout",        "cert",      "key",
+	"crl_file"
+};
+static const char *const keys_egress[] = { "enabled",
+	                                   "port",
+	                                   "ca_dir",
+	                                   "leaf_lifetime",
+	                                   "max_response",
+	                                   "timeouts",
+	                                   "max_connections_per_sandbox",
+	                                   "dns",
+	                                   "inspect" };
+static const char *const keys_egress_timeouts[] = { "connect", "read", "idle" };
+static const char *const keys_egress_inspect[] = { "max_body", "max_held" };
+static const char *const keys_egress_dns[] = { "servers", "timeout" };
+static const char *const keys_audit_sinks_tls[] = { "ca",  "crl",    "cert",
+	                                            "key", "verify", "server_name" };
+static const char *const keys_audit_sinks_http[] = { "url", "token_file", "ack" };
+static const char *const keys_audit_sinks_retry[] = { "initial", "max" };
+static const char *const keys_audit[] = {
+	"dir",    "durability", "batch_window",   "queue_size", "on_full",
+	"rotate", "checkpoint", "signing_key",    "public_key", "on_write_error",
+	"sinks",  "query",      "body_record_max"
+};
+static const char *const keys_audit_rotate[] = { "size", "interval" };
+static const char *const keys_audit_checkpoint[] = { "every_events", "every_interval" };
+static const char *const keys_audit_sinks[] = { "id",  "type", "format", "address",
+	                                        "tls", "http", "retry" };
+static const char *const keys_proxy[] = { "user", "self_sandbox" };
+static const char *const keys_admin_tls[] = { "cert", "key", "ocsp", "client_ca", "client_crl" };
+static const char *const keys_admin[] = { "enabled", "socket", "socket_mode", "allowed_uids",
+	                                  "tcp",     "force",  "max_body",    "tls" };
+static const char *const keys_admin_tcp[] = { "address", "token_sha256" };
+static const char *const keys_policy[] = { "file", "reload_on_sighup" };
+
+static const struct cfg_key_table {
+	const char *path;
+	const char *const *keys;
+	size_t n;
+} key_tables[] = {
+	{ "", top_keys, CUSTOS_ARRAY_LEN(top_keys) },
+	{ "admin", keys_admin, CUSTOS_ARRAY_LEN(keys_admin) },
+	{ "admin.tcp", keys_admin_tcp, CUSTOS_ARRAY_LEN(keys_admin_tcp) },
+	{ "admin.tls", keys_admin_tls, CUSTOS_ARRAY_LEN(keys_admin_tls) },
+	{ "audit", keys_audit, CUSTOS_ARRAY_LEN(keys_audit) },
+	{ "audit.checkpoint", keys_audit_checkpoint, CUSTOS_ARRAY_LEN(keys_audit_checkpoint) },
+	{ "audit.rotate", keys_audit_rotate, CUSTOS_ARRAY_LEN(keys_audit_rotate) },
+	{ "audit.sinks[]", keys_audit_sinks, CUSTOS_ARRAY_LEN(keys_audit_sinks) },
+	{ "audit.sinks[].http", keys_audit_sinks_http, CUSTOS_ARRAY_LEN(keys_audit_sinks_http) },
+	{ "audit.sinks[].retry", keys_audit_sinks_retry, CUSTOS_ARRAY_LEN(keys_audit_sinks_retry) },
+	{ "audit.sinks[].tls", keys_audit_sinks_tls, CUSTOS_ARRAY_LEN(keys_audit_sinks_tls) },
+	{ "auth", keys_auth, CUSTOS_ARRAY_LEN(keys_auth) },
+	{ "auth.api_keys[]", keys_auth_api_keys, CUSTOS_ARRAY_LEN(keys_auth_api_keys) },
+	{ "auth.jwt", keys_auth_jwt, CUSTOS_ARRAY_LEN(keys_auth_jwt) },
+	{ "auth.mtls", keys_auth_mtls, CUSTOS_ARRAY_LEN(keys_auth_mtls) },
+	{ "data_sources[]", keys_data_sources, CUSTOS_ARRAY_LEN(keys_data_sources) },
+	{ "egress", keys_egress, CUSTOS_ARRAY_LEN(keys_egress) },
+	{ "egress.dns", keys_egress_dns, CUSTOS_ARRAY_LEN(keys_egress_dns) },
+	{ "egress.inspect", keys_egress_inspect, CUSTOS_ARRAY_LEN(keys_egress_inspect) },
+	{ "egress.timeouts", keys_egress_timeouts, CUSTOS_ARRAY_LEN(keys_egress_timeouts) },
+	{ "limits", keys_limits, CUSTOS_ARRAY_LEN(keys_limits) },
+	{ "limits.timeouts", keys_limits_timeouts, CUSTOS_ARRAY_LEN(keys_limits_timeouts) },
+	{ "listeners[]", keys_listeners, CUSTOS_ARRAY_LEN(keys_listeners) },
+	{ "listeners[].tls", keys_listeners_tls, CUSTOS_ARRAY_LEN(keys_listeners_tls) },
+	{ "listeners[].tls.certificates[]", keys_listeners_tls_certificates,
+	  CUSTOS_ARRAY_LEN(keys_listeners_tls_certificates) },
+	{ "log", keys_log, CUSTOS_ARRAY_LEN(keys_log) },
+	{ "models[]", keys_models, CUSTOS_ARRAY_LEN(keys_models) },
+	{ "models[].sandbox", keys_models_sandbox, CUSTOS_ARRAY_LEN(keys_models_sandbox) },
+	{ "models[].sandbox.health", keys_models_sandbox_health,
+	  CUSTOS_ARRAY_LEN(keys_models_sandbox_health) },
+	{ "models[].sandbox.restart", keys_models_sandbox_restart,
+	  CUSTOS_ARRAY_LEN(keys_models_sandbox_restart) },
+	{ "models[].upstream", keys_models_upstream, CUSTOS_ARRAY_LEN(keys_models_upstream) },
+	{ "models[].upstream.timeouts", keys_models_upstream_timeouts,
+	  CUSTOS_ARRAY_LEN(keys_models_upstream_timeouts) },
+	{ "policy", keys_policy, CUSTOS_ARRAY_LEN(keys_policy) },
+	{ "proxy", keys_proxy, CUSTOS_ARRAY_LEN(keys_proxy) },
+	{ "routes[]", keys_routes, CUSTOS_ARRAY_LEN(keys_routes) },
+	{ "sandbox_profiles.<id>", keys_sandbox_profiles_profile,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile) },
+	{ "sandbox_profiles.<id>.binds[]", keys_sandbox_profiles_profile_binds,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile_binds) },
+	{ "sandbox_profiles.<id>.limits", keys_sandbox_profiles_profile_limits,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile_limits) },
+	{ "sandbox_profiles.<id>.scratch", keys_sandbox_profiles_profile_scratch,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile_scratch) },
+	{ "sandbox_profiles.<id>.seccomp", keys_sandbox_profiles_profile_seccomp,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile_seccomp) },
+	{ "sandbox_profiles.<id>.vm", keys_sandbox_profiles_profile_vm,
+	  CUSTOS_ARRAY_LEN(keys_sandbox_profiles_profile_vm) },
+};
+
+/* Keys in a table only so that the parser can refuse them with a hint rather than "unknown
+ * key": features that do not exist. */
+static const char *const refused_keys[] = { "auth.mtls.identity", "models[].sandbox.health.timeout",
+	                                    "models[].sandbox.health.interval" };
+
+void config_keys(void (*cb)(const char *path, bool refused, void *arg), void *arg)
+{
+	char path[128];
+
+	for (size_t t = 0; t < CUSTOS_ARRAY_LEN(key_tables); t++) {
+		for (size_t k = 0; k < key_tables[t].n; k++) {
+			bool refused = false;
+			snprintf(path, sizeof(path), "%s%s%s", key_tables[t].path,
+			         key_tables[t].path[0] ? "." : "", key_tables[t].keys[k]);
+			for (size_t r = 0; r < CUSTOS_ARRAY_LEN(refused_keys); r++)
+				refused = refused || strcmp(path, refused_keys[r]) == 0;
+			cb(path, refused, arg);
+		}
+	}
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Bounds that are `custos up`'s own (include/custos/config.h): the error names the bound and the
  * hint says whose it is, so that nobody raises the number here without the runtime. Hints
@@ -83,10 +256,24 @@ static bool up_bound(cfg_ctx *c, ydoc_node *m, const char *key, bool bytes, uint
                      uint64_t max, const char *hint, uint64_t *out)
 {
 	uint64_t v;
+	char lo[32], hi[32];
 
-	if (!(bytes ? cfg_size(c, m, key, min, UINT64_MAX, &v)
-	            : cfg_u64(c, m, key, min, UINT64_MAX, &v)))
+	if (!(bytes ? cfg_size(c, m, key, 0, UINT64_MAX, &v)
+	            : cfg_u64(c, m, key, 0, UINT64_MAX, &v)))
 		return false;
+	if (v < min && bytes) {
+		num_format_size(min, lo, sizeof(lo));
+		num_format_size(max, hi, sizeof(hi));
+		ydoc_error(c->doc, cfg_get(m, key), c->d, NULL,
+		           "'%s' must be at least %s (range %s - %s)", key, lo, lo, hi);
+		return false;
+	}
+	if (v < min) {
+		ydoc_error(c->doc, cfg_get(m, key), c->d, NULL,
+		           "'%s': %llu is out of range [%llu, %llu]", key, (unsigned long long)v,
+		           (unsigned long long)min, (unsigned long long)max);
+		return false;
+	}
 	if (v > max) {
 		ydoc_error(c->doc, cfg_get(m, key), c->d, hint,
 		           "'%s': %llu%s is above the limit of %llu%s", key, (unsigned long long)v,
@@ -102,10 +289,9 @@ static bool up_bound(cfg_ctx *c, ydoc_node *m, const char *key, bool bytes, uint
  */
 static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 {
-	static const char *const keys[] = { "level", "format", "file" };
 	static const char *const levels[] = { "error", "warn", "info", "debug" };
 	static const char *const formats[] = { "auto", "text", "json" };
-	ydoc_node *m = CFG_SECTION(c, root, "log", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "log", keys_log);
 
 	log->level = LOG_LVL_INFO;
 	log->format = LOG_FMT_AUTO;
@@ -116,13 +302,7 @@ static void parse_log(cfg_ctx *c, ydoc_node *root, cfg_log *log)
 
 static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
 {
-	static const char *const keys[] = { "header_bytes", "header_count", "request_line",
-		                            "body_max",     "json_depth",   "max_connections",
-		                            "timeouts" };
-	static const char *const tkeys[] = { "client_header",    "client_body",   "client_idle",
-		                             "upstream_connect", "upstream_read", "upstream_idle",
-		                             "shutdown" };
-	ydoc_node *m = CFG_SECTION(c, root, "limits", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "limits", keys_limits);
 
 	*l = (cfg_limits){ .header_bytes = 16u << 10,
 		           .header_count = 100,
@@ -153,7 +333,7 @@ static void parse_limits(cfg_ctx *c, ydoc_node *root, cfg_limits *l)
 	}
 	cfg_u64(c, m, "json_depth", 2, CFG_MAX_JSON_DEPTH, &l->json_depth);
 	cfg_u64(c, m, "max_connections", 1, CFG_MAX_CONNECTIONS, &l->max_connections);
-	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", keys_limits_timeouts);
 	cfg_dur(c, t, "client_header", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_header_timeout_ns);
 	cfg_dur(c, t, "client_body", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_body_timeout_ns);
 	cfg_dur(c, t, "client_idle", MS(1), CFG_MAX_TIMEOUT_NS, &l->client_idle_timeout_ns);
@@ -234,23 +414,9 @@ out:
 
 static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 {
-	static const char *const keys[] = { "cert",
-		                            "key",
-		                            "certificates",
-		                            "client_ca",
-		                            "client_auth",
-		                            "min_version",
-		                            "ciphers",
-		                            "ciphersuites",
-		                            "alpn",
-		                            "session_tickets",
-		                            "ticket_key_rotation",
-		                            "client_crl",
-		                            "ocsp" };
-	static const char *const pkeys[] = { "cert", "key", "ocsp" };
 	static const char *const auths[] = { "none", "optional", "required" };
 	static const char *const versions[] = { "1.2", "1.3" };
-	ydoc_node *m = CFG_SECTION(c, lm, "tls", keys);
+	ydoc_node *m = CFG_SECTION(c, lm, "tls", keys_listeners_tls);
 
 	t->min_version = CFG_TLS_1_2;
 	t->session_tickets = true;
@@ -276,7 +442,8 @@ static void parse_tls_server(cfg_ctx *c, ydoc_node *lm, cfg_tls_server *t)
 		           "ocsp here is tls.cert's OCSP response, and this listener sets no cert");
 	}
 	for (size_t i = 0; i < nlist; i++) {
-		if (CFG_MAP(c, list->items[i], "a certificates entry", pkeys)) {
+		if (CFG_MAP(c, list->items[i], "a certificates entry",
+		            keys_listeners_tls_certificates)) {
 			parse_cert_pair(c, list->items[i], &t->certs[t->n_certs]);
 			cfg_path(c, list->items[i], "ocsp", false, false,
 			         &t->certs[t->n_certs++].ocsp);
@@ -382,9 +549,6 @@ static void parse_proxy_protocol(cfg_ctx *c, ydoc_node *m, cfg_listener *l)
 
 static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = {
-		"id", "address", "tls", "force_plain", "proxy_protocol", "proxy_protocol_from"
-	};
 	ydoc_node *s = cfg_seq_hint(c, root, "listeners", CFG_MAX_LISTENERS, HINT_LISTENERS);
 
 	if (s == NULL)
@@ -393,7 +557,7 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	for (size_t i = 0; i < s->n; i++) {
 		ydoc_node *m = s->items[i];
 		cfg_listener *l = &cfg->listeners[cfg->n_listeners];
-		if (!CFG_MAP(c, m, "a listener", keys))
+		if (!CFG_MAP(c, m, "a listener", keys_listeners))
 			continue;
 		cfg->n_listeners++;
 		cfg_id(c, m, "id", true, &l->id);
@@ -417,13 +581,8 @@ static void parse_listeners(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
  */
 static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 {
-	static const char *const keys[] = { "api_keys", "api_keys_file", "jwt", "mtls" };
-	static const char *const kkeys[] = { "id", "sha256" };
-	static const char *const jkeys[] = { "jwks_file",  "issuers", "audiences",
-		                             "algorithms", "leeway",  "principal_claim" };
-	static const char *const mkeys[] = { "enabled", "identity" };
 	static const char *const algs[] = { "RS256", "ES256", "EdDSA" };
-	ydoc_node *m = CFG_SECTION(c, root, "auth", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "auth", keys_auth);
 
 	a->jwt.algorithms = CFG_JWT_RS256 | CFG_JWT_ES256 | CFG_JWT_EDDSA;
 	a->jwt.leeway_ns = SEC(30);
@@ -435,7 +594,7 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 		a->api_keys = cfg_alloc(c->a, s->n, sizeof(cfg_api_key));
 		for (size_t i = 0; i < s->n; i++) {
 			cfg_api_key *k = &a->api_keys[a->n_api_keys];
-			if (!CFG_MAP(c, s->items[i], "an api_keys entry", kkeys))
+			if (!CFG_MAP(c, s->items[i], "an api_keys entry", keys_auth_api_keys))
 				continue;
 			a->n_api_keys++;
 			cfg_id(c, s->items[i], "id", true, &k->id);
@@ -443,7 +602,7 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 		}
 	}
 	cfg_path(c, m, "api_keys_file", false, false, &a->api_keys_file);
-	ydoc_node *j = CFG_SECTION(c, m, "jwt", jkeys);
+	ydoc_node *j = CFG_SECTION(c, m, "jwt", keys_auth_jwt);
 	if (j) {
 		a->jwt.enabled = true;
 		cfg_path(c, j, "jwks_file", true, false, &a->jwt.jwks_file);
@@ -479,7 +638,7 @@ static void parse_auth(cfg_ctx *c, ydoc_node *root, cfg_auth *a)
 		cfg_dur(c, j, "leeway", 0, SEC(300), &a->jwt.leeway_ns);
 		cfg_str(c, j, "principal_claim", false, &a->jwt.principal_claim);
 	}
-	ydoc_node *mt = CFG_SECTION(c, m, "mtls", mkeys);
+	ydoc_node *mt = CFG_SECTION(c, m, "mtls", keys_auth_mtls);
 	if (mt) {
 		a->mtls.enabled = true;
 		cfg_bool(c, mt, "enabled", &a->mtls.enabled);
@@ -568,11 +727,7 @@ static void parse_upstream_client_cert(cfg_ctx *c, ydoc_node *m, cfg_model *mod)
 
 static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_limits *lim)
 {
-	static const char *const keys[] = { "url",         "tls_verify", "ca_file",
-		                            "server_name", "pool_size",  "timeouts",
-		                            "cert",        "key",        "crl_file" };
-	static const char *const tkeys[] = { "connect", "read", "idle" };
-	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys);
+	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys_models_upstream);
 	cfg_upstream *u = &mod->upstream;
 
 	u->tls_verify = true;
@@ -649,7 +804,7 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 		           "verifies upstream certificates",
 		           mod->id ? mod->id : "?");
 	cfg_u64(c, m, "pool_size", 0, CFG_MAX_POOL_SIZE, &u->pool_size);
-	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", keys_models_upstream_timeouts);
 	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &u->connect_timeout_ns);
 	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &u->read_timeout_ns);
 	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &u->idle_timeout_ns);
@@ -738,12 +893,8 @@ static bool sb_name_ok(const char *s)
 
 static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb)
 {
-	static const char *const keys[] = { "type",    "profile", "command", "env",
-		                            "workdir", "port",    "health",  "restart" };
-	static const char *const hkeys[] = { "path", "timeout", "interval", "start_timeout" };
-	static const char *const rkeys[] = { "initial", "max" };
 	static const char *const types[] = { "none", "process", "vm" };
-	ydoc_node *m = CFG_SECTION(c, mm, "sandbox", keys);
+	ydoc_node *m = CFG_SECTION(c, mm, "sandbox", keys_models_sandbox);
 
 	sb->port = 8000;
 	sb->health.start_timeout_ns = SEC(120);
@@ -778,7 +929,7 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 	uint64_t port = sb->port;
 	if (cfg_u64(c, m, "port", 1, 65535, &port))
 		sb->port = (uint16_t)port;
-	ydoc_node *h = CFG_SECTION(c, m, "health", hkeys);
+	ydoc_node *h = CFG_SECTION(c, m, "health", keys_models_sandbox_health);
 	if (cfg_str(c, h, "path", false, &sb->health.path) && sb->health.path[0] != '/')
 		ydoc_error(c->doc, cfg_get(h, "path"), c->d, NULL, "health path must start with /");
 	/* what the readiness probe sends (sandbox/supervise.c sandbox_wait_ready, cli/vm_up.c) */
@@ -804,7 +955,7 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 			        unsupported[i]);
 	}
 	cfg_dur(c, h, "start_timeout", SEC(1), SEC(3600), &sb->health.start_timeout_ns);
-	ydoc_node *r = CFG_SECTION(c, m, "restart", rkeys);
+	ydoc_node *r = CFG_SECTION(c, m, "restart", keys_models_sandbox_restart);
 	cfg_dur(c, r, "initial", MS(10), SEC(3600), &sb->restart_initial_ns);
 	cfg_dur(c, r, "max", MS(10), SEC(24 * 3600), &sb->restart_max_ns);
 	if (sb->restart_max_ns < sb->restart_initial_ns)
@@ -813,7 +964,6 @@ static void parse_model_sandbox(cfg_ctx *c, ydoc_node *mm, cfg_model_sandbox *sb
 
 static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = { "id", "aliases", "upstream", "sandbox" };
 	ydoc_node *s = cfg_seq_hint(c, root, "models", CFG_MAX_MODELS, HINT_MODELS);
 
 	if (s == NULL)
@@ -822,7 +972,7 @@ static void parse_models(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	for (size_t i = 0; i < s->n; i++) {
 		ydoc_node *m = s->items[i];
 		cfg_model *mod = &cfg->models[cfg->n_models];
-		if (!CFG_MAP(c, m, "a model", keys))
+		if (!CFG_MAP(c, m, "a model", keys_models))
 			continue;
 		cfg->n_models++;
 		cfg_id(c, m, "id", true, &mod->id);
@@ -907,7 +1057,6 @@ static const char *route_path_problem(const char *p, const char **hint)
 
 static void parse_routes(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = { "path", "model" };
 	ydoc_node *s = cfg_seq(c, root, "routes", CFG_MAX_ROUTES);
 
 	if (s == NULL)
@@ -916,7 +1065,7 @@ static void parse_routes(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	for (size_t i = 0; i < s->n; i++) {
 		ydoc_node *m = s->items[i];
 		cfg_route *r = &cfg->routes[cfg->n_routes];
-		if (!CFG_MAP(c, m, "a route", keys))
+		if (!CFG_MAP(c, m, "a route", keys_routes))
 			continue;
 		cfg->n_routes++;
 		if (cfg_str(c, m, "path", true, &r->path)) {
@@ -1023,7 +1172,6 @@ static bool syscall_name_ok(const char *s)
 
 static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 {
-	static const char *const keys[] = { "base", "allow", "deny" };
 	static const char *const bases[] = { "default", "gpu" };
 	ydoc_node *n = cfg_get(pm, "seccomp");
 
@@ -1036,7 +1184,8 @@ static void parse_seccomp(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 			p->seccomp.base = (cfg_seccomp_base)v;
 		return;
 	}
-	if (!CFG_MAP(c, n, "'seccomp' (default, gpu, or {base, allow, deny})", keys))
+	if (!CFG_MAP(c, n, "'seccomp' (default, gpu, or {base, allow, deny})",
+	             keys_sandbox_profiles_profile_seccomp))
 		return;
 	CFG_ENUM(c, n, "base", bases, p->seccomp.base);
 	for (int pass = 0; pass < 2; pass++) {
@@ -1091,14 +1240,9 @@ static bool pci_addr_ok(const char *s)
 
 static void parse_vm(cfg_ctx *c, ydoc_node *pm, cfg_profile *p)
 {
-	static const char *const keys[] = { "vcpus",       "memory",      "hugepages",
-		                            "cpu_pinning", "kernel",      "initrd",
-		                            "disk",        "cmdline",     "hostdev",
-		                            "channel",     "vsock_cid",   "console_log",
-		                            "type",        "libvirt_uri", "channel_socket" };
 	static const char *const chans[] = { "vsock", "virtio-serial", "auto" };
 	static const char *const types[] = { "kvm", "qemu" };
-	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys);
+	ydoc_node *m = CFG_SECTION(c, pm, "vm", keys_sandbox_profiles_profile_vm);
 
 	p->vm.vcpus = 1;
 	p->vm.memory = 1ull << 30;
@@ -1192,17 +1336,11 @@ static void parse_cpu(cfg_ctx *c, ydoc_node *lm, uint64_t *milli)
 
 static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 {
-	static const char *const keys[] = { "namespaces", "seccomp",   "gpu",     "devices",
-		                            "binds",      "sysfs",     "scratch", "limits",
-		                            "landlock",   "env_allow", "vm" };
 	static const char *const nss[] = { "user", "pid", "mount", "net", "ipc", "uts", "cgroup" };
 	static const char *const gpus[] = { "none", "nvidia", "amd" };
-	static const char *const bkeys[] = { "src", "dst", "rw" };
-	static const char *const skeys[] = { "type", "size", "path" };
 	static const char *const stypes[] = { "tmpfs", "dir" };
-	static const char *const lkeys[] = { "memory", "swap", "pids", "cpu", "nofile" };
 
-	if (!CFG_MAP(c, m, "a sandbox profile", keys))
+	if (!CFG_MAP(c, m, "a sandbox profile", keys_sandbox_profiles_profile))
 		return;
 	p->namespaces = CFG_NS_ALL;
 	p->landlock = true;
@@ -1248,7 +1386,8 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		p->binds = cfg_alloc(c->a, b->n, sizeof(cfg_bind));
 		for (size_t i = 0; i < b->n; i++) {
 			cfg_bind *bd = &p->binds[p->n_binds];
-			if (!CFG_MAP(c, b->items[i], "a binds entry", bkeys))
+			if (!CFG_MAP(c, b->items[i], "a binds entry",
+			             keys_sandbox_profiles_profile_binds))
 				continue;
 			p->n_binds++;
 			if (cfg_path(c, b->items[i], "src", true, true, &bd->src))
@@ -1272,7 +1411,7 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 		}
 	}
 	cfg_bool(c, m, "sysfs", &p->sysfs);
-	ydoc_node *sc = CFG_SECTION(c, m, "scratch", skeys);
+	ydoc_node *sc = CFG_SECTION(c, m, "scratch", keys_sandbox_profiles_profile_scratch);
 	CFG_ENUM(c, sc, "type", stypes, p->scratch.type);
 	cfg_size(c, sc, "size", 1u << 20, CFG_MAX_MEMORY, &p->scratch.size);
 	if (cfg_path(c, sc, "path", p->scratch.type == CFG_SCRATCH_DIR, true, &p->scratch.path))
@@ -1280,7 +1419,7 @@ static void parse_profile(cfg_ctx *c, ydoc_node *m, cfg_profile *p)
 	if (p->scratch.type == CFG_SCRATCH_TMPFS && cfg_get(sc, "path"))
 		ydoc_error(c->doc, cfg_get(sc, "path"), c->d, "path is for type: dir",
 		           "a tmpfs scratch takes no path");
-	ydoc_node *l = CFG_SECTION(c, m, "limits", lkeys);
+	ydoc_node *l = CFG_SECTION(c, m, "limits", keys_sandbox_profiles_profile_limits);
 	cfg_size(c, l, "memory", 0, CFG_MAX_MEMORY, &p->limits.memory);
 	/* swap alone: beside the built-in memory limit, under up and exec -c alike */
 	cfg_size(c, l, "swap", 0, CFG_MAX_MEMORY, &p->limits.swap);
@@ -1426,11 +1565,6 @@ static const char *source_host_why(const char *h, char *why, size_t size)
 
 static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = {
-		"id",      "url",          "classification", "intercept", "allow_private_addresses",
-		"ca_file", "max_response", "timeout",        "cert",      "key",
-		"crl_file"
-	};
 	static const char *const classes[] = { "public", "internal", "confidential", "restricted" };
 	ydoc_node *s = cfg_seq(c, root, "data_sources", CFG_MAX_DATA_SOURCES);
 
@@ -1440,7 +1574,7 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	for (size_t i = 0; i < s->n; i++) {
 		ydoc_node *m = s->items[i];
 		cfg_data_source *ds = &cfg->data_sources[cfg->n_data_sources];
-		if (!CFG_MAP(c, m, "a data source", keys))
+		if (!CFG_MAP(c, m, "a data source", keys_data_sources))
 			continue;
 		cfg->n_data_sources++;
 		ds->classification = CFG_CLASS_RESTRICTED;
@@ -1498,7 +1632,9 @@ static void parse_data_sources(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 			        "verifies the origin itself)",
 			        "crl_file needs intercept: true: without interception custos never "
 			        "sees the origin's certificate");
-		cfg_size(c, m, "max_response", 0, CFG_MAX_RESPONSE, &ds->max_response);
+		/* 1KiB as egress.max_response: 0 once meant egress.max_response, so the number
+		 * written was not the one in force */
+		cfg_size(c, m, "max_response", 1024, CFG_MAX_RESPONSE, &ds->max_response);
 		cfg_dur(c, m, "timeout", MS(1), CFG_MAX_TIMEOUT_NS, &ds->timeout_ns);
 		parse_source_client_cert(c, m, ds);
 	}
@@ -1537,20 +1673,8 @@ static bool dns_server_ok(const char *s)
 
 static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 {
-	static const char *const keys[] = { "enabled",
-		                            "port",
-		                            "ca_dir",
-		                            "leaf_lifetime",
-		                            "max_response",
-		                            "timeouts",
-		                            "max_connections_per_sandbox",
-		                            "dns",
-		                            "inspect" };
-	static const char *const tkeys[] = { "connect", "read", "idle" };
-	static const char *const ikeys[] = { "max_body", "max_held" };
-	static const char *const dkeys[] = { "servers", "timeout" };
 	cfg_egress *e = &cfg->egress;
-	ydoc_node *m = CFG_SECTION(c, root, "egress", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "egress", keys_egress);
 
 	e->enabled = cfg->n_data_sources > 0;
 	e->port = 3128;
@@ -1571,13 +1695,13 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	cfg_path(c, m, "ca_dir", false, false, &e->ca_dir);
 	cfg_dur(c, m, "leaf_lifetime", SEC(60), SEC(90 * 24 * 3600), &e->leaf_lifetime_ns);
 	cfg_size(c, m, "max_response", 1024, CFG_MAX_RESPONSE, &e->max_response);
-	ydoc_node *t = CFG_SECTION(c, m, "timeouts", tkeys);
+	ydoc_node *t = CFG_SECTION(c, m, "timeouts", keys_egress_timeouts);
 	cfg_dur(c, t, "connect", MS(1), CFG_MAX_TIMEOUT_NS, &e->connect_timeout_ns);
 	cfg_dur(c, t, "read", MS(1), CFG_MAX_TIMEOUT_NS, &e->read_timeout_ns);
 	cfg_dur(c, t, "idle", MS(1), CFG_MAX_TIMEOUT_NS, &e->idle_timeout_ns);
 	cfg_u64(c, m, "max_connections_per_sandbox", 1, 65536, &e->max_connections_per_sandbox);
 	/* Content inspection holds bodies whole: one at most max_body, all together max_held. */
-	ydoc_node *in = CFG_SECTION(c, m, "inspect", ikeys);
+	ydoc_node *in = CFG_SECTION(c, m, "inspect", keys_egress_inspect);
 	cfg_size(c, in, "max_body", 1024, CFG_MAX_INSPECT_BODY, &e->inspect_max_body);
 	/* One multipart body of max_body bytes, the most any media type holds, peaks at the body
 	 * (n + 1), four working copies (4 x (2n + 4 KiB + 1)) and its offset map (4 x (n + 1)):
@@ -1603,18 +1727,27 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
 	ydoc_node *dn = cfg_get(m, "dns");
 	if (dn && dn->kind == YDOC_SCALAR && !dn->quoted && strcmp(dn->str, "system") == 0) {
 		/* the system resolver: the default */
-	} else if (dn &&
-	           cfg_map(c, dn, "'dns' (system or {servers: [...]})", dkeys,
-	                   CUSTOS_ARRAY_LEN(dkeys)) &&
-	           cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
-	                       &e->n_dns_servers)) {
-		ydoc_node *seq = cfg_get(dn, "servers");
-		for (size_t i = 0; i < e->n_dns_servers; i++)
-			if (!dns_server_ok(e->dns_servers[i]))
-				ydoc_error(
-				        c->doc, seq->items[i], c->d, NULL,
-				        "'%s' is not an IP address (ip, ipv4:port or [ipv6]:port)",
-				        e->dns_servers[i]);
+	} else if (dn && cfg_map(c, dn, "'dns' (system or {servers: [...]})", keys_egress_dns,
+	                         CUSTOS_ARRAY_LEN(keys_egress_dns))) {
+		/* The map form names the resolvers: without them the timeout would be read for
+		 * nothing and the system resolver used, which the file does not say. */
+		if (cfg_get(dn, "servers") == NULL)
+			ydoc_error(c->doc, dn, c->d, "or write dns: system for getaddrinfo",
+			           "missing required key 'servers'");
+		else if (cfg_strlist(c, dn, "servers", CFG_MAX_LIST, &e->dns_servers,
+		                     &e->n_dns_servers)) {
+			ydoc_node *seq = cfg_get(dn, "servers");
+			if (e->n_dns_servers == 0)
+				ydoc_error(c->doc, seq, c->d,
+				           "or write dns: system for getaddrinfo",
+				           "'servers' must not be empty");
+			for (size_t i = 0; i < e->n_dns_servers; i++)
+				if (!dns_server_ok(e->dns_servers[i]))
+					ydoc_error(c->doc, seq->items[i], c->d, NULL,
+					           "'%s' is not an IP address (ip, ipv4:port or "
+					           "[ipv6]:port)",
+					           e->dns_servers[i]);
+		}
 		cfg_dur(c, dn, "timeout", MS(10), SEC(60), &e->dns_timeout_ns);
 	}
 }
@@ -1624,9 +1757,6 @@ static void parse_egress(cfg_ctx *c, ydoc_node *root, custos_config *cfg)
  */
 static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 {
-	static const char *const tkeys[] = { "ca", "crl", "cert", "key", "verify", "server_name" };
-	static const char *const hkeys[] = { "url", "token_file", "ack" };
-	static const char *const rkeys[] = { "initial", "max" };
 	static const char *const types[] = { "syslog", "http" };
 	static const char *const formats[] = { "rfc5424", "cef", "leef", "json" };
 
@@ -1648,7 +1778,7 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 	CFG_ENUM(c, m, "type", types, k->type);
 	k->format = k->type == CFG_SINK_HTTP ? CFG_FORMAT_JSON : CFG_FORMAT_RFC5424;
 	CFG_ENUM(c, m, "format", formats, k->format);
-	ydoc_node *t = CFG_SECTION(c, m, "tls", tkeys);
+	ydoc_node *t = CFG_SECTION(c, m, "tls", keys_audit_sinks_tls);
 	if (t) {
 		k->tls.enabled = true;
 		cfg_path(c, t, "ca", false, false, &k->tls.ca);
@@ -1664,7 +1794,7 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 			           "crl checks the server's certificate, which verify: false does "
 			           "not verify");
 	}
-	ydoc_node *h = CFG_SECTION(c, m, "http", hkeys);
+	ydoc_node *h = CFG_SECTION(c, m, "http", keys_audit_sinks_http);
 	if (k->type == CFG_SINK_SYSLOG) {
 		if (cfg_str(c, m, "address", true, &k->address) &&
 		    cfg_addr_parse(c, cfg_get(m, "address"), k->address, &k->addr) &&
@@ -1717,7 +1847,7 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 	if (k->tls.enabled && !k->tls.verify)
 		ydoc_warn(c->doc, cfg_get(t, "verify"), c->d, NULL,
 		          "sink '%s': TLS without verifying the server", k->id ? k->id : "?");
-	ydoc_node *r = CFG_SECTION(c, m, "retry", rkeys);
+	ydoc_node *r = CFG_SECTION(c, m, "retry", keys_audit_sinks_retry);
 	cfg_dur(c, r, "initial", MS(10), SEC(3600), &k->retry_initial_ns);
 	cfg_dur(c, r, "max", MS(10), SEC(24 * 3600), &k->retry_max_ns);
 	if (k->retry_max_ns < k->retry_initial_ns)
@@ -1726,18 +1856,11 @@ static void parse_sink(cfg_ctx *c, ydoc_node *m, cfg_sink *k)
 
 static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 {
-	static const char *const keys[] = {
-		"dir",    "durability", "batch_window",   "queue_size", "on_full",
-		"rotate", "checkpoint", "signing_key",    "public_key", "on_write_error",
-		"sinks",  "query",      "body_record_max"
-	};
-	static const char *const rkeys[] = { "size", "interval" };
-	static const char *const ckeys[] = { "every_events", "every_interval" };
 	static const char *const durs[] = { "sync", "batch" };
 	static const char *const fulls[] = { "block", "deny" };
 	static const char *const werrs[] = { "deny", "continue" };
 	static const char *const queries[] = { "names", "full", "none" };
-	ydoc_node *m = CFG_SECTION(c, root, "audit", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "audit", keys_audit);
 
 	a->dir = cfg_strdup(c->a, "/var/lib/custos/audit");
 	a->durability = CFG_DURABILITY_BATCH;
@@ -1752,7 +1875,7 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 	cfg_dur(c, m, "batch_window", 0, CFG_MAX_BATCH_WINDOW_NS, &a->batch_window_ns);
 	cfg_u64(c, m, "queue_size", 16, CFG_MAX_AUDIT_QUEUE, &a->queue_size);
 	CFG_ENUM(c, m, "on_full", fulls, a->on_full);
-	ydoc_node *r = CFG_SECTION(c, m, "rotate", rkeys);
+	ydoc_node *r = CFG_SECTION(c, m, "rotate", keys_audit_rotate);
 	cfg_size(c, r, "size", 0, 1ull << 40, &a->rotate_size);
 	if (a->rotate_size != 0 && a->rotate_size < (1u << 20))
 		ydoc_error(c->doc, cfg_get(r, "size"), c->d, "0 turns size rotation off",
@@ -1761,7 +1884,7 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 	if (a->rotate_interval_ns != 0 && a->rotate_interval_ns < SEC(60))
 		ydoc_error(c->doc, cfg_get(r, "interval"), c->d, "0 turns time rotation off",
 		           "rotate.interval must be at least 1m");
-	ydoc_node *ck = CFG_SECTION(c, m, "checkpoint", ckeys);
+	ydoc_node *ck = CFG_SECTION(c, m, "checkpoint", keys_audit_checkpoint);
 	cfg_u64(c, ck, "every_events", 1, 1u << 24, &a->checkpoint_every_events);
 	cfg_dur(c, ck, "every_interval", MS(100), SEC(24 * 3600), &a->checkpoint_every_interval_ns);
 	cfg_path(c, m, "signing_key", false, false, &a->signing_key);
@@ -1788,11 +1911,9 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
 		          "requests will be served while the audit trail cannot be written");
 	ydoc_node *s = cfg_seq(c, m, "sinks", CFG_MAX_SINKS);
 	if (s) {
-		static const char *const skeys[] = { "id",  "type", "format", "address",
-			                             "tls", "http", "retry" };
 		a->sinks = cfg_alloc(c->a, s->n, sizeof(cfg_sink));
 		for (size_t i = 0; i < s->n; i++) {
-			if (CFG_MAP(c, s->items[i], "a sink", skeys))
+			if (CFG_MAP(c, s->items[i], "a sink", keys_audit_sinks))
 				parse_sink(c, s->items[i], &a->sinks[a->n_sinks++]);
 		}
 	}
@@ -1803,8 +1924,7 @@ static void parse_audit(cfg_ctx *c, ydoc_node *root, cfg_audit *a)
  */
 static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
 {
-	static const char *const keys[] = { "user", "self_sandbox" };
-	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "proxy", keys_proxy);
 
 	p->self_sandbox = true;
 	if (cfg_str(c, m, "user", false, &p->user) && p->user) {
@@ -1826,8 +1946,7 @@ static void parse_proxy(cfg_ctx *c, ydoc_node *root, cfg_proxy *p)
  * everything else (TLS 1.2+, Mozilla intermediate suites), no session tickets. */
 static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 {
-	static const char *const keys[] = { "cert", "key", "ocsp", "client_ca", "client_crl" };
-	ydoc_node *m = CFG_SECTION(c, am, "tls", keys);
+	ydoc_node *m = CFG_SECTION(c, am, "tls", keys_admin_tls);
 
 	t->min_version = CFG_TLS_1_2;
 	if (m == NULL)
@@ -1850,10 +1969,7 @@ static void parse_admin_tls(cfg_ctx *c, ydoc_node *am, cfg_tls_server *t)
 
 static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 {
-	static const char *const keys[] = { "enabled", "socket", "socket_mode", "allowed_uids",
-		                            "tcp",     "force",  "max_body",    "tls" };
-	static const char *const tkeys[] = { "address", "token_sha256" };
-	ydoc_node *m = CFG_SECTION(c, root, "admin", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "admin", keys_admin);
 
 	a->enabled = true;
 	a->socket = cfg_strdup(c->a, "/run/custos/admin.sock");
@@ -1904,7 +2020,7 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 	cfg_bool(c, m, "force", &a->force);
 	cfg_size(c, m, "max_body", 1024, CFG_MAX_ADMIN_BODY, &a->max_body);
 	parse_admin_tls(c, m, &a->tls);
-	ydoc_node *t = CFG_SECTION(c, m, "tcp", tkeys);
+	ydoc_node *t = CFG_SECTION(c, m, "tcp", keys_admin_tcp);
 	if (a->tls.enabled && t == NULL)
 		ydoc_error(c->doc, cfg_get(m, "tls"), c->d,
 		           "add an admin.tcp block (address, token_sha256): the Unix socket "
@@ -1930,8 +2046,7 @@ static void parse_admin(cfg_ctx *c, ydoc_node *root, cfg_admin *a)
 
 static void parse_policy(cfg_ctx *c, ydoc_node *root, cfg_policy *p)
 {
-	static const char *const keys[] = { "file", "reload_on_sighup" };
-	ydoc_node *m = CFG_SECTION(c, root, "policy", keys);
+	ydoc_node *m = CFG_SECTION(c, root, "policy", keys_policy);
 
 	p->file = cfg_strdup(c->a, "/etc/custos/policy.yaml");
 	p->reload_on_sighup = true;

@@ -268,22 +268,44 @@ bool cfg_u64(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t
 	return true;
 }
 
+/* A size as people write it: 1KiB, 16GiB; "N bytes" where no unit divides it. */
+static void size_words(uint64_t v, char *out, size_t size)
+{
+	if (v < 1000 || (v % 1000 != 0 && v % 1024 != 0))
+		snprintf(out, size, "%llu bytes", (unsigned long long)v);
+	else
+		num_format_size(v, out, size);
+}
+
 bool cfg_size(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t max,
               uint64_t *out)
 {
 	static const char *hint = "sizes look like 512, 64KiB, 10MiB, 1GiB";
 	ydoc_node *n = cfg_get(map, key);
 	uint64_t v;
+	char lo[32], hi[32];
 
 	if (n == NULL || !num_node(c, n, key, "a size", hint))
 		return false;
-	if (num_parse_size((span){ n->str, n->len }, max, &v) != CUSTOS_OK) {
+	if (num_parse_size((span){ n->str, n->len }, UINT64_MAX, &v) != CUSTOS_OK) {
 		ydoc_error(c->doc, n, c->d, hint, "'%s': %s", key, err_msg());
 		return false;
 	}
+	size_words(min, lo, sizeof(lo));
+	size_words(max, hi, sizeof(hi));
+	if (v > max) {
+		ydoc_error(c->doc, n, c->d, NULL,
+		           "'%s': '%s' is above the maximum of %s (range %s - %s)", key, n->str, hi,
+		           lo, hi);
+		return false;
+	}
 	if (v < min) {
-		ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %llu bytes", key,
-		           (unsigned long long)min);
+		/* no range when the caller checks the maximum itself (up_bound) */
+		if (max == UINT64_MAX)
+			ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %s", key, lo);
+		else
+			ydoc_error(c->doc, n, c->d, NULL,
+			           "'%s' must be at least %s (range %s - %s)", key, lo, lo, hi);
 		return false;
 	}
 	*out = v;
@@ -295,8 +317,7 @@ bool cfg_dur(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t
 	static const char *hint = "durations look like 250ms, 10s, 5m, 1h";
 	ydoc_node *n = cfg_get(map, key);
 	uint64_t v;
-
-	char lim[32];
+	char lo[32], hi[32];
 
 	if (n == NULL || !num_node(c, n, key, "a duration", hint))
 		return false;
@@ -304,15 +325,21 @@ bool cfg_dur(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t
 		ydoc_error(c->doc, n, c->d, hint, "'%s': %s", key, err_msg());
 		return false;
 	}
+	num_format_duration(min, lo, sizeof(lo));
+	num_format_duration(max, hi, sizeof(hi));
 	if (v > max) {
-		num_format_duration(max, lim, sizeof(lim));
-		ydoc_error(c->doc, n, c->d, NULL, "'%s': '%s' is above the maximum of %s", key,
-		           n->str, lim);
+		ydoc_error(c->doc, n, c->d, NULL,
+		           "'%s': '%s' is above the maximum of %s (range %s - %s)", key, n->str, hi,
+		           lo, hi);
 		return false;
 	}
 	if (v < min) {
-		num_format_duration(min, lim, sizeof(lim));
-		ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %s", key, lim);
+		/* no range when the caller checks the maximum itself (up_bound) */
+		if (max == UINT64_MAX)
+			ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %s", key, lo);
+		else
+			ydoc_error(c->doc, n, c->d, NULL,
+			           "'%s' must be at least %s (range %s - %s)", key, lo, lo, hi);
 		return false;
 	}
 	*out = v;

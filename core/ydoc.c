@@ -1193,7 +1193,10 @@ bool ydoc_bool(const ydoc *doc, ydoc_node *node, bool *out, diag_list *d)
 		*out = false;
 		return true;
 	}
-	ydoc_error(doc, node, d, "write true or false", "'%s' is not a boolean", node->str);
+	ydoc_error(doc, node, d,
+	           node->quoted ? "write true or false without quotes: a quoted value is a string"
+	                        : "write true or false",
+	           "'%s' is not a boolean", node->str);
 	return false;
 }
 

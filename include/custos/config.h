@@ -566,6 +566,11 @@ bool config_sandbox_replaced(const custos_config *running, const custos_config *
                              const char *id);
 /* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
+/* Every key the parser knows, as a path: a list's items are "[]", a profile is "<id>"
+ * ("listeners[].tls.client_ca", "sandbox_profiles.<id>.vm.vcpus"), each section's keys in
+ * their table's order. refused: a key known only to be refused with a hint (a feature that
+ * does not exist, such as auth.mtls.identity). `custos config keys` prints them. */
+void config_keys(void (*cb)(const char *path, bool refused, void *arg), void *arg);
 /* The system calls no sandbox profile may allow (NULL-terminated, static): the sandbox's seccomp
  * filter denies them always, and config check refuses them in a profile's allow list. */
 const char *const *config_always_denied_syscalls(void);

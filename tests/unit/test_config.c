@@ -1082,6 +1082,206 @@ static char *text_edit(const char *text, const char *from, const char *to)
 	return out;
 }
 
+/* Every key of the sections docs/CONFIG.md "What a reload changes" lists as read at start only
+ * (workers, log, limits.timeouts.shutdown, data_sources, egress, audit, admin,
+ * policy.reload_on_sighup, proxy): a change of it refuses the reload, naming it; admin.tls's
+ * files and policy.file are applied. The table must cover every key config_keys lists under
+ * those sections, so a key added there without its comparison in core/config_reload.c (a
+ * change a reload would silently drop) fails here. */
+static const char start_only_base[] =
+        "version: 1\n"
+        "workers: 2\n"
+        "log: {level: info, format: json}\n"
+        "limits: {timeouts: {shutdown: 5s}}\n"
+        "data_sources:\n"
+        "  - {id: s, url: \"https://s.example/\", classification: internal, intercept: true, "
+        "ca_file: /c/ca, crl_file: /c/crl, cert: /c/crt, key: /c/key, max_response: 1MiB, "
+        "timeout: 7s}\n"
+        "  - {id: u, url: \"https://u.example/\", classification: public}\n"
+        "egress: {port: 3128, ca_dir: /c/egress, leaf_lifetime: 24h, max_response: 100MiB, "
+        "timeouts: {connect: 5s, read: 60s, idle: 60s}, max_connections_per_sandbox: 64, "
+        "dns: {servers: [10.0.0.53], timeout: 2s}, inspect: {max_body: 8MiB, max_held: 128MiB}}\n"
+        "audit: {dir: /a, durability: batch, batch_window: 10ms, queue_size: 65536, "
+        "on_full: block, rotate: {size: 256MiB, interval: 24h}, "
+        "checkpoint: {every_events: 1000, every_interval: 60s}, signing_key: /k/a.key, "
+        "public_key: /k/a.pub, on_write_error: deny, query: names, body_record_max: 1KiB,\n"
+        "  sinks: [{id: t, type: syslog, format: rfc5424, address: \"127.0.0.1:6514\", "
+        "tls: {ca: /t/ca, crl: /t/crl, cert: /t/c, key: /t/k, verify: true, server_name: siem}, "
+        "retry: {initial: 500ms, max: 60s}},\n"
+        "    {id: h, type: http, tls: {verify: true}, http: {url: "
+        "\"https://h.example/services/collector/event\", token_file: /t/tok, ack: true}}]}\n"
+        "admin: {enabled: true, socket: /run/custos/admin.sock, socket_mode: \"0660\", "
+        "allowed_uids: [0], max_body: 1MiB, force: false,\n"
+        "  tcp: {address: \"127.0.0.1:9090\", token_sha256: "
+        "\"0000000000000000000000000000000000000000000000000000000000000000\"},\n"
+        "  tls: {cert: /a/c, key: /a/k, ocsp: /a/o, client_ca: /a/ca, client_crl: /a/crl}}\n"
+        "policy: {file: /etc/custos/policy.yaml, reload_on_sighup: true}\n"
+        "proxy: {user: custos, self_sandbox: true}\n";
+
+static const struct {
+	const char *key, *from, *to, *named; /* named NULL: the reload applies it */
+} start_only[] = {
+	{ "workers", "workers: 2", "workers: 3", "workers (2 -> 3)" },
+	{ "log.level", "level: info", "level: warn", "log.level" },
+	{ "log.format", "format: json}", "format: text}", "log.format" },
+	{ "log.file", "format: json}", "format: json, file: /var/log/c.log}", "log.file" },
+	{ "limits.timeouts.shutdown", "shutdown: 5s", "shutdown: 6s", "limits.timeouts.shutdown" },
+	{ "data_sources[].id", "{id: s,", "{id: s2,", "(s).id" },
+	{ "data_sources[].url", "https://s.example/", "https://s.example/v2/", "(s).url" },
+	{ "data_sources[].classification", "classification: internal", "classification: restricted",
+	  "(s).classification" },
+	{ "data_sources[].intercept", "classification: public}",
+	  "classification: public, intercept: true}", "(u).intercept" },
+	{ "data_sources[].allow_private_addresses", "classification: public}",
+	  "classification: public, allow_private_addresses: true}", "(u).allow_private_addresses" },
+	{ "data_sources[].ca_file", "/c/ca", "/c/ca2", "(s).ca_file" },
+	{ "data_sources[].crl_file", "/c/crl", "/c/crl2", "(s).crl_file" },
+	{ "data_sources[].cert", "/c/crt", "/c/crt2", "(s).cert" },
+	{ "data_sources[].key", "/c/key", "/c/key2", "(s).key" },
+	{ "data_sources[].max_response", "max_response: 1MiB", "max_response: 2MiB",
+	  "(s).max_response" },
+	{ "data_sources[].timeout", "timeout: 7s", "timeout: 8s", "(s).timeout" },
+	{ "egress.enabled", "egress: {port", "egress: {enabled: false, port", "egress.enabled" },
+	{ "egress.port", "port: 3128", "port: 3129", "egress.port" },
+	{ "egress.ca_dir", "/c/egress", "/c/egress2", "egress.ca_dir" },
+	{ "egress.leaf_lifetime", "leaf_lifetime: 24h", "leaf_lifetime: 12h",
+	  "egress.leaf_lifetime" },
+	{ "egress.max_response", "max_response: 100MiB", "max_response: 99MiB",
+	  "egress.max_response" },
+	{ "egress.timeouts.connect", "connect: 5s", "connect: 4s", "egress.timeouts.connect" },
+	{ "egress.timeouts.read", "read: 60s", "read: 61s", "egress.timeouts.read" },
+	{ "egress.timeouts.idle", "idle: 60s", "idle: 59s", "egress.timeouts.idle" },
+	{ "egress.max_connections_per_sandbox", "sandbox: 64", "sandbox: 65",
+	  "egress.max_connections_per_sandbox" },
+	{ "egress.dns.servers", "10.0.0.53", "10.0.0.54", "egress.dns" },
+	{ "egress.dns.timeout", "timeout: 2s", "timeout: 3s", "egress.dns.timeout" },
+	{ "egress.inspect.max_body", "max_body: 8MiB", "max_body: 4MiB",
+	  "egress.inspect.max_body" },
+	{ "egress.inspect.max_held", "max_held: 128MiB", "max_held: 256MiB",
+	  "egress.inspect.max_held" },
+	{ "audit.dir", "dir: /a,", "dir: /b,", "audit.dir" },
+	{ "audit.durability", "durability: batch", "durability: sync", "audit.durability" },
+	{ "audit.batch_window", "batch_window: 10ms", "batch_window: 20ms", "audit.batch_window" },
+	{ "audit.queue_size", "queue_size: 65536", "queue_size: 1024", "audit.queue_size" },
+	{ "audit.on_full", "on_full: block", "on_full: deny", "audit.on_full" },
+	{ "audit.rotate.size", "size: 256MiB", "size: 128MiB", "audit.rotate.size" },
+	{ "audit.rotate.interval", "interval: 24h", "interval: 12h", "audit.rotate.interval" },
+	{ "audit.checkpoint.every_events", "every_events: 1000", "every_events: 2000",
+	  "audit.checkpoint.every_events" },
+	{ "audit.checkpoint.every_interval", "every_interval: 60s", "every_interval: 30s",
+	  "audit.checkpoint.every_interval" },
+	{ "audit.signing_key", "/k/a.key", "/k/b.key", "audit.signing_key" },
+	{ "audit.public_key", "/k/a.pub", "/k/b.pub", "audit.public_key" },
+	{ "audit.on_write_error", "on_write_error: deny", "on_write_error: continue",
+	  "audit.on_write_error" },
+	{ "audit.query", "query: names", "query: full", "audit.query" },
+	{ "audit.body_record_max", "body_record_max: 1KiB", "body_record_max: 512",
+	  "audit.body_record_max" },
+	{ "audit.sinks[].id", "{id: t,", "{id: t2,", "(t).id" },
+	{ "audit.sinks[].type",
+	  "{id: h, type: http, tls: {verify: true}, http: {url: "
+	  "\"https://h.example/services/collector/event\", token_file: /t/tok, ack: true}}",
+	  "{id: h, type: syslog, address: \"127.0.0.1:6600\"}", "(h).type" },
+	{ "audit.sinks[].format", "format: rfc5424", "format: cef", "(t).format" },
+	{ "audit.sinks[].address", "127.0.0.1:6514", "127.0.0.1:6515", "(t).address" },
+	{ "audit.sinks[].tls.ca", "/t/ca", "/t/ca2", "(t).tls.ca" },
+	{ "audit.sinks[].tls.crl", "/t/crl", "/t/crl2", "(t).tls.crl" },
+	{ "audit.sinks[].tls.cert", "/t/c,", "/t/c2,", "(t).tls.cert" },
+	{ "audit.sinks[].tls.key", "/t/k,", "/t/k2,", "(t).tls.key" },
+	{ "audit.sinks[].tls.verify", "tls: {verify: true}", "tls: {verify: false}",
+	  "(h).tls.verify" },
+	{ "audit.sinks[].tls.server_name", "server_name: siem", "server_name: siem2",
+	  "(t).tls.server_name" },
+	{ "audit.sinks[].http.url", "https://h.example/", "https://h2.example/", "(h).http.url" },
+	{ "audit.sinks[].http.token_file", "/t/tok", "/t/tok2", "(h).http.token_file" },
+	{ "audit.sinks[].http.ack", "ack: true", "ack: false", "(h).http.ack" },
+	{ "audit.sinks[].retry.initial", "initial: 500ms", "initial: 400ms", "(t).retry.initial" },
+	{ "audit.sinks[].retry.max", "max: 60s}", "max: 61s}", "(t).retry.max" },
+	{ "admin.enabled", "enabled: true, socket", "enabled: false, socket", "admin.enabled" },
+	{ "admin.socket", "/run/custos/admin.sock", "/run/custos/b.sock", "admin.socket" },
+	{ "admin.socket_mode", "\"0660\"", "\"0600\"", "admin.socket_mode" },
+	{ "admin.allowed_uids", "allowed_uids: [0]", "allowed_uids: [0, 1]", "admin.allowed_uids" },
+	{ "admin.max_body", "max_body: 1MiB", "max_body: 2MiB", "admin.max_body" },
+	{ "admin.force", "force: false", "force: true", "admin.force" },
+	{ "admin.tcp.address", "127.0.0.1:9090", "127.0.0.1:9091", "admin.tcp.address" },
+	{ "admin.tcp.token_sha256",
+	  "0000000000000000000000000000000000000000000000000000000000000000",
+	  "1111111111111111111111111111111111111111111111111111111111111111",
+	  "admin.tcp.token_sha256" },
+	{ "admin.tls",
+	  ",\n  tls: {cert: /a/c, key: /a/k, ocsp: /a/o, client_ca: /a/ca, client_crl: /a/crl}", "",
+	  "admin.tls" },
+	{ "admin.tls.cert", "/a/c,", "/a/c2,", NULL },
+	{ "admin.tls.key", "/a/k", "/a/k2", NULL },
+	{ "admin.tls.ocsp", "/a/o", "/a/o2", NULL },
+	{ "admin.tls.client_ca", "/a/ca", "/a/ca2", NULL },
+	{ "admin.tls.client_crl", "/a/crl", "/a/crl2", NULL },
+	{ "policy.file", "/etc/custos/policy.yaml", "/etc/custos/p2.yaml", NULL },
+	{ "policy.reload_on_sighup", "reload_on_sighup: true", "reload_on_sighup: false",
+	  "policy.reload_on_sighup" },
+	{ "proxy.user", "user: custos", "user: nobody", "proxy.user" },
+	{ "proxy.self_sandbox", "self_sandbox: true", "self_sandbox: false", "proxy.self_sandbox" },
+};
+
+struct start_only_keys {
+	char keys[512][128];
+	size_t n;
+};
+
+static void collect_key(const char *path, bool refused, void *arg)
+{
+	struct start_only_keys *k = arg;
+
+	if (!refused && k->n < 512)
+		snprintf(k->keys[k->n++], sizeof(k->keys[0]), "%s", path);
+}
+
+static void test_reload_start_only(void **state)
+{
+	(void)state;
+	static const char *const sections[] = {
+		"workers",         "log.",    "limits.timeouts.shutdown",
+		"data_sources[].", "egress.", "audit.",
+		"admin.",          "policy.", "proxy."
+	};
+	static struct start_only_keys k;
+
+	k.n = 0;
+	config_keys(collect_key, &k);
+	for (size_t i = 0; i < k.n; i++) {
+		const char *key = k.keys[i];
+		bool in = false, section = false, row = false;
+		for (size_t s = 0; s < CUSTOS_ARRAY_LEN(sections); s++)
+			in |= strncmp(key, sections[s], strlen(sections[s])) == 0;
+		for (size_t j = 0; j < k.n; j++) {
+			size_t n = strlen(key);
+			section |= strncmp(k.keys[j], key, n) == 0 &&
+			           (k.keys[j][n] == '.' || k.keys[j][n] == '[');
+		}
+		for (size_t r = 0; r < CUSTOS_ARRAY_LEN(start_only); r++)
+			row |= strcmp(start_only[r].key, key) == 0;
+		if (in && !section && !row)
+			fail_msg("%s: no row in start_only (does a reload refuse a change of it?)",
+			         key);
+	}
+	custos_config *running = parse_ok(start_only_base);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(start_only); i++) {
+		char *text = text_edit(start_only_base, start_only[i].from, start_only[i].to);
+		custos_config *next = parse_ok(text);
+		custos_err e = config_reload_check(running, next);
+		if (start_only[i].named == NULL && e != CUSTOS_OK)
+			fail_msg("%s: refused: %s", start_only[i].key, err_msg());
+		if (start_only[i].named &&
+		    (e == CUSTOS_OK || strstr(err_msg(), start_only[i].named) == NULL ||
+		     strstr(err_msg(), "restart custos") == NULL))
+			fail_msg("%s: %s, not refused naming '%s'", start_only[i].key,
+			         e == CUSTOS_OK ? "applied" : err_msg(), start_only[i].named);
+		config_free(next);
+		free(text);
+	}
+	config_free(running);
+}
+
 /* Without egress, a sandboxed model, process or VM, may be added, removed or changed by a
  * reload (the supervisor starts or stops it, or replaces its sandbox); refused: a model moving
  * between a VM and a process sandbox, a VM changed that keeps a PCI device of the old one. */
@@ -2210,6 +2410,95 @@ static void test_up_bound_cpu(void **state)
 	expect_error_at(&b, "bad cpu limit '1024.001'", 5, 12, "at most 1024");
 }
 
+/* docs/CONFIG.md against the parser (tests/integration/config_docs.sh compares the key tables):
+ * what a review found. Out-of-range sizes and durations name the range; a data source's
+ * max_response of 0 (which silently meant egress.max_response) is refused as egress's is; the
+ * map form of egress.dns needs its servers (without them its timeout was never read, not even
+ * checked, and the system resolver used). */
+static void test_doc_review(void **state)
+{
+	(void)state;
+	static const char ds[] = "version: 1\ndata_sources: [{id: w, url: \"https://w.example/\", "
+	                         "classification: public, max_response: %s}]\n";
+	char text[512];
+
+	expect_error("version: 1\nlimits: {header_bytes: 64KiB}\n",
+	             "'header_bytes': '64KiB' is above the maximum of 32KiB (range 1KiB - 32KiB)");
+	expect_error("version: 1\nlimits: {header_bytes: 512}\n",
+	             "'header_bytes' must be at least 1KiB (range 1KiB - 32KiB)");
+	expect_error("version: 1\nlimits: {timeouts: {shutdown: 11m}}\n",
+	             "'shutdown': '11m' is above the maximum of 10m (range 0s - 10m)");
+	expect_error("version: 1\nlimits: {timeouts: {client_idle: 100us}}\n",
+	             "'client_idle' must be at least 1ms (range 1ms - 1h)");
+	expect_error("version: 1\nlimits: {json_depth: 1}\n", "1 is out of range [2, 64]");
+	/* a bound of custos up's own (up_bound) names its range too */
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {vcpus: 0, disk: /x}}}\n",
+	             "'vcpus': 0 is out of range [1, 256]");
+	expect_error("version: 1\nsandbox_profiles: {p: {vm: {memory: 1MiB, disk: /x}}}\n",
+	             "'memory' must be at least 64MiB (range 64MiB - 4TiB)");
+	snprintf(text, sizeof(text), ds, "0");
+	expect_error(text, "'max_response' must be at least 1KiB (range 1KiB - 16GiB)");
+	snprintf(text, sizeof(text), ds, "1KiB");
+	custos_config *cfg = parse_ok(text);
+	assert_int_equal(cfg->data_sources[0].max_response, 1024);
+	config_free(cfg);
+	expect_error("version: 1\negress: {dns: {timeout: 5s}}\n",
+	             "missing required key 'servers'");
+	expect_error("version: 1\negress: {dns: {servers: []}}\n", "'servers' must not be empty");
+	expect_error("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5ms}}\n",
+	             "'timeout' must be at least 10ms (range 10ms - 1m)");
+	/* a quoted "true" is a string: the hint says why it is refused */
+	diag_list d;
+	const diag_item *it =
+	        parse_fail("version: 1\nadmin: {force: \"true\"}\n", &d, "'true' is not a boolean");
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "without quotes"));
+	diag_free(&d);
+	cfg = parse_ok("version: 1\negress: {dns: {servers: [10.0.0.53], timeout: 5s}}\n");
+	assert_int_equal(cfg->egress.n_dns_servers, 1);
+	assert_true(cfg->egress.dns_timeout_ns == 5000000000ull);
+	config_free(cfg);
+}
+
+struct key_seen {
+	size_t n, refused;
+	bool tls_ca, vcpus, identity;
+};
+
+static void note_key(const char *path, bool refused, void *arg)
+{
+	struct key_seen *k = arg;
+
+	k->n++;
+	k->refused += refused;
+	k->tls_ca |= strcmp(path, "listeners[].tls.client_ca") == 0 && !refused;
+	k->vcpus |= strcmp(path, "sandbox_profiles.<id>.vm.vcpus") == 0 && !refused;
+	k->identity |= strcmp(path, "auth.mtls.identity") == 0 && refused;
+}
+
+/* config_keys lists the tables the parser checks mappings against: a key it lists is taken,
+ * a key it flags refused is refused with a hint, not as unknown. */
+static void test_config_keys(void **state)
+{
+	(void)state;
+	struct key_seen k = { 0 };
+
+	config_keys(note_key, &k);
+	assert_true(k.n > 200);
+	assert_int_equal(k.refused, 3);
+	assert_true(k.tls_ca && k.vcpus && k.identity);
+	expect_error("version: 1\nauth: {mtls: {identity: cn}}\n",
+	             "'auth.mtls.identity' is not supported");
+	diag_list d;
+	const diag_item *it = parse_fail("version: 1\nlimits: {timeouts: {client_headr: 1s}}\n", &d,
+	                                 "unknown key 'client_headr'");
+	assert_int_equal(it->line, 2);
+	assert_int_equal(it->col, 21);
+	assert_non_null(it->hint);
+	assert_non_null(strstr(it->hint, "did you mean 'client_header'"));
+	diag_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2229,6 +2518,9 @@ int main(void)
 		cmocka_unit_test(test_data_egress_audit_auth),
 		cmocka_unit_test(test_limits_and_file_mode),
 		cmocka_unit_test(test_reload_check),
+		cmocka_unit_test(test_reload_start_only),
+		cmocka_unit_test(test_doc_review),
+		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test(test_reload_sandbox_set),
 		cmocka_unit_test(test_load_log_section),
 		cmocka_unit_test(test_where),
