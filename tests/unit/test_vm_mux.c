@@ -2,7 +2,9 @@
  * Unit tests of the VM channel multiplexer (sandbox/vm_mux.c) over socketpairs: header codec
  * and its rejections, many concurrent streams, a slow reader that must not stall the others,
  * abrupt close, refused services, guest-initiated (egress) streams through a listener, the
- * host-side vm_channel API, and malformed, oversized and window-overrunning peers.
+ * host-side vm_channel API, and malformed, oversized and window-overrunning peers; a hostile
+ * guest against the real vm_channel over a socketpair fixture standing in for the channel:
+ * egress streams past a full listener backlog.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -583,6 +585,98 @@ static void test_hostile_peer(void **state)
 	free(b);
 }
 
+/* ---- a hostile guest against the host API (vm_channel) ------------------------------------ */
+
+/* Fixture: a socketpair stands in for the channel (QEMU's virtio-serial socket or the vsock
+ * connection); the guest end is driven by a guest-role mux (what custos-guest runs, or what a
+ * compromised guest kernel can write), the host end by the real vm_channel. */
+typedef struct chan_fixture {
+	int chan[2];
+	pair p; /* only p.guest / p.tg are used */
+	vm_channel *c;
+} chan_fixture;
+
+static void chan_fixture_start(chan_fixture *f, vm_channel_accept_fn on_accept)
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->chan), 0);
+	struct vm_mux_opts go = { .chan_fd = f->chan[1], .accept = guest_accept, .listen_fd = -1 };
+	assert_int_equal(vm_mux_new(&go, &f->p.guest), 0);
+	assert_int_equal(pthread_create(&f->p.tg, NULL, run_guest, &f->p), 0);
+	vm_channel_opts o = { .fd = f->chan[0], .on_accept = on_accept };
+	assert_int_equal(vm_channel_open(&o, &f->c), CUSTOS_OK);
+}
+
+static void chan_fixture_stop(chan_fixture *f)
+{
+	vm_channel_close(f->c); /* must return: the channel thread is not stuck */
+	vm_mux_stop(f->p.guest);
+	pthread_join(f->p.tg, NULL);
+	vm_mux_free(f->p.guest);
+	close(f->chan[1]);
+}
+
+/* Waits (poll, 30 s per event as a hang guard) until `want` of fds[n] read EOF. */
+static size_t wait_eofs(int *fds, size_t n, size_t want)
+{
+	size_t eofs = 0;
+	bool *done = calloc(n, sizeof(*done));
+	struct pollfd *pf = calloc(n, sizeof(*pf));
+	while (eofs < want) {
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (!done[i])
+				pf[k++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+		if (poll(pf, k, 30000) <= 0)
+			break;
+		for (size_t j = 0; j < k; j++) {
+			if (!pf[j].revents)
+				continue;
+			char b[256];
+			if (read(pf[j].fd, b, sizeof(b)) > 0)
+				continue;
+			for (size_t i = 0; i < n; i++)
+				if (fds[i] == pf[j].fd)
+					done[i] = true;
+			eofs++;
+		}
+	}
+	free(done);
+	free(pf);
+	return eofs;
+}
+
+/* The guest opens egress streams faster than custos' egress proxy accepts them (here: not at
+ * all; backlog 1). Streams beyond the listener's backlog are refused at once; the channel
+ * thread keeps serving ingress and vm_channel_close returns. Before the fix the channel thread
+ * blocked in connect() on the full backlog: ingress hung and so did vm_channel_close. */
+static void test_guest_egress_backlog_full(void **state)
+{
+	(void)state;
+	chan_fixture f = { 0 };
+	chan_fixture_start(&f, NULL);
+	int lfd = -1;
+	assert_int_equal(vm_channel_listen_egress(f.c, 1, &lfd), CUSTOS_OK);
+	enum { N = 16 };
+	int mine[N];
+	for (int i = 0; i < N; i++) {
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		assert_int_equal(vm_mux_open(f.p.guest, VM_MUX_PORT_EGRESS, sv[1]), 0);
+		mine[i] = sv[0];
+	}
+	/* At most backlog + 1 connections wait in the listener; the rest are refused. */
+	assert_true(wait_eofs(mine, N, N - 2) >= N - 2);
+	int fd = -1;
+	assert_int_equal(vm_channel_open_stream(f.c, ECHO_PORT, &fd), CUSTOS_OK);
+	xfer x = { .fd = fd, .n = 100000, .seed = 21 };
+	echo_client(&x);
+	assert_true(x.ok);
+	chan_fixture_stop(&f);
+	for (int i = 0; i < N; i++)
+		close(mine[i]);
+	close(lfd);
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -607,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_guest_initiated),
 		cmocka_unit_test(test_channel_api),
 		cmocka_unit_test(test_hostile_peer),
+		cmocka_unit_test(test_guest_egress_backlog_full),
 		cmocka_unit_test(test_new_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
