@@ -4,7 +4,7 @@
  * abrupt close, refused services, guest-initiated (egress) streams through a listener, the
  * host-side vm_channel API, and malformed, oversized and window-overrunning peers; a hostile
  * guest against the real vm_channel over a socketpair fixture standing in for the channel:
- * egress streams past a full listener backlog.
+ * egress streams past a full listener backlog, streams the guest never closes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -677,6 +677,80 @@ static void test_guest_egress_backlog_full(void **state)
 	close(lfd);
 }
 
+/* Reads frames from a raw guest end until `want` ERROR frames arrived (poll, 30 s per read as
+ * a hang guard); counts OPENs and CLOSEs on the way. Returns the ERRORs seen. */
+static size_t raw_read_errors(int fd, size_t want, size_t *opens, size_t *closes)
+{
+	static uint8_t in[4 * (VM_MUX_HDR_LEN + VM_MUX_MAX_PAYLOAD)];
+	size_t len = 0, errs = 0;
+	while (errs < want) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		if (poll(&pf, 1, 30000) <= 0)
+			break;
+		ssize_t r = read(fd, in + len, sizeof(in) - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		size_t off = 0;
+		for (;;) {
+			struct vm_mux_hdr h;
+			const char *why = NULL;
+			int d = vm_mux_hdr_decode(in + off, len - off, &h, &why);
+			assert_true(d >= 0);
+			if (d == 0 || len - off < VM_MUX_HDR_LEN + h.len)
+				break;
+			*opens += h.type == VM_MUX_OPEN;
+			*closes += h.type == VM_MUX_CLOSE;
+			errs += h.type == VM_MUX_ERROR;
+			off += VM_MUX_HDR_LEN + h.len;
+		}
+		memmove(in, in + off, len - off);
+		len -= off;
+	}
+	return errs;
+}
+
+/* A guest that never answers: it reads the host's OPENs and never sends CLOSE (nor anything
+ * else). When the host side of each stream is closed for good (the proxy gave up on it), the
+ * host resets the stream (ERROR) and frees it with its fd. Before the fix every such stream
+ * stayed in the table until the guest closed it, which a hostile guest never does: up to the
+ * stream limit (1024 fds per VM in custos' process, the default soft RLIMIT_NOFILE), then every
+ * new stream to the VM failed. */
+static void test_guest_never_closes(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	vm_channel_opts o = { .fd = chan[0] }; /* the fixture's guest end: raw bytes, chan[1] */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	enum { N = 40 };
+	for (int i = 0; i < N; i++) {
+		int fd = -1;
+		assert_int_equal(vm_channel_open_stream(c, ECHO_PORT, &fd), CUSTOS_OK);
+		assert_int_equal(write(fd, "GET / HTTP/1.0\r\n\r\n", 18), 18);
+		close(fd); /* the consumer gives up: nothing answered */
+	}
+	size_t opens = 0, closes = 0;
+	assert_int_equal(raw_read_errors(chan[1], N, &opens, &closes), N);
+	assert_int_equal(opens, N);
+	/* A guest-opened (egress) stream whose host end goes away is reset the same way. */
+	int lfd = -1;
+	assert_int_equal(vm_channel_listen_egress(c, 8, &lfd), CUSTOS_OK);
+	uint8_t b[64], port[2] = { 0, VM_MUX_PORT_EGRESS };
+	size_t n = put_frame(b, VM_MUX_OPEN, 2, port, 2);
+	assert_int_equal(write(chan[1], b, n), (ssize_t)n);
+	int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(afd >= 0);
+	assert_int_equal(write(afd, "HTTP/1.1 403 Forbidden\r\n\r\n", 26), 26);
+	close(afd);
+	assert_int_equal(raw_read_errors(chan[1], 1, &opens, &closes), 1);
+	assert_true(vm_channel_alive(c));
+	vm_channel_close(c);
+	close(lfd);
+	close(chan[1]);
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -702,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_channel_api),
 		cmocka_unit_test(test_hostile_peer),
 		cmocka_unit_test(test_guest_egress_backlog_full),
+		cmocka_unit_test(test_guest_never_closes),
 		cmocka_unit_test(test_new_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
