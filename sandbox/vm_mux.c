@@ -414,9 +414,14 @@ static int handle_frame(struct vm_mux *m, const struct vm_mux_hdr *h, const uint
 	return fail(m, EPROTO, "unknown frame type %u", h->type);
 }
 
+/* Reads and handles at most READ_BATCH buffers per call: a peer that writes as fast as it is
+ * read would otherwise keep the thread here for good, with no stop check, no output written and
+ * no local stream served. poll reports the rest at once. */
+#define READ_BATCH 16
+
 static int read_channel(struct vm_mux *m, bool *eof)
 {
-	for (;;) {
+	for (int batch = 0; batch < READ_BATCH; batch++) {
 		if (m->in_len == sizeof(m->in))
 			return fail(m, EPROTO, "frame does not fit the input buffer");
 		ssize_t n = read(m->o.chan_fd, m->in + m->in_len, sizeof(m->in) - m->in_len);
@@ -449,6 +454,7 @@ static int read_channel(struct vm_mux *m, bool *eof)
 		memmove(m->in, m->in + off, m->in_len - off);
 		m->in_len -= off;
 	}
+	return 0;
 }
 
 static int write_channel(struct vm_mux *m, bool *eof)

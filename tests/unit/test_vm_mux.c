@@ -4,7 +4,7 @@
  * abrupt close, refused services, guest-initiated (egress) streams through a listener, the
  * host-side vm_channel API, and malformed, oversized and window-overrunning peers; a hostile
  * guest against the real vm_channel over a socketpair fixture standing in for the channel:
- * egress streams past a full listener backlog, streams the guest never closes.
+ * egress streams past a full listener backlog, streams the guest never closes, a flood.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -751,6 +751,70 @@ static void test_guest_never_closes(void **state)
 	close(chan[1]);
 }
 
+static void *flood_thread(void *arg)
+{
+	int fd = *(int *)arg;
+	/* WINDOW frames (increment 0) for a stream that is not open: valid, ignored, and the
+	 * cheapest frames to write and the dearest to parse. */
+	enum { F = 65536 };
+	uint8_t *b = malloc((size_t)F * 16);
+	uint8_t zero[4] = { 0 };
+	for (size_t i = 0; i < F; i++)
+		put_frame(b + i * 16, VM_MUX_WINDOW, 4, zero, 4);
+	for (;;) {
+		size_t off = 0;
+		while (off < (size_t)F * 16) {
+			ssize_t w = write(fd, b + off, (size_t)F * 16 - off);
+			if (w <= 0)
+				goto out;
+			off += (size_t)w;
+		}
+	}
+out:
+	free(b);
+	return NULL;
+}
+
+static void *close_thread(void *arg)
+{
+	vm_channel **c = arg;
+	vm_channel_close(*c);
+	*c = NULL;
+	return NULL;
+}
+
+/* A guest that writes the channel without pause: vm_channel_close (the supervisor stopping or
+ * replacing the VM's channel) still returns. Before the fix the channel thread stayed in its
+ * read loop for as long as the guest kept the channel readable and never saw the stop. */
+static void test_guest_flood_stop(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	int sz = 4 << 20;
+	setsockopt(chan[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	vm_channel_opts o = { .fd = chan[0] }; /* fixture: chan[1] is the raw guest end */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	pthread_t ft, ct;
+	assert_int_equal(pthread_create(&ft, NULL, flood_thread, &chan[1]), 0);
+	struct timespec ts = { 0, 200 * 1000 * 1000 }; /* let the flood get going (not a check) */
+	nanosleep(&ts, NULL);
+	assert_true(vm_channel_alive(c));
+	vm_channel *cc = c;
+	assert_int_equal(pthread_create(&ct, NULL, close_thread, &cc), 0);
+	/* Hang guard, not a timing check: the close must return at all. */
+	for (int i = 0; i < 3000 && __atomic_load_n(&cc, __ATOMIC_ACQUIRE); i++) {
+		struct timespec t = { 0, 10 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	assert_null(__atomic_load_n(&cc, __ATOMIC_ACQUIRE));
+	pthread_join(ct, NULL);
+	shutdown(chan[1], SHUT_RDWR); /* the flood ends: EPIPE */
+	pthread_join(ft, NULL);
+	close(chan[1]);
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -777,6 +841,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_peer),
 		cmocka_unit_test(test_guest_egress_backlog_full),
 		cmocka_unit_test(test_guest_never_closes),
+		cmocka_unit_test(test_guest_flood_stop),
 		cmocka_unit_test(test_new_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
