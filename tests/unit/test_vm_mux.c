@@ -4,7 +4,8 @@
  * abrupt close, refused services, guest-initiated (egress) streams through a listener, the
  * host-side vm_channel API, and malformed, oversized and window-overrunning peers; a hostile
  * guest against the real vm_channel over a socketpair fixture standing in for the channel:
- * egress streams past a full listener backlog, streams the guest never closes, a flood.
+ * egress streams past a full listener backlog, streams the guest never closes, a flood, a
+ * guest that never reads.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -815,6 +816,53 @@ static void test_guest_flood_stop(void **state)
 	close(chan[1]);
 }
 
+static void *open_flood_thread(void *arg)
+{
+	int fd = *(int *)arg;
+	enum { F = 4096 };
+	uint8_t *b = malloc((size_t)F * 14);
+	uint8_t port[2] = { 0, 5 }; /* a service custos refuses: each OPEN queues an ERROR */
+	uint32_t id = 2;
+	for (;;) {
+		for (size_t i = 0; i < F; i++, id += 2)
+			put_frame(b + i * 14, VM_MUX_OPEN, id, port, 2);
+		size_t off = 0;
+		while (off < (size_t)F * 14) {
+			ssize_t w = write(fd, b + off, (size_t)F * 14 - off);
+			if (w <= 0)
+				goto out;
+			off += (size_t)w;
+		}
+	}
+out:
+	free(b);
+	return NULL;
+}
+
+/* A guest that opens streams the host refuses and never reads the channel: the refusals queue
+ * up to the output bound, then the channel ends (ENOBUFS) instead of growing without limit.
+ * A regression test: this held before. */
+static void test_guest_never_reads(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	vm_channel_opts o = { .fd = chan[0] }; /* fixture: chan[1] is the raw guest end */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	pthread_t ft;
+	assert_int_equal(pthread_create(&ft, NULL, open_flood_thread, &chan[1]), 0);
+	/* Hang guard, not a timing check. */
+	for (int i = 0; i < 3000 && vm_channel_alive(c); i++) {
+		struct timespec t = { 0, 10 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	assert_false(vm_channel_alive(c));
+	vm_channel_close(c); /* closes chan[0]: the flood ends with EPIPE */
+	pthread_join(ft, NULL);
+	close(chan[1]);
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -842,6 +890,7 @@ int main(void)
 		cmocka_unit_test(test_guest_egress_backlog_full),
 		cmocka_unit_test(test_guest_never_closes),
 		cmocka_unit_test(test_guest_flood_stop),
+		cmocka_unit_test(test_guest_never_reads),
 		cmocka_unit_test(test_new_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
