@@ -39,8 +39,11 @@ static int host_accept(void *arg, uint16_t port)
 	if (port == VM_MUX_PORT_EGRESS && __atomic_load_n(&c->egress_set, __ATOMIC_ACQUIRE)) {
 		/* Like a connection to the listening socket sandbox_listen_inside gives for a
 		 * process sandbox: the proxy accepts it from the fd vm_channel_listen_egress
-		 * returned. */
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		 * returned. Non-blocking: when the listener's backlog is full (the proxy does not
+		 * accept as fast as the guest opens streams, or not at all) connect() fails with
+		 * EAGAIN and the stream is refused; a blocking connect would stop the channel
+		 * thread, every stream of the VM and vm_channel_close with it. */
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd == -1)
 			return -1;
 		if (connect(fd, (struct sockaddr *)&c->egress_addr, c->egress_len) == -1) {

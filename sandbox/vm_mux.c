@@ -31,6 +31,7 @@ struct stream {
 	bool peer_eof;   /* CLOSE received */
 	bool shut_wr;    /* shutdown(fd, SHUT_WR) done */
 	bool rd_ready;   /* poll said readable (or not asked yet): try a read */
+	bool hup;        /* poll said POLLHUP/POLLERR after local_eof: the local end is gone */
 };
 
 struct pending {
@@ -413,9 +414,14 @@ static int handle_frame(struct vm_mux *m, const struct vm_mux_hdr *h, const uint
 	return fail(m, EPROTO, "unknown frame type %u", h->type);
 }
 
+/* Reads and handles at most READ_BATCH buffers per call: a peer that writes as fast as it is
+ * read would otherwise keep the thread here for good, with no stop check, no output written and
+ * no local stream served. poll reports the rest at once. */
+#define READ_BATCH 16
+
 static int read_channel(struct vm_mux *m, bool *eof)
 {
-	for (;;) {
+	for (int batch = 0; batch < READ_BATCH; batch++) {
 		if (m->in_len == sizeof(m->in))
 			return fail(m, EPROTO, "frame does not fit the input buffer");
 		ssize_t n = read(m->o.chan_fd, m->in + m->in_len, sizeof(m->in) - m->in_len);
@@ -448,6 +454,7 @@ static int read_channel(struct vm_mux *m, bool *eof)
 		memmove(m->in, m->in + off, m->in_len - off);
 		m->in_len -= off;
 	}
+	return 0;
 }
 
 static int write_channel(struct vm_mux *m, bool *eof)
@@ -573,6 +580,14 @@ int vm_mux_run(struct vm_mux *m)
 			if (i >= m->ns)
 				continue;
 			struct stream *s = m->s[i];
+			/* Everything the local end sent is read and CLOSE is queued, and the local
+			 * end is now closed for good: nothing can be written to it nor read from
+			 * it. Reset rather than wait for the peer's CLOSE, which a hostile peer never
+			 * sends: the stream and its fd would be held for the channel's lifetime. */
+			if (s->local_eof && s->hup) {
+				rc = reset_stream(m, s, "closed");
+				continue;
+			}
 			if (s->roff < s->rlen || s->credit > 0 || s->peer_eof)
 				rc = pump_out(m, s);
 			if (rc == 0 && i < m->ns && m->s[i] == s && s->rd_ready)
@@ -604,7 +619,10 @@ int vm_mux_run(struct vm_mux *m)
 			if (s->roff < s->rlen)
 				ev |= POLLOUT;
 			ps[i] = s;
-			pfd[n++] = (struct pollfd){ .fd = ev ? s->fd : -1, .events = ev };
+			/* After local_eof the fd is polled with no events too: POLLHUP (always
+			 * reported) says the local end closed; before it, POLLIN covers that. */
+			bool watch = ev != 0 || s->local_eof;
+			pfd[n++] = (struct pollfd){ .fd = watch ? s->fd : -1, .events = ev };
 		}
 		int pr = poll(pfd, n, -1);
 		if (pr == -1) {
@@ -614,9 +632,13 @@ int vm_mux_run(struct vm_mux *m)
 			break;
 		}
 		/* Readiness first: the stream table may change once frames are handled. */
-		for (size_t i = first; i < n; i++)
+		for (size_t i = first; i < n; i++) {
 			if (pfd[i].fd >= 0 && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				ps[i - first]->rd_ready = true;
+			if (pfd[i].fd >= 0 && ps[i - first]->local_eof &&
+			    (pfd[i].revents & (POLLHUP | POLLERR)))
+				ps[i - first]->hup = true;
+		}
 		if (pfd[0].revents) {
 			char tmp[64];
 			while (read(m->wake[0], tmp, sizeof(tmp)) > 0) {

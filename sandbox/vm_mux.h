@@ -16,7 +16,9 @@
  * DATA   payload: stream bytes; never more than the window the receiver granted
  * CLOSE  no payload: the sender will send no more (half-close, like shutdown(SHUT_WR))
  * WINDOW payload: 4-byte big-endian increment of the sender's receive window for the stream
- * ERROR  payload: up to VM_MUX_MAX_ERROR bytes of text; the stream is reset in both directions
+ * ERROR  payload: up to VM_MUX_MAX_ERROR bytes of text; the stream is reset in both directions.
+ *        Also sent once the local end of a stream is closed for good after its EOF (CLOSE
+ *        sent): the stream is freed without waiting for the peer's CLOSE.
  * Each direction of a stream starts with the window given at start (both sides configured with
  * the same value). A malformed frame or a window overrun ends the whole channel: framing is lost.
  */

@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for the VM channel protocol (sandbox/vm_mux.c): the input is what a hostile
  * guest writes down the channel. The header decoder runs on every 12-byte window, then a whole
- * mux consumes the bytes (streams opened to socketpairs) until EOF or a protocol error.
+ * mux consumes the bytes (streams opened to socketpairs; port 9 refused, port 8 a service that
+ * closes at once) until EOF or a protocol error.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,10 @@ static int fuzz_accept(void *arg, uint16_t port)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
 		return -1;
+	if (port == 8) { /* a service that is gone at once: EOF, then the stream is reset */
+		close(sv[0]);
+		return sv[1];
+	}
 	peers[n_peers++] = sv[0];
 	return sv[1];
 }

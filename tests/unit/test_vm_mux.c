@@ -2,7 +2,10 @@
  * Unit tests of the VM channel multiplexer (sandbox/vm_mux.c) over socketpairs: header codec
  * and its rejections, many concurrent streams, a slow reader that must not stall the others,
  * abrupt close, refused services, guest-initiated (egress) streams through a listener, the
- * host-side vm_channel API, and malformed, oversized and window-overrunning peers.
+ * host-side vm_channel API, and malformed, oversized and window-overrunning peers; a hostile
+ * guest against the real vm_channel over a socketpair fixture standing in for the channel:
+ * egress streams past a full listener backlog, streams the guest never closes, a flood, a
+ * guest that never reads.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -583,6 +586,283 @@ static void test_hostile_peer(void **state)
 	free(b);
 }
 
+/* ---- a hostile guest against the host API (vm_channel) ------------------------------------ */
+
+/* Fixture: a socketpair stands in for the channel (QEMU's virtio-serial socket or the vsock
+ * connection); the guest end is driven by a guest-role mux (what custos-guest runs, or what a
+ * compromised guest kernel can write), the host end by the real vm_channel. */
+typedef struct chan_fixture {
+	int chan[2];
+	pair p; /* only p.guest / p.tg are used */
+	vm_channel *c;
+} chan_fixture;
+
+static void chan_fixture_start(chan_fixture *f, vm_channel_accept_fn on_accept)
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->chan), 0);
+	struct vm_mux_opts go = { .chan_fd = f->chan[1], .accept = guest_accept, .listen_fd = -1 };
+	assert_int_equal(vm_mux_new(&go, &f->p.guest), 0);
+	assert_int_equal(pthread_create(&f->p.tg, NULL, run_guest, &f->p), 0);
+	vm_channel_opts o = { .fd = f->chan[0], .on_accept = on_accept };
+	assert_int_equal(vm_channel_open(&o, &f->c), CUSTOS_OK);
+}
+
+static void chan_fixture_stop(chan_fixture *f)
+{
+	vm_channel_close(f->c); /* must return: the channel thread is not stuck */
+	vm_mux_stop(f->p.guest);
+	pthread_join(f->p.tg, NULL);
+	vm_mux_free(f->p.guest);
+	close(f->chan[1]);
+}
+
+/* Waits (poll, 30 s per event as a hang guard) until `want` of fds[n] read EOF. */
+static size_t wait_eofs(int *fds, size_t n, size_t want)
+{
+	size_t eofs = 0;
+	bool *done = calloc(n, sizeof(*done));
+	struct pollfd *pf = calloc(n, sizeof(*pf));
+	while (eofs < want) {
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (!done[i])
+				pf[k++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+		if (poll(pf, k, 30000) <= 0)
+			break;
+		for (size_t j = 0; j < k; j++) {
+			if (!pf[j].revents)
+				continue;
+			char b[256];
+			if (read(pf[j].fd, b, sizeof(b)) > 0)
+				continue;
+			for (size_t i = 0; i < n; i++)
+				if (fds[i] == pf[j].fd)
+					done[i] = true;
+			eofs++;
+		}
+	}
+	free(done);
+	free(pf);
+	return eofs;
+}
+
+/* The guest opens egress streams faster than custos' egress proxy accepts them (here: not at
+ * all; backlog 1). Streams beyond the listener's backlog are refused at once; the channel
+ * thread keeps serving ingress and vm_channel_close returns. Before the fix the channel thread
+ * blocked in connect() on the full backlog: ingress hung and so did vm_channel_close. */
+static void test_guest_egress_backlog_full(void **state)
+{
+	(void)state;
+	chan_fixture f = { 0 };
+	chan_fixture_start(&f, NULL);
+	int lfd = -1;
+	assert_int_equal(vm_channel_listen_egress(f.c, 1, &lfd), CUSTOS_OK);
+	enum { N = 16 };
+	int mine[N];
+	for (int i = 0; i < N; i++) {
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		assert_int_equal(vm_mux_open(f.p.guest, VM_MUX_PORT_EGRESS, sv[1]), 0);
+		mine[i] = sv[0];
+	}
+	/* At most backlog + 1 connections wait in the listener; the rest are refused. */
+	assert_true(wait_eofs(mine, N, N - 2) >= N - 2);
+	int fd = -1;
+	assert_int_equal(vm_channel_open_stream(f.c, ECHO_PORT, &fd), CUSTOS_OK);
+	xfer x = { .fd = fd, .n = 100000, .seed = 21 };
+	echo_client(&x);
+	assert_true(x.ok);
+	chan_fixture_stop(&f);
+	for (int i = 0; i < N; i++)
+		close(mine[i]);
+	close(lfd);
+}
+
+/* Reads frames from a raw guest end until `want` ERROR frames arrived (poll, 30 s per read as
+ * a hang guard); counts OPENs and CLOSEs on the way. Returns the ERRORs seen. */
+static size_t raw_read_errors(int fd, size_t want, size_t *opens, size_t *closes)
+{
+	static uint8_t in[4 * (VM_MUX_HDR_LEN + VM_MUX_MAX_PAYLOAD)];
+	size_t len = 0, errs = 0;
+	while (errs < want) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		if (poll(&pf, 1, 30000) <= 0)
+			break;
+		ssize_t r = read(fd, in + len, sizeof(in) - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		size_t off = 0;
+		for (;;) {
+			struct vm_mux_hdr h;
+			const char *why = NULL;
+			int d = vm_mux_hdr_decode(in + off, len - off, &h, &why);
+			assert_true(d >= 0);
+			if (d == 0 || len - off < VM_MUX_HDR_LEN + h.len)
+				break;
+			*opens += h.type == VM_MUX_OPEN;
+			*closes += h.type == VM_MUX_CLOSE;
+			errs += h.type == VM_MUX_ERROR;
+			off += VM_MUX_HDR_LEN + h.len;
+		}
+		memmove(in, in + off, len - off);
+		len -= off;
+	}
+	return errs;
+}
+
+/* A guest that never answers: it reads the host's OPENs and never sends CLOSE (nor anything
+ * else). When the host side of each stream is closed for good (the proxy gave up on it), the
+ * host resets the stream (ERROR) and frees it with its fd. Before the fix every such stream
+ * stayed in the table until the guest closed it, which a hostile guest never does: up to the
+ * stream limit (1024 fds per VM in custos' process, the default soft RLIMIT_NOFILE), then every
+ * new stream to the VM failed. */
+static void test_guest_never_closes(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	vm_channel_opts o = { .fd = chan[0] }; /* the fixture's guest end: raw bytes, chan[1] */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	enum { N = 40 };
+	for (int i = 0; i < N; i++) {
+		int fd = -1;
+		assert_int_equal(vm_channel_open_stream(c, ECHO_PORT, &fd), CUSTOS_OK);
+		assert_int_equal(write(fd, "GET / HTTP/1.0\r\n\r\n", 18), 18);
+		close(fd); /* the consumer gives up: nothing answered */
+	}
+	size_t opens = 0, closes = 0;
+	assert_int_equal(raw_read_errors(chan[1], N, &opens, &closes), N);
+	assert_int_equal(opens, N);
+	/* A guest-opened (egress) stream whose host end goes away is reset the same way. */
+	int lfd = -1;
+	assert_int_equal(vm_channel_listen_egress(c, 8, &lfd), CUSTOS_OK);
+	uint8_t b[64], port[2] = { 0, VM_MUX_PORT_EGRESS };
+	size_t n = put_frame(b, VM_MUX_OPEN, 2, port, 2);
+	assert_int_equal(write(chan[1], b, n), (ssize_t)n);
+	int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(afd >= 0);
+	assert_int_equal(write(afd, "HTTP/1.1 403 Forbidden\r\n\r\n", 26), 26);
+	close(afd);
+	assert_int_equal(raw_read_errors(chan[1], 1, &opens, &closes), 1);
+	assert_true(vm_channel_alive(c));
+	vm_channel_close(c);
+	close(lfd);
+	close(chan[1]);
+}
+
+static void *flood_thread(void *arg)
+{
+	int fd = *(int *)arg;
+	/* WINDOW frames (increment 0) for a stream that is not open: valid, ignored, and the
+	 * cheapest frames to write and the dearest to parse. */
+	enum { F = 65536 };
+	uint8_t *b = malloc((size_t)F * 16);
+	uint8_t zero[4] = { 0 };
+	for (size_t i = 0; i < F; i++)
+		put_frame(b + i * 16, VM_MUX_WINDOW, 4, zero, 4);
+	for (;;) {
+		size_t off = 0;
+		while (off < (size_t)F * 16) {
+			ssize_t w = write(fd, b + off, (size_t)F * 16 - off);
+			if (w <= 0)
+				goto out;
+			off += (size_t)w;
+		}
+	}
+out:
+	free(b);
+	return NULL;
+}
+
+static void *close_thread(void *arg)
+{
+	vm_channel **c = arg;
+	vm_channel_close(*c);
+	*c = NULL;
+	return NULL;
+}
+
+/* A guest that writes the channel without pause: vm_channel_close (the supervisor stopping or
+ * replacing the VM's channel) still returns. Before the fix the channel thread stayed in its
+ * read loop for as long as the guest kept the channel readable and never saw the stop. */
+static void test_guest_flood_stop(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	int sz = 4 << 20;
+	setsockopt(chan[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	vm_channel_opts o = { .fd = chan[0] }; /* fixture: chan[1] is the raw guest end */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	pthread_t ft, ct;
+	assert_int_equal(pthread_create(&ft, NULL, flood_thread, &chan[1]), 0);
+	struct timespec ts = { 0, 200 * 1000 * 1000 }; /* let the flood get going (not a check) */
+	nanosleep(&ts, NULL);
+	assert_true(vm_channel_alive(c));
+	vm_channel *cc = c;
+	assert_int_equal(pthread_create(&ct, NULL, close_thread, &cc), 0);
+	/* Hang guard, not a timing check: the close must return at all. */
+	for (int i = 0; i < 3000 && __atomic_load_n(&cc, __ATOMIC_ACQUIRE); i++) {
+		struct timespec t = { 0, 10 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	assert_null(__atomic_load_n(&cc, __ATOMIC_ACQUIRE));
+	pthread_join(ct, NULL);
+	shutdown(chan[1], SHUT_RDWR); /* the flood ends: EPIPE */
+	pthread_join(ft, NULL);
+	close(chan[1]);
+}
+
+static void *open_flood_thread(void *arg)
+{
+	int fd = *(int *)arg;
+	enum { F = 4096 };
+	uint8_t *b = malloc((size_t)F * 14);
+	uint8_t port[2] = { 0, 5 }; /* a service custos refuses: each OPEN queues an ERROR */
+	uint32_t id = 2;
+	for (;;) {
+		for (size_t i = 0; i < F; i++, id += 2)
+			put_frame(b + i * 14, VM_MUX_OPEN, id, port, 2);
+		size_t off = 0;
+		while (off < (size_t)F * 14) {
+			ssize_t w = write(fd, b + off, (size_t)F * 14 - off);
+			if (w <= 0)
+				goto out;
+			off += (size_t)w;
+		}
+	}
+out:
+	free(b);
+	return NULL;
+}
+
+/* A guest that opens streams the host refuses and never reads the channel: the refusals queue
+ * up to the output bound, then the channel ends (ENOBUFS) instead of growing without limit.
+ * A regression test: this held before. */
+static void test_guest_never_reads(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	vm_channel_opts o = { .fd = chan[0] }; /* fixture: chan[1] is the raw guest end */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	pthread_t ft;
+	assert_int_equal(pthread_create(&ft, NULL, open_flood_thread, &chan[1]), 0);
+	/* Hang guard, not a timing check. */
+	for (int i = 0; i < 3000 && vm_channel_alive(c); i++) {
+		struct timespec t = { 0, 10 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	assert_false(vm_channel_alive(c));
+	vm_channel_close(c); /* closes chan[0]: the flood ends with EPIPE */
+	pthread_join(ft, NULL);
+	close(chan[1]);
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -607,6 +887,10 @@ int main(void)
 		cmocka_unit_test(test_guest_initiated),
 		cmocka_unit_test(test_channel_api),
 		cmocka_unit_test(test_hostile_peer),
+		cmocka_unit_test(test_guest_egress_backlog_full),
+		cmocka_unit_test(test_guest_never_closes),
+		cmocka_unit_test(test_guest_flood_stop),
+		cmocka_unit_test(test_guest_never_reads),
 		cmocka_unit_test(test_new_negative),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
