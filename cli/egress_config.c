@@ -78,6 +78,8 @@ custos_err cli_egress_options(const custos_config *cfg, struct audit_writer *aud
 			l->fd = sbx_fds[i];
 			sbx_fds[i] = -1;
 			l->isolation = sbx_vm && sbx_vm[i] ? POLICY_ISO_VM : POLICY_ISO_PROCESS;
+			/* a VM's: only the supervisor's channel thread may connect */
+			l->peer_pid = sbx_vm && sbx_vm[i] ? getppid() : 0;
 			sbx_register(l->model, i);
 			continue;
 		}
@@ -177,7 +179,8 @@ custos_err cli_egress_add(const cfg_model *m, int fd, size_t *index)
 		                    .sandbox = dup_or_null(m->sandbox.profile),
 		                    .isolation = m->sandbox.type == CFG_SANDBOX_VM
 		                                         ? POLICY_ISO_VM
-		                                         : POLICY_ISO_PROCESS };
+		                                         : POLICY_ISO_PROCESS,
+		                    .peer_pid = m->sandbox.type == CFG_SANDBOX_VM ? getppid() : 0 };
 	if (m->upstream.kind != CFG_UPSTREAM_SANDBOX ||
 	    (m->sandbox.type != CFG_SANDBOX_PROCESS && m->sandbox.type != CFG_SANDBOX_VM)) {
 		e = err_set(CUSTOS_ERR_UNSUPPORTED, "model %s: not sandboxed", m->id);

@@ -976,6 +976,7 @@ custos_err egress_create(egress_options *o, egress_server **out)
 		l->sandbox = lo->sandbox;
 		lo->model = lo->sandbox = NULL;
 		l->isolation = lo->isolation;
+		l->peer_pid = lo->peer_pid;
 		if (l->fd < 0 && (e = open_listener(lo->address, &l->fd, &l->port)) != CUSTOS_OK)
 			goto fail;
 		l->port = fd_port(l->fd);
@@ -1093,6 +1094,19 @@ static void *accept_main(void *arg)
 			if (errno == EMFILE || errno == ENFILE)
 				poll(NULL, 0, 100);
 			continue;
+		}
+		if (l->peer_pid > 0) {
+			struct ucred uc;
+			socklen_t ul = sizeof(uc);
+			if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == -1 ||
+			    uc.pid != l->peer_pid) {
+				char why[96];
+				snprintf(why, sizeof(why),
+				         "a process (pid %d) that is not the VM's channel",
+				         ul == sizeof(uc) ? (int)uc.pid : -1);
+				reject_conn(s, l, fd, "deny", why);
+				continue;
+			}
 		}
 		if (atomic_fetch_add(&l->active, 1) >= s->o.max_conns) {
 			char why[96];
@@ -1334,6 +1348,7 @@ custos_err egress_listener_add(egress_server *s, egress_listener_opts *lo, size_
 	l->model = lo->model;
 	l->sandbox = lo->sandbox;
 	l->isolation = lo->isolation;
+	l->peer_pid = lo->peer_pid;
 	free(lo->address);
 	memset(lo, 0, sizeof(*lo));
 	lo->fd = -1;

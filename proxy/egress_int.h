@@ -48,6 +48,7 @@ typedef struct elistener {
 	atomic_bool exited;  /* the accept thread has left (its socket closed): joinable */
 	char *model, *sandbox;
 	int isolation;
+	pid_t peer_pid; /* egress_listener_opts.peer_pid */
 } elistener;
 
 /* A configured source with its host in canonical form and its upstream TLS context. */

@@ -32,6 +32,9 @@ struct stream {
 	bool shut_wr;    /* shutdown(fd, SHUT_WR) done */
 	bool rd_ready;   /* poll said readable (or not asked yet): try a read */
 	bool hup;        /* poll said POLLHUP/POLLERR after local_eof: the local end is gone */
+	/* ERROR after the peer's CLOSE: the peer freed the stream; what it sent before is
+	 * still written to fd, then the stream is freed (nothing more goes to the peer). */
+	bool peer_gone;
 };
 
 struct pending {
@@ -407,6 +410,16 @@ static int handle_frame(struct vm_mux *m, const struct vm_mux_hdr *h, const uint
 		return 0;
 	}
 	case VM_MUX_ERROR:
+		if (s && s->peer_eof && s->roff < s->rlen) {
+			/* The peer closed, then freed the stream (its local end is gone): the
+			 * DATA before its CLOSE may still be waiting here, in the same read, and is
+			 * delivered before the stream goes. */
+			s->peer_gone = true;
+			s->local_eof = true; /* nothing more is read from fd nor sent */
+			s->rd_ready = false;
+			s->credit = 0;
+			return 0;
+		}
 		if (s)
 			drop_stream(m, s);
 		return 0;
@@ -530,6 +543,8 @@ static int pump_out(struct vm_mux *m, struct stream *s)
 	if (s->roff == s->rlen)
 		s->roff = s->rlen = 0;
 	/* Grant in batches: a quarter window, or everything once the buffer is empty. */
+	if (s->peer_gone)
+		s->credit = 0;
 	if (s->credit > 0 && (s->rlen == 0 || s->credit >= m->o.window / 4)) {
 		uint8_t w[4] = { (uint8_t)(s->credit >> 24), (uint8_t)(s->credit >> 16),
 			         (uint8_t)(s->credit >> 8), (uint8_t)s->credit };
@@ -585,7 +600,10 @@ int vm_mux_run(struct vm_mux *m)
 			 * it. Reset rather than wait for the peer's CLOSE, which a hostile peer never
 			 * sends: the stream and its fd would be held for the channel's lifetime. */
 			if (s->local_eof && s->hup) {
-				rc = reset_stream(m, s, "closed");
+				if (s->peer_gone)
+					drop_stream(m, s);
+				else
+					rc = reset_stream(m, s, "closed");
 				continue;
 			}
 			if (s->roff < s->rlen || s->credit > 0 || s->peer_eof)

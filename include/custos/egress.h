@@ -63,6 +63,11 @@ typedef struct egress_listener_opts {
 	char *model;   /* the model whose sandbox this listener serves */
 	char *sandbox; /* sandbox id for audit; may be NULL */
 	int isolation; /* policy_isolation of the running sandbox; -1: the model's */
+	/* > 0: only connections from this process are served (SO_PEERCRED), the others refused
+	 * and audited: a VM's listener is an abstract AF_UNIX socket, which any process in
+	 * custos' network namespace could reach, and only the VM channel's thread (in the
+	 * supervisor) may. 0: any peer (a process sandbox's listener lives in its netns). */
+	pid_t peer_pid;
 } egress_listener_opts;
 
 typedef struct egress_options {

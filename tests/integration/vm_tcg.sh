@@ -303,6 +303,38 @@ grep -q 'EGRESS-OK .*fixture-model' "$WORK/console.log" ||
 grep -q 'EGRESS-DENIED.*403' "$WORK/console.log" ||
 	fail "denied egress call did not get 403: $(grep EGRESS- "$WORK/console.log")"
 echo "ok - egress from the VM through custos' egress proxy: allowed call answered, other denied (403)"
+# The VM's egress listener is an abstract AF_UNIX socket, which any host process in custos'
+# network namespace can reach: only the supervisor's channel thread is served (SO_PEERCRED),
+# a host process gets 503, audited.
+PX=$(sed -n 's/.*supervisor pid [0-9]*, proxy pid \([0-9]*\).*/\1/p' "$WORK/custos.log" | head -1)
+ABS=$(ss -xlpn 2>/dev/null | grep "pid=$PX," | awk '{print $5}' | grep '^@' | sed 's/^@//')
+[ -n "$ABS" ] || fail "no abstract listener of the proxy (pid $PX) in ss -xlpn"
+host_try() {
+	python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect("\0" + sys.argv[1])
+# nothing sent: the refusal comes at accept, and a request unread at its close would turn the
+# close into a reset that can take the answer with it
+d = b""
+while True:
+    x = s.recv(4096)
+    if not x:
+        break
+    d += x
+print(d.split(b"\r\n")[0].decode(), "|", b"not the VM's channel" in d)
+PY
+}
+for a in $ABS; do
+	out=$(host_try "$a")
+	[ "$out" = "HTTP/1.1 503 Service Unavailable | True" ] ||
+		fail "a host process on the VM's egress listener @$a: $out"
+done
+host_refused() { cat "$WORK"/audit/*.jsonl 2>/dev/null | grep -c "not the VM's channel"; }
+refusal_audited() { [ "$(host_refused)" -ge 1 ]; }
+wait_for 30 refusal_audited || fail "the host process's refusal was not audited"
+echo "ok - a host process on the VM's egress listener is refused (503, audited)"
 # An egress call made while one chat completion is in flight is attributed to it: one chat at a
 # time (each lasts 8 tokens of 250 ms) while the guest calls out every 0.25 s, until the trail
 # has such an event (checked in full with the rest of the trail below).

@@ -752,6 +752,62 @@ static void test_guest_never_closes(void **state)
 	close(chan[1]);
 }
 
+/* The peer answers a stream, closes it and frees it (its local end went away: ERROR "closed",
+ * as a mux does since it no longer waits for a CLOSE that may never come), the three frames in
+ * one write, so that they are handled in one read before the stream's buffer is written out.
+ * The answer still reaches the local end, then EOF. Before, ERROR dropped the stream with the
+ * answer unwritten: a denied egress call from the VM got no 403, only a closed connection. */
+static void test_error_after_close_delivers(void **state)
+{
+	(void)state;
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	vm_channel_opts o = { .fd = chan[0] }; /* the fixture's guest end: raw bytes, chan[1] */
+	vm_channel *c = NULL;
+	assert_int_equal(vm_channel_open(&o, &c), CUSTOS_OK);
+	int fd = -1;
+	assert_int_equal(vm_channel_open_stream(c, ECHO_PORT, &fd), CUSTOS_OK);
+	/* the host's OPEN: its stream id */
+	uint8_t in[VM_MUX_HDR_LEN + VM_MUX_MAX_PAYLOAD];
+	size_t len = 0;
+	struct vm_mux_hdr h = { 0 };
+	for (;;) {
+		struct pollfd pf = { .fd = chan[1], .events = POLLIN };
+		assert_true(poll(&pf, 1, 30000) == 1);
+		ssize_t r = read(chan[1], in + len, sizeof(in) - len);
+		assert_true(r > 0);
+		len += (size_t)r;
+		const char *why = NULL;
+		int d = vm_mux_hdr_decode(in, len, &h, &why);
+		assert_true(d >= 0);
+		if (d > 0 && len >= VM_MUX_HDR_LEN + h.len)
+			break;
+	}
+	assert_int_equal(h.type, VM_MUX_OPEN);
+	static const char answer[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+	uint8_t b[256];
+	size_t n = put_frame(b, VM_MUX_DATA, h.stream, answer, sizeof(answer) - 1);
+	n += put_frame(b + n, VM_MUX_CLOSE, h.stream, NULL, 0);
+	n += put_frame(b + n, VM_MUX_ERROR, h.stream, "closed", 6);
+	assert_int_equal(write(chan[1], b, n), (ssize_t)n);
+	char got[256];
+	size_t gl = 0;
+	for (;;) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		assert_true(poll(&pf, 1, 30000) == 1);
+		ssize_t r = read(fd, got + gl, sizeof(got) - gl);
+		assert_true(r >= 0);
+		if (r == 0)
+			break;
+		gl += (size_t)r;
+	}
+	assert_int_equal(gl, sizeof(answer) - 1);
+	assert_memory_equal(got, answer, gl);
+	close(fd);
+	vm_channel_close(c);
+	close(chan[1]);
+}
+
 static void *flood_thread(void *arg)
 {
 	int fd = *(int *)arg;
@@ -889,6 +945,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_peer),
 		cmocka_unit_test(test_guest_egress_backlog_full),
 		cmocka_unit_test(test_guest_never_closes),
+		cmocka_unit_test(test_error_after_close_delivers),
 		cmocka_unit_test(test_guest_flood_stop),
 		cmocka_unit_test(test_guest_never_reads),
 		cmocka_unit_test(test_new_negative),
