@@ -454,7 +454,19 @@ ln -s /dev/zero "$T/case/$(name_of 99999999)"
 rc=0
 out=$(timeout 60 "$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") || rc=$?
 [ "$rc" -eq 1 ] && grep -q "not a regular file" <<<"$out" || fail "/dev/zero: exit $rc: $out"
-echo "a FIFO, /dev/zero: refused"
+fresh
+rm "$T/case/audit.head"
+mkfifo "$T/case/audit.head"
+rc=0
+out=$(timeout 60 "$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/case") || rc=$?
+[ "$rc" -eq 1 ] && grep -q "problem: .*audit.head: not a regular file" <<<"$out" ||
+	fail "a FIFO as audit.head: exit $rc: $out"
+# The writer's start counts it as a damaged anchor: it refuses to start (fail closed), not hang.
+rc=0
+timeout 60 "$LOAD" "$T/case" --key "$T/keys/audit.key" --events 1 >/dev/null 2>"$T/err" || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "audit.head: not a regular file" "$T/err" ||
+	fail "the writer with a FIFO as audit.head: exit $rc: $(cat "$T/err")"
+echo "a FIFO, /dev/zero, a FIFO as audit.head: refused (verify and the writer's start)"
 
 # 20. A crashed writer (kill -9): no seal, only the start checkpoint signed (none by count or
 #     time before the kill). Cutting the unsigned tail is undetectable by design; --live says
