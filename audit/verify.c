@@ -54,9 +54,8 @@ struct vstate {
 	uint64_t last_line;
 	/* With keys, what the writer always does: it follows each audit.start or recovery
 	 * event with a signed start checkpoint, and the signing key changes only there. */
-	bool want_start;         /* the previous record was audit.start or recovery */
-	char start_prev_kid[17]; /* its previous_key_id ("" if none) */
-	ssize_t last_key;        /* the key of the last checkpoint (-1: none yet) */
+	bool want_start;  /* the previous record was audit.start or recovery */
+	ssize_t last_key; /* the key of the last checkpoint (-1: none yet) */
 };
 
 /* Checks a checkpoint: it must sign its predecessor, and with keys its signature must verify
@@ -141,26 +140,16 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		return;
 	}
 	/* The key changes only where the writer restarts with another one: at the start
-	 * checkpoint right after its audit.start/recovery event, which names the key before it
-	 * (previous_key_id) when the writer knew it. A checkpoint of an earlier key after a
-	 * later one's (re-signed by someone who still holds a retired key) fails here. */
+	 * checkpoint right after its audit.start/recovery event (which names the previous key,
+	 * previous_key_id, as far as audit.head knew it: not checked, it may be stale after a
+	 * crash). A checkpoint of an earlier key after a later one's (re-signed by someone who
+	 * still holds a retired key) fails here. */
 	const char *lastk = v->last_key >= 0 ? r->keys[v->last_key].key_id : NULL;
-	if (lastk != NULL && CRYPTO_memcmp(r->keys[k].key_id, lastk, 16) != 0 &&
-	    (!v->want_start ||
-	     (v->start_prev_kid[0] != '\0' && strcmp(v->start_prev_kid, lastk) != 0))) {
+	if (lastk != NULL && !v->want_start && CRYPTO_memcmp(r->keys[k].key_id, lastk, 16) != 0) {
 		bad(r, file, ln, l->seq,
 		    "checkpoint signed by key %s, but the checkpoint before it by key %s: the key "
-		    "changes only at the start checkpoint of a restart that records it",
+		    "changes only at the start checkpoint of a restart",
 		    r->keys[k].key_id, lastk);
-		return;
-	}
-	if (v->want_start && v->start_prev_kid[0] != '\0' &&
-	    (lastk == NULL || strcmp(v->start_prev_kid, lastk) != 0 ||
-	     strcmp(v->start_prev_kid, r->keys[k].key_id) == 0)) {
-		bad(r, file, ln, l->seq,
-		    "the event before this checkpoint records a key rotation from %s, but the "
-		    "previous checkpoint was signed by %s and this one by %s",
-		    v->start_prev_kid, lastk != NULL ? lastk : "no key", r->keys[k].key_id);
 		return;
 	}
 	v->last_key = (ssize_t)k;
@@ -328,13 +317,6 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 				break;
 		}
 		v->want_start = rec || span_eq_cstr(t, "\"audit.start\"");
-		v->start_prev_kid[0] = '\0';
-		span pk;
-		if (v->want_start && ajson_get(line, "previous_key_id", &pk) == CUSTOS_OK &&
-		    pk.len == 18) {
-			memcpy(v->start_prev_kid, pk.ptr + 1, 16);
-			v->start_prev_kid[16] = '\0';
-		}
 		v->seq = l.seq;
 		memcpy(v->head, l.hash, sizeof(v->head));
 		r->events++;

@@ -549,4 +549,19 @@ cp "$T/head1" "$T/torn/audit.head"
 sed -n "$((L + 1))p" "$TF" | grep -q '"type":"recovery"' || fail "no recovery after the torn start"
 out=$("$CUSTOS_BIN" audit verify --pubkey "$PUB" "$T/torn") || fail "torn start checkpoint: $out"
 echo "a torn start checkpoint, recovered: $(echo "$out" | head -1)"
+
+# 24. Not a false alarm either: a run with a new key cut after its start checkpoint with
+#     audit.head still at the run before (a crash before the anchor moved): the next start names
+#     the stale key in previous_key_id, the checkpoints go on with the new key; it verifies.
+"$LOAD" "$T/stale" --key "$T/keys/audit.key" --events 20 >/dev/null
+cp "$T/stale/audit.head" "$T/head1"
+"$LOAD" "$T/stale" --key "$T/other/audit.key" --events 20 >/dev/null
+SF=$(ls "$T/stale"/audit-*.jsonl | tail -1)
+L=$(grep -n '"reason":"start"' "$SF" | tail -1 | cut -d: -f1)
+sed -i "$((L + 3)),\$d" "$SF"
+cp "$T/head1" "$T/stale/audit.head"
+"$LOAD" "$T/stale" --key "$T/other/audit.key" --events 20 >/dev/null
+[ "$(grep -c "\"previous_key_id\":\"$KID\"" "$SF")" -eq 2 ] || fail "no stale previous_key_id"
+out=$("$CUSTOS_BIN" audit verify --pubkey "$T/ring.pem" "$T/stale") || fail "stale previous_key_id: $out"
+echo "a stale previous_key_id after a crash: $(echo "$out" | head -1)"
 echo "PASS"
