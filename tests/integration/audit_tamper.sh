@@ -2,12 +2,15 @@
 # audit_tamper: verify passes on an untouched, rotated, signed log and catches and locates each
 # tampering: an edited byte, a deleted, swapped or inserted line, a re-chained rewrite (only
 # the signatures catch it), a truncated tail (inside a record and at a record boundary), a
-# forged shutdown seal, raw invalid UTF-8 and a removed rotated file.
+# forged shutdown seal, raw invalid UTF-8 and a removed rotated file. Cases 8-24: an attacker
+# who can write the audit directory (and recompute any hash, audit.head included) but holds no
+# signing key, or only a retired one; what verify cannot see by design is asserted as such.
 set -euo pipefail
 : "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}"
 LOAD="$CUSTOS_FIXTURES/audit-load/audit-load"
 [ -x "$LOAD" ] || { echo "SKIPPED: $LOAD not built"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIPPED: python3 missing"; exit 77; }
+command -v openssl >/dev/null || { echo "SKIPPED: openssl (the attacker's signing tool) missing"; exit 77; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
