@@ -120,6 +120,7 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		return;
 	}
 	size_t k = 0;
+	kid = SPAN_LIT("(none)"); /* named in the report when the member is missing */
 	if (ajson_get(line, "key_id", &kid) == CUSTOS_OK && kid.len == 18)
 		while (k < v->nkeys && CRYPTO_memcmp(kid.ptr + 1, r->keys[k].key_id, 16) != 0)
 			k++;

@@ -377,6 +377,10 @@ sed -i "${ck1}s/\"key_id\":\"$KID\"/\"key_id\":\"$OKID\"/" "$T/case/$f1"
 tool rechain "$T/case"
 expect "key_id of another key" "$f1" "$ck1" "signed by another key"
 expect "key_id of another key, both keys given" "$f1" "$ck1" "checkpoint signature does not verify" --pubkey "$T/other/audit.pub"
+fresh # key_id removed: verify read an unset span for the report and crashed (SIGSEGV) on main
+sed -i "${ck1}s/\"key_id\":\"$KID\",//" "$T/case/$f1"
+tool rechain "$T/case"
+expect "key_id removed" "$f1" "$ck1" "signed by another key (key_id (none) is not among"
 fresh
 tool forge "$T/case" "$T/case/$f1" "$ck1" "$T/other/audit.key" "$OKID"
 expect "signed with the attacker's own key" "$f1" "$ck1" "signed by another key"
