@@ -119,6 +119,51 @@ custos_err audit_line_build_md(buf *out, uint64_t seq, span body, const char *pr
 	return CUSTOS_OK;
 }
 
+/* The members a body may not set or set again, compared unescaped: JSON readers decode
+ * "se\u0071" to "seq", and most keep the last of two equal names, so a body that named one of
+ * these (again) would show a SIEM another seq, prev, hash, time or type than the one the chain
+ * and verify read (the first). */
+static bool framing_member(span k)
+{
+	static const char *const names[] = { "v", "seq", "prev", "hash", "time", "type" };
+	char un[8];
+	size_t n = 0;
+
+	if (memchr(k.ptr, '\\', k.len) == NULL) {
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (span_eq_cstr(k, names[i]))
+				return true;
+		return false;
+	}
+	/* Escaped: decode up to 8 bytes (every name above is shorter); longer is none of them. */
+	for (size_t i = 0; i < k.len; i++) {
+		uint32_t c = (unsigned char)k.ptr[i];
+		if (c == '\\' && i + 1 < k.len) {
+			char e = k.ptr[++i];
+			if (e == 'u') {
+				if (i + 4 >= k.len)
+					return false;
+				c = 0;
+				for (int d = 1; d <= 4; d++) {
+					char h = k.ptr[i + (size_t)d];
+					c = c << 4 |
+					    (uint32_t)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+				}
+				i += 4;
+			} else {
+				c = (unsigned char)e; /* \" \\ \/ and the control escapes */
+			}
+		}
+		if (c >= 0x80 || n == sizeof(un))
+			return false;
+		un[n++] = (char)c;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == n && memcmp(un, names[i], n) == 0)
+			return true;
+	return false;
+}
+
 static bool writer_only_type(span t)
 {
 	return span_eq_cstr(t, "\"checkpoint\"") || span_eq_cstr(t, "\"recovery\"") ||
@@ -152,9 +197,8 @@ custos_err audit_body_check(span body, bool writer_types)
 			ENSURE(writer_types || !writer_only_type(v), CUSTOS_ERR_DENIED,
 			       "event type %.*s is reserved for the writer", (int)v.len, v.ptr);
 		}
-		ENSURE(!span_eq_cstr(k, "v") && !span_eq_cstr(k, "seq") &&
-		               !span_eq_cstr(k, "prev") && !span_eq_cstr(k, "hash"),
-		       CUSTOS_ERR_DENIED, "event sets the reserved member %.*s", (int)k.len, k.ptr);
+		ENSURE(idx < 2 || !framing_member(k), CUSTOS_ERR_DENIED,
+		       "event sets the reserved member %.*s", (int)k.len, k.ptr);
 		idx++;
 	}
 	if (e != CUSTOS_ERR_NOTFOUND)

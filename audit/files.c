@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit_int.h"
@@ -89,12 +90,26 @@ custos_err audit_reader_open(audit_reader *r, const char *path)
 {
 	memset(r, 0, sizeof(*r));
 	buf_init(&r->b, AUDIT_READ_CHUNK + AUDIT_MAX_LINE);
+	/* O_NONBLOCK: a FIFO put in a log's place must not stop the reader in open(); anything
+	 * but a regular file (a FIFO, a device such as /dev/zero behind a link) is refused. */
 	do
-		r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	while (r->fd == -1 && errno == EINTR);
+	custos_err e = CUSTOS_OK;
+	struct stat st;
+	int fl;
 	if (r->fd == -1)
-		return err_sys("%s: open", path);
-	return CUSTOS_OK;
+		e = err_sys("%s: open", path);
+	else if (fstat(r->fd, &st) == -1)
+		e = err_sys("%s: fstat", path);
+	else if (!S_ISREG(st.st_mode))
+		e = err_set(CUSTOS_ERR_PARSE, "%s: not a regular file", path);
+	else if ((fl = fcntl(r->fd, F_GETFL)) == -1 ||
+	         fcntl(r->fd, F_SETFL, fl & ~O_NONBLOCK) == -1)
+		e = err_sys("%s: fcntl", path);
+	if (e != CUSTOS_OK)
+		audit_reader_close(r); /* closing again is harmless */
+	return e;
 }
 
 void audit_reader_close(audit_reader *r)

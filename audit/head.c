@@ -73,13 +73,20 @@ static custos_err read_small(int dirfd, const char *name, char *b, size_t *n, bo
 
 	*present = false;
 	*n = 0;
+	/* O_NONBLOCK and a regular file only: a FIFO in audit.head's place would stop verify and
+	 * the writer's start in open() or read(); it counts as a damaged anchor instead. */
 	do
-		fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
 	while (fd == -1 && errno == EINTR);
 	if (fd == -1 && errno == ENOENT)
 		return CUSTOS_OK;
 	if (fd == -1)
 		return err_sys("%s: open", name);
+	struct stat st;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return err_set(CUSTOS_ERR_PARSE, "%s: not a regular file", name);
+	}
 	for (;;) {
 		ssize_t got = read(fd, b + *n, ANCHOR_FILE_MAX + 1 - *n);
 		if (got == -1 && errno == EINTR)

@@ -556,7 +556,10 @@ static bool reserved_key(span k)
 	case 3:
 		return memcmp(k.ptr, "seq", 3) == 0;
 	case 4:
-		return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0;
+		/* time and type again: a reader keeping the last of two equal names would see
+		 * another time or type than verify (audit_body_check refuses them too) */
+		return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0 ||
+		       memcmp(k.ptr, "time", 4) == 0 || memcmp(k.ptr, "type", 4) == 0;
 	default:
 		return false;
 	}

@@ -52,6 +52,10 @@ struct vstate {
 	bool last_v1_shutdown; /* the last record is a format 1 shutdown checkpoint */
 	const char *last_file; /* where the last record is */
 	uint64_t last_line;
+	/* With keys, what the writer always does: it follows each audit.start or recovery
+	 * event with a signed start checkpoint, and the signing key changes only there. */
+	bool want_start;  /* the previous record was audit.start or recovery */
+	ssize_t last_key; /* the key of the last checkpoint (-1: none yet) */
 };
 
 /* Checks a checkpoint: it must sign its predecessor, and with keys its signature must verify
@@ -98,6 +102,14 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		bad(r, file, ln, l->seq, "checkpoint is not signed");
 		return;
 	}
+	/* The writer writes lowercase hex; another case of the same signature would be a second
+	 * form of the record (a seal whose hash changes without its signature failing). */
+	for (size_t i = 1; i < 129; i++)
+		if (!((sig.ptr[i] >= '0' && sig.ptr[i] <= '9') ||
+		      (sig.ptr[i] >= 'a' && sig.ptr[i] <= 'f'))) {
+			bad(r, file, ln, l->seq, "checkpoint's sig is not lowercase hex");
+			return;
+		}
 	/* The signature covers the record up to its sig member, which must be the last one. */
 	span b = l->body;
 	if (b.len <= AUDIT_CKPT_SIG_SUFFIX_LEN ||
@@ -108,6 +120,7 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		return;
 	}
 	size_t k = 0;
+	kid = SPAN_LIT("(none)"); /* named in the report when the member is missing */
 	if (ajson_get(line, "key_id", &kid) == CUSTOS_OK && kid.len == 18)
 		while (k < v->nkeys && CRYPTO_memcmp(kid.ptr + 1, r->keys[k].key_id, 16) != 0)
 			k++;
@@ -127,6 +140,20 @@ static void check_checkpoint(struct vstate *v, audit_verify_result *r, span line
 		bad(r, file, ln, l->seq, "checkpoint signature does not verify");
 		return;
 	}
+	/* The key changes only where the writer restarts with another one: at the start
+	 * checkpoint right after its audit.start/recovery event (which names the previous key,
+	 * previous_key_id, as far as audit.head knew it: not checked, it may be stale after a
+	 * crash). A checkpoint of an earlier key after a later one's (re-signed by someone who
+	 * still holds a retired key) fails here. */
+	const char *lastk = v->last_key >= 0 ? r->keys[v->last_key].key_id : NULL;
+	if (lastk != NULL && !v->want_start && CRYPTO_memcmp(r->keys[k].key_id, lastk, 16) != 0) {
+		bad(r, file, ln, l->seq,
+		    "checkpoint signed by key %s, but the checkpoint before it by key %s: the key "
+		    "changes only at the start checkpoint of a restart",
+		    r->keys[k].key_id, lastk);
+		return;
+	}
+	v->last_key = (ssize_t)k;
 	if (!v2) {
 		r->v1_checkpoints++;
 		v->last_v1_shutdown = shutdown;
@@ -174,7 +201,11 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 	uint64_t name_seq = 0;
 	bool named = audit_file_name_parse(base, &name_seq), first = true;
 
-	GUARD(audit_reader_open(&rd, file));
+	if (audit_reader_open(&rd, file) != CUSTOS_OK) {
+		/* A FIFO or a device in a log's place is refused, not read. */
+		bad(r, file, 0, 0, "%s", err_msg());
+		return CUSTOS_OK;
+	}
 	r->files++;
 	while (r->ok) {
 		audit_line l;
@@ -255,17 +286,38 @@ static custos_err verify_file(struct vstate *v, const char *file, bool is_last, 
 			bad(r, file, ln, l.seq, "hash mismatch: the record was modified");
 			break;
 		}
+		/* The writer's own rules for a body: time and type first, no member that sets
+		 * (or, escaped or repeated, seems to set) seq, prev, hash, time or type. A record
+		 * that breaks them is named here, even when its hashes were recomputed. */
+		if (audit_body_check(l.body, true) != CUSTOS_OK) {
+			bad(r, file, ln, l.seq, "record breaks the writer's rules: %s", err_msg());
+			break;
+		}
 		check_heads(v, r, &l, file, base, ln);
 		if (!r->ok)
 			break;
-		span t;
+		span t = span_of(NULL, 0);
 		v->last_sealed = false;
 		v->last_v1_shutdown = false;
-		if (ajson_get(line, "type", &t) == CUSTOS_OK && span_eq_cstr(t, "\"checkpoint\"")) {
+		bool ck = ajson_get(line, "type", &t) == CUSTOS_OK &&
+		          span_eq_cstr(t, "\"checkpoint\""),
+		     rec = span_eq_cstr(t, "\"recovery\"");
+		/* A recovery event may come first: a power cut can tear the start checkpoint
+		 * off (the next start cuts it); the recovery event then wants its own. */
+		if (v->nkeys > 0 && !ck && !(rec && v->want_start) &&
+		    (v->want_start || l.seq == 2)) {
+			bad(r, file, ln, l.seq,
+			    "not a checkpoint: the writer follows its first record and each "
+			    "audit.start or recovery event with a signed start checkpoint: "
+			    "checkpoints were removed and the chain recomputed");
+			break;
+		}
+		if (ck) {
 			check_checkpoint(v, r, line, &l, file, ln, &v->last_sealed);
 			if (!r->ok)
 				break;
 		}
+		v->want_start = rec || span_eq_cstr(t, "\"audit.start\"");
 		v->seq = l.seq;
 		memcpy(v->head, l.hash, sizeof(v->head));
 		r->events++;
@@ -360,6 +412,7 @@ custos_err audit_verify(const char *const *paths, size_t n, const audit_verify_o
 
 	memset(r, 0, sizeof(*r));
 	memset(&v, 0, sizeof(v));
+	v.last_key = -1;
 	r->ok = true;
 	if (o == NULL)
 		o = &none;

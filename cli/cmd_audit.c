@@ -120,6 +120,10 @@ int cmd_audit_verify(int argc, char **argv)
 		       (unsigned long long)r.v1_checkpoints);
 	if (npub)
 		printf(", signed through seq %llu", (unsigned long long)r.signed_seq);
+	if (npub && !r.sealed && r.last_seq > r.signed_seq)
+		/* --live: an open end; whoever can write the directory can cut or rewrite it */
+		printf(" (%llu records after it are not covered by a signature)",
+		       (unsigned long long)(r.last_seq - r.signed_seq));
 	printf("; %s", r.sealed ? "sealed by a shutdown checkpoint"
 	                        : (r.torn_tail ? "open (incomplete last record)" : "open"));
 	if (r.heads > 0)

@@ -143,6 +143,54 @@ static void test_body_check(void **state)
 	                 CUSTOS_ERR_PARSE);
 }
 
+/* One form, one meaning: a member name that a JSON reader decodes to a framing member (escaped,
+ * or time/type again, which a reader keeping the last of two equal names would show instead of
+ * the first) is refused, from producers and (writer_types) in verify; look-alikes are not. */
+static void test_body_check_canonical(void **state)
+{
+	static const char *const refused[] = {
+		",\"se\\u0071\":5",
+		",\"\\u0073eq\":5",
+		",\"\\u0076\":2",
+		",\"pr\\u0065v\":\"x\"",
+		",\"\\u0068ash\":\"x\"",
+		",\"typ\\u0065\":\"checkpoint\"",
+		",\"type\":\"checkpoint\"",
+		",\"type\":\"request\"",
+		",\"time\":\"2000\"",
+		",\"tim\\u0065\":1",
+		",\"seq\" : 5",
+	};
+	static const char *const accepted[] = {
+		",\"sequence\":5",
+		",\"typ\":1",
+		",\"se\\u0071q\":1",
+		",\"hash\\u00e9\":1",
+		",\"\\u0000\":1",
+		",\"x\\\\\":1",
+		",\"h\\u0041sh\":1",
+		",\"types\":[\"type\"]",
+		",\"o\":{\"seq\":1,\"type\":2}",
+	};
+	char b[256];
+
+	(void)state;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(refused); i++) {
+		snprintf(b, sizeof(b), "\"time\":\"t\",\"type\":\"request\"%s", refused[i]);
+		assert_int_equal(audit_body_check(span_cstr(b), false), CUSTOS_ERR_DENIED);
+		assert_int_equal(audit_body_check(span_cstr(b), true), CUSTOS_ERR_DENIED);
+	}
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(accepted); i++) {
+		snprintf(b, sizeof(b), "\"time\":\"t\",\"type\":\"request\"%s", accepted[i]);
+		assert_int_equal(audit_body_check(span_cstr(b), false), CUSTOS_OK);
+	}
+	/* The first two members must be time and type unescaped. */
+	assert_int_equal(audit_body_check(S("\"tim\\u0065\":\"t\",\"type\":\"r\""), false),
+	                 CUSTOS_ERR_PARSE);
+	assert_int_equal(audit_body_check(S("\"time\":\"t\",\"typ\\u0065\":\"r\""), false),
+	                 CUSTOS_ERR_PARSE);
+}
+
 static void test_chain(void **state)
 {
 	buf b;
@@ -177,6 +225,51 @@ static void test_chain(void **state)
 	bad[l2.len - 10] = 'X'; /* not hex */
 	assert_int_equal(audit_line_parse(S(bad), &l), CUSTOS_ERR_PARSE);
 	buf_free(&b);
+}
+
+/* verify names a record whose body another JSON reader would read differently (an escaped
+ * seq, a second type), even with every hash recomputed, and refuses a FIFO in a log's place. */
+static void test_verify_canonical(void **state)
+{
+	static const char *const bodies[] = {
+		"\"time\":\"t\",\"type\":\"audit.start\"",
+		"\"time\":\"t\",\"type\":\"request\",\"se\\u0071\":9",
+		"\"time\":\"t\",\"type\":\"request\",\"type\":\"checkpoint\"",
+	};
+	char dir[] = "/tmp/custos-test-vcanon-XXXXXX", path[128], head[65], h[65];
+	audit_verify_result r;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/audit-00000000000000000001.jsonl", dir);
+	const char *paths[] = { path };
+	for (size_t bad = 1; bad < CUSTOS_ARRAY_LEN(bodies); bad++) {
+		buf b;
+		buf_init(&b, 1024);
+		memcpy(head, AUDIT_GENESIS_PREV, sizeof(head));
+		assert_int_equal(audit_line_build(&b, 1, S(bodies[0]), head, h), CUSTOS_OK);
+		memcpy(head, h, sizeof(head));
+		assert_int_equal(audit_line_build(&b, 2, S(bodies[bad]), head, h), CUSTOS_OK);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		assert_int_equal(fwrite(buf_ptr(&b), 1, buf_used(&b), f), buf_used(&b));
+		fclose(f);
+		buf_free(&b);
+		assert_int_equal(
+		        audit_verify(paths, 1, &(audit_verify_options){ .live = true }, &r),
+		        CUSTOS_OK);
+		assert_false(r.ok);
+		assert_int_equal(r.bad_line, 2);
+		assert_int_equal(r.bad_seq, 2);
+		assert_non_null(strstr(r.what, "reserved member"));
+	}
+	unlink(path);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(audit_verify(paths, 1, NULL, &r), CUSTOS_OK);
+	assert_false(r.ok);
+	assert_non_null(strstr(r.what, "not a regular file"));
+	unlink(path);
+	rmdir(dir);
 }
 
 static void test_file_names(void **state)
@@ -1730,7 +1823,9 @@ int main(void)
 		cmocka_unit_test(test_event_too_big),
 		cmocka_unit_test(test_jscan),
 		cmocka_unit_test(test_body_check),
+		cmocka_unit_test(test_body_check_canonical),
 		cmocka_unit_test(test_chain),
+		cmocka_unit_test(test_verify_canonical),
 		cmocka_unit_test(test_file_names),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_render_cef),

@@ -273,7 +273,7 @@ static void test_rec_hostile(void **state)
 	r->data[r->len - 1] = 2;
 	assert_int_equal(render(r->data, r->len), CUSTOS_ERR_PARSE);
 	/* Reserved members and writer-only types. */
-	const char *reserved[] = { "v", "seq", "prev", "hash" };
+	const char *reserved[] = { "v", "seq", "prev", "hash", "time", "type" };
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(reserved); i++) {
 		audit_rec_begin(r, "x");
 		audit_rec_u64(r, reserved[i], 1);
