@@ -7,10 +7,12 @@
 # from another CA, or carrying an unknown critical extension. Identity: a SAN URI pattern
 # "spiffe://test/team/analytics/*" does not take in ".../analytics/../admin", a sibling
 # "analyticsX", a name with an embedded NUL, another case, nor a subject CN that spells the
-# URI in a certificate without SAN (RFC 6125: no CN fallback for a pattern on SANs). ALPN:
+# URI in a certificate without SAN (RFC 6125: no CN fallback for a pattern on SANs); a cert_cn
+# principal takes a subject with one CN, not one with two (BUG on main: the first CN was
+# taken, "CN=ops-cn/CN=x" was the ops principal). ALPN:
 # h2 offered with http/1.1 selects http/1.1. No SNI, an unknown SNI and a 255-byte one are
-# served (the listener has no name-based choice). Every case on main behaves so: this is the
-# representative set of refusals that guards them.
+# served (the listener has no name-based choice). Every other case on main behaves so: this
+# is the representative set of refusals that guards them.
 . "$(dirname "$0")/proxy_lib.bash"
 
 make_pki
@@ -46,6 +48,14 @@ leaf nul "subjectAltName=DER:30$(printf '%02x' $((nul_len + 2)))86$(printf '%02x
 	openssl x509 -req -in cnuri.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
 		-extfile nosan.ext -out cnuri.crt && chmod 600 cnuri.key) >/dev/null 2>&1 ||
 	skip "openssl could not make cnuri.crt"
+# Subject CNs for a cert_cn principal: one CN "ops-cn"; "ops-cn" then "x"; "x" then "ops-cn".
+for v in "one:/CN=ops-cn" "first:/CN=ops-cn/CN=x" "last:/CN=x/CN=ops-cn"; do
+	(cd "$T" && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-subj "${v#*:}" -keyout "cn${v%%:*}.key" -out "cn${v%%:*}.csr" &&
+		openssl x509 -req -in "cn${v%%:*}.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+			-extfile nosan.ext -out "cn${v%%:*}.crt" && chmod 600 "cn${v%%:*}.key") >/dev/null 2>&1 ||
+		skip "openssl could not make cn${v%%:*}.crt"
+done
 # Self-signed with the right URI; another CA's leaf with the right URI.
 (cd "$T" && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
 	-subj /CN=selfsigned -addext "subjectAltName=$good_uri" -keyout self.key -out self.crt &&
@@ -59,6 +69,8 @@ make_short_cert future future good.ext2 86400 "2035-01-01 UTC"
 
 start_fixture model --tokens 4
 write_policy "$work/policy.yaml"
+# ops: named by the subject CN alone (GET /v1/models: the list-models rule, group test).
+perl -i -pe 's|^(principals:\n)|$1  ops: { match: { cert_cn: "ops-cn" }, groups: [test] }\n|' "$work/policy.yaml"
 WORKERS=1 HEADER_TIMEOUT=5s write_config "$work/custos.yaml" "$FX_PORT"
 start_custos "$work/custos.yaml"
 
@@ -82,6 +94,15 @@ wait_log 'failed: client certificate: unhandled critical extension' 1
 for c in dotdot sibling upper nul cnuri nosan; do
 	check "certificate '$c' is not the analytics principal" "$(as "$c")" 403
 done
+# cert_cn: the one CN of the subject; a subject with two has none (BUG on main: the first CN
+# was taken, so "ops-cn" then "x" was ops while another reader takes the last).
+list() {
+	curl -sS --cacert "$T/ca.crt" --max-time 20 -o /dev/null -w '%{http_code}' \
+		--cert "$T/$1.crt" --key "$T/$1.key" "https://localhost:$PORT/v1/models" 2>/dev/null
+}
+check "one subject CN 'ops-cn' is the ops principal" "$(list cnone)" 200
+check "CN 'ops-cn' then CN 'x': no CN, not ops" "$(list cnfirst)" 403
+check "CN 'x' then CN 'ops-cn': no CN, not ops" "$(list cnlast)" 403
 # A CA:TRUE certificate the trusted CA issued is its statement (RFC 5280 does not forbid a CA
 # certificate as an end entity; OpenSSL accepts it for clientAuth): served, documented.
 check "a CA:TRUE leaf from the trusted CA is served (deliberate, docs/PROXY.md)" "$(as catrue)" 200
