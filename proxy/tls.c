@@ -993,6 +993,9 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	tls_client_hostflags(ctx);
+	/* As the egress sources' contexts: an upstream that asks to renegotiate (TLS 1.2
+	 * HelloRequest) is refused rather than followed into a second handshake. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	int ok = u->tls_ca ? SSL_CTX_load_verify_locations(ctx, u->tls_ca, NULL)
 	                   : SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1) {

@@ -3,7 +3,8 @@
  * upstream's address (an IPv6 literal without its brackets, none for an empty or oversized
  * host), the SNI (none for an IP literal, RFC 6066 3) and the host-name flags of a client
  * context (RFC 9525 6.3: a wildcard only as a whole left-most label), checked on certificates
- * made here with OpenSSL's own X509_check_host and the flags the context hands its SSLs.
+ * made here with OpenSSL's own X509_check_host and the flags the context hands its SSLs; the
+ * model upstreams' context: peer verified, those flags, no renegotiation, no compression.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -98,12 +99,29 @@ static void wildcards(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/* The model upstreams' context (tls_client_ctx) carries the host flags and refuses an
+ * upstream's renegotiation, as the egress sources' do. */
+static void upstream_ctx(void **state)
+{
+	proxy_upstream_opts u = { .address = (char *)"localhost:443", .tls = true };
+	SSL_CTX *ctx = NULL;
+	(void)state;
+	assert_int_equal(tls_client_ctx(&u, 0, &ctx), CUSTOS_OK);
+	assert_true(SSL_CTX_get_options(ctx) & SSL_OP_NO_RENEGOTIATION);
+	assert_true(SSL_CTX_get_options(ctx) & SSL_OP_NO_COMPRESSION);
+	assert_true(X509_VERIFY_PARAM_get_hostflags(SSL_CTX_get0_param(ctx)) &
+	            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	assert_int_equal(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER);
+	SSL_CTX_free(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(upstream_name),
 		cmocka_unit_test(sni),
 		cmocka_unit_test(wildcards),
+		cmocka_unit_test(upstream_ctx),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
