@@ -124,10 +124,17 @@ for sni in -noservername "-servername nosuch.example" "-servername $long"; do
 done
 # Client-initiated renegotiation (TLS 1.2, s_client's R command): refused with an alert; the
 # connection does not go on as a renegotiated one.
-(
-	printf 'R\n'
-	sleep 5
-) | sc -tls1_2 -cert "$T/good.crt" -key "$T/good.key" -servername localhost >"$work/reneg" 2>&1
+# (s_client reads its R from a FIFO held open until the answer came or s_client ended.)
+mkfifo "$work/rfifo"
+sc -tls1_2 -cert "$T/good.crt" -key "$T/good.key" -servername localhost <"$work/rfifo" >"$work/reneg" 2>&1 &
+scpid=$!
+exec 4>"$work/rfifo"
+wait_until 60 grep -q '^---$' "$work/reneg" # the handshake is done
+printf 'R\n' >&4
+reneg_over() { grep -q -i 'no renegotiation' "$work/reneg" || ! kill -0 "$scpid" 2>/dev/null; }
+wait_until 60 reneg_over
+exec 4>&-
+wait "$scpid"
 grep -q 'RENEGOTIATING' "$work/reneg" || fail "s_client did not try to renegotiate: $(tail -5 "$work/reneg")"
 grep -q -i 'no renegotiation' "$work/reneg" && ok "client-initiated renegotiation refused (no_renegotiation alert)" ||
 	fail "renegotiation not refused: $(tail -8 "$work/reneg")"
@@ -151,8 +158,10 @@ cp "$T/good.crt" "$T/huge.crt"
 for _ in $(seq 300); do cat "$T/ca.crt" >>"$T/huge.crt"; done
 printf 'GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' |
 	sc -ign_eof -cert "$T/good.crt" -key "$T/good.key" -cert_chain "$T/huge.crt" >"$work/sc" 2>&1
+# (custos logs it as "excessive message size" unless more than 10 handshakes failed in that
+# second: the log's rate bound sums the rest; its alert may be lost to the reset of a close
+# with the client's bytes unread. No answer is what this checks.)
 grep -q '^HTTP/1.1' "$work/sc" && fail "a 200 KB certificate chain was taken" || ok "200 KB chain: no answer"
-wait_log 'failed: excessive message size' 1
 check "the listener still serves after the hostile handshakes" "$(as good)" 200
 kill -TERM "$CU_PID"
 wait "$CU_PID"
