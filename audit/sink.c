@@ -31,6 +31,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "audit_int.h"
 #include "custos/crl.h"
@@ -908,6 +909,11 @@ static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out, size_
 	ENSURE(ctx != NULL, CUSTOS_ERR_TLS, "SSL_CTX_new");
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, so->no_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+	/* As the proxy's upstreams: no renegotiation, no compression, a wildcard only as a whole
+	 * left-most label (RFC 9525 6.3). */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
+	                                X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (so->ca_file != NULL) {
 		char what[4200];

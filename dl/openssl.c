@@ -167,8 +167,11 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_ctrl)                                                                            \
 	X(SSL_CTX_free)                                                                            \
 	X(SSL_CTX_get0_certificate)                                                                \
+	X(SSL_CTX_get0_param)                                                                      \
 	X(SSL_CTX_get_cert_store)                                                                  \
 	X(SSL_CTX_get_ex_data)                                                                     \
+	X(SSL_CTX_get_options)                                                                     \
+	X(SSL_CTX_get_verify_mode)                                                                 \
 	X(SSL_CTX_load_verify_locations)                                                           \
 	X(SSL_CTX_new)                                                                             \
 	X(SSL_CTX_sess_get_new_cb)                                                                 \
@@ -266,12 +269,15 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(X509_STORE_get0_objects)                                                                 \
 	X(X509_STORE_new)                                                                          \
 	X(X509_STORE_set_flags)                                                                    \
+	X(X509_VERIFY_PARAM_get_hostflags)                                                         \
 	X(X509_VERIFY_PARAM_set1)                                                                  \
 	X(X509_VERIFY_PARAM_set1_host)                                                             \
 	X(X509_VERIFY_PARAM_set1_ip)                                                               \
 	X(X509_VERIFY_PARAM_set1_ip_asc)                                                           \
+	X(X509_VERIFY_PARAM_set_hostflags)                                                         \
 	X(X509_VERIFY_PARAM_set_purpose)                                                           \
 	X(X509_add_ext)                                                                            \
+	X(X509_check_host)                                                                         \
 	X(X509_check_issued)                                                                       \
 	X(X509_check_private_key)                                                                  \
 	X(X509_cmp)                                                                                \

@@ -1926,18 +1926,20 @@ static upconn *up_connect(conn *c, size_t ui, bool *failed_now)
 			*failed_now = true;
 			return NULL;
 		}
-		char host[256] = "";
-		const char *name = uo->tls_name;
-		if (name == NULL) {
-			const char *colon = strrchr(uo->address, ':');
-			proxy_ignore(span_copy_cstr(
-			        span_of(uo->address, colon ? (size_t)(colon - uo->address)
-			                                   : strlen(uo->address)),
-			        host, sizeof(host)));
-			name = host;
+		char host[256];
+		const char *name = uo->tls_name
+		                           ? uo->tls_name
+		                           : tls_upstream_name(uo->address, host, sizeof(host));
+		/* No name to check (or none set) would verify the chain alone: any certificate
+		 * the CA issued. Fail closed. */
+		if (name == NULL || SSL_set1_host(u->s.ssl, name) != 1) {
+			log_warn("upstream %s: no name to verify its certificate against",
+			         uo->address);
+			up_free(u);
+			*failed_now = true;
+			return NULL;
 		}
-		SSL_set_tlsext_host_name(u->s.ssl, name);
-		SSL_set1_host(u->s.ssl, name);
+		tls_sni_set(u->s.ssl, name);
 		/* This worker's newest session with this upstream, if any (tls.c). */
 		tls_client_session_offer(u->s.ssl, c->w->id);
 		SSL_set_connect_state(u->s.ssl);

@@ -741,6 +741,7 @@ static custos_err source_tls_ctx(const esource *e, SSL_CTX **out)
 	ENSURE(ctx != NULL, CUSTOS_ERR_CRYPTO, "SSL_CTX_new");
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	tls_client_hostflags(ctx); /* no partial wildcards (tls.h) */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	int ok = e->o.ca_file ? SSL_CTX_load_verify_locations(ctx, e->o.ca_file, NULL)
 	                      : SSL_CTX_set_default_verify_paths(ctx);

@@ -91,8 +91,10 @@ void ident_from_cert(ident *id, SSL *ssl)
 	}
 	GENERAL_NAMES_free(gens);
 	X509_NAME *subj = X509_get_subject_name(x);
+	/* One CN, or none: with several, which one names the caller is a convention (the first,
+	 * the last, the most specific) another system may read otherwise. */
 	int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
-	if (idx >= 0)
+	if (idx >= 0 && X509_NAME_get_index_by_NID(subj, NID_commonName, idx) < 0)
 		id->cn = asn1_text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)));
 	BIO *b = BIO_new(BIO_s_mem());
 	if (b && X509_NAME_print_ex(b, X509_get_issuer_name(x), 0, XN_FLAG_RFC2253) >= 0) {

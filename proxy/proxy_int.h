@@ -116,6 +116,10 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 void tls_client_session_offer(SSL *ssl, unsigned slot_no);
 /* After a failed handshake on ssl: its slot's session is dropped (no retry of a bad one). */
 void tls_client_session_failed(SSL *ssl);
+/* The name an upstream's certificate is checked against when it has no tls_name: the host of
+ * address ("host:port", "[v6]:port"), an IPv6 literal without its brackets, in out (n bytes);
+ * NULL when there is none or it does not fit. */
+const char *tls_upstream_name(const char *address, char *out, size_t n);
 /* tls_openssl_err: custos/crl.h (core/crl.c). */
 
 /* ---- sockets with optional TLS (sock.c) ---- */

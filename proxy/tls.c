@@ -6,6 +6,7 @@
  * A session resumes on our server only on a context that decides client authentication as the
  * one that made it did (session id context, below).
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -947,6 +948,40 @@ static int csess_new_cb(SSL *ssl, SSL_SESSION *sess)
 	return 1;
 }
 
+void tls_client_hostflags(SSL_CTX *ctx)
+{
+	X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
+	                                X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+}
+
+void tls_sni_set(SSL *ssl, const char *name)
+{
+	unsigned char a[16];
+
+	if (inet_pton(AF_INET, name, a) != 1 && inet_pton(AF_INET6, name, a) != 1)
+		SSL_set_tlsext_host_name(ssl, name);
+}
+
+const char *tls_upstream_name(const char *address, char *out, size_t n)
+{
+	const char *start = address, *end;
+
+	if (address[0] == '[') {
+		start = address + 1;
+		end = strchr(start, ']');
+	} else {
+		end = strrchr(address, ':');
+	}
+	if (end == NULL)
+		end = address + strlen(address);
+	if (end <= start ||
+	    span_copy_cstr(span_of(start, (size_t)(end - start)), out, n) != CUSTOS_OK) {
+		err_clear();
+		return NULL;
+	}
+	return out;
+}
+
 custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX **out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -957,6 +992,10 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	tls_client_hostflags(ctx);
+	/* As the egress sources' contexts: an upstream that asks to renegotiate (TLS 1.2
+	 * HelloRequest) is refused rather than followed into a second handshake. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	int ok = u->tls_ca ? SSL_CTX_load_verify_locations(ctx, u->tls_ca, NULL)
 	                   : SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1) {

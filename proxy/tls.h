@@ -23,6 +23,12 @@ void tls_origin_session_offer(SSL *ssl, const char *key);
 /* After a failed handshake on ssl: key's sessions are dropped. */
 void tls_origin_session_failed(SSL *ssl);
 
+/* The host name checks of a client context (upstreams, origins): a wildcard only as a whole
+ * left-most label (RFC 9525 6.3: "f*.example.com" matches nothing; OpenSSL's default allows it). */
+void tls_client_hostflags(SSL_CTX *ctx);
+/* The SNI for a connection to name: sent for a DNS name, never for an IP literal (RFC 6066 3). */
+void tls_sni_set(SSL *ssl, const char *name);
+
 /* A client context's own certificate (mTLS to an upstream or an origin): the PEM chain in
  * cert, leaf first, and its unencrypted PEM private key in key (FILE_SECRET: no access by
  * group or others), which must match. The key bytes are wiped once loaded. Errors name the
