@@ -129,11 +129,18 @@ static bool framing_member(span k)
 	char un[8];
 	size_t n = 0;
 
-	if (memchr(k.ptr, '\\', k.len) == NULL) {
-		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-			if (span_eq_cstr(k, names[i]))
-				return true;
-		return false;
+	if (memchr(k.ptr, '\\', k.len) == NULL) { /* the writer's hot path: by length first */
+		switch (k.len) {
+		case 1:
+			return k.ptr[0] == 'v';
+		case 3:
+			return memcmp(k.ptr, "seq", 3) == 0;
+		case 4:
+			return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0 ||
+			       memcmp(k.ptr, "time", 4) == 0 || memcmp(k.ptr, "type", 4) == 0;
+		default:
+			return false;
+		}
 	}
 	/* Escaped: decode up to 8 bytes (every name above is shorter); longer is none of them. */
 	for (size_t i = 0; i < k.len; i++) {

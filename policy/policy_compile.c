@@ -2152,6 +2152,14 @@ static custos_err compile(const char *name, const char *text, size_t len, bool f
 			               d->errors - errors0);
 		return e;
 	}
+	for (uint32_t i = 0; i < p->n_rules && !p->ingress_taint; i++) {
+		const prule *r = &p->rules[i];
+		bool t = (r->present & C_TAINT) || r->iso.rhs == RHS_TAINT ||
+		         r->cls.rhs == RHS_TAINT || r->taint.rhs == RHS_TAINT;
+		for (uint32_t j = 0; j < r->n_attrs && !t; j++)
+			t = r->attrs[j].ordered && r->attrs[j].ord.rhs == RHS_TAINT;
+		p->ingress_taint = t && (r->dirs & 1);
+	}
 	*out = p;
 	return CUSTOS_OK;
 }
@@ -2189,6 +2197,11 @@ void policy_unref(policy *p)
 const char *policy_hash_hex(const policy *p)
 {
 	return p->hash;
+}
+
+bool policy_needs_taint(const policy *p, policy_direction dir)
+{
+	return dir == POLICY_EGRESS || p->ingress_taint;
 }
 const char *policy_name(const policy *p)
 {

@@ -221,6 +221,7 @@ struct policy {
 	uint32_t n_groups, n_attr_names;
 	pmap principal_ids, model_ids, data_ids, detector_ids, route_ids, group_ids, attr_ids;
 	struct dir_index idx[2];
+	bool ingress_taint; /* a rule that applies to ingress compares taint (policy_needs_taint) */
 };
 
 /* Evaluator entry used by explain: true when r matches req; when why != NULL, appends the

@@ -73,8 +73,9 @@ typedef struct req {
 	http1_method meth;
 	char method[24];
 	char *path;        /* the target as received (audit) */
-	char *npath;       /* its path as policy_path_normalize spells it, query dropped; NULL when
-	                the path is refused as ambiguous (the policy then denies it) */
+	char *npath;       /* its path as policy_path_normalize spells it, query dropped, when
+	                that differs from path's; NULL when it does not, or when the path is
+	                refused as ambiguous (the policy then denies it) */
 	const char *query; /* the query in path ("?..."), or "" */
 	bool client_keep_alive;
 	bool client_http10;
@@ -1391,8 +1392,12 @@ static void req_normalize_path(req *r)
 	const char *qm = strchr(r->path, '?');
 	if (qm)
 		r->query = qm;
+	size_t rl = qm ? (size_t)(qm - r->path) : strlen(r->path);
 	if (r->path[0] != '/' ||
 	    !policy_path_normalize(span_cstr(r->path), nb, sizeof(nb), &nl, &why))
+		return;
+	/* Already in the one spelling (nearly every request): the path as received serves. */
+	if (nl == rl && memcmp(nb, r->path, rl) == 0)
 		return;
 	r->npath = span_dup(span_of(nb, nl));
 }
@@ -1634,7 +1639,9 @@ static void on_request_body_done(conn *c)
 		.method = span_cstr(r->method),
 		.path = span_of(r->path, qm ? (size_t)(qm - r->path) : strlen(r->path)),
 		.model = span_cstr(model),
-		.taint = o->taint_get && *model ? o->taint_get(o->taint_get_arg, model) : -1,
+		.taint = o->taint_get && *model && decide_needs_taint(st->pol)
+		                 ? o->taint_get(o->taint_get_arg, model)
+		                 : -1,
 		.body_size = body.len,
 		.authenticated = c->id.method != IDENT_NONE,
 		.client = c->client.ss_family != AF_UNSPEC ? (const struct sockaddr *)&c->client

@@ -137,6 +137,11 @@ void decide_principal(struct decide_policy *dp, const ident *id, decide_out *out
 	(void)principal_of(dp->p, id, id->method != IDENT_NONE, out);
 }
 
+bool decide_needs_taint(const struct decide_policy *dp)
+{
+	return dp != NULL && policy_needs_taint(dp->p, POLICY_INGRESS);
+}
+
 void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 {
 	const ident *id = in->id;

@@ -217,6 +217,9 @@ struct policy *decide_policy_ref(struct decide_policy *p);
 void decide_principal(struct decide_policy *p, const ident *id, decide_out *out);
 /* The decision; principal_known says whether a principal matches (tells 401 from 403). */
 void decide_eval(struct decide_policy *p, const decide_in *in, decide_out *out);
+/* Whether an ingress decision can depend on the model's taint (decide_in.taint): only then
+ * is it fetched (proxy_options.taint_get takes a lock shared by the workers). */
+bool decide_needs_taint(const struct decide_policy *p);
 
 /* ---- audit (emit.c) ---- */
 typedef struct emit_rec {

@@ -103,7 +103,11 @@ void policy_unref(policy *p);
 
 /* Facts about a compiled policy (for audit and the admin API). */
 const char *policy_hash_hex(const policy *p); /* SHA-256 of all files read, 64 hex digits */
-const char *policy_name(const policy *p);     /* path or name it was compiled from */
+/* Whether a decision in dir can depend on the request's taint (on ingress: a rule that
+ * applies to ingress compares it, or compares something with it): the proxy fetches the
+ * model's taint only then. */
+bool policy_needs_taint(const policy *p, policy_direction dir);
+const char *policy_name(const policy *p); /* path or name it was compiled from */
 policy_mode policy_get_mode(const policy *p);
 size_t policy_rule_count(const policy *p);
 size_t policy_memory_bytes(const policy *p); /* bytes held by the compiled form */

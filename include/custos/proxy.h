@@ -159,7 +159,8 @@ typedef struct proxy_options {
 	/* The taint an ingress request to model sees (policy `taint`): the highest
 	 * classification (policy_class) the model's sandbox has read through custos's egress
 	 * proxy; -1 when none is known (no sandbox, no egress): public. Called on the request
-	 * path of every worker, so it must be quick and thread-safe. May be NULL: public. */
+	 * path of every worker when the policy's ingress rules compare taint
+	 * (policy_needs_taint), so it must be quick and thread-safe. May be NULL: public. */
 	int (*taint_get)(void *arg, const char *model);
 	void *taint_get_arg;
 	uint64_t max_body; /* 0: PROXY_BODY_DEFAULT */

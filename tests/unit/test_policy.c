@@ -246,6 +246,43 @@ static policy_request ingress(const policy *p, const char *who, const char *mode
 	return r;
 }
 
+/* policy_needs_taint: the proxy fetches a model's taint for an ingress decision only when a
+ * rule that applies to ingress compares it (directly, or as the right side of a comparison). */
+static void test_needs_taint(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *rules;
+		bool ingress;
+	} cases[] = {
+		{ "  - { id: r, effect: allow, when: { direction: ingress, principal: alice } }\n",
+		  false },
+		{ "  - { id: r, effect: deny, when: { direction: egress, taint: { above: internal "
+		  "} } }\n",
+		  false },
+		{ "  - { id: r, effect: deny, when: { direction: ingress, taint: { above: internal "
+		  "} } }\n",
+		  true },
+		{ "  - { id: r, effect: deny, when: { taint: confidential } }\n", true },
+		{ "  - { id: r, effect: allow, when: { direction: ingress, "
+		  "principal.attributes: { clearance: { at_least: taint } } } }\n",
+		  true },
+		{ "  - { id: r, effect: allow, when: { direction: egress, "
+		  "data.classification: { at_most: taint } } }\n",
+		  false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char extra[512];
+		snprintf(extra, sizeof(extra), "rules:\n%s", cases[i].rules);
+		policy *p = must(extra);
+		if (policy_needs_taint(p, POLICY_INGRESS) != cases[i].ingress)
+			fail_msg("case %zu: ingress taint %d, want %d", i, !cases[i].ingress,
+			         cases[i].ingress);
+		assert_true(policy_needs_taint(p, POLICY_EGRESS));
+		policy_unref(p);
+	}
+}
+
 static void test_semantics(void **state)
 {
 	(void)state;
@@ -1183,6 +1220,7 @@ int main(void)
 		cmocka_unit_test(test_type_and_value_errors),
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_semantics),
+		cmocka_unit_test(test_needs_taint),
 		cmocka_unit_test(test_shadow_mode_policy),
 		cmocka_unit_test(test_pair_index),
 		cmocka_unit_test(test_evaluate_does_not_allocate),
