@@ -64,6 +64,10 @@ custos_err audit_line_build_md(buf *out, uint64_t seq, span body, const char *pr
 /* Checks a producer body: valid JSON members, no raw control bytes, time and type first,
  * no reserved key (v, seq, prev, hash); writer_types allows checkpoint/recovery/audit.*. */
 custos_err audit_body_check(span body, bool writer_types) CUSTOS_WUR;
+/* A member name (raw, without escapes) that only the writer sets: v, seq, prev, hash, and
+ * time and type again (a reader keeping the last of two equal names would see another time or
+ * type than verify). */
+bool audit_reserved_member(span k);
 /* "audit-<20-digit seq>.jsonl" */
 void audit_file_name(uint64_t first_seq, char out[64]);
 bool audit_file_name_parse(const char *name, uint64_t *first_seq);

@@ -129,19 +129,8 @@ static bool framing_member(span k)
 	char un[8];
 	size_t n = 0;
 
-	if (memchr(k.ptr, '\\', k.len) == NULL) { /* the writer's hot path: by length first */
-		switch (k.len) {
-		case 1:
-			return k.ptr[0] == 'v';
-		case 3:
-			return memcmp(k.ptr, "seq", 3) == 0;
-		case 4:
-			return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0 ||
-			       memcmp(k.ptr, "time", 4) == 0 || memcmp(k.ptr, "type", 4) == 0;
-		default:
-			return false;
-		}
-	}
+	if (memchr(k.ptr, '\\', k.len) == NULL) /* the writer's hot path */
+		return audit_reserved_member(k);
 	/* Escaped: decode up to 8 bytes (every name above is shorter); longer is none of them. */
 	for (size_t i = 0; i < k.len; i++) {
 		uint32_t c = (unsigned char)k.ptr[i];
@@ -169,6 +158,21 @@ static bool framing_member(span k)
 		if (strlen(names[i]) == n && memcmp(un, names[i], n) == 0)
 			return true;
 	return false;
+}
+
+bool audit_reserved_member(span k)
+{
+	switch (k.len) { /* by length first */
+	case 1:
+		return k.ptr[0] == 'v';
+	case 3:
+		return memcmp(k.ptr, "seq", 3) == 0;
+	case 4:
+		return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0 ||
+		       memcmp(k.ptr, "time", 4) == 0 || memcmp(k.ptr, "type", 4) == 0;
+	default:
+		return false;
+	}
 }
 
 static bool writer_only_type(span t)

@@ -548,23 +548,6 @@ static bool put_plain_member(buf *out, rd *d, uint8_t op, span k)
 	return false;
 }
 
-static bool reserved_key(span k)
-{
-	switch (k.len) {
-	case 1:
-		return k.ptr[0] == 'v';
-	case 3:
-		return memcmp(k.ptr, "seq", 3) == 0;
-	case 4:
-		/* time and type again: a reader keeping the last of two equal names would see
-		 * another time or type than verify (audit_body_check refuses them too) */
-		return memcmp(k.ptr, "prev", 4) == 0 || memcmp(k.ptr, "hash", 4) == 0 ||
-		       memcmp(k.ptr, "time", 4) == 0 || memcmp(k.ptr, "type", 4) == 0;
-	default:
-		return false;
-	}
-}
-
 /* RFC 3339 with nanoseconds, as tm_rfc3339 writes it; the calendar part is cached per second
  * (a writer renders thousands of events within one second). */
 static void put_time(char out[TM_RFC3339_LEN], uint64_t wall_ns)
@@ -620,7 +603,7 @@ custos_err audit_rec_render(span rec, buf *out)
 		case REC_BOOL:
 		case REC_STRS: {
 			ENSURE(rd_name(&d, &k), CUSTOS_ERR_PARSE, "audit: truncated record");
-			ENSURE(!reserved_key(k), CUSTOS_ERR_DENIED,
+			ENSURE(!audit_reserved_member(k), CUSTOS_ERR_DENIED,
 			       "event sets the reserved member %.*s", (int)k.len, k.ptr);
 			if (op != REC_STRS && put_plain_member(out, &d, op, k))
 				break; /* the usual case, in one piece */

@@ -277,22 +277,11 @@ static void size_words(uint64_t v, char *out, size_t size)
 		num_format_size(v, out, size);
 }
 
-bool cfg_size(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t max,
-              uint64_t *out)
+/* v, read from n for key, within [min, max] (lo and hi: the bounds as the reader writes them):
+ * stored in *out; otherwise an error naming the range. */
+static bool cfg_in_range(cfg_ctx *c, ydoc_node *n, const char *key, uint64_t v, uint64_t min,
+                         uint64_t max, const char *lo, const char *hi, uint64_t *out)
 {
-	static const char *hint = "sizes look like 512, 64KiB, 10MiB, 1GiB";
-	ydoc_node *n = cfg_get(map, key);
-	uint64_t v;
-	char lo[32], hi[32];
-
-	if (n == NULL || !num_node(c, n, key, "a size", hint))
-		return false;
-	if (num_parse_size((span){ n->str, n->len }, UINT64_MAX, &v) != CUSTOS_OK) {
-		ydoc_error(c->doc, n, c->d, hint, "'%s': %s", key, err_msg());
-		return false;
-	}
-	size_words(min, lo, sizeof(lo));
-	size_words(max, hi, sizeof(hi));
 	if (v > max) {
 		ydoc_error(c->doc, n, c->d, NULL,
 		           "'%s': '%s' is above the maximum of %s (range %s - %s)", key, n->str, hi,
@@ -312,6 +301,25 @@ bool cfg_size(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_
 	return true;
 }
 
+bool cfg_size(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t max,
+              uint64_t *out)
+{
+	static const char *hint = "sizes look like 512, 64KiB, 10MiB, 1GiB";
+	ydoc_node *n = cfg_get(map, key);
+	uint64_t v;
+	char lo[32], hi[32];
+
+	if (n == NULL || !num_node(c, n, key, "a size", hint))
+		return false;
+	if (num_parse_size((span){ n->str, n->len }, UINT64_MAX, &v) != CUSTOS_OK) {
+		ydoc_error(c->doc, n, c->d, hint, "'%s': %s", key, err_msg());
+		return false;
+	}
+	size_words(min, lo, sizeof(lo));
+	size_words(max, hi, sizeof(hi));
+	return cfg_in_range(c, n, key, v, min, max, lo, hi, out);
+}
+
 bool cfg_dur(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t max, uint64_t *out)
 {
 	static const char *hint = "durations look like 250ms, 10s, 5m, 1h";
@@ -327,23 +335,7 @@ bool cfg_dur(cfg_ctx *c, ydoc_node *map, const char *key, uint64_t min, uint64_t
 	}
 	num_format_duration(min, lo, sizeof(lo));
 	num_format_duration(max, hi, sizeof(hi));
-	if (v > max) {
-		ydoc_error(c->doc, n, c->d, NULL,
-		           "'%s': '%s' is above the maximum of %s (range %s - %s)", key, n->str, hi,
-		           lo, hi);
-		return false;
-	}
-	if (v < min) {
-		/* no range when the caller checks the maximum itself (up_bound) */
-		if (max == UINT64_MAX)
-			ydoc_error(c->doc, n, c->d, NULL, "'%s' must be at least %s", key, lo);
-		else
-			ydoc_error(c->doc, n, c->d, NULL,
-			           "'%s' must be at least %s (range %s - %s)", key, lo, lo, hi);
-		return false;
-	}
-	*out = v;
-	return true;
+	return cfg_in_range(c, n, key, v, min, max, lo, hi, out);
 }
 
 bool cfg_enum(cfg_ctx *c, ydoc_node *map, const char *key, const char *const *choices, size_t n,
