@@ -103,11 +103,10 @@ struct cfg_model;
 custos_err cli_egress_add(const struct cfg_model *m, int fd, size_t *index) CUSTOS_WUR;
 /* Closes listener index (its sandbox was removed) and forgets it. */
 custos_err cli_egress_close(size_t index) CUSTOS_WUR;
-/* Highest classification model's sandbox has read through egress (-1: no listener). */
+/* Highest classification model's sandboxes have read through egress, over all of its
+ * listeners (a reload's draining sandbox beside its new one): the admin API's `taint` and the
+ * one ingress policy sees. -1: no listener. */
 int cli_egress_taint(const char *model);
-/* The same over all of model's listeners (a reload's draining sandbox beside its new one):
- * the taint ingress policy sees. -1: none. */
-int cli_egress_taint_max(const char *model);
 int cmd_sandbox_exec(int argc, char **argv);
 int cmd_vm_run(int argc, char **argv);
 /* cli/cmd_vm.c: waits up to timeout_ns for the domain's QEMU (libvirt pidfile in run_dir, NULL =

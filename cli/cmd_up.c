@@ -240,7 +240,7 @@ static custos_err up_policy_check(void *arg, const struct policy *p)
 static int up_taint_get(void *arg, const char *model)
 {
 	(void)arg;
-	return cli_egress_taint_max(model);
+	return cli_egress_taint(model);
 }
 
 static custos_err map_config(const custos_config *cfg, proxy_options *o)

@@ -148,18 +148,6 @@ int cli_egress_taint(const char *model)
 
 	pthread_mutex_lock(&sbx_mu);
 	for (size_t i = 0; sbx_eg && i < sbx_n; i++)
-		if (strcmp(sbx_reg[i].model, model) == 0)
-			t = egress_taint(sbx_eg, sbx_reg[i].index);
-	pthread_mutex_unlock(&sbx_mu);
-	return t;
-}
-
-int cli_egress_taint_max(const char *model)
-{
-	int t = -1;
-
-	pthread_mutex_lock(&sbx_mu);
-	for (size_t i = 0; sbx_eg && i < sbx_n; i++)
 		if (strcmp(sbx_reg[i].model, model) == 0) {
 			int v = egress_taint(sbx_eg, sbx_reg[i].index);
 			if (v > t)

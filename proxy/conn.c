@@ -563,18 +563,6 @@ static void charge_tokens(conn *c)
 	limiter_charge(c->w->srv->lim, r->dec.principal, used, r->dec.tokens_per, tm_mono_ns());
 }
 
-/* SHA-256 of d as 64 lowercase hex digits. */
-static void sha256_hex(span d, char out[65])
-{
-	uint8_t md[32];
-	unsigned n = 0;
-	if (EVP_Digest(d.ptr, d.len, md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
-		snprintf(out, 65, "%s", "unavailable");
-		return;
-	}
-	num_hex(md, 32, out);
-}
-
 /* A response body piece on its way to the client: into the digest when one is kept, and its
  * bytes up to the cap into the record of `audit: bodies`. */
 static void resp_hash(req *r, span d)
@@ -1717,7 +1705,8 @@ static void on_request_body_done(conn *c)
 	/* `audit: bodies_hashed`: the request body as the client sent it (before any rewrite). */
 	if (r->dec.audit >= POLICY_AUDIT_BODIES_HASHED) {
 		r->bh = xcalloc(1, sizeof(*r->bh));
-		sha256_hex(body, r->bh->req_hex);
+		if (!sha256_hex(body, r->bh->req_hex))
+			snprintf(r->bh->req_hex, sizeof(r->bh->req_hex), "unavailable");
 		if (r->dec.audit >= POLICY_AUDIT_BODIES) {
 			r->bh->keep_max = (size_t)c->st_ref->o.audit_body_max;
 			r->bh->keep = xcalloc(1, r->bh->keep_max);
@@ -1769,7 +1758,8 @@ static void on_request_body_done(conn *c)
 	}
 	if (r->bh) { /* ... and as forwarded, when redaction or include_usage rewrote it */
 		char h[65];
-		sha256_hex(buf_span(&r->body), h);
+		if (!sha256_hex(buf_span(&r->body), h))
+			snprintf(h, sizeof(h), "unavailable");
 		if (strcmp(h, r->bh->req_hex) != 0)
 			memcpy(r->bh->fwd_hex, h, sizeof(h));
 	}
@@ -2168,14 +2158,8 @@ static void finish_request(conn *c)
 		ingress_inspect_outcome(r->insp, &decision, &reason);
 	if (r->bh)
 		r->bh->resp_whole = true;
-	if (r->bh && r->bh->resp) { /* the whole response went to the client */
-		uint8_t md[32];
-		unsigned n = 0;
-		if (EVP_DigestFinal_ex(r->bh->resp, md, &n) == 1 && n == 32) {
-			num_hex(md, 32, r->bh->resp_hex);
-			r->bh->resp_done = true;
-		}
-	}
+	if (r->bh && r->bh->resp) /* the whole response went to the client */
+		r->bh->resp_done = sha256_final_hex(r->bh->resp, r->bh->resp_hex);
 	conn_audit(c, "http.request", decision, reason);
 	c->up = NULL;
 	if (u) {

@@ -33,23 +33,9 @@ static EVP_MD_CTX *md_new(void)
 /* Ends m (freed) into hex: false when a step failed. */
 static bool md_end(EVP_MD_CTX *m, char hex[65])
 {
-	uint8_t md[32];
-	unsigned n = 0;
-	bool ok = m && EVP_DigestFinal_ex(m, md, &n) == 1 && n == 32;
+	bool ok = sha256_final_hex(m, hex);
 	EVP_MD_CTX_free(m);
-	if (ok)
-		num_hex(md, 32, hex);
 	return ok;
-}
-
-static bool md_hex(span d, char hex[65])
-{
-	uint8_t md[32];
-	unsigned n = 0;
-	if (EVP_Digest(d.ptr, d.len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
-		return false;
-	num_hex(md, 32, hex);
-	return true;
 }
 
 void egress_hash_open(erec *r)
@@ -90,7 +76,7 @@ void egress_hash_request_whole(erec *r, span body)
 	struct ehash *h = r->hash;
 	if (h == NULL || h->req_done || h->req_bad)
 		return;
-	h->req_done = md_hex(body, h->req_hex);
+	h->req_done = sha256_hex(body, h->req_hex);
 	h->req_bad = !h->req_done;
 }
 
@@ -98,7 +84,7 @@ void egress_hash_forwarded(erec *r, span body)
 {
 	struct ehash *h = r->hash;
 	char hex[65];
-	if (h == NULL || !h->req_done || !md_hex(body, hex))
+	if (h == NULL || !h->req_done || !sha256_hex(body, hex))
 		return;
 	if (strcmp(hex, h->req_hex) != 0)
 		memcpy(h->fwd_hex, hex, sizeof(hex));

@@ -253,6 +253,12 @@ static inline long num_hex4(const unsigned char *p)
 custos_err num_parse_hex(span s, uint8_t *out, size_t outlen) CUSTOS_WUR;
 /* Writes 2*n lowercase hex digits and a NUL into out (size >= 2*n+1). */
 void num_hex(const uint8_t *in, size_t n, char *out);
+/* SHA-256 of d (core/digest.c), 64 lowercase hex digits and a NUL; false when OpenSSL failed. */
+bool sha256_hex(span d, char out[65]);
+/* Finishes the SHA-256 context m (an EVP_MD_CTX, not freed) into out; false when m is NULL or
+ * OpenSSL failed. */
+struct evp_md_ctx_st;
+bool sha256_final_hex(struct evp_md_ctx_st *m, char out[65]);
 
 /* ---------------------------------------------------------------------------------------------
  * Files. file_load reads a whole regular file (at most max bytes) into out, checking its mode:
