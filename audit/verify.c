@@ -514,8 +514,8 @@ custos_err audit_verify(const char *const *paths, size_t n, const audit_verify_o
 	else
 		bad(r, lf, v.last_line, r->last_seq,
 		    "the log ends at seq %llu without a shutdown checkpoint: %llu records after "
-		    "the last signed checkpoint (seq %llu) are not covered by a signature; the "
-		    "tail was truncated, or the writer is running or crashed (--live accepts "
+		    "seq %llu (the last one a checkpoint signs) are not covered by a signature; "
+		    "the tail was truncated, or the writer is running or crashed (--live accepts "
 		    "that)",
 		    (unsigned long long)r->last_seq,
 		    (unsigned long long)(r->last_seq - r->signed_seq),

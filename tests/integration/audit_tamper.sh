@@ -130,7 +130,7 @@ expect "truncate the tail" "$(basename "$LAST")" $((n - 2)) \
 # Without audit.head (a copy taken without it) only the missing seal shows the truncation.
 out=$("$CUSTOS_BIN" audit verify --no-head --pubkey "$PUB" "$T/case") && fail "tail truncation passed"
 grep -q "without a shutdown checkpoint" <<<"$out" || fail "tail truncation: $out"
-grep -q "after the last signed checkpoint (seq [0-9]*)" <<<"$out" || fail "how far: $out"
+grep -q "records after seq [0-9]* (the last one a checkpoint signs)" <<<"$out" || fail "how far: $out"
 echo "truncate the tail, --no-head: caught: $(echo "$out" | sed -n 2p)"
 # --live accepts an unsealed end (a running or crashed writer) and says how far it is signed,
 # but not an end below audit.head.
@@ -509,7 +509,7 @@ sed -i '$d' "$T/case/$CF"
 sed -i '$d' "$T/case/$CF"
 n=$(wc -l <"$T/case/$CF")
 verify_ok "cut after the last checkpoint, --live" "signed through seq 1 ($((n - 1)) records after it are not covered by a signature)" --live
-expect "cut after the last checkpoint" "$CF" "$n" "$((n - 1)) records after the last signed checkpoint (seq 1) are not covered by a signature"
+expect "cut after the last checkpoint" "$CF" "$n" "$((n - 1)) records after seq 1 (the last one a checkpoint signs) are not covered by a signature"
 crash # 21. every checkpoint removed, renumbered and re-chained: passed --live before
 sed -i '/"type":"checkpoint"/d' "$T/case/$CF"
 tool rechain "$T/case" renumber
