@@ -343,6 +343,8 @@ static custos_err map_config(const custos_config *cfg, proxy_options *o)
 		}
 		pu->name = xstrdup(m->id);
 		pu->address = xstrdup(tmp);
+		config_upstream_host(m, tmp, sizeof(tmp));
+		pu->host = xstrdup(tmp);
 		pu->connect_timeout_ns = u->connect_timeout_ns
 		                                 ? u->connect_timeout_ns
 		                                 : cfg->limits.upstream_connect_timeout_ns;
@@ -479,7 +481,7 @@ static custos_err load_options(struct up_ctx *uc, proxy_options *o)
 		uc->psx_pending = true;
 		log_info("up: reload: custos.yaml adds, removes or changes sandboxed models: the "
 		         "supervisor starts and stops them");
-		e = psx_proxy_reload(wait_ms);
+		e = psx_proxy_reload(wait_ms, cfg->source_sha256);
 	}
 	if (e == CUSTOS_OK)
 		e = map_config(cfg, o);
@@ -1611,6 +1613,7 @@ struct sup_reload {
 	struct sup_reload *older; /* the reloads begun before, not joined yet (the loop's) */
 	uint64_t order;           /* this reload's place among those given a thread, from 1 */
 	uint32_t seq;             /* RELOAD's gen, echoed in RELOADED */
+	char proxy_sha256[65];    /* RELOAD's payload: the custos.yaml the proxy read */
 	int commit;               /* -1 until COMMIT, then 0 or 1 (S.rl_mu) */
 	bool answered;            /* RELOADED said it is prepared: COMMIT may apply it (S.rl_mu) */
 	bool done;                /* its thread returned: joined at the next RELOAD (S.rl_mu) */
@@ -1679,10 +1682,33 @@ static void sup_reload_settle(void)
 	pthread_mutex_unlock(&S.rl_mu);
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SUP_READ_HOLD=PATH holds
+ * the supervisor's reading of custos.yaml for a reload (after the proxy read it) until PATH
+ * exists (or custos stops): a test can replace the file in between
+ * (tests/integration/sandbox_reload_replaced.sh). */
+static void test_hook_sup_read_hold(const struct sup_reload *rl)
+{
+	const char *path = getenv("CUSTOS_TEST_SUP_READ_HOLD");
+
+	if (path == NULL)
+		return;
+	log_warn("up: test hook: reload %u: the supervisor reads %s once %s exists",
+	         (unsigned)rl->seq, S.path, path);
+	while (!__atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE) && access(path, F_OK) == -1)
+		usleep(50000);
+	log_warn("up: test hook: reload %u: the supervisor reads %s now", (unsigned)rl->seq,
+	         S.path);
+}
+#endif
+
 /* Reads custos.yaml, checks it, starts the sandboxes it adds (and notes the ones it removes). */
 static custos_err sup_reload_prepare(struct sup_reload *rl)
 {
 	diag_list d;
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_sup_read_hold(rl);
+#endif
 	diag_init(&d);
 	custos_err e = config_load(S.path, &rl->next, &d);
 	if (e != CUSTOS_OK) {
@@ -1692,6 +1718,12 @@ static custos_err sup_reload_prepare(struct sup_reload *rl)
 	}
 	diag_free(&d);
 	custos_config *next = rl->next;
+	/* The proxy read the file before it asked: had it been replaced since, the proxy would
+	 * apply one version and the supervisor start the sandboxes of another. */
+	ENSURE(strcmp(next->source_sha256, rl->proxy_sha256) == 0, CUSTOS_ERR_AGAIN,
+	       "%s changed between the proxy's reading and the supervisor's (SHA-256 %.12s... "
+	       "then %.12s...): nothing of it applied; reload again",
+	       S.path, rl->proxy_sha256, next->source_sha256);
 	reload_cli_overrides(S.start, next);
 	GUARD(config_reload_check(S.running, next));
 	/* A VM added while an earlier reload's VM of that id still stops (draining, or its
@@ -2022,7 +2054,7 @@ static void sup_reload_reap(bool all)
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
  * serialises its reloads, so only a confused proxy sends it). One after COMMIT does not wait
  * for the sandboxes earlier reloads still drain or stop. */
-static void sup_reload_begin(uint32_t seq)
+static void sup_reload_begin(uint32_t seq, const psx_msg *m)
 {
 	struct sup_reload *prev = S.rl;
 	if (prev) {
@@ -2042,6 +2074,7 @@ static void sup_reload_begin(uint32_t seq)
 	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
 	rl->commit = -1;
 	rl->seq = seq;
+	memcpy(rl->proxy_sha256, m->payload, PSX_RELOAD_SHA256_LEN); /* checked: psx_sup_check */
 	rl->order = ++S.rl_started;
 	int r = pthread_create(&rl->th, NULL, sup_reload_main, rl);
 	if (r != 0) {
@@ -2549,7 +2582,7 @@ static int supervisor_main(custos_config *cfg, const char *path, int sfd)
 			case PSX_RESTART:
 				break;
 			case PSX_RELOAD:
-				sup_reload_begin(m->h.gen);
+				sup_reload_begin(m->h.gen, m);
 				break;
 			case PSX_COMMIT:
 				if (!sup_reload_commit(m->h.gen, m->h.arg == 1)) {

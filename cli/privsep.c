@@ -506,7 +506,7 @@ custos_err psx_proxy_connect(void *arg, int *fd)
 	return CUSTOS_OK;
 }
 
-custos_err psx_proxy_reload(uint64_t wait_ms)
+custos_err psx_proxy_reload(uint64_t wait_ms, const char *sha256)
 {
 	struct timespec dl;
 	int r = 0;
@@ -514,10 +514,12 @@ custos_err psx_proxy_reload(uint64_t wait_ms)
 	deadline_in(&dl, wait_ms > UINT32_MAX ? UINT32_MAX : (unsigned)wait_ms);
 	pthread_mutex_lock(&P.mu);
 	uint64_t answers = P.rl_answers;
-	psx_hdr h = { .type = PSX_RELOAD, .gen = ++P.rl_seq };
+	psx_hdr h = { .type = PSX_RELOAD, .gen = ++P.rl_seq, .len = PSX_RELOAD_SHA256_LEN };
 	P.rl_open = true; /* until its COMMIT (psx_proxy_commit follows whatever the result) */
 	pthread_mutex_lock(&P.send_mu);
-	custos_err se = P.lost ? CUSTOS_ERR_CLOSED : psx_send(P.sock, &h, NULL, NULL, 0);
+	custos_err se = P.lost || strlen(sha256) != PSX_RELOAD_SHA256_LEN
+	                        ? CUSTOS_ERR_CLOSED
+	                        : psx_send(P.sock, &h, sha256, NULL, 0);
 	pthread_mutex_unlock(&P.send_mu);
 	if (se != CUSTOS_OK) {
 		pthread_mutex_unlock(&P.mu);

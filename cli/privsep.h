@@ -16,13 +16,14 @@
 #include "custos/config.h"
 #include "custos/core.h"
 
-#define PSX_MAX_FDS      16             /* fds in one message */
-#define PSX_PAYLOAD_MAX  8448           /* an audit event body (AUDIT_MAX_EVENT) and some */
-#define PSX_MAX_MODELS   CFG_MAX_MODELS /* = PROXY_MAX_UPSTREAMS */
-#define PSX_POOL_MAX     32             /* unconnected sockets kept per process sandbox */
-#define PSX_POOL_LOW     8              /* below this many a refill is asked for */
-#define PSX_WAIT_MS      2000           /* a connect waits this long for a socket */
-#define PSX_SETUP_EVENTS 1024           /* supervisor audit events held until the writer runs */
+#define PSX_MAX_FDS           16             /* fds in one message */
+#define PSX_PAYLOAD_MAX       8448           /* an audit event body (AUDIT_MAX_EVENT) and some */
+#define PSX_RELOAD_SHA256_LEN 64u            /* RELOAD's payload: a SHA-256 in hex */
+#define PSX_MAX_MODELS        CFG_MAX_MODELS /* = PROXY_MAX_UPSTREAMS */
+#define PSX_POOL_MAX          32             /* unconnected sockets kept per process sandbox */
+#define PSX_POOL_LOW          8              /* below this many a refill is asked for */
+#define PSX_WAIT_MS           2000           /* a connect waits this long for a socket */
+#define PSX_SETUP_EVENTS      1024 /* supervisor audit events held until the writer runs */
 
 /* Message types. S: supervisor -> proxy, P: proxy -> supervisor. */
 enum psx_type {
@@ -46,8 +47,9 @@ enum psx_type {
 	PSX_DRAINED,   /* P: the proxy stopped serving: stop the sandboxes, then BYE */
 	PSX_PROXY_UP,  /* P: the proxy is confined and serving */
 	PSX_SECCOMP,   /* P: the listener of the proxy's seccomp filter (one fd), once */
-	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number):
-	                * the supervisor reads the file itself */
+	PSX_RELOAD,    /* P: custos.yaml adds or removes sandboxes (gen: this reload's number;
+	                * payload: the SHA-256 in hex of the bytes the proxy read): the supervisor
+	                * reads the file itself and refuses the reload if it read other bytes */
 	PSX_COMMIT,    /* P: reload gen was applied (arg 1) or refused (0); refused, the proxy
 	                * routes to none of its new sandboxes from then on */
 	PSX_IDLE,      /* P: slot model, removed by an applied reload, has no request in flight
@@ -125,7 +127,7 @@ void psx_msg_close(psx_msg *m);
 /* The supervisor's check of a message from the proxy, before it acts on it: NULL when its
  * header, payload and fds are what its type allows (a proxy type; model < n_slots for the
  * types naming a slot, 0 otherwise; arg in its type's range; gen 0 but for RELOAD and COMMIT;
- * no payload; one fd for SECCOMP, none otherwise), else why not. The order of messages
+ * no payload but RELOAD's 64 lowercase hex digits; one fd for SECCOMP, none otherwise), else why not. The order of messages
  * (COMMIT after RELOADED, IDLE for a removed slot...) is checked by the supervisor itself. */
 const char *psx_sup_check(const psx_msg *m, size_t n_slots);
 
@@ -142,9 +144,11 @@ void psx_proxy_init(int sock, const struct custos_config *cfg);
 custos_err psx_proxy_setup(int *egress_fds, size_t n) CUSTOS_WUR;
 /* custos.yaml adds, removes or changes sandboxed models: asks the supervisor to read it and
  * start the new sandboxes (it decides what from the file, never from this process); waits up
- * to wait_ms for them to be ready. On CUSTOS_OK they are in the mirror (psx_proxy_find).
+ * to wait_ms for them to be ready. sha256: the hex digest of the custos.yaml the proxy read
+ * (custos_config.source_sha256); the supervisor refuses the reload when the file it reads has
+ * another (it was replaced in between). On CUSTOS_OK they are in the mirror (psx_proxy_find).
  * Whatever the result, psx_proxy_commit must follow. */
-custos_err psx_proxy_reload(uint64_t wait_ms) CUSTOS_WUR;
+custos_err psx_proxy_reload(uint64_t wait_ms, const char *sha256) CUSTOS_WUR;
 /* The proxy stops: a reload waiting in psx_proxy_reload (the admin API's) gives up now. */
 void psx_proxy_stopping(void);
 /* Tells the supervisor whether the reload psx_proxy_reload prepared was applied: it then stops

@@ -134,6 +134,16 @@ const char *psx_sup_check(const psx_msg *m, size_t n_slots)
 			return "COMMIT: arg is neither 0 nor 1";
 		break;
 	case PSX_RELOAD:
+		if (h->arg != 0)
+			return "arg is not 0";
+		if (h->len != PSX_RELOAD_SHA256_LEN)
+			return "RELOAD: the payload is not a SHA-256 in hex";
+		for (size_t i = 0; i < PSX_RELOAD_SHA256_LEN; i++) {
+			uint8_t c = m->payload[i];
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+				return "RELOAD: the payload is not a SHA-256 in hex";
+		}
+		break;
 	case PSX_DRAINED:
 	case PSX_PROXY_UP:
 	case PSX_SECCOMP:
@@ -149,7 +159,7 @@ const char *psx_sup_check(const psx_msg *m, size_t n_slots)
 		return "model is not 0";
 	if (h->gen != 0 && h->type != PSX_RELOAD && h->type != PSX_COMMIT)
 		return "gen is not 0";
-	if (h->len != 0)
+	if (h->len != 0 && h->type != PSX_RELOAD)
 		return "a payload where none is allowed";
 	if (m->nfds != (h->type == PSX_SECCOMP ? 1u : 0u))
 		return h->type == PSX_SECCOMP ? "SECCOMP: not exactly one fd" : "an unexpected fd";

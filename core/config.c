@@ -5,6 +5,7 @@
  * loopback unless forced). docs/CONFIG.md is the reference and must follow this file.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -56,7 +57,8 @@ static const char *const keys_auth_jwt[] = { "jwks_file",  "issuers", "audiences
 static const char *const keys_auth_mtls[] = { "enabled", "identity" };
 static const char *const keys_models_upstream[] = { "url",         "tls_verify", "ca_file",
 	                                            "server_name", "pool_size",  "timeouts",
-	                                            "cert",        "key",        "crl_file" };
+	                                            "cert",        "key",        "crl_file",
+	                                            "host" };
 static const char *const keys_models_upstream_timeouts[] = { "connect", "read", "idle" };
 static const char *const keys_models_sandbox[] = { "type",    "profile", "command", "env",
 	                                           "workdir", "port",    "health",  "restart" };
@@ -380,6 +382,16 @@ static void check_ciphers(cfg_ctx *c, ydoc_node *n, const char *list, bool tls13
 		        c->doc, n, c->d, hint12,
 		        "ciphers '%s' is not a cipher list OpenSSL accepts, or selects no TLS 1.2 "
 		        "cipher suite",
+		        list);
+		goto out;
+	}
+	/* "@SECLEVEL=0" lets OpenSSL accept keys, groups and signatures with no security at all
+	 * (MD5, 512-bit RSA, anonymous suites): never what a compliance proxy should offer. */
+	if (!tls13 && SSL_CTX_get_security_level(ctx) < 1) {
+		ydoc_error(
+		        c->doc, n, c->d, "leave the security level at OpenSSL's default",
+		        "ciphers '%s' sets @SECLEVEL=0, which accepts keys and signatures with no "
+		        "security (MD5, 512-bit RSA); custos refuses it",
 		        list);
 		goto out;
 	}
@@ -725,6 +737,69 @@ static void parse_upstream_client_cert(cfg_ctx *c, ydoc_node *m, cfg_model *mod)
 		           mod->id ? mod->id : "?");
 }
 
+/* upstream.host: an authority (RFC 3986 §3.2.2) as Host carries it: a host name or IPv4
+ * address of letters, digits, '-', '.', '_' and '~', or a bracketed IPv6 literal, then an
+ * optional ":PORT" (1-65535); at most CFG_MAX_HOST_FIELD bytes. */
+static bool host_field_ok(const char *s)
+{
+	size_t n = strlen(s), i = 0;
+	if (n == 0 || n > CFG_MAX_HOST_FIELD)
+		return false;
+	if (s[0] == '[') {
+		const char *e = strchr(s, ']');
+		if (e == NULL || e == s + 1)
+			return false;
+		for (const char *p = s + 1; p < e; p++)
+			if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+				return false;
+		i = (size_t)(e - s) + 1;
+	} else {
+		while (i < n && (isalnum((unsigned char)s[i]) || strchr("-._~", s[i])))
+			i++;
+		if (i == 0)
+			return false;
+	}
+	if (i == n)
+		return true;
+	if (s[i] != ':' || i + 1 == n || n - i - 1 > 5)
+		return false;
+	unsigned long port = 0;
+	for (size_t k = i + 1; k < n; k++) {
+		if (!isdigit((unsigned char)s[k]))
+			return false;
+		port = port * 10 + (unsigned long)(s[k] - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
+void config_upstream_host(const cfg_model *m, char *out, size_t n)
+{
+	const cfg_upstream *u = &m->upstream;
+	if (u->host_field) {
+		snprintf(out, n, "%s", u->host_field);
+		return;
+	}
+	switch (u->kind) {
+	case CFG_UPSTREAM_HTTP:
+	case CFG_UPSTREAM_HTTPS: {
+		const char *h = u->server_name ? u->server_name : u->host;
+		bool v6 = strchr(h, ':') != NULL;
+		unsigned def = u->kind == CFG_UPSTREAM_HTTPS ? 443 : 80;
+		if (u->port == def)
+			snprintf(out, n, v6 ? "[%s]" : "%s", h);
+		else
+			snprintf(out, n, v6 ? "[%s]:%u" : "%s:%u", h, (unsigned)u->port);
+		return;
+	}
+	case CFG_UPSTREAM_SANDBOX:
+		snprintf(out, n, "127.0.0.1:%u", (unsigned)m->sandbox.port);
+		return;
+	default:
+		snprintf(out, n, "localhost");
+		return;
+	}
+}
+
 static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_limits *lim)
 {
 	ydoc_node *m = CFG_SECTION(c, mm, "upstream", keys_models_upstream);
@@ -784,6 +859,12 @@ static void parse_upstream(cfg_ctx *c, ydoc_node *mm, cfg_model *mod, const cfg_
 	cfg_bool(c, m, "tls_verify", &u->tls_verify);
 	cfg_path(c, m, "ca_file", false, false, &u->ca_file);
 	cfg_str(c, m, "server_name", false, &u->server_name);
+	if (cfg_str(c, m, "host", false, &u->host_field) && !host_field_ok(u->host_field))
+		ydoc_error(c->doc, cfg_get(m, "host"), c->d,
+		           "a host name, IPv4 address or [IPv6] literal, with an optional :port, "
+		           "e.g. api.example.com or 10.0.0.5:8080",
+		           "upstream.host '%s' of model '%s' is not a Host field value",
+		           u->host_field, mod->id ? mod->id : "?");
 	if (u->kind != CFG_UPSTREAM_HTTPS && u->url &&
 	    (cfg_get(m, "ca_file") || cfg_get(m, "server_name") || cfg_get(m, "tls_verify")))
 		ydoc_warn(c->doc, m, c->d, NULL,
@@ -2384,6 +2465,8 @@ static custos_err finish(ydoc *doc, custos_config **out, diag_list *d)
 {
 	custos_config *cfg = build(doc, d);
 
+	if (cfg)
+		memcpy(cfg->source_sha256, doc->sha256, sizeof(cfg->source_sha256));
 	ydoc_free(doc);
 	if (d->errors) {
 		config_free(cfg);

@@ -1052,6 +1052,10 @@ custos_err ydoc_load(ydoc *doc, const char *path, size_t max, diag_list *d)
 		return e;
 	}
 	e = ydoc_parse(doc, path, (const char *)buf_ptr(&text), buf_used(&text), d);
+	if (e == CUSTOS_OK && !sha256_hex(buf_span(&text), doc->sha256)) {
+		diag_add(d, DIAG_ERROR, path, 0, 0, NULL, "SHA-256 of the file failed (OpenSSL)");
+		e = err_set(CUSTOS_ERR_SYS, "%s: SHA-256 of the file failed (OpenSSL)", path);
+	}
 	buf_free(&text);
 	return e;
 }

@@ -171,6 +171,7 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(SSL_CTX_get_cert_store)                                                                  \
 	X(SSL_CTX_get_ex_data)                                                                     \
 	X(SSL_CTX_get_options)                                                                     \
+	X(SSL_CTX_get_security_level)                                                              \
 	X(SSL_CTX_get_verify_mode)                                                                 \
 	X(SSL_CTX_load_verify_locations)                                                           \
 	X(SSL_CTX_new)                                                                             \

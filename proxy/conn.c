@@ -81,12 +81,13 @@ typedef struct req {
 	bool client_http10;
 	http1_body bdec;
 	buf body;
-	buf uphead;        /* upstream request head without its final CRLF */
-	buf accept_enc;    /* the client's Accept-Encoding fields, written after the decision */
-	bool encoded;      /* the request body has a Content-Encoding other than identity */
-	bool multipart;    /* the request body is multipart (an OpenAI file or audio upload) */
-	bool mp_ambiguous; /* ... with another Content-Type field beside it */
-	uint8_t mp_blen;   /* its boundary's length, 0: none valid */
+	buf uphead;         /* upstream request head without its Host field and final CRLF */
+	size_t uphead_line; /* bytes of its request line, CRLF included: Host goes after them */
+	buf accept_enc;     /* the client's Accept-Encoding fields, written after the decision */
+	bool encoded;       /* the request body has a Content-Encoding other than identity */
+	bool multipart;     /* the request body is multipart (an OpenAI file or audio upload) */
+	bool mp_ambiguous;  /* ... with another Content-Type field beside it */
+	uint8_t mp_blen;    /* its boundary's length, 0: none valid */
 	char mp_boundary[EGRESS_MP_BOUNDARY_MAX + 1]; /* its boundary */
 	buf upout; /* bytes of the current upstream attempt still to send */
 	uint64_t up_sent;
@@ -1295,12 +1296,19 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 {
 	req *r = &c->r;
 	/* The forwarding fields a client could forge are dropped: the model server gets only
-	 * custos' own (X-Forwarded-Proto as the client connection is, X-Forwarded-For). */
-	static const span drop[] = { SPAN_LIT("Authorization"),     SPAN_LIT("Expect"),
-		                     SPAN_LIT("X-Request-Id"),      SPAN_LIT("Content-Length"),
-		                     SPAN_LIT("X-Forwarded-For"),   SPAN_LIT("Accept-Encoding"),
-		                     SPAN_LIT("Forwarded"),         SPAN_LIT("X-Real-IP"),
-		                     SPAN_LIT("X-Forwarded-Proto"), SPAN_LIT("X-Forwarded-Host"),
+	 * custos' own (X-Forwarded-Proto as the client connection is, X-Forwarded-For). So is
+	 * Host: the upstream gets its own name once the route is known (req_host_upstream). */
+	static const span drop[] = { SPAN_LIT("Host"),
+		                     SPAN_LIT("Authorization"),
+		                     SPAN_LIT("Expect"),
+		                     SPAN_LIT("X-Request-Id"),
+		                     SPAN_LIT("Content-Length"),
+		                     SPAN_LIT("X-Forwarded-For"),
+		                     SPAN_LIT("Accept-Encoding"),
+		                     SPAN_LIT("Forwarded"),
+		                     SPAN_LIT("X-Real-IP"),
+		                     SPAN_LIT("X-Forwarded-Proto"),
+		                     SPAN_LIT("X-Forwarded-Host"),
 		                     SPAN_LIT("X-Forwarded-Port") };
 	http1_header add[3] = {
 		{ SPAN_LIT("X-Request-Id"), span_cstr(r->id) },
@@ -1356,7 +1364,35 @@ static custos_err build_uphead(conn *c, const http1_head *h)
 	GUARD(we);
 	/* The final CRLF comes after Content-Length, known once the body is final. */
 	ENSURE(buf_used(&r->uphead) >= 2, CUSTOS_ERR_INTERNAL, "short head");
+	const uint8_t *p = buf_ptr(&r->uphead);
+	const uint8_t *lf = memchr(p, '\n', buf_used(&r->uphead));
+	ENSURE(lf != NULL, CUSTOS_ERR_INTERNAL, "no request line");
+	r->uphead_line = (size_t)(lf - p) + 1;
 	r->uphead.len -= 2;
+	return CUSTOS_OK;
+}
+
+/* The upstream's Host field, first after the request line (RFC 9110 §7.2), now that the
+ * route names the upstream. The client's Host never goes upstream: a model server behind a
+ * name-based virtual host (a gateway fronting several applications) would otherwise answer
+ * as whichever one the client named, not the model the policy judged. */
+static custos_err req_host_upstream(conn *c)
+{
+	req *r = &c->r;
+	const char *h = c->st_ref->o.upstreams[r->upstream].host;
+	if (h == NULL)
+		h = "localhost";
+	size_t hl = strlen(h), add = hl + 8; /* "Host: " h "\r\n" */
+	size_t used = buf_used(&r->uphead);
+	ENSURE(r->uphead_line > 0 && r->uphead_line <= used, CUSTOS_ERR_INTERNAL,
+	       "no request line");
+	GUARD(buf_reserve(&r->uphead, add));
+	buf_commit(&r->uphead, add); /* written below */
+	uint8_t *p = r->uphead.data + r->uphead.off;
+	memmove(p + r->uphead_line + add, p + r->uphead_line, used - r->uphead_line);
+	memcpy(p + r->uphead_line, "Host: ", 6);
+	memcpy(p + r->uphead_line + 6, h, hl);
+	memcpy(p + r->uphead_line + 6 + hl, "\r\n", 2);
 	return CUSTOS_OK;
 }
 
@@ -1762,6 +1798,10 @@ static void on_request_body_done(conn *c)
 			snprintf(h, sizeof(h), "unavailable");
 		if (strcmp(h, r->bh->req_hex) != 0)
 			memcpy(r->bh->fwd_hex, h, sizeof(h));
+	}
+	if (req_host_upstream(c) != CUSTOS_OK) {
+		conn_reject(c, 431, "request head too large to forward", false);
+		return;
 	}
 	if (r->meth == HTTP1_M_POST || r->meth == HTTP1_M_PUT || r->meth == HTTP1_M_PATCH ||
 	    buf_used(&r->body)) {

@@ -53,6 +53,7 @@ void proxy_options_free(proxy_options *o)
 		free(o->upstreams[i].tls_cert);
 		free(o->upstreams[i].tls_key);
 		free(o->upstreams[i].tls_crl);
+		free(o->upstreams[i].host);
 	}
 	for (size_t i = 0; i < o->nroutes; i++) {
 		free(o->routes[i].model);

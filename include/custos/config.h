@@ -24,9 +24,10 @@
 #define CFG_MAX_ID_LEN       64         /* ids: [A-Za-z0-9._-], 1..64 chars */
 #define CFG_MAX_PATH_LEN     4096
 #define CFG_MAX_WORKERS      256
-#define CFG_MAX_LISTENERS    16 /* = PROXY_MAX_LISTENERS */
-#define CFG_MAX_CERTS        2  /* pairs per listener, one ECDSA, one RSA (= PROXY_MAX_CERTS) */
-#define CFG_MAX_MODELS       64 /* = PROXY_MAX_UPSTREAMS, PSX_MAX_MODELS */
+#define CFG_MAX_LISTENERS    16  /* = PROXY_MAX_LISTENERS */
+#define CFG_MAX_CERTS        2   /* pairs per listener, one ECDSA, one RSA (= PROXY_MAX_CERTS) */
+#define CFG_MAX_MODELS       64  /* = PROXY_MAX_UPSTREAMS, PSX_MAX_MODELS */
+#define CFG_MAX_HOST_FIELD   255 /* upstream.host: bytes of a Host field value */
 #define CFG_MAX_ALIASES      16
 #define CFG_MAX_ROUTES       64   /* routes[] (path routes) */
 #define CFG_MAX_ROUTE_TABLE  128  /* = PROXY_MAX_ROUTES (below) */
@@ -242,6 +243,7 @@ typedef struct cfg_upstream {
 	char *cert; /* https: client certificate chain (PEM) presented to the upstream; NULL: none */
 	char *key;  /* https: its private key (PEM, 0600 or stricter); set with cert */
 	char *crl_file; /* https: PEM CRLs checked for the upstream's chain; NULL: none */
+	char *host_field; /* upstream.host: the Host sent upstream; NULL: the default (cfg_upstream_host) */
 } cfg_upstream;
 
 typedef enum cfg_sandbox_type {
@@ -512,7 +514,10 @@ typedef struct cfg_policy {
  */
 typedef struct cfg_arena cfg_arena;
 typedef struct custos_config {
-	char *source;     /* file name it came from */
+	char *source; /* file name it came from */
+	/* SHA-256 (hex) of the bytes config_load parsed, "" from config_parse: a reload's proxy
+	 * and supervisor check that they read the same custos.yaml (PSX_RELOAD) */
+	char source_sha256[65];
 	uint64_t version; /* 1 */
 	cfg_log log;
 	uint64_t workers; /* 0 = number of cores */
@@ -564,6 +569,10 @@ bool config_sandboxes_changed(const custos_config *running, const custos_config 
  * profile: the reload replaces its sandbox (stops the old one, starts a new one). */
 bool config_sandbox_replaced(const custos_config *running, const custos_config *next,
                              const char *id);
+/* The Host field custos sends to model m's upstream (never the client's): upstream.host when
+ * set; else, for http/https, the URL's host (server_name when set) with its port unless it is
+ * the scheme's default, for a Unix socket "localhost", for a sandbox "127.0.0.1:PORT". */
+void config_upstream_host(const cfg_model *m, char *out, size_t n);
 /* Releases everything the config owns (secrets wiped); NULL is fine. */
 void config_free(custos_config *cfg);
 /* Every key the parser knows, as a path: a list's items are "[]", a profile is "<id>"

@@ -394,6 +394,7 @@ typedef struct ydoc {
 	char *file;      /* name for messages */
 	ydoc_node *root; /* NULL for an empty document */
 	size_t nodes;
+	char sha256[65]; /* SHA-256 of the bytes parsed (ydoc_load); "" when not taken */
 } ydoc;
 
 #define YDOC_MAX_NODES 1000000

@@ -103,6 +103,9 @@ typedef struct proxy_upstream_opts {
 	char *tls_cert; /* client certificate chain (PEM) presented to the upstream; NULL: none */
 	char *tls_key;  /* its private key (PEM, mode 0600 or stricter); set with tls_cert */
 	char *tls_crl;  /* PEM CRLs: the upstream's chain checked against them; NULL: none */
+	/* The Host field sent upstream in place of the client's (custos.yaml: upstream.host or
+	 * config_upstream_host's default; a valid authority); NULL: "localhost" */
+	char *host;
 } proxy_upstream_opts;
 
 typedef struct proxy_route_opts {

@@ -58,10 +58,14 @@ def serve(c):
                     return
                 data += d
             data = data[n:]
-            # forwarding fields first ("fwd NAME: VALUE"), then the request line
-            for line in head.split(b"\r\n")[1:]:
-                if re.match(rb"(?i)(forwarded|x-real-ip|x-forwarded-[a-z]+):", line):
+            # forwarding fields and Host first ("fwd NAME: VALUE"), the name of the first
+            # field ("first NAME"), then the request line
+            fields = head.split(b"\r\n")[1:]
+            for line in fields:
+                if re.match(rb"(?i)(forwarded|x-real-ip|x-forwarded-[a-z]+|host):", line):
                     log.write("fwd " + line.decode("latin-1") + "\n")
+            if fields:
+                log.write("first " + fields[0].split(b":")[0].decode("latin-1") + "\n")
             log.write(head.split(b"\r\n", 1)[0].decode("latin-1") + "\n")
             m = re.search(rb"(?i)\r\nx-case: *([^\r]+)", head)
             case = m.group(1).decode() if m else "ok"

@@ -5,6 +5,8 @@
 # - A path spelt so that the policy normalises it ("//v1/...", "/%761/...") is still read as
 #   the chat route: the body's max_tokens is checked (403, not 200), and the model server gets
 #   the path the policy judged (with the query as sent).
+# - The client's Host never reaches the model server: it gets its own name (the URL's host and
+#   port), first after the request line.
 # - Client framing refusals (CL+TE, "5, 5", a signed or 64-bit-overflowing length, TE twice,
 #   an unknown coding, TE in HTTP/1.0, "0x" and overflowing chunk sizes, bare LF, bare CR, NUL,
 #   obs-fold, space before a colon, '#' and dot segments in the target, absolute-form, two Host
@@ -76,7 +78,13 @@ says pct-big "max_tokens above the policy's limit"
 hostile fwd-forged 200
 check "forged forwarding fields: what the model server got" \
 	"$(grep '^fwd ' "$work/up.log" | sort | tr '\n' '|')" \
-	"fwd X-Forwarded-For: 127.0.0.1|fwd X-Forwarded-Proto: http|"
+	"fwd Host: 127.0.0.1:$(cat "$work/up.port")|fwd X-Forwarded-For: 127.0.0.1|fwd X-Forwarded-Proto: http|"
+# Host: the client's never goes upstream (it could name another virtual host behind the model
+# server's address); the model server gets its URL's host and port, first after the request line.
+: >"$work/up.log"
+hostile vhost 200
+check "Host the model server got" "$(grep '^fwd Host' "$work/up.log")" "fwd Host: 127.0.0.1:$(cat "$work/up.port")"
+check "and first" "$(grep '^first ' "$work/up.log")" "first Host"
 
 # 2. Client framing: refused, closed, audited.
 hostile cl-te 400 close

@@ -40,6 +40,8 @@ CASES = {
                       b"X-Real-IP: 10.9.9.9\r\nX-Forwarded-Proto: https\r\n"
                       b"X-Forwarded-Host: admin.example\r\nx-forwarded-port: 443\r\n"
                       b"X-Forwarded-For: 10.9.9.9\r\n"),
+    # another virtual host named: the model server gets its own name, not this one
+    "vhost": req(host=b"Host: admin.internal.example\r\n"),
     # framing refusals (client to ingress)
     "cl-te": req(TE, body=chunked(BODY)),
     "cl-list": req(b"Content-Length: 5, 5\r\n", cl=False, body=b"hello"),

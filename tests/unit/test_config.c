@@ -376,6 +376,12 @@ static void test_listener_ciphers(void **state)
 	expect_error(text, "selects no TLS 1.2 cipher suite"); /* a TLS 1.3 suite in ciphers */
 	snprintf(text, sizeof(text), "%s      ciphers: \"HIGH:@SECLEVL=2\"\n", head);
 	expect_error(text, "is not a cipher list OpenSSL accepts");
+	snprintf(text, sizeof(text), "%s      ciphers: \"HIGH:@SECLEVEL=0\"\n", head);
+	it = parse_fail(text, &d, "sets @SECLEVEL=0");
+	assert_int_equal(it->line, 8);
+	diag_free(&d);
+	snprintf(text, sizeof(text), "%s      ciphers: \"HIGH:@SECLEVEL=1\"\n", head);
+	config_free(parse_ok(text));
 	snprintf(text, sizeof(text), "%s      ciphersuites: \"TLS_AES_128_GCM_SHA256::\"\n", head);
 	expect_error(text, "has an empty entry");
 	/* Exclusions of what this OpenSSL lacks (RC4, 3DES) and @ commands are fine. */
@@ -387,6 +393,48 @@ static void test_listener_ciphers(void **state)
 	assert_string_equal(cfg->listeners[0].tls.ciphersuites,
 	                    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 	config_free(cfg);
+}
+
+/* The Host sent upstream: upstream.host, else the URL's authority (server_name first), the
+ * scheme's default port left out; a bad value is refused where it is. */
+static void test_upstream_host(void **state)
+{
+	(void)state;
+	custos_config *cfg = parse_ok(
+	        "version: 1\nmodels:\n"
+	        "  - {id: a, upstream: {url: \"http://10.0.0.5:8080/\"}}\n"
+	        "  - {id: b, upstream: {url: \"https://api.example.com/\"}}\n"
+	        "  - {id: c, upstream: {url: \"https://10.0.0.6:8443/\", server_name: "
+	        "m.internal}}\n"
+	        "  - {id: d, upstream: {url: \"http://[::1]:80/\"}}\n"
+	        "  - {id: e, upstream: {url: \"unix:/run/m.sock\"}}\n"
+	        "  - {id: f, upstream: {url: \"http://10.0.0.5:8080/\", host: "
+	        "\"chat.example:9\"}}\n"
+	        "  - {id: g, upstream: {url: \"http://10.0.0.5:80/\", host: \"[fe80::1]\"}}\n");
+	static const char *const want[] = { "10.0.0.5:8080", "api.example.com", "m.internal:8443",
+		                            "[::1]",         "localhost",       "chat.example:9",
+		                            "[fe80::1]" };
+	char h[300];
+	assert_int_equal(cfg->n_models, CUSTOS_ARRAY_LEN(want));
+	for (size_t i = 0; i < cfg->n_models; i++) {
+		config_upstream_host(&cfg->models[i], h, sizeof(h));
+		assert_string_equal(h, want[i]);
+	}
+	config_free(cfg);
+	static const char *const bad[] = { "a b",  "x:0", "x:65536", "x:",  "x:1a",
+		                           "[zz]", "a/b", "a@b",     ":80", "[]" };
+	char text[512];
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(bad); i++) {
+		snprintf(text, sizeof(text),
+		         "version: 1\nmodels:\n  - id: a\n    upstream:\n"
+		         "      url: \"http://a:1/\"\n      host: \"%s\"\n",
+		         bad[i]);
+		diag_list d;
+		const diag_item *it = parse_fail(text, &d, "is not a Host field value");
+		assert_int_equal(it->line, 6);
+		assert_int_equal(it->col, 13);
+		diag_free(&d);
+	}
 }
 
 #define ROUTE_MODELS                                                                               \
@@ -942,6 +990,10 @@ static void test_limits_and_file_mode(void **state)
 	assert_int_equal(chmod(path, 0644), 0);
 	diag_init(&d);
 	assert_int_equal(config_load(path, &cfg, &d), CUSTOS_OK);
+	/* The digest of the bytes read (a reload's proxy and supervisor compare it):
+	 * printf 'version: 1\n' | sha256sum */
+	assert_string_equal(cfg->source_sha256,
+	                    "09bfcc6a14b83e2192b8673677725c84883ee9cd0c70e45c9ec09daa8f2b2847");
 	config_free(cfg);
 	diag_free(&d);
 	unlink(path);
@@ -2510,6 +2562,7 @@ int main(void)
 		cmocka_unit_test(test_mtls),
 		cmocka_unit_test(test_listener_rules),
 		cmocka_unit_test(test_listener_ciphers),
+		cmocka_unit_test(test_upstream_host),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_admin_rules),
 		cmocka_unit_test(test_admin_tls),

@@ -210,6 +210,16 @@ static const char *check(psx_hdr h, size_t nfds, size_t n_slots)
 	return psx_sup_check(&m, n_slots);
 }
 
+/* A RELOAD with payload (its bytes, h.len of them). */
+static const char *check_reload(uint32_t len, const char *payload)
+{
+	static psx_msg m;
+	memset(&m, 0, sizeof(m));
+	m.h = (psx_hdr){ .type = PSX_RELOAD, .gen = 7, .len = len };
+	memcpy(m.payload, payload, strlen(payload));
+	return psx_sup_check(&m, 2);
+}
+
 /* What the proxy sends passes; everything else a compromised one could put in a header is
  * refused before the supervisor acts on it. */
 static void test_sup_check(void **state)
@@ -222,7 +232,9 @@ static void test_sup_check(void **state)
 	assert_null(check((psx_hdr){ .type = PSX_RESTART, .model = 1, .arg = 4242 }, 0, n));
 	assert_null(check((psx_hdr){ .type = PSX_IDLE, .model = 1 }, 0, n));
 	assert_null(check((psx_hdr){ .type = PSX_FREED, .model = 0 }, 0, n));
-	assert_null(check((psx_hdr){ .type = PSX_RELOAD, .gen = 7 }, 0, n));
+	static const char hex[] =
+	        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	assert_null(check_reload(PSX_RELOAD_SHA256_LEN, hex));
 	assert_null(check((psx_hdr){ .type = PSX_COMMIT, .gen = 7, .arg = 1 }, 0, n));
 	assert_null(check((psx_hdr){ .type = PSX_COMMIT, .gen = 7, .arg = 0 }, 0, n));
 	assert_null(check((psx_hdr){ .type = PSX_DRAINED }, 0, n));
@@ -259,6 +271,17 @@ static void test_sup_check(void **state)
 	/* Payloads and fds. */
 	assert_non_null(check((psx_hdr){ .type = PSX_DRAINED, .len = 1 }, 0, n));
 	assert_non_null(check((psx_hdr){ .type = PSX_RELOAD, .len = 16 }, 0, n));
+	/* RELOAD's digest: missing, short, long, not lowercase hex. */
+	assert_non_null(check((psx_hdr){ .type = PSX_RELOAD, .gen = 7 }, 0, n));
+	assert_non_null(check_reload(PSX_RELOAD_SHA256_LEN - 1, hex));
+	assert_non_null(check_reload(PSX_RELOAD_SHA256_LEN + 1, hex));
+	assert_non_null(
+	        check_reload(PSX_RELOAD_SHA256_LEN,
+	                     "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+	assert_non_null(
+	        check_reload(PSX_RELOAD_SHA256_LEN,
+	                     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde "));
+	assert_non_null(check_reload(PSX_RELOAD_SHA256_LEN, "")); /* 64 NUL bytes */
 	assert_non_null(check((psx_hdr){ .type = PSX_WANT, .arg = 1 }, 1, n));
 	assert_non_null(check((psx_hdr){ .type = PSX_COMMIT, .arg = 1 }, 2, n));
 	assert_non_null(check((psx_hdr){ .type = PSX_SECCOMP }, 0, n));
