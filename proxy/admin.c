@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/tcp.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -17,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +387,10 @@ static void admin_audit_refused_summary(struct admin_server *s, const struct adm
 	}
 }
 
+/* admin_audit_conn_refusal's status for a request line libmicrohttpd closed the connection on
+ * without an answer (conn_refusal): not an HTTP status. */
+#define ADMIN_BAD_LINE 1u
+
 /* What libmicrohttpd's own answers mean (transmit_error_response in its connection.c). */
 static const char *mhd_refusal_reason(unsigned status)
 {
@@ -424,7 +430,11 @@ static void admin_audit_conn_refusal_one(struct admin_server *s, const struct ad
 		if (raw.len < w->uri_bytes)
 			audit_event_u64(&ev, "path_bytes", w->uri_bytes);
 	}
-	if (status) {
+	if (status == ADMIN_BAD_LINE) { /* no answer was sent: no status */
+		audit_event_cstr(&ev, "result", "refused");
+		audit_event_cstr(&ev, "reason",
+		                 "libmicrohttpd: malformed request line: closed without an answer");
+	} else if (status) {
 		audit_event_u64(&ev, "status", status);
 		audit_event_cstr(&ev, "result", "refused");
 		audit_event_cstr(&ev, "reason", mhd_refusal_reason(status));
@@ -811,19 +821,68 @@ static unsigned mhd_refused_take(const struct admin_listener *l, unsigned status
 	return 0;
 }
 
+/* What a TCP connection carried, from the kernel (TCP_INFO), at its close: data bytes sent
+ * to the peer (libmicrohttpd's answer), data bytes received, and whether the connection was
+ * closed from this side first (the peer's FIN not in yet). False for a socket without TCP (the
+ * Unix listener, the TLS gate's socketpairs). */
+/* tcpi_state values (the kernel's include/net/tcp_states.h; no user header has them beside
+ * linux/tcp.h's struct tcp_info). */
+enum {
+	ST_FIN_WAIT1 = 4,
+	ST_FIN_WAIT2 = 5,
+	ST_TIME_WAIT = 6,
+	ST_CLOSE = 7,
+	ST_CLOSE_WAIT = 8,
+	ST_LAST_ACK = 9,
+	ST_CLOSING = 11
+};
+struct tcp_traffic {
+	uint64_t sent, received;
+	bool we_closed_first;
+};
+static bool tcp_traffic(int fd, struct tcp_traffic *t)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof(ti.tcpi_bytes_sent))
+		return false;
+	/* tcpi_bytes_received counts the peer's FIN as a byte once it came in. */
+	bool peer_fin = ti.tcpi_state == ST_CLOSE_WAIT || ti.tcpi_state == ST_LAST_ACK ||
+	                ti.tcpi_state == ST_CLOSING || ti.tcpi_state == ST_TIME_WAIT ||
+	                ti.tcpi_state == ST_CLOSE;
+	t->sent = ti.tcpi_bytes_sent;
+	t->received = ti.tcpi_bytes_received - (peer_fin && ti.tcpi_bytes_received > 0);
+	t->we_closed_first = ti.tcpi_state == ST_FIN_WAIT1 || ti.tcpi_state == ST_FIN_WAIT2;
+	return true;
+}
+
 /* A connection's close (its own thread): audits the request custos's access handler never
  * saw, if there is one: refused by libmicrohttpd (its status), or shut down by the watchdog
  * with its request head incomplete (a keep-alive connection idle since its last answer is
- * not one). A shed connection was audited when it was shed. */
+ * not one). A shed connection was audited when it was shed. On TCP the kernel says whether
+ * libmicrohttpd answered at all: only a connection it answered takes a status logged on its
+ * thread (a silent probe closing meanwhile on that thread cannot take another peer's 505),
+ * and one it closed first without an answer after the client sent bytes is a request line it
+ * could not parse (no space in it: libmicrohttpd logs nothing then). */
 static void conn_refusal(struct admin_server *s, struct admin_listener *l, struct watch *w,
                          bool expired)
 {
 	unsigned status = w->mhd_status;
+	struct tcp_traffic t;
 
 	if (w->answered)
 		return;
-	if (status == 0 && !w->line_seen)
-		status = mhd_refused_take(l, 0);
+	if (status == 0 && !w->line_seen) {
+		bool tcp = w->fd >= 0 && !l->gated && tcp_traffic(w->fd, &t);
+		if (!tcp || t.sent > 0)
+			status = mhd_refused_take(l, 0);
+		else if (t.received > 0 && t.we_closed_first && !expired) {
+			admin_audit_conn_refusal(s, l, w, ADMIN_BAD_LINE);
+			return;
+		}
+	}
 	if (status)
 		admin_audit_conn_refusal(s, l, w, status);
 	else if (expired && (!w->served || w->line_seen))

@@ -6,6 +6,9 @@
 #   a field line without a colon (400) and an HTTP/2.0 request line (505) each give exactly one
 #   admin.request event: the peer as principal, listener, path when the request line was read,
 #   the status libmicrohttpd sent, result "refused" and a reason;
+# - on TCP, a request line without a space (libmicrohttpd closes without an answer and logs
+#   nothing) gives one event: result "refused", no status, reason "malformed request line";
+#   connections that send nothing and close, beside 505s, give none (each 505 one event);
 # - a request head sent one byte every 0.2 s, and a connection that sends nothing, are closed
 #   by the watchdog past their deadline (the test hook CUSTOS_TEST_ADMIN_TIMEOUT_S at its
 #   smallest, 1 s; the client waits for the close), each with exactly one event: result
@@ -61,7 +64,7 @@ check_events() {
 	local base="\"principal\":\"$who\",\"listener\":\"$l\""
 	check "$pfx 431: one event" "$(count "$base,\"path\":\"/$pfx-431\",\"status\":431,\"result\":\"refused\",\"reason\":\"libmicrohttpd: request head over the connection memory\"")" 1
 	check "$pfx 400: one event" "$(count "$base,\"path\":\"/$pfx-400\",\"status\":400,\"result\":\"refused\",\"reason\":\"libmicrohttpd: malformed request\"")" 1
-	check "$pfx 505: one event (no path: the request line was refused)" "$(count "$base,\"status\":505,\"result\":\"refused\",\"reason\":\"libmicrohttpd: HTTP version not supported\"")" 1
+	check "$pfx 505: one event (no path: the request line was refused)" "$(count "$base,\"status\":505,\"result\":\"refused\",\"reason\":\"libmicrohttpd: HTTP version not supported\"")" "${N505:-1}"
 	check "$pfx slow head: one event" "$(count "$base,\"path\":\"/$pfx-slow\",\"result\":\"timeout\",\"reason\":\"request head not complete within 1 s: closed without an answer\"")" 1
 	check "$pfx silent connection: one event, no path" "$(count "$base,\"result\":\"timeout\",\"reason\":\"request head not complete within 1 s: closed without an answer\"")" 1
 	[ "$with401" = 0 ] ||
@@ -96,13 +99,23 @@ start_admin_custos
 cases tcp "$APORT" tcp "$TOKEN"
 cases unix "$work/admin.sock" unix ""
 run_case tcp "$APORT" answered "/tcp-401" "" 401
+# A silent probe beside 505s: only the connections answered take their statuses.
+for i in 1 2 3; do
+	run_case tcp "$APORT" probe "/" "" none &
+	probe=$!
+	run_case tcp "$APORT" version "/tcp-505-$i" "" 505
+	wait "$probe"
+done
+run_case tcp "$APORT" nospace "/" "" none
 wait_until 30 grep -q 'request not complete within 1 s' "$work/custos.log" ||
 	fail "no watchdog close logged"
-# 5 refusals a listener (3 answered by libmicrohttpd, 2 closed) and the 401
-check "custos_admin_denied_total counts each refusal" "$(metric custos_admin_denied_total)" 11
+# 5 refusals a listener (3 answered by libmicrohttpd, 2 closed), the 401, three more 505s and
+# the request line without a space on TCP
+check "custos_admin_denied_total counts each refusal" "$(metric custos_admin_denied_total)" 15
 stop_custos
 me=$(id -u)
-check_events tcp "tcp:127.0.0.1" tcp 1 6
+N505=4 check_events tcp "tcp:127.0.0.1" tcp 1 10
+check "tcp: a request line without a space: one event, no status" "$(count '"principal":"tcp:127.0.0.1","listener":"tcp","result":"refused","reason":"libmicrohttpd: malformed request line: closed without an answer"')" 1
 check_events unix "uid:$me" unix 0 5
 mv "$work/audit" "$work/audit.plain"
 

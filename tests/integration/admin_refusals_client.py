@@ -12,6 +12,8 @@ server closed without one, "reset" when the connection was reset before one came
   big      a field of 70000 bytes: over the 64 KiB of connection memory (431)
   field    a field line without a colon (400)
   version  the request line of HTTP/2.0 (505)
+  nospace  a request line without a space (libmicrohttpd closes without an answer)
+  probe    connects and closes at once, sending nothing
   slow     a request line, then one byte of a field every 0.2 s until the server closes
   idle     nothing at all, until the server closes
   answered a GET with TOKEN (when given) on a kept-alive connection, its answer, then nothing
@@ -80,6 +82,13 @@ def main():
             s.sendall(b"GET " + p + b" HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n")
         elif case == "version":
             s.sendall(b"GET " + p + b" HTTP/2.0\r\nHost: a\r\n\r\n")
+        elif case == "nospace":
+            s.sendall(b"GARBAGE\r\n\r\n")
+        elif case == "probe":
+            s.close()
+            print("status none")
+            print("closed")
+            return
         elif case == "slow":
             s.sendall(b"GET " + p + b" HTTP/1.1\r\nX-Slow: ")
             s.setblocking(False)
