@@ -216,6 +216,12 @@ int cmd_audit_export(int argc, char **argv)
 				rc = CLI_FAIL;
 				break;
 			}
+			if (nf == 0) { /* a wrong directory is not an empty trail: as verify */
+				cli_say("custos: %s: no audit files found", paths[i]);
+				audit_paths_free(files, nf);
+				rc = CLI_FAIL;
+				break;
+			}
 		} else {
 			files = xcalloc(1, sizeof(char *));
 			files[0] = xstrdup(paths[i]);

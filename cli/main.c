@@ -2,6 +2,7 @@
  * custos main: global options, then dispatch through one command table. Commands hold no
  * logic beyond argument handling; everything they do lives in a module tests can reach.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -240,7 +241,31 @@ static bool is_group(const char *s)
 	return false;
 }
 
+/* What was written to stdout must have reached it: a full disk or a closed pipe under a
+ * command that printed its answer is a failure (exit 1), not a success with the answer lost.
+ * A reader that went away (EPIPE: `custos config keys | head -1`) is not told about. */
+static int stdout_done(int rc)
+{
+	bool flushed = fflush(stdout) == 0;
+	int err = errno;
+
+	if (flushed && !ferror(stdout))
+		return rc;
+	if (!flushed && err != EPIPE)
+		cli_error("standard output: %s", strerror(err));
+	else if (flushed)
+		cli_error("standard output: a write failed");
+	return rc == CLI_OK ? CLI_FAIL : rc;
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+	return stdout_done(run(argc, argv));
+}
+
+static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "log-level", required_argument, NULL, 'l' },

@@ -5,8 +5,9 @@
 # where a file or directory is expected is an unknown option, never created as a directory
 # (`ca init --force`); `vm run` does not ignore a stray word; `ctl` names an unknown command
 # and refuses --insecure-remote without --url http://; `audit export --help` shows --format as
-# optional, as it is; with --log-format json every line on stderr is a JSON object, usage
-# errors, failures and a check's diagnostics alike.
+# optional, as it is; a directory without log files is not an empty export; stdout that
+# cannot be written is exit 1; with --log-format json every line on stderr is a JSON object,
+# usage errors, failures and a check's diagnostics alike.
 set -u
 bin=${CUSTOS_BIN:?CUSTOS_BIN not set}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
@@ -97,6 +98,9 @@ expect "audit verify --head twice" 2 "--head given twice" audit verify --head a 
 expect "audit verify --pubkey without a value" 2 "option '--pubkey' needs a value" audit verify x --pubkey
 expect "audit export, no path" 2 "custos audit export: missing PATH" audit export
 expect "audit export --format xml" 2 "--format: unknown format 'xml'" audit export --format xml x
+mkdir "$work/empty"
+expect "audit export of a directory without log files" 1 "empty: no audit files found" \
+	audit export "$work/empty"
 "$bin" audit export --help >"$work/out" 2>&1
 grep -q 'audit export \[--format json|cef|leef|rfc5424\] PATH' "$work/out" &&
 	ok "audit export --help: --format optional" || bad "audit export --help: $(cat "$work/out")"
@@ -141,6 +145,20 @@ expect_json "json: ctl bogus" "unknown command 'bogus'" ctl bogus
 expect_json "json: sandbox exec --gpu x" "--gpu x: none, nvidia or amd" sandbox exec --gpu x -- true
 expect_json "json: vm run --vcpus 0" "--vcpus 0: 0 is out of range" vm run --vcpus 0
 expect_json "json: policy explain" "missing --request" policy explain p.yaml
+
+# Output that cannot be written is a failure, not a lost answer with exit 0.
+if [ -w /dev/full ]; then
+	for args in "version" "config keys" "--help"; do
+		# shellcheck disable=SC2086 # the words of $args are the arguments
+		"$bin" $args </dev/null >/dev/full 2>"$work/err"
+		rc=$?
+		[ "$rc" -eq 1 ] && grep -q "standard output" "$work/err" &&
+			ok "$args >/dev/full: exit 1, said" ||
+			bad "$args >/dev/full: exit $rc: $(head -c 300 "$work/err")"
+	done
+else
+	echo "skip /dev/full cases: no writable /dev/full"
+fi
 
 # --log-format json: a failure and a check's diagnostics too (exit 1)
 printf 'version: 1\nbogus_key: 1\n' >"$work/bad.yaml"
