@@ -39,6 +39,22 @@ const cli_log_flags *cli_log_flags_get(void);
 bool cli_stderr_json(void);
 /* Reports a command-line problem: "custos: MSG" on stderr, or a JSON log line (cli_stderr_json). */
 void cli_error(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
+/* A line for stderr (a problem, a failure) written as given ("custos ctl: ..."), or as a JSON
+ * log line with --log-format json, where every line custos writes to stderr is JSON. */
+void cli_say(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
+/* A check's diagnostics on stderr: file:line:col lines, or JSON log lines (cli_stderr_json). */
+void cli_diag_print(const diag_list *d);
+/* A usage error of one command: "custos <group> <name>: MSG", then its usage line; returns
+ * CLI_USAGE. */
+int cli_usage_error(const char *group, const char *name, const char *fmt, ...) CUSTOS_PRINTF(3, 4);
+/* What getopt_long (opterr 0, optstring starting with ':' after any '+') found wrong in argv
+ * when it returned ch ('?' or ':'), in words: "unknown option '--x'", "option '-c' needs a
+ * value", "option '--host' takes no value". */
+void cli_getopt_problem(int ch, char **argv, char *out, size_t size);
+/* The operands of a command that takes no options: exactly n of them (after an optional "--")
+ * into ops. A word starting with '-' before any "--" is an unknown option, never a file or a
+ * directory name. CLI_OK, or CLI_USAGE after the problem and the usage line are written. */
+int cli_operands(const char *group, const char *name, int argc, char **argv, int n, char **ops);
 
 int cmd_version(int argc, char **argv);
 int cmd_up(int argc, char **argv);

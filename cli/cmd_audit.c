@@ -11,27 +11,29 @@
 
 int cmd_audit_keygen(int argc, char **argv)
 {
-	if (argc != 2)
-		return cli_usage("audit", "keygen", false);
-	if (audit_keygen(argv[1]) != CUSTOS_OK) {
-		fprintf(stderr, "custos: %s\n", err_msg());
+	char *dir;
+
+	if (cli_operands("audit", "keygen", argc, argv, 1, &dir) != CLI_OK)
+		return CLI_USAGE;
+	if (audit_keygen(dir) != CUSTOS_OK) {
+		cli_say("custos: %s", err_msg());
 		return CLI_FAIL;
 	}
 	printf("wrote %s/audit.key (0600, keep it for the writer) and %s/audit.pub (for verify)\n",
-	       argv[1], argv[1]);
+	       dir, dir);
 	return CLI_OK;
 }
 
 /* getopt_long that also takes options after operands (verify DIR --live): returns the next
- * option as getopt does, 1 with *operand set for an operand, -1 at the end. After "--"
- * everything is an operand. */
+ * option as getopt does ('?' or ':' for a problem, cli_getopt_problem), 1 with *operand set for
+ * an operand, -1 at the end. After "--" everything is an operand. */
 static int next_arg(int argc, char **argv, const struct option *opts, bool *operands_only,
                     char **operand)
 {
 	if (!*operands_only) {
-		int c = getopt_long(argc, argv, "+", opts, NULL);
+		int c = getopt_long(argc, argv, "+:", opts, NULL);
 		if (c != -1)
-			return c == 1 ? '?' : c;
+			return c;
 		if (optind > 1 && strcmp(argv[optind - 1], "--") == 0)
 			*operands_only = true;
 	}
@@ -72,6 +74,8 @@ int cmd_audit_verify(int argc, char **argv)
 	audit_verify_options vo;
 	audit_verify_result r;
 
+	char why[256] = "";
+
 	memset(&vo, 0, sizeof(vo));
 	paths = xcalloc((size_t)argc, sizeof(char *));
 	optind = 1;
@@ -80,22 +84,32 @@ int cmd_audit_verify(int argc, char **argv)
 			paths[npaths++] = operand;
 		else if (c == 'k' && npub < AUDIT_VERIFY_MAX_KEYS)
 			pubs[npub++] = optarg;
+		else if (c == 'k')
+			snprintf(why, sizeof(why),
+			         "more than %d --pubkey (a keyring file holds several)",
+			         AUDIT_VERIFY_MAX_KEYS);
 		else if (c == 'l')
 			vo.live = true;
 		else if (c == 'H' && vo.head == NULL)
 			vo.head = optarg;
+		else if (c == 'H')
+			snprintf(why, sizeof(why), "--head given twice");
 		else if (c == 'N')
 			vo.no_head = true;
 		else
+			cli_getopt_problem(c, argv, why, sizeof(why));
+		if (why[0])
 			goto out;
 	}
-	if (npaths == 0)
+	if (npaths == 0) {
+		snprintf(why, sizeof(why), "missing PATH");
 		goto out;
+	}
 	rc = CLI_FAIL;
 	vo.pubkeys = pubs;
 	vo.npub = npub;
 	if (audit_verify(paths, npaths, &vo, &r) != CUSTOS_OK) {
-		fprintf(stderr, "custos: %s\n", err_msg());
+		cli_say("custos: %s", err_msg());
 		goto out;
 	}
 	if (!r.ok) {
@@ -134,17 +148,20 @@ int cmd_audit_verify(int argc, char **argv)
 	rc = CLI_OK;
 out:
 	free(paths);
-	return rc == CLI_USAGE ? cli_usage("audit", "verify", false) : rc;
+	if (rc == CLI_USAGE)
+		return cli_usage_error("audit", "verify", "%s", why);
+	return rc;
 }
 
 int cmd_audit_accept_head(int argc, char **argv)
 {
 	char report[2048];
+	char *dir;
 
-	if (argc != 2 || argv[1][0] == '-')
-		return cli_usage("audit", "accept-head", false);
-	if (audit_accept_head(argv[1], report, sizeof(report)) != CUSTOS_OK) {
-		fprintf(stderr, "custos: %s\n", err_msg());
+	if (cli_operands("audit", "accept-head", argc, argv, 1, &dir) != CLI_OK)
+		return CLI_USAGE;
+	if (audit_accept_head(dir, report, sizeof(report)) != CUSTOS_OK) {
+		cli_say("custos: %s", err_msg());
 		return CLI_FAIL;
 	}
 	printf("%s\n", report);
@@ -173,15 +190,18 @@ int cmd_audit_export(int argc, char **argv)
 			continue;
 		}
 		if (c != 'f' || audit_format_parse(optarg, &f) != CUSTOS_OK) {
+			char why[256];
 			if (c == 'f')
-				fprintf(stderr, "custos: %s\n", err_msg());
+				snprintf(why, sizeof(why), "--format: %s", err_msg());
+			else
+				cli_getopt_problem(c, argv, why, sizeof(why));
 			free(paths);
-			return cli_usage("audit", "export", false);
+			return cli_usage_error("audit", "export", "%s", why);
 		}
 	}
 	if (npaths == 0) {
 		free(paths);
-		return cli_usage("audit", "export", false);
+		return cli_usage_error("audit", "export", "missing PATH");
 	}
 	memset(&ctx, 0, sizeof(ctx));
 	if (gethostname(host, sizeof(host) - 1) == 0)
@@ -192,7 +212,13 @@ int cmd_audit_export(int argc, char **argv)
 		struct stat st;
 		if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
 			if (audit_list_files(paths[i], &files, &nf) != CUSTOS_OK) {
-				fprintf(stderr, "custos: %s\n", err_msg());
+				cli_say("custos: %s", err_msg());
+				rc = CLI_FAIL;
+				break;
+			}
+			if (nf == 0) { /* a wrong directory is not an empty trail: as verify */
+				cli_say("custos: %s: no audit files found", paths[i]);
+				audit_paths_free(files, nf);
 				rc = CLI_FAIL;
 				break;
 			}
@@ -203,7 +229,7 @@ int cmd_audit_export(int argc, char **argv)
 		}
 		for (size_t j = 0; j < nf && rc == CLI_OK; j++)
 			if (audit_export_file(files[j], f, &ctx, stdout) != CUSTOS_OK) {
-				fprintf(stderr, "custos: %s\n", err_msg());
+				cli_say("custos: %s", err_msg());
 				rc = CLI_FAIL;
 			}
 		audit_paths_free(files, nf);

@@ -19,23 +19,25 @@ int cmd_config_check(int argc, char **argv)
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
 		if (ch != 'H') {
-			cli_usage("config", "check", false);
-			return CLI_USAGE;
+			char why[256];
+			cli_getopt_problem(ch, argv, why, sizeof(why));
+			return cli_usage_error("config", "check", "%s", why);
 		}
 		host = true;
 	}
-	if (optind + 1 != argc) {
-		cli_usage("config", "check", false);
-		return CLI_USAGE;
-	}
+	if (optind >= argc)
+		return cli_usage_error("config", "check", "missing FILE");
+	if (optind + 1 != argc)
+		return cli_usage_error("config", "check", "unexpected argument '%s'",
+		                       argv[optind + 1]);
 	const char *path = argv[optind];
 	diag_init(&d);
 	custos_err e = config_load(path, &cfg, &d);
 	if (e == CUSTOS_OK && host)
 		cli_config_host_check(cfg, &d);
-	diag_print(&d, stderr);
+	cli_diag_print(&d);
 	if (e == CUSTOS_OK && d.errors == 0) {
 		printf("%s: ok: %zu listener(s), %zu model(s), %zu sandbox profile(s), "
 		       "%zu data source(s), %zu audit sink(s)%s%s\n",
@@ -46,7 +48,7 @@ int cmd_config_check(int argc, char **argv)
 		diag_free(&d);
 		return CLI_OK;
 	}
-	fprintf(stderr, "%s: %zu error(s)\n", path, d.errors ? d.errors : 1);
+	cli_say("%s: %zu error(s)", path, d.errors ? d.errors : 1);
 	config_free(cfg);
 	diag_free(&d);
 	return CLI_FAIL;
@@ -60,11 +62,8 @@ static void print_key(const char *path, bool refused, void *arg)
 
 int cmd_config_keys(int argc, char **argv)
 {
-	(void)argv;
-	if (argc != 1) {
-		cli_usage("config", "keys", false);
+	if (cli_operands("config", "keys", argc, argv, 0, NULL) != CLI_OK)
 		return CLI_USAGE;
-	}
 	config_keys(print_key, NULL);
 	return fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
 }

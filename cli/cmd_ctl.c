@@ -589,17 +589,65 @@ static void ctl_explain(const struct ctl_target *t, const char *method, const ch
 	else if (status == 403 && t->url_hostport == NULL)
 		snprintf(hint, sizeof(hint), " (uid %u is not in admin.allowed_uids)",
 		         (unsigned)getuid());
-	fprintf(stderr, "custos ctl: %s %s: HTTP %u%s%s%s%s%s\n", method, path, status,
-	        reason ? " " : "", reason ? reason : "", msg[0] ? ": " : "", msg, hint);
+	cli_say("custos ctl: %s %s: HTTP %u%s%s%s%s%s", method, path, status, reason ? " " : "",
+	        reason ? reason : "", msg[0] ? ": " : "", msg, hint);
 }
 
-static int ctl_usage(void)
+static int ctl_usage(const char *why)
 {
-	cli_usage(NULL, "ctl", false);
-	fprintf(stderr,
-	        "commands: health | ready | metrics | policy [show|reload] | decide JSON|@FILE"
-	        " | sandboxes | restart ID | audit-status\n");
+	cli_usage_error(NULL, "ctl", "%s", why);
+	cli_say("commands: health | ready | metrics | policy [show|reload] | decide JSON|@FILE"
+	        " | sandboxes | restart ID | audit-status");
 	return CLI_USAGE;
+}
+
+/* Whether COMMAND ARGS is one of the forms above; when not, what is wrong with it (an unknown
+ * command, a known one with arguments missing or too many) is said: CLI_USAGE. Checked before
+ * the token file is read or a --url name resolved. */
+static int ctl_command_check(const char *cmd, int nargs, char **args)
+{
+	static const struct {
+		const char *name;
+		int min, max;
+		const char *args;
+	} known[] = {
+		{ "health", 0, 0, "" },
+		{ "ready", 0, 0, "" },
+		{ "metrics", 0, 0, "" },
+		{ "policy", 0, 1, " [show|reload]" },
+		{ "decide", 1, 1, " JSON|@FILE" },
+		{ "sandboxes", 0, 0, "" },
+		{ "restart", 1, 1, " ID" },
+		{ "audit-status", 0, 0, "" },
+	};
+	char why[512];
+
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(known); i++) {
+		if (strcmp(cmd, known[i].name) != 0)
+			continue;
+		bool policy_word = strcmp(cmd, "policy") != 0 || nargs == 0 ||
+		                   strcmp(args[0], "show") == 0 || strcmp(args[0], "reload") == 0;
+		if (nargs >= known[i].min && nargs <= known[i].max && policy_word) {
+			if (strcmp(cmd, "restart") != 0 || ctl_id_ok(args[0]))
+				return CLI_OK;
+			/* the id goes into the request line */
+			cli_say("custos ctl: restart: not a sandbox id (letters, digits, '.', '_', "
+			        "'-', '/', ':', 1 to 64 bytes, as custos.yaml allows)");
+			return CLI_USAGE;
+		}
+		if (nargs < known[i].min)
+			snprintf(why, sizeof(why), "%s: missing argument (%s%s)", cmd, cmd,
+			         known[i].args);
+		else if (nargs > known[i].max)
+			snprintf(why, sizeof(why), "%s: unexpected argument '%s' (%s%s)", cmd,
+			         args[known[i].max], cmd, known[i].args);
+		else /* policy with a word other than show or reload */
+			snprintf(why, sizeof(why), "%s: unknown subcommand '%s' (%s%s)", cmd,
+			         args[0], cmd, known[i].args);
+		return ctl_usage(why);
+	}
+	snprintf(why, sizeof(why), "unknown command '%s'", cmd);
+	return ctl_usage(why);
 }
 
 int cmd_ctl(int argc, char **argv)
@@ -621,7 +669,7 @@ int cmd_ctl(int argc, char **argv)
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+s:u:t:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+:s:u:t:", opts, NULL)) != -1) {
 		if (ch == 's') {
 			t.socket = optarg;
 			socket_given = true;
@@ -641,69 +689,77 @@ int cmd_ctl(int argc, char **argv)
 			uint64_t v;
 			if (num_parse_u64((span){ optarg, strlen(optarg) }, 1, CTL_TIMEOUT_MAX_S,
 			                  &v) != CUSTOS_OK) {
-				fprintf(stderr,
-				        "custos ctl: --timeout %s: want whole seconds, 1 to %d\n",
+				cli_say("custos ctl: --timeout %s: want whole seconds, 1 to %d",
 				        optarg, CTL_TIMEOUT_MAX_S);
 				return CLI_USAGE;
 			}
 			t.timeout_ms = (int)v * 1000;
-		} else
-			return ctl_usage();
+		} else {
+			char why[256];
+			cli_getopt_problem(ch, argv, why, sizeof(why));
+			return ctl_usage(why);
+		}
 	}
 	if (optind >= argc)
-		return ctl_usage();
+		return ctl_usage("missing COMMAND");
+	if (ctl_command_check(argv[optind], argc - optind - 1, argv + optind + 1) != CLI_OK)
+		return CLI_USAGE;
 	if (url && socket_given) {
-		fprintf(stderr, "custos ctl: --socket and --url: one or the other\n");
+		cli_say("custos ctl: --socket and --url: one or the other");
 		return CLI_USAGE;
 	}
 	if (url && token_file == NULL) {
-		fprintf(stderr,
-		        "custos ctl: --url needs --token-file FILE (the token whose SHA-256 "
-		        "is admin.tcp.token_sha256)\n");
+		cli_say("custos ctl: --url needs --token-file FILE (the token whose SHA-256 "
+		        "is admin.tcp.token_sha256)");
+		return CLI_USAGE;
+	}
+	if (insecure_remote && (url == NULL || strncmp(url, "http://", 7) != 0)) {
+		/* It lifts the loopback rule of http:// alone; elsewhere it would do nothing, and
+		 * over https:// it might be read as "skip the certificate check", which it is not. */
+		cli_say("custos ctl: --insecure-remote goes with --url http://");
 		return CLI_USAGE;
 	}
 	if (url) {
 		static const char pfx[] = "http://", spfx[] = "https://";
 		t.tls = strncmp(url, spfx, sizeof(spfx) - 1) == 0;
 		if (!t.tls && strncmp(url, pfx, sizeof(pfx) - 1) != 0) {
-			fprintf(stderr, "custos ctl: --url must be https://HOST:PORT or "
-			                "http://HOST:PORT (loopback)\n");
+			cli_say("custos ctl: --url must be https://HOST:PORT or "
+			        "http://HOST:PORT (loopback)");
 			return CLI_USAGE;
 		}
 		t.url_hostport = url + (t.tls ? sizeof(spfx) : sizeof(pfx)) - 1;
 		size_t n = strlen(t.url_hostport);
 		if (n && t.url_hostport[n - 1] == '/') {
-			fprintf(stderr, "custos ctl: --url takes no path\n");
+			cli_say("custos ctl: --url takes no path");
 			return CLI_USAGE;
 		}
 		custos_err re = ctl_url_resolve(&t);
 		if (re != CUSTOS_OK) {
-			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			cli_say("custos ctl: %s", err_msg());
 			return re == CUSTOS_ERR_INVAL ? CLI_USAGE : CLI_FAIL;
 		}
 		if (!insecure_remote && !t.tls && !t.all_loopback) {
-			fprintf(stderr,
-			        "custos ctl: --url %s is not a loopback address (a name must "
+			cli_say("custos ctl: --url %s is not a loopback address (a name must "
 			        "resolve to loopback addresses only): the admin token would cross "
 			        "the network in clear over http (give --insecure-remote to do it "
-			        "anyway, or use an SSH tunnel to a loopback port)\n",
+			        "anyway, or use an SSH tunnel to a loopback port)",
 			        url);
 			return CLI_USAGE;
 		}
 	}
 	if ((t.cacert || t.cert || t.key) && !t.tls) {
-		fprintf(stderr, "custos ctl: --cacert, --cert and --key go with --url https://\n");
+		cli_say("custos ctl: --cacert, --cert and --key go with --url https://");
 		return CLI_USAGE;
 	}
 	if ((t.cert == NULL) != (t.key == NULL)) {
-		fprintf(stderr, "custos ctl: --cert and --key go together\n");
+		cli_say("custos ctl: --cert and --key go together");
 		return CLI_USAGE;
 	}
 	buf_init(&t.token, ADMIN_TOKEN_MAX + 2);
 	if (token_file) {
 		if (file_load(token_file, FILE_SECRET, ADMIN_TOKEN_MAX + 1, &t.token) !=
 		    CUSTOS_OK) {
-			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			cli_say("custos ctl: %s", err_msg());
 			buf_free_secret(&t.token);
 			return CLI_FAIL;
 		}
@@ -716,9 +772,8 @@ int cmd_ctl(int argc, char **argv)
 		for (size_t i = 0; tok_ok && i < t.token.len; i++)
 			tok_ok = t.token.data[i] > 0x20 && t.token.data[i] < 0x7f;
 		if (!tok_ok) {
-			fprintf(stderr,
-			        "custos ctl: %s: the token must be one line of visible ASCII "
-			        "characters (no spaces)\n",
+			cli_say("custos ctl: %s: the token must be one line of visible ASCII "
+			        "characters (no spaces)",
 			        token_file);
 			buf_free_secret(&t.token);
 			return CLI_FAIL;
@@ -750,7 +805,7 @@ int cmd_ctl(int argc, char **argv)
 		method = "POST";
 		path = "/v1/decide";
 		if (load_body(args[0], &body) != CUSTOS_OK) {
-			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			cli_say("custos ctl: %s", err_msg());
 			rc = CLI_FAIL;
 		}
 	} else if (strcmp(cmd, "sandboxes") == 0 && nargs == 0) {
@@ -759,26 +814,19 @@ int cmd_ctl(int argc, char **argv)
 		method = "POST";
 		snprintf(pathbuf, sizeof(pathbuf), "/v1/sandboxes/%s/restart", args[0]);
 		path = pathbuf;
-	} else if (strcmp(cmd, "restart") == 0 && nargs == 1) {
-		fprintf(stderr, "custos ctl: restart: not a sandbox id (letters, digits, '.', '_', "
-		                "'-', '/', "
-		                "':', 1 to 64 bytes, as custos.yaml allows)\n");
-		buf_free_secret(&t.token);
-		buf_free(&body);
-		return CLI_USAGE;
 	} else if (strcmp(cmd, "audit-status") == 0 && nargs == 0) {
 		path = "/v1/audit/status";
 	} else {
 		buf_free_secret(&t.token);
 		buf_free(&body);
-		return ctl_usage();
+		return ctl_usage("bad command"); /* ctl_command_check let nothing else through */
 	}
 	if (rc == CLI_OK) {
 		buf out;
 		unsigned status = 0;
 		buf_init(&out, CTL_RESPONSE_MAX);
 		if (ctl_request(&t, method, path, buf_span(&body), &status, &out) != CUSTOS_OK) {
-			fprintf(stderr, "custos ctl: %s\n", err_msg());
+			cli_say("custos ctl: %s", err_msg());
 			rc = CLI_FAIL;
 		} else {
 			fwrite(out.data, 1, out.len, stdout);

@@ -9,11 +9,11 @@ static policy *load_or_report(const char *path, diag_list *d, bool engine)
 {
 	policy *p = NULL;
 	custos_err e = engine ? policy_load_check(path, &p, d) : policy_load(path, &p, d);
-	diag_print(d, stderr);
+	cli_diag_print(d);
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "%s: %zu error(s)\n", path, d->errors ? d->errors : 1);
+		cli_say("%s: %zu error(s)", path, d->errors ? d->errors : 1);
 		if (d->errors == 0)
-			fprintf(stderr, "custos: %s\n", err_msg());
+			cli_say("custos: %s", err_msg());
 		return NULL;
 	}
 	return p;
@@ -22,17 +22,16 @@ static policy *load_or_report(const char *path, diag_list *d, bool engine)
 int cmd_policy_check(int argc, char **argv)
 {
 	diag_list d;
-	if (argc != 2) {
-		cli_usage("policy", "check", false);
+	char *file;
+	if (cli_operands("policy", "check", argc, argv, 1, &file) != CLI_OK)
 		return CLI_USAGE;
-	}
 	diag_init(&d);
-	policy *p = load_or_report(argv[1], &d, true);
+	policy *p = load_or_report(file, &d, true);
 	if (p == NULL) {
 		diag_free(&d);
 		return CLI_FAIL;
 	}
-	printf("%s: ok, %zu rules, mode %s, sha256 %s%s\n", argv[1], policy_rule_count(p),
+	printf("%s: ok, %zu rules, mode %s, sha256 %s%s\n", file, policy_rule_count(p),
 	       policy_get_mode(p) == POLICY_SHADOW ? "shadow" : "enforce", policy_hash_hex(p),
 	       d.warnings ? " (with warnings)" : "");
 	policy_unref(p);
@@ -43,12 +42,11 @@ int cmd_policy_check(int argc, char **argv)
 int cmd_policy_test(int argc, char **argv)
 {
 	diag_list d;
-	if (argc != 3) {
-		cli_usage("policy", "test", false);
+	char *files[2];
+	if (cli_operands("policy", "test", argc, argv, 2, files) != CLI_OK)
 		return CLI_USAGE;
-	}
 	diag_init(&d);
-	policy *p = load_or_report(argv[1], &d, false);
+	policy *p = load_or_report(files[0], &d, false);
 	if (p == NULL) {
 		diag_free(&d);
 		return CLI_FAIL;
@@ -56,11 +54,11 @@ int cmd_policy_test(int argc, char **argv)
 	diag_free(&d);
 	diag_init(&d);
 	policy_test_result res;
-	custos_err e = policy_run_tests(p, argv[2], stdout, &res, &d);
-	diag_print(&d, stderr);
+	custos_err e = policy_run_tests(p, files[1], stdout, &res, &d);
+	cli_diag_print(&d);
 	int rc = CLI_OK;
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "%s: %s\n", argv[2], err_msg());
+		cli_say("%s: %s", files[1], err_msg());
 		rc = CLI_FAIL;
 	}
 	if (e != CUSTOS_OK) /* the file has errors: what ran is not the whole file */
@@ -78,22 +76,37 @@ int cmd_policy_test(int argc, char **argv)
 int cmd_policy_explain(int argc, char **argv)
 {
 	const char *file = NULL, *request = NULL;
+	bool options = true;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--request") == 0 && i + 1 < argc)
-			request = argv[++i];
-		else if (strncmp(argv[i], "--request=", 10) == 0)
-			request = argv[i] + 10;
-		else if (file == NULL && argv[i][0] != '-')
-			file = argv[i];
-		else {
-			cli_usage("policy", "explain", false);
-			return CLI_USAGE;
+		const char *r = NULL;
+		if (options && strcmp(argv[i], "--") == 0) {
+			options = false;
+			continue;
 		}
+		if (options && strcmp(argv[i], "--request") == 0) {
+			if (i + 1 >= argc)
+				return cli_usage_error("policy", "explain",
+				                       "option '--request' needs a value");
+			r = argv[++i];
+		} else if (options && strncmp(argv[i], "--request=", 10) == 0) {
+			r = argv[i] + 10;
+		} else if (options && argv[i][0] == '-' && argv[i][1] != '\0') {
+			return cli_usage_error("policy", "explain", "unknown option '%s'", argv[i]);
+		} else if (file == NULL) {
+			file = argv[i];
+			continue;
+		} else {
+			return cli_usage_error("policy", "explain", "unexpected argument '%s'",
+			                       argv[i]);
+		}
+		if (request != NULL) /* two contexts: which one was meant is not for us to guess */
+			return cli_usage_error("policy", "explain", "--request given twice");
+		request = r;
 	}
-	if (file == NULL || request == NULL) {
-		cli_usage("policy", "explain", false);
-		return CLI_USAGE;
-	}
+	if (file == NULL)
+		return cli_usage_error("policy", "explain", "missing FILE");
+	if (request == NULL)
+		return cli_usage_error("policy", "explain", "missing --request JSON|@FILE");
 	diag_list d;
 	diag_init(&d);
 	policy *p = load_or_report(file, &d, false);
@@ -113,22 +126,22 @@ int cmd_policy_explain(int argc, char **argv)
 	else
 		e = buf_append_cstr(&text, request);
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos: --request: %s\n", err_msg());
+		cli_say("custos: --request: %s", err_msg());
 		goto out;
 	}
 	policy_request req;
 	policy_request_doc *keep = NULL;
 	e = policy_request_parse(p, (const char *)buf_ptr(&text), buf_used(&text), &req, &keep, &d);
-	diag_print(&d, stderr);
+	cli_diag_print(&d);
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos: bad --request\n");
+		cli_say("custos: bad --request");
 		policy_request_doc_free(keep);
 		goto out;
 	}
 	e = policy_explain(p, &req, &out);
 	policy_request_doc_free(keep);
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos: %s\n", err_msg());
+		cli_say("custos: %s", err_msg());
 		goto out;
 	}
 	fwrite(buf_ptr(&out), 1, buf_used(&out), stdout);

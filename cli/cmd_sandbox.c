@@ -60,15 +60,25 @@ static void on_event(const sandbox_event *ev, void *arg)
 	}
 }
 
-static int parse_u64(const char *opt, const char *v, uint64_t max, uint64_t *out, bool size)
+static int parse_u64(const char *opt, const char *v, uint64_t min, uint64_t max, uint64_t *out,
+                     bool size)
 {
 	custos_err e = size ? num_parse_size(span_cstr(v), max, out)
-	                    : num_parse_u64(span_cstr(v), 0, max, out);
+	                    : num_parse_u64(span_cstr(v), min, max, out);
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "custos sandbox exec: %s: %s\n", opt, err_msg());
+		cli_say("custos sandbox exec: %s %s: %s", opt, v, err_msg());
 		return -1;
 	}
 	return 0;
+}
+
+/* A list option given more often than the sandbox takes: said, then a usage error. */
+static bool too_many(size_t n, size_t max, const char *opt)
+{
+	if (n < max)
+		return false;
+	cli_say("custos sandbox exec: more than %zu %s", max, opt);
+	return true;
 }
 
 enum {
@@ -146,7 +156,7 @@ int cmd_sandbox_exec(int argc, char **argv)
 
 	memset(&o, 0, sizeof(o));
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+p:c:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:p:c:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			profile = optarg;
@@ -156,11 +166,8 @@ int cmd_sandbox_exec(int argc, char **argv)
 			break;
 		case OPT_RO_BIND:
 		case OPT_BIND: {
-			if (nb == SANDBOX_MAX_BINDS) {
-				fprintf(stderr, "custos sandbox exec: more than %d binds\n",
-				        SANDBOX_MAX_BINDS);
+			if (too_many(nb, SANDBOX_MAX_BINDS, "--bind and --ro-bind"))
 				goto out_usage;
-			}
 			char *s = xstrdup(optarg);
 			splits[nsplits++] = s;
 			char *colon = strchr(s, ':');
@@ -172,22 +179,22 @@ int cmd_sandbox_exec(int argc, char **argv)
 			break;
 		}
 		case OPT_SETENV:
-			if (nset == SANDBOX_MAX_ENV)
+			if (too_many(nset, SANDBOX_MAX_ENV, "--setenv"))
 				goto out_usage;
 			env_set[nset++] = optarg;
 			break;
 		case OPT_KEEPENV:
-			if (nallow == SANDBOX_MAX_ENV)
+			if (too_many(nallow, SANDBOX_MAX_ENV, "--keep-env"))
 				goto out_usage;
 			env_allow[nallow++] = optarg;
 			break;
 		case OPT_DEVICE:
-			if (ndev == SANDBOX_MAX_DEVICES)
+			if (too_many(ndev, SANDBOX_MAX_DEVICES, "--device"))
 				goto out_usage;
 			devices[ndev++] = optarg;
 			break;
 		case OPT_SYSCALL:
-			if (nsys == SANDBOX_MAX_SYSCALLS)
+			if (too_many(nsys, SANDBOX_MAX_SYSCALLS, "--allow-syscall"))
 				goto out_usage;
 			syscalls[nsys++] = optarg;
 			break;
@@ -212,7 +219,8 @@ int cmd_sandbox_exec(int argc, char **argv)
 			else if (strcmp(optarg, "amd") == 0)
 				o.gpu_v = SANDBOX_GPU_AMD;
 			else {
-				fprintf(stderr, "custos sandbox exec: --gpu none|nvidia|amd\n");
+				cli_say("custos sandbox exec: --gpu %s: none, nvidia or amd",
+				        optarg);
 				goto out_usage;
 			}
 			break;
@@ -225,8 +233,8 @@ int cmd_sandbox_exec(int argc, char **argv)
 			else if (strcmp(optarg, "off") == 0)
 				o.cg_v = SANDBOX_CGROUP_OFF;
 			else {
-				fprintf(stderr,
-				        "custos sandbox exec: --cgroup auto|required|off\n");
+				cli_say("custos sandbox exec: --cgroup %s: auto, required or off",
+				        optarg);
 				goto out_usage;
 			}
 			break;
@@ -239,38 +247,41 @@ int cmd_sandbox_exec(int argc, char **argv)
 			else if (strcmp(optarg, "custom") == 0)
 				o.sc_v = SANDBOX_SECCOMP_CUSTOM;
 			else {
-				fprintf(stderr,
-				        "custos sandbox exec: --seccomp default|gpu|custom\n");
+				cli_say("custos sandbox exec: --seccomp %s: default, gpu or custom",
+				        optarg);
 				goto out_usage;
 			}
 			break;
 		case OPT_MEMORY:
-			if (parse_u64("--memory", optarg, 1ull << 50, &o.mem_v, true))
+			if (parse_u64("--memory", optarg, 0, 1ull << 50, &o.mem_v, true))
 				goto out_usage;
 			o.mem = true;
 			break;
 		case OPT_PIDS:
-			if (parse_u64("--pids", optarg, 1u << 22, &o.pids_v, false))
+			if (parse_u64("--pids", optarg, 0, 1u << 22, &o.pids_v, false))
 				goto out_usage;
 			o.pids = true;
 			break;
 		case OPT_CPU:
-			if (parse_u64("--cpu", optarg, 1024u * 1000u, &o.cpu_v, false))
+			if (parse_u64("--cpu", optarg, 0, 1024u * 1000u, &o.cpu_v, false))
 				goto out_usage;
 			o.cpu = true;
 			break;
 		case OPT_NOFILE:
-			if (parse_u64("--nofile", optarg, 1u << 20, &o.nofile_v, false))
+			if (parse_u64("--nofile", optarg, 0, 1u << 20, &o.nofile_v, false))
 				goto out_usage;
 			o.nofile = true;
 			break;
 		case OPT_TCPBIND:
 		case OPT_TCPCONN:
-			if (parse_u64("port", optarg, 65535, &v, false) || v == 0)
+			if (parse_u64(c == OPT_TCPBIND ? "--allow-tcp-bind" : "--allow-tcp-connect",
+			              optarg, 1, 65535, &v, false))
 				goto out_usage;
-			if (c == OPT_TCPBIND && ntb < SANDBOX_MAX_PORTS)
+			if (c == OPT_TCPBIND &&
+			    !too_many(ntb, SANDBOX_MAX_PORTS, "--allow-tcp-bind"))
 				tcp_bind[ntb++] = (uint16_t)v;
-			else if (c == OPT_TCPCONN && ntc < SANDBOX_MAX_PORTS)
+			else if (c == OPT_TCPCONN &&
+			         !too_many(ntc, SANDBOX_MAX_PORTS, "--allow-tcp-connect"))
 				tcp_conn[ntc++] = (uint16_t)v;
 			else
 				goto out_usage;
@@ -281,12 +292,16 @@ int cmd_sandbox_exec(int argc, char **argv)
 		case OPT_KILLVIOL:
 			o.kill = true;
 			break;
-		default:
+		default: {
+			char why[256];
+			cli_getopt_problem(c, argv, why, sizeof(why));
+			cli_say("custos sandbox exec: %s", why);
 			goto out_usage;
+		}
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "custos sandbox exec: no command given\n");
+		cli_say("custos sandbox exec: no command given");
 		goto out_usage;
 	}
 	if (config) {
@@ -295,27 +310,26 @@ int cmd_sandbox_exec(int argc, char **argv)
 		diag_list d;
 		diag_init(&d);
 		custos_err e = config_load(config, &cfg, &d);
-		diag_print(&d, stderr);
+		cli_diag_print(&d);
 		diag_free(&d);
 		if (e != CUSTOS_OK) {
-			fprintf(stderr, "custos sandbox exec: %s: not a valid configuration\n",
-			        config);
+			cli_say("custos sandbox exec: %s: not a valid configuration", config);
 			goto out;
 		}
 		const cfg_profile *cp = config_find_profile(cfg, profile);
 		if (cp == NULL) {
-			fprintf(stderr, "custos sandbox exec: %s: no sandbox profile '%s'\n",
-			        config, profile);
+			cli_say("custos sandbox exec: %s: no sandbox profile '%s'", config,
+			        profile);
 			goto out;
 		}
 		if (sandbox_profile_from_cfg(cp, &p) != CUSTOS_OK) {
-			fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
+			cli_say("custos sandbox exec: %s", err_msg());
 			goto out;
 		}
 		from_cfg = true;
 		mapped = p;
 	} else if (sandbox_profile_builtin(profile, &p) != CUSTOS_OK) {
-		fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
+		cli_say("custos sandbox exec: %s", err_msg());
 		goto out_usage;
 	}
 	/* Binds and devices from the command line come after the profile's own. */
@@ -395,7 +409,7 @@ int cmd_sandbox_exec(int argc, char **argv)
 	if (events) {
 		ctx.events_fd = open(events, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (ctx.events_fd == -1) {
-			fprintf(stderr, "custos sandbox exec: %s: %s\n", events, strerror(errno));
+			cli_say("custos sandbox exec: %s: %s", events, strerror(errno));
 			goto out;
 		}
 	}
@@ -422,12 +436,12 @@ int cmd_sandbox_exec(int argc, char **argv)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(sigs); i++)
 		sigaction(sigs[i], &sa, &old[i]);
 	if (sandbox_spawn(&p, (const char *const *)(argv + optind), &so, &sb) != CUSTOS_OK) {
-		fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
+		cli_say("custos sandbox exec: %s", err_msg());
 	} else {
 		int st = 0;
 		exec_pid = sandbox_pid(sb);
 		if (sandbox_wait(sb, &st) != CUSTOS_OK)
-			fprintf(stderr, "custos sandbox exec: %s\n", err_msg());
+			cli_say("custos sandbox exec: %s", err_msg());
 		else if (WIFEXITED(st))
 			rc = WEXITSTATUS(st);
 		else if (WIFSIGNALED(st))

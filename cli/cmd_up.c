@@ -3371,10 +3371,13 @@ static int proxy_main(custos_config *cfg, const char *path, pid_t parent)
 }
 
 /* A usage error of `up`: a log line when the log is JSON (a daemon's stderr goes to a shipper). */
-static int up_usage(void)
+/* A usage error: what is wrong, then the usage line, as log lines when the log is JSON (the
+ * default off a terminal: under systemd), where `up` writes everything else too. */
+static int up_usage(const char *why)
 {
 	if (!log_is_json())
-		return cli_usage(NULL, "up", false);
+		return cli_usage_error(NULL, "up", "%s", why);
+	log_error("up: %s", why);
 	log_error("usage: custos up -c FILE");
 	return CLI_USAGE;
 }
@@ -3427,15 +3430,23 @@ int cmd_up(int argc, char **argv)
 	int ch;
 
 	optind = 1;
-	if (log_is_json())
-		opterr = 0; /* getopt's own message would be raw text: the usage line says it */
-	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
-		if (ch != 'c')
-			return up_usage();
+	while ((ch = getopt_long(argc, argv, ":c:", opts, NULL)) != -1) {
+		char why[256];
+		if (ch != 'c') {
+			cli_getopt_problem(ch, argv, why, sizeof(why));
+			return up_usage(why);
+		}
+		if (path != NULL) /* two files: which one was meant is not for us to guess */
+			return up_usage("-c given twice");
 		path = optarg;
 	}
-	if (path == NULL || optind != argc)
-		return up_usage();
+	if (path == NULL)
+		return up_usage("missing -c FILE");
+	if (optind != argc) {
+		char why[256];
+		snprintf(why, sizeof(why), "unexpected argument '%s'", argv[optind]);
+		return up_usage(why);
+	}
 
 	custos_config *cfg = NULL;
 	if (up_load(path, &cfg) != CUSTOS_OK)

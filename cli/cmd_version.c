@@ -17,10 +17,8 @@ int cmd_version(int argc, char **argv)
 	const struct scmp_version *sv = seccomp_version();
 	unsigned long lv = 0;
 
-	if (argc > 1) {
-		cli_usage(NULL, "version", false);
+	if (cli_operands(NULL, "version", argc, argv, 0, NULL) != CLI_OK)
 		return CLI_USAGE;
-	}
 	/* libvirt and libmicrohttpd are bound on first use (dl/); this command asks for them. */
 	bool have_virt = lazylib_libvirt() == CUSTOS_OK && virGetVersion(&lv, NULL, NULL) == 0;
 	char virt_err[LAZYLIB_MSG_MAX];

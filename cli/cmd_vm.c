@@ -130,9 +130,15 @@ static void on_vm_event(void *arg, const char *domain, vm_event_kind kind, const
 
 static int vm_usage_error(const char *msg)
 {
-	fprintf(stderr, "custos vm run: %s\n", msg);
-	cli_usage("vm", "run", false);
-	return CLI_USAGE;
+	return cli_usage_error("vm", "run", "%s", msg);
+}
+
+/* A number option out of its range or not a number: its name, the value and why. */
+static int vm_bad_number(const char *opt, const char *v)
+{
+	char why[300];
+	snprintf(why, sizeof(why), "%s %s: %s", opt, v, err_msg());
+	return vm_usage_error(why);
 }
 
 /* Waits for the pidfile and the seccomp filter; QEMU installs it before running the guest,
@@ -179,7 +185,7 @@ static custos_err vm_run_from_config(const char *path, const char *id, struct vm
 	diag_list d;
 	diag_init(&d);
 	custos_err e = config_load(path, &c->cfg, &d);
-	diag_print(&d, stderr);
+	cli_diag_print(&d);
 	diag_free(&d);
 	ENSURE(e == CUSTOS_OK, e, "%s: not a valid configuration", path);
 	c->m = config_find_model(c->cfg, id);
@@ -247,7 +253,7 @@ int cmd_vm_run(int argc, char **argv)
 	int c, li = 0;
 	uint64_t v;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, &li)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", opts, &li)) != -1) {
 		/* The VM's own settings: from the command line, or all from --config. */
 		if (c > 0 && strchr("untkicmvCVl", c))
 			profile_flag = opts[li].name;
@@ -272,12 +278,12 @@ int cmd_vm_run(int argc, char **argv)
 			break;
 		case 'm':
 			if (num_parse_u64(span_cstr(optarg), 16, VM_MAX_MEM_MIB, &v) != CUSTOS_OK)
-				return vm_usage_error("bad --memory-mib");
+				return vm_bad_number("--memory-mib", optarg);
 			p.memory_mib = v;
 			break;
 		case 'v':
 			if (num_parse_u64(span_cstr(optarg), 1, VM_MAX_VCPUS, &v) != CUSTOS_OK)
-				return vm_usage_error("bad --vcpus");
+				return vm_bad_number("--vcpus", optarg);
 			p.vcpus = (unsigned)v;
 			break;
 		case 'C':
@@ -315,7 +321,7 @@ int cmd_vm_run(int argc, char **argv)
 			break;
 		case 'T':
 			if (num_parse_u64(span_cstr(optarg), 1, 3600, &timeout_s) != CUSTOS_OK)
-				return vm_usage_error("bad --timeout-s");
+				return vm_bad_number("--timeout-s", optarg);
 			timeout_set = true;
 			break;
 		case 'F':
@@ -327,9 +333,17 @@ int cmd_vm_run(int argc, char **argv)
 		case 'P':
 			print_xml = true;
 			break;
-		default:
-			return vm_usage_error("unknown option");
+		default: {
+			char why[256];
+			cli_getopt_problem(c, argv, why, sizeof(why));
+			return vm_usage_error(why);
 		}
+		}
+	}
+	if (optind < argc) { /* vm run takes options only: a stray word is a mistake */
+		char why[300];
+		snprintf(why, sizeof(why), "unexpected argument '%s'", argv[optind]);
+		return vm_usage_error(why);
 	}
 	static struct vm_from_cfg fc; /* p's strings point into it until the end */
 	uint64_t backoff_min_ns = 0, backoff_max_ns = 0;
@@ -346,7 +360,7 @@ int cmd_vm_run(int argc, char **argv)
 			return vm_usage_error(msg);
 		}
 		if (vm_run_from_config(config, model_id, &fc, &p) != CUSTOS_OK) {
-			fprintf(stderr, "custos vm run: %s\n", err_msg());
+			cli_say("custos vm run: %s", err_msg());
 			config_free(fc.cfg);
 			return CLI_FAIL;
 		}
@@ -393,7 +407,7 @@ int cmd_vm_run(int argc, char **argv)
 	if (events_path) {
 		events_file = fopen(events_path, "ae");
 		if (!events_file) {
-			fprintf(stderr, "custos vm run: %s: %s\n", events_path, strerror(errno));
+			cli_say("custos vm run: %s: %s", events_path, strerror(errno));
 			config_free(fc.cfg);
 			return CLI_FAIL;
 		}
@@ -417,7 +431,7 @@ int cmd_vm_run(int argc, char **argv)
 	uint64_t t0 = tm_mono_ns();
 	if (vm_host_open(&ho, &h) != CUSTOS_OK ||
 	    (use_vsock && vm_vsock_cid_reserve(h, vsock_want, NULL, &p.vsock_cid) != CUSTOS_OK)) {
-		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		cli_say("custos vm run: %s", err_msg());
 		goto out;
 	}
 	if (print_xml) { /* the domain it would start, then nothing started */
@@ -427,13 +441,13 @@ int cmd_vm_run(int argc, char **argv)
 		if (xe == CUSTOS_OK)
 			fwrite(buf_ptr(&b), 1, buf_used(&b), stdout);
 		else
-			fprintf(stderr, "custos vm run: %s\n", err_msg());
+			cli_say("custos vm run: %s", err_msg());
 		buf_free(&b);
 		rc = xe == CUSTOS_OK ? CLI_OK : CLI_FAIL;
 		goto out;
 	}
 	if (vm_start(h, &p, &m) != CUSTOS_OK) {
-		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		cli_say("custos vm run: %s", err_msg());
 		goto out;
 	}
 	char hash[65];
@@ -442,7 +456,7 @@ int cmd_vm_run(int argc, char **argv)
 	/* Fail closed: no traffic to a QEMU that is not under seccomp. */
 	if (cli_vm_check_seccomp(run_dir, p.name, (config ? timeout_s : 10) * 1000000000ull) !=
 	    CUSTOS_OK) {
-		fprintf(stderr, "custos vm run: refusing to route to %s: %s\n", p.name, err_msg());
+		cli_say("custos vm run: refusing to route to %s: %s", p.name, err_msg());
 		goto out;
 	}
 	if (use_vsock)
@@ -453,7 +467,7 @@ int cmd_vm_run(int argc, char **argv)
 		               .on_accept = on_guest_stream,
 		               .accept_arg = &ectx };
 	if (vm_channel_open(&co, &ch) != CUSTOS_OK) {
-		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		cli_say("custos vm run: %s", err_msg());
 		goto out;
 	}
 	if (forward) {
@@ -463,8 +477,7 @@ int cmd_vm_run(int argc, char **argv)
 		    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
 		    bind(lfd, (struct sockaddr *)&fwd_addr, fwd_len) == -1 ||
 		    listen(lfd, 512) == -1) {
-			fprintf(stderr, "custos vm run: --forward %s: %s\n", forward,
-			        strerror(errno));
+			cli_say("custos vm run: --forward %s: %s", forward, strerror(errno));
 			goto out;
 		}
 	}
@@ -474,7 +487,7 @@ int cmd_vm_run(int argc, char **argv)
 		char txt[64];
 		int n = snprintf(txt, sizeof(txt), "%d\n", (int)getpid());
 		if (file_write_atomic(ready_file, txt, (size_t)n, 0644) != CUSTOS_OK) {
-			fprintf(stderr, "custos vm run: %s\n", err_msg());
+			cli_say("custos vm run: %s", err_msg());
 			goto out;
 		}
 	}
@@ -488,7 +501,7 @@ int cmd_vm_run(int argc, char **argv)
 			if (cli_vm_check_seccomp(run_dir, p.name, timeout_s * 1000000000ull) !=
 			            CUSTOS_OK ||
 			    vm_channel_open(&co, &ch) != CUSTOS_OK) {
-				fprintf(stderr, "custos vm run: %s did not come back: %s\n", p.name,
+				cli_say("custos vm run: %s did not come back: %s", p.name,
 				        err_msg());
 				break;
 			}
@@ -517,7 +530,7 @@ out:
 		close(lfd);
 	vm_channel_close(ch);
 	if (m && vm_stop(h, m) != CUSTOS_OK)
-		fprintf(stderr, "custos vm run: %s\n", err_msg());
+		cli_say("custos vm run: %s", err_msg());
 	vm_host_close(h);
 	vm_vsock_cid_release(p.vsock_cid);
 	if (events_file)

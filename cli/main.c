@@ -2,6 +2,7 @@
  * custos main: global options, then dispatch through one command table. Commands hold no
  * logic beyond argument handling; everything they do lives in a module tests can reach.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -43,8 +44,8 @@ static const struct cli_command commands[] = {
 	  "audit.head" },
 	{ "audit", "accept-head", cmd_audit_accept_head, "DIR",
 	  "accept a log head below its last recorded checkpoint or a sink cursor (then start)" },
-	{ "audit", "export", cmd_audit_export, "--format json|cef|leef|rfc5424 PATH...",
-	  "render audit log files for a SIEM, one event per line" },
+	{ "audit", "export", cmd_audit_export, "[--format json|cef|leef|rfc5424] PATH...",
+	  "render audit log files for a SIEM, one event per line (--format: json by default)" },
 	{ NULL, "ctl", cmd_ctl, "[OPTIONS] CMD",
 	  "admin API client (--socket PATH | --url URL --token-file F [--insecure-remote] "
 	  "[--cacert F] [--cert F --key F]) [--timeout SECONDS]; URL: http://HOST:PORT "
@@ -92,6 +93,80 @@ void cli_error(const char *fmt, ...)
 		fprintf(stderr, "custos: %s\n", msg);
 }
 
+void cli_say(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cli_stderr_json())
+		log_error("%s", msg);
+	else
+		fprintf(stderr, "%s\n", msg);
+}
+
+void cli_diag_print(const diag_list *d)
+{
+	if (cli_stderr_json())
+		diag_log(d);
+	else
+		diag_print(d, stderr);
+}
+
+int cli_usage_error(const char *group, const char *name, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cli_say("custos %s%s%s: %s", group ? group : "", group ? " " : "", name, msg);
+	return cli_usage(group, name, false);
+}
+
+void cli_getopt_problem(int ch, char **argv, char *out, size_t size)
+{
+	/* getopt_long has moved optind past the word it refused, but for an unknown letter in
+	 * the middle of a cluster (-xv), where optopt names it. */
+	const char *word = optind > 0 ? argv[optind - 1] : "";
+	bool is_long = strncmp(word, "--", 2) == 0;
+	size_t wl = strcspn(word, "=");
+
+	if (ch == ':')
+		snprintf(out, size, "option '%s' needs a value", word);
+	else if (is_long && optopt != 0 && word[wl] == '=')
+		snprintf(out, size, "option '%.*s' takes no value", (int)wl, word);
+	else if (is_long)
+		snprintf(out, size, "unknown option '%.*s'", (int)wl, word);
+	else
+		snprintf(out, size, "unknown option '-%c'", optopt ? optopt : '?');
+}
+
+int cli_operands(const char *group, const char *name, int argc, char **argv, int n, char **ops)
+{
+	int got = 0;
+	bool options = true;
+
+	for (int i = 1; i < argc; i++) {
+		if (options && strcmp(argv[i], "--") == 0) {
+			options = false;
+			continue;
+		}
+		if (options && argv[i][0] == '-' && argv[i][1] != '\0')
+			return cli_usage_error(group, name, "unknown option '%s'", argv[i]);
+		if (got == n)
+			return cli_usage_error(group, name, "unexpected argument '%s'", argv[i]);
+		ops[got++] = argv[i];
+	}
+	if (got < n)
+		return cli_usage_error(group, name, "missing argument (%d expected, %d given)", n,
+		                       got);
+	return CLI_OK;
+}
+
 int cli_usage(const char *group, const char *name, bool to_stdout)
 {
 	FILE *f = to_stdout ? stdout : stderr;
@@ -101,12 +176,13 @@ int cli_usage(const char *group, const char *name, bool to_stdout)
 		if (strcmp(c->name, name) != 0 || (group == NULL) != (c->group == NULL) ||
 		    (group && strcmp(group, c->group) != 0))
 			continue;
+		const char *sp = c->usage[0] ? " " : "";
 		if (!to_stdout && cli_stderr_json())
-			log_error("usage: custos %s%s%s %s (%s)", c->group ? c->group : "",
-			          c->group ? " " : "", c->name, c->usage, c->summary);
+			log_error("usage: custos %s%s%s%s%s (%s)", c->group ? c->group : "",
+			          c->group ? " " : "", c->name, sp, c->usage, c->summary);
 		else
-			fprintf(f, "usage: custos %s%s%s %s\n  %s\n", c->group ? c->group : "",
-			        c->group ? " " : "", c->name, c->usage, c->summary);
+			fprintf(f, "usage: custos %s%s%s%s%s\n  %s\n", c->group ? c->group : "",
+			        c->group ? " " : "", c->name, sp, c->usage, c->summary);
 		return to_stdout ? CLI_OK : CLI_USAGE;
 	}
 	return CLI_USAGE;
@@ -152,7 +228,8 @@ static void print_group_help(FILE *f, const char *group)
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(commands); i++) {
 		const struct cli_command *c = &commands[i];
 		if (c->group && strcmp(c->group, group) == 0)
-			fprintf(f, "  %s %s\n      %s\n", c->name, c->usage, c->summary);
+			fprintf(f, "  %s%s%s\n      %s\n", c->name, c->usage[0] ? " " : "",
+			        c->usage, c->summary);
 	}
 }
 
@@ -164,7 +241,31 @@ static bool is_group(const char *s)
 	return false;
 }
 
+/* What was written to stdout must have reached it: a full disk or a closed pipe under a
+ * command that printed its answer is a failure (exit 1), not a success with the answer lost.
+ * A reader that went away (EPIPE: `custos config keys | head -1`) is not told about. */
+static int stdout_done(int rc)
+{
+	bool flushed = fflush(stdout) == 0;
+	int err = errno;
+
+	if (flushed && !ferror(stdout))
+		return rc;
+	if (!flushed && err != EPIPE)
+		cli_error("standard output: %s", strerror(err));
+	else if (flushed)
+		cli_error("standard output: a write failed");
+	return rc == CLI_OK ? CLI_FAIL : rc;
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+	return stdout_done(run(argc, argv));
+}
+
+static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "log-level", required_argument, NULL, 'l' },
@@ -227,8 +328,9 @@ int main(int argc, char **argv)
 		}
 	}
 	log_setup(lf->level, lf->format);
-	/* The commands' own getopt loops: silent in JSON mode (their usage line is a JSON line). */
-	opterr = cli_stderr_json() ? 0 : 1;
+	/* The commands' own getopt loops stay silent too: each says what is wrong itself
+	 * (cli_getopt_problem), in the format --log-format asks for. */
+	opterr = 0;
 	if (bad[0]) {
 		cli_error("%s", bad);
 		print_help(stderr);
@@ -247,6 +349,13 @@ int main(int argc, char **argv)
 	const char *group = NULL;
 	int cmd_at = optind;
 	if (strcmp(first, "help") == 0) {
+		if (optind + 1 < argc) {
+			cli_error(
+			        "help takes no argument ('custos %s --help' describes one command)",
+			        argv[optind + 1]);
+			print_help(stderr);
+			return CLI_USAGE;
+		}
 		print_help(stdout);
 		return CLI_OK;
 	}
