@@ -4,12 +4,15 @@
 # paths hold the packaged custos.yaml's audit directory and log; systemd-analyze verifies it;
 # its system call filter lets through every call custos makes and its sandbox profiles allow
 # (systemd-analyze expands the sets); no setting breaks what a sandbox does (sethostname in its
-# UTS namespace) or hands custos' directories to root; its timeouts fit custos' own; logrotate
-# parses the snippet and it signals the main pid only. Then, in a throwaway root (an overlay of
-# this machine's / in a private mount namespace, as ops_package.sh): postinst run twice leaves
-# the same state (user, group, modes); docs/OPERATIONS.md "First start" and "Key rotation" done
-# as written pass `custos config check --host` (the proxy's user reads its key, writes its
-# trail); postrm remove keeps the trail, purge removes it and the user.
+# UTS namespace) or hands custos' directories to root; under its filter, capability bounding
+# set and NoNewPrivileges (emulated with libseccomp and setpriv: systemd is not pid 1 here)
+# `custos sandbox exec` builds a sandbox and `custos up` confines its proxy and serves; its
+# timeouts fit custos' own; logrotate signals the main pid only. Then, in a throwaway root (an
+# overlay of this machine's / in a private mount namespace, as ops_package.sh): postinst run
+# twice leaves the same state (user, group, modes); docs/OPERATIONS.md "First start" and "Key
+# rotation" done as written pass `custos config check --host` (the proxy's user reads its key,
+# writes its trail); logrotate rotates the log it names; postrm remove keeps the trail, purge
+# removes it and the user.
 set -uo pipefail
 src=${CUSTOS_SRC:?}
 build=${CUSTOS_BUILD:?}
@@ -176,6 +179,86 @@ blocked=$(echo "$blocked" | tr ' ' '\n' | sort -u | tr '\n' ' ')
 	fail "SystemCallFilter= kills (SIGSYS) what custos makes or a sandbox profile allows:$blocked"
 [ -z "$unknown" ] ||
 	echo "note: systemd $(systemctl --version | awk 'NR==1{print $2}') has no name for:$(echo "$unknown" | tr ' ' '\n' | sort -u | tr '\n' ' ')"
+
+# The unit's confinement, emulated for `custos sandbox exec` (systemd is not pid 1 here): its
+# SystemCallFilter= as systemd loads it (an allow-list, default kill, plus the calls systemd
+# always allows), ProtectHostname='s filter when set, NoNewPrivileges= and the bounding set.
+# LeakSanitizer (sanitizer builds) stops the world with ptrace, which @debug kills: off here.
+if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! command -v python3 >/dev/null ||
+	! python3 -c 'import ctypes; ctypes.CDLL("libseccomp.so.2")' 2>/dev/null; then
+	echo "SKIPPED part: emulating the unit needs root, setpriv, python3 and libseccomp.so.2"
+else
+	cat >"$work/unit_exec.py" <<-'PY'
+		import ctypes, errno, os, sys
+		allow_file, hostname_deny, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+		lib = ctypes.CDLL("libseccomp.so.2")
+		lib.seccomp_init.restype = ctypes.c_void_p
+		lib.seccomp_init.argtypes = [ctypes.c_uint32]
+		lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+		lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+		lib.seccomp_load.argtypes = [ctypes.c_void_p]
+		KILL_PROCESS, ALLOW, EPERM = 0x80000000, 0x7FFF0000, 0x00050000 | errno.EPERM
+		def load(default, rules):
+		    ctx = lib.seccomp_init(default)
+		    for name, action in rules:
+		        nr = lib.seccomp_syscall_resolve_name(name.encode())
+		        if nr >= 0:
+		            lib.seccomp_rule_add(ctx, action, nr, 0)
+		    if lib.seccomp_load(ctx) != 0:
+		        sys.exit("seccomp_load failed")
+		names = [l.strip() for l in open(allow_file) if l.strip()]
+		names += ["execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn",
+		          "clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep",
+		          "clock_nanosleep"]  # what systemd always allows
+		if hostname_deny:
+		    load(ALLOW, [("sethostname", EPERM), ("setdomainname", EPERM)])
+		load(KILL_PROCESS, [(n, ALLOW) for n in names])
+		os.execv(argv[0], argv)
+	PY
+	caps=$(unit_values CapabilityBoundingSet | tr 'A-Z ' 'a-z\n' | sed -n 's/^cap_/+/p' | paste -sd,)
+	hn=0
+	unit_values ProtectHostname | grep -qix 'yes\|true\|on\|1' && hn=1
+	nnp=()
+	unit_values NoNewPrivileges | grep -qix 'yes\|true\|on\|1' && nnp=(--nnp)
+	out=$(ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" timeout 60 setpriv "${nnp[@]}" \
+		--bounding-set="-all${caps:+,$caps}" python3 "$work/unit_exec.py" "$work/effective" "$hn" \
+		"$dest/usr/bin/custos" sandbox exec -- /bin/hostname 2>&1)
+	rc=$?
+	[ "$rc" = 0 ] && [ "$out" = default ] &&
+		ok "custos sandbox exec runs under the unit's filter and capabilities" ||
+		fail "custos sandbox exec under the unit's confinement: status $rc$([ "$rc" = 159 ] &&
+			echo ' (SIGSYS: a call outside SystemCallFilter=)'): $(echo "$out" | tail -2)"
+	# custos up: the proxy confines itself (Landlock, its own seccomp filter) and serves; a
+	# request passes authentication and policy to an upstream that is down (502).
+	if command -v curl >/dev/null; then
+		key=install-layout-key
+		h=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+		port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+		mkdir "$work/up"
+		printf 'version: 1\nmode: enforce\nprincipals:\n  ops: { match: { api_key_sha256: "%s" } }\nmodels:\n  m: { isolation: none }\nrules:\n  - id: list\n    effect: allow\n    when: { direction: ingress, principal: [ops], route: "GET /v1/models" }\n' \
+			"$h" >"$work/up/policy.yaml"
+		printf 'version: 1\nlisteners:\n  - id: plain\n    address: "127.0.0.1:%s"\nauth:\n  api_keys:\n    - { id: ops, sha256: "%s" }\nmodels:\n  - id: m\n    upstream: { url: "http://127.0.0.1:9/" }\naudit:\n  dir: %s/up/audit\nadmin:\n  enabled: false\npolicy:\n  file: %s/up/policy.yaml\n' \
+			"$port" "$h" "$work" "$work" >"$work/up/custos.yaml"
+		chmod 600 "$work/up/custos.yaml"
+		ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" setpriv "${nnp[@]}" \
+			--bounding-set="-all${caps:+,$caps}" python3 "$work/unit_exec.py" "$work/effective" \
+			"$hn" "$dest/usr/bin/custos" up -c "$work/up/custos.yaml" 2>"$work/up/up.log" &
+		up_pid=$!
+		for _ in $(seq 120); do
+			grep -q 'is confined and serving' "$work/up/up.log" && break
+			kill -0 "$up_pid" 2>/dev/null || break
+			sleep 0.5
+		done
+		code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" \
+			"http://127.0.0.1:$port/v1/models")
+		kill -TERM "$up_pid" 2>/dev/null
+		wait "$up_pid"
+		rc=$?
+		[ "$code" = 502 ] && [ "$rc" = 0 ] &&
+			ok "custos up confines its proxy and serves under the unit's filter and capabilities" ||
+			fail "custos up under the unit's confinement: HTTP $code, status $rc: $(tail -3 "$work/up/up.log")"
+	fi
+fi
 
 # Timeouts: READY=1 waits for every sandbox's health check; a stop drains for the shutdown bound,
 # then the shipper's 5 s and the audit seal.
