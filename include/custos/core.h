@@ -450,7 +450,8 @@ void ydoc_warn(const ydoc *doc, const ydoc_node *node, diag_list *d, const char 
  */
 /* Sends state ("READY=1", "STATUS=...", "RELOADING=1", "STOPPING=1", "WATCHDOG=1"). */
 custos_err notify_send(const char *state) CUSTOS_WUR;
-/* The watchdog interval systemd asked for (WATCHDOG_USEC for this pid), or 0 when none. */
+/* The watchdog interval systemd asked for (WATCHDOG_USEC, when WATCHDOG_PID is unset, this pid
+ * or its parent: the supervisor systemd started, whose child the proxy is), or 0 when none. */
 uint64_t notify_watchdog_usec(void);
 
 #endif /* CUSTOS_CORE_H */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Operations: `custos up` speaks systemd's notify protocol (READY=1 once serving, STATUS=,
-# RELOADING=1/READY=1 around SIGHUP, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1), and with
+# RELOADING=1/READY=1 around SIGHUP, WATCHDOG=1 at half of WATCHDOG_USEC, with WATCHDOG_PID the
+# main pid as systemd sets it, STOPPING=1), and with
 # log.file set it reopens its log file on SIGUSR1, as logrotate needs. The service manager's end
 # of NOTIFY_SOCKET is a datagram socket read by a small python3 program (a fixture for systemd).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -25,7 +26,9 @@ pids+=($!)
 wait_until 60 test -S "$sock"
 
 chmod 600 "$work/custos.yaml"
-NOTIFY_SOCKET="$sock" WATCHDOG_USEC=400000 "$bin" up -c "$work/custos.yaml" 2>"$work/custos.log" &
+# As systemd does: WATCHDOG_PID names the main pid (the supervisor); the proxy, its child, pings.
+NOTIFY_SOCKET="$sock" WATCHDOG_USEC=400000 bash -c 'export WATCHDOG_PID=$$; exec "$0" "$@"' \
+	"$bin" up -c "$work/custos.yaml" 2>"$work/custos.log" &
 CU_PID=$!
 pids+=("$CU_PID")
 wait_for() { wait_until 60 grep -q "$2" "$1" 2>/dev/null; } # wait_for FILE PATTERN

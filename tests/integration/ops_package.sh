@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Operations: `cmake --install` into a DESTDIR lays out the FHS tree; CPack builds a .deb whose
-# metadata dpkg-deb shows; systemd-analyze verifies the unit; dpkg -i installs a working
-# `custos version` and the package is purged again, both in a throwaway root: an overlay of this
+# metadata dpkg-deb shows (conffiles, maintainer scripts, the unit's binary); systemd-analyze
+# verifies the unit; dpkg -i installs a working `custos version` and a policy that passes
+# `policy check`, and the package is purged again, both in a throwaway root: an overlay of this
 # machine's / (its upper layer a tmpfs) in a private mount namespace, chrooted into, so the
 # maintainer scripts (adduser, chown, deluser) run for real but nothing reaches the host's
 # files, users or dpkg database (checked at the end).
@@ -78,6 +79,14 @@ check "conffiles list /etc/custos/custos.yaml" \
 	bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./conffiles | grep -qx /etc/custos/custos.yaml"
 check "postinst creates the custos user" \
 	bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./postinst | grep -q 'adduser --system'"
+check "prerm stops the service on remove" \
+	bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./prerm | grep -q 'systemctl stop custos'"
+check "conffiles list every file the package puts under /etc" \
+	bash -c "diff <(dpkg-deb --fsys-tarfile '$deb' | tar -t | grep '^\./etc/.*[^/]\$' | sed 's/^\.//' | sort) \
+		<(dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./conffiles | sort)"
+check "the package's unit runs /usr/bin/custos (CPack's prefix, not its staging directory)" \
+	bash -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/lib/systemd/system/custos.service |
+		grep -qx 'ExecStart=/usr/bin/custos up -c /etc/custos/custos.yaml'"
 
 # The install part runs in its own mount namespace: a tmpfs, an overlay of / on it and a chroot
 # into the overlay (with its own /dev, /proc and an empty /run, so no systemctl reaches the host's
@@ -102,6 +111,8 @@ in_throwaway_root() {
 		bash -c "[ \"\$(chroot '$r' stat -c '%a %U:%G' /etc/custos/custos.yaml)\" = '640 root:custos' ]"
 	check "installed config passes config check" \
 		in_root /usr/bin/custos config check /etc/custos/custos.yaml
+	check "installed policy passes policy check (the unit's ExecStartPre)" \
+		in_root /usr/bin/custos policy check /etc/custos/policy.yaml
 	check "systemd-analyze verify accepts the installed unit" \
 		in_root systemd-analyze verify /usr/lib/systemd/system/custos.service
 	check "dpkg --purge removes it" in_root dpkg --purge custos
