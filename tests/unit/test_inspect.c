@@ -540,6 +540,82 @@ static void test_custom_refused(void **state)
 	inspect_engine_free(e);
 }
 
+/* Keywords see what detectors see: one written with characters the normalised view changes (a
+ * no-break space, a fullwidth letter, a zero-width space, a Cyrillic look-alike in a Latin
+ * word) matches the text in either form; before, it never matched at all. A pattern that spells
+ * out such a character could never match, and is refused; a keyword of invisible characters
+ * alone too. */
+static void test_custom_view_chars(void **state)
+{
+	(void)state;
+	static const char *const kws[] = {
+		"Project\xc2\xa0"
+		"Falcon",                                           /* NBSP */
+		"\xef\xbc\xa2luebird",                              /* fullwidth B */
+		"red\xe2\x80\x8bwing",                              /* ZWSP inside */
+		"Nightj\xd0\xb0r",                                  /* Cyrillic a in a Latin word */
+		"\xd0\x9c\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0", /* Cyrillic alone: kept */
+	};
+	inspect_custom_def d = { .name = "codes", .keywords = kws, .n_keywords = 5 };
+	inspect_engine_opts o = { .custom = &d, .n_custom = 1 };
+	inspect_engine *e;
+	inspect_scratch *s;
+	assert_int_equal(inspect_engine_new(&o, &e), CUSTOS_OK);
+	assert_int_equal(inspect_scratch_new(e, &s), CUSTOS_OK);
+	inspect_profile p = { 0 };
+	inspect_profile_set(&p, INSPECT_BUILTIN_COUNT, INSPECT_ACT_REDACT);
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "on Project Falcon now", "on [REDACTED:CODES] now" },
+		{ "on Project\xc2\xa0"
+		  "Falcon now",
+		  "on [REDACTED:CODES] now" },
+		{ "on project falcon now", "on [REDACTED:CODES] now" },
+		{ "a Bluebird b", "a [REDACTED:CODES] b" },
+		{ "a \xef\xbc\xa2luebird b", "a [REDACTED:CODES] b" },
+		{ "a redwing b", "a [REDACTED:CODES] b" },
+		{ "a red\xe2\x80\x8bwing b", "a [REDACTED:CODES] b" },
+		{ "a Nightjar b", "a [REDACTED:CODES] b" },
+		{ "a Nightj\xd0\xb0r b", "a [REDACTED:CODES] b" },
+		{ "\xd0\x9c\xd0\xbe\xd1\x81\xd0\xba\xd0\xb2\xd0\xb0 x", "[REDACTED:CODES] x" },
+		{ "a Falcon b", "a Falcon b" },
+	};
+	buf out;
+	buf_init(&out, 4096);
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		buf_reset(&out);
+		assert_int_equal(inspect_redact_text(e, s, &p, span_cstr(cases[i].in), &out, NULL),
+		                 CUSTOS_OK);
+		if (!span_eq_cstr(buf_span(&out), cases[i].out))
+			fprintf(stderr, "case %zu: '%s' gave '%.*s'\n", i, cases[i].in,
+			        (int)buf_used(&out), (const char *)buf_ptr(&out));
+		assert_true(span_eq_cstr(buf_span(&out), cases[i].out));
+	}
+	buf_free(&out);
+	inspect_scratch_free(s);
+	inspect_engine_free(e);
+
+	static const char *const invisible[] = { "\xe2\x80\x8b\xc2\xad" };
+	d = (inspect_custom_def){ .name = "codes", .keywords = invisible, .n_keywords = 1 };
+	assert_int_equal(inspect_engine_new(&o, &e), CUSTOS_ERR_INVAL);
+	assert_null(e);
+	assert_int_equal(inspect_keyword_compile(invisible[0], NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_keyword_compile(kws[0], NULL), CUSTOS_OK);
+
+	assert_int_equal(inspect_pattern_check("SID\xc2\xa0[0-9]{6}", NULL), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "U+00A0"));
+	assert_int_equal(inspect_pattern_check("\xef\xbc\xa5MP-[0-9]{6}", NULL), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "'E'"));
+	assert_int_equal(inspect_pattern_check("x\xe2\x80\x8by", NULL), CUSTOS_ERR_INVAL);
+	assert_int_equal(inspect_pattern_check("caf\xc3\xa9-[0-9]{3}", NULL), CUSTOS_OK);
+	assert_int_equal(inspect_pattern_check("\\xa0[0-9]{3}", NULL), CUSTOS_OK);
+	static const char *const pats[] = { "SID\xc2\xa0[0-9]{6}" };
+	d = (inspect_custom_def){ .name = "codes", .patterns = pats, .n_patterns = 1 };
+	assert_int_equal(inspect_engine_new(&o, &e), CUSTOS_ERR_INVAL);
+	assert_non_null(strstr(err_msg(), "codes"));
+}
+
 /* An engine with nothing compiled passes text through; one built-in alone finds only it. */
 static void test_small_engines(void **state)
 {
@@ -826,7 +902,7 @@ int main(void)
 		cmocka_unit_test(test_names_and_parsers),  cmocka_unit_test(test_pattern_check),
 		cmocka_unit_test(test_custom_refused),     cmocka_unit_test(test_small_engines),
 		cmocka_unit_test(test_clean_and_binary),   cmocka_unit_test(test_numeric_scanner),
-		cmocka_unit_test(test_thread_scratch),
+		cmocka_unit_test(test_thread_scratch),     cmocka_unit_test(test_custom_view_chars),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }
