@@ -29,6 +29,9 @@ static const pos_case positives[] = {
 	{ INSPECT_EMAIL, "x <a+b@mail.co.uk>.", "a+b@mail.co.uk" },
 	{ INSPECT_EMAIL, "write to ops@corp-1.example.", "ops@corp-1.example" },
 	{ INSPECT_EMAIL, "mailto:Jane_O%Hara@sub.domain.org,", "Jane_O%Hara@sub.domain.org" },
+	/* a hyphen glued after the address is prose, not part of its TLD */
+	{ INSPECT_EMAIL, "write to jane@example.com--she answers", "jane@example.com" },
+	{ INSPECT_EMAIL, "ann@studio.example.co.uk-based firm", "ann@studio.example.co.uk" },
 	{ INSPECT_PHONE, "call +14155552671 now", "+14155552671" },
 	{ INSPECT_PHONE, "call +44 20 7946 0958 now", "+44 20 7946 0958" },
 	{ INSPECT_PHONE, "office (415) 555-2671.", "(415) 555-2671" },
@@ -128,6 +131,7 @@ static const neg_case negatives[] = {
 	{ INSPECT_EMAIL, "john..doe@example.com" },
 	{ INSPECT_EMAIL, "x@-bad.example.com" },
 	{ INSPECT_EMAIL, "x@example.c0m" },
+	{ INSPECT_EMAIL, "x@my-host and x@a.b1-c or x@example.-com" },
 	{ INSPECT_PHONE, "on 2024-01-15 at 10:30" },
 	{ INSPECT_PHONE, "version 1.2.3 build 12345" },
 	{ INSPECT_PHONE, "+1234567" },
