@@ -463,7 +463,9 @@ static void json_ctx_free(jctx *c);
  * inspected. Its rewrites (masks, a masked number written as a string) are carried over to
  * the string's own bytes, escaped, so both levels stay valid and everything else stays byte
  * for byte. When the string is a text value (`joins`), the document's string values join
- * the text values of this one in its place. *done is false when the text is not JSON. */
+ * the text values of this one in its place. *done is false when the text is not JSON.
+ * CUSTOS_ERR_LIMIT when it starts like one and nests deeper than INSPECT_JSON_MAX_DEPTH with
+ * the string's own depth (the reader of the string would decode escapes this one could not). */
 static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *done)
 {
 	span t = buf_span(&c->text);
@@ -476,7 +478,13 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *don
 	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '['))
 		return CUSTOS_OK;
 	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = c->depth };
-	if (parse_doc(&v) != CUSTOS_OK)
+	custos_err pr = parse_doc(&v);
+	if (pr == CUSTOS_ERR_LIMIT) /* as text its escapes would pass undecoded: fail closed */
+		return err_set(pr,
+		               "JSON body: a JSON document in a string nested deeper than %d with "
+		               "the string's depth",
+		               INSPECT_JSON_MAX_DEPTH);
+	if (pr != CUSTOS_OK)
 		return CUSTOS_OK; /* not JSON: inspected as text */
 	*done = true;
 	inspect_summary sum;
@@ -604,7 +612,7 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 		GUARD(parse_string(c, true));
 		/* in a document whose text values join its host's, every string value does */
 		bool joins = join || c->host != NULL;
-		if (c->e != NULL && c->depth < INSPECT_JSON_MAX_DEPTH)
+		if (c->e != NULL)
 			GUARD(inspect_embedded(c, at, joins, &done));
 		if (c->e != NULL && !done)
 			GUARD(joins ? join_add(c, at) : inspect_value(c));

@@ -266,6 +266,73 @@ static void test_invalid_json(void **state)
 		assert_true(inspect_json_valid(span_cstr(good[i])));
 }
 
+/* A JSON document inside a string counts its depth on from the string's: tool-call arguments
+ * nested past the limit are refused (LIMIT), not inspected as plain text, where the escapes of
+ * their own level ("\u0031" to the tool that parses them) would hide a value. */
+static void test_embedded_depth(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	/* the arguments string is at depth 6: {messages:[{tool_calls:[{function:{arguments */
+	for (int k = 50; k <= INSPECT_JSON_MAX_DEPTH + 2; k++) {
+		buf b;
+		buf_init(&b, 1u << 16);
+		assert_int_equal(buf_append_cstr(&b, "{\"messages\":[{\"role\":\"assistant\","
+		                                     "\"tool_calls\":[{\"function\":{\"name\":"
+		                                     "\"f\",\"arguments\":\""),
+		                 CUSTOS_OK);
+		for (int i = 0; i < k; i++)
+			assert_int_equal(buf_append_byte(&b, '['), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, "\\\"4111 1111 1111 111\\\\u0031\\\""),
+		                 CUSTOS_OK);
+		for (int i = 0; i < k; i++)
+			assert_int_equal(buf_append_byte(&b, ']'), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, "\"}}]}]}"), CUSTOS_OK);
+		assert_true(inspect_json_valid(buf_span(&b)));
+		buf out;
+		buf_init(&out, 1u << 16);
+		inspect_summary sum;
+		custos_err r = inspect_json_redact(E, S, &p, buf_span(&b), &out, &sum);
+		if (6 + k <= INSPECT_JSON_MAX_DEPTH) {
+			assert_int_equal(r, CUSTOS_OK);
+			assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+			assert_null(memmem(buf_ptr(&out), buf_used(&out), "4111", 4));
+		} else {
+			if (r != CUSTOS_ERR_LIMIT)
+				fprintf(stderr, "depth 6 + %d: %d\n", k, r);
+			assert_int_equal(r, CUSTOS_ERR_LIMIT);
+			assert_non_null(strstr(err_msg(), "in a string"));
+		}
+		buf_free(&out);
+		buf_free(&b);
+	}
+	/* a string at the deepest level that holds a JSON document is over it too */
+	char deep[4 * INSPECT_JSON_MAX_DEPTH + 64];
+	size_t n = 0;
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH; i++)
+		deep[n++] = '[';
+	n += (size_t)snprintf(deep + n, sizeof(deep) - n, "\"[\\\"x\\\"]\"");
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH; i++)
+		deep[n++] = ']';
+	buf out;
+	buf_init(&out, 1u << 16);
+	assert_true(inspect_json_valid(span_of(deep, n)));
+	assert_int_equal(inspect_json_redact(E, S, &p, span_of(deep, n), &out, NULL),
+	                 CUSTOS_ERR_LIMIT);
+	/* ...and one a level above it that is text, not JSON, is inspected as before */
+	n = 0;
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH - 1; i++)
+		deep[n++] = '[';
+	n += (size_t)snprintf(deep + n, sizeof(deep) - n, "\"[x] 4111111111111111\"");
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH - 1; i++)
+		deep[n++] = ']';
+	buf_reset(&out);
+	assert_int_equal(inspect_json_redact(E, S, &p, span_of(deep, n), &out, NULL), CUSTOS_OK);
+	const char *want = "[x] [REDACTED:PAYMENT_CARD]";
+	assert_non_null(memmem(buf_ptr(&out), buf_used(&out), want, strlen(want)));
+	buf_free(&out);
+}
+
 /* A body of many messages with values at many positions: valid and value-free afterwards. */
 static void test_many_values(void **state)
 {
@@ -769,6 +836,7 @@ int main(void)
 		cmocka_unit_test(test_structure_untouched),
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),
+		cmocka_unit_test(test_embedded_depth),
 		cmocka_unit_test(test_many_values),
 		cmocka_unit_test(test_split_over_parts),
 		cmocka_unit_test(test_join_shapes),
