@@ -458,6 +458,132 @@ static custos_err parse_doc(jctx *c);
 static custos_err json_walk(jctx *c);
 static void json_ctx_free(jctx *c);
 
+/* Hex value of the four digits at p[0..4), or -1. */
+static long hex4(const uint8_t *p)
+{
+	long v = 0;
+	for (size_t k = 0; k < 4; k++) {
+		int h = num_hex_digit(p[k]);
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+/* A string whose text starts like a JSON document but is none to this strict walker may still
+ * be one to its reader: Python's json takes NaN and Infinity, a repairing parser a cut
+ * document. There its escapes are decoded, so the text with every JSON escape decoded is
+ * inspected too: a finding that takes a byte an escape produced (one the text as it is does
+ * not show) counts and is masked, the escapes it covers replaced whole. */
+static custos_err inspect_near_json(jctx *c)
+{
+	span t = buf_span(&c->text);
+	const uint8_t *q = (const uint8_t *)t.ptr;
+	if (memchr(q, '\\', t.len) == NULL)
+		return CUSTOS_OK;
+	buf d;
+	buf_init(&d, t.len + 4);
+	uint32_t *m = malloc((t.len + 1) * sizeof(*m)); /* m[k]: text offset of decoded byte k */
+	uint8_t *esc = malloc(t.len + 1);               /* esc[k]: it came from an escape */
+	custos_err r = m != NULL && esc != NULL ? CUSTOS_OK : CUSTOS_ERR_NOMEM;
+	if (r != CUSTOS_OK)
+		err_set(r, "inspect: out of memory");
+	size_t nd = 0;
+	for (size_t i = 0; i < t.len && r == CUSTOS_OK;) {
+		uint8_t o[4] = { q[i] };
+		size_t ol = 1, il = 1;
+		if (q[i] == '\\' && i + 1 < t.len) {
+			il = 2;
+			switch (q[i + 1]) {
+			case '"':
+			case '\\':
+			case '/':
+				o[0] = q[i + 1];
+				break;
+			case 'b':
+				o[0] = '\b';
+				break;
+			case 'f':
+				o[0] = '\f';
+				break;
+			case 'n':
+				o[0] = '\n';
+				break;
+			case 'r':
+				o[0] = '\r';
+				break;
+			case 't':
+				o[0] = '\t';
+				break;
+			case 'u': {
+				long u = i + 6 <= t.len ? hex4(q + i + 2) : -1, lo = -1;
+				if (u < 0) {
+					il = 1; /* not an escape: the backslash as it is */
+					break;
+				}
+				il = 6;
+				if (u >= 0xD800 && u <= 0xDBFF && i + 12 <= t.len &&
+				    q[i + 6] == '\\' && q[i + 7] == 'u')
+					lo = hex4(q + i + 8);
+				if (lo >= 0xDC00 && lo <= 0xDFFF) {
+					u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+					il = 12;
+				} else if (u >= 0xD800 && u <= 0xDFFF) {
+					u = 0xFFFD;
+				}
+				ol = utf8_encode((unsigned)u, o);
+				break;
+			}
+			default:
+				il = 1;
+				break;
+			}
+		}
+		for (size_t k = 0; k < ol; k++) {
+			m[nd] = (uint32_t)i;
+			esc[nd++] = il > 1;
+		}
+		r = buf_append(&d, o, ol);
+		i += il;
+	}
+	if (r == CUSTOS_OK && nd < t.len) { /* some escape was decoded */
+		m[nd] = (uint32_t)t.len;
+		r = scan_text(c, buf_span(&d), false, NULL);
+	} else {
+		c->found.n = 0;
+	}
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	for (size_t k = 0; k < c->found.n && r == CUSTOS_OK; k++) {
+		const inspect_finding *f = &c->found.items[k];
+		size_t a = (size_t)f->offset, b = a + f->length;
+		bool hidden = false;
+		for (size_t x = a; x < b && !hidden; x++)
+			hidden = esc[x];
+		if (!hidden)
+			continue; /* the text as it is shows it: inspected there */
+		sum.count[f->detector]++;
+		sum.total++;
+		if (f->action > sum.worst)
+			sum.worst = f->action;
+		if (f->action == INSPECT_ACT_DENY && sum.deny_detector < 0)
+			sum.deny_detector = f->detector;
+		if (f->action != INSPECT_ACT_REDACT)
+			continue;
+		size_t e = b;
+		while (e < nd && m[e] == m[b - 1])
+			e++;
+		r = edit_add(c, c->map[m[a]], raw_end(c, m[e]), f->detector, 0);
+	}
+	free(m);
+	free(esc);
+	buf_free(&d);
+	if (r == CUSTOS_OK)
+		r = sum_merge(c, &sum);
+	return r;
+}
+
 /* A string value whose text is itself a JSON object or array (tool-call arguments, a JSON
  * document pasted into a prompt) is walked as JSON: its escapes are decoded, its numbers
  * inspected. Its rewrites (masks, a masked number written as a string) are carried over to
@@ -484,8 +610,8 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *don
 		               "JSON body: a JSON document in a string nested deeper than %d with "
 		               "the string's depth",
 		               INSPECT_JSON_MAX_DEPTH);
-	if (pr != CUSTOS_OK)
-		return CUSTOS_OK; /* not JSON: inspected as text */
+	if (pr != CUSTOS_OK) /* not JSON: inspected as text, and with its escapes decoded */
+		return inspect_near_json(c);
 	*done = true;
 	inspect_summary sum;
 	inspect_summary_init(&sum);

@@ -333,6 +333,69 @@ static void test_embedded_depth(void **state)
 	buf_free(&out);
 }
 
+/* Arguments that start like a JSON document but are none to the strict walker (Python's json
+ * takes NaN; a repairing parser takes a cut document) are decoded by their reader: a value
+ * hidden by their own escapes is found in the text with its escapes decoded, counted once and
+ * masked (escapes whole), the body still valid JSON; before, it passed. */
+static void test_near_json_escapes(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *args; /* the arguments' text, as the tool reads it (before escaping) */
+		const char *want; /* the redacted body's arguments member, raw */
+		unsigned det;
+	} cases[] = {
+		{ "{\"n\": NaN, \"card\": \"4111 1111 1111 111\\u0031\"}",
+		  "{\\\"n\\\": NaN, \\\"card\\\": \\\"[REDACTED:PAYMENT_CARD]\\\"}",
+		  INSPECT_PAYMENT_CARD },
+		{ "{\"card\": \"4111 1111 1111 111\\u0031\"",
+		  "{\\\"card\\\": \\\"[REDACTED:PAYMENT_CARD]\\\"", INSPECT_PAYMENT_CARD },
+		{ "[Infinity, \"mail jane\\u0040example.com ok\"]",
+		  "[Infinity, \\\"mail [REDACTED:EMAIL] ok\\\"]", INSPECT_EMAIL },
+		{ "[NaN, \"k \\ud835\\udfd2111 1111 1111 1111\"]",
+		  "[NaN, \\\"k [REDACTED:PAYMENT_CARD]\\\"]", INSPECT_PAYMENT_CARD },
+		/* seen as it is: found once, as before */
+		{ "[NaN, \"4111 1111 1111 1111\", \"x\\n\"]",
+		  "[NaN, \\\"[REDACTED:PAYMENT_CARD]\\\", \\\"x\\\\n\\\"]", INSPECT_PAYMENT_CARD },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		buf b, w;
+		buf_init(&b, 1u << 16);
+		buf_init(&w, 1u << 16);
+		assert_int_equal(json_escape(&b, span_cstr(cases[i].args)), CUSTOS_OK);
+		assert_int_equal(
+		        buf_printf(&w,
+		                   "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":"
+		                   "[{\"function\":{\"name\":\"f\",\"arguments\":\"%.*s\"}}]}]}",
+		                   (int)buf_used(&b), (const char *)buf_ptr(&b)),
+		        CUSTOS_OK);
+		assert_int_equal(buf_append_byte(&w, 0), CUSTOS_OK);
+		inspect_summary sum;
+		char *r = redact_json(&p, (const char *)buf_ptr(&w), CUSTOS_OK, &sum);
+		if (strstr(r, cases[i].want) == NULL)
+			fprintf(stderr, "case %zu: %s\n", i, r);
+		assert_non_null(strstr(r, cases[i].want));
+		assert_true(ti_json_ok(r));
+		assert_int_equal(sum.count[cases[i].det], 1);
+		assert_int_equal(sum.total, 1);
+		free(r);
+		inspect_profile dp = ti_profile(INSPECT_ACT_DENY);
+		r = redact_json(&dp, (const char *)buf_ptr(&w), CUSTOS_ERR_DENIED, &sum);
+		assert_int_equal(sum.deny_detector, (int)cases[i].det);
+		free(r);
+		buf_free(&w);
+		buf_free(&b);
+	}
+	/* text that is no JSON and hides nothing is left as it was */
+	const char *body = "{\"content\":\"{ not json \\\\u0041 }\"}";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 /* A body of many messages with values at many positions: valid and value-free afterwards. */
 static void test_many_values(void **state)
 {
@@ -837,6 +900,7 @@ int main(void)
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_embedded_depth),
+		cmocka_unit_test(test_near_json_escapes),
 		cmocka_unit_test(test_many_values),
 		cmocka_unit_test(test_split_over_parts),
 		cmocka_unit_test(test_join_shapes),
