@@ -1033,7 +1033,7 @@ static custos_err join_pass(jctx *c)
 			kept.items[j++] = *h;
 			inside = inside ||
 			         (h->offset <= f->offset && h->offset + h->length >= fend &&
-			          h->confidence >= f->confidence);
+			          h->confidence >= f->confidence && h->action >= f->action);
 		}
 		kept.n = j;
 		if (inside)

@@ -424,7 +424,7 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		for (size_t k = 0; k < st->n_kept && !inside; k++) {
 			const inspect_finding *c = &st->kept[k];
 			inside = c->offset <= f->offset && c->offset + c->length >= fend &&
-			         c->confidence >= f->confidence;
+			         c->confidence >= f->confidence && c->action >= f->action;
 		}
 		if (inside)
 			continue;

@@ -620,6 +620,80 @@ static void test_custom_view_chars(void **state)
 	assert_non_null(strstr(err_msg(), "codes"));
 }
 
+/* A finding inside one of higher confidence but a weaker action stays: a value a rule denies
+ * (or redacts) is not let through inside one the rule only logs (or redacts). Before, the
+ * inner finding was dropped, so an AWS key in a logged key block passed in clear, and a denied
+ * phone number as the local part of a logged address too; in blocks, streams and JSON bodies. */
+static void test_overlap_stronger_action(void **state)
+{
+	(void)state;
+	const char *pem =
+	        "-----BEGIN PRIVATE KEY-----\nAKIAIOSFODNN7EXAMPLE\n-----END PRIVATE KEY-----";
+	inspect_profile p = { 0 };
+	inspect_profile_set(&p, INSPECT_PRIVATE_KEY, INSPECT_ACT_LOG);
+	inspect_profile_set(&p, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_DENY);
+	inspect_profile_set(&p, INSPECT_EMAIL, INSPECT_ACT_LOG);
+	inspect_profile_set(&p, INSPECT_PHONE, INSPECT_ACT_DENY);
+	buf out;
+	buf_init(&out, 1u << 16);
+	inspect_summary sum;
+	const char *texts[] = { pem, "reach +14155552671@example.com" };
+	const unsigned det[] = { INSPECT_AWS_ACCESS_KEY, INSPECT_PHONE };
+	for (size_t i = 0; i < 2; i++) {
+		buf_reset(&out);
+		assert_int_equal(inspect_redact_text(E, S, &p, span_cstr(texts[i]), &out, &sum),
+		                 CUSTOS_ERR_DENIED);
+		assert_int_equal(sum.deny_detector, (int)det[i]);
+		/* streamed byte by byte: denied, nothing of the value out */
+		inspect_stream *st;
+		assert_int_equal(inspect_stream_new(E, &p, &st), CUSTOS_OK);
+		buf_reset(&out);
+		custos_err r = CUSTOS_OK;
+		for (size_t k = 0; texts[i][k] != '\0' && r == CUSTOS_OK; k++)
+			r = inspect_stream_feed(st, S, span_of(texts[i] + k, 1), &out);
+		if (r == CUSTOS_OK)
+			r = inspect_stream_finish(st, S, &out);
+		assert_int_equal(r, CUSTOS_ERR_DENIED);
+		assert_null(memmem(buf_ptr(&out), buf_used(&out), "AKIA", 4));
+		assert_null(memmem(buf_ptr(&out), buf_used(&out), "4155", 4));
+		inspect_stream_free(st);
+	}
+	/* the same in a JSON body whose text values are also joined */
+	buf body;
+	buf_init(&body, 1u << 16);
+	assert_int_equal(buf_append_cstr(&body,
+	                                 "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+	                                 "{\"role\":\"user\",\"content\":\""),
+	                 CUSTOS_OK);
+	assert_int_equal(json_escape(&body, span_cstr(pem)), CUSTOS_OK);
+	assert_int_equal(buf_append_cstr(&body, "\"}]}"), CUSTOS_OK);
+	buf_reset(&out);
+	assert_int_equal(inspect_json_redact(E, S, &p, buf_span(&body), &out, &sum),
+	                 CUSTOS_ERR_DENIED);
+	assert_int_equal(sum.deny_detector, INSPECT_AWS_ACCESS_KEY);
+	/* a redacted key inside a logged block is masked; the block stays */
+	inspect_profile_set(&p, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_REDACT);
+	buf_reset(&out);
+	assert_int_equal(inspect_redact_text(E, S, &p, span_cstr(pem), &out, &sum), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "-----BEGIN PRIVATE KEY-----\n"
+	                                         "[REDACTED:AWS_ACCESS_KEY]\n"
+	                                         "-----END PRIVATE KEY-----"));
+	assert_int_equal(sum.count[INSPECT_PRIVATE_KEY], 1);
+	assert_int_equal(sum.count[INSPECT_AWS_ACCESS_KEY], 1);
+	buf_reset(&out);
+	assert_int_equal(inspect_json_redact(E, S, &p, buf_span(&body), &out, &sum), CUSTOS_OK);
+	assert_non_null(memmem(buf_ptr(&out), buf_used(&out), "[REDACTED:AWS_ACCESS_KEY]", 25));
+	assert_null(memmem(buf_ptr(&out), buf_used(&out), "AKIA", 4));
+	/* under one action the stronger container still holds it (counted once) */
+	inspect_profile_set(&p, INSPECT_PRIVATE_KEY, INSPECT_ACT_REDACT);
+	buf_reset(&out);
+	assert_int_equal(inspect_redact_text(E, S, &p, span_cstr(pem), &out, &sum), CUSTOS_OK);
+	assert_true(span_eq_cstr(buf_span(&out), "[REDACTED:PRIVATE_KEY]"));
+	assert_int_equal(sum.count[INSPECT_AWS_ACCESS_KEY], 0);
+	buf_free(&body);
+	buf_free(&out);
+}
+
 /* An engine with nothing compiled passes text through; one built-in alone finds only it. */
 static void test_small_engines(void **state)
 {
@@ -900,13 +974,21 @@ static void test_thread_scratch(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_positives),          cmocka_unit_test(test_negatives),
-		cmocka_unit_test(test_profile_selects),    cmocka_unit_test(test_overlap),
-		cmocka_unit_test(test_split_every_offset), cmocka_unit_test(test_checksums),
-		cmocka_unit_test(test_names_and_parsers),  cmocka_unit_test(test_pattern_check),
-		cmocka_unit_test(test_custom_refused),     cmocka_unit_test(test_small_engines),
-		cmocka_unit_test(test_clean_and_binary),   cmocka_unit_test(test_numeric_scanner),
-		cmocka_unit_test(test_thread_scratch),     cmocka_unit_test(test_custom_view_chars),
+		cmocka_unit_test(test_positives),
+		cmocka_unit_test(test_negatives),
+		cmocka_unit_test(test_profile_selects),
+		cmocka_unit_test(test_overlap),
+		cmocka_unit_test(test_split_every_offset),
+		cmocka_unit_test(test_checksums),
+		cmocka_unit_test(test_names_and_parsers),
+		cmocka_unit_test(test_pattern_check),
+		cmocka_unit_test(test_custom_refused),
+		cmocka_unit_test(test_small_engines),
+		cmocka_unit_test(test_clean_and_binary),
+		cmocka_unit_test(test_numeric_scanner),
+		cmocka_unit_test(test_thread_scratch),
+		cmocka_unit_test(test_custom_view_chars),
+		cmocka_unit_test(test_overlap_stronger_action),
 	};
 	return cmocka_run_group_tests(tests, ti_setup, ti_teardown);
 }
