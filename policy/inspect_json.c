@@ -591,7 +591,8 @@ static custos_err inspect_near_json(jctx *c)
  * for byte. When the string is a text value (`joins`), the document's string values join
  * the text values of this one in its place. *done is false when the text is not JSON.
  * CUSTOS_ERR_LIMIT when it starts like one and nests deeper than INSPECT_JSON_MAX_DEPTH with
- * the string's own depth (the reader of the string would decode escapes this one could not). */
+ * the string's own depth (the reader of the string would decode escapes this one could not).
+ * A document may be a string alone (its own escapes decoded): one more level. */
 static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *done)
 {
 	span t = buf_span(&c->text);
@@ -601,10 +602,16 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *don
 	while (k < t.len &&
 	       (t.ptr[k] == ' ' || t.ptr[k] == '\t' || t.ptr[k] == '\n' || t.ptr[k] == '\r'))
 		k++;
-	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '['))
+	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '[' && t.ptr[k] != '"'))
 		return CUSTOS_OK;
-	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = c->depth };
-	custos_err pr = parse_doc(&v);
+	/* A JSON text may be a string alone (arguments "\"4111 ... 111\\u0031\""): its reader
+	 * decodes its escapes too. A string in a string in a string... is one level deeper each
+	 * time, so that the walk stays bounded. */
+	int depth = c->depth + (t.ptr[k] == '"');
+	custos_err pr = CUSTOS_ERR_LIMIT;
+	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = depth };
+	if (depth <= INSPECT_JSON_MAX_DEPTH)
+		pr = parse_doc(&v);
 	if (pr == CUSTOS_ERR_LIMIT) /* as text its escapes would pass undecoded: fail closed */
 		return err_set(pr,
 		               "JSON body: a JSON document in a string nested deeper than %d with "
@@ -617,7 +624,7 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *don
 	inspect_summary_init(&sum);
 	jctx n = { .p = (const uint8_t *)t.ptr,
 		   .n = t.len,
-		   .depth = c->depth,
+		   .depth = depth,
 		   .embedded = true,
 		   .e = c->e,
 		   .s = c->s,

@@ -396,6 +396,50 @@ static void test_near_json_escapes(void **state)
 	free(r);
 }
 
+/* A JSON text may be a string alone: arguments "\"4111 1111 1111 111\\u0031\"" are the card to
+ * the tool that parses them. Such a string's own escapes are decoded like a document's; before,
+ * it was inspected as text and the card passed. */
+static void test_string_document(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+		unsigned det;
+	} cases[] = {
+		{ "{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"\\\"4111 1111 1111 111\\\\u0031\\\"\"}}]}",
+		  "{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"\\\"[REDACTED:PAYMENT_CARD]\\\"\"}}]}",
+		  INSPECT_PAYMENT_CARD },
+		{ "{\"content\":\" \\\"mail jane\\\\u0040example.com\\\"\"}",
+		  "{\"content\":\" \\\"mail [REDACTED:EMAIL]\\\"\"}", INSPECT_EMAIL },
+		{ "{\"content\":\"\\\"4111 1111 1111 1111\\\"\"}",
+		  "{\"content\":\"\\\"[REDACTED:PAYMENT_CARD]\\\"\"}", INSPECT_PAYMENT_CARD },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		assert_true(ti_json_ok(cases[i].body));
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu: %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.count[cases[i].det], 1);
+		assert_int_equal(sum.total, 1);
+		free(r);
+		inspect_profile dp = ti_profile(INSPECT_ACT_DENY);
+		r = redact_json(&dp, cases[i].body, CUSTOS_ERR_DENIED, &sum);
+		free(r);
+	}
+	/* a quoted word and text after it: as before */
+	const char *body = "{\"content\":\"\\\"hello\\\" she said\"}";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 /* A body of many messages with values at many positions: valid and value-free afterwards. */
 static void test_many_values(void **state)
 {
@@ -901,6 +945,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_embedded_depth),
 		cmocka_unit_test(test_near_json_escapes),
+		cmocka_unit_test(test_string_document),
 		cmocka_unit_test(test_many_values),
 		cmocka_unit_test(test_split_over_parts),
 		cmocka_unit_test(test_join_shapes),
