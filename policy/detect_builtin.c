@@ -208,33 +208,39 @@ static size_t v_email(const uint8_t *p, size_t n, int prev, int next, det_hit *o
 	while (e > a + 1 && (p[e - 1] == '.' || p[e - 1] == '-'))
 		e--;
 	size_t local = a - s;
-	if (local == 0 || local > 64 || p[a - 1] == '.' || e - s > 254)
+	if (local == 0 || local > 64 || p[a - 1] == '.')
 		return 0;
 	for (size_t i = s + 1; i < a; i++)
 		if (p[i] == '.' && p[i - 1] == '.')
 			return 0;
 	/* Domain labels: 1..63 of [A-Za-z0-9-], no leading/trailing '-', >= 2 labels, the last
-	 * one (TLD) alphabetic, 2..24. */
-	size_t labels = 0, ls = a + 1;
+	 * one (TLD) alphabetic, 2..24. When the whole run is no domain, the longest one that ends
+	 * where a '-' follows an alphabetic last label is the address: a hyphen glued to it is
+	 * prose ("jane@example.com--she", "x@example.com-based"), not part of its TLD. */
+	size_t labels = 0, ls = a + 1, cut = 0;
+	bool alpha = true;
 	for (size_t i = a + 1; i <= e; i++) {
-		if (i < e && p[i] != '.')
+		if (i < e && p[i] != '.') {
+			if (p[i] == '-' && alpha && labels >= 1 && i - ls >= 2 && i - ls <= 24)
+				cut = i; /* the labels before it are valid (else it broke off) */
+			alpha = alpha && is_alpha(p[i]);
 			continue;
+		}
 		size_t ll = i - ls;
 		if (ll == 0 || ll > 63 || p[ls] == '-' || p[i - 1] == '-')
-			return 0;
+			break;
 		labels++;
 		if (i == e) {
-			if (ll < 2 || ll > 24)
-				return 0;
-			for (size_t k = ls; k < i; k++)
-				if (!is_alpha(p[k]))
-					return 0;
+			if (ll >= 2 && ll <= 24 && alpha && labels >= 2 && e - s <= 254)
+				return hit1(out, s, e - s, 90);
+			break;
 		}
 		ls = i + 1;
+		alpha = true;
 	}
-	if (labels < 2)
+	if (cut == 0 || cut - s > 254)
 		return 0;
-	return hit1(out, s, e - s, 90);
+	return hit1(out, s, cut - s, 90);
 }
 
 /* ---------------------------------------------------------------------------------------------

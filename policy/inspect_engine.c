@@ -122,12 +122,45 @@ static custos_err expr_compile(const char *pattern, unsigned flags)
 	return CUSTOS_OK;
 }
 
+/* A pattern is matched against the normalised view, which never holds a character the view
+ * drops or rewrites (a no-break space is ' ' there, a fullwidth `Ｆ` is `F`): a pattern that
+ * spells one out could never match it, so it is refused, naming what the view writes. */
+static custos_err pattern_chars_ok(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = p[i] < 0x80 ? 1 : inspect_norm_decode(p + i, n - i, &cp);
+		if (p[i] < 0x80 || l == 0 || l == INSPECT_NORM_SHORT) {
+			i++;
+			continue;
+		}
+		int c = inspect_norm_class(cp);
+		const uint8_t *mb = NULL;
+		size_t mn = inspect_norm_multi(c, &mb);
+		if (c == INSPECT_NORM_DROP)
+			return err_set(CUSTOS_ERR_INVAL,
+			               "pattern: U+%04X is never in the text detectors see (the "
+			               "normalised view drops it); leave it out",
+			               (unsigned)cp);
+		if (c != INSPECT_NORM_KEEP)
+			return err_set(CUSTOS_ERR_INVAL,
+			               "pattern: U+%04X is never in the text detectors see (the "
+			               "normalised view writes it '%.*s'); write that instead",
+			               (unsigned)cp, mn > 0 ? (int)mn : 1,
+			               mn > 0 ? (const char *)mb
+			                      : (const char *)&(char){ (char)c });
+		i += l;
+	}
+	return CUSTOS_OK;
+}
+
 custos_err inspect_pattern_check(const char *pattern, unsigned *max_width)
 {
 	ENSURE(pattern != NULL, CUSTOS_ERR_INVAL, "pattern: missing");
 	size_t len = strnlen(pattern, INSPECT_MAX_PATTERN_LEN + 1);
 	ENSURE(len > 0 && len <= INSPECT_MAX_PATTERN_LEN, CUSTOS_ERR_INVAL,
 	       "pattern: must be 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
+	GUARD(pattern_chars_ok((const uint8_t *)pattern, len));
 	unsigned mn = 0, mx = 0;
 	GUARD(expr_width(pattern, CUSTOM_FLAGS, &mn, &mx));
 	ENSURE(mn > 0, CUSTOS_ERR_INVAL, "pattern: can match empty text");
@@ -136,13 +169,60 @@ custos_err inspect_pattern_check(const char *pattern, unsigned *max_width)
 	return CUSTOS_OK;
 }
 
-/* A keyword as a case-insensitive literal expression, on word boundaries where it starts or
- * ends with a word character. Returns a malloc'd pattern. */
-static custos_err keyword_pattern(const char *kw, char **out)
+/* The keyword as detectors see text: through the normalised view of a block (inspect_norm.c),
+ * so that one written with a no-break space, a fullwidth letter, an invisible character or a
+ * look-alike letter in a word that mixes scripts matches the text it stands for (the view
+ * never holds those characters: a keyword that kept them could never match). */
+static custos_err keyword_view(const uint8_t *p, size_t n, buf *v)
 {
-	size_t n = strnlen(kw, INSPECT_MAX_PATTERN_LEN + 1);
-	ENSURE(n > 0 && n <= INSPECT_MAX_PATTERN_LEN, CUSTOS_ERR_INVAL,
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = p[i] < 0x80 ? 1 : inspect_norm_decode(p + i, n - i, &cp);
+		if (p[i] < 0x80 || l == 0 || l == INSPECT_NORM_SHORT) {
+			GUARD(buf_append_byte(v, p[i]));
+			i++;
+			continue;
+		}
+		int c = inspect_norm_class(cp);
+		if (c == INSPECT_NORM_KEEP && inspect_norm_word(cp) == INSPECT_WORD_LOOKALIKE) {
+			inspect_norm_wordinfo w;
+			inspect_norm_word_at(p, n, 0, i, &w);
+			int m = w.latin ? inspect_norm_confusable(cp) : 0;
+			if (m != 0)
+				c = m;
+		}
+		const uint8_t *mb = NULL;
+		size_t mn = inspect_norm_multi(c, &mb);
+		if (c == INSPECT_NORM_KEEP)
+			GUARD(buf_append(v, p + i, l));
+		else if (mn > 0)
+			GUARD(buf_append(v, mb, mn));
+		else if (c != INSPECT_NORM_DROP)
+			GUARD(buf_append_byte(v, (uint8_t)c));
+		i += l;
+	}
+	return CUSTOS_OK;
+}
+
+/* A keyword as a case-insensitive literal expression of its normalised view, on word
+ * boundaries where it starts or ends with a word character. Returns a malloc'd pattern. */
+static custos_err keyword_pattern(const char *keyword, char **out)
+{
+	size_t kn = strnlen(keyword, INSPECT_MAX_PATTERN_LEN + 1);
+	ENSURE(kn > 0 && kn <= INSPECT_MAX_PATTERN_LEN, CUSTOS_ERR_INVAL,
 	       "keyword: must be 1..%d bytes", INSPECT_MAX_PATTERN_LEN);
+	buf kv;
+	buf_init(&kv, 4 * kn + 16);
+	custos_err ve = keyword_view((const uint8_t *)keyword, kn, &kv);
+	if (ve == CUSTOS_OK && buf_used(&kv) == 0)
+		ve = err_set(CUSTOS_ERR_INVAL,
+		             "keyword: only characters the normalised view drops (invisible)");
+	if (ve != CUSTOS_OK) {
+		buf_free(&kv);
+		return ve;
+	}
+	const uint8_t *kw = buf_ptr(&kv);
+	size_t n = buf_used(&kv);
 	buf b;
 	buf_init(&b, 4 * n + 16);
 	custos_err e = CUSTOS_OK;
@@ -164,6 +244,7 @@ static custos_err keyword_pattern(const char *kw, char **out)
 	const char *s;
 	if (e == CUSTOS_OK)
 		e = buf_cstr(&b, &s);
+	buf_free(&kv);
 	if (e != CUSTOS_OK) {
 		buf_free(&b);
 		return e;

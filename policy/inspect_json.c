@@ -458,12 +458,141 @@ static custos_err parse_doc(jctx *c);
 static custos_err json_walk(jctx *c);
 static void json_ctx_free(jctx *c);
 
+/* Hex value of the four digits at p[0..4), or -1. */
+static long hex4(const uint8_t *p)
+{
+	long v = 0;
+	for (size_t k = 0; k < 4; k++) {
+		int h = num_hex_digit(p[k]);
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+/* A string whose text starts like a JSON document but is none to this strict walker may still
+ * be one to its reader: Python's json takes NaN and Infinity, a repairing parser a cut
+ * document. There its escapes are decoded, so the text with every JSON escape decoded is
+ * inspected too: a finding that takes a byte an escape produced (one the text as it is does
+ * not show) counts and is masked, the escapes it covers replaced whole. */
+static custos_err inspect_near_json(jctx *c)
+{
+	span t = buf_span(&c->text);
+	const uint8_t *q = (const uint8_t *)t.ptr;
+	if (memchr(q, '\\', t.len) == NULL)
+		return CUSTOS_OK;
+	buf d;
+	buf_init(&d, t.len + 4);
+	uint32_t *m = malloc((t.len + 1) * sizeof(*m)); /* m[k]: text offset of decoded byte k */
+	uint8_t *esc = malloc(t.len + 1);               /* esc[k]: it came from an escape */
+	custos_err r = m != NULL && esc != NULL ? CUSTOS_OK : CUSTOS_ERR_NOMEM;
+	if (r != CUSTOS_OK)
+		err_set(r, "inspect: out of memory");
+	size_t nd = 0;
+	for (size_t i = 0; i < t.len && r == CUSTOS_OK;) {
+		uint8_t o[4] = { q[i] };
+		size_t ol = 1, il = 1;
+		if (q[i] == '\\' && i + 1 < t.len) {
+			il = 2;
+			switch (q[i + 1]) {
+			case '"':
+			case '\\':
+			case '/':
+				o[0] = q[i + 1];
+				break;
+			case 'b':
+				o[0] = '\b';
+				break;
+			case 'f':
+				o[0] = '\f';
+				break;
+			case 'n':
+				o[0] = '\n';
+				break;
+			case 'r':
+				o[0] = '\r';
+				break;
+			case 't':
+				o[0] = '\t';
+				break;
+			case 'u': {
+				long u = i + 6 <= t.len ? hex4(q + i + 2) : -1, lo = -1;
+				if (u < 0) {
+					il = 1; /* not an escape: the backslash as it is */
+					break;
+				}
+				il = 6;
+				if (u >= 0xD800 && u <= 0xDBFF && i + 12 <= t.len &&
+				    q[i + 6] == '\\' && q[i + 7] == 'u')
+					lo = hex4(q + i + 8);
+				if (lo >= 0xDC00 && lo <= 0xDFFF) {
+					u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+					il = 12;
+				} else if (u >= 0xD800 && u <= 0xDFFF) {
+					u = 0xFFFD;
+				}
+				ol = utf8_encode((unsigned)u, o);
+				break;
+			}
+			default:
+				il = 1;
+				break;
+			}
+		}
+		for (size_t k = 0; k < ol; k++) {
+			m[nd] = (uint32_t)i;
+			esc[nd++] = il > 1;
+		}
+		r = buf_append(&d, o, ol);
+		i += il;
+	}
+	if (r == CUSTOS_OK && nd < t.len) { /* some escape was decoded */
+		m[nd] = (uint32_t)t.len;
+		r = scan_text(c, buf_span(&d), false, NULL);
+	} else {
+		c->found.n = 0;
+	}
+	inspect_summary sum;
+	inspect_summary_init(&sum);
+	for (size_t k = 0; k < c->found.n && r == CUSTOS_OK; k++) {
+		const inspect_finding *f = &c->found.items[k];
+		size_t a = (size_t)f->offset, b = a + f->length;
+		bool hidden = false;
+		for (size_t x = a; x < b && !hidden; x++)
+			hidden = esc[x];
+		if (!hidden)
+			continue; /* the text as it is shows it: inspected there */
+		sum.count[f->detector]++;
+		sum.total++;
+		if (f->action > sum.worst)
+			sum.worst = f->action;
+		if (f->action == INSPECT_ACT_DENY && sum.deny_detector < 0)
+			sum.deny_detector = f->detector;
+		if (f->action != INSPECT_ACT_REDACT)
+			continue;
+		size_t e = b;
+		while (e < nd && m[e] == m[b - 1])
+			e++;
+		r = edit_add(c, c->map[m[a]], raw_end(c, m[e]), f->detector, 0);
+	}
+	free(m);
+	free(esc);
+	buf_free(&d);
+	if (r == CUSTOS_OK)
+		r = sum_merge(c, &sum);
+	return r;
+}
+
 /* A string value whose text is itself a JSON object or array (tool-call arguments, a JSON
  * document pasted into a prompt) is walked as JSON: its escapes are decoded, its numbers
  * inspected. Its rewrites (masks, a masked number written as a string) are carried over to
  * the string's own bytes, escaped, so both levels stay valid and everything else stays byte
  * for byte. When the string is a text value (`joins`), the document's string values join
- * the text values of this one in its place. *done is false when the text is not JSON. */
+ * the text values of this one in its place. *done is false when the text is not JSON.
+ * CUSTOS_ERR_LIMIT when it starts like one and nests deeper than INSPECT_JSON_MAX_DEPTH with
+ * the string's own depth (the reader of the string would decode escapes this one could not).
+ * A document may be a string alone (its own escapes decoded): one more level. */
 static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *done)
 {
 	span t = buf_span(&c->text);
@@ -473,17 +602,29 @@ static custos_err inspect_embedded(jctx *c, size_t str_at, bool joins, bool *don
 	while (k < t.len &&
 	       (t.ptr[k] == ' ' || t.ptr[k] == '\t' || t.ptr[k] == '\n' || t.ptr[k] == '\r'))
 		k++;
-	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '['))
+	if (k == t.len || (t.ptr[k] != '{' && t.ptr[k] != '[' && t.ptr[k] != '"'))
 		return CUSTOS_OK;
-	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = c->depth };
-	if (parse_doc(&v) != CUSTOS_OK)
-		return CUSTOS_OK; /* not JSON: inspected as text */
+	/* A JSON text may be a string alone (arguments "\"4111 ... 111\\u0031\""): its reader
+	 * decodes its escapes too. A string in a string in a string... is one level deeper each
+	 * time, so that the walk stays bounded. */
+	int depth = c->depth + (t.ptr[k] == '"');
+	custos_err pr = CUSTOS_ERR_LIMIT;
+	jctx v = { .p = (const uint8_t *)t.ptr, .n = t.len, .depth = depth };
+	if (depth <= INSPECT_JSON_MAX_DEPTH)
+		pr = parse_doc(&v);
+	if (pr == CUSTOS_ERR_LIMIT) /* as text its escapes would pass undecoded: fail closed */
+		return err_set(pr,
+		               "JSON body: a JSON document in a string nested deeper than %d with "
+		               "the string's depth",
+		               INSPECT_JSON_MAX_DEPTH);
+	if (pr != CUSTOS_OK) /* not JSON: inspected as text, and with its escapes decoded */
+		return inspect_near_json(c);
 	*done = true;
 	inspect_summary sum;
 	inspect_summary_init(&sum);
 	jctx n = { .p = (const uint8_t *)t.ptr,
 		   .n = t.len,
-		   .depth = c->depth,
+		   .depth = depth,
 		   .embedded = true,
 		   .e = c->e,
 		   .s = c->s,
@@ -604,7 +745,7 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 		GUARD(parse_string(c, true));
 		/* in a document whose text values join its host's, every string value does */
 		bool joins = join || c->host != NULL;
-		if (c->e != NULL && c->depth < INSPECT_JSON_MAX_DEPTH)
+		if (c->e != NULL)
 			GUARD(inspect_embedded(c, at, joins, &done));
 		if (c->e != NULL && !done)
 			GUARD(joins ? join_add(c, at) : inspect_value(c));
@@ -899,7 +1040,7 @@ static custos_err join_pass(jctx *c)
 			kept.items[j++] = *h;
 			inside = inside ||
 			         (h->offset <= f->offset && h->offset + h->length >= fend &&
-			          h->confidence >= f->confidence);
+			          h->confidence >= f->confidence && h->action >= f->action);
 		}
 		kept.n = j;
 		if (inside)

@@ -269,16 +269,34 @@ static custos_err ctx_add(inspect_stream *st, unsigned det, uint64_t end)
 		st->ctx = p;
 		st->cap_ctx = nc;
 	}
+	if (st->n_ctx > 0 && end < st->ctx[st->n_ctx - 1].end)
+		st->ctx_unsorted = true;
 	st->ctx[st->n_ctx++] = (inspect_ctx_hit){ .end = end, .det = det };
 	return CUSTOS_OK;
 }
 
-/* Whether a context keyword of det ends within INSPECT_CONTEXT_WINDOW bytes before off. */
+static int ctx_cmp(const void *a, const void *b)
+{
+	const inspect_ctx_hit *x = a, *y = b;
+	return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Whether a context keyword of det ends within INSPECT_CONTEXT_WINDOW bytes before off (the
+ * keywords sorted by end): a binary search to the window, then the few keywords in it, so a
+ * text of many keywords and many matches costs no product of the two. */
 static bool ctx_near(const inspect_stream *st, unsigned det, uint64_t off)
 {
-	for (size_t i = 0; i < st->n_ctx; i++)
-		if (st->ctx[i].det == det && st->ctx[i].end <= off &&
-		    off - st->ctx[i].end <= INSPECT_CONTEXT_WINDOW)
+	uint64_t lo_end = off > INSPECT_CONTEXT_WINDOW ? off - INSPECT_CONTEXT_WINDOW : 0;
+	size_t lo = 0, hi = st->n_ctx;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->ctx[mid].end < lo_end)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < st->n_ctx && st->ctx[i].end <= off; i++)
+		if (st->ctx[i].det == det)
 			return true;
 	return false;
 }
@@ -415,6 +433,10 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 {
 	if (st->n_pend > 1)
 		qsort(st->pend, st->n_pend, sizeof(*st->pend), inspect_finding_cmp);
+	if (st->ctx_unsorted) {
+		qsort(st->ctx, st->n_ctx, sizeof(*st->ctx), ctx_cmp);
+		st->ctx_unsorted = false;
+	}
 	size_t i = 0;
 	for (; i < st->n_pend && st->pend[i].offset < S; i++) {
 		const inspect_finding *f = &st->pend[i];
@@ -424,7 +446,7 @@ static custos_err resolve(inspect_stream *st, uint64_t S)
 		for (size_t k = 0; k < st->n_kept && !inside; k++) {
 			const inspect_finding *c = &st->kept[k];
 			inside = c->offset <= f->offset && c->offset + c->length >= fend &&
-			         c->confidence >= f->confidence;
+			         c->confidence >= f->confidence && c->action >= f->action;
 		}
 		if (inside)
 			continue;

@@ -89,8 +89,9 @@ struct inspect_stream {
 	inspect_region reg[INSPECT_MAX_DETECTORS]; /* only built-ins have regions */
 	inspect_finding *pend, *kept;
 	size_t n_pend, cap_pend, n_kept, cap_kept;
-	inspect_ctx_hit *ctx; /* recent context keywords of custom detectors */
+	inspect_ctx_hit *ctx; /* recent context keywords of custom detectors, by end once sorted */
 	size_t n_ctx, cap_ctx;
+	bool ctx_unsorted;         /* one was added with an end before the last one's */
 	buf *out;                  /* release mode: text goes here (NULL: collect only) */
 	inspect_findings *collect; /* when set, kept findings are appended here */
 	inspect_summary sum;

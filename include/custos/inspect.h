@@ -86,7 +86,8 @@ custos_err inspect_action_parse(span name, inspect_action *out) CUSTOS_WUR;
 const char *inspect_action_name(inspect_action a); /* static; "none" for NONE */
 
 /* Checks a custom detector pattern the way the engine will compile it (Hyperscan syntax: the
- * PCRE subset without back-references or look-around; must not match empty text): CUSTOS_OK,
+ * PCRE subset without back-references or look-around; must not match empty text; no character
+ * the normalised view drops or rewrites, which detectors never see): CUSTOS_OK,
  * or CUSTOS_ERR_INVAL with a message a policy checker can print at the pattern's line:col.
  * *max_width (may be NULL) receives the longest text it can match, UINT_MAX if unbounded: a
  * stream holds back at most INSPECT_MAX_PATTERN_WIDTH for a pattern, so a longer match may
@@ -95,7 +96,7 @@ custos_err inspect_pattern_check(const char *pattern, unsigned *max_width) CUSTO
 /* inspect_pattern_check, then the pattern compiled alone in the engine's mode (streaming, SOM):
  * Hyperscan refuses some patterns only there ("Pattern is too large."). The keyword form
  * checks a custom keyword (1..INSPECT_MAX_PATTERN_LEN bytes) as the literal the engine makes
- * of it. What these pass, the engine compiles; a policy checker calls them (Hyperscan loaded),
+ * of it (its normalised view, as detectors see text). What these pass, the engine compiles; a policy checker calls them (Hyperscan loaded),
  * and can still only miss a failure of the whole set: policy_load_check compiles the engine as
  * the proxy does at start for that. */
 custos_err inspect_pattern_compile(const char *pattern, unsigned *max_width) CUSTOS_WUR;

@@ -266,6 +266,180 @@ static void test_invalid_json(void **state)
 		assert_true(inspect_json_valid(span_cstr(good[i])));
 }
 
+/* A JSON document inside a string counts its depth on from the string's: tool-call arguments
+ * nested past the limit are refused (LIMIT), not inspected as plain text, where the escapes of
+ * their own level ("\u0031" to the tool that parses them) would hide a value. */
+static void test_embedded_depth(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	/* the arguments string is at depth 6: {messages:[{tool_calls:[{function:{arguments */
+	for (int k = 50; k <= INSPECT_JSON_MAX_DEPTH + 2; k++) {
+		buf b;
+		buf_init(&b, 1u << 16);
+		assert_int_equal(buf_append_cstr(&b, "{\"messages\":[{\"role\":\"assistant\","
+		                                     "\"tool_calls\":[{\"function\":{\"name\":"
+		                                     "\"f\",\"arguments\":\""),
+		                 CUSTOS_OK);
+		for (int i = 0; i < k; i++)
+			assert_int_equal(buf_append_byte(&b, '['), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, "\\\"4111 1111 1111 111\\\\u0031\\\""),
+		                 CUSTOS_OK);
+		for (int i = 0; i < k; i++)
+			assert_int_equal(buf_append_byte(&b, ']'), CUSTOS_OK);
+		assert_int_equal(buf_append_cstr(&b, "\"}}]}]}"), CUSTOS_OK);
+		assert_true(inspect_json_valid(buf_span(&b)));
+		buf out;
+		buf_init(&out, 1u << 16);
+		inspect_summary sum;
+		custos_err r = inspect_json_redact(E, S, &p, buf_span(&b), &out, &sum);
+		if (6 + k <= INSPECT_JSON_MAX_DEPTH) {
+			assert_int_equal(r, CUSTOS_OK);
+			assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+			assert_null(memmem(buf_ptr(&out), buf_used(&out), "4111", 4));
+		} else {
+			if (r != CUSTOS_ERR_LIMIT)
+				fprintf(stderr, "depth 6 + %d: %d\n", k, r);
+			assert_int_equal(r, CUSTOS_ERR_LIMIT);
+			assert_non_null(strstr(err_msg(), "in a string"));
+		}
+		buf_free(&out);
+		buf_free(&b);
+	}
+	/* a string at the deepest level that holds a JSON document is over it too */
+	char deep[4 * INSPECT_JSON_MAX_DEPTH + 64];
+	size_t n = 0;
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH; i++)
+		deep[n++] = '[';
+	n += (size_t)snprintf(deep + n, sizeof(deep) - n, "\"[\\\"x\\\"]\"");
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH; i++)
+		deep[n++] = ']';
+	buf out;
+	buf_init(&out, 1u << 16);
+	assert_true(inspect_json_valid(span_of(deep, n)));
+	assert_int_equal(inspect_json_redact(E, S, &p, span_of(deep, n), &out, NULL),
+	                 CUSTOS_ERR_LIMIT);
+	/* ...and one a level above it that is text, not JSON, is inspected as before */
+	n = 0;
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH - 1; i++)
+		deep[n++] = '[';
+	n += (size_t)snprintf(deep + n, sizeof(deep) - n, "\"[x] 4111111111111111\"");
+	for (int i = 0; i < INSPECT_JSON_MAX_DEPTH - 1; i++)
+		deep[n++] = ']';
+	buf_reset(&out);
+	assert_int_equal(inspect_json_redact(E, S, &p, span_of(deep, n), &out, NULL), CUSTOS_OK);
+	const char *want = "[x] [REDACTED:PAYMENT_CARD]";
+	assert_non_null(memmem(buf_ptr(&out), buf_used(&out), want, strlen(want)));
+	buf_free(&out);
+}
+
+/* Arguments that start like a JSON document but are none to the strict walker (Python's json
+ * takes NaN; a repairing parser takes a cut document) are decoded by their reader: a value
+ * hidden by their own escapes is found in the text with its escapes decoded, counted once and
+ * masked (escapes whole), the body still valid JSON; before, it passed. */
+static void test_near_json_escapes(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *args; /* the arguments' text, as the tool reads it (before escaping) */
+		const char *want; /* the redacted body's arguments member, raw */
+		unsigned det;
+	} cases[] = {
+		{ "{\"n\": NaN, \"card\": \"4111 1111 1111 111\\u0031\"}",
+		  "{\\\"n\\\": NaN, \\\"card\\\": \\\"[REDACTED:PAYMENT_CARD]\\\"}",
+		  INSPECT_PAYMENT_CARD },
+		{ "{\"card\": \"4111 1111 1111 111\\u0031\"",
+		  "{\\\"card\\\": \\\"[REDACTED:PAYMENT_CARD]\\\"", INSPECT_PAYMENT_CARD },
+		{ "[Infinity, \"mail jane\\u0040example.com ok\"]",
+		  "[Infinity, \\\"mail [REDACTED:EMAIL] ok\\\"]", INSPECT_EMAIL },
+		{ "[NaN, \"k \\ud835\\udfd2111 1111 1111 1111\"]",
+		  "[NaN, \\\"k [REDACTED:PAYMENT_CARD]\\\"]", INSPECT_PAYMENT_CARD },
+		/* seen as it is: found once, as before */
+		{ "[NaN, \"4111 1111 1111 1111\", \"x\\n\"]",
+		  "[NaN, \\\"[REDACTED:PAYMENT_CARD]\\\", \\\"x\\\\n\\\"]", INSPECT_PAYMENT_CARD },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		buf b, w;
+		buf_init(&b, 1u << 16);
+		buf_init(&w, 1u << 16);
+		assert_int_equal(json_escape(&b, span_cstr(cases[i].args)), CUSTOS_OK);
+		assert_int_equal(
+		        buf_printf(&w,
+		                   "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":"
+		                   "[{\"function\":{\"name\":\"f\",\"arguments\":\"%.*s\"}}]}]}",
+		                   (int)buf_used(&b), (const char *)buf_ptr(&b)),
+		        CUSTOS_OK);
+		assert_int_equal(buf_append_byte(&w, 0), CUSTOS_OK);
+		inspect_summary sum;
+		char *r = redact_json(&p, (const char *)buf_ptr(&w), CUSTOS_OK, &sum);
+		if (strstr(r, cases[i].want) == NULL)
+			fprintf(stderr, "case %zu: %s\n", i, r);
+		assert_non_null(strstr(r, cases[i].want));
+		assert_true(ti_json_ok(r));
+		assert_int_equal(sum.count[cases[i].det], 1);
+		assert_int_equal(sum.total, 1);
+		free(r);
+		inspect_profile dp = ti_profile(INSPECT_ACT_DENY);
+		r = redact_json(&dp, (const char *)buf_ptr(&w), CUSTOS_ERR_DENIED, &sum);
+		assert_int_equal(sum.deny_detector, (int)cases[i].det);
+		free(r);
+		buf_free(&w);
+		buf_free(&b);
+	}
+	/* text that is no JSON and hides nothing is left as it was */
+	const char *body = "{\"content\":\"{ not json \\\\u0041 }\"}";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
+/* A JSON text may be a string alone: arguments "\"4111 1111 1111 111\\u0031\"" are the card to
+ * the tool that parses them. Such a string's own escapes are decoded like a document's; before,
+ * it was inspected as text and the card passed. */
+static void test_string_document(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+		unsigned det;
+	} cases[] = {
+		{ "{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"\\\"4111 1111 1111 111\\\\u0031\\\"\"}}]}",
+		  "{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"\\\"[REDACTED:PAYMENT_CARD]\\\"\"}}]}",
+		  INSPECT_PAYMENT_CARD },
+		{ "{\"content\":\" \\\"mail jane\\\\u0040example.com\\\"\"}",
+		  "{\"content\":\" \\\"mail [REDACTED:EMAIL]\\\"\"}", INSPECT_EMAIL },
+		{ "{\"content\":\"\\\"4111 1111 1111 1111\\\"\"}",
+		  "{\"content\":\"\\\"[REDACTED:PAYMENT_CARD]\\\"\"}", INSPECT_PAYMENT_CARD },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		assert_true(ti_json_ok(cases[i].body));
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu: %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.count[cases[i].det], 1);
+		assert_int_equal(sum.total, 1);
+		free(r);
+		inspect_profile dp = ti_profile(INSPECT_ACT_DENY);
+		r = redact_json(&dp, cases[i].body, CUSTOS_ERR_DENIED, &sum);
+		free(r);
+	}
+	/* a quoted word and text after it: as before */
+	const char *body = "{\"content\":\"\\\"hello\\\" she said\"}";
+	inspect_summary sum;
+	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
 /* A body of many messages with values at many positions: valid and value-free afterwards. */
 static void test_many_values(void **state)
 {
@@ -769,6 +943,9 @@ int main(void)
 		cmocka_unit_test(test_structure_untouched),
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),
+		cmocka_unit_test(test_embedded_depth),
+		cmocka_unit_test(test_near_json_escapes),
+		cmocka_unit_test(test_string_document),
 		cmocka_unit_test(test_many_values),
 		cmocka_unit_test(test_split_over_parts),
 		cmocka_unit_test(test_join_shapes),
