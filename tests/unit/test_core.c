@@ -253,6 +253,21 @@ static void test_time(void **state)
 	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11"), &ns), CUSTOS_ERR_INVAL);
 	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11.Z"), &ns),
 	                 CUSTOS_ERR_INVAL);
+	/* a day past the month's end is refused, not carried into the next month */
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-02-29T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-04-31T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2100-02-29T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2028-02-29T10:00:00Z"), &ns), CUSTOS_OK);
+	assert_true(ns == 1835431200000000000ull);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2000-02-29T00:00:00Z"), &ns), CUSTOS_OK);
+	/* the last instant 64-bit nanoseconds hold, and none after it (no wrap to the past) */
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:33.709551615Z"), &ns),
+	                 CUSTOS_OK);
+	assert_true(ns == UINT64_MAX);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:33.709551616Z"), &ns),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:34Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("9999-12-31T23:59:59Z"), &ns), CUSTOS_ERR_INVAL);
 	uint64_t a = tm_mono_ns(), b2 = tm_mono_ns();
 	assert_true(b2 >= a);
 }
