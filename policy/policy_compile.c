@@ -793,6 +793,11 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 			} else {
 				ds->url = arena_strdup(&p->a, s, u->len);
 				ds->scheme = lower_dup(&p->a, sch);
+				/* one trailing dot (an absolute name) names the same host: the
+				 * egress proxy drops it before the lookup, so it is dropped here
+				 * too, or the source would match no call */
+				if (host.len > 1 && host.ptr[host.len - 1] == '.')
+					host.len--;
 				char v6[PHOST_V6_MAX];
 				ds->host = phost_v6_canon(host, v6)
 				                   ? arena_strdup(&p->a, v6, strlen(v6))
@@ -1136,6 +1141,12 @@ static bool parse_times(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		const char *s;
 		if (from && ydoc_str(doc, from, &s, c->d) && !parse_hhmm(s, &t->from_min)) {
 			ydoc_error(doc, from, c->d, NULL, "bad time '%s' (want HH:MM)", s);
+			ok = false;
+		} else if (t->from_min == 24 * 60) {
+			/* 24:00 ends a day: as a start it would open the window on the next
+			 * day, not the one 'days' names */
+			ydoc_error(doc, from, c->d, "write from: \"00:00\" and name the next day",
+			           "'from' must be 00:00..23:59: 24:00 only ends a window");
 			ok = false;
 		}
 		if (to && ydoc_str(doc, to, &s, c->d) && !parse_hhmm(s, &t->to_min)) {

@@ -205,6 +205,7 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 			           "unknown model '%s'", s);
 	}
 	ydoc_node *dv = ydoc_map_get(node, "data"), *uv = ydoc_map_get(node, "url");
+	bool url_path = false; /* the path is the URL's */
 	if (dv && uv)
 		ydoc_error(doc, uv, d, NULL, "give 'data' or 'url', not both");
 	else if (dv && ydoc_str(doc, dv, &s, d)) {
@@ -219,18 +220,32 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 			           "url: bad url '%s': %s", s, why);
 		} else {
 			req->data = policy_find_data_url(p, span_of(s, uv->len));
-			/* the URL's path (without query) is the request path unless one is given */
-			if (u.path.len > 0 && ydoc_map_get(node, "path") == NULL)
-				req->path = u.path;
+			/* the URL's path (without query) is the request path */
+			req->path = u.path;
+			url_path = true;
 		}
 	}
 	if ((v = ydoc_map_get(node, "method")) != NULL && ydoc_str(doc, v, &s, d))
 		req->method = span_of(s, v->len);
-	if ((v = ydoc_map_get(node, "path")) != NULL && ydoc_str(doc, v, &s, d))
+	if ((v = ydoc_map_get(node, "path")) != NULL && ydoc_str(doc, v, &s, d)) {
+		span up = req->path.len ? req->path : SPAN_LIT("/");
 		req->path = span_of(s, v->len);
+		/* the egress proxy's path is its URL's: another one is a call it never makes */
+		if (url_path && !span_eq(req->path, up))
+			ydoc_error(doc, v, d, "give 'url' alone: its path is the request's",
+			           "path '%s' disagrees with the url's path '%.*s'", s, (int)up.len,
+			           up.ptr);
+	}
 	if ((v = ydoc_map_get(node, "route")) != NULL && ydoc_str(doc, v, &s, d)) {
-		req->route = span_of(s, v->len);
 		const char *sp = memchr(s, ' ', v->len);
+		if (sp == NULL || sp == s || sp[1] != '/') {
+			/* matched against no route, it would decide as if none were given */
+			ydoc_error(doc, v, d, "e.g. \"POST /v1/chat/completions\"",
+			           "route '%s' is not 'METHOD /path'", s);
+			sp = NULL;
+		} else {
+			req->route = span_of(s, v->len);
+		}
 		/* a route alone also fills method and path when they are not given */
 		if (sp && req->method.len == 0)
 			req->method = span_of(s, (size_t)(sp - s));
@@ -239,9 +254,17 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	}
 	if ((v = ydoc_map_get(node, "body_size")) != NULL)
 		(void)ydoc_size(doc, v, UINT64_MAX, &req->body_size, d);
-	if ((v = ydoc_map_get(node, "time")) != NULL && ydoc_str(doc, v, &s, d) &&
-	    tm_parse_rfc3339(span_of(s, v->len), &req->time_ns) != CUSTOS_OK)
-		ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
+	if ((v = ydoc_map_get(node, "time")) != NULL && ydoc_str(doc, v, &s, d)) {
+		if (tm_parse_rfc3339(span_of(s, v->len), &req->time_ns) != CUSTOS_OK)
+			ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
+		else if (req->time_ns == 0)
+			/* a time of 0 is "now" to the evaluator: the case would depend on the
+			 * clock of the day it runs */
+			ydoc_error(doc, v, d, "give an instant after 1970-01-01T00:00:00Z",
+			           "time '%s' is the epoch itself, which the evaluator reads as "
+			           "'now'",
+			           s);
+	}
 	if ((v = ydoc_map_get(node, "taint")) != NULL) {
 		policy_class c;
 		if (ydoc_str(doc, v, &s, d)) {
