@@ -60,7 +60,10 @@ int cmd_policy_test(int argc, char **argv)
 	diag_print(&d, stderr);
 	int rc = CLI_OK;
 	if (e != CUSTOS_OK) {
-		fprintf(stderr, "%s: %s\n", argv[2], err_msg());
+		/* the diagnostics above say what is wrong, at their place; a failure that left
+		 * none (out of memory) is said here */
+		if (d.errors == 0)
+			fprintf(stderr, "%s: %s\n", argv[2], err_msg());
 		rc = CLI_FAIL;
 	}
 	if (e != CUSTOS_OK) /* the file has errors: what ran is not the whole file */

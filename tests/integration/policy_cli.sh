@@ -129,6 +129,15 @@ printf 'cases:\n  - name: bad\n    request: { direction: ingress, principal: nob
 	fail "policy test passed a test file with errors"
 [ "$(tail -1 "$work/out")" = "0 passed, 0 failed, the test file refused (1 error(s) above)" ] ||
 	fail "summary of a refused test file: $(tail -1 "$work/out")"
+# Each error is said once, at its place: no second line naming the file twice, and none
+# without a message (an empty test file).
+printf '' >"$work/empty-tests.yaml"
+for t in bad-tests empty-tests missing-tests; do
+	"$CUSTOS_BIN" policy test "$conf/policy.example.yaml" "$work/$t.yaml" >/dev/null 2>"$work/err" &&
+		fail "policy test passed $t.yaml"
+	[ "$(wc -l <"$work/err")" -eq 1 ] || fail "$t.yaml: not one error line: $(cat "$work/err")"
+	grep -q "^$work/$t.yaml:.*error: ..*" "$work/err" || fail "$t.yaml: error line: $(cat "$work/err")"
+done
 
 # --- usage errors exit 2
 set +e
