@@ -355,14 +355,14 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 		diag_add(c->d, DIAG_ERROR, name, 1, 1, NULL, "empty policy file");
 		return CUSTOS_ERR_PARSE;
 	}
-	if (!ydoc_expect(doc, root, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, root, YDOC_MAP, "a policy file", c->d))
 		return CUSTOS_ERR_PARSE;
 	(void)ydoc_check_keys(doc, root, top_keys, CUSTOS_ARRAY_LEN(top_keys), c->d);
 	ydoc_node *v = ydoc_map_get(root, "version");
 	uint64_t ver;
-	if (v && ydoc_u64(doc, v, 1, 1, &ver, c->d)) {
-		/* only version 1 exists */
-	}
+	if (v && ydoc_u64(doc, v, 0, UINT64_MAX, &ver, c->d) && ver != 1)
+		ydoc_error(doc, v, c->d, "write version: 1", "unknown policy version %llu",
+		           (unsigned long long)ver);
 	if (v == NULL && from == NULL)
 		diag_add(c->d, DIAG_ERROR, name, root->line, root->col, "add 'version: 1'",
 		         "missing key 'version'");

@@ -468,7 +468,7 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 		return le;
 	}
 	ydoc_node *root = doc.root;
-	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a mapping with 'cases'", d) ||
+	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a test file", d) ||
 	    !ydoc_check_keys(&doc, root, top, 1, d)) {
 		if (root == NULL)
 			diag_add(d, DIAG_ERROR, tests_path, 1, 1, NULL, "empty test file");

@@ -887,6 +887,20 @@ static void test_data_source_trailing_dot(void **state)
 	policy_unref(p);
 }
 
+/* A file that is no policy, and a version that does not exist, are said in plain words. */
+static void test_top_level_messages(void **state)
+{
+	(void)state;
+	expect_error_at("[1, 2]\n", "a policy file must be a mapping, not a list", 1, 1, NULL, 0);
+	expect_error_at("just text\n", "a policy file must be a mapping, not a scalar", 1, 1, NULL,
+	                0);
+	char hint[128];
+	expect_error_at("version: 2\nrules: []\n", "unknown policy version 2", 1, 10, hint,
+	                sizeof(hint));
+	assert_string_equal(hint, "write version: 1");
+	expect_error_at("version: 0\nrules: []\n", "unknown policy version 0", 1, 10, NULL, 0);
+}
+
 /* from: 24:00 would open the window on the day after the one `days` names: refused, as the
  * reference allows 24:00 for `to` only. */
 static void test_time_window_from_2400(void **state)
@@ -1056,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_runner_full_rule_set),
 		cmocka_unit_test(test_data_source_trailing_dot),
 		cmocka_unit_test(test_time_window_from_2400),
+		cmocka_unit_test(test_top_level_messages),
 		cmocka_unit_test(test_request_context_refusals),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
