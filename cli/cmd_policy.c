@@ -121,7 +121,10 @@ int cmd_policy_explain(int argc, char **argv)
 	}
 	policy_request req;
 	policy_request_doc *keep = NULL;
-	e = policy_request_parse(p, (const char *)buf_ptr(&text), buf_used(&text), &req, &keep, &d);
+	/* a request read from a file is placed in that file */
+	e = policy_request_parse_named(p, request[0] == '@' ? request + 1 : "<request>",
+	                               (const char *)buf_ptr(&text), buf_used(&text), &req, &keep,
+	                               &d);
 	diag_print(&d, stderr);
 	if (e != CUSTOS_OK) {
 		fprintf(stderr, "custos: bad --request\n");

@@ -297,8 +297,9 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	return CUSTOS_OK;
 }
 
-static custos_err request_parse(const policy *p, const char *text, size_t len, bool json,
-                                policy_request *req, policy_request_doc **keep, diag_list *d)
+static custos_err request_parse(const policy *p, const char *name, const char *text, size_t len,
+                                bool json, policy_request *req, policy_request_doc **keep,
+                                diag_list *d)
 {
 	ydoc doc;
 	*keep = NULL;
@@ -310,18 +311,18 @@ static custos_err request_parse(const policy *p, const char *text, size_t len, b
 		blanks++;
 	if (json && blanks == len) {
 		/* as YAML has it: no value at all is "empty request", not a syntax error */
-		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		diag_add(d, DIAG_ERROR, name, 1, 1, NULL, "empty request");
 		return CUSTOS_ERR_PARSE;
 	}
-	custos_err pe = json ? ydoc_parse_json(&doc, "<request>", text, len, d)
-	                     : ydoc_parse(&doc, "<request>", text, len, d);
+	custos_err pe = json ? ydoc_parse_json(&doc, name, text, len, d)
+	                     : ydoc_parse(&doc, name, text, len, d);
 	if (pe != CUSTOS_OK) {
 		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
 		return pe;
 	}
 	if (doc.root == NULL) {
 		ydoc_free(&doc);
-		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		diag_add(d, DIAG_ERROR, name, 1, 1, NULL, "empty request");
 		return CUSTOS_ERR_PARSE;
 	}
 	policy_request_doc *k = NULL;
@@ -339,13 +340,20 @@ static custos_err request_parse(const policy *p, const char *text, size_t len, b
 custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
                                 policy_request_doc **keep, diag_list *d)
 {
-	return request_parse(p, text, len, false, req, keep, d);
+	return request_parse(p, "<request>", text, len, false, req, keep, d);
+}
+
+custos_err policy_request_parse_named(const policy *p, const char *name, const char *text,
+                                      size_t len, policy_request *req, policy_request_doc **keep,
+                                      diag_list *d)
+{
+	return request_parse(p, name, text, len, false, req, keep, d);
 }
 
 custos_err policy_request_parse_json(const policy *p, const char *text, size_t len,
                                      policy_request *req, policy_request_doc **keep, diag_list *d)
 {
-	return request_parse(p, text, len, true, req, keep, d);
+	return request_parse(p, "<request>", text, len, true, req, keep, d);
 }
 
 /* ---------------------------------------------------------------------------------------------

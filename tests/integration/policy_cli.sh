@@ -33,6 +33,12 @@ printf '{"direction":"ingress","principal":"analysts","model":"llama-8b","route"
 out=$("$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request "@$work/req.json")
 grep -q '^decision: allow$' <<<"$out" || fail "explain @file: $out"
 grep -q 'inspect prompt payment_card: deny' <<<"$out" || fail "explain obligations: $out"
+# a request read from a file has its errors placed in that file, not in "<request>"
+printf '{"direction": "ingress",\n "principle": "analysts"}\n' >"$work/bad-req.json"
+"$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request "@$work/bad-req.json" \
+	>/dev/null 2>"$work/err" && fail "explain took a bad request file"
+grep -q "^$work/bad-req.json:2:2: error: unknown key 'principle'" "$work/err" ||
+	fail "explain @file error position: $(cat "$work/err")"
 if "$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request '{"direction":"ingress","principal":"nobody"}' 2>"$work/err"; then
 	fail "explain accepted an unknown principal"
 fi
