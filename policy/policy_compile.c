@@ -499,7 +499,7 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 			           "'%s' is a built-in detector; pick another name", k->str);
 			return;
 		}
-	if (!ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, v, YDOC_MAP, "a detector", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	if (p->n_detectors >= POLICY_MAX_DETECTORS) {
@@ -576,7 +576,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 		                             "jwt_iss",      "jwt_sub",      "jwt_group" };
 	policy *p = c->p;
 	if (!name_ok(c, doc, k, "principal id") ||
-	    !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	    !ydoc_expect(doc, v, YDOC_MAP, "a principal", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	pprincipal *pr = &p->principals[p->n_principals];
@@ -596,7 +596,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	if (m == NULL) {
 		ydoc_error(doc, k, c->d, "e.g. match: { cert_san_uri: \"spiffe://corp/app\" }",
 		           "principal '%s' needs 'match'", k->str);
-	} else if (ydoc_expect(doc, m, YDOC_MAP, "a mapping", c->d)) {
+	} else if (ydoc_expect(doc, m, YDOC_MAP, "'match'", c->d)) {
 		(void)ydoc_check_keys(doc, m, mkeys, CUSTOS_ARRAY_LEN(mkeys), c->d);
 		if (m->n == 0)
 			ydoc_error(doc, m, c->d, NULL, "empty 'match' would match every caller");
@@ -652,7 +652,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 		}
 	}
 	ydoc_node *at = ydoc_map_get(v, "attributes");
-	if (at && ydoc_expect(doc, at, YDOC_MAP, "a mapping", c->d)) {
+	if (at && ydoc_expect(doc, at, YDOC_MAP, "'attributes'", c->d)) {
 		c->princ_attrs[pr->pub.index] = at;
 		struct policy_attr *attrs = arena_alloc(&p->a, sizeof(*attrs) * (at->n + 1));
 		pr->attr_ids = arena_alloc(&p->a, sizeof(uint32_t) * (at->n + 1));
@@ -684,7 +684,7 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 {
 	static const char *const keys[] = { "isolation", "sandbox", "description" };
 	policy *p = c->p;
-	if (!name_ok(c, doc, k, "model id") || !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	if (!name_ok(c, doc, k, "model id") || !ydoc_expect(doc, v, YDOC_MAP, "a model", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_model *m = &p->models[p->n_models];
@@ -755,7 +755,7 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 	static const char *const keys[] = { "url", "classification", "description" };
 	policy *p = c->p;
 	if (!name_ok(c, doc, k, "data source id") ||
-	    !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	    !ydoc_expect(doc, v, YDOC_MAP, "a data source", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_data_source *ds = &p->data[p->n_data];
@@ -826,7 +826,9 @@ static void pass_subjects(struct cc *c, const char *key, subject_fn fn)
 			continue;
 		const ydoc *doc = &c->files[i].doc;
 		ydoc_node *m = ydoc_map_get(doc->root, key);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "a mapping of id: {...}", c->d))
+		char what[64];
+		snprintf(what, sizeof(what), "'%s' (id: {...})", key);
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, what, c->d))
 			continue;
 		for (size_t j = 0; j < m->n; j++)
 			fn(c, doc, m->pairs[j].key, m->pairs[j].value);
@@ -1172,7 +1174,7 @@ static bool parse_times(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 
 static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 {
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping of attribute: value", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "principal.attributes", c->d))
 		return false;
 	if (n->n == 0 || n->n > 64) {
 		ydoc_error(doc, n, c->d, NULL, "principal.attributes: 1..64 attributes");
@@ -1219,7 +1221,7 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 static bool parse_body(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 {
 	static const char *const bk[] = { "above", "below", "at_least", "at_most" };
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping such as { above: 1MiB }", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "body_size", c->d))
 		return false;
 	bool ok = ydoc_check_keys(doc, n, bk, 4, c->d);
 	if (n->n == 0) {
@@ -1514,7 +1516,7 @@ static void parse_limits(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		                          "tokens_per_minute",   "tokens_per_hour",
 		                          "tokens_per_day",      "max_body",
 		                          "max_tokens" };
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "'limits'", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, lk, CUSTOS_ARRAY_LEN(lk), c->d);
 	r->has_limits = true;
@@ -1551,8 +1553,7 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	static const char *const ik[] = { "prompt", "response", "request" };
 	static const char *const acts[] = { "log", "redact", "deny" };
 	policy *p = c->p;
-	if (!ydoc_expect(doc, n, YDOC_MAP, "{ prompt: {...}, request: {...}, response: {...} }",
-	                 c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "'inspect'", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, ik, CUSTOS_ARRAY_LEN(ik), c->d);
 	size_t total = 0;
@@ -1564,7 +1565,8 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	r->inspect = arena_alloc(&p->a, sizeof(*r->inspect) * (total + 1));
 	for (int w = 0; w < 3; w++) {
 		ydoc_node *m = ydoc_map_get(n, ik[w]);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "a mapping detector: action", c->d))
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP,
+		                              "'inspect' of a direction (detector: action)", c->d))
 			continue;
 		for (size_t i = 0; i < m->n; i++) {
 			ydoc_node *k = m->pairs[i].key;
@@ -1597,7 +1599,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	static const char *const rk[] = { "id",     "description", "effect", "when",
 		                          "limits", "inspect",     "audit" };
 	policy *p = c->p;
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a rule mapping", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "a rule", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, rk, CUSTOS_ARRAY_LEN(rk), c->d);
 	ydoc_node *id = ydoc_map_get(n, "id");
@@ -1640,7 +1642,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	}
 	r->dirs = 3;
 	v = ydoc_map_get(n, "when");
-	if (v && ydoc_expect(doc, v, YDOC_MAP, "a mapping of conditions", c->d))
+	if (v && ydoc_expect(doc, v, YDOC_MAP, "'when'", c->d))
 		(void)parse_when(c, doc, v, r);
 	if ((v = ydoc_map_get(n, "limits")) != NULL)
 		parse_limits(c, doc, v, r);

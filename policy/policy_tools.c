@@ -59,7 +59,7 @@ static bool parse_identity(const ydoc *doc, ydoc_node *n, policy_request_doc *k,
 		                            "api_key_sha256", "jwt_iss",      "jwt_sub",
 		                            "jwt_groups" };
 	policy_identity *id = &k->id;
-	bool ok = ydoc_expect(doc, n, YDOC_MAP, "a mapping", d) &&
+	bool ok = ydoc_expect(doc, n, YDOC_MAP, "'identity'", d) &&
 	          ydoc_check_keys(doc, n, keys, CUSTOS_ARRAY_LEN(keys), d);
 	if (!ok)
 		return false;
@@ -172,7 +172,7 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	memset(req, 0, sizeof(*req));
 	req->isolation = -1;
 	*keep = NULL;
-	if (!ydoc_expect(doc, node, YDOC_MAP, "a request mapping", d))
+	if (!ydoc_expect(doc, node, YDOC_MAP, "a request", d))
 		return CUSTOS_ERR_PARSE;
 	policy_request_doc *k = calloc(1, sizeof(*k));
 	ENSURE(k != NULL, CUSTOS_ERR_NOMEM, "out of memory");
@@ -404,7 +404,7 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 {
 	static const char *const keys[] = { "audit",  "max_body", "max_tokens",
 		                            "prompt", "response", "request" };
-	if (!ydoc_expect(doc, ob, YDOC_MAP, "a mapping", d) ||
+	if (!ydoc_expect(doc, ob, YDOC_MAP, "'obligations'", d) ||
 	    !ydoc_check_keys(doc, ob, keys, CUSTOS_ARRAY_LEN(keys), d))
 		return false;
 	bool ok = true;
@@ -435,7 +435,8 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 	for (int k3 = 0; k3 < 3; k3++) {
 		int w = k3 == 1;
 		ydoc_node *m = ydoc_map_get(ob, dirs[k3]);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "detector: action", d))
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP,
+		                              "an obligation's detectors (detector: action)", d))
 			continue;
 		for (size_t i = 0; i < m->n; i++) {
 			ydoc_node *k = m->pairs[i].key;
@@ -503,7 +504,7 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 	for (size_t i = 0; i < cases->n; i++) {
 		ydoc_node *c = cases->items[i];
 		size_t ce = d->errors;
-		if (!ydoc_expect(&doc, c, YDOC_MAP, "a case mapping", d))
+		if (!ydoc_expect(&doc, c, YDOC_MAP, "a case", d))
 			continue;
 		(void)ydoc_check_keys(&doc, c, ckeys, CUSTOS_ARRAY_LEN(ckeys), d);
 		ydoc_node *nm = ydoc_map_get(c, "name"), *rq = ydoc_map_get(c, "request"),

@@ -899,6 +899,15 @@ static void test_top_level_messages(void **state)
 	                sizeof(hint));
 	assert_string_equal(hint, "write version: 1");
 	expect_error_at("version: 0\nrules: []\n", "unknown policy version 0", 1, 10, NULL, 0);
+	/* a value of the wrong kind is named for what it is */
+	expect_error_at("version: 1\nprincipals:\n  a: 1\n",
+	                "a principal must be a mapping, not a scalar", 3, 6, NULL, 0);
+	expect_error_at("version: 1\nmodels: [m]\n",
+	                "'models' (id: {...}) must be a mapping, not a list", 2, 9, NULL, 0);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, when: [x] }\n",
+	                "'when' must be a mapping, not a list", 3, 35, NULL, 0);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, limits: 5 }\n",
+	                "'limits' must be a mapping, not a scalar", 3, 37, NULL, 0);
 }
 
 /* from: 24:00 would open the window on the day after the one `days` names: refused, as the
