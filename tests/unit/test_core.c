@@ -495,6 +495,29 @@ static void test_ydoc_refusals(void **state)
 	assert_non_null(strstr(d.items[0].message, "(byte 0x00)"));
 	ydoc_free(&doc);
 	diag_free(&d);
+	/* UTF-16 (a byte order mark libyaml would follow) is refused at 1:1; a UTF-8 BOM is
+	 * skipped as before */
+	static const char u16le[] = "\xff\xfe"
+	                            "a\0:\0 \0001\0\n\0";
+	static const char u16be[] = "\xfe\xff\0a\0:\0 \0001\0\n";
+	const char *const u16[] = { u16le, u16be };
+	const size_t u16n[] = { sizeof(u16le) - 1, sizeof(u16be) - 1 };
+	for (int i = 0; i < 2; i++) {
+		diag_init(&d);
+		assert_int_not_equal(ydoc_parse(&doc, "t.yaml", u16[i], u16n[i], &d), CUSTOS_OK);
+		assert_int_equal(d.items[0].line, 1);
+		assert_int_equal(d.items[0].col, 1);
+		assert_non_null(strstr(d.items[0].message, "UTF-16"));
+		ydoc_free(&doc);
+		diag_free(&d);
+	}
+	static const char bom8[] = "\xef\xbb\xbf"
+	                           "a: 1\n";
+	diag_init(&d);
+	assert_int_equal(ydoc_parse(&doc, "t.yaml", bom8, sizeof(bom8) - 1, &d), CUSTOS_OK);
+	assert_non_null(ydoc_map_get(doc.root, "a"));
+	ydoc_free(&doc);
+	diag_free(&d);
 	static const char bad8[] = "a: 1\nb: \"\xc3\xa9\xe9x\"\n";
 	diag_init(&d);
 	assert_int_not_equal(ydoc_parse(&doc, "t.yaml", bad8, sizeof(bad8) - 1, &d), CUSTOS_OK);
