@@ -152,7 +152,14 @@ static bool str_list(struct cc *c, const ydoc *doc, ydoc_node *n, const char ***
 		return false;
 	}
 	if (n->n == 0) {
-		ydoc_error(doc, n, c->d, NULL, "empty list: the condition could never hold");
+		/* in a rule's conditions an empty list is one no request meets; elsewhere (a
+		 * detector's patterns, a principal's groups) it is a list with nothing in it */
+		if (c->cur_rule)
+			ydoc_error(doc, n, c->d, NULL,
+			           "empty list: the condition could never hold");
+		else
+			ydoc_error(doc, n, c->d, "give at least one item, or omit the key",
+			           "empty list");
 		return false;
 	}
 	if (n->n > POLICY_MAX_LIST) {

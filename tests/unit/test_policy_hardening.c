@@ -736,6 +736,7 @@ static void test_include_path_too_long(void **state)
 	assert_int_equal(policy_rule_count(p), 1);
 	policy_unref(p);
 	diag_free(&d);
+	unlink(path); /* the group's teardown removes the (then empty) directory */
 	free(dir);
 }
 
@@ -906,6 +907,17 @@ static void test_top_level_messages(void **state)
 	                "'models' (id: {...}) must be a mapping, not a list", 2, 9, NULL, 0);
 	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, when: [x] }\n",
 	                "'when' must be a mapping, not a list", 3, 35, NULL, 0);
+	/* an empty list outside a rule is no condition */
+	char eh[128];
+	expect_error_at("version: 1\ndetectors:\n  emp: { patterns: [] }\n", "empty list", 3, 20,
+	                eh, sizeof(eh));
+	assert_string_equal(eh, "give at least one item, or omit the key");
+	diag_list ed;
+	assert_null(parse("version: 1\ndetectors:\n  emp: { patterns: [] }\n", &ed));
+	assert_null(find_diag(&ed, DIAG_ERROR, "condition"));
+	diag_free(&ed);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, when: { method: [] } }\n",
+	                "empty list: the condition could never hold", 3, 45, NULL, 0);
 	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, limits: 5 }\n",
 	                "'limits' must be a mapping, not a scalar", 3, 37, NULL, 0);
 }
