@@ -279,11 +279,18 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	if ((v = ydoc_map_get(node, "isolation")) != NULL) {
 		policy_isolation i;
 		if (ydoc_str(doc, v, &s, d)) {
-			if (policy_isolation_parse(span_of(s, v->len), &i))
-				req->isolation = (int)i;
+			if (!policy_isolation_parse(span_of(s, v->len), &i))
+				ydoc_error(doc, v, d, "process or vm", "unknown isolation '%s'", s);
+			else if (i != POLICY_ISO_PROCESS && i != POLICY_ISO_VM)
+				/* the egress proxy knows a running sandbox as a process or a VM
+				 * (proxy/egress.c): any other level is a call it never decides */
+				ydoc_error(doc, v, d,
+				           "process or vm; omit it for the model's declared level",
+				           "isolation '%s' is not a running sandbox's: the egress "
+				           "proxy knows a sandbox as process or vm",
+				           s);
 			else
-				ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
-				           "unknown isolation '%s'", s);
+				req->isolation = (int)i;
 		}
 	}
 	if ((v = ydoc_map_get(node, "shadow")) != NULL)

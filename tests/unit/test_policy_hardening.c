@@ -963,6 +963,12 @@ static void test_request_context_refusals(void **state)
 		{ "{direction: egress, url: \"https://hr.example/api/x?q=1\", path: /api/x}",
 		  NULL },
 		{ "{direction: egress, data: hr, path: /admin}", NULL },
+		/* the egress proxy knows a running sandbox as a process or a VM, nothing else */
+		{ "{direction: egress, isolation: vm-dedicated-gpu}",
+		  "is not a running sandbox's" },
+		{ "{direction: egress, isolation: none}", "is not a running sandbox's" },
+		{ "{direction: egress, isolation: vm}", NULL },
+		{ "{direction: egress, isolation: process}", NULL },
 		/* a route that is no route */
 		{ "{direction: ingress, route: POST}", "route 'POST' is not 'METHOD /path'" },
 		{ "{direction: ingress, route: \" /v1/x\"}", "is not 'METHOD /path'" },
