@@ -805,6 +805,34 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 				 * too, or the source would match no call */
 				if (host.len > 1 && host.ptr[host.len - 1] == '.')
 					host.len--;
+				/* a name the egress proxy refuses (proxy/ssrf.c: letters, digits,
+				 * '-', '_', '.'; "%41" too) names a source no call maps to, whose
+				 * deny rules would never fire */
+				bool name_chars = host.ptr[0] != '[';
+				for (size_t i = 0; i < host.len && name_chars; i++) {
+					char ch = host.ptr[i];
+					name_chars = (ch >= 'a' && ch <= 'z') ||
+					             (ch >= 'A' && ch <= 'Z') ||
+					             (ch >= '0' && ch <= '9') || ch == '-' ||
+					             ch == '_' || ch == '.';
+					if (!name_chars) {
+						char what[32];
+						unsigned char b = (unsigned char)ch;
+						snprintf(what, sizeof(what),
+						         b > ' ' && b < 0x7f ? "'%c'"
+						                             : "byte 0x%02X",
+						         b);
+						ydoc_error(doc, u, c->d,
+						           "write the host name itself (letters, "
+						           "digits, "
+						           "'-', '_', '.'), or an IP address",
+						           "bad url '%s': the egress proxy refuses "
+						           "%s in "
+						           "a host, so no call would map to this "
+						           "source",
+						           s, what);
+					}
+				}
 				char v6[PHOST_V6_MAX];
 				ds->host = phost_v6_canon(host, v6)
 				                   ? arena_strdup(&p->a, v6, strlen(v6))

@@ -883,6 +883,18 @@ static void test_data_source_trailing_dot(void **state)
 	policy_evaluate(p, &r, &dec);
 	assert_int_equal(dec.effect, POLICY_DENY);
 	assert_string_equal(dec.rules[0], "no-hr");
+	/* a host the egress proxy refuses would name a source no call maps to: an error */
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://h%41.example/\", classification: "
+	                "public }\n",
+	                "the egress proxy refuses '%' in a host", 3, 13, NULL, 0);
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://w\xc3\xafki.example/\", "
+	                "classification: public }\n",
+	                "refuses byte 0xC3 in a host", 3, 13, NULL, 0);
+	policy_unref(
+	        must("version: 1\ndata:\n"
+	             "  a: { url: \"https://wiki_x-1.corp.example/\", classification: public }\n"
+	             "  b: { url: \"https://10.0.0.1/\", classification: public }\n"
+	             "  c: { url: \"https://[2001:db8::1]:8443/\", classification: public }\n"));
 	/* only one dot: "a.." is not "a" */
 	assert_null(policy_find_data_url(p, SPAN_LIT("https://wiki.corp.example../x")));
 	policy_unref(p);
