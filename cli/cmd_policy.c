@@ -58,7 +58,10 @@ int cmd_policy_test(int argc, char **argv)
 	cli_diag_print(&d);
 	int rc = CLI_OK;
 	if (e != CUSTOS_OK) {
-		cli_say("%s: %s", files[1], err_msg());
+		/* the diagnostics above say what is wrong, at their place; a failure that left
+		 * none (out of memory) is said here */
+		if (d.errors == 0)
+			cli_say("%s: %s", files[1], err_msg());
 		rc = CLI_FAIL;
 	}
 	if (e != CUSTOS_OK) /* the file has errors: what ran is not the whole file */
@@ -131,7 +134,10 @@ int cmd_policy_explain(int argc, char **argv)
 	}
 	policy_request req;
 	policy_request_doc *keep = NULL;
-	e = policy_request_parse(p, (const char *)buf_ptr(&text), buf_used(&text), &req, &keep, &d);
+	/* a request read from a file is placed in that file */
+	e = policy_request_parse_named(p, request[0] == '@' ? request + 1 : "<request>",
+	                               (const char *)buf_ptr(&text), buf_used(&text), &req, &keep,
+	                               &d);
 	cli_diag_print(&d);
 	if (e != CUSTOS_OK) {
 		cli_say("custos: bad --request");

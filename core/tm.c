@@ -88,6 +88,11 @@ custos_err tm_parse_rfc3339(span s, uint64_t *out_ns)
 	if (i != s.len || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
 	    oh > 23 || om > 59 || y < 1970)
 		goto bad;
+	/* timegm would carry a day past the month's end into the next month (02-30 is 03-02) */
+	static const unsigned char mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (d > (unsigned)mdays[mo - 1] + (mo == 2 && leap))
+		goto bad;
 	struct tm tm = { .tm_year = (int)y - 1900,
 		         .tm_mon = (int)mo - 1,
 		         .tm_mday = (int)d,
@@ -95,7 +100,8 @@ custos_err tm_parse_rfc3339(span s, uint64_t *out_ns)
 		         .tm_min = (int)mi,
 		         .tm_sec = (int)sec };
 	int64_t t = (int64_t)timegm(&tm) - sign * (int64_t)(oh * 3600 + om * 60);
-	if (t < 0)
+	/* nanoseconds since 1970 in 64 bits run to 2554-07-21T23:34:33Z: later would wrap */
+	if (t < 0 || (uint64_t)t > (UINT64_MAX - frac) / 1000000000ull)
 		goto bad;
 	*out_ns = (uint64_t)t * 1000000000ull + frac;
 	return CUSTOS_OK;

@@ -360,6 +360,19 @@ static custos_err parse_once(ydoc *doc, const char *file, const char *text, size
 		ydoc_free(doc);
 		return err_set(CUSTOS_ERR_NOMEM, "cannot initialise the YAML parser");
 	}
+	/* UTF-8 only: libyaml would take a UTF-16 file by its byte order mark, which the byte
+	 * checks (NUL, control, invalid UTF-8 at line:col) and review tools read otherwise. A
+	 * UTF-8 BOM is skipped by libyaml, as before. */
+	if (text && len >= 2 &&
+	    (((unsigned char)text[0] == 0xff && (unsigned char)text[1] == 0xfe) ||
+	     ((unsigned char)text[0] == 0xfe && (unsigned char)text[1] == 0xff))) {
+		diag_add(d, DIAG_ERROR, file, 1, 1, "save the file as UTF-8",
+		         "the file is UTF-16 (byte order mark 0x%02X 0x%02X): only UTF-8 is read",
+		         (unsigned char)text[0], (unsigned char)text[1]);
+		yaml_parser_delete(&b.parser);
+		ydoc_free(doc);
+		return err_set(CUSTOS_ERR_PARSE, "%s: not UTF-8", file);
+	}
 	/* libyaml asserts on a NULL input even for length 0 (an empty buf's pointer is NULL). */
 	yaml_parser_set_input_string(&b.parser, text ? (const unsigned char *)text : empty_input,
 	                             text ? len : 0);

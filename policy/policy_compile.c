@@ -152,7 +152,14 @@ static bool str_list(struct cc *c, const ydoc *doc, ydoc_node *n, const char ***
 		return false;
 	}
 	if (n->n == 0) {
-		ydoc_error(doc, n, c->d, NULL, "empty list: the condition could never hold");
+		/* in a rule's conditions an empty list is one no request meets; elsewhere (a
+		 * detector's patterns, a principal's groups) it is a list with nothing in it */
+		if (c->cur_rule)
+			ydoc_error(doc, n, c->d, NULL,
+			           "empty list: the condition could never hold");
+		else
+			ydoc_error(doc, n, c->d, "give at least one item, or omit the key",
+			           "empty list");
 		return false;
 	}
 	if (n->n > POLICY_MAX_LIST) {
@@ -355,14 +362,14 @@ static custos_err load_file(struct cc *c, const char *name, const char *text, si
 		diag_add(c->d, DIAG_ERROR, name, 1, 1, NULL, "empty policy file");
 		return CUSTOS_ERR_PARSE;
 	}
-	if (!ydoc_expect(doc, root, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, root, YDOC_MAP, "a policy file", c->d))
 		return CUSTOS_ERR_PARSE;
 	(void)ydoc_check_keys(doc, root, top_keys, CUSTOS_ARRAY_LEN(top_keys), c->d);
 	ydoc_node *v = ydoc_map_get(root, "version");
 	uint64_t ver;
-	if (v && ydoc_u64(doc, v, 1, 1, &ver, c->d)) {
-		/* only version 1 exists */
-	}
+	if (v && ydoc_u64(doc, v, 0, UINT64_MAX, &ver, c->d) && ver != 1)
+		ydoc_error(doc, v, c->d, "write version: 1", "unknown policy version %llu",
+		           (unsigned long long)ver);
 	if (v == NULL && from == NULL)
 		diag_add(c->d, DIAG_ERROR, name, root->line, root->col, "add 'version: 1'",
 		         "missing key 'version'");
@@ -499,7 +506,7 @@ static void parse_detector(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_nod
 			           "'%s' is a built-in detector; pick another name", k->str);
 			return;
 		}
-	if (!ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, v, YDOC_MAP, "a detector", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	if (p->n_detectors >= POLICY_MAX_DETECTORS) {
@@ -576,7 +583,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 		                             "jwt_iss",      "jwt_sub",      "jwt_group" };
 	policy *p = c->p;
 	if (!name_ok(c, doc, k, "principal id") ||
-	    !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	    !ydoc_expect(doc, v, YDOC_MAP, "a principal", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	pprincipal *pr = &p->principals[p->n_principals];
@@ -596,7 +603,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	if (m == NULL) {
 		ydoc_error(doc, k, c->d, "e.g. match: { cert_san_uri: \"spiffe://corp/app\" }",
 		           "principal '%s' needs 'match'", k->str);
-	} else if (ydoc_expect(doc, m, YDOC_MAP, "a mapping", c->d)) {
+	} else if (ydoc_expect(doc, m, YDOC_MAP, "'match'", c->d)) {
 		(void)ydoc_check_keys(doc, m, mkeys, CUSTOS_ARRAY_LEN(mkeys), c->d);
 		if (m->n == 0)
 			ydoc_error(doc, m, c->d, NULL, "empty 'match' would match every caller");
@@ -652,7 +659,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 		}
 	}
 	ydoc_node *at = ydoc_map_get(v, "attributes");
-	if (at && ydoc_expect(doc, at, YDOC_MAP, "a mapping", c->d)) {
+	if (at && ydoc_expect(doc, at, YDOC_MAP, "'attributes'", c->d)) {
 		c->princ_attrs[pr->pub.index] = at;
 		struct policy_attr *attrs = arena_alloc(&p->a, sizeof(*attrs) * (at->n + 1));
 		pr->attr_ids = arena_alloc(&p->a, sizeof(uint32_t) * (at->n + 1));
@@ -684,7 +691,7 @@ static void parse_model(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *
 {
 	static const char *const keys[] = { "isolation", "sandbox", "description" };
 	policy *p = c->p;
-	if (!name_ok(c, doc, k, "model id") || !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	if (!name_ok(c, doc, k, "model id") || !ydoc_expect(doc, v, YDOC_MAP, "a model", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_model *m = &p->models[p->n_models];
@@ -755,7 +762,7 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 	static const char *const keys[] = { "url", "classification", "description" };
 	policy *p = c->p;
 	if (!name_ok(c, doc, k, "data source id") ||
-	    !ydoc_expect(doc, v, YDOC_MAP, "a mapping", c->d))
+	    !ydoc_expect(doc, v, YDOC_MAP, "a data source", c->d))
 		return;
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	policy_data_source *ds = &p->data[p->n_data];
@@ -793,6 +800,39 @@ static void parse_data(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_node *v
 			} else {
 				ds->url = arena_strdup(&p->a, s, u->len);
 				ds->scheme = lower_dup(&p->a, sch);
+				/* one trailing dot (an absolute name) names the same host: the
+				 * egress proxy drops it before the lookup, so it is dropped here
+				 * too, or the source would match no call */
+				if (host.len > 1 && host.ptr[host.len - 1] == '.')
+					host.len--;
+				/* a name the egress proxy refuses (proxy/ssrf.c: letters, digits,
+				 * '-', '_', '.'; "%41" too) names a source no call maps to, whose
+				 * deny rules would never fire */
+				bool name_chars = host.ptr[0] != '[';
+				for (size_t i = 0; i < host.len && name_chars; i++) {
+					char ch = host.ptr[i];
+					name_chars = (ch >= 'a' && ch <= 'z') ||
+					             (ch >= 'A' && ch <= 'Z') ||
+					             (ch >= '0' && ch <= '9') || ch == '-' ||
+					             ch == '_' || ch == '.';
+					if (!name_chars) {
+						char what[32];
+						unsigned char b = (unsigned char)ch;
+						snprintf(what, sizeof(what),
+						         b > ' ' && b < 0x7f ? "'%c'"
+						                             : "byte 0x%02X",
+						         b);
+						ydoc_error(doc, u, c->d,
+						           "write the host name itself (letters, "
+						           "digits, "
+						           "'-', '_', '.'), or an IP address",
+						           "bad url '%s': the egress proxy refuses "
+						           "%s in "
+						           "a host, so no call would map to this "
+						           "source",
+						           s, what);
+					}
+				}
 				char v6[PHOST_V6_MAX];
 				ds->host = phost_v6_canon(host, v6)
 				                   ? arena_strdup(&p->a, v6, strlen(v6))
@@ -821,7 +861,9 @@ static void pass_subjects(struct cc *c, const char *key, subject_fn fn)
 			continue;
 		const ydoc *doc = &c->files[i].doc;
 		ydoc_node *m = ydoc_map_get(doc->root, key);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "a mapping of id: {...}", c->d))
+		char what[64];
+		snprintf(what, sizeof(what), "'%s' (id: {...})", key);
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, what, c->d))
 			continue;
 		for (size_t j = 0; j < m->n; j++)
 			fn(c, doc, m->pairs[j].key, m->pairs[j].value);
@@ -1137,6 +1179,12 @@ static bool parse_times(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		if (from && ydoc_str(doc, from, &s, c->d) && !parse_hhmm(s, &t->from_min)) {
 			ydoc_error(doc, from, c->d, NULL, "bad time '%s' (want HH:MM)", s);
 			ok = false;
+		} else if (t->from_min == 24 * 60) {
+			/* 24:00 ends a day: as a start it would open the window on the next
+			 * day, not the one 'days' names */
+			ydoc_error(doc, from, c->d, "write from: \"00:00\" and name the next day",
+			           "'from' must be 00:00..23:59: 24:00 only ends a window");
+			ok = false;
 		}
 		if (to && ydoc_str(doc, to, &s, c->d) && !parse_hhmm(s, &t->to_min)) {
 			ydoc_error(doc, to, c->d, NULL, "bad time '%s' (want HH:MM)", s);
@@ -1161,7 +1209,7 @@ static bool parse_times(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 
 static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 {
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping of attribute: value", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "principal.attributes", c->d))
 		return false;
 	if (n->n == 0 || n->n > 64) {
 		ydoc_error(doc, n, c->d, NULL, "principal.attributes: 1..64 attributes");
@@ -1208,7 +1256,7 @@ static bool parse_attrs(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 static bool parse_body(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 {
 	static const char *const bk[] = { "above", "below", "at_least", "at_most" };
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping such as { above: 1MiB }", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "body_size", c->d))
 		return false;
 	bool ok = ydoc_check_keys(doc, n, bk, 4, c->d);
 	if (n->n == 0) {
@@ -1503,7 +1551,7 @@ static void parse_limits(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 		                          "tokens_per_minute",   "tokens_per_hour",
 		                          "tokens_per_day",      "max_body",
 		                          "max_tokens" };
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a mapping", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "'limits'", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, lk, CUSTOS_ARRAY_LEN(lk), c->d);
 	r->has_limits = true;
@@ -1540,8 +1588,7 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	static const char *const ik[] = { "prompt", "response", "request" };
 	static const char *const acts[] = { "log", "redact", "deny" };
 	policy *p = c->p;
-	if (!ydoc_expect(doc, n, YDOC_MAP, "{ prompt: {...}, request: {...}, response: {...} }",
-	                 c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "'inspect'", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, ik, CUSTOS_ARRAY_LEN(ik), c->d);
 	size_t total = 0;
@@ -1553,7 +1600,8 @@ static void parse_inspect(struct cc *c, const ydoc *doc, ydoc_node *n, prule *r)
 	r->inspect = arena_alloc(&p->a, sizeof(*r->inspect) * (total + 1));
 	for (int w = 0; w < 3; w++) {
 		ydoc_node *m = ydoc_map_get(n, ik[w]);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "a mapping detector: action", c->d))
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP,
+		                              "'inspect' of a direction (detector: action)", c->d))
 			continue;
 		for (size_t i = 0; i < m->n; i++) {
 			ydoc_node *k = m->pairs[i].key;
@@ -1586,7 +1634,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	static const char *const rk[] = { "id",     "description", "effect", "when",
 		                          "limits", "inspect",     "audit" };
 	policy *p = c->p;
-	if (!ydoc_expect(doc, n, YDOC_MAP, "a rule mapping", c->d))
+	if (!ydoc_expect(doc, n, YDOC_MAP, "a rule", c->d))
 		return;
 	(void)ydoc_check_keys(doc, n, rk, CUSTOS_ARRAY_LEN(rk), c->d);
 	ydoc_node *id = ydoc_map_get(n, "id");
@@ -1629,7 +1677,7 @@ static void parse_rule(struct cc *c, const ydoc *doc, ydoc_node *n)
 	}
 	r->dirs = 3;
 	v = ydoc_map_get(n, "when");
-	if (v && ydoc_expect(doc, v, YDOC_MAP, "a mapping of conditions", c->d))
+	if (v && ydoc_expect(doc, v, YDOC_MAP, "'when'", c->d))
 		(void)parse_when(c, doc, v, r);
 	if ((v = ydoc_map_get(n, "limits")) != NULL)
 		parse_limits(c, doc, v, r);

@@ -286,6 +286,8 @@ const policy_data_source *policy_find_data_source(const policy *p, span scheme, 
 	char v6[PHOST_V6_MAX]; /* an IPv6 literal in the one spelling the policy keeps */
 	if (phost_v6_canon(host, v6))
 		host = span_cstr(v6);
+	else if (host.len > 1 && host.ptr[host.len - 1] == '.')
+		host.len--; /* one trailing dot names the same host, as the egress proxy has it */
 	for (uint32_t i = 0; i < p->n_data; i++) {
 		const policy_data_source *d = &p->data[i];
 		if (d->port != port || !span_case_eq(span_cstr(d->scheme), scheme) ||

@@ -59,7 +59,7 @@ static bool parse_identity(const ydoc *doc, ydoc_node *n, policy_request_doc *k,
 		                            "api_key_sha256", "jwt_iss",      "jwt_sub",
 		                            "jwt_groups" };
 	policy_identity *id = &k->id;
-	bool ok = ydoc_expect(doc, n, YDOC_MAP, "a mapping", d) &&
+	bool ok = ydoc_expect(doc, n, YDOC_MAP, "'identity'", d) &&
 	          ydoc_check_keys(doc, n, keys, CUSTOS_ARRAY_LEN(keys), d);
 	if (!ok)
 		return false;
@@ -172,7 +172,7 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	memset(req, 0, sizeof(*req));
 	req->isolation = -1;
 	*keep = NULL;
-	if (!ydoc_expect(doc, node, YDOC_MAP, "a request mapping", d))
+	if (!ydoc_expect(doc, node, YDOC_MAP, "a request", d))
 		return CUSTOS_ERR_PARSE;
 	policy_request_doc *k = calloc(1, sizeof(*k));
 	ENSURE(k != NULL, CUSTOS_ERR_NOMEM, "out of memory");
@@ -205,6 +205,7 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 			           "unknown model '%s'", s);
 	}
 	ydoc_node *dv = ydoc_map_get(node, "data"), *uv = ydoc_map_get(node, "url");
+	bool url_path = false; /* the path is the URL's */
 	if (dv && uv)
 		ydoc_error(doc, uv, d, NULL, "give 'data' or 'url', not both");
 	else if (dv && ydoc_str(doc, dv, &s, d)) {
@@ -219,18 +220,32 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 			           "url: bad url '%s': %s", s, why);
 		} else {
 			req->data = policy_find_data_url(p, span_of(s, uv->len));
-			/* the URL's path (without query) is the request path unless one is given */
-			if (u.path.len > 0 && ydoc_map_get(node, "path") == NULL)
-				req->path = u.path;
+			/* the URL's path (without query) is the request path */
+			req->path = u.path;
+			url_path = true;
 		}
 	}
 	if ((v = ydoc_map_get(node, "method")) != NULL && ydoc_str(doc, v, &s, d))
 		req->method = span_of(s, v->len);
-	if ((v = ydoc_map_get(node, "path")) != NULL && ydoc_str(doc, v, &s, d))
+	if ((v = ydoc_map_get(node, "path")) != NULL && ydoc_str(doc, v, &s, d)) {
+		span up = req->path.len ? req->path : SPAN_LIT("/");
 		req->path = span_of(s, v->len);
+		/* the egress proxy's path is its URL's: another one is a call it never makes */
+		if (url_path && !span_eq(req->path, up))
+			ydoc_error(doc, v, d, "give 'url' alone: its path is the request's",
+			           "path '%s' disagrees with the url's path '%.*s'", s, (int)up.len,
+			           up.ptr);
+	}
 	if ((v = ydoc_map_get(node, "route")) != NULL && ydoc_str(doc, v, &s, d)) {
-		req->route = span_of(s, v->len);
 		const char *sp = memchr(s, ' ', v->len);
+		if (sp == NULL || sp == s || sp[1] != '/') {
+			/* matched against no route, it would decide as if none were given */
+			ydoc_error(doc, v, d, "e.g. \"POST /v1/chat/completions\"",
+			           "route '%s' is not 'METHOD /path'", s);
+			sp = NULL;
+		} else {
+			req->route = span_of(s, v->len);
+		}
 		/* a route alone also fills method and path when they are not given */
 		if (sp && req->method.len == 0)
 			req->method = span_of(s, (size_t)(sp - s));
@@ -239,9 +254,17 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	}
 	if ((v = ydoc_map_get(node, "body_size")) != NULL)
 		(void)ydoc_size(doc, v, UINT64_MAX, &req->body_size, d);
-	if ((v = ydoc_map_get(node, "time")) != NULL && ydoc_str(doc, v, &s, d) &&
-	    tm_parse_rfc3339(span_of(s, v->len), &req->time_ns) != CUSTOS_OK)
-		ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
+	if ((v = ydoc_map_get(node, "time")) != NULL && ydoc_str(doc, v, &s, d)) {
+		if (tm_parse_rfc3339(span_of(s, v->len), &req->time_ns) != CUSTOS_OK)
+			ydoc_error(doc, v, d, "e.g. 2026-11-27T09:30:00Z", "bad time '%s'", s);
+		else if (req->time_ns == 0)
+			/* a time of 0 is "now" to the evaluator: the case would depend on the
+			 * clock of the day it runs */
+			ydoc_error(doc, v, d, "give an instant after 1970-01-01T00:00:00Z",
+			           "time '%s' is the epoch itself, which the evaluator reads as "
+			           "'now'",
+			           s);
+	}
 	if ((v = ydoc_map_get(node, "taint")) != NULL) {
 		policy_class c;
 		if (ydoc_str(doc, v, &s, d)) {
@@ -256,11 +279,18 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	if ((v = ydoc_map_get(node, "isolation")) != NULL) {
 		policy_isolation i;
 		if (ydoc_str(doc, v, &s, d)) {
-			if (policy_isolation_parse(span_of(s, v->len), &i))
-				req->isolation = (int)i;
+			if (!policy_isolation_parse(span_of(s, v->len), &i))
+				ydoc_error(doc, v, d, "process or vm", "unknown isolation '%s'", s);
+			else if (i != POLICY_ISO_PROCESS && i != POLICY_ISO_VM)
+				/* the egress proxy knows a running sandbox as a process or a VM
+				 * (proxy/egress.c): any other level is a call it never decides */
+				ydoc_error(doc, v, d,
+				           "process or vm; omit it for the model's declared level",
+				           "isolation '%s' is not a running sandbox's: the egress "
+				           "proxy knows a sandbox as process or vm",
+				           s);
 			else
-				ydoc_error(doc, v, d, "none, process, vm or vm-dedicated-gpu",
-				           "unknown isolation '%s'", s);
+				req->isolation = (int)i;
 		}
 	}
 	if ((v = ydoc_map_get(node, "shadow")) != NULL)
@@ -274,8 +304,9 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
 	return CUSTOS_OK;
 }
 
-static custos_err request_parse(const policy *p, const char *text, size_t len, bool json,
-                                policy_request *req, policy_request_doc **keep, diag_list *d)
+static custos_err request_parse(const policy *p, const char *name, const char *text, size_t len,
+                                bool json, policy_request *req, policy_request_doc **keep,
+                                diag_list *d)
 {
 	ydoc doc;
 	*keep = NULL;
@@ -287,18 +318,18 @@ static custos_err request_parse(const policy *p, const char *text, size_t len, b
 		blanks++;
 	if (json && blanks == len) {
 		/* as YAML has it: no value at all is "empty request", not a syntax error */
-		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		diag_add(d, DIAG_ERROR, name, 1, 1, NULL, "empty request");
 		return CUSTOS_ERR_PARSE;
 	}
-	custos_err pe = json ? ydoc_parse_json(&doc, "<request>", text, len, d)
-	                     : ydoc_parse(&doc, "<request>", text, len, d);
+	custos_err pe = json ? ydoc_parse_json(&doc, name, text, len, d)
+	                     : ydoc_parse(&doc, name, text, len, d);
 	if (pe != CUSTOS_OK) {
 		ydoc_free(&doc); /* ydoc_parse leaves the name allocated on failure */
 		return pe;
 	}
 	if (doc.root == NULL) {
 		ydoc_free(&doc);
-		diag_add(d, DIAG_ERROR, "<request>", 1, 1, NULL, "empty request");
+		diag_add(d, DIAG_ERROR, name, 1, 1, NULL, "empty request");
 		return CUSTOS_ERR_PARSE;
 	}
 	policy_request_doc *k = NULL;
@@ -316,13 +347,20 @@ static custos_err request_parse(const policy *p, const char *text, size_t len, b
 custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
                                 policy_request_doc **keep, diag_list *d)
 {
-	return request_parse(p, text, len, false, req, keep, d);
+	return request_parse(p, "<request>", text, len, false, req, keep, d);
+}
+
+custos_err policy_request_parse_named(const policy *p, const char *name, const char *text,
+                                      size_t len, policy_request *req, policy_request_doc **keep,
+                                      diag_list *d)
+{
+	return request_parse(p, name, text, len, false, req, keep, d);
 }
 
 custos_err policy_request_parse_json(const policy *p, const char *text, size_t len,
                                      policy_request *req, policy_request_doc **keep, diag_list *d)
 {
-	return request_parse(p, text, len, true, req, keep, d);
+	return request_parse(p, "<request>", text, len, true, req, keep, d);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -373,7 +411,7 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 {
 	static const char *const keys[] = { "audit",  "max_body", "max_tokens",
 		                            "prompt", "response", "request" };
-	if (!ydoc_expect(doc, ob, YDOC_MAP, "a mapping", d) ||
+	if (!ydoc_expect(doc, ob, YDOC_MAP, "'obligations'", d) ||
 	    !ydoc_check_keys(doc, ob, keys, CUSTOS_ARRAY_LEN(keys), d))
 		return false;
 	bool ok = true;
@@ -404,7 +442,8 @@ static bool check_obligations(const policy *p, const ydoc *doc, ydoc_node *ob,
 	for (int k3 = 0; k3 < 3; k3++) {
 		int w = k3 == 1;
 		ydoc_node *m = ydoc_map_get(ob, dirs[k3]);
-		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP, "detector: action", d))
+		if (m == NULL || !ydoc_expect(doc, m, YDOC_MAP,
+		                              "an obligation's detectors (detector: action)", d))
 			continue;
 		for (size_t i = 0; i < m->n; i++) {
 			ydoc_node *k = m->pairs[i].key;
@@ -445,7 +484,7 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 		return le;
 	}
 	ydoc_node *root = doc.root;
-	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a mapping with 'cases'", d) ||
+	if (root == NULL || !ydoc_expect(&doc, root, YDOC_MAP, "a test file", d) ||
 	    !ydoc_check_keys(&doc, root, top, 1, d)) {
 		if (root == NULL)
 			diag_add(d, DIAG_ERROR, tests_path, 1, 1, NULL, "empty test file");
@@ -472,7 +511,7 @@ custos_err policy_run_tests(const policy *p, const char *tests_path, void *repor
 	for (size_t i = 0; i < cases->n; i++) {
 		ydoc_node *c = cases->items[i];
 		size_t ce = d->errors;
-		if (!ydoc_expect(&doc, c, YDOC_MAP, "a case mapping", d))
+		if (!ydoc_expect(&doc, c, YDOC_MAP, "a case", d))
 			continue;
 		(void)ydoc_check_keys(&doc, c, ckeys, CUSTOS_ARRAY_LEN(ckeys), d);
 		ydoc_node *nm = ydoc_map_get(c, "name"), *rq = ydoc_map_get(c, "request"),

@@ -296,9 +296,13 @@ custos_err ptz_load(arena *a, const char *name, ptz *z)
 	if (strcmp(name, "UTC") == 0 || strcmp(name, "Z") == 0)
 		return CUSTOS_OK;
 	if (name[0] == '+' || name[0] == '-') {
+		/* exactly [+-]hh:mm, as documented: "+5:3" or "+05:30:45" would be guesses */
 		const char *s = name;
 		int32_t off;
-		ENSURE(posix_time(&s, &off) && *s == '\0' && off > -86400 && off < 86400,
+		bool shape = strlen(name) == 6 && isdigit((unsigned char)name[1]) &&
+		             isdigit((unsigned char)name[2]) && name[3] == ':' &&
+		             isdigit((unsigned char)name[4]) && isdigit((unsigned char)name[5]);
+		ENSURE(shape && posix_time(&s, &off) && *s == '\0' && off > -86400 && off < 86400,
 		       CUSTOS_ERR_INVAL, "bad UTC offset '%s' (want +hh:mm)", name);
 		z->off0 = off;
 		return CUSTOS_OK;

@@ -357,6 +357,11 @@ custos_err policy_request_from_yaml(const policy *p, const ydoc *doc, ydoc_node 
  * `custos policy explain` and `test`). At most 1 MiB. */
 custos_err policy_request_parse(const policy *p, const char *text, size_t len, policy_request *req,
                                 policy_request_doc **keep, diag_list *d) CUSTOS_WUR;
+/* The same, with diagnostics placed in `name` (the file the text came from) rather than
+ * "<request>". */
+custos_err policy_request_parse_named(const policy *p, const char *name, const char *text,
+                                      size_t len, policy_request *req, policy_request_doc **keep,
+                                      diag_list *d) CUSTOS_WUR;
 /* The same for strict JSON (ydoc_parse_json), what POST /v1/decide takes. */
 custos_err policy_request_parse_json(const policy *p, const char *text, size_t len,
                                      policy_request *req, policy_request_doc **keep,

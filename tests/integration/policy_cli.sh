@@ -33,6 +33,12 @@ printf '{"direction":"ingress","principal":"analysts","model":"llama-8b","route"
 out=$("$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request "@$work/req.json")
 grep -q '^decision: allow$' <<<"$out" || fail "explain @file: $out"
 grep -q 'inspect prompt payment_card: deny' <<<"$out" || fail "explain obligations: $out"
+# a request read from a file has its errors placed in that file, not in "<request>"
+printf '{"direction": "ingress",\n "principle": "analysts"}\n' >"$work/bad-req.json"
+"$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request "@$work/bad-req.json" \
+	>/dev/null 2>"$work/err" && fail "explain took a bad request file"
+grep -q "^$work/bad-req.json:2:2: error: unknown key 'principle'" "$work/err" ||
+	fail "explain @file error position: $(cat "$work/err")"
 if "$CUSTOS_BIN" policy explain "$conf/policy.example.yaml" --request '{"direction":"ingress","principal":"nobody"}' 2>"$work/err"; then
 	fail "explain accepted an unknown principal"
 fi
@@ -129,6 +135,15 @@ printf 'cases:\n  - name: bad\n    request: { direction: ingress, principal: nob
 	fail "policy test passed a test file with errors"
 [ "$(tail -1 "$work/out")" = "0 passed, 0 failed, the test file refused (1 error(s) above)" ] ||
 	fail "summary of a refused test file: $(tail -1 "$work/out")"
+# Each error is said once, at its place: no second line naming the file twice, and none
+# without a message (an empty test file).
+printf '' >"$work/empty-tests.yaml"
+for t in bad-tests empty-tests missing-tests; do
+	"$CUSTOS_BIN" policy test "$conf/policy.example.yaml" "$work/$t.yaml" >/dev/null 2>"$work/err" &&
+		fail "policy test passed $t.yaml"
+	[ "$(wc -l <"$work/err")" -eq 1 ] || fail "$t.yaml: not one error line: $(cat "$work/err")"
+	grep -q "^$work/$t.yaml:.*error: ..*" "$work/err" || fail "$t.yaml: error line: $(cat "$work/err")"
+done
 
 # --- usage errors exit 2
 set +e

@@ -253,6 +253,21 @@ static void test_time(void **state)
 	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11"), &ns), CUSTOS_ERR_INVAL);
 	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-11-27T01:55:11.Z"), &ns),
 	                 CUSTOS_ERR_INVAL);
+	/* a day past the month's end is refused, not carried into the next month */
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-02-29T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2026-04-31T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2100-02-29T10:00:00Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2028-02-29T10:00:00Z"), &ns), CUSTOS_OK);
+	assert_true(ns == 1835431200000000000ull);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2000-02-29T00:00:00Z"), &ns), CUSTOS_OK);
+	/* the last instant 64-bit nanoseconds hold, and none after it (no wrap to the past) */
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:33.709551615Z"), &ns),
+	                 CUSTOS_OK);
+	assert_true(ns == UINT64_MAX);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:33.709551616Z"), &ns),
+	                 CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("2554-07-21T23:34:34Z"), &ns), CUSTOS_ERR_INVAL);
+	assert_int_equal(tm_parse_rfc3339(SPAN_LIT("9999-12-31T23:59:59Z"), &ns), CUSTOS_ERR_INVAL);
 	uint64_t a = tm_mono_ns(), b2 = tm_mono_ns();
 	assert_true(b2 >= a);
 }
@@ -478,6 +493,29 @@ static void test_ydoc_refusals(void **state)
 	assert_int_equal(d.items[0].line, 2);
 	assert_int_equal(d.items[0].col, 6);
 	assert_non_null(strstr(d.items[0].message, "(byte 0x00)"));
+	ydoc_free(&doc);
+	diag_free(&d);
+	/* UTF-16 (a byte order mark libyaml would follow) is refused at 1:1; a UTF-8 BOM is
+	 * skipped as before */
+	static const char u16le[] = "\xff\xfe"
+	                            "a\0:\0 \0001\0\n\0";
+	static const char u16be[] = "\xfe\xff\0a\0:\0 \0001\0\n";
+	const char *const u16[] = { u16le, u16be };
+	const size_t u16n[] = { sizeof(u16le) - 1, sizeof(u16be) - 1 };
+	for (int i = 0; i < 2; i++) {
+		diag_init(&d);
+		assert_int_not_equal(ydoc_parse(&doc, "t.yaml", u16[i], u16n[i], &d), CUSTOS_OK);
+		assert_int_equal(d.items[0].line, 1);
+		assert_int_equal(d.items[0].col, 1);
+		assert_non_null(strstr(d.items[0].message, "UTF-16"));
+		ydoc_free(&doc);
+		diag_free(&d);
+	}
+	static const char bom8[] = "\xef\xbb\xbf"
+	                           "a: 1\n";
+	diag_init(&d);
+	assert_int_equal(ydoc_parse(&doc, "t.yaml", bom8, sizeof(bom8) - 1, &d), CUSTOS_OK);
+	assert_non_null(ydoc_map_get(doc.root, "a"));
 	ydoc_free(&doc);
 	diag_free(&d);
 	static const char bad8[] = "a: 1\nb: \"\xc3\xa9\xe9x\"\n";

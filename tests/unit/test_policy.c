@@ -708,6 +708,33 @@ static void test_timezones(void **state)
 	arena_free(&a);
 }
 
+/* A fixed offset is exactly [+-]hh:mm (no tzdata needed). */
+static void test_timezone_offsets(void **state)
+{
+	(void)state;
+	arena a = { 0 };
+	ptz z;
+	static const struct {
+		const char *name;
+		int32_t off; /* INT32_MIN: refused */
+	} cases[] = {
+		{ "+05:30", 19800 },      { "-03:00", -10800 },       { "+00:00", 0 },
+		{ "-00:00", 0 },          { "+23:59", 86340 },        { "+24:00", INT32_MIN },
+		{ "+5:30", INT32_MIN },   { "+05", INT32_MIN },       { "+0530", INT32_MIN },
+		{ "+05:3", INT32_MIN },   { "+05:30:45", INT32_MIN }, { "+05:60", INT32_MIN },
+		{ "+05:30 ", INT32_MIN }, { "+", INT32_MIN },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		custos_err e = ptz_load(&a, cases[i].name, &z);
+		if ((e == CUSTOS_OK) != (cases[i].off != INT32_MIN))
+			fail_msg("'%s': %s", cases[i].name,
+			         e == CUSTOS_OK ? "accepted" : "refused");
+		if (e == CUSTOS_OK)
+			assert_int_equal(ptz_offset(&z, 1800000000), cases[i].off);
+	}
+	arena_free(&a);
+}
+
 /* ---- files and includes */
 static char tmpdir[256];
 
@@ -1230,6 +1257,7 @@ int main(void)
 		cmocka_unit_test(test_data_lookup),
 		cmocka_unit_test(test_glob),
 		cmocka_unit_test(test_timezones),
+		cmocka_unit_test(test_timezone_offsets),
 		cmocka_unit_test(test_includes),
 		cmocka_unit_test(test_store),
 		cmocka_unit_test(test_store_threads),

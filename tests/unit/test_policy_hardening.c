@@ -736,6 +736,7 @@ static void test_include_path_too_long(void **state)
 	assert_int_equal(policy_rule_count(p), 1);
 	policy_unref(p);
 	diag_free(&d);
+	unlink(path); /* the group's teardown removes the (then empty) directory */
 	free(dir);
 }
 
@@ -847,6 +848,164 @@ static void test_runner_full_rule_set(void **state)
 	policy_unref(p);
 }
 
+/* An absolute host name (one trailing dot) is the same host: the egress proxy drops the dot
+ * before it looks the source up, so the policy's catalogue must too, on both sides. */
+static void test_data_source_trailing_dot(void **state)
+{
+	(void)state;
+	policy *p = must("version: 1\n"
+	                 "data:\n"
+	                 "  hr: { url: \"https://HR.corp.example.:8443/api/\", classification: "
+	                 "confidential }\n"
+	                 "  wiki: { url: \"https://wiki.corp.example/\", classification: public }\n"
+	                 "rules:\n"
+	                 "  - { id: no-hr, effect: deny, when: { direction: egress, data: hr } }\n"
+	                 "  - { id: out, effect: allow, when: { direction: egress } }\n");
+	/* as the egress proxy hands it over: lower case, no trailing dot */
+	const policy_data_source *ds = policy_find_data_source(
+	        p, SPAN_LIT("https"), SPAN_LIT("hr.corp.example"), 8443, SPAN_LIT("/api/x"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "hr");
+	/* as a test case or the decision point writes it, with the dot */
+	ds = policy_find_data_url(p, SPAN_LIT("https://wiki.corp.example./x"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "wiki");
+	ds = policy_find_data_url(p, SPAN_LIT("https://hr.corp.example.:8443/api/x"));
+	assert_non_null(ds);
+	assert_string_equal(ds->id, "hr");
+	/* so the deny over the source fires for the call the proxy sees */
+	policy_request r = request(POLICY_EGRESS);
+	r.method = SPAN_LIT("GET");
+	r.path = SPAN_LIT("/api/x");
+	r.data = policy_find_data_source(p, SPAN_LIT("https"), SPAN_LIT("hr.corp.example"), 8443,
+	                                 r.path);
+	policy_decision dec;
+	policy_evaluate(p, &r, &dec);
+	assert_int_equal(dec.effect, POLICY_DENY);
+	assert_string_equal(dec.rules[0], "no-hr");
+	/* a host the egress proxy refuses would name a source no call maps to: an error */
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://h%41.example/\", classification: "
+	                "public }\n",
+	                "the egress proxy refuses '%' in a host", 3, 13, NULL, 0);
+	expect_error_at("version: 1\ndata:\n  d: { url: \"https://w\xc3\xafki.example/\", "
+	                "classification: public }\n",
+	                "refuses byte 0xC3 in a host", 3, 13, NULL, 0);
+	policy_unref(
+	        must("version: 1\ndata:\n"
+	             "  a: { url: \"https://wiki_x-1.corp.example/\", classification: public }\n"
+	             "  b: { url: \"https://10.0.0.1/\", classification: public }\n"
+	             "  c: { url: \"https://[2001:db8::1]:8443/\", classification: public }\n"));
+	/* only one dot: "a.." is not "a" */
+	assert_null(policy_find_data_url(p, SPAN_LIT("https://wiki.corp.example../x")));
+	policy_unref(p);
+}
+
+/* A file that is no policy, and a version that does not exist, are said in plain words. */
+static void test_top_level_messages(void **state)
+{
+	(void)state;
+	expect_error_at("[1, 2]\n", "a policy file must be a mapping, not a list", 1, 1, NULL, 0);
+	expect_error_at("just text\n", "a policy file must be a mapping, not a scalar", 1, 1, NULL,
+	                0);
+	char hint[128];
+	expect_error_at("version: 2\nrules: []\n", "unknown policy version 2", 1, 10, hint,
+	                sizeof(hint));
+	assert_string_equal(hint, "write version: 1");
+	expect_error_at("version: 0\nrules: []\n", "unknown policy version 0", 1, 10, NULL, 0);
+	/* a value of the wrong kind is named for what it is */
+	expect_error_at("version: 1\nprincipals:\n  a: 1\n",
+	                "a principal must be a mapping, not a scalar", 3, 6, NULL, 0);
+	expect_error_at("version: 1\nmodels: [m]\n",
+	                "'models' (id: {...}) must be a mapping, not a list", 2, 9, NULL, 0);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, when: [x] }\n",
+	                "'when' must be a mapping, not a list", 3, 35, NULL, 0);
+	/* an empty list outside a rule is no condition */
+	char eh[128];
+	expect_error_at("version: 1\ndetectors:\n  emp: { patterns: [] }\n", "empty list", 3, 20,
+	                eh, sizeof(eh));
+	assert_string_equal(eh, "give at least one item, or omit the key");
+	diag_list ed;
+	assert_null(parse("version: 1\ndetectors:\n  emp: { patterns: [] }\n", &ed));
+	assert_null(find_diag(&ed, DIAG_ERROR, "condition"));
+	diag_free(&ed);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, when: { method: [] } }\n",
+	                "empty list: the condition could never hold", 3, 45, NULL, 0);
+	expect_error_at("version: 1\nrules:\n  - { id: r, effect: allow, limits: 5 }\n",
+	                "'limits' must be a mapping, not a scalar", 3, 37, NULL, 0);
+}
+
+/* from: 24:00 would open the window on the day after the one `days` names: refused, as the
+ * reference allows 24:00 for `to` only. */
+static void test_time_window_from_2400(void **state)
+{
+	(void)state;
+	expect_error_at("version: 1\nrules:\n  - id: r\n    effect: allow\n"
+	                "    when: { time: { days: [fri], from: \"24:00\", to: \"06:00\" } }\n",
+	                "'from' must be 00:00..23:59", 5, 40, NULL, 0);
+	policy_unref(must("version: 1\nrules:\n  - id: r\n    effect: allow\n"
+	                  "    when: { time: { days: [fri], from: \"22:00\", to: \"24:00\" } }\n"));
+}
+
+/* A request context (policy test, explain, POST /v1/decide) must be one the proxy could
+ * decide, at an instant that does not depend on the day the case runs. */
+static void test_request_context_refusals(void **state)
+{
+	(void)state;
+	policy *p = must("version: 1\n"
+	                 "data:\n"
+	                 "  hr: { url: \"https://hr.example/api/\", classification: internal }\n"
+	                 "rules:\n"
+	                 "  - { id: out, effect: allow, when: { direction: egress } }\n");
+	static const struct {
+		const char *req, *err; /* err: NULL when accepted */
+	} cases[] = {
+		/* the epoch is "now" to the evaluator */
+		{ "{direction: ingress, time: \"1970-01-01T00:00:00Z\"}", "is the epoch itself" },
+		{ "{direction: ingress, time: \"1970-01-01T01:00:00+01:00\"}",
+		  "is the epoch itself" },
+		{ "{direction: ingress, time: \"1970-01-01T00:00:00.000000001Z\"}", NULL },
+		/* a day that does not exist, an instant past 64-bit nanoseconds */
+		{ "{direction: ingress, time: \"2026-02-29T10:00:00Z\"}", "bad time" },
+		{ "{direction: ingress, time: \"9999-12-31T23:59:59Z\"}", "bad time" },
+		/* the egress proxy's path is its URL's */
+		{ "{direction: egress, url: \"https://hr.example/api/x\", path: /admin}",
+		  "path '/admin' disagrees with the url's path '/api/x'" },
+		{ "{direction: egress, url: \"https://hr.example\", path: /x}",
+		  "disagrees with the url's path '/'" },
+		{ "{direction: egress, url: \"https://hr.example/api/x?q=1\", path: /api/x}",
+		  NULL },
+		{ "{direction: egress, data: hr, path: /admin}", NULL },
+		/* the egress proxy knows a running sandbox as a process or a VM, nothing else */
+		{ "{direction: egress, isolation: vm-dedicated-gpu}",
+		  "is not a running sandbox's" },
+		{ "{direction: egress, isolation: none}", "is not a running sandbox's" },
+		{ "{direction: egress, isolation: vm}", NULL },
+		{ "{direction: egress, isolation: process}", NULL },
+		/* a route that is no route */
+		{ "{direction: ingress, route: POST}", "route 'POST' is not 'METHOD /path'" },
+		{ "{direction: ingress, route: \" /v1/x\"}", "is not 'METHOD /path'" },
+		{ "{direction: ingress, route: \"POST v1/x\"}", "is not 'METHOD /path'" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		policy_request r;
+		policy_request_doc *k = NULL;
+		diag_list d;
+		diag_init(&d);
+		custos_err e =
+		        policy_request_parse(p, cases[i].req, strlen(cases[i].req), &r, &k, &d);
+		const diag_item *it = cases[i].err ? find_diag(&d, DIAG_ERROR, cases[i].err) : NULL;
+		if (cases[i].err ? (e == CUSTOS_OK || it == NULL) : (e != CUSTOS_OK)) {
+			diag_print(&d, stderr);
+			fail_msg("%s: %s", cases[i].req, e == CUSTOS_OK ? "accepted" : "refused");
+		}
+		if (it)
+			assert_int_equal(it->line, 1);
+		policy_request_doc_free(k);
+		diag_free(&d);
+	}
+	policy_unref(p);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -948,6 +1107,10 @@ int main(void)
 		cmocka_unit_test(test_jwt_group_cap),
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_runner_full_rule_set),
+		cmocka_unit_test(test_data_source_trailing_dot),
+		cmocka_unit_test(test_time_window_from_2400),
+		cmocka_unit_test(test_top_level_messages),
+		cmocka_unit_test(test_request_context_refusals),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -152,7 +152,7 @@ static void test_request_json_refusals(void **state)
 	/* schema errors still point at the node */
 	refused("{\n  \"direction\": \"sideways\"\n}",
 	        "<request>:2:16: 'sideways' is not a valid value");
-	refused("[1]", "<request>:1:1: a request mapping must be a mapping");
+	refused("[1]", "<request>:1:1: a request must be a mapping");
 	/* deep nesting: bounded, not a stack overflow */
 	char deep[4096];
 	for (size_t i = 0; i < sizeof(deep) - 1; i++)
