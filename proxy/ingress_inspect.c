@@ -270,8 +270,12 @@ unsigned ingress_inspect_request(ingress_insp **ipp, const decide_out *dec, bool
 		return 400;
 	}
 	if (e == CUSTOS_ERR_LIMIT) {
-		*why = "request body too large to inspect";
-		return 413;
+		/* over the inspector's byte bound (413), or too deep or too many findings to
+		 * inspect (422): the message says which */
+		snprintf(ip->why, sizeof(ip->why), "request body cannot be inspected: %s",
+		         err_msg());
+		*why = ip->why;
+		return buf_used(body) > INSPECT_JSON_MAX_BODY ? 413 : 422;
 	}
 	log_error("inspect: prompt: %s", err_msg());
 	*why = "content inspection failed";

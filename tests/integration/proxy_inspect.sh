@@ -230,6 +230,16 @@ code=$("${C[@]}" -o "$work/esc.json" -w '%{http_code}' -d "$body" "$plain/v1/cha
 check "escaped e-mail: status" "$code" 200
 check "escaped e-mail caught" "$(json_content "$work/esc.json")" "write to [REDACTED:EMAIL] now"
 
+# -- tool-call arguments holding a JSON document nested past the inspector's depth (64 with the
+# string's own): refused as not inspectable (422, the reason in the event), not passed as text
+deep=$(printf '[%.0s' $(seq 70))$(printf ']%.0s' $(seq 70))
+body='{"model":"test-model","messages":[{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"'"$deep"'"}}]}]}'
+code=$("${C[@]}" -D "$work/deep.hdr" -o /dev/null -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "arguments nested too deep to inspect: status" "$code" 422
+line=$(audit_of "$(rid "$work/deep.hdr")")
+echo "$line" | grep -q 'request body cannot be inspected: JSON body: a JSON document in a string nested deeper than 64' &&
+	ok "audit: why it could not be inspected" || fail "audit reason: $line"
+
 # -- Unicode obfuscation in the prompt: an e-mail with a fullwidth @ (as a JSON escape) and a
 # fullwidth dot (raw UTF-8) is masked in what reaches the model; an SSN with non-breaking
 # hyphens is denied like an ASCII one
