@@ -601,6 +601,30 @@ static void *worker_main(void *arg)
 
 static volatile sig_atomic_t stop_flag;
 
+/* SIGTERM or SIGINT when one is pending (taken off), else 0. sigtimedwait hands pending
+ * signals out lowest number first, so SIGHUP (1) and SIGUSR1 (10) always come before SIGTERM
+ * (15): without this look, SIGHUPs sent faster than a reload takes would hold the shutdown
+ * off for as long as they come. */
+static int stop_signal_take(void)
+{
+	static const int stops[] = { SIGTERM, SIGINT };
+	const struct timespec now = { 0, 0 };
+	sigset_t pend;
+
+	if (sigpending(&pend) == -1)
+		return 0;
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+		if (sigismember(&pend, stops[i]) == 1) {
+			sigset_t one;
+			sigemptyset(&one);
+			sigaddset(&one, stops[i]);
+			(void)sigtimedwait(&one, NULL, &now);
+			return stops[i];
+		}
+	}
+	return 0;
+}
+
 void proxy_request_stop(proxy_server *s)
 {
 	(void)s;
@@ -674,6 +698,16 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		}
 		if (sig == -1)
 			continue; /* timeout or EINTR: look at stop_flag */
+		if (sig != SIGTERM && sig != SIGINT) {
+			int stop = stop_signal_take();
+			if (stop != 0) {
+				/* The shutdown goes first: a reload now would only delay it. */
+				log_info("proxy: %s not acted on: %s is pending, custos stops",
+				         sig == SIGHUP ? "SIGHUP" : "SIGUSR1",
+				         stop == SIGINT ? "SIGINT" : "SIGTERM");
+				sig = stop;
+			}
+		}
 		if (sig == SIGUSR1) {
 			if (log_reopen() != CUSTOS_OK)
 				log_error("proxy: SIGUSR1: %s", err_msg());
