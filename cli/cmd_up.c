@@ -3384,6 +3384,26 @@ static custos_err up_load(const char *path, custos_config **cfg)
 	return CUSTOS_OK;
 }
 
+/* systemd names the process it expects WATCHDOG=1 from in WATCHDOG_PID: the main pid, the
+ * supervisor. The proxy's loop is the one that pings (proxy_run; NotifyAccess=all lets a child
+ * send), so the proxy takes the watchdog over. Without this, the proxy reads WATCHDOG_PID as
+ * another process's (notify_watchdog_usec() is 0), nothing pings, and WatchdogSec= kills custos
+ * once it has passed. Called in the proxy right after the fork (one thread). */
+static void watchdog_hand_over(pid_t supervisor)
+{
+	const char *wp = getenv("WATCHDOG_PID");
+	uint64_t p;
+	char mine[24];
+
+	if (wp == NULL || num_parse_u64(span_cstr(wp), 1, UINT64_MAX, &p) != CUSTOS_OK ||
+	    p != (uint64_t)supervisor)
+		return;
+	snprintf(mine, sizeof(mine), "%ld", (long)getpid());
+	if (setenv("WATCHDOG_PID", mine, 1) == -1)
+		log_warn("up: WATCHDOG_PID: %s: the service manager's watchdog is not pinged",
+		         strerror(errno));
+}
+
 int cmd_up(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -3455,6 +3475,7 @@ int cmd_up(int argc, char **argv)
 		sigdelset(&child, SIGCHLD); /* its audit writer's end is reaped, not signalled */
 		sigprocmask(SIG_SETMASK, &child, NULL);
 		proc_name_self("custos-proxy");
+		watchdog_hand_over(parent);
 		int rc = proxy_main(cfg, path, parent);
 		config_free(cfg);
 		close(sp[1]);
