@@ -754,12 +754,22 @@ static struct policy *admin_policy_get(void *arg)
 
 /* POST /v1/policy: re-reads custos.yaml and the policy it names, as SIGHUP does; the policy is
  * compiled first on its own so that every problem is reported, not only the first. */
-static custos_err admin_policy_reload(void *arg, diag_list *d)
+/* The hash of the policy in force, "" when none is loaded. */
+static void policy_hash_now(struct up_ctx *u, char out[65])
+{
+	struct policy *p = proxy_policy_ref(u->srv);
+
+	snprintf(out, 65, "%s", p ? policy_hash_hex(p) : "");
+	policy_unref(p);
+}
+
+static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65], char new_hash[65])
 {
 	struct up_ctx *u = arg;
 	proxy_options o;
 
 	reload_lock(u, "admin API");
+	policy_hash_now(u, old_hash); /* under the lock: the SIGHUP reload before is done */
 	log_info("up: admin API: reloading %s", u->path);
 	custos_err e = load_options(u, &o);
 	if (e == CUSTOS_OK && o.policy_file) {
@@ -778,6 +788,7 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 		log_info("up: admin API: reloaded");
 	}
 	reload_settle(u, e == CUSTOS_OK);
+	policy_hash_now(u, new_hash); /* before a SIGHUP reload waiting for the lock runs */
 	pthread_mutex_unlock(&u->reload_mu);
 	return e;
 }
