@@ -1404,9 +1404,21 @@ static int sup_devnull(void)
 struct sup_reload;
 static bool sup_reload_given_up(const struct sup_reload *rl);
 
+/* A SIGTERM or SIGINT waits, unread, on the supervisor's signalfd. At start the supervisor
+ * reads no signal until the sandboxes are up: it looks with this instead, so that a stop
+ * asked for meanwhile is not held for a sandbox's whole health.start_timeout (120 s by
+ * default, longer than systemd's TimeoutStopSec, which then kills everything). */
+static bool sup_stop_pending(void)
+{
+	sigset_t pend;
+
+	return sigpending(&pend) == 0 &&
+	       (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1);
+}
+
 /* Starts m's process sandbox as x and waits until it answers (or, for reload rl, until that
- * reload is given up); its first egress listener and state reach the proxy on the way. At
- * start (rl NULL) and for a reload alike. */
+ * reload is given up; at start, until a SIGTERM); its first egress listener and state reach
+ * the proxy on the way. At start (rl NULL) and for a reload alike. */
 static custos_err start_process(const custos_config *cfg, const cfg_model *m, struct sup_model *x,
                                 const struct sup_reload *rl)
 {
@@ -1447,7 +1459,8 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 	                           : 120000;
 	log_info("up: model %s: sandbox started (pid %d), waiting for port %u", m->id,
 	         (int)sandbox_pid(sb), x->port);
-	/* In steps, so that a shutdown during a reload's start is not held for the whole wait. */
+	/* In steps, so that a shutdown during the start or a reload's is not held for the whole
+	 * wait. */
 	uint64_t end = tm_mono_ns() + wait_ms * NS_PER_MS;
 	for (;;) {
 		uint64_t now = tm_mono_ns();
@@ -1461,6 +1474,11 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 			            __atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE)
 			                    ? "custos is stopping"
 			                    : "the proxy gave the reload up");
+			break;
+		}
+		if (rl == NULL && sup_stop_pending()) {
+			e = err_set(CUSTOS_ERR_CLOSED, "custos is stopping (a SIGTERM or SIGINT "
+			                               "came during the start)");
 			break;
 		}
 	}
