@@ -5,9 +5,9 @@
 # started with, each with exactly one audit event; a burst of SIGHUPs under load loses no
 # request and audits every reload once; a certificate whose key no longer matches, a policy or
 # custos.yaml with a syntax error (named at file:line:col), an unreadable file and half-written
-# files (truncated, cut short) are refused with the old state kept; a SIGTERM right after a
-# SIGHUP and SIGHUPs during the drain: the stream in flight completes, custos exits 0 and the
-# trail verifies; SIGHUPs sent without pause do not hold a SIGTERM off, nor end custos by their
+# files (truncated, cut short) and FIFOs in a file's place are refused with the old state kept;
+# a SIGTERM right after a SIGHUP and SIGHUPs during the drain: the stream in flight completes,
+# custos exits 0 and the trail verifies; SIGHUPs sent without pause do not hold a SIGTERM off, nor end custos by their
 # signal once it stopped; a stream longer than the shutdown timeout is cut at it and audited.
 . "$(dirname "$0")/proxy_lib.bash"
 
@@ -218,6 +218,30 @@ refuse "unreadable custos.yaml" "custos\.yaml"
 chmod 000 "$work/tls/srv.key"
 refuse "unreadable key" "srv\.key"
 chmod 600 "$work/tls/srv.key"
+
+# ---- 7b. A FIFO in a file's place: the reload must not wait for a writer (it would hold the
+# loop that takes SIGTERM, for ever); refused as not a regular file.
+fifo_refused() {
+	local name=$1 file=$2 n
+	n=$(refused)
+	mv "$file" "$file.real"
+	mkfifo -m 600 "$file"
+	kill -HUP "$CU_PID"
+	if wait_until 20 log_lines_reach 'proxy: reload failed' $((n + 1)); then
+		last_refusal | grep -q "$file: not a regular file" && ok "$name as a FIFO: refused, not waited on" ||
+			fail "$name as a FIFO: $(last_refusal)"
+	else
+		fail "$name as a FIFO: no refusal in 20 s (the reload waits for a writer)"
+		timeout 5 sh -c ": >'$file'" # a writer, so that custos can go on
+	fi
+	rm -f "$file"
+	mv "$file.real" "$file"
+	check "$name as a FIFO: alice still served" "$(code "$ALICE")" 200
+}
+fifo_refused "certificate" "$work/tls/srv.crt"
+fifo_refused "key" "$work/tls/srv.key"
+fifo_refused "policy" "$work/policy.yaml"
+fifo_refused "custos.yaml" "$work/custos.yaml"
 
 # ---- 8. SIGTERM right after a SIGHUP, then SIGHUPs during the drain: the stream in flight
 # completes, custos exits 0, the stream has one audit event, every reload one policy.reload,
