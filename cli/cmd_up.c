@@ -756,12 +756,22 @@ static struct policy *admin_policy_get(void *arg)
 
 /* POST /v1/policy: re-reads custos.yaml and the policy it names, as SIGHUP does; the policy is
  * compiled first on its own so that every problem is reported, not only the first. */
-static custos_err admin_policy_reload(void *arg, diag_list *d)
+/* The hash of the policy in force, "" when none is loaded. */
+static void policy_hash_now(struct up_ctx *u, char out[65])
+{
+	struct policy *p = proxy_policy_ref(u->srv);
+
+	snprintf(out, 65, "%s", p ? policy_hash_hex(p) : "");
+	policy_unref(p);
+}
+
+static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65], char new_hash[65])
 {
 	struct up_ctx *u = arg;
 	proxy_options o;
 
 	reload_lock(u, "admin API");
+	policy_hash_now(u, old_hash); /* under the lock: the SIGHUP reload before is done */
 	log_info("up: admin API: reloading %s", u->path);
 	custos_err e = load_options(u, &o);
 	if (e == CUSTOS_OK && o.policy_file) {
@@ -780,6 +790,7 @@ static custos_err admin_policy_reload(void *arg, diag_list *d)
 		log_info("up: admin API: reloaded");
 	}
 	reload_settle(u, e == CUSTOS_OK);
+	policy_hash_now(u, new_hash); /* before a SIGHUP reload waiting for the lock runs */
 	pthread_mutex_unlock(&u->reload_mu);
 	return e;
 }
@@ -1395,9 +1406,21 @@ static int sup_devnull(void)
 struct sup_reload;
 static bool sup_reload_given_up(const struct sup_reload *rl);
 
+/* A SIGTERM or SIGINT waits, unread, on the supervisor's signalfd. At start the supervisor
+ * reads no signal until the sandboxes are up: it looks with this instead, so that a stop
+ * asked for meanwhile is not held for a sandbox's whole health.start_timeout (120 s by
+ * default, longer than systemd's TimeoutStopSec, which then kills everything). */
+static bool sup_stop_pending(void)
+{
+	sigset_t pend;
+
+	return sigpending(&pend) == 0 &&
+	       (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1);
+}
+
 /* Starts m's process sandbox as x and waits until it answers (or, for reload rl, until that
- * reload is given up); its first egress listener and state reach the proxy on the way. At
- * start (rl NULL) and for a reload alike. */
+ * reload is given up; at start, until a SIGTERM); its first egress listener and state reach
+ * the proxy on the way. At start (rl NULL) and for a reload alike. */
 static custos_err start_process(const custos_config *cfg, const cfg_model *m, struct sup_model *x,
                                 const struct sup_reload *rl)
 {
@@ -1438,7 +1461,8 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 	                           : 120000;
 	log_info("up: model %s: sandbox started (pid %d), waiting for port %u", m->id,
 	         (int)sandbox_pid(sb), x->port);
-	/* In steps, so that a shutdown during a reload's start is not held for the whole wait. */
+	/* In steps, so that a shutdown during the start or a reload's is not held for the whole
+	 * wait. */
 	uint64_t end = tm_mono_ns() + wait_ms * NS_PER_MS;
 	for (;;) {
 		uint64_t now = tm_mono_ns();
@@ -1452,6 +1476,11 @@ static custos_err start_process(const custos_config *cfg, const cfg_model *m, st
 			            __atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE)
 			                    ? "custos is stopping"
 			                    : "the proxy gave the reload up");
+			break;
+		}
+		if (rl == NULL && sup_stop_pending()) {
+			e = err_set(CUSTOS_ERR_CLOSED, "custos is stopping (a SIGTERM or SIGINT "
+			                               "came during the start)");
 			break;
 		}
 	}
@@ -3420,6 +3449,26 @@ static custos_err up_load(const char *path, custos_config **cfg)
 	return CUSTOS_OK;
 }
 
+/* systemd names the process it expects WATCHDOG=1 from in WATCHDOG_PID: the main pid, the
+ * supervisor. The proxy's loop is the one that pings (proxy_run; NotifyAccess=all lets a child
+ * send), so the proxy takes the watchdog over. Without this, the proxy reads WATCHDOG_PID as
+ * another process's (notify_watchdog_usec() is 0), nothing pings, and WatchdogSec= kills custos
+ * once it has passed. Called in the proxy right after the fork (one thread). */
+static void watchdog_hand_over(pid_t supervisor)
+{
+	const char *wp = getenv("WATCHDOG_PID");
+	uint64_t p;
+	char mine[24];
+
+	if (wp == NULL || num_parse_u64(span_cstr(wp), 1, UINT64_MAX, &p) != CUSTOS_OK ||
+	    p != (uint64_t)supervisor)
+		return;
+	snprintf(mine, sizeof(mine), "%ld", (long)getpid());
+	if (setenv("WATCHDOG_PID", mine, 1) == -1)
+		log_warn("up: WATCHDOG_PID: %s: the service manager's watchdog is not pinged",
+		         strerror(errno));
+}
+
 int cmd_up(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -3468,14 +3517,14 @@ int cmd_up(int argc, char **argv)
 	/* Signals are read from a signalfd by the supervisor; blocked before any thread or
 	 * child exists so that every one inherits the mask (the proxy's proxy_run waits for
 	 * its own with sigtimedwait). */
-	sigset_t set, old;
+	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &set, &old);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
 		log_error("up: socketpair: %s", strerror(errno));
@@ -3499,6 +3548,7 @@ int cmd_up(int argc, char **argv)
 		sigdelset(&child, SIGCHLD); /* its audit writer's end is reaped, not signalled */
 		sigprocmask(SIG_SETMASK, &child, NULL);
 		proc_name_self("custos-proxy");
+		watchdog_hand_over(parent);
 		int rc = proxy_main(cfg, path, parent);
 		config_free(cfg);
 		close(sp[1]);
@@ -3526,6 +3576,8 @@ int cmd_up(int argc, char **argv)
 	close(sp[0]);
 	S.sock = -1;
 	config_free(cfg);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/* The signals stay blocked: `up` is over and the process exits with rc. Unblocked, a
+	 * SIGHUP or SIGUSR1 that came during the shutdown (pending: the supervisor's loop has
+	 * ended) would kill it now with that signal, after a clean stop, instead of exit 0. */
 	return rc;
 }

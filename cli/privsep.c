@@ -530,7 +530,17 @@ custos_err psx_proxy_reload(uint64_t wait_ms, const char *sha256)
 	 * custos once this reload is given up (the supervisor stops what it was starting at the
 	 * refused COMMIT); a sandbox's start timeout does not hold the shutdown. */
 	bool stopping = false;
+	/* The wait holds the loop that pings the service manager's watchdog (proxy_run, or its
+	 * SIGHUP reload waiting for this one's lock) for up to minutes: pinged from here instead,
+	 * the wait being bounded by wait_ms, so that WatchdogSec= does not kill custos while a
+	 * sandbox starts. */
+	uint64_t wd_ns = notify_watchdog_usec() * 1000 / 2, wd_last = 0;
 	while (P.rl_answers == answers && !P.lost && r != ETIMEDOUT && !stopping) {
+		if (wd_ns > 0 && tm_mono_ns() - wd_last >= wd_ns) {
+			if (notify_send("WATCHDOG=1") != CUSTOS_OK)
+				log_warn("privsep: reload: watchdog: %s", err_msg());
+			wd_last = tm_mono_ns();
+		}
 		struct timespec step;
 		deadline_in(&step, 200);
 		bool last = step.tv_sec > dl.tv_sec ||

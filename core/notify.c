@@ -47,12 +47,12 @@ uint64_t notify_watchdog_usec(void)
 
 	if (usec == NULL || num_parse_u64(span_cstr(usec), 1, UINT64_MAX, &v) != CUSTOS_OK)
 		return 0;
-	/* systemd names its main pid, `custos up`'s supervisor; the proxy, its child (a fork, so it
-	 * has the same environment), runs the loop the watchdog is about (proxy_run). Anything
-	 * further down (a grandchild) is not meant. */
+	/* systemd names its main pid, `custos up`'s supervisor, which hands the watchdog over to
+	 * the proxy it forks (WATCHDOG_PID set to the proxy's pid, cli/cmd_up.c): only the process
+	 * named pings. */
 	if (pid != NULL) {
 		if (num_parse_u64(span_cstr(pid), 1, UINT64_MAX, &p) != CUSTOS_OK ||
-		    (p != (uint64_t)getpid() && p != (uint64_t)getppid()))
+		    p != (uint64_t)getpid())
 			return 0;
 	}
 	return v;

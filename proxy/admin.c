@@ -1375,16 +1375,18 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	custos_err e = CUSTOS_OK;
 
 	diag_init(&d);
-	char old_hash[65] = "", reason[1024] = "";
+	char old_hash[65] = "", new_hash[65] = "", reason[1024] = "";
 	if (reload) {
-		policy *old = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
-		snprintf(old_hash, sizeof(old_hash), "%s", old ? policy_hash_hex(old) : "");
-		policy_unref(old);
 		if (s->hooks.policy_reload == NULL) {
+			policy *old =
+			        s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
+			snprintf(old_hash, sizeof(old_hash), "%s", old ? policy_hash_hex(old) : "");
+			snprintf(new_hash, sizeof(new_hash), "%s", old_hash);
+			policy_unref(old);
 			e = err_set(CUSTOS_ERR_UNSUPPORTED, "no reload source configured");
 		} else {
 			pthread_mutex_lock(&s->reload_lock);
-			e = s->hooks.policy_reload(s->hooks.arg, &d);
+			e = s->hooks.policy_reload(s->hooks.arg, &d, old_hash, new_hash);
 			pthread_mutex_unlock(&s->reload_lock);
 		}
 		metrics_inc(e == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
@@ -1395,13 +1397,12 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 	}
 	policy *p = s->hooks.policy_get ? s->hooks.policy_get(s->hooks.arg) : NULL;
 	if (reload)
-		emit_policy_reload(s->audit,
-		                   &(emit_reload){ .trigger = "admin",
-		                                   .principal = rq->principal,
-		                                   .applied = e == CUSTOS_OK,
-		                                   .reason = reason,
-		                                   .old_hash = old_hash,
-		                                   .new_hash = p ? policy_hash_hex(p) : "" });
+		emit_policy_reload(s->audit, &(emit_reload){ .trigger = "admin",
+		                                             .principal = rq->principal,
+		                                             .applied = e == CUSTOS_OK,
+		                                             .reason = reason,
+		                                             .old_hash = old_hash,
+		                                             .new_hash = new_hash });
 	buf_init(&b, ADMIN_RESPONSE_MAX);
 	json_init(&w, &b);
 	json_obj_begin(&w);

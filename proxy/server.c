@@ -507,7 +507,18 @@ static custos_err listeners_unchanged(proxy_server *s, const proxy_options *o)
 	return e;
 }
 
-custos_err proxy_reload(proxy_server *s, proxy_options *in)
+/* The hash of st's policy (64 hex digits), "" when it has none. */
+static void state_policy_hash(proxy_state *st, char out[POLICY_HASH_HEX])
+{
+	struct policy *p = decide_policy_ref(st->pol);
+
+	snprintf(out, POLICY_HASH_HEX, "%s", p ? policy_hash_hex(p) : "");
+	policy_unref(p);
+}
+
+/* proxy_reload; when it is applied and replaced is not NULL, the hash of the policy of the
+ * state it replaced (the one in force just before, whatever reload put it there). */
+static custos_err reload_swap(proxy_server *s, proxy_options *in, char replaced[POLICY_HASH_HEX])
 {
 	proxy_options o = *in;
 	proxy_state *st;
@@ -531,6 +542,8 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 	atomic_store_explicit(&s->gen, gen, memory_order_release);
 	ticket_period_apply(&st->o);
 	pthread_mutex_unlock(&s->st_lock);
+	if (replaced != NULL)
+		state_policy_hash(old, replaced);
 	state_unref(old);
 	for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
 		uint64_t one = 1;
@@ -538,6 +551,11 @@ custos_err proxy_reload(proxy_server *s, proxy_options *in)
 			(void)!write(s->workers[i].wake_fd, &one, sizeof(one));
 	}
 	return CUSTOS_OK;
+}
+
+custos_err proxy_reload(proxy_server *s, proxy_options *in)
+{
+	return reload_swap(s, in, NULL);
 }
 
 struct policy *proxy_policy_ref(proxy_server *s)
@@ -601,6 +619,30 @@ static void *worker_main(void *arg)
 }
 
 static volatile sig_atomic_t stop_flag;
+
+/* SIGTERM or SIGINT when one is pending (taken off), else 0. sigtimedwait hands pending
+ * signals out lowest number first, so SIGHUP (1) and SIGUSR1 (10) always come before SIGTERM
+ * (15): without this look, SIGHUPs sent faster than a reload takes would hold the shutdown
+ * off for as long as they come. */
+static int stop_signal_take(void)
+{
+	static const int stops[] = { SIGTERM, SIGINT };
+	const struct timespec now = { 0, 0 };
+	sigset_t pend;
+
+	if (sigpending(&pend) == -1)
+		return 0;
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+		if (sigismember(&pend, stops[i]) == 1) {
+			sigset_t one;
+			sigemptyset(&one);
+			sigaddset(&one, stops[i]);
+			(void)sigtimedwait(&one, NULL, &now);
+			return stops[i];
+		}
+	}
+	return 0;
+}
 
 void proxy_request_stop(proxy_server *s)
 {
@@ -675,6 +717,16 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		}
 		if (sig == -1)
 			continue; /* timeout or EINTR: look at stop_flag */
+		if (sig != SIGTERM && sig != SIGINT) {
+			int stop = stop_signal_take();
+			if (stop != 0) {
+				/* The shutdown goes first: a reload now would only delay it. */
+				log_info("proxy: %s not acted on: %s is pending, custos stops",
+				         sig == SIGHUP ? "SIGHUP" : "SIGUSR1",
+				         stop == SIGINT ? "SIGINT" : "SIGTERM");
+				sig = stop;
+			}
+		}
 		if (sig == SIGUSR1) {
 			if (log_reopen() != CUSTOS_OK)
 				log_error("proxy: SIGUSR1: %s", err_msg());
@@ -690,34 +742,39 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 				continue;
 			}
 			notify_status(s, "RELOADING=1");
-			policy_hash_in_force(s, old_hash);
 			custos_err re = reload(arg, &o);
 			void (*after)(void *, bool) = o.reloaded;
 			if (re == CUSTOS_OK)
-				re = proxy_reload(s, &o);
+				re = reload_swap(s, &o, old_hash);
 			else
 				proxy_options_free(&o);
+			/* Both hashes are this reload's: read while it still holds the reload lock
+			 * (reload to after), so that another reload (the admin API's) that ran
+			 * before it or runs right after it does not show in its event. */
+			policy_hash_in_force(s, new_hash);
+			uint64_t generation = atomic_load(&s->gen);
+			if (re != CUSTOS_OK)
+				snprintf(old_hash, sizeof(old_hash), "%s", new_hash);
+			/* The reason before after(), whose work may set another error message. */
+			char reason[1024];
+			snprintf(reason, sizeof(reason), "%s", re == CUSTOS_OK ? "" : err_msg());
 			if (after)
 				after(arg, re == CUSTOS_OK);
 			metrics_inc(re == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
 			                            : METRICS_POLICY_RELOAD_FAILED);
 			if (re == CUSTOS_OK)
 				log_info("proxy: reloaded (generation %llu)",
-				         (unsigned long long)atomic_load(&s->gen));
+				         (unsigned long long)generation);
 			else
 				log_error("proxy: reload failed, the previous configuration stays "
 				          "in force: %s",
-				          err_msg());
-			char reason[1024];
-			snprintf(reason, sizeof(reason), "%s", re == CUSTOS_OK ? "" : err_msg());
-			policy_hash_in_force(s, new_hash);
-			emit_policy_reload(s->audit,
-			                   &(emit_reload){ .trigger = "sighup",
-			                                   .applied = re == CUSTOS_OK,
-			                                   .reason = reason,
-			                                   .old_hash = old_hash,
-			                                   .new_hash = new_hash,
-			                                   .generation = atomic_load(&s->gen) });
+				          reason);
+			emit_policy_reload(s->audit, &(emit_reload){ .trigger = "sighup",
+			                                             .applied = re == CUSTOS_OK,
+			                                             .reason = reason,
+			                                             .old_hash = old_hash,
+			                                             .new_hash = new_hash,
+			                                             .generation = generation });
 			notify_status(s, re == CUSTOS_OK ? "READY=1"
 			                                 : "READY=1\nSTATUS=reload failed");
 			continue;

@@ -36,6 +36,7 @@
 #define TICKET_KEYS           2 /* current + previous, still accepted for decryption */
 #define KEY_FILE_MAX          (64u * 1024)
 #define CLIENT_CA_FILE_MAX    (4u << 20) /* a client CA bundle; the system bundle is ~200 KiB */
+#define CERT_FILE_MAX         (1u << 20) /* a certificate and its chain */
 #define SESSION_ID_CTX_TAG    "custos-sid/1"
 #define TICKET_LIFETIME_MAX_S (7u * 24 * 3600) /* RFC 8446 4.6.1: at most 7 days */
 
@@ -300,12 +301,53 @@ static custos_err load_key(SSL_CTX *ctx, const char *path)
 	return CUSTOS_OK;
 }
 
+/* What SSL_CTX_use_certificate_chain_file does (the first certificate, then the chain), from
+ * one file_load of the file: OpenSSL's own fopen() waits forever on a FIFO put in the file's
+ * place, which would hang the reload, and with it the loop that takes SIGTERM. */
+static custos_err load_cert_chain(SSL_CTX *ctx, const char *path)
+{
+	buf b;
+	custos_err e = CUSTOS_OK;
+
+	buf_init(&b, CERT_FILE_MAX);
+	if ((e = file_load(path, FILE_ANY, CERT_FILE_MAX, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "certificate");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	if (leaf == NULL || SSL_CTX_use_certificate(ctx, leaf) != 1 ||
+	    SSL_CTX_clear_chain_certs(ctx) != 1)
+		e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	X509_free(leaf);
+	while (e == CUSTOS_OK) {
+		X509 *ca = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		if (ca == NULL) {
+			/* The end of the file, or a block that is not a certificate. */
+			unsigned long err = ERR_peek_last_error();
+			if (ERR_GET_LIB(err) == ERR_LIB_PEM &&
+			    ERR_GET_REASON(err) == PEM_R_NO_START_LINE)
+				ERR_clear_error();
+			else
+				e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+			break;
+		}
+		if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+			X509_free(ca);
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+		}
+	}
+	BIO_free(bio);
+	buf_free(&b);
+	return e;
+}
+
 custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key)
 {
 	custos_err e;
 
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, cert);
+	if ((e = load_cert_chain(ctx, cert)) != CUSTOS_OK)
+		return e;
 	if ((e = load_key(ctx, key)) != CUSTOS_OK)
 		return e;
 	if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -795,10 +837,8 @@ custos_err tls_server_ctx(const char *listener, const proxy_tls_opts *o, SSL_CTX
 	}
 	int types[PROXY_MAX_CERTS];
 	for (size_t i = 0; i < o->ncerts && i < PROXY_MAX_CERTS; i++) {
-		if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file[i]) != 1) {
-			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, o->cert_file[i]);
+		if ((e = load_cert_chain(ctx, o->cert_file[i])) != CUSTOS_OK)
 			goto fail;
-		}
 		if ((e = cert_type_unique(ctx, o, i, types)) != CUSTOS_OK)
 			goto fail;
 		if ((e = load_key(ctx, o->key_file[i])) != CUSTOS_OK)

@@ -82,8 +82,11 @@ typedef struct admin_hooks {
 	/* The policy in force with one reference for the caller (NULL: none loaded). */
 	struct policy *(*policy_get)(void *arg);
 	/* Re-reads the configured policy (and configuration) and swaps it in; on failure the
-	 * old one stays and every problem is in d (or err_msg). */
-	custos_err (*policy_reload)(void *arg, diag_list *d);
+	 * old one stays and every problem is in d (or err_msg). old_hash and new_hash get the
+	 * hashes (64 hex digits, "" for none) of the policy in force before and after it, read
+	 * while it holds the reload lock: another reload (SIGHUP) just before or after it never
+	 * shows in its audit event. */
+	custos_err (*policy_reload)(void *arg, diag_list *d, char old_hash[65], char new_hash[65]);
 	/* Highest classification (policy_class) the named sandbox has read through egress since
 	 * its instance started, or -1 when unknown (no egress listener). NULL: not tracked. */
 	int (*taint_get)(void *arg, const char *sandbox);
