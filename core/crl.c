@@ -89,3 +89,40 @@ custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, 
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	return CUSTOS_OK;
 }
+
+custos_err tls_ca_file_load(SSL_CTX *ctx, const char *path, const char *setting)
+{
+	buf b;
+	custos_err e = CUSTOS_OK;
+	size_t ncerts = 0;
+
+	buf_init(&b, CUSTOS_CA_FILE_MAX);
+	if ((e = file_load(path, FILE_ANY, CUSTOS_CA_FILE_MAX, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "%s", setting);
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	if (infos == NULL) {
+		char what[512];
+		snprintf(what, sizeof(what), "%s %s: not a PEM certificate file", setting, path);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
+	}
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+		if (xi->x509 != NULL) {
+			if (X509_STORE_add_cert(store, xi->x509) != 1)
+				e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+			ncerts++;
+		}
+		if (e == CUSTOS_OK && xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
+			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if (e == CUSTOS_OK && ncerts == 0)
+		e = err_set(CUSTOS_ERR_INVAL, "%s %s: no PEM certificate in it", setting, path);
+	return e;
+}

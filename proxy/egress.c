@@ -743,14 +743,17 @@ static custos_err source_tls_ctx(const esource *e, SSL_CTX **out)
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	tls_client_hostflags(ctx); /* no partial wildcards (tls.h) */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	int ok = e->o.ca_file ? SSL_CTX_load_verify_locations(ctx, e->o.ca_file, NULL)
-	                      : SSL_CTX_set_default_verify_paths(ctx);
-	if (ok != 1) {
-		SSL_CTX_free(ctx);
-		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA %s", e->o.id,
-		               e->o.ca_file ? e->o.ca_file : "(system store)");
-	}
 	custos_err err = CUSTOS_OK;
+	if (e->o.ca_file != NULL &&
+	    (err = tls_ca_file_load(ctx, e->o.ca_file, "ca_file")) != CUSTOS_OK) {
+		SSL_CTX_free(ctx);
+		return err_wrap(err, "data source %s: cannot load CA %s", e->o.id, e->o.ca_file);
+	}
+	if (e->o.ca_file == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		SSL_CTX_free(ctx);
+		return err_set(CUSTOS_ERR_CRYPTO, "data source %s: cannot load CA (system store)",
+		               e->o.id);
+	}
 	if (e->o.crl_file != NULL &&
 	    (err = tls_crl_load(ctx, e->o.crl_file, "crl_file", NULL)) != CUSTOS_OK) {
 		SSL_CTX_free(ctx);

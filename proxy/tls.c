@@ -1036,12 +1036,15 @@ custos_err tls_client_ctx(const proxy_upstream_opts *u, unsigned nslots, SSL_CTX
 	/* As the egress sources' contexts: an upstream that asks to renegotiate (TLS 1.2
 	 * HelloRequest) is refused rather than followed into a second handshake. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	int ok = u->tls_ca ? SSL_CTX_load_verify_locations(ctx, u->tls_ca, NULL)
-	                   : SSL_CTX_set_default_verify_paths(ctx);
-	if (ok != 1) {
+	if (u->tls_ca) {
+		custos_err ca_e = tls_ca_file_load(ctx, u->tls_ca, "ca_file");
+		if (ca_e != CUSTOS_OK) {
+			SSL_CTX_free(ctx);
+			return ca_e;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		SSL_CTX_free(ctx);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO,
-		                       u->tls_ca ? u->tls_ca : "default CA store");
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "default CA store");
 	}
 	custos_err crl_e = u->tls_crl ? tls_crl_load(ctx, u->tls_crl, "crl_file", NULL) : CUSTOS_OK;
 	if (crl_e != CUSTOS_OK) {

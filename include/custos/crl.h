@@ -31,4 +31,13 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting,
 custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32],
                            size_t *expired) CUSTOS_WUR;
 
+/* The largest CA bundle read (a system bundle is a few hundred KiB). */
+#define CUSTOS_CA_FILE_MAX (1u << 25)
+
+/* What SSL_CTX_load_verify_locations(ctx, path, NULL) does (the PEM certificates of path, and
+ * any CRLs beside them, into ctx's verify store), from one file_load of the file: OpenSSL's
+ * own fopen() waits forever on a FIFO put in the file's place, so a reload would hang. At
+ * least one certificate is required. setting names the configuration key in errors. */
+custos_err tls_ca_file_load(SSL_CTX *ctx, const char *path, const char *setting) CUSTOS_WUR;
+
 #endif

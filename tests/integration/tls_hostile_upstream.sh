@@ -120,4 +120,25 @@ for m in m-wrongname m-dns-by-ip m-ip-by-name m-wild-deep m-partial m-expired m-
 done
 grep -q 'server name' "$work/s_dnsonly.log" && grep -q 'localhost' "$work/s_dnsonly.log" &&
 	ok "SNI sent to the upstream" || fail "no SNI in the upstream's ClientHello"
+
+# The upstreams' CA file replaced by a FIFO: a reload reads it again (renewed files in place)
+# and must refuse it as not a regular file, not wait for a writer with the loop that takes
+# SIGTERM held; the old contexts keep serving.
+refusals() { grep -c 'proxy: reload failed' "$work/custos.log"; }
+more_refusals() { [ "$(refusals)" -gt "$1" ]; }
+n=$(refusals)
+mv "$T/ca.crt" "$T/ca.crt.real"
+mkfifo -m 600 "$T/ca.crt"
+kill -HUP "$CU_PID"
+if wait_until 20 more_refusals "$n"; then
+	grep 'proxy: reload failed' "$work/custos.log" | tail -1 | grep -q "ca.crt: not a regular file" &&
+		ok "upstream ca_file as a FIFO: reload refused, not waited on" ||
+		fail "upstream ca_file as a FIFO: $(grep 'proxy: reload failed' "$work/custos.log" | tail -1)"
+else
+	fail "upstream ca_file as a FIFO: no refusal in 20 s (the reload waits for a writer)"
+	timeout 5 sh -c ": >'$T/ca.crt'" # a writer, so that custos can go on
+fi
+rm -f "$T/ca.crt"
+mv "$T/ca.crt.real" "$T/ca.crt"
+check "after it, upstream m-name still verified and served" "$(get m-name)" served
 [ "$fails" -eq 0 ]
