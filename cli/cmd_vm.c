@@ -80,24 +80,99 @@ struct egress_ctx {
 	bool set;
 };
 
+/* Warnings a guest can cause (one per stream it opens) go through a token bucket, the limits
+ * of a sandboxed model server's output under `custos up`: 100 a second, burst 1000; the rest
+ * is counted, and the count logged once under the limit again (the main loop checks every
+ * 200 ms), at the latest every 10 s. */
+#define VM_RUN_WARN_RATE     100u
+#define VM_RUN_WARN_BURST    1000u
+#define VM_RUN_WARN_REPORT_S 10u
+/* The egress connect's bound: --egress-to is local (custos' egress listener). */
+#define VM_RUN_EGRESS_CONNECT_S 5u
+
+static pthread_mutex_t guest_warn_lock = PTHREAD_MUTEX_INITIALIZER;
+static log_rate guest_warn_rate;
+
+static bool guest_warn_ok(void)
+{
+	pthread_mutex_lock(&guest_warn_lock);
+	bool ok = log_rate_take(&guest_warn_rate, tm_mono_ns());
+	pthread_mutex_unlock(&guest_warn_lock);
+	return ok;
+}
+
+static void guest_warn_report(void)
+{
+	pthread_mutex_lock(&guest_warn_lock);
+	uint64_t n = log_rate_report(&guest_warn_rate, tm_mono_ns());
+	pthread_mutex_unlock(&guest_warn_lock);
+	if (n)
+		log_warn("vm: %llu warnings about the guest's streams dropped: more than %u a "
+		         "second (burst %u)",
+		         (unsigned long long)n, VM_RUN_WARN_RATE, VM_RUN_WARN_BURST);
+}
+
+struct egress_job {
+	int fd; /* the guest's stream */
+	const struct egress_ctx *e;
+};
+
+/* Connects to --egress-to (bounded by VM_RUN_EGRESS_CONNECT_S) and bridges the stream to it,
+ * on a thread of its own: the channel thread, which serves every stream of the VM, never
+ * waits for a connect. */
+static void *egress_thread(void *arg)
+{
+	struct egress_job *j = arg;
+	int fd = j->fd;
+	const struct egress_ctx *e = j->e;
+	free(j);
+	int s = socket(e->to.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s == -1 || file_connect_timeout(s, &e->to, e->to_len,
+	                                    VM_RUN_EGRESS_CONNECT_S * 1000000000ull) != CUSTOS_OK) {
+		if (s == -1)
+			err_sys("socket");
+		if (guest_warn_ok())
+			log_warn("vm: egress listener unreachable: %s", err_msg());
+		if (s != -1)
+			close(s);
+		close(fd);
+		return NULL;
+	}
+	int *fds = malloc(2 * sizeof(int));
+	if (!fds) {
+		close(fd);
+		close(s);
+		return NULL;
+	}
+	fds[0] = fd;
+	fds[1] = s;
+	return file_bridge_thread(fds);
+}
+
 /* A guest-opened stream: egress goes to custos' egress listener; anything else is refused. */
 static void on_guest_stream(void *arg, uint16_t port, int fd)
 {
 	struct egress_ctx *e = arg;
 	if (port != 0 || !e->set) {
-		log_warn("vm: guest opened a stream to service %u: refused", port);
+		if (guest_warn_ok())
+			log_warn("vm: guest opened a stream to service %u: refused", port);
 		close(fd);
 		return;
 	}
-	int s = socket(e->to.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s == -1 || connect(s, (struct sockaddr *)&e->to, e->to_len) == -1) {
-		log_warn("vm: egress listener unreachable: %s", strerror(errno));
-		if (s != -1)
-			close(s);
+	struct egress_job *j = malloc(sizeof(*j));
+	pthread_t t;
+	if (!j) {
 		close(fd);
 		return;
 	}
-	bridge(fd, s);
+	j->fd = fd;
+	j->e = e;
+	if (pthread_create(&t, NULL, egress_thread, j) != 0) {
+		free(j);
+		close(fd);
+		return;
+	}
+	pthread_detach(t);
 }
 
 static FILE *events_file;
@@ -413,6 +488,8 @@ int cmd_vm_run(int argc, char **argv)
 		}
 	}
 
+	log_rate_init(&guest_warn_rate, VM_RUN_WARN_RATE, VM_RUN_WARN_BURST,
+	              VM_RUN_WARN_REPORT_S * 1000000000ull, tm_mono_ns());
 	struct sigaction sa = { .sa_handler = vm_on_signal };
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -507,6 +584,7 @@ int cmd_vm_run(int argc, char **argv)
 			}
 			log_info("vm %s: channel up again, seccomp checked", p.name);
 		}
+		guest_warn_report();
 		struct pollfd pf = { .fd = lfd, .events = POLLIN };
 		int pr = poll(&pf, 1, 200);
 		if (pr <= 0 || lfd < 0)

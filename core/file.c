@@ -184,3 +184,47 @@ void *file_bridge_thread(void *fds)
 	close(b);
 	return NULL;
 }
+
+custos_err file_connect_timeout(int fd, const void *sa, size_t len, uint64_t timeout_ns)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1)
+		return err_sys("connect: fcntl");
+	custos_err e = CUSTOS_OK;
+	if (connect(fd, (const struct sockaddr *)sa, (socklen_t)len) == -1) {
+		if (errno != EINPROGRESS && errno != EINTR) {
+			e = err_sys("connect");
+		} else {
+			uint64_t deadline = tm_mono_ns() + timeout_ns;
+			for (;;) {
+				uint64_t now = tm_mono_ns();
+				if (now >= deadline) {
+					e = err_set(CUSTOS_ERR_TIMEOUT,
+					            "connect: no answer in %llu ms",
+					            (unsigned long long)(timeout_ns / 1000000));
+					break;
+				}
+				struct pollfd p = { .fd = fd, .events = POLLOUT };
+				int pr = poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
+				if (pr == -1 && errno != EINTR) {
+					e = err_sys("connect: poll");
+					break;
+				}
+				if (pr <= 0)
+					continue;
+				int soe = 0;
+				socklen_t sl = sizeof(soe);
+				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soe, &sl) == -1) {
+					e = err_sys("connect: SO_ERROR");
+				} else if (soe != 0) {
+					errno = soe;
+					e = err_sys("connect");
+				}
+				break;
+			}
+		}
+	}
+	if (fcntl(fd, F_SETFL, fl) == -1 && e == CUSTOS_OK)
+		e = err_sys("connect: fcntl");
+	return e;
+}

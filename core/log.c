@@ -162,3 +162,53 @@ void log_msg(log_level level, const char *fmt, ...)
 	}
 	pthread_mutex_unlock(&log_lock);
 }
+
+static void log_rate_refill(log_rate *r, uint64_t now)
+{
+	if (now <= r->t_fill)
+		return;
+	uint64_t add = (now - r->t_fill) * r->rate / 1000000000ull;
+	if (add == 0)
+		return;
+	if (r->tokens + add >= r->burst) {
+		r->tokens = r->burst;
+		r->t_fill = now;
+	} else { /* keep the fraction of a token already earned */
+		r->tokens += add;
+		r->t_fill += add * 1000000000ull / r->rate;
+	}
+}
+
+void log_rate_init(log_rate *r, uint32_t rate, uint32_t burst, uint64_t report_ns, uint64_t now)
+{
+	*r = (log_rate){ .rate = rate,
+		         .burst = burst,
+		         .report_ns = report_ns,
+		         .tokens = burst,
+		         .t_fill = now,
+		         .t_report = now };
+}
+
+bool log_rate_take(log_rate *r, uint64_t now)
+{
+	log_rate_refill(r, now);
+	if (r->tokens == 0) {
+		r->dropped++;
+		return false;
+	}
+	r->tokens--;
+	return true;
+}
+
+uint64_t log_rate_report(log_rate *r, uint64_t now)
+{
+	if (r->dropped == 0)
+		return 0;
+	log_rate_refill(r, now);
+	if (r->tokens == 0 && now - r->t_report < r->report_ns)
+		return 0;
+	uint64_t n = r->dropped;
+	r->dropped = 0;
+	r->t_report = now;
+	return n;
+}

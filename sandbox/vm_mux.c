@@ -51,7 +51,9 @@ struct vm_mux {
 	struct pending *pending;
 	struct stream **s;
 	size_t ns;
-	uint32_t next_id;
+	uint32_t next_id; /* the next id to try; mux thread only */
+	uint32_t set_id;  /* vm_mux_set_next_id's value, applied under lock (tests) */
+	bool set_id_req;
 	uint8_t *out; /* frames waiting to go down the channel */
 	size_t out_off, out_len, out_cap, out_max;
 	uint8_t in[IN_CAP];
@@ -319,21 +321,55 @@ static void maybe_finish(struct vm_mux *m, struct stream *s)
 		drop_stream(m, s);
 }
 
+/* The id for a new local stream: the counter's next value of our parity that is not 0 and not
+ * the id of a stream still open. The counter wraps after 2^31 opens; without the check a
+ * long-lived stream's id would be handed out again (the peer ends the channel: "reopened live
+ * stream"; or worse, our own table holds two streams with one id), and the guest's even
+ * counter would reach 0, which the peer rejects as malformed. Fewer than max_streams ids are
+ * in use, so the loop ends within ns + 2 tries. */
+static uint32_t alloc_id(struct vm_mux *m)
+{
+	uint32_t par = m->o.odd_ids ? 1u : 0u;
+	uint32_t id = m->next_id;
+	for (;;) {
+		if ((id & 1) != par)
+			id++; /* only after vm_mux_set_next_id */
+		if (id == 0)  /* wrapped: back to the first id of our parity */
+			id = par ? 1 : 2;
+		uint32_t nx = id + 2;
+		m->next_id = nx < id ? (par ? 1 : 2) : nx;
+		if (!find(m, id))
+			return id;
+		id = m->next_id;
+	}
+}
+
+void vm_mux_set_next_id(struct vm_mux *m, uint32_t id)
+{
+	pthread_mutex_lock(&m->lock);
+	m->set_id = id;
+	m->set_id_req = true;
+	pthread_mutex_unlock(&m->lock);
+}
+
 static int open_pending(struct vm_mux *m)
 {
 	pthread_mutex_lock(&m->lock);
 	struct pending *p = m->pending;
 	m->pending = NULL;
+	if (m->set_id_req) {
+		m->next_id = m->set_id;
+		m->set_id_req = false;
+	}
 	pthread_mutex_unlock(&m->lock);
 	int rc = 0;
 	while (p) {
 		struct pending *next = p->next;
 		struct stream *s = NULL;
-		int r = rc == 0 ? add_stream(m, m->next_id, p->fd, &s) : -ECANCELED;
+		int r = rc == 0 ? add_stream(m, alloc_id(m), p->fd, &s) : -ECANCELED;
 		if (r != 0) {
 			close(p->fd); /* the caller sees its end close: the open failed */
 		} else {
-			m->next_id += 2;
 			uint8_t port[2] = { (uint8_t)(p->port >> 8), (uint8_t)p->port };
 			rc = queue_frame(m, VM_MUX_OPEN, s->id, port, 2);
 		}
@@ -567,11 +603,10 @@ static int accept_listener(struct vm_mux *m)
 			return 0; /* EAGAIN, or EMFILE and the like: try again on the next event */
 		}
 		struct stream *s = NULL;
-		if (add_stream(m, m->next_id, fd, &s) != 0) {
+		if (m->ns >= m->o.max_streams || add_stream(m, alloc_id(m), fd, &s) != 0) {
 			close(fd);
 			return 0;
 		}
-		m->next_id += 2;
 		uint8_t port[2] = { (uint8_t)(m->o.listen_port >> 8), (uint8_t)m->o.listen_port };
 		int rc = queue_frame(m, VM_MUX_OPEN, s->id, port, 2);
 		if (rc != 0)

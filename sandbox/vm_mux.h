@@ -89,6 +89,10 @@ void vm_mux_stop(struct vm_mux *m);
 const char *vm_mux_error(const struct vm_mux *m);
 /* Number of open streams (for tests and stats; approximate while running). */
 size_t vm_mux_streams(const struct vm_mux *m);
+/* For tests: the next stream id this side allocates is `id` or, when that one is 0, of the
+ * wrong parity or still open, the next free one after it (ids wrap from the largest of our
+ * parity back to 1 or 2 and skip ids in use). Thread-safe; applied before the next open. */
+void vm_mux_set_next_id(struct vm_mux *m, uint32_t id);
 /* Closes every stream fd and frees m (not the channel fd). */
 void vm_mux_free(struct vm_mux *m);
 

@@ -213,6 +213,26 @@ void log_msg(log_level level, const char *fmt, ...) CUSTOS_PRINTF(2, 3);
 			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                                       \
 	} while (0)
 
+/* A token bucket for log lines that someone else can make custos write (a guest, a model
+ * server): at most `rate` lines a second with a burst of `burst`; beyond, lines are dropped and
+ * counted, and the count is reported once the rate falls back under the limit, at the latest
+ * every `report_ns` while it does not. Times are tm_mono_ns(); not thread-safe (the caller
+ * locks). The same limits as a sandboxed model server's output (cmd_up.c: 100/s, burst 1000). */
+typedef struct log_rate {
+	uint32_t rate, burst;
+	uint64_t report_ns;
+	uint64_t tokens, t_fill, t_report;
+	uint64_t dropped; /* lines dropped since the last report */
+} log_rate;
+
+void log_rate_init(log_rate *r, uint32_t rate, uint32_t burst, uint64_t report_ns, uint64_t now);
+/* Whether a line may be logged now (true: a token is taken); false: dropped and counted. */
+bool log_rate_take(log_rate *r, uint64_t now);
+/* The number of lines dropped that is to be reported now (then 0 until more are dropped):
+ * the count when the bucket has a token again or report_ns passed since the last report,
+ * else 0. */
+uint64_t log_rate_report(log_rate *r, uint64_t now);
+
 /* ---------------------------------------------------------------------------------------------
  * Numbers (strtonum-style): the whole span must be a number within [min, max].
  */
@@ -276,6 +296,11 @@ custos_err file_write_all(int fd, const void *p, size_t n) CUSTOS_WUR;
  * with shutdown(SHUT_WR), an error stops both. fds: a malloc'd int[2], freed here; both are
  * closed at the end. custos vm run's forwarding and bench/vm use it. Returns NULL. */
 void *file_bridge_thread(void *fds);
+/* Connects the stream socket fd to sa[len] (a struct sockaddr) within timeout_ns: a
+ * non-blocking connect, then a wait for it, so that an address that drops the SYN (or a full
+ * listen backlog) costs at most the timeout, not the kernel's minutes of retries. fd's blocking
+ * mode is kept. CUSTOS_ERR_TIMEOUT when it did not connect in time; fd is then unusable. */
+custos_err file_connect_timeout(int fd, const void *sa, size_t len, uint64_t timeout_ns) CUSTOS_WUR;
 /* Names the calling thread (from a process's first thread: the process) as ps, top -H and
  * /proc show it; at most 15 bytes, longer names are cut. Best effort (core/proc.c). */
 void proc_name_self(const char *name);

@@ -9,7 +9,8 @@
 # `custos sandbox exec` builds a sandbox and `custos up` confines its proxy and serves; its
 # timeouts fit custos' own; logrotate signals the main pid only. Then, in a throwaway root (an
 # overlay of this machine's / in a private mount namespace, as ops_package.sh): postinst run
-# twice leaves the same state (user, group, modes); docs/OPERATIONS.md "First start" and "Key
+# twice leaves the same state (user, group, modes) and a directory for the VM images that
+# QEMU's user (not custos) can read; docs/OPERATIONS.md "First start" and "Key
 # rotation" done as written pass `custos config check --host` (the proxy's user reads its key,
 # writes its trail); logrotate rotates the log it names; postrm remove keeps the trail, purge
 # removes it and the user.
@@ -302,7 +303,8 @@ fi
 # ---- the maintainer scripts and OPERATIONS.md's procedures, in a throwaway root -------------------
 state() { # what postinst sets, as one text
 	chroot "$r" sh -c 'getent passwd custos; getent group custos
-		stat -c "%n %a %U:%G" /var/lib/custos /var/log/custos /etc/custos/*.yaml'
+		stat -c "%n %a %U:%G" /var/lib/custos /var/log/custos /var/lib/custos-vm \
+			/etc/custos/*.yaml'
 }
 in_throwaway_root() {
 	r="$work/ov/root"
@@ -330,6 +332,17 @@ in_throwaway_root() {
 		grep -q '^/etc/custos/custos.yaml 640 root:custos$' "$work/state1" &&
 		ok "state and log directories 0750 custos, configuration 0640 root:custos" ||
 		fail "modes: $(cat "$work/state1")"
+	# The VM images: QEMU runs as libvirt's user, not custos (nobody stands in for it here).
+	in_root sh -c 'echo kernel >/var/lib/custos-vm/vmlinuz && chmod 0644 /var/lib/custos-vm/vmlinuz &&
+		mkdir -p /var/lib/custos/vm && cp -p /var/lib/custos-vm/vmlinuz /var/lib/custos/vm/'
+	if grep -q '^/var/lib/custos-vm 755 root:root$' "$work/state1" &&
+		in_root setpriv --reuid=nobody --regid=nogroup --clear-groups cat /var/lib/custos-vm/vmlinuz >/dev/null 2>&1 &&
+		! in_root setpriv --reuid=nobody --regid=nogroup --clear-groups cat /var/lib/custos/vm/vmlinuz >/dev/null 2>&1; then
+		ok "/var/lib/custos-vm 0755 root: QEMU's user reads the images there (not under /var/lib/custos)"
+	else
+		fail "VM images: $(grep custos-vm "$work/state1")"
+	fi
+	in_root rm -rf /var/lib/custos/vm /var/lib/custos-vm/vmlinuz
 
 	# docs/OPERATIONS.md, "First start": a signing key the proxy's user reads, checked by
 	# config check --host. The packaged example names hosts and files of its own, so a small

@@ -1,4 +1,7 @@
 /* Unit tests for core: errors, buffers, views, numbers, files, JSON writer, time, YAML tree. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -768,6 +771,82 @@ static void test_diag_err(void **state)
 	diag_free(&d);
 }
 
+/* log_rate: the burst, then `rate` a second; what is dropped is counted and reported once a
+ * token is back, or after report_ns while the flood goes on; never more lines than the bucket
+ * allows over any stretch. */
+static void test_log_rate(void **state)
+{
+	(void)state;
+	const uint64_t S = 1000000000ull;
+	log_rate r;
+	uint64_t t = 5 * S;
+	log_rate_init(&r, 100, 1000, 10 * S, t);
+	unsigned logged = 0;
+	for (int i = 0; i < 20000; i++) /* a flood within one instant: the burst only */
+		logged += log_rate_take(&r, t);
+	assert_int_equal(logged, 1000);
+	assert_int_equal(r.dropped, 19000);
+	assert_int_equal(log_rate_report(&r, t), 0); /* still over, and not 10 s yet */
+	/* 20000 more lines over 9 s: 900 tokens come back, the rest is dropped */
+	logged = 0;
+	for (int i = 0; i < 20000; i++)
+		logged += log_rate_take(&r, t + (uint64_t)i * (9 * S / 20000));
+	assert_true(logged >= 899 && logged <= 900); /* 9 s at 100 a second */
+	assert_int_equal(log_rate_report(&r, t + 9 * S - 1), 0);
+	/* 10 s after the start of the flood: reported though the flood goes on */
+	uint64_t d = log_rate_report(&r, t + 10 * S);
+	assert_int_equal(d + 1000 + logged, 40000);           /* every line logged or counted */
+	assert_int_equal(log_rate_report(&r, t + 10 * S), 0); /* reported once */
+	/* once quiet, one more drop is reported as soon as a token is back */
+	while (log_rate_take(&r, t + 10 * S)) {
+	}
+	assert_int_equal(log_rate_report(&r, t + 10 * S), 0); /* no token, reported just now */
+	assert_int_equal(log_rate_report(&r, t + 10 * S + S / 50), 1);
+	/* the bucket never holds more than the burst */
+	assert_true(log_rate_take(&r, t + 1000 * S));
+	assert_int_equal(r.tokens, 999);
+}
+
+/* file_connect_timeout: connects, keeps the blocking mode, reports a refusal at once, and gives
+ * up after its timeout on a listener whose backlog is full (the SYN is dropped and a blocking
+ * connect() would wait for the kernel's retries, minutes: custos vm run's --egress-to). */
+static void test_connect_timeout(void **state)
+{
+	(void)state;
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+		                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+	assert_int_equal(listen(l, 0), 0);
+	int fds[32];
+	size_t n = 0;
+	bool timed_out = false;
+	while (n < 32 && !timed_out) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fds[n++] = fd;
+		uint64_t t0 = tm_mono_ns();
+		custos_err e = file_connect_timeout(fd, &sa, sizeof(sa), 300 * 1000000ull);
+		uint64_t took = tm_mono_ns() - t0;
+		if (e == CUSTOS_OK) {
+			assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0); /* still blocking */
+			continue;
+		}
+		assert_int_equal(e, CUSTOS_ERR_TIMEOUT);
+		assert_true(took < 5000 * 1000000ull); /* a hang guard, not a timing check */
+		timed_out = true;
+	}
+	assert_true(timed_out);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	close(l); /* now nothing listens there: refused at once */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(file_connect_timeout(fd, &sa, sizeof(sa), 5000 * 1000000ull),
+	                 CUSTOS_ERR_SYS);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -788,6 +867,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_notify, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_log_file_reopen, setup_tmp, teardown_tmp),
 		cmocka_unit_test(test_file_bridge),
+		cmocka_unit_test(test_log_rate),
+		cmocka_unit_test(test_connect_timeout),
 		cmocka_unit_test(test_proc_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -919,6 +919,97 @@ static void test_guest_never_reads(void **state)
 	close(chan[1]);
 }
 
+/* ---- stream id allocation across the counter's wrap --------------------------------------- */
+
+typedef struct muxrun {
+	struct vm_mux *m;
+	int rc;
+} muxrun;
+
+static void *muxrun_thread(void *arg)
+{
+	muxrun *r = arg;
+	r->rc = vm_mux_run(r->m);
+	return NULL;
+}
+
+/* Opens a stream on m (its local end stays open in *end: the stream stays live, the raw peer
+ * never closes it) and returns the id of the OPEN frame the peer reads on fd. */
+static uint32_t open_and_read_id(struct vm_mux *m, int fd, int *end)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	*end = sv[0];
+	assert_int_equal(vm_mux_open(m, ECHO_PORT, sv[1]), 0);
+	uint8_t in[VM_MUX_HDR_LEN + 2];
+	size_t len = 0;
+	while (len < sizeof(in)) { /* nothing but OPEN frames comes: the local ends send nothing */
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		assert_int_equal(poll(&pf, 1, 30000), 1);
+		ssize_t r = read(fd, in + len, sizeof(in) - len);
+		assert_true(r > 0);
+		len += (size_t)r;
+	}
+	struct vm_mux_hdr h = { 0 };
+	const char *why = NULL;
+	assert_int_equal(vm_mux_hdr_decode(in, len, &h, &why), VM_MUX_HDR_LEN);
+	assert_int_equal(h.type, VM_MUX_OPEN);
+	return h.stream;
+}
+
+/* Two long-lived streams take the first ids; the counter is then set just below the wrap and
+ * more streams are opened: the ids wrap back to the start of the range but skip the two still
+ * open (and, on the guest's even side, 0, which the peer rejects as malformed). Before the fix
+ * the counter wrapped to the live ids 1 and 3 (host) or to 0 (guest). */
+static void id_wrap_case(int odd, uint32_t near)
+{
+	int chan[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan), 0);
+	struct vm_mux_opts o = { .chan_fd = chan[0], .odd_ids = odd, .listen_fd = -1 };
+	muxrun r = { 0 };
+	assert_int_equal(vm_mux_new(&o, &r.m), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, muxrun_thread, &r), 0);
+	enum { N = 6 };
+	int ends[N];
+	uint32_t ids[N];
+	uint32_t first = odd ? 1 : 2;
+	ids[0] = open_and_read_id(r.m, chan[1], &ends[0]);
+	ids[1] = open_and_read_id(r.m, chan[1], &ends[1]);
+	assert_int_equal(ids[0], first);
+	assert_int_equal(ids[1], first + 2);
+	vm_mux_set_next_id(r.m, near);
+	for (int i = 2; i < N; i++)
+		ids[i] = open_and_read_id(r.m, chan[1], &ends[i]);
+	/* the counter did wrap: near, near + 2, then the start of the range past the live ids */
+	assert_int_equal(ids[2], near);
+	assert_int_equal(ids[3], near + 2);
+	assert_int_equal(ids[4], first + 4);
+	assert_int_equal(ids[5], first + 6);
+	for (int i = 0; i < N; i++) {
+		assert_int_not_equal(ids[i], 0);
+		assert_int_equal(ids[i] & 1, odd ? 1u : 0u);
+		for (int j = 0; j < i; j++)
+			assert_int_not_equal(ids[i], ids[j]);
+	}
+	assert_int_equal(vm_mux_streams(r.m), N);
+	vm_mux_stop(r.m);
+	pthread_join(t, NULL);
+	assert_int_equal(r.rc, 0);
+	vm_mux_free(r.m);
+	for (int i = 0; i < N; i++)
+		close(ends[i]);
+	close(chan[0]);
+	close(chan[1]);
+}
+
+static void test_id_wrap_skips_live(void **state)
+{
+	(void)state;
+	id_wrap_case(1, 0xFFFFFFFDu); /* host: ...FD, ...FF, wrap to 1 (live), 3 (live): 5, 7 */
+	id_wrap_case(0, 0xFFFFFFFCu); /* guest: ...FC, ...FE, wrap to 0, 2, 4 (live): 6, 8 */
+}
+
 static void test_new_negative(void **state)
 {
 	(void)state;
@@ -949,6 +1040,7 @@ int main(void)
 		cmocka_unit_test(test_guest_flood_stop),
 		cmocka_unit_test(test_guest_never_reads),
 		cmocka_unit_test(test_new_negative),
+		cmocka_unit_test(test_id_wrap_skips_live),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
