@@ -1227,48 +1227,35 @@ static void on_vm_egress(void *arg, int fd)
 
 struct sup_output {
 	char *id;
-	int fd; /* the read end; closed by the thread */
-	/* the rate limit: tokens (lines) in the bucket at t_fill, what was dropped since the
-	 * last report */
-	uint64_t tokens, t_fill, t_report;
-	uint64_t dropped_lines, dropped_bytes;
+	int fd;             /* the read end; closed by the thread */
+	log_rate rl;        /* SUP_OUTPUT_RATE lines a second, burst SUP_OUTPUT_BURST */
+	uint64_t dropped_b; /* bytes of the lines dropped since the last report */
 };
 
-static void sup_output_refill(struct sup_output *o, uint64_t now)
+/* Says how much was dropped since the last report, when log_rate says it is time (force: now,
+ * whatever was dropped). */
+static void sup_output_report(struct sup_output *o, uint64_t now, bool force)
 {
-	uint64_t add = (now - o->t_fill) * SUP_OUTPUT_RATE / 1000000000ull;
-	if (add == 0)
+	uint64_t n = force ? o->rl.dropped : log_rate_report(&o->rl, now);
+	if (n == 0)
 		return;
-	o->tokens = o->tokens + add > SUP_OUTPUT_BURST ? SUP_OUTPUT_BURST : o->tokens + add;
-	o->t_fill = now;
-}
-
-/* Says how much was dropped since the last report (when anything was). */
-static void sup_output_report(struct sup_output *o, uint64_t now)
-{
-	if (o->dropped_lines == 0)
-		return;
+	o->rl.dropped = 0;
 	log_warn("sandbox %s: %llu lines of output (%llu bytes) dropped: the model wrote more than "
 	         "%u lines a second (burst %u)",
-	         o->id, (unsigned long long)o->dropped_lines, (unsigned long long)o->dropped_bytes,
-	         SUP_OUTPUT_RATE, SUP_OUTPUT_BURST);
-	o->dropped_lines = o->dropped_bytes = 0;
-	o->t_report = now;
+	         o->id, (unsigned long long)n, (unsigned long long)o->dropped_b, SUP_OUTPUT_RATE,
+	         SUP_OUTPUT_BURST);
+	o->dropped_b = 0;
 }
 
 static void sup_output_line(struct sup_output *o, const char *line, size_t n)
 {
 	uint64_t now = tm_mono_ns();
-	sup_output_refill(o, now);
-	if (o->tokens == 0) {
-		o->dropped_lines++;
-		o->dropped_bytes += n;
-		if (now - o->t_report >= SUP_OUTPUT_REPORT_S * 1000000000ull)
-			sup_output_report(o, now);
+	/* under the limit again (or a report is due): what was dropped before this line */
+	sup_output_report(o, now, false);
+	if (!log_rate_take(&o->rl, now)) {
+		o->dropped_b += n;
 		return;
 	}
-	sup_output_report(o, now); /* under the limit again: what was dropped before this */
-	o->tokens--;
 	log_info("sandbox %s: output: %s", o->id, line);
 }
 
@@ -1283,19 +1270,16 @@ static void *sup_output_main(void *arg)
 	size_t n = 0;
 
 	proc_name_self("custos-sb-out");
-	o->t_fill = o->t_report = tm_mono_ns();
-	o->tokens = SUP_OUTPUT_BURST;
+	log_rate_init(&o->rl, SUP_OUTPUT_RATE, SUP_OUTPUT_BURST, SUP_OUTPUT_REPORT_S * NS_PER_S,
+	              tm_mono_ns());
 	for (;;) {
 		char chunk[4096];
 		/* While lines are being dropped, a quiet second reports them. */
-		if (o->dropped_lines > 0) {
+		if (o->rl.dropped > 0) {
 			struct pollfd pfd = { .fd = o->fd, .events = POLLIN };
 			int pr = poll(&pfd, 1, 1000);
 			if (pr == 0) {
-				uint64_t now = tm_mono_ns();
-				sup_output_refill(o, now);
-				if (o->tokens > 0)
-					sup_output_report(o, now);
+				sup_output_report(o, tm_mono_ns(), false);
 				continue;
 			}
 		}
@@ -1321,7 +1305,7 @@ static void *sup_output_main(void *arg)
 		line[n] = '\0';
 		sup_output_line(o, line, n);
 	}
-	sup_output_report(o, tm_mono_ns());
+	sup_output_report(o, tm_mono_ns(), true);
 	close(o->fd);
 	free(o->id);
 	free(o);
