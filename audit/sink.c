@@ -39,12 +39,16 @@
 #define SINK_BATCH_BYTES   (256 * 1024)
 #define SINK_BATCH_EVENTS  2048
 #define SINK_IO_TIMEOUT_MS 10000
-#define SINK_IDLE_NS       (5ull * 1000 * 1000)
-#define SINK_CONFIRMS      64
-#define SINK_TOKEN_MAX     4096 /* HEC token file */
-#define SINK_KEY_FILE_MAX  (64 * 1024)
-#define HEC_EVENT_PATH     "/services/collector/event"
-#define HEC_BASE           "/services/collector"
+/* Whole operations, however the peer trickles its bytes (each under SINK_IO_TIMEOUT_MS apart):
+ * a connection with its TLS handshake, a HEC request with its response. */
+#define SINK_CONNECT_NS   (10ull * 1000000000)
+#define SINK_EXCHANGE_NS  (60ull * 1000000000)
+#define SINK_IDLE_NS      (5ull * 1000 * 1000)
+#define SINK_CONFIRMS     64
+#define SINK_TOKEN_MAX    4096 /* HEC token file */
+#define SINK_KEY_FILE_MAX (64 * 1024)
+#define HEC_EVENT_PATH    "/services/collector/event"
+#define HEC_BASE          "/services/collector"
 
 static atomic_bool g_stopping;
 static atomic_uint_fast64_t g_deadline; /* mono ns; valid once stopping */
@@ -84,6 +88,8 @@ struct sink {
 	struct confirm conf[SINK_CONFIRMS];
 	size_t nconf;
 	uint64_t backoff;
+	uint64_t op_until;   /* mono ns: the operation under way ends by then (0: no bound) */
+	const char *op_what; /* its bound, for the message */
 	audit_render_ctx rctx;
 	/* HEC */
 	buf in;           /* response bytes */
@@ -236,17 +242,36 @@ static void conn_close(struct sink *s)
 	s->nconf = 0;
 }
 
-static custos_err wait_fd(int fd, short ev, int ms)
+/* Waits for fd (the sink's connection, or one being made) to be ready: at most
+ * SINK_IO_TIMEOUT_MS of silence, and never past the end of the operation under way
+ * (s->op_until) or, once stopping, the drain deadline (looked at every 50 ms: the stop may come
+ * during the wait): a peer that trickles a byte at a time neither holds the sink in one step for
+ * ever nor holds up custos' stop. */
+static custos_err wait_fd(struct sink *s, int fd, short ev)
 {
 	struct pollfd p = { .fd = fd, .events = ev };
-	int r;
-	do
-		r = poll(&p, 1, ms);
-	while (r == -1 && errno == EINTR);
-	if (r == -1)
-		return err_sys("poll");
-	ENSURE(r > 0, CUSTOS_ERR_TIMEOUT, "timed out");
-	return CUSTOS_OK;
+	uint64_t quiet_until = tm_mono_ns() + SINK_IO_TIMEOUT_MS * 1000000ull;
+	for (;;) {
+		uint64_t now = tm_mono_ns(), until = quiet_until;
+		ENSURE(now < quiet_until, CUSTOS_ERR_TIMEOUT, "%s: timed out", s->peer);
+		ENSURE(s->op_until == 0 || now < s->op_until, CUSTOS_ERR_TIMEOUT,
+		       "%s: timed out (%s)", s->peer, s->op_what);
+		if (s->op_until != 0 && s->op_until < until)
+			until = s->op_until;
+		if (atomic_load(&g_stopping)) {
+			uint64_t dl = atomic_load(&g_deadline);
+			ENSURE(now < dl, CUSTOS_ERR_TIMEOUT, "%s: stopping: drain deadline passed",
+			       s->peer);
+			if (dl < until)
+				until = dl;
+		}
+		uint64_t ms = (until - now + 999999) / 1000000;
+		int r = poll(&p, 1, (int)(ms < 50 ? ms : 50));
+		if (r == -1 && errno != EINTR)
+			return err_sys("poll");
+		if (r > 0)
+			return CUSTOS_OK;
+	}
 }
 
 /* A unix stream socket: connect() completes at once or fails (EAGAIN: the backlog is full,
@@ -302,7 +327,7 @@ static custos_err tcp_connect(struct sink *s)
 		}
 		int soerr = 0;
 		socklen_t sl = sizeof(soerr);
-		e = wait_fd(fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+		e = wait_fd(s, fd, POLLOUT);
 		if (e == CUSTOS_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == -1)
 			e = err_sys("getsockopt");
 		if (e == CUSTOS_OK && soerr != 0) {
@@ -326,9 +351,9 @@ static custos_err tls_wait(struct sink *s, int r, const char *what)
 {
 	int err = SSL_get_error(s->ssl, r);
 	if (err == SSL_ERROR_WANT_READ)
-		return wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS);
+		return wait_fd(s, s->fd, POLLIN);
 	if (err == SSL_ERROR_WANT_WRITE)
-		return wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+		return wait_fd(s, s->fd, POLLOUT);
 	unsigned long le = ERR_get_error();
 	char eb[256] = "";
 	if (le != 0)
@@ -343,7 +368,7 @@ static custos_err tls_wait(struct sink *s, int r, const char *what)
 	return err_set(CUSTOS_ERR_TLS, "TLS %s failed (%d): %s", what, err, eb);
 }
 
-static custos_err conn_open(struct sink *s)
+static custos_err conn_open_tls(struct sink *s)
 {
 	GUARD(tcp_connect(s));
 	if (s->ctx == NULL)
@@ -364,6 +389,17 @@ static custos_err conn_open(struct sink *s)
 	return CUSTOS_OK;
 }
 
+/* The connection and its TLS handshake, within SINK_CONNECT_NS together: a server that
+ * answers a byte at a time is cut like one that does not answer. */
+static custos_err conn_open(struct sink *s)
+{
+	s->op_until = tm_mono_ns() + SINK_CONNECT_NS;
+	s->op_what = "not connected within 10 s";
+	custos_err e = conn_open_tls(s);
+	s->op_until = 0;
+	return e;
+}
+
 static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
 {
 	while (n > 0) {
@@ -382,7 +418,7 @@ static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
 		if (w == -1 && errno == EINTR)
 			continue;
 		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			GUARD(wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS));
+			GUARD(wait_fd(s, s->fd, POLLOUT));
 			continue;
 		}
 		if (w == -1)
@@ -524,7 +560,7 @@ static custos_err conn_read_some(struct sink *s, buf *in)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			GUARD(wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS));
+			GUARD(wait_fd(s, s->fd, POLLIN));
 			continue;
 		}
 		return err_sys("recv");
@@ -533,8 +569,8 @@ static custos_err conn_read_some(struct sink *s, buf *in)
 
 /* Sends one request and reads the response (Content-Length framing only); *status and the
  * body (a view into s->in) out. */
-static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
-                               span *rbody)
+static custos_err hec_exchange_once(struct sink *s, const char *path, span body, int *status,
+                                    span *rbody)
 {
 	buf_reset(&s->req);
 	bool v6 = strchr(s->so->host, ':') != NULL; /* an IPv6 literal goes in brackets */
@@ -593,6 +629,17 @@ static custos_err hec_exchange(struct sink *s, const char *path, span body, int 
 	return CUSTOS_OK;
 }
 
+/* One request and its whole response within SINK_EXCHANGE_NS. */
+static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
+                               span *rbody)
+{
+	s->op_until = tm_mono_ns() + SINK_EXCHANGE_NS;
+	s->op_what = "no answer within 60 s";
+	custos_err e = hec_exchange_once(s, path, body, status, rbody);
+	s->op_until = 0;
+	return e;
+}
+
 static custos_err hec_event(struct sink *s, span line)
 {
 	span t;
@@ -622,6 +669,11 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 
 	GUARD(hec_exchange(s, s->event_path, buf_span(&s->out), &status, &body));
 	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
+	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
+	/* A collector says success in its body too ({"text":"Success","code":0}); a 200 without
+	 * it (an error code, an HTML page from something in between) delivered nothing. */
+	ENSURE(ajson_get(body, "code", &v) == CUSTOS_OK && span_eq_cstr(v, "0"), CUSTOS_ERR_IO,
+	       "HEC answered 200 without success (no \"code\":0): %.*s",
 	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
 	if (s->so->hec_no_ack || ajson_get(body, "ackId", &v) != CUSTOS_OK ||
 	    ajson_u64(v, &ack) != CUSTOS_OK)
@@ -791,6 +843,12 @@ static void *sink_main(void *arg)
 			}
 			sleep_ns(SINK_IDLE_NS);
 			continue;
+		}
+		if (deadline_passed()) {
+			log_warn("audit sink %s: %s; stopped at the drain deadline: seq %llu and "
+			         "after are sent again from the cursor at the next start",
+			         s->so->name, err_msg(), (unsigned long long)s->cursor + 1);
+			break;
 		}
 		log_warn("audit sink %s: %s; retrying in %llu ms", s->so->name, err_msg(),
 		         (unsigned long long)((s->backoff ? s->backoff : rmin) / 1000000));
