@@ -57,6 +57,11 @@ struct confirm {
 	uint64_t seq, at;
 };
 
+/* A batch written to the connection: its last seq and the connection's byte count at its end. */
+struct pending {
+	uint64_t seq, end;
+};
+
 struct sink {
 	const audit_options *o;
 	const audit_sink_options *so;
@@ -87,6 +92,9 @@ struct sink {
 	buf out;
 	struct confirm conf[SINK_CONFIRMS];
 	size_t nconf;
+	struct pending pend[SINK_CONFIRMS]; /* written, not yet acknowledged by the peer's TCP */
+	size_t npend;
+	uint64_t wbytes; /* bytes written to this connection (plain TCP, unix) */
 	uint64_t backoff;
 	uint64_t op_until;   /* mono ns: the operation under way ends by then (0: no bound) */
 	const char *op_what; /* its bound, for the message */
@@ -240,7 +248,20 @@ static void conn_close(struct sink *s)
 		close(s->fd);
 	s->fd = -1;
 	s->nconf = 0;
+	s->npend = 0;
+	s->wbytes = 0;
 }
+
+/* Bytes sent but not yet acked by the peer's TCP. */
+static int unacked(struct sink *s)
+{
+	int q = 0;
+	if (ioctl(s->fd, SIOCOUTQ, &q) == -1)
+		return -1;
+	return q;
+}
+
+static custos_err confirm_progress(struct sink *s, bool final);
 
 /* Waits for fd (the sink's connection, or one being made) to be ready: at most
  * SINK_IO_TIMEOUT_MS of silence, and never past the end of the operation under way
@@ -251,6 +272,10 @@ static custos_err wait_fd(struct sink *s, int fd, short ev)
 {
 	struct pollfd p = { .fd = fd, .events = ev };
 	uint64_t quiet_until = tm_mono_ns() + SINK_IO_TIMEOUT_MS * 1000000ull;
+	/* Waiting to write: the kernel says writable only once much of its buffer is free, which
+	 * a slow reader takes longer than SINK_IO_TIMEOUT_MS to free: its acknowledgements
+	 * (the unacknowledged bytes going down) are progress too. */
+	int q0 = (ev & POLLOUT) && fd == s->fd ? unacked(s) : -1;
 	for (;;) {
 		uint64_t now = tm_mono_ns(), until = quiet_until;
 		ENSURE(now < quiet_until, CUSTOS_ERR_TIMEOUT, "%s: timed out", s->peer);
@@ -271,6 +296,14 @@ static custos_err wait_fd(struct sink *s, int fd, short ev)
 			return err_sys("poll");
 		if (r > 0)
 			return CUSTOS_OK;
+		int q = q0 >= 0 ? unacked(s) : -1;
+		if (q >= 0 && q < q0) {
+			q0 = q;
+			quiet_until = tm_mono_ns() + SINK_IO_TIMEOUT_MS * 1000000ull;
+			/* and the batches written before may be confirmed meanwhile: a write that
+			 * waits long for room must not hold the cursor back */
+			GUARD(confirm_progress(s, false));
+		}
 	}
 }
 
@@ -425,6 +458,7 @@ static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
 			return err_sys("send");
 		p += w;
 		n -= (size_t)w;
+		s->wbytes += (uint64_t)w;
 	}
 	return CUSTOS_OK;
 }
@@ -456,29 +490,50 @@ static custos_err conn_check(struct sink *s)
 	return err_set(CUSTOS_ERR_CLOSED, "connection closed by the server");
 }
 
-/* Bytes sent but not yet acked by the peer's TCP. */
-static int unacked(struct sink *s)
+/* Bytes written to the connection's socket so far (with TLS: its records, as SIOCOUTQ counts). */
+static uint64_t written(struct sink *s)
 {
-	int q = 0;
-	if (ioctl(s->fd, SIOCOUTQ, &q) == -1)
-		return -1;
-	return q;
+	return s->ssl != NULL ? (uint64_t)BIO_number_written(SSL_get_wbio(s->ssl)) : s->wbytes;
 }
 
-/* Records TCP confirmation of everything sent, and moves the cursor over confirmations
- * older than the replay window. */
+/* A batch up to seq was written: it is confirmed once the peer's TCP has acknowledged its last
+ * byte. A full list takes it into its last entry (confirmed with it, a little later). */
+static void pending_add(struct sink *s, uint64_t seq)
+{
+	struct pending p = { seq, written(s) };
+	if (s->npend == SINK_CONFIRMS)
+		s->pend[s->npend - 1] = p;
+	else
+		s->pend[s->npend++] = p;
+}
+
+/* Records TCP confirmation of each batch whose bytes the peer has all acknowledged (the bytes
+ * written minus those still unacknowledged, SIOCOUTQ: a receiver that keeps a backlog queued
+ * never lets that reach 0), and moves the cursor over confirmations older than the replay
+ * window. */
 static custos_err confirm_progress(struct sink *s, bool final)
 {
 	uint64_t now = tm_mono_ns();
 	uint64_t win = s->so->replay_window_ns ? s->so->replay_window_ns : 1000000000ull;
+	int q;
 
-	if (s->fd >= 0 && s->sent > 0 && (s->nconf == 0 || s->conf[s->nconf - 1].seq < s->sent) &&
-	    unacked(s) == 0) {
-		if (s->nconf == SINK_CONFIRMS) {
-			memmove(s->conf, s->conf + 1, (SINK_CONFIRMS - 1) * sizeof(s->conf[0]));
-			s->nconf--;
+	if (s->fd >= 0 && s->npend > 0 && (q = unacked(s)) >= 0) {
+		/* A unix socket counts its buffers' overhead too: never more than written. */
+		uint64_t w = written(s), acked = w > (uint64_t)q ? w - (uint64_t)q : 0;
+		size_t k = 0;
+		while (k < s->npend && s->pend[k].end <= acked)
+			k++;
+		if (k > 0) {
+			uint64_t seq = s->pend[k - 1].seq;
+			memmove(s->pend, s->pend + k, (s->npend - k) * sizeof(s->pend[0]));
+			s->npend -= k;
+			if (s->nconf == SINK_CONFIRMS) {
+				memmove(s->conf, s->conf + 1,
+				        (SINK_CONFIRMS - 1) * sizeof(s->conf[0]));
+				s->nconf--;
+			}
+			s->conf[s->nconf++] = (struct confirm){ seq, now };
 		}
-		s->conf[s->nconf++] = (struct confirm){ s->sent, now };
 	}
 	uint64_t move = s->cursor;
 	size_t drop = 0;
@@ -815,6 +870,7 @@ static custos_err sink_step(struct sink *s)
 	if (cnt > 0) {
 		GUARD(conn_write(s, buf_ptr(&s->out), buf_used(&s->out)));
 		s->sent = batch_last;
+		pending_add(s, batch_last);
 	}
 	GUARD(confirm_progress(s, false));
 	return cnt > 0 ? CUSTOS_OK : CUSTOS_ERR_AGAIN;

@@ -6,6 +6,9 @@
 #   drain deadline instead of waiting for the handshake for ever;
 # - a syslog receiver that reads 5 KiB/s: the stop ends at the drain deadline, not when the
 #   batch under way has trickled out; what was not delivered stays behind the cursor (lag);
+# - a syslog receiver that reads 80 KiB/s, less than the backlog: its TCP acknowledges batch
+#   after batch, and the cursor follows (it waited for nothing left unacknowledged, which a
+#   backlog never leaves: no progress, all resent at a restart, the lag all of it);
 # - a HEC collector answering HTTP 200 with an error in its body ("code":6): nothing was kept,
 #   so the batch is resent, and every event arrives.
 set -euo pipefail
@@ -68,7 +71,17 @@ grep -q "drain deadline" "$T/load2.err" ||
 	fail "slow syslog receiver: the stop does not say what was left: $(tail -3 "$T/load2.err")"
 echo "slow syslog receiver: stopped in $el s at the drain deadline, cursor $cur of $last"
 
-# 3. HEC: HTTP 200 with an error in the body, twice.
+# 3. A syslog receiver that reads 80 KiB/s, behind a backlog of about 2.4 MB.
+peer tcp-slow
+timeout 120 "$LOAD" "$T/log4" --key "$T/keys/audit.key" --events 5000 --sink tcp \
+	--port "$PORT" --wait-sink 12 --drain-s 1 >"$T/load4.out" 2>"$T/load4.err" || true
+stop_peer
+cur=$(cat "$T/log4/ship/cursor.siem" 2>/dev/null || echo 0)
+[ "$cur" -ge 200 ] ||
+	fail "receiver behind a backlog: cursor $cur after 12 s at 80 KiB/s: $(cat "$T/load4.out")"
+echo "receiver behind a backlog: the cursor moved to $cur while it read"
+
+# 4. HEC: HTTP 200 with an error in the body, twice.
 rm -f "$T/port"
 python3 "$HEC" "$T/events" "$T/port" s3cret --ok-error 2 2>"$T/hec.err" &
 SP=$!

@@ -9,6 +9,7 @@ Listens on 127.0.0.1 (the port it bound written to PORTFILE) and, on each connec
   never waits 10 s for a byte.
 - tcp-trickle: a syslog receiver with a small receive buffer that reads 512 bytes every 0.1 s
   (5 KiB/s): every write of the client makes progress, slowly.
+- tcp-slow: the same reading 4 KiB every 50 ms (80 KiB/s).
 Each connection accepted appends a line to PORTFILE.conns.
 """
 import socket, sys, threading, time
@@ -29,9 +30,14 @@ def tcp_trickle(c):
         time.sleep(0.1)
 
 
+def tcp_slow(c):
+    while c.recv(4096):
+        time.sleep(0.05)
+
+
 def serve(c):
     try:
-        {"tls-trickle": tls_trickle, "tcp-trickle": tcp_trickle}[mode](c)
+        {"tls-trickle": tls_trickle, "tcp-trickle": tcp_trickle, "tcp-slow": tcp_slow}[mode](c)
     except OSError:
         pass
     finally:
