@@ -96,6 +96,7 @@ struct sink {
 	size_t npend;
 	uint64_t wbytes; /* bytes written to this connection (plain TCP, unix) */
 	uint64_t backoff;
+	size_t batch_bytes; /* a batch ends past this many bytes: SINK_BATCH_BYTES, less after a 413 */
 	uint64_t op_until;   /* mono ns: the operation under way ends by then (0: no bound) */
 	const char *op_what; /* its bound, for the message */
 	audit_render_ctx rctx;
@@ -723,6 +724,14 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	uint64_t ack = 0;
 
 	GUARD(hec_exchange(s, s->event_path, buf_span(&s->out), &status, &body));
+	if (status == 413 && buf_used(&s->out) / 2 < s->batch_bytes) {
+		/* Too large for the collector (or a proxy in front of it): smaller batches from now
+		 * on, down to one event each; one event refused alone stalls the sink (logged). */
+		s->batch_bytes = buf_used(&s->out) / 2;
+		log_warn("audit sink %s: HEC answered 413 for a batch of %zu bytes: batches cut to "
+		         "%zu bytes",
+		         s->so->name, buf_used(&s->out), s->batch_bytes);
+	}
 	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
 	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
 	/* A collector says success in its body too ({"text":"Success","code":0}); a 200 without
@@ -845,7 +854,7 @@ static custos_err sink_step(struct sink *s)
 	}
 	GUARD(conn_check(s));
 	buf_reset(&s->out);
-	while (cnt < SINK_BATCH_EVENTS && buf_used(&s->out) < SINK_BATCH_BYTES) {
+	while (cnt < SINK_BATCH_EVENTS && (cnt == 0 || buf_used(&s->out) < s->batch_bytes)) {
 		e = reader_next(s, &line);
 		if (e == CUSTOS_ERR_AGAIN)
 			break;
@@ -1057,6 +1066,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->so = so;
 	s->fd = -1;
 	s->ship_fd = -1;
+	s->batch_bytes = SINK_BATCH_BYTES;
 	pthread_mutex_init(&s->mu, NULL);
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);

@@ -10,7 +10,9 @@
 #   after batch, and the cursor follows (it waited for nothing left unacknowledged, which a
 #   backlog never leaves: no progress, all resent at a restart, the lag all of it);
 # - a HEC collector answering HTTP 200 with an error in its body ("code":6): nothing was kept,
-#   so the batch is resent, and every event arrives.
+#   so the batch is resent, and every event arrives;
+# - a HEC collector behind a body limit answering 413: batches get smaller, every event
+#   arrives (the whole batch was resent for ever).
 set -euo pipefail
 : "${CUSTOS_BIN:?}" "${CUSTOS_FIXTURES:?}" "${CUSTOS_SRC:?}"
 FIX="$CUSTOS_SRC/tests/integration/sink_stall_fixture.py"
@@ -101,4 +103,18 @@ if missing:
     sys.exit(f"FAIL: HEC 200 with an error body: {len(missing)} events never arrived, first {min(missing)}")
 print(f"HEC 200 with an error body: resent, all {sys.argv[2]} events arrived")
 PY
+# 5. HEC behind a 20 000-byte body limit: 413 for a batch larger than that.
+rm -f "$T/port" "$T/events"
+python3 "$HEC" "$T/events" "$T/port" s3cret --max-body 20000 2>"$T/hec.err" &
+SP=$!
+for _ in $(seq 600); do [ -s "$T/port" ] && break; sleep 0.1; done
+"$LOAD" "$T/log5" --key "$T/keys/audit.key" --events 3000 --sink hec --port "$(cat "$T/port")" \
+	--token s3cret --wait-sink 60 --drain-s 10 >"$T/load5.out" 2>"$T/load5.err" ||
+	fail "load driver: $(cat "$T/load5.err")"
+stop_peer
+grep -q "sink_lag=0" "$T/load5.out" ||
+	fail "HEC body limit: not delivered: $(cat "$T/load5.out") $(tail -2 "$T/load5.err")"
+grep -q "HEC answered 413 for a batch of [0-9]* bytes: batches cut to" "$T/load5.err" ||
+	fail "HEC body limit: no 413 seen: $(tail -3 "$T/load5.err")"
+echo "HEC body limit: 413 answered, smaller batches, all delivered"
 echo "PASS"
