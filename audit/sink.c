@@ -39,18 +39,27 @@
 #define SINK_BATCH_BYTES   (256 * 1024)
 #define SINK_BATCH_EVENTS  2048
 #define SINK_IO_TIMEOUT_MS 10000
-#define SINK_IDLE_NS       (5ull * 1000 * 1000)
-#define SINK_CONFIRMS      64
-#define SINK_TOKEN_MAX     4096 /* HEC token file */
-#define SINK_KEY_FILE_MAX  (64 * 1024)
-#define HEC_EVENT_PATH     "/services/collector/event"
-#define HEC_BASE           "/services/collector"
+/* Whole operations, however the peer trickles its bytes (each under SINK_IO_TIMEOUT_MS apart):
+ * a connection with its TLS handshake, a HEC request with its response. */
+#define SINK_CONNECT_NS   (10ull * 1000000000)
+#define SINK_EXCHANGE_NS  (60ull * 1000000000)
+#define SINK_IDLE_NS      (5ull * 1000 * 1000)
+#define SINK_CONFIRMS     64
+#define SINK_TOKEN_MAX    4096 /* HEC token file */
+#define SINK_KEY_FILE_MAX (64 * 1024)
+#define HEC_EVENT_PATH    "/services/collector/event"
+#define HEC_BASE          "/services/collector"
 
 static atomic_bool g_stopping;
 static atomic_uint_fast64_t g_deadline; /* mono ns; valid once stopping */
 
 struct confirm {
 	uint64_t seq, at;
+};
+
+/* A batch written to the connection: its last seq and the connection's byte count at its end. */
+struct pending {
+	uint64_t seq, end;
 };
 
 struct sink {
@@ -83,7 +92,13 @@ struct sink {
 	buf out;
 	struct confirm conf[SINK_CONFIRMS];
 	size_t nconf;
+	struct pending pend[SINK_CONFIRMS]; /* written, not yet acknowledged by the peer's TCP */
+	size_t npend;
+	uint64_t wbytes; /* bytes written to this connection (plain TCP, unix) */
 	uint64_t backoff;
+	size_t batch_bytes; /* a batch ends past this many bytes: SINK_BATCH_BYTES, less after a 413 */
+	uint64_t op_until;   /* mono ns: the operation under way ends by then (0: no bound) */
+	const char *op_what; /* its bound, for the message */
 	audit_render_ctx rctx;
 	/* HEC */
 	buf in;           /* response bytes */
@@ -234,19 +249,63 @@ static void conn_close(struct sink *s)
 		close(s->fd);
 	s->fd = -1;
 	s->nconf = 0;
+	s->npend = 0;
+	s->wbytes = 0;
 }
 
-static custos_err wait_fd(int fd, short ev, int ms)
+/* Bytes sent but not yet acked by the peer's TCP. */
+static int unacked(struct sink *s)
+{
+	int q = 0;
+	if (ioctl(s->fd, SIOCOUTQ, &q) == -1)
+		return -1;
+	return q;
+}
+
+static custos_err confirm_progress(struct sink *s, bool final);
+
+/* Waits for fd (the sink's connection, or one being made) to be ready: at most
+ * SINK_IO_TIMEOUT_MS of silence, and never past the end of the operation under way
+ * (s->op_until) or, once stopping, the drain deadline (looked at every 50 ms: the stop may come
+ * during the wait): a peer that trickles a byte at a time neither holds the sink in one step for
+ * ever nor holds up custos' stop. */
+static custos_err wait_fd(struct sink *s, int fd, short ev)
 {
 	struct pollfd p = { .fd = fd, .events = ev };
-	int r;
-	do
-		r = poll(&p, 1, ms);
-	while (r == -1 && errno == EINTR);
-	if (r == -1)
-		return err_sys("poll");
-	ENSURE(r > 0, CUSTOS_ERR_TIMEOUT, "timed out");
-	return CUSTOS_OK;
+	uint64_t quiet_until = tm_mono_ns() + SINK_IO_TIMEOUT_MS * 1000000ull;
+	/* Waiting to write: the kernel says writable only once much of its buffer is free, which
+	 * a slow reader takes longer than SINK_IO_TIMEOUT_MS to free: its acknowledgements
+	 * (the unacknowledged bytes going down) are progress too. */
+	int q0 = (ev & POLLOUT) && fd == s->fd ? unacked(s) : -1;
+	for (;;) {
+		uint64_t now = tm_mono_ns(), until = quiet_until;
+		ENSURE(now < quiet_until, CUSTOS_ERR_TIMEOUT, "%s: timed out", s->peer);
+		ENSURE(s->op_until == 0 || now < s->op_until, CUSTOS_ERR_TIMEOUT,
+		       "%s: timed out (%s)", s->peer, s->op_what);
+		if (s->op_until != 0 && s->op_until < until)
+			until = s->op_until;
+		if (atomic_load(&g_stopping)) {
+			uint64_t dl = atomic_load(&g_deadline);
+			ENSURE(now < dl, CUSTOS_ERR_TIMEOUT, "%s: stopping: drain deadline passed",
+			       s->peer);
+			if (dl < until)
+				until = dl;
+		}
+		uint64_t ms = (until - now + 999999) / 1000000;
+		int r = poll(&p, 1, (int)(ms < 50 ? ms : 50));
+		if (r == -1 && errno != EINTR)
+			return err_sys("poll");
+		if (r > 0)
+			return CUSTOS_OK;
+		int q = q0 >= 0 ? unacked(s) : -1;
+		if (q >= 0 && q < q0) {
+			q0 = q;
+			quiet_until = tm_mono_ns() + SINK_IO_TIMEOUT_MS * 1000000ull;
+			/* and the batches written before may be confirmed meanwhile: a write that
+			 * waits long for room must not hold the cursor back */
+			GUARD(confirm_progress(s, false));
+		}
+	}
 }
 
 /* A unix stream socket: connect() completes at once or fails (EAGAIN: the backlog is full,
@@ -302,7 +361,7 @@ static custos_err tcp_connect(struct sink *s)
 		}
 		int soerr = 0;
 		socklen_t sl = sizeof(soerr);
-		e = wait_fd(fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+		e = wait_fd(s, fd, POLLOUT);
 		if (e == CUSTOS_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == -1)
 			e = err_sys("getsockopt");
 		if (e == CUSTOS_OK && soerr != 0) {
@@ -326,9 +385,9 @@ static custos_err tls_wait(struct sink *s, int r, const char *what)
 {
 	int err = SSL_get_error(s->ssl, r);
 	if (err == SSL_ERROR_WANT_READ)
-		return wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS);
+		return wait_fd(s, s->fd, POLLIN);
 	if (err == SSL_ERROR_WANT_WRITE)
-		return wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS);
+		return wait_fd(s, s->fd, POLLOUT);
 	unsigned long le = ERR_get_error();
 	char eb[256] = "";
 	if (le != 0)
@@ -343,7 +402,7 @@ static custos_err tls_wait(struct sink *s, int r, const char *what)
 	return err_set(CUSTOS_ERR_TLS, "TLS %s failed (%d): %s", what, err, eb);
 }
 
-static custos_err conn_open(struct sink *s)
+static custos_err conn_open_tls(struct sink *s)
 {
 	GUARD(tcp_connect(s));
 	if (s->ctx == NULL)
@@ -364,6 +423,17 @@ static custos_err conn_open(struct sink *s)
 	return CUSTOS_OK;
 }
 
+/* The connection and its TLS handshake, within SINK_CONNECT_NS together: a server that
+ * answers a byte at a time is cut like one that does not answer. */
+static custos_err conn_open(struct sink *s)
+{
+	s->op_until = tm_mono_ns() + SINK_CONNECT_NS;
+	s->op_what = "not connected within 10 s";
+	custos_err e = conn_open_tls(s);
+	s->op_until = 0;
+	return e;
+}
+
 static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
 {
 	while (n > 0) {
@@ -382,13 +452,14 @@ static custos_err conn_write(struct sink *s, const uint8_t *p, size_t n)
 		if (w == -1 && errno == EINTR)
 			continue;
 		if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			GUARD(wait_fd(s->fd, POLLOUT, SINK_IO_TIMEOUT_MS));
+			GUARD(wait_fd(s, s->fd, POLLOUT));
 			continue;
 		}
 		if (w == -1)
 			return err_sys("send");
 		p += w;
 		n -= (size_t)w;
+		s->wbytes += (uint64_t)w;
 	}
 	return CUSTOS_OK;
 }
@@ -420,29 +491,50 @@ static custos_err conn_check(struct sink *s)
 	return err_set(CUSTOS_ERR_CLOSED, "connection closed by the server");
 }
 
-/* Bytes sent but not yet acked by the peer's TCP. */
-static int unacked(struct sink *s)
+/* Bytes written to the connection's socket so far (with TLS: its records, as SIOCOUTQ counts). */
+static uint64_t written(struct sink *s)
 {
-	int q = 0;
-	if (ioctl(s->fd, SIOCOUTQ, &q) == -1)
-		return -1;
-	return q;
+	return s->ssl != NULL ? (uint64_t)BIO_number_written(SSL_get_wbio(s->ssl)) : s->wbytes;
 }
 
-/* Records TCP confirmation of everything sent, and moves the cursor over confirmations
- * older than the replay window. */
+/* A batch up to seq was written: it is confirmed once the peer's TCP has acknowledged its last
+ * byte. A full list takes it into its last entry (confirmed with it, a little later). */
+static void pending_add(struct sink *s, uint64_t seq)
+{
+	struct pending p = { seq, written(s) };
+	if (s->npend == SINK_CONFIRMS)
+		s->pend[s->npend - 1] = p;
+	else
+		s->pend[s->npend++] = p;
+}
+
+/* Records TCP confirmation of each batch whose bytes the peer has all acknowledged (the bytes
+ * written minus those still unacknowledged, SIOCOUTQ: a receiver that keeps a backlog queued
+ * never lets that reach 0), and moves the cursor over confirmations older than the replay
+ * window. */
 static custos_err confirm_progress(struct sink *s, bool final)
 {
 	uint64_t now = tm_mono_ns();
 	uint64_t win = s->so->replay_window_ns ? s->so->replay_window_ns : 1000000000ull;
+	int q;
 
-	if (s->fd >= 0 && s->sent > 0 && (s->nconf == 0 || s->conf[s->nconf - 1].seq < s->sent) &&
-	    unacked(s) == 0) {
-		if (s->nconf == SINK_CONFIRMS) {
-			memmove(s->conf, s->conf + 1, (SINK_CONFIRMS - 1) * sizeof(s->conf[0]));
-			s->nconf--;
+	if (s->fd >= 0 && s->npend > 0 && (q = unacked(s)) >= 0) {
+		/* A unix socket counts its buffers' overhead too: never more than written. */
+		uint64_t w = written(s), acked = w > (uint64_t)q ? w - (uint64_t)q : 0;
+		size_t k = 0;
+		while (k < s->npend && s->pend[k].end <= acked)
+			k++;
+		if (k > 0) {
+			uint64_t seq = s->pend[k - 1].seq;
+			memmove(s->pend, s->pend + k, (s->npend - k) * sizeof(s->pend[0]));
+			s->npend -= k;
+			if (s->nconf == SINK_CONFIRMS) {
+				memmove(s->conf, s->conf + 1,
+				        (SINK_CONFIRMS - 1) * sizeof(s->conf[0]));
+				s->nconf--;
+			}
+			s->conf[s->nconf++] = (struct confirm){ seq, now };
 		}
-		s->conf[s->nconf++] = (struct confirm){ s->sent, now };
 	}
 	uint64_t move = s->cursor;
 	size_t drop = 0;
@@ -524,7 +616,7 @@ static custos_err conn_read_some(struct sink *s, buf *in)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			GUARD(wait_fd(s->fd, POLLIN, SINK_IO_TIMEOUT_MS));
+			GUARD(wait_fd(s, s->fd, POLLIN));
 			continue;
 		}
 		return err_sys("recv");
@@ -533,8 +625,8 @@ static custos_err conn_read_some(struct sink *s, buf *in)
 
 /* Sends one request and reads the response (Content-Length framing only); *status and the
  * body (a view into s->in) out. */
-static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
-                               span *rbody)
+static custos_err hec_exchange_once(struct sink *s, const char *path, span body, int *status,
+                                    span *rbody)
 {
 	buf_reset(&s->req);
 	bool v6 = strchr(s->so->host, ':') != NULL; /* an IPv6 literal goes in brackets */
@@ -593,6 +685,17 @@ static custos_err hec_exchange(struct sink *s, const char *path, span body, int 
 	return CUSTOS_OK;
 }
 
+/* One request and its whole response within SINK_EXCHANGE_NS. */
+static custos_err hec_exchange(struct sink *s, const char *path, span body, int *status,
+                               span *rbody)
+{
+	s->op_until = tm_mono_ns() + SINK_EXCHANGE_NS;
+	s->op_what = "no answer within 60 s";
+	custos_err e = hec_exchange_once(s, path, body, status, rbody);
+	s->op_until = 0;
+	return e;
+}
+
 static custos_err hec_event(struct sink *s, span line)
 {
 	span t;
@@ -621,7 +724,20 @@ static custos_err hec_deliver(struct sink *s, uint64_t last)
 	uint64_t ack = 0;
 
 	GUARD(hec_exchange(s, s->event_path, buf_span(&s->out), &status, &body));
+	if (status == 413 && buf_used(&s->out) / 2 < s->batch_bytes) {
+		/* Too large for the collector (or a proxy in front of it): smaller batches from now
+		 * on, down to one event each; one event refused alone stalls the sink (logged). */
+		s->batch_bytes = buf_used(&s->out) / 2;
+		log_warn("audit sink %s: HEC answered 413 for a batch of %zu bytes: batches cut to "
+		         "%zu bytes",
+		         s->so->name, buf_used(&s->out), s->batch_bytes);
+	}
 	ENSURE(status == 200, CUSTOS_ERR_IO, "HEC answered %d: %.*s", status,
+	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
+	/* A collector says success in its body too ({"text":"Success","code":0}); a 200 without
+	 * it (an error code, an HTML page from something in between) delivered nothing. */
+	ENSURE(ajson_get(body, "code", &v) == CUSTOS_OK && span_eq_cstr(v, "0"), CUSTOS_ERR_IO,
+	       "HEC answered 200 without success (no \"code\":0): %.*s",
 	       (int)(body.len > 200 ? 200 : body.len), body.ptr);
 	if (s->so->hec_no_ack || ajson_get(body, "ackId", &v) != CUSTOS_OK ||
 	    ajson_u64(v, &ack) != CUSTOS_OK)
@@ -738,7 +854,7 @@ static custos_err sink_step(struct sink *s)
 	}
 	GUARD(conn_check(s));
 	buf_reset(&s->out);
-	while (cnt < SINK_BATCH_EVENTS && buf_used(&s->out) < SINK_BATCH_BYTES) {
+	while (cnt < SINK_BATCH_EVENTS && (cnt == 0 || buf_used(&s->out) < s->batch_bytes)) {
 		e = reader_next(s, &line);
 		if (e == CUSTOS_ERR_AGAIN)
 			break;
@@ -763,6 +879,7 @@ static custos_err sink_step(struct sink *s)
 	if (cnt > 0) {
 		GUARD(conn_write(s, buf_ptr(&s->out), buf_used(&s->out)));
 		s->sent = batch_last;
+		pending_add(s, batch_last);
 	}
 	GUARD(confirm_progress(s, false));
 	return cnt > 0 ? CUSTOS_OK : CUSTOS_ERR_AGAIN;
@@ -791,6 +908,12 @@ static void *sink_main(void *arg)
 			}
 			sleep_ns(SINK_IDLE_NS);
 			continue;
+		}
+		if (deadline_passed()) {
+			log_warn("audit sink %s: %s; stopped at the drain deadline: seq %llu and "
+			         "after are sent again from the cursor at the next start",
+			         s->so->name, err_msg(), (unsigned long long)s->cursor + 1);
+			break;
 		}
 		log_warn("audit sink %s: %s; retrying in %llu ms", s->so->name, err_msg(),
 		         (unsigned long long)((s->backoff ? s->backoff : rmin) / 1000000));
@@ -943,6 +1066,7 @@ static custos_err sink_init(struct sink *s, const audit_options *o, const audit_
 	s->so = so;
 	s->fd = -1;
 	s->ship_fd = -1;
+	s->batch_bytes = SINK_BATCH_BYTES;
 	pthread_mutex_init(&s->mu, NULL);
 	buf_init(&s->out, SINK_BATCH_BYTES + 4 * AUDIT_MAX_LINE);
 	buf_init(&s->in, HEC_MAX_RESPONSE + 8192);

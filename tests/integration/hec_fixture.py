@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """A Splunk HTTP Event Collector stand-in (fixture: no Splunk here) for the audit HEC tests.
 
-hec_fixture.py OUT PORTFILE TOKEN [--fail-first N] [--ack-polls N] [--tls CERT KEY]
+hec_fixture.py OUT PORTFILE TOKEN [--fail-first N] [--ok-error N] [--max-body N]
+               [--ack-polls N] [--tls CERT KEY]
 
 - POST /services/collector/event: checks `Authorization: Splunk TOKEN` (TOKEN "@FILE": the
   token in FILE, read at each request, so a test can rotate it) and the request channel,
   parses the concatenated event objects and appends each event's seq to OUT (and writes the
   host names seen, JSON-encoded, one a line, to OUT.hosts); answers an ackId.
   A refused token is answered 401 and a line appended to OUT.401. --fail-first N: the first N
-  event posts are answered 503 (retry).
+  event posts are answered 503 (retry). --ok-error N: the next N event posts (after those) are
+  answered HTTP 200 with an error in the body ("code":6, invalid data format), nothing kept.
+  --max-body N: an event post of more than N bytes is answered 413, nothing kept.
 - POST /services/collector/ack: an ackId is acknowledged once it was polled --ack-polls times
   (default 1: at once).
 - The port it bound is written to PORTFILE; --tls serves HTTPS with CERT and KEY.
@@ -22,10 +25,12 @@ ap.add_argument("portfile")
 ap.add_argument("token")
 ap.add_argument("--fail-first", type=int, default=0)
 ap.add_argument("--ack-polls", type=int, default=1)
+ap.add_argument("--ok-error", type=int, default=0)
+ap.add_argument("--max-body", type=int, default=0)
 ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 a = ap.parse_args()
 lock = threading.Lock()
-state = {"fail": a.fail_first, "next": 1, "polls": {}}
+state = {"fail": a.fail_first, "ok_error": a.ok_error, "next": 1, "polls": {}}
 hosts = set()
 
 
@@ -60,9 +65,15 @@ class H(BaseHTTPRequestHandler):
             return self.reply(400, {"text": "Data channel is missing", "code": 10})
         with lock:
             if self.path == "/services/collector/event":
+                if a.max_body and len(body) > a.max_body:  # a body limit in front of it
+                    return self.reply(413, {"text": "Content too large", "code": 27})
                 if state["fail"] > 0:
                     state["fail"] -= 1
                     return self.reply(503, {"text": "Server is busy", "code": 9})
+                if state["ok_error"] > 0:  # HTTP 200, but an error in the body: nothing kept
+                    state["ok_error"] -= 1
+                    return self.reply(200, {"text": "Invalid data format", "code": 6,
+                                            "invalid-event-number": 0})
                 dec, text, i, seqs = json.JSONDecoder(), body.decode(), 0, []
                 while i < len(text):
                     obj, i = dec.raw_decode(text, i)
