@@ -536,7 +536,7 @@ static void *run_proxy(void *arg)
 }
 
 /* One chat completion through the listener; returns the response (caller frees). */
-static char *chat_once(unsigned port)
+static char *chat_key(unsigned port, const char *key)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
@@ -547,9 +547,9 @@ static char *chat_once(unsigned port)
 	char req[512];
 	int n = snprintf(req, sizeof(req),
 	                 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-	                 "Authorization: Bearer unit-key\r\n"
+	                 "Authorization: Bearer %s\r\n"
 	                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-	                 sizeof(body) - 1, body);
+	                 key, sizeof(body) - 1, body);
 	assert_int_equal(write(fd, req, (size_t)n), n);
 	char *resp = calloc(1, 8192);
 	size_t got = 0;
@@ -563,6 +563,11 @@ static char *chat_once(unsigned port)
 	}
 	close(fd);
 	return resp;
+}
+
+static char *chat_once(unsigned port)
+{
+	return chat_key(port, "unit-key");
 }
 
 static void test_connect_fn(void **state)
@@ -592,6 +597,12 @@ static void test_connect_fn(void **state)
 		if (routable) { /* the answer came over the stream, not 127.0.0.1:1 */
 			assert_non_null(strstr(resp, " 200 "));
 			assert_non_null(strstr(resp, "from-stream"));
+			/* no policy: every caller custos.yaml names passes, a key it does not
+			 * name is no caller (401, never forwarded) */
+			free(resp);
+			resp = chat_key(port, "not-a-configured-key");
+			assert_non_null(strstr(resp, " 401 "));
+			assert_null(strstr(resp, "from-stream"));
 		} else { /* refused: a gateway error, never the address */
 			assert_null(strstr(resp, " 200 "));
 			assert_non_null(strstr(resp, " 50"));
