@@ -157,6 +157,21 @@ static custos_err add_route(proxy_options *o, const char *path, const char *mode
 	return CUSTOS_OK;
 }
 
+/* An id as custos.yaml's ids are (1..CFG_MAX_ID_LEN of letters, digits, . _ - / :): it names the
+ * principal in the policy and the trail. */
+static bool api_key_id_ok(span id)
+{
+	if (id.len == 0 || id.len > CFG_MAX_ID_LEN)
+		return false;
+	for (size_t i = 0; i < id.len; i++) {
+		char c = id.ptr[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-' || c == '/' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
 /* auth.api_keys_file: lines "id sha256hex"; blank lines and lines starting with # skipped.
  * The file holds digests, not keys, but is still refused when others may write it. */
 custos_err cli_api_keys_load(const char *path, proxy_options *o)
@@ -176,6 +191,8 @@ custos_err cli_api_keys_load(const char *path, proxy_options *o)
 		span line = span_of(all.ptr, nl ? (size_t)(nl - all.ptr) : all.len);
 		all = nl ? span_of(nl + 1, all.len - line.len - 1) : span_of(all.ptr + all.len, 0);
 		lineno++;
+		if (line.len > 0 && line.ptr[line.len - 1] == '\r')
+			line.len--; /* CRLF line ends */
 		line = span_trim(line);
 		if (line.len == 0 || line.ptr[0] == '#')
 			continue;
@@ -193,12 +210,27 @@ custos_err cli_api_keys_load(const char *path, proxy_options *o)
 			break;
 		}
 		proxy_api_key *k = &o->api_keys[o->napi_keys];
-		if (id.len == 0 || id.len > CFG_MAX_ID_LEN ||
+		if (!api_key_id_ok(id) ||
 		    num_parse_hex(hex, k->sha256, sizeof(k->sha256)) != CUSTOS_OK) {
 			e = err_set(CUSTOS_ERR_PARSE, "%s:%u: bad id or SHA-256 (64 hex digits)",
 			            path, lineno);
 			break;
 		}
+		/* One key names one principal: the same digest under two ids would name
+		 * whichever comes first. */
+		for (size_t i = 0; i < o->napi_keys; i++) {
+			if (memcmp(o->api_keys[i].sha256, k->sha256, sizeof(k->sha256)) == 0) {
+				e = err_set(CUSTOS_ERR_PARSE,
+				            "%s:%u: the SHA-256 of key %s again (one key, one "
+				            "principal)",
+				            path, lineno,
+				            o->api_keys[i].principal ? o->api_keys[i].principal
+				                                     : "-");
+				break;
+			}
+		}
+		if (e != CUSTOS_OK)
+			break;
 		k->principal = span_dup(id);
 		o->napi_keys++;
 	}

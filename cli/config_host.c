@@ -634,6 +634,10 @@ static void check_auth_files(struct hc_ctx *x, const custos_config *cfg, diag_se
 		proxy_options o;
 		memset(&o, 0, sizeof(o));
 		o.api_keys = xcalloc(PROXY_MAX_API_KEYS, sizeof(o.api_keys[0]));
+		for (size_t i = 0; i < cfg->auth.n_api_keys && i < PROXY_MAX_API_KEYS; i++) {
+			o.api_keys[i].principal = xstrdup(cfg->auth.api_keys[i].id);
+			memcpy(o.api_keys[i].sha256, cfg->auth.api_keys[i].sha256, 32);
+		}
 		o.napi_keys = cfg->auth.n_api_keys;
 		if (cli_api_keys_load(cfg->auth.api_keys_file, &o) != CUSTOS_OK)
 			report(x, sev, cfg->auth.api_keys_file, when, "auth.api_keys_file: %s",

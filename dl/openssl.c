@@ -71,7 +71,10 @@ int custos_ossl_bind(char *msg, size_t msgsz);
 	X(BIO_sock_should_retry)                                                                   \
 	X(BN_bin2bn)                                                                               \
 	X(BN_free)                                                                                 \
+	X(BN_is_odd)                                                                               \
+	X(BN_is_one)                                                                               \
 	X(BN_new)                                                                                  \
+	X(BN_num_bits)                                                                             \
 	X(BN_rand)                                                                                 \
 	X(BN_to_ASN1_INTEGER)                                                                      \
 	X(CRYPTO_free)                                                                             \

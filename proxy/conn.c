@@ -1688,8 +1688,13 @@ static void on_request_body_done(conn *c)
 	}
 	if (in.model.len) { /* request-scoped egress (docs/EGRESS.md "Attribution") */
 		char mid[EGRESS_ID_MAX];
+		/* The registry holds a policy principal id (docs/EGRESS.md "Attribution"): an
+		 * identity no principal matched is named "jwt:<sub>", "cert:<name>" or
+		 * "anonymous" in the trail, which a policy may also use as a principal's id; its
+		 * egress calls are judged with no principal, never as that one. */
 		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
-			r->egress_token = egress_ingress_begin(mid, r->id, r->dec.principal);
+			r->egress_token = egress_ingress_begin(
+			        mid, r->id, r->dec.principal_known ? r->dec.principal : "");
 	}
 	/* Obligations. In shadow mode they are checked but not enforced: the request goes on,
 	 * and its event records what enforcement would have answered (decision shadow_deny,

@@ -125,11 +125,18 @@ static const policy_principal *principal_of(const policy *p, const ident *id, bo
 	return pr;
 }
 
+/* Without a policy, an identity is known when it was verified: a certificate, a JWT, or an
+ * API key that custos.yaml names (a key no one configured is no caller, policy or not). */
+static bool no_policy_known(const ident *id)
+{
+	return !(id->has_api_key && id->key_principal == NULL);
+}
+
 void decide_principal(struct decide_policy *dp, const ident *id, decide_out *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (dp == NULL) {
-		out->principal_known = true;
+		out->principal_known = no_policy_known(id);
 		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
 		                            sizeof(out->principal)));
 		return;
@@ -149,7 +156,7 @@ void decide_eval(struct decide_policy *dp, const decide_in *in, decide_out *out)
 	memset(out, 0, sizeof(*out));
 	if (dp == NULL) {
 		out->allow = out->verdict_allow = true;
-		out->principal_known = true;
+		out->principal_known = no_policy_known(id);
 		out->reason = "no policy configured";
 		proxy_ignore(span_copy_cstr(span_cstr(ident_label(id)), out->principal,
 		                            sizeof(out->principal)));

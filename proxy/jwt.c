@@ -18,6 +18,8 @@
 
 #define JWKS_MAX_KEYS 64
 #define JWT_PART_MAX  PROXY_JWT_MAX
+/* the principal claim's bytes: "jwt:" and it fit the event's principal (PROXY_PRINCIPAL_MAX) */
+#define JWT_PRINCIPAL_MAX (PROXY_PRINCIPAL_MAX - 1 - 4)
 
 typedef enum jwk_alg { JWK_RS256 = 0, JWK_ES256, JWK_EDDSA } jwk_alg;
 
@@ -68,12 +70,17 @@ static bool b64url_decode(span in, uint8_t *out, size_t outmax, size_t *outlen)
 	return true;
 }
 
+/* The string member key into out; false (and out empty) when it is absent, not a string,
+ * longer than out or holds a NUL (jsonr_unescape_cstr leaves what it wrote before the NUL:
+ * "https://iss\u0000x" must not read as "https://iss"). */
 static bool jstr(jsonr_val obj, const char *key, char *out, size_t outsz)
 {
 	jsonr_val v;
-	if (!jsonr_obj_get(obj, key, &v) || v.type != JSONR_STRING)
-		return false;
-	return jsonr_unescape_cstr(v.str, out, outsz) == CUSTOS_OK;
+	if (jsonr_obj_get(obj, key, &v) && v.type == JSONR_STRING &&
+	    jsonr_unescape_cstr(v.str, out, outsz) == CUSTOS_OK)
+		return true;
+	out[0] = '\0';
+	return false;
 }
 
 static bool jb64(jsonr_val obj, const char *key, uint8_t *out, size_t outmax, size_t *n)
@@ -101,12 +108,16 @@ static EVP_PKEY *jwk_rsa(jsonr_val k)
 	size_t nl, el;
 	EVP_PKEY *pk = NULL;
 
-	if (!jb64(k, "n", n, sizeof(n), &nl) || !jb64(k, "e", e, sizeof(e), &el) || nl < 256)
-		return NULL; /* RSA below 2048 bits is refused */
+	if (!jb64(k, "n", n, sizeof(n), &nl) || !jb64(k, "e", e, sizeof(e), &el))
+		return NULL;
 	BIGNUM *bn = BN_bin2bn(n, (int)nl, NULL), *be = BN_bin2bn(e, (int)el, NULL);
 	OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
 	OSSL_PARAM *params = NULL;
-	if (bn && be && b && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, bn) == 1 &&
+	/* The modulus' bits, not its encoded length, are counted (leading zero bytes would make
+	 * a shorter key look like 2048 bits): RSA below 2048 bits is refused. An even modulus
+	 * or exponent, or an exponent of 1 (a "signature" anyone can make), is no RSA key. */
+	if (bn && be && b && BN_num_bits(bn) >= 2048 && BN_is_odd(bn) && BN_is_odd(be) &&
+	    !BN_is_one(be) && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, bn) == 1 &&
 	    OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, be) == 1 &&
 	    (params = OSSL_PARAM_BLD_to_param(b)) != NULL)
 		pk = pkey_fromdata("RSA", params);
@@ -151,6 +162,35 @@ static EVP_PKEY *jwk_okp(jsonr_val k)
 	return EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, xl);
 }
 
+/* "key_ops" (an array of strings) lists "verify". */
+static bool key_ops_verify(jsonr_val ops)
+{
+	jsonr_iter it;
+	jsonr_val op;
+
+	if (ops.type != JSONR_ARRAY)
+		return false;
+	jsonr_iter_init(&it, ops);
+	while (jsonr_arr_next(&it, &op))
+		if (op.type == JSONR_STRING && jsonr_str_eq(op.str, "verify"))
+			return true;
+	return false;
+}
+
+/* An EC or OKP key on a curve custos verifies with (P-256, Ed25519); other kty have no crv to
+ * check. A key on another curve (P-384, Ed448, secp256k1) is skipped, not an error: a JWKS
+ * may hold keys for other verifiers. */
+static bool crv_supported(jsonr_val k, const char *kty)
+{
+	char crv[16];
+
+	if (strcmp(kty, "EC") == 0)
+		return jstr(k, "crv", crv, sizeof(crv)) && strcmp(crv, "P-256") == 0;
+	if (strcmp(kty, "OKP") == 0)
+		return jstr(k, "crv", crv, sizeof(crv)) && strcmp(crv, "Ed25519") == 0;
+	return true;
+}
+
 void jwks_free(struct jwks *k)
 {
 	if (k == NULL)
@@ -163,7 +203,7 @@ void jwks_free(struct jwks *k)
 custos_err jwks_load(const char *path, struct jwks **out)
 {
 	buf b;
-	jsonr_val root, keys, k;
+	jsonr_val root, keys, k, v;
 	jsonr_iter it;
 	custos_err e;
 
@@ -198,11 +238,27 @@ custos_err jwks_load(const char *path, struct jwks **out)
 			e = err_set(CUSTOS_ERR_PARSE, "jwks %s: key %zu has no kty", path, idx);
 			goto fail;
 		}
-		if (jstr(k, "use", use, sizeof(use)) && strcmp(use, "sig") != 0)
-			continue; /* encryption keys are not for us */
+		/* A key for something else than verifying signatures is not for us: "use" other
+		 * than "sig" (RFC 7517 4.2), "key_ops" without "verify" (4.3). */
+		if (jsonr_obj_get(k, "use", &v) &&
+		    (!jstr(k, "use", use, sizeof(use)) || strcmp(use, "sig") != 0))
+			continue;
+		if (jsonr_obj_get(k, "key_ops", &v) && !key_ops_verify(v))
+			continue;
 		(void)jstr(k, "alg", alg, sizeof(alg));
 		struct jwk *j = &ks->keys[ks->n];
-		(void)jstr(k, "kid", j->kid, sizeof(j->kid));
+		if (jsonr_obj_get(k, "kid", &v) && !jstr(k, "kid", j->kid, sizeof(j->kid))) {
+			e = err_set(CUSTOS_ERR_PARSE,
+			            "jwks %s: key %zu: kid is not a string of at most %zu bytes",
+			            path, idx, sizeof(j->kid) - 1);
+			goto fail;
+		}
+		if (!crv_supported(k, kty)) {
+			log_warn("jwks %s: key %zu (kty %s, crv not P-256 nor Ed25519) not "
+			         "supported; skipped",
+			         path, idx, kty);
+			continue;
+		}
 		if (strcmp(kty, "RSA") == 0 && (!alg[0] || strcmp(alg, "RS256") == 0)) {
 			j->alg = JWK_RS256;
 			j->key = jwk_rsa(k);
@@ -288,6 +344,37 @@ out:
 	return ok;
 }
 
+/* s for an error message: bytes outside printable ASCII as '?' (a token's header is read
+ * before anything in it is trusted, and the message goes to the log). */
+static const char *printable(const char *s, char *out, size_t outsz)
+{
+	size_t i = 0;
+
+	for (; s[i] && i + 1 < outsz; i++)
+		out[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	out[i] = '\0';
+	return out;
+}
+
+/* The principal claim names the caller in the policy, the trail and the rate limits: not
+ * empty, no C0 or C1 control character nor DEL (a certificate's strings with them are
+ * dropped too), and short enough that the event's "jwt:<claim>" (decide.c) is not cut. */
+static bool principal_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > JWT_PRINCIPAL_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f ||
+		    (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+		     (unsigned char)s[i + 1] <= 0x9f))
+			return false;
+	}
+	return true;
+}
+
 static bool aud_accepted(const proxy_jwt_opts *o, span aud)
 {
 	for (size_t i = 0; i < o->n_audiences; i++)
@@ -309,11 +396,11 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 {
 	const char *d1 = memchr(token.ptr, '.', token.len);
 	const char *d2 = d1 ? memchr(d1 + 1, '.', token.len - (size_t)(d1 + 1 - token.ptr)) : NULL;
-	uint8_t hdr[2048], sig[600];
+	uint8_t hdr[2048], sig[1024]; /* sig: RSA up to the 8192 bits of jwk_rsa's n */
 	uint8_t *claims_raw = NULL;
 	size_t hl, cl, sl;
 	jsonr_val hv, cv, v;
-	char alg[16], kid[128] = "";
+	char alg[16], kid[128] = "", shown[128];
 	custos_err e = CUSTOS_ERR_DENIED;
 
 	ENSURE(d1 && d2, CUSTOS_ERR_DENIED, "jwt: three dot-separated parts expected");
@@ -326,7 +413,11 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 	               hv.type == JSONR_OBJECT,
 	       CUSTOS_ERR_DENIED, "jwt: header is not a JSON object");
 	ENSURE(jstr(hv, "alg", alg, sizeof(alg)), CUSTOS_ERR_DENIED, "jwt: no alg");
-	(void)jstr(hv, "kid", kid, sizeof(kid));
+	/* A kid that is there names one key: one that is not a string, or too long to name any
+	 * key of the set, is not taken for "no kid" (which tries every key). */
+	bool has_kid = jsonr_obj_get(hv, "kid", &v);
+	ENSURE(!has_kid || jstr(hv, "kid", kid, sizeof(kid)), CUSTOS_ERR_DENIED,
+	       "jwt: kid is not a string of at most %zu bytes", sizeof(kid) - 1);
 	ENSURE(!jsonr_obj_get(hv, "crit", &v), CUSTOS_ERR_DENIED, "jwt: crit not supported");
 	jwk_alg want;
 	if (strcmp(alg, "RS256") == 0)
@@ -336,7 +427,8 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 	else if (strcmp(alg, "EdDSA") == 0)
 		want = JWK_EDDSA;
 	else
-		return err_set(CUSTOS_ERR_DENIED, "jwt: alg %s not accepted", alg);
+		return err_set(CUSTOS_ERR_DENIED, "jwt: alg %s not accepted",
+		               printable(alg, shown, sizeof(shown)));
 	static const unsigned bit[] = { [JWK_RS256] = PROXY_JWT_RS256,
 		                        [JWK_ES256] = PROXY_JWT_ES256,
 		                        [JWK_EDDSA] = PROXY_JWT_EDDSA };
@@ -348,12 +440,12 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 	bool verified = false;
 	for (size_t i = 0; i < k->n && !verified; i++) {
 		const struct jwk *j = &k->keys[i];
-		if (j->alg != want || (kid[0] && strcmp(kid, j->kid) != 0))
+		if (j->alg != want || (has_kid && (!j->kid[0] || strcmp(kid, j->kid) != 0)))
 			continue;
 		verified = verify_sig(j, signing_input, sig, sl);
 	}
 	ENSURE(verified, CUSTOS_ERR_DENIED, "jwt: signature does not verify (kid %s)",
-	       kid[0] ? kid : "-");
+	       has_kid ? printable(kid, shown, sizeof(shown)) : "-");
 
 	claims_raw = malloc(pc.len);
 	ENSURE(claims_raw, CUSTOS_ERR_NOMEM, "jwt: out of memory");
@@ -364,8 +456,12 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		goto out;
 	}
 	uint64_t exp = 0, nbf = 0, leeway = o->leeway_s;
-	if (!claim_time(cv, "exp", true, &exp) || !claim_time(cv, "nbf", false, &nbf)) {
-		e = err_set(CUSTOS_ERR_DENIED, "jwt: exp missing or not a number");
+	if (!claim_time(cv, "exp", true, &exp)) {
+		e = err_set(CUSTOS_ERR_DENIED, "jwt: exp missing or not a whole number of seconds");
+		goto out;
+	}
+	if (!claim_time(cv, "nbf", false, &nbf)) {
+		e = err_set(CUSTOS_ERR_DENIED, "jwt: nbf not a whole number of seconds");
 		goto out;
 	}
 	if (now_s > exp + leeway) {
@@ -377,7 +473,11 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		goto out;
 	}
 	char iss[256] = "", sub[PROXY_PRINCIPAL_MAX] = "";
-	(void)jstr(cv, "iss", iss, sizeof(iss));
+	if (jsonr_obj_get(cv, "iss", &v) && !jstr(cv, "iss", iss, sizeof(iss))) {
+		e = err_set(CUSTOS_ERR_DENIED, "jwt: iss is not a string of at most %zu bytes",
+		            sizeof(iss) - 1);
+		goto out;
+	}
 	if (o->n_issuers) {
 		bool iss_ok = false;
 		for (size_t i = 0; i < o->n_issuers; i++)
@@ -407,8 +507,15 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 		}
 	}
 	const char *pclaim = o->principal_claim ? o->principal_claim : "sub";
-	if (!jstr(cv, pclaim, sub, sizeof(sub)) || sub[0] == '\0') {
+	if (!jsonr_obj_get(cv, pclaim, &v)) {
 		e = err_set(CUSTOS_ERR_DENIED, "jwt: claim %s missing", pclaim);
+		goto out;
+	}
+	if (!jstr(cv, pclaim, sub, sizeof(sub)) || !principal_ok(sub)) {
+		e = err_set(CUSTOS_ERR_DENIED,
+		            "jwt: claim %s is not a string of 1 to %d bytes without control "
+		            "characters",
+		            pclaim, JWT_PRINCIPAL_MAX);
 		goto out;
 	}
 	id->jwt_iss = xstrdup(iss);

@@ -425,6 +425,30 @@ else
 	echo "$out"
 	fail=1
 fi
+# The same digest under two ids (in the file, or inline and in the file) would name the first:
+# refused at the line. CRLF line ends are read as LF; an id is a custos.yaml id.
+h0=0000000000000000000000000000000000000000000000000000000000000000
+h1=1111111111111111111111111111111111111111111111111111111111111111
+keys_case() { # NAME FILE_TEXT YAML_AUTH_EXTRA EXPECT_REGEX ('' = no api_keys_file error)
+	printf '%b' "$2" >"$work/keys2.txt"
+	chmod 0600 "$work/keys2.txt"
+	printf 'version: 1\nauth: {api_keys_file: %s%s}\n' "$work/keys2.txt" "$3" >"$work/keys2.yaml"
+	chmod 0644 "$work/keys2.yaml"
+	out=$("$bin" config check --host "$work/keys2.yaml" 2>&1)
+	if { [ -z "$4" ] && ! grep -q "auth.api_keys_file: $work/keys2.txt" <<<"$out"; } ||
+		{ [ -n "$4" ] && grep -Eq "$4" <<<"$out"; }; then
+		echo "ok   api-keys-file $1"
+	else
+		echo "FAIL api-keys-file $1"
+		echo "$out"
+		fail=1
+	fi
+}
+keys_case crlf "# keys\r\na $h0\r\n\r\nb $h1\r\n" "" ""
+keys_case dup-digest "a $h0\nb $h1\nc $h0\n" "" "error: auth.api_keys_file: $work/keys2.txt:3: the SHA-256 of key a again"
+keys_case dup-inline "x $h1\n" ", api_keys: [{id: inl, sha256: $h1}]" "error: auth.api_keys_file: $work/keys2.txt:1: the SHA-256 of key inl again"
+keys_case id-control "a\001b $h0\n" "" "error: auth.api_keys_file: $work/keys2.txt:1: bad id or SHA-256"
+keys_case id-quote "a\"b $h0\n" "" "error: auth.api_keys_file: $work/keys2.txt:1: bad id or SHA-256"
 # --host compiles policy.file as `custos up` does at start: its errors at its own positions.
 printf 'version: 1\nrules:\n  - id: r\n    effect: allow\n    when: { principal: nobody }\n' >"$work/bad-policy.yaml"
 chmod 0644 "$work/bad-policy.yaml"

@@ -126,6 +126,10 @@ tampered="${t%%.*}.$(printf '%s' "${good/user-1/admin}" | b64url).${t##*.}"
 check "JWT with altered claims -> 401" "$(bearer "$tampered")" 401
 check "JWT alg none -> 401" "$(bearer "$(jwt none r1 "$k/rsa.key" "$good").")" 401
 check "JWT RS256 header on an EC key id -> 401" "$(bearer "$(jwt RS256 e1 "$k/rsa.key" "$good")")" 401
+# hostile claims in tokens the key signed (tests/unit/test_jwt.c has the rest): a principal claim
+# with a control character, an iss with a NUL after an accepted issuer
+check "JWT sub with a newline -> 401" "$(bearer "$(jwt EdDSA d1 "$k/ed.key" "${good/user-1/user-1\\nadmin}")")" 401
+check "JWT iss with a NUL after an accepted one -> 401" "$(bearer "$(jwt EdDSA d1 "$k/ed.key" "${good/issuer.test/issuer.test\\u0000.evil}")")" 401
 # auth.jwt.algorithms is enforced (and reloaded): RS256 left out, a valid RS256 token is refused.
 sed -i 's/^    leeway: 5s$/    leeway: 5s\n    algorithms: [ES256, EdDSA]/' "$work/custos.yaml"
 grep -q 'algorithms: \[ES256, EdDSA\]' "$work/custos.yaml" || fail "algorithms not written"

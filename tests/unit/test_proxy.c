@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "custos/egress.h"
 #include "proxy/proxy_int.h"
 
 #define NS 1000000000ull
@@ -488,9 +489,16 @@ static void test_create_ok(void **state)
 }
 
 /* ---- upstream through connect_fn (a VM channel stream in `custos up`) ---- */
+/* What egress attribution saw for model m while the fake model answered (the registry
+ * egress_ingress_begin filled): the principal a sandboxed model's calls would be judged as. */
+static char seen_principal[EGRESS_PRINCIPAL_MAX];
+static egress_attr_how seen_how;
+
 static void *fake_model(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
+	char rid[EGRESS_ID_MAX];
+	seen_how = egress_attribute("m", SPAN_LIT(""), rid, seen_principal);
 	char req[8192];
 	size_t got = 0;
 	while (got < sizeof(req) - 1) { /* headers, then the (small) body */
@@ -536,7 +544,7 @@ static void *run_proxy(void *arg)
 }
 
 /* One chat completion through the listener; returns the response (caller frees). */
-static char *chat_once(unsigned port)
+static char *chat_key(unsigned port, const char *key)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
@@ -544,12 +552,12 @@ static char *chat_once(unsigned port)
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
 	                           "\"content\":\"hi\"}]}";
-	char req[512];
+	char req[2048];
 	int n = snprintf(req, sizeof(req),
 	                 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-	                 "Authorization: Bearer unit-key\r\n"
+	                 "Authorization: Bearer %s\r\n"
 	                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-	                 sizeof(body) - 1, body);
+	                 key, sizeof(body) - 1, body);
 	assert_int_equal(write(fd, req, (size_t)n), n);
 	char *resp = calloc(1, 8192);
 	size_t got = 0;
@@ -563,6 +571,11 @@ static char *chat_once(unsigned port)
 	}
 	close(fd);
 	return resp;
+}
+
+static char *chat_once(unsigned port)
+{
+	return chat_key(port, "unit-key");
 }
 
 static void test_connect_fn(void **state)
@@ -592,6 +605,12 @@ static void test_connect_fn(void **state)
 		if (routable) { /* the answer came over the stream, not 127.0.0.1:1 */
 			assert_non_null(strstr(resp, " 200 "));
 			assert_non_null(strstr(resp, "from-stream"));
+			/* no policy: every caller custos.yaml names passes, a key it does not
+			 * name is no caller (401, never forwarded) */
+			free(resp);
+			resp = chat_key(port, "not-a-configured-key");
+			assert_non_null(strstr(resp, " 401 "));
+			assert_null(strstr(resp, "from-stream"));
 		} else { /* refused: a gateway error, never the address */
 			assert_null(strstr(resp, " 200 "));
 			assert_non_null(strstr(resp, " 50"));
@@ -602,6 +621,61 @@ static void test_connect_fn(void **state)
 		pthread_join(t, NULL);
 		proxy_free(s);
 	}
+}
+
+/* An identity no policy principal matches is named "jwt:<sub>" in the trail; that label is
+ * no policy principal id, even where the policy has a principal of that name: egress calls
+ * made for the request are not judged as that principal. */
+static void test_unmatched_not_egress_principal(void **state)
+{
+	static int token;
+	(void)state;
+	char pol[64];
+	snprintf(pol, sizeof(pol), "/tmp/test_proxy_pol_%d.yaml", (int)getpid());
+	write_file(pol, "version: 1\n"
+	                "principals:\n"
+	                "  \"jwt:u1\": { match: { jwt_sub: someone-else } }\n"
+	                "models:\n"
+	                "  m: { isolation: none }\n"
+	                "rules:\n"
+	                "  - id: anyone\n"
+	                "    effect: allow\n"
+	                "    when: { direction: ingress, model: m }\n");
+	proxy_options o;
+	proxy_server *s = NULL;
+	pthread_t t;
+	base_options(&o, "127.0.0.1:0");
+	o.upstreams[0].connect_fn = stream_connect;
+	o.upstreams[0].connect_arg = &token;
+	o.shutdown_grace_ns = NS / 10;
+	o.policy_file = xstrdup(pol);
+	o.jwt.jwks_file = xstrdup(jwks_path);
+	o.jwt.issuers[o.jwt.n_issuers++] = xstrdup("https://iss");
+	o.jwt.audiences[o.jwt.n_audiences++] = xstrdup("custos");
+	assert_int_equal(proxy_create(&o, &s), CUSTOS_OK);
+	unsigned port = proxy_bound_port(s, 0);
+	assert_int_equal(pthread_create(&t, NULL, run_proxy, s), 0);
+	char claims[256];
+	snprintf(claims, sizeof(claims),
+	         "{\"iss\":\"https://iss\",\"sub\":\"u1\",\"aud\":\"custos\",\"exp\":%llu}",
+	         (unsigned long long)(tm_wall_ns() / NS + 600));
+	buf tok;
+	make_token(claims, false, &tok);
+	const char *ts;
+	assert_int_equal(buf_cstr(&tok, &ts), CUSTOS_OK);
+	seen_how = EGRESS_ATTR_NONE;
+	memset(seen_principal, 'x', sizeof(seen_principal) - 1);
+	seen_principal[sizeof(seen_principal) - 1] = '\0';
+	char *resp = chat_key(port, ts);
+	assert_non_null(strstr(resp, " 200 "));
+	assert_int_not_equal(seen_how, EGRESS_ATTR_NONE); /* the request was in flight */
+	assert_string_equal(seen_principal, "");
+	free(resp);
+	buf_free(&tok);
+	proxy_request_stop(s);
+	pthread_join(t, NULL);
+	proxy_free(s);
+	unlink(pol);
 }
 
 int main(void)
@@ -616,6 +690,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_jwt, jwt_setup, jwt_teardown),
 		cmocka_unit_test_setup_teardown(test_jwt_malformed, jwt_setup, jwt_teardown),
 		cmocka_unit_test(test_jwks_negative),
+		cmocka_unit_test_setup_teardown(test_unmatched_not_egress_principal, jwt_setup,
+		                                jwt_teardown),
 		cmocka_unit_test(test_create_negative),
 		cmocka_unit_test(test_create_ok),
 		cmocka_unit_test(test_connect_fn),
