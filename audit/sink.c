@@ -1039,10 +1039,12 @@ static custos_err tls_ctx_new(const audit_sink_options *so, SSL_CTX **out, size_
 	                                X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (so->ca_file != NULL) {
-		char what[4200];
-		snprintf(what, sizeof(what), "cannot load CA file %s", so->ca_file);
-		if (SSL_CTX_load_verify_locations(ctx, so->ca_file, NULL) != 1)
-			e = tls_err(what);
+		/* file_load, not OpenSSL's fopen: a FIFO in its place must not hold the shipper */
+		if (tls_ca_file_load(ctx, so->ca_file, "tls.ca_file") != CUSTOS_OK) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			e = err_set(CUSTOS_ERR_TLS, "cannot load CA file %s: %s", so->ca_file, why);
+		}
 	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		e = tls_err("cannot load the system trust store");
 	}
