@@ -79,32 +79,36 @@ bool cli_stderr_json(void)
 	return log_flags.format_set && log_flags.format == LOG_FMT_JSON;
 }
 
-void cli_error(const char *fmt, ...)
+/* One problem line on stderr: a JSON log line with --log-format json, else text after
+ * prefix. */
+static void say(const char *prefix, const char *fmt, va_list ap) CUSTOS_PRINTF(2, 0);
+static void say(const char *prefix, const char *fmt, va_list ap)
 {
 	char msg[1024];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (cli_stderr_json())
 		log_error("%s", msg);
 	else
-		fprintf(stderr, "custos: %s\n", msg);
+		fprintf(stderr, "%s%s\n", prefix, msg);
+}
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	say("custos: ", fmt, ap);
+	va_end(ap);
 }
 
 void cli_say(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	say("", fmt, ap);
 	va_end(ap);
-	if (cli_stderr_json())
-		log_error("%s", msg);
-	else
-		fprintf(stderr, "%s\n", msg);
 }
 
 void cli_diag_print(const diag_list *d)

@@ -22,6 +22,35 @@ custos_err tls_openssl_err(custos_err code, const char *what)
 	return err_set(code, "%s%s%s", what, e ? ": " : "", msg);
 }
 
+custos_err tls_pem_infos_load(const char *path, size_t max, const char *setting, const char *kind,
+                              uint8_t digest[32], STACK_OF(X509_INFO) * *out)
+{
+	buf b;
+	custos_err e;
+
+	*out = NULL;
+	buf_init(&b, max);
+	if ((e = file_load(path, FILE_ANY, max, &b)) != CUSTOS_OK) {
+		buf_free(&b);
+		return err_wrap(e, "%s", setting);
+	}
+	if (digest != NULL &&
+	    EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
+		buf_free(&b);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "digest");
+	}
+	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
+	*out = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	buf_free(&b);
+	if (*out == NULL) {
+		char what[512];
+		snprintf(what, sizeof(what), "%s %s: not a %s", setting, path, kind);
+		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
+	}
+	return CUSTOS_OK;
+}
+
 custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32])
 {
 	return tls_crl_load_ex(ctx, path, setting, digest, NULL);
@@ -30,29 +59,12 @@ custos_err tls_crl_load(SSL_CTX *ctx, const char *path, const char *setting, uin
 custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, uint8_t digest[32],
                            size_t *expired)
 {
-	buf b;
 	custos_err e = CUSTOS_OK;
 	size_t ncrls = 0, nexpired = 0;
+	STACK_OF(X509_INFO) * infos;
 
-	buf_init(&b, CUSTOS_CRL_FILE_MAX);
-	if ((e = file_load(path, FILE_ANY, CUSTOS_CRL_FILE_MAX, &b)) != CUSTOS_OK) {
-		buf_free(&b);
-		return err_wrap(e, "%s", setting);
-	}
-	if (digest != NULL &&
-	    EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
-		buf_free(&b);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "CRL digest");
-	}
-	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
-	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	buf_free(&b);
-	if (infos == NULL) {
-		char what[512];
-		snprintf(what, sizeof(what), "%s %s: not a PEM CRL file", setting, path);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
-	}
+	GUARD(tls_pem_infos_load(path, CUSTOS_CRL_FILE_MAX, setting, "PEM CRL file", digest,
+	                         &infos));
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
 		X509_INFO *xi = sk_X509_INFO_value(infos, i);
@@ -92,29 +104,23 @@ custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, 
 
 custos_err tls_ca_file_load(SSL_CTX *ctx, const char *path, const char *setting)
 {
-	buf b;
+	return tls_ca_file_load_ex(ctx, path, setting, CUSTOS_CA_FILE_MAX, NULL, false);
+}
+
+custos_err tls_ca_file_load_ex(SSL_CTX *ctx, const char *path, const char *setting, size_t max,
+                               uint8_t digest[32], bool client_ca_names)
+{
 	custos_err e = CUSTOS_OK;
 	size_t ncerts = 0;
+	STACK_OF(X509_INFO) * infos;
 
-	buf_init(&b, CUSTOS_CA_FILE_MAX);
-	if ((e = file_load(path, FILE_ANY, CUSTOS_CA_FILE_MAX, &b)) != CUSTOS_OK) {
-		buf_free(&b);
-		return err_wrap(e, "%s", setting);
-	}
-	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
-	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	buf_free(&b);
-	if (infos == NULL) {
-		char what[512];
-		snprintf(what, sizeof(what), "%s %s: not a PEM certificate file", setting, path);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, what);
-	}
+	GUARD(tls_pem_infos_load(path, max, setting, "PEM certificate file", digest, &infos));
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
 		X509_INFO *xi = sk_X509_INFO_value(infos, i);
 		if (xi->x509 != NULL) {
-			if (X509_STORE_add_cert(store, xi->x509) != 1)
+			if (X509_STORE_add_cert(store, xi->x509) != 1 ||
+			    (client_ca_names && SSL_CTX_add_client_CA(ctx, xi->x509) != 1))
 				e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
 			ncerts++;
 		}

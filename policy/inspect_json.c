@@ -184,6 +184,32 @@ static size_t utf8_valid_len(const uint8_t *p, size_t n)
 	return len;
 }
 
+#define JSON_ESC_ONE 256 /* a switch's case for any one-character escape: no byte's value */
+
+/* The byte a one-character JSON escape (\" \\ \/ \b \f \n \r \t) stands for, -1 for any
+ * other character after the backslash (\u or an invalid escape). */
+static int json_escape_char(uint8_t e)
+{
+	switch (e) {
+	case '"':
+	case '\\':
+	case '/':
+		return e;
+	case 'b':
+		return '\b';
+	case 'f':
+		return '\f';
+	case 'n':
+		return '\n';
+	case 'r':
+		return '\r';
+	case 't':
+		return '\t';
+	default:
+		return -1;
+	}
+}
+
 /* Parses the string at c->i (on its opening quote). When `value` and inspecting, its unescaped
  * text goes to c->text with the offset map. */
 static custos_err parse_string(jctx *c, bool value)
@@ -235,26 +261,10 @@ static custos_err parse_string(jctx *c, bool value)
 		uint8_t esc = c->p[c->i + 1], o[4];
 		size_t ol = 1;
 		c->i += 2;
-		switch (esc) {
-		case '"':
-		case '\\':
-		case '/':
-			o[0] = esc;
-			break;
-		case 'b':
-			o[0] = '\b';
-			break;
-		case 'f':
-			o[0] = '\f';
-			break;
-		case 'n':
-			o[0] = '\n';
-			break;
-		case 'r':
-			o[0] = '\r';
-			break;
-		case 't':
-			o[0] = '\t';
+		int one = json_escape_char(esc);
+		switch (one >= 0 ? JSON_ESC_ONE : esc) {
+		case JSON_ESC_ONE:
+			o[0] = (uint8_t)one;
 			break;
 		case 'u': {
 			unsigned u, lo;
@@ -495,26 +505,10 @@ static custos_err inspect_near_json(jctx *c)
 		size_t ol = 1, il = 1;
 		if (q[i] == '\\' && i + 1 < t.len) {
 			il = 2;
-			switch (q[i + 1]) {
-			case '"':
-			case '\\':
-			case '/':
-				o[0] = q[i + 1];
-				break;
-			case 'b':
-				o[0] = '\b';
-				break;
-			case 'f':
-				o[0] = '\f';
-				break;
-			case 'n':
-				o[0] = '\n';
-				break;
-			case 'r':
-				o[0] = '\r';
-				break;
-			case 't':
-				o[0] = '\t';
+			int one = json_escape_char(q[i + 1]);
+			switch (one >= 0 ? JSON_ESC_ONE : q[i + 1]) {
+			case JSON_ESC_ONE:
+				o[0] = (uint8_t)one;
 				break;
 			case 'u': {
 				long u = i + 6 <= t.len ? hex4(q + i + 2) : -1, lo = -1;

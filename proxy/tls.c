@@ -363,42 +363,7 @@ custos_err tls_client_cert_load(SSL_CTX *ctx, const char *cert, const char *key)
  * gives the SHA-256 of the bytes loaded: the session id context names exactly what verified. */
 static custos_err load_client_ca(SSL_CTX *ctx, const char *path, uint8_t digest[32])
 {
-	buf b;
-	custos_err e = CUSTOS_OK;
-	size_t ncerts = 0;
-
-	buf_init(&b, CLIENT_CA_FILE_MAX);
-	if ((e = file_load(path, FILE_ANY, CLIENT_CA_FILE_MAX, &b)) != CUSTOS_OK) {
-		buf_free(&b);
-		return err_wrap(e, "client_ca");
-	}
-	if (EVP_Digest(buf_ptr(&b), buf_used(&b), digest, NULL, EVP_sha256(), NULL) != 1) {
-		buf_free(&b);
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, "client_ca digest");
-	}
-	BIO *bio = BIO_new_mem_buf(buf_ptr(&b), (int)buf_used(&b));
-	STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	buf_free(&b);
-	if (infos == NULL)
-		return tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	for (int i = 0; i < sk_X509_INFO_num(infos) && e == CUSTOS_OK; i++) {
-		X509_INFO *xi = sk_X509_INFO_value(infos, i);
-		if (xi->x509 != NULL) {
-			if (X509_STORE_add_cert(store, xi->x509) != 1 ||
-			    SSL_CTX_add_client_CA(ctx, xi->x509) != 1)
-				e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
-			ncerts++;
-		}
-		if (e == CUSTOS_OK && xi->crl != NULL && X509_STORE_add_crl(store, xi->crl) != 1)
-			e = tls_openssl_err(CUSTOS_ERR_CRYPTO, path);
-	}
-	sk_X509_INFO_pop_free(infos, X509_INFO_free);
-	if (e == CUSTOS_OK && ncerts == 0)
-		e = err_set(CUSTOS_ERR_INVAL, "%s: no PEM certificate in the client CA bundle",
-		            path);
-	return e;
+	return tls_ca_file_load_ex(ctx, path, "client_ca", CLIENT_CA_FILE_MAX, digest, true);
 }
 
 /* ---- OCSP stapling from a file (HAProxy's .ocsp files, nginx's ssl_stapling_file): custos

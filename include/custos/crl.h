@@ -7,6 +7,7 @@
 #define CUSTOS_CRL_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "custos/core.h"
@@ -39,5 +40,16 @@ custos_err tls_crl_load_ex(SSL_CTX *ctx, const char *path, const char *setting, 
  * own fopen() waits forever on a FIFO put in the file's place, so a reload would hang. At
  * least one certificate is required. setting names the configuration key in errors. */
 custos_err tls_ca_file_load(SSL_CTX *ctx, const char *path, const char *setting) CUSTOS_WUR;
+/* The same, read up to max bytes; digest, when not NULL, gets the SHA-256 of the bytes read;
+ * client_ca_names: each certificate also goes to the list of acceptable CA names a server
+ * sends in its CertificateRequest (SSL_CTX_add_client_CA). */
+custos_err tls_ca_file_load_ex(SSL_CTX *ctx, const char *path, const char *setting, size_t max,
+                               uint8_t digest[32], bool client_ca_names) CUSTOS_WUR;
+/* The PEM blocks (certificates, CRLs) of the file at path, read with file_load (a regular
+ * file, at most max bytes) and parsed from memory: *out is the caller's (sk_X509_INFO_pop_free).
+ * setting names the configuration key and kind the file ("PEM CRL file") in errors; digest,
+ * when not NULL, gets the SHA-256 of the bytes read. */
+custos_err tls_pem_infos_load(const char *path, size_t max, const char *setting, const char *kind,
+                              uint8_t digest[32], STACK_OF(X509_INFO) * *out) CUSTOS_WUR;
 
 #endif
