@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=70 (seconds, about: started first)
 # Operations: what `cmake --install` lays out, checked against what uses it. The unit names the
 # binary and the files it was installed as (also under cmake's default prefix); its writable
 # paths hold the packaged custos.yaml's audit directory and log; systemd-analyze verifies it;
@@ -126,6 +127,12 @@ fi
 	fail "Type=notify needs NotifyAccess=all: the proxy, not the main pid, notifies"
 unit_values ExecReload | tail -1 | grep -qx '/bin/kill -HUP $MAINPID' &&
 	ok "ExecReload ends with SIGHUP to the main pid" || fail "ExecReload does not SIGHUP \$MAINPID"
+# The checks before start and reload name custos.yaml only: `config check --host` compiles the
+# policy.file it names, so a policy kept elsewhere is checked without editing the unit.
+others=$(unit_values 'Exec\(StartPre\|Reload\)' | grep -o '/[^ ]*\.ya\?ml' | grep -vx '/etc/custos/custos.yaml' || true)
+[ -z "$others" ] && unit_values ExecStartPre | grep -q 'config check --host /etc/custos/custos.yaml' &&
+	ok "ExecStartPre/ExecReload check custos.yaml with --host and name no other file" ||
+	fail "the unit's checks name files other than custos.yaml ($others) or lack config check --host"
 [ -z "$(unit_values ProtectHostname | grep -ix 'yes\|true\|on\|1')" ] &&
 	ok "no ProtectHostname (its filter refuses sethostname in a sandbox's UTS namespace)" ||
 	fail "ProtectHostname=yes: sethostname fails with EPERM in every sandbox's UTS namespace"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=170 (seconds, about: started first)
 # Operations: `cmake --install` into a DESTDIR lays out the FHS tree; CPack builds a .deb whose
 # metadata dpkg-deb shows (conffiles, maintainer scripts, the unit's binary); systemd-analyze
 # verifies the unit; dpkg -i installs a working `custos version` and a policy that passes
@@ -111,7 +112,7 @@ in_throwaway_root() {
 		bash -c "[ \"\$(chroot '$r' stat -c '%a %U:%G' /etc/custos/custos.yaml)\" = '640 root:custos' ]"
 	check "installed config passes config check" \
 		in_root /usr/bin/custos config check /etc/custos/custos.yaml
-	check "installed policy passes policy check (the unit's ExecStartPre)" \
+	check "installed policy passes policy check" \
 		in_root /usr/bin/custos policy check /etc/custos/policy.yaml
 	check "systemd-analyze verify accepts the installed unit" \
 		in_root systemd-analyze verify /usr/lib/systemd/system/custos.service
