@@ -47,7 +47,7 @@ format:
 FUZZ_SECONDS ?= 30
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON >/dev/null
-	cmake --build $(BUILD_FUZZ) -j$(JOBS)
+	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target fuzz_targets
 	bash scripts/fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
 
 # Audit writer and syslog/TLS sink against the raw disk limit (bench/audit; ~3 minutes).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=200 (seconds, about: started first)
 # audit_tamper: verify passes on an untouched, rotated, signed log and catches and locates each
 # tampering: an edited byte, a deleted, swapped or inserted line, a re-chained rewrite (only
 # the signatures catch it), a truncated tail (inside a record and at a record boundary), a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=60 (seconds, about: started first)
 # Egress response inspection end to end: the real custos binary (custos up), curl through the
 # egress listener, loopback data sources serving an e-mail address, a card number and an AWS
 # key id. Rules with inspect: response: redact (the client gets the masks, the body is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=80 (seconds, about: started first)
 # HTTP/1.1 from a hostile peer on either side of the ingress proxy, through the real binary on
 # raw sockets (docs/HTTP.md, DESIGN.md §6: malformed or ambiguous HTTP is refused with a status
 # and an audit event, never smuggled or desynchronised).

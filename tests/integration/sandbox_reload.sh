@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest: cost=90 (seconds, about: started first)
 # A reload that adds or removes a process-sandboxed model (docs/SANDBOX.md, "Reload"): the
 # supervisor starts the added model's sandbox and the reload applies once it answers, while
 # the running model keeps answering (all 200); a reload that removes it answers 404 at once,

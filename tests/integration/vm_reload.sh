@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ctest: serial (starts libvirtd and boots a VM under TCG)
+# ctest: lock=libvirt cost=300 (starts the system libvirtd by hand, boots TCG guests)
 # A reload that adds, replaces, then removes a VM-sandboxed model (docs/VM.md, "Reload";
 # docs/SANDBOX.md, "Reload"), through the real system: libvirtd and virtlogd started by hand as in
 # vm_tcg.sh, the test guest built with scripts/vm-guest-image.sh, QEMU under TCG, channel

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ctest: serial (loads the machine, or is timing-sensitive under load)
+# ctest: lock=libvirt cost=150 (starts the system libvirtd by hand, boots a TCG guest)
 # Integration test of the VM sandbox under TCG, through the real system: starts virtlogd and
 # libvirtd by hand (own socket directory and pidfiles; stopped by PID), builds the test guest
 # (Debian kernel fetched with apt-get download + busybox initramfs with custos-guest and the

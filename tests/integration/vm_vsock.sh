@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ctest: serial (a TCG guest loads the machine)
+# ctest: lock=libvirt cost=150 (vm_tcg.sh over vsock: the system libvirtd, a TCG guest)
 # The VM sandbox over vsock, end to end: tests/integration/vm_tcg.sh with `channel: vsock`.
 # custos reserves a guest CID, writes <vsock model='virtio'><cid auto='no' address='N'/></vsock>
 # (and no virtio-serial channel), connects over AF_VSOCK to custos-guest's port 1024 in the
