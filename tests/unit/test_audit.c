@@ -1371,7 +1371,24 @@ static pid_t writer_stuck_full(const char *dir, audit_writer **out)
 	 * its backlog bound and stops reading, while the sender ships the whole queue as its last
 	 * group: the queue is empty, the socket full. */
 	assert_int_equal(kill(wp, SIGSTOP), 0);
-	for (int i = 0; i < BACKLOG_EVENTS; i++) {
+	/* First a trickle, until the sender sleeps in sendmsg: its group then holds a few events
+	 * only. Submitted in one go, a sender that a loaded machine let run late would have taken
+	 * hundreds into one group, more than the writer's backlog takes: it would stay in that
+	 * group with the rest queued behind it, not the state sought here. */
+	int n = 0;
+	for (int t = 0; !sender_blocked(); t++) {
+		if (t == 30000)
+			fail_msg("the sender never blocked on the stopped writer (%d events)", n);
+		if (n < 200) {
+			audit_event_begin(&ev, "request");
+			audit_event_cstr(&ev, "reason", pad);
+			assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
+			assert_int_equal(audit_submit(w, &ev), CUSTOS_OK);
+			n++;
+		}
+		usleep(1000);
+	}
+	for (; n < BACKLOG_EVENTS; n++) {
 		audit_event_begin(&ev, "request");
 		audit_event_cstr(&ev, "reason", pad);
 		assert_int_equal(audit_event_end(&ev), CUSTOS_OK);
