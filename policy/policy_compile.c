@@ -585,6 +585,16 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 	if (!name_ok(c, doc, k, "principal id") ||
 	    !ydoc_expect(doc, v, YDOC_MAP, "a principal", c->d))
 		return;
+	/* still recorded, so that the rules naming it add no "unknown principal" errors */
+	if (policy_principal_id_reserved(span_of(k->str, k->len)))
+		ydoc_error(
+		        doc, k, c->d, "rename the principal",
+		        "principal id '%s' is reserved: the proxy names callers no principal "
+		        "matches 'anonymous', 'unknown-api-key', 'cert:...', 'cert-dns:...', "
+		        "'cert-email:...', 'cert-cn:...', 'jwt:...' or 'key:...', and a principal "
+		        "so named would share their rate limits, token budgets and name in the "
+		        "trail",
+		        k->str);
 	(void)ydoc_check_keys(doc, v, keys, CUSTOS_ARRAY_LEN(keys), c->d);
 	pprincipal *pr = &p->principals[p->n_principals];
 	pr->pub.id = arena_strdup(&p->a, k->str, k->len);

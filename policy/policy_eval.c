@@ -244,6 +244,22 @@ const policy_principal *policy_find_principal(const policy *p, span id)
 	return pmap_get(&p->principal_ids, id.ptr, id.len, &v) ? &p->principals[v].pub : NULL;
 }
 
+bool policy_principal_id_reserved(span id)
+{
+	/* the labels of proxy/ident.c, ident_unmatched_label */
+	static const char *const kinds[] = { "cert:",    "cert-dns:", "cert-email:",
+		                             "cert-cn:", "jwt:",      "key:" };
+	static const char *const names[] = { "anonymous", "unknown-api-key", "unnamed-cert",
+		                             "unnamed-digest-failed" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(kinds); i++)
+		if (span_starts_with(id, span_cstr(kinds[i])))
+			return true;
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(names); i++)
+		if (span_eq_cstr(id, names[i]))
+			return true;
+	return false;
+}
+
 const policy_model *policy_find_model(const policy *p, span id)
 {
 	uint32_t v;

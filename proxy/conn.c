@@ -1690,8 +1690,8 @@ static void on_request_body_done(conn *c)
 		char mid[EGRESS_ID_MAX];
 		/* The registry holds a policy principal id (docs/EGRESS.md "Attribution"): an
 		 * identity no principal matched is named "jwt:<sub>", "cert:<name>" or
-		 * "anonymous" in the trail, which a policy may also use as a principal's id; its
-		 * egress calls are judged with no principal, never as that one. */
+		 * "anonymous" in the trail, names no principal may have; its egress calls are
+		 * judged with no principal. */
 		if (span_copy_cstr(in.model, mid, sizeof(mid)) == CUSTOS_OK)
 			r->egress_token = egress_ingress_begin(
 			        mid, r->id, r->dec.principal_known ? r->dec.principal : "");

@@ -118,9 +118,9 @@ static const policy_principal *principal_of(const policy *p, const ident *id, bo
 	} else {
 		/* An identity no policy principal matches is named with its kind, so that a
 		 * certificate whose CN is "analytics" is never taken for the principal analytics
-		 * in the trail. */
-		const char *kind = id->key_principal ? "key" : id->jwt_sub ? "jwt" : "cert";
-		snprintf(out->principal, sizeof(out->principal), "%s:%s", kind, ident_label(id));
+		 * (in the trail, the rate limits and the token budgets: the policy refuses
+		 * principal ids of these forms). */
+		ident_unmatched_label(id, out->principal);
 	}
 	return pr;
 }

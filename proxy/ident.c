@@ -25,6 +25,7 @@ void ident_clear_bearer(ident *id)
 	free(id->jwt_iss);
 	free(id->jwt_sub);
 	id->jwt_iss = id->jwt_sub = NULL;
+	id->jwt_iss_names = false;
 	free_list(id->jwt_groups, &id->n_jwt_groups);
 }
 
@@ -156,4 +157,84 @@ const char *ident_label(const ident *id)
 	if (id->cn)
 		return id->cn;
 	return id->has_api_key ? "unknown-api-key" : "anonymous";
+}
+
+/* The digest form of a label: its first bytes (whole UTF-8 sequences), '#' and the 64 hex
+ * digits of SHA-256 over the whole label. */
+#define LABEL_DIGEST_LEN (1 + 64)
+
+static bool ends_as_digest(const char *s, size_t n)
+{
+	if (n < LABEL_DIGEST_LEN || s[n - LABEL_DIGEST_LEN] != '#')
+		return false;
+	for (size_t i = n - 64; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* Appends s at *n, spaces and '%' percent-encoded when enc (so the space after an issuer
+ * ends it: one reading). Room was counted by the caller. */
+static void label_put(char *out, size_t *n, const char *s, bool enc)
+{
+	static const char hexd[] = "0123456789ABCDEF";
+	for (; *s; s++) {
+		if (enc && (*s == ' ' || *s == '%')) {
+			out[(*n)++] = '%';
+			out[(*n)++] = hexd[(unsigned char)*s >> 4];
+			out[(*n)++] = hexd[(unsigned char)*s & 15];
+		} else {
+			out[(*n)++] = *s;
+		}
+	}
+	out[*n] = '\0';
+}
+
+void ident_unmatched_label(const ident *id, char out[PROXY_PRINCIPAL_MAX])
+{
+	const char *kind, *iss = NULL, *fact;
+
+	if (id->key_principal) {
+		kind = "key:", fact = id->key_principal;
+	} else if (id->jwt_sub) {
+		kind = "jwt:", fact = id->jwt_sub;
+		if (id->jwt_iss_names)
+			iss = id->jwt_iss ? id->jwt_iss : "";
+	} else if (id->n_uri || id->n_dns || id->n_email || id->cn) {
+		/* the field is in the kind: a DNS name or a CN "x" is not the SAN URI "x" */
+		if (id->n_uri)
+			kind = "cert:", fact = id->san_uri[0];
+		else if (id->n_dns)
+			kind = "cert-dns:", fact = id->san_dns[0];
+		else if (id->n_email)
+			kind = "cert-email:", fact = id->san_email[0];
+		else
+			kind = "cert-cn:", fact = id->cn;
+	} else {
+		/* a certificate with no name that is text: such callers cannot be told apart */
+		kind = "", fact = "unnamed-cert";
+	}
+	size_t cap = strlen(kind) + (iss ? 3 * strlen(iss) + 1 : 0) + strlen(fact) + 1, n = 0;
+	char *full = xcalloc(1, cap);
+	label_put(full, &n, kind, false);
+	if (iss) {
+		label_put(full, &n, iss, true);
+		label_put(full, &n, " ", false);
+	}
+	label_put(full, &n, fact, false);
+	char hex[65];
+	if (n < PROXY_PRINCIPAL_MAX && !ends_as_digest(full, n)) {
+		memcpy(out, full, n + 1);
+	} else if (sha256_hex(span_of(full, n), hex)) {
+		size_t cut = PROXY_PRINCIPAL_MAX - 1 - LABEL_DIGEST_LEN;
+		while (cut > 0 && ((unsigned char)full[cut] & 0xc0) == 0x80)
+			cut--;
+		memcpy(out, full, cut);
+		out[cut] = '#';
+		memcpy(out + cut + 1, hex, sizeof(hex));
+	} else {
+		/* no digest (OpenSSL failed): one name for all such callers, none of theirs */
+		memcpy(out, "unnamed-digest-failed", sizeof("unnamed-digest-failed"));
+	}
+	free(full);
 }

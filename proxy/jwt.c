@@ -520,6 +520,9 @@ custos_err jwt_verify(const struct jwks *k, const proxy_jwt_opts *o, span token,
 	}
 	id->jwt_iss = xstrdup(iss);
 	id->jwt_sub = xstrdup(sub);
+	/* A `sub` is unique within its issuer (RFC 7519 4.1.2, OIDC Core 2): where more than one
+	 * issuer is accepted, two issuers' "u1" are two callers. */
+	id->jwt_iss_names = o->n_issuers != 1;
 	if (jsonr_obj_get(cv, "groups", &v) && v.type == JSONR_ARRAY) {
 		jsonr_iter it;
 		jsonr_val g;

@@ -102,6 +102,30 @@ static void label_clean(span s, char out[METRICS_LABEL_MAX], const char *empty)
 	out[n] = '\0';
 }
 
+/* A principal's label value: label_clean's when that is the principal's name unchanged, else
+ * the cleaned start, '#' and 16 hex digits of SHA-256 over the name (also when the name ends
+ * so itself), so two principals cut or cleaned alike still count apart. */
+#define PRINCIPAL_DIGEST_HEX 16
+static void label_principal(span s, char out[METRICS_LABEL_MAX])
+{
+	const size_t tail = 1 + PRINCIPAL_DIGEST_HEX;
+	char hex[65];
+
+	label_clean(s, out, "anonymous");
+	size_t n = strlen(out);
+	bool as_digest = n >= tail && out[n - tail] == '#';
+	for (size_t i = n - tail + 1; as_digest && i < n; i++)
+		as_digest = (out[i] >= '0' && out[i] <= '9') || (out[i] >= 'a' && out[i] <= 'f');
+	if (s.len == 0 || (!as_digest && n == s.len && memcmp(out, s.ptr, n) == 0))
+		return;
+	if (!sha256_hex(s, hex))
+		memset(hex, 'x', PRINCIPAL_DIGEST_HEX); /* OpenSSL failed: still not the name */
+	size_t keep = n < METRICS_LABEL_MAX - 1 - tail ? n : METRICS_LABEL_MAX - 1 - tail;
+	out[keep] = '#';
+	memcpy(out + keep + 1, hex, PRINCIPAL_DIGEST_HEX);
+	out[keep + tail] = '\0';
+}
+
 static uint32_t fnv1a(const char *s)
 {
 	uint32_t h = 2166136261u;
@@ -202,7 +226,7 @@ void metrics_request(const char *decision, span route, span model, span principa
 	unsigned ri = intern(&t_route, tmp);
 	label_clean(model, tmp, "none");
 	unsigned mi = intern(&t_model, tmp);
-	label_clean(principal, tmp, "anonymous");
+	label_principal(principal, tmp);
 	unsigned pi = intern(&t_principal, tmp);
 	uint64_t key = (uint64_t)d << 30 | (uint64_t)ri << 20 | (uint64_t)mi << 10 | pi;
 	struct shard *sh = shard();

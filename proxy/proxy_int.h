@@ -61,6 +61,7 @@ typedef struct ident {
 	char *key_principal; /* from proxy api_keys, when configured and matched */
 	/* JWT (verified) */
 	char *jwt_iss, *jwt_sub;
+	bool jwt_iss_names; /* the issuer is part of the name: not the only one accepted */
 	char *jwt_groups[POLICY_MAX_JWT_GROUPS];
 	size_t n_jwt_groups;
 } ident;
@@ -73,6 +74,13 @@ void ident_from_cert(ident *id, SSL *ssl);
 void ident_api_key(ident *id, span key, const proxy_api_key *keys, size_t n);
 /* A short printable name for logs and audit: principal id if known, else a fact. */
 const char *ident_label(const ident *id);
+/* The name of an authenticated identity no policy principal matched, into out: its kind and
+ * its fact ("cert:" SAN URI, "cert-dns:", "cert-email:", "cert-cn:", "jwt:" sub, or "jwt:"
+ * issuer, space, sub where several issuers are accepted, "key:" key id, "unnamed-cert"). Two
+ * identities never get one name: a name too long is cut and ends in '#' and the SHA-256 of the
+ * whole (as does one that ends so by itself), and policy_principal_id_reserved refuses all of
+ * them as principal ids (docs/POLICY.md section 3). */
+void ident_unmatched_label(const ident *id, char out[PROXY_PRINCIPAL_MAX]);
 
 struct jwks;
 custos_err jwks_load(const char *path, struct jwks **out) CUSTOS_WUR;

@@ -31,8 +31,8 @@
 #define EGRESS_MAX_INFLIGHT         65536 /* registered in-flight ingress requests */
 #define EGRESS_ID_MAX               128   /* model, sandbox, request ids */
 /* The ingress principal an egress call is attributed to, + NUL: a policy principal id
- * (POLICY_MAX_NAME) is kept whole, as egress rules look it up by name; only a longer label of
- * an identity no principal matched ("cert:<CN>") is cut. */
+ * (POLICY_MAX_NAME) is kept whole, as egress rules look it up by name (an identity no
+ * principal matched, "cert:<SAN URI>"..., is attributed to no principal). */
 #define EGRESS_PRINCIPAL_MAX     (POLICY_MAX_NAME + 1)
 #define EGRESS_MAX_FWD_LOOPS     16                    /* forward event loops, ceiling */
 #define EGRESS_HELLO_MAX         (64u * 1024)          /* ClientHello bytes peeked for SNI */

@@ -173,6 +173,11 @@ typedef struct policy_identity {
  * `jwt_sub: "*"` never matches a caller without a JWT. */
 const policy_principal *policy_match_principal(const policy *p, const policy_identity *id);
 const policy_principal *policy_find_principal(const policy *p, span id);
+/* True when id is one of the names the proxy gives a caller no principal matches: "anonymous",
+ * "unknown-api-key", or one that starts with a kind of identity ("cert:", "cert-dns:",
+ * "cert-email:", "cert-cn:", "jwt:", "key:"). No principal may be named so (docs/POLICY.md
+ * section 3): it would share those callers' rate limits, token budgets and trail name. */
+bool policy_principal_id_reserved(span id);
 const policy_model *policy_find_model(const policy *p, span id);
 const policy_data_source *policy_find_data_id(const policy *p, span id);
 /* The data source whose URL has this scheme, host (case-insensitive), exactly this port (0 =

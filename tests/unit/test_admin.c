@@ -156,7 +156,34 @@ static void test_label_sanitised(void **state)
 	                1, 0, 0);
 	char *t = render();
 	assert_non_null(strstr(t, "custos_requests_total{decision=\"other\",route=\"/a_b_c_d__\","
-	                          "model=\"m\",principal=\"q_}x\"} 1\n"));
+	                          "model=\"m\",principal=\"q_}x#b15093ee2c5e799e\"} 1\n"));
+	free(t);
+}
+
+/* Principals cut or cleaned alike are still two series: the label of a name it does not keep
+ * whole ends in '#' and a digest of the name (as does one that ends so itself). */
+static void test_label_principal_distinct(void **state)
+{
+	char a[100], b[100];
+
+	(void)state;
+	metrics_reset();
+	memset(a, 'p', 90);
+	a[90] = '\0';
+	memcpy(b, a, sizeof(b));
+	b[89] = 'q';
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), span_cstr(a), 1, 0, 0);
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), span_cstr(b), 1, 0, 0);
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("a\xc3\xa9"), 1, 0, 0);
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("a\xc3\xa8"), 1, 0, 0);
+	/* "x#" and 16 hex digits: not taken for another name's digest form */
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("x#0123456789abcdef"), 1,
+	                0, 0);
+	metrics_request("allow", SPAN_LIT("/r"), SPAN_LIT("m"), SPAN_LIT("alice"), 1, 0, 0);
+	char *t = render();
+	assert_int_equal(count_lines(t, "\ncustos_requests_total{"), 6);
+	assert_non_null(strstr(t, "principal=\"alice\"} 1\n"));
+	assert_null(strstr(t, "principal=\"x#0123456789abcdef\"}"));
 	free(t);
 }
 
@@ -888,6 +915,7 @@ int main(void)
 		cmocka_unit_test(test_label_limits),
 		cmocka_unit_test(test_series_limit),
 		cmocka_unit_test(test_label_sanitised),
+		cmocka_unit_test(test_label_principal_distinct),
 		cmocka_unit_test(test_threads_exact),
 		cmocka_unit_test(test_start_refusals),
 		cmocka_unit_test(test_server_requests),

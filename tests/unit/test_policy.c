@@ -125,6 +125,43 @@ static void test_duplicates(void **state)
 	diag_free(&d);
 }
 
+/* The names the proxy gives callers no principal matches are no principal's id: a principal
+ * "jwt:u1" would share the rate limits and token budgets of the unknown caller whose token
+ * says sub "u1" (and its name in the trail). Refused at the id's line and column. */
+static void test_reserved_principal_ids(void **state)
+{
+	(void)state;
+	static const char *const bad[] = { "jwt:u1",       "cert:spiffe://x", "cert-dns:a",
+		                           "cert-email:a", "cert-cn:a",       "key:alice",
+		                           "anonymous",    "unknown-api-key", "unnamed-cert" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[512];
+		snprintf(text, sizeof(text),
+		         "version: 1\nprincipals:\n  ok: { match: { cert_cn: a } }\n"
+		         "  \"%s\": { match: { cert_cn: b } }\n"
+		         "rules:\n  - { id: r, effect: allow, when: { principal: \"%s\" } }\n",
+		         bad[i], bad[i]);
+		policy *p = NULL;
+		diag_list d;
+		unsigned line = 0, col = 0;
+		diag_init(&d);
+		assert_int_not_equal(policy_parse("mem.yaml", text, strlen(text), &p, &d),
+		                     CUSTOS_OK);
+		assert_null(p);
+		assert_true(has_diag(&d, DIAG_ERROR, "is reserved", &line, &col));
+		assert_int_equal(line, 4);
+		assert_int_equal(col, 3);
+		/* one error: the rule naming it is not an unknown reference on top */
+		assert_int_equal(d.errors, 1);
+		diag_free(&d);
+		assert_true(policy_principal_id_reserved(span_cstr(bad[i])));
+	}
+	/* near misses are ordinary ids */
+	static const char *const good[] = { "jwt", "JWT:u1", "certs:a", "anonymous2", "keys" };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_false(policy_principal_id_reserved(span_cstr(good[i])));
+}
+
 static void test_type_and_value_errors(void **state)
 {
 	(void)state;
@@ -1244,6 +1281,7 @@ int main(void)
 		cmocka_unit_test(test_misspelled_key),
 		cmocka_unit_test(test_unknown_references),
 		cmocka_unit_test(test_duplicates),
+		cmocka_unit_test(test_reserved_principal_ids),
 		cmocka_unit_test(test_type_and_value_errors),
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_semantics),

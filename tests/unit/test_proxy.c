@@ -624,8 +624,8 @@ static void test_connect_fn(void **state)
 }
 
 /* An identity no policy principal matches is named "jwt:<sub>" in the trail; that label is
- * no policy principal id, even where the policy has a principal of that name: egress calls
- * made for the request are not judged as that principal. */
+ * no policy principal id (the policy refuses such ids), and a principal named as the sub is
+ * not the caller: egress calls made for the request are judged with no principal. */
 static void test_unmatched_not_egress_principal(void **state)
 {
 	static int token;
@@ -634,7 +634,7 @@ static void test_unmatched_not_egress_principal(void **state)
 	snprintf(pol, sizeof(pol), "/tmp/test_proxy_pol_%d.yaml", (int)getpid());
 	write_file(pol, "version: 1\n"
 	                "principals:\n"
-	                "  \"jwt:u1\": { match: { jwt_sub: someone-else } }\n"
+	                "  u1: { match: { jwt_sub: someone-else } }\n"
 	                "models:\n"
 	                "  m: { isolation: none }\n"
 	                "rules:\n"
@@ -678,6 +678,125 @@ static void test_unmatched_not_egress_principal(void **state)
 	unlink(pol);
 }
 
+/* The name decide gives an identity no principal matches (and checks that the policy would
+ * refuse it as a principal id). */
+static void unmatched(struct decide_policy *dp, const ident *id, char out[PROXY_PRINCIPAL_MAX])
+{
+	decide_out d;
+	decide_principal(dp, id, &d);
+	assert_false(d.principal_known);
+	assert_true(strlen(d.principal) < PROXY_PRINCIPAL_MAX);
+	assert_true(policy_principal_id_reserved(span_cstr(d.principal)));
+	memcpy(out, d.principal, PROXY_PRINCIPAL_MAX);
+}
+
+/* A verified JWT's identity, the verifier accepting the issuers iss[0..n). */
+static void jwt_ident(const char *const *iss, size_t n, const char *tok_iss, const char *sub,
+                      ident *id)
+{
+	struct jwks *k;
+	proxy_jwt_opts o = { .audiences = { "custos" }, .n_audiences = 1, .leeway_s = 5 };
+	char claims[512];
+	buf tok;
+
+	for (size_t i = 0; i < n; i++)
+		o.issuers[o.n_issuers++] = (char *)iss[i];
+	snprintf(claims, sizeof(claims),
+	         "{\"iss\":\"%s\",\"sub\":\"%s\",\"aud\":\"custos\",\"exp\":1000100}", tok_iss,
+	         sub);
+	assert_int_equal(jwks_load(jwks_path, &k), CUSTOS_OK);
+	make_token(claims, false, &tok);
+	*id = (ident){ .method = IDENT_JWT };
+	assert_int_equal(jwt_verify(k, &o, buf_span(&tok), 1000000, id), CUSTOS_OK);
+	buf_free(&tok);
+	jwks_free(k);
+}
+
+/* Two identities no principal matches never share a name, which keys their rate limits and
+ * token budgets and names them in the trail: not two certificates whose long SAN URIs differ
+ * past the cut (nor one whose SAN is the other's cut name), not a SAN URI, a DNS name and a CN
+ * of the same text, not one `sub` from two of the issuers accepted. */
+static void test_unmatched_names_distinct(void **state)
+{
+	(void)state;
+	char pol[64], a[PROXY_PRINCIPAL_MAX], b[PROXY_PRINCIPAL_MAX], san[300];
+	snprintf(pol, sizeof(pol), "/tmp/test_proxy_names_%d.yaml", (int)getpid());
+	write_file(pol, "version: 1\n"
+	                "principals:\n"
+	                "  p: { match: { cert_san_uri: \"spiffe://nobody\" } }\n"
+	                "rules:\n"
+	                "  - { id: r, effect: allow }\n");
+	struct decide_policy *dp = NULL;
+	assert_int_equal(decide_load(pol, &dp), CUSTOS_OK);
+	unlink(pol);
+
+	/* SAN URIs of 255 bytes, the same but for the last */
+	memcpy(san, "spiffe://corp/", 14);
+	memset(san + 14, 'a', 240);
+	memcpy(san + 254, "1", 2);
+	ident id = { .method = IDENT_MTLS, .has_cert = true, .n_uri = 1, .san_uri = { san } };
+	unmatched(dp, &id, a);
+	san[254] = '2';
+	unmatched(dp, &id, b);
+	assert_string_not_equal(a, b);
+	assert_memory_equal(a, "cert:spiffe://corp/aaaa", 23);
+	/* a SAN that is the first one's cut name is another caller still */
+	snprintf(san, sizeof(san), "%s", a + 5);
+	unmatched(dp, &id, b);
+	assert_string_not_equal(a, b);
+	/* a short one is itself */
+	id.san_uri[0] = "spiffe://corp/x";
+	unmatched(dp, &id, a);
+	assert_string_equal(a, "cert:spiffe://corp/x");
+
+	/* one text as a SAN URI, a DNS name, an email, a CN */
+	char names[4][PROXY_PRINCIPAL_MAX];
+	ident u = {
+		.method = IDENT_MTLS, .has_cert = true, .n_uri = 1, .san_uri = { "analytics" }
+	};
+	ident d = {
+		.method = IDENT_MTLS, .has_cert = true, .n_dns = 1, .san_dns = { "analytics" }
+	};
+	ident e = {
+		.method = IDENT_MTLS, .has_cert = true, .n_email = 1, .san_email = { "analytics" }
+	};
+	ident c = { .method = IDENT_MTLS, .has_cert = true, .cn = "analytics" };
+	unmatched(dp, &u, names[0]);
+	unmatched(dp, &d, names[1]);
+	unmatched(dp, &e, names[2]);
+	unmatched(dp, &c, names[3]);
+	for (int i = 0; i < 4; i++)
+		for (int j = i + 1; j < 4; j++)
+			assert_string_not_equal(names[i], names[j]);
+
+	/* JWT: with one issuer, the sub names the caller; with several, the issuer too */
+	static const char *const one[] = { "https://iss" };
+	static const char *const two[] = { "https://iss", "https://other-iss" };
+	static const char *const spaced[] = { "https://a", "https://a b" };
+	ident j1, j2;
+	jwt_ident(one, 1, "https://iss", "u1", &j1);
+	unmatched(dp, &j1, a);
+	assert_string_equal(a, "jwt:u1");
+	ident_free(&j1);
+	jwt_ident(two, 2, "https://iss", "u1", &j1);
+	jwt_ident(two, 2, "https://other-iss", "u1", &j2);
+	unmatched(dp, &j1, a);
+	unmatched(dp, &j2, b);
+	assert_string_not_equal(a, b);
+	assert_string_equal(a, "jwt:https://iss u1");
+	ident_free(&j1);
+	ident_free(&j2);
+	/* the space that ends the issuer is the first one */
+	jwt_ident(spaced, 2, "https://a", "b u1", &j1);
+	jwt_ident(spaced, 2, "https://a b", "u1", &j2);
+	unmatched(dp, &j1, a);
+	unmatched(dp, &j2, b);
+	assert_string_not_equal(a, b);
+	ident_free(&j1);
+	ident_free(&j2);
+	decide_free(dp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -691,6 +810,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_jwt_malformed, jwt_setup, jwt_teardown),
 		cmocka_unit_test(test_jwks_negative),
 		cmocka_unit_test_setup_teardown(test_unmatched_not_egress_principal, jwt_setup,
+		                                jwt_teardown),
+		cmocka_unit_test_setup_teardown(test_unmatched_names_distinct, jwt_setup,
 		                                jwt_teardown),
 		cmocka_unit_test(test_create_negative),
 		cmocka_unit_test(test_create_ok),
