@@ -633,7 +633,7 @@ static void parse_principal(struct cc *c, const ydoc *doc, ydoc_node *k, ydoc_no
 				if (!hex32(s, x->len, pr->m.key))
 					ydoc_error(doc, x, c->d,
 					           "store the key's SHA-256 digest: "
-					           "printf %%s KEY | sha256sum",
+					           "printf %s KEY | sha256sum",
 					           "api_key_sha256 must be 64 hex digits");
 				else
 					pr->m.has_key = true;

@@ -91,6 +91,13 @@ rules:
     effect: deny
 Y
 expect_error "$work/dup.yaml" "5:9: error: duplicate rule id 'same' (hint: first defined at $work/dup.yaml:3:9)"
+# The hint is a command to copy: one %, as printf wants it.
+cat >"$work/keyhex.yaml" <<'Y'
+version: 1
+principals:
+  svc: { match: { api_key_sha256: sk-not-a-digest } }
+Y
+expect_error "$work/keyhex.yaml" "3:35: error: api_key_sha256 must be 64 hex digits (hint: store the key's SHA-256 digest: printf %s KEY | sha256sum)"
 
 # --- warnings do not fail check
 cat >"$work/warn.yaml" <<'Y'
