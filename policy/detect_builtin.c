@@ -68,7 +68,7 @@ static bool is_alnum(int c)
 	 CB(CLS_CARD, C_DIG(c) || (c) == ' ' || (c) == '-') |                                      \
 	 CB(CLS_PHONE,                                                                             \
 	    C_DIG(c) || (c) == ' ' || (c) == '.' || (c) == '-' || (c) == '(' || (c) == ')') |      \
-	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_UP(c) || C_DIG(c) || (c) == ' ') |   \
+	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_ALNUM(c) || (c) == ' ') |            \
 	 CB(CLS_IPV4, C_DIG(c) || (c) == '.') | CB(CLS_DIGIT, C_DIG(c)))
 #define R4(c)  CLASS_BITS(c), CLASS_BITS((c) + 1), CLASS_BITS((c) + 2), CLASS_BITS((c) + 3)
 #define R16(c) R4(c), R4((c) + 4), R4((c) + 8), R4((c) + 12)
@@ -439,8 +439,10 @@ static size_t v_card(const uint8_t *p, size_t n, int prev, int next, det_hit *ou
 }
 
 /* ---------------------------------------------------------------------------------------------
- * iban: a token of [A-Z0-9 ]; each start "CCdd" at a word start, with its country's length
- * (single spaces allowed between characters) and mod 97.
+ * iban: a token of [A-Za-z0-9 ]; each start "CCdd" at a word start, with its country's length
+ * (single spaces allowed between characters) and mod 97. Case is ignored: an IBAN is defined
+ * in upper case, but people paste it lower-cased ("de89 3704 ..."); mod 97 reads letters
+ * without case, so the check digits still decide.
  */
 static const struct {
 	char cc[3];
@@ -463,8 +465,9 @@ static const struct {
 
 static size_t iban_len(const uint8_t *p)
 {
+	char c0 = (char)(p[0] & ~0x20), c1 = (char)(p[1] & ~0x20); /* letters: upper case */
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(iban_lengths); i++)
-		if (iban_lengths[i].cc[0] == p[0] && iban_lengths[i].cc[1] == p[1])
+		if (iban_lengths[i].cc[0] == c0 && iban_lengths[i].cc[1] == c1)
 			return iban_lengths[i].len;
 	return 0;
 }
@@ -473,7 +476,7 @@ static size_t v_iban(const uint8_t *p, size_t n, int prev, int next, det_hit *ou
 {
 	size_t hits = 0;
 	for (size_t s = 0; s + 4 <= n && hits < DET_MAX_HITS; s++) {
-		if (is_word(before(p, s, prev)) || !is_upper(p[s]) || !is_upper(p[s + 1]) ||
+		if (is_word(before(p, s, prev)) || !is_alpha(p[s]) || !is_alpha(p[s + 1]) ||
 		    !is_digit(p[s + 2]) || !is_digit(p[s + 3]))
 			continue;
 		size_t want = iban_len(p + s), chars = 0, e = s;
