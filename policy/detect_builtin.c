@@ -244,8 +244,9 @@ static size_t v_email(const uint8_t *p, size_t n, int prev, int next, det_hit *o
 }
 
 /* ---------------------------------------------------------------------------------------------
- * phone: E.164 by its own pattern ('+' and 8..15 digits); North American and national forms
- * (a trunk 0: UK, FR, DE, ...) from the digit groups of a numeric token.
+ * phone: E.164 by its own pattern ('+' and 8..15 digits); North American, national (a trunk
+ * 0: UK, FR, DE, ...) and 00-prefixed international forms from the digit groups of a numeric
+ * token.
  */
 static bool parens_ok(const uint8_t *p, size_t n)
 {
@@ -341,6 +342,47 @@ static bool try_national(const uint8_t *p, const groups *g, size_t i, size_t *la
 	return found;
 }
 
+/* International with the 00 prefix written for '+' (how most of Europe writes it) at group i:
+ * "00" and a country code starting 1-9, in one group of 3..5 digits ("0044", "00353") or as
+ * "00" and a group of its own ("00 44"), then groups of 1..8 digits with one-byte separators,
+ * 9..15 digits after the 00 (E.164 allows 15). The longest such run. A run without a separator
+ * after the country code is not taken (zero-padded ids: "0012345678"). */
+static bool try_intl00(const uint8_t *p, const groups *g, size_t i, size_t *last)
+{
+	size_t s = g->gs[i], l0 = g->ge[i] - s, cc = i, digits = l0 - 2;
+	if (l0 < 2 || l0 > 5 || p[s] != '0' || p[s + 1] != '0')
+		return false;
+	if (l0 == 2) { /* "00 44 ..." */
+		if (i + 1 >= g->n || g->gs[i + 1] - g->ge[i] != 1 ||
+		    g->ge[i + 1] - g->gs[i + 1] > 3)
+			return false;
+		cc = i + 1;
+		digits = g->ge[cc] - g->gs[cc];
+	}
+	if (p[g->gs[cc] + (cc == i ? 2 : 0)] == '0')
+		return false;
+	bool found = false;
+	for (size_t j = cc + 1; j < g->n; j++) {
+		size_t lj = g->ge[j] - g->gs[j];
+		size_t sl = g->gs[j] - g->ge[j - 1];
+		uint8_t sc = p[g->ge[j - 1]];
+		if (lj > 8 || sl != 1 || !(sc == ' ' || sc == '.' || sc == '-'))
+			break;
+		digits += lj;
+		if (digits > 15)
+			return false; /* a longer run of groups is no phone number */
+		if (digits >= 9) {
+			*last = j;
+			found = true;
+		}
+	}
+	if (found && cc != i) {
+		uint8_t sc = p[g->ge[i]];
+		found = sc == ' ' || sc == '.' || sc == '-';
+	}
+	return found;
+}
+
 static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_hit *out)
 {
 	groups g;
@@ -349,14 +391,19 @@ static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_
 	for (size_t i = 0; i < g.n && hits < DET_MAX_HITS; i++) {
 		size_t last;
 		uint8_t conf;
-		if (try_nanp(p, &g, i, &last))
+		bool nanp = false;
+		if (try_nanp(p, &g, i, &last)) {
 			conf = 75;
-		else if (try_national(p, &g, i, &last))
+			nanp = true;
+		} else if (try_national(p, &g, i, &last)) {
 			conf = 55;
-		else
+		} else if (try_intl00(p, &g, i, &last)) {
+			conf = 60;
+		} else {
 			continue;
+		}
 		size_t s = g.gs[i], e = g.ge[last];
-		if (s > 0 && p[s - 1] == '(' && conf == 75)
+		if (s > 0 && p[s - 1] == '(' && nanp)
 			s--; /* "(415) 555-2671" */
 		if (!phone_edges_ok(before(p, s, prev), after(p, n, e, next)) ||
 		    !parens_ok(p + s, e - s))
