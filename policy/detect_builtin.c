@@ -387,17 +387,23 @@ static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_
 {
 	groups g;
 	split_groups(p, n, &g);
-	size_t hits = 0;
+	size_t hits = 0, hit_last = SIZE_MAX;
 	for (size_t i = 0; i < g.n && hits < DET_MAX_HITS; i++) {
 		size_t last;
 		uint8_t conf;
 		bool nanp = false;
+		/* A group that goes on from the digits before it ("8 045 311 447", "1.045.311.447",
+		 * "2024 0115 1030 4411") is inside a larger number, not the start of a national or
+		 * 00 number; after a phone number found just before, it may start the next one. */
+		bool runs_on =
+		        i > 0 && hit_last != i - 1 && g.gs[i] - g.ge[i - 1] == 1 &&
+		        (p[g.ge[i - 1]] == ' ' || p[g.ge[i - 1]] == '.' || p[g.ge[i - 1]] == '-');
 		if (try_nanp(p, &g, i, &last)) {
 			conf = 75;
 			nanp = true;
-		} else if (try_national(p, &g, i, &last)) {
+		} else if (!runs_on && try_national(p, &g, i, &last)) {
 			conf = 55;
-		} else if (try_intl00(p, &g, i, &last)) {
+		} else if (!runs_on && try_intl00(p, &g, i, &last)) {
 			conf = 60;
 		} else {
 			continue;
@@ -409,7 +415,7 @@ static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_
 		    !parens_ok(p + s, e - s))
 			continue;
 		out[hits++] = (det_hit){ .off = s, .len = e - s, .conf = conf };
-		i = last;
+		i = hit_last = last;
 	}
 	return hits;
 }

@@ -47,6 +47,9 @@ static const pos_case positives[] = {
 	{ INSPECT_PHONE, "tel. 0033 6 12 34 56 78", "0033 6 12 34 56 78" },
 	{ INSPECT_PHONE, "tel 00353-1-234-5678", "00353-1-234-5678" },
 	{ INSPECT_PHONE, "us 001 415 555 2671", "001 415 555 2671" },
+	/* two national numbers with only a space between: the second one too */
+	{ INSPECT_PHONE, "07700 900123 07700 900456", "07700 900456" },
+	{ INSPECT_PHONE, "07700 900123 07700 900456", "07700 900123" },
 	{ INSPECT_PAYMENT_CARD, "card 4111111111111111.", "4111111111111111" },
 	{ INSPECT_PAYMENT_CARD, "card 4111 1111 1111 1111 ok", "4111 1111 1111 1111" },
 	{ INSPECT_PAYMENT_CARD, "card 4242-4242-4242-4242", "4242-4242-4242-4242" },
@@ -156,6 +159,11 @@ static const neg_case negatives[] = {
 	{ INSPECT_PHONE, "id 0012 3456 7890 1234 5678 end" },
 	{ INSPECT_PHONE, "x0044 20 7946 0958" },
 	{ INSPECT_PHONE, "0044 20 7946 0958/12" },
+	/* a group inside a larger number is not the start of a national one */
+	{ INSPECT_PHONE, "population 8 045 311 447 people" },
+	{ INSPECT_PHONE, "total 1.045.311.447,50 EUR" },
+	{ INSPECT_PHONE, "order 2024 0115 1030 4411" },
+	{ INSPECT_PHONE, "tracking 1Z 999 AA1 01 2345 6784" },
 	{ INSPECT_PAYMENT_CARD, "card 4111111111111112" },
 	{ INSPECT_PAYMENT_CARD, "card 4111 1111 1111 1112" },
 	{ INSPECT_PAYMENT_CARD, "1234567812345670" },
