@@ -40,6 +40,7 @@ struct jctx {
 	const inspect_profile *prof;
 	inspect_summary *sum;
 	bool embedded; /* a JSON document inside a string: numbers and keys are content too */
+	bool raw_keys; /* the caller inspects this document's own keys and numbers as sent */
 	buf text;      /* the unescaped value */
 	uint32_t *map; /* map[k]: raw offset of the escape that produced text byte k */
 	size_t map_cap;
@@ -716,7 +717,8 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 				if (c->i >= c->n || c->p[c->i] != '"')
 					return jerr(c, "expected a key");
 				size_t key_at = c->i + 1;
-				bool key_content = c->e != NULL && (c->embedded || all);
+				bool key_content =
+				        c->e != NULL && !c->raw_keys && (c->embedded || all);
 				GUARD(parse_string(c, key_content));
 				if (key_content)
 					GUARD(inspect_key(c, key_at - 1));
@@ -773,7 +775,7 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 		return parse_lit(c, "null");
 	size_t at = c->i;
 	GUARD(parse_number(c));
-	if (c->e != NULL && (c->embedded || all))
+	if (c->e != NULL && !c->raw_keys && (c->embedded || all))
 		GUARD(inspect_number(c, at));
 	return CUSTOS_OK;
 }
@@ -1153,8 +1155,8 @@ bool inspect_json_valid(span body)
 	return parse_doc(&c) == CUSTOS_OK;
 }
 
-custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
-                               const inspect_profile *p, span body, buf *out, inspect_summary *sum)
+static custos_err json_redact(const inspect_engine *e, inspect_scratch *s, const inspect_profile *p,
+                              span body, buf *out, inspect_summary *sum, bool raw_keys)
 {
 	inspect_summary local;
 	if (sum == NULL)
@@ -1162,8 +1164,25 @@ custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
 	inspect_summary_init(sum);
 	ENSURE(body.len <= INSPECT_JSON_MAX_BODY, CUSTOS_ERR_LIMIT, "JSON body over %u bytes",
 	       INSPECT_JSON_MAX_BODY);
-	jctx c = {
-		.p = (const uint8_t *)body.ptr, .n = body.len, .e = e, .s = s, .prof = p, .sum = sum
-	};
+	jctx c = { .p = (const uint8_t *)body.ptr,
+		   .n = body.len,
+		   .e = e,
+		   .s = s,
+		   .prof = p,
+		   .sum = sum,
+		   .raw_keys = raw_keys };
 	return json_redact_doc(&c, out);
+}
+
+custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
+                               const inspect_profile *p, span body, buf *out, inspect_summary *sum)
+{
+	return json_redact(e, s, p, body, out, sum, false);
+}
+
+custos_err inspect_json_redact_strings(const inspect_engine *e, inspect_scratch *s,
+                                       const inspect_profile *p, span body, buf *out,
+                                       inspect_summary *sum)
+{
+	return json_redact(e, s, p, body, out, sum, true);
 }
