@@ -68,7 +68,7 @@ static bool is_alnum(int c)
 	 CB(CLS_CARD, C_DIG(c) || (c) == ' ' || (c) == '-') |                                      \
 	 CB(CLS_PHONE,                                                                             \
 	    C_DIG(c) || (c) == ' ' || (c) == '.' || (c) == '-' || (c) == '(' || (c) == ')') |      \
-	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_UP(c) || C_DIG(c) || (c) == ' ') |   \
+	 CB(CLS_SSN, C_DIG(c) || (c) == ' ') | CB(CLS_IBAN, C_ALNUM(c) || (c) == ' ') |            \
 	 CB(CLS_IPV4, C_DIG(c) || (c) == '.') | CB(CLS_DIGIT, C_DIG(c)))
 #define R4(c)  CLASS_BITS(c), CLASS_BITS((c) + 1), CLASS_BITS((c) + 2), CLASS_BITS((c) + 3)
 #define R16(c) R4(c), R4((c) + 4), R4((c) + 8), R4((c) + 12)
@@ -244,8 +244,9 @@ static size_t v_email(const uint8_t *p, size_t n, int prev, int next, det_hit *o
 }
 
 /* ---------------------------------------------------------------------------------------------
- * phone: E.164 by its own pattern ('+' and 8..15 digits); North American and national forms
- * (a trunk 0: UK, FR, DE, ...) from the digit groups of a numeric token.
+ * phone: E.164 by its own pattern ('+' and 8..15 digits); North American, national (a trunk
+ * 0: UK, FR, DE, ...) and 00-prefixed international forms from the digit groups of a numeric
+ * token.
  */
 static bool parens_ok(const uint8_t *p, size_t n)
 {
@@ -341,28 +342,80 @@ static bool try_national(const uint8_t *p, const groups *g, size_t i, size_t *la
 	return found;
 }
 
+/* International with the 00 prefix written for '+' (how most of Europe writes it) at group i:
+ * "00" and a country code starting 1-9, in one group of 3..5 digits ("0044", "00353") or as
+ * "00" and a group of its own ("00 44"), then groups of 1..8 digits with one-byte separators,
+ * 9..15 digits after the 00 (E.164 allows 15). The longest such run. A run without a separator
+ * after the country code is not taken (zero-padded ids: "0012345678"). */
+static bool try_intl00(const uint8_t *p, const groups *g, size_t i, size_t *last)
+{
+	size_t s = g->gs[i], l0 = g->ge[i] - s, cc = i, digits = l0 - 2;
+	if (l0 < 2 || l0 > 5 || p[s] != '0' || p[s + 1] != '0')
+		return false;
+	if (l0 == 2) { /* "00 44 ..." */
+		if (i + 1 >= g->n || g->gs[i + 1] - g->ge[i] != 1 ||
+		    g->ge[i + 1] - g->gs[i + 1] > 3)
+			return false;
+		cc = i + 1;
+		digits = g->ge[cc] - g->gs[cc];
+	}
+	if (p[g->gs[cc] + (cc == i ? 2 : 0)] == '0')
+		return false;
+	bool found = false;
+	for (size_t j = cc + 1; j < g->n; j++) {
+		size_t lj = g->ge[j] - g->gs[j];
+		size_t sl = g->gs[j] - g->ge[j - 1];
+		uint8_t sc = p[g->ge[j - 1]];
+		if (lj > 8 || sl != 1 || !(sc == ' ' || sc == '.' || sc == '-'))
+			break;
+		digits += lj;
+		if (digits > 15)
+			return false; /* a longer run of groups is no phone number */
+		if (digits >= 9) {
+			*last = j;
+			found = true;
+		}
+	}
+	if (found && cc != i) {
+		uint8_t sc = p[g->ge[i]];
+		found = sc == ' ' || sc == '.' || sc == '-';
+	}
+	return found;
+}
+
 static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_hit *out)
 {
 	groups g;
 	split_groups(p, n, &g);
-	size_t hits = 0;
+	size_t hits = 0, hit_last = SIZE_MAX;
 	for (size_t i = 0; i < g.n && hits < DET_MAX_HITS; i++) {
 		size_t last;
 		uint8_t conf;
-		if (try_nanp(p, &g, i, &last))
+		bool nanp = false;
+		/* A group that goes on from the digits before it ("8 045 311 447", "1.045.311.447",
+		 * "2024 0115 1030 4411") is inside a larger number, not the start of a national or
+		 * 00 number; after a phone number found just before, it may start the next one. */
+		bool runs_on =
+		        i > 0 && hit_last != i - 1 && g.gs[i] - g.ge[i - 1] == 1 &&
+		        (p[g.ge[i - 1]] == ' ' || p[g.ge[i - 1]] == '.' || p[g.ge[i - 1]] == '-');
+		if (try_nanp(p, &g, i, &last)) {
 			conf = 75;
-		else if (try_national(p, &g, i, &last))
+			nanp = true;
+		} else if (!runs_on && try_national(p, &g, i, &last)) {
 			conf = 55;
-		else
+		} else if (!runs_on && try_intl00(p, &g, i, &last)) {
+			conf = 60;
+		} else {
 			continue;
+		}
 		size_t s = g.gs[i], e = g.ge[last];
-		if (s > 0 && p[s - 1] == '(' && conf == 75)
+		if (s > 0 && p[s - 1] == '(' && nanp)
 			s--; /* "(415) 555-2671" */
 		if (!phone_edges_ok(before(p, s, prev), after(p, n, e, next)) ||
 		    !parens_ok(p + s, e - s))
 			continue;
 		out[hits++] = (det_hit){ .off = s, .len = e - s, .conf = conf };
-		i = last;
+		i = hit_last = last;
 	}
 	return hits;
 }
@@ -439,8 +492,10 @@ static size_t v_card(const uint8_t *p, size_t n, int prev, int next, det_hit *ou
 }
 
 /* ---------------------------------------------------------------------------------------------
- * iban: a token of [A-Z0-9 ]; each start "CCdd" at a word start, with its country's length
- * (single spaces allowed between characters) and mod 97.
+ * iban: a token of [A-Za-z0-9 ]; each start "CCdd" at a word start, with its country's length
+ * (single spaces allowed between characters) and mod 97. Case is ignored: an IBAN is defined
+ * in upper case, but people paste it lower-cased ("de89 3704 ..."); mod 97 reads letters
+ * without case, so the check digits still decide.
  */
 static const struct {
 	char cc[3];
@@ -463,8 +518,9 @@ static const struct {
 
 static size_t iban_len(const uint8_t *p)
 {
+	char c0 = (char)(p[0] & ~0x20), c1 = (char)(p[1] & ~0x20); /* letters: upper case */
 	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(iban_lengths); i++)
-		if (iban_lengths[i].cc[0] == p[0] && iban_lengths[i].cc[1] == p[1])
+		if (iban_lengths[i].cc[0] == c0 && iban_lengths[i].cc[1] == c1)
 			return iban_lengths[i].len;
 	return 0;
 }
@@ -473,7 +529,7 @@ static size_t v_iban(const uint8_t *p, size_t n, int prev, int next, det_hit *ou
 {
 	size_t hits = 0;
 	for (size_t s = 0; s + 4 <= n && hits < DET_MAX_HITS; s++) {
-		if (is_word(before(p, s, prev)) || !is_upper(p[s]) || !is_upper(p[s + 1]) ||
+		if (is_word(before(p, s, prev)) || !is_alpha(p[s]) || !is_alpha(p[s + 1]) ||
 		    !is_digit(p[s + 2]) || !is_digit(p[s + 3]))
 			continue;
 		size_t want = iban_len(p + s), chars = 0, e = s;

@@ -36,7 +36,7 @@ enum det_class {
 	CLS_CARD,         /* [0-9 -] */
 	CLS_PHONE,        /* [0-9 .()-] */
 	CLS_SSN,          /* [0-9 ] */
-	CLS_IBAN,         /* [A-Z0-9 ] */
+	CLS_IBAN,         /* [A-Za-z0-9 ] */
 	CLS_IPV4,         /* [0-9.] */
 	CLS_DIGIT,        /* [0-9] */
 };

@@ -1,6 +1,7 @@
 /*
  * JSON-aware inspection of request bodies: a strict, depth-bounded RFC 8259 walker that
- * unescapes each string value (keys are structure, not content), inspects it as its own text,
+ * unescapes each string value (the body's keys are structure, not content; those of tool-call
+ * arguments and other JSON inside a string are content), inspects it as its own text,
  * and rewrites only the escaped bytes a REDACT finding covers. The text values a model reads
  * one after the other (the `content`, `text`, `input`... members: message contents, content
  * parts; the string values of tool-call `arguments`, JSON inside a string) are also inspected
@@ -38,7 +39,8 @@ struct jctx {
 	inspect_scratch *s;
 	const inspect_profile *prof;
 	inspect_summary *sum;
-	bool embedded; /* a JSON document inside a string: numbers are content too */
+	bool embedded; /* a JSON document inside a string: numbers and keys are content too */
+	bool raw_keys; /* the caller inspects this document's own keys and numbers as sent */
 	buf text;      /* the unescaped value */
 	uint32_t *map; /* map[k]: raw offset of the escape that produced text byte k */
 	size_t map_cap;
@@ -671,8 +673,24 @@ static custos_err inspect_number(jctx *c, size_t at)
 	return CUSTOS_OK;
 }
 
+/* A member name that is content, not structure (below), just parsed into c->text from its
+ * opening quote at str_at: inspected on its own, as a string value that is not joined, so a
+ * mask replaces the escapes it covers inside the name's quotes. It is not joined with the text
+ * values: names between them would break a value split over two values of the arguments
+ * ({"part1":"4111 1111","part2":" 1111 1111"}). */
+static custos_err inspect_key(jctx *c, size_t str_at)
+{
+	bool done = false;
+	GUARD(inspect_embedded(c, str_at, false, &done));
+	return done ? CUSTOS_OK : inspect_value(c);
+}
+
 /* `join`: a string here is a text value read in order (it sits under one of join_keys);
- * `all`: so is every string value under it (it sits under one of join_all_keys). */
+ * `all`: so is every string value under it (it sits under one of join_all_keys).
+ * Member names and numbers of the request body are structure (the API's), but those of a JSON
+ * document inside a string (tool-call arguments, JSON pasted into a prompt) and of an object
+ * under `all` (arguments or a tool_use input sent as an object) are what the model or the user
+ * wrote, and are inspected: {"4111111111111111": 1} in arguments is a card. */
 static custos_err parse_value(jctx *c, bool join, bool all)
 {
 	skip_ws(c);
@@ -699,7 +717,11 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 				if (c->i >= c->n || c->p[c->i] != '"')
 					return jerr(c, "expected a key");
 				size_t key_at = c->i + 1;
-				GUARD(parse_string(c, false));
+				bool key_content =
+				        c->e != NULL && !c->raw_keys && (c->embedded || all);
+				GUARD(parse_string(c, key_content));
+				if (key_content)
+					GUARD(inspect_key(c, key_at - 1));
 				member_all = all || (c->e != NULL &&
 				                     key_in(c, key_at, c->i - 1, join_all_keys,
 				                            CUSTOS_ARRAY_LEN(join_all_keys)));
@@ -753,7 +775,7 @@ static custos_err parse_value(jctx *c, bool join, bool all)
 		return parse_lit(c, "null");
 	size_t at = c->i;
 	GUARD(parse_number(c));
-	if (c->e != NULL && c->embedded)
+	if (c->e != NULL && !c->raw_keys && (c->embedded || all))
 		GUARD(inspect_number(c, at));
 	return CUSTOS_OK;
 }
@@ -1133,8 +1155,8 @@ bool inspect_json_valid(span body)
 	return parse_doc(&c) == CUSTOS_OK;
 }
 
-custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
-                               const inspect_profile *p, span body, buf *out, inspect_summary *sum)
+static custos_err json_redact(const inspect_engine *e, inspect_scratch *s, const inspect_profile *p,
+                              span body, buf *out, inspect_summary *sum, bool raw_keys)
 {
 	inspect_summary local;
 	if (sum == NULL)
@@ -1142,8 +1164,25 @@ custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
 	inspect_summary_init(sum);
 	ENSURE(body.len <= INSPECT_JSON_MAX_BODY, CUSTOS_ERR_LIMIT, "JSON body over %u bytes",
 	       INSPECT_JSON_MAX_BODY);
-	jctx c = {
-		.p = (const uint8_t *)body.ptr, .n = body.len, .e = e, .s = s, .prof = p, .sum = sum
-	};
+	jctx c = { .p = (const uint8_t *)body.ptr,
+		   .n = body.len,
+		   .e = e,
+		   .s = s,
+		   .prof = p,
+		   .sum = sum,
+		   .raw_keys = raw_keys };
 	return json_redact_doc(&c, out);
+}
+
+custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
+                               const inspect_profile *p, span body, buf *out, inspect_summary *sum)
+{
+	return json_redact(e, s, p, body, out, sum, false);
+}
+
+custos_err inspect_json_redact_strings(const inspect_engine *e, inspect_scratch *s,
+                                       const inspect_profile *p, span body, buf *out,
+                                       inspect_summary *sum)
+{
+	return json_redact(e, s, p, body, out, sum, true);
 }

@@ -331,7 +331,7 @@ egress_body_kind egress_body_kind_of(const http1_head *h)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * JSON documents: string values decoded (inspect_json_redact), then keys and numbers as sent
+ * JSON documents: string values decoded (inspect_json_redact_strings), then keys and numbers as sent
  * (a card number written as a JSON number, a token used as a member name), which the JSON pass
  * leaves alone. A number that must be redacted becomes the mask as a string, so the document
  * stays valid JSON.
@@ -487,7 +487,7 @@ custos_err egress_inspect_json_doc(const inspect_engine *en, inspect_scratch *s,
 	if (all_space(doc))
 		return buf_append_span(out, doc);
 	buf_reset(tmp);
-	custos_err e = inspect_json_redact(en, s, p, doc, tmp, &one);
+	custos_err e = inspect_json_redact_strings(en, s, p, doc, tmp, &one);
 	if (e == CUSTOS_OK || e == CUSTOS_ERR_DENIED)
 		inspect_summary_add(sum, &one);
 	if (e != CUSTOS_OK)

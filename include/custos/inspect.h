@@ -255,7 +255,10 @@ custos_err inspect_redact_text(const inspect_engine *e, inspect_scratch *s,
 /* ---------------------------------------------------------------------------------------------
  * JSON-aware redaction of a request body (OpenAI chat/completions/embeddings/responses shapes
  * and anything else): every string VALUE is unescaped, inspected as its own text, and findings
- * are mapped back to the raw escaped bytes; keys, numbers and structure are never inspected.
+ * are mapped back to the raw escaped bytes; the body's own keys, numbers and structure are not
+ * inspected, except under `arguments` and in a `tool_use` `input` object, and the keys and
+ * numbers of a JSON document inside a string (tool-call arguments) are: what the model or the
+ * user wrote (a key is masked inside its quotes, a number becomes the mask as a string).
  * The text values a model reads in order (under content, text, input, prompt, instructions,
  * system, output) are also inspected joined, so a value split over two of them is found; each
  * piece is masked in its own string.
@@ -269,6 +272,13 @@ custos_err inspect_redact_text(const inspect_engine *e, inspect_scratch *s,
 custos_err inspect_json_redact(const inspect_engine *e, inspect_scratch *s,
                                const inspect_profile *p, span body, buf *out,
                                inspect_summary *sum) CUSTOS_WUR;
+/* inspect_json_redact for a caller that inspects every key and number of the body itself, as
+ * sent (the egress proxy): the body's own keys and numbers are left to it, those under
+ * `arguments` or a tool_use `input` too, so each is counted once; those of a JSON document
+ * inside a string are inspected here as above. */
+custos_err inspect_json_redact_strings(const inspect_engine *e, inspect_scratch *s,
+                                       const inspect_profile *p, span body, buf *out,
+                                       inspect_summary *sum) CUSTOS_WUR;
 /* Strict RFC 8259 validity check (depth-bounded), for tests and the proxy: true when valid. */
 bool inspect_json_valid(span body);
 

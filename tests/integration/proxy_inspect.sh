@@ -10,7 +10,8 @@
 # held for inspection is a 502; a `log` finding changes nothing; values
 # written with Unicode look-alikes (fullwidth, no-break and zero-width characters) are caught
 # in prompts and responses; a value split over two content parts or two messages, or between a
-# message and a tool call's arguments, is caught; a
+# message and a tool call's arguments, is caught, and so is one used as a member name of the
+# arguments; a
 # responses-API stream (responses_upstream.py) with values split over its delta events is
 # redacted; parts of a stream (parts_upstream.py: three chat choices, reasoning_content, an
 # audio transcript, content as text parts and two tool calls interleaved; Anthropic-style content blocks; llama.cpp /completion events) each
@@ -449,6 +450,12 @@ code=$("${C[@]}" -o "$work/args.json" -w '%{http_code}' -d "$body" "$plain/v1/ch
 check "e-mail split into tool-call arguments: status" "$code" 200
 check "e-mail split into tool-call arguments: the text's piece masked" "$(json_content "$work/args.json")" \
 	"mail [REDACTED:EMAIL]"
+# a value used as a member name of the arguments is inspected too, not only their values
+before=$(wc -l <"$work/echo.requests")
+body='{"model":"test-model","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"123-45-6789\":1}"}}]}]}'
+code=$("${C[@]}" -o "$work/args-key.json" -w '%{http_code}' -d "$body" "$plain/v1/chat/completions")
+check "SSN as a member name of tool-call arguments -> 403" "$code" 403
+check "SSN as a member name never reached the model" "$(wc -l <"$work/echo.requests")" "$before"
 
 # -- a response deny mid-stream: error event, then [DONE]; nothing of the key
 "${C[@]}" -N -D "$work/rd.hdr" -o "$work/rd.sse" -d "$(printf "$stream" deny-model)" \

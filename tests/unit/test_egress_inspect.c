@@ -131,6 +131,21 @@ static void test_json_keys_numbers(void **state)
 	assert_int_equal(sum.count[INSPECT_IPV4], 1);
 	assert_false(sum.redacted);
 	free(out);
+	/* a key or number under arguments or an input object (which the JSON pass inspects in a
+	 * request body) is counted once too; a key of JSON inside a string is the JSON pass's */
+	static const char *const once[] = { "{\"input\":{\"10.1.2.3\":1}}",
+		                            "{\"arguments\":{\"a\":[{\"10.1.2.3\":true}]}}",
+		                            "{\"x\":\"{\\\"10.1.2.3\\\":1}\"}" };
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(once); i++) {
+		assert_int_equal(run(once[i], &out, &sum), CUSTOS_OK);
+		assert_string_equal(out, once[i]);
+		assert_int_equal(sum.count[INSPECT_IPV4], 1);
+		free(out);
+	}
+	assert_int_equal(run("{\"arguments\":{\"n\":4111111111111111}}", &out, &sum), CUSTOS_OK);
+	assert_string_equal(out, "{\"arguments\":{\"n\":\"[REDACTED:PAYMENT_CARD]\"}}");
+	assert_int_equal(sum.count[INSPECT_PAYMENT_CARD], 1);
+	free(out);
 }
 
 /* Negative: not JSON is an error the caller fails closed on; white space alone and a BOM are

@@ -1,6 +1,7 @@
 /*
  * JSON-aware redaction of OpenAI request bodies: string values are inspected after
- * unescaping, keys and structure never; masks keep the body valid JSON (checked by an
+ * unescaping, the body's keys and structure never (the keys and numbers of tool-call
+ * arguments and of JSON inside a string are content); masks keep the body valid JSON (checked by an
  * independent validator) and escapes outside a mask are kept byte for byte. Text values
  * (contents, parts, input..., and the string values of tool-call arguments) are also
  * inspected joined: a value split over two of them is masked piece by piece.
@@ -159,6 +160,100 @@ static void test_arguments_inner_json(void **state)
 	r = redact_json(&p, txt, CUSTOS_OK, &sum);
 	assert_string_equal(r, txt);
 	assert_int_equal(sum.total, 0);
+	free(r);
+}
+
+/* Member names and numbers are what the model or the user wrote inside tool-call arguments
+ * (a JSON text, or an object), a tool_use input object and JSON pasted into a prompt: a value
+ * there is found and masked inside the name's quotes (escapes it covers replaced whole), both
+ * levels stay valid JSON, a deny denies. The request body's own names stay structure (test
+ * below). */
+static void test_member_names(void **state)
+{
+	(void)state;
+	inspect_profile p = ti_profile(INSPECT_ACT_REDACT);
+	static const struct {
+		const char *body, *want;
+		unsigned total;
+	} cases[] = {
+		/* a card as a member name of the arguments (a JSON text) */
+		{ "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+		  "\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"{\\\"4111111111111111\\\":1}\"}}]}]}",
+		  "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+		  "\"function\",\"function\":{\"name\":\"f\",\"arguments\":"
+		  "\"{\\\"[REDACTED:PAYMENT_CARD]\\\":1}\"}}]}]}",
+		  1 },
+		/* two of them in one object, one written with an escape, beside a plain name */
+		{ "{\"arguments\":\"{\\\"4111\\\\u003111111111111\\\":1,\\\"city\\\":\\\"Paris\\\","
+		  "\\\"5555555555554444\\\":[2]}\"}",
+		  "{\"arguments\":\"{\\\"[REDACTED:PAYMENT_CARD]\\\":1,\\\"city\\\":\\\"Paris\\\","
+		  "\\\"[REDACTED:PAYMENT_CARD]\\\":[2]}\"}",
+		  2 },
+		/* arguments sent as an object: nested names and a number */
+		{ "{\"function_call\":{\"name\":\"f\",\"arguments\":{\"q\":{\"jane@example.com\":"
+		  "true},\"n\":4111111111111111}}}",
+		  "{\"function_call\":{\"name\":\"f\",\"arguments\":{\"q\":{\"[REDACTED:EMAIL]\":"
+		  "true},\"n\":\"[REDACTED:PAYMENT_CARD]\"}}}",
+		  2 },
+		/* an Anthropic-style tool_use input object */
+		{ "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"AKIAIOSFODNN7EXAMPLE\":\"x\","
+		  "\"n\":4111111111111111}}]}]}",
+		  "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\","
+		  "\"id\":\"t1\",\"name\":\"f\",\"input\":{\"[REDACTED:AWS_ACCESS_KEY]\":\"x\","
+		  "\"n\":\"[REDACTED:PAYMENT_CARD]\"}}]}]}",
+		  2 },
+		/* JSON pasted into a prompt: its names are text the model reads */
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"{\\\"a\\\":{\\\"ssn "
+		  "123-45-6789\\\""
+		  ":[1]}}\"}]}",
+		  "{\"messages\":[{\"role\":\"user\",\"content\":\"{\\\"a\\\":{\\\"ssn "
+		  "[REDACTED:US_SSN]\\\":[1]}}\"}]}",
+		  1 },
+		/* a JSON text as a member name of the arguments: walked as JSON too */
+		{ "{\"arguments\":\"{\\\"{\\\\\\\"4111111111111111\\\\\\\":1}\\\":1}\"}",
+		  "{\"arguments\":\"{\\\"{\\\\\\\"[REDACTED:PAYMENT_CARD]\\\\\\\":1}\\\":1}\"}",
+		  1 },
+		/* negative: ordinary names, numbers and values are left byte for byte */
+		{ "{\"arguments\":{\"city\":\"Paris\",\"days\":3,\"when\":{\"from\":\"2024-01-15\"}"
+		  "},"
+		  "\"x\":\"{\\\"ids\\\":[12,34],\\\"2024-01-15\\\":0.5}\"}",
+		  "{\"arguments\":{\"city\":\"Paris\",\"days\":3,\"when\":{\"from\":\"2024-01-15\"}"
+		  "},"
+		  "\"x\":\"{\\\"ids\\\":[12,34],\\\"2024-01-15\\\":0.5}\"}",
+		  0 },
+		/* a name and its value are not joined (each is inspected on its own) */
+		{ "{\"arguments\":\"{\\\"4111 1111\\\":\\\"1111 1111\\\"}\"}",
+		  "{\"arguments\":\"{\\\"4111 1111\\\":\\\"1111 1111\\\"}\"}", 0 },
+	};
+	for (size_t i = 0; i < CUSTOS_ARRAY_LEN(cases); i++) {
+		inspect_summary sum;
+		assert_true(ti_json_ok(cases[i].body));
+		char *r = redact_json(&p, cases[i].body, CUSTOS_OK, &sum);
+		if (strcmp(r, cases[i].want) != 0)
+			fprintf(stderr, "case %zu:\n  %s\n", i, r);
+		assert_string_equal(r, cases[i].want);
+		assert_int_equal(sum.total, cases[i].total);
+		assert_true(ti_json_ok(r));
+		assert_true(inspect_json_valid(span_cstr(r)));
+		free(r);
+	}
+	/* deny: a key in a name of the arguments denies the request */
+	inspect_profile d = ti_profile(INSPECT_ACT_REDACT);
+	inspect_profile_set(&d, INSPECT_AWS_ACCESS_KEY, INSPECT_ACT_DENY);
+	inspect_summary sum;
+	char *r = redact_json(&d, "{\"arguments\":\"{\\\"AKIAIOSFODNN7EXAMPLE\\\":1}\"}",
+	                      CUSTOS_ERR_DENIED, &sum);
+	assert_int_equal(sum.deny_detector, INSPECT_AWS_ACCESS_KEY);
+	free(r);
+	/* log: counted, nothing changed */
+	inspect_profile l = ti_profile(INSPECT_ACT_LOG);
+	const char *body = "{\"arguments\":{\"jane@example.com\":1}}";
+	r = redact_json(&l, body, CUSTOS_OK, &sum);
+	assert_string_equal(r, body);
+	assert_int_equal(sum.count[INSPECT_EMAIL], 1);
+	assert_false(sum.redacted);
 	free(r);
 }
 
@@ -705,7 +800,8 @@ static void test_join_label_cut(void **state)
 
 /* Anthropic-style tool_use blocks carry their input as an object under "input": its string
  * values, at any depth, join the text values like tool-call arguments (a card split between a
- * message and the input, or between two values of the input); its member names do not. An
+ * message and the input, or between two values of the input); its member names do not (they
+ * are inspected alone: test_member_names). An
  * "input" that is a string or an array joins as before. */
 static void test_join_tool_use_input(void **state)
 {
@@ -738,7 +834,7 @@ static void test_join_tool_use_input(void **state)
 		assert_true(ti_json_ok(r));
 		free(r);
 	}
-	/* the member names of the input are structure, not text */
+	/* the member names of the input are inspected on their own, not joined with the text */
 	const char *body = "[{\"content\":\"4111 1111\"},{\"input\":{\"1111 1111\":1}}]";
 	inspect_summary sum;
 	char *r = redact_json(&p, body, CUSTOS_OK, &sum);
@@ -847,7 +943,7 @@ static void test_join_negatives(void **state)
 		  "[{\"content\":\"4111 1111\"},{\"name\":\"1111 1111\"}]", 0 },
 		{ "[{\"content\":\"4111 1111\"},{\"tool_calls\":[{\"id\":\"1111 1111\"}]}]",
 		  "[{\"content\":\"4111 1111\"},{\"tool_calls\":[{\"id\":\"1111 1111\"}]}]", 0 },
-		/* the member names of tool-call arguments are structure, not text */
+		/* the member names of tool-call arguments are inspected alone, not joined */
 		{ "[{\"content\":\"4111 1111\"},{\"arguments\":\"{\\\"1111 1111\\\":1}\"}]",
 		  "[{\"content\":\"4111 1111\"},{\"arguments\":\"{\\\"1111 1111\\\":1}\"}]", 0 },
 		/* two halves that make no valid value */
@@ -940,6 +1036,7 @@ int main(void)
 		cmocka_unit_test(test_tool_call_arguments),
 		cmocka_unit_test(test_arguments_inner_json),
 		cmocka_unit_test(test_join_arguments),
+		cmocka_unit_test(test_member_names),
 		cmocka_unit_test(test_structure_untouched),
 		cmocka_unit_test(test_deny),
 		cmocka_unit_test(test_invalid_json),
