@@ -1391,7 +1391,8 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 		}
 		metrics_inc(e == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
 		                           : METRICS_POLICY_RELOAD_FAILED);
-		status = e == CUSTOS_OK ? 200 : 422;
+		/* 503: custos is stopping (draining), the reload was not tried; 422: refused. */
+		status = e == CUSTOS_OK ? 200 : e == CUSTOS_ERR_CLOSED ? 503 : 422;
 		if (e != CUSTOS_OK)
 			snprintf(reason, sizeof(reason), "%s", err_msg());
 	}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The drain of a SIGTERM through the real binary (docs/PROXY.md "Reload and shutdown"), one
+# custos, one drain, every kind of connection at once (proxy_drain_client.py): a complete
+# request that reaches an idle keep-alive connection (plain and TLS) as the drain begins is
+# answered with Connection: close, not dropped; a request pipelined behind a stream in flight
+# is answered after it; an idle connection is closed at once; a request with no answer begun
+# at the shutdown deadline gets 503, a stream past it ends with an error event, [DONE] and its
+# last chunk; both audited `shutdown deadline passed`. An admin API reload during the drain is
+# refused (503, policy.reload refused), a SIGHUP during it too (one event for several), a second
+# SIGTERM changes nothing; custos exits 0 and the trail verifies.
+. "$(dirname "$0")/proxy_lib.bash"
+
+command -v python3 >/dev/null || skip "python3 not installed"
+[ "${CUSTOS_TEST_HOOKS:-0}" = 1 ] ||
+	skip "custos is built without test hooks (CUSTOS_TEST_HOOKS, on in Debug builds)"
+
+make_pki
+start_fixture slow --tokens 40 --delay-ms 150
+slow_port=$FX_PORT
+start_fixture model --tokens 4
+EXTRA_MODELS="  - id: slow-model
+    upstream: { url: \"http://127.0.0.1:$slow_port/\" }"
+TOKENS_PER_HOUR=100000000 write_policy "$work/policy.yaml"
+WORKERS=1 SHUTDOWN=3s write_config "$work/custos.yaml" "$FX_PORT"
+export CUSTOS_TEST_DRAIN_HOLD_MS=1000
+start_custos "$work/custos.yaml"
+unset CUSTOS_TEST_DRAIN_HOLD_MS
+ctl() { "$bin" ctl --socket "$work/admin.sock" "$@"; }
+hash_before=$(ctl policy show | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p' | head -1)
+
+python3 "$src/tests/integration/proxy_drain_client.py" "$PORT2" "$PORT" "$work/tls/ca.crt" \
+	"$ALICE" "$CU_PID" "$work/custos.log" "$work" >"$work/client.out" 2>&1 &
+client=$!
+phase_is() { [ "$(cat "$work/phase" 2>/dev/null)" = "$1" ]; }
+wait_until 60 phase_is held || fail "the client did not reach the drain: $(cat "$work/client.out")"
+# During the drain: a policy that would be applied, an admin reload, a SIGHUP (twice), a
+# second SIGTERM.
+printf '# changed during the drain\n' >>"$work/policy.yaml"
+ctl policy reload >"$work/reload.out" 2>&1
+rc=$?
+[ "$rc" -ne 0 ] && grep -q '503' "$work/reload.out" && grep -q 'custos is stopping' "$work/reload.out" &&
+	ok "admin reload during the drain refused (503)" ||
+	fail "admin reload during the drain: exit $rc: $(cat "$work/reload.out")"
+kill -HUP "$CU_PID"
+sleep 0.1
+kill -HUP "$CU_PID"
+kill -TERM "$CU_PID"
+wait "$client"
+crc=$?
+cat "$work/client.out"
+[ "$crc" -eq 0 ] || fail "the client saw a failure (above)"
+wait "$CU_PID"
+check "custos exit status after the drain" "$?" 0
+
+check "proxy reload: no reload applied during the drain" "$(grep -c 'proxy: reloaded (generation' "$work/custos.log")" 0
+check "SIGHUP during the drain: refused once, logged" \
+	"$(grep -c 'reload failed.*custos is stopping' "$work/custos.log")" 1
+grep -q 'SIGTERM again while draining' "$work/custos.log" && ok "second SIGTERM logged" ||
+	fail "no line for the second SIGTERM"
+refusals=$(audit_grep '"type":"policy.reload"' | grep '"outcome":"refused"' | grep -c 'custos is stopping')
+check "reloads during the drain audited as refused (admin, SIGHUP)" "$refusals" 2
+audit_grep '"type":"policy.reload"' | grep -q '"trigger":"admin".*custos is stopping\|custos is stopping.*"trigger":"admin"' &&
+	ok "admin refusal audited with its trigger" || fail "no admin policy.reload refusal: $(audit_grep '"type":"policy.reload"')"
+[ -z "$(audit_grep '"type":"policy.reload"' | grep -v "$hash_before")" ] &&
+	ok "the policy in force stayed $hash_before" || fail "a policy.reload names another hash"
+rid=$(tr -d '\r\n' <"$work/long.rid" 2>/dev/null)
+[ -n "$rid" ] && [ "$(audit_grep "\"request_id\":\"$rid\"" | grep -c '"reason":"shutdown deadline passed"')" = 1 ] &&
+	ok "the stream cut at the deadline: one event, shutdown deadline passed" ||
+	fail "the stream cut at the deadline: $(audit_grep "\"request_id\":\"${rid:-none}\"")"
+check "the request answered 503 at the deadline audited" \
+	"$(audit_grep '"status":503' | grep -c '"reason":"shutdown deadline passed"')" 1
+check "requests answered during the drain audited (200)" \
+	"$(audit_grep '"type":"http.request"' | grep '"path":"/v1/models"' | grep -c '"status":200')" 7
+"$bin" audit verify "$work/audit" >"$work/verify.out" 2>&1 && ok "audit verify" ||
+	fail "audit verify: $(cat "$work/verify.out")"
+grep -E 'Sanitizer|runtime error' "$work/custos.log" && fail "sanitizer report in the log" || ok "no sanitizer report"
+[ "$fails" -eq 0 ]
