@@ -842,6 +842,13 @@ static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65]
 	return e;
 }
 
+/* /readyz: not ready once the proxy drains. */
+static bool admin_stopping(void *arg)
+{
+	struct up_ctx *u = arg;
+	return proxy_stopping(u->srv);
+}
+
 /* Taint for GET /v1/sandboxes: what the model's sandbox has read through egress. */
 static int admin_taint_get(void *arg, const char *name)
 {
@@ -902,7 +909,8 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		                  .taint_get = admin_taint_get,
 		                  .sandboxes_get = psx_proxy_admin_sandboxes,
 		                  .sandbox_restart = psx_proxy_admin_restart,
-		                  .vms_get = admin_vms_get };
+		                  .vms_get = admin_vms_get,
+		                  .stopping = admin_stopping };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {
 		log_error("up: admin API not started: %s", err_msg());
 		a = NULL;

@@ -2980,6 +2980,7 @@ static void drain_cut(conn *c)
 {
 	req *r = &c->r;
 
+	r->client_keep_alive = false; /* the last answer here, whatever waits behind it */
 	if (c->st == CS_BODY || ((c->st == CS_UPSTREAM || c->st == CS_RESPONSE) &&
 	                         (!r->resp_head_done || (r->head_held && c->sent <= r->resp_at)))) {
 		if (r->resp_head_done)
