@@ -2936,15 +2936,17 @@ void conn_drain_all(worker *w)
 
 /* The end of a stream cut at the shutdown deadline, as a denied one ends (ingress_inspect.c):
  * an error event, [DONE] and the last chunk, so that an SSE client reads why its stream ended
- * instead of a broken connection. Not inside an event (its start went out already: a client
- * drops an event the stream ends in) and not under inspection, which writes the events. */
+ * instead of a broken connection. Not inside an event whose start went out (a client drops an
+ * event the stream ends in; with usage_injected only whole events went out) and not under
+ * inspection, which writes the events. */
 static void drain_cut_stream(conn *c)
 {
 	req *r = &c->r;
 	buf ev, j;
 	json_writer jw;
 
-	if (!r->client_chunked || !r->is_sse || r->insp || sse_parser_pending(&r->sse))
+	if (!r->client_chunked || !r->is_sse || r->insp ||
+	    (sse_parser_pending(&r->sse) && !r->usage_injected))
 		return;
 	buf_init(&j, 512);
 	buf_init(&ev, 1024);

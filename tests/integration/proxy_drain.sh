@@ -21,7 +21,7 @@ start_fixture model --tokens 4
 EXTRA_MODELS="  - id: slow-model
     upstream: { url: \"http://127.0.0.1:$slow_port/\" }"
 TOKENS_PER_HOUR=100000000 write_policy "$work/policy.yaml"
-WORKERS=1 SHUTDOWN=3s write_config "$work/custos.yaml" "$FX_PORT"
+WORKERS=1 SHUTDOWN=4s write_config "$work/custos.yaml" "$FX_PORT"
 export CUSTOS_TEST_DRAIN_HOLD_MS=1000
 start_custos "$work/custos.yaml"
 unset CUSTOS_TEST_DRAIN_HOLD_MS
@@ -37,8 +37,12 @@ python3 "$src/tests/integration/proxy_drain_client.py" "$PORT2" "$PORT" "$work/t
 client=$!
 phase_is() { [ "$(cat "$work/phase" 2>/dev/null)" = "$1" ]; }
 wait_until 60 phase_is held || fail "the client did not reach the drain: $(cat "$work/client.out")"
-# During the drain: a policy that would be applied, an admin reload, a SIGHUP (twice), a
-# second SIGTERM.
+# During the drain (4 s from the SIGTERM): two SIGHUPs and a second SIGTERM, then /readyz and
+# an admin reload of a policy that would be applied.
+kill -HUP "$CU_PID"
+sleep 0.1
+kill -HUP "$CU_PID"
+kill -TERM "$CU_PID"
 printf '# changed during the drain\n' >>"$work/policy.yaml"
 got=$(readyz)
 [[ "$got" == *'"ready":false'*'"draining":true'*' 503' ]] && ok "readyz during the drain: 503, draining" ||
@@ -48,10 +52,6 @@ rc=$?
 [ "$rc" -ne 0 ] && grep -q '503' "$work/reload.out" && grep -q 'custos is stopping' "$work/reload.out" &&
 	ok "admin reload during the drain refused (503)" ||
 	fail "admin reload during the drain: exit $rc: $(cat "$work/reload.out")"
-kill -HUP "$CU_PID"
-sleep 0.1
-kill -HUP "$CU_PID"
-kill -TERM "$CU_PID"
 wait "$client"
 crc=$?
 cat "$work/client.out"

@@ -6,7 +6,7 @@ Usage: proxy_drain_client.py PLAIN_PORT TLS_PORT CAFILE BEARER CUSTOS_PID LOG OU
 
 Before the SIGTERM (to CUSTOS_PID): two idle keep-alive connections (one request answered on
 each, one plain, one TLS), a third one that is left idle, a connection with a stream that
-outlasts the shutdown deadline (3 s), one with a request whose answer (not streamed) would come
+outlasts the shutdown deadline (4 s), one with a request whose answer (not streamed) would come
 after it, and one with a short stream and a second request pipelined behind it (sent in one
 write, before the stream's first event). Once custos' worker logs that it holds its drain
 (CUSTOS_TEST_DRAIN_HOLD_MS: listeners closed, connections not yet drained), the idle ones get
@@ -128,7 +128,7 @@ for name, tls in (("idle plain", False), ("idle TLS", True), ("idle left alone",
     idle[name] = s
 
 long_s = connect()
-long_s.sendall(chat("slow-model", True, 40))  # 40 events 150 ms apart: past the 3 s deadline
+long_s.sendall(chat("slow-model", True, 40))  # 40 events 150 ms apart: past the 4 s deadline
 long_head = read_head(long_s)
 pipe_s = connect()
 pipe_s.sendall(chat("slow-model", True, 10) + models)  # a 1.5 s stream, a request behind it
