@@ -390,7 +390,8 @@ struct proxy_server {
 	proxy_state *st;
 	atomic_uint_fast64_t gen;
 	atomic_bool stopping;
-	atomic_uint workers_done; /* worker threads that have ended (proxy_run waits on it) */
+	atomic_uint workers_done;     /* worker threads that have ended (proxy_run waits on it) */
+	atomic_uint workers_draining; /* ... that have closed their listeners */
 	uint64_t grace_ns;
 	struct limiter *lim;
 	struct audit_writer *audit;

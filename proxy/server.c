@@ -647,6 +647,7 @@ static void *worker_main(void *arg)
 				close(w->lfd[j]);
 				w->lfd[j] = -1;
 			}
+			atomic_fetch_add(&s->workers_draining, 1);
 			upool_free_all(w);
 			conn_drain_all(w);
 		}
@@ -737,8 +738,24 @@ static void drain_wait(proxy_server *s, const sigset_t *set, unsigned started)
 	        "reload: custos is stopping (draining after a SIGTERM or SIGINT): "
 	        "no reload is applied during the drain";
 	unsigned hups = 0, stops = 0;
+	bool unix_closed = false;
 
 	while (atomic_load(&s->workers_done) < started) {
+		if (!unix_closed && atomic_load(&s->workers_draining) >= started) {
+			/* A Unix-socket listener is one socket that each worker holds a duplicate
+			 * of: closing those left it listening, so that a client connecting during
+			 * the drain was queued, never answered, and reset at the exit. Once every
+			 * worker has taken its last connections from it, it is closed here (a
+			 * connect is then refused) and its path removed. */
+			unix_closed = true;
+			for (size_t j = 0; j < s->nls; j++) {
+				if (s->ls[j].shared_fd == -1)
+					continue;
+				close(s->ls[j].shared_fd);
+				s->ls[j].shared_fd = -1;
+				(void)unlink(((struct sockaddr_un *)&s->ls[j].ss)->sun_path);
+			}
+		}
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 		int sig = sigtimedwait(set, NULL, &ts);
 		if (sig == SIGUSR1) {

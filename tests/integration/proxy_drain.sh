@@ -5,7 +5,8 @@
 # answered with Connection: close, not dropped; a request pipelined behind a stream in flight
 # is answered after it; an idle connection is closed at once; a request with no answer begun
 # at the shutdown deadline gets 503, a stream past it ends with an error event, [DONE] and its
-# last chunk; both audited `shutdown deadline passed`. /readyz says draining (503); an admin API
+# last chunk; both audited `shutdown deadline passed`. A Unix-socket listener is closed and
+# removed, not left queuing. /readyz says draining (503); an admin API
 # reload during the drain is refused (503, policy.reload refused), a SIGHUP during it too (one
 # event for several), a second SIGTERM changes nothing; custos exits 0 and the trail verifies.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -22,6 +23,9 @@ EXTRA_MODELS="  - id: slow-model
     upstream: { url: \"http://127.0.0.1:$slow_port/\" }"
 TOKENS_PER_HOUR=100000000 write_policy "$work/policy.yaml"
 WORKERS=1 SHUTDOWN=4s write_config "$work/custos.yaml" "$FX_PORT"
+# A third listener on a Unix socket (one socket the workers share).
+W="$work" perl -0777 -i -pe 's/(  - id: plain\n    address: "[^"]*"\n)/$1  - id: unix\n    address: "unix:$ENV{W}\/l.sock"\n/' "$work/custos.yaml"
+grep -q 'l.sock' "$work/custos.yaml" || { fail "no unix listener in custos.yaml"; exit 1; }
 export CUSTOS_TEST_DRAIN_HOLD_MS=1000
 start_custos "$work/custos.yaml"
 unset CUSTOS_TEST_DRAIN_HOLD_MS
@@ -52,6 +56,15 @@ rc=$?
 [ "$rc" -ne 0 ] && grep -q '503' "$work/reload.out" && grep -q 'custos is stopping' "$work/reload.out" &&
 	ok "admin reload during the drain refused (503)" ||
 	fail "admin reload during the drain: exit $rc: $(cat "$work/reload.out")"
+# The Unix listener is closed (and its path removed) once the worker drains, not left queuing
+# connections that are never answered; the drain itself lasts until the deadline.
+wait_log 'test hook: drain hold over' 1
+unix_gone() { [ ! -S "$work/l.sock" ]; }
+wait_until 2 unix_gone && ok "unix listener removed at the drain" ||
+	fail "unix listener still there 2 s into the drain"
+curl -sS --max-time 10 --unix-socket "$work/l.sock" -H "Authorization: Bearer $ALICE" \
+	-o /dev/null http://x/v1/models 2>/dev/null
+check "unix listener during the drain: connect refused (curl exit)" "$?" 7
 wait "$client"
 crc=$?
 cat "$work/client.out"
