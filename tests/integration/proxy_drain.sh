@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The drain of a SIGTERM through the real binary (docs/PROXY.md "Reload and shutdown"), one
 # custos, one drain, every kind of connection at once (proxy_drain_client.py): a complete
-# request that reaches an idle keep-alive connection (plain and TLS) as the drain begins is
-# answered with Connection: close, not dropped; a request pipelined behind a stream in flight
-# is answered after it; an idle connection is closed at once; a request with no answer begun
-# at the shutdown deadline gets 503, a stream past it ends with an error event, [DONE] and its
-# last chunk; both audited `shutdown deadline passed`. A Unix-socket listener is closed and
-# removed, not left queuing. /readyz says draining (503); an admin API
-# reload during the drain is refused (503, policy.reload refused), a SIGHUP during it too (one
-# event for several), a second SIGTERM changes nothing; custos exits 0 and the trail verifies.
+# request that reaches an idle keep-alive connection (plain and TLS), or a new connection still
+# in the listener's queue, as the drain begins is answered with Connection: close, not dropped;
+# a request pipelined behind a stream in flight is answered after it; an idle connection is
+# closed at once; a request with no answer begun at the shutdown deadline gets 503, a stream
+# past it ends with an error event, [DONE] and its last chunk, both audited `shutdown deadline
+# passed`. A Unix-socket listener is closed and removed, not left queuing. /readyz says
+# draining (503); an admin API reload during the drain is refused (503, policy.reload
+# refused), a SIGHUP during it too (one event for several), a second SIGTERM changes nothing;
+# custos exits 0 and the trail verifies.
 . "$(dirname "$0")/proxy_lib.bash"
 
 command -v python3 >/dev/null || skip "python3 not installed"
