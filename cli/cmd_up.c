@@ -797,6 +797,10 @@ static void policy_hash_now(struct up_ctx *u, char out[65])
 	policy_unref(p);
 }
 
+#define DRAIN_REFUSED                                                                              \
+	"reload: custos is stopping (draining after a SIGTERM or SIGINT): no reload is applied "   \
+	"during the drain"
+
 static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65], char new_hash[65])
 {
 	struct up_ctx *u = arg;
@@ -804,6 +808,13 @@ static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65]
 
 	reload_lock(u, "admin API");
 	policy_hash_now(u, old_hash); /* under the lock: the SIGHUP reload before is done */
+	if (proxy_stopping(u->srv)) {
+		/* Nothing is read: a reload applied now would start sandboxes and swap the state
+		 * of a proxy that is stopping, and hold its stop (the admin API answers 503). */
+		snprintf(new_hash, 65, "%s", old_hash);
+		pthread_mutex_unlock(&u->reload_mu);
+		return err_set(CUSTOS_ERR_CLOSED, DRAIN_REFUSED);
+	}
 	log_info("up: admin API: reloading %s", u->path);
 	custos_err e = load_options(u, &o);
 	if (e == CUSTOS_OK && o.policy_file) {
@@ -815,6 +826,10 @@ static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65]
 			proxy_options_free(&o);
 		}
 	}
+	if (e == CUSTOS_OK && proxy_stopping(u->srv)) { /* the drain began while it read */
+		proxy_options_free(&o);
+		e = err_set(CUSTOS_ERR_CLOSED, DRAIN_REFUSED);
+	}
 	if (e == CUSTOS_OK)
 		e = proxy_reload(u->srv, &o);
 	if (e == CUSTOS_OK) {
@@ -825,6 +840,13 @@ static custos_err admin_policy_reload(void *arg, diag_list *d, char old_hash[65]
 	policy_hash_now(u, new_hash); /* before a SIGHUP reload waiting for the lock runs */
 	pthread_mutex_unlock(&u->reload_mu);
 	return e;
+}
+
+/* /readyz: not ready once the proxy drains. */
+static bool admin_stopping(void *arg)
+{
+	struct up_ctx *u = arg;
+	return proxy_stopping(u->srv);
 }
 
 /* Taint for GET /v1/sandboxes: what the model's sandbox has read through egress. */
@@ -887,7 +909,8 @@ static admin_server *start_admin(const custos_config *cfg, struct up_ctx *uc, in
 		                  .taint_get = admin_taint_get,
 		                  .sandboxes_get = psx_proxy_admin_sandboxes,
 		                  .sandbox_restart = psx_proxy_admin_restart,
-		                  .vms_get = admin_vms_get };
+		                  .vms_get = admin_vms_get,
+		                  .stopping = admin_stopping };
 	if (admin_start(&ao, &a) != CUSTOS_OK) {
 		log_error("up: admin API not started: %s", err_msg());
 		a = NULL;

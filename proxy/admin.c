@@ -1241,7 +1241,8 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 		sbx = sbx && v[i].st.running;
 	free(v);
 	sbx = sbx && vms_routable(s);
-	bool ready = pol && aud && sbx;
+	bool draining = s->hooks.stopping && s->hooks.stopping(s->hooks.arg);
+	bool ready = pol && aud && sbx && !draining;
 	buf_init(&b, 4096);
 	json_init(&w, &b);
 	json_obj_begin(&w);
@@ -1249,6 +1250,7 @@ static enum MHD_Result ep_readyz(struct admin_server *s, struct MHD_Connection *
 	json_kv_bool(&w, "policy_loaded", pol);
 	json_kv_bool(&w, "audit_writable", aud);
 	json_kv_bool(&w, "sandboxes_ready", sbx);
+	json_kv_bool(&w, "draining", draining);
 	json_obj_end(&w);
 	if (json_finish(&w) != CUSTOS_OK || buf_append_cstr(&b, "\n") != CUSTOS_OK)
 		buf_reset(&b);
@@ -1391,7 +1393,8 @@ static enum MHD_Result ep_policy(struct admin_server *s, struct MHD_Connection *
 		}
 		metrics_inc(e == CUSTOS_OK ? METRICS_POLICY_RELOAD_OK
 		                           : METRICS_POLICY_RELOAD_FAILED);
-		status = e == CUSTOS_OK ? 200 : 422;
+		/* 503: custos is stopping (draining), the reload was not tried; 422: refused. */
+		status = e == CUSTOS_OK ? 200 : e == CUSTOS_ERR_CLOSED ? 503 : 422;
 		if (e != CUSTOS_OK)
 			snprintf(reason, sizeof(reason), "%s", err_msg());
 	}

@@ -200,9 +200,22 @@ static void up_close(upconn *u);
 /* ---------------------------------------------------------------------------------------------
  * helpers
  */
+/* The reason of a request ended by the shutdown deadline (audit, 503 answer). */
+#define DRAIN_CUT "shutdown deadline passed"
+
 static uint64_t or_default(uint64_t v, uint64_t d)
 {
 	return v ? v : d;
+}
+
+/* While custos drains: has the client sent more on c than custos has answered, bytes already
+ * here (read, in OpenSSL, or in the socket)? A request sent before the client could see the
+ * connection end (pipelined behind the one in flight, or arriving as the drain began) is then
+ * answered, and its connection closed after it, instead of closed unanswered (and reset by a
+ * close with unread bytes, which can also cut the answer before it). */
+static bool drain_more(conn *c)
+{
+	return buf_used(&c->in) > 0 || sock_bytes_waiting(&c->s);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -693,10 +706,11 @@ static void conn_refuse_as(conn *c, unsigned status, const char *reason, bool cl
 	json_obj_begin(&jw);
 	json_kv_cstr(&jw, "message", reason);
 	json_kv_cstr(&jw, "type",
-	             status == 401   ? "authentication_error"
-	             : status == 403 ? "permission_denied"
-	             : status == 429 ? "rate_limit_exceeded"
-	             : client_fault  ? "invalid_request_error"
+	             status == 401                    ? "authentication_error"
+	             : status == 403                  ? "permission_denied"
+	             : status == 429                  ? "rate_limit_exceeded"
+	             : client_fault                   ? "invalid_request_error"
+	             : strcmp(reason, DRAIN_CUT) == 0 ? "server_error"
 	             /* custos' own refusal for its trail (unavailable, queue full) */
 	             : strncmp(reason, "audit ", 6) == 0 ? "audit_unavailable"
 	                                                 : "upstream_error");
@@ -713,7 +727,7 @@ static void conn_refuse_as(conn *c, unsigned status, const char *reason, bool cl
 		snprintf(retry, sizeof(retry), "%" PRIu64, secs ? secs : 1);
 		add[nadd++] = (http1_header){ SPAN_LIT("Retry-After"), span_cstr(retry) };
 	}
-	if (c->drain || !r->client_keep_alive)
+	if (!r->client_keep_alive || (c->drain && !drain_more(c)))
 		close = true;
 	/* An HTTP/1.0 connection stays open only when the answer says so (RFC 9112 §9.3); an
 	 * answer to HEAD has the error's Content-Length but no content (RFC 9110 §9.3.2), or a
@@ -1228,6 +1242,7 @@ void conn_accept(worker *w, int fd, const lsock *ls, const struct sockaddr *sa, 
 	w->nconns++;
 	metrics_inc(METRICS_CONN_ACCEPTED);
 	c->s.rd_ready = c->s.wr_ready = true;
+	c->drain = w->draining; /* taken from a listener's queue as the drain began */
 	conn_arm(c);
 	conn_drive(c);
 }
@@ -1447,7 +1462,7 @@ static void on_head(conn *c, http1_parser *p, size_t head_len)
 	proxy_ignore(span_copy_cstr(h->method, r->method, sizeof(r->method)));
 	r->path = span_dup(h->path.len ? h->path : h->target);
 	req_normalize_path(r);
-	r->client_keep_alive = h->keep_alive && !c->drain;
+	r->client_keep_alive = h->keep_alive; /* while draining: decided at the answer */
 	r->client_http10 = h->version == 10;
 	r->bytes_in = head_len;
 
@@ -2216,7 +2231,9 @@ static void finish_request(conn *c)
 		else
 			up_close(u);
 	}
-	bool keep = r->client_keep_alive && !c->drain;
+	/* Draining, the answer said close unless more was waiting (client_head); one that went
+	 * out before the drain began keeps the connection until conn_drive sees it idle. */
+	bool keep = r->client_keep_alive;
 	c->anchor = c->w->loop.now;
 	req_reset(c->w, r);
 	state_unref(c->st_ref);
@@ -2297,7 +2314,7 @@ static custos_err client_head(conn *c, const http1_head *h)
 		}
 		break;
 	}
-	wo.close = !r->client_keep_alive || c->drain;
+	wo.close = !r->client_keep_alive || (c->drain && !drain_more(c));
 	if (wo.close)
 		r->client_keep_alive = false;
 	wo.keep_alive = r->client_http10; /* announced, or the 1.0 client would not reuse it */
@@ -2882,7 +2899,7 @@ static void conn_drive(conn *c)
 		 * record buffers go a little later, unless a request comes first. */
 		buf_give_block(c->w, &c->in);
 		buf_give_block(c->w, &c->out);
-		if (c->drain) {
+		if (c->drain && !drain_more(c)) {
 			conn_close(c);
 			return;
 		}
@@ -2902,10 +2919,81 @@ void conn_drain_all(worker *w)
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		c->drain = true;
-		if (c->st == CS_HANDSHAKE || c->st == CS_PROXY ||
-		    (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0))
+		if (c->st == CS_HANDSHAKE || c->st == CS_PROXY) {
 			conn_close(c);
+		} else if (c->st == CS_HEAD && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
+			/* Idle, unless a request came in since the worker last looked (its edge is
+			 * still queued): that one is read now and answered with Connection: close. */
+			if (!drain_more(c)) {
+				conn_close(c);
+				continue;
+			}
+			c->s.rd_ready = true;
+			conn_drive(c);
+		}
 	}
+}
+
+/* The end of a stream cut at the shutdown deadline, as a denied one ends (ingress_inspect.c):
+ * an error event, [DONE] and the last chunk, so that an SSE client reads why its stream ended
+ * instead of a broken connection. Not inside an event whose start went out (a client drops an
+ * event the stream ends in; with usage_injected only whole events went out) and not under
+ * inspection, which writes the events. */
+static void drain_cut_stream(conn *c)
+{
+	req *r = &c->r;
+	buf ev, j;
+	json_writer jw;
+
+	if (!r->client_chunked || !r->is_sse || r->insp ||
+	    (sse_parser_pending(&r->sse) && !r->usage_injected))
+		return;
+	buf_init(&j, 512);
+	buf_init(&ev, 1024);
+	json_init(&jw, &j);
+	json_obj_begin(&jw);
+	json_key(&jw, "error");
+	json_obj_begin(&jw);
+	json_kv_cstr(&jw, "message",
+	             "custos is stopping: the stream was cut at the shutdown deadline");
+	json_kv_cstr(&jw, "type", "server_error");
+	json_kv_cstr(&jw, "code", "shutdown");
+	json_kv_cstr(&jw, "request_id", r->id);
+	json_obj_end(&jw);
+	json_obj_end(&jw);
+	size_t before = buf_used(&c->out);
+	if (json_finish(&jw) == CUSTOS_OK &&
+	    sse_write_event(&ev, span_of("", 0), buf_span(&j)) == CUSTOS_OK &&
+	    sse_write_event(&ev, span_of("", 0), SPAN_LIT("[DONE]")) == CUSTOS_OK &&
+	    http1_chunk_append(&c->out, buf_span(&ev)) == CUSTOS_OK &&
+	    http1_chunk_end(&c->out) == CUSTOS_OK)
+		r->bytes_out += buf_used(&c->out) - before;
+	else
+		c->out.len = before; /* all or nothing: never half an event */
+	buf_free(&ev);
+	buf_free(&j);
+}
+
+/* A request still running at the shutdown deadline: one with no answer begun gets 503 (with
+ * Connection: close, as every answer while draining that nothing follows); a stream is ended
+ * (drain_cut_stream); what is in c->out then gets one write, not a wait. Audited by the
+ * caller when not here. */
+static void drain_cut(conn *c)
+{
+	req *r = &c->r;
+
+	r->client_keep_alive = false; /* the last answer here, whatever waits behind it */
+	if (c->st == CS_BODY || ((c->st == CS_UPSTREAM || c->st == CS_RESPONSE) &&
+	                         (!r->resp_head_done || (r->head_held && c->sent <= r->resp_at)))) {
+		if (r->resp_head_done)
+			resp_broken(c, 503, DRAIN_CUT); /* a held head: nothing of it went out */
+		else
+			conn_reject(c, 503, DRAIN_CUT, true);
+	} else if (c->st == CS_RESPONSE) {
+		drain_cut_stream(c);
+	}
+	if (!c->freed && buf_used(&c->out) > 0)
+		(void)sock_write(&c->s, &c->out); /* one try: the deadline has passed */
 }
 
 void conn_close_all(worker *w)
@@ -2919,9 +3007,11 @@ void conn_close_all(worker *w)
 	shed_reject_flush(&w->loop, w);
 	for (conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
+		if (c->r.active && !c->r.audited && w->draining)
+			drain_cut(c);
 		if (c->r.active && !c->r.audited) {
 			c->r.status = c->r.status ? c->r.status : 503;
-			conn_audit(c, "http.request", "error", "shutdown deadline passed");
+			conn_audit(c, "http.request", "error", DRAIN_CUT);
 		}
 		conn_close(c);
 	}

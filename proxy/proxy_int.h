@@ -151,6 +151,9 @@ typedef struct sock {
 void sock_event(sock *s, uint32_t events);
 bool sock_can_read(const sock *s);
 bool sock_can_write(const sock *s);
+/* True when the peer's bytes wait unread: decrypted in OpenSSL, or in the socket (a peek, not
+ * a read; a TLS record there counts, whatever it holds). */
+bool sock_bytes_waiting(const sock *s);
 /* Reads into b (at most max bytes): >0 bytes, or SOCK_AGAIN/SOCK_EOF/SOCK_ERR. */
 ssize_t sock_read(sock *s, buf *b, size_t max);
 /* Writes from b, consuming what was written: >=0 bytes, or SOCK_AGAIN/SOCK_ERR. */
@@ -395,6 +398,8 @@ struct proxy_server {
 	proxy_state *st;
 	atomic_uint_fast64_t gen;
 	atomic_bool stopping;
+	atomic_uint workers_done;     /* worker threads that have ended (proxy_run waits on it) */
+	atomic_uint workers_draining; /* ... that have closed their listeners */
 	uint64_t grace_ns;
 	struct limiter *lim;
 	struct audit_writer *audit;

@@ -294,12 +294,16 @@ static void on_wake(ev_loop *l, void *obj, uint32_t events)
 	(void)worker_state(w);
 }
 
-/* Listener callback: obj is the worker; the listener index is found from the ev_io. */
-static void accept_on(worker *w, size_t li)
+/* Listener callback: obj is the worker; the listener index is found from the ev_io. Takes at
+ * most PROXY_ACCEPT_BATCH connections; true when it took that many (more may wait). Once the
+ * worker drains only its last look at the queue (drain_accept) takes any. */
+static bool accept_on(worker *w, size_t li, bool drain_accept)
 {
 	proxy_server *s = w->srv;
 
-	for (int i = 0; i < PROXY_ACCEPT_BATCH && !w->draining; i++) {
+	if (w->draining && !drain_accept)
+		return false;
+	for (int i = 0; i < PROXY_ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(w->lfd[li], (struct sockaddr *)&ss, &sl,
@@ -309,7 +313,7 @@ static void accept_on(worker *w, size_t li)
 				continue;
 			if (errno != EAGAIN)
 				log_warn("proxy: accept: %s", strerror(errno));
-			return;
+			return false;
 		}
 		proxy_state *st = worker_state(w);
 		uint64_t maxc = st->o.max_connections;
@@ -322,12 +326,13 @@ static void accept_on(worker *w, size_t li)
 		}
 		conn_accept(w, fd, &s->ls[li], (struct sockaddr *)&ss, sl);
 	}
+	return true;
 }
 
 #define DEFINE_ACCEPT(n)                                                                           \
 	static void on_accept_##n(ev_loop *l, void *obj, uint32_t events)                          \
 	{                                                                                          \
-		accept_on(obj, n);                                                                 \
+		(void)accept_on(obj, n, false);                                                    \
 	}
 DEFINE_ACCEPT(0)
 DEFINE_ACCEPT(1)
@@ -577,6 +582,29 @@ static void policy_hash_in_force(proxy_server *s, char out[POLICY_HASH_HEX])
 	policy_unref(p);
 }
 
+/* Connections a worker accepts from its listeners' queues as its drain begins, at most. */
+#define DRAIN_ACCEPT_MAX 1024
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_DRAIN_HOLD_MS=N holds a
+ * worker N ms between seeing the SIGTERM and draining (its listeners still open, not read), so
+ * that a request can reach an idle keep-alive connection, or a new connection wait in a
+ * listener's queue, just as the drain begins, which real timing gives only by chance
+ * (tests/integration/proxy_drain.sh). */
+static void test_hook_drain_hold(const worker *w)
+{
+	const char *v = getenv("CUSTOS_TEST_DRAIN_HOLD_MS");
+	if (v == NULL)
+		return;
+	long ms = strtol(v, NULL, 10);
+	log_warn("worker %u: test hook: drain held %ld ms", w->id, ms);
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000 };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+	log_warn("worker %u: test hook: drain hold over", w->id);
+}
+#endif
+
 static void *worker_main(void *arg)
 {
 	worker *w = arg;
@@ -587,21 +615,39 @@ static void *worker_main(void *arg)
 	proc_name_self(name);
 	log_debug("worker %u: event loop running (thread %s)", w->id, name);
 	for (;;) {
-		if (ev_run_once(&w->loop, 500) != CUSTOS_OK) {
+		int wait_ms = 500;
+		if (w->draining) { /* the deadline is kept to the millisecond, not the 500 */
+			uint64_t now = tm_mono_ns();
+			uint64_t left = w->drain_deadline > now ? w->drain_deadline - now : 0;
+			if (left / 1000000 + 1 < (uint64_t)wait_ms)
+				wait_ms = (int)(left / 1000000) + 1;
+		}
+		if (ev_run_once(&w->loop, wait_ms) != CUSTOS_OK) {
 			log_error("worker %u: %s", w->id, err_msg());
 			break;
 		}
 		emit_flush(s->audit, w->audit_batch);
 		if (atomic_load(&s->stopping) && !w->draining) {
-			w->draining = true;
 			w->drain_deadline = tm_mono_ns() + s->grace_ns;
+#ifdef CUSTOS_TEST_HOOKS
+			test_hook_drain_hold(w);
+#endif
+			w->draining = true; /* what is accepted now drains at once (conn_accept) */
 			for (size_t j = 0; j < s->nls; j++) {
-				if (w->lfd[j] != -1) {
-					ev_del(&w->loop, &w->lio[j]);
-					close(w->lfd[j]);
-					w->lfd[j] = -1;
-				}
+				if (w->lfd[j] == -1)
+					continue;
+				/* Connections the kernel completed that no one accepted yet would be
+				 * reset by the close, with a request they may have sent already:
+				 * taken now and drained with the others (bounded). */
+				for (int n = 0; n < DRAIN_ACCEPT_MAX / PROXY_ACCEPT_BATCH &&
+				                accept_on(w, j, true);
+				     n++)
+					;
+				ev_del(&w->loop, &w->lio[j]);
+				close(w->lfd[j]);
+				w->lfd[j] = -1;
 			}
+			atomic_fetch_add(&s->workers_draining, 1);
 			upool_free_all(w);
 			conn_drain_all(w);
 		}
@@ -615,6 +661,7 @@ static void *worker_main(void *arg)
 	upool_free_all(w);
 	proxy_ignore(ev_run_once(&w->loop, 0)); /* frees what was deferred */
 	emit_flush(s->audit, w->audit_batch);
+	atomic_fetch_add(&s->workers_done, 1);
 	return NULL;
 }
 
@@ -650,6 +697,11 @@ void proxy_request_stop(proxy_server *s)
 	stop_flag = 1;
 }
 
+bool proxy_stopping(proxy_server *s)
+{
+	return atomic_load(&s->stopping);
+}
+
 /* sd_notify with a STATUS= line describing what is served (no-op without systemd). */
 static void notify_status(const proxy_server *s, const char *state)
 {
@@ -674,6 +726,65 @@ void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch, bo
 	for (unsigned i = 0; i < s->nworkers; i++)
 		if (s->audit && s->audit_defer && s->workers[i].audit_batch == NULL)
 			s->workers[i].audit_batch = emit_batch_new();
+}
+
+/* While the workers drain, the signals are still taken, not left pending: SIGUSR1 reopens the
+ * log (a long drain may meet a rotation), a SIGHUP is refused, logged and audited as a
+ * refused reload (the first one: a burst of them writes one event and a count), a second
+ * SIGTERM or SIGINT is logged and changes nothing (the drain keeps its deadline). */
+static void drain_wait(proxy_server *s, const sigset_t *set, unsigned started)
+{
+	static const char why[] =
+	        "reload: custos is stopping (draining after a SIGTERM or SIGINT): "
+	        "no reload is applied during the drain";
+	unsigned hups = 0, stops = 0;
+	bool unix_closed = false;
+
+	while (atomic_load(&s->workers_done) < started) {
+		if (!unix_closed && atomic_load(&s->workers_draining) >= started) {
+			/* A Unix-socket listener is one socket that each worker holds a duplicate
+			 * of: closing those left it listening, so that a client connecting during
+			 * the drain was queued, never answered, and reset at the exit. Once every
+			 * worker has taken its last connections from it, it is closed here (a
+			 * connect is then refused) and its path removed. */
+			unix_closed = true;
+			for (size_t j = 0; j < s->nls; j++) {
+				if (s->ls[j].shared_fd == -1)
+					continue;
+				close(s->ls[j].shared_fd);
+				s->ls[j].shared_fd = -1;
+				(void)unlink(((struct sockaddr_un *)&s->ls[j].ss)->sun_path);
+			}
+		}
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		int sig = sigtimedwait(set, NULL, &ts);
+		if (sig == SIGUSR1) {
+			if (log_reopen() != CUSTOS_OK)
+				log_error("proxy: SIGUSR1: %s", err_msg());
+			else
+				log_info("proxy: SIGUSR1: log file reopened");
+		} else if (sig == SIGHUP && hups++ == 0) {
+			char hash[POLICY_HASH_HEX];
+			policy_hash_in_force(s, hash);
+			metrics_inc(METRICS_POLICY_RELOAD_FAILED);
+			log_error("proxy: reload failed, the previous configuration stays in "
+			          "force: %s",
+			          why);
+			emit_policy_reload(s->audit,
+			                   &(emit_reload){ .trigger = "sighup",
+			                                   .applied = false,
+			                                   .reason = why,
+			                                   .old_hash = hash,
+			                                   .new_hash = hash,
+			                                   .generation = atomic_load(&s->gen) });
+		} else if ((sig == SIGTERM || sig == SIGINT) && stops++ == 0) {
+			log_info(
+			        "proxy: %s again while draining: the drain goes on to its deadline",
+			        sig == SIGINT ? "SIGINT" : "SIGTERM");
+		}
+	}
+	if (hups > 1)
+		log_info("proxy: %u more SIGHUP(s) during the drain not acted on", hups - 1);
 }
 
 custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
@@ -791,6 +902,7 @@ custos_err proxy_run(proxy_server *s, proxy_reload_fn reload, void *arg)
 		uint64_t one = 1;
 		(void)!write(s->workers[i].wake_fd, &one, sizeof(one));
 	}
+	drain_wait(s, &set, started);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(s->workers[i].th, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -139,6 +139,19 @@ bool sock_can_write(const sock *s)
 	return ready_for(s, s->wr_blocked ? s->wr_blocked : 'w');
 }
 
+bool sock_bytes_waiting(const sock *s)
+{
+	char b;
+	ssize_t r;
+
+	if (s->ssl && SSL_has_pending(s->ssl))
+		return true;
+	do
+		r = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (r == -1 && errno == EINTR);
+	return r > 0;
+}
+
 /* SSL_get_error needs an empty error queue before each call. Clearing it walks all of its
  * slots; it is almost always empty already (ssl_result clears after errors), so look first. */
 static void err_queue_clear(void)

@@ -99,6 +99,9 @@ typedef struct admin_hooks {
 
 	/* Fills out[0..max) with the VM sandboxes and returns how many. NULL: none. */
 	size_t (*vms_get)(void *arg, admin_vm *out, size_t max);
+	/* True once custos stops (the proxy drains after a SIGTERM): /readyz answers 503 with
+	 * "draining": true, so that a balancer sends nothing more. NULL: never. */
+	bool (*stopping)(void *arg);
 } admin_hooks;
 
 typedef struct admin_options {

@@ -247,6 +247,10 @@ void proxy_set_audit(proxy_server *s, struct audit_writer *audit, bool batch, bo
 /* Asks a running proxy_run to shut down (as SIGTERM would); async-signal-safe. */
 void proxy_request_stop(proxy_server *s);
 
+/* True once proxy_run drains (SIGTERM, SIGINT or proxy_request_stop taken): a reload is then
+ * refused, not applied (docs/PROXY.md "Reload and shutdown"). Safe from any thread. */
+bool proxy_stopping(proxy_server *s);
+
 void proxy_free(proxy_server *s);
 
 #endif /* CUSTOS_PROXY_H */

@@ -478,6 +478,70 @@ static void test_server_decide(void **state)
 	policy_unref(p);
 }
 
+static bool drain_flag;
+static bool stopping_hook(void *arg)
+{
+	(void)arg;
+	return drain_flag;
+}
+static int reloads_tried;
+static custos_err reload_hook(void *arg, diag_list *d, char old_hash[65], char new_hash[65])
+{
+	(void)arg;
+	(void)d;
+	reloads_tried++;
+	snprintf(old_hash, 65, "%s", "");
+	snprintf(new_hash, 65, "%s", "");
+	if (drain_flag) /* as cmd_up.c's hook refuses one during the drain */
+		return err_set(CUSTOS_ERR_CLOSED, "reload: custos is stopping");
+	return CUSTOS_OK;
+}
+
+/* While custos drains, /readyz says so (503, "draining": true) and a reload refused for it
+ * (CUSTOS_ERR_CLOSED) is answered 503, not 422: nothing was wrong with the files. */
+static void test_server_draining(void **state)
+{
+	admin_server *a = NULL;
+	admin_options o;
+	static char out[1 << 16];
+	diag_list d;
+	policy *p = NULL;
+
+	(void)state;
+	diag_init(&d);
+	assert_int_equal(
+	        policy_parse("decide.yaml", decide_policy, sizeof(decide_policy) - 1, &p, &d),
+	        CUSTOS_OK);
+	diag_free(&d);
+	memset(&o, 0, sizeof(o));
+	o.socket_path = sock;
+	o.max_body = 4096;
+	o.hooks.arg = p;
+	o.hooks.policy_get = policy_hook;
+	o.hooks.policy_reload = reload_hook;
+	o.hooks.stopping = stopping_hook;
+	drain_flag = false;
+	reloads_tried = 0;
+	assert_int_equal(admin_start(&o, &a), CUSTOS_OK);
+	static const char post[] = "POST /v1/policy HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+	                           "Connection: close\r\n\r\n";
+	assert_int_equal(get("/readyz", out, sizeof(out)), 200);
+	assert_non_null(strstr(out, "\"draining\":false"));
+	assert_int_equal(raw(post, sizeof(post) - 1, out, sizeof(out)), 200);
+	drain_flag = true;
+	assert_int_equal(get("/readyz", out, sizeof(out)), 503);
+	assert_non_null(strstr(out, "\"ready\":false"));
+	assert_non_null(strstr(out, "\"draining\":true"));
+	assert_non_null(strstr(out, "\"policy_loaded\":true"));
+	assert_int_equal(raw(post, sizeof(post) - 1, out, sizeof(out)), 503);
+	assert_non_null(strstr(out, "\"reloaded\":false"));
+	assert_non_null(strstr(out, "custos is stopping"));
+	assert_int_equal(reloads_tried, 2);
+	admin_stop(a);
+	drain_flag = false;
+	policy_unref(p);
+}
+
 /* Sends req to 127.0.0.1:port; returns the status code. */
 static unsigned raw_tcp(unsigned port, const char *req, char *out, size_t outsz)
 {
@@ -921,6 +985,7 @@ int main(void)
 		cmocka_unit_test(test_server_requests),
 		cmocka_unit_test(test_server_vms),
 		cmocka_unit_test(test_server_decide),
+		cmocka_unit_test(test_server_draining),
 		cmocka_unit_test(test_server_bearer),
 		cmocka_unit_test(test_open_unix_no_umask),
 		cmocka_unit_test(test_server_sandboxes_hook),
