@@ -9,7 +9,7 @@
 # sink resumes from it; a restart resumes from the cursor in ship/. The shipper killed with
 # kill -9 is started again by its supervisor (docs/AUDIT.md section 6, "Supervision") and what
 # is written afterwards arrives; a restart that fails on a corrupt cursor is retried, reported
-# as a crash loop, and resumes once the cursor is mended.
+# as a crash loop; one past the log's end stops its sink; both resume once the cursor is mended.
 . "$(dirname "$0")/proxy_lib.bash"
 . "$(dirname "$0")/audit_lib.bash"
 [ "${CUSTOS_TEST_HOOKS:-0}" = 1 ] ||
@@ -194,8 +194,16 @@ wait_until 30 grep -q "audit shipper: crash loop: 3 ends in a row" "$work/custos
 ship_st "s['state'], s['crash_loop'], s['last_error']" |
 	grep -q "^restarting True audit sink cef: $work/audit/ship/cursor.cef: " &&
 	ok "audit-status reports the crash loop, naming the cursor file" || fail "audit-status: $(ship_st "s")"
+# A cursor that parses but is past the log's end: the shipper starts, its sink sends nothing
+# (it would skip the records in between once they are written) and says why.
+printf '%s\n' "$((cur + 1000))" >"$work/audit/ship/cursor.cef"
+wait_until 30 restarted 2 >/dev/null || fail "not restarted: $(ctl audit-status)"
+wait_until 30 grep -q "audit sink cef: $work/audit/ship/cursor.cef says seq $((cur + 1000)) was delivered, but the log ends at seq " \
+	"$work/custos.log" && ok "a cursor past the log's end stops its sink, said why" ||
+	fail "no refusal: $(grep 'audit sink cef' "$work/custos.log" | tail -3)"
 printf '%s\n' "$cur" >"$work/audit/ship/cursor.cef"
-wait_until 30 restarted 2 >/dev/null && ok "the shipper starts again once its cursor is mended" ||
+kill -KILL "$(restarted 2)"
+wait_until 30 restarted 3 >/dev/null && ok "the shipper starts again once its cursor is mended" ||
 	fail "not restarted: $(ctl audit-status)"
 send 2 # delivered by the stop's drain: the check of every seq below covers them
 stop_custos
