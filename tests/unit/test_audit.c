@@ -801,6 +801,18 @@ static void test_sink_setup_refused(void **state)
 	k[1] = (audit_sink_options){ .name = "local",
 		                     .kind = AUDIT_SINK_SYSLOG_TCP,
 		                     .unix_path = "/nonexistent/x.sock" };
+	/* But not from a cursor file that does not parse: the start fails, naming it. */
+	char cpath[160];
+	snprintf(cpath, sizeof(cpath), "%s/ship/cursor.local", dir);
+	FILE *cf = fopen(cpath, "w");
+	assert_non_null(cf);
+	fputs("12x\n", cf);
+	fclose(cf);
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_null(w);
+	assert_non_null(strstr(err_msg(), "audit sink local: "));
+	assert_non_null(strstr(err_msg(), "/ship/cursor.local: '12x' is not a whole number"));
+	assert_int_equal(unlink(cpath), 0);
 	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
 	assert_string_equal(audit_sink_name(w, 0), "up");
 	assert_string_equal(audit_sink_name(w, 1), "local");
