@@ -92,6 +92,8 @@ custos_err audit_reader_skip_line(audit_reader *r) CUSTOS_WUR;
 /* Closes every descriptor from 3 up except a and b (pass -1 for none): a forked helper keeps
  * nothing of the proxy's (listeners, keys, client sockets). Both must be >= 3. */
 void audit_close_fds_except(int a, int b);
+/* The same for the n descriptors of keep (-1: none). */
+void audit_close_fds_keep(const int *keep, size_t n);
 void audit_reader_close(audit_reader *r);
 
 /* ---- The head at start (head.c). DIR/audit.head, the anchor, holds the last checkpoint the
@@ -244,6 +246,7 @@ int audit_writer_main(const audit_options *o, int sock, int ready_fd);
 /* What the shipper reports on its ready pipe once every sink is set up (or one failed). */
 struct audit_ship_ready {
 	int32_t status; /* custos_err */
+	int32_t pid;    /* the shipper's (filled in by its supervisor, which relays this) */
 	char msg[1024]; /* the message when status is not CUSTOS_OK: names the sink */
 };
 /* What the parent writes on the shipper's stop pipe (one writer: the parent, under its
@@ -265,6 +268,32 @@ struct audit_ship_msg {
  * every sink is set up (or one failed) it writes a struct audit_ship_ready to ready_fd and
  * closes it. Returns the exit status for _exit. */
 int audit_shipper_main(const audit_options *o, int stop_fd, int ready_fd);
+/* The shipper's supervisor (shipmon.c): forked by the audit client in place of the shipper,
+ * single-threaded, it forks the shipper (audit_shipper_main), relays the client's messages
+ * (struct audit_ship_msg, read from ctl_fd) to it, relays the first shipper's ready report to
+ * ready_fd (with its pid), and starts the shipper again with bounded exponential backoff when
+ * it ends unasked, telling the client on note_fd (one struct audit_ship_notice per write, less
+ * than PIPE_BUF). A STOP, or EOF on ctl_fd, is passed on and ends both. Returns the exit
+ * status for _exit. */
+int audit_ship_monitor_main(const audit_options *o, int ctl_fd, int ready_fd, int note_fd);
+enum { AUDIT_SHIP_EXITED = 1, AUDIT_SHIP_RESTARTED = 2, AUDIT_SHIP_START_FAILED = 3 };
+struct audit_ship_notice {
+	uint32_t kind;
+	int32_t pid;         /* EXITED: the shipper that ended; RESTARTED: the new one */
+	int32_t status;      /* EXITED: its wait status */
+	uint32_t failures;   /* ends and failed starts in a row (AUDIT_SHIP_STABLE_NS resets it) */
+	uint64_t restarts;   /* restarts so far */
+	uint64_t uptime_ns;  /* EXITED: how long it ran */
+	uint64_t backoff_ns; /* EXITED, START_FAILED: the next start is due in this */
+	char msg[512];       /* START_FAILED: why (names the sink) */
+};
+#define AUDIT_SHIP_BACKOFF_MIN_NS (250ull * 1000 * 1000)
+#define AUDIT_SHIP_BACKOFF_MAX_NS (30ull * 1000000000)
+/* A shipper that ran this long before it ended starts the count of failures in a row anew. */
+#define AUDIT_SHIP_STABLE_NS (60ull * 1000000000)
+/* This many failures in a row is a crash loop: logged and reported as one. */
+#define AUDIT_SHIP_CRASH_LOOP 3
+
 /* Makes DIR/ship (0700, given to DIR's owner when run as root) and moves every cursor.<name>
  * an older custos left in DIR itself there (when ship/ has none of that name; else the old
  * one is removed), so that the shipper resumes from it. Run by the writer under its lock,

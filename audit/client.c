@@ -1,8 +1,9 @@
 /*
- * The producer side: audit_writer_start forks the writer (and the shipper when sinks are
- * configured); proxy workers submit into a bounded in-process queue that a sender thread
- * ships in batches over a SEQPACKET socket, and an ack thread turns the writer's durability
- * reports into wake-ups for sync-mode producers. A worker never touches disk or network.
+ * The producer side: audit_writer_start forks the writer (and, when sinks are configured, the
+ * shipper's supervisor, which forks the shipper and restarts it: shipmon.c); proxy workers
+ * submit into a bounded in-process queue that a sender thread ships in batches over a
+ * SEQPACKET socket, and an ack thread turns the writer's durability reports into wake-ups for
+ * sync-mode producers. A worker never touches disk or network.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +34,22 @@ struct audit_writer {
 	/* A HEC sink's token file (NULL: none), read here again at a reload (audit_sinks_reload) */
 	char *token_files[AUDIT_MAX_SINKS];
 	int sock;
-	pid_t pid, shipper_pid;
-	int shipper_fd; /* write end: closing it (or a drain deadline) stops the shipper */
+	pid_t pid;
+	/* The shipper's supervisor (shipmon.c): its pid, the write end of its message pipe
+	 * (closing it, or a drain deadline, stops the shipper) and the read end of its notices,
+	 * read by the ship_watch thread. */
+	pid_t shipper_pid;
+	int shipper_fd, note_fd;
+	pthread_t ship_watch;
+	bool ship_watching;
+	/* What the notices said, under mu: the running shipper's pid (0: none), restarts, ends and
+	 * failed starts in a row, the last end (a wait status; -1: none) and failed start, and
+	 * whether the supervisor itself is gone (lost) or was asked to stop. */
+	int ship_pid, ship_last_status;
+	uint64_t ship_restarts;
+	uint32_t ship_failures;
+	bool ship_lost, ship_stopping;
+	char ship_last_error[256];
 	pthread_mutex_t mu;
 	pthread_cond_t cv_data, cv_room, cv_durable;
 	buf pending;
@@ -397,6 +412,8 @@ static void writer_free(audit_writer *w)
 		close(w->sock);
 	if (w->shipper_fd >= 0)
 		close(w->shipper_fd);
+	if (w->note_fd >= 0)
+		close(w->note_fd);
 	buf_free(&w->pending);
 	buf_free(&w->lead);
 	for (size_t i = 0; i < AUDIT_MAX_SINKS; i++) {
@@ -411,11 +428,13 @@ static void writer_free(audit_writer *w)
 	free(w);
 }
 
-/* Forks the shipper and waits until it has set up every sink (or says which one it could
- * not: its CA, client key or token file); it then runs until its pipe closes. */
+static void *ship_watch_main(void *arg);
+
+/* Forks the shipper's supervisor and waits until its shipper has set up every sink (or says
+ * which one it could not: its CA, client key or token file); they run until the pipe closes. */
 static custos_err spawn_shipper(audit_writer *w)
 {
-	int p[2], ready[2];
+	int p[2], ready[2], note[2];
 
 	if (pipe2(p, O_CLOEXEC) == -1)
 		return err_sys("pipe2");
@@ -425,6 +444,14 @@ static custos_err spawn_shipper(audit_writer *w)
 		close(p[1]);
 		return e;
 	}
+	if (pipe2(note, O_CLOEXEC) == -1) {
+		custos_err e = err_sys("pipe2");
+		close(p[0]);
+		close(p[1]);
+		close(ready[0]);
+		close(ready[1]);
+		return e;
+	}
 	pid_t pid = fork();
 	if (pid == -1) {
 		custos_err e = err_sys("fork");
@@ -432,17 +459,22 @@ static custos_err spawn_shipper(audit_writer *w)
 		close(p[1]);
 		close(ready[0]);
 		close(ready[1]);
+		close(note[0]);
+		close(note[1]);
 		return e;
 	}
 	if (pid == 0) {
 		close(p[1]);
 		close(ready[0]);
-		_exit(audit_shipper_main(&w->o, p[0], ready[1]));
+		close(note[0]);
+		_exit(audit_ship_monitor_main(&w->o, p[0], ready[1], note[1]));
 	}
 	close(p[0]);
 	close(ready[1]);
+	close(note[1]);
 	w->shipper_pid = pid;
 	w->shipper_fd = p[1];
+	w->note_fd = note[0];
 	w->o.sinks = NULL; /* the caller's: only the shipper (a copy of this memory) reads them */
 	struct audit_ship_ready a;
 	ssize_t r;
@@ -450,11 +482,16 @@ static custos_err spawn_shipper(audit_writer *w)
 		r = read(ready[0], &a, sizeof(a));
 	while (r == -1 && errno == EINTR);
 	close(ready[0]);
-	if (r == (ssize_t)sizeof(a) && a.status == CUSTOS_OK)
-		return CUSTOS_OK;
-	a.msg[sizeof(a.msg) - 1] = '\0';
-	return err_set(r == (ssize_t)sizeof(a) ? (custos_err)a.status : CUSTOS_ERR_IO, "%s",
-	               r == (ssize_t)sizeof(a) ? a.msg : "audit shipper: did not start");
+	if (r != (ssize_t)sizeof(a) || a.status != CUSTOS_OK) {
+		a.msg[sizeof(a.msg) - 1] = '\0';
+		return err_set(r == (ssize_t)sizeof(a) ? (custos_err)a.status : CUSTOS_ERR_IO, "%s",
+		               r == (ssize_t)sizeof(a) ? a.msg : "audit shipper: did not start");
+	}
+	w->ship_pid = a.pid;
+	if (pthread_create(&w->ship_watch, NULL, ship_watch_main, w) != 0)
+		return err_set(CUSTOS_ERR_SYS, "pthread_create");
+	w->ship_watching = true;
+	return CUSTOS_OK;
 }
 
 custos_err audit_writer_start(const audit_options *o, audit_writer **out)
@@ -469,7 +506,8 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 		free(w);
 		return e;
 	}
-	w->sock = w->shipper_fd = -1;
+	w->sock = w->shipper_fd = w->note_fd = -1;
+	w->ship_last_status = -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -552,6 +590,9 @@ custos_err audit_writer_start(const audit_options *o, audit_writer **out)
 	*out = w;
 	return CUSTOS_OK;
 fail_kill:
+	pthread_mutex_lock(&w->mu);
+	w->ship_stopping = true; /* its supervisor's end is asked for */
+	pthread_mutex_unlock(&w->mu);
 	close(w->sock);
 	w->sock = -1;
 	while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
@@ -563,6 +604,8 @@ fail_kill:
 		w->shipper_fd = -1;
 		while (waitpid(w->shipper_pid, NULL, 0) == -1 && errno == EINTR)
 			;
+		if (w->ship_watching) /* EOF on the notices once the supervisor has ended */
+			pthread_join(w->ship_watch, NULL);
 	}
 fail:
 	writer_free(w);
@@ -844,17 +887,165 @@ const char *audit_sink_name(const audit_writer *w, size_t i)
 	return i < w->o.n_sinks ? w->sink_names[i] : NULL;
 }
 
+/* A wait status in words ("" for -1: none). */
+static void wait_status_str(int st, char *out, size_t n)
+{
+	if (st == -1)
+		snprintf(out, n, "%s", "");
+	else if (WIFSIGNALED(st))
+		snprintf(out, n, "killed by signal %d", WTERMSIG(st));
+	else
+		snprintf(out, n, "exited with status %d", WEXITSTATUS(st));
+}
+
+/* With w->mu held: the supervisor runs (its notices have not ended). */
+static bool ship_supervised(const audit_writer *w)
+{
+	return w->shipper_pid > 0 && w->shipper_fd >= 0 && !w->ship_lost;
+}
+
 bool audit_shipper_running(audit_writer *w)
 {
-	siginfo_t si;
+	pthread_mutex_lock(&w->mu);
+	bool r = ship_supervised(w) && w->ship_pid > 0;
+	pthread_mutex_unlock(&w->mu);
+	return r;
+}
 
-	if (w->shipper_pid <= 0)
-		return false;
-	/* WNOWAIT: look, do not reap (audit_writer_stop does). */
-	memset(&si, 0, sizeof(si));
-	if (waitid(P_PID, (id_t)w->shipper_pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1)
-		return false;
-	return si.si_pid == 0;
+void audit_shipper_status_get(audit_writer *w, audit_shipper_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&w->mu);
+	st->configured = w->o.n_sinks > 0;
+	st->running = ship_supervised(w) && w->ship_pid > 0;
+	st->supervised = ship_supervised(w);
+	st->pid = st->running ? w->ship_pid : 0;
+	st->restarts = w->ship_restarts;
+	st->failures = w->ship_failures;
+	st->crash_loop = w->ship_failures >= AUDIT_SHIP_CRASH_LOOP;
+	wait_status_str(w->ship_last_status, st->last_exit, sizeof(st->last_exit));
+	snprintf(st->last_error, sizeof(st->last_error), "%s", w->ship_last_error);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* With w->mu held: one trail.shipper event of the client's own, its common members filled. */
+static void ship_event(audit_writer *w, audit_rec *rec, const char *action)
+{
+	audit_rec_begin(rec, "trail.shipper");
+	audit_rec_cstr(rec, "action", action);
+	audit_rec_u64(rec, "failures", w->ship_failures);
+	audit_rec_bool(rec, "crash_loop", w->ship_failures >= AUDIT_SHIP_CRASH_LOOP);
+}
+
+/* With w->mu held: the crash loop named in the log, once for each failure past the bound. */
+static void ship_loop_log(const audit_writer *w, uint64_t backoff_ns)
+{
+	if (w->ship_failures < AUDIT_SHIP_CRASH_LOOP)
+		return;
+	log_error("audit shipper: crash loop: %u ends in a row, each within %llu s of its start; "
+	          "still restarted, at most %llu s apart, but nothing reaches the sinks while it "
+	          "fails (custos ctl audit-status: shipper; the log above says why); next try in "
+	          "%llu ms",
+	          w->ship_failures, AUDIT_SHIP_STABLE_NS / 1000000000ull,
+	          AUDIT_SHIP_BACKOFF_MAX_NS / 1000000000ull,
+	          (unsigned long long)(backoff_ns / 1000000));
+}
+
+/* With w->mu held: what the supervisor said, logged and audited. */
+static void ship_notice(audit_writer *w, const struct audit_ship_notice *n)
+{
+	audit_rec rec;
+	char how[64];
+
+	w->ship_failures = n->failures;
+	w->ship_restarts = n->restarts;
+	switch (n->kind) {
+	case AUDIT_SHIP_EXITED:
+		w->ship_pid = 0;
+		w->ship_last_status = n->status;
+		wait_status_str(n->status, how, sizeof(how));
+		log_error("audit shipper (pid %d) ended: %s after %llu ms (%u end(s) in a row); "
+		          "restarting it in %llu ms: delivery to the sinks resumes from their "
+		          "cursors",
+		          (int)n->pid, how, (unsigned long long)(n->uptime_ns / 1000000),
+		          n->failures, (unsigned long long)(n->backoff_ns / 1000000));
+		ship_loop_log(w, n->backoff_ns);
+		ship_event(w, &rec, "exit");
+		audit_rec_u64(&rec, "pid", (uint64_t)n->pid);
+		if (WIFSIGNALED(n->status))
+			audit_rec_u64(&rec, "signal", (uint64_t)WTERMSIG(n->status));
+		else
+			audit_rec_u64(&rec, "exit_code", (uint64_t)WEXITSTATUS(n->status));
+		audit_rec_u64(&rec, "uptime_ms", n->uptime_ns / 1000000);
+		audit_rec_u64(&rec, "restart_in_ms", n->backoff_ns / 1000000);
+		queue_own(w, &rec);
+		return;
+	case AUDIT_SHIP_START_FAILED: {
+		char msg[sizeof(n->msg)];
+		memcpy(msg, n->msg, sizeof(msg));
+		msg[sizeof(msg) - 1] = '\0';
+		snprintf(w->ship_last_error, sizeof(w->ship_last_error), "%s", msg);
+		log_error("audit shipper: restart failed: %s (%u failure(s) in a row); next try in "
+		          "%llu ms",
+		          msg, n->failures, (unsigned long long)(n->backoff_ns / 1000000));
+		ship_loop_log(w, n->backoff_ns);
+		ship_event(w, &rec, "start_failed");
+		audit_rec_cstr(&rec, "detail", msg);
+		audit_rec_u64(&rec, "restart_in_ms", n->backoff_ns / 1000000);
+		queue_own(w, &rec);
+		return;
+	}
+	case AUDIT_SHIP_RESTARTED:
+		w->ship_pid = n->pid;
+		w->ship_last_error[0] = '\0';
+		log_warn("audit shipper restarted (pid %d, restart %llu): the sinks resume from "
+		         "their cursors",
+		         (int)n->pid, (unsigned long long)n->restarts);
+		ship_event(w, &rec, "restart");
+		audit_rec_u64(&rec, "pid", (uint64_t)n->pid);
+		audit_rec_u64(&rec, "restarts", n->restarts);
+		queue_own(w, &rec);
+		return;
+	default:
+		log_error("audit shipper supervisor: unknown notice %u", n->kind);
+	}
+}
+
+/* Reads the supervisor's notices until it ends: asked (audit_writer_stop), or not, when
+ * nothing restarts the shipper any more until custos restarts: said loudly. */
+static void *ship_watch_main(void *arg)
+{
+	audit_writer *w = arg;
+	struct audit_ship_notice n;
+	ssize_t r;
+
+	proc_name_self("custos-ashipw");
+	for (;;) {
+		do
+			r = read(w->note_fd, &n, sizeof(n));
+		while (r == -1 && errno == EINTR);
+		if (r != (ssize_t)sizeof(n))
+			break;
+		pthread_mutex_lock(&w->mu);
+		ship_notice(w, &n);
+		pthread_mutex_unlock(&w->mu);
+	}
+	pthread_mutex_lock(&w->mu);
+	w->ship_pid = 0;
+	if (!w->ship_stopping) {
+		audit_rec rec;
+		w->ship_lost = true;
+		snprintf(w->ship_last_error, sizeof(w->ship_last_error),
+		         "the shipper's supervisor (pid %d) ended: nothing is shipped until custos "
+		         "restarts",
+		         (int)w->shipper_pid);
+		log_error("audit: %s", w->ship_last_error);
+		ship_event(w, &rec, "lost");
+		audit_rec_cstr(&rec, "detail", w->ship_last_error);
+		queue_own(w, &rec);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
 }
 
 /* Writes all of p to the shipper's pipe (called with w->mu held). */
@@ -883,7 +1074,7 @@ void audit_sinks_reload(audit_writer *w)
 	 * reload's work is a few file loads), so the write does not wait long; a shipper that
 	 * has exited gives EPIPE (SIGPIPE is ignored), logged. */
 	pthread_mutex_lock(&w->mu);
-	if (w->shipper_fd < 0 || !audit_shipper_running(w)) {
+	if (!ship_supervised(w)) { /* with no shipper running, the next one reads them at start */
 		pthread_mutex_unlock(&w->mu);
 		return;
 	}
@@ -962,12 +1153,16 @@ custos_err audit_writer_stop(audit_writer *w, uint64_t drain_ns)
 		/* The shipper delivers up to the sealed end, or stops at the deadline. */
 		struct audit_ship_msg m = { .kind = AUDIT_SHIP_STOP, .drain_ns = drain_ns };
 		pthread_mutex_lock(&w->mu);
-		(void)!write(w->shipper_fd, &m, sizeof(m));
+		w->ship_stopping = true;
+		if (!w->ship_lost) /* its supervisor is gone: no reader (SIGPIPE where not ignored) */
+			(void)!write(w->shipper_fd, &m, sizeof(m));
 		close(w->shipper_fd);
 		w->shipper_fd = -1;
 		pthread_mutex_unlock(&w->mu);
 		while (waitpid(w->shipper_pid, &st, 0) == -1 && errno == EINTR)
 			;
+		if (w->ship_watching)
+			pthread_join(w->ship_watch, NULL);
 	}
 	if (w->failing && e == CUSTOS_OK)
 		e = err_set(CUSTOS_ERR_IO,

@@ -190,14 +190,26 @@ static void close_span(unsigned lo, unsigned hi)
 			close((int)fd);
 }
 
+void audit_close_fds_keep(const int *keep, size_t n)
+{
+	unsigned from = 3;
+	for (;;) {
+		unsigned next = ~0U; /* the lowest kept descriptor at or above from */
+		for (size_t i = 0; i < n; i++)
+			if (keep[i] >= 0 && (unsigned)keep[i] >= from && (unsigned)keep[i] < next)
+				next = (unsigned)keep[i];
+		if (next == ~0U) {
+			close_span(from, ~0U);
+			return;
+		}
+		if (next > from)
+			close_span(from, next - 1);
+		from = next + 1;
+	}
+}
+
 void audit_close_fds_except(int a, int b)
 {
-	unsigned lo = (unsigned)(a < b ? a : b), hi = (unsigned)(a < b ? b : a);
-	if (a < 0 || b < 0) {
-		lo = hi = (unsigned)(a < 0 ? b : a);
-	}
-	close_span(3, lo - 1);
-	if (hi != lo)
-		close_span(lo + 1, hi - 1);
-	close_span(hi + 1, ~0U);
+	const int keep[2] = { a, b };
+	audit_close_fds_keep(keep, 2);
 }

@@ -210,7 +210,7 @@ static custos_err put_escaped(buf *out, span s, enum esc how)
 static bool is_alarming(span line, span type, span decision)
 {
 	static const char *const types[] = { "privsep", "audit.invalid", "trail.outage",
-		                             "trail.queue_full" };
+		                             "trail.queue_full", "trail.shipper" };
 	static const char *const sandbox_actions[] = { "\"violation\"", "\"oom\"", "\"limit\"" };
 	span v;
 

@@ -76,6 +76,10 @@ struct sink {
 	audit_reader rd;
 	bool rd_open;
 	uint64_t rd_first; /* first seq of the open file */
+	uint64_t rd_seen;  /* the last seq read from it (its first - 1 before any) */
+	/* The cursor is past the log's end (ahead_end): this sink sends nothing more. */
+	bool ahead;
+	uint64_t ahead_end;
 	uint64_t last_list;
 	bool sealed_seen; /* the last line read was the shutdown checkpoint */
 	/* the connection */
@@ -197,7 +201,18 @@ static custos_err reader_open_at(struct sink *s, uint64_t seq)
 	GUARD(e);
 	s->rd_open = true;
 	s->rd_first = first;
+	s->rd_seen = first > 0 ? first - 1 : 0;
 	return CUSTOS_OK;
+}
+
+static custos_err sink_ahead(const struct sink *s)
+{
+	return err_set(CUSTOS_ERR_PARSE,
+	               "%s says seq %llu was delivered, but the log ends at seq %llu: this sink "
+	               "sends nothing more, lest the records in between be skipped; mend or "
+	               "remove the cursor file, then restart custos",
+	               s->cursor_path, (unsigned long long)s->cursor,
+	               (unsigned long long)s->ahead_end);
 }
 
 /* Next line with seq == s->next; CUSTOS_ERR_AGAIN when there is none yet. */
@@ -211,6 +226,8 @@ static custos_err reader_next(struct sink *s, span *line)
 		custos_err e = audit_reader_next(&s->rd, line, &off);
 		if (e == CUSTOS_OK) {
 			uint64_t q = line_seq(*line);
+			if (q > s->rd_seen)
+				s->rd_seen = q;
 			if (q < s->next)
 				continue; /* before the cursor: already delivered */
 			ENSURE(q == s->next, CUSTOS_ERR_PARSE,
@@ -220,6 +237,15 @@ static custos_err reader_next(struct sink *s, span *line)
 		}
 		if (e != CUSTOS_ERR_NOTFOUND)
 			return e;
+		/* The cursor says seq next - 1 was delivered, yet the log ends before it: the
+		 * cursor file was written by something else (the log is not cut while custos runs;
+		 * at start the writer refuses a cursor past the head). Sending on from it would
+		 * skip the records in between once they are written: this sink stops. */
+		if (s->rd_seen + 1 < s->next && audit_reader_partial(&s->rd) == 0) {
+			s->ahead = true;
+			s->ahead_end = s->rd_seen;
+			return sink_ahead(s);
+		}
 		/* End of this file: move on once the writer has rotated past it. */
 		uint64_t now = tm_mono_ns();
 		if (now - s->last_list < 50ull * 1000 * 1000)
@@ -839,6 +865,8 @@ static custos_err sink_step(struct sink *s)
 	size_t cnt = 0;
 	custos_err e = CUSTOS_OK;
 
+	if (s->ahead)
+		return sink_ahead(s);
 	if (s->tls)
 		GUARD(ctx_pickup(s));
 	if (s->so->kind == AUDIT_SINK_HEC && s->so->hec_token_file != NULL)

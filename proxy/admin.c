@@ -1307,6 +1307,26 @@ static custos_err render_metrics(struct admin_server *s, buf *b)
 			GUARD(buf_printf(b, "custos_audit_sink_lag_events{sink=\"%s\"} %llu\n",
 			                 audit_sink_name(s->audit, i), (unsigned long long)lag));
 		}
+		/* The families are always there (as the sinks' lag), their samples with sinks. */
+		audit_shipper_status ss;
+		audit_shipper_status_get(s->audit, &ss);
+		GUARD(buf_append_cstr(b, "# HELP custos_audit_shipper_up 1 while the SIEM shipper "
+		                         "runs.\n# TYPE custos_audit_shipper_up gauge\n"));
+		if (ss.configured)
+			GUARD(buf_printf(b, "custos_audit_shipper_up %d\n", ss.running ? 1 : 0));
+		GUARD(buf_append_cstr(b,
+		                      "# HELP custos_audit_shipper_restarts_total Restarts of the "
+		                      "SIEM shipper after it ended unasked.\n"
+		                      "# TYPE custos_audit_shipper_restarts_total counter\n"));
+		if (ss.configured)
+			GUARD(buf_printf(b, "custos_audit_shipper_restarts_total %llu\n",
+			                 (unsigned long long)ss.restarts));
+		GUARD(buf_append_cstr(b, "# HELP custos_audit_shipper_crash_loop 1 while the SIEM "
+		                         "shipper keeps ending or failing to start.\n"
+		                         "# TYPE custos_audit_shipper_crash_loop gauge\n"));
+		if (ss.configured)
+			GUARD(buf_printf(b, "custos_audit_shipper_crash_loop %d\n",
+			                 ss.crash_loop ? 1 : 0));
 	}
 	GUARD(buf_append_cstr(b, "# HELP custos_sandbox_up 1 while the sandbox's instance runs.\n"
 	                         "# TYPE custos_sandbox_up gauge\n"));
@@ -1752,6 +1772,37 @@ static enum MHD_Result ep_audit_status(struct admin_server *s, struct MHD_Connec
 		json_kv_u64(&w, "queued", st.queued);
 		json_kv_bool(&w, "writer_failing", st.writer_failing);
 		json_kv_bool(&w, "shipper_running", audit_shipper_running(s->audit));
+		audit_shipper_status ss;
+		audit_shipper_status_get(s->audit, &ss);
+		json_key(&w, "shipper");
+		if (!ss.configured) {
+			json_null(&w);
+		} else {
+			json_obj_begin(&w);
+			json_kv_cstr(&w, "state",
+			             ss.running      ? "running"
+			             : ss.supervised ? "restarting"
+			                             : "stopped");
+			json_key(&w, "pid");
+			if (ss.running)
+				json_u64(&w, (uint64_t)ss.pid);
+			else
+				json_null(&w);
+			json_kv_u64(&w, "restarts", ss.restarts);
+			json_kv_u64(&w, "failures_in_a_row", ss.failures);
+			json_kv_bool(&w, "crash_loop", ss.crash_loop);
+			json_key(&w, "last_exit");
+			if (ss.last_exit[0] != '\0')
+				json_cstr(&w, ss.last_exit);
+			else
+				json_null(&w);
+			json_key(&w, "last_error");
+			if (ss.last_error[0] != '\0')
+				json_cstr(&w, ss.last_error);
+			else
+				json_null(&w);
+			json_obj_end(&w);
+		}
 		json_key(&w, "sinks");
 		json_arr_begin(&w);
 		for (size_t i = 0; audit_sink_name(s->audit, i) != NULL; i++) {

@@ -302,9 +302,22 @@ custos_err audit_sink_position(audit_writer *w, size_t i, uint64_t *cursor,
                                uint64_t *head) CUSTOS_WUR;
 /* The name of sink i (owned by w), NULL when there is no sink i. */
 const char *audit_sink_name(const audit_writer *w, size_t i);
-/* Whether the shipper process is running: false without sinks or once it has exited (it is
- * not reaped here; audit_writer_stop does that). */
+/* Whether a shipper process is running: false without sinks, and while its supervisor waits
+ * to start it again after it ended (or once the supervisor itself has ended). */
 bool audit_shipper_running(audit_writer *w);
+/* The shipper as its supervisor last reported it (docs/AUDIT.md section 6, "Supervision"). */
+typedef struct audit_shipper_status {
+	bool configured;      /* sinks are configured: a shipper is supervised */
+	bool supervised;      /* its supervisor runs (false once it ended: no more restarts) */
+	bool running;         /* a shipper runs now */
+	int pid;              /* the running shipper's; 0 when none runs */
+	uint64_t restarts;    /* restarts since custos started */
+	uint32_t failures;    /* ends and failed starts in a row (a run of 60 s resets it) */
+	bool crash_loop;      /* failures reached AUDIT_SHIP_CRASH_LOOP (3) */
+	char last_exit[64];   /* how the last one ended ("killed by signal 9"); "" for none */
+	char last_error[256]; /* why the last restart failed, until one succeeds; "" for none */
+} audit_shipper_status;
+void audit_shipper_status_get(audit_writer *w, audit_shipper_status *st);
 /* A reload: the shipper reads each TLS sink's CA file, client certificate and key, and CRL
  * again, from the paths it started with (in the background: what it found is logged per sink;
  * a file that does not load keeps that sink's context). No-op without a running shipper. */

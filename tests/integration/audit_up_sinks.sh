@@ -130,18 +130,24 @@ grep -q "audit sink splunk: HEC, http to 127.0.0.1:" "$work/custos.log" &&
 grep -q "warn: up: the audit shipper can read listeners\[0\] (tls).tls key $work/tls/srv.key: its Landlock view holds that directory" "$work/custos.log" &&
 	ok "a listener key beside a sink's TLS files is warned at start" || fail "no warning about the listener key"
 
-# The shipper is the proxy's child and runs under its seccomp filter and NO_NEW_PRIVS.
+# The shipper is the child of its supervisor (custos-shipsup), the proxy's child, and both
+# run under the proxy's seccomp filter and NO_NEW_PRIVS.
 proxy_pid=$(sed -n 's/.*proxy pid \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
-ship=""
+sup="" ship=""
 for p in $(pgrep -P "$proxy_pid" 2>/dev/null); do
+	[ "$(cat "/proc/$p/comm" 2>/dev/null)" = custos-shipsup ] && sup=$p
+done
+for p in $(pgrep -P "${sup:-0}" 2>/dev/null); do
 	[ "$(cat "/proc/$p/comm" 2>/dev/null)" = custos-ship ] && ship=$p
 done
 if [ -n "$ship" ]; then
-	ok "custos-ship (pid $ship) is a child of the proxy (pid $proxy_pid)"
+	ok "custos-ship (pid $ship) is a child of custos-shipsup (pid $sup), the proxy's (pid $proxy_pid)"
 	check "shipper seccomp mode" "$(awk '/^Seccomp:/ {print $2}' "/proc/$ship/status")" 2
 	check "shipper NoNewPrivs" "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$ship/status")" 1
+	check "shipper supervisor seccomp mode" "$(awk '/^Seccomp:/ {print $2}' "/proc/$sup/status")" 2
+	check "shipper supervisor NoNewPrivs" "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$sup/status")" 1
 else
-	fail "no custos-ship child of the proxy"
+	fail "no custos-ship child of a custos-shipsup child of the proxy"
 fi
 
 send 20

@@ -434,6 +434,7 @@ static void test_render_severity(void **state)
 		{ "\"type\":\"privsep\",\"action\":\"proxy_call_refused\"", true },
 		{ "\"type\":\"trail.outage\",\"events_refused\":3", true },
 		{ "\"type\":\"trail.queue_full\",\"events_refused\":3", true },
+		{ "\"type\":\"trail.shipper\",\"action\":\"exit\"", true },
 		{ "\"type\":\"audit.invalid\"", true },
 		{ "\"type\":\"checkpoint\"", false },
 	};
@@ -729,6 +730,8 @@ static void test_writer_refuses(void **state)
 /* A sink that cannot be set up fails audit_writer_start, naming the sink (custos up then
  * refuses to start) instead of a shipper that silently ships to fewer SIEMs. A receiver that
  * is not there is no error: the sink retries. */
+static size_t count_in_dir(const char *dir, const char *needle);
+
 static void test_sink_setup_refused(void **state)
 {
 	char dir[] = "/tmp/test_audit_sinkXXXXXX", bad[160], tok[160], cmd[256];
@@ -798,19 +801,72 @@ static void test_sink_setup_refused(void **state)
 	k[1] = (audit_sink_options){ .name = "local",
 		                     .kind = AUDIT_SINK_SYSLOG_TCP,
 		                     .unix_path = "/nonexistent/x.sock" };
+	/* But not from a cursor file that does not parse: the start fails, naming it. */
+	char cpath[160];
+	snprintf(cpath, sizeof(cpath), "%s/ship/cursor.local", dir);
+	FILE *cf = fopen(cpath, "w");
+	assert_non_null(cf);
+	fputs("12x\n", cf);
+	fclose(cf);
+	assert_int_not_equal(audit_writer_start(&o, &w), CUSTOS_OK);
+	assert_null(w);
+	assert_non_null(strstr(err_msg(), "audit sink local: "));
+	assert_non_null(strstr(err_msg(), "/ship/cursor.local: '12x' is not a whole number"));
+	assert_int_equal(unlink(cpath), 0);
 	assert_int_equal(audit_writer_start(&o, &w), CUSTOS_OK);
 	assert_string_equal(audit_sink_name(w, 0), "up");
 	assert_string_equal(audit_sink_name(w, 1), "local");
 	assert_null(audit_sink_name(w, 2));
 	assert_true(audit_shipper_running(w));
+	/* Killed, the shipper is started again by its supervisor, which counts it; the client
+	 * audits both (trail.shipper exit, restart). */
+	audit_shipper_status ss;
+	audit_shipper_status_get(w, &ss);
+	assert_true(ss.configured && ss.supervised && ss.running && ss.pid > 0);
+	assert_int_equal(ss.restarts, 0);
+	assert_string_equal(ss.last_exit, "");
+	int killed = ss.pid;
+	assert_int_equal(kill(killed, SIGKILL), 0);
+	for (int i = 0; i < 1000 && !(ss.restarts == 1 && ss.running); i++) {
+		usleep(10000);
+		audit_shipper_status_get(w, &ss);
+	}
+	assert_int_equal(ss.restarts, 1);
+	assert_true(ss.running && ss.pid > 0 && ss.pid != killed);
+	assert_string_equal(ss.last_exit, "killed by signal 9");
+	assert_int_equal(ss.failures, 1);
+	assert_false(ss.crash_loop);
 	uint64_t cur = 1, head = 0, lag = 0;
 	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"type\":\"trail.shipper\""), 2);
 	assert_int_equal(audit_sink_position(w, 1, &cur, &head), CUSTOS_OK);
 	assert_int_equal(cur, 0);
 	assert_true(head >= 2);
 	assert_int_equal(audit_sink_lag(w, 1, &lag), CUSTOS_OK);
 	assert_int_equal(lag, head);
 	assert_int_equal(audit_sink_position(w, 2, &cur, &head), CUSTOS_ERR_INVAL);
+	/* The supervisor itself killed (the shipper's parent): nothing restarts the shipper any
+	 * more, which the status and the trail say (trail.shipper lost); the stop still works. */
+	char stat_path[64];
+	int sup = 0;
+	snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", ss.pid);
+	FILE *sf = fopen(stat_path, "r");
+	assert_non_null(sf);
+	assert_int_equal(fscanf(sf, "%*d (%*[^)]) %*c %d", &sup), 1);
+	fclose(sf);
+	assert_true(sup > 1 && sup != getpid());
+	assert_int_equal(kill(sup, SIGKILL), 0);
+	for (int i = 0; i < 1000 && ss.supervised; i++) {
+		usleep(10000);
+		audit_shipper_status_get(w, &ss);
+	}
+	assert_false(ss.supervised);
+	assert_false(ss.running);
+	assert_false(audit_shipper_running(w));
+	assert_non_null(strstr(ss.last_error, "supervisor"));
+	assert_int_equal(audit_flush(w), CUSTOS_OK);
+	assert_int_equal(count_in_dir(dir, "\"action\":\"lost\""), 1);
+	audit_sinks_reload(w); /* nothing to tell: no write to a pipe without reader */
 	assert_int_equal(audit_writer_stop(w, 0), CUSTOS_OK);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
