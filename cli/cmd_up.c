@@ -2035,6 +2035,8 @@ static void sup_freed(size_t slot)
 	if (ok)
 		x->freed = true;
 	pthread_mutex_unlock(&S.mu);
+	if (ok)
+		log_debug("up: the proxy freed slot %zu: a reload may reuse it", slot);
 	if (!ok) {
 		log_warn("up: the proxy freed slot %zu, which holds no stopped sandbox: ignored",
 		         slot);
@@ -2096,6 +2098,10 @@ static void sup_reload_reap(bool all)
 	}
 }
 
+/* Reloads whose thread has not ended (preparing, draining what they removed, or stopping what
+ * a refusal left): a RELOAD beyond is refused. */
+#define SUP_RELOADS_MAX 16
+
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
  * serialises its reloads, so only a confused proxy sends it). One after COMMIT does not wait
  * for the sandboxes earlier reloads still drain or stop. */
@@ -2108,6 +2114,8 @@ static void sup_reload_begin(uint32_t seq, const psx_msg *m)
 		pthread_mutex_unlock(&S.rl_mu);
 		if (pending) {
 			static const char why[] = "another reload is being prepared";
+			log_warn("up: reload %u asked by the proxy: refused, %s", (unsigned)seq,
+			         why);
 			psx_hdr h = {
 				.type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1
 			};
@@ -2116,6 +2124,23 @@ static void sup_reload_begin(uint32_t seq, const psx_msg *m)
 		}
 	}
 	sup_reload_reap(false);
+	/* Each reload holds a thread until what it removed is stopped: a proxy that asks for
+	 * reloads faster than they end (one that reads none of the answers, say) must not make
+	 * the supervisor start threads without bound. */
+	size_t n_live = 0;
+	for (const struct sup_reload *o = S.rl; o; o = o->older)
+		n_live++;
+	if (n_live >= SUP_RELOADS_MAX) {
+		char why[128];
+		int k = snprintf(why, sizeof(why),
+		                 "%zu reloads still draining or stopping sandboxes, the most at "
+		                 "once: reload again later",
+		                 n_live);
+		log_warn("up: reload %u asked by the proxy: refused, %s", (unsigned)seq, why);
+		psx_hdr h = { .type = PSX_RELOADED, .gen = seq, .arg = 1, .len = (uint32_t)k };
+		sup_send(&h, why, NULL, 0);
+		return;
+	}
 	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
 	rl->commit = -1;
 	rl->seq = seq;
@@ -2183,6 +2208,19 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	sandbox *sb = x->sb;
 	struct up_vm *vm = x->vm;
 	unsigned vm_gen = x->vm_generation;
+	/* A slot without a sandbox (removed, or not started yet) is not used: a reload may give
+	 * it to another sandbox meanwhile (sup_model_new clears it, and its users with it), so
+	 * neither its users nor its id are touched once S.mu is let go. */
+	if (sb == NULL && vm == NULL) {
+		size_t slot = x->slot;
+		pthread_mutex_unlock(&S.mu);
+		log_debug("privsep: WANT for slot %zu, which runs no sandbox: refused", slot);
+		psx_hdr h = { .type = PSX_SOCKS,
+			      .model = (uint16_t)slot,
+			      .arg = (uint32_t)ECONNREFUSED };
+		sup_send(&h, NULL, NULL, 0);
+		return;
+	}
 	x->users++;
 	pthread_mutex_unlock(&S.mu);
 	if (want > PSX_POOL_MAX)
@@ -2190,9 +2228,7 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	while (want > 0 && err == 0) {
 		size_t n = 0;
 		custos_err e;
-		if (sb == NULL && vm == NULL) { /* removed, or not started yet */
-			e = err_set(CUSTOS_ERR_CLOSED, "no sandbox running");
-		} else if (sb) {
+		if (sb) {
 			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
 			if (batch > SANDBOX_SOCKETS_BATCH)
 				batch = SANDBOX_SOCKETS_BATCH;
