@@ -11,7 +11,8 @@
 #  4. DRAINED with a payload (no proxy message has one);
 #  5. PROXY_UP with an fd (only SECCOMP carries one);
 #  6. an empty message with an fd, which reads as EOF: the supervisor stops reading and
-#     kills the proxy that lives on 10 s later.
+#     kills the proxy that lives on 10 s later;
+#  7. an unknown type.
 . "$(dirname "$0")/proxy_lib.bash"
 [ "${CUSTOS_TEST_HOOKS:-0}" = 1 ] ||
 	skip "custos is built without test hooks (CUSTOS_TEST_HOOKS, on in Debug builds)"
@@ -72,6 +73,8 @@ run payload "34,0,0,0,8,0"
 killed payload "message type 34, slot 0: a payload where none is allowed"
 run proxy_up_fd "35,0,0,0,0,1"
 killed proxy_up_fd "message type 35, slot 0: an unexpected fd"
+run unknown_type "99,0,0,0,0,0"
+killed unknown_type "message type 99, slot 0: unknown type"
 run empty_fd empty_fd
 check "empty_fd: the proxy that shut nothing but lives on is killed" \
 	"$(grep -c 'the proxy did not stop in time: SIGKILL' "$work/custos.log")" 1
