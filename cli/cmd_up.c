@@ -1031,7 +1031,10 @@ struct sup_model {
 	/* Removed by an applied reload (draining), or added by a refused one (being stopped): no
 	 * later reload counts it as running, removes it again or replaces it (S.mu). */
 	bool retired;
-	bool freed;       /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
+	bool freed; /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
+	/* gone, and sup_model_stop is over with it (S.mu): from gone to this, the stop still
+	 * uses the slot (its id, its output reader), which FREED must not hand on meanwhile */
+	bool stopped;
 	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
@@ -1368,6 +1371,24 @@ static custos_err sup_output_start(struct sup_model *x)
 	return CUSTOS_OK;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SUP_STOP_HOLD=PATH holds
+ * the stop of a sandbox a reload removes, once it is taken off its slot, until PATH exists (or
+ * custos stops), so that a test can send FREED for the slot meanwhile
+ * (tests/integration/privsep_hostile.sh). */
+static void test_hook_stop_hold(const struct sup_model *x)
+{
+	const char *path = getenv("CUSTOS_TEST_SUP_STOP_HOLD");
+
+	if (path == NULL || !x->gone || access(path, F_OK) == 0)
+		return;
+	log_warn("up: test hook: model %s: its stop holds until %s exists", x->id, path);
+	while (!__atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE) && access(path, F_OK) == -1)
+		usleep(50000);
+	log_warn("up: test hook: model %s: its stop goes on", x->id);
+}
+#endif
+
 /* Stops x's sandbox (its STOP event is audited), removes its cgroup and ends its output
  * reader. The loop serving the proxy never sees a sandbox being stopped: it is taken off x
  * first, under S.mu, and stopped once the loop's sup_want no longer uses it. */
@@ -1382,6 +1403,9 @@ static void sup_model_stop(struct sup_model *x, bool gone)
 	while (x->users > 0)
 		pthread_cond_wait(&S.users_cv, &S.mu);
 	pthread_mutex_unlock(&S.mu);
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_stop_hold(x);
+#endif
 	if (sb && sandbox_stop(sb) != CUSTOS_OK)
 		log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
 	sandbox_free(sb);
@@ -1393,6 +1417,9 @@ static void sup_model_stop(struct sup_model *x, bool gone)
 	if (x->out_started)
 		pthread_join(x->out_th, NULL);
 	x->out_started = false;
+	pthread_mutex_lock(&S.mu);
+	x->stopped = x->gone;
+	pthread_mutex_unlock(&S.mu);
 }
 
 static void stop_sandboxes(void)
@@ -2026,12 +2053,13 @@ static void *sup_reload_main(void *arg)
 }
 
 /* FREED: the proxy let go of the slot of a sandbox that was removed and stopped: a later
- * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped. */
+ * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped, or
+ * is being stopped (the proxy is told REMOVED once that is over). */
 static void sup_freed(size_t slot)
 {
 	pthread_mutex_lock(&S.mu);
 	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
-	bool ok = x && x->gone && x->sb == NULL && x->vm == NULL;
+	bool ok = x && x->stopped && x->sb == NULL && x->vm == NULL;
 	if (ok)
 		x->freed = true;
 	pthread_mutex_unlock(&S.mu);

@@ -15,7 +15,9 @@
 #  4. A proxy that reads nothing for a while (stall) and asks meanwhile for sockets of a slot
 #     that a reload gives to a new sandbox: the supervisor blocks on the full socket; once the
 #     proxy reads again, that sandbox can still be stopped (its count of users did not wrap).
-#  5. A stalled proxy that floods RELOAD/COMMIT pairs: the supervisor runs at most 16 reload
+#  5. FREED for a slot whose sandbox is being stopped: ignored (the stop still uses the slot,
+#     which a reload could otherwise reuse under it).
+#  6. A stalled proxy that floods RELOAD/COMMIT pairs: the supervisor runs at most 16 reload
 #     threads and refuses the rest, instead of one thread per pair.
 # Then SIGTERM stops custos up (exit 0) with no sanitizer report, and the trail verifies.
 . "$(dirname "$0")/proxy_lib.bash"
@@ -48,10 +50,11 @@ ${1-}"
 }
 conf
 : >"$work/psx"
-touch "$work/read-go"
-export CUSTOS_TEST_PSX_FILE="$work/psx" CUSTOS_TEST_SUP_READ_HOLD="$work/read-go"
+touch "$work/read-go" "$work/stop-go"
+export CUSTOS_TEST_PSX_FILE="$work/psx" CUSTOS_TEST_SUP_READ_HOLD="$work/read-go" \
+	CUSTOS_TEST_SUP_STOP_HOLD="$work/stop-go"
 start_custos "$work/custos.yaml"
-unset CUSTOS_TEST_PSX_FILE CUSTOS_TEST_SUP_READ_HOLD
+unset CUSTOS_TEST_PSX_FILE CUSTOS_TEST_SUP_READ_HOLD CUSTOS_TEST_SUP_STOP_HOLD
 wait_until 60 test -S "$work/admin.sock" || fail "no admin socket $work/admin.sock after 60 s"
 SUP=$(sed -n 's/.*supervisor pid \([0-9]*\), proxy pid.*/\1/p' "$work/custos.log" | head -1)
 PX=$(sed -n 's/.*supervisor pid [0-9]*, proxy pid \([0-9]*\).*/\1/p' "$work/custos.log" | head -1)
@@ -181,7 +184,23 @@ check "4: the proxy and the supervisor live on" "$(alive)" alive
 check "4: test-model answers" "$(chat test-model)" 200
 conf
 
-# 5. Stalled, the proxy floods RELOAD/COMMIT pairs, whose answers (RELOADED, each sent by its
+# 5. FREED for slot 1 while the sandbox a reload removed from it is being stopped (held there
+# by CUSTOS_TEST_SUP_STOP_HOLD): ignored (the slot is still in use); the proxy's own FREED,
+# after REMOVED, frees it.
+wait_log "the proxy freed slot 1: a reload may reuse it" 2
+conf "$(model_yaml a-model 18141 4)"
+reload "5: reload adding a-model (slot 1)"
+rm "$work/stop-go"
+conf
+reload "5: reload removing it"
+wait_log "up: test hook: model a-model: its stop holds until $work/stop-go exists" 1
+psx "40,1,0,0,0,0"
+wait_log "the proxy freed slot 1, which holds no stopped sandbox: ignored" 1
+check "5: the slot is not freed before the stop is over" "$(grep -c "the proxy freed slot 1: a reload may reuse it" "$work/custos.log")" 2
+touch "$work/stop-go"
+wait_log "the proxy freed slot 1: a reload may reuse it" 3
+
+# 6. Stalled, the proxy floods RELOAD/COMMIT pairs, whose answers (RELOADED, each sent by its
 # reload's thread) soon fill its socket: at most 16 reload threads.
 t0=$(sup_threads)
 printf '%s\n' "stall:3000" "1000*37,0,3000,0,64,0:$zeros;38,0,3000,0,0,0" >>"$work/psx"
@@ -194,13 +213,13 @@ while [ "$SECONDS" -lt "$end" ] && ! log_lines_reach 'test hook: the proxy sent 
 	[ "${t:-0}" -gt "$tmax" ] && tmax=$t
 	sleep 0.05
 done
-[ "$tmax" -le $((t0 + 16)) ] && ok "5: at most 16 more threads ($t0, then at most $tmax)" ||
-	fail "5: the supervisor ran $tmax threads, $t0 before"
+[ "$tmax" -le $((t0 + 16)) ] && ok "6: at most 16 more threads ($t0, then at most $tmax)" ||
+	fail "6: the supervisor ran $tmax threads, $t0 before"
 wait_log 'test hook: the proxy sent the supervisor' "$sent"
 wait_log "reload 3000 asked by the proxy: refused, 16 reloads still draining or stopping sandboxes" 1
-wait_until 30 test "$(sup_threads)" -le "$t0" && ok "5: back to $t0 threads" || fail "5: $(sup_threads) threads, $t0 before"
-check "5: the proxy and the supervisor live on" "$(alive)" alive
-check "5: test-model answers" "$(chat test-model)" 200
+wait_until 30 test "$(sup_threads)" -le "$t0" && ok "6: back to $t0 threads" || fail "6: $(sup_threads) threads, $t0 before"
+check "6: the proxy and the supervisor live on" "$(alive)" alive
+check "6: test-model answers" "$(chat test-model)" 200
 wait_until 10 test "$(sup_fds)" -le "$fds0" && ok "the supervisor holds $fds0 fds as at the start" ||
 	fail "the supervisor holds $(sup_fds) fds, $fds0 at the start: $(ls -l "/proc/$SUP/fd")"
 
