@@ -1096,6 +1096,28 @@ static void sup_vm_info(struct sup_model *x);
 /* A proxy that reads nothing for this long (its socket's buffer full) is stopped: the
  * supervisor never blocks on it for longer (SO_SNDTIMEO of S.sock). */
 #define SUP_SEND_TIMEOUT_S 30
+static long sup_send_timeout_s = SUP_SEND_TIMEOUT_S; /* a test build may shorten it */
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SUP_SEND_TIMEOUT_S=N (1 to
+ * 30) makes the supervisor give up on a proxy that reads nothing after N seconds instead of
+ * SUP_SEND_TIMEOUT_S (tests/integration/privsep_protocol.sh). */
+static void test_hook_send_timeout(void)
+{
+	const char *v = getenv("CUSTOS_TEST_SUP_SEND_TIMEOUT_S");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return;
+	if (num_parse_u64(span_cstr(v), 1, SUP_SEND_TIMEOUT_S, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_SUP_SEND_TIMEOUT_S=%s: %s", v, err_msg());
+		return;
+	}
+	log_warn("up: test hook: a proxy that reads nothing is stopped after %llu s",
+	         (unsigned long long)n);
+	sup_send_timeout_s = (long)n;
+}
+#endif
 
 static void sup_proto_kill(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
 
@@ -1112,8 +1134,8 @@ static void sup_send(const psx_hdr *h, const void *payload, const int *fds, size
 	}
 	pthread_mutex_unlock(&S.send_mu);
 	if (e == CUSTOS_ERR_TIMEOUT)
-		sup_proto_kill("it read none of the supervisor's messages for %d seconds",
-		               SUP_SEND_TIMEOUT_S);
+		sup_proto_kill("it read none of the supervisor's messages for %ld seconds",
+		               sup_send_timeout_s);
 }
 
 /* Fails closed on a proxy that breaks the protocol (a malformed message, one out of order,
@@ -3637,7 +3659,10 @@ int cmd_up(int argc, char **argv)
 	close(sp[1]);
 	S.sock = sp[0];
 	S.proxy = pid;
-	struct timeval stv = { .tv_sec = SUP_SEND_TIMEOUT_S };
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_send_timeout();
+#endif
+	struct timeval stv = { .tv_sec = sup_send_timeout_s };
 	if (setsockopt(S.sock, SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof(stv)) == -1)
 		log_warn("up: SO_SNDTIMEO: %s: a proxy that reads nothing blocks the supervisor",
 		         strerror(errno));
