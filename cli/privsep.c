@@ -760,7 +760,7 @@ static custos_err test_hook_send_one(const char *v)
 		}
 		iov.iov_len = sizeof(h) + len;
 	} else {
-		return err_set(CUSTOS_ERR_INVAL, "test hook: psx spec %s", v);
+		return err_set(CUSTOS_ERR_INVAL, "no such psx spec: %s", v);
 	}
 	if (nfds) {
 		mh.msg_control = cb.buf;
@@ -779,7 +779,7 @@ static custos_err test_hook_send_one(const char *v)
 		n = sendmsg(P.sock, &mh, MSG_NOSIGNAL);
 	while (n == -1 && errno == EINTR);
 	pthread_mutex_unlock(&P.send_mu);
-	return n == want ? CUSTOS_OK : err_sys("test hook: sendmsg");
+	return n == want ? CUSTOS_OK : err_sys("sendmsg");
 }
 
 static void test_hook_send(const char *v)
@@ -796,7 +796,7 @@ static void test_hook_send(const char *v)
 		for (const char *p = v; e == CUSTOS_OK;) { /* SPEC;SPEC;... */
 			size_t n = strcspn(p, ";");
 			if (n >= sizeof(part)) {
-				e = err_set(CUSTOS_ERR_LIMIT, "test hook: psx spec too long");
+				e = err_set(CUSTOS_ERR_LIMIT, "psx spec too long");
 				break;
 			}
 			memcpy(part, p, n);
