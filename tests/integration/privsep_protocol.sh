@@ -13,7 +13,8 @@
 #  6. an empty message with an fd, which reads as EOF: the supervisor stops reading and
 #     kills the proxy that lives on 10 s later;
 #  7. an unknown type;
-#  8. a proxy that reads none of the supervisor's messages (stall) and sends RELOAD/COMMIT
+#  8. DRAINED twice (the supervisor stopped the sandboxes at the first);
+#  9. a proxy that reads none of the supervisor's messages (stall) and sends RELOAD/COMMIT
 #     pairs, whose answers fill its socket: killed once the supervisor's send timeout passed
 #     (2 s here: test hook CUSTOS_TEST_SUP_SEND_TIMEOUT_S).
 . "$(dirname "$0")/proxy_lib.bash"
@@ -78,6 +79,12 @@ run proxy_up_fd "35,0,0,0,0,1"
 killed proxy_up_fd "message type 35, slot 0: an unexpected fd"
 run unknown_type "99,0,0,0,0,0"
 killed unknown_type "message type 99, slot 0: unknown type"
+run drained_twice "34,0,0,0,0,0;34,0,0,0,0,0"
+why="message type 34, slot 0: DRAINED twice"
+check "drained_twice: the supervisor says why it stops the proxy" \
+	"$(grep -cF "the proxy (pid $PX) broke the supervisor's protocol: $why; stopping it" "$work/custos.log")" 1
+check "drained_twice: proxy_lost audited with the fault" \
+	"$(audit_grep '"action":"proxy_lost"' | grep "\"proxy_pid\":$PX," | grep -cF "after draining: killed by the supervisor: $why")" 1
 zeros=0000000000000000000000000000000000000000000000000000000000000000
 CUSTOS_TEST_SUP_SEND_TIMEOUT_S=2 run stall "2000*stall:120000;37,0,9,0,64,0:$zeros;38,0,9,0,0,0"
 killed stall "it read none of the supervisor's messages for 2 seconds"
