@@ -1054,7 +1054,10 @@ struct sup_model {
 	/* Removed by an applied reload (draining), or added by a refused one (being stopped): no
 	 * later reload counts it as running, removes it again or replaces it (S.mu). */
 	bool retired;
-	bool freed;       /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
+	bool freed; /* gone, and the proxy let go of the slot (FREED): reusable (S.mu) */
+	/* gone, and sup_model_stop is over with it (S.mu): from gone to this, the stop still
+	 * uses the slot (its id, its output reader), which FREED must not hand on meanwhile */
+	bool stopped;
 	bool idle;        /* removed: the proxy has no request in flight to it (S.rl_mu) */
 	sandbox *sb;      /* process sandbox */
 	struct up_vm *vm; /* VM sandbox */
@@ -1116,6 +1119,28 @@ static void sup_vm_info(struct sup_model *x);
 /* A proxy that reads nothing for this long (its socket's buffer full) is stopped: the
  * supervisor never blocks on it for longer (SO_SNDTIMEO of S.sock). */
 #define SUP_SEND_TIMEOUT_S 30
+static long sup_send_timeout_s = SUP_SEND_TIMEOUT_S; /* a test build may shorten it */
+
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SUP_SEND_TIMEOUT_S=N (1 to
+ * 30) makes the supervisor give up on a proxy that reads nothing after N seconds instead of
+ * SUP_SEND_TIMEOUT_S (tests/integration/privsep_protocol.sh). */
+static void test_hook_send_timeout(void)
+{
+	const char *v = getenv("CUSTOS_TEST_SUP_SEND_TIMEOUT_S");
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return;
+	if (num_parse_u64(span_cstr(v), 1, SUP_SEND_TIMEOUT_S, &n) != CUSTOS_OK) {
+		log_error("up: test hook: CUSTOS_TEST_SUP_SEND_TIMEOUT_S=%s: %s", v, err_msg());
+		return;
+	}
+	log_warn("up: test hook: a proxy that reads nothing is stopped after %llu s",
+	         (unsigned long long)n);
+	sup_send_timeout_s = (long)n;
+}
+#endif
 
 static void sup_proto_kill(const char *fmt, ...) CUSTOS_PRINTF(1, 2);
 
@@ -1132,8 +1157,8 @@ static void sup_send(const psx_hdr *h, const void *payload, const int *fds, size
 	}
 	pthread_mutex_unlock(&S.send_mu);
 	if (e == CUSTOS_ERR_TIMEOUT)
-		sup_proto_kill("it read none of the supervisor's messages for %d seconds",
-		               SUP_SEND_TIMEOUT_S);
+		sup_proto_kill("it read none of the supervisor's messages for %ld seconds",
+		               sup_send_timeout_s);
 }
 
 /* Fails closed on a proxy that breaks the protocol (a malformed message, one out of order,
@@ -1391,6 +1416,24 @@ static custos_err sup_output_start(struct sup_model *x)
 	return CUSTOS_OK;
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_SUP_STOP_HOLD=PATH holds
+ * the stop of a sandbox a reload removes, once it is taken off its slot, until PATH exists (or
+ * custos stops), so that a test can send FREED for the slot meanwhile
+ * (tests/integration/privsep_hostile.sh). */
+static void test_hook_stop_hold(const struct sup_model *x)
+{
+	const char *path = getenv("CUSTOS_TEST_SUP_STOP_HOLD");
+
+	if (path == NULL || !x->gone || access(path, F_OK) == 0)
+		return;
+	log_warn("up: test hook: model %s: its stop holds until %s exists", x->id, path);
+	while (!__atomic_load_n(&S.rl_abort, __ATOMIC_ACQUIRE) && access(path, F_OK) == -1)
+		usleep(50000);
+	log_warn("up: test hook: model %s: its stop goes on", x->id);
+}
+#endif
+
 /* Stops x's sandbox (its STOP event is audited), removes its cgroup and ends its output
  * reader. The loop serving the proxy never sees a sandbox being stopped: it is taken off x
  * first, under S.mu, and stopped once the loop's sup_want no longer uses it. */
@@ -1405,6 +1448,9 @@ static void sup_model_stop(struct sup_model *x, bool gone)
 	while (x->users > 0)
 		pthread_cond_wait(&S.users_cv, &S.mu);
 	pthread_mutex_unlock(&S.mu);
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_stop_hold(x);
+#endif
 	if (sb && sandbox_stop(sb) != CUSTOS_OK)
 		log_warn("up: stopping sandbox %s: %s", x->id, err_msg());
 	sandbox_free(sb);
@@ -1416,6 +1462,9 @@ static void sup_model_stop(struct sup_model *x, bool gone)
 	if (x->out_started)
 		pthread_join(x->out_th, NULL);
 	x->out_started = false;
+	pthread_mutex_lock(&S.mu);
+	x->stopped = x->gone;
+	pthread_mutex_unlock(&S.mu);
 }
 
 static void stop_sandboxes(void)
@@ -2049,15 +2098,18 @@ static void *sup_reload_main(void *arg)
 }
 
 /* FREED: the proxy let go of the slot of a sandbox that was removed and stopped: a later
- * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped. */
+ * reload may give it to a new sandbox. Refused for a slot whose sandbox is not stopped, or
+ * is being stopped (the proxy is told REMOVED once that is over). */
 static void sup_freed(size_t slot)
 {
 	pthread_mutex_lock(&S.mu);
 	struct sup_model *x = slot < S.n ? &S.m[slot] : NULL;
-	bool ok = x && x->gone && x->sb == NULL && x->vm == NULL;
+	bool ok = x && x->stopped && x->sb == NULL && x->vm == NULL;
 	if (ok)
 		x->freed = true;
 	pthread_mutex_unlock(&S.mu);
+	if (ok)
+		log_debug("up: the proxy freed slot %zu: a reload may reuse it", slot);
 	if (!ok) {
 		log_warn("up: the proxy freed slot %zu, which holds no stopped sandbox: ignored",
 		         slot);
@@ -2119,6 +2171,10 @@ static void sup_reload_reap(bool all)
 	}
 }
 
+/* Reloads whose thread has not ended (preparing, draining what they removed, or stopping what
+ * a refusal left): a RELOAD beyond is refused. */
+#define SUP_RELOADS_MAX 16
+
 /* RELOAD: one at a time; a second one before the first's COMMIT is refused (the proxy
  * serialises its reloads, so only a confused proxy sends it). One after COMMIT does not wait
  * for the sandboxes earlier reloads still drain or stop. */
@@ -2131,6 +2187,8 @@ static void sup_reload_begin(uint32_t seq, const psx_msg *m)
 		pthread_mutex_unlock(&S.rl_mu);
 		if (pending) {
 			static const char why[] = "another reload is being prepared";
+			log_warn("up: reload %u asked by the proxy: refused, %s", (unsigned)seq,
+			         why);
 			psx_hdr h = {
 				.type = PSX_RELOADED, .gen = seq, .arg = 1, .len = sizeof(why) - 1
 			};
@@ -2139,6 +2197,23 @@ static void sup_reload_begin(uint32_t seq, const psx_msg *m)
 		}
 	}
 	sup_reload_reap(false);
+	/* Each reload holds a thread until what it removed is stopped: a proxy that asks for
+	 * reloads faster than they end (one that reads none of the answers, say) must not make
+	 * the supervisor start threads without bound. */
+	size_t n_live = 0;
+	for (const struct sup_reload *o = S.rl; o; o = o->older)
+		n_live++;
+	if (n_live >= SUP_RELOADS_MAX) {
+		char why[128];
+		int k = snprintf(why, sizeof(why),
+		                 "%zu reloads still draining or stopping sandboxes, the most at "
+		                 "once: reload again later",
+		                 n_live);
+		log_warn("up: reload %u asked by the proxy: refused, %s", (unsigned)seq, why);
+		psx_hdr h = { .type = PSX_RELOADED, .gen = seq, .arg = 1, .len = (uint32_t)k };
+		sup_send(&h, why, NULL, 0);
+		return;
+	}
 	struct sup_reload *rl = xcalloc(1, sizeof(*rl));
 	rl->commit = -1;
 	rl->seq = seq;
@@ -2206,6 +2281,19 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	sandbox *sb = x->sb;
 	struct up_vm *vm = x->vm;
 	unsigned vm_gen = x->vm_generation;
+	/* A slot without a sandbox (removed, or not started yet) is not used: a reload may give
+	 * it to another sandbox meanwhile (sup_model_new clears it, and its users with it), so
+	 * neither its users nor its id are touched once S.mu is let go. */
+	if (sb == NULL && vm == NULL) {
+		size_t slot = x->slot;
+		pthread_mutex_unlock(&S.mu);
+		log_debug("privsep: WANT for slot %zu, which runs no sandbox: refused", slot);
+		psx_hdr h = { .type = PSX_SOCKS,
+			      .model = (uint16_t)slot,
+			      .arg = (uint32_t)ECONNREFUSED };
+		sup_send(&h, NULL, NULL, 0);
+		return;
+	}
 	x->users++;
 	pthread_mutex_unlock(&S.mu);
 	if (want > PSX_POOL_MAX)
@@ -2213,9 +2301,7 @@ static void sup_want(struct sup_model *x, uint32_t want)
 	while (want > 0 && err == 0) {
 		size_t n = 0;
 		custos_err e;
-		if (sb == NULL && vm == NULL) { /* removed, or not started yet */
-			e = err_set(CUSTOS_ERR_CLOSED, "no sandbox running");
-		} else if (sb) {
+		if (sb) {
 			size_t batch = want < PSX_MAX_FDS ? want : PSX_MAX_FDS;
 			if (batch > SANDBOX_SOCKETS_BATCH)
 				batch = SANDBOX_SOCKETS_BATCH;
@@ -3596,7 +3682,10 @@ int cmd_up(int argc, char **argv)
 	close(sp[1]);
 	S.sock = sp[0];
 	S.proxy = pid;
-	struct timeval stv = { .tv_sec = SUP_SEND_TIMEOUT_S };
+#ifdef CUSTOS_TEST_HOOKS
+	test_hook_send_timeout();
+#endif
+	struct timeval stv = { .tv_sec = sup_send_timeout_s };
 	if (setsockopt(S.sock, SOL_SOCKET, SO_SNDTIMEO, &stv, sizeof(stv)) == -1)
 		log_warn("up: SO_SNDTIMEO: %s: a proxy that reads nothing blocks the supervisor",
 		         strerror(errno));

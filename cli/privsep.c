@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -663,12 +664,21 @@ static void audit_lost(void)
 		submit_body(audit_event_body(&ev));
 }
 
+#ifdef CUSTOS_TEST_HOOKS
+/* The receiver reads nothing until then (CLOCK_MONOTONIC ns; test hook "stall:MS"). */
+static uint64_t test_stall_until;
+#endif
+
 static void *receiver(void *arg)
 {
 	psx_msg *m = xcalloc(1, sizeof(*m));
 	proc_name_self("custos-privsep");
 	(void)arg;
 	for (;;) {
+#ifdef CUSTOS_TEST_HOOKS
+		while (tm_mono_ns() < __atomic_load_n(&test_stall_until, __ATOMIC_ACQUIRE))
+			usleep(10000);
+#endif
 		int r = psx_recv(P.sock, m);
 		if (r <= 0) {
 			pthread_mutex_lock(&P.mu);
@@ -696,58 +706,160 @@ static void *receiver(void *arg)
 }
 
 #ifdef CUSTOS_TEST_HOOKS
-/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): CUSTOS_TEST_PSX_SEND makes the proxy,
- * once serving, send the supervisor one message a compromised proxy could: "short" (4 bytes,
- * no header), "empty_fd" (an empty message with an fd, which reads as EOF), or
- * "type,model,gen,arg,len,nfds" (len zero bytes of payload, nfds copies of its socket), so
- * that a test sees the supervisor's answer (tests/integration/privsep_protocol.sh). */
-static void test_hook_send(void)
-{
-	const char *v = getenv("CUSTOS_TEST_PSX_SEND");
-	static uint8_t zeros[PSX_PAYLOAD_MAX];
-	unsigned t, model, gen, arg, len, nfds;
-	int fds[PSX_MAX_FDS];
-	custos_err e;
+/* Test builds only (docs/CONTRIBUTING.md "Test hooks"): the proxy sends the supervisor what a
+ * compromised proxy could, so that a test sees the supervisor's answer
+ * (tests/integration/privsep_protocol.sh, privsep_hostile.sh). CUSTOS_TEST_PSX_SEND=SPEC: one
+ * message once serving; CUSTOS_TEST_PSX_FILE=PATH: each line appended to PATH (read every
+ * 20 ms) from then on. A SPEC is "short" (4 bytes, no header), "empty_fd" (an empty message
+ * with an fd, which reads as EOF), "stall:MS" (the receiver thread reads none of the
+ * supervisor's messages for MS ms), "SPEC;SPEC" (one, then the other), "N*SPEC" (SPEC N times
+ * in a row) or
+ * "type,model,gen,arg,len,nfds[:text]" (a header saying len, len bytes of payload: text, then
+ * zeros; nfds copies of the proxy's socket; len and nfds may exceed what psx_send allows). */
+#define TEST_PSX_FDS_MAX 64
 
-	if (v == NULL)
-		return;
-	log_warn("up: test hook: the proxy sends the supervisor %s", v);
-	pthread_mutex_lock(&P.send_mu);
+static custos_err test_hook_send_one(const char *v)
+{
+	static uint8_t payload[2 * PSX_PAYLOAD_MAX];
+	unsigned t, model, gen, arg, len, nfds;
+	int off = 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * TEST_PSX_FDS_MAX)];
+		struct cmsghdr align;
+	} cb;
+	uint8_t *head = payload; /* header, then payload, in one buffer */
+	struct iovec iov = { .iov_base = head };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t want;
+
+	if (sscanf(v, "stall:%u%n", &arg, &off) == 1 && v[off] == '\0') {
+		__atomic_store_n(&test_stall_until, tm_mono_ns() + (uint64_t)arg * 1000000u,
+		                 __ATOMIC_RELEASE);
+		return CUSTOS_OK;
+	}
+	memset(payload, 0, sizeof(payload));
+	memset(&cb, 0, sizeof(cb));
 	if (strcmp(v, "short") == 0) {
-		struct iovec iov = { .iov_base = zeros, .iov_len = 4 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		e = sendmsg(P.sock, &mh, MSG_NOSIGNAL) == 4 ? CUSTOS_OK
-		                                            : err_sys("test hook: sendmsg");
+		iov.iov_len = 4;
+		nfds = 0;
 	} else if (strcmp(v, "empty_fd") == 0) {
-		union {
-			char buf[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} cb;
-		memset(&cb, 0, sizeof(cb));
-		struct msghdr mh = { .msg_control = cb.buf, .msg_controllen = sizeof(cb.buf) };
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &P.sock, sizeof(int));
-		e = sendmsg(P.sock, &mh, MSG_NOSIGNAL) == 0 ? CUSTOS_OK
-		                                            : err_sys("test hook: sendmsg");
-	} else if (sscanf(v, "%u,%u,%u,%u,%u,%u", &t, &model, &gen, &arg, &len, &nfds) == 6 &&
-	           len <= PSX_PAYLOAD_MAX && nfds <= PSX_MAX_FDS) {
+		mh.msg_iovlen = 0;
+		nfds = 1;
+	} else if (sscanf(v, "%u,%u,%u,%u,%u,%u%n", &t, &model, &gen, &arg, &len, &nfds, &off) ==
+	                   6 &&
+	           len <= sizeof(payload) - sizeof(psx_hdr) && nfds <= TEST_PSX_FDS_MAX) {
 		psx_hdr h = { .type = (uint16_t)t,
 			      .model = (uint16_t)model,
 			      .gen = gen,
 			      .arg = arg,
 			      .len = len };
-		for (size_t i = 0; i < nfds; i++)
-			fds[i] = P.sock;
-		e = psx_send(P.sock, &h, zeros, fds, nfds);
+		memcpy(head, &h, sizeof(h));
+		if (v[off] == ':') {
+			size_t n = strlen(v + off + 1);
+			memcpy(head + sizeof(h), v + off + 1, n < len ? n : len);
+		}
+		iov.iov_len = sizeof(h) + len;
 	} else {
-		e = err_set(CUSTOS_ERR_INVAL, "test hook: CUSTOS_TEST_PSX_SEND=%s", v);
+		return err_set(CUSTOS_ERR_INVAL, "no such psx spec: %s", v);
 	}
+	if (nfds) {
+		mh.msg_control = cb.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		for (size_t i = 0; i < nfds; i++)
+			memcpy(CMSG_DATA(c) + i * sizeof(int), &P.sock, sizeof(int));
+	}
+	want = mh.msg_iovlen ? (ssize_t)iov.iov_len : 0;
+	pthread_mutex_lock(&P.send_mu);
+	ssize_t n;
+	do
+		n = sendmsg(P.sock, &mh, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
 	pthread_mutex_unlock(&P.send_mu);
+	return n == want ? CUSTOS_OK : err_sys("sendmsg");
+}
+
+static void test_hook_send(const char *v)
+{
+	unsigned long times = 1;
+	char *end, part[1024];
+
+	if (v[0] >= '0' && v[0] <= '9' && (times = strtoul(v, &end, 10), *end == '*'))
+		v = end + 1;
+	else
+		times = 1;
+	custos_err e = CUSTOS_OK;
+	for (unsigned long i = 0; i < times && e == CUSTOS_OK; i++) {
+		for (const char *p = v; e == CUSTOS_OK;) { /* SPEC;SPEC;... */
+			size_t n = strcspn(p, ";");
+			if (n >= sizeof(part)) {
+				e = err_set(CUSTOS_ERR_LIMIT, "psx spec too long");
+				break;
+			}
+			memcpy(part, p, n);
+			part[n] = '\0';
+			e = test_hook_send_one(part);
+			if (p[n] == '\0')
+				break;
+			p += n + 1;
+		}
+	}
 	if (e != CUSTOS_OK)
 		log_error("up: test hook: %s", err_msg());
+	else
+		log_warn("up: test hook: the proxy sent the supervisor %s", v);
+}
+
+/* CUSTOS_TEST_PSX_FILE's reader: every line not sent yet, until the proxy finishes. */
+static void *test_hook_file_main(void *arg)
+{
+	const char *path = arg;
+	size_t done = 0; /* bytes of whole lines sent */
+	static char text[65536];
+
+	proc_name_self("custos-psxhook");
+	for (;;) {
+		pthread_mutex_lock(&P.mu);
+		bool finished = P.finished;
+		pthread_mutex_unlock(&P.mu);
+		if (finished)
+			break;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd == -1 ? -1 : read(fd, text, sizeof(text) - 1);
+		if (fd != -1)
+			close(fd);
+		for (size_t i = done; n > 0 && i < (size_t)n; i++) {
+			if (text[i] != '\n')
+				continue;
+			text[i] = '\0';
+			test_hook_send(text + done);
+			done = i + 1;
+		}
+		usleep(20000);
+	}
+	return NULL;
+}
+
+static void test_hook_start(void)
+{
+	const char *v = getenv("CUSTOS_TEST_PSX_SEND");
+	const char *path = getenv("CUSTOS_TEST_PSX_FILE");
+	pthread_t th;
+
+	if (v) {
+		log_warn("up: test hook: the proxy sends the supervisor %s", v);
+		test_hook_send(v);
+	}
+	if (path == NULL)
+		return;
+	log_warn("up: test hook: the proxy sends the supervisor the lines of %s", path);
+	if (pthread_create(&th, NULL, test_hook_file_main, (void *)path) != 0)
+		log_error("up: test hook: no thread for %s", path);
+	else
+		pthread_detach(th);
 }
 #endif
 
@@ -759,7 +871,7 @@ custos_err psx_proxy_start(void)
 	custos_err e = send_locked(PSX_PROXY_UP, 0, 0);
 #ifdef CUSTOS_TEST_HOOKS
 	if (e == CUSTOS_OK)
-		test_hook_send();
+		test_hook_start();
 #endif
 	return e;
 }

@@ -11,7 +11,12 @@
 #  4. DRAINED with a payload (no proxy message has one);
 #  5. PROXY_UP with an fd (only SECCOMP carries one);
 #  6. an empty message with an fd, which reads as EOF: the supervisor stops reading and
-#     kills the proxy that lives on 10 s later.
+#     kills the proxy that lives on 10 s later;
+#  7. an unknown type;
+#  8. DRAINED twice (the supervisor stopped the sandboxes at the first);
+#  9. a proxy that reads none of the supervisor's messages (stall) and sends RELOAD/COMMIT
+#     pairs, whose answers fill its socket: killed once the supervisor's send timeout passed
+#     (2 s here: test hook CUSTOS_TEST_SUP_SEND_TIMEOUT_S).
 . "$(dirname "$0")/proxy_lib.bash"
 [ "${CUSTOS_TEST_HOOKS:-0}" = 1 ] ||
 	skip "custos is built without test hooks (CUSTOS_TEST_HOOKS, on in Debug builds)"
@@ -45,7 +50,7 @@ run() {
 	wait "$CU_PID"
 	RC=$?
 	PX=$(proxy_pid)
-	check "$1: the hook sent it" "$(grep -c "test hook: the proxy sends the supervisor $2\$" "$work/custos.log")" 1
+	check "$1: the hook sent it" "$(grep -cF "test hook: the proxy sends the supervisor $2" "$work/custos.log")" 1
 	check "$1: custos up ends with exit 1" "$RC" 1
 	check "$1: the proxy is gone" "$(kill -0 "$PX" 2>/dev/null && echo alive || echo gone)" gone
 	check "$1: no sanitizer report" "$(grep -cE 'AddressSanitizer|LeakSanitizer|runtime error' "$work/custos.log")" 0
@@ -72,6 +77,17 @@ run payload "34,0,0,0,8,0"
 killed payload "message type 34, slot 0: a payload where none is allowed"
 run proxy_up_fd "35,0,0,0,0,1"
 killed proxy_up_fd "message type 35, slot 0: an unexpected fd"
+run unknown_type "99,0,0,0,0,0"
+killed unknown_type "message type 99, slot 0: unknown type"
+run drained_twice "34,0,0,0,0,0;34,0,0,0,0,0"
+why="message type 34, slot 0: DRAINED twice"
+check "drained_twice: the supervisor says why it stops the proxy" \
+	"$(grep -cF "the proxy (pid $PX) broke the supervisor's protocol: $why; stopping it" "$work/custos.log")" 1
+check "drained_twice: proxy_lost audited with the fault" \
+	"$(audit_grep '"action":"proxy_lost"' | grep "\"proxy_pid\":$PX," | grep -cF "after draining: killed by the supervisor: $why")" 1
+zeros=0000000000000000000000000000000000000000000000000000000000000000
+CUSTOS_TEST_SUP_SEND_TIMEOUT_S=2 run stall "2000*stall:120000;37,0,9,0,64,0:$zeros;38,0,9,0,0,0"
+killed stall "it read none of the supervisor's messages for 2 seconds"
 run empty_fd empty_fd
 check "empty_fd: the proxy that shut nothing but lives on is killed" \
 	"$(grep -c 'the proxy did not stop in time: SIGKILL' "$work/custos.log")" 1
