@@ -389,7 +389,7 @@ static size_t v_phone_token(const uint8_t *p, size_t n, int prev, int next, det_
 	split_groups(p, n, &g);
 	size_t hits = 0, hit_last = SIZE_MAX;
 	for (size_t i = 0; i < g.n && hits < DET_MAX_HITS; i++) {
-		size_t last;
+		size_t last = 0;
 		uint8_t conf;
 		bool nanp = false;
 		/* A group that goes on from the digits before it ("8 045 311 447", "1.045.311.447",
